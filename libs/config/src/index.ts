@@ -1,0 +1,3 @@
+export { ConfigError } from './errors';
+export { loadConfig, loadConfigOrExit, rawEnv } from './load';
+export * from './env.schema';

@@ -1,0 +1,58 @@
+import type { z } from 'zod';
+import { ConfigError } from './errors';
+
+type Env = Record<string, string | undefined>;
+
+/**
+ * Parses the environment with a zod object schema. Empty strings count as unset.
+ * Throws ConfigError whose message is one line naming the first bad variable.
+ */
+export function loadConfig<S extends z.ZodObject>(schema: S, env: Env = process.env): z.infer<S> {
+  const cleaned: Env = {};
+  for (const key of Object.keys(schema.shape)) {
+    const v = env[key];
+    if (v !== undefined && v !== '') cleaned[key] = v;
+  }
+  const result = schema.safeParse(cleaned);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const variable = String(issue.path[0] ?? '?');
+  const got = cleaned[variable];
+  const shown = got === undefined ? 'it is not set' : `got ${JSON.stringify(got)}`;
+  throw new ConfigError(`${variable}: expected ${describe(issue)}; ${shown}`, variable);
+}
+
+function describe(issue: z.core.$ZodIssue): string {
+  switch (issue.code) {
+    case 'too_small':
+      return `a value >= ${String(issue.minimum)}`;
+    case 'too_big':
+      return `a value <= ${String(issue.maximum)}`;
+    case 'invalid_value':
+      return `one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'invalid_format':
+      return issue.message.replace(/^Invalid string: must match pattern .*$/, 'a valid value');
+    case 'invalid_type':
+      return issue.expected === 'number' ? 'a number' : `a ${issue.expected}`;
+    default:
+      return issue.message;
+  }
+}
+
+/** loadConfig for a composition root: a bad variable prints one line and exits 1. */
+export function loadConfigOrExit<S extends z.ZodObject>(schema: S, env: Env = process.env): z.infer<S> {
+  try {
+    return loadConfig(schema, env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`tally: configuration error: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+/** The only other process.env access allowed: the raw environment, for child processes a launcher starts. */
+export function rawEnv(): Env {
+  return { ...process.env };
+}

@@ -1,0 +1,5 @@
+export * from './calendar';
+export * from './time-zone';
+export * from './names';
+export * from './redis-keys';
+export { KeyLayoutError } from './errors';

@@ -1,0 +1,216 @@
+import { Temporal } from '@js-temporal/polyfill';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  addDays,
+  addMonths,
+  cellsOfDay,
+  dayAttr,
+  dayKey,
+  entityPk,
+  fromDayOfYear,
+  fromEpochDay,
+  isValidTimeZone,
+  localDate,
+  monthAttr,
+  monthDays,
+  monthSk,
+  parseAttr,
+  parseDate,
+  parseDayKey,
+  parseOutboxField,
+  parsePk,
+  redisKeys,
+  toEpochDay,
+  TOTAL_SK,
+  yearAttr,
+  outboxField,
+} from './index';
+
+const at = (iso: string) => Date.parse(iso);
+const ld = (iso: string, tz: string) => {
+  const d = localDate(at(iso), tz);
+  return `${d.year}-${String(d.month).padStart(2, '0')}-${String(d.day).padStart(2, '0')}/${d.doy}`;
+};
+
+describe('time binning in the store time zone', () => {
+  it('bins the article example: May 3rd 2023 is day 123', () => {
+    expect(ld('2023-05-03T10:15:00Z', 'UTC')).toBe('2023-05-03/123');
+    expect(ld('2023-05-04T00:00:00Z', 'UTC')).toBe('2023-05-04/124');
+  });
+
+  it('handles the spring-forward DST change (America/New_York 2023-03-12)', () => {
+    // 01:59 EST -> 03:00 EDT at 07:00Z. Local midnight before is 05:00Z, after is 04:00Z.
+    expect(ld('2023-03-12T04:59:59.999Z', 'America/New_York')).toBe('2023-03-11/70');
+    expect(ld('2023-03-12T05:00:00Z', 'America/New_York')).toBe('2023-03-12/71');
+    expect(ld('2023-03-13T03:59:59.999Z', 'America/New_York')).toBe('2023-03-12/71');
+    expect(ld('2023-03-13T04:00:00Z', 'America/New_York')).toBe('2023-03-13/72');
+  });
+
+  it('handles the fall-back DST change (Europe/London 2023-10-29)', () => {
+    // 02:00 BST -> 01:00 GMT at 01:00Z; the day has 25 hours, 2023-10-28 23:00Z to 2023-10-30 00:00Z.
+    expect(ld('2023-10-28T22:59:59.999Z', 'Europe/London')).toBe('2023-10-28/301');
+    expect(ld('2023-10-28T23:00:00Z', 'Europe/London')).toBe('2023-10-29/302');
+    expect(ld('2023-10-29T23:59:59.999Z', 'Europe/London')).toBe('2023-10-29/302');
+    expect(ld('2023-10-30T00:00:00Z', 'Europe/London')).toBe('2023-10-30/303');
+  });
+
+  it('has day 366 in leap years only', () => {
+    expect(ld('2024-12-31T12:00:00Z', 'UTC')).toBe('2024-12-31/366');
+    expect(ld('2023-12-31T12:00:00Z', 'UTC')).toBe('2023-12-31/365');
+    expect(ld('2024-02-29T12:00:00Z', 'UTC')).toBe('2024-02-29/60');
+    expect(ld('2024-03-01T00:00:00Z', 'UTC')).toBe('2024-03-01/61');
+    expect(ld('2023-03-01T00:00:00Z', 'UTC')).toBe('2023-03-01/60');
+    expect(() => fromDayOfYear(2023, 366)).toThrow(/does not exist/);
+    expect(fromDayOfYear(2024, 366)).toEqual({ year: 2024, month: 12, day: 31, doy: 366 });
+  });
+
+  it('crosses year ends in the store zone, not in UTC', () => {
+    // +14:00: new year arrives at 10:00Z on Dec 31.
+    expect(ld('2023-12-31T09:59:59.999Z', 'Pacific/Kiritimati')).toBe('2023-12-31/365');
+    expect(ld('2023-12-31T10:00:00Z', 'Pacific/Kiritimati')).toBe('2024-01-01/1');
+    // -12:00: still Dec 31 at 11:59Z on Jan 1.
+    expect(ld('2025-01-01T11:59:59.999Z', 'Etc/GMT+12')).toBe('2024-12-31/366');
+    expect(ld('2025-01-01T12:00:00Z', 'Etc/GMT+12')).toBe('2025-01-01/1');
+  });
+
+  it('handles a +05:45 zone (Asia/Kathmandu)', () => {
+    expect(ld('2024-02-28T18:14:59.999Z', 'Asia/Kathmandu')).toBe('2024-02-28/59');
+    expect(ld('2024-02-28T18:15:00Z', 'Asia/Kathmandu')).toBe('2024-02-29/60');
+    expect(ld('2024-12-31T18:15:00Z', 'Asia/Kathmandu')).toBe('2025-01-01/1');
+  });
+
+  it('validates IANA names', () => {
+    expect(isValidTimeZone('Europe/Paris')).toBe(true);
+    expect(isValidTimeZone('UTC')).toBe(true);
+    expect(isValidTimeZone('Mars/Olympus')).toBe(false);
+    expect(isValidTimeZone('')).toBe(false);
+  });
+
+  const zones = [
+    'UTC', 'Europe/London', 'Europe/Berlin', 'America/New_York', 'America/Los_Angeles', 'America/Phoenix',
+    'America/Sao_Paulo', 'Australia/Lord_Howe', 'Australia/Adelaide', 'Asia/Kathmandu', 'Asia/Kolkata',
+    'Pacific/Chatham', 'Pacific/Kiritimati', 'Etc/GMT+12', 'Pacific/Apia', 'America/St_Johns', 'Asia/Tehran',
+    'Africa/Casablanca', 'America/Santiago', 'Antarctica/Troll',
+  ];
+
+  it('agrees with an independent implementation (Temporal) on random instants and zones', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: Date.UTC(1972, 6, 1), max: Date.UTC(2100, 0, 1) }),
+        fc.constantFrom(...zones),
+        (ts, tz) => {
+          const z = Temporal.Instant.fromEpochMilliseconds(ts).toZonedDateTimeISO(tz);
+          const d = localDate(ts, tz);
+          expect([d.year, d.month, d.day, d.doy]).toEqual([z.year, z.month, z.day, z.dayOfYear]);
+        },
+      ),
+      { numRuns: 20_000, seed: 20231 },
+    );
+  });
+
+  it('agrees with Temporal on instants next to every DST transition of 2020-2030', () => {
+    for (const tz of zones) {
+      let z = Temporal.Instant.fromEpochMilliseconds(Date.UTC(2020, 0, 1)).toZonedDateTimeISO(tz);
+      for (let i = 0; i < 40; i++) {
+        const next = z.getTimeZoneTransition('next');
+        if (!next || next.year > 2030) break;
+        for (const delta of [-1, 0, 1, 3_600_000 - 1, -3_600_000]) {
+          const ts = next.epochMilliseconds + delta;
+          const t = Temporal.Instant.fromEpochMilliseconds(ts).toZonedDateTimeISO(tz);
+          const d = localDate(ts, tz);
+          expect([tz, d.year, d.month, d.day, d.doy]).toEqual([tz, t.year, t.month, t.day, t.dayOfYear]);
+        }
+        z = next;
+      }
+    }
+  });
+});
+
+describe('calendar arithmetic', () => {
+  it('round-trips epoch days', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: -200_000, max: 200_000 }), (n) => {
+        expect(toEpochDay(fromEpochDay(n))).toBe(n);
+      }),
+    );
+    expect(fromEpochDay(0)).toEqual({ year: 1970, month: 1, day: 1, doy: 1 });
+  });
+
+  it('adds days and months across year ends', () => {
+    expect(addDays(parseDate('2023-12-31')!, 1)).toEqual({ year: 2024, month: 1, day: 1, doy: 1 });
+    expect(addDays(parseDate('2024-03-01')!, -1)).toEqual({ year: 2024, month: 2, day: 29, doy: 60 });
+    expect(addMonths({ year: 2023, month: 1 }, -2)).toMatchObject({ year: 2022, month: 11, day: 1 });
+    expect(addMonths({ year: 2023, month: 11 }, 2)).toMatchObject({ year: 2024, month: 1 });
+  });
+
+  it('parses only real dates', () => {
+    expect(parseDate('2023-02-29')).toBeUndefined();
+    expect(parseDate('2024-02-29')).toMatchObject({ doy: 60 });
+    expect(parseDate('2024-13-01')).toBeUndefined();
+    expect(parseDate('24-01-01')).toBeUndefined();
+  });
+
+  it('gives the day-of-year range of a month', () => {
+    expect(monthDays(2023, 5)).toEqual({ first: 121, last: 151 });
+    expect(monthDays(2024, 12)).toEqual({ first: 336, last: 366 });
+    expect(monthDays(2023, 2)).toEqual({ first: 32, last: 59 });
+  });
+});
+
+describe('DynamoDB names (the article layout)', () => {
+  it('names rows and attributes exactly as DESIGN.md', () => {
+    expect(monthSk(2023, 5)).toBe('M2023-05');
+    expect(TOTAL_SK).toBe('TOTAL');
+    expect(dayAttr(123, 'OrderCount')).toBe('D123.OrderCount');
+    expect(dayAttr(7, 'v')).toBe('D007.v');
+    expect(monthAttr(5, 'OrderCount')).toBe('M05.OrderCount');
+    expect(yearAttr(2023, 'OrderCount')).toBe('Y2023.OrderCount');
+    expect(entityPk('STORE12345', undefined)).toBe('STORE12345');
+    expect(entityPk('STORE12345', 'product', ['P1'])).toBe('STORE12345#product#P1');
+    expect(parsePk('STORE12345#product#P.1:x')).toEqual({ store: 'STORE12345', entity: 'product', keyValues: ['P.1:x'] });
+  });
+
+  it('maps a day to its four cells', () => {
+    expect(cellsOfDay(fromDayOfYear(2024, 366), 'ViewCount')).toEqual([
+      { sk: 'M2024-12', attr: 'D366.ViewCount' },
+      { sk: 'M2024-12', attr: 'M12.ViewCount' },
+      { sk: 'TOTAL', attr: 'ViewCount' },
+      { sk: 'TOTAL', attr: 'Y2024.ViewCount' },
+    ]);
+  });
+
+  it('parses attribute names back, including metrics whose sub-key has dots', () => {
+    expect(parseAttr('D123.OrderCount')).toEqual({ period: { kind: 'day', doy: 123 }, metric: 'OrderCount' });
+    expect(parseAttr('M05.OrderCount')).toEqual({ period: { kind: 'month', month: 5 }, metric: 'OrderCount' });
+    expect(parseAttr('Y2023.pv#P.1')).toEqual({ period: { kind: 'year', year: 2023 }, metric: 'pv#P.1' });
+    expect(parseAttr('OrderCount')).toEqual({ period: { kind: 'total' }, metric: 'OrderCount' });
+    expect(parseAttr('wm')).toBeUndefined();
+    expect(parseAttr('pk')).toBeUndefined();
+    expect(parseAttr('X12.a')).toBeUndefined();
+  });
+});
+
+describe('Redis names', () => {
+  it('puts every key of a store under one hash tag', () => {
+    const k = redisKeys('t');
+    const keys = [
+      k.epoch('S1'), k.bucket('S1', 17, 'S1#product#P1'), k.bucketRows('S1', 17), k.sealed('S1'), k.folded('S1'),
+      k.outbox('S1', 'S1'), k.dirty('S1'), k.due('S1'), k.batch('S1', 'abc'), k.cache('S1', 'S1#visitor#V'),
+      k.cacheVersion('S1', 'S1#visitor#V'), k.lock('S1'),
+    ];
+    for (const key of keys) expect(key.startsWith('t:{S1}:')).toBe(true);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(k.stores).toBe('t:stores');
+  });
+
+  it('round-trips fields', () => {
+    const d = parseDayKey(dayKey({ year: 2024, doy: 366 }));
+    expect(d).toMatchObject({ year: 2024, month: 12, day: 31 });
+    expect(parseOutboxField(outboxField(1700000000123, '2024-366', 'pv#A.b:c'))).toEqual({
+      seq: 1700000000123,
+      dayKey: '2024-366',
+      metric: 'pv#A.b:c',
+    });
+  });
+});

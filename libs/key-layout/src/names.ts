@@ -1,0 +1,108 @@
+import { dayOfYear, fromDayOfYear, type LocalDate } from './calendar';
+import { KeyLayoutError } from './errors';
+
+/**
+ * DynamoDB layout of DESIGN.md, kept exactly:
+ *   pk = entity (`STORE12345`, `STORE12345#product#P1`)
+ *   sk = `M2023-05` month row: `D123.<metric>` per day, `M05.<metric>` for the month
+ *   sk = `TOTAL` all-time row: `<metric>` and `Y2023.<metric>` per year
+ * Attribute names are flat strings containing a dot, always sent through ExpressionAttributeNames.
+ */
+
+/** Ids of stores and dimension values. `#`, `|`, `[`, `]`, `{`, `}` and spaces can never appear. */
+export const ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
+/** Store ids additionally start with a letter or digit (`_` starts reserved keys). */
+export const STORE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
+/** Entity and metric names in the rollup rules. */
+export const NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+
+export const TOTAL_SK = 'TOTAL';
+export const WATERMARK_ATTR = 'wm';
+
+const pad = (n: number, w: number) => String(n).padStart(w, '0');
+
+export function monthSk(year: number, month: number): string {
+  return `M${pad(year, 4)}-${pad(month, 2)}`;
+}
+
+export function parseMonthSk(sk: string): { year: number; month: number } | undefined {
+  const m = /^M(\d{4})-(\d{2})$/.exec(sk);
+  if (!m) return undefined;
+  const month = Number(m[2]);
+  if (month < 1 || month > 12) return undefined;
+  return { year: Number(m[1]), month };
+}
+
+export const dayAttr = (doy: number, metric: string) => `D${pad(doy, 3)}.${metric}`;
+export const monthAttr = (month: number, metric: string) => `M${pad(month, 2)}.${metric}`;
+export const yearAttr = (year: number, metric: string) => `Y${pad(year, 4)}.${metric}`;
+export const totalAttr = (metric: string) => metric;
+
+export type Period =
+  | { kind: 'day'; doy: number }
+  | { kind: 'month'; month: number }
+  | { kind: 'year'; year: number }
+  | { kind: 'total' };
+
+/** Splits an attribute name into its period and metric; undefined for `pk`, `sk`, `wm` and unknown names. */
+export function parseAttr(name: string): { period: Period; metric: string } | undefined {
+  const dot = name.indexOf('.');
+  if (dot < 0) {
+    if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR) return undefined;
+    return { period: { kind: 'total' }, metric: name };
+  }
+  const head = name.slice(0, dot);
+  const metric = name.slice(dot + 1);
+  const m = /^([DMY])(\d+)$/.exec(head);
+  if (!m || metric.length === 0) return undefined;
+  const n = Number(m[2]);
+  if (m[1] === 'D' && head.length === 4) return { period: { kind: 'day', doy: n }, metric };
+  if (m[1] === 'M' && head.length === 3) return { period: { kind: 'month', month: n }, metric };
+  if (m[1] === 'Y' && head.length === 5) return { period: { kind: 'year', year: n }, metric };
+  return undefined;
+}
+
+/** Partition key of an entity: the store itself, or `store#entity#k1[#k2…]`. */
+export function entityPk(store: string, entity: string | undefined, keyValues: readonly string[] = []): string {
+  if (!entity) return store;
+  if (keyValues.length === 0) throw new KeyLayoutError(`entity ${entity} needs at least one key value`);
+  return [store, entity, ...keyValues].join('#');
+}
+
+export function parsePk(pk: string): { store: string; entity: string | undefined; keyValues: string[] } {
+  const [store, entity, ...keyValues] = pk.split('#');
+  return { store: store!, entity, keyValues };
+}
+
+/**
+ * A day's counts in Redis fields are keyed by `YYYY-DDD` (store-local year and day of year); the month row,
+ * month total, year total and all-time total are derived from it when written and when merged, so the apply
+ * script does one HINCRBY per counter instead of four.
+ */
+export function dayKey(d: { year: number; doy: number }): string {
+  return `${pad(d.year, 4)}-${pad(d.doy, 3)}`;
+}
+
+export function parseDayKey(key: string): LocalDate {
+  const m = /^(\d{4})-(\d{3})$/.exec(key);
+  if (!m) throw new KeyLayoutError(`bad day key ${JSON.stringify(key)}`);
+  return fromDayOfYear(Number(m[1]), Number(m[2]));
+}
+
+/** The four DynamoDB cells a day's count lands in: two attributes of the month row, two of TOTAL. */
+export function cellsOfDay(d: LocalDate, metric: string): Array<{ sk: string; attr: string }> {
+  const sk = monthSk(d.year, d.month);
+  return [
+    { sk, attr: dayAttr(d.doy, metric) },
+    { sk, attr: monthAttr(d.month, metric) },
+    { sk: TOTAL_SK, attr: totalAttr(metric) },
+    { sk: TOTAL_SK, attr: yearAttr(d.year, metric) },
+  ];
+}
+
+/** Day-of-year of a month's first day and last day, for reading day attributes of one month row. */
+export function monthDays(year: number, month: number): { first: number; last: number } {
+  const first = dayOfYear(year, month, 1);
+  const next = month === 12 ? first + (dayOfYear(year, 12, 31) - first) + 1 : dayOfYear(year, month + 1, 1);
+  return { first, last: next - 1 };
+}

@@ -1,0 +1,98 @@
+import { dateOf, type LocalDate } from './calendar';
+
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+function formatter(tz: string): Intl.DateTimeFormat {
+  let f = formatters.get(tz);
+  if (!f) {
+    f = new Intl.DateTimeFormat('en-US', {
+      timeZone: tz,
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      hourCycle: 'h23',
+      era: 'short',
+    });
+    formatters.set(tz, f);
+  }
+  return f;
+}
+
+/** True when `tz` is an IANA time zone name this runtime knows. */
+export function isValidTimeZone(tz: string): boolean {
+  if (typeof tz !== 'string' || tz.length === 0 || tz.length > 64) return false;
+  try {
+    formatter(tz);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface LocalTime extends LocalDate {
+  readonly hour: number;
+  readonly minute: number;
+}
+
+/** Wall-clock date and time of an instant in a time zone (uncached; use localDate on hot paths). */
+export function localTime(tsMs: number, tz: string): LocalTime {
+  let year = 0;
+  let month = 0;
+  let day = 0;
+  let hour = 0;
+  let minute = 0;
+  let bc = false;
+  for (const p of formatter(tz).formatToParts(tsMs)) {
+    switch (p.type) {
+      case 'year':
+        year = Number(p.value);
+        break;
+      case 'month':
+        month = Number(p.value);
+        break;
+      case 'day':
+        day = Number(p.value);
+        break;
+      case 'hour':
+        hour = Number(p.value);
+        break;
+      case 'minute':
+        minute = Number(p.value);
+        break;
+      case 'era':
+        bc = p.value === 'BC' || p.value === 'B';
+        break;
+    }
+  }
+  if (bc) year = 1 - year;
+  return { ...dateOf(year, month, day), hour, minute };
+}
+
+// Every UTC offset in use since 1972 is a multiple of 15 minutes, and zone transitions happen on such
+// boundaries, so the local date is constant within an aligned 15-minute slot of UTC. Caching per slot makes
+// binning a map lookup on the apply path.
+const SLOT_MS = 15 * 60 * 1000;
+const CACHE_LIMIT = 200_000;
+/** Before 1972 some zones used offsets such as -00:44:30 (Liberia), so no slot cache there. */
+const CACHE_FROM_MS = Date.UTC(1972, 5, 1);
+const dateCache = new Map<string, LocalDate>();
+
+/** The store-local date (year, month, day, day-of-year) of an instant. */
+export function localDate(tsMs: number, tz: string): LocalDate {
+  if (tsMs < CACHE_FROM_MS) {
+    const t = localTime(tsMs, tz);
+    return dateOf(t.year, t.month, t.day);
+  }
+  const slot = Math.floor(tsMs / SLOT_MS);
+  const key = `${tz}\u0000${slot}`;
+  let d = dateCache.get(key);
+  if (!d) {
+    const t = localTime(tsMs, tz);
+    d = dateOf(t.year, t.month, t.day);
+    if (dateCache.size >= CACHE_LIMIT) dateCache.clear();
+    dateCache.set(key, d);
+  }
+  return d;
+}
