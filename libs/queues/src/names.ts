@@ -1,0 +1,18 @@
+/**
+ * Queue names. Renaming a queue strands every job already in it (waiting, delayed and failed jobs stay under
+ * the old name): drain the old queue first or migrate its jobs.
+ */
+export const QUEUE = {
+  /** Event batches from the collector and libs/client, applied to Redis buckets by the aggregator. */
+  events: 'events',
+  /** Sealer ticks from a job scheduler: seal open buckets, fold, schedule flushes. */
+  seal: 'seal',
+  /** One job per row to flush: the writer turns the row's outbox into one UpdateItem per DynamoDB item. */
+  dynamoWrites: 'dynamo-writes',
+} as const;
+
+export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
+export const QUEUE_NAMES: readonly QueueName[] = Object.values(QUEUE);
+
+/** BullMQ key prefix (BullMQ's own keys; Tally's counters use KEY_PREFIX from the config). */
+export const BULL_PREFIX = 'bull';

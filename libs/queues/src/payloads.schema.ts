@@ -1,0 +1,44 @@
+import { idSchema, normalizedEventSchema, storeIdSchema } from '@tally/schema';
+import { z } from 'zod';
+import { QUEUE, type QueueName } from './names';
+
+/** Hard cap of events in one queued batch (the collector splits larger requests). */
+export const MAX_EVENTS_PER_JOB = 5_000;
+
+export const eventsJobSchema = z
+  .object({
+    /** Deduplication id of the batch: the aggregator applies a batch id at most once within the dedupe window. */
+    batchId: idSchema,
+    store: storeIdSchema,
+    events: z.array(normalizedEventSchema).min(1).max(MAX_EVENTS_PER_JOB),
+    /** Epoch ms at which the batch was accepted. */
+    receivedAt: z.number().int(),
+    source: z.enum(['http', 'client', 'replay']).default('http'),
+  })
+  .strict();
+
+export const sealJobSchema = z.object({}).passthrough();
+
+export const dynamoWriteJobSchema = z
+  .object({
+    store: storeIdSchema,
+    /** Row (entity) pk whose outbox is flushed. */
+    pk: z.string().min(1).max(1024),
+    /** Why the flush was scheduled: its policy came due, or an operator replay. */
+    reason: z.enum(['policy', 'replay']).default('policy'),
+    /** Retry attempts spent waiting for DynamoDB (throttling, outage); the job stays delayed, never failed, for these. */
+    waits: z.number().int().min(0).default(0),
+  })
+  .strict();
+
+/** Queue -> payload schema. `enqueue()` and every processor use it, so payloads are checked at compile and run time. */
+export const payloadSchemas = {
+  [QUEUE.events]: eventsJobSchema,
+  [QUEUE.seal]: sealJobSchema,
+  [QUEUE.dynamoWrites]: dynamoWriteJobSchema,
+} as const satisfies Record<QueueName, z.ZodType>;
+
+export type PayloadOf<Q extends QueueName> = z.input<(typeof payloadSchemas)[Q]>;
+export type ParsedPayloadOf<Q extends QueueName> = z.output<(typeof payloadSchemas)[Q]>;
+export type EventsJob = z.output<typeof eventsJobSchema>;
+export type DynamoWriteJob = z.output<typeof dynamoWriteJobSchema>;

@@ -1,0 +1,52 @@
+import type { JobsOptions } from 'bullmq';
+import { QUEUE, type QueueName } from './names';
+
+export interface QueueSettings {
+  /** Parallel jobs per worker process (apps may override from their config). */
+  concurrency: number;
+  /** How long a worker holds a job's lock before the job counts as stalled and is retried. */
+  lockDuration: number;
+  /** Default job options: attempts, backoff and retention. */
+  jobs: JobsOptions;
+}
+
+const DAY = 86_400;
+
+/**
+ * Per-queue settings, exhaustive over the queue names. Failed jobs are the dead-letter queue: they are kept
+ * for 14 days (count-capped) so an operator can inspect and replay them with tools/dlq.
+ */
+export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
+  [QUEUE.events]: {
+    concurrency: 8,
+    lockDuration: 30_000,
+    jobs: {
+      attempts: 10,
+      backoff: { type: 'exponential', delay: 500, jitter: 0.5 },
+      removeOnComplete: { age: 3_600, count: 10_000 },
+      removeOnFail: { age: 14 * DAY, count: 100_000 },
+    },
+  },
+  [QUEUE.seal]: {
+    concurrency: 1,
+    lockDuration: 60_000,
+    jobs: {
+      attempts: 3,
+      backoff: { type: 'exponential', delay: 200, jitter: 0.5 },
+      removeOnComplete: { count: 100 },
+      removeOnFail: { age: 14 * DAY, count: 1_000 },
+    },
+  },
+  [QUEUE.dynamoWrites]: {
+    concurrency: 16,
+    lockDuration: 60_000,
+    jobs: {
+      // DynamoDB throttling and outages do not consume attempts (the job is delayed, see the writer); these
+      // attempts are for unexpected errors only.
+      attempts: 8,
+      backoff: { type: 'exponential', delay: 1_000, jitter: 0.5 },
+      removeOnComplete: true,
+      removeOnFail: { age: 14 * DAY, count: 100_000 },
+    },
+  },
+};

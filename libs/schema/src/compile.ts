@@ -1,0 +1,142 @@
+import { entityPk, parsePk } from '@tally/key-layout';
+import { RulesError } from './errors';
+import { rulesSchema, type Counter, type FlushPolicy, type Rules, type RulesInput } from './rules.schema';
+
+export interface CompiledCounter extends Counter {
+  /** Dimensions that must be present for the counter to apply (entity key + `by`). */
+  needs: string[];
+  /** Name written to DynamoDB/Redis: the metric's short code when it has one. */
+  attrMetric: string;
+  /** Key dims of the entity, in order. */
+  keyDims: string[];
+  /** Entity name in the pk; undefined for the store row. */
+  pkEntity: string | undefined;
+  scale: number;
+}
+
+export interface CompiledEventType {
+  name: string;
+  dims: Record<string, 'required' | 'optional'>;
+  value: 'required' | 'optional' | 'forbidden';
+  counters: CompiledCounter[];
+  /** Largest scale among the type's sum counters (the decimals a value may have). */
+  valueScale: number;
+  hasSum: boolean;
+}
+
+export interface CompiledRules {
+  readonly rules: Rules;
+  readonly eventTypes: ReadonlyMap<string, CompiledEventType>;
+  /** `ViewCount` -> `v` (or the name when the metric has no code); with a sub-key: `pv#P1`. */
+  attrMetric(metric: string, sub?: string): string;
+  /** `pv#P1` -> { metric: 'ProductViews', sub: 'P1' }; undefined for unknown names. */
+  parseAttrMetric(attrMetric: string): { metric: string; sub?: string } | undefined;
+  /** Entity name of a pk (`store` for the store row). */
+  entityOfPk(pk: string): string | undefined;
+  policyOfPk(pk: string): FlushPolicy;
+  /** Scale (decimal places) of a metric. */
+  scaleOf(metric: string): number;
+  /** The pk of an entity given its key values. */
+  pkOf(store: string, entity: string, keyValues: readonly string[]): string;
+}
+
+/** Validates rules (zod, then cross-references) and precomputes what the hot paths need. */
+export function compileRules(input: RulesInput | unknown): CompiledRules {
+  const parsed = rulesSchema.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new RulesError(`rollup rules: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  const rules = parsed.data;
+
+  const codeToMetric = new Map<string, string>();
+  for (const [metric, spec] of Object.entries(rules.metrics)) {
+    const code = spec.code ?? metric;
+    const clash = codeToMetric.get(code);
+    if (clash) throw new RulesError(`rollup rules: metrics.${metric}: attribute name "${code}" is also used by ${clash}`);
+    codeToMetric.set(code, metric);
+  }
+
+  let storeEntity: string | undefined;
+  for (const [entity, spec] of Object.entries(rules.entities)) {
+    if (spec.key.length === 0) {
+      if (storeEntity) throw new RulesError(`rollup rules: entities.${entity}: only one entity may have an empty key (${storeEntity} has one)`);
+      storeEntity = entity;
+    }
+  }
+
+  const eventTypes = new Map<string, CompiledEventType>();
+  for (const [type, spec] of Object.entries(rules.events)) {
+    const counters: CompiledCounter[] = spec.counters.map((c, i) => {
+      const where = `events.${type}.counters.${i}`;
+      const entity = rules.entities[c.entity];
+      if (!entity) throw new RulesError(`rollup rules: ${where}: unknown entity "${c.entity}"`);
+      const metric = rules.metrics[c.metric];
+      if (!metric) throw new RulesError(`rollup rules: ${where}: unknown metric "${c.metric}"`);
+      const needs = [...entity.key, ...(c.by ? [c.by] : [])];
+      for (const d of needs) {
+        if (!spec.dims[d]) throw new RulesError(`rollup rules: ${where}: dimension "${d}" is not declared in events.${type}.dims`);
+      }
+      if (c.op === 'sum' && spec.value === 'forbidden') {
+        throw new RulesError(`rollup rules: ${where}: a sum counter needs events.${type}.value to be required or optional`);
+      }
+      if (c.op === 'count' && metric.scale !== 0) {
+        throw new RulesError(`rollup rules: ${where}: count counters need a metric with scale 0 (${c.metric} has ${metric.scale})`);
+      }
+      return {
+        ...c,
+        needs,
+        attrMetric: metric.code ?? c.metric,
+        keyDims: entity.key,
+        pkEntity: entity.key.length === 0 ? undefined : c.entity,
+        scale: metric.scale,
+      };
+    });
+    const sums = counters.filter((c) => c.op === 'sum');
+    eventTypes.set(type, {
+      name: type,
+      dims: spec.dims,
+      value: spec.value,
+      counters,
+      valueScale: Math.max(0, ...sums.map((c) => c.scale)),
+      hasSum: sums.length > 0,
+    });
+  }
+
+  const attrMetric = (metric: string, sub?: string) => {
+    const spec = rules.metrics[metric];
+    const base = spec?.code ?? metric;
+    return sub === undefined ? base : `${base}#${sub}`;
+  };
+
+  return {
+    rules,
+    eventTypes,
+    attrMetric,
+    parseAttrMetric(name) {
+      const hash = name.indexOf('#');
+      const base = hash < 0 ? name : name.slice(0, hash);
+      const metric = codeToMetric.get(base);
+      if (!metric) return undefined;
+      return hash < 0 ? { metric } : { metric, sub: name.slice(hash + 1) };
+    },
+    entityOfPk(pk) {
+      const { entity } = parsePk(pk);
+      if (entity === undefined) return storeEntity;
+      return rules.entities[entity] ? entity : undefined;
+    },
+    policyOfPk(pk) {
+      const name = this.entityOfPk(pk);
+      const spec = name ? rules.entities[name] : undefined;
+      return spec?.flush ?? { kind: 'bucket' };
+    },
+    scaleOf(metric) {
+      return rules.metrics[metric]?.scale ?? 0;
+    },
+    pkOf(store, entity, keyValues) {
+      const spec = rules.entities[entity];
+      if (!spec) throw new RulesError(`unknown entity "${entity}"`);
+      return spec.key.length === 0 ? store : entityPk(store, entity, keyValues);
+    },
+  };
+}

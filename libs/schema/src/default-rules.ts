@@ -1,0 +1,72 @@
+import type { RulesInput } from './rules.schema';
+
+/**
+ * The e-commerce rules Tally ships with. They cover the article's examples (store ViewCount, OrderCount),
+ * revenue kept exactly in minor units, per-product counts, and per-visitor history for segment rules.
+ *
+ * Flush policies (the cost knob): store and product rows are written at most once an hour; a visitor's row
+ * once the visitor has been idle for 30 minutes (the session ended), and at the latest a day after its oldest
+ * unwritten count.
+ */
+export const defaultRules = {
+  metrics: {
+    ViewCount: { code: 'v', description: 'product views' },
+    PageViewCount: { code: 'pg', description: 'page views' },
+    OrderCount: { code: 'o', description: 'orders' },
+    Revenue: { code: 'r', scale: 2, description: 'order revenue in minor units (cents)' },
+    ProductViews: { code: 'pv', description: 'views of one product by one visitor, keyed by product' },
+    ProductOrders: { code: 'po', description: 'order lines of one product by one visitor, keyed by product' },
+  },
+  entities: {
+    store: { key: [], flush: { kind: 'every', minutes: 60 } },
+    product: { key: ['product'], flush: { kind: 'every', minutes: 60 } },
+    visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1_440 } },
+  },
+  events: {
+    view: {
+      dims: { product: 'required', visitor: 'optional' },
+      counters: [
+        { entity: 'store', metric: 'ViewCount' },
+        { entity: 'product', metric: 'ViewCount' },
+        { entity: 'visitor', metric: 'ViewCount' },
+        { entity: 'visitor', metric: 'ProductViews', by: 'product' },
+      ],
+    },
+    page_view: {
+      dims: { visitor: 'optional', page: 'optional' },
+      counters: [
+        { entity: 'store', metric: 'PageViewCount' },
+        { entity: 'visitor', metric: 'PageViewCount' },
+      ],
+    },
+    order: {
+      dims: { visitor: 'optional' },
+      value: 'required',
+      counters: [
+        { entity: 'store', metric: 'OrderCount' },
+        { entity: 'store', metric: 'Revenue', op: 'sum' },
+        { entity: 'visitor', metric: 'OrderCount' },
+        { entity: 'visitor', metric: 'Revenue', op: 'sum' },
+      ],
+    },
+    order_item: {
+      dims: { product: 'required', visitor: 'optional' },
+      value: 'optional',
+      counters: [
+        { entity: 'product', metric: 'OrderCount' },
+        { entity: 'product', metric: 'Revenue', op: 'sum' },
+        { entity: 'visitor', metric: 'ProductOrders', by: 'product' },
+      ],
+    },
+  },
+} satisfies RulesInput;
+
+/** The same rules with every row written once a day: the cheapest policy (one write per row per day). */
+export const cheapestRules = {
+  ...defaultRules,
+  entities: {
+    store: { key: [], flush: { kind: 'every', minutes: 1_440 } },
+    product: { key: ['product'], flush: { kind: 'every', minutes: 1_440 } },
+    visitor: { key: ['visitor'], flush: { kind: 'every', minutes: 1_440 } },
+  },
+} satisfies RulesInput;

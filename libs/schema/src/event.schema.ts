@@ -1,0 +1,33 @@
+import { ID_PATTERN, STORE_ID_PATTERN } from '@tally/key-layout';
+import { z } from 'zod';
+
+export const idSchema = z.string().regex(ID_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 _ . : -');
+export const storeIdSchema = z
+  .string()
+  .regex(STORE_ID_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit');
+
+/** An event as clients send it (DESIGN.md "Event"). Semantic checks against the rules follow in validateEvents. */
+export const eventInputSchema = z
+  .object({
+    type: z.string().min(1).max(64),
+    ts: z.union([z.string().min(1).max(64), z.number()]),
+    id: idSchema.optional(),
+    dims: z.record(z.string().max(64), z.string().max(1024)).default({}),
+    value: z.union([z.number(), z.string().max(64)]).optional(),
+  })
+  .strict();
+
+export type EventInput = z.input<typeof eventInputSchema>;
+
+/** An event after validation: ts in epoch ms, value as the canonical decimal string. */
+export const normalizedEventSchema = z
+  .object({
+    type: z.string().min(1).max(64),
+    ts: z.number().int(),
+    id: idSchema.optional(),
+    dims: z.record(z.string(), idSchema),
+    value: z.string().max(64).optional(),
+  })
+  .strict();
+
+export type NormalizedEvent = z.infer<typeof normalizedEventSchema>;

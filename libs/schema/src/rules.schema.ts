@@ -1,0 +1,75 @@
+import { NAME_PATTERN } from '@tally/key-layout';
+import { z } from 'zod';
+
+const name = z.string().regex(NAME_PATTERN, 'a name: a letter, then letters, digits or _ (max 64)');
+
+/**
+ * When a row's unwritten counts are written to DynamoDB. Freshness comes from the query merge, so this is a
+ * cost knob only.
+ *  - bucket: after every sealed bucket (the article's 15-minute flush)
+ *  - every:  at most once per `minutes`, aligned to UTC multiples of it (1440 = once a day)
+ *  - idle:   once the entity has been idle `idleMinutes` (a visitor's session ended), or `maxAgeMinutes`
+ *            after its oldest unwritten count, whichever comes first
+ */
+export const flushPolicySchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('bucket') }).strict(),
+  z.object({ kind: z.literal('every'), minutes: z.number().int().min(1).max(10_080) }).strict(),
+  z
+    .object({
+      kind: z.literal('idle'),
+      idleMinutes: z.number().int().min(1).max(1_440),
+      maxAgeMinutes: z.number().int().min(1).max(10_080),
+    })
+    .strict(),
+]);
+
+export const metricSchema = z
+  .object({
+    /** Short attribute code written to DynamoDB instead of the name (smaller items, cheaper writes). */
+    code: z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,15}$/, 'a short code: a letter, then up to 15 letters, digits or _').optional(),
+    /** Decimal places kept for sums (2 = minor currency units). Values with more decimals are refused. */
+    scale: z.number().int().min(0).max(6).default(0),
+    description: z.string().max(200).optional(),
+  })
+  .strict();
+
+export const entitySchema = z
+  .object({
+    /** Dimensions whose values identify the entity; empty = the store itself. */
+    key: z.array(name).max(4).default([]),
+    flush: flushPolicySchema,
+  })
+  .strict();
+
+export const counterSchema = z
+  .object({
+    entity: name,
+    metric: name,
+    /** count adds 1 per event; sum adds the event's value. */
+    op: z.enum(['count', 'sum']).default('count'),
+    /** A dimension that sub-keys the metric inside the entity's row (`ProductViews#P1`). */
+    by: name.optional(),
+  })
+  .strict();
+
+export const eventTypeSchema = z
+  .object({
+    dims: z.record(name, z.enum(['required', 'optional'])).default({}),
+    value: z.enum(['required', 'optional', 'forbidden']).default('forbidden'),
+    /** A counter whose entity key or `by` dimension is an absent optional dimension is skipped. */
+    counters: z.array(counterSchema).min(1),
+  })
+  .strict();
+
+export const rulesSchema = z
+  .object({
+    metrics: z.record(name, metricSchema),
+    entities: z.record(name, entitySchema),
+    events: z.record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'an event type: lower-case letters, digits, _'), eventTypeSchema),
+  })
+  .strict();
+
+export type FlushPolicy = z.infer<typeof flushPolicySchema>;
+export type RulesInput = z.input<typeof rulesSchema>;
+export type Rules = z.infer<typeof rulesSchema>;
+export type Counter = z.infer<typeof counterSchema>;

@@ -1,0 +1,175 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { compileRules, defaultRules, fromUnits, rollup, RulesError, toUnits, validateEvents, cheapestRules } from './index';
+
+const rules = compileRules(defaultRules);
+const now = Date.parse('2023-05-03T12:00:00Z');
+const limits = { now, clockSkewMs: 300_000, latenessMs: 35 * 86_400_000 };
+
+describe('decimal values are exact', () => {
+  it('scales decimals to integer units from their digits', () => {
+    expect(toUnits(19.99, 2)).toEqual({ ok: true, units: '1999' });
+    expect(toUnits('0.1', 2)).toEqual({ ok: true, units: '10' });
+    expect(toUnits(0.3, 2)).toEqual({ ok: true, units: '30' });
+    expect(toUnits(1e3, 0)).toEqual({ ok: true, units: '1000' });
+    expect(toUnits('1.50', 1)).toEqual({ ok: true, units: '15' });
+    expect(toUnits(0, 2)).toEqual({ ok: true, units: '0' });
+    expect(toUnits('1.5e2', 0)).toEqual({ ok: true, units: '150' });
+    expect(toUnits(1e-7, 2)).toMatchObject({ ok: false, reason: 'has more than 2 decimal places' });
+  });
+
+  it('refuses what cannot be a count', () => {
+    expect(toUnits(-1, 2)).toMatchObject({ ok: false, reason: 'must not be negative' });
+    expect(toUnits(Number.NaN, 2)).toMatchObject({ ok: false, reason: 'must be a finite number' });
+    expect(toUnits(Number.POSITIVE_INFINITY, 2)).toMatchObject({ ok: false });
+    expect(toUnits('1e309', 2)).toMatchObject({ ok: false, reason: 'must be at most 1000000000000' });
+    expect(toUnits('NaN', 2)).toMatchObject({ ok: false, reason: 'must be a decimal number' });
+    expect(toUnits('1.234', 2)).toMatchObject({ ok: false });
+    expect(toUnits(2.5, 0)).toMatchObject({ ok: false, reason: 'must be a whole number' });
+  });
+
+  it('sums of many decimal values have no float drift', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 10_000_00 }), { maxLength: 200 }), (cents) => {
+        const values = cents.map((c) => c / 100);
+        const total = values.reduce((s, v) => s + BigInt((toUnits(v, 2) as { units: string }).units), 0n);
+        expect(total).toBe(cents.reduce((s, c) => s + BigInt(c), 0n));
+      }),
+    );
+    expect(fromUnits(1999n, 2)).toBe('19.99');
+    expect(fromUnits(1900, 2)).toBe('19');
+    expect(fromUnits(5, 2)).toBe('0.05');
+    expect(fromUnits(0, 2)).toBe('0');
+  });
+});
+
+describe('validateEvents', () => {
+  const ok = { type: 'view', ts: '2023-05-03T10:15:00.000Z', dims: { product: 'P1', visitor: 'V9' } };
+
+  it('accepts and normalizes valid events', () => {
+    const r = validateEvents(rules, [ok, { type: 'order', ts: now - 1000, value: 19.99, dims: { visitor: 'V9' } }], limits);
+    expect(r.errors).toEqual([]);
+    expect(r.acceptedIndexes).toEqual([0, 1]);
+    expect(r.events[0]).toEqual({ type: 'view', ts: Date.parse('2023-05-03T10:15:00Z'), dims: { product: 'P1', visitor: 'V9' } });
+    expect(r.events[1]!.value).toBe('19.99');
+  });
+
+  it('names each bad event by index, field and reason', () => {
+    const bad = [
+      { ...ok, type: 'click' },
+      { ...ok, dims: { visitor: 'V9' } },
+      { ...ok, dims: { product: 'P#1' } },
+      { ...ok, dims: { product: 'P|1' } },
+      { ...ok, dims: { product: 'a[0]' } },
+      { ...ok, dims: { product: 'x'.repeat(129) } },
+      { ...ok, dims: { product: 'nul\u0000' } },
+      { ...ok, dims: { product: '😀' } },
+      { ...ok, id: 'x'.repeat(129) },
+      { ...ok, ts: 'yesterday' },
+      { ...ok, ts: '2023-05-03T10:15:00' },
+      { ...ok, ts: now + 3_600_000 },
+      { ...ok, ts: '2020-01-01T00:00:00Z' },
+      { type: 'order', ts: now, value: -5 },
+      { type: 'order', ts: now, value: 1.234 },
+      { type: 'order', ts: now },
+      { ...ok, value: 3 },
+      { ...ok, extra: 1 },
+      'not an object',
+      null,
+      [1, 2],
+      { ...ok, dims: { product: 'P1', colour: 'red' } },
+    ];
+    const r = validateEvents(rules, bad, limits);
+    expect(r.events).toEqual([]);
+    const byIndex = new Map<number, string[]>();
+    for (const e of r.errors) byIndex.set(e.index, [...(byIndex.get(e.index) ?? []), `${e.field}: ${e.reason}`]);
+    expect(byIndex.size).toBe(bad.length);
+    expect(byIndex.get(0)![0]).toMatch(/^type: unknown event type "click"/);
+    expect(byIndex.get(1)).toEqual(['dims.product: is required']);
+    for (const i of [2, 3, 4, 5, 6, 7]) expect(byIndex.get(i)![0]).toMatch(/^dims\.product: must be 1-128 characters/);
+    expect(byIndex.get(8)![0]).toMatch(/^id: /);
+    expect(byIndex.get(9)![0]).toMatch(/^ts: must be an ISO-8601/);
+    expect(byIndex.get(10)![0]).toMatch(/^ts: must be an ISO-8601/);
+    expect(byIndex.get(11)).toEqual(['ts: is more than 300s in the future']);
+    expect(byIndex.get(12)).toEqual(['ts: is older than the lateness horizon of 35 days']);
+    expect(byIndex.get(13)).toEqual(['value: must not be negative']);
+    expect(byIndex.get(14)).toEqual(['value: has more than 2 decimal places']);
+    expect(byIndex.get(15)).toEqual(['value: is required']);
+    expect(byIndex.get(16)).toEqual(['value: is not allowed for type view']);
+    expect(byIndex.get(17)).toEqual(['extra: unknown field']);
+    for (const i of [18, 19, 20]) expect(byIndex.get(i)).toEqual(['(event): must be a JSON object']);
+    expect(byIndex.get(21)![0]).toMatch(/^dims\.colour: unknown dimension/);
+  });
+
+  it('refuses __proto__ and constructor keys without touching prototypes', () => {
+    const evil = JSON.parse('[{"type":"view","ts":1683108900000,"dims":{"product":"P1"},"__proto__":{"polluted":1}},{"type":"view","ts":1683108900000,"dims":{"product":"P1","constructor":"x"}}]');
+    const r = validateEvents(rules, evil, limits);
+    expect(r.events).toEqual([]);
+    expect(r.errors.map((e) => e.field)).toEqual(['__proto__', 'dims.constructor']);
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+});
+
+describe('rollup', () => {
+  it('turns events into day-binned deltas per row, summed per batch', () => {
+    const { events } = validateEvents(
+      rules,
+      [
+        { type: 'view', ts: '2023-05-03T10:15:00Z', dims: { product: 'P1', visitor: 'V9' } },
+        { type: 'view', ts: '2023-05-03T11:15:00Z', dims: { product: 'P1' } },
+        { type: 'order', ts: '2023-05-03T11:30:00Z', dims: { visitor: 'V9' }, value: 19.99 },
+        { type: 'order', ts: '2023-05-03T11:31:00Z', value: '0.01' },
+        { type: 'view', ts: '2023-04-30T23:59:00Z', dims: { product: 'P1' } },
+      ],
+      limits,
+    );
+    const d = rollup(rules, 'S1', 'UTC', events);
+    const plain = Object.fromEntries([...d].map(([pk, m]) => [pk, Object.fromEntries(m)]));
+    expect(plain).toEqual({
+      S1: { '2023-123|v': 2, '2023-123|o': 2, '2023-123|r': 2000, '2023-120|v': 1 },
+      'S1#product#P1': { '2023-123|v': 2, '2023-120|v': 1 },
+      'S1#visitor#V9': { '2023-123|v': 1, '2023-123|pv#P1': 1, '2023-123|o': 1, '2023-123|r': 1999 },
+    });
+  });
+
+  it('bins by the store time zone', () => {
+    const ev = [{ type: 'view', ts: Date.parse('2023-05-03T20:00:00Z'), dims: { product: 'P1' } }];
+    expect([...rollup(rules, 'S', 'Asia/Kathmandu', ev).get('S')!.keys()]).toEqual(['2023-124|v']);
+    expect([...rollup(rules, 'S', 'America/Los_Angeles', ev).get('S')!.keys()]).toEqual(['2023-123|v']);
+  });
+
+  it('keeps huge sums exact with bigint', () => {
+    const ev = Array.from({ length: 10_000 }, () => ({ type: 'order', ts: now, value: '999999999999.99', dims: {} }));
+    const total = rollup(rules, 'S', 'UTC', ev).get('S')!.get('2023-123|r');
+    expect(BigInt(total!)).toBe(99999999999999n * 10_000n);
+  });
+});
+
+describe('rules', () => {
+  it('maps short codes both ways', () => {
+    expect(rules.attrMetric('ViewCount')).toBe('v');
+    expect(rules.attrMetric('ProductViews', 'P.1')).toBe('pv#P.1');
+    expect(rules.parseAttrMetric('pv#P.1')).toEqual({ metric: 'ProductViews', sub: 'P.1' });
+    expect(rules.parseAttrMetric('zz')).toBeUndefined();
+    expect(rules.entityOfPk('S1')).toBe('store');
+    expect(rules.entityOfPk('S1#visitor#V')).toBe('visitor');
+    expect(rules.policyOfPk('S1#visitor#V')).toEqual({ kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1440 });
+    expect(compileRules(cheapestRules).policyOfPk('S1')).toEqual({ kind: 'every', minutes: 1440 });
+  });
+
+  it('stops with a message naming the bad rule', () => {
+    const bad = (patch: (r: any) => void) => {
+      const r = structuredClone(defaultRules) as any;
+      patch(r);
+      return () => compileRules(r);
+    };
+    expect(bad((r) => (r.events.view.counters[1].entity = 'shop'))).toThrowError(
+      new RulesError('rollup rules: events.view.counters.1: unknown entity "shop"'),
+    );
+    expect(bad((r) => (r.events.view.counters[0].metric = 'Clicks'))).toThrowError(/events\.view\.counters\.0: unknown metric "Clicks"/);
+    expect(bad((r) => (r.entities.product.flush = { kind: 'weekly' }))).toThrowError(/^rollup rules: entities\.product\.flush/);
+    expect(bad((r) => (r.metrics.OrderCount.code = 'v'))).toThrowError(/metrics\.OrderCount: attribute name "v" is also used by ViewCount/);
+    expect(bad((r) => (r.events.view.counters[3].by = 'colour'))).toThrowError(/dimension "colour" is not declared/);
+    expect(bad((r) => (r.events.view.counters.push({ entity: 'store', metric: 'Revenue', op: 'sum' })))).toThrowError(/sum counter needs/);
+  });
+});

@@ -1,0 +1,112 @@
+import type { CompiledRules } from './compile';
+import { toUnits } from './decimal';
+import { eventInputSchema, type NormalizedEvent } from './event.schema';
+import { ID_PATTERN } from '@tally/key-layout';
+
+export interface EventError {
+  /** Index of the event in the request. */
+  index: number;
+  /** `type`, `ts`, `dims.product`, `value`, … */
+  field: string;
+  reason: string;
+}
+
+export interface ValidationLimits {
+  now: number;
+  /** Events stamped later than now + this are refused. */
+  clockSkewMs: number;
+  /** Events older than now - this are refused. */
+  latenessMs: number;
+}
+
+export interface ValidationResult {
+  events: NormalizedEvent[];
+  /** For each accepted event, its index in the input. */
+  acceptedIndexes: number[];
+  errors: EventError[];
+}
+
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
+
+export function parseTimestamp(ts: string | number): number | undefined {
+  if (typeof ts === 'number') return Number.isSafeInteger(ts) ? ts : undefined;
+  if (/^\d{1,15}$/.test(ts)) return Number(ts);
+  if (!ISO.test(ts)) return undefined;
+  const ms = Date.parse(ts);
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+/**
+ * Validates each event against the event schema and the rollup rules. Every problem is reported with the
+ * event's index, the field and the reason; valid events come back normalized.
+ */
+export function validateEvents(rules: CompiledRules, input: unknown[], limits: ValidationLimits): ValidationResult {
+  const result: ValidationResult = { events: [], acceptedIndexes: [], errors: [] };
+  for (let index = 0; index < input.length; index++) {
+    const before = result.errors.length;
+    const ev = validateOne(rules, input[index], limits, index, result.errors);
+    if (ev && result.errors.length === before) {
+      result.events.push(ev);
+      result.acceptedIndexes.push(index);
+    }
+  }
+  return result;
+}
+
+function validateOne(
+  rules: CompiledRules,
+  raw: unknown,
+  limits: ValidationLimits,
+  index: number,
+  errors: EventError[],
+): NormalizedEvent | undefined {
+  const fail = (field: string, reason: string) => {
+    errors.push({ index, field, reason });
+    return undefined;
+  };
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('(event)', 'must be a JSON object');
+  const parsed = eventInputSchema.safeParse(raw);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const field = issue.code === 'unrecognized_keys' ? issue.keys.join(',') : issue.path.join('.') || '(event)';
+      fail(field, issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message);
+    }
+    return undefined;
+  }
+  const e = parsed.data;
+  const spec = rules.eventTypes.get(e.type);
+  if (!spec) return fail('type', `unknown event type ${JSON.stringify(e.type)}; known: ${[...rules.eventTypes.keys()].join(', ')}`);
+
+  const ts = parseTimestamp(e.ts);
+  if (ts === undefined) fail('ts', 'must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds');
+  else if (ts > limits.now + limits.clockSkewMs) fail('ts', `is more than ${limits.clockSkewMs / 1000}s in the future`);
+  else if (ts < limits.now - limits.latenessMs) fail('ts', `is older than the lateness horizon of ${Math.round(limits.latenessMs / 86_400_000)} days`);
+
+  const dims: Record<string, string> = {};
+  for (const [name, value] of Object.entries(e.dims)) {
+    if (!Object.hasOwn(spec.dims, name)) {
+      fail(`dims.${name}`, `unknown dimension for type ${e.type}; allowed: ${Object.keys(spec.dims).join(', ') || 'none'}`);
+    } else if (!ID_PATTERN.test(value)) {
+      fail(`dims.${name}`, 'must be 1-128 characters of A-Z a-z 0-9 _ . : -');
+    } else dims[name] = value;
+  }
+  for (const [name, need] of Object.entries(spec.dims)) {
+    if (need === 'required' && !Object.hasOwn(e.dims, name)) fail(`dims.${name}`, 'is required');
+  }
+
+  let value: string | undefined;
+  if (e.value !== undefined) {
+    if (spec.value === 'forbidden') fail('value', `is not allowed for type ${e.type}`);
+    else {
+      const r = toUnits(e.value, spec.valueScale);
+      if (!r.ok) fail('value', r.reason);
+      else value = typeof e.value === 'number' ? String(e.value) : e.value.trim();
+    }
+  } else if (spec.value === 'required') fail('value', 'is required');
+
+  if (ts === undefined) return undefined;
+  const out: NormalizedEvent = { type: e.type, ts, dims };
+  if (e.id !== undefined) out.id = e.id;
+  if (value !== undefined) out.value = value;
+  return out;
+}
