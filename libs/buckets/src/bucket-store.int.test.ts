@@ -1,0 +1,182 @@
+import { startRedis, type RedisHandle } from '@tally/testing';
+import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { BucketStore, type Entry } from './index';
+
+let server: RedisHandle;
+let redis: Redis;
+let store: BucketStore;
+const rules = compileRules({
+  ...defaultRules,
+  entities: {
+    store: { key: [], flush: { kind: 'bucket' } },
+    product: { key: ['product'], flush: { kind: 'every', minutes: 60 } },
+    visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1440 } },
+  },
+});
+
+const deltas = (rows: Record<string, Record<string, number>>): RowDeltas =>
+  new Map(Object.entries(rows).map(([pk, f]) => [pk, new Map(Object.entries(f))]));
+const sum = (entries: Entry[], metric = 'v') => entries.filter((e) => e.metric === metric).reduce((s, e) => s + e.value, 0n);
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = new Redis(server.url);
+  store = new BucketStore({ redis, rules, prefix: 't' });
+});
+afterAll(async () => {
+  await redis?.quit();
+  await server?.stop();
+});
+beforeEach(async () => {
+  await redis.flushall();
+});
+
+describe('apply', () => {
+  it('applies a batch once; a redelivered batch id is a no-op', async () => {
+    const d = deltas({ S: { '2023-123|v': 3 }, 'S#product#P1': { '2023-123|v': 3 } });
+    const first = await store.apply('S', 'b1', d, { now: 1000, dedupeTtlSeconds: 60 });
+    const again = await store.apply('S', 'b1', d, { now: 1001, dedupeTtlSeconds: 60 });
+    expect(first).toEqual({ applied: true, seq: 1000 });
+    expect(again.applied).toBe(false);
+    const [row] = await store.snapshot('S', ['S']);
+    expect(row!.entries).toEqual([{ seq: 1000, dayKey: '2023-123', metric: 'v', value: 3n }]);
+    expect(await redis.ttl('t:{S}:d:b1')).toBeGreaterThan(50);
+  });
+
+  it('keeps exact integers beyond 2^53', async () => {
+    const big = 2n ** 60n + 7n;
+    const d: RowDeltas = new Map([['S', new Map([['2023-123|r', big]])]]);
+    await store.apply('S', 'b', d, { now: 5, dedupeTtlSeconds: 60 });
+    await store.apply('S', 'c', d, { now: 5, dedupeTtlSeconds: 60 });
+    const [row] = await store.snapshot('S', ['S']);
+    expect(row!.entries[0]!.value).toBe(2n * big);
+  });
+});
+
+describe('seal and fold', () => {
+  it('seals, folds in order into outboxes, advances foldedThrough only when complete', async () => {
+    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 }, 'S#product#P1': { '2023-123|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
+    expect(await store.seal('S', { now: 1500, minAgeMs: 1000 })).toBeUndefined(); // too young
+    expect(await store.seal('S', { now: 2000, minAgeMs: 1000 })).toBe(1000);
+    await store.apply('S', 'b', deltas({ S: { '2023-123|v': 2, '2023-122|v': 5 } }), { now: 2100, dedupeTtlSeconds: 60 });
+    expect(await store.seal('S', { now: 3000, minAgeMs: 1000 })).toBe(2000);
+    expect(await store.seal('S', { now: 4000, minAgeMs: 1000 })).toBeUndefined(); // open bucket empty
+    expect(await redis.lrange('t:{S}:sealed', 0, -1)).toEqual(['1000', '2000']);
+
+    const before = await store.snapshot('S', ['S', 'S#product#P1']);
+    expect(await store.foldSealed('S', { now: 4000, rowsPerCall: 1 })).toEqual({ buckets: 2, rows: 3 });
+    const after = await store.snapshot('S', ['S', 'S#product#P1']);
+    expect(after.map((r) => sum(r.entries))).toEqual(before.map((r) => sum(r.entries)));
+    expect(after.map((r) => sum(r.entries))).toEqual([8n, 1n]);
+
+    const out = await store.readOutbox('S', 'S');
+    expect(out.foldedThrough).toBe(2000);
+    expect(out.entries.map((e) => e.field).sort()).toEqual(['1000|2023-123|v', '2000|2023-122|v', '2000|2023-123|v']);
+    expect(await redis.lrange('t:{S}:sealed', 0, -1)).toEqual([]);
+    expect(await redis.keys('t:{S}:b:*')).toEqual([]);
+    expect(await redis.keys('t:{S}:r:*')).toEqual([]);
+    // Folding again changes nothing.
+    expect(await store.foldSealed('S', { now: 5000 })).toEqual({ buckets: 0, rows: 0 });
+    expect((await store.readOutbox('S', 'S')).entries).toHaveLength(3);
+  });
+
+  it('never changes a sealed bucket, whatever the concurrent applies', async () => {
+    await store.apply('S', 'first', deltas({ S: { '2023-123|v': 1 } }), { now: 1, dedupeTtlSeconds: 60 });
+    const writers = Array.from({ length: 400 }, (_, i) =>
+      store.apply('S', `b${i}`, deltas({ S: { '2023-123|v': 1 } }), { now: 10 + i, dedupeTtlSeconds: 60 }),
+    );
+    const seals: Promise<number | undefined>[] = [];
+    for (let i = 0; i < 20; i++) seals.push(store.seal('S', { now: 1000 + i * 10, minAgeMs: 0 }));
+    const applied = await Promise.all(writers);
+    const sealedSeqs = (await Promise.all(seals)).filter((s): s is number => s !== undefined);
+    // Every apply reported the bucket it landed in; each sealed bucket holds exactly the applies reported for it.
+    const snapshotBefore = new Map<number, bigint>();
+    for (const seq of sealedSeqs) snapshotBefore.set(seq, BigInt((await redis.hget(`t:{S}:b:${seq}:S`, '2023-123|v')) ?? '0'));
+    for (const seq of sealedSeqs) {
+      const reported = applied.filter((a) => a.seq === seq).length + (seq === 1 ? 1 : 0);
+      expect(snapshotBefore.get(seq)).toBe(BigInt(reported));
+    }
+    // More applies after the seals go to the open bucket only.
+    await Promise.all(Array.from({ length: 50 }, (_, i) => store.apply('S', `late${i}`, deltas({ S: { '2023-123|v': 1 } }), { now: 5000, dedupeTtlSeconds: 60 })));
+    for (const seq of sealedSeqs) expect(BigInt((await redis.hget(`t:{S}:b:${seq}:S`, '2023-123|v')) ?? '0')).toBe(snapshotBefore.get(seq));
+    const [row] = await store.snapshot('S', ['S']);
+    expect(sum(row!.entries)).toBe(451n);
+  });
+
+  it('two folders at once fold every bucket exactly once', async () => {
+    for (let b = 0; b < 5; b++) {
+      const rows: Record<string, Record<string, number>> = {};
+      for (let p = 0; p < 300; p++) rows[`S#product#P${p}`] = { '2023-123|v': b + 1 };
+      await store.apply('S', `b${b}`, deltas(rows), { now: b * 1000, dedupeTtlSeconds: 60 });
+      await store.seal('S', { now: b * 1000 + 999, minAgeMs: 0 });
+    }
+    const [x, y] = await Promise.all([store.foldSealed('S', { now: 9000, rowsPerCall: 7 }), store.foldSealed('S', { now: 9000, rowsPerCall: 11 })]);
+    expect(x.buckets + y.buckets).toBe(5);
+    expect(x.rows + y.rows).toBe(1500);
+    for (let p = 0; p < 300; p += 37) {
+      const out = await store.readOutbox('S', `S#product#P${p}`);
+      expect(out.entries.reduce((s, e) => s + e.value, 0n)).toBe(15n);
+    }
+    // Bucket seqs are the open times: 0, 999, 1999, 2999, 3999.
+    expect(await redis.get('t:{S}:folded')).toBe('3999');
+  });
+});
+
+describe('flush scheduling and ack', () => {
+  it('computes due times by policy', async () => {
+    const H = 3_600_000;
+    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 }, 'S#product#P': { '2023-123|v': 1 }, 'S#visitor#V': { '2023-123|v': 1 } }), { now: 10 * H, dedupeTtlSeconds: 60 });
+    await store.seal('S', { now: 10 * H + 5, minAgeMs: 0 });
+    await store.foldSealed('S', { now: 10 * H + 10 });
+    const due = Object.fromEntries((await redis.zrange('t:{S}:due', 0, -1, 'WITHSCORES')).reduce<string[][]>((a, v, i, arr) => (i % 2 ? a : [...a, [v, arr[i + 1]!]]), []));
+    expect(Number(due['S'])).toBe(10 * H + 10); // bucket: now
+    expect(Number(due['S#product#P'])).toBe(11 * H); // every 60 min, aligned
+    expect(Number(due['S#visitor#V'])).toBe(10 * H + 10 + 30 * 60_000); // idle 30 min
+    expect((await store.dueRows('S', 10 * H + 10)).map((r) => r.pk)).toEqual(['S']);
+    expect((await store.dueRows('S', 11 * H)).map((r) => r.pk).sort()).toEqual(['S', 'S#product#P', 'S#visitor#V']);
+
+    // Visitor touched again 20 minutes later: idle due moves, capped by max age.
+    await store.apply('S', 'b', deltas({ 'S#visitor#V': { '2023-123|v': 1 } }), { now: 10 * H + 20 * 60_000, dedupeTtlSeconds: 60 });
+    await store.seal('S', { now: 10 * H + 20 * 60_000, minAgeMs: 0 });
+    await store.foldSealed('S', { now: 10 * H + 20 * 60_000 });
+    expect(await redis.zscore('t:{S}:due', 'S#visitor#V')).toBe(String(10 * H + 50 * 60_000));
+    expect(await store.oldestDirty('S')).toBe(10 * H + 10);
+  });
+
+  it('ack deletes applied entries, drops the cache, bumps its version, and forgets clean rows', async () => {
+    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 } }), { now: 1, dedupeTtlSeconds: 60 });
+    await store.seal('S', { now: 2, minAgeMs: 0 });
+    await store.foldSealed('S', { now: 3 });
+    const snap = (await store.snapshot('S', ['S'], true))[0]!;
+    expect(snap.cacheVersion).toBe('0');
+    expect(await store.fillCache('S', 'S', '0', '{"items":[]}', 60)).toBe(true);
+    const out = await store.readOutbox('S', 'S');
+    // Another apply folds while the writer works: the row stays dirty and is rescheduled.
+    await store.apply('S', 'b', deltas({ S: { '2023-124|v': 4 } }), { now: 10, dedupeTtlSeconds: 60 });
+    await store.seal('S', { now: 11, minAgeMs: 0 });
+    await store.foldSealed('S', { now: 12 });
+    expect(await store.ackOutbox('S', 'S', out.entries.map((e) => e.field), 20)).toBe(1);
+    expect(await redis.get('t:{S}:c:S')).toBeNull();
+    expect(await store.fillCache('S', 'S', '0', '{"stale":true}', 60)).toBe(false); // the race of the design
+    expect(await redis.zscore('t:{S}:dirty', 'S')).toBe('20');
+    const rest = await store.readOutbox('S', 'S');
+    expect(rest.entries.map((e) => [e.field, e.value])).toEqual([['2|2023-124|v', 4n]]);
+    expect(await store.ackOutbox('S', 'S', rest.entries.map((e) => e.field), 30)).toBe(0);
+    expect(await redis.zscore('t:{S}:dirty', 'S')).toBeNull();
+    expect(await redis.zscore('t:{S}:due', 'S')).toBeNull();
+    expect(await redis.exists('t:{S}:o:S')).toBe(0);
+  });
+
+  it('readOutbox leaves out buckets not yet completely folded', async () => {
+    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 } }), { now: 1, dedupeTtlSeconds: 60 });
+    await store.seal('S', { now: 2, minAgeMs: 0 });
+    // Simulate a fold interrupted after this row: rows set still has another row.
+    await redis.sadd('t:{S}:r:1', 'S#product#ghost');
+    await store.foldSealed('S', { now: 3 }).catch(() => undefined);
+    const out = await store.readOutbox('S', 'S');
+    expect(out.foldedThrough).toBe(1);
+    expect(out.entries).toHaveLength(1);
+  });
+});
