@@ -1,0 +1,66 @@
+import type { ConsumedCapacity } from '@aws-sdk/client-dynamodb';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import { isConnectionError } from './client';
+
+export type DynamoOperation = 'UpdateItem' | 'GetItem' | 'Query' | 'BatchGetItem' | 'PutItem' | 'DeleteItem' | 'DescribeTable';
+export type DynamoOutcome = 'ok' | 'condition_failed' | 'throttled' | 'unavailable' | 'client_error' | 'error';
+
+/** Cost and health metering of every DynamoDB call (DESIGN.md: consumed write/read units). */
+export interface DynamoMeter {
+  observe(op: DynamoOperation, outcome: DynamoOutcome, seconds: number, consumed?: ConsumedCapacity | ConsumedCapacity[]): void;
+  /** Running totals, for benchmarks and tools/cost. */
+  totals(): { writeUnits: number; readUnits: number; requests: Record<string, number> };
+}
+
+export function createDynamoMeter(registry?: Registry): DynamoMeter {
+  const registers = registry ? [registry] : [];
+  const wcu = new Counter({ name: 'tally_dynamodb_consumed_write_units_total', help: 'DynamoDB write capacity units consumed (ReturnConsumedCapacity)', labelNames: ['operation'], registers });
+  const rcu = new Counter({ name: 'tally_dynamodb_consumed_read_units_total', help: 'DynamoDB read capacity units consumed (ReturnConsumedCapacity)', labelNames: ['operation'], registers });
+  const requests = new Counter({ name: 'tally_dynamodb_requests_total', help: 'DynamoDB requests by operation and outcome', labelNames: ['operation', 'outcome'], registers });
+  const latency = new Histogram({
+    name: 'tally_dynamodb_request_duration_seconds',
+    help: 'DynamoDB request latency',
+    labelNames: ['operation'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers,
+  });
+  const totals = { writeUnits: 0, readUnits: 0, requests: {} as Record<string, number> };
+  return {
+    observe(op, outcome, seconds, consumed) {
+      requests.inc({ operation: op, outcome });
+      latency.observe({ operation: op }, seconds);
+      const key = `${op}:${outcome}`;
+      totals.requests[key] = (totals.requests[key] ?? 0) + 1;
+      for (const c of Array.isArray(consumed) ? consumed : consumed ? [consumed] : []) {
+        const w = c.WriteCapacityUnits ?? 0;
+        const r = c.ReadCapacityUnits ?? 0;
+        // Tables in on-demand mode report CapacityUnits only; attribute them by operation kind.
+        const units = c.CapacityUnits ?? 0;
+        const isWrite = op === 'UpdateItem' || op === 'PutItem' || op === 'DeleteItem';
+        const wAll = w || (isWrite ? units : 0);
+        const rAll = r || (isWrite ? 0 : units);
+        if (wAll) {
+          wcu.inc({ operation: op }, wAll);
+          totals.writeUnits += wAll;
+        }
+        if (rAll) {
+          rcu.inc({ operation: op }, rAll);
+          totals.readUnits += rAll;
+        }
+      }
+    },
+    totals: () => ({ ...totals, requests: { ...totals.requests } }),
+  };
+}
+
+/** Classifies an AWS SDK error for metrics and retry decisions. */
+export function classifyError(err: unknown): DynamoOutcome {
+  const name = (err as { name?: string })?.name ?? '';
+  if (name === 'ConditionalCheckFailedException') return 'condition_failed';
+  if (['ProvisionedThroughputExceededException', 'ThrottlingException', 'RequestLimitExceeded', 'LimitExceededException'].includes(name)) return 'throttled';
+  const status = (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+  if (name === 'InternalServerError' || name === 'ServiceUnavailable' || (status !== undefined && status >= 500)) return 'unavailable';
+  if (isConnectionError(err)) return 'unavailable';
+  if (status !== undefined && status >= 400) return 'client_error';
+  return 'error';
+}

@@ -1,0 +1,121 @@
+import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { WATERMARK_ATTR } from '@tally/key-layout';
+import { entriesByItem, type CountEntry } from './cells';
+import { RetryableWriteError } from './errors';
+import { classifyError, type DynamoMeter, type DynamoOperation } from './meter';
+
+/** A DynamoDB counter item: its watermark and every counter attribute as an exact integer. */
+export interface StoredItem {
+  sk: string;
+  /** Last bucket seq applied to the item; -1 when it has none (or does not exist). */
+  wm: number;
+  attrs: Map<string, bigint>;
+}
+
+export interface RowReaderDeps {
+  client: DynamoDBClient;
+  table: string;
+  meter: DynamoMeter;
+}
+
+export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
+  const attrs = new Map<string, bigint>();
+  let wm = -1;
+  for (const [name, v] of Object.entries(item)) {
+    if (name === 'pk' || name === 'sk') continue;
+    if (name === WATERMARK_ATTR) wm = Number(v.N);
+    else if (v.N !== undefined) attrs.set(name, BigInt(v.N));
+  }
+  return { sk: item['sk']?.S ?? '', wm, attrs };
+}
+
+async function metered<T extends { ConsumedCapacity?: any }>(deps: RowReaderDeps, op: DynamoOperation, run: () => Promise<T>): Promise<T> {
+  const started = performance.now();
+  try {
+    const out = await run();
+    deps.meter.observe(op, 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
+    return out;
+  } catch (err) {
+    deps.meter.observe(op, classifyError(err), (performance.now() - started) / 1000);
+    throw err;
+  }
+}
+
+/** Items of one pk with `fromSk <= sk <= toSk` (consistent read), in one Query (paginated only past 1 MB). */
+export async function queryItems(deps: RowReaderDeps, pk: string, fromSk: string, toSk: string): Promise<{ items: StoredItem[]; requests: number }> {
+  const items: StoredItem[] = [];
+  let start: Record<string, AttributeValue> | undefined;
+  let requests = 0;
+  do {
+    const out = await metered(deps, 'Query', () =>
+      deps.client.send(
+        new QueryCommand({
+          TableName: deps.table,
+          KeyConditionExpression: 'pk = :pk AND sk BETWEEN :a AND :b',
+          ExpressionAttributeValues: { ':pk': { S: pk }, ':a': { S: fromSk }, ':b': { S: toSk } },
+          ConsistentRead: true,
+          ExclusiveStartKey: start,
+          ReturnConsumedCapacity: 'TOTAL',
+        }),
+      ),
+    );
+    requests++;
+    for (const it of out.Items ?? []) items.push(toStoredItem(it));
+    start = out.LastEvaluatedKey;
+  } while (start);
+  return { items, requests };
+}
+
+/** One item (consistent read); undefined when absent. */
+export async function getItem(deps: RowReaderDeps, pk: string, sk: string): Promise<StoredItem | undefined> {
+  const out = await metered(deps, 'GetItem', () =>
+    deps.client.send(new GetItemCommand({ TableName: deps.table, Key: { pk: { S: pk }, sk: { S: sk } }, ConsistentRead: true, ReturnConsumedCapacity: 'TOTAL' })),
+  );
+  return out.Item ? toStoredItem(out.Item) : undefined;
+}
+
+/** Many items by key (BatchGetItem, 100 per call, consistent, unprocessed keys retried). Keyed `pk\u0000sk`. */
+export async function getItems(deps: RowReaderDeps, keys: ReadonlyArray<{ pk: string; sk: string }>): Promise<{ items: Map<string, StoredItem>; requests: number }> {
+  const items = new Map<string, StoredItem>();
+  let requests = 0;
+  for (let i = 0; i < keys.length; i += 100) {
+    let pending: Array<Record<string, AttributeValue>> = keys.slice(i, i + 100).map((k) => ({ pk: { S: k.pk }, sk: { S: k.sk } }));
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      if (attempt > 8) throw new RetryableWriteError(`BatchGetItem left ${pending.length} keys unprocessed`);
+      if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
+      const out = await metered(deps, 'BatchGetItem', () =>
+        deps.client.send(
+          new BatchGetItemCommand({ RequestItems: { [deps.table]: { Keys: pending, ConsistentRead: true } }, ReturnConsumedCapacity: 'TOTAL' }),
+        ),
+      );
+      requests++;
+      for (const it of out.Responses?.[deps.table] ?? []) items.set(`${it['pk']?.S}\u0000${it['sk']?.S}`, toStoredItem(it));
+      pending = out.UnprocessedKeys?.[deps.table]?.Keys ?? [];
+    }
+  }
+  return { items, requests };
+}
+
+/**
+ * DynamoDB items plus exactly the Redis counts they do not hold yet: an entry is added to an item's cell
+ * only when its bucket seq is above that item's watermark. Items absent from DynamoDB count as wm = -1.
+ * Returns sk -> attribute -> value.
+ */
+export function mergeItems(items: Iterable<StoredItem>, entries: readonly CountEntry[]): Map<string, Map<string, bigint>> {
+  const out = new Map<string, Map<string, bigint>>();
+  const wms = new Map<string, number>();
+  for (const it of items) {
+    out.set(it.sk, new Map(it.attrs));
+    wms.set(it.sk, it.wm);
+  }
+  for (const [sk, list] of entriesByItem(entries)) {
+    const wm = wms.get(sk) ?? -1;
+    let attrs = out.get(sk);
+    for (const { entry, attrs: names } of list) {
+      if (entry.seq <= wm) continue;
+      if (!attrs) out.set(sk, (attrs = new Map()));
+      for (const a of names) attrs.set(a, (attrs.get(a) ?? 0n) + entry.value);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,131 @@
+import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { compileRules, defaultRules, rollup, validateEvents } from '@tally/schema';
+import { createTestTable, startDynalite, type DynaliteHandle } from '@tally/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDynamoClient, createDynamoMeter, getItem, mergeItems, PermanentWriteError, queryItems, writeRow, type CountEntry } from './index';
+
+let dyn: DynaliteHandle;
+let client: DynamoDBClient;
+const meter = createDynamoMeter();
+const deps = (table: string) => ({ client, table, meter });
+
+beforeAll(async () => {
+  dyn = await startDynalite();
+  client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
+});
+afterAll(async () => {
+  client?.destroy();
+  await dyn?.stop();
+});
+
+async function item(table: string, pk: string, sk: string) {
+  const out = await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: pk }, sk: { S: sk } }, ConsistentRead: true }));
+  if (!out.Item) return undefined;
+  return Object.fromEntries(Object.entries(out.Item).map(([k, v]) => [k, v.S ?? v.N]));
+}
+
+const e = (seq: number, dayKey: string, metric: string, value: number): CountEntry => ({ seq, dayKey, metric, value: BigInt(value) });
+
+describe('writeRow', () => {
+  it('writes the article layout exactly (leap-year day 366, a +05:45 store)', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    const rules = compileRules(defaultRules);
+    const now = Date.parse('2025-01-01T06:00:00Z');
+    const { events, errors } = validateEvents(
+      rules,
+      [
+        // 2024-12-31 18:00Z is 2024-12-31 23:45 in Kathmandu: day 366 of leap year 2024.
+        { type: 'view', ts: '2024-12-31T18:00:00Z', dims: { product: 'P1', visitor: 'V9' } },
+        // 18:15Z is already 2025-01-01 00:00 in Kathmandu.
+        { type: 'view', ts: '2024-12-31T18:15:00Z', dims: { product: 'P1' } },
+        { type: 'order', ts: '2024-12-31T17:00:00Z', value: 19.99, dims: { visitor: 'V9' } },
+        { type: 'order', ts: '2025-01-01T05:00:00Z', value: '5', dims: {} },
+      ],
+      { now, clockSkewMs: 0, latenessMs: 86_400_000 },
+    );
+    expect(errors).toEqual([]);
+    const deltas = rollup(rules, 'KTM', 'Asia/Kathmandu', events);
+    for (const [pk, fields] of deltas) {
+      const entries = [...fields].map(([f, v]) => {
+        const [dayKey, metric] = f.split('|') as [string, string];
+        return { seq: 7, dayKey, metric, value: BigInt(v) };
+      });
+      await writeRow(deps(table), pk, entries);
+    }
+    expect(await item(table, 'KTM', 'M2024-12')).toEqual({ pk: 'KTM', sk: 'M2024-12', wm: '7', 'D366.v': '1', 'M12.v': '1', 'D366.o': '1', 'M12.o': '1', 'D366.r': '1999', 'M12.r': '1999' });
+    expect(await item(table, 'KTM', 'M2025-01')).toEqual({ pk: 'KTM', sk: 'M2025-01', wm: '7', 'D001.v': '1', 'M01.v': '1', 'D001.o': '1', 'M01.o': '1', 'D001.r': '500', 'M01.r': '500' });
+    expect(await item(table, 'KTM', 'TOTAL')).toEqual({
+      pk: 'KTM', sk: 'TOTAL', wm: '7',
+      v: '2', 'Y2024.v': '1', 'Y2025.v': '1', o: '2', 'Y2024.o': '1', 'Y2025.o': '1', r: '2499', 'Y2024.r': '1999', 'Y2025.r': '500',
+    });
+    expect(await item(table, 'KTM#product#P1', 'M2024-12')).toEqual({ pk: 'KTM#product#P1', sk: 'M2024-12', wm: '7', 'D366.v': '1', 'M12.v': '1' });
+    expect(await item(table, 'KTM#product#P1', 'M2025-01')).toEqual({ pk: 'KTM#product#P1', sk: 'M2025-01', wm: '7', 'D001.v': '1', 'M01.v': '1' });
+    expect(await item(table, 'KTM#product#P1', 'TOTAL')).toEqual({ pk: 'KTM#product#P1', sk: 'TOTAL', wm: '7', v: '2', 'Y2024.v': '1', 'Y2025.v': '1' });
+    expect(await item(table, 'KTM#visitor#V9', 'M2024-12')).toEqual({
+      pk: 'KTM#visitor#V9', sk: 'M2024-12', wm: '7',
+      'D366.v': '1', 'M12.v': '1', 'D366.pv#P1': '1', 'M12.pv#P1': '1', 'D366.o': '1', 'M12.o': '1', 'D366.r': '1999', 'M12.r': '1999',
+    });
+    expect(await item(table, 'KTM#visitor#V9', 'TOTAL')).toEqual({
+      pk: 'KTM#visitor#V9', sk: 'TOTAL', wm: '7',
+      v: '1', 'Y2024.v': '1', 'pv#P1': '1', 'Y2024.pv#P1': '1', o: '1', 'Y2024.o': '1', r: '1999', 'Y2024.r': '1999',
+    });
+    expect(await item(table, 'KTM#visitor#V9', 'M2025-01')).toBeUndefined();
+  });
+
+  it('never applies an entry twice: replays, crashes between items, and two writers at once', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    const batch1 = [e(1, '2023-123', 'v', 2), e(2, '2023-124', 'v', 3)];
+    expect(await writeRow(deps(table), 'S', batch1)).toEqual({ updates: 2, conditionFailures: 0 });
+    // The same entries again (an ack lost in a crash): refused by the watermark, nothing added.
+    expect(await writeRow(deps(table), 'S', batch1)).toEqual({ updates: 0, conditionFailures: 2 });
+    // A crash after the month row, before TOTAL: the retry writes only TOTAL.
+    const batch2 = [...batch1, e(3, '2023-124', 'v', 10)];
+    let n = 0;
+    const crashing = { ...deps(table), afterUpdate: () => { if (++n === 1) throw new Error('SIGKILL'); } };
+    await expect(writeRow(crashing, 'S', batch2.slice(2))).rejects.toThrow('SIGKILL');
+    expect(await writeRow(deps(table), 'S', batch2)).toEqual({ updates: 1, conditionFailures: 2 });
+    // Two writers with overlapping reads of the outbox at once.
+    const batch3 = [...batch2, e(4, '2023-125', 'v', 100), e(5, '2023-125', 'v', 1000)];
+    await Promise.all([writeRow(deps(table), 'S', batch3.slice(0, 4)), writeRow(deps(table), 'S', batch3), writeRow(deps(table), 'S', batch3.slice(3))]);
+    const month = await getItem(deps(table), 'S', 'M2023-05');
+    const total = await getItem(deps(table), 'S', 'TOTAL');
+    expect(Object.fromEntries(month!.attrs)).toEqual({ 'D123.v': 2n, 'D124.v': 13n, 'D125.v': 1100n, 'M05.v': 1115n });
+    expect(month!.wm).toBe(5);
+    expect(Object.fromEntries(total!.attrs)).toEqual({ v: 1115n, 'Y2023.v': 1115n });
+  });
+
+  it('splits a large write only between buckets, each part under the watermark', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    const entries: CountEntry[] = [];
+    // 60 products per bucket, each a new one: 120 month-row attributes per bucket, 600 in all (> MAX_ATTRS_PER_UPDATE).
+    for (let seq = 1; seq <= 5; seq++) for (let p = 0; p < 60; p++) entries.push(e(seq, '2023-123', `pv#P${p % 3 === 0 ? p : `${seq}-${p}`}`, 1));
+    const r = await writeRow(deps(table), 'S#visitor#V', entries);
+    expect(r.updates).toBeGreaterThan(2);
+    const month = await getItem(deps(table), 'S#visitor#V', 'M2023-05');
+    expect(month!.attrs.get('D123.pv#P3')).toBe(5n);
+    expect(month!.attrs.get('D123.pv#P2-7')).toBe(1n);
+    expect(month!.attrs.get('M05.pv#P5-8')).toBe(1n);
+    expect(month!.wm).toBe(5);
+  });
+
+  it('refuses an item that would pass 400 KB with a permanent error', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    const entries: CountEntry[] = [];
+    for (let seq = 1; seq <= 20; seq++) for (let p = 0; p < 90; p++) entries.push(e(seq, '2023-123', `pv#${'x'.repeat(110)}${seq}-${p}`, 1));
+    await expect(writeRow(deps(table), 'S#visitor#Huge', entries)).rejects.toBeInstanceOf(PermanentWriteError);
+  });
+});
+
+describe('reading and merging', () => {
+  it('adds only entries above each item watermark', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    await writeRow(deps(table), 'S', [e(1, '2023-123', 'v', 2), e(2, '2023-124', 'v', 3)]);
+    const { items, requests } = await queryItems(deps(table), 'S', 'M2023-05', 'M2023-05');
+    expect(requests).toBe(1);
+    const total = await getItem(deps(table), 'S', 'TOTAL');
+    const merged = mergeItems([...items, total!], [e(2, '2023-124', 'v', 3), e(3, '2023-125', 'v', 7), e(3, '2023-120', 'v', 1)]);
+    expect(Object.fromEntries(merged.get('M2023-05')!)).toEqual({ 'D123.v': 2n, 'D124.v': 3n, 'D125.v': 7n, 'M05.v': 12n });
+    expect(Object.fromEntries(merged.get('M2023-04')!)).toEqual({ 'D120.v': 1n, 'M04.v': 1n });
+    expect(Object.fromEntries(merged.get('TOTAL')!)).toEqual({ v: 13n, 'Y2023.v': 13n });
+  });
+});
