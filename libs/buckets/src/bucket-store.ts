@@ -139,6 +139,11 @@ export class BucketStore {
     return r.length === 2 ? Number(r[1]) : undefined;
   }
 
+  /** Rows with folded counts not yet written. */
+  async dirtyCount(store: string): Promise<number> {
+    return this.redis.zcard(this.keys.dirty(store));
+  }
+
   /** Seq (open time, ms) of the oldest bucket not yet folded: the oldest sealed one, else the open one if it has data. */
   async oldestUnfolded(store: string): Promise<number | undefined> {
     const head = await this.redis.lindex(this.keys.sealed(store), 0);

@@ -20,7 +20,7 @@ export async function closeQueues(queues: TallyQueues): Promise<void> {
 
 /** Adds a job after checking its payload against the queue's schema (compile time and run time). */
 export async function enqueue<Q extends QueueName>(
-  queues: TallyQueues,
+  queues: Pick<TallyQueues, Q>,
   queue: Q,
   data: PayloadOf<Q>,
   opts?: JobsOptions,
@@ -32,7 +32,7 @@ export async function enqueue<Q extends QueueName>(
 
 /** Adds many jobs to one queue in one round trip (MULTI), each payload checked. */
 export async function enqueueBulk<Q extends QueueName>(
-  queues: TallyQueues,
+  queues: Pick<TallyQueues, Q>,
   queue: Q,
   jobs: Array<{ data: PayloadOf<Q>; opts?: JobsOptions }>,
 ): Promise<string[]> {

@@ -1,0 +1,28 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export type AggregatorMetrics = ReturnType<typeof createAggregatorMetrics>;
+
+export function createAggregatorMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    batchesApplied: new Counter({ name: 'tally_batches_applied_total', help: 'Event batches applied to Redis buckets', registers }),
+    eventsApplied: new Counter({ name: 'tally_events_applied_total', help: 'Events applied to Redis buckets', registers }),
+    duplicateBatches: new Counter({ name: 'tally_batches_duplicate_total', help: 'Redelivered batches skipped by the batch-id dedupe', registers }),
+    batchesRejected: new Counter({ name: 'tally_batches_rejected_total', help: 'Batches moved to the failed set as unprocessable', labelNames: ['reason'], registers }),
+    applySeconds: new Histogram({
+      name: 'tally_apply_duration_seconds',
+      help: 'Time to roll up and apply one batch',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    }),
+    bucketsSealed: new Counter({ name: 'tally_buckets_sealed_total', help: 'Buckets sealed', registers }),
+    bucketsFolded: new Counter({ name: 'tally_buckets_folded_total', help: 'Buckets folded completely into row outboxes', registers }),
+    rowsFolded: new Counter({ name: 'tally_rows_folded_total', help: 'Row buckets folded into outboxes', registers }),
+    sealLag: new Gauge({ name: 'tally_seal_lag_seconds', help: 'How late the last seal was after its bucket was due to close', registers }),
+    foldSeconds: new Histogram({ name: 'tally_fold_duration_seconds', help: 'Time to fold one store’s sealed buckets', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers }),
+    flushesScheduled: new Counter({ name: 'tally_flushes_scheduled_total', help: 'Row flush jobs enqueued to dynamo-writes', registers }),
+    dirtyRows: new Gauge({ name: 'tally_outbox_rows', help: 'Rows with counts folded but not yet written to DynamoDB', registers }),
+    oldestUnfolded: new Gauge({ name: 'tally_oldest_unfolded_bucket_age_seconds', help: 'Age of the oldest bucket not yet folded', registers }),
+    flushLag: new Gauge({ name: 'tally_flush_lag_seconds', help: 'Age of the oldest count not yet written to DynamoDB', registers }),
+  };
+}

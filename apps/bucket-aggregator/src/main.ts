@@ -1,0 +1,82 @@
+import { BucketStore } from '@tally/buckets';
+import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
+import { createDynamoClient } from '@tally/dynamo';
+import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
+import { BULL_PREFIX, createQueues, closeQueues, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
+import { loadRules } from '@tally/schema';
+import { createTenantDirectory } from '@tally/tenants';
+import { Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { createAggregatorMetrics } from './aggregator-metrics';
+import { eventsProcessor } from './events.processor';
+import { sealProcessor } from './seal.processor';
+
+// Composition root of the bucket aggregator: applies event batches to Redis buckets, and runs the sealer
+// (seal, fold, schedule flushes) from a BullMQ job scheduler every BUCKET_SECONDS.
+const config = loadConfigOrExit(aggregatorEnv);
+const log = createLogger({ name: 'bucket-aggregator', level: config.LOG_LEVEL });
+const rules = (() => {
+  try {
+    return loadRules(config.RULES_FILE);
+  } catch (err) {
+    process.stderr.write(`tally: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+})();
+const { registry } = createMetrics({ app: 'bucket-aggregator' });
+const metrics = createAggregatorMetrics(registry);
+
+const workerRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+const scriptRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+const queues = createQueues(new Redis(config.REDIS_URL, { maxRetriesPerRequest: null }));
+queueDepthMetrics(registry, Object.values(queues));
+const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX });
+const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
+const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log });
+const crash = crashPoints(config.TALLY_CRASH_POINT);
+
+const timeZoneOf = async (store: string) => (await tenants.tenant(store))?.timeZone ?? 'UTC';
+
+const eventsWorker = new Worker(
+  QUEUE.events,
+  eventsProcessor({ buckets, rules, timeZoneOf, dedupeTtlSeconds: config.DEDUPE_WINDOW_SECONDS, metrics, log, crash }),
+  {
+    connection: workerRedis,
+    prefix: BULL_PREFIX,
+    concurrency: config.AGGREGATOR_CONCURRENCY,
+    lockDuration: QUEUE_SETTINGS[QUEUE.events].lockDuration,
+  },
+);
+const bucketMs = config.BUCKET_SECONDS * 1000;
+const sealWorker = config.SEALER_ENABLED
+  ? new Worker(QUEUE.seal, sealProcessor({ buckets, queues, bucketMs, metrics, log }), {
+      connection: workerRedis.duplicate(),
+      prefix: BULL_PREFIX,
+      concurrency: 1,
+      lockDuration: QUEUE_SETTINGS[QUEUE.seal].lockDuration,
+    })
+  : undefined;
+for (const w of [eventsWorker, sealWorker]) {
+  w?.on('failed', (job, err) => log.error({ queue: w.name, jobId: job?.id, err: err.message }, 'job failed'));
+  w?.on('error', (err) => log.error({ queue: w.name, err: err.message }, 'worker error'));
+}
+if (sealWorker) {
+  await queues[QUEUE.seal].upsertJobScheduler('sealer', { every: bucketMs }, { name: 'seal', data: {}, opts: QUEUE_SETTINGS[QUEUE.seal].jobs });
+}
+
+const ops = await startOpsServer({
+  host: config.HTTP_HOST,
+  port: config.HTTP_PORT,
+  registry,
+  log,
+  ready: async () => (await scriptRedis.ping()) === 'PONG' && eventsWorker.isRunning(),
+});
+log.info({ port: ops.port, bucketSeconds: config.BUCKET_SECONDS, sealer: config.SEALER_ENABLED }, 'bucket aggregator started');
+
+installShutdown(log, [
+  { name: 'workers', run: () => Promise.all([eventsWorker.close(), sealWorker?.close()]), timeoutMs: 20_000 },
+  { name: 'queues', run: () => closeQueues(queues) },
+  { name: 'ops server', run: () => ops.close() },
+  { name: 'redis', run: () => Promise.all([workerRedis.quit(), scriptRedis.quit()]) },
+  { name: 'dynamodb', run: async () => dynamo.destroy() },
+]);

@@ -1,0 +1,81 @@
+import type { BucketStore } from '@tally/buckets';
+import { PermanentWriteError, RetryableWriteError, writeRow, type RowWriterDeps } from '@tally/dynamo';
+import { dynamoWriteJobSchema } from '@tally/queues';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import type { Logger } from 'pino';
+import { Counter, type Registry } from 'prom-client';
+
+export type WriterMetrics = ReturnType<typeof createWriterMetrics>;
+
+export function createWriterMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    rowsFlushed: new Counter({ name: 'tally_rows_flushed_total', help: 'Row flushes completed (outbox written and acked)', registers }),
+    emptyFlushes: new Counter({ name: 'tally_flushes_empty_total', help: 'Flush jobs that found nothing to write', registers }),
+    entriesWritten: new Counter({ name: 'tally_outbox_entries_written_total', help: 'Outbox entries applied to DynamoDB', registers }),
+    waits: new Counter({ name: 'tally_flush_waits_total', help: 'Flush jobs delayed because DynamoDB throttled or was unreachable', registers }),
+    permanentFailures: new Counter({ name: 'tally_flush_failures_total', help: 'Flush jobs moved to the failed set', registers }),
+  };
+}
+
+export interface FlushDeps {
+  buckets: BucketStore;
+  dynamo: RowWriterDeps;
+  metrics: WriterMetrics;
+  log: Logger;
+  /** Upper bound of the wait between attempts while DynamoDB is throttling or down. */
+  maxBackoffMs: number;
+  now?: () => number;
+  crash?: (point: string) => void;
+}
+
+/**
+ * Flushes one row: reads its outbox (entries of completely folded buckets), writes one watermark-conditioned
+ * UpdateItem per DynamoDB item, then acks the entries in one Redis step that also drops the row's cache.
+ * A crash anywhere leaves entries in the outbox; the next run skips what DynamoDB already has by watermark.
+ * Throttling and outages delay the job (it never fails for them); a permanent error fails it with the reason.
+ */
+export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: string) => {
+  const parsed = dynamoWriteJobSchema.safeParse(job.data);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new UnrecoverableError(`invalid flush payload: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  const { store, pk } = parsed.data;
+  const log = deps.log.child({ jobId: job.id, store, pk });
+  const now = deps.now ?? Date.now;
+  const outbox = await deps.buckets.readOutbox(store, pk);
+  if (outbox.entries.length === 0) {
+    await deps.buckets.ackOutbox(store, pk, [], now());
+    deps.metrics.emptyFlushes.inc();
+    return { updates: 0, entries: 0 };
+  }
+  try {
+    const r = await writeRow(
+      { ...deps.dynamo, afterUpdate: deps.crash ? () => deps.crash!('writer:after-update') : deps.dynamo.afterUpdate },
+      pk,
+      outbox.entries,
+    );
+    deps.crash?.('writer:before-ack');
+    const left = await deps.buckets.ackOutbox(store, pk, outbox.entries.map((e) => e.field), now());
+    deps.metrics.rowsFlushed.inc();
+    deps.metrics.entriesWritten.inc(outbox.entries.length);
+    log.debug({ updates: r.updates, conditionFailures: r.conditionFailures, entries: outbox.entries.length, left }, 'flushed row');
+    return { updates: r.updates, entries: outbox.entries.length };
+  } catch (err) {
+    if (err instanceof RetryableWriteError) {
+      const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
+      const delay = Math.round(Math.min(deps.maxBackoffMs, 250 * 2 ** Math.min(waits, 20)) * (0.5 + Math.random() / 2));
+      deps.metrics.waits.inc();
+      log.warn({ err: err.message, delayMs: delay, waits }, 'DynamoDB not writable now; flush waits');
+      await job.moveToDelayed(Date.now() + delay, token);
+      throw new DelayedError();
+    }
+    if (err instanceof PermanentWriteError) {
+      deps.metrics.permanentFailures.inc();
+      log.error({ err: err.message }, 'row cannot be written; job goes to the failed set');
+      throw new UnrecoverableError(`row ${pk}: ${err.message}`);
+    }
+    throw err;
+  }
+};

@@ -1,0 +1,123 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BucketStore } from '@tally/buckets';
+import { createDynamoClient, createDynamoMeter, getItem, type DynamoMeter } from '@tally/dynamo';
+import { BULL_PREFIX, closeQueues, createQueues, enqueue, jobIdFor, QUEUE, type TallyQueues } from '@tally/queues';
+import { compileRules, defaultRules, rollup, type CompiledRules } from '@tally/schema';
+import { createTestTable, startDynalite, startRedis, waitForQueuesIdle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWriterMetrics, flushProcessor } from './flush.processor';
+
+let server: RedisHandle;
+let dyn: DynaliteHandle;
+let redis: Redis;
+let client: DynamoDBClient;
+let queues: TallyQueues;
+const log = pino({ level: 'silent' });
+// Every row flushed after every bucket: the most writes, the hardest case for exactly-once.
+const rules: CompiledRules = compileRules({
+  ...defaultRules,
+  entities: {
+    store: { key: [], flush: { kind: 'bucket' } },
+    product: { key: ['product'], flush: { kind: 'bucket' } },
+    visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
+  },
+});
+
+beforeAll(async () => {
+  server = await startRedis();
+  dyn = await startDynalite({ path: mkdtempSync(join(tmpdir(), 'tally-dyn-')) });
+  redis = new Redis(server.url, { maxRetriesPerRequest: null });
+  client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1', maxAttempts: 1, requestTimeoutMs: 1000 });
+  queues = createQueues(redis);
+});
+afterAll(async () => {
+  await closeQueues(queues);
+  await redis.quit();
+  client.destroy();
+  await dyn.stop();
+  await server.stop();
+});
+
+function setup(table: string, prefix: string) {
+  const buckets = new BucketStore({ redis, rules, prefix });
+  const meter = createDynamoMeter();
+  const metrics = createWriterMetrics(new Registry());
+  const worker = new Worker(QUEUE.dynamoWrites, flushProcessor({ buckets, dynamo: { client, table, meter }, metrics, log, maxBackoffMs: 300 }), {
+    connection: redis.duplicate(),
+    prefix: BULL_PREFIX,
+    concurrency: 4,
+  });
+  return { buckets, meter, metrics, worker };
+}
+
+/** Applies one bucket of views for `products` products, seals and folds it, and schedules due flushes. */
+async function bucket(buckets: BucketStore, store: string, n: number, now: number, products: number) {
+  const events = Array.from({ length: products }, (_, p) => ({ type: 'view', ts: Date.parse('2023-05-03T10:00:00Z'), dims: { product: `P${p}` } }));
+  await buckets.registerStore(store);
+  await buckets.apply(store, `b${n}`, rollup(rules, store, 'UTC', events), { now, dedupeTtlSeconds: 3600 });
+  await buckets.seal(store, { now: now + 1000, minAgeMs: 0 });
+  await buckets.foldSealed(store, { now: now + 1000 });
+  for (const r of await buckets.dueRows(store, now + 1000)) {
+    await enqueue(queues, QUEUE.dynamoWrites, { store, pk: r.pk }, { jobId: jobIdFor('flush', store, r.pk, r.firstDirty) });
+  }
+}
+
+const updates = (m: DynamoMeter) => m.totals().requests['UpdateItem:ok'] ?? 0;
+
+describe('dynamo writer', () => {
+  it('drains a DynamoDB outage of many buckets with one UpdateItem per item', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    const { buckets, meter, worker } = setup(table, 'out');
+    await dyn.stop();
+    const buckets_k = 6;
+    for (let n = 0; n < buckets_k; n++) await bucket(buckets, 'S', n, 1_000_000 + n * 2000, 5);
+    // The flush jobs wait (delayed), they do not fail.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(0);
+    expect(updates(meter)).toBe(0);
+    await dyn.restart();
+    await waitForQueuesIdle([queues[QUEUE.dynamoWrites]], { includeDelayed: true, timeoutMs: 30_000 });
+    await worker.close();
+    // 6 rows (store + 5 products), each with a month item and a TOTAL item: 12 items, 12 writes, not 12 x 6.
+    expect(updates(meter)).toBe(12);
+    const total = await getItem({ client, table, meter }, 'S', 'TOTAL');
+    expect(total!.attrs.get('v')).toBe(BigInt(5 * buckets_k));
+    const p3 = await getItem({ client, table, meter }, 'S#product#P3', 'M2023-05');
+    expect(Object.fromEntries(p3!.attrs)).toEqual({ 'D123.v': 6n, 'M05.v': 6n });
+    expect(await redis.keys('out:{S}:o:*')).toEqual([]);
+    expect(await redis.zcard('out:{S}:dirty')).toBe(0);
+  });
+
+  it('moves a row that cannot be written to the failed set with its reason; other rows keep flowing', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    const { buckets, worker } = setup(table, 'big');
+    // A visitor whose item would pass 400 KB: thousands of long product ids in one month row.
+    const huge = 'S#visitor#V';
+    for (let seq = 1; seq <= 30; seq++) {
+      const fields = new Map<string, number>();
+      for (let p = 0; p < 80; p++) fields.set(`2023-123|pv#${'x'.repeat(120)}-${seq}-${p}`, 1);
+      await buckets.apply('S', `h${seq}`, new Map([[huge, fields], ['S', new Map([['2023-123|v', 1]])]]), { now: seq * 10, dedupeTtlSeconds: 60 });
+      await buckets.seal('S', { now: seq * 10 + 5, minAgeMs: 0 });
+    }
+    await buckets.registerStore('S');
+    await buckets.foldSealed('S', { now: 1000 });
+    for (const r of await buckets.dueRows('S', 1000)) await enqueue(queues, QUEUE.dynamoWrites, { store: 'S', pk: r.pk }, { jobId: jobIdFor('flush', 'S', r.pk, r.firstDirty) });
+    await waitForQueuesIdle([queues[QUEUE.dynamoWrites]], { includeDelayed: true, timeoutMs: 30_000 });
+    await worker.close();
+    const failed = await queues[QUEUE.dynamoWrites].getFailed();
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.data.pk).toBe(huge);
+    expect(failed[0]!.failedReason).toMatch(/^row S#visitor#V: ValidationException: .*size/i);
+    const meter = createDynamoMeter();
+    expect((await getItem({ client, table, meter }, 'S', 'TOTAL'))!.attrs.get('v')).toBe(30n);
+    // The row's counts stay in its outbox, not lost: a replay after a fix can still write them.
+    expect(await redis.hlen(`big:{S}:o:${huge}`)).toBe(30 * 80);
+  });
+});
