@@ -11,7 +11,7 @@ const rules = compileRules({
   ...defaultRules,
   entities: {
     store: { key: [], flush: { kind: 'bucket' } },
-    product: { key: ['product'], flush: { kind: 'every', minutes: 60 } },
+    product: { key: ['product'], flush: { kind: 'every', minutes: 60 }, rank: true },
     visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1440 } },
   },
 });
@@ -121,6 +121,25 @@ describe('seal and fold', () => {
     }
     // Bucket seqs are the open times: 0, 999, 1999, 2999, 3999.
     expect(await redis.get('t:{S}:folded')).toBe('3999');
+  });
+});
+
+describe('rankings', () => {
+  it('ranks ranked entities by day from folded buckets', async () => {
+    await store.apply('S', 'a', deltas({ 'S#product#P1': { '2023-123|v': 5, '2023-123|o': 1 }, 'S#product#P2': { '2023-123|v': 7, '2023-124|v': 1 }, 'S#visitor#V': { '2023-123|v': 99 } }), { now: 1, dedupeTtlSeconds: 60 });
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual([]); // not folded yet
+    await store.seal('S', { now: 2, minAgeMs: 0 });
+    await store.foldSealed('S', { now: 3 });
+    await store.apply('S', 'b', deltas({ 'S#product#P1': { '2023-124|v': 4 } }), { now: 4, dedupeTtlSeconds: 60 });
+    await store.seal('S', { now: 5, minAgeMs: 0 });
+    await store.foldSealed('S', { now: 6 });
+    expect(await store.top('S', 'product', 'v', ['2023-123', '2023-124'], 10)).toEqual([
+      { member: 'P1', score: 9 },
+      { member: 'P2', score: 8 },
+    ]);
+    expect(await store.top('S', 'product', 'v', ['2023-124'], 1)).toEqual([{ member: 'P1', score: 4 }]);
+    expect(await store.top('S', 'product', 'o', ['2023-123'], 10)).toEqual([{ member: 'P1', score: 1 }]);
+    expect(await redis.keys('t:{S}:tmp:*')).toEqual([]);
   });
 });
 

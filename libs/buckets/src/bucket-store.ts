@@ -1,7 +1,8 @@
-import { parseOutboxField, redisKeys, type RedisKeys } from '@tally/key-layout';
+import { parseOutboxField, REDIS_SUFFIX, redisKeys, type RedisKeys } from '@tally/key-layout';
 import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
 import type { Redis } from 'ioredis';
-import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOUCH_CACHE } from './scripts';
+import { randomUUID } from 'node:crypto';
+import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 
 /** One count not yet in DynamoDB: bucket seq, store-local day, attribute metric, integer delta. */
 export interface Entry {
@@ -60,7 +61,7 @@ export class BucketStore {
     this.redis = opts.redis;
     this.rules = opts.rules;
     this.keys = redisKeys(opts.prefix ?? 't');
-    const scripts = { APPLY, SEAL, FOLD, FINISH_FOLD, READ_OUTBOX, ACK_OUTBOX, SNAPSHOT, FILL_CACHE, TOUCH_CACHE };
+    const scripts = { APPLY, SEAL, FOLD, FINISH_FOLD, READ_OUTBOX, ACK_OUTBOX, SNAPSHOT, FILL_CACHE, TOUCH_CACHE, TOP };
     this.cmd = {};
     for (const [name, lua] of Object.entries(scripts)) {
       const id = `tally${name}`;
@@ -115,7 +116,10 @@ export class BucketStore {
         const pks = await this.redis.srandmember(this.keys.bucketRows(store, head), batch);
         if (pks.length === 0) break;
         const args: Array<string | number> = [head, opts.now];
-        for (const pk of pks) args.push(pk, ...policyArgs(this.rules.policyOfPk(pk)));
+        for (const pk of pks) {
+          const rank = this.rules.rankOfPk(pk);
+          args.push(pk, ...policyArgs(this.rules.policyOfPk(pk)), rank?.entity ?? '', rank?.member ?? '');
+        }
         rows += Number(await this.cmd['FOLD']!(tag, ...args));
       }
       const done = Number(await this.cmd['FINISH_FOLD']!(tag, head));
@@ -191,6 +195,18 @@ export class BucketStore {
   /** Stores a row's DynamoDB items in the cache unless the writer acked entries since `version` was read. */
   async fillCache(store: string, pk: string, version: string, json: string, ttlSeconds: number): Promise<boolean> {
     return Number(await this.cmd['FILL_CACHE']!(this.keys.tag(store), pk, version, json, ttlSeconds)) === 1;
+  }
+
+  /**
+   * The highest-ranked members of a ranked entity for a metric over the given days (sealed buckets only:
+   * rankings are updated when buckets fold). Values are for ordering; read exact counts with a query.
+   */
+  async top(store: string, entity: string, metric: string, dayKeys: readonly string[], limit: number): Promise<Array<{ member: string; score: number }>> {
+    const suffixes = dayKeys.map((d) => `${REDIS_SUFFIX.rank}${d}:${metric}:${entity}`);
+    const flat = (await this.cmd['TOP']!(this.keys.tag(store), `tmp:${randomUUID()}`, limit, ...suffixes)) as string[];
+    const out: Array<{ member: string; score: number }> = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ member: flat[i]!, score: Number(flat[i + 1]) });
+    return out;
   }
 
   async touchCache(store: string, pk: string, ttlSeconds: number): Promise<void> {

@@ -76,7 +76,8 @@ return epoch
 
 /**
  * FOLD rows of sealed bucket `seq` into their outboxes. Idempotent per row: a row whose bucket hash is gone
- * was folded already. KEYS: [tag]. ARGV: seq, now, then per row: pk, policyKind, a, b.
+ * was folded already. KEYS: [tag]. ARGV: seq, now, then per row: pk, policyKind, a, b, rankEntity, rankMember
+ * (rankEntity '' = not ranked). Ranked rows add their day counts to daily ranking zsets (top lists).
  * Returns the number of rows moved.
  */
 export const FOLD = `${DUE}
@@ -85,14 +86,21 @@ local seq = ARGV[1]
 local now = tonumber(ARGV[2])
 local rowsKey = tag .. '${S.rows}' .. seq
 local moved = 0
-for i = 3, #ARGV, 4 do
+for i = 3, #ARGV, 6 do
   local pk = ARGV[i]
   local key = tag .. '${S.bucket}' .. seq .. ':' .. pk
   local data = redis.call('HGETALL', key)
   if #data > 0 then
     local outbox = tag .. '${S.outbox}' .. pk
+    local rankEntity = ARGV[i + 4]
     for j = 1, #data, 2 do
       redis.call('HINCRBY', outbox, seq .. '|' .. data[j], data[j + 1])
+      if rankEntity ~= '' and not string.find(data[j], '#', 1, true) then
+        local bar = string.find(data[j], '|', 1, true)
+        local rkey = tag .. '${S.rank}' .. string.sub(data[j], 1, bar - 1) .. ':' .. string.sub(data[j], bar + 1) .. ':' .. rankEntity
+        redis.call('ZINCRBY', rkey, data[j + 1], ARGV[i + 5])
+        redis.call('EXPIRE', rkey, 8640000)
+      end
     end
     redis.call('DEL', key)
     redis.call('ZADD', tag .. '${S.dirty}', 'NX', string.format('%d', now), pk)
@@ -201,6 +209,22 @@ local current = redis.call('GET', tag .. '${S.cacheVersion}' .. ARGV[1]) or '0'
 if current ~= ARGV[2] then return 0 end
 redis.call('SET', tag .. '${S.cache}' .. ARGV[1], ARGV[3], 'EX', ARGV[4])
 return 1
+`;
+
+/**
+ * TOP members of a ranked entity over some days: KEYS: [tag]. ARGV: tmpSuffix, limit, rankKeySuffixes...
+ * Returns member, score, ... highest first.
+ */
+export const TOP = `
+local tag = KEYS[1]
+local keys = {}
+for i = 3, #ARGV do table.insert(keys, tag .. ARGV[i]) end
+if #keys == 0 then return {} end
+local tmp = tag .. ARGV[1]
+redis.call('ZUNIONSTORE', tmp, #keys, unpack(keys))
+local out = redis.call('ZRANGE', tmp, 0, tonumber(ARGV[2]) - 1, 'REV', 'WITHSCORES')
+redis.call('DEL', tmp)
+return out
 `;
 
 /** Refresh the TTL of a cached row (the session is still active). KEYS: [tag]. ARGV: pk, ttlSeconds. */

@@ -63,6 +63,7 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       i++;
     }
     const started = performance.now();
+    let written = false;
     try {
       const out = await deps.client.send(
         new UpdateItemCommand({
@@ -77,7 +78,7 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       );
       deps.meter.observe('UpdateItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
       result.updates++;
-      await deps.afterUpdate?.(pk, sk);
+      written = true;
       pending = pending.slice(chunk.length);
     } catch (err) {
       const outcome = classifyError(err);
@@ -87,6 +88,7 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       const wm = await readWatermark(deps, pk, sk);
       pending = pending.filter((p) => p.entry.seq > wm);
     }
+    if (written) await deps.afterUpdate?.(pk, sk);
   }
 }
 

@@ -15,6 +15,7 @@
  *   <p>:{S}:c:<pk>           cached DynamoDB items of a row (visitor history), with their watermarks
  *   <p>:{S}:v:<pk>           cache version, bumped by the writer in the step that deletes outbox entries
  *   <p>:{S}:lock             sealer lock
+ *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), from folds
  *   <p>:stores               set of stores that ever had data (not touched by scripts)
  */
 export const REDIS_SUFFIX = {
@@ -30,6 +31,7 @@ export const REDIS_SUFFIX = {
   cache: 'c:',
   cacheVersion: 'v:',
   lock: 'lock',
+  rank: 'k:',
 } as const;
 
 export interface RedisKeys {
@@ -48,6 +50,7 @@ export interface RedisKeys {
   cache(store: string, pk: string): string;
   cacheVersion(store: string, pk: string): string;
   lock(store: string): string;
+  rank(store: string, dayKey: string, metric: string, entity: string): string;
 }
 
 export function redisKeys(prefix = 't'): RedisKeys {
@@ -68,6 +71,7 @@ export function redisKeys(prefix = 't'): RedisKeys {
     cache: (s, pk) => tag(s) + S.cache + pk,
     cacheVersion: (s, pk) => tag(s) + S.cacheVersion + pk,
     lock: (s) => tag(s) + S.lock,
+    rank: (s, day, metric, entity) => `${tag(s)}${S.rank}${day}:${metric}:${entity}`,
   };
 }
 

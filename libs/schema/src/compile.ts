@@ -34,6 +34,8 @@ export interface CompiledRules {
   /** Entity name of a pk (`store` for the store row). */
   entityOfPk(pk: string): string | undefined;
   policyOfPk(pk: string): FlushPolicy;
+  /** For a row of a ranked entity: the entity name and the member (its key value) in daily rankings. */
+  rankOfPk(pk: string): { entity: string; member: string } | undefined;
   /** Scale (decimal places) of a metric. */
   scaleOf(metric: string): number;
   /** The pk of an entity given its key values. */
@@ -59,6 +61,7 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
 
   let storeEntity: string | undefined;
   for (const [entity, spec] of Object.entries(rules.entities)) {
+    if (spec.rank && spec.key.length !== 1) throw new RulesError(`rollup rules: entities.${entity}: rank needs a key of exactly one dimension`);
     if (spec.key.length === 0) {
       if (storeEntity) throw new RulesError(`rollup rules: entities.${entity}: only one entity may have an empty key (${storeEntity} has one)`);
       storeEntity = entity;
@@ -129,6 +132,11 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
       const name = this.entityOfPk(pk);
       const spec = name ? rules.entities[name] : undefined;
       return spec?.flush ?? { kind: 'bucket' };
+    },
+    rankOfPk(pk) {
+      const { entity, keyValues } = parsePk(pk);
+      if (entity === undefined || keyValues.length !== 1 || !rules.entities[entity]?.rank) return undefined;
+      return { entity, member: keyValues[0]! };
     },
     scaleOf(metric) {
       return rules.metrics[metric]?.scale ?? 0;

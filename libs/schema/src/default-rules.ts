@@ -19,7 +19,7 @@ export const defaultRules = {
   },
   entities: {
     store: { key: [], flush: { kind: 'every', minutes: 60 } },
-    product: { key: ['product'], flush: { kind: 'every', minutes: 60 } },
+    product: { key: ['product'], flush: { kind: 'every', minutes: 60 }, rank: true },
     visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1_440 } },
   },
   events: {
@@ -66,7 +66,7 @@ export const cheapestRules = {
   ...defaultRules,
   entities: {
     store: { key: [], flush: { kind: 'every', minutes: 1_440 } },
-    product: { key: ['product'], flush: { kind: 'every', minutes: 1_440 } },
+    product: { key: ['product'], flush: { kind: 'every', minutes: 1_440 }, rank: true },
     visitor: { key: ['visitor'], flush: { kind: 'every', minutes: 1_440 } },
   },
 } satisfies RulesInput;

@@ -38,6 +38,8 @@ export const entitySchema = z
     /** Dimensions whose values identify the entity; empty = the store itself. */
     key: z.array(name).max(4).default([]),
     flush: flushPolicySchema,
+    /** Keep daily rankings of this entity's counts (for top lists); single-dimension keys only. */
+    rank: z.boolean().default(false),
   })
   .strict();
 

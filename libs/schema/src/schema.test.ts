@@ -102,10 +102,13 @@ describe('validateEvents', () => {
   });
 
   it('refuses __proto__ and constructor keys without touching prototypes', () => {
-    const evil = JSON.parse('[{"type":"view","ts":1683108900000,"dims":{"product":"P1"},"__proto__":{"polluted":1}},{"type":"view","ts":1683108900000,"dims":{"product":"P1","constructor":"x"}}]');
+    const evil = JSON.parse(
+      '[{"type":"view","ts":1683108900000,"dims":{"product":"P1"},"__proto__":{"polluted":1}},{"type":"view","ts":1683108900000,"dims":{"product":"P1","constructor":"x"}},' +
+        '{"type":"view","ts":1683108900000,"dims":{"product":"P1","__proto__":"x"}},{"type":"view","ts":1683108900000,"dims":{"__proto__":{"product":"P1"}}}]',
+    );
     const r = validateEvents(rules, evil, limits);
     expect(r.events).toEqual([]);
-    expect(r.errors.map((e) => e.field)).toEqual(['__proto__', 'dims.constructor']);
+    expect(r.errors.map((e) => e.field)).toEqual(['__proto__', 'dims.constructor', 'dims.__proto__', 'dims.__proto__']);
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
   });
 });

@@ -65,6 +65,11 @@ function validateOne(
     return undefined;
   };
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('(event)', 'must be a JSON object');
+  // JSON.parse makes `__proto__` an own key; zod's record would drop it silently, so refuse it by name.
+  const rawDims = (raw as Record<string, unknown>)['dims'];
+  if (typeof rawDims === 'object' && rawDims !== null && Object.hasOwn(rawDims, '__proto__')) {
+    return fail('dims.__proto__', 'is not allowed as a dimension name');
+  }
   const parsed = eventInputSchema.safeParse(raw);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {

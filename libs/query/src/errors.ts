@@ -1,0 +1,11 @@
+/** A query that cannot be answered as asked; `field` names the request field at fault (400). */
+export class QueryError extends Error {
+  readonly code = 'TALLY_ERR_QUERY';
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'QueryError';
+  }
+}

@@ -1,0 +1,181 @@
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { BucketStore } from '@tally/buckets';
+import { createDynamoClient, createDynamoMeter, writeRow } from '@tally/dynamo';
+import { compileRules, defaultRules, rollup } from '@tally/schema';
+import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { evaluateSegments, explicitRange, namedRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
+
+let server: RedisHandle;
+let dyn: DynaliteHandle;
+let redis: Redis;
+let client: DynamoDBClient;
+const meter = createDynamoMeter();
+const rules = compileRules({
+  ...defaultRules,
+  entities: {
+    store: { key: [], flush: { kind: 'bucket' } },
+    product: { key: ['product'], flush: { kind: 'bucket' }, rank: true },
+    visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
+  },
+});
+
+beforeAll(async () => {
+  server = await startRedis();
+  dyn = await startDynalite();
+  redis = new Redis(server.url);
+  client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
+});
+afterAll(async () => {
+  await redis.quit();
+  client.destroy();
+  await dyn.stop();
+  await server.stop();
+});
+
+async function setup(prefix: string): Promise<QueryDeps & { table: string }> {
+  const table = await createTestTable(dyn.endpoint);
+  return { table, buckets: new BucketStore({ redis, rules, prefix }), dynamo: { client, table, meter }, rules };
+}
+
+/** Seal, fold and flush every due row of the store once; `crashAfter` interrupts a row after its first UpdateItem. */
+async function cycle(deps: QueryDeps, store: string, now: number, crashAfter?: string) {
+  await deps.buckets.seal(store, { now, minAgeMs: 0 });
+  await deps.buckets.foldSealed(store, { now });
+  for (const { pk } of await deps.buckets.dueRows(store, now)) {
+    const out = await deps.buckets.readOutbox(store, pk);
+    if (out.entries.length === 0) continue;
+    let n = 0;
+    try {
+      await writeRow({ ...deps.dynamo, afterUpdate: () => { if (pk === crashAfter && ++n === 1) throw new Error('crash'); } }, pk, out.entries);
+      await deps.buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), now);
+    } catch (err) {
+      if ((err as Error).message !== 'crash') throw err;
+    }
+  }
+}
+
+const view = (ts: number, product: string, visitor: string) => ({ type: 'view', ts, dims: { product, visitor } });
+
+describe('exact live answers', () => {
+  it('every answer lies between what was applied before the query and what was applied by its end, while flushes run', async () => {
+    const deps = await setup('ex');
+    const now = Date.parse('2023-05-03T12:00:00Z');
+    const range = explicitRange('2023-05-01', '2023-05-31');
+    const metrics = resolveMetrics(rules, ['ViewCount']);
+    let started = 0;
+    let done = 0;
+    let stop = false;
+    let clock = now;
+    const applier = (async () => {
+      for (let i = 0; i < 300; i++) {
+        started++;
+        await deps.buckets.registerStore('S');
+        await deps.buckets.apply('S', `b${i}`, rollup(rules, 'S', 'UTC', [view(now - (i % 3) * 86_400_000, `P${i % 3}`, 'V1')]), { now: clock, dedupeTtlSeconds: 3600 });
+        done++;
+      }
+      stop = true;
+    })();
+    const flusher = (async () => {
+      let k = 0;
+      while (!stop) {
+        clock += 1000;
+        await cycle(deps, 'S', clock, k++ % 3 === 0 ? 'S' : undefined);
+      }
+      await cycle(deps, 'S', clock + 1000);
+    })();
+    const answers: Array<[number, number, number]> = [];
+    const querier = (async () => {
+      while (!stop) {
+        const lo = done;
+        const day = await readSeries(deps, { store: 'S', pk: 'S', metrics, range, granularity: 'day' });
+        const month = await readSeries(deps, { store: 'S', pk: 'S', metrics, range, granularity: 'month' });
+        const total = await readSeries(deps, { store: 'S', pk: 'S', metrics, range, granularity: 'total' });
+        const hi = started;
+        for (const v of [day.totals['ViewCount']!, month.totals['ViewCount']!, total.totals['ViewCount']!]) answers.push([lo, Number(v), hi]);
+      }
+    })();
+    await Promise.all([applier, flusher, querier]);
+    expect(answers.length).toBeGreaterThan(20);
+    const bad = answers.filter(([lo, v, hi]) => v < lo || v > hi);
+    expect(bad).toEqual([]);
+    // At rest, DynamoDB alone holds everything, and the answers are exact.
+    const final = await readSeries(deps, { store: 'S', pk: 'S', metrics, range, granularity: 'day' });
+    expect(final.totals['ViewCount']).toBe(300n);
+    expect(final.points.find((p) => p.period === "2023-05-03")!.values["ViewCount"]).toBe(100n);
+    expect(await redis.keys('ex:{S}:o:*')).toEqual([]);
+    expect(final.dynamoRequests).toBe(1);
+  });
+
+  it('visitor segments stay exact through cache fills racing with the writer', async () => {
+    const deps = await setup('seg');
+    const now = Date.parse('2023-05-03T12:00:00Z');
+    let applied = 0;
+    let stop = false;
+    let clock = now;
+    const seg = [{ name: 'fan', match: 'all' as const, rules: [{ metric: 'ProductViews', key: 'P1', range: 'last3m' as const, op: '>=' as const, value: 1 }] }];
+    const writer = (async () => {
+      for (let i = 0; i < 120; i++) {
+        await deps.buckets.registerStore('S');
+        await deps.buckets.apply('S', `v${i}`, rollup(rules, 'S', 'UTC', [view(now, 'P1', 'V9')]), { now: clock, dedupeTtlSeconds: 3600 });
+        applied++;
+        if (i % 4 === 0) {
+          clock += 1000;
+          await cycle(deps, 'S', clock);
+        }
+      }
+      stop = true;
+    })();
+    const results: Array<[number, number, number]> = [];
+    const reader = (async () => {
+      while (!stop) {
+        const lo = applied;
+        const r = await evaluateSegments(deps, { store: 'S', pk: 'S#visitor#V9', timeZone: 'UTC', now, segments: seg, cacheTtlSeconds: 60 });
+        results.push([lo, Number(r.segments[0]!.rules[0]!.actual), applied]);
+      }
+    })();
+    await Promise.all([writer, reader]);
+    expect(results.filter(([lo, v, hi]) => v < lo || v > hi)).toEqual([]);
+    const r1 = await evaluateSegments(deps, { store: 'S', pk: 'S#visitor#V9', timeZone: 'UTC', now, segments: seg, cacheTtlSeconds: 60 });
+    const r2 = await evaluateSegments(deps, { store: 'S', pk: 'S#visitor#V9', timeZone: 'UTC', now, segments: seg, cacheTtlSeconds: 60 });
+    expect(r1.segments[0]!.rules[0]!.actual).toBe('120');
+    expect(r2.cache).toBe('hit');
+    expect(r2.dynamoRequests).toBe(0);
+    expect(r2.segments[0]).toMatchObject({ name: 'fan', matched: true });
+  });
+});
+
+describe('ranges and totals', () => {
+  it('answers "today" and "yesterday" around a -07:00 store midnight', async () => {
+    const deps = await setup('la');
+    const tz = 'America/Los_Angeles';
+    const beforeMidnight = Date.parse('2023-05-04T06:59:00Z'); // 23:59 on May 3 in LA
+    const afterMidnight = Date.parse('2023-05-04T07:01:00Z'); // 00:01 on May 4
+    await deps.buckets.apply('LA', 'a', rollup(rules, 'LA', tz, [view(beforeMidnight, 'P1', 'V1'), view(beforeMidnight, 'P1', 'V1')]), { now: 1, dedupeTtlSeconds: 60 });
+    await deps.buckets.apply('LA', 'b', rollup(rules, 'LA', tz, [view(afterMidnight, 'P1', 'V1')]), { now: 2, dedupeTtlSeconds: 60 });
+    const metrics = resolveMetrics(rules, ['ViewCount']);
+    const q = (name: 'today' | 'yesterday', at: number) => readSeries(deps, { store: 'LA', pk: 'LA', metrics, range: namedRange(name, tz, at), granularity: 'day' });
+    expect((await q('today', afterMidnight)).points).toEqual([{ period: '2023-05-04', values: { ViewCount: 1n } }]);
+    expect((await q('yesterday', afterMidnight)).points).toEqual([{ period: '2023-05-03', values: { ViewCount: 2n } }]);
+    expect((await q('today', beforeMidnight)).points).toEqual([{ period: '2023-05-03', values: { ViewCount: 2n } }]);
+    await cycle(deps, 'LA', 10);
+    expect((await q('yesterday', afterMidnight)).points).toEqual([{ period: '2023-05-03', values: { ViewCount: 2n } }]);
+  });
+
+  it('reads totals of many entities with batched reads, live data merged', async () => {
+    const deps = await setup('tot');
+    const ts = Date.parse('2023-05-03T12:00:00Z');
+    const events = Array.from({ length: 30 }, (_, i) => view(ts, `P${i % 6}`, 'V'));
+    await deps.buckets.apply('S', 'a', rollup(rules, 'S', 'UTC', events), { now: 1, dedupeTtlSeconds: 60 });
+    await cycle(deps, 'S', 5);
+    await deps.buckets.apply('S', 'b', rollup(rules, 'S', 'UTC', [view(ts, 'P0', 'V')]), { now: 6, dedupeTtlSeconds: 60 });
+    const pks = Array.from({ length: 6 }, (_, i) => `S#product#P${i}`);
+    const metrics = resolveMetrics(rules, ['ViewCount']);
+    const r = await readTotals(deps, { store: 'S', pks, metrics, range: explicitRange('2023-04-04', '2023-05-03') });
+    expect(r.rows.map((x) => Number(x.values['ViewCount']))).toEqual([6, 5, 5, 5, 5, 5]);
+    expect(r.dynamoRequests).toBe(1);
+    const all = await readTotals(deps, { store: 'S', pks, metrics, range: 'all' });
+    expect(all.rows.map((x) => Number(x.values['ViewCount']))).toEqual([6, 5, 5, 5, 5, 5]);
+  });
+});

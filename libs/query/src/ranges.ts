@@ -1,0 +1,75 @@
+import { addDays, addMonths, compareDates, dateOf, daysInMonth, localDate, parseDate, toEpochDay, type LocalDate } from '@tally/key-layout';
+import { QueryError } from './errors';
+
+export const NAMED_RANGES = ['today', 'yesterday', 'last7d', 'last30d', 'last3m', 'last12m', 'thisMonth', 'thisYear'] as const;
+export type NamedRange = (typeof NAMED_RANGES)[number];
+
+export interface DateRange {
+  from: LocalDate;
+  to: LocalDate;
+}
+
+/** Longest range a query may cover. */
+export const MAX_RANGE_DAYS = 3_660;
+
+/** A named range, in the store's time zone, ending today (inclusive on both ends). */
+export function namedRange(name: NamedRange, tz: string, now: number): DateRange {
+  const today = localDate(now, tz);
+  switch (name) {
+    case 'today':
+      return { from: today, to: today };
+    case 'yesterday': {
+      const y = addDays(today, -1);
+      return { from: y, to: y };
+    }
+    case 'last7d':
+      return { from: addDays(today, -6), to: today };
+    case 'last30d':
+      return { from: addDays(today, -29), to: today };
+    case 'last3m':
+      return { from: addDays(sameDayMonthsAgo(today, 3), 1), to: today };
+    case 'last12m':
+      return { from: addDays(sameDayMonthsAgo(today, 12), 1), to: today };
+    case 'thisMonth':
+      return { from: dateOf(today.year, today.month, 1), to: today };
+    case 'thisYear':
+      return { from: dateOf(today.year, 1, 1), to: today };
+  }
+}
+
+function sameDayMonthsAgo(d: LocalDate, months: number): LocalDate {
+  const first = addMonths(d, -months);
+  return dateOf(first.year, first.month, Math.min(d.day, daysInMonth(first.year, first.month)));
+}
+
+/** `{ from, to }` as `YYYY-MM-DD` strings, validated: real dates, from <= to, at most MAX_RANGE_DAYS. */
+export function explicitRange(from: string, to: string): DateRange {
+  const f = parseDate(from);
+  if (!f) throw new QueryError('from', `must be a date YYYY-MM-DD, got ${JSON.stringify(from)}`);
+  const t = parseDate(to);
+  if (!t) throw new QueryError('to', `must be a date YYYY-MM-DD, got ${JSON.stringify(to)}`);
+  if (compareDates(f, t) > 0) throw new QueryError('from', `${from} is after to ${to}`);
+  if (toEpochDay(t) - toEpochDay(f) + 1 > MAX_RANGE_DAYS) throw new QueryError('to', `the range spans more than ${MAX_RANGE_DAYS} days (10 years)`);
+  return { from: f, to: t };
+}
+
+export function daysOf(range: DateRange): LocalDate[] {
+  const out: LocalDate[] = [];
+  for (let d = range.from; compareDates(d, range.to) <= 0; d = addDays(d, 1)) out.push(d);
+  return out;
+}
+
+export function monthsOf(range: DateRange): Array<{ year: number; month: number }> {
+  const out: Array<{ year: number; month: number }> = [];
+  let y = range.from.year;
+  let m = range.from.month;
+  while (y < range.to.year || (y === range.to.year && m <= range.to.month)) {
+    out.push({ year: y, month: m });
+    m++;
+    if (m > 12) {
+      m = 1;
+      y++;
+    }
+  }
+  return out;
+}

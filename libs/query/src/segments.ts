@@ -1,0 +1,99 @@
+import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
+import { dayAttr, monthSk, TOTAL_SK, totalAttr } from '@tally/key-layout';
+import { z } from 'zod';
+import type { QueryDeps } from './engine';
+import { resolveMetrics } from './engine';
+import { daysOf, NAMED_RANGES, namedRange } from './ranges';
+
+export const segmentRuleSchema = z
+  .object({
+    /** Metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews. */
+    metric: z.string().min(1).max(64),
+    /** Sub-key for keyed metrics: ProductViews of product `key`. */
+    key: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/).optional(),
+    range: z.enum([...NAMED_RANGES, 'allTime']),
+    op: z.enum(['>=', '>', '=', '<=', '<', '!=']),
+    value: z.number().finite(),
+  })
+  .strict();
+
+export const segmentSchema = z
+  .object({
+    name: z.string().min(1).max(100),
+    match: z.enum(['all', 'any']).default('all'),
+    rules: z.array(segmentRuleSchema).min(1).max(50),
+  })
+  .strict();
+
+export type SegmentRule = z.infer<typeof segmentRuleSchema>;
+export type Segment = z.infer<typeof segmentSchema>;
+
+export interface SegmentResult {
+  name: string;
+  matched: boolean;
+  rules: Array<SegmentRule & { actual: string; matched: boolean }>;
+}
+
+export interface SegmentEvaluation {
+  segments: SegmentResult[];
+  cache: 'hit' | 'miss';
+  dynamoRequests: number;
+}
+
+interface CachedItem {
+  sk: string;
+  wm: number;
+  attrs: Record<string, string>;
+}
+
+const compare = (a: number, op: SegmentRule['op'], b: number) =>
+  op === '>=' ? a >= b : op === '>' ? a > b : op === '=' ? a === b : op === '<=' ? a <= b : op === '<' ? a < b : a !== b;
+
+/**
+ * Evaluates segment rules for one visitor row. The visitor's DynamoDB history (every item of the row) is
+ * read once per session and cached in Redis with the watermarks it was read at; each call merges it with
+ * exactly the Redis counts above those watermarks (one atomic snapshot that also returns the cache). The
+ * writer drops the cache in the same step that deletes applied outbox entries, and a cache fill is refused
+ * when the writer acked anything since the snapshot, so a stale cache can never hide a count.
+ */
+export async function evaluateSegments(
+  deps: QueryDeps,
+  req: { store: string; pk: string; timeZone: string; now: number; segments: Segment[]; cacheTtlSeconds: number },
+): Promise<SegmentEvaluation> {
+  const [snap] = await deps.buckets.snapshot(req.store, [req.pk], true);
+  let items: StoredItem[];
+  let cache: 'hit' | 'miss';
+  let dynamoRequests = 0;
+  if (snap!.cache !== undefined) {
+    cache = 'hit';
+    items = (JSON.parse(snap!.cache) as CachedItem[]).map((c) => ({ sk: c.sk, wm: c.wm, attrs: new Map(Object.entries(c.attrs).map(([k, v]) => [k, BigInt(v)])) }));
+    void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
+  } else {
+    cache = 'miss';
+    const q = await queryItems(deps.dynamo, req.pk, 'M', TOTAL_SK);
+    items = q.items;
+    dynamoRequests = q.requests;
+    const json = JSON.stringify(items.map((it) => ({ sk: it.sk, wm: it.wm, attrs: Object.fromEntries([...it.attrs].map(([k, v]) => [k, v.toString()])) })));
+    await deps.buckets.fillCache(req.store, req.pk, snap!.cacheVersion, json, req.cacheTtlSeconds);
+  }
+  const merged = mergeItems(items, snap!.entries);
+
+  const segments = req.segments.map((seg) => {
+    const rules = seg.rules.map((rule) => {
+      const [metric] = resolveMetrics(deps.rules, [rule.key === undefined ? rule.metric : `${rule.metric}#${rule.key}`]);
+      let actual = 0n;
+      if (rule.range === 'allTime') actual = merged.get(TOTAL_SK)?.get(totalAttr(metric!.attr)) ?? 0n;
+      else {
+        for (const d of daysOf(namedRange(rule.range, req.timeZone, req.now))) {
+          actual += merged.get(monthSk(d.year, d.month))?.get(dayAttr(d.doy, metric!.attr)) ?? 0n;
+        }
+      }
+      const scale = deps.rules.scaleOf(rule.metric);
+      const value = Number(actual) / 10 ** scale;
+      return { ...rule, actual: scale ? value.toFixed(scale) : actual.toString(), matched: compare(value, rule.op, rule.value) };
+    });
+    const matched = seg.match === 'all' ? rules.every((r) => r.matched) : rules.some((r) => r.matched);
+    return { name: seg.name, matched, rules };
+  });
+  return { segments, cache, dynamoRequests };
+}
