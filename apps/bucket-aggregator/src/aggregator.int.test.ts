@@ -52,7 +52,7 @@ async function redisTotals(store: string, pk: string) {
   return out;
 }
 
-const view = (ts: string, product = 'P1', visitor?: string) => ({ type: 'view', ts: Date.parse(ts), dims: visitor ? { product, visitor } : { product } });
+const view = (ts: string, product = 'P1', visitor?: string) => ({ type: 'view', ts: Date.parse(ts), dims: (visitor ? { product, visitor } : { product }) as Record<string, string> });
 
 describe('events processor', () => {
   it('counts a batch delivered twice once', async () => {

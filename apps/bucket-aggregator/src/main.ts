@@ -44,7 +44,8 @@ const eventsWorker = new Worker(
     connection: workerRedis,
     prefix: BULL_PREFIX,
     concurrency: config.AGGREGATOR_CONCURRENCY,
-    lockDuration: QUEUE_SETTINGS[QUEUE.events].lockDuration,
+    lockDuration: config.JOB_LOCK_MS,
+    stalledInterval: config.JOB_LOCK_MS,
   },
 );
 const bucketMs = config.BUCKET_SECONDS * 1000;
@@ -53,7 +54,8 @@ const sealWorker = config.SEALER_ENABLED
       connection: workerRedis.duplicate(),
       prefix: BULL_PREFIX,
       concurrency: 1,
-      lockDuration: QUEUE_SETTINGS[QUEUE.seal].lockDuration,
+      lockDuration: config.JOB_LOCK_MS,
+      stalledInterval: config.JOB_LOCK_MS,
     })
   : undefined;
 for (const w of [eventsWorker, sealWorker]) {

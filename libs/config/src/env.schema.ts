@@ -41,6 +41,8 @@ export const collectorEnv = z.object({
   MAX_QUEUE_DEPTH: int(1, 10_000_000).default(10_000),
   /** How long an API key lookup is cached; a revoked key stops working within this. */
   KEY_CACHE_TTL_MS: int(0, 3_600_000).default(5_000),
+  /** Deadline of one DynamoDB key or tenant lookup; past it the last-known keys are served (or 503 for unknown ones). */
+  KEY_LOOKUP_TIMEOUT_MS: int(50, 60_000).default(1_000),
   /** Allowed clock skew for events stamped in the future. */
   CLOCK_SKEW_SECONDS: int(0, 86_400).default(300),
   /** Events older than this are refused (late events within it land in their own day). */
@@ -57,6 +59,8 @@ export const aggregatorEnv = z.object({
   DEDUPE_WINDOW_SECONDS: int(60, 30 * 86_400).default(86_400),
   /** Run the sealer (seal, fold, schedule flushes) in this process. */
   SEALER_ENABLED: bool.default(true),
+  /** Job lock; a job of a crashed worker is retried after about this long (BullMQ lockDuration/stalledInterval). */
+  JOB_LOCK_MS: int(1_000, 600_000).default(30_000),
 });
 
 export const writerEnv = z.object({
@@ -65,6 +69,8 @@ export const writerEnv = z.object({
   WRITER_CONCURRENCY: int(1, 256).default(16),
   /** Upper bound of the retry delay while DynamoDB is throttling or down. */
   WRITER_MAX_BACKOFF_MS: int(100, 3_600_000).default(60_000),
+  /** Job lock; a job of a crashed worker is retried after about this long (BullMQ lockDuration/stalledInterval). */
+  JOB_LOCK_MS: int(1_000, 600_000).default(30_000),
 });
 
 export const queryApiEnv = z.object({
@@ -75,6 +81,10 @@ export const queryApiEnv = z.object({
   SESSION_IDLE_SECONDS: int(1, 86_400).default(1_800),
   /** Max entities in one totals request. */
   MAX_ENTITIES_PER_REQUEST: int(1, 1_000).default(100),
+  /** Deadline of one DynamoDB key or tenant lookup; past it the last-known keys are served (or 503 for unknown ones). */
+  KEY_LOOKUP_TIMEOUT_MS: int(50, 60_000).default(1_000),
+  /** Deadline of one Redis command and of one DynamoDB read of a query; past it the request answers 503. */
+  QUERY_TIMEOUT_MS: int(50, 60_000).default(3_000),
   /** Directory of the built dashboard; unset = apps/dashboard/dist next to the sources. */
   DASHBOARD_DIR: z.string().min(1).optional(),
 });

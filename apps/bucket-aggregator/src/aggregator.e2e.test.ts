@@ -1,0 +1,114 @@
+import { BucketStore } from '@tally/buckets';
+import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
+import { compileRules, defaultRules } from '@tally/schema';
+import { createTestTable, startApp, startDynalite, startRedis, waitFor, waitForQueuesIdle, type AppHandle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+let redisServer: RedisHandle;
+let dyn: DynaliteHandle;
+let redis: Redis;
+let queues: TallyQueues;
+let table: string;
+const rules = compileRules(defaultRules);
+const apps: AppHandle[] = [];
+
+beforeAll(async () => {
+  redisServer = await startRedis();
+  dyn = await startDynalite();
+  table = await createTestTable(dyn.endpoint);
+  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+  queues = createQueues(redis);
+});
+afterAll(async () => {
+  await Promise.all(apps.map((a) => a.kill()));
+  await closeQueues(queues);
+  await redis.quit();
+  await dyn.stop();
+  await redisServer.stop();
+});
+
+const env = (prefix: string, extra: Record<string, string> = {}) => ({
+  REDIS_URL: redisServer.url,
+  DYNAMODB_ENDPOINT: dyn.endpoint,
+  DYNAMODB_TABLE: table,
+  BUCKET_SECONDS: '1',
+  JOB_LOCK_MS: '1500',
+  KEY_PREFIX: prefix,
+  ...extra,
+});
+
+async function totalOf(buckets: BucketStore, store: string, pk: string): Promise<bigint> {
+  const [row] = await buckets.snapshot(store, [pk]);
+  return row!.entries.filter((e) => e.metric === 'v').reduce((s, e) => s + e.value, 0n);
+}
+
+const batch = (batchId: string, store: string, n: number) => ({
+  batchId,
+  store,
+  receivedAt: Date.now(),
+  events: Array.from({ length: n }, (_, i) => ({ type: 'view', ts: Date.now(), dims: { product: `P${i % 4}` } })),
+});
+
+describe('bucket aggregator processes', () => {
+  it('SIGKILLed between the apply and the job completion, then restarted: counted once', async () => {
+    const buckets = new BucketStore({ redis, rules, prefix: 'ka' });
+    const agg = await startApp('bucket-aggregator', { env: env('ka', { TALLY_CRASH_POINT: 'aggregator:after-apply', SEALER_ENABLED: 'false' }) });
+    apps.push(agg);
+    await enqueue(queues, QUEUE.events, batch('crash-1', 'S', 10));
+    const exit = await agg.process.exited;
+    expect(exit.signal).toBe('SIGKILL');
+    expect(await totalOf(buckets, 'S', 'S')).toBe(10n); // applied before the crash
+    await agg.restart({ TALLY_CRASH_POINT: undefined });
+    // The stalled job is retried by the restarted process; the batch id makes the retry a no-op.
+    await waitFor(async () => (await queues[QUEUE.events].getCompletedCount()) >= 1, { timeoutMs: 20_000, message: 'stalled job retried' });
+    expect(await totalOf(buckets, 'S', 'S')).toBe(10n);
+    expect(await queues[QUEUE.events].getFailedCount()).toBe(0);
+    await agg.stop();
+  });
+
+  it('two aggregator processes seal and fold every bucket exactly once, in order', async () => {
+    await queues[QUEUE.events].obliterate({ force: true });
+    const buckets = new BucketStore({ redis, rules, prefix: 'two' });
+    const a = await startApp('bucket-aggregator', { env: env('two'), name: 'aggregator#1' });
+    const b = await startApp('bucket-aggregator', { env: env('two'), name: 'aggregator#2' });
+    apps.push(a, b);
+    // Watch the folded-through marker and the sealed list while batches flow for ~4 buckets.
+    const folded: number[] = [];
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        const f = await redis.get('two:{S}:folded');
+        if (f !== null && folded[folded.length - 1] !== Number(f)) folded.push(Number(f));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    let sent = 0;
+    for (let i = 0; i < 40; i++) {
+      await enqueue(queues, QUEUE.events, batch(`two-${i}`, 'S', 25));
+      sent += 25;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await waitForQueuesIdle([queues[QUEUE.events]], { timeoutMs: 20_000 });
+    // Wait until every bucket is sealed and folded (the open one seals after a bucket length).
+    await waitFor(async () => (await redis.keys('two:{S}:r:*')).length === 0 && (await redis.llen('two:{S}:sealed')) === 0, {
+      timeoutMs: 20_000,
+      message: 'all buckets folded',
+    });
+    watching = false;
+    await watcher;
+    expect(await totalOf(buckets, 'S', 'S')).toBe(BigInt(sent));
+    // Every product row holds exactly its share, whatever replica folded which bucket.
+    // 25 events per batch over P0..P3: 7, 6, 6, 6 per batch.
+    for (let p = 0; p < 4; p++) expect(await totalOf(buckets, 'S', `S#product#P${p}`)).toBe(BigInt(40 * (p === 0 ? 7 : 6)));
+    expect(folded.length).toBeGreaterThan(2);
+    expect([...folded].sort((x, y) => x - y)).toEqual(folded); // foldedThrough only moves forward
+    // Each outbox entry's bucket seq is one the sealer folded; no bucket data is left outside the outbox.
+    expect(await redis.keys('two:{S}:b:*')).toEqual([]);
+    const seqs = new Set((await buckets.readOutbox('S', 'S')).entries.map((e) => e.seq));
+    expect(Math.max(...seqs)).toBeLessThanOrEqual(folded[folded.length - 1]!);
+    await Promise.all([a.stop(), b.stop()]);
+    expect(a.process.exit?.code).toBe(0);
+    expect(b.process.exit?.code).toBe(0);
+  });
+});

@@ -1,0 +1,46 @@
+/** Stable codes of the errors this lib throws (Fastify's FST_ERR_* style). */
+export type TableErrorCode = 'TALLY_ERR_TABLE_MISSING' | 'TALLY_ERR_TABLE_KEYS';
+
+/** The DynamoDB table is missing or has a key schema Tally cannot use. `message` is one line an operator can act on. */
+export class TableError extends Error {
+  constructor(
+    readonly code: TableErrorCode,
+    message: string,
+    readonly tableName: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'TableError';
+  }
+}
+
+/** No answer from the DynamoDB endpoint at all (connection refused, timeout, DNS): the service is down or misaddressed. */
+export class DynamoUnreachableError extends Error {
+  readonly code = 'TALLY_ERR_DYNAMO_UNREACHABLE';
+  constructor(
+    message: string,
+    readonly location: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'DynamoUnreachableError';
+  }
+}
+
+/** A write that may succeed later: throttling, a 5xx, no answer. The flush job waits and retries. */
+export class RetryableWriteError extends Error {
+  readonly code = 'TALLY_ERR_DYNAMO_RETRYABLE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RetryableWriteError';
+  }
+}
+
+/** A write that can never succeed as is (validation error, item over 400 KB): the job goes to the failed set. */
+export class PermanentWriteError extends Error {
+  readonly code = 'TALLY_ERR_DYNAMO_PERMANENT';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PermanentWriteError';
+  }
+}

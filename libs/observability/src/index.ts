@@ -1,0 +1,6 @@
+export * from './crash';
+export * from './logger';
+export * from './metrics';
+export * from './ops-server';
+export * from './queue-metrics';
+export * from './shutdown';

@@ -1,0 +1,53 @@
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { createLogger } from './index';
+
+function capture(level?: 'debug' | 'info' | 'warn') {
+  const lines: Array<Record<string, any>> = [];
+  const raw: string[] = [];
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of String(chunk).split('\n').filter(Boolean)) {
+        raw.push(l);
+        lines.push(JSON.parse(l));
+      }
+      cb();
+    },
+  });
+  const log = createLogger({ name: 'collector', ...(level ? { level } : {}), destination });
+  return { log, lines, raw };
+}
+
+describe('createLogger', () => {
+  it('writes JSON lines with name, level, ISO time, object first', () => {
+    const { log, lines } = capture();
+    log.info({ queue: 'events', jobId: 'j1' }, 'flushed row');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ name: 'collector', level: 30, queue: 'events', jobId: 'j1', msg: 'flushed row' });
+    expect(lines[0]!['time']).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+  });
+
+  it('honours the level', () => {
+    const { log, lines } = capture('warn');
+    log.info('hidden');
+    log.warn('shown');
+    expect(lines.map((l) => l['msg'])).toEqual(['shown']);
+    expect(capture().log.level).toBe('info');
+  });
+
+  it('never writes keys or tokens in plain text', () => {
+    const { log, lines, raw } = capture();
+    log.info({ req: { method: 'POST', headers: { authorization: 'Bearer ik_SECRET1', host: 'x' } } }, 'request');
+    log.info({ headers: { authorization: 'Bearer ik_SECRET2' } }, 'headers');
+    log.info({ tenant: { store: 'S1', apiKey: 'ik_SECRET3', key: 'ik_SECRET4', token: 'SECRET5' } }, 'nested');
+    log.info({ apiKey: 'ik_SECRET6', key: 'ik_SECRET7', token: 'SECRET8', authorization: 'Bearer SECRET9' }, 'top level');
+    log.child({ auth: { token: 'SECRET10' } }).info('child');
+
+    for (const l of raw) expect(l).not.toMatch(/SECRET/);
+    expect(lines[0]!['req']).toEqual({ method: 'POST', headers: { authorization: '[redacted]', host: 'x' } });
+    expect(lines[1]!['headers']).toEqual({ authorization: '[redacted]' });
+    expect(lines[2]!['tenant']).toEqual({ store: 'S1', apiKey: '[redacted]', key: '[redacted]', token: '[redacted]' });
+    expect(lines[3]).toMatchObject({ apiKey: '[redacted]', key: '[redacted]', token: '[redacted]', authorization: '[redacted]' });
+    expect(lines[4]!['auth']).toEqual({ token: '[redacted]' });
+  });
+});

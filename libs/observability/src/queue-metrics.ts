@@ -1,0 +1,67 @@
+import type { JobType, Queue } from 'bullmq';
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized'] as const satisfies readonly JobType[];
+
+export interface QueueDepthMetricsOptions {
+  /** How long a scrape waits for one queue's counts before keeping the previous values. Default 1000 ms. */
+  timeoutMs?: number;
+}
+
+type CountedQueue = Pick<Queue, 'name' | 'getJobCounts'>;
+
+/**
+ * Registers `tally_queue_jobs{queue,state}`, read with `getJobCounts` on every scrape. When Redis is down or slow
+ * the previous values stay and `tally_queue_metrics_errors_total{queue}` counts the miss; a scrape never throws
+ * and never waits longer than `timeoutMs`.
+ */
+export function queueDepthMetrics(
+  registry: Registry,
+  queues: readonly CountedQueue[],
+  opts: QueueDepthMetricsOptions = {},
+): Gauge<'queue' | 'state'> {
+  const timeoutMs = opts.timeoutMs ?? 1_000;
+  // One read of Redis per scrape, shared by both metrics' collect(): the registry reads the metrics
+  // concurrently, and the error counter must show the misses of this very scrape.
+  let inflight: Promise<void> | undefined;
+  const refresh = (): Promise<void> => (inflight ??= read().finally(() => (inflight = undefined)));
+
+  const gauge = new Gauge({
+    name: 'tally_queue_jobs',
+    help: 'Jobs per queue and state, read from Redis at scrape time.',
+    labelNames: ['queue', 'state'],
+    registers: [registry],
+    collect: refresh,
+  });
+  const errors = new Counter({
+    name: 'tally_queue_metrics_errors_total',
+    help: 'Scrapes that could not read a queue (Redis down or slow); tally_queue_jobs then shows the last values read.',
+    labelNames: ['queue'],
+    registers: [registry],
+    collect: refresh,
+  });
+  for (const q of queues) errors.inc({ queue: q.name }, 0);
+
+  async function read(): Promise<void> {
+    await Promise.all(
+      queues.map(async (q) => {
+        try {
+          const counts = await within(q.getJobCounts(...QUEUE_STATES), timeoutMs);
+          for (const state of QUEUE_STATES) gauge.set({ queue: q.name, state }, counts[state] ?? 0);
+        } catch {
+          errors.inc({ queue: q.name });
+        }
+      }),
+    );
+  }
+  return gauge;
+}
+
+function within<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms}ms`)), ms);
+  });
+  work.catch(() => {}); // may still fail after the timeout won
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,98 @@
+import { fileURLToPath } from 'node:url';
+import type { AppName } from '@tally/config';
+import { freePort } from './ports';
+import { startProcess, type ProcessHandle } from './process';
+import { waitFor } from './wait';
+
+/** The repository root (libs/testing/src/../../..). */
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+export interface AppHandle {
+  readonly app: AppName;
+  readonly port: number;
+  readonly url: string;
+  /** The current process (replaced by restart()). */
+  readonly process: ProcessHandle;
+  /** SIGKILL (default) or another signal; waits for the exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts the app again with the same port and environment (plus `env` overrides), waits for /healthz. */
+  restart(env?: Record<string, string | undefined>): Promise<void>;
+  /** SIGTERM and wait (graceful stop). */
+  stop(): Promise<void>;
+  metrics(): Promise<string>;
+}
+
+export interface StartAppOptions {
+  env: Record<string, string | undefined>;
+  /** Echo the app's output to stderr (debugging). */
+  echo?: boolean;
+  /** Wait for /healthz (default true). */
+  waitHealthy?: boolean;
+  timeoutMs?: number;
+  /** Name shown in messages (default: the app), e.g. `bucket-aggregator#2`. */
+  name?: string;
+}
+
+/** Starts one of the four apps as a real process (`node --import tsx apps/<app>/src/main.ts`) on a free port. */
+export async function startApp(app: AppName, opts: StartAppOptions): Promise<AppHandle> {
+  const port = await freePort();
+  let env = { ...opts.env };
+  const spawnIt = async () =>
+    startProcess(process.execPath, ['--import', 'tsx', `apps/${app}/src/main.ts`], {
+      cwd: REPO_ROOT,
+      name: opts.name ?? app,
+      echo: opts.echo,
+      env: { LOG_LEVEL: 'warn', ...env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
+    });
+  const healthy = async (proc: ProcessHandle) => {
+    await waitFor(
+      async () => {
+        if (proc.exit) throw new Error(`${opts.name ?? app} exited (${JSON.stringify(proc.exit)}):\n${proc.output()}`);
+        try {
+          return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+        } catch {
+          return false;
+        }
+      },
+      { timeoutMs: opts.timeoutMs ?? 30_000, intervalMs: 100, message: `${opts.name ?? app} to answer /healthz` },
+    );
+  };
+  let proc = await spawnIt();
+  if (opts.waitHealthy !== false) await healthy(proc);
+  return {
+    app,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    get process() {
+      return proc;
+    },
+    async kill(signal = 'SIGKILL') {
+      await proc.kill(signal);
+    },
+    async stop() {
+      await proc.kill('SIGTERM', { timeoutMs: 20_000 });
+    },
+    async restart(extra) {
+      if (!proc.exit) await proc.kill('SIGKILL');
+      env = { ...env, ...extra };
+      proc = await spawnIt();
+      if (opts.waitHealthy !== false) await healthy(proc);
+    },
+    async metrics() {
+      return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    },
+  };
+}
+
+/** The value of one Prometheus sample (summing all label sets when no labels are given). */
+export function metricValue(text: string, name: string, labels?: Record<string, string>): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    if (labels && !Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) continue;
+    sum += Number(m[3]);
+  }
+  return sum;
+}

@@ -1,0 +1,112 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { ServiceStartError, WaitTimeoutError, startProcess, waitFor } from './index';
+
+const node = process.execPath;
+const fixture = new URL('../test/fixtures/leave-children.ts', import.meta.url).pathname;
+
+/** Alive and not a zombie (an orphan's zombie lingers until init reaps it). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return process.platform !== 'linux';
+  }
+}
+
+describe('startProcess', () => {
+  it('collects stdout and stderr lines and reports the exit code', async () => {
+    const p = await startProcess(node, ['-e', 'console.log("one"); console.error("two"); process.stdout.write("three"); process.exit(3)'], {
+      name: 'printer',
+    });
+    expect(await p.exited).toEqual({ code: 3, signal: null });
+    expect(p.exit).toEqual({ code: 3, signal: null });
+    const out = p.output().split('\n').sort();
+    expect(out).toEqual(['[stderr] two', 'one', 'three']);
+  });
+
+  it('passes env on top of the inherited environment', async () => {
+    const p = await startProcess(node, ['-e', 'console.log(process.env.TALLY_T_A + "/" + typeof process.env.PATH)'], {
+      env: { TALLY_T_A: 'x1' },
+    });
+    await p.exited;
+    expect(p.output()).toBe('x1/string');
+  });
+
+  it('waitForLine returns the match, also for lines printed before the call', async () => {
+    const p = await startProcess(node, ['-e', 'console.log("listening on port 4242"); setInterval(() => {}, 1000)'], { name: 'srv' });
+    const m = await p.waitForLine(/listening on port (\d+)/);
+    expect(m[1]).toBe('4242');
+    // Again, after the fact: the buffer still holds it.
+    expect((await p.waitForLine(/port (\d+)/))[1]).toBe('4242');
+    await expect(p.waitForLine(/port/, { fromNow: true, timeoutMs: 200 })).rejects.toBeInstanceOf(WaitTimeoutError);
+    expect(await p.kill()).toEqual({ code: null, signal: 'SIGTERM' });
+  });
+
+  it('waitForLine rejects with the output when the process exits first', async () => {
+    const p = await startProcess(node, ['-e', 'console.error("boom: bad config"); process.exit(1)'], { name: 'crasher' });
+    const err = await p.waitForLine(/ready/).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ServiceStartError);
+    expect((err as Error).message).toMatch(/^crasher exited with code 1 before printing a line matching \/ready\//);
+    expect((err as Error).message).toContain('[stderr] boom: bad config');
+  });
+
+  it('waitForLine times out with the last output', async () => {
+    const p = await startProcess(node, ['-e', 'console.log("starting"); setInterval(() => {}, 1000)'], { name: 'slow' });
+    const err = await p.waitForLine(/ready/, { timeoutMs: 300 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WaitTimeoutError);
+    expect((err as Error).message).toBe('slow printed no line matching /ready/ within 300ms; last output:\nstarting');
+    await p.kill('SIGKILL');
+  });
+
+  it('keeps only the last bufferLines lines', async () => {
+    const p = await startProcess(node, ['-e', 'for (let i = 0; i < 100; i++) console.log("line " + i)'], { bufferLines: 3 });
+    await p.exited;
+    expect(p.output()).toBe('line 97\nline 98\nline 99');
+  });
+
+  it('kill escalates to SIGKILL when the signal is ignored', async () => {
+    const p = await startProcess(node, ['-e', 'process.on("SIGTERM", () => {}); console.log("up"); setInterval(() => {}, 1000)']);
+    await p.waitForLine(/up/);
+    expect(await p.kill('SIGTERM', { timeoutMs: 300 })).toEqual({ code: null, signal: 'SIGKILL' });
+  });
+
+  it('kill takes the whole process group, grandchildren included', async () => {
+    const script =
+      'const c = require("child_process").spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });' +
+      'console.log("grandchild " + c.pid); setInterval(() => {}, 1000)';
+    const p = await startProcess(node, ['-e', script]);
+    const pid = Number((await p.waitForLine(/grandchild (\d+)/))[1]);
+    expect(alive(pid)).toBe(true);
+    await p.kill('SIGTERM');
+    await waitFor(() => !alive(pid), { timeoutMs: 5_000, message: `grandchild ${pid} to die` });
+  });
+
+  it('says when the command does not exist', async () => {
+    await expect(startProcess('tally-no-such-binary', [], { name: 'ghost' })).rejects.toThrow(
+      'cannot start ghost: "tally-no-such-binary" was not found on PATH',
+    );
+  });
+
+  it.each(['exit', 'hang'])('leaves no orphans or temp dirs when the test process ends (%s)', async (how) => {
+    const parent = await startProcess(node, ['--import', 'tsx', fixture, how], { name: `parent-${how}` });
+    const [, child, redis, dir] = await parent.waitForLine(/child (\d+) redis (\d+) dir (\S+)/);
+    const pids = [Number(child), Number(redis)];
+    if (how === 'hang') {
+      expect(pids.map(alive)).toEqual([true, true]);
+      expect(existsSync(dir!)).toBe(true);
+      // SIGKILL runs no exit handler: only the watchdog can clean up.
+      process.kill(parent.pid, 'SIGKILL');
+    }
+    await parent.exited;
+    await waitFor(() => pids.every((p) => !alive(p)) && !existsSync(dir!), {
+      timeoutMs: 5_000,
+      message: `children ${pids.join(', ')} of a dead test process to die and ${dir} to go`,
+    });
+  });
+});

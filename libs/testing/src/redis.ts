@@ -1,0 +1,203 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ServiceStartError } from './errors';
+import { freePort } from './ports';
+import { startProcess, type ProcessHandle } from './process';
+import { forgetDir, removeOnExit } from './reaper';
+import { sleep } from './wait';
+
+export interface StartRedisOptions {
+  /** AOF on (default true), as in production. */
+  appendonly?: boolean;
+  /** Default `everysec`. */
+  appendfsync?: 'always' | 'everysec' | 'no';
+  /** Data directory; default a fresh temp dir, removed by stop() and at exit. A given dir is never removed. */
+  dir?: string;
+  /** Default a random free port. */
+  port?: number;
+  /** Extra `redis-server` arguments, e.g. `['--maxmemory', '50mb']`. */
+  args?: string[];
+  /** The server binary. Default `redis-server` from PATH. */
+  binary?: string;
+  /** How long to wait for PONG (AOF loading included). Default 30 s. */
+  startTimeoutMs?: number;
+}
+
+export interface RedisHandle {
+  /** `redis://127.0.0.1:<port>` */
+  readonly url: string;
+  readonly port: number;
+  readonly dir: string;
+  /** Pid of the current (or last) redis-server process. */
+  readonly pid: number;
+  /** Whether redis-server is running (false after kill() until restart()). */
+  readonly running: boolean;
+  /** The last lines redis-server printed. */
+  output(): string;
+  /** Final teardown: graceful shutdown, then the temp dir is removed. Idempotent. */
+  stop(): Promise<void>;
+  /**
+   * Sends `signal` (default SIGKILL: a crash) and waits until redis-server has exited. SIGSTOP / SIGCONT freeze
+   * and thaw it without waiting.
+   */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts redis-server again on the same port and dir (after kill(), or gracefully stopping it first); AOF data survives. */
+  restart(): Promise<void>;
+}
+
+/** The bind failed; startRedis retries on another port unless the caller chose this one. */
+class PortInUseError extends ServiceStartError {}
+
+
+/**
+ * Starts the system `redis-server` on a random free port with its own data dir, `--save ''`, AOF per `opts`
+ * and `maxmemory-policy noeviction`, and waits until it answers PING. The server is SIGKILLed when the test
+ * process exits.
+ */
+export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisHandle> {
+  const ownedDir = opts.dir === undefined;
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'tally-redis-'));
+  if (ownedDir) removeOnExit(dir);
+  const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
+  const binary = opts.binary ?? 'redis-server';
+
+  const launch = async (port: number): Promise<ProcessHandle> => {
+    const args = [
+      '--port', String(port),
+      '--bind', '127.0.0.1',
+      '--dir', dir,
+      '--save', '',
+      '--appendonly', opts.appendonly === false ? 'no' : 'yes',
+      '--appendfsync', opts.appendfsync ?? 'everysec',
+      '--maxmemory-policy', 'noeviction',
+      '--daemonize', 'no',
+      '--logfile', '',
+      ...(opts.args ?? []),
+    ];
+    let proc: ProcessHandle;
+    try {
+      proc = await startProcess(binary, args, { name: `redis-server :${port}` });
+    } catch (err) {
+      if (err instanceof ServiceStartError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+        throw new ServiceStartError(`${binary} is not on PATH; install it with: apt-get install redis-server`, { cause: err });
+      }
+      throw err;
+    }
+    const deadline = Date.now() + startTimeoutMs;
+    while (!(await probe(port, proc.pid))) {
+      if (proc.exit) {
+        const message = `redis-server on port ${port} exited during start-up; output:\n${proc.output()}`;
+        throw /address already in use/i.test(proc.output()) ? new PortInUseError(message) : new ServiceStartError(message);
+      }
+      if (Date.now() > deadline) {
+        await proc.kill('SIGKILL');
+        throw new ServiceStartError(`redis-server on port ${port} did not answer PING within ${startTimeoutMs}ms; output:\n${proc.output()}`);
+      }
+      await sleep(20);
+    }
+    return proc;
+  };
+
+  let port = opts.port ?? (await freePort());
+  let proc: ProcessHandle | undefined;
+  for (let attempt = 1; !proc; attempt++) {
+    try {
+      proc = await launch(port);
+    } catch (err) {
+      // Someone took the free port between freePort() and the bind: pick another, unless the caller chose it.
+      const retry = err instanceof PortInUseError && opts.port === undefined && attempt < 5;
+      if (!retry) {
+        if (ownedDir) cleanup(dir);
+        throw err;
+      }
+      port = await freePort();
+    }
+  }
+
+  let current: ProcessHandle = proc;
+  let stopped = false;
+
+  const handle: RedisHandle = {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    dir,
+    get pid() {
+      return current.pid;
+    },
+    get running() {
+      return current.exit === undefined;
+    },
+    output: () => current.output(),
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      if (!current.exit) {
+        current.signal('SIGCONT');
+        await current.kill('SIGTERM');
+      }
+      if (ownedDir) cleanup(dir);
+    },
+    async kill(signal = 'SIGKILL') {
+      if (signal === 'SIGSTOP' || signal === 'SIGCONT' || signal === 'SIGTSTP') {
+        current.signal(signal);
+        return;
+      }
+      await current.kill(signal);
+    },
+    async restart() {
+      if (stopped) throw new Error(`redis on port ${port} was stopped for good; start a new one with startRedis()`);
+      if (!current.exit) {
+        current.signal('SIGCONT');
+        await current.kill('SIGTERM');
+      }
+      try {
+        current = await launch(port);
+      } catch (err) {
+        if (err instanceof PortInUseError) {
+          throw new ServiceStartError(`cannot restart redis: port ${port} was taken by another process meanwhile`, { cause: err });
+        }
+        throw err;
+      }
+    },
+  };
+  return handle;
+}
+
+function cleanup(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  forgetDir(dir);
+}
+
+/**
+ * `INFO server` then `PING` over a raw socket. Ready when the server that answers is our process (another
+ * server may hold the port when our bind failed) and PING gives +PONG (not -LOADING while it reads the AOF).
+ */
+function probe(port: number, pid: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host: '127.0.0.1' });
+    let buf = '';
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1_000, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('connect', () => socket.write('INFO server\r\nPING\r\n'));
+    socket.on('data', (chunk) => {
+      buf += chunk.toString('latin1');
+      // Reply 1: a bulk string `$<len>\r\n<info>\r\n` (or an error line). Reply 2: `+PONG\r\n` or `-LOADING ...`.
+      if (buf.startsWith('-')) return done(false);
+      const header = /^\$(\d+)\r\n/.exec(buf);
+      if (!header) return;
+      const start = header[0].length;
+      const len = Number(header[1]);
+      if (buf.length < start + len + 2) return;
+      const info = buf.slice(start, start + len);
+      const rest = buf.slice(start + len + 2);
+      if (!rest.includes('\r\n')) return;
+      done(new RegExp(`^process_id:${pid}\\r?$`, 'm').test(info) && rest.startsWith('+PONG'));
+    });
+  });
+}

@@ -1,0 +1,25 @@
+// npm run create-table: creates the DynamoDB table Tally writes to (idempotent), configured like the apps
+// (DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION). Prints one line; exit 1 with one line on stderr on failure.
+import { loadConfigOrExit, sharedEnvShape } from '@tally/config';
+import { DynamoUnreachableError, TableError, createDynamoClient, describeEndpoint, ensureTable } from '@tally/dynamo';
+import { z } from 'zod';
+
+const config = loadConfigOrExit(z.object({ ...sharedEnvShape }));
+const client = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
+const table = config.DYNAMODB_TABLE;
+
+try {
+  const where = await describeEndpoint(client);
+  const { created } = await ensureTable(client, table);
+  process.stdout.write(
+    created
+      ? `tally: created table "${table}" at ${where} (pk S HASH, sk S RANGE, on-demand)\n`
+      : `tally: table "${table}" already exists at ${where} with the right keys\n`,
+  );
+} catch (err) {
+  const known = err instanceof TableError || err instanceof DynamoUnreachableError;
+  process.stderr.write(`tally: ${known ? err.message : `cannot create table "${table}": ${err instanceof Error ? err.message : String(err)}`}\n`);
+  process.exitCode = 1;
+} finally {
+  client.destroy();
+}
