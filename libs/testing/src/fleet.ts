@@ -45,9 +45,12 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
       env: { LOG_LEVEL: 'warn', ...env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
     });
   const healthy = async (proc: ProcessHandle) => {
-    await waitFor(
+    const died = proc.exited.then((exit) => {
+      throw new Error(`${opts.name ?? app} exited before answering /healthz (${JSON.stringify(exit)}):\n${proc.output()}`);
+    });
+    died.catch(() => undefined);
+    const up = waitFor(
       async () => {
-        if (proc.exit) throw new Error(`${opts.name ?? app} exited (${JSON.stringify(proc.exit)}):\n${proc.output()}`);
         try {
           return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
         } catch {
@@ -56,6 +59,7 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
       },
       { timeoutMs: opts.timeoutMs ?? 30_000, intervalMs: 100, message: `${opts.name ?? app} to answer /healthz` },
     );
+    await Promise.race([up, died]);
   };
   let proc = await spawnIt();
   if (opts.waitHealthy !== false) await healthy(proc);
