@@ -1,0 +1,161 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { rawEnv } from '@tally/config';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { APPS } from './apps';
+import { repoRoot } from './config';
+import { findFreePort } from './ports';
+import { isAlive } from './process-control';
+import { procCmdline, type RunState } from './run-file';
+
+const MAIN = 'tools/stack/src/main.ts';
+
+interface Started {
+  child: ChildProcess;
+  out: () => string;
+  err: () => string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** `npm start` without npm: the stack as a process, with the stores it starts and nothing inherited. */
+function startStack(env: Record<string, string | undefined>): Started {
+  const base = rawEnv();
+  for (const name of ['REDIS_URL', 'DYNAMODB_ENDPOINT', 'DYNAMODB_TABLE', 'TALLY_DATA_DIR', ...APPS.map((a) => a.portVariable)]) delete base[name];
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN], {
+    cwd: repoRoot,
+    env: { ...base, NO_COLOR: '1', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return { child, out: () => out, err: () => err, exit };
+}
+
+async function until<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const readRunFile = (dataDir: string) => JSON.parse(readFileSync(path.join(dataDir, 'stack.json'), 'utf8')) as RunState;
+
+describe('npm start (tools/stack)', () => {
+  let dataDir: string;
+  let stack: Started | undefined;
+  const ports: Record<string, number> = {};
+  /** Every child pid the stack reported, so a failed test still cleans up after itself. */
+  const pids = new Set<number>();
+  const matches = new Map<number, string>();
+  const remember = () => {
+    if (!existsSync(path.join(dataDir, 'stack.json'))) return;
+    for (const c of Object.values(readRunFile(dataDir).children)) {
+      pids.add(c.pid);
+      matches.set(c.pid, c.match);
+    }
+  };
+
+  beforeAll(async () => {
+    dataDir = mkdtempSync(path.join(os.tmpdir(), 'tally-stack-e2e-'));
+    for (const app of APPS) ports[app.portVariable] = await findFreePort();
+  });
+
+  afterAll(async () => {
+    if (stack && stack.child.exitCode === null && stack.child.signalCode === null) {
+      stack.child.kill('SIGTERM');
+      const exited = await Promise.race([stack.exit.then(() => true), new Promise((r) => setTimeout(() => r(false), 20_000))]);
+      if (!exited) stack.child.kill('SIGKILL');
+    }
+    for (const [pid, match] of matches) {
+      if (isAlive(pid) && procCmdline(pid)?.includes(match)) process.kill(pid, 'SIGKILL');
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('runs redis, dynalite and the four apps, restarts a crashed app, and leaves nothing behind on SIGTERM', async () => {
+    const env = Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)]));
+    const s = startStack({ ...env, TALLY_DATA_DIR: dataDir, STACK_STOP_TIMEOUT_MS: '5000', STACK_START_TIMEOUT_MS: '60000' });
+    stack = s;
+    const failed = s.exit.then(({ code }) => {
+      throw new Error(`stack exited early with ${code}\n${s.out()}\n${s.err()}`);
+    });
+    const started = await Promise.race([
+      until('the URLs', () => (s.out().includes('Tally is running.') ? 'all' : s.out().includes('not every app is healthy') && 'some'), 90_000),
+      failed,
+    ]);
+    remember();
+    expect(started, `not every app answered /healthz:\n${s.out()}`).toBe('all');
+
+    // The printed URLs are the ports we asked for.
+    const urls: Record<string, string> = {};
+    for (const app of APPS) {
+      const m = new RegExp(`^  ${app.name}\\s+(http://127\\.0\\.0\\.1:(\\d+))`, 'm').exec(s.out());
+      expect(m, `${app.name} URL in:\n${s.out()}`).not.toBeNull();
+      expect(Number(m![2])).toBe(ports[app.portVariable]);
+      urls[app.name] = m![1]!;
+    }
+    expect(s.out()).toContain(`dashboard ${urls['query-api']}/`);
+
+    for (const app of APPS) {
+      const health = await fetch(`${urls[app.name]}/healthz`);
+      expect(health.status, `${app.name} /healthz`).toBe(200);
+      const metrics = await fetch(`${urls[app.name]}/metrics`);
+      expect(metrics.status, `${app.name} /metrics`).toBe(200);
+      expect(metrics.headers.get('content-type')).toMatch(/^text\/plain/);
+      expect(await metrics.text()).toMatch(/^tally_\w+/m);
+    }
+
+    // Every process the stack started, and its stores' files in the data directory we gave it.
+    const first = readRunFile(dataDir);
+    expect(first.stackPid).toBe(s.child.pid);
+    expect(Object.keys(first.children).sort()).toEqual(['bucket-aggregator', 'collector', 'dynamo-writer', 'query-api', 'redis']);
+    for (const pid of pids) expect(isAlive(pid)).toBe(true);
+    expect(existsSync(path.join(dataDir, 'redis', 'appendonlydir'))).toBe(true);
+    expect(existsSync(path.join(dataDir, 'dynamo', 'CURRENT'))).toBe(true);
+
+    // A crashed app is reported and started again.
+    const crashed = first.children['collector']!.pid;
+    process.kill(crashed, 'SIGKILL');
+    await until('the collector restarted', () => readRunFile(dataDir).children['collector']!.pid !== crashed);
+    remember();
+    expect(s.out()).toMatch(/collector was killed by SIGKILL after [\d.]+ s; its last lines:/);
+    expect(s.out()).toMatch(/restarting collector in 0\.5 s \(crash 1 in a row\)/);
+    await until('the new collector healthy', async () => (await fetch(`${urls['collector']}/healthz`).catch(() => undefined))?.status === 200);
+
+    s.child.kill('SIGTERM');
+    const { code } = await Promise.race([
+      s.exit,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('stack did not exit within 30 s')), 30_000)),
+    ]);
+    expect(code).toBe(0);
+    expect([...pids].filter(isAlive)).toEqual([]);
+    expect(existsSync(path.join(dataDir, 'stack.json'))).toBe(false);
+    expect(s.out()).toContain('received SIGTERM: stopping');
+    expect(s.err()).toBe('');
+  }, 150_000);
+
+  it('says in one line how to get redis-server when it is not installed, and exits 1', async () => {
+    const emptyPath = mkdtempSync(path.join(os.tmpdir(), 'tally-no-redis-'));
+    try {
+      const s = startStack({ PATH: emptyPath, TALLY_DATA_DIR: path.join(dataDir, 'no-redis') });
+      const { code } = await s.exit;
+      expect(code).toBe(1);
+      expect(s.out()).toBe('');
+      const lines = s.err().trimEnd().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/^tally: redis-server was not found on PATH: .*apt-get install redis-server.*brew install redis.*set REDIS_URL/);
+    } finally {
+      rmSync(emptyPath, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,95 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { isAlive } from './process-control';
+import { backoffDelay, Supervisor, type CrashReport } from './supervisor';
+
+const running: Supervisor[] = [];
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((s) => s.stop()));
+});
+
+async function until(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function supervise(script: string, opts: { stopTimeoutMs?: number; command?: string } = {}) {
+  const lines: string[] = [];
+  const crashes: CrashReport[] = [];
+  const sup = new Supervisor(
+    { name: 't', command: opts.command ?? process.execPath, args: ['-e', script], cwd: process.cwd(), env: { PATH: '/usr/bin:/bin' } },
+    { onLine: (_n, l) => lines.push(l), onCrash: (r) => crashes.push(r) },
+    { backoff: { initialMs: 50, maxMs: 200, resetAfterMs: 60_000 }, stopTimeoutMs: opts.stopTimeoutMs ?? 5_000, tailLines: 2 },
+  );
+  running.push(sup);
+  sup.start();
+  return { sup, lines, crashes };
+}
+
+describe('backoffDelay', () => {
+  it('doubles from the initial delay up to the cap', () => {
+    const p = { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
+    expect([1, 2, 3, 4, 7, 8, 20].map((n) => backoffDelay(n, p))).toEqual([500, 1000, 2000, 4000, 30_000, 30_000, 30_000]);
+  });
+});
+
+describe('Supervisor', () => {
+  it('reports a crash with the last lines and restarts with growing delays', async () => {
+    const { sup, crashes } = supervise(`console.log('one'); console.log('two'); console.error('boom'); process.exit(3)`);
+    await until(() => crashes.length >= 4);
+    await sup.stop();
+    expect(crashes.slice(0, 4).map((c) => [c.code, c.attempt, c.restartInMs])).toEqual([
+      [3, 1, 50],
+      [3, 2, 100],
+      [3, 3, 200],
+      [3, 4, 200],
+    ]);
+    expect(crashes[0]!.lastLines).toHaveLength(2);
+    expect(crashes[0]!.lastLines).toContain('boom');
+    expect(sup.pids.length).toBeGreaterThanOrEqual(4);
+    expect(sup.pids.filter(isAlive)).toEqual([]);
+  });
+
+  it('does not restart after stop, and a SIGTERM-aware child exits by itself', async () => {
+    const { sup, lines, crashes } = supervise(`process.on('SIGTERM', () => process.exit(0)); console.log('up'); setInterval(() => {}, 1000)`);
+    await until(() => lines.includes('up'));
+    const pid = sup.pid!;
+    expect(await sup.stop()).toBe('exited');
+    expect(isAlive(pid)).toBe(false);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(sup.pids).toEqual([pid]);
+    expect(crashes).toEqual([]);
+  });
+
+  it('SIGKILLs a child that ignores SIGTERM past the deadline', async () => {
+    const { sup, lines } = supervise(`process.on('SIGTERM', () => {}); console.log('up'); setInterval(() => {}, 1000)`, { stopTimeoutMs: 300 });
+    await until(() => lines.includes('up'));
+    const pid = sup.pid!;
+    const t0 = Date.now();
+    expect(await sup.stop()).toBe('killed');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    expect(isAlive(pid)).toBe(false);
+  });
+
+  it('leaves nothing the child started behind (its process group)', async () => {
+    const { sup, lines } = supervise(
+      `const c = require('child_process').spawn('sleep', ['30'], { stdio: 'ignore' }); console.log('grandchild ' + c.pid); setInterval(() => {}, 1000)`,
+    );
+    await until(() => lines.some((l) => l.startsWith('grandchild ')));
+    const grandchild = Number(lines.find((l) => l.startsWith('grandchild '))!.split(' ')[1]);
+    expect(isAlive(grandchild)).toBe(true);
+    await sup.stop();
+    await until(() => !isAlive(grandchild), 2_000);
+  });
+
+  it('treats a command that cannot be started as a crash and keeps trying', async () => {
+    const { sup, crashes } = supervise('', { command: '/nonexistent/redis-server' });
+    await until(() => crashes.length >= 2);
+    await sup.stop();
+    expect((crashes[0]!.error as NodeJS.ErrnoException).code).toBe('ENOENT');
+    expect(crashes[0]!.pid).toBeUndefined();
+    expect(sup.pids).toEqual([]);
+  });
+});
