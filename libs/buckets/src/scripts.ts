@@ -43,6 +43,8 @@ end
 local rowsKey = tag .. '${S.rows}' .. epoch
 local bucketPrefix = tag .. '${S.bucket}' .. epoch .. ':'
 local i = 4
+local pks = {}
+local np = 0
 for r = 1, tonumber(ARGV[3]) do
   local pk = ARGV[i]
   local n = tonumber(ARGV[i + 1])
@@ -52,8 +54,14 @@ for r = 1, tonumber(ARGV[3]) do
     redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
     i = i + 2
   end
-  redis.call('SADD', rowsKey, pk)
+  np = np + 1
+  pks[np] = pk
+  if np == 2000 then
+    redis.call('SADD', rowsKey, unpack(pks, 1, np))
+    np = 0
+  end
 end
+if np > 0 then redis.call('SADD', rowsKey, unpack(pks, 1, np)) end
 return {1, epoch}
 `;
 

@@ -78,6 +78,22 @@ const CACHE_LIMIT = 200_000;
 /** Before 1972 some zones used offsets such as -00:44:30 (Liberia), so no slot cache there. */
 const CACHE_FROM_MS = Date.UTC(1972, 5, 1);
 const dateCache = new Map<string, LocalDate>();
+const dayKeyCache = new Map<string, string>();
+
+/** `localDate` formatted as a day key (`YYYY-DDD`), cached per zone and 15-minute slot (the apply hot path). */
+export function localDayKey(tsMs: number, tz: string): string {
+  if (tsMs < CACHE_FROM_MS) return formatDayKey(localDate(tsMs, tz));
+  const key = `${tz}\u0000${Math.floor(tsMs / SLOT_MS)}`;
+  let k = dayKeyCache.get(key);
+  if (k === undefined) {
+    k = formatDayKey(localDate(tsMs, tz));
+    if (dayKeyCache.size >= CACHE_LIMIT) dayKeyCache.clear();
+    dayKeyCache.set(key, k);
+  }
+  return k;
+}
+
+const formatDayKey = (d: LocalDate) => `${String(d.year).padStart(4, '0')}-${String(d.doy).padStart(3, '0')}`;
 
 /** The store-local date (year, month, day, day-of-year) of an instant. */
 export function localDate(tsMs: number, tz: string): LocalDate {

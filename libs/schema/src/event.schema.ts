@@ -10,10 +10,13 @@ export const storeIdSchema = z
 export const eventInputSchema = z
   .object({
     type: z.string().min(1).max(64),
-    ts: z.union([z.string().min(1).max(64), z.number()]),
+    ts: z.union([z.string().min(1).max(64), z.number()], {
+      error: 'must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds',
+    }),
     id: idSchema.optional(),
     dims: z.record(z.string().max(64), z.string().max(1024)).default({}),
-    value: z.union([z.number(), z.string().max(64)]).optional(),
+    // JSON.parse turns 1e309 into Infinity, which z.number() refuses: say so rather than "Invalid input".
+    value: z.union([z.number(), z.string().max(64)], { error: 'must be a finite number or a decimal string of at most 64 characters' }).optional(),
   })
   .strict();
 

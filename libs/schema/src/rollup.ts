@@ -1,5 +1,7 @@
-import { bucketField, dayKey, localDate } from '@tally/key-layout';
-import type { CompiledRules } from './compile';
+import { localDayKey } from '@tally/key-layout';
+
+const SLOT_MS = 15 * 60 * 1000;
+import type { CompiledCounter, CompiledRules } from './compile';
 import { toUnits } from './decimal';
 import type { NormalizedEvent } from './event.schema';
 import { RulesError } from './errors';
@@ -23,17 +25,32 @@ function add(deltas: RowDeltas, pk: string, field: string, delta: number | bigin
  * Throws RulesError for an event the rules cannot place (unknown type): the batch is then unprocessable.
  */
 export function rollup(rules: CompiledRules, store: string, tz: string, events: readonly NormalizedEvent[], into: RowDeltas = new Map()): RowDeltas {
+  // Per call: the pk prefix of each counter (`store#entity#`), so the loop only concatenates.
+  const prefixes = new Map<CompiledCounter, string>();
+  // Events of a batch mostly share a 15-minute slot: remember the last one's day key.
+  let lastSlot = Number.NaN;
+  let day = '';
   for (const e of events) {
     const spec = rules.eventTypes.get(e.type);
     if (!spec) throw new RulesError(`unknown event type ${JSON.stringify(e.type)}`);
-    const day = dayKey(localDate(e.ts, tz));
+    const slot = Math.floor(e.ts / SLOT_MS);
+    if (slot !== lastSlot) {
+      day = localDayKey(e.ts, tz);
+      lastSlot = slot;
+    }
+    const dims = e.dims;
     for (const c of spec.counters) {
       let present = true;
-      for (const d of c.needs) if (e.dims[d] === undefined) present = false;
+      for (const d of c.needs) if (dims[d] === undefined) present = false;
       if (!present) continue;
-      const keyValues = c.keyDims.map((d) => e.dims[d]!);
-      const pk = c.pkEntity === undefined ? store : `${store}#${c.pkEntity}#${keyValues.join('#')}`;
-      const metric = c.by === undefined ? c.attrMetric : `${c.attrMetric}#${e.dims[c.by]}`;
+      let pk: string;
+      if (c.pkEntity === undefined) pk = store;
+      else {
+        let prefix = prefixes.get(c);
+        if (prefix === undefined) prefixes.set(c, (prefix = `${store}#${c.pkEntity}#`));
+        pk = c.keyDims.length === 1 ? prefix + dims[c.keyDims[0]!] : prefix + c.keyDims.map((d) => dims[d]).join('#');
+      }
+      const field = c.by === undefined ? `${day}|${c.attrMetric}` : `${day}|${c.attrMetric}#${dims[c.by]}`;
       let delta: number | bigint = 1;
       if (c.op === 'sum') {
         if (e.value === undefined) continue;
@@ -43,7 +60,7 @@ export function rollup(rules: CompiledRules, store: string, tz: string, events: 
         delta = Number.isSafeInteger(n) ? n : BigInt(r.units);
         if (delta === 0) continue;
       }
-      add(into, pk, bucketField(day, metric), delta);
+      add(into, pk, field, delta);
     }
   }
   return into;

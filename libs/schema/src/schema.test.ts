@@ -101,6 +101,14 @@ describe('validateEvents', () => {
     expect(byIndex.get(21)![0]).toMatch(/^dims\.colour: unknown dimension/);
   });
 
+  it('names non-finite numbers (JSON 1e309 parses to Infinity)', () => {
+    const r = validateEvents(rules, JSON.parse(`[{"type":"order","ts":${now},"value":1e309},{"type":"order","ts":1e309,"value":1}]`), limits);
+    expect(r.errors.map((e) => `${e.field}: ${e.reason}`)).toEqual([
+      'value: must be a finite number or a decimal string of at most 64 characters',
+      'ts: must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds',
+    ]);
+  });
+
   it('refuses __proto__ and constructor keys without touching prototypes', () => {
     const evil = JSON.parse(
       '[{"type":"view","ts":1683108900000,"dims":{"product":"P1"},"__proto__":{"polluted":1}},{"type":"view","ts":1683108900000,"dims":{"product":"P1","constructor":"x"}},' +

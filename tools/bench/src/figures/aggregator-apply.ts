@@ -1,0 +1,165 @@
+import { execFileSync } from 'node:child_process';
+import { createQueues, closeQueues, QUEUE, MAX_EVENTS_PER_JOB } from '@tally/queues';
+import { compileRules, defaultRules, rollup, type NormalizedEvent } from '@tally/schema';
+import { BucketStore } from '@tally/buckets';
+import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor } from '@tally/testing';
+import { Redis } from 'ioredis';
+
+/** Deterministic PRNG (mulberry32). */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A Zipf(s) sampler over 1..n by inverse CDF. */
+function zipf(n: number, s: number, rnd: () => number) {
+  const cdf = new Float64Array(n);
+  let sum = 0;
+  for (let i = 0; i < n; i++) cdf[i] = sum += 1 / (i + 1) ** s;
+  return () => {
+    const u = rnd() * sum;
+    let lo = 0;
+    let hi = n - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cdf[mid]! < u) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo + 1;
+  };
+}
+
+export function makeBatch(rnd: () => number, products: () => number, visitors: () => number, n: number, now: number): NormalizedEvent[] {
+  const out: NormalizedEvent[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = rnd();
+    const ts = now - Math.floor(rnd() * 3_600_000);
+    if (r < 0.9) out.push({ type: 'view', ts, dims: { product: `P${products()}`, visitor: `V${visitors()}` } });
+    else if (r < 0.97) out.push({ type: 'page_view', ts, dims: { visitor: `V${visitors()}` } });
+    else out.push({ type: 'order', ts, value: (Math.floor(rnd() * 20000) / 100).toFixed(2), dims: { visitor: `V${visitors()}` } });
+  }
+  return out;
+}
+
+function redisBenchmarkHincrby(port: number, quick: boolean): number {
+  const out = execFileSync('redis-benchmark', ['-p', String(port), '-q', '-n', quick ? '200000' : '2000000', '-P', '64', 'HINCRBY', 'bench:h', 'f', '1'], { encoding: 'utf8' });
+  const m = /([\d.]+) requests per second/.exec(out);
+  return m ? Number(m[1]) : Number.NaN;
+}
+
+async function usedMemory(redis: Redis): Promise<number> {
+  const info = await redis.info('memory');
+  return Number(/used_memory:(\d+)/.exec(info)![1]);
+}
+
+export interface AggregatorFigure {
+  eventsPerSecond: number;
+  hincrbyPerSecond: number;
+  batches: number;
+  eventsPerBatch: number;
+  seconds: number;
+  bytesPer1000Rows: number;
+  bytesPerDedupeRecord: number;
+}
+
+/**
+ * Events/s applied from the events queue into Redis buckets by ONE aggregator process (queue pre-filled,
+ * time from process start to drained, minus start-up), Redis memory per 1,000 active rows and per dedupe
+ * record, and redis-benchmark's pipelined HINCRBY ceiling on the same redis-server.
+ */
+export async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFigure> {
+  const redisServer = await startRedis({ appendonly: true, appendfsync: 'everysec' });
+  const dyn = await startDynalite();
+  const table = await createTestTable(dyn.endpoint);
+  const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+  const queues = createQueues(redis);
+  const eventsPerBatch = Math.min(1000, MAX_EVENTS_PER_JOB);
+  const batches = opts.quick ? 60 : 400;
+  const rnd = prng(42);
+  const products = zipf(20_000, 1.1, rnd);
+  const visitors = zipf(200_000, 0.9, rnd);
+  const now = Date.now();
+  try {
+    for (let b = 0; b < batches; b += 50) {
+      await queues[QUEUE.events].addBulk(
+        Array.from({ length: Math.min(50, batches - b) }, (_, i) => ({
+          name: QUEUE.events,
+          data: { batchId: `bench-${b + i}`, store: 'BENCH', receivedAt: now, source: 'client', events: makeBatch(rnd, products, visitors, eventsPerBatch, now) },
+        })),
+      );
+    }
+    const agg = await startApp('bucket-aggregator', {
+      env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table, SEALER_ENABLED: 'false', BUCKET_SECONDS: '900', AGGREGATOR_CONCURRENCY: '8' },
+    });
+    // Measure from the first applied batch to the last, from the app's own counter.
+    const t0 = await waitFor(async () => ((metricValue(await agg.metrics(), 'tally_events_applied_total') > 0) ? performance.now() : 0), { timeoutMs: 60_000, intervalMs: 5 });
+    const start = metricValue(await agg.metrics(), 'tally_events_applied_total');
+    await waitFor(async () => metricValue(await agg.metrics(), 'tally_events_applied_total') >= batches * eventsPerBatch, { timeoutMs: 600_000, intervalMs: 20 });
+    const seconds = (performance.now() - t0) / 1000;
+    const eventsPerSecond = (batches * eventsPerBatch - start) / seconds;
+    await agg.stop();
+
+    // Memory, on an emptied Redis: rows held by an open bucket (row hashes + rows set), measured by applying
+    // batches directly; then dedupe records (one per batch id) from many tiny batches.
+    await queues[QUEUE.events].obliterate({ force: true });
+    await redis.flushall();
+    const compiled = compileRules(defaultRules);
+    const buckets = new BucketStore({ redis, rules: compiled });
+    const memBefore = await usedMemory(redis);
+    for (let b = 0; b < 50; b++) {
+      await buckets.apply('MEM', `m-${b}`, rollup(compiled, 'MEM', 'UTC', makeBatch(rnd, products, visitors, eventsPerBatch, now)), { now, dedupeTtlSeconds: 86_400 });
+    }
+    const epoch = await redis.get('t:{MEM}:epoch');
+    const rows = await redis.scard(`t:{MEM}:r:${epoch}`);
+    const memAfter = await usedMemory(redis);
+    const dedupeN = 20_000;
+    const memD0 = await usedMemory(redis);
+    const tiny = rollup(compiled, 'MEM', 'UTC', [{ type: 'page_view', ts: now, dims: {} }]);
+    for (let i = 0; i < dedupeN; i += 500) {
+      await Promise.all(Array.from({ length: 500 }, (_, j) => buckets.apply('MEM', `b-${crypto.randomUUID()}-${i + j}`, tiny, { now, dedupeTtlSeconds: 86_400 })));
+    }
+    const memD1 = await usedMemory(redis);
+    const bytesPer1000Rows = ((memAfter - memBefore - 50 * ((memD1 - memD0) / dedupeN)) / rows) * 1000;
+    const hincrbyPerSecond = redisBenchmarkHincrby(redisServer.port, opts.quick);
+    return { eventsPerSecond, hincrbyPerSecond, batches, eventsPerBatch, seconds, bytesPer1000Rows, bytesPerDedupeRecord: (memD1 - memD0) / dedupeN };
+  } finally {
+    await closeQueues(queues);
+    await redis.quit();
+    await dyn.stop();
+    await redisServer.stop();
+  }
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+export const aggregatorFigure = {
+  name: 'aggregator-apply',
+  async run(ctx: { quick?: boolean }) {
+    const f = await measureAggregator({ quick: !!ctx.quick });
+    const summary = `aggregator-apply: ${fmt(f.eventsPerSecond)} events/s applied by one aggregator process (${f.batches} batches x ${f.eventsPerBatch}); redis-benchmark HINCRBY -P64 ${fmt(f.hincrbyPerSecond)}/s; ${fmt(f.bytesPer1000Rows)} B per 1,000 active rows; ${fmt(f.bytesPerDedupeRecord)} B per dedupe record (target >= 100,000 events/s)`;
+    const markdown = [
+      '| figure | value |',
+      '|---|---|',
+      `| events/s applied (one aggregator process, queue pre-filled, ${f.batches} batches of ${f.eventsPerBatch}) | ${fmt(f.eventsPerSecond)} |`,
+      `| redis-benchmark pipelined HINCRBY ceiling (same redis-server, -P 64) | ${fmt(f.hincrbyPerSecond)} ops/s |`,
+      `| Redis bytes per 1,000 active rows (open bucket hash + rows set) | ${fmt(f.bytesPer1000Rows)} |`,
+      `| Redis bytes per dedupe record (batch id, 24 h TTL) | ${fmt(f.bytesPerDedupeRecord)} |`,
+      `| target | >= 100,000 events/s: ${f.eventsPerSecond >= 100_000 ? 'met' : 'NOT met'} |`,
+    ].join('\n');
+    return { summary, markdown };
+  },
+};
+
+// Allow running this figure alone: `npx tsx tools/bench/src/figures/aggregator-apply.ts [--quick]`
+if (import.meta.url === `file://${process.argv[1]}`) {
+  aggregatorFigure.run({ quick: process.argv.includes('--quick') }).then((r) => {
+    console.log(r.summary);
+    console.log(r.markdown);
+  });
+}
