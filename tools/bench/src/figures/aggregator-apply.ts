@@ -1,51 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { createQueues, closeQueues, QUEUE, MAX_EVENTS_PER_JOB } from '@tally/queues';
-import { compileRules, defaultRules, rollup, type NormalizedEvent } from '@tally/schema';
+import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { BucketStore } from '@tally/buckets';
 import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { Redis } from 'ioredis';
-
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** A Zipf(s) sampler over 1..n by inverse CDF. */
-function zipf(n: number, s: number, rnd: () => number) {
-  const cdf = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) cdf[i] = sum += 1 / (i + 1) ** s;
-  return () => {
-    const u = rnd() * sum;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (cdf[mid]! < u) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo + 1;
-  };
-}
-
-export function makeBatch(rnd: () => number, products: () => number, visitors: () => number, n: number, now: number): NormalizedEvent[] {
-  const out: NormalizedEvent[] = [];
-  for (let i = 0; i < n; i++) {
-    const r = rnd();
-    const ts = now - Math.floor(rnd() * 3_600_000);
-    if (r < 0.9) out.push({ type: 'view', ts, dims: { product: `P${products()}`, visitor: `V${visitors()}` } });
-    else if (r < 0.97) out.push({ type: 'page_view', ts, dims: { visitor: `V${visitors()}` } });
-    else out.push({ type: 'order', ts, value: (Math.floor(rnd() * 20000) / 100).toFixed(2), dims: { visitor: `V${visitors()}` } });
-  }
-  return out;
-}
+import { makeBatch, prng, zipf } from '../workload';
 
 function redisBenchmarkHincrby(port: number, quick: boolean): number {
   const out = execFileSync('redis-benchmark', ['-p', String(port), '-q', '-n', quick ? '200000' : '2000000', '-P', '64', 'HINCRBY', 'bench:h', 'f', '1'], { encoding: 'utf8' });

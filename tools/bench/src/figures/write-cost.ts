@@ -1,0 +1,214 @@
+import { ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { BucketStore } from '@tally/buckets';
+import { createDynamoClient, createDynamoMeter, entriesByItem, writeRow, type CountEntry, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
+import { monthSk, parseDayKey, TOTAL_SK } from '@tally/key-layout';
+import { cheapestRules, compileRules, defaultRules, rollup, type CompiledRules, type RulesInput } from '@tally/schema';
+import { createTestTable, startDynalite, startRedis } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { simulatedDay, type DayEvent } from '../workload';
+
+const MIN = 60_000;
+const DAY_START = Date.UTC(2023, 4, 3);
+
+type Writer = (deps: RowWriterDeps, pk: string, entries: readonly CountEntry[]) => Promise<unknown>;
+
+/** The article's first layout: three rows per entity — day row `D2023-123`, month row `M2023-05`, TOTAL. */
+const threeRowWriter: Writer = async (deps, pk, entries) => {
+  const rows = new Map<string, Map<string, bigint>>();
+  const add = (sk: string, attr: string, v: bigint) => {
+    let r = rows.get(sk);
+    if (!r) rows.set(sk, (r = new Map()));
+    r.set(attr, (r.get(attr) ?? 0n) + v);
+  };
+  for (const e of entries) {
+    const d = parseDayKey(e.dayKey);
+    add(`D${e.dayKey}`, e.metric, e.value);
+    add(monthSk(d.year, d.month), e.metric, e.value);
+    add(TOTAL_SK, e.metric, e.value);
+  }
+  for (const [sk, attrs] of rows) await addItem(deps, pk, sk, attrs);
+};
+
+async function addItem(deps: RowWriterDeps, pk: string, sk: string, attrs: Map<string, bigint>) {
+  const names: Record<string, string> = {};
+  const values: Record<string, { N: string }> = {};
+  const parts: string[] = [];
+  let i = 0;
+  for (const [a, v] of attrs) {
+    names[`#a${i}`] = a;
+    values[`:v${i}`] = { N: v.toString() };
+    parts.push(`#a${i} :v${i}`);
+    i++;
+  }
+  const out = await deps.client.send(
+    new UpdateItemCommand({
+      TableName: deps.table,
+      Key: { pk: { S: pk }, sk: { S: sk } },
+      UpdateExpression: `ADD ${parts.join(', ')}`,
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: values,
+      ReturnConsumedCapacity: 'TOTAL',
+    }),
+  );
+  deps.meter.observe('UpdateItem', 'ok', 0, out.ConsumedCapacity);
+}
+
+export interface CostRun {
+  design: string;
+  events: number;
+  writeUnits: number;
+  updates: number;
+  wcuPerMillion: number;
+}
+
+interface Env {
+  redis: Redis;
+  endpoint: string;
+}
+
+/** Runs a simulated day through the real Redis pipeline (apply, seal, fold, flush policy) and a writer. */
+async function runPipeline(env: Env, design: string, rulesInput: RulesInput, bucketMin: number, writer: Writer, day: DayEvent[]): Promise<CostRun & { items: number }> {
+  const rules: CompiledRules = compileRules(rulesInput);
+  await env.redis.flushall();
+  const table = await createTestTable(env.endpoint);
+  const client = createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' });
+  const meter: DynamoMeter = createDynamoMeter();
+  const deps: RowWriterDeps = { client, table, meter };
+  const buckets = new BucketStore({ redis: env.redis, rules });
+  const stores = [...new Set(day.map((d) => d.store))];
+  for (const s of stores) await buckets.registerStore(s);
+  const bucketMs = bucketMin * MIN;
+  let i = 0;
+  let batch = 0;
+  // Two simulated days: the first carries the traffic, the second lets every policy come due.
+  for (let t = DAY_START; t < DAY_START + 2 * 86_400_000 + bucketMs; t += bucketMs) {
+    const byStore = new Map<string, DayEvent['event'][]>();
+    while (i < day.length && day[i]!.event.ts < t + bucketMs) {
+      const d = day[i++]!;
+      let list = byStore.get(d.store);
+      if (!list) byStore.set(d.store, (list = []));
+      list.push(d.event);
+    }
+    for (const [store, events] of byStore) {
+      await buckets.apply(store, `b${batch++}`, rollup(rules, store, 'UTC', events), { now: t + 1, dedupeTtlSeconds: 3600 });
+    }
+    const now = t + bucketMs;
+    for (const store of stores) {
+      await buckets.seal(store, { now, minAgeMs: 0 });
+      await buckets.foldSealed(store, { now });
+      for (const { pk } of await buckets.dueRows(store, now)) {
+        const out = await buckets.readOutbox(store, pk);
+        if (out.entries.length === 0) continue;
+        await writer(deps, pk, out.entries);
+        await buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), now);
+      }
+    }
+  }
+  const scan = await client.send(new ScanCommand({ TableName: table, Select: 'COUNT' }));
+  client.destroy();
+  const totals = meter.totals();
+  return { design, events: day.length, writeUnits: totals.writeUnits, updates: totals.requests['UpdateItem:ok'] ?? 0, wcuPerMillion: (totals.writeUnits / day.length) * 1e6, items: scan.Count ?? 0 };
+}
+
+/** Naive: one UpdateItem per event per row (day, month and total rows), measured on a sample of the day. */
+async function runNaive(env: Env, day: DayEvent[], sampleEvery: number): Promise<CostRun> {
+  const rules = compileRules(defaultRules);
+  const table = await createTestTable(env.endpoint);
+  const client = createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' });
+  const meter = createDynamoMeter();
+  const deps: RowWriterDeps = { client, table, meter };
+  const sample = day.filter((_, k) => k % sampleEvery === 0);
+  for (const d of sample) {
+    for (const [pk, fields] of rollup(rules, d.store, 'UTC', [d.event])) {
+      const entries: CountEntry[] = [...fields].map(([f, v]) => {
+        const [dayKey, metric] = f.split('|') as [string, string];
+        return { seq: 0, dayKey, metric, value: BigInt(v) };
+      });
+      for (const e of entries) await threeRowWriter(deps, pk, [e]);
+    }
+  }
+  client.destroy();
+  const t = meter.totals();
+  return { design: `naive (one UpdateItem per event per row; sample of ${sample.length} events)`, events: sample.length, writeUnits: t.writeUnits, updates: t.requests['UpdateItem:ok'] ?? 0, wcuPerMillion: (t.writeUnits / sample.length) * 1e6 };
+}
+
+const withPolicy = (kind: 'bucket' | { every: number }): RulesInput => {
+  const flush = kind === 'bucket' ? { kind: 'bucket' as const } : { kind: 'every' as const, minutes: kind.every };
+  return {
+    ...defaultRules,
+    entities: Object.fromEntries(Object.entries(defaultRules.entities).map(([k, v]) => [k, { ...v, flush }])) as RulesInput['entities'],
+  };
+};
+
+export interface CostFigure {
+  runs: CostRun[];
+  floorPerMillion: number;
+  intervals: Array<{ minutes: number; wcuPerMillion: number }>;
+  events: number;
+}
+
+export async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
+  const redisServer = await startRedis({ appendonly: false });
+  const dyn = await startDynalite();
+  const redis = new Redis(redisServer.url);
+  const env = { redis, endpoint: dyn.endpoint };
+  try {
+    const day = simulatedDay({ seed: 7, sessions: opts.quick ? 800 : 4000, stores: 5, products: 2000, visitors: 6000, dayStart: DAY_START });
+    const naive = await runNaive(env, day, opts.quick ? 20 : 10);
+    const three = await runPipeline(env, "article's 3-row layout, flushed every 15 min", withPolicy('bucket'), 15, threeRowWriter, day);
+    const packed = await runPipeline(env, "article's packed 2-row layout, flushed every 15 min", withPolicy('bucket'), 15, writeRow, day);
+    const tallyDefault = await runPipeline(env, 'Tally default policy (store/product hourly, visitor at session end)', defaultRules, 15, writeRow, day);
+    const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, 15, writeRow, day);
+    const intervals: CostFigure['intervals'] = [];
+    for (const minutes of opts.quick ? [15, 60, 1440] : [15, 30, 60, 120, 240, 480, 720, 1440]) {
+      const r = minutes === 15 ? packed : minutes === 1440 ? cheapest : await runPipeline(env, `every ${minutes} min`, withPolicy({ every: minutes }), 15, writeRow, day);
+      intervals.push({ minutes, wcuPerMillion: r.wcuPerMillion });
+    }
+    // Floor: every item touched that day must be written at least once.
+    const floorPerMillion = (cheapest.items / day.length) * 1e6;
+    return { runs: [naive, three, packed, tallyDefault, cheapest], floorPerMillion, intervals, events: day.length };
+  } finally {
+    await redis.quit();
+    await dyn.stop();
+    await redisServer.stop();
+  }
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+export const writeCostFigure = {
+  name: 'write-cost',
+  async run(ctx: { quick?: boolean }) {
+    const f = await measureWriteCost({ quick: !!ctx.quick });
+    const [naive, three, packed, def, cheap] = f.runs as [CostRun, CostRun, CostRun, CostRun, CostRun];
+    const summary =
+      `write-cost: WCU per million events — naive ${fmt(naive.wcuPerMillion)}, 3-row/15min ${fmt(three.wcuPerMillion)}, packed/15min ${fmt(packed.wcuPerMillion)}, ` +
+      `Tally default ${fmt(def.wcuPerMillion)} (${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(0)}% of packed; target <= 50%), ` +
+      `cheapest ${fmt(cheap.wcuPerMillion)} (${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x the floor ${fmt(f.floorPerMillion)}; target <= 1.2x)`;
+    const markdown = [
+      `Reference workload: one simulated day, ${fmt(f.events)} events (Zipf stores, products, visitors; visitor sessions), 15-minute buckets, real Redis pipeline and dynalite ConsumedCapacity.`,
+      '',
+      '| design | UpdateItems | write units | WCU per million events |',
+      '|---|---|---|---|',
+      ...f.runs.map((r) => `| ${r.design} | ${fmt(r.updates)} | ${fmt(r.writeUnits)} | ${fmt(r.wcuPerMillion)} |`),
+      `| floor: one write per item touched per day | | | ${fmt(f.floorPerMillion)} |`,
+      '',
+      `Tally default / packed 15-min: ${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(1)}% (target <= 50%). Cheapest / floor: ${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x (target <= 1.2x).`,
+      '',
+      '| flush interval (min) | WCU per million events |',
+      '|---|---|',
+      ...f.intervals.map((x) => `| ${x.minutes} | ${fmt(x.wcuPerMillion)} |`),
+    ].join('\n');
+    return { summary, markdown, data: f };
+  },
+};
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const started = Date.now();
+  writeCostFigure.run({ quick: process.argv.includes('--quick') }).then((r) => {
+    console.log(r.summary);
+    console.log(r.markdown);
+    console.log(`(${((Date.now() - started) / 1000).toFixed(0)} s)`);
+  });
+}
+void entriesByItem;

@@ -1,0 +1,79 @@
+import type { NormalizedEvent } from '@tally/schema';
+
+/** Deterministic PRNG (mulberry32). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A Zipf(s) sampler over 1..n (inverse CDF, binary search). */
+export function zipf(n: number, s: number, rnd: () => number): () => number {
+  const cdf = new Float64Array(n);
+  let sum = 0;
+  for (let i = 0; i < n; i++) cdf[i] = sum += 1 / (i + 1) ** s;
+  return () => {
+    const u = rnd() * sum;
+    let lo = 0;
+    let hi = n - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cdf[mid]! < u) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo + 1;
+  };
+}
+
+/** A batch of mixed events (90% product views, 7% page views, 3% orders) stamped within the last hour. */
+export function makeBatch(rnd: () => number, products: () => number, visitors: () => number, n: number, now: number): NormalizedEvent[] {
+  const out: NormalizedEvent[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = rnd();
+    const ts = now - Math.floor(rnd() * 3_600_000);
+    if (r < 0.9) out.push({ type: 'view', ts, dims: { product: `P${products()}`, visitor: `V${visitors()}` } });
+    else if (r < 0.97) out.push({ type: 'page_view', ts, dims: { visitor: `V${visitors()}` } });
+    else out.push({ type: 'order', ts, value: (Math.floor(rnd() * 20000) / 100).toFixed(2), dims: { visitor: `V${visitors()}` } });
+  }
+  return out;
+}
+
+export interface DayEvent {
+  store: string;
+  event: NormalizedEvent;
+}
+
+/**
+ * A simulated day of e-commerce traffic: Zipf-distributed stores, products and visitors; visitor sessions
+ * (a visitor views a few products over some minutes, sometimes orders), more traffic in the daytime.
+ * Events are sorted by time.
+ */
+export function simulatedDay(opts: { seed: number; sessions: number; stores: number; products: number; visitors: number; dayStart: number }): DayEvent[] {
+  const rnd = prng(opts.seed);
+  const store = zipf(opts.stores, 1.0, rnd);
+  const product = zipf(opts.products, 1.05, rnd);
+  const visitor = zipf(opts.visitors, 0.8, rnd);
+  const out: DayEvent[] = [];
+  for (let s = 0; s < opts.sessions; s++) {
+    // Daytime-weighted start: two uniforms averaged peak around midday.
+    const start = opts.dayStart + Math.floor(((rnd() + rnd()) / 2) * 86_000_000);
+    const st = `STORE${store()}`;
+    const v = `V${visitor()}`;
+    const views = 1 + Math.floor(rnd() * 8);
+    let t = start;
+    for (let i = 0; i < views; i++) {
+      t += Math.floor(rnd() * 120_000);
+      out.push({ store: st, event: { type: 'view', ts: t, dims: { product: `P${product()}`, visitor: v } } });
+    }
+    if (rnd() < 0.08) {
+      t += Math.floor(rnd() * 300_000);
+      out.push({ store: st, event: { type: 'order', ts: t, value: (Math.floor(rnd() * 20000) / 100).toFixed(2), dims: { visitor: v } } });
+    }
+  }
+  return out.sort((a, b) => a.event.ts - b.event.ts);
+}
