@@ -88,15 +88,4 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
   };
 }
 
-/** The value of one Prometheus sample (summing all label sets when no labels are given). */
-export function metricValue(text: string, name: string, labels?: Record<string, string>): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    if (labels && !Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) continue;
-    sum += Number(m[3]);
-  }
-  return sum;
-}
+export { metricValue } from '@tally/observability';
