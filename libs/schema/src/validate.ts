@@ -1,6 +1,7 @@
 import type { CompiledRules } from './compile';
 import { toUnits } from './decimal';
 import { eventInputSchema, type NormalizedEvent } from './event.schema';
+import { fastEventShape } from './fast-shape';
 import { ID_PATTERN } from '@tally/key-layout';
 
 export interface EventError {
@@ -70,15 +71,18 @@ function validateOne(
   if (typeof rawDims === 'object' && rawDims !== null && Object.hasOwn(rawDims, '__proto__')) {
     return fail('dims.__proto__', 'is not allowed as a dimension name');
   }
-  const parsed = eventInputSchema.safeParse(raw);
-  if (!parsed.success) {
-    for (const issue of parsed.error.issues) {
-      const field = issue.code === 'unrecognized_keys' ? issue.keys.join(',') : issue.path.join('.') || '(event)';
-      fail(field, issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message);
+  let e = fastEventShape(raw);
+  if (e === undefined) {
+    const parsed = eventInputSchema.safeParse(raw);
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) {
+        const field = issue.code === 'unrecognized_keys' ? issue.keys.join(',') : issue.path.join('.') || '(event)';
+        fail(field, issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message);
+      }
+      return undefined;
     }
-    return undefined;
+    e = parsed.data;
   }
-  const e = parsed.data;
   const spec = rules.eventTypes.get(e.type);
   if (!spec) return fail('type', `unknown event type ${JSON.stringify(e.type)}; known: ${[...rules.eventTypes.keys()].join(', ')}`);
 

@@ -1,0 +1,423 @@
+import { collectorEnv, loadConfig, type CollectorConfig } from '@tally/config';
+import { createDynamoClient } from '@tally/dynamo';
+import { createLogger } from '@tally/observability';
+import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
+import { loadRules } from '@tally/schema';
+import { createTenantAdmin, keyIdOf, type TenantAdmin } from '@tally/tenants';
+import { createTestTable, startDynalite, startRedis, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp, type CollectorApp } from './app';
+import { closeCollectorDeps, createCollectorDeps, type CollectorResources } from './deps';
+
+let redis: RedisHandle;
+let dynalite: DynaliteHandle;
+let table: string;
+let admin: TenantAdmin;
+let adminDynamo: ReturnType<typeof createDynamoClient>;
+let res: CollectorResources;
+let app: CollectorApp;
+let inspect: Redis;
+let queues: TallyQueues;
+const keys = { ingest: '', read: '', other: '', revoked: '', unseen: '' };
+
+const TTL_MS = 300;
+
+async function startCollector(env: Record<string, string>): Promise<{ res: CollectorResources; app: CollectorApp; config: CollectorConfig }> {
+  const config = loadConfig(collectorEnv, {
+    REDIS_URL: redis.url,
+    DYNAMODB_ENDPOINT: dynalite.endpoint,
+    DYNAMODB_TABLE: table,
+    KEY_CACHE_TTL_MS: String(TTL_MS),
+    KEY_LOOKUP_TIMEOUT_MS: '500',
+    ...env,
+  });
+  const r = createCollectorDeps(config, createLogger({ name: 'collector-test', level: 'silent' }), loadRules());
+  const a = await buildApp(r.deps);
+  r.backpressure.start();
+  await waitFor(() => r.redis.status === 'ready' && r.backpressure.depth !== undefined, { message: 'collector connected to redis' });
+  return { res: r, app: a, config };
+}
+
+beforeAll(async () => {
+  [redis, dynalite] = await Promise.all([startRedis(), startDynalite()]);
+  table = await createTestTable(dynalite.endpoint);
+  adminDynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+  admin = createTenantAdmin({ dynamo: adminDynamo, table });
+  await admin.createTenant('SHOP1', { timeZone: 'Europe/Berlin' });
+  await admin.createTenant('SHOP2');
+  keys.ingest = await admin.issueKey('SHOP1', ['ingest'], 'web');
+  keys.read = await admin.issueKey('SHOP1', ['read'], 'dashboard');
+  keys.other = await admin.issueKey('SHOP2', ['ingest', 'read'], 'other shop');
+  keys.revoked = await admin.issueKey('SHOP1', ['ingest'], 'to revoke');
+  keys.unseen = await admin.issueKey('SHOP1', ['ingest'], 'first used during the outage');
+  ({ res, app } = await startCollector({}));
+  inspect = new Redis(redis.url, { maxRetriesPerRequest: null });
+  inspect.on('error', () => {});
+  queues = createQueues(inspect);
+  for (const q of Object.values(queues)) q.on('error', () => {});
+});
+
+afterAll(async () => {
+  await app?.close();
+  if (res) await closeCollectorDeps(res);
+  if (queues) await closeQueues(queues);
+  inspect?.disconnect();
+  adminDynamo?.destroy();
+  await Promise.all([redis?.stop(), dynalite?.stop()]);
+});
+
+const iso = (msAgo = 60_000) => new Date(Date.now() - msAgo).toISOString();
+const view = (product = 'P1', extra: Record<string, unknown> = {}) => ({ type: 'view', ts: iso(), dims: { product, visitor: 'V1' }, ...extra });
+
+interface PostOptions {
+  key?: string | null;
+  contentType?: string;
+  query?: string;
+  headers?: Record<string, string>;
+}
+
+function post(payload: unknown, opts: PostOptions = {}, target = app) {
+  const key = opts.key === undefined ? keys.ingest : opts.key;
+  const headers: Record<string, string> = { 'content-type': opts.contentType ?? 'application/json', ...opts.headers };
+  if (key !== null) headers['authorization'] = `Bearer ${key}`;
+  return target.inject({
+    method: 'POST',
+    url: `/v1/events${opts.query ?? ''}`,
+    headers,
+    payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+  });
+}
+
+const waiting = () => queues.events.getWaitingCount();
+
+describe('POST /v1/events', () => {
+  it('enqueues a JSON array as one job for the store of the key and answers 202 after Redis has it', async () => {
+    const before = await waiting();
+    const r = await post([view('P1'), { type: 'order', ts: Date.now() - 1_000, value: 19.99, dims: { visitor: 'V1' } }, view('a.b:c')]);
+    expect(r.statusCode).toBe(202);
+    const body = r.json();
+    expect(Object.keys(body).sort()).toEqual(['accepted', 'batchId']);
+    expect(body.accepted).toBe(3);
+    expect(await waiting()).toBe(before + 1);
+    const job = await queues.events.getJob(body.batchId);
+    expect(job?.data).toMatchObject({ batchId: body.batchId, store: 'SHOP1', source: 'http' });
+    expect(job?.data.events.map((e: { dims: { product?: string } }) => e.dims.product)).toEqual(['P1', undefined, 'a.b:c']);
+    expect(job?.data.events[1].value).toBe('19.99');
+  });
+
+  it('takes NDJSON, one event per line, and names lines that are not JSON', async () => {
+    const ok = await post(`${JSON.stringify(view('N1'))}\n\n${JSON.stringify(view('N2'))}\n`, { contentType: 'application/x-ndjson' });
+    expect(ok.statusCode).toBe(202);
+    expect(ok.json().accepted).toBe(2);
+    const bad = await post(`${JSON.stringify(view('N1'))}\n{"type":"view",\n`, { contentType: 'application/x-ndjson; charset=utf-8' });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().errors).toEqual([{ index: 1, field: '(event)', reason: expect.stringMatching(/^line 2 is not valid JSON/) }]);
+  });
+
+  it('refuses a request with any bad event whole, listing each by index, field and reason', async () => {
+    const before = await waiting();
+    const r = await post([view('P1'), view('P#1'), { type: 'click', ts: iso() }, view('P2', { ts: 'yesterday' })]);
+    expect(r.statusCode).toBe(400);
+    const body = r.json();
+    expect(body).toMatchObject({ statusCode: 400, code: 'TALLY_ERR_VALIDATION', rejected: 3 });
+    expect(body.message).toBe('3 of 4 events are invalid; nothing was accepted (add ?partial=true to accept the valid ones)');
+    expect(body.errors.map((e: { index: number; field: string }) => [e.index, e.field])).toEqual([
+      [1, 'dims.product'],
+      [2, 'type'],
+      [3, 'ts'],
+    ]);
+    expect(await waiting()).toBe(before);
+  });
+
+  it('with ?partial=true accepts the good events and lists the rest', async () => {
+    const before = await waiting();
+    const r = await post([view('P1'), view('P|1'), view('P2')], { query: '?partial=true' });
+    expect(r.statusCode).toBe(202);
+    const body = r.json();
+    expect(body).toMatchObject({ accepted: 2, rejected: 1, acceptedIndexes: [0, 2] });
+    expect(body.errors).toEqual([{ index: 1, field: 'dims.product', reason: 'must be 1-128 characters of A-Z a-z 0-9 _ . : -' }]);
+    expect(await waiting()).toBe(before + 1);
+    expect((await queues.events.getJob(body.batchId))?.data.events.map((e: { dims: { product: string } }) => e.dims.product)).toEqual(['P1', 'P2']);
+    const none = await post([view('P|1')], { query: '?partial=true' });
+    expect(none.statusCode).toBe(400);
+    expect(none.json().message).toBe('1 of 1 events are invalid; nothing was accepted');
+    expect((await post([view()], { query: '?partial=maybe' })).statusCode).toBe(400);
+  });
+
+  it('counts a retried request once: same Idempotency-Key, same batch and job, per store', async () => {
+    const before = await waiting();
+    const headers = { 'idempotency-key': 'checkout-7f3a' };
+    const a = await post([view('P1')], { headers });
+    const b = await post([view('P1')], { headers });
+    const c = await post([view('P1')], { headers, key: keys.other });
+    expect([a.statusCode, b.statusCode, c.statusCode]).toEqual([202, 202, 202]);
+    expect(a.json().batchId).toBe(b.json().batchId);
+    expect(c.json().batchId).not.toBe(a.json().batchId);
+    expect(await waiting()).toBe(before + 2);
+    expect((await queues.events.getJob(c.json().batchId))?.data.store).toBe('SHOP2');
+    const bad = await post([view('P1')], { headers: { 'idempotency-key': 'with space' } });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().message).toMatch(/Idempotency-Key must be 1-255 visible ASCII characters/);
+  });
+
+  it('answers an empty array with 202 and nothing enqueued', async () => {
+    const before = await waiting();
+    const r = await post([]);
+    expect(r.statusCode).toBe(202);
+    expect(r.json().accepted).toBe(0);
+    expect(await waiting()).toBe(before);
+  });
+});
+
+describe('bad input gets the right 4xx naming the problem, and the collector keeps serving', () => {
+  const expectProblem = (r: Awaited<ReturnType<typeof post>>, status: number, code: string, message: RegExp) => {
+    expect(r.statusCode).toBe(status);
+    expect(r.json()).toMatchObject({ statusCode: status, code });
+    expect(r.json().message).toMatch(message);
+  };
+
+  it('malformed JSON, empty bodies, non-arrays', async () => {
+    expectProblem(await post('[{"type":"view",'), 400, 'TALLY_ERR_MALFORMED_BODY', /^the body is not valid JSON/);
+    expectProblem(await post('[{"type":"view","value":NaN}]'), 400, 'TALLY_ERR_MALFORMED_BODY', /not valid JSON/);
+    expectProblem(await post(''), 400, 'TALLY_ERR_MALFORMED_BODY', /empty/);
+    expectProblem(await post(view()), 400, 'TALLY_ERR_MALFORMED_BODY', /must be a JSON array of events, got an object/);
+  });
+
+  it('wrong content types get 415', async () => {
+    expectProblem(await post('type=view', { contentType: 'text/plain' }), 415, 'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE', /application\/json.*application\/x-ndjson/);
+    expectProblem(await post('<e/>', { contentType: 'application/xml' }), 415, 'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE', /Content-Type must be/);
+  });
+
+  it('a 10 MB body and a 100,000-element array get 413 naming the limit', async () => {
+    const ev = JSON.stringify(view());
+    const big = `[${Array.from({ length: Math.ceil(10_000_000 / ev.length) }, () => ev).join(',')}]`;
+    expect(big.length).toBeGreaterThan(10_000_000);
+    const r = await post(big);
+    expectProblem(r, 413, 'TALLY_ERR_BODY_TOO_LARGE', /MAX_BODY_BYTES \(1048576 bytes\)/);
+    expect(r.json().limit).toBe(1_048_576);
+    const many = await post(JSON.stringify(Array(100_000).fill(0)));
+    expectProblem(many, 413, 'TALLY_ERR_TOO_MANY_EVENTS', /has 100000 events; MAX_EVENTS_PER_REQUEST is 1000/);
+    const nd = await post('{}\n'.repeat(1_001), { contentType: 'application/x-ndjson' });
+    expectProblem(nd, 413, 'TALLY_ERR_TOO_MANY_EVENTS', /has 1001 events/);
+  });
+
+  it('deep nesting', async () => {
+    const deepArray = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+    const r1 = await post(`[${deepArray}]`);
+    expect(r1.statusCode).toBe(400);
+    expect(r1.json().errors).toEqual([{ index: 0, field: '(event)', reason: 'must be a JSON object' }]);
+    const deepObject = `${'{"a":'.repeat(50_000)}1${'}'.repeat(50_000)}`;
+    const r2 = await post(`[{"type":"view","ts":"${iso()}","dims":{"product":${deepObject}}}]`);
+    expect(r2.statusCode).toBe(400);
+    expect(r2.json().errors[0].field).toBe('dims.product');
+  });
+
+  it('__proto__ and constructor keys are refused by name and pollute nothing', async () => {
+    const r = await post(
+      `[{"type":"view","ts":"${iso()}","dims":{"product":"P1"},"__proto__":{"polluted":true}},` +
+        `{"type":"view","ts":"${iso()}","dims":{"product":"P1","__proto__":"x"}},` +
+        `{"type":"view","ts":"${iso()}","dims":{"product":"P1"},"constructor":{"prototype":{"polluted":true}}}]`,
+    );
+    expect(r.statusCode).toBe(400);
+    expect(r.json().errors.map((e: { field: string }) => e.field)).toEqual(['__proto__', 'dims.__proto__', 'constructor']);
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+
+  it('NUL bytes and emoji in ids', async () => {
+    const r = await post([view('P\u0000'), view('😀'), view('P1', { id: 'id-😀' }), view('P1', { id: 'a\u0000b' })]);
+    expect(r.statusCode).toBe(400);
+    expect(r.json().errors.map((e: { index: number; field: string }) => `${e.index}:${e.field}`)).toEqual(['0:dims.product', '1:dims.product', '2:id', '3:id']);
+  });
+
+  it('# [ ] | are refused in dims; . and : are legal and travel only as values', async () => {
+    const refused = await post(['P#1', 'a[0]', 'a]', 'P|1'].map((p) => view(p)));
+    expect(refused.statusCode).toBe(400);
+    expect(refused.json().errors.map((e: { index: number }) => e.index)).toEqual([0, 1, 2, 3]);
+    const ok = await post([view('cat.shoes:42')]);
+    expect(ok.statusCode).toBe(202);
+    const job = await queues.events.getJob(ok.json().batchId);
+    expect(job?.id).toBe(ok.json().batchId);
+    expect(job?.id).not.toContain(':');
+    expect(job?.data.events[0].dims).toEqual({ product: 'cat.shoes:42', visitor: 'V1' });
+  });
+
+  it('negative, NaN, Infinity and 1e309 values', async () => {
+    const order = (value: unknown) => ({ type: 'order', ts: iso(), value });
+    const r = await post(`[${[-5, '"NaN"', '"Infinity"', '1e309', '"1e309"', '1.234'].map((v) => `{"type":"order","ts":"${iso()}","value":${v}}`).join(',')}]`);
+    expect(r.statusCode).toBe(400);
+    expect(r.json().errors.map((e: { field: string; reason: string }) => `${e.field}: ${e.reason}`)).toEqual([
+      'value: must not be negative',
+      'value: must be a decimal number',
+      'value: must be a decimal number',
+      'value: must be a finite number or a decimal string of at most 64 characters',
+      'value: must be at most 1000000000000',
+      'value: has more than 2 decimal places',
+    ]);
+    expect((await post([order(0.5), order('12.30')])).statusCode).toBe(202);
+  });
+
+  it('timestamps far in the past and the future', async () => {
+    const r = await post([
+      view('P1', { ts: '1970-01-01T00:00:00Z' }),
+      view('P1', { ts: Date.now() - 36 * 86_400_000 }),
+      view('P1', { ts: new Date(Date.now() + 3_600_000).toISOString() }),
+      view('P1', { ts: '9999-12-31T23:59:59Z' }),
+      view('P1', { ts: 1e300 }),
+    ]);
+    expect(r.statusCode).toBe(400);
+    expect(r.json().errors.map((e: { index: number; field: string; reason: string }) => `${e.index}:${e.field}: ${e.reason}`)).toEqual([
+      '0:ts: is older than the lateness horizon of 35 days',
+      '1:ts: is older than the lateness horizon of 35 days',
+      '2:ts: is more than 300s in the future',
+      '3:ts: is more than 300s in the future',
+      expect.stringMatching(/^4:ts: must be an ISO-8601/),
+    ]);
+  });
+
+  it('still serves after all that', async () => {
+    expect((await post([view()])).statusCode).toBe(202);
+    expect((await app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+  });
+});
+
+describe('auth', () => {
+  it('401 without Authorization, with a malformed one or an unknown key; 403 for a read-only key', async () => {
+    const none = await post([view()], { key: null });
+    expect(none.statusCode).toBe(401);
+    expect(none.headers['www-authenticate']).toBe('Bearer realm="tally"');
+    expect(none.json()).toMatchObject({ code: 'TALLY_ERR_UNAUTHORIZED', message: 'missing Authorization header: send Authorization: Bearer <API key>' });
+    const basic = await app.inject({ method: 'POST', url: '/v1/events', headers: { authorization: 'Basic dXNlcjpwYXNz', 'content-type': 'application/json' }, payload: '[]' });
+    expect(basic.json().message).toBe('the Authorization header must be "Bearer <API key>"');
+    const unknown = await post([view()], { key: 'tly_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' });
+    expect([unknown.statusCode, unknown.json().message]).toEqual([401, 'unknown or revoked API key']);
+    const read = await post([view()], { key: keys.read });
+    expect(read.statusCode).toBe(403);
+    expect(read.json()).toMatchObject({ code: 'TALLY_ERR_FORBIDDEN', message: 'this API key lacks the "ingest" scope (it has: read)' });
+  });
+
+  it('checks the key before reading the body', async () => {
+    const ev = JSON.stringify(view());
+    const big = `[${Array.from({ length: Math.ceil(2_000_000 / ev.length) }, () => ev).join(',')}]`;
+    expect((await post(big, { key: null })).statusCode).toBe(401);
+  });
+
+  it('a revoked key stops working within KEY_CACHE_TTL_MS', async () => {
+    expect((await post([view()], { key: keys.revoked })).statusCode).toBe(202);
+    await admin.revokeKey('SHOP1', keyIdOf(keys.revoked));
+    const revokedAt = Date.now();
+    const r = await waitFor(async () => {
+      const x = await post([view()], { key: keys.revoked });
+      return x.statusCode === 401 && x;
+    }, { timeoutMs: 5_000, intervalMs: 20 });
+    expect(Date.now() - revokedAt).toBeLessThan(TTL_MS + 300);
+    expect(r.json().message).toBe('unknown or revoked API key');
+  });
+});
+
+describe('backpressure and outages', () => {
+  it('429 with Retry-After while the events queue is deeper than MAX_QUEUE_DEPTH', async () => {
+    const small = await startCollector({ MAX_QUEUE_DEPTH: '1' });
+    try {
+      await queues.events.drain();
+      await small.res.backpressure.sample();
+      expect((await post([view()], {}, small.app)).statusCode).toBe(202);
+      expect((await post([view()], {}, small.app)).statusCode).toBe(202);
+      await small.res.backpressure.sample();
+      const before = await waiting();
+      const r = await post([view()], {}, small.app);
+      expect(r.statusCode).toBe(429);
+      expect(r.headers['retry-after']).toBe('2');
+      expect(r.json()).toMatchObject({ code: 'TALLY_ERR_BACKPRESSURE', limit: 1 });
+      expect(r.json().message).toMatch(/over MAX_QUEUE_DEPTH \(1\); nothing was accepted/);
+      expect(await waiting()).toBe(before);
+      await queues.events.drain();
+      await waitFor(async () => (await post([view()], {}, small.app)).statusCode === 202, { timeoutMs: 5_000 });
+    } finally {
+      await small.app.close();
+      await closeCollectorDeps(small.res);
+    }
+  });
+
+  it('reports the counters on /metrics', async () => {
+    const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    /** The value of the series `name` whose labels include `labels` (label order is prom-client's business). */
+    const value = (name: string, labels: Record<string, string> = {}) => {
+      const want = Object.entries({ app: 'collector', ...labels }).map(([k, v]) => `${k}="${v}"`);
+      const line = text.split('\n').find((l) => {
+        const m = /^([a-z_]+)\{(.*)\} /.exec(l);
+        return m?.[1] === name && want.every((w) => m[2]!.split(',').includes(w));
+      });
+      return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+    };
+    expect(value('tally_events_received_total')).toBeGreaterThan(100_000);
+    expect(value('tally_events_accepted_total')).toBeGreaterThan(20);
+    expect(value('tally_events_rejected_total', { reason: 'dims' })).toBeGreaterThanOrEqual(8);
+    expect(value('tally_events_rejected_total', { reason: 'too_many_events' })).toBe(100_000 + 1_001);
+    expect(value('tally_http_request_duration_seconds_count', { route: '/v1/events', method: 'POST', status_code: '202' })).toBeGreaterThan(5);
+    expect(value('tally_http_request_duration_seconds_count', { route: '/v1/events', method: 'POST', status_code: '413' })).toBe(3);
+    expect(value('tally_queue_jobs', { queue: 'events', state: 'waiting' })).toBeGreaterThanOrEqual(0);
+    expect(text).not.toContain(keys.ingest);
+  });
+
+  it('serves /openapi.json with the all-or-nothing decision in the route description', async () => {
+    const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json();
+    const op = doc.paths['/v1/events'].post;
+    expect(op.description).toMatch(/All or nothing by default/);
+    expect(op.description).toMatch(/With `\?partial=true`/);
+    expect(op.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['partial', 'idempotency-key']));
+  });
+
+  it('answers 503 at once, not after a command timeout, while Redis is frozen', async () => {
+    await redis.kill('SIGSTOP');
+    try {
+      await waitFor(async () => (await post([view()])).statusCode === 503, { timeoutMs: 10_000, message: '503 while Redis is frozen' });
+      const started = Date.now();
+      const r = await post([view()]);
+      expect([r.statusCode, r.headers['retry-after']]).toEqual([503, '5']);
+      expect(Date.now() - started).toBeLessThan(500);
+    } finally {
+      await redis.kill('SIGCONT');
+    }
+    await waitFor(async () => (await post([view()])).statusCode === 202, { timeoutMs: 15_000, message: '202 after Redis thawed' });
+  });
+
+  it('503 with Retry-After while Redis is down, /readyz not ready; both recover', async () => {
+    expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
+    await redis.kill('SIGKILL');
+    try {
+      const r = await waitFor(async () => {
+        const x = await post([view()]);
+        return x.statusCode === 503 && x;
+      }, { timeoutMs: 5_000 });
+      expect(r.headers['retry-after']).toBe('5');
+      expect(r.json()).toMatchObject({ code: 'TALLY_ERR_UNAVAILABLE' });
+      expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
+      expect((await app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    } finally {
+      await redis.restart();
+    }
+    await waitFor(async () => (await post([view()])).statusCode === 202, { timeoutMs: 15_000, message: '202 after the Redis restart' });
+    expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
+  });
+
+  it('while DynamoDB is down, known keys keep working and an unknown key gets 503', async () => {
+    expect((await post([view()], { key: keys.other })).statusCode).toBe(202);
+    await dynalite.stop();
+    await new Promise((r) => setTimeout(r, TTL_MS + 50));
+    expect((await post([view()], { key: keys.ingest })).statusCode).toBe(202);
+    expect((await post([view()], { key: keys.other })).statusCode).toBe(202);
+    const r = await post([view()], { key: keys.unseen });
+    expect(r.statusCode).toBe(503);
+    expect(r.headers['retry-after']).toBe('5');
+    expect(r.json().message).toMatch(/cannot be checked right now/);
+  });
+
+  it('503 on /v1/events once shutdown began', async () => {
+    res.beginClosing();
+    const r = await post([view()]);
+    expect([r.statusCode, r.headers['retry-after'], r.json().code]).toEqual([503, '1', 'TALLY_ERR_SHUTTING_DOWN']);
+    expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
+  });
+});
+

@@ -1,0 +1,115 @@
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { HttpProblem } from './errors';
+
+export interface BackpressureOptions {
+  /** The events queue. */
+  queue: Pick<Queue, 'getWaitingCount'>;
+  /** The producer connection; while it is not ready every request is refused at once. */
+  redis: Pick<Redis, 'status'>;
+  /** Waiting events jobs beyond which requests get 429 (MAX_QUEUE_DEPTH). */
+  maxDepth: number;
+  /** How often the depth is read; default 250 ms. */
+  intervalMs?: number;
+  /**
+   * A depth read older than this means Redis is not answering (e.g. frozen, where commands hang until their
+   * timeout): requests are refused with 503 at once rather than held. Default 2000 ms.
+   */
+  staleAfterMs?: number;
+  log?: Logger;
+}
+
+export interface Backpressure {
+  /** Throws the 429 or 503 HttpProblem when the collector must not take events now. O(1): no Redis call. */
+  admit(): void;
+  /** The last waiting count read, undefined before the first read or after a failed one. */
+  readonly depth: number | undefined;
+  /** True when the connection is ready and Redis answered the last depth read, recently. */
+  readonly redisUp: boolean;
+  /** Reads the depth once now. */
+  sample(): Promise<void>;
+  start(): void;
+  stop(): void;
+}
+
+export const QUEUE_FULL_RETRY_AFTER_SECONDS = 2;
+export const REDIS_DOWN_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * The events queue's waiting count, read at most every `intervalMs` by a timer (not per request), and the state
+ * of the Redis connection: a request is refused with 429 while the queue is deeper than MAX_QUEUE_DEPTH, and with
+ * 503 while Redis is unreachable. Both carry Retry-After.
+ */
+export function createBackpressure(opts: BackpressureOptions): Backpressure {
+  const intervalMs = opts.intervalMs ?? 250;
+  const staleAfterMs = opts.staleAfterMs ?? 2_000;
+  let depth: number | undefined;
+  let lastReadOk = true;
+  /** When the depth was last read; the start counts as a read, so a fresh collector is not refused. */
+  let readAt = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  let inFlight: Promise<void> | undefined;
+
+  const sample = () => {
+    inFlight ??= (async () => {
+      try {
+        depth = await opts.queue.getWaitingCount();
+        readAt = Date.now();
+        if (!lastReadOk) opts.log?.info({ depth }, 'events queue readable again');
+        lastReadOk = true;
+      } catch (err) {
+        if (lastReadOk) opts.log?.warn({ err }, 'cannot read the events queue depth; refusing events with 503');
+        lastReadOk = false;
+        depth = undefined;
+      } finally {
+        inFlight = undefined;
+      }
+    })();
+    return inFlight;
+  };
+
+  const redisUp = () =>
+    lastReadOk && opts.redis.status === 'ready' && (timer === undefined || Date.now() - readAt <= staleAfterMs);
+
+  return {
+    get depth() {
+      return depth;
+    },
+    get redisUp() {
+      return redisUp();
+    },
+    admit() {
+      if (!redisUp()) {
+        throw new HttpProblem(
+          503,
+          'TALLY_ERR_UNAVAILABLE',
+          'the events queue (Redis) is unreachable; nothing was accepted, retry later',
+          {},
+          { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
+        );
+      }
+      if (depth !== undefined && depth > opts.maxDepth) {
+        throw new HttpProblem(
+          429,
+          'TALLY_ERR_BACKPRESSURE',
+          `the events queue holds ${depth} waiting batches, over MAX_QUEUE_DEPTH (${opts.maxDepth}); nothing was accepted, retry later`,
+          { depth, limit: opts.maxDepth },
+          { 'retry-after': String(QUEUE_FULL_RETRY_AFTER_SECONDS) },
+        );
+      }
+    },
+    sample,
+    start() {
+      if (timer) return;
+      readAt = Date.now();
+      void sample();
+      timer = setInterval(() => void sample(), intervalMs);
+      timer.unref();
+    },
+    stop() {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    },
+  };
+}

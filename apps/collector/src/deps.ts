@@ -1,0 +1,101 @@
+import { createIntake, createProducerConnection } from '@tally/client';
+import type { CollectorConfig } from '@tally/config';
+import { createDynamoClient } from '@tally/dynamo';
+import { createMetrics, queueDepthMetrics, type Logger } from '@tally/observability';
+import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
+import type { CompiledRules } from '@tally/schema';
+import { createTenantDirectory } from '@tally/tenants';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { Redis } from 'ioredis';
+import type { CollectorDeps } from './app';
+import { createBackpressure, type Backpressure } from './backpressure';
+import { createCollectorMetrics } from './metrics';
+
+export interface CollectorResources {
+  deps: CollectorDeps;
+  redis: Redis;
+  queues: TallyQueues;
+  dynamo: DynamoDBClient;
+  backpressure: Backpressure;
+  /** Marks the collector as closing (503 on /v1/events, /readyz not ready). */
+  beginClosing(): void;
+}
+
+/**
+ * Builds everything the app needs from the config: the fail-fast producer connection and queues, the tenant
+ * directory on a DynamoDB client with a short deadline, the intake core, backpressure and metrics. Nothing waits
+ * for Redis or DynamoDB: the collector starts (and answers 503) while they are away.
+ */
+export function createCollectorDeps(config: CollectorConfig, log: Logger, rules: CompiledRules): CollectorResources {
+  const { registry } = createMetrics({ app: 'collector' });
+  const metrics = createCollectorMetrics(registry);
+
+  const redis = createProducerConnection(config.REDIS_URL);
+  let lastRedisError = 0;
+  redis.on('error', (err) => {
+    // ioredis reports every failed reconnect; one line per 10 s is enough.
+    if (Date.now() - lastRedisError < 10_000) return;
+    lastRedisError = Date.now();
+    log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'redis connection error');
+  });
+  const queues = createQueues(redis);
+  for (const q of Object.values(queues)) q.on('error', () => {}); // the connection's errors, logged above
+  queueDepthMetrics(registry, [queues.events]);
+
+  const dynamo = createDynamoClient({
+    endpoint: config.DYNAMODB_ENDPOINT,
+    region: config.AWS_REGION,
+    maxAttempts: 2,
+    requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS,
+  });
+  const directory = createTenantDirectory({
+    dynamo,
+    table: config.DYNAMODB_TABLE,
+    cacheTtlMs: config.KEY_CACHE_TTL_MS,
+    log: log.child({ component: 'tenants' }),
+  });
+
+  const intake = createIntake({
+    queues,
+    redis,
+    rules,
+    source: 'http',
+    limits: {
+      maxEvents: config.MAX_EVENTS_PER_REQUEST,
+      clockSkewSeconds: config.CLOCK_SKEW_SECONDS,
+      latenessHorizonDays: config.LATENESS_HORIZON_DAYS,
+    },
+  });
+  const backpressure = createBackpressure({ queue: queues.events, redis, maxDepth: config.MAX_QUEUE_DEPTH, log });
+
+  let closing = false;
+  const deps: CollectorDeps = {
+    log,
+    registry,
+    metrics,
+    intake,
+    directory,
+    backpressure,
+    maxBodyBytes: config.MAX_BODY_BYTES,
+    isClosing: () => closing,
+    isReady: async () => !closing && redis.status === 'ready' && (await redis.ping()) === 'PONG',
+  };
+  return {
+    deps,
+    redis,
+    queues,
+    dynamo,
+    backpressure,
+    beginClosing: () => {
+      closing = true;
+    },
+  };
+}
+
+/** Closes what createCollectorDeps opened (tests; main runs the same as shutdown steps). */
+export async function closeCollectorDeps(r: CollectorResources): Promise<void> {
+  r.backpressure.stop();
+  await closeQueues(r.queues);
+  await r.redis.quit().catch(() => r.redis.disconnect());
+  r.dynamo.destroy();
+}

@@ -1,0 +1,161 @@
+import { QueueUnavailableError, type Intake } from '@tally/client';
+import type { EventError } from '@tally/schema';
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { TenantDirectory } from '@tally/tenants';
+import { authenticate } from './auth';
+import { REDIS_DOWN_RETRY_AFTER_SECONDS, type Backpressure } from './backpressure';
+import { JSON_TYPE, NDJSON_TYPE, type EventsBody } from './body';
+import { HttpProblem } from './errors';
+import { rejectReason, type CollectorMetrics } from './metrics';
+
+export interface EventsRouteDeps {
+  intake: Intake;
+  directory: TenantDirectory;
+  backpressure: Backpressure;
+  metrics: CollectorMetrics;
+}
+
+const DESCRIPTION = `
+Takes a batch of events for the store of the API key (scope \`ingest\`; the store never comes from the body).
+
+Body: a JSON array of events (\`Content-Type: ${JSON_TYPE}\`) or NDJSON, one event per line (\`${NDJSON_TYPE}\`).
+An event is \`{ "type", "ts", "id"?, "dims"?, "value"? }\` (DESIGN.md "Event"); each is checked against the rollup
+rules: known type, declared and well-formed dims (ids \`[A-Za-z0-9_.:-]{1,128}\`), ts parseable and within
+CLOCK_SKEW_SECONDS in the future and LATENESS_HORIZON_DAYS in the past, value finite, not negative and with no more
+decimals than the metric keeps.
+
+**All or nothing by default:** if any event is invalid, the request is refused with 400 listing every bad event
+(\`errors\`: index, field, reason) and nothing is counted. **With \`?partial=true\`** the valid events are accepted
+(202) and the answer lists their \`acceptedIndexes\` and the \`errors\` of the rest; if none is valid the answer is
+400. Nothing accepted is lost; nothing refused is counted.
+
+202 is sent only once Redis holds the batch. With an \`Idempotency-Key\` header the batch id derives from the
+store and the key, so a retried request is counted once: BullMQ keeps the job id while the job is retained, and
+the aggregator ignores a batch id it applied within DEDUPE_WINDOW_SECONDS (default 24 h).
+
+413 over MAX_BODY_BYTES or MAX_EVENTS_PER_REQUEST; 415 for other content types; 401 without a valid key, 403
+without the ingest scope; 429 while the events queue is deeper than MAX_QUEUE_DEPTH, 503 while Redis or the key
+store cannot be reached — both with Retry-After.
+`.trim();
+
+const eventError = z.object({ index: z.number().int(), field: z.string(), reason: z.string() });
+const problem = z.looseObject({ statusCode: z.number().int(), error: z.string(), code: z.string(), message: z.string() });
+
+export const eventsRouteSchema = {
+  summary: 'Send events',
+  description: DESCRIPTION,
+  tags: ['events'],
+  querystring: z.object({
+    partial: z
+      .enum(['true', 'false', '1', '0'])
+      .optional()
+      .describe('true: accept the valid events of a request that also has invalid ones (default false: all or nothing)'),
+  }),
+  headers: z.looseObject({
+    'idempotency-key': z
+      .string()
+      .regex(/^[\x21-\x7e]{1,255}$/, 'Idempotency-Key must be 1-255 visible ASCII characters')
+      .optional()
+      .describe('Makes a retried request count once (per store, within the dedupe window)'),
+  }),
+  response: {
+    202: z.object({
+      accepted: z.number().int().describe('events enqueued'),
+      batchId: z.string().describe('the batch id (split batches: <batchId>.<i> per job)'),
+      rejected: z.number().int().optional().describe('partial=true: events refused'),
+      acceptedIndexes: z.array(z.number().int()).optional().describe('partial=true: indexes of the accepted events'),
+      errors: z.array(eventError).optional().describe('partial=true: why each refused event was refused'),
+    }),
+    400: problem.extend({ errors: z.array(eventError).optional() }),
+    401: problem,
+    403: problem,
+    413: problem,
+    415: problem,
+    429: problem,
+    503: problem,
+  },
+};
+
+export function registerEventsRoute(app: FastifyInstance<any, any, any, any, ZodTypeProvider>, deps: EventsRouteDeps): void {
+  const { intake, metrics } = deps;
+  const auth = authenticate(deps.directory, 'ingest');
+
+  app.post(
+    '/v1/events',
+    {
+      schema: eventsRouteSchema,
+      // Before the body is read: who is calling, and can the queue take more.
+      onRequest: async (req) => {
+        await auth(req);
+        deps.backpressure.admit();
+      },
+    },
+    async (req, reply) => {
+      const body = req.body as EventsBody | undefined;
+      if (body === undefined) {
+        throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is empty; send a JSON array of events (Content-Type: ${JSON_TYPE})`);
+      }
+      const store = req.principal!.store;
+      const partial = req.query.partial === 'true' || req.query.partial === '1';
+      const receivedAt = Date.now();
+      metrics.received.inc(body.items.length);
+
+      const result = intake.validate(body.items, receivedAt);
+      const errors = mergeLineErrors(result.errors, body.lineErrors);
+      const rejected = body.items.length - result.events.length;
+      if (errors.length > 0) {
+        countRejected(metrics, errors);
+        if (!partial || result.events.length === 0) {
+          // Valid events refused with their request.
+          metrics.rejected.inc({ reason: 'batch' }, result.events.length);
+          throw new HttpProblem(
+            400,
+            'TALLY_ERR_VALIDATION',
+            `${rejected} of ${body.items.length} events are invalid; nothing was accepted` +
+              (partial ? '' : ' (add ?partial=true to accept the valid ones)'),
+            { rejected, errors },
+          );
+        }
+      }
+
+      let enqueued;
+      try {
+        enqueued = await intake.enqueue(store, result.events, { idempotencyKey: req.headers['idempotency-key'], receivedAt });
+      } catch (err) {
+        if (!(err instanceof QueueUnavailableError)) throw err;
+        metrics.rejected.inc({ reason: 'unavailable' }, result.events.length);
+        req.log.warn({ err, store, events: result.events.length }, 'events queue did not take a batch');
+        throw new HttpProblem(
+          503,
+          'TALLY_ERR_UNAVAILABLE',
+          'the events queue (Redis) did not take the batch; nothing was accepted, retry later (with the same Idempotency-Key)',
+          {},
+          { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
+        );
+      }
+      metrics.accepted.inc(enqueued.accepted);
+      reply.code(202);
+      if (errors.length === 0) return { accepted: enqueued.accepted, batchId: enqueued.batchId };
+      return { accepted: enqueued.accepted, batchId: enqueued.batchId, rejected, acceptedIndexes: result.acceptedIndexes, errors };
+    },
+  );
+}
+
+/** NDJSON lines that were not JSON stand in the items as `undefined`; report them by their own reason. */
+function mergeLineErrors(errors: EventError[], lineErrors: EventError[]): EventError[] {
+  if (lineErrors.length === 0) return errors;
+  const bad = new Set(lineErrors.map((e) => e.index));
+  return [...errors.filter((e) => !bad.has(e.index)), ...lineErrors].sort((a, b) => a.index - b.index);
+}
+
+/** One count per refused event, by the field of its first error. */
+function countRejected(metrics: CollectorMetrics, errors: EventError[]): void {
+  let last = -1;
+  for (const e of errors) {
+    if (e.index === last) continue;
+    last = e.index;
+    metrics.rejected.inc({ reason: rejectReason(e.field, e.reason) });
+  }
+}

@@ -1,0 +1,60 @@
+import { checkTable, DynamoUnreachableError } from '@tally/dynamo';
+import { collectorEnv, loadConfigOrExit } from '@tally/config';
+import { createLogger, installShutdown } from '@tally/observability';
+import { closeQueues } from '@tally/queues';
+import { loadRules, RulesError } from '@tally/schema';
+import { buildApp } from './app';
+import { createCollectorDeps } from './deps';
+
+// Composition root: config → deps → app → listen → shutdown. Nothing else reads the environment.
+const config = loadConfigOrExit(collectorEnv);
+const log = createLogger({ name: 'collector', level: config.LOG_LEVEL });
+
+let rules;
+try {
+  rules = loadRules(config.RULES_FILE);
+} catch (err) {
+  if (!(err instanceof RulesError)) throw err;
+  process.stderr.write(`tally: ${err.message}\n`);
+  process.exit(1);
+}
+
+const resources = createCollectorDeps(config, log, rules);
+const { redis, queues, dynamo, backpressure } = resources;
+
+try {
+  await checkTable(dynamo, config.DYNAMODB_TABLE);
+} catch (err) {
+  // A missing table is a mistake to fix now; an unreachable DynamoDB must not stop intake (cached keys serve).
+  if (!(err instanceof DynamoUnreachableError)) {
+    process.stderr.write(`tally: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+  log.warn({ err: err.message }, 'DynamoDB is unreachable at start-up; API keys cannot be checked until it answers');
+}
+
+const app = await buildApp(resources.deps);
+backpressure.start();
+await app.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
+const address = app.server.address();
+const port = typeof address === 'object' && address ? address.port : config.HTTP_PORT;
+log.info({ port, host: config.HTTP_HOST, table: config.DYNAMODB_TABLE }, `collector listening on port ${port}`);
+
+installShutdown(log, [
+  {
+    name: 'close http',
+    run: async () => {
+      resources.beginClosing();
+      await app.close(); // in-flight requests finish; new ones get 503
+    },
+  },
+  {
+    name: 'close queues',
+    run: async () => {
+      backpressure.stop();
+      await closeQueues(queues);
+    },
+  },
+  { name: 'quit redis', run: () => redis.quit().catch(() => redis.disconnect()), timeoutMs: 3_000 },
+  { name: 'close dynamodb client', run: async () => dynamo.destroy() },
+]);

@@ -1,0 +1,52 @@
+import { Counter, Histogram, type Registry } from 'prom-client';
+
+/** Low-cardinality reasons of `tally_events_rejected_total`: the field class of the event's first error, or why a request was refused. */
+export const REJECT_REASONS = ['type', 'ts', 'id', 'dims', 'value', 'event', 'json', 'batch', 'too_many_events', 'unavailable'] as const;
+export type RejectReason = (typeof REJECT_REASONS)[number];
+
+export interface CollectorMetrics {
+  received: Counter;
+  accepted: Counter;
+  rejected: Counter<'reason'>;
+  httpDuration: Histogram<'route' | 'method' | 'status_code'>;
+}
+
+export function createCollectorMetrics(registry: Registry): CollectorMetrics {
+  const rejected = new Counter({
+    name: 'tally_events_rejected_total',
+    help:
+      'Events refused, by reason: the field of the event\'s first error (type, ts, id, dims, value, event, json), batch (a valid ' +
+      'event refused with its all-or-nothing request), too_many_events, or unavailable (Redis did not take the batch).',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  for (const reason of REJECT_REASONS) rejected.inc({ reason }, 0);
+  return {
+    received: new Counter({
+      name: 'tally_events_received_total',
+      help: 'Events in parsed POST /v1/events bodies, valid or not.',
+      registers: [registry],
+    }),
+    accepted: new Counter({
+      name: 'tally_events_accepted_total',
+      help: 'Events enqueued (Redis acknowledged the batch).',
+      registers: [registry],
+    }),
+    rejected,
+    httpDuration: new Histogram({
+      name: 'tally_http_request_duration_seconds',
+      help: 'HTTP request duration by route template, method and status code.',
+      labelNames: ['route', 'method', 'status_code'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+  };
+}
+
+/** `dims.product` → `dims`; `__proto__`, `extra`, `(event)` → `event`. */
+export function rejectReason(field: string, reason: string): RejectReason {
+  if (field === 'type' || field === 'ts' || field === 'id' || field === 'value') return field;
+  if (field.startsWith('dims')) return 'dims';
+  if (field === '(event)' && / is not valid JSON/.test(reason)) return 'json';
+  return 'event';
+}

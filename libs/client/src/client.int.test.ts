@@ -1,0 +1,142 @@
+import { createQueues, closeQueues, MAX_EVENTS_PER_JOB, QUEUE, type TallyQueues } from '@tally/queues';
+import { startRedis, waitFor, type RedisHandle } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createProducerConnection,
+  createTallyClient,
+  InvalidArgumentError,
+  QueueUnavailableError,
+  TooManyEventsError,
+  ValidationError,
+  type TallyClient,
+} from './index';
+
+let redis: RedisHandle;
+let client: TallyClient;
+let inspect: Redis;
+let queues: TallyQueues;
+
+const now = Date.now();
+const view = (product: string, ts: number | string = now - 60_000) => ({ type: 'view', ts, dims: { product, visitor: 'V1' } });
+
+beforeAll(async () => {
+  redis = await startRedis();
+  client = createTallyClient({ connection: redis.url });
+  inspect = new Redis(redis.url, { maxRetriesPerRequest: null });
+  inspect.on('error', () => {}); // the outage test kills Redis
+  queues = createQueues(inspect);
+  for (const q of Object.values(queues)) q.on('error', () => {});
+});
+
+afterAll(async () => {
+  await client?.close();
+  if (queues) await closeQueues(queues);
+  inspect?.disconnect();
+  await redis?.stop();
+});
+
+const waiting = () => queues.events.getWaitingCount();
+
+describe('createTallyClient', () => {
+  it('validates, normalizes and enqueues one job holding the batch', async () => {
+    const before = await waiting();
+    const res = await client.enqueueEvents('STORE1', [
+      view('P1', '2023-05-03T10:15:00Z'.replace('2023-05-03', new Date(now).toISOString().slice(0, 10))),
+      { type: 'order', ts: now - 1_000, value: 19.99, dims: { visitor: 'V1' } },
+      { type: 'order', ts: now - 1_000, value: '0.10' },
+    ]);
+    expect(res.accepted).toBe(3);
+    expect(res.batchId).toMatch(/^batch-r[A-Za-z0-9_-]{22}$/);
+    expect(await waiting()).toBe(before + 1);
+    const job = await queues.events.getJob(res.batchId);
+    expect(job?.name).toBe(QUEUE.events);
+    expect(job?.data).toMatchObject({ batchId: res.batchId, store: 'STORE1', source: 'client' });
+    expect(job?.data.events).toEqual([
+      { type: 'view', ts: Date.parse(`${new Date(now).toISOString().slice(0, 10)}T10:15:00Z`), dims: { product: 'P1', visitor: 'V1' } },
+      { type: 'order', ts: now - 1_000, dims: { visitor: 'V1' }, value: '19.99' },
+      { type: 'order', ts: now - 1_000, dims: {}, value: '0.10' },
+    ]);
+    expect(Math.abs(job!.data.receivedAt - Date.now())).toBeLessThan(5_000);
+  });
+
+  it('rejects the whole call when one event is bad, naming each', async () => {
+    const before = await waiting();
+    const err = await client
+      .enqueueEvents('STORE1', [view('P1'), view('P#2'), { type: 'order', ts: now, value: Number.NaN }, { type: 'click', ts: now }])
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ValidationError);
+    const v = err as ValidationError;
+    expect(v.code).toBe('TALLY_ERR_VALIDATION');
+    expect(v.errors.map((e) => [e.index, e.field])).toEqual([
+      [1, 'dims.product'],
+      [2, 'value'],
+      [3, 'type'],
+    ]);
+    expect(v.message).toMatch(/^3 invalid event fields: #1 dims\.product: must be 1-128 characters/);
+    expect(await waiting()).toBe(before);
+  });
+
+  it('counts a retried call once: the idempotency key fixes batch and job ids per store', async () => {
+    const before = await waiting();
+    const a = await client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'order-42' });
+    const b = await client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'order-42' });
+    const c = await client.enqueueEvents('STORE2', [view('P1')], { idempotencyKey: 'order-42' });
+    expect(a.batchId).toBe(b.batchId);
+    expect(a.batchId).toMatch(/^batch-[A-Za-z0-9_-]{27}$/);
+    expect(c.batchId).not.toBe(a.batchId);
+    expect(await waiting()).toBe(before + 2);
+    await expect(client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'has space' })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: '' })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
+  it('splits a large call into jobs of MAX_EVENTS_PER_JOB in one addBulk', async () => {
+    const n = 2 * MAX_EVENTS_PER_JOB + 7;
+    const events = Array.from({ length: n }, (_, i) => view(`P${i}`));
+    const before = await waiting();
+    const res = await client.enqueueEvents('STORE3', events, { idempotencyKey: 'big' });
+    expect(res.accepted).toBe(n);
+    expect(await waiting()).toBe(before + 3);
+    const sizes = await Promise.all([0, 1, 2].map(async (i) => (await queues.events.getJob(`${res.batchId}.${i}`))?.data.events.length));
+    expect(sizes).toEqual([MAX_EVENTS_PER_JOB, MAX_EVENTS_PER_JOB, 7]);
+    const last = await queues.events.getJob(`${res.batchId}.2`);
+    expect(last?.data.batchId).toBe(`${res.batchId}.2`);
+    expect(last?.data.events[6].dims.product).toBe(`P${n - 1}`);
+  });
+
+  it('refuses too many events, a bad store and an empty call without enqueuing', async () => {
+    const small = createTallyClient({ connection: redis.url, limits: { maxEvents: 2 } });
+    try {
+      const err = await small.enqueueEvents('STORE1', [view('a'), view('b'), view('c')]).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TooManyEventsError);
+      expect((err as TooManyEventsError).message).toBe('3 events in one batch; the limit is 2');
+      await expect(small.enqueueEvents('_tenant#x', [view('a')])).rejects.toMatchObject({ code: 'TALLY_ERR_INVALID_ARGUMENT', field: 'store' });
+      expect(await small.enqueueEvents('STORE1', [])).toMatchObject({ accepted: 0 });
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('fails fast with QueueUnavailableError while Redis is down, and works again after', async () => {
+    const conn = createProducerConnection(redis.url);
+    conn.on('error', () => {});
+    const c = createTallyClient({ connection: conn, readyTimeoutMs: 200 });
+    try {
+      expect((await c.enqueueEvents('STORE9', [view('P1')])).accepted).toBe(1);
+      await redis.kill('SIGKILL');
+      const started = Date.now();
+      const err = await c.enqueueEvents('STORE9', [view('P1')]).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(QueueUnavailableError);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      await redis.restart();
+      // Retried until the connection is back; the idempotency key makes the retries count once.
+      const again = await waitFor(() => c.enqueueEvents('STORE9', [view('P2')], { idempotencyKey: 'after-restart' }), { timeoutMs: 10_000 });
+      expect(again.accepted).toBe(1);
+      const job = await waitFor(() => queues.events.getJob(again.batchId), { timeoutMs: 10_000 });
+      expect(job.data.events).toHaveLength(1);
+    } finally {
+      await c.close();
+      conn.disconnect();
+    }
+  });
+});

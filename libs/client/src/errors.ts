@@ -1,0 +1,51 @@
+import type { EventError } from '@tally/schema';
+
+/** One or more events are invalid; `errors` names each by index, field and reason. Nothing was enqueued. */
+export class ValidationError extends Error {
+  readonly code = 'TALLY_ERR_VALIDATION';
+  constructor(readonly errors: EventError[]) {
+    const first = errors
+      .slice(0, 3)
+      .map((e) => `#${e.index} ${e.field}: ${e.reason}`)
+      .join('; ');
+    const more = errors.length > 3 ? `; and ${errors.length - 3} more` : '';
+    super(`${errors.length} invalid event field${errors.length === 1 ? '' : 's'}: ${first}${more}`);
+    this.name = 'ValidationError';
+  }
+}
+
+/** More events in one call (or HTTP request) than the limit allows. Nothing was enqueued. */
+export class TooManyEventsError extends Error {
+  readonly code = 'TALLY_ERR_TOO_MANY_EVENTS';
+  constructor(
+    readonly count: number,
+    readonly limit: number,
+  ) {
+    super(`${count} events in one batch; the limit is ${limit}`);
+    this.name = 'TooManyEventsError';
+  }
+}
+
+/** A store id or an idempotency key that cannot be used; `field` names it. */
+export class InvalidArgumentError extends Error {
+  readonly code = 'TALLY_ERR_INVALID_ARGUMENT';
+  constructor(
+    readonly field: 'store' | 'idempotencyKey' | 'events',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'InvalidArgumentError';
+  }
+}
+
+/**
+ * Redis did not take the batch (unreachable, not ready, timed out). Whether the jobs were written is unknown only
+ * when the connection broke mid-command; retrying with the same idempotency key is always safe.
+ */
+export class QueueUnavailableError extends Error {
+  readonly code = 'TALLY_ERR_QUEUE_UNAVAILABLE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'QueueUnavailableError';
+  }
+}

@@ -1,0 +1,255 @@
+import {
+  ConditionalCheckFailedException,
+  GetItemCommand,
+  PutItemCommand,
+  QueryCommand,
+  UpdateItemCommand,
+  type DynamoDBClient,
+} from '@aws-sdk/client-dynamodb';
+import { isValidTimeZone, STORE_ID_PATTERN } from '@tally/key-layout';
+import { TenantError } from './errors';
+import {
+  bool,
+  KEY_SK,
+  keyPk,
+  LISTING_SK_PREFIX,
+  listingSk,
+  S,
+  scopesAttr,
+  scopesOf,
+  str,
+  TENANT_SK,
+  tenantPk,
+  type Item,
+} from './items';
+import { generateKey, hashKey, isScope, SCOPES, type Scope } from './keys';
+
+/** Where tenants and keys are kept: the counters table. */
+export interface TenantDb {
+  dynamo: DynamoDBClient;
+  table: string;
+}
+
+export interface TenantInfo {
+  store: string;
+  timeZone: string;
+  createdAt: string;
+}
+
+/** A key as listed: never the key itself, only its public id (the first 12 hex digits of its sha256). */
+export interface KeyInfo {
+  keyId: string;
+  store: string;
+  label: string;
+  scopes: Scope[];
+  revoked: boolean;
+  createdAt: string;
+  revokedAt?: string;
+}
+
+export const DEFAULT_TIME_ZONE = 'UTC';
+const LABEL = /^[\x20-\x7e]{0,200}$/;
+const KEY_ID = /^[0-9a-f]{6,64}$/;
+
+function checkStore(store: string): void {
+  if (!STORE_ID_PATTERN.test(store)) {
+    throw new TenantError(
+      'TALLY_ERR_INVALID_STORE',
+      `store id ${JSON.stringify(store)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`,
+    );
+  }
+}
+
+function checkTimeZone(timeZone: string): void {
+  if (!isValidTimeZone(timeZone)) {
+    throw new TenantError('TALLY_ERR_INVALID_TIME_ZONE', `time zone ${JSON.stringify(timeZone)} is not an IANA time zone name such as Europe/Paris or UTC`);
+  }
+}
+
+function checkScopes(scopes: readonly string[]): Scope[] {
+  const bad = scopes.filter((s) => !isScope(s));
+  if (scopes.length === 0 || bad.length > 0) {
+    throw new TenantError(
+      'TALLY_ERR_INVALID_SCOPES',
+      `scopes must be one or more of ${SCOPES.join(', ')}${bad.length > 0 ? `; got ${bad.map((s) => JSON.stringify(s)).join(', ')}` : ''}`,
+    );
+  }
+  return [...new Set(scopes as Scope[])];
+}
+
+/** Reads a tenant (consistent read); undefined when the store has none. */
+export async function getTenant(db: TenantDb, store: string): Promise<TenantInfo | undefined> {
+  const out = await db.dynamo.send(
+    new GetItemCommand({ TableName: db.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
+  );
+  return out.Item ? tenantOf(store, out.Item) : undefined;
+}
+
+export function tenantOf(store: string, item: Item): TenantInfo {
+  return { store, timeZone: str(item, 'timeZone') ?? DEFAULT_TIME_ZONE, createdAt: str(item, 'createdAt') ?? '' };
+}
+
+/** Creates a tenant (a store) with its time zone (default UTC). Throws TALLY_ERR_TENANT_EXISTS when it exists. */
+export async function createTenant(db: TenantDb, store: string, opts: { timeZone?: string } = {}): Promise<TenantInfo> {
+  checkStore(store);
+  const timeZone = opts.timeZone ?? DEFAULT_TIME_ZONE;
+  checkTimeZone(timeZone);
+  const tenant = { store, timeZone, createdAt: new Date().toISOString() };
+  try {
+    await db.dynamo.send(
+      new PutItemCommand({
+        TableName: db.table,
+        Item: { pk: S(tenantPk(store)), sk: S(TENANT_SK), store: S(store), timeZone: S(timeZone), createdAt: S(tenant.createdAt) },
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) throw new TenantError('TALLY_ERR_TENANT_EXISTS', `tenant ${store} already exists`);
+    throw err;
+  }
+  return tenant;
+}
+
+/** Changes a tenant's time zone; days already counted stay in the days they were binned in. */
+export async function setTimeZone(db: TenantDb, store: string, timeZone: string): Promise<void> {
+  checkStore(store);
+  checkTimeZone(timeZone);
+  try {
+    await db.dynamo.send(
+      new UpdateItemCommand({
+        TableName: db.table,
+        Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
+        UpdateExpression: 'SET #tz = :tz',
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeNames: { '#tz': 'timeZone' },
+        ExpressionAttributeValues: { ':tz': S(timeZone) },
+      }),
+    );
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) throw notFound(store);
+    throw err;
+  }
+}
+
+/**
+ * Issues a new key for a store and returns it in plain text: the only time it is ever seen. Only its sha256 is
+ * stored. The tenant's listing item is written before the key item, so every key that works is listed.
+ */
+export async function issueKey(db: TenantDb, store: string, scopes: readonly string[], label: string): Promise<string> {
+  checkStore(store);
+  const checked = checkScopes(scopes);
+  if (!LABEL.test(label)) throw new TenantError('TALLY_ERR_INVALID_LABEL', 'a key label is 0-200 printable ASCII characters');
+  if (!(await getTenant(db, store))) throw notFound(store);
+  const key = generateKey();
+  const hash = hashKey(key);
+  const createdAt = new Date().toISOString();
+  const common = { store: S(store), scopes: scopesAttr(checked), label: S(label), revoked: { BOOL: false }, createdAt: S(createdAt) };
+  await db.dynamo.send(
+    new PutItemCommand({
+      TableName: db.table,
+      Item: { pk: S(tenantPk(store)), sk: S(listingSk(hash)), keyHash: S(hash), ...common },
+    }),
+  );
+  await db.dynamo.send(
+    new PutItemCommand({
+      TableName: db.table,
+      Item: { pk: S(keyPk(hash)), sk: S(KEY_SK), ...common },
+      ConditionExpression: 'attribute_not_exists(pk)',
+    }),
+  );
+  return key;
+}
+
+/** The store's keys, oldest first, without the keys themselves. */
+export async function listKeys(db: TenantDb, store: string): Promise<KeyInfo[]> {
+  checkStore(store);
+  const keys: KeyInfo[] = [];
+  let start: Item | undefined;
+  do {
+    const out = await db.dynamo.send(
+      new QueryCommand({
+        TableName: db.table,
+        KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
+        ExpressionAttributeValues: { ':pk': S(tenantPk(store)), ':prefix': S(LISTING_SK_PREFIX) },
+        ConsistentRead: true,
+        ...(start ? { ExclusiveStartKey: start } : {}),
+      }),
+    );
+    for (const item of out.Items ?? []) keys.push(keyInfoOf(store, item));
+    start = out.LastEvaluatedKey;
+  } while (start);
+  return keys.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.keyId.localeCompare(b.keyId));
+}
+
+function keyInfoOf(store: string, item: Item): KeyInfo {
+  const hash = (str(item, 'sk') ?? '').slice(LISTING_SK_PREFIX.length);
+  const info: KeyInfo = {
+    keyId: hash.slice(0, 12),
+    store,
+    label: str(item, 'label') ?? '',
+    scopes: scopesOf(item),
+    revoked: bool(item, 'revoked'),
+    createdAt: str(item, 'createdAt') ?? '',
+  };
+  const revokedAt = str(item, 'revokedAt');
+  if (revokedAt) info.revokedAt = revokedAt;
+  return info;
+}
+
+/**
+ * Revokes a key of `store` by its key id (as listKeys shows it, or any longer prefix of its sha256). The key item
+ * is revoked first, so a key stops working (within the directories' cache TTL) even if updating the listing
+ * fails; revoking again is harmless and completes the listing.
+ */
+export async function revokeKey(db: TenantDb, store: string, keyId: string): Promise<KeyInfo> {
+  checkStore(store);
+  if (!KEY_ID.test(keyId)) throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `key id ${JSON.stringify(keyId)} is not 6-64 lower-case hex digits (see: list-keys)`);
+  const out = await db.dynamo.send(
+    new QueryCommand({
+      TableName: db.table,
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
+      ExpressionAttributeValues: { ':pk': S(tenantPk(store)), ':prefix': S(listingSk(keyId)) },
+      ConsistentRead: true,
+    }),
+  );
+  const items = out.Items ?? [];
+  if (items.length === 0) throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `store ${store} has no key with id ${keyId}`);
+  if (items.length > 1) throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `key id ${keyId} matches ${items.length} keys of store ${store}; give more digits`);
+  const listing = items[0]!;
+  const hash = (str(listing, 'sk') ?? '').slice(LISTING_SK_PREFIX.length);
+  const revokedAt = str(listing, 'revokedAt') ?? new Date().toISOString();
+  const update = {
+    UpdateExpression: 'SET #revoked = :t, #revokedAt = if_not_exists(#revokedAt, :at)',
+    ConditionExpression: 'attribute_exists(pk) AND #store = :store',
+    ExpressionAttributeNames: { '#revoked': 'revoked', '#revokedAt': 'revokedAt', '#store': 'store' },
+    ExpressionAttributeValues: { ':t': { BOOL: true }, ':at': S(revokedAt), ':store': S(store) },
+  };
+  try {
+    await db.dynamo.send(new UpdateItemCommand({ TableName: db.table, Key: { pk: S(keyPk(hash)), sk: S(KEY_SK) }, ...update }));
+  } catch (err) {
+    // A listing whose key item was never written (issueKey died in between): nothing can authenticate with it.
+    if (!(err instanceof ConditionalCheckFailedException)) throw err;
+  }
+  await db.dynamo.send(
+    new UpdateItemCommand({ TableName: db.table, Key: { pk: S(tenantPk(store)), sk: S(listingSk(hash)) }, ...update }),
+  );
+  return { ...keyInfoOf(store, listing), revoked: true, revokedAt };
+}
+
+function notFound(store: string): TenantError {
+  return new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} does not exist (create it first)`);
+}
+
+/** The admin functions bound to one table, for callers that prefer `admin.issueKey(store, scopes, label)`. */
+export function createTenantAdmin(db: TenantDb) {
+  return {
+    createTenant: (store: string, opts?: { timeZone?: string }) => createTenant(db, store, opts),
+    getTenant: (store: string) => getTenant(db, store),
+    issueKey: (store: string, scopes: readonly string[], label: string) => issueKey(db, store, scopes, label),
+    revokeKey: (store: string, keyId: string) => revokeKey(db, store, keyId),
+    setTimeZone: (store: string, timeZone: string) => setTimeZone(db, store, timeZone),
+    listKeys: (store: string) => listKeys(db, store),
+  };
+}
+
+export type TenantAdmin = ReturnType<typeof createTenantAdmin>;

@@ -1,0 +1,32 @@
+/** Stable codes of the errors this lib throws. */
+export type TenantErrorCode =
+  | 'TALLY_ERR_TENANT_EXISTS'
+  | 'TALLY_ERR_TENANT_NOT_FOUND'
+  | 'TALLY_ERR_KEY_NOT_FOUND'
+  | 'TALLY_ERR_INVALID_STORE'
+  | 'TALLY_ERR_INVALID_TIME_ZONE'
+  | 'TALLY_ERR_INVALID_SCOPES'
+  | 'TALLY_ERR_INVALID_LABEL';
+
+/** An admin operation on tenants or keys was refused; `message` says what and which store/key. */
+export class TenantError extends Error {
+  constructor(
+    readonly code: TenantErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'TenantError';
+  }
+}
+
+/**
+ * DynamoDB did not answer a key or tenant lookup and nothing was known about that key or store from before.
+ * Callers answer 503 with Retry-After: known keys keep working from the cache while DynamoDB is down.
+ */
+export class TenantsUnavailableError extends Error {
+  readonly code = 'TALLY_ERR_TENANTS_UNAVAILABLE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TenantsUnavailableError';
+  }
+}

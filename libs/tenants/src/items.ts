@@ -1,0 +1,38 @@
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import { isScope, type Scope } from './keys';
+
+/**
+ * Tenant items live in the counters table under pks that start with `_` (store ids never do):
+ *   pk `_tenant#<store>` sk `META`        the tenant: timeZone, createdAt
+ *   pk `_tenant#<store>` sk `KEY#<hash>`  the tenant's listing of one key (for listKeys; never the key itself)
+ *   pk `_key#<hash>`     sk `KEY`         the key, looked up by its sha256: store, scopes, revoked, label, createdAt
+ */
+export const tenantPk = (store: string) => `_tenant#${store}`;
+export const TENANT_SK = 'META';
+export const keyPk = (hash: string) => `_key#${hash}`;
+export const KEY_SK = 'KEY';
+export const LISTING_SK_PREFIX = 'KEY#';
+export const listingSk = (hash: string) => `${LISTING_SK_PREFIX}${hash}`;
+
+export type Item = Record<string, AttributeValue>;
+
+export const S = (s: string): AttributeValue => ({ S: s });
+
+export function str(item: Item, name: string): string | undefined {
+  const v = item[name];
+  return v && 'S' in v ? v.S : undefined;
+}
+
+export function bool(item: Item, name: string): boolean {
+  const v = item[name];
+  return v !== undefined && 'BOOL' in v && v.BOOL === true;
+}
+
+/** Scopes are stored as a list of strings; unknown ones (from a newer version) are ignored. */
+export function scopesOf(item: Item): Scope[] {
+  const v = item['scopes'];
+  const list = v && 'L' in v ? (v.L ?? []) : [];
+  return list.map((x) => ('S' in x ? x.S : undefined)).filter((s): s is Scope => s !== undefined && isScope(s));
+}
+
+export const scopesAttr = (scopes: readonly Scope[]): AttributeValue => ({ L: scopes.map((s) => ({ S: s })) });

@@ -1,0 +1,177 @@
+import { ScanCommand } from '@aws-sdk/client-dynamodb';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createDynamoClient } from '@tally/dynamo';
+import { createTestTable, startDynalite, waitFor, type DynaliteHandle } from '@tally/testing';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import {
+  createTenant,
+  createTenantAdmin,
+  createTenantDirectory,
+  hashKey,
+  issueKey,
+  keyIdOf,
+  listKeys,
+  revokeKey,
+  setTimeZone,
+  TenantError,
+  TenantsUnavailableError,
+  type TenantDb,
+} from './index';
+
+let dynalite: DynaliteHandle;
+let db: TenantDb;
+let dataDir: string;
+
+beforeAll(async () => {
+  // On disk, so the data survives the outage test's stop and restart.
+  dataDir = mkdtempSync(join(tmpdir(), 'tally-tenants-'));
+  dynalite = await startDynalite({ path: dataDir });
+  const table = await createTestTable(dynalite.endpoint);
+  db = { dynamo: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1', maxAttempts: 1, requestTimeoutMs: 1_000 }), table };
+});
+
+afterAll(async () => {
+  db?.dynamo.destroy();
+  await dynalite?.stop();
+  if (dynalite) rmSync(dataDir, { recursive: true, force: true });
+});
+
+const codeOf = async (p: Promise<unknown>) => {
+  try {
+    await p;
+  } catch (err) {
+    return (err as TenantError).code;
+  }
+  return 'no error';
+};
+
+describe('tenant admin', () => {
+  it('creates tenants, issues keys that only exist hashed, and lists keys without printing them', async () => {
+    const t = await createTenant(db, 'ADMIN1', { timeZone: 'Europe/Paris' });
+    expect(t).toMatchObject({ store: 'ADMIN1', timeZone: 'Europe/Paris' });
+    const k1 = await issueKey(db, 'ADMIN1', ['ingest'], 'web shop');
+    const k2 = await issueKey(db, 'ADMIN1', ['read', 'admin', 'read'], 'dashboard');
+    expect(k1).toMatch(/^tly_[A-Za-z0-9_-]{43}$/);
+    expect(k1).not.toBe(k2);
+
+    const keys = await listKeys(db, 'ADMIN1');
+    expect(keys.map((k) => [k.keyId, k.label, k.scopes, k.revoked])).toEqual(
+      expect.arrayContaining([
+        [keyIdOf(k1), 'web shop', ['ingest'], false],
+        [keyIdOf(k2), 'dashboard', ['read', 'admin'], false],
+      ]),
+    );
+    expect(keys).toHaveLength(2);
+
+    const scan = await db.dynamo.send(new ScanCommand({ TableName: db.table }));
+    const dump = JSON.stringify(scan.Items);
+    expect(dump).not.toContain(k1);
+    expect(dump).not.toContain(k1.slice(4));
+    expect(dump).toContain(`_key#${hashKey(k1)}`);
+  });
+
+  it('refuses bad input with a named error', async () => {
+    await createTenant(db, 'ADMIN2');
+    expect(await codeOf(createTenant(db, 'ADMIN2'))).toBe('TALLY_ERR_TENANT_EXISTS');
+    expect(await codeOf(createTenant(db, '_tenant'))).toBe('TALLY_ERR_INVALID_STORE');
+    expect(await codeOf(createTenant(db, 'S#1'))).toBe('TALLY_ERR_INVALID_STORE');
+    expect(await codeOf(createTenant(db, 'ADMIN3', { timeZone: 'Mars/Olympus' }))).toBe('TALLY_ERR_INVALID_TIME_ZONE');
+    expect(await codeOf(setTimeZone(db, 'ADMIN2', 'CET+1'))).toBe('TALLY_ERR_INVALID_TIME_ZONE');
+    expect(await codeOf(setTimeZone(db, 'NOPE', 'UTC'))).toBe('TALLY_ERR_TENANT_NOT_FOUND');
+    expect(await codeOf(issueKey(db, 'NOPE', ['ingest'], ''))).toBe('TALLY_ERR_TENANT_NOT_FOUND');
+    expect(await codeOf(issueKey(db, 'ADMIN2', ['write'], ''))).toBe('TALLY_ERR_INVALID_SCOPES');
+    expect(await codeOf(issueKey(db, 'ADMIN2', [], ''))).toBe('TALLY_ERR_INVALID_SCOPES');
+    expect(await codeOf(issueKey(db, 'ADMIN2', ['ingest'], 'tab\there'))).toBe('TALLY_ERR_INVALID_LABEL');
+    expect(await codeOf(revokeKey(db, 'ADMIN2', 'abcdef'))).toBe('TALLY_ERR_KEY_NOT_FOUND');
+    expect(await codeOf(revokeKey(db, 'ADMIN2', 'not-hex'))).toBe('TALLY_ERR_KEY_NOT_FOUND');
+  });
+
+  it('revokes only a key of the given store', async () => {
+    const admin = createTenantAdmin(db);
+    await admin.createTenant('ISO1');
+    await admin.createTenant('ISO2');
+    const key = await admin.issueKey('ISO1', ['ingest'], '');
+    expect(await codeOf(admin.revokeKey('ISO2', keyIdOf(key)))).toBe('TALLY_ERR_KEY_NOT_FOUND');
+    const revoked = await admin.revokeKey('ISO1', keyIdOf(key));
+    expect(revoked).toMatchObject({ keyId: keyIdOf(key), revoked: true });
+    expect((await admin.listKeys('ISO1'))[0]).toMatchObject({ revoked: true, revokedAt: revoked.revokedAt });
+    // Revoking twice is harmless and keeps the first revocation time.
+    expect((await admin.revokeKey('ISO1', keyIdOf(key))).revokedAt).toBe(revoked.revokedAt);
+  });
+});
+
+describe('tenant directory', () => {
+  it('authenticates a key to its store, scopes and time zone; unknown and malformed keys are undefined', async () => {
+    await createTenant(db, 'DIR1', { timeZone: 'America/New_York' });
+    const key = await issueKey(db, 'DIR1', ['ingest', 'read'], 'k');
+    const dir = createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 5_000 });
+    expect(await dir.authenticate(key)).toEqual({ store: 'DIR1', scopes: ['ingest', 'read'], timeZone: 'America/New_York' });
+    expect(await dir.authenticate(`${key.slice(0, -1)}x`)).toBeUndefined();
+    expect(await dir.authenticate('short')).toBeUndefined();
+    expect(await dir.authenticate('has spaces and ünïcode in it')).toBeUndefined();
+    expect(await dir.tenant('DIR1')).toEqual({ store: 'DIR1', timeZone: 'America/New_York' });
+    expect(await dir.tenant('NOPE')).toBeUndefined();
+    expect(await dir.tenant('_tenant#DIR1')).toBeUndefined();
+  });
+
+  it('caches lookups and shares concurrent ones', async () => {
+    await createTenant(db, 'DIR2');
+    const key = await issueKey(db, 'DIR2', ['ingest'], '');
+    const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+    const send = vi.spyOn(dynamo, 'send');
+    const dir = createTenantDirectory({ dynamo, table: db.table, cacheTtlMs: 60_000 });
+    const results = await Promise.all(Array.from({ length: 20 }, () => dir.authenticate(key)));
+    expect(results.every((r) => r?.store === 'DIR2')).toBe(true);
+    await dir.authenticate(key);
+    expect(send).toHaveBeenCalledTimes(2); // one key item, one tenant item
+    dynamo.destroy();
+  });
+
+  it('stops accepting a revoked key once the TTL has passed, and picks up a new time zone', async () => {
+    await createTenant(db, 'DIR3');
+    const key = await issueKey(db, 'DIR3', ['ingest'], '');
+    const ttl = 400;
+    const dir = createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: ttl });
+    expect(await dir.authenticate(key)).toMatchObject({ store: 'DIR3', timeZone: 'UTC' });
+    const revokedAt = Date.now();
+    await revokeKey(db, 'DIR3', keyIdOf(key));
+    await setTimeZone(db, 'DIR3', 'Asia/Kathmandu');
+    expect(await dir.authenticate(key)).toMatchObject({ store: 'DIR3' }); // still cached
+    await waitFor(async () => (await dir.authenticate(key)) === undefined, { timeoutMs: 5_000, intervalMs: 20 });
+    expect(Date.now() - revokedAt).toBeLessThan(ttl + 300);
+    await waitFor(async () => (await dir.tenant('DIR3'))?.timeZone === 'Asia/Kathmandu', { timeoutMs: 5_000 });
+  });
+
+  it('serves last-known keys while DynamoDB is down and says when it knows nothing', async () => {
+    await createTenant(db, 'DIR4', { timeZone: 'Europe/London' });
+    const known = await issueKey(db, 'DIR4', ['ingest'], 'known');
+    const unseen = await issueKey(db, 'DIR4', ['ingest'], 'unseen');
+    const revoked = await issueKey(db, 'DIR4', ['ingest'], 'revoked');
+    await revokeKey(db, 'DIR4', keyIdOf(revoked));
+    const warnings: object[] = [];
+    const log = { warn: (o: object) => warnings.push(o), info: () => {} };
+    const dir = createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 50, retryAfterFailureMs: 100, log });
+    expect(await dir.authenticate(known)).toMatchObject({ store: 'DIR4' });
+    expect(await dir.authenticate(revoked)).toBeUndefined();
+
+    await dynalite.stop();
+    try {
+      await new Promise((r) => setTimeout(r, 120)); // past the TTL: every lookup goes to DynamoDB and fails
+      for (let i = 0; i < 3; i++) {
+        expect(await dir.authenticate(known)).toEqual({ store: 'DIR4', scopes: ['ingest'], timeZone: 'Europe/London' });
+        expect(await dir.authenticate(revoked)).toBeUndefined();
+        expect(await dir.tenant('DIR4')).toEqual({ store: 'DIR4', timeZone: 'Europe/London' });
+        const err = await dir.authenticate(unseen).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(TenantsUnavailableError);
+        expect((err as TenantsUnavailableError).code).toBe('TALLY_ERR_TENANTS_UNAVAILABLE');
+        await new Promise((r) => setTimeout(r, 110));
+      }
+      expect(warnings).toHaveLength(1);
+    } finally {
+      await dynalite.restart();
+    }
+    await waitFor(async () => (await dir.authenticate(unseen))?.store === 'DIR4', { timeoutMs: 5_000 });
+  });
+});

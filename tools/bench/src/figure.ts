@@ -1,0 +1,22 @@
+/** What a figure gets: run mode and a place to say what it is doing. */
+export interface FigureContext {
+  /** `--quick`: short runs (about 2 s each) to check that the figure works, not to publish numbers. */
+  quick: boolean;
+  /** `--profile`: also write CPU profiles of the measured process (node --cpu-prof) to this directory. */
+  profileDir?: string;
+  /** Progress lines (stderr). */
+  log(line: string): void;
+}
+
+export interface FigureResult {
+  /** One line, printed by `npm run bench`. */
+  summary: string;
+  /** The figure's section in docs/BENCHMARKS.md (without its `## name` heading). */
+  markdown: string;
+}
+
+export interface Figure {
+  /** Kebab-case; the section heading in docs/BENCHMARKS.md and the name on the command line. */
+  name: string;
+  run(ctx: FigureContext): Promise<FigureResult>;
+}

@@ -1,0 +1,228 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { promisify } from 'node:util';
+import { createDynamoClient } from '@tally/dynamo';
+import { closeQueues, createQueues } from '@tally/queues';
+import { createTenantAdmin } from '@tally/tenants';
+import {
+  createTestTable,
+  freePort,
+  metricValue,
+  REPO_ROOT,
+  startDynalite,
+  startProcess,
+  startRedis,
+  waitFor,
+  type ProcessHandle,
+} from '@tally/testing';
+import autocannon from 'autocannon';
+import { Redis } from 'ioredis';
+import type { Figure, FigureContext, FigureResult } from '../figure';
+
+const run = promisify(execFile);
+
+/** The 1000-event figure the collector is built for, on the 2-core machine. */
+export const TARGET_EVENTS_PER_SECOND = 100_000;
+
+interface Load {
+  batch: number;
+  connections: number;
+}
+
+/** Batch sizes and concurrent connections: enough connections to keep one collector process busy. */
+const LOADS: readonly Load[] = [
+  { batch: 100, connections: 32 },
+  { batch: 1000, connections: 16 },
+];
+
+export interface IngestRun extends Load {
+  seconds: number;
+  requestsPerSecond: number;
+  eventsPerSecond: number;
+  /** Events the collector counted as accepted (its metrics) per second, a cross-check of the client's count. */
+  acceptedPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  non2xx: number;
+  errors: number;
+  /** CPU time of the collector and of redis-server per wall second (1.0 = one core busy). */
+  collectorCpu: number;
+  /** Collector CPU milliseconds per 1000 accepted events: its cost, whatever else the machine is doing. */
+  cpuMsPer1000: number;
+  redisCpu: number;
+}
+
+/**
+ * Sustained events/s accepted by ONE collector process (a child process, like production) with 100- and
+ * 1000-event batches, loaded with autocannon over 127.0.0.1 for a bounded time each; next to redis-benchmark's
+ * HSET and HINCRBY figures against the same redis-server in the same run. Nothing consumes the events queue
+ * meanwhile (it is emptied between runs), so this is intake alone: parse, validate, enqueue.
+ */
+export const collectorIngest: Figure = {
+  name: 'collector-ingest',
+  async run(ctx: FigureContext): Promise<FigureResult> {
+    const seconds = ctx.quick ? 2 : 10;
+    const loadBefore = loadavg()[0]!;
+    const redis = await startRedis();
+    const dynalite = await startDynalite();
+    let collector: Collector | undefined;
+    const inspect = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const queues = createQueues(inspect);
+    try {
+      const table = await createTestTable(dynalite.endpoint);
+      const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+      const admin = createTenantAdmin({ dynamo, table });
+      await admin.createTenant('BENCH1');
+      const key = await admin.issueKey('BENCH1', ['ingest'], 'bench');
+      dynamo.destroy();
+
+      collector = await startCollector(ctx, {
+        REDIS_URL: redis.url,
+        DYNAMODB_ENDPOINT: dynalite.endpoint,
+        DYNAMODB_TABLE: table,
+        LOG_LEVEL: 'warn',
+        // Nothing drains the queue during a run; backpressure is not what is measured here.
+        MAX_QUEUE_DEPTH: '10000000',
+      });
+      ctx.log(`collector pid ${collector.process.pid} on ${collector.url}, redis-server pid ${redis.pid} on ${redis.url}`);
+
+      const runs: IngestRun[] = [];
+      for (const load of LOADS) {
+        const body = JSON.stringify(batchOf(load.batch));
+        const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+        const url = `${collector.url}/v1/events`;
+        ctx.log(`warm-up: ${load.batch}-event batches`);
+        await autocannon({ url, method: 'POST', headers, body, connections: load.connections, duration: ctx.quick ? 1 : 3 });
+        await queues.events.drain();
+
+        ctx.log(`measuring ${seconds} s: ${load.batch}-event batches, ${load.connections} connections`);
+        const acceptedBefore = metricValue(await collector.metrics(), 'tally_events_accepted_total');
+        const cpuBefore = [cpuSeconds(collector.process.pid), cpuSeconds(redis.pid)];
+        const started = process.hrtime.bigint();
+        const r = await autocannon({ url, method: 'POST', headers, body, connections: load.connections, duration: seconds, timeout: 30 });
+        const wall = Number(process.hrtime.bigint() - started) / 1e9;
+        const cpuAfter = [cpuSeconds(collector.process.pid), cpuSeconds(redis.pid)];
+        const accepted = metricValue(await collector.metrics(), 'tally_events_accepted_total') - acceptedBefore;
+        runs.push({
+          ...load,
+          seconds: r.duration,
+          requestsPerSecond: r['2xx'] / r.duration,
+          eventsPerSecond: (r['2xx'] * load.batch) / r.duration,
+          acceptedPerSecond: accepted / wall,
+          p50Ms: r.latency.p50,
+          p99Ms: r.latency.p99,
+          non2xx: r.non2xx,
+          errors: r.errors + r.timeouts,
+          collectorCpu: (cpuAfter[0]! - cpuBefore[0]!) / wall,
+          cpuMsPer1000: ((cpuAfter[0]! - cpuBefore[0]!) * 1_000 * 1_000) / Math.max(1, accepted),
+          redisCpu: (cpuAfter[1]! - cpuBefore[1]!) / wall,
+        });
+        const last = runs.at(-1)!;
+        ctx.log(
+          `  ${fmt(last.eventsPerSecond)} events/s, collector ${last.collectorCpu.toFixed(2)} cores, ` +
+            `${last.cpuMsPer1000.toFixed(2)} CPU ms per 1000 events, ${r.non2xx} non-2xx, ${r.errors} errors`,
+        );
+        await queues.events.drain();
+      }
+
+      ctx.log('redis-benchmark HSET and HINCRBY (-P 16) against the same redis-server');
+      const n = ctx.quick ? 200_000 : 2_000_000;
+      const hset = await redisBenchmark(['-p', String(redis.port), '-q', '-t', 'hset', '-P', '16', '-n', String(n)]);
+      const hincrby = await redisBenchmark([
+        '-p', String(redis.port), '-q', '-P', '16', '-n', String(n), '-r', '100000', 'hincrby', 'bench:h', 'f:__rand_int__', '1',
+      ]);
+      await collector.process.kill('SIGTERM'); // a clean exit writes the CPU profile when profiling
+      return report(runs, { hset, hincrby, n }, ctx.quick, loadBefore);
+    } finally {
+      await collector?.process.kill('SIGKILL');
+      await closeQueues(queues);
+      inspect.disconnect();
+      await Promise.all([redis.stop(), dynalite.stop()]);
+    }
+  },
+};
+
+interface Collector {
+  process: ProcessHandle;
+  url: string;
+  metrics(): Promise<string>;
+}
+
+/** `node [--cpu-prof] --import tsx apps/collector/src/main.ts` on a free port (as production runs it), healthy. */
+async function startCollector(ctx: FigureContext, env: Record<string, string>): Promise<Collector> {
+  const port = await freePort();
+  const profile = ctx.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`] : [];
+  const proc = await startProcess(process.execPath, [...profile, '--no-warnings', '--import', 'tsx', 'apps/collector/src/main.ts'], {
+    cwd: REPO_ROOT,
+    name: 'collector',
+    env: { ...env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(
+    async () => {
+      if (proc.exit) throw new Error(`the collector exited (${JSON.stringify(proc.exit)}):\n${proc.output()}`);
+      return (await fetch(`${url}/healthz`).catch(() => undefined))?.ok;
+    },
+    { timeoutMs: 30_000, intervalMs: 100, message: 'the collector to answer /healthz' },
+  );
+  return { process: proc, url, metrics: async () => (await fetch(`${url}/metrics`)).text() };
+}
+
+function batchOf(n: number): unknown[] {
+  const ts = new Date().toISOString();
+  return Array.from({ length: n }, (_, i) => ({ type: 'view', ts, dims: { product: `P${i % 500}`, visitor: `V${i}` } }));
+}
+
+/** utime + stime of a process, in seconds (Linux /proc). */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+async function redisBenchmark(args: string[]): Promise<number> {
+  const { stdout } = await run('redis-benchmark', args, { timeout: 120_000 });
+  const m = /([\d.]+) requests per second/.exec(stdout.replace(/\r/g, '\n'));
+  if (!m) throw new Error(`cannot read redis-benchmark output: ${stdout.slice(-200)}`);
+  return Number(m[1]);
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+function report(runs: IngestRun[], redisOps: { hset: number; hincrby: number; n: number }, quick: boolean, load: number): FigureResult {
+  const big = runs.find((r) => r.batch === 1000)!;
+  const small = runs.find((r) => r.batch === 100)!;
+  const met = big.eventsPerSecond >= TARGET_EVENTS_PER_SECOND;
+  const summary =
+    `${fmt(big.eventsPerSecond)} events/s with 1000-event batches (p99 ${big.p99Ms} ms), ` +
+    `${fmt(small.eventsPerSecond)} events/s with 100-event batches; redis-benchmark HSET ${fmt(redisOps.hset)}/s, ` +
+    `HINCRBY ${fmt(redisOps.hincrby)}/s (-P 16); target ${fmt(TARGET_EVENTS_PER_SECOND)} events/s ${met ? 'met' : 'NOT met'}` +
+    (quick ? ' [quick run]' : '');
+  const rows = runs.map(
+    (r) =>
+      `| ${r.batch} | ${r.connections} | ${r.seconds} | ${fmt(r.requestsPerSecond)} | **${fmt(r.eventsPerSecond)}** | ${fmt(r.acceptedPerSecond)} | ` +
+      `${r.p50Ms} / ${r.p99Ms} | ${r.non2xx} / ${r.errors} | ${r.collectorCpu.toFixed(2)} / ${r.redisCpu.toFixed(2)} | ${r.cpuMsPer1000.toFixed(2)} |`,
+  );
+  const cpu = cpus();
+  const markdown = `
+Run ${new Date().toISOString()} on ${cpu.length} × ${cpu[0]?.model ?? 'unknown CPU'}, Node ${process.version}${quick ? ' (quick run)' : ''}; load average
+before the run ${load.toFixed(1)} (the machine is shared: other processes take CPU from the collector, Redis and
+autocannon, so events/s varies with it; the collector's CPU ms per 1000 events does much less).
+One collector process, autocannon on 127.0.0.1 in the bench process, view events with two dims, AOF on; nothing
+consumes the events queue (emptied between runs). Target: ${fmt(TARGET_EVENTS_PER_SECOND)} events/s with 1000-event
+batches — **${met ? 'met' : 'not met'}**.
+
+| batch | connections | s | requests/s | events/s | accepted/s (metrics) | latency p50 / p99 ms | non-2xx / errors | CPU collector / redis (cores) | collector CPU ms / 1000 events |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${rows.join('\n')}
+
+Same redis-server, same run: \`redis-benchmark -q -t hset -P 16 -n ${redisOps.n}\` **${fmt(redisOps.hset)}** ops/s;
+\`redis-benchmark -q -P 16 -n ${redisOps.n} -r 100000 hincrby bench:h f:__rand_int__ 1\` **${fmt(redisOps.hincrby)}** ops/s.
+`;
+  return { summary, markdown };
+}

@@ -1,0 +1,336 @@
+import { BucketStore } from '@tally/buckets';
+import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter } from '@tally/dynamo';
+import { evaluateSegments, namedRange, readSeries, resolveMetrics, type QueryDeps, type Segment } from '@tally/query';
+import { compileRules, defaultRules, rollup, type NormalizedEvent } from '@tally/schema';
+import { createTenant, issueKey } from '@tally/tenants';
+import { loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { createTestTable, REPO_ROOT, startApp, startDynalite, startProcess, startRedis, type AppHandle, type ProcessHandle } from '@tally/testing';
+import { Redis } from 'ioredis';
+import type { Figure, FigureContext, FigureResult } from '../figure';
+import { prng, zipf } from '../workload';
+
+const DAY = 86_400_000;
+const STORE = 'BENCHQ';
+const HEAVY = 'VHEAVY';
+const PRODUCTS = 100;
+const VISITORS = 300;
+const INGEST_FLAG = '--ingest-loop';
+
+interface Scenario {
+  name: string;
+  /** Short name for the one-line summary. */
+  label: string;
+  /** One call; returns the DynamoDB requests it made. */
+  call: () => Promise<number>;
+  /** The same question over HTTP (query-api process). */
+  http: { method: 'GET' | 'POST'; path: string; body?: unknown };
+}
+
+interface Measured {
+  name: string;
+  label: string;
+  calls: number;
+  p50: number;
+  p99: number;
+  mean: number;
+  maxDynamoRequests: number;
+  readUnitsPerCall: number;
+  httpP50: number;
+  httpP99: number;
+}
+
+const SEGMENTS: Segment[] = [
+  {
+    name: 'p1-fan',
+    match: 'all',
+    rules: [
+      { metric: 'ProductViews', key: 'P1', range: 'last3m', op: '>=', value: 3 },
+      { metric: 'ProductViews', key: 'P2', range: 'allTime', op: '>=', value: 5 },
+    ],
+  },
+  {
+    name: 'spender',
+    match: 'any',
+    rules: [
+      { metric: 'Revenue', range: 'last30d', op: '>', value: 100 },
+      { metric: 'OrderCount', range: 'last12m', op: '>=', value: 3 },
+      { metric: 'ViewCount', range: 'last7d', op: '>=', value: 10 },
+    ],
+  },
+];
+
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+/** Calls `fn` back to back for `ms` (at least 50 calls); returns the latencies in ms, sorted. */
+async function timeLoop(ms: number, fn: () => Promise<unknown>): Promise<number[]> {
+  const out: number[] = [];
+  const end = performance.now() + ms;
+  while (performance.now() < end || out.length < 50) {
+    const t0 = performance.now();
+    await fn();
+    out.push(performance.now() - t0);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+/**
+ * Latency (p50/p99) and DynamoDB reads of the questions the query API answers, in-process (the libs/query calls
+ * the routes make) and over HTTP (a query-api process), against real Redis and dynalite holding 13 months of
+ * history for one store, while a background loop keeps applying event batches and flushing rows (live data in
+ * every answer).
+ */
+export async function measureQueries(
+  ctx: FigureContext,
+): Promise<{ rows: Measured[]; historyDays: number; ingested: number; ingestSeconds: number; loadAverage: number }> {
+  const runMs = ctx.quick ? 1_500 : 10_000;
+  const historyDays = ctx.quick ? 120 : 400;
+  const redisServer = await startRedis();
+  const dyn = await startDynalite({ mode: 'child' });
+  const table = await createTestTable(dyn.endpoint);
+  const redis = new Redis(redisServer.url);
+  const client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
+  const rules = compileRules(defaultRules);
+  const buckets = new BucketStore({ redis, rules });
+  const meter: DynamoMeter = createDynamoMeter();
+  const deps: QueryDeps = { buckets, dynamo: { client, table, meter }, rules };
+  const writeMeter = createDynamoMeter();
+  let clock = Date.now();
+  const tick = () => (clock = Math.max(clock + 1, Date.now()));
+  let batchNo = 0;
+  let app: AppHandle | undefined;
+  let ingestProc: ProcessHandle | undefined;
+
+  const flushAll = async () => {
+    await buckets.seal(STORE, { now: tick(), minAgeMs: 0 });
+    await buckets.foldSealed(STORE, { now: tick() });
+    for (const { pk } of await buckets.dueRows(STORE, Number.MAX_SAFE_INTEGER)) {
+      const out = await buckets.readOutbox(STORE, pk);
+      if (out.entries.length === 0) continue;
+      await writeRow({ client, table, meter: writeMeter }, pk, out.entries);
+      await buckets.ackOutbox(STORE, pk, out.entries.map((e) => e.field), tick());
+    }
+  };
+  const apply = async (events: NormalizedEvent[]) => {
+    await buckets.apply(STORE, `q-${++batchNo}`, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 });
+  };
+
+  try {
+    await createTenant({ dynamo: client, table }, STORE);
+    const key = await issueKey({ dynamo: client, table }, STORE, ['read'], 'bench');
+    await buckets.registerStore(STORE);
+
+    // History: `historyDays` days of traffic (Zipf products and visitors), plus one heavy visitor who viewed 40
+    // products and ordered now and then, written to DynamoDB every 30 days as a writer would.
+    ctx.log(`seeding ${historyDays} days of history`);
+    const rnd = prng(7);
+    const product = zipf(PRODUCTS, 1.05, rnd);
+    const visitor = zipf(VISITORS, 0.8, rnd);
+    const today = Date.now();
+    for (let d = historyDays; d >= 0; d--) {
+      const dayTs = today - d * DAY;
+      const events: NormalizedEvent[] = [];
+      for (let i = 0; i < 150; i++) {
+        const ts = dayTs - Math.floor(rnd() * DAY * 0.9);
+        if (rnd() < 0.95) events.push({ type: 'view', ts, dims: { product: `P${product()}`, visitor: `V${visitor()}` } });
+        else events.push({ type: 'order', ts, value: (Math.floor(rnd() * 20000) / 100).toFixed(2), dims: { visitor: `V${visitor()}` } });
+      }
+      for (let i = 0; i < 4; i++) events.push({ type: 'view', ts: dayTs - Math.floor(rnd() * DAY * 0.9), dims: { product: `P${1 + Math.floor(rnd() * 40)}`, visitor: HEAVY } });
+      if (d % 20 === 0) events.push({ type: 'order', ts: dayTs - 3_600_000, value: '42.50', dims: { visitor: HEAVY } });
+      await apply(events);
+      if (d % 30 === 0) await flushAll();
+    }
+    await flushAll();
+
+    // Concurrent ingest in its own process (so its work does not sit in the measured event loop): batches of 100
+    // current events every 10 ms, every row flushed each second. The heavy visitor is not in them, so its session
+    // cache stays warm, as between two page views of one session.
+    ingestProc = await startProcess(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), INGEST_FLAG, redisServer.url, dyn.endpoint, table], {
+      cwd: REPO_ROOT,
+      name: 'query-bench-ingest',
+      env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+    });
+    await ingestProc.waitForLine(/^ingested \d+/, { timeoutMs: 30_000 });
+    const ingestStart = performance.now();
+
+    app = await startApp('query-api', {
+      env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+    });
+    const metrics = resolveMetrics(rules, ['ViewCount', 'OrderCount', 'Revenue']);
+    const series = (range: 'last30d' | 'last3m' | 'all', granularity: 'day' | 'total') => async () => {
+      const r = await readSeries(deps, {
+        store: STORE,
+        pk: STORE,
+        metrics,
+        // Granularity total reads the TOTAL item whatever the range (as the route does for allTime).
+        range: namedRange(range === 'all' ? 'today' : range, 'UTC', Date.now()),
+        granularity,
+      });
+      return r.dynamoRequests;
+    };
+    const heavyPk = rules.pkOf(STORE, 'visitor', [HEAVY]);
+    const scenarios: Scenario[] = [
+      { name: 'series, last 30 days by day (store row)', label: 'last30d', call: series('last30d', 'day'), http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&range=last30d&granularity=day' } },
+      { name: 'series, last 3 months by day (store row)', label: 'last3m', call: series('last3m', 'day'), http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&range=last3m&granularity=day' } },
+      { name: 'series, all time (granularity total)', label: 'all-time', call: series('all', 'total'), http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&granularity=total' } },
+      {
+        name: 'segment evaluation, warm cache (2 segments, 5 rules)',
+        label: 'segments (warm)',
+        call: async () => {
+          const r = await evaluateSegments(deps, { store: STORE, pk: heavyPk, timeZone: 'UTC', now: Date.now(), segments: SEGMENTS, cacheTtlSeconds: 1_800 });
+          return r.dynamoRequests;
+        },
+        http: { method: 'POST', path: '/v1/segments/evaluate', body: { visitor: HEAVY, segments: SEGMENTS } },
+      },
+    ];
+
+    const rows: Measured[] = [];
+    for (const s of scenarios) {
+      ctx.log(s.name);
+      await s.call(); // warm-up (fills the segment cache)
+      let maxDynamoRequests = 0;
+      const units0 = meter.totals().readUnits;
+      let calls = 0;
+      const lat = await timeLoop(runMs, async () => {
+        maxDynamoRequests = Math.max(maxDynamoRequests, await s.call());
+        calls++;
+      });
+      const readUnitsPerCall = (meter.totals().readUnits - units0) / calls;
+      const headers: Record<string, string> = { authorization: `Bearer ${key}` };
+      if (s.http.body) headers['content-type'] = 'application/json';
+      const httpCall = async () => {
+        const res = await fetch(app!.url + s.http.path, { method: s.http.method, headers, body: s.http.body ? JSON.stringify(s.http.body) : undefined });
+        if (res.status !== 200) throw new Error(`${s.http.method} ${s.http.path}: ${res.status} ${await res.text()}`);
+        await res.arrayBuffer();
+      };
+      await httpCall();
+      const httpLat = await timeLoop(runMs, httpCall);
+      rows.push({
+        name: s.name,
+        label: s.label,
+        calls,
+        p50: quantile(lat, 0.5),
+        p99: quantile(lat, 0.99),
+        mean: lat.reduce((a, b) => a + b, 0) / lat.length,
+        maxDynamoRequests,
+        readUnitsPerCall,
+        httpP50: quantile(httpLat, 0.5),
+        httpP99: quantile(httpLat, 0.99),
+      });
+    }
+    const ingestSeconds = (performance.now() - ingestStart) / 1000;
+    await ingestProc.kill('SIGTERM');
+    const counts = [...ingestProc.output().matchAll(/^ingested (\d+)/gm)].map((m) => Number(m[1]));
+    const ingested = (counts.at(-1) ?? 0) - (counts[0] ?? 0);
+    return { rows, historyDays, ingested, ingestSeconds, loadAverage: loadavg()[0]! };
+  } finally {
+    await ingestProc?.kill('SIGKILL');
+    await app?.stop();
+    await redis.quit();
+    client.destroy();
+    await dyn.stop();
+    await redisServer.stop();
+  }
+}
+
+const ms = (n: number) => n.toFixed(2);
+
+export const queryFigure: Figure = {
+  name: 'query',
+  async run(ctx: FigureContext): Promise<FigureResult> {
+    const r = await measureQueries(ctx);
+    const byLabel = (label: string) => r.rows.find((x) => x.label === label)!;
+    const oneRequest = ['last30d', 'all-time'].every((l) => byLabel(l).maxDynamoRequests === 1);
+    const seg = byLabel('segments (warm)');
+    const segOk = seg.p99 < 5;
+    const summary =
+      r.rows.map((x) => `${x.label} p50/p99 ${ms(x.p50)}/${ms(x.p99)} ms (HTTP ${ms(x.httpP50)}/${ms(x.httpP99)})`).join('; ') +
+      `; one DynamoDB request within two months: ${oneRequest ? 'met' : 'NOT met'}; warm segment p99 < 5 ms: ${segOk ? 'met' : 'NOT met'}`;
+    const markdown = [
+      `One store with ${r.historyDays} days of history (${PRODUCTS} products, ${VISITORS} visitors, a heavy visitor with 40 viewed products), real`,
+      'redis-server and dynalite (a child process) on the same 2-core machine. While measuring, a background process applied',
+      `batches of 100 events every 10 ms and flushed every row each second (${Math.round(r.ingested / r.ingestSeconds).toLocaleString('en-US')} events/s), so`,
+      'every answer merges live Redis counts. In-process = the libs/query call the route makes (readSeries, evaluateSegments),',
+      'sequential calls; HTTP = the same question to a query-api process (fetch, keep-alive, sequential), which adds auth',
+      `(cached key), zod validation and JSON serialization. 1-minute load average at the end: ${r.loadAverage.toFixed(1)} (other work on the machine inflates p99).`,
+      '',
+      '| question | calls | p50 ms | p99 ms | mean ms | DynamoDB requests / call | read units / call | HTTP p50 ms | HTTP p99 ms |',
+      '|---|---|---|---|---|---|---|---|---|',
+      ...r.rows.map((x) => `| ${x.name} | ${x.calls} | ${ms(x.p50)} | ${ms(x.p99)} | ${ms(x.mean)} | ${x.maxDynamoRequests} | ${x.readUnitsPerCall.toFixed(2)} | ${ms(x.httpP50)} | ${ms(x.httpP99)} |`),
+      '',
+      `Targets: one DynamoDB request per series request within two months — ${oneRequest ? 'met' : 'NOT met'}; warm segment evaluation p99 under 5 ms (in-process) — ${segOk ? 'met' : 'NOT met'} (${ms(seg.p99)} ms; over HTTP ${ms(seg.httpP99)} ms).`,
+      'Read units are what dynalite reports for consistent reads (4 KB per unit, rounded up per item read); a series of last',
+      '3 months reads four month items in one Query. A warm segment evaluation reads nothing from DynamoDB: the',
+      "visitor's items come from the Redis session cache, merged with the counts above their watermarks.",
+    ].join('\n');
+    return { summary, markdown };
+  },
+};
+
+/** The background ingest process: `query.ts --ingest-loop <redis url> <dynamodb endpoint> <table>`. */
+async function ingestLoop(redisUrl: string, endpoint: string, table: string): Promise<void> {
+  const redis = new Redis(redisUrl);
+  const client = createDynamoClient({ endpoint, region: 'us-east-1' });
+  const rules = compileRules(defaultRules);
+  const buckets = new BucketStore({ redis, rules });
+  const meter = createDynamoMeter();
+  const rnd = prng(11);
+  const product = zipf(PRODUCTS, 1.05, rnd);
+  const visitor = zipf(VISITORS, 0.8, rnd);
+  let stop = false;
+  process.on('SIGTERM', () => (stop = true));
+  let clock = Date.now();
+  const tick = () => (clock = Math.max(clock + 1, Date.now()));
+  let ingested = 0;
+  let lastFlush = performance.now();
+  let lastReport = 0;
+  for (let b = 0; !stop; b++) {
+    const now = Date.now();
+    const events: NormalizedEvent[] = Array.from({ length: 100 }, () => ({ type: 'view', ts: now, dims: { product: `P${product()}`, visitor: `L${visitor()}` } }));
+    await buckets.apply(STORE, `live-${process.pid}-${b}`, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 });
+    ingested += events.length;
+    if (performance.now() - lastFlush > 1_000) {
+      await buckets.seal(STORE, { now: tick(), minAgeMs: 0 });
+      await buckets.foldSealed(STORE, { now: tick() });
+      for (const { pk } of await buckets.dueRows(STORE, Number.MAX_SAFE_INTEGER)) {
+        const out = await buckets.readOutbox(STORE, pk);
+        if (out.entries.length === 0) continue;
+        await writeRow({ client, table, meter }, pk, out.entries);
+        await buckets.ackOutbox(STORE, pk, out.entries.map((e) => e.field), tick());
+      }
+      lastFlush = performance.now();
+    }
+    if (performance.now() - lastReport > 500) {
+      process.stdout.write(`ingested ${ingested}\n`);
+      lastReport = performance.now();
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  process.stdout.write(`ingested ${ingested}\n`);
+  await redis.quit();
+  client.destroy();
+}
+
+if (import.meta.url === `file://${process.argv[1]}` && process.argv[2] === INGEST_FLAG) {
+  ingestLoop(process.argv[3]!, process.argv[4]!, process.argv[5]!).then(
+    () => process.exit(0),
+    (err: unknown) => {
+      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+} else if (import.meta.url === `file://${process.argv[1]}`) {
+  // Run alone: `npx tsx tools/bench/src/figures/query.ts [--quick]`
+  queryFigure
+    .run({ quick: process.argv.includes('--quick'), log: (line) => process.stderr.write(`[query] ${line}\n`) })
+    .then((r) => {
+      process.stdout.write(`${r.summary}\n\n${r.markdown}\n`);
+      process.exit(0);
+    })
+    .catch((err: unknown) => {
+      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    });
+}

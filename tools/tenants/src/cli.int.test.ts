@@ -1,0 +1,79 @@
+import { createDynamoClient } from '@tally/dynamo';
+import { createTenantDirectory, type TenantDb } from '@tally/tenants';
+import { createTestTable, REPO_ROOT, startDynalite, startProcess, type DynaliteHandle } from '@tally/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runTenantsCli } from './cli';
+
+let dynalite: DynaliteHandle;
+let db: TenantDb;
+
+beforeAll(async () => {
+  dynalite = await startDynalite();
+  db = { dynamo: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' }), table: await createTestTable(dynalite.endpoint) };
+});
+
+afterAll(async () => {
+  db?.dynamo.destroy();
+  await dynalite?.stop();
+});
+
+async function cli(...argv: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runTenantsCli(argv, db, { out: (l) => out.push(l), err: (l) => err.push(l) });
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+describe('tenants CLI', () => {
+  it('creates a tenant, issues a key printed once, lists keys without them, sets the time zone, revokes', async () => {
+    expect(await cli('create', 'SHOP1', '--time-zone', 'Europe/Paris')).toEqual({ code: 0, out: 'tally: created tenant SHOP1 (time zone Europe/Paris)', err: '' });
+    const issued = await cli('issue-key', 'SHOP1', '--scopes', 'ingest,read', '--label', 'web shop');
+    expect(issued.code).toBe(0);
+    const key = issued.out;
+    expect(key).toMatch(/^tly_[A-Za-z0-9_-]{43}$/);
+    const keyId = /issued key ([0-9a-f]{12}) \(ingest, read\) for store SHOP1; it is shown only this once/.exec(issued.err)?.[1];
+    expect(keyId).toBeDefined();
+
+    const dir = createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 });
+    expect(await dir.authenticate(key)).toEqual({ store: 'SHOP1', scopes: ['ingest', 'read'], timeZone: 'Europe/Paris' });
+
+    const list = await cli('list-keys', 'SHOP1');
+    expect(list.code).toBe(0);
+    expect(list.out.split('\n')[0]).toMatch(/^KEY ID\s+SCOPES\s+STATUS\s+CREATED\s+LABEL$/);
+    expect(list.out.split('\n')[1]).toMatch(new RegExp(`^${keyId}\\s+ingest,read\\s+active\\s+\\S+Z\\s+web shop$`));
+    expect(list.out).not.toContain(key.slice(4));
+
+    expect((await cli('set-time-zone', 'SHOP1', 'Asia/Tokyo')).code).toBe(0);
+    expect((await cli('show', 'SHOP1')).out).toMatch(/^store SHOP1\ntime zone Asia\/Tokyo\ncreated /);
+
+    expect((await cli('revoke-key', 'SHOP1', keyId!)).out).toMatch(new RegExp(`^tally: revoked key ${keyId} of store SHOP1 \\(web shop\\)`));
+    expect(await dir.authenticate(key)).toBeUndefined();
+    const json = JSON.parse((await cli('list-keys', 'SHOP1', '--json')).out);
+    expect(json).toEqual([expect.objectContaining({ keyId, revoked: true, scopes: ['ingest', 'read'], label: 'web shop' })]);
+  });
+
+  it('refuses with one line and exit 1 or 2', async () => {
+    expect(await cli('create', 'SHOP2', '--time-zone', 'Mars/Base')).toEqual({
+      code: 1,
+      out: '',
+      err: 'tally: time zone "Mars/Base" is not an IANA time zone name such as Europe/Paris or UTC',
+    });
+    expect((await cli('issue-key', 'NOPE', '--scopes', 'ingest')).err).toBe('tally: tenant NOPE does not exist (create it first)');
+    expect((await cli('list-keys', 'NOPE')).code).toBe(1);
+    const usage = await cli('issue-key', 'SHOP1');
+    expect(usage.code).toBe(2);
+    expect(usage.err).toMatch(/^tally: issue-key needs --scopes/);
+    expect((await cli('frobnicate')).code).toBe(2);
+    expect((await cli('--nope')).code).toBe(2);
+    expect((await cli()).out).toMatch(/^usage: tenants <command>/);
+  });
+
+  it('runs as a command line', async () => {
+    const p = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', 'create', 'SHOP3'], {
+      cwd: REPO_ROOT,
+      env: { DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: db.table },
+    });
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    expect(p.output()).toBe('tally: created tenant SHOP3 (time zone UTC)');
+  });
+});

@@ -1,0 +1,134 @@
+import { parseArgs } from 'node:util';
+import {
+  createTenant,
+  getTenant,
+  issueKey,
+  keyIdOf,
+  listKeys,
+  revokeKey,
+  SCOPES,
+  setTimeZone,
+  TenantError,
+  type TenantDb,
+} from '@tally/tenants';
+
+export const USAGE = `usage: tenants <command> [arguments]
+
+  create <store> [--time-zone <IANA zone>]         create a tenant (default time zone UTC)
+  issue-key <store> --scopes <s,...> [--label <t>]  issue a key; prints it once, on stdout
+  revoke-key <store> <key-id>                      revoke a key (key ids: see list-keys)
+  set-time-zone <store> <IANA zone>                change the store's time zone
+  list-keys <store> [--json]                       list keys (ids, scopes, status; never the keys)
+  show <store>                                     show the tenant
+
+scopes: ${SCOPES.join(', ')}. Configured by DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION.`;
+
+export interface CliIo {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+class UsageError extends Error {}
+
+/** Runs one command; returns the exit code (0 ok, 1 refused or failed, 2 usage). */
+export async function runTenantsCli(argv: readonly string[], db: TenantDb, io: CliIo): Promise<number> {
+  try {
+    return await run(argv, db, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`tally: ${err.message}`);
+      io.err(USAGE);
+      return 2;
+    }
+    if (err instanceof TenantError) {
+      io.err(`tally: ${err.message}`);
+      return 1;
+    }
+    io.err(`tally: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}
+
+async function run(argv: readonly string[], db: TenantDb, io: CliIo): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      options: {
+        'time-zone': { type: 'string' },
+        scopes: { type: 'string' },
+        label: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const [command, ...args] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    io.out(USAGE);
+    return 0;
+  }
+  const need = (n: number, what: string) => {
+    if (args.length !== n) throw new UsageError(`${command} takes ${what}`);
+  };
+
+  switch (command) {
+    case 'create': {
+      need(1, '<store>');
+      const t = await createTenant(db, args[0]!, values['time-zone'] ? { timeZone: values['time-zone'] } : {});
+      io.out(`tally: created tenant ${t.store} (time zone ${t.timeZone})`);
+      return 0;
+    }
+    case 'issue-key': {
+      need(1, '<store> --scopes <scope,...>');
+      if (!values.scopes) throw new UsageError(`issue-key needs --scopes (one or more of ${SCOPES.join(', ')})`);
+      const scopes = values.scopes.split(',').map((s) => s.trim()).filter(Boolean);
+      const key = await issueKey(db, args[0]!, scopes, values.label ?? '');
+      io.out(key);
+      io.err(`tally: issued key ${keyIdOf(key)} (${scopes.join(', ')}) for store ${args[0]}; it is shown only this once: store it now`);
+      return 0;
+    }
+    case 'revoke-key': {
+      need(2, '<store> <key-id>');
+      const k = await revokeKey(db, args[0]!, args[1]!);
+      io.out(`tally: revoked key ${k.keyId} of store ${k.store} (${k.label || 'no label'}); it stops working within KEY_CACHE_TTL_MS`);
+      return 0;
+    }
+    case 'set-time-zone': {
+      need(2, '<store> <IANA time zone>');
+      await setTimeZone(db, args[0]!, args[1]!);
+      io.out(`tally: store ${args[0]} now bins days in ${args[1]} (counts already made keep their days)`);
+      return 0;
+    }
+    case 'list-keys': {
+      need(1, '<store>');
+      if (!(await getTenant(db, args[0]!))) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
+      const keys = await listKeys(db, args[0]!);
+      if (values.json) {
+        io.out(JSON.stringify(keys, null, 2));
+        return 0;
+      }
+      const rows = [
+        ['KEY ID', 'SCOPES', 'STATUS', 'CREATED', 'LABEL'],
+        ...keys.map((k) => [k.keyId, k.scopes.join(','), k.revoked ? `revoked ${k.revokedAt ?? ''}`.trim() : 'active', k.createdAt, k.label]),
+      ];
+      const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+      for (const r of rows) io.out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd());
+      if (keys.length === 0) io.out(`(store ${args[0]} has no keys; issue one with: tenants issue-key ${args[0]} --scopes ingest)`);
+      return 0;
+    }
+    case 'show': {
+      need(1, '<store>');
+      const t = await getTenant(db, args[0]!);
+      if (!t) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
+      io.out(`store ${t.store}\ntime zone ${t.timeZone}\ncreated ${t.createdAt}`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  }
+}
