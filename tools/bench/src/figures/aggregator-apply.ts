@@ -1,3 +1,4 @@
+import type { FigureContext, FigureResult } from '../figure';
 import { execFileSync } from 'node:child_process';
 import { createQueues, closeQueues, QUEUE, MAX_EVENTS_PER_JOB } from '@tally/queues';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
@@ -99,9 +100,9 @@ const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 
 export const aggregatorFigure = {
   name: 'aggregator-apply',
-  async run(ctx: { quick?: boolean }) {
+  async run(ctx: FigureContext): Promise<FigureResult> {
     const f = await measureAggregator({ quick: !!ctx.quick });
-    const summary = `aggregator-apply: ${fmt(f.eventsPerSecond)} events/s applied by one aggregator process (${f.batches} batches x ${f.eventsPerBatch}); redis-benchmark HINCRBY -P64 ${fmt(f.hincrbyPerSecond)}/s; ${fmt(f.bytesPer1000Rows)} B per 1,000 active rows; ${fmt(f.bytesPerDedupeRecord)} B per dedupe record (target >= 100,000 events/s)`;
+    const summary = `${fmt(f.eventsPerSecond)} events/s applied by one aggregator process (${f.batches} batches x ${f.eventsPerBatch}); redis-benchmark HINCRBY -P64 ${fmt(f.hincrbyPerSecond)}/s; ${fmt(f.bytesPer1000Rows)} B per 1,000 active rows; ${fmt(f.bytesPerDedupeRecord)} B per dedupe record (target >= 100,000 events/s)`;
     const markdown = [
       '| figure | value |',
       '|---|---|',
@@ -114,11 +115,3 @@ export const aggregatorFigure = {
     return { summary, markdown };
   },
 };
-
-// Allow running this figure alone: `npx tsx tools/bench/src/figures/aggregator-apply.ts [--quick]`
-if (import.meta.url === `file://${process.argv[1]}`) {
-  aggregatorFigure.run({ quick: process.argv.includes('--quick') }).then((r) => {
-    console.log(r.summary);
-    console.log(r.markdown);
-  });
-}

@@ -1,6 +1,7 @@
+import type { FigureContext, FigureResult } from '../figure';
 import { ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter, entriesByItem, writeRow, type CountEntry, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
+import { createDynamoClient, createDynamoMeter, writeRow, type CountEntry, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
 import { monthSk, parseDayKey, TOTAL_SK } from '@tally/key-layout';
 import { cheapestRules, compileRules, defaultRules, rollup, type CompiledRules, type RulesInput } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis } from '@tally/testing';
@@ -187,11 +188,11 @@ const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 
 export const writeCostFigure = {
   name: 'write-cost',
-  async run(ctx: { quick?: boolean }) {
+  async run(ctx: FigureContext): Promise<FigureResult> {
     const f = await measureWriteCost({ quick: !!ctx.quick });
     const [naive, three, packed, def, cheap] = f.runs as [CostRun, CostRun, CostRun, CostRun, CostRun];
     const summary =
-      `write-cost: WCU per million events — naive ${fmt(naive.wcuPerMillion)}, 3-row/15min ${fmt(three.wcuPerMillion)}, packed/15min ${fmt(packed.wcuPerMillion)}, ` +
+      `WCU per million events — naive ${fmt(naive.wcuPerMillion)}, 3-row/15min ${fmt(three.wcuPerMillion)}, packed/15min ${fmt(packed.wcuPerMillion)}, ` +
       `Tally default ${fmt(def.wcuPerMillion)} (${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(0)}% of packed; target <= 50%), ` +
       `cheapest ${fmt(cheap.wcuPerMillion)} (${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x the floor ${fmt(f.floorPerMillion)}; target <= 1.2x)`;
     const markdown = [
@@ -208,16 +209,6 @@ export const writeCostFigure = {
       '|---|---|',
       ...f.intervals.map((x) => `| ${x.minutes} | ${fmt(x.wcuPerMillion)} |`),
     ].join('\n');
-    return { summary, markdown, data: f };
+    return { summary, markdown };
   },
 };
-
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const started = Date.now();
-  writeCostFigure.run({ quick: process.argv.includes('--quick') }).then((r) => {
-    console.log(r.summary);
-    console.log(r.markdown);
-    console.log(`(${((Date.now() - started) / 1000).toFixed(0)} s)`);
-  });
-}
-void entriesByItem;
