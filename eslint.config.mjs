@@ -15,9 +15,12 @@ export default [
           enforceBuildableLibDependency: false,
           allow: [],
           depConstraints: [
-            { sourceTag: 'type:app', onlyDependOnLibsWithTags: ['type:lib'] },
+            // Apps use shared libs only (never another app, never a tool).
+            { sourceTag: 'type:app', onlyDependOnLibsWithTags: ['scope:shared'] },
+            // Shared libs use shared libs only.
             { sourceTag: 'scope:shared', onlyDependOnLibsWithTags: ['scope:shared'] },
-            { sourceTag: 'type:tool', onlyDependOnLibsWithTags: ['type:lib'] },
+            // Tools use shared libs and tool libraries (e.g. tools/loadgen), never apps.
+            { sourceTag: 'scope:tool', onlyDependOnLibsWithTags: ['scope:shared', 'scope:tool'] },
           ],
         },
       ],

@@ -4,4 +4,3 @@ export * from './metrics';
 export * from './ops-server';
 export * from './queue-metrics';
 export * from './shutdown';
-export * from './prom-text';

@@ -88,4 +88,4 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
   };
 }
 
-export { metricValue } from '@tally/observability';
+export { metricValue } from '@tally/prom-text';

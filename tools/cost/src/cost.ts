@@ -1,4 +1,4 @@
-import { metricValue as sumMetric } from '@tally/observability';
+import { metricValue as sumMetric } from '@tally/prom-text';
 
 export { sumMetric };
 

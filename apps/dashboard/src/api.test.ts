@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { createApiClient } from './api';
+import { KeyRejectedError, RequestError, UnreachableError } from './errors';
+
+type Call = { url: string; init: RequestInit | undefined };
+
+function fakeFetch(respond: (url: URL) => Response | Promise<Response>) {
+  const calls: Call[] = [];
+  const fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
+    calls.push({ url: String(input), init });
+    return respond(new URL(String(input)));
+  }) as typeof globalThis.fetch;
+  return { calls, fetch };
+}
+
+const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
+
+const SERIES = {
+  store: 'S1',
+  timeZone: 'UTC',
+  entity: 'product:P1',
+  granularity: 'day',
+  from: '2023-05-03',
+  to: '2023-05-03',
+  points: [{ period: '2023-05-03', values: { ViewCount: 3, Revenue: '19.99' } }],
+  totals: { ViewCount: 3, Revenue: '19.99' },
+  asOf: '2023-05-03T10:00:00.000Z',
+  dynamoRequests: 1,
+};
+
+describe('createApiClient', () => {
+  it('sends the read key and the query, and returns the answer', async () => {
+    const { calls, fetch } = fakeFetch(() => json(200, SERIES));
+    const api = createApiClient({ key: 'tly_k', baseUrl: 'http://tally.test', fetch });
+    const s = await api.series({ entity: 'product:P1', metrics: ['ViewCount', 'Revenue'], granularity: 'day', range: 'today' });
+    expect(s.totals).toEqual({ ViewCount: 3, Revenue: '19.99' });
+    const url = new URL(calls[0]!.url);
+    expect(url.pathname).toBe('/v1/series');
+    expect(Object.fromEntries(url.searchParams)).toEqual({ entity: 'product:P1', metrics: 'ViewCount,Revenue', granularity: 'day', range: 'today' });
+    expect((calls[0]!.init!.headers as Record<string, string>)['authorization']).toBe('Bearer tly_k');
+  });
+
+  it('asks for explicit windows and top lists', async () => {
+    const { calls, fetch } = fakeFetch((u) => (u.pathname === '/v1/top' ? json(200, { items: [{ id: 'P1', value: 4 }] }) : json(200, SERIES)));
+    const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch });
+    await api.series({ entity: 'store', metrics: ['OrderCount'], granularity: 'month', from: '2022-04-01', to: '2024-03-01' });
+    expect(await api.top({ entity: 'product', metric: 'OrderCount', range: 'last30d', limit: 10 })).toEqual([{ id: 'P1', value: 4 }]);
+    expect(new URL(calls[0]!.url).search).toBe('?entity=store&metrics=OrderCount&granularity=month&from=2022-04-01&to=2024-03-01');
+    expect(new URL(calls[1]!.url).search).toBe('?entity=product&metric=OrderCount&range=last30d&limit=10');
+  });
+
+  it('estimates the server clock offset from /v1/store', async () => {
+    // Sent at 1_000_000, answered at 1_000_200 on the browser clock; the server said 60 s later than the midpoint.
+    const clock = [1_000_000, 1_000_200];
+    const { fetch } = fakeFetch(() =>
+      json(200, { store: 'S1', timeZone: 'Asia/Tokyo', now: new Date(1_000_100 + 60_000).toISOString(), today: '1970-01-01', metrics: [], entities: [] }),
+    );
+    const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch, now: () => clock.shift()! });
+    const { info, clockOffsetMs } = await api.store();
+    expect(info.timeZone).toBe('Asia/Tokyo');
+    expect(clockOffsetMs).toBe(60_000);
+  });
+
+  it('tells a rejected key, an unreachable Tally and a refused request apart', async () => {
+    const client = (respond: () => Response | Promise<Response>) => createApiClient({ key: 'k', baseUrl: 'http://t', fetch: fakeFetch(respond).fetch });
+    const store = (respond: () => Response | Promise<Response>) => client(respond).store();
+
+    await expect(store(() => json(401, { error: 'Unauthorized', code: 'TALLY_ERR_UNAUTHORIZED', message: 'unknown key' }))).rejects.toBeInstanceOf(KeyRejectedError);
+    await expect(store(() => json(403, { error: 'Forbidden', message: 'not a read key' }))).rejects.toMatchObject({ code: 'TALLY_ERR_KEY_REJECTED', status: 403 });
+    await expect(store(() => json(503, { error: 'Service Unavailable', message: 'DynamoDB is down' }))).rejects.toThrow(UnreachableError);
+    await expect(store(() => new Response('<html>bad gateway</html>', { status: 502 }))).rejects.toThrow(/Tally is not reachable/);
+    await expect(store(() => new Response('<html>proxy page</html>', { status: 200 }))).rejects.toThrow(UnreachableError);
+    await expect(store(() => Promise.reject(new TypeError('fetch failed')))).rejects.toThrow(/no connection/);
+
+    const refused = client(() => json(400, { error: 'Bad Request', code: 'TALLY_ERR_QUERY', field: 'entity', message: 'entity: unknown entity "shop"' }));
+    const err = await refused.series({ entity: 'shop', metrics: ['ViewCount'], granularity: 'day', range: 'today' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RequestError);
+    expect(err).toMatchObject({ status: 400, field: 'entity', message: 'entity: unknown entity "shop"' });
+  });
+
+  it('gives up on an answer that does not come', async () => {
+    const fetch = ((_input: RequestInfo | URL, init?: RequestInit) =>
+      new Promise((_resolve, reject) => init?.signal?.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError'))))) as typeof globalThis.fetch;
+    const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch, timeoutMs: 20 });
+    await expect(api.top({ entity: 'product', metric: 'ViewCount', range: 'last30d', limit: 10 })).rejects.toThrow(/no answer within 0.02 s/);
+  });
+});

@@ -1,0 +1,307 @@
+// The dashboard in a real browser against the real stack: redis-server, dynalite, the four apps as processes,
+// events sent to the collector over HTTP, and Debian's Chromium driven by playwright-core. What the page shows
+// must be what the query API answers, and must change without a reload when events arrive.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { createDynamoClient } from '@tally/dynamo';
+import { createTenantAdmin } from '@tally/tenants';
+import {
+  createTestTable,
+  REPO_ROOT,
+  startApp,
+  startDynalite,
+  startRedis,
+  waitFor,
+  type AppHandle,
+  type DynaliteHandle,
+  type RedisHandle,
+} from '@tally/testing';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatDayLong, formatMetric, type MetricValue } from './format';
+
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const SCREENSHOTS = path.join(REPO_ROOT, 'test-output');
+const DIST = path.join(REPO_ROOT, 'apps/dashboard/dist');
+
+const STORE = 'DASH_E2E';
+/** Far from UTC and from the browser's zone below, so a day taken from the wrong clock shows. */
+const STORE_TZ = 'Pacific/Auckland';
+const BROWSER_TZ = 'America/Los_Angeles';
+const LOCALE = 'en-US';
+const METRICS = ['ViewCount', 'OrderCount', 'Revenue'] as const;
+const SCALE: Record<string, number> = { ViewCount: 0, OrderCount: 0, Revenue: 2, PageViewCount: 0 };
+
+let redis: RedisHandle;
+let dynalite: DynaliteHandle;
+let apps: AppHandle[] = [];
+let queryApi: AppHandle;
+let collector: AppHandle;
+let readKey: string;
+let ingestKey: string;
+let browser: Browser;
+let context: BrowserContext;
+let page: Page;
+const pageErrors: string[] = [];
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing; install it with: apt-get install -y chromium (.ci/run does)`);
+  // The query API serves apps/dashboard/dist: build it when it is missing or stale, as `npm start` does.
+  execFileSync(process.execPath, ['apps/dashboard/scripts/build.mjs', '--if-stale'], { cwd: REPO_ROOT, stdio: 'pipe' });
+
+  [redis, dynalite] = await Promise.all([startRedis(), startDynalite()]);
+  const table = await createTestTable(dynalite.endpoint);
+  const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+  const admin = createTenantAdmin({ dynamo, table });
+  await admin.createTenant(STORE, { timeZone: STORE_TZ });
+  ingestKey = await admin.issueKey(STORE, ['ingest'], 'dashboard e2e ingest');
+  readKey = await admin.issueKey(STORE, ['read'], 'dashboard e2e read');
+  dynamo.destroy();
+
+  const env = {
+    REDIS_URL: redis.url,
+    DYNAMODB_ENDPOINT: dynalite.endpoint,
+    DYNAMODB_TABLE: table,
+    BUCKET_SECONDS: '1',
+    LOG_LEVEL: 'warn',
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+  };
+  apps = await Promise.all([
+    startApp('collector', { env }),
+    startApp('bucket-aggregator', { env }),
+    startApp('dynamo-writer', { env }),
+    startApp('query-api', { env: { ...env, DASHBOARD_DIR: DIST } }),
+  ]);
+  [collector, , , queryApi] = apps as [AppHandle, AppHandle, AppHandle, AppHandle];
+
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  context = await browser.newContext({ locale: LOCALE, timezoneId: BROWSER_TZ, viewport: { width: 1280, height: 900 } });
+  page = await context.newPage();
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  mkdirSync(SCREENSHOTS, { recursive: true });
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await Promise.all(apps.map((a) => a.kill('SIGKILL')));
+  await Promise.all([redis?.stop(), dynalite?.stop()]);
+});
+
+// ---- helpers ----
+
+async function sendEvents(events: object[]): Promise<void> {
+  const res = await fetch(`${collector.url}/v1/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ingestKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify(events),
+  });
+  expect(res.status, await res.clone().text()).toBe(202);
+}
+
+const view = (product: string, visitor: string) => ({ type: 'view', ts: new Date().toISOString(), dims: { product, visitor } });
+const order = (value: number, visitor: string) => ({ type: 'order', ts: new Date().toISOString(), value, dims: { visitor } });
+const orderItem = (product: string, value: number, visitor: string) => ({ type: 'order_item', ts: new Date().toISOString(), value, dims: { product, visitor } });
+
+async function api<T = any>(pathAndQuery: string): Promise<T> {
+  const res = await fetch(queryApi.url + pathAndQuery, { headers: { authorization: `Bearer ${readKey}` } });
+  expect(res.status, `${pathAndQuery}: ${await res.clone().text()}`).toBe(200);
+  return (await res.json()) as T;
+}
+
+const todayOf = (entity: string) => api(`/v1/series?entity=${encodeURIComponent(entity)}&metrics=${METRICS.join(',')}&range=today&granularity=day`);
+
+/** Waits until the API's today totals for `entity` are exactly `expected` (the aggregator applied every batch). */
+async function apiTodayIs(entity: string, expected: Record<string, MetricValue>): Promise<any> {
+  return waitFor(
+    async () => {
+      const s = await todayOf(entity);
+      if (!METRICS.every((m) => s.totals[m] === expected[m])) throw new Error(`the API answers ${JSON.stringify(s.totals)}`);
+      return s;
+    },
+    { timeoutMs: 20_000, intervalMs: 200, message: `today's totals of ${entity} to be ${JSON.stringify(expected)}` },
+  );
+}
+
+/** What a card shows: its raw value (data-value) and its text. */
+async function card(metric: string): Promise<{ raw: string | null; text: string | null }> {
+  const el = page.locator(`[data-testid="today-${metric}"]`);
+  return { raw: await el.getAttribute('data-value'), text: await el.textContent() };
+}
+
+/** The page shows exactly the API's today totals, raw and formatted. */
+async function expectCardsToMatch(apiTotals: Record<string, MetricValue>): Promise<void> {
+  for (const m of METRICS) {
+    await page.waitForSelector(`[data-testid="today-${m}"][data-value="${apiTotals[m]}"]`, { timeout: 15_000 });
+    expect(await card(m)).toEqual({ raw: String(apiTotals[m]), text: formatMetric(apiTotals[m]!, SCALE[m]!, LOCALE) });
+  }
+}
+
+type TopItem = { id: string; value: MetricValue };
+
+/** Waits until the API's top list by `metric` (last 30 days) is exactly `expected`. */
+async function apiTopIs(metric: string, expected: TopItem[]): Promise<TopItem[]> {
+  return waitFor(
+    async () => {
+      const { items } = await api<{ items: TopItem[] }>(`/v1/top?entity=product&metric=${metric}&range=last30d&limit=10`);
+      if (JSON.stringify(items) !== JSON.stringify(expected)) throw new Error(`the API answers ${JSON.stringify(items)}`);
+      return items;
+    },
+    { timeoutMs: 20_000, intervalMs: 200, message: `the top products by ${metric} to be ${JSON.stringify(expected)}` },
+  );
+}
+
+async function topList(metric: string): Promise<Array<{ id: string; value: string }>> {
+  return page.$$eval(`[data-testid="top-${metric}"] li`, (lis) =>
+    lis.map((li) => ({ id: li.querySelector('a')?.textContent ?? '', value: li.querySelector('.top-value')?.textContent ?? '' })),
+  );
+}
+
+/** The page's top list shows exactly the API's items, formatted, in order (within one 15 s refresh). */
+async function expectTopToMatch(metric: string, items: TopItem[]): Promise<void> {
+  const want = items.map((i) => ({ id: i.id, value: formatMetric(i.value, SCALE[metric]!, LOCALE) }));
+  await waitFor(async () => JSON.stringify(await topList(metric)) === JSON.stringify(want), {
+    timeoutMs: 20_000,
+    intervalMs: 200,
+    message: `the page's top list by ${metric} to be ${JSON.stringify(want)}`,
+  });
+}
+
+async function waitForText(selector: string, text: string, timeout = 30_000): Promise<void> {
+  await page.waitForFunction(([sel, want]) => document.querySelector(sel!)?.textContent === want, [selector, text] as const, { timeout });
+}
+
+async function signIn(key: string): Promise<void> {
+  await page.waitForSelector('[data-testid="sign-in"]');
+  await page.fill('#read-key', key);
+  await page.click('[data-testid="sign-in"] button[type="submit"]');
+}
+
+// ---- the tests (in order: one browser page, one store) ----
+
+describe('dashboard in Chromium against the running stack', () => {
+  it('signs in with a read key and shows today exactly as the query API answers it, in the store time zone', async () => {
+    await sendEvents([view('P1', 'V1'), view('P1', 'V1'), view('P1', 'V2'), view('P2', 'V2'), order(19.99, 'V1'), order(19.99, 'V2'), orderItem('P1', 19.99, 'V1')]);
+    const today = await apiTodayIs('store', { ViewCount: 4, OrderCount: 2, Revenue: '39.98' });
+
+    await page.goto(`${queryApi.url}/`);
+    await signIn(readKey);
+    await expectCardsToMatch(today.totals);
+    expect(await page.evaluate(() => localStorage.getItem('tally.readKey'))).toBe(readKey);
+
+    const store = await api('/v1/store');
+    expect(store).toMatchObject({ store: STORE, timeZone: STORE_TZ });
+    expect(await page.textContent('[data-testid="store-name"]')).toBe(STORE);
+    expect(await page.textContent('[data-testid="time-zone"]')).toMatch(new RegExp(`^${STORE_TZ.replace('/', '\\/')} \\(GMT[+-]\\d+\\)$`));
+    // The store's day, not the browser's (Los Angeles) nor UTC.
+    expect(today.to).toBe(store.today);
+    expect(await page.textContent('[data-testid="today-date"]')).toBe(formatDayLong(store.today, LOCALE));
+    expect(await page.textContent('[data-testid="freshness"]')).toMatch(/^updated (just now|\d s ago)$/);
+    for (const m of METRICS) {
+      await waitForText(`[data-testid="yesterday-${m}"]`, `Yesterday (full day): ${formatMetric(0, SCALE[m]!, LOCALE)}`);
+    }
+
+    // The 30-day summary is the API's last30d total.
+    const last30 = await api(`/v1/series?entity=store&metrics=ViewCount&range=last30d&granularity=day`);
+    expect(last30.totals.ViewCount).toBe(4);
+    await waitForText('[data-testid="days-total"]', formatMetric(last30.totals.ViewCount, 0, LOCALE));
+    expect(await page.locator('[data-testid="chart-days"] canvas').count()).toBe(1);
+    expect(await page.locator('[data-testid="chart-months"] canvas').count()).toBe(1);
+
+    // Top products are the API's /v1/top, linking to each product's page. The API ranks products when buckets are
+    // sealed (every second here), so its lists can trail the live series briefly; the page asks every 15 s.
+    const topViews = await apiTopIs('ViewCount', [
+      { id: 'P1', value: 3 },
+      { id: 'P2', value: 1 },
+    ]);
+    await expectTopToMatch('ViewCount', topViews);
+    await expectTopToMatch('OrderCount', await apiTopIs('OrderCount', [{ id: 'P1', value: 1 }]));
+    expect(await page.getAttribute('[data-testid="top-ViewCount"] a[data-product="P1"]', 'href')).toBe('#/product/P1');
+  });
+
+  it('updates the live numbers without a reload when events arrive', async () => {
+    await page.evaluate(() => ((window as unknown as { sameDocument: boolean }).sameDocument = true));
+    const before = await card('ViewCount');
+    await sendEvents([view('P1', 'V3'), view('P1', 'V3'), order(10.02, 'V3'), orderItem('P1', 10.02, 'V3')]);
+    // The API writes exact decimals without trailing zeros ('50'); the page shows them at the metric's scale.
+    const today = await apiTodayIs('store', { ViewCount: 6, OrderCount: 3, Revenue: '50' });
+
+    await expectCardsToMatch(today.totals);
+    expect(before.raw).toBe('4');
+    expect(await card('Revenue')).toEqual({ raw: '50', text: '50.00' });
+    expect(await page.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument)).toBe(true);
+
+    // Today's point moves the 30-day total at once; the month total and the top lists follow within 10 s.
+    await waitForText('[data-testid="days-total"]', '6', 5_000);
+    await waitForText('[data-testid="month-total"]', '6');
+    await expectTopToMatch(
+      'ViewCount',
+      await apiTopIs('ViewCount', [
+        { id: 'P1', value: 5 },
+        { id: 'P2', value: 1 },
+      ]),
+    );
+    await expectTopToMatch('OrderCount', await apiTopIs('OrderCount', [{ id: 'P1', value: 2 }]));
+    expect(await page.textContent('[data-testid="freshness"]')).toMatch(/^updated (just now|\d s ago)$/);
+
+    await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard.png'), fullPage: true });
+  });
+
+  it("opens a product's own page with its 30-day series", async () => {
+    await page.click('[data-testid="top-ViewCount"] a[data-product="P1"]');
+    await page.waitForSelector('[data-testid="product-title"]');
+    expect(new URL(page.url()).hash).toBe('#/product/P1');
+    expect(await page.textContent('[data-testid="product-title"]')).toBe('Product P1');
+
+    const today = await apiTodayIs('product:P1', { ViewCount: 5, OrderCount: 2, Revenue: '30.01' });
+    await expectCardsToMatch(today.totals);
+    const last30 = await api('/v1/series?entity=product%3AP1&metrics=ViewCount&range=last30d&granularity=day');
+    await waitForText('[data-testid="days-total"]', formatMetric(last30.totals.ViewCount, 0, LOCALE));
+    expect(last30.totals.ViewCount).toBe(5);
+
+    // The metric switch redraws the charts for orders.
+    await page.click('.tab[data-metric="OrderCount"]');
+    await waitForText('[data-testid="days-total"]', '2');
+    await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard-product.png'), fullPage: true });
+
+    await page.click('a.back');
+    await page.waitForSelector('[data-testid="top-ViewCount"]');
+  });
+
+  it('says "Tally is not reachable; retrying" while the query API is down, and recovers by itself', async () => {
+    await page.waitForSelector('[data-testid="today-ViewCount"][data-value="6"]');
+    await queryApi.kill('SIGKILL');
+    await page.waitForSelector('[data-testid="banner"]:not([hidden])', { timeout: 20_000 });
+    expect(await page.textContent('[data-testid="banner"]')).toMatch(/^Tally is not reachable; retrying\./);
+    // The last numbers stay on screen meanwhile.
+    expect((await card('ViewCount')).raw).toBe('6');
+    await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard-unreachable.png') });
+
+    await queryApi.restart();
+    await page.waitForSelector('[data-testid="banner"][hidden]', { state: 'attached', timeout: 30_000 });
+    await page.waitForFunction(() => /^updated (just now|\d s ago)$/.test(document.querySelector('[data-testid="freshness"]')?.textContent ?? ''), undefined, {
+      timeout: 15_000,
+    });
+  });
+
+  it('signs out, and refuses a key that is not a read key of the store', async () => {
+    await page.click('button.sign-out');
+    await page.waitForSelector('[data-testid="sign-in"]');
+    expect(await page.evaluate(() => localStorage.getItem('tally.readKey'))).toBeNull();
+
+    await signIn('tly_thisKeyWasNeverIssuedByTallyAtAll0000000');
+    await waitForText('[data-testid="sign-in-message"]', 'This key was not accepted. Check that it is a read key of your store.');
+    // A real key, but an ingest key: not a read key either.
+    await signIn(ingestKey);
+    await page.waitForFunction(() => document.querySelector('[data-testid="sign-in-message"]')?.textContent?.startsWith('This key was not accepted'));
+    expect(await page.evaluate(() => localStorage.getItem('tally.readKey'))).toBeNull();
+
+    // And after a reload, a remembered key signs in by itself.
+    await signIn(readKey);
+    await page.waitForSelector('[data-testid="today-ViewCount"][data-value="6"]');
+    await page.reload();
+    await page.waitForSelector('[data-testid="today-ViewCount"][data-value="6"]', { timeout: 15_000 });
+    expect(pageErrors).toEqual([]);
+  });
+});

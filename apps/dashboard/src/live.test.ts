@@ -1,0 +1,147 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { answerAgeMs, backoffMs, startPoller, throttle } from './live';
+
+describe('startPoller', () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  it('runs at once, then every interval after the last run settled', async () => {
+    let runs = 0;
+    const p = startPoller({ intervalMs: 2_500, maxBackoffMs: 10_000, run: async () => void runs++, onError: () => true });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(runs).toBe(1);
+    await vi.advanceTimersByTimeAsync(2_499);
+    expect(runs).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(runs).toBe(2);
+    p.stop();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(runs).toBe(2);
+  });
+
+  it('never runs twice at once: a slow run delays the next', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    let runs = 0;
+    const p = startPoller({
+      intervalMs: 1_000,
+      maxBackoffMs: 1_000,
+      run: async () => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        runs++;
+        await new Promise((r) => setTimeout(r, 5_000));
+        inFlight--;
+      },
+      onError: () => true,
+    });
+    p.poke();
+    await vi.advanceTimersByTimeAsync(12_000);
+    expect(maxInFlight).toBe(1);
+    // t=0 run 1 (poked meanwhile) → t=5s run 2 at once → t=10s… run 3 after the 1 s pause at t=11s.
+    expect(runs).toBe(3);
+    p.stop();
+  });
+
+  it('backs off on failures, recovers on success, and stops when told to', async () => {
+    const times: number[] = [];
+    let fail = true;
+    const errors: number[] = [];
+    const p = startPoller({
+      intervalMs: 2_500,
+      maxBackoffMs: 10_000,
+      run: async () => {
+        times.push(Date.now());
+        if (fail) throw new Error('down');
+      },
+      onError: (_err, retryInMs) => {
+        errors.push(retryInMs);
+        return true;
+      },
+    });
+    const t0 = Date.now();
+    await vi.advanceTimersByTimeAsync(2_500 + 5_000 + 10_000 + 10_000);
+    expect(times.map((t) => t - t0)).toEqual([0, 2_500, 7_500, 17_500, 27_500]);
+    expect(errors).toEqual([2_500, 5_000, 10_000, 10_000, 10_000]);
+    fail = false;
+    await vi.advanceTimersByTimeAsync(10_000 + 2_500);
+    expect(times.map((t) => t - t0).slice(5)).toEqual([37_500, 40_000]);
+    p.stop();
+
+    let tries = 0;
+    const q = startPoller({
+      intervalMs: 100,
+      maxBackoffMs: 100,
+      run: async () => {
+        tries++;
+        throw new Error('rejected');
+      },
+      onError: () => false,
+    });
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(tries).toBe(1);
+    expect(q.stopped).toBe(true);
+  });
+
+  it('retries a failed run sooner than its usual interval', async () => {
+    const times: number[] = [];
+    const t0 = Date.now();
+    let n = 0;
+    const p = startPoller({
+      intervalMs: 60_000,
+      retryMs: 2_500,
+      maxBackoffMs: 10_000,
+      run: async () => {
+        times.push(Date.now() - t0);
+        if (n++ === 0) throw new Error('down');
+      },
+      onError: () => true,
+    });
+    await vi.advanceTimersByTimeAsync(62_500);
+    expect(times).toEqual([0, 2_500, 62_500]);
+    p.stop();
+  });
+});
+
+describe('backoffMs and answerAgeMs', () => {
+  it('doubles from the first retry up to the ceiling', () => {
+    expect([0, 1, 2, 3, 4].map((f) => backoffMs(f, 2_500, 10_000))).toEqual([2_500, 2_500, 5_000, 10_000, 10_000]);
+  });
+
+  it('measures the age of an answer on the server clock, never negative', () => {
+    const asOf = '2023-05-03T10:00:00.000Z';
+    const at = Date.parse(asOf);
+    expect(answerAgeMs(asOf, 0, at + 2_000)).toBe(2_000);
+    // The browser clock is 30 s behind the server: its "now" is corrected forward.
+    expect(answerAgeMs(asOf, 30_000, at - 28_000)).toBe(2_000);
+    expect(answerAgeMs(asOf, 0, at - 500)).toBe(0);
+    expect(answerAgeMs('garbage', 0, at)).toBe(0);
+  });
+});
+
+describe('throttle', () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  it('calls at once, then at most once per gap, never dropping the last request', async () => {
+    const calls: number[] = [];
+    const t0 = Date.now();
+    const f = throttle(() => calls.push(Date.now() - t0), 10_000);
+    f();
+    expect(calls).toEqual([0]);
+    await vi.advanceTimersByTimeAsync(2_000);
+    f();
+    f();
+    await vi.advanceTimersByTimeAsync(7_999);
+    expect(calls).toEqual([0]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(calls).toEqual([0, 10_000]);
+    await vi.advanceTimersByTimeAsync(15_000);
+    f();
+    expect(calls).toEqual([0, 10_000, 25_000]);
+    f();
+    f.cancel();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(calls).toEqual([0, 10_000, 25_000]);
+  });
+});

@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { addDays, addMonths, dashboardWindows, daysBetween, isDay, lastDayOf, listDays, listMonths, periodStartMs } from './periods';
+
+describe('calendar arithmetic on store days', () => {
+  it('adds days across months, years and leap days', () => {
+    expect(addDays('2024-02-28', 1)).toBe('2024-02-29');
+    expect(addDays('2023-02-28', 1)).toBe('2023-03-01');
+    expect(addDays('2024-01-01', -1)).toBe('2023-12-31');
+    expect(addDays('2024-03-01', -29)).toBe('2024-02-01');
+  });
+
+  it('adds months and finds month ends', () => {
+    expect(addMonths('2024-01', -1)).toBe('2023-12');
+    expect(addMonths('2024-11', 2)).toBe('2025-01');
+    expect(addMonths('2024-03', -23)).toBe('2022-04');
+    expect(lastDayOf('2024-02')).toBe('2024-02-29');
+    expect(lastDayOf('2023-02')).toBe('2023-02-28');
+    expect(lastDayOf('2023-12')).toBe('2023-12-31');
+  });
+
+  it('validates days and reads periods as UTC midnights', () => {
+    expect(isDay('2024-02-29')).toBe(true);
+    expect(isDay('2023-02-29')).toBe(false);
+    expect(isDay('2023-5-3')).toBe(false);
+    expect(periodStartMs('2023-05-03')).toBe(Date.UTC(2023, 4, 3));
+    expect(periodStartMs('2023-05')).toBe(Date.UTC(2023, 4, 1));
+    expect(() => periodStartMs('2023')).toThrow(RangeError);
+  });
+
+  it('lists days and months inclusively', () => {
+    expect(listDays('2023-12-30', '2024-01-02')).toEqual(['2023-12-30', '2023-12-31', '2024-01-01', '2024-01-02']);
+    expect(listMonths('2023-11', '2024-02')).toEqual(['2023-11', '2023-12', '2024-01', '2024-02']);
+    expect(daysBetween('2024-01-01', '2024-12-31')).toBe(366);
+  });
+});
+
+describe('dashboardWindows', () => {
+  it('gives the last 30 days and the 30 before, the last 12 months and the 12 before, each pair as one request', () => {
+    const w = dashboardWindows('2024-03-01');
+    expect(w.days).toEqual({ from: '2024-02-01', to: '2024-03-01' });
+    expect(w.previousDays).toEqual({ from: '2024-01-02', to: '2024-01-31' });
+    expect(w.daysRequest).toEqual({ from: '2024-01-02', to: '2024-03-01' });
+    expect(listDays(w.days.from, w.days.to)).toHaveLength(30);
+    expect(listDays(w.previousDays.from, w.previousDays.to)).toHaveLength(30);
+    expect(w.months).toEqual({ from: '2023-04', to: '2024-03' });
+    expect(w.previousMonths).toEqual({ from: '2022-04', to: '2023-03' });
+    expect(w.monthsRequest).toEqual({ from: '2022-04-01', to: '2024-03-01' });
+  });
+});

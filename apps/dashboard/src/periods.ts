@@ -1,0 +1,116 @@
+// Calendar arithmetic on the API's period strings. A day `2023-05-03` or a month `2023-05` is already a date in
+// the store's time zone (the API bins counts there), so these functions never look at the browser's time zone:
+// they compute on UTC midnights, where every day has 24 hours.
+
+/** `YYYY-MM-DD`, a day in the store's time zone. */
+export type Day = string;
+/** `YYYY-MM`, a month in the store's time zone. */
+export type Month = string;
+
+const DAY = /^(\d{4})-(\d{2})-(\d{2})$/;
+const MONTH = /^(\d{4})-(\d{2})$/;
+const MS_PER_DAY = 86_400_000;
+
+export function isDay(s: string): boolean {
+  const m = DAY.exec(s);
+  if (!m) return false;
+  const ms = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+  return new Date(ms).toISOString().slice(0, 10) === s;
+}
+
+/** Milliseconds of the UTC midnight that starts `day` (or the first day of a month `YYYY-MM`). */
+export function periodStartMs(period: Day | Month): number {
+  const d = DAY.exec(period);
+  if (d) return Date.UTC(Number(d[1]), Number(d[2]) - 1, Number(d[3]));
+  const m = MONTH.exec(period);
+  if (m) return Date.UTC(Number(m[1]), Number(m[2]) - 1, 1);
+  throw new RangeError(`not a day (YYYY-MM-DD) or month (YYYY-MM): ${JSON.stringify(period)}`);
+}
+
+function dayOfMs(ms: number): Day {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+export function addDays(day: Day, n: number): Day {
+  return dayOfMs(periodStartMs(day) + n * MS_PER_DAY);
+}
+
+export function monthOf(day: Day): Month {
+  return day.slice(0, 7);
+}
+
+export function addMonths(month: Month, n: number): Month {
+  const start = new Date(periodStartMs(month));
+  return new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + n, 1)).toISOString().slice(0, 7);
+}
+
+export function firstDayOf(month: Month): Day {
+  return `${month}-01`;
+}
+
+export function lastDayOf(month: Month): Day {
+  return addDays(firstDayOf(addMonths(month, 1)), -1);
+}
+
+/** Inclusive count of days from `from` to `to`. */
+export function daysBetween(from: Day, to: Day): number {
+  return Math.round((periodStartMs(to) - periodStartMs(from)) / MS_PER_DAY) + 1;
+}
+
+export interface DateWindow {
+  from: Day;
+  to: Day;
+}
+
+/**
+ * What the dashboard asks for, given the store's `today`. Each chart's data comes in one request covering the
+ * period and the one before it, split in two by `splitPeriods` — one request reads the same DynamoDB month rows
+ * two requests would, at half the requests.
+ */
+export interface DashboardWindows {
+  /** The last 30 days, today included. */
+  days: DateWindow;
+  /** The 30 days before them. */
+  previousDays: DateWindow;
+  /** Both, as one request (granularity day). */
+  daysRequest: DateWindow;
+  /** The 12 months ending with this month, as months. */
+  months: { from: Month; to: Month };
+  /** The 12 months before them. */
+  previousMonths: { from: Month; to: Month };
+  /** Both, as one request (granularity month; the API answers whole months). */
+  monthsRequest: DateWindow;
+}
+
+export const DAYS_SHOWN = 30;
+export const MONTHS_SHOWN = 12;
+
+export function dashboardWindows(today: Day): DashboardWindows {
+  const days = { from: addDays(today, -(DAYS_SHOWN - 1)), to: today };
+  const previousDays = { from: addDays(today, -(2 * DAYS_SHOWN - 1)), to: addDays(today, -DAYS_SHOWN) };
+  const thisMonth = monthOf(today);
+  const months = { from: addMonths(thisMonth, -(MONTHS_SHOWN - 1)), to: thisMonth };
+  const previousMonths = { from: addMonths(thisMonth, -(2 * MONTHS_SHOWN - 1)), to: addMonths(thisMonth, -MONTHS_SHOWN) };
+  return {
+    days,
+    previousDays,
+    daysRequest: { from: previousDays.from, to: days.to },
+    months,
+    previousMonths,
+    monthsRequest: { from: firstDayOf(previousMonths.from), to: today },
+  };
+}
+
+/** Every day from `from` to `to`, inclusive. */
+export function listDays(from: Day, to: Day): Day[] {
+  const out: Day[] = [];
+  for (let d = from; d <= to; d = addDays(d, 1)) out.push(d);
+  return out;
+}
+
+/** Every month from `from` to `to`, inclusive. */
+export function listMonths(from: Month, to: Month): Month[] {
+  const out: Month[] = [];
+  for (let m = from; m <= to; m = addMonths(m, 1)) out.push(m);
+  return out;
+}

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import type { SeriesPoint } from './api';
+import { chartData, compare, isEmpty, niceCeil, patchPoint, pickTicks, sumValues, totalOf, withToday } from './series';
+
+const pt = (period: string, v: number, r: string): SeriesPoint => ({ period, values: { ViewCount: v, Revenue: r } });
+
+describe('compare', () => {
+  const points = [pt('2024-01-01', 1, '1.00'), pt('2024-01-02', 2, '2.50'), pt('2024-01-04', 4, '0.05')];
+  const c = compare(points, ['2024-01-03', '2024-01-04'], ['2024-01-01', '2024-01-02'], ['ViewCount', 'Revenue']);
+
+  it('aligns the previous period point by point, a missing period counting as zero', () => {
+    expect(c.current.map((p) => p.values['ViewCount'])).toEqual([0, 4]);
+    expect(c.previous.map((p) => p.values['ViewCount'])).toEqual([1, 2]);
+    expect(chartData(c, 'ViewCount')).toEqual([[Date.UTC(2024, 0, 3) / 1000, Date.UTC(2024, 0, 4) / 1000], [0, 4], [1, 2]]);
+    expect(chartData(c, 'Revenue')[2]).toEqual([1, 2.5]);
+  });
+
+  it('patches today from the live answer', () => {
+    const live = withToday(c, pt('2024-01-04', 9, '3.10'));
+    expect(live.current.map((p) => p.values['ViewCount'])).toEqual([0, 9]);
+    expect(c.current[1]!.values['ViewCount']).toBe(4);
+    expect(patchPoint(points, '2099-01-01', { ViewCount: 1 })).toEqual(points);
+  });
+
+  it('knows an empty chart', () => {
+    expect(isEmpty(c, 'ViewCount')).toBe(false);
+    expect(isEmpty(compare([], ['2024-01-01'], ['2023-12-01'], ['ViewCount']), 'ViewCount')).toBe(true);
+  });
+});
+
+describe('sumValues', () => {
+  it('adds decimal strings exactly', () => {
+    expect(sumValues(['0.10', '0.20'], 2)).toBe('0.30');
+    expect(sumValues(Array.from({ length: 10 }, () => '0.10'), 2)).toBe('1.00');
+    expect(sumValues(['19.99', '-20.00'], 2)).toBe('-0.01');
+    expect(sumValues(['1.5', '2'], 2)).toBe('3.50');
+    expect(sumValues(['92233720368547758.07', '0.01'], 2)).toBe('92233720368547758.08');
+    expect(sumValues([], 2)).toBe(0);
+  });
+
+  it('adds counts as numbers', () => {
+    expect(sumValues([1, 2, undefined, 3], 0)).toBe(6);
+    expect(totalOf([pt('a', 3, '1.01'), pt('b', 4, '2.02')], 'ViewCount', 0)).toBe(7);
+    expect(totalOf([pt('a', 3, '1.01'), pt('b', 4, '2.02')], 'Revenue', 2)).toBe('3.03');
+  });
+});
+
+describe('axis helpers', () => {
+  it('labels every n-th period, always the newest', () => {
+    const xs = Array.from({ length: 30 }, (_, i) => i);
+    expect(pickTicks(xs, 100)).toEqual(xs);
+    const ten = pickTicks(xs, 10);
+    expect(ten).toEqual([2, 5, 8, 11, 14, 17, 20, 23, 26, 29]);
+    expect(pickTicks(xs, 0.5)).toEqual([29]);
+    expect(pickTicks([], 5)).toEqual([]);
+  });
+
+  it('rounds an axis top to 1, 2, 2.5 or 5 times a power of ten', () => {
+    expect(niceCeil(0)).toBe(1);
+    expect(niceCeil(4)).toBe(5);
+    expect(niceCeil(11)).toBe(20);
+    expect(niceCeil(230)).toBe(250);
+    expect(niceCeil(0.3)).toBeCloseTo(0.5);
+    expect(niceCeil(1000)).toBe(1000);
+  });
+});

@@ -1,0 +1,94 @@
+// Pure data shaping between the API's points and what the views show: a period and the one before it, aligned
+// point by point; exact sums of decimal strings; today's live point patched into the day series.
+import type { SeriesPoint } from './api';
+import { toNumber, type MetricValue } from './format';
+import { periodStartMs } from './periods';
+
+export interface Compared {
+  /** The periods shown (days or months), oldest first. */
+  periods: string[];
+  /** The periods compared with them, aligned: `previousPeriods[i]` is compared with `periods[i]`. */
+  previousPeriods: string[];
+  current: SeriesPoint[];
+  previous: SeriesPoint[];
+}
+
+/**
+ * Picks the points of `periods` and of `previousPeriods` out of one answer. A period the answer lacks counts as
+ * zero for every metric (a store with no events yet), never as a gap in the middle of a line.
+ */
+export function compare(points: readonly SeriesPoint[], periods: string[], previousPeriods: string[], metrics: readonly string[]): Compared {
+  const byPeriod = new Map(points.map((p) => [p.period, p]));
+  const zero = (period: string): SeriesPoint => ({ period, values: Object.fromEntries(metrics.map((m) => [m, 0])) });
+  const pick = (period: string) => byPeriod.get(period) ?? zero(period);
+  return { periods, previousPeriods, current: periods.map(pick), previous: previousPeriods.map(pick) };
+}
+
+/** `points` with the point of `period` replaced by `values` (today's live answer into the 30-day series). */
+export function patchPoint(points: readonly SeriesPoint[], period: string, values: Record<string, MetricValue>): SeriesPoint[] {
+  return points.map((p) => (p.period === period ? { period, values: { ...p.values, ...values } } : p));
+}
+
+export function withToday(compared: Compared, today: SeriesPoint): Compared {
+  return { ...compared, current: patchPoint(compared.current, today.period, today.values) };
+}
+
+/** uPlot's aligned data: x (seconds of each period's start, as UTC) and the current and previous values. */
+export function chartData(compared: Compared, metric: string): [number[], number[], number[]] {
+  return [
+    compared.periods.map((p) => periodStartMs(p) / 1000),
+    compared.current.map((p) => toNumber(p.values[metric])),
+    compared.previous.map((p) => toNumber(p.values[metric])),
+  ];
+}
+
+export function isEmpty(compared: Compared, metric: string): boolean {
+  return [...compared.current, ...compared.previous].every((p) => toNumber(p.values[metric]) === 0);
+}
+
+const DECIMAL = /^(-)?(\d+)(?:\.(\d+))?$/;
+
+/** Exact sum: numbers add as numbers; if any value is a decimal string, the sum is a decimal string at `scale`. */
+export function sumValues(values: readonly (MetricValue | undefined)[], scale: number): MetricValue {
+  const present = values.filter((v): v is MetricValue => v !== undefined);
+  if (!present.some((v) => typeof v === 'string')) return present.reduce<number>((a, v) => a + (v as number), 0);
+  const digits = Math.max(scale, ...present.map((v) => (typeof v === 'string' ? (DECIMAL.exec(v)?.[3]?.length ?? 0) : 0)));
+  let minor = 0n;
+  for (const v of present) {
+    const m = DECIMAL.exec(typeof v === 'string' ? v : v.toFixed(digits));
+    if (!m) continue;
+    const units = BigInt(m[2]! + (m[3] ?? '').padEnd(digits, '0'));
+    minor += m[1] === '-' ? -units : units;
+  }
+  const negative = minor < 0n;
+  const abs = (negative ? -minor : minor).toString().padStart(digits + 1, '0');
+  const whole = abs.slice(0, abs.length - digits);
+  const fraction = abs.slice(abs.length - digits);
+  return `${negative ? '-' : ''}${whole}${digits > 0 ? `.${fraction}` : ''}`;
+}
+
+/** The total of `metric` over a list of points. */
+export function totalOf(points: readonly SeriesPoint[], metric: string, scale: number): MetricValue {
+  return sumValues(
+    points.map((p) => p.values[metric]),
+    scale,
+  );
+}
+
+/**
+ * Which of `xs` get a label when at most `maxTicks` fit: every n-th, counted back from the last (today, this
+ * month), so the newest period is always labelled.
+ */
+export function pickTicks(xs: readonly number[], maxTicks: number): number[] {
+  if (xs.length === 0) return [];
+  const step = Math.max(1, Math.ceil(xs.length / Math.max(1, Math.floor(maxTicks))));
+  return xs.filter((_, i) => (xs.length - 1 - i) % step === 0);
+}
+
+/** A round upper bound for an axis: the smallest 1, 2, 2.5 or 5 × 10^k at or above `max` (1 when nothing). */
+export function niceCeil(max: number): number {
+  if (!(max > 0)) return 1;
+  const exp = 10 ** Math.floor(Math.log10(max));
+  for (const f of [1, 2, 2.5, 5, 10]) if (f * exp >= max) return f * exp;
+  return 10 * exp;
+}

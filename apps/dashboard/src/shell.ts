@@ -1,0 +1,164 @@
+// The signed-in page: a header (store, time zone, how fresh the numbers are, sign out), the banner that says when
+// Tally cannot be reached, and the routed view below.
+import type { ApiClient, StoreAnswer } from './api';
+import type { StatusReporter, View, ViewContext } from './context';
+import { h, replaceChildren, setText } from './dom';
+import { mountEntityView } from './entity-view';
+import { KeyRejectedError, UnreachableError } from './errors';
+import { formatAge, formatTimeInZone, formatZone, type Locale } from './format';
+import { answerAgeMs } from './live';
+import { PRODUCT_METRICS, shownMetrics, STORE_METRICS, TOP_METRICS } from './metrics';
+import { OVERVIEW_HREF, parseRoute, type Route } from './router';
+import { mountTopProducts } from './top-products';
+
+/** Past this age the freshness mark turns amber: several polls in a row failed. */
+const STALE_AFTER_MS = 10_000;
+
+export interface ShellOptions {
+  api: ApiClient;
+  store: StoreAnswer;
+  locale: Locale;
+  onSignOut(): void;
+  onKeyRejected(): void;
+}
+
+export function mountShell(root: HTMLElement, opts: ShellOptions): View {
+  const { info, clockOffsetMs } = opts.store;
+  const freshness = h('span', { class: 'freshness', 'data-testid': 'freshness' }, 'connecting…');
+  const banner = h('div', { class: 'banner', role: 'status', 'data-testid': 'banner', hidden: true });
+  const main = h('main', { class: 'view', id: 'view' });
+  replaceChildren(
+    root,
+    h(
+      'header',
+      { class: 'topbar' },
+      h(
+        'div',
+        { class: 'brand' },
+        h('a', { href: OVERVIEW_HREF, class: 'logo' }, 'Tally'),
+        h('span', { class: 'store', 'data-testid': 'store-name' }, info.store),
+        h('span', { class: 'zone', 'data-testid': 'time-zone', title: 'Days and months are counted in this time zone' }, formatZone(info.timeZone, Date.now(), opts.locale)),
+      ),
+      h('div', { class: 'topbar-right' }, freshness, h('button', { type: 'button', class: 'sign-out', onclick: () => opts.onSignOut() }, 'Sign out')),
+    ),
+    banner,
+    main,
+  );
+  document.title = `Tally — ${info.store}`;
+
+  let lastAsOf: string | undefined;
+  const unreachable = new Set<string>();
+  let rejected = false;
+  // A request started before "Sign out" may settle after it: its report must not touch the next page.
+  let destroyed = false;
+
+  function renderBanner(): void {
+    banner.hidden = unreachable.size === 0;
+    if (!banner.hidden) {
+      const shown = lastAsOf ? ` The numbers below are from ${formatTimeInZone(Date.parse(lastAsOf), info.timeZone, opts.locale)}.` : '';
+      setText(banner, `Tally is not reachable; retrying.${shown}`);
+    }
+  }
+
+  function renderFreshness(): void {
+    if (!lastAsOf) return;
+    const age = answerAgeMs(lastAsOf, clockOffsetMs, Date.now());
+    setText(freshness, `updated ${formatAge(age)}`);
+    freshness.title = `Numbers as of ${formatTimeInZone(Date.parse(lastAsOf), info.timeZone, opts.locale)} (${info.timeZone})`;
+    freshness.classList.toggle('stale', age > STALE_AFTER_MS);
+  }
+  const ticker = setInterval(renderFreshness, 1_000);
+
+  const status: StatusReporter = {
+    ok(source) {
+      if (!destroyed && unreachable.delete(source)) renderBanner();
+    },
+    failed(source, err) {
+      if (destroyed) return false;
+      if (err instanceof KeyRejectedError) {
+        if (!rejected) {
+          rejected = true;
+          // Not from inside a poller's callback: signing out destroys the poller that is reporting.
+          queueMicrotask(() => opts.onKeyRejected());
+        }
+        return false;
+      }
+      if (err instanceof UnreachableError) {
+        unreachable.add(source);
+        renderBanner();
+        return true;
+      }
+      return false;
+    },
+    fresh(asOf) {
+      if (destroyed) return;
+      lastAsOf = asOf;
+      renderFreshness();
+    },
+  };
+
+  const ctx: ViewContext = { api: opts.api, store: opts.store, locale: opts.locale, status };
+  let view: View | undefined;
+
+  function mountRoute(route: Route): View {
+    switch (route.name) {
+      case 'overview': {
+        const top = mountTopProducts(ctx, shownMetrics(info.metrics, TOP_METRICS));
+        const body = h('div', { class: 'entity' });
+        replaceChildren(main, h('div', { class: 'page-head' }, h('h1', {}, 'Store overview')), body);
+        const entity = mountEntityView(body, ctx, {
+          entity: 'store',
+          metrics: shownMetrics(info.metrics, STORE_METRICS),
+          extra: [top.element],
+          onChange: () => top.refresh(),
+        });
+        return {
+          destroy() {
+            entity.destroy();
+            top.destroy();
+          },
+        };
+      }
+      case 'product': {
+        const body = h('div', { class: 'entity' });
+        replaceChildren(
+          main,
+          h(
+            'div',
+            { class: 'page-head' },
+            h('a', { href: OVERVIEW_HREF, class: 'back' }, '← Store overview'),
+            h('h1', { 'data-testid': 'product-title' }, 'Product ', h('span', { class: 'product-id' }, route.id)),
+          ),
+          body,
+        );
+        return mountEntityView(body, ctx, { entity: `product:${route.id}`, metrics: shownMetrics(info.metrics, PRODUCT_METRICS) });
+      }
+      case 'not-found':
+        replaceChildren(
+          main,
+          h('div', { class: 'page-head' }, h('h1', {}, 'Nothing here')),
+          h('p', {}, 'This address does not name a page of the dashboard. ', h('a', { href: OVERVIEW_HREF }, 'Go to the store overview.')),
+        );
+        return { destroy() {} };
+    }
+  }
+
+  function route(): void {
+    view?.destroy();
+    unreachable.clear();
+    renderBanner();
+    view = mountRoute(parseRoute(location.hash));
+    window.scrollTo(0, 0);
+  }
+  window.addEventListener('hashchange', route);
+  route();
+
+  return {
+    destroy() {
+      destroyed = true;
+      window.removeEventListener('hashchange', route);
+      clearInterval(ticker);
+      view?.destroy();
+    },
+  };
+}

@@ -1,0 +1,1 @@
+export { metricValue } from './prom-text';
