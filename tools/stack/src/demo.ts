@@ -12,7 +12,7 @@ export interface StackContext {
   table: string;
   region: string;
   dataDir: string;
-  /** Prints a line in the stack's own log. */
+  /** Prints a line as is (no log prefix), so commands can be copied. */
   log(message: string): void;
 }
 

@@ -221,7 +221,7 @@ async function start(): Promise<void> {
     table: env.DYNAMODB_TABLE,
     region: env.AWS_REGION,
     dataDir,
-    log: (message) => say(message),
+    log: (message) => print(message),
   });
 }
 
