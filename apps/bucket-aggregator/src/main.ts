@@ -46,6 +46,7 @@ const eventsWorker = new Worker(
     concurrency: config.AGGREGATOR_CONCURRENCY,
     lockDuration: config.JOB_LOCK_MS,
     stalledInterval: config.JOB_LOCK_MS,
+    maxStalledCount: QUEUE_SETTINGS[QUEUE.events].maxStalledCount,
   },
 );
 const bucketMs = config.BUCKET_SECONDS * 1000;
@@ -56,6 +57,7 @@ const sealWorker = config.SEALER_ENABLED
       concurrency: 1,
       lockDuration: config.JOB_LOCK_MS,
       stalledInterval: config.JOB_LOCK_MS,
+      maxStalledCount: QUEUE_SETTINGS[QUEUE.seal].maxStalledCount,
     })
   : undefined;
 for (const w of [eventsWorker, sealWorker]) {

@@ -2,7 +2,7 @@ import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, createDynamoClient, createDynamoMeter, isConnectionError, TableError } from '@tally/dynamo';
 import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
-import { BULL_PREFIX, closeQueues, createQueues, QUEUE } from '@tally/queues';
+import { BULL_PREFIX, closeQueues, createQueues, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
 import { loadRules } from '@tally/schema';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -58,6 +58,7 @@ const worker = new Worker(
     concurrency: config.WRITER_CONCURRENCY,
     lockDuration: config.JOB_LOCK_MS,
     stalledInterval: config.JOB_LOCK_MS,
+    maxStalledCount: QUEUE_SETTINGS[QUEUE.dynamoWrites].maxStalledCount,
   },
 );
 worker.on('failed', (job, err) => log.error({ jobId: job?.id, err: err.message }, 'flush job failed'));
