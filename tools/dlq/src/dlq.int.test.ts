@@ -1,0 +1,234 @@
+import { BULL_PREFIX, closeQueues, createQueues, QUEUE, type TallyQueues } from '@tally/queues';
+import { startRedis, waitFor, type RedisHandle } from '@tally/testing';
+import { Worker, type JobsOptions, type Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { runDlqCli } from './cli';
+import { listFailed, parseFilter, purgeFailed, purgeJob, replayFailed, replayJob, showJob } from './dlq';
+import { DlqError } from './errors';
+
+let redisServer: RedisHandle;
+let redis: Redis;
+let queues: TallyQueues;
+const DAY = 86_400_000;
+
+beforeAll(async () => {
+  redisServer = await startRedis();
+  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+  queues = createQueues(redis);
+});
+afterAll(async () => {
+  await closeQueues(queues);
+  await redis.quit();
+  await redisServer.stop();
+});
+beforeEach(async () => {
+  await redis.flushall();
+});
+
+const batch = (batchId: string, receivedAt = Date.now()) => ({
+  batchId,
+  store: 'S1',
+  receivedAt,
+  source: 'http',
+  events: [{ type: 'view', ts: receivedAt, dims: { product: 'P1' } }],
+});
+
+/**
+ * Adds the jobs and lets a worker fail each once with `reason(data)` (attempts: 1), so they land in the failed
+ * set exactly as a dead letter does. The worker is closed before returning: nothing processes them afterwards.
+ */
+async function failJobs(queue: Queue, jobs: Array<{ data: Record<string, unknown>; opts?: JobsOptions }>, reason: (data: any) => string): Promise<string[]> {
+  const ids: string[] = [];
+  for (const j of jobs) ids.push((await queue.add(queue.name, j.data, { attempts: 1, ...j.opts })).id!);
+  const connection = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+  const worker = new Worker(
+    queue.name,
+    async (job) => {
+      throw new Error(reason(job.data));
+    },
+    { connection, prefix: BULL_PREFIX },
+  );
+  try {
+    await waitFor(async () => (await Promise.all(ids.map((id) => queue.getJobState(id)))).every((s) => s === 'failed'), {
+      message: `jobs ${ids.join(', ')} failed in ${queue.name}`,
+    });
+  } finally {
+    await worker.close();
+    await connection.quit();
+  }
+  return ids;
+}
+
+const io = () => {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { out, err, io: { out: (l: string) => out.push(l), err: (l: string) => err.push(l) } };
+};
+
+describe('dead-letter operations on a real Redis', () => {
+  it('lists failed jobs newest first with reason and attempts, filtered and limited', async () => {
+    await failJobs(queues.events, [{ data: batch('b1'), opts: { jobId: 'j1' } }], () => 'first: tenant lookup timed out');
+    await failJobs(queues.events, [{ data: batch('b2'), opts: { jobId: 'j2' } }, { data: batch('b3'), opts: { jobId: 'j3' } }], (d) =>
+      d.batchId === 'b2' ? 'second: Redis said OOM' : 'third: Redis said OOM',
+    );
+    const all = await listFailed(queues.events, {}, { limit: 10 });
+    expect(all.total).toBe(3);
+    expect(all.jobs.map((j) => j.id).slice(-1)).toEqual(['j1']); // oldest failure last
+    expect(all.jobs.find((j) => j.id === 'j2')).toMatchObject({ queue: 'events', attemptsMade: 1, reason: 'second: Redis said OOM' });
+
+    const oom = await listFailed(queues.events, parseFilter({ reason: 'redis said oom' }), { limit: 10 });
+    expect(oom.jobs.map((j) => j.id).sort()).toEqual(['j2', 'j3']);
+    expect(oom.matched).toBe(2);
+    expect((await listFailed(queues.events, parseFilter({ reason: 'oom' }), { limit: 1 })).jobs).toHaveLength(1);
+
+    // Two hours later, everything failed more than an hour ago and nothing in the last 10 minutes.
+    const later = Date.now() + 2 * 3_600_000;
+    expect((await listFailed(queues.events, parseFilter({ olderThan: '1h' }), { limit: 10, now: later })).matched).toBe(3);
+    expect((await listFailed(queues.events, parseFilter({ newerThan: '10m' }), { limit: 10, now: later })).matched).toBe(0);
+  });
+
+  it('shows a job with its payload; unknown ids are named', async () => {
+    await failJobs(queues.events, [{ data: batch('b-show'), opts: { jobId: 'show-1' } }], () => 'boom');
+    const job = await showJob(queues.events, 'show-1');
+    expect(job).toMatchObject({ id: 'show-1', state: 'failed', reason: 'boom', attemptsMade: 1 });
+    expect(job.data).toMatchObject({ batchId: 'b-show', store: 'S1' });
+    expect(job.stacktrace.at(-1)).toMatch(/^Error: boom/);
+    await expect(showJob(queues.events, 'nope')).rejects.toThrowError(/^no job "nope" in queue events$/);
+  });
+
+  it('replays one job with its original id and a fresh attempt budget; a second replay is refused', async () => {
+    await failJobs(queues[QUEUE.dynamoWrites], [{ data: { store: 'S1', pk: 'S1' }, opts: { jobId: 'flush-1' } }], () => 'throttled too long');
+    const dry = await replayJob(queues[QUEUE.dynamoWrites], 'flush-1', { dedupeWindowMs: DAY, dryRun: true });
+    expect(dry.dryRun).toBe(true);
+    expect(await queues[QUEUE.dynamoWrites].getJobState('flush-1')).toBe('failed');
+
+    await replayJob(queues[QUEUE.dynamoWrites], 'flush-1', { dedupeWindowMs: DAY });
+    expect(await queues[QUEUE.dynamoWrites].getJobState('flush-1')).toBe('waiting');
+    const job = (await queues[QUEUE.dynamoWrites].getJob('flush-1'))!;
+    expect(job.data).toEqual({ store: 'S1', pk: 'S1' });
+    expect(job.attemptsMade).toBe(0);
+    expect(job.failedReason).toBeFalsy();
+    expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(0);
+
+    const again = replayJob(queues[QUEUE.dynamoWrites], 'flush-1', { dedupeWindowMs: DAY });
+    await expect(again).rejects.toThrowError(DlqError);
+    await expect(replayJob(queues[QUEUE.dynamoWrites], 'flush-1', { dedupeWindowMs: DAY })).rejects.toThrowError(
+      /^job "flush-1" in queue dynamo-writes is waiting, not failed; only failed jobs are replayed$/,
+    );
+  });
+
+  it('refuses to replay an events batch accepted before the dedupe window, unless told it is safe', async () => {
+    const old = Date.now() - 30 * 3_600_000;
+    await failJobs(queues.events, [{ data: batch('b-old', old), opts: { jobId: 'old-1', timestamp: old } }], () => 'invalid events payload: events.0.type: unknown');
+    await failJobs(queues.events, [{ data: batch('b-new'), opts: { jobId: 'new-1' } }], () => 'tenant lookup timed out');
+
+    await expect(replayJob(queues.events, 'old-1', { dedupeWindowMs: DAY })).rejects.toThrowError(/^job "old-1": batch accepted 30h ago, past the dedupe window/);
+    expect(await queues.events.getJobState('old-1')).toBe('failed');
+
+    const bulk = await replayFailed(queues.events, {}, { dedupeWindowMs: DAY });
+    expect(bulk.done).toEqual(['new-1']);
+    expect(bulk.skipped).toEqual([{ id: 'old-1', why: expect.stringMatching(/past the dedupe window/) }]);
+
+    await replayJob(queues.events, 'old-1', { dedupeWindowMs: DAY, pastDedupeWindow: true });
+    expect(await queues.events.getJobState('old-1')).toBe('waiting');
+  });
+
+  it('replays and purges in bulk by filter, reporting progress; a dry run changes nothing', async () => {
+    const ids = await failJobs(
+      queues[QUEUE.dynamoWrites],
+      Array.from({ length: 6 }, (_, i) => ({ data: { store: 'S1', pk: `S1#product#P${i}` }, opts: { jobId: `f${i}` } })),
+      (d) => (d.pk.endsWith('0') || d.pk.endsWith('1') ? 'row S1: item too large' : 'DynamoDB throttled'),
+    );
+    expect(ids).toHaveLength(6);
+
+    const progress: Array<[number, number]> = [];
+    const dry = await replayFailed(queues[QUEUE.dynamoWrites], parseFilter({ reason: 'throttled' }), {
+      dedupeWindowMs: DAY,
+      dryRun: true,
+      onProgress: (d, t) => progress.push([d, t]),
+    });
+    expect(dry.done.sort()).toEqual(['f2', 'f3', 'f4', 'f5']);
+    expect(progress).toEqual([[1, 4], [2, 4], [3, 4], [4, 4]]);
+    expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(6);
+
+    const replayed = await replayFailed(queues[QUEUE.dynamoWrites], parseFilter({ reason: 'throttled' }), { dedupeWindowMs: DAY, pageSize: 2 });
+    expect(replayed.done.sort()).toEqual(['f2', 'f3', 'f4', 'f5']);
+    expect(await queues[QUEUE.dynamoWrites].getWaitingCount()).toBe(4);
+    expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(2);
+
+    expect((await purgeFailed(queues[QUEUE.dynamoWrites], parseFilter({ reason: 'too large' }), { dryRun: true })).done).toHaveLength(2);
+    expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(2);
+    const purged = await purgeFailed(queues[QUEUE.dynamoWrites], parseFilter({ reason: 'too large' }), {});
+    expect(purged.done.sort()).toEqual(['f0', 'f1']);
+    expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(0);
+    expect(await queues[QUEUE.dynamoWrites].getJob('f0')).toBeUndefined();
+    await expect(purgeJob(queues[QUEUE.dynamoWrites], 'f2')).rejects.toThrowError(/is waiting, not failed; only failed jobs are purged/);
+  });
+});
+
+describe('dlq command line', () => {
+  const deps = () => ({ queues, dedupeWindowMs: DAY });
+
+  it('list prints a table and a per-queue summary; --json prints the jobs', async () => {
+    await failJobs(queues.seal, [{ data: {}, opts: { jobId: 'seal-1' } }], () => 'fold failed: NOSCRIPT');
+    const c = io();
+    expect(await runDlqCli(['list'], deps(), c.io)).toBe(0);
+    expect(c.out[0]).toMatch(/^QUEUE\s+ID\s+AGE\s+ATTEMPTS\s+REASON$/);
+    expect(c.out[1]).toMatch(/^seal\s+seal-1\s+\d+s\s+1\s+fold failed: NOSCRIPT$/);
+    expect(c.out.at(-1)).toBe('events: 0 failed; seal: 1 failed; dynamo-writes: 0 failed');
+
+    const j = io();
+    expect(await runDlqCli(['list', '--queue', 'seal', '--json'], deps(), j.io)).toBe(0);
+    expect(JSON.parse(j.out.join('\n'))).toEqual([expect.objectContaining({ queue: 'seal', id: 'seal-1', reason: 'fold failed: NOSCRIPT', attemptsMade: 1 })]);
+  });
+
+  it('purge never prompts: without --yes it refuses and deletes nothing', async () => {
+    await failJobs(queues.events, [{ data: batch('b-p'), opts: { jobId: 'p1' } }], () => 'boom');
+    const c = io();
+    expect(await runDlqCli(['purge', 'events', '--all'], deps(), c.io)).toBe(2);
+    expect(c.err[0]).toBe('tally: purge deletes failed jobs for good and never asks: add --yes (or --dry-run to see what it would delete)');
+    expect(await queues.events.getFailedCount()).toBe(1);
+
+    const d = io();
+    expect(await runDlqCli(['purge', 'events', '--all', '--dry-run'], deps(), d.io)).toBe(0);
+    expect(d.out.at(-1)).toBe('dry run: would purge 1 of 1 matching failed jobs in events');
+    expect(await queues.events.getFailedCount()).toBe(1);
+
+    const y = io();
+    expect(await runDlqCli(['purge', 'events', '--all', '--yes'], deps(), y.io)).toBe(0);
+    expect(y.out.at(-1)).toBe('purged 1 of 1 matching failed jobs in events');
+    expect(await queues.events.getFailedCount()).toBe(0);
+  });
+
+  it('bulk replay needs --all or a filter, drives the progress display, and names bad input', async () => {
+    await failJobs(queues.events, [{ data: batch('b-r1'), opts: { jobId: 'r1' } }, { data: batch('b-r2'), opts: { jobId: 'r2' } }], () => 'boom');
+    const u = io();
+    expect(await runDlqCli(['replay', 'events'], deps(), u.io)).toBe(2);
+    expect(u.err[0]).toBe('tally: replay <queue> needs an id, --all, or a filter (--reason, --older-than, --newer-than)');
+    const bad = io();
+    expect(await runDlqCli(['replay', 'events', '--older-than', '10 minutes'], deps(), bad.io)).toBe(2);
+    expect(bad.err[0]).toBe('tally: "10 minutes" is not a duration; use e.g. 30s, 10m, 2h, 7d or 1h30m');
+    const q = io();
+    expect(await runDlqCli(['replay', 'evnts', '--all'], deps(), q.io)).toBe(2);
+    expect(q.err[0]).toBe('tally: unknown queue "evnts"; queues: events, seal, dynamo-writes');
+
+    const bars: string[] = [];
+    const c = io();
+    const code = await runDlqCli(['replay', 'events', '--all'], {
+      ...deps(),
+      progress: (label, total) => {
+        bars.push(`start ${label} ${total}`);
+        return { update: (n) => bars.push(`update ${n}`), stop: () => bars.push('stop') };
+      },
+    }, c.io);
+    expect(code).toBe(0);
+    expect(c.out.at(-1)).toBe('replayed 2 of 2 matching failed jobs in events');
+    expect(bars).toEqual(['start replay events 2', 'update 1', 'update 2', 'stop']);
+    expect(await queues.events.getWaitingCount()).toBe(2);
+
+    const one = io();
+    expect(await runDlqCli(['replay', 'events', 'r1'], deps(), one.io)).toBe(1);
+    expect(one.err[0]).toBe('tally: job "r1" in queue events is waiting, not failed; only failed jobs are replayed');
+  });
+});

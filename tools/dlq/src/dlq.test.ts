@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import { table } from './cli';
+import { assertQueueName, formatAge, matches, parseDuration, parseFilter, replayHazard, type FailedJob } from './dlq';
+import { DlqError } from './errors';
+
+const job = (over: Partial<FailedJob> = {}): FailedJob => ({
+  queue: 'events',
+  id: 'batch-abc',
+  name: 'events',
+  enqueuedAt: 1_000_000,
+  failedAt: 1_000_000,
+  attemptsMade: 10,
+  reason: 'DynamoDB said no',
+  acceptedAt: 1_000_000,
+  ...over,
+});
+
+describe('parseDuration', () => {
+  it('reads units and combinations', () => {
+    expect(parseDuration('250ms')).toBe(250);
+    expect(parseDuration('90s')).toBe(90_000);
+    expect(parseDuration('10m')).toBe(600_000);
+    expect(parseDuration('2h')).toBe(7_200_000);
+    expect(parseDuration('7d')).toBe(604_800_000);
+    expect(parseDuration('1w')).toBe(604_800_000);
+    expect(parseDuration('1h30m')).toBe(5_400_000);
+    expect(parseDuration('1.5h')).toBe(5_400_000);
+  });
+
+  it('refuses anything else, naming the text', () => {
+    for (const bad of ['', '10', 'm', '10 m', '10min', '-5m', '10m ', 'soon']) {
+      expect(() => parseDuration(bad), bad).toThrowError(DlqError);
+    }
+    expect(() => parseDuration('10min')).toThrowError(/^"10min" is not a duration; use e\.g\. 30s, 10m/);
+  });
+});
+
+describe('formatAge', () => {
+  it('shows at most two units', () => {
+    expect(formatAge(-5)).toBe('0s');
+    expect(formatAge(59_999)).toBe('59s');
+    expect(formatAge(600_000)).toBe('10m');
+    expect(formatAge(3_600_000)).toBe('1h');
+    expect(formatAge(3_900_000)).toBe('1h 5m');
+    expect(formatAge(47 * 3_600_000)).toBe('47h');
+    expect(formatAge(50 * 3_600_000)).toBe('2d 2h');
+    expect(formatAge(14 * 86_400_000)).toBe('14d');
+  });
+});
+
+describe('filters', () => {
+  const now = 1_000_000 + 30 * 60_000; // the job failed 30 minutes ago
+
+  it('match by age since the failure and by reason, all conditions together', () => {
+    expect(matches(job(), parseFilter({}), now)).toBe(true);
+    expect(matches(job(), parseFilter({ olderThan: '10m' }), now)).toBe(true);
+    expect(matches(job(), parseFilter({ olderThan: '31m' }), now)).toBe(false);
+    expect(matches(job(), parseFilter({ newerThan: '1h' }), now)).toBe(true);
+    expect(matches(job(), parseFilter({ newerThan: '29m' }), now)).toBe(false);
+    expect(matches(job(), parseFilter({ reason: 'dynamodb' }), now)).toBe(true);
+    expect(matches(job(), parseFilter({ reason: '^said' }), now)).toBe(false);
+    expect(matches(job(), parseFilter({ reason: 'said', olderThan: '1h' }), now)).toBe(false);
+    expect(matches(job(), parseFilter({ olderThan: '10m', newerThan: '1h' }), now)).toBe(true);
+  });
+
+  it('refuse a bad regex and an empty age range', () => {
+    expect(() => parseFilter({ reason: '(' })).toThrowError(/^--reason: not a regular expression/);
+    expect(() => parseFilter({ olderThan: '2h', newerThan: '1h' })).toThrowError(/no job can match both/);
+  });
+});
+
+describe('replayHazard', () => {
+  const window = 86_400_000;
+
+  it('refuses an events batch accepted longer ago than the dedupe window', () => {
+    const j = job({ acceptedAt: 0, failedAt: 0 });
+    expect(replayHazard(j, window - 1, { dedupeWindowMs: window })).toBeUndefined();
+    expect(replayHazard(j, window, { dedupeWindowMs: window })).toMatch(/^batch accepted 24h ago, past the dedupe window \(24h\): if it was applied before it failed, a replay would count it twice/);
+    expect(replayHazard(j, window, { dedupeWindowMs: window, pastDedupeWindow: true })).toBeUndefined();
+  });
+
+  it('never refuses flush or seal jobs: the watermark makes them idempotent at any age', () => {
+    for (const queue of ['dynamo-writes', 'seal'] as const) {
+      expect(replayHazard(job({ queue, acceptedAt: undefined, enqueuedAt: 0 }), 30 * window, { dedupeWindowMs: window })).toBeUndefined();
+    }
+  });
+});
+
+describe('table', () => {
+  it('aligns columns and keeps each reason on one cut line', () => {
+    const lines = table(
+      [job({ id: 'a', reason: 'line one\n   at stack' }), job({ queue: 'dynamo-writes', id: 'flush-xyz', reason: 'x'.repeat(150), attemptsMade: 8 })],
+      1_000_000 + 3_900_000,
+    );
+    expect(lines).toEqual([
+      'QUEUE          ID         AGE    ATTEMPTS  REASON',
+      'events         a          1h 5m  10        line one at stack',
+      `dynamo-writes  flush-xyz  1h 5m  8         ${'x'.repeat(99)}…`,
+    ]);
+  });
+});
+
+describe('assertQueueName', () => {
+  it('knows the three queues', () => {
+    expect(assertQueueName('dynamo-writes')).toBe('dynamo-writes');
+    expect(() => assertQueueName('dynamo_writes')).toThrowError(/^unknown queue "dynamo_writes"; queues: events, seal, dynamo-writes$/);
+  });
+});

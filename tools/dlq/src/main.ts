@@ -1,0 +1,58 @@
+// npm run dlq -- <command>: list, show, replay and purge failed jobs (the dead-letter queues). Configured by
+// REDIS_URL and DEDUPE_WINDOW_SECONDS (the aggregator's, for the events replay guard). Never prompts.
+import { aggregatorEnv, loadConfigOrExit, sharedEnvShape } from '@tally/config';
+import { closeQueues, createQueues } from '@tally/queues';
+import { Presets, SingleBar } from 'cli-progress';
+import { Redis } from 'ioredis';
+import { z } from 'zod';
+import { runDlqCli, type Progress } from './cli';
+
+const config = loadConfigOrExit(
+  z.object({ REDIS_URL: sharedEnvShape.REDIS_URL, DEDUPE_WINDOW_SECONDS: aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS }),
+);
+
+// An operator tool fails fast when Redis is away instead of waiting for it.
+const redis = new Redis(config.REDIS_URL, {
+  maxRetriesPerRequest: 2,
+  connectTimeout: 5_000,
+  retryStrategy: (attempt) => (attempt > 3 ? null : 250 * attempt),
+});
+let lastRedisError: Error | undefined;
+redis.on('error', (err) => (lastRedisError = err)); // reported once, below
+const queues = createQueues(redis);
+for (const q of Object.values(queues)) q.on('error', () => undefined);
+
+/** A progress bar on stderr for bulk work, only on a terminal (stdout stays clean for pipes). */
+const progress = (label: string, total: number): Progress | undefined => {
+  if (!process.stderr.isTTY || total < 2) return undefined;
+  const bar = new SingleBar(
+    { format: `${label} [{bar}] {value}/{total} {percentage}% eta {eta_formatted}`, stream: process.stderr, hideCursor: true },
+    Presets.shades_classic,
+  );
+  bar.start(total, 0);
+  return { update: (done) => bar.update(done), stop: () => bar.stop() };
+};
+
+const argv = process.argv.slice(2);
+const wantsHelp = argv.length === 0 || argv[0] === 'help' || argv.includes('--help') || argv.includes('-h');
+try {
+  if (!wantsHelp) {
+    try {
+      await redis.ping();
+    } catch (err) {
+      process.stderr.write(`tally: cannot reach Redis at ${config.REDIS_URL}: ${(lastRedisError ?? (err as Error)).message}\n`);
+      process.exit(1);
+    }
+  }
+  process.exitCode = await runDlqCli(
+    argv,
+    { queues, dedupeWindowMs: config.DEDUPE_WINDOW_SECONDS * 1000, progress },
+    {
+      out: (line) => process.stdout.write(`${line}\n`),
+      err: (line) => process.stderr.write(`${line}\n`),
+    },
+  );
+} finally {
+  await closeQueues(queues).catch(() => undefined);
+  redis.disconnect();
+}
