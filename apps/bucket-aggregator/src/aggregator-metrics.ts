@@ -21,8 +21,38 @@ export function createAggregatorMetrics(registry: Registry) {
     sealLag: new Gauge({ name: 'tally_seal_lag_seconds', help: 'How late the last seal was after its bucket was due to close', registers }),
     foldSeconds: new Histogram({ name: 'tally_fold_duration_seconds', help: 'Time to fold one store’s sealed buckets', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers }),
     flushesScheduled: new Counter({ name: 'tally_flushes_scheduled_total', help: 'Row flush jobs enqueued to dynamo-writes', registers }),
-    dirtyRows: new Gauge({ name: 'tally_outbox_rows', help: 'Rows with counts folded but not yet written to DynamoDB', registers }),
-    oldestUnfolded: new Gauge({ name: 'tally_oldest_unfolded_bucket_age_seconds', help: 'Age of the oldest bucket not yet folded', registers }),
-    flushLag: new Gauge({ name: 'tally_flush_lag_seconds', help: 'Age of the oldest count not yet written to DynamoDB', registers }),
   };
+}
+
+/** Backlog as Redis holds it now, summed over stores. */
+export interface Backlog {
+  dirtyRows: number;
+  oldestUnfoldedAgeSeconds: number;
+  flushLagSeconds: number;
+}
+
+/**
+ * Gauges computed at scrape time from Redis, so every replica reports the same, current value whoever ran the
+ * last seal. A scrape while Redis is unreachable keeps the previous values.
+ */
+export function registerBacklogGauges(registry: Registry, read: () => Promise<Backlog>) {
+  let last: Backlog = { dirtyRows: 0, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: 0 };
+  let pending: Promise<Backlog> | undefined;
+  const current = () =>
+    (pending ??= read()
+      .then((b) => (last = b))
+      .catch(() => last)
+      .finally(() => setTimeout(() => (pending = undefined), 250)));
+  const gauge = (name: string, help: string, pick: (b: Backlog) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        this.set(pick(await current()));
+      },
+    });
+  gauge('tally_outbox_rows', 'Rows with counts folded but not yet written to DynamoDB', (b) => b.dirtyRows);
+  gauge('tally_oldest_unfolded_bucket_age_seconds', 'Age of the oldest bucket not yet folded (0 when none)', (b) => b.oldestUnfoldedAgeSeconds);
+  gauge('tally_flush_lag_seconds', 'Age of the oldest count not yet written to DynamoDB (0 when none)', (b) => b.flushLagSeconds);
 }

@@ -9,7 +9,7 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { eventsProcessor } from './events.processor';
-import { sealTick } from './seal.processor';
+import { readBacklog, sealTick } from './seal.processor';
 
 let server: RedisHandle;
 let redis: Redis;
@@ -116,6 +116,8 @@ describe('sealer tick', () => {
       '1000000|2023-123|v=1',
       '1001000|2023-124|v=1',
     ]);
+    // The backlog the scrape-time gauges report: 3 dirty rows, the oldest folded at 1_001_000.
+    expect(await readBacklog(buckets, clock)).toEqual({ dirtyRows: 3, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: (clock - 1_001_000) / 1000 });
     // Default rules: the store row is written hourly, the visitor once idle 30 min, products once a day.
     expect(await queues[QUEUE.dynamoWrites].count()).toBe(0);
     clock += 3_600_000;

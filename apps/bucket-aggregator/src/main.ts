@@ -7,9 +7,9 @@ import { loadRules } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { createAggregatorMetrics } from './aggregator-metrics';
+import { createAggregatorMetrics, registerBacklogGauges } from './aggregator-metrics';
 import { eventsProcessor } from './events.processor';
-import { sealProcessor } from './seal.processor';
+import { readBacklog, sealProcessor } from './seal.processor';
 
 // Composition root of the bucket aggregator: applies event batches to Redis buckets, and runs the sealer
 // (seal, fold, schedule flushes) from a BullMQ job scheduler every BUCKET_SECONDS.
@@ -31,6 +31,7 @@ const scriptRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
 const queues = createQueues(new Redis(config.REDIS_URL, { maxRetriesPerRequest: null }));
 queueDepthMetrics(registry, Object.values(queues));
 const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX });
+registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
 const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
 const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log });
 const crash = crashPoints(config.TALLY_CRASH_POINT);

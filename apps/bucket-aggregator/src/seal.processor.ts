@@ -1,7 +1,7 @@
 import type { BucketStore } from '@tally/buckets';
 import { enqueueBulk, jobIdFor, QUEUE, type TallyQueues } from '@tally/queues';
 import type { Logger } from 'pino';
-import type { AggregatorMetrics } from './aggregator-metrics';
+import type { AggregatorMetrics, Backlog } from './aggregator-metrics';
 
 export interface SealDeps {
   buckets: BucketStore;
@@ -29,9 +29,6 @@ export interface SealTickResult {
 export async function sealTick(deps: SealDeps): Promise<SealTickResult> {
   const now = (deps.now ?? Date.now)();
   const result: SealTickResult = { sealed: 0, folded: 0, rows: 0, flushes: 0 };
-  let oldestDirty = Infinity;
-  let oldestUnfolded = Infinity;
-  let dirtyRows = 0;
   for (const store of await deps.buckets.stores()) {
     const sealed = await deps.buckets.seal(store, { now, minAgeMs: Math.floor(deps.bucketMs / 2) });
     if (sealed !== undefined) {
@@ -57,18 +54,29 @@ export async function sealTick(deps: SealDeps): Promise<SealTickResult> {
       result.flushes += due.length;
       deps.metrics.flushesScheduled.inc(due.length);
     }
-    const od = await deps.buckets.oldestDirty(store);
-    if (od !== undefined) oldestDirty = Math.min(oldestDirty, od);
-    const ou = await deps.buckets.oldestUnfolded(store);
-    if (ou !== undefined) oldestUnfolded = Math.min(oldestUnfolded, ou);
-    dirtyRows += await deps.buckets.dirtyCount(store);
   }
-  deps.metrics.dirtyRows.set(dirtyRows);
-  deps.metrics.oldestUnfolded.set(Number.isFinite(oldestUnfolded) ? Math.max(0, now - oldestUnfolded) / 1000 : 0);
-  const oldest = Math.min(oldestDirty, oldestUnfolded);
-  deps.metrics.flushLag.set(Number.isFinite(oldest) ? Math.max(0, now - oldest) / 1000 : 0);
   if (result.sealed || result.flushes) deps.log.debug({ ...result }, 'sealer tick');
   return result;
 }
 
 export const sealProcessor = (deps: SealDeps) => async () => sealTick(deps);
+
+/** The backlog of unwritten counts over every store, for the scrape-time gauges. */
+export async function readBacklog(buckets: BucketStore, now: number): Promise<Backlog> {
+  let oldestDirty = Infinity;
+  let oldestUnfolded = Infinity;
+  let dirtyRows = 0;
+  for (const store of await buckets.stores()) {
+    const od = await buckets.oldestDirty(store);
+    if (od !== undefined) oldestDirty = Math.min(oldestDirty, od);
+    const ou = await buckets.oldestUnfolded(store);
+    if (ou !== undefined) oldestUnfolded = Math.min(oldestUnfolded, ou);
+    dirtyRows += await buckets.dirtyCount(store);
+  }
+  const oldest = Math.min(oldestDirty, oldestUnfolded);
+  return {
+    dirtyRows,
+    oldestUnfoldedAgeSeconds: Number.isFinite(oldestUnfolded) ? Math.max(0, now - oldestUnfolded) / 1000 : 0,
+    flushLagSeconds: Number.isFinite(oldest) ? Math.max(0, now - oldest) / 1000 : 0,
+  };
+}

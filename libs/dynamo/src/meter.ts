@@ -24,6 +24,12 @@ export function createDynamoMeter(registry?: Registry): DynamoMeter {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers,
   });
+  // Zero samples from the start, so an idle process reports 0 rather than no data.
+  for (const operation of ['UpdateItem', 'GetItem', 'Query', 'BatchGetItem']) {
+    wcu.inc({ operation }, 0);
+    rcu.inc({ operation }, 0);
+    requests.inc({ operation, outcome: 'ok' }, 0);
+  }
   const totals = { writeUnits: 0, readUnits: 0, requests: {} as Record<string, number> };
   return {
     observe(op, outcome, seconds, consumed) {
