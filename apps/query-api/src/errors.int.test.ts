@@ -1,0 +1,181 @@
+import { BucketStore } from '@tally/buckets';
+import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
+import { createTenantDirectory, keyIdOf, revokeKey } from '@tally/tenants';
+import { freePort, startRedis, waitFor } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, startFixture, view, type Fixture } from '../test/fixture';
+import type { QueryApiApp } from './app';
+
+const NOW = Date.parse('2024-03-15T12:00:00Z');
+
+let f: Fixture;
+let app: QueryApiApp;
+let keys: { read: string; ingest: string; both: string };
+
+beforeAll(async () => {
+  f = await startFixture();
+  keys = await f.tenant('SHOP_A');
+  await f.tenant('SHOP_B');
+  await f.apply('SHOP_A', 'UTC', [view('2024-03-15T10:00:00Z', 'P1', 'V1')]);
+  app = await f.app({ now: () => NOW, limits: { maxEntitiesPerRequest: 3, sessionIdleSeconds: 60 } });
+});
+afterAll(async () => {
+  await f?.close();
+});
+
+const get = async (url: string, headers: Record<string, string> = bearer(keys.read)) => {
+  const res = await app.inject({ method: 'GET', url, headers });
+  return { status: res.statusCode, body: res.json(), headers: res.headers };
+};
+const evaluate = async (payload: unknown, headers: Record<string, string> = bearer(keys.read)) => {
+  const res = await app.inject({ method: 'POST', url: '/v1/segments/evaluate', headers: { ...headers, 'content-type': 'application/json' }, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) });
+  return { status: res.statusCode, body: res.json() };
+};
+
+const rule = { metric: 'ProductViews', key: 'P1', range: 'last3m', op: '>=', value: 1 };
+
+describe('bad input: 400 naming the field', () => {
+  const cases: Array<[string, string, RegExp]> = [
+    ['/v1/series?metrics=ViewCount,Bogus', 'metrics', /unknown metric "Bogus"; known: ViewCount, PageViewCount/],
+    ['/v1/series?metrics=ProductViews', 'metrics', /ProductViews is keyed by product/],
+    ['/v1/series?metrics=ViewCount%23P1', 'metrics', /ViewCount is not keyed/],
+    ['/v1/series?metrics=ProductViews%23P%20x', 'metrics', /key "P x"/],
+    ['/v1/series?metrics=', 'metrics', /at least one metric/],
+    ['/v1/series?from=2024-03-10&to=2024-03-01', 'from', /2024-03-10 is after to 2024-03-01/],
+    ['/v1/series?from=2014-01-01&to=2024-03-15', 'to', /more than 3660 days/],
+    ['/v1/series?from=2024-02-30&to=2024-03-01', 'from', /must be a date/],
+    ['/v1/series?from=2024-03-01', 'to', /to is required/],
+    ['/v1/series?to=2024-03-01', 'from', /from is required/],
+    ['/v1/series?range=last7d&from=2024-03-01&to=2024-03-02', 'range', /either range or from and to/],
+    ['/v1/series?granularity=hour', 'granularity', /granularity/],
+    ['/v1/series?range=last2d', 'range', /range/],
+    ['/v1/series?range=allTime&granularity=day', 'granularity', /allTime answers granularity total only/],
+    ['/v1/series?entity=shop', 'entity', /unknown entity "shop"; known: store, product, visitor/],
+    ['/v1/series?entity=product', 'entity', /needs an id: entity=product:<id>/],
+    ['/v1/series?entity=product:P%23x', 'entity', /id "P#x" of entity product/],
+    ['/v1/series?entity=constructor:x', 'entity', /unknown entity "constructor"/],
+    ['/v1/series?metric=ViewCount', 'metric', /unknown parameter "metric"/],
+    ['/v1/totals?entity=product&ids=P1,P2,P3,P4', 'ids', /4 ids; at most 3/],
+    ['/v1/totals?entity=product&ids=P1,bad%20id', 'ids', /id "bad id"/],
+    ['/v1/totals?entity=product', 'ids', /at least one product id/],
+    ['/v1/totals?entity=product&ids=P1&metrics=__proto__', 'metrics', /unknown metric/],
+    ['/v1/totals?ids=P1', 'entity', /entity/],
+    ['/v1/top?entity=product&metric=ViewCount&range=last12m', 'range', /covers 366 days; top lists cover at most 92/],
+    ['/v1/top?entity=product&metric=ViewCount&range=allTime', 'range', /not allTime/],
+    ['/v1/top?entity=product&metric=ViewCount&from=2024-01-01&to=2024-04-02', 'range', /93 days/],
+    ['/v1/top?entity=visitor&metric=ViewCount', 'entity', /keeps no rankings; ranked: product/],
+    ['/v1/top?entity=product&metric=Nope', 'metric', /unknown metric "Nope"/],
+    ['/v1/top?entity=product&metric=ViewCount&limit=0', 'limit', /limit/],
+  ];
+  it.each(cases)('GET %s → 400 field %s', async (url, field, message) => {
+    const { status, body } = await get(url);
+    expect(status).toBe(400);
+    expect(body).toEqual({ error: 'Bad Request', code: 'TALLY_ERR_BAD_REQUEST', field, message: expect.stringMatching(message) });
+  });
+
+  const bodies: Array<[string, unknown, string]> = [
+    ['bad op', { visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, op: '=>' }] }] }, 'segments.0.rules.0.op'],
+    ['unknown metric', { visitor: 'V1', segments: [{ name: 's', rules: [rule, { ...rule, metric: 'Clicks' }] }] }, 'segments.0.rules.1.metric'],
+    ['keyed metric without key', { visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, key: undefined }] }] }, 'segments.0.rules.0.key'],
+    ['unknown range', { visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, range: 'forever' }] }] }, 'segments.0.rules.0.range'],
+    ['bad visitor id', { visitor: 'V 1', segments: [{ name: 's', rules: [rule] }] }, 'visitor'],
+    ['no segments', { visitor: 'V1', segments: [] }, 'segments'],
+    ['unknown field', { visitor: 'V1', segments: [{ name: 's', rules: [rule] }], extra: 1 }, 'extra'],
+    ['not JSON', '{"visitor":', 'body'],
+  ];
+  it.each(bodies)('POST /v1/segments/evaluate with %s → 400 field %s', async (_what, payload, field) => {
+    const { status, body } = await evaluate(payload);
+    expect(status).toBe(400);
+    expect(body).toMatchObject({ error: 'Bad Request', code: 'TALLY_ERR_BAD_REQUEST', field });
+  });
+});
+
+describe('authentication', () => {
+  it('401 without a key, with a malformed header or an unknown key', async () => {
+    for (const headers of [{}, { authorization: `Basic ${keys.read}` }, bearer('tly_unknownunknownunknownunknown'), bearer('x')]) {
+      const { status, body, headers: h } = await get('/v1/series', headers);
+      expect(status).toBe(401);
+      expect(body).toMatchObject({ error: 'Unauthorized', code: 'TALLY_ERR_UNAUTHORIZED' });
+      expect(h['www-authenticate']).toBe('Bearer realm="tally"');
+    }
+  });
+
+  it('401 before validating anything, so nothing is revealed to an unauthenticated caller', async () => {
+    expect((await get('/v1/series?granularity=hour', {})).status).toBe(401);
+    expect((await evaluate('{', {})).status).toBe(401);
+  });
+
+  it('403 for a key without the read scope, 200 for read and read+ingest keys', async () => {
+    const ingest = await get('/v1/series', bearer(keys.ingest));
+    expect(ingest).toMatchObject({ status: 403, body: { error: 'Forbidden', code: 'TALLY_ERR_FORBIDDEN', message: 'this API key lacks the "read" scope (it has: ingest)' } });
+    expect((await evaluate({ visitor: 'V1', segments: [{ name: 's', rules: [rule] }] }, bearer(keys.ingest))).status).toBe(403);
+    expect((await get('/v1/series', bearer(keys.read))).status).toBe(200);
+    expect((await get('/v1/series', bearer(keys.both))).status).toBe(200);
+  });
+
+  it('401 once a key is revoked', async () => {
+    const { read } = await f.tenant('SHOP_REVOKE');
+    expect((await get('/v1/store', bearer(read))).status).toBe(200);
+    await revokeKey(f.db, 'SHOP_REVOKE', keyIdOf(read));
+    expect((await get('/v1/store', bearer(read))).status).toBe(401);
+  });
+});
+
+describe('unavailable backends: 503 with Retry-After', () => {
+  it('503 when the tenant directory cannot check a key', async () => {
+    const dead = createDynamoClient({ endpoint: `http://127.0.0.1:${await freePort()}`, region: 'us-east-1', maxAttempts: 1, requestTimeoutMs: 500 });
+    const down = await f.app({ directory: createTenantDirectory({ dynamo: dead, table: f.table, cacheTtlMs: 0 }) });
+    const res = await down.inject({ method: 'GET', url: '/v1/series', headers: bearer(keys.read) });
+    expect(res.statusCode).toBe(503);
+    expect(res.headers['retry-after']).toBe('5');
+    expect(res.json()).toMatchObject({ error: 'Service Unavailable', code: 'TALLY_ERR_UNAVAILABLE' });
+    dead.destroy();
+  });
+
+  it('503 when Redis is unreachable, and /readyz says not ready', async () => {
+    const server = await startRedis();
+    const redis = new Redis(server.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    redis.on('error', () => undefined);
+    await waitFor(() => redis.status === 'ready');
+    const buckets = new BucketStore({ redis, rules: f.rules, prefix: 'q' });
+    const down = await f.app({
+      query: { buckets, dynamo: { client: f.client, table: f.table, meter: createDynamoMeter() }, rules: f.rules },
+      ready: async () => redis.status === 'ready' && (await redis.ping()) === 'PONG',
+    });
+    expect((await down.inject({ method: 'GET', url: '/v1/series', headers: bearer(keys.read) })).statusCode).toBe(200);
+    await server.stop();
+    await waitFor(() => redis.status !== 'ready');
+    for (const req of [
+      { method: 'GET' as const, url: '/v1/series' },
+      { method: 'GET' as const, url: '/v1/totals?entity=product&ids=P1' },
+      { method: 'GET' as const, url: '/v1/top?entity=product&metric=ViewCount' },
+      { method: 'POST' as const, url: '/v1/segments/evaluate', payload: { visitor: 'V1', segments: [{ name: 's', rules: [rule] }] } },
+    ]) {
+      const res = await down.inject({ ...req, headers: bearer(keys.read) });
+      expect({ url: req.url, status: res.statusCode, retryAfter: res.headers['retry-after'], code: res.json().code }).toEqual({ url: req.url, status: 503, retryAfter: '5', code: 'TALLY_ERR_UNAVAILABLE' });
+    }
+    expect((await down.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
+    redis.disconnect();
+  });
+
+  it('503 for new requests once shutdown began; /healthz still answers', async () => {
+    let closing = false;
+    const closable = await f.app({ isClosing: () => closing });
+    expect((await closable.inject({ method: 'GET', url: '/v1/store', headers: bearer(keys.read) })).statusCode).toBe(200);
+    closing = true;
+    const res = await closable.inject({ method: 'GET', url: '/v1/store', headers: bearer(keys.read) });
+    expect(res.statusCode).toBe(503);
+    expect(res.json()).toMatchObject({ code: 'TALLY_ERR_SHUTTING_DOWN' });
+    expect((await closable.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    expect((await closable.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
+  });
+});
+
+describe('unknown routes', () => {
+  it('404 with the error body', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/nothing', headers: bearer(keys.read) });
+    expect(res.statusCode).toBe(404);
+    expect(res.json()).toEqual({ error: 'Not Found', code: 'TALLY_ERR_NOT_FOUND', message: 'no route GET /v1/nothing; see /docs' });
+  });
+});

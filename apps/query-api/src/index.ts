@@ -1,0 +1,2 @@
+export { buildApp, type QueryApiApp } from './app';
+export type { QueryApiDeps } from './deps';

@@ -1,0 +1,74 @@
+import { fileURLToPath } from 'node:url';
+import { BucketStore } from '@tally/buckets';
+import { loadConfigOrExit, queryApiEnv } from '@tally/config';
+import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
+import { createLogger, createMetrics, installShutdown } from '@tally/observability';
+import { loadRules } from '@tally/schema';
+import { createTenantDirectory } from '@tally/tenants';
+import { Redis } from 'ioredis';
+import { buildApp } from './app';
+import { dashboardBuilt } from './dashboard';
+
+// Composition root of the query API: series, totals, top lists and segments over DynamoDB plus Redis, the
+// OpenAPI docs and the dashboard, on one port.
+const config = loadConfigOrExit(queryApiEnv);
+const log = createLogger({ name: 'query-api', level: config.LOG_LEVEL });
+const rules = (() => {
+  try {
+    return loadRules(config.RULES_FILE);
+  } catch (err) {
+    process.stderr.write(`tally: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+})();
+const { registry } = createMetrics({ app: 'query-api' });
+const meter = createDynamoMeter(registry);
+
+// Queries fail fast while Redis is away (503 + Retry-After), rather than queueing behind a reconnect.
+const redis = new Redis(config.REDIS_URL, {
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 1,
+  commandTimeout: config.QUERY_TIMEOUT_MS,
+});
+redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX });
+const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION, maxAttempts: 2, requestTimeoutMs: config.QUERY_TIMEOUT_MS });
+const keysDynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION, maxAttempts: 1, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
+const directory = createTenantDirectory({ dynamo: keysDynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: config.KEY_CACHE_TTL_MS, log });
+const dashboardDir = config.DASHBOARD_DIR ?? fileURLToPath(new URL('../../dashboard/dist', import.meta.url));
+
+let isShuttingDown = () => false;
+const app = await buildApp({
+  log,
+  registry,
+  query: { buckets, dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter }, rules },
+  directory,
+  limits: { maxEntitiesPerRequest: config.MAX_ENTITIES_PER_REQUEST, sessionIdleSeconds: config.SESSION_IDLE_SECONDS },
+  dashboardDir,
+  ready: async () => redis.status === 'ready' && (await redis.ping()) === 'PONG',
+  isClosing: () => isShuttingDown(),
+});
+
+// Commands are not queued while disconnected: give Redis a moment to connect before taking requests.
+await new Promise<void>((resolve) => {
+  if (redis.status === 'ready') return resolve();
+  const timer = setTimeout(() => {
+    log.warn({ redis: config.REDIS_URL.replace(/\/\/[^@]*@/, '//***@') }, 'Redis not reachable yet; answering 503 until it is');
+    resolve();
+  }, 5_000);
+  redis.once('ready', () => {
+    clearTimeout(timer);
+    resolve();
+  });
+});
+
+await app.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
+const address = app.server.address();
+const port = typeof address === 'object' && address ? address.port : config.HTTP_PORT;
+log.info({ port, table: config.DYNAMODB_TABLE, dashboard: dashboardBuilt(dashboardDir) ? dashboardDir : 'not built' }, 'query api listening');
+
+isShuttingDown = installShutdown(log, [
+  { name: 'http', run: () => app.close(), timeoutMs: 10_000 },
+  { name: 'redis', run: () => redis.quit() },
+  { name: 'dynamodb', run: async () => [dynamo, keysDynamo].forEach((c) => c.destroy()) },
+]);

@@ -1,0 +1,80 @@
+import { compileRules, defaultRules } from '@tally/schema';
+import { describe, expect, it } from 'vitest';
+import { HttpProblem, isRedisUnavailable } from './errors';
+import { formatValue, formatValues, keyedByOf, parseEntity, parseEntityIds, plainMetricsOf, resolveRange } from './params';
+
+const rules = compileRules(defaultRules);
+const NOW = Date.parse('2024-03-15T12:00:00Z');
+
+const fieldOf = (f: () => unknown) => {
+  try {
+    f();
+  } catch (err) {
+    return err instanceof HttpProblem ? `${err.statusCode} ${err.field}` : (err as { field?: string }).field;
+  }
+  return 'no error';
+};
+
+describe('formatValue', () => {
+  it('answers counts as JSON numbers up to 2^53 - 1 and as strings beyond', () => {
+    expect(formatValue(0n, 0)).toBe(0);
+    expect(formatValue(9_007_199_254_740_991n, 0)).toBe(9_007_199_254_740_991);
+    expect(formatValue(9_007_199_254_740_992n, 0)).toBe('9007199254740992');
+    expect(formatValue(123_456_789_012_345_678_901n, 0)).toBe('123456789012345678901');
+  });
+
+  it('answers scaled metrics as exact decimal strings', () => {
+    expect(formatValue(1999n, 2)).toBe('19.99');
+    expect(formatValue(2n, 2)).toBe('0.02');
+    expect(formatValue(2000n, 2)).toBe('20');
+    expect(formatValue(0n, 2)).toBe('0');
+    expect(formatValue(12_345_678_901_234_567_891n, 2)).toBe('123456789012345678.91');
+  });
+
+  it('formats keyed metrics by their base metric', () => {
+    expect(formatValues(rules, { Revenue: 1n, 'ProductViews#P1': 3n })).toEqual({ Revenue: '0.01', 'ProductViews#P1': 3 });
+  });
+});
+
+describe('entities and ids', () => {
+  it('maps entity names and ids to rows of the key store only', () => {
+    expect(parseEntity(rules, 'S1', 'store')).toEqual({ entity: 'store', id: 'S1', pk: 'S1' });
+    expect(parseEntity(rules, 'S1', 'store:S1')).toEqual({ entity: 'store', id: 'S1', pk: 'S1' });
+    expect(parseEntity(rules, 'S1', 'product:P:1')).toEqual({ entity: 'product', id: 'P:1', pk: 'S1#product#P:1' });
+    expect(fieldOf(() => parseEntity(rules, 'S1', 'store:S2'))).toBe('404 entity');
+    expect(fieldOf(() => parseEntity(rules, 'S1', 'product:P#1'))).toBe('400 entity');
+    expect(fieldOf(() => parseEntity(rules, 'S1', 'toString'))).toBe('400 entity');
+    expect(parseEntityIds(rules, 'S1', 'product', ['P1,P2', 'P1', ' P3 '], 3).map((r) => r.pk)).toEqual(['S1#product#P1', 'S1#product#P2', 'S1#product#P3']);
+    expect(fieldOf(() => parseEntityIds(rules, 'S1', 'product', 'P1,P2,P3,P4', 3))).toBe('400 ids');
+  });
+
+  it('knows which metrics are keyed and which an entity counts', () => {
+    expect(keyedByOf(rules, 'ProductViews')).toBe('product');
+    expect(keyedByOf(rules, 'ViewCount')).toBeNull();
+    expect(plainMetricsOf(rules, 'product')).toEqual(['ViewCount', 'OrderCount', 'Revenue']);
+    expect(plainMetricsOf(rules, 'visitor')).toEqual(['ViewCount', 'PageViewCount', 'OrderCount', 'Revenue']);
+  });
+});
+
+describe('resolveRange', () => {
+  it("resolves named ranges in the store's time zone, explicit dates, and allTime", () => {
+    expect(resolveRange({ range: 'today' }, 'Pacific/Kiritimati', NOW, 'last30d')).toMatchObject({ name: 'today', range: { from: { year: 2024, month: 3, day: 16 } } });
+    expect(resolveRange({}, 'UTC', NOW, 'last30d')).toMatchObject({ name: 'last30d', range: { from: { month: 2, day: 15 }, to: { month: 3, day: 15 } } });
+    expect(resolveRange({ from: '2024-02-28', to: '2024-03-01' }, 'UTC', NOW, 'last30d')).toMatchObject({ name: null, range: { from: { doy: 59 }, to: { doy: 61 } } });
+    expect(resolveRange({ range: 'allTime' }, 'UTC', NOW, 'last30d')).toEqual({ name: 'allTime', range: 'all' });
+    expect(fieldOf(() => resolveRange({ range: 'today', to: '2024-01-01' }, 'UTC', NOW, 'last30d'))).toBe('400 range');
+    expect(fieldOf(() => resolveRange({ to: '2024-01-01' }, 'UTC', NOW, 'last30d'))).toBe('400 from');
+  });
+});
+
+describe('isRedisUnavailable', () => {
+  it('tells ioredis connection failures from command errors', () => {
+    expect(isRedisUnavailable(new Error("Stream isn't writeable and enableOfflineQueue options is false"))).toBe(true);
+    expect(isRedisUnavailable(new Error('Connection is closed.'))).toBe(true);
+    expect(isRedisUnavailable(new Error('Command timed out'))).toBe(true);
+    expect(isRedisUnavailable(Object.assign(new Error('Reached the max retries per request limit'), { name: 'MaxRetriesPerRequestError' }))).toBe(true);
+    expect(isRedisUnavailable(new Error('LOADING Redis is loading the dataset in memory'))).toBe(true);
+    expect(isRedisUnavailable(new Error('ERR wrong number of arguments'))).toBe(false);
+    expect(isRedisUnavailable('nope')).toBe(false);
+  });
+});

@@ -1,0 +1,149 @@
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, order, orderItem, startFixture, times, view, type Fixture } from '../test/fixture';
+import type { QueryApiApp } from './app';
+
+const NOW = Date.parse('2024-03-15T12:00:00Z');
+
+let f: Fixture;
+let app: QueryApiApp;
+let registry: Registry;
+let key: string;
+
+beforeAll(async () => {
+  f = await startFixture();
+  key = (await f.tenant('SHOP_S')).read;
+  await f.apply('SHOP_S', 'UTC', [
+    ...times(3, () => view('2024-03-15T10:00:00Z', 'P1', 'V1')),
+    ...times(4, () => view('2024-02-20T10:00:00Z', 'P2', 'V1')),
+    order('2024-03-15T09:00:00Z', '19.99', 'V1'),
+    orderItem('2024-03-15T09:00:00Z', 'P1', '19.99', 'V1'),
+    view('2024-03-15T10:00:00Z', 'P1', 'V2'),
+  ]);
+  await f.flush('SHOP_S');
+  await f.apply('SHOP_S', 'UTC', [...times(3, () => view('2024-03-15T11:00:00Z', 'P2', 'V1')), order('2024-03-15T11:30:00Z', '0.02', 'V1')]);
+  registry = new Registry();
+  app = await f.app({ now: () => NOW, registry });
+});
+afterAll(async () => {
+  await f?.close();
+});
+
+const segments = [
+  {
+    name: 'p1-fan',
+    match: 'all',
+    rules: [
+      { metric: 'ProductViews', key: 'P1', range: 'last3m', op: '>=', value: 3 },
+      { metric: 'ProductViews', key: 'P2', range: 'allTime', op: '>=', value: 5 },
+    ],
+  },
+  {
+    name: 'big-spender',
+    match: 'all',
+    rules: [
+      { metric: 'Revenue', range: 'last7d', op: '>', value: 20 },
+      { metric: 'OrderCount', range: 'last30d', op: '>=', value: 5 },
+    ],
+  },
+  {
+    name: 'active-today',
+    match: 'any',
+    rules: [
+      { metric: 'OrderCount', range: 'last30d', op: '>=', value: 5 },
+      { metric: 'ViewCount', range: 'today', op: '=', value: 6 },
+    ],
+  },
+];
+
+const evaluate = async (visitor: string, segs: unknown = segments) => {
+  const res = await app.inject({ method: 'POST', url: '/v1/segments/evaluate', headers: bearer(key), payload: { visitor, segments: segs } });
+  expect(res.statusCode).toBe(200);
+  return res.json();
+};
+
+describe('POST /v1/segments/evaluate', () => {
+  it("evaluates rules on the visitor's DynamoDB history plus exactly the counts still in Redis", async () => {
+    const body = await evaluate('V1');
+    expect(body).toEqual({
+      visitor: 'V1',
+      segments: [
+        {
+          name: 'p1-fan',
+          matched: true,
+          rules: [
+            { metric: 'ProductViews', key: 'P1', range: 'last3m', op: '>=', value: 3, actual: 3, matched: true },
+            // 4 in DynamoDB + 3 in Redis.
+            { metric: 'ProductViews', key: 'P2', range: 'allTime', op: '>=', value: 5, actual: 7, matched: true },
+          ],
+        },
+        {
+          name: 'big-spender',
+          matched: false,
+          rules: [
+            { metric: 'Revenue', range: 'last7d', op: '>', value: 20, actual: '20.01', matched: true },
+            { metric: 'OrderCount', range: 'last30d', op: '>=', value: 5, actual: 2, matched: false },
+          ],
+        },
+        {
+          name: 'active-today',
+          matched: true,
+          rules: [
+            { metric: 'OrderCount', range: 'last30d', op: '>=', value: 5, actual: 2, matched: false },
+            { metric: 'ViewCount', range: 'today', op: '=', value: 6, actual: 6, matched: true },
+          ],
+        },
+      ],
+      cache: 'miss',
+      asOf: '2024-03-15T12:00:00.000Z',
+      dynamoRequests: 1,
+    });
+  });
+
+  it('serves the session from the cache, still exact as counts arrive and rows are written', async () => {
+    const p1 = (b: { segments: Array<{ rules: Array<{ actual: unknown }> }> }) => b.segments[0]!.rules[0]!.actual;
+    const hit = await evaluate('V1');
+    expect(hit).toMatchObject({ cache: 'hit', dynamoRequests: 0 });
+    expect(p1(hit)).toBe(3);
+
+    await f.apply('SHOP_S', 'UTC', times(2, () => view('2024-03-15T11:45:00Z', 'P1', 'V1')));
+    const live = await evaluate('V1');
+    expect(live).toMatchObject({ cache: 'hit', dynamoRequests: 0 });
+    expect(p1(live)).toBe(5);
+
+    // The writer applies the rows to DynamoDB and drops the visitor's cache in the same step.
+    await f.flush('SHOP_S');
+    const reread = await evaluate('V1');
+    expect(reread).toMatchObject({ cache: 'miss', dynamoRequests: 1 });
+    expect(p1(reread)).toBe(5);
+    expect(reread.segments[0].rules[1].actual).toBe(7);
+    expect(reread.segments[1].rules[0].actual).toBe('20.01');
+    const again = await evaluate('V1');
+    expect(again).toMatchObject({ cache: 'hit', dynamoRequests: 0 });
+    expect(again.segments).toEqual(reread.segments);
+
+    const text = await registry.metrics();
+    expect(text).toContain('tally_segment_cache_total{result="hit"} 3');
+    expect(text).toContain('tally_segment_cache_total{result="miss"} 2');
+  });
+
+  it('answers zeros for a visitor without counts', async () => {
+    const body = await evaluate('V404', [{ name: 'new', rules: [{ metric: 'ViewCount', range: 'allTime', op: '=', value: 0 }] }]);
+    expect(body).toMatchObject({
+      visitor: 'V404',
+      segments: [{ name: 'new', matched: true, rules: [{ metric: 'ViewCount', range: 'allTime', op: '=', value: 0, actual: 0, matched: true }] }],
+      cache: 'miss',
+    });
+  });
+
+  it("reads only the key's store: another store's visitor V1 is a different row", async () => {
+    const otherKey = (await f.tenant('SHOP_T')).read;
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/segments/evaluate',
+      headers: bearer(otherKey),
+      payload: { visitor: 'V1', segments: [{ name: 'any', rules: [{ metric: 'ViewCount', range: 'allTime', op: '>', value: 0 }] }] },
+    });
+    expect(res.json().segments[0]).toMatchObject({ matched: false, rules: [{ actual: 0 }] });
+  });
+});

@@ -1,0 +1,49 @@
+import { z } from 'zod';
+import { errorResponses, fromParam, isoSchema, metricsParam, rangeParam, storeParam, toParam, valuesSchema } from './common.schema';
+
+export const GRANULARITIES = ['day', 'month', 'year', 'total'] as const;
+
+export const seriesQuerySchema = z
+  .object({
+    entity: z
+      .string()
+      .optional()
+      .describe('`store` (default), or `<entity>:<id>` such as product:P1 or visitor:V9'),
+    metrics: metricsParam.describe("Comma-separated metric names (keyed ones as ProductViews#P1); default: the entity's unkeyed metrics"),
+    range: rangeParam.describe("today, yesterday, last7d, last30d (default), last3m, last12m, thisMonth, thisYear, or allTime (granularity total only; the default for granularity total)"),
+    from: fromParam,
+    to: toParam,
+    granularity: z
+      .enum(GRANULARITIES)
+      .optional()
+      .describe('day (default): one point per day; month/year: one point per calendar month/year overlapping the range (whole periods); total: one point for the range'),
+    store: storeParam,
+  })
+  .strict();
+
+export const seriesResponseSchema = z.object({
+  store: z.string(),
+  timeZone: z.string(),
+  entity: z.string().describe('The entity as asked, e.g. product:P1'),
+  granularity: z.enum(GRANULARITIES),
+  range: z.string().nullable().describe('The named range, or null for from/to'),
+  from: z.string().nullable().describe('First day (YYYY-MM-DD); null for allTime'),
+  to: z.string().nullable().describe('Last day (YYYY-MM-DD); null for allTime'),
+  metrics: z.array(z.string()),
+  points: z.array(
+    z.object({
+      period: z.string().describe('2024-03-15 (day), 2024-03 (month), 2024 (year) or total'),
+      values: valuesSchema,
+    }),
+  ),
+  totals: valuesSchema.describe('Sum of the points'),
+  asOf: isoSchema.describe('When the answer was read: DynamoDB plus every count in Redis until then'),
+  dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),
+});
+
+export const seriesRouteSchema = {
+  summary: 'A time series of one entity: DynamoDB rows plus exactly the counts still in Redis',
+  tags: ['query'],
+  querystring: seriesQuerySchema,
+  response: { 200: seriesResponseSchema, ...errorResponses },
+};

@@ -1,0 +1,26 @@
+import { formatDate, localDate } from '@tally/key-layout';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { principalOf } from './auth';
+import type { RouteContext } from './deps';
+import { keyedByOf, storeEntityOf } from './params';
+import { storeRouteSchema } from './store.schema';
+
+/** GET /v1/store: the key's store, its time zone and today, and the metrics and entities of the rules. */
+export const storeRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
+  const { rules } = ctx.query;
+  const storeEntity = storeEntityOf(rules);
+  const metrics = Object.entries(rules.rules.metrics).map(([name, spec]) => ({
+    name,
+    scale: spec.scale,
+    description: spec.description ?? '',
+    keyedBy: keyedByOf(rules, name),
+  }));
+  // `store` first: it is how requests name the store row whatever the rules call it.
+  const entities = ['store', ...Object.keys(rules.rules.entities).filter((e) => e !== storeEntity && e !== 'store')];
+
+  app.get('/store', { schema: storeRouteSchema }, async (req) => {
+    const { store, timeZone } = principalOf(req);
+    const now = ctx.now();
+    return { store, timeZone, now: new Date(now).toISOString(), today: formatDate(localDate(now, timeZone)), metrics, entities };
+  });
+};

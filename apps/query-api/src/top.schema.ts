@@ -1,0 +1,38 @@
+import { z } from 'zod';
+import { errorResponses, fromParam, isoSchema, rangeParam, storeParam, toParam, valueSchema } from './common.schema';
+
+export const MAX_TOP_DAYS = 92;
+export const MAX_TOP_LIMIT = 100;
+
+export const topQuerySchema = z
+  .object({
+    entity: z.string().describe('A ranked entity (product in the default rules)'),
+    metric: z.string().describe('An unkeyed metric, e.g. ViewCount'),
+    range: rangeParam.describe(`A named range (default last30d) covering at most ${MAX_TOP_DAYS} days`),
+    from: fromParam,
+    to: toParam,
+    limit: z.coerce.number().int().min(1).max(MAX_TOP_LIMIT).default(10).describe(`Items to return, 1-${MAX_TOP_LIMIT} (default 10)`),
+    store: storeParam,
+  })
+  .strict();
+
+export const topResponseSchema = z.object({
+  store: z.string(),
+  entity: z.string(),
+  metric: z.string(),
+  range: z.string().nullable(),
+  from: z.string(),
+  to: z.string(),
+  items: z.array(z.object({ id: z.string(), value: valueSchema })).describe('Sorted by exact value, highest first'),
+  asOf: isoSchema,
+  dynamoRequests: z.number().int(),
+});
+
+export const topRouteSchema = {
+  summary: 'The top entities by a metric: candidates from the daily rankings, exact values from DynamoDB plus Redis',
+  description:
+    'Rankings are updated when buckets fold, so an entity whose every count is still in the open bucket is not a candidate yet. Values are exact.',
+  tags: ['query'],
+  querystring: topQuerySchema,
+  response: { 200: topResponseSchema, ...errorResponses },
+};

@@ -1,0 +1,35 @@
+import { formatDate } from '@tally/key-layout';
+import { readTotals } from '@tally/query';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { principalOf } from './auth';
+import type { RouteContext } from './deps';
+import { formatValues, parseEntityIds, parseMetrics, plainMetricsOf, resolveRange } from './params';
+import { totalsRouteSchema } from './totals.schema';
+
+/** GET /v1/totals: totals over a range (or all time) of many entities with one Redis snapshot and batched reads. */
+export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
+  const { rules } = ctx.query;
+
+  app.get('/totals', { schema: totalsRouteSchema }, async (req) => {
+    const { store, timeZone } = principalOf(req);
+    const q = req.query;
+    const refs = parseEntityIds(rules, store, q.entity, q.ids, ctx.limits.maxEntitiesPerRequest);
+    const entity = refs[0]!.entity;
+    const metrics = parseMetrics(rules, q.metrics, () => plainMetricsOf(rules, entity));
+    const now = ctx.now();
+    const { range, name } = resolveRange(q, timeZone, now, 'last30d');
+    const r = await readTotals(ctx.query, { store, pks: refs.map((x) => x.pk), metrics, range });
+    return {
+      store,
+      timeZone,
+      entity,
+      range: name,
+      from: range === 'all' ? null : formatDate(range.from),
+      to: range === 'all' ? null : formatDate(range.to),
+      metrics: metrics.map((m) => m.name),
+      items: r.rows.map((row, i) => ({ id: refs[i]!.id, values: formatValues(rules, row.values) })),
+      asOf: new Date(now).toISOString(),
+      dynamoRequests: r.dynamoRequests,
+    };
+  });
+};

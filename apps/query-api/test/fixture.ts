@@ -1,0 +1,130 @@
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { BucketStore } from '@tally/buckets';
+import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter } from '@tally/dynamo';
+import { createLogger } from '@tally/observability';
+import { compileRules, defaultRules, rollup, type CompiledRules, type NormalizedEvent } from '@tally/schema';
+import { createTenant, createTenantDirectory, issueKey, type TenantDb } from '@tally/tenants';
+import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { Registry } from 'prom-client';
+import { buildApp, type QueryApiApp } from '../src/app';
+import type { QueryApiDeps } from '../src/deps';
+
+/** Real Redis + dynalite + a fresh table, the default e-commerce rules, and helpers to seed counts and build the app. */
+export interface Fixture {
+  redisServer: RedisHandle;
+  dynalite: DynaliteHandle;
+  redis: Redis;
+  client: DynamoDBClient;
+  table: string;
+  rules: CompiledRules;
+  buckets: BucketStore;
+  db: TenantDb;
+  /** Creates a tenant and returns a read key, an ingest key and a read+ingest key. */
+  tenant(store: string, timeZone?: string): Promise<{ read: string; ingest: string; both: string }>;
+  /** Applies events to the store's open bucket (Redis only, not yet in DynamoDB). */
+  apply(store: string, timeZone: string, events: NormalizedEvent[]): Promise<void>;
+  /** Seals, folds and writes every row of the store to DynamoDB (whatever its flush policy), then acks the outbox. */
+  flush(store: string): Promise<void>;
+  app(overrides?: Partial<QueryApiDeps> & { meter?: DynamoMeter }): Promise<QueryApiApp>;
+  close(): Promise<void>;
+}
+
+export const silentLog = createLogger({ name: 'query-api-test', level: 'silent' });
+
+export async function startFixture(): Promise<Fixture> {
+  const redisServer = await startRedis();
+  const dynalite = await startDynalite();
+  const table = await createTestTable(dynalite.endpoint);
+  const redis = new Redis(redisServer.url, { maxRetriesPerRequest: 1 });
+  const client = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+  const rules = compileRules(defaultRules);
+  const buckets = new BucketStore({ redis, rules, prefix: 'q' });
+  const db: TenantDb = { dynamo: client, table };
+  // Bucket seqs are bucket open times: keep them strictly increasing whatever the test does.
+  let clock = Date.now();
+  const tick = () => (clock += 1_000);
+  let batch = 0;
+  const apps: QueryApiApp[] = [];
+
+  return {
+    redisServer,
+    dynalite,
+    redis,
+    client,
+    table,
+    rules,
+    buckets,
+    db,
+    async tenant(store, timeZone = 'UTC') {
+      await createTenant(db, store, { timeZone });
+      return {
+        read: await issueKey(db, store, ['read'], 'dashboard'),
+        ingest: await issueKey(db, store, ['ingest'], 'web shop'),
+        both: await issueKey(db, store, ['ingest', 'read'], 'both'),
+      };
+    },
+    async apply(store, timeZone, events) {
+      await buckets.registerStore(store);
+      const r = await buckets.apply(store, `batch-${++batch}`, rollup(rules, store, timeZone, events), { now: tick(), dedupeTtlSeconds: 3_600 });
+      if (!r.applied) throw new Error('batch not applied');
+    },
+    async flush(store) {
+      await buckets.seal(store, { now: tick(), minAgeMs: 0 });
+      await buckets.foldSealed(store, { now: tick() });
+      const meter = createDynamoMeter();
+      for (const { pk } of await buckets.dueRows(store, Number.MAX_SAFE_INTEGER)) {
+        const out = await buckets.readOutbox(store, pk);
+        if (out.entries.length === 0) continue;
+        await writeRow({ client, table, meter }, pk, out.entries);
+        await buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), tick());
+      }
+    },
+    async app(overrides = {}) {
+      const registry = overrides.registry ?? new Registry();
+      const meter = overrides.meter ?? createDynamoMeter(registry);
+      const app = await buildApp({
+        log: silentLog,
+        registry,
+        query: { buckets, dynamo: { client, table, meter }, rules },
+        directory: createTenantDirectory({ dynamo: client, table, cacheTtlMs: 0 }),
+        limits: { maxEntitiesPerRequest: 100, sessionIdleSeconds: 1_800 },
+        dashboardDir: '/nonexistent/dashboard/dist',
+        ready: async () => (await redis.ping()) === 'PONG',
+        ...overrides,
+      });
+      apps.push(app);
+      return app;
+    },
+    async close() {
+      for (const a of apps) await a.close();
+      await redis.quit();
+      client.destroy();
+      await dynalite.stop();
+      await redisServer.stop();
+    },
+  };
+}
+
+/** Events as the aggregator gets them (validated, ts in ms, value a decimal string). */
+export const view = (ts: string, product: string, visitor?: string): NormalizedEvent => ({
+  type: 'view',
+  ts: Date.parse(ts),
+  dims: visitor ? { product, visitor } : { product },
+});
+export const order = (ts: string, value: string, visitor?: string): NormalizedEvent => ({
+  type: 'order',
+  ts: Date.parse(ts),
+  dims: visitor ? { visitor } : {},
+  value,
+});
+export const orderItem = (ts: string, product: string, value: string, visitor?: string): NormalizedEvent => ({
+  type: 'order_item',
+  ts: Date.parse(ts),
+  dims: visitor ? { product, visitor } : { product },
+  value,
+});
+export const times = <T>(n: number, f: () => T): T[] => Array.from({ length: n }, f);
+
+/** Authorization header of a key. */
+export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
