@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { BucketStore } from '@tally/buckets';
+import { HistoryMemo } from '@tally/query';
 import { loadConfigOrExit, queryApiEnv } from '@tally/config';
 import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
 import { createLogger, createMetrics, installShutdown } from '@tally/observability';
@@ -41,7 +42,7 @@ let isShuttingDown = () => false;
 const app = await buildApp({
   log,
   registry,
-  query: { buckets, dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter }, rules },
+  query: { buckets, dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter }, rules, historyMemo: new HistoryMemo() },
   directory,
   limits: { maxEntitiesPerRequest: config.MAX_ENTITIES_PER_REQUEST, sessionIdleSeconds: config.SESSION_IDLE_SECONDS },
   dashboardDir,

@@ -1,3 +1,4 @@
+import { HistoryMemo } from '@tally/query';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter } from '@tally/dynamo';
@@ -86,7 +87,7 @@ export async function startFixture(): Promise<Fixture> {
       const app = await buildApp({
         log: silentLog,
         registry,
-        query: { buckets, dynamo: { client, table, meter }, rules },
+        query: { buckets, dynamo: { client, table, meter }, rules, historyMemo: new HistoryMemo() },
         directory: createTenantDirectory({ dynamo: client, table, cacheTtlMs: 0 }),
         limits: { maxEntitiesPerRequest: 100, sessionIdleSeconds: 1_800 },
         dashboardDir: '/nonexistent/dashboard/dist',

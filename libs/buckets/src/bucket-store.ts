@@ -22,6 +22,7 @@ export interface OutboxRead {
 export interface RowSnapshot {
   pk: string;
   entries: Entry[];
+  /** The cached DynamoDB items (JSON); `=` when the caller's known version is still current. */
   cache: string | undefined;
   cacheVersion: string;
 }
@@ -177,11 +178,14 @@ export class BucketStore {
 
   /**
    * One atomic read of everything in Redis not yet in DynamoDB for the given rows of one store (and, with
-   * withCache, each row's cached DynamoDB items and cache version).
+   * withCache, each row's cached DynamoDB items and cache version; where `knownVersions[i]` is still the
+   * row's version, the cache comes back as `=` so a caller holding it parsed need not transfer it again).
    */
-  async snapshot(store: string, pks: readonly string[], withCache = false): Promise<RowSnapshot[]> {
+  async snapshot(store: string, pks: readonly string[], withCache = false, knownVersions: ReadonlyArray<string | undefined> = []): Promise<RowSnapshot[]> {
     if (pks.length === 0) return [];
-    const raw = (await this.cmd['SNAPSHOT']!(this.keys.tag(store), withCache ? '1' : '0', ...pks)) as Array<[string[], string | null, string]>;
+    const args: string[] = [];
+    pks.forEach((pk, i) => args.push(pk, knownVersions[i] ?? ''));
+    const raw = (await this.cmd['SNAPSHOT']!(this.keys.tag(store), withCache ? '1' : '0', ...args)) as Array<[string[], string | null, string]>;
     return raw.map(([flat, cache, version], i) => {
       const entries: Entry[] = [];
       for (let j = 0; j < flat.length; j += 2) {

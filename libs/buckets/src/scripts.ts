@@ -177,8 +177,9 @@ return left
 /**
  * SNAPSHOT, for a query, every Redis entry of the given rows not yet in DynamoDB — outbox, sealed-unfolded and
  * open buckets — each with its bucket seq, plus each row's cache entry and cache version.
- * KEYS: [tag]. ARGV: withCache ('1'|'0'), pks...
- * Returns { {pk entries: seq|day|metric, value, ...}, cacheJson or false, cacheVersion or '0' } per pk.
+ * KEYS: [tag]. ARGV: withCache ('1'|'0'), then per pk: pk, knownVersion ('' = none).
+ * Returns { {pk entries: seq|day|metric, value, ...}, cacheJson or false (or '=' when the caller already holds
+ * the cache at the current version), cacheVersion or '0' } per pk.
  */
 export const SNAPSHOT = `
 local tag = KEYS[1]
@@ -186,7 +187,7 @@ local buckets = redis.call('LRANGE', tag .. '${S.sealed}', 0, -1)
 local epoch = redis.call('GET', tag .. '${S.epoch}')
 if epoch then table.insert(buckets, epoch) end
 local out = {}
-for i = 2, #ARGV do
+for i = 2, #ARGV, 2 do
   local pk = ARGV[i]
   local entries = redis.call('HGETALL', tag .. '${S.outbox}' .. pk)
   for _, seq in ipairs(buckets) do
@@ -199,8 +200,12 @@ for i = 2, #ARGV do
   local cache = false
   local version = '0'
   if ARGV[1] == '1' then
-    cache = redis.call('GET', tag .. '${S.cache}' .. pk) or false
     version = redis.call('GET', tag .. '${S.cacheVersion}' .. pk) or '0'
+    if ARGV[i + 1] ~= '' and ARGV[i + 1] == version then
+      cache = '='
+    else
+      cache = redis.call('GET', tag .. '${S.cache}' .. pk) or false
+    end
   end
   table.insert(out, {entries, cache, version})
 end

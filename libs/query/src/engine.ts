@@ -3,6 +3,7 @@ import { getItem, getItems, mergeItems, queryItems, type RowReaderDeps, type Sto
 import { dayAttr, dayKey, formatDate, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import { QueryError } from './errors';
+import type { HistoryMemo } from './history-memo';
 import { daysOf, monthsOf, type DateRange } from './ranges';
 
 export type Granularity = 'day' | 'month' | 'year' | 'total';
@@ -11,6 +12,8 @@ export interface QueryDeps {
   buckets: BucketStore;
   dynamo: RowReaderDeps;
   rules: CompiledRules;
+  /** In-process parsed visitor histories (see HistoryMemo); optional. */
+  historyMemo?: HistoryMemo;
 }
 
 export interface SeriesPoint {

@@ -5,7 +5,7 @@ import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { evaluateSegments, explicitRange, namedRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
+import { evaluateSegments, explicitRange, HistoryMemo, namedRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
 
 let server: RedisHandle;
 let dyn: DynaliteHandle;
@@ -108,8 +108,8 @@ describe('exact live answers', () => {
     expect(final.dynamoRequests).toBe(1);
   });
 
-  it('visitor segments stay exact through cache fills racing with the writer', async () => {
-    const deps = await setup('seg');
+  it('visitor segments stay exact through cache fills racing with the writer (with the in-process history memo)', async () => {
+    const deps = { ...(await setup('seg')), historyMemo: new HistoryMemo() };
     const now = Date.parse('2023-05-03T12:00:00Z');
     let applied = 0;
     let stop = false;

@@ -1,5 +1,7 @@
 import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
 import { dayAttr, monthSk, TOTAL_SK, totalAttr } from '@tally/key-layout';
+import { fromUnits } from '@tally/schema';
+import type { HistoryMemo } from './history-memo';
 import { z } from 'zod';
 import type { QueryDeps } from './engine';
 import { resolveMetrics } from './engine';
@@ -60,13 +62,22 @@ export async function evaluateSegments(
   deps: QueryDeps,
   req: { store: string; pk: string; timeZone: string; now: number; segments: Segment[]; cacheTtlSeconds: number },
 ): Promise<SegmentEvaluation> {
-  const [snap] = await deps.buckets.snapshot(req.store, [req.pk], true);
+  const memoKey = `${req.store}\u0000${req.pk}`;
+  const clock = Date.now();
+  const known = deps.historyMemo?.get(memoKey, clock);
+  const [snap] = await deps.buckets.snapshot(req.store, [req.pk], true, [known?.version]);
   let items: StoredItem[];
   let cache: 'hit' | 'miss';
   let dynamoRequests = 0;
-  if (snap!.cache !== undefined) {
+  const remember = (its: StoredItem[]) => deps.historyMemo?.set(memoKey, snap!.cacheVersion, its, clock + req.cacheTtlSeconds * 1000);
+  if (snap!.cache === '=' && known) {
+    cache = 'hit';
+    items = known.items;
+    void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
+  } else if (snap!.cache !== undefined && snap!.cache !== '=') {
     cache = 'hit';
     items = (JSON.parse(snap!.cache) as CachedItem[]).map((c) => ({ sk: c.sk, wm: c.wm, attrs: new Map(Object.entries(c.attrs).map(([k, v]) => [k, BigInt(v)])) }));
+    remember(items);
     void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
   } else {
     cache = 'miss';
@@ -74,7 +85,7 @@ export async function evaluateSegments(
     items = q.items;
     dynamoRequests = q.requests;
     const json = JSON.stringify(items.map((it) => ({ sk: it.sk, wm: it.wm, attrs: Object.fromEntries([...it.attrs].map(([k, v]) => [k, v.toString()])) })));
-    await deps.buckets.fillCache(req.store, req.pk, snap!.cacheVersion, json, req.cacheTtlSeconds);
+    if (await deps.buckets.fillCache(req.store, req.pk, snap!.cacheVersion, json, req.cacheTtlSeconds)) remember(items);
   }
   const merged = mergeItems(items, snap!.entries);
 
@@ -90,7 +101,7 @@ export async function evaluateSegments(
       }
       const scale = deps.rules.scaleOf(rule.metric);
       const value = Number(actual) / 10 ** scale;
-      return { ...rule, actual: scale ? value.toFixed(scale) : actual.toString(), matched: compare(value, rule.op, rule.value) };
+      return { ...rule, actual: fromUnits(actual, scale), matched: compare(value, rule.op, rule.value) };
     });
     const matched = seg.match === 'all' ? rules.every((r) => r.matched) : rules.some((r) => r.matched);
     return { name: seg.name, matched, rules };
