@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter } from '@tally/dynamo';
-import { evaluateSegments, namedRange, readSeries, resolveMetrics, type QueryDeps, type Segment } from '@tally/query';
+import { evaluateSegments, HistoryMemo, namedRange, readSeries, resolveMetrics, type QueryDeps, type Segment } from '@tally/query';
 import { compileRules, defaultRules, rollup, type NormalizedEvent } from '@tally/schema';
 import { createTenant, issueKey } from '@tally/tenants';
 import { loadavg } from 'node:os';
@@ -101,7 +101,7 @@ export async function measureQueries(
   const rules = compileRules(defaultRules);
   const buckets = new BucketStore({ redis, rules });
   const meter: DynamoMeter = createDynamoMeter();
-  const deps: QueryDeps = { buckets, dynamo: { client, table, meter }, rules };
+  const deps: QueryDeps = { buckets, dynamo: { client, table, meter }, rules, historyMemo: new HistoryMemo() }; // as the query API runs it
   const writeMeter = createDynamoMeter();
   let clock = Date.now();
   const tick = () => (clock = Math.max(clock + 1, Date.now()));
