@@ -6,6 +6,13 @@ export interface QueueSettings {
   concurrency: number;
   /** How long a worker holds a job's lock before the job counts as stalled and is retried. */
   lockDuration: number;
+  /**
+   * How often a job may stall (its worker killed, or Redis restarted under it) and still be retried. Every Tally
+   * job is idempotent (batch ids, watermarks), so a stalled job is always safe to run again; only a job that keeps
+   * killing its worker should end in the failed set. BullMQ's default of 1 failed flush jobs after two crashes,
+   * and a failed flush job strands its row (its deterministic job id blocks every later flush of the row).
+   */
+  maxStalledCount: number;
   /** Default job options: attempts, backoff and retention. */
   jobs: JobsOptions;
 }
@@ -20,6 +27,7 @@ export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
   [QUEUE.events]: {
     concurrency: 8,
     lockDuration: 30_000,
+    maxStalledCount: 20,
     jobs: {
       attempts: 10,
       backoff: { type: 'exponential', delay: 500, jitter: 0.5 },
@@ -30,6 +38,7 @@ export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
   [QUEUE.seal]: {
     concurrency: 1,
     lockDuration: 60_000,
+    maxStalledCount: 20,
     jobs: {
       attempts: 3,
       backoff: { type: 'exponential', delay: 200, jitter: 0.5 },
@@ -40,6 +49,7 @@ export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
   [QUEUE.dynamoWrites]: {
     concurrency: 16,
     lockDuration: 60_000,
+    maxStalledCount: 20,
     jobs: {
       // DynamoDB throttling and outages do not consume attempts (the job is delayed, see the writer); these
       // attempts are for unexpected errors only.

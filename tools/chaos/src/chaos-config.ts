@@ -1,0 +1,55 @@
+import { loadConfig } from '@tally/config';
+import { z } from 'zod';
+import type { FaultRates } from './fault-proxy';
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/** The chaos run's knobs (environment, parsed by libs/config like the apps'). */
+export const chaosEnv = z.object({
+  /** short (inside npm test, ~2-3 min) or long (npm run test:chaos, tens of minutes). */
+  TALLY_CHAOS: z.enum(['short', 'long']).default('short'),
+  /** Seconds of load with faults; default 75 short, 1200 long. */
+  TALLY_CHAOS_SECONDS: int(10, 86_400).optional(),
+  /** Valid events to send; default 36,000 short, 400,000 long. */
+  TALLY_CHAOS_EVENTS: int(100, 100_000_000).optional(),
+  /** Seed of the traffic and of the fault schedule. */
+  TALLY_CHAOS_SEED: int(0, 2 ** 31).default(1),
+  /** Length of each DynamoDB outage; default 7 short, 30 long. */
+  TALLY_CHAOS_OUTAGE_SECONDS: int(1, 3_600).optional(),
+  /** Echo the apps' output to stderr (debugging). */
+  TALLY_CHAOS_ECHO: z.enum(['0', '1', 'true', 'false']).default('0').transform((v) => v === '1' || v === 'true'),
+});
+
+export interface ChaosSettings {
+  mode: 'short' | 'long';
+  seed: number;
+  loadSeconds: number;
+  events: number;
+  outageSeconds: number;
+  /** Proxy fault rates while the load runs. */
+  rates: FaultRates;
+  /** SIGKILL + restart rounds per app process (plus one crash-point run for a writer and an aggregator). */
+  killsPerApp: number;
+  redisRestarts: number;
+  dynamoOutages: number;
+  dynaliteKills: number;
+  echo: boolean;
+}
+
+export function chaosSettings(env?: Record<string, string | undefined>): ChaosSettings {
+  const c = loadConfig(chaosEnv, env);
+  const long = c.TALLY_CHAOS === 'long';
+  return {
+    mode: c.TALLY_CHAOS,
+    seed: c.TALLY_CHAOS_SEED,
+    loadSeconds: c.TALLY_CHAOS_SECONDS ?? (long ? 1_200 : 75),
+    events: c.TALLY_CHAOS_EVENTS ?? (long ? 400_000 : 36_000),
+    outageSeconds: c.TALLY_CHAOS_OUTAGE_SECONDS ?? (long ? 30 : 7),
+    rates: { throttle: 0.03, error500: 0.01, slow: 0.01, drop: 0.01 },
+    killsPerApp: long ? 6 : 2,
+    redisRestarts: long ? 6 : 2,
+    dynamoOutages: long ? 2 : 1,
+    dynaliteKills: long ? 2 : 1,
+    echo: c.TALLY_CHAOS_ECHO,
+  };
+}

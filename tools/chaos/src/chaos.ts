@@ -1,0 +1,308 @@
+import { QUEUE_NAMES } from '@tally/queues';
+import {
+  alivePids,
+  backlog,
+  checkQueryApi,
+  checkTable,
+  clientSender,
+  countRetry,
+  createRng,
+  DEMO_STORES,
+  everyBucketRules,
+  expectedCounts,
+  generateLoad,
+  httpSender,
+  newLoadStats,
+  runLoad,
+  startFleet,
+  waitForDrain,
+  type Fleet,
+  type FleetApp,
+  type LoadStats,
+  type QueryCheck,
+  type StoreEvents,
+  type TableCheck,
+} from '@tally/loadgen';
+import { waitFor, waitForQueuesIdle } from '@tally/testing';
+import { QUEUE } from '@tally/queues';
+import type { ChaosSettings } from './chaos-config';
+import { NO_FAULTS, startFaultProxy, type FaultProxy } from './fault-proxy';
+
+export interface ChaosResult {
+  stats: LoadStats;
+  /** sigkill, redis-restart, dynamo-outage, throttle, 500, slow, drop. */
+  faults: Record<string, number>;
+  /** Each process kill, by target. */
+  kills: Record<string, number>;
+  /** After the drain: every counter cell of the table against the expected counts. */
+  table: TableCheck;
+  /** After the drain: the query API against the expected counts. */
+  query: QueryCheck;
+  /** As soon as every batch was applied, flushes still running: the query API must already be exact. */
+  liveQuery: QueryCheck & { backlogAtStart: string };
+  /** Jobs in the failed sets, with their reasons. */
+  failedJobs: string[];
+  /** Apps that exited without being killed by the schedule (crashes), and restarts that died during start-up. */
+  unexpectedExits: string[];
+  startupFailures: number;
+  /** Started pids still alive after teardown. */
+  leakedPids: string[];
+  keyLeaks: string[];
+  /** table + query API mismatches: must be 0. */
+  mismatches: number;
+  summary: string;
+}
+
+/** The fault kinds of the summary line, in its order. */
+export const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '500', 'slow', 'drop'] as const;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+type Action = { kind: 'kill'; app: FleetApp } | { kind: 'crash-point'; app: FleetApp; point: string } | { kind: 'redis' } | { kind: 'outage' } | { kind: 'dynalite' };
+
+const describeAction = (a: Action) => (a.kind === 'kill' || a.kind === 'crash-point' ? `${a.kind} ${a.app.name}${a.kind === 'crash-point' ? ` at ${a.point}` : ''}` : a.kind);
+
+/**
+ * The chaos run: a fleet (Redis with AOF always, dynalite on disk, a fault proxy in front of it for every app,
+ * two aggregators and two writers, every row flushed after every bucket), seeded traffic through HTTP and
+ * libs/client with duplicates and invalid events, and meanwhile a seeded schedule of SIGKILLs, crash points,
+ * Redis restarts, DynamoDB outages and throttling/500/slow/dropped requests. Then: everything healed and drained,
+ * every DynamoDB counter compared with the expected counts, and the query API too.
+ */
+export async function runChaos(settings: ChaosSettings, log: (line: string) => void = () => {}): Promise<ChaosResult> {
+  const rng = createRng(settings.seed).fork('faults');
+  const faults: Record<string, number> = { sigkill: 0, 'redis-restart': 0, 'dynamo-outage': 0, throttle: 0, '500': 0, slow: 0, drop: 0 };
+  const kills: Record<string, number> = {};
+  const killed = (what: string) => {
+    faults['sigkill']!++;
+    kills[what] = (kills[what] ?? 0) + 1;
+  };
+  let proxy: FaultProxy | undefined;
+  let fleet: Fleet | undefined;
+  let startupFailures = 0;
+  const unexpectedExits: string[] = [];
+  const t0 = Date.now();
+  const at = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
+
+  try {
+    fleet = await startFleet({
+      stores: DEMO_STORES,
+      rules: everyBucketRules(),
+      replicas: { 'bucket-aggregator': 2, 'dynamo-writer': 2 },
+      bucketSeconds: 1,
+      jobLockMs: 1_500,
+      appendfsync: 'always',
+      echo: settings.echo,
+      appsDynamoEndpoint: async (endpoint) => {
+        proxy = await startFaultProxy({ target: endpoint, seed: settings.seed, rates: NO_FAULTS });
+        return proxy.url;
+      },
+    });
+    const f = fleet;
+    const p = proxy!;
+    log(`chaos: fleet up in ${at()} (${f.apps.map((a) => a.name).join(', ')}; redis ${f.redis.url}; dynalite ${f.dynalite.endpoint} behind ${p.url})`);
+
+    // Processes the schedule kills on purpose; any other exit is a crash worth reporting.
+    const expectedExit = new Set<number>();
+    const restart = async (app: FleetApp, env?: Record<string, string | undefined>) => {
+      expectedExit.add(app.handle.process.pid);
+      const r = await app.restart(env);
+      startupFailures += r.startupFailures;
+      if (r.startupFailures > 0) log(`chaos: ${at()} ${app.name} died ${r.startupFailures}x during start-up before it came up`);
+    };
+
+    // Any exit the schedule did not cause is a crash: note it with the app's last lines (restarted when healing).
+    const reported = new Set<number>();
+    /** Apps running with a crash point: their SIGKILL is the point. */
+    const armed = new Set<string>();
+    const checkExits = () => {
+      for (const app of f.apps) {
+        const proc = app.handle.process;
+        if (!proc.exit || expectedExit.has(proc.pid) || reported.has(proc.pid) || armed.has(app.name)) continue;
+        reported.add(proc.pid);
+        unexpectedExits.push(`${app.name} (pid ${proc.pid}) exited on its own: ${JSON.stringify(proc.exit)}; last output:\n${proc.output().split('\n').slice(-15).join('\n')}`);
+        log(`chaos: ${at()} ${app.name} exited on its own: ${JSON.stringify(proc.exit)}`);
+      }
+    };
+    const monitor = setInterval(checkExits, 500);
+
+    // The load.
+    const stats = newLoadStats();
+    const onRetry = countRetry(stats);
+    const accepted: StoreEvents[] = [];
+    const retry = { deadlineMs: 600_000, maxDelayMs: 1_000, onRetry };
+    const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest, ...retry });
+    const client = clientSender({ redisUrl: f.redis.url, rules: f.rules, ...retry });
+    p.setRates(settings.rates);
+    const load = runLoad(
+      {
+        batches: generateLoad({
+          seed: settings.seed,
+          stores: DEMO_STORES,
+          products: 300,
+          visitors: 1_500,
+          now: () => Date.now(),
+          maxEvents: settings.events,
+          batchSize: [20, 150],
+          lateShare: 0.15,
+          previousMonthShare: 0.5,
+          badShare: 0.03,
+        }),
+        senders: { http, client },
+        clientShare: 0.3,
+        seed: settings.seed,
+        rate: settings.events / settings.loadSeconds,
+        concurrency: 6,
+        duplicateShare: 0.1,
+        partialShare: 0.5,
+        onAccepted: (store, events) => accepted.push({ store, events }),
+      },
+      stats,
+    );
+    const progress = setInterval(() => {
+      log(`chaos: ${at()} sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, retries ${JSON.stringify(stats.retries)}`);
+    }, settings.mode === 'long' ? 30_000 : 10_000);
+
+    // The fault schedule: every action once in a seeded order, spread over the load phase.
+    const actions: Action[] = [];
+    for (const app of f.apps) for (let i = 0; i < settings.killsPerApp; i++) actions.push({ kind: 'kill', app });
+    const writers = f.apps.filter((a) => a.app === 'dynamo-writer');
+    const aggregators = f.apps.filter((a) => a.app === 'bucket-aggregator');
+    const rounds = settings.mode === 'long' ? 2 : 1;
+    for (let i = 0; i < rounds; i++) {
+      actions.push({ kind: 'crash-point', app: writers[i % writers.length]!, point: `writer:after-update@${rng.between(5, 40)}` });
+      actions.push({ kind: 'crash-point', app: aggregators[i % aggregators.length]!, point: `aggregator:after-apply@${rng.between(3, 20)}` });
+    }
+    // The collector twice as often as the rest: it is the edge that the retries have to survive.
+    for (let i = 0; i < settings.killsPerApp; i++) actions.push({ kind: 'kill', app: f.app('collector') });
+    for (let i = 0; i < settings.redisRestarts; i++) actions.push({ kind: 'redis' });
+    for (let i = 0; i < settings.dynamoOutages; i++) actions.push({ kind: 'outage' });
+    for (let i = 0; i < settings.dynaliteKills; i++) actions.push({ kind: 'dynalite' });
+    for (let i = actions.length - 1; i > 0; i--) {
+      const j = rng.int(i + 1);
+      [actions[i], actions[j]] = [actions[j]!, actions[i]!];
+    }
+    // Actions take seconds each (restarts, outages): pack them into the first part of the load phase.
+    const slot = (settings.loadSeconds * 1_000 * (settings.mode === 'long' ? 0.8 : 0.5)) / (actions.length + 1);
+    const scheduleStart = Date.now();
+    for (const [i, action] of actions.entries()) {
+      const due = scheduleStart + (i + 1) * slot;
+      if (Date.now() < due) await sleep(due - Date.now());
+      log(`chaos: ${at()} fault ${i + 1}/${actions.length}: ${describeAction(action)}`);
+      switch (action.kind) {
+        case 'kill': {
+          expectedExit.add(action.app.handle.process.pid);
+          await action.app.handle.kill('SIGKILL');
+          killed(action.app.name);
+          await sleep(rng.int(2_000));
+          await restart(action.app);
+          break;
+        }
+        case 'crash-point': {
+          // Restart it armed; it SIGKILLs itself at the N-th time it reaches the point (mid-flush for the writer).
+          expectedExit.add(action.app.handle.process.pid);
+          await action.app.handle.kill('SIGKILL');
+          killed(action.app.name);
+          armed.add(action.app.name);
+          await restart(action.app, { TALLY_CRASH_POINT: action.point });
+          const armedProc = action.app.handle.process;
+          expectedExit.add(armedProc.pid);
+          const exit = await Promise.race([armedProc.exited, sleep(30_000).then(() => undefined)]);
+          if (exit?.signal === 'SIGKILL') {
+            killed(`${action.app.name} (${action.point.split('@')[0]})`);
+            log(`chaos: ${at()} ${action.app.name} crashed itself at ${action.point}`);
+          } else log(`chaos: ${at()} ${action.app.name} did not reach ${action.point} within 30 s`);
+          await restart(action.app, { TALLY_CRASH_POINT: undefined });
+          armed.delete(action.app.name);
+          break;
+        }
+        case 'redis': {
+          await f.redis.kill('SIGKILL');
+          killed('redis-server');
+          faults['redis-restart']!++;
+          await sleep(500 + rng.int(2_500));
+          await f.redis.restart();
+          f.trackRedis();
+          break;
+        }
+        case 'outage': {
+          p.setDown(true);
+          faults['dynamo-outage']!++;
+          await sleep(settings.outageSeconds * 1_000);
+          p.setDown(false);
+          break;
+        }
+        case 'dynalite': {
+          await f.dynalite.kill('SIGKILL');
+          killed('dynalite');
+          await sleep(500 + rng.int(1_500));
+          await f.dynalite.restart();
+          f.trackDynalite();
+          break;
+        }
+      }
+    }
+    log(`chaos: ${at()} fault schedule done; waiting for the load to finish`);
+    await load;
+    clearInterval(progress);
+    await Promise.all([http.close(), client.close()]);
+    log(`chaos: ${at()} load done: sent ${stats.eventsSent} events in ${stats.batches} batches (http ${stats.byVia.http}, client ${stats.byVia.client}), accepted ${stats.accepted}, rejected ${stats.rejected}, duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}`);
+
+    // Heal: no more faults; restart anything that died on its own (the monitor said so).
+    clearInterval(monitor);
+    checkExits();
+    p.setRates(NO_FAULTS);
+    p.setDown(false);
+    for (const app of f.apps) if (app.handle.process.exit) await restart(app);
+
+    const expected = expectedCounts(accepted, f.rules, f.zones);
+    // Invariant 2: once every accepted batch is applied, a query is exact, whatever is still being flushed. Keep
+    // writes slow (some past the SDK deadline, retried, some dropped after being applied) so that rows are
+    // mid-flush while the query API answers.
+    p.setOperations(['UpdateItem']);
+    p.setRates({ slow: 0.7, drop: 0.1 });
+    await waitForQueuesIdle([f.queues[QUEUE.events]], { timeoutMs: 300_000, includeDelayed: true, intervalMs: 100 });
+    await waitFor(async () => {
+      const b = await backlog(f);
+      return b.openBuckets + b.sealed === 0;
+    }, { timeoutMs: 60_000, intervalMs: 100, message: 'every bucket folded' });
+    const b = await backlog(f);
+    const backlogAtStart = `outboxes ${b.outboxes}, dirty rows ${b.dirtyRows}`;
+    log(`chaos: ${at()} every batch applied and folded (${backlogAtStart}); querying while slow flushes run`);
+    const liveQuery = { ...(await checkQueryApi(f, f.app('query-api').url, expected)), backlogAtStart };
+    p.setRates(NO_FAULTS);
+    p.setOperations(undefined);
+    faults['throttle'] = p.counts.throttle;
+    faults['500'] = p.counts.error500;
+    faults['slow'] = p.counts.slow;
+    faults['drop'] = p.counts.drop;
+    log(`chaos: ${at()} live query check done (${liveQuery.compared} values); draining`);
+
+    await waitForDrain(f, { timeoutMs: 300_000 });
+    log(`chaos: ${at()} drained: queues idle, no bucket, outbox or dirty row left`);
+    const table = await checkTable(f, expected);
+    const query = await checkQueryApi(f, f.app('query-api').url, expected);
+    const failedJobs: string[] = [];
+    for (const name of QUEUE_NAMES) {
+      for (const job of await f.queues[name].getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
+    }
+    const keyLeaks = f.keyLeaks();
+
+    await f.stop();
+    await p.close();
+    const leakedPids = alivePids(f.pids()).map((x) => `${x.what} (pid ${x.pid})`);
+    fleet = undefined;
+    proxy = undefined;
+
+    const mismatches = table.mismatches + query.mismatches.length + liveQuery.mismatches.length;
+    const summary =
+      `chaos: events sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, ` +
+      `faults injected {${FAULT_KINDS.map((k) => `${k}:${faults[k] ?? 0}`).join(', ')}}, mismatches ${mismatches}`;
+    log(`chaos: ${at()} kills by target ${JSON.stringify(kills)}; table items ${table.scanned.items}, cells ${table.cells}; ` +
+      `query API values compared ${liveQuery.compared} live + ${query.compared} after the drain; failed jobs ${failedJobs.length}; startup failures ${startupFailures}`);
+    return { stats, faults, kills, table, query, liveQuery, failedJobs, unexpectedExits, startupFailures, leakedPids, keyLeaks, mismatches, summary };
+  } finally {
+    await fleet?.stop().catch(() => undefined);
+    await proxy?.close().catch(() => undefined);
+  }
+}

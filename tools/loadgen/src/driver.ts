@@ -1,0 +1,168 @@
+import type { EventInput } from '@tally/schema';
+import { goodEvents, type LoadBatch } from './generator';
+import { createRng } from './rng';
+import type { SendOutcome, Sender } from './senders';
+
+export interface LoadStats {
+  /** Distinct batches sent (duplicates not counted). */
+  batches: number;
+  /** Events of the distinct batches sent, valid and invalid. */
+  eventsSent: number;
+  /** Events the edge accepted (each counted once, whatever the duplicates). */
+  accepted: number;
+  /** Events the edge refused: every event of a refused batch, and the invalid ones of a partial batch. */
+  rejected: number;
+  /** Batches sent a second time with the same idempotency key. */
+  duplicatesSent: number;
+  /** Batches with no definitive answer before the retry deadline. */
+  gaveUp: number;
+  /** Retries by reason (`503`, `ECONNREFUSED`, `QueueUnavailableError`, …). */
+  retries: Record<string, number>;
+  /** Batches per path. */
+  byVia: Record<'http' | 'client', number>;
+  /** Answers that contradict what the edge must do (a valid batch refused, an invalid event accepted, …). */
+  edgeMismatches: string[];
+}
+
+export interface RunLoadOptions {
+  batches: Iterable<LoadBatch>;
+  senders: { http?: Sender; client?: Sender };
+  /** Share of batches sent through libs/client when both senders are given. Default 0.3. */
+  clientShare?: number;
+  /** Seed of the driver's choices (path, duplicates, partial). Default 1. */
+  seed?: number;
+  /** Events per second (a token bucket over all workers); undefined = as fast as the fleet answers. */
+  rate?: number;
+  /** Stop taking new batches after this long. */
+  durationMs?: number;
+  /** Or when this returns true. */
+  shouldStop?: () => boolean;
+  /** Batches in flight at once. Default 4. */
+  concurrency?: number;
+  /** Share of accepted batches sent again with the same idempotency key (half of them through the other path). Default 0. */
+  duplicateShare?: number;
+  /** Share of HTTP batches with invalid events sent with ?partial=true. Default 0.5. */
+  partialShare?: number;
+  /** Each batch's accepted events, once (the events the counts must include). */
+  onAccepted?: (store: string, events: readonly EventInput[], batch: LoadBatch) => void;
+  /** After each batch (for progress bars). */
+  onProgress?: (stats: LoadStats) => void;
+}
+
+/** A new, empty stats object; pass `countRetry(stats)` as the senders' onRetry to count retries. */
+export function newLoadStats(): LoadStats {
+  return { batches: 0, eventsSent: 0, accepted: 0, rejected: 0, duplicatesSent: 0, gaveUp: 0, retries: {}, byVia: { http: 0, client: 0 }, edgeMismatches: [] };
+}
+
+export function countRetry(stats: LoadStats): (reason: string) => void {
+  return (reason) => {
+    stats.retries[reason] = (stats.retries[reason] ?? 0) + 1;
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Sends batches at `rate` events/s with `concurrency` in flight, each through HTTP or libs/client, some twice
+ * with the same idempotency key, and checks every answer against what the edge must do: a clean batch is
+ * accepted whole; a batch with invalid events is refused naming exactly those (or, with ?partial=true, accepted
+ * without them). Resolves with the stats once every batch taken has a definitive answer.
+ */
+export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadStats()): Promise<LoadStats> {
+  const { http, client } = opts.senders;
+  if (!http && !client) throw new Error('runLoad: give an http or a client sender');
+  const rng = createRng(opts.seed ?? 1);
+  const clientShare = http && client ? (opts.clientShare ?? 0.3) : client ? 1 : 0;
+  const started = Date.now();
+  const iterator = opts.batches[Symbol.iterator]();
+  let nextSlot = started;
+
+  const take = async (n: number) => {
+    if (!opts.rate) return;
+    const now = Date.now();
+    const at = Math.max(now, nextSlot);
+    nextSlot = at + (n / opts.rate) * 1_000;
+    if (at > now) await sleep(at - now);
+  };
+  const stopped = () =>
+    (opts.durationMs !== undefined && Date.now() - started >= opts.durationMs) || (opts.shouldStop?.() ?? false);
+
+  const mismatch = (batch: LoadBatch, via: string, what: string) => {
+    if (stats.edgeMismatches.length < 100) stats.edgeMismatches.push(`batch ${batch.seq} (${batch.store}, ${via}): ${what}`);
+  };
+
+  /** Checks an answer; returns the accepted events (possibly none). */
+  const judge = (batch: LoadBatch, via: string, partial: boolean, out: SendOutcome): EventInput[] | undefined => {
+    const bad = batch.badIndexes;
+    if (out.kind === 'gave-up') {
+      mismatch(batch, via, `no definitive answer after ${out.attempts} attempts (${out.lastError})`);
+      return undefined;
+    }
+    if (bad.length === 0) {
+      if (out.kind !== 'accepted') {
+        mismatch(batch, via, `a valid batch was refused: ${out.status} ${out.code} ${out.message}`);
+        return undefined;
+      }
+      if (out.accepted !== batch.events.length) mismatch(batch, via, `accepted ${out.accepted} of ${batch.events.length}`);
+      return batch.events;
+    }
+    const refusedIdx = [...new Set((out.kind === 'accepted' ? (out.errors ?? []) : out.errors).map((e) => e.index))].sort((a, b) => a - b);
+    if (refusedIdx.join(',') !== bad.join(',')) {
+      mismatch(batch, via, `refused events [${refusedIdx.join(',')}], expected exactly the invalid ones [${bad.join(',')}] (${batch.badKinds.join(',')})`);
+    }
+    if (partial) {
+      if (out.kind !== 'accepted') {
+        mismatch(batch, via, `partial batch with valid events answered ${out.status} ${out.code}`);
+        return undefined;
+      }
+      const good = goodEvents(batch);
+      if (out.accepted !== good.length) mismatch(batch, via, `partial: accepted ${out.accepted}, expected ${good.length}`);
+      return good;
+    }
+    if (out.kind === 'accepted') {
+      mismatch(batch, via, `a batch with invalid events was accepted (${out.accepted} events)`);
+      return batch.events; // what the fleet will count now
+    }
+    if (out.status !== 400) mismatch(batch, via, `refused with ${out.status}, expected 400`);
+    return [];
+  };
+
+  const worker = async () => {
+    for (;;) {
+      if (stopped()) return;
+      const step = iterator.next();
+      if (step.done) return;
+      const batch = step.value;
+      await take(batch.events.length);
+      const useClient = rng.chance(clientShare);
+      const sender = useClient ? client! : http!;
+      const partial = sender.via === 'http' && batch.badIndexes.length > 0 && rng.chance(opts.partialShare ?? 0.5);
+      const duplicate = rng.chance(opts.duplicateShare ?? 0);
+      const dupViaOther = rng.chance(0.5);
+      stats.batches++;
+      stats.byVia[sender.via]++;
+      stats.eventsSent += batch.events.length;
+      const out = await sender.send(batch, { partial });
+      if (out.kind === 'gave-up') stats.gaveUp++;
+      const accepted = judge(batch, sender.via, partial, out);
+      const n = accepted?.length ?? 0;
+      stats.accepted += n;
+      stats.rejected += batch.events.length - n;
+      if (accepted && n > 0) opts.onAccepted?.(batch.store, accepted, batch);
+      if (duplicate && out.kind === 'accepted') {
+        // The same batch again with the same key: must answer as before and count nothing more. A batch with
+        // invalid events goes the same way it went (libs/client has no partial mode).
+        const other = sender.via === 'http' ? client : http;
+        const again = dupViaOther && other && batch.badIndexes.length === 0 ? other : sender;
+        stats.duplicatesSent++;
+        const out2 = await again.send(batch, { partial });
+        if (out2.kind !== 'accepted' || out2.accepted !== out.accepted) {
+          mismatch(batch, `${again.via} (duplicate)`, `answered ${out2.kind === 'accepted' ? `accepted ${out2.accepted}` : out2.kind === 'rejected' ? `${out2.status} ${out2.code}` : 'nothing'}, first answer accepted ${out.accepted}`);
+        }
+      }
+      opts.onProgress?.(stats);
+    }
+  };
+  await Promise.all(Array.from({ length: opts.concurrency ?? 4 }, () => worker()));
+  return stats;
+}

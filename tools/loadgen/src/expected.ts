@@ -1,0 +1,138 @@
+import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { cellsOfDay, parseDayKey, WATERMARK_ATTR } from '@tally/key-layout';
+import { parseTimestamp, rollup, type CompiledRules, type EventInput, type NormalizedEvent, type RowDeltas } from '@tally/schema';
+
+/** pk -> sk -> attribute -> exact integer value: what the counter rows of the table hold (or must hold). */
+export type CounterTable = Map<string, Map<string, Map<string, bigint>>>;
+
+export interface StoreEvents {
+  store: string;
+  events: readonly EventInput[];
+}
+
+/** An accepted event as the edge normalizes it (ts in epoch ms, value as its decimal text). */
+function normalize(e: EventInput): NormalizedEvent {
+  const ts = parseTimestamp(e.ts);
+  if (ts === undefined) throw new RangeError(`expectedCounts: event has an unparseable ts ${JSON.stringify(e.ts)}`);
+  const out: NormalizedEvent = { type: e.type, ts, dims: { ...(e.dims ?? {}) } };
+  if (e.id !== undefined) out.id = e.id;
+  if (e.value !== undefined) out.value = typeof e.value === 'number' ? String(e.value) : e.value.trim();
+  return out;
+}
+
+export function addCount(table: CounterTable, pk: string, sk: string, attr: string, delta: bigint): void {
+  let row = table.get(pk);
+  if (!row) table.set(pk, (row = new Map()));
+  let item = row.get(sk);
+  if (!item) row.set(sk, (item = new Map()));
+  item.set(attr, (item.get(attr) ?? 0n) + delta);
+}
+
+/**
+ * The exact DynamoDB attributes that `events` (accepted ones only) must end up as once everything is written:
+ * each event rolled up by the rules in its store's time zone (libs/schema rollup), each day count spread over its
+ * four cells (key-layout cellsOfDay: D<doy> and M<mm> of the month row, total and Y<yyyy> of TOTAL).
+ * `zones` maps store -> IANA zone (default UTC). Pass `into` to accumulate.
+ */
+export function expectedCounts(
+  batches: Iterable<StoreEvents>,
+  rules: CompiledRules,
+  zones: Readonly<Record<string, string>> | ReadonlyMap<string, string>,
+  into: CounterTable = new Map(),
+): CounterTable {
+  const zoneOf = (store: string) => (zones instanceof Map ? zones.get(store) : (zones as Record<string, string>)[store]) ?? 'UTC';
+  const deltas: RowDeltas = new Map();
+  for (const b of batches) {
+    deltas.clear();
+    rollup(rules, b.store, zoneOf(b.store), b.events.map(normalize), deltas);
+    for (const [pk, fields] of deltas) {
+      for (const [field, delta] of fields) {
+        const bar = field.indexOf('|');
+        const day = parseDayKey(field.slice(0, bar));
+        for (const cell of cellsOfDay(day, field.slice(bar + 1))) addCount(into, pk, cell.sk, cell.attr, BigInt(delta));
+      }
+    }
+  }
+  return into;
+}
+
+export interface ScannedTable {
+  counters: CounterTable;
+  /** Counter items (pk, sk) without a watermark: the writer always sets one. */
+  withoutWatermark: string[];
+  /** Attributes that are neither numbers nor the watermark (pk `pk/sk/attr`). */
+  foreign: string[];
+  items: number;
+}
+
+/**
+ * Every counter item of the table (a full Scan; tenant and key items, whose pk starts with `_`, are skipped),
+ * with the attributes besides pk, sk and wm.
+ */
+export async function scanCounters(client: DynamoDBClient, table: string): Promise<ScannedTable> {
+  const out: ScannedTable = { counters: new Map(), withoutWatermark: [], foreign: [], items: 0 };
+  let start: Record<string, AttributeValue> | undefined;
+  do {
+    const page = await client.send(new ScanCommand({ TableName: table, ConsistentRead: true, ExclusiveStartKey: start }));
+    for (const item of page.Items ?? []) {
+      const pk = item['pk']?.S ?? '';
+      const sk = item['sk']?.S ?? '';
+      if (pk.startsWith('_')) continue;
+      out.items++;
+      if (item[WATERMARK_ATTR]?.N === undefined) out.withoutWatermark.push(`${pk} / ${sk}`);
+      for (const [name, v] of Object.entries(item)) {
+        if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR) continue;
+        if (v.N === undefined) out.foreign.push(`${pk} / ${sk} / ${name}`);
+        else addCount(out.counters, pk, sk, name, BigInt(v.N));
+      }
+    }
+    start = page.LastEvaluatedKey;
+  } while (start);
+  return out;
+}
+
+export interface CountsDiff {
+  /** (pk, sk, attribute) cells that differ: missing, extra or another value. */
+  mismatches: number;
+  /** Cells compared (the union of both sides). */
+  cells: number;
+  /** The first few differences, one line each. */
+  samples: string[];
+}
+
+/** Compares two counter tables cell by cell, both ways. */
+export function diffCounts(expected: CounterTable, actual: CounterTable, maxSamples = 20): CountsDiff {
+  const diff: CountsDiff = { mismatches: 0, cells: 0, samples: [] };
+  const note = (line: string) => {
+    diff.mismatches++;
+    if (diff.samples.length < maxSamples) diff.samples.push(line);
+  };
+  const pks = new Set([...expected.keys(), ...actual.keys()]);
+  for (const pk of [...pks].sort()) {
+    const e = expected.get(pk);
+    const a = actual.get(pk);
+    const sks = new Set([...(e?.keys() ?? []), ...(a?.keys() ?? [])]);
+    for (const sk of [...sks].sort()) {
+      const ei = e?.get(sk);
+      const ai = a?.get(sk);
+      const attrs = new Set([...(ei?.keys() ?? []), ...(ai?.keys() ?? [])]);
+      for (const attr of [...attrs].sort()) {
+        diff.cells++;
+        const ev = ei?.get(attr);
+        const av = ai?.get(attr);
+        if (ev === av) continue;
+        if (av === undefined) note(`missing ${pk} / ${sk} / ${attr}: expected ${ev}`);
+        else if (ev === undefined) note(`extra ${pk} / ${sk} / ${attr} = ${av}`);
+        else note(`wrong ${pk} / ${sk} / ${attr}: expected ${ev}, got ${av} (${av > ev ? '+' : ''}${av - ev})`);
+      }
+    }
+  }
+  return diff;
+}
+
+/** Number of (pk, sk, attribute) cells in a table. */
+export function cellCount(table: CounterTable): number {
+  let n = 0;
+  for (const row of table.values()) for (const item of row.values()) n += item.size;
+  return n;
+}

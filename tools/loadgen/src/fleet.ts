@@ -1,0 +1,260 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { AppName } from '@tally/config';
+import { createDynamoClient } from '@tally/dynamo';
+import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
+import { compileRules, type CompiledRules, type RulesInput } from '@tally/schema';
+import { createTenantAdmin, type TenantAdmin } from '@tally/tenants';
+import {
+  createTestTable,
+  startApp,
+  startDynalite,
+  startRedis,
+  type AppHandle,
+  type DynaliteHandle,
+  type ProcessHandle,
+  type RedisHandle,
+} from '@tally/testing';
+import { Redis } from 'ioredis';
+import type { StoreSpec } from './generator';
+
+/** Keys issued for each store of the fleet, one per scope combination. */
+export interface StoreKeys {
+  ingest: string;
+  read: string;
+  admin: string;
+  /** ingest + read + admin */
+  all: string;
+}
+
+export interface FleetOptions {
+  stores: readonly StoreSpec[];
+  rules: RulesInput;
+  /** Processes per app. Default 1 each. */
+  replicas?: Partial<Record<AppName, number>>;
+  bucketSeconds?: number;
+  jobLockMs?: number;
+  /** Extra environment for every app (LOG_LEVEL, DEDUPE_WINDOW_SECONDS, …). */
+  env?: Record<string, string>;
+  /** Extra environment per app. */
+  appEnv?: Partial<Record<AppName, Record<string, string>>>;
+  /** Redis AOF fsync policy. Default `always` (nothing acknowledged is lost on SIGKILL). */
+  appendfsync?: 'always' | 'everysec' | 'no';
+  /** The DynamoDB endpoint the apps use, given dynalite's (e.g. a fault proxy in front of it). Default: dynalite's. */
+  appsDynamoEndpoint?: (dynaliteEndpoint: string) => string | Promise<string>;
+  /** Echo the apps' output to stderr. */
+  echo?: boolean;
+}
+
+/** One app process slot (e.g. `dynamo-writer#2`), restartable. */
+export interface FleetApp {
+  readonly name: string;
+  readonly app: AppName;
+  readonly handle: AppHandle;
+  readonly url: string;
+  /** Restarts it (after a SIGKILL, or killing it first), retrying like a supervisor when it dies during start-up. */
+  restart(env?: Record<string, string | undefined>): Promise<{ startupFailures: number }>;
+}
+
+export interface Fleet {
+  redis: RedisHandle;
+  dynalite: DynaliteHandle;
+  table: string;
+  rules: CompiledRules;
+  rulesFile: string;
+  zones: Record<string, string>;
+  keys: Record<string, StoreKeys>;
+  apps: FleetApp[];
+  /** The first process of an app. */
+  app(app: AppName): FleetApp;
+  /** Direct DynamoDB client (not through any proxy), for checks. */
+  dynamo: DynamoDBClient;
+  admin: TenantAdmin;
+  /** An inspection connection to Redis (reconnects forever) and the queues on it. */
+  inspect: Redis;
+  queues: TallyQueues;
+  /** KEY_PREFIX of the apps. */
+  prefix: string;
+  /** Every pid the fleet ever started, with what it was. */
+  pids(): Array<{ pid: number; what: string }>;
+  /** Records the current dynalite pid (after a restart). */
+  trackDynalite(): void;
+  /** Records the current redis-server pid (after a restart). */
+  trackRedis(): void;
+  /** Lines of any process that contained an issued API key (or anything shaped like one). */
+  keyLeaks(): string[];
+  /** Stops everything (apps gracefully, then dynalite and Redis) and removes the temp dirs. */
+  stop(): Promise<void>;
+}
+
+/** Anything shaped like a key Tally issues (`tly_` + 43 base64url characters). */
+const KEY_SHAPE = /tly_[A-Za-z0-9_-]{43}/;
+
+/**
+ * A whole Tally fleet on this machine for load, chaos and soak runs: redis-server (AOF), dynalite in a child
+ * process on disk, a fresh table, one tenant per store with its time zone and keys, a RULES_FILE, and the four
+ * apps as processes (with replicas). Every process it starts is tracked, and every app's output is watched for
+ * API keys.
+ */
+export async function startFleet(opts: FleetOptions): Promise<Fleet> {
+  const work = mkdtempSync(join(tmpdir(), 'tally-fleet-'));
+  const rulesFile = join(work, 'rules.json');
+  writeFileSync(rulesFile, JSON.stringify(opts.rules));
+  const rules = compileRules(opts.rules);
+  const pids: Array<{ pid: number; what: string }> = [];
+  const leaks: string[] = [];
+
+  const redis = await startRedis({ appendonly: true, appendfsync: opts.appendfsync ?? 'always' });
+  pids.push({ pid: redis.pid, what: 'redis-server' });
+  const dynalite = await startDynalite({ mode: 'child', path: join(work, 'dynalite') });
+  const trackDynalite = () => {
+    const pid = findPid((cmd) => cmd.includes('dynalite') && cmd.includes(`--port\u0000${dynalite.port}\u0000`));
+    if (pid !== undefined && !pids.some((p) => p.pid === pid)) pids.push({ pid, what: 'dynalite' });
+  };
+  trackDynalite();
+  const table = await createTestTable(dynalite.endpoint, { prefix: 'fleet' });
+  const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+  const admin = createTenantAdmin({ dynamo, table });
+  const keys: Record<string, StoreKeys> = {};
+  const zones: Record<string, string> = {};
+  for (const s of opts.stores) {
+    await admin.createTenant(s.id, { timeZone: s.timeZone });
+    zones[s.id] = s.timeZone;
+    keys[s.id] = {
+      ingest: await admin.issueKey(s.id, ['ingest'], 'loadgen ingest'),
+      read: await admin.issueKey(s.id, ['read'], 'loadgen read'),
+      admin: await admin.issueKey(s.id, ['admin'], 'loadgen admin'),
+      all: await admin.issueKey(s.id, ['ingest', 'read', 'admin'], 'loadgen all scopes'),
+    };
+  }
+  const appsEndpoint = opts.appsDynamoEndpoint ? await opts.appsDynamoEndpoint(dynalite.endpoint) : dynalite.endpoint;
+  const prefix = 'lg';
+  const env = {
+    REDIS_URL: redis.url,
+    DYNAMODB_ENDPOINT: appsEndpoint,
+    DYNAMODB_TABLE: table,
+    BUCKET_SECONDS: String(opts.bucketSeconds ?? 1),
+    JOB_LOCK_MS: String(opts.jobLockMs ?? 1_500),
+    RULES_FILE: rulesFile,
+    KEY_PREFIX: prefix,
+    LOG_LEVEL: 'warn',
+    ...opts.env,
+  };
+
+  const watch = (name: string, proc: ProcessHandle, fromNow = false): void => {
+    proc
+      .waitForLine(KEY_SHAPE, { timeoutMs: 2_000_000_000, fromNow })
+      .then((m) => {
+        leaks.push(`${name}: ${m.input ?? m[0]}`);
+        watch(name, proc, true);
+      })
+      .catch(() => undefined); // the process exited
+  };
+
+  const order: AppName[] = ['collector', 'query-api', 'bucket-aggregator', 'dynamo-writer'];
+  const started = await Promise.all(
+    order.flatMap((app) =>
+      Array.from({ length: opts.replicas?.[app] ?? 1 }, async (_, i): Promise<FleetApp> => {
+        const name = (opts.replicas?.[app] ?? 1) > 1 ? `${app}#${i + 1}` : app;
+        const handle = await startApp(app, { env: { ...env, ...opts.appEnv?.[app] }, name, echo: opts.echo, timeoutMs: 60_000 });
+        pids.push({ pid: handle.process.pid, what: name });
+        watch(name, handle.process);
+        return {
+          name,
+          app,
+          handle,
+          url: handle.url,
+          async restart(extra) {
+            let startupFailures = 0;
+            for (;;) {
+              try {
+                await handle.restart(extra);
+                pids.push({ pid: handle.process.pid, what: name });
+                watch(name, handle.process);
+                return { startupFailures };
+              } catch (err) {
+                // It died before answering /healthz: a supervisor would start it again.
+                pids.push({ pid: handle.process.pid, what: name });
+                startupFailures++;
+                if (startupFailures >= 10) throw err;
+                await new Promise((r) => setTimeout(r, 500));
+              }
+            }
+          },
+        };
+      }),
+    ),
+  );
+
+  const inspect = new Redis(redis.url, { maxRetriesPerRequest: null });
+  inspect.on('error', () => {});
+  const queues = createQueues(inspect);
+  for (const q of Object.values(queues)) q.on('error', () => {});
+
+  let stopped = false;
+  return {
+    redis,
+    dynalite,
+    table,
+    rules,
+    rulesFile,
+    zones,
+    keys,
+    apps: started,
+    app(app) {
+      const a = started.find((x) => x.app === app);
+      if (!a) throw new Error(`the fleet runs no ${app}`);
+      return a;
+    },
+    dynamo,
+    admin,
+    inspect,
+    queues,
+    prefix,
+    pids: () => [...pids],
+    trackDynalite,
+    trackRedis() {
+      if (!pids.some((p) => p.pid === redis.pid)) pids.push({ pid: redis.pid, what: 'redis-server' });
+    },
+    keyLeaks: () => [...leaks],
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await Promise.all(started.map((a) => a.handle.stop().catch(() => a.handle.kill())));
+      await closeQueues(queues).catch(() => undefined);
+      inspect.disconnect();
+      dynamo.destroy();
+      await dynalite.stop();
+      await redis.stop();
+      rmSync(work, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The first process whose NUL-separated command line satisfies `match` (Linux /proc). */
+function findPid(match: (cmdline: string) => boolean): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (match(`${readFileSync(`/proc/${entry}/cmdline`, 'latin1')}\u0000`)) return Number(entry);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
+}
+
+/** Pids of `pids` that are still running (zombies count as gone). */
+export function alivePids(pids: ReadonlyArray<{ pid: number; what: string }>): Array<{ pid: number; what: string }> {
+  return pids.filter(({ pid }) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      return state !== 'Z' && state !== 'X';
+    } catch {
+      return false;
+    }
+  });
+}

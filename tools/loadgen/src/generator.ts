@@ -1,0 +1,212 @@
+import { localDate } from '@tally/key-layout';
+import type { EventInput } from '@tally/schema';
+import { createRng, hashSeed, zipf, type Rng } from './rng';
+
+/** A store of the generated shop traffic and its IANA time zone (the tenant's, so days bin the same way). */
+export interface StoreSpec {
+  id: string;
+  timeZone: string;
+  /** Relative share of the traffic; default 1. */
+  weight?: number;
+}
+
+export interface LoadOptions {
+  seed: number;
+  stores: readonly StoreSpec[];
+  /** Distinct products per store (Zipf-distributed popularity). Default 200. */
+  products?: number;
+  /** Distinct visitors per store (Zipf-distributed activity). Default 1000. */
+  visitors?: number;
+  /** Zipf exponent of product and visitor popularity. Default 1.1. */
+  zipfS?: number;
+  /** The time events happen at: a fixed instant (deterministic output) or a clock read per session. Default: the time of the first call. */
+  now?: number | (() => number);
+  /** Events per batch: a fixed number or [min, max]. Default [20, 200]. */
+  batchSize?: number | readonly [number, number];
+  /** Stop after this many good events (the last batch may end a little past it). Default: never. */
+  maxEvents?: number;
+  /** Share of sessions stamped in the past (late events). Default 0.1. */
+  lateShare?: number;
+  /** How many days back late sessions reach; keep it under the collector's LATENESS_HORIZON_DAYS. Default 33. */
+  lateDays?: number;
+  /** Share of late sessions placed in the previous month of the store's time zone. Default 0.4. */
+  previousMonthShare?: number;
+  /** Share of sessions that end in an order. Default 0.3. */
+  orderShare?: number;
+  /** Share of events without a visitor (anonymous views). Default 0.05. */
+  anonymousShare?: number;
+  /** Share of batches that also carry invalid events the edge must refuse. Default 0. */
+  badShare?: number;
+}
+
+/** The kinds of invalid events the generator mixes in; each must be refused at the edge with a 4xx naming the field. */
+export const BAD_EVENT_KINDS = ['unknown-type', 'bad-dim-value', 'unknown-dim', 'negative-value', 'too-many-decimals', 'missing-value', 'pipe-in-dim'] as const;
+export type BadEventKind = (typeof BAD_EVENT_KINDS)[number];
+
+export interface LoadBatch {
+  /** 0, 1, 2, … in generation order. */
+  seq: number;
+  store: string;
+  /** Deterministic per seed, store and seq: sending the batch again with it must count it once. */
+  idempotencyKey: string;
+  events: EventInput[];
+  /** Indexes (into `events`) of the invalid events; empty for a clean batch. */
+  badIndexes: number[];
+  /** What each invalid event is, by index. */
+  badKinds: BadEventKind[];
+}
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+/** The price of a product in cents, fixed per product id (deterministic, 1.00 to 99.99). */
+export function priceCents(product: string): number {
+  return 100 + (hashSeed(product) % 9_900);
+}
+
+/** 1999 -> 19.99 (a JSON number whose shortest decimal form has at most 2 decimals). */
+const centsToNumber = (cents: number) => cents / 100;
+/** 1990 -> "19.90" (decimal strings keep trailing zeros, as some clients send them). */
+const centsToString = (cents: number) => `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, '0')}`;
+
+/**
+ * Deterministic shop traffic: for each store, visitors (Zipf) in sessions that view a few products (Zipf), some
+ * page views, and maybe an order with its order lines; some sessions are late (up to `lateDays` back, a share of
+ * them in the previous month of the store's zone). Yields batches of one store each; with `badShare`, some
+ * batches also carry invalid events (listed in `badIndexes`). Same options and seed, same batches.
+ */
+export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
+  if (opts.stores.length === 0) throw new RangeError('generateLoad: give at least one store');
+  const products = opts.products ?? 200;
+  const visitors = opts.visitors ?? 1_000;
+  const s = opts.zipfS ?? 1.1;
+  const fixedNow = typeof opts.now === 'number' ? opts.now : undefined;
+  const start = Date.now();
+  const clock = typeof opts.now === 'function' ? opts.now : () => fixedNow ?? start;
+  const [minBatch, maxBatch] = typeof opts.batchSize === 'number' ? [opts.batchSize, opts.batchSize] : (opts.batchSize ?? [20, 200]);
+  const lateShare = opts.lateShare ?? 0.1;
+  const lateDays = opts.lateDays ?? 33;
+  const previousMonthShare = opts.previousMonthShare ?? 0.4;
+  const orderShare = opts.orderShare ?? 0.3;
+  const anonymousShare = opts.anonymousShare ?? 0.05;
+  const badShare = opts.badShare ?? 0;
+
+  const rng = createRng(opts.seed);
+  const batchRng = rng.fork('batches');
+  const badRng = rng.fork('bad');
+  const productOf = zipf(products, s);
+  const visitorOf = zipf(visitors, s);
+  const weights = opts.stores.map((st) => st.weight ?? 1);
+  const totalWeight = weights.reduce((a, b) => a + b, 0);
+
+  // One session stream per store, each with its own generator so stores do not perturb each other.
+  const streams = opts.stores.map((store) => sessionStream(store, rng.fork(`store:${store.id}`)));
+
+  function* sessionStream(store: StoreSpec, r: Rng): Generator<EventInput> {
+    for (;;) {
+      const now = clock();
+      const visitor = `V${visitorOf(r)}`;
+      const anonymous = r.chance(anonymousShare);
+      let t = sessionStart(store, r, now);
+      const step = () => {
+        t = Math.min(now, t + r.between(1, 20) * 1_000);
+        // Half ISO-8601 strings, half epoch milliseconds: both are part of the contract.
+        return r.chance(0.5) ? new Date(t).toISOString() : t;
+      };
+      const viewed: string[] = [];
+      const views = r.between(1, 6);
+      for (let i = 0; i < views; i++) {
+        const product = `P${productOf(r)}`;
+        viewed.push(product);
+        const ev: EventInput = { type: 'view', ts: step(), dims: anonymous ? { product } : { product, visitor } };
+        if (r.chance(0.1)) ev.id = `e${r.int(1e9)}`;
+        yield ev;
+        if (r.chance(0.3)) yield { type: 'page_view', ts: step(), dims: anonymous ? { page: `pg${r.int(20)}` } : { visitor, page: `pg${r.int(20)}` } };
+      }
+      if (anonymous || !r.chance(orderShare)) continue;
+      const lines = [...new Set(viewed)].slice(0, r.between(1, 3));
+      let total = 0;
+      for (const product of lines) {
+        const cents = priceCents(product);
+        total += cents;
+        yield { type: 'order_item', ts: step(), dims: { product, visitor }, value: r.chance(0.8) ? centsToNumber(cents) : centsToString(cents) };
+      }
+      yield { type: 'order', ts: step(), dims: { visitor }, value: r.chance(0.8) ? centsToNumber(total) : centsToString(total) };
+    }
+  }
+
+  function sessionStart(store: StoreSpec, r: Rng, now: number): number {
+    if (!r.chance(lateShare)) return now - r.between(30, 120) * 1_000;
+    if (r.chance(previousMonthShare)) {
+      // Somewhere in the previous month of the store's zone, within the lateness window (always reachable:
+      // the previous month ends at most 31 days back).
+      const thisMonth = localDate(now, store.timeZone).month;
+      for (let i = 0; i < 64; i++) {
+        const ts = now - HOUR - r.int(lateDays * DAY - 2 * HOUR);
+        if (localDate(ts, store.timeZone).month !== thisMonth) return ts;
+      }
+    }
+    return now - HOUR - r.int(lateDays * DAY - 2 * HOUR);
+  }
+
+  function badEvent(kind: BadEventKind, r: Rng): EventInput | Record<string, unknown> {
+    const ts = new Date(clock() - MINUTE).toISOString();
+    switch (kind) {
+      case 'unknown-type':
+        return { type: 'click', ts, dims: { product: 'P1' } };
+      case 'bad-dim-value':
+        return { type: 'view', ts, dims: { product: 'P#1', visitor: 'V1' } };
+      case 'pipe-in-dim':
+        return { type: 'view', ts, dims: { product: 'P|1' } };
+      case 'unknown-dim':
+        return { type: 'view', ts, dims: { product: 'P1', color: 'red' } };
+      case 'negative-value':
+        return { type: 'order', ts, dims: { visitor: `V${r.int(10)}` }, value: -5 };
+      case 'too-many-decimals':
+        return { type: 'order', ts, dims: { visitor: 'V1' }, value: 1.234 };
+      case 'missing-value':
+        return { type: 'order', ts, dims: { visitor: 'V1' } };
+    }
+  }
+
+  let good = 0;
+  for (let seq = 0; opts.maxEvents === undefined || good < opts.maxEvents; seq++) {
+    let u = batchRng.next() * totalWeight;
+    let storeIndex = 0;
+    while (storeIndex < weights.length - 1 && u >= weights[storeIndex]!) u -= weights[storeIndex++]!;
+    const store = opts.stores[storeIndex]!;
+    const size = batchRng.between(minBatch, maxBatch);
+    const events: EventInput[] = [];
+    const stream = streams[storeIndex]!;
+    for (let i = 0; i < size; i++) events.push(stream.next().value as EventInput);
+    good += events.length;
+    const badIndexes: number[] = [];
+    const badKinds: BadEventKind[] = [];
+    if (badShare > 0 && badRng.chance(badShare)) {
+      const n = badRng.between(1, 3);
+      for (let i = 0; i < n; i++) {
+        const kind = badRng.pick(BAD_EVENT_KINDS);
+        const at = badRng.int(events.length + 1);
+        events.splice(at, 0, badEvent(kind, badRng) as EventInput);
+        // Indexes after the insertion point shift by one.
+        for (let j = 0; j < badIndexes.length; j++) if (badIndexes[j]! >= at) badIndexes[j]!++;
+        badIndexes.push(at);
+        badKinds.push(kind);
+      }
+      const order = badIndexes.map((_, i) => i).sort((a, b) => badIndexes[a]! - badIndexes[b]!);
+      const sortedIdx = order.map((i) => badIndexes[i]!);
+      const sortedKinds = order.map((i) => badKinds[i]!);
+      badIndexes.splice(0, badIndexes.length, ...sortedIdx);
+      badKinds.splice(0, badKinds.length, ...sortedKinds);
+    }
+    yield { seq, store: store.id, idempotencyKey: `lg${opts.seed}-${store.id}-${seq}`, events, badIndexes, badKinds };
+  }
+}
+
+/** The events of a batch the edge accepts: all but the invalid ones. */
+export function goodEvents(batch: LoadBatch): EventInput[] {
+  if (batch.badIndexes.length === 0) return batch.events;
+  const bad = new Set(batch.badIndexes);
+  return batch.events.filter((_, i) => !bad.has(i));
+}

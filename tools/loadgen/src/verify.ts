@@ -1,0 +1,195 @@
+import { formatDate, localDate, monthSk, parseMonthSk, TOTAL_SK, fromDayOfYear, dayOfYear } from '@tally/key-layout';
+import { QUEUE } from '@tally/queues';
+import { toUnits } from '@tally/schema';
+import { waitFor, waitForQueuesIdle } from '@tally/testing';
+import { diffCounts, scanCounters, type CounterTable, type CountsDiff, type ScannedTable } from './expected';
+import type { Fleet } from './fleet';
+
+/** What is still unwritten in Redis, per kind, over all stores. */
+export interface Backlog {
+  openBuckets: number;
+  sealed: number;
+  outboxes: number;
+  dirtyRows: number;
+}
+
+export async function backlog(fleet: Fleet): Promise<Backlog> {
+  const r = fleet.inspect;
+  const out: Backlog = { openBuckets: 0, sealed: 0, outboxes: 0, dirtyRows: 0 };
+  for (const store of Object.keys(fleet.zones)) {
+    const tag = `${fleet.prefix}:{${store}}:`;
+    out.openBuckets += (await r.keys(`${tag}r:*`)).length;
+    out.sealed += await r.llen(`${tag}sealed`);
+    out.outboxes += (await r.keys(`${tag}o:*`)).length;
+    out.dirtyRows += await r.zcard(`${tag}dirty`);
+  }
+  return out;
+}
+
+/**
+ * Waits until every accepted batch is applied and every count is written: the events and dynamo-writes queues
+ * idle (delayed retries included), no open or sealed bucket, no outbox, no dirty row.
+ */
+export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number; onWait?: (b: Backlog) => void } = {}): Promise<void> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
+  const left = () => Math.max(1_000, deadline - Date.now());
+  await waitForQueuesIdle([fleet.queues[QUEUE.events]], { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
+  let last: Backlog | undefined;
+  await waitFor(
+    async () => {
+      const b = await backlog(fleet);
+      last = b;
+      opts.onWait?.(b);
+      if (b.openBuckets + b.sealed + b.outboxes + b.dirtyRows > 0) return false;
+      const c = await fleet.queues[QUEUE.dynamoWrites].getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+      return Object.values(c).every((n) => n === 0);
+    },
+    { timeoutMs: left(), intervalMs: 250, message: `everything written (last backlog ${JSON.stringify(last)})` },
+  );
+  // Drained twice in a row: nothing was in flight between two looks.
+  await waitForQueuesIdle([fleet.queues[QUEUE.events], fleet.queues[QUEUE.dynamoWrites]], { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
+}
+
+export interface TableCheck extends CountsDiff {
+  scanned: ScannedTable;
+}
+
+/** Scans the table and compares every counter cell with `expected`, both ways; items without wm are mismatches too. */
+export async function checkTable(fleet: Fleet, expected: CounterTable, maxSamples = 20): Promise<TableCheck> {
+  const scanned = await scanCounters(fleet.dynamo, fleet.table);
+  const diff = diffCounts(expected, scanned.counters, maxSamples);
+  for (const w of scanned.withoutWatermark) {
+    diff.mismatches++;
+    if (diff.samples.length < maxSamples) diff.samples.push(`no wm on ${w}`);
+  }
+  for (const f of scanned.foreign) {
+    diff.mismatches++;
+    if (diff.samples.length < maxSamples) diff.samples.push(`non-numeric attribute ${f}`);
+  }
+  return { ...diff, scanned };
+}
+
+export interface QueryCheckOptions {
+  /** Products per store whose all-time totals are compared. Default 10 (the most counted). */
+  products?: number;
+  /** Visitors per store whose day series are compared. Default 3. */
+  visitors?: number;
+  /** Now, for the store's "today" (default Date.now()). */
+  now?: number;
+}
+
+export interface QueryCheck {
+  /** Values compared. */
+  compared: number;
+  mismatches: string[];
+  requests: number;
+}
+
+/**
+ * Asks the query API what the table should hold and compares it with `expected` exactly: for every store its day
+ * and month series from its first counted day to today and its all-time totals, the all-time totals of its most
+ * counted products and the day series of a few visitors. Live answers (DynamoDB plus Redis) must be exact at any
+ * time once every accepted batch is applied, flushes in progress or not.
+ */
+export async function checkQueryApi(fleet: Fleet, url: string, expected: CounterTable, opts: QueryCheckOptions = {}): Promise<QueryCheck> {
+  const rules = fleet.rules;
+  const out: QueryCheck = { compared: 0, mismatches: [], requests: 0 };
+  const get = async (store: string, path: string): Promise<any> => {
+    for (let attempt = 0; ; attempt++) {
+      out.requests++;
+      let res: Response | undefined;
+      try {
+        res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${fleet.keys[store]!.read}` }, signal: AbortSignal.timeout(15_000) });
+        if (res.ok) return await res.json();
+      } catch {
+        // not up, reset, timed out: retry
+      }
+      if (attempt >= 30 || (res && res.status !== 503 && res.status !== 429 && res.status < 500)) {
+        out.mismatches.push(`GET ${path} (${store}) answered ${res ? `${res.status} ${await res.text().catch(() => '')}` : 'nothing'}`);
+        return undefined;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  };
+  const units = (metric: string, v: unknown): bigint | undefined => {
+    if (v === undefined || v === null) return 0n;
+    const base = metric.split('#')[0]!;
+    const r = toUnits(typeof v === 'number' ? v : String(v), rules.scaleOf(base));
+    return r.ok ? BigInt(r.units) : undefined;
+  };
+  const compare = (what: string, metric: string, got: unknown, want: bigint | undefined) => {
+    out.compared++;
+    const g = units(metric, got);
+    const w = want ?? 0n;
+    if (g !== w) out.mismatches.push(`${what} ${metric}: query API ${JSON.stringify(got)}, table ${w}`);
+  };
+  const attrOf = (metric: string) => rules.attrMetric(metric.split('#')[0]!, metric.includes('#') ? metric.slice(metric.indexOf('#') + 1) : undefined);
+
+  const seriesCheck = async (store: string, entity: string, pk: string) => {
+    const row = expected.get(pk);
+    // First counted day: the smallest month row, its smallest day attribute.
+    let first: { year: number; month: number; day: number } | undefined;
+    for (const sk of [...(row?.keys() ?? [])].sort()) {
+      const m = parseMonthSk(sk);
+      if (!m) continue;
+      const days = [...row!.get(sk)!.keys()].filter((a) => a.startsWith('D')).map((a) => Number(a.slice(1, 4)));
+      if (days.length === 0) continue;
+      const d = fromDayOfYear(m.year, Math.min(...days));
+      first = { year: d.year, month: d.month, day: d.day };
+      break;
+    }
+    const today = localDate(opts.now ?? Date.now(), fleet.zones[store]!);
+    const from = formatDate(first ?? today);
+    const to = formatDate(today);
+    const q = `entity=${encodeURIComponent(entity)}&from=${from}&to=${to}`;
+    const day = await get(store, `/v1/series?${q}&granularity=day`);
+    if (day) {
+      for (const p of day.points as Array<{ period: string; values: Record<string, unknown> }>) {
+        const [y, mo, d] = p.period.split('-').map(Number) as [number, number, number];
+        const item = row?.get(monthSk(y, mo));
+        for (const metric of day.metrics as string[]) {
+          compare(`${store} ${entity} day ${p.period}`, metric, p.values[metric], item?.get(`D${String(dayOfYear(y, mo, d)).padStart(3, '0')}.${attrOf(metric)}`));
+        }
+      }
+    }
+    const month = await get(store, `/v1/series?${q}&granularity=month`);
+    if (month) {
+      for (const p of month.points as Array<{ period: string; values: Record<string, unknown> }>) {
+        const [y, mo] = p.period.split('-').map(Number) as [number, number];
+        const item = row?.get(monthSk(y, mo));
+        for (const metric of month.metrics as string[]) {
+          compare(`${store} ${entity} month ${p.period}`, metric, p.values[metric], item?.get(`M${String(mo).padStart(2, '0')}.${attrOf(metric)}`));
+        }
+      }
+    }
+    const total = await get(store, `/v1/series?entity=${encodeURIComponent(entity)}&granularity=total&range=allTime`);
+    if (total) {
+      const item = row?.get(TOTAL_SK);
+      for (const metric of total.metrics as string[]) compare(`${store} ${entity} all time`, metric, total.totals[metric], item?.get(attrOf(metric)));
+    }
+  };
+
+  for (const store of Object.keys(fleet.zones)) {
+    await seriesCheck(store, 'store', store);
+    // The most counted products and a few busy visitors of the store.
+    const rank = (kind: string, attr: string) =>
+      [...expected.entries()]
+        .filter(([pk]) => pk.startsWith(`${store}#${kind}#`))
+        .map(([pk, row]) => ({ id: pk.slice(`${store}#${kind}#`.length), n: row.get(TOTAL_SK)?.get(attr) ?? 0n }))
+        .sort((a, b) => (b.n > a.n ? 1 : b.n < a.n ? -1 : a.id.localeCompare(b.id)));
+    const products = rank('product', rules.attrMetric('ViewCount')).slice(0, opts.products ?? 10);
+    if (products.length > 0) {
+      const totals = await get(store, `/v1/totals?entity=product&ids=${products.map((p) => p.id).join(',')}&range=allTime`);
+      if (totals) {
+        for (const item of totals.items as Array<{ id: string; values: Record<string, unknown> }>) {
+          const want = expected.get(`${store}#product#${item.id}`)?.get(TOTAL_SK);
+          for (const metric of totals.metrics as string[]) compare(`${store} product ${item.id} all time`, metric, item.values[metric], want?.get(attrOf(metric)));
+        }
+      }
+    }
+    for (const v of rank('visitor', rules.attrMetric('ViewCount')).slice(0, opts.visitors ?? 3)) {
+      await seriesCheck(store, `visitor:${v.id}`, `${store}#visitor#${v.id}`);
+    }
+  }
+  return out;
+}
