@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
-import { checkTable, createDynamoClient, createDynamoMeter, isConnectionError, TableError } from '@tally/dynamo';
+import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, TableError } from '@tally/dynamo';
 import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
 import { BULL_PREFIX, closeQueues, createQueues, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
 import { loadRules } from '@tally/schema';
@@ -32,7 +32,7 @@ try {
     process.exit(1);
   }
   // DynamoDB unreachable: keep running, flush jobs wait until it is back (that is what the queue is for).
-  if (isConnectionError(err) || (err as Error).name === 'DynamoUnreachableError') log.warn({ err: (err as Error).message }, 'DynamoDB unreachable at start; flushes will wait');
+  if (err instanceof DynamoUnreachableError) log.warn({ err: err.message }, 'DynamoDB unavailable at start; flushes will wait');
   else throw err;
 }
 

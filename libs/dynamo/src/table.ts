@@ -8,6 +8,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { describeEndpoint, isConnectionError } from './client';
 import { DynamoUnreachableError, TableError } from './errors';
+import { classifyError } from './meter';
 
 /** The key schema of the Tally table (DESIGN.md "DynamoDB layout"): `pk` S HASH, `sk` S RANGE. */
 export const TABLE_KEYS = [
@@ -94,17 +95,20 @@ async function describeTable(client: DynamoDBClient, tableName: string): Promise
   }
 }
 
-/** Runs one request, turning "no answer at all" into DynamoUnreachableError that says where we looked. */
+/**
+ * Runs one request, turning "no usable answer" — no answer at all, throttling, a 5xx — into
+ * DynamoUnreachableError that says where we looked: callers treat it as an outage to ride out, not a mistake.
+ */
 async function send<T>(client: DynamoDBClient, request: () => Promise<T>): Promise<T> {
   try {
     return await request();
   } catch (err) {
-    if (!isConnectionError(err)) throw err;
+    const outcome = classifyError(err);
+    if (!isConnectionError(err) && outcome !== 'throttled' && outcome !== 'unavailable') throw err;
     const location = await describeEndpoint(client);
     const reason = (err as { code?: string }).code ?? (err as Error).name;
-    throw new DynamoUnreachableError(`cannot reach DynamoDB at ${location} (${reason}); is it running?`, location, {
-      cause: err,
-    });
+    const what = isConnectionError(err) ? `cannot reach DynamoDB at ${location} (${reason}); is it running?` : `DynamoDB at ${location} is not serving requests now (${reason})`;
+    throw new DynamoUnreachableError(what, location, { cause: err });
   }
 }
 

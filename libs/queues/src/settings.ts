@@ -31,7 +31,9 @@ export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
     jobs: {
       attempts: 10,
       backoff: { type: 'exponential', delay: 500, jitter: 0.5 },
-      removeOnComplete: { age: 3_600, count: 10_000 },
+      // Completed batches carry their events (up to ~150 KB each): drop them at once. A retried request is still
+      // counted once: its batch id is remembered by the aggregator for DEDUPE_WINDOW_SECONDS.
+      removeOnComplete: true,
       removeOnFail: { age: 14 * DAY, count: 100_000 },
     },
   },
