@@ -1,7 +1,10 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { BucketStore } from '@tally/buckets';
 import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
-import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor, waitForQueuesIdle, type AppHandle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { createTestTable, metricValue, REPO_ROOT, startApp, startProcess, startDynalite, startRedis, waitFor, waitForQueuesIdle, type AppHandle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -51,6 +54,20 @@ const batch = (batchId: string, store: string, n: number) => ({
 });
 
 describe('bucket aggregator processes', () => {
+  it('refuses to start with bad rollup rules, naming the rule', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tally-badrules-'));
+    const file = join(dir, 'rules.json');
+    const rules = structuredClone(defaultRules) as any;
+    rules.events.view.counters[1].entity = 'shop';
+    writeFileSync(file, JSON.stringify(rules));
+    const p = await startProcess(process.execPath, ['--import', 'tsx', 'apps/bucket-aggregator/src/main.ts'], {
+      cwd: REPO_ROOT,
+      env: env('bad', { RULES_FILE: file }),
+    });
+    expect((await p.exited).code).toBe(1);
+    expect(p.output()).toContain('tally: rollup rules: events.view.counters.1: unknown entity "shop"');
+  });
+
   it('SIGKILLed between the apply and the job completion, then restarted: counted once', async () => {
     const buckets = new BucketStore({ redis, rules, prefix: 'ka' });
     const agg = await startApp('bucket-aggregator', { env: env('ka', { TALLY_CRASH_POINT: 'aggregator:after-apply', SEALER_ENABLED: 'false' }) });

@@ -3,7 +3,7 @@ import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
 import { BULL_PREFIX, createQueues, closeQueues, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
-import { loadRules } from '@tally/schema';
+import { loadRulesOrExit } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -15,14 +15,7 @@ import { readBacklog, sealProcessor } from './seal.processor';
 // (seal, fold, schedule flushes) from a BullMQ job scheduler every BUCKET_SECONDS.
 const config = loadConfigOrExit(aggregatorEnv);
 const log = createLogger({ name: 'bucket-aggregator', level: config.LOG_LEVEL });
-const rules = (() => {
-  try {
-    return loadRules(config.RULES_FILE);
-  } catch (err) {
-    process.stderr.write(`tally: ${(err as Error).message}\n`);
-    process.exit(1);
-  }
-})();
+const rules = loadRulesOrExit(config.RULES_FILE);
 const { registry } = createMetrics({ app: 'bucket-aggregator' });
 const metrics = createAggregatorMetrics(registry);
 

@@ -2,7 +2,7 @@ import { checkTable, DynamoUnreachableError } from '@tally/dynamo';
 import { collectorEnv, loadConfigOrExit } from '@tally/config';
 import { createLogger, installShutdown } from '@tally/observability';
 import { closeQueues } from '@tally/queues';
-import { loadRules, RulesError } from '@tally/schema';
+import { loadRulesOrExit } from '@tally/schema';
 import { buildApp } from './app';
 import { createCollectorDeps } from './deps';
 
@@ -10,14 +10,7 @@ import { createCollectorDeps } from './deps';
 const config = loadConfigOrExit(collectorEnv);
 const log = createLogger({ name: 'collector', level: config.LOG_LEVEL });
 
-let rules;
-try {
-  rules = loadRules(config.RULES_FILE);
-} catch (err) {
-  if (!(err instanceof RulesError)) throw err;
-  process.stderr.write(`tally: ${err.message}\n`);
-  process.exit(1);
-}
+const rules = loadRulesOrExit(config.RULES_FILE);
 
 const resources = createCollectorDeps(config, log, rules);
 const { redis, queues, dynamo, backpressure } = resources;

@@ -3,7 +3,7 @@ import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, TableError } from '@tally/dynamo';
 import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
 import { BULL_PREFIX, closeQueues, createQueues, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
-import { loadRules } from '@tally/schema';
+import { loadRulesOrExit } from '@tally/schema';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { createWriterMetrics, flushProcessor } from './flush.processor';
@@ -11,14 +11,7 @@ import { createWriterMetrics, flushProcessor } from './flush.processor';
 // Composition root of the DynamoDB writer: one flush job per row, one UpdateItem per DynamoDB item.
 const config = loadConfigOrExit(writerEnv);
 const log = createLogger({ name: 'dynamo-writer', level: config.LOG_LEVEL });
-const rules = (() => {
-  try {
-    return loadRules(config.RULES_FILE);
-  } catch (err) {
-    process.stderr.write(`tally: ${(err as Error).message}\n`);
-    process.exit(1);
-  }
-})();
+const rules = loadRulesOrExit(config.RULES_FILE);
 const { registry } = createMetrics({ app: 'dynamo-writer' });
 const meter = createDynamoMeter(registry);
 const metrics = createWriterMetrics(registry);

@@ -4,7 +4,7 @@ import { HistoryMemo } from '@tally/query';
 import { loadConfigOrExit, queryApiEnv } from '@tally/config';
 import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
 import { createLogger, createMetrics, installShutdown } from '@tally/observability';
-import { loadRules } from '@tally/schema';
+import { loadRulesOrExit } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
 import { Redis } from 'ioredis';
 import { buildApp } from './app';
@@ -14,14 +14,7 @@ import { dashboardBuilt } from './dashboard';
 // OpenAPI docs and the dashboard, on one port.
 const config = loadConfigOrExit(queryApiEnv);
 const log = createLogger({ name: 'query-api', level: config.LOG_LEVEL });
-const rules = (() => {
-  try {
-    return loadRules(config.RULES_FILE);
-  } catch (err) {
-    process.stderr.write(`tally: ${(err as Error).message}\n`);
-    process.exit(1);
-  }
-})();
+const rules = loadRulesOrExit(config.RULES_FILE);
 const { registry } = createMetrics({ app: 'query-api' });
 const meter = createDynamoMeter(registry);
 

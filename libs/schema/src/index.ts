@@ -6,4 +6,4 @@ export * from './event.schema';
 export { toUnits, fromUnits, MAX_VALUE, type ScaleResult } from './decimal';
 export { validateEvents, parseTimestamp, type EventError, type ValidationLimits, type ValidationResult } from './validate';
 export { rollup, type RowDeltas } from './rollup';
-export { loadRules } from './load-rules';
+export { loadRules, loadRulesOrExit } from './load-rules';

@@ -14,3 +14,14 @@ export function loadRules(file?: string): CompiledRules {
   }
   return compileRules(json);
 }
+
+/** loadRules for a composition root: a bad rules file prints one line naming the rule and exits 1. */
+export function loadRulesOrExit(file?: string): CompiledRules {
+  try {
+    return loadRules(file);
+  } catch (err) {
+    if (!(err instanceof RulesError)) throw err;
+    process.stderr.write(`tally: ${err.message}\n`);
+    process.exit(1);
+  }
+}
