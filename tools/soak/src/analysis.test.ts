@@ -24,3 +24,10 @@ describe('soak analysis', () => {
     expect(judgeGrowth({ name: 'x', unit: 'MB', samples: [[40, 1]] }, 30, limits).ok).toBe(false);
   });
 });
+
+describe('unlimited growth bounds', () => {
+  it('an info series with no limit is never judged failed, even when it stays at zero', () => {
+    const zero = { name: 'z', unit: 'jobs', samples: [0, 5, 10, 15, 20, 25].map((t) => [t, 0] as [number, number]) };
+    expect(judgeGrowth(zero, 0, { maxRelative: Infinity, maxAbsolute: Infinity }).ok).toBe(true);
+  });
+});

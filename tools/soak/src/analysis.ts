@@ -41,7 +41,8 @@ export function judgeGrowth(s: Series, warmupSeconds: number, limits: GrowthLimi
   const firstThird = mean(values.slice(0, third));
   const lastThird = mean(values.slice(values.length - third));
   const growth = lastThird - firstThird;
-  const allowed = Math.max(limits.maxRelative * firstThird, limits.maxAbsolute);
+  // (Infinity * 0 is NaN: an unlimited relative bound stays unlimited.)
+  const allowed = Math.max(limits.maxRelative === Infinity ? Infinity : limits.maxRelative * firstThird, limits.maxAbsolute);
   return {
     name: s.name,
     unit: s.unit,
