@@ -1,3 +1,5 @@
+import type { Chart } from './charts';
+
 /** What a figure gets: run mode and a place to say what it is doing. */
 export interface FigureContext {
   /** `--quick`: short runs (about 2 s each) to check that the figure works, not to publish numbers. */
@@ -13,6 +15,8 @@ export interface FigureResult {
   summary: string;
   /** The figure's section in docs/BENCHMARKS.md (without its `## name` heading). */
   markdown: string;
+  /** Charts rendered to docs/charts/<figure>-<name>.svg and shown at the end of the section. */
+  charts?: Chart[];
 }
 
 export interface Figure {

@@ -1,11 +1,15 @@
-// npm run bench [-- <figure>...] [--quick] [--profile]: runs the named figures (default all), prints one summary
-// line each and rewrites their sections of docs/BENCHMARKS.md (not with --quick, whose 2 s runs only check that
-// the figures work).
+// npm run bench [-- <figure>...] [--quick] [--profile]: runs the named figures (default all) one after another,
+// prints one summary line each, rewrites their sections of docs/BENCHMARKS.md and their charts in docs/charts
+// (not with --quick, whose short runs only check that the figures work), and, after a run of every figure, the
+// Summary section at the top.
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '@tally/testing';
+import { renderSvg, writeCharts } from './charts';
 import { FIGURES } from './figures';
+import { machineLine } from './proc';
 import { updateSection } from './report';
 
 const { values, positionals } = parseArgs({
@@ -23,27 +27,67 @@ if (unknown.length > 0) {
   process.stderr.write(`tally: unknown figure ${unknown.join(', ')}; figures: ${FIGURES.map((f) => f.name).join(', ')}\n`);
   process.exit(2);
 }
+const quick = values.quick === true;
 const chosen = positionals.length === 0 ? FIGURES : FIGURES.filter((f) => positionals.includes(f.name));
-const docPath = join(REPO_ROOT, 'docs', 'BENCHMARKS.md');
+const docsDir = join(REPO_ROOT, 'docs');
+const docPath = join(docsDir, 'BENCHMARKS.md');
+const chartsDir = join(docsDir, 'charts');
 const profileDir = values.profile ? join(REPO_ROOT, 'test-output', 'profiles') : undefined;
 if (profileDir) mkdirSync(profileDir, { recursive: true });
 
+const runStarted = performance.now();
+const startedAt = new Date();
+const machine = machineLine();
+const lines: Array<{ name: string; summary: string; seconds: number }> = [];
 let failed = false;
 for (const figure of chosen) {
   const log = (line: string) => process.stderr.write(`[${figure.name}] ${line}\n`);
+  const t0 = performance.now();
+  let summary: string;
   try {
-    const result = await figure.run({ quick: values.quick === true, profileDir, log });
-    process.stdout.write(`${figure.name}: ${result.summary}\n`);
-    if (!values.quick) {
+    const result = await figure.run({ quick, profileDir, log });
+    summary = result.summary;
+    if (quick) {
+      // Render the charts anyway, so a quick run proves they render; write nothing.
+      for (const c of result.charts ?? []) await renderSvg(c.spec);
+    } else {
+      const charts = await writeCharts(figure.name, result.charts ?? [], chartsDir);
       const doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '';
-      writeFileSync(docPath, updateSection(doc, figure.name, result.markdown));
+      writeFileSync(docPath, updateSection(doc, figure.name, charts ? `${result.markdown.trim()}\n\n${charts}` : result.markdown));
     }
   } catch (err) {
     failed = true;
-    process.stdout.write(`${figure.name}: FAILED: ${err instanceof Error ? err.message : String(err)}\n`);
+    summary = `FAILED: ${err instanceof Error ? err.message : String(err)}`;
     if (err instanceof Error && err.stack) log(err.stack);
   }
+  const seconds = (performance.now() - t0) / 1000;
+  lines.push({ name: figure.name, summary, seconds });
+  process.stdout.write(`${figure.name}: ${summary}\n`);
+  log(`took ${duration(seconds)}`);
 }
-if (!values.quick && !failed) process.stderr.write(`tally: updated ${docPath}\n`);
+
+const total = (performance.now() - runStarted) / 1000;
+if (chosen.length > 1) {
+  process.stdout.write(`\nsummary: ${chosen.length} figures in ${duration(total)}${quick ? ' (quick run)' : ''}\n`);
+  for (const l of lines) process.stdout.write(`${l.name}: ${l.summary}\n`);
+}
+if (!quick && chosen.length === FIGURES.length) {
+  const doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '';
+  const body = [
+    `Run ${startedAt.toISOString()}: one \`npm run bench\` run of every figure, one after another, in ${duration(total)}, on`,
+    `${machine} at the start and ${loadavg()[0]!.toFixed(1)} at the end. The machine has 2 cores and is shared (other`,
+    "engineers' tests run on it meanwhile), so absolute numbers move from run to run; each figure compares within its own",
+    'run. One line per figure, as `npm run bench` prints it; the sections below have the tables and charts.',
+    '',
+    ...lines.map((l) => `- **${l.name}** (${duration(l.seconds)}): ${l.summary}`),
+  ].join('\n');
+  writeFileSync(docPath, updateSection(doc, 'Summary', body, { first: true }));
+}
+if (!quick) process.stderr.write(`tally: updated ${docPath}${failed ? ' (failed figures keep their previous section)' : ''}\n`);
 if (profileDir) process.stderr.write(`tally: CPU profiles in ${profileDir}\n`);
 process.exit(failed ? 1 : 0);
+
+function duration(seconds: number): string {
+  const s = Math.round(seconds);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`;
+}

@@ -21,4 +21,17 @@ describe('updateSection', () => {
     expect(doc).toContain('## other\n\nother 1\n');
     expect(doc.match(/^# Benchmarks$/gm)).toHaveLength(1);
   });
+
+  it('puts a new section first when asked, and leaves a previous run without its charts', () => {
+    let doc = updateSection('', 'a', 'a 1');
+    doc = updateSection(doc, 'Summary', 'sum 1', { first: true });
+    expect(doc.indexOf('## Summary')).toBeLessThan(doc.indexOf('## a'));
+    doc = updateSection(doc, 'a', 'a 2\n\n![chart of a](charts/a-x.svg)');
+    doc = updateSection(doc, 'a', 'a 3\n\n![chart of a](charts/a-x.svg)');
+    const section = doc.slice(doc.indexOf('## a'));
+    expect(section).toBe(`## a\n\na 3\n\n![chart of a](charts/a-x.svg)\n\n${PREVIOUS_HEADING}\n\na 2\n`);
+    doc = updateSection(doc, 'Summary', 'sum 2', { first: true });
+    expect(doc.indexOf('## Summary')).toBeLessThan(doc.indexOf('## a'));
+    expect(doc).toContain(`## Summary\n\nsum 2\n\n${PREVIOUS_HEADING}\n\nsum 1\n`);
+  });
 });

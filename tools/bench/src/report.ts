@@ -6,8 +6,14 @@ export const PREVIOUS_HEADING = '### Previous run';
 
 const HEADER = `# Benchmarks
 
-Figures measured by \`npm run bench\` (tools/bench) on the project's machine (2 cores); each section is rewritten by
-its figure, and keeps the previous run under "Previous run" so a regression shows.
+Every performance claim in the README comes from \`npm run bench\` (tools/bench): every figure, one after another, in one
+run on one machine (2 cores, shared with other work), each next to what it is compared with, measured in the same run.
+Each \`## <figure>\` section is rewritten by its figure and keeps the previous run under "Previous run", so a regression
+shows; charts are rendered to [charts/](charts/) (Vega-Lite specs, SVG).
+
+- \`npm run bench\`: every figure (under 20 minutes), then the Summary section below.
+- \`npm run bench -- <figure>...\`: only those (e.g. \`npm run bench -- freshness drain\`).
+- \`npm run bench:quick\`: every figure for a few seconds each, to check that they work; writes nothing.
 `;
 
 interface Section {
@@ -36,8 +42,11 @@ function currentPart(body: string): string {
   return (i < 0 ? body : body.slice(0, i)).trim();
 }
 
-/** `doc` with the section of `name` replaced by `markdown`, the old current text kept as "Previous run". */
-export function updateSection(doc: string, name: string, markdown: string): string {
+/**
+ * `doc` with the section of `name` replaced by `markdown`, the old current text kept as "Previous run". A new
+ * section goes last, or first with `first`.
+ */
+export function updateSection(doc: string, name: string, markdown: string, opts: { first?: boolean } = {}): string {
   const { header, sections } = parse(doc);
   const existing = sections.find((s) => s.name === name);
   const previous = existing ? currentPart(existing.body) : '';
@@ -48,11 +57,19 @@ export function updateSection(doc: string, name: string, markdown: string): stri
     ...(previous ? [PREVIOUS_HEADING, '', demote(previous), ''] : []),
   ].join('\n');
   if (existing) existing.body = body;
+  else if (opts.first) sections.unshift({ name, body });
   else sections.push({ name, body });
   return `${header.trimEnd()}\n\n${sections.map((s) => `## ${s.name}\n${s.body.trimEnd()}\n`).join('\n')}`;
 }
 
-/** Headings inside a previous run go one level down so they stay under "Previous run". */
+/**
+ * Headings inside a previous run go one level down so they stay under "Previous run"; its charts are left out
+ * (their files now hold the new run's charts).
+ */
 function demote(text: string): string {
-  return text.replace(/^(#{3,5}) /gm, '#$1 ');
+  return text
+    .replace(/^(#{3,5}) /gm, '#$1 ')
+    .replace(/^!\[[^\]]*\]\(charts\/[^)]*\)\n?/gm, '')
+    .replace(/\n{3,}/g, '\n\n')
+    .trim();
 }

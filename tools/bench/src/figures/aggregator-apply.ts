@@ -5,7 +5,14 @@ import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { BucketStore } from '@tally/buckets';
 import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { Redis } from 'ioredis';
+import { machineLine } from '../proc';
 import { makeBatch, prng, zipf } from '../workload';
+
+/** Defaults of DEDUPE_WINDOW_SECONDS and BUCKET_SECONDS (libs/config). */
+const DEDUPE_WINDOW_SECONDS = 86_400;
+const BUCKET_SECONDS = 900;
+/** Rows the workload below can touch: the store, 20,000 products and 200,000 visitors. */
+const WORKLOAD_ROWS = 1 + 20_000 + 200_000;
 
 function redisBenchmarkHincrby(port: number, quick: boolean): number {
   const out = execFileSync('redis-benchmark', ['-p', String(port), '-q', '-n', quick ? '200000' : '2000000', '-P', '64', 'HINCRBY', 'bench:h', 'f', '1'], { encoding: 'utf8' });
@@ -26,6 +33,9 @@ export interface AggregatorFigure {
   seconds: number;
   bytesPer1000Rows: number;
   bytesPerDedupeRecord: number;
+  /** Rows the open bucket held after the memory phase's events (50 batches). */
+  memRows: number;
+  memEvents: number;
 }
 
 /**
@@ -87,7 +97,17 @@ export async function measureAggregator(opts: { quick: boolean }): Promise<Aggre
     const memD1 = await usedMemory(redis);
     const bytesPer1000Rows = ((memAfter - memBefore - 50 * ((memD1 - memD0) / dedupeN)) / rows) * 1000;
     const hincrbyPerSecond = redisBenchmarkHincrby(redisServer.port, opts.quick);
-    return { eventsPerSecond, hincrbyPerSecond, batches, eventsPerBatch, seconds, bytesPer1000Rows, bytesPerDedupeRecord: (memD1 - memD0) / dedupeN };
+    return {
+      eventsPerSecond,
+      hincrbyPerSecond,
+      batches,
+      eventsPerBatch,
+      seconds,
+      bytesPer1000Rows,
+      bytesPerDedupeRecord: (memD1 - memD0) / dedupeN,
+      memRows: rows,
+      memEvents: 50 * eventsPerBatch,
+    };
   } finally {
     await closeQueues(queues);
     await redis.quit();
@@ -102,8 +122,20 @@ export const aggregatorFigure = {
   name: 'aggregator-apply',
   async run(ctx: FigureContext): Promise<FigureResult> {
     const f = await measureAggregator({ quick: !!ctx.quick });
-    const summary = `${fmt(f.eventsPerSecond)} events/s applied by one aggregator process (${f.batches} batches x ${f.eventsPerBatch}); redis-benchmark HINCRBY -P64 ${fmt(f.hincrbyPerSecond)}/s; ${fmt(f.bytesPer1000Rows)} B per 1,000 active rows; ${fmt(f.bytesPerDedupeRecord)} B per dedupe record (target >= 100,000 events/s)`;
+    const dedupeMb = ((f.eventsPerSecond / f.eventsPerBatch) * DEDUPE_WINDOW_SECONDS * f.bytesPerDedupeRecord) / 1024 / 1024;
+    const summary =
+      `${fmt(f.eventsPerSecond)} events/s applied by one aggregator process (${f.batches} batches x ${f.eventsPerBatch}); redis-benchmark HINCRBY -P64 ${fmt(f.hincrbyPerSecond)}/s; ` +
+      `${fmt(f.bytesPer1000Rows)} B per 1,000 active rows; ${fmt(f.bytesPerDedupeRecord)} B per dedupe record, ${fmt(dedupeMb)} MB for a 24 h dedupe window at this rate; ` +
+      `target >= 100,000 events/s ${f.eventsPerSecond >= 100_000 ? 'met' : 'NOT met'}${ctx.quick ? ' [quick run]' : ''}`;
+    // Memory at the measured rate: dedupe records live for the dedupe window (DEDUPE_WINDOW_SECONDS, default 24 h),
+    // one per batch; an open bucket (BUCKET_SECONDS, default 900) holds at most every row the traffic can touch.
+    const batchesPerSecond = f.eventsPerSecond / f.eventsPerBatch;
+    const dedupeRecords = batchesPerSecond * DEDUPE_WINDOW_SECONDS;
+    const bucketEvents = f.eventsPerSecond * BUCKET_SECONDS;
+    const mb = (bytes: number) => (bytes < 10 * 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${fmt(bytes / 1024 / 1024)} MB`);
     const markdown = [
+      `Run ${new Date().toISOString()} on ${machineLine()}${ctx.quick ? ' (quick run)' : ''}.`,
+      '',
       '| figure | value |',
       '|---|---|',
       `| events/s applied (one aggregator process, queue pre-filled, ${f.batches} batches of ${f.eventsPerBatch}) | ${fmt(f.eventsPerSecond)} |`,
@@ -111,6 +143,17 @@ export const aggregatorFigure = {
       `| Redis bytes per 1,000 active rows (open bucket hash + rows set) | ${fmt(f.bytesPer1000Rows)} |`,
       `| Redis bytes per dedupe record (batch id, 24 h TTL) | ${fmt(f.bytesPerDedupeRecord)} |`,
       `| target | >= 100,000 events/s: ${f.eventsPerSecond >= 100_000 ? 'met' : 'NOT met'} |`,
+      '',
+      `Memory at the measured rate (${fmt(f.eventsPerSecond)} events/s in batches of ${f.eventsPerBatch} = ${batchesPerSecond.toFixed(1)} batches/s), with the default settings:`,
+      '',
+      '| what Redis holds | how many | bytes |',
+      '|---|---:|---:|',
+      `| dedupe records: one per batch for \`DEDUPE_WINDOW_SECONDS\` (${fmt(DEDUPE_WINDOW_SECONDS)} s) | ${fmt(dedupeRecords)} | ${mb(dedupeRecords * f.bytesPerDedupeRecord)} |`,
+      `| open bucket after ${fmt(f.memEvents)} events of this workload (measured: ${(f.memEvents / f.eventsPerSecond).toFixed(1)} s at this rate) | ${fmt(f.memRows)} rows | ${mb((f.memRows * f.bytesPer1000Rows) / 1000)} |`,
+      `| open bucket at the end of a \`BUCKET_SECONDS\`=${BUCKET_SECONDS} bucket (${fmt(bucketEvents)} events): at most every row the workload has (${fmt(WORKLOAD_ROWS)}: 1 store, 20,000 products, 200,000 visitors) | ≤ ${fmt(WORKLOAD_ROWS)} rows | ≤ ${mb((WORKLOAD_ROWS * f.bytesPer1000Rows) / 1000)} |`,
+      '',
+      'Dedupe records grow with the batch rate, not the event rate: bigger batches (or a shorter `DEDUPE_WINDOW_SECONDS`) keep',
+      'them small. Bucket memory grows with the rows touched per bucket, bounded by the catalogue and the visitors.',
     ].join('\n');
     return { summary, markdown };
   },

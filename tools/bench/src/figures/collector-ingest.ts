@@ -1,7 +1,4 @@
-import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { promisify } from 'node:util';
 import { createDynamoClient } from '@tally/dynamo';
 import { closeQueues, createQueues } from '@tally/queues';
 import { createTenantAdmin } from '@tally/tenants';
@@ -19,8 +16,8 @@ import {
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import type { Figure, FigureContext, FigureResult } from '../figure';
-
-const run = promisify(execFile);
+import { cpuSeconds } from '../proc';
+import { redisBenchmark } from '../redis-benchmark';
 
 /** The 1000-event figure the collector is built for, on the 2-core machine. */
 export const TARGET_EVENTS_PER_SECOND = 100_000;
@@ -172,24 +169,6 @@ async function startCollector(ctx: FigureContext, env: Record<string, string>): 
 function batchOf(n: number): unknown[] {
   const ts = new Date().toISOString();
   return Array.from({ length: n }, (_, i) => ({ type: 'view', ts, dims: { product: `P${i % 500}`, visitor: `V${i}` } }));
-}
-
-/** utime + stime of a process, in seconds (Linux /proc). */
-function cpuSeconds(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return Number.NaN;
-  }
-}
-
-async function redisBenchmark(args: string[]): Promise<number> {
-  const { stdout } = await run('redis-benchmark', args, { timeout: 120_000 });
-  const m = /([\d.]+) requests per second/.exec(stdout.replace(/\r/g, '\n'));
-  if (!m) throw new Error(`cannot read redis-benchmark output: ${stdout.slice(-200)}`);
-  return Number(m[1]);
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');

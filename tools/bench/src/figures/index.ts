@@ -1,7 +1,11 @@
 import type { Figure } from '../figure';
 import { aggregatorFigure } from './aggregator-apply';
 import { collectorIngest } from './collector-ingest';
+import { drainFigure } from './drain';
+import { freshnessFigure } from './freshness';
+import { ingestE2eFigure } from './ingest-e2e';
+import { queryFigure } from './query';
 import { writeCostFigure } from './write-cost';
 
 /** Every figure `npm run bench` knows, in run order. Add a figure here. */
-export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, writeCostFigure];
+export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure];

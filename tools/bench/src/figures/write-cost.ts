@@ -1,58 +1,17 @@
+import { logBars, type Chart } from '../charts';
 import type { FigureContext, FigureResult } from '../figure';
-import { ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter, writeRow, type CountEntry, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
-import { monthSk, parseDayKey, TOTAL_SK } from '@tally/key-layout';
+import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
 import { cheapestRules, compileRules, defaultRules, rollup, type CompiledRules, type RulesInput } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
+import { threeRowWriter, writeEventNaive, type Writer } from '../naive';
+import { machineLine } from '../proc';
 import { simulatedDay, type DayEvent } from '../workload';
 
 const MIN = 60_000;
 const DAY_START = Date.UTC(2023, 4, 3);
-
-type Writer = (deps: RowWriterDeps, pk: string, entries: readonly CountEntry[]) => Promise<unknown>;
-
-/** The article's first layout: three rows per entity — day row `D2023-123`, month row `M2023-05`, TOTAL. */
-const threeRowWriter: Writer = async (deps, pk, entries) => {
-  const rows = new Map<string, Map<string, bigint>>();
-  const add = (sk: string, attr: string, v: bigint) => {
-    let r = rows.get(sk);
-    if (!r) rows.set(sk, (r = new Map()));
-    r.set(attr, (r.get(attr) ?? 0n) + v);
-  };
-  for (const e of entries) {
-    const d = parseDayKey(e.dayKey);
-    add(`D${e.dayKey}`, e.metric, e.value);
-    add(monthSk(d.year, d.month), e.metric, e.value);
-    add(TOTAL_SK, e.metric, e.value);
-  }
-  for (const [sk, attrs] of rows) await addItem(deps, pk, sk, attrs);
-};
-
-async function addItem(deps: RowWriterDeps, pk: string, sk: string, attrs: Map<string, bigint>) {
-  const names: Record<string, string> = {};
-  const values: Record<string, { N: string }> = {};
-  const parts: string[] = [];
-  let i = 0;
-  for (const [a, v] of attrs) {
-    names[`#a${i}`] = a;
-    values[`:v${i}`] = { N: v.toString() };
-    parts.push(`#a${i} :v${i}`);
-    i++;
-  }
-  const out = await deps.client.send(
-    new UpdateItemCommand({
-      TableName: deps.table,
-      Key: { pk: { S: pk }, sk: { S: sk } },
-      UpdateExpression: `ADD ${parts.join(', ')}`,
-      ExpressionAttributeNames: names,
-      ExpressionAttributeValues: values,
-      ReturnConsumedCapacity: 'TOTAL',
-    }),
-  );
-  deps.meter.observe('UpdateItem', 'ok', 0, out.ConsumedCapacity);
-}
 
 export interface CostRun {
   design: string;
@@ -128,15 +87,7 @@ async function runNaive(env: Env, day: DayEvent[], sampleEvery: number): Promise
   const meter = createDynamoMeter();
   const deps: RowWriterDeps = { client, table, meter };
   const sample = day.filter((_, k) => k % sampleEvery === 0);
-  for (const d of sample) {
-    for (const [pk, fields] of rollup(rules, d.store, 'UTC', [d.event])) {
-      const entries: CountEntry[] = [...fields].map(([f, v]) => {
-        const [dayKey, metric] = f.split('|') as [string, string];
-        return { seq: 0, dayKey, metric, value: BigInt(v) };
-      });
-      for (const e of entries) await threeRowWriter(deps, pk, [e]);
-    }
-  }
+  for (const d of sample) await writeEventNaive(deps, rules, d.store, 'UTC', d.event);
   client.destroy();
   const t = meter.totals();
   return { design: `naive (one UpdateItem per event per row; sample of ${sample.length} events)`, events: sample.length, writeUnits: t.writeUnits, updates: t.requests['UpdateItem:ok'] ?? 0, wcuPerMillion: (t.writeUnits / sample.length) * 1e6 };
@@ -194,8 +145,11 @@ export const writeCostFigure = {
     const summary =
       `WCU per million events — naive ${fmt(naive.wcuPerMillion)}, 3-row/15min ${fmt(three.wcuPerMillion)}, packed/15min ${fmt(packed.wcuPerMillion)}, ` +
       `Tally default ${fmt(def.wcuPerMillion)} (${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(0)}% of packed; target <= 50%), ` +
-      `cheapest ${fmt(cheap.wcuPerMillion)} (${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x the floor ${fmt(f.floorPerMillion)}; target <= 1.2x)`;
+      `cheapest ${fmt(cheap.wcuPerMillion)} (${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x the floor ${fmt(f.floorPerMillion)}; target <= 1.2x)` +
+      (ctx.quick ? ' [quick run]' : '');
     const markdown = [
+      `Run ${new Date().toISOString()} on ${machineLine()}${ctx.quick ? ' (quick run)' : ''}.`,
+      '',
       `Reference workload: one simulated day, ${fmt(f.events)} events (Zipf stores, products, visitors; visitor sessions), 15-minute buckets, real Redis pipeline and dynalite ConsumedCapacity.`,
       '',
       '| design | UpdateItems (store / product / visitor rows) | write units | WCU per million events |',
@@ -209,6 +163,57 @@ export const writeCostFigure = {
       '|---|---|',
       ...f.intervals.map((x) => `| ${x.minutes} | ${fmt(x.wcuPerMillion)} |`),
     ].join('\n');
-    return { summary, markdown };
+    return { summary, markdown, charts: costCharts(f) };
   },
 };
+
+function costCharts(f: CostFigure): Chart[] {
+  const [naive, three, packed, def, cheap] = f.runs as [CostRun, CostRun, CostRun, CostRun, CostRun];
+  return [
+    {
+      name: 'designs',
+      title: 'Write units per million events: naive, the article\'s 3-row and packed layouts, Tally default and cheapest (log scale)',
+      spec: logBars({
+        title: 'DynamoDB write units per million events (log scale)',
+        axisTitle: 'write units per million events (log scale)',
+        bars: [
+          { label: 'naive: UpdateItem per event per row', value: naive.wcuPerMillion },
+          { label: "article's 3-row layout, every 15 min", value: three.wcuPerMillion },
+          { label: "article's packed layout, every 15 min", value: packed.wcuPerMillion },
+          { label: 'Tally default policy', value: def.wcuPerMillion },
+          { label: 'Tally cheapest (once a day)', value: cheap.wcuPerMillion },
+          { label: 'floor: each item once a day', value: f.floorPerMillion },
+        ],
+      }),
+    },
+    {
+      name: 'flush-interval',
+      title: 'Write units per million events against the flush interval (packed layout, every row on the same interval)',
+      spec: {
+        title: 'Write units per million events against the flush interval',
+        width: 480,
+        height: 240,
+        layer: [
+          {
+            data: { values: f.intervals },
+            mark: { type: 'line', point: true },
+            encoding: {
+              x: { field: 'minutes', type: 'quantitative', scale: { type: 'log' }, title: 'flush interval (minutes, log scale)', axis: { values: f.intervals.map((x) => x.minutes) } },
+              y: { field: 'wcuPerMillion', type: 'quantitative', title: 'write units per million events', scale: { zero: true } },
+            },
+          },
+          {
+            data: { values: [{ floor: f.floorPerMillion, label: 'floor: each item written once a day' }] },
+            layer: [
+              { mark: { type: 'rule', color: '#d62728', strokeDash: [4, 4] }, encoding: { y: { field: 'floor', type: 'quantitative' } } },
+              {
+                mark: { type: 'text', align: 'left', baseline: 'bottom', dx: 4, dy: -2, color: '#d62728', x: 0 },
+                encoding: { y: { field: 'floor', type: 'quantitative' }, text: { field: 'label' } },
+              },
+            ],
+          },
+        ],
+      },
+    },
+  ];
+}

@@ -1,0 +1,113 @@
+import {
+  countRetry,
+  DEMO_STORES,
+  generateLoad,
+  httpSender,
+  newLoadStats,
+  runLoad,
+  type Fleet,
+  type LoadOptions,
+  type LoadStats,
+  type RunLoadOptions,
+  type StoreSpec,
+} from '@tally/loadgen';
+import { metricValue, sleep } from '@tally/testing';
+
+/**
+ * Shared by the figures that drive a whole fleet (tools/loadgen's startFleet): background load through the
+ * collector, and the counters read from the apps' /metrics.
+ */
+
+/** The stores every fleet figure uses: three time zones (Kathmandu +05:45, Los Angeles with DST, UTC). */
+export const STORES: readonly StoreSpec[] = DEMO_STORES;
+
+/** Catalogue size of the generated traffic (Zipf popularity over these). */
+export const CATALOGUE = { products: 10_000, visitors: 100_000 } as const;
+
+export interface BackgroundLoad {
+  readonly stats: LoadStats;
+  /** Stops taking new batches and resolves once every batch taken has its answer. */
+  stop(): Promise<LoadStats>;
+}
+
+/**
+ * tools/loadgen traffic (seeded Zipf products and visitors in sessions, three time zones, 10% late events) POSTed
+ * to the fleet's collector with each store's ingest key, at `rate` events/s or as fast as it answers. 429 and 503
+ * answers are retried after at most `maxRetryDelayMs` (the collector's Retry-After is cut to it).
+ */
+export function startBackgroundLoad(
+  fleet: Fleet,
+  opts: {
+    seed: number;
+    rate?: number;
+    concurrency: number;
+    batchSize: LoadOptions['batchSize'];
+    maxRetryDelayMs?: number;
+    /** Products and visitors of the traffic; default CATALOGUE. */
+    catalogue?: { products: number; visitors: number };
+    /** Each batch's accepted events, once (for an exact check of the table afterwards). */
+    onAccepted?: RunLoadOptions['onAccepted'];
+  },
+): BackgroundLoad {
+  const stats = newLoadStats();
+  const http = httpSender({
+    url: fleet.app('collector').url,
+    keyOf: (store) => fleet.keys[store]!.ingest,
+    onRetry: countRetry(stats),
+    initialDelayMs: 50,
+    maxDelayMs: opts.maxRetryDelayMs ?? 250,
+  });
+  let stopped = false;
+  const done = runLoad(
+    {
+      batches: generateLoad({ seed: opts.seed, stores: STORES, ...(opts.catalogue ?? CATALOGUE), batchSize: opts.batchSize, now: () => Date.now() }),
+      senders: { http },
+      seed: opts.seed,
+      ...(opts.rate ? { rate: opts.rate } : {}),
+      concurrency: opts.concurrency,
+      shouldStop: () => stopped,
+      ...(opts.onAccepted ? { onAccepted: opts.onAccepted } : {}),
+    },
+    stats,
+  );
+  done.catch(() => undefined);
+  return {
+    stats,
+    async stop() {
+      stopped = true;
+      const s = await done;
+      await http.close();
+      return s;
+    },
+  };
+}
+
+/** A counter of an app of the fleet, from its /metrics. */
+export async function appMetric(fleet: Fleet, app: Parameters<Fleet['app']>[0], name: string, labels: Record<string, string> = {}): Promise<number> {
+  return metricValue(await fleet.app(app).handle.metrics(), name, labels);
+}
+
+/** Calls `sample` every `intervalMs` until stopped; returns what it collected. */
+export function sampler<T>(intervalMs: number, sample: () => Promise<T>) {
+  const out: T[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const next = sleep(intervalMs);
+      try {
+        out.push(await sample());
+      } catch {
+        // a sample that failed (an app restarting) is left out
+      }
+      await next;
+    }
+  })();
+  return {
+    samples: out,
+    async stop(): Promise<T[]> {
+      running = false;
+      await loop;
+      return out;
+    },
+  };
+}

@@ -1,0 +1,125 @@
+import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { createDynamoClient, createDynamoMeter, type CountEntry, type RowWriterDeps } from '@tally/dynamo';
+import { monthSk, parseDayKey, TOTAL_SK } from '@tally/key-layout';
+import { rollup, type CompiledRules, type NormalizedEvent } from '@tally/schema';
+
+/**
+ * The naive designs Tally is compared with: DynamoDB written directly, without Redis in front. Shared by the
+ * write-cost figure (write units) and the ingest-e2e figure (events/s).
+ */
+export type Writer = (deps: RowWriterDeps, pk: string, entries: readonly CountEntry[]) => Promise<unknown>;
+
+/** The article's first layout: three rows per entity — day row `D2023-123`, month row `M2023-05`, TOTAL. */
+export const threeRowWriter: Writer = async (deps, pk, entries) => {
+  const rows = new Map<string, Map<string, bigint>>();
+  const add = (sk: string, attr: string, v: bigint) => {
+    let r = rows.get(sk);
+    if (!r) rows.set(sk, (r = new Map()));
+    r.set(attr, (r.get(attr) ?? 0n) + v);
+  };
+  for (const e of entries) {
+    const d = parseDayKey(e.dayKey);
+    add(`D${e.dayKey}`, e.metric, e.value);
+    add(monthSk(d.year, d.month), e.metric, e.value);
+    add(TOTAL_SK, e.metric, e.value);
+  }
+  for (const [sk, attrs] of rows) await addItem(deps, pk, sk, attrs);
+};
+
+async function addItem(deps: RowWriterDeps, pk: string, sk: string, attrs: Map<string, bigint>) {
+  const names: Record<string, string> = {};
+  const values: Record<string, { N: string }> = {};
+  const parts: string[] = [];
+  let i = 0;
+  for (const [a, v] of attrs) {
+    names[`#a${i}`] = a;
+    values[`:v${i}`] = { N: v.toString() };
+    parts.push(`#a${i} :v${i}`);
+    i++;
+  }
+  const out = await deps.client.send(
+    new UpdateItemCommand({
+      TableName: deps.table,
+      Key: { pk: { S: pk }, sk: { S: sk } },
+      UpdateExpression: `ADD ${parts.join(', ')}`,
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: values,
+      ReturnConsumedCapacity: 'TOTAL',
+    }),
+  );
+  deps.meter.observe('UpdateItem', 'ok', 0, out.ConsumedCapacity);
+}
+
+/** The counters of one event as writer entries, per row pk. */
+export function entriesOfEvent(rules: CompiledRules, store: string, timeZone: string, event: NormalizedEvent): Array<[string, CountEntry[]]> {
+  return [...rollup(rules, store, timeZone, [event])].map(([pk, fields]) => [
+    pk,
+    [...fields].map(([f, v]) => {
+      const bar = f.indexOf('|');
+      return { seq: 0, dayKey: f.slice(0, bar), metric: f.slice(bar + 1), value: BigInt(v) };
+    }),
+  ]);
+}
+
+/** The naive design's write of one event: one UpdateItem per counter per row (day, month, total), as it arrives. */
+export async function writeEventNaive(deps: RowWriterDeps, rules: CompiledRules, store: string, timeZone: string, event: NormalizedEvent): Promise<void> {
+  for (const [pk, entries] of entriesOfEvent(rules, store, timeZone, event)) {
+    for (const e of entries) await threeRowWriter(deps, pk, [e]);
+  }
+}
+
+export interface NaiveThroughput {
+  events: number;
+  seconds: number;
+  eventsPerSecond: number;
+  updateItems: number;
+  updateItemsPerSecond: number;
+  writeUnits: number;
+  concurrency: number;
+}
+
+/**
+ * Events/s the naive design sustains: `concurrency` writers take events one by one and write each the naive
+ * way against `endpoint` for `durationMs` (events in flight at the end are finished and counted).
+ */
+export async function measureNaiveThroughput(opts: {
+  endpoint: string;
+  table: string;
+  rules: CompiledRules;
+  events: ReadonlyArray<{ store: string; timeZone: string; event: NormalizedEvent }>;
+  durationMs: number;
+  concurrency: number;
+}): Promise<NaiveThroughput> {
+  const client = createDynamoClient({ endpoint: opts.endpoint, region: 'us-east-1' });
+  const meter = createDynamoMeter();
+  const deps: RowWriterDeps = { client, table: opts.table, meter };
+  let next = 0;
+  let done = 0;
+  const started = performance.now();
+  const end = started + opts.durationMs;
+  try {
+    await Promise.all(
+      Array.from({ length: opts.concurrency }, async () => {
+        while (performance.now() < end) {
+          const e = opts.events[next++ % opts.events.length]!;
+          await writeEventNaive(deps, opts.rules, e.store, e.timeZone, e.event);
+          done++;
+        }
+      }),
+    );
+  } finally {
+    client.destroy();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const t = meter.totals();
+  const updateItems = t.requests['UpdateItem:ok'] ?? 0;
+  return {
+    events: done,
+    seconds,
+    eventsPerSecond: done / seconds,
+    updateItems,
+    updateItemsPerSecond: updateItems / seconds,
+    writeUnits: t.writeUnits,
+    concurrency: opts.concurrency,
+  };
+}

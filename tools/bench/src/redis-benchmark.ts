@@ -1,0 +1,20 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/** Runs redis-benchmark with `args` and returns its requests per second. */
+export async function redisBenchmark(args: string[]): Promise<number> {
+  const { stdout } = await run('redis-benchmark', args, { timeout: 180_000 });
+  const m = /([\d.]+) requests per second/.exec(stdout.replace(/\r/g, '\n'));
+  if (!m) throw new Error(`cannot read redis-benchmark output: ${stdout.slice(-200)}`);
+  return Number(m[1]);
+}
+
+/** The command line of the HINCRBY ceiling, as shown in reports. */
+export const hincrbyCommand = (n: number) => `redis-benchmark -q -P 16 -n ${n} -r 100000 hincrby bench:h f:__rand_int__ 1`;
+
+/** Pipelined (-P 16) HINCRBY on 100,000 random fields of one hash: what one redis-server can increment per second. */
+export function hincrbyCeiling(port: number, n: number): Promise<number> {
+  return redisBenchmark(['-p', String(port), '-q', '-P', '16', '-n', String(n), '-r', '100000', 'hincrby', 'bench:h', 'f:__rand_int__', '1']);
+}

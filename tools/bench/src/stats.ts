@@ -1,0 +1,20 @@
+/** Value at quantile q (0..1) of an ascending array (nearest rank). */
+export function quantile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+/** 12,345 */
+export const fmt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : String(n));
+
+/** 1 significant decimal for ratios: 0.42, 3.1, 250 */
+export function ratio(n: number): string {
+  if (!Number.isFinite(n)) return String(n);
+  if (n >= 100) return fmt(n);
+  if (n >= 10) return n.toFixed(1);
+  if (n >= 1) return n.toFixed(2);
+  return n.toPrecision(2);
+}
+
+/** Milliseconds with one decimal below 100. */
+export const ms = (n: number) => (n >= 100 ? fmt(n) : n.toFixed(1));
