@@ -1,16 +1,8 @@
+import { mulberry32 } from '@tally/loadgen';
 import type { NormalizedEvent } from '@tally/schema';
 
-/** Deterministic PRNG (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32), the load generator's. */
+export const prng = mulberry32;
 
 /** A Zipf(s) sampler over 1..n (inverse CDF, binary search). */
 export function zipf(n: number, s: number, rnd: () => number): () => number {
