@@ -1,7 +1,6 @@
 import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
 import { dayAttr, monthSk, TOTAL_SK, totalAttr } from '@tally/key-layout';
 import { fromUnits } from '@tally/schema';
-import type { HistoryMemo } from './history-memo';
 import { z } from 'zod';
 import type { QueryDeps } from './engine';
 import { resolveMetrics } from './engine';
