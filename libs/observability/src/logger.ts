@@ -41,6 +41,9 @@ export function createLogger(opts: CreateLoggerOptions): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: [...REDACTED_PATHS], censor: REDACTED },
     },
-    opts.destination,
+    // Synchronous stdout: pino's default asynchronous destination hands writes to the libuv thread pool, and
+    // the synchronous flush at process.exit can then overtake a write still in flight (the last lines of a
+    // shutdown came out of order under load). Tally's apps log little on hot paths, so sync costs nothing.
+    opts.destination ?? pino.destination({ dest: 1, sync: true }),
   );
 }
