@@ -1,3 +1,4 @@
+import { createHttpDurationHistogram } from '@tally/observability';
 import { Counter, Histogram, type Registry } from 'prom-client';
 
 export interface QueryApiMetrics {
@@ -14,13 +15,7 @@ export function createQueryApiMetrics(registry: Registry): QueryApiMetrics {
   });
   for (const result of ['hit', 'miss']) segmentCache.inc({ result }, 0);
   return {
-    httpDuration: new Histogram({
-      name: 'tally_http_request_duration_seconds',
-      help: 'HTTP request duration by route template, method and status code.',
-      labelNames: ['route', 'method', 'status_code'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers: [registry],
-    }),
+    httpDuration: createHttpDurationHistogram(registry),
     segmentCache,
   };
 }

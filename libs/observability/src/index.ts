@@ -4,3 +4,4 @@ export * from './metrics';
 export * from './ops-server';
 export * from './queue-metrics';
 export * from './shutdown';
+export * from './http-metrics';

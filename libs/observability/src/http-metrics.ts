@@ -1,0 +1,12 @@
+import { Histogram, type Registry } from 'prom-client';
+
+/** `tally_http_request_duration_seconds{route,method,status_code}`, shared by the HTTP apps. */
+export function createHttpDurationHistogram(registry: Registry): Histogram<'route' | 'method' | 'status_code'> {
+  return new Histogram({
+    name: 'tally_http_request_duration_seconds',
+    help: 'HTTP request duration by route template, method and status code.',
+    labelNames: ['route', 'method', 'status_code'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+}
