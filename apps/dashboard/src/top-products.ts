@@ -34,7 +34,7 @@ export function mountTopProducts(ctx: ViewContext, metrics: ShownMetric[]): TopP
     { class: 'top', 'aria-labelledby': 'top-title' },
     h('div', { class: 'section-head' }, h('h2', { id: 'top-title' }, 'Top products'), h('span', { class: 'section-note' }, 'last 30 days')),
     h('div', { class: 'top-grid' }, ...lists.map((l) => l.element)),
-    h('p', { class: 'section-note' }, "A product's first views and orders can take a few minutes to put it on these lists."),
+    h('p', { class: 'section-note' }, "Lists are ranked when a bucket closes (every 15 minutes by default): a product's first views can take that long to put it on them. The numbers shown are live."),
   );
 
   function render(m: ShownMetric, body: HTMLElement, items: TopItem[]): void {
