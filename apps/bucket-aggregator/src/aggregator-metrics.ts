@@ -27,6 +27,7 @@ export function createAggregatorMetrics(registry: Registry) {
 /** Backlog as Redis holds it now, summed over stores. */
 export interface Backlog {
   dirtyRows: number;
+  outboxEntries: number;
   oldestUnfoldedAgeSeconds: number;
   flushLagSeconds: number;
 }
@@ -36,7 +37,7 @@ export interface Backlog {
  * last seal. A scrape while Redis is unreachable keeps the previous values.
  */
 export function registerBacklogGauges(registry: Registry, read: () => Promise<Backlog>) {
-  let last: Backlog = { dirtyRows: 0, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: 0 };
+  let last: Backlog = { dirtyRows: 0, outboxEntries: 0, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: 0 };
   let pending: Promise<Backlog> | undefined;
   const current = () =>
     (pending ??= read()
@@ -53,6 +54,7 @@ export function registerBacklogGauges(registry: Registry, read: () => Promise<Ba
       },
     });
   gauge('tally_outbox_rows', 'Rows with counts folded but not yet written to DynamoDB', (b) => b.dirtyRows);
+  gauge('tally_outbox_entries', 'Outbox entries (row, bucket, day, metric) folded but not yet written to DynamoDB', (b) => b.outboxEntries);
   gauge('tally_oldest_unfolded_bucket_age_seconds', 'Age of the oldest bucket not yet folded (0 when none)', (b) => b.oldestUnfoldedAgeSeconds);
   gauge('tally_flush_lag_seconds', 'Age of the oldest count not yet written to DynamoDB (0 when none)', (b) => b.flushLagSeconds);
 }

@@ -117,7 +117,8 @@ describe('sealer tick', () => {
       '1001000|2023-124|v=1',
     ]);
     // The backlog the scrape-time gauges report: 3 dirty rows, the oldest folded at 1_001_000.
-    expect(await readBacklog(buckets, clock)).toEqual({ dirtyRows: 3, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: (clock - 1_001_000) / 1000 });
+    // Outbox entries: store and product rows 2 each (two buckets), visitor row 2 + 2 (ViewCount, ProductViews#P1).
+    expect(await readBacklog(buckets, clock)).toEqual({ dirtyRows: 3, outboxEntries: 8, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: (clock - 1_001_000) / 1000 });
     // Default rules: the store row is written hourly, the visitor once idle 30 min, products once a day.
     expect(await queues[QUEUE.dynamoWrites].count()).toBe(0);
     clock += 3_600_000;

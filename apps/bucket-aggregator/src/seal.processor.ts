@@ -66,16 +66,19 @@ export async function readBacklog(buckets: BucketStore, now: number): Promise<Ba
   let oldestDirty = Infinity;
   let oldestUnfolded = Infinity;
   let dirtyRows = 0;
+  let outboxEntries = 0;
   for (const store of await buckets.stores()) {
     const od = await buckets.oldestDirty(store);
     if (od !== undefined) oldestDirty = Math.min(oldestDirty, od);
     const ou = await buckets.oldestUnfolded(store);
     if (ou !== undefined) oldestUnfolded = Math.min(oldestUnfolded, ou);
     dirtyRows += await buckets.dirtyCount(store);
+    outboxEntries += await buckets.outboxEntries(store);
   }
   const oldest = Math.min(oldestDirty, oldestUnfolded);
   return {
     dirtyRows,
+    outboxEntries,
     oldestUnfoldedAgeSeconds: Number.isFinite(oldestUnfolded) ? Math.max(0, now - oldestUnfolded) / 1000 : 0,
     flushLagSeconds: Number.isFinite(oldest) ? Math.max(0, now - oldest) / 1000 : 0,
   };

@@ -149,6 +149,18 @@ export class BucketStore {
     return this.redis.zcard(this.keys.dirty(store));
   }
 
+  /** Outbox entries (one per row, bucket, day and metric) waiting to be written, over the store's dirty rows. */
+  async outboxEntries(store: string): Promise<number> {
+    const pks = await this.redis.zrange(this.keys.dirty(store), 0, -1);
+    let total = 0;
+    for (let i = 0; i < pks.length; i += 1000) {
+      const pipe = this.redis.pipeline();
+      for (const pk of pks.slice(i, i + 1000)) pipe.hlen(this.keys.outbox(store, pk));
+      for (const [err, n] of (await pipe.exec()) ?? []) if (!err) total += Number(n);
+    }
+    return total;
+  }
+
   /** Seq (open time, ms) of the oldest bucket not yet folded: the oldest sealed one, else the open one if it has data. */
   async oldestUnfolded(store: string): Promise<number | undefined> {
     const head = await this.redis.lindex(this.keys.sealed(store), 0);
