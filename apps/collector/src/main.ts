@@ -1,6 +1,6 @@
 import { checkTable, DynamoUnreachableError } from '@tally/dynamo';
 import { collectorEnv, loadConfigOrExit } from '@tally/config';
-import { createLogger, installShutdown } from '@tally/observability';
+import { closeHttp, createLogger, installShutdown } from '@tally/observability';
 import { closeQueues } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { buildApp } from './app';
@@ -38,7 +38,7 @@ installShutdown(log, [
     name: 'close http',
     run: async () => {
       resources.beginClosing();
-      await app.close(); // in-flight requests finish; new ones get 503
+      await closeHttp(app); // in-flight requests finish (5 s at most); new ones get 503
     },
   },
   {

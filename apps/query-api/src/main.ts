@@ -3,7 +3,7 @@ import { BucketStore } from '@tally/buckets';
 import { HistoryMemo } from '@tally/query';
 import { loadConfigOrExit, queryApiEnv } from '@tally/config';
 import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
-import { createLogger, createMetrics, installShutdown } from '@tally/observability';
+import { closeHttp, createLogger, createMetrics, installShutdown } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
 import { Redis } from 'ioredis';
@@ -62,7 +62,7 @@ const port = typeof address === 'object' && address ? address.port : config.HTTP
 log.info({ port, table: config.DYNAMODB_TABLE, dashboard: dashboardBuilt(dashboardDir) ? dashboardDir : 'not built' }, 'query api listening');
 
 isShuttingDown = installShutdown(log, [
-  { name: 'http', run: () => app.close(), timeoutMs: 10_000 },
+  { name: 'http', run: () => closeHttp(app), timeoutMs: 10_000 },
   { name: 'redis', run: () => redis.quit() },
   { name: 'dynamodb', run: async () => [dynamo, keysDynamo].forEach((c) => c.destroy()) },
 ]);

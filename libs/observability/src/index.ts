@@ -5,3 +5,4 @@ export * from './ops-server';
 export * from './queue-metrics';
 export * from './shutdown';
 export * from './http-metrics';
+export * from './http-close';

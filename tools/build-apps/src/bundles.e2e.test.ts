@@ -137,7 +137,9 @@ describe('bundles (dist/<app>/main.mjs)', () => {
     // The dashboard and the Swagger UI assets come from files next to the bundle.
     const page = await fetch(`${running.get('query-api')!.url}/`, { headers: { accept: 'text/html' } });
     expect(await page.text()).toContain('bundled dashboard');
-    expect((await fetch(`${running.get('query-api')!.url}/docs/static/swagger-ui.css`)).status).toBe(200);
+    const css = await fetch(`${running.get('query-api')!.url}/docs/static/swagger-ui.css`);
+    expect(css.status).toBe(200);
+    await css.arrayBuffer(); // read it all: an unread response keeps its connection busy
 
     const ts = Date.now();
     await enqueue(queues, QUEUE.events, {
