@@ -2,10 +2,6 @@ import type { JobsOptions } from 'bullmq';
 import { QUEUE, type QueueName } from './names';
 
 export interface QueueSettings {
-  /** Parallel jobs per worker process (apps may override from their config). */
-  concurrency: number;
-  /** How long a worker holds a job's lock before the job counts as stalled and is retried. */
-  lockDuration: number;
   /**
    * How often a job may stall (its worker killed, or Redis restarted under it) and still be retried. Every Tally
    * job is idempotent (batch ids, watermarks), so a stalled job is always safe to run again; only a job that keeps
@@ -20,13 +16,12 @@ export interface QueueSettings {
 const DAY = 86_400;
 
 /**
- * Per-queue settings, exhaustive over the queue names. Failed jobs are the dead-letter queue: they are kept
+ * Per-queue settings, exhaustive over the queue names. Worker concurrency and the job lock come from each
+ * app's config (AGGREGATOR_CONCURRENCY, WRITER_CONCURRENCY, JOB_LOCK_MS), since operators tune them per deployment. Failed jobs are the dead-letter queue: they are kept
  * for 14 days (count-capped) so an operator can inspect and replay them with tools/dlq.
  */
 export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
   [QUEUE.events]: {
-    concurrency: 8,
-    lockDuration: 30_000,
     maxStalledCount: 20,
     jobs: {
       attempts: 10,
@@ -38,8 +33,6 @@ export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
     },
   },
   [QUEUE.seal]: {
-    concurrency: 1,
-    lockDuration: 60_000,
     maxStalledCount: 20,
     jobs: {
       attempts: 3,
@@ -49,8 +42,6 @@ export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
     },
   },
   [QUEUE.dynamoWrites]: {
-    concurrency: 16,
-    lockDuration: 60_000,
     maxStalledCount: 20,
     jobs: {
       // DynamoDB throttling and outages do not consume attempts (the job is delayed, see the writer); these
