@@ -42,7 +42,8 @@ describe('createTallyClient', () => {
   it('validates, normalizes and enqueues one job holding the batch', async () => {
     const before = await waiting();
     const res = await client.enqueueEvents('STORE1', [
-      view('P1', '2023-05-03T10:15:00Z'.replace('2023-05-03', new Date(now).toISOString().slice(0, 10))),
+      // An ISO string is normalized to epoch ms; derived from the test's clock, never a fixed time of day.
+      view('P1', new Date(now - 90_000).toISOString()),
       { type: 'order', ts: now - 1_000, value: 19.99, dims: { visitor: 'V1' } },
       { type: 'order', ts: now - 1_000, value: '0.10' },
     ]);
@@ -53,7 +54,7 @@ describe('createTallyClient', () => {
     expect(job?.name).toBe(QUEUE.events);
     expect(job?.data).toMatchObject({ batchId: res.batchId, store: 'STORE1', source: 'client' });
     expect(job?.data.events).toEqual([
-      { type: 'view', ts: Date.parse(`${new Date(now).toISOString().slice(0, 10)}T10:15:00Z`), dims: { product: 'P1', visitor: 'V1' } },
+      { type: 'view', ts: now - 90_000, dims: { product: 'P1', visitor: 'V1' } },
       { type: 'order', ts: now - 1_000, dims: { visitor: 'V1' }, value: '19.99' },
       { type: 'order', ts: now - 1_000, dims: {}, value: '0.10' },
     ]);
