@@ -7,3 +7,4 @@ export * from './redis';
 export * from './table';
 export * from './wait';
 export * from './fleet';
+export { CLOCK_SHIFT_PRELOAD, CLOCK_SHIFT_PRELOAD_URL, clockOffsetTo, clockShiftEnv } from './clock-shift';

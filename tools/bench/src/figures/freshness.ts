@@ -1,3 +1,4 @@
+import { formatDate, localDate } from '@tally/key-layout';
 import { startFleet, type Fleet } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { defaultRules } from '@tally/schema';
@@ -14,6 +15,7 @@ export const TARGET_P99_MS = 1_000;
 const PROBE_TIMEOUT_MS = 30_000;
 /** The store the probes go to: Kathmandu (+05:45), so "today" is not the UTC day around midnight. */
 const PROBE_STORE = 'KTM1';
+const PROBE_TIME_ZONE = STORES.find((s) => s.id === PROBE_STORE)!.timeZone;
 
 export interface FreshnessFigure {
   /** Milliseconds from each probe's 202 to the first poll that showed its count, ascending. */
@@ -36,7 +38,7 @@ export interface FreshnessFigure {
  * Freshness under load, with BUCKET_SECONDS=900 so nothing is flushed during the run: visibility comes from the
  * query API's live merge of Redis, not from DynamoDB writes. While tools/loadgen traffic goes through the
  * collector at a steady rate, a probe posts one view of a product id never used before and polls
- * GET /v1/series?entity=product:<id>&metrics=ViewCount&range=today&granularity=day (with a read key) until it
+ * GET /v1/series?entity=product:<id>&metrics=ViewCount&from=<day>&to=<day>&granularity=day (with a read key) until it
  * shows 1; the time from the 202 to the answer of the first poll that shows it is the probe's freshness.
  */
 export async function measureFreshness(ctx: FigureContext): Promise<FreshnessFigure> {
@@ -107,11 +109,13 @@ async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls
   const query = fleet.app('query-api').url;
   const keys = fleet.keys[PROBE_STORE]!;
   let retries = 0;
+  let ts: number;
   for (;;) {
+    ts = Date.now();
     const res = await fetch(`${collector}/v1/events`, {
       method: 'POST',
       headers: { authorization: `Bearer ${keys.ingest}`, 'content-type': 'application/json' },
-      body: JSON.stringify([{ type: 'view', ts: Date.now(), dims: { product } }]),
+      body: JSON.stringify([{ type: 'view', ts, dims: { product } }]),
     });
     await res.arrayBuffer();
     if (res.status === 202) break;
@@ -120,7 +124,10 @@ async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls
     await sleep(50);
   }
   const accepted = performance.now();
-  const url = `${query}/v1/series?entity=product:${product}&metrics=ViewCount&range=today&granularity=day`;
+  // The probe's own store-local day, not `range=today`: a probe sent just before the store's midnight is read
+  // after it.
+  const day = formatDate(localDate(ts, PROBE_TIME_ZONE));
+  const url = `${query}/v1/series?entity=product:${product}&metrics=ViewCount&from=${day}&to=${day}&granularity=day`;
   const pollTimes: number[] = [];
   for (;;) {
     const t = performance.now();
@@ -153,8 +160,8 @@ export const freshnessFigure: Figure = {
       `through the query API's live merge of Redis). Background load: tools/loadgen traffic through the collector at ${fmt(f.targetRate)}`,
       `events/s target (${fmt(f.acceptedPerSecond)} accepted/s and ${fmt(f.appliedPerSecond)} applied/s measured during the probes; events queue`,
       `at most ${f.maxQueueDepth} jobs deep). Each probe POSTs one \`view\` of a product id never used before to store ${PROBE_STORE} (Asia/Kathmandu),`,
-      'then polls `GET /v1/series?entity=product:<id>&metrics=ViewCount&range=today&granularity=day` with a read key, back to',
-      'back, until it shows 1; its freshness is the time from the 202 to the answer of the first poll that shows it. Probes run',
+      'then polls `GET /v1/series?entity=product:<id>&metrics=ViewCount&from=<day>&to=<day>&granularity=day` (the probe\'s store-local day)',
+      'with a read key, back to back, until it shows 1; its freshness is the time from the 202 to the answer of the first poll that shows it. Probes run',
       `one after another for ${f.seconds.toFixed(0)} s.`,
       '',
       '| probes | p50 ms | p90 ms | p99 ms | max ms | polls per probe | poll round trip p50 ms | probe POSTs retried (429/503) | target p99 ≤ 1 s |',
