@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { createDynamoClient } from '@tally/dynamo';
+import { formatDate, localDate, localTime } from '@tally/key-layout';
 import { createTenantAdmin } from '@tally/tenants';
 import {
   createTestTable,
@@ -27,8 +28,12 @@ const SCREENSHOTS = path.join(REPO_ROOT, 'test-output');
 const DIST = path.join(REPO_ROOT, 'apps/dashboard/dist');
 
 const STORE = 'DASH_E2E';
-/** Far from UTC and from the browser's zone below, so a day taken from the wrong clock shows. */
-const STORE_TZ = 'Pacific/Auckland';
+/**
+ * Far from UTC and from the browser's zone below, so a day taken from the wrong clock shows; and at least an hour
+ * before its next midnight when the file starts, so every "today" below is the store day the events were sent on
+ * (the file takes minutes). Auckland and Tokyo are 3-4 hours apart: one of them always qualifies.
+ */
+const STORE_TZ = ['Pacific/Auckland', 'Asia/Tokyo'].find((tz) => localTime(Date.now(), tz).hour < 23)!;
 const BROWSER_TZ = 'America/Los_Angeles';
 const LOCALE = 'en-US';
 const METRICS = ['ViewCount', 'OrderCount', 'Revenue'] as const;
@@ -182,6 +187,7 @@ async function signIn(key: string): Promise<void> {
 
 describe('dashboard in Chromium against the running stack', () => {
   it('signs in with a read key and shows today exactly as the query API answers it, in the store time zone', async () => {
+    const sentAt = Date.now();
     await sendEvents([view('P1', 'V1'), view('P1', 'V1'), view('P1', 'V2'), view('P2', 'V2'), order(19.99, 'V1'), order(19.99, 'V2'), orderItem('P1', 19.99, 'V1')]);
     const today = await apiTodayIs('store', { ViewCount: 4, OrderCount: 2, Revenue: '39.98' });
 
@@ -194,8 +200,10 @@ describe('dashboard in Chromium against the running stack', () => {
     expect(store).toMatchObject({ store: STORE, timeZone: STORE_TZ });
     expect(await page.textContent('[data-testid="store-name"]')).toBe(STORE);
     expect(await page.textContent('[data-testid="time-zone"]')).toMatch(new RegExp(`^${STORE_TZ.replace('/', '\\/')} \\(GMT[+-]\\d+\\)$`));
-    // The store's day, not the browser's (Los Angeles) nor UTC.
+    // The store's day, not the browser's (Los Angeles) nor UTC: the day the events were sent on, there.
     expect(today.to).toBe(store.today);
+    expect(store.today).toBe(formatDate(localDate(Date.parse(store.now), STORE_TZ)));
+    expect(store.today).toBe(formatDate(localDate(sentAt, STORE_TZ)));
     expect(await page.textContent('[data-testid="today-date"]')).toBe(formatDayLong(store.today, LOCALE));
     expect(await page.textContent('[data-testid="freshness"]')).toMatch(/^updated (just now|\d s ago)$/);
     for (const m of METRICS) {
