@@ -24,6 +24,8 @@ export interface TenantDirectoryOptions {
   retryAfterFailureMs?: number;
   /** Cached keys and tenants, each; the oldest are dropped beyond it. Default 100,000. */
   maxEntries?: number;
+  /** The clock that ages cache entries and times retries (ms since the epoch). Default `Date.now`. */
+  now?: () => number;
 }
 
 export interface Principal {
@@ -55,6 +57,7 @@ interface KeyRecord {
 export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirectory {
   const retryAfterFailureMs = opts.retryAfterFailureMs ?? 1_000;
   const maxEntries = opts.maxEntries ?? 100_000;
+  const now = opts.now ?? (() => Date.now());
   /** degraded: the last lookup failed; until: no new lookup for unknown ids before this (ms). */
   const outage = { until: 0, degraded: false };
 
@@ -83,7 +86,7 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
 
     const remember = (id: string, value: V) => {
       entries.delete(id);
-      entries.set(id, { value, at: Date.now() });
+      entries.set(id, { value, at: now() });
       if (entries.size > maxEntries) entries.delete(entries.keys().next().value as string);
     };
 
@@ -101,7 +104,7 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
             return value;
           },
           (err: unknown) => {
-            outage.until = Date.now() + retryAfterFailureMs;
+            outage.until = now() + retryAfterFailureMs;
             if (!outage.degraded) {
               outage.degraded = true;
               opts.log?.warn({ err, table: opts.table }, 'DynamoDB key lookup failed; serving last-known keys and tenants');
@@ -117,11 +120,11 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
 
     return async (id: string): Promise<V> => {
       const known = entries.get(id);
-      if (known && Date.now() - known.at < opts.cacheTtlMs) return known.value;
+      if (known && now() - known.at < opts.cacheTtlMs) return known.value;
       if (outage.degraded) {
         // DynamoDB failed lately: answer from what is known at once, and refresh in the background (at most
         // once per retry period), so an outage — even one that hangs — does not slow intake down.
-        const retry = Date.now() >= outage.until;
+        const retry = now() >= outage.until;
         if (known) {
           if (retry) lookup(id).catch(() => {});
           return known.value;
