@@ -58,6 +58,8 @@ describe('startProcess', () => {
 
   it('waitForLine times out with the last output', async () => {
     const p = await startProcess(node, ['-e', 'console.log("starting"); setInterval(() => {}, 1000)'], { name: 'slow' });
+    // However slowly it starts, "starting" is in the output before the wait that must time out begins.
+    await p.waitForLine(/starting/);
     const err = await p.waitForLine(/ready/, { timeoutMs: 300 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WaitTimeoutError);
     expect((err as Error).message).toBe('slow printed no line matching /ready/ within 300ms; last output:\nstarting');
