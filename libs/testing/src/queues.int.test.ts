@@ -1,6 +1,6 @@
-import { Queue, Worker } from 'bullmq';
+import { Queue, Worker, type JobType } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WaitTimeoutError, startRedis, waitForQueuesIdle, type RedisHandle } from './index';
+import { WaitTimeoutError, startRedis, waitFor, waitForQueuesIdle, type RedisHandle } from './index';
 
 let redis: RedisHandle;
 const closers: Array<() => Promise<unknown>> = [];
@@ -70,14 +70,34 @@ describe('waitForQueuesIdle', () => {
     worker(q.name, async ({ i }) => {
       done.push(i);
     });
-    await q.add('soon', { i: 1 }, { delay: 300 });
+    // Due in an hour: certainly still delayed throughout, however slow the machine.
+    const job = await q.add('later', { i: 1 }, { delay: 3_600_000 });
 
     await waitForQueuesIdle([q]);
     expect(done).toEqual([]);
     expect(await q.getJobCounts('delayed')).toEqual({ delayed: 1 });
 
-    await waitForQueuesIdle([q], { includeDelayed: true });
+    // With includeDelayed the delayed job keeps it waiting: poll after poll sees it and does not call it idle.
+    const polls: Array<Record<string, number>> = [];
+    const watched = {
+      name: q.name,
+      getJobCounts: async (...types: JobType[]) => {
+        const counts = await q.getJobCounts(...types);
+        polls.push(counts);
+        return counts;
+      },
+    };
+    let idle = false;
+    const waiting = waitForQueuesIdle([watched], { includeDelayed: true }).then(() => (idle = true));
+    await waitFor(() => polls.length >= 3, { message: 'three polls' });
+    expect(idle).toBe(false);
+    expect(polls.slice(0, 3).map((c) => c.delayed)).toEqual([1, 1, 1]);
+
+    // Once it is due, it runs, and only then are the queues idle.
+    await job.promote();
+    await waiting;
     expect(done).toEqual([1]);
+    expect(polls.at(-1)).toMatchObject({ delayed: 0, waiting: 0, active: 0 });
   });
 
   it('does not hang when Redis does not answer', async () => {
