@@ -97,7 +97,8 @@ describe('startProcess', () => {
 
   it.each(['exit', 'hang'])('leaves no orphans or temp dirs when the test process ends (%s)', async (how) => {
     const parent = await startProcess(node, ['--import', 'tsx', fixture, how], { name: `parent-${how}` });
-    const [, child, redis, dir] = await parent.waitForLine(/child (\d+) redis (\d+) dir (\S+)/);
+    // tsx, a child and a redis-server start in turn: on a loaded machine that can take longer than the default wait.
+    const [, child, redis, dir] = await parent.waitForLine(/child (\d+) redis (\d+) dir (\S+)/, { timeoutMs: 40_000 });
     const pids = [Number(child), Number(redis)];
     if (how === 'hang') {
       expect(pids.map(alive)).toEqual([true, true]);
@@ -107,7 +108,7 @@ describe('startProcess', () => {
     }
     await parent.exited;
     await waitFor(() => pids.every((p) => !alive(p)) && !existsSync(dir!), {
-      timeoutMs: 5_000,
+      timeoutMs: 15_000,
       message: `children ${pids.join(', ')} of a dead test process to die and ${dir} to go`,
     });
   });
