@@ -7,8 +7,5 @@ export const shared = defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    // The AWS SDK's Node-20 support notice, printed once per process, is noise in test output.
-    env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
-    reporters: process.env['CI'] ? ['default'] : ['default'],
   },
 });
