@@ -1,5 +1,5 @@
 import swagger from '@fastify/swagger';
-import { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, type Intake } from '@tally/client';
+import { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, type Intake } from '@tally/intake';
 import { registerOpsRoutes, type Logger } from '@tally/observability';
 import type { TenantDirectory } from '@tally/tenants';
 import { fastify, LogController, type FastifyError, type FastifyInstance } from 'fastify';
