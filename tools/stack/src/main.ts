@@ -178,6 +178,7 @@ async function start(): Promise<void> {
     region: env.AWS_REGION,
     logLevel: env.LOG_LEVEL,
   };
+  runFile.setBackends({ redisUrl: backends.redisUrl, dynamoEndpoint: backends.dynamoEndpoint, table: backends.table, region: backends.region });
   const apps = APPS.map(
     (app) =>
       new Supervisor(
