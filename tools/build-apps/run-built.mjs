@@ -4,6 +4,7 @@
 // bundle, it is rebuilt first, with a line on stderr; stdout stays the tool's own.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
+import { enableCompileCache } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -52,6 +53,8 @@ if (built === undefined || sources > built) {
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 
+// V8's code cache on disk (the OS temp dir): a multi-megabyte bundle is not compiled again on every call.
+enableCompileCache();
 process.setSourceMapsEnabled(true);
 process.argv = [process.argv[0], main, ...args];
 await import(pathToFileURL(main).href);

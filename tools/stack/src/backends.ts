@@ -25,7 +25,8 @@ export function chooseBackends(
 ): BackendChoice {
   const dataDir = env['TALLY_DATA_DIR'] ? path.resolve(cwd, env['TALLY_DATA_DIR']) : path.join(cwd, '.data');
   const stack = runningStack(dataDir, readCmdline);
-  const from = stack ? `the npm start stack, pid ${stack.pid}, ${path.relative(cwd, stack.file) || stack.file}` : '';
+  const shown = stack && (path.relative(cwd, stack.file).startsWith('..') ? stack.file : path.relative(cwd, stack.file));
+  const from = stack ? `the npm start stack, pid ${stack.pid}, ${shown}` : '';
   const out: Env = { ...env };
   const notes: string[] = [];
   const none = (what: string, variables: string) =>

@@ -131,7 +131,7 @@ describe('npm start (tools/stack)', () => {
     const show = await npmRun('tenants', ['show', 'DEMO'], dataDir);
     expect(show, JSON.stringify(show)).toMatchObject({ code: 0 });
     expect(show.out).toMatch(/^store DEMO\ntime zone /);
-    const stackRef = `the npm start stack, pid ${s.child.pid}, ${path.relative(repoRoot, path.join(dataDir, 'stack.json'))}`;
+    const stackRef = `the npm start stack, pid ${s.child.pid}, ${path.join(dataDir, 'stack.json')}`; // outside the repo: shown absolute
     expect(show.err).toContain(`tally: using DynamoDB ${readRunFile(dataDir).backends!.dynamoEndpoint}, table tally (${stackRef})\n`);
     const dlq = await npmRun('dlq', ['list'], dataDir);
     expect(dlq, JSON.stringify(dlq)).toMatchObject({ code: 0 });
