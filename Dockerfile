@@ -13,7 +13,7 @@
 # assets). The apps run as the unprivileged `node` user on code owned by root, under tini (see "runtime").
 # tools/ops-check checks this file against the apps' config schemas, docker-compose.yml and deploy/prometheus.yml.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---- manifests: only the package files, so `npm ci` below stays cached while sources change ----
 FROM ${NODE_IMAGE} AS manifests
@@ -45,8 +45,7 @@ FROM ${NODE_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
  && rm -rf /var/lib/apt/lists/*
-ENV NODE_ENV=production \
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
+ENV NODE_ENV=production
 WORKDIR /app
 USER node
 STOPSIGNAL SIGTERM

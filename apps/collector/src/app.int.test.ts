@@ -170,6 +170,23 @@ describe('POST /v1/events', () => {
   });
 });
 
+describe('start', () => {
+  it('builds the app without a process warning (no Fastify deprecation to learn to ignore)', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      const extra = await buildApp(res.deps);
+      await extra.ready();
+      await extra.close();
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings).toEqual([]);
+  });
+});
+
 describe('bad input gets the right 4xx naming the problem, and the collector keeps serving', () => {
   const expectProblem = (r: Awaited<ReturnType<typeof post>>, status: number, code: string, message: RegExp) => {
     expect(r.statusCode).toBe(status);

@@ -1,8 +1,8 @@
 import swagger from '@fastify/swagger';
-import { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, type Intake } from '@tally/client';
+import { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, type Intake } from '@tally/intake';
 import { registerOpsRoutes, type Logger } from '@tally/observability';
 import type { TenantDirectory } from '@tally/tenants';
-import { fastify, type FastifyError, type FastifyInstance } from 'fastify';
+import { fastify, LogController, type FastifyError, type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
 import { REDIS_DOWN_RETRY_AFTER_SECONDS, type Backpressure } from './backpressure';
@@ -32,7 +32,7 @@ export type CollectorApp = FastifyInstance<any, any, any, Logger, ZodTypeProvide
 export async function buildApp(deps: CollectorDeps): Promise<CollectorApp> {
   const app = fastify({
     loggerInstance: deps.log,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.maxBodyBytes,
     // A client that trickles a body this long is cut off.
     requestTimeout: 30_000,

@@ -1,4 +1,4 @@
-import { createIntake, createProducerConnection } from '@tally/client';
+import { createIntake, createProducerConnection } from '@tally/intake';
 import type { CollectorConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { createMetrics, queueDepthMetrics, type Logger } from '@tally/observability';

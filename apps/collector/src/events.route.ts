@@ -1,4 +1,4 @@
-import { QueueUnavailableError, type Intake } from '@tally/client';
+import { QueueUnavailableError, type Intake } from '@tally/intake';
 import type { EventError } from '@tally/schema';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';

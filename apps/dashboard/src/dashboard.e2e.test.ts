@@ -71,7 +71,6 @@ beforeAll(async () => {
     DYNAMODB_TABLE: table,
     BUCKET_SECONDS: '1',
     LOG_LEVEL: 'warn',
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };
   apps = await Promise.all([
     startApp('collector', { env }),

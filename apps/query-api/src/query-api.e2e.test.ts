@@ -55,7 +55,6 @@ beforeAll(async () => {
       HTTP_PORT: '0',
       LOG_LEVEL: 'info',
       DASHBOARD_DIR: '/nonexistent/tally-dashboard',
-      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
     },
   });
   const m = await proc.waitForLine(/"port":(\d+).*"msg":"query api listening"/, { timeoutMs: 30_000 });

@@ -1,8 +1,7 @@
+import { createIntake, createProducerConnection, type EnqueueOptions, type IntakeLimits } from '@tally/intake';
 import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, type CompiledRules, type EventInput } from '@tally/schema';
 import type { Redis } from 'ioredis';
-import { createProducerConnection } from './connection';
-import { createIntake, type EnqueueOptions, type IntakeLimits } from './intake';
 
 export interface TallyClientOptions {
   /**

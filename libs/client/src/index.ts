@@ -1,13 +1,11 @@
-export { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
-export { createProducerConnection, waitForReady, type ProducerConnectionOptions } from './connection';
 export {
-  createIntake,
-  DEFAULT_INTAKE_LIMITS,
+  createProducerConnection,
+  InvalidArgumentError,
+  QueueUnavailableError,
+  TooManyEventsError,
+  ValidationError,
   type EnqueueOptions,
-  type EnqueueResult,
-  type Intake,
   type IntakeLimits,
-  type IntakeOptions,
-  type IntakeSource,
-} from './intake';
+  type ProducerConnectionOptions,
+} from '@tally/intake';
 export { createTallyClient, type TallyClient, type TallyClientOptions } from './client';

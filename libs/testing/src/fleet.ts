@@ -42,7 +42,7 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
       cwd: REPO_ROOT,
       name: opts.name ?? app,
       echo: opts.echo,
-      env: { LOG_LEVEL: 'warn', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
+      env: { LOG_LEVEL: 'warn', ...env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
     });
   const healthy = async (proc: ProcessHandle) => {
     const died = proc.exited.then((exit) => {

@@ -78,7 +78,7 @@ export async function buildBundles(opts: BuildOptions): Promise<BuiltBundle[]> {
       bundle: true,
       platform: 'node',
       format: 'esm',
-      target: 'node20',
+      target: 'node24',
       // Linked source map for `node --enable-source-maps`; without sources it is a third of the size.
       sourcemap: 'linked',
       sourcesContent: false,

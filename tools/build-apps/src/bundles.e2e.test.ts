@@ -58,7 +58,6 @@ beforeAll(async () => {
     DASHBOARD_DIR: dashboard,
     HTTP_HOST: '127.0.0.1',
     LOG_LEVEL: 'warn',
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };
 }, 120_000);
 

@@ -1,5 +1,5 @@
 // npm run build:apps [-- --only collector,dlq] [--out-dir dir]: bundles the apps and operator tools with esbuild
-// into dist/<name>/main.mjs (ESM, node20, source map), what the Dockerfile's runtime stages copy.
+// into dist/<name>/main.mjs (ESM, node24, source map), what the Dockerfile's runtime stages copy.
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildBundles, describeBundles } from './build';

@@ -34,7 +34,8 @@ filters (ages count from the failure):
 
 queues: ${QUEUE_NAMES.join(', ')}. purge never asks: without --yes it refuses. Replays of events batches accepted
 longer ago than DEDUPE_WINDOW_SECONDS are refused (a batch applied before it failed would count twice) unless
---past-dedupe-window. Configured by REDIS_URL and DEDUPE_WINDOW_SECONDS.`;
+--past-dedupe-window. Configured by REDIS_URL (unset: the running npm start stack's Redis) and
+DEDUPE_WINDOW_SECONDS.`;
 
 export interface CliIo {
   out: (line: string) => void;

@@ -1,14 +1,21 @@
 // npm run dlq -- <command>: list, show, replay and purge failed jobs (the dead-letter queues). Configured by
-// REDIS_URL and DEDUPE_WINDOW_SECONDS (the aggregator's, for the events replay guard). Never prompts.
-import { aggregatorEnv, loadConfigOrExit, sharedEnvShape } from '@tally/config';
+// REDIS_URL (unset: the running `npm start` stack's Redis) and DEDUPE_WINDOW_SECONDS (the aggregator's, for the
+// events replay guard). Never prompts.
+import { aggregatorEnv, loadConfigOrExit, rawEnv, sharedEnvShape } from '@tally/config';
 import { closeQueues, createQueues } from '@tally/queues';
+import { backendEnvOrExit } from '@tally/stack';
 import { Presets, SingleBar } from 'cli-progress';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { runDlqCli, type Progress } from './cli';
 
+const argv = process.argv.slice(2);
+const wantsHelp = argv.length === 0 || argv[0] === 'help' || argv.includes('--help') || argv.includes('-h');
+
+const env = backendEnvOrExit(rawEnv(), { redis: true }, argv);
 const config = loadConfigOrExit(
   z.object({ REDIS_URL: sharedEnvShape.REDIS_URL, DEDUPE_WINDOW_SECONDS: aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS }),
+  env,
 );
 
 // An operator tool fails fast when Redis is away instead of waiting for it.
@@ -33,8 +40,6 @@ const progress = (label: string, total: number): Progress | undefined => {
   return { update: (done) => bar.update(done), stop: () => bar.stop() };
 };
 
-const argv = process.argv.slice(2);
-const wantsHelp = argv.length === 0 || argv[0] === 'help' || argv.includes('--help') || argv.includes('-h');
 try {
   if (!wantsHelp) {
     try {

@@ -31,7 +31,6 @@ export const APPS = Object.keys(appEnvSchemas) as AppName[];
 /** Variables read by third-party code rather than the config schema, allowed in the Dockerfile's ENV. */
 export const THIRD_PARTY_ENV: Readonly<Record<string, string>> = {
   NODE_ENV: 'conventional; nothing in Tally reads it',
-  AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'read by the AWS SDK: silences its Node 20 end-of-support notice',
 };
 
 /** Metrics that come from Prometheus or an exporter, not from Tally's code. */

@@ -17,7 +17,6 @@ describe('appProcessSpec', () => {
       args: ['--import', 'tsx', 'apps/bucket-aggregator/src/main.ts'],
       cwd: '/repo',
       env: {
-        AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
         BUCKET_SECONDS: '1',
         REDIS_URL: 'redis://127.0.0.1:5000',
         DYNAMODB_ENDPOINT: 'http://127.0.0.1:5001',

@@ -42,8 +42,6 @@ export function appProcessSpec(
     args: ['--import', 'tsx', `apps/${app.name}/src/main.ts`],
     cwd: repoRoot,
     env: {
-      // The stack prints the AWS SDK's "future versions need Node 22" notice once itself; not 4 × 10 lines more.
-      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
       ...baseEnv,
       REDIS_URL: backends.redisUrl,
       DYNAMODB_ENDPOINT: backends.dynamoEndpoint,

@@ -10,9 +10,6 @@ const ms = (min: number, max: number) => z.coerce.number().int().min(min).max(ma
  * Everything `npm start` reads from the environment. The only module of the stack that reads
  * process.env; anything else the apps need is passed through to them untouched (see `childBaseEnv`).
  */
-/** The AWS SDK prints a multi-line Node-version notice on Node 20 in every process; the apps need none of it. */
-export const QUIET_ENV = { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } as const;
-
 export const stackEnv = z.object({
   /** Use this Redis instead of starting redis-server. */
   REDIS_URL: sharedEnvShape.REDIS_URL.unwrap().optional(),
@@ -64,5 +61,5 @@ export function loadStackConfig(
 ): StackConfig {
   const parsed = loadConfig(stackEnv, env);
   const dataDir = parsed.TALLY_DATA_DIR ? path.resolve(cwd, parsed.TALLY_DATA_DIR) : path.join(repoRoot, '.data');
-  return { env: parsed, repoRoot, dataDir, childBaseEnv: { ...QUIET_ENV, ...(env === process.env ? rawEnv() : env) } };
+  return { env: parsed, repoRoot, dataDir, childBaseEnv: { ...(env === process.env ? rawEnv() : env) } };
 }

@@ -14,7 +14,8 @@ export type StackErrorCode =
   | 'TALLY_ERR_REDIS_START'
   | 'TALLY_ERR_PORT_TAKEN'
   | 'TALLY_ERR_STACK_RUNNING'
-  | 'TALLY_ERR_DYNAMO_START';
+  | 'TALLY_ERR_DYNAMO_START'
+  | 'TALLY_ERR_NO_BACKEND';
 
 export const redisNotInstalled = () =>
   new StackError(

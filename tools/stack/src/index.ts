@@ -1,1 +1,2 @@
-export {};
+export { backendEnvOrExit, chooseBackends, type BackendChoice } from './backends';
+export { StackError } from './errors';

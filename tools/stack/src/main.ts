@@ -80,7 +80,7 @@ async function shutdown(reason: string, exitCode: number, quiet = false): Promis
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.on(signal, () => void shutdown(`received ${signal}`, 0));
 }
-// Warnings (e.g. the AWS SDK's Node version notice) as one readable line instead of a paragraph on stderr.
+// Process warnings as one readable line instead of a paragraph on stderr.
 process.removeAllListeners('warning');
 process.on('warning', (w) => say(`${w.name}: ${w.message.split('\n').filter(Boolean).join(' ')}`, 'warn'));
 process.on('uncaughtException', (err) => {
@@ -178,6 +178,7 @@ async function start(): Promise<void> {
     region: env.AWS_REGION,
     logLevel: env.LOG_LEVEL,
   };
+  runFile.setBackends({ redisUrl: backends.redisUrl, dynamoEndpoint: backends.dynamoEndpoint, table: backends.table, region: backends.region });
   const apps = APPS.map(
     (app) =>
       new Supervisor(

@@ -13,6 +13,15 @@ export interface RunState {
   startedAt: string;
   /** Child pid by name; `match` is a piece of its command line, checked before we signal it. */
   children: Record<string, { pid: number; match: string }>;
+  /** Where the stack's Redis and DynamoDB are, once they run: what `npm run dlq` and `npm run tenants` use. */
+  backends?: StackBackends;
+}
+
+export interface StackBackends {
+  redisUrl: string;
+  dynamoEndpoint: string;
+  table: string;
+  region: string;
 }
 
 export class RunFile {
@@ -70,6 +79,11 @@ export class RunFile {
     this.write();
   }
 
+  setBackends(backends: StackBackends): void {
+    this.state.backends = backends;
+    this.write();
+  }
+
   remove(): void {
     rmSync(this.file, { force: true });
   }
@@ -80,6 +94,17 @@ export class RunFile {
     writeFileSync(tmp, JSON.stringify(this.state, null, 2) + '\n');
     renameSync(tmp, this.file);
   }
+}
+
+/** The stack running on `dataDir` (its pid alive and still the stack) with its backends, or undefined. */
+export function runningStack(
+  dataDir: string,
+  readCmdline: (pid: number) => string | undefined = procCmdline,
+): { pid: number; file: string; backends: StackBackends } | undefined {
+  const file = new RunFile(dataDir);
+  const state = file.read();
+  if (!state?.backends || !isAlive(state.stackPid) || !isStack(readCmdline(state.stackPid))) return undefined;
+  return { pid: state.stackPid, file: file.file, backends: state.backends };
 }
 
 function isStack(cmdline: string | undefined): boolean {

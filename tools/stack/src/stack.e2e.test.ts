@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,6 +46,17 @@ async function until<T>(what: string, probe: () => T | undefined | false | Promi
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** `npm run <script> -- args` as a user types it: no backend variable set, only the data directory of this test's stack. */
+function npmRun(script: string, args: string[], dataDir: string): Promise<{ code: number; out: string; err: string }> {
+  const env = rawEnv();
+  for (const name of ['REDIS_URL', 'DYNAMODB_ENDPOINT', 'DYNAMODB_TABLE', 'AWS_REGION']) delete env[name];
+  return new Promise((resolve) => {
+    execFile('npm', ['run', '-s', script, '--', ...args], { cwd: repoRoot, env: { ...env, TALLY_DATA_DIR: dataDir } }, (err, out, errOut) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out, err: errOut }),
+    );
+  });
 }
 
 const readRunFile = (dataDir: string) => JSON.parse(readFileSync(path.join(dataDir, 'stack.json'), 'utf8')) as RunState;
@@ -115,6 +126,17 @@ describe('npm start (tools/stack)', () => {
       expect(await metrics.text()).toMatch(/^tally_\w+/m);
     }
 
+    // The operator tools find this stack's Redis and DynamoDB through its run file, and say which they use.
+    await until('the demo store', () => s.out().includes('Demo store DEMO'));
+    const show = await npmRun('tenants', ['show', 'DEMO'], dataDir);
+    expect(show, JSON.stringify(show)).toMatchObject({ code: 0 });
+    expect(show.out).toMatch(/^store DEMO\ntime zone /);
+    const stackRef = `the npm start stack, pid ${s.child.pid}, ${path.join(dataDir, 'stack.json')}`; // outside the repo: shown absolute
+    expect(show.err).toContain(`tally: using DynamoDB ${readRunFile(dataDir).backends!.dynamoEndpoint}, table tally (${stackRef})\n`);
+    const dlq = await npmRun('dlq', ['list'], dataDir);
+    expect(dlq, JSON.stringify(dlq)).toMatchObject({ code: 0 });
+    expect(dlq.err).toContain(`tally: using Redis ${readRunFile(dataDir).backends!.redisUrl} (${stackRef})\n`);
+
     // Every process the stack started, and its stores' files in the data directory we gave it.
     const first = readRunFile(dataDir);
     expect(first.stackPid).toBe(s.child.pid);
@@ -142,7 +164,13 @@ describe('npm start (tools/stack)', () => {
     expect(existsSync(path.join(dataDir, 'stack.json'))).toBe(false);
     expect(s.out()).toContain('received SIGTERM: stopping');
     expect(s.err()).toBe('');
-  }, 150_000);
+
+    // With the stack gone they refuse to guess.
+    const after = await npmRun('tenants', ['show', 'DEMO'], dataDir);
+    expect(after.code).toBe(1);
+    // (A first line says so when the bundle is rebuilt because a source changed meanwhile.)
+    expect(after.err).toMatch(/^(tally: building tenants \(sources changed\)\n)?tally: no DynamoDB to use: DYNAMODB_ENDPOINT .* is not set and no npm start stack is running on /);
+  }, 240_000);
 
   it('says in one line how to get redis-server when it is not installed, and exits 1', async () => {
     const emptyPath = mkdtempSync(path.join(os.tmpdir(), 'tally-no-redis-'));

@@ -74,6 +74,6 @@ describe('tenants CLI', () => {
       env: { DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: db.table },
     });
     expect(await p.exited).toEqual({ code: 0, signal: null });
-    expect(p.output()).toBe('tally: created tenant SHOP3 (time zone UTC)');
+    expect(p.output()).toBe(`[stderr] tally: using DynamoDB ${dynalite.endpoint} (DYNAMODB_ENDPOINT)\ntally: created tenant SHOP3 (time zone UTC)`);
   });
 });

@@ -160,13 +160,12 @@ export async function measureQueries(
     ingestProc = await startProcess(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), INGEST_FLAG, redisServer.url, dyn.endpoint, table], {
       cwd: REPO_ROOT,
       name: 'query-bench-ingest',
-      env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     });
     await ingestProc.waitForLine(/^ingested \d+/, { timeoutMs: 30_000 });
     const ingestStart = performance.now();
 
     app = await startApp('query-api', {
-      env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+      env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table },
     });
     const metrics = resolveMetrics(rules, ['ViewCount', 'OrderCount', 'Revenue']);
     const series = (range: 'last30d' | 'last3m' | 'all', granularity: 'day' | 'total') => async () => {

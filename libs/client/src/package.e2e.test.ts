@@ -1,0 +1,129 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { BucketStore } from '@tally/buckets';
+import { createDynamoClient } from '@tally/dynamo';
+import { compileRules, defaultRules } from '@tally/schema';
+import { createTenantAdmin } from '@tally/tenants';
+import { createTestTable, metricValue, REPO_ROOT, startApp, startDynalite, startRedis, waitFor, type AppHandle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+// @tally/client as a user gets it: `npm pack`, installed from the tarball into a project outside the workspace,
+// imported from plain Node ESM, CommonJS and TypeScript (typechecked by tsc), enqueuing to a real Redis that a
+// real aggregator process counts from.
+const run = promisify(execFile);
+const STORE = 'PKGSTORE';
+let scratch: string;
+let redisServer: RedisHandle;
+let dyn: DynaliteHandle;
+let aggregator: AppHandle | undefined;
+let table: string;
+
+/** The environment without what `npm test` / `npm run` set for the workspace, so npm in the scratch project acts as a user's. */
+function userEnv(): Record<string, string | undefined> {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k) && k !== 'INIT_CWD' && k !== 'NODE_OPTIONS'));
+}
+
+const node = (file: string, redisUrl: string) => run(process.execPath, [file, redisUrl], { cwd: scratch, env: userEnv() });
+
+beforeAll(async () => {
+  scratch = mkdtempSync(join(tmpdir(), 'tally-client-pkg-'));
+  [redisServer, dyn] = await Promise.all([startRedis(), startDynalite()]);
+  table = await createTestTable(dyn.endpoint);
+  const dynamo = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
+  await createTenantAdmin({ dynamo, table }).createTenant(STORE);
+  dynamo.destroy();
+
+  // npm pack runs the package's prepack (the build); the tarball goes outside the workspace.
+  const packs = join(scratch, 'packs');
+  mkdirSync(packs);
+  await run('npm', ['pack', '--pack-destination', packs, '--silent'], { cwd: join(REPO_ROOT, 'libs/client'), env: userEnv() });
+  const [tarball] = readdirSync(packs).filter((f) => f.endsWith('.tgz'));
+  expect(tarball).toMatch(/^tally-client-\d+\.\d+\.\d+\.tgz$/);
+
+  const app = join(scratch, 'app');
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'scratch-app', private: true, version: '1.0.0' }));
+  // From the local npm cache where it can be (the client's dependencies are the workspace's).
+  await run('npm', ['install', join(packs, tarball!), '@types/node@24', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: app, env: userEnv() });
+  scratch = app;
+
+  writeFileSync(
+    join(app, 'esm.mjs'),
+    `import { createTallyClient } from '@tally/client';
+const client = createTallyClient({ connection: process.argv[2] });
+const r = await client.enqueueEvents('${STORE}', [1, 2, 3].map((i) => ({ type: 'view', ts: Date.now() - i, dims: { product: 'P' + i } })), { idempotencyKey: 'esm-1' });
+await client.close();
+console.log(JSON.stringify(r));
+`,
+  );
+  writeFileSync(
+    join(app, 'cjs.cjs'),
+    `const { createTallyClient, ValidationError } = require('@tally/client');
+(async () => {
+  const client = createTallyClient({ connection: process.argv[2] });
+  let refused = '';
+  try {
+    await client.enqueueEvents('${STORE}', [{ type: 'view', ts: 'not a time' }]);
+  } catch (err) {
+    if (err instanceof ValidationError) refused = err.code;
+  }
+  const r = await client.enqueueEvents('${STORE}', [{ type: 'view', ts: Date.now(), dims: { product: 'P9' } }, { type: 'view', ts: Date.now(), dims: { product: 'P8' } }], { idempotencyKey: 'cjs-1' });
+  await client.close();
+  console.log(JSON.stringify({ ...r, refused }));
+})();
+`,
+  );
+  writeFileSync(
+    join(app, 'typed.mts'),
+    `import { createTallyClient, type TallyClient, QueueUnavailableError } from '@tally/client';
+const client: TallyClient = createTallyClient({ connection: process.argv[2]!, readyTimeoutMs: 5_000 });
+const r: { batchId: string; accepted: number } = await client.enqueueEvents('${STORE}', [{ type: 'view', ts: Date.now(), dims: { product: 'P1' } }], { idempotencyKey: 'ts-1' });
+// @ts-expect-error: the declarations are real types, not any: a store id is a string
+await client.enqueueEvents(42, []).catch(() => undefined);
+await client.close();
+console.log(JSON.stringify({ ...r, isError: new QueueUnavailableError('x') instanceof Error }));
+`,
+  );
+  writeFileSync(
+    join(app, 'tsconfig.json'),
+    JSON.stringify({ compilerOptions: { module: 'nodenext', target: 'es2023', strict: true, outDir: 'out', types: ['node'] }, files: ['typed.mts'] }),
+  );
+}, 480_000);
+
+afterAll(async () => {
+  await aggregator?.kill();
+  await Promise.all([redisServer?.stop(), dyn?.stop()]);
+  if (scratch) rmSync(join(scratch, '..'), { recursive: true, force: true });
+});
+
+describe('the packed @tally/client in a project outside the workspace', () => {
+  it('is imported from ESM, CommonJS and typechecked TypeScript, and what it enqueues is counted by the aggregator', async () => {
+    const tsc = join(REPO_ROOT, 'node_modules/typescript/bin/tsc');
+    await run(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: scratch, env: userEnv() }); // throws with tsc's errors
+
+    const esm = JSON.parse((await node('esm.mjs', redisServer.url)).stdout);
+    const cjs = JSON.parse((await node('cjs.cjs', redisServer.url)).stdout);
+    const ts = JSON.parse((await node('out/typed.mjs', redisServer.url)).stdout);
+    expect(esm).toMatchObject({ accepted: 3 });
+    expect(cjs).toMatchObject({ accepted: 2, refused: 'TALLY_ERR_VALIDATION' });
+    expect(ts).toMatchObject({ accepted: 1, isError: true });
+
+    aggregator = await startApp('bucket-aggregator', {
+      env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table, SEALER_ENABLED: 'false' },
+    });
+    await waitFor(async () => metricValue(await aggregator!.metrics(), 'tally_events_applied_total') === 6, { timeoutMs: 30_000, message: '6 events applied' });
+    expect(metricValue(await aggregator.metrics(), 'tally_batches_applied_total')).toBe(3);
+
+    const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+    try {
+      const [row] = await new BucketStore({ redis, rules: compileRules(defaultRules) }).snapshot(STORE, [STORE]);
+      expect(row!.entries.filter((e) => e.metric === 'v').reduce((s, e) => s + e.value, 0n)).toBe(6n);
+    } finally {
+      redis.disconnect();
+    }
+  }, 300_000);
+});

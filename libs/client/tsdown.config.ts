@@ -1,0 +1,15 @@
+import { defineConfig } from 'tsdown';
+
+// The published package: ESM and CommonJS entry points with bundled type declarations. The workspace libs it is
+// made of (@tally/intake, queues, schema, key-layout) are bundled in, so the validation stays one implementation;
+// the npm packages they use stay external and are the package's dependencies.
+export default defineConfig({
+  entry: ['src/index.ts'],
+  format: ['esm', 'cjs'],
+  platform: 'node',
+  target: 'node22',
+  sourcemap: true,
+  clean: true,
+  dts: { eager: true },
+  deps: { alwaysBundle: [/^@tally\//] },
+});

@@ -1,0 +1,12 @@
+export { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
+export { createProducerConnection, waitForReady, type ProducerConnectionOptions } from './connection';
+export {
+  createIntake,
+  DEFAULT_INTAKE_LIMITS,
+  type EnqueueOptions,
+  type EnqueueResult,
+  type Intake,
+  type IntakeLimits,
+  type IntakeOptions,
+  type IntakeSource,
+} from './intake';

@@ -1,0 +1,46 @@
+import { compileRules, defaultRules } from '@tally/schema';
+import { describe, expect, it } from 'vitest';
+import { InvalidArgumentError, TooManyEventsError, ValidationError } from './errors';
+import { createIntake } from './intake';
+
+// Only validation and ids here: nothing reaches the queue (enqueue is covered against a real Redis by the
+// collector's and the client's integration tests).
+const unusedQueue = {
+  addBulk: () => {
+    throw new Error('must not be called');
+  },
+} as never;
+const intake = createIntake({
+  queues: { events: unusedQueue },
+  redis: { status: 'ready', once: () => undefined, off: () => undefined } as never,
+  rules: compileRules(defaultRules),
+  limits: { maxEvents: 2 },
+  source: 'client',
+});
+
+describe('createIntake', () => {
+  it('normalises valid events and names each bad one by index, field and reason', () => {
+    const now = Date.now();
+    const result = intake.validate([{ type: 'order', ts: now - 1_000, value: 19.99 }, { type: 'view', ts: 'yesterday-ish' }], now);
+    expect(result.events).toEqual([{ type: 'order', ts: now - 1_000, dims: {}, value: '19.99' }]);
+    expect(result.errors.map((e) => [e.index, e.field])).toEqual([
+      [1, 'ts'],
+      [1, 'dims.product'],
+    ]);
+  });
+
+  it('refuses more events than the limit, before looking at any', () => {
+    expect(() => intake.validate([{}, {}, {}])).toThrow(TooManyEventsError);
+  });
+
+  it('submit is all or nothing: one invalid event rejects the call and enqueues nothing', async () => {
+    await expect(intake.submit('STORE1', [{ type: 'view', ts: Date.now() }, { type: 'nope', ts: Date.now() }])).rejects.toThrow(ValidationError);
+  });
+
+  it('derives the batch id from store and idempotency key, and refuses a bad store id or key', async () => {
+    expect(intake.batchIdFor('STORE1', 'order-1')).toBe(intake.batchIdFor('STORE1', 'order-1'));
+    expect(intake.batchIdFor('STORE1', 'order-1')).not.toBe(intake.batchIdFor('STORE2', 'order-1'));
+    expect(() => intake.batchIdFor('STORE1', 'has space')).toThrow(InvalidArgumentError);
+    await expect(intake.enqueue('bad store!', [])).rejects.toThrow(InvalidArgumentError);
+  });
+});

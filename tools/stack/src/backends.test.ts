@@ -1,0 +1,65 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chooseBackends } from './backends';
+import type { RunState } from './run-file';
+
+let root: string;
+const stackCmdline = () => 'node --import tsx tools/stack/src/main.ts';
+const backends = { redisUrl: 'redis://127.0.0.1:41001', dynamoEndpoint: 'http://127.0.0.1:41002', table: 'tally', region: 'eu-west-1' };
+
+function writeRunFile(dir: string, state: Partial<RunState>): void {
+  writeFileSync(path.join(dir, 'stack.json'), JSON.stringify({ stackPid: process.pid, startedAt: new Date().toISOString(), children: {}, ...state }));
+}
+
+beforeAll(() => {
+  root = mkdtempSync(path.join(os.tmpdir(), 'tally-backends-'));
+});
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+describe('chooseBackends (npm run dlq / tenants)', () => {
+  it("uses the running stack's Redis, DynamoDB, table and region when no variable is set, and says so", () => {
+    const dir = mkdtempSync(path.join(root, 'running-'));
+    writeRunFile(dir, { backends });
+    const choice = chooseBackends({ TALLY_DATA_DIR: dir }, { redis: true, dynamo: true }, root, stackCmdline);
+    expect(choice.env).toMatchObject({ REDIS_URL: backends.redisUrl, DYNAMODB_ENDPOINT: backends.dynamoEndpoint, DYNAMODB_TABLE: 'tally', AWS_REGION: 'eu-west-1' });
+    expect(choice.notes).toEqual([
+      `Redis redis://127.0.0.1:41001 (the npm start stack, pid ${process.pid}, ${path.relative(root, path.join(dir, 'stack.json'))})`,
+      `DynamoDB http://127.0.0.1:41002, table tally (the npm start stack, pid ${process.pid}, ${path.relative(root, path.join(dir, 'stack.json'))})`,
+    ]);
+  });
+
+  it('a variable that is set wins over the stack', () => {
+    const dir = mkdtempSync(path.join(root, 'override-'));
+    writeRunFile(dir, { backends });
+    const choice = chooseBackends({ TALLY_DATA_DIR: dir, REDIS_URL: 'redis://10.0.0.5:6379' }, { redis: true }, root, stackCmdline);
+    expect(choice.env['REDIS_URL']).toBe('redis://10.0.0.5:6379');
+    expect(choice.notes).toEqual(['Redis redis://10.0.0.5:6379 (REDIS_URL)']);
+  });
+
+  it('refuses to guess when no stack runs: no run file, a dead stack pid, or a pid that is not the stack any more', () => {
+    const none = mkdtempSync(path.join(root, 'none-'));
+    const dead = mkdtempSync(path.join(root, 'dead-'));
+    writeRunFile(dead, { stackPid: 2 ** 22 + 17, backends }); // above Linux's pid_max: never alive
+    const reused = mkdtempSync(path.join(root, 'reused-'));
+    writeRunFile(reused, { backends });
+    for (const [dir, cmdline] of [
+      [none, stackCmdline],
+      [dead, stackCmdline],
+      [reused, () => 'vim notes.txt'],
+    ] as const) {
+      expect(() => chooseBackends({ TALLY_DATA_DIR: dir }, { redis: true }, root, cmdline)).toThrow(
+        expect.objectContaining({ code: 'TALLY_ERR_NO_BACKEND', message: expect.stringMatching(/^no Redis to use: REDIS_URL is not set and no npm start stack is running on .*Start one \(npm start\), or set REDIS_URL\.$/) }),
+      );
+    }
+    expect(() => chooseBackends({ TALLY_DATA_DIR: none }, { dynamo: true }, root, stackCmdline)).toThrow(/^no DynamoDB to use/);
+  });
+
+  it('AWS_REGION without DYNAMODB_ENDPOINT means AWS DynamoDB, said out loud', () => {
+    const dir = mkdtempSync(path.join(root, 'aws-'));
+    expect(chooseBackends({ TALLY_DATA_DIR: dir, AWS_REGION: 'eu-central-1' }, { dynamo: true }, root).notes).toEqual([
+      'AWS DynamoDB in eu-central-1 (AWS_REGION, no DYNAMODB_ENDPOINT)',
+    ]);
+  });
+});
