@@ -11,7 +11,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 let redisServer: RedisHandle;
 let dyn: DynaliteHandle;
 let redis: Redis;
-let queues: TallyQueues;
+const queueSets = new Map<string, TallyQueues>();
+/** The queues of the installation with KEY_PREFIX `prefix`. */
+const queuesOf = (prefix: string) => {
+  let q = queueSets.get(prefix);
+  if (!q) queueSets.set(prefix, (q = createQueues(redis, { keyPrefix: prefix, shards: 1 })));
+  return q;
+};
 let table: string;
 const rules = compileRules(defaultRules);
 const apps: AppHandle[] = [];
@@ -21,11 +27,10 @@ beforeAll(async () => {
   dyn = await startDynalite();
   table = await createTestTable(dyn.endpoint);
   redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  queues = createQueues(redis);
 });
 afterAll(async () => {
   await Promise.all(apps.map((a) => a.kill()));
-  await closeQueues(queues);
+  await Promise.all([...queueSets.values()].map((q) => closeQueues(q)));
   await redis.quit();
   await dyn.stop();
   await redisServer.stop();
@@ -70,6 +75,7 @@ describe('bucket aggregator processes', () => {
 
   it('SIGKILLed between the apply and the job completion, then restarted: counted once', async () => {
     const buckets = new BucketStore({ redis, rules, prefix: 'ka' });
+    const queues = queuesOf('ka');
     const agg = await startApp('bucket-aggregator', { env: env('ka', { TALLY_CRASH_POINT: 'aggregator:after-apply', SEALER_ENABLED: 'false' }) });
     apps.push(agg);
     await enqueue(queues, QUEUE.events, batch('crash-1', 'S', 10));
@@ -86,7 +92,7 @@ describe('bucket aggregator processes', () => {
   });
 
   it('two aggregator processes seal and fold every bucket exactly once, in order', async () => {
-    await queues[QUEUE.events].obliterate({ force: true });
+    const queues = queuesOf('two');
     const buckets = new BucketStore({ redis, rules, prefix: 'two' });
     const a = await startApp('bucket-aggregator', { env: env('two'), name: 'aggregator#1' });
     const b = await startApp('bucket-aggregator', { env: env('two'), name: 'aggregator#2' });

@@ -1,5 +1,5 @@
 import { BucketStore } from '@tally/buckets';
-import { BULL_PREFIX, createQueues, closeQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
+import { createQueues, closeQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
 import { startRedis, waitForQueuesIdle, type RedisHandle } from '@tally/testing';
 import { Worker } from 'bullmq';
@@ -40,7 +40,7 @@ function worker(now?: () => number) {
   return new Worker(
     QUEUE.events,
     eventsProcessor({ buckets, rules, timeZoneOf: async (s) => zones[s] ?? 'UTC', dedupeTtlSeconds: 3600, metrics, log, now }),
-    { connection: redis.duplicate(), prefix: BULL_PREFIX, concurrency: 4 },
+    { connection: redis.duplicate(), prefix: queues[QUEUE.events].opts.prefix, concurrency: 4 },
   );
 }
 

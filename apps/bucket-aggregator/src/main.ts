@@ -2,11 +2,10 @@ import { BucketStore } from '@tally/buckets';
 import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
-import { BULL_PREFIX, createQueues, closeQueues, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
+import { allQueues, createQueues, closeQueues, createRedisConnection, createShardWorkers, QUEUE, QUEUE_SETTINGS, type QueueLayout } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
 import { Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import { createAggregatorMetrics, registerBacklogGauges } from './aggregator-metrics';
 import { eventsProcessor } from './events.processor';
 import { readBacklog, sealProcessor } from './seal.processor';
@@ -19,10 +18,11 @@ const rules = loadRulesOrExit(config.RULES_FILE);
 const { registry } = createMetrics({ app: 'bucket-aggregator' });
 const metrics = createAggregatorMetrics(registry);
 
-const workerRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
-const scriptRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
-const queues = createQueues(new Redis(config.REDIS_URL, { maxRetriesPerRequest: null }));
-queueDepthMetrics(registry, Object.values(queues));
+const layout: QueueLayout = { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS };
+const workerRedis = createRedisConnection(config, { maxRetriesPerRequest: null });
+const scriptRedis = createRedisConnection(config, { maxRetriesPerRequest: null });
+const queues = createQueues(createRedisConnection(config, { maxRetriesPerRequest: null }), layout);
+queueDepthMetrics(registry, allQueues(queues));
 const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX });
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
 const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
@@ -31,12 +31,12 @@ const crash = crashPoints(config.TALLY_CRASH_POINT);
 
 const timeZoneOf = async (store: string) => (await tenants.tenant(store))?.timeZone ?? 'UTC';
 
-const eventsWorker = new Worker(
+const eventsWorkers = createShardWorkers(
   QUEUE.events,
   eventsProcessor({ buckets, rules, timeZoneOf, dedupeTtlSeconds: config.DEDUPE_WINDOW_SECONDS, metrics, log, crash }),
+  layout,
   {
     connection: workerRedis,
-    prefix: BULL_PREFIX,
     concurrency: config.AGGREGATOR_CONCURRENCY,
     lockDuration: config.JOB_LOCK_MS,
     stalledInterval: config.JOB_LOCK_MS,
@@ -47,14 +47,14 @@ const bucketMs = config.BUCKET_SECONDS * 1000;
 const sealWorker = config.SEALER_ENABLED
   ? new Worker(QUEUE.seal, sealProcessor({ buckets, queues, bucketMs, metrics, log }), {
       connection: workerRedis.duplicate(),
-      prefix: BULL_PREFIX,
+      prefix: queues[QUEUE.seal].opts.prefix,
       concurrency: 1,
       lockDuration: config.JOB_LOCK_MS,
       stalledInterval: config.JOB_LOCK_MS,
       maxStalledCount: QUEUE_SETTINGS[QUEUE.seal].maxStalledCount,
     })
   : undefined;
-for (const w of [eventsWorker, sealWorker]) {
+for (const w of [...eventsWorkers, sealWorker]) {
   w?.on('failed', (job, err) => log.error({ queue: w.name, jobId: job?.id, err: err.message }, 'job failed'));
   w?.on('error', (err) => log.error({ queue: w.name, err: err.message }, 'worker error'));
 }
@@ -67,12 +67,12 @@ const ops = await startOpsServer({
   port: config.HTTP_PORT,
   registry,
   log,
-  ready: async () => (await scriptRedis.ping()) === 'PONG' && eventsWorker.isRunning(),
+  ready: async () => (await scriptRedis.ping()) === 'PONG' && eventsWorkers.every((w) => w.isRunning()),
 });
 log.info({ port: ops.port, bucketSeconds: config.BUCKET_SECONDS, sealer: config.SEALER_ENABLED }, 'bucket aggregator started');
 
 installShutdown(log, [
-  { name: 'workers', run: () => Promise.all([eventsWorker.close(), sealWorker?.close()]), timeoutMs: 20_000 },
+  { name: 'workers', run: () => Promise.all([...eventsWorkers.map((w) => w.close()), sealWorker?.close()]), timeoutMs: 20_000 },
   { name: 'queues', run: () => closeQueues(queues) },
   { name: 'ops server', run: () => ops.close() },
   { name: 'redis', run: () => Promise.all([workerRedis.quit(), scriptRedis.quit()]) },

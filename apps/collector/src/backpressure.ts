@@ -1,5 +1,4 @@
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { HttpProblem } from './errors';
 
@@ -7,7 +6,7 @@ export interface BackpressureOptions {
   /** The events queue. */
   queue: Pick<Queue, 'getWaitingCount'>;
   /** The producer connection; while it is not ready every request is refused at once. */
-  redis: Pick<Redis, 'status'>;
+  redis: { readonly status: string };
   /** Waiting events jobs beyond which requests get 429 (MAX_QUEUE_DEPTH). */
   maxDepth: number;
   /** How often the depth is read; default 250 ms. */

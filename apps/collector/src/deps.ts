@@ -2,18 +2,17 @@ import { createIntake, createProducerConnection } from '@tally/intake';
 import type { CollectorConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { createMetrics, queueDepthMetrics, type Logger } from '@tally/observability';
-import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
+import { allQueues, closeQueues, createQueues, queueShards, QUEUE, type RedisConnection, type TallyQueues } from '@tally/queues';
 import type { CompiledRules } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { Redis } from 'ioredis';
 import type { CollectorDeps } from './app';
 import { createBackpressure, type Backpressure } from './backpressure';
 import { createCollectorMetrics } from './metrics';
 
 export interface CollectorResources {
   deps: CollectorDeps;
-  redis: Redis;
+  redis: RedisConnection;
   queues: TallyQueues;
   dynamo: DynamoDBClient;
   backpressure: Backpressure;
@@ -30,7 +29,7 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
   const { registry } = createMetrics({ app: 'collector' });
   const metrics = createCollectorMetrics(registry);
 
-  const redis = createProducerConnection(config.REDIS_URL);
+  const redis = createProducerConnection(config);
   let lastRedisError = 0;
   redis.on('error', (err) => {
     // ioredis reports every failed reconnect; one line per 10 s is enough.
@@ -38,9 +37,10 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     lastRedisError = Date.now();
     log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'redis connection error');
   });
-  const queues = createQueues(redis);
-  for (const q of Object.values(queues)) q.on('error', () => {}); // the connection's errors, logged above
-  queueDepthMetrics(registry, [queues.events]);
+  const queues = createQueues(redis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+  for (const q of allQueues(queues)) q.on('error', () => {}); // the connection's errors, logged above
+  const eventsShards = queueShards(queues, QUEUE.events);
+  queueDepthMetrics(registry, [...eventsShards]);
 
   const dynamo = createDynamoClient({
     endpoint: config.DYNAMODB_ENDPOINT,
@@ -66,7 +66,9 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
       latenessHorizonDays: config.LATENESS_HORIZON_DAYS,
     },
   });
-  const backpressure = createBackpressure({ queue: queues.events, redis, maxDepth: config.MAX_QUEUE_DEPTH, log });
+  const backpressure = createBackpressure({
+    queue: { getWaitingCount: async () => (await Promise.all(eventsShards.map((q) => q.getWaitingCount()))).reduce((a, b) => a + b, 0) },
+    redis, maxDepth: config.MAX_QUEUE_DEPTH, log });
 
   let closing = false;
   const deps: CollectorDeps = {

@@ -2,10 +2,8 @@ import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, TableError } from '@tally/dynamo';
 import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
-import { BULL_PREFIX, closeQueues, createQueues, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
+import { allQueues, closeQueues, createQueues, createRedisConnection, createShardWorkers, QUEUE, QUEUE_SETTINGS, type QueueLayout } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
-import { Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import { createWriterMetrics, flushProcessor } from './flush.processor';
 
 // Composition root of the DynamoDB writer: one flush job per row, one UpdateItem per DynamoDB item.
@@ -29,13 +27,14 @@ try {
   else throw err;
 }
 
-const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+const layout: QueueLayout = { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS };
+const redis = createRedisConnection(config, { maxRetriesPerRequest: null });
 const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX });
-const queues = createQueues(redis.duplicate());
-queueDepthMetrics(registry, Object.values(queues));
+const queues = createQueues(redis.duplicate(), layout);
+queueDepthMetrics(registry, allQueues(queues));
 const crash = crashPoints(config.TALLY_CRASH_POINT);
 
-const worker = new Worker(
+const workers = createShardWorkers(
   QUEUE.dynamoWrites,
   flushProcessor({
     buckets,
@@ -45,29 +44,31 @@ const worker = new Worker(
     maxBackoffMs: config.WRITER_MAX_BACKOFF_MS,
     crash: config.TALLY_CRASH_POINT ? crash : undefined,
   }),
+  layout,
   {
     connection: redis.duplicate(),
-    prefix: BULL_PREFIX,
     concurrency: config.WRITER_CONCURRENCY,
     lockDuration: config.JOB_LOCK_MS,
     stalledInterval: config.JOB_LOCK_MS,
     maxStalledCount: QUEUE_SETTINGS[QUEUE.dynamoWrites].maxStalledCount,
   },
 );
-worker.on('failed', (job, err) => log.error({ jobId: job?.id, err: err.message }, 'flush job failed'));
-worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
+for (const worker of workers) {
+  worker.on('failed', (job, err) => log.error({ jobId: job?.id, err: err.message }, 'flush job failed'));
+  worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
+}
 
 const ops = await startOpsServer({
   host: config.HTTP_HOST,
   port: config.HTTP_PORT,
   registry,
   log,
-  ready: async () => (await redis.ping()) === 'PONG' && worker.isRunning(),
+  ready: async () => (await redis.ping()) === 'PONG' && workers.every((w) => w.isRunning()),
 });
 log.info({ port: ops.port, table: config.DYNAMODB_TABLE }, 'dynamo writer started');
 
 installShutdown(log, [
-  { name: 'worker', run: () => worker.close(), timeoutMs: 20_000 },
+  { name: 'worker', run: () => Promise.all(workers.map((w) => w.close())), timeoutMs: 20_000 },
   { name: 'queues', run: () => closeQueues(queues) },
   { name: 'ops server', run: () => ops.close() },
   { name: 'redis', run: () => redis.quit() },

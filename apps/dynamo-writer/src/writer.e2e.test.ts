@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 let redisServer: RedisHandle;
 let dyn: DynaliteHandle;
 let redis: Redis;
-let queues: TallyQueues;
+const queueSets: TallyQueues[] = [];
 const apps: AppHandle[] = [];
 let rulesFile: string;
 
@@ -19,7 +19,6 @@ beforeAll(async () => {
   redisServer = await startRedis();
   dyn = await startDynalite();
   redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  queues = createQueues(redis);
   // Every row flushed after every bucket, so the test sees many writes quickly.
   const rules = structuredClone(defaultRules) as any;
   for (const e of Object.values(rules.entities) as any[]) e.flush = { kind: 'bucket' };
@@ -28,7 +27,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await Promise.all(apps.map((a) => a.kill()));
-  await closeQueues(queues);
+  await Promise.all(queueSets.map((q) => closeQueues(q)));
   await redis.quit();
   await dyn.stop();
   await redisServer.stop();
@@ -48,6 +47,8 @@ describe('dynamo writer process', () => {
         KEY_PREFIX: prefix,
         RULES_FILE: rulesFile,
       };
+      const queues = createQueues(redis, { keyPrefix: prefix, shards: 1 });
+      queueSets.push(queues);
       const agg = await startApp('bucket-aggregator', { env });
       const writer = await startApp('dynamo-writer', { env: { ...env, TALLY_CRASH_POINT: point } });
       apps.push(agg, writer);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, getItem, type DynamoMeter } from '@tally/dynamo';
-import { BULL_PREFIX, closeQueues, createQueues, enqueue, jobIdFor, QUEUE, type TallyQueues } from '@tally/queues';
+import { closeQueues, createQueues, enqueue, jobIdFor, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, rollup, type CompiledRules } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis, waitForQueuesIdle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -51,7 +51,7 @@ function setup(table: string, prefix: string) {
   const metrics = createWriterMetrics(new Registry());
   const worker = new Worker(QUEUE.dynamoWrites, flushProcessor({ buckets, dynamo: { client, table, meter }, metrics, log, maxBackoffMs: 300 }), {
     connection: redis.duplicate(),
-    prefix: BULL_PREFIX,
+    prefix: queues[QUEUE.dynamoWrites].opts.prefix,
     concurrency: 4,
   });
   return { buckets, meter, metrics, worker };

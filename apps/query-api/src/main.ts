@@ -5,8 +5,8 @@ import { loadConfigOrExit, queryApiEnv } from '@tally/config';
 import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
 import { closeHttp, createLogger, createMetrics, installShutdown } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
+import { createRedisConnection, describeRedisTarget } from '@tally/queues';
 import { createTenantDirectory } from '@tally/tenants';
-import { Redis } from 'ioredis';
 import { buildApp } from './app';
 import { dashboardBuilt } from './dashboard';
 
@@ -19,7 +19,7 @@ const { registry } = createMetrics({ app: 'query-api' });
 const meter = createDynamoMeter(registry);
 
 // Queries fail fast while Redis is away (503 + Retry-After), rather than queueing behind a reconnect.
-const redis = new Redis(config.REDIS_URL, {
+const redis = createRedisConnection(config, {
   enableOfflineQueue: false,
   maxRetriesPerRequest: 1,
   commandTimeout: config.QUERY_TIMEOUT_MS,
@@ -47,7 +47,7 @@ const app = await buildApp({
 await new Promise<void>((resolve) => {
   if (redis.status === 'ready') return resolve();
   const timer = setTimeout(() => {
-    log.warn({ redis: config.REDIS_URL.replace(/\/\/[^@]*@/, '//***@') }, 'Redis not reachable yet; answering 503 until it is');
+    log.warn({ redis: describeRedisTarget(config) }, 'Redis not reachable yet; answering 503 until it is');
     resolve();
   }, 5_000);
   redis.once('ready', () => {

@@ -1,6 +1,6 @@
 import { parseOutboxField, REDIS_SUFFIX, redisKeys, type RedisKeys } from '@tally/key-layout';
 import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 
@@ -28,7 +28,8 @@ export interface RowSnapshot {
 }
 
 export interface BucketStoreOptions {
-  redis: Redis;
+  /** One server or a Redis Cluster: every script runs on one store's hash slot. */
+  redis: Redis | Cluster;
   rules: CompiledRules;
   /** KEY_PREFIX of the config. */
   prefix?: string;
@@ -54,7 +55,7 @@ function policyArgs(p: FlushPolicy): [string, number, number] {
  */
 export class BucketStore {
   readonly keys: RedisKeys;
-  private readonly redis: Redis;
+  private readonly redis: Redis | Cluster;
   private readonly rules: CompiledRules;
   private readonly cmd: Record<string, Cmd>;
 

@@ -1,14 +1,18 @@
 import { createIntake, createProducerConnection, type EnqueueOptions, type IntakeLimits } from '@tally/intake';
-import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
+import { allQueues, closeQueues, createQueues, type RedisConnection, type RedisTarget, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, type CompiledRules, type EventInput } from '@tally/schema';
-import type { Redis } from 'ioredis';
 
 export interface TallyClientOptions {
   /**
-   * `redis://…` (the client opens and closes its own fail-fast producer connection) or an ioredis instance made
-   * with createProducerConnection (the caller keeps it and quits it).
+   * `redis://…` or a Redis target (`{ REDIS_URL, REDIS_CLUSTER_NODES }`, for a Redis Cluster): the client opens
+   * and closes its own fail-fast producer connection. Or an ioredis instance made with createProducerConnection
+   * (the caller keeps it and quits it).
    */
-  connection: string | Redis;
+  connection: string | RedisTarget | RedisConnection;
+  /** The installation's KEY_PREFIX (default `t`): its queues' prefixes derive from it. */
+  keyPrefix?: string;
+  /** The installation's QUEUE_SHARDS (default 1): a batch goes to its store's shard of the events queue. */
+  queueShards?: number;
   /** Default: the built-in e-commerce rules. Must be the rules the aggregator runs with. */
   rules?: CompiledRules;
   /** Default: the collector's defaults, except 100,000 events per call (split into jobs of MAX_EVENTS_PER_JOB). */
@@ -32,12 +36,14 @@ export interface TallyClient {
 
 /** The queue path into Tally for trusted services (DESIGN.md data flow), with the collector's validation. */
 export function createTallyClient(opts: TallyClientOptions): TallyClient {
-  const owned = typeof opts.connection === 'string';
-  const redis = typeof opts.connection === 'string' ? createProducerConnection(opts.connection) : opts.connection;
+  const c = opts.connection;
+  const target = typeof c === 'string' ? { REDIS_URL: c } : 'REDIS_URL' in c ? c : undefined;
+  const owned = target !== undefined;
+  const redis = target !== undefined ? createProducerConnection(target) : (c as RedisConnection);
   const onError = opts.onError ?? (() => {});
   if (owned) redis.on('error', onError);
-  const queues: TallyQueues = createQueues(redis);
-  for (const q of Object.values(queues)) q.on('error', onError);
+  const queues: TallyQueues = createQueues(redis, { keyPrefix: opts.keyPrefix ?? 't', shards: opts.queueShards ?? 1 });
+  for (const q of allQueues(queues)) q.on('error', onError);
   const intake = createIntake({
     queues,
     redis,

@@ -8,11 +8,23 @@ const bool = z
 const redisUrl = z
   .string()
   .regex(/^rediss?:\/\/[^\s]+$/, 'a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379');
+/** `host:port,host:port,...` */
+const clusterNodes = z
+  .string()
+  .regex(/^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$/, 'a comma-separated list of host:port, e.g. 10.0.0.1:7000,10.0.0.2:7000')
+  .transform((s) => s.split(',').map((node) => {
+    const at = node.lastIndexOf(':');
+    return { host: node.slice(0, at), port: Number(node.slice(at + 1)) };
+  }));
 const httpUrl = z.string().regex(/^https?:\/\/[^\s]+$/, 'an http(s):// URL, e.g. http://127.0.0.1:8000');
 
 /** Variables every app reads (DESIGN.md "Apps, ports, endpoints"). */
 export const sharedEnvShape = {
   REDIS_URL: redisUrl.default('redis://127.0.0.1:6379'),
+  /** Redis Cluster seed nodes (`host:port,...`); when set, REDIS_URL is not used (its password and TLS are, if given). */
+  REDIS_CLUSTER_NODES: clusterNodes.optional(),
+  /** Shards of the events and dynamo-writes queues (by store); every app of an installation must use the same. */
+  QUEUE_SHARDS: int(1, 256).default(1),
   DYNAMODB_ENDPOINT: httpUrl.optional(),
   DYNAMODB_TABLE: z
     .string()
@@ -24,7 +36,7 @@ export const sharedEnvShape = {
   HTTP_HOST: z.string().min(1).default('0.0.0.0'),
   /** Path to a JSON rollup-rules file; unset = the built-in e-commerce rules. */
   RULES_FILE: z.string().min(1).optional(),
-  /** Redis key prefix, so several Tally installations can share one Redis. */
+  /** Redis key prefix of the counters and the queues, so several Tally installations can share one Redis. */
   KEY_PREFIX: z.string().regex(/^[a-z][a-z0-9]{0,15}$/, 'lower-case letters and digits, starting with a letter').default('t'),
   /** Test-only: name of a crash point at which the process SIGKILLs itself. Never set in production. */
   TALLY_CRASH_POINT: z.string().min(1).optional(),

@@ -1,4 +1,5 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { createRedisConnection, type RedisConnection, type RedisTarget } from '@tally/queues';
+import type { Redis, RedisOptions } from 'ioredis';
 
 export interface ProducerConnectionOptions {
   /** Deadline of one Redis command (an addBulk included); default 5000 ms. */
@@ -11,13 +12,22 @@ export interface ProducerConnectionOptions {
  * A Redis connection for producers (BullMQ's production guide): commands fail at once while disconnected
  * (`enableOfflineQueue: false`), a command is retried at most once after a reconnect, and every command has a
  * deadline, so a request is answered 503 rather than held while Redis is away. Reconnects forever in the background.
+ * `target` is a redis:// URL or the config's Redis target (REDIS_CLUSTER_NODES for a Redis Cluster).
  */
 export function createProducerConnection(
   url: string,
+  opts?: ProducerConnectionOptions & Omit<RedisOptions, 'enableOfflineQueue' | 'maxRetriesPerRequest'>,
+): Redis;
+export function createProducerConnection(
+  target: string | RedisTarget,
+  opts?: ProducerConnectionOptions & Omit<RedisOptions, 'enableOfflineQueue' | 'maxRetriesPerRequest'>,
+): RedisConnection;
+export function createProducerConnection(
+  target: string | RedisTarget,
   opts: ProducerConnectionOptions & Omit<RedisOptions, 'enableOfflineQueue' | 'maxRetriesPerRequest'> = {},
-): Redis {
+): RedisConnection {
   const { commandTimeoutMs, connectTimeoutMs, ...rest } = opts;
-  return new Redis(url, {
+  return createRedisConnection(typeof target === 'string' ? { REDIS_URL: target } : target, {
     connectionName: 'tally-producer',
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
@@ -28,8 +38,15 @@ export function createProducerConnection(
   });
 }
 
+/** What waitForReady needs of a connection (ioredis' Redis and Cluster both have it). */
+export interface ConnectionState {
+  readonly status: string;
+  once(event: 'ready' | 'end', listener: () => void): unknown;
+  off(event: 'ready' | 'end', listener: () => void): unknown;
+}
+
 /** Resolves once `redis` is ready, or rejects after `timeoutMs` (0: only when it already is). */
-export async function waitForReady(redis: Pick<Redis, 'status' | 'once' | 'off'>, timeoutMs: number): Promise<void> {
+export async function waitForReady(redis: ConnectionState, timeoutMs: number): Promise<void> {
   if (redis.status === 'ready') return;
   if (timeoutMs <= 0 || redis.status === 'end') throw new Error(`redis connection is ${redis.status}`);
   await new Promise<void>((resolve, reject) => {

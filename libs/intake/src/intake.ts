@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { STORE_ID_PATTERN } from '@tally/key-layout';
-import { jobIdFor, MAX_EVENTS_PER_JOB, QUEUE, type PayloadOf, type TallyQueues } from '@tally/queues';
+import { jobIdFor, MAX_EVENTS_PER_JOB, QUEUE, queueFor, QUEUE_SHARDS, type PayloadOf, type TallyQueues } from '@tally/queues';
 import { validateEvents, type CompiledRules, type NormalizedEvent, type ValidationResult } from '@tally/schema';
-import type { Redis } from 'ioredis';
-import { waitForReady } from './connection';
+import { waitForReady, type ConnectionState } from './connection';
 import { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
 
 export interface IntakeLimits {
@@ -22,9 +21,9 @@ export type IntakeSource = PayloadOf<typeof QUEUE.events>['source'] & string;
 
 export interface IntakeOptions {
   /** Producer queues (only `events` is used), on a connection made by createProducerConnection. */
-  queues: Pick<TallyQueues, 'events'>;
+  queues: Pick<TallyQueues, 'events'> & Partial<Pick<TallyQueues, typeof QUEUE_SHARDS>>;
   /** That connection, to refuse at once (or after `readyTimeoutMs`) while it is down. */
-  redis: Pick<Redis, 'status' | 'once' | 'off'>;
+  redis: ConnectionState;
   rules: CompiledRules;
   limits?: Partial<IntakeLimits>;
   /** Recorded in every job. */
@@ -122,7 +121,7 @@ export function createIntake(opts: IntakeOptions): Intake {
         // Payloads are typed against the queue's schema at compile time and built from events validateEvents
         // returned, so they are not parsed again here (that doubled the cost of a batch); the aggregator parses
         // every job it takes.
-        const added = await opts.queues.events.addBulk(jobs.map((j) => ({ name: QUEUE.events, data: j.data, opts: j.opts })));
+        const added = await queueFor(opts.queues, QUEUE.events, store).addBulk(jobs.map((j) => ({ name: QUEUE.events, data: j.data, opts: j.opts })));
         jobIds = added.map((j) => j.id!);
       } catch (err) {
         throw new QueueUnavailableError(`Redis did not take the batch: ${(err as Error).message}`, { cause: err });

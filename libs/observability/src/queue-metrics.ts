@@ -13,7 +13,7 @@ type CountedQueue = Pick<Queue, 'name' | 'getJobCounts'>;
 /**
  * Registers `tally_queue_jobs{queue,state}`, read with `getJobCounts` on every scrape. When Redis is down or slow
  * the previous values stay and `tally_queue_metrics_errors_total{queue}` counts the miss; a scrape never throws
- * and never waits longer than `timeoutMs`.
+ * and never waits longer than `timeoutMs`. Shards of one queue (same name, other prefixes) are summed.
  */
 export function queueDepthMetrics(
   registry: Registry,
@@ -40,16 +40,18 @@ export function queueDepthMetrics(
     registers: [registry],
     collect: refresh,
   });
-  for (const q of queues) errors.inc({ queue: q.name }, 0);
+  const byName = new Map<string, CountedQueue[]>();
+  for (const q of queues) byName.set(q.name, [...(byName.get(q.name) ?? []), q]);
+  for (const name of byName.keys()) errors.inc({ queue: name }, 0);
 
   async function read(): Promise<void> {
     await Promise.all(
-      queues.map(async (q) => {
+      [...byName].map(async ([name, shards]) => {
         try {
-          const counts = await within(q.getJobCounts(...QUEUE_STATES), timeoutMs);
-          for (const state of QUEUE_STATES) gauge.set({ queue: q.name, state }, counts[state] ?? 0);
+          const counts = await within(Promise.all(shards.map((q) => q.getJobCounts(...QUEUE_STATES))), timeoutMs);
+          for (const state of QUEUE_STATES) gauge.set({ queue: name, state }, counts.reduce((sum, c) => sum + (c[state] ?? 0), 0));
         } catch {
-          errors.inc({ queue: q.name });
+          errors.inc({ queue: name });
         }
       }),
     );

@@ -1,5 +1,18 @@
-export { QUEUE, QUEUE_NAMES, BULL_PREFIX, type QueueName } from './names';
+export { QUEUE, QUEUE_NAMES, SHARDED_QUEUES, type QueueName } from './names';
 export * from './payloads.schema';
 export { QUEUE_SETTINGS, type QueueSettings } from './settings';
-export { createQueues, closeQueues, enqueue, enqueueBulk, type TallyQueues } from './queues';
+export { DEFAULT_QUEUE_LAYOUT, queuePrefix, shardCount, shardOfStore, type QueueLayout } from './layout';
+export {
+  allQueues,
+  closeQueues,
+  createQueues,
+  enqueue,
+  enqueueBulk,
+  queueFor,
+  queueShards,
+  QUEUE_SHARDS,
+  type TallyQueues,
+} from './queues';
+export { createShardWorkers } from './workers';
 export { jobIdFor } from './job-id';
+export { createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';

@@ -14,5 +14,5 @@ export const QUEUE = {
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];
 export const QUEUE_NAMES: readonly QueueName[] = Object.values(QUEUE);
 
-/** BullMQ key prefix (BullMQ's own keys; Tally's counters use KEY_PREFIX from the config). */
-export const BULL_PREFIX = 'bull';
+/** Queues split into shards by store, so ingest and flushes spread over the nodes of a Redis Cluster. */
+export const SHARDED_QUEUES: ReadonlySet<QueueName> = new Set([QUEUE.events, QUEUE.dynamoWrites]);

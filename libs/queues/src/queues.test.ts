@@ -1,5 +1,21 @@
+import type { Queue } from 'bullmq';
 import { describe, expect, it } from 'vitest';
-import { dynamoWriteJobSchema, eventsJobSchema, jobIdFor, QUEUE, QUEUE_NAMES, QUEUE_SETTINGS, payloadSchemas } from './index';
+import {
+  dynamoWriteJobSchema,
+  enqueue,
+  enqueueBulk,
+  eventsJobSchema,
+  jobIdFor,
+  payloadSchemas,
+  QUEUE,
+  QUEUE_NAMES,
+  QUEUE_SETTINGS,
+  QUEUE_SHARDS,
+  queuePrefix,
+  shardCount,
+  shardOfStore,
+  type TallyQueues,
+} from './index';
 
 describe('queues', () => {
   it('has settings and a schema for every queue', () => {
@@ -26,5 +42,45 @@ describe('queues', () => {
     expect(a).not.toBe(jobIdFor('flush', 'S1', 'S1#product#a:b', 124));
     expect(a).not.toContain(':');
     expect(jobIdFor('x', 'ab', 'c')).not.toBe(jobIdFor('x', 'a', 'bc'));
+  });
+});
+
+describe('queue layout', () => {
+  it('derives every BullMQ prefix from KEY_PREFIX as a hash tag, one per shard of the sharded queues', () => {
+    const layout = { keyPrefix: 'shop', shards: 4 };
+    expect(queuePrefix(layout, QUEUE.events, 3)).toBe('{shop:events:3}');
+    expect(queuePrefix(layout, QUEUE.dynamoWrites, 0)).toBe('{shop:dynamo-writes:0}');
+    expect(queuePrefix(layout, QUEUE.seal)).toBe('{shop:seal}');
+    expect(queuePrefix({ keyPrefix: 't', shards: 1 }, QUEUE.events)).toBe('{t:events:0}');
+    expect(() => queuePrefix(layout, QUEUE.events, 4)).toThrowError(/shard 4 of queue events does not exist \(QUEUE_SHARDS=4\)/);
+    expect([shardCount(layout, QUEUE.events), shardCount(layout, QUEUE.dynamoWrites), shardCount(layout, QUEUE.seal)]).toEqual([4, 4, 1]);
+  });
+
+  it('puts a store in one stable shard and spreads stores over all shards', () => {
+    expect(shardOfStore('STORE1', 1)).toBe(0);
+    expect(shardOfStore('STORE1', 8)).toBe(shardOfStore('STORE1', 8));
+    const hits = new Array(8).fill(0);
+    for (let i = 0; i < 8_000; i++) hits[shardOfStore(`S${i}`, 8)]++;
+    for (const h of hits) expect(h).toBeGreaterThan(800); // 1,000 each on average
+  });
+
+  it('enqueues each job on its store\'s shard', async () => {
+    const added: Array<{ shard: number; ids: string[] }> = [];
+    const fake = (shard: number) =>
+      ({
+        add: async (_: string, data: { store: string }, opts?: { jobId?: string }) => (added.push({ shard, ids: [opts?.jobId ?? data.store] }), { id: opts?.jobId }),
+        addBulk: async (jobs: Array<{ opts?: { jobId?: string } }>) => (added.push({ shard, ids: jobs.map((j) => j.opts!.jobId!) }), jobs.map((j) => ({ id: j.opts!.jobId }))),
+      }) as unknown as Queue;
+    const shards = [fake(0), fake(1), fake(2)];
+    const queues = { [QUEUE.dynamoWrites]: shards[0]!, [QUEUE_SHARDS]: { [QUEUE.dynamoWrites]: shards } } as unknown as TallyQueues;
+    const stores = ['A', 'B', 'C', 'D', 'E', 'F'];
+    const ids = await enqueueBulk(queues, QUEUE.dynamoWrites, stores.map((s) => ({ data: { store: s, pk: s }, opts: { jobId: `j-${s}` } })));
+    expect(ids).toEqual(stores.map((s) => `j-${s}`));
+    for (const { shard, ids: jobIds } of added) for (const id of jobIds) expect([id, shard]).toEqual([id, shardOfStore(id.slice(2), 3)]);
+    expect(added.flatMap((a) => a.ids).sort()).toEqual(stores.map((s) => `j-${s}`));
+    expect(new Set(added.map((a) => a.shard)).size).toBeGreaterThan(1);
+    added.length = 0;
+    await enqueue(queues, QUEUE.dynamoWrites, { store: 'B', pk: 'B' }, { jobId: 'j-B' });
+    expect(added).toEqual([{ shard: shardOfStore('B', 3), ids: ['j-B'] }]);
   });
 });

@@ -4,6 +4,7 @@ export * from './ports';
 export * from './process';
 export * from './queues';
 export * from './redis';
+export * from './redis-cluster';
 export * from './table';
 export * from './wait';
 export * from './fleet';

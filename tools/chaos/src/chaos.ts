@@ -24,7 +24,7 @@ import {
   type TableCheck,
 } from '@tally/loadgen';
 import { waitFor, waitForQueuesIdle } from '@tally/testing';
-import { QUEUE } from '@tally/queues';
+import { QUEUE, queueShards } from '@tally/queues';
 import type { ChaosSettings } from './chaos-config';
 import { NO_FAULTS, startFaultProxy, type FaultProxy } from './fault-proxy';
 
@@ -92,6 +92,8 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       bucketSeconds: 1,
       jobLockMs: 1_500,
       appendfsync: 'always',
+      clusterMasters: settings.redisMasters || undefined,
+      queueShards: settings.queueShards,
       echo: settings.echo,
       appsDynamoEndpoint: async (endpoint) => {
         proxy = await startFaultProxy({ target: endpoint, seed: settings.seed, rates: NO_FAULTS });
@@ -100,7 +102,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     });
     const f = fleet;
     const p = proxy!;
-    log(`chaos: fleet up in ${at()} (${f.apps.map((a) => a.name).join(', ')}; redis ${f.redis.url}; dynalite ${f.dynalite.endpoint} behind ${p.url})`);
+    log(`chaos: fleet up in ${at()} (${f.apps.map((a) => a.name).join(', ')}; redis ${f.cluster ? `cluster ${f.cluster.nodesEnv}, ${f.queueShards} queue shards` : f.redis.url}; dynalite ${f.dynalite.endpoint} behind ${p.url})`);
 
     // Processes the schedule kills on purpose; any other exit is a crash worth reporting.
     const expectedExit = new Set<number>();
@@ -132,7 +134,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const accepted: StoreEvents[] = [];
     const retry = { deadlineMs: 600_000, maxDelayMs: 1_000, onRetry };
     const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest, ...retry });
-    const client = clientSender({ redisUrl: f.redis.url, rules: f.rules, ...retry });
+    const client = clientSender({ ...f.clientTarget(), rules: f.rules, ...retry });
     p.setRates(settings.rates);
     const load = runLoad(
       {
@@ -217,11 +219,14 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           break;
         }
         case 'redis': {
-          await f.redis.kill('SIGKILL');
+          // On a cluster: one master, restarted on its AOF and nodes.conf (it serves its slots again).
+          const node = f.cluster ? f.cluster.nodes[rng.int(f.cluster.nodes.length)]! : f.redis;
+          await node.kill('SIGKILL');
           killed('redis-server');
           faults['redis-restart']!++;
           await sleep(500 + rng.int(2_500));
-          await f.redis.restart();
+          await node.restart();
+          await f.cluster?.waitHealthy(60_000);
           f.trackRedis();
           break;
         }
@@ -261,7 +266,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     // mid-flush while the query API answers.
     p.setOperations(['UpdateItem']);
     p.setRates({ slow: 0.7, drop: 0.1 });
-    await waitForQueuesIdle([f.queues[QUEUE.events]], { timeoutMs: 300_000, includeDelayed: true, intervalMs: 100 });
+    await waitForQueuesIdle(queueShards(f.queues, QUEUE.events), { timeoutMs: 300_000, includeDelayed: true, intervalMs: 100 });
     await waitFor(async () => {
       const b = await backlog(f);
       return b.openBuckets + b.sealed === 0;
@@ -284,7 +289,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const query = await checkQueryApi(f, f.app('query-api').url, expected);
     const failedJobs: string[] = [];
     for (const name of QUEUE_NAMES) {
-      for (const job of await f.queues[name].getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
+      for (const q of queueShards(f.queues, name)) for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
     }
     const keyLeaks = f.keyLeaks();
 

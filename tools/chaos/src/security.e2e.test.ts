@@ -160,7 +160,7 @@ describe('hostile input through the whole fleet', () => {
     expect((await ingest(key, [view('P1')], { headers: { 'idempotency-key': 'with space' } })).status).toBe(400);
 
     // The queue path validates the same way.
-    const client = createTallyClient({ connection: fleet.redis.url, rules: fleet.rules });
+    const client = createTallyClient({ connection: fleet.redis.url, rules: fleet.rules, keyPrefix: fleet.prefix });
     try {
       for (const events of [[view('P#1')], [view('P|1')], [view('P\u0000')], [JSON.parse(`{"type":"view","ts":"${iso()}","dims":{"product":"P1","__proto__":"x"}}`)]]) {
         await expect(client.enqueueEvents(A, events)).rejects.toBeInstanceOf(ValidationError);

@@ -1,4 +1,4 @@
-import { BULL_PREFIX, closeQueues, createQueues, QUEUE, type TallyQueues } from '@tally/queues';
+import { closeQueues, createQueues, QUEUE, type TallyQueues } from '@tally/queues';
 import { startRedis, waitFor, type RedisHandle } from '@tally/testing';
 import { Worker, type JobsOptions, type Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -47,7 +47,7 @@ async function failJobs(queue: Queue, jobs: Array<{ data: Record<string, unknown
     async (job) => {
       throw new Error(reason(job.data));
     },
-    { connection, prefix: BULL_PREFIX },
+    { connection, prefix: queue.opts.prefix },
   );
   try {
     await waitFor(async () => (await Promise.all(ids.map((id) => queue.getJobState(id)))).every((s) => s === 'failed'), {

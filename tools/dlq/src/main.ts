@@ -1,11 +1,10 @@
 // npm run dlq -- <command>: list, show, replay and purge failed jobs (the dead-letter queues). Configured by
-// REDIS_URL (unset: the running `npm start` stack's Redis) and DEDUPE_WINDOW_SECONDS (the aggregator's, for the
-// events replay guard). Never prompts.
+// REDIS_URL (unset: the running `npm start` stack's Redis) or REDIS_CLUSTER_NODES, KEY_PREFIX, QUEUE_SHARDS and
+// DEDUPE_WINDOW_SECONDS (the aggregator's, for the events replay guard). Never prompts.
 import { aggregatorEnv, loadConfigOrExit, rawEnv, sharedEnvShape } from '@tally/config';
-import { closeQueues, createQueues } from '@tally/queues';
+import { allQueues, closeQueues, createQueues, createRedisConnection, describeRedisTarget } from '@tally/queues';
 import { backendEnvOrExit } from '@tally/stack';
 import { Presets, SingleBar } from 'cli-progress';
-import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { runDlqCli, type Progress } from './cli';
 
@@ -14,20 +13,26 @@ const wantsHelp = argv.length === 0 || argv[0] === 'help' || argv.includes('--he
 
 const env = backendEnvOrExit(rawEnv(), { redis: true }, argv);
 const config = loadConfigOrExit(
-  z.object({ REDIS_URL: sharedEnvShape.REDIS_URL, DEDUPE_WINDOW_SECONDS: aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS }),
+  z.object({
+    REDIS_URL: sharedEnvShape.REDIS_URL,
+    REDIS_CLUSTER_NODES: sharedEnvShape.REDIS_CLUSTER_NODES,
+    KEY_PREFIX: sharedEnvShape.KEY_PREFIX,
+    QUEUE_SHARDS: sharedEnvShape.QUEUE_SHARDS,
+    DEDUPE_WINDOW_SECONDS: aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS,
+  }),
   env,
 );
 
 // An operator tool fails fast when Redis is away instead of waiting for it.
-const redis = new Redis(config.REDIS_URL, {
+const redis = createRedisConnection(config, {
   maxRetriesPerRequest: 2,
   connectTimeout: 5_000,
   retryStrategy: (attempt) => (attempt > 3 ? null : 250 * attempt),
 });
 let lastRedisError: Error | undefined;
 redis.on('error', (err) => (lastRedisError = err)); // reported once, below
-const queues = createQueues(redis);
-for (const q of Object.values(queues)) q.on('error', () => undefined);
+const queues = createQueues(redis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+for (const q of allQueues(queues)) q.on('error', () => undefined);
 
 /** A progress bar on stderr for bulk work, only on a terminal (stdout stays clean for pipes). */
 const progress = (label: string, total: number): Progress | undefined => {
@@ -45,7 +50,7 @@ try {
     try {
       await redis.ping();
     } catch (err) {
-      process.stderr.write(`tally: cannot reach Redis at ${config.REDIS_URL}: ${(lastRedisError ?? (err as Error)).message}\n`);
+      process.stderr.write(`tally: cannot reach Redis at ${describeRedisTarget(config)}: ${(lastRedisError ?? (err as Error)).message}\n`);
       process.exit(1);
     }
   }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, getItem, type RowReaderDeps } from '@tally/dynamo';
-import { BULL_PREFIX, closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
+import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
 import {
   createTestTable,
@@ -41,7 +41,7 @@ beforeAll(async () => {
   [redisServer, dyn] = await Promise.all([startRedis(), startDynalite()]);
   table = await createTestTable(dyn.endpoint);
   redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  queues = createQueues(redis);
+  queues = createQueues(redis, { keyPrefix: PREFIX, shards: 1 });
   dynamo = { client: createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' }), table, meter: createDynamoMeter() };
   // Every row flushed after every bucket, so counts reach DynamoDB within seconds.
   const rules = structuredClone(defaultRules) as { entities: Record<string, { flush: unknown }> };
@@ -82,7 +82,7 @@ async function deadLetter(queue: Queue, data: Record<string, unknown>, jobId: st
     async () => {
       throw new Error(reason);
     },
-    { connection, prefix: BULL_PREFIX },
+    { connection, prefix: queue.opts.prefix },
   );
   try {
     await waitFor(async () => (await queue.getJobState(jobId)) === 'failed', { message: `${jobId} in the failed set` });

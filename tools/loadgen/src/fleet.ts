@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { AppName } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
+import { allQueues, closeQueues, createQueues, createRedisConnection, type RedisConnection, type TallyQueues } from '@tally/queues';
 import { compileRules, type CompiledRules, type RulesInput } from '@tally/schema';
 import { createTenantAdmin, type TenantAdmin } from '@tally/tenants';
 import {
@@ -12,12 +12,13 @@ import {
   startApp,
   startDynalite,
   startRedis,
+  startRedisCluster,
   type AppHandle,
   type DynaliteHandle,
   type ProcessHandle,
+  type RedisClusterHandle,
   type RedisHandle,
 } from '@tally/testing';
-import { Redis } from 'ioredis';
 import type { StoreSpec } from './generator';
 
 /** Keys issued for each store of the fleet, one per scope combination. */
@@ -46,6 +47,14 @@ export interface FleetOptions {
   appsDynamoEndpoint?: (dynaliteEndpoint: string) => string | Promise<string>;
   /** Echo the apps' output to stderr. */
   echo?: boolean;
+  /** KEY_PREFIX of the apps. Default `lg`. */
+  prefix?: string;
+  /** QUEUE_SHARDS of the apps. Default 1. */
+  queueShards?: number;
+  /** Run on a local Redis Cluster of this many masters (REDIS_CLUSTER_NODES) instead of one redis-server. */
+  clusterMasters?: number;
+  /** Use this running Redis (another installation's, say) instead of starting one; the fleet never stops it. */
+  redis?: RedisHandle;
 }
 
 /** One app process slot (e.g. `dynamo-writer#2`), restartable. */
@@ -59,7 +68,10 @@ export interface FleetApp {
 }
 
 export interface Fleet {
+  /** The Redis (with clusterMasters: the cluster's first master). */
   redis: RedisHandle;
+  /** The Redis Cluster, with clusterMasters. */
+  cluster: RedisClusterHandle | undefined;
   dynalite: DynaliteHandle;
   table: string;
   rules: CompiledRules;
@@ -72,11 +84,15 @@ export interface Fleet {
   /** Direct DynamoDB client (not through any proxy), for checks. */
   dynamo: DynamoDBClient;
   admin: TenantAdmin;
-  /** An inspection connection to Redis (reconnects forever) and the queues on it. */
-  inspect: Redis;
+  /** An inspection connection to Redis (reconnects forever; a Cluster client on a cluster) and the queues on it. */
+  inspect: RedisConnection;
   queues: TallyQueues;
   /** KEY_PREFIX of the apps. */
   prefix: string;
+  /** QUEUE_SHARDS of the apps. */
+  queueShards: number;
+  /** How a libs/client sender reaches this fleet's queues. */
+  clientTarget(): { redisUrl: string; clusterNodes?: Array<{ host: string; port: number }>; keyPrefix: string; queueShards: number };
   /** Every pid the fleet ever started, with what it was. */
   pids(): Array<{ pid: number; what: string }>;
   /** Records the current dynalite pid (after a restart). */
@@ -106,8 +122,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const pids: Array<{ pid: number; what: string }> = [];
   const leaks: string[] = [];
 
-  const redis = await startRedis({ appendonly: true, appendfsync: opts.appendfsync ?? 'always' });
-  pids.push({ pid: redis.pid, what: 'redis-server' });
+  const cluster = opts.clusterMasters ? await startRedisCluster({ masters: opts.clusterMasters, appendfsync: opts.appendfsync ?? 'always' }) : undefined;
+  const redis = cluster ? cluster.nodes[0]! : (opts.redis ?? (await startRedis({ appendonly: true, appendfsync: opts.appendfsync ?? 'always' })));
+  for (const node of cluster?.nodes ?? (opts.redis ? [] : [redis])) pids.push({ pid: node.pid, what: 'redis-server' });
   const dynalite = await startDynalite({ mode: 'child', path: join(work, 'dynalite') });
   const trackDynalite = () => {
     const pid = findPid((cmd) => cmd.includes('dynalite') && cmd.includes(`--port\u0000${dynalite.port}\u0000`));
@@ -130,9 +147,11 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     };
   }
   const appsEndpoint = opts.appsDynamoEndpoint ? await opts.appsDynamoEndpoint(dynalite.endpoint) : dynalite.endpoint;
-  const prefix = 'lg';
+  const prefix = opts.prefix ?? 'lg';
   const env = {
     REDIS_URL: redis.url,
+    ...(cluster ? { REDIS_CLUSTER_NODES: cluster.nodesEnv } : {}),
+    QUEUE_SHARDS: String(opts.queueShards ?? 1),
     DYNAMODB_ENDPOINT: appsEndpoint,
     DYNAMODB_TABLE: table,
     BUCKET_SECONDS: String(opts.bucketSeconds ?? 1),
@@ -188,14 +207,15 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     ),
   );
 
-  const inspect = new Redis(redis.url, { maxRetriesPerRequest: null });
+  const inspect = createRedisConnection({ REDIS_URL: redis.url, REDIS_CLUSTER_NODES: cluster?.seeds }, { maxRetriesPerRequest: null });
   inspect.on('error', () => {});
-  const queues = createQueues(inspect);
-  for (const q of Object.values(queues)) q.on('error', () => {});
+  const queues = createQueues(inspect, { keyPrefix: env.KEY_PREFIX, shards: Number(env.QUEUE_SHARDS) });
+  for (const q of allQueues(queues)) q.on('error', () => {});
 
   let stopped = false;
   return {
     redis,
+    cluster,
     dynalite,
     table,
     rules,
@@ -212,11 +232,13 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     admin,
     inspect,
     queues,
-    prefix,
+    prefix: env.KEY_PREFIX,
+    queueShards: Number(env.QUEUE_SHARDS),
+    clientTarget: () => ({ redisUrl: redis.url, clusterNodes: cluster?.seeds, keyPrefix: env.KEY_PREFIX, queueShards: Number(env.QUEUE_SHARDS) }),
     pids: () => [...pids],
     trackDynalite,
     trackRedis() {
-      if (!pids.some((p) => p.pid === redis.pid)) pids.push({ pid: redis.pid, what: 'redis-server' });
+      for (const node of cluster?.nodes ?? [redis]) if (!pids.some((p) => p.pid === node.pid)) pids.push({ pid: node.pid, what: 'redis-server' });
     },
     keyLeaks: () => [...leaks],
     async stop() {
@@ -227,7 +249,8 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
       inspect.disconnect();
       dynamo.destroy();
       await dynalite.stop();
-      await redis.stop();
+      if (cluster) await cluster.stop();
+      else if (!opts.redis) await redis.stop();
       rmSync(work, { recursive: true, force: true });
     },
   };

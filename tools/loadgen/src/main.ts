@@ -104,7 +104,7 @@ const stats = newLoadStats();
 const onRetry = countRetry(stats);
 const senders: { http?: Sender; client?: Sender } = {};
 if (a.via !== 'client') senders.http = httpSender({ url, keyOf: (s) => keys.get(s)!, onRetry });
-if (a.via !== 'http') senders.client = clientSender({ redisUrl, rules, onRetry });
+if (a.via !== 'http') senders.client = clientSender({ redisUrl, rules, onRetry, ...fleet?.clientTarget() });
 
 const total = Math.round(rate * duration);
 const bar = a.quiet ? undefined : new SingleBar({

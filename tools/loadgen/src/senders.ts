@@ -118,6 +118,12 @@ export function httpSender(opts: HttpSenderOptions): Sender {
 
 export interface ClientSenderOptions extends RetryPolicy {
   redisUrl: string;
+  /** Redis Cluster seed nodes of the installation (REDIS_CLUSTER_NODES), if it runs on one. */
+  clusterNodes?: Array<{ host: string; port: number }>;
+  /** KEY_PREFIX of the installation. Default `t`. */
+  keyPrefix?: string;
+  /** QUEUE_SHARDS of the installation. Default 1. */
+  queueShards?: number;
   /** The rules the aggregator runs with. */
   rules?: CompiledRules;
   /** How long one call waits for a reconnecting Redis. Default 1000 ms. */
@@ -127,7 +133,9 @@ export interface ClientSenderOptions extends RetryPolicy {
 /** libs/client enqueueEvents with the batch's idempotency key; retries QueueUnavailableError. */
 export function clientSender(opts: ClientSenderOptions): Sender {
   const client: TallyClient = createTallyClient({
-    connection: opts.redisUrl,
+    connection: { REDIS_URL: opts.redisUrl, REDIS_CLUSTER_NODES: opts.clusterNodes },
+    keyPrefix: opts.keyPrefix ?? 't',
+    queueShards: opts.queueShards ?? 1,
     ...(opts.rules ? { rules: opts.rules } : {}),
     readyTimeoutMs: opts.readyTimeoutMs ?? 1_000,
   });

@@ -1,5 +1,6 @@
 import { formatDate, localDate, monthSk, parseMonthSk, TOTAL_SK, fromDayOfYear, dayOfYear } from '@tally/key-layout';
-import { QUEUE } from '@tally/queues';
+import { QUEUE, queueShards, type RedisConnection } from '@tally/queues';
+import { Cluster } from 'ioredis';
 import { toUnits } from '@tally/schema';
 import { waitFor, waitForQueuesIdle } from '@tally/testing';
 import { diffCounts, scanCounters, type CounterTable, type CountsDiff, type ScannedTable } from './expected';
@@ -13,14 +14,20 @@ export interface Backlog {
   dirtyRows: number;
 }
 
+/** KEYS matching `pattern`, on every master of a cluster. */
+export async function keysEverywhere(r: RedisConnection, pattern: string): Promise<string[]> {
+  if (!(r instanceof Cluster)) return r.keys(pattern);
+  return (await Promise.all(r.nodes('master').map((node) => node.keys(pattern)))).flat();
+}
+
 export async function backlog(fleet: Fleet): Promise<Backlog> {
   const r = fleet.inspect;
   const out: Backlog = { openBuckets: 0, sealed: 0, outboxes: 0, dirtyRows: 0 };
   for (const store of Object.keys(fleet.zones)) {
     const tag = `${fleet.prefix}:{${store}}:`;
-    out.openBuckets += (await r.keys(`${tag}r:*`)).length;
+    out.openBuckets += (await keysEverywhere(r, `${tag}r:*`)).length;
     out.sealed += await r.llen(`${tag}sealed`);
-    out.outboxes += (await r.keys(`${tag}o:*`)).length;
+    out.outboxes += (await keysEverywhere(r, `${tag}o:*`)).length;
     out.dirtyRows += await r.zcard(`${tag}dirty`);
   }
   return out;
@@ -33,7 +40,9 @@ export async function backlog(fleet: Fleet): Promise<Backlog> {
 export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number; onWait?: (b: Backlog) => void } = {}): Promise<void> {
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
   const left = () => Math.max(1_000, deadline - Date.now());
-  await waitForQueuesIdle([fleet.queues[QUEUE.events]], { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
+  const events = queueShards(fleet.queues, QUEUE.events);
+  const writes = queueShards(fleet.queues, QUEUE.dynamoWrites);
+  await waitForQueuesIdle(events, { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
   let last: Backlog | undefined;
   await waitFor(
     async () => {
@@ -41,13 +50,13 @@ export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number; onW
       last = b;
       opts.onWait?.(b);
       if (b.openBuckets + b.sealed + b.outboxes + b.dirtyRows > 0) return false;
-      const c = await fleet.queues[QUEUE.dynamoWrites].getJobCounts('waiting', 'active', 'delayed', 'prioritized');
-      return Object.values(c).every((n) => n === 0);
+      const counts = await Promise.all(writes.map((q) => q.getJobCounts('waiting', 'active', 'delayed', 'prioritized')));
+      return counts.every((c) => Object.values(c).every((n) => n === 0));
     },
     { timeoutMs: left(), intervalMs: 250, message: `everything written (last backlog ${JSON.stringify(last)})` },
   );
   // Drained twice in a row: nothing was in flight between two looks.
-  await waitForQueuesIdle([fleet.queues[QUEUE.events], fleet.queues[QUEUE.dynamoWrites]], { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
+  await waitForQueuesIdle([...events, ...writes], { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
 }
 
 export interface TableCheck extends CountsDiff {

@@ -86,7 +86,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const accepted: StoreEvents[] = [];
     const total = Math.round(o.rate * o.minutes * 60);
     const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest, onRetry });
-    const client = clientSender({ redisUrl: f.redis.url, rules: f.rules, onRetry });
+    const client = clientSender({ ...f.clientTarget(), rules: f.rules, onRetry });
     const started = Date.now();
     const load = runLoad({
       batches: generateLoad({ seed: o.seed, stores: DEMO_STORES, now: () => Date.now(), maxEvents: total, batchSize: [20, 150], badShare: 0.01 }),

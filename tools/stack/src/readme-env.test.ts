@@ -12,7 +12,7 @@ describe('README environment tables', () => {
     expect(table).toContain('| `DYNAMODB_ENDPOINT` | all | (unset) |');
     expect(table).not.toContain('undocumented');
     expect(stackEnvTable()).toContain('| `COLLECTOR_PORT` | (unset) |');
-    expect(docComments(path.join(repoRoot, APP_SCHEMA_FILE)).get('KEY_PREFIX')).toBe('Redis key prefix, so several Tally installations can share one Redis.');
+    expect(docComments(path.join(repoRoot, APP_SCHEMA_FILE)).get('KEY_PREFIX')).toBe('Redis key prefix of the counters and the queues, so several Tally installations can share one Redis.');
   });
 
   it('in README.md are up to date (regenerate: npx tsx tools/stack/src/readme-env.main.ts --write)', () => {

@@ -1,0 +1,37 @@
+import { createHash } from 'node:crypto';
+import { SHARDED_QUEUES, type QueueName } from './names';
+
+/**
+ * Where an installation's queues live in Redis: every BullMQ key prefix derives from KEY_PREFIX, so several
+ * installations can share one Redis, and is a hash tag, so all keys of one queue (shard) share one Redis Cluster
+ * slot (BullMQ's cluster guidance; no ioredis keyPrefix). Changing either value strands the jobs already queued
+ * under the old prefixes: drain the queues first.
+ */
+export interface QueueLayout {
+  /** KEY_PREFIX of the config. */
+  readonly keyPrefix: string;
+  /** QUEUE_SHARDS of the config: shards of the events and dynamo-writes queues (1 = unsharded). */
+  readonly shards: number;
+}
+
+export const DEFAULT_QUEUE_LAYOUT: QueueLayout = { keyPrefix: 't', shards: 1 };
+
+/** How many shards a queue has under a layout (the seal queue is never sharded). */
+export function shardCount(layout: QueueLayout, queue: QueueName): number {
+  return SHARDED_QUEUES.has(queue) ? layout.shards : 1;
+}
+
+/** BullMQ prefix of one shard of a queue: `{t:events:0}`, `{t:seal}`. */
+export function queuePrefix(layout: QueueLayout, queue: QueueName, shard = 0): string {
+  if (!SHARDED_QUEUES.has(queue)) return `{${layout.keyPrefix}:${queue}}`;
+  if (!Number.isInteger(shard) || shard < 0 || shard >= layout.shards) {
+    throw new RangeError(`shard ${shard} of queue ${queue} does not exist (QUEUE_SHARDS=${layout.shards})`);
+  }
+  return `{${layout.keyPrefix}:${queue}:${shard}}`;
+}
+
+/** The shard (0..shards-1) of a store: stable across processes and restarts. */
+export function shardOfStore(store: string, shards: number): number {
+  if (shards <= 1) return 0;
+  return createHash('sha1').update(store).digest().readUInt32BE(0) % shards;
+}

@@ -1,0 +1,117 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { ServiceStartError } from './errors';
+import { startRedis, type RedisHandle, type StartRedisOptions } from './redis';
+import { sleep } from './wait';
+
+const run = promisify(execFile);
+
+export interface StartRedisClusterOptions extends Pick<StartRedisOptions, 'appendfsync' | 'binary' | 'startTimeoutMs'> {
+  /** Masters (no replicas). Default 3. */
+  masters?: number;
+  /** cluster-node-timeout in ms. Default 2000. */
+  nodeTimeoutMs?: number;
+  /** Extra redis-server arguments for every node. */
+  args?: string[];
+  /** The redis-cli binary. Default `redis-cli` from PATH. */
+  cliBinary?: string;
+}
+
+export interface RedisClusterHandle {
+  /** One handle per master (kill / restart one; its AOF and nodes.conf survive in its dir). */
+  readonly nodes: readonly RedisHandle[];
+  /** `127.0.0.1:<port>,…`: REDIS_CLUSTER_NODES for the apps. */
+  readonly nodesEnv: string;
+  /** Seed nodes for ioredis' Cluster client. */
+  readonly seeds: Array<{ host: string; port: number }>;
+  /** Resolves once every node reports cluster_state:ok (after a restart, say). */
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  /** Stops every node and removes their dirs. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A local Redis Cluster for tests: `masters` redis-server processes with `--cluster-enabled yes` on random ports
+ * (AOF on, each with its own dir, as startRedis), joined with `redis-cli --cluster create … --cluster-yes`, all
+ * 16384 slots covered. `cluster-require-full-coverage no`: while one master is down the others keep serving
+ * their slots. Every process is SIGKILLed when the test process exits.
+ */
+export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Promise<RedisClusterHandle> {
+  const masters = opts.masters ?? 3;
+  const nodeTimeout = opts.nodeTimeoutMs ?? 2_000;
+  const nodes: RedisHandle[] = [];
+  const stopAll = () => Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
+  try {
+    for (let i = 0; i < masters; i++) {
+      nodes.push(
+        await startRedis({
+          appendonly: true,
+          appendfsync: opts.appendfsync,
+          binary: opts.binary,
+          startTimeoutMs: opts.startTimeoutMs,
+          args: [
+            '--cluster-enabled', 'yes',
+            '--cluster-config-file', 'nodes.conf',
+            '--cluster-node-timeout', String(nodeTimeout),
+            '--cluster-require-full-coverage', 'no',
+            ...(opts.args ?? []),
+          ],
+        }),
+      );
+    }
+    const addresses = nodes.map((n) => `127.0.0.1:${n.port}`);
+    try {
+      await run(opts.cliBinary ?? 'redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes'], { timeout: 60_000 });
+    } catch (err) {
+      const e = err as { stdout?: string; stderr?: string; message: string };
+      throw new ServiceStartError(`redis-cli --cluster create failed: ${e.message}\n${e.stdout ?? ''}${e.stderr ?? ''}`, { cause: err });
+    }
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+
+  const handle: RedisClusterHandle = {
+    nodes,
+    nodesEnv: nodes.map((n) => `127.0.0.1:${n.port}`).join(','),
+    seeds: nodes.map((n) => ({ host: '127.0.0.1', port: n.port })),
+    async waitHealthy(timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      let last = '';
+      for (;;) {
+        const states = await Promise.all(nodes.map((n) => clusterState(n.port)));
+        if (states.every((s) => s.ok && s.slots === 16_384)) return;
+        last = states.map((s, i) => `${nodes[i]!.port}: ${s.text}`).join('; ');
+        if (Date.now() > deadline) throw new ServiceStartError(`redis cluster not healthy after ${timeoutMs}ms: ${last}`);
+        await sleep(100);
+      }
+    },
+    async stop() {
+      await stopAll();
+    },
+  };
+  try {
+    await handle.waitHealthy(opts.startTimeoutMs ?? 30_000);
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  return handle;
+}
+
+async function clusterState(port: number): Promise<{ ok: boolean; slots: number; text: string }> {
+  const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1_000 });
+  c.on('error', () => undefined);
+  try {
+    await c.connect();
+    const info = await c.cluster('INFO');
+    const state = /cluster_state:(\w+)/.exec(info)?.[1] ?? '?';
+    const slots = Number(/cluster_slots_ok:(\d+)/.exec(info)?.[1] ?? 0);
+    return { ok: state === 'ok', slots, text: `state ${state}, ${slots} slots ok` };
+  } catch (err) {
+    return { ok: false, slots: 0, text: (err as Error).message };
+  } finally {
+    c.disconnect();
+  }
+}
