@@ -20,6 +20,12 @@ export function createAggregatorMetrics(registry: Registry) {
     rowsFolded: new Counter({ name: 'tally_rows_folded_total', help: 'Row buckets folded into outboxes', registers }),
     sealLag: new Gauge({ name: 'tally_seal_lag_seconds', help: 'How late the last seal was after its bucket was due to close', registers }),
     foldSeconds: new Histogram({ name: 'tally_fold_duration_seconds', help: 'Time to fold one store’s sealed buckets', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers }),
+    sealTickSeconds: new Histogram({
+      name: 'tally_seal_tick_duration_seconds',
+      help: 'Time of one sealer tick over one work-set shard (its active stores)',
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
     flushesScheduled: new Counter({ name: 'tally_flushes_scheduled_total', help: 'Row flush jobs enqueued to dynamo-writes', registers }),
   };
 }
@@ -33,8 +39,10 @@ export interface Backlog {
 }
 
 /**
- * Gauges computed at scrape time from Redis, so every replica reports the same, current value whoever ran the
- * last seal. A scrape while Redis is unreachable keeps the previous values.
+ * Gauges read at scrape time from Redis (one bounded read per work-set shard of the totals the sealer and the
+ * writer publish per store), so every replica reports the same value whoever ran the last seal, and a scrape
+ * costs the same with ten stores or ten thousand. Values are as of each store's last seal tick or flush. A
+ * scrape while Redis is unreachable keeps the previous values.
  */
 export function registerBacklogGauges(registry: Registry, read: () => Promise<Backlog>) {
   let last: Backlog = { dirtyRows: 0, outboxEntries: 0, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: 0 };

@@ -132,3 +132,80 @@ describe('sealer tick', () => {
     expect(jobs.map((j) => j.data.pk).sort()).toEqual(['S', 'S#product#P1', 'S#visitor#V1']);
   });
 });
+
+describe('the sealer work set', () => {
+  /** Applies one view for each store straight through the bucket store, as the events processor does. */
+  async function applyViews(stores: string[], at: number, batch: string) {
+    for (const store of stores) {
+      const deltas = new Map([[store, new Map([['2023-123|v', 1n]])]]);
+      await buckets.apply(store, `${batch}-${store}`, deltas, { now: at, dedupeTtlSeconds: 3600 });
+      await buckets.registerStore(store);
+    }
+  }
+  /** The writer: every dirty row of the store written and acked, then the store's backlog published. */
+  async function writeAll(store: string, at: number) {
+    for (const { pk } of await buckets.dueRows(store, Number.MAX_SAFE_INTEGER)) {
+      const out = await buckets.readOutbox(store, pk);
+      await buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), at);
+    }
+    await buckets.publishBacklog(store, await buckets.storeBacklog(store));
+  }
+
+  it('visits only stores with something unwritten, and retires a store once it is all written', async () => {
+    let clock = 5_000_000;
+    const deps = { buckets, queues, bucketMs: 1000, metrics, log, now: () => clock, concurrency: 3 };
+    const stores = Array.from({ length: 10 }, (_, i) => `W${i}`);
+    await applyViews(stores, clock, 'a');
+    clock += 1000;
+    expect(await sealTick(deps)).toMatchObject({ stores: 10, sealed: 10, folded: 10, rows: 10, retired: 0 });
+    expect(await readBacklog(buckets, clock)).toMatchObject({ dirtyRows: 10, outboxEntries: 10, oldestUnfoldedAgeSeconds: 0 });
+    for (const s of stores.slice(0, 7)) await writeAll(s, clock);
+    // The writer's publish moves the gauges at once, before any tick.
+    expect(await readBacklog(buckets, clock)).toMatchObject({ dirtyRows: 3, outboxEntries: 3 });
+    clock += 1000;
+    expect(await sealTick(deps)).toMatchObject({ stores: 10, sealed: 0, retired: 7 });
+    // New events for one retired store: it is back; the other six are never looked at again.
+    await applyViews(['W0'], clock, 'b');
+    clock += 1000;
+    expect(await sealTick(deps)).toMatchObject({ stores: 4, sealed: 1, retired: 0 });
+    expect((await buckets.activeStores(0)).map((a) => a.store).sort()).toEqual(['W0', 'W7', 'W8', 'W9']);
+    for (const s of ['W0', 'W7', 'W8', 'W9']) await writeAll(s, clock);
+    clock += 1000;
+    expect(await sealTick(deps)).toMatchObject({ stores: 4, retired: 4 });
+    expect(await sealTick(deps)).toMatchObject({ stores: 0 });
+    expect(await readBacklog(buckets, clock)).toEqual({ dirtyRows: 0, outboxEntries: 0, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: 0 });
+  });
+
+  it('never retires a store that got a batch after the tick read its mark', async () => {
+    await applyViews(['R'], 1_000, 'a');
+    const [{ mark }] = (await buckets.activeStores(0)) as [{ store: string; mark: string }];
+    const empty = { rows: 0, entries: 0, oldestDirty: undefined, oldestUnfolded: undefined };
+    await buckets.registerStore('R'); // an apply landed meanwhile
+    expect(await buckets.publishBacklog('R', empty, mark)).toBe('published');
+    const [{ mark: now }] = (await buckets.activeStores(0)) as [{ store: string; mark: string }];
+    expect(await buckets.publishBacklog('R', empty, now)).toBe('retired');
+    // A late publish (a writer's, say) cannot bring a retired store back into the gauges.
+    expect(await buckets.publishBacklog('R', { ...empty, rows: 5, entries: 9 }, undefined)).toBe('absent');
+    expect(await readBacklog(buckets, 2_000)).toMatchObject({ dirtyRows: 0, outboxEntries: 0 });
+  });
+
+  it('reads the gauges with the same Redis commands for 1 store as for 300', async () => {
+    const commands = async () => {
+      const info = await redis.info('commandstats');
+      return [...info.matchAll(/calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+    };
+    const cost = async () => {
+      const before = await commands();
+      await readBacklog(buckets, 10_000);
+      return (await commands()) - before - 1; // minus the INFO of `before`
+    };
+    const deps = { buckets, queues, bucketMs: 1000, metrics, log, now: () => 9_000 };
+    await applyViews(['C0'], 7_000, 'a');
+    await sealTick(deps);
+    const one = await cost();
+    await applyViews(Array.from({ length: 300 }, (_, i) => `C${i}`), 8_000, 'b');
+    await sealTick(deps);
+    expect(await readBacklog(buckets, 10_000)).toMatchObject({ dirtyRows: 300, outboxEntries: 300 });
+    expect(await cost()).toBe(one);
+  });
+});

@@ -57,8 +57,10 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     throw err;
   }
 
-  await deps.buckets.registerStore(store);
   const r = await deps.buckets.apply(store, batchId, deltas, { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds });
+  // After the apply, duplicates too (a crash between the two is retried): the sealer's work set must see every
+  // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired.
+  await deps.buckets.registerStore(store);
   deps.crash?.('aggregator:after-apply');
   if (r.applied) {
     deps.metrics.batchesApplied.inc();

@@ -23,7 +23,7 @@ const workerRedis = createRedisConnection(config, { maxRetriesPerRequest: null }
 const scriptRedis = createRedisConnection(config, { maxRetriesPerRequest: null });
 const queues = createQueues(createRedisConnection(config, { maxRetriesPerRequest: null }), layout);
 queueDepthMetrics(registry, allQueues(queues));
-const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX });
+const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
 const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
 const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log });
@@ -48,7 +48,8 @@ const sealWorker = config.SEALER_ENABLED
   ? new Worker(QUEUE.seal, sealProcessor({ buckets, queues, bucketMs, metrics, log }), {
       connection: workerRedis.duplicate(),
       prefix: queues[QUEUE.seal].opts.prefix,
-      concurrency: 1,
+      // One job per work-set shard and tick; a replica takes a few shards at once, the others take the rest.
+      concurrency: Math.min(config.QUEUE_SHARDS, 4),
       lockDuration: config.JOB_LOCK_MS,
       stalledInterval: config.JOB_LOCK_MS,
       maxStalledCount: QUEUE_SETTINGS[QUEUE.seal].maxStalledCount,
@@ -59,7 +60,12 @@ for (const w of [...eventsWorkers, sealWorker]) {
   w?.on('error', (err) => log.error({ queue: w.name, err: err.message }, 'worker error'));
 }
 if (sealWorker) {
-  await queues[QUEUE.seal].upsertJobScheduler('sealer', { every: bucketMs }, { name: 'seal', data: {}, opts: QUEUE_SETTINGS[QUEUE.seal].jobs });
+  const schedulers = Array.from({ length: config.QUEUE_SHARDS }, (_, shard) => `sealer-${shard}`);
+  for (const [shard, id] of schedulers.entries()) {
+    await queues[QUEUE.seal].upsertJobScheduler(id, { every: bucketMs }, { name: 'seal', data: { shard }, opts: QUEUE_SETTINGS[QUEUE.seal].jobs });
+  }
+  // QUEUE_SHARDS went down: the schedulers of shards that no longer exist go.
+  for (const s of await queues[QUEUE.seal].getJobSchedulers()) if (s.key && !schedulers.includes(s.key)) await queues[QUEUE.seal].removeJobScheduler(s.key);
 }
 
 const ops = await startOpsServer({

@@ -1,18 +1,25 @@
 import type { BucketStore } from '@tally/buckets';
-import { enqueueBulk, jobIdFor, QUEUE, type TallyQueues } from '@tally/queues';
+import { enqueueBulk, jobIdFor, QUEUE, sealJobSchema, type QUEUE_SHARDS, type TallyQueues } from '@tally/queues';
+import { UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { AggregatorMetrics, Backlog } from './aggregator-metrics';
 
 export interface SealDeps {
   buckets: BucketStore;
-  queues: Pick<TallyQueues, 'dynamo-writes'>;
+  queues: Pick<TallyQueues, 'dynamo-writes'> & Partial<Pick<TallyQueues, typeof QUEUE_SHARDS>>;
   bucketMs: number;
   metrics: AggregatorMetrics;
   log: Logger;
   now?: () => number;
+  /** Stores worked on at once. Default 32. */
+  concurrency?: number;
 }
 
 export interface SealTickResult {
+  /** Stores in the work set this tick visited. */
+  stores: number;
+  /** Stores that left the work set (nothing left to write). */
+  retired: number;
   sealed: number;
   folded: number;
   rows: number;
@@ -20,16 +27,21 @@ export interface SealTickResult {
 }
 
 /**
- * One sealer tick, for every store: seal the open bucket when it is due, fold sealed buckets into row
- * outboxes strictly in bucket order, then enqueue a flush job for each row whose policy says it is due.
+ * One sealer tick over one work-set shard: only the stores with something not yet written (the work set), in
+ * bounded parallel batches. For each: seal the open bucket when it is due, fold sealed buckets into row outboxes
+ * strictly in bucket order, enqueue a flush job for each row whose policy says it is due (read from the
+ * store's due-time zset: rows not due are never read), then publish the store's backlog for the gauges and
+ * retire it from the work set when nothing is left and no batch was applied meanwhile.
  * Safe with several aggregator replicas: sealing waits for half a bucket since the last seal, folds are
  * idempotent, and flush job ids are deterministic (row + time of its oldest unwritten count), so a row has
  * one pending flush job however many ticks see it due.
  */
-export async function sealTick(deps: SealDeps): Promise<SealTickResult> {
+export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResult> {
   const now = (deps.now ?? Date.now)();
-  const result: SealTickResult = { sealed: 0, folded: 0, rows: 0, flushes: 0 };
-  for (const store of await deps.buckets.stores()) {
+  const result: SealTickResult = { stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0 };
+  const active = await deps.buckets.activeStores(shard);
+  result.stores = active.length;
+  const work = async ({ store, mark }: { store: string; mark: string }) => {
     const sealed = await deps.buckets.seal(store, { now, minAgeMs: Math.floor(deps.bucketMs / 2) });
     if (sealed !== undefined) {
       result.sealed++;
@@ -54,32 +66,38 @@ export async function sealTick(deps: SealDeps): Promise<SealTickResult> {
       result.flushes += due.length;
       deps.metrics.flushesScheduled.inc(due.length);
     }
-  }
-  if (result.sealed || result.flushes) deps.log.debug({ ...result }, 'sealer tick');
+    if ((await deps.buckets.publishBacklog(store, await deps.buckets.storeBacklog(store), mark)) === 'retired') result.retired++;
+  };
+  const concurrency = deps.concurrency ?? 32;
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, active.length) }, async () => {
+      while (next < active.length) await work(active[next++]!);
+    }),
+  );
+  if (result.sealed || result.flushes) deps.log.debug({ shard, ...result }, 'sealer tick');
   return result;
 }
 
-export const sealProcessor = (deps: SealDeps) => async () => sealTick(deps);
-
-/** The backlog of unwritten counts over every store, for the scrape-time gauges. */
-export async function readBacklog(buckets: BucketStore, now: number): Promise<Backlog> {
-  let oldestDirty = Infinity;
-  let oldestUnfolded = Infinity;
-  let dirtyRows = 0;
-  let outboxEntries = 0;
-  for (const store of await buckets.stores()) {
-    const od = await buckets.oldestDirty(store);
-    if (od !== undefined) oldestDirty = Math.min(oldestDirty, od);
-    const ou = await buckets.oldestUnfolded(store);
-    if (ou !== undefined) oldestUnfolded = Math.min(oldestUnfolded, ou);
-    dirtyRows += await buckets.dirtyCount(store);
-    outboxEntries += await buckets.outboxEntries(store);
+export const sealProcessor = (deps: SealDeps) => async (job: Job) => {
+  const parsed = sealJobSchema.safeParse(job.data);
+  if (!parsed.success || parsed.data.shard >= deps.buckets.shards) {
+    throw new UnrecoverableError(`invalid seal job: ${JSON.stringify(job.data)} (QUEUE_SHARDS=${deps.buckets.shards})`);
   }
-  const oldest = Math.min(oldestDirty, oldestUnfolded);
+  const started = performance.now();
+  const r = await sealTick(deps, parsed.data.shard);
+  deps.metrics.sealTickSeconds.observe((performance.now() - started) / 1000);
+  return r;
+};
+
+/** The backlog of unwritten counts over every store, for the scrape-time gauges: one bounded read per shard. */
+export async function readBacklog(buckets: BucketStore, now: number): Promise<Backlog> {
+  const b = await buckets.backlog();
+  const oldest = Math.min(b.oldestDirty ?? Infinity, b.oldestUnfolded ?? Infinity);
   return {
-    dirtyRows,
-    outboxEntries,
-    oldestUnfoldedAgeSeconds: Number.isFinite(oldestUnfolded) ? Math.max(0, now - oldestUnfolded) / 1000 : 0,
+    dirtyRows: b.rows,
+    outboxEntries: b.entries,
+    oldestUnfoldedAgeSeconds: b.oldestUnfolded === undefined ? 0 : Math.max(0, now - b.oldestUnfolded) / 1000,
     flushLagSeconds: Number.isFinite(oldest) ? Math.max(0, now - oldest) / 1000 : 0,
   };
 }

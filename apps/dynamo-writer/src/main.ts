@@ -29,7 +29,7 @@ try {
 
 const layout: QueueLayout = { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS };
 const redis = createRedisConnection(config, { maxRetriesPerRequest: null });
-const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX });
+const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
 const queues = createQueues(redis.duplicate(), layout);
 queueDepthMetrics(registry, allQueues(queues));
 const crash = crashPoints(config.TALLY_CRASH_POINT);

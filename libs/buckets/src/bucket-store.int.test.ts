@@ -161,7 +161,7 @@ describe('flush scheduling and ack', () => {
     await store.seal('S', { now: 10 * H + 20 * 60_000, minAgeMs: 0 });
     await store.foldSealed('S', { now: 10 * H + 20 * 60_000 });
     expect(await redis.zscore('t:{S}:due', 'S#visitor#V')).toBe(String(10 * H + 50 * 60_000));
-    expect(await store.oldestDirty('S')).toBe(10 * H + 10);
+    expect((await store.storeBacklog('S')).oldestDirty).toBe(10 * H + 10);
   });
 
   it('ack deletes applied entries, drops the cache, bumps its version, and forgets clean rows', async () => {

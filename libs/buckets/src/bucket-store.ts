@@ -1,8 +1,9 @@
-import { parseOutboxField, REDIS_SUFFIX, redisKeys, type RedisKeys } from '@tally/key-layout';
+import { parseOutboxField, REDIS_SUFFIX, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
 import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
+import { PUBLISH_BACKLOG } from './work-scripts';
 
 /** One count not yet in DynamoDB: bucket seq, store-local day, attribute metric, integer delta. */
 export interface Entry {
@@ -33,7 +34,24 @@ export interface BucketStoreOptions {
   rules: CompiledRules;
   /** KEY_PREFIX of the config. */
   prefix?: string;
+  /** QUEUE_SHARDS of the config: the sealer's work set is split alike. Default 1. */
+  shards?: number;
 }
+
+/** What one store holds that is not yet in DynamoDB. */
+export interface StoreBacklog {
+  /** Rows with folded counts not yet written. */
+  rows: number;
+  /** Outbox entries (row, bucket, day, metric) not yet written. */
+  entries: number;
+  /** Time the oldest unwritten count was folded (ms). */
+  oldestDirty: number | undefined;
+  /** Seq (open time, ms) of the oldest bucket not folded: the oldest sealed one, else the open one if it has data. */
+  oldestUnfolded: number | undefined;
+}
+
+/** The backlog of every store of the installation, summed (oldest = the minimum). */
+export type Backlog = StoreBacklog;
 
 type Cmd = (...args: Array<string | number>) => Promise<any>;
 
@@ -55,6 +73,7 @@ function policyArgs(p: FlushPolicy): [string, number, number] {
  */
 export class BucketStore {
   readonly keys: RedisKeys;
+  readonly shards: number;
   private readonly redis: Redis | Cluster;
   private readonly rules: CompiledRules;
   private readonly cmd: Record<string, Cmd>;
@@ -63,11 +82,13 @@ export class BucketStore {
     this.redis = opts.redis;
     this.rules = opts.rules;
     this.keys = redisKeys(opts.prefix ?? 't');
-    const scripts = { APPLY, SEAL, FOLD, FINISH_FOLD, READ_OUTBOX, ACK_OUTBOX, SNAPSHOT, FILL_CACHE, TOUCH_CACHE, TOP };
+    this.shards = opts.shards ?? 1;
+    const scripts = { APPLY, SEAL, FOLD, FINISH_FOLD, READ_OUTBOX, ACK_OUTBOX, SNAPSHOT, FILL_CACHE, TOUCH_CACHE, TOP, PUBLISH_BACKLOG };
+    const numberOfKeys: Record<string, number> = { APPLY: 2, PUBLISH_BACKLOG: 5 };
     this.cmd = {};
     for (const [name, lua] of Object.entries(scripts)) {
       const id = `tally${name}`;
-      if (!(id in this.redis)) this.redis.defineCommand(id, { lua, numberOfKeys: name === 'APPLY' ? 2 : 1 });
+      if (!(id in this.redis)) this.redis.defineCommand(id, { lua, numberOfKeys: numberOfKeys[name] ?? 1 });
       this.cmd[name] = (...args) => (this.redis as any)[id](...args);
     }
   }
@@ -86,13 +107,91 @@ export class BucketStore {
     return { applied: applied === 1, seq: Number(seq) };
   }
 
-  /** Registers a store as having data (outside the apply script: a different hash slot). Idempotent. */
-  async registerStore(store: string): Promise<void> {
-    await this.redis.sadd(this.keys.stores, store);
+  /** The store's work-set shard. */
+  shardOf(store: string): number {
+    return storeShard(store, this.shards);
   }
 
-  async stores(): Promise<string[]> {
-    return this.redis.smembers(this.keys.stores);
+  private workKeys(shard: number): [string, string, string, string, string] {
+    const w = this.keys.work(shard);
+    return [w + WORK_SUFFIX.active, w + WORK_SUFFIX.stats, w + WORK_SUFFIX.totals, w + WORK_SUFFIX.oldestDirty, w + WORK_SUFFIX.oldestUnfolded];
+  }
+
+  /**
+   * Puts the store in the sealer's work set, or bumps its mark if it is there: call after every apply, duplicates
+   * included (outside the apply script: another hash slot; an apply whose mark was lost to a crash is retried
+   * by its job, which marks again).
+   */
+  async registerStore(store: string): Promise<void> {
+    await this.redis.zincrby(this.workKeys(this.shardOf(store))[0], 1, store);
+  }
+
+  /** Stores of a work-set shard with anything not yet written, with their marks: what one sealer tick visits. */
+  async activeStores(shard: number): Promise<Array<{ store: string; mark: string }>> {
+    const flat = await this.redis.zrange(this.workKeys(shard)[0], 0, -1, 'WITHSCORES');
+    const out: Array<{ store: string; mark: string }> = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ store: flat[i]!, mark: flat[i + 1]! });
+    return out;
+  }
+
+  /** The store's backlog from its running counts: one round trip (two when only the open bucket may hold data). */
+  async storeBacklog(store: string): Promise<StoreBacklog> {
+    const res = await this.redis
+      .pipeline()
+      .zcard(this.keys.dirty(store))
+      .zrange(this.keys.dirty(store), 0, 0, 'WITHSCORES')
+      .lindex(this.keys.sealed(store), 0)
+      .get(this.keys.epoch(store))
+      .hget(this.keys.counts(store), 'entries')
+      .exec();
+    const [rows, firstDirty, head, epoch, entries] = (res ?? []).map(([err, v]) => {
+      if (err) throw err;
+      return v;
+    }) as [number, string[], string | null, string | null, string | null];
+    let oldestUnfolded = head === null ? undefined : Number(head);
+    if (oldestUnfolded === undefined && epoch !== null && (await this.redis.exists(this.keys.bucketRows(store, epoch)))) oldestUnfolded = Number(epoch);
+    return { rows, entries: Number(entries ?? 0), oldestDirty: firstDirty.length === 2 ? Number(firstDirty[1]) : undefined, oldestUnfolded };
+  }
+
+  /**
+   * Publishes the store's backlog to its work-set shard (what the gauges read). With `mark` (the sealer), a store
+   * with nothing left and no apply since `mark` leaves the work set. Returns 'absent' when the store is not in
+   * the work set (then nothing is published), 'published' or 'retired'.
+   */
+  async publishBacklog(store: string, b: StoreBacklog, mark?: string): Promise<'absent' | 'published' | 'retired'> {
+    const r = Number(
+      await this.cmd['PUBLISH_BACKLOG']!(
+        ...this.workKeys(this.shardOf(store)),
+        store,
+        b.rows,
+        b.entries,
+        b.oldestDirty === undefined ? '' : b.oldestDirty,
+        b.oldestUnfolded === undefined ? '' : b.oldestUnfolded,
+        mark ?? '',
+      ),
+    );
+    return r === 2 ? 'retired' : r === 1 ? 'published' : 'absent';
+  }
+
+  /** The installation's backlog: one bounded read per work-set shard (sums and minimums kept by publishBacklog). */
+  async backlog(): Promise<Backlog> {
+    const out: Backlog = { rows: 0, entries: 0, oldestDirty: undefined, oldestUnfolded: undefined };
+    const min = (a: number | undefined, b: number | undefined) => (a === undefined ? b : b === undefined ? a : Math.min(a, b));
+    await Promise.all(
+      Array.from({ length: this.shards }, async (_, shard) => {
+        const [, , totals, od, ou] = this.workKeys(shard);
+        const res = await this.redis.pipeline().hmget(totals, 'rows', 'entries').zrange(od, 0, 0, 'WITHSCORES').zrange(ou, 0, 0, 'WITHSCORES').exec();
+        const [t, d, u] = (res ?? []).map(([err, v]) => {
+          if (err) throw err;
+          return v;
+        }) as [Array<string | null>, string[], string[]];
+        out.rows += Number(t[0] ?? 0);
+        out.entries += Number(t[1] ?? 0);
+        out.oldestDirty = min(out.oldestDirty, d.length === 2 ? Number(d[1]) : undefined);
+        out.oldestUnfolded = min(out.oldestUnfolded, u.length === 2 ? Number(u[1]) : undefined);
+      }),
+    );
+    return out;
   }
 
   /** Seals the open bucket if it has data and is at least minAgeMs old. Returns the sealed seq. */
@@ -137,38 +236,6 @@ export class BucketStore {
     if (pks.length === 0) return [];
     const firsts = await this.redis.zmscore(this.keys.dirty(store), ...pks);
     return pks.map((pk, i) => ({ pk, firstDirty: firsts[i] === null ? now : Number(firsts[i]) }));
-  }
-
-  /** Time of the oldest count folded but not yet written, for the store (undefined when none). */
-  async oldestDirty(store: string): Promise<number | undefined> {
-    const r = await this.redis.zrange(this.keys.dirty(store), 0, 0, 'WITHSCORES');
-    return r.length === 2 ? Number(r[1]) : undefined;
-  }
-
-  /** Rows with folded counts not yet written. */
-  async dirtyCount(store: string): Promise<number> {
-    return this.redis.zcard(this.keys.dirty(store));
-  }
-
-  /** Outbox entries (one per row, bucket, day and metric) waiting to be written, over the store's dirty rows. */
-  async outboxEntries(store: string): Promise<number> {
-    const pks = await this.redis.zrange(this.keys.dirty(store), 0, -1);
-    let total = 0;
-    for (let i = 0; i < pks.length; i += 1000) {
-      const pipe = this.redis.pipeline();
-      for (const pk of pks.slice(i, i + 1000)) pipe.hlen(this.keys.outbox(store, pk));
-      for (const [err, n] of (await pipe.exec()) ?? []) if (!err) total += Number(n);
-    }
-    return total;
-  }
-
-  /** Seq (open time, ms) of the oldest bucket not yet folded: the oldest sealed one, else the open one if it has data. */
-  async oldestUnfolded(store: string): Promise<number | undefined> {
-    const head = await this.redis.lindex(this.keys.sealed(store), 0);
-    if (head !== null) return Number(head);
-    const epoch = await this.redis.get(this.keys.epoch(store));
-    if (epoch === null) return undefined;
-    return (await this.redis.exists(this.keys.bucketRows(store, epoch))) ? Number(epoch) : undefined;
   }
 
   /** The writer's read: the row's outbox entries of completely folded buckets. */

@@ -111,6 +111,7 @@ for i = 3, #ARGV, 6 do
       end
     end
     redis.call('DEL', key)
+    redis.call('HINCRBY', tag .. '${S.counts}', 'entries', #data / 2)
     redis.call('ZADD', tag .. '${S.dirty}', 'NX', string.format('%d', now), pk)
     schedule(tag, pk, now, ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]))
     moved = moved + 1
@@ -148,7 +149,8 @@ return data
 /**
  * ACK outbox entries the writer has applied to DynamoDB, in one step with dropping the row's cache entry and
  * bumping its cache version (so no query can store a cache read before this write). When entries remain
- * (folded during the write) the row stays dirty and is rescheduled by its policy.
+ * (folded during the write) the row stays dirty and is rescheduled by its policy. The store's running count of
+ * outbox entries drops by the entries deleted (and restarts at 0 whenever the store has no dirty row left).
  * KEYS: [tag]. ARGV: pk, now, policyKind, a, b, fields... Returns the number of entries left.
  */
 export const ACK_OUTBOX = `${DUE}
@@ -156,8 +158,9 @@ local tag = KEYS[1]
 local pk = ARGV[1]
 local now = tonumber(ARGV[2])
 local outbox = tag .. '${S.outbox}' .. pk
+local deleted = 0
 for i = 6, #ARGV, 500 do
-  redis.call('HDEL', outbox, unpack(ARGV, i, math.min(i + 499, #ARGV)))
+  deleted = deleted + redis.call('HDEL', outbox, unpack(ARGV, i, math.min(i + 499, #ARGV)))
 end
 redis.call('DEL', tag .. '${S.cache}' .. pk)
 redis.call('INCR', tag .. '${S.cacheVersion}' .. pk)
@@ -170,6 +173,11 @@ else
   redis.call('ZADD', tag .. '${S.dirty}', string.format('%d', now), pk)
   redis.call('ZREM', tag .. '${S.due}', pk)
   schedule(tag, pk, now, ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
+end
+if redis.call('ZCARD', tag .. '${S.dirty}') == 0 then
+  redis.call('HDEL', tag .. '${S.counts}', 'entries')
+else
+  redis.call('HINCRBY', tag .. '${S.counts}', 'entries', -deleted)
 end
 return left
 `;

@@ -21,6 +21,7 @@ import {
   parseOutboxField,
   parsePk,
   redisKeys,
+  storeShard,
   toEpochDay,
   TOTAL_SK,
   yearAttr,
@@ -197,11 +198,20 @@ describe('Redis names', () => {
     const keys = [
       k.epoch('S1'), k.bucket('S1', 17, 'S1#product#P1'), k.bucketRows('S1', 17), k.sealed('S1'), k.folded('S1'),
       k.outbox('S1', 'S1'), k.dirty('S1'), k.due('S1'), k.batch('S1', 'abc'), k.cache('S1', 'S1#visitor#V'),
-      k.cacheVersion('S1', 'S1#visitor#V'), k.lock('S1'),
+      k.cacheVersion('S1', 'S1#visitor#V'), k.lock('S1'), k.counts('S1'),
     ];
     for (const key of keys) expect(key.startsWith('t:{S1}:')).toBe(true);
     expect(new Set(keys).size).toBe(keys.length);
-    expect(k.stores).toBe('t:stores');
+    expect(k.work(3)).toBe('t:{t:w3}:');
+  });
+
+  it('shards stores stably and evenly', () => {
+    expect(storeShard('S1', 1)).toBe(0);
+    expect(storeShard('STORE12345', 16)).toBe(storeShard('STORE12345', 16));
+    const hits = new Array(16).fill(0);
+    for (let i = 0; i < 16_000; i++) hits[storeShard(`STORE${i}`, 16)]++;
+    for (const h of hits) expect(h).toBeGreaterThan(800); // 1,000 each on average
+    expect(Math.max(...hits)).toBeLessThan(1_200);
   });
 
   it('round-trips fields', () => {

@@ -16,7 +16,14 @@
  *   <p>:{S}:v:<pk>           cache version, bumped by the writer in the step that deletes outbox entries
  *   <p>:{S}:lock             sealer lock
  *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), from folds
- *   <p>:stores               set of stores that ever had data (not touched by scripts)
+ *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
+ *
+ * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
+ *   <p>:{<p>:wW}:active      zset store -> mark (bumped after every apply): stores with anything not yet written
+ *   <p>:{<p>:wW}:stats       hash `<store>|r` -> dirty rows, `<store>|e` -> outbox entries, as last published
+ *   <p>:{<p>:wW}:totals      hash rows, entries: the sums of stats
+ *   <p>:{<p>:wW}:od          zset store -> time of its oldest count folded but not written
+ *   <p>:{<p>:wW}:ou          zset store -> seq of its oldest bucket not folded
  */
 export const REDIS_SUFFIX = {
   epoch: 'epoch',
@@ -32,12 +39,36 @@ export const REDIS_SUFFIX = {
   cacheVersion: 'v:',
   lock: 'lock',
   rank: 'k:',
+  counts: 'n',
 } as const;
+
+/** Suffixes of a work-set shard's keys (`<p>:{<p>:wW}:` + suffix). */
+export const WORK_SUFFIX = {
+  active: 'active',
+  stats: 'stats',
+  totals: 'totals',
+  oldestDirty: 'od',
+  oldestUnfolded: 'ou',
+} as const;
+
+/**
+ * The shard (0..shards-1) of a store: its queue shard and its sealer work set. A stable hash of the id, the same
+ * in every process: changing the shard count moves stores, so every app of an installation uses one value.
+ */
+export function storeShard(store: string, shards: number): number {
+  if (shards <= 1) return 0;
+  // FNV-1a over the UTF-16 code units: cheap, stable, well spread for short ids.
+  let h = 0x811c9dc5;
+  for (let i = 0; i < store.length; i++) {
+    h ^= store.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % shards;
+}
 
 export interface RedisKeys {
   /** `<p>:{S}:` — KEYS[1] of every store script. */
   tag(store: string): string;
-  stores: string;
   epoch(store: string): string;
   bucket(store: string, seq: number | string, pk: string): string;
   bucketRows(store: string, seq: number | string): string;
@@ -51,6 +82,9 @@ export interface RedisKeys {
   cacheVersion(store: string, pk: string): string;
   lock(store: string): string;
   rank(store: string, dayKey: string, metric: string, entity: string): string;
+  counts(store: string): string;
+  /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
+  work(shard: number): string;
 }
 
 export function redisKeys(prefix = 't'): RedisKeys {
@@ -58,7 +92,6 @@ export function redisKeys(prefix = 't'): RedisKeys {
   const S = REDIS_SUFFIX;
   return {
     tag,
-    stores: `${prefix}:stores`,
     epoch: (s) => tag(s) + S.epoch,
     bucket: (s, seq, pk) => `${tag(s)}${S.bucket}${seq}:${pk}`,
     bucketRows: (s, seq) => `${tag(s)}${S.rows}${seq}`,
@@ -72,6 +105,8 @@ export function redisKeys(prefix = 't'): RedisKeys {
     cacheVersion: (s, pk) => tag(s) + S.cacheVersion + pk,
     lock: (s) => tag(s) + S.lock,
     rank: (s, day, metric, entity) => `${tag(s)}${S.rank}${day}:${metric}:${entity}`,
+    counts: (s) => tag(s) + S.counts,
+    work: (shard) => `${prefix}:{${prefix}:w${shard}}:`,
   };
 }
 

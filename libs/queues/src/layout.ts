@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { storeShard } from '@tally/key-layout';
 import { SHARDED_QUEUES, type QueueName } from './names';
 
 /**
@@ -30,8 +30,5 @@ export function queuePrefix(layout: QueueLayout, queue: QueueName, shard = 0): s
   return `{${layout.keyPrefix}:${queue}:${shard}}`;
 }
 
-/** The shard (0..shards-1) of a store: stable across processes and restarts. */
-export function shardOfStore(store: string, shards: number): number {
-  if (shards <= 1) return 0;
-  return createHash('sha1').update(store).digest().readUInt32BE(0) % shards;
-}
+/** The shard (0..shards-1) of a store: stable across processes and restarts (the sealer shards stores alike). */
+export const shardOfStore = storeShard;

@@ -17,7 +17,12 @@ export const eventsJobSchema = z
   })
   .strict();
 
-export const sealJobSchema = z.object({}).passthrough();
+export const sealJobSchema = z
+  .object({
+    /** The work-set shard this tick seals (one job scheduler per shard, so replicas share the shards). */
+    shard: z.number().int().min(0).default(0),
+  })
+  .passthrough();
 
 export const dynamoWriteJobSchema = z
   .object({
