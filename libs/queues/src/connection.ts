@@ -28,6 +28,8 @@ export function createRedisConnection(target: RedisTarget, options: RedisOptions
     retryDelayOnClusterDown: 200,
     retryDelayOnFailover: 200,
     retryDelayOnTryAgain: 200,
+    // Slots move back to a restarted master: wait a little between MOVED redirections rather than spend them all at once.
+    retryDelayOnMoved: 100,
     slotsRefreshTimeout: 2_000,
     clusterRetryStrategy: (times) => Math.min(100 * times, 2_000),
     ...cluster,

@@ -35,8 +35,9 @@ export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
   [QUEUE.seal]: {
     maxStalledCount: 20,
     jobs: {
-      attempts: 3,
-      backoff: { type: 'exponential', delay: 200, jitter: 0.5 },
+      // A tick is idempotent: ride out a Redis restart or a cluster master's failover (about a minute of attempts).
+      attempts: 8,
+      backoff: { type: 'exponential', delay: 500, jitter: 0.5 },
       removeOnComplete: { count: 100 },
       removeOnFail: { age: 14 * DAY, count: 1_000 },
     },

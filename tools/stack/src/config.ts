@@ -13,6 +13,8 @@ const ms = (min: number, max: number) => z.coerce.number().int().min(min).max(ma
 export const stackEnv = z.object({
   /** Use this Redis instead of starting redis-server. */
   REDIS_URL: sharedEnvShape.REDIS_URL.unwrap().optional(),
+  /** Use this Redis Cluster (`host:port,…`, passed to the apps) instead of starting redis-server. */
+  REDIS_CLUSTER_NODES: z.string().min(1).optional(),
   /** Use this DynamoDB endpoint instead of starting dynalite in-process. */
   DYNAMODB_ENDPOINT: sharedEnvShape.DYNAMODB_ENDPOINT,
   /** The table the stack creates when missing, and the apps use. */

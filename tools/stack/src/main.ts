@@ -1,5 +1,5 @@
 /**
- * `npm start`: the whole of Tally on one machine. Starts redis-server (unless REDIS_URL) and dynalite
+ * `npm start`: the whole of Tally on one machine. Starts redis-server (unless REDIS_URL or REDIS_CLUSTER_NODES) and dynalite
  * (unless DYNAMODB_ENDPOINT), creates the table, runs the four apps under a supervisor, prints their URLs,
  * and on Ctrl-C / SIGTERM stops the apps, then the stores, leaving no process behind.
  */
@@ -147,11 +147,17 @@ async function startDynamo(): Promise<{ endpoint: string; port?: number; note: s
 async function start(): Promise<void> {
   mkdirSync(dataDir, { recursive: true });
   // Before anything else, the commonest missing piece: one clear line and exit 1 when it is not installed.
-  const redisVersion = env.REDIS_URL ? undefined : await redisServerVersion();
+  const cluster = env.REDIS_CLUSTER_NODES;
+  const redisVersion = env.REDIS_URL || cluster ? undefined : await redisServerVersion();
   for (const note of await runFile.claim()) say(note, 'warn');
   runFileClaimed = true;
 
-  const redis = redisVersion === undefined ? { url: env.REDIS_URL!, note: 'from REDIS_URL' } : await startRedis(redisVersion);
+  const redis =
+    redisVersion !== undefined
+      ? await startRedis(redisVersion)
+      : cluster
+        ? { url: env.REDIS_URL ?? `redis://${cluster.split(',')[0]}`, note: `Redis Cluster from REDIS_CLUSTER_NODES=${cluster}` }
+        : { url: env.REDIS_URL!, note: 'from REDIS_URL' };
   if (lifecycle.isStopping) return;
   say(`redis ready at ${redis.url} (${redis.note})`);
 
