@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { costOf, sumMetric } from './cost';
+import { sizeDeployment } from './sizing';
 
 const agg = `# HELP tally_events_applied_total x
 tally_events_applied_total{app="bucket-aggregator"} 500000`;
@@ -23,5 +24,43 @@ describe('cost', () => {
   });
   it('reports zero per million when nothing was applied', () => {
     expect(costOf([''], [writer], 1).writeUnitsPerMillionEvents).toBe(0);
+  });
+});
+
+describe('sizing', () => {
+  const workload = {
+    stores: 10_000,
+    visitorsPerMonth: 20_000_000,
+    eventsPerSecondAvg: 5_000,
+    eventsPerSecondPeak: 50_000,
+    eventsPerBatch: 100,
+    productsPerStorePerDay: 100,
+    queriesPerSecond: 100,
+    dedupeWindowSeconds: 86_400,
+    visitorIdleMinutes: 30,
+  };
+  const measured = {
+    writeUnitsPerMillionEvents: 1_000_000,
+    readUnitsPerQuery: 0.5,
+    bytesPerOpenRow: 200,
+    bytesPerStore: 1_000,
+    bytesPerDedupeRecord: 150,
+    aggregatorEventsPerSecond: 80_000,
+    collectorCpuMsPer1000Events: 3,
+    endToEndEventsPerSecondPerRedis: 40_000,
+  };
+  it('derives memory, shards, replicas and units from the workload and the measured figures', () => {
+    const s = sizeDeployment(workload, measured);
+    // 20M visitors / 43,200 minutes * 30 = 13,889 visitor rows; 1,000,000 product rows; 10,000 store rows.
+    expect(s.openRows).toBe(1_023_889);
+    expect(s.redisBytes.dedupe).toBe(50 * 86_400 * 150);
+    expect(s.redisBytes.total).toBeCloseTo(1_023_889 * 200 + 10_000 * 1_000 + 50 * 86_400 * 150, 0);
+    expect(s.redisMasters).toBe(3);
+    expect(s.aggregatorReplicas).toBe(2);
+    expect(s.collectorCoresAtPeak).toBeCloseTo(0.15, 10);
+    expect(s.writeUnitsPerSecondPeak).toBe(50_000);
+    expect(s.monthly.writeUnits).toBe(5_000 * 2_592_000);
+    expect(s.monthly.onDemandUsd).toBeCloseTo(5_000 * 2.592 * 0.625 + 50 * 2.592 * 0.125, 6);
+    expect(s.monthly.provisionedUsd).toBeCloseTo(5_000 * 730 * 0.00065 + 50 * 730 * 0.00013, 6);
   });
 });
