@@ -1,4 +1,4 @@
-import type { BucketStore } from '@tally/buckets';
+import type { BucketStore, StoreBacklog } from '@tally/buckets';
 import { enqueueBulk, jobIdFor, QUEUE, sealJobSchema, type QUEUE_SHARDS, type TallyQueues } from '@tally/queues';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
@@ -41,32 +41,41 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
   const result: SealTickResult = { stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0 };
   const active = await deps.buckets.activeStores(shard);
   result.stores = active.length;
+  const published: Array<{ store: string; backlog: StoreBacklog; mark: string }> = [];
   const work = async ({ store, mark }: { store: string; mark: string }) => {
-    const sealed = await deps.buckets.seal(store, { now, minAgeMs: Math.floor(deps.bucketMs / 2) });
-    if (sealed !== undefined) {
+    // One round trip for a store with nothing to fold or flush (most stores in most ticks).
+    const v = await deps.buckets.visit(store, { now, minAgeMs: Math.floor(deps.bucketMs / 2) });
+    if (v.sealed !== undefined) {
       result.sealed++;
       deps.metrics.bucketsSealed.inc();
-      deps.metrics.sealLag.set(Math.max(0, now - sealed - deps.bucketMs) / 1000);
+      deps.metrics.sealLag.set(Math.max(0, now - v.sealed - deps.bucketMs) / 1000);
     }
-    const started = performance.now();
-    const f = await deps.buckets.foldSealed(store, { now });
-    deps.metrics.foldSeconds.observe((performance.now() - started) / 1000);
-    result.folded += f.buckets;
-    result.rows += f.rows;
-    deps.metrics.bucketsFolded.inc(f.buckets);
-    deps.metrics.rowsFolded.inc(f.rows);
-
-    const due = await deps.buckets.dueRows(store, now);
-    if (due.length > 0) {
-      await enqueueBulk(
-        deps.queues,
-        QUEUE.dynamoWrites,
-        due.map((r) => ({ data: { store, pk: r.pk }, opts: { jobId: jobIdFor('flush', store, r.pk, r.firstDirty) } })),
-      );
-      result.flushes += due.length;
-      deps.metrics.flushesScheduled.inc(due.length);
+    let backlog = v.backlog;
+    let due = v.due;
+    if (v.sealedHead !== undefined) {
+      const started = performance.now();
+      const f = await deps.buckets.foldSealed(store, { now });
+      deps.metrics.foldSeconds.observe((performance.now() - started) / 1000);
+      result.folded += f.buckets;
+      result.rows += f.rows;
+      deps.metrics.bucketsFolded.inc(f.buckets);
+      deps.metrics.rowsFolded.inc(f.rows);
+      due = 1; // folded rows may be due now: look
     }
-    if ((await deps.buckets.publishBacklog(store, await deps.buckets.storeBacklog(store), mark)) === 'retired') result.retired++;
+    if (due > 0) {
+      const rows = await deps.buckets.dueRows(store, now);
+      if (rows.length > 0) {
+        await enqueueBulk(
+          deps.queues,
+          QUEUE.dynamoWrites,
+          rows.map((r) => ({ data: { store, pk: r.pk }, opts: { jobId: jobIdFor('flush', store, r.pk, r.firstDirty) } })),
+        );
+        result.flushes += rows.length;
+        deps.metrics.flushesScheduled.inc(rows.length);
+      }
+    }
+    if (v.sealedHead !== undefined) backlog = await deps.buckets.storeBacklog(store);
+    published.push({ store, backlog, mark });
   };
   const concurrency = deps.concurrency ?? 32;
   let next = 0;
@@ -75,6 +84,8 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
       while (next < active.length) await work(active[next++]!);
     }),
   );
+  // The backlogs for the gauges, and the retirements, in a few calls for the whole shard.
+  for (const r of await deps.buckets.publishBacklogs(shard, published)) if (r === 'retired') result.retired++;
   if (result.sealed || result.flushes) deps.log.debug({ shard, ...result }, 'sealer tick');
   return result;
 }

@@ -3,7 +3,7 @@ import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
-import { PUBLISH_BACKLOG } from './work-scripts';
+import { PUBLISH_BACKLOG, VISIT } from './work-scripts';
 
 /** One count not yet in DynamoDB: bucket seq, store-local day, attribute metric, integer delta. */
 export interface Entry {
@@ -83,7 +83,7 @@ export class BucketStore {
     this.rules = opts.rules;
     this.keys = redisKeys(opts.prefix ?? 't');
     this.shards = opts.shards ?? 1;
-    const scripts = { APPLY, SEAL, FOLD, FINISH_FOLD, READ_OUTBOX, ACK_OUTBOX, SNAPSHOT, FILL_CACHE, TOUCH_CACHE, TOP, PUBLISH_BACKLOG };
+    const scripts = { APPLY, SEAL, FOLD, FINISH_FOLD, READ_OUTBOX, ACK_OUTBOX, SNAPSHOT, FILL_CACHE, TOUCH_CACHE, TOP, PUBLISH_BACKLOG, VISIT };
     const numberOfKeys: Record<string, number> = { APPLY: 2, PUBLISH_BACKLOG: 5 };
     this.cmd = {};
     for (const [name, lua] of Object.entries(scripts)) {
@@ -159,18 +159,37 @@ export class BucketStore {
    * the work set (then nothing is published), 'published' or 'retired'.
    */
   async publishBacklog(store: string, b: StoreBacklog, mark?: string): Promise<'absent' | 'published' | 'retired'> {
-    const r = Number(
-      await this.cmd['PUBLISH_BACKLOG']!(
-        ...this.workKeys(this.shardOf(store)),
-        store,
-        b.rows,
-        b.entries,
-        b.oldestDirty === undefined ? '' : b.oldestDirty,
-        b.oldestUnfolded === undefined ? '' : b.oldestUnfolded,
-        mark ?? '',
-      ),
-    );
-    return r === 2 ? 'retired' : r === 1 ? 'published' : 'absent';
+    return (await this.publishBacklogs(this.shardOf(store), [{ store, backlog: b, mark }]))[0]!;
+  }
+
+  /** publishBacklog for many stores of one work-set shard in one call (the sealer's, per batch of stores). */
+  async publishBacklogs(shard: number, items: ReadonlyArray<{ store: string; backlog: StoreBacklog; mark?: string }>): Promise<Array<'absent' | 'published' | 'retired'>> {
+    const out: Array<'absent' | 'published' | 'retired'> = [];
+    for (let i = 0; i < items.length; i += 500) {
+      const args: Array<string | number> = [];
+      for (const { store, backlog: b, mark } of items.slice(i, i + 500)) {
+        args.push(store, b.rows, b.entries, b.oldestDirty ?? '', b.oldestUnfolded ?? '', mark ?? '');
+      }
+      const r = (await this.cmd['PUBLISH_BACKLOG']!(...this.workKeys(shard), ...args)) as number[];
+      for (const x of r) out.push(Number(x) === 2 ? 'retired' : Number(x) === 1 ? 'published' : 'absent');
+    }
+    return out;
+  }
+
+  /**
+   * A sealer's visit of a store in one round trip: seals the open bucket when it is due (as seal()) and reports
+   * what is left: the oldest sealed bucket (undefined: nothing to fold), the store's backlog and how many rows are
+   * due at `now`.
+   */
+  async visit(store: string, opts: { now: number; minAgeMs: number }): Promise<{ sealed: number | undefined; sealedHead: number | undefined; due: number; backlog: StoreBacklog }> {
+    const [sealed, head, rows, firstDirty, entries, due, unfolded] = (await this.cmd['VISIT']!(this.keys.tag(store), opts.now, opts.minAgeMs)) as [string, string, number, string, string, number, string];
+    const opt = (s: string) => (s === '' ? undefined : Number(s));
+    return {
+      sealed: opt(sealed),
+      sealedHead: opt(head),
+      due: Number(due),
+      backlog: { rows: Number(rows), entries: Number(entries), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) },
+    };
   }
 
   /** The installation's backlog: one bounded read per work-set shard (sums and minimums kept by publishBacklog). */
