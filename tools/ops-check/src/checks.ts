@@ -45,7 +45,13 @@ export const EXTERNAL_METRICS: Readonly<Record<string, string>> = {
 const TOOL_ENV = {
   'create-table': z.object({ ...sharedEnvShape }),
   tenants: z.object({ ...sharedEnvShape }),
-  dlq: z.object({ REDIS_URL: sharedEnvShape.REDIS_URL, DEDUPE_WINDOW_SECONDS: aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS }),
+  dlq: z.object({
+    REDIS_URL: sharedEnvShape.REDIS_URL,
+    REDIS_CLUSTER_NODES: sharedEnvShape.REDIS_CLUSTER_NODES,
+    KEY_PREFIX: sharedEnvShape.KEY_PREFIX,
+    QUEUE_SHARDS: sharedEnvShape.QUEUE_SHARDS,
+    DEDUPE_WINDOW_SECONDS: aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS,
+  }),
 } as const;
 
 export interface OpsFiles {
