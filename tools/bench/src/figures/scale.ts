@@ -123,6 +123,7 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
       }
     }
     times.sort((a, b) => a - b);
+    log(`GET /metrics: median ${times[Math.floor(times.length / 2)]!.toFixed(1)} ms, max ${times[times.length - 1]!.toFixed(1)} ms`);
     return { stores, openRows, memory, scrapeMedianMs: times[Math.floor(times.length / 2)]!, scrapeMaxMs: times[times.length - 1]!, tickMs, tickStores: stores };
   } finally {
     await app?.stop().catch(() => app?.kill());
