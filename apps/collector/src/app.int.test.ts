@@ -148,9 +148,10 @@ describe('POST /v1/events', () => {
   it('counts a retried request once: same Idempotency-Key, same batch and job, per store', async () => {
     const before = await waiting();
     const headers = { 'idempotency-key': 'checkout-7f3a' };
-    const a = await post([view('P1')], { headers });
-    const b = await post([view('P1')], { headers });
-    const c = await post([view('P1')], { headers, key: keys.other });
+    const events = [view('P1')]; // a retry sends the same body
+    const a = await post(events, { headers });
+    const b = await post(events, { headers });
+    const c = await post(events, { headers, key: keys.other });
     expect([a.statusCode, b.statusCode, c.statusCode]).toEqual([202, 202, 202]);
     expect(a.json().batchId).toBe(b.json().batchId);
     expect(c.json().batchId).not.toBe(a.json().batchId);
@@ -159,6 +160,31 @@ describe('POST /v1/events', () => {
     const bad = await post([view('P1')], { headers: { 'idempotency-key': 'with space' } });
     expect(bad.statusCode).toBe(400);
     expect(bad.json().message).toMatch(/Idempotency-Key must be 1-255 visible ASCII characters/);
+  });
+
+  it('refuses an Idempotency-Key reused for other events with 422 naming the key, accepting nothing', async () => {
+    const headers = { 'idempotency-key': 'order-1001' };
+    const first = [view('P1'), view('P2')];
+    const a = await post(first, { headers });
+    expect(a.statusCode).toBe(202);
+    const before = await waiting();
+    const job = await queues.events.getJob(a.json().batchId);
+    // Same events in another JSON key order: the same batch, 202 with the same batch id.
+    const reordered = first.map((e) => ({ dims: { visitor: e.dims.visitor, product: e.dims.product }, ts: e.ts, type: e.type }));
+    const again = await post(reordered, { headers });
+    expect(again.statusCode).toBe(202);
+    expect(again.json()).toEqual({ accepted: 2, batchId: a.json().batchId });
+    // Other events under the same key: refused, whatever the difference.
+    for (const other of [[view('P1'), view('P3')], [view('P1')], [...first, view('P2')]]) {
+      const r = await post(other, { headers });
+      expect(r.statusCode).toBe(422);
+      expect(r.json()).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', message: expect.stringContaining('Idempotency-Key "order-1001" was already used') });
+      expect(r.json().message).toMatch(/nothing was accepted/);
+    }
+    expect(await waiting()).toBe(before);
+    expect((await queues.events.getJob(a.json().batchId))?.data.events).toEqual(job?.data.events);
+    // The key is per store: another store may use it for its own events.
+    expect((await post([view('P9')], { headers, key: keys.other })).statusCode).toBe(202);
   });
 
   it('answers an empty array with 202 and nothing enqueued', async () => {

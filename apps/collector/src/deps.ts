@@ -60,6 +60,7 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     redis,
     rules,
     source: 'http',
+    idempotencyWindowSeconds: config.DEDUPE_WINDOW_SECONDS,
     limits: {
       maxEvents: config.MAX_EVENTS_PER_REQUEST,
       clockSkewSeconds: config.CLOCK_SKEW_SECONDS,

@@ -1,4 +1,4 @@
-import { QueueUnavailableError, type Intake } from '@tally/intake';
+import { IdempotencyConflictError, QueueUnavailableError, type Intake } from '@tally/intake';
 import type { EventError } from '@tally/schema';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -33,7 +33,8 @@ decimals than the metric keeps.
 
 202 is sent only once Redis holds the batch. With an \`Idempotency-Key\` header the batch id derives from the
 store and the key, so a retried request is counted once: BullMQ keeps the job id while the job is retained, and
-the aggregator ignores a batch id it applied within DEDUPE_WINDOW_SECONDS (default 24 h).
+the aggregator ignores a batch id it applied within DEDUPE_WINDOW_SECONDS (default 24 h). The key is bound to its
+batch: reusing it within that window for other events is refused with 422 naming the key, and nothing is accepted.
 
 413 over MAX_BODY_BYTES or MAX_EVENTS_PER_REQUEST; 415 for other content types; 401 without a valid key, 403
 without the ingest scope; 429 while the events queue is deeper than MAX_QUEUE_DEPTH, 503 while Redis or the key
@@ -73,6 +74,7 @@ export const eventsRouteSchema = {
     403: problem,
     413: problem,
     415: problem,
+    422: problem,
     429: problem,
     503: problem,
   },
@@ -124,6 +126,14 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
       try {
         enqueued = await intake.enqueue(store, result.events, { idempotencyKey: req.headers['idempotency-key'], receivedAt });
       } catch (err) {
+        if (err instanceof IdempotencyConflictError) {
+          metrics.rejected.inc({ reason: 'idempotency_conflict' }, result.events.length);
+          throw new HttpProblem(
+            422,
+            'TALLY_ERR_IDEMPOTENCY_CONFLICT',
+            `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used for a batch with other events; nothing was accepted (resend the same events to retry, or use a new key for a new batch)`,
+          );
+        }
         if (!(err instanceof QueueUnavailableError)) throw err;
         metrics.rejected.inc({ reason: 'unavailable' }, result.events.length);
         req.log.warn({ err, store, events: result.events.length }, 'events queue did not take a batch');
