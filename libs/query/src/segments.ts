@@ -1,6 +1,6 @@
 import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
 import { dayAttr, monthSk, TOTAL_SK, totalAttr } from '@tally/key-layout';
-import { fromUnits } from '@tally/schema';
+import { formatMetricName, fromUnits } from '@tally/schema';
 import { z } from 'zod';
 import type { QueryDeps } from './engine';
 import { resolveMetrics } from './engine';
@@ -90,7 +90,7 @@ export async function evaluateSegments(
 
   const segments = req.segments.map((seg) => {
     const rules = seg.rules.map((rule) => {
-      const [metric] = resolveMetrics(deps.rules, [rule.key === undefined ? rule.metric : `${rule.metric}#${rule.key}`]);
+      const [metric] = resolveMetrics(deps.rules, [formatMetricName(rule.metric, rule.key)]);
       let actual = 0n;
       if (rule.range === 'allTime') actual = merged.get(TOTAL_SK)?.get(totalAttr(metric!.attr)) ?? 0n;
       else {

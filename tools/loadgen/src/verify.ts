@@ -1,6 +1,6 @@
 import { formatDate, localDate, monthSk, parseMonthSk, TOTAL_SK, fromDayOfYear, dayOfYear } from '@tally/key-layout';
 import { QUEUE } from '@tally/queues';
-import { toUnits } from '@tally/schema';
+import { parseMetricName, toUnits } from '@tally/schema';
 import { waitFor, waitForQueuesIdle } from '@tally/testing';
 import { diffCounts, scanCounters, type CounterTable, type CountsDiff, type ScannedTable } from './expected';
 import type { Fleet } from './fleet';
@@ -113,8 +113,7 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
   };
   const units = (metric: string, v: unknown): bigint | undefined => {
     if (v === undefined || v === null) return 0n;
-    const base = metric.split('#')[0]!;
-    const r = toUnits(typeof v === 'number' ? v : String(v), rules.scaleOf(base));
+    const r = toUnits(typeof v === 'number' ? v : String(v), rules.scaleOf(parseMetricName(metric).base));
     return r.ok ? BigInt(r.units) : undefined;
   };
   const compare = (what: string, metric: string, got: unknown, want: bigint | undefined) => {
@@ -123,7 +122,10 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
     const w = want ?? 0n;
     if (g !== w) out.mismatches.push(`${what} ${metric}: query API ${JSON.stringify(got)}, table ${w}`);
   };
-  const attrOf = (metric: string) => rules.attrMetric(metric.split('#')[0]!, metric.includes('#') ? metric.slice(metric.indexOf('#') + 1) : undefined);
+  const attrOf = (metric: string) => {
+    const { base, sub } = parseMetricName(metric);
+    return rules.attrMetric(base, sub);
+  };
 
   const seriesCheck = async (store: string, entity: string, pk: string) => {
     const row = expected.get(pk);
