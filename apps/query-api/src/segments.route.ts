@@ -6,7 +6,7 @@ import { principalOf } from './auth';
 import type { RouteContext } from './deps';
 import { badRequest } from './errors';
 import { formatValue } from './params';
-import { segmentsRouteSchema } from './segments.schema';
+import { segmentsRouteSchema } from '@tally/contracts';
 
 /** The entity whose rows segment rules read. */
 export const VISITOR_ENTITY = 'visitor';

@@ -4,7 +4,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from './auth';
 import type { RouteContext } from './deps';
 import { formatValues, parseEntity, parseMetrics } from './params';
-import { seriesRouteSchema } from './series.schema';
+import { seriesRouteSchema } from '@tally/contracts';
 
 /**
  * GET /v1/series: one entity over a range. Day and month granularity read the range's month items with one

@@ -4,7 +4,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from './auth';
 import type { RouteContext } from './deps';
 import { formatValue } from './params';
-import { topRouteSchema } from './top.schema';
+import { topRouteSchema } from '@tally/contracts';
 
 /** GET /v1/top: the highest entities by a metric over at most 92 days (readTop), exact values. */
 export const topRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {

@@ -4,7 +4,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from './auth';
 import type { RouteContext } from './deps';
 import { formatValues, parseEntityIds, parseMetrics } from './params';
-import { totalsRouteSchema } from './totals.schema';
+import { totalsRouteSchema } from '@tally/contracts';
 
 /** GET /v1/totals: totals over a range (or all time) of many entities with one Redis snapshot and batched reads. */
 export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {

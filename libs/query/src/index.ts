@@ -1,7 +1,5 @@
 export { QueryError } from './errors';
 export {
-  NAMED_RANGES,
-  RANGE_NAMES,
   ALL_TIME,
   namedRange,
   explicitRange,
@@ -9,8 +7,6 @@ export {
   daysOf,
   monthsOf,
   MAX_RANGE_DAYS,
-  type NamedRange,
-  type RangeName,
   type RangeQuery,
   type DateRange,
   type QueryRange,
@@ -28,7 +24,7 @@ export {
   type MetricRef,
 } from './engine';
 export { coverOf, type Cell } from './cover';
-export { readTop, MAX_TOP_DAYS, type TopResult } from './top';
+export { readTop, type TopResult } from './top';
 export { storeEntityOf, entityOf, rankedEntitiesOf, keyedByOf, plainMetricsOf, checkMetricName, ID_RULE } from './rules-introspection';
 export { HistoryMemo } from './history-memo';
-export { evaluateSegments, segmentSchema, segmentRuleSchema, type Segment, type SegmentRule, type SegmentResult, type SegmentEvaluation } from './segments';
+export { evaluateSegments, type SegmentResult, type SegmentEvaluation } from './segments';

@@ -1,8 +1,7 @@
+import type { NamedRange, RangeName } from '@tally/contracts';
 import { addDays, addMonths, compareDates, dateOf, daysInMonth, localDate, parseDate, toEpochDay, type LocalDate } from '@tally/key-layout';
 import { QueryError } from './errors';
 
-export const NAMED_RANGES = ['today', 'yesterday', 'last7d', 'last30d', 'last3m', 'last12m', 'thisMonth', 'thisYear'] as const;
-export type NamedRange = (typeof NAMED_RANGES)[number];
 
 export interface DateRange {
   from: LocalDate;
@@ -13,10 +12,6 @@ export interface DateRange {
 export const ALL_TIME = 'all';
 /** What a query covers: dates (inclusive), or all time. */
 export type QueryRange = DateRange | typeof ALL_TIME;
-
-/** A range as requests name it: a named range, or allTime. */
-export const RANGE_NAMES = [...NAMED_RANGES, 'allTime'] as const;
-export type RangeName = (typeof RANGE_NAMES)[number];
 
 /** Longest range a query may cover. */
 export const MAX_RANGE_DAYS = 3_660;

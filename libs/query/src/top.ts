@@ -1,10 +1,9 @@
+import { MAX_TOP_DAYS } from '@tally/contracts';
 import { readTotals, resolveMetrics, dayKeysOf, type QueryDeps } from './engine';
 import { QueryError } from './errors';
 import type { DateRange, QueryRange } from './ranges';
 import { checkMetricName, entityOf, rankedEntitiesOf } from './rules-introspection';
 
-/** Longest range a top list covers: the daily rankings are read day by day. */
-export const MAX_TOP_DAYS = 92;
 
 /** Candidates fetched from the rankings per item asked, so counts folded since can still reorder them. */
 const CANDIDATES_PER_ITEM = 2;

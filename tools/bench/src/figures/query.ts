@@ -1,6 +1,7 @@
 import { BucketStore } from '@tally/buckets';
+import type { Segment } from '@tally/contracts';
 import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter } from '@tally/dynamo';
-import { evaluateSegments, HistoryMemo, namedRange, readSeries, resolveMetrics, type QueryDeps, type Segment } from '@tally/query';
+import { evaluateSegments, HistoryMemo, namedRange, readSeries, resolveMetrics, type QueryDeps } from '@tally/query';
 import { compileRules, defaultRules, rollup, type NormalizedEvent } from '@tally/schema';
 import { createTenant, issueKey } from '@tally/tenants';
 import { loadavg } from 'node:os';
