@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { errorResponses, fromParam, isoSchema, metricsParam, RANGE_NAMES, rangeParam, storeParam, toParam, valuesSchema } from './common.schema';
 
 export const GRANULARITIES = ['day', 'month', 'year', 'total'] as const;
+export type Granularity = (typeof GRANULARITIES)[number];
 
 export const seriesQuerySchema = z
   .object({
