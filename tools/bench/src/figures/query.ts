@@ -174,8 +174,7 @@ export async function measureQueries(
         store: STORE,
         pk: STORE,
         metrics,
-        // Granularity total reads the TOTAL item whatever the range (as the route does for allTime).
-        range: namedRange(range === 'all' ? 'today' : range, 'UTC', Date.now()),
+        range: range === 'all' ? 'all' : namedRange(range, 'UTC', Date.now()),
         granularity,
       });
       return r.dynamoRequests;
