@@ -1,6 +1,5 @@
 export { QueryError } from './errors';
 export {
-  ALL_TIME,
   namedRange,
   explicitRange,
   resolveRange,
@@ -16,7 +15,6 @@ export {
   readTotals,
   resolveMetrics,
   dayKeysOf,
-  DEFAULT_MAX_ITEMS_PER_QUERY,
   type Granularity,
   type QueryDeps,
   type SeriesPoint,
