@@ -2,9 +2,9 @@ import { collectorEnv, loadConfig, type CollectorConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { createLogger } from '@tally/observability';
 import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
-import { loadRules } from '@tally/schema';
+import { eventInputSchema, loadRules } from '@tally/schema';
 import { createTenantAdmin, keyIdOf, type TenantAdmin } from '@tally/tenants';
-import { createTestTable, startDynalite, startRedis, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { createTestTable, openApi31Errors, startDynalite, startRedis, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type CollectorApp } from './app';
@@ -415,6 +415,29 @@ describe('backpressure and outages', () => {
     expect(op.description).toMatch(/All or nothing by default/);
     expect(op.description).toMatch(/With `\?partial=true`/);
     expect(op.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['partial', 'idempotency-key']));
+  });
+
+  it('serves a valid OpenAPI 3.1 document with the event and batch schemas from zod, examples, every error and an operation id', async () => {
+    const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json();
+    expect(await openApi31Errors(doc)).toEqual([]);
+    const op = doc.paths['/v1/events'].post;
+    expect(op.operationId).toBe('sendEvents');
+    expect(Object.keys(op.requestBody.content).sort()).toEqual(['application/json', 'application/x-ndjson']);
+    const batch = op.requestBody.content['application/json'].schema;
+    expect(batch).toMatchObject({ type: 'array', minItems: 1 });
+    expect(batch.items.required).toEqual(['type', 'ts']);
+    expect(Object.keys(batch.items.properties).sort()).toEqual(['dims', 'id', 'ts', 'type', 'value']);
+    expect(batch.items.additionalProperties).toBe(false);
+    const example = op.requestBody.content['application/json'].example;
+    expect(example[0]).toMatchObject({ type: 'view', dims: { product: 'P1' } });
+    expect(example).toHaveLength(2);
+    // Every example is accepted by the schema the intake parses events with.
+    for (const event of example) expect(eventInputSchema.safeParse(event).success).toBe(true);
+    expect(Object.keys(op.responses).sort()).toEqual(['202', '400', '401', '403', '404', '413', '415', '429', '500', '503']);
+    expect(op.responses['400'].content['application/json'].schema.properties.errors.items.required).toEqual(['index', 'field', 'reason']);
+    expect(op.responses['202'].content['application/json'].example).toMatchObject({ accepted: 2 });
+    expect(op.responses['401'].content['application/json'].example).toMatchObject({ code: 'TALLY_ERR_UNAUTHORIZED' });
+    expect(Object.values(op.responses).every((r) => typeof (r as { description?: unknown }).description === 'string')).toBe(true);
   });
 
   it('answers 503 at once, not after a command timeout, while Redis is frozen', async () => {

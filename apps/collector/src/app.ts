@@ -42,6 +42,7 @@ export async function buildApp(deps: CollectorDeps): Promise<CollectorApp> {
   app.setSerializerCompiler(serializerCompiler);
   await app.register(swagger, {
     openapi: {
+      openapi: '3.1.0',
       info: { title: 'Tally collector', version: '1', description: 'Event intake of Tally (see apps/collector/README.md).' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],

@@ -1,7 +1,7 @@
 import { IdempotencyConflictError, QueueUnavailableError, type Intake } from '@tally/intake';
-import type { EventError } from '@tally/schema';
-import type { FastifyInstance } from 'fastify';
-import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { eventInputSchema, type EventError } from '@tally/schema';
+import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
+import { validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { TenantDirectory } from '@tally/tenants';
 import { authenticate } from './auth';
@@ -41,10 +41,29 @@ without the ingest scope; 429 while the events queue is deeper than MAX_QUEUE_DE
 store cannot be reached — both with Retry-After.
 `.trim();
 
-const eventError = z.object({ index: z.number().int(), field: z.string(), reason: z.string() });
-const problem = z.looseObject({ statusCode: z.number().int(), error: z.string(), code: z.string(), message: z.string() });
+const eventError = z.object({ index: z.number().int(), field: z.string(), reason: z.string() }).describe('Why one event was refused');
+const problem = z
+  .looseObject({ statusCode: z.number().int(), error: z.string(), code: z.string(), message: z.string() })
+  .meta({ examples: [{ statusCode: 401, error: 'Unauthorized', code: 'TALLY_ERR_UNAUTHORIZED', message: 'missing API key: send Authorization: Bearer <key>' }] });
+
+const EXAMPLE_EVENTS = [
+  { type: 'view', ts: '2026-03-15T10:15:00Z', dims: { product: 'P1', visitor: 'V42' } },
+  { type: 'order', ts: 1773569700000, id: 'O-1001', dims: { visitor: 'V42' }, value: '19.99' },
+];
+
+/** One event, as the zod schema the intake parses it with. */
+export const eventSchema = eventInputSchema.describe('An event; checked against the rollup rules (type, dims, ts window, value)').meta({ examples: [EXAMPLE_EVENTS[0]] });
+/** A batch: the JSON body (NDJSON: the same events, one per line). */
+export const batchSchema = z.array(eventSchema).min(1).describe('A batch of events (at most MAX_EVENTS_PER_REQUEST)').meta({ examples: [EXAMPLE_EVENTS] });
+
+/**
+ * The body is parsed by the JSON/NDJSON parsers (body.ts) and checked event by event by the intake, so that
+ * `?partial=true` can accept the valid events: the body schema documents the contract and is not run as a whole.
+ */
+const validateAllButBody: FastifySchemaCompiler<any> = (route) => (route.httpPart === 'body' ? (data: unknown) => ({ value: data }) : validatorCompiler(route));
 
 export const eventsRouteSchema = {
+  operationId: 'sendEvents',
   summary: 'Send events',
   description: DESCRIPTION,
   tags: ['events'],
@@ -61,6 +80,8 @@ export const eventsRouteSchema = {
       .optional()
       .describe('Makes a retried request count once (per store, within the dedupe window)'),
   }),
+  consumes: [JSON_TYPE, NDJSON_TYPE],
+  body: batchSchema,
   response: {
     202: z.object({
       accepted: z.number().int().describe('events enqueued'),
@@ -68,15 +89,19 @@ export const eventsRouteSchema = {
       rejected: z.number().int().optional().describe('partial=true: events refused'),
       acceptedIndexes: z.array(z.number().int()).optional().describe('partial=true: indexes of the accepted events'),
       errors: z.array(eventError).optional().describe('partial=true: why each refused event was refused'),
-    }),
-    400: problem.extend({ errors: z.array(eventError).optional() }),
-    401: problem,
-    403: problem,
-    413: problem,
-    415: problem,
-    422: problem,
-    429: problem,
-    503: problem,
+    }).meta({ examples: [{ accepted: 2, batchId: 'b7a1c1e0c3b54c3e9a51f0e7f4f2d6a1' }] }),
+    400: problem
+      .extend({ rejected: z.number().int().optional(), errors: z.array(eventError).optional() })
+      .describe('Invalid events (every one listed in `errors`; nothing counted), a bad Idempotency-Key or query, or an empty or malformed body'),
+    401: problem.describe('Missing, unknown or revoked API key'),
+    403: problem.describe('The key lacks the ingest scope'),
+    404: problem.describe('No such route'),
+    413: problem.describe('Body over MAX_BODY_BYTES or more than MAX_EVENTS_PER_REQUEST events'),
+    415: problem.describe('Content-Type other than JSON or NDJSON'),
+    422: problem.describe('The Idempotency-Key was used before with other events; nothing accepted'),
+    429: problem.describe('The events queue is deeper than MAX_QUEUE_DEPTH; retry after Retry-After seconds'),
+    500: problem.describe('An unexpected error; the collector logs it'),
+    503: problem.describe('Redis or the key store is unreachable, or the collector is shutting down; retry after Retry-After seconds'),
   },
 };
 
@@ -88,6 +113,7 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
     '/v1/events',
     {
       schema: eventsRouteSchema,
+      validatorCompiler: validateAllButBody,
       // Before the body is read: who is calling, and can the queue take more.
       onRequest: async (req) => {
         await auth(req);
@@ -95,7 +121,7 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
       },
     },
     async (req, reply) => {
-      const body = req.body as EventsBody | undefined;
+      const body = req.body as unknown as EventsBody | undefined;
       if (body === undefined) {
         throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is empty; send a JSON array of events (Content-Type: ${JSON_TYPE})`);
       }

@@ -35,7 +35,7 @@ let isShuttingDown = () => false;
 const app = await buildApp({
   log,
   registry,
-  query: { buckets, dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter }, rules, historyMemo: new HistoryMemo() },
+  query: { buckets, dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter }, rules, historyMemo: new HistoryMemo(), maxItemsPerQuery: config.MAX_ITEMS_PER_QUERY },
   directory,
   limits: { maxEntitiesPerRequest: config.MAX_ENTITIES_PER_REQUEST, sessionIdleSeconds: config.SESSION_IDLE_SECONDS },
   dashboardDir,

@@ -81,6 +81,8 @@ export const queryApiEnv = z.object({
   SESSION_IDLE_SECONDS: int(1, 86_400).default(1_800),
   /** Max entities in one totals request. */
   MAX_ENTITIES_PER_REQUEST: int(1, 1_000).default(100),
+  /** Max DynamoDB items one query may read (20 BatchGetItem calls by default); a query needing more answers 400. */
+  MAX_ITEMS_PER_QUERY: int(10, 100_000).default(2_000),
   /** Deadline of one DynamoDB key or tenant lookup; past it the last-known keys are served (or 503 for unknown ones). */
   KEY_LOOKUP_TIMEOUT_MS: int(50, 60_000).default(1_000),
   /** Deadline of one Redis command and of one DynamoDB read of a query; past it the request answers 503. */

@@ -1,33 +1,10 @@
+import type { Segment, SegmentRule } from '@tally/contracts';
 import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
 import { dayAttr, monthSk, TOTAL_SK, totalAttr } from '@tally/key-layout';
-import { fromUnits } from '@tally/schema';
-import { z } from 'zod';
+import { formatMetricName, fromUnits } from '@tally/schema';
 import type { QueryDeps } from './engine';
 import { resolveMetrics } from './engine';
-import { daysOf, NAMED_RANGES, namedRange } from './ranges';
-
-export const segmentRuleSchema = z
-  .object({
-    /** Metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews. */
-    metric: z.string().min(1).max(64),
-    /** Sub-key for keyed metrics: ProductViews of product `key`. */
-    key: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/).optional(),
-    range: z.enum([...NAMED_RANGES, 'allTime']),
-    op: z.enum(['>=', '>', '=', '<=', '<', '!=']),
-    value: z.number().finite(),
-  })
-  .strict();
-
-export const segmentSchema = z
-  .object({
-    name: z.string().min(1).max(100),
-    match: z.enum(['all', 'any']).default('all'),
-    rules: z.array(segmentRuleSchema).min(1).max(50),
-  })
-  .strict();
-
-export type SegmentRule = z.infer<typeof segmentRuleSchema>;
-export type Segment = z.infer<typeof segmentSchema>;
+import { daysOf, namedRange } from './ranges';
 
 export interface SegmentResult {
   name: string;
@@ -91,7 +68,7 @@ export async function evaluateSegments(
 
   const segments = req.segments.map((seg) => {
     const rules = seg.rules.map((rule) => {
-      const [metric] = resolveMetrics(deps.rules, [rule.key === undefined ? rule.metric : `${rule.metric}#${rule.key}`]);
+      const [metric] = resolveMetrics(deps.rules, [formatMetricName(rule.metric, rule.key)]);
       let actual = 0n;
       if (rule.range === 'allTime') actual = merged.get(TOTAL_SK)?.get(totalAttr(metric!.attr)) ?? 0n;
       else {

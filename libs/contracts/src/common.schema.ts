@@ -1,5 +1,8 @@
-import { NAMED_RANGES } from '@tally/query';
 import { z } from 'zod';
+
+/** Ranges by name, in the store's time zone, ending today (inclusive). */
+export const NAMED_RANGES = ['today', 'yesterday', 'last7d', 'last30d', 'last3m', 'last12m', 'thisMonth', 'thisYear'] as const;
+export type NamedRange = (typeof NAMED_RANGES)[number];
 
 /** Every error answer. */
 export const errorSchema = z
@@ -9,15 +12,17 @@ export const errorSchema = z
     field: z.string().optional().describe('The request field at fault (query parameter, or body path such as segments.0.rules.1.op)'),
     message: z.string(),
   })
-  .describe('An error');
+  .describe('An error')
+  .meta({ examples: [{ error: 'Bad Request', code: 'TALLY_ERR_BAD_REQUEST', field: 'metrics', message: 'unknown metric "Views"; known: ViewCount, OrderCount' }] });
 
 /** The error answers every /v1 route can give. */
 export const errorResponses = {
-  400: errorSchema.describe('Bad input; `field` names the parameter at fault'),
+  400: errorSchema.describe('Bad input; `field` names the parameter at fault. Also a query that would read more DynamoDB items than the configured maximum'),
   401: errorSchema.describe('Missing, unknown or revoked API key'),
   403: errorSchema.describe('The API key lacks the read scope'),
   404: errorSchema.describe("Another store's data (`store` or `entity` naming a store that is not the key's)"),
-  503: errorSchema.describe('Redis, DynamoDB or the key store is unreachable; retry after Retry-After seconds'),
+  500: errorSchema.describe('An unexpected error; the query API logs it'),
+  503: errorSchema.describe('Redis, DynamoDB or the key store is unreachable, or the API is shutting down; retry after Retry-After seconds'),
 } as const;
 
 /**
