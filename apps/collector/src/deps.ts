@@ -76,6 +76,17 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     intake,
     directory,
     backpressure,
+    ...(config.INGEST_BUDGET_REQUESTS > 0
+      ? {
+          budget: {
+            redis,
+            keyPrefix: config.KEY_PREFIX,
+            requests: config.INGEST_BUDGET_REQUESTS,
+            windowMs: config.INGEST_BUDGET_WINDOW_MS,
+            overrides: config.INGEST_BUDGET_OVERRIDES,
+          },
+        }
+      : {}),
     maxBodyBytes: config.MAX_BODY_BYTES,
     isClosing: () => closing,
     isReady: async () => !closing && redis.status === 'ready' && (await redis.ping()) === 'PONG',

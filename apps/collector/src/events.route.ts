@@ -1,20 +1,38 @@
+import rateLimit from '@fastify/rate-limit';
 import { QueueUnavailableError, type Intake } from '@tally/intake';
+import { bearerAuth, HttpProblem, PROBLEM_SCHEMA, type TallyHttpApp } from '@tally/http';
 import type { EventError } from '@tally/schema';
-import type { FastifyInstance } from 'fastify';
-import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { z } from 'zod';
 import type { TenantDirectory } from '@tally/tenants';
-import { authenticate } from './auth';
+import type { FastifyRequest } from 'fastify';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
 import { REDIS_DOWN_RETRY_AFTER_SECONDS, type Backpressure } from './backpressure';
 import { JSON_TYPE, NDJSON_TYPE, type EventsBody } from './body';
-import { HttpProblem } from './errors';
 import { rejectReason, type CollectorMetrics } from './metrics';
+
+/**
+ * Each store's ingest budget: at most `requests` requests per `windowMs` (a window counter in Redis per store, so
+ * every collector shares it). The store over its budget alone gets 429 with Retry-After; the others go on.
+ */
+export interface IngestBudget {
+  /** The producer connection (fails fast: with Redis away the budget is not checked and backpressure answers). */
+  redis: Redis;
+  /** KEY_PREFIX: the budget counters are `<prefix>:ingest-budget:…` keys. */
+  keyPrefix: string;
+  /** INGEST_BUDGET_REQUESTS: requests per window of a store without an override. */
+  requests: number;
+  /** INGEST_BUDGET_WINDOW_MS */
+  windowMs: number;
+  /** INGEST_BUDGET_OVERRIDES: requests per window of the stores that differ from the default. */
+  overrides?: ReadonlyMap<string, number>;
+}
 
 export interface EventsRouteDeps {
   intake: Intake;
   directory: TenantDirectory;
   backpressure: Backpressure;
   metrics: CollectorMetrics;
+  budget?: IngestBudget;
 }
 
 const DESCRIPTION = `
@@ -41,7 +59,7 @@ store cannot be reached — both with Retry-After.
 `.trim();
 
 const eventError = z.object({ index: z.number().int(), field: z.string(), reason: z.string() });
-const problem = z.looseObject({ statusCode: z.number().int(), error: z.string(), code: z.string(), message: z.string() });
+const problem = PROBLEM_SCHEMA;
 
 export const eventsRouteSchema = {
   summary: 'Send events',
@@ -73,19 +91,30 @@ export const eventsRouteSchema = {
     403: problem,
     413: problem,
     415: problem,
+    422: problem,
     429: problem,
     503: problem,
   },
 };
 
-export function registerEventsRoute(app: FastifyInstance<any, any, any, any, ZodTypeProvider>, deps: EventsRouteDeps): void {
-  const { intake, metrics } = deps;
-  const auth = authenticate(deps.directory, 'ingest');
+export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDeps): Promise<void> {
+  const { intake, metrics, budget } = deps;
+  const auth = bearerAuth(deps.directory, 'ingest');
+  if (budget) {
+    await app.register(rateLimit, {
+      global: false,
+      redis: budget.redis,
+      nameSpace: `${budget.keyPrefix}:ingest-budget:`,
+      // Redis away: the budget is not checked (backpressure answers 503 anyway); never a 500.
+      skipOnError: true,
+    });
+  }
 
   app.post(
     '/v1/events',
     {
       schema: eventsRouteSchema,
+      ...(budget ? { config: { rateLimit: budgetLimit(budget) } } : {}),
       // Before the body is read: who is calling, and can the queue take more.
       onRequest: async (req) => {
         await auth(req);
@@ -95,7 +124,9 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
     async (req, reply) => {
       const body = req.body as EventsBody | undefined;
       if (body === undefined) {
-        throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is empty; send a JSON array of events (Content-Type: ${JSON_TYPE})`);
+        throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is empty; send a JSON array of events (Content-Type: ${JSON_TYPE})`, {
+          field: 'body',
+        });
       }
       const store = req.principal!.store;
       const partial = req.query.partial === 'true' || req.query.partial === '1';
@@ -115,7 +146,7 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
             'TALLY_ERR_VALIDATION',
             `${rejected} of ${body.items.length} events are invalid; nothing was accepted` +
               (partial ? '' : ' (add ?partial=true to accept the valid ones)'),
-            { rejected, errors },
+            { extra: { rejected, errors } },
           );
         }
       }
@@ -126,13 +157,11 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
       } catch (err) {
         if (!(err instanceof QueueUnavailableError)) throw err;
         metrics.rejected.inc({ reason: 'unavailable' }, result.events.length);
-        req.log.warn({ err, store, events: result.events.length }, 'events queue did not take a batch');
         throw new HttpProblem(
           503,
           'TALLY_ERR_UNAVAILABLE',
           'the events queue (Redis) did not take the batch; nothing was accepted, retry later (with the same Idempotency-Key)',
-          {},
-          { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
+          { headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) }, cause: err },
         );
       }
       metrics.accepted.inc(enqueued.accepted);
@@ -141,6 +170,25 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
       return { accepted: enqueued.accepted, batchId: enqueued.batchId, rejected, acceptedIndexes: result.acceptedIndexes, errors };
     },
   );
+}
+
+/** The route's rate-limit settings: keyed by the store of the API key, checked after auth and before the body is read. */
+function budgetLimit(budget: IngestBudget) {
+  return {
+    hook: 'preParsing' as const,
+    timeWindow: budget.windowMs,
+    keyGenerator: (req: FastifyRequest) => req.principal!.store,
+    max: async (_req: FastifyRequest, store: string) => budget.overrides?.get(store) ?? budget.requests,
+    errorResponseBuilder: (req: FastifyRequest, ctx: { max: number; ttl: number }) => {
+      const retryAfter = Math.max(1, Math.ceil(ctx.ttl / 1_000));
+      return new HttpProblem(
+        429,
+        'TALLY_ERR_RATE_LIMITED',
+        `store ${JSON.stringify(req.principal!.store)} is over its ingest budget of ${ctx.max} requests per ${budget.windowMs} ms; nothing was accepted, retry after ${retryAfter} s`,
+        { extra: { limit: ctx.max, windowMs: budget.windowMs }, headers: { 'retry-after': String(retryAfter) } },
+      );
+    },
+  };
 }
 
 /** NDJSON lines that were not JSON stand in the items as `undefined`; report them by their own reason. */

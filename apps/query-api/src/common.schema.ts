@@ -1,15 +1,9 @@
+import { PROBLEM_SCHEMA } from '@tally/http';
 import { NAMED_RANGES } from '@tally/query';
 import { z } from 'zod';
 
-/** Every error answer. */
-export const errorSchema = z
-  .object({
-    error: z.string().describe('HTTP reason phrase, e.g. "Bad Request"'),
-    code: z.string().describe('Stable code, e.g. TALLY_ERR_BAD_REQUEST'),
-    field: z.string().optional().describe('The request field at fault (query parameter, or body path such as segments.0.rules.1.op)'),
-    message: z.string(),
-  })
-  .describe('An error');
+/** Every error answer: RFC 9457 problem details; `field` is the query parameter or body path (segments.0.rules.1.op) at fault. */
+export const errorSchema = PROBLEM_SCHEMA;
 
 /** The error answers every /v1 route can give. */
 export const errorResponses = {

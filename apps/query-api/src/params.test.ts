@@ -1,6 +1,7 @@
 import { compileRules, defaultRules } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
-import { HttpProblem, isRedisUnavailable } from './errors';
+import { HttpProblem } from '@tally/http';
+import { isRedisUnavailable } from './backends';
 import { formatValue, formatValues, keyedByOf, parseEntity, parseEntityIds, plainMetricsOf, resolveRange } from './params';
 
 const rules = compileRules(defaultRules);

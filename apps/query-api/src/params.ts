@@ -2,7 +2,7 @@ import { ID_PATTERN, NAME_PATTERN } from '@tally/key-layout';
 import { explicitRange, namedRange, resolveMetrics, type DateRange, type MetricRef } from '@tally/query';
 import { fromUnits, type CompiledRules } from '@tally/schema';
 import type { RangeName } from './common.schema';
-import { badRequest, HttpProblem } from './errors';
+import { badRequest, HttpProblem } from '@tally/http';
 
 /** How request parameters (entity, ids, metrics, ranges) become rows, attributes and dates; values back to JSON. */
 
@@ -43,7 +43,7 @@ export function parseEntity(rules: CompiledRules, store: string, raw: string): E
   const id = colon < 0 ? undefined : raw.slice(colon + 1);
   const { name: entity, spec, isStore } = entitySpec(rules, name, 'entity');
   if (isStore) {
-    if (id !== undefined && id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, 'entity');
+    if (id !== undefined && id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field: 'entity' });
     return { entity, id: store, pk: store };
   }
   if (spec.key.length !== 1) throw badRequest('entity', `entity ${entity} is keyed by ${spec.key.length} dimensions (${spec.key.join(', ')}); this API reads single-dimension entities`);
@@ -57,7 +57,7 @@ export function parseEntityIds(rules: CompiledRules, store: string, entityRaw: s
   const { name: entity, spec, isStore } = entitySpec(rules, entityRaw, 'entity');
   const ids = splitList(idsRaw);
   if (isStore) {
-    for (const id of ids) if (id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, 'ids');
+    for (const id of ids) if (id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field: 'ids' });
     return [{ entity, id: store, pk: store }];
   }
   if (spec.key.length !== 1) throw badRequest('entity', `entity ${entity} is keyed by ${spec.key.length} dimensions (${spec.key.join(', ')}); this API reads single-dimension entities`);

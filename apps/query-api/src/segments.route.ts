@@ -1,9 +1,8 @@
 import { ID_PATTERN } from '@tally/key-layout';
 import { evaluateSegments } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { badRequest, principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
-import { badRequest } from './errors';
 import { checkMetricName, formatValue } from './params';
 import { segmentsRouteSchema } from './segments.schema';
 

@@ -1,9 +1,8 @@
 import { formatDate } from '@tally/key-layout';
 import { readSeries, type SeriesPoint } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { badRequest, principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
-import { badRequest } from './errors';
 import { formatValues, parseEntity, parseMetrics, plainMetricsOf, resolveRange } from './params';
 import { seriesRouteSchema } from './series.schema';
 

@@ -1,6 +1,6 @@
 import { formatDate, localDate } from '@tally/key-layout';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { keyedByOf, storeEntityOf } from './params';
 import { storeRouteSchema } from './store.schema';

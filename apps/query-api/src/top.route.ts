@@ -1,9 +1,8 @@
 import { formatDate, NAME_PATTERN } from '@tally/key-layout';
 import { dayKeysOf, readTotals, resolveMetrics } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { badRequest, principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
-import { badRequest } from './errors';
 import { checkMetricName, formatValue, resolveRange, storeEntityOf } from './params';
 import { MAX_TOP_DAYS, topRouteSchema } from './top.schema';
 

@@ -1,7 +1,7 @@
 import { formatDate } from '@tally/key-layout';
 import { readTotals } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { formatValues, parseEntityIds, parseMetrics, plainMetricsOf, resolveRange } from './params';
 import { totalsRouteSchema } from './totals.schema';
