@@ -172,10 +172,14 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
   );
 }
 
-/** The route's rate-limit settings: keyed by the store of the API key, checked after auth and before the body is read. */
+/**
+ * The route's rate-limit settings: keyed by the store of the API key, checked after auth (the route's own
+ * onRequest hook runs first) and before the body is read. Not a preParsing hook: an asynchronous hook between
+ * the decompressor and the body parser would miss a decompression error and hang the request.
+ */
 function budgetLimit(budget: IngestBudget) {
   return {
-    hook: 'preParsing' as const,
+    hook: 'onRequest' as const,
     timeWindow: budget.windowMs,
     keyGenerator: (req: FastifyRequest) => req.principal!.store,
     max: async (_req: FastifyRequest, store: string) => budget.overrides?.get(store) ?? budget.requests,

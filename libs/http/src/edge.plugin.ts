@@ -71,10 +71,12 @@ export const tallyEdge = fp(
           `Content-Encoding ${JSON.stringify(encoding)} is not supported; send the body uncompressed or as ${REQUEST_ENCODINGS.join(' or ')}`,
           { field: 'content-encoding' },
         ),
-      onInvalidRequestPayload: (encoding: string, _req: FastifyRequest, err: Error) =>
-        new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is not valid ${encoding} data (Content-Encoding: ${encoding}): ${err.message}`, {
+      // The plugin copies these members onto the zlib error it hands on; toProblem answers the carried problem.
+      onInvalidRequestPayload: (encoding: string, _req: FastifyRequest, err: Error) => ({
+        problem: new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is not valid ${encoding} data (Content-Encoding: ${encoding}): ${err.message}`, {
           field: 'content-encoding',
         }),
+      }),
     });
 
     app.addHook('onRequest', async (req, reply) => {
@@ -140,6 +142,8 @@ function pathOf(url: string): string {
 /** Fastify's and the plugins' errors as problems; anything not understood is a 500. */
 function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): HttpProblem {
   if (err instanceof HttpProblem) return err;
+  const carried = (err as { problem?: unknown }).problem;
+  if (carried instanceof HttpProblem) return carried;
   if (hasZodFastifySchemaValidationErrors(err)) {
     const issue = err.validation[0]!;
     const where = err.validationContext === 'body' ? 'body' : err.validationContext === 'headers' ? 'headers' : 'query';

@@ -33,6 +33,11 @@ export function parseTimestamp(ts: string | number): number | undefined {
   if (typeof ts === 'number') return Number.isSafeInteger(ts) ? ts : undefined;
   if (/^\d{1,15}$/.test(ts)) return Number(ts);
   if (!ISO.test(ts)) return undefined;
+  // Date.parse rolls a day that does not exist over (2026-11-31 is read as 2026-12-01): check the calendar first.
+  const year = Number(ts.slice(0, 4));
+  const month = Number(ts.slice(5, 7));
+  const day = Number(ts.slice(8, 10));
+  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
   const ms = Date.parse(ts);
   return Number.isNaN(ms) ? undefined : ms;
 }
