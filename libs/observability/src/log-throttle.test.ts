@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { throttleLog } from './log-throttle';
+import { EventEmitter } from 'node:events';
+import { logEmitterErrors, throttleLog } from './log-throttle';
 
 function recorder() {
   const lines: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
@@ -26,5 +27,21 @@ describe('throttleLog', () => {
     const throttled = throttleLog(log, { maxKeys: 2, now: () => 0 });
     for (const k of ['a', 'b', 'c', 'a']) throttled.log('warn', k, {}, k);
     expect(lines.map((l) => l.msg)).toEqual(['a', 'b', 'c', 'a']);
+  });
+});
+
+describe('logEmitterErrors', () => {
+  it('a Redis outage (hundreds of reconnect errors from several connections) logs one line per distinct error', () => {
+    const { lines, log } = recorder();
+    const connections = [new EventEmitter(), new EventEmitter(), new EventEmitter()];
+    logEmitterErrors(log, 'redis', connections, { now: () => 0 });
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' });
+    for (let i = 0; i < 400; i++) for (const c of connections) c.emit('error', refused);
+    connections[0]!.emit('error', new Error('Connection is closed.'));
+    expect(lines.map((l) => l.obj)).toEqual([
+      { source: 'redis', err: { message: 'connect ECONNREFUSED 127.0.0.1:6379', code: 'ECONNREFUSED' } },
+      { source: 'redis', err: { message: 'Connection is closed.', code: undefined } },
+    ]);
+    expect(lines.every((l) => l.level === 'warn' && !('stack' in l.obj))).toBe(true);
   });
 });

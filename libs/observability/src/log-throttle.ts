@@ -37,3 +37,29 @@ export function throttleLog(log: Pick<Logger, 'warn' | 'error' | 'info'>, opts: 
     },
   };
 }
+
+/** Anything that emits 'error': an ioredis connection, a BullMQ worker or queue. */
+export interface ErrorEmitter {
+  on(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+/**
+ * Logs the 'error' events of connections and workers without flooding: while Redis is down every reconnect
+ * attempt of every connection emits one, so each distinct message is logged once per window (no stack: these
+ * are expected outages, not bugs).
+ */
+export function logEmitterErrors(
+  log: Pick<Logger, 'warn' | 'error' | 'info'>,
+  source: string,
+  emitters: readonly (ErrorEmitter | undefined)[],
+  opts: LogThrottleOptions & { level?: 'warn' | 'error' } = {},
+): ThrottledLog {
+  const throttled = throttleLog(log, opts);
+  for (const emitter of emitters) {
+    emitter?.on('error', (err) => {
+      const code = (err as { code?: string }).code;
+      throttled.log(opts.level ?? 'warn', `${source}:${code ?? ''}:${err.message}`, { source, err: { message: err.message, code } }, `${source} error`);
+    });
+  }
+  return throttled;
+}
