@@ -39,8 +39,6 @@ export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
       return true;
     },
   });
-  // Bodies are JSON only (POST /v1/segments): text/plain is 415, not a string that fails validation.
-  app.removeContentTypeParser('text/plain');
   const metrics = createQueryApiMetrics(deps.registry);
   const ctx: RouteContext = { query: deps.query, limits: deps.limits, metrics, now: deps.now ?? Date.now };
 

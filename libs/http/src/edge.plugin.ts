@@ -5,6 +5,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
+import sjson from 'secure-json-parse';
 import { createHttpDurationHistogram } from './http-metrics';
 import { HttpProblem, problemBody, PROBLEM_TYPE } from './problem';
 
@@ -71,12 +72,24 @@ export const tallyEdge = fp(
           `Content-Encoding ${JSON.stringify(encoding)} is not supported; send the body uncompressed or as ${REQUEST_ENCODINGS.join(' or ')}`,
           { field: 'content-encoding' },
         ),
-      // The plugin copies these members onto the zlib error it hands on; toProblem answers the carried problem.
-      onInvalidRequestPayload: (encoding: string, _req: FastifyRequest, err: Error) => ({
-        problem: new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is not valid ${encoding} data (Content-Encoding: ${encoding}): ${err.message}`, {
-          field: 'content-encoding',
-        }),
-      }),
+      // The plugin copies this error's own members onto the zlib error it hands on; toProblem answers the carried problem.
+      onInvalidRequestPayload: (encoding: string, _req: FastifyRequest, err: Error) => {
+        const detail = `the body is not valid ${encoding} data (Content-Encoding: ${encoding}): ${err.message}`;
+        const problem = new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', detail, { field: 'content-encoding' });
+        return Object.assign(new Error(detail), { statusCode: 400, problem });
+      },
+    });
+
+    // JSON bodies only (an app with other types replaces the parsers): text/plain is 415, not a string that fails
+    // validation, and a refused body says why (Fastify's own JSON parser drops the reason).
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+      if (body === '') return done(new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON body', { field: 'body' }), undefined);
+      try {
+        done(null, sjson.parse(body as string, null, { protoAction: 'error', constructorAction: 'error' }));
+      } catch (err) {
+        done(new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', describeJsonError(err as Error), { field: 'body' }), undefined);
+      }
     });
 
     app.addHook('onRequest', async (req, reply) => {
@@ -176,12 +189,7 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
         { field: 'content-type' },
       );
     }
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON body or no Content-Type', { field: 'body' });
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', describeJsonError(err), { field: 'body' });
   }
-  if (err instanceof SyntaxError) return new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', describeJsonError(err), { field: 'body' });
   if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
     return new HttpProblem(err.statusCode, 'TALLY_ERR_BAD_REQUEST', err.message);
   }
