@@ -20,10 +20,17 @@ let adminDynamo: ReturnType<typeof createDynamoClient>;
 let res: CollectorResources;
 let app: CollectorApp;
 let closing = false;
+/** One event with 77,777 unknown dims (built before the collector starts: building it blocks the event loop). */
+let manyDims = '';
+/** Under load a blocked event loop makes the queue-depth read stale (503): wait until the collector takes events. */
+const collectorUp = () => waitFor(() => res.backpressure.redisUp, { message: 'collector reads the queue depth' });
 const keys = { ingest: '', read: '', other: '', flood: '' };
 const BUDGET = 5;
 
 beforeAll(async () => {
+  const dims: Record<string, string> = { product: 'P1' };
+  for (let i = 0; i < 77_777; i++) dims[`d${i}`] = 'x';
+  manyDims = JSON.stringify([{ type: 'view', ts: new Date().toISOString(), dims }]);
   [redis, dynalite] = await Promise.all([startRedis(), startDynalite()]);
   const table = await createTestTable(dynalite.endpoint);
   adminDynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
@@ -144,10 +151,9 @@ describe('Content-Encoding', () => {
 
 describe('hostile bodies', () => {
   it('77,777 unknown dims in a 1 MB body get a small 400 naming dims', async () => {
-    const dims: Record<string, string> = { product: 'P1' };
-    for (let i = 0; i < 77_777; i++) dims[`d${i}`] = 'x';
-    const payload = JSON.stringify([{ type: 'view', ts: new Date().toISOString(), dims }]);
+    const payload = manyDims;
     expect(payload.length).toBeLessThan(1_048_576);
+    await collectorUp();
     const r = await post(payload);
     const body = expectProblem(r, 400, 'TALLY_ERR_VALIDATION');
     expect(body.errors).toEqual([{ index: 0, field: 'dims', reason: 'has more than 64 dimensions; no event type declares that many' }]);
@@ -155,7 +161,9 @@ describe('hostile bodies', () => {
   });
 
   it('lists the first 100 errors and counts them all', async () => {
-    const r = await post(JSON.stringify(Array.from({ length: 1000 }, () => ({ type: 'nope', ts: 0 }))));
+    const payload = JSON.stringify(Array.from({ length: 1000 }, () => ({ type: 'nope', ts: 0 })));
+    await collectorUp();
+    const r = await post(payload);
     const body = expectProblem(r, 400, 'TALLY_ERR_VALIDATION');
     expect(body.errors).toHaveLength(100);
     expect(body.errors[99].index).toBe(99);
