@@ -3,7 +3,7 @@ import { APPS, appProcessSpec } from './apps';
 
 describe('appProcessSpec', () => {
   it('binds the apps to 127.0.0.1 unless HTTP_HOST says otherwise', () => {
-    const backends = { redisUrl: 'redis://127.0.0.1:5000', dynamoEndpoint: 'http://127.0.0.1:5001', table: 'tally', region: 'eu-west-1', logLevel: 'info' };
+    const backends = { redisUrl: 'redis://127.0.0.1:5000', dynamoEndpoint: 'http://127.0.0.1:5001', table: 'tally', region: 'eu-west-1', logLevel: 'info' as const };
     expect(appProcessSpec(APPS[0]!, 7401, backends, {}, '/repo').env['HTTP_HOST']).toBe('127.0.0.1');
     expect(appProcessSpec(APPS[0]!, 7401, backends, { HTTP_HOST: '0.0.0.0' }, '/repo').env['HTTP_HOST']).toBe('0.0.0.0');
   });
