@@ -1,7 +1,7 @@
 import { BucketStore } from '@tally/buckets';
 import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
+import { crashPoints, createLogger, createMetrics, installShutdown, logEmitterErrors, queueDepthMetrics, startOpsServer } from '@tally/observability';
 import { BULL_PREFIX, createQueues, closeQueues, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
@@ -21,7 +21,8 @@ const metrics = createAggregatorMetrics(registry);
 
 const workerRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
 const scriptRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
-const queues = createQueues(new Redis(config.REDIS_URL, { maxRetriesPerRequest: null }));
+const queueRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+const queues = createQueues(queueRedis);
 queueDepthMetrics(registry, Object.values(queues));
 const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX });
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
@@ -56,8 +57,10 @@ const sealWorker = config.SEALER_ENABLED
   : undefined;
 for (const w of [eventsWorker, sealWorker]) {
   w?.on('failed', (job, err) => log.error({ queue: w.name, jobId: job?.id, err: err.message }, 'job failed'));
-  w?.on('error', (err) => log.error({ queue: w.name, err: err.message }, 'worker error'));
 }
+// While Redis is down every connection and worker reports each reconnect: one line per distinct error and 10 s.
+logEmitterErrors(log, 'redis', [workerRedis, scriptRedis, queueRedis, ...Object.values(queues)]);
+logEmitterErrors(log, 'worker', [eventsWorker, sealWorker], { level: 'error' });
 if (sealWorker) {
   await queues[QUEUE.seal].upsertJobScheduler('sealer', { every: bucketMs }, { name: 'seal', data: {}, opts: QUEUE_SETTINGS[QUEUE.seal].jobs });
 }

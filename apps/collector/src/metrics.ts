@@ -1,5 +1,4 @@
-import { createHttpDurationHistogram } from '@tally/observability';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 
 /** Low-cardinality reasons of `tally_events_rejected_total`: the field class of the event's first error, or why a request was refused. */
 export const REJECT_REASONS = ['type', 'ts', 'id', 'dims', 'value', 'event', 'json', 'batch', 'too_many_events', 'unavailable', 'idempotency_conflict'] as const;
@@ -9,7 +8,6 @@ export interface CollectorMetrics {
   received: Counter;
   accepted: Counter;
   rejected: Counter<'reason'>;
-  httpDuration: Histogram<'route' | 'method' | 'status_code'>;
 }
 
 export function createCollectorMetrics(registry: Registry): CollectorMetrics {
@@ -34,7 +32,6 @@ export function createCollectorMetrics(registry: Registry): CollectorMetrics {
       registers: [registry],
     }),
     rejected,
-    httpDuration: createHttpDurationHistogram(registry),
   };
 }
 

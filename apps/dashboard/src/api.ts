@@ -137,10 +137,11 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
   };
 }
 
+/** An RFC 9457 problem body (application/problem+json): `detail` says what was wrong, `field` where. */
 function errorDetail(body: unknown): { message?: string; field?: string } | undefined {
   if (typeof body !== 'object' || body === null) return undefined;
   const b = body as Record<string, unknown>;
-  const message = typeof b['message'] === 'string' ? b['message'] : typeof b['error'] === 'string' ? b['error'] : undefined;
+  const message = typeof b['detail'] === 'string' ? b['detail'] : typeof b['title'] === 'string' ? b['title'] : undefined;
   const field = typeof b['field'] === 'string' ? b['field'] : undefined;
   return { ...(message !== undefined ? { message } : {}), ...(field !== undefined ? { field } : {}) };
 }

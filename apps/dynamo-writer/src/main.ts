@@ -1,7 +1,7 @@
 import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, TableError } from '@tally/dynamo';
-import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
+import { crashPoints, createLogger, createMetrics, installShutdown, logEmitterErrors, queueDepthMetrics, startOpsServer } from '@tally/observability';
 import { BULL_PREFIX, closeQueues, createQueues, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { Worker } from 'bullmq';
@@ -55,7 +55,9 @@ const worker = new Worker(
   },
 );
 worker.on('failed', (job, err) => log.error({ jobId: job?.id, err: err.message }, 'flush job failed'));
-worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
+// While Redis is down every connection and the worker report each reconnect: one line per distinct error and 10 s.
+logEmitterErrors(log, 'redis', [redis, ...Object.values(queues)]);
+logEmitterErrors(log, 'worker', [worker], { level: 'error' });
 
 const ops = await startOpsServer({
   host: config.HTTP_HOST,

@@ -1,7 +1,8 @@
 import { compileRules, defaultRules } from '@tally/schema';
 import { QueryError } from '@tally/query';
 import { describe, expect, it } from 'vitest';
-import { HttpProblem, isRedisUnavailable } from './errors';
+import { HttpProblem } from '@tally/http';
+import { isRedisUnavailable } from './backends';
 import { formatValue, formatValues, parseEntity, parseEntityIds } from './params';
 
 const rules = compileRules(defaultRules);

@@ -1,7 +1,7 @@
 import { ID_PATTERN } from '@tally/key-layout';
 import { entityOf, ID_RULE, resolveMetrics, type MetricRef } from '@tally/query';
 import { fromUnits, parseMetricName, type CompiledRules } from '@tally/schema';
-import { badRequest, HttpProblem } from './errors';
+import { badRequest, HttpProblem } from '@tally/http';
 
 /** How request parameters (entity, ids, metrics) become rows and attributes; values back to JSON. */
 
@@ -26,7 +26,7 @@ export function parseEntity(rules: CompiledRules, store: string, raw: string): E
   const id = colon < 0 ? undefined : raw.slice(colon + 1);
   const { name: entity, spec, isStore } = entityOf(rules, name, 'entity');
   if (isStore) {
-    if (id !== undefined && id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, 'entity');
+    if (id !== undefined && id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field: 'entity' });
     return { entity, id: store, pk: store };
   }
   if (spec.key.length !== 1) throw badRequest('entity', `entity ${entity} is keyed by ${spec.key.length} dimensions (${spec.key.join(', ')}); this API reads single-dimension entities`);
@@ -40,7 +40,7 @@ export function parseEntityIds(rules: CompiledRules, store: string, entityRaw: s
   const { name: entity, spec, isStore } = entityOf(rules, entityRaw, 'entity');
   const ids = splitList(idsRaw);
   if (isStore) {
-    for (const id of ids) if (id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, 'ids');
+    for (const id of ids) if (id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field: 'ids' });
     return [{ entity, id: store, pk: store }];
   }
   if (spec.key.length !== 1) throw badRequest('entity', `entity ${entity} is keyed by ${spec.key.length} dimensions (${spec.key.join(', ')}); this API reads single-dimension entities`);

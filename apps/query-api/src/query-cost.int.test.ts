@@ -84,10 +84,12 @@ describe('a ten-year totals request over 100 products', () => {
     const { status, body } = await get(`/v1/totals?entity=product&ids=${IDS.join(',')}&from=2016-01-15&to=2025-12-14`);
     expect(status).toBe(400);
     expect(body).toEqual({
-      error: 'Bad Request',
+      type: 'about:blank',
+      title: 'Bad Request',
+      status: 400,
       code: 'TALLY_ERR_BAD_REQUEST',
       field: 'ids',
-      message: 'this query would read 2500 DynamoDB items (100 rows × 25 items for the range); at most 2000 per query: ask for fewer ids or a shorter range',
+      detail: 'this query would read 2500 DynamoDB items (100 rows × 25 items for the range); at most 2000 per query: ask for fewer ids or a shorter range',
     });
     expect(sent.size).toBe(0);
   });
@@ -100,7 +102,7 @@ describe('a ten-year totals request over 100 products', () => {
     });
     const month = await get('/v1/series?entity=product:P0&from=2024-01-01&to=2026-01-31&granularity=month', small);
     expect(month.status).toBe(400);
-    expect(month.body).toMatchObject({ field: 'range', message: 'this query would read 25 DynamoDB items (25 month items); at most 24 per query: ask for fewer ids or a shorter range' });
+    expect(month.body).toMatchObject({ field: 'range', detail: 'this query would read 25 DynamoDB items (25 month items); at most 24 per query: ask for fewer ids or a shorter range' });
     expect(sent.size).toBe(0);
     const two = await get('/v1/totals?entity=product&ids=P0,P1&from=2016-12-03&to=2026-12-02', small);
     expect(two).toMatchObject({ status: 400, body: { field: 'ids' } });

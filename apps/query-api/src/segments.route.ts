@@ -2,9 +2,8 @@ import { ID_PATTERN } from '@tally/key-layout';
 import { checkMetricName, evaluateSegments } from '@tally/query';
 import { formatMetricName } from '@tally/schema';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { badRequest, principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
-import { badRequest } from './errors';
 import { formatValue } from './params';
 import { segmentsRouteSchema } from '@tally/contracts';
 

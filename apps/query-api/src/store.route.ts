@@ -1,7 +1,7 @@
 import { formatDate, localDate } from '@tally/key-layout';
 import { keyedByOf, storeEntityOf } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { storeRouteSchema } from '@tally/contracts';
 

@@ -1,7 +1,7 @@
 import { formatDate } from '@tally/key-layout';
 import { plainMetricsOf, readTotals, resolveRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { formatValues, parseEntityIds, parseMetrics } from './params';
 import { totalsRouteSchema } from '@tally/contracts';

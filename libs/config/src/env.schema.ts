@@ -49,6 +49,16 @@ export const collectorEnv = z.object({
   LATENESS_HORIZON_DAYS: int(1, 3_650).default(35),
   /** How long a batch id (from Idempotency-Key) is remembered. */
   DEDUPE_WINDOW_SECONDS: int(60, 30 * 86_400).default(86_400),
+  /** Requests one store may send per INGEST_BUDGET_WINDOW_MS; over it that store alone gets 429 (0: no per-store budget). */
+  INGEST_BUDGET_REQUESTS: int(0, 10_000_000).default(500),
+  /** The window of INGEST_BUDGET_REQUESTS; a store over its budget gets Retry-After until its window ends. */
+  INGEST_BUDGET_WINDOW_MS: int(100, 3_600_000).default(1_000),
+  /** Stores whose budget differs from INGEST_BUDGET_REQUESTS: `store=requests,store=requests`. */
+  INGEST_BUDGET_OVERRIDES: z
+    .string()
+    .regex(/^(?:[A-Za-z0-9_.:-]+=\d{1,8}(?:,[A-Za-z0-9_.:-]+=\d{1,8})*)?$/, 'store=requests pairs separated by commas, e.g. shop1=50,shop2=2000')
+    .default('')
+    .transform((v) => new Map(v === '' ? [] : v.split(',').map((pair) => [pair.split('=')[0]!, Number(pair.split('=')[1])] as const))),
 });
 
 export const aggregatorEnv = z.object({

@@ -42,6 +42,8 @@ export function appProcessSpec(
     args: ['--import', 'tsx', `apps/${app.name}/src/main.ts`],
     cwd: repoRoot,
     env: {
+      // A local stack listens on loopback only (containers keep the apps' default 0.0.0.0); HTTP_HOST overrides.
+      HTTP_HOST: '127.0.0.1',
       ...baseEnv,
       REDIS_URL: backends.redisUrl,
       DYNAMODB_ENDPOINT: backends.dynamoEndpoint,

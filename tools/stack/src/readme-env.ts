@@ -24,7 +24,7 @@ const FALLBACK: Record<string, string> = {
   AWS_REGION: 'AWS region of the DynamoDB client.',
   BUCKET_SECONDS: 'Length of a Redis bucket in seconds (works down to 1, for tests).',
   LOG_LEVEL: 'pino log level.',
-  HTTP_HOST: 'Address the HTTP server binds to.',
+  HTTP_HOST: 'Address the HTTP server binds to (`npm start` passes 127.0.0.1 unless set).',
   HTTP_PORT: 'Port of `/healthz`, `/readyz`, `/metrics` and the app’s API.',
   WRITER_CONCURRENCY: 'Parallel `dynamo-writes` jobs per process.',
 };
