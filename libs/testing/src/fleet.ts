@@ -87,5 +87,3 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
     },
   };
 }
-
-export { metricValue } from '@tally/prom-text';

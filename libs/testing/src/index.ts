@@ -8,3 +8,4 @@ export * from './table';
 export * from './wait';
 export * from './fleet';
 export { CLOCK_SHIFT_PRELOAD, CLOCK_SHIFT_PRELOAD_URL, clockOffsetTo, clockShiftEnv } from './clock-shift';
+export * from './metrics';
