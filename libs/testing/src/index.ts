@@ -9,3 +9,4 @@ export * from './wait';
 export * from './fleet';
 export { CLOCK_SHIFT_PRELOAD, CLOCK_SHIFT_PRELOAD_URL, clockOffsetTo, clockShiftEnv } from './clock-shift';
 export * from './metrics';
+export { killGroup } from './reaper';

@@ -1,7 +1,7 @@
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { loadConfig, rawEnv, sharedEnvShape } from '@tally/config';
+import { REPO_ROOT } from '@tally/testing';
 
 const port = z.coerce.number().int().min(1).max(65_535);
 const ms = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -38,8 +38,8 @@ export interface StackConfig {
   childBaseEnv: Record<string, string | undefined>;
 }
 
-/** The repo root, three levels above this file (tools/stack/src). */
-export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+/** The repo root. */
+export const repoRoot = REPO_ROOT;
 
 /** Reads and validates the environment once. Throws ConfigError (one line naming the variable). */
 export function loadStackConfig(
