@@ -1,26 +1,16 @@
 import { z } from 'zod';
 
-/*
- * Every variable carries its meaning in `.describe()`: the README's environment tables are rendered from these
- * schemas (tools/stack/src/env-tables.ts), so a schema lists exactly the variables its app reads.
- */
+// `.describe()` gives each variable's meaning; tools/stack/src/env-tables.ts renders the README's tables from these.
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
-const bool = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
-
-const redisUrl = z
-  .string()
-  .regex(/^rediss?:\/\/[^\s]+$/, 'a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379');
+const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
+const redisUrl = z.string().regex(/^rediss?:\/\/[^\s]+$/, 'a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379');
 const httpUrl = z.string().regex(/^https?:\/\/[^\s]+$/, 'an http(s):// URL, e.g. http://127.0.0.1:8000');
-const httpPort = (port: number) =>
-  int(0, 65_535).default(port).describe('Port of `/healthz`, `/readyz`, `/metrics` and the app’s API.');
+const httpPort = (port: number) => int(0, 65_535).default(port).describe('Port of `/healthz`, `/readyz`, `/metrics` and the app’s API.');
+const optionalPath = (meaning: string) => z.string().min(1).optional().describe(meaning);
 
 /** Variables most apps read; each app's schema picks the ones it reads. */
 export const sharedEnvShape = {
-  REDIS_URL: redisUrl
-    .default('redis://127.0.0.1:6379')
-    .describe('Redis holding the queues, buckets and outbox (AOF on, `noeviction`).'),
+  REDIS_URL: redisUrl.default('redis://127.0.0.1:6379').describe('Redis holding the queues, buckets and outbox (AOF on, `noeviction`).'),
   DYNAMODB_ENDPOINT: httpUrl
     .optional()
     .describe('A DynamoDB-compatible endpoint (dynalite, DynamoDB Local); unset = AWS DynamoDB in `AWS_REGION`.'),
@@ -34,65 +24,46 @@ export const sharedEnvShape = {
     .regex(/^[a-z0-9-]+$/, 'an AWS region such as us-east-1')
     .default('us-east-1')
     .describe('AWS region of the DynamoDB client.'),
-  LOG_LEVEL: z
-    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
-    .default('info')
-    .describe('pino log level.'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
   HTTP_HOST: z.string().min(1).default('0.0.0.0').describe('Address the HTTP server binds to.'),
-  RULES_FILE: z
-    .string()
-    .min(1)
-    .optional()
-    .describe('Path to a JSON rollup-rules file; unset = the built-in e-commerce rules.'),
+  RULES_FILE: optionalPath('Path to a JSON rollup-rules file; unset = the built-in e-commerce rules.'),
   KEY_PREFIX: z
     .string()
     .regex(/^[a-z][a-z0-9]{0,15}$/, 'lower-case letters and digits, starting with a letter')
     .default('t')
     .describe('Redis key prefix, so several Tally installations can share one Redis.'),
-  TALLY_CRASH_POINT: z
-    .string()
-    .min(1)
-    .optional()
-    .describe('Test-only: name of a crash point at which the process SIGKILLs itself. Never set in production.'),
+  TALLY_CRASH_POINT: optionalPath('Test-only: name of a crash point at which the process SIGKILLs itself. Never set in production.'),
 };
 const shared = z.object(sharedEnvShape);
 
-const keyLookup = {
-  KEY_CACHE_TTL_MS: int(0, 3_600_000)
-    .default(5_000)
-    .describe('How long an API key lookup is cached; a revoked key stops working within this.'),
-  KEY_LOOKUP_TIMEOUT_MS: int(50, 60_000)
-    .default(1_000)
-    .describe('Deadline of one DynamoDB key or tenant lookup; past it the last-known keys are served (or 503 for unknown ones).'),
-};
+const KEY_CACHE_TTL_MS = int(0, 3_600_000)
+  .default(5_000)
+  .describe('How long an API key lookup is cached; a revoked key stops working within this.');
+const KEY_LOOKUP_TIMEOUT_MS = int(50, 60_000)
+  .default(1_000)
+  .describe('Deadline of one DynamoDB key or tenant lookup; past it the last-known keys are served (or 503 for unknown ones).');
 const JOB_LOCK_MS = int(1_000, 600_000)
   .default(30_000)
   .describe('Job lock; a job of a crashed worker is retried after about this long (BullMQ lockDuration/stalledInterval).');
 
-/** How long the aggregator remembers a batch id; the dlq tool reads it too. */
-export const DEDUPE_WINDOW_SECONDS = int(60, 30 * 86_400)
-  .default(86_400)
-  .describe('How long a batch id (from Idempotency-Key) is remembered.');
-
-export const collectorEnv = shared
-  .pick({ REDIS_URL: true, DYNAMODB_ENDPOINT: true, DYNAMODB_TABLE: true, AWS_REGION: true, LOG_LEVEL: true, HTTP_HOST: true, RULES_FILE: true })
-  .extend({
-    HTTP_PORT: httpPort(7401),
-    MAX_EVENTS_PER_REQUEST: int(1, 100_000).default(1000).describe('Events per request before 413.'),
-    MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024).describe('Request body bytes before 413.'),
-    MAX_QUEUE_DEPTH: int(1, 10_000_000).default(10_000).describe('Waiting events jobs beyond which requests get 429.'),
-    ...keyLookup,
-    CLOCK_SKEW_SECONDS: int(0, 86_400).default(300).describe('Allowed clock skew for events stamped in the future.'),
-    LATENESS_HORIZON_DAYS: int(1, 3_650)
-      .default(35)
-      .describe('Events older than this are refused (late events within it land in their own day).'),
-  });
+export const collectorEnv = shared.omit({ KEY_PREFIX: true, TALLY_CRASH_POINT: true }).extend({
+  HTTP_PORT: httpPort(7401),
+  MAX_EVENTS_PER_REQUEST: int(1, 100_000).default(1000).describe('Events per request before 413.'),
+  MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024).describe('Request body bytes before 413.'),
+  MAX_QUEUE_DEPTH: int(1, 10_000_000).default(10_000).describe('Waiting events jobs beyond which requests get 429.'),
+  KEY_CACHE_TTL_MS,
+  KEY_LOOKUP_TIMEOUT_MS,
+  CLOCK_SKEW_SECONDS: int(0, 86_400).default(300).describe('Allowed clock skew for events stamped in the future.'),
+  LATENESS_HORIZON_DAYS: int(1, 3_650)
+    .default(35)
+    .describe('Events older than this are refused (late events within it land in their own day).'),
+});
 
 export const aggregatorEnv = shared.extend({
   BUCKET_SECONDS: int(1, 86_400).default(900).describe('Length of a Redis bucket in seconds (works down to 1, for tests).'),
   HTTP_PORT: httpPort(7403),
   AGGREGATOR_CONCURRENCY: int(1, 256).default(8).describe('Parallel events jobs per process.'),
-  DEDUPE_WINDOW_SECONDS,
+  DEDUPE_WINDOW_SECONDS: int(60, 30 * 86_400).default(86_400).describe('How long a batch id (from Idempotency-Key) is remembered.'),
   SEALER_ENABLED: bool.default(true).describe('Run the sealer (seal, fold, schedule flushes) in this process.'),
   JOB_LOCK_MS,
 });
@@ -108,20 +79,14 @@ export const writerEnv = shared.extend({
 
 export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   HTTP_PORT: httpPort(7402),
-  KEY_CACHE_TTL_MS: keyLookup.KEY_CACHE_TTL_MS,
-  SESSION_IDLE_SECONDS: int(1, 86_400)
-    .default(1_800)
-    .describe("Idle time after which a visitor's cached history expires (the session)."),
+  KEY_CACHE_TTL_MS,
+  SESSION_IDLE_SECONDS: int(1, 86_400).default(1_800).describe("Idle time after which a visitor's cached history expires (the session)."),
   MAX_ENTITIES_PER_REQUEST: int(1, 1_000).default(100).describe('Max entities in one totals request.'),
-  KEY_LOOKUP_TIMEOUT_MS: keyLookup.KEY_LOOKUP_TIMEOUT_MS,
+  KEY_LOOKUP_TIMEOUT_MS,
   QUERY_TIMEOUT_MS: int(50, 60_000)
     .default(3_000)
     .describe('Deadline of one Redis command and of one DynamoDB read of a query; past it the request answers 503.'),
-  DASHBOARD_DIR: z
-    .string()
-    .min(1)
-    .optional()
-    .describe('Directory of the built dashboard; unset = apps/dashboard/dist next to the sources.'),
+  DASHBOARD_DIR: optionalPath('Directory of the built dashboard; unset = apps/dashboard/dist next to the sources.'),
 });
 
 /** Every app's schema by app name: exactly the variables the app reads (the ops checks and the README use them). */
