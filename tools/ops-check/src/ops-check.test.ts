@@ -96,12 +96,12 @@ describe('the deployment files agree with the code', () => {
 
 describe('the checks catch drift', () => {
   it('an environment variable no app reads, or a value it refuses', () => {
-    const collectorEnv = '      <<: *tally-env\n    ports:\n      - "127.0.0.1:${TALLY_COLLECTOR_PORT';
+    const collectorEnv = '86400}\n    ports:\n      - "127.0.0.1:${TALLY_COLLECTOR_PORT';
     const extra = mutate('compose', collectorEnv, collectorEnv.replace('\n    ports', '\n      BATCH_LIMIT: "5"\n    ports'));
     expect(checkCompose(extra)).toEqual(['docker-compose.yml service collector: environment BATCH_LIMIT is not read by collector (not in appEnvSchemas.collector)']);
-    // The collector never read DEDUPE_WINDOW_SECONDS: only the aggregator remembers batch ids.
-    const dead = mutate('compose', collectorEnv, collectorEnv.replace('\n    ports', '\n      DEDUPE_WINDOW_SECONDS: "600"\n    ports'));
-    expect(checkCompose(dead)).toEqual(['docker-compose.yml service collector: environment DEDUPE_WINDOW_SECONDS is not read by collector (not in appEnvSchemas.collector)']);
+    // The collector never reads BUCKET_SECONDS: only the aggregator cuts buckets.
+    const dead = mutate('compose', collectorEnv, collectorEnv.replace('\n    ports', '\n      BUCKET_SECONDS: "600"\n    ports'));
+    expect(checkCompose(dead)).toEqual(['docker-compose.yml service collector: environment BUCKET_SECONDS is not read by collector (not in appEnvSchemas.collector)']);
     // DEDUPE_WINDOW_SECONDS exists, but not for the writer.
     const wrongApp = mutate('compose', '      <<: *tally-env\n    expose:\n      - "7404"', '      <<: *tally-env\n      DEDUPE_WINDOW_SECONDS: "600"\n    expose:\n      - "7404"');
     expect(checkCompose(wrongApp)).toEqual(['docker-compose.yml service dynamo-writer: environment DEDUPE_WINDOW_SECONDS is not read by dynamo-writer (not in appEnvSchemas.dynamo-writer)']);

@@ -23,8 +23,8 @@ describe('README environment tables', () => {
     expect(table).toContain('| `MAX_EVENTS_PER_REQUEST` | collector | `1000` | Events per request before 413. |');
     expect(table).toContain('| `DYNAMODB_ENDPOINT` | all | (unset) |');
     expect(table).toContain('| `BUCKET_SECONDS` | bucket-aggregator | `900` |');
-    expect(table).toContain('| `DEDUPE_WINDOW_SECONDS` | bucket-aggregator | `86400` |');
-    expect(table).toContain('| `KEY_PREFIX` | query-api, bucket-aggregator, dynamo-writer | `t` | Redis key prefix, so several Tally installations can share one Redis. |');
+    expect(table).toContain('| `DEDUPE_WINDOW_SECONDS` | collector, bucket-aggregator | `86400` |');
+    expect(table).toContain('| `KEY_PREFIX` | all | `t` | Redis key prefix, so several Tally installations can share one Redis. |');
     expect(stackEnvTable()).toContain('| `COLLECTOR_PORT` | (unset) | The collector');
   });
 
