@@ -93,6 +93,39 @@ describe('events processor', () => {
     expect(failed.every((j) => j.attemptsMade === 1)).toBe(true);
     expect(await redisTotals('S', 'S')).toEqual({ '2023-123|v': '1' });
   });
+
+  it('applies 300 batches of 1000 orders of the maximum value exactly (the issue: sums past int64 were lost)', async () => {
+    const w = worker();
+    const ts = Date.parse('2026-12-01T12:00:00Z');
+    const order = { type: 'order', ts, dims: {}, value: '1000000000000' };
+    for (let b = 0; b < 300; b++) {
+      await enqueue(queues, QUEUE.events, { batchId: `b${b}`, store: 'S', receivedAt: 1, events: Array.from({ length: 1000 }, () => order) });
+    }
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    // 300000000000000000 in minor units (scale 2).
+    expect(await redisTotals('S', 'S')).toEqual({ '2026-335|o': '300000', '2026-335|r': '30000000000000000000' });
+    expect(await queues[QUEUE.events].getFailedCount()).toBe(0);
+    expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(0);
+  });
+
+  it('sends a batch whose sum cannot be held (past 38 digits) whole to the failed set with its reason and a metric', async () => {
+    const w = worker();
+    const ts = Date.parse('2026-12-01T12:00:00Z');
+    // A bucket count already one below 10^38 (written directly: no real traffic gets near it).
+    await buckets.apply('S', 'seed', new Map([['S', new Map([['2026-335|r', 10n ** 38n - 1n]])]]), { now: Date.now(), dedupeTtlSeconds: 60 });
+    await enqueue(queues, QUEUE.events, { batchId: 'big', store: 'S', receivedAt: 1, events: [{ type: 'order', ts, dims: { visitor: 'V' }, value: '1' }] });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    const failed = await queues[QUEUE.events].getFailed();
+    expect(failed.map((j) => j.failedReason)).toEqual([expect.stringMatching(/^batch big of store S not applied \(nothing written\): TALLY_ERR_SUM_OVERFLOW S 2026-335\|r/)]);
+    expect(failed[0]!.attemptsMade).toBe(1);
+    // Nothing of it landed: not the visitor row, not the order count, and no dedupe record that would hide a replay.
+    expect(await redisTotals('S', 'S')).toEqual({ '2026-335|r': String(10n ** 38n - 1n) });
+    expect(await redisTotals('S', 'S#visitor#V')).toEqual({});
+    expect(await redis.exists(buckets.keys.batch('S', 'big'))).toBe(0);
+    expect((await metrics.batchesRejected.get()).values).toEqual([expect.objectContaining({ labels: { reason: 'overflow' }, value: 1 })]);
+  });
 });
 
 describe('sealer tick', () => {

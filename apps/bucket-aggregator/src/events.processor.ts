@@ -1,4 +1,4 @@
-import type { BucketStore } from '@tally/buckets';
+import { BucketsError, type BucketStore } from '@tally/buckets';
 import { eventsJobSchema } from '@tally/queues';
 import { rollup, RulesError, type CompiledRules } from '@tally/schema';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
@@ -57,7 +57,19 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     throw err;
   }
 
-  const r = await deps.buckets.apply(store, batchId, deltas, { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds });
+  let r;
+  try {
+    r = await deps.buckets.apply(store, batchId, deltas, { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds });
+  } catch (err) {
+    // The apply script refused the whole batch before writing anything (a sum past 38 digits, a corrupt count):
+    // retrying cannot help, so the batch goes whole to the failed set with the reason.
+    if (err instanceof BucketsError) {
+      deps.metrics.batchesRejected.inc({ reason: err.code === 'TALLY_ERR_SUM_OVERFLOW' ? 'overflow' : 'redis_state' });
+      deps.log.error({ jobId: job.id, store, batchId, code: err.code, err: err.message }, 'batch refused whole; it goes to the failed set');
+      throw new UnrecoverableError(err.message);
+    }
+    throw err;
+  }
   // After the apply, duplicates too (a crash between the two is retried): the sealer's work set must see every
   // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired.
   await deps.buckets.registerStore(store);

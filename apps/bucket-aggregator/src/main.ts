@@ -1,7 +1,7 @@
 import { BucketStore } from '@tally/buckets';
 import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
+import { crashPoints, createLogger, createMetrics, installShutdown, logEmitterErrors, queueDepthMetrics, startOpsServer } from '@tally/observability';
 import { allQueues, createQueues, closeQueues, createRedisConnection, createShardWorkers, QUEUE, QUEUE_SETTINGS, type QueueLayout } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
@@ -21,7 +21,8 @@ const metrics = createAggregatorMetrics(registry);
 const layout: QueueLayout = { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS };
 const workerRedis = createRedisConnection(config, { maxRetriesPerRequest: null });
 const scriptRedis = createRedisConnection(config, { maxRetriesPerRequest: null });
-const queues = createQueues(createRedisConnection(config, { maxRetriesPerRequest: null }), layout);
+const queueRedis = createRedisConnection(config, { maxRetriesPerRequest: null });
+const queues = createQueues(queueRedis, layout);
 queueDepthMetrics(registry, allQueues(queues));
 const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
@@ -57,8 +58,10 @@ const sealWorker = config.SEALER_ENABLED
   : undefined;
 for (const w of [...eventsWorkers, sealWorker]) {
   w?.on('failed', (job, err) => log.error({ queue: w.name, jobId: job?.id, err: err.message }, 'job failed'));
-  w?.on('error', (err) => log.error({ queue: w.name, err: err.message }, 'worker error'));
 }
+// While Redis is down every connection and worker reports each reconnect: one line per distinct error and 10 s.
+logEmitterErrors(log, 'redis', [workerRedis, scriptRedis, queueRedis, ...allQueues(queues)]);
+logEmitterErrors(log, 'worker', [...eventsWorkers, sealWorker], { level: 'error' });
 if (sealWorker) {
   const schedulers = Array.from({ length: config.QUEUE_SHARDS }, (_, shard) => `sealer-${shard}`);
   for (const [shard, id] of schedulers.entries()) {

@@ -2,9 +2,9 @@ import { collectorEnv, loadConfig, type CollectorConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { createLogger } from '@tally/observability';
 import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
-import { loadRules } from '@tally/schema';
+import { eventInputSchema, loadRules } from '@tally/schema';
 import { createTenantAdmin, keyIdOf, type TenantAdmin } from '@tally/tenants';
-import { createTestTable, startDynalite, startRedis, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { createTestTable, openApi31Errors, startDynalite, startRedis, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type CollectorApp } from './app';
@@ -120,8 +120,8 @@ describe('POST /v1/events', () => {
     const r = await post([view('P1'), view('P#1'), { type: 'click', ts: iso() }, view('P2', { ts: 'yesterday' })]);
     expect(r.statusCode).toBe(400);
     const body = r.json();
-    expect(body).toMatchObject({ statusCode: 400, code: 'TALLY_ERR_VALIDATION', rejected: 3 });
-    expect(body.message).toBe('3 of 4 events are invalid; nothing was accepted (add ?partial=true to accept the valid ones)');
+    expect(body).toMatchObject({ status: 400, code: 'TALLY_ERR_VALIDATION', rejected: 3 });
+    expect(body.detail).toBe('3 of 4 events are invalid; nothing was accepted (add ?partial=true to accept the valid ones)');
     expect(body.errors.map((e: { index: number; field: string }) => [e.index, e.field])).toEqual([
       [1, 'dims.product'],
       [2, 'type'],
@@ -141,16 +141,17 @@ describe('POST /v1/events', () => {
     expect((await queues.events.getJob(body.batchId))?.data.events.map((e: { dims: { product: string } }) => e.dims.product)).toEqual(['P1', 'P2']);
     const none = await post([view('P|1')], { query: '?partial=true' });
     expect(none.statusCode).toBe(400);
-    expect(none.json().message).toBe('1 of 1 events are invalid; nothing was accepted');
+    expect(none.json().detail).toBe('1 of 1 events are invalid; nothing was accepted');
     expect((await post([view()], { query: '?partial=maybe' })).statusCode).toBe(400);
   });
 
   it('counts a retried request once: same Idempotency-Key, same batch and job, per store', async () => {
     const before = await waiting();
     const headers = { 'idempotency-key': 'checkout-7f3a' };
-    const a = await post([view('P1')], { headers });
-    const b = await post([view('P1')], { headers });
-    const c = await post([view('P1')], { headers, key: keys.other });
+    const events = [view('P1')]; // a retry sends the same body
+    const a = await post(events, { headers });
+    const b = await post(events, { headers });
+    const c = await post(events, { headers, key: keys.other });
     expect([a.statusCode, b.statusCode, c.statusCode]).toEqual([202, 202, 202]);
     expect(a.json().batchId).toBe(b.json().batchId);
     expect(c.json().batchId).not.toBe(a.json().batchId);
@@ -158,7 +159,32 @@ describe('POST /v1/events', () => {
     expect((await queues.events.getJob(c.json().batchId))?.data.store).toBe('SHOP2');
     const bad = await post([view('P1')], { headers: { 'idempotency-key': 'with space' } });
     expect(bad.statusCode).toBe(400);
-    expect(bad.json().message).toMatch(/Idempotency-Key must be 1-255 visible ASCII characters/);
+    expect(bad.json().detail).toMatch(/Idempotency-Key must be 1-255 visible ASCII characters/);
+  });
+
+  it('refuses an Idempotency-Key reused for other events with 422 naming the key, accepting nothing', async () => {
+    const headers = { 'idempotency-key': 'order-1001' };
+    const first = [view('P1'), view('P2')];
+    const a = await post(first, { headers });
+    expect(a.statusCode).toBe(202);
+    const before = await waiting();
+    const job = await queues.events.getJob(a.json().batchId);
+    // Same events in another JSON key order: the same batch, 202 with the same batch id.
+    const reordered = first.map((e) => ({ dims: { visitor: e.dims.visitor, product: e.dims.product }, ts: e.ts, type: e.type }));
+    const again = await post(reordered, { headers });
+    expect(again.statusCode).toBe(202);
+    expect(again.json()).toEqual({ accepted: 2, batchId: a.json().batchId });
+    // Other events under the same key: refused, whatever the difference.
+    for (const other of [[view('P1'), view('P3')], [view('P1')], [...first, view('P2')]]) {
+      const r = await post(other, { headers });
+      expect(r.statusCode).toBe(422);
+      expect(r.json()).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', field: 'Idempotency-Key', detail: expect.stringContaining('Idempotency-Key "order-1001" was already used') });
+      expect(r.json().detail).toMatch(/nothing was accepted/);
+    }
+    expect(await waiting()).toBe(before);
+    expect((await queues.events.getJob(a.json().batchId))?.data.events).toEqual(job?.data.events);
+    // The key is per store: another store may use it for its own events.
+    expect((await post([view('P9')], { headers, key: keys.other })).statusCode).toBe(202);
   });
 
   it('answers an empty array with 202 and nothing enqueued', async () => {
@@ -190,8 +216,8 @@ describe('start', () => {
 describe('bad input gets the right 4xx naming the problem, and the collector keeps serving', () => {
   const expectProblem = (r: Awaited<ReturnType<typeof post>>, status: number, code: string, message: RegExp) => {
     expect(r.statusCode).toBe(status);
-    expect(r.json()).toMatchObject({ statusCode: status, code });
-    expect(r.json().message).toMatch(message);
+    expect(r.json()).toMatchObject({ status: status, code });
+    expect(r.json().detail).toMatch(message);
   };
 
   it('malformed JSON, empty bodies, non-arrays', async () => {
@@ -303,14 +329,14 @@ describe('auth', () => {
     const none = await post([view()], { key: null });
     expect(none.statusCode).toBe(401);
     expect(none.headers['www-authenticate']).toBe('Bearer realm="tally"');
-    expect(none.json()).toMatchObject({ code: 'TALLY_ERR_UNAUTHORIZED', message: 'missing Authorization header: send Authorization: Bearer <API key>' });
+    expect(none.json()).toMatchObject({ code: 'TALLY_ERR_UNAUTHORIZED', detail: 'missing Authorization header: send Authorization: Bearer <API key with the "ingest" scope>' });
     const basic = await app.inject({ method: 'POST', url: '/v1/events', headers: { authorization: 'Basic dXNlcjpwYXNz', 'content-type': 'application/json' }, payload: '[]' });
-    expect(basic.json().message).toBe('the Authorization header must be "Bearer <API key>"');
+    expect(basic.json().detail).toBe('the Authorization header must be "Bearer <API key>"');
     const unknown = await post([view()], { key: 'tly_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' });
-    expect([unknown.statusCode, unknown.json().message]).toEqual([401, 'unknown or revoked API key']);
+    expect([unknown.statusCode, unknown.json().detail]).toEqual([401, 'unknown or revoked API key']);
     const read = await post([view()], { key: keys.read });
     expect(read.statusCode).toBe(403);
-    expect(read.json()).toMatchObject({ code: 'TALLY_ERR_FORBIDDEN', message: 'this API key lacks the "ingest" scope (it has: read)' });
+    expect(read.json()).toMatchObject({ code: 'TALLY_ERR_FORBIDDEN', detail: 'this API key lacks the "ingest" scope (it has: read)' });
   });
 
   it('checks the key before reading the body', async () => {
@@ -328,7 +354,7 @@ describe('auth', () => {
       return x.statusCode === 401 && x;
     }, { timeoutMs: 5_000, intervalMs: 20 });
     expect(Date.now() - revokedAt).toBeLessThan(TTL_MS + 300);
-    expect(r.json().message).toBe('unknown or revoked API key');
+    expect(r.json().detail).toBe('unknown or revoked API key');
   });
 });
 
@@ -346,7 +372,7 @@ describe('backpressure and outages', () => {
       expect(r.statusCode).toBe(429);
       expect(r.headers['retry-after']).toBe('2');
       expect(r.json()).toMatchObject({ code: 'TALLY_ERR_BACKPRESSURE', limit: 1 });
-      expect(r.json().message).toMatch(/over MAX_QUEUE_DEPTH \(1\); nothing was accepted/);
+      expect(r.json().detail).toMatch(/over MAX_QUEUE_DEPTH \(1\); nothing was accepted/);
       expect(await waiting()).toBe(before);
       await queues.events.drain();
       await waitFor(async () => (await post([view()], {}, small.app)).statusCode === 202, { timeoutMs: 5_000 });
@@ -391,6 +417,29 @@ describe('backpressure and outages', () => {
     expect(op.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['partial', 'idempotency-key']));
   });
 
+  it('serves a valid OpenAPI 3.1 document with the event and batch schemas from zod, examples, every error and an operation id', async () => {
+    const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json();
+    expect(await openApi31Errors(doc)).toEqual([]);
+    const op = doc.paths['/v1/events'].post;
+    expect(op.operationId).toBe('sendEvents');
+    expect(Object.keys(op.requestBody.content).sort()).toEqual(['application/json', 'application/x-ndjson']);
+    const batch = op.requestBody.content['application/json'].schema;
+    expect(batch).toMatchObject({ type: 'array', minItems: 1 });
+    expect(batch.items.required).toEqual(['type', 'ts']);
+    expect(Object.keys(batch.items.properties).sort()).toEqual(['dims', 'id', 'ts', 'type', 'value']);
+    expect(batch.items.additionalProperties).toBe(false);
+    const example = op.requestBody.content['application/json'].example;
+    expect(example[0]).toMatchObject({ type: 'view', dims: { product: 'P1' } });
+    expect(example).toHaveLength(2);
+    // Every example is accepted by the schema the intake parses events with.
+    for (const event of example) expect(eventInputSchema.safeParse(event).success).toBe(true);
+    expect(Object.keys(op.responses).sort()).toEqual(['202', '400', '401', '403', '404', '413', '415', '422', '429', '500', '503']);
+    expect(op.responses['400'].content['application/json'].schema.properties.errors.items.required).toEqual(['index', 'field', 'reason']);
+    expect(op.responses['202'].content['application/json'].example).toMatchObject({ accepted: 2 });
+    expect(op.responses['401'].content['application/json'].example).toMatchObject({ code: 'TALLY_ERR_UNAUTHORIZED' });
+    expect(Object.values(op.responses).every((r) => typeof (r as { description?: unknown }).description === 'string')).toBe(true);
+  });
+
   it('answers 503 at once, not after a command timeout, while Redis is frozen', async () => {
     await redis.kill('SIGSTOP');
     try {
@@ -433,7 +482,7 @@ describe('backpressure and outages', () => {
     const r = await post([view()], { key: keys.unseen });
     expect(r.statusCode).toBe(503);
     expect(r.headers['retry-after']).toBe('5');
-    expect(r.json().message).toMatch(/cannot be checked right now/);
+    expect(r.json().detail).toMatch(/cannot be checked right now/);
   });
 
   it('503 on /v1/events once shutdown began', async () => {

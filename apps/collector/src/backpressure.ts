@@ -1,6 +1,6 @@
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
-import { HttpProblem } from './errors';
+import { HttpProblem } from '@tally/http';
 
 export interface BackpressureOptions {
   /** The events queue. */
@@ -84,8 +84,7 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
           503,
           'TALLY_ERR_UNAVAILABLE',
           'the events queue (Redis) is unreachable; nothing was accepted, retry later',
-          {},
-          { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
+          { headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) } },
         );
       }
       if (depth !== undefined && depth > opts.maxDepth) {
@@ -93,8 +92,7 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
           429,
           'TALLY_ERR_BACKPRESSURE',
           `the events queue holds ${depth} waiting batches, over MAX_QUEUE_DEPTH (${opts.maxDepth}); nothing was accepted, retry later`,
-          { depth, limit: opts.maxDepth },
-          { 'retry-after': String(QUEUE_FULL_RETRY_AFTER_SECONDS) },
+          { extra: { depth, limit: opts.maxDepth }, headers: { 'retry-after': String(QUEUE_FULL_RETRY_AFTER_SECONDS) } },
         );
       }
     },

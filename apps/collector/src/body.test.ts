@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HttpProblem } from './errors';
+import { HttpProblem } from '@tally/http';
 import { parseJsonArray, parseNdjson } from './body';
 import { rejectReason } from './metrics';
 

@@ -1,6 +1,6 @@
 import type { EventError } from '@tally/schema';
 import type { FastifyInstance } from 'fastify';
-import { HttpProblem } from './errors';
+import { HttpProblem } from '@tally/http';
 
 export const JSON_TYPE = 'application/json';
 export const NDJSON_TYPE = 'application/x-ndjson';
@@ -44,11 +44,11 @@ export function tooManyEvents(count: number, limit: number): HttpProblem {
     413,
     'TALLY_ERR_TOO_MANY_EVENTS',
     `the request has ${count} events; MAX_EVENTS_PER_REQUEST is ${limit}: split it into smaller requests`,
-    { limit, count },
+    { field: 'body', extra: { limit, count } },
   );
 }
 
-const empty = () => new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON array of events');
+const empty = () => new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON array of events', { field: 'body' });
 
 export function parseJsonArray(text: string, maxEvents: number): EventsBody {
   let parsed: unknown;
@@ -56,7 +56,7 @@ export function parseJsonArray(text: string, maxEvents: number): EventsBody {
     parsed = JSON.parse(text);
   } catch (err) {
     if (text.trim() === '') throw empty();
-    throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is not valid JSON: ${(err as Error).message}`);
+    throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is not valid JSON: ${(err as Error).message}`, { field: 'body' });
   }
   if (!Array.isArray(parsed)) {
     const got = parsed === null ? 'null' : typeof parsed === 'object' ? 'an object' : `a ${typeof parsed}`;
@@ -64,6 +64,7 @@ export function parseJsonArray(text: string, maxEvents: number): EventsBody {
       400,
       'TALLY_ERR_MALFORMED_BODY',
       `the body must be a JSON array of events, got ${got} (for one event per line use Content-Type: ${NDJSON_TYPE})`,
+      { field: 'body' },
     );
   }
   if (parsed.length > maxEvents) throw tooManyEvents(parsed.length, maxEvents);

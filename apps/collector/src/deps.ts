@@ -1,7 +1,7 @@
 import { createIntake, createProducerConnection } from '@tally/intake';
 import type { CollectorConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { createMetrics, queueDepthMetrics, type Logger } from '@tally/observability';
+import { createMetrics, logEmitterErrors, queueDepthMetrics, type Logger } from '@tally/observability';
 import { allQueues, closeQueues, createQueues, queueShards, QUEUE, type RedisConnection, type TallyQueues } from '@tally/queues';
 import type { CompiledRules } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
@@ -30,15 +30,9 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
   const metrics = createCollectorMetrics(registry);
 
   const redis = createProducerConnection(config);
-  let lastRedisError = 0;
-  redis.on('error', (err) => {
-    // ioredis reports every failed reconnect; one line per 10 s is enough.
-    if (Date.now() - lastRedisError < 10_000) return;
-    lastRedisError = Date.now();
-    log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'redis connection error');
-  });
   const queues = createQueues(redis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
-  for (const q of allQueues(queues)) q.on('error', () => {}); // the connection's errors, logged above
+  // ioredis reports every failed reconnect: one line per distinct error and 10 s.
+  logEmitterErrors(log, 'redis', [redis, ...allQueues(queues)]);
   const eventsShards = queueShards(queues, QUEUE.events);
   queueDepthMetrics(registry, [...eventsShards]);
 
@@ -60,6 +54,7 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     redis,
     rules,
     source: 'http',
+    idempotencyWindowSeconds: config.DEDUPE_WINDOW_SECONDS,
     limits: {
       maxEvents: config.MAX_EVENTS_PER_REQUEST,
       clockSkewSeconds: config.CLOCK_SKEW_SECONDS,
@@ -78,6 +73,17 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     intake,
     directory,
     backpressure,
+    ...(config.INGEST_BUDGET_REQUESTS > 0
+      ? {
+          budget: {
+            redis,
+            keyPrefix: config.KEY_PREFIX,
+            requests: config.INGEST_BUDGET_REQUESTS,
+            windowMs: config.INGEST_BUDGET_WINDOW_MS,
+            overrides: config.INGEST_BUDGET_OVERRIDES,
+          },
+        }
+      : {}),
     maxBodyBytes: config.MAX_BODY_BYTES,
     isClosing: () => closing,
     isReady: async () => !closing && redis.status === 'ready' && (await redis.ping()) === 'PONG',

@@ -1,20 +1,42 @@
-import { QueueUnavailableError, type Intake } from '@tally/intake';
-import type { EventError } from '@tally/schema';
-import type { FastifyInstance } from 'fastify';
-import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { z } from 'zod';
+import rateLimit from '@fastify/rate-limit';
+import { IdempotencyConflictError, QueueUnavailableError, type Intake } from '@tally/intake';
+import { bearerAuth, HttpProblem, PROBLEM_SCHEMA, type TallyHttpApp } from '@tally/http';
+import { eventInputSchema, type EventError } from '@tally/schema';
+import { validatorCompiler } from 'fastify-type-provider-zod';
+import type { RedisConnection } from '@tally/queues';
 import type { TenantDirectory } from '@tally/tenants';
-import { authenticate } from './auth';
+import type { FastifyRequest, FastifySchemaCompiler } from 'fastify';
+import { z } from 'zod';
 import { REDIS_DOWN_RETRY_AFTER_SECONDS, type Backpressure } from './backpressure';
 import { JSON_TYPE, NDJSON_TYPE, type EventsBody } from './body';
-import { HttpProblem } from './errors';
 import { rejectReason, type CollectorMetrics } from './metrics';
+
+/**
+ * Each store's ingest budget: at most `requests` requests per `windowMs` (a window counter in Redis per store, so
+ * every collector shares it). The store over its budget alone gets 429 with Retry-After; the others go on.
+ */
+export interface IngestBudget {
+  /**
+   * The producer connection, a single Redis or a Cluster (each budget counter is one key); it fails fast: with
+   * Redis away the budget is not checked and backpressure answers.
+   */
+  redis: RedisConnection;
+  /** KEY_PREFIX: the budget counters are `<prefix>:ingest-budget:…` keys. */
+  keyPrefix: string;
+  /** INGEST_BUDGET_REQUESTS: requests per window of a store without an override. */
+  requests: number;
+  /** INGEST_BUDGET_WINDOW_MS */
+  windowMs: number;
+  /** INGEST_BUDGET_OVERRIDES: requests per window of the stores that differ from the default. */
+  overrides?: ReadonlyMap<string, number>;
+}
 
 export interface EventsRouteDeps {
   intake: Intake;
   directory: TenantDirectory;
   backpressure: Backpressure;
   metrics: CollectorMetrics;
+  budget?: IngestBudget;
 }
 
 const DESCRIPTION = `
@@ -33,17 +55,37 @@ decimals than the metric keeps.
 
 202 is sent only once Redis holds the batch. With an \`Idempotency-Key\` header the batch id derives from the
 store and the key, so a retried request is counted once: BullMQ keeps the job id while the job is retained, and
-the aggregator ignores a batch id it applied within DEDUPE_WINDOW_SECONDS (default 24 h).
+the aggregator ignores a batch id it applied within DEDUPE_WINDOW_SECONDS (default 24 h). The key is bound to its
+batch: reusing it within that window for other events is refused with 422 naming the key, and nothing is accepted.
 
 413 over MAX_BODY_BYTES or MAX_EVENTS_PER_REQUEST; 415 for other content types; 401 without a valid key, 403
 without the ingest scope; 429 while the events queue is deeper than MAX_QUEUE_DEPTH, 503 while Redis or the key
 store cannot be reached — both with Retry-After.
 `.trim();
 
-const eventError = z.object({ index: z.number().int(), field: z.string(), reason: z.string() });
-const problem = z.looseObject({ statusCode: z.number().int(), error: z.string(), code: z.string(), message: z.string() });
+const eventError = z.object({ index: z.number().int(), field: z.string(), reason: z.string() }).describe('Why one event was refused');
+const problem = PROBLEM_SCHEMA.meta({
+  examples: [{ type: 'about:blank', title: 'Unauthorized', status: 401, code: 'TALLY_ERR_UNAUTHORIZED', detail: 'missing API key: send Authorization: Bearer <key>' }],
+});
+
+const EXAMPLE_EVENTS = [
+  { type: 'view', ts: '2026-03-15T10:15:00Z', dims: { product: 'P1', visitor: 'V42' } },
+  { type: 'order', ts: 1773569700000, id: 'O-1001', dims: { visitor: 'V42' }, value: '19.99' },
+];
+
+/** One event, as the zod schema the intake parses it with. */
+export const eventSchema = eventInputSchema.describe('An event; checked against the rollup rules (type, dims, ts window, value)').meta({ examples: [EXAMPLE_EVENTS[0]] });
+/** A batch: the JSON body (NDJSON: the same events, one per line). */
+export const batchSchema = z.array(eventSchema).min(1).describe('A batch of events (at most MAX_EVENTS_PER_REQUEST)').meta({ examples: [EXAMPLE_EVENTS] });
+
+/**
+ * The body is parsed by the JSON/NDJSON parsers (body.ts) and checked event by event by the intake, so that
+ * `?partial=true` can accept the valid events: the body schema documents the contract and is not run as a whole.
+ */
+const validateAllButBody: FastifySchemaCompiler<any> = (route) => (route.httpPart === 'body' ? (data: unknown) => ({ value: data }) : validatorCompiler(route));
 
 export const eventsRouteSchema = {
+  operationId: 'sendEvents',
   summary: 'Send events',
   description: DESCRIPTION,
   tags: ['events'],
@@ -60,6 +102,8 @@ export const eventsRouteSchema = {
       .optional()
       .describe('Makes a retried request count once (per store, within the dedupe window)'),
   }),
+  consumes: [JSON_TYPE, NDJSON_TYPE],
+  body: batchSchema,
   response: {
     202: z.object({
       accepted: z.number().int().describe('events enqueued'),
@@ -67,25 +111,41 @@ export const eventsRouteSchema = {
       rejected: z.number().int().optional().describe('partial=true: events refused'),
       acceptedIndexes: z.array(z.number().int()).optional().describe('partial=true: indexes of the accepted events'),
       errors: z.array(eventError).optional().describe('partial=true: why each refused event was refused'),
-    }),
-    400: problem.extend({ errors: z.array(eventError).optional() }),
-    401: problem,
-    403: problem,
-    413: problem,
-    415: problem,
-    429: problem,
-    503: problem,
+    }).meta({ examples: [{ accepted: 2, batchId: 'b7a1c1e0c3b54c3e9a51f0e7f4f2d6a1' }] }),
+    400: problem
+      .extend({ rejected: z.number().int().optional(), errorCount: z.number().int().optional(), errors: z.array(eventError).optional() })
+      .describe('Invalid events (every one listed in `errors`; nothing counted), a bad Idempotency-Key or query, or an empty or malformed body'),
+    401: problem.describe('Missing, unknown or revoked API key'),
+    403: problem.describe('The key lacks the ingest scope'),
+    404: problem.describe('No such route'),
+    413: problem.describe('Body over MAX_BODY_BYTES or more than MAX_EVENTS_PER_REQUEST events'),
+    415: problem.describe('Content-Type other than JSON or NDJSON'),
+    422: problem.describe('The Idempotency-Key was used before with other events; nothing accepted'),
+    429: problem.describe('The store is over its ingest budget, or the events queue is deeper than MAX_QUEUE_DEPTH; retry after Retry-After seconds'),
+    500: problem.describe('An unexpected error; the collector logs it'),
+    503: problem.describe('Redis or the key store is unreachable, or the collector is shutting down; retry after Retry-After seconds'),
   },
 };
 
-export function registerEventsRoute(app: FastifyInstance<any, any, any, any, ZodTypeProvider>, deps: EventsRouteDeps): void {
-  const { intake, metrics } = deps;
-  const auth = authenticate(deps.directory, 'ingest');
+export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDeps): Promise<void> {
+  const { intake, metrics, budget } = deps;
+  const auth = bearerAuth(deps.directory, 'ingest');
+  if (budget) {
+    await app.register(rateLimit, {
+      global: false,
+      redis: budget.redis,
+      nameSpace: `${budget.keyPrefix}:ingest-budget:`,
+      // Redis away: the budget is not checked (backpressure answers 503 anyway); never a 500.
+      skipOnError: true,
+    });
+  }
 
   app.post(
     '/v1/events',
     {
       schema: eventsRouteSchema,
+      validatorCompiler: validateAllButBody,
+      ...(budget ? { config: { rateLimit: budgetLimit(budget) } } : {}),
       // Before the body is read: who is calling, and can the queue take more.
       onRequest: async (req) => {
         await auth(req);
@@ -93,9 +153,11 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
       },
     },
     async (req, reply) => {
-      const body = req.body as EventsBody | undefined;
+      const body = req.body as unknown as EventsBody | undefined;
       if (body === undefined) {
-        throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is empty; send a JSON array of events (Content-Type: ${JSON_TYPE})`);
+        throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is empty; send a JSON array of events (Content-Type: ${JSON_TYPE})`, {
+          field: 'body',
+        });
       }
       const store = req.principal!.store;
       const partial = req.query.partial === 'true' || req.query.partial === '1';
@@ -115,7 +177,7 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
             'TALLY_ERR_VALIDATION',
             `${rejected} of ${body.items.length} events are invalid; nothing was accepted` +
               (partial ? '' : ' (add ?partial=true to accept the valid ones)'),
-            { rejected, errors },
+            { extra: { rejected, errors } },
           );
         }
       }
@@ -124,15 +186,22 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
       try {
         enqueued = await intake.enqueue(store, result.events, { idempotencyKey: req.headers['idempotency-key'], receivedAt });
       } catch (err) {
+        if (err instanceof IdempotencyConflictError) {
+          metrics.rejected.inc({ reason: 'idempotency_conflict' }, result.events.length);
+          throw new HttpProblem(
+            422,
+            'TALLY_ERR_IDEMPOTENCY_CONFLICT',
+            `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used for a batch with other events; nothing was accepted (resend the same events to retry, or use a new key for a new batch)`,
+            { field: 'Idempotency-Key' },
+          );
+        }
         if (!(err instanceof QueueUnavailableError)) throw err;
         metrics.rejected.inc({ reason: 'unavailable' }, result.events.length);
-        req.log.warn({ err, store, events: result.events.length }, 'events queue did not take a batch');
         throw new HttpProblem(
           503,
           'TALLY_ERR_UNAVAILABLE',
           'the events queue (Redis) did not take the batch; nothing was accepted, retry later (with the same Idempotency-Key)',
-          {},
-          { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
+          { headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) }, cause: err },
         );
       }
       metrics.accepted.inc(enqueued.accepted);
@@ -141,6 +210,29 @@ export function registerEventsRoute(app: FastifyInstance<any, any, any, any, Zod
       return { accepted: enqueued.accepted, batchId: enqueued.batchId, rejected, acceptedIndexes: result.acceptedIndexes, errors };
     },
   );
+}
+
+/**
+ * The route's rate-limit settings: keyed by the store of the API key, checked after auth (the route's own
+ * onRequest hook runs first) and before the body is read. Not a preParsing hook: an asynchronous hook between
+ * the decompressor and the body parser would miss a decompression error and hang the request.
+ */
+function budgetLimit(budget: IngestBudget) {
+  return {
+    hook: 'onRequest' as const,
+    timeWindow: budget.windowMs,
+    keyGenerator: (req: FastifyRequest) => req.principal!.store,
+    max: async (_req: FastifyRequest, store: string) => budget.overrides?.get(store) ?? budget.requests,
+    errorResponseBuilder: (req: FastifyRequest, ctx: { max: number; ttl: number }) => {
+      const retryAfter = Math.max(1, Math.ceil(ctx.ttl / 1_000));
+      return new HttpProblem(
+        429,
+        'TALLY_ERR_RATE_LIMITED',
+        `store ${JSON.stringify(req.principal!.store)} is over its ingest budget of ${ctx.max} requests per ${budget.windowMs} ms; nothing was accepted, retry after ${retryAfter} s`,
+        { extra: { limit: ctx.max, windowMs: budget.windowMs }, headers: { 'retry-after': String(retryAfter) } },
+      );
+    },
+  };
 }
 
 /** NDJSON lines that were not JSON stand in the items as `undefined`; report them by their own reason. */

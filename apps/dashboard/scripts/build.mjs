@@ -6,7 +6,8 @@
 //                                                     sources (`prestart`, and the browser test)
 //
 // "Other sources" is decided by content, not by timestamps: a sha256 over the inputs (index.html, src/ without
-// tests, the Vite config, package.json, and the versions of vite and uplot) is kept in dist/.build-inputs.sha256.
+// tests, the query API's contract in libs/contracts/src, the Vite config, package.json, and the versions of vite,
+// uplot and zod) is kept in dist/.build-inputs.sha256.
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -18,7 +19,7 @@ const dist = path.join(root, 'dist');
 const stampFile = path.join(dist, '.build-inputs.sha256');
 const require = createRequire(path.join(root, 'package.json'));
 
-/** Files the build reads, relative to apps/dashboard, sorted. */
+/** Files the build reads, relative to apps/dashboard, sorted (the contract lib's sources are bundled too). */
 function inputFiles() {
   const files = ['index.html', 'vite.config.ts', 'package.json'];
   /** @param {string} dir */
@@ -30,6 +31,7 @@ function inputFiles() {
     }
   };
   walk('src');
+  walk('../../libs/contracts/src');
   return files.sort();
 }
 
@@ -45,7 +47,7 @@ function versionOf(pkg) {
 function inputsHash() {
   const hash = createHash('sha256');
   for (const file of inputFiles()) hash.update(`${file}\0`).update(readFileSync(path.join(root, file))).update('\0');
-  for (const pkg of ['vite', 'uplot']) hash.update(`${pkg}@${versionOf(pkg)}\0`);
+  for (const pkg of ['vite', 'uplot', 'zod']) hash.update(`${pkg}@${versionOf(pkg)}\0`);
   return hash.digest('hex');
 }
 

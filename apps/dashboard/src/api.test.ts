@@ -14,14 +14,18 @@ function fakeFetch(respond: (url: URL) => Response | Promise<Response>) {
 }
 
 const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
+/** An RFC 9457 problem body as the query API sends it. */
+const problem = (status: number, title: string, code: string, detail: string) => ({ type: 'about:blank', title, status, code, detail });
 
 const SERIES = {
   store: 'S1',
   timeZone: 'UTC',
   entity: 'product:P1',
   granularity: 'day',
+  range: 'today',
   from: '2023-05-03',
   to: '2023-05-03',
+  metrics: ['ViewCount', 'Revenue'],
   points: [{ period: '2023-05-03', values: { ViewCount: 3, Revenue: '19.99' } }],
   totals: { ViewCount: 3, Revenue: '19.99' },
   asOf: '2023-05-03T10:00:00.000Z',
@@ -41,7 +45,8 @@ describe('createApiClient', () => {
   });
 
   it('asks for explicit windows and top lists', async () => {
-    const { calls, fetch } = fakeFetch((u) => (u.pathname === '/v1/top' ? json(200, { items: [{ id: 'P1', value: 4 }] }) : json(200, SERIES)));
+    const top = { store: 'S1', entity: 'product', metric: 'OrderCount', range: 'last30d', from: '2023-04-04', to: '2023-05-03', items: [{ id: 'P1', value: 4 }], asOf: '2023-05-03T10:00:00.000Z', dynamoRequests: 1 };
+    const { calls, fetch } = fakeFetch((u) => (u.pathname === '/v1/top' ? json(200, top) : json(200, SERIES)));
     const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch });
     await api.series({ entity: 'store', metrics: ['OrderCount'], granularity: 'month', from: '2022-04-01', to: '2024-03-01' });
     expect(await api.top({ entity: 'product', metric: 'OrderCount', range: 'last30d', limit: 10 })).toEqual([{ id: 'P1', value: 4 }]);
@@ -65,14 +70,17 @@ describe('createApiClient', () => {
     const client = (respond: () => Response | Promise<Response>) => createApiClient({ key: 'k', baseUrl: 'http://t', fetch: fakeFetch(respond).fetch });
     const store = (respond: () => Response | Promise<Response>) => client(respond).store();
 
-    await expect(store(() => json(401, { error: 'Unauthorized', code: 'TALLY_ERR_UNAUTHORIZED', message: 'unknown key' }))).rejects.toBeInstanceOf(KeyRejectedError);
-    await expect(store(() => json(403, { error: 'Forbidden', message: 'not a read key' }))).rejects.toMatchObject({ code: 'TALLY_ERR_KEY_REJECTED', status: 403 });
-    await expect(store(() => json(503, { error: 'Service Unavailable', message: 'DynamoDB is down' }))).rejects.toThrow(UnreachableError);
+    await expect(store(() => json(401, problem(401, 'Unauthorized', 'TALLY_ERR_UNAUTHORIZED', 'unknown key')))).rejects.toBeInstanceOf(KeyRejectedError);
+    await expect(store(() => json(403, problem(403, 'Forbidden', 'TALLY_ERR_FORBIDDEN', 'not a read key')))).rejects.toMatchObject({ code: 'TALLY_ERR_KEY_REJECTED', status: 403 });
+    await expect(store(() => json(503, problem(503, 'Service Unavailable', 'TALLY_ERR_UNAVAILABLE', 'DynamoDB is down')))).rejects.toThrow(UnreachableError);
     await expect(store(() => new Response('<html>bad gateway</html>', { status: 502 }))).rejects.toThrow(/Tally is not reachable/);
     await expect(store(() => new Response('<html>proxy page</html>', { status: 200 }))).rejects.toThrow(UnreachableError);
     await expect(store(() => Promise.reject(new TypeError('fetch failed')))).rejects.toThrow(/no connection/);
+    // JSON that is not the query API's answer (the contract's schema refuses it).
+    await expect(store(() => json(200, { store: 'S1', timeZone: 'UTC', today: '2023-05-03', metrics: [] }))).rejects.toThrow(/\/v1\/store answered something else than the query API's answer \(now: /);
+    await expect(client(() => json(200, { ...SERIES, from: null, to: null })).series({ entity: 'store', metrics: ['ViewCount'], granularity: 'day', range: 'today' })).rejects.toThrow(/without from and to/);
 
-    const refused = client(() => json(400, { error: 'Bad Request', code: 'TALLY_ERR_QUERY', field: 'entity', message: 'entity: unknown entity "shop"' }));
+    const refused = client(() => json(400, { ...problem(400, 'Bad Request', 'TALLY_ERR_BAD_REQUEST', 'entity: unknown entity "shop"'), field: 'entity' }));
     const err = await refused.series({ entity: 'shop', metrics: ['ViewCount'], granularity: 'day', range: 'today' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RequestError);
     expect(err).toMatchObject({ status: 400, field: 'entity', message: 'entity: unknown entity "shop"' });

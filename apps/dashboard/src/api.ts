@@ -1,47 +1,28 @@
 // The query API as the dashboard uses it: same origin, `Authorization: Bearer <read key>`, JSON answers.
+import {
+  seriesResponseSchema,
+  storeResponseSchema,
+  topResponseSchema,
+  type Granularity as ApiGranularity,
+  type NamedRange as ApiNamedRange,
+  type SeriesAnswer,
+  type StoreAnswer as ApiStoreAnswer,
+  type TopAnswer,
+} from '@tally/contracts';
+import type { z } from 'zod';
 import { KeyRejectedError, RequestError, UnreachableError } from './errors';
-import type { MetricValue } from './format';
 import type { Day } from './periods';
 
-export interface MetricInfo {
-  name: string;
-  /** Fraction digits of the metric's exact decimal values (Revenue: 2); 0 for counts. */
-  scale: number;
-  description: string;
-}
+// The answers' types and schemas are the query API's own (@tally/contracts): each answer is parsed with them.
 
-export interface StoreInfo {
-  store: string;
-  /** IANA name; every day and month the API answers is a day or month of this zone. */
-  timeZone: string;
-  now: string;
-  today: Day;
-  metrics: MetricInfo[];
-  entities: string[];
-}
-
-export type Granularity = 'day' | 'month' | 'year' | 'total';
-export type NamedRange = 'today' | 'yesterday' | 'last7d' | 'last30d' | 'last3m' | 'last12m' | 'thisMonth' | 'thisYear';
-
-export interface SeriesPoint {
-  /** `2023-05-03` (day), `2023-05` (month), `2023` (year) or `total`. */
-  period: string;
-  values: Record<string, MetricValue>;
-}
-
-export interface Series {
-  store: string;
-  timeZone: string;
-  entity: string;
-  granularity: Granularity;
-  from: Day;
-  to: Day;
-  points: SeriesPoint[];
-  totals: Record<string, MetricValue>;
-  /** When the answer was read (live Redis data merged in). */
-  asOf: string;
-  dynamoRequests: number;
-}
+export type StoreInfo = ApiStoreAnswer;
+export type MetricInfo = StoreInfo['metrics'][number];
+export type Granularity = ApiGranularity;
+export type NamedRange = ApiNamedRange;
+export type SeriesPoint = SeriesAnswer['points'][number];
+/** A series over dates: the dashboard never asks for allTime, so `from` and `to` are days. */
+export type Series = SeriesAnswer & { from: Day; to: Day };
+export type TopItem = TopAnswer['items'][number];
 
 export interface SeriesQuery {
   /** `store` or `product:P1`. */
@@ -51,11 +32,6 @@ export interface SeriesQuery {
   range?: NamedRange;
   from?: Day;
   to?: Day;
-}
-
-export interface TopItem {
-  id: string;
-  value: MetricValue;
 }
 
 export interface TopQuery {
@@ -93,7 +69,7 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
   const timeoutMs = opts.timeoutMs ?? 8_000;
   const now = opts.now ?? Date.now;
 
-  async function get(path: string, params: URLSearchParams): Promise<unknown> {
+  async function get<T>(path: string, params: URLSearchParams, schema: z.ZodType<T>): Promise<T> {
     const qs = params.toString();
     const url = `${baseUrl}${path}${qs ? `?${qs}` : ''}`;
     const abort = new AbortController();
@@ -125,17 +101,19 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
     if (body === undefined || typeof body !== 'object' || body === null) {
       throw new UnreachableError(`${path} did not answer with JSON (HTTP ${res.status})`);
     }
-    return body;
+    const parsed = schema.safeParse(body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new UnreachableError(`${path} answered something else than the query API's answer (${issue.path.join('.') || 'body'}: ${issue.message})`);
+    }
+    return parsed.data;
   }
 
   return {
     async store() {
       const sent = now();
-      const info = (await get('/v1/store', new URLSearchParams())) as StoreInfo;
+      const info = await get('/v1/store', new URLSearchParams(), storeResponseSchema);
       const received = now();
-      if (typeof info.timeZone !== 'string' || typeof info.today !== 'string' || !Array.isArray(info.metrics)) {
-        throw new UnreachableError('/v1/store answered without timeZone, today and metrics');
-      }
       const serverNow = Date.parse(info.now);
       return { info, clockOffsetMs: Number.isFinite(serverNow) ? serverNow - (sent + received) / 2 : 0 };
     },
@@ -145,26 +123,25 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
       if (q.range) params.set('range', q.range);
       if (q.from) params.set('from', q.from);
       if (q.to) params.set('to', q.to);
-      const series = (await get('/v1/series', params)) as Series;
-      if (!Array.isArray(series.points) || typeof series.asOf !== 'string') {
-        throw new UnreachableError('/v1/series answered without points and asOf');
-      }
-      return series;
+      const series = await get('/v1/series', params, seriesResponseSchema);
+      const { from, to } = series;
+      if (from === null || to === null) throw new UnreachableError('/v1/series answered without from and to');
+      return { ...series, from, to };
     },
 
     async top(q) {
       const params = new URLSearchParams({ entity: q.entity, metric: q.metric, range: q.range, limit: String(q.limit) });
-      const top = (await get('/v1/top', params)) as { items?: TopItem[] };
-      if (!Array.isArray(top.items)) throw new UnreachableError('/v1/top answered without items');
+      const top = await get('/v1/top', params, topResponseSchema);
       return top.items;
     },
   };
 }
 
+/** An RFC 9457 problem body (application/problem+json): `detail` says what was wrong, `field` where. */
 function errorDetail(body: unknown): { message?: string; field?: string } | undefined {
   if (typeof body !== 'object' || body === null) return undefined;
   const b = body as Record<string, unknown>;
-  const message = typeof b['message'] === 'string' ? b['message'] : typeof b['error'] === 'string' ? b['error'] : undefined;
+  const message = typeof b['detail'] === 'string' ? b['detail'] : typeof b['title'] === 'string' ? b['title'] : undefined;
   const field = typeof b['field'] === 'string' ? b['field'] : undefined;
   return { ...(message !== undefined ? { message } : {}), ...(field !== undefined ? { field } : {}) };
 }

@@ -1,7 +1,7 @@
 import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, TableError } from '@tally/dynamo';
-import { crashPoints, createLogger, createMetrics, installShutdown, queueDepthMetrics, startOpsServer } from '@tally/observability';
+import { crashPoints, createLogger, createMetrics, installShutdown, logEmitterErrors, queueDepthMetrics, startOpsServer } from '@tally/observability';
 import { allQueues, closeQueues, createQueues, createRedisConnection, createShardWorkers, QUEUE, QUEUE_SETTINGS, type QueueLayout } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { createWriterMetrics, flushProcessor } from './flush.processor';
@@ -53,10 +53,10 @@ const workers = createShardWorkers(
     maxStalledCount: QUEUE_SETTINGS[QUEUE.dynamoWrites].maxStalledCount,
   },
 );
-for (const worker of workers) {
-  worker.on('failed', (job, err) => log.error({ jobId: job?.id, err: err.message }, 'flush job failed'));
-  worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
-}
+for (const worker of workers) worker.on('failed', (job, err) => log.error({ jobId: job?.id, err: err.message }, 'flush job failed'));
+// While Redis is down every connection and the workers report each reconnect: one line per distinct error and 10 s.
+logEmitterErrors(log, 'redis', [redis, ...allQueues(queues)]);
+logEmitterErrors(log, 'worker', workers, { level: 'error' });
 
 const ops = await startOpsServer({
   host: config.HTTP_HOST,

@@ -71,7 +71,7 @@ describe('bad input: 400 naming the field', () => {
   it.each(cases)('GET %s → 400 field %s', async (url, field, message) => {
     const { status, body } = await get(url);
     expect(status).toBe(400);
-    expect(body).toEqual({ error: 'Bad Request', code: 'TALLY_ERR_BAD_REQUEST', field, message: expect.stringMatching(message) });
+    expect(body).toEqual({ type: 'about:blank', title: 'Bad Request', status: 400, code: 'TALLY_ERR_BAD_REQUEST', field, detail: expect.stringMatching(message) });
   });
 
   const bodies: Array<[string, unknown, string]> = [
@@ -87,7 +87,9 @@ describe('bad input: 400 naming the field', () => {
   it.each(bodies)('POST /v1/segments/evaluate with %s → 400 field %s', async (_what, payload, field) => {
     const { status, body } = await evaluate(payload);
     expect(status).toBe(400);
-    expect(body).toMatchObject({ error: 'Bad Request', code: 'TALLY_ERR_BAD_REQUEST', field });
+    // A body that is not JSON at all is malformed; one that is JSON but wrong is a bad request.
+    const code = field === 'body' ? 'TALLY_ERR_MALFORMED_BODY' : 'TALLY_ERR_BAD_REQUEST';
+    expect(body).toMatchObject({ title: 'Bad Request', code, field });
   });
 });
 
@@ -96,7 +98,7 @@ describe('authentication', () => {
     for (const headers of [{}, { authorization: `Basic ${keys.read}` }, bearer('tly_unknownunknownunknownunknown'), bearer('x')]) {
       const { status, body, headers: h } = await get('/v1/series', headers);
       expect(status).toBe(401);
-      expect(body).toMatchObject({ error: 'Unauthorized', code: 'TALLY_ERR_UNAUTHORIZED' });
+      expect(body).toMatchObject({ title: 'Unauthorized', code: 'TALLY_ERR_UNAUTHORIZED' });
       expect(h['www-authenticate']).toBe('Bearer realm="tally"');
     }
   });
@@ -108,7 +110,7 @@ describe('authentication', () => {
 
   it('403 for a key without the read scope, 200 for read and read+ingest keys', async () => {
     const ingest = await get('/v1/series', bearer(keys.ingest));
-    expect(ingest).toMatchObject({ status: 403, body: { error: 'Forbidden', code: 'TALLY_ERR_FORBIDDEN', message: 'this API key lacks the "read" scope (it has: ingest)' } });
+    expect(ingest).toMatchObject({ status: 403, body: { title: 'Forbidden', code: 'TALLY_ERR_FORBIDDEN', detail: 'this API key lacks the "read" scope (it has: ingest)' } });
     expect((await evaluate({ visitor: 'V1', segments: [{ name: 's', rules: [rule] }] }, bearer(keys.ingest))).status).toBe(403);
     expect((await get('/v1/series', bearer(keys.read))).status).toBe(200);
     expect((await get('/v1/series', bearer(keys.both))).status).toBe(200);
@@ -129,7 +131,7 @@ describe('unavailable backends: 503 with Retry-After', () => {
     const res = await down.inject({ method: 'GET', url: '/v1/series', headers: bearer(keys.read) });
     expect(res.statusCode).toBe(503);
     expect(res.headers['retry-after']).toBe('5');
-    expect(res.json()).toMatchObject({ error: 'Service Unavailable', code: 'TALLY_ERR_UNAVAILABLE' });
+    expect(res.json()).toMatchObject({ title: 'Service Unavailable', code: 'TALLY_ERR_UNAVAILABLE' });
     dead.destroy();
   });
 
@@ -176,6 +178,6 @@ describe('unknown routes', () => {
   it('404 with the error body', async () => {
     const res = await app.inject({ method: 'GET', url: '/v1/nothing', headers: bearer(keys.read) });
     expect(res.statusCode).toBe(404);
-    expect(res.json()).toEqual({ error: 'Not Found', code: 'TALLY_ERR_NOT_FOUND', message: 'no route GET /v1/nothing; see /docs' });
+    expect(res.json()).toEqual({ type: 'about:blank', title: 'Not Found', status: 404, code: 'TALLY_ERR_NOT_FOUND', detail: 'no route GET /v1/nothing; see /docs' });
   });
 });

@@ -1,6 +1,8 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { segmentsBodySchema, seriesResponseSchema } from '@tally/contracts';
+import { openApi31Errors } from '@tally/testing';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, startFixture, view, type Fixture } from '../test/fixture';
@@ -36,10 +38,24 @@ describe('OpenAPI docs', () => {
     const granularity = series.parameters.find((p: { name: string }) => p.name === 'granularity');
     expect(granularity).toMatchObject({ in: 'query', required: false, schema: { enum: ['day', 'month', 'year', 'total'] } });
     expect(series.parameters.map((p: { name: string }) => p.name).sort()).toEqual(['entity', 'from', 'granularity', 'metrics', 'range', 'store', 'to']);
-    expect(Object.keys(series.responses).sort()).toEqual(['200', '400', '401', '403', '404', '503']);
+    expect(Object.keys(series.responses).sort()).toEqual(['200', '400', '401', '403', '404', '500', '503']);
     const body = doc.paths['/v1/segments/evaluate'].post.requestBody.content['application/json'].schema;
     expect(body.properties.segments.items.properties.rules.items.properties.op.enum).toEqual(['>=', '>', '=', '<=', '<', '!=']);
     expect(doc.components.securitySchemes.bearer).toMatchObject({ type: 'http', scheme: 'bearer' });
+
+    // A valid OpenAPI 3.1 document (and the validator does refuse a broken one), with operation ids and examples.
+    expect(await openApi31Errors(doc)).toEqual([]);
+    expect(await openApi31Errors({ ...doc, info: undefined })).not.toEqual([]);
+    const ops = Object.values(doc.paths as Record<string, Record<string, { operationId?: string; responses: Record<string, { content?: Record<string, { example?: unknown }> }> }>>).flatMap((p) => Object.values(p));
+    expect(ops.map((o) => o.operationId).sort()).toEqual(['evaluateSegments', 'getSeries', 'getStore', 'getTop', 'getTotals']);
+    for (const o of ops) {
+      expect(o.responses['200']!.content!['application/json']!.example).toBeDefined();
+      expect(o.responses['400']!.content!['application/json']!.example).toMatchObject({ code: 'TALLY_ERR_BAD_REQUEST' });
+    }
+    expect(doc.paths['/v1/segments/evaluate'].post.requestBody.content['application/json'].example).toMatchObject({ visitor: 'V42' });
+    // The examples are answers the contract accepts.
+    expect(seriesResponseSchema.parse(series.responses['200'].content['application/json'].example)).toMatchObject({ entity: 'product:P1' });
+    expect(segmentsBodySchema.parse(doc.paths['/v1/segments/evaluate'].post.requestBody.content['application/json'].example).segments).toHaveLength(2);
 
     const ui = await app.inject({ method: 'GET', url: '/docs' });
     expect([200, 302]).toContain(ui.statusCode);

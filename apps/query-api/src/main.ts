@@ -3,7 +3,7 @@ import { BucketStore } from '@tally/buckets';
 import { HistoryMemo } from '@tally/query';
 import { loadConfigOrExit, queryApiEnv } from '@tally/config';
 import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
-import { closeHttp, createLogger, createMetrics, installShutdown } from '@tally/observability';
+import { closeHttp, createLogger, createMetrics, installShutdown, logEmitterErrors } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
 import { createRedisConnection, describeRedisTarget } from '@tally/queues';
 import { createTenantDirectory } from '@tally/tenants';
@@ -24,7 +24,7 @@ const redis = createRedisConnection(config, {
   maxRetriesPerRequest: 1,
   commandTimeout: config.QUERY_TIMEOUT_MS,
 });
-redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+logEmitterErrors(log, 'redis', [redis]);
 const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX });
 const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION, maxAttempts: 2, requestTimeoutMs: config.QUERY_TIMEOUT_MS });
 const keysDynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION, maxAttempts: 1, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
@@ -35,7 +35,7 @@ let isShuttingDown = () => false;
 const app = await buildApp({
   log,
   registry,
-  query: { buckets, dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter }, rules, historyMemo: new HistoryMemo() },
+  query: { buckets, dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter }, rules, historyMemo: new HistoryMemo(), maxItemsPerQuery: config.MAX_ITEMS_PER_QUERY },
   directory,
   limits: { maxEntitiesPerRequest: config.MAX_ENTITIES_PER_REQUEST, sessionIdleSeconds: config.SESSION_IDLE_SECONDS },
   dashboardDir,

@@ -1,8 +1,6 @@
-import { createHttpDurationHistogram } from '@tally/observability';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 
 export interface QueryApiMetrics {
-  httpDuration: Histogram<'route' | 'method' | 'status_code'>;
   segmentCache: Counter<'result'>;
 }
 
@@ -15,7 +13,6 @@ export function createQueryApiMetrics(registry: Registry): QueryApiMetrics {
   });
   for (const result of ['hit', 'miss']) segmentCache.inc({ result }, 0);
   return {
-    httpDuration: createHttpDurationHistogram(registry),
     segmentCache,
   };
 }

@@ -242,7 +242,7 @@ describe('tenant isolation', () => {
       '/v1/store?store=SHOP_B',
     ]) {
       const { status, body } = await get(url, keyA);
-      expect({ url, status, body }).toEqual({ url, status: 404, body: { error: 'Not Found', code: 'TALLY_ERR_NOT_FOUND', field: 'store', message: expect.any(String) } });
+      expect({ url, status, body }).toEqual({ url, status: 404, body: { type: 'about:blank', title: 'Not Found', status: 404, code: 'TALLY_ERR_NOT_FOUND', field: 'store', detail: expect.any(String) } });
     }
     const entity = await get('/v1/series?entity=store:SHOP_B', keyA);
     expect(entity).toMatchObject({ status: 404, body: { field: 'entity' } });

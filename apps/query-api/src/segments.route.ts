@@ -1,11 +1,11 @@
 import { ID_PATTERN } from '@tally/key-layout';
-import { evaluateSegments } from '@tally/query';
+import { checkMetricName, evaluateSegments } from '@tally/query';
+import { formatMetricName } from '@tally/schema';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { badRequest, principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
-import { badRequest } from './errors';
-import { checkMetricName, formatValue } from './params';
-import { segmentsRouteSchema } from './segments.schema';
+import { formatValue } from './params';
+import { segmentsRouteSchema } from '@tally/contracts';
 
 /** The entity whose rows segment rules read. */
 export const VISITOR_ENTITY = 'visitor';
@@ -28,7 +28,7 @@ export const segmentsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = asyn
     segments.forEach((seg, i) =>
       seg.rules.forEach((rule, j) => {
         const field = `segments.${i}.rules.${j}`;
-        checkMetricName(rules, rule.key === undefined ? rule.metric : `${rule.metric}#${rule.key}`, `${field}.metric`, `${field}.key`);
+        checkMetricName(rules, formatMetricName(rule.metric, rule.key), `${field}.metric`, `${field}.key`);
       }),
     );
     const now = ctx.now();

@@ -1,9 +1,9 @@
 import { formatDate, localDate } from '@tally/key-layout';
+import { keyedByOf, storeEntityOf } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
-import { keyedByOf, storeEntityOf } from './params';
-import { storeRouteSchema } from './store.schema';
+import { storeRouteSchema } from '@tally/contracts';
 
 /** GET /v1/store: the key's store, its time zone and today, and the metrics and entities of the rules. */
 export const storeRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {

@@ -1,10 +1,10 @@
 import { formatDate } from '@tally/key-layout';
-import { readTotals } from '@tally/query';
+import { plainMetricsOf, readTotals, resolveRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { principalOf } from './auth';
+import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
-import { formatValues, parseEntityIds, parseMetrics, plainMetricsOf, resolveRange } from './params';
-import { totalsRouteSchema } from './totals.schema';
+import { formatValues, parseEntityIds, parseMetrics } from './params';
+import { totalsRouteSchema } from '@tally/contracts';
 
 /** GET /v1/totals: totals over a range (or all time) of many entities with one Redis snapshot and batched reads. */
 export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {

@@ -2,8 +2,34 @@ import { parseOutboxField, REDIS_SUFFIX, redisKeys, storeShard, WORK_SUFFIX, typ
 import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
+import { BucketsError, type BucketsErrorCode } from './errors';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 import { PUBLISH_BACKLOG, VISIT } from './work-scripts';
+
+/** Counts are held in Redis as base-10^15 limbs: field `f` and, when needed, `f|1` and `f|2` (scripts.ts). */
+const LIMB_BASE = 10n ** 15n;
+const LIMB_NAMES = ['', '|1', '|2'] as const;
+
+/**
+ * Adds up the limbs of outbox-format fields (`<seq>|<day>|<metric>` and its `|1`, `|2` limbs) from a flat
+ * HGETALL-style list into exact counts by field.
+ */
+function combineLimbs(flat: readonly string[], from = 0): Map<string, bigint> {
+  const out = new Map<string, bigint>();
+  for (let i = from; i < flat.length; i += 2) {
+    let field = flat[i]!;
+    let value = BigInt(flat[i + 1]!);
+    const a = field.indexOf('|');
+    const b = field.indexOf('|', a + 1);
+    const c = field.indexOf('|', b + 1);
+    if (c >= 0) {
+      value *= LIMB_BASE ** BigInt(field.slice(c + 1));
+      field = field.slice(0, c);
+    }
+    out.set(field, (out.get(field) ?? 0n) + value);
+  }
+  return out;
+}
 
 /** One count not yet in DynamoDB: bucket seq, store-local day, attribute metric, integer delta. */
 export interface Entry {
@@ -103,7 +129,15 @@ export class BucketStore {
       args.push(pk, fields.size);
       for (const [field, delta] of fields) args.push(field, delta.toString());
     }
-    const [applied, seq] = await this.cmd['APPLY']!(this.keys.tag(store), this.keys.batch(store, batchId), ...args);
+    let reply: [number, string];
+    try {
+      reply = await this.cmd['APPLY']!(this.keys.tag(store), this.keys.batch(store, batchId), ...args);
+    } catch (err) {
+      const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;
+      if (code) throw new BucketsError(code, `batch ${batchId} of store ${store} not applied (nothing written): ${(err as Error).message}`, { cause: err });
+      throw err;
+    }
+    const [applied, seq] = reply;
     return { applied: applied === 1, seq: Number(seq) };
   }
 
@@ -259,20 +293,24 @@ export class BucketStore {
 
   /** The writer's read: the row's outbox entries of completely folded buckets. */
   async readOutbox(store: string, pk: string): Promise<OutboxRead> {
-    const [folded, ...flat] = (await this.cmd['READ_OUTBOX']!(this.keys.tag(store), pk)) as string[];
+    const flat = (await this.cmd['READ_OUTBOX']!(this.keys.tag(store), pk)) as string[];
+    const folded = flat[0];
     const foldedThrough = folded === '' || folded === undefined ? -1 : Number(folded);
     const entries: OutboxRead['entries'] = [];
-    for (let i = 0; i < flat.length; i += 2) {
-      const field = flat[i]!;
+    for (const [field, value] of combineLimbs(flat, 1)) {
       const f = parseOutboxField(field);
-      if (f.seq <= foldedThrough) entries.push({ ...f, value: BigInt(flat[i + 1]!), field });
+      if (f.seq <= foldedThrough) entries.push({ ...f, value, field });
     }
     return { foldedThrough, entries };
   }
 
-  /** Deletes applied outbox entries, drops the row's cache and reschedules what is left. Returns entries left. */
+  /**
+   * Deletes applied outbox entries (with their limbs), drops the row's cache and reschedules what is left.
+   * Returns the outbox fields left.
+   */
   async ackOutbox(store: string, pk: string, fields: readonly string[], now: number): Promise<number> {
-    return Number(await this.cmd['ACK_OUTBOX']!(this.keys.tag(store), pk, now, ...policyArgs(this.rules.policyOfPk(pk)), ...fields));
+    const limbs = fields.flatMap((f) => LIMB_NAMES.map((l) => f + l));
+    return Number(await this.cmd['ACK_OUTBOX']!(this.keys.tag(store), pk, now, ...policyArgs(this.rules.policyOfPk(pk)), ...limbs));
   }
 
   /**
@@ -287,10 +325,7 @@ export class BucketStore {
     const raw = (await this.cmd['SNAPSHOT']!(this.keys.tag(store), withCache ? '1' : '0', ...args)) as Array<[string[], string | null, string]>;
     return raw.map(([flat, cache, version], i) => {
       const entries: Entry[] = [];
-      for (let j = 0; j < flat.length; j += 2) {
-        const f = parseOutboxField(flat[j]!);
-        entries.push({ ...f, value: BigInt(flat[j + 1]!) });
-      }
+      for (const [field, value] of combineLimbs(flat)) entries.push({ ...parseOutboxField(field), value });
       return { pk: pks[i]!, entries, cache: cache ?? undefined, cacheVersion: String(version) };
     });
   }

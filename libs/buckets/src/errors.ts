@@ -1,7 +1,11 @@
+/** Stable codes of the errors this lib throws; the TALLY_ERR_* ones come from the scripts' error replies. */
+export type BucketsErrorCode = 'TALLY_ERR_SUM_OVERFLOW' | 'TALLY_ERR_NOT_A_COUNT' | 'TALLY_ERR_FOLD_CONFLICT' | 'TALLY_ERR_ARGUMENT';
+
+/** A script refused its whole call before writing anything; `code` says why. */
 export class BucketsError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
+  readonly code: BucketsErrorCode;
+  constructor(code: BucketsErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'BucketsError';
     this.code = code;
   }

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createProducerConnection,
   createTallyClient,
+  IdempotencyConflictError,
   InvalidArgumentError,
   QueueUnavailableError,
   TooManyEventsError,
@@ -89,6 +90,19 @@ describe('createTallyClient', () => {
     expect(await waiting()).toBe(before + 2);
     await expect(client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'has space' })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: '' })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
+  it('refuses an idempotency key reused for other events, enqueueing nothing', async () => {
+    const a = await client.enqueueEvents('STORE1', [view('P1'), view('P2')], { idempotencyKey: 'order-43' });
+    const before = await waiting();
+    const err = await client.enqueueEvents('STORE1', [view('P1'), view('P3')], { idempotencyKey: 'order-43' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IdempotencyConflictError);
+    expect(err).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', idempotencyKey: 'order-43' });
+    expect((err as Error).message).toMatch(/^idempotency key "order-43" was already used for a batch with other events; nothing was accepted/);
+    expect(await waiting()).toBe(before);
+    // The same events again are still the same batch.
+    expect((await client.enqueueEvents('STORE1', [view('P1'), view('P2')], { idempotencyKey: 'order-43' })).batchId).toBe(a.batchId);
+    expect(await waiting()).toBe(before);
   });
 
   it('splits a large call into jobs of MAX_EVENTS_PER_JOB in one addBulk', async () => {

@@ -1,5 +1,6 @@
 export {
   createProducerConnection,
+  IdempotencyConflictError,
   InvalidArgumentError,
   QueueUnavailableError,
   TooManyEventsError,

@@ -1,107 +1,130 @@
 import { z } from 'zod';
 
+// `.describe()` gives each variable's meaning; tools/stack/src/env-tables.ts renders the README's tables from these.
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
-const bool = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
-
-const redisUrl = z
-  .string()
-  .regex(/^rediss?:\/\/[^\s]+$/, 'a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379');
+const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
+const redisUrl = z.string().regex(/^rediss?:\/\/[^\s]+$/, 'a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379');
 /** `host:port,host:port,...` */
 const clusterNodes = z
   .string()
   .regex(/^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$/, 'a comma-separated list of host:port, e.g. 10.0.0.1:7000,10.0.0.2:7000')
-  .transform((s) => s.split(',').map((node) => {
-    const at = node.lastIndexOf(':');
-    return { host: node.slice(0, at), port: Number(node.slice(at + 1)) };
-  }));
+  .transform((s) =>
+    s.split(',').map((node) => {
+      const at = node.lastIndexOf(':');
+      return { host: node.slice(0, at), port: Number(node.slice(at + 1)) };
+    }),
+  );
 const httpUrl = z.string().regex(/^https?:\/\/[^\s]+$/, 'an http(s):// URL, e.g. http://127.0.0.1:8000');
+const httpPort = (port: number) => int(0, 65_535).default(port).describe('Port of `/healthz`, `/readyz`, `/metrics` and the app’s API.');
+const optionalPath = (meaning: string) => z.string().min(1).optional().describe(meaning);
 
-/** Variables every app reads (DESIGN.md "Apps, ports, endpoints"). */
+/** Variables most apps read; each app's schema picks the ones it reads. */
 export const sharedEnvShape = {
-  REDIS_URL: redisUrl.default('redis://127.0.0.1:6379'),
-  /** Redis Cluster seed nodes (`host:port,...`); when set, REDIS_URL is not used (its password and TLS are, if given). */
-  REDIS_CLUSTER_NODES: clusterNodes.optional(),
-  /** Shards of the events and dynamo-writes queues (by store); every app of an installation must use the same. */
-  QUEUE_SHARDS: int(1, 256).default(1),
-  DYNAMODB_ENDPOINT: httpUrl.optional(),
+  REDIS_URL: redisUrl.default('redis://127.0.0.1:6379').describe('Redis holding the queues, buckets and outbox (AOF on, `noeviction`).'),
+  REDIS_CLUSTER_NODES: clusterNodes
+    .optional()
+    .describe('Redis Cluster seed nodes `host:port,host:port`; when set, REDIS_URL only lends its password and TLS (unset = the single Redis of REDIS_URL).'),
+  QUEUE_SHARDS: int(1, 256)
+    .default(1)
+    .describe('Shards of the `events` and `dynamo-writes` queues and of the sealer’s work set (by store); every app of an installation must use the same.'),
+  DYNAMODB_ENDPOINT: httpUrl
+    .optional()
+    .describe('A DynamoDB-compatible endpoint (dynalite, DynamoDB Local); unset = AWS DynamoDB in `AWS_REGION`.'),
   DYNAMODB_TABLE: z
     .string()
     .regex(/^[A-Za-z0-9_.-]{3,255}$/, 'a DynamoDB table name: 3-255 of A-Z a-z 0-9 _ . -')
-    .default('tally'),
-  AWS_REGION: z.string().regex(/^[a-z0-9-]+$/, 'an AWS region such as us-east-1').default('us-east-1'),
-  BUCKET_SECONDS: int(1, 86_400).default(900),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  HTTP_HOST: z.string().min(1).default('0.0.0.0'),
-  /** Path to a JSON rollup-rules file; unset = the built-in e-commerce rules. */
-  RULES_FILE: z.string().min(1).optional(),
-  /** Redis key prefix of the counters and the queues, so several Tally installations can share one Redis. */
-  KEY_PREFIX: z.string().regex(/^[a-z][a-z0-9]{0,15}$/, 'lower-case letters and digits, starting with a letter').default('t'),
-  /** Test-only: name of a crash point at which the process SIGKILLs itself. Never set in production. */
-  TALLY_CRASH_POINT: z.string().min(1).optional(),
+    .default('tally')
+    .describe('The one table, keys `pk` S / `sk` S.'),
+  AWS_REGION: z
+    .string()
+    .regex(/^[a-z0-9-]+$/, 'an AWS region such as us-east-1')
+    .default('us-east-1')
+    .describe('AWS region of the DynamoDB client.'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
+  HTTP_HOST: z.string().min(1).default('0.0.0.0').describe('Address the HTTP server binds to (`npm start` passes 127.0.0.1 unless set; containers keep 0.0.0.0).'),
+  RULES_FILE: optionalPath('Path to a JSON rollup-rules file; unset = the built-in e-commerce rules.'),
+  KEY_PREFIX: z
+    .string()
+    .regex(/^[a-z][a-z0-9]{0,15}$/, 'lower-case letters and digits, starting with a letter')
+    .default('t')
+    .describe('Redis key prefix of the counters and the queues, so several Tally installations can share one Redis.'),
+  TALLY_CRASH_POINT: optionalPath('Test-only: name of a crash point at which the process SIGKILLs itself. Never set in production.'),
 };
+const shared = z.object(sharedEnvShape);
 
-export const collectorEnv = z.object({
-  ...sharedEnvShape,
-  HTTP_PORT: int(0, 65_535).default(7401),
-  /** Events per request before 413. */
-  MAX_EVENTS_PER_REQUEST: int(1, 100_000).default(1000),
-  /** Request body bytes before 413. */
-  MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
-  /** Waiting events jobs beyond which requests get 429. */
-  MAX_QUEUE_DEPTH: int(1, 10_000_000).default(10_000),
-  /** How long an API key lookup is cached; a revoked key stops working within this. */
-  KEY_CACHE_TTL_MS: int(0, 3_600_000).default(5_000),
-  /** Deadline of one DynamoDB key or tenant lookup; past it the last-known keys are served (or 503 for unknown ones). */
-  KEY_LOOKUP_TIMEOUT_MS: int(50, 60_000).default(1_000),
-  /** Allowed clock skew for events stamped in the future. */
-  CLOCK_SKEW_SECONDS: int(0, 86_400).default(300),
-  /** Events older than this are refused (late events within it land in their own day). */
-  LATENESS_HORIZON_DAYS: int(1, 3_650).default(35),
-  /** How long a batch id (from Idempotency-Key) is remembered. */
-  DEDUPE_WINDOW_SECONDS: int(60, 30 * 86_400).default(86_400),
+const KEY_CACHE_TTL_MS = int(0, 3_600_000)
+  .default(5_000)
+  .describe('How long an API key lookup is cached; a revoked key stops working within this.');
+const KEY_LOOKUP_TIMEOUT_MS = int(50, 60_000)
+  .default(1_000)
+  .describe('Deadline of one DynamoDB key or tenant lookup; past it the last-known keys are served (or 503 for unknown ones).');
+const DEDUPE_WINDOW_SECONDS = int(60, 30 * 86_400)
+  .default(86_400)
+  .describe('How long a batch id (and an Idempotency-Key with the fingerprint of its events) is remembered.');
+const JOB_LOCK_MS = int(1_000, 600_000)
+  .default(30_000)
+  .describe('Job lock; a job of a crashed worker is retried after about this long (BullMQ lockDuration/stalledInterval).');
+
+export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
+  HTTP_PORT: httpPort(7401),
+  MAX_EVENTS_PER_REQUEST: int(1, 100_000).default(1000).describe('Events per request before 413.'),
+  MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024).describe('Request body bytes before 413.'),
+  MAX_QUEUE_DEPTH: int(1, 10_000_000).default(10_000).describe('Waiting events jobs beyond which requests get 429.'),
+  KEY_CACHE_TTL_MS,
+  KEY_LOOKUP_TIMEOUT_MS,
+  CLOCK_SKEW_SECONDS: int(0, 86_400).default(300).describe('Allowed clock skew for events stamped in the future.'),
+  LATENESS_HORIZON_DAYS: int(1, 3_650)
+    .default(35)
+    .describe('Events older than this are refused (late events within it land in their own day).'),
+  DEDUPE_WINDOW_SECONDS,
+  INGEST_BUDGET_REQUESTS: int(0, 10_000_000)
+    .default(500)
+    .describe('Requests one store may send per INGEST_BUDGET_WINDOW_MS; over it that store alone gets 429 (0: no per-store budget).'),
+  INGEST_BUDGET_WINDOW_MS: int(100, 3_600_000)
+    .default(1_000)
+    .describe('The window of INGEST_BUDGET_REQUESTS; a store over its budget gets Retry-After until its window ends.'),
+  INGEST_BUDGET_OVERRIDES: z
+    .string()
+    .regex(/^(?:[A-Za-z0-9_.:-]+=\d{1,8}(?:,[A-Za-z0-9_.:-]+=\d{1,8})*)?$/, 'store=requests pairs separated by commas, e.g. shop1=50,shop2=2000')
+    .default('')
+    .transform((v) => new Map(v === '' ? [] : v.split(',').map((pair) => [pair.split('=')[0]!, Number(pair.split('=')[1])] as const)))
+    .describe('Stores whose budget differs from INGEST_BUDGET_REQUESTS: `store=requests,store=requests`.'),
 });
 
-export const aggregatorEnv = z.object({
-  ...sharedEnvShape,
-  HTTP_PORT: int(0, 65_535).default(7403),
-  /** Parallel events jobs per process. */
-  AGGREGATOR_CONCURRENCY: int(1, 256).default(8),
-  DEDUPE_WINDOW_SECONDS: int(60, 30 * 86_400).default(86_400),
-  /** Run the sealer (seal, fold, schedule flushes) in this process. */
-  SEALER_ENABLED: bool.default(true),
-  /** Job lock; a job of a crashed worker is retried after about this long (BullMQ lockDuration/stalledInterval). */
-  JOB_LOCK_MS: int(1_000, 600_000).default(30_000),
+export const aggregatorEnv = shared.extend({
+  BUCKET_SECONDS: int(1, 86_400).default(900).describe('Length of a Redis bucket in seconds (works down to 1, for tests).'),
+  HTTP_PORT: httpPort(7403),
+  AGGREGATOR_CONCURRENCY: int(1, 256).default(8).describe('Parallel events jobs per process.'),
+  DEDUPE_WINDOW_SECONDS,
+  SEALER_ENABLED: bool.default(true).describe('Run the sealer (seal, fold, schedule flushes) in this process.'),
+  JOB_LOCK_MS,
 });
 
-export const writerEnv = z.object({
-  ...sharedEnvShape,
-  HTTP_PORT: int(0, 65_535).default(7404),
-  WRITER_CONCURRENCY: int(1, 256).default(16),
-  /** Upper bound of the retry delay while DynamoDB is throttling or down. */
-  WRITER_MAX_BACKOFF_MS: int(100, 3_600_000).default(60_000),
-  /** Job lock; a job of a crashed worker is retried after about this long (BullMQ lockDuration/stalledInterval). */
-  JOB_LOCK_MS: int(1_000, 600_000).default(30_000),
+export const writerEnv = shared.extend({
+  HTTP_PORT: httpPort(7404),
+  WRITER_CONCURRENCY: int(1, 256).default(16).describe('Parallel `dynamo-writes` jobs per process.'),
+  WRITER_MAX_BACKOFF_MS: int(100, 3_600_000)
+    .default(60_000)
+    .describe('Upper bound of the retry delay while DynamoDB is throttling or down.'),
+  JOB_LOCK_MS,
 });
 
-export const queryApiEnv = z.object({
-  ...sharedEnvShape,
-  HTTP_PORT: int(0, 65_535).default(7402),
-  KEY_CACHE_TTL_MS: int(0, 3_600_000).default(5_000),
-  /** Idle time after which a visitor's cached history expires (the session). */
-  SESSION_IDLE_SECONDS: int(1, 86_400).default(1_800),
-  /** Max entities in one totals request. */
-  MAX_ENTITIES_PER_REQUEST: int(1, 1_000).default(100),
-  /** Deadline of one DynamoDB key or tenant lookup; past it the last-known keys are served (or 503 for unknown ones). */
-  KEY_LOOKUP_TIMEOUT_MS: int(50, 60_000).default(1_000),
-  /** Deadline of one Redis command and of one DynamoDB read of a query; past it the request answers 503. */
-  QUERY_TIMEOUT_MS: int(50, 60_000).default(3_000),
-  /** Directory of the built dashboard; unset = apps/dashboard/dist next to the sources. */
-  DASHBOARD_DIR: z.string().min(1).optional(),
+export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true, QUEUE_SHARDS: true }).extend({
+  HTTP_PORT: httpPort(7402),
+  KEY_CACHE_TTL_MS,
+  SESSION_IDLE_SECONDS: int(1, 86_400).default(1_800).describe("Idle time after which a visitor's cached history expires (the session)."),
+  MAX_ENTITIES_PER_REQUEST: int(1, 1_000).default(100).describe('Max entities in one totals request.'),
+  MAX_ITEMS_PER_QUERY: int(10, 100_000)
+    .default(2_000)
+    .describe('Max DynamoDB items one query may read (20 BatchGetItem calls by default); a query needing more answers 400.'),
+  KEY_LOOKUP_TIMEOUT_MS,
+  QUERY_TIMEOUT_MS: int(50, 60_000)
+    .default(3_000)
+    .describe('Deadline of one Redis command and of one DynamoDB read of a query; past it the request answers 503.'),
+  DASHBOARD_DIR: optionalPath('Directory of the built dashboard; unset = apps/dashboard/dist next to the sources.'),
 });
 
-/** Every app's schema by app name; the ops checks compare compose files against these. */
+/** Every app's schema by app name: exactly the variables the app reads (the ops checks and the README use them). */
 export const appEnvSchemas = {
   collector: collectorEnv,
   'bucket-aggregator': aggregatorEnv,
@@ -114,4 +137,4 @@ export type CollectorConfig = z.infer<typeof collectorEnv>;
 export type AggregatorConfig = z.infer<typeof aggregatorEnv>;
 export type WriterConfig = z.infer<typeof writerEnv>;
 export type QueryApiConfig = z.infer<typeof queryApiEnv>;
-export type SharedConfig = z.infer<z.ZodObject<typeof sharedEnvShape>>;
+export type SharedConfig = z.infer<typeof shared>;

@@ -1,24 +1,31 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, collectorEnv, loadConfig, sharedEnvShape, writerEnv } from './index';
+import { ConfigError, aggregatorEnv, collectorEnv, loadConfig, sharedEnvShape, writerEnv } from './index';
 import { z } from 'zod';
 
 describe('loadConfig', () => {
   it('applies defaults', () => {
     const c = loadConfig(collectorEnv, {});
     expect(c.REDIS_URL).toBe('redis://127.0.0.1:6379');
-    expect(c.BUCKET_SECONDS).toBe(900);
     expect(c.DYNAMODB_TABLE).toBe('tally');
     expect(c.DYNAMODB_ENDPOINT).toBeUndefined();
     expect(c.MAX_EVENTS_PER_REQUEST).toBe(1000);
+    expect(loadConfig(aggregatorEnv, {}).BUCKET_SECONDS).toBe(900);
+  });
+
+  it('reads only the variables of its app (the collector never reads BUCKET_SECONDS)', () => {
+    const c = loadConfig(collectorEnv, { BUCKET_SECONDS: 'soon', DEDUPE_WINDOW_SECONDS: '600' });
+    expect(c).not.toHaveProperty('BUCKET_SECONDS');
+    // The collector keeps an Idempotency-Key's fingerprint for the dedupe window.
+    expect(c.DEDUPE_WINDOW_SECONDS).toBe(600);
   });
 
   it('coerces numbers and accepts BUCKET_SECONDS=1', () => {
-    expect(loadConfig(writerEnv, { BUCKET_SECONDS: '1', HTTP_PORT: '0' }).BUCKET_SECONDS).toBe(1);
+    expect(loadConfig(aggregatorEnv, { BUCKET_SECONDS: '1', HTTP_PORT: '0' }).BUCKET_SECONDS).toBe(1);
   });
 
   it('names the variable and what it expects', () => {
-    expect(() => loadConfig(writerEnv, { BUCKET_SECONDS: 'soon' })).toThrowError(/^BUCKET_SECONDS: expected a number; got "soon"$/);
-    expect(() => loadConfig(writerEnv, { BUCKET_SECONDS: '0' })).toThrowError(/^BUCKET_SECONDS: expected a value >= 1/);
+    expect(() => loadConfig(aggregatorEnv, { BUCKET_SECONDS: 'soon' })).toThrowError(/^BUCKET_SECONDS: expected a number; got "soon"$/);
+    expect(() => loadConfig(aggregatorEnv, { BUCKET_SECONDS: '0' })).toThrowError(/^BUCKET_SECONDS: expected a value >= 1/);
     expect(() => loadConfig(writerEnv, { REDIS_URL: 'localhost:6379' })).toThrowError(/^REDIS_URL: expected a redis:\/\//);
     expect(() => loadConfig(writerEnv, { LOG_LEVEL: 'loud' })).toThrowError(/^LOG_LEVEL: expected one of "fatal"/);
     try {

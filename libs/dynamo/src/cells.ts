@@ -28,3 +28,18 @@ export function entriesByItem<E extends CountEntry>(entries: readonly E[]): Map<
   }
   return out;
 }
+
+/** UpdateExpression strings are limited to 4 KB; stay well below with this many attributes per call. */
+export const MAX_ATTRS_PER_UPDATE = 180;
+
+/**
+ * The part of each attribute when one bucket adds more attributes to one item than one UpdateItem takes: the
+ * sorted names cut every MAX_ATTRS_PER_UPDATE. A function of the attribute set alone, so the writer and a reader
+ * that finds an item's part watermark agree on which attributes each part holds.
+ */
+export function partsOfBucket(attrs: Iterable<string>): { count: number; partOf: Map<string, number> } {
+  const sorted = [...new Set(attrs)].sort();
+  const partOf = new Map<string, number>();
+  sorted.forEach((a, i) => partOf.set(a, Math.floor(i / MAX_ATTRS_PER_UPDATE)));
+  return { count: Math.max(1, Math.ceil(sorted.length / MAX_ATTRS_PER_UPDATE)), partOf };
+}

@@ -1,6 +1,6 @@
 import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { WATERMARK_ATTR } from '@tally/key-layout';
-import { entriesByItem, type CountEntry } from './cells';
+import { WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { entriesByItem, partsOfBucket, type CountEntry } from './cells';
 import { RetryableWriteError } from './errors';
 import { classifyError, type DynamoMeter, type DynamoOperation } from './meter';
 
@@ -9,6 +9,8 @@ export interface StoredItem {
   sk: string;
   /** Last bucket seq applied to the item; -1 when it has none (or does not exist). */
   wm: number;
+  /** Set while bucket `wm` is applied in parts: the last part applied (row-writer). */
+  wp?: number;
   attrs: Map<string, bigint>;
 }
 
@@ -21,12 +23,14 @@ export interface RowReaderDeps {
 export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
   const attrs = new Map<string, bigint>();
   let wm = -1;
+  let wp: number | undefined;
   for (const [name, v] of Object.entries(item)) {
     if (name === 'pk' || name === 'sk') continue;
     if (name === WATERMARK_ATTR) wm = Number(v.N);
+    else if (name === WATERMARK_PART_ATTR) wp = Number(v.N);
     else if (v.N !== undefined) attrs.set(name, BigInt(v.N));
   }
-  return { sk: item['sk']?.S ?? '', wm, attrs };
+  return wp === undefined ? { sk: item['sk']?.S ?? '', wm, attrs } : { sk: item['sk']?.S ?? '', wm, wp, attrs };
 }
 
 async function metered<T extends { ConsumedCapacity?: any }>(deps: RowReaderDeps, op: DynamoOperation, run: () => Promise<T>): Promise<T> {
@@ -98,23 +102,30 @@ export async function getItems(deps: RowReaderDeps, keys: ReadonlyArray<{ pk: st
 
 /**
  * DynamoDB items plus exactly the Redis counts they do not hold yet: an entry is added to an item's cell
- * only when its bucket seq is above that item's watermark. Items absent from DynamoDB count as wm = -1.
- * Returns sk -> attribute -> value.
+ * only when its bucket seq is above that item's watermark, or equal to it while the item holds only parts
+ * 0..wp of that bucket and the cell is in a later part (partsOfBucket, the writer's cut). Items absent from
+ * DynamoDB count as wm = -1. Returns sk -> attribute -> value.
  */
 export function mergeItems(items: Iterable<StoredItem>, entries: readonly CountEntry[]): Map<string, Map<string, bigint>> {
   const out = new Map<string, Map<string, bigint>>();
-  const wms = new Map<string, number>();
+  const marks = new Map<string, StoredItem>();
   for (const it of items) {
     out.set(it.sk, new Map(it.attrs));
-    wms.set(it.sk, it.wm);
+    marks.set(it.sk, it);
   }
   for (const [sk, list] of entriesByItem(entries)) {
-    const wm = wms.get(sk) ?? -1;
+    const wm = marks.get(sk)?.wm ?? -1;
+    const wp = marks.get(sk)?.wp;
+    let partOf: Map<string, number> | undefined;
+    if (wp !== undefined) partOf = partsOfBucket(list.filter((x) => x.entry.seq === wm).flatMap((x) => x.attrs)).partOf;
     let attrs = out.get(sk);
     for (const { entry, attrs: names } of list) {
-      if (entry.seq <= wm) continue;
+      if (entry.seq < wm || (entry.seq === wm && partOf === undefined)) continue;
       if (!attrs) out.set(sk, (attrs = new Map()));
-      for (const a of names) attrs.set(a, (attrs.get(a) ?? 0n) + entry.value);
+      for (const a of names) {
+        if (entry.seq === wm && (partOf!.get(a) ?? 0) <= wp!) continue;
+        attrs.set(a, (attrs.get(a) ?? 0n) + entry.value);
+      }
     }
   }
   return out;

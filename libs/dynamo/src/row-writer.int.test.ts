@@ -2,7 +2,7 @@ import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { compileRules, defaultRules, rollup, validateEvents } from '@tally/schema';
 import { createTestTable, startDynalite, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDynamoClient, createDynamoMeter, getItem, mergeItems, PermanentWriteError, queryItems, writeRow, type CountEntry } from './index';
+import { createDynamoClient, createDynamoMeter, getItem, MAX_ATTRS_PER_UPDATE, mergeItems, PermanentWriteError, queryItems, writeRow, type CountEntry } from './index';
 
 let dyn: DynaliteHandle;
 let client: DynamoDBClient;
@@ -106,6 +106,45 @@ describe('writeRow', () => {
     expect(month!.attrs.get('D123.pv#P2-7')).toBe(1n);
     expect(month!.attrs.get('M05.pv#P5-8')).toBe(1n);
     expect(month!.wm).toBe(5);
+  });
+
+  it('writes one bucket of 1,000 products in parts (5,000 and 20,000 run on DynamoDB Local), exactly once through crashes after any part and a second writer', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    const pk = 'S#visitor#BOT1';
+    // Bucket 1 is small; bucket 2 holds 1,000 distinct products (2,001 attributes per item); bucket 3 is small.
+    const entries: CountEntry[] = [e(1, '2023-123', 'v', 1)];
+    for (let p = 0; p < 1000; p++) entries.push(e(2, '2023-123', `pv#P${p}`, p % 7 === 0 ? 2 : 1));
+    entries.push(e(2, '2023-123', 'v', 1000), e(3, '2023-124', 'pv#P1', 4), e(3, '2023-124', 'v', 1));
+    const expected = mergeItems([], entries);
+    const parts = Math.ceil(2_001 / MAX_ATTRS_PER_UPDATE);
+
+    // Crash after the 1st, 4th and 9th successful UpdateItem of successive runs; then one run to the end, while
+    // a second writer with the same outbox races it.
+    for (const crashAt of [1, 4, 9]) {
+      let n = 0;
+      const crashing = { ...deps(table), afterUpdate: () => { if (++n === crashAt) throw new Error('SIGKILL'); } };
+      await expect(writeRow(crashing, pk, entries)).rejects.toThrow('SIGKILL');
+      // Mid-bucket, a query merging DynamoDB with the outbox still sees every count exactly once.
+      const { items } = await queryItems(deps(table), pk, 'M2023-05', 'M2023-05');
+      const total = await getItem(deps(table), pk, 'TOTAL');
+      const merged = mergeItems(total ? [...items, total] : items, entries);
+      expect(merged).toEqual(expected);
+    }
+    const [a, b] = await Promise.all([writeRow(deps(table), pk, entries), writeRow(deps(table), pk, entries)]);
+    // Every part went in once: 1 + parts + 1 writes per item over all runs, whoever made them.
+    expect(a.updates + b.updates + 1 + 4 + 9).toBe(2 * (1 + parts + 1));
+    const month = await getItem(deps(table), pk, 'M2023-05');
+    const total = await getItem(deps(table), pk, 'TOTAL');
+    expect(month!.wm).toBe(3);
+    expect(month!.wp).toBeUndefined();
+    expect(month!.attrs).toEqual(expected.get('M2023-05'));
+    expect(total!.attrs).toEqual(expected.get('TOTAL'));
+    expect(month!.attrs.get('M05.pv#P0')).toBe(2n);
+    expect(month!.attrs.get('M05.pv#P1')).toBe(5n);
+    expect(total!.attrs.get('v')).toBe(1002n);
+    // A replay of the whole outbox adds nothing.
+    expect((await writeRow(deps(table), pk, entries)).updates).toBe(0);
+    expect((await getItem(deps(table), pk, 'TOTAL'))!.attrs).toEqual(expected.get('TOTAL'));
   });
 
   it('refuses an item that would pass 400 KB with a permanent error', async () => {

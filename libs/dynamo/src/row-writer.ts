@@ -1,6 +1,6 @@
 import { GetItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { WATERMARK_ATTR } from '@tally/key-layout';
-import { entriesByItem, type CountEntry } from './cells';
+import { WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
 import { classifyError, type DynamoMeter } from './meter';
 
@@ -19,16 +19,18 @@ export interface RowWriteResult {
   conditionFailures: number;
 }
 
-/** UpdateExpression strings are limited to 4 KB; stay well below with this many attributes per call. */
-export const MAX_ATTRS_PER_UPDATE = 180;
-
 /**
- * Applies a row's outbox entries to DynamoDB exactly once: per item (month row, TOTAL) one UpdateItem that
- * ADDs the summed deltas and sets the watermark `wm` to the highest bucket seq, under the condition
- * `attribute_not_exists(wm) OR wm < lowest seq`. When the condition fails the entries at or below the
- * item's current watermark are already in it (applied by a crashed run or another writer): they are dropped
- * and the rest is written. Entries of one bucket are never split across calls, so the set applied to an item
- * is always exactly the entries with seq <= wm. No transactions.
+ * Applies a row's outbox entries to DynamoDB exactly once: per item (month row, TOTAL) UpdateItems that ADD the
+ * summed deltas and move the item's watermark, each under a condition on it. The watermark is a position
+ * (bucket seq `wm`, part `wm.p`): `wm.p` is present only while bucket `wm` is applied in parts.
+ * - Whole buckets, as many as fit one UpdateItem (MAX_ATTRS_PER_UPDATE attributes): condition
+ *   `attribute_not_exists(wm) OR (wm < lowest seq AND attribute_not_exists(wm.p))`, sets `wm` to the highest seq.
+ * - A bucket with more attributes for the item than one UpdateItem takes goes in parts (partsOfBucket: sorted
+ *   names cut every MAX_ATTRS_PER_UPDATE, the same cut a reader makes): part 0 under the whole-bucket condition,
+ *   part p > 0 only when the item is exactly at (seq, p - 1); each sets (seq, p), and the last one removes `wm.p`.
+ * When a condition fails, the entries at or below the item's position are already in it (applied by a crashed
+ * run or another writer): the writer reads the position and writes the rest. So the set applied to an item is
+ * always exactly the entries below its position. No transactions.
  *
  * Throws RetryableWriteError (throttling, 5xx, unreachable) or PermanentWriteError (validation, item too
  * large); items already written stay written, and a retry skips them through the watermark.
@@ -42,18 +44,54 @@ export async function writeRow(deps: RowWriterDeps, pk: string, entries: readonl
 }
 
 type ItemEntry = { entry: CountEntry; attrs: string[] };
+type Bucket = { seq: number; list: ItemEntry[]; attrs: Set<string> };
+
+const WHOLE = 'attribute_not_exists(#wm) OR (#wm < :lo AND attribute_not_exists(#wp))';
 
 async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemEntry[], result: RowWriteResult): Promise<void> {
-  let pending = [...all].sort((a, b) => a.entry.seq - b.entry.seq);
+  const bySeq = new Map<number, Bucket>();
+  for (const ie of all) {
+    let b = bySeq.get(ie.entry.seq);
+    if (!b) bySeq.set(ie.entry.seq, (b = { seq: ie.entry.seq, list: [], attrs: new Set() }));
+    b.list.push(ie);
+    for (const a of ie.attrs) b.attrs.add(a);
+  }
+  let pending = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+  // First part of pending[0] still to write, when it goes in parts and a refused condition showed earlier ones in.
+  let fromPart = 0;
   while (pending.length > 0) {
-    const chunk = takeWholeBuckets(pending);
-    const lo = chunk[0]!.entry.seq;
-    const hi = chunk[chunk.length - 1]!.entry.seq;
+    const head = pending[0]!;
     const sums = new Map<string, bigint>();
-    for (const { entry, attrs } of chunk) for (const a of attrs) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
+    const values: Record<string, { N: string }> = {};
+    let set: string;
+    let condition: string;
+    let taken: number;
+    let parts: ReturnType<typeof partsOfBucket> | undefined;
+    if (head.attrs.size > MAX_ATTRS_PER_UPDATE) {
+      parts = partsOfBucket(head.attrs);
+      for (const { entry, attrs } of head.list) {
+        for (const a of attrs) if (parts.partOf.get(a) === fromPart) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
+      }
+      values[':lo'] = { N: String(head.seq) };
+      const last = fromPart === parts.count - 1;
+      if (!last) values[':p'] = { N: String(fromPart) };
+      set = last ? 'SET #wm = :lo REMOVE #wp' : 'SET #wm = :lo, #wp = :p';
+      if (fromPart === 0) condition = WHOLE;
+      else {
+        values[':prev'] = { N: String(fromPart - 1) };
+        condition = '#wm = :lo AND #wp = :prev';
+      }
+      taken = 0;
+    } else {
+      taken = takeWholeBuckets(pending);
+      for (const b of pending.slice(0, taken)) for (const { entry, attrs } of b.list) for (const a of attrs) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
+      values[':lo'] = { N: String(head.seq) };
+      values[':hi'] = { N: String(pending[taken - 1]!.seq) };
+      set = 'SET #wm = :hi';
+      condition = WHOLE;
+    }
 
-    const names: Record<string, string> = { '#wm': WATERMARK_ATTR };
-    const values: Record<string, { N: string }> = { ':lo': { N: String(lo) }, ':hi': { N: String(hi) } };
+    const names: Record<string, string> = { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR };
     const adds: string[] = [];
     let i = 0;
     for (const [attr, v] of sums) {
@@ -69,8 +107,8 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
         new UpdateItemCommand({
           TableName: deps.table,
           Key: { pk: { S: pk }, sk: { S: sk } },
-          UpdateExpression: `SET #wm = :hi ADD ${adds.join(', ')}`,
-          ConditionExpression: 'attribute_not_exists(#wm) OR #wm < :lo',
+          UpdateExpression: `${set} ADD ${adds.join(', ')}`,
+          ConditionExpression: condition,
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: values,
           ReturnConsumedCapacity: 'TOTAL',
@@ -79,39 +117,48 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       deps.meter.observe('UpdateItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
       result.updates++;
       written = true;
-      pending = pending.slice(chunk.length);
+      if (parts) {
+        fromPart++;
+        if (fromPart === parts.count) {
+          pending = pending.slice(1);
+          fromPart = 0;
+        }
+      } else pending = pending.slice(taken);
     } catch (err) {
       const outcome = classifyError(err);
       deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
       if (outcome !== 'condition_failed') throw wrap(err, outcome, pk, sk);
       result.conditionFailures++;
-      const wm = await readWatermark(deps, pk, sk);
-      pending = pending.filter((p) => p.entry.seq > wm);
+      const at = await readWatermark(deps, pk, sk);
+      const before = `${pending.length}/${fromPart}`;
+      pending = pending.filter((b) => b.seq > at.wm || (b.seq === at.wm && at.part !== undefined));
+      fromPart = pending[0]?.seq === at.wm && at.part !== undefined ? at.part + 1 : 0;
+      if (`${pending.length}/${fromPart}` === before) {
+        // The item is inside a bucket whose remaining parts this write does not hold: never with an outbox acked
+        // only after every part; stop rather than loop.
+        throw new PermanentWriteError(`item ${pk} / ${sk} is at bucket ${at.wm} part ${at.part ?? 'complete'}, which this write cannot continue`);
+      }
     }
     if (written) await deps.afterUpdate?.(pk, sk);
   }
 }
 
-/** The longest prefix (by bucket) that fits one UpdateItem; a single bucket is never split. */
-function takeWholeBuckets(sorted: ItemEntry[]): ItemEntry[] {
+/** How many whole buckets from the head fit one UpdateItem (at least one; never one that needs parts). */
+function takeWholeBuckets(sorted: Bucket[]): number {
   const attrs = new Set<string>();
-  let end = 0;
-  while (end < sorted.length) {
-    const seq = sorted[end]!.entry.seq;
-    let j = end;
-    const add = new Set<string>();
-    while (j < sorted.length && sorted[j]!.entry.seq === seq) {
-      for (const a of sorted[j]!.attrs) if (!attrs.has(a)) add.add(a);
-      j++;
-    }
-    if (end > 0 && attrs.size + add.size > MAX_ATTRS_PER_UPDATE) break;
-    for (const a of add) attrs.add(a);
-    end = j;
+  let n = 0;
+  while (n < sorted.length) {
+    const b = sorted[n]!;
+    let add = 0;
+    for (const a of b.attrs) if (!attrs.has(a)) add++;
+    if (n > 0 && (b.attrs.size > MAX_ATTRS_PER_UPDATE || attrs.size + add > MAX_ATTRS_PER_UPDATE)) break;
+    for (const a of b.attrs) attrs.add(a);
+    n++;
   }
-  return sorted.slice(0, end);
+  return n;
 }
 
-async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promise<number> {
+async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promise<{ wm: number; part: number | undefined }> {
   const started = performance.now();
   try {
     const out = await deps.client.send(
@@ -119,14 +166,15 @@ async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promi
         TableName: deps.table,
         Key: { pk: { S: pk }, sk: { S: sk } },
         ConsistentRead: true,
-        ProjectionExpression: '#wm',
-        ExpressionAttributeNames: { '#wm': WATERMARK_ATTR },
+        ProjectionExpression: '#wm, #wp',
+        ExpressionAttributeNames: { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR },
         ReturnConsumedCapacity: 'TOTAL',
       }),
     );
     deps.meter.observe('GetItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
     const wm = out.Item?.[WATERMARK_ATTR]?.N;
-    return wm === undefined ? -1 : Number(wm);
+    const part = out.Item?.[WATERMARK_PART_ATTR]?.N;
+    return { wm: wm === undefined ? -1 : Number(wm), part: part === undefined ? undefined : Number(part) };
   } catch (err) {
     const outcome = classifyError(err);
     deps.meter.observe('GetItem', outcome, (performance.now() - started) / 1000);

@@ -39,6 +39,18 @@ export class InvalidArgumentError extends Error {
 }
 
 /**
+ * The idempotency key was already used, within the dedupe window, for a batch with other events: nothing was
+ * enqueued. A retry must send the same events; a new batch needs a new key.
+ */
+export class IdempotencyConflictError extends Error {
+  readonly code = 'TALLY_ERR_IDEMPOTENCY_CONFLICT';
+  constructor(readonly idempotencyKey: string) {
+    super(`idempotency key ${JSON.stringify(idempotencyKey)} was already used for a batch with other events; nothing was accepted (send the same events to retry, or use a new key for a new batch)`);
+    this.name = 'IdempotencyConflictError';
+  }
+}
+
+/**
  * Redis did not take the batch (unreachable, not ready, timed out). Whether the jobs were written is unknown only
  * when the connection broke mid-command; retrying with the same idempotency key is always safe.
  */

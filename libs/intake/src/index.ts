@@ -1,6 +1,7 @@
-export { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
+export { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
 export { createProducerConnection, waitForReady, type ProducerConnectionOptions } from './connection';
 export {
+  batchFingerprint,
   createIntake,
   DEFAULT_INTAKE_LIMITS,
   type EnqueueOptions,

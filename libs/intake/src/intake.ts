@@ -1,9 +1,10 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { STORE_ID_PATTERN } from '@tally/key-layout';
 import { jobIdFor, MAX_EVENTS_PER_JOB, QUEUE, queueFor, QUEUE_SHARDS, type PayloadOf, type TallyQueues } from '@tally/queues';
 import { validateEvents, type CompiledRules, type NormalizedEvent, type ValidationResult } from '@tally/schema';
+import type { Redis } from 'ioredis';
 import { waitForReady, type ConnectionState } from './connection';
-import { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
+import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
 
 export interface IntakeLimits {
   /** Events per call or HTTP request; more is refused whole (TooManyEventsError, HTTP 413). */
@@ -22,8 +23,13 @@ export type IntakeSource = PayloadOf<typeof QUEUE.events>['source'] & string;
 export interface IntakeOptions {
   /** Producer queues (only `events` is used), on a connection made by createProducerConnection. */
   queues: Pick<TallyQueues, 'events'> & Partial<Pick<TallyQueues, typeof QUEUE_SHARDS>>;
-  /** That connection, to refuse at once (or after `readyTimeoutMs`) while it is down. */
-  redis: ConnectionState;
+  /**
+   * That connection, to refuse at once (or after `readyTimeoutMs`) while it is down, and to remember the
+   * fingerprint of each idempotency key's batch (on the first events shard's prefix, whatever QUEUE_SHARDS is).
+   */
+  redis: ConnectionState & Pick<Redis, 'set'>;
+  /** How long an idempotency key's batch fingerprint is remembered: the dedupe window (default 24 h). */
+  idempotencyWindowSeconds?: number;
   rules: CompiledRules;
   limits?: Partial<IntakeLimits>;
   /** Recorded in every job. */
@@ -61,6 +67,8 @@ export interface Intake {
   /**
    * Enqueues validated events as one addBulk (one job per MAX_EVENTS_PER_JOB events; part i of a split batch has
    * batch id `<batchId>.<i>`). Resolves only once Redis holds every job; throws QueueUnavailableError otherwise.
+   * With an idempotency key already used for a different batch within the window, throws
+   * IdempotencyConflictError and enqueues nothing.
    */
   enqueue(store: string, events: NormalizedEvent[], opts?: EnqueueOptions): Promise<EnqueueResult>;
   /** validate + enqueue, all or nothing: any invalid event rejects the whole call with a ValidationError. */
@@ -69,12 +77,28 @@ export interface Intake {
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
+/**
+ * The fingerprint of a batch: SHA-256 of its validated events in a canonical form (dims sorted by name), so the
+ * same events sent again, whatever the JSON key order or number spelling, match, and any other batch does not.
+ */
+export function batchFingerprint(events: readonly NormalizedEvent[]): string {
+  const h = createHash('sha256');
+  for (const e of events) {
+    const dims = Object.keys(e.dims)
+      .sort()
+      .map((k) => [k, e.dims[k]]);
+    h.update(JSON.stringify([e.type, e.ts, e.id ?? null, dims, e.value ?? null])).update('\n');
+  }
+  return h.digest('base64url');
+}
+
 /** The intake core shared by the collector and the client: validate → job payloads with batch ids → addBulk. */
 export function createIntake(opts: IntakeOptions): Intake {
   const limits: IntakeLimits = { ...DEFAULT_INTAKE_LIMITS, ...opts.limits };
   const clockSkewMs = limits.clockSkewSeconds * 1_000;
   const latenessMs = limits.latenessHorizonDays * 86_400_000;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 0;
+  const idempotencyWindowSeconds = opts.idempotencyWindowSeconds ?? 86_400;
 
   const checkCount = (count: number) => {
     if (count > limits.maxEvents) throw new TooManyEventsError(count, limits.maxEvents);
@@ -115,6 +139,18 @@ export function createIntake(opts: IntakeOptions): Intake {
         await waitForReady(opts.redis, readyTimeoutMs);
       } catch (err) {
         throw new QueueUnavailableError(`Redis is unavailable: ${(err as Error).message}`, { cause: err });
+      }
+      if (eopts.idempotencyKey !== undefined) {
+        // The key's first batch sets its fingerprint (the IETF Idempotency-Key draft, Stripe): a retry of the
+        // same batch passes on to addBulk, whose job ids make it a no-op; another batch under the key is refused.
+        const fingerprint = batchFingerprint(events);
+        let earlier: string | null;
+        try {
+          earlier = await opts.redis.set(opts.queues.events.toKey(`idem:${batchId}`), fingerprint, 'EX', idempotencyWindowSeconds, 'NX', 'GET');
+        } catch (err) {
+          throw new QueueUnavailableError(`Redis did not take the batch: ${(err as Error).message}`, { cause: err });
+        }
+        if (earlier !== null && earlier !== fingerprint) throw new IdempotencyConflictError(eopts.idempotencyKey);
       }
       let jobIds: string[];
       try {

@@ -18,6 +18,11 @@ export const NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 
 export const TOTAL_SK = 'TOTAL';
 export const WATERMARK_ATTR = 'wm';
+/**
+ * Set only while the bucket `wm` is applied in parts (more attributes than one UpdateItem takes): the last part
+ * of that bucket applied. Absent: bucket `wm` is applied completely. Its dot keeps it out of every metric name.
+ */
+export const WATERMARK_PART_ATTR = 'wm.p';
 
 const pad = (n: number, w: number) => String(n).padStart(w, '0');
 

@@ -4,5 +4,5 @@ export * from './metrics';
 export * from './ops-server';
 export * from './queue-metrics';
 export * from './shutdown';
-export * from './http-metrics';
 export * from './http-close';
+export * from './log-throttle';

@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import { fastify } from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from './index';
 
@@ -19,6 +20,18 @@ function capture(level?: 'debug' | 'info' | 'warn') {
 }
 
 describe('createLogger', () => {
+  it("logs a Fastify request's path, never its query string (a key in ?access_token= stays out of the log)", async () => {
+    const { log, raw } = capture();
+    const app = fastify({ loggerInstance: log });
+    app.get('/readyz', async () => ({ status: 'ready' }));
+    await app.inject({ method: 'GET', url: '/readyz?access_token=tly_secretsecret&x=1' });
+    await app.close();
+    const requestLines = raw.filter((l) => l.includes('/readyz'));
+    expect(requestLines.length).toBeGreaterThan(0);
+    expect(raw.join('\n')).not.toContain('tly_secretsecret');
+    expect(JSON.parse(requestLines[0]!).req).toMatchObject({ method: 'GET', url: '/readyz' });
+  });
+
   it('writes JSON lines with name, level, ISO time, object first', () => {
     const { log, lines } = capture();
     log.info({ queue: 'events', jobId: 'j1' }, 'flushed row');

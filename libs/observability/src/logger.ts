@@ -40,10 +40,31 @@ export function createLogger(opts: CreateLoggerOptions): Logger {
       level: opts.level ?? 'info',
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: [...REDACTED_PATHS], censor: REDACTED },
+      // Fastify's request lines (the worker apps' ops servers) would log `url` with its query string, where a
+      // client may have put a key (`?access_token=`): log the path only.
+      serializers: { req: requestWithoutQuery },
     },
     // Synchronous stdout: pino's default asynchronous destination hands writes to the libuv thread pool, and
     // the synchronous flush at process.exit can then overtake a write still in flight (the last lines of a
     // shutdown came out of order under load). Tally's apps log little on hot paths, so sync costs nothing.
     opts.destination ?? pino.destination({ dest: 1, sync: true }),
   );
+}
+
+interface LoggedRequest {
+  method?: string;
+  url?: string;
+  ip?: string;
+  raw?: unknown;
+}
+
+/**
+ * A request as a log line shows it. A Fastify request: method, url without the query string, client address.
+ * A plain object logged as `req`: as it is, its `url` cut at the query string.
+ */
+export function requestWithoutQuery(req: LoggedRequest): Record<string, unknown> {
+  const url = typeof req.url === 'string' ? req.url : undefined;
+  const path = url === undefined ? undefined : url.split('?')[0];
+  if (req.raw === undefined) return url === undefined ? { ...req } : { ...req, url: path };
+  return { method: req.method, url: path, remoteAddress: req.ip };
 }

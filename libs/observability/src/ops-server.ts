@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { fastify, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { within } from './within';
 
 export type ReadyCheck = () => boolean | Promise<boolean>;
 
@@ -26,7 +27,7 @@ export function registerOpsRoutes(app: FastifyInstance<any, any, any, any, any>,
   app.get('/readyz', probe, async (req, reply) => {
     let isReady = false;
     try {
-      isReady = await within(Promise.resolve(opts.ready()), readyTimeoutMs);
+      isReady = await within(Promise.resolve(opts.ready()), readyTimeoutMs, 'ready check gave no answer');
     } catch (err) {
       req.log.warn({ err }, 'ready check failed');
     }
@@ -65,13 +66,4 @@ export async function startOpsServer(opts: StartOpsServerOptions): Promise<OpsSe
     port,
     close: () => app.close(),
   };
-}
-
-function within<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`ready check gave no answer within ${ms}ms`)), ms);
-  });
-  work.catch(() => {});
-  return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }

@@ -1,5 +1,6 @@
 import type { JobType, Queue } from 'bullmq';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { within } from './within';
 
 export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized'] as const satisfies readonly JobType[];
 
@@ -48,7 +49,7 @@ export function queueDepthMetrics(
     await Promise.all(
       [...byName].map(async ([name, shards]) => {
         try {
-          const counts = await within(Promise.all(shards.map((q) => q.getJobCounts(...QUEUE_STATES))), timeoutMs);
+          const counts = await within(Promise.all(shards.map((q) => q.getJobCounts(...QUEUE_STATES))), timeoutMs, 'no answer');
           for (const state of QUEUE_STATES) gauge.set({ queue: name, state }, counts.reduce((sum, c) => sum + (c[state] ?? 0), 0));
         } catch {
           errors.inc({ queue: name });
@@ -57,13 +58,4 @@ export function queueDepthMetrics(
     );
   }
   return gauge;
-}
-
-function within<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms}ms`)), ms);
-  });
-  work.catch(() => {}); // may still fail after the timeout won
-  return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }

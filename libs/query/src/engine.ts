@@ -2,11 +2,16 @@ import type { BucketStore } from '@tally/buckets';
 import { getItem, getItems, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
 import { dayAttr, dayKey, formatDate, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
+import { coverOf, type Cell } from './cover';
 import { QueryError } from './errors';
 import type { HistoryMemo } from './history-memo';
-import { daysOf, monthsOf, type DateRange } from './ranges';
+import { daysOf, monthsOf, type DateRange, type QueryRange } from './ranges';
+import { checkMetricName } from './rules-introspection';
 
 export type Granularity = 'day' | 'month' | 'year' | 'total';
+
+/** DynamoDB items one query may read unless configured otherwise (MAX_ITEMS_PER_QUERY): 20 BatchGetItem calls. */
+export const DEFAULT_MAX_ITEMS_PER_QUERY = 2_000;
 
 export interface QueryDeps {
   buckets: BucketStore;
@@ -14,6 +19,8 @@ export interface QueryDeps {
   rules: CompiledRules;
   /** In-process parsed visitor histories (see HistoryMemo); optional. */
   historyMemo?: HistoryMemo;
+  /** Most DynamoDB items one query may read; a query that needs more is refused (QueryError). Default DEFAULT_MAX_ITEMS_PER_QUERY. */
+  maxItemsPerQuery?: number;
 }
 
 export interface SeriesPoint {
@@ -35,20 +42,27 @@ export interface MetricRef {
   attr: string;
 }
 
-/** Resolves metric names of a request (`ViewCount`, `ProductViews#P1`) to attribute names; unknown -> 400. */
-export function resolveMetrics(rules: CompiledRules, names: readonly string[]): MetricRef[] {
-  if (names.length === 0) throw new QueryError('metrics', 'name at least one metric');
+/**
+ * Resolves metric names of a request (`ViewCount`, `ProductViews#P1`) to attribute names, each checked against
+ * the rules (known, keyed exactly when the metric is); a QueryError names `field`.
+ */
+export function resolveMetrics(rules: CompiledRules, names: readonly string[], field = 'metrics'): MetricRef[] {
+  if (names.length === 0) throw new QueryError(field, 'name at least one metric');
   return names.map((name) => {
-    const hash = name.indexOf('#');
-    const base = hash < 0 ? name : name.slice(0, hash);
-    if (!rules.rules.metrics[base]) {
-      throw new QueryError('metrics', `unknown metric ${JSON.stringify(base)}; known: ${Object.keys(rules.rules.metrics).join(', ')}`);
-    }
-    return { name, attr: rules.attrMetric(base, hash < 0 ? undefined : name.slice(hash + 1)) };
+    const { base, sub } = checkMetricName(rules, name, field);
+    return { name, attr: rules.attrMetric(base, sub) };
   });
 }
 
-function pointsFrom(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[], range: DateRange, granularity: Granularity): SeriesPoint[] {
+/** Refuses a query that would read more than the configured number of DynamoDB items, before it reads any. */
+function checkCost(deps: QueryDeps, items: number, field: string, what: string): void {
+  const max = deps.maxItemsPerQuery ?? DEFAULT_MAX_ITEMS_PER_QUERY;
+  if (items > max) {
+    throw new QueryError(field, `this query would read ${items} DynamoDB items (${what}); at most ${max} per query: ask for fewer ids or a shorter range`);
+  }
+}
+
+function pointsFrom(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[], range: DateRange, granularity: Exclude<Granularity, 'total'>): SeriesPoint[] {
   const cell = (sk: string, attr: string) => merged.get(sk)?.get(attr) ?? 0n;
   const values = (f: (m: MetricRef) => bigint) => Object.fromEntries(metrics.map((m) => [m.name, f(m)]));
   switch (granularity) {
@@ -64,8 +78,6 @@ function pointsFrom(merged: Map<string, Map<string, bigint>>, metrics: MetricRef
       for (let y = range.from.year; y <= range.to.year; y++) out.push({ period: String(y), values: values((m) => cell(TOTAL_SK, yearAttr(y, m.attr))) });
       return out;
     }
-    case 'total':
-      return [{ period: 'total', values: values((m) => cell(TOTAL_SK, totalAttr(m.attr))) }];
   }
 }
 
@@ -75,20 +87,43 @@ function sumPoints(points: SeriesPoint[], metrics: MetricRef[]): Record<string, 
   return totals;
 }
 
+/** Sum of each metric over the cells of a cover, from merged items. */
+function sumCells(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[], cells: Cell[]): Record<string, bigint> {
+  const out: Record<string, bigint> = {};
+  for (const m of metrics) {
+    let v = 0n;
+    for (const c of cells) v += merged.get(c.sk)?.get(c.attr(m.attr)) ?? 0n;
+    out[m.name] = v;
+  }
+  return out;
+}
+
 /**
  * A series for one entity row: DynamoDB items plus exactly the Redis counts they do not hold yet (one atomic
  * Redis snapshot first, then consistent reads; an entry counts only above its item's watermark). Day and
- * month granularity read the month rows of the range with one Query; year and total read the TOTAL item.
+ * month granularity read the month rows of the range with one Query; year granularity and range 'all' read the
+ * TOTAL item; granularity total over dates reads the coarsest items that cover them (see coverOf).
  */
 export async function readSeries(
   deps: QueryDeps,
-  req: { store: string; pk: string; metrics: MetricRef[]; range: DateRange; granularity: Granularity },
+  req: { store: string; pk: string; metrics: MetricRef[]; range: QueryRange; granularity: Granularity },
 ): Promise<SeriesResult> {
+  const { range, granularity } = req;
+  if (range === 'all') {
+    if (granularity !== 'total') throw new QueryError('granularity', `range allTime answers granularity total only, not ${granularity}`);
+  } else if (granularity === 'total') {
+    const r = await readTotals(deps, { store: req.store, pks: [req.pk], metrics: req.metrics, range });
+    const values = r.rows[0]!.values;
+    return { points: [{ period: 'total', values }], totals: values, dynamoRequests: r.dynamoRequests };
+  } else if (granularity !== 'year') {
+    const months = monthsOf(range).length;
+    checkCost(deps, months, 'range', `${months} month items`);
+  }
   const [snap] = await deps.buckets.snapshot(req.store, [req.pk]);
   let items: StoredItem[];
   let dynamoRequests: number;
-  if (req.granularity === 'day' || req.granularity === 'month') {
-    const q = await queryItems(deps.dynamo, req.pk, monthSk(req.range.from.year, req.range.from.month), monthSk(req.range.to.year, req.range.to.month));
+  if (range !== 'all' && (granularity === 'day' || granularity === 'month')) {
+    const q = await queryItems(deps.dynamo, req.pk, monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month));
     items = q.items;
     dynamoRequests = q.requests;
   } else {
@@ -97,27 +132,34 @@ export async function readSeries(
     dynamoRequests = 1;
   }
   const merged = mergeItems(items, snap!.entries);
-  const points = pointsFrom(merged, req.metrics, req.range, req.granularity);
+  const points =
+    range === 'all' || granularity === 'total'
+      ? [{ period: 'total', values: sumCells(merged, req.metrics, [{ sk: TOTAL_SK, attr: totalAttr }]) }]
+      : pointsFrom(merged, req.metrics, range, granularity);
   return { points, totals: sumPoints(points, req.metrics), dynamoRequests };
 }
 
 /**
  * Totals over a range (or all time) for many rows of one store at once: one Redis snapshot for all rows,
- * BatchGetItem of the month items (or TOTAL items) of every row.
+ * BatchGetItem of the coarsest items that cover the range for every row (whole years from TOTAL, whole months
+ * from the month attributes, the days of partial months), or the TOTAL items for 'all'. A query needing more
+ * items than the configured maximum is refused before anything is read; the QueryError names `costField`
+ * (default `ids` for many rows, `range` for one).
  */
 export async function readTotals(
   deps: QueryDeps,
-  req: { store: string; pks: readonly string[]; metrics: MetricRef[]; range: DateRange | 'all' },
+  req: { store: string; pks: readonly string[]; metrics: MetricRef[]; range: QueryRange; costField?: string },
 ): Promise<{ rows: Array<{ pk: string; values: Record<string, bigint> }>; dynamoRequests: number }> {
+  const cells: Cell[] = req.range === 'all' ? [{ sk: TOTAL_SK, attr: totalAttr }] : coverOf(req.range);
+  const sks = [...new Set(cells.map((c) => c.sk))];
+  const field = req.costField ?? (req.pks.length > 1 ? 'ids' : 'range');
+  checkCost(deps, req.pks.length * sks.length, field, `${req.pks.length} ${req.pks.length === 1 ? 'row' : 'rows'} × ${sks.length} items for the range`);
   const snaps = await deps.buckets.snapshot(req.store, req.pks);
-  const sks = req.range === 'all' ? [TOTAL_SK] : monthsOf(req.range).map((m) => monthSk(m.year, m.month));
   const keys = req.pks.flatMap((pk) => sks.map((sk) => ({ pk, sk })));
   const { items, requests } = await getItems(deps.dynamo, keys);
   const rows = snaps.map((snap) => {
     const own = sks.map((sk) => items.get(`${snap.pk}\u0000${sk}`)).filter((x): x is StoredItem => x !== undefined);
-    const merged = mergeItems(own, snap.entries);
-    const points = req.range === 'all' ? pointsFrom(merged, req.metrics, { from: { year: 0, month: 1, day: 1, doy: 1 }, to: { year: 0, month: 1, day: 1, doy: 1 } }, 'total') : pointsFrom(merged, req.metrics, req.range, 'day');
-    return { pk: snap.pk, values: sumPoints(points, req.metrics) };
+    return { pk: snap.pk, values: sumCells(mergeItems(own, snap.entries), req.metrics, cells) };
   });
   return { rows, dynamoRequests: requests };
 }

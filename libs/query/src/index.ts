@@ -1,5 +1,28 @@
 export { QueryError } from './errors';
-export { NAMED_RANGES, namedRange, explicitRange, daysOf, monthsOf, MAX_RANGE_DAYS, type NamedRange, type DateRange } from './ranges';
-export { readSeries, readTotals, resolveMetrics, dayKeysOf, type Granularity, type QueryDeps, type SeriesPoint, type SeriesResult, type MetricRef } from './engine';
+export {
+  namedRange,
+  explicitRange,
+  resolveRange,
+  daysOf,
+  monthsOf,
+  MAX_RANGE_DAYS,
+  type RangeQuery,
+  type DateRange,
+  type QueryRange,
+} from './ranges';
+export {
+  readSeries,
+  readTotals,
+  resolveMetrics,
+  dayKeysOf,
+  type Granularity,
+  type QueryDeps,
+  type SeriesPoint,
+  type SeriesResult,
+  type MetricRef,
+} from './engine';
+export { coverOf, type Cell } from './cover';
+export { readTop, type TopResult } from './top';
+export { storeEntityOf, entityOf, rankedEntitiesOf, keyedByOf, plainMetricsOf, checkMetricName, ID_RULE } from './rules-introspection';
 export { HistoryMemo } from './history-memo';
-export { evaluateSegments, segmentSchema, segmentRuleSchema, type Segment, type SegmentRule, type SegmentResult, type SegmentEvaluation } from './segments';
+export { evaluateSegments, type SegmentResult, type SegmentEvaluation } from './segments';

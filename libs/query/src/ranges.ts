@@ -1,13 +1,17 @@
+import type { NamedRange, RangeName } from '@tally/contracts';
 import { addDays, addMonths, compareDates, dateOf, daysInMonth, localDate, parseDate, toEpochDay, type LocalDate } from '@tally/key-layout';
 import { QueryError } from './errors';
 
-export const NAMED_RANGES = ['today', 'yesterday', 'last7d', 'last30d', 'last3m', 'last12m', 'thisMonth', 'thisYear'] as const;
-export type NamedRange = (typeof NAMED_RANGES)[number];
 
 export interface DateRange {
   from: LocalDate;
   to: LocalDate;
 }
+
+/** Every count ever: read from the TOTAL item, not from dates. */
+export const ALL_TIME = 'all';
+/** What a query covers: dates (inclusive), or all time. */
+export type QueryRange = DateRange | typeof ALL_TIME;
 
 /** Longest range a query may cover. */
 export const MAX_RANGE_DAYS = 3_660;
@@ -72,4 +76,27 @@ export function monthsOf(range: DateRange): Array<{ year: number; month: number 
     }
   }
   return out;
+}
+
+/** How a request gives its range: `range=<name>`, or `from` and `to` (YYYY-MM-DD). */
+export interface RangeQuery {
+  range?: RangeName | undefined;
+  from?: string | undefined;
+  to?: string | undefined;
+}
+
+/**
+ * `range=<name>` or `from`+`to`, in the store's time zone → dates, or ALL_TIME for allTime. Unset → `fallback`.
+ * QueryErrors name range, from or to (both given, one missing, from after to, beyond 10 years, not a date).
+ */
+export function resolveRange(q: RangeQuery, timeZone: string, now: number, fallback: RangeName): { range: QueryRange; name: RangeName | null } {
+  const explicit = q.from !== undefined || q.to !== undefined;
+  if (q.range !== undefined && explicit) throw new QueryError('range', 'give either range or from and to, not both');
+  if (explicit) {
+    if (q.from === undefined) throw new QueryError('from', 'from is required with to (both YYYY-MM-DD)');
+    if (q.to === undefined) throw new QueryError('to', 'to is required with from (both YYYY-MM-DD)');
+    return { range: explicitRange(q.from, q.to), name: null };
+  }
+  const name = q.range ?? fallback;
+  return { range: name === 'allTime' ? ALL_TIME : namedRange(name, timeZone, now), name };
 }

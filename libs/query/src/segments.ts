@@ -1,33 +1,10 @@
+import type { Segment, SegmentRule } from '@tally/contracts';
 import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
 import { dayAttr, monthSk, TOTAL_SK, totalAttr } from '@tally/key-layout';
-import { fromUnits } from '@tally/schema';
-import { z } from 'zod';
+import { formatMetricName, fromUnits } from '@tally/schema';
 import type { QueryDeps } from './engine';
 import { resolveMetrics } from './engine';
-import { daysOf, NAMED_RANGES, namedRange } from './ranges';
-
-export const segmentRuleSchema = z
-  .object({
-    /** Metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews. */
-    metric: z.string().min(1).max(64),
-    /** Sub-key for keyed metrics: ProductViews of product `key`. */
-    key: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/).optional(),
-    range: z.enum([...NAMED_RANGES, 'allTime']),
-    op: z.enum(['>=', '>', '=', '<=', '<', '!=']),
-    value: z.number().finite(),
-  })
-  .strict();
-
-export const segmentSchema = z
-  .object({
-    name: z.string().min(1).max(100),
-    match: z.enum(['all', 'any']).default('all'),
-    rules: z.array(segmentRuleSchema).min(1).max(50),
-  })
-  .strict();
-
-export type SegmentRule = z.infer<typeof segmentRuleSchema>;
-export type Segment = z.infer<typeof segmentSchema>;
+import { daysOf, namedRange } from './ranges';
 
 export interface SegmentResult {
   name: string;
@@ -44,6 +21,7 @@ export interface SegmentEvaluation {
 interface CachedItem {
   sk: string;
   wm: number;
+  wp?: number;
   attrs: Record<string, string>;
 }
 
@@ -75,7 +53,7 @@ export async function evaluateSegments(
     void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
   } else if (snap!.cache !== undefined && snap!.cache !== '=') {
     cache = 'hit';
-    items = (JSON.parse(snap!.cache) as CachedItem[]).map((c) => ({ sk: c.sk, wm: c.wm, attrs: new Map(Object.entries(c.attrs).map(([k, v]) => [k, BigInt(v)])) }));
+    items = (JSON.parse(snap!.cache) as CachedItem[]).map((c) => ({ sk: c.sk, wm: c.wm, ...(c.wp === undefined ? {} : { wp: c.wp }), attrs: new Map(Object.entries(c.attrs).map(([k, v]) => [k, BigInt(v)])) }));
     remember(items);
     void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
   } else {
@@ -83,14 +61,14 @@ export async function evaluateSegments(
     const q = await queryItems(deps.dynamo, req.pk, 'M', TOTAL_SK);
     items = q.items;
     dynamoRequests = q.requests;
-    const json = JSON.stringify(items.map((it) => ({ sk: it.sk, wm: it.wm, attrs: Object.fromEntries([...it.attrs].map(([k, v]) => [k, v.toString()])) })));
+    const json = JSON.stringify(items.map((it) => ({ sk: it.sk, wm: it.wm, wp: it.wp, attrs: Object.fromEntries([...it.attrs].map(([k, v]) => [k, v.toString()])) })));
     if (await deps.buckets.fillCache(req.store, req.pk, snap!.cacheVersion, json, req.cacheTtlSeconds)) remember(items);
   }
   const merged = mergeItems(items, snap!.entries);
 
   const segments = req.segments.map((seg) => {
     const rules = seg.rules.map((rule) => {
-      const [metric] = resolveMetrics(deps.rules, [rule.key === undefined ? rule.metric : `${rule.metric}#${rule.key}`]);
+      const [metric] = resolveMetrics(deps.rules, [formatMetricName(rule.metric, rule.key)]);
       let actual = 0n;
       if (rule.range === 'allTime') actual = merged.get(TOTAL_SK)?.get(totalAttr(metric!.attr)) ?? 0n;
       else {

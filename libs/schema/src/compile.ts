@@ -1,5 +1,6 @@
 import { entityPk, parsePk } from '@tally/key-layout';
 import { RulesError } from './errors';
+import { formatMetricName, parseMetricName } from './metric-name';
 import { rulesSchema, type Counter, type FlushPolicy, type Rules, type RulesInput } from './rules.schema';
 
 export interface CompiledCounter extends Counter {
@@ -108,8 +109,7 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
 
   const attrMetric = (metric: string, sub?: string) => {
     const spec = rules.metrics[metric];
-    const base = spec?.code ?? metric;
-    return sub === undefined ? base : `${base}#${sub}`;
+    return formatMetricName(spec?.code ?? metric, sub);
   };
 
   return {
@@ -117,11 +117,10 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
     eventTypes,
     attrMetric,
     parseAttrMetric(name) {
-      const hash = name.indexOf('#');
-      const base = hash < 0 ? name : name.slice(0, hash);
+      const { base, sub } = parseMetricName(name);
       const metric = codeToMetric.get(base);
       if (!metric) return undefined;
-      return hash < 0 ? { metric } : { metric, sub: name.slice(hash + 1) };
+      return sub === undefined ? { metric } : { metric, sub };
     },
     entityOfPk(pk) {
       const { entity } = parsePk(pk);

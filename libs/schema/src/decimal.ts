@@ -34,7 +34,10 @@ export function toUnits(value: number | string, scale: number): ScaleResult {
   if (frac.length > scale) {
     return { ok: false, reason: scale === 0 ? 'must be a whole number' : `has more than ${scale} decimal places` };
   }
-  if (intPart.length > 13 || Number(intPart) > MAX_VALUE) return { ok: false, reason: `must be at most ${MAX_VALUE}` };
+  // Exactly: 1000000000000.01 is over the maximum, though its integer part is not.
+  if (intPart.length > 13 || Number(intPart) > MAX_VALUE || (Number(intPart) === MAX_VALUE && frac !== '')) {
+    return { ok: false, reason: `must be at most ${MAX_VALUE}` };
+  }
   const units = (intPart + frac.padEnd(scale, '0')).replace(/^0+(?=\d)/, '');
   return { ok: true, units };
 }

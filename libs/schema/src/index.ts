@@ -7,3 +7,4 @@ export { toUnits, fromUnits, MAX_VALUE, type ScaleResult } from './decimal';
 export { validateEvents, parseTimestamp, type EventError, type ValidationLimits, type ValidationResult } from './validate';
 export { rollup, type RowDeltas } from './rollup';
 export { loadRules, loadRulesOrExit } from './load-rules';
+export { parseMetricName, formatMetricName, type MetricName } from './metric-name';

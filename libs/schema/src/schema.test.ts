@@ -26,6 +26,11 @@ describe('decimal values are exact', () => {
     expect(toUnits('NaN', 2)).toMatchObject({ ok: false, reason: 'must be a decimal number' });
     expect(toUnits('1.234', 2)).toMatchObject({ ok: false });
     expect(toUnits(2.5, 0)).toMatchObject({ ok: false, reason: 'must be a whole number' });
+    // The maximum is exact: a cent over it is refused, as number and as string; the maximum itself is taken.
+    expect(toUnits(1000000000000.01, 2)).toMatchObject({ ok: false, reason: 'must be at most 1000000000000' });
+    expect(toUnits('1000000000000.01', 2)).toMatchObject({ ok: false, reason: 'must be at most 1000000000000' });
+    expect(toUnits('1000000000000.00', 2)).toEqual({ ok: true, units: '100000000000000' });
+    expect(toUnits('999999999999.99', 2)).toEqual({ ok: true, units: '99999999999999' });
   });
 
   it('sums of many decimal values have no float drift', () => {
@@ -52,6 +57,15 @@ describe('validateEvents', () => {
     expect(r.acceptedIndexes).toEqual([0, 1]);
     expect(r.events[0]).toEqual({ type: 'view', ts: Date.parse('2023-05-03T10:15:00Z'), dims: { product: 'P1', visitor: 'V9' } });
     expect(r.events[1]!.value).toBe('19.99');
+  });
+
+  it('refuses a date that does not exist, naming ts', () => {
+    const days = ['2026-11-31T12:00:00Z', '2026-02-29T00:00:00Z', '2026-13-01T00:00:00Z', '2026-04-00T00:00:00Z'];
+    const r = validateEvents(rules, days.map((ts) => ({ ...ok, ts })), { ...limits, now: Date.parse('2026-12-01T00:00:00Z') });
+    expect(r.events).toEqual([]);
+    expect(r.errors.map((e) => `${e.index}:${e.field}`)).toEqual(['0:ts', '1:ts', '2:ts', '3:ts']);
+    const leap = validateEvents(rules, [{ ...ok, ts: '2024-02-29T12:00:00Z' }], { ...limits, now: Date.parse('2024-03-01T00:00:00Z') });
+    expect(leap.errors).toEqual([]);
   });
 
   it('names each bad event by index, field and reason', () => {

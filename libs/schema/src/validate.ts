@@ -27,12 +27,20 @@ export interface ValidationResult {
   errors: EventError[];
 }
 
+/** An event with more dims than this (or than the widest event type declares) is refused with one error. */
+export const MAX_DIMS = 64;
+
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
 
 export function parseTimestamp(ts: string | number): number | undefined {
   if (typeof ts === 'number') return Number.isSafeInteger(ts) ? ts : undefined;
   if (/^\d{1,15}$/.test(ts)) return Number(ts);
   if (!ISO.test(ts)) return undefined;
+  // Date.parse rolls a day that does not exist over (2026-11-31 is read as 2026-12-01): check the calendar first.
+  const year = Number(ts.slice(0, 4));
+  const month = Number(ts.slice(5, 7));
+  const day = Number(ts.slice(8, 10));
+  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
   const ms = Date.parse(ts);
   return Number.isNaN(ms) ? undefined : ms;
 }
@@ -43,9 +51,11 @@ export function parseTimestamp(ts: string | number): number | undefined {
  */
 export function validateEvents(rules: CompiledRules, input: unknown[], limits: ValidationLimits): ValidationResult {
   const result: ValidationResult = { events: [], acceptedIndexes: [], errors: [] };
+  let maxDims = MAX_DIMS;
+  for (const spec of rules.eventTypes.values()) maxDims = Math.max(maxDims, Object.keys(spec.dims).length);
   for (let index = 0; index < input.length; index++) {
     const before = result.errors.length;
-    const ev = validateOne(rules, input[index], limits, index, result.errors);
+    const ev = validateOne(rules, input[index], limits, index, result.errors, maxDims);
     if (ev && result.errors.length === before) {
       result.events.push(ev);
       result.acceptedIndexes.push(index);
@@ -60,6 +70,7 @@ function validateOne(
   limits: ValidationLimits,
   index: number,
   errors: EventError[],
+  maxDims: number,
 ): NormalizedEvent | undefined {
   const fail = (field: string, reason: string) => {
     errors.push({ index, field, reason });
@@ -70,6 +81,12 @@ function validateOne(
   const rawDims = (raw as Record<string, unknown>)['dims'];
   if (typeof rawDims === 'object' && rawDims !== null && Object.hasOwn(rawDims, '__proto__')) {
     return fail('dims.__proto__', 'is not allowed as a dimension name');
+  }
+  // A flood of dims (a crawler, a fuzzer) is one error, found before any per-key work.
+  if (typeof rawDims === 'object' && rawDims !== null) {
+    let count = 0;
+    for (const k in rawDims) if (Object.hasOwn(rawDims, k) && ++count > maxDims) break;
+    if (count > maxDims) return fail('dims', `has more than ${maxDims} dimensions; no event type declares that many`);
   }
   let e = fastEventShape(raw);
   if (e === undefined) {

@@ -7,6 +7,22 @@ import { waitFor } from './wait';
 /** The repository root (libs/testing/src/../../..). */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
+/** Node's arguments that run an app from its sources, with the repository root as the working directory. */
+export function appArgs(app: AppName): string[] {
+  return ['--import', 'tsx', `apps/${app}/src/main.ts`];
+}
+
+/** GET `url`; true on a 2xx answer within `timeoutMs`. */
+export async function isHealthy(url: string, timeoutMs = 1_000): Promise<boolean> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    await res.body?.cancel();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
 export interface AppHandle {
   readonly app: AppName;
   readonly port: number;
@@ -38,7 +54,7 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
   const port = await freePort();
   let env = { ...opts.env };
   const spawnIt = async () =>
-    startProcess(process.execPath, ['--import', 'tsx', `apps/${app}/src/main.ts`], {
+    startProcess(process.execPath, appArgs(app), {
       cwd: REPO_ROOT,
       name: opts.name ?? app,
       echo: opts.echo,
@@ -49,16 +65,11 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
       throw new Error(`${opts.name ?? app} exited before answering /healthz (${JSON.stringify(exit)}):\n${proc.output()}`);
     });
     died.catch(() => undefined);
-    const up = waitFor(
-      async () => {
-        try {
-          return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
-        } catch {
-          return false;
-        }
-      },
-      { timeoutMs: opts.timeoutMs ?? 30_000, intervalMs: 100, message: `${opts.name ?? app} to answer /healthz` },
-    );
+    const up = waitFor(() => isHealthy(`http://127.0.0.1:${port}/healthz`, 5_000), {
+      timeoutMs: opts.timeoutMs ?? 30_000,
+      intervalMs: 100,
+      message: `${opts.name ?? app} to answer /healthz`,
+    });
     await Promise.race([up, died]);
   };
   let proc = await spawnIt();
@@ -87,5 +98,3 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
     },
   };
 }
-
-export { metricValue } from '@tally/prom-text';

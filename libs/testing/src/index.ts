@@ -9,3 +9,7 @@ export * from './table';
 export * from './wait';
 export * from './fleet';
 export { CLOCK_SHIFT_PRELOAD, CLOCK_SHIFT_PRELOAD_URL, clockOffsetTo, clockShiftEnv } from './clock-shift';
+export * from './dynamodb-local';
+export * from './openapi';
+export * from './metrics';
+export { killGroup } from './reaper';

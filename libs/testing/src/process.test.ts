@@ -1,23 +1,10 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
-import { ServiceStartError, WaitTimeoutError, startProcess, waitFor } from './index';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ServiceStartError, WaitTimeoutError, isAlive, startProcess, waitFor } from './index';
 
 const node = process.execPath;
 const fixture = new URL('../test/fixtures/leave-children.ts', import.meta.url).pathname;
-
-/** Alive and not a zombie (an orphan's zombie lingers until init reaps it). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return process.platform !== 'linux';
-  }
-}
 
 describe('startProcess', () => {
   it('collects stdout and stderr lines and reports the exit code', async () => {
@@ -84,9 +71,9 @@ describe('startProcess', () => {
       'console.log("grandchild " + c.pid); setInterval(() => {}, 1000)';
     const p = await startProcess(node, ['-e', script]);
     const pid = Number((await p.waitForLine(/grandchild (\d+)/))[1]);
-    expect(alive(pid)).toBe(true);
+    expect(isAlive(pid)).toBe(true);
     await p.kill('SIGTERM');
-    await waitFor(() => !alive(pid), { timeoutMs: 5_000, message: `grandchild ${pid} to die` });
+    await waitFor(() => !isAlive(pid), { timeoutMs: 5_000, message: `grandchild ${pid} to die` });
   });
 
   it('says when the command does not exist', async () => {
@@ -101,15 +88,68 @@ describe('startProcess', () => {
     const [, child, redis, dir] = await parent.waitForLine(/child (\d+) redis (\d+) dir (\S+)/, { timeoutMs: 40_000 });
     const pids = [Number(child), Number(redis)];
     if (how === 'hang') {
-      expect(pids.map(alive)).toEqual([true, true]);
+      expect(pids.map((p) => isAlive(p))).toEqual([true, true]);
       expect(existsSync(dir!)).toBe(true);
       // SIGKILL runs no exit handler: only the watchdog can clean up.
       process.kill(parent.pid, 'SIGKILL');
     }
     await parent.exited;
-    await waitFor(() => pids.every((p) => !alive(p)) && !existsSync(dir!), {
+    await waitFor(() => pids.every((p) => !isAlive(p)) && !existsSync(dir!), {
       timeoutMs: 15_000,
       message: `children ${pids.join(', ')} of a dead test process to die and ${dir} to go`,
     });
+  });
+});
+
+describe('startProcess options for launchers', () => {
+  it('hands every line to onLine as it arrives', async () => {
+    const seen: string[] = [];
+    const p = await startProcess(node, ['-e', 'console.log("a"); console.error("b")'], { onLine: (text, stream) => seen.push(`${stream}:${text}`) });
+    await p.exited;
+    expect(seen.sort()).toEqual(['stderr:b', 'stdout:a']);
+  });
+
+  it('with reap: false, a child outlives the process that started it', async () => {
+    const script = `import('${new URL('./index.ts', import.meta.url).pathname}').then(async (t) => {
+      const p = await t.startProcess('sleep', ['30'], { reap: false });
+      console.log(p.pid);
+      process.exit(0);
+    })`;
+    const parent = await startProcess(node, ['--import', 'tsx', '-e', script]);
+    const pid = Number((await parent.waitForLine(/^\d+$/))[0]);
+    await parent.exited;
+    try {
+      expect(isAlive(pid)).toBe(true);
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
+  });
+});
+
+const children: ReturnType<typeof spawn>[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) c.kill('SIGKILL');
+});
+
+describe('isAlive', () => {
+  it('is true for a running process, false once it is gone', async () => {
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    children.push(child);
+    expect(isAlive(child.pid!)).toBe(true);
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    expect(isAlive(child.pid!)).toBe(false);
+  });
+
+  it('does not count a zombie (dead, never reaped by its parent) as alive', async () => {
+    // `sleep 0` exits at once; its parent execs `sleep 30`, which never reaps it.
+    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    children.push(parent);
+    const zombie = Number(await new Promise<string>((r) => parent.stdout!.once('data', (d: Buffer) => r(d.toString()))));
+    await waitFor(() => !isAlive(zombie), { message: `pid ${zombie} to be a zombie` });
+    expect(() => process.kill(zombie, 0)).not.toThrow(); // the pid still exists…
+    expect(isAlive(zombie)).toBe(false); // …but nothing runs
+    expect(isAlive(parent.pid!)).toBe(true);
   });
 });

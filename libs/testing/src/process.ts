@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { rawEnv } from '@tally/config';
 import { ServiceStartError, WaitTimeoutError } from './errors';
 import { groupAlive, killGroup, trackGroup, untrackGroup } from './reaper';
@@ -14,6 +15,13 @@ export interface StartProcessOptions {
   bufferLines?: number;
   /** Also write every output line to this process's stderr, prefixed with the name (for debugging). */
   echo?: boolean;
+  /** Called with every output line as it arrives. */
+  onLine?: (text: string, stream: 'stdout' | 'stderr') => void;
+  /**
+   * SIGKILL the process group when this process exits, however it exits (default true, for tests). A launcher
+   * that stops its children itself, and whose children must outlive a crash of it, passes false.
+   */
+  reap?: boolean;
 }
 
 export interface ProcessExit {
@@ -72,7 +80,7 @@ export async function startProcess(cmd: string, args: readonly string[], opts: S
       reject(new ServiceStartError(`cannot start ${name}: ${why}`, { cause: err }));
     });
   });
-  trackGroup(pid);
+  if (opts.reap !== false) trackGroup(pid);
   // After a successful spawn 'error' only reports a failed signal delivery; never let it crash the test process.
   child.on('error', () => undefined);
 
@@ -84,6 +92,7 @@ export async function startProcess(cmd: string, args: readonly string[], opts: S
     lines.push(line);
     if (lines.length > bufferLines) lines.shift();
     if (opts.echo) process.stderr.write(`${name}${stream === 'stderr' ? '!' : ''}| ${text}\n`);
+    opts.onLine?.(text, stream);
     for (const l of listeners) l(line);
   };
   const pending = { stdout: '', stderr: '' };
@@ -182,4 +191,33 @@ export async function startProcess(cmd: string, args: readonly string[], opts: S
     },
   };
   return handle;
+}
+
+/**
+ * True while a process with this pid runs (EPERM: it exists but belongs to someone else). A zombie — dead,
+ * waiting for a parent (often init) to reap it — does not count.
+ */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return true; // no /proc here, or gone meanwhile
+  }
+}
+
+/** Polls a process that is not our child until it is gone; false when `timeoutMs` passes first. */
+export async function waitForPidGone(pid: number, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  while (isAlive(pid)) {
+    if (Date.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
 }

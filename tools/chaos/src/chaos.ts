@@ -149,6 +149,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           lateShare: 0.15,
           previousMonthShare: 0.5,
           badShare: 0.03,
+          extremeShare: 0.05,
         }),
         senders: { http, client },
         clientShare: 0.3,

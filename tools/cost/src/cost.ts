@@ -1,4 +1,4 @@
-import { metricValue as sumMetric } from '@tally/prom-text';
+import { metricValue as sumMetric } from '@tally/testing';
 
 export { sumMetric };
 

@@ -9,6 +9,7 @@ import { compileRules, type CompiledRules, type RulesInput } from '@tally/schema
 import { createTenantAdmin, type TenantAdmin } from '@tally/tenants';
 import {
   createTestTable,
+  isAlive,
   startApp,
   startDynalite,
   startRedis,
@@ -271,13 +272,5 @@ function findPid(match: (cmdline: string) => boolean): number | undefined {
 
 /** Pids of `pids` that are still running (zombies count as gone). */
 export function alivePids(pids: ReadonlyArray<{ pid: number; what: string }>): Array<{ pid: number; what: string }> {
-  return pids.filter(({ pid }) => {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      return state !== 'Z' && state !== 'X';
-    } catch {
-      return false;
-    }
-  });
+  return pids.filter(({ pid }) => isAlive(pid));
 }

@@ -1,5 +1,5 @@
 import { localDate } from '@tally/key-layout';
-import type { EventInput } from '@tally/schema';
+import { MAX_VALUE, type EventInput } from '@tally/schema';
 import { createRng, hashSeed, zipf, type Rng } from './rng';
 
 /** A store of the generated shop traffic and its IANA time zone (the tenant's, so days bin the same way). */
@@ -37,6 +37,11 @@ export interface LoadOptions {
   anonymousShare?: number;
   /** Share of batches that also carry invalid events the edge must refuse. Default 0. */
   badShare?: number;
+  /**
+   * Share of orders (and their lines) valued at an extreme the rules allow: the documented maximum
+   * (1000000000000, as a number or a string) or zero. Sums of these pass 64 bits. Default 0.
+   */
+  extremeShare?: number;
 }
 
 /** The kinds of invalid events the generator mixes in; each must be refused at the edge with a 4xx naming the field. */
@@ -91,10 +96,15 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
   const orderShare = opts.orderShare ?? 0.3;
   const anonymousShare = opts.anonymousShare ?? 0.05;
   const badShare = opts.badShare ?? 0;
+  const extremeShare = opts.extremeShare ?? 0;
 
   const rng = createRng(opts.seed);
   const batchRng = rng.fork('batches');
   const badRng = rng.fork('bad');
+  // Its own stream, consulted only with extremeShare > 0, so other options keep their batches for a seed.
+  const extremeRng = rng.fork('extreme');
+  const extreme = (): number | string | undefined =>
+    extremeShare > 0 && extremeRng.chance(extremeShare) ? extremeRng.pick([MAX_VALUE, String(MAX_VALUE), 0, '0.00']) : undefined;
   const productOf = zipf(products, s);
   const visitorOf = zipf(visitors, s);
   const weights = opts.stores.map((st) => st.weight ?? 1);
@@ -130,9 +140,11 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
       for (const product of lines) {
         const cents = priceCents(product);
         total += cents;
-        yield { type: 'order_item', ts: step(), dims: { product, visitor }, value: r.chance(0.8) ? centsToNumber(cents) : centsToString(cents) };
+        const value = r.chance(0.8) ? centsToNumber(cents) : centsToString(cents);
+        yield { type: 'order_item', ts: step(), dims: { product, visitor }, value: extreme() ?? value };
       }
-      yield { type: 'order', ts: step(), dims: { visitor }, value: r.chance(0.8) ? centsToNumber(total) : centsToString(total) };
+      const value = r.chance(0.8) ? centsToNumber(total) : centsToString(total);
+      yield { type: 'order', ts: step(), dims: { visitor }, value: extreme() ?? value };
     }
   }
 

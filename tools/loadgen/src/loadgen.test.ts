@@ -86,6 +86,7 @@ describe('generateLoad', () => {
 function naiveStoreCounts(batches: Array<{ store: string; events: readonly EventInput[] }>, zones: Record<string, string>): CounterTable {
   const out: CounterTable = new Map();
   const add = (pk: string, sk: string, attr: string, n: bigint) => {
+    if (n === 0n) return; // a zero value adds no cell (absent = 0)
     const row = out.get(pk) ?? out.set(pk, new Map()).get(pk)!;
     const item = row.get(sk) ?? row.set(sk, new Map()).get(sk)!;
     item.set(attr, (item.get(attr) ?? 0n) + n);
@@ -123,6 +124,17 @@ describe('expectedCounts', () => {
     expect(diff.cells).toBeGreaterThan(100);
     // The leap day exists in Los Angeles (NOW is Feb 29 there) and day 366 does not.
     expect(all.get('LAX')!.get('M2024-02')!.get('D060.v')).toBeGreaterThan(0n);
+  });
+
+  it('mixes in extreme values (the maximum, zero) and still agrees', () => {
+    const batches = [...generateLoad({ seed: 12, stores: STORES, now: NOW, maxEvents: 20_000, extremeShare: 0.5 })];
+    const values = batches.flatMap((b) => b.events).filter((e) => e.type === 'order').map((e) => String(e.value));
+    expect(values.filter((v) => v === '1000000000000').length).toBeGreaterThan(values.length / 5);
+    expect(values.filter((v) => Number(v) === 0).length).toBeGreaterThan(values.length / 5);
+    const zones = Object.fromEntries(STORES.map((s) => [s.id, s.timeZone]));
+    const all = expectedCounts(batches, rules, zones);
+    const storeRows: CounterTable = new Map(STORES.map((s) => [s.id, all.get(s.id)!]));
+    expect(diffCounts(naiveStoreCounts(batches, zones), storeRows).samples).toEqual([]);
   });
 
   it('counts per product and per visitor as the rules say', () => {

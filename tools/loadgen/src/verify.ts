@@ -1,8 +1,10 @@
+import { seriesResponseSchema, totalsResponseSchema } from '@tally/contracts';
 import { formatDate, localDate, monthSk, parseMonthSk, TOTAL_SK, fromDayOfYear, dayOfYear } from '@tally/key-layout';
 import { QUEUE, queueShards, type RedisConnection } from '@tally/queues';
+import { parseMetricName, toUnits } from '@tally/schema';
 import { Cluster } from 'ioredis';
-import { toUnits } from '@tally/schema';
 import { waitFor, waitForQueuesIdle } from '@tally/testing';
+import type { z } from 'zod';
 import { diffCounts, scanCounters, type CounterTable, type CountsDiff, type ScannedTable } from './expected';
 import type { Fleet } from './fleet';
 
@@ -103,13 +105,19 @@ export interface QueryCheck {
 export async function checkQueryApi(fleet: Fleet, url: string, expected: CounterTable, opts: QueryCheckOptions = {}): Promise<QueryCheck> {
   const rules = fleet.rules;
   const out: QueryCheck = { compared: 0, mismatches: [], requests: 0 };
-  const get = async (store: string, path: string): Promise<any> => {
+  /** An answer of the query API, parsed with its contract; undefined (and a mismatch) when it never came or is not one. */
+  const get = async <T>(store: string, path: string, schema: z.ZodType<T>): Promise<T | undefined> => {
     for (let attempt = 0; ; attempt++) {
       out.requests++;
       let res: Response | undefined;
       try {
         res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${fleet.keys[store]!.read}` }, signal: AbortSignal.timeout(15_000) });
-        if (res.ok) return await res.json();
+        if (res.ok) {
+          const parsed = schema.safeParse(await res.json());
+          if (parsed.success) return parsed.data;
+          out.mismatches.push(`GET ${path} (${store}) answered outside the contract: ${parsed.error.issues[0]!.path.join('.')}: ${parsed.error.issues[0]!.message}`);
+          return undefined;
+        }
       } catch {
         // not up, reset, timed out: retry
       }
@@ -122,8 +130,7 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
   };
   const units = (metric: string, v: unknown): bigint | undefined => {
     if (v === undefined || v === null) return 0n;
-    const base = metric.split('#')[0]!;
-    const r = toUnits(typeof v === 'number' ? v : String(v), rules.scaleOf(base));
+    const r = toUnits(typeof v === 'number' ? v : String(v), rules.scaleOf(parseMetricName(metric).base));
     return r.ok ? BigInt(r.units) : undefined;
   };
   const compare = (what: string, metric: string, got: unknown, want: bigint | undefined) => {
@@ -132,7 +139,10 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
     const w = want ?? 0n;
     if (g !== w) out.mismatches.push(`${what} ${metric}: query API ${JSON.stringify(got)}, table ${w}`);
   };
-  const attrOf = (metric: string) => rules.attrMetric(metric.split('#')[0]!, metric.includes('#') ? metric.slice(metric.indexOf('#') + 1) : undefined);
+  const attrOf = (metric: string) => {
+    const { base, sub } = parseMetricName(metric);
+    return rules.attrMetric(base, sub);
+  };
 
   const seriesCheck = async (store: string, entity: string, pk: string) => {
     const row = expected.get(pk);
@@ -151,30 +161,30 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
     const from = formatDate(first ?? today);
     const to = formatDate(today);
     const q = `entity=${encodeURIComponent(entity)}&from=${from}&to=${to}`;
-    const day = await get(store, `/v1/series?${q}&granularity=day`);
+    const day = await get(store, `/v1/series?${q}&granularity=day`, seriesResponseSchema);
     if (day) {
-      for (const p of day.points as Array<{ period: string; values: Record<string, unknown> }>) {
+      for (const p of day.points) {
         const [y, mo, d] = p.period.split('-').map(Number) as [number, number, number];
         const item = row?.get(monthSk(y, mo));
-        for (const metric of day.metrics as string[]) {
+        for (const metric of day.metrics) {
           compare(`${store} ${entity} day ${p.period}`, metric, p.values[metric], item?.get(`D${String(dayOfYear(y, mo, d)).padStart(3, '0')}.${attrOf(metric)}`));
         }
       }
     }
-    const month = await get(store, `/v1/series?${q}&granularity=month`);
+    const month = await get(store, `/v1/series?${q}&granularity=month`, seriesResponseSchema);
     if (month) {
-      for (const p of month.points as Array<{ period: string; values: Record<string, unknown> }>) {
+      for (const p of month.points) {
         const [y, mo] = p.period.split('-').map(Number) as [number, number];
         const item = row?.get(monthSk(y, mo));
-        for (const metric of month.metrics as string[]) {
+        for (const metric of month.metrics) {
           compare(`${store} ${entity} month ${p.period}`, metric, p.values[metric], item?.get(`M${String(mo).padStart(2, '0')}.${attrOf(metric)}`));
         }
       }
     }
-    const total = await get(store, `/v1/series?entity=${encodeURIComponent(entity)}&granularity=total&range=allTime`);
+    const total = await get(store, `/v1/series?entity=${encodeURIComponent(entity)}&granularity=total&range=allTime`, seriesResponseSchema);
     if (total) {
       const item = row?.get(TOTAL_SK);
-      for (const metric of total.metrics as string[]) compare(`${store} ${entity} all time`, metric, total.totals[metric], item?.get(attrOf(metric)));
+      for (const metric of total.metrics) compare(`${store} ${entity} all time`, metric, total.totals[metric], item?.get(attrOf(metric)));
     }
   };
 
@@ -188,11 +198,11 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
         .sort((a, b) => (b.n > a.n ? 1 : b.n < a.n ? -1 : a.id.localeCompare(b.id)));
     const products = rank('product', rules.attrMetric('ViewCount')).slice(0, opts.products ?? 10);
     if (products.length > 0) {
-      const totals = await get(store, `/v1/totals?entity=product&ids=${products.map((p) => p.id).join(',')}&range=allTime`);
+      const totals = await get(store, `/v1/totals?entity=product&ids=${products.map((p) => p.id).join(',')}&range=allTime`, totalsResponseSchema);
       if (totals) {
-        for (const item of totals.items as Array<{ id: string; values: Record<string, unknown> }>) {
+        for (const item of totals.items) {
           const want = expected.get(`${store}#product#${item.id}`)?.get(TOTAL_SK);
-          for (const metric of totals.metrics as string[]) compare(`${store} product ${item.id} all time`, metric, item.values[metric], want?.get(attrOf(metric)));
+          for (const metric of totals.metrics) compare(`${store} product ${item.id} all time`, metric, item.values[metric], want?.get(attrOf(metric)));
         }
       }
     }

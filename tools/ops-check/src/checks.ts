@@ -3,19 +3,7 @@ import { join, posix } from 'node:path';
 import { aggregatorEnv, appEnvSchemas, loadConfig, sharedEnvShape, type AppName } from '@tally/config';
 import { parse } from 'yaml';
 import { z } from 'zod';
-import {
-  buildOf,
-  containerPorts,
-  dependsOn,
-  exposedPorts,
-  gracePeriodSeconds,
-  interpolate,
-  mounts,
-  parseCompose,
-  serviceEnv,
-  type ComposeFile,
-  type ComposeService,
-} from './compose';
+import { composeConfig, containerPorts, gracePeriodSeconds, mounts, serviceEnv, type ComposeFile, type ComposeService } from './compose';
 import { parseDockerfile, resolveStage, type ResolvedStage, type Stage } from './dockerfile';
 import { metricCandidates, metricNamesIn } from './metrics';
 
@@ -216,7 +204,7 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
   const problems: string[] = [];
   let compose: ComposeFile;
   try {
-    compose = parseCompose(files.compose);
+    compose = composeConfig(files.compose, vars);
   } catch (err) {
     return [`docker-compose.yml: ${(err as Error).message}`];
   }
@@ -235,19 +223,19 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
       problems.push(`docker-compose.yml: no service "${app}"`);
       continue;
     }
-    const build = buildOf(svc);
+    const build = svc.build;
     if (build?.target !== app) problems.push(`${where}: build.target is ${build?.target ?? 'unset'}, want ${app} (the Dockerfile target)`);
     if (build && (build.context ?? '.') !== '.') problems.push(`${where}: build.context is ${build.context}, want . (the repository root)`);
 
     const schema = appEnvSchemas[app];
-    const env = serviceEnv(svc, vars);
+    const env = serviceEnv(svc);
     for (const k of unknownVariables(schema, env)) problems.push(`${where}: environment ${k} is not read by ${app} (not in appEnvSchemas.${app})`);
     const bad = tryConfig(schema, env);
     if (bad) problems.push(`${where}: environment does not parse: ${bad}`);
     problems.push(...checkServiceUrls(where, env, services));
 
     const port = env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app);
-    const ports = [...containerPorts(svc, vars), ...exposedPorts(svc)];
+    const ports = containerPorts(svc);
     if (ports.length === 0) problems.push(`${where}: neither ports nor expose names HTTP_PORT ${port}`);
     for (const p of ports) if (p !== port) problems.push(`${where}: container port ${p} but the app listens on HTTP_PORT ${port}`);
 
@@ -266,7 +254,7 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
       }
     }
 
-    const deps = dependsOn(svc);
+    const deps = Object.fromEntries(Object.entries(svc.depends_on ?? {}).map(([name, d]) => [name, d.condition]));
     if (deps['redis'] !== 'service_healthy') problems.push(`${where}: depends_on redis should be condition: service_healthy`);
     if (deps['create-table'] !== 'service_completed_successfully') {
       problems.push(`${where}: depends_on create-table should be condition: service_completed_successfully`);
@@ -281,11 +269,10 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
 
   // Tool services: the tools image and its commands, environments their schemas accept.
   for (const [name, svc] of Object.entries(services)) {
-    const build = buildOf(svc);
-    if (build?.target !== 'tools') continue;
+    if (svc.build?.target !== 'tools') continue;
     const where = `docker-compose.yml service ${name}`;
     // The command is the first word after the init: a script of deploy/bin (in /usr/local/bin of the image).
-    const words = [...asList(svc.entrypoint), ...asList(svc.command)].filter((w) => w !== '/usr/bin/tini' && w !== '--');
+    const words = [...(svc.entrypoint ?? []), ...(svc.command ?? [])].filter((w) => w !== '/usr/bin/tini' && w !== '--');
     const script = words[0] ?? '(none)';
     if (!files.binScripts.includes(script)) problems.push(`${where}: runs "${script}", which is not a script in deploy/bin`);
     const tool = (Object.keys(TOOL_ENV) as Array<keyof typeof TOOL_ENV>).find((t) => script === t || script === `${t}-when-ready`);
@@ -293,7 +280,7 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
       problems.push(`${where}: runs none of the tools (${Object.keys(TOOL_ENV).join(', ')})`);
       continue;
     }
-    const env = serviceEnv(svc, vars);
+    const env = serviceEnv(svc);
     for (const k of unknownVariables(TOOL_ENV[tool], env)) problems.push(`${where}: environment ${k} is not read by ${tool}`);
     const bad = tryConfig(TOOL_ENV[tool], env);
     if (bad) problems.push(`${where}: environment does not parse: ${bad}`);
@@ -305,14 +292,10 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
   const windows = new Set(
     Object.entries(services)
       .filter(([name]) => name === 'bucket-aggregator' || name === 'dlq')
-      .map(([, svc]) => serviceEnv(svc, vars)['DEDUPE_WINDOW_SECONDS'] ?? String(aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS.parse(undefined))),
+      .map(([, svc]) => serviceEnv(svc)['DEDUPE_WINDOW_SECONDS'] ?? String(aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS.parse(undefined))),
   );
   if (windows.size > 1) problems.push(`docker-compose.yml: bucket-aggregator and dlq disagree on DEDUPE_WINDOW_SECONDS (${[...windows].join(' vs ')})`);
   return problems;
-}
-
-function asList(v: string[] | string | undefined): string[] {
-  return v === undefined ? [] : Array.isArray(v) ? v : v.split(/\s+/);
 }
 
 /** Redis and DynamoDB URLs in an environment must name services of this compose file. */
@@ -335,7 +318,7 @@ function checkServiceUrls(where: string, env: Record<string, string>, services: 
 function checkRedisService(svc: ComposeService | undefined): string[] {
   if (!svc) return ['docker-compose.yml: no service "redis"'];
   const problems: string[] = [];
-  const args = asList(svc.command).map((a) => interpolate(a));
+  const args = svc.command ?? [];
   const setting = (name: string) => {
     const i = args.indexOf(`--${name}`);
     return i >= 0 ? args[i + 1] : undefined;
@@ -364,13 +347,13 @@ interface PromConfig {
 export function checkPrometheus(files: OpsFiles, vars: Record<string, string | undefined> = {}): string[] {
   const problems: string[] = [];
   const prom = parse(files.prometheus) as PromConfig;
-  const compose = parseCompose(files.compose);
+  const compose = composeConfig(files.compose, vars);
   const services = compose.services ?? {};
   const jobs = prom.scrape_configs ?? [];
 
   for (const app of APPS) {
     const svc = services[app];
-    const env = svc ? serviceEnv(svc, vars) : {};
+    const env = svc ? serviceEnv(svc) : {};
     const port = env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app);
     const job = jobs.find((j) => j.job_name === app);
     if (!job) {
@@ -395,7 +378,7 @@ export function checkPrometheus(files: OpsFiles, vars: Record<string, string | u
       if (host === 'localhost' || host === '127.0.0.1' || (APPS as string[]).includes(host!)) continue;
       const svc = services[host!];
       if (!svc) problems.push(`deploy/prometheus.yml job ${job.job_name}: target ${t} is not a compose service`);
-      else if (![...containerPorts(svc, vars), ...exposedPorts(svc)].includes(Number(p))) {
+      else if (!containerPorts(svc).includes(Number(p))) {
         problems.push(`deploy/prometheus.yml job ${job.job_name}: service ${host} does not expose port ${p}`);
       }
     }
@@ -405,7 +388,7 @@ export function checkPrometheus(files: OpsFiles, vars: Record<string, string | u
   const promSvc = services['prometheus'];
   if (!promSvc) return [...problems, 'docker-compose.yml: no service "prometheus"'];
   const promMounts = mounts(promSvc);
-  const configPath = asList(promSvc.command).map((a) => /^--config\.file=(.*)$/.exec(a)?.[1]).find(Boolean) ?? '/etc/prometheus/prometheus.yml';
+  const configPath = (promSvc.command ?? []).map((a) => /^--config\.file=(.*)$/.exec(a)?.[1]).find(Boolean) ?? '/etc/prometheus/prometheus.yml';
   if (!promMounts.some((m) => m.source === './deploy/prometheus.yml' && m.target === configPath)) {
     problems.push(`docker-compose.yml service prometheus: ./deploy/prometheus.yml is not mounted at ${configPath}`);
   }
@@ -463,7 +446,7 @@ interface Panel {
 
 export function checkGrafana(files: OpsFiles, known: KnownMetrics): string[] {
   const problems: string[] = [];
-  const compose = parseCompose(files.compose);
+  const compose = composeConfig(files.compose);
   const grafana = compose.services?.['grafana'];
   if (!grafana) return ['docker-compose.yml: no service "grafana"'];
   const gMounts = mounts(grafana);

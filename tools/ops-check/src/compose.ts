@@ -1,17 +1,24 @@
-import { parse } from 'yaml';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { rawEnv } from '@tally/config';
+import { parse, parseDocument } from 'yaml';
 
-/** The parts of a compose service the checks read. */
+/** A compose service as `docker-compose config` prints it: merged, interpolated, long syntax where it has one. */
 export interface ComposeService {
   image?: string;
-  build?: { context?: string; target?: string } | string;
-  command?: string[] | string;
-  entrypoint?: string[] | string;
-  environment?: Record<string, string | number | boolean | null> | string[];
-  ports?: Array<string | { target: number; published?: string | number }>;
-  expose?: Array<string | number>;
-  depends_on?: string[] | Record<string, { condition?: string }>;
-  healthcheck?: { test?: string[] | string; disable?: boolean };
-  volumes?: Array<string | { source?: string; target: string }>;
+  build?: { context?: string; target?: string };
+  command?: string[];
+  entrypoint?: string[];
+  environment?: Record<string, string | null>;
+  /** `[host_ip:]published:target/proto` */
+  ports?: string[];
+  expose?: string[];
+  depends_on?: Record<string, { condition?: string }>;
+  healthcheck?: { test?: string[]; disable?: boolean };
+  /** `source:target[:mode]`; bind sources relative to the compose file's directory (`./…`). */
+  volumes?: string[];
   stop_grace_period?: string;
   profiles?: string[];
 }
@@ -21,69 +28,58 @@ export interface ComposeFile {
   volumes?: Record<string, unknown>;
 }
 
-/** Parses docker-compose.yml with YAML merge keys (`<<: *anchor`), as Compose does. */
-export function parseCompose(text: string): ComposeFile {
-  return parse(text, { merge: true }) as ComposeFile;
-}
+const cache = new Map<string, ComposeFile>();
 
 /**
- * Compose's variable interpolation: `${VAR}`, `${VAR:-default}` (default when unset or empty), `${VAR-default}`
- * (default when unset), `$VAR`, and `$$` for a literal `$`. `vars` is the environment compose would see.
+ * The compose file as Compose itself reads it: `docker-compose config` (Debian's docker-compose package, no
+ * engine needed) validates it, applies the `<<:` merges and interpolates `${VAR:-default}` with `vars` as the
+ * host environment. Throws with Compose's message when the file is invalid.
  */
-export function interpolate(value: string, vars: Record<string, string | undefined> = {}): string {
-  return value.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (all, braced, colon, dflt, bare) => {
-    if (all === '$$') return '$';
-    const name = (braced ?? bare) as string;
-    const v = vars[name];
-    if (dflt === undefined) return v ?? '';
-    if (colon === ':') return v === undefined || v === '' ? dflt : v;
-    return v === undefined ? dflt : v;
-  });
-}
-
-/** A service's environment as strings, interpolated. List form (`KEY=value`) and map form both. */
-export function serviceEnv(service: ComposeService, vars: Record<string, string | undefined> = {}): Record<string, string> {
-  const out: Record<string, string> = {};
-  const env = service.environment ?? {};
-  if (Array.isArray(env)) {
-    for (const entry of env) {
-      const eq = entry.indexOf('=');
-      if (eq > 0) out[entry.slice(0, eq)] = interpolate(entry.slice(eq + 1), vars);
+export function composeConfig(text: string, vars: Record<string, string | undefined> = {}): ComposeFile {
+  const key = JSON.stringify([text, vars]);
+  const cached = cache.get(key);
+  if (cached) return cached;
+  const dir = mkdtempSync(join(tmpdir(), 'tally-compose-'));
+  try {
+    // Compose 1.x predates the top-level `name`; the project name is given with -p instead.
+    const doc = parseDocument(text);
+    const project = String(doc.get('name') ?? 'tally');
+    doc.delete('name');
+    writeFileSync(join(dir, 'docker-compose.yml'), doc.toString());
+    const env: Record<string, string> = { PATH: rawEnv()['PATH'] ?? '/usr/bin:/bin' };
+    for (const [k, v] of Object.entries(vars)) if (v !== undefined) env[k] = v;
+    let out: string;
+    try {
+      out = execFileSync('docker-compose', ['-p', project, '-f', join(dir, 'docker-compose.yml'), 'config'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { stderr?: string };
+      if (e.code === 'ENOENT') throw new Error('docker-compose is not on PATH; install it (Debian: apt-get install docker-compose)');
+      const why = (e.stderr ?? e.message).split(join(dir, 'docker-compose.yml')).join('docker-compose.yml');
+      throw new Error(why.trim().split(/\s*\n\s*/).filter(Boolean).join(' '));
     }
-  } else {
-    for (const [k, v] of Object.entries(env)) out[k] = v === null ? '' : interpolate(String(v), vars);
+    // Paths come back absolute; make them relative to the compose file again, as written.
+    const config = parse(out.split(`${dir}/`).join('./').split(dir).join('.')) as ComposeFile;
+    cache.set(key, config);
+    return config;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
-  return out;
 }
 
-/** Container ports of `ports:` entries (`"127.0.0.1:${P:-7401}:7401"`, `"7401"`, `{target: 7401}`). */
-export function containerPorts(service: ComposeService, vars: Record<string, string | undefined> = {}): number[] {
-  return (service.ports ?? []).map((p) => {
-    if (typeof p === 'object') return Number(p.target);
-    const spec = interpolate(String(p), vars).replace(/\/(tcp|udp)$/, '');
-    return Number(spec.split(':').pop());
-  });
+/** A service's environment as the container gets it (`config` keeps `$$` escaped; unset without a value is ''). */
+export function serviceEnv(service: ComposeService): Record<string, string> {
+  return Object.fromEntries(Object.entries(service.environment ?? {}).map(([k, v]) => [k, (v ?? '').replaceAll('$$', '$')]));
 }
 
-export function exposedPorts(service: ComposeService): number[] {
-  return (service.expose ?? []).map((p) => Number(String(p).replace(/\/(tcp|udp)$/, '')));
+/** Container ports of `ports:` and `expose:` entries. */
+export function containerPorts(service: ComposeService): number[] {
+  const port = (p: string) => Number(p.replace(/\/(tcp|udp)$/, '').split(':').pop());
+  return [...(service.ports ?? []), ...(service.expose ?? [])].map(port);
 }
 
-export function dependsOn(service: ComposeService): Record<string, string> {
-  const d = service.depends_on ?? {};
-  if (Array.isArray(d)) return Object.fromEntries(d.map((name) => [name, 'service_started']));
-  return Object.fromEntries(Object.entries(d).map(([name, v]) => [name, v?.condition ?? 'service_started']));
-}
-
-export function buildOf(service: ComposeService): { context?: string; target?: string } | undefined {
-  if (service.build === undefined) return undefined;
-  return typeof service.build === 'string' ? { context: service.build } : service.build;
-}
-
-/** Bind mounts as `{ source, target }` (named volumes have a source without `./`). */
+/** Mounts as `{ source, target }` (named volumes have a source without `./`). */
 export function mounts(service: ComposeService): Array<{ source: string; target: string }> {
   return (service.volumes ?? []).map((v) => {
-    if (typeof v === 'object') return { source: v.source ?? '', target: v.target };
     const [source, target] = v.split(':');
     return { source: source!, target: target! };
   });

@@ -1,12 +1,5 @@
-/** A small Dockerfile reader: stages, their instructions, and what a stage inherits from the stage it is built FROM. */
-
-export interface Instruction {
-  /** Upper-case keyword: FROM, RUN, COPY, ENV, HEALTHCHECK, … */
-  keyword: string;
-  /** Everything after the keyword, continuation lines joined. */
-  args: string;
-  line: number;
-}
+/** What a Dockerfile stage ends up with, read with dockerfile-ast (the parser of the Docker language server). */
+import { DockerfileParser, type Healthcheck, type Instruction, type JSONInstruction, type ModifiableInstruction } from 'dockerfile-ast';
 
 export interface Stage {
   name: string;
@@ -31,72 +24,33 @@ export interface ResolvedStage {
   runs: string[];
 }
 
+/** The stages in order; an unnamed stage is called `#<index>`. */
 export function parseDockerfile(text: string): Stage[] {
   const stages: Stage[] = [];
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const start = i;
-    let line = lines[i]!;
-    if (/^\s*(#|$)/.test(line)) continue;
-    while (/\\\s*$/.test(line) && i + 1 < lines.length) {
-      line = line.replace(/\\\s*$/, ' ');
-      i++;
-      // Comment lines inside a continued instruction are dropped, as Docker does.
-      if (/^\s*#/.test(lines[i]!)) continue;
-      line += lines[i]!;
-    }
-    const m = /^\s*([A-Za-z]+)\s+(.*)$/.exec(line);
-    if (!m) throw new Error(`Dockerfile line ${start + 1}: cannot read "${line.trim()}"`);
-    const keyword = m[1]!.toUpperCase();
-    const args = m[2]!.replace(/\s+/g, ' ').trim();
-    if (keyword === 'FROM') {
-      const f = /^(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?$/i.exec(args);
-      if (!f) throw new Error(`Dockerfile line ${start + 1}: cannot read FROM ${args}`);
-      stages.push({ name: f[2] ?? `#${stages.length}`, from: f[1]!, instructions: [] });
+  for (const ins of DockerfileParser.parse(text).getInstructions()) {
+    if (ins.getKeyword() === 'FROM') {
+      const from = ins as import('dockerfile-ast').From;
+      const image = from.getImageName();
+      if (!image) throw new Error(`Dockerfile line ${ins.getRange().start.line + 1}: FROM names no image`);
+      const tag = from.getImageTag();
+      stages.push({ name: from.getBuildStage() ?? `#${stages.length}`, from: tag ? `${image}:${tag}` : image, instructions: [] });
       continue;
     }
-    const stage = stages[stages.length - 1];
-    if (!stage) continue; // ARG before the first FROM
-    stage.instructions.push({ keyword, args, line: start + 1 });
+    stages[stages.length - 1]?.instructions.push(ins); // an ARG before the first FROM belongs to no stage
   }
   return stages;
 }
 
-/** `["a", "b"]` (exec form) or a shell-form string wrapped as `/bin/sh -c <string>`. */
-export function parseCommand(args: string): string[] {
-  const trimmed = args.trim();
-  if (trimmed.startsWith('[')) return JSON.parse(trimmed) as string[];
-  return ['/bin/sh', '-c', trimmed];
+/** Exec form (`["a", "b"]`) as its strings; shell form wrapped as `/bin/sh -c <string>`, as Docker runs it. */
+function command(ins: JSONInstruction): string[] {
+  const json = ins.getJSONStrings();
+  if (ins.getOpeningBracket() && json.length > 0) return json.map((s) => s.getJSONValue());
+  return ['/bin/sh', '-c', ins.getArgumentsContent() ?? ''];
 }
 
-function parseEnv(args: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  // KEY=value pairs (values may be quoted); the legacy `ENV KEY value` form too.
-  const pairs = args.match(/[A-Za-z_][A-Za-z0-9_]*=("[^"]*"|'[^']*'|\S*)/g);
-  if (pairs) {
-    for (const p of pairs) {
-      const eq = p.indexOf('=');
-      out[p.slice(0, eq)] = p.slice(eq + 1).replace(/^(["'])(.*)\1$/, '$2');
-    }
-    return out;
-  }
-  const legacy = /^([A-Za-z_][A-Za-z0-9_]*)\s+(.*)$/.exec(args);
-  if (legacy) out[legacy[1]!] = legacy[2]!;
-  return out;
-}
-
-function parseHealthcheck(args: string): ResolvedStage['healthcheck'] {
-  if (args.trim().toUpperCase() === 'NONE') return 'NONE';
-  const options: Record<string, string> = {};
-  let rest = args;
-  for (let m = /^--([a-z-]+)=(\S+)\s+/.exec(rest); m; m = /^--([a-z-]+)=(\S+)\s+/.exec(rest)) {
-    options[m[1]!] = m[2]!;
-    rest = rest.slice(m[0].length);
-  }
-  const cmd = /^CMD\s+(.*)$/i.exec(rest);
-  if (!cmd) throw new Error(`HEALTHCHECK without CMD: ${args}`);
-  return { options, cmd: parseCommand(cmd[1]!) };
-}
+const words = (ins: Instruction) => ins.getArguments().map((a) => a.getValue());
+const flags = (ins: Instruction) =>
+  Object.fromEntries((ins as ModifiableInstruction).getFlags().map((f) => [f.getName(), f.getValue() ?? 'true']));
 
 /** The stage's settings with its base stages' (FROM <stage>) applied first. */
 export function resolveStage(stages: readonly Stage[], name: string): ResolvedStage {
@@ -107,43 +61,49 @@ export function resolveStage(stages: readonly Stage[], name: string): ResolvedSt
     ? { ...base, name, env: { ...base.env }, expose: [...base.expose], copies: [...base.copies], runs: [...base.runs] }
     : { name, env: {}, expose: [], copies: [], runs: [] };
   for (const ins of stage.instructions) {
-    switch (ins.keyword) {
+    switch (ins.getKeyword()) {
       case 'USER':
-        r.user = ins.args;
+        r.user = ins.getArgumentsContent() ?? undefined;
         break;
       case 'STOPSIGNAL':
-        r.stopSignal = ins.args;
+        r.stopSignal = ins.getArgumentsContent() ?? undefined;
         break;
       case 'ENTRYPOINT':
-        r.entrypoint = parseCommand(ins.args);
+        r.entrypoint = command(ins as JSONInstruction);
         r.cmd = undefined; // Docker resets CMD when ENTRYPOINT is set
         break;
       case 'CMD':
-        r.cmd = parseCommand(ins.args);
+        r.cmd = command(ins as JSONInstruction);
         break;
       case 'WORKDIR':
-        r.workdir = ins.args;
+        r.workdir = ins.getArgumentsContent() ?? undefined;
         break;
       case 'ENV':
-        Object.assign(r.env, parseEnv(ins.args));
+        for (const p of (ins as import('dockerfile-ast').Env).getProperties()) r.env[p.getName()] = p.getValue() ?? '';
         break;
       case 'EXPOSE':
-        r.expose.push(...ins.args.split(' '));
+        r.expose.push(...words(ins));
         break;
-      case 'HEALTHCHECK':
-        r.healthcheck = parseHealthcheck(ins.args);
+      case 'HEALTHCHECK': {
+        const hc = ins as Healthcheck;
+        if (hc.getSubcommand()?.getValue().toUpperCase() === 'NONE') {
+          r.healthcheck = 'NONE';
+          break;
+        }
+        if (hc.getSubcommand()?.getValue().toUpperCase() !== 'CMD') throw new Error(`HEALTHCHECK without CMD: ${ins.getArgumentsContent()}`);
+        // The CMD part: what follows the subcommand, exec or shell form.
+        const text = ins.getTextContent();
+        const rest = text.slice(text.search(/\bCMD\b/i) + 3).trim();
+        const cmd = rest.startsWith('[') ? (JSON.parse(rest) as string[]) : ['/bin/sh', '-c', rest];
+        r.healthcheck = { options: flags(ins), cmd };
         break;
+      }
       case 'RUN':
-        r.runs.push(ins.args);
+        r.runs.push(ins.getArgumentsContent() ?? '');
         break;
       case 'COPY': {
-        const words = ins.args.split(' ');
-        const flags: Record<string, string> = {};
-        while (words[0]?.startsWith('--')) {
-          const [k, v] = words.shift()!.slice(2).split('=');
-          flags[k!] = v ?? 'true';
-        }
-        r.copies.push({ flags, sources: words.slice(0, -1), dest: words[words.length - 1]! });
+        const w = words(ins);
+        r.copies.push({ flags: flags(ins), sources: w.slice(0, -1), dest: w[w.length - 1]! });
         break;
       }
       default:

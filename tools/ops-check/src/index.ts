@@ -1,4 +1,4 @@
 export * from './checks';
-export { interpolate, parseCompose, serviceEnv } from './compose';
+export { composeConfig, serviceEnv } from './compose';
 export { parseDockerfile, resolveStage } from './dockerfile';
 export { metricNamesIn, tallyNamesInCode } from './metrics';

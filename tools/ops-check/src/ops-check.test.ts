@@ -14,7 +14,7 @@ import {
   type KnownMetrics,
   type OpsFiles,
 } from './checks';
-import { interpolate, parseCompose } from './compose';
+import { composeConfig, serviceEnv } from './compose';
 import { parseDockerfile, resolveStage } from './dockerfile';
 import { metricNamesIn, tallyNamesInCode } from './metrics';
 
@@ -64,7 +64,7 @@ describe('the deployment files agree with the code', () => {
     expect(checkCompose(files)).toEqual([]);
     // Still true with the knobs the README documents turned.
     expect(checkCompose(files, { TALLY_BUCKET_SECONDS: '60', TALLY_LOG_LEVEL: 'debug', TALLY_DYNAMODB_ENDPOINT: '', TALLY_COLLECTOR_PORT: '8401' })).toEqual([]);
-    const services = parseCompose(files.compose).services;
+    const services = composeConfig(files.compose).services;
     for (const app of APPS) expect(services[app], app).toBeDefined();
   });
 
@@ -96,13 +96,17 @@ describe('the deployment files agree with the code', () => {
 
 describe('the checks catch drift', () => {
   it('an environment variable no app reads, or a value it refuses', () => {
-    const extra = mutate('compose', '-86400}\n    ports:\n      - "127.0.0.1:${TALLY_COLLECTOR_PORT', '-86400}\n      BATCH_LIMIT: "5"\n    ports:\n      - "127.0.0.1:${TALLY_COLLECTOR_PORT');
+    const collectorEnv = '86400}\n    ports:\n      - "127.0.0.1:${TALLY_COLLECTOR_PORT';
+    const extra = mutate('compose', collectorEnv, collectorEnv.replace('\n    ports', '\n      BATCH_LIMIT: "5"\n    ports'));
     expect(checkCompose(extra)).toEqual(['docker-compose.yml service collector: environment BATCH_LIMIT is not read by collector (not in appEnvSchemas.collector)']);
+    // The collector never reads BUCKET_SECONDS: only the aggregator cuts buckets.
+    const dead = mutate('compose', collectorEnv, collectorEnv.replace('\n    ports', '\n      BUCKET_SECONDS: "600"\n    ports'));
+    expect(checkCompose(dead)).toEqual(['docker-compose.yml service collector: environment BUCKET_SECONDS is not read by collector (not in appEnvSchemas.collector)']);
     // DEDUPE_WINDOW_SECONDS exists, but not for the writer.
     const wrongApp = mutate('compose', '      <<: *tally-env\n    expose:\n      - "7404"', '      <<: *tally-env\n      DEDUPE_WINDOW_SECONDS: "600"\n    expose:\n      - "7404"');
     expect(checkCompose(wrongApp)).toEqual(['docker-compose.yml service dynamo-writer: environment DEDUPE_WINDOW_SECONDS is not read by dynamo-writer (not in appEnvSchemas.dynamo-writer)']);
     expect(checkCompose(files, { TALLY_BUCKET_SECONDS: 'soon' })).toContain(
-      'docker-compose.yml service collector: environment does not parse: BUCKET_SECONDS: expected a number; got "soon"',
+      'docker-compose.yml service bucket-aggregator: environment does not parse: BUCKET_SECONDS: expected a number; got "soon"',
     );
     const host = mutate('compose', 'REDIS_URL: redis://redis:6379\n  # Empty', 'REDIS_URL: redis://cache:6379\n  # Empty');
     expect(checkCompose(host)).toContain('docker-compose.yml service query-api: REDIS_URL host "cache" is not a service of docker-compose.yml');
@@ -161,13 +165,21 @@ describe('the checks catch drift', () => {
 });
 
 describe('helpers', () => {
-  it('interpolate like compose', () => {
-    expect(interpolate('${A:-x}', {})).toBe('x');
-    expect(interpolate('${A:-x}', { A: '' })).toBe('x');
-    expect(interpolate('${A-x}', { A: '' })).toBe('');
-    expect(interpolate('${A-x}', {})).toBe('x');
-    expect(interpolate('$A and ${B}', { A: '1', B: '2' })).toBe('1 and 2');
-    expect(interpolate('cost $$5', {})).toBe('cost $5');
+  it('reads compose files through docker-compose config: interpolation like compose, and its errors', () => {
+    const text = [
+      'services:',
+      '  s:',
+      '    image: x',
+      '    environment:',
+      '      A1: ${A:-x}',
+      '      A2: ${A-x}',
+      '      B: $B and ${B}',
+      '      C: cost $$5',
+    ].join('\n');
+    const env = (vars: Record<string, string>) => serviceEnv(composeConfig(text, vars).services['s']!);
+    expect(env({})).toEqual({ A1: 'x', A2: 'x', B: ' and ', C: 'cost $5' });
+    expect(env({ A: '', B: '2' })).toEqual({ A1: 'x', A2: '', B: '2 and 2', C: 'cost $5' });
+    expect(() => composeConfig('services:\n  s:\n    image: x\n    stop_grace_period: [1]\n')).toThrowError(/stop_grace_period/);
   });
 
   it('find metric names in PromQL, not functions, labels or keywords', () => {

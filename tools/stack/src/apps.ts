@@ -1,3 +1,4 @@
+import { appArgs } from '@tally/testing';
 import type { StackEnv } from './config';
 import type { ProcessSpec } from './supervisor';
 
@@ -39,9 +40,11 @@ export function appProcessSpec(
   return {
     name: app.name,
     command: nodeBin,
-    args: ['--import', 'tsx', `apps/${app.name}/src/main.ts`],
+    args: appArgs(app.name),
     cwd: repoRoot,
     env: {
+      // A local stack listens on loopback only (containers keep the apps' default 0.0.0.0); HTTP_HOST overrides.
+      HTTP_HOST: '127.0.0.1',
       ...baseEnv,
       REDIS_URL: backends.redisUrl,
       DYNAMODB_ENDPOINT: backends.dynamoEndpoint,

@@ -1,7 +1,7 @@
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { loadConfig, rawEnv, sharedEnvShape } from '@tally/config';
+import { REPO_ROOT } from '@tally/testing';
 
 const port = z.coerce.number().int().min(1).max(65_535);
 const ms = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -11,34 +11,24 @@ const ms = (min: number, max: number) => z.coerce.number().int().min(min).max(ma
  * process.env; anything else the apps need is passed through to them untouched (see `childBaseEnv`).
  */
 export const stackEnv = z.object({
-  /** Use this Redis instead of starting redis-server. */
-  REDIS_URL: sharedEnvShape.REDIS_URL.unwrap().optional(),
-  /** Use this Redis Cluster (`host:port,…`, passed to the apps) instead of starting redis-server. */
-  REDIS_CLUSTER_NODES: z.string().min(1).optional(),
-  /** Use this DynamoDB endpoint instead of starting dynalite in-process. */
-  DYNAMODB_ENDPOINT: sharedEnvShape.DYNAMODB_ENDPOINT,
-  /** The table the stack creates when missing, and the apps use. */
-  DYNAMODB_TABLE: sharedEnvShape.DYNAMODB_TABLE,
-  /** Region for the DynamoDB client of the stack and the apps. */
-  AWS_REGION: sharedEnvShape.AWS_REGION,
-  /** The apps' pino level; the stack's own lines below it are not shown. */
-  LOG_LEVEL: sharedEnvShape.LOG_LEVEL,
-  /** Where redis-server (AOF, under `redis/`) and dynalite (under `dynamo/`) keep their files; unset = `.data` at the repo root. */
-  TALLY_DATA_DIR: z.string().min(1).optional(),
-  /** The collector's port (must be free); unset = 7401, or a free port if 7401 is taken. */
-  COLLECTOR_PORT: port.optional(),
-  /** The query-api's port (must be free); unset = 7402, or a free port if 7402 is taken. */
-  QUERY_API_PORT: port.optional(),
-  /** The bucket-aggregator's port (must be free); unset = 7403, or a free port if 7403 is taken. */
-  AGGREGATOR_PORT: port.optional(),
-  /** The dynamo-writer's port (must be free); unset = 7404, or a free port if 7404 is taken. */
-  WRITER_PORT: port.optional(),
-  /** How long to wait for every app to answer /healthz before warning (they keep being supervised). */
-  STACK_START_TIMEOUT_MS: ms(1_000, 600_000).default(60_000),
-  /** How long an app (and then redis-server) gets after SIGTERM before SIGKILL. */
-  STACK_STOP_TIMEOUT_MS: ms(100, 120_000).default(10_000),
-  /** Any value turns colours off (https://no-color.org); they are off anyway when stdout is not a terminal. */
-  NO_COLOR: z.string().optional(),
+  REDIS_URL: sharedEnvShape.REDIS_URL.unwrap().optional().describe('Use this Redis instead of starting redis-server.'),
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('Use this Redis Cluster (`host:port,…`, passed to the apps) instead of starting redis-server.'),
+  DYNAMODB_ENDPOINT: sharedEnvShape.DYNAMODB_ENDPOINT.describe('Use this DynamoDB endpoint instead of starting dynalite in-process.'),
+  DYNAMODB_TABLE: sharedEnvShape.DYNAMODB_TABLE.describe('The table the stack creates when missing, and the apps use.'),
+  AWS_REGION: sharedEnvShape.AWS_REGION.describe('Region for the DynamoDB client of the stack and the apps.'),
+  LOG_LEVEL: sharedEnvShape.LOG_LEVEL.describe('The apps\' pino level; the stack\'s own lines below it are not shown.'),
+  TALLY_DATA_DIR: z.string().min(1).optional().describe('Where redis-server (AOF, under `redis/`) and dynalite (under `dynamo/`) keep their files; unset = `.data` at the repo root.'),
+  COLLECTOR_PORT: port.optional().describe('The collector\'s port (must be free); unset = 7401, or a free port if 7401 is taken.'),
+  QUERY_API_PORT: port.optional().describe('The query-api\'s port (must be free); unset = 7402, or a free port if 7402 is taken.'),
+  AGGREGATOR_PORT: port.optional().describe('The bucket-aggregator\'s port (must be free); unset = 7403, or a free port if 7403 is taken.'),
+  WRITER_PORT: port.optional().describe('The dynamo-writer\'s port (must be free); unset = 7404, or a free port if 7404 is taken.'),
+  STACK_START_TIMEOUT_MS: ms(1_000, 600_000).default(60_000).describe('How long to wait for every app to answer /healthz before warning (they keep being supervised).'),
+  STACK_STOP_TIMEOUT_MS: ms(100, 120_000).default(10_000).describe('How long an app (and then redis-server) gets after SIGTERM before SIGKILL.'),
+  NO_COLOR: z.string().optional().describe('Any value turns colours off (https://no-color.org); they are off anyway when stdout is not a terminal.'),
 });
 
 export type StackEnv = z.infer<typeof stackEnv>;
@@ -53,8 +43,8 @@ export interface StackConfig {
   childBaseEnv: Record<string, string | undefined>;
 }
 
-/** The repo root, three levels above this file (tools/stack/src). */
-export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+/** The repo root. */
+export const repoRoot = REPO_ROOT;
 
 /** Reads and validates the environment once. Throws ConfigError (one line naming the variable). */
 export function loadStackConfig(

@@ -1,13 +1,4 @@
-/** GET `url`; true on a 2xx answer within `timeoutMs`. */
-export async function isHealthy(url: string, timeoutMs = 1_000): Promise<boolean> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    await res.body?.cancel();
-    return res.ok;
-  } catch {
-    return false;
-  }
-}
+import { isHealthy } from '@tally/testing';
 
 /** Polls `url` until it answers 2xx; false when `timeoutMs` passes or `cancelled()` turns true first. */
 export async function waitForHealthy(

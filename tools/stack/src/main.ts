@@ -6,16 +6,17 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '@tally/config';
+import { freePort, redisServerArgs, startDynalite } from '@tally/testing';
 import { APPS, appProcessSpec, type Backends } from './apps';
 import { loadStackConfig, type StackConfig } from './config';
 import { afterStart, type StackContext } from './demo';
-import { ensureTallyTable, startDynalite } from './dynalite';
+import { ensureTallyTable } from './dynalite';
 import { StackError } from './errors';
 import { waitForHealthy } from './health';
 import { Lifecycle } from './lifecycle';
 import { formatBare, formatLine, formatParsed, type Level, type LineFormat } from './log-lines';
-import { choosePort, findFreePort } from './ports';
-import { redisServerArgs, redisServerVersion, waitForRedis } from './redis-server';
+import { choosePort } from './ports';
+import { redisServerVersion, waitForRedis } from './redis-server';
 import { RunFile } from './run-file';
 import { Supervisor, type CrashReport, type SupervisorHooks } from './supervisor';
 
@@ -118,9 +119,15 @@ const supervisorOptions = { stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS, tailLines:
 async function startRedis(version: string): Promise<{ url: string; port?: number; note: string }> {
   const redisDir = path.join(dataDir, 'redis');
   mkdirSync(redisDir, { recursive: true });
-  const port = await findFreePort();
+  const port = await freePort();
   const redis = new Supervisor(
-    { name: 'redis', command: 'redis-server', args: redisServerArgs(port, redisDir), cwd: repoRoot, env: config.childBaseEnv },
+    {
+      name: 'redis',
+      command: 'redis-server',
+      args: redisServerArgs({ port, dir: redisDir, args: ['--loglevel', 'warning'] }),
+      cwd: repoRoot,
+      env: config.childBaseEnv,
+    },
     hooks('redis-server'),
     supervisorOptions,
   );
@@ -137,10 +144,11 @@ async function startRedis(version: string): Promise<{ url: string; port?: number
 async function startDynamo(): Promise<{ endpoint: string; port?: number; note: string }> {
   if (env.DYNAMODB_ENDPOINT) return { endpoint: env.DYNAMODB_ENDPOINT, note: 'from DYNAMODB_ENDPOINT' };
   const dynamoDir = path.join(dataDir, 'dynamo');
-  const dynalite = await startDynalite(dynamoDir, 0).catch((err: Error) => {
+  mkdirSync(dynamoDir, { recursive: true });
+  const dynalite = await startDynalite({ path: dynamoDir }).catch((err: Error) => {
     throw new StackError('TALLY_ERR_DYNAMO_START', `dynalite could not start on ${shortPath(dynamoDir)}: ${err.message}`);
   });
-  lifecycle.add('dynalite', () => dynalite.close());
+  lifecycle.add('dynalite', () => dynalite.kill()); // kill: also drops idle keep-alive connections
   return { endpoint: dynalite.endpoint, port: dynalite.port, note: `dynalite in this process, files in ${shortPath(dynamoDir)}` };
 }
 

@@ -1,7 +1,8 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { StackError } from './errors';
-import { choosePort, findFreePort, isPortFree } from './ports';
+import { freePort as findFreePort } from '@tally/testing';
+import { choosePort, isPortFree } from './ports';
 
 const servers: net.Server[] = [];
 afterEach(async () => {

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { freePort } from '@tally/testing';
 import { StackError } from './errors';
 
 function canListen(port: number, host?: string): Promise<boolean> {
@@ -16,19 +17,6 @@ function canListen(port: number, host?: string): Promise<boolean> {
 /** True when nothing listens on `port`, on any address nor on the loopback. */
 export async function isPortFree(port: number): Promise<boolean> {
   return (await canListen(port)) && (await canListen(port, '127.0.0.1'));
-}
-
-/** A port the OS says is free right now (there is a small race until someone binds it). */
-export function findFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen({ port: 0, exclusive: true }, () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 export interface PortChoice {
@@ -55,7 +43,7 @@ export async function choosePort(
     return { port: explicit };
   }
   if (!reserved.has(defaultPort) && (await isPortFree(defaultPort))) return { port: defaultPort };
-  let port = await findFreePort();
-  while (reserved.has(port)) port = await findFreePort();
+  let port = await freePort();
+  while (reserved.has(port)) port = await freePort();
   return { port, note: `port ${defaultPort} for ${what} is taken, using ${port} instead (set ${variable} to choose)` };
 }

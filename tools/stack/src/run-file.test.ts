@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isAlive } from './process-control';
+import { isAlive } from '@tally/testing';
 import { RunFile } from './run-file';
 
 let dir: string;

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { StackError } from './errors';
-import { isAlive, waitForPidGone } from './process-control';
+import { isAlive, waitForPidGone } from '@tally/testing';
 
 /**
  * `<dataDir>/stack.json`: which processes a running stack owns. It stops a second stack from sharing the

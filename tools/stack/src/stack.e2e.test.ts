@@ -6,8 +6,7 @@ import { rawEnv } from '@tally/config';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APPS } from './apps';
 import { repoRoot } from './config';
-import { findFreePort } from './ports';
-import { isAlive } from './process-control';
+import { freePort as findFreePort, isAlive } from '@tally/testing';
 import { procCmdline, type RunState } from './run-file';
 
 const MAIN = 'tools/stack/src/main.ts';

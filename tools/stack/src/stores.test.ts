@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ensureTallyTable, startDynalite } from './dynalite';
-import { ping, redisServerArgs, redisServerVersion } from './redis-server';
-import { findFreePort } from './ports';
+import { freePort, redisAnswers, redisServerArgs, startDynalite } from '@tally/testing';
+import { ensureTallyTable } from './dynalite';
+import { redisServerVersion } from './redis-server';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'tally-stores-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -18,7 +18,7 @@ describe('redis-server', () => {
   });
 
   it('runs with AOF every second, noeviction and no RDB snapshots', () => {
-    const args = redisServerArgs(1234, '/d');
+    const args = redisServerArgs({ port: 1234, dir: '/d' });
     const opt = (name: string) => args[args.indexOf(name) + 1];
     expect([opt('--port'), opt('--dir'), opt('--appendonly'), opt('--appendfsync'), opt('--maxmemory-policy'), opt('--save')]).toEqual([
       '1234',
@@ -30,22 +30,22 @@ describe('redis-server', () => {
     ]);
   });
 
-  it('ping is false where nothing listens', async () => {
-    expect(await ping(await findFreePort())).toBe(false);
+  it('does not answer where nothing listens', async () => {
+    expect(await redisAnswers(await freePort())).toBe(false);
   });
 });
 
 describe('dynalite', () => {
   it('creates the table once and keeps it across restarts', async () => {
-    const first = await startDynalite(path.join(dir, 'dynamo'), 0);
+    const first = await startDynalite({ path: path.join(dir, 'dynamo') });
     expect(await ensureTallyTable(first.endpoint, 'us-east-1', 'tally')).toBe(true);
     expect(await ensureTallyTable(first.endpoint, 'us-east-1', 'tally')).toBe(false);
-    await first.close();
-    const second = await startDynalite(path.join(dir, 'dynamo'), 0);
+    await first.stop();
+    const second = await startDynalite({ path: path.join(dir, 'dynamo') });
     try {
       expect(await ensureTallyTable(second.endpoint, 'us-east-1', 'tally')).toBe(false);
     } finally {
-      await second.close();
+      await second.stop();
     }
   });
 });

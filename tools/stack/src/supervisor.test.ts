@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { isAlive } from './process-control';
+import { isAlive } from '@tally/testing';
 import { backoffDelay, Supervisor, type CrashReport } from './supervisor';
 
 const running: Supervisor[] = [];

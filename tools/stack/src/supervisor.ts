@@ -1,7 +1,7 @@
-import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import readline from 'node:readline';
+import { killGroup, startProcess, type ProcessHandle } from '@tally/testing';
 import { LineTail } from './log-lines';
-import { signalChild, stopChild, useProcessGroups, type StopOutcome } from './process-control';
+
+export type StopOutcome = 'not-running' | 'exited' | 'killed';
 
 export interface ProcessSpec {
   /** Shown in front of every output line. */
@@ -54,15 +54,17 @@ export interface SupervisorOptions {
   tailLines?: number;
   /** Grace period after SIGTERM before SIGKILL. */
   stopTimeoutMs?: number;
-  spawn?: (command: string, args: string[], options: SpawnOptions) => ChildProcess;
 }
 
 /**
- * Keeps one child process running: forwards its output line by line, and when it exits on its own
- * reports the crash with its last lines and starts it again after an exponential backoff.
+ * Keeps one child process running (in its own process group, started by the shared launcher in
+ * `@tally/testing`): forwards its output line by line, and when it exits on its own reports the crash with its
+ * last lines and starts it again after an exponential backoff. Its children are not tied to this process's
+ * life: a stack that dies leaves them to the next start (run-file.ts), which stops them gently.
  */
 export class Supervisor {
-  private child: ChildProcess | undefined;
+  private proc: ProcessHandle | undefined;
+  private starting: Promise<void> | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private consecutiveCrashes = 0;
@@ -70,7 +72,6 @@ export class Supervisor {
   private readonly tail: LineTail;
   private readonly backoff: BackoffPolicy;
   private readonly stopTimeoutMs: number;
-  private readonly spawnFn: NonNullable<SupervisorOptions['spawn']>;
   /** Every pid this supervisor ever started, oldest first. */
   readonly pids: number[] = [];
 
@@ -82,7 +83,6 @@ export class Supervisor {
     this.tail = new LineTail(options.tailLines ?? 30);
     this.backoff = options.backoff ?? defaultBackoff;
     this.stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
-    this.spawnFn = options.spawn ?? nodeSpawn;
   }
 
   get name(): string {
@@ -91,7 +91,7 @@ export class Supervisor {
 
   /** The running child's pid, if any. */
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.proc?.exit ? undefined : this.proc?.pid;
   }
 
   /** How many times the process ended without being asked to. */
@@ -100,79 +100,73 @@ export class Supervisor {
   }
 
   start(): void {
-    if (this.stopping || this.child) return;
+    if (this.stopping || this.proc || this.starting) return;
     const startedAt = Date.now();
-    const child = this.spawnFn(this.spec.command, this.spec.args, {
-      cwd: this.spec.cwd,
-      env: this.spec.env as NodeJS.ProcessEnv,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: useProcessGroups,
-    });
-    this.child = child;
     this.tail.clear();
-    if (child.pid !== undefined) {
-      this.pids.push(child.pid);
-      this.hooks.onSpawn?.(this.spec.name, child.pid);
-    }
-    const streamsDone: Promise<void>[] = [];
-    for (const stream of [child.stdout, child.stderr]) {
-      if (!stream) continue;
-      const rl = readline.createInterface({ input: stream, crlfDelay: Infinity });
-      rl.on('line', (line) => {
+    const { name, command, args, cwd, env } = this.spec;
+    this.starting = startProcess(command, args, {
+      name,
+      cwd,
+      env,
+      reap: false,
+      bufferLines: 1,
+      onLine: (line) => {
         this.tail.push(line);
-        this.hooks.onLine(this.spec.name, line);
-      });
-      streamsDone.push(new Promise((resolve) => rl.once('close', resolve)));
-    }
-
-    let ended = false;
-    const onEnd = (code: number | null, signal: NodeJS.Signals | null, error?: Error) => {
-      if (ended) return;
-      ended = true;
-      // Output still in the pipes belongs in the report; a stuck pipe does not hold the restart up.
-      const drained = Promise.race([Promise.all(streamsDone), new Promise((r) => setTimeout(r, 500))]);
-      void drained.then(() => {
-        if (this.child === child) this.child = undefined;
-        if (this.stopping) return;
-        signalChild(child, 'SIGKILL'); // sweep anything left in its process group
-        const uptimeMs = Date.now() - startedAt;
-        if (uptimeMs >= this.backoff.resetAfterMs) this.consecutiveCrashes = 0;
-        this.consecutiveCrashes += 1;
-        this.crashCount += 1;
-        const restartInMs = backoffDelay(this.consecutiveCrashes, this.backoff);
-        this.hooks.onCrash?.({
-          name: this.spec.name,
-          pid: child.pid,
-          code,
-          signal,
-          ...(error ? { error } : {}),
-          uptimeMs,
-          lastLines: this.tail.lines(),
-          attempt: this.consecutiveCrashes,
-          restartInMs,
+        this.hooks.onLine(name, line);
+      },
+    }).then(
+      (proc) => {
+        this.starting = undefined;
+        this.proc = proc;
+        this.pids.push(proc.pid);
+        this.hooks.onSpawn?.(name, proc.pid);
+        void proc.exited.then((e) => {
+          if (this.proc === proc) this.proc = undefined;
+          killGroup(proc.pid, 'SIGKILL'); // sweep anything left in its process group
+          this.crashed(startedAt, e.code, e.signal, proc.pid);
         });
-        this.restartTimer = setTimeout(() => {
-          this.restartTimer = undefined;
-          this.start();
-        }, restartInMs);
-      });
-    };
-    child.once('exit', (code, signal) => onEnd(code, signal));
-    child.on('error', (err) => {
-      // 'error' also reports a failed kill; only a failed spawn (no pid) ends the process here.
-      if (child.pid === undefined) onEnd(null, null, err);
-    });
+      },
+      (err: Error) => {
+        this.starting = undefined;
+        this.crashed(startedAt, null, null, undefined, err.cause instanceof Error ? err.cause : err);
+      },
+    );
   }
 
-  /** Stops the child (SIGTERM, then SIGKILL after the deadline) and cancels any pending restart. */
+  private crashed(startedAt: number, code: number | null, signal: NodeJS.Signals | null, pid: number | undefined, error?: Error): void {
+    if (this.stopping) return;
+    const uptimeMs = Date.now() - startedAt;
+    if (uptimeMs >= this.backoff.resetAfterMs) this.consecutiveCrashes = 0;
+    this.consecutiveCrashes += 1;
+    this.crashCount += 1;
+    const restartInMs = backoffDelay(this.consecutiveCrashes, this.backoff);
+    this.hooks.onCrash?.({
+      name: this.spec.name,
+      pid,
+      code,
+      signal,
+      ...(error ? { error } : {}),
+      uptimeMs,
+      lastLines: this.tail.lines(),
+      attempt: this.consecutiveCrashes,
+      restartInMs,
+    });
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      this.start();
+    }, restartInMs);
+  }
+
+  /** Stops the child (SIGTERM, then SIGKILL after the deadline, then its whole group) and cancels any pending restart. */
   async stop(): Promise<StopOutcome> {
     this.stopping = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
-    const child = this.child;
-    if (!child) return 'not-running';
-    const outcome = await stopChild(child, this.stopTimeoutMs);
-    this.child = undefined;
-    return outcome;
+    await this.starting;
+    const proc = this.proc;
+    this.proc = undefined;
+    if (!proc || proc.exit) return 'not-running';
+    const exit = await proc.kill('SIGTERM', { timeoutMs: this.stopTimeoutMs });
+    return exit.signal === 'SIGKILL' ? 'killed' : 'exited';
   }
 }

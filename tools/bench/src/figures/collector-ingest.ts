@@ -81,6 +81,8 @@ export const collectorIngest: Figure = {
         LOG_LEVEL: 'warn',
         // Nothing drains the queue during a run; backpressure is not what is measured here.
         MAX_QUEUE_DEPTH: '10000000',
+        // One store sends everything: the per-store ingest budget would measure itself, not the collector.
+        INGEST_BUDGET_REQUESTS: '0',
       });
       ctx.log(`collector pid ${collector.process.pid} on ${collector.url}, redis-server pid ${redis.pid} on ${redis.url}`);
 

@@ -1,6 +1,7 @@
 import { BucketStore } from '@tally/buckets';
+import type { Segment } from '@tally/contracts';
 import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter } from '@tally/dynamo';
-import { evaluateSegments, HistoryMemo, namedRange, readSeries, resolveMetrics, type QueryDeps, type Segment } from '@tally/query';
+import { evaluateSegments, HistoryMemo, namedRange, readSeries, resolveMetrics, type QueryDeps } from '@tally/query';
 import { compileRules, defaultRules, rollup, type NormalizedEvent } from '@tally/schema';
 import { createTenant, issueKey } from '@tally/tenants';
 import { loadavg } from 'node:os';
@@ -173,8 +174,7 @@ export async function measureQueries(
         store: STORE,
         pk: STORE,
         metrics,
-        // Granularity total reads the TOTAL item whatever the range (as the route does for allTime).
-        range: namedRange(range === 'all' ? 'today' : range, 'UTC', Date.now()),
+        range: range === 'all' ? 'all' : namedRange(range, 'UTC', Date.now()),
         granularity,
       });
       return r.dynamoRequests;

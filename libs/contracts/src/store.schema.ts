@@ -19,9 +19,26 @@ export const storeResponseSchema = z
     ),
     entities: z.array(z.string()).describe('Entity names: store, product, visitor, …'),
   })
-  .describe('The store of the API key and what can be asked about it');
+  .describe('The store of the API key and what can be asked about it')
+  .meta({
+    examples: [
+      {
+        store: 'DEMO',
+        timeZone: 'Europe/Berlin',
+        now: '2026-03-15T12:00:00.000Z',
+        today: '2026-03-15',
+        metrics: [
+          { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null },
+          { name: 'Revenue', scale: 2, description: 'order revenue', keyedBy: null },
+          { name: 'ProductViews', scale: 0, description: 'views per product', keyedBy: 'product' },
+        ],
+        entities: ['store', 'product', 'visitor'],
+      },
+    ],
+  });
 
 export const storeRouteSchema = {
+  operationId: 'getStore',
   summary: "The API key's store: time zone, today, metrics and entities",
   tags: ['store'],
   querystring: storeQuerySchema,

@@ -2,6 +2,9 @@ import { Histogram, type Registry } from 'prom-client';
 
 /** `tally_http_request_duration_seconds{route,method,status_code}`, shared by the HTTP apps. */
 export function createHttpDurationHistogram(registry: Registry): Histogram<'route' | 'method' | 'status_code'> {
+  // A second app on the same registry (tests build several) shares the one histogram.
+  const existing = registry.getSingleMetric('tally_http_request_duration_seconds');
+  if (existing) return existing as Histogram<'route' | 'method' | 'status_code'>;
   return new Histogram({
     name: 'tally_http_request_duration_seconds',
     help: 'HTTP request duration by route template, method and status code.',

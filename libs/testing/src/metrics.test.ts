@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { metricValue } from './index';
+import { metricValue } from './metrics';
 
 const text = `# HELP tally_x help
 # TYPE tally_x counter

@@ -1,23 +1,31 @@
-import { NAMED_RANGES } from '@tally/query';
 import { z } from 'zod';
 
-/** Every error answer. */
-export const errorSchema = z
-  .object({
-    error: z.string().describe('HTTP reason phrase, e.g. "Bad Request"'),
-    code: z.string().describe('Stable code, e.g. TALLY_ERR_BAD_REQUEST'),
-    field: z.string().optional().describe('The request field at fault (query parameter, or body path such as segments.0.rules.1.op)'),
-    message: z.string(),
+/** Ranges by name, in the store's time zone, ending today (inclusive). */
+export const NAMED_RANGES = ['today', 'yesterday', 'last7d', 'last30d', 'last3m', 'last12m', 'thisMonth', 'thisYear'] as const;
+export type NamedRange = (typeof NAMED_RANGES)[number];
+
+/** Every error answer: RFC 9457 problem details (served as application/problem+json). */
+export const problemSchema = z
+  .looseObject({
+    type: z.literal('about:blank'),
+    title: z.string().describe('the HTTP status phrase'),
+    status: z.number().int(),
+    code: z.string().describe('stable TALLY_ERR_* code'),
+    detail: z.string().describe('what was wrong and where'),
+    field: z.string().optional().describe('the request member at fault: a query parameter, a header, or a body path such as segments.0.rules.1.op'),
   })
-  .describe('An error');
+  .describe('RFC 9457 problem details (application/problem+json)')
+  .meta({ examples: [{ type: 'about:blank', title: 'Bad Request', status: 400, code: 'TALLY_ERR_BAD_REQUEST', field: 'metrics', detail: 'unknown metric "Views"; known: ViewCount, OrderCount' }] });
+export const errorSchema = problemSchema;
 
 /** The error answers every /v1 route can give. */
 export const errorResponses = {
-  400: errorSchema.describe('Bad input; `field` names the parameter at fault'),
+  400: errorSchema.describe('Bad input; `field` names the parameter at fault. Also a query that would read more DynamoDB items than the configured maximum'),
   401: errorSchema.describe('Missing, unknown or revoked API key'),
   403: errorSchema.describe('The API key lacks the read scope'),
   404: errorSchema.describe("Another store's data (`store` or `entity` naming a store that is not the key's)"),
-  503: errorSchema.describe('Redis, DynamoDB or the key store is unreachable; retry after Retry-After seconds'),
+  500: errorSchema.describe('An unexpected error; the query API logs it'),
+  503: errorSchema.describe('Redis, DynamoDB or the key store is unreachable, or the API is shutting down; retry after Retry-After seconds'),
 } as const;
 
 /**

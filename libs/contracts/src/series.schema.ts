@@ -1,7 +1,8 @@
 import { z } from 'zod';
-import { errorResponses, fromParam, isoSchema, metricsParam, rangeParam, storeParam, toParam, valuesSchema } from './common.schema';
+import { errorResponses, fromParam, isoSchema, metricsParam, RANGE_NAMES, rangeParam, storeParam, toParam, valuesSchema } from './common.schema';
 
 export const GRANULARITIES = ['day', 'month', 'year', 'total'] as const;
+export type Granularity = (typeof GRANULARITIES)[number];
 
 export const seriesQuerySchema = z
   .object({
@@ -26,7 +27,7 @@ export const seriesResponseSchema = z.object({
   timeZone: z.string(),
   entity: z.string().describe('The entity as asked, e.g. product:P1'),
   granularity: z.enum(GRANULARITIES),
-  range: z.string().nullable().describe('The named range, or null for from/to'),
+  range: z.enum(RANGE_NAMES).nullable().describe('The named range, or null for from/to'),
   from: z.string().nullable().describe('First day (YYYY-MM-DD); null for allTime'),
   to: z.string().nullable().describe('Last day (YYYY-MM-DD); null for allTime'),
   metrics: z.array(z.string()),
@@ -39,9 +40,30 @@ export const seriesResponseSchema = z.object({
   totals: valuesSchema.describe('Sum of the points'),
   asOf: isoSchema.describe('When the answer was read: DynamoDB plus every count in Redis until then'),
   dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),
+}).meta({
+  examples: [
+    {
+      store: 'DEMO',
+      timeZone: 'Europe/Berlin',
+      entity: 'product:P1',
+      granularity: 'day',
+      range: null,
+      from: '2026-03-14',
+      to: '2026-03-15',
+      metrics: ['ViewCount', 'Revenue'],
+      points: [
+        { period: '2026-03-14', values: { ViewCount: 12, Revenue: '19.99' } },
+        { period: '2026-03-15', values: { ViewCount: 7, Revenue: '0' } },
+      ],
+      totals: { ViewCount: 19, Revenue: '19.99' },
+      asOf: '2026-03-15T12:00:00.000Z',
+      dynamoRequests: 1,
+    },
+  ],
 });
 
 export const seriesRouteSchema = {
+  operationId: 'getSeries',
   summary: 'A time series of one entity: DynamoDB rows plus exactly the counts still in Redis',
   tags: ['query'],
   querystring: seriesQuerySchema,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { errorResponses, fromParam, isoSchema, rangeParam, storeParam, toParam, valueSchema } from './common.schema';
+import { errorResponses, fromParam, isoSchema, RANGE_NAMES, rangeParam, storeParam, toParam, valueSchema } from './common.schema';
 
+/** Longest range a top list covers: the daily rankings are read day by day. */
 export const MAX_TOP_DAYS = 92;
 export const MAX_TOP_LIMIT = 100;
 
@@ -20,15 +21,33 @@ export const topResponseSchema = z.object({
   store: z.string(),
   entity: z.string(),
   metric: z.string(),
-  range: z.string().nullable(),
+  range: z.enum(RANGE_NAMES).nullable(),
   from: z.string(),
   to: z.string(),
   items: z.array(z.object({ id: z.string(), value: valueSchema })).describe('Sorted by exact value, highest first'),
   asOf: isoSchema,
   dynamoRequests: z.number().int(),
+}).meta({
+  examples: [
+    {
+      store: 'DEMO',
+      entity: 'product',
+      metric: 'ViewCount',
+      range: 'last7d',
+      from: '2026-03-09',
+      to: '2026-03-15',
+      items: [
+        { id: 'P1', value: 310 },
+        { id: 'P7', value: 122 },
+      ],
+      asOf: '2026-03-15T12:00:00.000Z',
+      dynamoRequests: 1,
+    },
+  ],
 });
 
 export const topRouteSchema = {
+  operationId: 'getTop',
   summary: 'The top entities by a metric: candidates from the daily rankings, exact values from DynamoDB plus Redis',
   description:
     'Rankings are updated when buckets fold, so an entity whose every count is still in the open bucket is not a candidate yet. Values are exact.',

@@ -1,0 +1,194 @@
+import { brotliCompressSync, gzipSync } from 'node:zlib';
+import { collectorEnv, loadConfig } from '@tally/config';
+import { createDynamoClient } from '@tally/dynamo';
+import { PROBLEM_SCHEMA } from '@tally/http';
+import { createLogger } from '@tally/observability';
+import { loadRules } from '@tally/schema';
+import { createTenantAdmin } from '@tally/tenants';
+import { createTestTable, startDynalite, startRedis, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import type { LightMyRequestResponse } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp, type CollectorApp } from './app';
+import { closeCollectorDeps, createCollectorDeps, type CollectorResources } from './deps';
+
+// The collector's error contract: every 4xx and 5xx is an RFC 9457 problem (application/problem+json) with a
+// TALLY_ERR_* code, and the edge cases of a hostile-input run (encodings, huge error lists, one store flooding).
+
+let redis: RedisHandle;
+let dynalite: DynaliteHandle;
+let adminDynamo: ReturnType<typeof createDynamoClient>;
+let res: CollectorResources;
+let app: CollectorApp;
+let closing = false;
+/** One event with 77,777 unknown dims (built before the collector starts: building it blocks the event loop). */
+let manyDims = '';
+/** Under load a blocked event loop makes the queue-depth read stale (503): wait until the collector takes events. */
+const collectorUp = () => waitFor(() => res.backpressure.redisUp, { message: 'collector reads the queue depth' });
+const keys = { ingest: '', read: '', other: '', flood: '' };
+const BUDGET = 5;
+
+beforeAll(async () => {
+  const dims: Record<string, string> = { product: 'P1' };
+  for (let i = 0; i < 77_777; i++) dims[`d${i}`] = 'x';
+  manyDims = JSON.stringify([{ type: 'view', ts: new Date().toISOString(), dims }]);
+  [redis, dynalite] = await Promise.all([startRedis(), startDynalite()]);
+  const table = await createTestTable(dynalite.endpoint);
+  adminDynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+  const admin = createTenantAdmin({ dynamo: adminDynamo, table });
+  await admin.createTenant('SHOP1');
+  await admin.createTenant('SHOP2');
+  await admin.createTenant('FLOOD');
+  keys.ingest = await admin.issueKey('SHOP1', ['ingest'], 'web');
+  keys.read = await admin.issueKey('SHOP1', ['read'], 'dashboard');
+  keys.other = await admin.issueKey('SHOP2', ['ingest'], 'other shop');
+  keys.flood = await admin.issueKey('FLOOD', ['ingest'], 'one store flooding');
+  const config = loadConfig(collectorEnv, {
+    REDIS_URL: redis.url,
+    DYNAMODB_ENDPOINT: dynalite.endpoint,
+    DYNAMODB_TABLE: table,
+    MAX_EVENTS_PER_REQUEST: '1000',
+    INGEST_BUDGET_REQUESTS: '1000',
+    INGEST_BUDGET_WINDOW_MS: '60000',
+    INGEST_BUDGET_OVERRIDES: `FLOOD=${BUDGET}`,
+  });
+  res = createCollectorDeps(config, createLogger({ name: 'collector-test', level: 'silent' }), loadRules());
+  const deps = res.deps;
+  app = await buildApp({ ...deps, isClosing: () => closing || deps.isClosing() });
+  res.backpressure.start();
+  await waitFor(() => res.redis.status === 'ready' && res.backpressure.depth !== undefined, { message: 'collector connected to redis' });
+});
+
+afterAll(async () => {
+  await app?.close();
+  if (res) await closeCollectorDeps(res);
+  adminDynamo?.destroy();
+  await Promise.all([redis?.stop(), dynalite?.stop()]);
+});
+
+const view = (product = 'P1') => ({ type: 'view', ts: new Date(Date.now() - 60_000).toISOString(), dims: { product, visitor: 'V1' } });
+
+function post(payload: string | Buffer, headers: Record<string, string | undefined> = {}, url = '/v1/events') {
+  const h: Record<string, string> = { 'content-type': 'application/json', authorization: `Bearer ${keys.ingest}` };
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined) delete h[k];
+    else h[k] = v;
+  }
+  return app.inject({ method: 'POST', url, headers: h, payload });
+}
+
+/** The answer is a problem: status, media type, the RFC 9457 members and the code. */
+function expectProblem(r: LightMyRequestResponse, status: number, code: string, field?: string) {
+  expect({ status: r.statusCode, type: r.headers['content-type'], body: r.statusCode === status ? undefined : r.json() }).toEqual({ status, type: 'application/problem+json; charset=utf-8', body: undefined });
+  const body = PROBLEM_SCHEMA.parse(r.json());
+  expect(body).toMatchObject({ type: 'about:blank', status, code });
+  if (field !== undefined) expect(body.field).toBe(field);
+  return r.json();
+}
+
+describe('every error is one problem format', () => {
+  it('400 malformed, invalid, bad header', async () => {
+    expectProblem(await post('[{"type":'), 400, 'TALLY_ERR_MALFORMED_BODY', 'body');
+    expectProblem(await post(JSON.stringify([{ type: 'view' }])), 400, 'TALLY_ERR_VALIDATION');
+    expectProblem(await post('[]', { 'idempotency-key': 'a b' }), 400, 'TALLY_ERR_BAD_REQUEST', 'idempotency-key');
+  });
+
+  it('401, 403, 404', async () => {
+    const none = expectProblem(await post('[]', { authorization: undefined }), 401, 'TALLY_ERR_UNAUTHORIZED', 'authorization');
+    expect(none.detail).toMatch(/Bearer/);
+    expectProblem(await post('[]', { authorization: `Bearer ${keys.read}` }), 403, 'TALLY_ERR_FORBIDDEN');
+    expectProblem(await app.inject({ method: 'GET', url: '/v2/nothing?access_token=x' }), 404, 'TALLY_ERR_NOT_FOUND');
+  });
+
+  it('413 over MAX_BODY_BYTES and MAX_EVENTS_PER_REQUEST', async () => {
+    const big = expectProblem(await post(`[${'0,'.repeat(600_000)}0]`), 413, 'TALLY_ERR_BODY_TOO_LARGE', 'body');
+    expect(big).toMatchObject({ title: 'Payload Too Large', limit: 1_048_576 });
+    expectProblem(await post(JSON.stringify(Array(1001).fill(0))), 413, 'TALLY_ERR_TOO_MANY_EVENTS');
+  });
+
+  it('415 for another content type', async () => {
+    expectProblem(await post('type=view', { 'content-type': 'text/plain' }), 415, 'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE', 'content-type');
+  });
+
+  it('503 while closing, with Retry-After', async () => {
+    closing = true;
+    try {
+      const r = await post(JSON.stringify([view()]));
+      expectProblem(r, 503, 'TALLY_ERR_SHUTTING_DOWN');
+      expect(r.headers['retry-after']).toBe('1');
+      expect((await app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    } finally {
+      closing = false;
+    }
+  });
+});
+
+describe('Content-Encoding', () => {
+  it('takes gzip and br bodies', async () => {
+    const body = JSON.stringify([view('G1'), view('G2')]);
+    const gz = await post(gzipSync(body), { 'content-encoding': 'gzip' });
+    expect({ status: gz.statusCode, accepted: gz.json().accepted }).toEqual({ status: 202, accepted: 2 });
+    const br = await post(brotliCompressSync(body), { 'content-encoding': 'br' });
+    expect({ status: br.statusCode, accepted: br.json().accepted }).toEqual({ status: 202, accepted: 2 });
+  });
+
+  it('applies the body limit after decompression: a decompression bomb gets 413', async () => {
+    const bomb = gzipSync(Buffer.alloc(8 * 1024 * 1024, 0x20));
+    expect(bomb.length).toBeLessThan(65_536);
+    const r = await post(bomb, { 'content-encoding': 'gzip' });
+    expect(expectProblem(r, 413, 'TALLY_ERR_BODY_TOO_LARGE').detail).toMatch(/once decompressed/);
+  });
+
+  it('plain JSON labelled gzip is a 400 naming the encoding, never a 202', async () => {
+    const r = await post(JSON.stringify([view()]), { 'content-encoding': 'gzip' });
+    expect(expectProblem(r, 400, 'TALLY_ERR_MALFORMED_BODY', 'content-encoding').detail).toMatch(/not valid gzip data/);
+  });
+
+  it('another encoding is 415 naming it', async () => {
+    const r = await post(JSON.stringify([view()]), { 'content-encoding': 'compress' });
+    expect(expectProblem(r, 415, 'TALLY_ERR_UNSUPPORTED_ENCODING', 'content-encoding').detail).toMatch(/"compress"/);
+  });
+});
+
+describe('hostile bodies', () => {
+  it('77,777 unknown dims in a 1 MB body get a small 400 naming dims', async () => {
+    const payload = manyDims;
+    expect(payload.length).toBeLessThan(1_048_576);
+    await collectorUp();
+    const r = await post(payload);
+    const body = expectProblem(r, 400, 'TALLY_ERR_VALIDATION');
+    expect(body.errors).toEqual([{ index: 0, field: 'dims', reason: 'has more than 64 dimensions; no event type declares that many' }]);
+    expect(r.body.length).toBeLessThan(2_000);
+  });
+
+  it('lists the first 100 errors and counts them all', async () => {
+    const payload = JSON.stringify(Array.from({ length: 1000 }, () => ({ type: 'nope', ts: 0 })));
+    await collectorUp();
+    const r = await post(payload);
+    const body = expectProblem(r, 400, 'TALLY_ERR_VALIDATION');
+    expect(body.errors).toHaveLength(100);
+    expect(body.errors[99].index).toBe(99);
+    expect(body).toMatchObject({ rejected: 1000, errorCount: 1000 });
+    expect(r.body.length).toBeLessThan(20_000);
+  });
+
+  it('security headers on every answer', async () => {
+    const r = await post(JSON.stringify([view()]));
+    expect(r.headers['x-content-type-options']).toBe('nosniff');
+    expect(r.headers['x-frame-options']).toBe('DENY');
+    expect(r.headers['content-security-policy']).toMatch(/frame-ancestors 'none'/);
+  });
+});
+
+describe('per-store ingest budget', () => {
+  it('the store over its budget alone gets 429 with Retry-After; other stores keep 202', async () => {
+    const floodKey = keys.flood;
+    const statuses: number[] = [];
+    for (let i = 0; i < BUDGET + 2; i++) statuses.push((await post(JSON.stringify([view()]), { authorization: `Bearer ${floodKey}` })).statusCode);
+    expect(statuses).toEqual([...Array(BUDGET).fill(202), 429, 429]);
+    const over = await post(JSON.stringify([view()]), { authorization: `Bearer ${floodKey}` });
+    expectProblem(over, 429, 'TALLY_ERR_RATE_LIMITED');
+    expect(Number(over.headers['retry-after'])).toBeGreaterThan(0);
+    expect((await post(JSON.stringify([view()]))).statusCode).toBe(202);
+    expect((await post(JSON.stringify([view()]), { authorization: `Bearer ${keys.other}` })).statusCode).toBe(202);
+  });
+});

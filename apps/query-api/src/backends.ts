@@ -1,0 +1,28 @@
+import { classifyError, RetryableWriteError } from '@tally/dynamo';
+import { unavailable, type HttpProblem } from '@tally/http';
+
+/** Seconds a client should wait before retrying a 503 (Redis or DynamoDB unreachable). */
+export const RETRY_AFTER_SECONDS = 5;
+
+const REDIS_DOWN = /Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|^LOADING|^READONLY|^MASTERDOWN|^CLUSTERDOWN|^TRYAGAIN/;
+
+/** True for an ioredis error that means Redis did not answer (down, restarting, too slow), not a bad command. */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (err.name === 'MaxRetriesPerRequestError') return true;
+  return REDIS_DOWN.test(err.message);
+}
+
+/** True for a DynamoDB error worth retrying later: unreachable, 5xx, throttled, or reads left unprocessed. */
+export function isDynamoUnavailable(err: unknown): boolean {
+  if (err instanceof RetryableWriteError) return true;
+  const outcome = classifyError(err);
+  return outcome === 'unavailable' || outcome === 'throttled';
+}
+
+/** A backend that did not answer as a 503 with Retry-After; undefined for any other error. */
+export function backendProblem(err: unknown): HttpProblem | undefined {
+  if (isRedisUnavailable(err)) return unavailable('Redis is unavailable; retry later', RETRY_AFTER_SECONDS, err);
+  if (isDynamoUnavailable(err)) return unavailable('DynamoDB is unavailable or throttling; retry later', RETRY_AFTER_SECONDS, err);
+  return undefined;
+}

@@ -1,0 +1,92 @@
+import { z } from 'zod';
+import { errorResponses, errorSchema, RANGE_NAMES, storeParam, valueSchema } from './common.schema';
+
+export const segmentRuleSchema = z
+  .object({
+    /** Metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews. */
+    metric: z.string().min(1).max(64),
+    /** Sub-key for keyed metrics: ProductViews of product `key`. */
+    key: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/).optional(),
+    range: z.enum(RANGE_NAMES),
+    op: z.enum(['>=', '>', '=', '<=', '<', '!=']),
+    value: z.number().finite(),
+  })
+  .strict();
+
+export const segmentSchema = z
+  .object({
+    name: z.string().min(1).max(100),
+    match: z.enum(['all', 'any']).default('all'),
+    rules: z.array(segmentRuleSchema).min(1).max(50),
+  })
+  .strict();
+
+export type SegmentRule = z.infer<typeof segmentRuleSchema>;
+export type Segment = z.infer<typeof segmentSchema>;
+
+export const MAX_SEGMENTS_PER_REQUEST = 20;
+
+export const segmentsQuerySchema = z.object({ store: storeParam }).strict();
+
+export const segmentsBodySchema = z
+  .object({
+    visitor: z.string().describe('Visitor id'),
+    segments: z.array(segmentSchema).min(1).max(MAX_SEGMENTS_PER_REQUEST),
+  })
+  .strict()
+  .meta({
+    examples: [
+      {
+        visitor: 'V42',
+        segments: [
+          { name: 'big spender', match: 'all', rules: [{ metric: 'Revenue', range: 'last30d', op: '>=', value: 100 }] },
+          { name: 'fan of P1', match: 'any', rules: [{ metric: 'ProductViews', key: 'P1', range: 'allTime', op: '>', value: 3 }] },
+        ],
+      },
+    ],
+  });
+
+export const segmentsResponseSchema = z.object({
+  visitor: z.string(),
+  segments: z.array(
+    z.object({
+      name: z.string(),
+      matched: z.boolean(),
+      rules: z.array(
+        z
+          .object({
+            metric: z.string(),
+            key: z.string().optional(),
+            range: z.enum(RANGE_NAMES),
+            op: segmentRuleSchema.shape.op,
+            value: z.number(),
+            actual: valueSchema.describe("The visitor's value: a number for counts, a decimal string for scaled metrics"),
+            matched: z.boolean(),
+          })
+          .describe('The rule as asked, with the actual value and whether it matched'),
+      ),
+    }),
+  ),
+  cache: z.enum(['hit', 'miss']).describe("Whether the visitor's DynamoDB history came from the session cache"),
+  asOf: z.string(),
+  dynamoRequests: z.number().int(),
+}).meta({
+  examples: [
+    {
+      visitor: 'V42',
+      segments: [{ name: 'big spender', matched: true, rules: [{ metric: 'Revenue', range: 'last30d', op: '>=', value: 100, actual: '129.98', matched: true }] }],
+      cache: 'hit',
+      asOf: '2026-03-15T12:00:00.000Z',
+      dynamoRequests: 0,
+    },
+  ],
+});
+
+export const segmentsRouteSchema = {
+  operationId: 'evaluateSegments',
+  summary: "Evaluates segment rules on one visitor's counts (history cached for the session, live data merged)",
+  tags: ['segments'],
+  querystring: segmentsQuerySchema,
+  body: segmentsBodySchema,
+  response: { 200: segmentsResponseSchema, ...errorResponses, 415: errorSchema.describe('The body is not application/json') },
+};

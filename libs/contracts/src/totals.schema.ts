@@ -1,0 +1,58 @@
+import { z } from 'zod';
+import { errorResponses, fromParam, isoSchema, metricsParam, RANGE_NAMES, rangeParam, storeParam, toParam, valuesSchema } from './common.schema';
+
+export const totalsQuerySchema = z
+  .object({
+    entity: z.string().describe('Entity name: product, visitor, … (or store, without ids)'),
+    ids: z
+      .union([z.string(), z.array(z.string())])
+      .optional()
+      .describe('Comma-separated ids, at most MAX_ENTITIES_PER_REQUEST'),
+    metrics: metricsParam.describe("Comma-separated metric names; default: the entity's unkeyed metrics"),
+    range: rangeParam.describe('A named range (default last30d) or allTime'),
+    from: fromParam,
+    to: toParam,
+    store: storeParam,
+  })
+  .strict();
+
+export const totalsResponseSchema = z.object({
+  store: z.string(),
+  timeZone: z.string(),
+  entity: z.string(),
+  range: z.enum(RANGE_NAMES).nullable().describe('The named range, or null for from/to'),
+  from: z.string().nullable().describe('First day (YYYY-MM-DD); null for allTime'),
+  to: z.string().nullable().describe('Last day (YYYY-MM-DD); null for allTime'),
+  metrics: z.array(z.string()),
+  items: z.array(z.object({ id: z.string(), values: valuesSchema })).describe('One per id, in the order asked'),
+  asOf: isoSchema,
+  dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),
+}).meta({
+  examples: [
+    {
+      store: 'DEMO',
+      timeZone: 'UTC',
+      entity: 'product',
+      range: 'allTime',
+      from: null,
+      to: null,
+      metrics: ['ViewCount'],
+      items: [
+        { id: 'P1', values: { ViewCount: 1200 } },
+        { id: 'P2', values: { ViewCount: 85 } },
+      ],
+      asOf: '2026-03-15T12:00:00.000Z',
+      dynamoRequests: 1,
+    },
+  ],
+});
+
+export const totalsRouteSchema = {
+  operationId: 'getTotals',
+  description:
+    'Long ranges read the coarsest items that cover them (whole years from the TOTAL item, whole months from their month attributes). A query that would read more DynamoDB items than MAX_ITEMS_PER_QUERY answers 400.',
+  summary: 'Totals over a range for many entities at once (batched reads, live data merged)',
+  tags: ['query'],
+  querystring: totalsQuerySchema,
+  response: { 200: totalsResponseSchema, ...errorResponses },
+};

@@ -1,0 +1,57 @@
+import { TenantsUnavailableError, type Principal, type Scope, type TenantDirectory } from '@tally/tenants';
+import type { FastifyRequest } from 'fastify';
+import { HttpProblem } from './problem';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The store, scopes and time zone of the request's API key, set by the auth hook. */
+    principal?: Principal;
+  }
+}
+
+const BEARER = /^Bearer[ \t]+([^\s]+)[ \t]*$/i;
+const CHALLENGE = { 'www-authenticate': 'Bearer realm="tally"' };
+/** Seconds a client should wait before retrying while DynamoDB cannot confirm a key. */
+export const KEY_STORE_RETRY_AFTER_SECONDS = 5;
+
+const unauthorized = (detail: string) =>
+  new HttpProblem(401, 'TALLY_ERR_UNAUTHORIZED', detail, { field: 'authorization', headers: CHALLENGE });
+
+/**
+ * An `onRequest` hook: `Authorization: Bearer <key>` → the key's store and scopes, which must include `scope`.
+ * The store of a request comes only from its key, never from the body or the query. Register it in the scope
+ * (a route or an encapsulated plugin) that needs it; it runs before the body is read.
+ */
+export function bearerAuth(directory: TenantDirectory, scope: Scope) {
+  return async (req: FastifyRequest): Promise<void> => {
+    const header = req.headers.authorization;
+    if (header === undefined || header === '') {
+      throw unauthorized(`missing Authorization header: send Authorization: Bearer <API key with the "${scope}" scope>`);
+    }
+    const m = BEARER.exec(header);
+    if (!m) throw unauthorized('the Authorization header must be "Bearer <API key>"');
+    let principal: Principal | undefined;
+    try {
+      principal = await directory.authenticate(m[1]!);
+    } catch (err) {
+      if (!(err instanceof TenantsUnavailableError)) throw err;
+      throw new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', 'this API key cannot be checked right now (the key store is unavailable); retry later', {
+        headers: { 'retry-after': String(KEY_STORE_RETRY_AFTER_SECONDS) },
+        cause: err,
+      });
+    }
+    if (!principal) throw unauthorized('unknown or revoked API key');
+    if (!principal.scopes.includes(scope)) {
+      throw new HttpProblem(403, 'TALLY_ERR_FORBIDDEN', `this API key lacks the "${scope}" scope (it has: ${principal.scopes.join(', ') || 'none'})`, {
+        field: 'authorization',
+      });
+    }
+    req.principal = principal;
+  };
+}
+
+/** The principal the auth hook set; a route behind the hook always has one. */
+export function principalOf(req: FastifyRequest): Principal {
+  if (!req.principal) throw new HttpProblem(401, 'TALLY_ERR_UNAUTHORIZED', 'not authenticated', { headers: CHALLENGE });
+  return req.principal;
+}

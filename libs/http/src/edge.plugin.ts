@@ -1,0 +1,205 @@
+import compress from '@fastify/compress';
+import helmet from '@fastify/helmet';
+import { registerOpsRoutes, throttleLog, type ReadyCheck } from '@tally/observability';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import type { Registry } from 'prom-client';
+import sjson from 'secure-json-parse';
+import { createHttpDurationHistogram } from './http-metrics';
+import { HttpProblem, problemBody, PROBLEM_TYPE } from './problem';
+
+/** Routes that answer while the app is closing: probes must see it (readyz says not ready). */
+export const OPS_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz', '/metrics']);
+
+/** Request body encodings the edge decompresses; the body limit applies to the decompressed bytes. */
+export const REQUEST_ENCODINGS = ['gzip', 'br'] as const;
+
+/** At most this many entries of an `errors` list are sent; `errorCount` says how many there were. */
+export const MAX_LISTED_ERRORS = 100;
+
+export interface EdgeOptions {
+  registry: Registry;
+  /** /readyz: the app can do its work (and is not closing; the edge checks that). */
+  ready: ReadyCheck;
+  /** True once shutdown began: every route but the probes answers 503 and closes the connection. */
+  isClosing: () => boolean;
+  /** The app as messages name it: "this collector is shutting down". */
+  appName: string;
+  /** What a 404 should point to, e.g. "events go to POST /v1/events". */
+  notFoundHint: string;
+  /** Names the body limit in a 413 (e.g. "MAX_BODY_BYTES"). */
+  bodyLimitName?: string;
+  /** The content types the app takes, for the 415 message. */
+  mediaTypes: string[];
+  /** The app's own errors as problems; undefined lets the edge decide (a 500 for anything unknown). */
+  mapError?: (err: FastifyError, req: FastifyRequest) => HttpProblem | undefined;
+  /** Sees every problem before it is sent (metrics). */
+  onProblem?: (problem: HttpProblem, req: FastifyRequest) => void;
+  /** Serves an unmatched request before the 404 (the dashboard's deep links); returns true when it answered. */
+  notFound?: (req: FastifyRequest, reply: FastifyReply) => boolean;
+  /** One info line per request (method, route, path without query string, status, ms). Default false. */
+  logRequests?: boolean;
+}
+
+/**
+ * Tally's HTTP edge, shared by the collector and the query API: one RFC 9457 problem format for every 4xx and
+ * 5xx, the closing 503, the request-duration metric, request logs without query strings (a key in
+ * `?access_token=` never reaches a log), security headers, gzip/br request bodies with the body limit applied
+ * after decompression, and /healthz, /readyz and /metrics. Register it first, before the routes.
+ */
+export const tallyEdge = fp(
+  async (app: FastifyInstance, opts: EdgeOptions) => {
+    const httpDuration = createHttpDurationHistogram(opts.registry);
+    const warnings = throttleLog(app.log);
+
+    await app.register(helmet, {
+      contentSecurityPolicy: {
+        // The dashboard is same-origin JS and CSS; nothing may frame it (it holds a read key).
+        directives: { 'frame-ancestors': ["'none'"], 'upgrade-insecure-requests': null },
+      },
+      frameguard: { action: 'deny' },
+      // The apps serve plain HTTP behind whatever terminates TLS; HSTS is that proxy's call.
+      strictTransportSecurity: false,
+    });
+    await app.register(compress, {
+      globalCompression: false,
+      requestEncodings: [...REQUEST_ENCODINGS],
+      onUnsupportedRequestEncoding: (encoding: string) =>
+        new HttpProblem(
+          415,
+          'TALLY_ERR_UNSUPPORTED_ENCODING',
+          `Content-Encoding ${JSON.stringify(encoding)} is not supported; send the body uncompressed or as ${REQUEST_ENCODINGS.join(' or ')}`,
+          { field: 'content-encoding' },
+        ),
+      // The plugin copies this error's own members onto the zlib error it hands on; toProblem answers the carried problem.
+      onInvalidRequestPayload: (encoding: string, _req: FastifyRequest, err: Error) => {
+        const detail = `the body is not valid ${encoding} data (Content-Encoding: ${encoding}): ${err.message}`;
+        const problem = new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', detail, { field: 'content-encoding' });
+        return Object.assign(new Error(detail), { statusCode: 400, problem });
+      },
+    });
+
+    // JSON bodies only (an app with other types replaces the parsers): text/plain is 415, not a string that fails
+    // validation, and a refused body says why (Fastify's own JSON parser drops the reason).
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+      if (body === '') return done(new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON body', { field: 'body' }), undefined);
+      try {
+        done(null, sjson.parse(body as string, null, { protoAction: 'error', constructorAction: 'error' }));
+      } catch (err) {
+        done(new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', describeJsonError(err as Error), { field: 'body' }), undefined);
+      }
+    });
+
+    app.addHook('onRequest', async (req, reply) => {
+      if (opts.isClosing() && !OPS_ROUTES.has(req.routeOptions.url ?? '')) {
+        reply.header('connection', 'close');
+        throw new HttpProblem(503, 'TALLY_ERR_SHUTTING_DOWN', `this ${opts.appName} is shutting down; retry`, { headers: { 'retry-after': '1' } });
+      }
+    });
+    app.addHook('onResponse', async (req, reply) => {
+      const route = req.routeOptions.url ?? 'unmatched';
+      httpDuration.observe({ route, method: req.method, status_code: String(reply.statusCode) }, reply.elapsedTime / 1_000);
+      if (opts.logRequests) {
+        const ms = Math.round(reply.elapsedTime * 10) / 10;
+        req.log.info({ method: req.method, route, path: pathOf(req.url), statusCode: reply.statusCode, ms }, 'request');
+      }
+    });
+
+    app.setErrorHandler((err: FastifyError, req, reply) => {
+      const problem = opts.mapError?.(err, req) ?? toProblem(err, req, opts);
+      opts.onProblem?.(problem, req);
+      if (problem.code === 'TALLY_ERR_INTERNAL') {
+        req.log.error({ err }, 'request failed'); // unexpected: the only errors logged with their stack
+      } else if (problem.statusCode >= 500) {
+        const cause = problem.cause ?? (err === problem ? undefined : err);
+        warnings.log('warn', problem.code, { code: problem.code, cause: (cause as Error | undefined)?.message }, problem.message);
+      } else {
+        req.log.debug({ code: problem.code, status: problem.statusCode, field: problem.field }, problem.message);
+      }
+      return sendProblem(reply, problem);
+    });
+    app.setNotFoundHandler((req, reply) => {
+      if (opts.notFound?.(req, reply)) return reply;
+      const problem = new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `no route ${req.method} ${pathOf(req.url)}; ${opts.notFoundHint}`);
+      return sendProblem(reply, problem);
+    });
+
+    registerOpsRoutes(app, { registry: opts.registry, ready: async () => !opts.isClosing() && (await opts.ready()) });
+  },
+  { name: 'tally-edge', fastify: '5.x' },
+);
+
+/** Sends a problem: its status, headers and RFC 9457 body, with a long `errors` list cut to its first entries. */
+export function sendProblem(reply: FastifyReply, p: HttpProblem): FastifyReply {
+  const body = problemBody(p);
+  const errors = body['errors'];
+  if (Array.isArray(errors) && errors.length > MAX_LISTED_ERRORS) {
+    body['errors'] = errors.slice(0, MAX_LISTED_ERRORS);
+    body['errorCount'] = errors.length;
+  }
+  return reply
+    .code(p.statusCode)
+    .headers(p.headers)
+    .type(`${PROBLEM_TYPE}; charset=utf-8`)
+    .serializer(JSON.stringify)
+    .send(body);
+}
+
+function pathOf(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+/** Fastify's and the plugins' errors as problems; anything not understood is a 500. */
+function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): HttpProblem {
+  if (err instanceof HttpProblem) return err;
+  const carried = (err as { problem?: unknown }).problem;
+  if (carried instanceof HttpProblem) return carried;
+  if (hasZodFastifySchemaValidationErrors(err)) {
+    const issue = err.validation[0]!;
+    const where = err.validationContext === 'body' ? 'body' : err.validationContext === 'headers' ? 'headers' : 'query';
+    const path = issue.instancePath.split('/').filter(Boolean);
+    const unknownKeys = (issue.params as { keys?: string[] }).keys;
+    if (issue.keyword === 'unrecognized_keys' && unknownKeys?.length) {
+      const detail = `unknown ${where === 'body' ? 'field' : where === 'headers' ? 'header' : 'parameter'} ${JSON.stringify(unknownKeys[0])}`;
+      return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', detail, { field: [...path, unknownKeys[0]!].join('.') });
+    }
+    const field = path.join('.') || where;
+    return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `${field}: ${issue.message}`, { field });
+  }
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': {
+      const limit = req.routeOptions.bodyLimit;
+      const name = opts.bodyLimitName ? `${opts.bodyLimitName} (${limit} bytes)` : `${limit} bytes`;
+      return new HttpProblem(
+        413,
+        'TALLY_ERR_BODY_TOO_LARGE',
+        `the request body is larger than ${name}${req.headers['content-encoding'] ? ' once decompressed' : ''}: split it into smaller requests`,
+        { field: 'body', extra: { limit } },
+      );
+    }
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': {
+      const sent = req.headers['content-type'];
+      return new HttpProblem(
+        415,
+        'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE',
+        `Content-Type must be ${opts.mediaTypes.join(' or ')} (got ${sent === undefined ? 'none' : JSON.stringify(sent)})`,
+        { field: 'content-type' },
+      );
+    }
+  }
+  if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+    return new HttpProblem(err.statusCode, 'TALLY_ERR_BAD_REQUEST', err.message);
+  }
+  return new HttpProblem(500, 'TALLY_ERR_INTERNAL', `internal error; see the ${opts.appName} log`);
+}
+
+/** secure-json-parse refuses `__proto__` and `constructor.prototype` keys: say so, not "not valid JSON". */
+export function describeJsonError(err: Error): string {
+  if (/forbidden prototype property/.test(err.message)) {
+    return 'the body has a "__proto__" or "constructor.prototype" key, which is not accepted';
+  }
+  return `the body is not valid JSON: ${err.message}`;
+}

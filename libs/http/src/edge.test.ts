@@ -1,0 +1,66 @@
+import { Writable } from 'node:stream';
+import { createLogger } from '@tally/observability';
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { createHttpApp, HttpProblem, problemBody, unavailable } from './index';
+
+async function appWithLog() {
+  const lines: Array<Record<string, any>> = [];
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(l));
+      cb();
+    },
+  });
+  const registry = new Registry();
+  const app = await createHttpApp({
+    log: createLogger({ name: 'edge-test', destination }),
+    registry,
+    appName: 'test app',
+    notFoundHint: 'see /docs',
+    mediaTypes: ['application/json'],
+    isClosing: () => false,
+    ready: () => true,
+  });
+  app.get('/boom', async () => {
+    throw new TypeError('a bug');
+  });
+  app.get('/down', async () => {
+    throw unavailable('the key store is unavailable; retry later', 5, new Error('connect ECONNREFUSED'));
+  });
+  return { app, lines, registry };
+}
+
+describe('problemBody', () => {
+  it('is RFC 9457 with the code, the field and extension members', () => {
+    const p = new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', 'from: must be YYYY-MM-DD', { field: 'from', extra: { limit: 3 } });
+    expect(problemBody(p)).toEqual({ type: 'about:blank', title: 'Bad Request', status: 400, code: 'TALLY_ERR_BAD_REQUEST', detail: 'from: must be YYYY-MM-DD', field: 'from', limit: 3 });
+  });
+});
+
+describe('the edge', () => {
+  it('logs a stack trace only for an unexpected error, and a flood of expected 503s as one line', async () => {
+    const { app, lines } = await appWithLog();
+    const boom = await app.inject({ method: 'GET', url: '/boom' });
+    expect(boom.json()).toMatchObject({ status: 500, code: 'TALLY_ERR_INTERNAL', detail: 'internal error; see the test app log' });
+    for (let i = 0; i < 200; i++) expect((await app.inject({ method: 'GET', url: '/down' })).headers['retry-after']).toBe('5');
+    for (let i = 0; i < 200; i++) await app.inject({ method: 'GET', url: `/random-${i}?k=${i}` });
+    const warnOrWorse = lines.filter((l) => l['level'] >= 40);
+    expect(warnOrWorse.map((l) => [l['level'], l['msg'], typeof l['err']?.stack])).toEqual([
+      [50, 'request failed', 'string'],
+      [40, 'the key store is unavailable; retry later', 'undefined'],
+    ]);
+    expect(warnOrWorse[1]).toMatchObject({ code: 'TALLY_ERR_UNAVAILABLE', cause: 'connect ECONNREFUSED' });
+    await app.close();
+  });
+
+  it('times every request by route template', async () => {
+    const { app, registry } = await appWithLog();
+    await app.inject({ method: 'GET', url: '/healthz' });
+    await app.inject({ method: 'GET', url: '/nope' });
+    const text = await registry.metrics();
+    expect(text).toMatch(/tally_http_request_duration_seconds_count\{route="\/healthz",method="GET",status_code="200"\} 1/);
+    expect(text).toMatch(/tally_http_request_duration_seconds_count\{route="unmatched",method="GET",status_code="404"\} 1/);
+    await app.close();
+  });
+});

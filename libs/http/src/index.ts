@@ -1,0 +1,5 @@
+export * from './problem';
+export * from './auth';
+export * from './edge.plugin';
+export * from './app';
+export * from './http-metrics';

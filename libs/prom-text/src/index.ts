@@ -1,1 +1,0 @@
-export { metricValue } from './prom-text';

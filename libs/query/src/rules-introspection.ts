@@ -1,0 +1,77 @@
+import { ID_PATTERN, NAME_PATTERN } from '@tally/key-layout';
+import { parseMetricName, type CompiledRules, type MetricName } from '@tally/schema';
+import { QueryError } from './errors';
+
+/** What the compiled rules tell a query: which entity is the store row, which metrics are keyed, what is ranked. */
+
+/** The characters of an entity id or a metric key, for error messages. */
+export const ID_RULE = '1-128 characters of A-Z a-z 0-9 _ . : -';
+
+/** Name of the entity whose key is empty (the store row); `store` always means it too. */
+export function storeEntityOf(rules: CompiledRules): string | undefined {
+  return Object.entries(rules.rules.entities).find(([, spec]) => spec.key.length === 0)?.[0];
+}
+
+/** An entity of the rules by name (`store` names the store row); unknown → QueryError at `field`. */
+export function entityOf(rules: CompiledRules, name: string, field: string) {
+  const storeEntity = storeEntityOf(rules);
+  const canonical = name === 'store' && storeEntity ? storeEntity : name;
+  if (!NAME_PATTERN.test(canonical) || !Object.hasOwn(rules.rules.entities, canonical)) {
+    const known = Object.keys(rules.rules.entities).join(', ');
+    throw new QueryError(field, `unknown entity ${JSON.stringify(name)}; known: ${known}`);
+  }
+  return { name: canonical, spec: rules.rules.entities[canonical]!, isStore: canonical === storeEntity };
+}
+
+/** Entities that keep daily rankings (top lists). */
+export function rankedEntitiesOf(rules: CompiledRules): string[] {
+  return Object.entries(rules.rules.entities)
+    .filter(([, s]) => s.rank)
+    .map(([n]) => n);
+}
+
+/** Metrics counted with a `by` dimension (ProductViews by product), and metrics counted without one. */
+function keyedness(rules: CompiledRules, metric: string): { keyedBy: string[]; plain: boolean } {
+  const keyedBy = new Set<string>();
+  let plain = false;
+  for (const t of rules.eventTypes.values()) {
+    for (const c of t.counters) {
+      if (c.metric !== metric) continue;
+      if (c.by) keyedBy.add(c.by);
+      else plain = true;
+    }
+  }
+  return { keyedBy: [...keyedBy], plain };
+}
+
+/** The dimension a metric is keyed by (`product` for ProductViews), or null. */
+export function keyedByOf(rules: CompiledRules, metric: string): string | null {
+  const k = keyedness(rules, metric);
+  return !k.plain && k.keyedBy.length > 0 ? k.keyedBy[0]! : null;
+}
+
+/** The metrics counted on an entity's rows without a sub-key: the default of a series. */
+export function plainMetricsOf(rules: CompiledRules, entity: string): string[] {
+  const out = new Set<string>();
+  for (const t of rules.eventTypes.values()) for (const c of t.counters) if (c.entity === entity && !c.by) out.add(c.metric);
+  return [...out];
+}
+
+/**
+ * Checks one metric name (`ViewCount`, `ProductViews#P1`) against the rules: a known metric, with a key exactly
+ * when it is keyed. A QueryError points at `field`, or at `keyField` for the key.
+ */
+export function checkMetricName(rules: CompiledRules, name: string, field: string, keyField = field): MetricName {
+  const { base, sub } = parseMetricName(name);
+  if (!NAME_PATTERN.test(base) || !Object.hasOwn(rules.rules.metrics, base)) {
+    throw new QueryError(field, `unknown metric ${JSON.stringify(base)}; known: ${Object.keys(rules.rules.metrics).join(', ')}`);
+  }
+  const k = keyedness(rules, base);
+  if (sub === undefined) {
+    if (!k.plain && k.keyedBy.length > 0) throw new QueryError(keyField, `metric ${base} is keyed by ${k.keyedBy.join('/')}: give a key, ${base}#<${k.keyedBy[0]}>`);
+  } else {
+    if (k.keyedBy.length === 0) throw new QueryError(keyField, `metric ${base} is not keyed; ask for ${base} without a key`);
+    if (!ID_PATTERN.test(sub)) throw new QueryError(keyField, `key ${JSON.stringify(sub)} of metric ${base} must be ${ID_RULE}`);
+  }
+  return { base, sub };
+}

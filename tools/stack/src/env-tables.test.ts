@@ -1,0 +1,50 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { appEnvSchemas, type AppName } from '@tally/config';
+import type { RedisTarget } from '@tally/queues';
+import { repoRoot } from './config';
+import { appEnvTable, README, stackEnvTable, withEnvSection } from './env-tables';
+
+/** The variables of RedisTarget, read by the connection helpers an app hands its whole `config`. */
+const REDIS_TARGET_VARIABLES = ['REDIS_URL', 'REDIS_CLUSTER_NODES'] satisfies Array<keyof RedisTarget>;
+
+/** The `config.NAME` reads in an app's non-test sources, and those of `create…Connection(config…)`. */
+function variablesRead(app: AppName): string[] {
+  const dir = path.join(repoRoot, 'apps', app, 'src');
+  const names = new Set<string>();
+  for (const file of readdirSync(dir, { recursive: true }) as string[]) {
+    if (!file.endsWith('.ts') || file.endsWith('.test.ts')) continue;
+    const source = readFileSync(path.join(dir, file), 'utf8');
+    for (const m of source.matchAll(/\bconfig\.([A-Z][A-Z0-9_]+)/g)) names.add(m[1]!);
+    if (/\bcreate(?:Redis|Producer)Connection\(config\b/.test(source)) for (const name of REDIS_TARGET_VARIABLES) names.add(name);
+  }
+  return [...names].sort();
+}
+
+describe('README environment tables', () => {
+  it('are rendered from the schemas', () => {
+    const table = appEnvTable();
+    expect(table).toContain('| `HTTP_PORT` | all | `7401` collector, `7402` query-api, `7403` bucket-aggregator, `7404` dynamo-writer |');
+    expect(table).toContain('| `MAX_EVENTS_PER_REQUEST` | collector | `1000` | Events per request before 413. |');
+    expect(table).toContain('| `DYNAMODB_ENDPOINT` | all | (unset) |');
+    expect(table).toContain('| `BUCKET_SECONDS` | bucket-aggregator | `900` |');
+    expect(table).toContain('| `DEDUPE_WINDOW_SECONDS` | collector, bucket-aggregator | `86400` |');
+    expect(table).toContain('| `KEY_PREFIX` | all | `t` | Redis key prefix of the counters and the queues, so several Tally installations can share one Redis. |');
+    expect(table).toContain('| `REDIS_CLUSTER_NODES` | all | (unset) | Redis Cluster seed nodes');
+    expect(table).toContain('| `QUEUE_SHARDS` | collector, bucket-aggregator, dynamo-writer | `1` | Shards of the `events` and `dynamo-writes` queues');
+    expect(stackEnvTable()).toContain('| `COLLECTOR_PORT` | (unset) | The collector');
+    expect(stackEnvTable()).toContain('| `REDIS_CLUSTER_NODES` | (unset) | Use this Redis Cluster');
+  });
+
+  it('name exactly the variables each app reads', () => {
+    for (const app of Object.keys(appEnvSchemas) as AppName[]) {
+      expect({ app, reads: variablesRead(app) }).toEqual({ app, reads: Object.keys(appEnvSchemas[app].shape).sort() });
+    }
+  });
+
+  it('in README.md are up to date (regenerate: npx tsx tools/stack/src/env-tables.ts --write)', () => {
+    const readme = readFileSync(README, 'utf8');
+    expect(readme).toBe(withEnvSection(readme));
+  });
+});
