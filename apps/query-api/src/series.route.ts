@@ -1,7 +1,7 @@
 import { formatDate } from '@tally/key-layout';
 import { plainMetricsOf, readSeries, resolveRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { badRequest, principalOf } from '@tally/http';
+import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { formatValues, parseEntity, parseMetrics } from './params';
 import { seriesRouteSchema } from '@tally/contracts';

@@ -1,7 +1,7 @@
 import { formatDate } from '@tally/key-layout';
 import { readTop, resolveRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { badRequest, principalOf } from '@tally/http';
+import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { formatValue } from './params';
 import { topRouteSchema } from '@tally/contracts';
