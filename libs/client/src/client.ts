@@ -30,7 +30,7 @@ export interface TallyClient {
   close(): Promise<void>;
 }
 
-/** The queue path into Tally for trusted services (DESIGN.md data flow), with the collector's validation. */
+/** The queue path into Tally for trusted services (docs/DESIGN.md data flow), with the collector's validation. */
 export function createTallyClient(opts: TallyClientOptions): TallyClient {
   const owned = typeof opts.connection === 'string';
   const redis = typeof opts.connection === 'string' ? createProducerConnection(opts.connection) : opts.connection;
