@@ -43,7 +43,7 @@ const DESCRIPTION = `
 Takes a batch of events for the store of the API key (scope \`ingest\`; the store never comes from the body).
 
 Body: a JSON array of events (\`Content-Type: ${JSON_TYPE}\`) or NDJSON, one event per line (\`${NDJSON_TYPE}\`).
-An event is \`{ "type", "ts", "id"?, "dims"?, "value"? }\` (DESIGN.md "Event"); each is checked against the rollup
+An event is \`{ "type", "ts", "id"?, "dims"?, "value"? }\` (docs/DESIGN.md "Event"); each is checked against the rollup
 rules: known type, declared and well-formed dims (ids \`[A-Za-z0-9_.:-]{1,128}\`), ts parseable and within
 CLOCK_SKEW_SECONDS in the future and LATENESS_HORIZON_DAYS in the past, value finite, not negative and with no more
 decimals than the metric keeps.

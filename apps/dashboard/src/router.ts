@@ -2,7 +2,7 @@
 
 export type Route = { name: 'overview' } | { name: 'product'; id: string } | { name: 'not-found'; hash: string };
 
-/** Product ids as the API accepts them (DESIGN.md: `[A-Za-z0-9_.:-]{1,128}`). */
+/** Product ids as the API accepts them (docs/DESIGN.md: `[A-Za-z0-9_.:-]{1,128}`). */
 const PRODUCT_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 export function parseRoute(hash: string): Route {

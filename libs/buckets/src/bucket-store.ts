@@ -93,7 +93,7 @@ function policyArgs(p: FlushPolicy): [string, number, number] {
 }
 
 /**
- * The Redis side of the count pipeline (DESIGN.md "how counts move exactly once"): apply batches into the
+ * The Redis side of the count pipeline (docs/DESIGN.md "how counts move exactly once"): apply batches into the
  * open bucket, seal, fold into row outboxes, schedule flushes, hand outboxes to the writer and snapshots to
  * queries. Every state change is one Lua script on one store's hash tag.
  */

@@ -34,7 +34,7 @@ export interface TallyClient {
   close(): Promise<void>;
 }
 
-/** The queue path into Tally for trusted services (DESIGN.md data flow), with the collector's validation. */
+/** The queue path into Tally for trusted services (docs/DESIGN.md data flow), with the collector's validation. */
 export function createTallyClient(opts: TallyClientOptions): TallyClient {
   const c = opts.connection;
   const target = typeof c === 'string' ? { REDIS_URL: c } : 'REDIS_URL' in c ? c : undefined;

@@ -5,7 +5,7 @@ import { isConnectionError } from './client';
 export type DynamoOperation = 'UpdateItem' | 'GetItem' | 'Query' | 'BatchGetItem' | 'PutItem' | 'DeleteItem' | 'DescribeTable';
 export type DynamoOutcome = 'ok' | 'condition_failed' | 'throttled' | 'unavailable' | 'client_error' | 'error';
 
-/** Cost and health metering of every DynamoDB call (DESIGN.md: consumed write/read units). */
+/** Cost and health metering of every DynamoDB call (docs/DESIGN.md: consumed write/read units). */
 export interface DynamoMeter {
   observe(op: DynamoOperation, outcome: DynamoOutcome, seconds: number, consumed?: ConsumedCapacity | ConsumedCapacity[]): void;
   /** Running totals, for benchmarks and tools/cost. */

@@ -10,7 +10,7 @@ import { describeEndpoint, isConnectionError } from './client';
 import { DynamoUnreachableError, TableError } from './errors';
 import { classifyError } from './meter';
 
-/** The key schema of the Tally table (DESIGN.md "DynamoDB layout"): `pk` S HASH, `sk` S RANGE. */
+/** The key schema of the Tally table (docs/DESIGN.md "DynamoDB layout"): `pk` S HASH, `sk` S RANGE. */
 export const TABLE_KEYS = [
   { name: 'pk', type: 'S', role: 'HASH' },
   { name: 'sk', type: 'S', role: 'RANGE' },

@@ -160,7 +160,7 @@ describe('calendar arithmetic', () => {
 });
 
 describe('DynamoDB names (the article layout)', () => {
-  it('names rows and attributes exactly as DESIGN.md', () => {
+  it('names rows and attributes exactly as docs/DESIGN.md', () => {
     expect(monthSk(2023, 5)).toBe('M2023-05');
     expect(TOTAL_SK).toBe('TOTAL');
     expect(dayAttr(123, 'OrderCount')).toBe('D123.OrderCount');

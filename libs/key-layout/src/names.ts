@@ -2,7 +2,7 @@ import { dayOfYear, fromDayOfYear, type LocalDate } from './calendar';
 import { KeyLayoutError } from './errors';
 
 /**
- * DynamoDB layout of DESIGN.md, kept exactly:
+ * DynamoDB layout of docs/DESIGN.md, kept exactly:
  *   pk = entity (`STORE12345`, `STORE12345#product#P1`)
  *   sk = `M2023-05` month row: `D123.<metric>` per day, `M05.<metric>` for the month
  *   sk = `TOTAL` all-time row: `<metric>` and `Y2023.<metric>` per year

@@ -10,6 +10,14 @@ const DECIMAL = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/;
 
 /** `value` is a JSON number or a decimal string; returns the integer number of 10^-scale units as a string. */
 export function toUnits(value: number | string, scale: number): ScaleResult {
+  return decimalToUnits(value, scale, MAX_VALUE);
+}
+
+/**
+ * The same conversion for sums, which may pass the maximum of one value (a query answer of 38 digits): `max`
+ * bounds the integer part (at most `max`, and exactly `max` only without a fraction) when given.
+ */
+export function decimalToUnits(value: number | string, scale: number, max?: number): ScaleResult {
   if (typeof value === 'number' && !Number.isFinite(value)) return { ok: false, reason: 'must be a finite number' };
   const text = typeof value === 'number' ? String(value) : value.trim();
   const m = DECIMAL.exec(text);
@@ -35,8 +43,8 @@ export function toUnits(value: number | string, scale: number): ScaleResult {
     return { ok: false, reason: scale === 0 ? 'must be a whole number' : `has more than ${scale} decimal places` };
   }
   // Exactly: 1000000000000.01 is over the maximum, though its integer part is not.
-  if (intPart.length > 13 || Number(intPart) > MAX_VALUE || (Number(intPart) === MAX_VALUE && frac !== '')) {
-    return { ok: false, reason: `must be at most ${MAX_VALUE}` };
+  if (max !== undefined && (intPart.length > String(max).length || Number(intPart) > max || (Number(intPart) === max && frac !== ''))) {
+    return { ok: false, reason: `must be at most ${max}` };
   }
   const units = (intPart + frac.padEnd(scale, '0')).replace(/^0+(?=\d)/, '');
   return { ok: true, units };

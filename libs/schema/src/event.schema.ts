@@ -6,7 +6,7 @@ export const storeIdSchema = z
   .string()
   .regex(STORE_ID_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit');
 
-/** An event as clients send it (DESIGN.md "Event"). Semantic checks against the rules follow in validateEvents. */
+/** An event as clients send it (docs/DESIGN.md "Event"). Semantic checks against the rules follow in validateEvents. */
 export const eventInputSchema = z
   .object({
     type: z.string().min(1).max(64),

@@ -1,12 +1,19 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compileRules, defaultRules, fromUnits, rollup, RulesError, toUnits, validateEvents, cheapestRules } from './index';
+import { compileRules, decimalToUnits, defaultRules, fromUnits, rollup, RulesError, toUnits, validateEvents, cheapestRules } from './index';
 
 const rules = compileRules(defaultRules);
 const now = Date.parse('2023-05-03T12:00:00Z');
 const limits = { now, clockSkewMs: 300_000, latenessMs: 35 * 86_400_000 };
 
 describe('decimal values are exact', () => {
+  it('reads a sum past the maximum of one value exactly (query answers), while one value stays bounded', () => {
+    expect(toUnits('1000000000253.84', 2)).toEqual({ ok: false, reason: 'must be at most 1000000000000' });
+    expect(decimalToUnits('1000000000253.84', 2)).toEqual({ ok: true, units: '100000000025384' });
+    expect(decimalToUnits('99999999999999999999999999999999999.99', 2)).toEqual({ ok: true, units: '9999999999999999999999999999999999999' });
+    expect(decimalToUnits('1000000000000.01', 2, 1e12)).toEqual({ ok: false, reason: 'must be at most 1000000000000' });
+  });
+
   it('scales decimals to integer units from their digits', () => {
     expect(toUnits(19.99, 2)).toEqual({ ok: true, units: '1999' });
     expect(toUnits('0.1', 2)).toEqual({ ok: true, units: '10' });

@@ -3,7 +3,7 @@ import { Job, type JobsOptions, type Queue } from 'bullmq';
 import { DlqError } from './errors';
 
 /**
- * Dead-letter operations on Tally's queues. The failed set of a queue is its dead-letter queue (DESIGN.md
+ * Dead-letter operations on Tally's queues. The failed set of a queue is its dead-letter queue (docs/DESIGN.md
  * invariant 3): a job lands there with its reason once its attempts are spent or it is unprocessable.
  *
  * Replay is `job.retry('failed')`: one Lua script moves the job from the failed set back to waiting, keeping its

@@ -36,7 +36,7 @@ describe('appProcessSpec', () => {
     });
   });
 
-  it('lists the four apps on DESIGN.md’s ports', () => {
+  it('lists the four apps on docs/DESIGN.md’s ports', () => {
     expect(APPS.map((a) => [a.name, a.defaultPort, a.portVariable])).toEqual([
       ['collector', 7401, 'COLLECTOR_PORT'],
       ['query-api', 7402, 'QUERY_API_PORT'],

@@ -9,7 +9,7 @@ export interface AppDefinition {
   portVariable: 'COLLECTOR_PORT' | 'QUERY_API_PORT' | 'AGGREGATOR_PORT' | 'WRITER_PORT';
 }
 
-/** The four apps, in start order; ports are DESIGN.md's defaults. */
+/** The four apps, in start order; ports are docs/DESIGN.md's defaults. */
 export const APPS: readonly AppDefinition[] = [
   { name: 'collector', defaultPort: 7401, portVariable: 'COLLECTOR_PORT' },
   { name: 'query-api', defaultPort: 7402, portVariable: 'QUERY_API_PORT' },
