@@ -70,6 +70,12 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     }
     throw err;
   }
+  if (r.deleted) {
+    // The store was deleted (its tombstone): the batch is dropped whole and the store stays out of the work set.
+    deps.metrics.batchesDropped.inc();
+    deps.log.info({ jobId: job.id, store, batchId }, 'batch of a deleted store dropped');
+    return { applied: false, deleted: true, events: events.length };
+  }
   // After the apply, duplicates too (a crash between the two is retried): the sealer's work set must see every
   // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired.
   await deps.buckets.registerStore(store);

@@ -121,9 +121,15 @@ export class BucketStore {
 
   /**
    * Applies a batch's deltas to the store's open bucket, at most once per batch id within the dedupe window.
-   * Returns whether it was applied (false = duplicate) and the bucket seq.
+   * Returns whether it was applied (false = duplicate, or `deleted`: the store's tombstone dropped it) and the
+   * bucket seq.
    */
-  async apply(store: string, batchId: string, deltas: RowDeltas, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
+  async apply(
+    store: string,
+    batchId: string,
+    deltas: RowDeltas,
+    opts: { now: number; dedupeTtlSeconds: number },
+  ): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     const args: Array<string | number> = [opts.now, opts.dedupeTtlSeconds, deltas.size];
     for (const [pk, fields] of deltas) {
       args.push(pk, fields.size);
@@ -138,6 +144,7 @@ export class BucketStore {
       throw err;
     }
     const [applied, seq] = reply;
+    if (Number(applied) === 2) return { applied: false, seq: 0, deleted: true };
     return { applied: applied === 1, seq: Number(seq) };
   }
 

@@ -62,6 +62,19 @@ end
 `;
 
 /**
+ * Tombstones (docs/DESIGN.md "Privacy"), checked before anything else: a deleted store's tombstone makes every
+ * writing script a no-op (or, for fold, a deletion), so an in-flight batch or flush cannot re-create its keys; an
+ * erased row (visitor erasure) gets no new counts while its entry in the erased-rows hash is in the future.
+ */
+export const TOMBSTONES = `
+local function storeDeleted(tag) return redis.call('EXISTS', tag .. '${S.tombstone}') == 1 end
+local function rowErased(tag, pk, now)
+  local u = tonumber(redis.call('HGET', tag .. '${S.erased}', pk) or '')
+  return u ~= nil and u > now
+end
+`;
+
+/**
  * Flush-policy arithmetic shared by fold and ack. Policy arguments: kind ('bucket'|'every'|'idle'), a, b
  * (every: a = interval ms; idle: a = idle ms, b = max age ms). Keeps an existing earlier `every` due time.
  */
@@ -86,14 +99,17 @@ end
  * KEYS: [tag, dedupeKey]. ARGV: now, dedupeTtlSeconds, rowCount, then per row: pk, fieldCount, (field, delta)*,
  * each delta a non-negative decimal string. A count `f` is held in limbs: field `f` (units mod 10^15), `f|1`
  * (the next 15 digits) and `f|2` (the rest), written only when non-zero or already present.
- * Returns {1, seq} when applied, {0, 0} when the batch id was already applied (a redelivery). Refuses the
+ * Returns {1, seq} when applied, {0, 0} when the batch id was already applied (a redelivery), {2, 0} when the
+ * store is deleted (its tombstone: nothing written). Rows of erased visitors are left out. Refuses the
  * whole batch, writing nothing, with an error reply `TALLY_ERR_SUM_OVERFLOW` when a count would exceed 38
  * digits and `TALLY_ERR_NOT_A_COUNT` when a delta or a stored count is not a non-negative integer.
  * The epoch is read inside the script, so once the sealer advanced it the sealed bucket can never change.
  */
 export const APPLY = `#!lua
-${LIMBS}
+${LIMBS}${TOMBSTONES}
 local tag = KEYS[1]
+if storeDeleted(tag) then return {2, 0} end
+local erasedRows = redis.call('EXISTS', tag .. '${S.erased}') == 1
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 0} end
 if not string.match(ARGV[2], '^[1-9]%d*$') then return redis.error_reply('TALLY_ERR_ARGUMENT dedupe TTL must be at least 1 s') end
 local epoch = redis.call('GET', tag .. '${S.epoch}')
@@ -110,6 +126,9 @@ for r = 1, tonumber(ARGV[3]) do
   local pk = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   i = i + 2
+  if erasedRows and rowErased(tag, pk, tonumber(ARGV[1])) then
+    i = i + 2 * n -- an erased row (tombstone): its counts are dropped
+  else
   local key = bucketPrefix .. pk
   local out = {}
   for c = 0, n - 1, 500 do
@@ -142,8 +161,9 @@ for r = 1, tonumber(ARGV[3]) do
     end
   end
   i = i + 2 * n
-  writes[r] = {key, out}
-  pks[r] = pk
+  table.insert(writes, {key, out})
+  table.insert(pks, pk)
+  end
 end
 -- Write phase: commands that cannot fail on the keys checked above.
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
@@ -161,7 +181,9 @@ return {1, epoch}
  * sealed seq to the sealed list. KEYS: [tag]. ARGV: now, minAgeMs. Returns the sealed seq or false.
  */
 export const SEAL = `#!lua
+${TOMBSTONES}
 local tag = KEYS[1]
+if storeDeleted(tag) then return false end
 local epoch = redis.call('GET', tag .. '${S.epoch}')
 if not epoch then return false end
 if redis.call('EXISTS', tag .. '${S.rows}' .. epoch) == 0 then return false end
@@ -185,11 +207,12 @@ return epoch
  * Returns the number of rows moved.
  */
 export const FOLD = `#!lua
-${LIMBS}${DUE}
+${LIMBS}${DUE}${TOMBSTONES}
 local tag = KEYS[1]
 local seq = ARGV[1]
 local now = tonumber(ARGV[2])
 local rowsKey = tag .. '${S.rows}' .. seq
+if storeDeleted(tag) then return redis.call('DEL', rowsKey) * 0 end
 expectType(rowsKey, 'set')
 expectType(tag .. '${S.dirty}', 'zset')
 expectType(tag .. '${S.due}', 'zset')
@@ -278,7 +301,9 @@ return moved
  * -1 rows remain.
  */
 export const FINISH_FOLD = `#!lua
+${TOMBSTONES}
 local tag = KEYS[1]
+if storeDeleted(tag) then return redis.call('DEL', tag .. '${S.sealed}') * 0 + 1 end
 if redis.call('LINDEX', tag .. '${S.sealed}', 0) ~= ARGV[1] then return 0 end
 if redis.call('SCARD', tag .. '${S.rows}' .. ARGV[1]) > 0 then return -1 end
 redis.call('LPOP', tag .. '${S.sealed}')
@@ -290,7 +315,9 @@ return 1
  * READ a row's outbox for the writer. KEYS: [tag]. ARGV: pk. Returns {foldedThrough or '', field, value, ...}.
  */
 export const READ_OUTBOX = `#!lua flags=no-writes
+${TOMBSTONES}
 local tag = KEYS[1]
+if storeDeleted(tag) then return {''} end
 local folded = redis.call('GET', tag .. '${S.folded}') or ''
 local data = redis.call('HGETALL', tag .. '${S.outbox}' .. ARGV[1])
 table.insert(data, 1, folded)
@@ -305,8 +332,9 @@ return data
  * KEYS: [tag]. ARGV: pk, now, policyKind, a, b, fields... Returns the number of entries left.
  */
 export const ACK_OUTBOX = `#!lua
-${LIMBS}${DUE}
+${LIMBS}${DUE}${TOMBSTONES}
 local tag = KEYS[1]
+if storeDeleted(tag) then return 0 end
 local pk = ARGV[1]
 local now = tonumber(ARGV[2])
 local outbox = tag .. '${S.outbox}' .. pk
@@ -390,7 +418,9 @@ return out
  * row since the query's snapshot (same cache version). KEYS: [tag]. ARGV: pk, version, json, ttlSeconds.
  */
 export const FILL_CACHE = `#!lua
+${TOMBSTONES}
 local tag = KEYS[1]
+if storeDeleted(tag) then return 0 end
 local current = redis.call('GET', tag .. '${S.cacheVersion}' .. ARGV[1]) or '0'
 if current ~= ARGV[2] then return 0 end
 redis.call('SET', tag .. '${S.cache}' .. ARGV[1], ARGV[3], 'EX', ARGV[4])

@@ -1,4 +1,5 @@
 import { REDIS_SUFFIX as S } from '@tally/key-layout';
+import { TOMBSTONES } from './scripts';
 
 /**
  * Scripts of the sealer's work set. VISIT runs on one store's keys (its hash tag); PUBLISH_BACKLOG on one
@@ -12,7 +13,9 @@ import { REDIS_SUFFIX as S } from '@tally/key-layout';
  * rows due at now, oldest unfolded seq or ''}.
  */
 export const VISIT = `#!lua
+${TOMBSTONES}
 local tag = KEYS[1]
+if storeDeleted(tag) then return {'', '', 0, '', '0', 0, ''} end
 local now = tonumber(ARGV[1])
 -- Read phase: everything reported, read with commands that fail on a wrong type before anything is written.
 local epoch = redis.call('GET', tag .. '${S.epoch}')

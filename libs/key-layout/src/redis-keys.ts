@@ -17,6 +17,8 @@
  *   <p>:{S}:lock             sealer lock
  *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), from folds
  *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
+ *   <p>:{S}:x                store tombstone: the store was deleted; every writing script is a no-op while it exists
+ *   <p>:{S}:xr               erased rows: hash pk -> until (ms); the apply drops those rows' counts until then
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
  *   <p>:{<p>:wW}:active      zset store -> mark (bumped after every apply): stores with anything not yet written
@@ -40,6 +42,8 @@ export const REDIS_SUFFIX = {
   lock: 'lock',
   rank: 'k:',
   counts: 'n',
+  tombstone: 'x',
+  erased: 'xr',
 } as const;
 
 /** Suffixes of a work-set shard's keys (`<p>:{<p>:wW}:` + suffix). */
@@ -83,6 +87,10 @@ export interface RedisKeys {
   lock(store: string): string;
   rank(store: string, dayKey: string, metric: string, entity: string): string;
   counts(store: string): string;
+  /** The store's tombstone (set when the store is deleted, kept for the dedupe window). */
+  tombstone(store: string): string;
+  /** The store's erased rows (visitor erasure): pk -> until (ms). */
+  erased(store: string): string;
   /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
   work(shard: number): string;
 }
@@ -106,6 +114,8 @@ export function redisKeys(prefix = 't'): RedisKeys {
     lock: (s) => tag(s) + S.lock,
     rank: (s, day, metric, entity) => `${tag(s)}${S.rank}${day}:${metric}:${entity}`,
     counts: (s) => tag(s) + S.counts,
+    tombstone: (s) => tag(s) + S.tombstone,
+    erased: (s) => tag(s) + S.erased,
     work: (shard) => `${prefix}:{${prefix}:w${shard}}:`,
   };
 }
