@@ -32,13 +32,23 @@ export interface Principal {
   store: string;
   scopes: Scope[];
   timeZone: string;
+  /** Months of visitor history the store keeps; undefined = for ever. */
+  historyMonths?: number;
 }
 
 export interface TenantDirectory {
   /** The store, scopes and time zone of a key; undefined for an unknown or revoked key (or a deleted tenant). */
   authenticate(key: string): Promise<Principal | undefined>;
-  /** A store's tenant; undefined when the store has none. */
-  tenant(store: string): Promise<{ store: string; timeZone: string } | undefined>;
+  /** A store's tenant; undefined when the store has none (or is being deleted). */
+  tenant(store: string): Promise<DirectoryTenant | undefined>;
+}
+
+/** What the apps need of a tenant. */
+export interface DirectoryTenant {
+  store: string;
+  timeZone: string;
+  /** Months of visitor history kept; undefined = for ever. */
+  historyMonths?: number;
 }
 
 interface KeyRecord {
@@ -71,13 +81,14 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
     return { store, scopes: scopesOf(item), revoked: bool(item, 'revoked') };
   });
 
-  const tenants = cache<{ store: string; timeZone: string } | undefined>('tenant', async (store) => {
+  const tenants = cache<DirectoryTenant | undefined>('tenant', async (store) => {
     const out = await opts.dynamo.send(
       new GetItemCommand({ TableName: opts.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
     );
     if (!out.Item) return undefined;
-    const { timeZone } = tenantOf(store, out.Item);
-    return { store, timeZone };
+    const { timeZone, historyMonths, deletingAt } = tenantOf(store, out.Item);
+    if (deletingAt) return undefined; // a store being deleted is unknown
+    return historyMonths === undefined ? { store, timeZone } : { store, timeZone, historyMonths };
   });
 
   function cache<V>(kind: 'key' | 'tenant', fetch: (id: string) => Promise<V>) {
@@ -155,7 +166,9 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       if (!record || record.revoked) return undefined;
       const tenant = await tenants(record.store);
       if (!tenant) return undefined;
-      return { store: record.store, scopes: [...record.scopes], timeZone: tenant.timeZone };
+      const principal: Principal = { store: record.store, scopes: [...record.scopes], timeZone: tenant.timeZone };
+      if (tenant.historyMonths !== undefined) principal.historyMonths = tenant.historyMonths;
+      return principal;
     },
     async tenant(store) {
       if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) return undefined;

@@ -7,9 +7,13 @@ export {
   getTenant,
   issueKey,
   listKeys,
+  listTenants,
+  MAX_HISTORY_MONTHS,
   revokeKey,
   setTimeZone,
+  updateTenant,
   type KeyInfo,
+  type TenantSettings,
   type TenantAdmin,
   type TenantDb,
   type TenantInfo,
@@ -17,7 +21,9 @@ export {
 export {
   createTenantDirectory,
   type DirectoryLog,
+  type DirectoryTenant,
   type Principal,
   type TenantDirectory,
   type TenantDirectoryOptions,
 } from './directory';
+export { deleteStore, eraseVisitor, type ErasureDeps, type StoreDeletion, type VisitorErasure } from './erasure';

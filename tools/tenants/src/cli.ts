@@ -1,15 +1,22 @@
 import { parseArgs } from 'node:util';
+import type { CompiledRules } from '@tally/schema';
 import {
   createTenant,
+  deleteStore,
+  eraseVisitor,
   getTenant,
   issueKey,
   keyIdOf,
   listKeys,
+  listTenants,
   revokeKey,
   SCOPES,
   setTimeZone,
   TenantError,
+  updateTenant,
+  type ErasureDeps,
   type TenantDb,
+  type TenantSettings,
 } from '@tally/tenants';
 
 export const USAGE = `usage: tenants <command> [arguments]
@@ -20,8 +27,17 @@ export const USAGE = `usage: tenants <command> [arguments]
   set-time-zone <store> <IANA zone>                change the store's time zone
   list-keys <store> [--json]                       list keys (ids, scopes, status; never the keys)
   show <store>                                     show the tenant
+  list [--json]                                    list every store
+  set <store> [--time-zone Z] [--currency C] [--history-months N|forever]
+                                                   change the store's settings (visitor history retention in months)
+  delete-store <store>                             delete the store and all its data (idempotent; run again if interrupted)
+  erase-visitor <store> <visitor>                  erase one visitor's history (store and product aggregates stay)
 
-scopes: ${SCOPES.join(', ')}. Configured by DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION.`;
+scopes: ${SCOPES.join(', ')}. Configured by DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION (delete-store and
+erase-visitor also REDIS_URL or REDIS_CLUSTER_NODES, KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS, RULES_FILE).`;
+
+/** What delete-store and erase-visitor need besides DynamoDB (Redis, the queues, the rules); opened on demand. */
+export type ErasureContext = Omit<ErasureDeps, 'db'> & { rules: CompiledRules };
 
 export interface CliIo {
   out: (line: string) => void;
@@ -31,9 +47,9 @@ export interface CliIo {
 class UsageError extends Error {}
 
 /** Runs one command; returns the exit code (0 ok, 1 refused or failed, 2 usage). */
-export async function runTenantsCli(argv: readonly string[], db: TenantDb, io: CliIo): Promise<number> {
+export async function runTenantsCli(argv: readonly string[], db: TenantDb, io: CliIo, erasure?: () => Promise<ErasureContext>): Promise<number> {
   try {
-    return await run(argv, db, io);
+    return await run(argv, db, io, erasure);
   } catch (err) {
     if (err instanceof UsageError) {
       io.err(`tally: ${err.message}`);
@@ -49,7 +65,7 @@ export async function runTenantsCli(argv: readonly string[], db: TenantDb, io: C
   }
 }
 
-async function run(argv: readonly string[], db: TenantDb, io: CliIo): Promise<number> {
+async function run(argv: readonly string[], db: TenantDb, io: CliIo, erasure?: () => Promise<ErasureContext>): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
@@ -59,6 +75,8 @@ async function run(argv: readonly string[], db: TenantDb, io: CliIo): Promise<nu
         'time-zone': { type: 'string' },
         scopes: { type: 'string' },
         label: { type: 'string' },
+        currency: { type: 'string' },
+        'history-months': { type: 'string' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -126,6 +144,39 @@ async function run(argv: readonly string[], db: TenantDb, io: CliIo): Promise<nu
       const t = await getTenant(db, args[0]!);
       if (!t) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
       io.out(`store ${t.store}\ntime zone ${t.timeZone}\ncreated ${t.createdAt}`);
+      return 0;
+    }
+    case 'list': {
+      need(0, 'no arguments');
+      const stores = await listTenants(db);
+      if (values.json) io.out(JSON.stringify(stores, null, 2));
+      else for (const t of stores) io.out(`${t.store}\t${t.timeZone}${t.currency ? `\t${t.currency}` : ''}${t.deletingAt ? '\t(deletion unfinished: run delete-store again)' : ''}`);
+      return 0;
+    }
+    case 'set': {
+      need(1, '<store> [--time-zone Z] [--currency C] [--history-months N|forever]');
+      const settings: TenantSettings = {};
+      if (values['time-zone'] !== undefined) settings.timeZone = values['time-zone'];
+      if (values.currency !== undefined) settings.currency = values.currency;
+      const months = values['history-months'];
+      if (months !== undefined) settings.historyMonths = months === 'forever' ? null : /^\d+$/.test(months) ? Number(months) : NaN;
+      const t = await updateTenant(db, args[0]!, settings);
+      io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${t.historyMonths === undefined ? 'kept for ever' : `${t.historyMonths} months`}`);
+      return 0;
+    }
+    case 'delete-store': {
+      need(1, '<store>');
+      if (!erasure) throw new UsageError('delete-store needs Redis (REDIS_URL)');
+      const r = await deleteStore({ ...(await erasure()), db }, args[0]!);
+      io.out(JSON.stringify(r, null, 2));
+      io.err(`tally: deleted store ${r.store}; its late batches are dropped until ${r.tombstoneUntil}`);
+      return 0;
+    }
+    case 'erase-visitor': {
+      need(2, '<store> <visitor>');
+      if (!erasure) throw new UsageError('erase-visitor needs Redis (REDIS_URL)');
+      const r = await eraseVisitor({ ...(await erasure()), db }, args[0]!, args[1]!);
+      io.out(JSON.stringify(r, null, 2));
       return 0;
     }
     default:
