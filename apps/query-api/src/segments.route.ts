@@ -18,7 +18,7 @@ export const segmentsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = asyn
   const { rules } = ctx.query;
 
   app.post('/segments/evaluate', { schema: segmentsRouteSchema }, async (req) => {
-    const { store, timeZone } = principalOf(req);
+    const { store, timeZone, historyMonths } = principalOf(req);
     const { visitor, segments } = req.body;
     const spec = rules.rules.entities[VISITOR_ENTITY];
     if (!Object.hasOwn(rules.rules.entities, VISITOR_ENTITY) || spec?.key.length !== 1) {
@@ -39,6 +39,7 @@ export const segmentsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = asyn
       now,
       segments,
       cacheTtlSeconds: ctx.limits.sessionIdleSeconds,
+      ...(historyMonths !== undefined ? { historyMonths } : {}),
     });
     ctx.metrics.segmentCache.inc({ result: r.cache });
     return {

@@ -1,5 +1,5 @@
 import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { EXPIRES_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, partsOfBucket, type CountEntry } from './cells';
 import { RetryableWriteError } from './errors';
 import { classifyError, type DynamoMeter, type DynamoOperation } from './meter';
@@ -28,7 +28,7 @@ export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
     if (name === 'pk' || name === 'sk') continue;
     if (name === WATERMARK_ATTR) wm = Number(v.N);
     else if (name === WATERMARK_PART_ATTR) wp = Number(v.N);
-    else if (v.N !== undefined) attrs.set(name, BigInt(v.N));
+    else if (v.N !== undefined && name !== EXPIRES_ATTR) attrs.set(name, BigInt(v.N));
   }
   return wp === undefined ? { sk: item['sk']?.S ?? '', wm, attrs } : { sk: item['sk']?.S ?? '', wm, wp, attrs };
 }

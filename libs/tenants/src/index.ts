@@ -27,3 +27,4 @@ export {
   type TenantDirectoryOptions,
 } from './directory';
 export { deleteStore, eraseVisitor, type ErasureDeps, type StoreDeletion, type VisitorErasure } from './erasure';
+export { visitorExpiry } from './retention';
