@@ -55,6 +55,30 @@ describe('apply', () => {
   });
 });
 
+describe('keys named from the last seen bucket', () => {
+  it('a store instance whose seq is stale (another instance sealed) writes nothing, retries and lands in the open bucket', async () => {
+    const other = new BucketStore({ redis, rules, prefix: 't' });
+    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
+    expect(await other.seal('S', { now: 2000, minAgeMs: 0 })).toBe(1000);
+    const monitor = await redis.duplicate().monitor();
+    const calls: string[] = [];
+    monitor.on('monitor', (_t: string, args: string[]) => calls.push(args[0]!.toLowerCase()));
+    expect(await store.apply('S', 'b', deltas({ S: { '2023-123|v': 2 } }), { now: 2500, dedupeTtlSeconds: 60 })).toEqual({ applied: true, seq: 2000 });
+    await monitor.disconnect();
+    expect(calls.filter((c) => c === 'evalsha' || c === 'eval')).toHaveLength(2); // the stale call, then the retry
+    expect(await redis.hgetall('t:{S}:b:1000:S')).toEqual({ '2023-123|v': '1' }); // the sealed bucket is untouched
+    const [row] = await store.snapshot('S', ['S']);
+    expect(row!.entries.map((e) => [e.seq, e.value])).toEqual([
+      [1000, 1n],
+      [2000, 2n],
+    ]);
+    // A store emptied under a remembered seq: the new epoch is the apply's now, never the remembered seq.
+    await redis.flushall();
+    expect(await store.apply('S', 'c', deltas({ S: { '2023-123|v': 4 } }), { now: 3000, dedupeTtlSeconds: 60 })).toEqual({ applied: true, seq: 3000 });
+    expect(await redis.get('t:{S}:epoch')).toBe('3000');
+  });
+});
+
 describe('seal and fold', () => {
   it('seals, folds in order into outboxes, advances foldedThrough only when complete', async () => {
     await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 }, 'S#product#P1': { '2023-123|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
