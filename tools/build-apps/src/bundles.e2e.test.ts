@@ -6,6 +6,7 @@ import type { AppName } from '@tally/config';
 import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { defaultRules } from '@tally/schema';
 import {
+  createTestTenants,
   freePort,
   metricValue,
   startDynalite,
@@ -140,6 +141,7 @@ describe('bundles (dist/<app>/main.mjs)', () => {
     expect(css.status).toBe(200);
     await css.arrayBuffer(); // read it all: an unread response keeps its connection busy
 
+    await createTestTenants(dyn.endpoint, table, ['S']); // the table is create-table's (above)
     const ts = Date.now();
     await enqueue(queues, QUEUE.events, {
       batchId: 'bundle-1',
