@@ -37,7 +37,7 @@ const running = new Map<AppName, { proc: ProcessHandle; url: string }>();
 
 beforeAll(async () => {
   outDir = mkdtempSync(join(tmpdir(), 'tally-bundles-'));
-  [redisServer, dyn] = await Promise.all([startRedis(), startDynalite(), buildBundles({ repoRoot, outDir, only: [...APPS, 'create-table'] })]);
+  [redisServer, dyn] = await Promise.all([startRedis(), startDynalite(), buildBundles({ repoRoot, outDir, only: [...APPS, 'create-table', 'dlq', 'tenants'] })]);
   table = `tally_bundles_${Date.now().toString(36)}`;
   redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
   queues = createQueues(redis);
@@ -111,6 +111,25 @@ describe('bundles (dist/<app>/main.mjs)', () => {
       expect(await p.exited).toEqual({ code: 0, signal: null });
       expect(p.output()).toMatch(expected);
     }
+  });
+
+  it('the operator tools answer --help without a backend, and run their commands from their split chunks', async () => {
+    const tool = async (name: string, args: string[], extra: Record<string, string> = {}) => {
+      const p = await startProcess(process.execPath, ['main.mjs', ...args], { cwd: join(outDir, name), env: { ...env, ...extra } });
+      return { exit: await p.exited, output: p.output() };
+    };
+    for (const name of ['dlq', 'tenants']) {
+      const help = await tool(name, ['--help'], { REDIS_URL: '', DYNAMODB_ENDPOINT: '' });
+      expect(help.exit).toEqual({ code: 0, signal: null });
+      expect(help.output).toMatch(new RegExp(`^usage: ${name} <command>`));
+    }
+    expect(await tool('dlq', ['list'])).toEqual({
+      exit: { code: 0, signal: null },
+      output: `[stderr] tally: using Redis ${redisServer.url} (REDIS_URL)\nevents: 0 failed; seal: 0 failed; dynamo-writes: 0 failed`,
+    });
+    const show = await tool('tenants', ['show', 'NOPE']);
+    expect(show.exit).toEqual({ code: 1, signal: null });
+    expect(show.output).toContain('tenant NOPE does not exist');
   });
 
   it('start, serve /healthz /readyz /metrics, and carry one batch from the queue to DynamoDB', async () => {
