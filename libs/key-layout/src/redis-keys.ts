@@ -17,6 +17,8 @@
  *   <p>:{S}:lock             sealer lock
  *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), from folds
  *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
+ *   <p>:{S}:unknown          set by the aggregator when it refused a batch because the store has no tenant (the
+ *                            time, ms; expires): @tally/client refuses the store at once while it lasts
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
  *   <p>:{<p>:wW}:active      zset store -> mark (bumped after every apply): stores with anything not yet written
@@ -40,6 +42,7 @@ export const REDIS_SUFFIX = {
   lock: 'lock',
   rank: 'k:',
   counts: 'n',
+  unknown: 'unknown',
 } as const;
 
 /** Suffixes of a work-set shard's keys (`<p>:{<p>:wW}:` + suffix). */
@@ -83,6 +86,8 @@ export interface RedisKeys {
   lock(store: string): string;
   rank(store: string, dayKey: string, metric: string, entity: string): string;
   counts(store: string): string;
+  /** The mark of a store refused as unknown (no tenant), read by @tally/client. */
+  unknownStore(store: string): string;
   /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
   work(shard: number): string;
 }
@@ -106,6 +111,7 @@ export function redisKeys(prefix = 't'): RedisKeys {
     lock: (s) => tag(s) + S.lock,
     rank: (s, day, metric, entity) => `${tag(s)}${S.rank}${day}:${metric}:${entity}`,
     counts: (s) => tag(s) + S.counts,
+    unknownStore: (s) => tag(s) + S.unknown,
     work: (shard) => `${prefix}:{${prefix}:w${shard}}:`,
   };
 }
