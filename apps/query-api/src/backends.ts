@@ -14,7 +14,7 @@ export function isRedisUnavailable(err: unknown): boolean {
 }
 
 /** True for a DynamoDB error worth retrying later: unreachable, 5xx, throttled, or reads left unprocessed. */
-export function isDynamoUnavailable(err: unknown): boolean {
+function isDynamoUnavailable(err: unknown): boolean {
   if (err instanceof RetryableWriteError) return true;
   const outcome = classifyError(err);
   return outcome === 'unavailable' || outcome === 'throttled';

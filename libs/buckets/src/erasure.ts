@@ -1,77 +1,87 @@
-import { REDIS_SUFFIX as S, WORK_SUFFIX } from '@tally/key-layout';
+import { WORK_SUFFIX } from '@tally/key-layout';
 import type { Cluster, Redis } from 'ioredis';
 import type { BucketStore } from './bucket-store';
+import { defineScript, runScript } from './script-table';
 
 /**
  * ERASE one row (a visitor) from Redis and keep it erased: its outbox, its counts in the open and sealed buckets
  * (and its place in their row sets), its dirty and due marks, its cached history (the cache version is bumped, so
  * a query that read DynamoDB before cannot store what it read), and an entry in the erased-rows hash until
- * `until` (ms), which makes APPLY drop the row's counts (TOMBSTONES in scripts.ts). Idempotent.
- * KEYS: [tag]. ARGV: pk, until, ttlSeconds (of the erased-rows hash: at least this from now).
- * Returns {outbox fields, bucket fields, cached (0|1)} removed. Every read and check before the first write.
+ * `untilMs`, which makes APPLY drop the row's counts (TOMBSTONES in scripts.ts). Idempotent.
+ * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, then per bucket seq (the sealed
+ * ones, then the open one) its hash of the row and its row set. ARGV: pk, untilMs, ttlSeconds (of the erased-rows
+ * hash: at least this from now), cacheVersionTtlSeconds, sealedCount, then the seqs. Returns {1, outbox fields,
+ * bucket fields, cached (0|1)}, or {0, epoch or '', sealed seqs...} (nothing written) when the seqs are not the
+ * store's. Every read and check before the first write.
  */
-export const ERASE_ROW = `#!lua
+export const ERASE_ROW = defineScript<[1, number, number, number] | [0, string, ...string[]]>()({
+  name: 'ERASE_ROW',
+  shebang: '#!lua',
+  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch'],
+  args: ['pk', 'untilMs', 'ttlSeconds', 'cacheVersionTtlSeconds', 'sealedCount'],
+  body: `
 local function expectType(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
 end
-local tag = KEYS[1]
-local pk = ARGV[1]
-if not (string.match(ARGV[2], '^%d+$') and string.match(ARGV[3], '^[1-9]%d*$')) then
+if not (string.match(A.untilMs, '^%d+$') and string.match(A.ttlSeconds, '^[1-9]%d*$')) then
   return redis.error_reply('TALLY_ERR_ARGUMENT until and ttl must be positive integers')
 end
+-- The bucket layout the caller declared keys for: the sealed seqs, then the open one ('' = none).
+local sealed = redis.call('LRANGE', K.sealed, 0, -1)
+local epoch = redis.call('GET', K.epoch) or ''
+local n = tonumber(A.sealedCount)
+local same = #sealed == n and epoch == (ARGV[AR + n] or '')
+for j = 1, n do same = same and sealed[j] == ARGV[AR + j - 1] end
+if not same then
+  local stale = {0, epoch}
+  for _, seq in ipairs(sealed) do table.insert(stale, seq) end
+  return stale
+end
 -- Read phase.
-local erasedKey = tag .. '${S.erased}'
-local outbox = tag .. '${S.outbox}' .. pk
-local cacheKey = tag .. '${S.cache}' .. pk
-local versionKey = tag .. '${S.cacheVersion}' .. pk
-local countsKey = tag .. '${S.counts}'
-expectType(erasedKey, 'hash')
-expectType(tag .. '${S.dirty}', 'zset')
-expectType(tag .. '${S.due}', 'zset')
-expectType(countsKey, 'hash')
-local outboxFields = redis.call('HLEN', outbox)
-local entries = redis.call('HGET', countsKey, 'entries')
+expectType(K.erased, 'hash')
+expectType(K.dirty, 'zset')
+expectType(K.due, 'zset')
+expectType(K.counts, 'hash')
+local outboxFields = redis.call('HLEN', K.outbox)
+local entries = redis.call('HGET', K.counts, 'entries')
 if entries and not (string.match(entries, '^-?%d+$') and #entries < 16) then
-  return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. countsKey .. ' entries is not an integer')
+  return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer')
 end
-local version = redis.call('GET', versionKey)
+local version = redis.call('GET', K.cacheVersion)
 if version and not (string.match(version, '^%d+$') and #version < 16) then
-  return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. versionKey .. ' is not a cache version')
+  return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.cacheVersion .. ' is not a cache version')
 end
-local seqs = redis.call('LRANGE', tag .. '${S.sealed}', 0, -1)
-local epoch = redis.call('GET', tag .. '${S.epoch}')
-if epoch then table.insert(seqs, epoch) end
-local buckets = {}
 local bucketFields = 0
-for _, seq in ipairs(seqs) do
-  local key = tag .. '${S.bucket}' .. seq .. ':' .. pk
-  local n = redis.call('HLEN', key)
-  expectType(tag .. '${S.rows}' .. seq, 'set')
-  bucketFields = bucketFields + n
-  table.insert(buckets, {key, tag .. '${S.rows}' .. seq})
+for k = KR, #KEYS, 2 do
+  bucketFields = bucketFields + redis.call('HLEN', KEYS[k])
+  expectType(KEYS[k + 1], 'set')
 end
-local cached = redis.call('EXISTS', cacheKey)
-local ttl = redis.call('TTL', erasedKey)
+local cached = redis.call('EXISTS', K.cache)
+local ttl = redis.call('TTL', K.erased)
 -- Write phase: commands that cannot fail on the keys checked above.
-redis.call('HSET', erasedKey, pk, ARGV[2])
-if ttl < tonumber(ARGV[3]) then redis.call('EXPIRE', erasedKey, ARGV[3]) end
-redis.call('DEL', outbox, cacheKey)
-for _, b in ipairs(buckets) do
-  redis.call('DEL', b[1])
-  redis.call('SREM', b[2], pk)
+redis.call('HSET', K.erased, A.pk, A.untilMs)
+if ttl < tonumber(A.ttlSeconds) then redis.call('EXPIRE', K.erased, A.ttlSeconds) end
+redis.call('DEL', K.outbox, K.cache)
+for k = KR, #KEYS, 2 do
+  redis.call('DEL', KEYS[k])
+  redis.call('SREM', KEYS[k + 1], A.pk)
 end
-redis.call('ZREM', tag .. '${S.dirty}', pk)
-redis.call('ZREM', tag .. '${S.due}', pk)
-redis.call('INCR', versionKey)
-redis.call('EXPIRE', versionKey, 172800)
-if redis.call('ZCARD', tag .. '${S.dirty}') == 0 then
-  redis.call('HDEL', countsKey, 'entries')
+redis.call('ZREM', K.dirty, A.pk)
+redis.call('ZREM', K.due, A.pk)
+redis.call('INCR', K.cacheVersion)
+redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
+if redis.call('ZCARD', K.dirty) == 0 then
+  redis.call('HDEL', K.counts, 'entries')
 elseif entries then
-  redis.call('HSET', countsKey, 'entries', string.format('%d', math.max(0, tonumber(entries) - outboxFields)))
+  redis.call('HSET', K.counts, 'entries', string.format('%d', math.max(0, tonumber(entries) - outboxFields)))
 end
-return {outboxFields, bucketFields, cached}
-`;
+return {1, outboxFields, bucketFields, cached}
+`,
+});
+
+/** How long a row's cache version outlives its last bump (as BucketStore's default). */
+const CACHE_VERSION_TTL_SECONDS = 2 * 86_400;
 
 /** What erasing one row removed from Redis. */
 export interface RowErasure {
@@ -95,7 +105,6 @@ export class BucketEraser {
   constructor(opts: { redis: Redis | Cluster; buckets: BucketStore }) {
     this.redis = opts.redis;
     this.buckets = opts.buckets;
-    if (!('tallyERASE_ROW' in this.redis)) this.redis.defineCommand('tallyERASE_ROW', { lua: ERASE_ROW, numberOfKeys: 1 });
   }
 
   /** Sets (or renews) the store's tombstone: from now on every writing script of the store is a no-op. */
@@ -140,7 +149,33 @@ export class BucketEraser {
    * row's DynamoDB items are deleted: a query that read them in between may have cached them.
    */
   async eraseRow(store: string, pk: string, opts: { until: number; ttlSeconds: number }): Promise<RowErasure> {
-    const [outbox, bucket, cached] = (await (this.redis as any).tallyERASE_ROW(this.buckets.keys.tag(store), pk, Math.ceil(opts.until), opts.ttlSeconds)) as [number, number, number];
-    return { outboxEntries: Number(outbox), bucketEntries: Number(bucket), cachedHistory: Number(cached) === 1 };
+    const k = this.buckets.keys;
+    const keys = {
+      erased: k.erased(store),
+      outbox: k.outbox(store, pk),
+      cache: k.cache(store, pk),
+      cacheVersion: k.cacheVersion(store, pk),
+      counts: k.counts(store),
+      dirty: k.dirty(store),
+      due: k.due(store),
+      sealed: k.sealed(store),
+      epoch: k.epoch(store),
+    };
+    let layout = { epoch: (await this.redis.get(keys.epoch)) ?? '', sealed: await this.redis.lrange(keys.sealed, 0, -1) };
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const seqs = layout.epoch === '' ? layout.sealed : [...layout.sealed, layout.epoch];
+      const r = await runScript(
+        this.redis,
+        ERASE_ROW,
+        keys,
+        { pk, untilMs: Math.ceil(opts.until), ttlSeconds: opts.ttlSeconds, cacheVersionTtlSeconds: CACHE_VERSION_TTL_SECONDS, sealedCount: layout.sealed.length },
+        { keys: seqs.flatMap((seq) => [k.bucket(store, seq, pk), k.bucketRows(store, seq)]), args: [...layout.sealed, layout.epoch] },
+      );
+      if (r[0] === 1) return { outboxEntries: Number(r[1]), bucketEntries: Number(r[2]), cachedHistory: Number(r[3]) === 1 };
+      const [, epoch, ...sealed] = r;
+      layout = { epoch, sealed };
+    }
+    throw new Error(`store ${store}: the bucket layout moved 10 times during one erasure`);
   }
+
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { errorSchema, isoSchema } from './common.schema';
+import { isoSchema, problemSchema as errorSchema } from './common.schema';
 
 // The admin API: a store's own administration with an `admin`-scope key (/v1/admin/…, DELETE /v1/visitors/{id}),
 // and the operator's (/v1/operator/…) with the operator credential of the configuration (ADMIN_OPERATOR_TOKEN).
