@@ -202,6 +202,11 @@ export class BucketStore {
     throw new Error(`store ${store}: the open bucket moved ${STALE_RETRIES + 1} times during one apply`);
   }
 
+  /** Whether the store was deleted: its tombstone is there (for the dedupe window after the deletion). */
+  async storeDeleted(store: string): Promise<boolean> {
+    return (await this.redis.exists(this.keys.tombstone(store))) === 1;
+  }
+
   /** The store's work-set shard. */
   shardOf(store: string): number {
     return storeShard(store, this.shards);

@@ -112,10 +112,6 @@ export class BucketEraser {
     await this.redis.set(this.buckets.keys.tombstone(store), String(Date.now()), 'EX', ttlSeconds);
   }
 
-  async storeDeleted(store: string): Promise<boolean> {
-    return (await this.redis.exists(this.buckets.keys.tombstone(store))) === 1;
-  }
-
   /**
    * Deletes every key of the store but its tombstone (buckets, outboxes, dedupe records, caches, rankings, counts)
    * and takes the store out of its work-set shard. Returns the number of keys deleted. Idempotent.

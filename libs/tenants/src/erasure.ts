@@ -71,9 +71,9 @@ const PAGE = 500;
 /**
  * Deletes a store and everything of it: the tenant, its API keys, every DynamoDB item of every entity, every
  * Redis key, and its queued and failed jobs. In order, so that nothing is re-created:
- * 1. the tenant is marked `deletingAt` (every app then treats the store as unknown, within its cache TTL) and the
- *    Redis tombstone is set (every script of the store becomes a no-op: late batches and in-flight flushes
- *    write nothing);
+ * 1. the Redis tombstone is set (every script of the store becomes a no-op: late batches and in-flight flushes
+ *    write nothing, and the aggregator drops a batch of the store rather than failing it) and the tenant is marked
+ *    `deletingAt` (every app then treats the store as unknown, within its cache TTL);
  * 2. its API keys are deleted, its queued and failed jobs removed, and its running jobs waited for;
  * 3. its Redis keys and DynamoDB items are deleted, the Redis keys once more (whatever a job finishing in
  *    between left), then the tenant.
@@ -84,6 +84,8 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   const { db } = deps;
   const now = deps.now ?? Date.now;
   if (!(await getTenant(db, store))) throw notFound(store);
+  // The tombstone first: from the moment the tenant looks deleted, a batch of the store is dropped, not failed.
+  await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
   await db.dynamo.send(
     new UpdateItemCommand({
       TableName: db.table,
@@ -92,7 +94,6 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
       ExpressionAttributeValues: { ':at': S(new Date(now()).toISOString()) },
     }),
   );
-  await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
 
   // API keys: the key items go now (a key stops working within the apps' key cache TTL); their listings below.
   const tenantItems = await queryAll(db, tenantPk(store));
