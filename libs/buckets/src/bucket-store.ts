@@ -252,7 +252,7 @@ export class BucketStore {
     }) as [number, string[], string | null, string | null, string | null];
     let oldestUnfolded = head === null ? undefined : Number(head);
     if (oldestUnfolded === undefined && epoch !== null && (await this.redis.exists(this.keys.bucketRows(store, epoch)))) oldestUnfolded = Number(epoch);
-    return { rows, entries: Number(entries ?? 0), oldestDirty: firstDirty.length === 2 ? Number(firstDirty[1]) : undefined, oldestUnfolded };
+    return { rows, entries: Math.max(0, Number(entries ?? 0)), oldestDirty: firstDirty.length === 2 ? Number(firstDirty[1]) : undefined, oldestUnfolded };
   }
 
   /**
@@ -302,7 +302,7 @@ export class BucketStore {
       due: Number(due),
       dueRows: dueList(dueRows, opts.now),
       sealedRows: sealedRows === 0 ? undefined : sealedRows,
-      backlog: { rows: Number(rows), entries: Number(entries), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) },
+      backlog: { rows: Number(rows), entries: Math.max(0, Number(entries)), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) },
     };
   }
 
@@ -318,8 +318,8 @@ export class BucketStore {
           if (err) throw err;
           return v;
         }) as [Array<string | null>, string[], string[]];
-        out.rows += Number(t[0] ?? 0);
-        out.entries += Number(t[1] ?? 0);
+        out.rows += Math.max(0, Number(t[0] ?? 0));
+        out.entries += Math.max(0, Number(t[1] ?? 0));
         out.oldestDirty = min(out.oldestDirty, d.length === 2 ? Number(d[1]) : undefined);
         out.oldestUnfolded = min(out.oldestUnfolded, u.length === 2 ? Number(u[1]) : undefined);
       }),

@@ -53,14 +53,21 @@ local function expectType(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
 end
--- The store's running count of outbox entries (a gauge, not a count: a plain integer, 0 when absent), or nil
--- when the field holds anything else. Checks the hash's type, so a later HSET/HDEL on it cannot fail.
+-- The store's running count of outbox entries (a gauge, not a count: a plain integer, 0 when absent or below 0 as
+-- an older version could leave it), or nil when the field holds anything else. Checks the hash's type, so a later
+-- HSET/HDEL on it cannot fail.
 local function readEntries(key)
   expectType(key, 'hash')
   local v = redis.call('HGET', key, 'entries')
   if not v then return 0 end
   if not (string.match(v, '^-?%d+$') and #v < 16) then return nil end
-  return tonumber(v)
+  return math.max(0, tonumber(v))
+end
+-- Whether a bucket field (day|metric, limbs day|metric|k) or outbox field (seq|day|metric, limbs seq|...|k) is a
+-- count rather than one of its high limbs: a count has that many bars, a limb one more.
+local function isEntry(field, bars)
+  local _, n = string.gsub(field, '|', '')
+  return n == bars
 end
 `;
 
@@ -228,8 +235,8 @@ return {1, epoch, nextEpoch}
  * not declare refuses the call whole.
  * The outbox fields `<seq>|<bucket field>` are new (only this fold of this bucket writes them), so the copy is
  * an HSET of the bucket's values; an existing one means the layout was broken and the call is refused whole.
- * The store's running count of outbox entries (`entries` in the counts hash) grows by the fields copied.
- * When `seq` is the oldest sealed bucket and no row of it is left, the fold is finished here (as FINISH_FOLD).
+ * The store's running count of outbox entries (`entries` in the counts hash) grows by the counts copied (not their
+ * limbs). When `seq` is the oldest sealed bucket and no row of it is left, the fold is finished here (as FINISH_FOLD).
  * Returns {rows moved, 1 when finished here else 0} and, with report, what is left as VISIT reports it: dirty
  * rows, oldest dirty time or '', outbox entries, oldest sealed seq or '', oldest unfolded seq or '' (the open
  * bucket counts as unfolded when it has data, or when the epoch is no longer `openEpoch`), the due list.
@@ -343,7 +350,9 @@ for _, row in ipairs(rows) do
       redis.call('EXPIRE', rk[1], A.rankTtlSeconds)
     end
     table.insert(folded, row.key)
-    entries = entries + #data / 2
+    for j = 1, #data, 2 do
+      if isEntry(data[j], 1) then entries = entries + 1 end
+    end
     -- As ZADD dirty NX now, then schedule() (see DUE), for all rows at once.
     local first = tonumber(firstDirty[pk])
     if not first then
@@ -458,7 +467,8 @@ return data
  * ACK outbox entries the writer has applied to DynamoDB, in one step with dropping the row's cache entry and
  * bumping its cache version (so no query can store a cache read before this write). When entries remain
  * (folded during the write) the row stays dirty and is rescheduled by its policy. The store's running count of
- * outbox entries drops by the entries deleted (and restarts at 0 whenever the store has no dirty row left).
+ * outbox entries drops by the counts deleted, not their limbs (never below 0, and restarts at 0 whenever the store
+ * has no dirty row left).
  * KEYS: outbox, cacheVersion, cache, dirty, due, counts. ARGV: pk, now, cacheVersionTtlSeconds, policyKind, a, b,
  * then the fields to delete. Returns the number of entries left.
  */
@@ -481,10 +491,11 @@ if version and not (string.match(version, '^%d+$') and #version < 16) then
   return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.cacheVersion .. ' is not a cache version')
 end
 -- Write phase.
+local counts, limbs = {}, {}
+for i = AR, #ARGV do table.insert(isEntry(ARGV[i], 2) and counts or limbs, ARGV[i]) end
 local deleted = 0
-for i = AR, #ARGV, 500 do
-  deleted = deleted + redis.call('HDEL', K.outbox, unpack(ARGV, i, math.min(i + 499, #ARGV)))
-end
+for c = 1, #counts, 500 do deleted = deleted + redis.call('HDEL', K.outbox, unpack(counts, c, math.min(c + 499, #counts))) end
+for c = 1, #limbs, 500 do redis.call('HDEL', K.outbox, unpack(limbs, c, math.min(c + 499, #limbs))) end
 redis.call('DEL', K.cache)
 redis.call('INCR', K.cacheVersion)
 redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
@@ -500,7 +511,7 @@ end
 if redis.call('ZCARD', K.dirty) == 0 then
   redis.call('HDEL', K.counts, 'entries')
 else
-  redis.call('HSET', K.counts, 'entries', string.format('%d', entries - deleted))
+  redis.call('HSET', K.counts, 'entries', string.format('%d', math.max(0, entries - deleted)))
 end
 return left
 `,

@@ -80,6 +80,7 @@ local function expectType(key, want)
 end
 local function int(v) return type(v) == 'string' and string.match(v, '^-?%d+$') ~= nil and #v < 16 end
 local function optInt(v) return v == '' or int(v) end
+local function count(v) return int(v) and string.sub(v, 1, 1) ~= '-' end
 -- Read phase: every argument and every stored number checked, every key's type checked; nothing written yet.
 expectType(K.active, 'zset')
 expectType(K.stats, 'hash')
@@ -96,8 +97,8 @@ local writes = {}
 local out = {}
 for i = AR, #ARGV, 6 do
   local store = ARGV[i]
-  if not (int(ARGV[i + 1]) and int(ARGV[i + 2]) and optInt(ARGV[i + 3]) and optInt(ARGV[i + 4])) then
-    return redis.error_reply('TALLY_ERR_ARGUMENT backlog of ' .. store .. ' is not integers')
+  if not (count(ARGV[i + 1]) and count(ARGV[i + 2]) and optInt(ARGV[i + 3]) and optInt(ARGV[i + 4])) then
+    return redis.error_reply('TALLY_ERR_ARGUMENT backlog of ' .. store .. ' is not non-negative integers')
   end
   local st = seen[store]
   if not st then
@@ -147,7 +148,8 @@ for _, w in ipairs(writes) do
   end
 end
 if #writes > 0 then
-  redis.call('HSET', K.totals, 'rows', string.format('%d', totals[1]), 'entries', string.format('%d', totals[2]))
+  -- Gauges: never below 0, even from totals an older version left inconsistent.
+  redis.call('HSET', K.totals, 'rows', string.format('%d', math.max(0, totals[1])), 'entries', string.format('%d', math.max(0, totals[2])))
 end
 return out
 `,
