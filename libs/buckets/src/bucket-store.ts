@@ -1,5 +1,5 @@
 import { parseOutboxField, REDIS_SUFFIX, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
-import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
+import { flattenRows, type CompiledRules, type FlushPolicy, type RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
@@ -124,14 +124,19 @@ export class BucketStore {
    * Returns whether it was applied (false = duplicate) and the bucket seq.
    */
   async apply(store: string, batchId: string, deltas: RowDeltas, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
-    const args: Array<string | number> = [opts.now, opts.dedupeTtlSeconds, deltas.size];
-    for (const [pk, fields] of deltas) {
-      args.push(pk, fields.size);
-      for (const [field, delta] of fields) args.push(field, delta.toString());
-    }
+    return this.applyRows(store, batchId, flattenRows(deltas), opts);
+  }
+
+  /**
+   * apply() for deltas already flat (FlatRows of libs/queues: per row, pk, field count, then field and delta
+   * pairs), as the collector puts them in a job: passed to the script as they are.
+   */
+  async applyRows(store: string, batchId: string, rows: ReadonlyArray<string | number>, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
+    let rowCount = 0;
+    for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) rowCount++;
     let reply: [number, string];
     try {
-      reply = await this.cmd['APPLY']!(this.keys.tag(store), this.keys.batch(store, batchId), ...args);
+      reply = await this.cmd['APPLY']!(this.keys.tag(store), this.keys.batch(store, batchId), opts.now, opts.dedupeTtlSeconds, rowCount, ...rows);
     } catch (err) {
       const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;
       if (code) throw new BucketsError(code, `batch ${batchId} of store ${store} not applied (nothing written): ${(err as Error).message}`, { cause: err });
