@@ -104,7 +104,7 @@ export async function measureFreshness(ctx: FigureContext): Promise<FreshnessFig
 }
 
 /** One probe: POST one view of `product`, then poll its series until it shows 1. */
-async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
+export async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
   const collector = fleet.app('collector').url;
   const query = fleet.app('query-api').url;
   const keys = fleet.keys[PROBE_STORE]!;

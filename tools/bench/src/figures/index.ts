@@ -4,9 +4,10 @@ import { collectorIngest } from './collector-ingest';
 import { drainFigure } from './drain';
 import { freshnessFigure } from './freshness';
 import { ingestE2eFigure } from './ingest-e2e';
+import { postgresPeerFigure } from './postgres-peer';
 import { queryFigure } from './query';
 import { scaleFigure } from './scale';
 import { writeCostFigure } from './write-cost';
 
 /** Every figure `npm run bench` knows, in run order. Add a figure here. */
-export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure];
+export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, postgresPeerFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure];

@@ -21,9 +21,9 @@ const LOADS = [
  * rate measured is one the pipeline sustains, not a backlog growing), high enough that it never runs dry while
  * refused senders wait their retry (at most 250 ms).
  */
-const MAX_QUEUE_DEPTH = 100;
+export const MAX_QUEUE_DEPTH = 100;
 
-interface E2eRun {
+export interface E2eRun {
   batch: number;
   concurrency: number;
   seconds: number;
@@ -137,7 +137,7 @@ export function beforeAfterRatios(rounds: ReadonlyArray<{ before: E2eRun; after:
   return { cpu: afterCpuMs / beforeCpuMs, rate: sum((r) => r.after.appliedPerSecond) / sum((r) => r.before.appliedPerSecond), beforeCpuMs, afterCpuMs };
 }
 
-async function measureLoad(
+export async function measureLoad(
   ctx: FigureContext,
   fleet: Fleet,
   opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number },
@@ -288,7 +288,7 @@ export const ingestE2eFigure: Figure = {
 };
 
 /** CPU ms of collector, aggregator and redis-server per 1000 events applied: the cost, whatever the machine's load. */
-const tallyCpuMs = (r: E2eRun) => ((r.cpu.collector + r.cpu.aggregator + r.cpu.redis) * 1_000_000) / Math.max(1, r.appliedPerSecond);
+export const tallyCpuMs = (r: E2eRun) => ((r.cpu.collector + r.cpu.aggregator + r.cpu.redis) * 1_000_000) / Math.max(1, r.appliedPerSecond);
 
 function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>): string[] {
   const r = beforeAfterRatios(b.rounds);
