@@ -1,6 +1,8 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
-import { eventsJobSchema, type EventsJob } from '@tally/queues';
+import { redisKeys } from '@tally/key-layout';
+import { eventsJobSchema } from '@tally/queues';
 import { rollup, RulesError, type CompiledRules } from '@tally/schema';
+import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { AggregatorMetrics } from './aggregator-metrics';
@@ -8,8 +10,13 @@ import type { AggregatorMetrics } from './aggregator-metrics';
 export interface EventsProcessorDeps {
   buckets: BucketStore;
   rules: CompiledRules;
-  /** The store's IANA time zone; throws when it cannot be known right now (tenant directory unreachable). */
-  timeZoneOf: (store: string) => Promise<string>;
+  /**
+   * The store's IANA time zone, or undefined when the store has no tenant (the batch is refused); throws when it
+   * cannot be known right now (tenant directory unreachable: the batch waits).
+   */
+  timeZoneOf: (store: string) => Promise<string | undefined>;
+  /** Marks a store refused as unknown, for @tally/client (see unknownStoreMarks). */
+  unknownStores?: Pick<UnknownStoreMarks, 'mark'>;
   dedupeTtlSeconds: number;
   metrics: AggregatorMetrics;
   log: Logger;
@@ -21,10 +28,49 @@ export interface EventsProcessorDeps {
 /** Longest wait between attempts while the time zone cannot be resolved; the job never fails for it. */
 const MAX_WAIT_MS = 30_000;
 
+export interface UnknownStoreMarks {
+  /** Sets the store's mark (the time of the refusal; it expires): clients refuse the store at once meanwhile. */
+  mark(store: string): Promise<void>;
+  /** Lifts it: the store has a tenant now. */
+  clear(store: string): Promise<void>;
+}
+
+/** The marks @tally/client reads (libs/key-layout `unknownStore`), each kept `ttlMs`. */
+export function unknownStoreMarks(
+  redis: { set(key: string, value: string, px: 'PX', ms: number): Promise<unknown>; del(key: string): Promise<unknown> },
+  prefix: string,
+  ttlMs: number,
+  now: () => number = Date.now,
+): UnknownStoreMarks {
+  const keys = redisKeys(prefix);
+  return {
+    mark: async (store) => void (await redis.set(keys.unknownStore(store), String(now()), 'PX', ttlMs)),
+    clear: async (store) => void (await redis.del(keys.unknownStore(store))),
+  };
+}
+
+/**
+ * The aggregator's timeZoneOf: the tenant's zone from the cached directory. A store the cache does not know (or
+ * knows as unknown) is looked up again in DynamoDB before its batch is refused, so a tenant created a moment ago
+ * is seen. The first time this process finds a store's tenant it lifts the store's mark, so a tenant created
+ * after a refusal is accepted by the clients again as soon as its first batch is replayed.
+ */
+export function tenantTimeZones(directory: Pick<TenantDirectory, 'tenant'>, marks: Pick<UnknownStoreMarks, 'clear'>, maxSeen = 100_000) {
+  const seen = new Set<string>();
+  return async (store: string): Promise<string | undefined> => {
+    const tenant = (await directory.tenant(store)) ?? (await directory.tenant(store, { fresh: true }));
+    if (tenant && !seen.has(store)) {
+      await marks.clear(store);
+      if (seen.size >= maxSeen) seen.clear();
+      seen.add(store);
+    }
+    return tenant?.timeZone;
+  };
+}
+
 /**
  * Applies one events batch to the store's open bucket: roll up by the rules in the store's time zone (unless the
- * collector did: a `rows` batch), then
- * one atomic, deduplicated Lua call. A redelivered batch (retry, stalled job, replay) is a no-op.
+ * collector did: a `rows` batch), then one atomic, deduplicated Lua call. A redelivered batch (retry, stalled job, replay) is a no-op.
  */
 export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, token?: string) => {
   const parsed = eventsJobSchema.safeParse(job.data);
@@ -36,10 +82,55 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   const { store, batchId, events, rows, count } = parsed.data;
   const started = performance.now();
   const eventCount = rows ? count! : events!.length;
-  const applyOpts = { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds };
-  // A batch the collector rolled up (in the store's zone, by the same rules) goes to the script as it is.
-  const r = rows ? await applyOrRefuse(() => deps.buckets.applyRows(store, batchId, rows, applyOpts)) : await rollUpAndApply(events!);
-  if (!r) throw new DelayedError();
+
+  let tz: string | undefined;
+  try {
+    tz = await deps.timeZoneOf(store);
+  } catch (err) {
+    const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
+    const delay = Math.min(MAX_WAIT_MS, 500 * 2 ** Math.min(waits, 10)) * (0.5 + Math.random() / 2);
+    deps.log.warn({ jobId: job.id, store, err: (err as Error).message, delayMs: Math.round(delay) }, 'time zone unknown for now; batch waits');
+    await job.moveToDelayed(Date.now() + delay, token);
+    throw new DelayedError();
+  }
+  if (tz === undefined) {
+    // Never counted under a phantom store: the batch goes whole to the failed set, to be replayed once the
+    // tenant exists (npm run dlq), and the clients refuse the store at once for a while.
+    await deps.unknownStores?.mark(store);
+    deps.metrics.batchesRejected.inc({ reason: 'unknown_store' });
+    deps.log.error({ jobId: job.id, store, batchId }, 'batch for a store with no tenant refused; it goes to the failed set');
+    throw new UnrecoverableError(`unknown store ${store}: it has no tenant; batch ${batchId} not applied (nothing written). Create the tenant, then replay this job`);
+  }
+
+  // A batch the collector rolled up (in the store's zone, by the same rules) goes to the script as it is; the
+  // tenant check above still applies to it.
+  let deltas;
+  if (!rows) {
+    try {
+      deltas = rollup(deps.rules, store, tz, events!);
+    } catch (err) {
+      if (err instanceof RulesError) {
+        deps.metrics.batchesRejected.inc({ reason: 'rules' });
+        throw new UnrecoverableError(`batch ${batchId}: ${err.message}`);
+      }
+      throw err;
+    }
+  }
+
+  let r;
+  try {
+    const applyOpts = { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds };
+    r = deltas ? await deps.buckets.apply(store, batchId, deltas, applyOpts) : await deps.buckets.applyRows(store, batchId, rows!, applyOpts);
+  } catch (err) {
+    // The apply script refused the whole batch before writing anything (a sum past 38 digits, a corrupt count):
+    // retrying cannot help, so the batch goes whole to the failed set with the reason.
+    if (err instanceof BucketsError) {
+      deps.metrics.batchesRejected.inc({ reason: err.code === 'TALLY_ERR_SUM_OVERFLOW' ? 'overflow' : 'redis_state' });
+      deps.log.error({ jobId: job.id, store, batchId, code: err.code, err: err.message }, 'batch refused whole; it goes to the failed set');
+      throw new UnrecoverableError(err.message);
+    }
+    throw err;
+  }
   // After the apply, duplicates too (a crash between the two is retried): the sealer's work set must see every
   // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired.
   await deps.buckets.registerStore(store);
@@ -53,46 +144,4 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   }
   deps.metrics.applySeconds.observe((performance.now() - started) / 1000);
   return { applied: r.applied, seq: r.seq, events: eventCount };
-
-  /** Rolls the events up in the store's zone and applies them; undefined when the job was moved to delayed. */
-  async function rollUpAndApply(events: NonNullable<EventsJob['events']>): Promise<{ applied: boolean; seq: number } | undefined> {
-    let tz: string;
-    try {
-      tz = await deps.timeZoneOf(store);
-    } catch (err) {
-      const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
-      const delay = Math.min(MAX_WAIT_MS, 500 * 2 ** Math.min(waits, 10)) * (0.5 + Math.random() / 2);
-      deps.log.warn({ jobId: job.id, store, err: (err as Error).message, delayMs: Math.round(delay) }, 'time zone unknown for now; batch waits');
-      await job.moveToDelayed(Date.now() + delay, token);
-      return undefined;
-    }
-
-    let deltas;
-    try {
-      deltas = rollup(deps.rules, store, tz, events);
-    } catch (err) {
-      if (err instanceof RulesError) {
-        deps.metrics.batchesRejected.inc({ reason: 'rules' });
-        throw new UnrecoverableError(`batch ${batchId}: ${err.message}`);
-      }
-      throw err;
-    }
-
-    return applyOrRefuse(() => deps.buckets.apply(store, batchId, deltas, applyOpts));
-  }
-
-  async function applyOrRefuse(apply: () => Promise<{ applied: boolean; seq: number }>): Promise<{ applied: boolean; seq: number }> {
-    try {
-      return await apply();
-    } catch (err) {
-      // The apply script refused the whole batch before writing anything (a sum past 38 digits, a corrupt count):
-      // retrying cannot help, so the batch goes whole to the failed set with the reason.
-      if (err instanceof BucketsError) {
-        deps.metrics.batchesRejected.inc({ reason: err.code === 'TALLY_ERR_SUM_OVERFLOW' ? 'overflow' : 'redis_state' });
-        deps.log.error({ jobId: job.id, store, batchId, code: err.code, err: err.message }, 'batch refused whole; it goes to the failed set');
-        throw new UnrecoverableError(err.message);
-      }
-      throw err;
-    }
-  }
 };
