@@ -130,7 +130,7 @@ async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
 }
 
 /** Over the rounds: after's CPU ms per 1000 events (collector + aggregator + Redis) over before's, and events/s alike. */
-export function beforeAfterRatios(rounds: ReadonlyArray<{ before: E2eRun; after: E2eRun }>): { cpu: number; rate: number; beforeCpuMs: number; afterCpuMs: number } {
+function beforeAfterRatios(rounds: ReadonlyArray<{ before: E2eRun; after: E2eRun }>): { cpu: number; rate: number; beforeCpuMs: number; afterCpuMs: number } {
   const sum = (pick: (r: { before: E2eRun; after: E2eRun }) => number) => rounds.reduce((a, r) => a + pick(r), 0);
   const beforeCpuMs = sum((r) => tallyCpuMs(r.before)) / rounds.length;
   const afterCpuMs = sum((r) => tallyCpuMs(r.after)) / rounds.length;

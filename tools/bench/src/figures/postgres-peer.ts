@@ -45,7 +45,7 @@ interface Row {
   tallyFreshness: number[];
 }
 
-export interface PostgresPeerFigure {
+interface PostgresPeerFigure {
   rows: Row[];
   pacedRate: number;
   machine: string;
@@ -61,7 +61,7 @@ export interface PostgresPeerFigure {
  * 1000-event batches, CPU per 1,000 events (PostgreSQL: the writer plus the server's processes), and p99 freshness
  * under a steady load.
  */
-export async function measurePostgresPeer(ctx: FigureContext): Promise<PostgresPeerFigure> {
+async function measurePostgresPeer(ctx: FigureContext): Promise<PostgresPeerFigure> {
   const windowMs = ctx.quick ? 2_000 : 15_000;
   const pacedMs = ctx.quick ? 2_000 : 10_000;
   const pacedRate = ctx.quick ? 2_000 : 10_000;
