@@ -32,6 +32,8 @@ export interface Principal {
   store: string;
   scopes: Scope[];
   timeZone: string;
+  /** The store's own ingest budget (events per second), when its tenant record sets one. */
+  ingestEventsPerSecond?: number;
   /** Months of visitor history the store keeps; undefined = for ever. */
   historyMonths?: number;
 }
@@ -53,6 +55,8 @@ export interface DirectoryTenant {
   timeZone: string;
   /** Months of visitor history kept; undefined = for ever. */
   historyMonths?: number;
+  /** The store's own ingest budget (events per second), when its tenant record sets one. */
+  ingestEventsPerSecond?: number;
 }
 
 interface KeyRecord {
@@ -90,9 +94,14 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       new GetItemCommand({ TableName: opts.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
     );
     if (!out.Item) return undefined;
-    const { timeZone, historyMonths, deletingAt } = tenantOf(store, out.Item);
+    const { timeZone, ingestEventsPerSecond, historyMonths, deletingAt } = tenantOf(store, out.Item);
     if (deletingAt) return undefined; // a store being deleted is unknown
-    return historyMonths === undefined ? { store, timeZone } : { store, timeZone, historyMonths };
+    return {
+      store,
+      timeZone,
+      ...(ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond }),
+      ...(historyMonths === undefined ? {} : { historyMonths }),
+    };
   });
 
   function cache<V>(kind: 'key' | 'tenant', fetch: (id: string) => Promise<V>) {
@@ -170,9 +179,13 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       if (!record || record.revoked) return undefined;
       const tenant = await tenants(record.store);
       if (!tenant) return undefined;
-      const principal: Principal = { store: record.store, scopes: [...record.scopes], timeZone: tenant.timeZone };
-      if (tenant.historyMonths !== undefined) principal.historyMonths = tenant.historyMonths;
-      return principal;
+      return {
+        store: record.store,
+        scopes: [...record.scopes],
+        timeZone: tenant.timeZone,
+        ...(tenant.ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond: tenant.ingestEventsPerSecond }),
+        ...(tenant.historyMonths === undefined ? {} : { historyMonths: tenant.historyMonths }),
+      };
     },
     async tenant(store, topts) {
       if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) return undefined;

@@ -10,6 +10,7 @@ export {
   listTenants,
   MAX_HISTORY_MONTHS,
   revokeKey,
+  setIngestBudget,
   setTimeZone,
   updateTenant,
   type KeyInfo,
