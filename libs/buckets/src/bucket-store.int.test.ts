@@ -1,10 +1,9 @@
-import { startRedis, type RedisHandle } from '@tally/testing';
+import { useRedis } from '@tally/testing/vitest';
 import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import { BucketStore, type Entry } from './index';
 
-let server: RedisHandle;
 let redis: Redis;
 let store: BucketStore;
 const rules = compileRules({
@@ -20,18 +19,13 @@ const deltas = (rows: Record<string, Record<string, number>>): RowDeltas =>
   new Map(Object.entries(rows).map(([pk, f]) => [pk, new Map(Object.entries(f))]));
 const sum = (entries: Entry[], metric = 'v') => entries.filter((e) => e.metric === metric).reduce((s, e) => s + e.value, 0n);
 
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-  store = new BucketStore({ redis, rules, prefix: 't' });
-});
-afterAll(async () => {
-  await redis?.quit();
-  await server?.stop();
-});
-beforeEach(async () => {
-  await redis.flushall();
-});
+useRedis(
+  (r) => {
+    redis = r;
+    store = new BucketStore({ redis, rules, prefix: 't' });
+  },
+  { flushEachTest: true },
+);
 
 describe('apply', () => {
   it('applies a batch once; a redelivered batch id is a no-op', async () => {

@@ -1,11 +1,10 @@
 import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
-import { startRedis, type RedisHandle } from '@tally/testing';
+import { useRedis } from '@tally/testing/vitest';
 import fc from 'fast-check';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import { BucketsError, BucketStore } from './index';
 
-let server: RedisHandle;
 let redis: Redis;
 let store: BucketStore;
 const rules = compileRules({
@@ -42,18 +41,13 @@ const total = async (pk: string, metric: string) => {
   return row!.entries.filter((e) => e.metric === metric).reduce((s, e) => s + e.value, 0n);
 };
 
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-  store = new BucketStore({ redis, rules, prefix: 't' });
-});
-afterAll(async () => {
-  await redis?.quit();
-  await server?.stop();
-});
-beforeEach(async () => {
-  await redis.flushall();
-});
+useRedis(
+  (r) => {
+    redis = r;
+    store = new BucketStore({ redis, rules, prefix: 't' });
+  },
+  { flushEachTest: true },
+);
 
 describe('sums beyond 64 bits (issue: 300 batches of 1000 maximum orders)', () => {
   it('keeps 300 x 1000 x 1000000000000.00 exact in the open bucket and through seal and fold', async () => {
