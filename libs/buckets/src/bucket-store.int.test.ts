@@ -1,31 +1,20 @@
-import { useRedis } from '@tally/testing/vitest';
-import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
+import type { RowDeltas } from '@tally/schema';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { BucketStore, type Entry } from './index';
+import { useBucketStore } from './test-store';
 
 let redis: Redis;
 let store: BucketStore;
-const rules = compileRules({
-  ...defaultRules,
-  entities: {
-    store: { key: [], flush: { kind: 'bucket' } },
-    product: { key: ['product'], flush: { kind: 'every', minutes: 60 }, rank: true },
-    visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1440 } },
-  },
-});
 
 const deltas = (rows: Record<string, Record<string, number>>): RowDeltas =>
   new Map(Object.entries(rows).map(([pk, f]) => [pk, new Map(Object.entries(f))]));
 const sum = (entries: Entry[], metric = 'v') => entries.filter((e) => e.metric === metric).reduce((s, e) => s + e.value, 0n);
 
-useRedis(
-  (r) => {
-    redis = r;
-    store = new BucketStore({ redis, rules, prefix: 't' });
-  },
-  { flushEachTest: true },
-);
+useBucketStore((s, r) => {
+  store = s;
+  redis = r;
+});
 
 describe('apply', () => {
   it('applies a batch once; a redelivered batch id is a no-op', async () => {
