@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import { BucketStore } from './bucket-store';
 
 /** The rules of the BucketStore tests: one entity per flush policy, products ranked. */
-const testRules = compileRules({
+export const testRules = compileRules({
   ...defaultRules,
   entities: {
     store: { key: [], flush: { kind: 'bucket' } },

@@ -1,7 +1,7 @@
 /**
  * Redis key names. Every key of one store shares the hash tag `{store}`, so each Lua script touches a single
- * slot and the layout can move to Redis Cluster. Scripts receive the store's tag prefix as KEYS[1] and append
- * the suffixes below; keep the two in step through REDIS_SUFFIX.
+ * slot and the layout can move to Redis Cluster. Scripts build no key names: BucketStore names every key a script
+ * touches with the functions below and passes it in KEYS.
  *
  *   <p>:{S}:epoch            seq of the open bucket (ms timestamp at which it opened; monotonic)
  *   <p>:{S}:b:<seq>:<pk>     bucket hash of one row: `<dayKey>|<metric>` -> integer
@@ -16,6 +16,8 @@
  *   <p>:{S}:v:<pk>           cache version, bumped by the writer in the step that deletes outbox entries
  *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), from folds
  *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
+ *   <p>:{S}:unknown          set by the aggregator when it refused a batch because the store has no tenant (the
+ *                            time, ms; expires): @tally/client refuses the store at once while it lasts
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
  *   <p>:{<p>:wW}:active      zset store -> mark (bumped after every apply): stores with anything not yet written
@@ -38,6 +40,7 @@ export const REDIS_SUFFIX = {
   cacheVersion: 'v:',
   rank: 'k:',
   counts: 'n',
+  unknown: 'unknown',
 } as const;
 
 /** Suffixes of a work-set shard's keys (`<p>:{<p>:wW}:` + suffix). */
@@ -65,7 +68,7 @@ export function storeShard(store: string, shards: number): number {
 }
 
 export interface RedisKeys {
-  /** `<p>:{S}:` — KEYS[1] of every store script. */
+  /** `<p>:{S}:` — the prefix of every key of the store. */
   tag(store: string): string;
   epoch(store: string): string;
   bucket(store: string, seq: number | string, pk: string): string;
@@ -80,6 +83,8 @@ export interface RedisKeys {
   cacheVersion(store: string, pk: string): string;
   rank(store: string, dayKey: string, metric: string, entity: string): string;
   counts(store: string): string;
+  /** The mark of a store refused as unknown (no tenant), read by @tally/client. */
+  unknownStore(store: string): string;
   /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
   work(shard: number): string;
 }
@@ -102,6 +107,7 @@ export function redisKeys(prefix = 't'): RedisKeys {
     cacheVersion: (s, pk) => tag(s) + S.cacheVersion + pk,
     rank: (s, day, metric, entity) => `${tag(s)}${S.rank}${day}:${metric}:${entity}`,
     counts: (s) => tag(s) + S.counts,
+    unknownStore: (s) => tag(s) + S.unknown,
     work: (shard) => `${prefix}:{${prefix}:w${shard}}:`,
   };
 }

@@ -46,7 +46,7 @@ export interface AggregatorFigure {
 async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFigure> {
   const redisServer = await startRedis({ appendonly: true, appendfsync: 'everysec' });
   const dyn = await startDynalite();
-  const table = await createTestTable(dyn.endpoint);
+  const table = await createTestTable(dyn.endpoint, { tenants: ['BENCH'] });
   const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
   const queues = createQueues(redis);
   const eventsPerBatch = Math.min(1000, MAX_EVENTS_PER_JOB);
