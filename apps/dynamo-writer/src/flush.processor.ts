@@ -27,6 +27,8 @@ export interface FlushDeps {
   maxBackoffMs: number;
   now?: () => number;
   crash?: (point: string) => void;
+  /** The TTL of the row's items (visitor rows of a store with a history retention); undefined = none. */
+  expiryOf?: (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined>;
 }
 
 /**
@@ -51,8 +53,13 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     return { updates: 0, entries: 0 };
   }
   try {
+    const expiresAt = await deps.expiryOf?.(store, pk);
     const r = await writeRow(
-      { ...deps.dynamo, afterUpdate: deps.crash ? () => deps.crash!('writer:after-update') : deps.dynamo.afterUpdate },
+      {
+        ...deps.dynamo,
+        afterUpdate: deps.crash ? () => deps.crash!('writer:after-update') : deps.dynamo.afterUpdate,
+        ...(expiresAt ? { expiresAt } : {}),
+      },
       pk,
       outbox.entries,
     );

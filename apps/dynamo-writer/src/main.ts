@@ -4,6 +4,7 @@ import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableErr
 import { crashPoints, createLogger, createMetrics, installShutdown, logEmitterErrors, queueDepthMetrics, startOpsServer } from '@tally/observability';
 import { allQueues, closeQueues, createQueues, createRedisConnection, createShardWorkers, QUEUE, QUEUE_SETTINGS, type QueueLayout } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
+import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
 import { createWriterMetrics, flushProcessor } from './flush.processor';
 
 // Composition root of the DynamoDB writer: one flush job per row, one UpdateItem per DynamoDB item.
@@ -43,6 +44,8 @@ const workers = createShardWorkers(
     log,
     maxBackoffMs: config.WRITER_MAX_BACKOFF_MS,
     crash: config.TALLY_CRASH_POINT ? crash : undefined,
+    // Visitor rows of stores with a history retention carry a DynamoDB TTL (the tenant looked up, cached a minute).
+    expiryOf: visitorExpiry(createTenantDirectory({ dynamo: client, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log })),
   }),
   layout,
   {

@@ -176,7 +176,7 @@ export class BucketStore {
    * Applies a batch's deltas to the store's open bucket, at most once per batch id within the dedupe window.
    * Returns whether it was applied (false = duplicate) and the bucket seq.
    */
-  async apply(store: string, batchId: string, deltas: RowDeltas, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
+  async apply(store: string, batchId: string, deltas: RowDeltas, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     return this.applyRows(store, batchId, flattenRows(deltas), opts);
   }
 
@@ -184,7 +184,12 @@ export class BucketStore {
    * apply() for deltas already flat (FlatRows of libs/queues: per row, pk, field count, then field and delta
    * pairs), as the collector puts them in a job: passed to the script as they are.
    */
-  async applyRows(store: string, batchId: string, rows: ReadonlyArray<string | number>, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
+  async applyRows(
+    store: string,
+    batchId: string,
+    rows: ReadonlyArray<string | number>,
+    opts: { now: number; dedupeTtlSeconds: number },
+  ): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     const pks: string[] = [];
     for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) pks.push(String(rows[i]));
     const args = rows as Array<string | number>;
@@ -192,11 +197,17 @@ export class BucketStore {
     let epoch = this.epochs.get(store) ?? now;
     // Inline rather than withEpoch: the hot path, and its reply resolves without extra hops.
     for (let attempt = 0; attempt <= STALE_RETRIES; attempt++) {
-      let reply: [1, string] | [0, 0] | [-1, string];
+      let reply: [1, string] | [0, 0] | [-1, string] | [2, 0];
       try {
         reply = await this.run(
           APPLY,
-          { epoch: this.keys.epoch(store), dedupe: this.keys.batch(store, batchId), rows: this.keys.bucketRows(store, epoch) },
+          {
+            epoch: this.keys.epoch(store),
+            dedupe: this.keys.batch(store, batchId),
+            rows: this.keys.bucketRows(store, epoch),
+            tombstone: this.keys.tombstone(store),
+            erased: this.keys.erased(store),
+          },
           { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: pks.length },
           { keys: pks.map((pk) => this.keys.bucket(store, epoch, pk)), args },
         );
@@ -205,6 +216,7 @@ export class BucketStore {
         if (code) throw new BucketsError(code, `batch ${batchId} of store ${store} not applied (nothing written): ${(err as Error).message}`, { cause: err });
         throw err;
       }
+      if (reply[0] === 2) return { applied: false, seq: 0, deleted: true }; // the store was deleted (its tombstone)
       if (reply[0] !== -1) {
         if (reply[0] === 1) this.remember(this.epochs, store, reply[1]);
         return { applied: reply[0] === 1, seq: Number(reply[1]) };
@@ -213,6 +225,11 @@ export class BucketStore {
       this.remember(this.epochs, store, epoch);
     }
     throw new Error(`store ${store}: the open bucket moved ${STALE_RETRIES + 1} times during one apply`);
+  }
+
+  /** Whether the store was deleted: its tombstone is there (for the dedupe window after the deletion). */
+  async storeDeleted(store: string): Promise<boolean> {
+    return (await this.redis.exists(this.keys.tombstone(store))) === 1;
   }
 
   /** The store's work-set shard. */
@@ -295,7 +312,7 @@ export class BucketStore {
     opts: { now: number; minAgeMs: number },
   ): Promise<{ sealed: number | undefined; sealedHead: number | undefined; due: number; dueRows: DueRow[]; sealedRows: string[] | undefined; backlog: StoreBacklog }> {
     const [, sealed, head, rows, firstDirty, entries, due, unfolded, , dueRows, sealedRows] = await this.withEpoch<VisitReply>(store, '', async (epoch) => {
-      const keys = { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), dirty: this.keys.dirty(store), counts: this.keys.counts(store), due: this.keys.due(store) };
+      const keys = { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), dirty: this.keys.dirty(store), counts: this.keys.counts(store), due: this.keys.due(store), tombstone: this.keys.tombstone(store) };
       const r = await this.run(VISIT, keys, { now: opts.now, minAgeMs: opts.minAgeMs, epoch, dueLimit: DUE_LIMIT, pksLimit: ROWS_PER_FOLD * 8 });
       if (r[0] === 0) return { stale: r[1] };
       this.remember(this.epochs, store, r[8]);
@@ -341,7 +358,7 @@ export class BucketStore {
   /** Seals the open bucket if it has data and is at least minAgeMs old. Returns the sealed seq. */
   async seal(store: string, opts: { now: number; minAgeMs: number }): Promise<number | undefined> {
     const sealed = await this.withEpoch<string>(store, '', async (epoch) => {
-      const r = await this.run(SEAL, { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store) }, { now: opts.now, minAgeMs: opts.minAgeMs, epoch });
+      const r = await this.run(SEAL, { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), tombstone: this.keys.tombstone(store) }, { now: opts.now, minAgeMs: opts.minAgeMs, epoch });
       if (r[0] === 0) return { stale: r[1] };
       this.remember(this.epochs, store, r[2]);
       return { ok: r[1] };
@@ -373,7 +390,9 @@ export class BucketStore {
         buckets++;
         continue;
       }
-      const done = Number(await this.run(FINISH_FOLD, { sealed: this.keys.sealed(store), rows: this.keys.bucketRows(store, head), folded: this.keys.folded(store) }, { seq: head }));
+      const done = Number(
+        await this.run(FINISH_FOLD, { sealed: this.keys.sealed(store), rows: this.keys.bucketRows(store, head), folded: this.keys.folded(store), tombstone: this.keys.tombstone(store) }, { seq: head }),
+      );
       if (done === 1) buckets++;
       // 0: another folder finished it; -1: rows reappeared in a race with another folder: loop again.
     }
@@ -438,6 +457,7 @@ export class BucketStore {
       folded: this.keys.folded(store),
       epoch: this.keys.epoch(store),
       openRows: this.keys.bucketRows(store, openEpoch),
+      tombstone: this.keys.tombstone(store),
     };
     const a = { seq, now, rankTtlSeconds: this.rankTtlSeconds, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, rowCount: pks.length };
     return this.run(FOLD, c, a, { keys, args });
@@ -453,7 +473,7 @@ export class BucketStore {
 
   /** The writer's read: the row's outbox entries of completely folded buckets. */
   async readOutbox(store: string, pk: string): Promise<OutboxRead> {
-    const flat = await this.run(READ_OUTBOX, { folded: this.keys.folded(store), outbox: this.keys.outbox(store, pk) }, {});
+    const flat = await this.run(READ_OUTBOX, { folded: this.keys.folded(store), outbox: this.keys.outbox(store, pk), tombstone: this.keys.tombstone(store) }, {});
     const folded = flat[0];
     const foldedThrough = folded === '' || folded === undefined ? -1 : Number(folded);
     const entries: OutboxRead['entries'] = [];
@@ -471,7 +491,7 @@ export class BucketStore {
   async ackOutbox(store: string, pk: string, fields: readonly string[], now: number): Promise<number> {
     const limbs = fields.flatMap((f) => LIMB_NAMES.map((l) => f + l));
     const [policyKind, a, b] = policyArgs(this.rules.policyOfPk(pk));
-    const keys = { outbox: this.keys.outbox(store, pk), cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk), dirty: this.keys.dirty(store), due: this.keys.due(store), counts: this.keys.counts(store) };
+    const keys = { outbox: this.keys.outbox(store, pk), cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk), dirty: this.keys.dirty(store), due: this.keys.due(store), counts: this.keys.counts(store), tombstone: this.keys.tombstone(store) };
     return Number(await this.run(ACK_OUTBOX, keys, { pk, now, cacheVersionTtlSeconds: this.cacheVersionTtlSeconds, policyKind, a, b }, { args: limbs }));
   }
 
@@ -513,7 +533,8 @@ export class BucketStore {
 
   /** Stores a row's DynamoDB items in the cache unless the writer acked entries since `version` was read. */
   async fillCache(store: string, pk: string, version: string, json: string, ttlSeconds: number): Promise<boolean> {
-    return Number(await this.run(FILL_CACHE, { cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk) }, { version, json, ttlSeconds })) === 1;
+    const keys = { cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk), tombstone: this.keys.tombstone(store) };
+    return Number(await this.run(FILL_CACHE, keys, { version, json, ttlSeconds })) === 1;
   }
 
   /**

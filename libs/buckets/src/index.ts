@@ -1,2 +1,3 @@
 export { BucketStore, type Backlog, type BucketStoreOptions, type DueRow, type Entry, type OutboxRead, type RowSnapshot, type StoreBacklog } from './bucket-store';
 export { BucketsError, type BucketsErrorCode } from './errors';
+export { BucketEraser, ERASE_ROW, type RowErasure } from './erasure';

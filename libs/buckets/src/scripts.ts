@@ -72,6 +72,19 @@ end
 `;
 
 /**
+ * Tombstones (docs/DESIGN.md "Privacy"), checked before anything else through the declared keys `tombstone` (the
+ * store was deleted: every writing script is a no-op, or for fold only deletes, so an in-flight batch or flush
+ * re-creates nothing) and, in APPLY, `erased` (rows of erased visitors: pk -> until, ms; their counts are dropped).
+ */
+export const TOMBSTONES = `
+local function storeDeleted() return redis.call('EXISTS', K.tombstone) == 1 end
+local function rowErased(pk, now)
+  local u = tonumber(redis.call('HGET', K.erased, pk) or '')
+  return u ~= nil and u > now
+end
+`;
+
+/**
  * Flush-policy arithmetic shared by fold and ack. Policy arguments: kind ('bucket'|'every'|'idle'), a, b
  * (every: a = interval ms; idle: a = idle ms, b = max age ms). Keeps an existing earlier `every` due time.
  */
@@ -121,17 +134,20 @@ export type Stale = [0, string];
  * decimal string. A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2`
  * (the rest), written only when non-zero or already present.
  * Returns {1, seq} when applied, {0, 0} when the batch id was already applied (a redelivery), {-1, epoch or ''}
- * (nothing written) when the keys are not the open bucket's. Refuses the whole batch, writing nothing, with an
+ * (nothing written) when the keys are not the open bucket's, {2, 0} (nothing written) when the store is deleted
+ * (its tombstone). Rows of erased visitors (`erased`) are left out. Refuses the whole batch, writing nothing, with an
  * error reply `TALLY_ERR_SUM_OVERFLOW` when a count would exceed 38 digits and `TALLY_ERR_NOT_A_COUNT` when a
  * delta or a stored count is not a non-negative integer.
  * The epoch is read inside the script, so once the sealer advanced it the sealed bucket can never change.
  */
-export const APPLY = defineScript<[1, string] | [0, 0] | [-1, string]>()({
+export const APPLY = defineScript<[1, string] | [0, 0] | [-1, string] | [2, 0]>()({
   name: 'APPLY',
   shebang: '#!lua',
-  keys: ['epoch', 'dedupe', 'rows'],
+  keys: ['epoch', 'dedupe', 'rows', 'tombstone', 'erased'],
   args: ['now', 'dedupeTtlSeconds', 'epoch', 'rowCount'],
-  body: `${LIMBS}
+  body: `${LIMBS}${TOMBSTONES}
+if storeDeleted() then return {2, 0} end
+local erasedRows = redis.call('EXISTS', K.erased) == 1
 if redis.call('EXISTS', K.dedupe) == 1 then return {0, 0} end
 if not string.match(A.dedupeTtlSeconds, '^[1-9]%d*$') then return redis.error_reply('TALLY_ERR_ARGUMENT dedupe TTL must be at least 1 s') end
 local epoch = redis.call('GET', K.epoch)
@@ -151,6 +167,9 @@ for r = 1, tonumber(A.rowCount) do
   local pk = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   i = i + 2
+  if erasedRows and rowErased(pk, tonumber(A.now)) then
+    i = i + 2 * n -- an erased row (tombstone): its counts are dropped
+  else
   local key = KEYS[KR + r - 1]
   local out = {}
   for c = 0, n - 1, 500 do
@@ -202,8 +221,9 @@ for r = 1, tonumber(A.rowCount) do
     end
   end
   i = i + 2 * n
-  writes[r] = {key, out}
-  pks[r] = pk
+  table.insert(writes, {key, out})
+  table.insert(pks, pk)
+  end
 end
 -- Write phase: commands that cannot fail on the keys checked above.
 redis.call('SET', K.dedupe, '1', 'EX', A.dedupeTtlSeconds)
@@ -226,9 +246,10 @@ return {1, epoch}
 export const SEAL = defineScript<[1, string, string] | Stale>()({
   name: 'SEAL',
   shebang: '#!lua',
-  keys: ['epoch', 'sealed', 'rows'],
+  keys: ['epoch', 'sealed', 'rows', 'tombstone'],
   args: ['now', 'minAgeMs', 'epoch'],
-  body: `
+  body: `${TOMBSTONES}
+if storeDeleted() then return {1, '', ''} end
 local epoch = redis.call('GET', K.epoch)
 if not epoch then return {1, '', ''} end
 if epoch ~= A.epoch then return {0, epoch} end
@@ -263,9 +284,15 @@ return {1, epoch, nextEpoch}
 export const FOLD = defineScript<[number, number] | [number, number, number, string, string, string, string, string[]]>()({
   name: 'FOLD',
   shebang: '#!lua',
-  keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows'],
+  keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows', 'tombstone'],
   args: ['seq', 'now', 'rankTtlSeconds', 'openEpoch', 'report', 'dueLimit', 'rowCount'],
-  body: `${LIMBS}${DUE_LIST}
+  body: `${LIMBS}${DUE_LIST}${TOMBSTONES}
+if storeDeleted() then
+  -- A deleted store: only deletes (its sealed buckets are dropped), and reports nothing left.
+  redis.call('DEL', K.rows, K.sealed)
+  if A.report ~= '1' then return {0, 1} end
+  return {0, 1, 0, '', '0', '', '', {}}
+end
 local seq = A.seq
 local now = tonumber(A.now)
 local n = tonumber(A.rowCount)
@@ -426,9 +453,10 @@ return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.fo
 export const FINISH_FOLD = defineScript<number>()({
   name: 'FINISH_FOLD',
   shebang: '#!lua',
-  keys: ['sealed', 'rows', 'folded'],
+  keys: ['sealed', 'rows', 'folded', 'tombstone'],
   args: ['seq'],
-  body: `
+  body: `${TOMBSTONES}
+if storeDeleted() then return redis.call('DEL', K.sealed) * 0 + 1 end
 if redis.call('LINDEX', K.sealed, 0) ~= A.seq then return 0 end
 if redis.call('SCARD', K.rows) > 0 then return -1 end
 redis.call('LPOP', K.sealed)
@@ -472,9 +500,10 @@ return out
 export const READ_OUTBOX = defineScript<string[]>()({
   name: 'READ_OUTBOX',
   shebang: '#!lua flags=no-writes',
-  keys: ['folded', 'outbox'],
+  keys: ['folded', 'outbox', 'tombstone'],
   args: [],
-  body: `
+  body: `${TOMBSTONES}
+if storeDeleted() then return {''} end
 local folded = redis.call('GET', K.folded) or ''
 local data = redis.call('HGETALL', K.outbox)
 table.insert(data, 1, folded)
@@ -494,9 +523,10 @@ return data
 export const ACK_OUTBOX = defineScript<number>()({
   name: 'ACK_OUTBOX',
   shebang: '#!lua',
-  keys: ['outbox', 'cacheVersion', 'cache', 'dirty', 'due', 'counts'],
+  keys: ['outbox', 'cacheVersion', 'cache', 'dirty', 'due', 'counts', 'tombstone'],
   args: ['pk', 'now', 'cacheVersionTtlSeconds', 'policyKind', 'a', 'b'],
-  body: `${LIMBS}${DUE}
+  body: `${LIMBS}${DUE}${TOMBSTONES}
+if storeDeleted() then return 0 end
 local pk = A.pk
 local now = tonumber(A.now)
 -- Read phase: the types of every key written below, and the cache version INCR will bump.
@@ -602,9 +632,10 @@ return {1, out}
 export const FILL_CACHE = defineScript<number>()({
   name: 'FILL_CACHE',
   shebang: '#!lua',
-  keys: ['cacheVersion', 'cache'],
+  keys: ['cacheVersion', 'cache', 'tombstone'],
   args: ['version', 'json', 'ttlSeconds'],
-  body: `
+  body: `${TOMBSTONES}
+if storeDeleted() then return 0 end
 local current = redis.call('GET', K.cacheVersion) or '0'
 if current ~= A.version then return 0 end
 redis.call('SET', K.cache, A.json, 'EX', A.ttlSeconds)

@@ -1,5 +1,5 @@
 import { defineScript } from './script-table';
-import { DUE_LIST, type Stale } from './scripts';
+import { DUE_LIST, TOMBSTONES, type Stale } from './scripts';
 
 /**
  * Scripts of the sealer's work set. VISIT runs on one store's keys (its hash tag); PUBLISH_BACKLOG on one
@@ -22,9 +22,10 @@ export type VisitReply = [1, string, string, number, string, string, number, str
 export const VISIT = defineScript<VisitReply | Stale>()({
   name: 'VISIT',
   shebang: '#!lua',
-  keys: ['epoch', 'rows', 'sealed', 'dirty', 'counts', 'due'],
+  keys: ['epoch', 'rows', 'sealed', 'dirty', 'counts', 'due', 'tombstone'],
   args: ['now', 'minAgeMs', 'epoch', 'dueLimit', 'pksLimit'],
-  body: `${DUE_LIST}
+  body: `${DUE_LIST}${TOMBSTONES}
+if storeDeleted() then return {1, '', '', 0, '', '0', 0, '', '', {}, 0} end
 local now = tonumber(A.now)
 -- Read phase: everything reported, read with commands that fail on a wrong type before anything is written.
 local epoch = redis.call('GET', K.epoch)

@@ -1,5 +1,5 @@
 import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { baseSk, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, type CountEntry } from './cells';
 import { beyondPosition, childSks, overflowEnd, routeToOverflow } from './overflow';
 import { RetryableWriteError } from './errors';
@@ -33,7 +33,7 @@ export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
     if (name === WATERMARK_ATTR) wm = Number(v.N);
     else if (name === WATERMARK_PART_ATTR) wp = Number(v.N);
     else if (name === SPILLED_ATTR) spilled = true;
-    else if (v.N !== undefined) attrs.set(name, BigInt(v.N));
+    else if (v.N !== undefined && name !== EXPIRES_ATTR) attrs.set(name, BigInt(v.N));
   }
   return { sk: item['sk']?.S ?? '', wm, ...(wp === undefined ? {} : { wp }), ...(spilled ? { spilled: true as const } : {}), attrs };
 }

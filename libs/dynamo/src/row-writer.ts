@@ -1,6 +1,6 @@
 import { GetItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { ConsumedCapacity } from '@aws-sdk/client-dynamodb';
-import { SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
 import { classifyError, type DynamoMeter } from './meter';
@@ -10,6 +10,11 @@ export interface RowWriterDeps {
   client: DynamoDBClient;
   table: string;
   meter: DynamoMeter;
+  /**
+   * The TTL of an item (epoch seconds, set as EXPIRES_ATTR with every update of it), or undefined for none: the
+   * visitor rows of a store with a history retention (retentionExpiry).
+   */
+  expiresAt?: (sk: string) => number | undefined;
   /** Test hook: called after each successful UpdateItem (crash-point tests). */
   afterUpdate?: (pk: string, sk: string) => void | Promise<void>;
 }
@@ -98,6 +103,12 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
     }
 
     const names: Record<string, string> = { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR };
+    const expiresAt = deps.expiresAt?.(baseSk(sk));
+    if (expiresAt !== undefined) {
+      names['#ex'] = EXPIRES_ATTR;
+      values[':ex'] = { N: String(expiresAt) };
+      set = set.replace('SET ', 'SET #ex = :ex, ');
+    }
     const adds: string[] = [];
     let i = 0;
     for (const [attr, v] of sums) {

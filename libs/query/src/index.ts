@@ -3,6 +3,7 @@ export {
   namedRange,
   explicitRange,
   resolveRange,
+  clampToRetention,
   daysOf,
   monthsOf,
   MAX_RANGE_DAYS,

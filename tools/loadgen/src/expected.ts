@@ -1,5 +1,5 @@
 import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { baseSk, cellsOfDay, parseDayKey, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { baseSk, cellsOfDay, EXPIRES_ATTR, parseDayKey, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { parseTimestamp, rollup, type CompiledRules, type EventInput, type NormalizedEvent, type RowDeltas } from '@tally/schema';
 
 /** pk -> sk -> attribute -> exact integer value: what the counter rows of the table hold (or must hold). */
@@ -81,7 +81,7 @@ export async function scanCounters(client: DynamoDBClient, table: string): Promi
       out.items++;
       if (item[WATERMARK_ATTR]?.N === undefined) out.withoutWatermark.push(`${pk} / ${sk}`);
       for (const [name, v] of Object.entries(item)) {
-        if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR || name === WATERMARK_PART_ATTR || name === SPILLED_ATTR) continue;
+        if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR || name === WATERMARK_PART_ATTR || name === SPILLED_ATTR || name === EXPIRES_ATTR) continue;
         if (v.N === undefined) out.foreign.push(`${pk} / ${sk} / ${name}`);
         else addCount(out.counters, pk, baseSk(sk), name, BigInt(v.N));
       }

@@ -75,6 +75,17 @@ describe('tenants CLI', () => {
     expect((await cli()).out).toMatch(/^usage: tenants <command>/);
   });
 
+  it('lists stores and changes settings with the same library functions as the admin API', async () => {
+    expect((await cli('set', 'SHOP1', '--currency', 'EUR', '--history-months', '13')).out).toBe(
+      'tally: store SHOP1: time zone Asia/Tokyo, currency EUR, visitor history 13 months',
+    );
+    expect((await cli('set', 'SHOP1', '--history-months', 'forever')).out).toMatch(/visitor history kept for ever$/);
+    expect((await cli('set', 'SHOP1', '--history-months', 'ten')).err).toMatch(/^tally: historyMonths must be a whole number/);
+    expect((await cli('set', 'NOPE', '--currency', 'EUR')).code).toBe(1);
+    expect((await cli('list')).out.split('\n')).toEqual(['SHOP1\tAsia/Tokyo\tEUR']);
+    expect((await cli('delete-store', 'SHOP1')).err).toMatch(/^tally: delete-store needs Redis/);
+  });
+
   it('names every scope in its usage text (usage.ts imports nothing, to keep --help light)', () => {
     expect(USAGE).toContain(`scopes: ${SCOPES.join(', ')}.`);
   });

@@ -9,5 +9,11 @@ export const USAGE = `usage: tenants <command> [arguments]
   set-ingest-budget <store> <events/s | default>   the store's own ingest budget, or back to the default
   list-keys <store> [--json]                       list keys (ids, scopes, status; never the keys)
   show <store>                                     show the tenant
+  list [--json]                                    list every store
+  set <store> [--time-zone Z] [--currency C] [--history-months N|forever]
+                                                   change the store's settings (visitor history retention in months)
+  delete-store <store>                             delete the store and all its data (idempotent; run again if interrupted)
+  erase-visitor <store> <visitor>                  erase one visitor's history (store and product aggregates stay)
 
-scopes: ingest, read, admin. Configured by DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION.`;
+scopes: ingest, read, admin. Configured by DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION (delete-store and
+erase-visitor also REDIS_URL or REDIS_CLUSTER_NODES, KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS, RULES_FILE).`;
