@@ -10,8 +10,8 @@ import type { ShownMetric } from './metrics';
 import { productHref } from './router';
 
 /**
- * Which products are listed changes when the API's rankings do (each sealed bucket); the values shown are exact and
- * live (the API reads them like any series), so they are asked for every 15 s, and at once when today's numbers move.
+ * The API ranks from every bucket, the open one included, so the lists agree with the cards at once; the values
+ * shown are exact and live (the API reads them like any series), so they are asked for every 15 s, and at once when today's numbers move.
  */
 export const TOP_INTERVAL_MS = 15_000;
 export const TOP_LIMIT = 10;
@@ -34,7 +34,6 @@ export function mountTopProducts(ctx: ViewContext, metrics: ShownMetric[]): TopP
     { class: 'top', 'aria-labelledby': 'top-title' },
     h('div', { class: 'section-head' }, h('h2', { id: 'top-title' }, 'Top products'), h('span', { class: 'section-note' }, 'last 30 days')),
     h('div', { class: 'top-grid' }, ...lists.map((l) => l.element)),
-    h('p', { class: 'section-note' }, "Lists are ranked when a bucket closes (every 15 minutes by default): a product's first views can take that long to put it on them. The numbers shown are live."),
   );
 
   function render(m: ShownMetric, body: HTMLElement, items: TopItem[]): void {

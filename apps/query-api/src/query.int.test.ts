@@ -201,8 +201,8 @@ describe('GET /v1/totals', () => {
 });
 
 describe('GET /v1/top', () => {
-  it('orders ranked candidates by exact value, so counts not yet folded into the rankings still count', async () => {
-    // Rankings (folded buckets): P1 5, P2 4. Exact: P2 7 (3 more in the open bucket), P1 5.
+  it('orders candidates from every bucket by exact value, so counts not yet folded into the rankings still count', async () => {
+    // Rankings (folded buckets): P1 5, P2 4; the open bucket adds 3 to P2. Exact: P2 7, P1 5.
     const two = await get('/v1/top?entity=product&metric=ViewCount&range=last30d&limit=10');
     expect(two.status).toBe(200);
     expect(two.body).toMatchObject({ entity: 'product', metric: 'ViewCount', from: '2024-02-15', to: '2024-03-15', items: [{ id: 'P2', value: 7 }, { id: 'P1', value: 5 }] });
@@ -228,9 +228,9 @@ describe('tenant isolation', () => {
     expect(b.body.items).toEqual([{ id: 'P1', values: { ViewCount: 100 } }, { id: 'P2', values: { ViewCount: 1 } }]);
     const storeB = await get('/v1/series?metrics=ViewCount,Revenue&granularity=total', keyB);
     expect(storeB.body).toMatchObject({ store: 'SHOP_B', totals: { ViewCount: 101, Revenue: '1000' } });
-    // P2's one view of store B is in the open bucket only: not folded into the rankings yet, so no candidate.
+    // P2's one view of store B is in the open bucket only: ranked all the same, as the totals count it.
     const topB = await get('/v1/top?entity=product&metric=ViewCount&range=today', keyB);
-    expect(topB.body.items).toEqual([{ id: 'P1', value: 100 }]);
+    expect(topB.body.items).toEqual([{ id: 'P1', value: 100 }, { id: 'P2', value: 1 }]);
   });
 
   it("answers 404 when a key names another store, whether or not it exists", async () => {

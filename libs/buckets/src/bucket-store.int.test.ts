@@ -125,21 +125,47 @@ describe('seal and fold', () => {
 });
 
 describe('rankings', () => {
-  it('ranks ranked entities by day from folded buckets', async () => {
+  it('ranks ranked entities by day from every bucket: folded, sealed and open', async () => {
     await store.apply('S', 'a', deltas({ 'S#product#P1': { '2023-123|v': 5, '2023-123|o': 1 }, 'S#product#P2': { '2023-123|v': 7, '2023-124|v': 1 }, 'S#visitor#V': { '2023-123|v': 99 } }), { now: 1, dedupeTtlSeconds: 60 });
-    expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual([]); // not folded yet
+    // Only in the open bucket: ranked at once; the visitor row (not ranked) never is.
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual([
+      { member: 'P2', score: 7 },
+      { member: 'P1', score: 5 },
+    ]);
     await store.seal('S', { now: 2, minAgeMs: 0 });
+    expect(await store.top('S', 'product', 'v', ['2023-123', '2023-124'], 10)).toEqual([
+      { member: 'P2', score: 8 },
+      { member: 'P1', score: 5 },
+    ]); // sealed, not folded
     await store.foldSealed('S', { now: 3 });
     await store.apply('S', 'b', deltas({ 'S#product#P1': { '2023-124|v': 4 } }), { now: 4, dedupeTtlSeconds: 60 });
-    await store.seal('S', { now: 5, minAgeMs: 0 });
-    await store.foldSealed('S', { now: 6 });
-    expect(await store.top('S', 'product', 'v', ['2023-123', '2023-124'], 10)).toEqual([
+    // Folded rankings plus the open bucket.
+    const expected = [
       { member: 'P1', score: 9 },
       { member: 'P2', score: 8 },
-    ]);
+    ];
+    expect(await store.top('S', 'product', 'v', ['2023-123', '2023-124'], 10)).toEqual(expected);
+    await store.seal('S', { now: 5, minAgeMs: 0 });
+    await store.foldSealed('S', { now: 6 });
+    expect(await store.top('S', 'product', 'v', ['2023-123', '2023-124'], 10)).toEqual(expected);
     expect(await store.top('S', 'product', 'v', ['2023-124'], 1)).toEqual([{ member: 'P1', score: 4 }]);
     expect(await store.top('S', 'product', 'o', ['2023-123'], 10)).toEqual([{ member: 'P1', score: 1 }]);
     expect(await redis.keys('t:{S}:tmp:*')).toEqual([]);
+  });
+
+  it('ranks a row half folded once: each row is either in its bucket or in the rankings', async () => {
+    const rows: Record<string, Record<string, number>> = {};
+    for (let p = 0; p < 50; p++) rows[`S#product#P${p}`] = { '2023-123|v': p + 1 };
+    await store.apply('S', 'a', deltas(rows), { now: 1, dedupeTtlSeconds: 60 });
+    await store.seal('S', { now: 2, minAgeMs: 0 });
+    // Fold some rows of the sealed bucket by hand (as a folder interrupted between calls would).
+    const pks = (await redis.smembers('t:{S}:r:1')).slice(0, 20);
+    const args: Array<string | number> = [1, 3];
+    for (const pk of pks) args.push(pk, 'bucket', 0, 0, 'product', pk.slice('S#product#'.length));
+    await (redis as any).tallyFOLD('t:{S}:', ...args);
+    const top = await store.top('S', 'product', 'v', ['2023-123'], 100);
+    expect(top).toHaveLength(50);
+    for (const { member, score } of top) expect(score).toBe(Number(member.slice(1)) + 1);
   });
 });
 

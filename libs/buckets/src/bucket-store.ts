@@ -1,4 +1,4 @@
-import { parseOutboxField, REDIS_SUFFIX, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
+import { parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
 import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
@@ -336,12 +336,13 @@ export class BucketStore {
   }
 
   /**
-   * The highest-ranked members of a ranked entity for a metric over the given days (sealed buckets only:
-   * rankings are updated when buckets fold). Values are for ordering; read exact counts with a query.
+   * The highest-ranked members of a ranked entity for a metric over the given days, from every bucket: the
+   * rankings of folded buckets plus the entity's rows in the sealed and open buckets not folded yet. Values are
+   * for ordering; read exact counts with a query.
    */
   async top(store: string, entity: string, metric: string, dayKeys: readonly string[], limit: number): Promise<Array<{ member: string; score: number }>> {
-    const suffixes = dayKeys.map((d) => `${REDIS_SUFFIX.rank}${d}:${metric}:${entity}`);
-    const flat = (await this.cmd['TOP']!(this.keys.tag(store), `tmp:${randomUUID()}`, limit, ...suffixes)) as string[];
+    const prefix = this.rules.pkOf(store, entity, ['']);
+    const flat = (await this.cmd['TOP']!(this.keys.tag(store), `tmp:${randomUUID()}`, limit, metric, entity, prefix, ...dayKeys)) as string[];
     const out: Array<{ member: string; score: number }> = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ member: flat[i]!, score: Number(flat[i + 1]) });
     return out;

@@ -398,16 +398,56 @@ return 1
 `;
 
 /**
- * TOP members of a ranked entity over some days: KEYS: [tag]. ARGV: tmpSuffix, limit, rankKeySuffixes...
- * Returns member, score, ... highest first.
+ * TOP members of a ranked entity over some days, from every bucket: the daily rankings (buckets folded so far)
+ * plus the counts of the entity's rows in the buckets not folded yet (sealed ones and the open one), so a member
+ * seen only in the open bucket ranks at once. KEYS: [tag]. ARGV: tmpSuffix, limit, rankMetric, rankEntity,
+ * pkPrefix (`<store>#<entity>#`: a row's member is the rest of its pk), dayKeys... A limb `f|k` counts its value
+ * times 10^(15k), as in FOLD. Rankings order; they need not be exact. Returns member, score, ... highest first.
+ * A bucket row is either still in its bucket hash or folded into the rankings (FOLD deletes the hash in the step
+ * that ranks it), so no count is ranked twice. Cost: one pass over the rows of the unfolded buckets.
  */
 export const TOP = `#!lua
 local tag = KEYS[1]
+local metric = ARGV[3]
+local prefix = ARGV[5]
 local keys = {}
-for i = 3, #ARGV do table.insert(keys, tag .. ARGV[i]) end
+local days = {}
+for i = 6, #ARGV do
+  table.insert(keys, tag .. '${S.rank}' .. ARGV[i] .. ':' .. metric .. ':' .. ARGV[4])
+  days[ARGV[i]] = true
+end
 if #keys == 0 then return {} end
+-- Read phase: the unfolded buckets' rows of the entity, summed per member for the days and metric asked.
+local buckets = redis.call('LRANGE', tag .. '${S.sealed}', 0, -1)
+local epoch = redis.call('GET', tag .. '${S.epoch}')
+if epoch then table.insert(buckets, epoch) end
+local live = {}
+for _, seq in ipairs(buckets) do
+  for _, pk in ipairs(redis.call('SMEMBERS', tag .. '${S.rows}' .. seq)) do
+    if string.sub(pk, 1, #prefix) == prefix then
+      local member = string.sub(pk, #prefix + 1)
+      local data = redis.call('HGETALL', tag .. '${S.bucket}' .. seq .. ':' .. pk)
+      for j = 1, #data, 2 do
+        local field = data[j]
+        local bar = string.find(field, '|', 1, true)
+        if bar and days[string.sub(field, 1, bar - 1)] then
+          local m = string.sub(field, bar + 1)
+          local score = tonumber(data[j + 1]) or 0
+          local bar2 = string.find(m, '|', 1, true)
+          if bar2 then
+            score = score * 1e15 ^ (tonumber(string.sub(m, bar2 + 1)) or 0)
+            m = string.sub(m, 1, bar2 - 1)
+          end
+          if m == metric then live[member] = (live[member] or 0) + score end
+        end
+      end
+    end
+  end
+end
+-- Write phase: a temporary union (ZUNIONSTORE fails on a wrong-typed ranking before it writes anything).
 local tmp = tag .. ARGV[1]
 redis.call('ZUNIONSTORE', tmp, #keys, unpack(keys))
+for member, score in pairs(live) do redis.call('ZINCRBY', tmp, score, member) end
 local out = redis.call('ZRANGE', tmp, 0, tonumber(ARGV[2]) - 1, 'REV', 'WITHSCORES')
 redis.call('DEL', tmp)
 return out

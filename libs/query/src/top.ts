@@ -19,9 +19,10 @@ export interface TopResult {
 }
 
 /**
- * The highest entities by an unkeyed metric over at most MAX_TOP_DAYS days. The daily rankings (updated at
- * each fold) give candidates; readTotals gives their exact values (DynamoDB plus every count in Redis), which
- * order the answer. An entity whose every count is still in the open bucket is not a candidate yet.
+ * The highest entities by an unkeyed metric over at most MAX_TOP_DAYS days. The rankings of every bucket (the
+ * daily rankings of folded buckets plus the sealed and open buckets not folded yet) give candidates; readTotals
+ * gives their exact values (DynamoDB plus every count in Redis), which order the answer. So an entity counted a
+ * moment ago, still in the open bucket, is in the list, and the list agrees with the totals at any moment.
  */
 export async function readTop(deps: QueryDeps, req: { store: string; entity: string; metric: string; range: QueryRange; limit: number }): Promise<TopResult> {
   const { rules } = deps;
