@@ -1,3 +1,5 @@
+import { validateEvents } from '@tally/schema';
+import { setCurrency } from '@tally/tenants';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, order, orderItem, startFixture, times, view, type Fixture } from '../test/fixture';
 import type { QueryApiApp } from './app';
@@ -14,6 +16,7 @@ beforeAll(async () => {
   f = await startFixture();
   keyA = (await f.tenant('SHOP_A')).read;
   keyB = (await f.tenant('SHOP_B', 'America/New_York')).read;
+  await setCurrency(f.db, 'SHOP_B', 'USD');
 
   // Store A, written to DynamoDB.
   await f.apply('SHOP_A', 'UTC', [
@@ -54,6 +57,7 @@ describe('GET /v1/store', () => {
       timeZone: 'UTC',
       now: '2024-03-15T12:00:00.000Z',
       today: '2024-03-15',
+      currency: null,
       metrics: [
         { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null },
         { name: 'PageViewCount', scale: 0, description: 'page views', keyedBy: null },
@@ -61,15 +65,16 @@ describe('GET /v1/store', () => {
         { name: 'Revenue', scale: 2, description: 'order revenue in minor units (cents)', keyedBy: null },
         { name: 'ProductViews', scale: 0, description: 'views of one product by one visitor, keyed by product', keyedBy: 'product' },
         { name: 'ProductOrders', scale: 0, description: 'order lines of one product by one visitor, keyed by product', keyedBy: 'product' },
+        { name: 'PageViews', scale: 0, description: "views of one page, on the page's row (top pages)", keyedBy: null },
       ],
-      entities: ['store', 'product', 'visitor'],
+      entities: ['store', 'product', 'visitor', 'page'],
     });
   });
 
   it("gives today in the store's own time zone", async () => {
     const late = await f.app({ now: () => Date.parse('2024-03-16T02:00:00Z') });
     const res = await late.inject({ method: 'GET', url: '/v1/store', headers: bearer(keyB) });
-    expect(res.json()).toMatchObject({ store: 'SHOP_B', timeZone: 'America/New_York', today: '2024-03-15' });
+    expect(res.json()).toMatchObject({ store: 'SHOP_B', timeZone: 'America/New_York', today: '2024-03-15', currency: 'USD' });
   });
 });
 
@@ -217,6 +222,43 @@ describe('GET /v1/top', () => {
     expect(early.body.items).toEqual([{ id: 'P3', value: 1 }]);
     const none = await get('/v1/top?entity=product&metric=ViewCount&range=yesterday');
     expect(none.body).toMatchObject({ items: [], dynamoRequests: 0 });
+  });
+});
+
+describe('top pages', () => {
+  it('ranks pages by views with their paths decoded, live from the open bucket, and reads a page by its path', async () => {
+    const key = (await f.tenant('SHOP_C')).read;
+    const raw = [
+      ...times(3, () => ({ type: 'page_view', ts: '2024-03-15T10:00:00Z', dims: { visitor: 'V1', page: '/shop/shoes' } })),
+      ...times(2, () => ({ type: 'page_view', ts: '2024-03-15T10:00:00Z', dims: { page: '/' } })),
+      { type: 'page_view', ts: '2024-03-15T10:00:00Z', dims: { page: '/blog/ünïcode' } },
+      { type: 'page_view', ts: '2024-03-15T10:00:00Z', dims: {} },
+    ];
+    const v = validateEvents(f.rules, raw, { now: NOW, clockSkewMs: 60_000, latenessMs: 86_400_000 });
+    expect(v.errors).toEqual([]);
+    await f.apply('SHOP_C', 'UTC', v.events);
+    const enc = (p: string) => Buffer.from(p).toString('base64url');
+    const top = await get('/v1/top?entity=page&metric=PageViews&range=today', key);
+    expect(top.status).toBe(200);
+    expect(top.body.items).toEqual([
+      { id: enc('/shop/shoes'), path: '/shop/shoes', value: 3 },
+      { id: enc('/'), path: '/', value: 2 },
+      { id: enc('/blog/ünïcode'), path: '/blog/ünïcode', value: 1 },
+    ]);
+    const store = await get('/v1/series?metrics=PageViewCount&granularity=total&range=today', key);
+    expect(store.body.totals).toEqual({ PageViewCount: 7 });
+    // A page is read by its path or by its key.
+    for (const entity of ['page:/shop/shoes', `page:${enc('/shop/shoes')}`]) {
+      const one = await get(`/v1/series?entity=${encodeURIComponent(entity)}&metrics=PageViews&granularity=total&range=today`, key);
+      expect(one.body.totals).toEqual({ PageViews: 3 });
+    }
+    const totals = await get(`/v1/totals?entity=page&ids=${encodeURIComponent('/,/shop/shoes')}&metrics=PageViews&range=today`, key);
+    expect(totals.body.items).toEqual([
+      { id: enc('/'), values: { PageViews: 2 } },
+      { id: enc('/shop/shoes'), values: { PageViews: 3 } },
+    ]);
+    await f.flush('SHOP_C');
+    expect((await get('/v1/top?entity=page&metric=PageViews&range=today', key)).body.items).toEqual(top.body.items);
   });
 });
 

@@ -2,7 +2,7 @@ import type { CompiledRules } from './compile';
 import { toUnits } from './decimal';
 import { eventInputSchema, type NormalizedEvent } from './event.schema';
 import { fastEventShape } from './fast-shape';
-import { ID_PATTERN } from '@tally/key-layout';
+import { normalizeDimValue } from './dimension-value';
 
 export interface EventError {
   /** Index of the event in the request. */
@@ -112,9 +112,11 @@ function validateOne(
   for (const [name, value] of Object.entries(e.dims)) {
     if (!Object.hasOwn(spec.dims, name)) {
       fail(`dims.${name}`, `unknown dimension for type ${e.type}; allowed: ${Object.keys(spec.dims).join(', ') || 'none'}`);
-    } else if (!ID_PATTERN.test(value)) {
-      fail(`dims.${name}`, 'must be 1-128 characters of A-Z a-z 0-9 _ . : -');
-    } else dims[name] = value;
+    } else {
+      const v = normalizeDimValue(rules, name, value);
+      if (v.ok) dims[name] = v.value;
+      else fail(`dims.${name}`, v.reason);
+    }
   }
   for (const [name, need] of Object.entries(spec.dims)) {
     if (need === 'required' && !Object.hasOwn(e.dims, name)) fail(`dims.${name}`, 'is required');

@@ -34,6 +34,8 @@ export interface TenantInfo {
   store: string;
   timeZone: string;
   createdAt: string;
+  /** ISO 4217 code revenue is shown in (set-currency); absent until set. */
+  currency?: string;
 }
 
 /** A key as listed: never the key itself, only its public id (the first 12 hex digits of its sha256). */
@@ -86,7 +88,19 @@ export async function getTenant(db: TenantDb, store: string): Promise<TenantInfo
 }
 
 export function tenantOf(store: string, item: Item): TenantInfo {
-  return { store, timeZone: str(item, 'timeZone') ?? DEFAULT_TIME_ZONE, createdAt: str(item, 'createdAt') ?? '' };
+  const t: TenantInfo = { store, timeZone: str(item, 'timeZone') ?? DEFAULT_TIME_ZONE, createdAt: str(item, 'createdAt') ?? '' };
+  const currency = str(item, 'currency');
+  if (currency !== undefined) t.currency = currency;
+  return t;
+}
+
+/** The ISO 4217 codes this runtime knows (Intl: the active currencies of the ICU data, e.g. EUR, USD, JPY). */
+const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
+
+function checkCurrency(currency: string): void {
+  if (!CURRENCIES.has(currency)) {
+    throw new TenantError('TALLY_ERR_INVALID_CURRENCY', `currency ${JSON.stringify(currency)} is not an ISO 4217 code such as EUR, USD or JPY`);
+  }
 }
 
 /** Creates a tenant (a store) with its time zone (default UTC). Throws TALLY_ERR_TENANT_EXISTS when it exists. */
@@ -123,6 +137,27 @@ export async function setTimeZone(db: TenantDb, store: string, timeZone: string)
         ConditionExpression: 'attribute_exists(pk)',
         ExpressionAttributeNames: { '#tz': 'timeZone' },
         ExpressionAttributeValues: { ':tz': S(timeZone) },
+      }),
+    );
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) throw notFound(store);
+    throw err;
+  }
+}
+
+/** Sets the currency a store's revenue is shown in (an ISO 4217 code: EUR, USD, JPY…); counts are unchanged. */
+export async function setCurrency(db: TenantDb, store: string, currency: string): Promise<void> {
+  checkStore(store);
+  checkCurrency(currency);
+  try {
+    await db.dynamo.send(
+      new UpdateItemCommand({
+        TableName: db.table,
+        Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
+        UpdateExpression: 'SET #c = :c',
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeNames: { '#c': 'currency' },
+        ExpressionAttributeValues: { ':c': S(currency) },
       }),
     );
   } catch (err) {
@@ -248,6 +283,7 @@ export function createTenantAdmin(db: TenantDb) {
     issueKey: (store: string, scopes: readonly string[], label: string) => issueKey(db, store, scopes, label),
     revokeKey: (store: string, keyId: string) => revokeKey(db, store, keyId),
     setTimeZone: (store: string, timeZone: string) => setTimeZone(db, store, timeZone),
+    setCurrency: (store: string, currency: string) => setCurrency(db, store, currency),
     listKeys: (store: string) => listKeys(db, store),
   };
 }

@@ -32,13 +32,15 @@ export interface Principal {
   store: string;
   scopes: Scope[];
   timeZone: string;
+  /** The store's ISO 4217 currency, when one is set. */
+  currency?: string;
 }
 
 export interface TenantDirectory {
   /** The store, scopes and time zone of a key; undefined for an unknown or revoked key (or a deleted tenant). */
   authenticate(key: string): Promise<Principal | undefined>;
   /** A store's tenant; undefined when the store has none. */
-  tenant(store: string): Promise<{ store: string; timeZone: string } | undefined>;
+  tenant(store: string): Promise<{ store: string; timeZone: string; currency?: string } | undefined>;
 }
 
 interface KeyRecord {
@@ -71,13 +73,13 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
     return { store, scopes: scopesOf(item), revoked: bool(item, 'revoked') };
   });
 
-  const tenants = cache<{ store: string; timeZone: string } | undefined>('tenant', async (store) => {
+  const tenants = cache<{ store: string; timeZone: string; currency?: string } | undefined>('tenant', async (store) => {
     const out = await opts.dynamo.send(
       new GetItemCommand({ TableName: opts.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
     );
     if (!out.Item) return undefined;
-    const { timeZone } = tenantOf(store, out.Item);
-    return { store, timeZone };
+    const { timeZone, currency } = tenantOf(store, out.Item);
+    return currency === undefined ? { store, timeZone } : { store, timeZone, currency };
   });
 
   function cache<V>(kind: 'key' | 'tenant', fetch: (id: string) => Promise<V>) {
@@ -155,7 +157,9 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       if (!record || record.revoked) return undefined;
       const tenant = await tenants(record.store);
       if (!tenant) return undefined;
-      return { store: record.store, scopes: [...record.scopes], timeZone: tenant.timeZone };
+      const principal: Principal = { store: record.store, scopes: [...record.scopes], timeZone: tenant.timeZone };
+      if (tenant.currency !== undefined) principal.currency = tenant.currency;
+      return principal;
     },
     async tenant(store) {
       if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) return undefined;

@@ -9,6 +9,7 @@ export {
   listKeys,
   revokeKey,
   setTimeZone,
+  setCurrency,
   type KeyInfo,
   type TenantAdmin,
   type TenantDb,

@@ -7,6 +7,7 @@ import {
   listKeys,
   revokeKey,
   SCOPES,
+  setCurrency,
   setTimeZone,
   TenantError,
   type TenantDb,
@@ -18,6 +19,7 @@ export const USAGE = `usage: tenants <command> [arguments]
   issue-key <store> --scopes <s,...> [--label <t>]  issue a key; prints it once, on stdout
   revoke-key <store> <key-id>                      revoke a key (key ids: see list-keys)
   set-time-zone <store> <IANA zone>                change the store's time zone
+  set-currency <store> <ISO 4217 code>             the currency revenue is shown in (EUR, USD, JPY…)
   list-keys <store> [--json]                       list keys (ids, scopes, status; never the keys)
   show <store>                                     show the tenant
 
@@ -104,6 +106,13 @@ async function run(argv: readonly string[], db: TenantDb, io: CliIo): Promise<nu
       io.out(`tally: store ${args[0]} now bins days in ${args[1]} (counts already made keep their days)`);
       return 0;
     }
+    case 'set-currency': {
+      need(2, '<store> <ISO 4217 currency code>');
+      const currency = args[1]!.toUpperCase();
+      await setCurrency(db, args[0]!, currency);
+      io.out(`tally: store ${args[0]} now shows revenue in ${currency} (counts are unchanged)`);
+      return 0;
+    }
     case 'list-keys': {
       need(1, '<store>');
       if (!(await getTenant(db, args[0]!))) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
@@ -125,7 +134,7 @@ async function run(argv: readonly string[], db: TenantDb, io: CliIo): Promise<nu
       need(1, '<store>');
       const t = await getTenant(db, args[0]!);
       if (!t) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
-      io.out(`store ${t.store}\ntime zone ${t.timeZone}\ncreated ${t.createdAt}`);
+      io.out(`store ${t.store}\ntime zone ${t.timeZone}\ncurrency ${t.currency ?? '(not set)'}\ncreated ${t.createdAt}`);
       return 0;
     }
     default:
