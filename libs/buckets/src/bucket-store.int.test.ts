@@ -13,11 +13,17 @@ const rules = compileRules({
     store: { key: [], flush: { kind: 'bucket' } },
     product: { key: ['product'], flush: { kind: 'every', minutes: 60 }, rank: true },
     visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1440 } },
+    page: { key: ['page'], flush: { kind: 'every', minutes: 60 }, rank: true },
   },
 });
 
 const deltas = (rows: Record<string, Record<string, number>>): RowDeltas =>
   new Map(Object.entries(rows).map(([pk, f]) => [pk, new Map(Object.entries(f))]));
+/** Lua script calls the server has run so far (EVAL and EVALSHA). */
+const scriptCalls = async () => {
+  const info = await redis.info('commandstats');
+  return [...info.matchAll(/^cmdstat_(?:eval|evalsha):calls=(\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+};
 const sum = (entries: Entry[], metric = 'v') => entries.filter((e) => e.metric === metric).reduce((s, e) => s + e.value, 0n);
 
 beforeAll(async () => {
@@ -52,6 +58,27 @@ describe('apply', () => {
     await store.apply('S', 'c', d, { now: 5, dedupeTtlSeconds: 60 });
     const [row] = await store.snapshot('S', ['S']);
     expect(row!.entries[0]!.value).toBe(2n * big);
+  });
+});
+
+describe('keys named from the last seen bucket', () => {
+  it('a store instance whose seq is stale (another instance sealed) writes nothing, retries and lands in the open bucket', async () => {
+    const other = new BucketStore({ redis, rules, prefix: 't' });
+    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
+    expect(await other.seal('S', { now: 2000, minAgeMs: 0 })).toBe(1000);
+    const before = await scriptCalls();
+    expect(await store.apply('S', 'b', deltas({ S: { '2023-123|v': 2 } }), { now: 2500, dedupeTtlSeconds: 60 })).toEqual({ applied: true, seq: 2000 });
+    expect((await scriptCalls()) - before).toBe(2); // the stale call, then the retry
+    expect(await redis.hgetall('t:{S}:b:1000:S')).toEqual({ '2023-123|v': '1' }); // the sealed bucket is untouched
+    const [row] = await store.snapshot('S', ['S']);
+    expect(row!.entries.map((e) => [e.seq, e.value])).toEqual([
+      [1000, 1n],
+      [2000, 2n],
+    ]);
+    // A store emptied under a remembered seq: the new epoch is the apply's now, never the remembered seq.
+    await redis.flushall();
+    expect(await store.apply('S', 'c', deltas({ S: { '2023-123|v': 4 } }), { now: 3000, dedupeTtlSeconds: 60 })).toEqual({ applied: true, seq: 3000 });
+    expect(await redis.get('t:{S}:epoch')).toBe('3000');
   });
 });
 
@@ -153,19 +180,24 @@ describe('rankings', () => {
     expect(await redis.keys('t:{S}:tmp:*')).toEqual([]);
   });
 
-  it('ranks a row half folded once: each row is either in its bucket or in the rankings', async () => {
-    const rows: Record<string, Record<string, number>> = {};
-    for (let p = 0; p < 50; p++) rows[`S#product#P${p}`] = { '2023-123|v': p + 1 };
-    await store.apply('S', 'a', deltas(rows), { now: 1, dedupeTtlSeconds: 60 });
-    await store.seal('S', { now: 2, minAgeMs: 0 });
-    // Fold some rows of the sealed bucket by hand (as a folder interrupted between calls would).
-    const pks = (await redis.smembers('t:{S}:r:1')).slice(0, 20);
-    const args: Array<string | number> = [1, 3];
-    for (const pk of pks) args.push(pk, 'bucket', 0, 0, 'product', pk.slice('S#product#'.length));
-    await (redis as any).tallyFOLD('t:{S}:', ...args);
-    const top = await store.top('S', 'product', 'v', ['2023-123'], 100);
-    expect(top).toHaveLength(50);
-    for (const { member, score } of top) expect(score).toBe(Number(member.slice(1)) + 1);
+  it('ranks a batch once: a redelivered batch adds nothing, and a refused one leaves the rankings as they were', async () => {
+    const batch = deltas({ 'S#product#P1': { '2023-123|v': 2 }, 'S#product#P2': { '2023-123|v': 1, '2023-123|pv#X': 5 } });
+    await store.apply('S', 'a', batch, { now: 1, dedupeTtlSeconds: 60 });
+    expect((await store.apply('S', 'a', batch, { now: 2, dedupeTtlSeconds: 60 })).applied).toBe(false);
+    const once = [
+      { member: 'P1', score: 2 },
+      { member: 'P2', score: 1 },
+    ];
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual(once);
+    // Keyed fields (`pv#X`) are not ranked.
+    expect(await redis.keys('t:{S}:k:*pv*')).toEqual([]);
+    expect(await redis.ttl('t:{S}:k:2023-123:v:product')).toBeGreaterThan(0);
+    // A batch refused whole (a count past 38 digits) ranks nothing either.
+    const big = (n: bigint): RowDeltas => new Map([['S#visitor#V', new Map([['2023-123|v', n]])]]);
+    await store.apply('S', 'b', big(10n ** 38n - 1n), { now: 3, dedupeTtlSeconds: 60 });
+    const refused = new Map([...big(1n), ...deltas({ 'S#product#P1': { '2023-123|v': 100 } })]);
+    await expect(store.apply('S', 'c', refused, { now: 4, dedupeTtlSeconds: 60 })).rejects.toThrow(/SUM_OVERFLOW/);
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual(once);
   });
 });
 

@@ -14,6 +14,7 @@ const rules = compileRules({
     store: { key: [], flush: { kind: 'bucket' } },
     product: { key: ['product'], flush: { kind: 'every', minutes: 60 }, rank: true },
     visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1440 } },
+    page: { key: ['page'], flush: { kind: 'every', minutes: 60 }, rank: true },
   },
 });
 

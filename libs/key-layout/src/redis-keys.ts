@@ -1,7 +1,7 @@
 /**
  * Redis key names. Every key of one store shares the hash tag `{store}`, so each Lua script touches a single
- * slot and the layout can move to Redis Cluster. Scripts receive the store's tag prefix as KEYS[1] and append
- * the suffixes below; keep the two in step through REDIS_SUFFIX.
+ * slot and the layout can move to Redis Cluster. Scripts build no key names: BucketStore names every key a script
+ * touches with the functions below and passes it in KEYS.
  *
  *   <p>:{S}:epoch            seq of the open bucket (ms timestamp at which it opened; monotonic)
  *   <p>:{S}:b:<seq>:<pk>     bucket hash of one row: `<dayKey>|<metric>` -> integer
@@ -15,7 +15,7 @@
  *   <p>:{S}:c:<pk>           cached DynamoDB items of a row (visitor history), with their watermarks
  *   <p>:{S}:v:<pk>           cache version, bumped by the writer in the step that deletes outbox entries
  *   <p>:{S}:lock             sealer lock
- *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), from folds (TOP adds the unfolded buckets)
+ *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), added to by each apply
  *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
@@ -67,7 +67,7 @@ export function storeShard(store: string, shards: number): number {
 }
 
 export interface RedisKeys {
-  /** `<p>:{S}:` — KEYS[1] of every store script. */
+  /** `<p>:{S}:` — the prefix of every key of the store. */
   tag(store: string): string;
   epoch(store: string): string;
   bucket(store: string, seq: number | string, pk: string): string;

@@ -18,6 +18,7 @@ const rules = compileRules({
     store: { key: [], flush: { kind: 'bucket' } },
     product: { key: ['product'], flush: { kind: 'bucket' }, rank: true },
     visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
+    page: { key: ['page'], flush: { kind: 'bucket' }, rank: true },
   },
 });
 
