@@ -6,7 +6,8 @@ import { freshnessFigure } from './freshness';
 import { ingestE2eFigure } from './ingest-e2e';
 import { queryFigure } from './query';
 import { scaleFigure } from './scale';
+import { topLiveFigure } from './top-live';
 import { writeCostFigure } from './write-cost';
 
 /** Every figure `npm run bench` knows, in run order. Add a figure here. */
-export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure];
+export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure, topLiveFigure];
