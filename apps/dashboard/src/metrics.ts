@@ -18,7 +18,7 @@ export interface ShownMetric {
   currency?: string;
 }
 
-export const UNIQUE_VISITORS = 'UniqueVisitors';
+const UNIQUE_VISITORS = 'UniqueVisitors';
 
 const KNOWN: Record<string, { label: string; noun: string; money?: boolean; additive?: boolean }> = {
   [UNIQUE_VISITORS]: { label: 'Unique visitors', noun: 'unique visitors', additive: false },

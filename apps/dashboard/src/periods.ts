@@ -44,7 +44,7 @@ export function addMonths(month: Month, n: number): Month {
   return new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + n, 1)).toISOString().slice(0, 7);
 }
 
-export function firstDayOf(month: Month): Day {
+function firstDayOf(month: Month): Day {
   return `${month}-01`;
 }
 
@@ -82,8 +82,8 @@ export interface DashboardWindows {
   monthsRequest: DateWindow;
 }
 
-export const DAYS_SHOWN = 30;
-export const MONTHS_SHOWN = 12;
+const DAYS_SHOWN = 30;
+const MONTHS_SHOWN = 12;
 
 export function dashboardWindows(today: Day): DashboardWindows {
   const days = { from: addDays(today, -(DAYS_SHOWN - 1)), to: today };
@@ -154,7 +154,7 @@ export function comparisonWindow(range: DateWindow): DateWindow {
 }
 
 /** Longest range the picker takes, as the query API (10 years). */
-export const MAX_PICKED_DAYS = 3_660;
+const MAX_PICKED_DAYS = 3_660;
 
 /**
  * A range typed into the picker, checked: real days, `from` not after `to`, nothing after today, at most

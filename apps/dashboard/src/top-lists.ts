@@ -15,8 +15,8 @@ import { productHref } from './router';
  * shown are exact and live (the API reads them like any series), so they are asked for every 15 s, and at once
  * when today's numbers move.
  */
-export const TOP_INTERVAL_MS = 15_000;
-export const TOP_LIMIT = 10;
+const TOP_INTERVAL_MS = 15_000;
+const TOP_LIMIT = 10;
 
 export interface TopListSpec {
   /** The ranked entity: `product`, `page`. */

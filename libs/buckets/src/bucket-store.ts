@@ -1,4 +1,4 @@
-import { parseBucketField, parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
+import { parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
 import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
@@ -170,9 +170,9 @@ export class BucketStore {
       if (!rank) continue;
       for (const field of fields.keys()) {
         if (field.includes('#')) continue;
-        const { dayKey, metric } = parseBucketField(field);
-        const name = `${dayKey}:${metric}:${rank.entity}`;
-        if (!rankings.has(name)) rankings.set(name, this.keys.rank(store, dayKey, metric, rank.entity));
+        const bar = field.indexOf('|'); // `<dayKey>|<metric>`
+        const name = `${field.slice(0, bar)}:${field.slice(bar + 1)}:${rank.entity}`;
+        if (!rankings.has(name)) rankings.set(name, this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity));
       }
     }
     args.push(...rankArgs, ...rankings.keys());

@@ -4,8 +4,8 @@ import type { CompiledRules } from './compile';
 /** A URL path: `/`, then no whitespace, controls, `?` or `#` (send the path alone, without query or fragment). */
 const PATH = /^\/[^\s\p{Cc}?#]*$/u;
 
-export const ID_REASON = 'must be 1-128 characters of A-Z a-z 0-9 _ . : -';
-export const PATH_REASON = `must be a URL path: a "/", then no spaces, "?" or "#", at most ${MAX_ENCODED_VALUE_BYTES} bytes of UTF-8`;
+const ID_REASON = 'must be 1-128 characters of A-Z a-z 0-9 _ . : -';
+const PATH_REASON = `must be a URL path: a "/", then no spaces, "?" or "#", at most ${MAX_ENCODED_VALUE_BYTES} bytes of UTF-8`;
 
 /**
  * A dimension value as events carry it on the queue and in keys: an id as sent, or a `path` dimension's path as
