@@ -1,2 +1,2 @@
-export { BucketStore, type Backlog, type BucketStoreOptions, type Entry, type OutboxRead, type RowSnapshot, type StoreBacklog } from './bucket-store';
+export { BucketStore, type Backlog, type BucketStoreOptions, type DueRow, type Entry, type OutboxRead, type RowSnapshot, type StoreBacklog } from './bucket-store';
 export { BucketsError, type BucketsErrorCode } from './errors';
