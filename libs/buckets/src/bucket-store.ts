@@ -1,5 +1,5 @@
 import { parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
-import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
+import { flattenRows, type CompiledRules, type FlushPolicy, type RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
@@ -177,24 +177,34 @@ export class BucketStore {
    * Returns whether it was applied (false = duplicate) and the bucket seq.
    */
   async apply(store: string, batchId: string, deltas: RowDeltas, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
-    const args: Array<string | number> = [];
-    // Ranked rows (products, pages) also add to their entity's daily rankings, in the same step (top lists).
+    return this.applyRows(store, batchId, flattenRows(deltas), opts);
+  }
+
+  /**
+   * apply() for deltas already flat (FlatRows of libs/queues: per row, pk, field count, then field and delta
+   * pairs), as the collector puts them in a job: passed to the script as they are. Ranked rows (products, pages)
+   * also add to their entity's daily rankings in the same step (top lists): their rank entity and member and the
+   * ranking zsets they add to follow the rows.
+   */
+  async applyRows(store: string, batchId: string, rows: ReadonlyArray<string | number>, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
+    const pks: string[] = [];
     const rankArgs: string[] = [];
     const rankings = new Map<string, string>();
-    for (const [pk, fields] of deltas) {
-      args.push(pk, fields.size);
-      for (const [field, delta] of fields) args.push(field, delta.toString());
+    for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) {
+      const pk = String(rows[i]);
+      pks.push(pk);
       const rank = this.rules.rankOfPk(pk);
       rankArgs.push(rank?.entity ?? '', rank?.member ?? '');
       if (!rank) continue;
-      for (const field of fields.keys()) {
+      for (let f = i + 2; f < i + 2 + 2 * Number(rows[i + 1]); f += 2) {
+        const field = String(rows[f]); // `<dayKey>|<metric>`
         if (field.includes('#')) continue;
-        const bar = field.indexOf('|'); // `<dayKey>|<metric>`
+        const bar = field.indexOf('|');
         const name = `${field.slice(0, bar)}:${field.slice(bar + 1)}:${rank.entity}`;
         if (!rankings.has(name)) rankings.set(name, this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity));
       }
     }
-    args.push(...rankArgs, ...rankings.keys());
+    const args = [...rows, ...rankArgs, ...rankings.keys()];
     const now = String(opts.now);
     let epoch = this.epochs.get(store) ?? now;
     // Inline rather than withEpoch: the hot path, and its reply resolves without extra hops.
@@ -204,8 +214,8 @@ export class BucketStore {
         reply = await this.run(
           APPLY,
           { epoch: this.keys.epoch(store), dedupe: this.keys.batch(store, batchId), rows: this.keys.bucketRows(store, epoch) },
-          { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: deltas.size, rankTtlSeconds: this.rankTtlSeconds },
-          { keys: [...[...deltas.keys()].map((pk) => this.keys.bucket(store, epoch, pk)), ...rankings.values()], args },
+          { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: pks.length, rankTtlSeconds: this.rankTtlSeconds },
+          { keys: [...pks.map((pk) => this.keys.bucket(store, epoch, pk)), ...rankings.values()], args },
         );
       } catch (err) {
         const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;

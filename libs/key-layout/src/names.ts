@@ -23,6 +23,17 @@ export const WATERMARK_ATTR = 'wm';
  * of that bucket applied. Absent: bucket `wm` is applied completely. Its dot keeps it out of every metric name.
  */
 export const WATERMARK_PART_ATTR = 'wm.p';
+/**
+ * Set on an item that has spilled (neared its size bound): counts beyond its position (`wm`, `wm.p`), which
+ * never moves again, go to its overflow items `<sk>#<h…>` by a hash of the attribute name (libs/dynamo overflow).
+ */
+export const SPILLED_ATTR = 'wm.x';
+
+/** The item (month row or TOTAL) an overflow item `M2023-05#a3` belongs to; the sk itself for a base item. */
+export function baseSk(sk: string): string {
+  const hash = sk.indexOf('#');
+  return hash < 0 ? sk : sk.slice(0, hash);
+}
 
 const pad = (n: number, w: number) => String(n).padStart(w, '0');
 

@@ -36,6 +36,8 @@ export interface TenantInfo {
   createdAt: string;
   /** ISO 4217 code revenue is shown in (set-currency); absent until set. */
   currency?: string;
+  /** The store's ingest budget in events per second, when it differs from the collector's default. */
+  ingestEventsPerSecond?: number;
 }
 
 /** A key as listed: never the key itself, only its public id (the first 12 hex digits of its sha256). */
@@ -88,10 +90,44 @@ export async function getTenant(db: TenantDb, store: string): Promise<TenantInfo
 }
 
 export function tenantOf(store: string, item: Item): TenantInfo {
-  const t: TenantInfo = { store, timeZone: str(item, 'timeZone') ?? DEFAULT_TIME_ZONE, createdAt: str(item, 'createdAt') ?? '' };
+  const budget = item[INGEST_BUDGET_ATTR]?.N;
   const currency = str(item, 'currency');
-  if (currency !== undefined) t.currency = currency;
-  return t;
+  return {
+    store,
+    timeZone: str(item, 'timeZone') ?? DEFAULT_TIME_ZONE,
+    createdAt: str(item, 'createdAt') ?? '',
+    ...(budget === undefined ? {} : { ingestEventsPerSecond: Number(budget) }),
+    ...(currency === undefined ? {} : { currency }),
+  };
+}
+
+const INGEST_BUDGET_ATTR = 'ingestEventsPerSecond';
+
+/**
+ * Sets a store's ingest budget (events per second; the collector's token bucket holds INGEST_BUDGET_BURST_SECONDS
+ * of it), or with `undefined` returns it to the default INGEST_BUDGET_EVENTS_PER_SECOND. Collectors see the change
+ * within KEY_CACHE_TTL_MS.
+ */
+export async function setIngestBudget(db: TenantDb, store: string, eventsPerSecond: number | undefined): Promise<void> {
+  checkStore(store);
+  if (eventsPerSecond !== undefined && !(Number.isInteger(eventsPerSecond) && eventsPerSecond >= 1 && eventsPerSecond <= 10_000_000)) {
+    throw new TenantError('TALLY_ERR_INVALID_BUDGET', `ingest budget ${eventsPerSecond} is not a whole number of events per second from 1 to 10000000`);
+  }
+  try {
+    await db.dynamo.send(
+      new UpdateItemCommand({
+        TableName: db.table,
+        Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
+        UpdateExpression: eventsPerSecond === undefined ? 'REMOVE #b' : 'SET #b = :b',
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeNames: { '#b': INGEST_BUDGET_ATTR },
+        ...(eventsPerSecond === undefined ? {} : { ExpressionAttributeValues: { ':b': { N: String(eventsPerSecond) } } }),
+      }),
+    );
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) throw notFound(store);
+    throw err;
+  }
 }
 
 /** The ISO 4217 codes this runtime knows (Intl: the active currencies of the ICU data, e.g. EUR, USD, JPY). */
@@ -284,6 +320,7 @@ export function createTenantAdmin(db: TenantDb) {
     revokeKey: (store: string, keyId: string) => revokeKey(db, store, keyId),
     setTimeZone: (store: string, timeZone: string) => setTimeZone(db, store, timeZone),
     setCurrency: (store: string, currency: string) => setCurrency(db, store, currency),
+    setIngestBudget: (store: string, eventsPerSecond: number | undefined) => setIngestBudget(db, store, eventsPerSecond),
     listKeys: (store: string) => listKeys(db, store),
   };
 }

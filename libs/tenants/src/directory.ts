@@ -34,6 +34,8 @@ export interface Principal {
   timeZone: string;
   /** The store's ISO 4217 currency, when one is set. */
   currency?: string;
+  /** The store's own ingest budget (events per second), when its tenant record sets one. */
+  ingestEventsPerSecond?: number;
 }
 
 export interface TenantDirectory {
@@ -44,7 +46,7 @@ export interface TenantDirectory {
    * holds, and a failed lookup throws TenantsUnavailableError rather than answering from the cache: for a caller
    * about to act on "no such store" (a tenant created a moment ago must be seen).
    */
-  tenant(store: string, opts?: { fresh?: boolean }): Promise<{ store: string; timeZone: string; currency?: string } | undefined>;
+  tenant(store: string, opts?: { fresh?: boolean }): Promise<{ store: string; timeZone: string; ingestEventsPerSecond?: number; currency?: string } | undefined>;
 }
 
 interface KeyRecord {
@@ -77,13 +79,13 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
     return { store, scopes: scopesOf(item), revoked: bool(item, 'revoked') };
   });
 
-  const tenants = cache<{ store: string; timeZone: string; currency?: string } | undefined>('tenant', async (store) => {
+  const tenants = cache<{ store: string; timeZone: string; ingestEventsPerSecond?: number; currency?: string } | undefined>('tenant', async (store) => {
     const out = await opts.dynamo.send(
       new GetItemCommand({ TableName: opts.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
     );
     if (!out.Item) return undefined;
-    const { timeZone, currency } = tenantOf(store, out.Item);
-    return currency === undefined ? { store, timeZone } : { store, timeZone, currency };
+    const { timeZone, ingestEventsPerSecond, currency } = tenantOf(store, out.Item);
+    return { store, timeZone, ...(ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond }), ...(currency === undefined ? {} : { currency }) };
   });
 
   function cache<V>(kind: 'key' | 'tenant', fetch: (id: string) => Promise<V>) {
@@ -161,9 +163,13 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       if (!record || record.revoked) return undefined;
       const tenant = await tenants(record.store);
       if (!tenant) return undefined;
-      const principal: Principal = { store: record.store, scopes: [...record.scopes], timeZone: tenant.timeZone };
-      if (tenant.currency !== undefined) principal.currency = tenant.currency;
-      return principal;
+      return {
+        store: record.store,
+        scopes: [...record.scopes],
+        timeZone: tenant.timeZone,
+        ...(tenant.ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond: tenant.ingestEventsPerSecond }),
+        ...(tenant.currency === undefined ? {} : { currency: tenant.currency }),
+      };
     },
     async tenant(store, topts) {
       if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) return undefined;
