@@ -138,7 +138,8 @@ describe(`scale (${mode}: ${STORES} stores with ${STORES * (ROWS_PER_STORE + 1)}
     expect(await readBacklog(buckets, t0 + 3 * BUCKET_MS)).toMatchObject({ dirtyRows: STORES * OPEN, outboxEntries: STORES * OPEN });
 
     // A tick where every active store seals a fresh bucket (5 visitor rows and a ranked product row): at most
-    // 3 scripts per store (VISIT, RANK_NAMES, FOLD), plus 1 read of the work set and 1 publish per 500 stores.
+    // 2 scripts per store (VISIT, FOLD; the product was ranked by its apply), plus 1 read of the work set and
+    // 1 publish per 500 stores.
     await pool(active, async (s) => {
       const d = visitorRows(s, 5);
       d.set(`${s}#product#P1`, new Map([['2023-123|ViewCount', 1n]]));
@@ -148,7 +149,7 @@ describe(`scale (${mode}: ${STORES} stores with ${STORES * (ROWS_PER_STORE + 1)}
     scriptCommands.reset();
     const sealing = await sealTick(deps(t0 + 4 * BUCKET_MS));
     expect(sealing).toMatchObject({ stores: STORES, sealed: STORES, folded: STORES, rows: STORES * 6, retired: 0 });
-    expect(scriptCommands.reset()).toBeLessThanOrEqual(3 * STORES + 1 + Math.ceil(STORES / 500));
+    expect(scriptCommands.reset()).toBeLessThanOrEqual(2 * STORES + 1 + Math.ceil(STORES / 500));
 
     // A tick with nothing to seal: one script per active store; the idle stores cost nothing.
     scriptCommands.reset();

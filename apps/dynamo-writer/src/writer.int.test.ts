@@ -27,6 +27,7 @@ const rules: CompiledRules = compileRules({
     store: { key: [], flush: { kind: 'bucket' } },
     product: { key: ['product'], flush: { kind: 'bucket' } },
     visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
+    page: { key: ['page'], flush: { kind: 'bucket' }, rank: true },
   },
 });
 

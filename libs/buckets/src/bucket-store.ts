@@ -4,7 +4,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
 import { runScript, type ScriptDef } from './script-table';
-import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, RANK_NAMES, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
+import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 import { PUBLISH_BACKLOG, VISIT, type VisitReply } from './work-scripts';
 
 /** Counts are held in Redis as base-10^15 limbs: field `f` and, when needed, `f|1` and `f|2` (scripts.ts). */
@@ -63,7 +63,7 @@ export interface BucketStoreOptions {
   prefix?: string;
   /** QUEUE_SHARDS of the config: the sealer's work set is split alike. Default 1. */
   shards?: number;
-  /** How long a daily ranking zset (top lists) lives after its last fold. Default 100 days. */
+  /** How long a daily ranking zset (top lists) lives after its last apply. Default 100 days. */
   rankTtlSeconds?: number;
   /** How long a row's cache version outlives its last ack (longer than any cached history). Default 2 days. */
   cacheVersionTtlSeconds?: number;
@@ -182,7 +182,9 @@ export class BucketStore {
 
   /**
    * apply() for deltas already flat (FlatRows of libs/queues: per row, pk, field count, then field and delta
-   * pairs), as the collector puts them in a job: passed to the script as they are.
+   * pairs), as the collector puts them in a job: passed to the script as they are. Ranked rows (products, pages)
+   * also add to their entity's daily rankings in the same step (top lists): their rank entity and member and the
+   * ranking zsets they add to follow the rows.
    */
   async applyRows(
     store: string,
@@ -191,8 +193,23 @@ export class BucketStore {
     opts: { now: number; dedupeTtlSeconds: number },
   ): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     const pks: string[] = [];
-    for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) pks.push(String(rows[i]));
-    const args = rows as Array<string | number>;
+    const rankArgs: string[] = [];
+    const rankings = new Map<string, string>();
+    for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) {
+      const pk = String(rows[i]);
+      pks.push(pk);
+      const rank = this.rules.rankOfPk(pk);
+      rankArgs.push(rank?.entity ?? '', rank?.member ?? '');
+      if (!rank) continue;
+      for (let f = i + 2; f < i + 2 + 2 * Number(rows[i + 1]); f += 2) {
+        const field = String(rows[f]); // `<dayKey>|<metric>`
+        if (field.includes('#')) continue;
+        const bar = field.indexOf('|');
+        const name = `${field.slice(0, bar)}:${field.slice(bar + 1)}:${rank.entity}`;
+        if (!rankings.has(name)) rankings.set(name, this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity));
+      }
+    }
+    const args = [...rows, ...rankArgs, ...rankings.keys()];
     const now = String(opts.now);
     let epoch = this.epochs.get(store) ?? now;
     // Inline rather than withEpoch: the hot path, and its reply resolves without extra hops.
@@ -208,8 +225,8 @@ export class BucketStore {
             tombstone: this.keys.tombstone(store),
             erased: this.keys.erased(store),
           },
-          { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: pks.length },
-          { keys: pks.map((pk) => this.keys.bucket(store, epoch, pk)), args },
+          { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: pks.length, rankTtlSeconds: this.rankTtlSeconds },
+          { keys: [...pks.map((pk) => this.keys.bucket(store, epoch, pk)), ...rankings.values()], args },
         );
       } catch (err) {
         const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;
@@ -420,33 +437,14 @@ export class BucketStore {
     return undefined;
   }
 
-  /**
-   * One FOLD call for rows of sealed bucket `seq`. The ranking zsets a ranked row adds to are named by the days and
-   * metrics of its bucket hash, so those rows' field names are read first, in one call (a sealed bucket never
-   * changes; a row folded meanwhile by another folder is skipped by FOLD).
-   */
+  /** One FOLD call for rows of sealed bucket `seq` (a row folded meanwhile by another folder is skipped by FOLD). */
   private async foldRows(store: string, seq: string, pks: readonly string[], now: number, report: boolean) {
     const keys: string[] = [];
     const args: Array<string | number> = [];
-    const ranked: Array<{ pk: string; entity: string }> = [];
     for (const pk of pks) {
-      const rank = this.rules.rankOfPk(pk);
       keys.push(this.keys.bucket(store, seq, pk), this.keys.outbox(store, pk));
-      args.push(pk, ...policyArgs(this.rules.policyOfPk(pk)), rank?.entity ?? '', rank?.member ?? '');
-      if (rank) ranked.push({ pk, entity: rank.entity });
+      args.push(pk, ...policyArgs(this.rules.policyOfPk(pk)));
     }
-    const rankings = new Map<string, string>();
-    if (ranked.length > 0) {
-      const names = await this.run(RANK_NAMES, {}, {}, { keys: ranked.map(({ pk }) => this.keys.bucket(store, seq, pk)) });
-      ranked.forEach(({ entity }, r) => {
-        for (const name of names[r]!) {
-          const [day, metric] = name.split('|') as [string, string];
-          rankings.set(`${day}:${metric}:${entity}`, this.keys.rank(store, day, metric, entity));
-        }
-      });
-    }
-    keys.push(...rankings.values());
-    args.push(...rankings.keys());
     const openEpoch = this.epochs.get(store) ?? '';
     const c = {
       rows: this.keys.bucketRows(store, seq),
@@ -459,7 +457,7 @@ export class BucketStore {
       openRows: this.keys.bucketRows(store, openEpoch),
       tombstone: this.keys.tombstone(store),
     };
-    const a = { seq, now, rankTtlSeconds: this.rankTtlSeconds, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, rowCount: pks.length };
+    const a = { seq, now, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, rowCount: pks.length };
     return this.run(FOLD, c, a, { keys, args });
   }
 
@@ -538,8 +536,8 @@ export class BucketStore {
   }
 
   /**
-   * The highest-ranked members of a ranked entity for a metric over the given days (sealed buckets only:
-   * rankings are updated when buckets fold). Values are for ordering; read exact counts with a query.
+   * The highest-ranked members of a ranked entity for a metric over the given days, from every bucket, the open
+   * one included (APPLY ranks ranked rows as it counts them). Values are for ordering; read exact counts with a query.
    */
   async top(store: string, entity: string, metric: string, dayKeys: readonly string[], limit: number): Promise<Array<{ member: string; score: number }>> {
     const rankings = dayKeys.map((d) => this.keys.rank(store, d, metric, entity));

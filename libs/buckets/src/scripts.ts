@@ -128,11 +128,17 @@ export type Stale = [0, string];
 
 /**
  * APPLY one events batch into the open bucket, at most once per batch id.
- * KEYS: epoch, dedupe (the batch id's record), rows (the row set of bucket `epoch`), then per row its bucket hash
- * of bucket `epoch`. ARGV: now, dedupeTtlSeconds, epoch (the open bucket's seq the keys are built for; `now` when
- * the store has no epoch yet), rowCount, then per row: pk, fieldCount, (field, delta)*, each delta a non-negative
- * decimal string. A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2`
- * (the rest), written only when non-zero or already present.
+ * KEYS: epoch, dedupe (the batch id's record), rows (the row set of bucket `epoch`), tombstone, erased, then per row its bucket hash
+ * of bucket `epoch`, then the ranking zsets the ranked rows add to. ARGV: now, dedupeTtlSeconds, epoch (the open
+ * bucket's seq the keys are built for; `now` when the store has no epoch yet), rowCount, rankTtlSeconds, then per
+ * row: pk, fieldCount, (field, delta)*, each delta a non-negative decimal string; then per row: rankEntity,
+ * rankMember (rankEntity '' = not ranked); then per ranking zset its name `<day>:<metric>:<entity>`.
+ * A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2` (the rest),
+ * written only when non-zero or already present.
+ * Ranked rows add their unkeyed deltas to the daily ranking zsets of their entity in the same step (top lists),
+ * so a top list ranks every bucket, the open one included, and a batch is ranked exactly once; a score is the
+ * delta as a double, which orders but need not be exact. A ranking the caller did not declare refuses the call
+ * whole.
  * Returns {1, seq} when applied, {0, 0} when the batch id was already applied (a redelivery), {-1, epoch or ''}
  * (nothing written) when the keys are not the open bucket's, {2, 0} (nothing written) when the store is deleted
  * (its tombstone). Rows of erased visitors (`erased`) are left out. Refuses the whole batch, writing nothing, with an
@@ -144,7 +150,7 @@ export const APPLY = defineScript<[1, string] | [0, 0] | [-1, string] | [2, 0]>(
   name: 'APPLY',
   shebang: '#!lua',
   keys: ['epoch', 'dedupe', 'rows', 'tombstone', 'erased'],
-  args: ['now', 'dedupeTtlSeconds', 'epoch', 'rowCount'],
+  args: ['now', 'dedupeTtlSeconds', 'epoch', 'rowCount', 'rankTtlSeconds'],
   body: `${LIMBS}${TOMBSTONES}
 if storeDeleted() then return {2, 0} end
 local erasedRows = redis.call('EXISTS', K.erased) == 1
@@ -162,13 +168,19 @@ expectType(K.rows, 'set')
 -- Read phase: every row's current limbs, the new limbs, all checked. Nothing is written yet.
 local writes = {}
 local pks = {}
+local spans = {}
+local rowPks = {}
+local erased = {}
 local i = AR
 for r = 1, tonumber(A.rowCount) do
   local pk = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   i = i + 2
+  spans[r] = {i, n}
+  rowPks[r] = pk
   if erasedRows and rowErased(pk, tonumber(A.now)) then
-    i = i + 2 * n -- an erased row (tombstone): its counts are dropped
+    erased[r] = true
+    i = i + 2 * n -- an erased row (tombstone): its counts are dropped, and it is not ranked
   else
   local key = KEYS[KR + r - 1]
   local out = {}
@@ -225,6 +237,34 @@ for r = 1, tonumber(A.rowCount) do
   table.insert(pks, pk)
   end
 end
+-- Rankings: every ranking zset a ranked row adds to, declared and of the right type; nothing written yet.
+local rowCount = tonumber(A.rowCount)
+local rankAt = i + 2 * rowCount
+local rankKeys = {}
+for j = 0, #KEYS - KR - rowCount do rankKeys[ARGV[rankAt + j]] = KEYS[KR + rowCount + j] end
+local ranks = {}
+local rankTouched = {}
+for r = 1, rowCount do
+  local entity = ARGV[i + 2 * (r - 1)]
+  if entity ~= '' and not erased[r] then
+    local member = ARGV[i + 2 * (r - 1) + 1]
+    local at, n = spans[r][1], spans[r][2]
+    for f = 0, n - 1 do
+      local field = ARGV[at + 2 * f]
+      if not string.find(field, '#', 1, true) then
+        local bar = string.find(field, '|', 1, true)
+        local rname = string.sub(field, 1, bar - 1) .. ':' .. string.sub(field, bar + 1) .. ':' .. entity
+        local rkey = rankKeys[rname]
+        if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. rname .. ' of ' .. rowPks[r] .. ' not declared') end
+        if not rankTouched[rkey] then
+          expectType(rkey, 'zset')
+          rankTouched[rkey] = true
+        end
+        table.insert(ranks, {rkey, tonumber(ARGV[at + 2 * f + 1]), member})
+      end
+    end
+  end
+end
 -- Write phase: commands that cannot fail on the keys checked above.
 redis.call('SET', K.dedupe, '1', 'EX', A.dedupeTtlSeconds)
 if newEpoch then redis.call('SET', K.epoch, epoch) end
@@ -233,6 +273,8 @@ for _, w in ipairs(writes) do
   for c = 1, #out, 1000 do redis.call('HSET', w[1], unpack(out, c, math.min(c + 999, #out))) end
 end
 for c = 1, #pks, 2000 do redis.call('SADD', K.rows, unpack(pks, c, math.min(c + 1999, #pks))) end
+for _, rk in ipairs(ranks) do redis.call('ZINCRBY', rk[1], rk[2], rk[3]) end
+for rkey in pairs(rankTouched) do redis.call('EXPIRE', rkey, A.rankTtlSeconds) end
 return {1, epoch}
 `,
 });
@@ -267,12 +309,9 @@ return {1, epoch, nextEpoch}
 /**
  * FOLD rows of sealed bucket `seq` into their outboxes. Idempotent per row: a row whose bucket hash is gone
  * was folded already. KEYS: rows (the bucket's row set), dirty, due, counts, sealed, folded, epoch, openRows (the
- * row set of bucket `openEpoch`), then per row its bucket hash and its outbox, then the ranking zsets the ranked
- * rows add to. ARGV: seq, now, rankTtlSeconds, openEpoch, report ('1' = report what is left), dueLimit, rowCount,
- * then per row: pk, policyKind, a, b, rankEntity, rankMember (rankEntity '' = not ranked), then per ranking zset
- * its name `<day>:<metric>:<entity>`. Ranked rows add their day counts to daily ranking zsets (top lists; a limb
- * `f|k` adds its value times 10^(15k) to f's ranking, which orders but need not be exact); a ranking the caller did
- * not declare refuses the call whole.
+ * row set of bucket `openEpoch`), then per row its bucket hash and its outbox. ARGV: seq, now, openEpoch, report
+ * ('1' = report what is left), dueLimit, rowCount, then per row: pk, policyKind, a, b. (The rankings of top lists
+ * were updated by APPLY.)
  * The outbox fields `<seq>|<bucket field>` are new (only this fold of this bucket writes them), so the copy is
  * an HSET of the bucket's values; an existing one means the layout was broken and the call is refused whole.
  * The store's running count of outbox entries (`entries` in the counts hash) grows by the counts copied (not their
@@ -285,7 +324,7 @@ export const FOLD = defineScript<[number, number] | [number, number, number, str
   name: 'FOLD',
   shebang: '#!lua',
   keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows', 'tombstone'],
-  args: ['seq', 'now', 'rankTtlSeconds', 'openEpoch', 'report', 'dueLimit', 'rowCount'],
+  args: ['seq', 'now', 'openEpoch', 'report', 'dueLimit', 'rowCount'],
   body: `${LIMBS}${DUE_LIST}${TOMBSTONES}
 if storeDeleted() then
   -- A deleted store: only deletes (its sealed buckets are dropped), and reports nothing left.
@@ -304,18 +343,15 @@ if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.count
 local head = redis.call('LINDEX', K.sealed, 0) or ''
 local epoch = redis.call('GET', K.epoch)
 local openHasData = epoch ~= false and (epoch ~= A.openEpoch or redis.call('EXISTS', K.openRows) == 1)
-local rankKeys = {}
-for j = 0, #KEYS - KR - 2 * n do rankKeys[ARGV[AR + 6 * n + j]] = KEYS[KR + 2 * n + j] end
--- Read phase: every row's bucket, its outbox and ranking keys checked; nothing written yet.
+-- Read phase: every row's bucket and its outbox checked; nothing written yet.
 local rows = {}
-local checked = {}
 local movedPks = {}
 for r = 0, n - 1 do
-  local i = AR + 6 * r
+  local i = AR + 4 * r
   local pk = ARGV[i]
   local key = KEYS[KR + 2 * r]
   local data = redis.call('HGETALL', key)
-  local row = {pk = pk, key = key, data = data, i = i, ranks = {}}
+  local row = {pk = pk, key = key, data = data, i = i}
   if #data > 0 then
     local outbox = KEYS[KR + 2 * r + 1]
     local names = {}
@@ -335,30 +371,6 @@ for r = 0, n - 1 do
     row.outbox = outbox
     row.names = names
     table.insert(movedPks, pk)
-    local rankEntity = ARGV[i + 4]
-    if rankEntity ~= '' then
-      for j = 1, #data, 2 do
-        local field = data[j]
-        if not string.find(field, '#', 1, true) then
-          local bar = string.find(field, '|', 1, true)
-          local metric = string.sub(field, bar + 1)
-          local score = tonumber(data[j + 1])
-          local bar2 = string.find(metric, '|', 1, true)
-          if bar2 then
-            score = score * BASE ^ tonumber(string.sub(metric, bar2 + 1))
-            metric = string.sub(metric, 1, bar2 - 1)
-          end
-          local rname = string.sub(field, 1, bar - 1) .. ':' .. metric .. ':' .. rankEntity
-          local rkey = rankKeys[rname]
-          if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. rname .. ' of ' .. key .. ' not declared') end
-          if not checked[rkey] then
-            expectType(rkey, 'zset')
-            checked[rkey] = true
-          end
-          table.insert(row.ranks, {rkey, score})
-        end
-      end
-    end
   end
   table.insert(rows, row)
 end
@@ -391,10 +403,6 @@ for _, row in ipairs(rows) do
       table.insert(pairs_, data[j + 1])
     end
     for c = 1, #pairs_, 1000 do redis.call('HSET', row.outbox, unpack(pairs_, c, math.min(c + 999, #pairs_))) end
-    for _, rk in ipairs(row.ranks) do
-      redis.call('ZINCRBY', rk[1], rk[2], ARGV[i + 5])
-      redis.call('EXPIRE', rk[1], A.rankTtlSeconds)
-    end
     table.insert(folded, row.key)
     for j = 1, #data, 2 do
       if isEntry(data[j], 1) then entries = entries + 1 end
@@ -426,7 +434,7 @@ for c = 1, #folded, 1000 do redis.call('DEL', unpack(folded, c, math.min(c + 999
 for c = 1, #newDirty, 1000 do redis.call('ZADD', K.dirty, unpack(newDirty, c, math.min(c + 999, #newDirty))) end
 for c = 1, #newDue, 1000 do redis.call('ZADD', K.due, unpack(newDue, c, math.min(c + 999, #newDue))) end
 local pkList = {}
-for r = 0, n - 1 do pkList[r + 1] = ARGV[AR + 6 * r] end
+for r = 0, n - 1 do pkList[r + 1] = ARGV[AR + 4 * r] end
 for c = 1, #pkList, 1000 do redis.call('SREM', K.rows, unpack(pkList, c, math.min(c + 999, #pkList))) end
 if moved > 0 then redis.call('HSET', K.counts, 'entries', string.format('%d', entries)) end
 local finished = 0
@@ -462,37 +470,6 @@ if redis.call('SCARD', K.rows) > 0 then return -1 end
 redis.call('LPOP', K.sealed)
 redis.call('SET', K.folded, A.seq)
 return 1
-`,
-});
-
-/**
- * RANK_NAMES: the rankings a fold of ranked rows adds to. KEYS: the rows' bucket hashes. Returns per key the
- * distinct `<day>|<metric>` of its non-keyed counts (limbs folded into their count).
- */
-export const RANK_NAMES = defineScript<string[][]>()({
-  name: 'RANK_NAMES',
-  shebang: '#!lua flags=no-writes',
-  keys: [],
-  args: [],
-  body: `
-local out = {}
-for k = 1, #KEYS do
-  local seen = {}
-  local names = {}
-  for _, field in ipairs(redis.call('HKEYS', KEYS[k])) do
-    if not string.find(field, '#', 1, true) then
-      local a = string.find(field, '|', 1, true)
-      local b = string.find(field, '|', a + 1, true)
-      local name = b and string.sub(field, 1, b - 1) or field
-      if not seen[name] then
-        seen[name] = true
-        table.insert(names, name)
-      end
-    end
-  end
-  out[k] = names
-end
-return out
 `,
 });
 
@@ -644,8 +621,9 @@ return 1
 });
 
 /**
- * TOP members of a ranked entity over some days. KEYS: tmp (a scratch key of the store), then the daily ranking
- * zsets. ARGV: limit. Returns member, score, ... highest first.
+ * TOP members of a ranked entity over some days, from every bucket applied (APPLY ranks the open bucket's rows as
+ * it counts them). KEYS: tmp (a scratch key of the store), then the daily ranking zsets. ARGV: limit. Returns
+ * member, score, ... highest first.
  */
 export const TOP = defineScript<string[]>()({
   name: 'TOP',

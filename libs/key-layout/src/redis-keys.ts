@@ -14,7 +14,7 @@
  *   <p>:{S}:d:<batchId>      dedupe record of an applied batch (expires after the dedupe window)
  *   <p>:{S}:c:<pk>           cached DynamoDB items of a row (visitor history), with their watermarks
  *   <p>:{S}:v:<pk>           cache version, bumped by the writer in the step that deletes outbox entries
- *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), from folds
+ *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), added to by each apply
  *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
  *   <p>:{S}:x                store tombstone: the store was deleted; every writing script is a no-op while it exists
  *   <p>:{S}:xr               erased rows: hash pk -> until (ms); the apply drops those rows' counts until then

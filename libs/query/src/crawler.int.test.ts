@@ -25,6 +25,7 @@ const rules = compileRules({
     store: { key: [], flush: { kind: 'every', minutes: 1440 } },
     product: { key: ['product'], flush: { kind: 'every', minutes: 1440 } },
     visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
+    page: { key: ['page'], flush: { kind: 'every', minutes: 1440 }, rank: true },
   },
 });
 const PRODUCTS = 20_000;

@@ -38,7 +38,7 @@ export interface TenantInfo {
   createdAt: string;
   /** The store's ingest budget in events per second, when it differs from the collector's default. */
   ingestEventsPerSecond?: number;
-  /** ISO 4217 code of the store's money metrics, when set. */
+  /** ISO 4217 code revenue is shown in (set-currency); absent until set. */
   currency?: string;
   /** Months of visitor history kept (the current month and the N - 1 before it); unset = kept for ever. */
   historyMonths?: number;
@@ -141,6 +141,15 @@ export async function setIngestBudget(db: TenantDb, store: string, eventsPerSeco
   }
 }
 
+/** The ISO 4217 codes this runtime knows (Intl: the active currencies of the ICU data, e.g. EUR, USD, JPY). */
+const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
+
+function checkCurrency(currency: string): void {
+  if (!CURRENCIES.has(currency)) {
+    throw new TenantError('TALLY_ERR_INVALID_CURRENCY', `currency ${JSON.stringify(currency)} is not an ISO 4217 code such as EUR, USD or JPY`);
+  }
+}
+
 /** Creates a tenant (a store) with its time zone (default UTC). Throws TALLY_ERR_TENANT_EXISTS when it exists. */
 export async function createTenant(db: TenantDb, store: string, opts: { timeZone?: string } = {}): Promise<TenantInfo> {
   checkStore(store);
@@ -174,7 +183,6 @@ export interface TenantSettings {
   historyMonths?: number | null;
 }
 
-const CURRENCY = /^[A-Z]{3}$/;
 /** The longest retention that can be set: 100 years. */
 export const MAX_HISTORY_MONTHS = 1200;
 
@@ -192,7 +200,7 @@ export async function updateTenant(db: TenantDb, store: string, settings: Tenant
     values[':tz'] = S(settings.timeZone);
   }
   if (settings.currency !== undefined) {
-    if (!CURRENCY.test(settings.currency)) throw new TenantError('TALLY_ERR_INVALID_CURRENCY', `currency ${JSON.stringify(settings.currency)} is not an ISO 4217 code such as EUR`);
+    checkCurrency(settings.currency);
     set.push('#cur = :cur');
     names['#cur'] = 'currency';
     values[':cur'] = S(settings.currency);
@@ -252,6 +260,11 @@ export async function listTenants(db: TenantDb): Promise<TenantInfo[]> {
     start = page.LastEvaluatedKey;
   } while (start);
   return out.sort((a, b) => a.store.localeCompare(b.store));
+}
+
+/** Sets the currency a store's revenue is shown in (an ISO 4217 code: EUR, USD, JPY…); counts are unchanged. */
+export async function setCurrency(db: TenantDb, store: string, currency: string): Promise<void> {
+  await updateTenant(db, store, { currency });
 }
 
 /**
@@ -372,6 +385,7 @@ export function createTenantAdmin(db: TenantDb) {
     issueKey: (store: string, scopes: readonly string[], label: string) => issueKey(db, store, scopes, label),
     revokeKey: (store: string, keyId: string) => revokeKey(db, store, keyId),
     setTimeZone: (store: string, timeZone: string) => setTimeZone(db, store, timeZone),
+    setCurrency: (store: string, currency: string) => setCurrency(db, store, currency),
     setIngestBudget: (store: string, eventsPerSecond: number | undefined) => setIngestBudget(db, store, eventsPerSecond),
     updateTenant: (store: string, settings: TenantSettings) => updateTenant(db, store, settings),
     listTenants: () => listTenants(db),

@@ -32,6 +32,8 @@ export interface Principal {
   store: string;
   scopes: Scope[];
   timeZone: string;
+  /** The store's ISO 4217 currency, when one is set. */
+  currency?: string;
   /** The store's own ingest budget (events per second), when its tenant record sets one. */
   ingestEventsPerSecond?: number;
   /** Months of visitor history the store keeps; undefined = for ever. */
@@ -57,6 +59,8 @@ export interface DirectoryTenant {
   historyMonths?: number;
   /** The store's own ingest budget (events per second), when its tenant record sets one. */
   ingestEventsPerSecond?: number;
+  /** The store's ISO 4217 currency, when one is set. */
+  currency?: string;
 }
 
 interface KeyRecord {
@@ -94,13 +98,14 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       new GetItemCommand({ TableName: opts.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
     );
     if (!out.Item) return undefined;
-    const { timeZone, ingestEventsPerSecond, historyMonths, deletingAt } = tenantOf(store, out.Item);
+    const { timeZone, ingestEventsPerSecond, historyMonths, deletingAt, currency } = tenantOf(store, out.Item);
     if (deletingAt) return undefined; // a store being deleted is unknown
     return {
       store,
       timeZone,
       ...(ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond }),
       ...(historyMonths === undefined ? {} : { historyMonths }),
+      ...(currency === undefined ? {} : { currency }),
     };
   });
 
@@ -185,6 +190,7 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
         timeZone: tenant.timeZone,
         ...(tenant.ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond: tenant.ingestEventsPerSecond }),
         ...(tenant.historyMonths === undefined ? {} : { historyMonths: tenant.historyMonths }),
+        ...(tenant.currency === undefined ? {} : { currency: tenant.currency }),
       };
     },
     async tenant(store, topts) {

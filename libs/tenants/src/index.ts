@@ -12,6 +12,7 @@ export {
   revokeKey,
   setIngestBudget,
   setTimeZone,
+  setCurrency,
   updateTenant,
   type KeyInfo,
   type TenantSettings,

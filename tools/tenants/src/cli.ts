@@ -10,6 +10,7 @@ import {
   listTenants,
   revokeKey,
   SCOPES,
+  setCurrency,
   setIngestBudget,
   setTimeZone,
   TenantError,
@@ -80,6 +81,13 @@ async function run(
       io.out(`tally: store ${args[0]} now bins days in ${args[1]} (counts already made keep their days)`);
       return 0;
     }
+    case 'set-currency': {
+      need(2, '<store> <ISO 4217 currency code>');
+      const currency = args[1]!.toUpperCase();
+      await setCurrency(db, args[0]!, currency);
+      io.out(`tally: store ${args[0]} now shows revenue in ${currency} (counts are unchanged)`);
+      return 0;
+    }
     case 'set-ingest-budget': {
       need(2, '<store> <events per second | default>');
       const value = args[1] === 'default' ? undefined : /^\d+$/.test(args[1]!) ? Number(args[1]) : NaN;
@@ -110,7 +118,9 @@ async function run(
       need(1, '<store>');
       const t = await getTenant(db, args[0]!);
       if (!t) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
-      io.out(`store ${t.store}\ntime zone ${t.timeZone}\ncreated ${t.createdAt}${t.ingestEventsPerSecond === undefined ? '' : `\ningest budget ${t.ingestEventsPerSecond} events/s`}`);
+      io.out(
+        `store ${t.store}\ntime zone ${t.timeZone}\ncreated ${t.createdAt}${t.ingestEventsPerSecond === undefined ? '' : `\ningest budget ${t.ingestEventsPerSecond} events/s`}${t.currency === undefined ? '' : `\ncurrency ${t.currency}`}`,
+      );
       return 0;
     }
     case 'list': {
