@@ -134,8 +134,9 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   }
   if (r.deleted) return dropDeleted(deps, job, store, batchId, eventCount);
   // After the apply, duplicates too (a crash between the two is retried): the sealer's work set must see every
-  // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired.
-  await deps.buckets.registerStore(store);
+  // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired. The
+  // bucket's seq is the earliest the sealer need visit it (0 for a duplicate: at its next tick).
+  await deps.buckets.registerStore(store, r.seq);
   deps.crash?.('aggregator:after-apply');
   if (r.applied) {
     deps.metrics.batchesApplied.inc();

@@ -65,8 +65,9 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     );
     deps.crash?.('writer:before-ack');
     const left = await deps.buckets.ackOutbox(store, pk, outbox.entries.map((e) => e.field), now());
-    // The gauges' view of the store, right after the change (the sealer republishes it every tick anyway).
-    await deps.buckets.publishBacklog(store, await deps.buckets.storeBacklog(store)).catch((err: Error) => log.debug({ err: err.message }, 'backlog not published'));
+    // The gauges' view of the store, right after the change, and a sealer visit at its next tick (which retires
+    // the store when nothing is left, or sets its next visit time).
+    await deps.buckets.publishBacklog(store, await deps.buckets.storeBacklog(store), undefined, now()).catch((err: Error) => log.debug({ err: err.message }, 'backlog not published'));
     deps.metrics.rowsFlushed.inc();
     deps.metrics.entriesWritten.inc(outbox.entries.length);
     log.debug({ updates: r.updates, conditionFailures: r.conditionFailures, entries: outbox.entries.length, left }, 'flushed row');

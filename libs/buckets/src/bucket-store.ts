@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
 import { runScript, type ScriptDef } from './script-table';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
-import { PUBLISH_BACKLOG, VISIT, type VisitReply } from './work-scripts';
+import { DUE_STORES, PUBLISH_BACKLOG, REGISTER, VISIT, type VisitReply } from './work-scripts';
 
 /** Counts are held in Redis as base-10^15 limbs: field `f` and, when needed, `f|1` and `f|2` (scripts.ts). */
 const LIMB_BASE = 10n ** 15n;
@@ -79,6 +79,9 @@ const LAYOUT_CACHE_STORES = 100_000;
 
 /** Rows of one bucket folded per FOLD call. */
 const ROWS_PER_FOLD = 200;
+
+/** Stores one sealer tick visits per work-set shard at most (the rest, due longest, on the next tick). */
+const DUE_STORES_PER_TICK = 100_000;
 
 /** Due rows a sealer visit hands over per store and tick (the rest on the next tick). */
 const DUE_LIMIT = 10_000;
@@ -254,21 +257,43 @@ export class BucketStore {
     return storeShard(store, this.shards);
   }
 
-  private workKeys(shard: number): [string, string, string, string, string] {
+  private workKeys(shard: number): [string, string, string, string, string, string] {
     const w = this.keys.work(shard);
-    return [w + WORK_SUFFIX.active, w + WORK_SUFFIX.stats, w + WORK_SUFFIX.totals, w + WORK_SUFFIX.oldestDirty, w + WORK_SUFFIX.oldestUnfolded];
+    return [w + WORK_SUFFIX.active, w + WORK_SUFFIX.stats, w + WORK_SUFFIX.totals, w + WORK_SUFFIX.oldestDirty, w + WORK_SUFFIX.oldestUnfolded, w + WORK_SUFFIX.next];
   }
 
   /**
-   * Puts the store in the sealer's work set, or bumps its mark if it is there: call after every apply, duplicates
-   * included (outside the apply script: another hash slot; an apply whose mark was lost to a crash is retried
-   * by its job, which marks again).
+   * Puts the store in the sealer's work set, or bumps its mark if it is there, and makes the sealer visit it no
+   * later than `visitAt` (ms; default 0: at its next tick): call after every apply, duplicates included, with the
+   * seq of the bucket applied to (outside the apply script: another hash slot; an apply whose mark was lost to a
+   * crash is retried by its job, which marks again).
    */
-  async registerStore(store: string): Promise<void> {
-    await this.redis.zincrby(this.workKeys(this.shardOf(store))[0], 1, store);
+  async registerStore(store: string, visitAt = 0): Promise<void> {
+    const [active, , , , , next] = this.workKeys(this.shardOf(store));
+    await this.run(REGISTER, { active, next }, { store, visitAt: Math.floor(visitAt) });
   }
 
-  /** Stores of a work-set shard with anything not yet written, with their marks: what one sealer tick visits. */
+  /**
+   * Stores of a work-set shard whose next visit time is at most `now` (at most `limit`, the longest due first),
+   * with their marks: what one sealer tick visits. One call, however many stores of the shard are not due.
+   */
+  async dueStores(shard: number, now: number, limit = DUE_STORES_PER_TICK): Promise<Array<{ store: string; mark: string }>> {
+    const [active, , , , , next] = this.workKeys(shard);
+    const flat = await this.run(DUE_STORES, { active, next }, { now: Math.floor(now), limit });
+    const out: Array<{ store: string; mark: string }> = [];
+    for (let i = 0; i < flat.length; i += 2) if (flat[i + 1] !== null) out.push({ store: flat[i]!, mark: flat[i + 1]! });
+    return out;
+  }
+
+  /** The next visit time (ms) of each store of a work-set shard (stores in the work set only). */
+  async visitTimes(shard: number): Promise<Map<string, number>> {
+    const flat = await this.redis.zrange(this.workKeys(shard)[5], 0, -1, 'WITHSCORES');
+    const out = new Map<string, number>();
+    for (let i = 0; i < flat.length; i += 2) out.set(flat[i]!, Number(flat[i + 1]));
+    return out;
+  }
+
+  /** Stores of a work-set shard with anything not yet written, with their marks. */
   async activeStores(shard: number): Promise<Array<{ store: string; mark: string }>> {
     const flat = await this.redis.zrange(this.workKeys(shard)[0], 0, -1, 'WITHSCORES');
     const out: Array<{ store: string; mark: string }> = [];
@@ -300,20 +325,24 @@ export class BucketStore {
    * with nothing left and no apply since `mark` leaves the work set. Returns 'absent' when the store is not in
    * the work set (then nothing is published), 'published' or 'retired'.
    */
-  async publishBacklog(store: string, b: StoreBacklog, mark?: string): Promise<'absent' | 'published' | 'retired'> {
-    return (await this.publishBacklogs(this.shardOf(store), [{ store, backlog: b, mark }]))[0]!;
+  async publishBacklog(store: string, b: StoreBacklog, mark?: string, visitAt?: number): Promise<'absent' | 'published' | 'retired'> {
+    return (await this.publishBacklogs(this.shardOf(store), [{ store, backlog: b, mark, visitAt }]))[0]!;
   }
 
-  /** publishBacklog for many stores of one work-set shard in one call (the sealer's, per batch of stores). */
-  async publishBacklogs(shard: number, items: ReadonlyArray<{ store: string; backlog: StoreBacklog; mark?: string }>): Promise<Array<'absent' | 'published' | 'retired'>> {
+  /**
+   * publishBacklog for many stores of one work-set shard in one call (the sealer's, per batch of stores). With
+   * `visitAt` (the sealer), the store's next visit time becomes `visitAt`, or only moves earlier when an apply
+   * bumped its mark since `mark` was read.
+   */
+  async publishBacklogs(shard: number, items: ReadonlyArray<{ store: string; backlog: StoreBacklog; mark?: string; visitAt?: number }>): Promise<Array<'absent' | 'published' | 'retired'>> {
     const out: Array<'absent' | 'published' | 'retired'> = [];
     for (let i = 0; i < items.length; i += 500) {
       const args: Array<string | number> = [];
-      for (const { store, backlog: b, mark } of items.slice(i, i + 500)) {
-        args.push(store, b.rows, b.entries, b.oldestDirty ?? '', b.oldestUnfolded ?? '', mark ?? '');
+      for (const { store, backlog: b, mark, visitAt } of items.slice(i, i + 500)) {
+        args.push(store, b.rows, b.entries, b.oldestDirty ?? '', b.oldestUnfolded ?? '', mark ?? '', visitAt === undefined ? '' : Math.floor(visitAt));
       }
-      const [active, stats, totals, oldestDirty, oldestUnfolded] = this.workKeys(shard);
-      const r = await this.run(PUBLISH_BACKLOG, { active, stats, totals, oldestDirty, oldestUnfolded }, {}, { args });
+      const [active, stats, totals, oldestDirty, oldestUnfolded, next] = this.workKeys(shard);
+      const r = await this.run(PUBLISH_BACKLOG, { active, stats, totals, oldestDirty, oldestUnfolded, next }, {}, { args });
       for (const x of r) out.push(Number(x) === 2 ? 'retired' : Number(x) === 1 ? 'published' : 'absent');
     }
     return out;
@@ -321,14 +350,14 @@ export class BucketStore {
 
   /**
    * A sealer's visit of a store in one round trip: seals the open bucket when it is due (as seal()) and reports
-   * what is left: the oldest sealed bucket (undefined: nothing to fold), the store's backlog, the rows due at `now`
-   * and, when the bucket sealed now is the oldest sealed one and small enough, its rows (for foldVisited).
+   * what is left: the oldest sealed bucket (undefined: nothing to fold), the store's backlog, the rows due at `now`,
+   * the earliest due time of any row and, when the bucket sealed now is the oldest sealed one and small enough, its rows (for foldVisited).
    */
   async visit(
     store: string,
     opts: { now: number; minAgeMs: number },
-  ): Promise<{ sealed: number | undefined; sealedHead: number | undefined; due: number; dueRows: DueRow[]; sealedRows: string[] | undefined; backlog: StoreBacklog }> {
-    const [, sealed, head, rows, firstDirty, entries, due, unfolded, , dueRows, sealedRows] = await this.withEpoch<VisitReply>(store, '', async (epoch) => {
+  ): Promise<{ sealed: number | undefined; sealedHead: number | undefined; due: number; dueRows: DueRow[]; sealedRows: string[] | undefined; nextDue: number | undefined; backlog: StoreBacklog }> {
+    const [, sealed, head, rows, firstDirty, entries, due, unfolded, , dueRows, sealedRows, nextDue] = await this.withEpoch<VisitReply>(store, '', async (epoch) => {
       const keys = { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), dirty: this.keys.dirty(store), counts: this.keys.counts(store), due: this.keys.due(store), tombstone: this.keys.tombstone(store) };
       const r = await this.run(VISIT, keys, { now: opts.now, minAgeMs: opts.minAgeMs, epoch, dueLimit: DUE_LIMIT, pksLimit: ROWS_PER_FOLD * 8 });
       if (r[0] === 0) return { stale: r[1] };
@@ -342,6 +371,7 @@ export class BucketStore {
       due: Number(due),
       dueRows: dueList(dueRows, opts.now),
       sealedRows: sealedRows === 0 ? undefined : sealedRows,
+      nextDue: opt(nextDue),
       backlog: { rows: Number(rows), entries: Math.max(0, Number(entries)), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) },
     };
   }
@@ -418,21 +448,22 @@ export class BucketStore {
 
   /**
    * Folds the rows `pks` of sealed bucket `seq` — all its rows, as VISIT reported them on sealing it — in as few
-   * FOLD calls as ROWS_PER_FOLD allows, the last of which finishes the bucket and reports what the store has left.
+   * FOLD calls as ROWS_PER_FOLD allows, the last of which finishes the bucket and reports what the store has left
+   * (as visit() does).
    * Returns undefined when the bucket was not finished by these calls (another folder is at it, or it is not the
    * oldest sealed one): fold it with foldSealed then.
    */
-  async foldVisited(store: string, seq: number, pks: readonly string[], now: number): Promise<{ rows: number; backlog: StoreBacklog; due: DueRow[] } | undefined> {
+  async foldVisited(store: string, seq: number, pks: readonly string[], now: number): Promise<{ rows: number; backlog: StoreBacklog; due: DueRow[]; sealedHead: number | undefined; nextDue: number | undefined } | undefined> {
     let rows = 0;
     for (let i = 0; i < pks.length; i += ROWS_PER_FOLD) {
       const last = i + ROWS_PER_FOLD >= pks.length;
       const r = await this.foldRows(store, String(seq), pks.slice(i, i + ROWS_PER_FOLD), now, last);
       rows += r[0];
       if (!last) continue;
-      if (r[1] !== 1 || r.length !== 8) return undefined;
-      const [, , dirty, firstDirty, entries, , unfolded, due] = r;
+      if (r[1] !== 1 || r.length !== 9) return undefined;
+      const [, , dirty, firstDirty, entries, head, unfolded, due, nextDue] = r;
       const opt = (v: string) => (v === '' ? undefined : Number(v));
-      return { rows, backlog: { rows: Number(dirty), entries: Number(entries), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) }, due: dueList(due, now) };
+      return { rows, backlog: { rows: Number(dirty), entries: Number(entries), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) }, due: dueList(due, now), sealedHead: opt(head), nextDue: opt(nextDue) };
     }
     return undefined;
   }

@@ -318,9 +318,10 @@ return {1, epoch, nextEpoch}
  * limbs). When `seq` is the oldest sealed bucket and no row of it is left, the fold is finished here (as FINISH_FOLD).
  * Returns {rows moved, 1 when finished here else 0} and, with report, what is left as VISIT reports it: dirty
  * rows, oldest dirty time or '', outbox entries, oldest sealed seq or '', oldest unfolded seq or '' (the open
- * bucket counts as unfolded when it has data, or when the epoch is no longer `openEpoch`), the due list.
+ * bucket counts as unfolded when it has data, or when the epoch is no longer `openEpoch`), the due list, the
+ * earliest due time of any row or ''.
  */
-export const FOLD = defineScript<[number, number] | [number, number, number, string, string, string, string, string[]]>()({
+export const FOLD = defineScript<[number, number] | [number, number, number, string, string, string, string, string[], string]>()({
   name: 'FOLD',
   shebang: '#!lua',
   keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows', 'tombstone'],
@@ -330,7 +331,7 @@ if storeDeleted() then
   -- A deleted store: only deletes (its sealed buckets are dropped), and reports nothing left.
   redis.call('DEL', K.rows, K.sealed)
   if A.report ~= '1' then return {0, 1} end
-  return {0, 1, 0, '', '0', '', '', {}}
+  return {0, 1, 0, '', '0', '', '', {}, ''}
 end
 local seq = A.seq
 local now = tonumber(A.now)
@@ -449,7 +450,7 @@ if A.report ~= '1' then return {moved, finished} end
 local first = redis.call('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
 local unfolded = head
 if unfolded == '' and openHasData then unfolded = epoch end
-return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.format('%d', entries), head, unfolded, dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit))}
+return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.format('%d', entries), head, unfolded, dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit)), redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or ''}
 `,
 });
 

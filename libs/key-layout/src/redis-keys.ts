@@ -54,6 +54,8 @@ export const WORK_SUFFIX = {
   totals: 'totals',
   oldestDirty: 'od',
   oldestUnfolded: 'ou',
+  /** zset: active store -> the time (ms) the sealer next needs to visit it. */
+  next: 'next',
 } as const;
 
 /**
