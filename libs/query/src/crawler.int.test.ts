@@ -146,6 +146,19 @@ describe.each(backends)('a visitor with $name', ({ name, start, skip }) => {
     expect((await deps.buckets.readOutbox(store, PK)).entries).toEqual([]);
     await check();
 
+    // MAX_ITEMS_PER_QUERY counts overflow items: the month item and its 16 overflow items are 17 items. One item
+    // fits the bound before reading; the overflow items, known once it is read, are refused before their round.
+    const atMost = (n: number): QueryDeps => ({ ...deps, maxItemsPerQuery: n });
+    const reads = (d: QueryDeps) => [
+      () => readTotals(d, { store, pks: [PK], metrics, range: month }),
+      () => readSeries(d, { store, pk: PK, metrics, range: month, granularity: 'day' }),
+      () => readSeries(d, { store, pk: PK, metrics, range: 'all', granularity: 'total' }),
+    ];
+    for (const read of reads(atMost(16))) {
+      await expect(read()).rejects.toMatchObject({ name: 'QueryError', field: 'range', message: expect.stringMatching(/at least 17 DynamoDB items .*overflow items.*at most 16 per query/) });
+    }
+    for (const read of reads(atMost(17))) expect((await read()).dynamoRequests).toBeGreaterThan(0);
+
     // No item anywhere near 400 KB: each at most SPILL_AT_KB plus one UpdateItem's attributes.
     let largest = 0;
     let items = 0;
