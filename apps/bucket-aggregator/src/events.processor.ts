@@ -69,8 +69,8 @@ export function tenantTimeZones(directory: Pick<TenantDirectory, 'tenant'>, mark
 }
 
 /**
- * Applies one events batch to the store's open bucket: roll up by the rules in the store's time zone, then
- * one atomic, deduplicated Lua call. A redelivered batch (retry, stalled job, replay) is a no-op.
+ * Applies one events batch to the store's open bucket: roll up by the rules in the store's time zone (unless the
+ * collector did: a `rows` batch), then one atomic, deduplicated Lua call. A redelivered batch (retry, stalled job, replay) is a no-op.
  */
 export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, token?: string) => {
   const parsed = eventsJobSchema.safeParse(job.data);
@@ -79,8 +79,9 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     const issue = parsed.error.issues[0]!;
     throw new UnrecoverableError(`invalid events payload: ${issue.path.join('.')}: ${issue.message}`);
   }
-  const { store, batchId, events } = parsed.data;
+  const { store, batchId, events, rows, count } = parsed.data;
   const started = performance.now();
+  const eventCount = rows ? count! : events!.length;
 
   let tz: string | undefined;
   try {
@@ -101,20 +102,25 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     throw new UnrecoverableError(`unknown store ${store}: it has no tenant; batch ${batchId} not applied (nothing written). Create the tenant, then replay this job`);
   }
 
+  // A batch the collector rolled up (in the store's zone, by the same rules) goes to the script as it is; the
+  // tenant check above still applies to it.
   let deltas;
-  try {
-    deltas = rollup(deps.rules, store, tz, events);
-  } catch (err) {
-    if (err instanceof RulesError) {
-      deps.metrics.batchesRejected.inc({ reason: 'rules' });
-      throw new UnrecoverableError(`batch ${batchId}: ${err.message}`);
+  if (!rows) {
+    try {
+      deltas = rollup(deps.rules, store, tz, events!);
+    } catch (err) {
+      if (err instanceof RulesError) {
+        deps.metrics.batchesRejected.inc({ reason: 'rules' });
+        throw new UnrecoverableError(`batch ${batchId}: ${err.message}`);
+      }
+      throw err;
     }
-    throw err;
   }
 
   let r;
   try {
-    r = await deps.buckets.apply(store, batchId, deltas, { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds });
+    const applyOpts = { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds };
+    r = deltas ? await deps.buckets.apply(store, batchId, deltas, applyOpts) : await deps.buckets.applyRows(store, batchId, rows!, applyOpts);
   } catch (err) {
     // The apply script refused the whole batch before writing anything (a sum past 38 digits, a corrupt count):
     // retrying cannot help, so the batch goes whole to the failed set with the reason.
@@ -131,11 +137,11 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   deps.crash?.('aggregator:after-apply');
   if (r.applied) {
     deps.metrics.batchesApplied.inc();
-    deps.metrics.eventsApplied.inc(events.length);
+    deps.metrics.eventsApplied.inc(eventCount);
   } else {
     deps.metrics.duplicateBatches.inc();
     deps.log.info({ jobId: job.id, store, batchId }, 'duplicate batch skipped');
   }
   deps.metrics.applySeconds.observe((performance.now() - started) / 1000);
-  return { applied: r.applied, seq: r.seq, events: events.length };
+  return { applied: r.applied, seq: r.seq, events: eventCount };
 };

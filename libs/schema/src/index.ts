@@ -5,6 +5,6 @@ export { compileRules, type CompiledRules, type CompiledCounter, type CompiledEv
 export * from './event.schema';
 export { decimalToUnits, toUnits, fromUnits, MAX_VALUE, type ScaleResult } from './decimal';
 export { validateEvents, parseTimestamp, type EventError, type ValidationLimits, type ValidationResult } from './validate';
-export { rollup, type RowDeltas } from './rollup';
+export { flattenRows, rollup, type RowDeltas } from './rollup';
 export { loadRules, loadRulesOrExit } from './load-rules';
 export { parseMetricName, formatMetricName, type MetricName } from './metric-name';

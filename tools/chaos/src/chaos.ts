@@ -4,14 +4,13 @@ import {
   backlog,
   checkQueryApi,
   checkTable,
-  clientSender,
   countRetry,
   createRng,
   DEMO_STORES,
   everyBucketRules,
   expectedCounts,
   generateLoad,
-  httpSender,
+  fleetSenders,
   newLoadStats,
   runLoad,
   startFleet,
@@ -133,8 +132,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const onRetry = countRetry(stats);
     const accepted: StoreEvents[] = [];
     const retry = { deadlineMs: 600_000, maxDelayMs: 1_000, onRetry };
-    const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest, ...retry });
-    const client = clientSender({ ...f.clientTarget(), rules: f.rules, ...retry });
+    const senders = fleetSenders(f, retry);
     p.setRates(settings.rates);
     const load = runLoad(
       {
@@ -151,7 +149,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           badShare: 0.03,
           extremeShare: 0.05,
         }),
-        senders: { http, client },
+        senders,
         clientShare: 0.3,
         seed: settings.seed,
         rate: settings.events / settings.loadSeconds,
@@ -251,7 +249,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     log(`chaos: ${at()} fault schedule done; waiting for the load to finish`);
     await load;
     clearInterval(progress);
-    await Promise.all([http.close(), client.close()]);
+    await senders.close();
     log(`chaos: ${at()} load done: sent ${stats.eventsSent} events in ${stats.batches} batches (http ${stats.byVia.http}, client ${stats.byVia.client}), accepted ${stats.accepted}, rejected ${stats.rejected}, duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}`);
 
     // Heal: no more faults; restart anything that died on its own (the monitor said so).
