@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
-import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, TableError } from '@tally/dynamo';
+import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
 import { crashPoints, createLogger, createMetrics, installShutdown, logEmitterErrors, queueDepthMetrics, startOpsServer } from '@tally/observability';
 import { allQueues, closeQueues, createQueues, createRedisConnection, createShardWorkers, QUEUE, QUEUE_SETTINGS, type QueueLayout } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
@@ -39,7 +39,7 @@ const workers = createShardWorkers(
   QUEUE.dynamoWrites,
   flushProcessor({
     buckets,
-    dynamo: { client, table: config.DYNAMODB_TABLE, meter },
+    dynamo: { client, table: config.DYNAMODB_TABLE, meter, spilled: new SpilledItems() },
     metrics,
     log,
     maxBackoffMs: config.WRITER_MAX_BACKOFF_MS,
