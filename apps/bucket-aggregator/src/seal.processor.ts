@@ -35,7 +35,7 @@ export interface SealTickResult {
  * earliest flush due time (a row whose flush job is pending stays due until the writer acks it, so the store is
  * visited each tick until then). Undefined when it has nothing of either (then it is retired, or left as it is).
  */
-export function nextVisit(now: number, minAgeMs: number, left: { sealedHead: number | undefined; oldestUnfolded: number | undefined; nextDue: number | undefined }): number | undefined {
+function nextVisit(now: number, minAgeMs: number, left: { sealedHead: number | undefined; oldestUnfolded: number | undefined; nextDue: number | undefined }): number | undefined {
   if (left.sealedHead !== undefined) return now;
   const times = [left.oldestUnfolded === undefined ? Infinity : left.oldestUnfolded + minAgeMs, left.nextDue ?? Infinity];
   const t = Math.min(...times);
