@@ -5,7 +5,7 @@ import { keyInfoSchema, storeDeletionSchema, tenantSchema, visitorErasureSchema 
 import { PROBLEM_SCHEMA } from '@tally/http';
 import { createLogger } from '@tally/observability';
 import { closeQueues, createQueues, QUEUE, queueShards, type TallyQueues } from '@tally/queues';
-import { issueKey } from '@tally/tenants';
+import { deleteStore, issueKey } from '@tally/tenants';
 import { openApi31Errors } from '@tally/testing';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -196,6 +196,39 @@ describe('deleting a store', () => {
     expectProblem(await call(app, 'GET', '/v1/store', k.read), 401);
     expectProblem(await op('DELETE', '/v1/operator/stores/SHOP_DEL'), 404);
     expect((await op('GET', '/v1/operator/stores')).json().stores.map((s: { store: string }) => s.store)).not.toContain('SHOP_DEL');
+  });
+});
+
+describe('an interrupted store deletion', () => {
+  it('is resumed by calling it again: the first call dies after the keys and jobs went, the second removes the rest', async () => {
+    const t = new Date(Date.now() - 60_000).toISOString();
+    await f.tenant('SHOP_CUT');
+    await f.apply('SHOP_CUT', 'UTC', [view(t, 'P1', 'V1'), order(t, '5.00', 'V2')]);
+    await f.flush('SHOP_CUT');
+    await f.apply('SHOP_CUT', 'UTC', [view(t, 'P2', 'V3')]);
+    const deps = adminDeps(OPERATOR).erasure;
+    class DiesOnce extends BucketEraser {
+      died = false;
+      override async deleteStoreKeys(store: string): Promise<number> {
+        if (!this.died) {
+          this.died = true;
+          throw new Error('interrupted (test)');
+        }
+        return super.deleteStoreKeys(store);
+      }
+    }
+    const cut = new DiesOnce({ redis: f.redis, buckets: f.buckets });
+    await expect(deleteStore({ ...deps, db: f.db, eraser: cut }, 'SHOP_CUT')).rejects.toThrow('interrupted (test)');
+    // Half done: the tenant is still there (marked), so its items and Redis keys are still to remove.
+    const scan = async () => ((await f.client.send(new ScanCommand({ TableName: f.table }))).Items ?? []).map((i) => i['pk']!.S!).filter((pk) => pk.includes('SHOP_CUT'));
+    expect((await scan()).length).toBeGreaterThan(1);
+    expect((await f.redis.keys('q:{SHOP_CUT}:*')).length).toBeGreaterThan(1);
+    const r = await op('DELETE', '/v1/operator/stores/SHOP_CUT');
+    expect(r.statusCode).toBe(200);
+    expect(storeDeletionSchema.parse(r.json()).removed.dynamoItems).toBeGreaterThan(2);
+    expect(await scan()).toEqual([]);
+    expect(await f.redis.keys('q:{SHOP_CUT}:*')).toEqual(['q:{SHOP_CUT}:x']);
+    expectProblem(await op('DELETE', '/v1/operator/stores/SHOP_CUT'), 404);
   });
 });
 
