@@ -29,7 +29,7 @@ describe('README environment tables', () => {
     expect(table).toContain('| `MAX_EVENTS_PER_REQUEST` | collector | `1000` | Events per request before 413. |');
     expect(table).toContain('| `DYNAMODB_ENDPOINT` | all | (unset) |');
     expect(table).toContain('| `BUCKET_SECONDS` | bucket-aggregator | `900` |');
-    expect(table).toContain('| `DEDUPE_WINDOW_SECONDS` | collector, bucket-aggregator | `86400` |');
+    expect(table).toContain('| `DEDUPE_WINDOW_SECONDS` | collector, query-api, bucket-aggregator | `86400` |');
     expect(table).toContain('| `KEY_PREFIX` | all | `t` | Redis key prefix of the counters and the queues, so several Tally installations can share one Redis. |');
     expect(table).toContain('| `REDIS_CLUSTER_NODES` | all | (unset) | Redis Cluster seed nodes');
     expect(table).toContain('| `QUEUE_SHARDS` | collector, bucket-aggregator, dynamo-writer | `1` | Shards of the `events` and `dynamo-writes` queues');
