@@ -19,10 +19,11 @@ export const defaultRules = {
     Revenue: { code: 'r', scale: 2, description: 'order revenue in minor units (cents)' },
     ProductViews: { code: 'pv', description: 'views of one product by one visitor, keyed by product' },
     ProductOrders: { code: 'po', description: 'order lines of one product by one visitor, keyed by product' },
+    UniqueVisitors: { code: 'uv', description: 'distinct visitors (exact up to 300, HyperLogLog above: standard error 0.81%)' },
   },
   entities: {
-    store: { key: [], flush: { kind: 'every', minutes: 60 } },
-    product: { key: ['product'], flush: { kind: 'every', minutes: 1_440 }, rank: true },
+    store: { key: [], flush: { kind: 'every', minutes: 60 }, distinct: { UniqueVisitors: 'visitor' } },
+    product: { key: ['product'], flush: { kind: 'every', minutes: 1_440 }, rank: true, distinct: { UniqueVisitors: 'visitor' } },
     visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1_440 } },
   },
   events: {
@@ -68,8 +69,8 @@ export const defaultRules = {
 export const cheapestRules = {
   ...defaultRules,
   entities: {
-    store: { key: [], flush: { kind: 'every', minutes: 1_440 } },
-    product: { key: ['product'], flush: { kind: 'every', minutes: 1_440 }, rank: true },
+    store: { key: [], flush: { kind: 'every', minutes: 1_440 }, distinct: { UniqueVisitors: 'visitor' } },
+    product: { key: ['product'], flush: { kind: 'every', minutes: 1_440 }, rank: true, distinct: { UniqueVisitors: 'visitor' } },
     visitor: { key: ['visitor'], flush: { kind: 'every', minutes: 1_440 } },
   },
 } satisfies RulesInput;

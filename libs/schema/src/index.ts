@@ -8,3 +8,4 @@ export { validateEvents, parseTimestamp, type EventError, type ValidationLimits,
 export { rollup, type RowDeltas } from './rollup';
 export { loadRules, loadRulesOrExit } from './load-rules';
 export { parseMetricName, formatMetricName, type MetricName } from './metric-name';
+export { rollupDistinct, distinctMember, MEMBER_BYTES, type DistinctAdds } from './distinct';
