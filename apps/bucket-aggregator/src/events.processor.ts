@@ -1,6 +1,6 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
 import { eventsJobSchema } from '@tally/queues';
-import { rollup, RulesError, type CompiledRules } from '@tally/schema';
+import { rollup, rollupDistinct, RulesError, type CompiledRules } from '@tally/schema';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { AggregatorMetrics } from './aggregator-metrics';
@@ -47,8 +47,10 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   }
 
   let deltas;
+  let distinct;
   try {
     deltas = rollup(deps.rules, store, tz, events);
+    distinct = rollupDistinct(deps.rules, store, tz, events);
   } catch (err) {
     if (err instanceof RulesError) {
       deps.metrics.batchesRejected.inc({ reason: 'rules' });
@@ -57,6 +59,9 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     throw err;
   }
 
+  // Distinct counts first, duplicates too: adding a member twice changes nothing, and a crash between this and the
+  // apply is retried by the job (the apply's dedupe record is written only with the counts).
+  await deps.buckets.sketches.add(store, distinct);
   let r;
   try {
     r = await deps.buckets.apply(store, batchId, deltas, { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds });

@@ -4,6 +4,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
+import { SketchStore } from './sketch-store';
 import { PUBLISH_BACKLOG, VISIT } from './work-scripts';
 
 /** Counts are held in Redis as base-10^15 limbs: field `f` and, when needed, `f|1` and `f|2` (scripts.ts). */
@@ -100,6 +101,8 @@ function policyArgs(p: FlushPolicy): [string, number, number] {
 export class BucketStore {
   readonly keys: RedisKeys;
   readonly shards: number;
+  /** The distinct-count sketches (unique visitors) of the same stores, on the same Redis. */
+  readonly sketches: SketchStore;
   private readonly redis: Redis | Cluster;
   private readonly rules: CompiledRules;
   private readonly cmd: Record<string, Cmd>;
@@ -109,6 +112,7 @@ export class BucketStore {
     this.rules = opts.rules;
     this.keys = redisKeys(opts.prefix ?? 't');
     this.shards = opts.shards ?? 1;
+    this.sketches = new SketchStore({ redis: opts.redis, prefix: opts.prefix });
     const scripts = { APPLY, SEAL, FOLD, FINISH_FOLD, READ_OUTBOX, ACK_OUTBOX, SNAPSHOT, FILL_CACHE, TOUCH_CACHE, TOP, PUBLISH_BACKLOG, VISIT };
     const numberOfKeys: Record<string, number> = { APPLY: 2, PUBLISH_BACKLOG: 5 };
     this.cmd = {};

@@ -5,3 +5,4 @@ export * from './meter';
 export * from './cells';
 export * from './row-writer';
 export * from './row-reader';
+export * from './sketches';

@@ -1,5 +1,5 @@
 import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { SKETCH_VERSION_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, partsOfBucket, type CountEntry } from './cells';
 import { RetryableWriteError } from './errors';
 import { classifyError, type DynamoMeter, type DynamoOperation } from './meter';
@@ -12,6 +12,8 @@ export interface StoredItem {
   /** Set while bucket `wm` is applied in parts: the last part applied (row-writer). */
   wp?: number;
   attrs: Map<string, bigint>;
+  /** Binary attributes (distinct-count sketches, stored form; see sketches.ts), when the item has any. */
+  blobs?: Map<string, Uint8Array>;
 }
 
 export interface RowReaderDeps {
@@ -24,13 +26,17 @@ export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
   const attrs = new Map<string, bigint>();
   let wm = -1;
   let wp: number | undefined;
+  let blobs: Map<string, Uint8Array> | undefined;
   for (const [name, v] of Object.entries(item)) {
-    if (name === 'pk' || name === 'sk') continue;
+    if (name === 'pk' || name === 'sk' || name === SKETCH_VERSION_ATTR) continue;
     if (name === WATERMARK_ATTR) wm = Number(v.N);
     else if (name === WATERMARK_PART_ATTR) wp = Number(v.N);
     else if (v.N !== undefined) attrs.set(name, BigInt(v.N));
+    else if (v.B !== undefined) (blobs ??= new Map()).set(name, v.B);
   }
-  return wp === undefined ? { sk: item['sk']?.S ?? '', wm, attrs } : { sk: item['sk']?.S ?? '', wm, wp, attrs };
+  const out: StoredItem = wp === undefined ? { sk: item['sk']?.S ?? '', wm, attrs } : { sk: item['sk']?.S ?? '', wm, wp, attrs };
+  if (blobs) out.blobs = blobs;
+  return out;
 }
 
 async function metered<T extends { ConsumedCapacity?: any }>(deps: RowReaderDeps, op: DynamoOperation, run: () => Promise<T>): Promise<T> {

@@ -1,4 +1,4 @@
-import { GetItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, UpdateItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
@@ -17,6 +17,25 @@ export interface RowWriteResult {
   updates: number;
   /** UpdateItem calls refused by the watermark condition (entries already applied by someone else). */
   conditionFailures: number;
+  /** Items whose extra SET (RowWriteOptions.extras) rode one of these UpdateItems. */
+  extrasWritten: string[];
+}
+
+/**
+ * Extra attributes to SET on an item in the same UpdateItem as its counts (the distinct-count sketches), under an
+ * extra condition. Names start `#s`, values `:s` or `:hv`. It rides the item's first whole-bucket UpdateItem; when
+ * that one is refused, or the item only gets parts, it is left out (not in `extrasWritten`) for the caller to write.
+ */
+export interface ItemExtra {
+  set: string[];
+  condition: string;
+  names: Record<string, string>;
+  values: Record<string, AttributeValue>;
+}
+
+export interface RowWriteOptions {
+  /** By sk: an extra SET for that item. */
+  extras?: ReadonlyMap<string, ItemExtra>;
 }
 
 /**
@@ -35,10 +54,10 @@ export interface RowWriteResult {
  * Throws RetryableWriteError (throttling, 5xx, unreachable) or PermanentWriteError (validation, item too
  * large); items already written stay written, and a retry skips them through the watermark.
  */
-export async function writeRow(deps: RowWriterDeps, pk: string, entries: readonly CountEntry[]): Promise<RowWriteResult> {
-  const result: RowWriteResult = { updates: 0, conditionFailures: 0 };
+export async function writeRow(deps: RowWriterDeps, pk: string, entries: readonly CountEntry[], opts: RowWriteOptions = {}): Promise<RowWriteResult> {
+  const result: RowWriteResult = { updates: 0, conditionFailures: 0, extrasWritten: [] };
   for (const [sk, list] of entriesByItem(entries)) {
-    await writeItem(deps, pk, sk, list, result);
+    await writeItem(deps, pk, sk, list, result, opts.extras?.get(sk));
   }
   return result;
 }
@@ -48,7 +67,7 @@ type Bucket = { seq: number; list: ItemEntry[]; attrs: Set<string> };
 
 const WHOLE = 'attribute_not_exists(#wm) OR (#wm < :lo AND attribute_not_exists(#wp))';
 
-async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemEntry[], result: RowWriteResult): Promise<void> {
+async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemEntry[], result: RowWriteResult, extra: ItemExtra | undefined): Promise<void> {
   const bySeq = new Map<number, Bucket>();
   for (const ie of all) {
     let b = bySeq.get(ie.entry.seq);
@@ -92,6 +111,14 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
     }
 
     const names: Record<string, string> = { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR };
+    // The extra SET rides only a whole-bucket UpdateItem, and only once.
+    const rides = extra !== undefined && !parts;
+    if (rides && extra) {
+      set = `${set}, ${extra.set.join(', ')}`;
+      condition = `(${condition}) AND ${extra.condition}`;
+      Object.assign(names, extra.names);
+      Object.assign(values, extra.values);
+    }
     const adds: string[] = [];
     let i = 0;
     for (const [attr, v] of sums) {
@@ -117,6 +144,10 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       deps.meter.observe('UpdateItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
       result.updates++;
       written = true;
+      if (rides) {
+        result.extrasWritten.push(sk);
+        extra = undefined;
+      }
       if (parts) {
         fromPart++;
         if (fromPart === parts.count) {
@@ -127,13 +158,15 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
     } catch (err) {
       const outcome = classifyError(err);
       deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
-      if (outcome !== 'condition_failed') throw wrap(err, outcome, pk, sk);
+      if (outcome !== 'condition_failed') throw wrapWriteError(err, outcome, pk, sk);
       result.conditionFailures++;
+      // The refusal may be the extra's condition: leave the extra to the caller, and retry the counts without it.
+      extra = undefined;
       const at = await readWatermark(deps, pk, sk);
       const before = `${pending.length}/${fromPart}`;
       pending = pending.filter((b) => b.seq > at.wm || (b.seq === at.wm && at.part !== undefined));
       fromPart = pending[0]?.seq === at.wm && at.part !== undefined ? at.part + 1 : 0;
-      if (`${pending.length}/${fromPart}` === before) {
+      if (`${pending.length}/${fromPart}` === before && !rides) {
         // The item is inside a bucket whose remaining parts this write does not hold: never with an outbox acked
         // only after every part; stop rather than loop.
         throw new PermanentWriteError(`item ${pk} / ${sk} is at bucket ${at.wm} part ${at.part ?? 'complete'}, which this write cannot continue`);
@@ -178,11 +211,12 @@ async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promi
   } catch (err) {
     const outcome = classifyError(err);
     deps.meter.observe('GetItem', outcome, (performance.now() - started) / 1000);
-    throw wrap(err, outcome, pk, sk);
+    throw wrapWriteError(err, outcome, pk, sk);
   }
 }
 
-function wrap(err: unknown, outcome: string, pk: string, sk: string): Error {
+/** A DynamoDB error of a write as RetryableWriteError or PermanentWriteError, naming the item. */
+export function wrapWriteError(err: unknown, outcome: string, pk: string, sk: string): Error {
   const msg = `${(err as Error)?.name ?? 'Error'}: ${(err as Error)?.message ?? String(err)} (item ${pk} / ${sk})`;
   if (outcome === 'throttled' || outcome === 'unavailable' || outcome === 'error') return new RetryableWriteError(msg, { cause: err });
   return new PermanentWriteError(msg, { cause: err });

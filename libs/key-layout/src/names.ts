@@ -23,6 +23,11 @@ export const WATERMARK_ATTR = 'wm';
  * of that bucket applied. Absent: bucket `wm` is applied completely. Its dot keeps it out of every metric name.
  */
 export const WATERMARK_PART_ATTR = 'wm.p';
+/**
+ * Version of an item's distinct-count sketches (binary attributes such as `D123.uv`): every write of a sketch
+ * sets it one higher on condition that it is still the version read, so two writers never lose each other's union.
+ */
+export const SKETCH_VERSION_ATTR = 'wm.h';
 
 const pad = (n: number, w: number) => String(n).padStart(w, '0');
 
