@@ -17,8 +17,8 @@ export interface RowWriteResult {
   updates: number;
   /** UpdateItem calls refused by the watermark condition (entries already applied by someone else). */
   conditionFailures: number;
-  /** Items whose extra SET (RowWriteOptions.extras) rode one of these UpdateItems. */
-  extrasWritten: string[];
+  /** With RowWriteOptions.extras: the items whose extra SET rode one of these UpdateItems. */
+  extrasWritten?: string[];
 }
 
 /**
@@ -55,7 +55,7 @@ export interface RowWriteOptions {
  * large); items already written stay written, and a retry skips them through the watermark.
  */
 export async function writeRow(deps: RowWriterDeps, pk: string, entries: readonly CountEntry[], opts: RowWriteOptions = {}): Promise<RowWriteResult> {
-  const result: RowWriteResult = { updates: 0, conditionFailures: 0, extrasWritten: [] };
+  const result: RowWriteResult = opts.extras ? { updates: 0, conditionFailures: 0, extrasWritten: [] } : { updates: 0, conditionFailures: 0 };
   for (const [sk, list] of entriesByItem(entries)) {
     await writeItem(deps, pk, sk, list, result, opts.extras?.get(sk));
   }
@@ -145,7 +145,7 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       result.updates++;
       written = true;
       if (rides) {
-        result.extrasWritten.push(sk);
+        result.extrasWritten?.push(sk);
         extra = undefined;
       }
       if (parts) {

@@ -171,7 +171,7 @@ export async function writeRowWithSketches<P extends SketchPart>(
   const r = await writeRow(deps, pk, entries, { extras });
   let sketchUpdates = 0;
   for (const [sk, attrs] of cells) {
-    if (!r.extrasWritten.includes(sk)) sketchUpdates += await writeSketchItem(deps, union, pk, sk, attrs);
+    if (!r.extrasWritten?.includes(sk)) sketchUpdates += await writeSketchItem(deps, union, pk, sk, attrs);
   }
   return { ...r, sketchUpdates, sketchesWritten: riding };
 }
