@@ -13,7 +13,7 @@ describe(`chaos (${settings.mode}: ${settings.events} events over ${settings.loa
       const r = await runChaos(settings, (line) => console.log(line));
       console.log(r.summary);
       for (const s of r.table.samples) console.log(`  table: ${s}`);
-      for (const s of [...r.liveQuery.mismatches, ...r.query.mismatches].slice(0, 20)) console.log(`  query: ${s}`);
+      for (const s of [...r.liveQuery.mismatches, ...r.query.mismatches, ...r.uniqueVisitors.mismatches].slice(0, 20)) console.log(`  query: ${s}`);
       for (const s of [...r.failedJobs, ...r.unexpectedExits, ...r.keyLeaks, ...r.leakedPids, ...r.stats.edgeMismatches].slice(0, 30)) console.log(`  problem: ${s}`);
 
       expect(r.stats.edgeMismatches).toEqual([]);
@@ -27,6 +27,9 @@ describe(`chaos (${settings.mode}: ${settings.events} events over ${settings.loa
       expect(r.table.samples).toEqual([]);
       expect(r.liveQuery.mismatches).toEqual([]);
       expect(r.query.mismatches).toEqual([]);
+      // UniqueVisitors: the same answers as a run without faults (exact at small counts, the same HLL above).
+      expect(r.uniqueVisitors.mismatches).toEqual([]);
+      expect(r.uniqueVisitors.compared).toBeGreaterThan(10);
       expect(r.mismatches).toBe(0);
       expect(r.table.cells).toBeGreaterThan(1_000);
       expect(r.failedJobs).toEqual([]);
