@@ -18,6 +18,11 @@ const rules = compileRules({
 
 const deltas = (rows: Record<string, Record<string, number>>): RowDeltas =>
   new Map(Object.entries(rows).map(([pk, f]) => [pk, new Map(Object.entries(f))]));
+/** Lua script calls the server has run so far (EVAL and EVALSHA). */
+const scriptCalls = async () => {
+  const info = await redis.info('commandstats');
+  return [...info.matchAll(/^cmdstat_(?:eval|evalsha):calls=(\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+};
 const sum = (entries: Entry[], metric = 'v') => entries.filter((e) => e.metric === metric).reduce((s, e) => s + e.value, 0n);
 
 beforeAll(async () => {
@@ -52,6 +57,27 @@ describe('apply', () => {
     await store.apply('S', 'c', d, { now: 5, dedupeTtlSeconds: 60 });
     const [row] = await store.snapshot('S', ['S']);
     expect(row!.entries[0]!.value).toBe(2n * big);
+  });
+});
+
+describe('keys named from the last seen bucket', () => {
+  it('a store instance whose seq is stale (another instance sealed) writes nothing, retries and lands in the open bucket', async () => {
+    const other = new BucketStore({ redis, rules, prefix: 't' });
+    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
+    expect(await other.seal('S', { now: 2000, minAgeMs: 0 })).toBe(1000);
+    const before = await scriptCalls();
+    expect(await store.apply('S', 'b', deltas({ S: { '2023-123|v': 2 } }), { now: 2500, dedupeTtlSeconds: 60 })).toEqual({ applied: true, seq: 2000 });
+    expect((await scriptCalls()) - before).toBe(2); // the stale call, then the retry
+    expect(await redis.hgetall('t:{S}:b:1000:S')).toEqual({ '2023-123|v': '1' }); // the sealed bucket is untouched
+    const [row] = await store.snapshot('S', ['S']);
+    expect(row!.entries.map((e) => [e.seq, e.value])).toEqual([
+      [1000, 1n],
+      [2000, 2n],
+    ]);
+    // A store emptied under a remembered seq: the new epoch is the apply's now, never the remembered seq.
+    await redis.flushall();
+    expect(await store.apply('S', 'c', deltas({ S: { '2023-123|v': 4 } }), { now: 3000, dedupeTtlSeconds: 60 })).toEqual({ applied: true, seq: 3000 });
+    expect(await redis.get('t:{S}:epoch')).toBe('3000');
   });
 });
 

@@ -1,11 +1,12 @@
-import { parseOutboxField, REDIS_SUFFIX, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
+import { parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
 import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
+import { runScript, type ScriptDef } from './script-table';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 import { SketchStore } from './sketch-store';
-import { PUBLISH_BACKLOG, VISIT } from './work-scripts';
+import { PUBLISH_BACKLOG, VISIT, type VisitReply } from './work-scripts';
 
 /** Counts are held in Redis as base-10^15 limbs: field `f` and, when needed, `f|1` and `f|2` (scripts.ts). */
 const LIMB_BASE = 10n ** 15n;
@@ -63,7 +64,19 @@ export interface BucketStoreOptions {
   prefix?: string;
   /** QUEUE_SHARDS of the config: the sealer's work set is split alike. Default 1. */
   shards?: number;
+  /** How long a daily ranking zset (top lists) lives after its last fold. Default 100 days. */
+  rankTtlSeconds?: number;
+  /** How long a row's cache version outlives its last ack (longer than any cached history). Default 2 days. */
+  cacheVersionTtlSeconds?: number;
 }
+
+const DAY_SECONDS = 86_400;
+
+/** How many times a script is retried with the store's current layout after a stale reply (a seal in between). */
+const STALE_RETRIES = 8;
+
+/** Stores whose bucket layout a BucketStore remembers; past this the memory is dropped and re-learnt. */
+const LAYOUT_CACHE_STORES = 100_000;
 
 /** What one store holds that is not yet in DynamoDB. */
 export interface StoreBacklog {
@@ -79,8 +92,6 @@ export interface StoreBacklog {
 
 /** The backlog of every store of the installation, summed (oldest = the minimum). */
 export type Backlog = StoreBacklog;
-
-type Cmd = (...args: Array<string | number>) => Promise<any>;
 
 function policyArgs(p: FlushPolicy): [string, number, number] {
   switch (p.kind) {
@@ -105,7 +116,15 @@ export class BucketStore {
   readonly sketches: SketchStore;
   private readonly redis: Redis | Cluster;
   private readonly rules: CompiledRules;
-  private readonly cmd: Record<string, Cmd>;
+  private readonly rankTtlSeconds: number;
+  private readonly cacheVersionTtlSeconds: number;
+  /**
+   * The open bucket's seq last seen per store: scripts that touch the open bucket's keys are called with the keys
+   * of this seq and answer `stale` (nothing done) when the store moved on. A hint only: never trusted for counts.
+   */
+  private readonly epochs = new Map<string, string>();
+  /** The sealed seqs last seen per store (for SNAPSHOT's keys), with the same role. */
+  private readonly sealedSeqs = new Map<string, string[]>();
 
   constructor(opts: BucketStoreOptions) {
     this.redis = opts.redis;
@@ -113,14 +132,29 @@ export class BucketStore {
     this.keys = redisKeys(opts.prefix ?? 't');
     this.shards = opts.shards ?? 1;
     this.sketches = new SketchStore({ redis: opts.redis, prefix: opts.prefix });
-    const scripts = { APPLY, SEAL, FOLD, FINISH_FOLD, READ_OUTBOX, ACK_OUTBOX, SNAPSHOT, FILL_CACHE, TOUCH_CACHE, TOP, PUBLISH_BACKLOG, VISIT };
-    const numberOfKeys: Record<string, number> = { APPLY: 2, PUBLISH_BACKLOG: 5 };
-    this.cmd = {};
-    for (const [name, lua] of Object.entries(scripts)) {
-      const id = `tally${name}`;
-      if (!(id in this.redis)) this.redis.defineCommand(id, { lua, numberOfKeys: numberOfKeys[name] ?? 1 });
-      this.cmd[name] = (...args) => (this.redis as any)[id](...args);
+    this.rankTtlSeconds = opts.rankTtlSeconds ?? 100 * DAY_SECONDS;
+    this.cacheVersionTtlSeconds = opts.cacheVersionTtlSeconds ?? 2 * DAY_SECONDS;
+  }
+
+  private run<K extends string, A extends string, R>(s: ScriptDef<K, A, R>, keys: Readonly<Record<K, string>>, args: Readonly<Record<A, string | number>>, tail?: { keys?: readonly string[]; args?: ReadonlyArray<string | number> }): Promise<R> {
+    return runScript(this.redis, s, keys, args, tail);
+  }
+
+  private remember<V>(map: Map<string, V>, store: string, v: V): void {
+    if (map.size >= LAYOUT_CACHE_STORES && !map.has(store)) map.clear();
+    map.set(store, v);
+  }
+
+  /** Calls `attempt` with the store's last known epoch until it is not stale ('' = the store has none). */
+  private async withEpoch<R>(store: string, guess: string, attempt: (epoch: string) => Promise<{ ok: R } | { stale: string }>): Promise<R> {
+    let epoch = this.epochs.get(store) ?? guess;
+    for (let i = 0; i <= STALE_RETRIES; i++) {
+      const r = await attempt(epoch);
+      if ('ok' in r) return r.ok;
+      epoch = r.stale === '' ? guess : r.stale;
+      this.remember(this.epochs, store, epoch);
     }
+    throw new Error(`store ${store}: the open bucket moved ${STALE_RETRIES + 1} times during one call`);
   }
 
   /**
@@ -128,21 +162,36 @@ export class BucketStore {
    * Returns whether it was applied (false = duplicate) and the bucket seq.
    */
   async apply(store: string, batchId: string, deltas: RowDeltas, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
-    const args: Array<string | number> = [opts.now, opts.dedupeTtlSeconds, deltas.size];
+    const args: Array<string | number> = [];
     for (const [pk, fields] of deltas) {
       args.push(pk, fields.size);
       for (const [field, delta] of fields) args.push(field, delta.toString());
     }
-    let reply: [number, string];
-    try {
-      reply = await this.cmd['APPLY']!(this.keys.tag(store), this.keys.batch(store, batchId), ...args);
-    } catch (err) {
-      const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;
-      if (code) throw new BucketsError(code, `batch ${batchId} of store ${store} not applied (nothing written): ${(err as Error).message}`, { cause: err });
-      throw err;
+    const now = String(opts.now);
+    let epoch = this.epochs.get(store) ?? now;
+    // Inline rather than withEpoch: the hot path, and its reply resolves without extra hops.
+    for (let attempt = 0; attempt <= STALE_RETRIES; attempt++) {
+      let reply: [1, string] | [0, 0] | [-1, string];
+      try {
+        reply = await this.run(
+          APPLY,
+          { epoch: this.keys.epoch(store), dedupe: this.keys.batch(store, batchId), rows: this.keys.bucketRows(store, epoch) },
+          { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: deltas.size },
+          { keys: [...deltas.keys()].map((pk) => this.keys.bucket(store, epoch, pk)), args },
+        );
+      } catch (err) {
+        const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;
+        if (code) throw new BucketsError(code, `batch ${batchId} of store ${store} not applied (nothing written): ${(err as Error).message}`, { cause: err });
+        throw err;
+      }
+      if (reply[0] !== -1) {
+        if (reply[0] === 1) this.remember(this.epochs, store, reply[1]);
+        return { applied: reply[0] === 1, seq: Number(reply[1]) };
+      }
+      epoch = reply[1] === '' ? now : reply[1];
+      this.remember(this.epochs, store, epoch);
     }
-    const [applied, seq] = reply;
-    return { applied: applied === 1, seq: Number(seq) };
+    throw new Error(`store ${store}: the open bucket moved ${STALE_RETRIES + 1} times during one apply`);
   }
 
   /** The store's work-set shard. */
@@ -208,7 +257,8 @@ export class BucketStore {
       for (const { store, backlog: b, mark } of items.slice(i, i + 500)) {
         args.push(store, b.rows, b.entries, b.oldestDirty ?? '', b.oldestUnfolded ?? '', mark ?? '');
       }
-      const r = (await this.cmd['PUBLISH_BACKLOG']!(...this.workKeys(shard), ...args)) as number[];
+      const [active, stats, totals, oldestDirty, oldestUnfolded] = this.workKeys(shard);
+      const r = await this.run(PUBLISH_BACKLOG, { active, stats, totals, oldestDirty, oldestUnfolded }, {}, { args });
       for (const x of r) out.push(Number(x) === 2 ? 'retired' : Number(x) === 1 ? 'published' : 'absent');
     }
     return out;
@@ -220,7 +270,12 @@ export class BucketStore {
    * due at `now`.
    */
   async visit(store: string, opts: { now: number; minAgeMs: number }): Promise<{ sealed: number | undefined; sealedHead: number | undefined; due: number; backlog: StoreBacklog }> {
-    const [sealed, head, rows, firstDirty, entries, due, unfolded] = (await this.cmd['VISIT']!(this.keys.tag(store), opts.now, opts.minAgeMs)) as [string, string, number, string, string, number, string];
+    const [, sealed, head, rows, firstDirty, entries, due, unfolded] = await this.withEpoch<VisitReply>(store, '', async (epoch) => {
+      const r = await this.run(VISIT, { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), dirty: this.keys.dirty(store), counts: this.keys.counts(store), due: this.keys.due(store) }, { now: opts.now, minAgeMs: opts.minAgeMs, epoch });
+      if (r[0] === 0) return { stale: r[1] };
+      this.remember(this.epochs, store, r[8]);
+      return { ok: r };
+    });
     const opt = (s: string) => (s === '' ? undefined : Number(s));
     return {
       sealed: opt(sealed),
@@ -251,10 +306,20 @@ export class BucketStore {
     return out;
   }
 
+  /** The open bucket's epoch key and the row set of bucket `epoch` (a placeholder name when the store has none). */
+  private openKeys(store: string, epoch: string): { epoch: string; rows: string } {
+    return { epoch: this.keys.epoch(store), rows: this.keys.bucketRows(store, epoch) };
+  }
+
   /** Seals the open bucket if it has data and is at least minAgeMs old. Returns the sealed seq. */
   async seal(store: string, opts: { now: number; minAgeMs: number }): Promise<number | undefined> {
-    const r = await this.cmd['SEAL']!(this.keys.tag(store), opts.now, opts.minAgeMs);
-    return r === null || r === undefined ? undefined : Number(r);
+    const sealed = await this.withEpoch<string>(store, '', async (epoch) => {
+      const r = await this.run(SEAL, { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store) }, { now: opts.now, minAgeMs: opts.minAgeMs, epoch });
+      if (r[0] === 0) return { stale: r[1] };
+      this.remember(this.epochs, store, r[2]);
+      return { ok: r[1] };
+    });
+    return sealed === '' ? undefined : Number(sealed);
   }
 
   /**
@@ -263,7 +328,6 @@ export class BucketStore {
    * atomic and idempotent). Returns the buckets finished and rows moved by this call.
    */
   async foldSealed(store: string, opts: { now: number; rowsPerCall?: number }): Promise<{ buckets: number; rows: number }> {
-    const tag = this.keys.tag(store);
     const batch = opts.rowsPerCall ?? 200;
     let buckets = 0;
     let rows = 0;
@@ -273,18 +337,43 @@ export class BucketStore {
       for (;;) {
         const pks = await this.redis.srandmember(this.keys.bucketRows(store, head), batch);
         if (pks.length === 0) break;
-        const args: Array<string | number> = [head, opts.now];
-        for (const pk of pks) {
-          const rank = this.rules.rankOfPk(pk);
-          args.push(pk, ...policyArgs(this.rules.policyOfPk(pk)), rank?.entity ?? '', rank?.member ?? '');
-        }
-        rows += Number(await this.cmd['FOLD']!(tag, ...args));
+        rows += await this.foldRows(store, head, pks, opts.now);
       }
-      const done = Number(await this.cmd['FINISH_FOLD']!(tag, head));
+      const done = Number(await this.run(FINISH_FOLD, { sealed: this.keys.sealed(store), rows: this.keys.bucketRows(store, head), folded: this.keys.folded(store) }, { seq: head }));
       if (done === 1) buckets++;
       // 0: another folder finished it; -1: rows reappeared in a race with another folder: loop again.
     }
     return { buckets, rows };
+  }
+
+  /**
+   * One FOLD call for rows of sealed bucket `seq`. The ranking zsets a ranked row adds to are named by the days and
+   * metrics of its bucket hash, so those rows' field names are read first (a sealed bucket never changes; a row
+   * folded meanwhile by another folder is skipped by FOLD).
+   */
+  private async foldRows(store: string, seq: string, pks: readonly string[], now: number): Promise<number> {
+    const keys: string[] = [];
+    const args: Array<string | number> = [];
+    const ranked: Array<{ pk: string; entity: string }> = [];
+    for (const pk of pks) {
+      const rank = this.rules.rankOfPk(pk);
+      keys.push(this.keys.bucket(store, seq, pk), this.keys.outbox(store, pk));
+      args.push(pk, ...policyArgs(this.rules.policyOfPk(pk)), rank?.entity ?? '', rank?.member ?? '');
+      if (rank) ranked.push({ pk, entity: rank.entity });
+    }
+    const rankings = new Map<string, string>();
+    const fieldLists = await Promise.all(ranked.map(({ pk }) => this.redis.hkeys(this.keys.bucket(store, seq, pk))));
+    ranked.forEach(({ entity }, r) => {
+      for (const field of fieldLists[r]!) {
+        if (field.includes('#')) continue;
+        const [day, metric] = field.split('|') as [string, string];
+        rankings.set(`${day}:${metric}:${entity}`, this.keys.rank(store, day, metric, entity));
+      }
+    });
+    keys.push(...rankings.values());
+    args.push(...rankings.keys());
+    const c = { rows: this.keys.bucketRows(store, seq), dirty: this.keys.dirty(store), due: this.keys.due(store), counts: this.keys.counts(store) };
+    return Number(await this.run(FOLD, c, { seq, now, rankTtlSeconds: this.rankTtlSeconds, rowCount: pks.length }, { keys, args }));
   }
 
   /** Rows whose flush is due at `now`, with the time of their oldest unwritten count. */
@@ -297,7 +386,7 @@ export class BucketStore {
 
   /** The writer's read: the row's outbox entries of completely folded buckets. */
   async readOutbox(store: string, pk: string): Promise<OutboxRead> {
-    const flat = (await this.cmd['READ_OUTBOX']!(this.keys.tag(store), pk)) as string[];
+    const flat = await this.run(READ_OUTBOX, { folded: this.keys.folded(store), outbox: this.keys.outbox(store, pk) }, {});
     const folded = flat[0];
     const foldedThrough = folded === '' || folded === undefined ? -1 : Number(folded);
     const entries: OutboxRead['entries'] = [];
@@ -314,7 +403,9 @@ export class BucketStore {
    */
   async ackOutbox(store: string, pk: string, fields: readonly string[], now: number): Promise<number> {
     const limbs = fields.flatMap((f) => LIMB_NAMES.map((l) => f + l));
-    return Number(await this.cmd['ACK_OUTBOX']!(this.keys.tag(store), pk, now, ...policyArgs(this.rules.policyOfPk(pk)), ...limbs));
+    const [policyKind, a, b] = policyArgs(this.rules.policyOfPk(pk));
+    const keys = { outbox: this.keys.outbox(store, pk), cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk), dirty: this.keys.dirty(store), due: this.keys.due(store), counts: this.keys.counts(store) };
+    return Number(await this.run(ACK_OUTBOX, keys, { pk, now, cacheVersionTtlSeconds: this.cacheVersionTtlSeconds, policyKind, a, b }, { args: limbs }));
   }
 
   /**
@@ -324,9 +415,28 @@ export class BucketStore {
    */
   async snapshot(store: string, pks: readonly string[], withCache = false, knownVersions: ReadonlyArray<string | undefined> = []): Promise<RowSnapshot[]> {
     if (pks.length === 0) return [];
-    const args: string[] = [];
-    pks.forEach((pk, i) => args.push(pk, knownVersions[i] ?? ''));
-    const raw = (await this.cmd['SNAPSHOT']!(this.keys.tag(store), withCache ? '1' : '0', ...args)) as Array<[string[], string | null, string]>;
+    const perPk: string[] = [];
+    pks.forEach((pk, i) => perPk.push(pk, knownVersions[i] ?? ''));
+    let layout = { epoch: this.epochs.get(store) ?? '', sealed: this.sealedSeqs.get(store) ?? [] };
+    let raw: Array<[string[], string | null, string]> | undefined;
+    for (let i = 0; i <= STALE_RETRIES && !raw; i++) {
+      const seqs = layout.epoch === '' ? layout.sealed : [...layout.sealed, layout.epoch];
+      const keys = pks.flatMap((pk) => [this.keys.outbox(store, pk), this.keys.cacheVersion(store, pk), this.keys.cache(store, pk), ...seqs.map((seq) => this.keys.bucket(store, seq, pk))]);
+      const r = await this.run(
+        SNAPSHOT,
+        { sealed: this.keys.sealed(store), epoch: this.keys.epoch(store) },
+        { withCache: withCache ? '1' : '0', epoch: layout.epoch, sealedCount: layout.sealed.length },
+        { keys, args: [...layout.sealed, ...perPk] },
+      );
+      if (r[0] === 1) raw = r[1];
+      else {
+        const [, epoch, ...sealed] = r;
+        layout = { epoch, sealed };
+        this.remember(this.epochs, store, epoch);
+        this.remember(this.sealedSeqs, store, sealed);
+      }
+    }
+    if (!raw) throw new Error(`store ${store}: the bucket layout moved ${STALE_RETRIES + 1} times during one snapshot`);
     return raw.map(([flat, cache, version], i) => {
       const entries: Entry[] = [];
       for (const [field, value] of combineLimbs(flat)) entries.push({ ...parseOutboxField(field), value });
@@ -336,7 +446,7 @@ export class BucketStore {
 
   /** Stores a row's DynamoDB items in the cache unless the writer acked entries since `version` was read. */
   async fillCache(store: string, pk: string, version: string, json: string, ttlSeconds: number): Promise<boolean> {
-    return Number(await this.cmd['FILL_CACHE']!(this.keys.tag(store), pk, version, json, ttlSeconds)) === 1;
+    return Number(await this.run(FILL_CACHE, { cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk) }, { version, json, ttlSeconds })) === 1;
   }
 
   /**
@@ -344,14 +454,14 @@ export class BucketStore {
    * rankings are updated when buckets fold). Values are for ordering; read exact counts with a query.
    */
   async top(store: string, entity: string, metric: string, dayKeys: readonly string[], limit: number): Promise<Array<{ member: string; score: number }>> {
-    const suffixes = dayKeys.map((d) => `${REDIS_SUFFIX.rank}${d}:${metric}:${entity}`);
-    const flat = (await this.cmd['TOP']!(this.keys.tag(store), `tmp:${randomUUID()}`, limit, ...suffixes)) as string[];
+    const rankings = dayKeys.map((d) => this.keys.rank(store, d, metric, entity));
+    const flat = await this.run(TOP, { tmp: `${this.keys.tag(store)}tmp:${randomUUID()}` }, { limit }, { keys: rankings });
     const out: Array<{ member: string; score: number }> = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ member: flat[i]!, score: Number(flat[i + 1]) });
     return out;
   }
 
   async touchCache(store: string, pk: string, ttlSeconds: number): Promise<void> {
-    await this.cmd['TOUCH_CACHE']!(this.keys.tag(store), pk, ttlSeconds);
+    await this.run(TOUCH_CACHE, { cache: this.keys.cache(store, pk) }, { ttlSeconds });
   }
 }

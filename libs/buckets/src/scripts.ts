@@ -1,9 +1,12 @@
-import { REDIS_SUFFIX as S } from '@tally/key-layout';
+import { defineScript } from './script-table';
 
 /**
- * Lua scripts: each runs atomically on one store's keys (one hash tag). KEYS[1] is the store's tag prefix
- * `<p>:{store}:`; the scripts append REDIS_SUFFIX names. Numbers that can exceed 2^31 are formatted with
- * %d, never tostring (which would print 1.7e+12).
+ * Lua scripts: each runs atomically on one store's keys (one hash tag, so one slot of a Redis Cluster). Every key a
+ * script touches is declared in KEYS (named, or in a per-row tail): no script builds a key name. Keys that depend
+ * on the open bucket's seq (its row set and bucket hashes) are built by the caller from the seq it expects; the
+ * script reads the epoch first and, when it differs, answers `stale` with the current one before touching anything
+ * else, and the caller retries (BucketStore). TTLs come in as named arguments. Numbers that can exceed 2^31 are
+ * formatted with %d, never tostring (which would print 1.7e+12).
  *
  * The rule of every script (README "How counts move exactly once"): all reads and checks first, then the
  * writes, and no write can fail. Redis does not roll a script back, so an error after the first write would
@@ -66,51 +69,63 @@ end
  * (every: a = interval ms; idle: a = idle ms, b = max age ms). Keeps an existing earlier `every` due time.
  */
 const DUE = `
-local function schedule(tag, pk, now, kind, a, b)
+local function schedule(dirtyKey, dueKey, pk, now, kind, a, b)
   local due
   if kind == 'bucket' then
     due = now
   elseif kind == 'every' then
-    if redis.call('ZSCORE', tag .. '${S.due}', pk) then return end
+    if redis.call('ZSCORE', dueKey, pk) then return end
     due = (math.floor(now / a) + 1) * a
   else
-    local first = tonumber(redis.call('ZSCORE', tag .. '${S.dirty}', pk)) or now
+    local first = tonumber(redis.call('ZSCORE', dirtyKey, pk)) or now
     due = math.min(now + a, first + b)
   end
-  redis.call('ZADD', tag .. '${S.due}', string.format('%d', due), pk)
+  redis.call('ZADD', dueKey, string.format('%d', due), pk)
 end
 `;
 
+/** A stale reply: the seq the caller built its keys from is not the store's epoch (or '' when it has none). */
+export type Stale = [0, string];
+
 /**
  * APPLY one events batch into the open bucket, at most once per batch id.
- * KEYS: [tag, dedupeKey]. ARGV: now, dedupeTtlSeconds, rowCount, then per row: pk, fieldCount, (field, delta)*,
- * each delta a non-negative decimal string. A count `f` is held in limbs: field `f` (units mod 10^15), `f|1`
- * (the next 15 digits) and `f|2` (the rest), written only when non-zero or already present.
- * Returns {1, seq} when applied, {0, 0} when the batch id was already applied (a redelivery). Refuses the
- * whole batch, writing nothing, with an error reply `TALLY_ERR_SUM_OVERFLOW` when a count would exceed 38
- * digits and `TALLY_ERR_NOT_A_COUNT` when a delta or a stored count is not a non-negative integer.
+ * KEYS: epoch, dedupe (the batch id's record), rows (the row set of bucket `epoch`), then per row its bucket hash
+ * of bucket `epoch`. ARGV: now, dedupeTtlSeconds, epoch (the open bucket's seq the keys are built for; `now` when
+ * the store has no epoch yet), rowCount, then per row: pk, fieldCount, (field, delta)*, each delta a non-negative
+ * decimal string. A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2`
+ * (the rest), written only when non-zero or already present.
+ * Returns {1, seq} when applied, {0, 0} when the batch id was already applied (a redelivery), {-1, epoch or ''}
+ * (nothing written) when the keys are not the open bucket's. Refuses the whole batch, writing nothing, with an
+ * error reply `TALLY_ERR_SUM_OVERFLOW` when a count would exceed 38 digits and `TALLY_ERR_NOT_A_COUNT` when a
+ * delta or a stored count is not a non-negative integer.
  * The epoch is read inside the script, so once the sealer advanced it the sealed bucket can never change.
  */
-export const APPLY = `#!lua
-${LIMBS}
-local tag = KEYS[1]
-if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 0} end
-if not string.match(ARGV[2], '^[1-9]%d*$') then return redis.error_reply('TALLY_ERR_ARGUMENT dedupe TTL must be at least 1 s') end
-local epoch = redis.call('GET', tag .. '${S.epoch}')
+export const APPLY = defineScript<[1, string] | [0, 0] | [-1, string]>()({
+  name: 'APPLY',
+  shebang: '#!lua',
+  keys: ['epoch', 'dedupe', 'rows'],
+  args: ['now', 'dedupeTtlSeconds', 'epoch', 'rowCount'],
+  body: `${LIMBS}
+if redis.call('EXISTS', K.dedupe) == 1 then return {0, 0} end
+if not string.match(A.dedupeTtlSeconds, '^[1-9]%d*$') then return redis.error_reply('TALLY_ERR_ARGUMENT dedupe TTL must be at least 1 s') end
+local epoch = redis.call('GET', K.epoch)
 local newEpoch = not epoch
-if newEpoch then epoch = ARGV[1] end
-local rowsKey = tag .. '${S.rows}' .. epoch
-expectType(rowsKey, 'set')
-local bucketPrefix = tag .. '${S.bucket}' .. epoch .. ':'
+if newEpoch then
+  if A.epoch ~= A.now then return {-1, ''} end
+  epoch = A.now
+elseif epoch ~= A.epoch then
+  return {-1, epoch}
+end
+expectType(K.rows, 'set')
 -- Read phase: every row's current limbs, the new limbs, all checked. Nothing is written yet.
 local writes = {}
 local pks = {}
-local i = 4
-for r = 1, tonumber(ARGV[3]) do
+local i = AR
+for r = 1, tonumber(A.rowCount) do
   local pk = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   i = i + 2
-  local key = bucketPrefix .. pk
+  local key = KEYS[KR + r - 1]
   local out = {}
   for c = 0, n - 1, 500 do
     local m = math.min(500, n - c)
@@ -146,65 +161,82 @@ for r = 1, tonumber(ARGV[3]) do
   pks[r] = pk
 end
 -- Write phase: commands that cannot fail on the keys checked above.
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
-if newEpoch then redis.call('SET', tag .. '${S.epoch}', epoch) end
+redis.call('SET', K.dedupe, '1', 'EX', A.dedupeTtlSeconds)
+if newEpoch then redis.call('SET', K.epoch, epoch) end
 for _, w in ipairs(writes) do
   local out = w[2]
   for c = 1, #out, 1000 do redis.call('HSET', w[1], unpack(out, c, math.min(c + 999, #out))) end
 end
-for c = 1, #pks, 2000 do redis.call('SADD', rowsKey, unpack(pks, c, math.min(c + 1999, #pks))) end
+for c = 1, #pks, 2000 do redis.call('SADD', K.rows, unpack(pks, c, math.min(c + 1999, #pks))) end
 return {1, epoch}
-`;
+`,
+});
 
 /**
  * SEAL the open bucket when it has data and has been open at least minAgeMs: advance the epoch and append the
- * sealed seq to the sealed list. KEYS: [tag]. ARGV: now, minAgeMs. Returns the sealed seq or false.
+ * sealed seq to the sealed list. KEYS: epoch, sealed, rows (the row set of bucket `epoch`). ARGV: now, minAgeMs,
+ * epoch (the seq the rows key is built for). Returns {1, sealed seq or '', the epoch after the call or ''}, or a
+ * stale reply {0, epoch}.
  */
-export const SEAL = `#!lua
-local tag = KEYS[1]
-local epoch = redis.call('GET', tag .. '${S.epoch}')
-if not epoch then return false end
-if redis.call('EXISTS', tag .. '${S.rows}' .. epoch) == 0 then return false end
-local now = tonumber(ARGV[1])
-if now - tonumber(epoch) < tonumber(ARGV[2]) then return false end
-redis.call('LLEN', tag .. '${S.sealed}') -- fails on a wrong type before anything is written
-local nextEpoch = math.max(tonumber(epoch) + 1, now)
-redis.call('SET', tag .. '${S.epoch}', string.format('%d', nextEpoch))
-redis.call('RPUSH', tag .. '${S.sealed}', epoch)
-return epoch
-`;
+export const SEAL = defineScript<[1, string, string] | Stale>()({
+  name: 'SEAL',
+  shebang: '#!lua',
+  keys: ['epoch', 'sealed', 'rows'],
+  args: ['now', 'minAgeMs', 'epoch'],
+  body: `
+local epoch = redis.call('GET', K.epoch)
+if not epoch then return {1, '', ''} end
+if epoch ~= A.epoch then return {0, epoch} end
+if redis.call('EXISTS', K.rows) == 0 then return {1, '', epoch} end
+local now = tonumber(A.now)
+if now - tonumber(epoch) < tonumber(A.minAgeMs) then return {1, '', epoch} end
+redis.call('LLEN', K.sealed) -- fails on a wrong type before anything is written
+local nextEpoch = string.format('%d', math.max(tonumber(epoch) + 1, now))
+redis.call('SET', K.epoch, nextEpoch)
+redis.call('RPUSH', K.sealed, epoch)
+return {1, epoch, nextEpoch}
+`,
+});
 
 /**
  * FOLD rows of sealed bucket `seq` into their outboxes. Idempotent per row: a row whose bucket hash is gone
- * was folded already. KEYS: [tag]. ARGV: seq, now, then per row: pk, policyKind, a, b, rankEntity, rankMember
- * (rankEntity '' = not ranked). Ranked rows add their day counts to daily ranking zsets (top lists; a limb
- * `f|k` adds its value times 10^(15k) to f's ranking, which orders but need not be exact).
+ * was folded already. KEYS: rows (the bucket's row set), dirty, due, counts, then per row its bucket hash and its
+ * outbox, then the ranking zsets the ranked rows add to. ARGV: seq, now, rankTtlSeconds, rowCount, then per row:
+ * pk, policyKind, a, b, rankEntity, rankMember (rankEntity '' = not ranked), then per ranking zset its name
+ * `<day>:<metric>:<entity>`. Ranked rows add their day counts to daily ranking zsets (top lists; a limb `f|k` adds
+ * its value times 10^(15k) to f's ranking, which orders but need not be exact); a ranking the caller did not
+ * declare refuses the call whole.
  * The outbox fields `<seq>|<bucket field>` are new (only this fold of this bucket writes them), so the copy is
  * an HSET of the bucket's values; an existing one means the layout was broken and the call is refused whole.
  * The store's running count of outbox entries (`entries` in the counts hash) grows by the fields copied.
  * Returns the number of rows moved.
  */
-export const FOLD = `#!lua
-${LIMBS}${DUE}
-local tag = KEYS[1]
-local seq = ARGV[1]
-local now = tonumber(ARGV[2])
-local rowsKey = tag .. '${S.rows}' .. seq
-expectType(rowsKey, 'set')
-expectType(tag .. '${S.dirty}', 'zset')
-expectType(tag .. '${S.due}', 'zset')
-local countsKey = tag .. '${S.counts}'
-local entries = readEntries(countsKey)
-if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. countsKey .. ' entries is not an integer') end
+export const FOLD = defineScript<number>()({
+  name: 'FOLD',
+  shebang: '#!lua',
+  keys: ['rows', 'dirty', 'due', 'counts'],
+  args: ['seq', 'now', 'rankTtlSeconds', 'rowCount'],
+  body: `${LIMBS}${DUE}
+local seq = A.seq
+local now = tonumber(A.now)
+local n = tonumber(A.rowCount)
+expectType(K.rows, 'set')
+expectType(K.dirty, 'zset')
+expectType(K.due, 'zset')
+local entries = readEntries(K.counts)
+if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer') end
+local rankKeys = {}
+for j = 0, #KEYS - KR - 2 * n do rankKeys[ARGV[AR + 6 * n + j]] = KEYS[KR + 2 * n + j] end
 -- Read phase: every row's bucket, its outbox and ranking keys checked; nothing written yet.
 local rows = {}
-for i = 3, #ARGV, 6 do
+for r = 0, n - 1 do
+  local i = AR + 6 * r
   local pk = ARGV[i]
-  local key = tag .. '${S.bucket}' .. seq .. ':' .. pk
+  local key = KEYS[KR + 2 * r]
   local data = redis.call('HGETALL', key)
   local row = {pk = pk, key = key, data = data, i = i, ranks = {}}
   if #data > 0 then
-    local outbox = tag .. '${S.outbox}' .. pk
+    local outbox = KEYS[KR + 2 * r + 1]
     expectType(outbox, 'hash')
     local names = {}
     for j = 1, #data, 2 do
@@ -234,7 +266,9 @@ for i = 3, #ARGV, 6 do
             score = score * BASE ^ tonumber(string.sub(metric, bar2 + 1))
             metric = string.sub(metric, 1, bar2 - 1)
           end
-          local rkey = tag .. '${S.rank}' .. string.sub(field, 1, bar - 1) .. ':' .. metric .. ':' .. rankEntity
+          local rname = string.sub(field, 1, bar - 1) .. ':' .. metric .. ':' .. rankEntity
+          local rkey = rankKeys[rname]
+          if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. rname .. ' of ' .. key .. ' not declared') end
           expectType(rkey, 'zset')
           table.insert(row.ranks, {rkey, score})
         end
@@ -258,113 +292,143 @@ for _, row in ipairs(rows) do
     for c = 1, #pairs_, 1000 do redis.call('HSET', row.outbox, unpack(pairs_, c, math.min(c + 999, #pairs_))) end
     for _, rk in ipairs(row.ranks) do
       redis.call('ZINCRBY', rk[1], rk[2], ARGV[i + 5])
-      redis.call('EXPIRE', rk[1], 8640000)
+      redis.call('EXPIRE', rk[1], A.rankTtlSeconds)
     end
     redis.call('DEL', row.key)
     entries = entries + #data / 2
-    redis.call('ZADD', tag .. '${S.dirty}', 'NX', string.format('%d', now), pk)
-    schedule(tag, pk, now, ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]))
+    redis.call('ZADD', K.dirty, 'NX', string.format('%d', now), pk)
+    schedule(K.dirty, K.due, pk, now, ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]))
     moved = moved + 1
   end
-  redis.call('SREM', rowsKey, pk)
+  redis.call('SREM', K.rows, pk)
 end
-if moved > 0 then redis.call('HSET', countsKey, 'entries', string.format('%d', entries)) end
+if moved > 0 then redis.call('HSET', K.counts, 'entries', string.format('%d', entries)) end
 return moved
-`;
+`,
+});
 
 /**
  * FINISH the fold of `seq`: only when it is the oldest sealed bucket and all its rows are folded, pop it and
- * advance foldedThrough. KEYS: [tag]. ARGV: seq. Returns 1 done, 0 not the head (someone else finished it),
- * -1 rows remain.
+ * advance foldedThrough. KEYS: sealed, rows (the row set of bucket `seq`), folded. ARGV: seq. Returns 1 done, 0 not
+ * the head (someone else finished it), -1 rows remain.
  */
-export const FINISH_FOLD = `#!lua
-local tag = KEYS[1]
-if redis.call('LINDEX', tag .. '${S.sealed}', 0) ~= ARGV[1] then return 0 end
-if redis.call('SCARD', tag .. '${S.rows}' .. ARGV[1]) > 0 then return -1 end
-redis.call('LPOP', tag .. '${S.sealed}')
-redis.call('SET', tag .. '${S.folded}', ARGV[1])
+export const FINISH_FOLD = defineScript<number>()({
+  name: 'FINISH_FOLD',
+  shebang: '#!lua',
+  keys: ['sealed', 'rows', 'folded'],
+  args: ['seq'],
+  body: `
+if redis.call('LINDEX', K.sealed, 0) ~= A.seq then return 0 end
+if redis.call('SCARD', K.rows) > 0 then return -1 end
+redis.call('LPOP', K.sealed)
+redis.call('SET', K.folded, A.seq)
 return 1
-`;
+`,
+});
 
-/**
- * READ a row's outbox for the writer. KEYS: [tag]. ARGV: pk. Returns {foldedThrough or '', field, value, ...}.
- */
-export const READ_OUTBOX = `#!lua flags=no-writes
-local tag = KEYS[1]
-local folded = redis.call('GET', tag .. '${S.folded}') or ''
-local data = redis.call('HGETALL', tag .. '${S.outbox}' .. ARGV[1])
+/** READ a row's outbox for the writer. KEYS: folded, outbox. Returns {foldedThrough or '', field, value, ...}. */
+export const READ_OUTBOX = defineScript<string[]>()({
+  name: 'READ_OUTBOX',
+  shebang: '#!lua flags=no-writes',
+  keys: ['folded', 'outbox'],
+  args: [],
+  body: `
+local folded = redis.call('GET', K.folded) or ''
+local data = redis.call('HGETALL', K.outbox)
 table.insert(data, 1, folded)
 return data
-`;
+`,
+});
 
 /**
  * ACK outbox entries the writer has applied to DynamoDB, in one step with dropping the row's cache entry and
  * bumping its cache version (so no query can store a cache read before this write). When entries remain
  * (folded during the write) the row stays dirty and is rescheduled by its policy. The store's running count of
  * outbox entries drops by the entries deleted (and restarts at 0 whenever the store has no dirty row left).
- * KEYS: [tag]. ARGV: pk, now, policyKind, a, b, fields... Returns the number of entries left.
+ * KEYS: outbox, cacheVersion, cache, dirty, due, counts. ARGV: pk, now, cacheVersionTtlSeconds, policyKind, a, b,
+ * then the fields to delete. Returns the number of entries left.
  */
-export const ACK_OUTBOX = `#!lua
-${LIMBS}${DUE}
-local tag = KEYS[1]
-local pk = ARGV[1]
-local now = tonumber(ARGV[2])
-local outbox = tag .. '${S.outbox}' .. pk
-local versionKey = tag .. '${S.cacheVersion}' .. pk
+export const ACK_OUTBOX = defineScript<number>()({
+  name: 'ACK_OUTBOX',
+  shebang: '#!lua',
+  keys: ['outbox', 'cacheVersion', 'cache', 'dirty', 'due', 'counts'],
+  args: ['pk', 'now', 'cacheVersionTtlSeconds', 'policyKind', 'a', 'b'],
+  body: `${LIMBS}${DUE}
+local pk = A.pk
+local now = tonumber(A.now)
 -- Read phase: the types of every key written below, and the cache version INCR will bump.
-redis.call('HLEN', outbox)
-expectType(tag .. '${S.dirty}', 'zset')
-expectType(tag .. '${S.due}', 'zset')
-local countsKey = tag .. '${S.counts}'
-local entries = readEntries(countsKey)
-if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. countsKey .. ' entries is not an integer') end
-local version = redis.call('GET', versionKey)
+redis.call('HLEN', K.outbox)
+expectType(K.dirty, 'zset')
+expectType(K.due, 'zset')
+local entries = readEntries(K.counts)
+if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer') end
+local version = redis.call('GET', K.cacheVersion)
 if version and not (string.match(version, '^%d+$') and #version < 16) then
-  return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. versionKey .. ' is not a cache version')
+  return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.cacheVersion .. ' is not a cache version')
 end
 -- Write phase.
 local deleted = 0
-for i = 6, #ARGV, 500 do
-  deleted = deleted + redis.call('HDEL', outbox, unpack(ARGV, i, math.min(i + 499, #ARGV)))
+for i = AR, #ARGV, 500 do
+  deleted = deleted + redis.call('HDEL', K.outbox, unpack(ARGV, i, math.min(i + 499, #ARGV)))
 end
-redis.call('DEL', tag .. '${S.cache}' .. pk)
-redis.call('INCR', versionKey)
-redis.call('EXPIRE', versionKey, 172800)
-local left = redis.call('HLEN', outbox)
+redis.call('DEL', K.cache)
+redis.call('INCR', K.cacheVersion)
+redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
+local left = redis.call('HLEN', K.outbox)
 if left == 0 then
-  redis.call('ZREM', tag .. '${S.dirty}', pk)
-  redis.call('ZREM', tag .. '${S.due}', pk)
+  redis.call('ZREM', K.dirty, pk)
+  redis.call('ZREM', K.due, pk)
 else
-  redis.call('ZADD', tag .. '${S.dirty}', string.format('%d', now), pk)
-  redis.call('ZREM', tag .. '${S.due}', pk)
-  schedule(tag, pk, now, ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
+  redis.call('ZADD', K.dirty, string.format('%d', now), pk)
+  redis.call('ZREM', K.due, pk)
+  schedule(K.dirty, K.due, pk, now, A.policyKind, tonumber(A.a), tonumber(A.b))
 end
-if redis.call('ZCARD', tag .. '${S.dirty}') == 0 then
-  redis.call('HDEL', countsKey, 'entries')
+if redis.call('ZCARD', K.dirty) == 0 then
+  redis.call('HDEL', K.counts, 'entries')
 else
-  redis.call('HSET', countsKey, 'entries', string.format('%d', entries - deleted))
+  redis.call('HSET', K.counts, 'entries', string.format('%d', entries - deleted))
 end
 return left
-`;
+`,
+});
 
 /**
  * SNAPSHOT, for a query, every Redis entry of the given rows not yet in DynamoDB — outbox, sealed-unfolded and
  * open buckets — each with its bucket seq, plus each row's cache entry and cache version.
- * KEYS: [tag]. ARGV: withCache ('1'|'0'), then per pk: pk, knownVersion ('' = none).
- * Returns { {pk entries: seq|day|metric, value, ...}, cacheJson or false (or '=' when the caller already holds
- * the cache at the current version), cacheVersion or '0' } per pk.
+ * KEYS: sealed, epoch, then per pk: outbox, cacheVersion, cache, and its bucket hash in each bucket of the
+ * expected layout (the sealed seqs, then the epoch when there is one). ARGV: withCache ('1'|'0'), epoch (expected;
+ * '' = none), sealedCount, the expected sealed seqs, then per pk: pk, knownVersion ('' = none).
+ * Returns {1, { {pk entries: seq|day|metric, value, ...}, cacheJson or false (or '=' when the caller already holds
+ * the cache at the current version), cacheVersion or '0' } per pk}, or {0, epoch or '', sealed seqs...} (nothing
+ * read) when the layout is not the expected one.
  */
-export const SNAPSHOT = `#!lua flags=no-writes
-local tag = KEYS[1]
-local buckets = redis.call('LRANGE', tag .. '${S.sealed}', 0, -1)
-local epoch = redis.call('GET', tag .. '${S.epoch}')
-if epoch then table.insert(buckets, epoch) end
+export const SNAPSHOT = defineScript<[1, Array<[string[], string | null, string]>] | [0, string, ...string[]]>()({
+  name: 'SNAPSHOT',
+  shebang: '#!lua flags=no-writes',
+  keys: ['sealed', 'epoch'],
+  args: ['withCache', 'epoch', 'sealedCount'],
+  body: `
+local buckets = redis.call('LRANGE', K.sealed, 0, -1)
+local epoch = redis.call('GET', K.epoch) or ''
+local same = epoch == A.epoch and #buckets == tonumber(A.sealedCount)
+for b = 1, #buckets do
+  if buckets[b] ~= ARGV[AR + b - 1] then same = false end
+end
+if not same then
+  table.insert(buckets, 1, epoch)
+  table.insert(buckets, 1, 0)
+  return buckets
+end
+if epoch ~= '' then table.insert(buckets, epoch) end
+local nb = #buckets
 local out = {}
-for i = 2, #ARGV, 2 do
+local p = 0
+for i = AR + tonumber(A.sealedCount), #ARGV, 2 do
   local pk = ARGV[i]
-  local entries = redis.call('HGETALL', tag .. '${S.outbox}' .. pk)
-  for _, seq in ipairs(buckets) do
-    local data = redis.call('HGETALL', tag .. '${S.bucket}' .. seq .. ':' .. pk)
+  local kb = KR + p * (3 + nb)
+  local entries = redis.call('HGETALL', KEYS[kb])
+  for b, seq in ipairs(buckets) do
+    local data = redis.call('HGETALL', KEYS[kb + 2 + b])
     for j = 1, #data, 2 do
       table.insert(entries, seq .. '|' .. data[j])
       table.insert(entries, data[j + 1])
@@ -372,48 +436,63 @@ for i = 2, #ARGV, 2 do
   end
   local cache = false
   local version = '0'
-  if ARGV[1] == '1' then
-    version = redis.call('GET', tag .. '${S.cacheVersion}' .. pk) or '0'
+  if A.withCache == '1' then
+    version = redis.call('GET', KEYS[kb + 1]) or '0'
     if ARGV[i + 1] ~= '' and ARGV[i + 1] == version then
       cache = '='
     else
-      cache = redis.call('GET', tag .. '${S.cache}' .. pk) or false
+      cache = redis.call('GET', KEYS[kb + 2]) or false
     end
   end
   table.insert(out, {entries, cache, version})
+  p = p + 1
 end
-return out
-`;
+return {1, out}
+`,
+});
 
 /**
  * FILL a row's cache with DynamoDB items read by a query, only if the writer has not acked anything for the
- * row since the query's snapshot (same cache version). KEYS: [tag]. ARGV: pk, version, json, ttlSeconds.
+ * row since the query's snapshot (same cache version). KEYS: cacheVersion, cache. ARGV: version, json, ttlSeconds.
  */
-export const FILL_CACHE = `#!lua
-local tag = KEYS[1]
-local current = redis.call('GET', tag .. '${S.cacheVersion}' .. ARGV[1]) or '0'
-if current ~= ARGV[2] then return 0 end
-redis.call('SET', tag .. '${S.cache}' .. ARGV[1], ARGV[3], 'EX', ARGV[4])
+export const FILL_CACHE = defineScript<number>()({
+  name: 'FILL_CACHE',
+  shebang: '#!lua',
+  keys: ['cacheVersion', 'cache'],
+  args: ['version', 'json', 'ttlSeconds'],
+  body: `
+local current = redis.call('GET', K.cacheVersion) or '0'
+if current ~= A.version then return 0 end
+redis.call('SET', K.cache, A.json, 'EX', A.ttlSeconds)
 return 1
-`;
+`,
+});
 
 /**
- * TOP members of a ranked entity over some days: KEYS: [tag]. ARGV: tmpSuffix, limit, rankKeySuffixes...
- * Returns member, score, ... highest first.
+ * TOP members of a ranked entity over some days. KEYS: tmp (a scratch key of the store), then the daily ranking
+ * zsets. ARGV: limit. Returns member, score, ... highest first.
  */
-export const TOP = `#!lua
-local tag = KEYS[1]
-local keys = {}
-for i = 3, #ARGV do table.insert(keys, tag .. ARGV[i]) end
-if #keys == 0 then return {} end
-local tmp = tag .. ARGV[1]
-redis.call('ZUNIONSTORE', tmp, #keys, unpack(keys))
-local out = redis.call('ZRANGE', tmp, 0, tonumber(ARGV[2]) - 1, 'REV', 'WITHSCORES')
-redis.call('DEL', tmp)
+export const TOP = defineScript<string[]>()({
+  name: 'TOP',
+  shebang: '#!lua',
+  keys: ['tmp'],
+  args: ['limit'],
+  body: `
+if #KEYS < KR then return {} end
+redis.call('ZUNIONSTORE', K.tmp, #KEYS - KR + 1, unpack(KEYS, KR))
+local out = redis.call('ZRANGE', K.tmp, 0, tonumber(A.limit) - 1, 'REV', 'WITHSCORES')
+redis.call('DEL', K.tmp)
 return out
-`;
+`,
+});
 
-/** Refresh the TTL of a cached row (the session is still active). KEYS: [tag]. ARGV: pk, ttlSeconds. */
-export const TOUCH_CACHE = `#!lua
-return redis.call('EXPIRE', KEYS[1] .. '${S.cache}' .. ARGV[1], ARGV[2])
-`;
+/** Refresh the TTL of a cached row (the session is still active). KEYS: cache. ARGV: ttlSeconds. */
+export const TOUCH_CACHE = defineScript<number>()({
+  name: 'TOUCH_CACHE',
+  shebang: '#!lua',
+  keys: ['cache'],
+  args: ['ttlSeconds'],
+  body: `
+return redis.call('EXPIRE', K.cache, A.ttlSeconds)
+`,
+});

@@ -1,7 +1,7 @@
 /**
  * Redis key names. Every key of one store shares the hash tag `{store}`, so each Lua script touches a single
- * slot and the layout can move to Redis Cluster. Scripts receive the store's tag prefix as KEYS[1] and append
- * the suffixes below; keep the two in step through REDIS_SUFFIX.
+ * slot and the layout can move to Redis Cluster. Scripts build no key names: BucketStore names every key a script
+ * touches with the functions below and passes it in KEYS.
  *
  *   <p>:{S}:epoch            seq of the open bucket (ms timestamp at which it opened; monotonic)
  *   <p>:{S}:b:<seq>:<pk>     bucket hash of one row: `<dayKey>|<metric>` -> integer
@@ -67,7 +67,7 @@ export function storeShard(store: string, shards: number): number {
 }
 
 export interface RedisKeys {
-  /** `<p>:{S}:` — KEYS[1] of every store script. */
+  /** `<p>:{S}:` — the prefix of every key of the store. */
   tag(store: string): string;
   epoch(store: string): string;
   bucket(store: string, seq: number | string, pk: string): string;

@@ -1,0 +1,65 @@
+import type { Cluster, Redis } from 'ioredis';
+import { createHash } from 'node:crypto';
+
+/**
+ * A Lua script with its KEYS and ARGV named. The Lua body reads them as `K.<name>` and `A.<name>`; a script
+ * that takes a variable tail of keys or arguments (per row, per bucket) reads it from `KEYS[KR]` and `ARGV[AR]`
+ * on, where KR and AR are the first indexes after the named ones. Every key a script touches is in KEYS (named or
+ * in the tail): no script builds a key name.
+ */
+export interface ScriptDef<K extends string, A extends string, R> {
+  readonly name: string;
+  readonly keys: readonly K[];
+  readonly args: readonly A[];
+  /** The source sent to Redis: shebang line, the K/A/KR/AR prelude, then the body. */
+  readonly lua: string;
+  readonly sha: string;
+  /** Phantom: the reply's type (Redis replies are not checked at run time). */
+  readonly reply?: R;
+}
+
+/**
+ * Defines a script whose reply has type R: `defineScript<R>()({ name, shebang, keys, args, body })` (curried so that
+ * the key and argument names are inferred). `shebang` is `#!lua` or `#!lua flags=no-writes` (see scripts.ts).
+ */
+export function defineScript<R>() {
+  return <const K extends string = never, const A extends string = never>(def: {
+    name: string;
+    shebang: '#!lua' | '#!lua flags=no-writes';
+    keys: readonly K[];
+    args: readonly A[];
+    body: string;
+  }): ScriptDef<K, A, R> => {
+    const table = (names: readonly string[], v: string) => `{${names.map((n, i) => `${n} = ${v}[${i + 1}]`).join(', ')}}`;
+    const lua = `${def.shebang}
+local K = ${table(def.keys, 'KEYS')}
+local A = ${table(def.args, 'ARGV')}
+local KR = ${def.keys.length + 1}
+local AR = ${def.args.length + 1}
+${def.body}`;
+    return { name: def.name, keys: def.keys, args: def.args, lua, sha: createHash('sha1').update(lua).digest('hex') };
+  };
+}
+
+type Value = string | number;
+
+/**
+ * Runs a script: named keys and arguments in their declared order, then the tails. EVALSHA, falling back to EVAL
+ * (which caches the script on that node) when the node does not know it yet. On a Cluster, ioredis routes the call
+ * by its keys' slot; every key of one call must share that slot.
+ */
+export function runScript<K extends string, A extends string, R>(
+  redis: Redis | Cluster,
+  s: ScriptDef<K, A, R>,
+  keys: Readonly<Record<K, string>>,
+  args: Readonly<Record<A, Value>>,
+  tail: { keys?: readonly string[]; args?: readonly Value[] } = {},
+): Promise<R> {
+  const allKeys = [...s.keys.map((k) => keys[k]), ...(tail.keys ?? [])];
+  const rest = [...allKeys, ...s.args.map((a) => args[a]), ...(tail.args ?? [])];
+  // Not async, and one hop on success: callers' replies resolve in the order Redis sent them.
+  return redis.evalsha(s.sha, allKeys.length, ...rest).catch((err: Error) => {
+    if (!/^NOSCRIPT/.test(err.message ?? '')) throw err;
+    return redis.eval(s.lua, allKeys.length, ...rest);
+  }) as Promise<R>;
+}
