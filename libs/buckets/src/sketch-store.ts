@@ -1,8 +1,9 @@
-import { redisKeys, type RedisKeys } from '@tally/key-layout';
+import { REDIS_SUFFIX as S, redisKeys, type RedisKeys } from '@tally/key-layout';
 import type { DistinctAdds } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
-import { SKETCH_ACK, SKETCH_ADD, SKETCH_READ, SKETCH_UNION } from './sketch-scripts';
+import { runScript } from './script-table';
+import { SKETCH_ACK, SKETCH_ADD, SKETCH_FIELDS, SKETCH_READ, SKETCH_UNION } from './sketch-scripts';
 
 /** Up to this many distinct members a sketch is an exact set; above it, a HyperLogLog (docs/DESIGN.md "Unique visitors"). */
 export const EXACT_THRESHOLD = 300;
@@ -20,8 +21,6 @@ export interface LiveSketch {
   registers: Buffer;
 }
 
-type Cmd = (...args: Array<string | number | Buffer>) => Promise<any>;
-
 /**
  * The Redis side of distinct counts (unique visitors): per row and store-local day, an exact set of 8-byte members
  * while it holds at most EXACT_THRESHOLD of them and a Redis HyperLogLog of all of them. Adding a member twice
@@ -31,51 +30,58 @@ type Cmd = (...args: Array<string | number | Buffer>) => Promise<any>;
 export class SketchStore {
   readonly keys: RedisKeys;
   private readonly redis: Redis | Cluster;
-  private readonly cmd: Record<string, Cmd> = {};
 
-  constructor(opts: { redis: Redis | Cluster; prefix?: string }) {
+  constructor(opts: { redis: Redis | Cluster; prefix?: string | undefined }) {
     this.redis = opts.redis;
     this.keys = redisKeys(opts.prefix ?? 't');
-    for (const [name, lua] of Object.entries({ SKETCH_ADD, SKETCH_READ, SKETCH_ACK, SKETCH_UNION })) {
-      const id = `tally${name}`;
-      if (!(id in this.redis)) this.redis.defineCommand(id, { lua, numberOfKeys: 1 });
-      this.cmd[name] = (...args) => (this.redis as any)[`${id}Buffer`](...args);
-    }
   }
+
+  private rowsKey = (store: string, pk: string) => this.keys.tag(store) + S.sketchRows + pk;
+  private sketchKeys = (store: string, pk: string, field: string) => [this.keys.tag(store) + S.sketchSet + pk + '|' + field, this.keys.tag(store) + S.sketchHll + pk + '|' + field];
 
   /** Adds a batch's members (rollupDistinct) to the rows' sketches. Idempotent. */
   async add(store: string, adds: DistinctAdds): Promise<void> {
     if (adds.size === 0) return;
-    const args: Array<string | number | Buffer> = [EXACT_THRESHOLD, adds.size];
+    const keys: string[] = [];
+    const args: Array<string | number | Buffer> = [];
     for (const [pk, fields] of adds) {
-      args.push(pk, fields.size);
+      keys.push(this.rowsKey(store, pk));
+      args.push(fields.size);
       for (const [field, members] of fields) {
+        keys.push(...this.sketchKeys(store, pk, field));
         args.push(field, members.size);
         for (const m of members) args.push(Buffer.from(m, 'latin1'));
       }
     }
-    await this.cmd['SKETCH_ADD']!(this.keys.tag(store), ...args);
+    await runScript(this.redis, SKETCH_ADD, {}, { threshold: EXACT_THRESHOLD }, { keys, args });
   }
 
-  /** The unwritten sketches of each row, in the order of `pks`. */
+  /**
+   * The unwritten sketches of each row, in the order of `pks`: the rows' fields, then the sketches (two reads; a
+   * sketch added between them is read by the next call, one acked between them reads as empty: it is in DynamoDB).
+   */
   async read(store: string, pks: readonly string[]): Promise<LiveSketch[][]> {
     if (pks.length === 0) return [];
-    const raw = (await this.cmd['SKETCH_READ']!(this.keys.tag(store), EXACT_THRESHOLD, ...pks)) as Buffer[][];
-    return raw.map((flat) => {
-      const out: LiveSketch[] = [];
-      for (let i = 0; i < flat.length; i += 4) {
-        const field = flat[i]!.toString();
-        const bar = field.indexOf('|');
-        out.push({ field, dayKey: field.slice(0, bar), metric: field.slice(bar + 1), blob: flat[i + 1]!, scard: flat[i + 2]!.toString(), registers: flat[i + 3]! });
-      }
-      return out;
+    const fields = (await runScript(this.redis, SKETCH_FIELDS, {}, {}, { keys: pks.map((pk) => this.rowsKey(store, pk)) })) as string[][];
+    const wanted = pks.flatMap((pk, r) => fields[r]!.map((field) => ({ r, field })));
+    const out: LiveSketch[][] = pks.map(() => []);
+    if (wanted.length === 0) return out;
+    const raw = await runScript(this.redis, SKETCH_READ, {}, { threshold: EXACT_THRESHOLD }, { keys: wanted.flatMap(({ r, field }) => this.sketchKeys(store, pks[r]!, field)) }, { buffers: true });
+    wanted.forEach(({ r, field }, i) => {
+      const [blob, scard, registers] = raw[i]! as [Buffer, Buffer, Buffer];
+      if (blob.length === 1 && scard.toString() === '0') return; // acked in between
+      const bar = field.indexOf('|');
+      out[r]!.push({ field, dayKey: field.slice(0, bar), metric: field.slice(bar + 1), blob, scard: scard.toString(), registers });
     });
+    return out;
   }
 
   /** Forgets written sketches that did not change since they were read. Returns how many were deleted. */
   async ack(store: string, pk: string, written: readonly LiveSketch[]): Promise<number> {
     if (written.length === 0) return 0;
-    return Number(await this.cmd['SKETCH_ACK']!(this.keys.tag(store), pk, ...written.flatMap((s) => [s.field, s.scard, s.registers])));
+    const keys = written.flatMap((s) => this.sketchKeys(store, pk, s.field));
+    const r = await runScript(this.redis, SKETCH_ACK, { rows: this.rowsKey(store, pk) }, {}, { keys, args: written.flatMap((s) => [s.field, s.scard, s.registers]) });
+    return Number(r);
   }
 
   /**
@@ -84,9 +90,17 @@ export class SketchStore {
    */
   async union(store: string, groups: ReadonlyArray<readonly Buffer[]>, wantBlob: boolean): Promise<Array<{ count: number; blob: Buffer }>> {
     if (groups.length === 0) return [];
-    const args: Array<string | number | Buffer> = [EXACT_THRESHOLD, wantBlob ? '1' : '0', randomUUID(), groups.length];
-    for (const g of groups) args.push(g.length, ...g);
-    const raw = (await this.cmd['SKETCH_UNION']!(this.keys.tag(store), ...args)) as Array<[number, Buffer]>;
+    const scratch = `${this.keys.tag(store)}${S.sketchScratch}${randomUUID()}`;
+    const keys: string[] = [];
+    const args: Array<number | Buffer> = [];
+    groups.forEach((g, gi) => {
+      keys.push(`${scratch}:${gi}`);
+      g.forEach((b, bi) => {
+        if (b[0] === 0x48 /* H */) keys.push(`${scratch}:${gi}:${bi}`);
+      });
+      args.push(g.length, ...g);
+    });
+    const raw = await runScript(this.redis, SKETCH_UNION, {}, { threshold: EXACT_THRESHOLD, wantBlob: wantBlob ? '1' : '0' }, { keys, args }, { buffers: true });
     return raw.map(([count, blob]) => ({ count: Number(count), blob }));
   }
 }

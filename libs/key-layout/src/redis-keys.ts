@@ -17,6 +17,10 @@
  *   <p>:{S}:lock             sealer lock
  *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), from folds
  *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
+ *   <p>:{S}:us:<pk>|<day>|<m>  distinct-count sketch of a row's day: exact set of members while it has at most 300
+ *   <p>:{S}:uh:<pk>|<day>|<m>  the same sketch as a Redis HyperLogLog
+ *   <p>:{S}:ur:<pk>          set of the row's `<day>|<m>` sketches not yet written to DynamoDB
+ *   <p>:{S}:ux:<id>:…        scratch HLLs of one sketch union (deleted by it; expire after 60 s)
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
  *   <p>:{<p>:wW}:active      zset store -> mark (bumped after every apply): stores with anything not yet written
@@ -40,6 +44,10 @@ export const REDIS_SUFFIX = {
   lock: 'lock',
   rank: 'k:',
   counts: 'n',
+  sketchSet: 'us:',
+  sketchHll: 'uh:',
+  sketchRows: 'ur:',
+  sketchScratch: 'ux:',
 } as const;
 
 /** Suffixes of a work-set shard's keys (`<p>:{<p>:wW}:` + suffix). */
