@@ -192,6 +192,14 @@ function takeWholeBuckets(sorted: Bucket[]): number {
 }
 
 async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promise<{ wm: number; part: number | undefined }> {
+  const item = await readForWrite(deps, pk, sk, '#wm, #wp', { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR });
+  const wm = item?.[WATERMARK_ATTR]?.N;
+  const part = item?.[WATERMARK_PART_ATTR]?.N;
+  return { wm: wm === undefined ? -1 : Number(wm), part: part === undefined ? undefined : Number(part) };
+}
+
+/** A writer's consistent GetItem of some attributes, metered; errors as RetryableWriteError or PermanentWriteError. */
+export async function readForWrite(deps: RowWriterDeps, pk: string, sk: string, projection: string, names: Record<string, string>): Promise<Record<string, AttributeValue> | undefined> {
   const started = performance.now();
   try {
     const out = await deps.client.send(
@@ -199,15 +207,13 @@ async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promi
         TableName: deps.table,
         Key: { pk: { S: pk }, sk: { S: sk } },
         ConsistentRead: true,
-        ProjectionExpression: '#wm, #wp',
-        ExpressionAttributeNames: { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR },
+        ProjectionExpression: projection,
+        ExpressionAttributeNames: names,
         ReturnConsumedCapacity: 'TOTAL',
       }),
     );
     deps.meter.observe('GetItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
-    const wm = out.Item?.[WATERMARK_ATTR]?.N;
-    const part = out.Item?.[WATERMARK_PART_ATTR]?.N;
-    return { wm: wm === undefined ? -1 : Number(wm), part: part === undefined ? undefined : Number(part) };
+    return out.Item;
   } catch (err) {
     const outcome = classifyError(err);
     deps.meter.observe('GetItem', outcome, (performance.now() - started) / 1000);

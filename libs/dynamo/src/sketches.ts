@@ -1,8 +1,8 @@
-import { GetItemCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { cellsOfDay, parseDayKey, SKETCH_VERSION_ATTR } from '@tally/key-layout';
 import { brotliCompressSync, brotliDecompressSync } from 'node:zlib';
 import { entriesByItem, type CountEntry } from './cells';
-import { writeRow, wrapWriteError, type ItemExtra, type RowWriteResult, type RowWriterDeps } from './row-writer';
+import { readForWrite, writeRow, wrapWriteError, type ItemExtra, type RowWriteResult, type RowWriterDeps } from './row-writer';
 import { classifyError } from './meter';
 
 /**
@@ -69,26 +69,7 @@ export async function prepareSketchItem(deps: RowWriterDeps, union: SketchUnion,
   const names: Record<string, string> = { '#hv': SKETCH_VERSION_ATTR };
   const list = [...attrs.keys()];
   list.forEach((a, i) => (names[`#s${i}`] = a));
-  const started = performance.now();
-  let item: Record<string, AttributeValue> | undefined;
-  try {
-    const out = await deps.client.send(
-      new GetItemCommand({
-        TableName: deps.table,
-        Key: { pk: { S: pk }, sk: { S: sk } },
-        ConsistentRead: true,
-        ProjectionExpression: ['#hv', ...list.map((_, i) => `#s${i}`)].join(', '),
-        ExpressionAttributeNames: names,
-        ReturnConsumedCapacity: 'TOTAL',
-      }),
-    );
-    deps.meter.observe('GetItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
-    item = out.Item;
-  } catch (err) {
-    const outcome = classifyError(err);
-    deps.meter.observe('GetItem', outcome, (performance.now() - started) / 1000);
-    throw wrapWriteError(err, outcome, pk, sk);
-  }
+  const item = await readForWrite(deps, pk, sk, ['#hv', ...list.map((_, i) => `#s${i}`)].join(', '), names);
   const groups = list.map((a) => {
     const stored = item?.[a]?.B;
     return stored ? [fromStoredSketch(stored), ...attrs.get(a)!] : [...attrs.get(a)!];
