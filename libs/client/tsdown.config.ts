@@ -10,6 +10,7 @@ export default defineConfig({
   target: 'node22',
   sourcemap: true,
   clean: true,
-  dts: { eager: true },
+  // The lib's tsconfig.json is a project reference of the workspace (its libs are references): build mode.
+  dts: { eager: true, build: true },
   deps: { alwaysBundle: [/^@tally\//] },
 });

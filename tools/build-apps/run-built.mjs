@@ -1,9 +1,10 @@
 // node tools/build-apps/run-built.mjs <bundle> [arguments…]: runs an operator tool from its built JavaScript,
 // dist/<bundle>/main.mjs (tools/build-apps), in this process, so a call starts in a fraction of a second instead of
-// compiling TypeScript each time. When a source file (apps, libs, tools) or package-lock.json is newer than the
-// bundle, it is rebuilt first, with a line on stderr; stdout stays the tool's own.
+// compiling TypeScript each time. When a file the bundle was built from (its sources.json: the workspace sources,
+// their projects' package.json, tsconfig.base.json, package-lock.json) is newer than the bundle, it is rebuilt
+// first, with a line on stderr; stdout stays the tool's own.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { enableCompileCache } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -24,28 +25,23 @@ const mtime = (file) => {
   }
 };
 
-/** Newest mtime of the TypeScript sources under `dir` (skipping node_modules and dist), or 0. */
-function newestSource(dir) {
-  let newest = 0;
-  let entries;
+/** Why the bundle must be built, or undefined when it is newer than every file it was built from. */
+function staleness() {
+  const built = mtime(main);
+  if (built === undefined) return 'not built yet';
+  let sources;
   try {
-    entries = readdirSync(dir, { withFileTypes: true });
+    sources = JSON.parse(readFileSync(join(repoRoot, 'dist', name, 'sources.json'), 'utf8'));
   } catch {
-    return 0;
+    return 'built without a list of its sources';
   }
-  for (const entry of entries) {
-    if (entry.name === 'node_modules' || entry.name === 'dist' || entry.name.startsWith('.')) continue;
-    const full = join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestSource(full));
-    else if (entry.name.endsWith('.ts') || entry.name === 'package.json') newest = Math.max(newest, mtime(full) ?? 0);
-  }
-  return newest;
+  // A file gone since (moved, deleted) counts as changed: its importer changed too, or the build would fail.
+  return sources.some((file) => (mtime(join(repoRoot, file)) ?? Infinity) > built) ? 'sources changed' : undefined;
 }
 
-const built = mtime(main);
-const sources = Math.max(mtime(join(repoRoot, 'package-lock.json')) ?? 0, ...['apps', 'libs', 'tools'].map((d) => newestSource(join(repoRoot, d))));
-if (built === undefined || sources > built) {
-  process.stderr.write(`tally: building ${name} (${built === undefined ? 'not built yet' : 'sources changed'})\n`);
+const why = staleness();
+if (why) {
+  process.stderr.write(`tally: building ${name} (${why})\n`);
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'tools/build-apps/src/main.ts', '--only', name], {
     cwd: repoRoot,
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -53,8 +49,9 @@ if (built === undefined || sources > built) {
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 
-// V8's code cache on disk (the OS temp dir): a multi-megabyte bundle is not compiled again on every call.
+// V8's code cache on disk (the OS temp dir): a multi-megabyte bundle is not compiled again on every call. Source
+// maps are not enabled here: reading a bundle's map costs about as much as running a command (the CLIs print
+// messages, not stack traces); NODE_OPTIONS=--enable-source-maps maps a trace when one is wanted.
 enableCompileCache();
-process.setSourceMapsEnabled(true);
 process.argv = [process.argv[0], main, ...args];
 await import(pathToFileURL(main).href);

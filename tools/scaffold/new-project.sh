@@ -12,7 +12,6 @@ cat > "$dir/package.json" <<JSON
   "private": true,
   "type": "module",
   "exports": { ".": "./src/index.ts" },
-  "scripts": { "test": "vitest run" },
   "nx": { "tags": [$tagjson] }
 }
 JSON
@@ -23,4 +22,11 @@ import { shared } from '../../vitest.shared.ts';
 export default mergeConfig(shared, defineProject({ test: { name: NAME } }));
 TS
 sed -i "s/NAME/'$name'/" "$dir/vitest.config.ts"
+cat > "$dir/tsconfig.json" <<'JSON'
+{
+  "extends": "../../tsconfig.base.json",
+  "include": ["src/**/*.ts"],
+  "references": []
+}
+JSON
 [ -f "$dir/src/index.ts" ] || echo "export {};" > "$dir/src/index.ts"

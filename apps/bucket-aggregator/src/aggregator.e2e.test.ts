@@ -25,7 +25,7 @@ const apps: AppHandle[] = [];
 beforeAll(async () => {
   redisServer = await startRedis();
   dyn = await startDynalite();
-  table = await createTestTable(dyn.endpoint);
+  table = await createTestTable(dyn.endpoint, { tenants: ['S'] });
   redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
 });
 afterAll(async () => {

@@ -8,7 +8,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
-import { eventsProcessor } from './events.processor';
+import { eventsProcessor, tenantTimeZones, unknownStoreMarks } from './events.processor';
 import { readBacklog, sealTick } from './seal.processor';
 
 let server: RedisHandle;
@@ -36,10 +36,10 @@ beforeEach(async () => {
   metrics = createAggregatorMetrics(new Registry());
 });
 
-function worker(now?: () => number) {
+function worker(now?: () => number, tz: Pick<Parameters<typeof eventsProcessor>[0], 'timeZoneOf' | 'unknownStores'> = { timeZoneOf: async (s) => zones[s] ?? 'UTC' }) {
   return new Worker(
     QUEUE.events,
-    eventsProcessor({ buckets, rules, timeZoneOf: async (s) => zones[s] ?? 'UTC', dedupeTtlSeconds: 3600, metrics, log, now }),
+    eventsProcessor({ buckets, rules, ...tz, dedupeTtlSeconds: 3600, metrics, log, now }),
     { connection: redis.duplicate(), prefix: queues[QUEUE.events].opts.prefix, concurrency: 4 },
   );
 }
@@ -240,5 +240,40 @@ describe('the sealer work set', () => {
     await sealTick(deps);
     expect(await readBacklog(buckets, 10_000)).toMatchObject({ dirtyRows: 300, outboxEntries: 300 });
     expect(await cost()).toBe(one);
+  });
+
+  it('refuses a batch for a store with no tenant whole, with its reason, a metric and a mark, and counts it once replayed after the tenant exists', async () => {
+    const tenants = new Map<string, string>();
+    const lookups: boolean[] = [];
+    const directory = {
+      tenant: async (store: string, o?: { fresh?: boolean }) => {
+        lookups.push(o?.fresh === true);
+        const tz = tenants.get(store);
+        return tz === undefined ? undefined : { store, timeZone: tz };
+      },
+    };
+    const marks = unknownStoreMarks(redis, 't', 60_000, () => 1_700_000_000_000);
+    const w = worker(undefined, { timeZoneOf: tenantTimeZones(directory, marks), unknownStores: marks });
+    await enqueue(queues, QUEUE.events, { batchId: 'ghost-1', store: 'GHOST', receivedAt: 1, events: [view('2023-06-01T05:00:00Z')] }, { jobId: 'ghost-1' });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    const [failed] = await queues[QUEUE.events].getFailed();
+    expect(failed!.failedReason).toBe('unknown store GHOST: it has no tenant; batch ghost-1 not applied (nothing written). Create the tenant, then replay this job');
+    expect(failed!.attemptsMade).toBe(1);
+    expect(lookups).toEqual([false, true]); // looked up again, past any cache, before refusing
+    expect((await metrics.batchesRejected.get()).values).toEqual([expect.objectContaining({ labels: { reason: 'unknown_store' }, value: 1 })]);
+    // Nothing of it in Redis but the mark (with the time of the refusal, expiring): no phantom store.
+    expect(await redisTotals('GHOST', 'GHOST')).toEqual({});
+    expect(await redis.keys('*GHOST*')).toEqual([buckets.keys.unknownStore('GHOST')]);
+    expect(await redis.get(buckets.keys.unknownStore('GHOST'))).toBe('1700000000000');
+    expect(await redis.pttl(buckets.keys.unknownStore('GHOST'))).toBeGreaterThan(50_000);
+
+    // The tenant is created (in Los Angeles) and the job replayed: counted in the store's own zone, mark lifted.
+    tenants.set('GHOST', 'America/Los_Angeles');
+    await failed!.retry('failed');
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    expect(await redisTotals('GHOST', 'GHOST')).toEqual({ '2023-151|v': '1' }); // May 31 in Los Angeles
+    expect(await redis.exists(buckets.keys.unknownStore('GHOST'))).toBe(0);
+    expect(await queues[QUEUE.events].getFailedCount()).toBe(0);
   });
 });

@@ -1,6 +1,8 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
+import { redisKeys } from '@tally/key-layout';
 import { eventsJobSchema } from '@tally/queues';
 import { rollup, rollupDistinct, RulesError, type CompiledRules } from '@tally/schema';
+import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { AggregatorMetrics } from './aggregator-metrics';
@@ -8,8 +10,13 @@ import type { AggregatorMetrics } from './aggregator-metrics';
 export interface EventsProcessorDeps {
   buckets: BucketStore;
   rules: CompiledRules;
-  /** The store's IANA time zone; throws when it cannot be known right now (tenant directory unreachable). */
-  timeZoneOf: (store: string) => Promise<string>;
+  /**
+   * The store's IANA time zone, or undefined when the store has no tenant (the batch is refused); throws when it
+   * cannot be known right now (tenant directory unreachable: the batch waits).
+   */
+  timeZoneOf: (store: string) => Promise<string | undefined>;
+  /** Marks a store refused as unknown, for @tally/client (see unknownStoreMarks). */
+  unknownStores?: Pick<UnknownStoreMarks, 'mark'>;
   dedupeTtlSeconds: number;
   metrics: AggregatorMetrics;
   log: Logger;
@@ -20,6 +27,46 @@ export interface EventsProcessorDeps {
 
 /** Longest wait between attempts while the time zone cannot be resolved; the job never fails for it. */
 const MAX_WAIT_MS = 30_000;
+
+export interface UnknownStoreMarks {
+  /** Sets the store's mark (the time of the refusal; it expires): clients refuse the store at once meanwhile. */
+  mark(store: string): Promise<void>;
+  /** Lifts it: the store has a tenant now. */
+  clear(store: string): Promise<void>;
+}
+
+/** The marks @tally/client reads (libs/key-layout `unknownStore`), each kept `ttlMs`. */
+export function unknownStoreMarks(
+  redis: { set(key: string, value: string, px: 'PX', ms: number): Promise<unknown>; del(key: string): Promise<unknown> },
+  prefix: string,
+  ttlMs: number,
+  now: () => number = Date.now,
+): UnknownStoreMarks {
+  const keys = redisKeys(prefix);
+  return {
+    mark: async (store) => void (await redis.set(keys.unknownStore(store), String(now()), 'PX', ttlMs)),
+    clear: async (store) => void (await redis.del(keys.unknownStore(store))),
+  };
+}
+
+/**
+ * The aggregator's timeZoneOf: the tenant's zone from the cached directory. A store the cache does not know (or
+ * knows as unknown) is looked up again in DynamoDB before its batch is refused, so a tenant created a moment ago
+ * is seen. The first time this process finds a store's tenant it lifts the store's mark, so a tenant created
+ * after a refusal is accepted by the clients again as soon as its first batch is replayed.
+ */
+export function tenantTimeZones(directory: Pick<TenantDirectory, 'tenant'>, marks: Pick<UnknownStoreMarks, 'clear'>, maxSeen = 100_000) {
+  const seen = new Set<string>();
+  return async (store: string): Promise<string | undefined> => {
+    const tenant = (await directory.tenant(store)) ?? (await directory.tenant(store, { fresh: true }));
+    if (tenant && !seen.has(store)) {
+      await marks.clear(store);
+      if (seen.size >= maxSeen) seen.clear();
+      seen.add(store);
+    }
+    return tenant?.timeZone;
+  };
+}
 
 /**
  * Applies one events batch to the store's open bucket: roll up by the rules in the store's time zone, then
@@ -35,7 +82,7 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   const { store, batchId, events } = parsed.data;
   const started = performance.now();
 
-  let tz: string;
+  let tz: string | undefined;
   try {
     tz = await deps.timeZoneOf(store);
   } catch (err) {
@@ -44,6 +91,14 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     deps.log.warn({ jobId: job.id, store, err: (err as Error).message, delayMs: Math.round(delay) }, 'time zone unknown for now; batch waits');
     await job.moveToDelayed(Date.now() + delay, token);
     throw new DelayedError();
+  }
+  if (tz === undefined) {
+    // Never counted under a phantom store: the batch goes whole to the failed set, to be replayed once the
+    // tenant exists (npm run dlq), and the clients refuse the store at once for a while.
+    await deps.unknownStores?.mark(store);
+    deps.metrics.batchesRejected.inc({ reason: 'unknown_store' });
+    deps.log.error({ jobId: job.id, store, batchId }, 'batch for a store with no tenant refused; it goes to the failed set');
+    throw new UnrecoverableError(`unknown store ${store}: it has no tenant; batch ${batchId} not applied (nothing written). Create the tenant, then replay this job`);
   }
 
   let deltas;

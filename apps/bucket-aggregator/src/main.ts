@@ -7,7 +7,7 @@ import { loadRulesOrExit } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
 import { Worker } from 'bullmq';
 import { createAggregatorMetrics, registerBacklogGauges } from './aggregator-metrics';
-import { eventsProcessor } from './events.processor';
+import { eventsProcessor, tenantTimeZones, unknownStoreMarks } from './events.processor';
 import { readBacklog, sealProcessor } from './seal.processor';
 
 // Composition root of the bucket aggregator: applies event batches to Redis buckets, and runs the sealer
@@ -27,14 +27,18 @@ queueDepthMetrics(registry, allQueues(queues));
 const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
 const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
-const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log });
+const TENANT_CACHE_MS = 60_000;
+const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: TENANT_CACHE_MS, log });
 const crash = crashPoints(config.TALLY_CRASH_POINT);
 
-const timeZoneOf = async (store: string) => (await tenants.tenant(store))?.timeZone ?? 'UTC';
+// A batch for a store with no tenant is refused (failed set, tally_batches_rejected_total{reason="unknown_store"});
+// the store's mark makes @tally/client refuse it at once for as long as this aggregator may cache the answer.
+const unknownStores = unknownStoreMarks(scriptRedis, config.KEY_PREFIX, TENANT_CACHE_MS);
+const timeZoneOf = tenantTimeZones(tenants, unknownStores);
 
 const eventsWorkers = createShardWorkers(
   QUEUE.events,
-  eventsProcessor({ buckets, rules, timeZoneOf, dedupeTtlSeconds: config.DEDUPE_WINDOW_SECONDS, metrics, log, crash }),
+  eventsProcessor({ buckets, rules, timeZoneOf, unknownStores, dedupeTtlSeconds: config.DEDUPE_WINDOW_SECONDS, metrics, log, crash }),
   layout,
   {
     connection: workerRedis,

@@ -32,7 +32,7 @@ export interface Backpressure {
   stop(): void;
 }
 
-export const QUEUE_FULL_RETRY_AFTER_SECONDS = 2;
+const QUEUE_FULL_RETRY_AFTER_SECONDS = 2;
 export const REDIS_DOWN_RETRY_AFTER_SECONDS = 5;
 
 /**

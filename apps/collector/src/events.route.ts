@@ -74,9 +74,9 @@ const EXAMPLE_EVENTS = [
 ];
 
 /** One event, as the zod schema the intake parses it with. */
-export const eventSchema = eventInputSchema.describe('An event; checked against the rollup rules (type, dims, ts window, value)').meta({ examples: [EXAMPLE_EVENTS[0]] });
+const eventSchema = eventInputSchema.describe('An event; checked against the rollup rules (type, dims, ts window, value)').meta({ examples: [EXAMPLE_EVENTS[0]] });
 /** A batch: the JSON body (NDJSON: the same events, one per line). */
-export const batchSchema = z.array(eventSchema).min(1).describe('A batch of events (at most MAX_EVENTS_PER_REQUEST)').meta({ examples: [EXAMPLE_EVENTS] });
+const batchSchema = z.array(eventSchema).min(1).describe('A batch of events (at most MAX_EVENTS_PER_REQUEST)').meta({ examples: [EXAMPLE_EVENTS] });
 
 /**
  * The body is parsed by the JSON/NDJSON parsers (body.ts) and checked event by event by the intake, so that
@@ -84,7 +84,7 @@ export const batchSchema = z.array(eventSchema).min(1).describe('A batch of even
  */
 const validateAllButBody: FastifySchemaCompiler<any> = (route) => (route.httpPart === 'body' ? (data: unknown) => ({ value: data }) : validatorCompiler(route));
 
-export const eventsRouteSchema = {
+const eventsRouteSchema = {
   operationId: 'sendEvents',
   summary: 'Send events',
   description: DESCRIPTION,

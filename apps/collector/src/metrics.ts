@@ -1,7 +1,7 @@
 import { Counter, type Registry } from 'prom-client';
 
 /** Low-cardinality reasons of `tally_events_rejected_total`: the field class of the event's first error, or why a request was refused. */
-export const REJECT_REASONS = ['type', 'ts', 'id', 'dims', 'value', 'event', 'json', 'batch', 'too_many_events', 'unavailable', 'idempotency_conflict'] as const;
+const REJECT_REASONS = ['type', 'ts', 'id', 'dims', 'value', 'event', 'json', 'batch', 'too_many_events', 'unavailable', 'idempotency_conflict'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 export interface CollectorMetrics {

@@ -15,16 +15,16 @@ import type { Day } from './periods';
 
 // The answers' types and schemas are the query API's own (@tally/contracts): each answer is parsed with them.
 
-export type StoreInfo = ApiStoreAnswer;
+type StoreInfo = ApiStoreAnswer;
 export type MetricInfo = StoreInfo['metrics'][number];
-export type Granularity = ApiGranularity;
-export type NamedRange = ApiNamedRange;
+type Granularity = ApiGranularity;
+type NamedRange = ApiNamedRange;
 export type SeriesPoint = SeriesAnswer['points'][number];
 /** A series over dates: the dashboard never asks for allTime, so `from` and `to` are days. */
 export type Series = SeriesAnswer & { from: Day; to: Day };
 export type TopItem = TopAnswer['items'][number];
 
-export interface SeriesQuery {
+interface SeriesQuery {
   /** `store` or `product:P1`. */
   entity: string;
   metrics: readonly string[];
@@ -34,7 +34,7 @@ export interface SeriesQuery {
   to?: Day;
 }
 
-export interface TopQuery {
+interface TopQuery {
   entity: string;
   metric: string;
   range: NamedRange;

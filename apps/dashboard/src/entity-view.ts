@@ -11,10 +11,10 @@ import type { ShownMetric } from './metrics';
 import { addDays, addMonths, dashboardWindows, listDays, listMonths, monthOf, type Day } from './periods';
 import { compare, isEmpty, totalOf, withToday, type Compared } from './series';
 
-export const LIVE_INTERVAL_MS = 2_500;
-export const HISTORY_INTERVAL_MS = 60_000;
+const LIVE_INTERVAL_MS = 2_500;
+const HISTORY_INTERVAL_MS = 60_000;
 /** When today's numbers move, the history (and the top lists) are asked again, at most this often. */
-export const REFRESH_ON_CHANGE_MS = 10_000;
+const REFRESH_ON_CHANGE_MS = 10_000;
 /** Failed requests are retried after 2.5 s, then 5 s, then every 10 s, whatever their usual interval. */
 export const RETRY_MS = 2_500;
 export const MAX_BACKOFF_MS = 10_000;

@@ -1,9 +1,9 @@
 // What can go wrong talking to the query API, as the dashboard tells it to the store owner. Stable codes, like
 // the libs' TALLY_ERR_* errors, so views switch on `code` rather than on messages.
 
-export type DashboardErrorCode = 'TALLY_ERR_KEY_REJECTED' | 'TALLY_ERR_UNREACHABLE' | 'TALLY_ERR_REQUEST';
+type DashboardErrorCode = 'TALLY_ERR_KEY_REJECTED' | 'TALLY_ERR_UNREACHABLE' | 'TALLY_ERR_REQUEST';
 
-export abstract class DashboardError extends Error {
+abstract class DashboardError extends Error {
   abstract readonly code: DashboardErrorCode;
 }
 

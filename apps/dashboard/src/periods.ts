@@ -44,7 +44,7 @@ export function addMonths(month: Month, n: number): Month {
   return new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + n, 1)).toISOString().slice(0, 7);
 }
 
-export function firstDayOf(month: Month): Day {
+function firstDayOf(month: Month): Day {
   return `${month}-01`;
 }
 
@@ -57,7 +57,7 @@ export function daysBetween(from: Day, to: Day): number {
   return Math.round((periodStartMs(to) - periodStartMs(from)) / MS_PER_DAY) + 1;
 }
 
-export interface DateWindow {
+interface DateWindow {
   from: Day;
   to: Day;
 }
@@ -82,8 +82,8 @@ export interface DashboardWindows {
   monthsRequest: DateWindow;
 }
 
-export const DAYS_SHOWN = 30;
-export const MONTHS_SHOWN = 12;
+const DAYS_SHOWN = 30;
+const MONTHS_SHOWN = 12;
 
 export function dashboardWindows(today: Day): DashboardWindows {
   const days = { from: addDays(today, -(DAYS_SHOWN - 1)), to: today };

@@ -13,8 +13,8 @@ import { productHref } from './router';
  * Which products are listed changes when the API's rankings do (each sealed bucket); the values shown are exact and
  * live (the API reads them like any series), so they are asked for every 15 s, and at once when today's numbers move.
  */
-export const TOP_INTERVAL_MS = 15_000;
-export const TOP_LIMIT = 10;
+const TOP_INTERVAL_MS = 15_000;
+const TOP_LIMIT = 10;
 
 export interface TopProducts {
   element: HTMLElement;

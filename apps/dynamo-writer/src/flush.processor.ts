@@ -5,7 +5,7 @@ import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 
-export type WriterMetrics = ReturnType<typeof createWriterMetrics>;
+type WriterMetrics = ReturnType<typeof createWriterMetrics>;
 
 export function createWriterMetrics(registry: Registry) {
   const registers = [registry];

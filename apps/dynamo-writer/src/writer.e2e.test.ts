@@ -36,7 +36,7 @@ afterAll(async () => {
 describe('dynamo writer process', () => {
   for (const point of ['writer:after-update', 'writer:before-ack']) {
     it(`SIGKILLed at ${point}, then restarted: no count doubled or lost`, async () => {
-      const table = await createTestTable(dyn.endpoint);
+      const table = await createTestTable(dyn.endpoint, { tenants: ['S'] });
       const prefix = point === 'writer:after-update' ? 'wau' : 'wba';
       const env = {
         REDIS_URL: redisServer.url,

@@ -2,7 +2,7 @@ import { classifyError, RetryableWriteError } from '@tally/dynamo';
 import { unavailable, type HttpProblem } from '@tally/http';
 
 /** Seconds a client should wait before retrying a 503 (Redis or DynamoDB unreachable). */
-export const RETRY_AFTER_SECONDS = 5;
+const RETRY_AFTER_SECONDS = 5;
 
 const REDIS_DOWN = /Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|^LOADING|^READONLY|^MASTERDOWN|^CLUSTERDOWN|^TRYAGAIN/;
 
@@ -14,7 +14,7 @@ export function isRedisUnavailable(err: unknown): boolean {
 }
 
 /** True for a DynamoDB error worth retrying later: unreachable, 5xx, throttled, or reads left unprocessed. */
-export function isDynamoUnavailable(err: unknown): boolean {
+function isDynamoUnavailable(err: unknown): boolean {
   if (err instanceof RetryableWriteError) return true;
   const outcome = classifyError(err);
   return outcome === 'unavailable' || outcome === 'throttled';

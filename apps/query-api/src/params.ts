@@ -5,7 +5,7 @@ import { badRequest, HttpProblem } from '@tally/http';
 
 /** How request parameters (entity, ids, metrics) become rows and attributes; values back to JSON. */
 
-export const MAX_METRICS_PER_REQUEST = 50;
+const MAX_METRICS_PER_REQUEST = 50;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 export interface EntityRef {

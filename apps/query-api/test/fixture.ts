@@ -31,7 +31,7 @@ export interface Fixture {
   close(): Promise<void>;
 }
 
-export const silentLog = createLogger({ name: 'query-api-test', level: 'silent' });
+const silentLog = createLogger({ name: 'query-api-test', level: 'silent' });
 
 export async function startFixture(): Promise<Fixture> {
   const redisServer = await startRedis();

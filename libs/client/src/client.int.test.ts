@@ -1,3 +1,4 @@
+import { redisKeys } from '@tally/key-layout';
 import { createQueues, closeQueues, MAX_EVENTS_PER_JOB, QUEUE, type TallyQueues } from '@tally/queues';
 import { startRedis, waitFor, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
@@ -9,6 +10,7 @@ import {
   InvalidArgumentError,
   QueueUnavailableError,
   TooManyEventsError,
+  UnknownStoreError,
   ValidationError,
   type TallyClient,
 } from './index';
@@ -130,6 +132,30 @@ describe('createTallyClient', () => {
     } finally {
       await small.close();
     }
+  });
+
+  it('refuses a store the aggregator refused as unknown (no tenant) while its mark lasts, enqueueing nothing', async () => {
+    // The mark the aggregator sets when it sends a batch for a store with no tenant to the failed set.
+    const refusedAt = Date.now() - 5_000;
+    await inspect.set(redisKeys('t').unknownStore('GHOST1'), String(refusedAt), 'PX', 60_000);
+    const before = await waiting();
+    const err = await client.enqueueEvents('GHOST1', [view('P1')], { idempotencyKey: 'ghost-order' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnknownStoreError);
+    expect(err).toMatchObject({ code: 'TALLY_ERR_UNKNOWN_STORE', store: 'GHOST1', refusedAt: new Date(refusedAt) });
+    expect((err as Error).message).toBe(
+      `store "GHOST1" has no tenant: Tally's aggregator refused a batch for it at ${new Date(refusedAt).toISOString()} and nothing of this call was enqueued. ` +
+        "Create the tenant (npm run tenants -- create GHOST1), then replay the refused batches (npm run dlq -- replay events --reason 'unknown store GHOST1')",
+    );
+    expect(await waiting()).toBe(before);
+    // Another installation's mark (KEY_PREFIX) is not this one's; once the mark is lifted the store is accepted.
+    const other = createTallyClient({ connection: redis.url, keyPrefix: 'other' });
+    try {
+      expect((await other.enqueueEvents('GHOST1', [view('P1')])).accepted).toBe(1);
+    } finally {
+      await other.close();
+    }
+    await inspect.del(redisKeys('t').unknownStore('GHOST1'));
+    expect((await client.enqueueEvents('GHOST1', [view('P1')], { idempotencyKey: 'ghost-order' })).accepted).toBe(1);
   });
 
   it('fails fast with QueueUnavailableError while Redis is down, and works again after', async () => {

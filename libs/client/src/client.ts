@@ -1,4 +1,5 @@
 import { createIntake, createProducerConnection, type EnqueueOptions, type IntakeLimits } from '@tally/intake';
+import { redisKeys } from '@tally/key-layout';
 import { allQueues, closeQueues, createQueues, type RedisConnection, type RedisTarget, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, type CompiledRules, type EventInput } from '@tally/schema';
 
@@ -28,7 +29,8 @@ export interface TallyClient {
    * Validates every event like the collector does and enqueues them for `store`, all or nothing: one invalid
    * event rejects the call with a ValidationError listing each bad event, index, field and reason. Resolves once
    * Redis holds the batch. With `idempotencyKey`, a retried call is counted once.
-   * Throws TooManyEventsError, InvalidArgumentError, ValidationError or QueueUnavailableError.
+   * Throws TooManyEventsError, InvalidArgumentError, ValidationError, IdempotencyConflictError, UnknownStoreError
+   * (the aggregator refused a batch for this store lately: it has no tenant) or QueueUnavailableError.
    */
   enqueueEvents(store: string, events: readonly EventInput[], opts?: EnqueueOptions): Promise<{ batchId: string; accepted: number }>;
   close(): Promise<void>;
@@ -42,7 +44,8 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
   const redis = target !== undefined ? createProducerConnection(target) : (c as RedisConnection);
   const onError = opts.onError ?? (() => {});
   if (owned) redis.on('error', onError);
-  const queues: TallyQueues = createQueues(redis, { keyPrefix: opts.keyPrefix ?? 't', shards: opts.queueShards ?? 1 });
+  const keyPrefix = opts.keyPrefix ?? 't';
+  const queues: TallyQueues = createQueues(redis, { keyPrefix, shards: opts.queueShards ?? 1 });
   for (const q of allQueues(queues)) q.on('error', onError);
   const intake = createIntake({
     queues,
@@ -51,6 +54,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     limits: { maxEvents: 100_000, ...opts.limits },
     source: 'client',
     readyTimeoutMs: opts.readyTimeoutMs ?? 5_000,
+    unknownStoreKey: redisKeys(keyPrefix).unknownStore,
   });
   let closed = false;
   return {

@@ -4,6 +4,7 @@ export {
   InvalidArgumentError,
   QueueUnavailableError,
   TooManyEventsError,
+  UnknownStoreError,
   ValidationError,
   type EnqueueOptions,
   type IntakeLimits,

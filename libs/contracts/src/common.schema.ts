@@ -16,16 +16,15 @@ export const problemSchema = z
   })
   .describe('RFC 9457 problem details (application/problem+json)')
   .meta({ examples: [{ type: 'about:blank', title: 'Bad Request', status: 400, code: 'TALLY_ERR_BAD_REQUEST', field: 'metrics', detail: 'unknown metric "Views"; known: ViewCount, OrderCount' }] });
-export const errorSchema = problemSchema;
 
 /** The error answers every /v1 route can give. */
 export const errorResponses = {
-  400: errorSchema.describe('Bad input; `field` names the parameter at fault. Also a query that would read more DynamoDB items than the configured maximum'),
-  401: errorSchema.describe('Missing, unknown or revoked API key'),
-  403: errorSchema.describe('The API key lacks the read scope'),
-  404: errorSchema.describe("Another store's data (`store` or `entity` naming a store that is not the key's)"),
-  500: errorSchema.describe('An unexpected error; the query API logs it'),
-  503: errorSchema.describe('Redis, DynamoDB or the key store is unreachable, or the API is shutting down; retry after Retry-After seconds'),
+  400: problemSchema.describe('Bad input; `field` names the parameter at fault. Also a query that would read more DynamoDB items than the configured maximum'),
+  401: problemSchema.describe('Missing, unknown or revoked API key'),
+  403: problemSchema.describe('The API key lacks the read scope'),
+  404: problemSchema.describe("Another store's data (`store` or `entity` naming a store that is not the key's)"),
+  500: problemSchema.describe('An unexpected error; the query API logs it'),
+  503: problemSchema.describe('Redis, DynamoDB or the key store is unreachable, or the API is shutting down; retry after Retry-After seconds'),
 } as const;
 
 /**

@@ -61,3 +61,22 @@ export class QueueUnavailableError extends Error {
     this.name = 'QueueUnavailableError';
   }
 }
+
+/**
+ * The store has no tenant: the aggregator refused a batch for it at `refusedAt` (nothing of that batch was counted;
+ * it waits in the events queue's failed set), and refuses the store's calls at once for a while after. Create the
+ * tenant, then replay the refused batches (see the client's README); nothing of this call was enqueued.
+ */
+export class UnknownStoreError extends Error {
+  readonly code = 'TALLY_ERR_UNKNOWN_STORE';
+  constructor(
+    readonly store: string,
+    readonly refusedAt: Date,
+  ) {
+    super(
+      `store ${JSON.stringify(store)} has no tenant: Tally's aggregator refused a batch for it at ${refusedAt.toISOString()} and nothing of this call was enqueued. ` +
+        `Create the tenant (npm run tenants -- create ${store}), then replay the refused batches (npm run dlq -- replay events --reason 'unknown store ${store}')`,
+    );
+    this.name = 'UnknownStoreError';
+  }
+}

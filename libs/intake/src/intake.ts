@@ -4,7 +4,7 @@ import { jobIdFor, MAX_EVENTS_PER_JOB, QUEUE, queueFor, QUEUE_SHARDS, type Paylo
 import { validateEvents, type CompiledRules, type NormalizedEvent, type ValidationResult } from '@tally/schema';
 import type { Redis } from 'ioredis';
 import { waitForReady, type ConnectionState } from './connection';
-import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
+import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, UnknownStoreError, ValidationError } from './errors';
 
 export interface IntakeLimits {
   /** Events per call or HTTP request; more is refused whole (TooManyEventsError, HTTP 413). */
@@ -27,7 +27,13 @@ export interface IntakeOptions {
    * That connection, to refuse at once (or after `readyTimeoutMs`) while it is down, and to remember the
    * fingerprint of each idempotency key's batch (on the first events shard's prefix, whatever QUEUE_SHARDS is).
    */
-  redis: ConnectionState & Pick<Redis, 'set'>;
+  redis: ConnectionState & Pick<Redis, 'set' | 'get'>;
+  /**
+   * The key where the aggregator marks a store it refused for having no tenant (libs/key-layout
+   * `redisKeys(prefix).unknownStore`). When given, a store with a mark is refused with UnknownStoreError while it
+   * lasts (one GET per call); the queue path uses it, the collector (whose keys belong to tenants) does not.
+   */
+  unknownStoreKey?: (store: string) => string;
   /** How long an idempotency key's batch fingerprint is remembered: the dedupe window (default 24 h). */
   idempotencyWindowSeconds?: number;
   rules: CompiledRules;
@@ -68,7 +74,8 @@ export interface Intake {
    * Enqueues validated events as one addBulk (one job per MAX_EVENTS_PER_JOB events; part i of a split batch has
    * batch id `<batchId>.<i>`). Resolves only once Redis holds every job; throws QueueUnavailableError otherwise.
    * With an idempotency key already used for a different batch within the window, throws
-   * IdempotencyConflictError and enqueues nothing.
+   * IdempotencyConflictError and enqueues nothing; for a store marked unknown (`unknownStoreKey`), throws
+   * UnknownStoreError and enqueues nothing.
    */
   enqueue(store: string, events: NormalizedEvent[], opts?: EnqueueOptions): Promise<EnqueueResult>;
   /** validate + enqueue, all or nothing: any invalid event rejects the whole call with a ValidationError. */
@@ -139,6 +146,15 @@ export function createIntake(opts: IntakeOptions): Intake {
         await waitForReady(opts.redis, readyTimeoutMs);
       } catch (err) {
         throw new QueueUnavailableError(`Redis is unavailable: ${(err as Error).message}`, { cause: err });
+      }
+      if (opts.unknownStoreKey) {
+        let refusedAt: string | null;
+        try {
+          refusedAt = await opts.redis.get(opts.unknownStoreKey(store));
+        } catch (err) {
+          throw new QueueUnavailableError(`Redis did not answer: ${(err as Error).message}`, { cause: err });
+        }
+        if (refusedAt !== null) throw new UnknownStoreError(store, new Date(Number(refusedAt)));
       }
       if (eopts.idempotencyKey !== undefined) {
         // The key's first batch sets its fingerprint (the IETF Idempotency-Key draft, Stripe): a retry of the

@@ -1,4 +1,4 @@
-import { dayOfYear, fromDayOfYear, type LocalDate } from './calendar';
+import { fromDayOfYear, type LocalDate } from './calendar';
 import { KeyLayoutError } from './errors';
 
 /**
@@ -48,30 +48,6 @@ export const monthAttr = (month: number, metric: string) => `M${pad(month, 2)}.$
 export const yearAttr = (year: number, metric: string) => `Y${pad(year, 4)}.${metric}`;
 export const totalAttr = (metric: string) => metric;
 
-export type Period =
-  | { kind: 'day'; doy: number }
-  | { kind: 'month'; month: number }
-  | { kind: 'year'; year: number }
-  | { kind: 'total' };
-
-/** Splits an attribute name into its period and metric; undefined for `pk`, `sk`, `wm` and unknown names. */
-export function parseAttr(name: string): { period: Period; metric: string } | undefined {
-  const dot = name.indexOf('.');
-  if (dot < 0) {
-    if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR) return undefined;
-    return { period: { kind: 'total' }, metric: name };
-  }
-  const head = name.slice(0, dot);
-  const metric = name.slice(dot + 1);
-  const m = /^([DMY])(\d+)$/.exec(head);
-  if (!m || metric.length === 0) return undefined;
-  const n = Number(m[2]);
-  if (m[1] === 'D' && head.length === 4) return { period: { kind: 'day', doy: n }, metric };
-  if (m[1] === 'M' && head.length === 3) return { period: { kind: 'month', month: n }, metric };
-  if (m[1] === 'Y' && head.length === 5) return { period: { kind: 'year', year: n }, metric };
-  return undefined;
-}
-
 /** Partition key of an entity: the store itself, or `store#entity#k1[#k2…]`. */
 export function entityPk(store: string, entity: string | undefined, keyValues: readonly string[] = []): string {
   if (!entity) return store;
@@ -108,11 +84,4 @@ export function cellsOfDay(d: LocalDate, metric: string): Array<{ sk: string; at
     { sk: TOTAL_SK, attr: totalAttr(metric) },
     { sk: TOTAL_SK, attr: yearAttr(d.year, metric) },
   ];
-}
-
-/** Day-of-year of a month's first day and last day, for reading day attributes of one month row. */
-export function monthDays(year: number, month: number): { first: number; last: number } {
-  const first = dayOfYear(year, month, 1);
-  const next = month === 12 ? first + (dayOfYear(year, 12, 31) - first) + 1 : dayOfYear(year, month + 1, 1);
-  return { first, last: next - 1 };
 }

@@ -14,13 +14,14 @@
  *   <p>:{S}:d:<batchId>      dedupe record of an applied batch (expires after the dedupe window)
  *   <p>:{S}:c:<pk>           cached DynamoDB items of a row (visitor history), with their watermarks
  *   <p>:{S}:v:<pk>           cache version, bumped by the writer in the step that deletes outbox entries
- *   <p>:{S}:lock             sealer lock
  *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), from folds
  *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
  *   <p>:{S}:us:<pk>|<day>|<m>  distinct-count sketch of a row's day: exact set of members while it has at most 300
  *   <p>:{S}:uh:<pk>|<day>|<m>  the same sketch as a Redis HyperLogLog
  *   <p>:{S}:ur:<pk>          set of the row's `<day>|<m>` sketches not yet written to DynamoDB
  *   <p>:{S}:ux:<id>:…        scratch HLLs of one sketch union (deleted by it; expire after 60 s)
+ *   <p>:{S}:unknown          set by the aggregator when it refused a batch because the store has no tenant (the
+ *                            time, ms; expires): @tally/client refuses the store at once while it lasts
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
  *   <p>:{<p>:wW}:active      zset store -> mark (bumped after every apply): stores with anything not yet written
@@ -41,13 +42,13 @@ export const REDIS_SUFFIX = {
   batch: 'd:',
   cache: 'c:',
   cacheVersion: 'v:',
-  lock: 'lock',
   rank: 'k:',
   counts: 'n',
   sketchSet: 'us:',
   sketchHll: 'uh:',
   sketchRows: 'ur:',
   sketchScratch: 'ux:',
+  unknown: 'unknown',
 } as const;
 
 /** Suffixes of a work-set shard's keys (`<p>:{<p>:wW}:` + suffix). */
@@ -88,9 +89,10 @@ export interface RedisKeys {
   batch(store: string, batchId: string): string;
   cache(store: string, pk: string): string;
   cacheVersion(store: string, pk: string): string;
-  lock(store: string): string;
   rank(store: string, dayKey: string, metric: string, entity: string): string;
   counts(store: string): string;
+  /** The mark of a store refused as unknown (no tenant), read by @tally/client. */
+  unknownStore(store: string): string;
   /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
   work(shard: number): string;
 }
@@ -111,26 +113,16 @@ export function redisKeys(prefix = 't'): RedisKeys {
     batch: (s, id) => tag(s) + S.batch + id,
     cache: (s, pk) => tag(s) + S.cache + pk,
     cacheVersion: (s, pk) => tag(s) + S.cacheVersion + pk,
-    lock: (s) => tag(s) + S.lock,
     rank: (s, day, metric, entity) => `${tag(s)}${S.rank}${day}:${metric}:${entity}`,
     counts: (s) => tag(s) + S.counts,
+    unknownStore: (s) => tag(s) + S.unknown,
     work: (shard) => `${prefix}:{${prefix}:w${shard}}:`,
   };
 }
 
-/** Field of a bucket hash: `2023-123|ViewCount`. Neither part can contain `|`. */
-export const bucketField = (dayKey: string, metric: string) => `${dayKey}|${metric}`;
-
-/** Field of an outbox hash: `<seq>|2023-123|ViewCount`. */
-export const outboxField = (seq: number | string, dayKey: string, metric: string) => `${seq}|${dayKey}|${metric}`;
-
+/** Field of an outbox hash: `<seq>|2023-123|ViewCount` (a bucket hash's field is `2023-123|ViewCount`). */
 export function parseOutboxField(field: string): { seq: number; dayKey: string; metric: string } {
   const a = field.indexOf('|');
   const b = field.indexOf('|', a + 1);
   return { seq: Number(field.slice(0, a)), dayKey: field.slice(a + 1, b), metric: field.slice(b + 1) };
-}
-
-export function parseBucketField(field: string): { dayKey: string; metric: string } {
-  const a = field.indexOf('|');
-  return { dayKey: field.slice(0, a), metric: field.slice(a + 1) };
 }

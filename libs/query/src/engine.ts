@@ -12,7 +12,7 @@ import { checkMetricName } from './rules-introspection';
 export type Granularity = 'day' | 'month' | 'year' | 'total';
 
 /** DynamoDB items one query may read unless configured otherwise (MAX_ITEMS_PER_QUERY): 20 BatchGetItem calls. */
-export const DEFAULT_MAX_ITEMS_PER_QUERY = 2_000;
+const DEFAULT_MAX_ITEMS_PER_QUERY = 2_000;
 
 export interface QueryDeps {
   buckets: BucketStore;

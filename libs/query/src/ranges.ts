@@ -9,7 +9,7 @@ export interface DateRange {
 }
 
 /** Every count ever: read from the TOTAL item, not from dates. */
-export const ALL_TIME = 'all';
+const ALL_TIME = 'all';
 /** What a query covers: dates (inclusive), or all time. */
 export type QueryRange = DateRange | typeof ALL_TIME;
 

@@ -13,7 +13,8 @@ export const eventsJobSchema = z
     events: z.array(normalizedEventSchema).min(1).max(MAX_EVENTS_PER_JOB),
     /** Epoch ms at which the batch was accepted. */
     receivedAt: z.number().int(),
-    source: z.enum(['http', 'client', 'replay']).default('http'),
+    /** Where the batch came in: the collector's HTTP API or @tally/client. */
+    source: z.enum(['http', 'client']).default('http'),
   })
   .strict();
 
@@ -29,10 +30,9 @@ export const dynamoWriteJobSchema = z
     store: storeIdSchema,
     /** Row (entity) pk whose outbox is flushed. */
     pk: z.string().min(1).max(1024),
-    /** Why the flush was scheduled: its policy came due, or an operator replay. */
-    reason: z.enum(['policy', 'replay']).default('policy'),
-    /** Retry attempts spent waiting for DynamoDB (throttling, outage); the job stays delayed, never failed, for these. */
-    waits: z.number().int().min(0).default(0),
+    /** Set by earlier versions (always `'policy'` and `0`) and never read: accepted so their queued jobs still parse. */
+    reason: z.literal('policy').optional(),
+    waits: z.literal(0).optional(),
   })
   .strict();
 

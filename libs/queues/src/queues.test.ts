@@ -33,7 +33,10 @@ describe('queues', () => {
     expect(eventsJobSchema.safeParse({ ...good, store: 'S{1}' }).success).toBe(false);
     expect(eventsJobSchema.safeParse({ ...good, events: [] }).success).toBe(false);
     expect(eventsJobSchema.safeParse({ ...good, events: [{ type: 'view', ts: 'x', dims: {} }] }).success).toBe(false);
-    expect(dynamoWriteJobSchema.parse({ store: 'S1', pk: 'S1#product#P:1' })).toEqual({ store: 'S1', pk: 'S1#product#P:1', reason: 'policy', waits: 0 });
+    expect(dynamoWriteJobSchema.parse({ store: 'S1', pk: 'S1#product#P:1' })).toEqual({ store: 'S1', pk: 'S1#product#P:1' });
+    // A flush job queued by an earlier version (with the old defaults) still parses.
+    const queuedBefore = { store: 'S1', pk: 'S1', reason: 'policy', waits: 0 };
+    expect(dynamoWriteJobSchema.parse(queuedBefore)).toEqual(queuedBefore);
   });
 
   it('derives job ids without colons, deterministically', () => {

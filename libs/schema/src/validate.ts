@@ -28,7 +28,7 @@ export interface ValidationResult {
 }
 
 /** An event with more dims than this (or than the widest event type declares) is refused with one error. */
-export const MAX_DIMS = 64;
+const MAX_DIMS = 64;
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
 

@@ -78,4 +78,19 @@ describe('createTenantDirectory during a DynamoDB outage', () => {
     expect(await dir.authenticate(unknown)).toBeUndefined();
     expect(fake.state.calls).toBe(1);
   });
+
+  it('a fresh tenant lookup asks DynamoDB whatever is cached, and never answers from the cache when it fails', async () => {
+    const { fake, dir } = setup();
+    expect(await dir.tenant('S2')).toBeUndefined();
+    fake.items.set('_tenant#S2', { timeZone: { S: 'Asia/Tokyo' } }); // created a moment later
+    expect(await dir.tenant('S2')).toBeUndefined(); // the cached "unknown", within the TTL
+    expect(await dir.tenant('S2', { fresh: true })).toEqual({ store: 'S2', timeZone: 'Asia/Tokyo' });
+    expect(await dir.tenant('S2')).toEqual({ store: 'S2', timeZone: 'Asia/Tokyo' }); // and the cache learnt it
+
+    expect(await dir.tenant('S3')).toBeUndefined();
+    fake.state.mode = 'fail';
+    await expect(dir.tenant('S3', { fresh: true })).rejects.toBeInstanceOf(TenantsUnavailableError);
+    expect(await dir.tenant('S3')).toBeUndefined(); // the plain lookup still answers from the cache
+    await expect(dir.tenant('S3', { fresh: true })).rejects.toBeInstanceOf(TenantsUnavailableError); // within the retry period: at once
+  });
 });

@@ -37,8 +37,12 @@ export interface Principal {
 export interface TenantDirectory {
   /** The store, scopes and time zone of a key; undefined for an unknown or revoked key (or a deleted tenant). */
   authenticate(key: string): Promise<Principal | undefined>;
-  /** A store's tenant; undefined when the store has none. */
-  tenant(store: string): Promise<{ store: string; timeZone: string } | undefined>;
+  /**
+   * A store's tenant; undefined when the store has none. With `fresh`, DynamoDB is asked now whatever the cache
+   * holds, and a failed lookup throws TenantsUnavailableError rather than answering from the cache: for a caller
+   * about to act on "no such store" (a tenant created a moment ago must be seen).
+   */
+  tenant(store: string, opts?: { fresh?: boolean }): Promise<{ store: string; timeZone: string } | undefined>;
 }
 
 interface KeyRecord {
@@ -118,8 +122,8 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       return pending;
     };
 
-    return async (id: string): Promise<V> => {
-      const known = entries.get(id);
+    return async (id: string, fresh = false): Promise<V> => {
+      const known = fresh ? undefined : entries.get(id);
       if (known && now() - known.at < opts.cacheTtlMs) return known.value;
       if (outage.degraded) {
         // DynamoDB failed lately: answer from what is known at once, and refresh in the background (at most
@@ -134,7 +138,7 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       try {
         return await lookup(id);
       } catch (err) {
-        const last = entries.get(id);
+        const last = fresh ? undefined : entries.get(id);
         if (last) return last.value;
         throw unavailable(kind, err);
       }
@@ -157,9 +161,9 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       if (!tenant) return undefined;
       return { store: record.store, scopes: [...record.scopes], timeZone: tenant.timeZone };
     },
-    async tenant(store) {
+    async tenant(store, topts) {
       if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) return undefined;
-      const t = await tenants(store);
+      const t = await tenants(store, topts?.fresh === true);
       return t && { ...t };
     },
   };

@@ -3,12 +3,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDynamoClient } from '@tally/dynamo';
-import { createTestTable, startDynalite, waitFor, type DynaliteHandle } from '@tally/testing';
+import { createTestTable, createTestTenants, startDynalite, waitFor, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   createTenant,
   createTenantAdmin,
   createTenantDirectory,
+  getTenant,
   hashKey,
   issueKey,
   keyIdOf,
@@ -103,6 +104,24 @@ describe('tenant admin', () => {
 });
 
 describe('tenant directory', () => {
+  it('reads the tenant records the test harness makes (createTestTenants) like those createTenant makes', async () => {
+    await createTestTenants(dynalite.endpoint, db.table, { HARNESS1: 'Pacific/Auckland' });
+    await createTestTenants(dynalite.endpoint, db.table, ['HARNESS2']);
+    expect(await getTenant(db, 'HARNESS1')).toEqual({ store: 'HARNESS1', timeZone: 'Pacific/Auckland', createdAt: expect.stringMatching(/^\d{4}-/) });
+    const dir = createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 5_000 });
+    expect(await dir.tenant('HARNESS1')).toEqual({ store: 'HARNESS1', timeZone: 'Pacific/Auckland' });
+    expect(await dir.tenant('HARNESS2')).toEqual({ store: 'HARNESS2', timeZone: 'UTC' });
+    expect(await codeOf(createTenant(db, 'HARNESS2'))).toBe('TALLY_ERR_TENANT_EXISTS');
+  });
+
+  it('a fresh lookup sees a tenant created after the cache learnt the store had none', async () => {
+    const dir = createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 60_000 });
+    expect(await dir.tenant('LATE1')).toBeUndefined();
+    await createTenant(db, 'LATE1', { timeZone: 'Asia/Kolkata' });
+    expect(await dir.tenant('LATE1')).toBeUndefined(); // cached
+    expect(await dir.tenant('LATE1', { fresh: true })).toEqual({ store: 'LATE1', timeZone: 'Asia/Kolkata' });
+  });
+
   it('authenticates a key to its store, scopes and time zone; unknown and malformed keys are undefined', async () => {
     await createTenant(db, 'DIR1', { timeZone: 'America/New_York' });
     const key = await issueKey(db, 'DIR1', ['ingest', 'read'], 'k');

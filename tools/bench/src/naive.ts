@@ -51,7 +51,7 @@ async function addItem(deps: RowWriterDeps, pk: string, sk: string, attrs: Map<s
 }
 
 /** The counters of one event as writer entries, per row pk. */
-export function entriesOfEvent(rules: CompiledRules, store: string, timeZone: string, event: NormalizedEvent): Array<[string, CountEntry[]]> {
+function entriesOfEvent(rules: CompiledRules, store: string, timeZone: string, event: NormalizedEvent): Array<[string, CountEntry[]]> {
   return [...rollup(rules, store, timeZone, [event])].map(([pk, fields]) => [
     pk,
     [...fields].map(([f, v]) => {

@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { build, type Metafile } from 'esbuild';
@@ -13,6 +13,11 @@ export interface BundleTarget {
    * run time). Each is copied, with its production dependencies, into `dist/<name>/node_modules`.
    */
   external?: readonly string[];
+  /**
+   * Split at dynamic imports (esbuild code splitting): `main.mjs` plus `chunks/*.mjs` loaded when first imported,
+   * so a command loads only the code it runs (`--help` of an operator tool loads no SDK). Default false: one file.
+   */
+  split?: boolean;
 }
 
 /**
@@ -25,8 +30,8 @@ export const TARGETS: readonly BundleTarget[] = [
   { name: 'bucket-aggregator', entry: 'apps/bucket-aggregator/src/main.ts' },
   { name: 'dynamo-writer', entry: 'apps/dynamo-writer/src/main.ts' },
   { name: 'create-table', entry: 'tools/create-table/src/main.ts' },
-  { name: 'dlq', entry: 'tools/dlq/src/main.ts' },
-  { name: 'tenants', entry: 'tools/tenants/src/main.ts' },
+  { name: 'dlq', entry: 'tools/dlq/src/main.ts', split: true },
+  { name: 'tenants', entry: 'tools/tenants/src/main.ts', split: true },
 ];
 
 /**
@@ -45,7 +50,7 @@ const CJS_SHIM = [
 export interface BuiltBundle {
   name: string;
   dir: string;
-  /** Bytes of main.mjs. */
+  /** Bytes of main.mjs (and its chunks). */
   bytes: number;
   /** Packages copied into the bundle's node_modules (externals and their dependencies). */
   copiedPackages: string[];
@@ -73,8 +78,9 @@ export async function buildBundles(opts: BuildOptions): Promise<BuiltBundle[]> {
     rmSync(dir, { recursive: true, force: true });
     const result = await build({
       absWorkingDir: repoRoot,
-      entryPoints: [join(repoRoot, target.entry)],
-      outfile: join(dir, 'main.mjs'),
+      ...(target.split
+        ? { entryPoints: { main: join(repoRoot, target.entry) }, outdir: dir, splitting: true, chunkNames: 'chunks/[name]-[hash]', outExtension: { '.js': '.mjs' } }
+        : { entryPoints: [join(repoRoot, target.entry)], outfile: join(dir, 'main.mjs') }),
       bundle: true,
       platform: 'node',
       format: 'esm',
@@ -93,9 +99,31 @@ export async function buildBundles(opts: BuildOptions): Promise<BuiltBundle[]> {
     });
     const copiedPackages = copyExternals(target.external ?? [], repoRoot, dir);
     checkNoStrayExternals(result.metafile, target);
-    built.push({ name: target.name, dir, bytes: statSync(join(dir, 'main.mjs')).size, copiedPackages });
+    writeFileSync(join(dir, SOURCES_FILE), `${JSON.stringify(bundleSources(result.metafile, repoRoot))}\n`);
+    const bytes = Object.keys(result.metafile.outputs).filter((f) => f.endsWith('.mjs')).reduce((sum, f) => sum + statSync(resolve(repoRoot, f)).size, 0);
+    built.push({ name: target.name, dir, bytes, copiedPackages });
   }
   return built;
+}
+
+/** Next to each bundle: the files it was built from, which `run-built.mjs` compares with the bundle's age. */
+export const SOURCES_FILE = 'sources.json';
+
+/**
+ * The repository files a bundle depends on (relative to the root): its workspace sources (from esbuild's metafile),
+ * the package.json of each project they belong to, tsconfig.base.json and package-lock.json (which pins everything
+ * under node_modules). A bundle older than any of them is stale.
+ */
+export function bundleSources(meta: Metafile, repoRoot: string): string[] {
+  const files = new Set(['package-lock.json', 'tsconfig.base.json']);
+  for (const input of Object.keys(meta.inputs)) {
+    const rel = relative(repoRoot, resolve(repoRoot, input)).split(sep).join('/');
+    if (rel.startsWith('..') || rel.includes('node_modules/')) continue;
+    files.add(rel);
+    const project = rel.match(/^((?:apps|libs|tools)\/[^/]+)\//);
+    if (project) files.add(`${project[1]}/package.json`);
+  }
+  return [...files].sort();
 }
 
 /**

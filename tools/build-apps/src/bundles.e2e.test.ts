@@ -6,6 +6,7 @@ import type { AppName } from '@tally/config';
 import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { defaultRules } from '@tally/schema';
 import {
+  createTestTenants,
   freePort,
   metricValue,
   startDynalite,
@@ -36,7 +37,7 @@ const running = new Map<AppName, { proc: ProcessHandle; url: string }>();
 
 beforeAll(async () => {
   outDir = mkdtempSync(join(tmpdir(), 'tally-bundles-'));
-  [redisServer, dyn] = await Promise.all([startRedis(), startDynalite(), buildBundles({ repoRoot, outDir, only: [...APPS, 'create-table'] })]);
+  [redisServer, dyn] = await Promise.all([startRedis(), startDynalite(), buildBundles({ repoRoot, outDir, only: [...APPS, 'create-table', 'dlq', 'tenants'] })]);
   table = `tally_bundles_${Date.now().toString(36)}`;
   redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
   queues = createQueues(redis);
@@ -112,6 +113,25 @@ describe('bundles (dist/<app>/main.mjs)', () => {
     }
   });
 
+  it('the operator tools answer --help without a backend, and run their commands from their split chunks', async () => {
+    const tool = async (name: string, args: string[], extra: Record<string, string> = {}) => {
+      const p = await startProcess(process.execPath, ['main.mjs', ...args], { cwd: join(outDir, name), env: { ...env, ...extra } });
+      return { exit: await p.exited, output: p.output() };
+    };
+    for (const name of ['dlq', 'tenants']) {
+      const help = await tool(name, ['--help'], { REDIS_URL: '', DYNAMODB_ENDPOINT: '' });
+      expect(help.exit).toEqual({ code: 0, signal: null });
+      expect(help.output).toMatch(new RegExp(`^usage: ${name} <command>`));
+    }
+    expect(await tool('dlq', ['list'])).toEqual({
+      exit: { code: 0, signal: null },
+      output: `[stderr] tally: using Redis ${redisServer.url} (REDIS_URL)\nevents: 0 failed; seal: 0 failed; dynamo-writes: 0 failed`,
+    });
+    const show = await tool('tenants', ['show', 'NOPE']);
+    expect(show.exit).toEqual({ code: 1, signal: null });
+    expect(show.output).toContain('tenant NOPE does not exist');
+  });
+
   it('start, serve /healthz /readyz /metrics, and carry one batch from the queue to DynamoDB', async () => {
     await Promise.all(APPS.map((a) => startBundle(a)));
     for (const app of APPS) {
@@ -140,6 +160,7 @@ describe('bundles (dist/<app>/main.mjs)', () => {
     expect(css.status).toBe(200);
     await css.arrayBuffer(); // read it all: an unread response keeps its connection busy
 
+    await createTestTenants(dyn.endpoint, table, ['S']); // the table is create-table's (above)
     const ts = Date.now();
     await enqueue(queues, QUEUE.events, {
       batchId: 'bundle-1',

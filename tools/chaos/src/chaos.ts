@@ -59,7 +59,7 @@ export interface ChaosResult {
 }
 
 /** The fault kinds of the summary line, in its order. */
-export const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '500', 'slow', 'drop'] as const;
+const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '500', 'slow', 'drop'] as const;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -48,7 +48,7 @@ export interface Prices {
   provisionedRcuHour: number;
 }
 
-export const US_EAST_1: Prices = { onDemandWrite: 0.625, onDemandRead: 0.125, provisionedWcuHour: 0.00065, provisionedRcuHour: 0.00013 };
+const US_EAST_1: Prices = { onDemandWrite: 0.625, onDemandRead: 0.125, provisionedWcuHour: 0.00065, provisionedRcuHour: 0.00013 };
 
 const SECONDS_PER_MONTH = 30 * 86_400;
 const HOURS_PER_MONTH = 730;

@@ -17,25 +17,9 @@ import {
   type JobFilter,
 } from './dlq';
 import { DlqError } from './errors';
+import { USAGE } from './usage';
 
-export const USAGE = `usage: dlq <command> [arguments]   (npm run dlq -- <command> …)
-
-  list [--queue <q>] [filters] [--limit <n>] [--json]   failed jobs, newest first: id, age, attempts, reason
-  show <queue> <id> [--json]                            one job with its payload and stack trace
-  replay <queue> <id> [--dry-run]                       move a failed job back to waiting, same id
-  replay <queue> (--all | filters) [--dry-run]          replay every failed job that matches
-  purge <queue> <id> --yes [--dry-run]                  delete a failed job for good
-  purge <queue> (--all | filters) --yes [--dry-run]     delete every failed job that matches
-
-filters (ages count from the failure):
-  --reason <regex>        failed reason matches (case-insensitive)
-  --older-than <age>      failed at least this long ago, e.g. 10m, 2h, 7d, 1h30m
-  --newer-than <age>      failed at most this long ago
-
-queues: ${QUEUE_NAMES.join(', ')}. purge never asks: without --yes it refuses. Replays of events batches accepted
-longer ago than DEDUPE_WINDOW_SECONDS are refused (a batch applied before it failed would count twice) unless
---past-dedupe-window. Configured by REDIS_URL (unset: the running npm start stack's Redis) and
-DEDUPE_WINDOW_SECONDS.`;
+export { USAGE };
 
 export interface CliIo {
   out: (line: string) => void;

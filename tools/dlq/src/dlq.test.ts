@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { table } from './cli';
+import { QUEUE_NAMES } from '@tally/queues';
+import { table, USAGE } from './cli';
 import { assertQueueName, formatAge, matches, parseDuration, parseFilter, replayHazard, type FailedJob } from './dlq';
 import { DlqError } from './errors';
 
@@ -104,5 +105,11 @@ describe('assertQueueName', () => {
   it('knows the three queues', () => {
     expect(assertQueueName('dynamo-writes')).toBe('dynamo-writes');
     expect(() => assertQueueName('dynamo_writes')).toThrowError(/^unknown queue "dynamo_writes"; queues: events, seal, dynamo-writes$/);
+  });
+});
+
+describe('USAGE', () => {
+  it('names every queue (usage.ts imports nothing, to keep --help light)', () => {
+    expect(USAGE).toContain(`queues: ${QUEUE_NAMES.join(', ')}.`);
   });
 });

@@ -1,68 +1,14 @@
 // npm run dlq -- <command>: list, show, replay and purge failed jobs (the dead-letter queues). Configured by
 // REDIS_URL (unset: the running `npm start` stack's Redis) or REDIS_CLUSTER_NODES, KEY_PREFIX, QUEUE_SHARDS and
 // DEDUPE_WINDOW_SECONDS (the aggregator's, for the events replay guard). Never prompts.
-import { aggregatorEnv, loadConfigOrExit, rawEnv, sharedEnvShape } from '@tally/config';
-import { allQueues, closeQueues, createQueues, createRedisConnection, describeRedisTarget } from '@tally/queues';
-import { backendEnvOrExit } from '@tally/stack';
-import { Presets, SingleBar } from 'cli-progress';
-import { z } from 'zod';
-import { runDlqCli, type Progress } from './cli';
-
+//
+// Nothing is imported up front: a call for help loads the usage text only, a command loads run.ts (config, Redis,
+// BullMQ) when it runs, so each call loads only what it uses.
 const argv = process.argv.slice(2);
-const wantsHelp = argv.length === 0 || argv[0] === 'help' || argv.includes('--help') || argv.includes('-h');
-
-const env = backendEnvOrExit(rawEnv(), { redis: true }, argv);
-const config = loadConfigOrExit(
-  z.object({
-    REDIS_URL: sharedEnvShape.REDIS_URL,
-    REDIS_CLUSTER_NODES: sharedEnvShape.REDIS_CLUSTER_NODES,
-    KEY_PREFIX: sharedEnvShape.KEY_PREFIX,
-    QUEUE_SHARDS: sharedEnvShape.QUEUE_SHARDS,
-    DEDUPE_WINDOW_SECONDS: aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS,
-  }),
-  env,
-);
-
-// An operator tool fails fast when Redis is away instead of waiting for it.
-const redis = createRedisConnection(config, {
-  maxRetriesPerRequest: 2,
-  connectTimeout: 5_000,
-  retryStrategy: (attempt) => (attempt > 3 ? null : 250 * attempt),
-});
-let lastRedisError: Error | undefined;
-redis.on('error', (err) => (lastRedisError = err)); // reported once, below
-const queues = createQueues(redis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
-for (const q of allQueues(queues)) q.on('error', () => undefined);
-
-/** A progress bar on stderr for bulk work, only on a terminal (stdout stays clean for pipes). */
-const progress = (label: string, total: number): Progress | undefined => {
-  if (!process.stderr.isTTY || total < 2) return undefined;
-  const bar = new SingleBar(
-    { format: `${label} [{bar}] {value}/{total} {percentage}% eta {eta_formatted}`, stream: process.stderr, hideCursor: true },
-    Presets.shades_classic,
-  );
-  bar.start(total, 0);
-  return { update: (done) => bar.update(done), stop: () => bar.stop() };
-};
-
-try {
-  if (!wantsHelp) {
-    try {
-      await redis.ping();
-    } catch (err) {
-      process.stderr.write(`tally: cannot reach Redis at ${describeRedisTarget(config)}: ${(lastRedisError ?? (err as Error)).message}\n`);
-      process.exit(1);
-    }
-  }
-  process.exitCode = await runDlqCli(
-    argv,
-    { queues, dedupeWindowMs: config.DEDUPE_WINDOW_SECONDS * 1000, progress },
-    {
-      out: (line) => process.stdout.write(`${line}\n`),
-      err: (line) => process.stderr.write(`${line}\n`),
-    },
-  );
-} finally {
-  await closeQueues(queues).catch(() => undefined);
-  redis.disconnect();
+if (argv.length === 0 || argv[0] === 'help' || argv.includes('--help') || argv.includes('-h')) {
+  const { USAGE } = await import('./usage');
+  process.stdout.write(`${USAGE}\n`);
+} else {
+  const { runDlq } = await import('./run');
+  await runDlq(argv);
 }

@@ -2,9 +2,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BucketStore } from '@tally/buckets';
+import { createTallyClient, UnknownStoreError } from '@tally/client';
 import { createDynamoClient, createDynamoMeter, getItem, type RowReaderDeps } from '@tally/dynamo';
+import { dayAttr, localDate, monthSk } from '@tally/key-layout';
 import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
+import { createTenant } from '@tally/tenants';
 import {
   createTestTable,
   metricValue,
@@ -39,7 +42,7 @@ let buckets: BucketStore;
 
 beforeAll(async () => {
   [redisServer, dyn] = await Promise.all([startRedis(), startDynalite()]);
-  table = await createTestTable(dyn.endpoint);
+  table = await createTestTable(dyn.endpoint, { tenants: ['S', 'T'] });
   redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
   queues = createQueues(redis, { keyPrefix: PREFIX, shards: 1 });
   dynamo = { client: createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' }), table, meter: createDynamoMeter() };
@@ -161,5 +164,37 @@ describe('replaying dead letters is idempotent', () => {
     expect(await getItem(dynamo, 'T', 'TOTAL')).toEqual(before);
     expect(await views('T')).toBe(5n);
     expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(0);
+  });
+
+  it('a batch for a store created later waits in the failed set, and once the tenant exists a replay counts it in its time zone', async () => {
+    await aggregator.restart();
+    const ts = Date.now() - 60_000;
+    // A zone whose date differs from UTC's at `ts` (one of the two always does), so binning in UTC would show.
+    const zone = ['Pacific/Kiritimati', 'Pacific/Pago_Pago'].find((z) => localDate(ts, z).doy !== localDate(ts, 'UTC').doy)!;
+    const client = createTallyClient({ connection: redisServer.url, keyPrefix: PREFIX });
+    try {
+      const sent = await client.enqueueEvents('LATER', [{ type: 'view', ts, dims: { product: 'P1' } }, { type: 'view', ts, dims: { product: 'P2' } }]);
+      await waitFor(async () => (await queues[QUEUE.events].getFailedCount()) === 1, { timeoutMs: 15_000, message: 'the batch refused as an unknown store' });
+      const [failed] = await queues[QUEUE.events].getFailed();
+      expect(failed!.failedReason).toBe(`unknown store LATER: it has no tenant; batch ${sent.batchId} not applied (nothing written). Create the tenant, then replay this job`);
+      expect(metricValue(await aggregator.metrics(), 'tally_batches_rejected_total', { reason: 'unknown_store' })).toBe(1);
+      expect(await buckets.snapshot('LATER', ['LATER'])).toEqual([expect.objectContaining({ entries: [] })]);
+      // The client knows now: the next call for the store is refused at once, nothing enqueued.
+      await expect(client.enqueueEvents('LATER', [{ type: 'view', ts, dims: { product: 'P3' } }])).rejects.toBeInstanceOf(UnknownStoreError);
+
+      await createTenant({ dynamo: dynamo.client, table }, 'LATER', { timeZone: zone });
+      const out: string[] = [];
+      const code = await runDlqCli(['replay', QUEUE.events, '--reason', 'unknown store LATER'], { queues, dedupeWindowMs: 86_400_000 }, { out: (l) => out.push(l), err: (l) => out.push(l) });
+      expect({ code, out }).toEqual({ code: 0, out: [expect.stringMatching(/^replayed 1 /)] });
+      await waitFor(async () => (await views('LATER')) === 2n && (await outboxEmpty('LATER')), { timeoutMs: 30_000, message: 'the replayed batch written to DynamoDB' });
+      const day = localDate(ts, zone);
+      expect((await getItem(dynamo, 'LATER', monthSk(day.year, day.month)))?.attrs.get(dayAttr(day.doy, 'v'))).toBe(2n);
+      expect(await queues[QUEUE.events].getFailedCount()).toBe(0);
+      // The replay lifted the store's mark: the client sends to it again.
+      expect((await client.enqueueEvents('LATER', [{ type: 'view', ts, dims: { product: 'P3' } }])).accepted).toBe(1);
+      await waitFor(async () => (await views('LATER')) === 3n, { timeoutMs: 30_000, message: 'the next batch counted' });
+    } finally {
+      await client.close();
+    }
   });
 });

@@ -22,6 +22,8 @@ const USAGE = `usage: npm run loadgen -- [options]
   --key STORE=KEY     ingest key of a store (repeat per store), or --keys-file FILE ({"STORE":"KEY"})
   --redis-url URL     Redis of the queues, for --via client (default redis://127.0.0.1:6379)
   --stores LIST       STORE:ZONE,… (default KTM1:Asia/Kathmandu,LAX1:America/Los_Angeles,UTC1:UTC)
+                      each a tenant of the installation (npm run tenants -- create STORE --time-zone ZONE);
+                      --fleet creates them. A store with none is refused (TALLY_ERR_UNKNOWN_STORE).
   --products N --visitors N --batch N --concurrency N
   --duplicates F      share of batches sent twice with the same Idempotency-Key (default 0)
   --bad F             share of batches carrying invalid events (default 0)

@@ -16,7 +16,7 @@ export interface StackContext {
   log(message: string): void;
 }
 
-export const DEMO_STORE = 'DEMO';
+const DEMO_STORE = 'DEMO';
 
 interface DemoKeys {
   store: string;
@@ -25,7 +25,7 @@ interface DemoKeys {
 }
 
 /** The commands printed for a new user: send an event, read it back, open the dashboard. */
-export function demoInstructions(urls: StackContext['urls'], keys: DemoKeys): string[] {
+function demoInstructions(urls: StackContext['urls'], keys: DemoKeys): string[] {
   return [
     `Demo store ${keys.store}: ingest key ${keys.ingestKey}`,
     `                 read key   ${keys.readKey}   (sign in to the dashboard with it: ${urls['query-api']}/)`,

@@ -21,7 +21,7 @@ export interface BackoffPolicy {
   resetAfterMs: number;
 }
 
-export const defaultBackoff: BackoffPolicy = { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
+const defaultBackoff: BackoffPolicy = { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
 
 /** Delay before restart number `attempt` (1-based). */
 export function backoffDelay(attempt: number, policy: BackoffPolicy): number {

@@ -1,8 +1,8 @@
 import { createDynamoClient } from '@tally/dynamo';
-import { createTenantDirectory, type TenantDb } from '@tally/tenants';
+import { createTenantDirectory, SCOPES, type TenantDb } from '@tally/tenants';
 import { createTestTable, REPO_ROOT, startDynalite, startProcess, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runTenantsCli } from './cli';
+import { runTenantsCli, USAGE } from './cli';
 
 let dynalite: DynaliteHandle;
 let db: TenantDb;
@@ -68,6 +68,10 @@ describe('tenants CLI', () => {
     expect((await cli()).out).toMatch(/^usage: tenants <command>/);
   });
 
+  it('names every scope in its usage text (usage.ts imports nothing, to keep --help light)', () => {
+    expect(USAGE).toContain(`scopes: ${SCOPES.join(', ')}.`);
+  });
+
   it('runs as a command line', async () => {
     const p = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', 'create', 'SHOP3'], {
       cwd: REPO_ROOT,
@@ -75,5 +79,8 @@ describe('tenants CLI', () => {
     });
     expect(await p.exited).toEqual({ code: 0, signal: null });
     expect(p.output()).toBe(`[stderr] tally: using DynamoDB ${dynalite.endpoint} (DYNAMODB_ENDPOINT)\ntally: created tenant SHOP3 (time zone UTC)`);
+    const help = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', '--help'], { cwd: REPO_ROOT, env: {} });
+    expect(await help.exited).toEqual({ code: 0, signal: null });
+    expect(help.output()).toBe(USAGE);
   });
 });

@@ -11,17 +11,10 @@ import {
   TenantError,
   type TenantDb,
 } from '@tally/tenants';
+import { USAGE } from './usage';
 
-export const USAGE = `usage: tenants <command> [arguments]
+export { USAGE };
 
-  create <store> [--time-zone <IANA zone>]         create a tenant (default time zone UTC)
-  issue-key <store> --scopes <s,...> [--label <t>]  issue a key; prints it once, on stdout
-  revoke-key <store> <key-id>                      revoke a key (key ids: see list-keys)
-  set-time-zone <store> <IANA zone>                change the store's time zone
-  list-keys <store> [--json]                       list keys (ids, scopes, status; never the keys)
-  show <store>                                     show the tenant
-
-scopes: ${SCOPES.join(', ')}. Configured by DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION.`;
 
 export interface CliIo {
   out: (line: string) => void;

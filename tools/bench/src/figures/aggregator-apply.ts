@@ -43,10 +43,10 @@ export interface AggregatorFigure {
  * time from process start to drained, minus start-up), Redis memory per 1,000 active rows and per dedupe
  * record, and redis-benchmark's pipelined HINCRBY ceiling on the same redis-server.
  */
-export async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFigure> {
+async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFigure> {
   const redisServer = await startRedis({ appendonly: true, appendfsync: 'everysec' });
   const dyn = await startDynalite();
-  const table = await createTestTable(dyn.endpoint);
+  const table = await createTestTable(dyn.endpoint, { tenants: ['BENCH'] });
   const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
   const queues = createQueues(redis);
   const eventsPerBatch = Math.min(1000, MAX_EVENTS_PER_JOB);

@@ -14,7 +14,7 @@ const BUCKET_SECONDS = 1;
 const DRAIN_CATALOGUE = { products: 200, visitors: 1_000 };
 
 /** What was waiting to be written when DynamoDB came back. */
-export interface Backlog {
+interface Backlog {
   /** Rows (pk) with unwritten counts. */
   rows: number;
   /** DynamoDB items (pk, sk) those counts go to: what one write per item costs. */
@@ -34,7 +34,7 @@ export interface Backlog {
   entries: number;
 }
 
-export interface DrainFigure {
+interface DrainFigure {
   rate: number;
   warmSeconds: number;
   /** Load kept running for this long with DynamoDB down. */
@@ -71,7 +71,7 @@ export interface DrainFigure {
  * outboxes and the flush jobs wait; when it is back each item is written once, whatever the number of buckets it
  * missed. UpdateItems are the writer's tally_dynamodb_requests_total{operation="UpdateItem",outcome="ok"}.
  */
-export async function measureDrain(ctx: FigureContext): Promise<DrainFigure> {
+async function measureDrain(ctx: FigureContext): Promise<DrainFigure> {
   // Every row is written after every 1-second bucket: the writes needed grow with the rows touched per second, and
   // dynalite on this shared 2-core machine takes about 200 UpdateItems/s. This rate keeps the writer up with them.
   const rate = ctx.quick ? 100 : 150;

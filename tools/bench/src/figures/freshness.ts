@@ -10,14 +10,14 @@ import { machineLine } from '../proc';
 import { fmt, ms, quantile } from '../stats';
 
 /** The freshness the design promises: a count is visible in the query API within a second of its 202. */
-export const TARGET_P99_MS = 1_000;
+const TARGET_P99_MS = 1_000;
 /** A probe not visible after this long counts as lost (and fails the figure). */
 const PROBE_TIMEOUT_MS = 30_000;
 /** The store the probes go to: Kathmandu (+05:45), so "today" is not the UTC day around midnight. */
 const PROBE_STORE = 'KTM1';
 const PROBE_TIME_ZONE = STORES.find((s) => s.id === PROBE_STORE)!.timeZone;
 
-export interface FreshnessFigure {
+interface FreshnessFigure {
   /** Milliseconds from each probe's 202 to the first poll that showed its count, ascending. */
   latencies: number[];
   /** Polls each probe needed, on average, and their round-trip time (p50). */
@@ -41,7 +41,7 @@ export interface FreshnessFigure {
  * GET /v1/series?entity=product:<id>&metrics=ViewCount&from=<day>&to=<day>&granularity=day (with a read key) until it
  * shows 1; the time from the 202 to the answer of the first poll that shows it is the probe's freshness.
  */
-export async function measureFreshness(ctx: FigureContext): Promise<FreshnessFigure> {
+async function measureFreshness(ctx: FigureContext): Promise<FreshnessFigure> {
   const probes = ctx.quick ? 15 : 500;
   const rate = ctx.quick ? 2_000 : 10_000;
   const machine = machineLine();

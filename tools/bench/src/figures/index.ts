@@ -1,5 +1,6 @@
 import type { Figure } from '../figure';
 import { aggregatorFigure } from './aggregator-apply';
+import { cliStartFigure } from './cli-start';
 import { collectorIngest } from './collector-ingest';
 import { drainFigure } from './drain';
 import { freshnessFigure } from './freshness';
@@ -9,4 +10,4 @@ import { scaleFigure } from './scale';
 import { writeCostFigure } from './write-cost';
 
 /** Every figure `npm run bench` knows, in run order. Add a figure here. */
-export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure];
+export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure, cliStartFigure];

@@ -43,7 +43,7 @@ interface E2eRun {
   timeline: Array<{ second: number; eventsPerSecond: number }>;
 }
 
-export interface IngestE2eFigure {
+interface IngestE2eFigure {
   runs: E2eRun[];
   /** HINCRBYs the apply script does per event of this traffic (distinct row fields per batch / events). */
   hincrbyPerEvent: Record<number, number>;
@@ -60,7 +60,7 @@ export interface IngestE2eFigure {
  * redis-server and to the naive design (one DynamoDB UpdateItem per event per row, against the same dynalite),
  * all in the same run.
  */
-export async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
+async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
   const warmMs = ctx.quick ? 1_000 : 5_000;
   const windowMs = ctx.quick ? 2_000 : 20_000;
   const machine = machineLine();

@@ -89,7 +89,7 @@ async function timeLoop(ms: number, fn: () => Promise<unknown>): Promise<number[
  * history for one store, while a background loop keeps applying event batches and flushing rows (live data in
  * every answer).
  */
-export async function measureQueries(
+async function measureQueries(
   ctx: FigureContext,
 ): Promise<{ rows: Measured[]; historyDays: number; ingested: number; ingestSeconds: number; loadAverage: number }> {
   const runMs = ctx.quick ? 1_500 : 10_000;

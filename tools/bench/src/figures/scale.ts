@@ -134,7 +134,7 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
   }
 }
 
-export async function measureScale(opts: { quick: boolean; log: (l: string) => void }): Promise<ScalePoint[]> {
+async function measureScale(opts: { quick: boolean; log: (l: string) => void }): Promise<ScalePoint[]> {
   const grid: Array<[number, number]> = opts.quick
     ? [[10, 1_000], [300, 1_000], [300, 20_000]]
     : [[10, 10_000], [1_000, 100_000], [10_000, 10_000], [10_000, 100_000], [10_000, 1_000_000]];
@@ -144,7 +144,7 @@ export async function measureScale(opts: { quick: boolean; log: (l: string) => v
 }
 
 /** Redis bytes per store and per open row, from the grid's points (differences between points, so the constant part drops out). */
-export function memoryPer(points: readonly ScalePoint[]): { perStore: number; perRow: number } {
+function memoryPer(points: readonly ScalePoint[]): { perStore: number; perRow: number } {
   const fewStores = points[0]!;
   const manyStores = points.find((p) => p.openRows === fewStores.openRows && p.stores > fewStores.stores) ?? points[1]!;
   const manyRows = [...points].filter((p) => p.stores === manyStores.stores).sort((a, b) => b.openRows - a.openRows)[0]!;

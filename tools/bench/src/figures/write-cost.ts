@@ -13,7 +13,7 @@ import { simulatedDay, type DayEvent } from '../workload';
 const MIN = 60_000;
 const DAY_START = Date.UTC(2023, 4, 3);
 
-export interface CostRun {
+interface CostRun {
   design: string;
   /** UpdateItems by entity (store, product, visitor). */
   byEntity?: Record<string, number>;
@@ -160,7 +160,7 @@ export interface CostFigure {
   uniqueVisitors: { withSketches: CostRun; storeDays: number };
 }
 
-export async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
+async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
   const redisServer = await startRedis({ appendonly: false });
   const dyn = await startDynalite();
   const redis = new Redis(redisServer.url);

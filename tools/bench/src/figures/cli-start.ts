@@ -1,0 +1,139 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createTestTable, REPO_ROOT, startDynalite, startRedis } from '@tally/testing';
+import type { FigureContext, FigureResult } from '../figure';
+import { machineLine } from '../proc';
+import { ms, quantile } from '../stats';
+
+const STORE = 'BENCHCLI';
+
+/** One operator command, run as a whole process from the repository root, as a user types it. */
+interface Command {
+  name: string;
+  cmd: string;
+  args: string[];
+}
+
+export interface CliRun {
+  name: string;
+  /** Wall ms from spawn to exit, ascending. */
+  wallMs: number[];
+  /** CPU ms (user + system) of the process and its children, ascending. */
+  cpuMs: number[];
+}
+
+export interface CliStartFigure {
+  runs: CliRun[];
+  rounds: number;
+  machine: string;
+}
+
+/** This process's children's CPU (utime + stime of the children it waited for, Linux /proc), in ms. */
+function childrenCpuMs(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[13]) + Number(fields[14])) / 100) * 1000;
+}
+
+/** Runs one command to its exit; wall and CPU ms. Throws on a non-zero exit, with its output. */
+async function timeOne(c: Command, env: NodeJS.ProcessEnv): Promise<{ wallMs: number; cpuMs: number }> {
+  const cpu0 = childrenCpuMs();
+  const t0 = performance.now();
+  const child = spawn(c.cmd, c.args, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+  const wallMs = performance.now() - t0;
+  if (code !== 0) throw new Error(`${c.name} exited with ${code}:\n${output}`);
+  return { wallMs, cpuMs: childrenCpuMs() - cpu0 };
+}
+
+/**
+ * How long the operator CLIs take to start and answer, as a user runs them: whole processes (`npm run dlq -- …`,
+ * `npm run tenants -- …`) against a local Redis and DynamoDB (dynalite), each run `rounds` times round-robin (so a
+ * change in the machine's load hits every command alike), medians reported. The same commands without npm (the
+ * script npm runs) and `node -e 0` show which part is npm's and which is Node's own start.
+ */
+export async function measureCliStart(opts: { quick: boolean; log: (l: string) => void }): Promise<CliStartFigure> {
+  const rounds = opts.quick ? 3 : 11;
+  const redis = await startRedis();
+  const dyn = await startDynalite({ mode: 'child' });
+  try {
+    const table = await createTestTable(dyn.endpoint, { tenants: { [STORE]: 'Europe/Paris' } });
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      REDIS_URL: redis.url,
+      DYNAMODB_ENDPOINT: dyn.endpoint,
+      DYNAMODB_TABLE: table,
+      AWS_REGION: 'us-east-1',
+      // No running `npm start` stack is looked for: the variables above win anyway.
+      TALLY_DATA_DIR: join(REPO_ROOT, '.data-bench-none'),
+    };
+    const runBuilt = join('tools', 'build-apps', 'run-built.mjs');
+    const commands: Command[] = [
+      { name: 'node -e 0', cmd: process.execPath, args: ['-e', '0'] },
+      { name: 'npm run dlq -- --help', cmd: 'npm', args: ['run', '-s', 'dlq', '--', '--help'] },
+      { name: 'npm run dlq -- list', cmd: 'npm', args: ['run', '-s', 'dlq', '--', 'list'] },
+      { name: `npm run tenants -- show ${STORE}`, cmd: 'npm', args: ['run', '-s', 'tenants', '--', 'show', STORE] },
+      { name: `npm run tenants -- list-keys ${STORE}`, cmd: 'npm', args: ['run', '-s', 'tenants', '--', 'list-keys', STORE] },
+      { name: 'node run-built.mjs dlq list', cmd: process.execPath, args: [runBuilt, 'dlq', 'list'] },
+      { name: `node run-built.mjs tenants show ${STORE}`, cmd: process.execPath, args: [runBuilt, 'tenants', 'show', STORE] },
+    ];
+    // Warm-up: builds the bundles if the sources changed, and fills Node's compile cache, as any earlier call would.
+    for (const c of commands) await timeOne(c, env);
+    const samples = new Map(commands.map((c) => [c.name, { wall: [] as number[], cpu: [] as number[] }]));
+    for (let r = 0; r < rounds; r++) {
+      for (const c of commands) {
+        const t = await timeOne(c, env);
+        samples.get(c.name)!.wall.push(t.wallMs);
+        samples.get(c.name)!.cpu.push(t.cpuMs);
+      }
+      opts.log(`round ${r + 1}/${rounds}`);
+    }
+    return {
+      rounds,
+      machine: machineLine(),
+      runs: commands.map((c) => {
+        const s = samples.get(c.name)!;
+        return { name: c.name, wallMs: [...s.wall].sort((a, b) => a - b), cpuMs: [...s.cpu].sort((a, b) => a - b) };
+      }),
+    };
+  } finally {
+    await dyn.stop();
+    await redis.stop();
+  }
+}
+
+const median = (xs: readonly number[]) => quantile(xs, 0.5);
+
+export const cliStartFigure = {
+  name: 'cli-start',
+  async run(ctx: FigureContext): Promise<FigureResult> {
+    const f = await measureCliStart(ctx);
+    const of = (name: string) => f.runs.find((r) => r.name === name)!;
+    const npmRuns = f.runs.filter((r) => r.name.startsWith('npm run'));
+    const slowest = npmRuns.reduce((a, b) => (median(b.wallMs) > median(a.wallMs) ? b : a));
+    const summary =
+      `median wall ${npmRuns.map((r) => `${r.name.replace('npm run ', '').replace(' -- ', ' ')} ${ms(median(r.wallMs))} ms`).join(', ')}; ` +
+      `slowest ${ms(median(slowest.wallMs))} ms (${ms(median(slowest.cpuMs))} ms CPU); node -e 0 ${ms(median(of('node -e 0').wallMs))} ms`;
+    const markdown = [
+      `${f.machine} at the end. Each command is a whole process started from the repository root, as a user types it,`,
+      `against a local redis-server and dynalite (a child process) with one tenant; ${f.rounds} rounds after a warm-up call,`,
+      'the commands round-robin within each round, so load changes hit them alike. Wall: spawn to exit. CPU: user + system',
+      'time of the process and its children (npm, node). `node run-built.mjs` is the script `npm run` runs, without npm.',
+      '',
+      '| Command | median wall (ms) | min – max wall (ms) | median CPU (ms) |',
+      '| --- | ---: | ---: | ---: |',
+      ...f.runs.map((r) => `| \`${r.name}\` | ${ms(median(r.wallMs))} | ${ms(r.wallMs[0]!)} – ${ms(r.wallMs.at(-1)!)} | ${ms(median(r.cpuMs))} |`),
+      '',
+      'Rerun: `npm run bench -- cli-start`. On a busy machine wall time is CPU time stretched by the run queue; the CPU',
+      'column is the part the CLIs control.',
+    ].join('\n');
+    return { summary, markdown };
+  },
+};
