@@ -179,11 +179,7 @@ describe('Redis names', () => {
     const keys = [
       k.epoch('S1'), k.bucket('S1', 17, 'S1#product#P1'), k.bucketRows('S1', 17), k.sealed('S1'), k.folded('S1'),
       k.outbox('S1', 'S1'), k.dirty('S1'), k.due('S1'), k.batch('S1', 'abc'), k.cache('S1', 'S1#visitor#V'),
-<<<<<<< HEAD
-      k.cacheVersion('S1', 'S1#visitor#V'), k.lock('S1'), k.counts('S1'), k.unknownStore('S1'),
-=======
-      k.cacheVersion('S1', 'S1#visitor#V'), k.counts('S1'),
->>>>>>> h17
+      k.cacheVersion('S1', 'S1#visitor#V'), k.counts('S1'), k.unknownStore('S1'),
     ];
     for (const key of keys) expect(key.startsWith('t:{S1}:')).toBe(true);
     expect(new Set(keys).size).toBe(keys.length);

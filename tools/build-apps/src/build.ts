@@ -107,14 +107,14 @@ export async function buildBundles(opts: BuildOptions): Promise<BuiltBundle[]> {
 }
 
 /** Next to each bundle: the files it was built from, which `run-built.mjs` compares with the bundle's age. */
-export const SOURCES_FILE = 'sources.json';
+const SOURCES_FILE = 'sources.json';
 
 /**
  * The repository files a bundle depends on (relative to the root): its workspace sources (from esbuild's metafile),
  * the package.json of each project they belong to, tsconfig.base.json and package-lock.json (which pins everything
  * under node_modules). A bundle older than any of them is stale.
  */
-export function bundleSources(meta: Metafile, repoRoot: string): string[] {
+function bundleSources(meta: Metafile, repoRoot: string): string[] {
   const files = new Set(['package-lock.json', 'tsconfig.base.json']);
   for (const input of Object.keys(meta.inputs)) {
     const rel = relative(repoRoot, resolve(repoRoot, input)).split(sep).join('/');

@@ -15,7 +15,7 @@ interface Command {
   args: string[];
 }
 
-export interface CliRun {
+interface CliRun {
   name: string;
   /** Wall ms from spawn to exit, ascending. */
   wallMs: number[];
@@ -59,7 +59,7 @@ async function timeOne(c: Command, env: NodeJS.ProcessEnv): Promise<{ wallMs: nu
  * change in the machine's load hits every command alike), medians reported. The same commands without npm (the
  * script npm runs) and `node -e 0` show which part is npm's and which is Node's own start.
  */
-export async function measureCliStart(opts: { quick: boolean; log: (l: string) => void }): Promise<CliStartFigure> {
+async function measureCliStart(opts: { quick: boolean; log: (l: string) => void }): Promise<CliStartFigure> {
   const rounds = opts.quick ? 3 : 11;
   const redis = await startRedis();
   const dyn = await startDynalite({ mode: 'child' });
