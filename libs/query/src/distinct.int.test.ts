@@ -5,7 +5,7 @@ import { compileRules, defaultRules, rollup, rollupDistinct, type NormalizedEven
 import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ALL_TIME, explicitRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
+import { explicitRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
 
 let server: RedisHandle;
 let dyn: DynaliteHandle;
@@ -64,7 +64,7 @@ async function answers(deps: QueryDeps) {
   const days = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: explicitRange('2026-03-09', '2026-03-10'), granularity: 'day' });
   const month = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: march, granularity: 'month' });
   const year = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: march, granularity: 'year' });
-  const all = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: ALL_TIME, granularity: 'total' });
+  const all = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: 'all', granularity: 'total' });
   const last7 = await readTotals(deps, { store: 'S', pks: ['S'], metrics: uv, range: explicitRange('2026-03-04', '2026-03-10') });
   const products = await readTotals(deps, { store: 'S', pks: ['S#product#P1', 'S#product#P2'], metrics: uv, range: march });
   const n = (v: Record<string, bigint>) => Number(v['UniqueVisitors']);

@@ -4,7 +4,7 @@ import { dayAttr, dayKey, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } fr
 import type { CompiledRules } from '@tally/schema';
 import type { Cell } from './cover';
 import { QueryError } from './errors';
-import type { DateRange, QueryRange } from './ranges';
+import type { QueryRange } from './ranges';
 
 /**
  * Distinct counts (UniqueVisitors) in queries: a count is the size of the union of the sketches that cover the
@@ -69,5 +69,3 @@ export function rangeGroup(items: ReadonlyMap<string, StoredItem>, live: readonl
   return [...out, ...liveIn(live, metric, dayKey(range.from), dayKey(range.to))];
 }
 
-/** Day keys bounding a date range (for live sketches). */
-export const dayKeyBounds = (r: DateRange) => ({ from: dayKey(r.from), to: dayKey(r.to) });

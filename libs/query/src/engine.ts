@@ -1,6 +1,6 @@
 import type { BucketStore, LiveSketch } from '@tally/buckets';
 import { getItem, getItems, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
-import { dayAttr, dayKey, formatDate, monthAttr, monthDays, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
+import { dayAttr, dayKey, dayOfYear, daysInMonth, formatDate, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import { coverOf, type Cell } from './cover';
 import { distinctMetricsOf, pointGroup, rangeGroup } from './distinct';
@@ -175,7 +175,7 @@ async function fillDistinctSeries(
         ? daysOf(range).map((d) => ({ granularity, year: d.year, month: d.month, doy: d.doy, from: dayKey(d), to: dayKey(d) }))
         : granularity === 'month'
           ? monthsOf(range).map(({ year, month }) => {
-              const { first, last } = monthDays(year, month);
+              const [first, last] = [dayOfYear(year, month, 1), dayOfYear(year, month, daysInMonth(year, month))];
               return { granularity, year, month, from: dayKey({ year, doy: first }), to: dayKey({ year, doy: last }) };
             })
           : Array.from({ length: range.to.year - range.from.year + 1 }, (_, i) => range.from.year + i).map((year) => ({ granularity, year, from: `${year}-001`, to: `${year}-366` }));

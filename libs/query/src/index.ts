@@ -6,7 +6,6 @@ export {
   daysOf,
   monthsOf,
   MAX_RANGE_DAYS,
-  ALL_TIME,
   type RangeQuery,
   type DateRange,
   type QueryRange,
