@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { compileRules, defaultRules, distinctMember, rollupDistinct, type RulesInput } from './index';
+
+const rules = compileRules(defaultRules);
+const day = Date.parse('2026-03-09T12:00:00Z');
+
+describe('distinct counts in the rules', () => {
+  it('adds each visitor to the sketches of the store and product rows its events count on, per local day', () => {
+    const adds = rollupDistinct(rules, 'S', 'Asia/Kathmandu', [
+      { type: 'view', ts: day, dims: { product: 'P1', visitor: 'V1' } },
+      { type: 'view', ts: day + 1, dims: { product: 'P1', visitor: 'V1' } },
+      { type: 'view', ts: day, dims: { product: 'P2' } }, // no visitor: nothing to add
+      { type: 'order', ts: day + 12 * 3_600_000, value: '1', dims: { visitor: 'V2' } }, // the next day in Kathmandu
+    ]);
+    const members = (pk: string) => Object.fromEntries([...(adds.get(pk) ?? [])].map(([f, s]) => [f, [...s]]));
+    expect(members('S')).toEqual({ '2026-068|uv': [distinctMember('V1')], '2026-069|uv': [distinctMember('V2')] });
+    expect(members('S#product#P1')).toEqual({ '2026-068|uv': [distinctMember('V1')] });
+    expect(adds.has('S#product#P2')).toBe(false);
+    expect([...adds.keys()].some((pk) => pk.includes('#visitor#'))).toBe(false);
+    expect(Buffer.from(distinctMember('V1'), 'latin1')).toHaveLength(8);
+  });
+
+  it('refuses a distinct metric that is unknown, scaled or also a counter, naming it', () => {
+    const withDistinct = (metric: string): RulesInput => ({
+      ...defaultRules,
+      entities: { ...defaultRules.entities, store: { key: [], flush: { kind: 'bucket' }, distinct: { [metric]: 'visitor' } } },
+    });
+    expect(() => compileRules(withDistinct('Nope'))).toThrow('rollup rules: entities.store.distinct.Nope: unknown metric "Nope"');
+    expect(() => compileRules(withDistinct('Revenue'))).toThrow(/distinct.Revenue: a distinct count needs a metric with scale 0/);
+    expect(() => compileRules(withDistinct('ViewCount'))).toThrow(/distinct.ViewCount: ViewCount is also a counter's metric/);
+    expect(rules.distinctOf('store')).toEqual([{ metric: 'UniqueVisitors', attrMetric: 'uv', dim: 'visitor' }]);
+    expect(rules.distinctOf('visitor')).toEqual([]);
+  });
+});
