@@ -11,9 +11,12 @@ export interface SealDeps {
   metrics: AggregatorMetrics;
   log: Logger;
   now?: () => number;
-  /** Stores worked on at once. Default 32. */
+  /** Stores worked on at once. Default 64. */
   concurrency?: number;
 }
+
+/** Flush jobs the sealer gathers (over stores) before enqueueing them in one call. */
+const FLUSH_JOBS_PER_CALL = 500;
 
 export interface SealTickResult {
   /** Stores in the work set this tick visited. */
@@ -42,8 +45,18 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
   const active = await deps.buckets.activeStores(shard);
   result.stores = active.length;
   const published: Array<{ store: string; backlog: StoreBacklog; mark: string }> = [];
+  let flushes: Array<{ data: { store: string; pk: string }; opts: { jobId: string } }> = [];
+  const enqueueFlushes = async () => {
+    const jobs = flushes;
+    flushes = [];
+    if (jobs.length === 0) return;
+    await enqueueBulk(deps.queues, QUEUE.dynamoWrites, jobs);
+    result.flushes += jobs.length;
+    deps.metrics.flushesScheduled.inc(jobs.length);
+  };
   const work = async ({ store, mark }: { store: string; mark: string }) => {
-    // One round trip for a store with nothing to fold or flush (most stores in most ticks).
+    // One round trip for a store with nothing to fold (most stores in most ticks): VISIT seals, and reports the
+    // backlog and the due rows. One or two more when it sealed a bucket: the fold, which reports the same.
     const v = await deps.buckets.visit(store, { now, minAgeMs: Math.floor(deps.bucketMs / 2) });
     if (v.sealed !== undefined) {
       result.sealed++;
@@ -51,40 +64,41 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
       deps.metrics.sealLag.set(Math.max(0, now - v.sealed - deps.bucketMs) / 1000);
     }
     let backlog = v.backlog;
-    let due = v.due;
+    let due = v.dueRows;
     if (v.sealedHead !== undefined) {
       const started = performance.now();
-      const f = await deps.buckets.foldSealed(store, { now });
+      const fresh = v.sealedRows && v.sealed === v.sealedHead ? await deps.buckets.foldVisited(store, v.sealed, v.sealedRows, now) : undefined;
+      let f: { buckets: number; rows: number };
+      if (fresh) {
+        f = { buckets: 1, rows: fresh.rows };
+        backlog = fresh.backlog;
+        due = fresh.due;
+      } else {
+        // Older sealed buckets, or a big one: the general fold, then a fresh read of what is left.
+        f = await deps.buckets.foldSealed(store, { now });
+        backlog = await deps.buckets.storeBacklog(store);
+        due = await deps.buckets.dueRows(store, now);
+      }
       deps.metrics.foldSeconds.observe((performance.now() - started) / 1000);
       result.folded += f.buckets;
       result.rows += f.rows;
       deps.metrics.bucketsFolded.inc(f.buckets);
       deps.metrics.rowsFolded.inc(f.rows);
-      due = 1; // folded rows may be due now: look
     }
-    if (due > 0) {
-      const rows = await deps.buckets.dueRows(store, now);
-      if (rows.length > 0) {
-        await enqueueBulk(
-          deps.queues,
-          QUEUE.dynamoWrites,
-          rows.map((r) => ({ data: { store, pk: r.pk }, opts: { jobId: jobIdFor('flush', store, r.pk, r.firstDirty) } })),
-        );
-        result.flushes += rows.length;
-        deps.metrics.flushesScheduled.inc(rows.length);
-      }
-    }
-    if (v.sealedHead !== undefined) backlog = await deps.buckets.storeBacklog(store);
+    for (const r of due) flushes.push({ data: { store, pk: r.pk }, opts: { jobId: jobIdFor('flush', store, r.pk, r.firstDirty) } });
+    if (flushes.length >= FLUSH_JOBS_PER_CALL) await enqueueFlushes();
     published.push({ store, backlog, mark });
   };
-  const concurrency = deps.concurrency ?? 32;
+  const concurrency = deps.concurrency ?? 64;
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(concurrency, active.length) }, async () => {
       while (next < active.length) await work(active[next++]!);
     }),
   );
-  // The backlogs for the gauges, and the retirements, in a few calls for the whole shard.
+  await enqueueFlushes();
+  // The backlogs for the gauges, and the retirements, in a few calls for the whole shard (after the flush jobs
+  // exist: a store is retired only with nothing left to write).
   for (const r of await deps.buckets.publishBacklogs(shard, published)) if (r === 'retired') result.retired++;
   if (result.sealed || result.flushes) deps.log.debug({ shard, ...result }, 'sealer tick');
   return result;

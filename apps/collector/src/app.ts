@@ -8,7 +8,8 @@ import { jsonSchemaTransform } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
 import { REDIS_DOWN_RETRY_AFTER_SECONDS, type Backpressure } from './backpressure';
 import { JSON_TYPE, NDJSON_TYPE, registerEventParsers, tooManyEvents } from './body';
-import { registerEventsRoute, type IngestBudget } from './events.route';
+import { registerEventsRoute } from './events.route';
+import type { IngestBudget } from './ingest-budget';
 import type { CollectorMetrics } from './metrics';
 
 export interface CollectorDeps {

@@ -58,7 +58,8 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
         if (!lastReadOk) opts.log?.info({ depth }, 'events queue readable again');
         lastReadOk = true;
       } catch (err) {
-        if (lastReadOk) opts.log?.warn({ err }, 'cannot read the events queue depth; refusing events with 503');
+        // An expected outage: its message, no stack.
+        if (lastReadOk) opts.log?.warn({ err: { message: (err as Error)?.message ?? String(err) } }, 'cannot read the events queue depth; refusing events with 503');
         lastReadOk = false;
         depth = undefined;
       } finally {

@@ -10,6 +10,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type CollectorApp } from './app';
 import { closeCollectorDeps, createCollectorDeps, type CollectorResources } from './deps';
+import { createIngestBudget } from './ingest-budget';
 
 // The collector's error contract: every 4xx and 5xx is an RFC 9457 problem (application/problem+json) with a
 // TALLY_ERR_* code, and the edge cases of a hostile-input run (encodings, huge error lists, one store flooding).
@@ -25,7 +26,11 @@ let manyDims = '';
 /** Under load a blocked event loop makes the queue-depth read stale (503): wait until the collector takes events. */
 const collectorUp = () => waitFor(() => res.backpressure.redisUp, { message: 'collector reads the queue depth' });
 const keys = { ingest: '', read: '', other: '', flood: '' };
-const BUDGET = 5;
+/** FLOOD's own ingest budget in its tenant record (events per second); the bucket holds 60 s of it. */
+const FLOOD_RATE = 1;
+const BURST_SECONDS = 60;
+/** The ingest budget's clock: frozen unless a test moves it. */
+let budgetClock = Date.now();
 
 beforeAll(async () => {
   const dims: Record<string, string> = { product: 'P1' };
@@ -42,18 +47,25 @@ beforeAll(async () => {
   keys.read = await admin.issueKey('SHOP1', ['read'], 'dashboard');
   keys.other = await admin.issueKey('SHOP2', ['ingest'], 'other shop');
   keys.flood = await admin.issueKey('FLOOD', ['ingest'], 'one store flooding');
+  await admin.setIngestBudget('FLOOD', FLOOD_RATE);
   const config = loadConfig(collectorEnv, {
     REDIS_URL: redis.url,
     DYNAMODB_ENDPOINT: dynalite.endpoint,
     DYNAMODB_TABLE: table,
     MAX_EVENTS_PER_REQUEST: '1000',
-    INGEST_BUDGET_REQUESTS: '1000',
-    INGEST_BUDGET_WINDOW_MS: '60000',
-    INGEST_BUDGET_OVERRIDES: `FLOOD=${BUDGET}`,
+    INGEST_BUDGET_EVENTS_PER_SECOND: '1000',
+    INGEST_BUDGET_BURST_SECONDS: String(BURST_SECONDS),
   });
   res = createCollectorDeps(config, createLogger({ name: 'collector-test', level: 'silent' }), loadRules());
   const deps = res.deps;
-  app = await buildApp({ ...deps, isClosing: () => closing || deps.isClosing() });
+  const budget = createIngestBudget({
+    redis: res.redis,
+    keyPrefix: config.KEY_PREFIX,
+    eventsPerSecond: config.INGEST_BUDGET_EVENTS_PER_SECOND,
+    burstSeconds: config.INGEST_BUDGET_BURST_SECONDS,
+    now: () => budgetClock,
+  });
+  app = await buildApp({ ...deps, budget, isClosing: () => closing || deps.isClosing() });
   res.backpressure.start();
   await waitFor(() => res.redis.status === 'ready' && res.backpressure.depth !== undefined, { message: 'collector connected to redis' });
 });
@@ -180,15 +192,23 @@ describe('hostile bodies', () => {
 });
 
 describe('per-store ingest budget', () => {
-  it('the store over its budget alone gets 429 with Retry-After; other stores keep 202', async () => {
-    const floodKey = keys.flood;
-    const statuses: number[] = [];
-    for (let i = 0; i < BUDGET + 2; i++) statuses.push((await post(JSON.stringify([view()]), { authorization: `Bearer ${floodKey}` })).statusCode);
-    expect(statuses).toEqual([...Array(BUDGET).fill(202), 429, 429]);
-    const over = await post(JSON.stringify([view()]), { authorization: `Bearer ${floodKey}` });
+  it('the store over its budget of events (its tenant record\'s rate) alone gets 429 with Retry-After; other stores keep 202', async () => {
+    const flood = { authorization: `Bearer ${keys.flood}` };
+    const batch = (n: number) => JSON.stringify(Array.from({ length: n }, (_, i) => view(`P${i}`)));
+    // A full bucket holds 60 events: 50 pass, then 20 do not (10 left; nothing taken), 10 do, and one more does not.
+    expect((await post(batch(50), flood)).statusCode).toBe(202);
+    const over = await post(batch(20), flood);
     expectProblem(over, 429, 'TALLY_ERR_RATE_LIMITED');
-    expect(Number(over.headers['retry-after'])).toBeGreaterThan(0);
-    expect((await post(JSON.stringify([view()]))).statusCode).toBe(202);
-    expect((await post(JSON.stringify([view()]), { authorization: `Bearer ${keys.other}` })).statusCode).toBe(202);
+    expect(over.json()).toMatchObject({ eventsPerSecond: FLOOD_RATE, burst: FLOOD_RATE * BURST_SECONDS });
+    expect(over.headers['retry-after']).toBe('10');
+    expect((await post(batch(10), flood)).statusCode).toBe(202);
+    expect((await post(batch(1), flood)).headers['retry-after']).toBe('1');
+    // Other stores are not affected.
+    expect((await post(batch(100))).statusCode).toBe(202);
+    expect((await post(batch(100), { authorization: `Bearer ${keys.other}` })).statusCode).toBe(202);
+    // Three seconds later three events have come back.
+    budgetClock += 3_000;
+    expect((await post(batch(3), flood)).statusCode).toBe(202);
+    expect((await post(batch(1), flood)).statusCode).toBe(429);
   });
 });

@@ -8,6 +8,7 @@ import { createTenantDirectory } from '@tally/tenants';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { CollectorDeps } from './app';
 import { createBackpressure, type Backpressure } from './backpressure';
+import { createIngestBudget } from './ingest-budget';
 import { createCollectorMetrics } from './metrics';
 
 export interface CollectorResources {
@@ -73,17 +74,12 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     intake,
     directory,
     backpressure,
-    ...(config.INGEST_BUDGET_REQUESTS > 0
-      ? {
-          budget: {
-            redis,
-            keyPrefix: config.KEY_PREFIX,
-            requests: config.INGEST_BUDGET_REQUESTS,
-            windowMs: config.INGEST_BUDGET_WINDOW_MS,
-            overrides: config.INGEST_BUDGET_OVERRIDES,
-          },
-        }
-      : {}),
+    budget: createIngestBudget({
+      redis,
+      keyPrefix: config.KEY_PREFIX,
+      eventsPerSecond: config.INGEST_BUDGET_EVENTS_PER_SECOND,
+      burstSeconds: config.INGEST_BUDGET_BURST_SECONDS,
+    }),
     maxBodyBytes: config.MAX_BODY_BYTES,
     isClosing: () => closing,
     isReady: async () => !closing && redis.status === 'ready' && (await redis.ping()) === 'PONG',

@@ -1,35 +1,14 @@
-import rateLimit from '@fastify/rate-limit';
 import { IdempotencyConflictError, QueueUnavailableError, type Intake } from '@tally/intake';
 import { bearerAuth, HttpProblem, PROBLEM_SCHEMA, type TallyHttpApp } from '@tally/http';
 import { eventInputSchema, type EventError } from '@tally/schema';
 import { validatorCompiler } from 'fastify-type-provider-zod';
-import type { RedisConnection } from '@tally/queues';
 import type { TenantDirectory } from '@tally/tenants';
-import type { FastifyRequest, FastifySchemaCompiler } from 'fastify';
+import type { FastifySchemaCompiler } from 'fastify';
 import { z } from 'zod';
 import { REDIS_DOWN_RETRY_AFTER_SECONDS, type Backpressure } from './backpressure';
 import { JSON_TYPE, NDJSON_TYPE, type EventsBody } from './body';
+import type { IngestBudget } from './ingest-budget';
 import { rejectReason, type CollectorMetrics } from './metrics';
-
-/**
- * Each store's ingest budget: at most `requests` requests per `windowMs` (a window counter in Redis per store, so
- * every collector shares it). The store over its budget alone gets 429 with Retry-After; the others go on.
- */
-export interface IngestBudget {
-  /**
-   * The producer connection, a single Redis or a Cluster (each budget counter is one key); it fails fast: with
-   * Redis away the budget is not checked and backpressure answers.
-   */
-  redis: RedisConnection;
-  /** KEY_PREFIX: the budget counters are `<prefix>:ingest-budget:…` keys. */
-  keyPrefix: string;
-  /** INGEST_BUDGET_REQUESTS: requests per window of a store without an override. */
-  requests: number;
-  /** INGEST_BUDGET_WINDOW_MS */
-  windowMs: number;
-  /** INGEST_BUDGET_OVERRIDES: requests per window of the stores that differ from the default. */
-  overrides?: ReadonlyMap<string, number>;
-}
 
 export interface EventsRouteDeps {
   intake: Intake;
@@ -130,22 +109,12 @@ const eventsRouteSchema = {
 export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDeps): Promise<void> {
   const { intake, metrics, budget } = deps;
   const auth = bearerAuth(deps.directory, 'ingest');
-  if (budget) {
-    await app.register(rateLimit, {
-      global: false,
-      redis: budget.redis,
-      nameSpace: `${budget.keyPrefix}:ingest-budget:`,
-      // Redis away: the budget is not checked (backpressure answers 503 anyway); never a 500.
-      skipOnError: true,
-    });
-  }
 
   app.post(
     '/v1/events',
     {
       schema: eventsRouteSchema,
       validatorCompiler: validateAllButBody,
-      ...(budget ? { config: { rateLimit: budgetLimit(budget) } } : {}),
       // Before the body is read: who is calling, and can the queue take more.
       onRequest: async (req) => {
         await auth(req);
@@ -182,6 +151,8 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
         }
       }
 
+      if (budget) await checkBudget(budget, metrics, store, result.events.length, req.principal!.ingestEventsPerSecond);
+
       let enqueued;
       try {
         enqueued = await intake.enqueue(store, result.events, { idempotencyKey: req.headers['idempotency-key'], receivedAt });
@@ -213,26 +184,26 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
 }
 
 /**
- * The route's rate-limit settings: keyed by the store of the API key, checked after auth (the route's own
- * onRequest hook runs first) and before the body is read. Not a preParsing hook: an asynchronous hook between
- * the decompressor and the body parser would miss a decompression error and hang the request.
+ * Takes the batch's events from the store's token bucket, or refuses the batch with 429 and Retry-After (that
+ * store only). With Redis away the budget is not checked: the enqueue that follows answers 503.
  */
-function budgetLimit(budget: IngestBudget) {
-  return {
-    hook: 'onRequest' as const,
-    timeWindow: budget.windowMs,
-    keyGenerator: (req: FastifyRequest) => req.principal!.store,
-    max: async (_req: FastifyRequest, store: string) => budget.overrides?.get(store) ?? budget.requests,
-    errorResponseBuilder: (req: FastifyRequest, ctx: { max: number; ttl: number }) => {
-      const retryAfter = Math.max(1, Math.ceil(ctx.ttl / 1_000));
-      return new HttpProblem(
-        429,
-        'TALLY_ERR_RATE_LIMITED',
-        `store ${JSON.stringify(req.principal!.store)} is over its ingest budget of ${ctx.max} requests per ${budget.windowMs} ms; nothing was accepted, retry after ${retryAfter} s`,
-        { extra: { limit: ctx.max, windowMs: budget.windowMs }, headers: { 'retry-after': String(retryAfter) } },
-      );
-    },
-  };
+async function checkBudget(budget: IngestBudget, metrics: CollectorMetrics, store: string, events: number, ownRate: number | undefined): Promise<void> {
+  let waitMs: number;
+  try {
+    waitMs = await budget.take(store, events, ownRate);
+  } catch {
+    return;
+  }
+  if (waitMs <= 0) return;
+  metrics.rejected.inc({ reason: 'budget' }, events);
+  const retryAfter = Math.max(1, Math.ceil(waitMs / 1_000));
+  const { eventsPerSecond, burst } = budget.limitOf(ownRate);
+  throw new HttpProblem(
+    429,
+    'TALLY_ERR_RATE_LIMITED',
+    `store ${JSON.stringify(store)} is over its ingest budget of ${eventsPerSecond} events per second (at most ${burst} at once); nothing was accepted, retry after ${retryAfter} s`,
+    { extra: { eventsPerSecond, burst }, headers: { 'retry-after': String(retryAfter) } },
+  );
 }
 
 /** NDJSON lines that were not JSON stand in the items as `undefined`; report them by their own reason. */

@@ -45,11 +45,11 @@ afterAll(async () => {
   await server.stop();
 });
 
-function setup(table: string, prefix: string) {
+function setup(table: string, prefix: string, dynamo: DynamoDBClient = client) {
   const buckets = new BucketStore({ redis, rules, prefix });
   const meter = createDynamoMeter();
   const metrics = createWriterMetrics(new Registry());
-  const worker = new Worker(QUEUE.dynamoWrites, flushProcessor({ buckets, dynamo: { client, table, meter }, metrics, log, maxBackoffMs: 300 }), {
+  const worker = new Worker(QUEUE.dynamoWrites, flushProcessor({ buckets, dynamo: { client: dynamo, table, meter }, metrics, log, maxBackoffMs: 300 }), {
     connection: redis.duplicate(),
     prefix: queues[QUEUE.dynamoWrites].opts.prefix,
     concurrency: 4,
@@ -97,9 +97,16 @@ describe('dynamo writer', () => {
 
   it('moves a row that cannot be written to the failed set with its reason; other rows keep flowing', async () => {
     const table = await createTestTable(dyn.endpoint);
-    const { buckets, worker } = setup(table, 'big');
-    // A visitor whose item would pass 400 KB: thousands of long product ids in one month row.
+    // A row DynamoDB refuses (every item grows far below 400 KB now, see the overflow items, so the refusal is
+    // simulated: a ValidationException for the visitor's items).
     const huge = 'S#visitor#V';
+    const refusing = {
+      send: (cmd: { input: { Key?: { pk?: { S?: string } } } }) =>
+        cmd.input.Key?.pk?.S === huge
+          ? Promise.reject(Object.assign(new Error('Item size has exceeded the maximum allowed size'), { name: 'ValidationException', $metadata: { httpStatusCode: 400 } }))
+          : client.send(cmd as never),
+    } as unknown as DynamoDBClient;
+    const { buckets, worker } = setup(table, 'big', refusing);
     for (let seq = 1; seq <= 30; seq++) {
       const fields = new Map<string, number>();
       for (let p = 0; p < 80; p++) fields.set(`2023-123|pv#${'x'.repeat(120)}-${seq}-${p}`, 1);

@@ -4,7 +4,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
 import { runScript, type ScriptDef } from './script-table';
-import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
+import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, RANK_NAMES, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 import { SketchStore } from './sketch-store';
 import { PUBLISH_BACKLOG, VISIT, type VisitReply } from './work-scripts';
 
@@ -77,6 +77,25 @@ const STALE_RETRIES = 8;
 
 /** Stores whose bucket layout a BucketStore remembers; past this the memory is dropped and re-learnt. */
 const LAYOUT_CACHE_STORES = 100_000;
+
+/** Rows of one bucket folded per FOLD call. */
+const ROWS_PER_FOLD = 200;
+
+/** Due rows a sealer visit hands over per store and tick (the rest on the next tick). */
+const DUE_LIMIT = 10_000;
+
+/** A row whose flush is due, with the time of its oldest unwritten count (ms). */
+export interface DueRow {
+  pk: string;
+  firstDirty: number;
+}
+
+/** A due list as the scripts return it (pk, oldest dirty time or '' ...); a row no longer dirty counts from now. */
+function dueList(flat: readonly string[], now: number): DueRow[] {
+  const out: DueRow[] = [];
+  for (let i = 0; i < flat.length; i += 2) out.push({ pk: flat[i]!, firstDirty: flat[i + 1] === '' ? now : Number(flat[i + 1]) });
+  return out;
+}
 
 /** What one store holds that is not yet in DynamoDB. */
 export interface StoreBacklog {
@@ -237,7 +256,7 @@ export class BucketStore {
     }) as [number, string[], string | null, string | null, string | null];
     let oldestUnfolded = head === null ? undefined : Number(head);
     if (oldestUnfolded === undefined && epoch !== null && (await this.redis.exists(this.keys.bucketRows(store, epoch)))) oldestUnfolded = Number(epoch);
-    return { rows, entries: Number(entries ?? 0), oldestDirty: firstDirty.length === 2 ? Number(firstDirty[1]) : undefined, oldestUnfolded };
+    return { rows, entries: Math.max(0, Number(entries ?? 0)), oldestDirty: firstDirty.length === 2 ? Number(firstDirty[1]) : undefined, oldestUnfolded };
   }
 
   /**
@@ -266,12 +285,16 @@ export class BucketStore {
 
   /**
    * A sealer's visit of a store in one round trip: seals the open bucket when it is due (as seal()) and reports
-   * what is left: the oldest sealed bucket (undefined: nothing to fold), the store's backlog and how many rows are
-   * due at `now`.
+   * what is left: the oldest sealed bucket (undefined: nothing to fold), the store's backlog, the rows due at `now`
+   * and, when the bucket sealed now is the oldest sealed one and small enough, its rows (for foldVisited).
    */
-  async visit(store: string, opts: { now: number; minAgeMs: number }): Promise<{ sealed: number | undefined; sealedHead: number | undefined; due: number; backlog: StoreBacklog }> {
-    const [, sealed, head, rows, firstDirty, entries, due, unfolded] = await this.withEpoch<VisitReply>(store, '', async (epoch) => {
-      const r = await this.run(VISIT, { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), dirty: this.keys.dirty(store), counts: this.keys.counts(store), due: this.keys.due(store) }, { now: opts.now, minAgeMs: opts.minAgeMs, epoch });
+  async visit(
+    store: string,
+    opts: { now: number; minAgeMs: number },
+  ): Promise<{ sealed: number | undefined; sealedHead: number | undefined; due: number; dueRows: DueRow[]; sealedRows: string[] | undefined; backlog: StoreBacklog }> {
+    const [, sealed, head, rows, firstDirty, entries, due, unfolded, , dueRows, sealedRows] = await this.withEpoch<VisitReply>(store, '', async (epoch) => {
+      const keys = { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), dirty: this.keys.dirty(store), counts: this.keys.counts(store), due: this.keys.due(store) };
+      const r = await this.run(VISIT, keys, { now: opts.now, minAgeMs: opts.minAgeMs, epoch, dueLimit: DUE_LIMIT, pksLimit: ROWS_PER_FOLD * 8 });
       if (r[0] === 0) return { stale: r[1] };
       this.remember(this.epochs, store, r[8]);
       return { ok: r };
@@ -281,7 +304,9 @@ export class BucketStore {
       sealed: opt(sealed),
       sealedHead: opt(head),
       due: Number(due),
-      backlog: { rows: Number(rows), entries: Number(entries), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) },
+      dueRows: dueList(dueRows, opts.now),
+      sealedRows: sealedRows === 0 ? undefined : sealedRows,
+      backlog: { rows: Number(rows), entries: Math.max(0, Number(entries)), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) },
     };
   }
 
@@ -297,8 +322,8 @@ export class BucketStore {
           if (err) throw err;
           return v;
         }) as [Array<string | null>, string[], string[]];
-        out.rows += Number(t[0] ?? 0);
-        out.entries += Number(t[1] ?? 0);
+        out.rows += Math.max(0, Number(t[0] ?? 0));
+        out.entries += Math.max(0, Number(t[1] ?? 0));
         out.oldestDirty = min(out.oldestDirty, d.length === 2 ? Number(d[1]) : undefined);
         out.oldestUnfolded = min(out.oldestUnfolded, u.length === 2 ? Number(u[1]) : undefined);
       }),
@@ -328,16 +353,23 @@ export class BucketStore {
    * atomic and idempotent). Returns the buckets finished and rows moved by this call.
    */
   async foldSealed(store: string, opts: { now: number; rowsPerCall?: number }): Promise<{ buckets: number; rows: number }> {
-    const batch = opts.rowsPerCall ?? 200;
+    const batch = opts.rowsPerCall ?? ROWS_PER_FOLD;
     let buckets = 0;
     let rows = 0;
     for (;;) {
       const head = await this.redis.lindex(this.keys.sealed(store), 0);
       if (head === null) break;
+      let finished = false;
       for (;;) {
         const pks = await this.redis.srandmember(this.keys.bucketRows(store, head), batch);
         if (pks.length === 0) break;
-        rows += await this.foldRows(store, head, pks, opts.now);
+        const [moved, done] = await this.foldRows(store, head, pks, opts.now, false);
+        rows += moved;
+        finished ||= done === 1;
+      }
+      if (finished) {
+        buckets++;
+        continue;
       }
       const done = Number(await this.run(FINISH_FOLD, { sealed: this.keys.sealed(store), rows: this.keys.bucketRows(store, head), folded: this.keys.folded(store) }, { seq: head }));
       if (done === 1) buckets++;
@@ -347,11 +379,32 @@ export class BucketStore {
   }
 
   /**
-   * One FOLD call for rows of sealed bucket `seq`. The ranking zsets a ranked row adds to are named by the days and
-   * metrics of its bucket hash, so those rows' field names are read first (a sealed bucket never changes; a row
-   * folded meanwhile by another folder is skipped by FOLD).
+   * Folds the rows `pks` of sealed bucket `seq` — all its rows, as VISIT reported them on sealing it — in as few
+   * FOLD calls as ROWS_PER_FOLD allows, the last of which finishes the bucket and reports what the store has left.
+   * Returns undefined when the bucket was not finished by these calls (another folder is at it, or it is not the
+   * oldest sealed one): fold it with foldSealed then.
    */
-  private async foldRows(store: string, seq: string, pks: readonly string[], now: number): Promise<number> {
+  async foldVisited(store: string, seq: number, pks: readonly string[], now: number): Promise<{ rows: number; backlog: StoreBacklog; due: DueRow[] } | undefined> {
+    let rows = 0;
+    for (let i = 0; i < pks.length; i += ROWS_PER_FOLD) {
+      const last = i + ROWS_PER_FOLD >= pks.length;
+      const r = await this.foldRows(store, String(seq), pks.slice(i, i + ROWS_PER_FOLD), now, last);
+      rows += r[0];
+      if (!last) continue;
+      if (r[1] !== 1 || r.length !== 8) return undefined;
+      const [, , dirty, firstDirty, entries, , unfolded, due] = r;
+      const opt = (v: string) => (v === '' ? undefined : Number(v));
+      return { rows, backlog: { rows: Number(dirty), entries: Number(entries), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) }, due: dueList(due, now) };
+    }
+    return undefined;
+  }
+
+  /**
+   * One FOLD call for rows of sealed bucket `seq`. The ranking zsets a ranked row adds to are named by the days and
+   * metrics of its bucket hash, so those rows' field names are read first, in one call (a sealed bucket never
+   * changes; a row folded meanwhile by another folder is skipped by FOLD).
+   */
+  private async foldRows(store: string, seq: string, pks: readonly string[], now: number, report: boolean) {
     const keys: string[] = [];
     const args: Array<string | number> = [];
     const ranked: Array<{ pk: string; entity: string }> = [];
@@ -362,22 +415,34 @@ export class BucketStore {
       if (rank) ranked.push({ pk, entity: rank.entity });
     }
     const rankings = new Map<string, string>();
-    const fieldLists = await Promise.all(ranked.map(({ pk }) => this.redis.hkeys(this.keys.bucket(store, seq, pk))));
-    ranked.forEach(({ entity }, r) => {
-      for (const field of fieldLists[r]!) {
-        if (field.includes('#')) continue;
-        const [day, metric] = field.split('|') as [string, string];
-        rankings.set(`${day}:${metric}:${entity}`, this.keys.rank(store, day, metric, entity));
-      }
-    });
+    if (ranked.length > 0) {
+      const names = await this.run(RANK_NAMES, {}, {}, { keys: ranked.map(({ pk }) => this.keys.bucket(store, seq, pk)) });
+      ranked.forEach(({ entity }, r) => {
+        for (const name of names[r]!) {
+          const [day, metric] = name.split('|') as [string, string];
+          rankings.set(`${day}:${metric}:${entity}`, this.keys.rank(store, day, metric, entity));
+        }
+      });
+    }
     keys.push(...rankings.values());
     args.push(...rankings.keys());
-    const c = { rows: this.keys.bucketRows(store, seq), dirty: this.keys.dirty(store), due: this.keys.due(store), counts: this.keys.counts(store) };
-    return Number(await this.run(FOLD, c, { seq, now, rankTtlSeconds: this.rankTtlSeconds, rowCount: pks.length }, { keys, args }));
+    const openEpoch = this.epochs.get(store) ?? '';
+    const c = {
+      rows: this.keys.bucketRows(store, seq),
+      dirty: this.keys.dirty(store),
+      due: this.keys.due(store),
+      counts: this.keys.counts(store),
+      sealed: this.keys.sealed(store),
+      folded: this.keys.folded(store),
+      epoch: this.keys.epoch(store),
+      openRows: this.keys.bucketRows(store, openEpoch),
+    };
+    const a = { seq, now, rankTtlSeconds: this.rankTtlSeconds, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, rowCount: pks.length };
+    return this.run(FOLD, c, a, { keys, args });
   }
 
   /** Rows whose flush is due at `now`, with the time of their oldest unwritten count. */
-  async dueRows(store: string, now: number, limit = 10_000): Promise<Array<{ pk: string; firstDirty: number }>> {
+  async dueRows(store: string, now: number, limit = DUE_LIMIT): Promise<DueRow[]> {
     const pks = await this.redis.zrangebyscore(this.keys.due(store), '-inf', now, 'LIMIT', 0, limit);
     if (pks.length === 0) return [];
     const firsts = await this.redis.zmscore(this.keys.dirty(store), ...pks);

@@ -53,14 +53,21 @@ local function expectType(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
 end
--- The store's running count of outbox entries (a gauge, not a count: a plain integer, 0 when absent), or nil
--- when the field holds anything else. Checks the hash's type, so a later HSET/HDEL on it cannot fail.
+-- The store's running count of outbox entries (a gauge, not a count: a plain integer, 0 when absent or below 0 as
+-- an older version could leave it), or nil when the field holds anything else. Checks the hash's type, so a later
+-- HSET/HDEL on it cannot fail.
 local function readEntries(key)
   expectType(key, 'hash')
   local v = redis.call('HGET', key, 'entries')
   if not v then return 0 end
   if not (string.match(v, '^-?%d+$') and #v < 16) then return nil end
-  return tonumber(v)
+  return math.max(0, tonumber(v))
+end
+-- Whether a bucket field (day|metric, limbs day|metric|k) or outbox field (seq|day|metric, limbs seq|...|k) is a
+-- count rather than one of its high limbs: a count has that many bars, a limb one more.
+local function isEntry(field, bars)
+  local _, n = string.gsub(field, '|', '')
+  return n == bars
 end
 `;
 
@@ -81,6 +88,25 @@ local function schedule(dirtyKey, dueKey, pk, now, kind, a, b)
     due = math.min(now + a, first + b)
   end
   redis.call('ZADD', dueKey, string.format('%d', due), pk)
+end
+`;
+
+/**
+ * The rows due at `now` (at most `limit`), with the time of their oldest unwritten count ('' when not dirty): a
+ * flat list pk, firstDirty, ... Reads only: dueKey and dirtyKey must have been type-checked.
+ */
+export const DUE_LIST = `
+local function dueList(dueKey, dirtyKey, now, limit)
+  local pks = redis.call('ZRANGE', dueKey, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  local out = {}
+  for c = 1, #pks, 1000 do
+    local scores = redis.call('ZMSCORE', dirtyKey, unpack(pks, c, math.min(c + 999, #pks)))
+    for k = 1, #scores do
+      table.insert(out, pks[c + k - 1])
+      table.insert(out, scores[k] or '')
+    end
+  end
+  return out
 end
 `;
 
@@ -200,23 +226,27 @@ return {1, epoch, nextEpoch}
 
 /**
  * FOLD rows of sealed bucket `seq` into their outboxes. Idempotent per row: a row whose bucket hash is gone
- * was folded already. KEYS: rows (the bucket's row set), dirty, due, counts, then per row its bucket hash and its
- * outbox, then the ranking zsets the ranked rows add to. ARGV: seq, now, rankTtlSeconds, rowCount, then per row:
- * pk, policyKind, a, b, rankEntity, rankMember (rankEntity '' = not ranked), then per ranking zset its name
- * `<day>:<metric>:<entity>`. Ranked rows add their day counts to daily ranking zsets (top lists; a limb `f|k` adds
- * its value times 10^(15k) to f's ranking, which orders but need not be exact); a ranking the caller did not
- * declare refuses the call whole.
+ * was folded already. KEYS: rows (the bucket's row set), dirty, due, counts, sealed, folded, epoch, openRows (the
+ * row set of bucket `openEpoch`), then per row its bucket hash and its outbox, then the ranking zsets the ranked
+ * rows add to. ARGV: seq, now, rankTtlSeconds, openEpoch, report ('1' = report what is left), dueLimit, rowCount,
+ * then per row: pk, policyKind, a, b, rankEntity, rankMember (rankEntity '' = not ranked), then per ranking zset
+ * its name `<day>:<metric>:<entity>`. Ranked rows add their day counts to daily ranking zsets (top lists; a limb
+ * `f|k` adds its value times 10^(15k) to f's ranking, which orders but need not be exact); a ranking the caller did
+ * not declare refuses the call whole.
  * The outbox fields `<seq>|<bucket field>` are new (only this fold of this bucket writes them), so the copy is
  * an HSET of the bucket's values; an existing one means the layout was broken and the call is refused whole.
- * The store's running count of outbox entries (`entries` in the counts hash) grows by the fields copied.
- * Returns the number of rows moved.
+ * The store's running count of outbox entries (`entries` in the counts hash) grows by the counts copied (not their
+ * limbs). When `seq` is the oldest sealed bucket and no row of it is left, the fold is finished here (as FINISH_FOLD).
+ * Returns {rows moved, 1 when finished here else 0} and, with report, what is left as VISIT reports it: dirty
+ * rows, oldest dirty time or '', outbox entries, oldest sealed seq or '', oldest unfolded seq or '' (the open
+ * bucket counts as unfolded when it has data, or when the epoch is no longer `openEpoch`), the due list.
  */
-export const FOLD = defineScript<number>()({
+export const FOLD = defineScript<[number, number] | [number, number, number, string, string, string, string, string[]]>()({
   name: 'FOLD',
   shebang: '#!lua',
-  keys: ['rows', 'dirty', 'due', 'counts'],
-  args: ['seq', 'now', 'rankTtlSeconds', 'rowCount'],
-  body: `${LIMBS}${DUE}
+  keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows'],
+  args: ['seq', 'now', 'rankTtlSeconds', 'openEpoch', 'report', 'dueLimit', 'rowCount'],
+  body: `${LIMBS}${DUE_LIST}
 local seq = A.seq
 local now = tonumber(A.now)
 local n = tonumber(A.rowCount)
@@ -225,10 +255,15 @@ expectType(K.dirty, 'zset')
 expectType(K.due, 'zset')
 local entries = readEntries(K.counts)
 if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer') end
+local head = redis.call('LINDEX', K.sealed, 0) or ''
+local epoch = redis.call('GET', K.epoch)
+local openHasData = epoch ~= false and (epoch ~= A.openEpoch or redis.call('EXISTS', K.openRows) == 1)
 local rankKeys = {}
 for j = 0, #KEYS - KR - 2 * n do rankKeys[ARGV[AR + 6 * n + j]] = KEYS[KR + 2 * n + j] end
 -- Read phase: every row's bucket, its outbox and ranking keys checked; nothing written yet.
 local rows = {}
+local checked = {}
+local movedPks = {}
 for r = 0, n - 1 do
   local i = AR + 6 * r
   local pk = ARGV[i]
@@ -237,7 +272,6 @@ for r = 0, n - 1 do
   local row = {pk = pk, key = key, data = data, i = i, ranks = {}}
   if #data > 0 then
     local outbox = KEYS[KR + 2 * r + 1]
-    expectType(outbox, 'hash')
     local names = {}
     for j = 1, #data, 2 do
       if not string.match(data[j + 1], '^%d+$') then
@@ -246,6 +280,7 @@ for r = 0, n - 1 do
       table.insert(names, seq .. '|' .. data[j])
     end
     for c = 1, #names, 1000 do
+      -- HMGET fails on a wrong type: the outbox's check before the HSET below.
       local cur = redis.call('HMGET', outbox, unpack(names, c, math.min(c + 999, #names)))
       for k = 1, #cur do
         if cur[k] then return redis.error_reply('TALLY_ERR_FOLD_CONFLICT ' .. outbox .. ' already has ' .. names[c + k - 1]) end
@@ -253,6 +288,7 @@ for r = 0, n - 1 do
     end
     row.outbox = outbox
     row.names = names
+    table.insert(movedPks, pk)
     local rankEntity = ARGV[i + 4]
     if rankEntity ~= '' then
       for j = 1, #data, 2 do
@@ -269,7 +305,10 @@ for r = 0, n - 1 do
           local rname = string.sub(field, 1, bar - 1) .. ':' .. metric .. ':' .. rankEntity
           local rkey = rankKeys[rname]
           if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. rname .. ' of ' .. key .. ' not declared') end
-          expectType(rkey, 'zset')
+          if not checked[rkey] then
+            expectType(rkey, 'zset')
+            checked[rkey] = true
+          end
           table.insert(row.ranks, {rkey, score})
         end
       end
@@ -277,8 +316,24 @@ for r = 0, n - 1 do
   end
   table.insert(rows, row)
 end
+-- The moved rows' current dirty and due times, for their flush schedule (one call each, not one per row).
+local firstDirty = {}
+local dueAt = {}
+for c = 1, #movedPks, 1000 do
+  local chunk = {unpack(movedPks, c, math.min(c + 999, #movedPks))}
+  local d = redis.call('ZMSCORE', K.dirty, unpack(chunk))
+  local u = redis.call('ZMSCORE', K.due, unpack(chunk))
+  for k = 1, #chunk do
+    firstDirty[chunk[k]] = d[k]
+    dueAt[chunk[k]] = u[k]
+  end
+end
 -- Write phase.
 local moved = 0
+local newDirty = {}
+local newDue = {}
+local folded = {}
+local nowText = string.format('%d', now)
 for _, row in ipairs(rows) do
   local pk = row.pk
   local i = row.i
@@ -294,16 +349,53 @@ for _, row in ipairs(rows) do
       redis.call('ZINCRBY', rk[1], rk[2], ARGV[i + 5])
       redis.call('EXPIRE', rk[1], A.rankTtlSeconds)
     end
-    redis.call('DEL', row.key)
-    entries = entries + #data / 2
-    redis.call('ZADD', K.dirty, 'NX', string.format('%d', now), pk)
-    schedule(K.dirty, K.due, pk, now, ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]))
+    table.insert(folded, row.key)
+    for j = 1, #data, 2 do
+      if isEntry(data[j], 1) then entries = entries + 1 end
+    end
+    -- As ZADD dirty NX now, then schedule() (see DUE), for all rows at once.
+    local first = tonumber(firstDirty[pk])
+    if not first then
+      first = now
+      table.insert(newDirty, nowText)
+      table.insert(newDirty, pk)
+    end
+    local kind, a, b = ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+    local due
+    if kind == 'bucket' then
+      due = now
+    elseif kind == 'every' then
+      if not dueAt[pk] then due = (math.floor(now / a) + 1) * a end
+    else
+      due = math.min(now + a, first + b)
+    end
+    if due then
+      table.insert(newDue, string.format('%d', due))
+      table.insert(newDue, pk)
+    end
     moved = moved + 1
   end
-  redis.call('SREM', K.rows, pk)
 end
+for c = 1, #folded, 1000 do redis.call('DEL', unpack(folded, c, math.min(c + 999, #folded))) end
+for c = 1, #newDirty, 1000 do redis.call('ZADD', K.dirty, unpack(newDirty, c, math.min(c + 999, #newDirty))) end
+for c = 1, #newDue, 1000 do redis.call('ZADD', K.due, unpack(newDue, c, math.min(c + 999, #newDue))) end
+local pkList = {}
+for r = 0, n - 1 do pkList[r + 1] = ARGV[AR + 6 * r] end
+for c = 1, #pkList, 1000 do redis.call('SREM', K.rows, unpack(pkList, c, math.min(c + 999, #pkList))) end
 if moved > 0 then redis.call('HSET', K.counts, 'entries', string.format('%d', entries)) end
-return moved
+local finished = 0
+if head == seq and redis.call('SCARD', K.rows) == 0 then
+  redis.call('LPOP', K.sealed)
+  redis.call('SET', K.folded, seq)
+  finished = 1
+  head = redis.call('LINDEX', K.sealed, 0) or ''
+end
+if A.report ~= '1' then return {moved, finished} end
+-- What is left (reads only, of keys checked above).
+local first = redis.call('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
+local unfolded = head
+if unfolded == '' and openHasData then unfolded = epoch end
+return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.format('%d', entries), head, unfolded, dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit))}
 `,
 });
 
@@ -326,6 +418,37 @@ return 1
 `,
 });
 
+/**
+ * RANK_NAMES: the rankings a fold of ranked rows adds to. KEYS: the rows' bucket hashes. Returns per key the
+ * distinct `<day>|<metric>` of its non-keyed counts (limbs folded into their count).
+ */
+export const RANK_NAMES = defineScript<string[][]>()({
+  name: 'RANK_NAMES',
+  shebang: '#!lua flags=no-writes',
+  keys: [],
+  args: [],
+  body: `
+local out = {}
+for k = 1, #KEYS do
+  local seen = {}
+  local names = {}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[k])) do
+    if not string.find(field, '#', 1, true) then
+      local a = string.find(field, '|', 1, true)
+      local b = string.find(field, '|', a + 1, true)
+      local name = b and string.sub(field, 1, b - 1) or field
+      if not seen[name] then
+        seen[name] = true
+        table.insert(names, name)
+      end
+    end
+  end
+  out[k] = names
+end
+return out
+`,
+});
+
 /** READ a row's outbox for the writer. KEYS: folded, outbox. Returns {foldedThrough or '', field, value, ...}. */
 export const READ_OUTBOX = defineScript<string[]>()({
   name: 'READ_OUTBOX',
@@ -344,7 +467,8 @@ return data
  * ACK outbox entries the writer has applied to DynamoDB, in one step with dropping the row's cache entry and
  * bumping its cache version (so no query can store a cache read before this write). When entries remain
  * (folded during the write) the row stays dirty and is rescheduled by its policy. The store's running count of
- * outbox entries drops by the entries deleted (and restarts at 0 whenever the store has no dirty row left).
+ * outbox entries drops by the counts deleted, not their limbs (never below 0, and restarts at 0 whenever the store
+ * has no dirty row left).
  * KEYS: outbox, cacheVersion, cache, dirty, due, counts. ARGV: pk, now, cacheVersionTtlSeconds, policyKind, a, b,
  * then the fields to delete. Returns the number of entries left.
  */
@@ -367,10 +491,11 @@ if version and not (string.match(version, '^%d+$') and #version < 16) then
   return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.cacheVersion .. ' is not a cache version')
 end
 -- Write phase.
+local counts, limbs = {}, {}
+for i = AR, #ARGV do table.insert(isEntry(ARGV[i], 2) and counts or limbs, ARGV[i]) end
 local deleted = 0
-for i = AR, #ARGV, 500 do
-  deleted = deleted + redis.call('HDEL', K.outbox, unpack(ARGV, i, math.min(i + 499, #ARGV)))
-end
+for c = 1, #counts, 500 do deleted = deleted + redis.call('HDEL', K.outbox, unpack(counts, c, math.min(c + 499, #counts))) end
+for c = 1, #limbs, 500 do redis.call('HDEL', K.outbox, unpack(limbs, c, math.min(c + 499, #limbs))) end
 redis.call('DEL', K.cache)
 redis.call('INCR', K.cacheVersion)
 redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
@@ -386,7 +511,7 @@ end
 if redis.call('ZCARD', K.dirty) == 0 then
   redis.call('HDEL', K.counts, 'entries')
 else
-  redis.call('HSET', K.counts, 'entries', string.format('%d', entries - deleted))
+  redis.call('HSET', K.counts, 'entries', string.format('%d', math.max(0, entries - deleted)))
 end
 return left
 `,

@@ -1,5 +1,5 @@
 import { defineScript } from './script-table';
-import type { Stale } from './scripts';
+import { DUE_LIST, type Stale } from './scripts';
 
 /**
  * Scripts of the sealer's work set. VISIT runs on one store's keys (its hash tag); PUBLISH_BACKLOG on one
@@ -7,45 +7,54 @@ import type { Stale } from './scripts';
  */
 
 /** VISIT's answer when not stale (see VISIT). */
-export type VisitReply = [1, string, string, number, string, string, number, string, string];
+export type VisitReply = [1, string, string, number, string, string, number, string, string, string[], string[] | 0];
 
 /**
  * VISIT a store for a sealer tick, in one round trip: seal the open bucket when it has data and has been open at
  * least minAgeMs (as SEAL), then report what is left. KEYS: epoch, rows (the row set of bucket `epoch`), sealed,
- * dirty, counts, due. ARGV: now, minAgeMs, epoch (the seq the rows key is built for; '' when unknown).
+ * dirty, counts, due. ARGV: now, minAgeMs, epoch (the seq the rows key is built for; '' when unknown), dueLimit,
+ * pksLimit.
  * Returns {1, sealedSeq or '', oldest sealed seq or '', dirty rows, oldest dirty time or '', outbox entries,
- * rows due at now, oldest unfolded seq or '', the epoch after the visit or ''}, or a stale reply {0, epoch}
- * (nothing written) when the store's epoch is not `epoch`.
+ * rows due at now, oldest unfolded seq or '', the epoch after the visit or '', the due list (pk, oldest dirty
+ * time, ... at most dueLimit rows), the rows of the bucket sealed now when it is the oldest sealed one and has at
+ * most pksLimit rows (else 0)}, or a stale reply {0, epoch} (nothing written) when the store's epoch is not `epoch`.
  */
 export const VISIT = defineScript<VisitReply | Stale>()({
   name: 'VISIT',
   shebang: '#!lua',
   keys: ['epoch', 'rows', 'sealed', 'dirty', 'counts', 'due'],
-  args: ['now', 'minAgeMs', 'epoch'],
-  body: `
+  args: ['now', 'minAgeMs', 'epoch', 'dueLimit', 'pksLimit'],
+  body: `${DUE_LIST}
 local now = tonumber(A.now)
 -- Read phase: everything reported, read with commands that fail on a wrong type before anything is written.
 local epoch = redis.call('GET', K.epoch)
 if epoch and epoch ~= A.epoch then return {0, epoch} end
-local openHasData = epoch and redis.call('EXISTS', K.rows) == 1
+local openRows = epoch and redis.call('SCARD', K.rows) or 0
+local openHasData = openRows > 0
 local head = redis.call('LINDEX', K.sealed, 0) or ''
 local first = redis.call('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
 local rows = redis.call('ZCARD', K.dirty)
 local entries = redis.call('HGET', K.counts, 'entries') or '0'
 local due = redis.call('ZCOUNT', K.due, '-inf', A.now)
+local dueRows = {}
+if due > 0 then dueRows = dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit)) end
 -- Write phase (as SEAL): commands that cannot fail on the keys read above.
 local sealed = ''
+local pks = 0
 if openHasData and now - tonumber(epoch) >= tonumber(A.minAgeMs) then
   epoch = string.format('%d', math.max(tonumber(epoch) + 1, now))
   redis.call('SET', K.epoch, epoch)
   redis.call('RPUSH', K.sealed, A.epoch)
   sealed = A.epoch
-  if head == '' then head = sealed end
+  if head == '' then
+    head = sealed
+    if openRows <= tonumber(A.pksLimit) then pks = redis.call('SMEMBERS', K.rows) end
+  end
   openHasData = false
 end
 local unfolded = head
 if unfolded == '' and openHasData then unfolded = epoch end
-return {1, sealed, head, rows, first[2] or '', entries, due, unfolded, epoch or ''}
+return {1, sealed, head, rows, first[2] or '', entries, due, unfolded, epoch or '', dueRows, pks}
 `,
 });
 
@@ -71,6 +80,7 @@ local function expectType(key, want)
 end
 local function int(v) return type(v) == 'string' and string.match(v, '^-?%d+$') ~= nil and #v < 16 end
 local function optInt(v) return v == '' or int(v) end
+local function count(v) return int(v) and string.sub(v, 1, 1) ~= '-' end
 -- Read phase: every argument and every stored number checked, every key's type checked; nothing written yet.
 expectType(K.active, 'zset')
 expectType(K.stats, 'hash')
@@ -87,8 +97,8 @@ local writes = {}
 local out = {}
 for i = AR, #ARGV, 6 do
   local store = ARGV[i]
-  if not (int(ARGV[i + 1]) and int(ARGV[i + 2]) and optInt(ARGV[i + 3]) and optInt(ARGV[i + 4])) then
-    return redis.error_reply('TALLY_ERR_ARGUMENT backlog of ' .. store .. ' is not integers')
+  if not (count(ARGV[i + 1]) and count(ARGV[i + 2]) and optInt(ARGV[i + 3]) and optInt(ARGV[i + 4])) then
+    return redis.error_reply('TALLY_ERR_ARGUMENT backlog of ' .. store .. ' is not non-negative integers')
   end
   local st = seen[store]
   if not st then
@@ -138,7 +148,8 @@ for _, w in ipairs(writes) do
   end
 end
 if #writes > 0 then
-  redis.call('HSET', K.totals, 'rows', string.format('%d', totals[1]), 'entries', string.format('%d', totals[2]))
+  -- Gauges: never below 0, even from totals an older version left inconsistent.
+  redis.call('HSET', K.totals, 'rows', string.format('%d', math.max(0, totals[1])), 'entries', string.format('%d', math.max(0, totals[2])))
 end
 return out
 `,

@@ -77,18 +77,14 @@ export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
     .default(35)
     .describe('Events older than this are refused (late events within it land in their own day).'),
   DEDUPE_WINDOW_SECONDS,
-  INGEST_BUDGET_REQUESTS: int(0, 10_000_000)
-    .default(500)
-    .describe('Requests one store may send per INGEST_BUDGET_WINDOW_MS; over it that store alone gets 429 (0: no per-store budget).'),
-  INGEST_BUDGET_WINDOW_MS: int(100, 3_600_000)
-    .default(1_000)
-    .describe('The window of INGEST_BUDGET_REQUESTS; a store over its budget gets Retry-After until its window ends.'),
-  INGEST_BUDGET_OVERRIDES: z
-    .string()
-    .regex(/^(?:[A-Za-z0-9_.:-]+=\d{1,8}(?:,[A-Za-z0-9_.:-]+=\d{1,8})*)?$/, 'store=requests pairs separated by commas, e.g. shop1=50,shop2=2000')
-    .default('')
-    .transform((v) => new Map(v === '' ? [] : v.split(',').map((pair) => [pair.split('=')[0]!, Number(pair.split('=')[1])] as const)))
-    .describe('Stores whose budget differs from INGEST_BUDGET_REQUESTS: `store=requests,store=requests`.'),
+  INGEST_BUDGET_EVENTS_PER_SECOND: int(0, 10_000_000)
+    .default(50_000)
+    .describe(
+      'Events per second one store may send (a token bucket in Redis shared by every collector); over it that store alone gets 429 with Retry-After. A tenant record may set its own (`npm run tenants -- set-ingest-budget`). 0: only stores whose tenant record sets a rate are limited.',
+    ),
+  INGEST_BUDGET_BURST_SECONDS: int(1, 3_600)
+    .default(2)
+    .describe('Seconds of its budget a store may send at once after a quiet spell (the token bucket holds rate × this many events).'),
 });
 
 export const aggregatorEnv = shared.extend({

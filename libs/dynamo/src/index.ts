@@ -6,3 +6,4 @@ export * from './cells';
 export * from './row-writer';
 export * from './row-reader';
 export * from './sketches';
+export * from './overflow';

@@ -1,6 +1,7 @@
 import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { SKETCH_VERSION_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
-import { entriesByItem, partsOfBucket, type CountEntry } from './cells';
+import { baseSk, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { entriesByItem, type CountEntry } from './cells';
+import { beyondPosition, childSks, overflowEnd, routeToOverflow } from './overflow';
 import { RetryableWriteError } from './errors';
 import { classifyError, type DynamoMeter, type DynamoOperation } from './meter';
 
@@ -11,6 +12,8 @@ export interface StoredItem {
   wm: number;
   /** Set while bucket `wm` is applied in parts: the last part applied (row-writer). */
   wp?: number;
+  /** The item has spilled: counts beyond its position are in its overflow items (overflow.ts). */
+  spilled?: true;
   attrs: Map<string, bigint>;
   /** Binary attributes (distinct-count sketches, stored form; see sketches.ts), when the item has any. */
   blobs?: Map<string, Uint8Array>;
@@ -27,14 +30,16 @@ export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
   let wm = -1;
   let wp: number | undefined;
   let blobs: Map<string, Uint8Array> | undefined;
+  let spilled = false;
   for (const [name, v] of Object.entries(item)) {
     if (name === 'pk' || name === 'sk' || name === SKETCH_VERSION_ATTR) continue;
     if (name === WATERMARK_ATTR) wm = Number(v.N);
     else if (name === WATERMARK_PART_ATTR) wp = Number(v.N);
+    else if (name === SPILLED_ATTR) spilled = true;
     else if (v.N !== undefined) attrs.set(name, BigInt(v.N));
     else if (v.B !== undefined) (blobs ??= new Map()).set(name, v.B);
   }
-  const out: StoredItem = wp === undefined ? { sk: item['sk']?.S ?? '', wm, attrs } : { sk: item['sk']?.S ?? '', wm, wp, attrs };
+  const out: StoredItem = { sk: item['sk']?.S ?? '', wm, ...(wp === undefined ? {} : { wp }), ...(spilled ? { spilled: true as const } : {}), attrs };
   if (blobs) out.blobs = blobs;
   return out;
 }
@@ -51,7 +56,10 @@ async function metered<T extends { ConsumedCapacity?: any }>(deps: RowReaderDeps
   }
 }
 
-/** Items of one pk with `fromSk <= sk <= toSk` (consistent read), in one Query (paginated only past 1 MB). */
+/**
+ * Items of one pk with `fromSk <= sk <= toSk`, and the overflow items of toSk (all others in the range sort inside
+ * it), with consistent reads in one Query (paginated only past 1 MB).
+ */
 export async function queryItems(deps: RowReaderDeps, pk: string, fromSk: string, toSk: string): Promise<{ items: StoredItem[]; requests: number }> {
   const items: StoredItem[] = [];
   let start: Record<string, AttributeValue> | undefined;
@@ -62,7 +70,7 @@ export async function queryItems(deps: RowReaderDeps, pk: string, fromSk: string
         new QueryCommand({
           TableName: deps.table,
           KeyConditionExpression: 'pk = :pk AND sk BETWEEN :a AND :b',
-          ExpressionAttributeValues: { ':pk': { S: pk }, ':a': { S: fromSk }, ':b': { S: toSk } },
+          ExpressionAttributeValues: { ':pk': { S: pk }, ':a': { S: fromSk }, ':b': { S: overflowEnd(toSk) } },
           ConsistentRead: true,
           ExclusiveStartKey: start,
           ReturnConsumedCapacity: 'TOTAL',
@@ -84,24 +92,37 @@ export async function getItem(deps: RowReaderDeps, pk: string, sk: string): Prom
   return out.Item ? toStoredItem(out.Item) : undefined;
 }
 
-/** Many items by key (BatchGetItem, 100 per call, consistent, unprocessed keys retried). Keyed `pk\u0000sk`. */
+/**
+ * Many items by key (BatchGetItem, 100 per call, consistent, unprocessed keys retried), and the overflow items of
+ * every spilled item among them (one more round per level). Keyed `pk\u0000sk`.
+ */
 export async function getItems(deps: RowReaderDeps, keys: ReadonlyArray<{ pk: string; sk: string }>): Promise<{ items: Map<string, StoredItem>; requests: number }> {
   const items = new Map<string, StoredItem>();
   let requests = 0;
-  for (let i = 0; i < keys.length; i += 100) {
-    let pending: Array<Record<string, AttributeValue>> = keys.slice(i, i + 100).map((k) => ({ pk: { S: k.pk }, sk: { S: k.sk } }));
-    for (let attempt = 0; pending.length > 0; attempt++) {
-      if (attempt > 8) throw new RetryableWriteError(`BatchGetItem left ${pending.length} keys unprocessed`);
-      if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
-      const out = await metered(deps, 'BatchGetItem', () =>
-        deps.client.send(
-          new BatchGetItemCommand({ RequestItems: { [deps.table]: { Keys: pending, ConsistentRead: true } }, ReturnConsumedCapacity: 'TOTAL' }),
-        ),
-      );
-      requests++;
-      for (const it of out.Responses?.[deps.table] ?? []) items.set(`${it['pk']?.S}\u0000${it['sk']?.S}`, toStoredItem(it));
-      pending = out.UnprocessedKeys?.[deps.table]?.Keys ?? [];
+  let round: ReadonlyArray<{ pk: string; sk: string }> = keys;
+  while (round.length > 0) {
+    const next: Array<{ pk: string; sk: string }> = [];
+    for (let i = 0; i < round.length; i += 100) {
+      let pending: Array<Record<string, AttributeValue>> = round.slice(i, i + 100).map((k) => ({ pk: { S: k.pk }, sk: { S: k.sk } }));
+      for (let attempt = 0; pending.length > 0; attempt++) {
+        if (attempt > 8) throw new RetryableWriteError(`BatchGetItem left ${pending.length} keys unprocessed`);
+        if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
+        const out = await metered(deps, 'BatchGetItem', () =>
+          deps.client.send(
+            new BatchGetItemCommand({ RequestItems: { [deps.table]: { Keys: pending, ConsistentRead: true } }, ReturnConsumedCapacity: 'TOTAL' }),
+          ),
+        );
+        requests++;
+        for (const it of out.Responses?.[deps.table] ?? []) {
+          const stored = toStoredItem(it);
+          const pk = it['pk']?.S ?? '';
+          items.set(`${pk}\u0000${stored.sk}`, stored);
+          if (stored.spilled) for (const sk of childSks(stored.sk)) next.push({ pk, sk });
+        }
+        pending = out.UnprocessedKeys?.[deps.table]?.Keys ?? [];
+      }
     }
+    round = next;
   }
   return { items, requests };
 }
@@ -110,29 +131,32 @@ export async function getItems(deps: RowReaderDeps, keys: ReadonlyArray<{ pk: st
  * DynamoDB items plus exactly the Redis counts they do not hold yet: an entry is added to an item's cell
  * only when its bucket seq is above that item's watermark, or equal to it while the item holds only parts
  * 0..wp of that bucket and the cell is in a later part (partsOfBucket, the writer's cut). Items absent from
- * DynamoDB count as wm = -1. Returns sk -> attribute -> value.
+ * DynamoDB count as wm = -1. A cell beyond the position of a spilled item belongs to its overflow item (see
+ * overflow.ts), judged by that item's position in turn; the overflow items' attributes add to their base item's.
+ * Returns base sk -> attribute -> value.
  */
 export function mergeItems(items: Iterable<StoredItem>, entries: readonly CountEntry[]): Map<string, Map<string, bigint>> {
   const out = new Map<string, Map<string, bigint>>();
-  const marks = new Map<string, StoredItem>();
+  const bySk = new Map<string, StoredItem>();
   for (const it of items) {
-    out.set(it.sk, new Map(it.attrs));
-    marks.set(it.sk, it);
+    bySk.set(it.sk, it);
+    const base = baseSk(it.sk);
+    const attrs = out.get(base);
+    if (!attrs) out.set(base, new Map(it.attrs));
+    else for (const [a, v] of it.attrs) attrs.set(a, (attrs.get(a) ?? 0n) + v);
   }
-  for (const [sk, list] of entriesByItem(entries)) {
-    const wm = marks.get(sk)?.wm ?? -1;
-    const wp = marks.get(sk)?.wp;
-    let partOf: Map<string, number> | undefined;
-    if (wp !== undefined) partOf = partsOfBucket(list.filter((x) => x.entry.seq === wm).flatMap((x) => x.attrs)).partOf;
-    let attrs = out.get(sk);
-    for (const { entry, attrs: names } of list) {
-      if (entry.seq < wm || (entry.seq === wm && partOf === undefined)) continue;
-      if (!attrs) out.set(sk, (attrs = new Map()));
-      for (const a of names) {
-        if (entry.seq === wm && (partOf!.get(a) ?? 0) <= wp!) continue;
-        attrs.set(a, (attrs.get(a) ?? 0n) + entry.value);
-      }
+  const addBeyond = (base: string, sk: string, list: Array<{ entry: CountEntry; attrs: string[] }>) => {
+    const it = bySk.get(sk);
+    const rest = beyondPosition(list, it ?? { wm: -1 });
+    if (rest.length === 0) return;
+    if (it?.spilled) {
+      for (const [child, l] of routeToOverflow(sk, rest)) addBeyond(base, child, l);
+      return;
     }
-  }
+    let attrs = out.get(base);
+    if (!attrs) out.set(base, (attrs = new Map()));
+    for (const { entry, attrs: names } of rest) for (const a of names) attrs.set(a, (attrs.get(a) ?? 0n) + entry.value);
+  };
+  for (const [sk, list] of entriesByItem(entries)) addBeyond(sk, sk, list);
   return out;
 }

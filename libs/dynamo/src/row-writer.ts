@@ -1,8 +1,10 @@
 import { GetItemCommand, UpdateItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import type { ConsumedCapacity } from '@aws-sdk/client-dynamodb';
+import { SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
 import { classifyError, type DynamoMeter } from './meter';
+import { beyondPosition, routeToOverflow, SPILL_AT_KB, type ItemPosition } from './overflow';
 
 export interface RowWriterDeps {
   client: DynamoDBClient;
@@ -23,8 +25,8 @@ export interface RowWriteResult {
 
 /**
  * Extra attributes to SET on an item in the same UpdateItem as its counts (the distinct-count sketches), under an
- * extra condition. Names start `#s`, values `:s` or `:hv`. It rides the item's first whole-bucket UpdateItem; when
- * that one is refused, or the item only gets parts, it is left out (not in `extrasWritten`) for the caller to write.
+ * extra condition. Names start `#s`/`#hv`, values `:s`/`:hv`. It rides the item's first whole-bucket UpdateItem;
+ * when that one is refused, or the item only gets parts, it is left out (not in `extrasWritten`) for the caller.
  */
 export interface ItemExtra {
   set: string[];
@@ -50,6 +52,10 @@ export interface RowWriteOptions {
  * When a condition fails, the entries at or below the item's position are already in it (applied by a crashed
  * run or another writer): the writer reads the position and writes the rest. So the set applied to an item is
  * always exactly the entries below its position. No transactions.
+ * Every condition also requires the item not to have spilled. An UpdateItem whose consumed write units show the
+ * item at SPILL_AT_KB or more is followed by one that marks it spilled at the position just written; from then on
+ * the rest of the row's cells for that item go to its overflow items, each written by these same rules
+ * (overflow.ts).
  *
  * Throws RetryableWriteError (throttling, 5xx, unreachable) or PermanentWriteError (validation, item too
  * large); items already written stay written, and a retry skips them through the watermark.
@@ -65,9 +71,9 @@ export async function writeRow(deps: RowWriterDeps, pk: string, entries: readonl
 type ItemEntry = { entry: CountEntry; attrs: string[] };
 type Bucket = { seq: number; list: ItemEntry[]; attrs: Set<string> };
 
-const WHOLE = 'attribute_not_exists(#wm) OR (#wm < :lo AND attribute_not_exists(#wp))';
+const WHOLE = '(attribute_not_exists(#wm) OR (#wm < :lo AND attribute_not_exists(#wp))) AND attribute_not_exists(#ov)';
 
-async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemEntry[], result: RowWriteResult, extra: ItemExtra | undefined): Promise<void> {
+async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemEntry[], result: RowWriteResult, extra?: ItemExtra): Promise<void> {
   const bySeq = new Map<number, Bucket>();
   for (const ie of all) {
     let b = bySeq.get(ie.entry.seq);
@@ -81,7 +87,7 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
   while (pending.length > 0) {
     const head = pending[0]!;
     const sums = new Map<string, bigint>();
-    const values: Record<string, { N: string }> = {};
+    const values: Record<string, AttributeValue> = {};
     let set: string;
     let condition: string;
     let taken: number;
@@ -98,7 +104,7 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       if (fromPart === 0) condition = WHOLE;
       else {
         values[':prev'] = { N: String(fromPart - 1) };
-        condition = '#wm = :lo AND #wp = :prev';
+        condition = '#wm = :lo AND #wp = :prev AND attribute_not_exists(#ov)';
       }
       taken = 0;
     } else {
@@ -110,7 +116,7 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       condition = WHOLE;
     }
 
-    const names: Record<string, string> = { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR };
+    const names: Record<string, string> = { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR };
     // The extra SET rides only a whole-bucket UpdateItem, and only once.
     const rides = extra !== undefined && !parts;
     if (rides && extra) {
@@ -129,6 +135,8 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
     }
     const started = performance.now();
     let written = false;
+    let spilledAt: ItemPosition | undefined;
+    let grown: ItemPosition | undefined;
     try {
       const out = await deps.client.send(
         new UpdateItemCommand({
@@ -148,13 +156,19 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
         result.extrasWritten?.push(sk);
         extra = undefined;
       }
+      let at: ItemPosition;
       if (parts) {
+        at = fromPart === parts.count - 1 ? { wm: head.seq } : { wm: head.seq, wp: fromPart };
         fromPart++;
         if (fromPart === parts.count) {
           pending = pending.slice(1);
           fromPart = 0;
         }
-      } else pending = pending.slice(taken);
+      } else {
+        at = { wm: pending[taken - 1]!.seq };
+        pending = pending.slice(taken);
+      }
+      if (writeUnits(out.ConsumedCapacity) >= SPILL_AT_KB) grown = at;
     } catch (err) {
       const outcome = classifyError(err);
       deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
@@ -163,16 +177,61 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       // The refusal may be the extra's condition: leave the extra to the caller, and retry the counts without it.
       extra = undefined;
       const at = await readWatermark(deps, pk, sk);
-      const before = `${pending.length}/${fromPart}`;
-      pending = pending.filter((b) => b.seq > at.wm || (b.seq === at.wm && at.part !== undefined));
-      fromPart = pending[0]?.seq === at.wm && at.part !== undefined ? at.part + 1 : 0;
-      if (`${pending.length}/${fromPart}` === before && !rides) {
-        // The item is inside a bucket whose remaining parts this write does not hold: never with an outbox acked
-        // only after every part; stop rather than loop.
-        throw new PermanentWriteError(`item ${pk} / ${sk} is at bucket ${at.wm} part ${at.part ?? 'complete'}, which this write cannot continue`);
+      if (at.spilled) spilledAt = at;
+      else {
+        const before = `${pending.length}/${fromPart}`;
+        pending = pending.filter((b) => b.seq > at.wm || (b.seq === at.wm && at.wp !== undefined));
+        fromPart = pending[0]?.seq === at.wm && at.wp !== undefined ? at.wp + 1 : 0;
+        if (`${pending.length}/${fromPart}` === before && !rides) {
+          // The item is inside a bucket whose remaining parts this write does not hold: never with an outbox acked
+          // only after every part; stop rather than loop.
+          throw new PermanentWriteError(`item ${pk} / ${sk} is at bucket ${at.wm} part ${at.wp ?? 'complete'}, which this write cannot continue`);
+        }
       }
     }
     if (written) await deps.afterUpdate?.(pk, sk);
+    if (grown && (await markSpilled(deps, pk, sk, grown, result))) spilledAt = grown;
+    if (spilledAt) {
+      // The item holds exactly the cells up to its spill position; the rest of this write goes to overflow items.
+      for (const [child, list] of routeToOverflow(sk, beyondPosition(all, spilledAt))) await writeItem(deps, pk, child, list, result);
+      return;
+    }
+  }
+}
+
+/** The write units an UpdateItem consumed: DynamoDB charges one per started KB of the larger of the item before and after. */
+function writeUnits(consumed: ConsumedCapacity | undefined): number {
+  return consumed?.CapacityUnits ?? consumed?.WriteCapacityUnits ?? 0;
+}
+
+/**
+ * Marks an item spilled at the position this writer has just written, if it is still there (another writer may
+ * have moved it meanwhile; the next UpdateItem then finds out as usual). True when marked.
+ */
+async function markSpilled(deps: RowWriterDeps, pk: string, sk: string, at: ItemPosition, result: RowWriteResult): Promise<boolean> {
+  const started = performance.now();
+  try {
+    const out = await deps.client.send(
+      new UpdateItemCommand({
+        TableName: deps.table,
+        Key: { pk: { S: pk }, sk: { S: sk } },
+        UpdateExpression: 'SET #ov = :one',
+        ConditionExpression: `#wm = :wm AND ${at.wp === undefined ? 'attribute_not_exists(#wp)' : '#wp = :wp'} AND attribute_not_exists(#ov)`,
+        ExpressionAttributeNames: { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR },
+        ExpressionAttributeValues: { ':one': { N: '1' }, ':wm': { N: String(at.wm) }, ...(at.wp === undefined ? {} : { ':wp': { N: String(at.wp) } }) },
+        ReturnConsumedCapacity: 'TOTAL',
+      }),
+    );
+    deps.meter.observe('UpdateItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
+    result.updates++;
+    await deps.afterUpdate?.(pk, sk);
+    return true;
+  } catch (err) {
+    const outcome = classifyError(err);
+    deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
+    if (outcome !== 'condition_failed') throw wrapWriteError(err, outcome, pk, sk);
+    result.conditionFailures++;
+    return false;
   }
 }
 
@@ -191,11 +250,11 @@ function takeWholeBuckets(sorted: Bucket[]): number {
   return n;
 }
 
-async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promise<{ wm: number; part: number | undefined }> {
-  const item = await readForWrite(deps, pk, sk, '#wm, #wp', { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR });
+async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promise<ItemPosition & { spilled: boolean }> {
+  const item = await readForWrite(deps, pk, sk, '#wm, #wp, #ov', { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR });
   const wm = item?.[WATERMARK_ATTR]?.N;
   const part = item?.[WATERMARK_PART_ATTR]?.N;
-  return { wm: wm === undefined ? -1 : Number(wm), part: part === undefined ? undefined : Number(part) };
+  return { wm: wm === undefined ? -1 : Number(wm), wp: part === undefined ? undefined : Number(part), spilled: item?.[SPILLED_ATTR] !== undefined };
 }
 
 /** A writer's consistent GetItem of some attributes, metered; errors as RetryableWriteError or PermanentWriteError. */

@@ -24,6 +24,17 @@ export const WATERMARK_ATTR = 'wm';
  */
 export const WATERMARK_PART_ATTR = 'wm.p';
 /**
+ * Set on an item that has spilled (neared its size bound): counts beyond its position (`wm`, `wm.p`), which
+ * never moves again, go to its overflow items `<sk>#<h…>` by a hash of the attribute name (libs/dynamo overflow).
+ */
+export const SPILLED_ATTR = 'wm.x';
+
+/** The item (month row or TOTAL) an overflow item `M2023-05#a3` belongs to; the sk itself for a base item. */
+export function baseSk(sk: string): string {
+  const hash = sk.indexOf('#');
+  return hash < 0 ? sk : sk.slice(0, hash);
+}
+/**
  * Version of an item's distinct-count sketches (binary attributes such as `D123.uv`): every write of a sketch
  * sets it one higher on condition that it is still the version read, so two writers never lose each other's union.
  */

@@ -1,5 +1,5 @@
 import type { BucketStore, LiveSketch } from '@tally/buckets';
-import { getItem, getItems, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
+import { getItems, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
 import { dayAttr, dayKey, dayOfYear, daysInMonth, formatDate, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import { coverOf, type Cell } from './cover';
@@ -131,9 +131,10 @@ export async function readSeries(
     items = q.items;
     dynamoRequests = q.requests;
   } else {
-    const total = await getItem(deps.dynamo, req.pk, TOTAL_SK);
-    items = total ? [total] : [];
-    dynamoRequests = 1;
+    // The TOTAL item and its overflow items (one Query; just the item for every row that never spilled).
+    const q = await queryItems(deps.dynamo, req.pk, TOTAL_SK, TOTAL_SK);
+    items = q.items;
+    dynamoRequests = q.requests;
   }
   const merged = mergeItems(items, snap!.entries);
   const points =
@@ -197,7 +198,8 @@ async function fillDistinctSeries(
  * Totals over a range (or all time) for many rows of one store at once: one Redis snapshot for all rows,
  * BatchGetItem of the coarsest items that cover the range for every row (whole years from TOTAL, whole months
  * from the month attributes, the days of partial months), or the TOTAL items for 'all'. A query needing more
- * items than the configured maximum is refused before anything is read; the QueryError names `costField`
+ * items than the configured maximum is refused before anything is read (the overflow items of a spilled item,
+ * read as well, are not counted: only rows past SPILL_AT_KB have them); the QueryError names `costField`
  * (default `ids` for many rows, `range` for one).
  */
 export async function readTotals(
@@ -213,10 +215,17 @@ export async function readTotals(
   const live = distinct.size > 0 ? await deps.buckets.sketches.read(req.store, req.pks) : [];
   const keys = req.pks.flatMap((pk) => sks.map((sk) => ({ pk, sk })));
   const { items, requests } = await getItems(deps.dynamo, keys);
+  const byPk = new Map<string, StoredItem[]>();
+  for (const [key, item] of items) {
+    const pk = key.slice(0, key.indexOf('\u0000'));
+    let list = byPk.get(pk);
+    if (!list) byPk.set(pk, (list = []));
+    list.push(item);
+  }
   const groups: Buffer[][] = [];
   const slots: Array<[Record<string, bigint>, string]> = [];
   const rows = snaps.map((snap, r) => {
-    const own = sks.map((sk) => items.get(`${snap.pk}\u0000${sk}`)).filter((x): x is StoredItem => x !== undefined);
+    const own = byPk.get(snap.pk) ?? [];
     const values = sumCells(mergeItems(own, snap.entries), req.metrics, cells);
     for (const m of req.metrics) {
       if (!distinct.has(m.attr)) continue;

@@ -34,6 +34,8 @@ export interface TenantInfo {
   store: string;
   timeZone: string;
   createdAt: string;
+  /** The store's ingest budget in events per second, when it differs from the collector's default. */
+  ingestEventsPerSecond?: number;
 }
 
 /** A key as listed: never the key itself, only its public id (the first 12 hex digits of its sha256). */
@@ -86,7 +88,42 @@ export async function getTenant(db: TenantDb, store: string): Promise<TenantInfo
 }
 
 export function tenantOf(store: string, item: Item): TenantInfo {
-  return { store, timeZone: str(item, 'timeZone') ?? DEFAULT_TIME_ZONE, createdAt: str(item, 'createdAt') ?? '' };
+  const budget = item[INGEST_BUDGET_ATTR]?.N;
+  return {
+    store,
+    timeZone: str(item, 'timeZone') ?? DEFAULT_TIME_ZONE,
+    createdAt: str(item, 'createdAt') ?? '',
+    ...(budget === undefined ? {} : { ingestEventsPerSecond: Number(budget) }),
+  };
+}
+
+const INGEST_BUDGET_ATTR = 'ingestEventsPerSecond';
+
+/**
+ * Sets a store's ingest budget (events per second; the collector's token bucket holds INGEST_BUDGET_BURST_SECONDS
+ * of it), or with `undefined` returns it to the default INGEST_BUDGET_EVENTS_PER_SECOND. Collectors see the change
+ * within KEY_CACHE_TTL_MS.
+ */
+export async function setIngestBudget(db: TenantDb, store: string, eventsPerSecond: number | undefined): Promise<void> {
+  checkStore(store);
+  if (eventsPerSecond !== undefined && !(Number.isInteger(eventsPerSecond) && eventsPerSecond >= 1 && eventsPerSecond <= 10_000_000)) {
+    throw new TenantError('TALLY_ERR_INVALID_BUDGET', `ingest budget ${eventsPerSecond} is not a whole number of events per second from 1 to 10000000`);
+  }
+  try {
+    await db.dynamo.send(
+      new UpdateItemCommand({
+        TableName: db.table,
+        Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
+        UpdateExpression: eventsPerSecond === undefined ? 'REMOVE #b' : 'SET #b = :b',
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeNames: { '#b': INGEST_BUDGET_ATTR },
+        ...(eventsPerSecond === undefined ? {} : { ExpressionAttributeValues: { ':b': { N: String(eventsPerSecond) } } }),
+      }),
+    );
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) throw notFound(store);
+    throw err;
+  }
 }
 
 /** Creates a tenant (a store) with its time zone (default UTC). Throws TALLY_ERR_TENANT_EXISTS when it exists. */
@@ -248,6 +285,7 @@ export function createTenantAdmin(db: TenantDb) {
     issueKey: (store: string, scopes: readonly string[], label: string) => issueKey(db, store, scopes, label),
     revokeKey: (store: string, keyId: string) => revokeKey(db, store, keyId),
     setTimeZone: (store: string, timeZone: string) => setTimeZone(db, store, timeZone),
+    setIngestBudget: (store: string, eventsPerSecond: number | undefined) => setIngestBudget(db, store, eventsPerSecond),
     listKeys: (store: string) => listKeys(db, store),
   };
 }

@@ -32,6 +32,8 @@ export interface Principal {
   store: string;
   scopes: Scope[];
   timeZone: string;
+  /** The store's own ingest budget (events per second), when its tenant record sets one. */
+  ingestEventsPerSecond?: number;
 }
 
 export interface TenantDirectory {
@@ -42,7 +44,7 @@ export interface TenantDirectory {
    * holds, and a failed lookup throws TenantsUnavailableError rather than answering from the cache: for a caller
    * about to act on "no such store" (a tenant created a moment ago must be seen).
    */
-  tenant(store: string, opts?: { fresh?: boolean }): Promise<{ store: string; timeZone: string } | undefined>;
+  tenant(store: string, opts?: { fresh?: boolean }): Promise<{ store: string; timeZone: string; ingestEventsPerSecond?: number } | undefined>;
 }
 
 interface KeyRecord {
@@ -75,13 +77,13 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
     return { store, scopes: scopesOf(item), revoked: bool(item, 'revoked') };
   });
 
-  const tenants = cache<{ store: string; timeZone: string } | undefined>('tenant', async (store) => {
+  const tenants = cache<{ store: string; timeZone: string; ingestEventsPerSecond?: number } | undefined>('tenant', async (store) => {
     const out = await opts.dynamo.send(
       new GetItemCommand({ TableName: opts.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
     );
     if (!out.Item) return undefined;
-    const { timeZone } = tenantOf(store, out.Item);
-    return { store, timeZone };
+    const { timeZone, ingestEventsPerSecond } = tenantOf(store, out.Item);
+    return { store, timeZone, ...(ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond }) };
   });
 
   function cache<V>(kind: 'key' | 'tenant', fetch: (id: string) => Promise<V>) {
@@ -159,7 +161,12 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       if (!record || record.revoked) return undefined;
       const tenant = await tenants(record.store);
       if (!tenant) return undefined;
-      return { store: record.store, scopes: [...record.scopes], timeZone: tenant.timeZone };
+      return {
+        store: record.store,
+        scopes: [...record.scopes],
+        timeZone: tenant.timeZone,
+        ...(tenant.ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond: tenant.ingestEventsPerSecond }),
+      };
     },
     async tenant(store, topts) {
       if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) return undefined;

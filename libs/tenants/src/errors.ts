@@ -6,7 +6,8 @@ export type TenantErrorCode =
   | 'TALLY_ERR_INVALID_STORE'
   | 'TALLY_ERR_INVALID_TIME_ZONE'
   | 'TALLY_ERR_INVALID_SCOPES'
-  | 'TALLY_ERR_INVALID_LABEL';
+  | 'TALLY_ERR_INVALID_LABEL'
+  | 'TALLY_ERR_INVALID_BUDGET';
 
 /** An admin operation on tenants or keys was refused; `message` says what and which store/key. */
 export class TenantError extends Error {

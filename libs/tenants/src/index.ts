@@ -8,6 +8,7 @@ export {
   issueKey,
   listKeys,
   revokeKey,
+  setIngestBudget,
   setTimeZone,
   type KeyInfo,
   type TenantAdmin,

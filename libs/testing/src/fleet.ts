@@ -47,6 +47,8 @@ export interface StartAppOptions {
   timeoutMs?: number;
   /** Name shown in messages (default: the app), e.g. `bucket-aggregator#2`. */
   name?: string;
+  /** Called with every output line of the app (of each process, across restarts). */
+  onLine?: (text: string, stream: 'stdout' | 'stderr') => void;
 }
 
 /** Starts one of the four apps as a real process (`node --import tsx apps/<app>/src/main.ts`) on a free port. */
@@ -58,6 +60,7 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
       cwd: REPO_ROOT,
       name: opts.name ?? app,
       echo: opts.echo,
+      ...(opts.onLine ? { onLine: opts.onLine } : {}),
       env: { LOG_LEVEL: 'warn', ...env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
     });
   const healthy = async (proc: ProcessHandle) => {

@@ -45,6 +45,8 @@ export function startBackgroundLoad(
     maxRetryDelayMs?: number;
     /** Products and visitors of the traffic; default CATALOGUE. */
     catalogue?: { products: number; visitors: number };
+    /** The stores of the traffic (the fleet's); default STORES. */
+    stores?: readonly StoreSpec[];
     /** Each batch's accepted events, once (for an exact check of the table afterwards). */
     onAccepted?: RunLoadOptions['onAccepted'];
   },
@@ -60,7 +62,7 @@ export function startBackgroundLoad(
   let stopped = false;
   const done = runLoad(
     {
-      batches: generateLoad({ seed: opts.seed, stores: STORES, ...(opts.catalogue ?? CATALOGUE), batchSize: opts.batchSize, now: () => Date.now() }),
+      batches: generateLoad({ seed: opts.seed, stores: opts.stores ?? STORES, ...(opts.catalogue ?? CATALOGUE), batchSize: opts.batchSize, now: () => Date.now() }),
       senders: { http },
       seed: opts.seed,
       ...(opts.rate ? { rate: opts.rate } : {}),

@@ -29,7 +29,7 @@ if (process.argv[2] === 'size') {
   };
   const measured: Measured = {
     writeUnitsPerMillionEvents: n('wcu-per-million', 931_852), readUnitsPerQuery: n('rcu-per-query', 0.5),
-    bytesPerOpenRow: n('bytes-per-row', 231), bytesPerStore: n('bytes-per-store', 841), bytesPerDedupeRecord: n('bytes-per-dedupe', 154),
+    bytesPerOpenRow: n('bytes-per-row', 232), bytesPerStore: n('bytes-per-store', 839), bytesPerDedupeRecord: n('bytes-per-dedupe', 154),
     aggregatorEventsPerSecond: n('aggregator-eps', 81_864), collectorCpuMsPer1000Events: n('collector-cpu-ms', 2.75), endToEndEventsPerSecondPerRedis: n('e2e-eps', 40_109),
   };
   const s = sizeDeployment(workload, measured);

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { QUEUE_NAMES, type QueueName } from '@tally/queues';
+import { QUEUE_NAMES, queueShards, type QueueName, type TallyQueues } from '@tally/queues';
 import type { Queue } from 'bullmq';
 import {
   assertQueueName,
@@ -33,7 +33,8 @@ export interface Progress {
 }
 
 export interface DlqCliDeps {
-  queues: Readonly<Record<QueueName, Queue>>;
+  /** Tally's queues (createQueues): every shard of each queue is read and acted on; or one queue per name. */
+  queues: TallyQueues | Readonly<Record<QueueName, Queue>>;
   /** The aggregator's batch-id dedupe window (DEDUPE_WINDOW_SECONDS), in ms. */
   dedupeWindowMs: number;
   now?: () => number;
@@ -89,9 +90,9 @@ async function run(argv: readonly string[], deps: DlqCliDeps, io: CliIo): Promis
   }
   const now = (deps.now ?? Date.now)();
   const filter = withUsage(() => parseFilter({ reason: values.reason, olderThan: values['older-than'], newerThan: values['newer-than'] }));
-  const queueArg = (name: string | undefined): Queue => {
+  const queueArg = (name: string | undefined): readonly Queue[] => {
     if (name === undefined) throw new UsageError(`${command} needs a queue (${QUEUE_NAMES.join(', ')})`);
-    return deps.queues[withUsage(() => assertQueueName(name))];
+    return queueShards(deps.queues, withUsage(() => assertQueueName(name)));
   };
 
   switch (command) {
@@ -103,7 +104,7 @@ async function run(argv: readonly string[], deps: DlqCliDeps, io: CliIo): Promis
       const rows: FailedJob[] = [];
       const summary: string[] = [];
       for (const name of names) {
-        const r = await listFailed(deps.queues[name], filter, { limit, now });
+        const r = await listFailed(queueShards(deps.queues, name), filter, { limit, now });
         rows.push(...r.jobs);
         const shown = r.jobs.length < r.matched ? `, ${r.jobs.length} shown` : '';
         summary.push(isEmptyFilter(filter) ? `${name}: ${r.total} failed${shown}` : `${name}: ${r.matched} of ${r.total} failed match${shown}`);
@@ -126,6 +127,7 @@ async function run(argv: readonly string[], deps: DlqCliDeps, io: CliIo): Promis
       }
       io.out(`queue:     ${job.queue}`);
       io.out(`id:        ${job.id}`);
+      if (job.shard !== undefined) io.out(`shard:     ${job.shard}`);
       io.out(`name:      ${job.name}`);
       io.out(`state:     ${job.state}`);
       io.out(`enqueued:  ${new Date(job.enqueuedAt).toISOString()} (${formatAge(now - job.enqueuedAt)} ago)`);
@@ -153,7 +155,7 @@ async function run(argv: readonly string[], deps: DlqCliDeps, io: CliIo): Promis
       }
       if (args.length !== 1) throw new UsageError('replay takes <queue> <id>, or <queue> with --all or filters');
       needSelection('replay', values.all, filter);
-      const result = await withProgress(deps, `replay ${queue.name}`, (onProgress) =>
+      const result = await withProgress(deps, `replay ${queue[0]!.name}`, (onProgress) =>
         replayFailed(queue, filter, { ...replay, now, dryRun, onProgress }),
       );
       return report(result, 'replay', now, io);
@@ -173,7 +175,7 @@ async function run(argv: readonly string[], deps: DlqCliDeps, io: CliIo): Promis
       }
       if (args.length !== 1) throw new UsageError('purge takes <queue> <id>, or <queue> with --all or filters');
       needSelection('purge', values.all, filter);
-      const result = await withProgress(deps, `purge ${queue.name}`, (onProgress) => purgeFailed(queue, filter, { now, dryRun, onProgress }));
+      const result = await withProgress(deps, `purge ${queue[0]!.name}`, (onProgress) => purgeFailed(queue, filter, { now, dryRun, onProgress }));
       return report(result, 'purge', now, io);
     }
 

@@ -1,4 +1,4 @@
-import { closeQueues, createQueues, QUEUE, type TallyQueues } from '@tally/queues';
+import { closeQueues, createQueues, QUEUE, queueFor, queueShards, shardOfStore, type TallyQueues } from '@tally/queues';
 import { startRedis, waitFor, type RedisHandle } from '@tally/testing';
 import { Worker, type JobsOptions, type Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -230,5 +230,51 @@ describe('dlq command line', () => {
     const one = io();
     expect(await runDlqCli(['replay', 'events', 'r1'], deps(), one.io)).toBe(1);
     expect(one.err[0]).toBe('tally: job "r1" in queue events is waiting, not failed; only failed jobs are replayed');
+  });
+});
+
+describe('sharded queues (QUEUE_SHARDS > 1)', () => {
+  it('lists, shows, replays and purges failed jobs of every shard', async () => {
+    const sharded = createQueues(redis, { keyPrefix: 't', shards: 3 });
+    try {
+      // A store of shard 1 and one of shard 2: their jobs go to those shards' queues only.
+      const storeIn = (shard: number) => Array.from({ length: 100 }, (_, i) => `SHOP${i}`).find((s) => shardOfStore(s, 3) === shard)!;
+      const [s1, s2] = [storeIn(1), storeIn(2)];
+      const q1 = queueFor(sharded, QUEUE.events, s1);
+      const q2 = queueFor(sharded, QUEUE.events, s2);
+      expect([q1, q2]).toEqual([queueShards(sharded, QUEUE.events)[1], queueShards(sharded, QUEUE.events)[2]]);
+      await failJobs(q1, [{ data: { ...batch('x1'), store: s1 }, opts: { jobId: 'x1' } }], () => 'boom in shard 1');
+      await failJobs(q2, [{ data: { ...batch('x2'), store: s2 }, opts: { jobId: 'x2' } }, { data: { ...batch('x3'), store: s2 }, opts: { jobId: 'x3' } }], () => 'boom in shard 2');
+      const deps = { queues: sharded, dedupeWindowMs: DAY };
+
+      const l = io();
+      expect(await runDlqCli(['list', '--queue', 'events', '--json'], deps, l.io)).toBe(0);
+      const listed = JSON.parse(l.out.join('\n')) as Array<{ id: string; shard: number }>;
+      expect(listed.map((j) => [j.id, j.shard]).sort()).toEqual([['x1', 1], ['x2', 2], ['x3', 2]]);
+      const t = io();
+      expect(await runDlqCli(['list'], deps, t.io)).toBe(0);
+      expect(t.out.at(-1)).toBe('events: 3 failed; seal: 0 failed; dynamo-writes: 0 failed');
+
+      const show = io();
+      expect(await runDlqCli(['show', 'events', 'x1'], deps, show.io)).toBe(0);
+      expect(show.out).toContain('shard:     1');
+
+      const one = io();
+      expect(await runDlqCli(['replay', 'events', 'x2'], deps, one.io)).toBe(0);
+      expect(await q2.getJobState('x2')).toBe('waiting');
+
+      const all = io();
+      expect(await runDlqCli(['replay', 'events', '--reason', 'shard 1'], deps, all.io)).toBe(0);
+      expect(all.out.at(-1)).toBe('replayed 1 of 1 matching failed jobs in events');
+      expect(await q1.getJobState('x1')).toBe('waiting');
+
+      const purge = io();
+      expect(await runDlqCli(['purge', 'events', '--all', '--yes'], deps, purge.io)).toBe(0);
+      expect(purge.out.at(-1)).toBe('purged 1 of 1 matching failed jobs in events');
+      expect(await q2.getJob('x3')).toBeUndefined();
+      expect((await listFailed(queueShards(sharded, QUEUE.events), {}, { limit: 10 })).total).toBe(0);
+    } finally {
+      await closeQueues(sharded);
+    }
   });
 });

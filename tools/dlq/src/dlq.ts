@@ -1,5 +1,5 @@
 import { QUEUE, QUEUE_NAMES, type QueueName } from '@tally/queues';
-import { Job, type JobsOptions, type Queue } from 'bullmq';
+import { Job, Queue, type JobsOptions } from 'bullmq';
 import { DlqError } from './errors';
 
 /**
@@ -18,6 +18,8 @@ import { DlqError } from './errors';
 
 export interface FailedJob {
   queue: QueueName;
+  /** The queue shard holding the job, when the queue has several (QUEUE_SHARDS > 1). */
+  shard?: number;
   id: string;
   /** BullMQ job name. */
   name: string;
@@ -81,6 +83,29 @@ export interface BulkResult {
   done: string[];
   /** Left alone, with why (no longer failed, past the dedupe window, …). */
   skipped: Array<{ id: string; why: string }>;
+}
+
+/**
+ * A queue, or every shard of one queue (`queueShards()`, QUEUE_SHARDS > 1): each function below reads and acts on
+ * all of them, so a failed job is found in whichever shard its store's jobs go to.
+ */
+export type QueueShards = Queue | readonly Queue[];
+
+const shardsOf = (q: QueueShards): readonly Queue[] => (q instanceof Queue ? [q] : q);
+
+/** The queue's name (shared by its shards). */
+function nameOf(shards: readonly Queue[]): QueueName {
+  if (shards.length === 0) throw new DlqError('TALLY_ERR_DLQ_UNKNOWN_QUEUE', 'no queue given');
+  return assertQueueName(shards[0]!.name);
+}
+
+/** The job with this id in whichever shard holds it (the first one, should an id exist in several). */
+async function findJob(shards: readonly Queue[], id: string): Promise<{ job: Job; shard: number } | undefined> {
+  for (const [shard, queue] of shards.entries()) {
+    const job = await Job.fromId(queue, id);
+    if (job) return { job, shard };
+  }
+  return undefined;
 }
 
 export function assertQueueName(name: string): QueueName {
@@ -147,9 +172,10 @@ export function matches(job: FailedJob, filter: JobFilter, now: number): boolean
   return true;
 }
 
-export function toFailedJob(queue: QueueName, job: Job): FailedJob {
+export function toFailedJob(queue: QueueName, job: Job, shard?: number): FailedJob {
   const info: FailedJob = {
     queue,
+    ...(shard === undefined ? {} : { shard }),
     id: String(job.id),
     name: job.name,
     enqueuedAt: job.timestamp,
@@ -184,34 +210,45 @@ export async function* scanFailed(queue: Queue, pageSize = 200): AsyncGenerator<
 
 /** The failed jobs that match, newest failure first, at most `limit`; `matched` counts all that match. */
 export async function listFailed(
-  queue: Queue,
+  queue: QueueShards,
   filter: JobFilter,
   opts: { limit: number; now?: number; pageSize?: number },
 ): Promise<{ jobs: FailedJob[]; matched: number; total: number }> {
   const now = opts.now ?? Date.now();
-  const name = assertQueueName(queue.name);
-  const total = await queue.getFailedCount();
-  if (isEmptyFilter(filter)) {
-    // Newest first is BullMQ's own order: read only the page shown.
-    const page = opts.limit > 0 ? await queue.getJobs(['failed'], 0, opts.limit - 1, false) : [];
-    return { jobs: page.filter((j): j is Job => Boolean(j)).map((j) => toFailedJob(name, j)), matched: total, total };
-  }
+  const shards = shardsOf(queue);
+  const name = nameOf(shards);
+  const shardOf = (i: number) => (shards.length > 1 ? i : undefined);
+  let total = 0;
+  for (const q of shards) total += await q.getFailedCount();
   const all: FailedJob[] = [];
-  for await (const job of scanFailed(queue, opts.pageSize)) {
-    const info = toFailedJob(name, job);
-    if (matches(info, filter, now)) all.push(info);
+  if (isEmptyFilter(filter)) {
+    // Newest first is BullMQ's own order: read only the page shown, of each shard.
+    for (const [i, q] of shards.entries()) {
+      const page = opts.limit > 0 ? await q.getJobs(['failed'], 0, opts.limit - 1, false) : [];
+      all.push(...page.filter((j): j is Job => Boolean(j)).map((j) => toFailedJob(name, j, shardOf(i))));
+    }
+    all.sort((a, b) => b.failedAt - a.failedAt);
+    return { jobs: all.slice(0, opts.limit), matched: total, total };
+  }
+  for (const [i, q] of shards.entries()) {
+    for await (const job of scanFailed(q, opts.pageSize)) {
+      const info = toFailedJob(name, job, shardOf(i));
+      if (matches(info, filter, now)) all.push(info);
+    }
   }
   all.sort((a, b) => b.failedAt - a.failedAt);
   return { jobs: all.slice(0, opts.limit), matched: all.length, total };
 }
 
 /** Every job's details, in whatever state it is; throws DlqError when the id does not exist. */
-export async function showJob(queue: Queue, id: string): Promise<JobDetails> {
-  const name = assertQueueName(queue.name);
-  const job = await Job.fromId(queue, id);
-  if (!job) throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
+export async function showJob(queue: QueueShards, id: string): Promise<JobDetails> {
+  const shards = shardsOf(queue);
+  const name = nameOf(shards);
+  const found = await findJob(shards, id);
+  if (!found) throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
+  const { job } = found;
   return {
-    ...toFailedJob(name, job),
+    ...toFailedJob(name, job, shards.length > 1 ? found.shard : undefined),
     state: await job.getState(),
     data: job.data,
     opts: job.opts,
@@ -231,16 +268,18 @@ export function replayHazard(job: FailedJob, now: number, opts: Pick<ReplayOptio
 }
 
 /** Moves one failed job back to waiting with its id. Throws DlqError when it is missing, not failed, or unsafe. */
-export async function replayJob(queue: Queue, id: string, opts: ReplayOptions): Promise<{ job: FailedJob; dryRun: boolean }> {
-  const name = assertQueueName(queue.name);
+export async function replayJob(queue: QueueShards, id: string, opts: ReplayOptions): Promise<{ job: FailedJob; dryRun: boolean }> {
+  const shards = shardsOf(queue);
+  const name = nameOf(shards);
   const now = opts.now ?? Date.now();
-  const job = await Job.fromId(queue, id);
-  if (!job) throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
+  const found = await findJob(shards, id);
+  if (!found) throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
+  const { job } = found;
   const state = await job.getState();
   if (state !== 'failed') {
     throw new DlqError('TALLY_ERR_DLQ_NOT_FAILED', `job "${id}" in queue ${name} is ${state}, not failed; only failed jobs are replayed`);
   }
-  const info = toFailedJob(name, job);
+  const info = toFailedJob(name, job, shards.length > 1 ? found.shard : undefined);
   const hazard = replayHazard(info, now, opts);
   if (hazard) throw new DlqError('TALLY_ERR_DLQ_PAST_DEDUPE_WINDOW', `job "${id}": ${hazard}`);
   if (!opts.dryRun) await retryFailed(job, name);
@@ -248,7 +287,7 @@ export async function replayJob(queue: Queue, id: string, opts: ReplayOptions): 
 }
 
 /** Replays every failed job that matches, oldest failure first. */
-export async function replayFailed(queue: Queue, filter: JobFilter, opts: BulkReplayOptions): Promise<BulkResult> {
+export async function replayFailed(queue: QueueShards, filter: JobFilter, opts: BulkReplayOptions): Promise<BulkResult> {
   const now = opts.now ?? Date.now();
   return bulk(queue, filter, { ...opts, now }, async (job, info) => {
     const hazard = replayHazard(info, now, opts);
@@ -259,7 +298,7 @@ export async function replayFailed(queue: Queue, filter: JobFilter, opts: BulkRe
 }
 
 /** Deletes every failed job that matches, for good. */
-export async function purgeFailed(queue: Queue, filter: JobFilter, opts: BulkOptions): Promise<BulkResult> {
+export async function purgeFailed(queue: QueueShards, filter: JobFilter, opts: BulkOptions): Promise<BulkResult> {
   return bulk(queue, filter, opts, async (job) => {
     if (!opts.dryRun) await job.remove();
     return undefined;
@@ -267,14 +306,16 @@ export async function purgeFailed(queue: Queue, filter: JobFilter, opts: BulkOpt
 }
 
 /** Deletes one failed job; throws DlqError when it is missing or not failed. */
-export async function purgeJob(queue: Queue, id: string, opts: { dryRun?: boolean } = {}): Promise<FailedJob> {
-  const name = assertQueueName(queue.name);
-  const job = await Job.fromId(queue, id);
-  if (!job) throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
+export async function purgeJob(queue: QueueShards, id: string, opts: { dryRun?: boolean } = {}): Promise<FailedJob> {
+  const shards = shardsOf(queue);
+  const name = nameOf(shards);
+  const found = await findJob(shards, id);
+  if (!found) throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
+  const { job } = found;
   const state = await job.getState();
   if (state !== 'failed') throw new DlqError('TALLY_ERR_DLQ_NOT_FAILED', `job "${id}" in queue ${name} is ${state}, not failed; only failed jobs are purged`);
   if (!opts.dryRun) await job.remove();
-  return toFailedJob(name, job);
+  return toFailedJob(name, job, shards.length > 1 ? found.shard : undefined);
 }
 
 async function retryFailed(job: Job, queue: QueueName): Promise<void> {
@@ -291,24 +332,30 @@ async function retryFailed(job: Job, queue: QueueName): Promise<void> {
  * longer failed when its turn comes is skipped, not an error: someone else handled it.
  */
 async function bulk(
-  queue: Queue,
+  queue: QueueShards,
   filter: JobFilter,
   opts: BulkOptions,
   act: (job: Job, info: FailedJob) => Promise<string | undefined>,
 ): Promise<BulkResult> {
-  const name = assertQueueName(queue.name);
+  const shards = shardsOf(queue);
+  const name = nameOf(shards);
   const now = opts.now ?? Date.now();
   const matched: FailedJob[] = [];
-  for await (const job of scanFailed(queue, opts.pageSize)) {
-    const info = toFailedJob(name, job);
-    if (matches(info, filter, now)) matched.push(info);
+  const holder = new Map<FailedJob, Queue>();
+  for (const [i, q] of shards.entries()) {
+    for await (const job of scanFailed(q, opts.pageSize)) {
+      const info = toFailedJob(name, job, shards.length > 1 ? i : undefined);
+      if (!matches(info, filter, now)) continue;
+      matched.push(info);
+      holder.set(info, q);
+    }
   }
   matched.sort((a, b) => a.failedAt - b.failedAt);
 
   const result: BulkResult = { queue: name, dryRun: Boolean(opts.dryRun), matched, done: [], skipped: [] };
   let count = 0;
   for (const info of matched) {
-    const job = await Job.fromId(queue, info.id);
+    const job = await Job.fromId(holder.get(info)!, info.id);
     if (!job || (await job.getState()) !== 'failed') {
       result.skipped.push({ id: info.id, why: job ? 'no longer failed' : 'no longer exists' });
     } else {

@@ -16,5 +16,5 @@ filters (ages count from the failure):
 
 queues: events, seal, dynamo-writes. purge never asks: without --yes it refuses. Replays of events batches accepted
 longer ago than DEDUPE_WINDOW_SECONDS are refused (a batch applied before it failed would count twice) unless
---past-dedupe-window. Configured by REDIS_URL (unset: the running npm start stack's Redis) and
-DEDUPE_WINDOW_SECONDS.`;
+--past-dedupe-window. Configured by REDIS_URL (unset: the running npm start stack's Redis) or REDIS_CLUSTER_NODES,
+KEY_PREFIX, QUEUE_SHARDS (every shard of a queue is read and acted on) and DEDUPE_WINDOW_SECONDS.`;

@@ -1,5 +1,5 @@
 import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { cellsOfDay, parseDayKey, SKETCH_VERSION_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { baseSk, cellsOfDay, parseDayKey, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { parseTimestamp, rollup, type CompiledRules, type EventInput, type NormalizedEvent, type RowDeltas } from '@tally/schema';
 
 /** pk -> sk -> attribute -> exact integer value: what the counter rows of the table hold (or must hold). */
@@ -69,7 +69,7 @@ export interface ScannedTable {
 
 /**
  * Every counter item of the table (a full Scan; tenant and key items, whose pk starts with `_`, are skipped),
- * with the attributes besides pk, sk and wm.
+ * with the attributes besides pk, sk and the watermark ones; an overflow item's attributes count on its base item.
  */
 export async function scanCounters(client: DynamoDBClient, table: string): Promise<ScannedTable> {
   const out: ScannedTable = { counters: new Map(), withoutWatermark: [], foreign: [], sketches: 0, items: 0 };
@@ -83,10 +83,10 @@ export async function scanCounters(client: DynamoDBClient, table: string): Promi
       out.items++;
       if (item[WATERMARK_ATTR]?.N === undefined) out.withoutWatermark.push(`${pk} / ${sk}`);
       for (const [name, v] of Object.entries(item)) {
-        if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR || name === WATERMARK_PART_ATTR || name === SKETCH_VERSION_ATTR) continue;
+        if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR || name === WATERMARK_PART_ATTR || name === SPILLED_ATTR || name === SKETCH_VERSION_ATTR) continue;
         if (v.B !== undefined) out.sketches++;
         else if (v.N === undefined) out.foreign.push(`${pk} / ${sk} / ${name}`);
-        else addCount(out.counters, pk, sk, name, BigInt(v.N));
+        else addCount(out.counters, pk, baseSk(sk), name, BigInt(v.N));
       }
     }
     start = page.LastEvaluatedKey;

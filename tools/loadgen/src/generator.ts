@@ -45,7 +45,17 @@ export interface LoadOptions {
 }
 
 /** The kinds of invalid events the generator mixes in; each must be refused at the edge with a 4xx naming the field. */
-export const BAD_EVENT_KINDS = ['unknown-type', 'bad-dim-value', 'unknown-dim', 'negative-value', 'too-many-decimals', 'missing-value', 'pipe-in-dim'] as const;
+export const BAD_EVENT_KINDS = [
+  'unknown-type',
+  'bad-dim-value',
+  'unknown-dim',
+  'negative-value',
+  'too-many-decimals',
+  'missing-value',
+  'pipe-in-dim',
+  'over-maximum',
+  'nonexistent-date',
+] as const;
 export type BadEventKind = (typeof BAD_EVENT_KINDS)[number];
 
 export interface LoadBatch {
@@ -179,6 +189,12 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
         return { type: 'order', ts, dims: { visitor: 'V1' }, value: 1.234 };
       case 'missing-value':
         return { type: 'order', ts, dims: { visitor: 'V1' } };
+      case 'over-maximum':
+        // One cent above the maximum value, as a decimal string and as a number (which JSON keeps exactly as written).
+        return { type: 'order', ts, dims: { visitor: 'V1' }, value: r.chance(0.5) ? `${MAX_VALUE}.01` : MAX_VALUE + 0.01 };
+      case 'nonexistent-date':
+        // 30 February of this year: a calendar date that does not exist, never rolled into 2 March.
+        return { type: 'view', ts: `${new Date(clock()).getUTCFullYear()}-02-30T12:00:00Z`, dims: { product: 'P1' } };
     }
   }
 

@@ -1,7 +1,7 @@
 import { Temporal } from '@js-temporal/polyfill';
-import { compileRules, defaultRules, type EventInput } from '@tally/schema';
+import { compileRules, defaultRules, validateEvents, type EventInput } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
-import { createRng, diffCounts, expectedCounts, generateLoad, goodEvents, mulberry32, priceCents, zipf, type CounterTable } from './index';
+import { BAD_EVENT_KINDS, createRng, diffCounts, expectedCounts, generateLoad, goodEvents, mulberry32, priceCents, zipf, type CounterTable } from './index';
 
 const NOW = Date.UTC(2024, 2, 1, 3, 0, 0); // 2024-03-01 03:00Z: still Feb 29 in Los Angeles, a leap day
 const STORES = [
@@ -10,6 +10,8 @@ const STORES = [
   { id: 'UTC', timeZone: 'UTC' },
 ];
 const rules = compileRules(defaultRules);
+/** The collector's defaults: 5 minutes of clock skew, 35 days of lateness. */
+const LIMITS = { now: NOW, clockSkewMs: 300_000, latenessMs: 35 * 86_400_000 };
 
 describe('seeded randomness', () => {
   it('mulberry32 repeats its stream for a seed and differs across seeds', () => {
@@ -79,6 +81,15 @@ describe('generateLoad', () => {
       expect(goodEvents(b).length).toBe(b.events.length - b.badIndexes.length);
       expect([...b.badIndexes].sort((x, y) => x - y)).toEqual(b.badIndexes);
     }
+    // Every kind occurs, and the intake's validator refuses each invalid event, through a JSON round trip as on
+    // the wire (one cent over the maximum, 30 February included).
+    expect(new Set(bad.flatMap((b) => b.badKinds))).toEqual(new Set(BAD_EVENT_KINDS));
+    for (const b of bad.slice(0, 500)) {
+      const r = validateEvents(rules, JSON.parse(JSON.stringify(b.events)), LIMITS);
+      expect([...new Set(r.errors.map((e) => e.index))]).toEqual(b.badIndexes);
+    }
+    const overMax = bad.flatMap((b) => b.badIndexes.filter((_, i) => b.badKinds[i] === 'over-maximum').map((i) => JSON.stringify(b.events[i]!.value)));
+    expect(new Set(overMax)).toEqual(new Set(['1000000000000.01', '"1000000000000.01"']));
   });
 });
 

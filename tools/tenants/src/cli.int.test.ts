@@ -44,7 +44,14 @@ describe('tenants CLI', () => {
     expect(list.out).not.toContain(key.slice(4));
 
     expect((await cli('set-time-zone', 'SHOP1', 'Asia/Tokyo')).code).toBe(0);
-    expect((await cli('show', 'SHOP1')).out).toMatch(/^store SHOP1\ntime zone Asia\/Tokyo\ncreated /);
+    expect((await cli('show', 'SHOP1')).out).toMatch(/^store SHOP1\ntime zone Asia\/Tokyo\ncreated \S+$/);
+    expect((await cli('set-ingest-budget', 'SHOP1', '2500')).code).toBe(0);
+    expect((await cli('show', 'SHOP1')).out).toMatch(/\ningest budget 2500 events\/s$/);
+    expect(await dir.authenticate(key)).toMatchObject({ store: 'SHOP1', ingestEventsPerSecond: 2500 });
+    expect((await cli('set-ingest-budget', 'SHOP1', 'default')).code).toBe(0);
+    expect((await cli('show', 'SHOP1')).out).not.toMatch(/ingest budget/);
+    expect((await cli('set-ingest-budget', 'SHOP1', 'lots')).code).toBe(2);
+    expect((await cli('set-ingest-budget', 'SHOP1', '0')).err).toMatch(/^tally: ingest budget 0 is not a whole number/);
 
     expect((await cli('revoke-key', 'SHOP1', keyId!)).out).toMatch(new RegExp(`^tally: revoked key ${keyId} of store SHOP1 \\(web shop\\)`));
     expect(await dir.authenticate(key)).toBeUndefined();

@@ -7,6 +7,7 @@ import {
   listKeys,
   revokeKey,
   SCOPES,
+  setIngestBudget,
   setTimeZone,
   TenantError,
   type TenantDb,
@@ -97,6 +98,16 @@ async function run(argv: readonly string[], db: TenantDb, io: CliIo): Promise<nu
       io.out(`tally: store ${args[0]} now bins days in ${args[1]} (counts already made keep their days)`);
       return 0;
     }
+    case 'set-ingest-budget': {
+      need(2, '<store> <events per second | default>');
+      const value = args[1] === 'default' ? undefined : /^\d+$/.test(args[1]!) ? Number(args[1]) : NaN;
+      if (Number.isNaN(value)) throw new UsageError(`set-ingest-budget takes a whole number of events per second or "default", not ${JSON.stringify(args[1])}`);
+      await setIngestBudget(db, args[0]!, value);
+      io.out(
+        `tally: store ${args[0]} may send ${value === undefined ? 'the default INGEST_BUDGET_EVENTS_PER_SECOND' : `${value}`} events per second (collectors apply it within KEY_CACHE_TTL_MS)`,
+      );
+      return 0;
+    }
     case 'list-keys': {
       need(1, '<store>');
       if (!(await getTenant(db, args[0]!))) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
@@ -118,7 +129,7 @@ async function run(argv: readonly string[], db: TenantDb, io: CliIo): Promise<nu
       need(1, '<store>');
       const t = await getTenant(db, args[0]!);
       if (!t) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
-      io.out(`store ${t.store}\ntime zone ${t.timeZone}\ncreated ${t.createdAt}`);
+      io.out(`store ${t.store}\ntime zone ${t.timeZone}\ncreated ${t.createdAt}${t.ingestEventsPerSecond === undefined ? '' : `\ningest budget ${t.ingestEventsPerSecond} events/s`}`);
       return 0;
     }
     default:

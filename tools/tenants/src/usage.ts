@@ -6,6 +6,7 @@ export const USAGE = `usage: tenants <command> [arguments]
   issue-key <store> --scopes <s,...> [--label <t>]  issue a key; prints it once, on stdout
   revoke-key <store> <key-id>                      revoke a key (key ids: see list-keys)
   set-time-zone <store> <IANA zone>                change the store's time zone
+  set-ingest-budget <store> <events/s | default>   the store's own ingest budget, or back to the default
   list-keys <store> [--json]                       list keys (ids, scopes, status; never the keys)
   show <store>                                     show the tenant
 

@@ -82,7 +82,7 @@ export const collectorIngest: Figure = {
         // Nothing drains the queue during a run; backpressure is not what is measured here.
         MAX_QUEUE_DEPTH: '10000000',
         // One store sends everything: the per-store ingest budget would measure itself, not the collector.
-        INGEST_BUDGET_REQUESTS: '0',
+        INGEST_BUDGET_EVENTS_PER_SECOND: '0',
       });
       ctx.log(`collector pid ${collector.process.pid} on ${collector.url}, redis-server pid ${redis.pid} on ${redis.url}`);
 

@@ -4,10 +4,11 @@ import { cliStartFigure } from './cli-start';
 import { collectorIngest } from './collector-ingest';
 import { drainFigure } from './drain';
 import { freshnessFigure } from './freshness';
+import { ingestClusterFigure } from './ingest-cluster';
 import { ingestE2eFigure } from './ingest-e2e';
 import { queryFigure } from './query';
 import { scaleFigure } from './scale';
 import { writeCostFigure } from './write-cost';
 
 /** Every figure `npm run bench` knows, in run order. Add a figure here. */
-export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure, cliStartFigure];
+export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, ingestClusterFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure, cliStartFigure];

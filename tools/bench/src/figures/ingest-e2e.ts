@@ -73,7 +73,7 @@ async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
     // Intake and apply only: nothing is flushed within a 900 s bucket, and nothing is queried.
     replicas: { 'query-api': 0, 'dynamo-writer': 0 },
     // Peak intake of few stores: the per-store ingest budget is off (it is measured separately from the queue).
-    appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_REQUESTS: '0' } },
+    appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
   });
   try {
     const runs: E2eRun[] = [];

@@ -2,7 +2,7 @@ import { logBars, type Chart } from '../charts';
 import type { FigureContext, FigureResult } from '../figure';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter, writeRow, writeRowWithSketches, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
+import { createDynamoClient, createDynamoMeter, SPILL_AT_KB, writeRow, writeRowWithSketches, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
 import { cheapestRules, compileRules, defaultRules, rollup, rollupDistinct, type CompiledRules, type RulesInput } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
@@ -105,7 +105,7 @@ async function runPipeline(env: Env, design: string, rulesInput: RulesInput, buc
 /**
  * The write cost of a crawler: one visitor viewing `products` distinct products within one bucket, through the
  * real pipeline (apply, seal, fold, writer). Its month and TOTAL items get two attributes per product each, so the
- * bucket goes in parts, each charged per KB of the growing item.
+ * bucket goes in parts, each charged per KB of its item, and the items spill into overflow items at SPILL_AT_KB.
  */
 async function runCrawler(env: Env, products: number): Promise<CostFigure['crawler']> {
   const rules = compileRules(defaultRules);
@@ -222,7 +222,7 @@ export const writeCostFigure = {
       '',
       `A crawler: one visitor viewing ${fmt(f.crawler.products)} distinct products within one bucket (default rules keep ProductViews by product ` +
         `for every visitor) is written in ${fmt(f.crawler.updates)} UpdateItems (the bucket in parts of at most 180 attributes per item) for ` +
-        `${fmt(f.crawler.writeUnits)} write units: each part is charged per KB of the growing item.`,
+        `${fmt(f.crawler.writeUnits)} write units: each part is charged per KB of its item, and an item spills into overflow items at ${SPILL_AT_KB} KB.`,
       '',
       '### UniqueVisitors sketches',
       '',

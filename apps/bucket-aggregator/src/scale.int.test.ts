@@ -1,0 +1,162 @@
+import { BucketStore } from '@tally/buckets';
+import { loadConfig } from '@tally/config';
+import { createMetrics, queueDepthMetrics } from '@tally/observability';
+import { allQueues, closeQueues, createQueues, type TallyQueues } from '@tally/queues';
+import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
+import { startRedis, type RedisHandle } from '@tally/testing';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createAggregatorMetrics, registerBacklogGauges } from './aggregator-metrics';
+import { readBacklog, sealTick, type SealDeps } from './seal.processor';
+
+/**
+ * Cost against tenants, asserted on its structure (commands sent to Redis), never on time: a sealer tick sends a
+ * bounded number of commands per store it seals and none for stores with nothing left; a scrape sends the same
+ * commands whatever the number of stores and rows. Short inside `npm test`; `npm run test:scale` runs the issue's
+ * 10,000 stores with 1,000,000 open visitor rows.
+ */
+const { TALLY_SCALE: mode } = loadConfig(
+  z.object({
+    /** short (inside npm test, a few seconds) or long (npm run test:scale: 10,000 stores, 1,000,000 open rows). */
+    TALLY_SCALE: z.enum(['short', 'long']).default('short'),
+  }),
+);
+const STORES = mode === 'long' ? 10_000 : 200;
+const ROWS_PER_STORE = 100; // open visitor rows per store: 1,000,000 long, 20,000 short
+const IDLE_STORES = mode === 'long' ? 10_000 : 200;
+const BUCKET_MS = 60_000;
+
+let server: RedisHandle;
+let scriptRedis: Redis;
+let queueRedis: Redis;
+let buckets: BucketStore;
+let queues: TallyQueues;
+const rules = compileRules(defaultRules);
+const metrics = createAggregatorMetrics(new Registry());
+const t0 = Date.now() - 10 * BUCKET_MS;
+
+/** Counts the commands a connection sends (pipelined ones included): the round trips a Redis Cluster would see. */
+function counted(redis: Redis): { reset(): number } {
+  let n = 0;
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
+    n++;
+    return send(...args);
+  }) as Redis['sendCommand'];
+  return {
+    reset() {
+      const v = n;
+      n = 0;
+      return v;
+    },
+  };
+}
+let scriptCommands: { reset(): number };
+let queueCommands: { reset(): number };
+
+const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+const visitorRows = (store: string, n: number, from = 0): RowDeltas => {
+  const d: RowDeltas = new Map();
+  for (let v = from; v < from + n; v++) d.set(`${store}#visitor#V${v}`, new Map([['2023-123|v', 1n]]));
+  return d;
+};
+async function pool<T>(items: readonly T[], fn: (t: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(64, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  }));
+}
+const deps = (now: number): SealDeps => ({ buckets, queues, bucketMs: BUCKET_MS, metrics, log: pino({ level: 'silent' }), now: () => now });
+
+/** The aggregator's /metrics as main.ts registers them, on these connections. */
+function scrapeRegistry(): Registry {
+  const { registry } = createMetrics({ app: 'bucket-aggregator' });
+  queueDepthMetrics(registry, allQueues(queues));
+  registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
+  return registry;
+}
+/** Commands one scrape sends (after the 250 ms its backlog read is shared). */
+async function scrapeCommands(registry: Registry): Promise<number> {
+  await new Promise((r) => setTimeout(r, 300));
+  scriptCommands.reset();
+  queueCommands.reset();
+  await registry.metrics();
+  return scriptCommands.reset() + queueCommands.reset();
+}
+
+beforeAll(async () => {
+  server = await startRedis();
+  scriptRedis = new Redis(server.url, { maxRetriesPerRequest: null });
+  queueRedis = new Redis(server.url, { maxRetriesPerRequest: null });
+  scriptCommands = counted(scriptRedis);
+  queueCommands = counted(queueRedis);
+  buckets = new BucketStore({ redis: scriptRedis, rules, prefix: 't' });
+  queues = createQueues(queueRedis);
+}, 60_000);
+afterAll(async () => {
+  await closeQueues(queues);
+  scriptRedis?.disconnect();
+  queueRedis?.disconnect();
+  await server?.stop();
+});
+
+describe(`scale (${mode}: ${STORES} stores with ${STORES * (ROWS_PER_STORE + 1)} open rows, ${IDLE_STORES} idle ones)`, () => {
+  it('costs O(1) Redis commands per scrape, a bounded number per sealed store, and none for stores with nothing left', { timeout: mode === 'long' ? 3_600_000 : 120_000 }, async () => {
+    const registry = scrapeRegistry();
+    await registry.metrics(); // the scripts and queues are loaded once
+    const scrapeEmpty = await scrapeCommands(registry);
+
+    // Idle stores: one row each, sealed, folded, written (acked) and retired: out of the work set.
+    const idle = ids('IDLE', IDLE_STORES);
+    await pool(idle, async (s) => {
+      await buckets.apply(s, 'a', visitorRows(s, 1), { now: t0, dedupeTtlSeconds: 3_600 });
+      await buckets.registerStore(s);
+    });
+    expect(await sealTick(deps(t0 + BUCKET_MS))).toMatchObject({ stores: IDLE_STORES, sealed: IDLE_STORES, folded: IDLE_STORES });
+    await pool(idle, async (s) => {
+      const out = await buckets.readOutbox(s, `${s}#visitor#V0`);
+      await buckets.ackOutbox(s, `${s}#visitor#V0`, out.entries.map((e) => e.field), t0 + BUCKET_MS);
+    });
+    expect(await sealTick(deps(t0 + 2 * BUCKET_MS))).toMatchObject({ stores: IDLE_STORES, retired: IDLE_STORES });
+
+    // Active stores: ROWS_PER_STORE open visitor rows each (and one ranked product row), folded by a tick and left
+    // waiting for their idle flush.
+    const active = ids('SHOP', STORES);
+    const OPEN = ROWS_PER_STORE + 1;
+    await pool(active, async (s) => {
+      for (let from = 0; from < ROWS_PER_STORE; from += 500) {
+        const d = visitorRows(s, Math.min(500, ROWS_PER_STORE - from), from);
+        if (from === 0) d.set(`${s}#product#P1`, new Map([['2023-123|ViewCount', 1n]]));
+        await buckets.apply(s, `load-${from}`, d, { now: t0 + 2 * BUCKET_MS, dedupeTtlSeconds: 3_600 });
+      }
+      await buckets.registerStore(s);
+    });
+    expect(await sealTick(deps(t0 + 3 * BUCKET_MS))).toMatchObject({ stores: STORES, sealed: STORES, folded: STORES, rows: STORES * OPEN });
+    expect(await readBacklog(buckets, t0 + 3 * BUCKET_MS)).toMatchObject({ dirtyRows: STORES * OPEN, outboxEntries: STORES * OPEN });
+
+    // A tick where every active store seals a fresh bucket (5 visitor rows and a ranked product row): at most
+    // 3 scripts per store (VISIT, RANK_NAMES, FOLD), plus 1 read of the work set and 1 publish per 500 stores.
+    await pool(active, async (s) => {
+      const d = visitorRows(s, 5);
+      d.set(`${s}#product#P1`, new Map([['2023-123|ViewCount', 1n]]));
+      await buckets.apply(s, 'fresh', d, { now: t0 + 3 * BUCKET_MS, dedupeTtlSeconds: 3_600 });
+      await buckets.registerStore(s);
+    });
+    scriptCommands.reset();
+    const sealing = await sealTick(deps(t0 + 4 * BUCKET_MS));
+    expect(sealing).toMatchObject({ stores: STORES, sealed: STORES, folded: STORES, rows: STORES * 6, retired: 0 });
+    expect(scriptCommands.reset()).toBeLessThanOrEqual(3 * STORES + 1 + Math.ceil(STORES / 500));
+
+    // A tick with nothing to seal: one script per active store; the idle stores cost nothing.
+    scriptCommands.reset();
+    expect(await sealTick(deps(t0 + 4 * BUCKET_MS + 1_000))).toMatchObject({ stores: STORES, sealed: 0, folded: 0 });
+    expect(scriptCommands.reset()).toBe(STORES + 1 + Math.ceil(STORES / 500));
+
+    // A scrape: the same commands with no store as with all of them and every open row.
+    expect(await scrapeCommands(registry)).toBe(scrapeEmpty);
+    expect(scrapeEmpty).toBeLessThanOrEqual(40);
+  });
+});

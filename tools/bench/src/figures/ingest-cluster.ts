@@ -1,0 +1,97 @@
+import { startFleet, type StoreSpec } from '@tally/loadgen';
+import { defaultRules } from '@tally/schema';
+import { sleep } from '@tally/testing';
+import type { Figure, FigureContext, FigureResult } from '../figure';
+import { appMetric, startBackgroundLoad } from '../load';
+import { cpuMeter, machineLine } from '../proc';
+import { fmt } from '../stats';
+
+/** Stores of the traffic: enough hash tags to spread over three masters and three queue shards. */
+const CLUSTER_STORES: readonly StoreSpec[] = Array.from({ length: 24 }, (_, i) => ({ id: `CL${i}`, timeZone: ['UTC', 'Europe/Paris', 'America/New_York'][i % 3]!, weight: 1 }));
+const BATCH = 1000;
+const IN_FLIGHT = 8;
+
+interface ClusterRun {
+  setup: string;
+  seconds: number;
+  appliedPerSecond: number;
+  /** CPU seconds over the window: collector, aggregator, every redis-server summed. */
+  cpu: { collector: number; aggregator: number; redis: number };
+}
+
+/** One fleet (one collector, one aggregator, QUEUE_SHARDS=3) on one Redis or on a 3-master cluster, 1000-event batches. */
+async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: number | undefined): Promise<ClusterRun> {
+  ctx.log(`${setup}: starting a fleet (QUEUE_SHARDS=3, one collector, one bucket-aggregator, BUCKET_SECONDS=900)`);
+  const fleet = await startFleet({
+    stores: CLUSTER_STORES,
+    rules: defaultRules,
+    bucketSeconds: 900,
+    appendfsync: 'everysec',
+    queueShards: 3,
+    ...(clusterMasters ? { clusterMasters } : {}),
+    replicas: { 'query-api': 0, 'dynamo-writer': 0 },
+    appEnv: { collector: { INGEST_BUDGET_REQUESTS: '0' } },
+  });
+  try {
+    const applied = () => appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total');
+    const load = startBackgroundLoad(fleet, { seed: 300, concurrency: IN_FLIGHT, batchSize: BATCH, stores: CLUSTER_STORES });
+    await sleep(ctx.quick ? 1_000 : 5_000);
+    const redisPids = Object.fromEntries((fleet.cluster?.nodes ?? [fleet.redis]).map((n, i) => [`redis${i}`, n.pid]));
+    const meter = cpuMeter({ collector: fleet.app('collector').handle.process.pid, aggregator: fleet.app('bucket-aggregator').handle.process.pid, ...redisPids });
+    const applied0 = await applied();
+    const t0 = performance.now();
+    await sleep(ctx.quick ? 2_000 : 20_000);
+    const applied1 = await applied();
+    const seconds = (performance.now() - t0) / 1000;
+    const used = meter.stop();
+    await load.stop();
+    const redis = Object.keys(redisPids).reduce((s, k) => s + used[k]!.seconds, 0);
+    const run = { setup, seconds, appliedPerSecond: (applied1 - applied0) / seconds, cpu: { collector: used['collector']!.seconds, aggregator: used['aggregator']!.seconds, redis } };
+    ctx.log(`  ${fmt(run.appliedPerSecond)} events/s applied; CPU ms per 1000 events: ${perThousand(run).toFixed(1)} (collector + aggregator + redis)`);
+    return run;
+  } finally {
+    await fleet.stop();
+  }
+}
+
+const perThousand = (r: ClusterRun, part?: keyof ClusterRun['cpu']) =>
+  ((part ? r.cpu[part] : r.cpu.collector + r.cpu.aggregator + r.cpu.redis) * 1_000_000) / Math.max(1, r.appliedPerSecond * r.seconds);
+
+/**
+ * Ingest end to end on one Redis against a 3-master Redis Cluster, in the same run, with the CPU each costs per
+ * 1000 events. All on the same 2 cores: the cluster cannot be faster here, so the figure is the cost ratio.
+ */
+export const ingestClusterFigure: Figure = {
+  name: 'ingest-cluster',
+  async run(ctx: FigureContext): Promise<FigureResult> {
+    const one = await measureSetup(ctx, 'one Redis', undefined);
+    const cluster = await measureSetup(ctx, '3-master cluster', 3);
+    const row = (r: ClusterRun) =>
+      `| ${r.setup} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${perThousand(r, 'collector').toFixed(1)} | ${perThousand(r, 'aggregator').toFixed(1)} | ` +
+      `${perThousand(r, 'redis').toFixed(1)} | **${perThousand(r).toFixed(1)}** |`;
+    const markdown = [
+      `Run ${new Date().toISOString()} on ${machineLine()}${ctx.quick ? ' (quick run)' : ''}.`,
+      `Two fleets from tools/loadgen, one after the other: one collector and one bucket-aggregator process, \`QUEUE_SHARDS=3\`,`,
+      `${CLUSTER_STORES.length} stores, tools/loadgen traffic in ${BATCH}-event batches (${IN_FLIGHT} in flight, as fast as the collector answers);`,
+      'first on one redis-server, then on a local Redis Cluster of 3 masters (`REDIS_CLUSTER_NODES`, AOF everysec on every node).',
+      "Events/s is the aggregator's `tally_events_applied_total` over the window after a warm-up; CPU is each process's over the",
+      'window (every master summed).',
+      '',
+      '| Redis | s | **events/s end to end** | CPU ms per 1000 events: collector | aggregator | redis-server(s) | **total** |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+      row(one),
+      row(cluster),
+      '',
+      `The cluster cost ${(perThousand(cluster) / perThousand(one)).toFixed(2)}× the CPU per event of one Redis and ran at ${(cluster.appliedPerSecond / one.appliedPerSecond).toFixed(2)}×`,
+      'its rate: every process here shares the same 2 cores, so a cluster cannot add capacity on this machine. On paper, with',
+      "each master on cores of its own, the Redis part of the cost splits over the masters by the stores' hash slots and the",
+      'queue shards, and the aggregators and collectors scale out as replicas (docs/SCALING.md).',
+    ].join('\n');
+    return {
+      summary:
+        `${fmt(one.appliedPerSecond)} events/s on one Redis (${perThousand(one).toFixed(1)} CPU ms per 1000 events), ` +
+        `${fmt(cluster.appliedPerSecond)} on a 3-master cluster (${perThousand(cluster).toFixed(1)} ms) on the same 2 cores${ctx.quick ? ' [quick run]' : ''}`,
+      markdown,
+    };
+  },
+};
