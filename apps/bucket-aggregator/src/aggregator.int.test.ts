@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import { createQueues, closeQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
-import { compileRules, defaultRules } from '@tally/schema';
+import { compileRules, defaultRules, flattenRows, rollup } from '@tally/schema';
 import { startRedis, waitForQueuesIdle, type RedisHandle } from '@tally/testing';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -76,6 +76,28 @@ describe('events processor', () => {
     await w.close();
     expect(await redisTotals('LA', 'LA')).toEqual({ '2023-151|v': '1', '2023-152|v': '1' });
     expect(await redisTotals('KTM', 'KTM')).toEqual({ '2024-001|v': '1' });
+  });
+
+  it('applies a batch the collector rolled up (rows) as the same events would be, once, and refuses rows of another store', async () => {
+    const w = worker();
+    const events = [view('2023-06-01T05:00:00Z', 'P1', 'V1'), view('2023-06-01T08:00:00Z', 'P2', 'V1')];
+    const rows = flattenRows(rollup(rules, 'LA', 'America/Los_Angeles', events));
+    await enqueue(queues, QUEUE.events, { batchId: 'ev', store: 'LA', receivedAt: 1, events });
+    await enqueue(queues, QUEUE.events, { batchId: 'rw', store: 'LA2', receivedAt: 1, rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)), count: 2 });
+    await enqueue(queues, QUEUE.events, { batchId: 'rw', store: 'LA2', receivedAt: 1, rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)), count: 2 }, { jobId: 'again' });
+    await queues[QUEUE.events].add(QUEUE.events, { batchId: 'steal', store: 'LA2', receivedAt: 1, rows, count: 2 });
+    await queues[QUEUE.events].add(QUEUE.events, { batchId: 'both', store: 'LA', receivedAt: 1, rows, count: 2, events });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    for (const pk of ['', '#product#P1', '#product#P2', '#visitor#V1']) expect(await redisTotals('LA2', `LA2${pk}`)).toEqual(await redisTotals('LA', `LA${pk}`));
+    expect(await redisTotals('LA2', 'LA2')).toEqual({ '2023-151|v': '1', '2023-152|v': '1' });
+    expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(1);
+    expect((await metrics.eventsApplied.get()).values[0]!.value).toBe(4);
+    const failed = await queues[QUEUE.events].getFailed();
+    expect(failed.map((j) => j.failedReason).sort()).toEqual([
+      'invalid events payload: events: a batch has either events or rows (with count)',
+      'invalid events payload: rows: rows.0: the row is not one of store LA2',
+    ]);
   });
 
   it('moves an unprocessable batch to the failed set with its reason, and keeps going', async () => {

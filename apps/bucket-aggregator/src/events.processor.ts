@@ -1,7 +1,7 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
 import { redisKeys } from '@tally/key-layout';
 import { eventsJobSchema } from '@tally/queues';
-import { rollup, rollupDistinct, RulesError, type CompiledRules } from '@tally/schema';
+import { rollup, rollupDistinct, RulesError, unflattenDistinct, type CompiledRules } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
@@ -69,8 +69,8 @@ export function tenantTimeZones(directory: Pick<TenantDirectory, 'tenant'>, mark
 }
 
 /**
- * Applies one events batch to the store's open bucket: roll up by the rules in the store's time zone, then
- * one atomic, deduplicated Lua call. A redelivered batch (retry, stalled job, replay) is a no-op.
+ * Applies one events batch to the store's open bucket: roll up by the rules in the store's time zone (unless the
+ * collector did: a `rows` batch), then one atomic, deduplicated Lua call. A redelivered batch (retry, stalled job, replay) is a no-op.
  */
 export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, token?: string) => {
   const parsed = eventsJobSchema.safeParse(job.data);
@@ -79,8 +79,9 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     const issue = parsed.error.issues[0]!;
     throw new UnrecoverableError(`invalid events payload: ${issue.path.join('.')}: ${issue.message}`);
   }
-  const { store, batchId, events } = parsed.data;
+  const { store, batchId, events, rows, count } = parsed.data;
   const started = performance.now();
+  const eventCount = rows ? count! : events!.length;
 
   let tz: string | undefined;
   try {
@@ -101,25 +102,33 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     throw new UnrecoverableError(`unknown store ${store}: it has no tenant; batch ${batchId} not applied (nothing written). Create the tenant, then replay this job`);
   }
 
+  // A batch the collector rolled up (in the store's zone, by the same rules) goes to the script as it is; the
+  // tenant check above still applies to it.
   let deltas;
   let distinct;
-  try {
-    deltas = rollup(deps.rules, store, tz, events);
-    distinct = rollupDistinct(deps.rules, store, tz, events);
-  } catch (err) {
-    if (err instanceof RulesError) {
-      deps.metrics.batchesRejected.inc({ reason: 'rules' });
-      throw new UnrecoverableError(`batch ${batchId}: ${err.message}`);
+  if (!rows) {
+    try {
+      deltas = rollup(deps.rules, store, tz, events!);
+      distinct = rollupDistinct(deps.rules, store, tz, events!);
+    } catch (err) {
+      if (err instanceof RulesError) {
+        deps.metrics.batchesRejected.inc({ reason: 'rules' });
+        throw new UnrecoverableError(`batch ${batchId}: ${err.message}`);
+      }
+      throw err;
     }
-    throw err;
+  } else if (parsed.data.distinct) {
+    // A rolled-up batch carries its distinct-count members (`distinct`, checked whole with the payload).
+    distinct = unflattenDistinct(parsed.data.distinct);
   }
 
   // Distinct counts first, duplicates too: adding a member twice changes nothing, and a crash between this and the
   // apply is retried by the job (the apply's dedupe record is written only with the counts).
-  await deps.buckets.sketches.add(store, distinct);
+  if (distinct) await deps.buckets.sketches.add(store, distinct);
   let r;
   try {
-    r = await deps.buckets.apply(store, batchId, deltas, { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds });
+    const applyOpts = { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds };
+    r = deltas ? await deps.buckets.apply(store, batchId, deltas, applyOpts) : await deps.buckets.applyRows(store, batchId, rows!, applyOpts);
   } catch (err) {
     // The apply script refused the whole batch before writing anything (a sum past 38 digits, a corrupt count):
     // retrying cannot help, so the batch goes whole to the failed set with the reason.
@@ -136,11 +145,11 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   deps.crash?.('aggregator:after-apply');
   if (r.applied) {
     deps.metrics.batchesApplied.inc();
-    deps.metrics.eventsApplied.inc(events.length);
+    deps.metrics.eventsApplied.inc(eventCount);
   } else {
     deps.metrics.duplicateBatches.inc();
     deps.log.info({ jobId: job.id, store, batchId }, 'duplicate batch skipped');
   }
   deps.metrics.applySeconds.observe((performance.now() - started) / 1000);
-  return { applied: r.applied, seq: r.seq, events: events.length };
+  return { applied: r.applied, seq: r.seq, events: eventCount };
 };

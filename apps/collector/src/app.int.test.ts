@@ -4,7 +4,7 @@ import { createLogger } from '@tally/observability';
 import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
 import { eventInputSchema, loadRules } from '@tally/schema';
 import { createTenantAdmin, keyIdOf, type TenantAdmin } from '@tally/tenants';
-import { createTestTable, openApi31Errors, startDynalite, startRedis, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { createTestTable, openApi31Errors, startDynalite, startRedis, sumOfJobRows, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type CollectorApp } from './app';
@@ -102,8 +102,14 @@ describe('POST /v1/events', () => {
     expect(await waiting()).toBe(before + 1);
     const job = await queues.events.getJob(body.batchId);
     expect(job?.data).toMatchObject({ batchId: body.batchId, store: 'SHOP1', source: 'http' });
-    expect(job?.data.events.map((e: { dims: { product?: string } }) => e.dims.product)).toEqual(['P1', undefined, 'a.b:c']);
-    expect(job?.data.events[1].value).toBe('19.99');
+    // Rolled up by the collector in the store's zone: the job carries the counts, not the events.
+    expect(job?.data.events).toBeUndefined();
+    expect(job?.data.count).toBe(3);
+    expect(sumOfJobRows(job?.data.rows, 'SHOP1#product#P1', 'v')).toBe(1n);
+    expect(sumOfJobRows(job?.data.rows, 'SHOP1#product#a.b:c', 'v')).toBe(1n);
+    expect(sumOfJobRows(job?.data.rows, 'SHOP1', 'v')).toBe(2n);
+    expect(sumOfJobRows(job?.data.rows, 'SHOP1', 'o')).toBe(1n);
+    expect(sumOfJobRows(job?.data.rows, 'SHOP1', 'r')).toBe(1999n);
   });
 
   it('takes NDJSON, one event per line, and names lines that are not JSON', async () => {
@@ -138,7 +144,9 @@ describe('POST /v1/events', () => {
     expect(body).toMatchObject({ accepted: 2, rejected: 1, acceptedIndexes: [0, 2] });
     expect(body.errors).toEqual([{ index: 1, field: 'dims.product', reason: 'must be 1-128 characters of A-Z a-z 0-9 _ . : -' }]);
     expect(await waiting()).toBe(before + 1);
-    expect((await queues.events.getJob(body.batchId))?.data.events.map((e: { dims: { product: string } }) => e.dims.product)).toEqual(['P1', 'P2']);
+    const rows = (await queues.events.getJob(body.batchId))?.data.rows;
+    expect(['P1', 'P|1', 'P2'].map((p) => sumOfJobRows(rows, `SHOP1#product#${p}`, 'v'))).toEqual([1n, 0n, 1n]);
+    expect(sumOfJobRows(rows, 'SHOP1', 'v')).toBe(2n);
     const none = await post([view('P|1')], { query: '?partial=true' });
     expect(none.statusCode).toBe(400);
     expect(none.json().detail).toBe('1 of 1 events are invalid; nothing was accepted');
@@ -182,7 +190,7 @@ describe('POST /v1/events', () => {
       expect(r.json().detail).toMatch(/nothing was accepted/);
     }
     expect(await waiting()).toBe(before);
-    expect((await queues.events.getJob(a.json().batchId))?.data.events).toEqual(job?.data.events);
+    expect((await queues.events.getJob(a.json().batchId))?.data).toEqual(job?.data);
     // The key is per store: another store may use it for its own events.
     expect((await post([view('P9')], { headers, key: keys.other })).statusCode).toBe(202);
   });
@@ -282,7 +290,8 @@ describe('bad input gets the right 4xx naming the problem, and the collector kee
     const job = await queues.events.getJob(ok.json().batchId);
     expect(job?.id).toBe(ok.json().batchId);
     expect(job?.id).not.toContain(':');
-    expect(job?.data.events[0].dims).toEqual({ product: 'cat.shoes:42', visitor: 'V1' });
+    expect(sumOfJobRows(job?.data.rows, 'SHOP1#product#cat.shoes:42', 'v')).toBe(1n);
+    expect(sumOfJobRows(job?.data.rows, 'SHOP1#visitor#V1', 'pv#cat.shoes:42')).toBe(1n);
   });
 
   it('negative, NaN, Infinity and 1e309 values', async () => {

@@ -155,7 +155,9 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
 
       let enqueued;
       try {
-        enqueued = await intake.enqueue(store, result.events, { idempotencyKey: req.headers['idempotency-key'], receivedAt });
+        // The key's tenant gives the store's time zone: the collector rolls the batch up, so the job carries the
+        // counts to add (a fraction of the events' size) and the aggregator applies them as they are.
+        enqueued = await intake.enqueue(store, result.events, { idempotencyKey: req.headers['idempotency-key'], receivedAt, timeZone: req.principal!.timeZone });
       } catch (err) {
         if (err instanceof IdempotencyConflictError) {
           metrics.rejected.inc({ reason: 'idempotency_conflict' }, result.events.length);

@@ -2,14 +2,14 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, mergeItems, queryItems, writeRow, type StoredItem } from '@tally/dynamo';
 import { compileRules, defaultRules, rollup, type NormalizedEvent, type RowDeltas } from '@tally/schema';
-import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { createTestTable, type DynaliteHandle } from '@tally/testing';
+import { useDynalite, useRedis } from '@tally/testing/vitest';
 import fc from 'fast-check';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 
 // Apply -> seal -> fold -> flush (DynamoDB) -> merge, with values at the extremes the rules allow, checked against
 // sums computed independently from the events (BigInt, no rollup).
-let server: RedisHandle;
 let dyn: DynaliteHandle;
 let redis: Redis;
 let client: DynamoDBClient;
@@ -17,17 +17,11 @@ const rules = compileRules(defaultRules);
 const meter = createDynamoMeter();
 const DAY = Date.parse('2026-12-01T12:00:00Z');
 
-beforeAll(async () => {
-  server = await startRedis();
-  dyn = await startDynalite();
-  redis = new Redis(server.url);
-  client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
-});
-afterAll(async () => {
-  await redis?.quit();
-  client?.destroy();
-  await dyn?.stop();
-  await server?.stop();
+useRedis((r) => void (redis = r));
+useDynalite((d) => {
+  dyn = d;
+  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' });
+  return () => client.destroy();
 });
 
 /** Flushes every dirty row of the store as the writer does (read outbox, write, ack); `crash` stops after some UpdateItems. */

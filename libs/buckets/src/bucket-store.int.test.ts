@@ -1,20 +1,11 @@
-import { startRedis, type RedisHandle } from '@tally/testing';
-import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { RowDeltas } from '@tally/schema';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import { BucketStore, type Entry } from './index';
+import { testRules, useBucketStore } from './test-store';
 
-let server: RedisHandle;
 let redis: Redis;
 let store: BucketStore;
-const rules = compileRules({
-  ...defaultRules,
-  entities: {
-    store: { key: [], flush: { kind: 'bucket' } },
-    product: { key: ['product'], flush: { kind: 'every', minutes: 60 }, rank: true },
-    visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1440 } },
-  },
-});
 
 const deltas = (rows: Record<string, Record<string, number>>): RowDeltas =>
   new Map(Object.entries(rows).map(([pk, f]) => [pk, new Map(Object.entries(f))]));
@@ -25,17 +16,9 @@ const scriptCalls = async () => {
 };
 const sum = (entries: Entry[], metric = 'v') => entries.filter((e) => e.metric === metric).reduce((s, e) => s + e.value, 0n);
 
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-  store = new BucketStore({ redis, rules, prefix: 't' });
-});
-afterAll(async () => {
-  await redis?.quit();
-  await server?.stop();
-});
-beforeEach(async () => {
-  await redis.flushall();
+useBucketStore((s, r) => {
+  store = s;
+  redis = r;
 });
 
 describe('apply', () => {
@@ -62,7 +45,7 @@ describe('apply', () => {
 
 describe('keys named from the last seen bucket', () => {
   it('a store instance whose seq is stale (another instance sealed) writes nothing, retries and lands in the open bucket', async () => {
-    const other = new BucketStore({ redis, rules, prefix: 't' });
+    const other = new BucketStore({ redis, rules: testRules, prefix: 't' });
     await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
     expect(await other.seal('S', { now: 2000, minAgeMs: 0 })).toBe(1000);
     const before = await scriptCalls();

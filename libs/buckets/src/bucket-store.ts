@@ -1,5 +1,5 @@
 import { parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
-import type { CompiledRules, FlushPolicy, RowDeltas } from '@tally/schema';
+import { flattenRows, type CompiledRules, type FlushPolicy, type RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
@@ -181,11 +181,17 @@ export class BucketStore {
    * Returns whether it was applied (false = duplicate) and the bucket seq.
    */
   async apply(store: string, batchId: string, deltas: RowDeltas, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
-    const args: Array<string | number> = [];
-    for (const [pk, fields] of deltas) {
-      args.push(pk, fields.size);
-      for (const [field, delta] of fields) args.push(field, delta.toString());
-    }
+    return this.applyRows(store, batchId, flattenRows(deltas), opts);
+  }
+
+  /**
+   * apply() for deltas already flat (FlatRows of libs/queues: per row, pk, field count, then field and delta
+   * pairs), as the collector puts them in a job: passed to the script as they are.
+   */
+  async applyRows(store: string, batchId: string, rows: ReadonlyArray<string | number>, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
+    const pks: string[] = [];
+    for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) pks.push(String(rows[i]));
+    const args = rows as Array<string | number>;
     const now = String(opts.now);
     let epoch = this.epochs.get(store) ?? now;
     // Inline rather than withEpoch: the hot path, and its reply resolves without extra hops.
@@ -195,8 +201,8 @@ export class BucketStore {
         reply = await this.run(
           APPLY,
           { epoch: this.keys.epoch(store), dedupe: this.keys.batch(store, batchId), rows: this.keys.bucketRows(store, epoch) },
-          { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: deltas.size },
-          { keys: [...deltas.keys()].map((pk) => this.keys.bucket(store, epoch, pk)), args },
+          { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: pks.length },
+          { keys: pks.map((pk) => this.keys.bucket(store, epoch, pk)), args },
         );
       } catch (err) {
         const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;

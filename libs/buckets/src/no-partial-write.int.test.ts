@@ -1,21 +1,12 @@
-import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
-import { startRedis, type RedisHandle } from '@tally/testing';
+import type { RowDeltas } from '@tally/schema';
 import fc from 'fast-check';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import { BucketsError, BucketStore } from './index';
+import { useBucketStore } from './test-store';
 
-let server: RedisHandle;
 let redis: Redis;
 let store: BucketStore;
-const rules = compileRules({
-  ...defaultRules,
-  entities: {
-    store: { key: [], flush: { kind: 'bucket' } },
-    product: { key: ['product'], flush: { kind: 'every', minutes: 60 }, rank: true },
-    visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1440 } },
-  },
-});
 
 /** One order of the documented maximum value (1000000000000, scale 2) in minor units. */
 const MAX_UNITS = 10n ** 14n;
@@ -42,17 +33,9 @@ const total = async (pk: string, metric: string) => {
   return row!.entries.filter((e) => e.metric === metric).reduce((s, e) => s + e.value, 0n);
 };
 
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-  store = new BucketStore({ redis, rules, prefix: 't' });
-});
-afterAll(async () => {
-  await redis?.quit();
-  await server?.stop();
-});
-beforeEach(async () => {
-  await redis.flushall();
+useBucketStore((s, r) => {
+  store = s;
+  redis = r;
 });
 
 describe('sums beyond 64 bits (issue: 300 batches of 1000 maximum orders)', () => {

@@ -156,28 +156,47 @@ for r = 1, tonumber(A.rowCount) do
   for c = 0, n - 1, 500 do
     local m = math.min(500, n - c)
     local names = {}
-    for f = 0, m - 1 do
-      local name = ARGV[i + 2 * (c + f)]
-      names[3 * f + 1] = name
-      names[3 * f + 2] = name .. '|1'
-      names[3 * f + 3] = name .. '|2'
-    end
-    local cur = redis.call('HMGET', key, unpack(names))
-    for f = 0, m - 1 do
-      local name = names[3 * f + 1]
-      local acc = {0, 0, 0}
-      local ok = addDecimal(acc, ARGV[i + 2 * (c + f) + 1], 1)
-      for k = 1, 3 do
-        if ok and cur[3 * f + k] then ok = addDecimal(acc, cur[3 * f + k], k) end
+    for f = 1, m do names[f] = ARGV[i + 2 * (c + f - 1)] end
+    local low = redis.call('HMGET', key, unpack(names))
+    -- Fast path: a delta and a stored low limb of at most 15 digits whose sum stays under 10^15 carry nothing, so
+    -- the higher limbs, if any, are neither read nor written. Any other field takes the full path below.
+    local slow = {}
+    for f = 1, m do
+      local d = ARGV[i + 2 * (c + f - 1) + 1]
+      local v = low[f]
+      local sum = #d <= 15 and string.match(d, '^%d+$') and (not v or (#v <= 15 and string.match(v, '^%d+$'))) and tonumber(d) + (v and tonumber(v) or 0)
+      if sum and sum < BASE then
+        out[#out + 1] = names[f]
+        out[#out + 1] = string.format('%d', sum)
+      else
+        slow[#slow + 1] = f
       end
-      if not ok then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. pk .. ' ' .. name .. ': the delta or a stored count is not a non-negative integer') end
-      if not normalize(acc) then return redis.error_reply('TALLY_ERR_SUM_OVERFLOW ' .. pk .. ' ' .. name .. ': the bucket sum would exceed 38 digits') end
-      table.insert(out, name)
-      table.insert(out, string.format('%d', acc[1]))
-      for k = 2, 3 do
-        if acc[k] ~= 0 or cur[3 * f + k] then
-          table.insert(out, names[3 * f + k])
-          table.insert(out, string.format('%d', acc[k]))
+    end
+    if #slow > 0 then
+      local limbs = {}
+      for j, f in ipairs(slow) do
+        local name = names[f]
+        limbs[3 * j - 2] = name
+        limbs[3 * j - 1] = name .. '|1'
+        limbs[3 * j] = name .. '|2'
+      end
+      local cur = redis.call('HMGET', key, unpack(limbs))
+      for j, f in ipairs(slow) do
+        local name = names[f]
+        local acc = {0, 0, 0}
+        local ok = addDecimal(acc, ARGV[i + 2 * (c + f - 1) + 1], 1)
+        for k = 1, 3 do
+          if ok and cur[3 * j - 3 + k] then ok = addDecimal(acc, cur[3 * j - 3 + k], k) end
+        end
+        if not ok then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. pk .. ' ' .. name .. ': the delta or a stored count is not a non-negative integer') end
+        if not normalize(acc) then return redis.error_reply('TALLY_ERR_SUM_OVERFLOW ' .. pk .. ' ' .. name .. ': the bucket sum would exceed 38 digits') end
+        out[#out + 1] = name
+        out[#out + 1] = string.format('%d', acc[1])
+        for k = 2, 3 do
+          if acc[k] ~= 0 or cur[3 * j - 3 + k] then
+            out[#out + 1] = limbs[3 * j - 3 + k]
+            out[#out + 1] = string.format('%d', acc[k])
+          end
         end
       end
     end

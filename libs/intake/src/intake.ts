@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { STORE_ID_PATTERN } from '@tally/key-layout';
 import { jobIdFor, MAX_EVENTS_PER_JOB, QUEUE, queueFor, QUEUE_SHARDS, type PayloadOf, type TallyQueues } from '@tally/queues';
-import { validateEvents, type CompiledRules, type NormalizedEvent, type ValidationResult } from '@tally/schema';
+import { flattenDistinct, flattenRows, rollup, rollupDistinct, RulesError, validateEvents, type CompiledRules, type NormalizedEvent, type ValidationResult } from '@tally/schema';
 import type { Redis } from 'ioredis';
 import { waitForReady, type ConnectionState } from './connection';
 import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, UnknownStoreError, ValidationError } from './errors';
@@ -52,6 +52,12 @@ export interface EnqueueOptions {
   idempotencyKey?: string;
   /** Epoch ms the batch was received; default now. */
   receivedAt?: number;
+  /**
+   * The store's IANA time zone, when the caller knows it (the collector, from the tenant directory): the jobs then
+   * carry the batch rolled up by the rules in that zone (`rows`, `count`) instead of its events, so the aggregator
+   * neither parses the events again nor rolls them up. Without it, the jobs carry the events.
+   */
+  timeZone?: string;
 }
 
 export interface EnqueueResult {
@@ -89,14 +95,29 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
  * same events sent again, whatever the JSON key order or number spelling, match, and any other batch does not.
  */
 export function batchFingerprint(events: readonly NormalizedEvent[]): string {
-  const h = createHash('sha256');
+  // One line per event, hashed in one update (the same digest as an update per line, at a fraction of the cost).
+  let text = '';
   for (const e of events) {
-    const dims = Object.keys(e.dims)
-      .sort()
-      .map((k) => [k, e.dims[k]]);
-    h.update(JSON.stringify([e.type, e.ts, e.id ?? null, dims, e.value ?? null])).update('\n');
+    const keys = Object.keys(e.dims);
+    if (keys.length > 1) keys.sort();
+    const dims = keys.map((k) => [k, e.dims[k]]);
+    text += `${JSON.stringify([e.type, e.ts, e.id ?? null, dims, e.value ?? null])}\n`;
   }
-  return h.digest('base64url');
+  return createHash('sha256').update(text).digest('base64url');
+}
+
+/**
+ * The events rolled up (flat rows, and the distinct-count members of the rows that have sketches), or undefined when
+ * the rules cannot place them (the aggregator then refuses the job with the reason).
+ */
+function rolledUp(rules: CompiledRules, store: string, timeZone: string, events: readonly NormalizedEvent[]): { rows: Array<string | number>; distinct: Array<string | number> } | undefined {
+  try {
+    const rows = flattenRows(rollup(rules, store, timeZone, events));
+    return rows.length > 0 ? { rows, distinct: flattenDistinct(rollupDistinct(rules, store, timeZone, events)) } : undefined;
+  } catch (err) {
+    if (err instanceof RulesError) return undefined;
+    throw err;
+  }
 }
 
 /** The intake core shared by the collector and the client: validate → job payloads with batch ids → addBulk. */
@@ -140,7 +161,11 @@ export function createIntake(opts: IntakeOptions): Intake {
       for (let i = 0; i < parts; i++) {
         const partId = parts === 1 ? batchId : `${batchId}.${i}`;
         const slice = parts === 1 ? events : events.slice(i * MAX_EVENTS_PER_JOB, (i + 1) * MAX_EVENTS_PER_JOB);
-        jobs.push({ data: { batchId: partId, store, events: slice, receivedAt, source: opts.source }, opts: { jobId: partId } });
+        const r = eopts.timeZone === undefined ? undefined : rolledUp(opts.rules, store, eopts.timeZone, slice);
+        const data: PayloadOf<typeof QUEUE.events> = r
+          ? { batchId: partId, store, rows: r.rows, ...(r.distinct.length > 0 && { distinct: r.distinct }), count: slice.length, receivedAt, source: opts.source }
+          : { batchId: partId, store, events: slice, receivedAt, source: opts.source };
+        jobs.push({ data, opts: { jobId: partId } });
       }
       try {
         await waitForReady(opts.redis, readyTimeoutMs);

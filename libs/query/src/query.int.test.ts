@@ -2,12 +2,12 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, writeRow } from '@tally/dynamo';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
-import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestTable, type DynaliteHandle } from '@tally/testing';
+import { useDynalite, useRedis } from '@tally/testing/vitest';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import { evaluateSegments, explicitRange, HistoryMemo, namedRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
 
-let server: RedisHandle;
 let dyn: DynaliteHandle;
 let redis: Redis;
 let client: DynamoDBClient;
@@ -21,17 +21,11 @@ const rules = compileRules({
   },
 });
 
-beforeAll(async () => {
-  server = await startRedis();
-  dyn = await startDynalite();
-  redis = new Redis(server.url);
-  client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
-});
-afterAll(async () => {
-  await redis.quit();
-  client.destroy();
-  await dyn.stop();
-  await server.stop();
+useRedis((r) => void (redis = r));
+useDynalite((d) => {
+  dyn = d;
+  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' });
+  return () => client.destroy();
 });
 
 async function setup(prefix: string): Promise<QueryDeps & { table: string }> {

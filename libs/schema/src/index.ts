@@ -5,7 +5,7 @@ export { compileRules, type CompiledRules, type CompiledCounter, type CompiledEv
 export * from './event.schema';
 export { decimalToUnits, toUnits, fromUnits, MAX_VALUE, type ScaleResult } from './decimal';
 export { validateEvents, parseTimestamp, type EventError, type ValidationLimits, type ValidationResult } from './validate';
-export { rollup, type RowDeltas } from './rollup';
+export { flattenRows, rollup, type RowDeltas } from './rollup';
 export { loadRules, loadRulesOrExit } from './load-rules';
 export { parseMetricName, formatMetricName, type MetricName } from './metric-name';
-export { rollupDistinct, distinctMember, MEMBER_BYTES, type DistinctAdds } from './distinct';
+export { rollupDistinct, distinctMember, flattenDistinct, unflattenDistinct, MEMBER_BYTES, type DistinctAdds } from './distinct';

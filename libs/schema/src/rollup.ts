@@ -65,3 +65,14 @@ export function rollup(rules: CompiledRules, store: string, tz: string, events: 
   }
   return into;
 }
+
+/** Deltas as libs/buckets' APPLY script takes them (and an events job's `rows` carries them): per row, pk, field count, then (field, delta) pairs. */
+export function flattenRows(deltas: RowDeltas): Array<string | number> {
+  const out: Array<string | number> = [];
+  for (const [pk, fields] of deltas) {
+    out.push(pk, fields.size);
+    for (const [field, delta] of fields) out.push(field, typeof delta === 'number' ? delta : delta.toString());
+  }
+  return out;
+}
+

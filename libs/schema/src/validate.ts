@@ -40,9 +40,40 @@ export function parseTimestamp(ts: string | number): number | undefined {
   const year = Number(ts.slice(0, 4));
   const month = Number(ts.slice(5, 7));
   const day = Number(ts.slice(8, 10));
-  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return undefined;
   const ms = Date.parse(ts);
   return Number.isNaN(ms) ? undefined : ms;
+}
+
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
+/** What validateOne needs of an event type's dims, computed once per compiled type. */
+interface DimsInfo {
+  required: string[];
+  allowed: string;
+}
+const dimsInfo = new WeakMap<object, DimsInfo>();
+function dimsOf(spec: { dims: Record<string, string> }): DimsInfo {
+  let info = dimsInfo.get(spec);
+  if (!info) {
+    info = {
+      required: Object.entries(spec.dims)
+        .filter(([, need]) => need === 'required')
+        .map(([name]) => name),
+      allowed: Object.keys(spec.dims).join(', ') || 'none',
+    };
+    dimsInfo.set(spec, info);
+  }
+  return info;
+}
+
+/** Records an error of event `index` (no closure per event: this is the hot path). */
+function fail(errors: EventError[], index: number, field: string, reason: string): undefined {
+  errors.push({ index, field, reason });
+  return undefined;
 }
 
 /**
@@ -72,21 +103,17 @@ function validateOne(
   errors: EventError[],
   maxDims: number,
 ): NormalizedEvent | undefined {
-  const fail = (field: string, reason: string) => {
-    errors.push({ index, field, reason });
-    return undefined;
-  };
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('(event)', 'must be a JSON object');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail(errors, index, '(event)', 'must be a JSON object');
   // JSON.parse makes `__proto__` an own key; zod's record would drop it silently, so refuse it by name.
   const rawDims = (raw as Record<string, unknown>)['dims'];
   if (typeof rawDims === 'object' && rawDims !== null && Object.hasOwn(rawDims, '__proto__')) {
-    return fail('dims.__proto__', 'is not allowed as a dimension name');
+    return fail(errors, index, 'dims.__proto__', 'is not allowed as a dimension name');
   }
   // A flood of dims (a crawler, a fuzzer) is one error, found before any per-key work.
   if (typeof rawDims === 'object' && rawDims !== null) {
     let count = 0;
     for (const k in rawDims) if (Object.hasOwn(rawDims, k) && ++count > maxDims) break;
-    if (count > maxDims) return fail('dims', `has more than ${maxDims} dimensions; no event type declares that many`);
+    if (count > maxDims) return fail(errors, index, 'dims', `has more than ${maxDims} dimensions; no event type declares that many`);
   }
   let e = fastEventShape(raw);
   if (e === undefined) {
@@ -94,41 +121,44 @@ function validateOne(
     if (!parsed.success) {
       for (const issue of parsed.error.issues) {
         const field = issue.code === 'unrecognized_keys' ? issue.keys.join(',') : issue.path.join('.') || '(event)';
-        fail(field, issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message);
+        fail(errors, index, field, issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message);
       }
       return undefined;
     }
     e = parsed.data;
   }
   const spec = rules.eventTypes.get(e.type);
-  if (!spec) return fail('type', `unknown event type ${JSON.stringify(e.type)}; known: ${[...rules.eventTypes.keys()].join(', ')}`);
+  if (!spec) return fail(errors, index, 'type', `unknown event type ${JSON.stringify(e.type)}; known: ${[...rules.eventTypes.keys()].join(', ')}`);
 
   const ts = parseTimestamp(e.ts);
-  if (ts === undefined) fail('ts', 'must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds');
-  else if (ts > limits.now + limits.clockSkewMs) fail('ts', `is more than ${limits.clockSkewMs / 1000}s in the future`);
-  else if (ts < limits.now - limits.latenessMs) fail('ts', `is older than the lateness horizon of ${Math.round(limits.latenessMs / 86_400_000)} days`);
+  if (ts === undefined) fail(errors, index, 'ts', 'must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds');
+  else if (ts > limits.now + limits.clockSkewMs) fail(errors, index, 'ts', `is more than ${limits.clockSkewMs / 1000}s in the future`);
+  else if (ts < limits.now - limits.latenessMs) fail(errors, index, 'ts', `is older than the lateness horizon of ${Math.round(limits.latenessMs / 86_400_000)} days`);
 
+  const info = dimsOf(spec);
   const dims: Record<string, string> = {};
-  for (const [name, value] of Object.entries(e.dims)) {
+  const given = e.dims;
+  for (const name in given) {
+    const value = given[name]!;
     if (!Object.hasOwn(spec.dims, name)) {
-      fail(`dims.${name}`, `unknown dimension for type ${e.type}; allowed: ${Object.keys(spec.dims).join(', ') || 'none'}`);
+      fail(errors, index, `dims.${name}`, `unknown dimension for type ${e.type}; allowed: ${info.allowed}`);
     } else if (!ID_PATTERN.test(value)) {
-      fail(`dims.${name}`, 'must be 1-128 characters of A-Z a-z 0-9 _ . : -');
+      fail(errors, index, `dims.${name}`, 'must be 1-128 characters of A-Z a-z 0-9 _ . : -');
     } else dims[name] = value;
   }
-  for (const [name, need] of Object.entries(spec.dims)) {
-    if (need === 'required' && !Object.hasOwn(e.dims, name)) fail(`dims.${name}`, 'is required');
+  for (const name of info.required) {
+    if (!Object.hasOwn(given, name)) fail(errors, index, `dims.${name}`, 'is required');
   }
 
   let value: string | undefined;
   if (e.value !== undefined) {
-    if (spec.value === 'forbidden') fail('value', `is not allowed for type ${e.type}`);
+    if (spec.value === 'forbidden') fail(errors, index, 'value', `is not allowed for type ${e.type}`);
     else {
       const r = toUnits(e.value, spec.valueScale);
-      if (!r.ok) fail('value', r.reason);
+      if (!r.ok) fail(errors, index, 'value', r.reason);
       else value = typeof e.value === 'number' ? String(e.value) : e.value.trim();
     }
-  } else if (spec.value === 'required') fail('value', 'is required');
+  } else if (spec.value === 'required') fail(errors, index, 'value', 'is required');
 
   if (ts === undefined) return undefined;
   const out: NormalizedEvent = { type: e.type, ts, dims };

@@ -49,6 +49,8 @@ export interface StartAppOptions {
   name?: string;
   /** Called with every output line of the app (of each process, across restarts). */
   onLine?: (text: string, stream: 'stdout' | 'stderr') => void;
+  /** The checkout whose sources run (default this one): another commit's worktree, for a before/after bench. */
+  root?: string;
 }
 
 /** Starts one of the four apps as a real process (`node --import tsx apps/<app>/src/main.ts`) on a free port. */
@@ -57,7 +59,7 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
   let env = { ...opts.env };
   const spawnIt = async () =>
     startProcess(process.execPath, appArgs(app), {
-      cwd: REPO_ROOT,
+      cwd: opts.root ?? REPO_ROOT,
       name: opts.name ?? app,
       echo: opts.echo,
       ...(opts.onLine ? { onLine: opts.onLine } : {}),

@@ -13,3 +13,4 @@ export * from './dynamodb-local';
 export * from './openapi';
 export * from './metrics';
 export { killGroup } from './reaper';
+export { sumOfJobRows } from './job-rows';

@@ -1,3 +1,4 @@
+import type { Baseline } from './baseline';
 import type { Chart } from './charts';
 
 /** What a figure gets: run mode and a place to say what it is doing. */
@@ -6,6 +7,8 @@ export interface FigureContext {
   quick: boolean;
   /** `--profile`: also write CPU profiles of the measured process (node --cpu-prof) to this directory. */
   profileDir?: string;
+  /** `--baseline <ref>`: that commit's checkout, for figures that measure it next to this one in the same run. */
+  baseline?: Baseline;
   /** Progress lines (stderr). */
   log(line: string): void;
 }

@@ -1,12 +1,14 @@
-// npm run bench [-- <figure>...] [--quick] [--profile]: runs the named figures (default all) one after another,
+// npm run bench [-- <figure>...] [--quick] [--profile] [--baseline <ref>]: runs the named figures (default all) one after another,
 // prints one summary line each, rewrites their sections of docs/BENCHMARKS.md and their charts in docs/charts
 // (not with --quick, whose short runs only check that the figures work), and, after a run of every figure, the
-// Summary section at the top.
+// Summary section at the top. With --baseline, figures that can (ingest-e2e) also run that commit's apps from a
+// temporary git worktree in the same run and report the before/after ratios.
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '@tally/testing';
+import { checkoutBaseline } from './baseline';
 import { renderSvg, writeCharts } from './charts';
 import { FIGURES } from './figures';
 import { machineLine } from './proc';
@@ -14,11 +16,11 @@ import { updateSection } from './report';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { quick: { type: 'boolean' }, profile: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  options: { quick: { type: 'boolean' }, profile: { type: 'boolean' }, baseline: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
 });
 
 if (values.help) {
-  process.stdout.write(`usage: npm run bench [-- <figure>...] [--quick] [--profile]\nfigures: ${FIGURES.map((f) => f.name).join(', ')}\n`);
+  process.stdout.write(`usage: npm run bench [-- <figure>...] [--quick] [--profile] [--baseline <ref, e.g. main or HEAD~>]\nfigures: ${FIGURES.map((f) => f.name).join(', ')}\n`);
   process.exit(0);
 }
 
@@ -35,6 +37,9 @@ const chartsDir = join(docsDir, 'charts');
 const profileDir = values.profile ? join(REPO_ROOT, 'test-output', 'profiles') : undefined;
 if (profileDir) mkdirSync(profileDir, { recursive: true });
 
+const baseline = values.baseline === undefined ? undefined : checkoutBaseline(values.baseline);
+if (baseline) process.stderr.write(`tally: baseline ${baseline.ref} = ${baseline.commit.slice(0, 10)} (${baseline.subject}) checked out in ${baseline.root}\n`);
+
 const runStarted = performance.now();
 const startedAt = new Date();
 const machine = machineLine();
@@ -45,7 +50,7 @@ for (const figure of chosen) {
   const t0 = performance.now();
   let summary: string;
   try {
-    const result = await figure.run({ quick, profileDir, log });
+    const result = await figure.run({ quick, profileDir, log, ...(baseline ? { baseline } : {}) });
     summary = result.summary;
     if (quick) {
       // Render the charts anyway, so a quick run proves they render; write nothing.
@@ -66,6 +71,7 @@ for (const figure of chosen) {
   log(`took ${duration(seconds)}`);
 }
 
+baseline?.remove();
 const total = (performance.now() - runStarted) / 1000;
 if (chosen.length > 1) {
   process.stdout.write(`\nsummary: ${chosen.length} figures in ${duration(total)}${quick ? ' (quick run)' : ''}\n`);

@@ -91,7 +91,8 @@ export async function buildBundles(opts: BuildOptions): Promise<BuiltBundle[]> {
       // Bundling renames clashing identifiers (Foo -> Foo2); keep `.name` of classes and functions, which error
       // messages, pino's `err.type` and `err.name` checks rely on.
       keepNames: true,
-      external: [...(target.external ?? [])],
+      // The optional requires stay run-time requires even when the package is installed here (the bench uses pg).
+      external: [...(target.external ?? []), ...OPTIONAL_REQUIRES],
       banner: { js: CJS_SHIM },
       metafile: true,
       logLevel: 'warning',

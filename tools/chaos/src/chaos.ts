@@ -5,7 +5,6 @@ import {
   checkQueryApi,
   checkTable,
   checkUniqueVisitors,
-  clientSender,
   countRetry,
   createRng,
   DEMO_STORES,
@@ -13,7 +12,7 @@ import {
   expectedCounts,
   expectedDistinct,
   generateLoad,
-  httpSender,
+  fleetSenders,
   newLoadStats,
   runLoad,
   startFleet,
@@ -138,8 +137,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const onRetry = countRetry(stats);
     const accepted: StoreEvents[] = [];
     const retry = { deadlineMs: 600_000, maxDelayMs: 1_000, onRetry };
-    const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest, ...retry });
-    const client = clientSender({ ...f.clientTarget(), rules: f.rules, ...retry });
+    const senders = fleetSenders(f, retry);
     p.setRates(settings.rates);
     const load = runLoad(
       {
@@ -156,7 +154,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           badShare: 0.03,
           extremeShare: 0.05,
         }),
-        senders: { http, client },
+        senders,
         clientShare: 0.3,
         seed: settings.seed,
         rate: settings.events / settings.loadSeconds,
@@ -256,7 +254,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     log(`chaos: ${at()} fault schedule done; waiting for the load to finish`);
     await load;
     clearInterval(progress);
-    await Promise.all([http.close(), client.close()]);
+    await senders.close();
     log(`chaos: ${at()} load done: sent ${stats.eventsSent} events in ${stats.batches} batches (http ${stats.byVia.http}, client ${stats.byVia.client}), accepted ${stats.accepted}, rejected ${stats.rejected}, duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}`);
 
     // Heal: no more faults; restart anything that died on its own (the monitor said so).

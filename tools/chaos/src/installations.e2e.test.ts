@@ -1,12 +1,11 @@
 import {
   checkQueryApi,
   checkTable,
-  clientSender,
   DEMO_STORES,
   everyBucketRules,
   expectedCounts,
   generateLoad,
-  httpSender,
+  fleetSenders,
   newLoadStats,
   runLoad,
   startFleet,
@@ -35,12 +34,11 @@ describe('two installations on one Redis', () => {
     const runOn = async (f: Fleet, seed: number) => {
       const stats = newLoadStats();
       const accepted: StoreEvents[] = [];
-      const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest });
-      const client = clientSender({ ...f.clientTarget(), rules: f.rules });
+      const senders = fleetSenders(f);
       await runLoad(
         {
           batches: generateLoad({ seed, stores: DEMO_STORES, products: 40, visitors: 200, now: () => Date.now(), maxEvents: 2_500, batchSize: [10, 60], lateShare: 0.1, badShare: 0.02 }),
-          senders: { http, client },
+          senders,
           clientShare: 0.4,
           seed,
           concurrency: 4,
@@ -49,7 +47,7 @@ describe('two installations on one Redis', () => {
         },
         stats,
       );
-      await Promise.all([http.close(), client.close()]);
+      await senders.close();
       return { stats, accepted };
     };
     const [ra, rb] = await Promise.all([runOn(a, 11), runOn(b, 22)]);

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import { QUEUE_NAMES, queueShards, type QueueName, type TallyQueues } from '@tally/queues';
 import type { Queue } from 'bullmq';
 import {
@@ -17,14 +16,10 @@ import {
   type JobFilter,
 } from './dlq';
 import { DlqError } from './errors';
+import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import { USAGE } from './usage';
 
 export { USAGE };
-
-export interface CliIo {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
 
 /** A progress display for bulk work (cli-progress in main.ts); absent in tests and when stderr is no terminal. */
 export interface Progress {
@@ -42,52 +37,25 @@ export interface DlqCliDeps {
   progress?: (label: string, total: number) => Progress | undefined;
 }
 
-class UsageError extends Error {}
-
 /** Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). Never prompts. */
-export async function runDlqCli(argv: readonly string[], deps: DlqCliDeps, io: CliIo): Promise<number> {
-  try {
-    return await run(argv, deps, io);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      io.err(`tally: ${err.message}`);
-      io.err(USAGE);
-      return 2;
-    }
-    io.err(`tally: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
-  }
+export function runDlqCli(argv: readonly string[], deps: DlqCliDeps, io: CliIo): Promise<number> {
+  return runCli(argv, io, USAGE, DLQ_OPTIONS, (command, args, values) => run(command, args, values, deps, io));
 }
 
-async function run(argv: readonly string[], deps: DlqCliDeps, io: CliIo): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      options: {
-        queue: { type: 'string' },
-        reason: { type: 'string' },
-        'older-than': { type: 'string' },
-        'newer-than': { type: 'string' },
-        limit: { type: 'string' },
-        all: { type: 'boolean' },
-        'dry-run': { type: 'boolean' },
-        yes: { type: 'boolean' },
-        json: { type: 'boolean' },
-        'past-dedupe-window': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const { values, positionals } = parsed;
-  const [command, ...args] = positionals;
-  if (values.help || command === undefined || command === 'help') {
-    io.out(USAGE);
-    return 0;
-  }
+const DLQ_OPTIONS = {
+  queue: { type: 'string' },
+  reason: { type: 'string' },
+  'older-than': { type: 'string' },
+  'newer-than': { type: 'string' },
+  limit: { type: 'string' },
+  all: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
+  yes: { type: 'boolean' },
+  json: { type: 'boolean' },
+  'past-dedupe-window': { type: 'boolean' },
+} as const;
+
+async function run(command: string, args: string[], values: CliValues<typeof DLQ_OPTIONS>, deps: DlqCliDeps, io: CliIo): Promise<number> {
   const now = (deps.now ?? Date.now)();
   const filter = withUsage(() => parseFilter({ reason: values.reason, olderThan: values['older-than'], newerThan: values['newer-than'] }));
   const queueArg = (name: string | undefined): readonly Queue[] => {
@@ -230,8 +198,7 @@ export function table(jobs: readonly FailedJob[], now: number): string[] {
     ['QUEUE', 'ID', 'AGE', 'ATTEMPTS', 'REASON'],
     ...jobs.map((j) => [j.queue, j.id, formatAge(now - j.failedAt), String(j.attemptsMade), oneLine(j.reason, 100)]),
   ];
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd());
+  return alignColumns(rows);
 }
 
 function oneLine(text: string, max: number): string {

@@ -56,6 +56,8 @@ export interface FleetOptions {
   clusterMasters?: number;
   /** Use this running Redis (another installation's, say) instead of starting one; the fleet never stops it. */
   redis?: RedisHandle;
+  /** Run the apps from this checkout (another commit's worktree, for a before/after bench). Default: this one. */
+  root?: string;
 }
 
 /** One app process slot (e.g. `dynamo-writer#2`), restartable. */
@@ -178,7 +180,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     order.flatMap((app) =>
       Array.from({ length: opts.replicas?.[app] ?? 1 }, async (_, i): Promise<FleetApp> => {
         const name = (opts.replicas?.[app] ?? 1) > 1 ? `${app}#${i + 1}` : app;
-        const handle = await startApp(app, { env: { ...env, ...opts.appEnv?.[app] }, name, echo: opts.echo, timeoutMs: 60_000 });
+        const handle = await startApp(app, { env: { ...env, ...opts.appEnv?.[app] }, name, echo: opts.echo, timeoutMs: 60_000, root: opts.root });
         pids.push({ pid: handle.process.pid, what: name });
         watch(name, handle.process);
         return {

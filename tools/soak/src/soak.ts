@@ -1,13 +1,12 @@
 import { readFileSync } from 'node:fs';
 import {
   checkTable,
-  clientSender,
   countRetry,
   DEMO_STORES,
   everyBucketRules,
   expectedCounts,
   generateLoad,
-  httpSender,
+  fleetSenders,
   newLoadStats,
   runLoad,
   startFleet,
@@ -85,12 +84,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const onRetry = countRetry(stats);
     const accepted: StoreEvents[] = [];
     const total = Math.round(o.rate * o.minutes * 60);
-    const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest, onRetry });
-    const client = clientSender({ ...f.clientTarget(), rules: f.rules, onRetry });
+    const senders = fleetSenders(f, { onRetry });
     const started = Date.now();
     const load = runLoad({
       batches: generateLoad({ seed: o.seed, stores: DEMO_STORES, now: () => Date.now(), maxEvents: total, batchSize: [20, 150], badShare: 0.01 }),
-      senders: { http, client },
+      senders,
       seed: o.seed,
       rate: o.rate,
       concurrency: 4,
@@ -134,7 +132,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       );
     }
     await load;
-    await Promise.all([http.close(), client.close()]);
+    await senders.close();
     const seconds = (Date.now() - started) / 1_000;
     say(`soak: load done: ${stats.eventsSent} events in ${seconds.toFixed(0)} s (${Math.round(stats.eventsSent / seconds)}/s), accepted ${stats.accepted}, rejected ${stats.rejected}, retries ${JSON.stringify(stats.retries)}`);
 

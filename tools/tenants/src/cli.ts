@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import {
   createTenant,
   getTenant,
@@ -12,60 +11,24 @@ import {
   TenantError,
   type TenantDb,
 } from '@tally/tenants';
+import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import { USAGE } from './usage';
 
 export { USAGE };
 
-
-export interface CliIo {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
-class UsageError extends Error {}
-
 /** Runs one command; returns the exit code (0 ok, 1 refused or failed, 2 usage). */
-export async function runTenantsCli(argv: readonly string[], db: TenantDb, io: CliIo): Promise<number> {
-  try {
-    return await run(argv, db, io);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      io.err(`tally: ${err.message}`);
-      io.err(USAGE);
-      return 2;
-    }
-    if (err instanceof TenantError) {
-      io.err(`tally: ${err.message}`);
-      return 1;
-    }
-    io.err(`tally: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
-  }
+export function runTenantsCli(argv: readonly string[], db: TenantDb, io: CliIo): Promise<number> {
+  return runCli(argv, io, USAGE, TENANTS_OPTIONS, (command, args, values) => run(command, args, values, db, io));
 }
 
-async function run(argv: readonly string[], db: TenantDb, io: CliIo): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      options: {
-        'time-zone': { type: 'string' },
-        scopes: { type: 'string' },
-        label: { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const { values, positionals } = parsed;
-  const [command, ...args] = positionals;
-  if (values.help || command === undefined || command === 'help') {
-    io.out(USAGE);
-    return 0;
-  }
+const TENANTS_OPTIONS = {
+  'time-zone': { type: 'string' },
+  scopes: { type: 'string' },
+  label: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+async function run(command: string, args: string[], values: CliValues<typeof TENANTS_OPTIONS>, db: TenantDb, io: CliIo): Promise<number> {
   const need = (n: number, what: string) => {
     if (args.length !== n) throw new UsageError(`${command} takes ${what}`);
   };
@@ -120,8 +83,7 @@ async function run(argv: readonly string[], db: TenantDb, io: CliIo): Promise<nu
         ['KEY ID', 'SCOPES', 'STATUS', 'CREATED', 'LABEL'],
         ...keys.map((k) => [k.keyId, k.scopes.join(','), k.revoked ? `revoked ${k.revokedAt ?? ''}`.trim() : 'active', k.createdAt, k.label]),
       ];
-      const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-      for (const r of rows) io.out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd());
+      for (const line of alignColumns(rows)) io.out(line);
       if (keys.length === 0) io.out(`(store ${args[0]} has no keys; issue one with: tenants issue-key ${args[0]} --scopes ingest)`);
       return 0;
     }

@@ -1,16 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { renderSvg } from '../charts';
-import type { Figure, FigureResult } from '../figure';
+import type { Figure, FigureContext, FigureResult } from '../figure';
 import { drainFigure } from './drain';
 import { freshnessFigure } from './freshness';
+import { checkoutBaseline } from '../baseline';
 import { ingestE2eFigure } from './ingest-e2e';
+import { postgresPeerFigure } from './postgres-peer';
 
 // The quick variant of each figure that drives a whole fleet (a few seconds of load each): proves that the figure
 // runs end to end and reports numbers, not how fast anything is (no thresholds: the machine is shared).
 
-async function runQuick(figure: Figure): Promise<{ result: FigureResult; lines: string[] }> {
+async function runQuick(figure: Figure, extra: Partial<FigureContext> = {}): Promise<{ result: FigureResult; lines: string[] }> {
   const lines: string[] = [];
-  const result = await figure.run({ quick: true, log: (l) => lines.push(l) });
+  const result = await figure.run({ quick: true, log: (l) => lines.push(l), ...extra });
   expect(result.summary).toMatch(/\[quick run\]$/);
   expect(result.markdown).toContain('(quick run)');
   for (const chart of result.charts ?? []) expect(await renderSvg(chart.spec)).toMatch(/^<svg[^>]*>[\s\S]*<\/svg>$/);
@@ -56,4 +58,33 @@ describe('fleet figures (quick)', () => {
     expect(lines).toContain('starting dynalite again');
     expect(result.charts?.map((c) => c.name)).toEqual(['timeline']);
   }, 120_000);
+
+  it('ingest-e2e --baseline runs the other commit\'s fleet from a worktree, alternated with this one, and reports both', async () => {
+    const baseline = checkoutBaseline('HEAD');
+    try {
+      const { result, lines } = await runQuick(ingestE2eFigure, { baseline });
+      expect(lines).toContain(`before/after round 2: HEAD`);
+      expect(result.summary).toMatch(/against HEAD \([0-9a-f]{10}\) in the same run: CPU per 1000 events x[\d.]+, events\/s x[\d.]+/);
+      for (const name of ['HEAD, round 1', 'this checkout, round 1', 'HEAD, round 2', 'this checkout, round 2']) {
+        const cells = row(result.markdown, name);
+        expect(num(cells[1]!)).toBeGreaterThan(0); // events/s
+        expect(num(cells[2]!)).toBeGreaterThan(0); // CPU ms per 1000 events
+      }
+    } finally {
+      baseline.remove();
+    }
+  }, 240_000);
+
+  it('postgres-peer writes the same traffic into PostgreSQL at both durabilities, exactly, next to Tally', async () => {
+    const { result, lines } = await runQuick(postgresPeerFigure);
+    // The figure compares each PostgreSQL table with the sums of every batch it applied and fails on any difference.
+    expect(lines.filter((l) => /checked: [\d,]+ \(pk, field\) rows equal the sums of [\d,]+ batches/.test(l))).toHaveLength(4);
+    expect(result.summary).toMatch(/^sync off \(AOF everysec \/ synchronous_commit=off\): Tally [\d,]+ events\/s.*PostgreSQL [\d,]+ events\/s.*; sync on \(AOF always \/ synchronous_commit=on\)/);
+    for (const first of ['Tally, AOF `appendfsync everysec`', 'PostgreSQL, `synchronous_commit = off`', 'Tally, AOF `appendfsync always`', 'PostgreSQL, `synchronous_commit = on`']) {
+      const cells = row(result.markdown, first);
+      expect(num(cells[2]!)).toBeGreaterThan(0); // events/s
+      expect(Number(cells[3]!.split(' ')[0])).toBeGreaterThan(0); // CPU ms per 1000 events
+    }
+    expect(row(result.markdown, 'PostgreSQL, `synchronous_commit = on`')[5]).toMatch(/rows equal the expected sums/);
+  }, 300_000);
 });

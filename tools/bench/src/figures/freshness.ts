@@ -41,12 +41,12 @@ interface FreshnessFigure {
  * GET /v1/series?entity=product:<id>&metrics=ViewCount&from=<day>&to=<day>&granularity=day (with a read key) until it
  * shows 1; the time from the 202 to the answer of the first poll that shows it is the probe's freshness.
  */
-async function measureFreshness(ctx: FigureContext): Promise<FreshnessFigure> {
+async function measureFreshness(ctx: FigureContext, root?: string): Promise<FreshnessFigure> {
   const probes = ctx.quick ? 15 : 500;
   const rate = ctx.quick ? 2_000 : 10_000;
   const machine = machineLine();
   ctx.log('starting a fleet: redis-server, dynalite, collector, bucket-aggregator, dynamo-writer, query-api (BUCKET_SECONDS=900)');
-  const fleet = await startFleet({ stores: STORES, rules: defaultRules, bucketSeconds: 900, appendfsync: 'everysec' });
+  const fleet = await startFleet({ stores: STORES, rules: defaultRules, bucketSeconds: 900, appendfsync: 'everysec', ...(root ? { root } : {}) });
   try {
     ctx.log(`background load: ${fmt(rate)} events/s through the collector`);
     const load = startBackgroundLoad(fleet, { seed: 31, rate, concurrency: 16, batchSize: [50, 150] });
@@ -104,7 +104,7 @@ async function measureFreshness(ctx: FigureContext): Promise<FreshnessFigure> {
 }
 
 /** One probe: POST one view of `product`, then poll its series until it shows 1. */
-async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
+export async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
   const collector = fleet.app('collector').url;
   const query = fleet.app('query-api').url;
   const keys = fleet.keys[PROBE_STORE]!;
@@ -147,12 +147,21 @@ export const freshnessFigure: Figure = {
   name: 'freshness',
   async run(ctx: FigureContext): Promise<FigureResult> {
     const f = await measureFreshness(ctx);
+    // With --baseline: the same measurement of that commit's fleet right after, so a before/after p99 is of one run.
+    let before: FreshnessFigure | undefined;
+    if (ctx.baseline) {
+      ctx.log(`the same with ${ctx.baseline.ref}'s apps (${ctx.baseline.commit.slice(0, 10)})`);
+      before = await measureFreshness(ctx, ctx.baseline.root);
+    }
     const p = (q: number) => quantile(f.latencies, q);
+    const vs = before
+      ? `; ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) in the same run: p50 ${ms(quantile(before.latencies, 0.5))} ms, p99 ${ms(quantile(before.latencies, 0.99))} ms under ${fmt(before.acceptedPerSecond)} events/s`
+      : '';
     const met = p(0.99) <= TARGET_P99_MS;
     const summary =
       `202 -> visible in the query API: p50 ${ms(p(0.5))} ms, p99 ${ms(p(0.99))} ms, max ${ms(p(1))} ms over ${f.latencies.length} probes ` +
       `under ${fmt(f.acceptedPerSecond)} events/s of background load (BUCKET_SECONDS=900: from the live merge); ` +
-      `target p99 <= 1 s ${met ? 'met' : 'NOT met'}${ctx.quick ? ' [quick run]' : ''}`;
+      `target p99 <= 1 s ${met ? 'met' : 'NOT met'}${vs}${ctx.quick ? ' [quick run]' : ''}`;
     const markdown = [
       `Run ${new Date().toISOString()} on ${f.machine}${ctx.quick ? ' (quick run)' : ''}.`,
       'A fleet from tools/loadgen (`startFleet`): redis-server (AOF, everysec), dynalite in a child process, one process of each',
@@ -171,6 +180,13 @@ export const freshnessFigure: Figure = {
       'What a probe waits for: the collector enqueues the batch before its 202, the aggregator takes the job from the events',
       'queue (behind the background batches) and applies it to the open bucket; the next poll after that reads it from Redis.',
       `Probes needed ${f.pollsPerProbe.toFixed(1)} polls on average, so the figure's resolution is about one poll round trip (${ms(f.pollP50Ms)} ms at p50).`,
+      ...(before
+        ? [
+            '',
+            `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}): that commit's apps from a git worktree, measured alike right after:`,
+            `p50 ${ms(quantile(before.latencies, 0.5))} ms, p90 ${ms(quantile(before.latencies, 0.9))} ms, **p99 ${ms(quantile(before.latencies, 0.99))} ms**, max ${ms(quantile(before.latencies, 1))} ms over ${before.latencies.length} probes under ${fmt(before.acceptedPerSecond)} events/s (this checkout: p99 ${ms(p(0.99))} ms).`,
+          ]
+        : []),
     ].join('\n');
     return { summary, markdown, charts: charts(f) };
   },

@@ -30,7 +30,7 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
     queueShards: 3,
     ...(clusterMasters ? { clusterMasters } : {}),
     replicas: { 'query-api': 0, 'dynamo-writer': 0 },
-    appEnv: { collector: { INGEST_BUDGET_REQUESTS: '0' } },
+    appEnv: { collector: { INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
   });
   try {
     const applied = () => appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total');

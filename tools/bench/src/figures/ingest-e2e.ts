@@ -21,9 +21,9 @@ const LOADS = [
  * rate measured is one the pipeline sustains, not a backlog growing), high enough that it never runs dry while
  * refused senders wait their retry (at most 250 ms).
  */
-const MAX_QUEUE_DEPTH = 100;
+export const MAX_QUEUE_DEPTH = 100;
 
-interface E2eRun {
+export interface E2eRun {
   batch: number;
   concurrency: number;
   seconds: number;
@@ -51,6 +51,8 @@ interface IngestE2eFigure {
   hincrbyN: number;
   naive: NaiveThroughput;
   machine: string;
+  /** With --baseline: 1000-event runs of that commit's fleet and this one's, alternated, in the same run. */
+  beforeAfter?: { ref: string; commit: string; subject: string; rounds: Array<{ before: E2eRun; after: E2eRun }> };
 }
 
 /**
@@ -65,7 +67,7 @@ async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
   const windowMs = ctx.quick ? 2_000 : 20_000;
   const machine = machineLine();
   ctx.log('starting a fleet: redis-server (AOF everysec), dynalite, one collector, one bucket-aggregator (BUCKET_SECONDS=900)');
-  const fleet = await startFleet({
+  const fleetOptions = {
     stores: STORES,
     rules: defaultRules,
     bucketSeconds: 900,
@@ -73,9 +75,16 @@ async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
     // Intake and apply only: nothing is flushed within a 900 s bucket, and nothing is queried.
     replicas: { 'query-api': 0, 'dynamo-writer': 0 },
     // Peak intake of few stores: the per-store ingest budget is off (it is measured separately from the queue).
-    appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
-  });
+    // INGEST_BUDGET_REQUESTS turns the budget off in a baseline from before the token bucket; each version ignores the other's.
+    appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0', INGEST_BUDGET_REQUESTS: '0' } },
+  } as const;
+  const fleet = await startFleet(fleetOptions);
+  let before: Fleet | undefined;
   try {
+    if (ctx.baseline) {
+      ctx.log(`starting ${ctx.baseline.ref}'s fleet (${ctx.baseline.commit.slice(0, 10)}) from ${ctx.baseline.root}, alike`);
+      before = await startFleet({ ...fleetOptions, root: ctx.baseline.root });
+    }
     const runs: E2eRun[] = [];
     const hincrbyPerEvent: Record<number, number> = {};
     for (const [i, load] of LOADS.entries()) {
@@ -98,13 +107,38 @@ async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
       concurrency: 16,
     });
     ctx.log(`  ${fmt(naive.eventsPerSecond)} events/s (${fmt(naive.updateItemsPerSecond)} UpdateItems/s)`);
-    return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, machine };
+    let beforeAfter: IngestE2eFigure['beforeAfter'];
+    if (ctx.baseline && before) {
+      // Alternated (before, after, after, before), so a change in the machine's load weighs on both alike.
+      const rounds: Array<{ before: E2eRun; after: E2eRun }> = [];
+      const opts = { batch: 1000, concurrency: 8, warmMs, fillWaitMs: ctx.quick ? 500 : 5_000, windowMs: ctx.quick ? 2_000 : 10_000 };
+      for (let r = 0; r < 2; r++) {
+        const order = r === 0 ? [before, fleet] : [fleet, before];
+        const got: E2eRun[] = [];
+        for (const f of order) {
+          ctx.log(`before/after round ${r + 1}: ${f === before ? ctx.baseline.ref : 'this checkout'}`);
+          // The same traffic for both in a round; a seed neither fleet has sent (its Idempotency-Keys are new).
+          got.push(await measureLoad(ctx, f, { ...opts, seed: 300 + r }));
+        }
+        rounds.push(r === 0 ? { before: got[0]!, after: got[1]! } : { before: got[1]!, after: got[0]! });
+      }
+      beforeAfter = { ref: ctx.baseline.ref, commit: ctx.baseline.commit, subject: ctx.baseline.subject, rounds };
+    }
+    return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, machine, ...(beforeAfter ? { beforeAfter } : {}) };
   } finally {
-    await fleet.stop();
+    await Promise.all([fleet.stop(), before?.stop()]);
   }
 }
 
-async function measureLoad(
+/** Over the rounds: after's CPU ms per 1000 events (collector + aggregator + Redis) over before's, and events/s alike. */
+function beforeAfterRatios(rounds: ReadonlyArray<{ before: E2eRun; after: E2eRun }>): { cpu: number; rate: number; beforeCpuMs: number; afterCpuMs: number } {
+  const sum = (pick: (r: { before: E2eRun; after: E2eRun }) => number) => rounds.reduce((a, r) => a + pick(r), 0);
+  const beforeCpuMs = sum((r) => tallyCpuMs(r.before)) / rounds.length;
+  const afterCpuMs = sum((r) => tallyCpuMs(r.after)) / rounds.length;
+  return { cpu: afterCpuMs / beforeCpuMs, rate: sum((r) => r.after.appliedPerSecond) / sum((r) => r.before.appliedPerSecond), beforeCpuMs, afterCpuMs };
+}
+
+export async function measureLoad(
   ctx: FigureContext,
   fleet: Fleet,
   opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number },
@@ -204,7 +238,9 @@ export const ingestE2eFigure: Figure = {
       `${tallyCpuMs(small).toFixed(1)} ms per 1000 events); ${ratio(big.appliedPerSecond / f.naive.eventsPerSecond)}x the naive ` +
       `design's ${fmt(f.naive.eventsPerSecond)} events/s (one UpdateItem per event per row, dynalite); ${pct(big.appliedPerSecond / f.hincrby)} ` +
       `of redis-benchmark's HINCRBY ceiling ${fmt(f.hincrby)}/s (${pct((big.appliedPerSecond * f.hincrbyPerEvent[1000]!) / f.hincrby)} counting ` +
-      `its ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event)${ctx.quick ? ' [quick run]' : ''}`;
+      `its ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event)` +
+      (f.beforeAfter ? `; against ${f.beforeAfter.ref} (${f.beforeAfter.commit.slice(0, 10)}) in the same run: CPU per 1000 events x${beforeAfterRatios(f.beforeAfter.rounds).cpu.toFixed(2)}, events/s x${beforeAfterRatios(f.beforeAfter.rounds).rate.toFixed(2)}` : '') +
+      `${ctx.quick ? ' [quick run]' : ''}`;
     const rows = f.runs.map((r) => {
       const per1000 = (cores: number) => ((cores * 1000 * 1000) / Math.max(1, r.appliedPerSecond)).toFixed(1);
       return (
@@ -246,13 +282,31 @@ export const ingestE2eFigure: Figure = {
       `  ${(f.naive.updateItems / Math.max(1, f.naive.events)).toFixed(1)} UpdateItems and ${(f.naive.writeUnits / Math.max(1, f.naive.events)).toFixed(1)} write units per event.`,
       '  dynalite is an emulator on this machine, not DynamoDB: real DynamoDB takes more writes per second, but charges',
       `  every one of them — ${fmt((f.naive.writeUnits / Math.max(1, f.naive.events)) * big.appliedPerSecond)} write units/s at Tally's 1000-batch rate (see write-cost).`,
+      ...(f.beforeAfter ? beforeAfterMarkdown(f.beforeAfter) : []),
     ].join('\n');
     return { summary, markdown, charts: charts(f) };
   },
 };
 
 /** CPU ms of collector, aggregator and redis-server per 1000 events applied: the cost, whatever the machine's load. */
-const tallyCpuMs = (r: E2eRun) => ((r.cpu.collector + r.cpu.aggregator + r.cpu.redis) * 1_000_000) / Math.max(1, r.appliedPerSecond);
+export const tallyCpuMs = (r: E2eRun) => ((r.cpu.collector + r.cpu.aggregator + r.cpu.redis) * 1_000_000) / Math.max(1, r.appliedPerSecond);
+
+function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>): string[] {
+  const r = beforeAfterRatios(b.rounds);
+  const line = (name: string, x: E2eRun) =>
+    `| ${name} | ${fmt(x.appliedPerSecond)} | ${tallyCpuMs(x).toFixed(1)} | ${[x.cpu.collector, x.cpu.aggregator, x.cpu.redis].map((c) => ((c * 1e6) / Math.max(1, x.appliedPerSecond)).toFixed(1)).join(' / ')} |`;
+  return [
+    '',
+    `**Before/after, same run** (\`--baseline ${b.ref}\`: ${b.commit.slice(0, 10)}, "${b.subject}"): that commit's apps from a git worktree,`,
+    "in a second fleet started alike, and this checkout's, measured in turn with 1000-event batches (before, after, after, before):",
+    '',
+    '| run | events/s | CPU ms per 1000 events (collector + aggregator + redis) | collector / aggregator / redis |',
+    '| --- | ---: | ---: | ---: |',
+    ...b.rounds.flatMap((x, i) => [line(`${b.ref}, round ${i + 1}`, x.before), line(`this checkout, round ${i + 1}`, x.after)]),
+    '',
+    `CPU per 1000 events: **${r.afterCpuMs.toFixed(1)} ms against ${r.beforeCpuMs.toFixed(1)} ms, x${r.cpu.toFixed(2)}**; events/s x${r.rate.toFixed(2)}.`,
+  ];
+}
 
 const pct = (x: number) => `${(x * 100).toFixed(x < 0.1 ? 1 : 0)}%`;
 

@@ -1,0 +1,63 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT } from '@tally/testing';
+
+/** Another commit's checkout, runnable next to this one: `--baseline <ref>`. */
+export interface Baseline {
+  ref: string;
+  /** Full commit id and its subject line. */
+  commit: string;
+  subject: string;
+  /** The worktree's root: pass it as `root` to startFleet. */
+  root: string;
+  /** Removes the worktree. */
+  remove(): void;
+}
+
+const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+
+/**
+ * Checks `ref` out into a temporary git worktree (detached) whose apps run on this checkout's installed packages:
+ * its node_modules links to this one's, except the workspace packages (@tally/*), which point into the worktree, so
+ * the apps run the other commit's code end to end. A commit that needs other dependencies than this one's is not
+ * supported (the figure fails to start its fleet).
+ */
+export function checkoutBaseline(ref: string): Baseline {
+  const commit = git('rev-parse', '--verify', `${ref}^{commit}`);
+  const subject = git('log', '-1', '--format=%s', commit);
+  const root = mkdtempSync(join(tmpdir(), 'tally-baseline-'));
+  git('worktree', 'add', '--detach', root, commit);
+  const modules = join(REPO_ROOT, 'node_modules');
+  mkdirSync(join(root, 'node_modules'));
+  for (const entry of readdirSync(modules)) {
+    if (entry === '@tally') continue;
+    symlinkSync(join(modules, entry), join(root, 'node_modules', entry));
+  }
+  // Workspace links are relative (../../libs/x): the same links inside the worktree reach its own sources.
+  mkdirSync(join(root, 'node_modules', '@tally'));
+  for (const pkg of readdirSync(join(modules, '@tally'))) {
+    symlinkSync(readlinkSync(join(modules, '@tally', pkg)), join(root, 'node_modules', '@tally', pkg));
+  }
+  for (const group of ['apps', 'libs', 'tools']) {
+    for (const pkg of readdirSync(join(REPO_ROOT, group))) {
+      const own = join(REPO_ROOT, group, pkg, 'node_modules');
+      if (existsSync(own) && existsSync(join(root, group, pkg))) symlinkSync(own, join(root, group, pkg, 'node_modules'));
+    }
+  }
+  return {
+    ref,
+    commit,
+    subject,
+    root,
+    remove() {
+      try {
+        git('worktree', 'remove', '--force', root);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+        git('worktree', 'prune');
+      }
+    },
+  };
+}

@@ -1,0 +1,41 @@
+// npx tsx tools/bench/src/micro-pipeline.ts: CPU per 1000-event batch of each JS stage of the ingest path (body parse, validate,
+// fingerprint, rollup, job serialization; the aggregator's job parse for an events job and for a rows job), on loadgen
+// traffic in one process: what each candidate change to the hot path saves, measured without the fleet's noise.
+import { generateLoad } from '@tally/loadgen';
+import { checkFlatRows, eventsJobSchema } from '@tally/queues';
+import { compileRules, defaultRules, flattenRows, rollup, validateEvents } from '@tally/schema';
+import { batchFingerprint } from '@tally/intake';
+import { CATALOGUE, STORES } from './load';
+const rules = compileRules(defaultRules);
+const now = Date.now();
+const zones = Object.fromEntries(STORES.map((s) => [s.id, s.timeZone]));
+const batches = [...generateLoad({ seed: 1, stores: STORES, ...CATALOGUE, batchSize: 1000, maxEvents: 50_000, now })].map((b) => ({ store: b.store, body: JSON.stringify(b.events) }));
+const lim = { now, clockSkewMs: 300_000, latenessMs: 35 * 86_400_000 };
+const t = (name: string, f: (b: (typeof batches)[number]) => unknown) => {
+  const c0 = process.cpuUsage();
+  let n = 0;
+  for (let r = 0; r < 3; r++) for (const b of batches) { f(b); n++; }
+  const c = process.cpuUsage(c0);
+  console.log(name.padEnd(40), ((c.user + c.system) / 1000 / n).toFixed(3), 'ms per 1000-event batch');
+};
+const parsed = batches.map((b) => ({ store: b.store, events: validateEvents(rules, JSON.parse(b.body), lim).events }));
+const jobsOld = parsed.map((p) => JSON.stringify({ batchId: 'b', store: p.store, events: p.events, receivedAt: 1, source: 'http' }));
+const jobsNew = parsed.map((p) => JSON.stringify({ batchId: 'b', store: p.store, rows: flattenRows(rollup(rules, p.store, zones[p.store]!, p.events)), count: p.events.length, receivedAt: 1, source: 'http' }));
+console.log('job bytes old/new', jobsOld.reduce((a, j) => a + j.length, 0) / jobsOld.length, jobsNew.reduce((a, j) => a + j.length, 0) / jobsNew.length);
+for (let k = 0; k < 2; k++) {
+  t('JSON.parse body', (b) => JSON.parse(b.body));
+  const evs = new Map(batches.map((b) => [b, JSON.parse(b.body)]));
+  t('validate', (b) => validateEvents(rules, evs.get(b), lim));
+  const ok = new Map(batches.map((b, i) => [b, parsed[i]!.events]));
+  t('fingerprint', (b) => batchFingerprint(ok.get(b)!));
+  t('rollup', (b) => rollup(rules, b.store, zones[b.store]!, ok.get(b)!));
+  t('rollup+flatten', (b) => flattenRows(rollup(rules, b.store, zones[b.store]!, ok.get(b)!)));
+  t('stringify events job', (b) => JSON.stringify({ events: ok.get(b) }));
+  const rw = new Map(batches.map((b) => [b, flattenRows(rollup(rules, b.store, zones[b.store]!, ok.get(b)!))]));
+  t('stringify rows job', (b) => JSON.stringify({ rows: rw.get(b) }));
+  const jo = new Map(batches.map((b, i) => [b, jobsOld[i]!]));
+  const jn = new Map(batches.map((b, i) => [b, jobsNew[i]!]));
+  t('agg old: parse+zod', (b) => eventsJobSchema.parse(JSON.parse(jo.get(b)!)));
+  t('agg new: parse+zod+check', (b) => eventsJobSchema.parse(JSON.parse(jn.get(b)!)));
+  t('checkFlatRows', (b) => checkFlatRows(b.store, rw.get(b)!));
+}

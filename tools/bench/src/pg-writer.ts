@@ -1,0 +1,135 @@
+// The PostgreSQL peer's writer process (started by the postgres-peer figure; one JSON line of options as argv[2]):
+// reads batches as NDJSON lines on stdin ({ id, store, timeZone, events }), validates and rolls each up like Tally's
+// collector (libs/schema, the same rules), and applies it to a counters table keyed like Tally's rows with one
+// statement per batch: the batch id inserted into a dedupe table and a multi-row INSERT … ON CONFLICT DO UPDATE of
+// its (pk, field) deltas, in one transaction, over a pool of connections. At the end it checks the table against the
+// sums of everything it applied and prints one JSON line of figures.
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { compileRules, defaultRules, rollup, validateEvents, type RowDeltas } from '@tally/schema';
+import pg from 'pg';
+
+interface Options {
+  connectionString: string;
+  table: string;
+  synchronousCommit: 'on' | 'off';
+  concurrency: number;
+}
+
+const opts = JSON.parse(process.argv[2]!) as Options;
+const rules = compileRules(defaultRules);
+const counters = `${opts.table}_counters`;
+const batches = `${opts.table}_batches`;
+const APPLY_SQL = `WITH b AS (INSERT INTO ${batches} (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id)
+INSERT INTO ${counters} (pk, field, value)
+SELECT u.pk, u.field, u.v FROM unnest($2::text[], $3::text[], $4::numeric[]) AS u(pk, field, v) WHERE EXISTS (SELECT 1 FROM b)
+ON CONFLICT (pk, field) DO UPDATE SET value = ${counters}.value + EXCLUDED.value`;
+
+const pool = new pg.Pool({
+  connectionString: opts.connectionString,
+  max: opts.concurrency,
+  // Connections stay open for the whole run (no churn), each with the durability setting under test.
+  idleTimeoutMillis: 0,
+  options: `-c synchronous_commit=${opts.synchronousCommit}`,
+});
+
+/** utime + stime of a process, seconds (Linux /proc). */
+function cpuOf(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+// Open every connection up front and learn its server process, plus the server's WAL writer, checkpointer and
+// background writer (shared with anything else the server runs).
+const clients = await Promise.all(Array.from({ length: opts.concurrency }, () => pool.connect()));
+const serverPids: number[] = [];
+for (const c of clients) serverPids.push((await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
+const aux = await clients[0]!.query<{ pid: number }>(
+  "SELECT pid FROM pg_stat_activity WHERE backend_type IN ('walwriter', 'checkpointer', 'background writer')",
+);
+serverPids.push(...aux.rows.map((r) => r.pid));
+for (const c of clients) c.release();
+process.stdout.write('ready\n');
+
+const expected = new Map<string, bigint>();
+const latencies: number[] = [];
+let events = 0;
+let applied = 0;
+let duplicates = 0;
+let cpu0: NodeJS.CpuUsage | undefined;
+let server0 = 0;
+let t0 = 0;
+
+async function apply(line: string, receivedAt: number): Promise<void> {
+  const b = JSON.parse(line) as { id: string; store: string; timeZone: string; events: unknown[] };
+  const v = validateEvents(rules, b.events, { now: Date.now(), clockSkewMs: 300_000, latenessMs: 35 * 86_400_000 });
+  const deltas: RowDeltas = rollup(rules, b.store, b.timeZone, v.events);
+  // Sorted by key, so concurrent batches lock rows in one order (no deadlocks).
+  const cells: Array<[string, string, string]> = [];
+  for (const [pk, fields] of deltas) for (const [field, d] of fields) cells.push([pk, field, d.toString()]);
+  cells.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0));
+  const r = await pool.query({
+    name: 'apply',
+    text: APPLY_SQL,
+    values: [b.id, cells.map((c) => c[0]), cells.map((c) => c[1]), cells.map((c) => c[2])],
+  });
+  latencies.push(performance.now() - receivedAt);
+  events += v.events.length;
+  if (r.rowCount === 0 && cells.length > 0) {
+    duplicates++;
+    return;
+  }
+  applied++;
+  for (const [pk, field, d] of cells) expected.set(`${pk}\u0000${field}`, (expected.get(`${pk}\u0000${field}`) ?? 0n) + BigInt(d));
+}
+
+const inFlight = new Set<Promise<void>>();
+const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+for await (const line of lines) {
+  if (line === '') continue;
+  if (cpu0 === undefined) {
+    cpu0 = process.cpuUsage();
+    server0 = serverPids.reduce((a, p) => a + cpuOf(p), 0);
+    t0 = performance.now();
+  }
+  const p = apply(line, performance.now()).finally(() => inFlight.delete(p));
+  inFlight.add(p);
+  if (inFlight.size >= opts.concurrency) await Promise.race(inFlight);
+}
+await Promise.all(inFlight);
+const seconds = (performance.now() - t0) / 1000;
+const cpu = process.cpuUsage(cpu0);
+const serverSeconds = serverPids.reduce((a, p) => a + cpuOf(p), 0) - server0;
+
+// The table against the sums of every batch applied.
+const rows = await pool.query<{ pk: string; field: string; value: string }>(`SELECT pk, field, value::text AS value FROM ${counters}`);
+let mismatches = 0;
+const seen = new Set<string>();
+for (const row of rows.rows) {
+  const key = `${row.pk}\u0000${row.field}`;
+  seen.add(key);
+  if (expected.get(key) !== BigInt(row.value)) mismatches++;
+}
+for (const key of expected.keys()) if (!seen.has(key)) mismatches++;
+await pool.end();
+latencies.sort((a, b) => a - b);
+process.stdout.write(
+  `${JSON.stringify({
+    events,
+    batches: applied,
+    duplicates,
+    seconds,
+    clientCpuSeconds: (cpu.user + cpu.system) / 1e6,
+    serverCpuSeconds: serverSeconds,
+    serverProcesses: serverPids.length,
+    latencies,
+    cells: expected.size,
+    tableRows: rows.rows.length,
+    mismatches,
+  })}\n`,
+);
