@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileRules, defaultRules, distinctMember, rollupDistinct, type RulesInput } from './index';
+import { compileRules, defaultRules, distinctMember, flattenDistinct, rollupDistinct, unflattenDistinct, type RulesInput } from './index';
 
 const rules = compileRules(defaultRules);
 const day = Date.parse('2026-03-09T12:00:00Z');
@@ -18,6 +18,17 @@ describe('distinct counts in the rules', () => {
     expect(adds.has('S#product#P2')).toBe(false);
     expect([...adds.keys()].some((pk) => pk.includes('#visitor#'))).toBe(false);
     expect(Buffer.from(distinctMember('V1'), 'latin1')).toHaveLength(8);
+  });
+
+  it('flattens the members for a job (per row and field, one base64 string of 8-byte ids) and back', () => {
+    const visitors = Array.from({ length: 50 }, (_, i) => ({ type: 'view', ts: day, dims: { product: `P${i % 3}`, visitor: `V${i}` } }));
+    const adds = rollupDistinct(rules, 'S', 'UTC', visitors);
+    const flat = flattenDistinct(adds);
+    expect(flat.slice(0, 3)).toEqual(['S', 1, '2026-068|uv']);
+    expect(Buffer.from(String(flat[3]), 'base64')).toHaveLength(50 * 8);
+    expect(flat.every((x) => typeof x === 'number' || !x.includes('{'))).toBe(true);
+    expect(unflattenDistinct(flat)).toEqual(adds);
+    expect(flattenDistinct(new Map())).toEqual([]);
   });
 
   it('refuses a distinct metric that is unknown, scaled or also a counter, naming it', () => {
