@@ -1,7 +1,7 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
 import { redisKeys } from '@tally/key-layout';
 import { eventsJobSchema } from '@tally/queues';
-import { rollup, rollupDistinct, RulesError, unflattenDistinct, type CompiledRules } from '@tally/schema';
+import { rollup, rollupDistinct, RulesError, type CompiledRules } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
@@ -119,7 +119,7 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     }
   } else if (parsed.data.distinct) {
     // A rolled-up batch carries its distinct-count members (`distinct`, checked whole with the payload).
-    distinct = unflattenDistinct(parsed.data.distinct);
+    distinct = parsed.data.distinct;
   }
 
   // Distinct counts first, duplicates too: adding a member twice changes nothing, and a crash between this and the

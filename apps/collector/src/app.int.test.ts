@@ -3,7 +3,7 @@ import { collectorEnv, loadConfig, type CollectorConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { createLogger } from '@tally/observability';
 import { closeQueues, createQueues, eventsJobSchema, type TallyQueues } from '@tally/queues';
-import { eventInputSchema, loadRules, unflattenDistinct } from '@tally/schema';
+import { eventInputSchema, loadRules } from '@tally/schema';
 import { createTenantAdmin, keyIdOf, type TenantAdmin } from '@tally/tenants';
 import { createTestTable, openApi31Errors, startDynalite, startRedis, sumOfJobRows, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
@@ -121,7 +121,7 @@ describe('POST /v1/events', () => {
     expect(job.events).toBeUndefined();
     // The aggregator's path for a rolled-up job: the members into the sketches (twice: a retried job), then the rows.
     const buckets = new BucketStore({ redis: inspect, rules: loadRules(), prefix: 'uv-test' });
-    for (let i = 0; i < 2; i++) await buckets.sketches.add('SHOP1', unflattenDistinct(job.distinct!));
+    for (let i = 0; i < 2; i++) await buckets.sketches.add('SHOP1', job.distinct!);
     await buckets.applyRows('SHOP1', job.batchId, job.rows!, { now: Date.now(), dedupeTtlSeconds: 60 });
     const uniques = async (pk: string) => {
       const [live] = await buckets.sketches.read('SHOP1', [pk]);

@@ -1,5 +1,5 @@
 import { REDIS_SUFFIX as S, redisKeys, type RedisKeys } from '@tally/key-layout';
-import type { DistinctAdds } from '@tally/schema';
+import { MEMBER_BYTES, type DistinctAdds } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { runScript } from './script-table';
@@ -39,12 +39,17 @@ export class SketchStore {
   private rowsKey = (store: string, pk: string) => this.keys.tag(store) + S.sketchRows + pk;
   private sketchKeys = (store: string, pk: string, field: string) => [this.keys.tag(store) + S.sketchSet + pk + '|' + field, this.keys.tag(store) + S.sketchHll + pk + '|' + field];
 
-  /** Adds a batch's members (rollupDistinct) to the rows' sketches. Idempotent. */
-  async add(store: string, adds: DistinctAdds): Promise<void> {
-    if (adds.size === 0) return;
+  /**
+   * Adds a batch's members (rollupDistinct, or flat as a rolled-up job carries them: libs/schema flattenDistinct,
+   * checked by libs/queues checkFlatDistinct) to the rows' sketches. Idempotent.
+   */
+  async add(store: string, adds: DistinctAdds | ReadonlyArray<string | number>): Promise<void> {
+    if (Array.isArray(adds)) return this.addFlat(store, adds);
+    const map = adds as DistinctAdds;
+    if (map.size === 0) return;
     const keys: string[] = [];
     const args: Array<string | number | Buffer> = [];
-    for (const [pk, fields] of adds) {
+    for (const [pk, fields] of map) {
       keys.push(this.rowsKey(store, pk));
       args.push(fields.size);
       for (const [field, members] of fields) {
@@ -52,6 +57,28 @@ export class SketchStore {
         args.push(field, members.size);
         for (const m of members) args.push(Buffer.from(m, 'latin1'));
       }
+    }
+    await runScript(this.redis, SKETCH_ADD, {}, { threshold: EXACT_THRESHOLD }, { keys, args });
+  }
+
+  /** add() of flat members: each field's base64 decoded once, its members passed as slices of it. */
+  private async addFlat(store: string, flat: ReadonlyArray<string | number>): Promise<void> {
+    if (flat.length === 0) return;
+    const keys: string[] = [];
+    const args: Array<string | number | Buffer> = [];
+    for (let i = 0; i < flat.length; ) {
+      const pk = String(flat[i]);
+      const n = Number(flat[i + 1]);
+      keys.push(this.rowsKey(store, pk));
+      args.push(n);
+      for (let j = i + 2; j < i + 2 + 2 * n; j += 2) {
+        const field = String(flat[j]);
+        const bytes = Buffer.from(String(flat[j + 1]), 'base64');
+        keys.push(...this.sketchKeys(store, pk, field));
+        args.push(field, bytes.length / MEMBER_BYTES);
+        for (let b = 0; b < bytes.length; b += MEMBER_BYTES) args.push(bytes.subarray(b, b + MEMBER_BYTES));
+      }
+      i += 2 + 2 * n;
     }
     await runScript(this.redis, SKETCH_ADD, {}, { threshold: EXACT_THRESHOLD }, { keys, args });
   }
