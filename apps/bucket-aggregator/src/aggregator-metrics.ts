@@ -9,6 +9,7 @@ export function createAggregatorMetrics(registry: Registry) {
     eventsApplied: new Counter({ name: 'tally_events_applied_total', help: 'Events applied to Redis buckets', registers }),
     duplicateBatches: new Counter({ name: 'tally_batches_duplicate_total', help: 'Redelivered batches skipped by the batch-id dedupe', registers }),
     batchesRejected: new Counter({ name: 'tally_batches_rejected_total', help: 'Batches moved to the failed set as unprocessable', labelNames: ['reason'], registers }),
+    batchesDropped: new Counter({ name: 'tally_batches_dropped_total', help: 'Batches dropped whole because their store was deleted (its tombstone)', registers }),
     applySeconds: new Histogram({
       name: 'tally_apply_duration_seconds',
       help: 'Time to roll up and apply one batch',

@@ -231,16 +231,16 @@ describe('the sealer work set', () => {
       await buckets.registerStore(store);
     }
   }
-  /** The writer: every dirty row of the store written and acked, then the store's backlog published. */
+  /** The writer: every dirty row of the store written and acked, then the store's backlog published (and a visit asked for). */
   async function writeAll(store: string, at: number) {
     for (const { pk } of await buckets.dueRows(store, Number.MAX_SAFE_INTEGER)) {
       const out = await buckets.readOutbox(store, pk);
       await buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), at);
     }
-    await buckets.publishBacklog(store, await buckets.storeBacklog(store));
+    await buckets.publishBacklog(store, await buckets.storeBacklog(store), undefined, at);
   }
 
-  it('visits only stores with something unwritten, and retires a store once it is all written', async () => {
+  it('visits only stores with something due, and retires a store once it is all written', async () => {
     let clock = 5_000_000;
     const deps = { buckets, queues, bucketMs: 1000, metrics, log, now: () => clock, concurrency: 3 };
     const stores = Array.from({ length: 10 }, (_, i) => `W${i}`);
@@ -252,11 +252,12 @@ describe('the sealer work set', () => {
     // The writer's publish moves the gauges at once, before any tick.
     expect(await readBacklog(buckets, clock)).toMatchObject({ dirtyRows: 3, outboxEntries: 3 });
     clock += 1000;
-    expect(await sealTick(deps)).toMatchObject({ stores: 10, sealed: 0, retired: 7 });
+    // The written stores are visited (and retired); the other three wait for their rows' flush time.
+    expect(await sealTick(deps)).toMatchObject({ stores: 7, sealed: 0, retired: 7 });
     // New events for one retired store: it is back; the other six are never looked at again.
     await applyViews(['W0'], clock, 'b');
     clock += 1000;
-    expect(await sealTick(deps)).toMatchObject({ stores: 4, sealed: 1, retired: 0 });
+    expect(await sealTick(deps)).toMatchObject({ stores: 1, sealed: 1, retired: 0 });
     expect((await buckets.activeStores(0)).map((a) => a.store).sort()).toEqual(['W0', 'W7', 'W8', 'W9']);
     for (const s of ['W0', 'W7', 'W8', 'W9']) await writeAll(s, clock);
     clock += 1000;
@@ -276,6 +277,34 @@ describe('the sealer work set', () => {
     // A late publish (a writer's, say) cannot bring a retired store back into the gauges.
     expect(await buckets.publishBacklog('R', { ...empty, rows: 5, entries: 9 }, undefined)).toBe('absent');
     expect(await readBacklog(buckets, 2_000)).toMatchObject({ dirtyRows: 0, outboxEntries: 0 });
+  });
+
+  it('visits a store when its next visit time comes, and never later than an apply after the tick read its mark asks', async () => {
+    const b = { rows: 1, entries: 1, oldestDirty: 1, oldestUnfolded: undefined };
+    await buckets.registerStore('N', 5_000);
+    expect((await buckets.dueStores(0, 4_999)).map((a) => a.store)).not.toContain('N');
+    const [{ mark }] = (await buckets.dueStores(0, 5_000)).filter((a) => a.store === 'N') as [{ store: string; mark: string }];
+    // The tick's publish sets the time when no apply came meanwhile (later too) ...
+    expect(await buckets.publishBacklog('N', b, mark, 90_000)).toBe('published');
+    expect((await buckets.visitTimes(0)).get('N')).toBe(90_000);
+    // ... and an apply moves it earlier; a publish with the older mark can then only move it earlier still.
+    await buckets.registerStore('N', 7_000);
+    await buckets.registerStore('N', 8_000);
+    expect((await buckets.visitTimes(0)).get('N')).toBe(7_000);
+    expect(await buckets.publishBacklog('N', b, mark, 90_000)).toBe('published');
+    expect((await buckets.visitTimes(0)).get('N')).toBe(7_000);
+    expect(await buckets.publishBacklog('N', b, mark, 6_000)).toBe('published');
+    expect((await buckets.visitTimes(0)).get('N')).toBe(6_000);
+    // A writer's publish (no mark) leaves it; retiring removes it.
+    expect(await buckets.publishBacklog('N', b, undefined, undefined)).toBe('published');
+    expect((await buckets.visitTimes(0)).get('N')).toBe(6_000);
+    const [{ mark: latest }] = (await buckets.dueStores(0, 6_000)).filter((a) => a.store === 'N') as [{ store: string; mark: string }];
+    expect(await buckets.publishBacklog('N', { ...b, rows: 0, entries: 0, oldestDirty: undefined }, latest, 90_000)).toBe('retired');
+    expect((await buckets.visitTimes(0)).has('N')).toBe(false);
+    // A work set written before visit times existed: its stores are due at once.
+    await redis.zincrby(`${buckets.keys.work(0)}active`, 1, 'OLD');
+    expect((await buckets.dueStores(0, 10_000)).map((a) => a.store)).toContain('OLD');
+    expect((await buckets.visitTimes(0)).get('OLD')).toBe(10_000);
   });
 
   it('reads the gauges with the same Redis commands for 1 store as for 300', async () => {

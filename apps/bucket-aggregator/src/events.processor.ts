@@ -93,6 +93,7 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     await job.moveToDelayed(Date.now() + delay, token);
     throw new DelayedError();
   }
+  if (tz === undefined && (await deps.buckets.storeDeleted(store))) return dropDeleted(deps, job, store, batchId, eventCount);
   if (tz === undefined) {
     // Never counted under a phantom store: the batch goes whole to the failed set, to be replayed once the
     // tenant exists (npm run dlq), and the clients refuse the store at once for a while.
@@ -139,9 +140,11 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     }
     throw err;
   }
+  if (r.deleted) return dropDeleted(deps, job, store, batchId, eventCount);
   // After the apply, duplicates too (a crash between the two is retried): the sealer's work set must see every
-  // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired.
-  await deps.buckets.registerStore(store);
+  // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired. The
+  // bucket's seq is the earliest the sealer need visit it (0 for a duplicate: at its next tick).
+  await deps.buckets.registerStore(store, r.seq);
   deps.crash?.('aggregator:after-apply');
   if (r.applied) {
     deps.metrics.batchesApplied.inc();
@@ -153,3 +156,13 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   deps.metrics.applySeconds.observe((performance.now() - started) / 1000);
   return { applied: r.applied, seq: r.seq, events: eventCount };
 };
+
+/**
+ * A batch of a deleted store (its tombstone, kept for the dedupe window): dropped whole, not failed, so no copy of
+ * its events stays in the failed set, and the store stays out of the work set.
+ */
+function dropDeleted(deps: EventsProcessorDeps, job: Job, store: string, batchId: string, events: number) {
+  deps.metrics.batchesDropped.inc();
+  deps.log.info({ jobId: job.id, store, batchId }, 'batch of a deleted store dropped');
+  return { applied: false, deleted: true, events };
+}

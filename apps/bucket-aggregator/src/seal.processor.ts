@@ -19,7 +19,7 @@ export interface SealDeps {
 const FLUSH_JOBS_PER_CALL = 500;
 
 export interface SealTickResult {
-  /** Stores in the work set this tick visited. */
+  /** Stores of the work set this tick visited (those whose next visit time had come). */
   stores: number;
   /** Stores that left the work set (nothing left to write). */
   retired: number;
@@ -30,11 +30,26 @@ export interface SealTickResult {
 }
 
 /**
- * One sealer tick over one work-set shard: only the stores with something not yet written (the work set), in
- * bounded parallel batches. For each: seal the open bucket when it is due, fold sealed buckets into row outboxes
+ * The time a store next needs a sealer visit, from what its visit left: at once (the next tick) while a sealed
+ * bucket is left unfolded; else the earlier of the time its open bucket can be sealed (when it has data) and its
+ * earliest flush due time (a row whose flush job is pending stays due until the writer acks it, so the store is
+ * visited each tick until then). Undefined when it has nothing of either (then it is retired, or left as it is).
+ */
+function nextVisit(now: number, minAgeMs: number, left: { sealedHead: number | undefined; oldestUnfolded: number | undefined; nextDue: number | undefined }): number | undefined {
+  if (left.sealedHead !== undefined) return now;
+  const times = [left.oldestUnfolded === undefined ? Infinity : left.oldestUnfolded + minAgeMs, left.nextDue ?? Infinity];
+  const t = Math.min(...times);
+  return Number.isFinite(t) ? t : undefined;
+}
+
+/**
+ * One sealer tick over one work-set shard: only the stores of the work set (those with something not yet written)
+ * whose next visit time has come, read in one call, in bounded parallel batches. For each: seal the open bucket when it is due, fold sealed buckets into row outboxes
  * strictly in bucket order, enqueue a flush job for each row whose policy says it is due (read from the
  * store's due-time zset: rows not due are never read), then publish the store's backlog for the gauges and
- * retire it from the work set when nothing is left and no batch was applied meanwhile.
+ * retire it from the work set when nothing is left and no batch was applied meanwhile, else set its next visit time
+ * (nextVisit; only ever earlier when a batch was applied meanwhile: the apply's own registration may need it
+ * sooner). A store with nothing due costs a tick nothing.
  * Safe with several aggregator replicas: sealing waits for half a bucket since the last seal, folds are
  * idempotent, and flush job ids are deterministic (row + time of its oldest unwritten count), so a row has
  * one pending flush job however many ticks see it due.
@@ -42,9 +57,10 @@ export interface SealTickResult {
 export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResult> {
   const now = (deps.now ?? Date.now)();
   const result: SealTickResult = { stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0 };
-  const active = await deps.buckets.activeStores(shard);
+  const minAgeMs = Math.floor(deps.bucketMs / 2);
+  const active = await deps.buckets.dueStores(shard, now);
   result.stores = active.length;
-  const published: Array<{ store: string; backlog: StoreBacklog; mark: string }> = [];
+  const published: Array<{ store: string; backlog: StoreBacklog; mark: string; visitAt: number | undefined }> = [];
   let flushes: Array<{ data: { store: string; pk: string }; opts: { jobId: string } }> = [];
   const enqueueFlushes = async () => {
     const jobs = flushes;
@@ -57,7 +73,7 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
   const work = async ({ store, mark }: { store: string; mark: string }) => {
     // One round trip for a store with nothing to fold (most stores in most ticks): VISIT seals, and reports the
     // backlog and the due rows. One or two more when it sealed a bucket: the fold, which reports the same.
-    const v = await deps.buckets.visit(store, { now, minAgeMs: Math.floor(deps.bucketMs / 2) });
+    const v = await deps.buckets.visit(store, { now, minAgeMs });
     if (v.sealed !== undefined) {
       result.sealed++;
       deps.metrics.bucketsSealed.inc();
@@ -65,6 +81,7 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
     }
     let backlog = v.backlog;
     let due = v.dueRows;
+    let left: { sealedHead: number | undefined; nextDue: number | undefined } = v;
     if (v.sealedHead !== undefined) {
       const started = performance.now();
       const fresh = v.sealedRows && v.sealed === v.sealedHead ? await deps.buckets.foldVisited(store, v.sealed, v.sealedRows, now) : undefined;
@@ -73,11 +90,13 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
         f = { buckets: 1, rows: fresh.rows };
         backlog = fresh.backlog;
         due = fresh.due;
+        left = fresh;
       } else {
         // Older sealed buckets, or a big one: the general fold, then a fresh read of what is left.
         f = await deps.buckets.foldSealed(store, { now });
         backlog = await deps.buckets.storeBacklog(store);
         due = await deps.buckets.dueRows(store, now);
+        left = { sealedHead: now, nextDue: undefined }; // the rare path: visited again next tick
       }
       deps.metrics.foldSeconds.observe((performance.now() - started) / 1000);
       result.folded += f.buckets;
@@ -87,7 +106,7 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
     }
     for (const r of due) flushes.push({ data: { store, pk: r.pk }, opts: { jobId: jobIdFor('flush', store, r.pk, r.firstDirty) } });
     if (flushes.length >= FLUSH_JOBS_PER_CALL) await enqueueFlushes();
-    published.push({ store, backlog, mark });
+    published.push({ store, backlog, mark, visitAt: nextVisit(now, minAgeMs, { ...left, oldestUnfolded: backlog.oldestUnfolded }) });
   };
   const concurrency = deps.concurrency ?? 64;
   let next = 0;

@@ -58,7 +58,7 @@ describe('createApiClient', () => {
     // Sent at 1_000_000, answered at 1_000_200 on the browser clock; the server said 60 s later than the midpoint.
     const clock = [1_000_000, 1_000_200];
     const { fetch } = fakeFetch(() =>
-      json(200, { store: 'S1', timeZone: 'Asia/Tokyo', now: new Date(1_000_100 + 60_000).toISOString(), today: '1970-01-01', metrics: [], entities: [] }),
+      json(200, { store: 'S1', timeZone: 'Asia/Tokyo', now: new Date(1_000_100 + 60_000).toISOString(), today: '1970-01-01', currency: null, metrics: [], entities: [] }),
     );
     const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch, now: () => clock.shift()! });
     const { info, clockOffsetMs } = await api.store();

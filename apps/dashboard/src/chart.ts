@@ -1,7 +1,7 @@
 // One uPlot chart: a period (solid line) against the period before it (dashed), point by point. uPlot draws;
 // this file only configures it — labels, value formatting, sizing.
 import uPlot from 'uplot';
-import { formatCompact, formatDayWithWeekday, formatMetric, formatMonth, type Locale } from './format';
+import { formatCompact, formatCompactMoney, formatDayWithWeekday, formatMetric, formatMonth, type Locale } from './format';
 import { chartData, niceCeil, pickTicks, type Compared } from './series';
 
 export interface ComparisonChartOptions {
@@ -19,7 +19,7 @@ const PREVIOUS_COLOR = '#9aa3af';
 
 export class ComparisonChart {
   private plot: uPlot | undefined;
-  private plotted: { metric: string; scale: number } | undefined;
+  private plotted: { metric: string; scale: number; currency: string | undefined } | undefined;
   private compared: Compared | undefined;
   private readonly resize: ResizeObserver;
 
@@ -31,17 +31,22 @@ export class ComparisonChart {
     this.resize.observe(container);
   }
 
-  /** Shows `metric` of `compared`; a new metric builds a new plot (its axis steps differ), new data only redraws. */
-  show(compared: Compared, metric: string, scale: number): void {
+  /**
+   * Shows `metric` of `compared` (money in `currency` when given); a new metric or length builds a new plot (its
+   * axis steps differ), new data only redraws.
+   */
+  show(compared: Compared, metric: string, scale: number, currency?: string): void {
+    const same = this.compared && this.compared.periods[0] === compared.periods[0];
     this.compared = compared;
     const data = chartData(compared, metric);
-    if (this.plot && this.plotted?.metric === metric && this.plotted.scale === scale && this.plot.data[0].length === data[0].length) {
+    const p = this.plotted;
+    if (this.plot && same && p?.metric === metric && p.scale === scale && p.currency === currency && this.plot.data[0].length === data[0].length) {
       this.plot.setData(data);
       return;
     }
     this.plot?.destroy();
-    this.plotted = { metric, scale };
-    this.plot = new uPlot(this.options(scale), data, this.container);
+    this.plotted = { metric, scale, currency };
+    this.plot = new uPlot(this.options(scale, currency), data, this.container);
   }
 
   destroy(): void {
@@ -59,9 +64,9 @@ export class ComparisonChart {
     return this.opts.kind === 'day' ? formatDayWithWeekday(period, this.opts.locale) : formatMonth(period, this.opts.locale);
   }
 
-  private options(scale: number): uPlot.Options {
+  private options(scale: number, currency: string | undefined): uPlot.Options {
     const { kind, locale } = this.opts;
-    const fmt = (v: number | null) => (v === null || v === undefined ? '–' : formatMetric(v, scale, locale));
+    const fmt = (v: number | null) => (v === null || v === undefined ? '–' : formatMetric(v, scale, locale, currency));
     // Away from the cursor the legend shows the newest period (today, this month) rather than blanks.
     const at = (u: uPlot, idx: number | null | undefined) => idx ?? u.data[0].length - 1;
     const periodAt = (i: number, which: 'periods' | 'previousPeriods') => this.compared?.[which][i];
@@ -88,11 +93,12 @@ export class ComparisonChart {
         },
         {
           stroke: '#4b5563',
-          size: 56,
+          // Narrow screens (375 px) keep more room for the plot.
+          size: (u) => (u.width < 480 ? 44 : 56),
           grid: { stroke: '#eceef2' },
           ticks: { show: false },
           ...(scale === 0 ? { incrs: COUNT_INCRS } : {}),
-          values: (_u, splits) => splits.map((v) => formatCompact(v, locale)),
+          values: (_u, splits) => splits.map((v) => (currency ? formatCompactMoney(v, currency, locale) : formatCompact(v, locale))),
         },
       ],
       series: [

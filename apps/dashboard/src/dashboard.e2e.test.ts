@@ -2,7 +2,7 @@
 // events sent to the collector over HTTP, and Debian's Chromium driven by playwright-core. What the page shows
 // must be what the query API answers, and must change without a reload when events arrive.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createDynamoClient } from '@tally/dynamo';
 import { formatDate, localDate, localTime } from '@tally/key-layout';
@@ -21,6 +21,7 @@ import {
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatDayLong, formatMetric, type MetricValue } from './format';
+import { addDays, comparisonWindow, listDays, type Day } from './periods';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -37,7 +38,13 @@ const STORE_TZ = ['Pacific/Auckland', 'Asia/Tokyo'].find((tz) => localTime(Date.
 const BROWSER_TZ = 'America/Los_Angeles';
 const LOCALE = 'en-US';
 const METRICS = ['ViewCount', 'OrderCount', 'Revenue'] as const;
-const SCALE: Record<string, number> = { ViewCount: 0, OrderCount: 0, Revenue: 2, PageViewCount: 0 };
+const SCALE: Record<string, number> = { UniqueVisitors: 0, ViewCount: 0, OrderCount: 0, Revenue: 2, PageViewCount: 0, PageViews: 0 };
+/** The store's currency (set with the tenants admin), shown on revenue. */
+const CURRENCY = 'EUR';
+/** A value as the page must show it: money in the store's currency, counts grouped. */
+const shown = (metric: string, v: MetricValue) => formatMetric(v, SCALE[metric]!, LOCALE, metric === 'Revenue' ? CURRENCY : undefined);
+/** The metrics of the store's charts and CSV files, in the page's order (unique visitors when the API counts them). */
+const STORE_CHART_METRICS = ['UniqueVisitors', 'ViewCount', 'OrderCount', 'Revenue', 'PageViewCount'];
 
 let redis: RedisHandle;
 let dynalite: DynaliteHandle;
@@ -61,6 +68,7 @@ beforeAll(async () => {
   const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
   const admin = createTenantAdmin({ dynamo, table });
   await admin.createTenant(STORE, { timeZone: STORE_TZ });
+  await admin.setCurrency(STORE, CURRENCY);
   ingestKey = await admin.issueKey(STORE, ['ingest'], 'dashboard e2e ingest');
   readKey = await admin.issueKey(STORE, ['read'], 'dashboard e2e read');
   dynamo.destroy();
@@ -81,7 +89,7 @@ beforeAll(async () => {
   [collector, , , queryApi] = apps as [AppHandle, AppHandle, AppHandle, AppHandle];
 
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-  context = await browser.newContext({ locale: LOCALE, timezoneId: BROWSER_TZ, viewport: { width: 1280, height: 900 } });
+  context = await browser.newContext({ locale: LOCALE, timezoneId: BROWSER_TZ, viewport: { width: 1280, height: 900 }, acceptDownloads: true });
   page = await context.newPage();
   page.on('pageerror', (err) => pageErrors.push(err.message));
   mkdirSync(SCREENSHOTS, { recursive: true });
@@ -107,6 +115,7 @@ async function sendEvents(events: object[]): Promise<void> {
 const view = (product: string, visitor: string) => ({ type: 'view', ts: new Date().toISOString(), dims: { product, visitor } });
 const order = (value: number, visitor: string) => ({ type: 'order', ts: new Date().toISOString(), value, dims: { visitor } });
 const orderItem = (product: string, value: number, visitor: string) => ({ type: 'order_item', ts: new Date().toISOString(), value, dims: { product, visitor } });
+const pageView = (page: string, visitor: string) => ({ type: 'page_view', ts: new Date().toISOString(), dims: { page, visitor } });
 
 async function api<T = any>(pathAndQuery: string): Promise<T> {
   const res = await fetch(queryApi.url + pathAndQuery, { headers: { authorization: `Bearer ${readKey}` } });
@@ -138,7 +147,7 @@ async function card(metric: string): Promise<{ raw: string | null; text: string 
 async function expectCardsToMatch(apiTotals: Record<string, MetricValue>): Promise<void> {
   for (const m of METRICS) {
     await page.waitForSelector(`[data-testid="today-${m}"][data-value="${apiTotals[m]}"]`, { timeout: 15_000 });
-    expect(await card(m)).toEqual({ raw: String(apiTotals[m]), text: formatMetric(apiTotals[m]!, SCALE[m]!, LOCALE) });
+    expect(await card(m)).toEqual({ raw: String(apiTotals[m]), text: shown(m, apiTotals[m]!) });
   }
 }
 
@@ -164,7 +173,7 @@ async function topList(metric: string): Promise<Array<{ id: string; value: strin
 
 /** The page's top list shows exactly the API's items, formatted, in order (within one 15 s refresh). */
 async function expectTopToMatch(metric: string, items: TopItem[]): Promise<void> {
-  const want = items.map((i) => ({ id: i.id, value: formatMetric(i.value, SCALE[metric]!, LOCALE) }));
+  const want = items.map((i) => ({ id: i.id, value: shown(metric, i.value) }));
   await waitFor(async () => JSON.stringify(await topList(metric)) === JSON.stringify(want), {
     timeoutMs: 20_000,
     intervalMs: 200,
@@ -206,18 +215,34 @@ describe('dashboard in Chromium against the running stack', () => {
     expect(await page.textContent('[data-testid="today-date"]')).toBe(formatDayLong(store.today, LOCALE));
     expect(await page.textContent('[data-testid="freshness"]')).toMatch(/^updated (just now|\d s ago)$/);
     for (const m of METRICS) {
-      await waitForText(`[data-testid="yesterday-${m}"]`, `Yesterday (full day): ${formatMetric(0, SCALE[m]!, LOCALE)}`);
+      const yesterday = await api(`/v1/series?entity=store&metrics=${m}&range=yesterday&granularity=day`);
+      await waitForText(`[data-testid="yesterday-${m}"]`, `Yesterday (full day): ${shown(m, yesterday.totals[m])}`);
+    }
+    // Revenue is in the store's currency.
+    expect(store.currency).toBe(CURRENCY);
+    expect((await card('Revenue')).text).toBe('€39.98');
+
+    // Unique visitors: the first card and the first chart, from the API's answer ("—" while it does not count them).
+    expect(await page.getAttribute('.cards .card:first-child', 'data-metric')).toBe('UniqueVisitors');
+    expect(await page.getAttribute('.tabs .tab:first-child', 'data-metric')).toBe('UniqueVisitors');
+    if (store.metrics.some((m: { name: string }) => m.name === 'UniqueVisitors')) {
+      const uv = await api('/v1/series?entity=store&metrics=UniqueVisitors&range=today&granularity=day');
+      await page.waitForSelector(`[data-testid="today-UniqueVisitors"][data-value="${uv.totals.UniqueVisitors}"]`, { timeout: 15_000 });
+      expect(await card('UniqueVisitors')).toEqual({ raw: String(uv.totals.UniqueVisitors), text: shown('UniqueVisitors', uv.totals.UniqueVisitors) });
+    } else {
+      expect(await card('UniqueVisitors')).toEqual({ raw: '', text: '\u2014' });
     }
 
-    // The 30-day summary is the API's last30d total.
+    // The 30-day summary is the API's last30d total (of the metric picked: product views).
+    await page.click('.tab[data-metric="ViewCount"]');
     const last30 = await api(`/v1/series?entity=store&metrics=ViewCount&range=last30d&granularity=day`);
     expect(last30.totals.ViewCount).toBe(4);
     await waitForText('[data-testid="days-total"]', formatMetric(last30.totals.ViewCount, 0, LOCALE));
     expect(await page.locator('[data-testid="chart-days"] canvas').count()).toBe(1);
     expect(await page.locator('[data-testid="chart-months"] canvas').count()).toBe(1);
 
-    // Top products are the API's /v1/top, linking to each product's page. The API ranks products when buckets are
-    // sealed (every second here), so its lists can trail the live series briefly; the page asks every 15 s.
+    // Top products are the API's /v1/top, linking to each product's page. The API ranks from every bucket, the open
+    // one included, so its lists agree with the cards at once; the page asks every 15 s.
     const topViews = await apiTopIs('ViewCount', [
       { id: 'P1', value: 3 },
       { id: 'P2', value: 1 },
@@ -236,7 +261,7 @@ describe('dashboard in Chromium against the running stack', () => {
 
     await expectCardsToMatch(today.totals);
     expect(before.raw).toBe('4');
-    expect(await card('Revenue')).toEqual({ raw: '50', text: '50.00' });
+    expect(await card('Revenue')).toEqual({ raw: '50', text: '€50.00' });
     expect(await page.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument)).toBe(true);
 
     // Today's point moves the 30-day total at once; the month total and the top lists follow within 10 s.
@@ -255,6 +280,146 @@ describe('dashboard in Chromium against the running stack', () => {
     await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard.png'), fullPage: true });
   });
 
+  it('lists the top pages by their paths, as the API decodes them', async () => {
+    await sendEvents([
+      ...['/', '/shop/shoes', '/shop/shoes', '/blog/ünïcode-ß', '/shop/shoes'].map((p, i) => pageView(p, `V${i}`)),
+      pageView('/', 'V9'),
+    ]);
+    const want = [
+      { path: '/shop/shoes', value: 3 },
+      { path: '/', value: 2 },
+      { path: '/blog/ünïcode-ß', value: 1 },
+    ];
+    const items = await waitFor(
+      async () => {
+        const { items } = await api<{ items: Array<{ id: string; path: string; value: number }> }>('/v1/top?entity=page&metric=PageViews&range=last30d&limit=10');
+        if (JSON.stringify(items.map((i) => ({ path: i.path, value: i.value }))) !== JSON.stringify(want)) throw new Error(`the API answers ${JSON.stringify(items)}`);
+        return items;
+      },
+      { timeoutMs: 20_000, intervalMs: 200, message: `the top pages to be ${JSON.stringify(want)}` },
+    );
+    expect(items.map((i) => i.id)).toEqual(want.map((w) => Buffer.from(w.path).toString('base64url')));
+    const shownList = () =>
+      page.$$eval('[data-testid="top-page-PageViews"] li', (lis) =>
+        lis.map((li) => ({ path: li.querySelector('.top-key')?.textContent ?? '', value: li.querySelector('.top-value')?.textContent ?? '' })),
+      );
+    const expected = items.map((i) => ({ path: i.path, value: shown('PageViews', i.value) }));
+    await waitFor(async () => JSON.stringify(await shownList()) === JSON.stringify(expected), {
+      timeoutMs: 20_000,
+      intervalMs: 200,
+      message: `the page's top pages to be ${JSON.stringify(expected)}`,
+    });
+    expect(await page.textContent('#top-pages-title')).toBe('Top pages');
+    await page.locator('[data-testid="top-pages"]').screenshot({ path: path.join(SCREENSHOTS, 'dashboard-top-pages.png') });
+  });
+
+  it('shows any picked range beside the period it is compared with, exactly as the API answers both', async () => {
+    const store = await api('/v1/store');
+    const today: Day = store.today;
+    /** The page's summary of the picked range and its comparison is the API's totals of both, formatted. */
+    const expectRange = async (title: string, from: Day, to: Day, metric: string) => {
+      const c = comparisonWindow({ from, to });
+      await waitForText('[data-testid="days-title"]', title);
+      expect(await page.inputValue('[data-testid="range-from"]')).toBe(from);
+      expect(await page.inputValue('[data-testid="range-to"]')).toBe(to);
+      expect(await page.getAttribute('[data-testid="range-comparison"]', 'data-from')).toBe(c.from);
+      expect(await page.getAttribute('[data-testid="range-comparison"]', 'data-to')).toBe(c.to);
+      const cur = await api(`/v1/series?entity=store&metrics=${metric}&from=${from}&to=${to}&granularity=day`);
+      const prev = await api(`/v1/series?entity=store&metrics=${metric}&from=${c.from}&to=${c.to}&granularity=day`);
+      await waitForText('[data-testid="days-total"]', shown(metric, cur.totals[metric]));
+      await waitForText('[data-testid="days-previous-total"]', shown(metric, prev.totals[metric]));
+      return { cur, prev, c };
+    };
+
+    // The default: the last 30 days against the 30 before.
+    await page.click('.tab[data-metric="ViewCount"]');
+    await expectRange('Last 30 days', addDays(today, -29), today, 'ViewCount');
+
+    await page.selectOption('[data-testid="range-preset"]', 'last7d');
+    const week = await expectRange('Last 7 days', addDays(today, -6), today, 'ViewCount');
+    expect(week.cur.totals.ViewCount).toBe(6);
+    expect(await page.textContent('[data-testid="range-comparison-days"]')).toMatch(/^[A-Z][a-z]{2} \d{1,2} – [A-Z][a-z]{2} \d{1,2}, \d{4}$/);
+
+    // Any range: from the day before yesterday to today, compared with the three days before; revenue in euros.
+    const from = addDays(today, -2);
+    await page.fill('[data-testid="range-from"]', from);
+    await page.click('.tab[data-metric="Revenue"]');
+    const custom = await expectRange('Custom range', from, today, 'Revenue');
+    expect(await page.textContent('[data-testid="days-total"]')).toBe('€50.00');
+    expect(custom.cur.totals.Revenue).toBe('50');
+    // A range that cannot be asked is refused in words, and the range shown stays.
+    await page.fill('[data-testid="range-to"]', addDays(today, 1));
+    await waitForText('[data-testid="range-error"]', 'The range ends after today.');
+    expect(await page.getAttribute('[data-testid="range-comparison"]', 'data-from')).toBe(custom.c.from);
+    await page.fill('[data-testid="range-to"]', today);
+    await page.waitForSelector('[data-testid="range-error"][hidden]', { state: 'attached' });
+    await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard-range.png'), fullPage: true });
+
+    // CSV of the range chart: every day of the range and of its comparison, every metric, as the API answered.
+    const counted = STORE_CHART_METRICS.filter((m) => store.metrics.some((x: { name: string }) => x.name === m));
+    const answer = async (w: { from: Day; to: Day }) => {
+      const s = await api(`/v1/series?entity=store&metrics=${counted.join(',')}&from=${w.from}&to=${w.to}&granularity=day`);
+      const byDay = new Map<string, Record<string, MetricValue>>(s.points.map((p: { period: string; values: Record<string, MetricValue> }) => [p.period, p.values]));
+      return (day: Day, m: string) => String(byDay.get(day)?.[m] ?? 0);
+    };
+    const [cur, prev] = await Promise.all([answer({ from, to: today }), answer(custom.c)]);
+    const days = listDays(from, today);
+    const previousDays = listDays(custom.c.from, custom.c.to);
+    const expectedCsv = [
+      ['day', ...counted, 'compared_day', ...counted.map((m) => `compared_${m}`)].join(','),
+      ...days.map((d, i) => [d, ...counted.map((m) => cur(d, m)), previousDays[i], ...counted.map((m) => prev(previousDays[i]!, m))].join(',')),
+      '',
+    ].join('\r\n');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="csv-days"]')]);
+    expect(download.suggestedFilename()).toBe(`tally-store-days-${from}_${today}.csv`);
+    const csv = readFileSync((await download.path())!, 'utf8');
+    expect(csv).toBe(expectedCsv);
+    expect(csv).toContain(`${today},`);
+    // And of the 12-month chart: this month's row is the API's month answer.
+    const [monthsDownload] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="csv-months"]')]);
+    const monthsCsv = readFileSync((await monthsDownload.path())!, 'utf8').split('\r\n');
+    expect(monthsCsv[0]).toBe(['month', ...counted, 'compared_month', ...counted.map((m) => `compared_${m}`)].join(','));
+    const month = await api(`/v1/series?entity=store&metrics=${counted.join(',')}&from=${today.slice(0, 7)}-01&to=${today}&granularity=month`);
+    const thisMonth = month.points.find((p: { period: string }) => p.period === today.slice(0, 7));
+    expect(monthsCsv.find((l) => l.startsWith(`${today.slice(0, 7)},`))!.split(',').slice(1, 1 + counted.length)).toEqual(counted.map((m) => String(thisMonth.values[m] ?? 0)));
+
+    await page.selectOption('[data-testid="range-preset"]', 'last30d');
+    await expectRange('Last 30 days', addDays(today, -29), today, 'Revenue');
+    await page.click('.tab[data-metric="ViewCount"]');
+  });
+
+  it('keeps every chart readable at 375 px wide', async () => {
+    await page.setViewportSize({ width: 375, height: 812 });
+    const layout = () =>
+      page.evaluate(() => ({
+        scrollWidth: document.documentElement.scrollWidth,
+        charts: [...document.querySelectorAll<HTMLElement>('.chart')].map((c) => {
+          const box = c.getBoundingClientRect();
+          const canvas = c.querySelector('canvas')?.getBoundingClientRect();
+          return { testid: c.dataset['testid'], left: box.left, right: box.right, canvasLeft: canvas?.left ?? -1, canvasRight: canvas?.right ?? 1e9, canvasWidth: canvas?.width ?? 0 };
+        }),
+      }));
+    // The charts follow their boxes (ResizeObserver) within a frame or two.
+    const fits = await waitFor(
+      async () => {
+        const l = await layout();
+        if (l.charts.length !== 2 || l.charts.some((c) => c.canvasRight > c.right + 0.5 || c.canvasLeft < c.left - 0.5)) throw new Error(JSON.stringify(l));
+        return l;
+      },
+      { timeoutMs: 10_000, intervalMs: 100, message: 'the charts to fit 375 px' },
+    );
+    expect(fits.scrollWidth).toBeLessThanOrEqual(375);
+    for (const c of fits.charts) {
+      expect(c.left).toBeGreaterThanOrEqual(0);
+      expect(c.right).toBeLessThanOrEqual(375);
+      expect(c.canvasWidth).toBeGreaterThanOrEqual(280);
+    }
+    // The numbers are the same at any width.
+    await expectCardsToMatch((await apiTodayIs('store', { ViewCount: 6, OrderCount: 3, Revenue: '50' })).totals);
+    await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard-375.png'), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
   it("opens a product's own page with its 30-day series", async () => {
     await page.click('[data-testid="top-ViewCount"] a[data-product="P1"]');
     await page.waitForSelector('[data-testid="product-title"]');
@@ -263,6 +428,7 @@ describe('dashboard in Chromium against the running stack', () => {
 
     const today = await apiTodayIs('product:P1', { ViewCount: 5, OrderCount: 2, Revenue: '30.01' });
     await expectCardsToMatch(today.totals);
+    await page.click('.tab[data-metric="ViewCount"]');
     const last30 = await api('/v1/series?entity=product%3AP1&metrics=ViewCount&range=last30d&granularity=day');
     await waitForText('[data-testid="days-total"]', formatMetric(last30.totals.ViewCount, 0, LOCALE));
     expect(last30.totals.ViewCount).toBe(5);

@@ -1,14 +1,29 @@
-// One entity's page — the whole store, or one product: today's numbers live (polled every 2.5 s), the last 30 days
-// and the last 12 months against the periods before them (refreshed every minute, today's point patched live).
+// One entity's page — the whole store, or one product: today's numbers live (polled every 2.5 s), a picked range
+// of days (last 30 by default) against the period just before it, and the last 12 months against a year earlier
+// (refreshed every minute, today's point patched live). Each chart's data downloads as CSV.
 import type { Series, SeriesPoint } from './api';
 import { ComparisonChart } from './chart';
 import type { View, ViewContext } from './context';
+import { chartCsv, downloadCsv } from './csv';
 import { h, replaceChildren, setText } from './dom';
 import { RequestError } from './errors';
-import { formatDayLong, formatMetric, formatMonth, percentChange, toNumber } from './format';
+import { formatDayLong, formatDayShort, formatMetric, formatMonth, percentChange, toNumber, type MetricValue } from './format';
 import { startPoller, throttle, type Poller } from './live';
 import type { ShownMetric } from './metrics';
-import { addDays, addMonths, dashboardWindows, listDays, listMonths, monthOf, type Day } from './periods';
+import {
+  addMonths,
+  checkPicked,
+  comparisonWindow,
+  dashboardWindows,
+  listDays,
+  listMonths,
+  monthOf,
+  presetWindow,
+  RANGE_PRESETS,
+  type DateWindow,
+  type Day,
+  type RangePreset,
+} from './periods';
 import { compare, isEmpty, totalOf, withToday, type Compared } from './series';
 
 const LIVE_INTERVAL_MS = 2_500;
@@ -35,13 +50,19 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     replaceChildren(root, h('p', { class: 'empty' }, "This store's rules count none of the metrics this dashboard shows (product views, orders, revenue, page views)."));
     return { destroy() {} };
   }
-  const names = opts.metrics.map((m) => m.name);
+  // Only what the API counts is asked for (unique visitors say "—" until it counts them).
+  const names = opts.metrics.filter((m) => m.counted).map((m) => m.name);
   const source = (what: string) => `${opts.entity}:${what}`;
 
   let todayDate: Day = ctx.store.info.today;
+  let preset: RangePreset = 'last30d';
+  let range: DateWindow = presetWindow('last30d', todayDate);
   let live: { series: Series; point: SeriesPoint } | undefined;
-  let history: { days: Compared; months: Compared; asOf: string } | undefined;
-  let selected = opts.metrics[0]!;
+  /** The range and its comparison (two answers, so each has the API's own totals), the months, yesterday. */
+  let history:
+    | { range: DateWindow; days: Compared; current: Series; previous: Series; months: Compared; yesterday: Series; asOf: string }
+    | undefined;
+  let selected = opts.metrics.find((m) => m.counted) ?? opts.metrics[0]!;
 
   // ---- today ----
   const todayLabel = h('span', { class: 'section-note', 'data-testid': 'today-date' });
@@ -64,6 +85,25 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   const tabs = opts.metrics.map((m) =>
     h('button', { type: 'button', class: 'tab', 'data-metric': m.name, 'aria-pressed': String(m === selected), onclick: () => select(m) }, m.label),
   );
+  // The range picker: a preset or any from/to, and beside it the period the range is compared with.
+  const presetSelect = h(
+    'select',
+    { 'data-testid': 'range-preset', 'aria-label': 'Range', onchange: () => pickPreset(presetSelect.value as RangePreset) },
+    ...RANGE_PRESETS.map((p) => h('option', { value: p.id, selected: p.id === preset }, p.label)),
+  );
+  const fromInput = h('input', { type: 'date', 'data-testid': 'range-from', 'aria-label': 'From', onchange: () => pickDays() });
+  const toInput = h('input', { type: 'date', 'data-testid': 'range-to', 'aria-label': 'To', onchange: () => pickDays() });
+  const comparisonNote = h('span', { class: 'comparison', 'data-testid': 'range-comparison' });
+  const rangeError = h('p', { class: 'inline-error', role: 'alert', 'data-testid': 'range-error', hidden: true });
+  const rangeBar = h(
+    'div',
+    { class: 'range-bar', 'data-testid': 'range-picker' },
+    presetSelect,
+    h('span', { class: 'range-days' }, fromInput, h('span', { class: 'range-dash' }, '–'), toInput),
+    comparisonNote,
+  );
+  const daysTitle = h('h3', { 'data-testid': 'days-title' });
+  const csvButton = (testid: string, onclick: () => void) => h('button', { type: 'button', class: 'csv', 'data-testid': testid, onclick }, 'CSV');
   const daysSummary = h('p', { class: 'summary', 'data-testid': 'days-summary' });
   const monthsSummary = h('p', { class: 'summary', 'data-testid': 'months-summary' });
   const daysEmpty = h('p', { class: 'empty', hidden: true });
@@ -76,13 +116,22 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     { class: 'trends', 'aria-labelledby': 'trends-title' },
     h('div', { class: 'section-head' }, h('h2', { id: 'trends-title' }, 'Trends'), h('div', { class: 'tabs', role: 'group', 'aria-label': 'Metric' }, ...tabs)),
     historyError,
-    h('div', { class: 'panel' }, h('h3', {}, 'Last 30 days'), daysSummary, daysEmpty, daysChartBox),
-    h('div', { class: 'panel' }, h('h3', {}, 'Last 12 months'), monthsSummary, monthsEmpty, monthsChartBox),
+    rangeBar,
+    rangeError,
+    h('div', { class: 'panel' }, h('div', { class: 'panel-head' }, daysTitle, csvButton('csv-days', () => exportCsv('days'))), daysSummary, daysEmpty, daysChartBox),
+    h(
+      'div',
+      { class: 'panel' },
+      h('div', { class: 'panel-head' }, h('h3', {}, 'Last 12 months'), csvButton('csv-months', () => exportCsv('months'))),
+      monthsSummary,
+      monthsEmpty,
+      monthsChartBox,
+    ),
   );
 
   replaceChildren(root, todaySection, trendsSection, ...(opts.extra ?? []));
 
-  const daysChart = new ComparisonChart(daysChartBox, { kind: 'day', currentLabel: 'Last 30 days', previousLabel: 'Previous 30 days', locale });
+  const daysChart = new ComparisonChart(daysChartBox, { kind: 'day', currentLabel: 'This period', previousLabel: 'Compared period', locale });
   const monthsChart = new ComparisonChart(monthsChartBox, {
     kind: 'month',
     currentLabel: 'Last 12 months',
@@ -96,9 +145,66 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     renderHistory();
   }
 
-  const fmt = (m: ShownMetric, v: SeriesPoint['values'][string] | undefined) => (v === undefined ? '–' : formatMetric(v, m.scale, locale));
+  /** A value as shown: '—' when the API does not answer the metric (unique visitors before it counts them). */
+  const fmt = (m: ShownMetric, v: MetricValue | undefined) => (v === undefined ? '\u2014' : formatMetric(v, m.scale, locale, m.currency));
+  const span = (w: DateWindow) => (w.from === w.to ? formatDayShort(w.from, locale) : `${formatDayShort(w.from, locale)} – ${formatDayShort(w.to, locale)}, ${w.to.slice(0, 4)}`);
 
-  /** The 30 days with today's point from the live answer when that is newer than the history answer. */
+  function renderRangeBar(): void {
+    presetSelect.value = preset;
+    fromInput.value = range.from;
+    toInput.value = range.to;
+    fromInput.max = todayDate;
+    toInput.max = todayDate;
+    const c = comparisonWindow(range);
+    replaceChildren(comparisonNote, 'compared with ', h('strong', { 'data-testid': 'range-comparison-days' }, span(c)));
+    comparisonNote.dataset['from'] = c.from;
+    comparisonNote.dataset['to'] = c.to;
+  }
+
+  function setRange(next: DateWindow): void {
+    rangeError.hidden = true;
+    const changed = next.from !== range.from || next.to !== range.to;
+    range = next;
+    renderRangeBar();
+    if (changed) {
+      // The old range's numbers must not stand under the new range's title while its answer is on its way.
+      history = undefined;
+      daysChartBox.hidden = true;
+      replaceChildren(daysSummary, 'Loading…');
+      historyPoller.poke();
+    }
+  }
+
+  function pickPreset(p: RangePreset): void {
+    preset = p;
+    if (p === 'custom') {
+      renderRangeBar();
+      fromInput.focus();
+      return;
+    }
+    setRange(presetWindow(p, todayDate));
+  }
+
+  function pickDays(): void {
+    const picked = checkPicked(fromInput.value, toInput.value, todayDate);
+    if (typeof picked === 'string') {
+      rangeError.hidden = false;
+      setText(rangeError, picked);
+      return;
+    }
+    preset = 'custom';
+    setRange(picked);
+  }
+
+  function exportCsv(which: 'days' | 'months'): void {
+    const data = which === 'days' ? daysWithToday() : history?.months;
+    if (!data || !history) return;
+    const name = opts.entity.replace(/[^A-Za-z0-9_.-]+/g, '-');
+    const span = which === 'days' ? `${history.range.from}_${history.range.to}` : `${data.periods[0]}_${data.periods[data.periods.length - 1]}`;
+    downloadCsv(chartCsv(data, opts.metrics, which === 'days' ? 'day' : 'month'), `tally-${name}-${which}-${span}.csv`);
+  }
+
+  /** The range's days with today's point from the live answer when that is newer than the history answer. */
   function daysWithToday(): Compared | undefined {
     if (!history) return undefined;
     if (live && live.point.period === todayDate && live.series.asOf >= history.asOf) return withToday(history.days, live.point);
@@ -107,42 +213,58 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
 
   function renderToday(): void {
     setText(todayLabel, formatDayLong(todayDate, locale));
-    const days = daysWithToday();
-    const yesterdayIdx = days ? days.periods.indexOf(addDays(todayDate, -1)) : -1;
     for (const c of cards) {
-      const value = live?.series.totals[c.metric.name] ?? live?.point.values[c.metric.name];
-      if (live) {
-        setText(c.value, fmt(c.metric, value ?? 0));
-        c.value.dataset['value'] = String(value ?? 0);
-        c.card.classList.toggle('is-zero', toNumber(value) === 0);
+      const value = c.metric.counted ? (live?.series.totals[c.metric.name] ?? live?.point.values[c.metric.name]) : undefined;
+      if (live || !c.metric.counted) {
+        setText(c.value, fmt(c.metric, value));
+        c.value.dataset['value'] = value === undefined ? '' : String(value);
+        c.card.classList.toggle('is-zero', value !== undefined && toNumber(value) === 0);
       }
-      if (days && yesterdayIdx >= 0) {
+      if (history && c.metric.counted) {
         // Without hourly data the API cannot say what yesterday had at this time of day: show the full day, and say so.
-        setText(c.yesterday, `Yesterday (full day): ${fmt(c.metric, days.current[yesterdayIdx]!.values[c.metric.name] ?? 0)}`);
-      }
+        setText(c.yesterday, `Yesterday (full day): ${fmt(c.metric, history.yesterday.totals[c.metric.name])}`);
+      } else if (!c.metric.counted) setText(c.yesterday, 'Not counted by this Tally yet');
     }
   }
 
+  /**
+   * A range's figure: counts and sums add up day by day (so today's live point moves it at once); unique visitors
+   * do not, so theirs is the API's own total for the range.
+   */
+  const rangeTotal = (m: ShownMetric, points: readonly SeriesPoint[], answer: Series): MetricValue | undefined =>
+    m.additive ? totalOf(points, m.name, m.scale) : answer.totals[m.name];
+
   function renderHistory(): void {
     const days = daysWithToday();
-    if (!days || !history) return;
     const m = selected;
-    const cur = totalOf(days.current, m.name, m.scale);
-    const prev = totalOf(days.previous, m.name, m.scale);
+    setText(daysTitle, preset === 'custom' ? 'Custom range' : (RANGE_PRESETS.find((p) => p.id === preset)?.label ?? ''));
+    if (!m.counted) {
+      replaceChildren(daysSummary);
+      replaceChildren(monthsSummary);
+      daysChartBox.hidden = monthsChartBox.hidden = true;
+      daysEmpty.hidden = monthsEmpty.hidden = false;
+      setText(daysEmpty, `This Tally does not count ${m.noun} yet.`);
+      setText(monthsEmpty, `This Tally does not count ${m.noun} yet.`);
+      return;
+    }
+    if (!days || !history) return;
+    const cur = rangeTotal(m, days.current, history.current);
+    const prev = rangeTotal(m, days.previous, history.previous);
     const change = percentChange(toNumber(cur), toNumber(prev), locale);
+    const compared = comparisonWindow(history.range);
     replaceChildren(
       daysSummary,
       h('strong', { 'data-testid': 'days-total' }, fmt(m, cur)),
-      ` ${m.noun} in the last 30 days (today so far) · `,
-      h('strong', {}, fmt(m, prev)),
-      ' in the 30 days before ',
-      h('span', { class: `change change-${change.direction}` }, change.text),
+      ` ${m.noun} ${span(history.range)}${history.range.to === todayDate ? ' (today so far)' : ''} · `,
+      h('strong', { 'data-testid': 'days-previous-total' }, fmt(m, prev)),
+      ` in ${span(compared)} `,
+      h('span', { class: `change change-${change.direction}`, 'data-testid': 'days-change' }, change.text),
     );
     const daysBlank = isEmpty(days, m.name);
     daysEmpty.hidden = !daysBlank;
     daysChartBox.hidden = daysBlank;
-    setText(daysEmpty, `No ${m.noun} in the last 60 days yet.`);
-    if (!daysBlank) daysChart.show(days, m.name, m.scale);
+    setText(daysEmpty, `No ${m.noun} in these days or the days compared yet.`);
+    if (!daysBlank) daysChart.show(days, m.name, m.scale, m.currency);
 
     const months = history.months;
     const thisMonth = monthOf(todayDate);
@@ -160,7 +282,7 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     monthsEmpty.hidden = !monthsBlank;
     monthsChartBox.hidden = monthsBlank;
     setText(monthsEmpty, `No ${m.noun} in the last 24 months yet.`);
-    if (!monthsBlank) monthsChart.show(months, m.name, m.scale);
+    if (!monthsBlank) monthsChart.show(months, m.name, m.scale, m.currency);
   }
 
   function showError(el: HTMLElement, err: unknown): void {
@@ -177,15 +299,27 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     maxBackoffMs: MAX_BACKOFF_MS,
     run: async () => {
       if (document.hidden && history) return;
+      if (names.length === 0) return;
       const w = dashboardWindows(todayDate);
-      const [days, months] = await Promise.all([
-        api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: w.daysRequest.from, to: w.daysRequest.to }),
+      const asked = range;
+      const c = comparisonWindow(asked);
+      const [current, previous, months, yesterday] = await Promise.all([
+        api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: asked.from, to: asked.to }),
+        api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: c.from, to: c.to }),
         api.series({ entity: opts.entity, metrics: names, granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to }),
+        api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'yesterday' }),
       ]);
+      // The range changed while these were asked: the poke that changed it asks again.
+      if (asked !== range) return;
+      const asOf = [current, previous, months, yesterday].map((s) => s.asOf).sort()[0]!;
       history = {
-        days: compare(days.points, listDays(w.days.from, w.days.to), listDays(w.previousDays.from, w.previousDays.to), names),
+        range: asked,
+        days: compare([...current.points, ...previous.points], listDays(asked.from, asked.to), listDays(c.from, c.to), names),
+        current,
+        previous,
         months: compare(months.points, listMonths(w.months.from, w.months.to), listMonths(w.previousMonths.from, w.previousMonths.to), names),
-        asOf: days.asOf < months.asOf ? days.asOf : months.asOf,
+        yesterday,
+        asOf,
       };
       historyError.hidden = true;
       renderHistory();
@@ -212,12 +346,14 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     maxBackoffMs: MAX_BACKOFF_MS,
     run: async () => {
       // Nobody is looking: no requests until the tab is shown again (then at once, below).
-      if (document.hidden) return;
+      if (document.hidden || names.length === 0) return;
       const series = await api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'today' });
       const point = series.points.find((p) => p.period === series.to) ?? { period: series.to, values: series.totals };
       if (series.to !== todayDate) {
-        // Midnight in the store's time zone: the windows move, so the history is asked again at once.
+        // Midnight in the store's time zone: the windows (and a preset range) move, so the history is asked again.
         todayDate = series.to;
+        if (preset !== 'custom') range = presetWindow(preset, todayDate);
+        renderRangeBar();
         historyPoller.poke();
       }
       const changed = live !== undefined && live.point.period === point.period && !sameValues(live.point.values, point.values);
@@ -242,7 +378,9 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   };
   document.addEventListener('visibilitychange', onVisibility);
 
+  renderRangeBar();
   renderToday();
+  renderHistory();
   return {
     destroy() {
       for (const p of pollers) p.stop();

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   formatAge,
+  formatMoney,
   formatCount,
   formatDayLong,
   formatDayShort,
@@ -77,5 +78,18 @@ describe('ages and periods', () => {
     expect(formatZone('Europe/Paris', Date.UTC(2023, 0, 15), 'en-US')).toBe('Europe/Paris (GMT+1)');
     expect(formatZone('UTC', ms, 'en-US')).toMatch(/^UTC/);
     expect(formatZone('Not/AZone', ms, 'en-US')).toBe('Not/AZone');
+  });
+});
+
+describe('money in the store currency', () => {
+  it('formats exact decimal strings with the currency, never through a float', () => {
+    expect(formatMoney('19.99', 2, 'EUR', 'en-US')).toBe('€19.99');
+    expect(formatMoney('50', 2, 'EUR', 'de-DE')).toBe('50,00\u00a0€');
+    expect(formatMoney('12345678901234567890.12', 2, 'USD', 'en-US')).toBe('$12,345,678,901,234,567,890.12');
+    // Yen have no minor unit: none shown, unless the value has some.
+    expect(formatMoney('1000', 2, 'JPY', 'en-US')).toBe('¥1,000');
+    expect(formatMoney('1000.5', 2, 'JPY', 'en-US')).toBe('¥1,000.5');
+    expect(formatMetric('39.98', 2, 'en-US', 'GBP')).toBe('£39.98');
+    expect(formatMetric('39.98', 2, 'en-US')).toBe('39.98');
   });
 });

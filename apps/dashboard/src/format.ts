@@ -37,8 +37,29 @@ export function formatDecimal(value: string, scale: number, locale?: Locale): st
   return `${negative ? minus : ''}${whole}${fraction ? decimal + fraction : ''}`;
 }
 
-/** A metric value for display: decimals at the metric's scale, counts grouped. */
-export function formatMetric(value: MetricValue, scale: number, locale?: Locale): string {
+/**
+ * An amount of money in `currency` (ISO 4217), with the locale's symbol, grouping and decimal sign, exactly: the
+ * decimal string goes to Intl.NumberFormat as a string (which formats it digit for digit, never through a float).
+ * Shows at least the currency's usual decimals (2 for EUR, 0 for JPY) and every decimal the value has.
+ */
+export function formatMoney(value: MetricValue, scale: number, currency: string, locale?: Locale): string {
+  const text = typeof value === 'string' ? value.trim() : value.toFixed(scale);
+  if (!DECIMAL.exec(text)) return text;
+  const usual = new Intl.NumberFormat(locale, { style: 'currency', currency }).resolvedOptions().minimumFractionDigits ?? 2;
+  const own = DECIMAL.exec(text)![3]?.replace(/0+$/, '').length ?? 0;
+  const digits = Math.max(usual, own);
+  const money = new Intl.NumberFormat(locale, { style: 'currency', currency, minimumFractionDigits: usual, maximumFractionDigits: digits });
+  return money.format(text as unknown as number);
+}
+
+/** Axis ticks of money: `€1.2K`. */
+export function formatCompactMoney(n: number, currency: string, locale?: Locale): string {
+  return new Intl.NumberFormat(locale, { style: 'currency', currency, notation: 'compact', maximumFractionDigits: 1 }).format(n);
+}
+
+/** A metric value for display: money in the store's currency when given, decimals at the metric's scale, counts grouped. */
+export function formatMetric(value: MetricValue, scale: number, locale?: Locale, currency?: string): string {
+  if (currency !== undefined) return formatMoney(value, scale, currency, locale);
   if (typeof value === 'string') return formatDecimal(value, scale, locale);
   if (scale > 0) return formatDecimal(value.toFixed(scale), scale, locale);
   return formatCount(value, locale);

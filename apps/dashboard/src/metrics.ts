@@ -7,29 +7,49 @@ export interface ShownMetric {
   /** The same in a sentence: "no product views yet". */
   noun: string;
   scale: number;
+  /**
+   * Whether the store's rules count it (the API lists it). Unique visitors are always shown first; until the API
+   * counts them their card says "—" and nothing is asked for them.
+   */
+  counted: boolean;
+  /** Days add up to the range (counts, sums); unique visitors do not: a range's figure is the API's own total. */
+  additive: boolean;
+  /** The ISO 4217 code money metrics are shown in (the store's currency), when the store has one. */
+  currency?: string;
 }
 
-const KNOWN: Record<string, { label: string; noun: string }> = {
+const UNIQUE_VISITORS = 'UniqueVisitors';
+
+const KNOWN: Record<string, { label: string; noun: string; money?: boolean; additive?: boolean }> = {
+  [UNIQUE_VISITORS]: { label: 'Unique visitors', noun: 'unique visitors', additive: false },
   ViewCount: { label: 'Product views', noun: 'product views' },
   OrderCount: { label: 'Orders', noun: 'orders' },
-  Revenue: { label: 'Revenue', noun: 'revenue' },
+  Revenue: { label: 'Revenue', noun: 'revenue', money: true },
   PageViewCount: { label: 'Page views', noun: 'page views' },
+  PageViews: { label: 'Page views', noun: 'page views' },
 };
 
-/** The store's own metrics among `wanted`, in `wanted` order; a metric the store does not have is left out. */
-export function shownMetrics(available: readonly MetricInfo[], wanted: readonly string[]): ShownMetric[] {
+/**
+ * The store's own metrics among `wanted`, in `wanted` order; a metric the store does not have is left out, except
+ * unique visitors, which are shown (as not counted) so the first card is always there.
+ */
+export function shownMetrics(available: readonly MetricInfo[], wanted: readonly string[], currency?: string | null): ShownMetric[] {
   const byName = new Map(available.map((m) => [m.name, m]));
   return wanted.flatMap((name) => {
     const info = byName.get(name);
-    if (!info) return [];
-    const known = KNOWN[name] ?? { label: name, noun: info.description || name };
-    return [{ name, label: known.label, noun: known.noun, scale: info.scale ?? 0 }];
+    if (!info && name !== UNIQUE_VISITORS) return [];
+    const known = KNOWN[name] ?? { label: name, noun: info?.description || name };
+    const shown: ShownMetric = { name, label: known.label, noun: known.noun, scale: info?.scale ?? 0, counted: info !== undefined, additive: known.additive ?? true };
+    if (known.money && currency) shown.currency = currency;
+    return [shown];
   });
 }
 
-/** Store-wide: what the issue asks for first (views, orders, revenue), then page views. */
-export const STORE_METRICS = ['ViewCount', 'OrderCount', 'Revenue', 'PageViewCount'] as const;
+/** Store-wide: unique visitors first, then what the issue asks for (views, orders, revenue), then page views. */
+export const STORE_METRICS = [UNIQUE_VISITORS, 'ViewCount', 'OrderCount', 'Revenue', 'PageViewCount'] as const;
 /** Per product (the default rules count product views, order lines and their revenue). */
-export const PRODUCT_METRICS = ['ViewCount', 'OrderCount', 'Revenue'] as const;
-/** The top lists: by views and by orders. */
+export const PRODUCT_METRICS = [UNIQUE_VISITORS, 'ViewCount', 'OrderCount', 'Revenue'] as const;
+/** The top product lists: by views and by orders. */
 export const TOP_METRICS = ['ViewCount', 'OrderCount'] as const;
+/** The top pages list: page views on each page's row. */
+export const TOP_PAGE_METRIC = 'PageViews';

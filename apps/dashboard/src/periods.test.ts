@@ -1,5 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { addDays, addMonths, dashboardWindows, daysBetween, isDay, lastDayOf, listDays, listMonths, periodStartMs } from './periods';
+import {
+  addDays,
+  addMonths,
+  checkPicked,
+  comparisonWindow,
+  dashboardWindows,
+  daysBetween,
+  isDay,
+  lastDayOf,
+  listDays,
+  listMonths,
+  periodStartMs,
+  presetWindow,
+} from './periods';
 
 describe('calendar arithmetic on store days', () => {
   it('adds days across months, years and leap days', () => {
@@ -45,5 +58,24 @@ describe('dashboardWindows', () => {
     expect(w.months).toEqual({ from: '2023-04', to: '2024-03' });
     expect(w.previousMonths).toEqual({ from: '2022-04', to: '2023-03' });
     expect(w.monthsRequest).toEqual({ from: '2022-04-01', to: '2024-03-01' });
+  });
+});
+
+describe('the range picker', () => {
+  it('turns presets into days of the store, and compares a range with as many days just before it', () => {
+    expect(presetWindow('last7d', '2024-03-01')).toEqual({ from: '2024-02-24', to: '2024-03-01' });
+    expect(presetWindow('thisMonth', '2024-03-15')).toEqual({ from: '2024-03-01', to: '2024-03-15' });
+    expect(presetWindow('lastMonth', '2024-03-15')).toEqual({ from: '2024-02-01', to: '2024-02-29' });
+    expect(presetWindow('thisYear', '2024-03-15')).toEqual({ from: '2024-01-01', to: '2024-03-15' });
+    expect(comparisonWindow({ from: '2024-03-01', to: '2024-03-31' })).toEqual({ from: '2024-01-30', to: '2024-02-29' });
+    expect(comparisonWindow({ from: '2024-03-15', to: '2024-03-15' })).toEqual({ from: '2024-03-14', to: '2024-03-14' });
+  });
+
+  it('checks a picked range', () => {
+    expect(checkPicked('2024-01-01', '2024-03-15', '2024-03-15')).toEqual({ from: '2024-01-01', to: '2024-03-15' });
+    expect(checkPicked('2024-03-16', '2024-03-15', '2024-03-20')).toBe('The start is after the end.');
+    expect(checkPicked('2024-03-01', '2024-03-21', '2024-03-20')).toBe('The range ends after today.');
+    expect(checkPicked('', '2024-03-21', '2024-03-20')).toBe('Pick a start and an end day.');
+    expect(checkPicked('2010-01-01', '2024-03-20', '2024-03-20')).toMatch(/^At most 3660 days/);
   });
 });

@@ -57,7 +57,7 @@ export function daysBetween(from: Day, to: Day): number {
   return Math.round((periodStartMs(to) - periodStartMs(from)) / MS_PER_DAY) + 1;
 }
 
-interface DateWindow {
+export interface DateWindow {
   from: Day;
   to: Day;
 }
@@ -113,4 +113,57 @@ export function listMonths(from: Month, to: Month): Month[] {
   const out: Month[] = [];
   for (let m = from; m <= to; m = addMonths(m, 1)) out.push(m);
   return out;
+}
+
+/** The ranges the picker offers; `custom` is any from/to. */
+export const RANGE_PRESETS = [
+  { id: 'last7d', label: 'Last 7 days' },
+  { id: 'last30d', label: 'Last 30 days' },
+  { id: 'last90d', label: 'Last 90 days' },
+  { id: 'thisMonth', label: 'This month' },
+  { id: 'lastMonth', label: 'Last month' },
+  { id: 'thisYear', label: 'This year' },
+  { id: 'custom', label: 'Custom' },
+] as const;
+export type RangePreset = (typeof RANGE_PRESETS)[number]['id'];
+
+/** The days of a preset, given the store's today (today included where the preset reaches it). */
+export function presetWindow(preset: Exclude<RangePreset, 'custom'>, today: Day): DateWindow {
+  switch (preset) {
+    case 'last7d':
+      return { from: addDays(today, -6), to: today };
+    case 'last30d':
+      return { from: addDays(today, -(DAYS_SHOWN - 1)), to: today };
+    case 'last90d':
+      return { from: addDays(today, -89), to: today };
+    case 'thisMonth':
+      return { from: firstDayOf(monthOf(today)), to: today };
+    case 'lastMonth': {
+      const m = addMonths(monthOf(today), -1);
+      return { from: firstDayOf(m), to: lastDayOf(m) };
+    }
+    case 'thisYear':
+      return { from: `${today.slice(0, 4)}-01-01`, to: today };
+  }
+}
+
+/** The period a range is compared with: as many days, ending the day before it starts. */
+export function comparisonWindow(range: DateWindow): DateWindow {
+  const n = daysBetween(range.from, range.to);
+  return { from: addDays(range.from, -n), to: addDays(range.from, -1) };
+}
+
+/** Longest range the picker takes, as the query API (10 years). */
+const MAX_PICKED_DAYS = 3_660;
+
+/**
+ * A range typed into the picker, checked: real days, `from` not after `to`, nothing after today, at most
+ * MAX_PICKED_DAYS. Returns the window or what is wrong, in words.
+ */
+export function checkPicked(from: string, to: string, today: Day): DateWindow | string {
+  if (!isDay(from) || !isDay(to)) return 'Pick a start and an end day.';
+  if (from > to) return 'The start is after the end.';
+  if (to > today) return 'The range ends after today.';
+  if (daysBetween(from, to) > MAX_PICKED_DAYS) return `At most ${MAX_PICKED_DAYS} days (10 years).`;
+  return { from, to };
 }

@@ -7,9 +7,9 @@ import { mountEntityView } from './entity-view';
 import { KeyRejectedError, UnreachableError } from './errors';
 import { formatAge, formatTimeInZone, formatZone, type Locale } from './format';
 import { answerAgeMs } from './live';
-import { PRODUCT_METRICS, shownMetrics, STORE_METRICS, TOP_METRICS } from './metrics';
+import { PRODUCT_METRICS, shownMetrics, STORE_METRICS, TOP_METRICS, TOP_PAGE_METRIC } from './metrics';
 import { OVERVIEW_HREF, parseRoute, type Route } from './router';
-import { mountTopProducts } from './top-products';
+import { mountTopLists, productLists, type TopLists } from './top-lists';
 
 /** Past this age the freshness mark turns amber: several polls in a row failed. */
 const STALE_AFTER_MS = 10_000;
@@ -24,6 +24,7 @@ export interface ShellOptions {
 
 export function mountShell(root: HTMLElement, opts: ShellOptions): View {
   const { info, clockOffsetMs } = opts.store;
+  const { currency } = info;
   const freshness = h('span', { class: 'freshness', 'data-testid': 'freshness' }, 'connecting…');
   const banner = h('div', { class: 'banner', role: 'status', 'data-testid': 'banner', hidden: true });
   const main = h('main', { class: 'view', id: 'view' });
@@ -103,19 +104,26 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
   function mountRoute(route: Route): View {
     switch (route.name) {
       case 'overview': {
-        const top = mountTopProducts(ctx, shownMetrics(info.metrics, TOP_METRICS));
+        const tops: TopLists[] = [mountTopLists(ctx, { title: 'Top products', testid: 'top-products' }, productLists(shownMetrics(info.metrics, TOP_METRICS, currency)))];
+        // Top pages, when the rules rank pages by their views (the default rules do).
+        const [pageViews] = shownMetrics(info.metrics, [TOP_PAGE_METRIC]);
+        if (pageViews && info.entities.includes('page')) {
+          tops.push(mountTopLists(ctx, { title: 'Top pages', testid: 'top-pages' }, [{ entity: 'page', metric: pageViews, title: 'Most viewed pages', of: 'page' }]));
+        }
         const body = h('div', { class: 'entity' });
         replaceChildren(main, h('div', { class: 'page-head' }, h('h1', {}, 'Store overview')), body);
         const entity = mountEntityView(body, ctx, {
           entity: 'store',
-          metrics: shownMetrics(info.metrics, STORE_METRICS),
-          extra: [top.element],
-          onChange: () => top.refresh(),
+          metrics: shownMetrics(info.metrics, STORE_METRICS, currency),
+          extra: tops.map((t) => t.element),
+          onChange: () => {
+            for (const t of tops) t.refresh();
+          },
         });
         return {
           destroy() {
             entity.destroy();
-            top.destroy();
+            for (const t of tops) t.destroy();
           },
         };
       }
@@ -131,7 +139,7 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
           ),
           body,
         );
-        return mountEntityView(body, ctx, { entity: `product:${route.id}`, metrics: shownMetrics(info.metrics, PRODUCT_METRICS) });
+        return mountEntityView(body, ctx, { entity: `product:${route.id}`, metrics: shownMetrics(info.metrics, PRODUCT_METRICS, currency) });
       }
       case 'not-found':
         replaceChildren(

@@ -27,6 +27,8 @@ export interface FlushDeps {
   maxBackoffMs: number;
   now?: () => number;
   crash?: (point: string) => void;
+  /** The TTL of the row's items (visitor rows of a store with a history retention); undefined = none. */
+  expiryOf?: (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined>;
 }
 
 /**
@@ -53,8 +55,13 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
   try {
     // The row's unwritten distinct-count sketches ride the counts' UpdateItems (docs/DESIGN.md "Unique visitors").
     const [live] = await deps.buckets.sketches.read(store, [pk]);
+    const expiresAt = await deps.expiryOf?.(store, pk);
     const r = await writeRowWithSketches(
-      { ...deps.dynamo, afterUpdate: deps.crash ? () => deps.crash!('writer:after-update') : deps.dynamo.afterUpdate },
+      {
+        ...deps.dynamo,
+        afterUpdate: deps.crash ? () => deps.crash!('writer:after-update') : deps.dynamo.afterUpdate,
+        ...(expiresAt ? { expiresAt } : {}),
+      },
       (groups, wantBlob) => deps.buckets.sketches.union(store, groups, wantBlob),
       pk,
       outbox.entries,
@@ -64,8 +71,9 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     // Sketches first: a crash between the two acks leaves the outbox, so the flush runs again (a union is idempotent).
     await deps.buckets.sketches.ack(store, pk, r.sketchesWritten);
     const left = await deps.buckets.ackOutbox(store, pk, outbox.entries.map((e) => e.field), now());
-    // The gauges' view of the store, right after the change (the sealer republishes it every tick anyway).
-    await deps.buckets.publishBacklog(store, await deps.buckets.storeBacklog(store)).catch((err: Error) => log.debug({ err: err.message }, 'backlog not published'));
+    // The gauges' view of the store, right after the change, and a sealer visit at its next tick (which retires
+    // the store when nothing is left, or sets its next visit time).
+    await deps.buckets.publishBacklog(store, await deps.buckets.storeBacklog(store), undefined, now()).catch((err: Error) => log.debug({ err: err.message }, 'backlog not published'));
     deps.metrics.rowsFlushed.inc();
     deps.metrics.entriesWritten.inc(outbox.entries.length);
     log.debug({ updates: r.updates, sketchUpdates: r.sketchUpdates, conditionFailures: r.conditionFailures, entries: outbox.entries.length, left }, 'flushed row');

@@ -1,9 +1,10 @@
 import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
-import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, TableError } from '@tally/dynamo';
+import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
 import { crashPoints, createLogger, createMetrics, installShutdown, logEmitterErrors, queueDepthMetrics, startOpsServer } from '@tally/observability';
 import { allQueues, closeQueues, createQueues, createRedisConnection, createShardWorkers, QUEUE, QUEUE_SETTINGS, type QueueLayout } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
+import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
 import { createWriterMetrics, flushProcessor } from './flush.processor';
 
 // Composition root of the DynamoDB writer: one flush job per row, one UpdateItem per DynamoDB item.
@@ -38,11 +39,13 @@ const workers = createShardWorkers(
   QUEUE.dynamoWrites,
   flushProcessor({
     buckets,
-    dynamo: { client, table: config.DYNAMODB_TABLE, meter },
+    dynamo: { client, table: config.DYNAMODB_TABLE, meter, spilled: new SpilledItems() },
     metrics,
     log,
     maxBackoffMs: config.WRITER_MAX_BACKOFF_MS,
     crash: config.TALLY_CRASH_POINT ? crash : undefined,
+    // Visitor rows of stores with a history retention carry a DynamoDB TTL (the tenant looked up, cached a minute).
+    expiryOf: visitorExpiry(createTenantDirectory({ dynamo: client, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log })),
   }),
   layout,
   {

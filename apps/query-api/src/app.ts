@@ -1,6 +1,7 @@
 import { bearerAuth, createHttpApp, badRequest, HttpProblem, type TallyHttpApp } from '@tally/http';
 import { QueryError } from '@tally/query';
 import type { FastifyError, FastifyRequest } from 'fastify';
+import { operatorRoutes, storeAdminRoutes, tenantProblem } from './admin.route';
 import { backendProblem } from './backends';
 import { registerDashboard } from './dashboard';
 import type { QueryApiDeps, RouteContext } from './deps';
@@ -29,7 +30,7 @@ export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
     logRequests: true,
     isClosing: deps.isClosing ?? (() => false),
     ready: deps.ready,
-    mapError: (err: FastifyError) => (err instanceof QueryError ? badRequest(err.field, err.message) : backendProblem(err)),
+    mapError: (err: FastifyError) => (err instanceof QueryError ? badRequest(err.field, err.message) : (tenantProblem(err) ?? backendProblem(err))),
     notFound: (req, reply) => {
       const path = req.url.split('?')[0]!;
       const wantsPage = req.method === 'GET' && /text\/html/.test(req.headers.accept ?? '') && !/^\/(v1|docs)(\/|$)/.test(path);
@@ -55,6 +56,11 @@ export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
     },
     { prefix: '/v1' },
   );
+  if (deps.admin) {
+    const opts = { admin: deps.admin, directory: deps.directory, rules: deps.query.rules };
+    await app.register(storeAdminRoutes, { ...opts, prefix: '/v1' });
+    await app.register(operatorRoutes, { ...opts, prefix: '/v1/operator' });
+  }
   dashboard = await registerDashboard(app, deps.dashboardDir);
 
   await app.ready();

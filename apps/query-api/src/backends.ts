@@ -2,7 +2,7 @@ import { classifyError, RetryableWriteError } from '@tally/dynamo';
 import { unavailable, type HttpProblem } from '@tally/http';
 
 /** Seconds a client should wait before retrying a 503 (Redis or DynamoDB unreachable). */
-const RETRY_AFTER_SECONDS = 5;
+export const RETRY_AFTER_SECONDS = 5;
 
 const REDIS_DOWN = /Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|^LOADING|^READONLY|^MASTERDOWN|^CLUSTERDOWN|^TRYAGAIN/;
 

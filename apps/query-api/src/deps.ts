@@ -2,6 +2,7 @@ import type { QueryDeps } from '@tally/query';
 import type { TenantDirectory } from '@tally/tenants';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import type { AdminDeps } from './admin.route';
 import type { QueryApiMetrics } from './metrics';
 
 /** Everything buildApp needs; main.ts builds the real ones, tests their own. */
@@ -26,6 +27,8 @@ export interface QueryApiDeps {
   now?: () => number;
   /** True once shutdown began: new requests get 503 and /readyz says not ready. */
   isClosing?: () => boolean;
+  /** The admin API (/v1/admin, /v1/visitors, /v1/operator); absent = not served. */
+  admin?: AdminDeps;
 }
 
 /** What route handlers use. */

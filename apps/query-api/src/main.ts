@@ -1,11 +1,11 @@
 import { fileURLToPath } from 'node:url';
-import { BucketStore } from '@tally/buckets';
+import { BucketEraser, BucketStore } from '@tally/buckets';
 import { HistoryMemo } from '@tally/query';
 import { loadConfigOrExit, queryApiEnv } from '@tally/config';
 import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
 import { closeHttp, createLogger, createMetrics, installShutdown, logEmitterErrors } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
-import { createRedisConnection, describeRedisTarget } from '@tally/queues';
+import { closeQueues, createQueues, createRedisConnection, describeRedisTarget, QUEUE, queueShards } from '@tally/queues';
 import { createTenantDirectory } from '@tally/tenants';
 import { buildApp } from './app';
 import { dashboardBuilt } from './dashboard';
@@ -29,6 +29,21 @@ const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX });
 const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION, maxAttempts: 2, requestTimeoutMs: config.QUERY_TIMEOUT_MS });
 const keysDynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION, maxAttempts: 1, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
 const directory = createTenantDirectory({ dynamo: keysDynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: config.KEY_CACHE_TTL_MS, log });
+// The admin API: its own Redis connection (queue scans, key deletion) and DynamoDB client (Scans take longer than a query).
+const adminRedis = createRedisConnection(config, { maxRetriesPerRequest: 1 });
+logEmitterErrors(log, 'redis', [adminRedis]);
+const adminDynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
+const adminQueues = createQueues(adminRedis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+const admin = {
+  db: { dynamo: adminDynamo, table: config.DYNAMODB_TABLE },
+  erasure: {
+    eraser: new BucketEraser({ redis: adminRedis, buckets: new BucketStore({ redis: adminRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS }) }),
+    queues: [...queueShards(adminQueues, QUEUE.events), ...queueShards(adminQueues, QUEUE.dynamoWrites)],
+    tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
+    activeJobsTimeoutMs: config.ADMIN_JOBS_TIMEOUT_MS,
+  },
+  operatorToken: config.ADMIN_OPERATOR_TOKEN,
+};
 const dashboardDir = config.DASHBOARD_DIR ?? fileURLToPath(new URL('../../dashboard/dist', import.meta.url));
 
 let isShuttingDown = () => false;
@@ -41,6 +56,7 @@ const app = await buildApp({
   dashboardDir,
   ready: async () => redis.status === 'ready' && (await redis.ping()) === 'PONG',
   isClosing: () => isShuttingDown(),
+  admin,
 });
 
 // Commands are not queued while disconnected: give Redis a moment to connect before taking requests.
@@ -64,5 +80,6 @@ log.info({ port, table: config.DYNAMODB_TABLE, dashboard: dashboardBuilt(dashboa
 isShuttingDown = installShutdown(log, [
   { name: 'http', run: () => closeHttp(app), timeoutMs: 10_000 },
   { name: 'redis', run: () => redis.quit() },
-  { name: 'dynamodb', run: async () => [dynamo, keysDynamo].forEach((c) => c.destroy()) },
+  { name: 'admin', run: async () => (await closeQueues(adminQueues), await adminRedis.quit()) },
+  { name: 'dynamodb', run: async () => [dynamo, keysDynamo, adminDynamo].forEach((c) => c.destroy()) },
 ]);

@@ -1,5 +1,5 @@
 import { ID_PATTERN } from '@tally/key-layout';
-import { entityOf, ID_RULE, resolveMetrics, type MetricRef } from '@tally/query';
+import { entityOf, ID_RULE, idOfRequest, resolveMetrics, type MetricRef } from '@tally/query';
 import { fromUnits, parseMetricName, type CompiledRules } from '@tally/schema';
 import { badRequest, HttpProblem } from '@tally/http';
 
@@ -23,8 +23,8 @@ export interface EntityRef {
 export function parseEntity(rules: CompiledRules, store: string, raw: string): EntityRef {
   const colon = raw.indexOf(':');
   const name = colon < 0 ? raw : raw.slice(0, colon);
-  const id = colon < 0 ? undefined : raw.slice(colon + 1);
   const { name: entity, spec, isStore } = entityOf(rules, name, 'entity');
+  const id = colon < 0 ? undefined : idOfRequest(rules, entity, raw.slice(colon + 1));
   if (isStore) {
     if (id !== undefined && id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field: 'entity' });
     return { entity, id: store, pk: store };
@@ -38,7 +38,7 @@ export function parseEntity(rules: CompiledRules, store: string, raw: string): E
 /** `entity=product&ids=P1,P2` (or `entity=store`, no ids) → rows of the key's store, duplicates dropped, order kept. */
 export function parseEntityIds(rules: CompiledRules, store: string, entityRaw: string, idsRaw: string | string[] | undefined, max: number): EntityRef[] {
   const { name: entity, spec, isStore } = entityOf(rules, entityRaw, 'entity');
-  const ids = splitList(idsRaw);
+  const ids = splitList(idsRaw).map((id) => idOfRequest(rules, entity, id));
   if (isStore) {
     for (const id of ids) if (id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field: 'ids' });
     return [{ entity, id: store, pk: store }];

@@ -1,3 +1,5 @@
+import { validateEvents } from '@tally/schema';
+import { setCurrency } from '@tally/tenants';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, order, orderItem, startFixture, times, view, type Fixture } from '../test/fixture';
 import type { QueryApiApp } from './app';
@@ -14,6 +16,7 @@ beforeAll(async () => {
   f = await startFixture();
   keyA = (await f.tenant('SHOP_A')).read;
   keyB = (await f.tenant('SHOP_B', 'America/New_York')).read;
+  await setCurrency(f.db, 'SHOP_B', 'USD');
 
   // Store A, written to DynamoDB.
   await f.apply('SHOP_A', 'UTC', [
@@ -54,6 +57,7 @@ describe('GET /v1/store', () => {
       timeZone: 'UTC',
       now: '2024-03-15T12:00:00.000Z',
       today: '2024-03-15',
+      currency: null,
       metrics: [
         { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null },
         { name: 'PageViewCount', scale: 0, description: 'page views', keyedBy: null },
@@ -61,16 +65,17 @@ describe('GET /v1/store', () => {
         { name: 'Revenue', scale: 2, description: 'order revenue in minor units (cents)', keyedBy: null },
         { name: 'ProductViews', scale: 0, description: 'views of one product by one visitor, keyed by product', keyedBy: 'product' },
         { name: 'ProductOrders', scale: 0, description: 'order lines of one product by one visitor, keyed by product', keyedBy: 'product' },
+        { name: 'PageViews', scale: 0, description: "views of one page, on the page's row (top pages)", keyedBy: null },
         { name: 'UniqueVisitors', scale: 0, description: 'distinct visitors (exact up to 300, HyperLogLog above: standard error 0.81%)', keyedBy: null, distinctOn: ['store', 'product'] },
       ],
-      entities: ['store', 'product', 'visitor'],
+      entities: ['store', 'product', 'visitor', 'page'],
     });
   });
 
   it("gives today in the store's own time zone", async () => {
     const late = await f.app({ now: () => Date.parse('2024-03-16T02:00:00Z') });
     const res = await late.inject({ method: 'GET', url: '/v1/store', headers: bearer(keyB) });
-    expect(res.json()).toMatchObject({ store: 'SHOP_B', timeZone: 'America/New_York', today: '2024-03-15' });
+    expect(res.json()).toMatchObject({ store: 'SHOP_B', timeZone: 'America/New_York', today: '2024-03-15', currency: 'USD' });
   });
 });
 
@@ -228,8 +233,8 @@ describe('GET /v1/totals', () => {
 });
 
 describe('GET /v1/top', () => {
-  it('orders ranked candidates by exact value, so counts not yet folded into the rankings still count', async () => {
-    // Rankings (folded buckets): P1 5, P2 4. Exact: P2 7 (3 more in the open bucket), P1 5.
+  it('orders candidates from every bucket by exact value, so counts not yet folded into the rankings still count', async () => {
+    // Rankings (folded buckets): P1 5, P2 4; the open bucket adds 3 to P2. Exact: P2 7, P1 5.
     const two = await get('/v1/top?entity=product&metric=ViewCount&range=last30d&limit=10');
     expect(two.status).toBe(200);
     expect(two.body).toMatchObject({ entity: 'product', metric: 'ViewCount', from: '2024-02-15', to: '2024-03-15', items: [{ id: 'P2', value: 7 }, { id: 'P1', value: 5 }] });
@@ -247,6 +252,43 @@ describe('GET /v1/top', () => {
   });
 });
 
+describe('top pages', () => {
+  it('ranks pages by views with their paths decoded, live from the open bucket, and reads a page by its path', async () => {
+    const key = (await f.tenant('SHOP_C')).read;
+    const raw = [
+      ...times(3, () => ({ type: 'page_view', ts: '2024-03-15T10:00:00Z', dims: { visitor: 'V1', page: '/shop/shoes' } })),
+      ...times(2, () => ({ type: 'page_view', ts: '2024-03-15T10:00:00Z', dims: { page: '/' } })),
+      { type: 'page_view', ts: '2024-03-15T10:00:00Z', dims: { page: '/blog/ünïcode' } },
+      { type: 'page_view', ts: '2024-03-15T10:00:00Z', dims: {} },
+    ];
+    const v = validateEvents(f.rules, raw, { now: NOW, clockSkewMs: 60_000, latenessMs: 86_400_000 });
+    expect(v.errors).toEqual([]);
+    await f.apply('SHOP_C', 'UTC', v.events);
+    const enc = (p: string) => Buffer.from(p).toString('base64url');
+    const top = await get('/v1/top?entity=page&metric=PageViews&range=today', key);
+    expect(top.status).toBe(200);
+    expect(top.body.items).toEqual([
+      { id: enc('/shop/shoes'), path: '/shop/shoes', value: 3 },
+      { id: enc('/'), path: '/', value: 2 },
+      { id: enc('/blog/ünïcode'), path: '/blog/ünïcode', value: 1 },
+    ]);
+    const store = await get('/v1/series?metrics=PageViewCount&granularity=total&range=today', key);
+    expect(store.body.totals).toEqual({ PageViewCount: 7 });
+    // A page is read by its path or by its key.
+    for (const entity of ['page:/shop/shoes', `page:${enc('/shop/shoes')}`]) {
+      const one = await get(`/v1/series?entity=${encodeURIComponent(entity)}&metrics=PageViews&granularity=total&range=today`, key);
+      expect(one.body.totals).toEqual({ PageViews: 3 });
+    }
+    const totals = await get(`/v1/totals?entity=page&ids=${encodeURIComponent('/,/shop/shoes')}&metrics=PageViews&range=today`, key);
+    expect(totals.body.items).toEqual([
+      { id: enc('/'), values: { PageViews: 2 } },
+      { id: enc('/shop/shoes'), values: { PageViews: 3 } },
+    ]);
+    await f.flush('SHOP_C');
+    expect((await get('/v1/top?entity=page&metric=PageViews&range=today', key)).body.items).toEqual(top.body.items);
+  });
+});
+
 describe('tenant isolation', () => {
   it("never shows a read key another store's counts, though both use the same ids", async () => {
     const a = await get('/v1/totals?entity=product&ids=P1,P2&metrics=ViewCount&range=allTime', keyA);
@@ -255,9 +297,9 @@ describe('tenant isolation', () => {
     expect(b.body.items).toEqual([{ id: 'P1', values: { ViewCount: 100 } }, { id: 'P2', values: { ViewCount: 1 } }]);
     const storeB = await get('/v1/series?metrics=ViewCount,Revenue&granularity=total', keyB);
     expect(storeB.body).toMatchObject({ store: 'SHOP_B', totals: { ViewCount: 101, Revenue: '1000' } });
-    // P2's one view of store B is in the open bucket only: not folded into the rankings yet, so no candidate.
+    // P2's one view of store B is in the open bucket only: ranked all the same, as the totals count it.
     const topB = await get('/v1/top?entity=product&metric=ViewCount&range=today', keyB);
-    expect(topB.body.items).toEqual([{ id: 'P1', value: 100 }]);
+    expect(topB.body.items).toEqual([{ id: 'P1', value: 100 }, { id: 'P2', value: 1 }]);
   });
 
   it("answers 404 when a key names another store, whether or not it exists", async () => {

@@ -8,7 +8,7 @@ import { formatValue } from './params';
 import { segmentsRouteSchema } from '@tally/contracts';
 
 /** The entity whose rows segment rules read. */
-const VISITOR_ENTITY = 'visitor';
+export const VISITOR_ENTITY = 'visitor';
 
 /**
  * POST /v1/segments/evaluate: segment rules over one visitor's row. The visitor's DynamoDB history is read once
@@ -18,7 +18,7 @@ export const segmentsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = asyn
   const { rules } = ctx.query;
 
   app.post('/segments/evaluate', { schema: segmentsRouteSchema }, async (req) => {
-    const { store, timeZone } = principalOf(req);
+    const { store, timeZone, historyMonths } = principalOf(req);
     const { visitor, segments } = req.body;
     const spec = rules.rules.entities[VISITOR_ENTITY];
     if (!Object.hasOwn(rules.rules.entities, VISITOR_ENTITY) || spec?.key.length !== 1) {
@@ -39,6 +39,7 @@ export const segmentsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = asyn
       now,
       segments,
       cacheTtlSeconds: ctx.limits.sessionIdleSeconds,
+      ...(historyMonths !== undefined ? { historyMonths } : {}),
     });
     ctx.metrics.segmentCache.inc({ result: r.cache });
     return {

@@ -1,10 +1,11 @@
 import { formatDate } from '@tally/key-layout';
-import { plainMetricsOf, readSeries, resolveRange } from '@tally/query';
+import { clampToRetention, plainMetricsOf, readSeries, resolveRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { formatValues, parseEntity, parseMetrics } from './params';
 import { seriesRouteSchema } from '@tally/contracts';
+import { VISITOR_ENTITY } from './segments.route';
 
 /**
  * GET /v1/series: one entity over a range. Day and month granularity read the range's month items with one
@@ -14,7 +15,7 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
   const { rules } = ctx.query;
 
   app.get('/series', { schema: seriesRouteSchema }, async (req) => {
-    const { store, timeZone } = principalOf(req);
+    const { store, timeZone, historyMonths } = principalOf(req);
     const q = req.query;
     const entityRaw = q.entity ?? 'store';
     const entity = parseEntity(rules, store, entityRaw);
@@ -22,7 +23,10 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const granularity = q.granularity ?? 'day';
     const now = ctx.now();
     const noRange = q.range === undefined && q.from === undefined && q.to === undefined;
-    const { range, name } = resolveRange(q, timeZone, now, granularity === 'total' && noRange ? 'allTime' : 'last30d');
+    const resolved = resolveRange(q, timeZone, now, granularity === 'total' && noRange ? 'allTime' : 'last30d');
+    const { name } = resolved;
+    // A visitor's history is counted only within the store's retention (never from TOTAL, which holds expired months).
+    const range = entity.entity === VISITOR_ENTITY ? clampToRetention(resolved.range, historyMonths, timeZone, now) : resolved.range;
     const { points, totals, dynamoRequests } = await readSeries(ctx.query, { store, pk: entity.pk, metrics, range, granularity });
     return {
       store,

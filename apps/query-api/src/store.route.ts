@@ -5,7 +5,7 @@ import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { storeRouteSchema } from '@tally/contracts';
 
-/** GET /v1/store: the key's store, its time zone and today, and the metrics and entities of the rules. */
+/** GET /v1/store: the key's store, its time zone, today and currency, and the metrics and entities of the rules. */
 export const storeRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
   const { rules } = ctx.query;
   const storeEntity = storeEntityOf(rules);
@@ -19,8 +19,8 @@ export const storeRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (
   const entities = ['store', ...Object.keys(rules.rules.entities).filter((e) => e !== storeEntity && e !== 'store')];
 
   app.get('/store', { schema: storeRouteSchema }, async (req) => {
-    const { store, timeZone } = principalOf(req);
+    const { store, timeZone, currency } = principalOf(req);
     const now = ctx.now();
-    return { store, timeZone, now: new Date(now).toISOString(), today: formatDate(localDate(now, timeZone)), metrics, entities };
+    return { store, timeZone, now: new Date(now).toISOString(), today: formatDate(localDate(now, timeZone)), currency: currency ?? null, metrics, entities };
   });
 };

@@ -1,5 +1,5 @@
 import { formatDate } from '@tally/key-layout';
-import { readTop, resolveRange } from '@tally/query';
+import { pathOfId, readTop, resolveRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
@@ -24,7 +24,10 @@ export const topRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (ap
       range: name,
       from: formatDate(top.range.from),
       to: formatDate(top.range.to),
-      items: top.items.map((x) => ({ id: x.id, value: formatValue(x.units, scale) })),
+      items: top.items.map((x) => {
+        const path = pathOfId(rules, top.entity, x.id);
+        return path === undefined ? { id: x.id, value: formatValue(x.units, scale) } : { id: x.id, path, value: formatValue(x.units, scale) };
+      }),
       asOf: new Date(now).toISOString(),
       dynamoRequests: top.dynamoRequests,
     };

@@ -1,23 +1,26 @@
 import { formatDate } from '@tally/key-layout';
-import { plainMetricsOf, readTotals, resolveRange } from '@tally/query';
+import { clampToRetention, plainMetricsOf, readTotals, resolveRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { formatValues, parseEntityIds, parseMetrics } from './params';
 import { totalsRouteSchema } from '@tally/contracts';
+import { VISITOR_ENTITY } from './segments.route';
 
 /** GET /v1/totals: totals over a range (or all time) of many entities with one Redis snapshot and batched reads. */
 export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
   const { rules } = ctx.query;
 
   app.get('/totals', { schema: totalsRouteSchema }, async (req) => {
-    const { store, timeZone } = principalOf(req);
+    const { store, timeZone, historyMonths } = principalOf(req);
     const q = req.query;
     const refs = parseEntityIds(rules, store, q.entity, q.ids, ctx.limits.maxEntitiesPerRequest);
     const entity = refs[0]!.entity;
     const metrics = parseMetrics(rules, q.metrics, () => plainMetricsOf(rules, entity));
     const now = ctx.now();
-    const { range, name } = resolveRange(q, timeZone, now, 'last30d');
+    const resolved = resolveRange(q, timeZone, now, 'last30d');
+    const { name } = resolved;
+    const range = entity === VISITOR_ENTITY ? clampToRetention(resolved.range, historyMonths, timeZone, now) : resolved.range;
     const r = await readTotals(ctx.query, { store, pks: refs.map((x) => x.pk), metrics, range });
     return {
       store,

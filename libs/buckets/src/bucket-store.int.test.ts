@@ -157,21 +157,52 @@ describe('seal and fold', () => {
 });
 
 describe('rankings', () => {
-  it('ranks ranked entities by day from folded buckets', async () => {
+  it('ranks ranked entities by day from every bucket: folded, sealed and open', async () => {
     await store.apply('S', 'a', deltas({ 'S#product#P1': { '2023-123|v': 5, '2023-123|o': 1 }, 'S#product#P2': { '2023-123|v': 7, '2023-124|v': 1 }, 'S#visitor#V': { '2023-123|v': 99 } }), { now: 1, dedupeTtlSeconds: 60 });
-    expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual([]); // not folded yet
+    // Only in the open bucket: ranked at once; the visitor row (not ranked) never is.
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual([
+      { member: 'P2', score: 7 },
+      { member: 'P1', score: 5 },
+    ]);
     await store.seal('S', { now: 2, minAgeMs: 0 });
+    expect(await store.top('S', 'product', 'v', ['2023-123', '2023-124'], 10)).toEqual([
+      { member: 'P2', score: 8 },
+      { member: 'P1', score: 5 },
+    ]); // sealed, not folded
     await store.foldSealed('S', { now: 3 });
     await store.apply('S', 'b', deltas({ 'S#product#P1': { '2023-124|v': 4 } }), { now: 4, dedupeTtlSeconds: 60 });
-    await store.seal('S', { now: 5, minAgeMs: 0 });
-    await store.foldSealed('S', { now: 6 });
-    expect(await store.top('S', 'product', 'v', ['2023-123', '2023-124'], 10)).toEqual([
+    // Folded rankings plus the open bucket.
+    const expected = [
       { member: 'P1', score: 9 },
       { member: 'P2', score: 8 },
-    ]);
+    ];
+    expect(await store.top('S', 'product', 'v', ['2023-123', '2023-124'], 10)).toEqual(expected);
+    await store.seal('S', { now: 5, minAgeMs: 0 });
+    await store.foldSealed('S', { now: 6 });
+    expect(await store.top('S', 'product', 'v', ['2023-123', '2023-124'], 10)).toEqual(expected);
     expect(await store.top('S', 'product', 'v', ['2023-124'], 1)).toEqual([{ member: 'P1', score: 4 }]);
     expect(await store.top('S', 'product', 'o', ['2023-123'], 10)).toEqual([{ member: 'P1', score: 1 }]);
     expect(await redis.keys('t:{S}:tmp:*')).toEqual([]);
+  });
+
+  it('ranks a batch once: a redelivered batch adds nothing, and a refused one leaves the rankings as they were', async () => {
+    const batch = deltas({ 'S#product#P1': { '2023-123|v': 2 }, 'S#product#P2': { '2023-123|v': 1, '2023-123|pv#X': 5 } });
+    await store.apply('S', 'a', batch, { now: 1, dedupeTtlSeconds: 60 });
+    expect((await store.apply('S', 'a', batch, { now: 2, dedupeTtlSeconds: 60 })).applied).toBe(false);
+    const once = [
+      { member: 'P1', score: 2 },
+      { member: 'P2', score: 1 },
+    ];
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual(once);
+    // Keyed fields (`pv#X`) are not ranked.
+    expect(await redis.keys('t:{S}:k:*pv*')).toEqual([]);
+    expect(await redis.ttl('t:{S}:k:2023-123:v:product')).toBeGreaterThan(0);
+    // A batch refused whole (a count past 38 digits) ranks nothing either.
+    const big = (n: bigint): RowDeltas => new Map([['S#visitor#V', new Map([['2023-123|v', n]])]]);
+    await store.apply('S', 'b', big(10n ** 38n - 1n), { now: 3, dedupeTtlSeconds: 60 });
+    const refused = new Map([...big(1n), ...deltas({ 'S#product#P1': { '2023-123|v': 100 } })]);
+    await expect(store.apply('S', 'c', refused, { now: 4, dedupeTtlSeconds: 60 })).rejects.toThrow(/SUM_OVERFLOW/);
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual(once);
   });
 });
 

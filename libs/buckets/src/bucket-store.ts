@@ -4,9 +4,9 @@ import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
 import { runScript, type ScriptDef } from './script-table';
-import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, RANK_NAMES, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
+import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 import { SketchStore } from './sketch-store';
-import { PUBLISH_BACKLOG, VISIT, type VisitReply } from './work-scripts';
+import { DUE_STORES, PUBLISH_BACKLOG, REGISTER, VISIT, type VisitReply } from './work-scripts';
 
 /** Counts are held in Redis as base-10^15 limbs: field `f` and, when needed, `f|1` and `f|2` (scripts.ts). */
 const LIMB_BASE = 10n ** 15n;
@@ -64,7 +64,7 @@ export interface BucketStoreOptions {
   prefix?: string;
   /** QUEUE_SHARDS of the config: the sealer's work set is split alike. Default 1. */
   shards?: number;
-  /** How long a daily ranking zset (top lists) lives after its last fold. Default 100 days. */
+  /** How long a daily ranking zset (top lists) lives after its last apply. Default 100 days. */
   rankTtlSeconds?: number;
   /** How long a row's cache version outlives its last ack (longer than any cached history). Default 2 days. */
   cacheVersionTtlSeconds?: number;
@@ -80,6 +80,9 @@ const LAYOUT_CACHE_STORES = 100_000;
 
 /** Rows of one bucket folded per FOLD call. */
 const ROWS_PER_FOLD = 200;
+
+/** Stores one sealer tick visits per work-set shard at most (the rest, due longest, on the next tick). */
+const DUE_STORES_PER_TICK = 100_000;
 
 /** Due rows a sealer visit hands over per store and tick (the rest on the next tick). */
 const DUE_LIMIT = 10_000;
@@ -180,35 +183,64 @@ export class BucketStore {
    * Applies a batch's deltas to the store's open bucket, at most once per batch id within the dedupe window.
    * Returns whether it was applied (false = duplicate) and the bucket seq.
    */
-  async apply(store: string, batchId: string, deltas: RowDeltas, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
+  async apply(store: string, batchId: string, deltas: RowDeltas, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     return this.applyRows(store, batchId, flattenRows(deltas), opts);
   }
 
   /**
    * apply() for deltas already flat (FlatRows of libs/queues: per row, pk, field count, then field and delta
-   * pairs), as the collector puts them in a job: passed to the script as they are.
+   * pairs), as the collector puts them in a job: passed to the script as they are. Ranked rows (products, pages)
+   * also add to their entity's daily rankings in the same step (top lists): their rank entity and member and the
+   * ranking zsets they add to follow the rows.
    */
-  async applyRows(store: string, batchId: string, rows: ReadonlyArray<string | number>, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number }> {
+  async applyRows(
+    store: string,
+    batchId: string,
+    rows: ReadonlyArray<string | number>,
+    opts: { now: number; dedupeTtlSeconds: number },
+  ): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     const pks: string[] = [];
-    for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) pks.push(String(rows[i]));
-    const args = rows as Array<string | number>;
+    const rankArgs: string[] = [];
+    const rankings = new Map<string, string>();
+    for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) {
+      const pk = String(rows[i]);
+      pks.push(pk);
+      const rank = this.rules.rankOfPk(pk);
+      rankArgs.push(rank?.entity ?? '', rank?.member ?? '');
+      if (!rank) continue;
+      for (let f = i + 2; f < i + 2 + 2 * Number(rows[i + 1]); f += 2) {
+        const field = String(rows[f]); // `<dayKey>|<metric>`
+        if (field.includes('#')) continue;
+        const bar = field.indexOf('|');
+        const name = `${field.slice(0, bar)}:${field.slice(bar + 1)}:${rank.entity}`;
+        if (!rankings.has(name)) rankings.set(name, this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity));
+      }
+    }
+    const args = [...rows, ...rankArgs, ...rankings.keys()];
     const now = String(opts.now);
     let epoch = this.epochs.get(store) ?? now;
     // Inline rather than withEpoch: the hot path, and its reply resolves without extra hops.
     for (let attempt = 0; attempt <= STALE_RETRIES; attempt++) {
-      let reply: [1, string] | [0, 0] | [-1, string];
+      let reply: [1, string] | [0, 0] | [-1, string] | [2, 0];
       try {
         reply = await this.run(
           APPLY,
-          { epoch: this.keys.epoch(store), dedupe: this.keys.batch(store, batchId), rows: this.keys.bucketRows(store, epoch) },
-          { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: pks.length },
-          { keys: pks.map((pk) => this.keys.bucket(store, epoch, pk)), args },
+          {
+            epoch: this.keys.epoch(store),
+            dedupe: this.keys.batch(store, batchId),
+            rows: this.keys.bucketRows(store, epoch),
+            tombstone: this.keys.tombstone(store),
+            erased: this.keys.erased(store),
+          },
+          { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: pks.length, rankTtlSeconds: this.rankTtlSeconds },
+          { keys: [...pks.map((pk) => this.keys.bucket(store, epoch, pk)), ...rankings.values()], args },
         );
       } catch (err) {
         const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;
         if (code) throw new BucketsError(code, `batch ${batchId} of store ${store} not applied (nothing written): ${(err as Error).message}`, { cause: err });
         throw err;
       }
+      if (reply[0] === 2) return { applied: false, seq: 0, deleted: true }; // the store was deleted (its tombstone)
       if (reply[0] !== -1) {
         if (reply[0] === 1) this.remember(this.epochs, store, reply[1]);
         return { applied: reply[0] === 1, seq: Number(reply[1]) };
@@ -219,26 +251,53 @@ export class BucketStore {
     throw new Error(`store ${store}: the open bucket moved ${STALE_RETRIES + 1} times during one apply`);
   }
 
+  /** Whether the store was deleted: its tombstone is there (for the dedupe window after the deletion). */
+  async storeDeleted(store: string): Promise<boolean> {
+    return (await this.redis.exists(this.keys.tombstone(store))) === 1;
+  }
+
   /** The store's work-set shard. */
   shardOf(store: string): number {
     return storeShard(store, this.shards);
   }
 
-  private workKeys(shard: number): [string, string, string, string, string] {
+  private workKeys(shard: number): [string, string, string, string, string, string] {
     const w = this.keys.work(shard);
-    return [w + WORK_SUFFIX.active, w + WORK_SUFFIX.stats, w + WORK_SUFFIX.totals, w + WORK_SUFFIX.oldestDirty, w + WORK_SUFFIX.oldestUnfolded];
+    return [w + WORK_SUFFIX.active, w + WORK_SUFFIX.stats, w + WORK_SUFFIX.totals, w + WORK_SUFFIX.oldestDirty, w + WORK_SUFFIX.oldestUnfolded, w + WORK_SUFFIX.next];
   }
 
   /**
-   * Puts the store in the sealer's work set, or bumps its mark if it is there: call after every apply, duplicates
-   * included (outside the apply script: another hash slot; an apply whose mark was lost to a crash is retried
-   * by its job, which marks again).
+   * Puts the store in the sealer's work set, or bumps its mark if it is there, and makes the sealer visit it no
+   * later than `visitAt` (ms; default 0: at its next tick): call after every apply, duplicates included, with the
+   * seq of the bucket applied to (outside the apply script: another hash slot; an apply whose mark was lost to a
+   * crash is retried by its job, which marks again).
    */
-  async registerStore(store: string): Promise<void> {
-    await this.redis.zincrby(this.workKeys(this.shardOf(store))[0], 1, store);
+  async registerStore(store: string, visitAt = 0): Promise<void> {
+    const [active, , , , , next] = this.workKeys(this.shardOf(store));
+    await this.run(REGISTER, { active, next }, { store, visitAt: Math.floor(visitAt) });
   }
 
-  /** Stores of a work-set shard with anything not yet written, with their marks: what one sealer tick visits. */
+  /**
+   * Stores of a work-set shard whose next visit time is at most `now` (at most `limit`, the longest due first),
+   * with their marks: what one sealer tick visits. One call, however many stores of the shard are not due.
+   */
+  async dueStores(shard: number, now: number, limit = DUE_STORES_PER_TICK): Promise<Array<{ store: string; mark: string }>> {
+    const [active, , , , , next] = this.workKeys(shard);
+    const flat = await this.run(DUE_STORES, { active, next }, { now: Math.floor(now), limit });
+    const out: Array<{ store: string; mark: string }> = [];
+    for (let i = 0; i < flat.length; i += 2) if (flat[i + 1] !== null) out.push({ store: flat[i]!, mark: flat[i + 1]! });
+    return out;
+  }
+
+  /** The next visit time (ms) of each store of a work-set shard (stores in the work set only). */
+  async visitTimes(shard: number): Promise<Map<string, number>> {
+    const flat = await this.redis.zrange(this.workKeys(shard)[5], 0, -1, 'WITHSCORES');
+    const out = new Map<string, number>();
+    for (let i = 0; i < flat.length; i += 2) out.set(flat[i]!, Number(flat[i + 1]));
+    return out;
+  }
+
+  /** Stores of a work-set shard with anything not yet written, with their marks. */
   async activeStores(shard: number): Promise<Array<{ store: string; mark: string }>> {
     const flat = await this.redis.zrange(this.workKeys(shard)[0], 0, -1, 'WITHSCORES');
     const out: Array<{ store: string; mark: string }> = [];
@@ -270,20 +329,24 @@ export class BucketStore {
    * with nothing left and no apply since `mark` leaves the work set. Returns 'absent' when the store is not in
    * the work set (then nothing is published), 'published' or 'retired'.
    */
-  async publishBacklog(store: string, b: StoreBacklog, mark?: string): Promise<'absent' | 'published' | 'retired'> {
-    return (await this.publishBacklogs(this.shardOf(store), [{ store, backlog: b, mark }]))[0]!;
+  async publishBacklog(store: string, b: StoreBacklog, mark?: string, visitAt?: number): Promise<'absent' | 'published' | 'retired'> {
+    return (await this.publishBacklogs(this.shardOf(store), [{ store, backlog: b, mark, visitAt }]))[0]!;
   }
 
-  /** publishBacklog for many stores of one work-set shard in one call (the sealer's, per batch of stores). */
-  async publishBacklogs(shard: number, items: ReadonlyArray<{ store: string; backlog: StoreBacklog; mark?: string }>): Promise<Array<'absent' | 'published' | 'retired'>> {
+  /**
+   * publishBacklog for many stores of one work-set shard in one call (the sealer's, per batch of stores). With
+   * `visitAt` (the sealer), the store's next visit time becomes `visitAt`, or only moves earlier when an apply
+   * bumped its mark since `mark` was read.
+   */
+  async publishBacklogs(shard: number, items: ReadonlyArray<{ store: string; backlog: StoreBacklog; mark?: string; visitAt?: number }>): Promise<Array<'absent' | 'published' | 'retired'>> {
     const out: Array<'absent' | 'published' | 'retired'> = [];
     for (let i = 0; i < items.length; i += 500) {
       const args: Array<string | number> = [];
-      for (const { store, backlog: b, mark } of items.slice(i, i + 500)) {
-        args.push(store, b.rows, b.entries, b.oldestDirty ?? '', b.oldestUnfolded ?? '', mark ?? '');
+      for (const { store, backlog: b, mark, visitAt } of items.slice(i, i + 500)) {
+        args.push(store, b.rows, b.entries, b.oldestDirty ?? '', b.oldestUnfolded ?? '', mark ?? '', visitAt === undefined ? '' : Math.floor(visitAt));
       }
-      const [active, stats, totals, oldestDirty, oldestUnfolded] = this.workKeys(shard);
-      const r = await this.run(PUBLISH_BACKLOG, { active, stats, totals, oldestDirty, oldestUnfolded }, {}, { args });
+      const [active, stats, totals, oldestDirty, oldestUnfolded, next] = this.workKeys(shard);
+      const r = await this.run(PUBLISH_BACKLOG, { active, stats, totals, oldestDirty, oldestUnfolded, next }, {}, { args });
       for (const x of r) out.push(Number(x) === 2 ? 'retired' : Number(x) === 1 ? 'published' : 'absent');
     }
     return out;
@@ -291,15 +354,15 @@ export class BucketStore {
 
   /**
    * A sealer's visit of a store in one round trip: seals the open bucket when it is due (as seal()) and reports
-   * what is left: the oldest sealed bucket (undefined: nothing to fold), the store's backlog, the rows due at `now`
-   * and, when the bucket sealed now is the oldest sealed one and small enough, its rows (for foldVisited).
+   * what is left: the oldest sealed bucket (undefined: nothing to fold), the store's backlog, the rows due at `now`,
+   * the earliest due time of any row and, when the bucket sealed now is the oldest sealed one and small enough, its rows (for foldVisited).
    */
   async visit(
     store: string,
     opts: { now: number; minAgeMs: number },
-  ): Promise<{ sealed: number | undefined; sealedHead: number | undefined; due: number; dueRows: DueRow[]; sealedRows: string[] | undefined; backlog: StoreBacklog }> {
-    const [, sealed, head, rows, firstDirty, entries, due, unfolded, , dueRows, sealedRows] = await this.withEpoch<VisitReply>(store, '', async (epoch) => {
-      const keys = { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), dirty: this.keys.dirty(store), counts: this.keys.counts(store), due: this.keys.due(store) };
+  ): Promise<{ sealed: number | undefined; sealedHead: number | undefined; due: number; dueRows: DueRow[]; sealedRows: string[] | undefined; nextDue: number | undefined; backlog: StoreBacklog }> {
+    const [, sealed, head, rows, firstDirty, entries, due, unfolded, , dueRows, sealedRows, nextDue] = await this.withEpoch<VisitReply>(store, '', async (epoch) => {
+      const keys = { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), dirty: this.keys.dirty(store), counts: this.keys.counts(store), due: this.keys.due(store), tombstone: this.keys.tombstone(store) };
       const r = await this.run(VISIT, keys, { now: opts.now, minAgeMs: opts.minAgeMs, epoch, dueLimit: DUE_LIMIT, pksLimit: ROWS_PER_FOLD * 8 });
       if (r[0] === 0) return { stale: r[1] };
       this.remember(this.epochs, store, r[8]);
@@ -312,6 +375,7 @@ export class BucketStore {
       due: Number(due),
       dueRows: dueList(dueRows, opts.now),
       sealedRows: sealedRows === 0 ? undefined : sealedRows,
+      nextDue: opt(nextDue),
       backlog: { rows: Number(rows), entries: Math.max(0, Number(entries)), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) },
     };
   }
@@ -345,7 +409,7 @@ export class BucketStore {
   /** Seals the open bucket if it has data and is at least minAgeMs old. Returns the sealed seq. */
   async seal(store: string, opts: { now: number; minAgeMs: number }): Promise<number | undefined> {
     const sealed = await this.withEpoch<string>(store, '', async (epoch) => {
-      const r = await this.run(SEAL, { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store) }, { now: opts.now, minAgeMs: opts.minAgeMs, epoch });
+      const r = await this.run(SEAL, { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), tombstone: this.keys.tombstone(store) }, { now: opts.now, minAgeMs: opts.minAgeMs, epoch });
       if (r[0] === 0) return { stale: r[1] };
       this.remember(this.epochs, store, r[2]);
       return { ok: r[1] };
@@ -377,7 +441,9 @@ export class BucketStore {
         buckets++;
         continue;
       }
-      const done = Number(await this.run(FINISH_FOLD, { sealed: this.keys.sealed(store), rows: this.keys.bucketRows(store, head), folded: this.keys.folded(store) }, { seq: head }));
+      const done = Number(
+        await this.run(FINISH_FOLD, { sealed: this.keys.sealed(store), rows: this.keys.bucketRows(store, head), folded: this.keys.folded(store), tombstone: this.keys.tombstone(store) }, { seq: head }),
+      );
       if (done === 1) buckets++;
       // 0: another folder finished it; -1: rows reappeared in a race with another folder: loop again.
     }
@@ -386,52 +452,34 @@ export class BucketStore {
 
   /**
    * Folds the rows `pks` of sealed bucket `seq` — all its rows, as VISIT reported them on sealing it — in as few
-   * FOLD calls as ROWS_PER_FOLD allows, the last of which finishes the bucket and reports what the store has left.
+   * FOLD calls as ROWS_PER_FOLD allows, the last of which finishes the bucket and reports what the store has left
+   * (as visit() does).
    * Returns undefined when the bucket was not finished by these calls (another folder is at it, or it is not the
    * oldest sealed one): fold it with foldSealed then.
    */
-  async foldVisited(store: string, seq: number, pks: readonly string[], now: number): Promise<{ rows: number; backlog: StoreBacklog; due: DueRow[] } | undefined> {
+  async foldVisited(store: string, seq: number, pks: readonly string[], now: number): Promise<{ rows: number; backlog: StoreBacklog; due: DueRow[]; sealedHead: number | undefined; nextDue: number | undefined } | undefined> {
     let rows = 0;
     for (let i = 0; i < pks.length; i += ROWS_PER_FOLD) {
       const last = i + ROWS_PER_FOLD >= pks.length;
       const r = await this.foldRows(store, String(seq), pks.slice(i, i + ROWS_PER_FOLD), now, last);
       rows += r[0];
       if (!last) continue;
-      if (r[1] !== 1 || r.length !== 8) return undefined;
-      const [, , dirty, firstDirty, entries, , unfolded, due] = r;
+      if (r[1] !== 1 || r.length !== 9) return undefined;
+      const [, , dirty, firstDirty, entries, head, unfolded, due, nextDue] = r;
       const opt = (v: string) => (v === '' ? undefined : Number(v));
-      return { rows, backlog: { rows: Number(dirty), entries: Number(entries), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) }, due: dueList(due, now) };
+      return { rows, backlog: { rows: Number(dirty), entries: Number(entries), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) }, due: dueList(due, now), sealedHead: opt(head), nextDue: opt(nextDue) };
     }
     return undefined;
   }
 
-  /**
-   * One FOLD call for rows of sealed bucket `seq`. The ranking zsets a ranked row adds to are named by the days and
-   * metrics of its bucket hash, so those rows' field names are read first, in one call (a sealed bucket never
-   * changes; a row folded meanwhile by another folder is skipped by FOLD).
-   */
+  /** One FOLD call for rows of sealed bucket `seq` (a row folded meanwhile by another folder is skipped by FOLD). */
   private async foldRows(store: string, seq: string, pks: readonly string[], now: number, report: boolean) {
     const keys: string[] = [];
     const args: Array<string | number> = [];
-    const ranked: Array<{ pk: string; entity: string }> = [];
     for (const pk of pks) {
-      const rank = this.rules.rankOfPk(pk);
       keys.push(this.keys.bucket(store, seq, pk), this.keys.outbox(store, pk));
-      args.push(pk, ...policyArgs(this.rules.policyOfPk(pk)), rank?.entity ?? '', rank?.member ?? '');
-      if (rank) ranked.push({ pk, entity: rank.entity });
+      args.push(pk, ...policyArgs(this.rules.policyOfPk(pk)));
     }
-    const rankings = new Map<string, string>();
-    if (ranked.length > 0) {
-      const names = await this.run(RANK_NAMES, {}, {}, { keys: ranked.map(({ pk }) => this.keys.bucket(store, seq, pk)) });
-      ranked.forEach(({ entity }, r) => {
-        for (const name of names[r]!) {
-          const [day, metric] = name.split('|') as [string, string];
-          rankings.set(`${day}:${metric}:${entity}`, this.keys.rank(store, day, metric, entity));
-        }
-      });
-    }
-    keys.push(...rankings.values());
-    args.push(...rankings.keys());
     const openEpoch = this.epochs.get(store) ?? '';
     const c = {
       rows: this.keys.bucketRows(store, seq),
@@ -442,8 +490,9 @@ export class BucketStore {
       folded: this.keys.folded(store),
       epoch: this.keys.epoch(store),
       openRows: this.keys.bucketRows(store, openEpoch),
+      tombstone: this.keys.tombstone(store),
     };
-    const a = { seq, now, rankTtlSeconds: this.rankTtlSeconds, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, rowCount: pks.length };
+    const a = { seq, now, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, rowCount: pks.length };
     return this.run(FOLD, c, a, { keys, args });
   }
 
@@ -457,7 +506,7 @@ export class BucketStore {
 
   /** The writer's read: the row's outbox entries of completely folded buckets. */
   async readOutbox(store: string, pk: string): Promise<OutboxRead> {
-    const flat = await this.run(READ_OUTBOX, { folded: this.keys.folded(store), outbox: this.keys.outbox(store, pk) }, {});
+    const flat = await this.run(READ_OUTBOX, { folded: this.keys.folded(store), outbox: this.keys.outbox(store, pk), tombstone: this.keys.tombstone(store) }, {});
     const folded = flat[0];
     const foldedThrough = folded === '' || folded === undefined ? -1 : Number(folded);
     const entries: OutboxRead['entries'] = [];
@@ -475,7 +524,7 @@ export class BucketStore {
   async ackOutbox(store: string, pk: string, fields: readonly string[], now: number): Promise<number> {
     const limbs = fields.flatMap((f) => LIMB_NAMES.map((l) => f + l));
     const [policyKind, a, b] = policyArgs(this.rules.policyOfPk(pk));
-    const keys = { outbox: this.keys.outbox(store, pk), cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk), dirty: this.keys.dirty(store), due: this.keys.due(store), counts: this.keys.counts(store) };
+    const keys = { outbox: this.keys.outbox(store, pk), cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk), dirty: this.keys.dirty(store), due: this.keys.due(store), counts: this.keys.counts(store), tombstone: this.keys.tombstone(store) };
     return Number(await this.run(ACK_OUTBOX, keys, { pk, now, cacheVersionTtlSeconds: this.cacheVersionTtlSeconds, policyKind, a, b }, { args: limbs }));
   }
 
@@ -517,12 +566,13 @@ export class BucketStore {
 
   /** Stores a row's DynamoDB items in the cache unless the writer acked entries since `version` was read. */
   async fillCache(store: string, pk: string, version: string, json: string, ttlSeconds: number): Promise<boolean> {
-    return Number(await this.run(FILL_CACHE, { cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk) }, { version, json, ttlSeconds })) === 1;
+    const keys = { cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk), tombstone: this.keys.tombstone(store) };
+    return Number(await this.run(FILL_CACHE, keys, { version, json, ttlSeconds })) === 1;
   }
 
   /**
-   * The highest-ranked members of a ranked entity for a metric over the given days (sealed buckets only:
-   * rankings are updated when buckets fold). Values are for ordering; read exact counts with a query.
+   * The highest-ranked members of a ranked entity for a metric over the given days, from every bucket, the open
+   * one included (APPLY ranks ranked rows as it counts them). Values are for ordering; read exact counts with a query.
    */
   async top(store: string, entity: string, metric: string, dayKeys: readonly string[], limit: number): Promise<Array<{ member: string; score: number }>> {
     const rankings = dayKeys.map((d) => this.keys.rank(store, d, metric, entity));

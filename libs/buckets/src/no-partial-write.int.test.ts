@@ -200,6 +200,16 @@ describe('no script fails after its first write', () => {
     expect(await store.publishBacklogs(0, [{ store: 'T', backlog: backlog(0, 0, 7), mark: '2' }])).toEqual(['published']);
     expect(await store.publishBacklogs(0, [{ store: 'T', backlog: { rows: 0, entries: 0, oldestDirty: undefined, oldestUnfolded: undefined }, mark: '1' }, { store: 'T', backlog: backlog(1, 1, 7) }])).toEqual(['retired', 'absent']);
     expect(await redis.hgetall('t:{t:w0}:totals')).toEqual({ rows: '2', entries: '4' });
+
+    // Register and the due-store read (which fills in missing visit times): a wrong-typed key refuses the call whole.
+    await redis.set('t:{t:w0}:next', 'not a zset');
+    before = await dump();
+    expect(await message(store.registerStore('U', 5))).toMatch(/WRONGTYPE/);
+    expect(await message(store.dueStores(0, 10))).toMatch(/WRONGTYPE/);
+    expect(await dump()).toEqual(before);
+    await redis.del('t:{t:w0}:next');
+    expect((await store.dueStores(0, 10)).map((a) => a.store)).toEqual(['S']);
+    expect(await message(store.registerStore('U', Number.NaN))).toMatch(/TALLY_ERR_ARGUMENT/);
   });
 
   it('ranks limbs by their whole value', async () => {

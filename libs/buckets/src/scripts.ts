@@ -72,6 +72,19 @@ end
 `;
 
 /**
+ * Tombstones (docs/DESIGN.md "Privacy"), checked before anything else through the declared keys `tombstone` (the
+ * store was deleted: every writing script is a no-op, or for fold only deletes, so an in-flight batch or flush
+ * re-creates nothing) and, in APPLY, `erased` (rows of erased visitors: pk -> until, ms; their counts are dropped).
+ */
+export const TOMBSTONES = `
+local function storeDeleted() return redis.call('EXISTS', K.tombstone) == 1 end
+local function rowErased(pk, now)
+  local u = tonumber(redis.call('HGET', K.erased, pk) or '')
+  return u ~= nil and u > now
+end
+`;
+
+/**
  * Flush-policy arithmetic shared by fold and ack. Policy arguments: kind ('bucket'|'every'|'idle'), a, b
  * (every: a = interval ms; idle: a = idle ms, b = max age ms). Keeps an existing earlier `every` due time.
  */
@@ -115,23 +128,32 @@ export type Stale = [0, string];
 
 /**
  * APPLY one events batch into the open bucket, at most once per batch id.
- * KEYS: epoch, dedupe (the batch id's record), rows (the row set of bucket `epoch`), then per row its bucket hash
- * of bucket `epoch`. ARGV: now, dedupeTtlSeconds, epoch (the open bucket's seq the keys are built for; `now` when
- * the store has no epoch yet), rowCount, then per row: pk, fieldCount, (field, delta)*, each delta a non-negative
- * decimal string. A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2`
- * (the rest), written only when non-zero or already present.
+ * KEYS: epoch, dedupe (the batch id's record), rows (the row set of bucket `epoch`), tombstone, erased, then per row its bucket hash
+ * of bucket `epoch`, then the ranking zsets the ranked rows add to. ARGV: now, dedupeTtlSeconds, epoch (the open
+ * bucket's seq the keys are built for; `now` when the store has no epoch yet), rowCount, rankTtlSeconds, then per
+ * row: pk, fieldCount, (field, delta)*, each delta a non-negative decimal string; then per row: rankEntity,
+ * rankMember (rankEntity '' = not ranked); then per ranking zset its name `<day>:<metric>:<entity>`.
+ * A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2` (the rest),
+ * written only when non-zero or already present.
+ * Ranked rows add their unkeyed deltas to the daily ranking zsets of their entity in the same step (top lists),
+ * so a top list ranks every bucket, the open one included, and a batch is ranked exactly once; a score is the
+ * delta as a double, which orders but need not be exact. A ranking the caller did not declare refuses the call
+ * whole.
  * Returns {1, seq} when applied, {0, 0} when the batch id was already applied (a redelivery), {-1, epoch or ''}
- * (nothing written) when the keys are not the open bucket's. Refuses the whole batch, writing nothing, with an
+ * (nothing written) when the keys are not the open bucket's, {2, 0} (nothing written) when the store is deleted
+ * (its tombstone). Rows of erased visitors (`erased`) are left out. Refuses the whole batch, writing nothing, with an
  * error reply `TALLY_ERR_SUM_OVERFLOW` when a count would exceed 38 digits and `TALLY_ERR_NOT_A_COUNT` when a
  * delta or a stored count is not a non-negative integer.
  * The epoch is read inside the script, so once the sealer advanced it the sealed bucket can never change.
  */
-export const APPLY = defineScript<[1, string] | [0, 0] | [-1, string]>()({
+export const APPLY = defineScript<[1, string] | [0, 0] | [-1, string] | [2, 0]>()({
   name: 'APPLY',
   shebang: '#!lua',
-  keys: ['epoch', 'dedupe', 'rows'],
-  args: ['now', 'dedupeTtlSeconds', 'epoch', 'rowCount'],
-  body: `${LIMBS}
+  keys: ['epoch', 'dedupe', 'rows', 'tombstone', 'erased'],
+  args: ['now', 'dedupeTtlSeconds', 'epoch', 'rowCount', 'rankTtlSeconds'],
+  body: `${LIMBS}${TOMBSTONES}
+if storeDeleted() then return {2, 0} end
+local erasedRows = redis.call('EXISTS', K.erased) == 1
 if redis.call('EXISTS', K.dedupe) == 1 then return {0, 0} end
 if not string.match(A.dedupeTtlSeconds, '^[1-9]%d*$') then return redis.error_reply('TALLY_ERR_ARGUMENT dedupe TTL must be at least 1 s') end
 local epoch = redis.call('GET', K.epoch)
@@ -146,11 +168,20 @@ expectType(K.rows, 'set')
 -- Read phase: every row's current limbs, the new limbs, all checked. Nothing is written yet.
 local writes = {}
 local pks = {}
+local spans = {}
+local rowPks = {}
+local erased = {}
 local i = AR
 for r = 1, tonumber(A.rowCount) do
   local pk = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   i = i + 2
+  spans[r] = {i, n}
+  rowPks[r] = pk
+  if erasedRows and rowErased(pk, tonumber(A.now)) then
+    erased[r] = true
+    i = i + 2 * n -- an erased row (tombstone): its counts are dropped, and it is not ranked
+  else
   local key = KEYS[KR + r - 1]
   local out = {}
   for c = 0, n - 1, 500 do
@@ -202,8 +233,37 @@ for r = 1, tonumber(A.rowCount) do
     end
   end
   i = i + 2 * n
-  writes[r] = {key, out}
-  pks[r] = pk
+  table.insert(writes, {key, out})
+  table.insert(pks, pk)
+  end
+end
+-- Rankings: every ranking zset a ranked row adds to, declared and of the right type; nothing written yet.
+local rowCount = tonumber(A.rowCount)
+local rankAt = i + 2 * rowCount
+local rankKeys = {}
+for j = 0, #KEYS - KR - rowCount do rankKeys[ARGV[rankAt + j]] = KEYS[KR + rowCount + j] end
+local ranks = {}
+local rankTouched = {}
+for r = 1, rowCount do
+  local entity = ARGV[i + 2 * (r - 1)]
+  if entity ~= '' and not erased[r] then
+    local member = ARGV[i + 2 * (r - 1) + 1]
+    local at, n = spans[r][1], spans[r][2]
+    for f = 0, n - 1 do
+      local field = ARGV[at + 2 * f]
+      if not string.find(field, '#', 1, true) then
+        local bar = string.find(field, '|', 1, true)
+        local rname = string.sub(field, 1, bar - 1) .. ':' .. string.sub(field, bar + 1) .. ':' .. entity
+        local rkey = rankKeys[rname]
+        if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. rname .. ' of ' .. rowPks[r] .. ' not declared') end
+        if not rankTouched[rkey] then
+          expectType(rkey, 'zset')
+          rankTouched[rkey] = true
+        end
+        table.insert(ranks, {rkey, tonumber(ARGV[at + 2 * f + 1]), member})
+      end
+    end
+  end
 end
 -- Write phase: commands that cannot fail on the keys checked above.
 redis.call('SET', K.dedupe, '1', 'EX', A.dedupeTtlSeconds)
@@ -213,6 +273,8 @@ for _, w in ipairs(writes) do
   for c = 1, #out, 1000 do redis.call('HSET', w[1], unpack(out, c, math.min(c + 999, #out))) end
 end
 for c = 1, #pks, 2000 do redis.call('SADD', K.rows, unpack(pks, c, math.min(c + 1999, #pks))) end
+for _, rk in ipairs(ranks) do redis.call('ZINCRBY', rk[1], rk[2], rk[3]) end
+for rkey in pairs(rankTouched) do redis.call('EXPIRE', rkey, A.rankTtlSeconds) end
 return {1, epoch}
 `,
 });
@@ -226,9 +288,10 @@ return {1, epoch}
 export const SEAL = defineScript<[1, string, string] | Stale>()({
   name: 'SEAL',
   shebang: '#!lua',
-  keys: ['epoch', 'sealed', 'rows'],
+  keys: ['epoch', 'sealed', 'rows', 'tombstone'],
   args: ['now', 'minAgeMs', 'epoch'],
-  body: `
+  body: `${TOMBSTONES}
+if storeDeleted() then return {1, '', ''} end
 local epoch = redis.call('GET', K.epoch)
 if not epoch then return {1, '', ''} end
 if epoch ~= A.epoch then return {0, epoch} end
@@ -246,26 +309,30 @@ return {1, epoch, nextEpoch}
 /**
  * FOLD rows of sealed bucket `seq` into their outboxes. Idempotent per row: a row whose bucket hash is gone
  * was folded already. KEYS: rows (the bucket's row set), dirty, due, counts, sealed, folded, epoch, openRows (the
- * row set of bucket `openEpoch`), then per row its bucket hash and its outbox, then the ranking zsets the ranked
- * rows add to. ARGV: seq, now, rankTtlSeconds, openEpoch, report ('1' = report what is left), dueLimit, rowCount,
- * then per row: pk, policyKind, a, b, rankEntity, rankMember (rankEntity '' = not ranked), then per ranking zset
- * its name `<day>:<metric>:<entity>`. Ranked rows add their day counts to daily ranking zsets (top lists; a limb
- * `f|k` adds its value times 10^(15k) to f's ranking, which orders but need not be exact); a ranking the caller did
- * not declare refuses the call whole.
+ * row set of bucket `openEpoch`), then per row its bucket hash and its outbox. ARGV: seq, now, openEpoch, report
+ * ('1' = report what is left), dueLimit, rowCount, then per row: pk, policyKind, a, b. (The rankings of top lists
+ * were updated by APPLY.)
  * The outbox fields `<seq>|<bucket field>` are new (only this fold of this bucket writes them), so the copy is
  * an HSET of the bucket's values; an existing one means the layout was broken and the call is refused whole.
  * The store's running count of outbox entries (`entries` in the counts hash) grows by the counts copied (not their
  * limbs). When `seq` is the oldest sealed bucket and no row of it is left, the fold is finished here (as FINISH_FOLD).
  * Returns {rows moved, 1 when finished here else 0} and, with report, what is left as VISIT reports it: dirty
  * rows, oldest dirty time or '', outbox entries, oldest sealed seq or '', oldest unfolded seq or '' (the open
- * bucket counts as unfolded when it has data, or when the epoch is no longer `openEpoch`), the due list.
+ * bucket counts as unfolded when it has data, or when the epoch is no longer `openEpoch`), the due list, the
+ * earliest due time of any row or ''.
  */
-export const FOLD = defineScript<[number, number] | [number, number, number, string, string, string, string, string[]]>()({
+export const FOLD = defineScript<[number, number] | [number, number, number, string, string, string, string, string[], string]>()({
   name: 'FOLD',
   shebang: '#!lua',
-  keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows'],
-  args: ['seq', 'now', 'rankTtlSeconds', 'openEpoch', 'report', 'dueLimit', 'rowCount'],
-  body: `${LIMBS}${DUE_LIST}
+  keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows', 'tombstone'],
+  args: ['seq', 'now', 'openEpoch', 'report', 'dueLimit', 'rowCount'],
+  body: `${LIMBS}${DUE_LIST}${TOMBSTONES}
+if storeDeleted() then
+  -- A deleted store: only deletes (its sealed buckets are dropped), and reports nothing left.
+  redis.call('DEL', K.rows, K.sealed)
+  if A.report ~= '1' then return {0, 1} end
+  return {0, 1, 0, '', '0', '', '', {}, ''}
+end
 local seq = A.seq
 local now = tonumber(A.now)
 local n = tonumber(A.rowCount)
@@ -277,18 +344,15 @@ if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.count
 local head = redis.call('LINDEX', K.sealed, 0) or ''
 local epoch = redis.call('GET', K.epoch)
 local openHasData = epoch ~= false and (epoch ~= A.openEpoch or redis.call('EXISTS', K.openRows) == 1)
-local rankKeys = {}
-for j = 0, #KEYS - KR - 2 * n do rankKeys[ARGV[AR + 6 * n + j]] = KEYS[KR + 2 * n + j] end
--- Read phase: every row's bucket, its outbox and ranking keys checked; nothing written yet.
+-- Read phase: every row's bucket and its outbox checked; nothing written yet.
 local rows = {}
-local checked = {}
 local movedPks = {}
 for r = 0, n - 1 do
-  local i = AR + 6 * r
+  local i = AR + 4 * r
   local pk = ARGV[i]
   local key = KEYS[KR + 2 * r]
   local data = redis.call('HGETALL', key)
-  local row = {pk = pk, key = key, data = data, i = i, ranks = {}}
+  local row = {pk = pk, key = key, data = data, i = i}
   if #data > 0 then
     local outbox = KEYS[KR + 2 * r + 1]
     local names = {}
@@ -308,30 +372,6 @@ for r = 0, n - 1 do
     row.outbox = outbox
     row.names = names
     table.insert(movedPks, pk)
-    local rankEntity = ARGV[i + 4]
-    if rankEntity ~= '' then
-      for j = 1, #data, 2 do
-        local field = data[j]
-        if not string.find(field, '#', 1, true) then
-          local bar = string.find(field, '|', 1, true)
-          local metric = string.sub(field, bar + 1)
-          local score = tonumber(data[j + 1])
-          local bar2 = string.find(metric, '|', 1, true)
-          if bar2 then
-            score = score * BASE ^ tonumber(string.sub(metric, bar2 + 1))
-            metric = string.sub(metric, 1, bar2 - 1)
-          end
-          local rname = string.sub(field, 1, bar - 1) .. ':' .. metric .. ':' .. rankEntity
-          local rkey = rankKeys[rname]
-          if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. rname .. ' of ' .. key .. ' not declared') end
-          if not checked[rkey] then
-            expectType(rkey, 'zset')
-            checked[rkey] = true
-          end
-          table.insert(row.ranks, {rkey, score})
-        end
-      end
-    end
   end
   table.insert(rows, row)
 end
@@ -364,10 +404,6 @@ for _, row in ipairs(rows) do
       table.insert(pairs_, data[j + 1])
     end
     for c = 1, #pairs_, 1000 do redis.call('HSET', row.outbox, unpack(pairs_, c, math.min(c + 999, #pairs_))) end
-    for _, rk in ipairs(row.ranks) do
-      redis.call('ZINCRBY', rk[1], rk[2], ARGV[i + 5])
-      redis.call('EXPIRE', rk[1], A.rankTtlSeconds)
-    end
     table.insert(folded, row.key)
     for j = 1, #data, 2 do
       if isEntry(data[j], 1) then entries = entries + 1 end
@@ -399,7 +435,7 @@ for c = 1, #folded, 1000 do redis.call('DEL', unpack(folded, c, math.min(c + 999
 for c = 1, #newDirty, 1000 do redis.call('ZADD', K.dirty, unpack(newDirty, c, math.min(c + 999, #newDirty))) end
 for c = 1, #newDue, 1000 do redis.call('ZADD', K.due, unpack(newDue, c, math.min(c + 999, #newDue))) end
 local pkList = {}
-for r = 0, n - 1 do pkList[r + 1] = ARGV[AR + 6 * r] end
+for r = 0, n - 1 do pkList[r + 1] = ARGV[AR + 4 * r] end
 for c = 1, #pkList, 1000 do redis.call('SREM', K.rows, unpack(pkList, c, math.min(c + 999, #pkList))) end
 if moved > 0 then redis.call('HSET', K.counts, 'entries', string.format('%d', entries)) end
 local finished = 0
@@ -414,7 +450,7 @@ if A.report ~= '1' then return {moved, finished} end
 local first = redis.call('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
 local unfolded = head
 if unfolded == '' and openHasData then unfolded = epoch end
-return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.format('%d', entries), head, unfolded, dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit))}
+return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.format('%d', entries), head, unfolded, dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit)), redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or ''}
 `,
 });
 
@@ -426,9 +462,10 @@ return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.fo
 export const FINISH_FOLD = defineScript<number>()({
   name: 'FINISH_FOLD',
   shebang: '#!lua',
-  keys: ['sealed', 'rows', 'folded'],
+  keys: ['sealed', 'rows', 'folded', 'tombstone'],
   args: ['seq'],
-  body: `
+  body: `${TOMBSTONES}
+if storeDeleted() then return redis.call('DEL', K.sealed) * 0 + 1 end
 if redis.call('LINDEX', K.sealed, 0) ~= A.seq then return 0 end
 if redis.call('SCARD', K.rows) > 0 then return -1 end
 redis.call('LPOP', K.sealed)
@@ -437,44 +474,14 @@ return 1
 `,
 });
 
-/**
- * RANK_NAMES: the rankings a fold of ranked rows adds to. KEYS: the rows' bucket hashes. Returns per key the
- * distinct `<day>|<metric>` of its non-keyed counts (limbs folded into their count).
- */
-export const RANK_NAMES = defineScript<string[][]>()({
-  name: 'RANK_NAMES',
-  shebang: '#!lua flags=no-writes',
-  keys: [],
-  args: [],
-  body: `
-local out = {}
-for k = 1, #KEYS do
-  local seen = {}
-  local names = {}
-  for _, field in ipairs(redis.call('HKEYS', KEYS[k])) do
-    if not string.find(field, '#', 1, true) then
-      local a = string.find(field, '|', 1, true)
-      local b = string.find(field, '|', a + 1, true)
-      local name = b and string.sub(field, 1, b - 1) or field
-      if not seen[name] then
-        seen[name] = true
-        table.insert(names, name)
-      end
-    end
-  end
-  out[k] = names
-end
-return out
-`,
-});
-
 /** READ a row's outbox for the writer. KEYS: folded, outbox. Returns {foldedThrough or '', field, value, ...}. */
 export const READ_OUTBOX = defineScript<string[]>()({
   name: 'READ_OUTBOX',
   shebang: '#!lua flags=no-writes',
-  keys: ['folded', 'outbox'],
+  keys: ['folded', 'outbox', 'tombstone'],
   args: [],
-  body: `
+  body: `${TOMBSTONES}
+if storeDeleted() then return {''} end
 local folded = redis.call('GET', K.folded) or ''
 local data = redis.call('HGETALL', K.outbox)
 table.insert(data, 1, folded)
@@ -494,9 +501,10 @@ return data
 export const ACK_OUTBOX = defineScript<number>()({
   name: 'ACK_OUTBOX',
   shebang: '#!lua',
-  keys: ['outbox', 'cacheVersion', 'cache', 'dirty', 'due', 'counts'],
+  keys: ['outbox', 'cacheVersion', 'cache', 'dirty', 'due', 'counts', 'tombstone'],
   args: ['pk', 'now', 'cacheVersionTtlSeconds', 'policyKind', 'a', 'b'],
-  body: `${LIMBS}${DUE}
+  body: `${LIMBS}${DUE}${TOMBSTONES}
+if storeDeleted() then return 0 end
 local pk = A.pk
 local now = tonumber(A.now)
 -- Read phase: the types of every key written below, and the cache version INCR will bump.
@@ -602,9 +610,10 @@ return {1, out}
 export const FILL_CACHE = defineScript<number>()({
   name: 'FILL_CACHE',
   shebang: '#!lua',
-  keys: ['cacheVersion', 'cache'],
+  keys: ['cacheVersion', 'cache', 'tombstone'],
   args: ['version', 'json', 'ttlSeconds'],
-  body: `
+  body: `${TOMBSTONES}
+if storeDeleted() then return 0 end
 local current = redis.call('GET', K.cacheVersion) or '0'
 if current ~= A.version then return 0 end
 redis.call('SET', K.cache, A.json, 'EX', A.ttlSeconds)
@@ -613,8 +622,9 @@ return 1
 });
 
 /**
- * TOP members of a ranked entity over some days. KEYS: tmp (a scratch key of the store), then the daily ranking
- * zsets. ARGV: limit. Returns member, score, ... highest first.
+ * TOP members of a ranked entity over some days, from every bucket applied (APPLY ranks the open bucket's rows as
+ * it counts them). KEYS: tmp (a scratch key of the store), then the daily ranking zsets. ARGV: limit. Returns
+ * member, score, ... highest first.
  */
 export const TOP = defineScript<string[]>()({
   name: 'TOP',

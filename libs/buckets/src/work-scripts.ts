@@ -1,13 +1,14 @@
 import { defineScript } from './script-table';
-import { DUE_LIST, type Stale } from './scripts';
+import { DUE_LIST, TOMBSTONES, type Stale } from './scripts';
 
 /**
- * Scripts of the sealer's work set. VISIT runs on one store's keys (its hash tag); PUBLISH_BACKLOG on one
- * work-set shard's keys, never on a store's (another slot under Redis Cluster). Both declare every key in KEYS.
+ * Scripts of the sealer's work set. VISIT runs on one store's keys (its hash tag); PUBLISH_BACKLOG, REGISTER and
+ * DUE_STORES on one work-set shard's keys, never on a store's (another slot under Redis Cluster). All declare every
+ * key in KEYS.
  */
 
 /** VISIT's answer when not stale (see VISIT). */
-export type VisitReply = [1, string, string, number, string, string, number, string, string, string[], string[] | 0];
+export type VisitReply = [1, string, string, number, string, string, number, string, string, string[], string[] | 0, string];
 
 /**
  * VISIT a store for a sealer tick, in one round trip: seal the open bucket when it has data and has been open at
@@ -17,14 +18,16 @@ export type VisitReply = [1, string, string, number, string, string, number, str
  * Returns {1, sealedSeq or '', oldest sealed seq or '', dirty rows, oldest dirty time or '', outbox entries,
  * rows due at now, oldest unfolded seq or '', the epoch after the visit or '', the due list (pk, oldest dirty
  * time, ... at most dueLimit rows), the rows of the bucket sealed now when it is the oldest sealed one and has at
- * most pksLimit rows (else 0)}, or a stale reply {0, epoch} (nothing written) when the store's epoch is not `epoch`.
+ * most pksLimit rows (else 0), the earliest due time of any row or ''}, or a stale reply {0, epoch} (nothing
+ * written) when the store's epoch is not `epoch`.
  */
 export const VISIT = defineScript<VisitReply | Stale>()({
   name: 'VISIT',
   shebang: '#!lua',
-  keys: ['epoch', 'rows', 'sealed', 'dirty', 'counts', 'due'],
+  keys: ['epoch', 'rows', 'sealed', 'dirty', 'counts', 'due', 'tombstone'],
   args: ['now', 'minAgeMs', 'epoch', 'dueLimit', 'pksLimit'],
-  body: `${DUE_LIST}
+  body: `${DUE_LIST}${TOMBSTONES}
+if storeDeleted() then return {1, '', '', 0, '', '0', 0, '', '', {}, 0, ''} end
 local now = tonumber(A.now)
 -- Read phase: everything reported, read with commands that fail on a wrong type before anything is written.
 local epoch = redis.call('GET', K.epoch)
@@ -38,6 +41,7 @@ local entries = redis.call('HGET', K.counts, 'entries') or '0'
 local due = redis.call('ZCOUNT', K.due, '-inf', A.now)
 local dueRows = {}
 if due > 0 then dueRows = dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit)) end
+local nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or ''
 -- Write phase (as SEAL): commands that cannot fail on the keys read above.
 local sealed = ''
 local pks = 0
@@ -54,24 +58,27 @@ if openHasData and now - tonumber(epoch) >= tonumber(A.minAgeMs) then
 end
 local unfolded = head
 if unfolded == '' and openHasData then unfolded = epoch end
-return {1, sealed, head, rows, first[2] or '', entries, due, unfolded, epoch or '', dueRows, pks}
+return {1, sealed, head, rows, first[2] or '', entries, due, unfolded, epoch or '', dueRows, pks, nextDue}
 `,
 });
 
 /**
  * PUBLISH stores' backlogs into their work-set shard and keep the shard's totals equal to the sum of its stores'.
- * KEYS: active, stats, totals, oldestDirty, oldestUnfolded. ARGV, per store: store, rows, entries, oldestDirty
- * ('' = none), oldestUnfolded ('' = none), mark ('' = never retire).
+ * KEYS: active, stats, totals, oldestDirty, oldestUnfolded, next. ARGV, per store: store, rows, entries,
+ * oldestDirty ('' = none), oldestUnfolded ('' = none), mark ('' = never retire), visitAt ('' = leave its next
+ * visit time as it is).
  * Only a store in the active set is published (a late publish cannot resurrect a retired store). When `mark` is
  * given, the store has nothing left (no dirty row, nothing unfolded) and its mark is still `mark` (no apply since
- * the caller read it), the store is retired: removed from the set with its stats. Returns per store 0 not
+ * the caller read it), the store is retired: removed from the set with its stats and next visit time. Otherwise
+ * its next visit time becomes `visitAt` when its mark is still `mark`, and only moves earlier when it is not (an
+ * apply since the caller read it may need an earlier visit than the caller saw). Returns per store 0 not
  * active, 1 published, 2 retired. All arguments and stored numbers are checked before the first write (the call is
  * refused whole with an error reply otherwise), and the totals are written once, at the end.
  */
 export const PUBLISH_BACKLOG = defineScript<number[]>()({
   name: 'PUBLISH_BACKLOG',
   shebang: '#!lua',
-  keys: ['active', 'stats', 'totals', 'oldestDirty', 'oldestUnfolded'],
+  keys: ['active', 'stats', 'totals', 'oldestDirty', 'oldestUnfolded', 'next'],
   args: [],
   body: `
 local function expectType(key, want)
@@ -87,6 +94,7 @@ expectType(K.stats, 'hash')
 expectType(K.totals, 'hash')
 expectType(K.oldestDirty, 'zset')
 expectType(K.oldestUnfolded, 'zset')
+expectType(K.next, 'zset')
 local totals = redis.call('HMGET', K.totals, 'rows', 'entries')
 for k = 1, 2 do
   if totals[k] and not int(totals[k]) then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.totals .. ' holds a non-integer total') end
@@ -95,9 +103,9 @@ end
 local seen = {} -- store -> {mark or false, rows, entries} as left by earlier stores of this call
 local writes = {}
 local out = {}
-for i = AR, #ARGV, 6 do
+for i = AR, #ARGV, 7 do
   local store = ARGV[i]
-  if not (count(ARGV[i + 1]) and count(ARGV[i + 2]) and optInt(ARGV[i + 3]) and optInt(ARGV[i + 4])) then
+  if not (count(ARGV[i + 1]) and count(ARGV[i + 2]) and optInt(ARGV[i + 3]) and optInt(ARGV[i + 4]) and optInt(ARGV[i + 6] or '')) then
     return redis.error_reply('TALLY_ERR_ARGUMENT backlog of ' .. store .. ' is not non-negative integers')
   end
   local st = seen[store]
@@ -115,7 +123,8 @@ for i = AR, #ARGV, 6 do
   else
     local rows = tonumber(ARGV[i + 1])
     local entries = tonumber(ARGV[i + 2])
-    local retire = ARGV[i + 5] ~= '' and rows == 0 and ARGV[i + 4] == '' and tonumber(mark) == tonumber(ARGV[i + 5])
+    local unchanged = ARGV[i + 5] ~= '' and tonumber(mark) == tonumber(ARGV[i + 5])
+    local retire = unchanged and rows == 0 and ARGV[i + 4] == ''
     if retire then
       rows = 0
       entries = 0
@@ -128,7 +137,7 @@ for i = AR, #ARGV, 6 do
       table.insert(out, 2)
     else
       seen[store] = {mark, rows, entries}
-      table.insert(writes, {store, false, rows, entries, ARGV[i + 3], ARGV[i + 4]})
+      table.insert(writes, {store, false, rows, entries, ARGV[i + 3], ARGV[i + 4], ARGV[i + 6], unchanged})
       table.insert(out, 1)
     end
   end
@@ -141,15 +150,89 @@ for _, w in ipairs(writes) do
     redis.call('HDEL', K.stats, store .. '|r', store .. '|e')
     redis.call('ZREM', K.oldestDirty, store)
     redis.call('ZREM', K.oldestUnfolded, store)
+    redis.call('ZREM', K.next, store)
   else
     redis.call('HSET', K.stats, store .. '|r', string.format('%d', w[3]), store .. '|e', string.format('%d', w[4]))
     if w[5] == '' then redis.call('ZREM', K.oldestDirty, store) else redis.call('ZADD', K.oldestDirty, w[5], store) end
     if w[6] == '' then redis.call('ZREM', K.oldestUnfolded, store) else redis.call('ZADD', K.oldestUnfolded, w[6], store) end
+    if w[7] ~= '' then
+      if w[8] then redis.call('ZADD', K.next, w[7], store) else redis.call('ZADD', K.next, 'LT', w[7], store) end
+    end
   end
 end
 if #writes > 0 then
   -- Gauges: never below 0, even from totals an older version left inconsistent.
   redis.call('HSET', K.totals, 'rows', string.format('%d', math.max(0, totals[1])), 'entries', string.format('%d', math.max(0, totals[2])))
+end
+return out
+`,
+});
+
+/**
+ * REGISTER a store in its work-set shard after an apply: bump its mark (which keeps a sealer tick that read the old
+ * one from retiring it or postponing its visit) and move its next visit time to `visitAt` when that is earlier
+ * (or when it has none). KEYS: active, next. ARGV: store, visitAt. Both in one step: a sealer never sees the new
+ * mark without the visit time, nor a store in the set without one.
+ */
+export const REGISTER = defineScript<number>()({
+  name: 'REGISTER',
+  shebang: '#!lua',
+  keys: ['active', 'next'],
+  args: ['store', 'visitAt'],
+  body: `
+-- Read phase: the argument and both keys' types; nothing written yet.
+if not (string.match(A.visitAt, '^-?%d+$') and #A.visitAt < 16) then return redis.error_reply('TALLY_ERR_ARGUMENT visitAt is not an integer') end
+for _, key in ipairs({K.active, K.next}) do
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= 'zset' then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a zset') end
+end
+-- Write phase.
+redis.call('ZINCRBY', K.active, 1, A.store)
+redis.call('ZADD', K.next, 'LT', A.visitAt, A.store)
+return 1
+`,
+});
+
+/**
+ * The stores of a work-set shard DUE for a sealer visit at `now` (next visit time <= now), oldest first, at most
+ * `limit`, with their marks: a flat list store, mark, ... KEYS: active, next. ARGV: now, limit.
+ * Stores of the active set without a next visit time (a set written before visit times existed) are given `now`
+ * first, and a visit time without an active store is dropped: the two sets hold the same stores afterwards.
+ */
+export const DUE_STORES = defineScript<Array<string | null>>()({
+  name: 'DUE_STORES',
+  shebang: '#!lua',
+  keys: ['active', 'next'],
+  args: ['now', 'limit'],
+  body: `
+-- Read phase: the arguments, both keys' types and the stores to repair; nothing written yet.
+for _, v in ipairs({A.now, A.limit}) do
+  if not (string.match(v, '^%d+$') and #v < 16) then return redis.error_reply('TALLY_ERR_ARGUMENT ' .. v .. ' is not a non-negative integer') end
+end
+for _, key in ipairs({K.active, K.next}) do
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= 'zset' then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a zset') end
+end
+local missing, orphans = {}, {}
+if redis.call('ZCARD', K.active) ~= redis.call('ZCARD', K.next) then
+  for _, store in ipairs(redis.call('ZRANGE', K.active, 0, -1)) do
+    if not redis.call('ZSCORE', K.next, store) then table.insert(missing, store) end
+  end
+  for _, store in ipairs(redis.call('ZRANGE', K.next, 0, -1)) do
+    if not redis.call('ZSCORE', K.active, store) then table.insert(orphans, store) end
+  end
+end
+-- Write phase (only when the sets differ).
+for _, store in ipairs(missing) do redis.call('ZADD', K.next, A.now, store) end
+for _, store in ipairs(orphans) do redis.call('ZREM', K.next, store) end
+local stores = redis.call('ZRANGE', K.next, '-inf', A.now, 'BYSCORE', 'LIMIT', 0, tonumber(A.limit))
+local out = {}
+for c = 1, #stores, 1000 do
+  local marks = redis.call('ZMSCORE', K.active, unpack(stores, c, math.min(c + 999, #stores)))
+  for k = 1, #marks do
+    table.insert(out, stores[c + k - 1])
+    table.insert(out, marks[k])
+  end
 end
 return out
 `,

@@ -105,7 +105,7 @@ export const writerEnv = shared.extend({
   JOB_LOCK_MS,
 });
 
-export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true, QUEUE_SHARDS: true }).extend({
+export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   HTTP_PORT: httpPort(7402),
   KEY_CACHE_TTL_MS,
   SESSION_IDLE_SECONDS: int(1, 86_400).default(1_800).describe("Idle time after which a visitor's cached history expires (the session)."),
@@ -118,6 +118,15 @@ export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true, QUEUE_SHARDS: 
     .default(3_000)
     .describe('Deadline of one Redis command and of one DynamoDB read of a query; past it the request answers 503.'),
   DASHBOARD_DIR: optionalPath('Directory of the built dashboard; unset = apps/dashboard/dist next to the sources.'),
+  DEDUPE_WINDOW_SECONDS,
+  ADMIN_OPERATOR_TOKEN: z
+    .string()
+    .regex(/^[A-Za-z0-9_.~+/=-]{32,256}$/, 'at least 32 characters of A-Z a-z 0-9 _ . ~ + / = -')
+    .optional()
+    .describe('Operator credential of the `/v1/operator` routes (create, list, delete stores); unset = those routes are off (403).'),
+  ADMIN_JOBS_TIMEOUT_MS: int(1_000, 3_600_000)
+    .default(60_000)
+    .describe('How long a store deletion or visitor erasure waits for the running jobs of that store or visitor before answering 503 (call again).'),
 });
 
 /** Every app's schema by app name: exactly the variables the app reads (the ops checks and the README use them). */

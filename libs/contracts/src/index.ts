@@ -6,6 +6,7 @@ export * from './series.schema';
 export * from './totals.schema';
 export * from './top.schema';
 export * from './segments.schema';
+export * from './admin.schema';
 
 import type { z } from 'zod';
 import type { seriesResponseSchema } from './series.schema';

@@ -9,6 +9,7 @@ export const storeResponseSchema = z
     timeZone: z.string().describe('IANA time zone in which days, months and years are binned'),
     now: isoSchema.describe('Server time'),
     today: z.string().describe("Today in the store's time zone, YYYY-MM-DD"),
+    currency: z.string().nullable().describe('ISO 4217 code the store shows revenue in (tenants set-currency), or null when none is set'),
     metrics: z.array(
       z.object({
         name: z.string(),
@@ -31,13 +32,14 @@ export const storeResponseSchema = z
         timeZone: 'Europe/Berlin',
         now: '2026-03-15T12:00:00.000Z',
         today: '2026-03-15',
+        currency: 'EUR',
         metrics: [
           { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null },
           { name: 'Revenue', scale: 2, description: 'order revenue', keyedBy: null },
           { name: 'ProductViews', scale: 0, description: 'views per product', keyedBy: 'product' },
           { name: 'UniqueVisitors', scale: 0, description: 'distinct visitors', keyedBy: null, distinctOn: ['store', 'product'] },
         ],
-        entities: ['store', 'product', 'visitor'],
+        entities: ['store', 'product', 'visitor', 'page'],
       },
     ],
   });

@@ -7,7 +7,7 @@ export const MAX_TOP_LIMIT = 100;
 
 export const topQuerySchema = z
   .object({
-    entity: z.string().describe('A ranked entity (product in the default rules)'),
+    entity: z.string().describe('A ranked entity (product and page in the default rules)'),
     metric: z.string().describe('An unkeyed metric, e.g. ViewCount'),
     range: rangeParam.describe(`A named range (default last30d) covering at most ${MAX_TOP_DAYS} days`),
     from: fromParam,
@@ -24,7 +24,15 @@ export const topResponseSchema = z.object({
   range: z.enum(RANGE_NAMES).nullable(),
   from: z.string(),
   to: z.string(),
-  items: z.array(z.object({ id: z.string(), value: valueSchema })).describe('Sorted by exact value, highest first'),
+  items: z
+    .array(
+      z.object({
+        id: z.string().describe('The entity id (for a page: the base64url key of its path)'),
+        path: z.string().optional().describe('For an entity keyed by a path (page): the path, decoded'),
+        value: valueSchema,
+      }),
+    )
+    .describe('Sorted by exact value, highest first'),
   asOf: isoSchema,
   dynamoRequests: z.number().int(),
 }).meta({
@@ -48,9 +56,9 @@ export const topResponseSchema = z.object({
 
 export const topRouteSchema = {
   operationId: 'getTop',
-  summary: 'The top entities by a metric: candidates from the daily rankings, exact values from DynamoDB plus Redis',
+  summary: 'The top entities by a metric: candidates from the rankings of every bucket, exact values from DynamoDB plus Redis',
   description:
-    'Rankings are updated when buckets fold, so an entity whose every count is still in the open bucket is not a candidate yet. Values are exact.',
+    'Candidates come from every bucket, the open one included, so an entity counted a moment ago is listed. Values are exact. Pages (entities keyed by a path) carry their decoded path.',
   tags: ['query'],
   querystring: topQuerySchema,
   response: { 200: topResponseSchema, ...errorResponses },

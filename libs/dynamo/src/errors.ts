@@ -44,3 +44,20 @@ export class PermanentWriteError extends Error {
     this.name = 'PermanentWriteError';
   }
 }
+
+/**
+ * A read found more items than the caller's bound allows (the overflow items of spilled rows, known only once their
+ * item is read): thrown before the read that would pass the bound (getItems) or after reading at most one item past
+ * it (queryItems). `read` counts the items read so far, `needed` those the read would take at least.
+ */
+export class ItemBudgetError extends Error {
+  readonly code = 'TALLY_ERR_ITEM_BUDGET';
+  constructor(
+    readonly needed: number,
+    readonly max: number,
+    readonly spilled: number,
+  ) {
+    super(`the read needs at least ${needed} DynamoDB items, ${spilled === 1 ? 'one spilled item' : `${spilled} spilled items`} with overflow items among them; at most ${max}`);
+    this.name = 'ItemBudgetError';
+  }
+}

@@ -1,8 +1,8 @@
 import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { baseSk, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { baseSk, EXPIRES_ATTR, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, type CountEntry } from './cells';
 import { beyondPosition, childSks, overflowEnd, routeToOverflow } from './overflow';
-import { RetryableWriteError } from './errors';
+import { ItemBudgetError, RetryableWriteError } from './errors';
 import { classifyError, type DynamoMeter, type DynamoOperation } from './meter';
 
 /** A DynamoDB counter item: its watermark and every counter attribute as an exact integer. */
@@ -36,7 +36,7 @@ export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
     if (name === WATERMARK_ATTR) wm = Number(v.N);
     else if (name === WATERMARK_PART_ATTR) wp = Number(v.N);
     else if (name === SPILLED_ATTR) spilled = true;
-    else if (v.N !== undefined) attrs.set(name, BigInt(v.N));
+    else if (v.N !== undefined && name !== EXPIRES_ATTR) attrs.set(name, BigInt(v.N));
     else if (v.B !== undefined) (blobs ??= new Map()).set(name, v.B);
   }
   const out: StoredItem = { sk: item['sk']?.S ?? '', wm, ...(wp === undefined ? {} : { wp }), ...(spilled ? { spilled: true as const } : {}), attrs };
@@ -58,9 +58,10 @@ async function metered<T extends { ConsumedCapacity?: any }>(deps: RowReaderDeps
 
 /**
  * Items of one pk with `fromSk <= sk <= toSk`, and the overflow items of toSk (all others in the range sort inside
- * it), with consistent reads in one Query (paginated only past 1 MB).
+ * it), with consistent reads in one Query (paginated only past 1 MB). With `maxItems`, reads at most one item more
+ * than that and throws ItemBudgetError when there are more (overflow items of spilled items).
  */
-export async function queryItems(deps: RowReaderDeps, pk: string, fromSk: string, toSk: string): Promise<{ items: StoredItem[]; requests: number }> {
+export async function queryItems(deps: RowReaderDeps, pk: string, fromSk: string, toSk: string, maxItems?: number): Promise<{ items: StoredItem[]; requests: number }> {
   const items: StoredItem[] = [];
   let start: Record<string, AttributeValue> | undefined;
   let requests = 0;
@@ -73,12 +74,14 @@ export async function queryItems(deps: RowReaderDeps, pk: string, fromSk: string
           ExpressionAttributeValues: { ':pk': { S: pk }, ':a': { S: fromSk }, ':b': { S: overflowEnd(toSk) } },
           ConsistentRead: true,
           ExclusiveStartKey: start,
+          ...(maxItems === undefined ? {} : { Limit: maxItems + 1 - items.length }),
           ReturnConsumedCapacity: 'TOTAL',
         }),
       ),
     );
     requests++;
     for (const it of out.Items ?? []) items.push(toStoredItem(it));
+    if (maxItems !== undefined && items.length > maxItems) throw new ItemBudgetError(items.length, maxItems, items.filter((it) => it.spilled).length);
     start = out.LastEvaluatedKey;
   } while (start);
   return { items, requests };
@@ -94,13 +97,19 @@ export async function getItem(deps: RowReaderDeps, pk: string, sk: string): Prom
 
 /**
  * Many items by key (BatchGetItem, 100 per call, consistent, unprocessed keys retried), and the overflow items of
- * every spilled item among them (one more round per level). Keyed `pk\u0000sk`.
+ * every spilled item among them (one more round per level). Keyed `pk\u0000sk`. With `maxItems`, every item read
+ * counts, overflow items too: a round that would pass it is not read, and ItemBudgetError is thrown instead.
  */
-export async function getItems(deps: RowReaderDeps, keys: ReadonlyArray<{ pk: string; sk: string }>): Promise<{ items: Map<string, StoredItem>; requests: number }> {
+export async function getItems(deps: RowReaderDeps, keys: ReadonlyArray<{ pk: string; sk: string }>, maxItems?: number): Promise<{ items: Map<string, StoredItem>; requests: number }> {
   const items = new Map<string, StoredItem>();
   let requests = 0;
   let round: ReadonlyArray<{ pk: string; sk: string }> = keys;
+  let requested = 0;
   while (round.length > 0) {
+    if (maxItems !== undefined && requested + round.length > maxItems) {
+      throw new ItemBudgetError(requested + round.length, maxItems, [...items.values()].filter((it) => it.spilled).length);
+    }
+    requested += round.length;
     const next: Array<{ pk: string; sk: string }> = [];
     for (let i = 0; i < round.length; i += 100) {
       let pending: Array<Record<string, AttributeValue>> = round.slice(i, i + 100).map((k) => ({ pk: { S: k.pk }, sk: { S: k.sk } }));

@@ -2,7 +2,7 @@ import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { compileRules, defaultRules, rollup, validateEvents } from '@tally/schema';
 import { createTestTable, startDynalite, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDynamoClient, createDynamoMeter, getItem, MAX_ATTRS_PER_UPDATE, mergeItems, queryItems, SPILL_AT_KB, writeRow, type CountEntry } from './index';
+import { createDynamoClient, createDynamoMeter, getItem, MAX_ATTRS_PER_UPDATE, mergeItems, queryItems, SPILL_AT_KB, SpilledItems, writeRow, type CountEntry } from './index';
 
 let dyn: DynaliteHandle;
 let client: DynamoDBClient;
@@ -183,6 +183,51 @@ describe('writeRow', () => {
     expect(items.length).toBeGreaterThan(2 * 16);
     const largest = Math.max(...(await Promise.all(items.map(async (it) => itemBytes((await item(table, pk, it.sk))!)))));
     expect(largest).toBeLessThan((SPILL_AT_KB + 40) * 1024);
+  });
+
+  it('remembers spilled items: a later flush of one makes no refused UpdateItem, and a stale entry costs one read, never a count', async () => {
+    const pk = 'S#visitor#Crawler';
+    const bucketOf = (seq: number) => [
+      ...Array.from({ length: 90 }, (_, p) => e(seq, '2023-123', `pv#${'x'.repeat(110)}${seq}-${p}`, 1 + (p % 3))),
+      e(seq, '2023-123', 'pv#shared', seq),
+    ];
+    const early = Array.from({ length: 12 }, (_, k) => bucketOf(k + 1)).flat();
+    const later = [...bucketOf(13), ...bucketOf(14)];
+    const spilled = new SpilledItems();
+    const run = async (table: string, entries: CountEntry[], hint?: SpilledItems) => {
+      const m = createDynamoMeter();
+      const r = await writeRow({ client, table, meter: m, ...(hint ? { spilled: hint } : {}) }, pk, entries);
+      return { ...r, reads: m.totals().requests['GetItem:ok'] ?? 0 };
+    };
+    const table = await createTestTable(dyn.endpoint);
+    await run(table, early, spilled);
+    const items = (await queryItems(deps(table), pk, 'M', 'TOTAL')).items;
+    expect(items.filter((it) => it.spilled).map((it) => it.sk).sort()).toEqual(['M2023-05', 'TOTAL']);
+    expect(spilled.has(pk, 'M2023-05') && spilled.has(pk, 'TOTAL')).toBe(true);
+    // Without the hint, each spilled item first refuses an UpdateItem (charged as a write of the whole item).
+    const without = await createTestTable(dyn.endpoint);
+    await run(without, early);
+    expect(await run(without, later)).toMatchObject({ conditionFailures: 2, reads: 2 });
+    // With it: one read of each spilled item's position, no refusal, and the same counts.
+    expect(await run(table, later, spilled)).toMatchObject({ conditionFailures: 0, reads: 2 });
+    const both = mergeItems([], [...early, ...later]);
+    expect(mergeItems((await queryItems(deps(table), pk, 'M', 'TOTAL')).items, [])).toEqual(both);
+    expect(mergeItems((await queryItems(deps(without), pk, 'M', 'TOTAL')).items, [])).toEqual(both);
+    // A stale hint (the row deleted: a fresh table) is dropped after one read; the counts are the plain writer's.
+    const fresh = await createTestTable(dyn.endpoint);
+    const r = await run(fresh, later, spilled);
+    expect(r).toMatchObject({ conditionFailures: 0, reads: 2 });
+    expect(spilled.has(pk, 'M2023-05') || spilled.has(pk, 'TOTAL')).toBe(false);
+    expect(mergeItems((await queryItems(deps(fresh), pk, 'M', 'TOTAL')).items, [])).toEqual(mergeItems([], later));
+  });
+
+  it('keeps at most max spilled items, the oldest forgotten first', () => {
+    const hint = new SpilledItems(2);
+    hint.add('a', 'M');
+    hint.add('b', 'M');
+    hint.add('a', 'M');
+    hint.add('c', 'M');
+    expect([hint.has('a', 'M'), hint.has('b', 'M'), hint.has('c', 'M')]).toEqual([true, false, true]);
   });
 });
 

@@ -1,6 +1,6 @@
 import { GetItemCommand, UpdateItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { ConsumedCapacity } from '@aws-sdk/client-dynamodb';
-import { SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
 import { classifyError, type DynamoMeter } from './meter';
@@ -10,8 +10,39 @@ export interface RowWriterDeps {
   client: DynamoDBClient;
   table: string;
   meter: DynamoMeter;
+  /**
+   * The TTL of an item (epoch seconds, set as EXPIRES_ATTR with every update of it), or undefined for none: the
+   * visitor rows of a store with a history retention (retentionExpiry).
+   */
+  expiresAt?: (sk: string) => number | undefined;
   /** Test hook: called after each successful UpdateItem (crash-point tests). */
   afterUpdate?: (pk: string, sk: string) => void | Promise<void>;
+  /** Items this process saw spilled (a hint that saves the refused UpdateItem of each later flush; see SpilledItems). */
+  spilled?: SpilledItems;
+}
+
+/**
+ * The items a writer process has seen spilled, at most `max` (the oldest forgotten first). A hint only: for an item
+ * in it the writer reads the item's position (one consistent GetItem) before writing, instead of first sending an
+ * UpdateItem that the spilled item refuses (charged as a write of the whole item, up to SPILL_AT_KB write units) and
+ * then reading. What is written still follows the position read, so a stale entry (the item deleted since, or
+ * never spilled in this table) costs that one read and nothing else.
+ */
+export class SpilledItems {
+  private readonly keys = new Set<string>();
+  constructor(readonly max = 10_000) {}
+  has(pk: string, sk: string): boolean {
+    return this.keys.has(`${pk}\u0000${sk}`);
+  }
+  add(pk: string, sk: string): void {
+    const key = `${pk}\u0000${sk}`;
+    this.keys.delete(key);
+    this.keys.add(key);
+    if (this.keys.size > this.max) this.keys.delete(this.keys.values().next().value!);
+  }
+  delete(pk: string, sk: string): void {
+    this.keys.delete(`${pk}\u0000${sk}`);
+  }
 }
 
 export interface RowWriteResult {
@@ -55,7 +86,8 @@ export interface RowWriteOptions {
  * Every condition also requires the item not to have spilled. An UpdateItem whose consumed write units show the
  * item at SPILL_AT_KB or more is followed by one that marks it spilled at the position just written; from then on
  * the rest of the row's cells for that item go to its overflow items, each written by these same rules
- * (overflow.ts).
+ * (overflow.ts). With `deps.spilled`, a later flush of an item this process saw spilled reads its position first
+ * and writes only the overflow items (no refused UpdateItem).
  *
  * Throws RetryableWriteError (throttling, 5xx, unreachable) or PermanentWriteError (validation, item too
  * large); items already written stay written, and a retry skips them through the watermark.
@@ -82,6 +114,14 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
     for (const a of ie.attrs) b.attrs.add(a);
   }
   let pending = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+  if (deps.spilled?.has(pk, sk)) {
+    const at = await readWatermark(deps, pk, sk);
+    if (at.spilled) {
+      for (const [child, list] of routeToOverflow(sk, beyondPosition(all, at))) await writeItem(deps, pk, child, list, result);
+      return;
+    }
+    deps.spilled.delete(pk, sk);
+  }
   // First part of pending[0] still to write, when it goes in parts and a refused condition showed earlier ones in.
   let fromPart = 0;
   while (pending.length > 0) {
@@ -117,6 +157,12 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
     }
 
     const names: Record<string, string> = { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR };
+    const expiresAt = deps.expiresAt?.(baseSk(sk));
+    if (expiresAt !== undefined) {
+      names['#ex'] = EXPIRES_ATTR;
+      values[':ex'] = { N: String(expiresAt) };
+      set = set.replace('SET ', 'SET #ex = :ex, ');
+    }
     // The extra SET rides only a whole-bucket UpdateItem, and only once.
     const rides = extra !== undefined && !parts;
     if (rides && extra) {
@@ -192,6 +238,7 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
     if (written) await deps.afterUpdate?.(pk, sk);
     if (grown && (await markSpilled(deps, pk, sk, grown, result))) spilledAt = grown;
     if (spilledAt) {
+      deps.spilled?.add(pk, sk);
       // The item holds exactly the cells up to its spill position; the rest of this write goes to overflow items.
       for (const [child, list] of routeToOverflow(sk, beyondPosition(all, spilledAt))) await writeItem(deps, pk, child, list, result);
       return;

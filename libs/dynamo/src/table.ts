@@ -1,11 +1,13 @@
 import {
   CreateTableCommand,
+  UpdateTimeToLiveCommand,
   DescribeTableCommand,
   ResourceInUseException,
   ResourceNotFoundException,
   type DynamoDBClient,
   type TableDescription,
 } from '@aws-sdk/client-dynamodb';
+import { EXPIRES_ATTR } from '@tally/key-layout';
 import { describeEndpoint, isConnectionError } from './client';
 import { DynamoUnreachableError, TableError } from './errors';
 import { classifyError } from './meter';
@@ -65,7 +67,22 @@ export async function ensureTable(
   }
   await assertKeys(client, tableName, existing);
   const table = await waitUntilActive(client, tableName, existing, deadline, timeoutMs);
+  await enableTimeToLive(client, tableName);
   return { created, table };
+}
+
+/**
+ * Turns on DynamoDB's TTL on EXPIRES_ATTR (visitor-history retention; docs/DESIGN.md "Privacy"). Best effort:
+ * already on is fine, and dynalite does not know the call (DynamoDB Local takes it but never deletes anything);
+ * queries never count expired months either way.
+ */
+async function enableTimeToLive(client: DynamoDBClient, tableName: string): Promise<void> {
+  try {
+    await client.send(new UpdateTimeToLiveCommand({ TableName: tableName, TimeToLiveSpecification: { Enabled: true, AttributeName: EXPIRES_ATTR } }));
+  } catch (err) {
+    const name = (err as { name?: string }).name ?? '';
+    if (!/ValidationException|UnknownOperation|NotImplemented|UnrecognizedClient/.test(name)) throw err;
+  }
 }
 
 /**

@@ -1,4 +1,5 @@
-import { TenantsUnavailableError, type Principal, type Scope, type TenantDirectory } from '@tally/tenants';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { keyIdOf, TenantsUnavailableError, type Principal, type Scope, type TenantDirectory } from '@tally/tenants';
 import type { FastifyRequest } from 'fastify';
 import { HttpProblem } from './problem';
 
@@ -6,6 +7,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The store, scopes and time zone of the request's API key, set by the auth hook. */
     principal?: Principal;
+    /** Set by operatorAuth: the request carries the operator credential. */
+    operator?: boolean;
   }
 }
 
@@ -54,4 +57,40 @@ export function bearerAuth(directory: TenantDirectory, scope: Scope) {
 export function principalOf(req: FastifyRequest): Principal {
   if (!req.principal) throw new HttpProblem(401, 'TALLY_ERR_UNAUTHORIZED', 'not authenticated', { headers: CHALLENGE });
   return req.principal;
+}
+
+/** The credential of a request as an audit log may name it: `operator`, `key:<key id>` (never the key), or `anonymous`. */
+export function actorOf(req: FastifyRequest): string {
+  if (req.operator) return 'operator';
+  const m = BEARER.exec(req.headers.authorization ?? '');
+  return m ? `key:${keyIdOf(m[1]!)}` : 'anonymous';
+}
+
+const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+
+/**
+ * An `onRequest` hook for operator routes: `Authorization: Bearer <operator token>`, compared in constant time
+ * with the configured one. With no token configured the routes are off (403, never open); a store's API key
+ * gets 403 (it is not an operator credential), anything else 401.
+ */
+export function operatorAuth(token: string | undefined, directory: TenantDirectory) {
+  const expected = token ? sha256(token) : undefined;
+  return async (req: FastifyRequest): Promise<void> => {
+    if (!expected) {
+      throw new HttpProblem(403, 'TALLY_ERR_FORBIDDEN', 'the operator routes are off: no operator credential is configured (ADMIN_OPERATOR_TOKEN)', { field: 'authorization' });
+    }
+    const header = req.headers.authorization;
+    if (header === undefined || header === '') throw unauthorized('missing Authorization header: send Authorization: Bearer <operator token>');
+    const m = BEARER.exec(header);
+    if (!m) throw unauthorized('the Authorization header must be "Bearer <operator token>"');
+    if (timingSafeEqual(sha256(m[1]!), expected)) {
+      req.operator = true;
+      return;
+    }
+    const principal = await directory.authenticate(m[1]!).catch(() => undefined);
+    if (principal) {
+      throw new HttpProblem(403, 'TALLY_ERR_FORBIDDEN', 'a store API key cannot call operator routes: send the operator credential', { field: 'authorization' });
+    }
+    throw unauthorized('unknown operator credential');
+  };
 }

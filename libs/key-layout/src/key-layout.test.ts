@@ -23,6 +23,10 @@ import {
   toEpochDay,
   TOTAL_SK,
   yearAttr,
+  encodeKeyValue,
+  decodeKeyValue,
+  ID_PATTERN,
+  MAX_ENCODED_VALUE_BYTES,
 } from './index';
 
 const at = (iso: string) => Date.parse(iso);
@@ -203,5 +207,35 @@ describe('Redis names', () => {
       dayKey: '2024-366',
       metric: 'pv#A.b:c',
     });
+  });
+});
+
+describe('encoded key values (page paths)', () => {
+  it('encodes any value of 1-96 UTF-8 bytes as an id without separators, and decodes it back', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', minLength: 1, maxLength: 40 }), (raw) => {
+        fc.pre(Buffer.byteLength(raw) <= MAX_ENCODED_VALUE_BYTES && Buffer.from(raw, 'utf8').toString('utf8') === raw);
+        const id = encodeKeyValue(raw);
+        expect(id).toMatch(ID_PATTERN);
+        expect(id).not.toMatch(/[#|:.]/);
+        expect(decodeKeyValue(id)).toBe(raw);
+      }),
+      { numRuns: 2_000 },
+    );
+    const path = '/shop/shoes/red#top|x:y';
+    expect(encodeKeyValue(path)).toBe(Buffer.from(path).toString('base64url'));
+    expect(decodeKeyValue(encodeKeyValue('/'))).toBe('/');
+    const longest = `/${'é'.repeat(47)}a`; // 96 bytes
+    expect(encodeKeyValue(longest)).toHaveLength(128);
+    expect(() => encodeKeyValue(`${longest}b`)).toThrow(/1-96 bytes/);
+    expect(() => encodeKeyValue('')).toThrow(/1-96 bytes/);
+  });
+
+  it('decodes only canonical encodings of UTF-8', () => {
+    expect(decodeKeyValue('L2E')).toBe('/a');
+    expect(decodeKeyValue('L2F')).toBeUndefined(); // trailing bits set: not what encodeKeyValue makes
+    expect(decodeKeyValue('L2E=')).toBeUndefined();
+    expect(decodeKeyValue('P1.x')).toBeUndefined();
+    expect(decodeKeyValue('_w')).toBeUndefined(); // 0xff is not UTF-8
   });
 });

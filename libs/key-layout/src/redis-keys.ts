@@ -14,12 +14,14 @@
  *   <p>:{S}:d:<batchId>      dedupe record of an applied batch (expires after the dedupe window)
  *   <p>:{S}:c:<pk>           cached DynamoDB items of a row (visitor history), with their watermarks
  *   <p>:{S}:v:<pk>           cache version, bumped by the writer in the step that deletes outbox entries
- *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), from folds
+ *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), added to by each apply
  *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
  *   <p>:{S}:us:<pk>|<day>|<m>  distinct-count sketch of a row's day: exact set of members while it has at most 300
  *   <p>:{S}:uh:<pk>|<day>|<m>  the same sketch as a Redis HyperLogLog
  *   <p>:{S}:ur:<pk>          set of the row's `<day>|<m>` sketches not yet written to DynamoDB
  *   <p>:{S}:ux:<id>:…        scratch HLLs of one sketch union (deleted by it; expire after 60 s)
+ *   <p>:{S}:x                store tombstone: the store was deleted; every writing script is a no-op while it exists
+ *   <p>:{S}:xr               erased rows: hash pk -> until (ms); the apply drops those rows' counts until then
  *   <p>:{S}:unknown          set by the aggregator when it refused a batch because the store has no tenant (the
  *                            time, ms; expires): @tally/client refuses the store at once while it lasts
  *
@@ -48,6 +50,8 @@ export const REDIS_SUFFIX = {
   sketchHll: 'uh:',
   sketchRows: 'ur:',
   sketchScratch: 'ux:',
+  tombstone: 'x',
+  erased: 'xr',
   unknown: 'unknown',
 } as const;
 
@@ -58,6 +62,8 @@ export const WORK_SUFFIX = {
   totals: 'totals',
   oldestDirty: 'od',
   oldestUnfolded: 'ou',
+  /** zset: active store -> the time (ms) the sealer next needs to visit it. */
+  next: 'next',
 } as const;
 
 /**
@@ -91,6 +97,10 @@ export interface RedisKeys {
   cacheVersion(store: string, pk: string): string;
   rank(store: string, dayKey: string, metric: string, entity: string): string;
   counts(store: string): string;
+  /** The store's tombstone (set when the store is deleted, kept for the dedupe window). */
+  tombstone(store: string): string;
+  /** The store's erased rows (visitor erasure): pk -> until (ms). */
+  erased(store: string): string;
   /** The mark of a store refused as unknown (no tenant), read by @tally/client. */
   unknownStore(store: string): string;
   /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
@@ -115,6 +125,8 @@ export function redisKeys(prefix = 't'): RedisKeys {
     cacheVersion: (s, pk) => tag(s) + S.cacheVersion + pk,
     rank: (s, day, metric, entity) => `${tag(s)}${S.rank}${day}:${metric}:${entity}`,
     counts: (s) => tag(s) + S.counts,
+    tombstone: (s) => tag(s) + S.tombstone,
+    erased: (s) => tag(s) + S.erased,
     unknownStore: (s) => tag(s) + S.unknown,
     work: (shard) => `${prefix}:{${prefix}:w${shard}}:`,
   };

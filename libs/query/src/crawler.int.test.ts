@@ -1,6 +1,6 @@
 import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter, SPILL_AT_KB, writeRow } from '@tally/dynamo';
+import { createDynamoClient, createDynamoMeter, SPILL_AT_KB, SpilledItems, writeRow } from '@tally/dynamo';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
 import {
   createTestTable,
@@ -25,6 +25,7 @@ const rules = compileRules({
     store: { key: [], flush: { kind: 'every', minutes: 1440 } },
     product: { key: ['product'], flush: { kind: 'every', minutes: 1440 } },
     visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
+    page: { key: ['page'], flush: { kind: 'every', minutes: 1440 }, rank: true },
   },
 });
 const PRODUCTS = 20_000;
@@ -78,6 +79,8 @@ describe.each(backends)('a visitor with $name', ({ name, start, skip }) => {
     const table = await createTestTable(endpoint);
     const meter = createDynamoMeter();
     const prefix = `crawl${name.length}`;
+    // The writer process remembers the items it saw spilled (as apps/dynamo-writer does).
+    const spilled = new SpilledItems();
     const deps: QueryDeps = { buckets: new BucketStore({ redis, rules, prefix }), dynamo: { client, table, meter }, rules };
     const store = 'S';
     await deps.buckets.registerStore(store);
@@ -100,7 +103,7 @@ describe.each(backends)('a visitor with $name', ({ name, start, skip }) => {
         let n = 0;
         const crash = (b === 4 || b === BUCKETS - 1) && pk === PK;
         try {
-          await writeRow({ ...deps.dynamo, afterUpdate: () => { if (crash && ++n === 30) throw new Error('crash'); } }, pk, out.entries);
+          await writeRow({ ...deps.dynamo, spilled, afterUpdate: () => { if (crash && ++n === 30) throw new Error('crash'); } }, pk, out.entries);
           await deps.buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), clock);
         } catch (err) {
           if ((err as Error).message !== 'crash') throw err;
@@ -141,10 +144,23 @@ describe.each(backends)('a visitor with $name', ({ name, start, skip }) => {
     // The next flush finishes the row; then DynamoDB alone holds every count.
     clock += 1000;
     const out = await deps.buckets.readOutbox(store, PK);
-    await writeRow(deps.dynamo, PK, out.entries);
+    await writeRow({ ...deps.dynamo, spilled }, PK, out.entries);
     await deps.buckets.ackOutbox(store, PK, out.entries.map((e) => e.field), clock);
     expect((await deps.buckets.readOutbox(store, PK)).entries).toEqual([]);
     await check();
+
+    // MAX_ITEMS_PER_QUERY counts overflow items: the month item and its 16 overflow items are 17 items. One item
+    // fits the bound before reading; the overflow items, known once it is read, are refused before their round.
+    const atMost = (n: number): QueryDeps => ({ ...deps, maxItemsPerQuery: n });
+    const reads = (d: QueryDeps) => [
+      () => readTotals(d, { store, pks: [PK], metrics, range: month }),
+      () => readSeries(d, { store, pk: PK, metrics, range: month, granularity: 'day' }),
+      () => readSeries(d, { store, pk: PK, metrics, range: 'all', granularity: 'total' }),
+    ];
+    for (const read of reads(atMost(16))) {
+      await expect(read()).rejects.toMatchObject({ name: 'QueryError', field: 'range', message: expect.stringMatching(/at least 17 DynamoDB items .*overflow items.*at most 16 per query/) });
+    }
+    for (const read of reads(atMost(17))) expect((await read()).dynamoRequests).toBeGreaterThan(0);
 
     // No item anywhere near 400 KB: each at most SPILL_AT_KB plus one UpdateItem's attributes.
     let largest = 0;
@@ -158,7 +174,7 @@ describe.each(backends)('a visitor with $name', ({ name, start, skip }) => {
       }
       startKey = page.LastEvaluatedKey;
     } while (startKey);
-    console.info(`${name}: ${PRODUCTS} products in one month: ${items} items, largest ${Math.round(largest / 1024)} KB, ${meter.totals().writeUnits} write units`);
+    console.info(`${name}: ${PRODUCTS} products in one month: ${items} items, largest ${Math.round(largest / 1024)} KB, ${meter.totals().writeUnits} write units, ${meter.totals().requests['UpdateItem:condition_failed'] ?? 0} UpdateItems refused (each charged as a write of its item), ${meter.totals().requests['GetItem:ok'] ?? 0} GetItems`);
     expect(largest).toBeLessThan((SPILL_AT_KB + 40) * 1024);
   }, 900_000);
 });

@@ -1,5 +1,5 @@
 import type { BucketStore, LiveSketch } from '@tally/buckets';
-import { getItems, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
+import { getItems, ItemBudgetError, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
 import { dayAttr, dayKey, dayOfYear, daysInMonth, formatDate, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import { coverOf, type Cell } from './cover';
@@ -55,11 +55,30 @@ export function resolveMetrics(rules: CompiledRules, names: readonly string[], f
   });
 }
 
+const maxItems = (deps: QueryDeps) => deps.maxItemsPerQuery ?? DEFAULT_MAX_ITEMS_PER_QUERY;
+
 /** Refuses a query that would read more than the configured number of DynamoDB items, before it reads any. */
 function checkCost(deps: QueryDeps, items: number, field: string, what: string): void {
-  const max = deps.maxItemsPerQuery ?? DEFAULT_MAX_ITEMS_PER_QUERY;
+  const max = maxItems(deps);
   if (items > max) {
     throw new QueryError(field, `this query would read ${items} DynamoDB items (${what}); at most ${max} per query: ask for fewer ids or a shorter range`);
+  }
+}
+
+/**
+ * Runs a read bounded by the configured maximum, overflow items included: the overflow items of a spilled row are
+ * known only once its item is read, so a query that fits the bound before reading can still pass it; it is then
+ * refused (QueryError naming `field`) before the read that would pass it (see getItems, queryItems).
+ */
+async function bounded<T>(field: string, read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (err) {
+    if (!(err instanceof ItemBudgetError)) throw err;
+    throw new QueryError(
+      field,
+      `this query would read at least ${err.needed} DynamoDB items (${err.spilled === 1 ? 'a row has' : 'rows have'} more counters than one item holds, in overflow items); at most ${err.max} per query: ask for fewer ids or a shorter range`,
+    );
   }
 }
 
@@ -127,12 +146,12 @@ export async function readSeries(
   let items: StoredItem[];
   let dynamoRequests: number;
   if (range !== 'all' && (granularity === 'day' || granularity === 'month')) {
-    const q = await queryItems(deps.dynamo, req.pk, monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month));
+    const q = await bounded('range', () => queryItems(deps.dynamo, req.pk, monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month), maxItems(deps)));
     items = q.items;
     dynamoRequests = q.requests;
   } else {
     // The TOTAL item and its overflow items (one Query; just the item for every row that never spilled).
-    const q = await queryItems(deps.dynamo, req.pk, TOTAL_SK, TOTAL_SK);
+    const q = await bounded('range', () => queryItems(deps.dynamo, req.pk, TOTAL_SK, TOTAL_SK, maxItems(deps)));
     items = q.items;
     dynamoRequests = q.requests;
   }
@@ -198,9 +217,10 @@ async function fillDistinctSeries(
  * Totals over a range (or all time) for many rows of one store at once: one Redis snapshot for all rows,
  * BatchGetItem of the coarsest items that cover the range for every row (whole years from TOTAL, whole months
  * from the month attributes, the days of partial months), or the TOTAL items for 'all'. A query needing more
- * items than the configured maximum is refused before anything is read (the overflow items of a spilled item,
- * read as well, are not counted: only rows past SPILL_AT_KB have them); the QueryError names `costField`
- * (default `ids` for many rows, `range` for one).
+ * items than the configured maximum is refused before anything is read. The overflow items of spilled items
+ * (rows past SPILL_AT_KB), known only once their item is read, count too: a query they would take past the
+ * maximum is refused before that round is read. The QueryError names `costField` (default `ids` for many rows,
+ * `range` for one).
  */
 export async function readTotals(
   deps: QueryDeps,
@@ -214,7 +234,7 @@ export async function readTotals(
   const snaps = await deps.buckets.snapshot(req.store, req.pks);
   const live = distinct.size > 0 ? await deps.buckets.sketches.read(req.store, req.pks) : [];
   const keys = req.pks.flatMap((pk) => sks.map((sk) => ({ pk, sk })));
-  const { items, requests } = await getItems(deps.dynamo, keys);
+  const { items, requests } = await bounded(field, () => getItems(deps.dynamo, keys, maxItems(deps)));
   const byPk = new Map<string, StoredItem[]>();
   for (const [key, item] of items) {
     const pk = key.slice(0, key.indexOf('\u0000'));

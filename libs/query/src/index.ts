@@ -3,6 +3,7 @@ export {
   namedRange,
   explicitRange,
   resolveRange,
+  clampToRetention,
   daysOf,
   monthsOf,
   MAX_RANGE_DAYS,
@@ -23,6 +24,6 @@ export {
 } from './engine';
 export { coverOf, type Cell } from './cover';
 export { readTop, type TopResult } from './top';
-export { storeEntityOf, entityOf, rankedEntitiesOf, keyedByOf, plainMetricsOf, checkMetricName, ID_RULE } from './rules-introspection';
+export { storeEntityOf, entityOf, rankedEntitiesOf, keyedByOf, plainMetricsOf, checkMetricName, ID_RULE, pathOfId, idOfRequest } from './rules-introspection';
 export { HistoryMemo } from './history-memo';
 export { evaluateSegments, type SegmentResult, type SegmentEvaluation } from './segments';

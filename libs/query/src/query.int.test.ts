@@ -6,7 +6,7 @@ import { createTestTable, type DynaliteHandle } from '@tally/testing';
 import { useDynalite, useRedis } from '@tally/testing/vitest';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { evaluateSegments, explicitRange, HistoryMemo, namedRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
+import { evaluateSegments, explicitRange, HistoryMemo, namedRange, readSeries, readTop, readTotals, resolveMetrics, type QueryDeps } from './index';
 
 let dyn: DynaliteHandle;
 let redis: Redis;
@@ -18,6 +18,7 @@ const rules = compileRules({
     store: { key: [], flush: { kind: 'bucket' } },
     product: { key: ['product'], flush: { kind: 'bucket' }, rank: true },
     visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
+    page: { key: ['page'], flush: { kind: 'bucket' }, rank: true },
   },
 });
 
@@ -171,5 +172,34 @@ describe('ranges and totals', () => {
     expect(r.dynamoRequests).toBe(1);
     const all = await readTotals(deps, { store: 'S', pks, metrics, range: 'all' });
     expect(all.rows.map((x) => Number(x.values['ViewCount']))).toEqual([6, 5, 5, 5, 5, 5]);
+  });
+
+  it('ranks from every bucket: the top list agrees with the totals right after the first events, before any seal', async () => {
+    const deps = await setup('live');
+    const now = Date.now();
+    const tz = 'UTC';
+    const range = namedRange('last30d', tz, now);
+    const metrics = resolveMetrics(rules, ['ViewCount']);
+    const agree = async () => {
+      const top = await readTop(deps, { store: 'L', entity: 'product', metric: 'ViewCount', range, limit: 10 });
+      const pks = top.items.map((i) => `L#product#${i.id}`);
+      const totals = pks.length ? await readTotals(deps, { store: 'L', pks, metrics, range }) : { rows: [] };
+      const store = await readSeries(deps, { store: 'L', pk: 'L', metrics, range, granularity: 'total' });
+      // Every product's view is a store view too: the list accounts for every view the store card shows.
+      expect(top.items.reduce((s, i) => s + i.units, 0n)).toBe(store.totals['ViewCount']);
+      expect(top.items.map((i) => i.units)).toEqual(totals.rows.map((r) => r.values['ViewCount']));
+      return top.items.map((i) => [i.id, Number(i.units)]);
+    };
+    const ts = now - 60_000;
+    // The first events: in the open bucket only.
+    await deps.buckets.apply('L', 'a', rollup(rules, 'L', tz, [view(ts, 'P1', 'V1'), view(ts, 'P2', 'V1'), view(ts, 'P2', 'V2')]), { now, dedupeTtlSeconds: 60 });
+    expect(await agree()).toEqual([['P2', 2], ['P1', 1]]);
+    // Sealed but not folded, then more in the open bucket.
+    await deps.buckets.seal('L', { now: now + 1, minAgeMs: 0 });
+    await deps.buckets.apply('L', 'b', rollup(rules, 'L', tz, [view(ts, 'P3', 'V3'), view(ts, 'P3', 'V3'), view(ts, 'P3', 'V1')]), { now: now + 2, dedupeTtlSeconds: 60 });
+    expect(await agree()).toEqual([['P3', 3], ['P2', 2], ['P1', 1]]);
+    // Folded and written: the same list.
+    await cycle(deps, 'L', now + 3);
+    expect(await agree()).toEqual([['P3', 3], ['P2', 2], ['P1', 1]]);
   });
 });

@@ -24,7 +24,7 @@ describe('rules introspection', () => {
     expect(keyedByOf(rules, 'ViewCount')).toBeNull();
     expect(plainMetricsOf(rules, 'product')).toEqual(['ViewCount', 'OrderCount', 'Revenue']);
     expect(plainMetricsOf(rules, 'visitor')).toEqual(['ViewCount', 'PageViewCount', 'OrderCount', 'Revenue']);
-    expect(rankedEntitiesOf(rules)).toEqual(['product']);
+    expect(rankedEntitiesOf(rules)).toEqual(['product', 'page']);
   });
 
   it('checks metric names: known, keyed exactly when the metric is, keys of id characters', () => {

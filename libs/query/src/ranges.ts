@@ -1,5 +1,5 @@
 import type { NamedRange, RangeName } from '@tally/contracts';
-import { addDays, addMonths, compareDates, dateOf, daysInMonth, localDate, parseDate, toEpochDay, type LocalDate } from '@tally/key-layout';
+import { addDays, addMonths, compareDates, dateOf, daysInMonth, formatDate, localDate, parseDate, retentionStart, toEpochDay, type LocalDate } from '@tally/key-layout';
 import { QueryError } from './errors';
 
 
@@ -99,4 +99,19 @@ export function resolveRange(q: RangeQuery, timeZone: string, now: number, fallb
   }
   const name = q.range ?? fallback;
   return { range: name === 'allTime' ? ALL_TIME : namedRange(name, timeZone, now), name };
+}
+
+/**
+ * A visitor query's range cut at the store's visitor-history retention (`historyMonths`; undefined = none): all
+ * time becomes the kept months, a range reaching before them starts at the first kept day, and a range wholly
+ * before them is refused (nothing of it is kept), even while DynamoDB's TTL has not yet deleted the items.
+ */
+export function clampToRetention(range: QueryRange, historyMonths: number | undefined, tz: string, now: number): QueryRange {
+  if (historyMonths === undefined) return range;
+  const start = retentionStart(historyMonths, tz, now);
+  if (range === ALL_TIME) return { from: start, to: localDate(now, tz) };
+  if (compareDates(range.to, start) < 0) {
+    throw new QueryError('from', `visitor history before ${formatDate(start)} is not kept (this store keeps ${historyMonths} months)`);
+  }
+  return compareDates(range.from, start) < 0 ? { from: start, to: range.to } : range;
 }

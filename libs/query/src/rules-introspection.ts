@@ -1,5 +1,5 @@
-import { ID_PATTERN, NAME_PATTERN } from '@tally/key-layout';
-import { parseMetricName, type CompiledRules, type MetricName } from '@tally/schema';
+import { decodeKeyValue, ID_PATTERN, NAME_PATTERN } from '@tally/key-layout';
+import { normalizeDimValue, parseMetricName, type CompiledRules, type MetricName } from '@tally/schema';
 import { QueryError } from './errors';
 
 /** What the compiled rules tell a query: which entity is the store row, which metrics are keyed, what is ranked. */
@@ -28,6 +28,27 @@ export function rankedEntitiesOf(rules: CompiledRules): string[] {
   return Object.entries(rules.rules.entities)
     .filter(([, s]) => s.rank)
     .map(([n]) => n);
+}
+
+/** Whether an entity is keyed by one `path` dimension (page): its ids are base64url keys of paths. */
+function keyedByPath(rules: CompiledRules, entity: string): boolean {
+  const key = rules.rules.entities[entity]?.key ?? [];
+  return key.length === 1 && rules.dimFormat(key[0]!) === 'path';
+}
+
+/** The path an id of a path-keyed entity stands for (`/shop/shoes`), for answers; undefined for other entities. */
+export function pathOfId(rules: CompiledRules, entity: string, id: string): string | undefined {
+  return keyedByPath(rules, entity) ? decodeKeyValue(id) : undefined;
+}
+
+/**
+ * An id as a request gives it: for a path-keyed entity a path (`/shop/shoes`, starting with `/`) stands for its key;
+ * anything else is taken as the id itself (then checked against the id rule).
+ */
+export function idOfRequest(rules: CompiledRules, entity: string, raw: string): string {
+  if (!raw.startsWith('/') || !keyedByPath(rules, entity)) return raw;
+  const v = normalizeDimValue(rules, rules.rules.entities[entity]!.key[0]!, raw);
+  return v.ok ? v.value : raw;
 }
 
 /** Metrics counted with a `by` dimension (ProductViews by product), and metrics counted without one. */

@@ -1,6 +1,6 @@
 import type { Segment, SegmentRule } from '@tally/contracts';
 import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
-import { dayAttr, monthSk, TOTAL_SK, totalAttr } from '@tally/key-layout';
+import { compareDates, dayAttr, monthAttr, monthSk, parseMonthSk, retentionStart, TOTAL_SK, totalAttr } from '@tally/key-layout';
 import { formatMetricName, fromUnits } from '@tally/schema';
 import type { QueryDeps } from './engine';
 import { resolveMetrics } from './engine';
@@ -38,7 +38,16 @@ const compare = (a: number, op: SegmentRule['op'], b: number) =>
  */
 export async function evaluateSegments(
   deps: QueryDeps,
-  req: { store: string; pk: string; timeZone: string; now: number; segments: Segment[]; cacheTtlSeconds: number },
+  req: {
+    store: string;
+    pk: string;
+    timeZone: string;
+    now: number;
+    segments: Segment[];
+    cacheTtlSeconds: number;
+    /** The store's visitor-history retention: months before it are never counted, whatever DynamoDB still holds. */
+    historyMonths?: number;
+  },
 ): Promise<SegmentEvaluation> {
   const memoKey = `${req.store}\u0000${req.pk}`;
   const clock = Date.now();
@@ -66,14 +75,23 @@ export async function evaluateSegments(
     if (await deps.buckets.fillCache(req.store, req.pk, snap!.cacheVersion, json, req.cacheTtlSeconds)) remember(items);
   }
   const merged = mergeItems(items, snap!.entries);
+  const start = req.historyMonths === undefined ? undefined : retentionStart(req.historyMonths, req.timeZone, req.now);
+  const startMonth = start && monthSk(start.year, start.month);
 
   const segments = req.segments.map((seg) => {
     const rules = seg.rules.map((rule) => {
       const [metric] = resolveMetrics(deps.rules, [formatMetricName(rule.metric, rule.key)]);
       let actual = 0n;
-      if (rule.range === 'allTime') actual = merged.get(TOTAL_SK)?.get(totalAttr(metric!.attr)) ?? 0n;
-      else {
+      if (rule.range === 'allTime' && !startMonth) actual = merged.get(TOTAL_SK)?.get(totalAttr(metric!.attr)) ?? 0n;
+      else if (rule.range === 'allTime') {
+        // Under a retention, all time is the months kept: never TOTAL, which still holds the expired ones.
+        for (const [sk, attrs] of merged) {
+          const m = parseMonthSk(sk);
+          if (m && sk >= startMonth!) actual += attrs.get(monthAttr(m.month, metric!.attr)) ?? 0n;
+        }
+      } else {
         for (const d of daysOf(namedRange(rule.range, req.timeZone, req.now))) {
+          if (start && compareDates(d, start) < 0) continue; // an expired month (DynamoDB's TTL may not have run yet)
           actual += merged.get(monthSk(d.year, d.month))?.get(dayAttr(d.doy, metric!.attr)) ?? 0n;
         }
       }

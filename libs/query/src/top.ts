@@ -5,7 +5,7 @@ import type { DateRange, QueryRange } from './ranges';
 import { checkMetricName, entityOf, rankedEntitiesOf } from './rules-introspection';
 
 
-/** Candidates fetched from the rankings per item asked, so counts folded since can still reorder them. */
+/** Candidates fetched from the rankings per item asked: rankings order by doubles, the answer by exact values. */
 const CANDIDATES_PER_ITEM = 2;
 
 export interface TopResult {
@@ -19,9 +19,10 @@ export interface TopResult {
 }
 
 /**
- * The highest entities by an unkeyed metric over at most MAX_TOP_DAYS days. The daily rankings (updated at
- * each fold) give candidates; readTotals gives their exact values (DynamoDB plus every count in Redis), which
- * order the answer. An entity whose every count is still in the open bucket is not a candidate yet.
+ * The highest entities by an unkeyed metric over at most MAX_TOP_DAYS days. The daily rankings, which the apply
+ * step updates for every bucket (the open one included), give candidates; readTotals
+ * gives their exact values (DynamoDB plus every count in Redis), which order the answer. So an entity counted a
+ * moment ago, still in the open bucket, is in the list, and the list agrees with the totals at any moment.
  */
 export async function readTop(deps: QueryDeps, req: { store: string; entity: string; metric: string; range: QueryRange; limit: number }): Promise<TopResult> {
   const { rules } = deps;

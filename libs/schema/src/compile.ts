@@ -1,7 +1,7 @@
 import { entityPk, parsePk } from '@tally/key-layout';
 import { RulesError } from './errors';
 import { formatMetricName, parseMetricName } from './metric-name';
-import { rulesSchema, type Counter, type FlushPolicy, type Rules, type RulesInput } from './rules.schema';
+import { rulesSchema, type Counter, type DimensionFormat, type FlushPolicy, type Rules, type RulesInput } from './rules.schema';
 
 export interface CompiledCounter extends Counter {
   /** Dimensions that must be present for the counter to apply (entity key + `by`). */
@@ -45,6 +45,8 @@ export interface CompiledRules {
   pkOf(store: string, entity: string, keyValues: readonly string[]): string;
   /** Distinct-count metrics of an entity (rules `distinct`): metric name, attribute code, dimension. */
   distinctOf(entity: string): ReadonlyArray<{ metric: string; attrMetric: string; dim: string }>;
+  /** How a dimension's values are written (`path`: keyed by their base64url encoding); `id` for any other. */
+  dimFormat(dim: string): DimensionFormat;
 }
 
 /** Validates rules (zod, then cross-references) and precomputes what the hot paths need. */
@@ -159,6 +161,9 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
     },
     scaleOf(metric) {
       return rules.metrics[metric]?.scale ?? 0;
+    },
+    dimFormat(dim) {
+      return Object.hasOwn(rules.dimensions, dim) ? rules.dimensions[dim]!.format : 'id';
     },
     pkOf(store, entity, keyValues) {
       const spec = rules.entities[entity];

@@ -8,7 +8,7 @@ import type { RulesInput } from './rules.schema';
  * store rows are written at most once an hour (few rows, touched all day); product rows at most once a day
  * (a long-tail catalogue: most products are touched a few times a day, so writing them more often buys
  * nothing but write units); a visitor's row once the visitor has been idle for 30 minutes (the session
- * ended), and at the latest a day after its oldest unwritten count. Unwritten counts wait in Redis, which
+ * ended), and at the latest a day after its oldest unwritten count; page rows (top pages) once a day, like products. Unwritten counts wait in Redis, which
  * must run with AOF on.
  */
 export const defaultRules = {
@@ -19,13 +19,17 @@ export const defaultRules = {
     Revenue: { code: 'r', scale: 2, description: 'order revenue in minor units (cents)' },
     ProductViews: { code: 'pv', description: 'views of one product by one visitor, keyed by product' },
     ProductOrders: { code: 'po', description: 'order lines of one product by one visitor, keyed by product' },
+    PageViews: { code: 'pgv', description: "views of one page, on the page's row (top pages)" },
     UniqueVisitors: { code: 'uv', description: 'distinct visitors (exact up to 300, HyperLogLog above: standard error 0.81%)' },
   },
   entities: {
     store: { key: [], flush: { kind: 'every', minutes: 60 }, distinct: { UniqueVisitors: 'visitor' } },
     product: { key: ['product'], flush: { kind: 'every', minutes: 1_440 }, rank: true, distinct: { UniqueVisitors: 'visitor' } },
     visitor: { key: ['visitor'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1_440 } },
+    page: { key: ['page'], flush: { kind: 'every', minutes: 1_440 }, rank: true },
   },
+  // Page paths hold `/`: they are keyed by their base64url encoding and decoded in answers.
+  dimensions: { page: { format: 'path' } },
   events: {
     view: {
       dims: { product: 'required', visitor: 'optional' },
@@ -41,6 +45,7 @@ export const defaultRules = {
       counters: [
         { entity: 'store', metric: 'PageViewCount' },
         { entity: 'visitor', metric: 'PageViewCount' },
+        { entity: 'page', metric: 'PageViews' },
       ],
     },
     order: {
@@ -72,5 +77,6 @@ export const cheapestRules = {
     store: { key: [], flush: { kind: 'every', minutes: 1_440 }, distinct: { UniqueVisitors: 'visitor' } },
     product: { key: ['product'], flush: { kind: 'every', minutes: 1_440 }, rank: true, distinct: { UniqueVisitors: 'visitor' } },
     visitor: { key: ['visitor'], flush: { kind: 'every', minutes: 1_440 } },
+    page: { key: ['page'], flush: { kind: 'every', minutes: 1_440 }, rank: true },
   },
 } satisfies RulesInput;

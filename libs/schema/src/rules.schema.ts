@@ -69,10 +69,20 @@ export const eventTypeSchema = z
   })
   .strict();
 
+/**
+ * How a dimension's values are written: `id` (the default) takes ids as they are (1-128 characters of A-Z a-z 0-9
+ * _ . : -); `path` takes a URL path (`/shop/shoes/red`: a `/`, then up to 96 bytes in all of any characters but
+ * whitespace, controls, `?` and `#`) and keys it by its base64url encoding (key-layout encodeKeyValue), decoded
+ * in answers.
+ */
+export const dimensionSchema = z.object({ format: z.enum(['id', 'path']).default('id') }).strict();
+
 export const rulesSchema = z
   .object({
     metrics: z.record(name, metricSchema),
     entities: z.record(name, entitySchema),
+    /** Dimensions whose values are not plain ids (see dimensionSchema); any other dimension is an id. */
+    dimensions: z.record(name, dimensionSchema).default({}),
     events: z.record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'an event type: lower-case letters, digits, _'), eventTypeSchema),
   })
   .strict();
@@ -81,3 +91,4 @@ export type FlushPolicy = z.infer<typeof flushPolicySchema>;
 export type RulesInput = z.input<typeof rulesSchema>;
 export type Rules = z.infer<typeof rulesSchema>;
 export type Counter = z.infer<typeof counterSchema>;
+export type DimensionFormat = z.infer<typeof dimensionSchema>['format'];

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { decodeKeyValue } from '@tally/key-layout';
 import { compileRules, decimalToUnits, defaultRules, fromUnits, rollup, RulesError, toUnits, validateEvents, cheapestRules } from './index';
 
 const rules = compileRules(defaultRules);
@@ -139,6 +140,23 @@ describe('validateEvents', () => {
     expect(r.events).toEqual([]);
     expect(r.errors.map((e) => e.field)).toEqual(['__proto__', 'dims.constructor', 'dims.__proto__', 'dims.__proto__']);
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+
+  it('keys page paths by their base64url encoding, so `/` and any character reach the keys without touching a separator', () => {
+    const ev = (page: string) => ({ type: 'page_view', ts: now, dims: { visitor: 'V1', page } });
+    const paths = ['/', '/shop/shoes/red', '/a%23b', '/ünïcødé/页面', '/x|y:z.w', `/${'a'.repeat(95)}`];
+    const r = validateEvents(rules, paths.map(ev), limits);
+    expect(r.errors).toEqual([]);
+    expect(r.events.map((e) => e.dims['page'])).toEqual(paths.map((p) => Buffer.from(p).toString('base64url')));
+    expect(r.events.map((e) => decodeKeyValue(e.dims['page']!))).toEqual(paths);
+    const deltas = rollup(rules, 'S', 'UTC', r.events);
+    expect(deltas.get(`S#page#${Buffer.from('/shop/shoes/red').toString('base64url')}`)).toEqual(new Map([['2023-123|pgv', 1]]));
+    const bad = validateEvents(rules, ['shop', '/a b', '/a?x=1', '/a#top', `/${'a'.repeat(96)}`, '/\u0001'].map(ev), limits);
+    expect(bad.events).toEqual([]);
+    expect(bad.errors.map((e) => [e.index, e.field])).toEqual([0, 1, 2, 3, 4, 5].map((i) => [i, 'dims.page']));
+    expect(bad.errors[0]!.reason).toMatch(/URL path/);
+    // Other dimensions stay ids.
+    expect(validateEvents(rules, [{ type: 'page_view', ts: now, dims: { visitor: '/V1', page: '/' } }], limits).errors).toMatchObject([{ field: 'dims.visitor' }]);
   });
 });
 

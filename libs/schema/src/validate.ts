@@ -2,7 +2,7 @@ import type { CompiledRules } from './compile';
 import { toUnits } from './decimal';
 import { eventInputSchema, type NormalizedEvent } from './event.schema';
 import { fastEventShape } from './fast-shape';
-import { ID_PATTERN } from '@tally/key-layout';
+import { normalizeDimValue } from './dimension-value';
 
 export interface EventError {
   /** Index of the event in the request. */
@@ -142,9 +142,11 @@ function validateOne(
     const value = given[name]!;
     if (!Object.hasOwn(spec.dims, name)) {
       fail(errors, index, `dims.${name}`, `unknown dimension for type ${e.type}; allowed: ${info.allowed}`);
-    } else if (!ID_PATTERN.test(value)) {
-      fail(errors, index, `dims.${name}`, 'must be 1-128 characters of A-Z a-z 0-9 _ . : -');
-    } else dims[name] = value;
+    } else {
+      const v = normalizeDimValue(rules, name, value);
+      if (v.ok) dims[name] = v.value;
+      else fail(errors, index, `dims.${name}`, v.reason);
+    }
   }
   for (const name of info.required) {
     if (!Object.hasOwn(given, name)) fail(errors, index, `dims.${name}`, 'is required');

@@ -3,7 +3,9 @@ import {
   GetItemCommand,
   PutItemCommand,
   QueryCommand,
+  ScanCommand,
   UpdateItemCommand,
+  type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
 import { isValidTimeZone, STORE_ID_PATTERN } from '@tally/key-layout';
@@ -36,6 +38,12 @@ export interface TenantInfo {
   createdAt: string;
   /** The store's ingest budget in events per second, when it differs from the collector's default. */
   ingestEventsPerSecond?: number;
+  /** ISO 4217 code revenue is shown in (set-currency); absent until set. */
+  currency?: string;
+  /** Months of visitor history kept (the current month and the N - 1 before it); unset = kept for ever. */
+  historyMonths?: number;
+  /** Set while the store is being deleted: the store is then unknown to every app. */
+  deletingAt?: string;
 }
 
 /** A key as listed: never the key itself, only its public id (the first 12 hex digits of its sha256). */
@@ -89,12 +97,19 @@ export async function getTenant(db: TenantDb, store: string): Promise<TenantInfo
 
 export function tenantOf(store: string, item: Item): TenantInfo {
   const budget = item[INGEST_BUDGET_ATTR]?.N;
-  return {
+  const t: TenantInfo = {
     store,
     timeZone: str(item, 'timeZone') ?? DEFAULT_TIME_ZONE,
     createdAt: str(item, 'createdAt') ?? '',
     ...(budget === undefined ? {} : { ingestEventsPerSecond: Number(budget) }),
   };
+  const currency = str(item, 'currency');
+  if (currency) t.currency = currency;
+  const months = item['historyMonths'];
+  if (months && 'N' in months && months.N) t.historyMonths = Number(months.N);
+  const deletingAt = str(item, 'deletingAt');
+  if (deletingAt) t.deletingAt = deletingAt;
+  return t;
 }
 
 const INGEST_BUDGET_ATTR = 'ingestEventsPerSecond';
@@ -126,6 +141,15 @@ export async function setIngestBudget(db: TenantDb, store: string, eventsPerSeco
   }
 }
 
+/** The ISO 4217 codes this runtime knows (Intl: the active currencies of the ICU data, e.g. EUR, USD, JPY). */
+const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
+
+function checkCurrency(currency: string): void {
+  if (!CURRENCIES.has(currency)) {
+    throw new TenantError('TALLY_ERR_INVALID_CURRENCY', `currency ${JSON.stringify(currency)} is not an ISO 4217 code such as EUR, USD or JPY`);
+  }
+}
+
 /** Creates a tenant (a store) with its time zone (default UTC). Throws TALLY_ERR_TENANT_EXISTS when it exists. */
 export async function createTenant(db: TenantDb, store: string, opts: { timeZone?: string } = {}): Promise<TenantInfo> {
   checkStore(store);
@@ -149,23 +173,98 @@ export async function createTenant(db: TenantDb, store: string, opts: { timeZone
 
 /** Changes a tenant's time zone; days already counted stay in the days they were binned in. */
 export async function setTimeZone(db: TenantDb, store: string, timeZone: string): Promise<void> {
+  await updateTenant(db, store, { timeZone });
+}
+
+/** What updateTenant changes; `historyMonths: null` keeps visitor history for ever again. */
+export interface TenantSettings {
+  timeZone?: string;
+  currency?: string;
+  historyMonths?: number | null;
+}
+
+/** The longest retention that can be set: 100 years. */
+export const MAX_HISTORY_MONTHS = 1200;
+
+/** Changes a tenant's settings (one UpdateItem); returns the tenant as it now is. */
+export async function updateTenant(db: TenantDb, store: string, settings: TenantSettings): Promise<TenantInfo> {
   checkStore(store);
-  checkTimeZone(timeZone);
+  const set: string[] = [];
+  const remove: string[] = [];
+  const names: Record<string, string> = {};
+  const values: Record<string, AttributeValue> = {};
+  if (settings.timeZone !== undefined) {
+    checkTimeZone(settings.timeZone);
+    set.push('#tz = :tz');
+    names['#tz'] = 'timeZone';
+    values[':tz'] = S(settings.timeZone);
+  }
+  if (settings.currency !== undefined) {
+    checkCurrency(settings.currency);
+    set.push('#cur = :cur');
+    names['#cur'] = 'currency';
+    values[':cur'] = S(settings.currency);
+  }
+  if (settings.historyMonths !== undefined) {
+    names['#hm'] = 'historyMonths';
+    if (settings.historyMonths === null) remove.push('#hm');
+    else {
+      const m = settings.historyMonths;
+      if (!Number.isInteger(m) || m < 1 || m > MAX_HISTORY_MONTHS) {
+        throw new TenantError('TALLY_ERR_INVALID_RETENTION', `historyMonths must be a whole number of months from 1 to ${MAX_HISTORY_MONTHS} (or null: keep for ever)`);
+      }
+      set.push('#hm = :hm');
+      values[':hm'] = { N: String(m) };
+    }
+  }
+  const update = [set.length ? `SET ${set.join(', ')}` : '', remove.length ? `REMOVE ${remove.join(', ')}` : ''].filter(Boolean).join(' ');
+  if (!update) {
+    const t = await getTenant(db, store);
+    if (!t || t.deletingAt) throw notFound(store);
+    return t;
+  }
   try {
-    await db.dynamo.send(
+    const out = await db.dynamo.send(
       new UpdateItemCommand({
         TableName: db.table,
         Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
-        UpdateExpression: 'SET #tz = :tz',
-        ConditionExpression: 'attribute_exists(pk)',
-        ExpressionAttributeNames: { '#tz': 'timeZone' },
-        ExpressionAttributeValues: { ':tz': S(timeZone) },
+        UpdateExpression: update,
+        ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(deletingAt)',
+        ExpressionAttributeNames: names,
+        ...(Object.keys(values).length ? { ExpressionAttributeValues: values } : {}),
+        ReturnValues: 'ALL_NEW',
       }),
     );
+    return tenantOf(store, out.Attributes ?? {});
   } catch (err) {
     if (err instanceof ConditionalCheckFailedException) throw notFound(store);
     throw err;
   }
+}
+
+/** Every tenant (a Scan of the table's tenant items: an operator's call, not a hot path), by store id. */
+export async function listTenants(db: TenantDb): Promise<TenantInfo[]> {
+  const out: TenantInfo[] = [];
+  let start: Item | undefined;
+  do {
+    const page = await db.dynamo.send(
+      new ScanCommand({
+        TableName: db.table,
+        FilterExpression: 'begins_with(pk, :p) AND sk = :meta',
+        ExpressionAttributeValues: { ':p': S(tenantPk('')), ':meta': S(TENANT_SK) },
+        ConsistentRead: true,
+        ...(start ? { ExclusiveStartKey: start } : {}),
+      }),
+    );
+    for (const item of page.Items ?? []) out.push(tenantOf(str(item, 'store') ?? (str(item, 'pk') ?? '').slice(tenantPk('').length), item));
+    start = page.LastEvaluatedKey;
+  } while (start);
+  return out.sort((a, b) => a.store.localeCompare(b.store));
+}
+
+/** Sets the currency a store's revenue is shown in (an ISO 4217 code: EUR, USD, JPY…); counts are unchanged. */
+export async function setCurrency(db: TenantDb, store: string, currency: string): Promise<void> {
+  await updateTenant(db, store, { currency });
 }
 
 /**
@@ -176,7 +275,8 @@ export async function issueKey(db: TenantDb, store: string, scopes: readonly str
   checkStore(store);
   const checked = checkScopes(scopes);
   if (!LABEL.test(label)) throw new TenantError('TALLY_ERR_INVALID_LABEL', 'a key label is 0-200 printable ASCII characters');
-  if (!(await getTenant(db, store))) throw notFound(store);
+  const tenant = await getTenant(db, store);
+  if (!tenant || tenant.deletingAt) throw notFound(store);
   const key = generateKey();
   const hash = hashKey(key);
   const createdAt = new Date().toISOString();
@@ -273,7 +373,7 @@ export async function revokeKey(db: TenantDb, store: string, keyId: string): Pro
   return { ...keyInfoOf(store, listing), revoked: true, revokedAt };
 }
 
-function notFound(store: string): TenantError {
+export function notFound(store: string): TenantError {
   return new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} does not exist (create it first)`);
 }
 
@@ -285,7 +385,10 @@ export function createTenantAdmin(db: TenantDb) {
     issueKey: (store: string, scopes: readonly string[], label: string) => issueKey(db, store, scopes, label),
     revokeKey: (store: string, keyId: string) => revokeKey(db, store, keyId),
     setTimeZone: (store: string, timeZone: string) => setTimeZone(db, store, timeZone),
+    setCurrency: (store: string, currency: string) => setCurrency(db, store, currency),
     setIngestBudget: (store: string, eventsPerSecond: number | undefined) => setIngestBudget(db, store, eventsPerSecond),
+    updateTenant: (store: string, settings: TenantSettings) => updateTenant(db, store, settings),
+    listTenants: () => listTenants(db),
     listKeys: (store: string) => listKeys(db, store),
   };
 }

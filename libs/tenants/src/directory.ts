@@ -32,19 +32,35 @@ export interface Principal {
   store: string;
   scopes: Scope[];
   timeZone: string;
+  /** The store's ISO 4217 currency, when one is set. */
+  currency?: string;
   /** The store's own ingest budget (events per second), when its tenant record sets one. */
   ingestEventsPerSecond?: number;
+  /** Months of visitor history the store keeps; undefined = for ever. */
+  historyMonths?: number;
 }
 
 export interface TenantDirectory {
   /** The store, scopes and time zone of a key; undefined for an unknown or revoked key (or a deleted tenant). */
   authenticate(key: string): Promise<Principal | undefined>;
   /**
-   * A store's tenant; undefined when the store has none. With `fresh`, DynamoDB is asked now whatever the cache
-   * holds, and a failed lookup throws TenantsUnavailableError rather than answering from the cache: for a caller
-   * about to act on "no such store" (a tenant created a moment ago must be seen).
+   * A store's tenant; undefined when the store has none (or is being deleted). With `fresh`, DynamoDB is asked now
+   * whatever the cache holds, and a failed lookup throws TenantsUnavailableError rather than answering from the
+   * cache: for a caller about to act on "no such store" (a tenant created a moment ago must be seen).
    */
-  tenant(store: string, opts?: { fresh?: boolean }): Promise<{ store: string; timeZone: string; ingestEventsPerSecond?: number } | undefined>;
+  tenant(store: string, opts?: { fresh?: boolean }): Promise<DirectoryTenant | undefined>;
+}
+
+/** What the apps need of a tenant. */
+export interface DirectoryTenant {
+  store: string;
+  timeZone: string;
+  /** Months of visitor history kept; undefined = for ever. */
+  historyMonths?: number;
+  /** The store's own ingest budget (events per second), when its tenant record sets one. */
+  ingestEventsPerSecond?: number;
+  /** The store's ISO 4217 currency, when one is set. */
+  currency?: string;
 }
 
 interface KeyRecord {
@@ -77,13 +93,20 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
     return { store, scopes: scopesOf(item), revoked: bool(item, 'revoked') };
   });
 
-  const tenants = cache<{ store: string; timeZone: string; ingestEventsPerSecond?: number } | undefined>('tenant', async (store) => {
+  const tenants = cache<DirectoryTenant | undefined>('tenant', async (store) => {
     const out = await opts.dynamo.send(
       new GetItemCommand({ TableName: opts.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
     );
     if (!out.Item) return undefined;
-    const { timeZone, ingestEventsPerSecond } = tenantOf(store, out.Item);
-    return { store, timeZone, ...(ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond }) };
+    const { timeZone, ingestEventsPerSecond, historyMonths, deletingAt, currency } = tenantOf(store, out.Item);
+    if (deletingAt) return undefined; // a store being deleted is unknown
+    return {
+      store,
+      timeZone,
+      ...(ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond }),
+      ...(historyMonths === undefined ? {} : { historyMonths }),
+      ...(currency === undefined ? {} : { currency }),
+    };
   });
 
   function cache<V>(kind: 'key' | 'tenant', fetch: (id: string) => Promise<V>) {
@@ -166,6 +189,8 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
         scopes: [...record.scopes],
         timeZone: tenant.timeZone,
         ...(tenant.ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond: tenant.ingestEventsPerSecond }),
+        ...(tenant.historyMonths === undefined ? {} : { historyMonths: tenant.historyMonths }),
+        ...(tenant.currency === undefined ? {} : { currency: tenant.currency }),
       };
     },
     async tenant(store, topts) {

@@ -5,9 +5,14 @@ export type TenantErrorCode =
   | 'TALLY_ERR_KEY_NOT_FOUND'
   | 'TALLY_ERR_INVALID_STORE'
   | 'TALLY_ERR_INVALID_TIME_ZONE'
+  | 'TALLY_ERR_INVALID_CURRENCY'
   | 'TALLY_ERR_INVALID_SCOPES'
   | 'TALLY_ERR_INVALID_LABEL'
-  | 'TALLY_ERR_INVALID_BUDGET';
+  | 'TALLY_ERR_INVALID_BUDGET'
+  | 'TALLY_ERR_INVALID_CURRENCY'
+  | 'TALLY_ERR_INVALID_RETENTION'
+  | 'TALLY_ERR_VISITOR_NOT_FOUND'
+  | 'TALLY_ERR_DELETION_INCOMPLETE';
 
 /** An admin operation on tenants or keys was refused; `message` says what and which store/key. */
 export class TenantError extends Error {

@@ -7,10 +7,15 @@ export {
   getTenant,
   issueKey,
   listKeys,
+  listTenants,
+  MAX_HISTORY_MONTHS,
   revokeKey,
   setIngestBudget,
   setTimeZone,
+  setCurrency,
+  updateTenant,
   type KeyInfo,
+  type TenantSettings,
   type TenantAdmin,
   type TenantDb,
   type TenantInfo,
@@ -18,7 +23,10 @@ export {
 export {
   createTenantDirectory,
   type DirectoryLog,
+  type DirectoryTenant,
   type Principal,
   type TenantDirectory,
   type TenantDirectoryOptions,
 } from './directory';
+export { deleteStore, eraseVisitor, type ErasureDeps, type StoreDeletion, type VisitorErasure } from './erasure';
+export { visitorExpiry } from './retention';

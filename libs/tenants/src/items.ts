@@ -3,7 +3,7 @@ import { isScope, type Scope } from './keys';
 
 /**
  * Tenant items live in the counters table under pks that start with `_` (store ids never do):
- *   pk `_tenant#<store>` sk `META`        the tenant: timeZone, createdAt
+ *   pk `_tenant#<store>` sk `META`        the tenant: timeZone, createdAt, currency (ISO 4217, once set)
  *   pk `_tenant#<store>` sk `KEY#<hash>`  the tenant's listing of one key (for listKeys; never the key itself)
  *   pk `_key#<hash>`     sk `KEY`         the key, looked up by its sha256: store, scopes, revoked, label, createdAt
  */

@@ -15,6 +15,7 @@ import {
   keyIdOf,
   listKeys,
   revokeKey,
+  setCurrency,
   setTimeZone,
   TenantError,
   TenantsUnavailableError,
@@ -81,6 +82,9 @@ describe('tenant admin', () => {
     expect(await codeOf(createTenant(db, 'ADMIN3', { timeZone: 'Mars/Olympus' }))).toBe('TALLY_ERR_INVALID_TIME_ZONE');
     expect(await codeOf(setTimeZone(db, 'ADMIN2', 'CET+1'))).toBe('TALLY_ERR_INVALID_TIME_ZONE');
     expect(await codeOf(setTimeZone(db, 'NOPE', 'UTC'))).toBe('TALLY_ERR_TENANT_NOT_FOUND');
+    expect(await codeOf(setCurrency(db, 'ADMIN2', 'XYZ'))).toBe('TALLY_ERR_INVALID_CURRENCY');
+    expect(await codeOf(setCurrency(db, 'ADMIN2', 'eur'))).toBe('TALLY_ERR_INVALID_CURRENCY');
+    expect(await codeOf(setCurrency(db, 'NOPE', 'EUR'))).toBe('TALLY_ERR_TENANT_NOT_FOUND');
     expect(await codeOf(issueKey(db, 'NOPE', ['ingest'], ''))).toBe('TALLY_ERR_TENANT_NOT_FOUND');
     expect(await codeOf(issueKey(db, 'ADMIN2', ['write'], ''))).toBe('TALLY_ERR_INVALID_SCOPES');
     expect(await codeOf(issueKey(db, 'ADMIN2', [], ''))).toBe('TALLY_ERR_INVALID_SCOPES');
@@ -158,13 +162,15 @@ describe('tenant directory', () => {
     expect(await dir.authenticate(key)).toEqual({ store: 'DIR3', scopes: ['ingest'], timeZone: 'UTC' });
     await revokeKey(db, 'DIR3', keyIdOf(key));
     await setTimeZone(db, 'DIR3', 'Asia/Kathmandu');
+    await setCurrency(db, 'DIR3', 'NPR');
     now += ttl - 1;
     // Still cached, key and time zone alike, until the TTL has passed.
     expect(await dir.authenticate(key)).toEqual({ store: 'DIR3', scopes: ['ingest'], timeZone: 'UTC' });
     expect(await dir.tenant('DIR3')).toEqual({ store: 'DIR3', timeZone: 'UTC' });
     now += 1;
     expect(await dir.authenticate(key)).toBeUndefined();
-    expect(await dir.tenant('DIR3')).toEqual({ store: 'DIR3', timeZone: 'Asia/Kathmandu' });
+    expect(await dir.tenant('DIR3')).toEqual({ store: 'DIR3', timeZone: 'Asia/Kathmandu', currency: 'NPR' });
+    expect(await getTenant(db, 'DIR3')).toMatchObject({ timeZone: 'Asia/Kathmandu', currency: 'NPR' });
   });
 
   it('serves last-known keys while DynamoDB is down and says when it knows nothing', async () => {

@@ -16,7 +16,7 @@ export function expectedDistinct(batches: Iterable<StoreEvents>, rules: Compiled
   const adds: DistinctAdds = new Map();
   for (const b of batches) {
     adds.clear();
-    rollupDistinct(rules, b.store, zones[b.store] ?? 'UTC', b.events.map(normalize), adds);
+    rollupDistinct(rules, b.store, zones[b.store] ?? 'UTC', b.events.map((e) => normalize(rules, e)), adds);
     for (const [pk, fields] of adds) {
       let row = out.get(pk);
       if (!row) out.set(pk, (row = new Map()));

@@ -1,6 +1,6 @@
 import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { baseSk, cellsOfDay, parseDayKey, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
-import { parseTimestamp, rollup, type CompiledRules, type EventInput, type NormalizedEvent, type RowDeltas } from '@tally/schema';
+import { baseSk, cellsOfDay, EXPIRES_ATTR, parseDayKey, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { normalizeDimValue, parseTimestamp, rollup, type CompiledRules, type EventInput, type NormalizedEvent, type RowDeltas } from '@tally/schema';
 
 /** pk -> sk -> attribute -> exact integer value: what the counter rows of the table hold (or must hold). */
 export type CounterTable = Map<string, Map<string, Map<string, bigint>>>;
@@ -10,11 +10,16 @@ export interface StoreEvents {
   events: readonly EventInput[];
 }
 
-/** An accepted event as the edge normalizes it (ts in epoch ms, value as its decimal text). */
-export function normalize(e: EventInput): NormalizedEvent {
+/** An accepted event as the edge normalizes it (ts in epoch ms, value as its decimal text, page paths as keys). */
+export function normalize(rules: CompiledRules, e: EventInput): NormalizedEvent {
   const ts = parseTimestamp(e.ts);
   if (ts === undefined) throw new RangeError(`expectedCounts: event has an unparseable ts ${JSON.stringify(e.ts)}`);
-  const out: NormalizedEvent = { type: e.type, ts, dims: { ...(e.dims ?? {}) } };
+  const dims: Record<string, string> = {};
+  for (const [name, value] of Object.entries(e.dims ?? {})) {
+    const v = normalizeDimValue(rules, name, value);
+    dims[name] = v.ok ? v.value : value;
+  }
+  const out: NormalizedEvent = { type: e.type, ts, dims };
   if (e.id !== undefined) out.id = e.id;
   if (e.value !== undefined) out.value = typeof e.value === 'number' ? String(e.value) : e.value.trim();
   return out;
@@ -44,7 +49,7 @@ export function expectedCounts(
   const deltas: RowDeltas = new Map();
   for (const b of batches) {
     deltas.clear();
-    rollup(rules, b.store, zoneOf(b.store), b.events.map(normalize), deltas);
+    rollup(rules, b.store, zoneOf(b.store), b.events.map((e) => normalize(rules, e)), deltas);
     for (const [pk, fields] of deltas) {
       for (const [field, delta] of fields) {
         const bar = field.indexOf('|');
@@ -83,7 +88,7 @@ export async function scanCounters(client: DynamoDBClient, table: string): Promi
       out.items++;
       if (item[WATERMARK_ATTR]?.N === undefined) out.withoutWatermark.push(`${pk} / ${sk}`);
       for (const [name, v] of Object.entries(item)) {
-        if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR || name === WATERMARK_PART_ATTR || name === SPILLED_ATTR || name === SKETCH_VERSION_ATTR) continue;
+        if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR || name === WATERMARK_PART_ATTR || name === SPILLED_ATTR || name === EXPIRES_ATTR || name === SKETCH_VERSION_ATTR) continue;
         if (v.B !== undefined) out.sketches++;
         else if (v.N === undefined) out.foreign.push(`${pk} / ${sk} / ${name}`);
         else addCount(out.counters, pk, baseSk(sk), name, BigInt(v.N));

@@ -17,7 +17,7 @@ export interface Backlog {
 }
 
 /** KEYS matching `pattern`, on every master of a cluster. */
-async function keysEverywhere(r: RedisConnection, pattern: string): Promise<string[]> {
+export async function keysEverywhere(r: RedisConnection, pattern: string): Promise<string[]> {
   if (!(r instanceof Cluster)) return r.keys(pattern);
   return (await Promise.all(r.nodes('master').map((node) => node.keys(pattern)))).flat();
 }

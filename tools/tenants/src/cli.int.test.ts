@@ -52,6 +52,9 @@ describe('tenants CLI', () => {
     expect((await cli('show', 'SHOP1')).out).not.toMatch(/ingest budget/);
     expect((await cli('set-ingest-budget', 'SHOP1', 'lots')).code).toBe(2);
     expect((await cli('set-ingest-budget', 'SHOP1', '0')).err).toMatch(/^tally: ingest budget 0 is not a whole number/);
+    expect(await cli('set-currency', 'SHOP1', 'eur')).toEqual({ code: 0, out: 'tally: store SHOP1 now shows revenue in EUR (counts are unchanged)', err: '' });
+    expect((await cli('show', 'SHOP1')).out).toMatch(/^store SHOP1\ntime zone Asia\/Tokyo\ncreated \S+\ncurrency EUR$/);
+    expect(await dir.authenticate(key)).toEqual({ store: 'SHOP1', scopes: ['ingest', 'read'], timeZone: 'Asia/Tokyo', currency: 'EUR' });
 
     expect((await cli('revoke-key', 'SHOP1', keyId!)).out).toMatch(new RegExp(`^tally: revoked key ${keyId} of store SHOP1 \\(web shop\\)`));
     expect(await dir.authenticate(key)).toBeUndefined();
@@ -66,6 +69,11 @@ describe('tenants CLI', () => {
       err: 'tally: time zone "Mars/Base" is not an IANA time zone name such as Europe/Paris or UTC',
     });
     expect((await cli('issue-key', 'NOPE', '--scopes', 'ingest')).err).toBe('tally: tenant NOPE does not exist (create it first)');
+    for (const bad of ['XYZ', 'EURO', '€', '']) {
+      expect(await cli('set-currency', 'SHOP1', bad)).toEqual({ code: 1, out: '', err: `tally: currency ${JSON.stringify(bad)} is not an ISO 4217 code such as EUR, USD or JPY` });
+    }
+    expect((await cli('set-currency', 'NOPE', 'USD')).err).toBe('tally: tenant NOPE does not exist (create it first)');
+    expect((await cli('set-currency', 'SHOP1')).code).toBe(2);
     expect((await cli('list-keys', 'NOPE')).code).toBe(1);
     const usage = await cli('issue-key', 'SHOP1');
     expect(usage.code).toBe(2);
@@ -73,6 +81,17 @@ describe('tenants CLI', () => {
     expect((await cli('frobnicate')).code).toBe(2);
     expect((await cli('--nope')).code).toBe(2);
     expect((await cli()).out).toMatch(/^usage: tenants <command>/);
+  });
+
+  it('lists stores and changes settings with the same library functions as the admin API', async () => {
+    expect((await cli('set', 'SHOP1', '--currency', 'EUR', '--history-months', '13')).out).toBe(
+      'tally: store SHOP1: time zone Asia/Tokyo, currency EUR, visitor history 13 months',
+    );
+    expect((await cli('set', 'SHOP1', '--history-months', 'forever')).out).toMatch(/visitor history kept for ever$/);
+    expect((await cli('set', 'SHOP1', '--history-months', 'ten')).err).toMatch(/^tally: historyMonths must be a whole number/);
+    expect((await cli('set', 'NOPE', '--currency', 'EUR')).code).toBe(1);
+    expect((await cli('list')).out.split('\n')).toEqual(['SHOP1\tAsia/Tokyo\tEUR']);
+    expect((await cli('delete-store', 'SHOP1')).err).toMatch(/^tally: delete-store needs Redis/);
   });
 
   it('names every scope in its usage text (usage.ts imports nothing, to keep --help light)', () => {

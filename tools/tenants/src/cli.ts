@@ -1,34 +1,54 @@
+import type { CompiledRules } from '@tally/schema';
 import {
   createTenant,
+  deleteStore,
+  eraseVisitor,
   getTenant,
   issueKey,
   keyIdOf,
   listKeys,
+  listTenants,
   revokeKey,
   SCOPES,
+  setCurrency,
   setIngestBudget,
   setTimeZone,
   TenantError,
+  updateTenant,
+  type ErasureDeps,
   type TenantDb,
+  type TenantSettings,
 } from '@tally/tenants';
 import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import { USAGE } from './usage';
 
 export { USAGE };
 
+/** What delete-store and erase-visitor need besides DynamoDB (Redis, the queues, the rules); opened on demand. */
+export type ErasureContext = Omit<ErasureDeps, 'db'> & { rules: CompiledRules };
+
 /** Runs one command; returns the exit code (0 ok, 1 refused or failed, 2 usage). */
-export function runTenantsCli(argv: readonly string[], db: TenantDb, io: CliIo): Promise<number> {
-  return runCli(argv, io, USAGE, TENANTS_OPTIONS, (command, args, values) => run(command, args, values, db, io));
+export function runTenantsCli(argv: readonly string[], db: TenantDb, io: CliIo, erasure?: () => Promise<ErasureContext>): Promise<number> {
+  return runCli(argv, io, USAGE, TENANTS_OPTIONS, (command, args, values) => run(command, args, values, db, io, erasure));
 }
 
 const TENANTS_OPTIONS = {
   'time-zone': { type: 'string' },
   scopes: { type: 'string' },
   label: { type: 'string' },
+  currency: { type: 'string' },
+  'history-months': { type: 'string' },
   json: { type: 'boolean' },
 } as const;
 
-async function run(command: string, args: string[], values: CliValues<typeof TENANTS_OPTIONS>, db: TenantDb, io: CliIo): Promise<number> {
+async function run(
+  command: string,
+  args: string[],
+  values: CliValues<typeof TENANTS_OPTIONS>,
+  db: TenantDb,
+  io: CliIo,
+  erasure?: () => Promise<ErasureContext>,
+): Promise<number> {
   const need = (n: number, what: string) => {
     if (args.length !== n) throw new UsageError(`${command} takes ${what}`);
   };
@@ -61,6 +81,13 @@ async function run(command: string, args: string[], values: CliValues<typeof TEN
       io.out(`tally: store ${args[0]} now bins days in ${args[1]} (counts already made keep their days)`);
       return 0;
     }
+    case 'set-currency': {
+      need(2, '<store> <ISO 4217 currency code>');
+      const currency = args[1]!.toUpperCase();
+      await setCurrency(db, args[0]!, currency);
+      io.out(`tally: store ${args[0]} now shows revenue in ${currency} (counts are unchanged)`);
+      return 0;
+    }
     case 'set-ingest-budget': {
       need(2, '<store> <events per second | default>');
       const value = args[1] === 'default' ? undefined : /^\d+$/.test(args[1]!) ? Number(args[1]) : NaN;
@@ -91,7 +118,42 @@ async function run(command: string, args: string[], values: CliValues<typeof TEN
       need(1, '<store>');
       const t = await getTenant(db, args[0]!);
       if (!t) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
-      io.out(`store ${t.store}\ntime zone ${t.timeZone}\ncreated ${t.createdAt}${t.ingestEventsPerSecond === undefined ? '' : `\ningest budget ${t.ingestEventsPerSecond} events/s`}`);
+      io.out(
+        `store ${t.store}\ntime zone ${t.timeZone}\ncreated ${t.createdAt}${t.ingestEventsPerSecond === undefined ? '' : `\ningest budget ${t.ingestEventsPerSecond} events/s`}${t.currency === undefined ? '' : `\ncurrency ${t.currency}`}`,
+      );
+      return 0;
+    }
+    case 'list': {
+      need(0, 'no arguments');
+      const stores = await listTenants(db);
+      if (values.json) io.out(JSON.stringify(stores, null, 2));
+      else for (const t of stores) io.out(`${t.store}\t${t.timeZone}${t.currency ? `\t${t.currency}` : ''}${t.deletingAt ? '\t(deletion unfinished: run delete-store again)' : ''}`);
+      return 0;
+    }
+    case 'set': {
+      need(1, '<store> [--time-zone Z] [--currency C] [--history-months N|forever]');
+      const settings: TenantSettings = {};
+      if (values['time-zone'] !== undefined) settings.timeZone = values['time-zone'];
+      if (values.currency !== undefined) settings.currency = values.currency;
+      const months = values['history-months'];
+      if (months !== undefined) settings.historyMonths = months === 'forever' ? null : /^\d+$/.test(months) ? Number(months) : NaN;
+      const t = await updateTenant(db, args[0]!, settings);
+      io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${t.historyMonths === undefined ? 'kept for ever' : `${t.historyMonths} months`}`);
+      return 0;
+    }
+    case 'delete-store': {
+      need(1, '<store>');
+      if (!erasure) throw new UsageError('delete-store needs Redis (REDIS_URL)');
+      const r = await deleteStore({ ...(await erasure()), db }, args[0]!);
+      io.out(JSON.stringify(r, null, 2));
+      io.err(`tally: deleted store ${r.store}; its late batches are dropped until ${r.tombstoneUntil}`);
+      return 0;
+    }
+    case 'erase-visitor': {
+      need(2, '<store> <visitor>');
+      if (!erasure) throw new UsageError('erase-visitor needs Redis (REDIS_URL)');
+      const r = await eraseVisitor({ ...(await erasure()), db }, args[0]!, args[1]!);
+      io.out(JSON.stringify(r, null, 2));
       return 0;
     }
     default:

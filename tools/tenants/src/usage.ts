@@ -6,8 +6,15 @@ export const USAGE = `usage: tenants <command> [arguments]
   issue-key <store> --scopes <s,...> [--label <t>]  issue a key; prints it once, on stdout
   revoke-key <store> <key-id>                      revoke a key (key ids: see list-keys)
   set-time-zone <store> <IANA zone>                change the store's time zone
+  set-currency <store> <ISO 4217 code>             the currency revenue is shown in (EUR, USD, JPY…)
   set-ingest-budget <store> <events/s | default>   the store's own ingest budget, or back to the default
   list-keys <store> [--json]                       list keys (ids, scopes, status; never the keys)
   show <store>                                     show the tenant
+  list [--json]                                    list every store
+  set <store> [--time-zone Z] [--currency C] [--history-months N|forever]
+                                                   change the store's settings (visitor history retention in months)
+  delete-store <store>                             delete the store and all its data (idempotent; run again if interrupted)
+  erase-visitor <store> <visitor>                  erase one visitor's history (store and product aggregates stay)
 
-scopes: ingest, read, admin. Configured by DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION.`;
+scopes: ingest, read, admin. Configured by DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION (delete-store and
+erase-visitor also REDIS_URL or REDIS_CLUSTER_NODES, KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS, RULES_FILE).`;

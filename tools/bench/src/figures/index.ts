@@ -9,7 +9,8 @@ import { ingestE2eFigure } from './ingest-e2e';
 import { postgresPeerFigure } from './postgres-peer';
 import { queryFigure } from './query';
 import { scaleFigure } from './scale';
+import { topLiveFigure } from './top-live';
 import { writeCostFigure } from './write-cost';
 
 /** Every figure `npm run bench` knows, in run order. Add a figure here. */
-export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, ingestClusterFigure, postgresPeerFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure, cliStartFigure];
+export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, ingestClusterFigure, postgresPeerFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure, cliStartFigure, topLiveFigure];

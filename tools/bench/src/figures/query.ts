@@ -67,12 +67,12 @@ const SEGMENTS: Segment[] = [
   },
 ];
 
-function quantile(sorted: number[], q: number): number {
+export function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
 /** Calls `fn` back to back for `ms` (at least 50 calls); returns the latencies in ms, sorted. */
-async function timeLoop(ms: number, fn: () => Promise<unknown>): Promise<number[]> {
+export async function timeLoop(ms: number, fn: () => Promise<unknown>): Promise<number[]> {
   const out: number[] = [];
   const end = performance.now() + ms;
   while (performance.now() < end || out.length < 50) {

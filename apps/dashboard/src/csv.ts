@@ -1,0 +1,45 @@
+// CSV export of a chart's data: the values exactly as the query API answered them (counts as integers, money as
+// exact decimal strings), one row per period with the period it is compared with, every metric of the chart.
+import type { MetricValue } from './format';
+import type { ShownMetric } from './metrics';
+import type { Compared } from './series';
+
+/** One field, quoted when it holds a comma, a quote or a line break (RFC 4180). */
+function field(v: string): string {
+  return /[",\r\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v;
+}
+
+/** Rows to CSV text, CRLF line ends (RFC 4180). */
+export function toCsv(rows: ReadonlyArray<ReadonlyArray<string>>): string {
+  return rows.map((r) => r.map(field).join(',')).join('\r\n') + '\r\n';
+}
+
+const text = (v: MetricValue | undefined) => (v === undefined ? '' : String(v));
+
+/**
+ * A chart's data as CSV: `period` and each counted metric, then `compared_period` and each metric again for it.
+ * `kind` names the period column (`day`, `month`).
+ */
+export function chartCsv(compared: Compared, metrics: readonly ShownMetric[], kind: 'day' | 'month'): string {
+  const counted = metrics.filter((m) => m.counted);
+  const header = [kind, ...counted.map((m) => m.name), `compared_${kind}`, ...counted.map((m) => `compared_${m.name}`)];
+  const rows = compared.periods.map((p, i) => [
+    p,
+    ...counted.map((m) => text(compared.current[i]!.values[m.name])),
+    compared.previousPeriods[i] ?? '',
+    ...counted.map((m) => text(compared.previous[i]?.values[m.name])),
+  ]);
+  return toCsv([header, ...rows]);
+}
+
+/** Hands `csv` to the browser as a download named `filename`. */
+export function downloadCsv(csv: string, filename: string): void {
+  const url = URL.createObjectURL(new Blob([csv], { type: 'text/csv;charset=utf-8' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}

@@ -1,0 +1,104 @@
+// The store's top lists of the last 30 days: products by views and by orders (each linking to the product's own
+// page), and pages by views (their paths, as the API decodes them).
+import type { TopItem } from './api';
+import type { ViewContext } from './context';
+import { h, replaceChildren } from './dom';
+import { RequestError } from './errors';
+import { formatMetric } from './format';
+import { MAX_BACKOFF_MS, RETRY_MS } from './entity-view';
+import { startPoller } from './live';
+import type { ShownMetric } from './metrics';
+import { productHref } from './router';
+
+/**
+ * The API ranks from every bucket, the open one included, so the lists agree with the cards at once; the values
+ * shown are exact and live (the API reads them like any series), so they are asked for every 15 s, and at once
+ * when today's numbers move.
+ */
+const TOP_INTERVAL_MS = 15_000;
+const TOP_LIMIT = 10;
+
+export interface TopListSpec {
+  /** The ranked entity: `product`, `page`. */
+  entity: string;
+  metric: ShownMetric;
+  title: string;
+  /** What the list is of, in a sentence: "No page views of any page in the last 30 days." */
+  of: string;
+}
+
+export interface TopLists {
+  element: HTMLElement;
+  /** Asks for the lists again now (today's numbers moved). */
+  refresh(): void;
+  destroy(): void;
+}
+
+/** The top products by views and by orders (the metrics the store counts). */
+export function productLists(metrics: ShownMetric[]): TopListSpec[] {
+  return metrics.map((m) => ({
+    entity: 'product',
+    metric: m,
+    title: m.name === 'OrderCount' ? 'Most ordered' : m.name === 'ViewCount' ? 'Most viewed' : `Most ${m.noun}`,
+    of: 'product',
+  }));
+}
+
+/** One section of top lists (`testid` names the section; each list is `top-<entity>-<metric>`, products `top-<metric>`). */
+export function mountTopLists(ctx: ViewContext, section: { title: string; testid: string }, specs: TopListSpec[]): TopLists {
+  const testid = (s: TopListSpec) => (s.entity === 'product' ? `top-${s.metric.name}` : `top-${s.entity}-${s.metric.name}`);
+  const lists = specs.map((spec) => {
+    const body = h('div', { class: 'top-body', 'data-testid': testid(spec) }, h('p', { class: 'empty' }, 'Loading…'));
+    return { spec, body, element: h('div', { class: 'panel top-list' }, h('h3', {}, spec.title), body) };
+  });
+  const element = h(
+    'section',
+    { class: 'top', 'aria-labelledby': `${section.testid}-title`, 'data-testid': section.testid },
+    h('div', { class: 'section-head' }, h('h2', { id: `${section.testid}-title` }, section.title), h('span', { class: 'section-note' }, 'last 30 days')),
+    h('div', { class: 'top-grid' }, ...lists.map((l) => l.element)),
+  );
+
+  function entry(spec: TopListSpec, item: TopItem): HTMLElement {
+    if (spec.entity === 'product') return h('a', { href: productHref(item.id), 'data-product': item.id }, item.id);
+    return h('span', { class: 'top-key', 'data-id': item.id, title: item.path ?? item.id }, item.path ?? item.id);
+  }
+
+  function render(spec: TopListSpec, body: HTMLElement, items: TopItem[]): void {
+    const m = spec.metric;
+    if (items.length === 0) {
+      replaceChildren(body, h('p', { class: 'empty' }, `No ${m.noun} of any ${spec.of} in the last 30 days.`));
+      return;
+    }
+    replaceChildren(
+      body,
+      h('ol', {}, ...items.map((item) => h('li', {}, entry(spec, item), h('span', { class: 'top-value' }, formatMetric(item.value, m.scale, ctx.locale, m.currency))))),
+    );
+  }
+
+  const pollers = lists.map((l) =>
+    startPoller({
+      intervalMs: TOP_INTERVAL_MS,
+      retryMs: RETRY_MS,
+      maxBackoffMs: MAX_BACKOFF_MS,
+      run: async () => {
+        if (document.hidden && l.body.querySelector('ol')) return; // refreshed when the tab is shown again
+        render(l.spec, l.body, await ctx.api.top({ entity: l.spec.entity, metric: l.spec.metric.name, range: 'last30d', limit: TOP_LIMIT }));
+      },
+      onSuccess: () => ctx.status.ok(testid(l.spec)),
+      onError: (err) => {
+        if (err instanceof RequestError) replaceChildren(l.body, h('p', { class: 'inline-error' }, `Tally could not list these: ${err.message}`));
+        return ctx.status.failed(testid(l.spec), err);
+      },
+    }),
+  );
+
+  return {
+    element,
+    refresh: () => {
+      for (const p of pollers) p.poke();
+    },
+    destroy: () => {
+      for (const p of pollers) p.stop();
+    },
+  };
+}

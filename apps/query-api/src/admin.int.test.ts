@@ -1,0 +1,247 @@
+import { ScanCommand } from '@aws-sdk/client-dynamodb';
+import { Writable } from 'node:stream';
+import { BucketEraser } from '@tally/buckets';
+import { keyInfoSchema, storeDeletionSchema, tenantSchema, visitorErasureSchema } from '@tally/contracts';
+import { PROBLEM_SCHEMA } from '@tally/http';
+import { createLogger } from '@tally/observability';
+import { closeQueues, createQueues, QUEUE, queueShards, type TallyQueues } from '@tally/queues';
+import { issueKey } from '@tally/tenants';
+import { openApi31Errors } from '@tally/testing';
+import type { LightMyRequestResponse } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, order, startFixture, view, type Fixture } from '../test/fixture';
+import type { AdminDeps } from './admin.route';
+import type { QueryApiApp } from './app';
+
+// The admin API's contract: every route in the OpenAPI document, the one problem format for every refusal, an
+// audit line per call that never holds a key, and the operations themselves through HTTP.
+
+const OPERATOR = 'op_'.padEnd(40, 'x');
+let f: Fixture;
+let queues: TallyQueues;
+let app: QueryApiApp;
+let off: QueryApiApp;
+let admin: string;
+let keys: { read: string; ingest: string; both: string };
+const logged: string[] = [];
+
+function adminDeps(operatorToken: string | undefined): AdminDeps {
+  return {
+    db: f.db,
+    erasure: {
+      eraser: new BucketEraser({ redis: f.redis, buckets: f.buckets }),
+      queues: [...queueShards(queues, QUEUE.events), ...queueShards(queues, QUEUE.dynamoWrites)],
+      tombstoneSeconds: 3_600,
+      activeJobsTimeoutMs: 2_000,
+    },
+    operatorToken,
+  };
+}
+
+beforeAll(async () => {
+  f = await startFixture();
+  queues = createQueues(f.redis, { keyPrefix: 'q', shards: 1 });
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      logged.push(String(chunk));
+      cb();
+    },
+  });
+  app = await f.app({ admin: adminDeps(OPERATOR), log: createLogger({ name: 'query-api-test', level: 'info', destination }) });
+  off = await f.app({ admin: adminDeps(undefined) });
+  keys = await f.tenant('SHOP_A', 'Europe/Berlin');
+});
+afterAll(async () => {
+  await closeQueues(queues);
+  await f?.close();
+});
+
+const call = (a: QueryApiApp, method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, key?: string, payload?: unknown) =>
+  a.inject({ method, url, headers: key ? bearer(key) : {}, ...(payload !== undefined ? { payload: payload as object } : {}) });
+const op = (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: unknown) => call(app, method, url, OPERATOR, payload);
+
+function expectProblem(r: LightMyRequestResponse, status: number, field?: string) {
+  expect({ status: r.statusCode, type: r.headers['content-type'] }).toEqual({ status, type: 'application/problem+json; charset=utf-8' });
+  const body = PROBLEM_SCHEMA.parse(r.json());
+  if (field !== undefined) expect(body.field).toBe(field);
+  return body;
+}
+
+describe('the operator routes', () => {
+  it('create, list and show stores; the first admin key works', async () => {
+    const created = await op('POST', '/v1/operator/stores', { store: 'SHOP_NEW', timeZone: 'Europe/Paris', currency: 'EUR', historyMonths: 13, adminKey: true });
+    expect(created.statusCode).toBe(201);
+    expect(created.json()).toMatchObject({ store: 'SHOP_NEW', timeZone: 'Europe/Paris', currency: 'EUR', historyMonths: 13 });
+    admin = created.json().adminKey;
+    expect(admin).toMatch(/^tly_/);
+    expect((await call(app, 'GET', '/v1/admin/store', admin)).json()).toMatchObject({ store: 'SHOP_NEW' });
+    const list = await op('GET', '/v1/operator/stores');
+    expect(list.json().stores.map((s: { store: string }) => s.store)).toEqual(['SHOP_A', 'SHOP_NEW']);
+    list.json().stores.forEach((s: unknown) => tenantSchema.parse(s));
+    expect((await op('GET', '/v1/operator/stores/SHOP_A')).json()).toMatchObject({ store: 'SHOP_A', timeZone: 'Europe/Berlin' });
+  });
+
+  it('refuse: 404 unknown store, 409 an existing one, 400 a bad id or zone', async () => {
+    expect(expectProblem(await op('GET', '/v1/operator/stores/NOPE'), 404).code).toBe('TALLY_ERR_NOT_FOUND');
+    expect(expectProblem(await op('DELETE', '/v1/operator/stores/NOPE'), 404).code).toBe('TALLY_ERR_NOT_FOUND');
+    expect(expectProblem(await op('POST', '/v1/operator/stores', { store: 'SHOP_A' }), 409, 'store').code).toBe('TALLY_ERR_CONFLICT');
+    expectProblem(await op('POST', '/v1/operator/stores', { store: '-bad' }), 400, 'store');
+    expectProblem(await op('POST', '/v1/operator/stores', { store: 'SHOP_Z', timeZone: 'Mars/Olympus' }), 400, 'timeZone');
+  });
+
+  it('403 for a store key, even an admin one; 401 without or with a wrong credential; off (403) when no credential is configured', async () => {
+    for (const key of [keys.read, keys.both, admin]) {
+      expect(expectProblem(await call(app, 'GET', '/v1/operator/stores', key), 403, 'authorization').code).toBe('TALLY_ERR_FORBIDDEN');
+    }
+    expectProblem(await call(app, 'GET', '/v1/operator/stores'), 401, 'authorization');
+    expectProblem(await call(app, 'GET', '/v1/operator/stores', 'op_'.padEnd(40, 'y')), 401, 'authorization');
+    for (const key of [OPERATOR, admin, undefined]) {
+      expect(expectProblem(await call(off, 'GET', '/v1/operator/stores', key), 403).detail).toMatch(/operator routes are off/);
+    }
+    expect((await call(off, 'POST', '/v1/operator/stores', OPERATOR, { store: 'SHOP_OFF' })).statusCode).toBe(403);
+  });
+});
+
+describe("a store's admin routes", () => {
+  it('list, issue and revoke keys; set time zone, currency and retention', async () => {
+    const issued = await call(app, 'POST', '/v1/admin/keys', admin, { scopes: ['read'], label: 'dashboard' });
+    expect(issued.statusCode).toBe(201);
+    const { key, keyId } = issued.json();
+    expect((await call(app, 'GET', '/v1/store', key)).json()).toMatchObject({ store: 'SHOP_NEW', timeZone: 'Europe/Paris' });
+    const listed = (await call(app, 'GET', '/v1/admin/keys', admin)).json().keys;
+    expect(listed.map((k: { label: string }) => k.label)).toEqual(['first admin key', 'dashboard']);
+    listed.forEach((k: unknown) => keyInfoSchema.parse(k));
+    expect(JSON.stringify(listed)).not.toContain(key);
+    const revoked = await call(app, 'DELETE', `/v1/admin/keys/${keyId}`, admin);
+    expect(revoked.json()).toMatchObject({ keyId, revoked: true });
+    expectProblem(await call(app, 'GET', '/v1/store', key), 401);
+
+    const patched = await call(app, 'PATCH', '/v1/admin/store', admin, { timeZone: 'America/New_York', currency: 'USD', historyMonths: null });
+    expect(patched.json()).toEqual({ store: 'SHOP_NEW', timeZone: 'America/New_York', currency: 'USD', createdAt: expect.any(String) });
+    expect((await call(app, 'GET', '/v1/admin/store', admin)).json()).toMatchObject({ timeZone: 'America/New_York' });
+  });
+
+  it('refuse: 404 an unknown key, 400 bad settings naming the field, 403 a key without the admin scope', async () => {
+    expect(expectProblem(await call(app, 'DELETE', '/v1/admin/keys/abcdef123456', admin), 404).code).toBe('TALLY_ERR_NOT_FOUND');
+    expectProblem(await call(app, 'PATCH', '/v1/admin/store', admin, { timeZone: 'Nowhere' }), 400, 'timeZone');
+    expectProblem(await call(app, 'PATCH', '/v1/admin/store', admin, { currency: 'euro' }), 400, 'currency');
+    expectProblem(await call(app, 'PATCH', '/v1/admin/store', admin, { historyMonths: 0 }), 400, 'historyMonths');
+    expectProblem(await call(app, 'POST', '/v1/admin/keys', admin, { scopes: ['root'] }), 400, 'scopes.0');
+    for (const key of [keys.read, keys.ingest, keys.both]) {
+      expect(expectProblem(await call(app, 'GET', '/v1/admin/keys', key), 403, 'authorization').code).toBe('TALLY_ERR_FORBIDDEN');
+      expectProblem(await call(app, 'DELETE', '/v1/visitors/V1', key), 403, 'authorization');
+    }
+    expectProblem(await call(app, 'GET', '/v1/admin/keys'), 401);
+    // One store's admin key cannot reach another store's keys: the store comes from the key.
+    const otherKeyId = (await call(app, 'GET', '/v1/admin/keys', admin)).json().keys[0].keyId;
+    const adminA = (await op('POST', '/v1/operator/stores', { store: 'SHOP_A2', adminKey: true })).json().adminKey;
+    expectProblem(await call(app, 'DELETE', `/v1/admin/keys/${otherKeyId}`, adminA), 404);
+  });
+});
+
+describe('erasing a visitor', () => {
+  it("removes the visitor's rows, counts still in Redis and cached history; the segment API then knows nothing of them; aggregates stay", async () => {
+    const t = new Date(Date.now() - 60_000).toISOString();
+    await f.apply('SHOP_A', 'Europe/Berlin', [view(t, 'P1', 'V1'), view(t, 'P1', 'V1'), order(t, '10.00', 'V1'), view(t, 'P1', 'V2')]);
+    await f.flush('SHOP_A');
+    await f.apply('SHOP_A', 'Europe/Berlin', [view(t, 'P2', 'V1')]); // still in the open bucket
+    const segments = { visitor: 'V1', segments: [{ name: 'viewer', rules: [{ metric: 'ViewCount', range: 'allTime', op: '>=', value: 1 }] }] };
+    const evaluate = () => app.inject({ method: 'POST', url: '/v1/segments/evaluate', headers: bearer(keys.read), payload: segments });
+    expect((await evaluate()).json().segments[0]).toMatchObject({ matched: true, rules: [{ actual: 3 }] });
+    const storeViews = async () => (await call(app, 'GET', '/v1/series?entity=store&range=allTime&granularity=total&metrics=ViewCount', keys.read)).json();
+    const before = await storeViews();
+
+    const otherStore = (await op('POST', '/v1/operator/stores', { store: 'SHOP_TMP', adminKey: true })).json().adminKey;
+    expectProblem(await call(app, 'DELETE', '/v1/visitors/V1', otherStore), 404); // SHOP_TMP has no visitor V1: stores are isolated
+    const adminA = await issueAdmin('SHOP_A');
+    const r = await call(app, 'DELETE', '/v1/visitors/V1', adminA);
+    expect(r.statusCode).toBe(200);
+    const body = visitorErasureSchema.parse(r.json());
+    expect(body).toMatchObject({ store: 'SHOP_A', visitor: 'V1', removed: { bucketEntries: 2, cachedHistory: true } }); // ViewCount and ProductViews#P2 of the open bucket
+    expect(body.removed.dynamoItems).toBeGreaterThanOrEqual(2); // month item and TOTAL
+
+    const after = (await evaluate()).json();
+    expect(after.segments[0]).toMatchObject({ matched: false, rules: [{ actual: 0 }] });
+    const items = await f.client.send(new ScanCommand({ TableName: f.table, FilterExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': { S: 'SHOP_A#visitor#V1' } } }));
+    expect(items.Items).toEqual([]);
+    // Events of the visitor in flight are dropped (the tombstone); other rows still count.
+    await f.apply('SHOP_A', 'Europe/Berlin', [view(t, 'P1', 'V1')]);
+    expect((await evaluate()).json().segments[0].rules[0].actual).toBe(0);
+    expect((await storeViews()).points[0].values.ViewCount).toBe(before.points[0].values.ViewCount + 1);
+    expect(expectProblem(await call(app, 'DELETE', '/v1/visitors/V1', adminA), 404).code).toBe('TALLY_ERR_NOT_FOUND');
+    expect(expectProblem(await call(app, 'DELETE', '/v1/visitors/NEVER_SEEN', adminA), 404).code).toBe('TALLY_ERR_NOT_FOUND');
+  });
+});
+
+describe('deleting a store', () => {
+  it('removes every item, key and Redis key and reports it; again is 404; its keys stop working', async () => {
+    const t = new Date(Date.now() - 60_000).toISOString();
+    const k = await f.tenant('SHOP_DEL');
+    await f.apply('SHOP_DEL', 'UTC', [view(t, 'P1', 'V1'), order(t, '5.00', 'V2')]);
+    await f.flush('SHOP_DEL');
+    await f.apply('SHOP_DEL', 'UTC', [view(t, 'P9', 'V9')]);
+    await queues[QUEUE.events].add('events', { store: 'SHOP_DEL', batchId: 'late', events: [] }, { delay: 60_000 });
+    await queues[QUEUE.dynamoWrites].add('dynamo-writes', { store: 'SHOP_DEL', pk: 'SHOP_DEL' });
+    await queues[QUEUE.dynamoWrites].add('dynamo-writes', { store: 'SHOP_A', pk: 'SHOP_A' });
+    const r = await op('DELETE', '/v1/operator/stores/SHOP_DEL');
+    expect(r.statusCode).toBe(200);
+    const body = storeDeletionSchema.parse(r.json());
+    expect(body.removed).toMatchObject({ apiKeys: 3, queuedJobs: 2, failedJobs: 0 });
+    expect(body.removed.dynamoItems).toBeGreaterThan(4);
+    expect(body.removed.redisKeys).toBeGreaterThan(4);
+    expect(await f.redis.keys('q:{SHOP_DEL}:*')).toEqual(['q:{SHOP_DEL}:x']);
+    const left = await f.client.send(new ScanCommand({ TableName: f.table }));
+    expect((left.Items ?? []).map((i) => i['pk']!.S!).filter((pk) => pk.includes('SHOP_DEL'))).toEqual([]);
+    expect(await queues[QUEUE.dynamoWrites].getJobCounts('waiting')).toEqual({ waiting: 1 }); // SHOP_A's stays
+    expectProblem(await call(app, 'GET', '/v1/store', k.read), 401);
+    expectProblem(await op('DELETE', '/v1/operator/stores/SHOP_DEL'), 404);
+    expect((await op('GET', '/v1/operator/stores')).json().stores.map((s: { store: string }) => s.store)).not.toContain('SHOP_DEL');
+  });
+});
+
+describe('the contract', () => {
+  it('every admin and operator route is in the OpenAPI document, with an operation id and an example answer', async () => {
+    const doc = (await app.inject({ method: 'GET', url: '/docs/json' })).json();
+    expect(await openApi31Errors(doc)).toEqual([]);
+    const ops: Record<string, string> = {};
+    for (const [path, methods] of Object.entries(doc.paths as Record<string, Record<string, { operationId: string; responses: Record<string, any>; security?: unknown }>>)) {
+      for (const [method, o] of Object.entries(methods)) {
+        if (!/admin|operator|visitors/.test(path)) continue;
+        ops[`${method.toUpperCase()} ${path}`] = o.operationId;
+        const ok = o.responses['200'] ?? o.responses['201'];
+        expect(ok.content['application/json'].example, path).toBeDefined();
+        expect(Object.keys(o.responses).sort()).toEqual(expect.arrayContaining(['400', '401', '403', '404', '500', '503']));
+      }
+    }
+    expect(ops).toEqual({
+      'GET /v1/admin/store': 'getOwnStore',
+      'PATCH /v1/admin/store': 'updateOwnStore',
+      'GET /v1/admin/keys': 'listKeys',
+      'POST /v1/admin/keys': 'issueKey',
+      'DELETE /v1/admin/keys/{keyId}': 'revokeKey',
+      'DELETE /v1/visitors/{visitor}': 'eraseVisitor',
+      'GET /v1/operator/stores': 'listStores',
+      'POST /v1/operator/stores': 'createStore',
+      'GET /v1/operator/stores/{store}': 'getStoreById',
+      'DELETE /v1/operator/stores/{store}': 'deleteStore',
+    });
+    expect(doc.components.securitySchemes.operator).toMatchObject({ type: 'http', scheme: 'bearer' });
+  });
+
+  it('audits every call in one line (who, what, when, status) and never logs a key', async () => {
+    const lines = logged.flatMap((chunk) => chunk.split('\n').filter(Boolean)).map((l) => JSON.parse(l));
+    const audits = lines.filter((l) => l.msg === 'audit').map((l) => l.audit);
+    expect(audits.length).toBeGreaterThan(20);
+    expect(audits).toContainEqual({ actor: 'operator', store: 'SHOP_DEL', action: 'DELETE /v1/operator/stores/:store', target: { store: 'SHOP_DEL' }, status: 200, at: expect.any(String) });
+    expect(audits).toContainEqual(expect.objectContaining({ actor: expect.stringMatching(/^key:[0-9a-f]{12}$/), store: 'SHOP_A', action: 'DELETE /v1/visitors/:visitor', status: 200 }));
+    expect(audits.find((a) => a.action === 'DELETE /v1/visitors/:visitor').target.visitor).toMatch(/^sha256:[0-9a-f]{12}$/);
+    expect(audits).toContainEqual(expect.objectContaining({ actor: 'anonymous', action: 'GET /v1/operator/stores', status: 401 }));
+    const text = logged.join('');
+    for (const key of [OPERATOR, admin, keys.read, keys.both]) expect(text).not.toContain(key);
+    expect(text).not.toMatch(/tly_[A-Za-z0-9_-]{43}/);
+  });
+});
+
+async function issueAdmin(store: string): Promise<string> {
+  return issueKey(f.db, store, ['admin'], 'test admin');
+}

@@ -1,0 +1,133 @@
+import { createHash } from 'node:crypto';
+import { adminRouteSchemas, operatorRouteSchemas } from '@tally/contracts';
+import { actorOf, bearerAuth, HttpProblem, operatorAuth, principalOf } from '@tally/http';
+import {
+  createTenant,
+  deleteStore,
+  eraseVisitor,
+  getTenant,
+  issueKey,
+  keyIdOf,
+  listKeys,
+  listTenants,
+  revokeKey,
+  TenantError,
+  updateTenant,
+  type ErasureDeps,
+  type TenantDb,
+  type TenantDirectory,
+  type TenantInfo,
+} from '@tally/tenants';
+import type { CompiledRules } from '@tally/schema';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { RETRY_AFTER_SECONDS } from './backends';
+
+/** What the admin routes need: the same library functions as the tenants CLI, over the app's DynamoDB and Redis. */
+export interface AdminDeps {
+  db: TenantDb;
+  /** Deleting stores and erasing visitors (libs/tenants): tombstones, queues, the Redis eraser. */
+  erasure: Omit<ErasureDeps, 'db'>;
+  /** ADMIN_OPERATOR_TOKEN; unset = the operator routes answer 403. */
+  operatorToken: string | undefined;
+}
+
+interface AdminOptions {
+  admin: AdminDeps;
+  directory: TenantDirectory;
+  rules: CompiledRules;
+}
+
+/** A TenantError as the one problem format: unknown store, key or visitor 404, bad settings 400, an existing store 409. */
+export function tenantProblem(err: unknown): HttpProblem | undefined {
+  if (!(err instanceof TenantError)) return undefined;
+  switch (err.code) {
+    case 'TALLY_ERR_TENANT_NOT_FOUND':
+    case 'TALLY_ERR_KEY_NOT_FOUND':
+    case 'TALLY_ERR_VISITOR_NOT_FOUND':
+      return new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', err.message);
+    case 'TALLY_ERR_TENANT_EXISTS':
+      return new HttpProblem(409, 'TALLY_ERR_CONFLICT', err.message, { field: 'store' });
+    case 'TALLY_ERR_DELETION_INCOMPLETE':
+      return new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', err.message, { headers: { 'retry-after': String(RETRY_AFTER_SECONDS) } });
+    default: {
+      const field = { TALLY_ERR_INVALID_STORE: 'store', TALLY_ERR_INVALID_TIME_ZONE: 'timeZone', TALLY_ERR_INVALID_SCOPES: 'scopes', TALLY_ERR_INVALID_LABEL: 'label', TALLY_ERR_INVALID_CURRENCY: 'currency', TALLY_ERR_INVALID_RETENTION: 'historyMonths' }[err.code as string];
+      return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', err.message, field ? { field } : {});
+    }
+  }
+}
+
+/**
+ * One audit line per admin or operator call, whatever its outcome: who (the operator, or a key by its public
+ * id), what (method, route, target), when, and the status. Never a key: an issued key is only in the answer body.
+ * A visitor id is logged as a hash prefix (the audit log should not keep the erased person's id in clear).
+ */
+function audit(app: FastifyInstance) {
+  app.addHook('onResponse', async (req, reply) => {
+    const params = { ...((req.params ?? {}) as Record<string, string>) };
+    if (params['visitor'] !== undefined) params['visitor'] = `sha256:${createHash('sha256').update(params['visitor']).digest('hex').slice(0, 12)}`;
+    req.log.info(
+      {
+        audit: {
+          actor: actorOf(req),
+          store: req.principal?.store ?? params['store'] ?? (req.body as { store?: string } | undefined)?.store,
+          action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`,
+          target: params,
+          status: reply.statusCode,
+          at: new Date().toISOString(),
+        },
+      },
+      'audit',
+    );
+  });
+}
+
+const tenantAnswer = (t: TenantInfo) => ({ ...t });
+
+/** The store's own administration, with an `admin`-scope key: /v1/admin/… and DELETE /v1/visitors/{visitor}. */
+export const storeAdminRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, { admin, directory, rules }) => {
+  app.addHook('onRequest', bearerAuth(directory, 'admin'));
+  audit(app);
+  const { db } = admin;
+  const storeOf = (req: FastifyRequest) => principalOf(req).store;
+
+  app.get('/admin/store', { schema: adminRouteSchemas.getTenant }, async (req) => {
+    const t = await getTenant(db, storeOf(req));
+    if (!t || t.deletingAt) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${storeOf(req)} does not exist`);
+    return tenantAnswer(t);
+  });
+  app.patch('/admin/store', { schema: adminRouteSchemas.updateTenant }, async (req) => tenantAnswer(await updateTenant(db, storeOf(req), req.body)));
+  app.get('/admin/keys', { schema: adminRouteSchemas.listKeys }, async (req) => ({ keys: await listKeys(db, storeOf(req)) }));
+  app.post('/admin/keys', { schema: adminRouteSchemas.issueKey }, async (req, reply) => {
+    const store = storeOf(req);
+    const key = await issueKey(db, store, req.body.scopes, req.body.label);
+    const info = (await listKeys(db, store)).find((k) => k.keyId === keyIdOf(key))!;
+    return reply.code(201).send({ ...info, key });
+  });
+  app.delete('/admin/keys/:keyId', { schema: adminRouteSchemas.revokeKey }, async (req) => revokeKey(db, storeOf(req), req.params.keyId));
+  app.delete('/visitors/:visitor', { schema: adminRouteSchemas.eraseVisitor }, async (req) =>
+    eraseVisitor({ ...admin.erasure, db, rules }, storeOf(req), req.params.visitor),
+  );
+};
+
+/** The operator's routes, with the operator credential of the configuration: /v1/operator/stores… */
+export const operatorRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, { admin, directory }) => {
+  app.addHook('onRequest', operatorAuth(admin.operatorToken, directory));
+  audit(app);
+  const { db } = admin;
+
+  app.get('/stores', { schema: operatorRouteSchemas.listStores }, async () => ({ stores: (await listTenants(db)).map(tenantAnswer) }));
+  app.post('/stores', { schema: operatorRouteSchemas.createStore }, async (req, reply) => {
+    const { store, timeZone, currency, historyMonths, adminKey } = req.body;
+    await createTenant(db, store, timeZone !== undefined ? { timeZone } : {});
+    const t = currency !== undefined || historyMonths !== undefined ? await updateTenant(db, store, { currency, historyMonths }) : (await getTenant(db, store))!;
+    const key = adminKey ? await issueKey(db, store, ['admin'], 'first admin key') : undefined;
+    return reply.code(201).send({ ...tenantAnswer(t), ...(key ? { adminKey: key } : {}) });
+  });
+  app.get('/stores/:store', { schema: operatorRouteSchemas.getStore }, async (req) => {
+    const t = await getTenant(db, req.params.store);
+    if (!t) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${req.params.store} does not exist`);
+    return tenantAnswer(t);
+  });
+  app.delete('/stores/:store', { schema: operatorRouteSchemas.deleteStore }, async (req) => deleteStore({ ...admin.erasure, db }, req.params.store));
+};

@@ -1,0 +1,153 @@
+import { z } from 'zod';
+import { isoSchema, problemSchema as errorSchema } from './common.schema';
+
+// The admin API: a store's own administration with an `admin`-scope key (/v1/admin/…, DELETE /v1/visitors/{id}),
+// and the operator's (/v1/operator/…) with the operator credential of the configuration (ADMIN_OPERATOR_TOKEN).
+
+const SCOPE_NAMES = ['ingest', 'read', 'admin'] as const;
+const storeId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/).describe('Store id: 1-128 of A-Z a-z 0-9 _ . : -, starting with a letter or digit');
+
+export const tenantSchema = z
+  .object({
+    store: z.string(),
+    timeZone: z.string().describe('IANA time zone in which days are binned'),
+    createdAt: isoSchema,
+    currency: z.string().optional().describe('ISO 4217 code of the money metrics'),
+    historyMonths: z.number().int().optional().describe('Months of visitor history kept (this month and the N - 1 before); absent = for ever'),
+    deletingAt: isoSchema.optional().describe('Set while a deletion of the store is under way (or was interrupted: delete again to finish)'),
+  })
+  .describe('A store (tenant)')
+  .meta({ examples: [{ store: 'DEMO', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z', currency: 'EUR', historyMonths: 13 }] });
+
+export const tenantSettingsSchema = z
+  .object({
+    timeZone: z.string().optional().describe('IANA time zone; counts already made keep their days'),
+    currency: z.string().optional().describe('ISO 4217 code, e.g. EUR'),
+    historyMonths: z.number().int().nullable().optional().describe('Months of visitor history to keep (1-1200); null = for ever'),
+  })
+  .strict()
+  .meta({ examples: [{ timeZone: 'Europe/Paris', historyMonths: 13 }] });
+
+export const keyInfoSchema = z
+  .object({
+    keyId: z.string().describe('Public id of the key: the first 12 hex digits of its SHA-256'),
+    store: z.string(),
+    label: z.string(),
+    scopes: z.array(z.enum(SCOPE_NAMES)),
+    revoked: z.boolean(),
+    createdAt: isoSchema,
+    revokedAt: isoSchema.optional(),
+  })
+  .describe('An API key as listed: never the key itself')
+  .meta({ examples: [{ keyId: '3f9a1c0b7d2e', store: 'DEMO', label: 'web shop', scopes: ['ingest'], revoked: false, createdAt: '2026-03-15T12:00:00.000Z' }] });
+
+export const issueKeyBodySchema = z
+  .object({
+    scopes: z.array(z.enum(SCOPE_NAMES)).min(1).describe('What the key may do'),
+    label: z.string().max(200).default('').describe('A name for people: printable ASCII'),
+  })
+  .strict()
+  .meta({ examples: [{ scopes: ['ingest'], label: 'web shop' }] });
+
+export const issuedKeySchema = keyInfoSchema
+  .extend({ key: z.string().describe('The key: shown in this answer only, never again') })
+  .meta({
+    examples: [{ keyId: '3f9a1c0b7d2e', store: 'DEMO', label: 'web shop', scopes: ['ingest'], revoked: false, createdAt: '2026-03-15T12:00:00.000Z', key: 'tly_…' }],
+  });
+export const keyListSchema = z
+  .object({ keys: z.array(keyInfoSchema) })
+  .meta({ examples: [{ keys: [{ keyId: '3f9a1c0b7d2e', store: 'DEMO', label: 'web shop', scopes: ['ingest'], revoked: false, createdAt: '2026-03-15T12:00:00.000Z' }] }] });
+
+const keyIdParams = z.object({ keyId: z.string().describe('A key id from the list (6-64 lower-case hex digits)') }).strict();
+const visitorParams = z.object({ visitor: z.string().describe('Visitor id') }).strict();
+const storeParams = z.object({ store: z.string().describe('Store id') }).strict();
+
+export const visitorErasureSchema = z
+  .object({
+    store: z.string(),
+    visitor: z.string(),
+    removed: z.object({
+      dynamoItems: z.number().int().describe("The visitor's DynamoDB items (month items and TOTAL)"),
+      outboxEntries: z.number().int().describe('Counts folded but not yet written to DynamoDB'),
+      bucketEntries: z.number().int().describe('Counts in the open and sealed Redis buckets'),
+      cachedHistory: z.boolean().describe('Whether a cached history was dropped'),
+    }),
+    tombstoneUntil: isoSchema.describe("Until when the visitor's events still in flight are dropped"),
+  })
+  .describe('What was erased')
+  .meta({
+    examples: [{ store: 'DEMO', visitor: 'V42', removed: { dynamoItems: 3, outboxEntries: 4, bucketEntries: 2, cachedHistory: true }, tombstoneUntil: '2026-03-16T12:00:00.000Z' }],
+  });
+
+export const storeDeletionSchema = z
+  .object({
+    store: z.string(),
+    removed: z.object({
+      dynamoItems: z.number().int().describe('Counter items of every entity'),
+      apiKeys: z.number().int(),
+      redisKeys: z.number().int().describe('Buckets, outboxes, dedupe records, caches, rankings'),
+      queuedJobs: z.number().int(),
+      failedJobs: z.number().int(),
+    }),
+    tombstoneUntil: isoSchema.describe("Until when the store's late batches are dropped"),
+  })
+  .describe('What was deleted')
+  .meta({
+    examples: [
+      { store: 'DEMO', removed: { dynamoItems: 5120, apiKeys: 3, redisKeys: 812, queuedJobs: 12, failedJobs: 0 }, tombstoneUntil: '2026-03-16T12:00:00.000Z' },
+    ],
+  });
+
+export const createStoreBodySchema = z
+  .object({
+    store: storeId,
+    timeZone: z.string().optional().describe('IANA time zone (default UTC)'),
+    currency: z.string().optional(),
+    historyMonths: z.number().int().optional(),
+    adminKey: z.boolean().default(false).describe('Also issue a first admin-scope key for the store (returned once)'),
+  })
+  .strict()
+  .meta({ examples: [{ store: 'SHOP42', timeZone: 'Europe/Berlin', currency: 'EUR', adminKey: true }] });
+
+export const createdStoreSchema = tenantSchema
+  .extend({ adminKey: z.string().optional().describe('The admin key, when asked for: shown only in this answer') })
+  .meta({ examples: [{ store: 'SHOP42', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z', currency: 'EUR', adminKey: 'tly_…' }] });
+export const storeListSchema = z
+  .object({ stores: z.array(tenantSchema) })
+  .meta({ examples: [{ stores: [{ store: 'DEMO', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z' }] }] });
+
+const adminErrors = {
+  400: errorSchema.describe('Bad input; `field` names the member at fault'),
+  401: errorSchema.describe('Missing, unknown or revoked credential'),
+  403: errorSchema.describe('The credential may not call this route: a key without the admin scope; on operator routes any store key, or the routes are off (ADMIN_OPERATOR_TOKEN unset)'),
+  404: errorSchema.describe('Unknown store, key or visitor'),
+  500: errorSchema.describe('An unexpected error; the query API logs it'),
+  503: errorSchema.describe('Redis, DynamoDB or the key store is unreachable, or a deletion must wait for running jobs; retry after Retry-After seconds'),
+} as const;
+
+const admin = (operationId: string, summary: string) => ({ operationId, summary, tags: ['admin'], security: [{ bearer: [] }] });
+const operator = (operationId: string, summary: string) => ({ operationId, summary, tags: ['operator'], security: [{ operator: [] }] });
+
+export const adminRouteSchemas = {
+  getTenant: { ...admin('getOwnStore', "The admin key's store and its settings"), response: { 200: tenantSchema, ...adminErrors } },
+  updateTenant: { ...admin('updateOwnStore', "Changes the store's time zone, currency or visitor-history retention"), body: tenantSettingsSchema, response: { 200: tenantSchema, ...adminErrors } },
+  listKeys: { ...admin('listKeys', "The store's API keys (never the keys themselves)"), response: { 200: keyListSchema, ...adminErrors } },
+  issueKey: { ...admin('issueKey', 'Issues a key for the store; the answer is the only time it is shown'), body: issueKeyBodySchema, response: { 201: issuedKeySchema, ...adminErrors } },
+  revokeKey: { ...admin('revokeKey', 'Revokes a key of the store (it stops working within KEY_CACHE_TTL_MS)'), params: keyIdParams, response: { 200: keyInfoSchema, ...adminErrors } },
+  eraseVisitor: {
+    ...admin('eraseVisitor', "Erases a visitor: their rows, counts not yet written and cached history; store and product aggregates stay"),
+    params: visitorParams,
+    response: { 200: visitorErasureSchema, ...adminErrors },
+  },
+};
+
+export const operatorRouteSchemas = {
+  listStores: { ...operator('listStores', 'Every store'), response: { 200: storeListSchema, ...adminErrors } },
+  createStore: { ...operator('createStore', 'Creates a store (and, when asked, its first admin key)'), body: createStoreBodySchema, response: { 201: createdStoreSchema, ...adminErrors } },
+  getStore: { ...operator('getStoreById', 'One store'), params: storeParams, response: { 200: tenantSchema, ...adminErrors } },
+  deleteStore: {
+    ...operator('deleteStore', 'Deletes a store and all its data; idempotent and resumable (a store whose deletion was interrupted is still listed: delete it again)'),
+    params: storeParams,
+    response: { 200: storeDeletionSchema, ...adminErrors },
+  },
+};

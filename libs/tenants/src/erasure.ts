@@ -1,0 +1,259 @@
+import {
+  BatchWriteItemCommand,
+  DeleteItemCommand,
+  QueryCommand,
+  ScanCommand,
+  UpdateItemCommand,
+  type WriteRequest,
+} from '@aws-sdk/client-dynamodb';
+import type { BucketEraser } from '@tally/buckets';
+import type { CompiledRules } from '@tally/schema';
+import type { Job, JobType, Queue } from 'bullmq';
+import { getTenant, notFound, type TenantDb } from './admin';
+import { TenantError } from './errors';
+import { KEY_SK, keyPk, LISTING_SK_PREFIX, S, str, TENANT_SK, tenantPk, type Item } from './items';
+
+/**
+ * Deleting a store and erasing a visitor (docs/DESIGN.md "Privacy"). Both are idempotent and can be run again
+ * after an interruption; both leave a tombstone in Redis for `tombstoneSeconds` (the dedupe window), which the
+ * apply, fold and write scripts honour, so a batch or a flush in flight re-creates nothing.
+ */
+export interface ErasureDeps {
+  db: TenantDb;
+  eraser: BucketEraser;
+  /** Every shard of the queues that carry a store's work: `events` and `dynamo-writes`. */
+  queues: readonly Queue[];
+  /** How long the tombstones are kept: DEDUPE_WINDOW_SECONDS (a batch id is never applied later than that). */
+  tombstoneSeconds: number;
+  /** Longest wait for the store's (or visitor's) running jobs to finish before its DynamoDB items go. Default 60 s. */
+  activeJobsTimeoutMs?: number;
+  now?: () => number;
+}
+
+/** What deleting a store removed. */
+export interface StoreDeletion {
+  store: string;
+  removed: {
+    /** Counter items (every entity: store, products, visitors, …; month and TOTAL items). */
+    dynamoItems: number;
+    /** API keys (their key items; the listing goes with the tenant). */
+    apiKeys: number;
+    /** Redis keys: buckets, outboxes, dedupe records, caches, rankings, counts. */
+    redisKeys: number;
+    /** Queued jobs (waiting, delayed, completed) and failed jobs (the dead-letter queue) of the store. */
+    queuedJobs: number;
+    failedJobs: number;
+  };
+  /** Until when late batches of the store are dropped (its Redis tombstone). */
+  tombstoneUntil: string;
+}
+
+/** What erasing a visitor removed. */
+export interface VisitorErasure {
+  store: string;
+  visitor: string;
+  removed: {
+    /** The visitor's DynamoDB items (month items and TOTAL). */
+    dynamoItems: number;
+    /** Counts not yet in DynamoDB: outbox fields and open or sealed bucket fields. */
+    outboxEntries: number;
+    bucketEntries: number;
+    /** Whether a cached history was dropped. */
+    cachedHistory: boolean;
+  };
+  /** Until when the visitor's in-flight events are dropped (its tombstone). */
+  tombstoneUntil: string;
+}
+
+const QUEUED_STATES: JobType[] = ['waiting', 'delayed', 'prioritized', 'waiting-children', 'completed'];
+const PAGE = 500;
+
+/**
+ * Deletes a store and everything of it: the tenant, its API keys, every DynamoDB item of every entity, every
+ * Redis key, and its queued and failed jobs. In order, so that nothing is re-created:
+ * 1. the Redis tombstone is set (every script of the store becomes a no-op: late batches and in-flight flushes
+ *    write nothing, and the aggregator drops a batch of the store rather than failing it) and the tenant is marked
+ *    `deletingAt` (every app then treats the store as unknown, within its cache TTL);
+ * 2. its API keys are deleted, its queued and failed jobs removed, and its running jobs waited for;
+ * 3. its Redis keys and DynamoDB items are deleted, the Redis keys once more (whatever a job finishing in
+ *    between left), then the tenant.
+ * An interrupted deletion is resumed by calling it again (the tenant stays marked until the end). Throws
+ * TALLY_ERR_TENANT_NOT_FOUND for a store that does not exist (or whose deletion finished).
+ */
+export async function deleteStore(deps: ErasureDeps, store: string): Promise<StoreDeletion> {
+  const { db } = deps;
+  const now = deps.now ?? Date.now;
+  if (!(await getTenant(db, store))) throw notFound(store);
+  // The tombstone first: from the moment the tenant looks deleted, a batch of the store is dropped, not failed.
+  await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
+  await db.dynamo.send(
+    new UpdateItemCommand({
+      TableName: db.table,
+      Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
+      UpdateExpression: 'SET deletingAt = if_not_exists(deletingAt, :at)',
+      ExpressionAttributeValues: { ':at': S(new Date(now()).toISOString()) },
+    }),
+  );
+
+  // API keys: the key items go now (a key stops working within the apps' key cache TTL); their listings below.
+  const tenantItems = await queryAll(db, tenantPk(store));
+  let apiKeys = 0;
+  for (const item of tenantItems) {
+    const sk = str(item, 'sk') ?? '';
+    if (!sk.startsWith(LISTING_SK_PREFIX)) continue;
+    await db.dynamo.send(new DeleteItemCommand({ TableName: db.table, Key: { pk: S(keyPk(sk.slice(LISTING_SK_PREFIX.length))), sk: S(KEY_SK) } }));
+    apiKeys++;
+  }
+
+  const jobs = await removeJobs(deps.queues, (data) => data['store'] === store);
+  await waitForRunningJobs(deps, (data) => data['store'] === store, `store ${store}`);
+
+  let redisKeys = await deps.eraser.deleteStoreKeys(store);
+  const dynamoItems = await deleteItems(db, await scanStoreItems(db, store));
+  redisKeys += await deps.eraser.deleteStoreKeys(store);
+
+  // The tenant last: until here a call that was interrupted can be resumed.
+  await deleteItems(db, tenantItems.map((i) => ({ pk: i['pk']!, sk: i['sk']! })));
+  // Renewed at the end: late batches are dropped for a whole dedupe window after the data is gone.
+  await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
+  return {
+    store,
+    removed: { dynamoItems, apiKeys, redisKeys, queuedJobs: jobs.queued, failedJobs: jobs.failed },
+    tombstoneUntil: new Date(now() + deps.tombstoneSeconds * 1000).toISOString(),
+  };
+}
+
+/**
+ * Erases one visitor of a store: their DynamoDB items, their counts still in Redis (outbox, open and sealed
+ * buckets) and their cached history; store and product aggregates stay. Their events still in flight are
+ * dropped for `tombstoneSeconds`. Throws TALLY_ERR_TENANT_NOT_FOUND for an unknown store and
+ * TALLY_ERR_VISITOR_NOT_FOUND when nothing of the visitor was found (the tombstone is set all the same).
+ */
+export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules }, store: string, visitor: string): Promise<VisitorErasure> {
+  const now = deps.now ?? Date.now;
+  const tenant = await getTenant(deps.db, store);
+  if (!tenant || tenant.deletingAt) throw notFound(store);
+  const pk = deps.rules.pkOf(store, 'visitor', [visitor]);
+  const until = now() + deps.tombstoneSeconds * 1000;
+  const tombstone = { until, ttlSeconds: deps.tombstoneSeconds };
+  const redis = await deps.eraser.eraseRow(store, pk, tombstone);
+  // A flush of this row that read its outbox before the erasure may still be writing: wait for it.
+  await waitForRunningJobs(deps, (data) => data['store'] === store && data['pk'] === pk, `visitor ${visitor}`);
+  const dynamoItems = await deleteItems(deps.db, (await queryAll(deps.db, pk, 'pk, sk')).map((i) => ({ pk: i['pk']!, sk: i['sk']! })));
+  // Again: a query that read the items before they went may have cached them meanwhile.
+  const again = await deps.eraser.eraseRow(store, pk, tombstone);
+  const removed = {
+    dynamoItems,
+    outboxEntries: redis.outboxEntries + again.outboxEntries,
+    bucketEntries: redis.bucketEntries + again.bucketEntries,
+    cachedHistory: redis.cachedHistory || again.cachedHistory,
+  };
+  // A cached history alone is no data of the visitor: a query caches an empty history too (and it is dropped anyway).
+  if (removed.dynamoItems + removed.outboxEntries + removed.bucketEntries === 0) {
+    throw new TenantError('TALLY_ERR_VISITOR_NOT_FOUND', `store ${store} has no data of visitor ${visitor} (events of it still in flight are dropped until ${new Date(until).toISOString()})`);
+  }
+  return { store, visitor, removed, tombstoneUntil: new Date(until).toISOString() };
+}
+
+async function queryAll(db: TenantDb, pk: string, projection?: string): Promise<Item[]> {
+  const items: Item[] = [];
+  let start: Item | undefined;
+  do {
+    const out = await db.dynamo.send(
+      new QueryCommand({
+        TableName: db.table,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': S(pk) },
+        ConsistentRead: true,
+        ...(projection ? { ProjectionExpression: projection } : {}),
+        ...(start ? { ExclusiveStartKey: start } : {}),
+      }),
+    );
+    items.push(...(out.Items ?? []));
+    start = out.LastEvaluatedKey;
+  } while (start);
+  return items;
+}
+
+/**
+ * The keys of every counter item of a store: pk `<store>` or `<store>#…`. Rows of all entities are separate
+ * partitions, so this is a Scan of the table (a cost proportional to the table: see DESIGN.md "Known limits").
+ */
+async function scanStoreItems(db: TenantDb, store: string): Promise<Item[]> {
+  const keys: Item[] = [];
+  let start: Item | undefined;
+  do {
+    const out = await db.dynamo.send(
+      new ScanCommand({
+        TableName: db.table,
+        FilterExpression: 'pk = :s OR begins_with(pk, :p)',
+        ExpressionAttributeValues: { ':s': S(store), ':p': S(`${store}#`) },
+        ProjectionExpression: 'pk, sk',
+        ConsistentRead: true,
+        ...(start ? { ExclusiveStartKey: start } : {}),
+      }),
+    );
+    keys.push(...(out.Items ?? []));
+    start = out.LastEvaluatedKey;
+  } while (start);
+  return keys;
+}
+
+/** Deletes items by key, 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed. Returns how many. */
+async function deleteItems(db: TenantDb, keys: Item[]): Promise<number> {
+  for (let i = 0; i < keys.length; i += 25) {
+    let requests: WriteRequest[] = keys.slice(i, i + 25).map((k) => ({ DeleteRequest: { Key: { pk: k['pk']!, sk: k['sk']! } } }));
+    for (let attempt = 0; requests.length > 0; attempt++) {
+      if (attempt > 0) await sleep(Math.min(2_000, 50 * 2 ** attempt));
+      const out = await db.dynamo.send(new BatchWriteItemCommand({ RequestItems: { [db.table]: requests } }));
+      requests = out.UnprocessedItems?.[db.table] ?? [];
+    }
+  }
+  return keys.length;
+}
+
+/** Removes the matching jobs that are not running from every queue. Returns how many, failed ones apart. */
+async function removeJobs(queues: readonly Queue[], match: (data: Record<string, unknown>) => boolean): Promise<{ queued: number; failed: number }> {
+  const counts = { queued: 0, failed: 0 };
+  for (const queue of queues) {
+    for (const [kind, states] of [['queued', QUEUED_STATES], ['failed', ['failed']]] as const) {
+      const found: Job[] = [];
+      for (let from = 0; ; from += PAGE) {
+        const page = await queue.getJobs([...states], from, from + PAGE - 1, true);
+        found.push(...page.filter((j) => j && match((j.data ?? {}) as Record<string, unknown>)));
+        if (page.length < PAGE) break;
+      }
+      for (const job of found) {
+        try {
+          await job.remove();
+          counts[kind]++;
+        } catch {
+          // Taken by a worker meanwhile (locked): waitForRunningJobs waits for it, and the tombstone voids it.
+        }
+      }
+    }
+  }
+  return counts;
+}
+
+/** Waits until no matching job is running; throws TALLY_ERR_DELETION_INCOMPLETE past the timeout (call again). */
+async function waitForRunningJobs(deps: ErasureDeps, match: (data: Record<string, unknown>) => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + (deps.activeJobsTimeoutMs ?? 60_000);
+  for (;;) {
+    let running = 0;
+    for (const queue of deps.queues) {
+      for (let from = 0; ; from += PAGE) {
+        const page = await queue.getJobs(['active'], from, from + PAGE - 1, true);
+        running += page.filter((j) => j && match((j.data ?? {}) as Record<string, unknown>)).length;
+        if (page.length < PAGE) break;
+      }
+    }
+    if (running === 0) return;
+    if (Date.now() > deadline) {
+      throw new TenantError('TALLY_ERR_DELETION_INCOMPLETE', `${running} job(s) of ${what} are still running; nothing they write survives the tombstone, but run the call again to finish`);
+    }
+    await sleep(100);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

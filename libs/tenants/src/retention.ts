@@ -1,0 +1,18 @@
+import { parsePk, retentionExpiry } from '@tally/key-layout';
+import type { TenantDirectory } from './directory';
+
+/**
+ * The writer's expiryOf: the items of a visitor row get a DynamoDB TTL when their store keeps visitor history
+ * for a number of months (historyMonths); every other row, and any row while the tenant cannot be looked up, none
+ * (the next write sets it; queries cut at the retention start anyway).
+ */
+export function visitorExpiry(tenants: Pick<TenantDirectory, 'tenant'>, now: () => number = Date.now): (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined> {
+  return async (store, pk) => {
+    if (parsePk(pk).entity !== 'visitor') return undefined;
+    const months = (await tenants.tenant(store).catch(() => undefined))?.historyMonths;
+    if (months === undefined) return undefined;
+    const at = now();
+    return (sk) => retentionExpiry(sk, months, at);
+  };
+}
+
