@@ -1,4 +1,5 @@
 import { defineScript } from './script-table';
+import { TOMBSTONES } from './scripts';
 
 /**
  * Lua scripts of the distinct-count sketches (unique visitors), kept apart from the counters' scripts. Each runs
@@ -26,14 +27,16 @@ end
 /**
  * SKETCH_ADD a batch's members. KEYS tail, per row: its `ur`, then per field its `us`, `uh`. ARGV tail, per row:
  * fieldCount, then per field: F, memberCount, members. PFADDs every member, SADDs them to the exact set while it
- * holds at most T, notes F as unwritten. Idempotent: adding a member twice changes nothing.
+ * holds at most T, notes F as unwritten. Idempotent: adding a member twice changes nothing. A deleted store (its
+ * `tombstone`, checked first) writes nothing and returns -1, so an in-flight batch re-creates no sketch.
  */
 export const SKETCH_ADD = defineScript<number>()({
   name: 'SKETCH_ADD',
   shebang: '#!lua',
-  keys: [],
+  keys: ['tombstone'],
   args: ['threshold'],
-  body: `${CHECKS}
+  body: `${CHECKS}${TOMBSTONES}
+if storeDeleted() then return -1 end
 local T = tonumber(A.threshold)
 local plan = {}
 local k, i = KR, AR

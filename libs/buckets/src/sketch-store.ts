@@ -41,7 +41,8 @@ export class SketchStore {
 
   /**
    * Adds a batch's members (rollupDistinct, or flat as a rolled-up job carries them: libs/schema flattenDistinct,
-   * checked by libs/queues checkFlatDistinct) to the rows' sketches. Idempotent.
+   * checked by libs/queues checkFlatDistinct) to the rows' sketches. Idempotent. Adds nothing to a deleted store
+   * (its tombstone).
    */
   async add(store: string, adds: DistinctAdds | ReadonlyArray<string | number>): Promise<void> {
     if (Array.isArray(adds)) return this.addFlat(store, adds);
@@ -58,7 +59,7 @@ export class SketchStore {
         for (const m of members) args.push(Buffer.from(m, 'latin1'));
       }
     }
-    await runScript(this.redis, SKETCH_ADD, {}, { threshold: EXACT_THRESHOLD }, { keys, args });
+    await runScript(this.redis, SKETCH_ADD, { tombstone: this.keys.tombstone(store) }, { threshold: EXACT_THRESHOLD }, { keys, args });
   }
 
   /** add() of flat members: each field's base64 decoded once, its members passed as slices of it. */
@@ -80,7 +81,7 @@ export class SketchStore {
       }
       i += 2 + 2 * n;
     }
-    await runScript(this.redis, SKETCH_ADD, {}, { threshold: EXACT_THRESHOLD }, { keys, args });
+    await runScript(this.redis, SKETCH_ADD, { tombstone: this.keys.tombstone(store) }, { threshold: EXACT_THRESHOLD }, { keys, args });
   }
 
   /**
