@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import { createQueues, closeQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
-import { compileRules, defaultRules, flattenRows, rollup } from '@tally/schema';
+import { compileRules, defaultRules, flattenDistinct, flattenRows, rollup, rollupDistinct } from '@tally/schema';
 import { startRedis, waitForQueuesIdle, type RedisHandle } from '@tally/testing';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -97,6 +97,40 @@ describe('events processor', () => {
     expect(failed.map((j) => j.failedReason).sort()).toEqual([
       'invalid events payload: events: a batch has either events or rows (with count)',
       'invalid events payload: rows: rows.0: the row is not one of store LA2',
+    ]);
+  });
+
+  it('adds the distinct members a rolled-up batch carries (distinct) before its rows, once in effect, and refuses bad ones whole', async () => {
+    const w = worker();
+    const events = Array.from({ length: 40 }, (_, i) => view('2023-06-01T08:00:00Z', `P${i % 2}`, `V${i % 25}`));
+    const job = (store: string, batchId: string) => ({
+      batchId,
+      store,
+      receivedAt: 1,
+      rows: flattenRows(rollup(rules, store, 'America/Los_Angeles', events)),
+      distinct: flattenDistinct(rollupDistinct(rules, store, 'America/Los_Angeles', events)),
+      count: events.length,
+    });
+    await enqueue(queues, QUEUE.events, { batchId: 'ev', store: 'LA', receivedAt: 1, events });
+    await enqueue(queues, QUEUE.events, job('LA2', 'rw'));
+    await enqueue(queues, QUEUE.events, job('LA2', 'rw'), { jobId: 'retried' }); // a retry under another job id
+    await queues[QUEUE.events].add(QUEUE.events, { ...job('LA2', 'steal'), distinct: job('LA', 'x').distinct });
+    await queues[QUEUE.events].add(QUEUE.events, { ...job('LA2', 'short'), distinct: ['LA2', 1, '2023-152|uv', Buffer.alloc(12).toString('base64')] });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    const uniques = async (store: string, pk: string) => {
+      const [live] = await buckets.sketches.read(store, [pk]);
+      const [u] = await buckets.sketches.union(store, [live!.map((s) => s.blob)], false);
+      return { fields: live!.map((s) => s.field), count: u!.count };
+    };
+    expect(await uniques('LA2', 'LA2')).toEqual({ fields: ['2023-152|uv'], count: 25 });
+    expect(await uniques('LA2', 'LA2')).toEqual(await uniques('LA', 'LA'));
+    for (const p of ['P0', 'P1']) expect(await uniques('LA2', `LA2#product#${p}`)).toEqual(await uniques('LA', `LA#product#${p}`));
+    expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(1);
+    const failed = await queues[QUEUE.events].getFailed();
+    expect(failed.map((j) => j.failedReason).sort()).toEqual([
+      'invalid events payload: distinct: distinct.0: the row is not one of store LA2',
+      'invalid events payload: distinct: distinct.3: not whole 8-byte member ids',
     ]);
   });
 

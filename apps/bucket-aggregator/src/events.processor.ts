@@ -1,7 +1,7 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
 import { redisKeys } from '@tally/key-layout';
 import { eventsJobSchema } from '@tally/queues';
-import { rollup, RulesError, type CompiledRules } from '@tally/schema';
+import { rollup, rollupDistinct, RulesError, type CompiledRules } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
@@ -106,9 +106,11 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   // A batch the collector rolled up (in the store's zone, by the same rules) goes to the script as it is; the
   // tenant check above still applies to it.
   let deltas;
+  let distinct;
   if (!rows) {
     try {
       deltas = rollup(deps.rules, store, tz, events!);
+      distinct = rollupDistinct(deps.rules, store, tz, events!);
     } catch (err) {
       if (err instanceof RulesError) {
         deps.metrics.batchesRejected.inc({ reason: 'rules' });
@@ -116,8 +118,14 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
       }
       throw err;
     }
+  } else if (parsed.data.distinct) {
+    // A rolled-up batch carries its distinct-count members (`distinct`, checked whole with the payload).
+    distinct = parsed.data.distinct;
   }
 
+  // Distinct counts first, duplicates too: adding a member twice changes nothing, and a crash between this and the
+  // apply is retried by the job (the apply's dedupe record is written only with the counts).
+  if (distinct) await deps.buckets.sketches.add(store, distinct);
   let r;
   try {
     const applyOpts = { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds };

@@ -1,7 +1,8 @@
+import { BucketStore } from '@tally/buckets';
 import { collectorEnv, loadConfig, type CollectorConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { createLogger } from '@tally/observability';
-import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
+import { closeQueues, createQueues, eventsJobSchema, type TallyQueues } from '@tally/queues';
 import { eventInputSchema, loadRules } from '@tally/schema';
 import { createTenantAdmin, keyIdOf, type TenantAdmin } from '@tally/tenants';
 import { createTestTable, openApi31Errors, startDynalite, startRedis, sumOfJobRows, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
@@ -110,6 +111,25 @@ describe('POST /v1/events', () => {
     expect(sumOfJobRows(job?.data.rows, 'SHOP1', 'v')).toBe(2n);
     expect(sumOfJobRows(job?.data.rows, 'SHOP1', 'o')).toBe(1n);
     expect(sumOfJobRows(job?.data.rows, 'SHOP1', 'r')).toBe(1999n);
+  });
+
+  it("carries the batch's visitors in the rolled-up job (distinct), so UniqueVisitors counts them as the aggregator applies it", async () => {
+    const visit = (product: string, visitor: string) => ({ type: 'view', ts: iso(), dims: { product, visitor } });
+    const r = await post([visit('U1', 'V1'), visit('U1', 'V2'), visit('U2', 'V1'), visit('U1', 'V1'), visit('U2', 'V3'), { type: 'view', ts: iso(), dims: { product: 'U1' } }]);
+    expect(r.statusCode).toBe(202);
+    const job = eventsJobSchema.parse((await queues.events.getJob(r.json().batchId))?.data);
+    expect(job.events).toBeUndefined();
+    // The aggregator's path for a rolled-up job: the members into the sketches (twice: a retried job), then the rows.
+    const buckets = new BucketStore({ redis: inspect, rules: loadRules(), prefix: 'uv-test' });
+    for (let i = 0; i < 2; i++) await buckets.sketches.add('SHOP1', job.distinct!);
+    await buckets.applyRows('SHOP1', job.batchId, job.rows!, { now: Date.now(), dedupeTtlSeconds: 60 });
+    const uniques = async (pk: string) => {
+      const [live] = await buckets.sketches.read('SHOP1', [pk]);
+      return (await buckets.sketches.union('SHOP1', [live!.map((s) => s.blob)], false))[0]!.count;
+    };
+    expect(await uniques('SHOP1')).toBe(3);
+    expect(await uniques('SHOP1#product#U1')).toBe(2);
+    expect(await uniques('SHOP1#product#U2')).toBe(2);
   });
 
   it('takes NDJSON, one event per line, and names lines that are not JSON', async () => {

@@ -1,5 +1,5 @@
 import type { BucketStore } from '@tally/buckets';
-import { PermanentWriteError, RetryableWriteError, writeRow, type RowWriterDeps } from '@tally/dynamo';
+import { PermanentWriteError, RetryableWriteError, writeRowWithSketches, type RowWriterDeps } from '@tally/dynamo';
 import { dynamoWriteJobSchema } from '@tally/queues';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
@@ -53,24 +53,30 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     return { updates: 0, entries: 0 };
   }
   try {
+    // The row's unwritten distinct-count sketches ride the counts' UpdateItems (docs/DESIGN.md "Unique visitors").
+    const [live] = await deps.buckets.sketches.read(store, [pk]);
     const expiresAt = await deps.expiryOf?.(store, pk);
-    const r = await writeRow(
+    const r = await writeRowWithSketches(
       {
         ...deps.dynamo,
         afterUpdate: deps.crash ? () => deps.crash!('writer:after-update') : deps.dynamo.afterUpdate,
         ...(expiresAt ? { expiresAt } : {}),
       },
+      (groups, wantBlob) => deps.buckets.sketches.union(store, groups, wantBlob),
       pk,
       outbox.entries,
+      live ?? [],
     );
     deps.crash?.('writer:before-ack');
+    // Sketches first: a crash between the two acks leaves the outbox, so the flush runs again (a union is idempotent).
+    await deps.buckets.sketches.ack(store, pk, r.sketchesWritten);
     const left = await deps.buckets.ackOutbox(store, pk, outbox.entries.map((e) => e.field), now());
     // The gauges' view of the store, right after the change, and a sealer visit at its next tick (which retires
     // the store when nothing is left, or sets its next visit time).
     await deps.buckets.publishBacklog(store, await deps.buckets.storeBacklog(store), undefined, now()).catch((err: Error) => log.debug({ err: err.message }, 'backlog not published'));
     deps.metrics.rowsFlushed.inc();
     deps.metrics.entriesWritten.inc(outbox.entries.length);
-    log.debug({ updates: r.updates, conditionFailures: r.conditionFailures, entries: outbox.entries.length, left }, 'flushed row');
+    log.debug({ updates: r.updates, sketchUpdates: r.sketchUpdates, conditionFailures: r.conditionFailures, entries: outbox.entries.length, left }, 'flushed row');
     return { updates: r.updates, entries: outbox.entries.length };
   } catch (err) {
     if (err instanceof RetryableWriteError) {

@@ -66,6 +66,7 @@ describe('GET /v1/store', () => {
         { name: 'ProductViews', scale: 0, description: 'views of one product by one visitor, keyed by product', keyedBy: 'product' },
         { name: 'ProductOrders', scale: 0, description: 'order lines of one product by one visitor, keyed by product', keyedBy: 'product' },
         { name: 'PageViews', scale: 0, description: "views of one page, on the page's row (top pages)", keyedBy: null },
+        { name: 'UniqueVisitors', scale: 0, description: 'distinct visitors (exact up to 300, HyperLogLog above: standard error 0.81%)', keyedBy: null, distinctOn: ['store', 'product'] },
       ],
       entities: ['store', 'product', 'visitor', 'page'],
     });
@@ -75,6 +76,32 @@ describe('GET /v1/store', () => {
     const late = await f.app({ now: () => Date.parse('2024-03-16T02:00:00Z') });
     const res = await late.inject({ method: 'GET', url: '/v1/store', headers: bearer(keyB) });
     expect(res.json()).toMatchObject({ store: 'SHOP_B', timeZone: 'America/New_York', today: '2024-03-15', currency: 'USD' });
+  });
+});
+
+describe('UniqueVisitors', () => {
+  it('answers distinct visitors per day, per range and all time, from DynamoDB and the open bucket together', async () => {
+    const s = await get('/v1/series?metrics=UniqueVisitors,ViewCount&from=2024-03-13&to=2024-03-15');
+    expect(s.status).toBe(200);
+    // V2 ordered on the 14th; V1 ordered and viewed on the 15th (partly in DynamoDB, partly in the open bucket).
+    expect(s.body.points.map((p: { values: Record<string, number> }) => p.values['UniqueVisitors'])).toEqual([0, 1, 1]);
+    expect(s.body.totals).toEqual({ UniqueVisitors: 2, ViewCount: 6 });
+    const all = await get('/v1/series?metrics=UniqueVisitors&range=allTime&granularity=total');
+    expect(all.body.totals).toEqual({ UniqueVisitors: 3 });
+    const months = await get('/v1/series?metrics=UniqueVisitors&from=2024-02-01&to=2024-03-31&granularity=month');
+    expect(months.body.points).toEqual([
+      { period: '2024-02', values: { UniqueVisitors: 1 } },
+      { period: '2024-03', values: { UniqueVisitors: 2 } },
+    ]);
+    const products = await get('/v1/totals?entity=product&ids=P1,P2,P3&metrics=UniqueVisitors&range=allTime');
+    expect(products.body.items).toEqual([
+      { id: 'P1', values: { UniqueVisitors: 2 } },
+      { id: 'P2', values: { UniqueVisitors: 1 } },
+      { id: 'P3', values: { UniqueVisitors: 1 } },
+    ]);
+    const refused = await get('/v1/totals?entity=visitor&ids=V1&metrics=UniqueVisitors');
+    expect(refused.status).toBe(400);
+    expect(refused.body.field).toBe('metrics');
   });
 });
 

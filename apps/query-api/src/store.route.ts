@@ -9,12 +9,12 @@ import { storeRouteSchema } from '@tally/contracts';
 export const storeRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
   const { rules } = ctx.query;
   const storeEntity = storeEntityOf(rules);
-  const metrics = Object.entries(rules.rules.metrics).map(([name, spec]) => ({
-    name,
-    scale: spec.scale,
-    description: spec.description ?? '',
-    keyedBy: keyedByOf(rules, name),
-  }));
+  const metrics = Object.entries(rules.rules.metrics).map(([name, spec]) => {
+    const distinctOn = Object.entries(rules.rules.entities)
+      .filter(([, e]) => Object.hasOwn(e.distinct, name))
+      .map(([e]) => (e === storeEntity ? 'store' : e));
+    return { name, scale: spec.scale, description: spec.description ?? '', keyedBy: keyedByOf(rules, name), ...(distinctOn.length > 0 ? { distinctOn } : {}) };
+  });
   // `store` first: it is how requests name the store row whatever the rules call it.
   const entities = ['store', ...Object.keys(rules.rules.entities).filter((e) => e !== storeEntity && e !== 'store')];
 

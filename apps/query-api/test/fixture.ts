@@ -1,9 +1,9 @@
 import { HistoryMemo } from '@tally/query';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter } from '@tally/dynamo';
+import { createDynamoClient, createDynamoMeter, writeRowWithSketches, type DynamoMeter } from '@tally/dynamo';
 import { createLogger } from '@tally/observability';
-import { compileRules, defaultRules, rollup, type CompiledRules, type NormalizedEvent } from '@tally/schema';
+import { compileRules, defaultRules, rollup, rollupDistinct, type CompiledRules, type NormalizedEvent } from '@tally/schema';
 import { createTenant, createTenantDirectory, issueKey, type TenantDb } from '@tally/tenants';
 import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
@@ -67,6 +67,7 @@ export async function startFixture(): Promise<Fixture> {
     },
     async apply(store, timeZone, events) {
       await buckets.registerStore(store);
+      await buckets.sketches.add(store, rollupDistinct(rules, store, timeZone, events));
       const r = await buckets.apply(store, `batch-${++batch}`, rollup(rules, store, timeZone, events), { now: tick(), dedupeTtlSeconds: 3_600 });
       if (!r.applied) throw new Error('batch not applied');
     },
@@ -77,7 +78,9 @@ export async function startFixture(): Promise<Fixture> {
       for (const { pk } of await buckets.dueRows(store, Number.MAX_SAFE_INTEGER)) {
         const out = await buckets.readOutbox(store, pk);
         if (out.entries.length === 0) continue;
-        await writeRow({ client, table, meter }, pk, out.entries);
+        const [live] = await buckets.sketches.read(store, [pk]);
+        const r = await writeRowWithSketches({ client, table, meter }, (g, w) => buckets.sketches.union(store, g, w), pk, out.entries, live!);
+        await buckets.sketches.ack(store, pk, r.sketchesWritten);
         await buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), tick());
       }
     },

@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
 import { runScript, type ScriptDef } from './script-table';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
+import { SketchStore } from './sketch-store';
 import { DUE_STORES, PUBLISH_BACKLOG, REGISTER, VISIT, type VisitReply } from './work-scripts';
 
 /** Counts are held in Redis as base-10^15 limbs: field `f` and, when needed, `f|1` and `f|2` (scripts.ts). */
@@ -133,6 +134,8 @@ function policyArgs(p: FlushPolicy): [string, number, number] {
 export class BucketStore {
   readonly keys: RedisKeys;
   readonly shards: number;
+  /** The distinct-count sketches (unique visitors) of the same stores, on the same Redis. */
+  readonly sketches: SketchStore;
   private readonly redis: Redis | Cluster;
   private readonly rules: CompiledRules;
   private readonly rankTtlSeconds: number;
@@ -150,6 +153,7 @@ export class BucketStore {
     this.rules = opts.rules;
     this.keys = redisKeys(opts.prefix ?? 't');
     this.shards = opts.shards ?? 1;
+    this.sketches = new SketchStore({ redis: opts.redis, prefix: opts.prefix });
     this.rankTtlSeconds = opts.rankTtlSeconds ?? 100 * DAY_SECONDS;
     this.cacheVersionTtlSeconds = opts.cacheVersionTtlSeconds ?? 2 * DAY_SECONDS;
   }

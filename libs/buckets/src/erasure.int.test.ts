@@ -1,4 +1,4 @@
-import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
+import { compileRules, defaultRules, distinctMember, type RowDeltas } from '@tally/schema';
 import { startRedis, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -36,7 +36,11 @@ async function fill(store = 'S', now = 1_000) {
   await buckets.foldSealed(store, { now: now + 2 });
   await buckets.apply(store, `c${now}`, batch, { now: now + 3, dedupeTtlSeconds: 60 });
   await buckets.fillCache(store, 'S#visitor#V1', '0', '[]', 60);
+  await buckets.sketches.add(store, sketchAdds(store));
 }
+
+/** One visitor in the store row's day sketch (unique visitors). */
+const sketchAdds = (store: string) => new Map([[store, new Map([['2023-123|uv', new Set([distinctMember('V1')])]])]]);
 
 describe('a deleted store', () => {
   it('loses every key but its tombstone, and no script re-creates any', async () => {
@@ -44,6 +48,7 @@ describe('a deleted store', () => {
     await fill('OTHER');
     const before = (await redis.keys('t:{S}:*')).length;
     expect(before).toBeGreaterThan(8);
+    expect(await redis.keys('t:{S}:u*')).toHaveLength(3); // the sketch's exact set, HLL and unwritten-fields set
     await eraser.markStoreDeleted('S', 60);
     expect(await eraser.deleteStoreKeys('S')).toBe(before);
     expect(await redis.keys('t:{S}:*')).toEqual(['t:{S}:x']);
@@ -55,6 +60,8 @@ describe('a deleted store', () => {
     expect(await buckets.readOutbox('S', 'S')).toEqual({ foldedThrough: -1, entries: [] });
     expect(await buckets.ackOutbox('S', 'S', ['1000|2023-123|v'], 6_000)).toBe(0);
     expect(await buckets.fillCache('S', 'S#visitor#V1', '0', '[]', 60)).toBe(false);
+    await buckets.sketches.add('S', sketchAdds('S'));
+    expect(await buckets.sketches.read('S', ['S'])).toEqual([[]]);
     expect(await redis.keys('t:{S}:*')).toEqual(['t:{S}:x']);
     expect(await buckets.activeStores(0)).toEqual([{ store: 'OTHER', mark: '1' }]);
     // Another store is untouched, and deleting again removes nothing more.

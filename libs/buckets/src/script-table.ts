@@ -53,13 +53,18 @@ export function runScript<K extends string, A extends string, R>(
   s: ScriptDef<K, A, R>,
   keys: Readonly<Record<K, string>>,
   args: Readonly<Record<A, Value>>,
-  tail: { keys?: readonly string[]; args?: readonly Value[] } = {},
+  tail: { keys?: readonly string[]; args?: ReadonlyArray<Value | Buffer> } = {},
+  opts: { buffers?: boolean } = {},
 ): Promise<R> {
   const allKeys = [...s.keys.map((k) => keys[k]), ...(tail.keys ?? [])];
   const rest = [...allKeys, ...s.args.map((a) => args[a]), ...(tail.args ?? [])];
+  // With `buffers`, bulk replies come back as Buffers (binary values such as the sketches).
+  const send = opts.buffers
+    ? (cmd: 'evalsha' | 'eval', body: string) => redis.callBuffer(cmd, body, allKeys.length, ...rest) as Promise<unknown>
+    : (cmd: 'evalsha' | 'eval', body: string) => (cmd === 'evalsha' ? redis.evalsha(body, allKeys.length, ...rest) : redis.eval(body, allKeys.length, ...rest));
   // Not async, and one hop on success: callers' replies resolve in the order Redis sent them.
-  return redis.evalsha(s.sha, allKeys.length, ...rest).catch((err: Error) => {
+  return send('evalsha', s.sha).catch((err: Error) => {
     if (!/^NOSCRIPT/.test(err.message ?? '')) throw err;
-    return redis.eval(s.lua, allKeys.length, ...rest);
+    return send('eval', s.lua);
   }) as Promise<R>;
 }

@@ -1,5 +1,5 @@
 import { redisKeys } from '@tally/key-layout';
-import { createQueues, closeQueues, MAX_EVENTS_PER_JOB, QUEUE, type TallyQueues } from '@tally/queues';
+import { createQueues, closeQueues, eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE, type TallyQueues } from '@tally/queues';
 import { startRedis, waitFor, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -62,6 +62,16 @@ describe('createTallyClient', () => {
       { type: 'order', ts: now - 1_000, dims: {}, value: '0.10' },
     ]);
     expect(Math.abs(job!.data.receivedAt - Date.now())).toBeLessThan(5_000);
+  });
+
+  it('with the store\'s time zone, enqueues the batch rolled up with its visitors (rows and distinct), as the collector does', async () => {
+    const res = await client.enqueueEvents('STORE1', [view('P1'), { ...view('P2'), dims: { product: 'P2', visitor: 'V2' } }], { timeZone: 'Europe/Berlin' });
+    const job = eventsJobSchema.parse((await queues.events.getJob(res.batchId))?.data);
+    expect(job).toMatchObject({ source: 'client', count: 2 });
+    expect(job.events).toBeUndefined();
+    const storeRow = job.distinct!.indexOf('STORE1');
+    expect(job.distinct![storeRow + 1]).toBe(1);
+    expect(Buffer.from(String(job.distinct![storeRow + 3]), 'base64')).toHaveLength(2 * 8); // V1 and V2
   });
 
   it('rejects the whole call when one event is bad, naming each', async () => {

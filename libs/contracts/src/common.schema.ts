@@ -32,7 +32,17 @@ export const errorResponses = {
  * (Revenue, scale 2) are exact decimal strings such as "19.99".
  */
 export const valueSchema = z.union([z.number(), z.string()]).describe('A number for counts; an exact decimal string for scaled metrics (Revenue)');
-export const valuesSchema = z.record(z.string(), valueSchema).describe('Metric name -> value');
+export const valuesSchema = z
+  .record(z.string(), valueSchema)
+  .describe(
+    'Metric name -> value. UniqueVisitors (a distinct count: exact up to 300 visitors, HyperLogLog with a standard error of 0.81% above) is the number of distinct visitors of the period, never a sum of days',
+  );
+
+/**
+ * The distinct-count metric of the default rules: distinct visitors of a store or a product per day, month, year,
+ * all time or any range (the rules' `distinct`; ask for it by name in `metrics`).
+ */
+export const UNIQUE_VISITORS = 'UniqueVisitors';
 
 export const RANGE_NAMES = [...NAMED_RANGES, 'allTime'] as const;
 export type RangeName = (typeof RANGE_NAMES)[number];
@@ -50,7 +60,7 @@ export const storeParam = z
 export const metricsParam = z
   .union([z.string(), z.array(z.string())])
   .optional()
-  .describe('Comma-separated metric names; keyed metrics with their key, e.g. ViewCount,Revenue,ProductViews#P1');
+  .describe('Comma-separated metric names; keyed metrics with their key, e.g. ViewCount,Revenue,ProductViews#P1,UniqueVisitors');
 
 /** A point in time, ISO-8601. */
 export const isoSchema = z.string().describe('ISO-8601 instant');

@@ -16,6 +16,10 @@ export const storeResponseSchema = z
         scale: z.number().int().describe('Decimal places: 0 = a count (JSON number), 2 = minor currency units (decimal string)'),
         description: z.string(),
         keyedBy: z.string().nullable().describe('Dimension the metric is keyed by (ask for ProductViews#<product>), or null'),
+        distinctOn: z
+          .array(z.string())
+          .optional()
+          .describe('Only for a distinct count such as UniqueVisitors: the entities that have it (store, product); its values are distinct counts, never sums'),
       }),
     ),
     entities: z.array(z.string()).describe('Entity names: store, product, visitor, …'),
@@ -33,6 +37,7 @@ export const storeResponseSchema = z
           { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null },
           { name: 'Revenue', scale: 2, description: 'order revenue', keyedBy: null },
           { name: 'ProductViews', scale: 0, description: 'views per product', keyedBy: 'product' },
+          { name: 'UniqueVisitors', scale: 0, description: 'distinct visitors', keyedBy: null, distinctOn: ['store', 'product'] },
         ],
         entities: ['store', 'product', 'visitor', 'page'],
       },

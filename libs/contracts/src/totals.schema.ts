@@ -36,10 +36,10 @@ export const totalsResponseSchema = z.object({
       range: 'allTime',
       from: null,
       to: null,
-      metrics: ['ViewCount'],
+      metrics: ['ViewCount', 'UniqueVisitors'],
       items: [
-        { id: 'P1', values: { ViewCount: 1200 } },
-        { id: 'P2', values: { ViewCount: 85 } },
+        { id: 'P1', values: { ViewCount: 1200, UniqueVisitors: 431 } },
+        { id: 'P2', values: { ViewCount: 85, UniqueVisitors: 62 } },
       ],
       asOf: '2026-03-15T12:00:00.000Z',
       dynamoRequests: 1,

@@ -5,4 +5,5 @@ export * from './meter';
 export * from './cells';
 export * from './row-writer';
 export * from './row-reader';
+export * from './sketches';
 export * from './overflow';

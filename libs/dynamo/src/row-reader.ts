@@ -1,5 +1,5 @@
 import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { baseSk, EXPIRES_ATTR, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, type CountEntry } from './cells';
 import { beyondPosition, childSks, overflowEnd, routeToOverflow } from './overflow';
 import { ItemBudgetError, RetryableWriteError } from './errors';
@@ -15,6 +15,8 @@ export interface StoredItem {
   /** The item has spilled: counts beyond its position are in its overflow items (overflow.ts). */
   spilled?: true;
   attrs: Map<string, bigint>;
+  /** Binary attributes (distinct-count sketches, stored form; see sketches.ts), when the item has any. */
+  blobs?: Map<string, Uint8Array>;
 }
 
 export interface RowReaderDeps {
@@ -27,15 +29,19 @@ export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
   const attrs = new Map<string, bigint>();
   let wm = -1;
   let wp: number | undefined;
+  let blobs: Map<string, Uint8Array> | undefined;
   let spilled = false;
   for (const [name, v] of Object.entries(item)) {
-    if (name === 'pk' || name === 'sk') continue;
+    if (name === 'pk' || name === 'sk' || name === SKETCH_VERSION_ATTR) continue;
     if (name === WATERMARK_ATTR) wm = Number(v.N);
     else if (name === WATERMARK_PART_ATTR) wp = Number(v.N);
     else if (name === SPILLED_ATTR) spilled = true;
     else if (v.N !== undefined && name !== EXPIRES_ATTR) attrs.set(name, BigInt(v.N));
+    else if (v.B !== undefined) (blobs ??= new Map()).set(name, v.B);
   }
-  return { sk: item['sk']?.S ?? '', wm, ...(wp === undefined ? {} : { wp }), ...(spilled ? { spilled: true as const } : {}), attrs };
+  const out: StoredItem = { sk: item['sk']?.S ?? '', wm, ...(wp === undefined ? {} : { wp }), ...(spilled ? { spilled: true as const } : {}), attrs };
+  if (blobs) out.blobs = blobs;
+  return out;
 }
 
 async function metered<T extends { ConsumedCapacity?: any }>(deps: RowReaderDeps, op: DynamoOperation, run: () => Promise<T>): Promise<T> {

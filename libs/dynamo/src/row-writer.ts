@@ -1,4 +1,4 @@
-import { GetItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, UpdateItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { ConsumedCapacity } from '@aws-sdk/client-dynamodb';
 import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
@@ -50,6 +50,25 @@ export interface RowWriteResult {
   updates: number;
   /** UpdateItem calls refused by the watermark condition (entries already applied by someone else). */
   conditionFailures: number;
+  /** With RowWriteOptions.extras: the items whose extra SET rode one of these UpdateItems. */
+  extrasWritten?: string[];
+}
+
+/**
+ * Extra attributes to SET on an item in the same UpdateItem as its counts (the distinct-count sketches), under an
+ * extra condition. Names start `#s`/`#hv`, values `:s`/`:hv`. It rides the item's first whole-bucket UpdateItem;
+ * when that one is refused, or the item only gets parts, it is left out (not in `extrasWritten`) for the caller.
+ */
+export interface ItemExtra {
+  set: string[];
+  condition: string;
+  names: Record<string, string>;
+  values: Record<string, AttributeValue>;
+}
+
+export interface RowWriteOptions {
+  /** By sk: an extra SET for that item. */
+  extras?: ReadonlyMap<string, ItemExtra>;
 }
 
 /**
@@ -73,10 +92,10 @@ export interface RowWriteResult {
  * Throws RetryableWriteError (throttling, 5xx, unreachable) or PermanentWriteError (validation, item too
  * large); items already written stay written, and a retry skips them through the watermark.
  */
-export async function writeRow(deps: RowWriterDeps, pk: string, entries: readonly CountEntry[]): Promise<RowWriteResult> {
-  const result: RowWriteResult = { updates: 0, conditionFailures: 0 };
+export async function writeRow(deps: RowWriterDeps, pk: string, entries: readonly CountEntry[], opts: RowWriteOptions = {}): Promise<RowWriteResult> {
+  const result: RowWriteResult = opts.extras ? { updates: 0, conditionFailures: 0, extrasWritten: [] } : { updates: 0, conditionFailures: 0 };
   for (const [sk, list] of entriesByItem(entries)) {
-    await writeItem(deps, pk, sk, list, result);
+    await writeItem(deps, pk, sk, list, result, opts.extras?.get(sk));
   }
   return result;
 }
@@ -86,7 +105,7 @@ type Bucket = { seq: number; list: ItemEntry[]; attrs: Set<string> };
 
 const WHOLE = '(attribute_not_exists(#wm) OR (#wm < :lo AND attribute_not_exists(#wp))) AND attribute_not_exists(#ov)';
 
-async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemEntry[], result: RowWriteResult): Promise<void> {
+async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemEntry[], result: RowWriteResult, extra?: ItemExtra): Promise<void> {
   const bySeq = new Map<number, Bucket>();
   for (const ie of all) {
     let b = bySeq.get(ie.entry.seq);
@@ -108,7 +127,7 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
   while (pending.length > 0) {
     const head = pending[0]!;
     const sums = new Map<string, bigint>();
-    const values: Record<string, { N: string }> = {};
+    const values: Record<string, AttributeValue> = {};
     let set: string;
     let condition: string;
     let taken: number;
@@ -144,6 +163,14 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       values[':ex'] = { N: String(expiresAt) };
       set = set.replace('SET ', 'SET #ex = :ex, ');
     }
+    // The extra SET rides only a whole-bucket UpdateItem, and only once.
+    const rides = extra !== undefined && !parts;
+    if (rides && extra) {
+      set = `${set}, ${extra.set.join(', ')}`;
+      condition = `(${condition}) AND ${extra.condition}`;
+      Object.assign(names, extra.names);
+      Object.assign(values, extra.values);
+    }
     const adds: string[] = [];
     let i = 0;
     for (const [attr, v] of sums) {
@@ -171,6 +198,10 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       deps.meter.observe('UpdateItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
       result.updates++;
       written = true;
+      if (rides) {
+        result.extrasWritten?.push(sk);
+        extra = undefined;
+      }
       let at: ItemPosition;
       if (parts) {
         at = fromPart === parts.count - 1 ? { wm: head.seq } : { wm: head.seq, wp: fromPart };
@@ -187,15 +218,17 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
     } catch (err) {
       const outcome = classifyError(err);
       deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
-      if (outcome !== 'condition_failed') throw wrap(err, outcome, pk, sk);
+      if (outcome !== 'condition_failed') throw wrapWriteError(err, outcome, pk, sk);
       result.conditionFailures++;
+      // The refusal may be the extra's condition: leave the extra to the caller, and retry the counts without it.
+      extra = undefined;
       const at = await readWatermark(deps, pk, sk);
       if (at.spilled) spilledAt = at;
       else {
         const before = `${pending.length}/${fromPart}`;
         pending = pending.filter((b) => b.seq > at.wm || (b.seq === at.wm && at.wp !== undefined));
         fromPart = pending[0]?.seq === at.wm && at.wp !== undefined ? at.wp + 1 : 0;
-        if (`${pending.length}/${fromPart}` === before) {
+        if (`${pending.length}/${fromPart}` === before && !rides) {
           // The item is inside a bucket whose remaining parts this write does not hold: never with an outbox acked
           // only after every part; stop rather than loop.
           throw new PermanentWriteError(`item ${pk} / ${sk} is at bucket ${at.wm} part ${at.wp ?? 'complete'}, which this write cannot continue`);
@@ -243,7 +276,7 @@ async function markSpilled(deps: RowWriterDeps, pk: string, sk: string, at: Item
   } catch (err) {
     const outcome = classifyError(err);
     deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
-    if (outcome !== 'condition_failed') throw wrap(err, outcome, pk, sk);
+    if (outcome !== 'condition_failed') throw wrapWriteError(err, outcome, pk, sk);
     result.conditionFailures++;
     return false;
   }
@@ -265,6 +298,14 @@ function takeWholeBuckets(sorted: Bucket[]): number {
 }
 
 async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promise<ItemPosition & { spilled: boolean }> {
+  const item = await readForWrite(deps, pk, sk, '#wm, #wp, #ov', { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR });
+  const wm = item?.[WATERMARK_ATTR]?.N;
+  const part = item?.[WATERMARK_PART_ATTR]?.N;
+  return { wm: wm === undefined ? -1 : Number(wm), wp: part === undefined ? undefined : Number(part), spilled: item?.[SPILLED_ATTR] !== undefined };
+}
+
+/** A writer's consistent GetItem of some attributes, metered; errors as RetryableWriteError or PermanentWriteError. */
+export async function readForWrite(deps: RowWriterDeps, pk: string, sk: string, projection: string, names: Record<string, string>): Promise<Record<string, AttributeValue> | undefined> {
   const started = performance.now();
   try {
     const out = await deps.client.send(
@@ -272,23 +313,22 @@ async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promi
         TableName: deps.table,
         Key: { pk: { S: pk }, sk: { S: sk } },
         ConsistentRead: true,
-        ProjectionExpression: '#wm, #wp, #ov',
-        ExpressionAttributeNames: { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR },
+        ProjectionExpression: projection,
+        ExpressionAttributeNames: names,
         ReturnConsumedCapacity: 'TOTAL',
       }),
     );
     deps.meter.observe('GetItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
-    const wm = out.Item?.[WATERMARK_ATTR]?.N;
-    const part = out.Item?.[WATERMARK_PART_ATTR]?.N;
-    return { wm: wm === undefined ? -1 : Number(wm), wp: part === undefined ? undefined : Number(part), spilled: out.Item?.[SPILLED_ATTR] !== undefined };
+    return out.Item;
   } catch (err) {
     const outcome = classifyError(err);
     deps.meter.observe('GetItem', outcome, (performance.now() - started) / 1000);
-    throw wrap(err, outcome, pk, sk);
+    throw wrapWriteError(err, outcome, pk, sk);
   }
 }
 
-function wrap(err: unknown, outcome: string, pk: string, sk: string): Error {
+/** A DynamoDB error of a write as RetryableWriteError or PermanentWriteError, naming the item. */
+export function wrapWriteError(err: unknown, outcome: string, pk: string, sk: string): Error {
   const msg = `${(err as Error)?.name ?? 'Error'}: ${(err as Error)?.message ?? String(err)} (item ${pk} / ${sk})`;
   if (outcome === 'throttled' || outcome === 'unavailable' || outcome === 'error') return new RetryableWriteError(msg, { cause: err });
   return new PermanentWriteError(msg, { cause: err });

@@ -1,4 +1,5 @@
-import { compileRules, defaultRules } from '@tally/schema';
+import { eventsJobSchema } from '@tally/queues';
+import { compileRules, defaultRules, rollupDistinct, unflattenDistinct } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, TooManyEventsError, ValidationError } from './errors';
 import { createIntake } from './intake';
@@ -42,5 +43,32 @@ describe('createIntake', () => {
     expect(intake.batchIdFor('STORE1', 'order-1')).not.toBe(intake.batchIdFor('STORE2', 'order-1'));
     expect(() => intake.batchIdFor('STORE1', 'has space')).toThrow(InvalidArgumentError);
     await expect(intake.enqueue('bad store!', [])).rejects.toThrow(InvalidArgumentError);
+  });
+
+  it('rolls a batch up with its distinct members when the zone is known: rows and distinct (base64 ids), none without visitors', async () => {
+    const added: unknown[] = [];
+    const capturing = createIntake({
+      queues: { events: { addBulk: async (jobs: Array<{ data: unknown; opts: { jobId: string } }>) => jobs.map((j) => (added.push(j.data), { id: j.opts.jobId })) } as never },
+      redis: { status: 'ready', once: () => undefined, off: () => undefined } as never,
+      rules: compileRules(defaultRules),
+      source: 'http',
+    });
+    const ts = Date.parse('2026-03-09T12:00:00Z');
+    const events = [
+      { type: 'view', ts, dims: { product: 'P1', visitor: 'V1' } },
+      { type: 'view', ts, dims: { product: 'P1', visitor: 'V2' } },
+      { type: 'view', ts, dims: { product: 'P2', visitor: 'V1' } },
+    ];
+    await capturing.enqueue('S1', events, { timeZone: 'Asia/Kathmandu' });
+    await capturing.enqueue('S1', [{ type: 'view', ts, dims: { product: 'P1' } }], { timeZone: 'Asia/Kathmandu' });
+    await capturing.enqueue('S1', events);
+    const [rolled, noVisitor, plain] = added.map((d) => eventsJobSchema.parse(d));
+    expect(rolled!.rows).toBeDefined();
+    expect(rolled!.distinct!.slice(0, 3)).toEqual(['S1', 1, '2026-068|uv']);
+    expect(unflattenDistinct(rolled!.distinct!)).toEqual(rollupDistinct(compileRules(defaultRules), 'S1', 'Asia/Kathmandu', events));
+    expect(noVisitor!.rows).toBeDefined();
+    expect(noVisitor).not.toHaveProperty('distinct');
+    expect(plain).not.toHaveProperty('distinct');
+    expect(plain!.events).toHaveLength(3);
   });
 });

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { STORE_ID_PATTERN } from '@tally/key-layout';
 import { jobIdFor, MAX_EVENTS_PER_JOB, QUEUE, queueFor, QUEUE_SHARDS, type PayloadOf, type TallyQueues } from '@tally/queues';
-import { flattenRows, rollup, RulesError, validateEvents, type CompiledRules, type NormalizedEvent, type ValidationResult } from '@tally/schema';
+import { flattenDistinct, flattenRows, rollup, rollupDistinct, RulesError, validateEvents, type CompiledRules, type NormalizedEvent, type ValidationResult } from '@tally/schema';
 import type { Redis } from 'ioredis';
 import { waitForReady, type ConnectionState } from './connection';
 import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, UnknownStoreError, ValidationError } from './errors';
@@ -106,11 +106,14 @@ export function batchFingerprint(events: readonly NormalizedEvent[]): string {
   return createHash('sha256').update(text).digest('base64url');
 }
 
-/** The events rolled up (flat rows), or undefined when the rules cannot place them (the aggregator then refuses the job with the reason). */
-function rolledUp(rules: CompiledRules, store: string, timeZone: string, events: readonly NormalizedEvent[]): Array<string | number> | undefined {
+/**
+ * The events rolled up (flat rows, and the distinct-count members of the rows that have sketches), or undefined when
+ * the rules cannot place them (the aggregator then refuses the job with the reason).
+ */
+function rolledUp(rules: CompiledRules, store: string, timeZone: string, events: readonly NormalizedEvent[]): { rows: Array<string | number>; distinct: Array<string | number> } | undefined {
   try {
     const rows = flattenRows(rollup(rules, store, timeZone, events));
-    return rows.length > 0 ? rows : undefined;
+    return rows.length > 0 ? { rows, distinct: flattenDistinct(rollupDistinct(rules, store, timeZone, events)) } : undefined;
   } catch (err) {
     if (err instanceof RulesError) return undefined;
     throw err;
@@ -158,9 +161,9 @@ export function createIntake(opts: IntakeOptions): Intake {
       for (let i = 0; i < parts; i++) {
         const partId = parts === 1 ? batchId : `${batchId}.${i}`;
         const slice = parts === 1 ? events : events.slice(i * MAX_EVENTS_PER_JOB, (i + 1) * MAX_EVENTS_PER_JOB);
-        const rows = eopts.timeZone === undefined ? undefined : rolledUp(opts.rules, store, eopts.timeZone, slice);
-        const data: PayloadOf<typeof QUEUE.events> = rows
-          ? { batchId: partId, store, rows, count: slice.length, receivedAt, source: opts.source }
+        const r = eopts.timeZone === undefined ? undefined : rolledUp(opts.rules, store, eopts.timeZone, slice);
+        const data: PayloadOf<typeof QUEUE.events> = r
+          ? { batchId: partId, store, rows: r.rows, ...(r.distinct.length > 0 && { distinct: r.distinct }), count: slice.length, receivedAt, source: opts.source }
           : { batchId: partId, store, events: slice, receivedAt, source: opts.source };
         jobs.push({ data, opts: { jobId: partId } });
       }

@@ -34,6 +34,11 @@ export function baseSk(sk: string): string {
   const hash = sk.indexOf('#');
   return hash < 0 ? sk : sk.slice(0, hash);
 }
+/**
+ * Version of an item's distinct-count sketches (binary attributes such as `D123.uv`): every write of a sketch
+ * sets it one higher on condition that it is still the version read, so two writers never lose each other's union.
+ */
+export const SKETCH_VERSION_ATTR = 'wm.h';
 
 const pad = (n: number, w: number) => String(n).padStart(w, '0');
 

@@ -16,6 +16,10 @@
  *   <p>:{S}:v:<pk>           cache version, bumped by the writer in the step that deletes outbox entries
  *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), added to by each apply
  *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
+ *   <p>:{S}:us:<pk>|<day>|<m>  distinct-count sketch of a row's day: exact set of members while it has at most 300
+ *   <p>:{S}:uh:<pk>|<day>|<m>  the same sketch as a Redis HyperLogLog
+ *   <p>:{S}:ur:<pk>          set of the row's `<day>|<m>` sketches not yet written to DynamoDB
+ *   <p>:{S}:ux:<id>:…        scratch HLLs of one sketch union (deleted by it; expire after 60 s)
  *   <p>:{S}:x                store tombstone: the store was deleted; every writing script is a no-op while it exists
  *   <p>:{S}:xr               erased rows: hash pk -> until (ms); the apply drops those rows' counts until then
  *   <p>:{S}:unknown          set by the aggregator when it refused a batch because the store has no tenant (the
@@ -42,6 +46,10 @@ export const REDIS_SUFFIX = {
   cacheVersion: 'v:',
   rank: 'k:',
   counts: 'n',
+  sketchSet: 'us:',
+  sketchHll: 'uh:',
+  sketchRows: 'ur:',
+  sketchScratch: 'ux:',
   tombstone: 'x',
   erased: 'xr',
   unknown: 'unknown',

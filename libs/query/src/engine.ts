@@ -1,8 +1,9 @@
-import type { BucketStore } from '@tally/buckets';
+import type { BucketStore, LiveSketch } from '@tally/buckets';
 import { getItems, ItemBudgetError, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
-import { dayAttr, dayKey, formatDate, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
+import { dayAttr, dayKey, dayOfYear, daysInMonth, formatDate, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import { coverOf, type Cell } from './cover';
+import { distinctMetricsOf, pointGroup, rangeGroup } from './distinct';
 import { QueryError } from './errors';
 import type { HistoryMemo } from './history-memo';
 import { daysOf, monthsOf, type DateRange, type QueryRange } from './ranges';
@@ -138,7 +139,10 @@ export async function readSeries(
     const months = monthsOf(range).length;
     checkCost(deps, months, 'range', `${months} month items`);
   }
+  const distinct = distinctMetricsOf(deps.rules, req.pk, req.metrics);
   const [snap] = await deps.buckets.snapshot(req.store, [req.pk]);
+  // Live sketches before DynamoDB, like the counts' snapshot (a sketch written in between is then in DynamoDB).
+  const live = distinct.size > 0 ? (await deps.buckets.sketches.read(req.store, [req.pk]))[0]! : [];
   let items: StoredItem[];
   let dynamoRequests: number;
   if (range !== 'all' && (granularity === 'day' || granularity === 'month')) {
@@ -156,7 +160,57 @@ export async function readSeries(
     range === 'all' || granularity === 'total'
       ? [{ period: 'total', values: sumCells(merged, req.metrics, [{ sk: TOTAL_SK, attr: totalAttr }]) }]
       : pointsFrom(merged, req.metrics, range, granularity);
-  return { points, totals: sumPoints(points, req.metrics), dynamoRequests };
+  const totals = sumPoints(points, req.metrics);
+  if (distinct.size > 0) await fillDistinctSeries(deps, req.store, req.metrics.filter((m) => distinct.has(m.attr)), items, live, range, granularity, points, totals);
+  return { points, totals, dynamoRequests };
+}
+
+/**
+ * Sets the distinct counts of a series: each point the union of its period's cell and the live sketches of its
+ * days; the totals the union of every point's (not a sum: a visitor of two days is one visitor).
+ */
+async function fillDistinctSeries(
+  deps: QueryDeps,
+  store: string,
+  metrics: MetricRef[],
+  items: StoredItem[],
+  live: LiveSketch[],
+  range: QueryRange,
+  granularity: Granularity,
+  points: SeriesPoint[],
+  totals: Record<string, bigint>,
+): Promise<void> {
+  const byItem = new Map(items.map((i) => [i.sk, i]));
+  const groups: Buffer[][] = [];
+  const slots: Array<[Record<string, bigint>, string]> = [];
+  for (const m of metrics) {
+    if (range === 'all' || granularity === 'total') {
+      groups.push(rangeGroup(byItem, live, m.attr, range, []));
+      slots.push([points[0]!.values, m.name], [totals, m.name]);
+      groups.push(groups[groups.length - 1]!);
+      continue;
+    }
+    const periods =
+      granularity === 'day'
+        ? daysOf(range).map((d) => ({ granularity, year: d.year, month: d.month, doy: d.doy, from: dayKey(d), to: dayKey(d) }))
+        : granularity === 'month'
+          ? monthsOf(range).map(({ year, month }) => {
+              const [first, last] = [dayOfYear(year, month, 1), dayOfYear(year, month, daysInMonth(year, month))];
+              return { granularity, year, month, from: dayKey({ year, doy: first }), to: dayKey({ year, doy: last }) };
+            })
+          : Array.from({ length: range.to.year - range.from.year + 1 }, (_, i) => range.from.year + i).map((year) => ({ granularity, year, from: `${year}-001`, to: `${year}-366` }));
+    const all: Buffer[] = [];
+    periods.forEach((p, i) => {
+      const g = pointGroup(byItem, live, m.attr, p);
+      groups.push(g);
+      slots.push([points[i]!.values, m.name]);
+      all.push(...g);
+    });
+    groups.push(all);
+    slots.push([totals, m.name]);
+  }
+  const counts = await deps.buckets.sketches.union(store, groups, false);
+  counts.forEach((c, i) => (slots[i]![0][slots[i]![1]] = BigInt(c.count)));
 }
 
 /**
@@ -176,7 +230,9 @@ export async function readTotals(
   const sks = [...new Set(cells.map((c) => c.sk))];
   const field = req.costField ?? (req.pks.length > 1 ? 'ids' : 'range');
   checkCost(deps, req.pks.length * sks.length, field, `${req.pks.length} ${req.pks.length === 1 ? 'row' : 'rows'} × ${sks.length} items for the range`);
+  const distinct = req.pks.length > 0 ? distinctMetricsOf(deps.rules, req.pks[0]!, req.metrics) : new Set<string>();
   const snaps = await deps.buckets.snapshot(req.store, req.pks);
+  const live = distinct.size > 0 ? await deps.buckets.sketches.read(req.store, req.pks) : [];
   const keys = req.pks.flatMap((pk) => sks.map((sk) => ({ pk, sk })));
   const { items, requests } = await bounded(field, () => getItems(deps.dynamo, keys, maxItems(deps)));
   const byPk = new Map<string, StoredItem[]>();
@@ -186,10 +242,22 @@ export async function readTotals(
     if (!list) byPk.set(pk, (list = []));
     list.push(item);
   }
-  const rows = snaps.map((snap) => {
+  const groups: Buffer[][] = [];
+  const slots: Array<[Record<string, bigint>, string]> = [];
+  const rows = snaps.map((snap, r) => {
     const own = byPk.get(snap.pk) ?? [];
-    return { pk: snap.pk, values: sumCells(mergeItems(own, snap.entries), req.metrics, cells) };
+    const values = sumCells(mergeItems(own, snap.entries), req.metrics, cells);
+    for (const m of req.metrics) {
+      if (!distinct.has(m.attr)) continue;
+      groups.push(rangeGroup(new Map(own.map((i) => [i.sk, i])), live[r]!, m.attr, req.range, cells));
+      slots.push([values, m.name]);
+    }
+    return { pk: snap.pk, values };
   });
+  if (groups.length > 0) {
+    const counts = await deps.buckets.sketches.union(req.store, groups, false);
+    counts.forEach((c, i) => (slots[i]![0][slots[i]![1]] = BigInt(c.count)));
+  }
   return { rows, dynamoRequests: requests };
 }
 

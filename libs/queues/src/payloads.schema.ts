@@ -1,4 +1,4 @@
-import { idSchema, normalizedEventSchema, storeIdSchema } from '@tally/schema';
+import { idSchema, MEMBER_BYTES, normalizedEventSchema, storeIdSchema } from '@tally/schema';
 import { z } from 'zod';
 import { QUEUE, type QueueName } from './names';
 
@@ -42,6 +42,42 @@ export function checkFlatRows(store: string, rows: readonly unknown[]): { rows: 
   return count === 0 ? { error: 'rows: empty' } : { rows: count };
 }
 
+/**
+ * The distinct-count members of a rolled-up batch (libs/schema flattenDistinct): per row, its pk, its number of
+ * sketch fields, then (field `<dayKey>|<metric>`, members) pairs, the members one base64 string of 8-byte ids.
+ */
+export type FlatDistinct = Array<string | number>;
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * Checks a flat distinct payload of `store` whole, like checkFlatRows: every pk inside the store, every field in the
+ * bucket layout, every members string base64 of one or more whole MEMBER_BYTES-byte ids. Returns the number of
+ * rows, or the first problem.
+ */
+export function checkFlatDistinct(store: string, distinct: readonly unknown[]): { rows: number } | { error: string } {
+  const own = `${store}#`;
+  let count = 0;
+  let i = 0;
+  while (i < distinct.length) {
+    const pk = distinct[i];
+    const n = distinct[i + 1];
+    if (typeof pk !== 'string' || pk.length > 1024 || (pk !== store && !pk.startsWith(own))) return { error: `distinct.${i}: the row is not one of store ${store}` };
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || i + 2 + 2 * n > distinct.length) return { error: `distinct.${i + 1}: not a field count of this payload` };
+    for (let j = i + 2; j < i + 2 + 2 * n; j += 2) {
+      const field = distinct[j];
+      const members = distinct[j + 1];
+      if (typeof field !== 'string' || !FIELD.test(field)) return { error: `distinct.${j}: not a sketch field (<day>|<metric>)` };
+      if (typeof members !== 'string' || members.length === 0 || !BASE64.test(members)) return { error: `distinct.${j + 1}: not base64 members` };
+      const bytes = (members.length / 4) * 3 - (members.endsWith('==') ? 2 : members.endsWith('=') ? 1 : 0);
+      if (bytes % MEMBER_BYTES !== 0) return { error: `distinct.${j + 1}: not whole ${MEMBER_BYTES}-byte member ids` };
+    }
+    i += 2 + 2 * n;
+    count++;
+  }
+  return count === 0 ? { error: 'distinct: empty' } : { rows: count };
+}
+
 export const eventsJobSchema = z
   .object({
     /** Deduplication id of the batch: the aggregator applies a batch id at most once within the dedupe window. */
@@ -51,6 +87,8 @@ export const eventsJobSchema = z
     events: z.array(normalizedEventSchema).min(1).max(MAX_EVENTS_PER_JOB).optional(),
     /** The batch rolled up by the collector (FlatRows, checked whole by checkFlatRows). */
     rows: z.custom<FlatRows>((v) => Array.isArray(v), 'must be an array').optional(),
+    /** With `rows`: the batch's distinct-count members (FlatDistinct, checked whole by checkFlatDistinct). */
+    distinct: z.custom<FlatDistinct>((v) => Array.isArray(v), 'must be an array').optional(),
     /** The number of events `rows` sums. */
     count: z.number().int().min(1).max(MAX_EVENTS_PER_JOB).optional(),
     /** Epoch ms at which the batch was accepted. */
@@ -66,7 +104,14 @@ export const eventsJobSchema = z
       if (p.count === undefined) ctx.addIssue({ code: 'custom', path: ['count'], message: 'is required with rows' });
       const r = checkFlatRows(p.store, p.rows);
       if ('error' in r) ctx.addIssue({ code: 'custom', path: ['rows'], message: r.error });
-    } else if (p.count !== undefined) ctx.addIssue({ code: 'custom', path: ['count'], message: 'goes only with rows' });
+      if (p.distinct !== undefined) {
+        const d = checkFlatDistinct(p.store, p.distinct);
+        if ('error' in d) ctx.addIssue({ code: 'custom', path: ['distinct'], message: d.error });
+      }
+    } else {
+      if (p.count !== undefined) ctx.addIssue({ code: 'custom', path: ['count'], message: 'goes only with rows' });
+      if (p.distinct !== undefined) ctx.addIssue({ code: 'custom', path: ['distinct'], message: 'goes only with rows' });
+    }
   });
 
 export const sealJobSchema = z

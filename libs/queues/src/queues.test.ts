@@ -1,6 +1,7 @@
 import type { Queue } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import {
+  checkFlatDistinct,
   dynamoWriteJobSchema,
   enqueue,
   enqueueBulk,
@@ -37,6 +38,32 @@ describe('queues', () => {
     // A flush job queued by an earlier version (with the old defaults) still parses.
     const queuedBefore = { store: 'S1', pk: 'S1', reason: 'policy', waits: 0 };
     expect(dynamoWriteJobSchema.parse(queuedBefore)).toEqual(queuedBefore);
+  });
+
+  it("checks a rolled-up batch's distinct members whole: the store's rows, sketch fields, whole 8-byte ids, only with rows", () => {
+    const ids = (n: number) => Buffer.alloc(8 * n, 7).toString('base64');
+    const rolled = { batchId: 'b1', store: 'S1', receivedAt: 1, rows: ['S1', 1, '2026-068|v', 2], count: 2 };
+    const distinct = ['S1', 1, '2026-068|uv', ids(2), 'S1#product#P1', 2, '2026-068|uv', ids(1), '2026-069|uv', ids(300)];
+    expect(checkFlatDistinct('S1', distinct)).toEqual({ rows: 2 });
+    expect(eventsJobSchema.safeParse({ ...rolled, distinct }).success).toBe(true);
+    const problem = (d: unknown[]) => {
+      const r = checkFlatDistinct('S1', d);
+      return 'error' in r ? r.error : 'ok';
+    };
+    expect(problem([])).toBe('distinct: empty');
+    expect(problem(['S2', 1, '2026-068|uv', ids(1)])).toBe('distinct.0: the row is not one of store S1');
+    expect(problem(['S1x', 1, '2026-068|uv', ids(1)])).toBe('distinct.0: the row is not one of store S1');
+    expect(problem(['S1', 2, '2026-068|uv', ids(1)])).toBe('distinct.1: not a field count of this payload');
+    expect(problem(['S1', 1, 'uv', ids(1)])).toBe('distinct.2: not a sketch field (<day>|<metric>)');
+    expect(problem(['S1', 1, '2026-068|uv', ''])).toBe('distinct.3: not base64 members');
+    expect(problem(['S1', 1, '2026-068|uv', 'V1 not base64'])).toBe('distinct.3: not base64 members');
+    expect(problem(['S1', 1, '2026-068|uv', Buffer.alloc(7).toString('base64')])).toBe('distinct.3: not whole 8-byte member ids');
+    expect(problem(['S1', 1, '2026-068|uv', Buffer.alloc(9).toString('base64')])).toBe('distinct.3: not whole 8-byte member ids');
+    expect(problem(['S1', 1, '2026-068|uv', 12])).toBe('distinct.3: not base64 members');
+    const issues = (p: unknown) => eventsJobSchema.safeParse(p).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    expect(issues({ ...rolled, distinct: ['S2', 1, '2026-068|uv', ids(1)] })).toEqual(['distinct: distinct.0: the row is not one of store S1']);
+    const { rows: _rows, count: _count, ...bare } = rolled;
+    expect(issues({ ...bare, events: [{ type: 'view', ts: 1, dims: {} }], distinct })).toEqual(['distinct: goes only with rows']);
   });
 
   it('derives job ids without colons, deterministically', () => {

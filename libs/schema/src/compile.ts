@@ -13,6 +13,8 @@ export interface CompiledCounter extends Counter {
   /** Entity name in the pk; undefined for the store row. */
   pkEntity: string | undefined;
   scale: number;
+  /** The entity's distinct-count metrics: attribute code and the dimension counted (rules `distinct`). */
+  distinct: ReadonlyArray<{ attrMetric: string; dim: string }>;
 }
 
 export interface CompiledEventType {
@@ -41,6 +43,8 @@ export interface CompiledRules {
   scaleOf(metric: string): number;
   /** The pk of an entity given its key values. */
   pkOf(store: string, entity: string, keyValues: readonly string[]): string;
+  /** Distinct-count metrics of an entity (rules `distinct`): metric name, attribute code, dimension. */
+  distinctOf(entity: string): ReadonlyArray<{ metric: string; attrMetric: string; dim: string }>;
   /** How a dimension's values are written (`path`: keyed by their base64url encoding); `id` for any other. */
   dimFormat(dim: string): DimensionFormat;
 }
@@ -71,6 +75,21 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
     }
   }
 
+  const distinctByEntity = new Map<string, Array<{ metric: string; attrMetric: string; dim: string }>>();
+  const countedMetrics = new Set(Object.values(rules.events).flatMap((e) => e.counters.map((c) => c.metric)));
+  for (const [entity, spec] of Object.entries(rules.entities)) {
+    const list: Array<{ metric: string; attrMetric: string; dim: string }> = [];
+    for (const [metric, dim] of Object.entries(spec.distinct)) {
+      const m = rules.metrics[metric];
+      const where = `rollup rules: entities.${entity}.distinct.${metric}`;
+      if (!m) throw new RulesError(`${where}: unknown metric "${metric}"`);
+      if (m.scale !== 0) throw new RulesError(`${where}: a distinct count needs a metric with scale 0 (${metric} has ${m.scale})`);
+      if (countedMetrics.has(metric)) throw new RulesError(`${where}: ${metric} is also a counter's metric; a distinct count needs a metric of its own`);
+      list.push({ metric, attrMetric: m.code ?? metric, dim });
+    }
+    distinctByEntity.set(entity, list);
+  }
+
   const eventTypes = new Map<string, CompiledEventType>();
   for (const [type, spec] of Object.entries(rules.events)) {
     const counters: CompiledCounter[] = spec.counters.map((c, i) => {
@@ -96,6 +115,7 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
         keyDims: entity.key,
         pkEntity: entity.key.length === 0 ? undefined : c.entity,
         scale: metric.scale,
+        distinct: distinctByEntity.get(c.entity)!.map(({ attrMetric, dim }) => ({ attrMetric, dim })),
       };
     });
     const sums = counters.filter((c) => c.op === 'sum');
@@ -149,6 +169,9 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
       const spec = rules.entities[entity];
       if (!spec) throw new RulesError(`unknown entity "${entity}"`);
       return spec.key.length === 0 ? store : entityPk(store, entity, keyValues);
+    },
+    distinctOf(entity) {
+      return distinctByEntity.get(entity) ?? [];
     },
   };
 }

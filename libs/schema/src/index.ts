@@ -9,3 +9,4 @@ export { flattenRows, rollup, type RowDeltas } from './rollup';
 export { normalizeDimValue } from './dimension-value';
 export { loadRules, loadRulesOrExit } from './load-rules';
 export { parseMetricName, formatMetricName, type MetricName } from './metric-name';
+export { rollupDistinct, distinctMember, flattenDistinct, unflattenDistinct, MEMBER_BYTES, type DistinctAdds } from './distinct';

@@ -40,6 +40,12 @@ export const entitySchema = z
     flush: flushPolicySchema,
     /** Keep daily rankings of this entity's counts (for top lists); single-dimension keys only. */
     rank: z.boolean().default(false),
+    /**
+     * Distinct-count metrics of the entity's rows: metric name -> the dimension counted (`UniqueVisitors: visitor`).
+     * Every event counted on a row of the entity with that dimension present adds the dimension's value to the
+     * row's per-day sketch (exact below a threshold, HyperLogLog above; docs/DESIGN.md "Unique visitors").
+     */
+    distinct: z.record(name, name).default({}),
   })
   .strict();
 

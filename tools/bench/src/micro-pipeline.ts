@@ -1,9 +1,10 @@
 // npx tsx tools/bench/src/micro-pipeline.ts: CPU per 1000-event batch of each JS stage of the ingest path (body parse, validate,
-// fingerprint, rollup, job serialization; the aggregator's job parse for an events job and for a rows job), on loadgen
+// fingerprint, rollup, distinct members, job serialization; the aggregator's job parse for an events job, a rows job and
+// a rows job with its distinct members), on loadgen
 // traffic in one process: what each candidate change to the hot path saves, measured without the fleet's noise.
 import { generateLoad } from '@tally/loadgen';
 import { checkFlatRows, eventsJobSchema } from '@tally/queues';
-import { compileRules, defaultRules, flattenRows, rollup, validateEvents } from '@tally/schema';
+import { compileRules, defaultRules, flattenDistinct, flattenRows, rollup, rollupDistinct, validateEvents } from '@tally/schema';
 import { batchFingerprint } from '@tally/intake';
 import { CATALOGUE, STORES } from './load';
 const rules = compileRules(defaultRules);
@@ -21,7 +22,10 @@ const t = (name: string, f: (b: (typeof batches)[number]) => unknown) => {
 const parsed = batches.map((b) => ({ store: b.store, events: validateEvents(rules, JSON.parse(b.body), lim).events }));
 const jobsOld = parsed.map((p) => JSON.stringify({ batchId: 'b', store: p.store, events: p.events, receivedAt: 1, source: 'http' }));
 const jobsNew = parsed.map((p) => JSON.stringify({ batchId: 'b', store: p.store, rows: flattenRows(rollup(rules, p.store, zones[p.store]!, p.events)), count: p.events.length, receivedAt: 1, source: 'http' }));
-console.log('job bytes old/new', jobsOld.reduce((a, j) => a + j.length, 0) / jobsOld.length, jobsNew.reduce((a, j) => a + j.length, 0) / jobsNew.length);
+const distinctOf = (store: string, events: (typeof parsed)[number]['events']) => flattenDistinct(rollupDistinct(rules, store, zones[store]!, events));
+const jobsDist = parsed.map((p, i) => JSON.stringify({ ...JSON.parse(jobsNew[i]!), distinct: distinctOf(p.store, p.events) }));
+const mean = (js: string[]) => js.reduce((a, j) => a + j.length, 0) / js.length;
+console.log('job bytes old/new/new+distinct', mean(jobsOld), mean(jobsNew), mean(jobsDist));
 for (let k = 0; k < 2; k++) {
   t('JSON.parse body', (b) => JSON.parse(b.body));
   const evs = new Map(batches.map((b) => [b, JSON.parse(b.body)]));
@@ -30,6 +34,7 @@ for (let k = 0; k < 2; k++) {
   t('fingerprint', (b) => batchFingerprint(ok.get(b)!));
   t('rollup', (b) => rollup(rules, b.store, zones[b.store]!, ok.get(b)!));
   t('rollup+flatten', (b) => flattenRows(rollup(rules, b.store, zones[b.store]!, ok.get(b)!)));
+  t('rollupDistinct+flattenDistinct', (b) => distinctOf(b.store, ok.get(b)!));
   t('stringify events job', (b) => JSON.stringify({ events: ok.get(b) }));
   const rw = new Map(batches.map((b) => [b, flattenRows(rollup(rules, b.store, zones[b.store]!, ok.get(b)!))]));
   t('stringify rows job', (b) => JSON.stringify({ rows: rw.get(b) }));
@@ -38,4 +43,6 @@ for (let k = 0; k < 2; k++) {
   t('agg old: parse+zod', (b) => eventsJobSchema.parse(JSON.parse(jo.get(b)!)));
   t('agg new: parse+zod+check', (b) => eventsJobSchema.parse(JSON.parse(jn.get(b)!)));
   t('checkFlatRows', (b) => checkFlatRows(b.store, rw.get(b)!));
+  const jd = new Map(batches.map((b, i) => [b, jobsDist[i]!]));
+  t('agg new+distinct: parse+zod+check', (b) => eventsJobSchema.parse(JSON.parse(jd.get(b)!)));
 }

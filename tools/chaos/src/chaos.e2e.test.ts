@@ -16,6 +16,8 @@ describe(`chaos (${settings.mode}: ${settings.events} events over ${settings.loa
       expect(r.faults['redis-restart']).toBeGreaterThanOrEqual(1);
       expect(r.faults['dynamo-outage']).toBeGreaterThanOrEqual(1);
       for (const kind of ['throttle', '500', 'slow', 'drop']) expect([kind, r.faults[kind]! > 0]).toEqual([kind, true]);
+      // UniqueVisitors: the same answers as a run without faults (exact at small counts, the same HLL above).
+      expect(r.uniqueVisitors.compared).toBeGreaterThan(10);
       expect(r.keyLeaks).toEqual([]);
     },
     timeoutMs,

@@ -4,17 +4,20 @@ import {
   backlog,
   checkQueryApi,
   checkTable,
+  checkUniqueVisitors,
   countRetry,
   createRng,
   DEMO_STORES,
   everyBucketRules,
   expectedCounts,
+  expectedDistinct,
   generateLoad,
   fleetSenders,
   newLoadStats,
   runLoad,
   startFleet,
   waitForDrain,
+  type DistinctCheck,
   type Fleet,
   type FleetApp,
   type LoadStats,
@@ -37,6 +40,8 @@ export interface ChaosResult {
   table: TableCheck;
   /** After the drain: the query API against the expected counts. */
   query: QueryCheck;
+  /** After the drain: UniqueVisitors of the query API against the answers of a run without faults. */
+  uniqueVisitors: DistinctCheck;
   /** As soon as every batch was applied, flushes still running: the query API must already be exact. */
   liveQuery: QueryCheck & { backlogAtStart: string };
   /** Jobs in the failed sets, with their reasons. */
@@ -286,6 +291,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     log(`chaos: ${at()} drained: queues idle, no bucket, outbox or dirty row left`);
     const table = await checkTable(f, expected);
     const query = await checkQueryApi(f, f.app('query-api').url, expected);
+    const uniqueVisitors = await checkUniqueVisitors(f, f.app('query-api').url, expectedDistinct(accepted, f.rules, f.zones));
     const failedJobs: string[] = [];
     for (const name of QUEUE_NAMES) {
       for (const q of queueShards(f.queues, name)) for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
@@ -298,13 +304,13 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     fleet = undefined;
     proxy = undefined;
 
-    const mismatches = table.mismatches + query.mismatches.length + liveQuery.mismatches.length;
+    const mismatches = table.mismatches + query.mismatches.length + liveQuery.mismatches.length + uniqueVisitors.mismatches.length;
     const summary =
       `chaos: events sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, ` +
       `faults injected {${FAULT_KINDS.map((k) => `${k}:${faults[k] ?? 0}`).join(', ')}}, mismatches ${mismatches}`;
     log(`chaos: ${at()} kills by target ${JSON.stringify(kills)}; table items ${table.scanned.items}, cells ${table.cells}; ` +
-      `query API values compared ${liveQuery.compared} live + ${query.compared} after the drain; failed jobs ${failedJobs.length}; startup failures ${startupFailures}`);
-    return { stats, faults, kills, table, query, liveQuery, failedJobs, unexpectedExits, startupFailures, leakedPids, keyLeaks, mismatches, summary };
+      `query API values compared ${liveQuery.compared} live + ${query.compared} after the drain, UniqueVisitors ${uniqueVisitors.compared} (sketch attributes ${table.scanned.sketches}); failed jobs ${failedJobs.length}; startup failures ${startupFailures}`);
+    return { stats, faults, kills, table, query, uniqueVisitors, liveQuery, failedJobs, unexpectedExits, startupFailures, leakedPids, keyLeaks, mismatches, summary };
   } finally {
     await fleet?.stop().catch(() => undefined);
     await proxy?.close().catch(() => undefined);

@@ -1,5 +1,5 @@
 import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { baseSk, cellsOfDay, EXPIRES_ATTR, parseDayKey, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { baseSk, cellsOfDay, EXPIRES_ATTR, parseDayKey, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { normalizeDimValue, parseTimestamp, rollup, type CompiledRules, type EventInput, type NormalizedEvent, type RowDeltas } from '@tally/schema';
 
 /** pk -> sk -> attribute -> exact integer value: what the counter rows of the table hold (or must hold). */
@@ -11,7 +11,7 @@ export interface StoreEvents {
 }
 
 /** An accepted event as the edge normalizes it (ts in epoch ms, value as its decimal text, page paths as keys). */
-function normalize(rules: CompiledRules, e: EventInput): NormalizedEvent {
+export function normalize(rules: CompiledRules, e: EventInput): NormalizedEvent {
   const ts = parseTimestamp(e.ts);
   if (ts === undefined) throw new RangeError(`expectedCounts: event has an unparseable ts ${JSON.stringify(e.ts)}`);
   const dims: Record<string, string> = {};
@@ -65,8 +65,10 @@ export interface ScannedTable {
   counters: CounterTable;
   /** Counter items (pk, sk) without a watermark: the writer always sets one. */
   withoutWatermark: string[];
-  /** Attributes that are neither numbers nor the watermark (pk `pk/sk/attr`). */
+  /** Attributes that are neither numbers, sketches nor the watermarks (pk `pk/sk/attr`). */
   foreign: string[];
+  /** Distinct-count sketches (binary attributes of store and product rows; compared through the query API). */
+  sketches: number;
   items: number;
 }
 
@@ -75,7 +77,7 @@ export interface ScannedTable {
  * with the attributes besides pk, sk and the watermark ones; an overflow item's attributes count on its base item.
  */
 export async function scanCounters(client: DynamoDBClient, table: string): Promise<ScannedTable> {
-  const out: ScannedTable = { counters: new Map(), withoutWatermark: [], foreign: [], items: 0 };
+  const out: ScannedTable = { counters: new Map(), withoutWatermark: [], foreign: [], sketches: 0, items: 0 };
   let start: Record<string, AttributeValue> | undefined;
   do {
     const page = await client.send(new ScanCommand({ TableName: table, ConsistentRead: true, ExclusiveStartKey: start }));
@@ -86,8 +88,9 @@ export async function scanCounters(client: DynamoDBClient, table: string): Promi
       out.items++;
       if (item[WATERMARK_ATTR]?.N === undefined) out.withoutWatermark.push(`${pk} / ${sk}`);
       for (const [name, v] of Object.entries(item)) {
-        if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR || name === WATERMARK_PART_ATTR || name === SPILLED_ATTR || name === EXPIRES_ATTR) continue;
-        if (v.N === undefined) out.foreign.push(`${pk} / ${sk} / ${name}`);
+        if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR || name === WATERMARK_PART_ATTR || name === SPILLED_ATTR || name === EXPIRES_ATTR || name === SKETCH_VERSION_ATTR) continue;
+        if (v.B !== undefined) out.sketches++;
+        else if (v.N === undefined) out.foreign.push(`${pk} / ${sk} / ${name}`);
         else addCount(out.counters, pk, baseSk(sk), name, BigInt(v.N));
       }
     }

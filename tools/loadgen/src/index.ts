@@ -6,3 +6,4 @@ export { countRetry, newLoadStats, runLoad, type LoadStats, type RunLoadOptions 
 export { alivePids, startFleet, type Fleet, type FleetApp, type FleetOptions, type StoreKeys } from './fleet';
 export { backlog, checkQueryApi, checkTable, keysEverywhere, waitForDrain, type Backlog, type QueryCheck, type QueryCheckOptions, type TableCheck } from './verify';
 export { DEMO_STORES, everyBucketRules } from './presets';
+export { checkUniqueVisitors, expectedDistinct, type DistinctCheck, type DistinctTable } from './distinct-check';

@@ -2,8 +2,8 @@ import { logBars, type Chart } from '../charts';
 import type { FigureContext, FigureResult } from '../figure';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter, SPILL_AT_KB, writeRow, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
-import { cheapestRules, compileRules, defaultRules, rollup, type CompiledRules, type RulesInput } from '@tally/schema';
+import { createDynamoClient, createDynamoMeter, SPILL_AT_KB, writeRow, writeRowWithSketches, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
+import { cheapestRules, compileRules, defaultRules, rollup, rollupDistinct, type CompiledRules, type RulesInput } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { threeRowWriter, writeEventNaive, type Writer } from '../naive';
@@ -21,6 +21,8 @@ interface CostRun {
   writeUnits: number;
   updates: number;
   wcuPerMillion: number;
+  /** Read units (the sketch runs read each item's sketches before writing them). */
+  readUnits?: number;
 }
 
 interface Env {
@@ -28,8 +30,12 @@ interface Env {
   endpoint: string;
 }
 
-/** Runs a simulated day through the real Redis pipeline (apply, seal, fold, flush policy) and a writer. */
-async function runPipeline(env: Env, design: string, rulesInput: RulesInput, bucketMin: number, writer: Writer, day: DayEvent[]): Promise<CostRun & { items: number }> {
+/**
+ * Runs a simulated day through the real Redis pipeline (apply, seal, fold, flush policy) and a writer. With
+ * `sketches`, the distinct-count sketches (UniqueVisitors) too: added before each apply, written with the counts
+ * (writeRowWithSketches) and acked, as the aggregator and the writer do.
+ */
+async function runPipeline(env: Env, design: string, rulesInput: RulesInput, bucketMin: number, writer: Writer, day: DayEvent[], sketches = false): Promise<CostRun & { items: number }> {
   const rules: CompiledRules = compileRules(rulesInput);
   await env.redis.flushall();
   const table = await createTestTable(env.endpoint);
@@ -41,10 +47,10 @@ async function runPipeline(env: Env, design: string, rulesInput: RulesInput, buc
   for (const s of stores) await buckets.registerStore(s);
   const bucketMs = bucketMin * MIN;
   const byEntity: Record<string, number> = {};
-  const counted: Writer = async (d, pk, entries) => {
+  const counted = async (d: RowWriterDeps, pk: string, entries: Parameters<Writer>[2], w: Writer = writer) => {
     const entity = rules.entityOfPk(pk) ?? '?';
     const before = meter.totals().requests['UpdateItem:ok'] ?? 0;
-    await writer(d, pk, entries);
+    await w(d, pk, entries);
     byEntity[entity] = (byEntity[entity] ?? 0) + (meter.totals().requests['UpdateItem:ok'] ?? 0) - before;
   };
   let i = 0;
@@ -59,6 +65,7 @@ async function runPipeline(env: Env, design: string, rulesInput: RulesInput, buc
       list.push(d.event);
     }
     for (const [store, events] of byStore) {
+      if (sketches) await buckets.sketches.add(store, rollupDistinct(rules, store, 'UTC', events));
       await buckets.apply(store, `b${batch++}`, rollup(rules, store, 'UTC', events), { now: t + 1, dedupeTtlSeconds: 3600 });
     }
     const now = t + bucketMs;
@@ -68,7 +75,14 @@ async function runPipeline(env: Env, design: string, rulesInput: RulesInput, buc
       for (const { pk } of await buckets.dueRows(store, now)) {
         const out = await buckets.readOutbox(store, pk);
         if (out.entries.length === 0) continue;
-        await counted(deps, pk, out.entries);
+        if (sketches) {
+          const [live] = await buckets.sketches.read(store, [pk]);
+          const withSketches: Writer = async (d, p, entries) => {
+            const r = await writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, entries, live!);
+            await buckets.sketches.ack(store, p, r.sketchesWritten);
+          };
+          await counted(deps, pk, out.entries, withSketches);
+        } else await counted(deps, pk, out.entries);
         await buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), now);
       }
     }
@@ -76,7 +90,16 @@ async function runPipeline(env: Env, design: string, rulesInput: RulesInput, buc
   const scan = await client.send(new ScanCommand({ TableName: table, Select: 'COUNT' }));
   client.destroy();
   const totals = meter.totals();
-  return { design, byEntity, events: day.length, writeUnits: totals.writeUnits, updates: totals.requests['UpdateItem:ok'] ?? 0, wcuPerMillion: (totals.writeUnits / day.length) * 1e6, items: scan.Count ?? 0 };
+  return {
+    design,
+    byEntity,
+    events: day.length,
+    writeUnits: totals.writeUnits,
+    readUnits: totals.readUnits,
+    updates: totals.requests['UpdateItem:ok'] ?? 0,
+    wcuPerMillion: (totals.writeUnits / day.length) * 1e6,
+    items: scan.Count ?? 0,
+  };
 }
 
 /**
@@ -133,6 +156,8 @@ export interface CostFigure {
   floorPerMillion: number;
   intervals: Array<{ minutes: number; wcuPerMillion: number }>;
   events: number;
+  /** The default policy again with the UniqueVisitors sketches of store and product rows, over `storeDays` store-days. */
+  uniqueVisitors: { withSketches: CostRun; storeDays: number };
 }
 
 async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
@@ -147,6 +172,7 @@ async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
     const packed = await runPipeline(env, "article's packed 2-row layout, flushed every 15 min", withPolicy('bucket'), 15, writeRow, day);
     const tallyDefault = await runPipeline(env, 'Tally default policy (store/product hourly, visitor at session end)', defaultRules, 15, writeRow, day);
     const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, 15, writeRow, day);
+    const withSketches = await runPipeline(env, 'Tally default policy with UniqueVisitors sketches (store and product rows)', defaultRules, 15, writeRow, day, true);
     const intervals: CostFigure['intervals'] = [];
     for (const minutes of opts.quick ? [15, 60, 1440] : [15, 30, 60, 120, 240, 480, 720, 1440]) {
       const r = minutes === 15 ? packed : minutes === 1440 ? cheapest : await runPipeline(env, `every ${minutes} min`, withPolicy({ every: minutes }), 15, writeRow, day);
@@ -155,7 +181,8 @@ async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
     // Floor: every item touched that day must be written at least once.
     const floorPerMillion = (cheapest.items / day.length) * 1e6;
     const crawler = await runCrawler(env, 5_000);
-    return { runs: [naive, three, packed, tallyDefault, cheapest], crawler, floorPerMillion, intervals, events: day.length };
+    const storeDays = new Set(day.map((d) => d.store)).size; // one simulated day
+    return { runs: [naive, three, packed, tallyDefault, cheapest], crawler, floorPerMillion, intervals, events: day.length, uniqueVisitors: { withSketches, storeDays } };
   } finally {
     await redis.quit();
     await dyn.stop();
@@ -187,7 +214,8 @@ export const writeCostFigure = {
       `WCU per million events — naive ${fmt(naive.wcuPerMillion)}, 3-row/15min ${fmt(three.wcuPerMillion)}, packed/15min ${fmt(packed.wcuPerMillion)}, ` +
       `Tally default ${fmt(def.wcuPerMillion)} (${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(0)}% of packed; target <= 50%), ` +
       `cheapest ${fmt(cheap.wcuPerMillion)} (${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x the floor ${fmt(f.floorPerMillion)}; target <= 1.2x); ` +
-      `a ${fmt(f.crawler.products)}-product visitor in one bucket: ${fmt(f.crawler.updates)} UpdateItems, ${fmt(f.crawler.writeUnits)} write units` +
+      `a ${fmt(f.crawler.products)}-product visitor in one bucket: ${fmt(f.crawler.updates)} UpdateItems, ${fmt(f.crawler.writeUnits)} write units; ` +
+      uniqueVisitorsLine(def, f) +
       (ctx.quick ? ' [quick run]' : '');
     const markdown = [
       `Run ${new Date().toISOString()} on ${machineLine()}${ctx.quick ? ' (quick run)' : ''}.`,
@@ -210,10 +238,32 @@ export const writeCostFigure = {
         `${fmt(f.crawler.writeUnits)} write units: each part is charged per KB of its item, and an item spills into overflow items at ${SPILL_AT_KB} KB.`,
       '',
       CRAWLER_REFERENCE,
+      '',
+      '### UniqueVisitors sketches',
+      '',
+      `The default policy run again with the distinct-count sketches of store and product rows (exact sets up to 300 visitors, ` +
+        `Redis HyperLogLogs above), written in the counts' UpdateItems: ${uniqueVisitorsLine(def, f)}.`,
+      '',
+      '| run | UpdateItems (store / product / visitor rows) | write units | read units |',
+      '|---|---|---|---|',
+      ...[def, f.uniqueVisitors.withSketches].map(
+        (r) => `| ${r.design} | ${fmt(r.updates)} (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity?.[e] ?? 0)).join(' / ')}) | ${fmt(r.writeUnits)} | ${fmt(r.readUnits ?? 0)} |`,
+      ),
     ].join('\n');
     return { summary, markdown, charts: costCharts(f) };
   },
 };
+
+/** What the sketches add to the default policy, per store-day, beside the counters' write cost. */
+function uniqueVisitorsLine(counters: CostRun, f: CostFigure): string {
+  const u = f.uniqueVisitors.withSketches;
+  const perStoreDay = (n: number) => (n / f.uniqueVisitors.storeDays).toFixed(1);
+  return (
+    `UniqueVisitors sketches add ${perStoreDay(u.writeUnits - counters.writeUnits)} write units and ${perStoreDay((u.readUnits ?? 0) - (counters.readUnits ?? 0))} read units ` +
+    `per store-day (counters alone: ${perStoreDay(counters.writeUnits)} write units per store-day); default policy with sketches ${fmt(u.writeUnits)} write units = ` +
+    `${((u.writeUnits / counters.writeUnits) * 100).toFixed(1)}% of the counters' ${fmt(counters.writeUnits)} (target <= 125%), ${fmt(u.updates - counters.updates)} more UpdateItems`
+  );
+}
 
 function costCharts(f: CostFigure): Chart[] {
   const [naive, three, packed, def, cheap] = f.runs as [CostRun, CostRun, CostRun, CostRun, CostRun];

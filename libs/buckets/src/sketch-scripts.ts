@@ -1,0 +1,214 @@
+import { defineScript } from './script-table';
+import { TOMBSTONES } from './scripts';
+
+/**
+ * Lua scripts of the distinct-count sketches (unique visitors), kept apart from the counters' scripts. Each runs
+ * on one store's keys (one hash slot), every key it touches declared in KEYS (SketchStore names them; see
+ * key-layout redis-keys), and follows the rule of every script: all reads and checks first, then writes that
+ * cannot fail. Per row and sketch field F = `<dayKey>|<metric code>`: `us` the exact set (while it has at most
+ * T = EXACT_THRESHOLD members; past T it stops growing and means "more than T"), `uh` the Redis HyperLogLog of every
+ * member, `ur` the row's set of unwritten fields.
+ *
+ * A sketch crosses the scripts as a blob: `X` + members (8 bytes each; exact) or `H` + a Redis HLL string.
+ */
+
+const CHECKS = `
+local function expectType(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
+end
+local function expectHll(key)
+  expectType(key, 'string')
+  local head = redis.call('GETRANGE', key, 0, 3)
+  if head ~= '' and head ~= 'HYLL' then error('WRONGTYPE ' .. key .. ' is not a HyperLogLog') end
+end
+`;
+
+/**
+ * SKETCH_ADD a batch's members. KEYS tail, per row: its `ur`, then per field its `us`, `uh`. ARGV tail, per row:
+ * fieldCount, then per field: F, memberCount, members. PFADDs every member, SADDs them to the exact set while it
+ * holds at most T, notes F as unwritten. Idempotent: adding a member twice changes nothing. A deleted store (its
+ * `tombstone`, checked first) writes nothing and returns -1, so an in-flight batch re-creates no sketch.
+ */
+export const SKETCH_ADD = defineScript<number>()({
+  name: 'SKETCH_ADD',
+  shebang: '#!lua',
+  keys: ['tombstone'],
+  args: ['threshold'],
+  body: `${CHECKS}${TOMBSTONES}
+if storeDeleted() then return -1 end
+local T = tonumber(A.threshold)
+local plan = {}
+local k, i = KR, AR
+while i <= #ARGV do
+  local ur = KEYS[k]
+  k = k + 1
+  expectType(ur, 'set')
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for f = 1, n do
+    local us, uh = KEYS[k], KEYS[k + 1]
+    k = k + 2
+    expectType(us, 'set')
+    expectHll(uh)
+    table.insert(plan, {ur, ARGV[i], us, uh, i + 2, tonumber(ARGV[i + 1])})
+    i = i + 2 + tonumber(ARGV[i + 1])
+  end
+end
+for _, p in ipairs(plan) do
+  local ur, field, us, uh, from, m = p[1], p[2], p[3], p[4], p[5], p[6]
+  for c = from, from + m - 1, 1000 do
+    local to = math.min(c + 999, from + m - 1)
+    redis.call('PFADD', uh, unpack(ARGV, c, to))
+    if redis.call('SCARD', us) <= T then redis.call('SADD', us, unpack(ARGV, c, to)) end
+  end
+  redis.call('SADD', ur, field)
+end
+return #plan
+`,
+});
+
+/** SKETCH_FIELDS: KEYS tail: rows' `ur`. Per row, its unwritten fields. */
+export const SKETCH_FIELDS = defineScript<string[][]>()({
+  name: 'SKETCH_FIELDS',
+  shebang: '#!lua flags=no-writes',
+  keys: [],
+  args: [],
+  body: `
+local out = {}
+for k = KR, #KEYS do out[#out + 1] = redis.call('SMEMBERS', KEYS[k]) end
+return out
+`,
+});
+
+/**
+ * SKETCH_READ sketches. KEYS tail, per sketch: `us`, `uh`. Per sketch: blob (exact while the set holds at most T),
+ * the set's size and the HLL's registers (the string after its 16-byte header), for SKETCH_ACK's comparison.
+ */
+export const SKETCH_READ = defineScript<Buffer[][]>()({
+  name: 'SKETCH_READ',
+  shebang: '#!lua flags=no-writes',
+  keys: [],
+  args: ['threshold'],
+  body: `
+local T = tonumber(A.threshold)
+local out = {}
+for k = KR, #KEYS, 2 do
+  local n = redis.call('SCARD', KEYS[k])
+  local h = redis.call('GET', KEYS[k + 1]) or ''
+  local blob
+  if n <= T then blob = 'X' .. table.concat(redis.call('SMEMBERS', KEYS[k])) else blob = 'H' .. h end
+  out[#out + 1] = {blob, tostring(n), string.sub(h, 17)}
+end
+return out
+`,
+});
+
+/**
+ * SKETCH_ACK written sketches of a row. KEYS: ur, then per sketch `us`, `uh`. ARGV tail, per sketch: F, scard,
+ * registers as SKETCH_READ gave them. Deletes a sketch's set and HLL and forgets F only when neither changed since
+ * that read (a member added since keeps them for the next flush). Returns the number of sketches deleted.
+ */
+export const SKETCH_ACK = defineScript<number>()({
+  name: 'SKETCH_ACK',
+  shebang: '#!lua',
+  keys: ['rows'],
+  args: [],
+  body: `${CHECKS}
+expectType(K.rows, 'set')
+local drop = {}
+local k = KR
+for a = AR, #ARGV, 3 do
+  local us, uh = KEYS[k], KEYS[k + 1]
+  k = k + 2
+  expectType(us, 'set')
+  expectHll(uh)
+  local h = redis.call('GET', uh) or ''
+  if tostring(redis.call('SCARD', us)) == ARGV[a + 1] and string.sub(h, 17) == ARGV[a + 2] then table.insert(drop, {ARGV[a], us, uh}) end
+end
+for _, d in ipairs(drop) do
+  redis.call('DEL', d[2], d[3])
+  redis.call('SREM', K.rows, d[1])
+end
+return #drop
+`,
+});
+
+/**
+ * SKETCH_UNION groups of blobs. KEYS tail, per group: a scratch key, then one per `H` blob of the group. ARGV:
+ * threshold, wantBlob ('1'/'0'), then per group: n, blobs. Per group: {count, blob}. A group of exact blobs only is
+ * counted exactly (its blob stays exact while it has at most T members); any HLL in a group makes its answer the
+ * HLL of the union: the HLLs PFMERGEd with every exact member PFADDed, counted by PFCOUNT. Every blob's form is
+ * checked before the first (scratch) write; scratch keys are deleted, and expire after 60 s if Redis refuses a
+ * corrupt sparse HLL midway.
+ */
+export const SKETCH_UNION = defineScript<Array<[number, Buffer]>>()({
+  name: 'SKETCH_UNION',
+  shebang: '#!lua',
+  keys: [],
+  args: ['threshold', 'wantBlob'],
+  body: `
+local T = tonumber(A.threshold)
+local wantBlob = A.wantBlob == '1'
+local groups = {}
+local i, k = AR, KR
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local g = {dest = KEYS[k], blobs = {}, srcs = {}}
+  k = k + 1
+  for b = 1, n do
+    local blob = ARGV[i + b]
+    local kind = string.sub(blob, 1, 1)
+    if kind == 'X' then
+      if (#blob - 1) % 8 ~= 0 then return redis.error_reply('TALLY_ERR_SKETCH exact sketch of ' .. (#blob - 1) .. ' bytes') end
+    elseif kind == 'H' then
+      local enc = string.byte(blob, 6)
+      if string.sub(blob, 2, 5) ~= 'HYLL' or #blob < 17 or (enc == 0 and #blob ~= 12305) or (enc ~= 0 and enc ~= 1) then
+        return redis.error_reply('TALLY_ERR_SKETCH not a HyperLogLog')
+      end
+      g.srcs[#g.srcs + 1] = KEYS[k]
+      k = k + 1
+    else
+      return redis.error_reply('TALLY_ERR_SKETCH unknown sketch form')
+    end
+    g.blobs[b] = blob
+  end
+  groups[#groups + 1] = g
+  i = i + 1 + n
+end
+local out = {}
+for gi, g in ipairs(groups) do
+  local seen, members, hlls = {}, {}, {}
+  for _, b in ipairs(g.blobs) do
+    if string.sub(b, 1, 1) == 'X' then
+      for p = 2, #b, 8 do
+        local m = string.sub(b, p, p + 7)
+        if not seen[m] then
+          seen[m] = true
+          members[#members + 1] = m
+        end
+      end
+    else
+      hlls[#hlls + 1] = string.sub(b, 2)
+    end
+  end
+  if #hlls == 0 and (not wantBlob or #members <= T) then
+    out[gi] = {#members, wantBlob and ('X' .. table.concat(members)) or ''}
+  else
+    redis.call('DEL', g.dest)
+    for h, src in ipairs(g.srcs) do
+      redis.call('SET', src, hlls[h], 'PX', 60000)
+      redis.call('PFMERGE', g.dest, src)
+      redis.call('DEL', src)
+    end
+    for c = 1, #members, 1000 do redis.call('PFADD', g.dest, unpack(members, c, math.min(c + 999, #members))) end
+    if #hlls == 0 and #members == 0 then redis.call('PFADD', g.dest) end
+    redis.call('PEXPIRE', g.dest, 60000)
+    local count = redis.call('PFCOUNT', g.dest)
+    out[gi] = {count, wantBlob and ('H' .. redis.call('GET', g.dest)) or ''}
+    redis.call('DEL', g.dest)
+  end
+end
+return out
+`,
+});

@@ -1,0 +1,112 @@
+import { distinctMember, type DistinctAdds } from '@tally/schema';
+import { startRedis, type RedisHandle } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { EXACT_THRESHOLD, SketchStore } from './index';
+
+let server: RedisHandle;
+let redis: Redis;
+let sketches: SketchStore;
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = new Redis(server.url);
+  sketches = new SketchStore({ redis, prefix: 't' });
+});
+afterAll(async () => {
+  await redis?.quit();
+  await server?.stop();
+});
+beforeEach(async () => {
+  await redis.flushall();
+});
+
+/** Adds visitors `V<from>`..`V<to - 1>` to row `pk`'s sketch of `day`, in batches of `batch`. */
+async function addVisitors(pk: string, day: string, from: number, to: number, batch = 10_000): Promise<void> {
+  for (let a = from; a < to; a += batch) {
+    const members = new Set<string>();
+    for (let v = a; v < Math.min(to, a + batch); v++) members.add(distinctMember(`V${v}`));
+    const adds: DistinctAdds = new Map([[pk, new Map([[`${day}|uv`, members]])]]);
+    await sketches.add('S', adds);
+  }
+}
+
+const countOf = async (pk: string) => {
+  const [live] = await sketches.read('S', [pk]);
+  const [r] = await sketches.union('S', [live!.map((s) => s.blob)], false);
+  return r!.count;
+};
+
+describe('sketches', () => {
+  it('are exact up to the threshold, whatever the batches and repeats', async () => {
+    for (const n of [1, 2, 17, 150, 299, EXACT_THRESHOLD]) {
+      const pk = `S#product#N${n}`;
+      await addVisitors(pk, '2026-100', 0, n, 7);
+      await addVisitors(pk, '2026-100', 0, n, 50); // every visitor again
+      const [live] = await sketches.read('S', [pk]);
+      expect(live).toHaveLength(1);
+      expect(live![0]!.blob.subarray(0, 1).toString()).toBe('X');
+      expect(await countOf(pk)).toBe(n);
+    }
+  });
+
+  it('unions exactly across days below the threshold, and replays change nothing', async () => {
+    await addVisitors('S', '2026-100', 0, 200);
+    await addVisitors('S', '2026-101', 100, 280);
+    const before = (await sketches.read('S', ['S']))[0]!;
+    await addVisitors('S', '2026-101', 100, 280);
+    const after = (await sketches.read('S', ['S']))[0]!;
+    expect(after.map((s) => s.scard).sort()).toEqual(before.map((s) => s.scard).sort());
+    const [u] = await sketches.union('S', [after.map((s) => s.blob)], true);
+    expect(u!.count).toBe(280);
+    expect(u!.blob.subarray(0, 1).toString()).toBe('X');
+    expect(u!.blob.length).toBe(1 + 8 * 280);
+  });
+
+  it('acks a sketch only when it did not change since it was read', async () => {
+    await addVisitors('S', '2026-100', 0, 10);
+    const read1 = (await sketches.read('S', ['S']))[0]!;
+    await addVisitors('S', '2026-100', 10, 11);
+    expect(await sketches.ack('S', 'S', read1)).toBe(0);
+    const read2 = (await sketches.read('S', ['S']))[0]!;
+    await addVisitors('S', '2026-100', 0, 11); // nothing new
+    expect(await sketches.ack('S', 'S', read2)).toBe(1);
+    expect((await sketches.read('S', ['S']))[0]).toEqual([]);
+    expect(await redis.keys('*')).toEqual([]);
+  });
+
+  it('refuses a corrupt blob before writing anything', async () => {
+    await expect(sketches.union('S', [[Buffer.from('Xabc')]], false)).rejects.toThrow(/TALLY_ERR_SKETCH/);
+    await expect(sketches.union('S', [[Buffer.from('HYLLxxxxxxxxxxxxxxxxx')]], false)).rejects.toThrow(/TALLY_ERR_SKETCH/);
+    expect(await redis.keys('*')).toEqual([]);
+  });
+
+  it('have a standard error under 1% above the threshold, against exact counts over 1,000,000 visitors', async () => {
+    // 1,000,000 distinct visitors: 100 row sketches of 301..19,000 visitors (disjoint ranges), then their union.
+    const sizes = Array.from({ length: 100 }, (_, i) => 301 + Math.round((i / 99) * (19_000 - 301)));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    sizes[99]! += 1_000_000 - total; // exactly 1,000,000 in all
+    let from = 0;
+    const errors: number[] = [];
+    const blobs: Buffer[] = [];
+    for (const [i, n] of sizes.entries()) {
+      const pk = `S#product#P${i}`;
+      await addVisitors(pk, '2026-100', from, from + n);
+      from += n;
+      const [live] = await sketches.read('S', [pk]);
+      expect(live![0]!.blob.subarray(0, 1).toString()).toBe('H');
+      blobs.push(live![0]!.blob);
+      const [r] = await sketches.union('S', [[live![0]!.blob]], false);
+      errors.push((r!.count - n) / n);
+    }
+    expect(from).toBe(1_000_000);
+    const rms = Math.sqrt(errors.reduce((s, e) => s + e * e, 0) / errors.length);
+    const [all] = await sketches.union('S', [blobs], true);
+    const unionError = Math.abs(all!.count - 1_000_000) / 1_000_000;
+    console.log(`sketch standard error over ${sizes.length} sketches (1,000,000 visitors): ${(rms * 100).toFixed(3)}%; union of all: ${all!.count} (${(unionError * 100).toFixed(3)}%)`);
+    expect(rms).toBeLessThanOrEqual(0.01);
+    // One estimate of the union, 3 standard errors (0.81% each) at most.
+    expect(unionError).toBeLessThanOrEqual(0.0243);
+    expect(all!.blob.subarray(0, 5).toString()).toBe('HHYLL');
+  }, 120_000);
+});

@@ -1,0 +1,155 @@
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { BucketStore } from '@tally/buckets';
+import { createDynamoClient, createDynamoMeter, getItem, writeRowWithSketches } from '@tally/dynamo';
+import { compileRules, defaultRules, rollup, rollupDistinct, type NormalizedEvent } from '@tally/schema';
+import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { explicitRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
+
+let server: RedisHandle;
+let dyn: DynaliteHandle;
+let redis: Redis;
+let client: DynamoDBClient;
+const meter = createDynamoMeter();
+const rules = compileRules(defaultRules);
+const DAY = 86_400_000;
+// A fixed instant: every range below is explicit, so the answers do not depend on the wall clock.
+const D1 = Date.parse('2026-03-09T12:00:00Z');
+
+beforeAll(async () => {
+  server = await startRedis();
+  dyn = await startDynalite();
+  redis = new Redis(server.url);
+  client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
+});
+afterAll(async () => {
+  await redis.quit();
+  client.destroy();
+  await dyn.stop();
+  await server.stop();
+});
+
+async function setup(prefix: string): Promise<QueryDeps & { table: string }> {
+  const table = await createTestTable(dyn.endpoint);
+  return { table, buckets: new BucketStore({ redis, rules, prefix }), dynamo: { client, table, meter }, rules };
+}
+
+const views = (ts: number, product: string, from: number, to: number): NormalizedEvent[] =>
+  Array.from({ length: to - from }, (_, i) => ({ type: 'view', ts: ts + i, dims: { product, visitor: `V${from + i}` } }));
+
+/** The aggregator's path: distinct members first, then the counts. */
+async function send(deps: QueryDeps, id: string, events: NormalizedEvent[]) {
+  await deps.buckets.sketches.add('S', rollupDistinct(rules, 'S', 'UTC', events));
+  await deps.buckets.apply('S', id, rollup(rules, 'S', 'UTC', events), { now: D1, dedupeTtlSeconds: 3600 });
+}
+
+/** The writer's path for one row; `ack: false` is a crash between the DynamoDB write and the acks. */
+async function flush(deps: QueryDeps, pk: string, ack = true) {
+  const out = await deps.buckets.readOutbox('S', pk);
+  const [live] = await deps.buckets.sketches.read('S', [pk]);
+  const before = meter.totals().requests['UpdateItem:ok'] ?? 0;
+  const r = await writeRowWithSketches(deps.dynamo, (g, w) => deps.buckets.sketches.union('S', g, w), pk, out.entries, live!);
+  if (ack) {
+    await deps.buckets.sketches.ack('S', pk, r.sketchesWritten);
+    await deps.buckets.ackOutbox('S', pk, out.entries.map((e) => e.field), D1);
+  }
+  return { updates: (meter.totals().requests['UpdateItem:ok'] ?? 0) - before, sketchUpdates: r.sketchUpdates, sketches: r.sketchesWritten.length };
+}
+
+const uv = resolveMetrics(rules, ['UniqueVisitors', 'ViewCount']);
+const march = explicitRange('2026-03-01', '2026-03-31');
+
+async function answers(deps: QueryDeps) {
+  const days = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: explicitRange('2026-03-09', '2026-03-10'), granularity: 'day' });
+  const month = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: march, granularity: 'month' });
+  const year = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: march, granularity: 'year' });
+  const all = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: 'all', granularity: 'total' });
+  const last7 = await readTotals(deps, { store: 'S', pks: ['S'], metrics: uv, range: explicitRange('2026-03-04', '2026-03-10') });
+  const products = await readTotals(deps, { store: 'S', pks: ['S#product#P1', 'S#product#P2'], metrics: uv, range: march });
+  const n = (v: Record<string, bigint>) => Number(v['UniqueVisitors']);
+  return {
+    days: days.points.map((p) => n(p.values)),
+    daysTotal: n(days.totals),
+    views: Number(days.totals['ViewCount']),
+    month: n(month.points[0]!.values),
+    year: n(year.points[0]!.values),
+    all: n(all.totals),
+    last7: n(last7.rows[0]!.values),
+    products: products.rows.map((r) => n(r.values)),
+  };
+}
+
+describe('UniqueVisitors', () => {
+  it('is exact below the threshold: live, after a crash between write and ack, after the flush, and under replays', async () => {
+    const deps = await setup('uv1');
+    // Day 1: V0..V149 view P1; day 2: V100..V279 view P2 (100..149 come back): 280 distinct visitors.
+    await send(deps, 'b1', views(D1, 'P1', 0, 150));
+    await send(deps, 'b2', views(D1 + DAY, 'P2', 100, 280));
+    const expected = { days: [150, 180], daysTotal: 280, views: 330, month: 280, year: 280, all: 280, last7: 280, products: [150, 180] };
+    expect(await answers(deps)).toEqual(expected);
+
+    await deps.buckets.seal('S', { now: D1 + 2 * DAY, minAgeMs: 0 });
+    await deps.buckets.foldSealed('S', { now: D1 + 2 * DAY });
+    // A crash after the DynamoDB write, before the acks: nothing changes, and the retried flush changes nothing either.
+    const crashed = await flush(deps, 'S', false);
+    expect(crashed).toEqual({ updates: 2, sketchUpdates: 0, sketches: 2 }); // the sketches rode the counts' 2 UpdateItems
+    expect(await answers(deps)).toEqual(expected);
+    const retried = await flush(deps, 'S');
+    expect(retried.sketches).toBe(2);
+    for (const pk of ['S#product#P1', 'S#product#P2']) await flush(deps, pk);
+    expect(await answers(deps)).toEqual(expected);
+    expect((await deps.buckets.sketches.read('S', ['S']))[0]).toEqual([]);
+    const item = await getItem(deps.dynamo, 'S', 'M2026-03');
+    expect([...item!.blobs!.keys()].sort()).toEqual(['D068.uv', 'D069.uv', 'M03.uv']);
+    expect([...item!.attrs.keys()]).not.toContain('wm.h');
+
+    // A replayed batch adds its members again (its counts are deduplicated): no answer changes.
+    await send(deps, 'b1', views(D1, 'P1', 0, 150));
+    expect(await answers(deps)).toEqual(expected);
+  });
+
+  it('is within 3 standard errors above the threshold, live and after the flush', async () => {
+    const deps = await setup('uv2');
+    for (let b = 0; b < 10; b++) await send(deps, `b${b}`, views(D1, 'P1', b * 2_000, (b + 1) * 2_000));
+    const within = (x: number, n: number) => Math.abs(x - n) / n <= 0.0243;
+    const live = await answers(deps);
+    expect(within(live.days[0]!, 20_000) && within(live.all, 20_000) && within(live.products[0]!, 20_000)).toBe(true);
+    await deps.buckets.seal('S', { now: D1 + DAY, minAgeMs: 0 });
+    await deps.buckets.foldSealed('S', { now: D1 + DAY });
+    expect((await flush(deps, 'S')).updates).toBe(2);
+    const flushed = await answers(deps);
+    // The same HLL, now from DynamoDB (stored compressed): the same estimates.
+    expect(flushed.days[0]).toBe(live.days[0]);
+    expect(flushed.all).toBe(live.all);
+    const item = await getItem(deps.dynamo, 'S', 'M2026-03');
+    const stored = item!.blobs!.get('D068.uv')!;
+    expect(String.fromCharCode(stored[0]!)).toBe('Z');
+    expect(stored.length).toBeLessThan(12_304);
+  });
+
+  it('loses no member when two writers flush the same row at once (the sketch version condition)', async () => {
+    const deps = await setup('uv4');
+    await send(deps, 'b1', views(D1, 'P1', 0, 120));
+    await deps.buckets.seal('S', { now: D1 + DAY, minAgeMs: 0 });
+    await deps.buckets.foldSealed('S', { now: D1 + DAY });
+    await send(deps, 'b2', views(D1 + 1000, 'P1', 100, 240)); // in the open bucket: its members ride with b1's counts
+    const [a, b] = await Promise.all([flush(deps, 'S', false), flush(deps, 'S', false)]);
+    // Both wrote the sketches: one rode its counts, the other (its counts refused by the watermark) wrote them alone.
+    expect(a.sketches + b.sketches).toBe(2);
+    expect(a.sketchUpdates + b.sketchUpdates).toBeGreaterThanOrEqual(2);
+    await flush(deps, 'S');
+    expect((await answers(deps)).days).toEqual([240, 0]);
+    await deps.buckets.seal('S', { now: D1 + 2 * DAY, minAgeMs: 0 });
+    await deps.buckets.foldSealed('S', { now: D1 + 2 * DAY });
+    await flush(deps, 'S');
+    expect(await deps.buckets.sketches.read('S', ['S'])).toEqual([[]]);
+    const r = await answers(deps);
+    expect([r.days, r.views, r.all]).toEqual([[240, 0], 260, 240]);
+  });
+
+  it('is refused for an entity the rules do not give it to', async () => {
+    const deps = await setup('uv3');
+    await expect(readTotals(deps, { store: 'S', pks: ['S#visitor#V1'], metrics: uv, range: march })).rejects.toThrow(/UniqueVisitors is not counted for entity visitor/);
+  });
+});
