@@ -4,7 +4,20 @@ import { join } from 'node:path';
 import { BucketStore } from '@tally/buckets';
 import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
-import { createTestTable, metricValue, REPO_ROOT, startApp, startProcess, startDynalite, startRedis, waitFor, waitForQueuesIdle, type AppHandle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import {
+  createTestTable,
+  metricValue,
+  REPO_ROOT,
+  startApp,
+  startProcess,
+  startDynalite,
+  startRedis,
+  waitFor,
+  waitForQueuesIdle,
+  type AppHandle,
+  type DynaliteHandle,
+  type RedisHandle,
+} from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -76,7 +89,9 @@ describe('bucket aggregator processes', () => {
   it('SIGKILLed between the apply and the job completion, then restarted: counted once', async () => {
     const buckets = new BucketStore({ redis, rules, prefix: 'ka' });
     const queues = queuesOf('ka');
-    const agg = await startApp('bucket-aggregator', { env: env('ka', { TALLY_CRASH_POINT: 'aggregator:after-apply', SEALER_ENABLED: 'false' }) });
+    const agg = await startApp('bucket-aggregator', {
+      env: env('ka', { TALLY_CRASH_POINT: 'aggregator:after-apply', SEALER_ENABLED: 'false' }),
+    });
     apps.push(agg);
     await enqueue(queues, QUEUE.events, batch('crash-1', 'S', 10));
     const exit = await agg.process.exited;
@@ -84,7 +99,10 @@ describe('bucket aggregator processes', () => {
     expect(await totalOf(buckets, 'S', 'S')).toBe(10n); // applied before the crash
     await agg.restart({ TALLY_CRASH_POINT: undefined });
     // The stalled job is retried by the restarted process; the batch id makes the retry a no-op.
-    await waitFor(async () => metricValue(await agg.metrics(), 'tally_batches_duplicate_total') === 1, { timeoutMs: 20_000, message: 'stalled job retried' });
+    await waitFor(async () => metricValue(await agg.metrics(), 'tally_batches_duplicate_total') === 1, {
+      timeoutMs: 20_000,
+      message: 'stalled job retried',
+    });
     expect(await queues[QUEUE.events].count()).toBe(0);
     expect(await totalOf(buckets, 'S', 'S')).toBe(10n);
     expect(await queues[QUEUE.events].getFailedCount()).toBe(0);

@@ -36,12 +36,15 @@ beforeEach(async () => {
   metrics = createAggregatorMetrics(new Registry());
 });
 
-function worker(now?: () => number, tz: Pick<Parameters<typeof eventsProcessor>[0], 'timeZoneOf' | 'unknownStores'> = { timeZoneOf: async (s) => zones[s] ?? 'UTC' }) {
-  return new Worker(
-    QUEUE.events,
-    eventsProcessor({ buckets, rules, ...tz, dedupeTtlSeconds: 3600, metrics, log, now }),
-    { connection: redis.duplicate(), prefix: queues[QUEUE.events].opts.prefix, concurrency: 4 },
-  );
+function worker(
+  now?: () => number,
+  tz: Pick<Parameters<typeof eventsProcessor>[0], 'timeZoneOf' | 'unknownStores'> = { timeZoneOf: async (s) => zones[s] ?? 'UTC' },
+) {
+  return new Worker(QUEUE.events, eventsProcessor({ buckets, rules, ...tz, dedupeTtlSeconds: 3600, metrics, log, now }), {
+    connection: redis.duplicate(),
+    prefix: queues[QUEUE.events].opts.prefix,
+    concurrency: 4,
+  });
 }
 
 /** Everything Redis holds for a row, summed per field over buckets and outbox. */
@@ -52,7 +55,11 @@ async function redisTotals(store: string, pk: string) {
   return out;
 }
 
-const view = (ts: string, product = 'P1', visitor?: string) => ({ type: 'view', ts: Date.parse(ts), dims: (visitor ? { product, visitor } : { product }) as Record<string, string> });
+const view = (ts: string, product = 'P1', visitor?: string) => ({
+  type: 'view',
+  ts: Date.parse(ts),
+  dims: (visitor ? { product, visitor } : { product }) as Record<string, string>,
+});
 
 describe('events processor', () => {
   it('counts a batch delivered twice once', async () => {
@@ -70,7 +77,12 @@ describe('events processor', () => {
   it('bins by the store zone and puts a late event into its own (previous) month', async () => {
     const w = worker();
     // 2023-06-01T05:00Z is still May 31 in Los Angeles (-07:00): a late event into the previous month.
-    await enqueue(queues, QUEUE.events, { batchId: 'b', store: 'LA', receivedAt: 1, events: [view('2023-06-01T05:00:00Z'), view('2023-06-01T08:00:00Z')] });
+    await enqueue(queues, QUEUE.events, {
+      batchId: 'b',
+      store: 'LA',
+      receivedAt: 1,
+      events: [view('2023-06-01T05:00:00Z'), view('2023-06-01T08:00:00Z')],
+    });
     await enqueue(queues, QUEUE.events, { batchId: 'c', store: 'KTM', receivedAt: 1, events: [view('2023-12-31T18:15:00Z')] });
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
@@ -83,13 +95,25 @@ describe('events processor', () => {
     const events = [view('2023-06-01T05:00:00Z', 'P1', 'V1'), view('2023-06-01T08:00:00Z', 'P2', 'V1')];
     const rows = flattenRows(rollup(rules, 'LA', 'America/Los_Angeles', events));
     await enqueue(queues, QUEUE.events, { batchId: 'ev', store: 'LA', receivedAt: 1, events });
-    await enqueue(queues, QUEUE.events, { batchId: 'rw', store: 'LA2', receivedAt: 1, rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)), count: 2 });
-    await enqueue(queues, QUEUE.events, { batchId: 'rw', store: 'LA2', receivedAt: 1, rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)), count: 2 }, { jobId: 'again' });
+    await enqueue(queues, QUEUE.events, {
+      batchId: 'rw',
+      store: 'LA2',
+      receivedAt: 1,
+      rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)),
+      count: 2,
+    });
+    await enqueue(
+      queues,
+      QUEUE.events,
+      { batchId: 'rw', store: 'LA2', receivedAt: 1, rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)), count: 2 },
+      { jobId: 'again' },
+    );
     await queues[QUEUE.events].add(QUEUE.events, { batchId: 'steal', store: 'LA2', receivedAt: 1, rows, count: 2 });
     await queues[QUEUE.events].add(QUEUE.events, { batchId: 'both', store: 'LA', receivedAt: 1, rows, count: 2, events });
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
-    for (const pk of ['', '#product#P1', '#product#P2', '#visitor#V1']) expect(await redisTotals('LA2', `LA2${pk}`)).toEqual(await redisTotals('LA', `LA${pk}`));
+    for (const pk of ['', '#product#P1', '#product#P2', '#visitor#V1'])
+      expect(await redisTotals('LA2', `LA2${pk}`)).toEqual(await redisTotals('LA', `LA${pk}`));
     expect(await redisTotals('LA2', 'LA2')).toEqual({ '2023-151|v': '1', '2023-152|v': '1' });
     expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(1);
     expect((await metrics.eventsApplied.get()).values[0]!.value).toBe(4);
@@ -115,7 +139,10 @@ describe('events processor', () => {
     await enqueue(queues, QUEUE.events, job('LA2', 'rw'));
     await enqueue(queues, QUEUE.events, job('LA2', 'rw'), { jobId: 'retried' }); // a retry under another job id
     await queues[QUEUE.events].add(QUEUE.events, { ...job('LA2', 'steal'), distinct: job('LA', 'x').distinct });
-    await queues[QUEUE.events].add(QUEUE.events, { ...job('LA2', 'short'), distinct: ['LA2', 1, '2023-152|uv', Buffer.alloc(12).toString('base64')] });
+    await queues[QUEUE.events].add(QUEUE.events, {
+      ...job('LA2', 'short'),
+      distinct: ['LA2', 1, '2023-152|uv', Buffer.alloc(12).toString('base64')],
+    });
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
     const uniques = async (store: string, pk: string) => {
@@ -136,7 +163,12 @@ describe('events processor', () => {
 
   it('moves an unprocessable batch to the failed set with its reason, and keeps going', async () => {
     const w = worker();
-    await queues[QUEUE.events].add(QUEUE.events, { batchId: 'x', store: 'S', receivedAt: 1, events: [{ type: 'teleport', ts: 1, dims: {} }] });
+    await queues[QUEUE.events].add(QUEUE.events, {
+      batchId: 'x',
+      store: 'S',
+      receivedAt: 1,
+      events: [{ type: 'teleport', ts: 1, dims: {} }],
+    });
     await queues[QUEUE.events].add(QUEUE.events, { nonsense: true });
     await enqueue(queues, QUEUE.events, { batchId: 'ok', store: 'S', receivedAt: 1, events: [view('2023-05-03T10:00:00Z')] });
     await waitForQueuesIdle([queues[QUEUE.events]]);
@@ -155,7 +187,12 @@ describe('events processor', () => {
     const ts = Date.parse('2026-12-01T12:00:00Z');
     const order = { type: 'order', ts, dims: {}, value: '1000000000000' };
     for (let b = 0; b < 300; b++) {
-      await enqueue(queues, QUEUE.events, { batchId: `b${b}`, store: 'S', receivedAt: 1, events: Array.from({ length: 1000 }, () => order) });
+      await enqueue(queues, QUEUE.events, {
+        batchId: `b${b}`,
+        store: 'S',
+        receivedAt: 1,
+        events: Array.from({ length: 1000 }, () => order),
+      });
     }
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
@@ -169,12 +206,22 @@ describe('events processor', () => {
     const w = worker();
     const ts = Date.parse('2026-12-01T12:00:00Z');
     // A bucket count already one below 10^38 (written directly: no real traffic gets near it).
-    await buckets.apply('S', 'seed', new Map([['S', new Map([['2026-335|r', 10n ** 38n - 1n]])]]), { now: Date.now(), dedupeTtlSeconds: 60 });
-    await enqueue(queues, QUEUE.events, { batchId: 'big', store: 'S', receivedAt: 1, events: [{ type: 'order', ts, dims: { visitor: 'V' }, value: '1' }] });
+    await buckets.apply('S', 'seed', new Map([['S', new Map([['2026-335|r', 10n ** 38n - 1n]])]]), {
+      now: Date.now(),
+      dedupeTtlSeconds: 60,
+    });
+    await enqueue(queues, QUEUE.events, {
+      batchId: 'big',
+      store: 'S',
+      receivedAt: 1,
+      events: [{ type: 'order', ts, dims: { visitor: 'V' }, value: '1' }],
+    });
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
     const failed = await queues[QUEUE.events].getFailed();
-    expect(failed.map((j) => j.failedReason)).toEqual([expect.stringMatching(/^batch big of store S not applied \(nothing written\): TALLY_ERR_SUM_OVERFLOW S 2026-335\|r/)]);
+    expect(failed.map((j) => j.failedReason)).toEqual([
+      expect.stringMatching(/^batch big of store S not applied \(nothing written\): TALLY_ERR_SUM_OVERFLOW S 2026-335\|r/),
+    ]);
     expect(failed[0]!.attemptsMade).toBe(1);
     // Nothing of it landed: not the visitor row, not the order count, and no dedupe record that would hide a replay.
     expect(await redisTotals('S', 'S')).toEqual({ '2026-335|r': String(10n ** 38n - 1n) });
@@ -207,7 +254,12 @@ describe('sealer tick', () => {
     ]);
     // The backlog the scrape-time gauges report: 3 dirty rows, the oldest folded at 1_001_000.
     // Outbox entries: store and product rows 2 each (two buckets), visitor row 2 + 2 (ViewCount, ProductViews#P1).
-    expect(await readBacklog(buckets, clock)).toEqual({ dirtyRows: 3, outboxEntries: 8, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: (clock - 1_001_000) / 1000 });
+    expect(await readBacklog(buckets, clock)).toEqual({
+      dirtyRows: 3,
+      outboxEntries: 8,
+      oldestUnfoldedAgeSeconds: 0,
+      flushLagSeconds: (clock - 1_001_000) / 1000,
+    });
     // Default rules: the store row is written hourly, the visitor once idle 30 min, products once a day.
     expect(await queues[QUEUE.dynamoWrites].count()).toBe(0);
     clock += 3_600_000;
@@ -235,7 +287,12 @@ describe('the sealer work set', () => {
   async function writeAll(store: string, at: number) {
     for (const { pk } of await buckets.dueRows(store, Number.MAX_SAFE_INTEGER)) {
       const out = await buckets.readOutbox(store, pk);
-      await buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), at);
+      await buckets.ackOutbox(
+        store,
+        pk,
+        out.entries.map((e) => e.field),
+        at,
+      );
     }
     await buckets.publishBacklog(store, await buckets.storeBacklog(store), undefined, at);
   }
@@ -321,7 +378,11 @@ describe('the sealer work set', () => {
     await applyViews(['C0'], 7_000, 'a');
     await sealTick(deps);
     const one = await cost();
-    await applyViews(Array.from({ length: 300 }, (_, i) => `C${i}`), 8_000, 'b');
+    await applyViews(
+      Array.from({ length: 300 }, (_, i) => `C${i}`),
+      8_000,
+      'b',
+    );
     await sealTick(deps);
     expect(await readBacklog(buckets, 10_000)).toMatchObject({ dirtyRows: 300, outboxEntries: 300 });
     expect(await cost()).toBe(one);
@@ -339,13 +400,22 @@ describe('the sealer work set', () => {
     };
     const marks = unknownStoreMarks(redis, 't', 60_000, () => 1_700_000_000_000);
     const w = worker(undefined, { timeZoneOf: tenantTimeZones(directory, marks), unknownStores: marks });
-    await enqueue(queues, QUEUE.events, { batchId: 'ghost-1', store: 'GHOST', receivedAt: 1, events: [view('2023-06-01T05:00:00Z')] }, { jobId: 'ghost-1' });
+    await enqueue(
+      queues,
+      QUEUE.events,
+      { batchId: 'ghost-1', store: 'GHOST', receivedAt: 1, events: [view('2023-06-01T05:00:00Z')] },
+      { jobId: 'ghost-1' },
+    );
     await waitForQueuesIdle([queues[QUEUE.events]]);
     const [failed] = await queues[QUEUE.events].getFailed();
-    expect(failed!.failedReason).toBe('unknown store GHOST: it has no tenant; batch ghost-1 not applied (nothing written). Create the tenant, then replay this job');
+    expect(failed!.failedReason).toBe(
+      'unknown store GHOST: it has no tenant; batch ghost-1 not applied (nothing written). Create the tenant, then replay this job',
+    );
     expect(failed!.attemptsMade).toBe(1);
     expect(lookups).toEqual([false, true]); // looked up again, past any cache, before refusing
-    expect((await metrics.batchesRejected.get()).values).toEqual([expect.objectContaining({ labels: { reason: 'unknown_store' }, value: 1 })]);
+    expect((await metrics.batchesRejected.get()).values).toEqual([
+      expect.objectContaining({ labels: { reason: 'unknown_store' }, value: 1 }),
+    ]);
     // Nothing of it in Redis but the mark (with the time of the refusal, expiring): no phantom store.
     expect(await redisTotals('GHOST', 'GHOST')).toEqual({});
     expect(await redis.keys('*GHOST*')).toEqual([buckets.keys.unknownStore('GHOST')]);

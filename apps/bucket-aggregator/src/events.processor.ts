@@ -89,7 +89,10 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   } catch (err) {
     const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
     const delay = Math.min(MAX_WAIT_MS, 500 * 2 ** Math.min(waits, 10)) * (0.5 + Math.random() / 2);
-    deps.log.warn({ jobId: job.id, store, err: (err as Error).message, delayMs: Math.round(delay) }, 'time zone unknown for now; batch waits');
+    deps.log.warn(
+      { jobId: job.id, store, err: (err as Error).message, delayMs: Math.round(delay) },
+      'time zone unknown for now; batch waits',
+    );
     await job.moveToDelayed(Date.now() + delay, token);
     throw new DelayedError();
   }
@@ -100,7 +103,9 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     await deps.unknownStores?.mark(store);
     deps.metrics.batchesRejected.inc({ reason: 'unknown_store' });
     deps.log.error({ jobId: job.id, store, batchId }, 'batch for a store with no tenant refused; it goes to the failed set');
-    throw new UnrecoverableError(`unknown store ${store}: it has no tenant; batch ${batchId} not applied (nothing written). Create the tenant, then replay this job`);
+    throw new UnrecoverableError(
+      `unknown store ${store}: it has no tenant; batch ${batchId} not applied (nothing written). Create the tenant, then replay this job`,
+    );
   }
 
   // A batch the collector rolled up (in the store's zone, by the same rules) goes to the script as it is; the
@@ -129,7 +134,9 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   let r;
   try {
     const applyOpts = { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds };
-    r = deltas ? await deps.buckets.apply(store, batchId, deltas, applyOpts) : await deps.buckets.applyRows(store, batchId, rows!, applyOpts);
+    r = deltas
+      ? await deps.buckets.apply(store, batchId, deltas, applyOpts)
+      : await deps.buckets.applyRows(store, batchId, rows!, applyOpts);
   } catch (err) {
     // The apply script refused the whole batch before writing anything (a sum past 38 digits, a corrupt count):
     // retrying cannot help, so the batch goes whole to the failed set with the reason.

@@ -1,8 +1,25 @@
 import { BucketStore } from '@tally/buckets';
 import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { crashPoints, createLogger, createMetrics, installShutdown, logEmitterErrors, queueDepthMetrics, startOpsServer } from '@tally/observability';
-import { allQueues, createQueues, closeQueues, createRedisConnection, createShardWorkers, QUEUE, QUEUE_SETTINGS, type QueueLayout } from '@tally/queues';
+import {
+  crashPoints,
+  createLogger,
+  createMetrics,
+  installShutdown,
+  logEmitterErrors,
+  queueDepthMetrics,
+  startOpsServer,
+} from '@tally/observability';
+import {
+  allQueues,
+  createQueues,
+  closeQueues,
+  createRedisConnection,
+  createShardWorkers,
+  QUEUE,
+  QUEUE_SETTINGS,
+  type QueueLayout,
+} from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
 import { Worker } from 'bullmq';
@@ -69,10 +86,15 @@ logEmitterErrors(log, 'worker', [...eventsWorkers, sealWorker], { level: 'error'
 if (sealWorker) {
   const schedulers = Array.from({ length: config.QUEUE_SHARDS }, (_, shard) => `sealer-${shard}`);
   for (const [shard, id] of schedulers.entries()) {
-    await queues[QUEUE.seal].upsertJobScheduler(id, { every: bucketMs }, { name: 'seal', data: { shard }, opts: QUEUE_SETTINGS[QUEUE.seal].jobs });
+    await queues[QUEUE.seal].upsertJobScheduler(
+      id,
+      { every: bucketMs },
+      { name: 'seal', data: { shard }, opts: QUEUE_SETTINGS[QUEUE.seal].jobs },
+    );
   }
   // QUEUE_SHARDS went down: the schedulers of shards that no longer exist go.
-  for (const s of await queues[QUEUE.seal].getJobSchedulers()) if (s.key && !schedulers.includes(s.key)) await queues[QUEUE.seal].removeJobScheduler(s.key);
+  for (const s of await queues[QUEUE.seal].getJobSchedulers())
+    if (s.key && !schedulers.includes(s.key)) await queues[QUEUE.seal].removeJobScheduler(s.key);
 }
 
 const ops = await startOpsServer({

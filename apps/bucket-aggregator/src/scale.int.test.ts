@@ -65,9 +65,11 @@ const visitorRows = (store: string, n: number, from = 0): RowDeltas => {
 };
 async function pool<T>(items: readonly T[], fn: (t: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(64, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]!);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(64, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
 }
 const deps = (now: number): SealDeps => ({ buckets, queues, bucketMs: BUCKET_MS, metrics, log: pino({ level: 'silent' }), now: () => now });
 
@@ -104,83 +106,97 @@ afterAll(async () => {
 });
 
 describe(`scale (${mode}: ${STORES} stores with ${STORES * (ROWS_PER_STORE + 1)} open rows, ${IDLE_STORES} idle ones)`, () => {
-  it('costs O(1) Redis commands per scrape, a bounded number per sealed store, and none for stores with nothing due', { timeout: mode === 'long' ? 3_600_000 : 120_000 }, async () => {
-    const registry = scrapeRegistry();
-    await registry.metrics(); // the scripts and queues are loaded once
-    const scrapeEmpty = await scrapeCommands(registry);
+  it(
+    'costs O(1) Redis commands per scrape, a bounded number per sealed store, and none for stores with nothing due',
+    { timeout: mode === 'long' ? 3_600_000 : 120_000 },
+    async () => {
+      const registry = scrapeRegistry();
+      await registry.metrics(); // the scripts and queues are loaded once
+      const scrapeEmpty = await scrapeCommands(registry);
 
-    // Idle stores: one row each, sealed, folded, written (acked) and retired: out of the work set.
-    const idle = ids('IDLE', IDLE_STORES);
-    await pool(idle, async (s) => {
-      await buckets.apply(s, 'a', visitorRows(s, 1), { now: t0, dedupeTtlSeconds: 3_600 });
-      await buckets.registerStore(s);
-    });
-    expect(await sealTick(deps(t0 + BUCKET_MS))).toMatchObject({ stores: IDLE_STORES, sealed: IDLE_STORES, folded: IDLE_STORES });
-    await pool(idle, async (s) => {
-      const out = await buckets.readOutbox(s, `${s}#visitor#V0`);
-      await buckets.ackOutbox(s, `${s}#visitor#V0`, out.entries.map((e) => e.field), t0 + BUCKET_MS);
-      await buckets.publishBacklog(s, await buckets.storeBacklog(s), undefined, t0 + BUCKET_MS); // as the writer does
-    });
-    expect(await sealTick(deps(t0 + 2 * BUCKET_MS))).toMatchObject({ stores: IDLE_STORES, retired: IDLE_STORES });
+      // Idle stores: one row each, sealed, folded, written (acked) and retired: out of the work set.
+      const idle = ids('IDLE', IDLE_STORES);
+      await pool(idle, async (s) => {
+        await buckets.apply(s, 'a', visitorRows(s, 1), { now: t0, dedupeTtlSeconds: 3_600 });
+        await buckets.registerStore(s);
+      });
+      expect(await sealTick(deps(t0 + BUCKET_MS))).toMatchObject({ stores: IDLE_STORES, sealed: IDLE_STORES, folded: IDLE_STORES });
+      await pool(idle, async (s) => {
+        const out = await buckets.readOutbox(s, `${s}#visitor#V0`);
+        await buckets.ackOutbox(
+          s,
+          `${s}#visitor#V0`,
+          out.entries.map((e) => e.field),
+          t0 + BUCKET_MS,
+        );
+        await buckets.publishBacklog(s, await buckets.storeBacklog(s), undefined, t0 + BUCKET_MS); // as the writer does
+      });
+      expect(await sealTick(deps(t0 + 2 * BUCKET_MS))).toMatchObject({ stores: IDLE_STORES, retired: IDLE_STORES });
 
-    // Active stores: ROWS_PER_STORE open visitor rows each (and one ranked product row), folded by a tick and left
-    // waiting for their idle flush.
-    const active = ids('SHOP', STORES);
-    const OPEN = ROWS_PER_STORE + 1;
-    await pool(active, async (s) => {
-      for (let from = 0; from < ROWS_PER_STORE; from += 500) {
-        const d = visitorRows(s, Math.min(500, ROWS_PER_STORE - from), from);
-        if (from === 0) d.set(`${s}#product#P1`, new Map([['2023-123|ViewCount', 1n]]));
-        await buckets.apply(s, `load-${from}`, d, { now: t0 + 2 * BUCKET_MS, dedupeTtlSeconds: 3_600 });
-      }
-      await buckets.registerStore(s);
-    });
-    expect(await sealTick(deps(t0 + 3 * BUCKET_MS))).toMatchObject({ stores: STORES, sealed: STORES, folded: STORES, rows: STORES * OPEN });
-    expect(await readBacklog(buckets, t0 + 3 * BUCKET_MS)).toMatchObject({ dirtyRows: STORES * OPEN, outboxEntries: STORES * OPEN });
+      // Active stores: ROWS_PER_STORE open visitor rows each (and one ranked product row), folded by a tick and left
+      // waiting for their idle flush.
+      const active = ids('SHOP', STORES);
+      const OPEN = ROWS_PER_STORE + 1;
+      await pool(active, async (s) => {
+        for (let from = 0; from < ROWS_PER_STORE; from += 500) {
+          const d = visitorRows(s, Math.min(500, ROWS_PER_STORE - from), from);
+          if (from === 0) d.set(`${s}#product#P1`, new Map([['2023-123|ViewCount', 1n]]));
+          await buckets.apply(s, `load-${from}`, d, { now: t0 + 2 * BUCKET_MS, dedupeTtlSeconds: 3_600 });
+        }
+        await buckets.registerStore(s);
+      });
+      expect(await sealTick(deps(t0 + 3 * BUCKET_MS))).toMatchObject({
+        stores: STORES,
+        sealed: STORES,
+        folded: STORES,
+        rows: STORES * OPEN,
+      });
+      expect(await readBacklog(buckets, t0 + 3 * BUCKET_MS)).toMatchObject({ dirtyRows: STORES * OPEN, outboxEntries: STORES * OPEN });
 
-    // A tick where every active store seals a fresh bucket (5 visitor rows and a ranked product row): at most
-    // 2 scripts per store (VISIT, FOLD; the product was ranked by its apply), plus 1 read of the work set and
-    // 1 publish per 500 stores.
-    await pool(active, async (s) => {
-      const d = visitorRows(s, 5);
-      d.set(`${s}#product#P1`, new Map([['2023-123|ViewCount', 1n]]));
-      await buckets.apply(s, 'fresh', d, { now: t0 + 3 * BUCKET_MS, dedupeTtlSeconds: 3_600 });
-      await buckets.registerStore(s);
-    });
-    scriptCommands.reset();
-    const sealing = await sealTick(deps(t0 + 4 * BUCKET_MS));
-    expect(sealing).toMatchObject({ stores: STORES, sealed: STORES, folded: STORES, rows: STORES * 6, retired: 0 });
-    expect(scriptCommands.reset()).toBeLessThanOrEqual(2 * STORES + 1 + Math.ceil(STORES / 500));
+      // A tick where every active store seals a fresh bucket (5 visitor rows and a ranked product row): at most
+      // 2 scripts per store (VISIT, FOLD; the product was ranked by its apply), plus 1 read of the work set and
+      // 1 publish per 500 stores.
+      await pool(active, async (s) => {
+        const d = visitorRows(s, 5);
+        d.set(`${s}#product#P1`, new Map([['2023-123|ViewCount', 1n]]));
+        await buckets.apply(s, 'fresh', d, { now: t0 + 3 * BUCKET_MS, dedupeTtlSeconds: 3_600 });
+        await buckets.registerStore(s);
+      });
+      scriptCommands.reset();
+      const sealing = await sealTick(deps(t0 + 4 * BUCKET_MS));
+      expect(sealing).toMatchObject({ stores: STORES, sealed: STORES, folded: STORES, rows: STORES * 6, retired: 0 });
+      expect(scriptCommands.reset()).toBeLessThanOrEqual(2 * STORES + 1 + Math.ceil(STORES / 500));
 
-    // A tick with nothing due: the active stores' rows wait for their idle flush and their open buckets are empty,
-    // so the tick reads the work set's due stores (one script) and touches no store at all.
-    scriptCommands.reset();
-    queueCommands.reset();
-    expect(await sealTick(deps(t0 + 4 * BUCKET_MS + 1_000))).toMatchObject({ stores: 0, sealed: 0, folded: 0, flushes: 0 });
-    expect(scriptCommands.reset() + queueCommands.reset()).toBe(1);
+      // A tick with nothing due: the active stores' rows wait for their idle flush and their open buckets are empty,
+      // so the tick reads the work set's due stores (one script) and touches no store at all.
+      scriptCommands.reset();
+      queueCommands.reset();
+      expect(await sealTick(deps(t0 + 4 * BUCKET_MS + 1_000))).toMatchObject({ stores: 0, sealed: 0, folded: 0, flushes: 0 });
+      expect(scriptCommands.reset() + queueCommands.reset()).toBe(1);
 
-    // A few stores get a batch: the next tick once their bucket can be sealed visits those stores only.
-    const busy = active.slice(0, 10);
-    const applied = t0 + 4 * BUCKET_MS + 2_000;
-    await pool(busy, async (s) => {
-      const r = await buckets.apply(s, 'busy', visitorRows(s, 1), { now: applied, dedupeTtlSeconds: 3_600 });
-      await buckets.registerStore(s, r.seq);
-    });
-    scriptCommands.reset();
-    expect(await sealTick(deps(applied + BUCKET_MS))).toMatchObject({ stores: busy.length, sealed: busy.length, folded: busy.length });
-    expect(scriptCommands.reset()).toBeLessThanOrEqual(3 * busy.length + 2);
+      // A few stores get a batch: the next tick once their bucket can be sealed visits those stores only.
+      const busy = active.slice(0, 10);
+      const applied = t0 + 4 * BUCKET_MS + 2_000;
+      await pool(busy, async (s) => {
+        const r = await buckets.apply(s, 'busy', visitorRows(s, 1), { now: applied, dedupeTtlSeconds: 3_600 });
+        await buckets.registerStore(s, r.seq);
+      });
+      scriptCommands.reset();
+      expect(await sealTick(deps(applied + BUCKET_MS))).toMatchObject({ stores: busy.length, sealed: busy.length, folded: busy.length });
+      expect(scriptCommands.reset()).toBeLessThanOrEqual(3 * busy.length + 2);
 
-    // When the rows' flush comes due, the tick visits the stores whose rows are due, and only those.
-    const times = await buckets.visitTimes(0);
-    const firstDue = Math.min(...active.map((s) => times.get(s)!));
-    expect(firstDue).toBeGreaterThan(applied + BUCKET_MS);
-    const dueThen = active.filter((s) => times.get(s)! <= firstDue).length;
-    const flushing = await sealTick(deps(firstDue));
-    expect(flushing).toMatchObject({ stores: dueThen, sealed: 0 });
-    expect(flushing.flushes).toBeGreaterThanOrEqual(dueThen);
+      // When the rows' flush comes due, the tick visits the stores whose rows are due, and only those.
+      const times = await buckets.visitTimes(0);
+      const firstDue = Math.min(...active.map((s) => times.get(s)!));
+      expect(firstDue).toBeGreaterThan(applied + BUCKET_MS);
+      const dueThen = active.filter((s) => times.get(s)! <= firstDue).length;
+      const flushing = await sealTick(deps(firstDue));
+      expect(flushing).toMatchObject({ stores: dueThen, sealed: 0 });
+      expect(flushing.flushes).toBeGreaterThanOrEqual(dueThen);
 
-    // A scrape: the same commands with no store as with all of them and every open row.
-    expect(await scrapeCommands(registry)).toBe(scrapeEmpty);
-    expect(scrapeEmpty).toBeLessThanOrEqual(40);
-  });
+      // A scrape: the same commands with no store as with all of them and every open row.
+      expect(await scrapeCommands(registry)).toBe(scrapeEmpty);
+      expect(scrapeEmpty).toBeLessThanOrEqual(40);
+    },
+  );
 });

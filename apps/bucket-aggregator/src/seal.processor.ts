@@ -35,7 +35,11 @@ export interface SealTickResult {
  * earliest flush due time (a row whose flush job is pending stays due until the writer acks it, so the store is
  * visited each tick until then). Undefined when it has nothing of either (then it is retired, or left as it is).
  */
-function nextVisit(now: number, minAgeMs: number, left: { sealedHead: number | undefined; oldestUnfolded: number | undefined; nextDue: number | undefined }): number | undefined {
+function nextVisit(
+  now: number,
+  minAgeMs: number,
+  left: { sealedHead: number | undefined; oldestUnfolded: number | undefined; nextDue: number | undefined },
+): number | undefined {
   if (left.sealedHead !== undefined) return now;
   const times = [left.oldestUnfolded === undefined ? Infinity : left.oldestUnfolded + minAgeMs, left.nextDue ?? Infinity];
   const t = Math.min(...times);
@@ -84,7 +88,8 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
     let left: { sealedHead: number | undefined; nextDue: number | undefined } = v;
     if (v.sealedHead !== undefined) {
       const started = performance.now();
-      const fresh = v.sealedRows && v.sealed === v.sealedHead ? await deps.buckets.foldVisited(store, v.sealed, v.sealedRows, now) : undefined;
+      const fresh =
+        v.sealedRows && v.sealed === v.sealedHead ? await deps.buckets.foldVisited(store, v.sealed, v.sealedRows, now) : undefined;
       let f: { buckets: number; rows: number };
       if (fresh) {
         f = { buckets: 1, rows: fresh.rows };

@@ -5,7 +5,16 @@ import { createLogger } from '@tally/observability';
 import { closeQueues, createQueues, eventsJobSchema, type TallyQueues } from '@tally/queues';
 import { eventInputSchema, loadRules } from '@tally/schema';
 import { createTenantAdmin, keyIdOf, type TenantAdmin } from '@tally/tenants';
-import { createTestTable, openApi31Errors, startDynalite, startRedis, sumOfJobRows, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import {
+  createTestTable,
+  openApi31Errors,
+  startDynalite,
+  startRedis,
+  sumOfJobRows,
+  waitFor,
+  type DynaliteHandle,
+  type RedisHandle,
+} from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type CollectorApp } from './app';
@@ -24,7 +33,9 @@ const keys = { ingest: '', read: '', other: '', revoked: '', unseen: '' };
 
 const TTL_MS = 300;
 
-async function startCollector(env: Record<string, string>): Promise<{ res: CollectorResources; app: CollectorApp; config: CollectorConfig }> {
+async function startCollector(
+  env: Record<string, string>,
+): Promise<{ res: CollectorResources; app: CollectorApp; config: CollectorConfig }> {
   const config = loadConfig(collectorEnv, {
     REDIS_URL: redis.url,
     DYNAMODB_ENDPOINT: dynalite.endpoint,
@@ -69,7 +80,12 @@ afterAll(async () => {
 });
 
 const iso = (msAgo = 60_000) => new Date(Date.now() - msAgo).toISOString();
-const view = (product = 'P1', extra: Record<string, unknown> = {}) => ({ type: 'view', ts: iso(), dims: { product, visitor: 'V1' }, ...extra });
+const view = (product = 'P1', extra: Record<string, unknown> = {}) => ({
+  type: 'view',
+  ts: iso(),
+  dims: { product, visitor: 'V1' },
+  ...extra,
+});
 
 interface PostOptions {
   key?: string | null;
@@ -115,7 +131,14 @@ describe('POST /v1/events', () => {
 
   it("carries the batch's visitors in the rolled-up job (distinct), so UniqueVisitors counts them as the aggregator applies it", async () => {
     const visit = (product: string, visitor: string) => ({ type: 'view', ts: iso(), dims: { product, visitor } });
-    const r = await post([visit('U1', 'V1'), visit('U1', 'V2'), visit('U2', 'V1'), visit('U1', 'V1'), visit('U2', 'V3'), { type: 'view', ts: iso(), dims: { product: 'U1' } }]);
+    const r = await post([
+      visit('U1', 'V1'),
+      visit('U1', 'V2'),
+      visit('U2', 'V1'),
+      visit('U1', 'V1'),
+      visit('U2', 'V3'),
+      { type: 'view', ts: iso(), dims: { product: 'U1' } },
+    ]);
     expect(r.statusCode).toBe(202);
     const job = eventsJobSchema.parse((await queues.events.getJob(r.json().batchId))?.data);
     expect(job.events).toBeUndefined();
@@ -206,7 +229,11 @@ describe('POST /v1/events', () => {
     for (const other of [[view('P1'), view('P3')], [view('P1')], [...first, view('P2')]]) {
       const r = await post(other, { headers });
       expect(r.statusCode).toBe(422);
-      expect(r.json()).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', field: 'Idempotency-Key', detail: expect.stringContaining('Idempotency-Key "order-1001" was already used') });
+      expect(r.json()).toMatchObject({
+        code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT',
+        field: 'Idempotency-Key',
+        detail: expect.stringContaining('Idempotency-Key "order-1001" was already used'),
+      });
       expect(r.json().detail).toMatch(/nothing was accepted/);
     }
     expect(await waiting()).toBe(before);
@@ -256,7 +283,12 @@ describe('bad input gets the right 4xx naming the problem, and the collector kee
   });
 
   it('wrong content types get 415', async () => {
-    expectProblem(await post('type=view', { contentType: 'text/plain' }), 415, 'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE', /application\/json.*application\/x-ndjson/);
+    expectProblem(
+      await post('type=view', { contentType: 'text/plain' }),
+      415,
+      'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE',
+      /application\/json.*application\/x-ndjson/,
+    );
     expectProblem(await post('<e/>', { contentType: 'application/xml' }), 415, 'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE', /Content-Type must be/);
   });
 
@@ -298,7 +330,12 @@ describe('bad input gets the right 4xx naming the problem, and the collector kee
   it('NUL bytes and emoji in ids', async () => {
     const r = await post([view('P\u0000'), view('😀'), view('P1', { id: 'id-😀' }), view('P1', { id: 'a\u0000b' })]);
     expect(r.statusCode).toBe(400);
-    expect(r.json().errors.map((e: { index: number; field: string }) => `${e.index}:${e.field}`)).toEqual(['0:dims.product', '1:dims.product', '2:id', '3:id']);
+    expect(r.json().errors.map((e: { index: number; field: string }) => `${e.index}:${e.field}`)).toEqual([
+      '0:dims.product',
+      '1:dims.product',
+      '2:id',
+      '3:id',
+    ]);
   });
 
   it('# [ ] | are refused in dims; . and : are legal and travel only as values', async () => {
@@ -316,7 +353,9 @@ describe('bad input gets the right 4xx naming the problem, and the collector kee
 
   it('negative, NaN, Infinity and 1e309 values', async () => {
     const order = (value: unknown) => ({ type: 'order', ts: iso(), value });
-    const r = await post(`[${[-5, '"NaN"', '"Infinity"', '1e309', '"1e309"', '1.234'].map((v) => `{"type":"order","ts":"${iso()}","value":${v}}`).join(',')}]`);
+    const r = await post(
+      `[${[-5, '"NaN"', '"Infinity"', '1e309', '"1e309"', '1.234'].map((v) => `{"type":"order","ts":"${iso()}","value":${v}}`).join(',')}]`,
+    );
     expect(r.statusCode).toBe(400);
     expect(r.json().errors.map((e: { field: string; reason: string }) => `${e.field}: ${e.reason}`)).toEqual([
       'value: must not be negative',
@@ -358,8 +397,16 @@ describe('auth', () => {
     const none = await post([view()], { key: null });
     expect(none.statusCode).toBe(401);
     expect(none.headers['www-authenticate']).toBe('Bearer realm="tally"');
-    expect(none.json()).toMatchObject({ code: 'TALLY_ERR_UNAUTHORIZED', detail: 'missing Authorization header: send Authorization: Bearer <API key with the "ingest" scope>' });
-    const basic = await app.inject({ method: 'POST', url: '/v1/events', headers: { authorization: 'Basic dXNlcjpwYXNz', 'content-type': 'application/json' }, payload: '[]' });
+    expect(none.json()).toMatchObject({
+      code: 'TALLY_ERR_UNAUTHORIZED',
+      detail: 'missing Authorization header: send Authorization: Bearer <API key with the "ingest" scope>',
+    });
+    const basic = await app.inject({
+      method: 'POST',
+      url: '/v1/events',
+      headers: { authorization: 'Basic dXNlcjpwYXNz', 'content-type': 'application/json' },
+      payload: '[]',
+    });
     expect(basic.json().detail).toBe('the Authorization header must be "Bearer <API key>"');
     const unknown = await post([view()], { key: 'tly_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' });
     expect([unknown.statusCode, unknown.json().detail]).toEqual([401, 'unknown or revoked API key']);
@@ -378,10 +425,13 @@ describe('auth', () => {
     expect((await post([view()], { key: keys.revoked })).statusCode).toBe(202);
     await admin.revokeKey('SHOP1', keyIdOf(keys.revoked));
     const revokedAt = Date.now();
-    const r = await waitFor(async () => {
-      const x = await post([view()], { key: keys.revoked });
-      return x.statusCode === 401 && x;
-    }, { timeoutMs: 5_000, intervalMs: 20 });
+    const r = await waitFor(
+      async () => {
+        const x = await post([view()], { key: keys.revoked });
+        return x.statusCode === 401 && x;
+      },
+      { timeoutMs: 5_000, intervalMs: 20 },
+    );
     expect(Date.now() - revokedAt).toBeLessThan(TTL_MS + 300);
     expect(r.json().detail).toBe('unknown or revoked API key');
   });
@@ -413,7 +463,9 @@ describe('backpressure and outages', () => {
 
   it('reports the counters on /metrics', async () => {
     const accepted = async () => {
-      const line = (await app.inject({ method: 'GET', url: '/metrics' })).body.split('\n').find((l) => l.startsWith('tally_events_accepted_total{'));
+      const line = (await app.inject({ method: 'GET', url: '/metrics' })).body
+        .split('\n')
+        .find((l) => l.startsWith('tally_events_accepted_total{'));
       return Number(line?.slice(line.lastIndexOf(' ') + 1) ?? 0);
     };
     const before = await accepted();
@@ -432,7 +484,9 @@ describe('backpressure and outages', () => {
     expect(value('tally_events_received_total')).toBeGreaterThan(100_000);
     expect(value('tally_events_rejected_total', { reason: 'dims' })).toBeGreaterThanOrEqual(8);
     expect(value('tally_events_rejected_total', { reason: 'too_many_events' })).toBe(100_000 + 1_001);
-    expect(value('tally_http_request_duration_seconds_count', { route: '/v1/events', method: 'POST', status_code: '202' })).toBeGreaterThan(5);
+    expect(value('tally_http_request_duration_seconds_count', { route: '/v1/events', method: 'POST', status_code: '202' })).toBeGreaterThan(
+      5,
+    );
     expect(value('tally_http_request_duration_seconds_count', { route: '/v1/events', method: 'POST', status_code: '413' })).toBe(3);
     expect(value('tally_queue_jobs', { queue: 'events', state: 'waiting' })).toBeGreaterThanOrEqual(0);
     expect(text).not.toContain(keys.ingest);
@@ -487,10 +541,13 @@ describe('backpressure and outages', () => {
     expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
     await redis.kill('SIGKILL');
     try {
-      const r = await waitFor(async () => {
-        const x = await post([view()]);
-        return x.statusCode === 503 && x;
-      }, { timeoutMs: 5_000 });
+      const r = await waitFor(
+        async () => {
+          const x = await post([view()]);
+          return x.statusCode === 503 && x;
+        },
+        { timeoutMs: 5_000 },
+      );
       expect(r.headers['retry-after']).toBe('5');
       expect(r.json()).toMatchObject({ code: 'TALLY_ERR_UNAVAILABLE' });
       expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
@@ -521,4 +578,3 @@ describe('backpressure and outages', () => {
     expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
   });
 });
-

@@ -59,7 +59,11 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
         lastReadOk = true;
       } catch (err) {
         // An expected outage: its message, no stack.
-        if (lastReadOk) opts.log?.warn({ err: { message: (err as Error)?.message ?? String(err) } }, 'cannot read the events queue depth; refusing events with 503');
+        if (lastReadOk)
+          opts.log?.warn(
+            { err: { message: (err as Error)?.message ?? String(err) } },
+            'cannot read the events queue depth; refusing events with 503',
+          );
         lastReadOk = false;
         depth = undefined;
       } finally {
@@ -69,8 +73,7 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
     return inFlight;
   };
 
-  const redisUp = () =>
-    lastReadOk && opts.redis.status === 'ready' && (timer === undefined || Date.now() - readAt <= staleAfterMs);
+  const redisUp = () => lastReadOk && opts.redis.status === 'ready' && (timer === undefined || Date.now() - readAt <= staleAfterMs);
 
   return {
     get depth() {
@@ -81,12 +84,9 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
     },
     admit() {
       if (!redisUp()) {
-        throw new HttpProblem(
-          503,
-          'TALLY_ERR_UNAVAILABLE',
-          'the events queue (Redis) is unreachable; nothing was accepted, retry later',
-          { headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) } },
-        );
+        throw new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', 'the events queue (Redis) is unreachable; nothing was accepted, retry later', {
+          headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
+        });
       }
       if (depth !== undefined && depth > opts.maxDepth) {
         throw new HttpProblem(

@@ -16,7 +16,9 @@ const problemOf = (fn: () => unknown): HttpProblem => {
 describe('parseJsonArray', () => {
   it('takes an array and refuses everything else by name', () => {
     expect(parseJsonArray('[{"a":1},2]', 10).items).toEqual([{ a: 1 }, 2]);
-    expect(problemOf(() => parseJsonArray('{"type":"view"}', 10)).message).toMatch(/^the body must be a JSON array of events, got an object/);
+    expect(problemOf(() => parseJsonArray('{"type":"view"}', 10)).message).toMatch(
+      /^the body must be a JSON array of events, got an object/,
+    );
     expect(problemOf(() => parseJsonArray('null', 10)).message).toMatch(/got null/);
     expect(problemOf(() => parseJsonArray('', 10)).message).toBe('the body is empty; send a JSON array of events');
     const bad = problemOf(() => parseJsonArray('[{"type":', 10));

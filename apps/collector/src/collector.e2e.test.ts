@@ -48,7 +48,11 @@ afterAll(async () => {
 });
 
 const send = (body: string, contentType = 'application/json', headers: Record<string, string> = {}) =>
-  fetch(`${collector.url}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': contentType, ...headers }, body });
+  fetch(`${collector.url}/v1/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': contentType, ...headers },
+    body,
+  });
 
 describe('collector process', () => {
   it('takes events over HTTP and enqueues them for the store of the key', async () => {
@@ -72,7 +76,11 @@ describe('collector process', () => {
     expect(job?.data.count).toBe(250);
     expect(sumOfJobRows(job?.data.rows, 'E2E1', 'v')).toBe(250n);
     const orderRows = (await queues.events.getJob(b2.batchId))?.data.rows;
-    expect([sumOfJobRows(orderRows, 'E2E1', 'o'), sumOfJobRows(orderRows, 'E2E1', 'r'), sumOfJobRows(orderRows, 'E2E1', 'pg')]).toEqual([1n, 4250n, 1n]);
+    expect([sumOfJobRows(orderRows, 'E2E1', 'o'), sumOfJobRows(orderRows, 'E2E1', 'r'), sumOfJobRows(orderRows, 'E2E1', 'pg')]).toEqual([
+      1n,
+      4250n,
+      1n,
+    ]);
 
     const bad = await send('[{"type":"view","ts":"yesterday","dims":{"product":"P1"}}]');
     expect(bad.status).toBe(400);

@@ -90,7 +90,11 @@ function post(payload: string | Buffer, headers: Record<string, string | undefin
 
 /** The answer is a problem: status, media type, the RFC 9457 members and the code. */
 function expectProblem(r: LightMyRequestResponse, status: number, code: string, field?: string) {
-  expect({ status: r.statusCode, type: r.headers['content-type'], body: r.statusCode === status ? undefined : r.json() }).toEqual({ status, type: 'application/problem+json; charset=utf-8', body: undefined });
+  expect({ status: r.statusCode, type: r.headers['content-type'], body: r.statusCode === status ? undefined : r.json() }).toEqual({
+    status,
+    type: 'application/problem+json; charset=utf-8',
+    body: undefined,
+  });
   const body = PROBLEM_SCHEMA.parse(r.json());
   expect(body).toMatchObject({ type: 'about:blank', status, code });
   if (field !== undefined) expect(body.field).toBe(field);
@@ -192,7 +196,7 @@ describe('hostile bodies', () => {
 });
 
 describe('per-store ingest budget', () => {
-  it('the store over its budget of events (its tenant record\'s rate) alone gets 429 with Retry-After; other stores keep 202', async () => {
+  it("the store over its budget of events (its tenant record's rate) alone gets 429 with Retry-After; other stores keep 202", async () => {
     const flood = { authorization: `Bearer ${keys.flood}` };
     const batch = (n: number) => JSON.stringify(Array.from({ length: n }, (_, i) => view(`P${i}`)));
     // A full bucket holds 60 events: 50 pass, then 20 do not (10 left; nothing taken), 10 do, and one more does not.

@@ -64,7 +64,10 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
   });
   const backpressure = createBackpressure({
     queue: { getWaitingCount: async () => (await Promise.all(eventsShards.map((q) => q.getWaitingCount()))).reduce((a, b) => a + b, 0) },
-    redis, maxDepth: config.MAX_QUEUE_DEPTH, log });
+    redis,
+    maxDepth: config.MAX_QUEUE_DEPTH,
+    log,
+  });
 
   let closing = false;
   const deps: CollectorDeps = {

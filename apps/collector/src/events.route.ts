@@ -44,7 +44,15 @@ store cannot be reached — both with Retry-After.
 
 const eventError = z.object({ index: z.number().int(), field: z.string(), reason: z.string() }).describe('Why one event was refused');
 const problem = PROBLEM_SCHEMA.meta({
-  examples: [{ type: 'about:blank', title: 'Unauthorized', status: 401, code: 'TALLY_ERR_UNAUTHORIZED', detail: 'missing API key: send Authorization: Bearer <key>' }],
+  examples: [
+    {
+      type: 'about:blank',
+      title: 'Unauthorized',
+      status: 401,
+      code: 'TALLY_ERR_UNAUTHORIZED',
+      detail: 'missing API key: send Authorization: Bearer <key>',
+    },
+  ],
 });
 
 const EXAMPLE_EVENTS = [
@@ -53,15 +61,22 @@ const EXAMPLE_EVENTS = [
 ];
 
 /** One event, as the zod schema the intake parses it with. */
-const eventSchema = eventInputSchema.describe('An event; checked against the rollup rules (type, dims, ts window, value)').meta({ examples: [EXAMPLE_EVENTS[0]] });
+const eventSchema = eventInputSchema
+  .describe('An event; checked against the rollup rules (type, dims, ts window, value)')
+  .meta({ examples: [EXAMPLE_EVENTS[0]] });
 /** A batch: the JSON body (NDJSON: the same events, one per line). */
-const batchSchema = z.array(eventSchema).min(1).describe('A batch of events (at most MAX_EVENTS_PER_REQUEST)').meta({ examples: [EXAMPLE_EVENTS] });
+const batchSchema = z
+  .array(eventSchema)
+  .min(1)
+  .describe('A batch of events (at most MAX_EVENTS_PER_REQUEST)')
+  .meta({ examples: [EXAMPLE_EVENTS] });
 
 /**
  * The body is parsed by the JSON/NDJSON parsers (body.ts) and checked event by event by the intake, so that
  * `?partial=true` can accept the valid events: the body schema documents the contract and is not run as a whole.
  */
-const validateAllButBody: FastifySchemaCompiler<any> = (route) => (route.httpPart === 'body' ? (data: unknown) => ({ value: data }) : validatorCompiler(route));
+const validateAllButBody: FastifySchemaCompiler<any> = (route) =>
+  route.httpPart === 'body' ? (data: unknown) => ({ value: data }) : validatorCompiler(route);
 
 const eventsRouteSchema = {
   operationId: 'sendEvents',
@@ -84,23 +99,29 @@ const eventsRouteSchema = {
   consumes: [JSON_TYPE, NDJSON_TYPE],
   body: batchSchema,
   response: {
-    202: z.object({
-      accepted: z.number().int().describe('events enqueued'),
-      batchId: z.string().describe('the batch id (split batches: <batchId>.<i> per job)'),
-      rejected: z.number().int().optional().describe('partial=true: events refused'),
-      acceptedIndexes: z.array(z.number().int()).optional().describe('partial=true: indexes of the accepted events'),
-      errors: z.array(eventError).optional().describe('partial=true: why each refused event was refused'),
-    }).meta({ examples: [{ accepted: 2, batchId: 'b7a1c1e0c3b54c3e9a51f0e7f4f2d6a1' }] }),
+    202: z
+      .object({
+        accepted: z.number().int().describe('events enqueued'),
+        batchId: z.string().describe('the batch id (split batches: <batchId>.<i> per job)'),
+        rejected: z.number().int().optional().describe('partial=true: events refused'),
+        acceptedIndexes: z.array(z.number().int()).optional().describe('partial=true: indexes of the accepted events'),
+        errors: z.array(eventError).optional().describe('partial=true: why each refused event was refused'),
+      })
+      .meta({ examples: [{ accepted: 2, batchId: 'b7a1c1e0c3b54c3e9a51f0e7f4f2d6a1' }] }),
     400: problem
       .extend({ rejected: z.number().int().optional(), errorCount: z.number().int().optional(), errors: z.array(eventError).optional() })
-      .describe('Invalid events (every one listed in `errors`; nothing counted), a bad Idempotency-Key or query, or an empty or malformed body'),
+      .describe(
+        'Invalid events (every one listed in `errors`; nothing counted), a bad Idempotency-Key or query, or an empty or malformed body',
+      ),
     401: problem.describe('Missing, unknown or revoked API key'),
     403: problem.describe('The key lacks the ingest scope'),
     404: problem.describe('No such route'),
     413: problem.describe('Body over MAX_BODY_BYTES or more than MAX_EVENTS_PER_REQUEST events'),
     415: problem.describe('Content-Type other than JSON or NDJSON'),
     422: problem.describe('The Idempotency-Key was used before with other events; nothing accepted'),
-    429: problem.describe('The store is over its ingest budget, or the events queue is deeper than MAX_QUEUE_DEPTH; retry after Retry-After seconds'),
+    429: problem.describe(
+      'The store is over its ingest budget, or the events queue is deeper than MAX_QUEUE_DEPTH; retry after Retry-After seconds',
+    ),
     500: problem.describe('An unexpected error; the collector logs it'),
     503: problem.describe('Redis or the key store is unreachable, or the collector is shutting down; retry after Retry-After seconds'),
   },
@@ -124,9 +145,14 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
     async (req, reply) => {
       const body = req.body as unknown as EventsBody | undefined;
       if (body === undefined) {
-        throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is empty; send a JSON array of events (Content-Type: ${JSON_TYPE})`, {
-          field: 'body',
-        });
+        throw new HttpProblem(
+          400,
+          'TALLY_ERR_MALFORMED_BODY',
+          `the body is empty; send a JSON array of events (Content-Type: ${JSON_TYPE})`,
+          {
+            field: 'body',
+          },
+        );
       }
       const store = req.principal!.store;
       const partial = req.query.partial === 'true' || req.query.partial === '1';
@@ -157,7 +183,11 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
       try {
         // The key's tenant gives the store's time zone: the collector rolls the batch up, so the job carries the
         // counts to add (a fraction of the events' size) and the aggregator applies them as they are.
-        enqueued = await intake.enqueue(store, result.events, { idempotencyKey: req.headers['idempotency-key'], receivedAt, timeZone: req.principal!.timeZone });
+        enqueued = await intake.enqueue(store, result.events, {
+          idempotencyKey: req.headers['idempotency-key'],
+          receivedAt,
+          timeZone: req.principal!.timeZone,
+        });
       } catch (err) {
         if (err instanceof IdempotencyConflictError) {
           metrics.rejected.inc({ reason: 'idempotency_conflict' }, result.events.length);
@@ -189,7 +219,13 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
  * Takes the batch's events from the store's token bucket, or refuses the batch with 429 and Retry-After (that
  * store only). With Redis away the budget is not checked: the enqueue that follows answers 503.
  */
-async function checkBudget(budget: IngestBudget, metrics: CollectorMetrics, store: string, events: number, ownRate: number | undefined): Promise<void> {
+async function checkBudget(
+  budget: IngestBudget,
+  metrics: CollectorMetrics,
+  store: string,
+  events: number,
+  ownRate: number | undefined,
+): Promise<void> {
   let waitMs: number;
   try {
     waitMs = await budget.take(store, events, ownRate);

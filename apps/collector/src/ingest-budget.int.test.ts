@@ -40,7 +40,7 @@ describe('ingest budget (a token bucket of events per store)', () => {
     expect(await b.take('S', 1)).toBe(10);
   });
 
-  it('keeps stores apart, and a store\'s own rate (its tenant record) sets its bucket', async () => {
+  it("keeps stores apart, and a store's own rate (its tenant record) sets its bucket", async () => {
     const clock = { now: T0 };
     const b = budget('b', clock);
     expect(await b.take('FLOOD', 200)).toBe(0);

@@ -1,7 +1,20 @@
 import { Counter, type Registry } from 'prom-client';
 
 /** Low-cardinality reasons of `tally_events_rejected_total`: the field class of the event's first error, or why a request was refused. */
-const REJECT_REASONS = ['type', 'ts', 'id', 'dims', 'value', 'event', 'json', 'batch', 'too_many_events', 'unavailable', 'idempotency_conflict', 'budget'] as const;
+const REJECT_REASONS = [
+  'type',
+  'ts',
+  'id',
+  'dims',
+  'value',
+  'event',
+  'json',
+  'batch',
+  'too_many_events',
+  'unavailable',
+  'idempotency_conflict',
+  'budget',
+] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 export interface CollectorMetrics {
@@ -14,7 +27,7 @@ export function createCollectorMetrics(registry: Registry): CollectorMetrics {
   const rejected = new Counter({
     name: 'tally_events_rejected_total',
     help:
-      'Events refused, by reason: the field of the event\'s first error (type, ts, id, dims, value, event, json), batch (a valid ' +
+      "Events refused, by reason: the field of the event's first error (type, ts, id, dims, value, event, json), batch (a valid " +
       'event refused with its all-or-nothing request), too_many_events, unavailable (Redis did not take the batch), idempotency_conflict (an Idempotency-Key reused for other events), or budget (the store was over its ingest budget).',
     labelNames: ['reason'],
     registers: [registry],

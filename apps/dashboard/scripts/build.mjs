@@ -46,7 +46,11 @@ function versionOf(pkg) {
 
 function inputsHash() {
   const hash = createHash('sha256');
-  for (const file of inputFiles()) hash.update(`${file}\0`).update(readFileSync(path.join(root, file))).update('\0');
+  for (const file of inputFiles())
+    hash
+      .update(`${file}\0`)
+      .update(readFileSync(path.join(root, file)))
+      .update('\0');
   for (const pkg of ['vite', 'uplot', 'zod']) hash.update(`${pkg}@${versionOf(pkg)}\0`);
   return hash.digest('hex');
 }
@@ -61,7 +65,9 @@ let vite;
 try {
   vite = await import(require.resolve('vite'));
 } catch (err) {
-  process.stderr.write(`dashboard: cannot load vite (${/** @type {Error} */ (err).message}); run \`npm install\` at the repository root first\n`);
+  process.stderr.write(
+    `dashboard: cannot load vite (${/** @type {Error} */ (err).message}); run \`npm install\` at the repository root first\n`,
+  );
   process.exit(1);
 }
 

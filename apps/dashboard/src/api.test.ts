@@ -13,7 +13,8 @@ function fakeFetch(respond: (url: URL) => Response | Promise<Response>) {
   return { calls, fetch };
 }
 
-const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
+const json = (status: number, body: unknown) =>
+  new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
 /** An RFC 9457 problem body as the query API sends it. */
 const problem = (status: number, title: string, code: string, detail: string) => ({ type: 'about:blank', title, status, code, detail });
 
@@ -40,12 +41,27 @@ describe('createApiClient', () => {
     expect(s.totals).toEqual({ ViewCount: 3, Revenue: '19.99' });
     const url = new URL(calls[0]!.url);
     expect(url.pathname).toBe('/v1/series');
-    expect(Object.fromEntries(url.searchParams)).toEqual({ entity: 'product:P1', metrics: 'ViewCount,Revenue', granularity: 'day', range: 'today' });
+    expect(Object.fromEntries(url.searchParams)).toEqual({
+      entity: 'product:P1',
+      metrics: 'ViewCount,Revenue',
+      granularity: 'day',
+      range: 'today',
+    });
     expect((calls[0]!.init!.headers as Record<string, string>)['authorization']).toBe('Bearer tly_k');
   });
 
   it('asks for explicit windows and top lists', async () => {
-    const top = { store: 'S1', entity: 'product', metric: 'OrderCount', range: 'last30d', from: '2023-04-04', to: '2023-05-03', items: [{ id: 'P1', value: 4 }], asOf: '2023-05-03T10:00:00.000Z', dynamoRequests: 1 };
+    const top = {
+      store: 'S1',
+      entity: 'product',
+      metric: 'OrderCount',
+      range: 'last30d',
+      from: '2023-04-04',
+      to: '2023-05-03',
+      items: [{ id: 'P1', value: 4 }],
+      asOf: '2023-05-03T10:00:00.000Z',
+      dynamoRequests: 1,
+    };
     const { calls, fetch } = fakeFetch((u) => (u.pathname === '/v1/top' ? json(200, top) : json(200, SERIES)));
     const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch });
     await api.series({ entity: 'store', metrics: ['OrderCount'], granularity: 'month', from: '2022-04-01', to: '2024-03-01' });
@@ -58,7 +74,15 @@ describe('createApiClient', () => {
     // Sent at 1_000_000, answered at 1_000_200 on the browser clock; the server said 60 s later than the midpoint.
     const clock = [1_000_000, 1_000_200];
     const { fetch } = fakeFetch(() =>
-      json(200, { store: 'S1', timeZone: 'Asia/Tokyo', now: new Date(1_000_100 + 60_000).toISOString(), today: '1970-01-01', currency: null, metrics: [], entities: [] }),
+      json(200, {
+        store: 'S1',
+        timeZone: 'Asia/Tokyo',
+        now: new Date(1_000_100 + 60_000).toISOString(),
+        today: '1970-01-01',
+        currency: null,
+        metrics: [],
+        entities: [],
+      }),
     );
     const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch, now: () => clock.shift()! });
     const { info, clockOffsetMs } = await api.store();
@@ -67,29 +91,54 @@ describe('createApiClient', () => {
   });
 
   it('tells a rejected key, an unreachable Tally and a refused request apart', async () => {
-    const client = (respond: () => Response | Promise<Response>) => createApiClient({ key: 'k', baseUrl: 'http://t', fetch: fakeFetch(respond).fetch });
+    const client = (respond: () => Response | Promise<Response>) =>
+      createApiClient({ key: 'k', baseUrl: 'http://t', fetch: fakeFetch(respond).fetch });
     const store = (respond: () => Response | Promise<Response>) => client(respond).store();
 
-    await expect(store(() => json(401, problem(401, 'Unauthorized', 'TALLY_ERR_UNAUTHORIZED', 'unknown key')))).rejects.toBeInstanceOf(KeyRejectedError);
-    await expect(store(() => json(403, problem(403, 'Forbidden', 'TALLY_ERR_FORBIDDEN', 'not a read key')))).rejects.toMatchObject({ code: 'TALLY_ERR_KEY_REJECTED', status: 403 });
-    await expect(store(() => json(503, problem(503, 'Service Unavailable', 'TALLY_ERR_UNAVAILABLE', 'DynamoDB is down')))).rejects.toThrow(UnreachableError);
+    await expect(store(() => json(401, problem(401, 'Unauthorized', 'TALLY_ERR_UNAUTHORIZED', 'unknown key')))).rejects.toBeInstanceOf(
+      KeyRejectedError,
+    );
+    await expect(store(() => json(403, problem(403, 'Forbidden', 'TALLY_ERR_FORBIDDEN', 'not a read key')))).rejects.toMatchObject({
+      code: 'TALLY_ERR_KEY_REJECTED',
+      status: 403,
+    });
+    await expect(store(() => json(503, problem(503, 'Service Unavailable', 'TALLY_ERR_UNAVAILABLE', 'DynamoDB is down')))).rejects.toThrow(
+      UnreachableError,
+    );
     await expect(store(() => new Response('<html>bad gateway</html>', { status: 502 }))).rejects.toThrow(/Tally is not reachable/);
     await expect(store(() => new Response('<html>proxy page</html>', { status: 200 }))).rejects.toThrow(UnreachableError);
     await expect(store(() => Promise.reject(new TypeError('fetch failed')))).rejects.toThrow(/no connection/);
     // JSON that is not the query API's answer (the contract's schema refuses it).
-    await expect(store(() => json(200, { store: 'S1', timeZone: 'UTC', today: '2023-05-03', metrics: [] }))).rejects.toThrow(/\/v1\/store answered something else than the query API's answer \(now: /);
-    await expect(client(() => json(200, { ...SERIES, from: null, to: null })).series({ entity: 'store', metrics: ['ViewCount'], granularity: 'day', range: 'today' })).rejects.toThrow(/without from and to/);
+    await expect(store(() => json(200, { store: 'S1', timeZone: 'UTC', today: '2023-05-03', metrics: [] }))).rejects.toThrow(
+      /\/v1\/store answered something else than the query API's answer \(now: /,
+    );
+    await expect(
+      client(() => json(200, { ...SERIES, from: null, to: null })).series({
+        entity: 'store',
+        metrics: ['ViewCount'],
+        granularity: 'day',
+        range: 'today',
+      }),
+    ).rejects.toThrow(/without from and to/);
 
-    const refused = client(() => json(400, { ...problem(400, 'Bad Request', 'TALLY_ERR_BAD_REQUEST', 'entity: unknown entity "shop"'), field: 'entity' }));
-    const err = await refused.series({ entity: 'shop', metrics: ['ViewCount'], granularity: 'day', range: 'today' }).catch((e: unknown) => e);
+    const refused = client(() =>
+      json(400, { ...problem(400, 'Bad Request', 'TALLY_ERR_BAD_REQUEST', 'entity: unknown entity "shop"'), field: 'entity' }),
+    );
+    const err = await refused
+      .series({ entity: 'shop', metrics: ['ViewCount'], granularity: 'day', range: 'today' })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RequestError);
     expect(err).toMatchObject({ status: 400, field: 'entity', message: 'entity: unknown entity "shop"' });
   });
 
   it('gives up on an answer that does not come', async () => {
     const fetch = ((_input: RequestInfo | URL, init?: RequestInit) =>
-      new Promise((_resolve, reject) => init?.signal?.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError'))))) as typeof globalThis.fetch;
+      new Promise((_resolve, reject) =>
+        init?.signal?.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError'))),
+      )) as typeof globalThis.fetch;
     const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch, timeoutMs: 20 });
-    await expect(api.top({ entity: 'product', metric: 'ViewCount', range: 'last30d', limit: 10 })).rejects.toThrow(/no answer within 0.02 s/);
+    await expect(api.top({ entity: 'product', metric: 'ViewCount', range: 'last30d', limit: 10 })).rejects.toThrow(
+      /no answer within 0.02 s/,
+    );
   });
 });

@@ -104,7 +104,9 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
     const parsed = schema.safeParse(body);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
-      throw new UnreachableError(`${path} answered something else than the query API's answer (${issue.path.join('.') || 'body'}: ${issue.message})`);
+      throw new UnreachableError(
+        `${path} answered something else than the query API's answer (${issue.path.join('.') || 'body'}: ${issue.message})`,
+      );
     }
     return parsed.data;
   }

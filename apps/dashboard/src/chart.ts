@@ -13,7 +13,9 @@ export interface ComparisonChartOptions {
 }
 
 /** Integer steps for count axes, so 4 orders never get a tick at 0.5. */
-const COUNT_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2.5e3, 5e3, 1e4, 2e4, 2.5e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6, 1e7, 1e8, 1e9];
+const COUNT_INCRS = [
+  1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2.5e3, 5e3, 1e4, 2e4, 2.5e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6, 1e7, 1e8, 1e9,
+];
 const CURRENT_COLOR = '#2563eb';
 const PREVIOUS_COLOR = '#9aa3af';
 
@@ -40,7 +42,14 @@ export class ComparisonChart {
     this.compared = compared;
     const data = chartData(compared, metric);
     const p = this.plotted;
-    if (this.plot && same && p?.metric === metric && p.scale === scale && p.currency === currency && this.plot.data[0].length === data[0].length) {
+    if (
+      this.plot &&
+      same &&
+      p?.metric === metric &&
+      p.scale === scale &&
+      p.currency === currency &&
+      this.plot.data[0].length === data[0].length
+    ) {
       this.plot.setData(data);
       return;
     }

@@ -7,7 +7,12 @@ const metric = (name: string, counted = true): ShownMetric => ({ name, label: na
 
 describe('CSV export', () => {
   it('quotes what needs quoting and ends lines with CRLF', () => {
-    expect(toCsv([['a', 'b,c'], ['say "hi"', 'x\ny']])).toBe('a,"b,c"\r\n"say ""hi""","x\ny"\r\n');
+    expect(
+      toCsv([
+        ['a', 'b,c'],
+        ['say "hi"', 'x\ny'],
+      ]),
+    ).toBe('a,"b,c"\r\n"say ""hi""","x\ny"\r\n');
   });
 
   it('writes each period with the one it is compared with, values exactly as the API answered', () => {

@@ -24,7 +24,15 @@ import { formatDayLong, formatMetric, type MetricValue } from './format';
 import { addDays, comparisonWindow, listDays, type Day } from './periods';
 
 const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
 const SCREENSHOTS = path.join(REPO_ROOT, 'test-output');
 const DIST = path.join(REPO_ROOT, 'apps/dashboard/dist');
 
@@ -89,7 +97,12 @@ beforeAll(async () => {
   [collector, , , queryApi] = apps as [AppHandle, AppHandle, AppHandle, AppHandle];
 
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-  context = await browser.newContext({ locale: LOCALE, timezoneId: BROWSER_TZ, viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  context = await browser.newContext({
+    locale: LOCALE,
+    timezoneId: BROWSER_TZ,
+    viewport: { width: 1280, height: 900 },
+    acceptDownloads: true,
+  });
   page = await context.newPage();
   page.on('pageerror', (err) => pageErrors.push(err.message));
   mkdirSync(SCREENSHOTS, { recursive: true });
@@ -114,7 +127,12 @@ async function sendEvents(events: object[]): Promise<void> {
 
 const view = (product: string, visitor: string) => ({ type: 'view', ts: new Date().toISOString(), dims: { product, visitor } });
 const order = (value: number, visitor: string) => ({ type: 'order', ts: new Date().toISOString(), value, dims: { visitor } });
-const orderItem = (product: string, value: number, visitor: string) => ({ type: 'order_item', ts: new Date().toISOString(), value, dims: { product, visitor } });
+const orderItem = (product: string, value: number, visitor: string) => ({
+  type: 'order_item',
+  ts: new Date().toISOString(),
+  value,
+  dims: { product, visitor },
+});
 const pageView = (page: string, visitor: string) => ({ type: 'page_view', ts: new Date().toISOString(), dims: { page, visitor } });
 
 async function api<T = any>(pathAndQuery: string): Promise<T> {
@@ -123,7 +141,8 @@ async function api<T = any>(pathAndQuery: string): Promise<T> {
   return (await res.json()) as T;
 }
 
-const todayOf = (entity: string) => api(`/v1/series?entity=${encodeURIComponent(entity)}&metrics=${METRICS.join(',')}&range=today&granularity=day`);
+const todayOf = (entity: string) =>
+  api(`/v1/series?entity=${encodeURIComponent(entity)}&metrics=${METRICS.join(',')}&range=today&granularity=day`);
 
 /** Waits until the API's today totals for `entity` are exactly `expected` (the aggregator applied every batch). */
 async function apiTodayIs(entity: string, expected: Record<string, MetricValue>): Promise<any> {
@@ -196,7 +215,15 @@ async function signIn(key: string): Promise<void> {
 describe('dashboard in Chromium against the running stack', () => {
   it('signs in with a read key and shows today exactly as the query API answers it, in the store time zone', async () => {
     const sentAt = Date.now();
-    await sendEvents([view('P1', 'V1'), view('P1', 'V1'), view('P1', 'V2'), view('P2', 'V2'), order(19.99, 'V1'), order(19.99, 'V2'), orderItem('P1', 19.99, 'V1')]);
+    await sendEvents([
+      view('P1', 'V1'),
+      view('P1', 'V1'),
+      view('P1', 'V2'),
+      view('P2', 'V2'),
+      order(19.99, 'V1'),
+      order(19.99, 'V2'),
+      orderItem('P1', 19.99, 'V1'),
+    ]);
     const today = await apiTodayIs('store', { ViewCount: 4, OrderCount: 2, Revenue: '39.98' });
 
     await page.goto(`${queryApi.url}/`);
@@ -229,7 +256,10 @@ describe('dashboard in Chromium against the running stack', () => {
     const uv = await api('/v1/series?entity=store&metrics=UniqueVisitors&range=today&granularity=day');
     expect(uv.totals.UniqueVisitors).toBe(2);
     await page.waitForSelector(`[data-testid="today-UniqueVisitors"][data-value="${uv.totals.UniqueVisitors}"]`, { timeout: 15_000 });
-    expect(await card('UniqueVisitors')).toEqual({ raw: String(uv.totals.UniqueVisitors), text: shown('UniqueVisitors', uv.totals.UniqueVisitors) });
+    expect(await card('UniqueVisitors')).toEqual({
+      raw: String(uv.totals.UniqueVisitors),
+      text: shown('UniqueVisitors', uv.totals.UniqueVisitors),
+    });
 
     // The 30-day summary is the API's last30d total (of the metric picked: product views).
     await page.click('.tab[data-metric="ViewCount"]');
@@ -290,8 +320,11 @@ describe('dashboard in Chromium against the running stack', () => {
     ];
     const items = await waitFor(
       async () => {
-        const { items } = await api<{ items: Array<{ id: string; path: string; value: number }> }>('/v1/top?entity=page&metric=PageViews&range=last30d&limit=10');
-        if (JSON.stringify(items.map((i) => ({ path: i.path, value: i.value }))) !== JSON.stringify(want)) throw new Error(`the API answers ${JSON.stringify(items)}`);
+        const { items } = await api<{ items: Array<{ id: string; path: string; value: number }> }>(
+          '/v1/top?entity=page&metric=PageViews&range=last30d&limit=10',
+        );
+        if (JSON.stringify(items.map((i) => ({ path: i.path, value: i.value }))) !== JSON.stringify(want))
+          throw new Error(`the API answers ${JSON.stringify(items)}`);
         return items;
       },
       { timeoutMs: 20_000, intervalMs: 200, message: `the top pages to be ${JSON.stringify(want)}` },
@@ -299,7 +332,10 @@ describe('dashboard in Chromium against the running stack', () => {
     expect(items.map((i) => i.id)).toEqual(want.map((w) => Buffer.from(w.path).toString('base64url')));
     const shownList = () =>
       page.$$eval('[data-testid="top-page-PageViews"] li', (lis) =>
-        lis.map((li) => ({ path: li.querySelector('.top-key')?.textContent ?? '', value: li.querySelector('.top-value')?.textContent ?? '' })),
+        lis.map((li) => ({
+          path: li.querySelector('.top-key')?.textContent ?? '',
+          value: li.querySelector('.top-value')?.textContent ?? '',
+        })),
       );
     const expected = items.map((i) => ({ path: i.path, value: shown('PageViews', i.value) }));
     await waitFor(async () => JSON.stringify(await shownList()) === JSON.stringify(expected), {
@@ -336,7 +372,9 @@ describe('dashboard in Chromium against the running stack', () => {
     await page.selectOption('[data-testid="range-preset"]', 'last7d');
     const week = await expectRange('Last 7 days', addDays(today, -6), today, 'ViewCount');
     expect(week.cur.totals.ViewCount).toBe(6);
-    expect(await page.textContent('[data-testid="range-comparison-days"]')).toMatch(/^[A-Z][a-z]{2} \d{1,2} – [A-Z][a-z]{2} \d{1,2}, \d{4}$/);
+    expect(await page.textContent('[data-testid="range-comparison-days"]')).toMatch(
+      /^[A-Z][a-z]{2} \d{1,2} – [A-Z][a-z]{2} \d{1,2}, \d{4}$/,
+    );
 
     // Any range: from the day before yesterday to today, compared with the three days before; revenue in euros.
     const from = addDays(today, -2);
@@ -357,7 +395,9 @@ describe('dashboard in Chromium against the running stack', () => {
     const counted = STORE_CHART_METRICS.filter((m) => store.metrics.some((x: { name: string }) => x.name === m));
     const answer = async (w: { from: Day; to: Day }) => {
       const s = await api(`/v1/series?entity=store&metrics=${counted.join(',')}&from=${w.from}&to=${w.to}&granularity=day`);
-      const byDay = new Map<string, Record<string, MetricValue>>(s.points.map((p: { period: string; values: Record<string, MetricValue> }) => [p.period, p.values]));
+      const byDay = new Map<string, Record<string, MetricValue>>(
+        s.points.map((p: { period: string; values: Record<string, MetricValue> }) => [p.period, p.values]),
+      );
       return (day: Day, m: string) => String(byDay.get(day)?.[m] ?? 0);
     };
     const [cur, prev] = await Promise.all([answer({ from, to: today }), answer(custom.c)]);
@@ -365,7 +405,9 @@ describe('dashboard in Chromium against the running stack', () => {
     const previousDays = listDays(custom.c.from, custom.c.to);
     const expectedCsv = [
       ['day', ...counted, 'compared_day', ...counted.map((m) => `compared_${m}`)].join(','),
-      ...days.map((d, i) => [d, ...counted.map((m) => cur(d, m)), previousDays[i], ...counted.map((m) => prev(previousDays[i]!, m))].join(',')),
+      ...days.map((d, i) =>
+        [d, ...counted.map((m) => cur(d, m)), previousDays[i], ...counted.map((m) => prev(previousDays[i]!, m))].join(','),
+      ),
       '',
     ].join('\r\n');
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="csv-days"]')]);
@@ -377,9 +419,16 @@ describe('dashboard in Chromium against the running stack', () => {
     const [monthsDownload] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="csv-months"]')]);
     const monthsCsv = readFileSync((await monthsDownload.path())!, 'utf8').split('\r\n');
     expect(monthsCsv[0]).toBe(['month', ...counted, 'compared_month', ...counted.map((m) => `compared_${m}`)].join(','));
-    const month = await api(`/v1/series?entity=store&metrics=${counted.join(',')}&from=${today.slice(0, 7)}-01&to=${today}&granularity=month`);
+    const month = await api(
+      `/v1/series?entity=store&metrics=${counted.join(',')}&from=${today.slice(0, 7)}-01&to=${today}&granularity=month`,
+    );
     const thisMonth = month.points.find((p: { period: string }) => p.period === today.slice(0, 7));
-    expect(monthsCsv.find((l) => l.startsWith(`${today.slice(0, 7)},`))!.split(',').slice(1, 1 + counted.length)).toEqual(counted.map((m) => String(thisMonth.values[m] ?? 0)));
+    expect(
+      monthsCsv
+        .find((l) => l.startsWith(`${today.slice(0, 7)},`))!
+        .split(',')
+        .slice(1, 1 + counted.length),
+    ).toEqual(counted.map((m) => String(thisMonth.values[m] ?? 0)));
 
     await page.selectOption('[data-testid="range-preset"]', 'last30d');
     await expectRange('Last 30 days', addDays(today, -29), today, 'Revenue');
@@ -394,14 +443,22 @@ describe('dashboard in Chromium against the running stack', () => {
         charts: [...document.querySelectorAll<HTMLElement>('.chart')].map((c) => {
           const box = c.getBoundingClientRect();
           const canvas = c.querySelector('canvas')?.getBoundingClientRect();
-          return { testid: c.dataset['testid'], left: box.left, right: box.right, canvasLeft: canvas?.left ?? -1, canvasRight: canvas?.right ?? 1e9, canvasWidth: canvas?.width ?? 0 };
+          return {
+            testid: c.dataset['testid'],
+            left: box.left,
+            right: box.right,
+            canvasLeft: canvas?.left ?? -1,
+            canvasRight: canvas?.right ?? 1e9,
+            canvasWidth: canvas?.width ?? 0,
+          };
         }),
       }));
     // The charts follow their boxes (ResizeObserver) within a frame or two.
     const fits = await waitFor(
       async () => {
         const l = await layout();
-        if (l.charts.length !== 2 || l.charts.some((c) => c.canvasRight > c.right + 0.5 || c.canvasLeft < c.left - 0.5)) throw new Error(JSON.stringify(l));
+        if (l.charts.length !== 2 || l.charts.some((c) => c.canvasRight > c.right + 0.5 || c.canvasLeft < c.left - 0.5))
+          throw new Error(JSON.stringify(l));
         return l;
       },
       { timeoutMs: 10_000, intervalMs: 100, message: 'the charts to fit 375 px' },
@@ -451,9 +508,13 @@ describe('dashboard in Chromium against the running stack', () => {
 
     await queryApi.restart();
     await page.waitForSelector('[data-testid="banner"][hidden]', { state: 'attached', timeout: 30_000 });
-    await page.waitForFunction(() => /^updated (just now|\d s ago)$/.test(document.querySelector('[data-testid="freshness"]')?.textContent ?? ''), undefined, {
-      timeout: 15_000,
-    });
+    await page.waitForFunction(
+      () => /^updated (just now|\d s ago)$/.test(document.querySelector('[data-testid="freshness"]')?.textContent ?? ''),
+      undefined,
+      {
+        timeout: 15_000,
+      },
+    );
   });
 
   it('signs out, and refuses a key that is not a read key of the store', async () => {
@@ -465,7 +526,9 @@ describe('dashboard in Chromium against the running stack', () => {
     await waitForText('[data-testid="sign-in-message"]', 'This key was not accepted. Check that it is a read key of your store.');
     // A real key, but an ingest key: not a read key either.
     await signIn(ingestKey);
-    await page.waitForFunction(() => document.querySelector('[data-testid="sign-in-message"]')?.textContent?.startsWith('This key was not accepted'));
+    await page.waitForFunction(() =>
+      document.querySelector('[data-testid="sign-in-message"]')?.textContent?.startsWith('This key was not accepted'),
+    );
     expect(await page.evaluate(() => localStorage.getItem('tally.readKey'))).toBeNull();
 
     // And after a reload, a remembered key signs in by itself.

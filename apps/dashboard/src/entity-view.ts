@@ -47,7 +47,14 @@ export interface EntityViewOptions {
 export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: EntityViewOptions): View {
   const { api, locale } = ctx;
   if (opts.metrics.length === 0) {
-    replaceChildren(root, h('p', { class: 'empty' }, "This store's rules count none of the metrics this dashboard shows (product views, orders, revenue, page views)."));
+    replaceChildren(
+      root,
+      h(
+        'p',
+        { class: 'empty' },
+        "This store's rules count none of the metrics this dashboard shows (product views, orders, revenue, page views).",
+      ),
+    );
     return { destroy() {} };
   }
   // Only what the API counts is asked for (unique visitors say "—" until it counts them).
@@ -60,8 +67,7 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   let live: { series: Series; point: SeriesPoint } | undefined;
   /** The range and its comparison (two answers, so each has the API's own totals), the months, yesterday. */
   let history:
-    | { range: DateWindow; days: Compared; current: Series; previous: Series; months: Compared; yesterday: Series; asOf: string }
-    | undefined;
+    { range: DateWindow; days: Compared; current: Series; previous: Series; months: Compared; yesterday: Series; asOf: string } | undefined;
   let selected = opts.metrics.find((m) => m.counted) ?? opts.metrics[0]!;
 
   // ---- today ----
@@ -83,7 +89,11 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
 
   // ---- trends ----
   const tabs = opts.metrics.map((m) =>
-    h('button', { type: 'button', class: 'tab', 'data-metric': m.name, 'aria-pressed': String(m === selected), onclick: () => select(m) }, m.label),
+    h(
+      'button',
+      { type: 'button', class: 'tab', 'data-metric': m.name, 'aria-pressed': String(m === selected), onclick: () => select(m) },
+      m.label,
+    ),
   );
   // The range picker: a preset or any from/to, and beside it the period the range is compared with.
   const presetSelect = h(
@@ -103,7 +113,8 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     comparisonNote,
   );
   const daysTitle = h('h3', { 'data-testid': 'days-title' });
-  const csvButton = (testid: string, onclick: () => void) => h('button', { type: 'button', class: 'csv', 'data-testid': testid, onclick }, 'CSV');
+  const csvButton = (testid: string, onclick: () => void) =>
+    h('button', { type: 'button', class: 'csv', 'data-testid': testid, onclick }, 'CSV');
   const daysSummary = h('p', { class: 'summary', 'data-testid': 'days-summary' });
   const monthsSummary = h('p', { class: 'summary', 'data-testid': 'months-summary' });
   const daysEmpty = h('p', { class: 'empty', hidden: true });
@@ -114,15 +125,37 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   const trendsSection = h(
     'section',
     { class: 'trends', 'aria-labelledby': 'trends-title' },
-    h('div', { class: 'section-head' }, h('h2', { id: 'trends-title' }, 'Trends'), h('div', { class: 'tabs', role: 'group', 'aria-label': 'Metric' }, ...tabs)),
+    h(
+      'div',
+      { class: 'section-head' },
+      h('h2', { id: 'trends-title' }, 'Trends'),
+      h('div', { class: 'tabs', role: 'group', 'aria-label': 'Metric' }, ...tabs),
+    ),
     historyError,
     rangeBar,
     rangeError,
-    h('div', { class: 'panel' }, h('div', { class: 'panel-head' }, daysTitle, csvButton('csv-days', () => exportCsv('days'))), daysSummary, daysEmpty, daysChartBox),
     h(
       'div',
       { class: 'panel' },
-      h('div', { class: 'panel-head' }, h('h3', {}, 'Last 12 months'), csvButton('csv-months', () => exportCsv('months'))),
+      h(
+        'div',
+        { class: 'panel-head' },
+        daysTitle,
+        csvButton('csv-days', () => exportCsv('days')),
+      ),
+      daysSummary,
+      daysEmpty,
+      daysChartBox,
+    ),
+    h(
+      'div',
+      { class: 'panel' },
+      h(
+        'div',
+        { class: 'panel-head' },
+        h('h3', {}, 'Last 12 months'),
+        csvButton('csv-months', () => exportCsv('months')),
+      ),
       monthsSummary,
       monthsEmpty,
       monthsChartBox,
@@ -131,7 +164,12 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
 
   replaceChildren(root, todaySection, trendsSection, ...(opts.extra ?? []));
 
-  const daysChart = new ComparisonChart(daysChartBox, { kind: 'day', currentLabel: 'This period', previousLabel: 'Compared period', locale });
+  const daysChart = new ComparisonChart(daysChartBox, {
+    kind: 'day',
+    currentLabel: 'This period',
+    previousLabel: 'Compared period',
+    locale,
+  });
   const monthsChart = new ComparisonChart(monthsChartBox, {
     kind: 'month',
     currentLabel: 'Last 12 months',
@@ -147,7 +185,10 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
 
   /** A value as shown: '—' when the API does not answer the metric (unique visitors before it counts them). */
   const fmt = (m: ShownMetric, v: MetricValue | undefined) => (v === undefined ? '\u2014' : formatMetric(v, m.scale, locale, m.currency));
-  const span = (w: DateWindow) => (w.from === w.to ? formatDayShort(w.from, locale) : `${formatDayShort(w.from, locale)} – ${formatDayShort(w.to, locale)}, ${w.to.slice(0, 4)}`);
+  const span = (w: DateWindow) =>
+    w.from === w.to
+      ? formatDayShort(w.from, locale)
+      : `${formatDayShort(w.from, locale)} – ${formatDayShort(w.to, locale)}, ${w.to.slice(0, 4)}`;
 
   function renderRangeBar(): void {
     presetSelect.value = preset;
@@ -200,7 +241,8 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     const data = which === 'days' ? daysWithToday() : history?.months;
     if (!data || !history) return;
     const name = opts.entity.replace(/[^A-Za-z0-9_.-]+/g, '-');
-    const span = which === 'days' ? `${history.range.from}_${history.range.to}` : `${data.periods[0]}_${data.periods[data.periods.length - 1]}`;
+    const span =
+      which === 'days' ? `${history.range.from}_${history.range.to}` : `${data.periods[0]}_${data.periods[data.periods.length - 1]}`;
     downloadCsv(chartCsv(data, opts.metrics, which === 'days' ? 'day' : 'month'), `tally-${name}-${which}-${span}.csv`);
   }
 
@@ -317,7 +359,12 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
         days: compare([...current.points, ...previous.points], listDays(asked.from, asked.to), listDays(c.from, c.to), names),
         current,
         previous,
-        months: compare(months.points, listMonths(w.months.from, w.months.to), listMonths(w.previousMonths.from, w.previousMonths.to), names),
+        months: compare(
+          months.points,
+          listMonths(w.months.from, w.months.to),
+          listMonths(w.previousMonths.from, w.previousMonths.to),
+          names,
+        ),
         yesterday,
         asOf,
       };

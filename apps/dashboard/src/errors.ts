@@ -10,7 +10,10 @@ abstract class DashboardError extends Error {
 /** 401 or 403: the read key is unknown, revoked, or not a read key. The dashboard signs out. */
 export class KeyRejectedError extends DashboardError {
   readonly code = 'TALLY_ERR_KEY_REJECTED';
-  constructor(readonly status: number, detail: string) {
+  constructor(
+    readonly status: number,
+    detail: string,
+  ) {
     super(`This key was not accepted (${detail})`);
     this.name = 'KeyRejectedError';
   }

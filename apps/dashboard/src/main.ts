@@ -45,7 +45,8 @@ function dashboard(api: ApiClient, store: StoreAnswer): void {
       store,
       locale,
       onSignOut: () => signOut({ text: 'Signed out.', kind: 'info' }),
-      onKeyRejected: () => signOut({ text: 'This key was not accepted. It may have been revoked; sign in with another read key.', kind: 'error' }),
+      onKeyRejected: () =>
+        signOut({ text: 'This key was not accepted. It may have been revoked; sign in with another read key.', kind: 'error' }),
     }),
   );
 }
@@ -76,7 +77,8 @@ function connect(key: string, form?: SignInView): void {
         form?.busy(false);
         return false;
       }
-      const text = err instanceof UnreachableError ? 'Tally is not reachable; retrying.' : `Tally could not answer: ${(err as Error).message}`;
+      const text =
+        err instanceof UnreachableError ? 'Tally is not reachable; retrying.' : `Tally could not answer: ${(err as Error).message}`;
       if (form) {
         form.say(text, err instanceof UnreachableError ? 'info' : 'error');
         if (!(err instanceof UnreachableError)) form.busy(false);
@@ -88,7 +90,17 @@ function connect(key: string, form?: SignInView): void {
           show({ destroy() {} });
           replaceChildren(
             root,
-            h('main', { class: 'sign-in-page' }, h('div', { class: 'sign-in' }, h('h1', {}, 'Tally'), waiting, h('button', { type: 'button', onclick: () => signOut() }, 'Sign out'))),
+            h(
+              'main',
+              { class: 'sign-in-page' },
+              h(
+                'div',
+                { class: 'sign-in' },
+                h('h1', {}, 'Tally'),
+                waiting,
+                h('button', { type: 'button', onclick: () => signOut() }, 'Sign out'),
+              ),
+            ),
           );
         }
       }

@@ -39,7 +39,14 @@ export function shownMetrics(available: readonly MetricInfo[], wanted: readonly 
     const info = byName.get(name);
     if (!info && name !== UNIQUE_VISITORS) return [];
     const known = KNOWN[name] ?? { label: name, noun: info?.description || name };
-    const shown: ShownMetric = { name, label: known.label, noun: known.noun, scale: info?.scale ?? 0, counted: info !== undefined, additive: known.additive ?? true };
+    const shown: ShownMetric = {
+      name,
+      label: known.label,
+      noun: known.noun,
+      scale: info?.scale ?? 0,
+      counted: info !== undefined,
+      additive: known.additive ?? true,
+    };
     if (known.money && currency) shown.currency = currency;
     return [shown];
   });

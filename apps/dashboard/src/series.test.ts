@@ -11,7 +11,11 @@ describe('compare', () => {
   it('aligns the previous period point by point, a missing period counting as zero', () => {
     expect(c.current.map((p) => p.values['ViewCount'])).toEqual([0, 4]);
     expect(c.previous.map((p) => p.values['ViewCount'])).toEqual([1, 2]);
-    expect(chartData(c, 'ViewCount')).toEqual([[Date.UTC(2024, 0, 3) / 1000, Date.UTC(2024, 0, 4) / 1000], [0, 4], [1, 2]]);
+    expect(chartData(c, 'ViewCount')).toEqual([
+      [Date.UTC(2024, 0, 3) / 1000, Date.UTC(2024, 0, 4) / 1000],
+      [0, 4],
+      [1, 2],
+    ]);
     expect(chartData(c, 'Revenue')[2]).toEqual([1, 2.5]);
   });
 
@@ -31,7 +35,12 @@ describe('compare', () => {
 describe('sumValues', () => {
   it('adds decimal strings exactly', () => {
     expect(sumValues(['0.10', '0.20'], 2)).toBe('0.30');
-    expect(sumValues(Array.from({ length: 10 }, () => '0.10'), 2)).toBe('1.00');
+    expect(
+      sumValues(
+        Array.from({ length: 10 }, () => '0.10'),
+        2,
+      ),
+    ).toBe('1.00');
     expect(sumValues(['19.99', '-20.00'], 2)).toBe('-0.01');
     expect(sumValues(['1.5', '2'], 2)).toBe('3.50');
     expect(sumValues(['92233720368547758.07', '0.01'], 2)).toBe('92233720368547758.08');

@@ -17,7 +17,12 @@ export interface Compared {
  * Picks the points of `periods` and of `previousPeriods` out of one answer. A period the answer lacks counts as
  * zero for every metric (a store with no events yet), never as a gap in the middle of a line.
  */
-export function compare(points: readonly SeriesPoint[], periods: string[], previousPeriods: string[], metrics: readonly string[]): Compared {
+export function compare(
+  points: readonly SeriesPoint[],
+  periods: string[],
+  previousPeriods: string[],
+  metrics: readonly string[],
+): Compared {
   const byPeriod = new Map(points.map((p) => [p.period, p]));
   const zero = (period: string): SeriesPoint => ({ period, values: Object.fromEntries(metrics.map((m) => [m, 0])) });
   const pick = (period: string) => byPeriod.get(period) ?? zero(period);

@@ -38,9 +38,18 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
         { class: 'brand' },
         h('a', { href: OVERVIEW_HREF, class: 'logo' }, 'Tally'),
         h('span', { class: 'store', 'data-testid': 'store-name' }, info.store),
-        h('span', { class: 'zone', 'data-testid': 'time-zone', title: 'Days and months are counted in this time zone' }, formatZone(info.timeZone, Date.now(), opts.locale)),
+        h(
+          'span',
+          { class: 'zone', 'data-testid': 'time-zone', title: 'Days and months are counted in this time zone' },
+          formatZone(info.timeZone, Date.now(), opts.locale),
+        ),
       ),
-      h('div', { class: 'topbar-right' }, freshness, h('button', { type: 'button', class: 'sign-out', onclick: () => opts.onSignOut() }, 'Sign out')),
+      h(
+        'div',
+        { class: 'topbar-right' },
+        freshness,
+        h('button', { type: 'button', class: 'sign-out', onclick: () => opts.onSignOut() }, 'Sign out'),
+      ),
     ),
     banner,
     main,
@@ -104,11 +113,21 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
   function mountRoute(route: Route): View {
     switch (route.name) {
       case 'overview': {
-        const tops: TopLists[] = [mountTopLists(ctx, { title: 'Top products', testid: 'top-products' }, productLists(shownMetrics(info.metrics, TOP_METRICS, currency)))];
+        const tops: TopLists[] = [
+          mountTopLists(
+            ctx,
+            { title: 'Top products', testid: 'top-products' },
+            productLists(shownMetrics(info.metrics, TOP_METRICS, currency)),
+          ),
+        ];
         // Top pages, when the rules rank pages by their views (the default rules do).
         const [pageViews] = shownMetrics(info.metrics, [TOP_PAGE_METRIC]);
         if (pageViews && info.entities.includes('page')) {
-          tops.push(mountTopLists(ctx, { title: 'Top pages', testid: 'top-pages' }, [{ entity: 'page', metric: pageViews, title: 'Most viewed pages', of: 'page' }]));
+          tops.push(
+            mountTopLists(ctx, { title: 'Top pages', testid: 'top-pages' }, [
+              { entity: 'page', metric: pageViews, title: 'Most viewed pages', of: 'page' },
+            ]),
+          );
         }
         const body = h('div', { class: 'entity' });
         replaceChildren(main, h('div', { class: 'page-head' }, h('h1', {}, 'Store overview')), body);
@@ -139,7 +158,10 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
           ),
           body,
         );
-        return mountEntityView(body, ctx, { entity: `product:${route.id}`, metrics: shownMetrics(info.metrics, PRODUCT_METRICS, currency) });
+        return mountEntityView(body, ctx, {
+          entity: `product:${route.id}`,
+          metrics: shownMetrics(info.metrics, PRODUCT_METRICS, currency),
+        });
       }
       case 'not-found':
         replaceChildren(

@@ -37,7 +37,11 @@ export function mountSignIn(root: HTMLElement, onSubmit: (key: string) => void):
     h('p', { class: 'lead' }, "Sign in to see your store's numbers, live."),
     h('label', { for: 'read-key' }, 'Read key'),
     input,
-    h('p', { id: 'sign-in-help', class: 'help' }, 'A read key of your store, as given by your Tally administrator. It stays in this browser until you sign out.'),
+    h(
+      'p',
+      { id: 'sign-in-help', class: 'help' },
+      'A read key of your store, as given by your Tally administrator. It stays in this browser until you sign out.',
+    ),
     button,
     message,
   );

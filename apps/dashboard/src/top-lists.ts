@@ -54,7 +54,12 @@ export function mountTopLists(ctx: ViewContext, section: { title: string; testid
   const element = h(
     'section',
     { class: 'top', 'aria-labelledby': `${section.testid}-title`, 'data-testid': section.testid },
-    h('div', { class: 'section-head' }, h('h2', { id: `${section.testid}-title` }, section.title), h('span', { class: 'section-note' }, 'last 30 days')),
+    h(
+      'div',
+      { class: 'section-head' },
+      h('h2', { id: `${section.testid}-title` }, section.title),
+      h('span', { class: 'section-note' }, 'last 30 days'),
+    ),
     h('div', { class: 'top-grid' }, ...lists.map((l) => l.element)),
   );
 
@@ -71,7 +76,13 @@ export function mountTopLists(ctx: ViewContext, section: { title: string; testid
     }
     replaceChildren(
       body,
-      h('ol', {}, ...items.map((item) => h('li', {}, entry(spec, item), h('span', { class: 'top-value' }, formatMetric(item.value, m.scale, ctx.locale, m.currency))))),
+      h(
+        'ol',
+        {},
+        ...items.map((item) =>
+          h('li', {}, entry(spec, item), h('span', { class: 'top-value' }, formatMetric(item.value, m.scale, ctx.locale, m.currency))),
+        ),
+      ),
     );
   }
 
@@ -82,11 +93,16 @@ export function mountTopLists(ctx: ViewContext, section: { title: string; testid
       maxBackoffMs: MAX_BACKOFF_MS,
       run: async () => {
         if (document.hidden && l.body.querySelector('ol')) return; // refreshed when the tab is shown again
-        render(l.spec, l.body, await ctx.api.top({ entity: l.spec.entity, metric: l.spec.metric.name, range: 'last30d', limit: TOP_LIMIT }));
+        render(
+          l.spec,
+          l.body,
+          await ctx.api.top({ entity: l.spec.entity, metric: l.spec.metric.name, range: 'last30d', limit: TOP_LIMIT }),
+        );
       },
       onSuccess: () => ctx.status.ok(testid(l.spec)),
       onError: (err) => {
-        if (err instanceof RequestError) replaceChildren(l.body, h('p', { class: 'inline-error' }, `Tally could not list these: ${err.message}`));
+        if (err instanceof RequestError)
+          replaceChildren(l.body, h('p', { class: 'inline-error' }, `Tally could not list these: ${err.message}`));
         return ctx.status.failed(testid(l.spec), err);
       },
     }),

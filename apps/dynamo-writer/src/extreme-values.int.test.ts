@@ -33,7 +33,12 @@ async function flushAll(buckets: BucketStore, table: string, now: number, crashA
   for (const { pk } of await buckets.dueRows('S', Number.MAX_SAFE_INTEGER)) {
     const out = await buckets.readOutbox('S', pk);
     await writeRow({ client, table, meter, afterUpdate }, pk, out.entries);
-    await buckets.ackOutbox('S', pk, out.entries.map((e) => e.field), now);
+    await buckets.ackOutbox(
+      'S',
+      pk,
+      out.entries.map((e) => e.field),
+      now,
+    );
   }
 }
 
@@ -66,7 +71,8 @@ describe('extreme values end to end (Redis and DynamoDB)', () => {
     const buckets = new BucketStore({ redis, rules, prefix: 'issue' });
     const order: NormalizedEvent = { type: 'order', ts: DAY, dims: {}, value: '1000000000000' };
     const events = Array.from({ length: 1000 }, () => order);
-    for (let b = 0; b < 300; b++) await buckets.apply('S', `b${b}`, rollup(rules, 'S', 'UTC', events), { now: 1000 + b, dedupeTtlSeconds: 600 });
+    for (let b = 0; b < 300; b++)
+      await buckets.apply('S', `b${b}`, rollup(rules, 'S', 'UTC', events), { now: 1000 + b, dedupeTtlSeconds: 600 });
     const before = await answer(buckets, table, ['S']);
     expect(before.get('S')!.get('TOTAL')!.get('r')).toBe(30_000_000_000_000_000_000n); // minor units: 300000000000000000.00
     await buckets.seal('S', { now: 5000, minAgeMs: 0 });
@@ -80,12 +86,23 @@ describe('extreme values end to end (Redis and DynamoDB)', () => {
   });
 
   it('property: any mix of maximum, zero and ordinary values over many buckets, with crashes mid-flush', async () => {
-    const value = fc.oneof(fc.constant('1000000000000'), fc.constant('0'), fc.constant('999999999999.99'), fc.integer({ min: 0, max: 10_000_000 }).map((c) => (c / 100).toFixed(2)));
+    const value = fc.oneof(
+      fc.constant('1000000000000'),
+      fc.constant('0'),
+      fc.constant('999999999999.99'),
+      fc.integer({ min: 0, max: 10_000_000 }).map((c) => (c / 100).toFixed(2)),
+    );
     const batch = fc.array(fc.record({ value, visitor: fc.constantFrom('V1', 'V2', 'V3') }), { minLength: 1, maxLength: 300 });
     const step = fc.oneof(
       { weight: 5, arbitrary: fc.record({ kind: fc.constant('apply' as const), batch, copies: fc.integer({ min: 1, max: 40 }) }) },
       { weight: 2, arbitrary: fc.record({ kind: fc.constant('seal' as const) }) },
-      { weight: 2, arbitrary: fc.record({ kind: fc.constant('flush' as const), crashAfter: fc.option(fc.integer({ min: 1, max: 6 }), { nil: undefined }) }) },
+      {
+        weight: 2,
+        arbitrary: fc.record({
+          kind: fc.constant('flush' as const),
+          crashAfter: fc.option(fc.integer({ min: 1, max: 6 }), { nil: undefined }),
+        }),
+      },
     );
     let run = 0;
     await fc.assert(
@@ -103,7 +120,12 @@ describe('extreme values end to end (Redis and DynamoDB)', () => {
             await flushAll(buckets, table, now, s.crashAfter).catch((err: Error) => expect(err.message).toBe('SIGKILL'));
           } else {
             // `copies` identical batches (each its own id): up to 12,000 events of one bucket, sums past 64 bits.
-            const events: NormalizedEvent[] = s.batch.map((o) => ({ type: 'order', ts: DAY, dims: { visitor: o.visitor }, value: o.value }));
+            const events: NormalizedEvent[] = s.batch.map((o) => ({
+              type: 'order',
+              ts: DAY,
+              dims: { visitor: o.visitor },
+              value: o.value,
+            }));
             const deltas: RowDeltas = rollup(rules, 'S', 'UTC', events);
             for (let c = 0; c < s.copies; c++) {
               await buckets.apply('S', `b${now}-${c}`, deltas, { now, dedupeTtlSeconds: 600 });
@@ -115,7 +137,9 @@ describe('extreme values end to end (Redis and DynamoDB)', () => {
           expect(got.get('S')!.get('TOTAL')?.get('r') ?? 0n).toBe(want.revenue);
           expect(got.get('S')!.get('TOTAL')?.get('o') ?? 0n).toBe(want.orders);
           expect(got.get('S')!.get('M2026-12')?.get('D335.r') ?? 0n).toBe(want.revenue);
-          expect(got.get('S#visitor#V1')!.get('TOTAL')?.get('r') ?? 0n).toBe(independent(sent.filter((e) => e.dims['visitor'] === 'V1')).revenue);
+          expect(got.get('S#visitor#V1')!.get('TOTAL')?.get('r') ?? 0n).toBe(
+            independent(sent.filter((e) => e.dims['visitor'] === 'V1')).revenue,
+          );
         }
         // Everything sealed, folded and flushed: DynamoDB alone holds the sums, and Redis holds nothing more.
         await buckets.seal('S', { now: now + 100, minAgeMs: 0 });

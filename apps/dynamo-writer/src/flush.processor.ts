@@ -13,7 +13,11 @@ export function createWriterMetrics(registry: Registry) {
     rowsFlushed: new Counter({ name: 'tally_rows_flushed_total', help: 'Row flushes completed (outbox written and acked)', registers }),
     emptyFlushes: new Counter({ name: 'tally_flushes_empty_total', help: 'Flush jobs that found nothing to write', registers }),
     entriesWritten: new Counter({ name: 'tally_outbox_entries_written_total', help: 'Outbox entries applied to DynamoDB', registers }),
-    waits: new Counter({ name: 'tally_flush_waits_total', help: 'Flush jobs delayed because DynamoDB throttled or was unreachable', registers }),
+    waits: new Counter({
+      name: 'tally_flush_waits_total',
+      help: 'Flush jobs delayed because DynamoDB throttled or was unreachable',
+      registers,
+    }),
     permanentFailures: new Counter({ name: 'tally_flush_failures_total', help: 'Flush jobs moved to the failed set', registers }),
   };
 }
@@ -70,13 +74,23 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     deps.crash?.('writer:before-ack');
     // Sketches first: a crash between the two acks leaves the outbox, so the flush runs again (a union is idempotent).
     await deps.buckets.sketches.ack(store, pk, r.sketchesWritten);
-    const left = await deps.buckets.ackOutbox(store, pk, outbox.entries.map((e) => e.field), now());
+    const left = await deps.buckets.ackOutbox(
+      store,
+      pk,
+      outbox.entries.map((e) => e.field),
+      now(),
+    );
     // The gauges' view of the store, right after the change, and a sealer visit at its next tick (which retires
     // the store when nothing is left, or sets its next visit time).
-    await deps.buckets.publishBacklog(store, await deps.buckets.storeBacklog(store), undefined, now()).catch((err: Error) => log.debug({ err: err.message }, 'backlog not published'));
+    await deps.buckets
+      .publishBacklog(store, await deps.buckets.storeBacklog(store), undefined, now())
+      .catch((err: Error) => log.debug({ err: err.message }, 'backlog not published'));
     deps.metrics.rowsFlushed.inc();
     deps.metrics.entriesWritten.inc(outbox.entries.length);
-    log.debug({ updates: r.updates, sketchUpdates: r.sketchUpdates, conditionFailures: r.conditionFailures, entries: outbox.entries.length, left }, 'flushed row');
+    log.debug(
+      { updates: r.updates, sketchUpdates: r.sketchUpdates, conditionFailures: r.conditionFailures, entries: outbox.entries.length, left },
+      'flushed row',
+    );
     return { updates: r.updates, entries: outbox.entries.length };
   } catch (err) {
     if (err instanceof RetryableWriteError) {

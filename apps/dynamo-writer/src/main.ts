@@ -1,8 +1,25 @@
 import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
-import { crashPoints, createLogger, createMetrics, installShutdown, logEmitterErrors, queueDepthMetrics, startOpsServer } from '@tally/observability';
-import { allQueues, closeQueues, createQueues, createRedisConnection, createShardWorkers, QUEUE, QUEUE_SETTINGS, type QueueLayout } from '@tally/queues';
+import {
+  crashPoints,
+  createLogger,
+  createMetrics,
+  installShutdown,
+  logEmitterErrors,
+  queueDepthMetrics,
+  startOpsServer,
+} from '@tally/observability';
+import {
+  allQueues,
+  closeQueues,
+  createQueues,
+  createRedisConnection,
+  createShardWorkers,
+  QUEUE,
+  QUEUE_SETTINGS,
+  type QueueLayout,
+} from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
 import { createWriterMetrics, flushProcessor } from './flush.processor';

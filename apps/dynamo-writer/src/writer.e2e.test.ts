@@ -4,7 +4,16 @@ import { join } from 'node:path';
 import { createDynamoClient, createDynamoMeter, getItem } from '@tally/dynamo';
 import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { defaultRules } from '@tally/schema';
-import { createTestTable, startApp, startDynalite, startRedis, waitFor, type AppHandle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import {
+  createTestTable,
+  startApp,
+  startDynalite,
+  startRedis,
+  waitFor,
+  type AppHandle,
+  type DynaliteHandle,
+  type RedisHandle,
+} from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 

@@ -54,17 +54,25 @@ function setup(table: string, prefix: string, dynamo: DynamoDBClient = client) {
   const buckets = new BucketStore({ redis, rules, prefix });
   const meter = createDynamoMeter();
   const metrics = createWriterMetrics(new Registry());
-  const worker = new Worker(QUEUE.dynamoWrites, flushProcessor({ buckets, dynamo: { client: dynamo, table, meter }, metrics, log, maxBackoffMs: 300 }), {
-    connection: redis.duplicate(),
-    prefix: queues[QUEUE.dynamoWrites].opts.prefix,
-    concurrency: 4,
-  });
+  const worker = new Worker(
+    QUEUE.dynamoWrites,
+    flushProcessor({ buckets, dynamo: { client: dynamo, table, meter }, metrics, log, maxBackoffMs: 300 }),
+    {
+      connection: redis.duplicate(),
+      prefix: queues[QUEUE.dynamoWrites].opts.prefix,
+      concurrency: 4,
+    },
+  );
   return { buckets, meter, metrics, worker };
 }
 
 /** Applies one bucket of views for `products` products, seals and folds it, and schedules due flushes. */
 async function bucket(buckets: BucketStore, store: string, n: number, now: number, products: number) {
-  const events = Array.from({ length: products }, (_, p) => ({ type: 'view', ts: Date.parse('2023-05-03T10:00:00Z'), dims: { product: `P${p}` } }));
+  const events = Array.from({ length: products }, (_, p) => ({
+    type: 'view',
+    ts: Date.parse('2023-05-03T10:00:00Z'),
+    dims: { product: `P${p}` },
+  }));
   await buckets.registerStore(store);
   await buckets.apply(store, `b${n}`, rollup(rules, store, 'UTC', events), { now, dedupeTtlSeconds: 3600 });
   await buckets.seal(store, { now: now + 1000, minAgeMs: 0 });
@@ -108,19 +116,33 @@ describe('dynamo writer', () => {
     const refusing = {
       send: (cmd: { input: { Key?: { pk?: { S?: string } } } }) =>
         cmd.input.Key?.pk?.S === huge
-          ? Promise.reject(Object.assign(new Error('Item size has exceeded the maximum allowed size'), { name: 'ValidationException', $metadata: { httpStatusCode: 400 } }))
+          ? Promise.reject(
+              Object.assign(new Error('Item size has exceeded the maximum allowed size'), {
+                name: 'ValidationException',
+                $metadata: { httpStatusCode: 400 },
+              }),
+            )
           : client.send(cmd as never),
     } as unknown as DynamoDBClient;
     const { buckets, worker } = setup(table, 'big', refusing);
     for (let seq = 1; seq <= 30; seq++) {
       const fields = new Map<string, number>();
       for (let p = 0; p < 80; p++) fields.set(`2023-123|pv#${'x'.repeat(120)}-${seq}-${p}`, 1);
-      await buckets.apply('S', `h${seq}`, new Map([[huge, fields], ['S', new Map([['2023-123|v', 1]])]]), { now: seq * 10, dedupeTtlSeconds: 60 });
+      await buckets.apply(
+        'S',
+        `h${seq}`,
+        new Map([
+          [huge, fields],
+          ['S', new Map([['2023-123|v', 1]])],
+        ]),
+        { now: seq * 10, dedupeTtlSeconds: 60 },
+      );
       await buckets.seal('S', { now: seq * 10 + 5, minAgeMs: 0 });
     }
     await buckets.registerStore('S');
     await buckets.foldSealed('S', { now: 1000 });
-    for (const r of await buckets.dueRows('S', 1000)) await enqueue(queues, QUEUE.dynamoWrites, { store: 'S', pk: r.pk }, { jobId: jobIdFor('flush', 'S', r.pk, r.firstDirty) });
+    for (const r of await buckets.dueRows('S', 1000))
+      await enqueue(queues, QUEUE.dynamoWrites, { store: 'S', pk: r.pk }, { jobId: jobIdFor('flush', 'S', r.pk, r.firstDirty) });
     await waitForQueuesIdle([queues[QUEUE.dynamoWrites]], { includeDelayed: true, timeoutMs: 30_000 });
     await worker.close();
     const failed = await queues[QUEUE.dynamoWrites].getFailed();

@@ -69,7 +69,13 @@ function expectProblem(r: LightMyRequestResponse, status: number, field?: string
 
 describe('the operator routes', () => {
   it('create, list and show stores; the first admin key works', async () => {
-    const created = await op('POST', '/v1/operator/stores', { store: 'SHOP_NEW', timeZone: 'Europe/Paris', currency: 'EUR', historyMonths: 13, adminKey: true });
+    const created = await op('POST', '/v1/operator/stores', {
+      store: 'SHOP_NEW',
+      timeZone: 'Europe/Paris',
+      currency: 'EUR',
+      historyMonths: 13,
+      adminKey: true,
+    });
     expect(created.statusCode).toBe(201);
     expect(created.json()).toMatchObject({ store: 'SHOP_NEW', timeZone: 'Europe/Paris', currency: 'EUR', historyMonths: 13 });
     admin = created.json().adminKey;
@@ -116,7 +122,11 @@ describe("a store's admin routes", () => {
     expect(revoked.json()).toMatchObject({ keyId, revoked: true });
     expectProblem(await call(app, 'GET', '/v1/store', key), 401);
 
-    const patched = await call(app, 'PATCH', '/v1/admin/store', admin, { timeZone: 'America/New_York', currency: 'USD', historyMonths: null });
+    const patched = await call(app, 'PATCH', '/v1/admin/store', admin, {
+      timeZone: 'America/New_York',
+      currency: 'USD',
+      historyMonths: null,
+    });
     expect(patched.json()).toEqual({ store: 'SHOP_NEW', timeZone: 'America/New_York', currency: 'USD', createdAt: expect.any(String) });
     expect((await call(app, 'GET', '/v1/admin/store', admin)).json()).toMatchObject({ timeZone: 'America/New_York' });
   });
@@ -145,10 +155,14 @@ describe('erasing a visitor', () => {
     await f.apply('SHOP_A', 'Europe/Berlin', [view(t, 'P1', 'V1'), view(t, 'P1', 'V1'), order(t, '10.00', 'V1'), view(t, 'P1', 'V2')]);
     await f.flush('SHOP_A');
     await f.apply('SHOP_A', 'Europe/Berlin', [view(t, 'P2', 'V1')]); // still in the open bucket
-    const segments = { visitor: 'V1', segments: [{ name: 'viewer', rules: [{ metric: 'ViewCount', range: 'allTime', op: '>=', value: 1 }] }] };
+    const segments = {
+      visitor: 'V1',
+      segments: [{ name: 'viewer', rules: [{ metric: 'ViewCount', range: 'allTime', op: '>=', value: 1 }] }],
+    };
     const evaluate = () => app.inject({ method: 'POST', url: '/v1/segments/evaluate', headers: bearer(keys.read), payload: segments });
     expect((await evaluate()).json().segments[0]).toMatchObject({ matched: true, rules: [{ actual: 3 }] });
-    const storeViews = async () => (await call(app, 'GET', '/v1/series?entity=store&range=allTime&granularity=total&metrics=ViewCount', keys.read)).json();
+    const storeViews = async () =>
+      (await call(app, 'GET', '/v1/series?entity=store&range=allTime&granularity=total&metrics=ViewCount', keys.read)).json();
     const before = await storeViews();
 
     const otherStore = (await op('POST', '/v1/operator/stores', { store: 'SHOP_TMP', adminKey: true })).json().adminKey;
@@ -162,7 +176,13 @@ describe('erasing a visitor', () => {
 
     const after = (await evaluate()).json();
     expect(after.segments[0]).toMatchObject({ matched: false, rules: [{ actual: 0 }] });
-    const items = await f.client.send(new ScanCommand({ TableName: f.table, FilterExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': { S: 'SHOP_A#visitor#V1' } } }));
+    const items = await f.client.send(
+      new ScanCommand({
+        TableName: f.table,
+        FilterExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': { S: 'SHOP_A#visitor#V1' } },
+      }),
+    );
     expect(items.Items).toEqual([]);
     // Events of the visitor in flight are dropped (the tombstone); other rows still count.
     await f.apply('SHOP_A', 'Europe/Berlin', [view(t, 'P1', 'V1')]);
@@ -220,7 +240,10 @@ describe('an interrupted store deletion', () => {
     const cut = new DiesOnce({ redis: f.redis, buckets: f.buckets });
     await expect(deleteStore({ ...deps, db: f.db, eraser: cut }, 'SHOP_CUT')).rejects.toThrow('interrupted (test)');
     // Half done: the tenant is still there (marked), so its items and Redis keys are still to remove.
-    const scan = async () => ((await f.client.send(new ScanCommand({ TableName: f.table }))).Items ?? []).map((i) => i['pk']!.S!).filter((pk) => pk.includes('SHOP_CUT'));
+    const scan = async () =>
+      ((await f.client.send(new ScanCommand({ TableName: f.table }))).Items ?? [])
+        .map((i) => i['pk']!.S!)
+        .filter((pk) => pk.includes('SHOP_CUT'));
     expect((await scan()).length).toBeGreaterThan(1);
     expect((await f.redis.keys('q:{SHOP_CUT}:*')).length).toBeGreaterThan(1);
     const r = await op('DELETE', '/v1/operator/stores/SHOP_CUT');
@@ -237,7 +260,9 @@ describe('the contract', () => {
     const doc = (await app.inject({ method: 'GET', url: '/docs/json' })).json();
     expect(await openApi31Errors(doc)).toEqual([]);
     const ops: Record<string, string> = {};
-    for (const [path, methods] of Object.entries(doc.paths as Record<string, Record<string, { operationId: string; responses: Record<string, any>; security?: unknown }>>)) {
+    for (const [path, methods] of Object.entries(
+      doc.paths as Record<string, Record<string, { operationId: string; responses: Record<string, any>; security?: unknown }>>,
+    )) {
       for (const [method, o] of Object.entries(methods)) {
         if (!/admin|operator|visitors/.test(path)) continue;
         ops[`${method.toUpperCase()} ${path}`] = o.operationId;
@@ -265,8 +290,22 @@ describe('the contract', () => {
     const lines = logged.flatMap((chunk) => chunk.split('\n').filter(Boolean)).map((l) => JSON.parse(l));
     const audits = lines.filter((l) => l.msg === 'audit').map((l) => l.audit);
     expect(audits.length).toBeGreaterThan(20);
-    expect(audits).toContainEqual({ actor: 'operator', store: 'SHOP_DEL', action: 'DELETE /v1/operator/stores/:store', target: { store: 'SHOP_DEL' }, status: 200, at: expect.any(String) });
-    expect(audits).toContainEqual(expect.objectContaining({ actor: expect.stringMatching(/^key:[0-9a-f]{12}$/), store: 'SHOP_A', action: 'DELETE /v1/visitors/:visitor', status: 200 }));
+    expect(audits).toContainEqual({
+      actor: 'operator',
+      store: 'SHOP_DEL',
+      action: 'DELETE /v1/operator/stores/:store',
+      target: { store: 'SHOP_DEL' },
+      status: 200,
+      at: expect.any(String),
+    });
+    expect(audits).toContainEqual(
+      expect.objectContaining({
+        actor: expect.stringMatching(/^key:[0-9a-f]{12}$/),
+        store: 'SHOP_A',
+        action: 'DELETE /v1/visitors/:visitor',
+        status: 200,
+      }),
+    );
     expect(audits.find((a) => a.action === 'DELETE /v1/visitors/:visitor').target.visitor).toMatch(/^sha256:[0-9a-f]{12}$/);
     expect(audits).toContainEqual(expect.objectContaining({ actor: 'anonymous', action: 'GET /v1/operator/stores', status: 401 }));
     const text = logged.join('');

@@ -51,7 +51,14 @@ export function tenantProblem(err: unknown): HttpProblem | undefined {
     case 'TALLY_ERR_DELETION_INCOMPLETE':
       return new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', err.message, { headers: { 'retry-after': String(RETRY_AFTER_SECONDS) } });
     default: {
-      const field = { TALLY_ERR_INVALID_STORE: 'store', TALLY_ERR_INVALID_TIME_ZONE: 'timeZone', TALLY_ERR_INVALID_SCOPES: 'scopes', TALLY_ERR_INVALID_LABEL: 'label', TALLY_ERR_INVALID_CURRENCY: 'currency', TALLY_ERR_INVALID_RETENTION: 'historyMonths' }[err.code as string];
+      const field = {
+        TALLY_ERR_INVALID_STORE: 'store',
+        TALLY_ERR_INVALID_TIME_ZONE: 'timeZone',
+        TALLY_ERR_INVALID_SCOPES: 'scopes',
+        TALLY_ERR_INVALID_LABEL: 'label',
+        TALLY_ERR_INVALID_CURRENCY: 'currency',
+        TALLY_ERR_INVALID_RETENTION: 'historyMonths',
+      }[err.code as string];
       return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', err.message, field ? { field } : {});
     }
   }
@@ -65,7 +72,8 @@ export function tenantProblem(err: unknown): HttpProblem | undefined {
 function audit(app: FastifyInstance) {
   app.addHook('onResponse', async (req, reply) => {
     const params = { ...((req.params ?? {}) as Record<string, string>) };
-    if (params['visitor'] !== undefined) params['visitor'] = `sha256:${createHash('sha256').update(params['visitor']).digest('hex').slice(0, 12)}`;
+    if (params['visitor'] !== undefined)
+      params['visitor'] = `sha256:${createHash('sha256').update(params['visitor']).digest('hex').slice(0, 12)}`;
     req.log.info(
       {
         audit: {
@@ -96,7 +104,9 @@ export const storeAdminRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app,
     if (!t || t.deletingAt) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${storeOf(req)} does not exist`);
     return tenantAnswer(t);
   });
-  app.patch('/admin/store', { schema: adminRouteSchemas.updateTenant }, async (req) => tenantAnswer(await updateTenant(db, storeOf(req), req.body)));
+  app.patch('/admin/store', { schema: adminRouteSchemas.updateTenant }, async (req) =>
+    tenantAnswer(await updateTenant(db, storeOf(req), req.body)),
+  );
   app.get('/admin/keys', { schema: adminRouteSchemas.listKeys }, async (req) => ({ keys: await listKeys(db, storeOf(req)) }));
   app.post('/admin/keys', { schema: adminRouteSchemas.issueKey }, async (req, reply) => {
     const store = storeOf(req);
@@ -120,7 +130,10 @@ export const operatorRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, {
   app.post('/stores', { schema: operatorRouteSchemas.createStore }, async (req, reply) => {
     const { store, timeZone, currency, historyMonths, adminKey } = req.body;
     await createTenant(db, store, timeZone !== undefined ? { timeZone } : {});
-    const t = currency !== undefined || historyMonths !== undefined ? await updateTenant(db, store, { currency, historyMonths }) : (await getTenant(db, store))!;
+    const t =
+      currency !== undefined || historyMonths !== undefined
+        ? await updateTenant(db, store, { currency, historyMonths })
+        : (await getTenant(db, store))!;
     const key = adminKey ? await issueKey(db, store, ['admin'], 'first admin key') : undefined;
     return reply.code(201).send({ ...tenantAnswer(t), ...(key ? { adminKey: key } : {}) });
   });
@@ -129,5 +142,7 @@ export const operatorRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, {
     if (!t) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${req.params.store} does not exist`);
     return tenantAnswer(t);
   });
-  app.delete('/stores/:store', { schema: operatorRouteSchemas.deleteStore }, async (req) => deleteStore({ ...admin.erasure, db }, req.params.store));
+  app.delete('/stores/:store', { schema: operatorRouteSchemas.deleteStore }, async (req) =>
+    deleteStore({ ...admin.erasure, db }, req.params.store),
+  );
 };

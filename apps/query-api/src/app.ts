@@ -30,7 +30,8 @@ export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
     logRequests: true,
     isClosing: deps.isClosing ?? (() => false),
     ready: deps.ready,
-    mapError: (err: FastifyError) => (err instanceof QueryError ? badRequest(err.field, err.message) : (tenantProblem(err) ?? backendProblem(err))),
+    mapError: (err: FastifyError) =>
+      err instanceof QueryError ? badRequest(err.field, err.message) : (tenantProblem(err) ?? backendProblem(err)),
     notFound: (req, reply) => {
       const path = req.url.split('?')[0]!;
       const wantsPage = req.method === 'GET' && /text\/html/.test(req.headers.accept ?? '') && !/^\/(v1|docs)(\/|$)/.test(path);
@@ -74,6 +75,8 @@ export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
 async function ownStoreOnly(req: FastifyRequest): Promise<void> {
   const asked = (req.query as Record<string, unknown> | undefined)?.['store'];
   if (asked !== undefined && asked !== req.principal!.store) {
-    throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(asked)} is not the store of this API key`, { field: 'store' });
+    throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(asked)} is not the store of this API key`, {
+      field: 'store',
+    });
   }
 }

@@ -4,7 +4,8 @@ import { unavailable, type HttpProblem } from '@tally/http';
 /** Seconds a client should wait before retrying a 503 (Redis or DynamoDB unreachable). */
 export const RETRY_AFTER_SECONDS = 5;
 
-const REDIS_DOWN = /Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|^LOADING|^READONLY|^MASTERDOWN|^CLUSTERDOWN|^TRYAGAIN/;
+const REDIS_DOWN =
+  /Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|^LOADING|^READONLY|^MASTERDOWN|^CLUSTERDOWN|^TRYAGAIN/;
 
 /** True for an ioredis error that means Redis did not answer (down, restarting, too slow), not a bad command. */
 export function isRedisUnavailable(err: unknown): boolean {

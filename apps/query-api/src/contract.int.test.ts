@@ -28,7 +28,11 @@ beforeAll(async () => {
       cb();
     },
   });
-  app = await f.app({ now: () => NOW, log: createLogger({ name: 'query-api-test', level: 'debug', destination }), isClosing: () => closing });
+  app = await f.app({
+    now: () => NOW,
+    log: createLogger({ name: 'query-api-test', level: 'debug', destination }),
+    isClosing: () => closing,
+  });
 });
 afterAll(async () => {
   await f?.close();
@@ -36,7 +40,12 @@ afterAll(async () => {
 
 const get = (url: string, headers: Record<string, string> = bearer(keys.read)) => app.inject({ method: 'GET', url, headers });
 const evaluate = (payload: string | Buffer, headers: Record<string, string> = {}) =>
-  app.inject({ method: 'POST', url: '/v1/segments/evaluate', headers: { ...bearer(keys.read), 'content-type': 'application/json', ...headers }, payload });
+  app.inject({
+    method: 'POST',
+    url: '/v1/segments/evaluate',
+    headers: { ...bearer(keys.read), 'content-type': 'application/json', ...headers },
+    payload,
+  });
 
 function expectProblem(r: LightMyRequestResponse, status: number, code: string, field?: string) {
   expect({ status: r.statusCode, type: r.headers['content-type'] }).toEqual({ status, type: 'application/problem+json; charset=utf-8' });
@@ -66,13 +75,28 @@ describe('every error is one problem format', () => {
   });
 
   it('415 for a text/plain body and for an unknown Content-Encoding', async () => {
-    expectProblem(await evaluate('{"visitor":"V1","segments":[]}', { 'content-type': 'text/plain' }), 415, 'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE', 'content-type');
-    const enc = expectProblem(await evaluate('{}', { 'content-encoding': 'zstd-ish' }), 415, 'TALLY_ERR_UNSUPPORTED_ENCODING', 'content-encoding');
+    expectProblem(
+      await evaluate('{"visitor":"V1","segments":[]}', { 'content-type': 'text/plain' }),
+      415,
+      'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE',
+      'content-type',
+    );
+    const enc = expectProblem(
+      await evaluate('{}', { 'content-encoding': 'zstd-ish' }),
+      415,
+      'TALLY_ERR_UNSUPPORTED_ENCODING',
+      'content-encoding',
+    );
     expect(enc.detail).toMatch(/"zstd-ish"/);
   });
 
   it('a __proto__ key is reported as such, not as invalid JSON', async () => {
-    const body = expectProblem(await evaluate('{"visitor":"V1","segments":[],"__proto__":{"x":1}}'), 400, 'TALLY_ERR_MALFORMED_BODY', 'body');
+    const body = expectProblem(
+      await evaluate('{"visitor":"V1","segments":[],"__proto__":{"x":1}}'),
+      400,
+      'TALLY_ERR_MALFORMED_BODY',
+      'body',
+    );
     expect(body.detail).toMatch(/"__proto__"/);
     expect(body.detail).not.toMatch(/not valid JSON/);
   });
@@ -93,9 +117,17 @@ describe('every error is one problem format', () => {
 
 describe('edge', () => {
   it('takes a gzip body', async () => {
-    const r = await evaluate(gzipSync(JSON.stringify({ visitor: 'V1', segments: [{ name: 's', rules: [{ metric: 'ProductViews', key: 'P1', range: 'last3m', op: '>=', value: 1 }] }] })), {
-      'content-encoding': 'gzip',
-    });
+    const r = await evaluate(
+      gzipSync(
+        JSON.stringify({
+          visitor: 'V1',
+          segments: [{ name: 's', rules: [{ metric: 'ProductViews', key: 'P1', range: 'last3m', op: '>=', value: 1 }] }],
+        }),
+      ),
+      {
+        'content-encoding': 'gzip',
+      },
+    );
     expect(r.statusCode).toBe(200);
   });
 

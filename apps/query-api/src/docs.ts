@@ -20,7 +20,11 @@ export async function registerDocs(app: FastifyInstance<any, any, any, any, any>
       components: {
         securitySchemes: {
           bearer: { type: 'http', scheme: 'bearer', description: 'An API key with the read scope (the admin routes: the admin scope)' },
-          operator: { type: 'http', scheme: 'bearer', description: 'The operator credential of the configuration (ADMIN_OPERATOR_TOKEN); not a store key' },
+          operator: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'The operator credential of the configuration (ADMIN_OPERATOR_TOKEN); not a store key',
+          },
         },
       },
       security: [{ bearer: [] }],

@@ -29,7 +29,12 @@ const get = async (url: string, headers: Record<string, string> = bearer(keys.re
   return { status: res.statusCode, body: res.json(), headers: res.headers };
 };
 const evaluate = async (payload: unknown, headers: Record<string, string> = bearer(keys.read)) => {
-  const res = await app.inject({ method: 'POST', url: '/v1/segments/evaluate', headers: { ...headers, 'content-type': 'application/json' }, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) });
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/segments/evaluate',
+    headers: { ...headers, 'content-type': 'application/json' },
+    payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+  });
   return { status: res.statusCode, body: res.json() };
 };
 
@@ -71,13 +76,28 @@ describe('bad input: 400 naming the field', () => {
   it.each(cases)('GET %s → 400 field %s', async (url, field, message) => {
     const { status, body } = await get(url);
     expect(status).toBe(400);
-    expect(body).toEqual({ type: 'about:blank', title: 'Bad Request', status: 400, code: 'TALLY_ERR_BAD_REQUEST', field, detail: expect.stringMatching(message) });
+    expect(body).toEqual({
+      type: 'about:blank',
+      title: 'Bad Request',
+      status: 400,
+      code: 'TALLY_ERR_BAD_REQUEST',
+      field,
+      detail: expect.stringMatching(message),
+    });
   });
 
   const bodies: Array<[string, unknown, string]> = [
     ['bad op', { visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, op: '=>' }] }] }, 'segments.0.rules.0.op'],
-    ['unknown metric', { visitor: 'V1', segments: [{ name: 's', rules: [rule, { ...rule, metric: 'Clicks' }] }] }, 'segments.0.rules.1.metric'],
-    ['keyed metric without key', { visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, key: undefined }] }] }, 'segments.0.rules.0.key'],
+    [
+      'unknown metric',
+      { visitor: 'V1', segments: [{ name: 's', rules: [rule, { ...rule, metric: 'Clicks' }] }] },
+      'segments.0.rules.1.metric',
+    ],
+    [
+      'keyed metric without key',
+      { visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, key: undefined }] }] },
+      'segments.0.rules.0.key',
+    ],
     ['unknown range', { visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, range: 'forever' }] }] }, 'segments.0.rules.0.range'],
     ['bad visitor id', { visitor: 'V 1', segments: [{ name: 's', rules: [rule] }] }, 'visitor'],
     ['no segments', { visitor: 'V1', segments: [] }, 'segments'],
@@ -110,7 +130,10 @@ describe('authentication', () => {
 
   it('403 for a key without the read scope, 200 for read and read+ingest keys', async () => {
     const ingest = await get('/v1/series', bearer(keys.ingest));
-    expect(ingest).toMatchObject({ status: 403, body: { title: 'Forbidden', code: 'TALLY_ERR_FORBIDDEN', detail: 'this API key lacks the "read" scope (it has: ingest)' } });
+    expect(ingest).toMatchObject({
+      status: 403,
+      body: { title: 'Forbidden', code: 'TALLY_ERR_FORBIDDEN', detail: 'this API key lacks the "read" scope (it has: ingest)' },
+    });
     expect((await evaluate({ visitor: 'V1', segments: [{ name: 's', rules: [rule] }] }, bearer(keys.ingest))).status).toBe(403);
     expect((await get('/v1/series', bearer(keys.read))).status).toBe(200);
     expect((await get('/v1/series', bearer(keys.both))).status).toBe(200);
@@ -126,7 +149,12 @@ describe('authentication', () => {
 
 describe('unavailable backends: 503 with Retry-After', () => {
   it('503 when the tenant directory cannot check a key', async () => {
-    const dead = createDynamoClient({ endpoint: `http://127.0.0.1:${await freePort()}`, region: 'us-east-1', maxAttempts: 1, requestTimeoutMs: 500 });
+    const dead = createDynamoClient({
+      endpoint: `http://127.0.0.1:${await freePort()}`,
+      region: 'us-east-1',
+      maxAttempts: 1,
+      requestTimeoutMs: 500,
+    });
     const down = await f.app({ directory: createTenantDirectory({ dynamo: dead, table: f.table, cacheTtlMs: 0 }) });
     const res = await down.inject({ method: 'GET', url: '/v1/series', headers: bearer(keys.read) });
     expect(res.statusCode).toBe(503);
@@ -155,7 +183,12 @@ describe('unavailable backends: 503 with Retry-After', () => {
       { method: 'POST' as const, url: '/v1/segments/evaluate', payload: { visitor: 'V1', segments: [{ name: 's', rules: [rule] }] } },
     ]) {
       const res = await down.inject({ ...req, headers: bearer(keys.read) });
-      expect({ url: req.url, status: res.statusCode, retryAfter: res.headers['retry-after'], code: res.json().code }).toEqual({ url: req.url, status: 503, retryAfter: '5', code: 'TALLY_ERR_UNAVAILABLE' });
+      expect({ url: req.url, status: res.statusCode, retryAfter: res.headers['retry-after'], code: res.json().code }).toEqual({
+        url: req.url,
+        status: 503,
+        retryAfter: '5',
+        code: 'TALLY_ERR_UNAVAILABLE',
+      });
     }
     expect((await down.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
     redis.disconnect();
@@ -178,6 +211,12 @@ describe('unknown routes', () => {
   it('404 with the error body', async () => {
     const res = await app.inject({ method: 'GET', url: '/v1/nothing', headers: bearer(keys.read) });
     expect(res.statusCode).toBe(404);
-    expect(res.json()).toEqual({ type: 'about:blank', title: 'Not Found', status: 404, code: 'TALLY_ERR_NOT_FOUND', detail: 'no route GET /v1/nothing; see /docs' });
+    expect(res.json()).toEqual({
+      type: 'about:blank',
+      title: 'Not Found',
+      status: 404,
+      code: 'TALLY_ERR_NOT_FOUND',
+      detail: 'no route GET /v1/nothing; see /docs',
+    });
   });
 });

@@ -17,7 +17,10 @@ beforeAll(async () => {
   await f.apply('SHOP_H', 'UTC', [view('2024-03-15T10:00:00Z', 'P1', 'V1')]);
   await f.flush('SHOP_H');
   dist = mkdtempSync(join(tmpdir(), 'tally-dashboard-'));
-  writeFileSync(join(dist, 'index.html'), '<!doctype html><title>Tally dashboard</title><script type="module" src="/assets/app.js"></script>');
+  writeFileSync(
+    join(dist, 'index.html'),
+    '<!doctype html><title>Tally dashboard</title><script type="module" src="/assets/app.js"></script>',
+  );
   mkdirSync(join(dist, 'assets'));
   writeFileSync(join(dist, 'assets', 'app.js'), 'console.log("tally");');
 });
@@ -37,7 +40,15 @@ describe('OpenAPI docs', () => {
     const series = doc.paths['/v1/series'].get;
     const granularity = series.parameters.find((p: { name: string }) => p.name === 'granularity');
     expect(granularity).toMatchObject({ in: 'query', required: false, schema: { enum: ['day', 'month', 'year', 'total'] } });
-    expect(series.parameters.map((p: { name: string }) => p.name).sort()).toEqual(['entity', 'from', 'granularity', 'metrics', 'range', 'store', 'to']);
+    expect(series.parameters.map((p: { name: string }) => p.name).sort()).toEqual([
+      'entity',
+      'from',
+      'granularity',
+      'metrics',
+      'range',
+      'store',
+      'to',
+    ]);
     expect(Object.keys(series.responses).sort()).toEqual(['200', '400', '401', '403', '404', '500', '503']);
     const body = doc.paths['/v1/segments/evaluate'].post.requestBody.content['application/json'].schema;
     expect(body.properties.segments.items.properties.rules.items.properties.op.enum).toEqual(['>=', '>', '=', '<=', '<', '!=']);
@@ -46,7 +57,12 @@ describe('OpenAPI docs', () => {
     // A valid OpenAPI 3.1 document (and the validator does refuse a broken one), with operation ids and examples.
     expect(await openApi31Errors(doc)).toEqual([]);
     expect(await openApi31Errors({ ...doc, info: undefined })).not.toEqual([]);
-    const ops = Object.values(doc.paths as Record<string, Record<string, { operationId?: string; responses: Record<string, { content?: Record<string, { example?: unknown }> }> }>>).flatMap((p) => Object.values(p));
+    const ops = Object.values(
+      doc.paths as Record<
+        string,
+        Record<string, { operationId?: string; responses: Record<string, { content?: Record<string, { example?: unknown }> }> }>
+      >,
+    ).flatMap((p) => Object.values(p));
     expect(ops.map((o) => o.operationId).sort()).toEqual(['evaluateSegments', 'getSeries', 'getStore', 'getTop', 'getTotals']);
     for (const o of ops) {
       expect(o.responses['200']!.content!['application/json']!.example).toBeDefined();
@@ -55,7 +71,9 @@ describe('OpenAPI docs', () => {
     expect(doc.paths['/v1/segments/evaluate'].post.requestBody.content['application/json'].example).toMatchObject({ visitor: 'V42' });
     // The examples are answers the contract accepts.
     expect(seriesResponseSchema.parse(series.responses['200'].content['application/json'].example)).toMatchObject({ entity: 'product:P1' });
-    expect(segmentsBodySchema.parse(doc.paths['/v1/segments/evaluate'].post.requestBody.content['application/json'].example).segments).toHaveLength(2);
+    expect(
+      segmentsBodySchema.parse(doc.paths['/v1/segments/evaluate'].post.requestBody.content['application/json'].example).segments,
+    ).toHaveLength(2);
 
     const ui = await app.inject({ method: 'GET', url: '/docs' });
     expect([200, 302]).toContain(ui.statusCode);
@@ -105,7 +123,11 @@ describe('ops routes and metrics', () => {
     const app = await f.app({ registry });
     expect((await app.inject({ method: 'GET', url: '/healthz' })).json()).toEqual({ status: 'ok' });
     expect((await app.inject({ method: 'GET', url: '/readyz' })).json()).toEqual({ status: 'ready' });
-    const res = await app.inject({ method: 'GET', url: '/v1/series?metrics=ViewCount&from=2024-03-01&to=2024-03-31', headers: bearer(key) });
+    const res = await app.inject({
+      method: 'GET',
+      url: '/v1/series?metrics=ViewCount&from=2024-03-01&to=2024-03-31',
+      headers: bearer(key),
+    });
     expect(res.json().totals).toEqual({ ViewCount: 1 });
     await app.inject({ method: 'GET', url: '/v1/series?granularity=week', headers: bearer(key) });
     const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;

@@ -26,8 +26,18 @@ const redis = createRedisConnection(config, {
 });
 logEmitterErrors(log, 'redis', [redis]);
 const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX });
-const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION, maxAttempts: 2, requestTimeoutMs: config.QUERY_TIMEOUT_MS });
-const keysDynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION, maxAttempts: 1, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
+const dynamo = createDynamoClient({
+  endpoint: config.DYNAMODB_ENDPOINT,
+  region: config.AWS_REGION,
+  maxAttempts: 2,
+  requestTimeoutMs: config.QUERY_TIMEOUT_MS,
+});
+const keysDynamo = createDynamoClient({
+  endpoint: config.DYNAMODB_ENDPOINT,
+  region: config.AWS_REGION,
+  maxAttempts: 1,
+  requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS,
+});
 const directory = createTenantDirectory({ dynamo: keysDynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: config.KEY_CACHE_TTL_MS, log });
 // The admin API: its own Redis connection (queue scans, key deletion) and DynamoDB client (Scans take longer than a query).
 const adminRedis = createRedisConnection(config, { maxRetriesPerRequest: 1 });
@@ -37,7 +47,10 @@ const adminQueues = createQueues(adminRedis, { keyPrefix: config.KEY_PREFIX, sha
 const admin = {
   db: { dynamo: adminDynamo, table: config.DYNAMODB_TABLE },
   erasure: {
-    eraser: new BucketEraser({ redis: adminRedis, buckets: new BucketStore({ redis: adminRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS }) }),
+    eraser: new BucketEraser({
+      redis: adminRedis,
+      buckets: new BucketStore({ redis: adminRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS }),
+    }),
     queues: [...queueShards(adminQueues, QUEUE.events), ...queueShards(adminQueues, QUEUE.dynamoWrites)],
     tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
     activeJobsTimeoutMs: config.ADMIN_JOBS_TIMEOUT_MS,
@@ -50,7 +63,13 @@ let isShuttingDown = () => false;
 const app = await buildApp({
   log,
   registry,
-  query: { buckets, dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter }, rules, historyMemo: new HistoryMemo(), maxItemsPerQuery: config.MAX_ITEMS_PER_QUERY },
+  query: {
+    buckets,
+    dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter },
+    rules,
+    historyMemo: new HistoryMemo(),
+    maxItemsPerQuery: config.MAX_ITEMS_PER_QUERY,
+  },
   directory,
   limits: { maxEntitiesPerRequest: config.MAX_ENTITIES_PER_REQUEST, sessionIdleSeconds: config.SESSION_IDLE_SECONDS },
   dashboardDir,
@@ -75,7 +94,10 @@ await new Promise<void>((resolve) => {
 await app.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
 const address = app.server.address();
 const port = typeof address === 'object' && address ? address.port : config.HTTP_PORT;
-log.info({ port, table: config.DYNAMODB_TABLE, dashboard: dashboardBuilt(dashboardDir) ? dashboardDir : 'not built' }, 'query api listening');
+log.info(
+  { port, table: config.DYNAMODB_TABLE, dashboard: dashboardBuilt(dashboardDir) ? dashboardDir : 'not built' },
+  'query api listening',
+);
 
 isShuttingDown = installShutdown(log, [
   { name: 'http', run: () => closeHttp(app), timeoutMs: 10_000 },

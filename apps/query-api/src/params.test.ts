@@ -12,7 +12,11 @@ const fieldOf = (f: () => unknown) => {
     f();
   } catch (err) {
     // A QueryError is answered 400 naming its field (app.ts).
-    return err instanceof HttpProblem ? `${err.statusCode} ${err.field}` : err instanceof QueryError ? `400 ${err.field}` : (err as { field?: string }).field;
+    return err instanceof HttpProblem
+      ? `${err.statusCode} ${err.field}`
+      : err instanceof QueryError
+        ? `400 ${err.field}`
+        : (err as { field?: string }).field;
   }
   return 'no error';
 };
@@ -46,7 +50,11 @@ describe('entities and ids', () => {
     expect(fieldOf(() => parseEntity(rules, 'S1', 'store:S2'))).toBe('404 entity');
     expect(fieldOf(() => parseEntity(rules, 'S1', 'product:P#1'))).toBe('400 entity');
     expect(fieldOf(() => parseEntity(rules, 'S1', 'toString'))).toBe('400 entity');
-    expect(parseEntityIds(rules, 'S1', 'product', ['P1,P2', 'P1', ' P3 '], 3).map((r) => r.pk)).toEqual(['S1#product#P1', 'S1#product#P2', 'S1#product#P3']);
+    expect(parseEntityIds(rules, 'S1', 'product', ['P1,P2', 'P1', ' P3 '], 3).map((r) => r.pk)).toEqual([
+      'S1#product#P1',
+      'S1#product#P2',
+      'S1#product#P3',
+    ]);
     expect(fieldOf(() => parseEntityIds(rules, 'S1', 'product', 'P1,P2,P3,P4', 3))).toBe('400 ids');
   });
 });
@@ -56,7 +64,9 @@ describe('isRedisUnavailable', () => {
     expect(isRedisUnavailable(new Error("Stream isn't writeable and enableOfflineQueue options is false"))).toBe(true);
     expect(isRedisUnavailable(new Error('Connection is closed.'))).toBe(true);
     expect(isRedisUnavailable(new Error('Command timed out'))).toBe(true);
-    expect(isRedisUnavailable(Object.assign(new Error('Reached the max retries per request limit'), { name: 'MaxRetriesPerRequestError' }))).toBe(true);
+    expect(
+      isRedisUnavailable(Object.assign(new Error('Reached the max retries per request limit'), { name: 'MaxRetriesPerRequestError' })),
+    ).toBe(true);
     expect(isRedisUnavailable(new Error('LOADING Redis is loading the dataset in memory'))).toBe(true);
     expect(isRedisUnavailable(new Error('ERR wrong number of arguments'))).toBe(false);
     expect(isRedisUnavailable('nope')).toBe(false);

@@ -26,24 +26,43 @@ export function parseEntity(rules: CompiledRules, store: string, raw: string): E
   const { name: entity, spec, isStore } = entityOf(rules, name, 'entity');
   const id = colon < 0 ? undefined : idOfRequest(rules, entity, raw.slice(colon + 1));
   if (isStore) {
-    if (id !== undefined && id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field: 'entity' });
+    if (id !== undefined && id !== store)
+      throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, {
+        field: 'entity',
+      });
     return { entity, id: store, pk: store };
   }
-  if (spec.key.length !== 1) throw badRequest('entity', `entity ${entity} is keyed by ${spec.key.length} dimensions (${spec.key.join(', ')}); this API reads single-dimension entities`);
+  if (spec.key.length !== 1)
+    throw badRequest(
+      'entity',
+      `entity ${entity} is keyed by ${spec.key.length} dimensions (${spec.key.join(', ')}); this API reads single-dimension entities`,
+    );
   if (id === undefined || id === '') throw badRequest('entity', `entity ${entity} needs an id: entity=${entity}:<id>`);
   if (!ID_PATTERN.test(id)) throw badRequest('entity', `id ${JSON.stringify(id)} of entity ${entity} must be ${ID_RULE}`);
   return { entity, id, pk: rules.pkOf(store, entity, [id]) };
 }
 
 /** `entity=product&ids=P1,P2` (or `entity=store`, no ids) → rows of the key's store, duplicates dropped, order kept. */
-export function parseEntityIds(rules: CompiledRules, store: string, entityRaw: string, idsRaw: string | string[] | undefined, max: number): EntityRef[] {
+export function parseEntityIds(
+  rules: CompiledRules,
+  store: string,
+  entityRaw: string,
+  idsRaw: string | string[] | undefined,
+  max: number,
+): EntityRef[] {
   const { name: entity, spec, isStore } = entityOf(rules, entityRaw, 'entity');
   const ids = splitList(idsRaw).map((id) => idOfRequest(rules, entity, id));
   if (isStore) {
-    for (const id of ids) if (id !== store) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field: 'ids' });
+    for (const id of ids)
+      if (id !== store)
+        throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field: 'ids' });
     return [{ entity, id: store, pk: store }];
   }
-  if (spec.key.length !== 1) throw badRequest('entity', `entity ${entity} is keyed by ${spec.key.length} dimensions (${spec.key.join(', ')}); this API reads single-dimension entities`);
+  if (spec.key.length !== 1)
+    throw badRequest(
+      'entity',
+      `entity ${entity} is keyed by ${spec.key.length} dimensions (${spec.key.join(', ')}); this API reads single-dimension entities`,
+    );
   if (ids.length === 0) throw badRequest('ids', `name at least one ${entity} id: ids=<id>,<id>,…`);
   const unique = [...new Set(ids)];
   if (unique.length > max) throw badRequest('ids', `${unique.length} ids; at most ${max} per request`);
@@ -61,7 +80,8 @@ function splitList(raw: string | string[] | undefined): string[] {
 export function parseMetrics(rules: CompiledRules, raw: string | string[] | undefined, fallback: () => string[]): MetricRef[] {
   const names = raw === undefined ? fallback() : [...new Set(splitList(raw))];
   if (names.length === 0) throw badRequest('metrics', 'name at least one metric, e.g. metrics=ViewCount,OrderCount');
-  if (names.length > MAX_METRICS_PER_REQUEST) throw badRequest('metrics', `${names.length} metrics; at most ${MAX_METRICS_PER_REQUEST} per request`);
+  if (names.length > MAX_METRICS_PER_REQUEST)
+    throw badRequest('metrics', `${names.length} metrics; at most ${MAX_METRICS_PER_REQUEST} per request`);
   return resolveMetrics(rules, names, 'metrics');
 }
 

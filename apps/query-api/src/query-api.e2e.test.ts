@@ -3,7 +3,15 @@ import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, writeRow } from '@tally/dynamo';
 import { loadRules, rollup, type NormalizedEvent } from '@tally/schema';
 import { createTenant, issueKey } from '@tally/tenants';
-import { createTestTable, startDynalite, startProcess, startRedis, type DynaliteHandle, type ProcessHandle, type RedisHandle } from '@tally/testing';
+import {
+  createTestTable,
+  startDynalite,
+  startProcess,
+  startRedis,
+  type DynaliteHandle,
+  type ProcessHandle,
+  type RedisHandle,
+} from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -30,17 +38,39 @@ beforeAll(async () => {
   const rules = loadRules();
   const buckets = new BucketStore({ redis, rules, prefix: 't' });
   const now = Date.now();
-  const ev = (type: string, dims: Record<string, string>, value?: string): NormalizedEvent => ({ type, ts: now, dims, ...(value ? { value } : {}) });
+  const ev = (type: string, dims: Record<string, string>, value?: string): NormalizedEvent => ({
+    type,
+    ts: now,
+    dims,
+    ...(value ? { value } : {}),
+  });
   await buckets.registerStore('E2E');
-  await buckets.apply('E2E', 'b1', rollup(rules, 'E2E', 'Europe/Paris', [ev('view', { product: 'P1', visitor: 'V1' }), ev('view', { product: 'P1', visitor: 'V1' }), ev('order', { visitor: 'V1' }, '12.34')]), { now, dedupeTtlSeconds: 60 });
+  await buckets.apply(
+    'E2E',
+    'b1',
+    rollup(rules, 'E2E', 'Europe/Paris', [
+      ev('view', { product: 'P1', visitor: 'V1' }),
+      ev('view', { product: 'P1', visitor: 'V1' }),
+      ev('order', { visitor: 'V1' }, '12.34'),
+    ]),
+    { now, dedupeTtlSeconds: 60 },
+  );
   await buckets.seal('E2E', { now: now + 1, minAgeMs: 0 });
   await buckets.foldSealed('E2E', { now: now + 2 });
   for (const { pk } of await buckets.dueRows('E2E', Number.MAX_SAFE_INTEGER)) {
     const out = await buckets.readOutbox('E2E', pk);
     await writeRow({ client, table, meter: createDynamoMeter() }, pk, out.entries);
-    await buckets.ackOutbox('E2E', pk, out.entries.map((e) => e.field), now + 3);
+    await buckets.ackOutbox(
+      'E2E',
+      pk,
+      out.entries.map((e) => e.field),
+      now + 3,
+    );
   }
-  await buckets.apply('E2E', 'b2', rollup(rules, 'E2E', 'Europe/Paris', [ev('view', { product: 'P1', visitor: 'V1' })]), { now: now + 4, dedupeTtlSeconds: 60 });
+  await buckets.apply('E2E', 'b2', rollup(rules, 'E2E', 'Europe/Paris', [ev('view', { product: 'P1', visitor: 'V1' })]), {
+    now: now + 4,
+    dedupeTtlSeconds: 60,
+  });
   await redis.quit();
   client.destroy();
 
@@ -85,7 +115,10 @@ describe('query-api as a process', () => {
     expect(week.body.points).toHaveLength(7);
 
     const totals = await get('/v1/totals?entity=product&ids=P1,P2&metrics=ViewCount&range=allTime');
-    expect(totals.body.items).toEqual([{ id: 'P1', values: { ViewCount: 3 } }, { id: 'P2', values: { ViewCount: 0 } }]);
+    expect(totals.body.items).toEqual([
+      { id: 'P1', values: { ViewCount: 3 } },
+      { id: 'P2', values: { ViewCount: 0 } },
+    ]);
 
     const top = await get('/v1/top?entity=product&metric=ViewCount&range=last7d&limit=5');
     expect(top.body.items).toEqual([{ id: 'P1', value: 3 }]);
@@ -93,9 +126,16 @@ describe('query-api as a process', () => {
     const seg = await fetch(`${base}/v1/segments/evaluate`, {
       method: 'POST',
       headers: { authorization: `Bearer ${readKey}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ visitor: 'V1', segments: [{ name: 'fan', rules: [{ metric: 'ProductViews', key: 'P1', range: 'allTime', op: '>=', value: 3 }] }] }),
+      body: JSON.stringify({
+        visitor: 'V1',
+        segments: [{ name: 'fan', rules: [{ metric: 'ProductViews', key: 'P1', range: 'allTime', op: '>=', value: 3 }] }],
+      }),
     });
-    expect(await seg.json()).toMatchObject({ visitor: 'V1', segments: [{ name: 'fan', matched: true, rules: [{ actual: 3, matched: true }] }], cache: 'miss' });
+    expect(await seg.json()).toMatchObject({
+      visitor: 'V1',
+      segments: [{ name: 'fan', matched: true, rules: [{ actual: 3, matched: true }] }],
+      cache: 'miss',
+    });
   });
 
   it('refuses bad input, keys without read scope and other stores', async () => {

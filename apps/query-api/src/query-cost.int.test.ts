@@ -31,7 +31,11 @@ beforeAll(async () => {
     view('2026-11-30T12:00:00Z', 'P1'),
   ]);
   await f.flush('SHOP');
-  await f.apply('SHOP', 'UTC', [view('2019-07-01T00:00:00Z', 'P2'), view('2026-12-01T00:00:00Z', 'P2'), view('2016-12-01T00:00:00Z', 'P2')]);
+  await f.apply('SHOP', 'UTC', [
+    view('2019-07-01T00:00:00Z', 'P2'),
+    view('2026-12-01T00:00:00Z', 'P2'),
+    view('2016-12-01T00:00:00Z', 'P2'),
+  ]);
   app = await f.app({ now: () => NOW, directory: cachedKeys() });
   f.client.middlewareStack.add(
     (next, context) => async (args) => {
@@ -89,7 +93,8 @@ describe('a ten-year totals request over 100 products', () => {
       status: 400,
       code: 'TALLY_ERR_BAD_REQUEST',
       field: 'ids',
-      detail: 'this query would read 2500 DynamoDB items (100 rows × 25 items for the range); at most 2000 per query: ask for fewer ids or a shorter range',
+      detail:
+        'this query would read 2500 DynamoDB items (100 rows × 25 items for the range); at most 2000 per query: ask for fewer ids or a shorter range',
     });
     expect(sent.size).toBe(0);
   });
@@ -98,11 +103,19 @@ describe('a ten-year totals request over 100 products', () => {
     const small = await f.app({
       now: () => NOW,
       directory: cachedKeys(),
-      query: { buckets: f.buckets, dynamo: { client: f.client, table: f.table, meter: createDynamoMeter() }, rules: f.rules, maxItemsPerQuery: 24 },
+      query: {
+        buckets: f.buckets,
+        dynamo: { client: f.client, table: f.table, meter: createDynamoMeter() },
+        rules: f.rules,
+        maxItemsPerQuery: 24,
+      },
     });
     const month = await get('/v1/series?entity=product:P0&from=2024-01-01&to=2026-01-31&granularity=month', small);
     expect(month.status).toBe(400);
-    expect(month.body).toMatchObject({ field: 'range', detail: 'this query would read 25 DynamoDB items (25 month items); at most 24 per query: ask for fewer ids or a shorter range' });
+    expect(month.body).toMatchObject({
+      field: 'range',
+      detail: 'this query would read 25 DynamoDB items (25 month items); at most 24 per query: ask for fewer ids or a shorter range',
+    });
     expect(sent.size).toBe(0);
     const two = await get('/v1/totals?entity=product&ids=P0,P1&from=2016-12-03&to=2026-12-02', small);
     expect(two).toMatchObject({ status: 400, body: { field: 'ids' } });

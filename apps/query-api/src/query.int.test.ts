@@ -30,10 +30,16 @@ beforeAll(async () => {
   ]);
   await f.flush('SHOP_A');
   // Store A, still only in Redis (the open bucket): merged into every answer.
-  await f.apply('SHOP_A', 'UTC', [...times(3, () => view('2024-03-15T11:00:00Z', 'P2', 'V1')), order('2024-03-15T11:30:00Z', '0.02', 'V1')]);
+  await f.apply('SHOP_A', 'UTC', [
+    ...times(3, () => view('2024-03-15T11:00:00Z', 'P2', 'V1')),
+    order('2024-03-15T11:30:00Z', '0.02', 'V1'),
+  ]);
 
   // Store B has the same product ids with other counts: store A must never see them.
-  await f.apply('SHOP_B', 'America/New_York', [...times(100, () => view('2024-03-15T15:00:00Z', 'P1', 'V1')), order('2024-03-15T15:00:00Z', '1000', 'V1')]);
+  await f.apply('SHOP_B', 'America/New_York', [
+    ...times(100, () => view('2024-03-15T15:00:00Z', 'P1', 'V1')),
+    order('2024-03-15T15:00:00Z', '1000', 'V1'),
+  ]);
   await f.flush('SHOP_B');
   await f.apply('SHOP_B', 'America/New_York', [view('2024-03-15T15:00:00Z', 'P2', 'V1')]);
 
@@ -66,7 +72,13 @@ describe('GET /v1/store', () => {
         { name: 'ProductViews', scale: 0, description: 'views of one product by one visitor, keyed by product', keyedBy: 'product' },
         { name: 'ProductOrders', scale: 0, description: 'order lines of one product by one visitor, keyed by product', keyedBy: 'product' },
         { name: 'PageViews', scale: 0, description: "views of one page, on the page's row (top pages)", keyedBy: null },
-        { name: 'UniqueVisitors', scale: 0, description: 'distinct visitors (exact up to 300, HyperLogLog above: standard error 0.81%)', keyedBy: null, distinctOn: ['store', 'product'] },
+        {
+          name: 'UniqueVisitors',
+          scale: 0,
+          description: 'distinct visitors (exact up to 300, HyperLogLog above: standard error 0.81%)',
+          keyedBy: null,
+          distinctOn: ['store', 'product'],
+        },
       ],
       entities: ['store', 'product', 'visitor', 'page'],
     });
@@ -124,7 +136,9 @@ describe('GET /v1/series', () => {
     });
     expect(body.points).toHaveLength(30);
     expect(body.points[0]).toEqual({ period: '2024-02-15', values: { ViewCount: 0, OrderCount: 0, Revenue: '0' } });
-    const nonZero = body.points.filter((p: { values: { ViewCount: number; OrderCount: number } }) => p.values.ViewCount || p.values.OrderCount);
+    const nonZero = body.points.filter(
+      (p: { values: { ViewCount: number; OrderCount: number } }) => p.values.ViewCount || p.values.OrderCount,
+    );
     expect(nonZero).toEqual([
       { period: '2024-02-20', values: { ViewCount: 4, OrderCount: 0, Revenue: '0' } },
       { period: '2024-03-10', values: { ViewCount: 2, OrderCount: 0, Revenue: '0' } },
@@ -154,7 +168,12 @@ describe('GET /v1/series', () => {
 
   it('sums a bounded range into one point for granularity total', async () => {
     const { body } = await get('/v1/series?metrics=ViewCount&granularity=total&range=last7d');
-    expect(body).toMatchObject({ from: '2024-03-09', to: '2024-03-15', points: [{ period: 'total', values: { ViewCount: 8 } }], dynamoRequests: 1 });
+    expect(body).toMatchObject({
+      from: '2024-03-09',
+      to: '2024-03-15',
+      points: [{ period: 'total', values: { ViewCount: 8 } }],
+      dynamoRequests: 1,
+    });
   });
 
   it('answers whole calendar months and years overlapping the range', async () => {
@@ -183,15 +202,35 @@ describe('GET /v1/series', () => {
 
   it('reads a product and a visitor, with keyed metrics, over explicit dates', async () => {
     const p1 = await get('/v1/series?entity=product:P1&metrics=ViewCount,OrderCount,Revenue&from=2024-03-10&to=2024-03-15');
-    expect(p1.body).toMatchObject({ entity: 'product:P1', range: null, from: '2024-03-10', to: '2024-03-15', totals: { ViewCount: 5, OrderCount: 1, Revenue: '19.99' } });
-    expect(p1.body.points.map((p: { period: string }) => p.period)).toEqual(['2024-03-10', '2024-03-11', '2024-03-12', '2024-03-13', '2024-03-14', '2024-03-15']);
-    const v1 = await get('/v1/series?entity=visitor:V1&metrics=ViewCount,ProductViews%23P1,ProductViews%23P2,Revenue&range=last30d&granularity=total');
+    expect(p1.body).toMatchObject({
+      entity: 'product:P1',
+      range: null,
+      from: '2024-03-10',
+      to: '2024-03-15',
+      totals: { ViewCount: 5, OrderCount: 1, Revenue: '19.99' },
+    });
+    expect(p1.body.points.map((p: { period: string }) => p.period)).toEqual([
+      '2024-03-10',
+      '2024-03-11',
+      '2024-03-12',
+      '2024-03-13',
+      '2024-03-14',
+      '2024-03-15',
+    ]);
+    const v1 = await get(
+      '/v1/series?entity=visitor:V1&metrics=ViewCount,ProductViews%23P1,ProductViews%23P2,Revenue&range=last30d&granularity=total',
+    );
     expect(v1.body.totals).toEqual({ ViewCount: 10, 'ProductViews#P1': 3, 'ProductViews#P2': 7, Revenue: '20.01' });
   });
 
   it("defaults to the store, last30d, by day, the entity's unkeyed metrics", async () => {
     const { body } = await get('/v1/series');
-    expect(body).toMatchObject({ entity: 'store', granularity: 'day', range: 'last30d', metrics: ['ViewCount', 'PageViewCount', 'OrderCount', 'Revenue'] });
+    expect(body).toMatchObject({
+      entity: 'store',
+      granularity: 'day',
+      range: 'last30d',
+      metrics: ['ViewCount', 'PageViewCount', 'OrderCount', 'Revenue'],
+    });
     expect(body.totals).toEqual({ ViewCount: 12, PageViewCount: 0, OrderCount: 3, Revenue: '25.02' });
   });
 
@@ -223,7 +262,17 @@ describe('GET /v1/totals', () => {
 
   it('totals all time from the TOTAL items', async () => {
     const { body } = await get('/v1/totals?entity=product&ids=P1,P2,P3&metrics=ViewCount&range=allTime');
-    expect(body).toMatchObject({ range: 'allTime', from: null, to: null, items: [{ id: 'P1', values: { ViewCount: 5 } }, { id: 'P2', values: { ViewCount: 7 } }, { id: 'P3', values: { ViewCount: 1 } }], dynamoRequests: 1 });
+    expect(body).toMatchObject({
+      range: 'allTime',
+      from: null,
+      to: null,
+      items: [
+        { id: 'P1', values: { ViewCount: 5 } },
+        { id: 'P2', values: { ViewCount: 7 } },
+        { id: 'P3', values: { ViewCount: 1 } },
+      ],
+      dynamoRequests: 1,
+    });
   });
 
   it('totals the store row for entity=store', async () => {
@@ -237,7 +286,16 @@ describe('GET /v1/top', () => {
     // Rankings (folded buckets): P1 5, P2 4; the open bucket adds 3 to P2. Exact: P2 7, P1 5.
     const two = await get('/v1/top?entity=product&metric=ViewCount&range=last30d&limit=10');
     expect(two.status).toBe(200);
-    expect(two.body).toMatchObject({ entity: 'product', metric: 'ViewCount', from: '2024-02-15', to: '2024-03-15', items: [{ id: 'P2', value: 7 }, { id: 'P1', value: 5 }] });
+    expect(two.body).toMatchObject({
+      entity: 'product',
+      metric: 'ViewCount',
+      from: '2024-02-15',
+      to: '2024-03-15',
+      items: [
+        { id: 'P2', value: 7 },
+        { id: 'P1', value: 5 },
+      ],
+    });
     const one = await get('/v1/top?entity=product&metric=ViewCount&range=last30d&limit=1');
     expect(one.body.items).toEqual([{ id: 'P2', value: 7 }]);
   });
@@ -293,16 +351,25 @@ describe('tenant isolation', () => {
   it("never shows a read key another store's counts, though both use the same ids", async () => {
     const a = await get('/v1/totals?entity=product&ids=P1,P2&metrics=ViewCount&range=allTime', keyA);
     const b = await get('/v1/totals?entity=product&ids=P1,P2&metrics=ViewCount&range=allTime', keyB);
-    expect(a.body.items).toEqual([{ id: 'P1', values: { ViewCount: 5 } }, { id: 'P2', values: { ViewCount: 7 } }]);
-    expect(b.body.items).toEqual([{ id: 'P1', values: { ViewCount: 100 } }, { id: 'P2', values: { ViewCount: 1 } }]);
+    expect(a.body.items).toEqual([
+      { id: 'P1', values: { ViewCount: 5 } },
+      { id: 'P2', values: { ViewCount: 7 } },
+    ]);
+    expect(b.body.items).toEqual([
+      { id: 'P1', values: { ViewCount: 100 } },
+      { id: 'P2', values: { ViewCount: 1 } },
+    ]);
     const storeB = await get('/v1/series?metrics=ViewCount,Revenue&granularity=total', keyB);
     expect(storeB.body).toMatchObject({ store: 'SHOP_B', totals: { ViewCount: 101, Revenue: '1000' } });
     // P2's one view of store B is in the open bucket only: ranked all the same, as the totals count it.
     const topB = await get('/v1/top?entity=product&metric=ViewCount&range=today', keyB);
-    expect(topB.body.items).toEqual([{ id: 'P1', value: 100 }, { id: 'P2', value: 1 }]);
+    expect(topB.body.items).toEqual([
+      { id: 'P1', value: 100 },
+      { id: 'P2', value: 1 },
+    ]);
   });
 
-  it("answers 404 when a key names another store, whether or not it exists", async () => {
+  it('answers 404 when a key names another store, whether or not it exists', async () => {
     for (const url of [
       '/v1/series?store=SHOP_B',
       '/v1/series?store=NO_SUCH_SHOP',
@@ -311,13 +378,29 @@ describe('tenant isolation', () => {
       '/v1/store?store=SHOP_B',
     ]) {
       const { status, body } = await get(url, keyA);
-      expect({ url, status, body }).toEqual({ url, status: 404, body: { type: 'about:blank', title: 'Not Found', status: 404, code: 'TALLY_ERR_NOT_FOUND', field: 'store', detail: expect.any(String) } });
+      expect({ url, status, body }).toEqual({
+        url,
+        status: 404,
+        body: {
+          type: 'about:blank',
+          title: 'Not Found',
+          status: 404,
+          code: 'TALLY_ERR_NOT_FOUND',
+          field: 'store',
+          detail: expect.any(String),
+        },
+      });
     }
     const entity = await get('/v1/series?entity=store:SHOP_B', keyA);
     expect(entity).toMatchObject({ status: 404, body: { field: 'entity' } });
     const ids = await get('/v1/totals?entity=store&ids=SHOP_B', keyA);
     expect(ids).toMatchObject({ status: 404, body: { field: 'ids' } });
-    const seg = await app.inject({ method: 'POST', url: '/v1/segments/evaluate?store=SHOP_B', headers: bearer(keyA), payload: { visitor: 'V1', segments: [] } });
+    const seg = await app.inject({
+      method: 'POST',
+      url: '/v1/segments/evaluate?store=SHOP_B',
+      headers: bearer(keyA),
+      payload: { visitor: 'V1', segments: [] },
+    });
     expect(seg.statusCode).toBe(404);
   });
 });

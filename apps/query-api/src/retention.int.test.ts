@@ -20,7 +20,11 @@ beforeAll(async () => {
   f = await startFixture();
   key = (await f.tenant('SHOP_R')).read;
   await updateTenant(f.db, 'SHOP_R', { historyMonths: 2 }); // March and February 2024 are kept
-  await f.apply('SHOP_R', 'UTC', ['2023-12-10', '2024-01-20', '2024-02-05', '2024-03-10'].map((d) => view(`${d}T10:00:00Z`, 'P1', 'V1')));
+  await f.apply(
+    'SHOP_R',
+    'UTC',
+    ['2023-12-10', '2024-01-20', '2024-02-05', '2024-03-10'].map((d) => view(`${d}T10:00:00Z`, 'P1', 'V1')),
+  );
   // Flush as the writer does, with its expiry.
   const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: f.client, table: f.table, cacheTtlMs: 0 }), () => NOW);
   const later = Date.now() + 3_600_000; // past the fixture's bucket clock
@@ -30,7 +34,12 @@ beforeAll(async () => {
     const out = await f.buckets.readOutbox('SHOP_R', pk);
     const expiresAt = await expiryOf('SHOP_R', pk);
     await writeRow({ client: f.client, table: f.table, meter: createDynamoMeter(), ...(expiresAt ? { expiresAt } : {}) }, pk, out.entries);
-    await f.buckets.ackOutbox('SHOP_R', pk, out.entries.map((e) => e.field), later);
+    await f.buckets.ackOutbox(
+      'SHOP_R',
+      pk,
+      out.entries.map((e) => e.field),
+      later,
+    );
   }
   app = await f.app({ now: () => NOW });
 });
@@ -52,15 +61,19 @@ describe('visitor-history retention', () => {
   });
 
   it('segment rules never count expired months, though DynamoDB still holds them', async () => {
-    const rules = (range: string) => ({ visitor: 'V1', segments: [{ name: 's', rules: [{ metric: 'ViewCount', range, op: '>=', value: 1 }] }] });
+    const rules = (range: string) => ({
+      visitor: 'V1',
+      segments: [{ name: 's', rules: [{ metric: 'ViewCount', range, op: '>=', value: 1 }] }],
+    });
     const evaluate = async (range: string) =>
-      (await app.inject({ method: 'POST', url: '/v1/segments/evaluate', headers: bearer(key), payload: rules(range) })).json().segments[0].rules[0].actual;
+      (await app.inject({ method: 'POST', url: '/v1/segments/evaluate', headers: bearer(key), payload: rules(range) })).json().segments[0]
+        .rules[0].actual;
     expect(await evaluate('allTime')).toBe(2); // not TOTAL's 4
     expect(await evaluate('last3m')).toBe(2); // not January's
     expect(await evaluate('thisMonth')).toBe(1);
   });
 
-  it("visitor series and totals cut at the retention start; a range wholly before it is refused; other entities are not cut", async () => {
+  it('visitor series and totals cut at the retention start; a range wholly before it is refused; other entities are not cut', async () => {
     const get = async (url: string) => app.inject({ method: 'GET', url, headers: bearer(key) });
     const all = (await get('/v1/series?entity=visitor:V1&range=allTime&granularity=total&metrics=ViewCount')).json();
     expect(all).toMatchObject({ from: '2024-02-01', to: '2024-03-15', totals: { ViewCount: 2 } });

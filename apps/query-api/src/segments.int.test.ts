@@ -21,7 +21,10 @@ beforeAll(async () => {
     view('2024-03-15T10:00:00Z', 'P1', 'V2'),
   ]);
   await f.flush('SHOP_S');
-  await f.apply('SHOP_S', 'UTC', [...times(3, () => view('2024-03-15T11:00:00Z', 'P2', 'V1')), order('2024-03-15T11:30:00Z', '0.02', 'V1')]);
+  await f.apply('SHOP_S', 'UTC', [
+    ...times(3, () => view('2024-03-15T11:00:00Z', 'P2', 'V1')),
+    order('2024-03-15T11:30:00Z', '0.02', 'V1'),
+  ]);
   registry = new Registry();
   app = await f.app({ now: () => NOW, registry });
 });
@@ -57,7 +60,12 @@ const segments = [
 ];
 
 const evaluate = async (visitor: string, segs: unknown = segments) => {
-  const res = await app.inject({ method: 'POST', url: '/v1/segments/evaluate', headers: bearer(key), payload: { visitor, segments: segs } });
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/segments/evaluate',
+    headers: bearer(key),
+    payload: { visitor, segments: segs },
+  });
   expect(res.statusCode).toBe(200);
   return res.json();
 };
@@ -106,7 +114,11 @@ describe('POST /v1/segments/evaluate', () => {
     expect(hit).toMatchObject({ cache: 'hit', dynamoRequests: 0 });
     expect(p1(hit)).toBe(3);
 
-    await f.apply('SHOP_S', 'UTC', times(2, () => view('2024-03-15T11:45:00Z', 'P1', 'V1')));
+    await f.apply(
+      'SHOP_S',
+      'UTC',
+      times(2, () => view('2024-03-15T11:45:00Z', 'P1', 'V1')),
+    );
     const live = await evaluate('V1');
     expect(live).toMatchObject({ cache: 'hit', dynamoRequests: 0 });
     expect(p1(live)).toBe(5);
@@ -131,7 +143,9 @@ describe('POST /v1/segments/evaluate', () => {
     const body = await evaluate('V404', [{ name: 'new', rules: [{ metric: 'ViewCount', range: 'allTime', op: '=', value: 0 }] }]);
     expect(body).toMatchObject({
       visitor: 'V404',
-      segments: [{ name: 'new', matched: true, rules: [{ metric: 'ViewCount', range: 'allTime', op: '=', value: 0, actual: 0, matched: true }] }],
+      segments: [
+        { name: 'new', matched: true, rules: [{ metric: 'ViewCount', range: 'allTime', op: '=', value: 0, actual: 0, matched: true }] },
+      ],
       cache: 'miss',
     });
   });

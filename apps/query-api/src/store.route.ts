@@ -13,7 +13,13 @@ export const storeRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (
     const distinctOn = Object.entries(rules.rules.entities)
       .filter(([, e]) => Object.hasOwn(e.distinct, name))
       .map(([e]) => (e === storeEntity ? 'store' : e));
-    return { name, scale: spec.scale, description: spec.description ?? '', keyedBy: keyedByOf(rules, name), ...(distinctOn.length > 0 ? { distinctOn } : {}) };
+    return {
+      name,
+      scale: spec.scale,
+      description: spec.description ?? '',
+      keyedBy: keyedByOf(rules, name),
+      ...(distinctOn.length > 0 ? { distinctOn } : {}),
+    };
   });
   // `store` first: it is how requests name the store row whatever the rules call it.
   const entities = ['store', ...Object.keys(rules.rules.entities).filter((e) => e !== storeEntity && e !== 'store')];
@@ -21,6 +27,14 @@ export const storeRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (
   app.get('/store', { schema: storeRouteSchema }, async (req) => {
     const { store, timeZone, currency } = principalOf(req);
     const now = ctx.now();
-    return { store, timeZone, now: new Date(now).toISOString(), today: formatDate(localDate(now, timeZone)), currency: currency ?? null, metrics, entities };
+    return {
+      store,
+      timeZone,
+      now: new Date(now).toISOString(),
+      today: formatDate(localDate(now, timeZone)),
+      currency: currency ?? null,
+      metrics,
+      entities,
+    };
   });
 };

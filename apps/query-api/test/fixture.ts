@@ -68,7 +68,10 @@ export async function startFixture(): Promise<Fixture> {
     async apply(store, timeZone, events) {
       await buckets.registerStore(store);
       await buckets.sketches.add(store, rollupDistinct(rules, store, timeZone, events));
-      const r = await buckets.apply(store, `batch-${++batch}`, rollup(rules, store, timeZone, events), { now: tick(), dedupeTtlSeconds: 3_600 });
+      const r = await buckets.apply(store, `batch-${++batch}`, rollup(rules, store, timeZone, events), {
+        now: tick(),
+        dedupeTtlSeconds: 3_600,
+      });
       if (!r.applied) throw new Error('batch not applied');
     },
     async flush(store) {
@@ -79,9 +82,20 @@ export async function startFixture(): Promise<Fixture> {
         const out = await buckets.readOutbox(store, pk);
         if (out.entries.length === 0) continue;
         const [live] = await buckets.sketches.read(store, [pk]);
-        const r = await writeRowWithSketches({ client, table, meter }, (g, w) => buckets.sketches.union(store, g, w), pk, out.entries, live!);
+        const r = await writeRowWithSketches(
+          { client, table, meter },
+          (g, w) => buckets.sketches.union(store, g, w),
+          pk,
+          out.entries,
+          live!,
+        );
         await buckets.sketches.ack(store, pk, r.sketchesWritten);
-        await buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), tick());
+        await buckets.ackOutbox(
+          store,
+          pk,
+          out.entries.map((e) => e.field),
+          tick(),
+        );
       }
     },
     async app(overrides = {}) {

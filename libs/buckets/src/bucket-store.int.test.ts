@@ -49,7 +49,10 @@ describe('keys named from the last seen bucket', () => {
     await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
     expect(await other.seal('S', { now: 2000, minAgeMs: 0 })).toBe(1000);
     const before = await scriptCalls();
-    expect(await store.apply('S', 'b', deltas({ S: { '2023-123|v': 2 } }), { now: 2500, dedupeTtlSeconds: 60 })).toEqual({ applied: true, seq: 2000 });
+    expect(await store.apply('S', 'b', deltas({ S: { '2023-123|v': 2 } }), { now: 2500, dedupeTtlSeconds: 60 })).toEqual({
+      applied: true,
+      seq: 2000,
+    });
     expect((await scriptCalls()) - before).toBe(2); // the stale call, then the retry
     expect(await redis.hgetall('t:{S}:b:1000:S')).toEqual({ '2023-123|v': '1' }); // the sealed bucket is untouched
     const [row] = await store.snapshot('S', ['S']);
@@ -59,7 +62,10 @@ describe('keys named from the last seen bucket', () => {
     ]);
     // A store emptied under a remembered seq: the new epoch is the apply's now, never the remembered seq.
     await redis.flushall();
-    expect(await store.apply('S', 'c', deltas({ S: { '2023-123|v': 4 } }), { now: 3000, dedupeTtlSeconds: 60 })).toEqual({ applied: true, seq: 3000 });
+    expect(await store.apply('S', 'c', deltas({ S: { '2023-123|v': 4 } }), { now: 3000, dedupeTtlSeconds: 60 })).toEqual({
+      applied: true,
+      seq: 3000,
+    });
     expect(await redis.get('t:{S}:epoch')).toBe('3000');
   });
 });
@@ -68,7 +74,21 @@ describe('the outbox-entry gauge', () => {
   it('counts entries, not their limbs, and never goes below 0', async () => {
     await store.registerStore('S');
     // '2023-123|r' needs two limbs (f and f|1): one entry.
-    await store.apply('S', 'a', new Map([['S', new Map([['2023-123|r', 3n * 10n ** 15n + 1n], ['2023-123|v', 1n]])], ['S#product#P', new Map([['2023-123|v', 1n]])]]), { now: 1, dedupeTtlSeconds: 60 });
+    await store.apply(
+      'S',
+      'a',
+      new Map([
+        [
+          'S',
+          new Map([
+            ['2023-123|r', 3n * 10n ** 15n + 1n],
+            ['2023-123|v', 1n],
+          ]),
+        ],
+        ['S#product#P', new Map([['2023-123|v', 1n]])],
+      ]),
+      { now: 1, dedupeTtlSeconds: 60 },
+    );
     await store.seal('S', { now: 2, minAgeMs: 0 });
     await store.foldSealed('S', { now: 3 });
     expect(await redis.hlen('t:{S}:o:S')).toBe(3); // two counts, one of them with a high limb
@@ -76,7 +96,14 @@ describe('the outbox-entry gauge', () => {
     // An undercount, as an older version left for outboxes written before it kept the count: acking S deletes 2.
     await redis.hset('t:{S}:n', 'entries', '1');
     const out = await store.readOutbox('S', 'S');
-    expect(await store.ackOutbox('S', 'S', out.entries.map((e) => e.field), 4)).toBe(0);
+    expect(
+      await store.ackOutbox(
+        'S',
+        'S',
+        out.entries.map((e) => e.field),
+        4,
+      ),
+    ).toBe(0);
     expect(await redis.hget('t:{S}:n', 'entries')).toBe('0');
     expect((await store.storeBacklog('S')).entries).toBe(0);
     // Shard totals an older version left below 0 come back to 0 at the next publish; the gauges never read < 0.
@@ -89,7 +116,10 @@ describe('the outbox-entry gauge', () => {
 
 describe('seal and fold', () => {
   it('seals, folds in order into outboxes, advances foldedThrough only when complete', async () => {
-    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 }, 'S#product#P1': { '2023-123|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
+    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 }, 'S#product#P1': { '2023-123|v': 1 } }), {
+      now: 1000,
+      dedupeTtlSeconds: 60,
+    });
     expect(await store.seal('S', { now: 1500, minAgeMs: 1000 })).toBeUndefined(); // too young
     expect(await store.seal('S', { now: 2000, minAgeMs: 1000 })).toBe(1000);
     await store.apply('S', 'b', deltas({ S: { '2023-123|v': 2, '2023-122|v': 5 } }), { now: 2100, dedupeTtlSeconds: 60 });
@@ -131,7 +161,11 @@ describe('seal and fold', () => {
       expect(snapshotBefore.get(seq)).toBe(BigInt(reported));
     }
     // More applies after the seals go to the open bucket only.
-    await Promise.all(Array.from({ length: 50 }, (_, i) => store.apply('S', `late${i}`, deltas({ S: { '2023-123|v': 1 } }), { now: 5000, dedupeTtlSeconds: 60 })));
+    await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        store.apply('S', `late${i}`, deltas({ S: { '2023-123|v': 1 } }), { now: 5000, dedupeTtlSeconds: 60 }),
+      ),
+    );
     for (const seq of sealedSeqs) expect(BigInt((await redis.hget(`t:{S}:b:${seq}:S`, '2023-123|v')) ?? '0')).toBe(snapshotBefore.get(seq));
     const [row] = await store.snapshot('S', ['S']);
     expect(sum(row!.entries)).toBe(451n);
@@ -144,7 +178,10 @@ describe('seal and fold', () => {
       await store.apply('S', `b${b}`, deltas(rows), { now: b * 1000, dedupeTtlSeconds: 60 });
       await store.seal('S', { now: b * 1000 + 999, minAgeMs: 0 });
     }
-    const [x, y] = await Promise.all([store.foldSealed('S', { now: 9000, rowsPerCall: 7 }), store.foldSealed('S', { now: 9000, rowsPerCall: 11 })]);
+    const [x, y] = await Promise.all([
+      store.foldSealed('S', { now: 9000, rowsPerCall: 7 }),
+      store.foldSealed('S', { now: 9000, rowsPerCall: 11 }),
+    ]);
     expect(x.buckets + y.buckets).toBe(5);
     expect(x.rows + y.rows).toBe(1500);
     for (let p = 0; p < 300; p += 37) {
@@ -158,7 +195,16 @@ describe('seal and fold', () => {
 
 describe('rankings', () => {
   it('ranks ranked entities by day from every bucket: folded, sealed and open', async () => {
-    await store.apply('S', 'a', deltas({ 'S#product#P1': { '2023-123|v': 5, '2023-123|o': 1 }, 'S#product#P2': { '2023-123|v': 7, '2023-124|v': 1 }, 'S#visitor#V': { '2023-123|v': 99 } }), { now: 1, dedupeTtlSeconds: 60 });
+    await store.apply(
+      'S',
+      'a',
+      deltas({
+        'S#product#P1': { '2023-123|v': 5, '2023-123|o': 1 },
+        'S#product#P2': { '2023-123|v': 7, '2023-124|v': 1 },
+        'S#visitor#V': { '2023-123|v': 99 },
+      }),
+      { now: 1, dedupeTtlSeconds: 60 },
+    );
     // Only in the open bucket: ranked at once; the visitor row (not ranked) never is.
     expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual([
       { member: 'P2', score: 7 },
@@ -209,10 +255,20 @@ describe('rankings', () => {
 describe('flush scheduling and ack', () => {
   it('computes due times by policy', async () => {
     const H = 3_600_000;
-    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 }, 'S#product#P': { '2023-123|v': 1 }, 'S#visitor#V': { '2023-123|v': 1 } }), { now: 10 * H, dedupeTtlSeconds: 60 });
+    await store.apply(
+      'S',
+      'a',
+      deltas({ S: { '2023-123|v': 1 }, 'S#product#P': { '2023-123|v': 1 }, 'S#visitor#V': { '2023-123|v': 1 } }),
+      { now: 10 * H, dedupeTtlSeconds: 60 },
+    );
     await store.seal('S', { now: 10 * H + 5, minAgeMs: 0 });
     await store.foldSealed('S', { now: 10 * H + 10 });
-    const due = Object.fromEntries((await redis.zrange('t:{S}:due', 0, -1, 'WITHSCORES')).reduce<string[][]>((a, v, i, arr) => (i % 2 ? a : [...a, [v, arr[i + 1]!]]), []));
+    const due = Object.fromEntries(
+      (await redis.zrange('t:{S}:due', 0, -1, 'WITHSCORES')).reduce<string[][]>(
+        (a, v, i, arr) => (i % 2 ? a : [...a, [v, arr[i + 1]!]]),
+        [],
+      ),
+    );
     expect(Number(due['S'])).toBe(10 * H + 10); // bucket: now
     expect(Number(due['S#product#P'])).toBe(11 * H); // every 60 min, aligned
     expect(Number(due['S#visitor#V'])).toBe(10 * H + 10 + 30 * 60_000); // idle 30 min
@@ -239,13 +295,27 @@ describe('flush scheduling and ack', () => {
     await store.apply('S', 'b', deltas({ S: { '2023-124|v': 4 } }), { now: 10, dedupeTtlSeconds: 60 });
     await store.seal('S', { now: 11, minAgeMs: 0 });
     await store.foldSealed('S', { now: 12 });
-    expect(await store.ackOutbox('S', 'S', out.entries.map((e) => e.field), 20)).toBe(1);
+    expect(
+      await store.ackOutbox(
+        'S',
+        'S',
+        out.entries.map((e) => e.field),
+        20,
+      ),
+    ).toBe(1);
     expect(await redis.get('t:{S}:c:S')).toBeNull();
     expect(await store.fillCache('S', 'S', '0', '{"stale":true}', 60)).toBe(false); // the race of the design
     expect(await redis.zscore('t:{S}:dirty', 'S')).toBe('20');
     const rest = await store.readOutbox('S', 'S');
     expect(rest.entries.map((e) => [e.field, e.value])).toEqual([['2|2023-124|v', 4n]]);
-    expect(await store.ackOutbox('S', 'S', rest.entries.map((e) => e.field), 30)).toBe(0);
+    expect(
+      await store.ackOutbox(
+        'S',
+        'S',
+        rest.entries.map((e) => e.field),
+        30,
+      ),
+    ).toBe(0);
     expect(await redis.zscore('t:{S}:dirty', 'S')).toBeNull();
     expect(await redis.zscore('t:{S}:due', 'S')).toBeNull();
     expect(await redis.exists('t:{S}:o:S')).toBe(0);

@@ -158,7 +158,12 @@ export class BucketStore {
     this.cacheVersionTtlSeconds = opts.cacheVersionTtlSeconds ?? 2 * DAY_SECONDS;
   }
 
-  private run<K extends string, A extends string, R>(s: ScriptDef<K, A, R>, keys: Readonly<Record<K, string>>, args: Readonly<Record<A, string | number>>, tail?: { keys?: readonly string[]; args?: ReadonlyArray<string | number> }): Promise<R> {
+  private run<K extends string, A extends string, R>(
+    s: ScriptDef<K, A, R>,
+    keys: Readonly<Record<K, string>>,
+    args: Readonly<Record<A, string | number>>,
+    tail?: { keys?: readonly string[]; args?: ReadonlyArray<string | number> },
+  ): Promise<R> {
     return runScript(this.redis, s, keys, args, tail);
   }
 
@@ -183,7 +188,12 @@ export class BucketStore {
    * Applies a batch's deltas to the store's open bucket, at most once per batch id within the dedupe window.
    * Returns whether it was applied (false = duplicate) and the bucket seq.
    */
-  async apply(store: string, batchId: string, deltas: RowDeltas, opts: { now: number; dedupeTtlSeconds: number }): Promise<{ applied: boolean; seq: number; deleted?: true }> {
+  async apply(
+    store: string,
+    batchId: string,
+    deltas: RowDeltas,
+    opts: { now: number; dedupeTtlSeconds: number },
+  ): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     return this.applyRows(store, batchId, flattenRows(deltas), opts);
   }
 
@@ -237,7 +247,10 @@ export class BucketStore {
         );
       } catch (err) {
         const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;
-        if (code) throw new BucketsError(code, `batch ${batchId} of store ${store} not applied (nothing written): ${(err as Error).message}`, { cause: err });
+        if (code)
+          throw new BucketsError(code, `batch ${batchId} of store ${store} not applied (nothing written): ${(err as Error).message}`, {
+            cause: err,
+          });
         throw err;
       }
       if (reply[0] === 2) return { applied: false, seq: 0, deleted: true }; // the store was deleted (its tombstone)
@@ -263,7 +276,14 @@ export class BucketStore {
 
   private workKeys(shard: number): [string, string, string, string, string, string] {
     const w = this.keys.work(shard);
-    return [w + WORK_SUFFIX.active, w + WORK_SUFFIX.stats, w + WORK_SUFFIX.totals, w + WORK_SUFFIX.oldestDirty, w + WORK_SUFFIX.oldestUnfolded, w + WORK_SUFFIX.next];
+    return [
+      w + WORK_SUFFIX.active,
+      w + WORK_SUFFIX.stats,
+      w + WORK_SUFFIX.totals,
+      w + WORK_SUFFIX.oldestDirty,
+      w + WORK_SUFFIX.oldestUnfolded,
+      w + WORK_SUFFIX.next,
+    ];
   }
 
   /**
@@ -320,8 +340,14 @@ export class BucketStore {
       return v;
     }) as [number, string[], string | null, string | null, string | null];
     let oldestUnfolded = head === null ? undefined : Number(head);
-    if (oldestUnfolded === undefined && epoch !== null && (await this.redis.exists(this.keys.bucketRows(store, epoch)))) oldestUnfolded = Number(epoch);
-    return { rows, entries: Math.max(0, Number(entries ?? 0)), oldestDirty: firstDirty.length === 2 ? Number(firstDirty[1]) : undefined, oldestUnfolded };
+    if (oldestUnfolded === undefined && epoch !== null && (await this.redis.exists(this.keys.bucketRows(store, epoch))))
+      oldestUnfolded = Number(epoch);
+    return {
+      rows,
+      entries: Math.max(0, Number(entries ?? 0)),
+      oldestDirty: firstDirty.length === 2 ? Number(firstDirty[1]) : undefined,
+      oldestUnfolded,
+    };
   }
 
   /**
@@ -338,12 +364,23 @@ export class BucketStore {
    * `visitAt` (the sealer), the store's next visit time becomes `visitAt`, or only moves earlier when an apply
    * bumped its mark since `mark` was read.
    */
-  async publishBacklogs(shard: number, items: ReadonlyArray<{ store: string; backlog: StoreBacklog; mark?: string; visitAt?: number }>): Promise<Array<'absent' | 'published' | 'retired'>> {
+  async publishBacklogs(
+    shard: number,
+    items: ReadonlyArray<{ store: string; backlog: StoreBacklog; mark?: string; visitAt?: number }>,
+  ): Promise<Array<'absent' | 'published' | 'retired'>> {
     const out: Array<'absent' | 'published' | 'retired'> = [];
     for (let i = 0; i < items.length; i += 500) {
       const args: Array<string | number> = [];
       for (const { store, backlog: b, mark, visitAt } of items.slice(i, i + 500)) {
-        args.push(store, b.rows, b.entries, b.oldestDirty ?? '', b.oldestUnfolded ?? '', mark ?? '', visitAt === undefined ? '' : Math.floor(visitAt));
+        args.push(
+          store,
+          b.rows,
+          b.entries,
+          b.oldestDirty ?? '',
+          b.oldestUnfolded ?? '',
+          mark ?? '',
+          visitAt === undefined ? '' : Math.floor(visitAt),
+        );
       }
       const [active, stats, totals, oldestDirty, oldestUnfolded, next] = this.workKeys(shard);
       const r = await this.run(PUBLISH_BACKLOG, { active, stats, totals, oldestDirty, oldestUnfolded, next }, {}, { args });
@@ -360,14 +397,39 @@ export class BucketStore {
   async visit(
     store: string,
     opts: { now: number; minAgeMs: number },
-  ): Promise<{ sealed: number | undefined; sealedHead: number | undefined; due: number; dueRows: DueRow[]; sealedRows: string[] | undefined; nextDue: number | undefined; backlog: StoreBacklog }> {
-    const [, sealed, head, rows, firstDirty, entries, due, unfolded, , dueRows, sealedRows, nextDue] = await this.withEpoch<VisitReply>(store, '', async (epoch) => {
-      const keys = { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), dirty: this.keys.dirty(store), counts: this.keys.counts(store), due: this.keys.due(store), tombstone: this.keys.tombstone(store) };
-      const r = await this.run(VISIT, keys, { now: opts.now, minAgeMs: opts.minAgeMs, epoch, dueLimit: DUE_LIMIT, pksLimit: ROWS_PER_FOLD * 8 });
-      if (r[0] === 0) return { stale: r[1] };
-      this.remember(this.epochs, store, r[8]);
-      return { ok: r };
-    });
+  ): Promise<{
+    sealed: number | undefined;
+    sealedHead: number | undefined;
+    due: number;
+    dueRows: DueRow[];
+    sealedRows: string[] | undefined;
+    nextDue: number | undefined;
+    backlog: StoreBacklog;
+  }> {
+    const [, sealed, head, rows, firstDirty, entries, due, unfolded, , dueRows, sealedRows, nextDue] = await this.withEpoch<VisitReply>(
+      store,
+      '',
+      async (epoch) => {
+        const keys = {
+          ...this.openKeys(store, epoch),
+          sealed: this.keys.sealed(store),
+          dirty: this.keys.dirty(store),
+          counts: this.keys.counts(store),
+          due: this.keys.due(store),
+          tombstone: this.keys.tombstone(store),
+        };
+        const r = await this.run(VISIT, keys, {
+          now: opts.now,
+          minAgeMs: opts.minAgeMs,
+          epoch,
+          dueLimit: DUE_LIMIT,
+          pksLimit: ROWS_PER_FOLD * 8,
+        });
+        if (r[0] === 0) return { stale: r[1] };
+        this.remember(this.epochs, store, r[8]);
+        return { ok: r };
+      },
+    );
     const opt = (s: string) => (s === '' ? undefined : Number(s));
     return {
       sealed: opt(sealed),
@@ -387,7 +449,12 @@ export class BucketStore {
     await Promise.all(
       Array.from({ length: this.shards }, async (_, shard) => {
         const [, , totals, od, ou] = this.workKeys(shard);
-        const res = await this.redis.pipeline().hmget(totals, 'rows', 'entries').zrange(od, 0, 0, 'WITHSCORES').zrange(ou, 0, 0, 'WITHSCORES').exec();
+        const res = await this.redis
+          .pipeline()
+          .hmget(totals, 'rows', 'entries')
+          .zrange(od, 0, 0, 'WITHSCORES')
+          .zrange(ou, 0, 0, 'WITHSCORES')
+          .exec();
         const [t, d, u] = (res ?? []).map(([err, v]) => {
           if (err) throw err;
           return v;
@@ -409,7 +476,11 @@ export class BucketStore {
   /** Seals the open bucket if it has data and is at least minAgeMs old. Returns the sealed seq. */
   async seal(store: string, opts: { now: number; minAgeMs: number }): Promise<number | undefined> {
     const sealed = await this.withEpoch<string>(store, '', async (epoch) => {
-      const r = await this.run(SEAL, { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), tombstone: this.keys.tombstone(store) }, { now: opts.now, minAgeMs: opts.minAgeMs, epoch });
+      const r = await this.run(
+        SEAL,
+        { ...this.openKeys(store, epoch), sealed: this.keys.sealed(store), tombstone: this.keys.tombstone(store) },
+        { now: opts.now, minAgeMs: opts.minAgeMs, epoch },
+      );
       if (r[0] === 0) return { stale: r[1] };
       this.remember(this.epochs, store, r[2]);
       return { ok: r[1] };
@@ -442,7 +513,16 @@ export class BucketStore {
         continue;
       }
       const done = Number(
-        await this.run(FINISH_FOLD, { sealed: this.keys.sealed(store), rows: this.keys.bucketRows(store, head), folded: this.keys.folded(store), tombstone: this.keys.tombstone(store) }, { seq: head }),
+        await this.run(
+          FINISH_FOLD,
+          {
+            sealed: this.keys.sealed(store),
+            rows: this.keys.bucketRows(store, head),
+            folded: this.keys.folded(store),
+            tombstone: this.keys.tombstone(store),
+          },
+          { seq: head },
+        ),
       );
       if (done === 1) buckets++;
       // 0: another folder finished it; -1: rows reappeared in a race with another folder: loop again.
@@ -457,7 +537,14 @@ export class BucketStore {
    * Returns undefined when the bucket was not finished by these calls (another folder is at it, or it is not the
    * oldest sealed one): fold it with foldSealed then.
    */
-  async foldVisited(store: string, seq: number, pks: readonly string[], now: number): Promise<{ rows: number; backlog: StoreBacklog; due: DueRow[]; sealedHead: number | undefined; nextDue: number | undefined } | undefined> {
+  async foldVisited(
+    store: string,
+    seq: number,
+    pks: readonly string[],
+    now: number,
+  ): Promise<
+    { rows: number; backlog: StoreBacklog; due: DueRow[]; sealedHead: number | undefined; nextDue: number | undefined } | undefined
+  > {
     let rows = 0;
     for (let i = 0; i < pks.length; i += ROWS_PER_FOLD) {
       const last = i + ROWS_PER_FOLD >= pks.length;
@@ -467,7 +554,13 @@ export class BucketStore {
       if (r[1] !== 1 || r.length !== 9) return undefined;
       const [, , dirty, firstDirty, entries, head, unfolded, due, nextDue] = r;
       const opt = (v: string) => (v === '' ? undefined : Number(v));
-      return { rows, backlog: { rows: Number(dirty), entries: Number(entries), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) }, due: dueList(due, now), sealedHead: opt(head), nextDue: opt(nextDue) };
+      return {
+        rows,
+        backlog: { rows: Number(dirty), entries: Number(entries), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) },
+        due: dueList(due, now),
+        sealedHead: opt(head),
+        nextDue: opt(nextDue),
+      };
     }
     return undefined;
   }
@@ -506,7 +599,11 @@ export class BucketStore {
 
   /** The writer's read: the row's outbox entries of completely folded buckets. */
   async readOutbox(store: string, pk: string): Promise<OutboxRead> {
-    const flat = await this.run(READ_OUTBOX, { folded: this.keys.folded(store), outbox: this.keys.outbox(store, pk), tombstone: this.keys.tombstone(store) }, {});
+    const flat = await this.run(
+      READ_OUTBOX,
+      { folded: this.keys.folded(store), outbox: this.keys.outbox(store, pk), tombstone: this.keys.tombstone(store) },
+      {},
+    );
     const folded = flat[0];
     const foldedThrough = folded === '' || folded === undefined ? -1 : Number(folded);
     const entries: OutboxRead['entries'] = [];
@@ -524,8 +621,18 @@ export class BucketStore {
   async ackOutbox(store: string, pk: string, fields: readonly string[], now: number): Promise<number> {
     const limbs = fields.flatMap((f) => LIMB_NAMES.map((l) => f + l));
     const [policyKind, a, b] = policyArgs(this.rules.policyOfPk(pk));
-    const keys = { outbox: this.keys.outbox(store, pk), cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk), dirty: this.keys.dirty(store), due: this.keys.due(store), counts: this.keys.counts(store), tombstone: this.keys.tombstone(store) };
-    return Number(await this.run(ACK_OUTBOX, keys, { pk, now, cacheVersionTtlSeconds: this.cacheVersionTtlSeconds, policyKind, a, b }, { args: limbs }));
+    const keys = {
+      outbox: this.keys.outbox(store, pk),
+      cacheVersion: this.keys.cacheVersion(store, pk),
+      cache: this.keys.cache(store, pk),
+      dirty: this.keys.dirty(store),
+      due: this.keys.due(store),
+      counts: this.keys.counts(store),
+      tombstone: this.keys.tombstone(store),
+    };
+    return Number(
+      await this.run(ACK_OUTBOX, keys, { pk, now, cacheVersionTtlSeconds: this.cacheVersionTtlSeconds, policyKind, a, b }, { args: limbs }),
+    );
   }
 
   /**
@@ -533,7 +640,12 @@ export class BucketStore {
    * withCache, each row's cached DynamoDB items and cache version; where `knownVersions[i]` is still the
    * row's version, the cache comes back as `=` so a caller holding it parsed need not transfer it again).
    */
-  async snapshot(store: string, pks: readonly string[], withCache = false, knownVersions: ReadonlyArray<string | undefined> = []): Promise<RowSnapshot[]> {
+  async snapshot(
+    store: string,
+    pks: readonly string[],
+    withCache = false,
+    knownVersions: ReadonlyArray<string | undefined> = [],
+  ): Promise<RowSnapshot[]> {
     if (pks.length === 0) return [];
     const perPk: string[] = [];
     pks.forEach((pk, i) => perPk.push(pk, knownVersions[i] ?? ''));
@@ -541,7 +653,12 @@ export class BucketStore {
     let raw: Array<[string[], string | null, string]> | undefined;
     for (let i = 0; i <= STALE_RETRIES && !raw; i++) {
       const seqs = layout.epoch === '' ? layout.sealed : [...layout.sealed, layout.epoch];
-      const keys = pks.flatMap((pk) => [this.keys.outbox(store, pk), this.keys.cacheVersion(store, pk), this.keys.cache(store, pk), ...seqs.map((seq) => this.keys.bucket(store, seq, pk))]);
+      const keys = pks.flatMap((pk) => [
+        this.keys.outbox(store, pk),
+        this.keys.cacheVersion(store, pk),
+        this.keys.cache(store, pk),
+        ...seqs.map((seq) => this.keys.bucket(store, seq, pk)),
+      ]);
       const r = await this.run(
         SNAPSHOT,
         { sealed: this.keys.sealed(store), epoch: this.keys.epoch(store) },
@@ -566,7 +683,11 @@ export class BucketStore {
 
   /** Stores a row's DynamoDB items in the cache unless the writer acked entries since `version` was read. */
   async fillCache(store: string, pk: string, version: string, json: string, ttlSeconds: number): Promise<boolean> {
-    const keys = { cacheVersion: this.keys.cacheVersion(store, pk), cache: this.keys.cache(store, pk), tombstone: this.keys.tombstone(store) };
+    const keys = {
+      cacheVersion: this.keys.cacheVersion(store, pk),
+      cache: this.keys.cache(store, pk),
+      tombstone: this.keys.tombstone(store),
+    };
     return Number(await this.run(FILL_CACHE, keys, { version, json, ttlSeconds })) === 1;
   }
 
@@ -574,7 +695,13 @@ export class BucketStore {
    * The highest-ranked members of a ranked entity for a metric over the given days, from every bucket, the open
    * one included (APPLY ranks ranked rows as it counts them). Values are for ordering; read exact counts with a query.
    */
-  async top(store: string, entity: string, metric: string, dayKeys: readonly string[], limit: number): Promise<Array<{ member: string; score: number }>> {
+  async top(
+    store: string,
+    entity: string,
+    metric: string,
+    dayKeys: readonly string[],
+    limit: number,
+  ): Promise<Array<{ member: string; score: number }>> {
     const rankings = dayKeys.map((d) => this.keys.rank(store, d, metric, entity));
     const flat = await this.run(TOP, { tmp: `${this.keys.tag(store)}tmp:${randomUUID()}` }, { limit }, { keys: rankings });
     const out: Array<{ member: string; score: number }> = [];

@@ -53,9 +53,17 @@ describe('a deleted store', () => {
     expect(await eraser.deleteStoreKeys('S')).toBe(before);
     expect(await redis.keys('t:{S}:*')).toEqual(['t:{S}:x']);
     // The late batch, the sealer and the writer change nothing.
-    expect(await buckets.apply('S', 'late', batch, { now: 5_000, dedupeTtlSeconds: 60 })).toEqual({ applied: false, seq: 0, deleted: true });
+    expect(await buckets.apply('S', 'late', batch, { now: 5_000, dedupeTtlSeconds: 60 })).toEqual({
+      applied: false,
+      seq: 0,
+      deleted: true,
+    });
     expect(await buckets.seal('S', { now: 6_000, minAgeMs: 0 })).toBeUndefined();
-    expect(await buckets.visit('S', { now: 6_000, minAgeMs: 0 })).toMatchObject({ sealed: undefined, due: 0, backlog: { rows: 0, entries: 0 } });
+    expect(await buckets.visit('S', { now: 6_000, minAgeMs: 0 })).toMatchObject({
+      sealed: undefined,
+      due: 0,
+      backlog: { rows: 0, entries: 0 },
+    });
     expect(await buckets.foldSealed('S', { now: 6_000 })).toEqual({ buckets: 0, rows: 0 });
     expect(await buckets.readOutbox('S', 'S')).toEqual({ foldedThrough: -1, entries: [] });
     expect(await buckets.ackOutbox('S', 'S', ['1000|2023-123|v'], 6_000)).toBe(0);
@@ -93,7 +101,11 @@ describe('an erased row', () => {
     expect((await buckets.snapshot('S', [pk]))[0]!.entries).toEqual([]);
     expect((await buckets.snapshot('S', ['S#product#P1']))[0]!.entries).toHaveLength(2); // 2 + 2 in the open bucket, one field
     // Erasing again finds nothing; once the tombstone's time has passed the visitor counts again.
-    expect(await eraser.eraseRow('S', pk, { until: 10_000, ttlSeconds: 60 })).toEqual({ outboxEntries: 0, bucketEntries: 0, cachedHistory: false });
+    expect(await eraser.eraseRow('S', pk, { until: 10_000, ttlSeconds: 60 })).toEqual({
+      outboxEntries: 0,
+      bucketEntries: 0,
+      cachedHistory: false,
+    });
     await buckets.apply('S', 'd2', batch, { now: 10_001, dedupeTtlSeconds: 60 });
     expect((await buckets.snapshot('S', [pk]))[0]!.entries).toHaveLength(1);
   });

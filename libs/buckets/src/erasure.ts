@@ -119,7 +119,8 @@ export class BucketEraser {
   async deleteStoreKeys(store: string): Promise<number> {
     const tag = this.buckets.keys.tag(store);
     const keep = this.buckets.keys.tombstone(store);
-    const nodes: Redis[] = 'nodes' in this.redis && typeof this.redis.nodes === 'function' ? (this.redis as Cluster).nodes('master') : [this.redis as Redis];
+    const nodes: Redis[] =
+      'nodes' in this.redis && typeof this.redis.nodes === 'function' ? (this.redis as Cluster).nodes('master') : [this.redis as Redis];
     let deleted = 0;
     for (const node of nodes) {
       let cursor = '0';
@@ -164,7 +165,13 @@ export class BucketEraser {
         this.redis,
         ERASE_ROW,
         keys,
-        { pk, untilMs: Math.ceil(opts.until), ttlSeconds: opts.ttlSeconds, cacheVersionTtlSeconds: CACHE_VERSION_TTL_SECONDS, sealedCount: layout.sealed.length },
+        {
+          pk,
+          untilMs: Math.ceil(opts.until),
+          ttlSeconds: opts.ttlSeconds,
+          cacheVersionTtlSeconds: CACHE_VERSION_TTL_SECONDS,
+          sealedCount: layout.sealed.length,
+        },
         { keys: seqs.flatMap((seq) => [k.bucket(store, seq, pk), k.bucketRows(store, seq)]), args: [...layout.sealed, layout.epoch] },
       );
       if (r[0] === 1) return { outboxEntries: Number(r[1]), bucketEntries: Number(r[2]), cachedHistory: Number(r[3]) === 1 };
@@ -173,5 +180,4 @@ export class BucketEraser {
     }
     throw new Error(`store ${store}: the bucket layout moved 10 times during one erasure`);
   }
-
 }

@@ -1,4 +1,13 @@
-export { BucketStore, type Backlog, type BucketStoreOptions, type DueRow, type Entry, type OutboxRead, type RowSnapshot, type StoreBacklog } from './bucket-store';
+export {
+  BucketStore,
+  type Backlog,
+  type BucketStoreOptions,
+  type DueRow,
+  type Entry,
+  type OutboxRead,
+  type RowSnapshot,
+  type StoreBacklog,
+} from './bucket-store';
 export { BucketsError, type BucketsErrorCode } from './errors';
 export { SketchStore, EXACT_THRESHOLD, type LiveSketch } from './sketch-store';
 export { BucketEraser, ERASE_ROW, type RowErasure } from './erasure';

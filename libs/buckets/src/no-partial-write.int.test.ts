@@ -12,7 +12,8 @@ let store: BucketStore;
 const MAX_UNITS = 10n ** 14n;
 const D38 = 10n ** 38n;
 
-const rows = (r: Record<string, Record<string, bigint | number>>): RowDeltas => new Map(Object.entries(r).map(([pk, f]) => [pk, new Map(Object.entries(f))]));
+const rows = (r: Record<string, Record<string, bigint | number>>): RowDeltas =>
+  new Map(Object.entries(r).map(([pk, f]) => [pk, new Map(Object.entries(f))]));
 
 /** Every key and value of the Redis database, to compare before and after a refused script. */
 async function dump(): Promise<Record<string, unknown>> {
@@ -42,7 +43,10 @@ describe('sums beyond 64 bits (issue: 300 batches of 1000 maximum orders)', () =
   it('keeps 300 x 1000 x 1000000000000.00 exact in the open bucket and through seal and fold', async () => {
     const perBatch = 1000n * MAX_UNITS;
     for (let b = 0; b < 300; b++) {
-      const r = await store.apply('S', `b${b}`, rows({ S: { '2026-336|r': perBatch, '2026-336|o': 1000 } }), { now: 1000, dedupeTtlSeconds: 60 });
+      const r = await store.apply('S', `b${b}`, rows({ S: { '2026-336|r': perBatch, '2026-336|o': 1000 } }), {
+        now: 1000,
+        dedupeTtlSeconds: 60,
+      });
       expect(r.applied).toBe(true);
     }
     // 300000000000000000.00 in minor units: above int64, so a single HINCRBY field would have overflowed.
@@ -57,7 +61,14 @@ describe('sums beyond 64 bits (issue: 300 batches of 1000 maximum orders)', () =
     ]);
     expect(await total('S', 'r')).toBe(30_000_000_000_000_000_000n);
     // The ack deletes the count with its limbs.
-    expect(await store.ackOutbox('S', 'S', out.entries.map((e) => e.field), 3000)).toBe(0);
+    expect(
+      await store.ackOutbox(
+        'S',
+        'S',
+        out.entries.map((e) => e.field),
+        3000,
+      ),
+    ).toBe(0);
     expect(await redis.exists('t:{S}:o:S')).toBe(0);
   });
 
@@ -68,7 +79,10 @@ describe('sums beyond 64 bits (issue: 300 batches of 1000 maximum orders)', () =
     expect(await total('S', 'r')).toBe(D38 - 1n);
     const before = await dump();
     const err = await store
-      .apply('S', 'c', rows({ 'S#product#P1': { '2026-336|r': 7 }, S: { '2026-336|o': 1, '2026-336|r': 1n } }), { now: 1000, dedupeTtlSeconds: 60 })
+      .apply('S', 'c', rows({ 'S#product#P1': { '2026-336|r': 7 }, S: { '2026-336|o': 1, '2026-336|r': 1n } }), {
+        now: 1000,
+        dedupeTtlSeconds: 60,
+      })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BucketsError);
     expect((err as BucketsError).code).toBe('TALLY_ERR_SUM_OVERFLOW');
@@ -82,7 +96,9 @@ describe('sums beyond 64 bits (issue: 300 batches of 1000 maximum orders)', () =
     await store.apply('S', 'a', rows({ S: { '2026-336|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
     const before = await dump();
     for (const bad of [-1, -(10n ** 20n)]) {
-      const err = await store.apply('S', `x${bad}`, rows({ 'S#product#P': { '2026-336|v': 2 }, S: { '2026-336|v': bad } }), { now: 1000, dedupeTtlSeconds: 60 }).catch((e: unknown) => e);
+      const err = await store
+        .apply('S', `x${bad}`, rows({ 'S#product#P': { '2026-336|v': 2 }, S: { '2026-336|v': bad } }), { now: 1000, dedupeTtlSeconds: 60 })
+        .catch((e: unknown) => e);
       expect((err as BucketsError).code).toBe('TALLY_ERR_NOT_A_COUNT');
     }
     expect(await dump()).toEqual(before);
@@ -105,7 +121,9 @@ describe('no script fails after its first write', () => {
     await redis.config('SET', 'maxmemory-policy', 'noeviction');
     await redis.config('SET', 'maxmemory', '1');
     try {
-      const err = await store.apply('S', 'b', rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 }).catch((e: unknown) => e);
+      const err = await store
+        .apply('S', 'b', rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 })
+        .catch((e: unknown) => e);
       expect((err as Error).message).toMatch(/OOM/);
       for (const run of [() => store.seal('S', { now: 5000, minAgeMs: 0 }), () => store.ackOutbox('S', 'S', [], 5000)]) {
         expect(((await run().catch((e: unknown) => e)) as Error).message).toMatch(/OOM/);
@@ -124,7 +142,13 @@ describe('no script fails after its first write', () => {
     await store.apply('S', 'a', rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
     await redis.set('t:{S}:b:1000:S#product#P', 'not a hash');
     let before = await dump();
-    expect(((await store.apply('S', 'b', rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 }).catch((e: unknown) => e)) as Error).message).toMatch(/WRONGTYPE/);
+    expect(
+      (
+        (await store
+          .apply('S', 'b', rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 })
+          .catch((e: unknown) => e)) as Error
+      ).message,
+    ).toMatch(/WRONGTYPE/);
     expect(await dump()).toEqual(before);
 
     await redis.del('t:{S}:b:1000:S#product#P');
@@ -139,13 +163,27 @@ describe('no script fails after its first write', () => {
     await redis.set('t:{S}:v:S', 'garbage');
     before = await dump();
     const out = await store.readOutbox('S', 'S');
-    expect(((await store.ackOutbox('S', 'S', out.entries.map((e) => e.field), 4000).catch((e: unknown) => e)) as Error).message).toMatch(/TALLY_ERR_NOT_A_COUNT/);
+    expect(
+      (
+        (await store
+          .ackOutbox(
+            'S',
+            'S',
+            out.entries.map((e) => e.field),
+            4000,
+          )
+          .catch((e: unknown) => e)) as Error
+      ).message,
+    ).toMatch(/TALLY_ERR_NOT_A_COUNT/);
     expect(await dump()).toEqual(before);
   });
 
   it('keeps the outbox-entry count, the visit and the work-set publish to the rule (check, then write)', async () => {
     const message = async (p: Promise<unknown>) => ((await p.catch((e: unknown) => e)) as Error).message;
-    await store.apply('S', 'a', rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 3n * 10n ** 15n + 1n } }), { now: 1000, dedupeTtlSeconds: 60 });
+    await store.apply('S', 'a', rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 3n * 10n ** 15n + 1n } }), {
+      now: 1000,
+      dedupeTtlSeconds: 60,
+    });
     await store.seal('S', { now: 2000, minAgeMs: 0 });
     // Fold: a running count that is not an integer, or a counts key of another type, is refused before writing.
     for (const corrupt of [() => redis.hset('t:{S}:n', 'entries', 'x'), () => redis.set('t:{S}:n', 'not a hash')]) {
@@ -164,13 +202,32 @@ describe('no script fails after its first write', () => {
     const s = await store.readOutbox('S', 'S');
     await redis.hset('t:{S}:n', 'entries', '1.5');
     let before = await dump();
-    expect(await message(store.ackOutbox('S', 'S', s.entries.map((e) => e.field), 4000))).toMatch(/TALLY_ERR_NOT_A_COUNT/);
+    expect(
+      await message(
+        store.ackOutbox(
+          'S',
+          'S',
+          s.entries.map((e) => e.field),
+          4000,
+        ),
+      ),
+    ).toMatch(/TALLY_ERR_NOT_A_COUNT/);
     expect(await dump()).toEqual(before);
     await redis.hset('t:{S}:n', 'entries', '3');
-    await store.ackOutbox('S', 'S', s.entries.map((e) => e.field), 4000);
+    await store.ackOutbox(
+      'S',
+      'S',
+      s.entries.map((e) => e.field),
+      4000,
+    );
     expect(await redis.hget('t:{S}:n', 'entries')).toBe('2');
     const p = await store.readOutbox('S', 'S#product#P');
-    await store.ackOutbox('S', 'S#product#P', p.entries.map((e) => e.field), 4000);
+    await store.ackOutbox(
+      'S',
+      'S#product#P',
+      p.entries.map((e) => e.field),
+      4000,
+    );
     expect(await redis.hget('t:{S}:n', 'entries')).toBeNull();
 
     // Visit: a key it reports on of the wrong type refuses the visit before it seals (the epoch stays).
@@ -187,18 +244,36 @@ describe('no script fails after its first write', () => {
     await store.registerStore('T');
     before = await dump();
     const backlog = (rows: number, entries: number, oldestDirty: number) => ({ rows, entries, oldestDirty, oldestUnfolded: undefined });
-    expect(await message(store.publishBacklogs(0, [{ store: 'S', backlog: backlog(1, 2, 5) }, { store: 'T', backlog: backlog(1, 1, Number.NaN) }]))).toMatch(/TALLY_ERR_ARGUMENT/);
+    expect(
+      await message(
+        store.publishBacklogs(0, [
+          { store: 'S', backlog: backlog(1, 2, 5) },
+          { store: 'T', backlog: backlog(1, 1, Number.NaN) },
+        ]),
+      ),
+    ).toMatch(/TALLY_ERR_ARGUMENT/);
     expect(await dump()).toEqual(before);
     await redis.hset('t:{t:w0}:totals', 'rows', 'x');
     before = await dump();
     expect(await message(store.publishBacklogs(0, [{ store: 'S', backlog: backlog(1, 2, 5) }]))).toMatch(/TALLY_ERR_NOT_A_COUNT/);
     expect(await dump()).toEqual(before);
     await redis.del('t:{t:w0}:totals');
-    expect(await store.publishBacklogs(0, [{ store: 'S', backlog: backlog(1, 2, 5) }, { store: 'T', backlog: backlog(1, 1, 7) }, { store: 'S', backlog: backlog(2, 4, 5) }])).toEqual(['published', 'published', 'published']);
+    expect(
+      await store.publishBacklogs(0, [
+        { store: 'S', backlog: backlog(1, 2, 5) },
+        { store: 'T', backlog: backlog(1, 1, 7) },
+        { store: 'S', backlog: backlog(2, 4, 5) },
+      ]),
+    ).toEqual(['published', 'published', 'published']);
     expect(await redis.hgetall('t:{t:w0}:totals')).toEqual({ rows: '3', entries: '5' });
     // A mark other than the store's (an apply since it was read) keeps the store; its own mark retires it.
     expect(await store.publishBacklogs(0, [{ store: 'T', backlog: backlog(0, 0, 7), mark: '2' }])).toEqual(['published']);
-    expect(await store.publishBacklogs(0, [{ store: 'T', backlog: { rows: 0, entries: 0, oldestDirty: undefined, oldestUnfolded: undefined }, mark: '1' }, { store: 'T', backlog: backlog(1, 1, 7) }])).toEqual(['retired', 'absent']);
+    expect(
+      await store.publishBacklogs(0, [
+        { store: 'T', backlog: { rows: 0, entries: 0, oldestDirty: undefined, oldestUnfolded: undefined }, mark: '1' },
+        { store: 'T', backlog: backlog(1, 1, 7) },
+      ]),
+    ).toEqual(['retired', 'absent']);
     expect(await redis.hgetall('t:{t:w0}:totals')).toEqual({ rows: '2', entries: '4' });
 
     // Register and the due-store read (which fills in missing visit times): a wrong-typed key refuses the call whole.
@@ -213,7 +288,12 @@ describe('no script fails after its first write', () => {
   });
 
   it('ranks limbs by their whole value', async () => {
-    await store.apply('S', 'a', rows({ 'S#product#P1': { '2026-336|r': 3n * 10n ** 15n + 1n }, 'S#product#P2': { '2026-336|r': 10n ** 15n - 1n } }), { now: 1, dedupeTtlSeconds: 60 });
+    await store.apply(
+      'S',
+      'a',
+      rows({ 'S#product#P1': { '2026-336|r': 3n * 10n ** 15n + 1n }, 'S#product#P2': { '2026-336|r': 10n ** 15n - 1n } }),
+      { now: 1, dedupeTtlSeconds: 60 },
+    );
     await store.seal('S', { now: 2, minAgeMs: 0 });
     await store.foldSealed('S', { now: 3 });
     expect(await store.top('S', 'product', 'r', ['2026-336'], 10)).toEqual([
@@ -236,7 +316,13 @@ describe('property: extreme values through apply, seal and fold', () => {
     fc.bigInt({ min: D38 / 1000n, max: D38 / 10n }), // near the 38-digit limit: a few of these must be refused
   );
   const step = fc.oneof(
-    { weight: 6, arbitrary: fc.record({ kind: fc.constant('apply' as const), rows: fc.array(fc.tuple(fc.constantFrom(...pks), fc.constantFrom(...fields), delta), { minLength: 1, maxLength: 6 }) }) },
+    {
+      weight: 6,
+      arbitrary: fc.record({
+        kind: fc.constant('apply' as const),
+        rows: fc.array(fc.tuple(fc.constantFrom(...pks), fc.constantFrom(...fields), delta), { minLength: 1, maxLength: 6 }),
+      }),
+    },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('seal' as const) }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('fold' as const) }) },
   );
@@ -266,7 +352,9 @@ describe('property: extreme values through apply, seal and fold', () => {
             for (const [pk, row] of d) {
               const [snap] = await store.snapshot('S', [pk]);
               for (const [field, v] of row) {
-                const inBucket = snap!.entries.filter((e) => String(e.seq) === seq && `${e.dayKey}|${e.metric}` === field).reduce((a, e) => a + e.value, 0n);
+                const inBucket = snap!.entries
+                  .filter((e) => String(e.seq) === seq && `${e.dayKey}|${e.metric}` === field)
+                  .reduce((a, e) => a + e.value, 0n);
                 if (inBucket + BigInt(v) >= D38) overflow = true;
               }
             }
@@ -278,7 +366,8 @@ describe('property: extreme values through apply, seal and fold', () => {
               expect(await dump()).toEqual(before);
             } else {
               expect(r).toMatchObject({ applied: true });
-              for (const [pk, row] of d) for (const [field, v] of row) model.set(`${pk}\u0000${field}`, (model.get(`${pk}\u0000${field}`) ?? 0n) + BigInt(v));
+              for (const [pk, row] of d)
+                for (const [field, v] of row) model.set(`${pk}\u0000${field}`, (model.get(`${pk}\u0000${field}`) ?? 0n) + BigInt(v));
             }
           }
         }

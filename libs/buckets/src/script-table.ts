@@ -61,7 +61,8 @@ export function runScript<K extends string, A extends string, R>(
   // With `buffers`, bulk replies come back as Buffers (binary values such as the sketches).
   const send = opts.buffers
     ? (cmd: 'evalsha' | 'eval', body: string) => redis.callBuffer(cmd, body, allKeys.length, ...rest) as Promise<unknown>
-    : (cmd: 'evalsha' | 'eval', body: string) => (cmd === 'evalsha' ? redis.evalsha(body, allKeys.length, ...rest) : redis.eval(body, allKeys.length, ...rest));
+    : (cmd: 'evalsha' | 'eval', body: string) =>
+        cmd === 'evalsha' ? redis.evalsha(body, allKeys.length, ...rest) : redis.eval(body, allKeys.length, ...rest);
   // Not async, and one hop on success: callers' replies resolve in the order Redis sent them.
   return send('evalsha', s.sha).catch((err: Error) => {
     if (!/^NOSCRIPT/.test(err.message ?? '')) throw err;

@@ -103,7 +103,9 @@ describe('sketches', () => {
     const rms = Math.sqrt(errors.reduce((s, e) => s + e * e, 0) / errors.length);
     const [all] = await sketches.union('S', [blobs], true);
     const unionError = Math.abs(all!.count - 1_000_000) / 1_000_000;
-    console.log(`sketch standard error over ${sizes.length} sketches (1,000,000 visitors): ${(rms * 100).toFixed(3)}%; union of all: ${all!.count} (${(unionError * 100).toFixed(3)}%)`);
+    console.log(
+      `sketch standard error over ${sizes.length} sketches (1,000,000 visitors): ${(rms * 100).toFixed(3)}%; union of all: ${all!.count} (${(unionError * 100).toFixed(3)}%)`,
+    );
     expect(rms).toBeLessThanOrEqual(0.01);
     // One estimate of the union, 3 standard errors (0.81% each) at most.
     expect(unionError).toBeLessThanOrEqual(0.0243);

@@ -37,7 +37,10 @@ export class SketchStore {
   }
 
   private rowsKey = (store: string, pk: string) => this.keys.tag(store) + S.sketchRows + pk;
-  private sketchKeys = (store: string, pk: string, field: string) => [this.keys.tag(store) + S.sketchSet + pk + '|' + field, this.keys.tag(store) + S.sketchHll + pk + '|' + field];
+  private sketchKeys = (store: string, pk: string, field: string) => [
+    this.keys.tag(store) + S.sketchSet + pk + '|' + field,
+    this.keys.tag(store) + S.sketchHll + pk + '|' + field,
+  ];
 
   /**
    * Adds a batch's members (rollupDistinct, or flat as a rolled-up job carries them: libs/schema flattenDistinct,
@@ -67,7 +70,7 @@ export class SketchStore {
     if (flat.length === 0) return;
     const keys: string[] = [];
     const args: Array<string | number | Buffer> = [];
-    for (let i = 0; i < flat.length; ) {
+    for (let i = 0; i < flat.length;) {
       const pk = String(flat[i]);
       const n = Number(flat[i + 1]);
       keys.push(this.rowsKey(store, pk));
@@ -94,7 +97,14 @@ export class SketchStore {
     const wanted = pks.flatMap((pk, r) => fields[r]!.map((field) => ({ r, field })));
     const out: LiveSketch[][] = pks.map(() => []);
     if (wanted.length === 0) return out;
-    const raw = await runScript(this.redis, SKETCH_READ, {}, { threshold: EXACT_THRESHOLD }, { keys: wanted.flatMap(({ r, field }) => this.sketchKeys(store, pks[r]!, field)) }, { buffers: true });
+    const raw = await runScript(
+      this.redis,
+      SKETCH_READ,
+      {},
+      { threshold: EXACT_THRESHOLD },
+      { keys: wanted.flatMap(({ r, field }) => this.sketchKeys(store, pks[r]!, field)) },
+      { buffers: true },
+    );
     wanted.forEach(({ r, field }, i) => {
       const [blob, scard, registers] = raw[i]! as [Buffer, Buffer, Buffer];
       if (blob.length === 1 && scard.toString() === '0') return; // acked in between
@@ -108,7 +118,13 @@ export class SketchStore {
   async ack(store: string, pk: string, written: readonly LiveSketch[]): Promise<number> {
     if (written.length === 0) return 0;
     const keys = written.flatMap((s) => this.sketchKeys(store, pk, s.field));
-    const r = await runScript(this.redis, SKETCH_ACK, { rows: this.rowsKey(store, pk) }, {}, { keys, args: written.flatMap((s) => [s.field, s.scard, s.registers]) });
+    const r = await runScript(
+      this.redis,
+      SKETCH_ACK,
+      { rows: this.rowsKey(store, pk) },
+      {},
+      { keys, args: written.flatMap((s) => [s.field, s.scard, s.registers]) },
+    );
     return Number(r);
   }
 
@@ -128,7 +144,14 @@ export class SketchStore {
       });
       args.push(g.length, ...g);
     });
-    const raw = await runScript(this.redis, SKETCH_UNION, {}, { threshold: EXACT_THRESHOLD, wantBlob: wantBlob ? '1' : '0' }, { keys, args }, { buffers: true });
+    const raw = await runScript(
+      this.redis,
+      SKETCH_UNION,
+      {},
+      { threshold: EXACT_THRESHOLD, wantBlob: wantBlob ? '1' : '0' },
+      { keys, args },
+      { buffers: true },
+    );
     return raw.map(([count, blob]) => ({ count: Number(count), blob }));
   }
 }

@@ -64,8 +64,10 @@ describe('createTallyClient', () => {
     expect(Math.abs(job!.data.receivedAt - Date.now())).toBeLessThan(5_000);
   });
 
-  it('with the store\'s time zone, enqueues the batch rolled up with its visitors (rows and distinct), as the collector does', async () => {
-    const res = await client.enqueueEvents('STORE1', [view('P1'), { ...view('P2'), dims: { product: 'P2', visitor: 'V2' } }], { timeZone: 'Europe/Berlin' });
+  it("with the store's time zone, enqueues the batch rolled up with its visitors (rows and distinct), as the collector does", async () => {
+    const res = await client.enqueueEvents('STORE1', [view('P1'), { ...view('P2'), dims: { product: 'P2', visitor: 'V2' } }], {
+      timeZone: 'Europe/Berlin',
+    });
     const job = eventsJobSchema.parse((await queues.events.getJob(res.batchId))?.data);
     expect(job).toMatchObject({ source: 'client', count: 2 });
     expect(job.events).toBeUndefined();
@@ -100,7 +102,9 @@ describe('createTallyClient', () => {
     expect(a.batchId).toMatch(/^batch-[A-Za-z0-9_-]{27}$/);
     expect(c.batchId).not.toBe(a.batchId);
     expect(await waiting()).toBe(before + 2);
-    await expect(client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'has space' })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'has space' })).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
     await expect(client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: '' })).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 
@@ -110,7 +114,9 @@ describe('createTallyClient', () => {
     const err = await client.enqueueEvents('STORE1', [view('P1'), view('P3')], { idempotencyKey: 'order-43' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(IdempotencyConflictError);
     expect(err).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', idempotencyKey: 'order-43' });
-    expect((err as Error).message).toMatch(/^idempotency key "order-43" was already used for a batch with other events; nothing was accepted/);
+    expect((err as Error).message).toMatch(
+      /^idempotency key "order-43" was already used for a batch with other events; nothing was accepted/,
+    );
     expect(await waiting()).toBe(before);
     // The same events again are still the same batch.
     expect((await client.enqueueEvents('STORE1', [view('P1'), view('P2')], { idempotencyKey: 'order-43' })).batchId).toBe(a.batchId);
@@ -137,7 +143,10 @@ describe('createTallyClient', () => {
       const err = await small.enqueueEvents('STORE1', [view('a'), view('b'), view('c')]).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(TooManyEventsError);
       expect((err as TooManyEventsError).message).toBe('3 events in one batch; the limit is 2');
-      await expect(small.enqueueEvents('_tenant#x', [view('a')])).rejects.toMatchObject({ code: 'TALLY_ERR_INVALID_ARGUMENT', field: 'store' });
+      await expect(small.enqueueEvents('_tenant#x', [view('a')])).rejects.toMatchObject({
+        code: 'TALLY_ERR_INVALID_ARGUMENT',
+        field: 'store',
+      });
       expect(await small.enqueueEvents('STORE1', [])).toMatchObject({ accepted: 0 });
     } finally {
       await small.close();
@@ -181,7 +190,9 @@ describe('createTallyClient', () => {
       expect(Date.now() - started).toBeLessThan(3_000);
       await redis.restart();
       // Retried until the connection is back; the idempotency key makes the retries count once.
-      const again = await waitFor(() => c.enqueueEvents('STORE9', [view('P2')], { idempotencyKey: 'after-restart' }), { timeoutMs: 10_000 });
+      const again = await waitFor(() => c.enqueueEvents('STORE9', [view('P2')], { idempotencyKey: 'after-restart' }), {
+        timeoutMs: 10_000,
+      });
       expect(again.accepted).toBe(1);
       const job = await waitFor(() => queues.events.getJob(again.batchId), { timeoutMs: 10_000 });
       expect(job.data.events).toHaveLength(1);

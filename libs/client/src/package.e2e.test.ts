@@ -7,7 +7,18 @@ import { BucketStore } from '@tally/buckets';
 import { createDynamoClient } from '@tally/dynamo';
 import { compileRules, defaultRules } from '@tally/schema';
 import { createTenantAdmin } from '@tally/tenants';
-import { createTestTable, metricValue, REPO_ROOT, startApp, startDynalite, startRedis, waitFor, type AppHandle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import {
+  createTestTable,
+  metricValue,
+  REPO_ROOT,
+  startApp,
+  startDynalite,
+  startRedis,
+  waitFor,
+  type AppHandle,
+  type DynaliteHandle,
+  type RedisHandle,
+} from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -48,7 +59,10 @@ beforeAll(async () => {
   mkdirSync(app);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'scratch-app', private: true, version: '1.0.0' }));
   // From the local npm cache where it can be (the client's dependencies are the workspace's).
-  await run('npm', ['install', join(packs, tarball!), '@types/node@24', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: app, env: userEnv() });
+  await run('npm', ['install', join(packs, tarball!), '@types/node@24', '--prefer-offline', '--no-audit', '--no-fund'], {
+    cwd: app,
+    env: userEnv(),
+  });
   scratch = app;
 
   writeFileSync(
@@ -90,7 +104,10 @@ console.log(JSON.stringify({ ...r, isError: new QueueUnavailableError('x') insta
   );
   writeFileSync(
     join(app, 'tsconfig.json'),
-    JSON.stringify({ compilerOptions: { module: 'nodenext', target: 'es2023', strict: true, outDir: 'out', types: ['node'] }, files: ['typed.mts'] }),
+    JSON.stringify({
+      compilerOptions: { module: 'nodenext', target: 'es2023', strict: true, outDir: 'out', types: ['node'] },
+      files: ['typed.mts'],
+    }),
   );
 }, 480_000);
 
@@ -115,7 +132,10 @@ describe('the packed @tally/client in a project outside the workspace', () => {
     aggregator = await startApp('bucket-aggregator', {
       env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table, SEALER_ENABLED: 'false' },
     });
-    await waitFor(async () => metricValue(await aggregator!.metrics(), 'tally_events_applied_total') === 6, { timeoutMs: 30_000, message: '6 events applied' });
+    await waitFor(async () => metricValue(await aggregator!.metrics(), 'tally_events_applied_total') === 6, {
+      timeoutMs: 30_000,
+      message: '6 events applied',
+    });
     expect(metricValue(await aggregator.metrics(), 'tally_batches_applied_total')).toBe(3);
 
     const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });

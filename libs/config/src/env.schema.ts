@@ -23,10 +23,14 @@ export const sharedEnvShape = {
   REDIS_URL: redisUrl.default('redis://127.0.0.1:6379').describe('Redis holding the queues, buckets and outbox (AOF on, `noeviction`).'),
   REDIS_CLUSTER_NODES: clusterNodes
     .optional()
-    .describe('Redis Cluster seed nodes `host:port,host:port`; when set, REDIS_URL only lends its password and TLS (unset = the single Redis of REDIS_URL).'),
+    .describe(
+      'Redis Cluster seed nodes `host:port,host:port`; when set, REDIS_URL only lends its password and TLS (unset = the single Redis of REDIS_URL).',
+    ),
   QUEUE_SHARDS: int(1, 256)
     .default(1)
-    .describe('Shards of the `events` and `dynamo-writes` queues and of the sealer’s work set (by store); every app of an installation must use the same.'),
+    .describe(
+      'Shards of the `events` and `dynamo-writes` queues and of the sealer’s work set (by store); every app of an installation must use the same.',
+    ),
   DYNAMODB_ENDPOINT: httpUrl
     .optional()
     .describe('A DynamoDB-compatible endpoint (dynalite, DynamoDB Local); unset = AWS DynamoDB in `AWS_REGION`.'),
@@ -41,7 +45,11 @@ export const sharedEnvShape = {
     .default('us-east-1')
     .describe('AWS region of the DynamoDB client.'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
-  HTTP_HOST: z.string().min(1).default('0.0.0.0').describe('Address the HTTP server binds to (`npm start` passes 127.0.0.1 unless set; containers keep 0.0.0.0).'),
+  HTTP_HOST: z
+    .string()
+    .min(1)
+    .default('0.0.0.0')
+    .describe('Address the HTTP server binds to (`npm start` passes 127.0.0.1 unless set; containers keep 0.0.0.0).'),
   RULES_FILE: optionalPath('Path to a JSON rollup-rules file; unset = the built-in e-commerce rules.'),
   KEY_PREFIX: z
     .string()
@@ -68,7 +76,9 @@ const JOB_LOCK_MS = int(1_000, 600_000)
 export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   HTTP_PORT: httpPort(7401),
   MAX_EVENTS_PER_REQUEST: int(1, 100_000).default(1000).describe('Events per request before 413.'),
-  MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024).describe('Request body bytes before 413.'),
+  MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024)
+    .default(1024 * 1024)
+    .describe('Request body bytes before 413.'),
   MAX_QUEUE_DEPTH: int(1, 10_000_000).default(10_000).describe('Waiting events jobs beyond which requests get 429.'),
   KEY_CACHE_TTL_MS,
   KEY_LOOKUP_TIMEOUT_MS,
@@ -126,7 +136,9 @@ export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
     .describe('Operator credential of the `/v1/operator` routes (create, list, delete stores); unset = those routes are off (403).'),
   ADMIN_JOBS_TIMEOUT_MS: int(1_000, 3_600_000)
     .default(60_000)
-    .describe('How long a store deletion or visitor erasure waits for the running jobs of that store or visitor before answering 503 (call again).'),
+    .describe(
+      'How long a store deletion or visitor erasure waits for the running jobs of that store or visitor before answering 503 (call again).',
+    ),
 });
 
 /** Every app's schema by app name: exactly the variables the app reads (the ops checks and the README use them). */

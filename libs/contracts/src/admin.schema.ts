@@ -5,7 +5,10 @@ import { isoSchema, problemSchema as errorSchema } from './common.schema';
 // and the operator's (/v1/operator/…) with the operator credential of the configuration (ADMIN_OPERATOR_TOKEN).
 
 const SCOPE_NAMES = ['ingest', 'read', 'admin'] as const;
-const storeId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/).describe('Store id: 1-128 of A-Z a-z 0-9 _ . : -, starting with a letter or digit');
+const storeId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/)
+  .describe('Store id: 1-128 of A-Z a-z 0-9 _ . : -, starting with a letter or digit');
 
 export const tenantSchema = z
   .object({
@@ -13,11 +16,19 @@ export const tenantSchema = z
     timeZone: z.string().describe('IANA time zone in which days are binned'),
     createdAt: isoSchema,
     currency: z.string().optional().describe('ISO 4217 code of the money metrics'),
-    historyMonths: z.number().int().optional().describe('Months of visitor history kept (this month and the N - 1 before); absent = for ever'),
-    deletingAt: isoSchema.optional().describe('Set while a deletion of the store is under way (or was interrupted: delete again to finish)'),
+    historyMonths: z
+      .number()
+      .int()
+      .optional()
+      .describe('Months of visitor history kept (this month and the N - 1 before); absent = for ever'),
+    deletingAt: isoSchema
+      .optional()
+      .describe('Set while a deletion of the store is under way (or was interrupted: delete again to finish)'),
   })
   .describe('A store (tenant)')
-  .meta({ examples: [{ store: 'DEMO', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z', currency: 'EUR', historyMonths: 13 }] });
+  .meta({
+    examples: [{ store: 'DEMO', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z', currency: 'EUR', historyMonths: 13 }],
+  });
 
 export const tenantSettingsSchema = z
   .object({
@@ -39,7 +50,18 @@ export const keyInfoSchema = z
     revokedAt: isoSchema.optional(),
   })
   .describe('An API key as listed: never the key itself')
-  .meta({ examples: [{ keyId: '3f9a1c0b7d2e', store: 'DEMO', label: 'web shop', scopes: ['ingest'], revoked: false, createdAt: '2026-03-15T12:00:00.000Z' }] });
+  .meta({
+    examples: [
+      {
+        keyId: '3f9a1c0b7d2e',
+        store: 'DEMO',
+        label: 'web shop',
+        scopes: ['ingest'],
+        revoked: false,
+        createdAt: '2026-03-15T12:00:00.000Z',
+      },
+    ],
+  });
 
 export const issueKeyBodySchema = z
   .object({
@@ -49,14 +71,35 @@ export const issueKeyBodySchema = z
   .strict()
   .meta({ examples: [{ scopes: ['ingest'], label: 'web shop' }] });
 
-export const issuedKeySchema = keyInfoSchema
-  .extend({ key: z.string().describe('The key: shown in this answer only, never again') })
-  .meta({
-    examples: [{ keyId: '3f9a1c0b7d2e', store: 'DEMO', label: 'web shop', scopes: ['ingest'], revoked: false, createdAt: '2026-03-15T12:00:00.000Z', key: 'tly_…' }],
-  });
-export const keyListSchema = z
-  .object({ keys: z.array(keyInfoSchema) })
-  .meta({ examples: [{ keys: [{ keyId: '3f9a1c0b7d2e', store: 'DEMO', label: 'web shop', scopes: ['ingest'], revoked: false, createdAt: '2026-03-15T12:00:00.000Z' }] }] });
+export const issuedKeySchema = keyInfoSchema.extend({ key: z.string().describe('The key: shown in this answer only, never again') }).meta({
+  examples: [
+    {
+      keyId: '3f9a1c0b7d2e',
+      store: 'DEMO',
+      label: 'web shop',
+      scopes: ['ingest'],
+      revoked: false,
+      createdAt: '2026-03-15T12:00:00.000Z',
+      key: 'tly_…',
+    },
+  ],
+});
+export const keyListSchema = z.object({ keys: z.array(keyInfoSchema) }).meta({
+  examples: [
+    {
+      keys: [
+        {
+          keyId: '3f9a1c0b7d2e',
+          store: 'DEMO',
+          label: 'web shop',
+          scopes: ['ingest'],
+          revoked: false,
+          createdAt: '2026-03-15T12:00:00.000Z',
+        },
+      ],
+    },
+  ],
+});
 
 const keyIdParams = z.object({ keyId: z.string().describe('A key id from the list (6-64 lower-case hex digits)') }).strict();
 const visitorParams = z.object({ visitor: z.string().describe('Visitor id') }).strict();
@@ -76,7 +119,14 @@ export const visitorErasureSchema = z
   })
   .describe('What was erased')
   .meta({
-    examples: [{ store: 'DEMO', visitor: 'V42', removed: { dynamoItems: 3, outboxEntries: 4, bucketEntries: 2, cachedHistory: true }, tombstoneUntil: '2026-03-16T12:00:00.000Z' }],
+    examples: [
+      {
+        store: 'DEMO',
+        visitor: 'V42',
+        removed: { dynamoItems: 3, outboxEntries: 4, bucketEntries: 2, cachedHistory: true },
+        tombstoneUntil: '2026-03-16T12:00:00.000Z',
+      },
+    ],
   });
 
 export const storeDeletionSchema = z
@@ -94,7 +144,11 @@ export const storeDeletionSchema = z
   .describe('What was deleted')
   .meta({
     examples: [
-      { store: 'DEMO', removed: { dynamoItems: 5120, apiKeys: 3, redisKeys: 812, queuedJobs: 12, failedJobs: 0 }, tombstoneUntil: '2026-03-16T12:00:00.000Z' },
+      {
+        store: 'DEMO',
+        removed: { dynamoItems: 5120, apiKeys: 3, redisKeys: 812, queuedJobs: 12, failedJobs: 0 },
+        tombstoneUntil: '2026-03-16T12:00:00.000Z',
+      },
     ],
   });
 
@@ -111,7 +165,9 @@ export const createStoreBodySchema = z
 
 export const createdStoreSchema = tenantSchema
   .extend({ adminKey: z.string().optional().describe('The admin key, when asked for: shown only in this answer') })
-  .meta({ examples: [{ store: 'SHOP42', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z', currency: 'EUR', adminKey: 'tly_…' }] });
+  .meta({
+    examples: [{ store: 'SHOP42', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z', currency: 'EUR', adminKey: 'tly_…' }],
+  });
 export const storeListSchema = z
   .object({ stores: z.array(tenantSchema) })
   .meta({ examples: [{ stores: [{ store: 'DEMO', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z' }] }] });
@@ -119,10 +175,14 @@ export const storeListSchema = z
 const adminErrors = {
   400: errorSchema.describe('Bad input; `field` names the member at fault'),
   401: errorSchema.describe('Missing, unknown or revoked credential'),
-  403: errorSchema.describe('The credential may not call this route: a key without the admin scope; on operator routes any store key, or the routes are off (ADMIN_OPERATOR_TOKEN unset)'),
+  403: errorSchema.describe(
+    'The credential may not call this route: a key without the admin scope; on operator routes any store key, or the routes are off (ADMIN_OPERATOR_TOKEN unset)',
+  ),
   404: errorSchema.describe('Unknown store, key or visitor'),
   500: errorSchema.describe('An unexpected error; the query API logs it'),
-  503: errorSchema.describe('Redis, DynamoDB or the key store is unreachable, or a deletion must wait for running jobs; retry after Retry-After seconds'),
+  503: errorSchema.describe(
+    'Redis, DynamoDB or the key store is unreachable, or a deletion must wait for running jobs; retry after Retry-After seconds',
+  ),
 } as const;
 
 const admin = (operationId: string, summary: string) => ({ operationId, summary, tags: ['admin'], security: [{ bearer: [] }] });
@@ -130,12 +190,24 @@ const operator = (operationId: string, summary: string) => ({ operationId, summa
 
 export const adminRouteSchemas = {
   getTenant: { ...admin('getOwnStore', "The admin key's store and its settings"), response: { 200: tenantSchema, ...adminErrors } },
-  updateTenant: { ...admin('updateOwnStore', "Changes the store's time zone, currency or visitor-history retention"), body: tenantSettingsSchema, response: { 200: tenantSchema, ...adminErrors } },
+  updateTenant: {
+    ...admin('updateOwnStore', "Changes the store's time zone, currency or visitor-history retention"),
+    body: tenantSettingsSchema,
+    response: { 200: tenantSchema, ...adminErrors },
+  },
   listKeys: { ...admin('listKeys', "The store's API keys (never the keys themselves)"), response: { 200: keyListSchema, ...adminErrors } },
-  issueKey: { ...admin('issueKey', 'Issues a key for the store; the answer is the only time it is shown'), body: issueKeyBodySchema, response: { 201: issuedKeySchema, ...adminErrors } },
-  revokeKey: { ...admin('revokeKey', 'Revokes a key of the store (it stops working within KEY_CACHE_TTL_MS)'), params: keyIdParams, response: { 200: keyInfoSchema, ...adminErrors } },
+  issueKey: {
+    ...admin('issueKey', 'Issues a key for the store; the answer is the only time it is shown'),
+    body: issueKeyBodySchema,
+    response: { 201: issuedKeySchema, ...adminErrors },
+  },
+  revokeKey: {
+    ...admin('revokeKey', 'Revokes a key of the store (it stops working within KEY_CACHE_TTL_MS)'),
+    params: keyIdParams,
+    response: { 200: keyInfoSchema, ...adminErrors },
+  },
   eraseVisitor: {
-    ...admin('eraseVisitor', "Erases a visitor: their rows, counts not yet written and cached history; store and product aggregates stay"),
+    ...admin('eraseVisitor', 'Erases a visitor: their rows, counts not yet written and cached history; store and product aggregates stay'),
     params: visitorParams,
     response: { 200: visitorErasureSchema, ...adminErrors },
   },
@@ -143,10 +215,17 @@ export const adminRouteSchemas = {
 
 export const operatorRouteSchemas = {
   listStores: { ...operator('listStores', 'Every store'), response: { 200: storeListSchema, ...adminErrors } },
-  createStore: { ...operator('createStore', 'Creates a store (and, when asked, its first admin key)'), body: createStoreBodySchema, response: { 201: createdStoreSchema, ...adminErrors } },
+  createStore: {
+    ...operator('createStore', 'Creates a store (and, when asked, its first admin key)'),
+    body: createStoreBodySchema,
+    response: { 201: createdStoreSchema, ...adminErrors },
+  },
   getStore: { ...operator('getStoreById', 'One store'), params: storeParams, response: { 200: tenantSchema, ...adminErrors } },
   deleteStore: {
-    ...operator('deleteStore', 'Deletes a store and all its data; idempotent and resumable (a store whose deletion was interrupted is still listed: delete it again)'),
+    ...operator(
+      'deleteStore',
+      'Deletes a store and all its data; idempotent and resumable (a store whose deletion was interrupted is still listed: delete it again)',
+    ),
     params: storeParams,
     response: { 200: storeDeletionSchema, ...adminErrors },
   },

@@ -12,26 +12,46 @@ export const problemSchema = z
     status: z.number().int(),
     code: z.string().describe('stable TALLY_ERR_* code'),
     detail: z.string().describe('what was wrong and where'),
-    field: z.string().optional().describe('the request member at fault: a query parameter, a header, or a body path such as segments.0.rules.1.op'),
+    field: z
+      .string()
+      .optional()
+      .describe('the request member at fault: a query parameter, a header, or a body path such as segments.0.rules.1.op'),
   })
   .describe('RFC 9457 problem details (application/problem+json)')
-  .meta({ examples: [{ type: 'about:blank', title: 'Bad Request', status: 400, code: 'TALLY_ERR_BAD_REQUEST', field: 'metrics', detail: 'unknown metric "Views"; known: ViewCount, OrderCount' }] });
+  .meta({
+    examples: [
+      {
+        type: 'about:blank',
+        title: 'Bad Request',
+        status: 400,
+        code: 'TALLY_ERR_BAD_REQUEST',
+        field: 'metrics',
+        detail: 'unknown metric "Views"; known: ViewCount, OrderCount',
+      },
+    ],
+  });
 
 /** The error answers every /v1 route can give. */
 export const errorResponses = {
-  400: problemSchema.describe('Bad input; `field` names the parameter at fault. Also a query that would read more DynamoDB items than the configured maximum'),
+  400: problemSchema.describe(
+    'Bad input; `field` names the parameter at fault. Also a query that would read more DynamoDB items than the configured maximum',
+  ),
   401: problemSchema.describe('Missing, unknown or revoked API key'),
   403: problemSchema.describe('The API key lacks the read scope'),
   404: problemSchema.describe("Another store's data (`store` or `entity` naming a store that is not the key's)"),
   500: problemSchema.describe('An unexpected error; the query API logs it'),
-  503: problemSchema.describe('Redis, DynamoDB or the key store is unreachable, or the API is shutting down; retry after Retry-After seconds'),
+  503: problemSchema.describe(
+    'Redis, DynamoDB or the key store is unreachable, or the API is shutting down; retry after Retry-After seconds',
+  ),
 } as const;
 
 /**
  * A counter value: count metrics (scale 0) are JSON numbers (decimal strings only beyond 2^53); scaled metrics
  * (Revenue, scale 2) are exact decimal strings such as "19.99".
  */
-export const valueSchema = z.union([z.number(), z.string()]).describe('A number for counts; an exact decimal string for scaled metrics (Revenue)');
+export const valueSchema = z
+  .union([z.number(), z.string()])
+  .describe('A number for counts; an exact decimal string for scaled metrics (Revenue)');
 export const valuesSchema = z
   .record(z.string(), valueSchema)
   .describe(
@@ -56,7 +76,7 @@ export const toParam = z.string().optional().describe('Last day, YYYY-MM-DD, inc
 export const storeParam = z
   .string()
   .optional()
-  .describe("Optional: the store you expect. The store always comes from the API key; naming any other store answers 404.");
+  .describe('Optional: the store you expect. The store always comes from the API key; naming any other store answers 404.');
 export const metricsParam = z
   .union([z.string(), z.array(z.string())])
   .optional()

@@ -6,7 +6,10 @@ export const segmentRuleSchema = z
     /** Metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews. */
     metric: z.string().min(1).max(64),
     /** Sub-key for keyed metrics: ProductViews of product `key`. */
-    key: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/).optional(),
+    key: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,128}$/)
+      .optional(),
     range: z.enum(RANGE_NAMES),
     op: z.enum(['>=', '>', '=', '<=', '<', '!=']),
     value: z.number().finite(),
@@ -46,41 +49,49 @@ export const segmentsBodySchema = z
     ],
   });
 
-export const segmentsResponseSchema = z.object({
-  visitor: z.string(),
-  segments: z.array(
-    z.object({
-      name: z.string(),
-      matched: z.boolean(),
-      rules: z.array(
-        z
-          .object({
-            metric: z.string(),
-            key: z.string().optional(),
-            range: z.enum(RANGE_NAMES),
-            op: segmentRuleSchema.shape.op,
-            value: z.number(),
-            actual: valueSchema.describe("The visitor's value: a number for counts, a decimal string for scaled metrics"),
-            matched: z.boolean(),
-          })
-          .describe('The rule as asked, with the actual value and whether it matched'),
-      ),
-    }),
-  ),
-  cache: z.enum(['hit', 'miss']).describe("Whether the visitor's DynamoDB history came from the session cache"),
-  asOf: z.string(),
-  dynamoRequests: z.number().int(),
-}).meta({
-  examples: [
-    {
-      visitor: 'V42',
-      segments: [{ name: 'big spender', matched: true, rules: [{ metric: 'Revenue', range: 'last30d', op: '>=', value: 100, actual: '129.98', matched: true }] }],
-      cache: 'hit',
-      asOf: '2026-03-15T12:00:00.000Z',
-      dynamoRequests: 0,
-    },
-  ],
-});
+export const segmentsResponseSchema = z
+  .object({
+    visitor: z.string(),
+    segments: z.array(
+      z.object({
+        name: z.string(),
+        matched: z.boolean(),
+        rules: z.array(
+          z
+            .object({
+              metric: z.string(),
+              key: z.string().optional(),
+              range: z.enum(RANGE_NAMES),
+              op: segmentRuleSchema.shape.op,
+              value: z.number(),
+              actual: valueSchema.describe("The visitor's value: a number for counts, a decimal string for scaled metrics"),
+              matched: z.boolean(),
+            })
+            .describe('The rule as asked, with the actual value and whether it matched'),
+        ),
+      }),
+    ),
+    cache: z.enum(['hit', 'miss']).describe("Whether the visitor's DynamoDB history came from the session cache"),
+    asOf: z.string(),
+    dynamoRequests: z.number().int(),
+  })
+  .meta({
+    examples: [
+      {
+        visitor: 'V42',
+        segments: [
+          {
+            name: 'big spender',
+            matched: true,
+            rules: [{ metric: 'Revenue', range: 'last30d', op: '>=', value: 100, actual: '129.98', matched: true }],
+          },
+        ],
+        cache: 'hit',
+        asOf: '2026-03-15T12:00:00.000Z',
+        dynamoRequests: 0,
+      },
+    ],
+  });
 
 export const segmentsRouteSchema = {
   operationId: 'evaluateSegments',

@@ -19,7 +19,9 @@ export const storeResponseSchema = z
         distinctOn: z
           .array(z.string())
           .optional()
-          .describe('Only for a distinct count such as UniqueVisitors: the entities that have it (store, product); its values are distinct counts, never sums'),
+          .describe(
+            'Only for a distinct count such as UniqueVisitors: the entities that have it (store, product); its values are distinct counts, never sums',
+          ),
       }),
     ),
     entities: z.array(z.string()).describe('Entity names: store, product, visitor, …'),

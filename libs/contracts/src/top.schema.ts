@@ -17,42 +17,44 @@ export const topQuerySchema = z
   })
   .strict();
 
-export const topResponseSchema = z.object({
-  store: z.string(),
-  entity: z.string(),
-  metric: z.string(),
-  range: z.enum(RANGE_NAMES).nullable(),
-  from: z.string(),
-  to: z.string(),
-  items: z
-    .array(
-      z.object({
-        id: z.string().describe('The entity id (for a page: the base64url key of its path)'),
-        path: z.string().optional().describe('For an entity keyed by a path (page): the path, decoded'),
-        value: valueSchema,
-      }),
-    )
-    .describe('Sorted by exact value, highest first'),
-  asOf: isoSchema,
-  dynamoRequests: z.number().int(),
-}).meta({
-  examples: [
-    {
-      store: 'DEMO',
-      entity: 'product',
-      metric: 'ViewCount',
-      range: 'last7d',
-      from: '2026-03-09',
-      to: '2026-03-15',
-      items: [
-        { id: 'P1', value: 310 },
-        { id: 'P7', value: 122 },
-      ],
-      asOf: '2026-03-15T12:00:00.000Z',
-      dynamoRequests: 1,
-    },
-  ],
-});
+export const topResponseSchema = z
+  .object({
+    store: z.string(),
+    entity: z.string(),
+    metric: z.string(),
+    range: z.enum(RANGE_NAMES).nullable(),
+    from: z.string(),
+    to: z.string(),
+    items: z
+      .array(
+        z.object({
+          id: z.string().describe('The entity id (for a page: the base64url key of its path)'),
+          path: z.string().optional().describe('For an entity keyed by a path (page): the path, decoded'),
+          value: valueSchema,
+        }),
+      )
+      .describe('Sorted by exact value, highest first'),
+    asOf: isoSchema,
+    dynamoRequests: z.number().int(),
+  })
+  .meta({
+    examples: [
+      {
+        store: 'DEMO',
+        entity: 'product',
+        metric: 'ViewCount',
+        range: 'last7d',
+        from: '2026-03-09',
+        to: '2026-03-15',
+        items: [
+          { id: 'P1', value: 310 },
+          { id: 'P7', value: 122 },
+        ],
+        asOf: '2026-03-15T12:00:00.000Z',
+        dynamoRequests: 1,
+      },
+    ],
+  });
 
 export const topRouteSchema = {
   operationId: 'getTop',

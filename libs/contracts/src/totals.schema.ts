@@ -1,5 +1,15 @@
 import { z } from 'zod';
-import { errorResponses, fromParam, isoSchema, metricsParam, RANGE_NAMES, rangeParam, storeParam, toParam, valuesSchema } from './common.schema';
+import {
+  errorResponses,
+  fromParam,
+  isoSchema,
+  metricsParam,
+  RANGE_NAMES,
+  rangeParam,
+  storeParam,
+  toParam,
+  valuesSchema,
+} from './common.schema';
 
 export const totalsQuerySchema = z
   .object({
@@ -16,36 +26,38 @@ export const totalsQuerySchema = z
   })
   .strict();
 
-export const totalsResponseSchema = z.object({
-  store: z.string(),
-  timeZone: z.string(),
-  entity: z.string(),
-  range: z.enum(RANGE_NAMES).nullable().describe('The named range, or null for from/to'),
-  from: z.string().nullable().describe('First day (YYYY-MM-DD); null for allTime'),
-  to: z.string().nullable().describe('Last day (YYYY-MM-DD); null for allTime'),
-  metrics: z.array(z.string()),
-  items: z.array(z.object({ id: z.string(), values: valuesSchema })).describe('One per id, in the order asked'),
-  asOf: isoSchema,
-  dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),
-}).meta({
-  examples: [
-    {
-      store: 'DEMO',
-      timeZone: 'UTC',
-      entity: 'product',
-      range: 'allTime',
-      from: null,
-      to: null,
-      metrics: ['ViewCount', 'UniqueVisitors'],
-      items: [
-        { id: 'P1', values: { ViewCount: 1200, UniqueVisitors: 431 } },
-        { id: 'P2', values: { ViewCount: 85, UniqueVisitors: 62 } },
-      ],
-      asOf: '2026-03-15T12:00:00.000Z',
-      dynamoRequests: 1,
-    },
-  ],
-});
+export const totalsResponseSchema = z
+  .object({
+    store: z.string(),
+    timeZone: z.string(),
+    entity: z.string(),
+    range: z.enum(RANGE_NAMES).nullable().describe('The named range, or null for from/to'),
+    from: z.string().nullable().describe('First day (YYYY-MM-DD); null for allTime'),
+    to: z.string().nullable().describe('Last day (YYYY-MM-DD); null for allTime'),
+    metrics: z.array(z.string()),
+    items: z.array(z.object({ id: z.string(), values: valuesSchema })).describe('One per id, in the order asked'),
+    asOf: isoSchema,
+    dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),
+  })
+  .meta({
+    examples: [
+      {
+        store: 'DEMO',
+        timeZone: 'UTC',
+        entity: 'product',
+        range: 'allTime',
+        from: null,
+        to: null,
+        metrics: ['ViewCount', 'UniqueVisitors'],
+        items: [
+          { id: 'P1', values: { ViewCount: 1200, UniqueVisitors: 431 } },
+          { id: 'P2', values: { ViewCount: 85, UniqueVisitors: 62 } },
+        ],
+        asOf: '2026-03-15T12:00:00.000Z',
+        dynamoRequests: 1,
+      },
+    ],
+  });
 
 export const totalsRouteSchema = {
   operationId: 'getTotals',

@@ -57,7 +57,9 @@ export class ItemBudgetError extends Error {
     readonly max: number,
     readonly spilled: number,
   ) {
-    super(`the read needs at least ${needed} DynamoDB items, ${spilled === 1 ? 'one spilled item' : `${spilled} spilled items`} with overflow items among them; at most ${max}`);
+    super(
+      `the read needs at least ${needed} DynamoDB items, ${spilled === 1 ? 'one spilled item' : `${spilled} spilled items`} with overflow items among them; at most ${max}`,
+    );
     this.name = 'ItemBudgetError';
   }
 }

@@ -14,9 +14,24 @@ export interface DynamoMeter {
 
 export function createDynamoMeter(registry?: Registry): DynamoMeter {
   const registers = registry ? [registry] : [];
-  const wcu = new Counter({ name: 'tally_dynamodb_consumed_write_units_total', help: 'DynamoDB write capacity units consumed (ReturnConsumedCapacity)', labelNames: ['operation'], registers });
-  const rcu = new Counter({ name: 'tally_dynamodb_consumed_read_units_total', help: 'DynamoDB read capacity units consumed (ReturnConsumedCapacity)', labelNames: ['operation'], registers });
-  const requests = new Counter({ name: 'tally_dynamodb_requests_total', help: 'DynamoDB requests by operation and outcome', labelNames: ['operation', 'outcome'], registers });
+  const wcu = new Counter({
+    name: 'tally_dynamodb_consumed_write_units_total',
+    help: 'DynamoDB write capacity units consumed (ReturnConsumedCapacity)',
+    labelNames: ['operation'],
+    registers,
+  });
+  const rcu = new Counter({
+    name: 'tally_dynamodb_consumed_read_units_total',
+    help: 'DynamoDB read capacity units consumed (ReturnConsumedCapacity)',
+    labelNames: ['operation'],
+    registers,
+  });
+  const requests = new Counter({
+    name: 'tally_dynamodb_requests_total',
+    help: 'DynamoDB requests by operation and outcome',
+    labelNames: ['operation', 'outcome'],
+    registers,
+  });
   const latency = new Histogram({
     name: 'tally_dynamodb_request_duration_seconds',
     help: 'DynamoDB request latency',
@@ -63,7 +78,8 @@ export function createDynamoMeter(registry?: Registry): DynamoMeter {
 export function classifyError(err: unknown): DynamoOutcome {
   const name = (err as { name?: string })?.name ?? '';
   if (name === 'ConditionalCheckFailedException') return 'condition_failed';
-  if (['ProvisionedThroughputExceededException', 'ThrottlingException', 'RequestLimitExceeded', 'LimitExceededException'].includes(name)) return 'throttled';
+  if (['ProvisionedThroughputExceededException', 'ThrottlingException', 'RequestLimitExceeded', 'LimitExceededException'].includes(name))
+    return 'throttled';
   const status = (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
   if (name === 'InternalServerError' || name === 'ServiceUnavailable' || (status !== undefined && status >= 500)) return 'unavailable';
   if (isConnectionError(err)) return 'unavailable';

@@ -47,7 +47,10 @@ export interface ItemPosition {
  * hold at `pos`: every cell of a later bucket, and the cells of bucket `wm` in parts after `wp` (the writer's cut,
  * partsOfBucket over that bucket's attributes of the item). Entries without a remaining attribute are left out.
  */
-export function beyondPosition<E extends CountEntry>(list: ReadonlyArray<{ entry: E; attrs: string[] }>, pos: ItemPosition): Array<{ entry: E; attrs: string[] }> {
+export function beyondPosition<E extends CountEntry>(
+  list: ReadonlyArray<{ entry: E; attrs: string[] }>,
+  pos: ItemPosition,
+): Array<{ entry: E; attrs: string[] }> {
   let partOf: Map<string, number> | undefined;
   if (pos.wp !== undefined) partOf = partsOfBucket(list.filter((x) => x.entry.seq === pos.wm).flatMap((x) => x.attrs)).partOf;
   const out: Array<{ entry: E; attrs: string[] }> = [];
@@ -62,7 +65,10 @@ export function beyondPosition<E extends CountEntry>(list: ReadonlyArray<{ entry
 }
 
 /** Cells routed from a spilled item `sk` to its overflow items, grouped by overflow item. */
-export function routeToOverflow<E extends CountEntry>(sk: string, list: ReadonlyArray<{ entry: E; attrs: string[] }>): Map<string, Array<{ entry: E; attrs: string[] }>> {
+export function routeToOverflow<E extends CountEntry>(
+  sk: string,
+  list: ReadonlyArray<{ entry: E; attrs: string[] }>,
+): Map<string, Array<{ entry: E; attrs: string[] }>> {
   const out = new Map<string, Array<{ entry: E; attrs: string[] }>>();
   const memo = new Map<string, string>();
   for (const { entry, attrs } of list) {

@@ -39,7 +39,13 @@ export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
     else if (v.N !== undefined && name !== EXPIRES_ATTR) attrs.set(name, BigInt(v.N));
     else if (v.B !== undefined) (blobs ??= new Map()).set(name, v.B);
   }
-  const out: StoredItem = { sk: item['sk']?.S ?? '', wm, ...(wp === undefined ? {} : { wp }), ...(spilled ? { spilled: true as const } : {}), attrs };
+  const out: StoredItem = {
+    sk: item['sk']?.S ?? '',
+    wm,
+    ...(wp === undefined ? {} : { wp }),
+    ...(spilled ? { spilled: true as const } : {}),
+    attrs,
+  };
   if (blobs) out.blobs = blobs;
   return out;
 }
@@ -61,7 +67,13 @@ async function metered<T extends { ConsumedCapacity?: any }>(deps: RowReaderDeps
  * it), with consistent reads in one Query (paginated only past 1 MB). With `maxItems`, reads at most one item more
  * than that and throws ItemBudgetError when there are more (overflow items of spilled items).
  */
-export async function queryItems(deps: RowReaderDeps, pk: string, fromSk: string, toSk: string, maxItems?: number): Promise<{ items: StoredItem[]; requests: number }> {
+export async function queryItems(
+  deps: RowReaderDeps,
+  pk: string,
+  fromSk: string,
+  toSk: string,
+  maxItems?: number,
+): Promise<{ items: StoredItem[]; requests: number }> {
   const items: StoredItem[] = [];
   let start: Record<string, AttributeValue> | undefined;
   let requests = 0;
@@ -81,7 +93,8 @@ export async function queryItems(deps: RowReaderDeps, pk: string, fromSk: string
     );
     requests++;
     for (const it of out.Items ?? []) items.push(toStoredItem(it));
-    if (maxItems !== undefined && items.length > maxItems) throw new ItemBudgetError(items.length, maxItems, items.filter((it) => it.spilled).length);
+    if (maxItems !== undefined && items.length > maxItems)
+      throw new ItemBudgetError(items.length, maxItems, items.filter((it) => it.spilled).length);
     start = out.LastEvaluatedKey;
   } while (start);
   return { items, requests };
@@ -90,7 +103,14 @@ export async function queryItems(deps: RowReaderDeps, pk: string, fromSk: string
 /** One item (consistent read); undefined when absent. */
 export async function getItem(deps: RowReaderDeps, pk: string, sk: string): Promise<StoredItem | undefined> {
   const out = await metered(deps, 'GetItem', () =>
-    deps.client.send(new GetItemCommand({ TableName: deps.table, Key: { pk: { S: pk }, sk: { S: sk } }, ConsistentRead: true, ReturnConsumedCapacity: 'TOTAL' })),
+    deps.client.send(
+      new GetItemCommand({
+        TableName: deps.table,
+        Key: { pk: { S: pk }, sk: { S: sk } },
+        ConsistentRead: true,
+        ReturnConsumedCapacity: 'TOTAL',
+      }),
+    ),
   );
   return out.Item ? toStoredItem(out.Item) : undefined;
 }
@@ -100,7 +120,11 @@ export async function getItem(deps: RowReaderDeps, pk: string, sk: string): Prom
  * every spilled item among them (one more round per level). Keyed `pk\u0000sk`. With `maxItems`, every item read
  * counts, overflow items too: a round that would pass it is not read, and ItemBudgetError is thrown instead.
  */
-export async function getItems(deps: RowReaderDeps, keys: ReadonlyArray<{ pk: string; sk: string }>, maxItems?: number): Promise<{ items: Map<string, StoredItem>; requests: number }> {
+export async function getItems(
+  deps: RowReaderDeps,
+  keys: ReadonlyArray<{ pk: string; sk: string }>,
+  maxItems?: number,
+): Promise<{ items: Map<string, StoredItem>; requests: number }> {
   const items = new Map<string, StoredItem>();
   let requests = 0;
   let round: ReadonlyArray<{ pk: string; sk: string }> = keys;
@@ -118,7 +142,10 @@ export async function getItems(deps: RowReaderDeps, keys: ReadonlyArray<{ pk: st
         if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
         const out = await metered(deps, 'BatchGetItem', () =>
           deps.client.send(
-            new BatchGetItemCommand({ RequestItems: { [deps.table]: { Keys: pending, ConsistentRead: true } }, ReturnConsumedCapacity: 'TOTAL' }),
+            new BatchGetItemCommand({
+              RequestItems: { [deps.table]: { Keys: pending, ConsistentRead: true } },
+              ReturnConsumedCapacity: 'TOTAL',
+            }),
           ),
         );
         requests++;

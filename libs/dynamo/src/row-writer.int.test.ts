@@ -2,7 +2,18 @@ import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { compileRules, defaultRules, rollup, validateEvents } from '@tally/schema';
 import { createTestTable, startDynalite, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDynamoClient, createDynamoMeter, getItem, MAX_ATTRS_PER_UPDATE, mergeItems, queryItems, SPILL_AT_KB, SpilledItems, writeRow, type CountEntry } from './index';
+import {
+  createDynamoClient,
+  createDynamoMeter,
+  getItem,
+  MAX_ATTRS_PER_UPDATE,
+  mergeItems,
+  queryItems,
+  SPILL_AT_KB,
+  SpilledItems,
+  writeRow,
+  type CountEntry,
+} from './index';
 
 let dyn: DynaliteHandle;
 let client: DynamoDBClient;
@@ -27,7 +38,8 @@ async function item(table: string, pk: string, sk: string) {
 /** An item's size as DynamoDB counts it: names plus values (a number: about one byte per two digits, plus one). */
 function itemBytes(it: Record<string, string | undefined>): number {
   let n = 0;
-  for (const [k, v] of Object.entries(it)) n += k.length + (k === 'pk' || k === 'sk' ? (v ?? '').length : Math.ceil((v ?? '').length / 2) + 1);
+  for (const [k, v] of Object.entries(it))
+    n += k.length + (k === 'pk' || k === 'sk' ? (v ?? '').length : Math.ceil((v ?? '').length / 2) + 1);
   return n;
 }
 
@@ -59,22 +71,89 @@ describe('writeRow', () => {
       });
       await writeRow(deps(table), pk, entries);
     }
-    expect(await item(table, 'KTM', 'M2024-12')).toEqual({ pk: 'KTM', sk: 'M2024-12', wm: '7', 'D366.v': '1', 'M12.v': '1', 'D366.o': '1', 'M12.o': '1', 'D366.r': '1999', 'M12.r': '1999' });
-    expect(await item(table, 'KTM', 'M2025-01')).toEqual({ pk: 'KTM', sk: 'M2025-01', wm: '7', 'D001.v': '1', 'M01.v': '1', 'D001.o': '1', 'M01.o': '1', 'D001.r': '500', 'M01.r': '500' });
-    expect(await item(table, 'KTM', 'TOTAL')).toEqual({
-      pk: 'KTM', sk: 'TOTAL', wm: '7',
-      v: '2', 'Y2024.v': '1', 'Y2025.v': '1', o: '2', 'Y2024.o': '1', 'Y2025.o': '1', r: '2499', 'Y2024.r': '1999', 'Y2025.r': '500',
+    expect(await item(table, 'KTM', 'M2024-12')).toEqual({
+      pk: 'KTM',
+      sk: 'M2024-12',
+      wm: '7',
+      'D366.v': '1',
+      'M12.v': '1',
+      'D366.o': '1',
+      'M12.o': '1',
+      'D366.r': '1999',
+      'M12.r': '1999',
     });
-    expect(await item(table, 'KTM#product#P1', 'M2024-12')).toEqual({ pk: 'KTM#product#P1', sk: 'M2024-12', wm: '7', 'D366.v': '1', 'M12.v': '1' });
-    expect(await item(table, 'KTM#product#P1', 'M2025-01')).toEqual({ pk: 'KTM#product#P1', sk: 'M2025-01', wm: '7', 'D001.v': '1', 'M01.v': '1' });
-    expect(await item(table, 'KTM#product#P1', 'TOTAL')).toEqual({ pk: 'KTM#product#P1', sk: 'TOTAL', wm: '7', v: '2', 'Y2024.v': '1', 'Y2025.v': '1' });
+    expect(await item(table, 'KTM', 'M2025-01')).toEqual({
+      pk: 'KTM',
+      sk: 'M2025-01',
+      wm: '7',
+      'D001.v': '1',
+      'M01.v': '1',
+      'D001.o': '1',
+      'M01.o': '1',
+      'D001.r': '500',
+      'M01.r': '500',
+    });
+    expect(await item(table, 'KTM', 'TOTAL')).toEqual({
+      pk: 'KTM',
+      sk: 'TOTAL',
+      wm: '7',
+      v: '2',
+      'Y2024.v': '1',
+      'Y2025.v': '1',
+      o: '2',
+      'Y2024.o': '1',
+      'Y2025.o': '1',
+      r: '2499',
+      'Y2024.r': '1999',
+      'Y2025.r': '500',
+    });
+    expect(await item(table, 'KTM#product#P1', 'M2024-12')).toEqual({
+      pk: 'KTM#product#P1',
+      sk: 'M2024-12',
+      wm: '7',
+      'D366.v': '1',
+      'M12.v': '1',
+    });
+    expect(await item(table, 'KTM#product#P1', 'M2025-01')).toEqual({
+      pk: 'KTM#product#P1',
+      sk: 'M2025-01',
+      wm: '7',
+      'D001.v': '1',
+      'M01.v': '1',
+    });
+    expect(await item(table, 'KTM#product#P1', 'TOTAL')).toEqual({
+      pk: 'KTM#product#P1',
+      sk: 'TOTAL',
+      wm: '7',
+      v: '2',
+      'Y2024.v': '1',
+      'Y2025.v': '1',
+    });
     expect(await item(table, 'KTM#visitor#V9', 'M2024-12')).toEqual({
-      pk: 'KTM#visitor#V9', sk: 'M2024-12', wm: '7',
-      'D366.v': '1', 'M12.v': '1', 'D366.pv#P1': '1', 'M12.pv#P1': '1', 'D366.o': '1', 'M12.o': '1', 'D366.r': '1999', 'M12.r': '1999',
+      pk: 'KTM#visitor#V9',
+      sk: 'M2024-12',
+      wm: '7',
+      'D366.v': '1',
+      'M12.v': '1',
+      'D366.pv#P1': '1',
+      'M12.pv#P1': '1',
+      'D366.o': '1',
+      'M12.o': '1',
+      'D366.r': '1999',
+      'M12.r': '1999',
     });
     expect(await item(table, 'KTM#visitor#V9', 'TOTAL')).toEqual({
-      pk: 'KTM#visitor#V9', sk: 'TOTAL', wm: '7',
-      v: '1', 'Y2024.v': '1', 'pv#P1': '1', 'Y2024.pv#P1': '1', o: '1', 'Y2024.o': '1', r: '1999', 'Y2024.r': '1999',
+      pk: 'KTM#visitor#V9',
+      sk: 'TOTAL',
+      wm: '7',
+      v: '1',
+      'Y2024.v': '1',
+      'pv#P1': '1',
+      'Y2024.pv#P1': '1',
+      o: '1',
+      'Y2024.o': '1',
+      r: '1999',
+      'Y2024.r': '1999',
     });
     expect(await item(table, 'KTM#visitor#V9', 'M2025-01')).toBeUndefined();
   });
@@ -88,12 +167,21 @@ describe('writeRow', () => {
     // A crash after the month row, before TOTAL: the retry writes only TOTAL.
     const batch2 = [...batch1, e(3, '2023-124', 'v', 10)];
     let n = 0;
-    const crashing = { ...deps(table), afterUpdate: () => { if (++n === 1) throw new Error('SIGKILL'); } };
+    const crashing = {
+      ...deps(table),
+      afterUpdate: () => {
+        if (++n === 1) throw new Error('SIGKILL');
+      },
+    };
     await expect(writeRow(crashing, 'S', batch2.slice(2))).rejects.toThrow('SIGKILL');
     expect(await writeRow(deps(table), 'S', batch2)).toEqual({ updates: 1, conditionFailures: 2 });
     // Two writers with overlapping reads of the outbox at once.
     const batch3 = [...batch2, e(4, '2023-125', 'v', 100), e(5, '2023-125', 'v', 1000)];
-    await Promise.all([writeRow(deps(table), 'S', batch3.slice(0, 4)), writeRow(deps(table), 'S', batch3), writeRow(deps(table), 'S', batch3.slice(3))]);
+    await Promise.all([
+      writeRow(deps(table), 'S', batch3.slice(0, 4)),
+      writeRow(deps(table), 'S', batch3),
+      writeRow(deps(table), 'S', batch3.slice(3)),
+    ]);
     const month = await getItem(deps(table), 'S', 'M2023-05');
     const total = await getItem(deps(table), 'S', 'TOTAL');
     expect(Object.fromEntries(month!.attrs)).toEqual({ 'D123.v': 2n, 'D124.v': 13n, 'D125.v': 1100n, 'M05.v': 1115n });
@@ -105,7 +193,8 @@ describe('writeRow', () => {
     const table = await createTestTable(dyn.endpoint);
     const entries: CountEntry[] = [];
     // 60 products per bucket, each a new one: 120 month-row attributes per bucket, 600 in all (> MAX_ATTRS_PER_UPDATE).
-    for (let seq = 1; seq <= 5; seq++) for (let p = 0; p < 60; p++) entries.push(e(seq, '2023-123', `pv#P${p % 3 === 0 ? p : `${seq}-${p}`}`, 1));
+    for (let seq = 1; seq <= 5; seq++)
+      for (let p = 0; p < 60; p++) entries.push(e(seq, '2023-123', `pv#P${p % 3 === 0 ? p : `${seq}-${p}`}`, 1));
     const r = await writeRow(deps(table), 'S#visitor#V', entries);
     expect(r.updates).toBeGreaterThan(2);
     const month = await getItem(deps(table), 'S#visitor#V', 'M2023-05');
@@ -129,7 +218,12 @@ describe('writeRow', () => {
     // a second writer with the same outbox races it.
     for (const crashAt of [1, 4, 9]) {
       let n = 0;
-      const crashing = { ...deps(table), afterUpdate: () => { if (++n === crashAt) throw new Error('SIGKILL'); } };
+      const crashing = {
+        ...deps(table),
+        afterUpdate: () => {
+          if (++n === crashAt) throw new Error('SIGKILL');
+        },
+      };
       await expect(writeRow(crashing, pk, entries)).rejects.toThrow('SIGKILL');
       // Mid-bucket, a query merging DynamoDB with the outbox still sees every count exactly once.
       const { items } = await queryItems(deps(table), pk, 'M2023-05', 'M2023-05');
@@ -169,7 +263,12 @@ describe('writeRow', () => {
     // the 69 a run without crashes makes.
     for (const crashAt of [2, 9, 17, 25]) {
       let n = 0;
-      const crashing = { ...deps(table), afterUpdate: () => { if (++n === crashAt) throw new Error('SIGKILL'); } };
+      const crashing = {
+        ...deps(table),
+        afterUpdate: () => {
+          if (++n === crashAt) throw new Error('SIGKILL');
+        },
+      };
       await expect(writeRow(crashing, pk, entries)).rejects.toThrow('SIGKILL');
       expect(mergeItems(await all(), entries)).toEqual(expected);
     }
@@ -202,7 +301,12 @@ describe('writeRow', () => {
     const table = await createTestTable(dyn.endpoint);
     await run(table, early, spilled);
     const items = (await queryItems(deps(table), pk, 'M', 'TOTAL')).items;
-    expect(items.filter((it) => it.spilled).map((it) => it.sk).sort()).toEqual(['M2023-05', 'TOTAL']);
+    expect(
+      items
+        .filter((it) => it.spilled)
+        .map((it) => it.sk)
+        .sort(),
+    ).toEqual(['M2023-05', 'TOTAL']);
     expect(spilled.has(pk, 'M2023-05') && spilled.has(pk, 'TOTAL')).toBe(true);
     // Without the hint, each spilled item first refuses an UpdateItem (charged as a write of the whole item).
     const without = await createTestTable(dyn.endpoint);

@@ -92,8 +92,15 @@ export interface RowWriteOptions {
  * Throws RetryableWriteError (throttling, 5xx, unreachable) or PermanentWriteError (validation, item too
  * large); items already written stay written, and a retry skips them through the watermark.
  */
-export async function writeRow(deps: RowWriterDeps, pk: string, entries: readonly CountEntry[], opts: RowWriteOptions = {}): Promise<RowWriteResult> {
-  const result: RowWriteResult = opts.extras ? { updates: 0, conditionFailures: 0, extrasWritten: [] } : { updates: 0, conditionFailures: 0 };
+export async function writeRow(
+  deps: RowWriterDeps,
+  pk: string,
+  entries: readonly CountEntry[],
+  opts: RowWriteOptions = {},
+): Promise<RowWriteResult> {
+  const result: RowWriteResult = opts.extras
+    ? { updates: 0, conditionFailures: 0, extrasWritten: [] }
+    : { updates: 0, conditionFailures: 0 };
   for (const [sk, list] of entriesByItem(entries)) {
     await writeItem(deps, pk, sk, list, result, opts.extras?.get(sk));
   }
@@ -105,7 +112,14 @@ type Bucket = { seq: number; list: ItemEntry[]; attrs: Set<string> };
 
 const WHOLE = '(attribute_not_exists(#wm) OR (#wm < :lo AND attribute_not_exists(#wp))) AND attribute_not_exists(#ov)';
 
-async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemEntry[], result: RowWriteResult, extra?: ItemExtra): Promise<void> {
+async function writeItem(
+  deps: RowWriterDeps,
+  pk: string,
+  sk: string,
+  all: ItemEntry[],
+  result: RowWriteResult,
+  extra?: ItemExtra,
+): Promise<void> {
   const bySeq = new Map<number, Bucket>();
   for (const ie of all) {
     let b = bySeq.get(ie.entry.seq);
@@ -149,7 +163,8 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
       taken = 0;
     } else {
       taken = takeWholeBuckets(pending);
-      for (const b of pending.slice(0, taken)) for (const { entry, attrs } of b.list) for (const a of attrs) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
+      for (const b of pending.slice(0, taken))
+        for (const { entry, attrs } of b.list) for (const a of attrs) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
       values[':lo'] = { N: String(head.seq) };
       values[':hi'] = { N: String(pending[taken - 1]!.seq) };
       set = 'SET #wm = :hi';
@@ -231,7 +246,9 @@ async function writeItem(deps: RowWriterDeps, pk: string, sk: string, all: ItemE
         if (`${pending.length}/${fromPart}` === before && !rides) {
           // The item is inside a bucket whose remaining parts this write does not hold: never with an outbox acked
           // only after every part; stop rather than loop.
-          throw new PermanentWriteError(`item ${pk} / ${sk} is at bucket ${at.wm} part ${at.wp ?? 'complete'}, which this write cannot continue`);
+          throw new PermanentWriteError(
+            `item ${pk} / ${sk} is at bucket ${at.wm} part ${at.wp ?? 'complete'}, which this write cannot continue`,
+          );
         }
       }
     }
@@ -265,7 +282,11 @@ async function markSpilled(deps: RowWriterDeps, pk: string, sk: string, at: Item
         UpdateExpression: 'SET #ov = :one',
         ConditionExpression: `#wm = :wm AND ${at.wp === undefined ? 'attribute_not_exists(#wp)' : '#wp = :wp'} AND attribute_not_exists(#ov)`,
         ExpressionAttributeNames: { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR },
-        ExpressionAttributeValues: { ':one': { N: '1' }, ':wm': { N: String(at.wm) }, ...(at.wp === undefined ? {} : { ':wp': { N: String(at.wp) } }) },
+        ExpressionAttributeValues: {
+          ':one': { N: '1' },
+          ':wm': { N: String(at.wm) },
+          ...(at.wp === undefined ? {} : { ':wp': { N: String(at.wp) } }),
+        },
         ReturnConsumedCapacity: 'TOTAL',
       }),
     );
@@ -298,14 +319,28 @@ function takeWholeBuckets(sorted: Bucket[]): number {
 }
 
 async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promise<ItemPosition & { spilled: boolean }> {
-  const item = await readForWrite(deps, pk, sk, '#wm, #wp, #ov', { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR });
+  const item = await readForWrite(deps, pk, sk, '#wm, #wp, #ov', {
+    '#wm': WATERMARK_ATTR,
+    '#wp': WATERMARK_PART_ATTR,
+    '#ov': SPILLED_ATTR,
+  });
   const wm = item?.[WATERMARK_ATTR]?.N;
   const part = item?.[WATERMARK_PART_ATTR]?.N;
-  return { wm: wm === undefined ? -1 : Number(wm), wp: part === undefined ? undefined : Number(part), spilled: item?.[SPILLED_ATTR] !== undefined };
+  return {
+    wm: wm === undefined ? -1 : Number(wm),
+    wp: part === undefined ? undefined : Number(part),
+    spilled: item?.[SPILLED_ATTR] !== undefined,
+  };
 }
 
 /** A writer's consistent GetItem of some attributes, metered; errors as RetryableWriteError or PermanentWriteError. */
-export async function readForWrite(deps: RowWriterDeps, pk: string, sk: string, projection: string, names: Record<string, string>): Promise<Record<string, AttributeValue> | undefined> {
+export async function readForWrite(
+  deps: RowWriterDeps,
+  pk: string,
+  sk: string,
+  projection: string,
+  names: Record<string, string>,
+): Promise<Record<string, AttributeValue> | undefined> {
   const started = performance.now();
   try {
     const out = await deps.client.send(

@@ -65,7 +65,13 @@ export interface SketchItemWrite {
  * Reads an item's sketch attributes (consistent read) and unions each with the live blobs: what a write of the item
  * must SET, conditioned on the version read.
  */
-export async function prepareSketchItem(deps: RowWriterDeps, union: SketchUnion, pk: string, sk: string, attrs: ReadonlyMap<string, readonly Buffer[]>): Promise<SketchItemWrite> {
+export async function prepareSketchItem(
+  deps: RowWriterDeps,
+  union: SketchUnion,
+  pk: string,
+  sk: string,
+  attrs: ReadonlyMap<string, readonly Buffer[]>,
+): Promise<SketchItemWrite> {
   const names: Record<string, string> = { '#hv': SKETCH_VERSION_ATTR };
   const list = [...attrs.keys()];
   list.forEach((a, i) => (names[`#s${i}`] = a));
@@ -82,7 +88,12 @@ export async function prepareSketchItem(deps: RowWriterDeps, union: SketchUnion,
 }
 
 /** The SET clause, condition and names/values of a sketch write (numbered from `#s0`/`:s0`). */
-export function sketchUpdateParts(w: SketchItemWrite): { set: string[]; condition: string; names: Record<string, string>; values: Record<string, AttributeValue> } {
+export function sketchUpdateParts(w: SketchItemWrite): {
+  set: string[];
+  condition: string;
+  names: Record<string, string>;
+  values: Record<string, AttributeValue>;
+} {
   const names: Record<string, string> = { '#hv': SKETCH_VERSION_ATTR };
   const values: Record<string, AttributeValue> = { ':hvn': { N: String((w.version ?? 0) + 1) } };
   const set = ['#hv = :hvn'];
@@ -103,7 +114,13 @@ export function sketchUpdateParts(w: SketchItemWrite): { set: string[]; conditio
  * Writes one item's sketches on their own (when they could not ride the counters' UpdateItem): read, union, SET
  * under the version condition, again while another writer moved the version in between. Returns UpdateItems made.
  */
-export async function writeSketchItem(deps: RowWriterDeps, union: SketchUnion, pk: string, sk: string, attrs: ReadonlyMap<string, readonly Buffer[]>): Promise<number> {
+export async function writeSketchItem(
+  deps: RowWriterDeps,
+  union: SketchUnion,
+  pk: string,
+  sk: string,
+  attrs: ReadonlyMap<string, readonly Buffer[]>,
+): Promise<number> {
   for (let attempt = 1; ; attempt++) {
     const parts = sketchUpdateParts(await prepareSketchItem(deps, union, pk, sk, attrs));
     const started = performance.now();

@@ -83,7 +83,10 @@ describe('ensureTable', () => {
     const dynalite = createRequire(import.meta.url)('dynalite') as (o: object) => Server;
     const slow = dynalite({ createTableMs: 400 });
     await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
-    const slowClient = createDynamoClient({ endpoint: `http://127.0.0.1:${(slow.address() as { port: number }).port}`, region: 'us-east-1' });
+    const slowClient = createDynamoClient({
+      endpoint: `http://127.0.0.1:${(slow.address() as { port: number }).port}`,
+      region: 'us-east-1',
+    });
     try {
       const started = Date.now();
       const res = await ensureTable(slowClient, 'slow_table');

@@ -36,11 +36,7 @@ export interface EnsureTableResult {
  * Idempotent and safe to race with another caller. Throws TableError `TALLY_ERR_TABLE_KEYS` when the table
  * exists with other keys, DynamoUnreachableError when the endpoint does not answer.
  */
-export async function ensureTable(
-  client: DynamoDBClient,
-  tableName: string,
-  opts: EnsureTableOptions = {},
-): Promise<EnsureTableResult> {
+export async function ensureTable(client: DynamoDBClient, tableName: string, opts: EnsureTableOptions = {}): Promise<EnsureTableResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const deadline = Date.now() + timeoutMs;
   let created = false;
@@ -78,7 +74,9 @@ export async function ensureTable(
  */
 async function enableTimeToLive(client: DynamoDBClient, tableName: string): Promise<void> {
   try {
-    await client.send(new UpdateTimeToLiveCommand({ TableName: tableName, TimeToLiveSpecification: { Enabled: true, AttributeName: EXPIRES_ATTR } }));
+    await client.send(
+      new UpdateTimeToLiveCommand({ TableName: tableName, TimeToLiveSpecification: { Enabled: true, AttributeName: EXPIRES_ATTR } }),
+    );
   } catch (err) {
     const name = (err as { name?: string }).name ?? '';
     if (!/ValidationException|UnknownOperation|NotImplemented|UnrecognizedClient/.test(name)) throw err;
@@ -124,7 +122,9 @@ async function send<T>(client: DynamoDBClient, request: () => Promise<T>): Promi
     if (!isConnectionError(err) && outcome !== 'throttled' && outcome !== 'unavailable') throw err;
     const location = await describeEndpoint(client);
     const reason = (err as { code?: string }).code ?? (err as Error).name;
-    const what = isConnectionError(err) ? `cannot reach DynamoDB at ${location} (${reason}); is it running?` : `DynamoDB at ${location} is not serving requests now (${reason})`;
+    const what = isConnectionError(err)
+      ? `cannot reach DynamoDB at ${location} (${reason}); is it running?`
+      : `DynamoDB at ${location} is not serving requests now (${reason})`;
     throw new DynamoUnreachableError(what, location, { cause: err });
   }
 }
@@ -164,7 +164,9 @@ async function waitUntilActive(
   while (table?.TableStatus !== 'ACTIVE') {
     if (table === undefined) throw new Error(`DynamoDB table "${tableName}" was deleted while waiting for it to become ACTIVE`);
     if (Date.now() + delayMs > deadline) {
-      throw new Error(`DynamoDB table "${tableName}" is still ${table.TableStatus ?? 'in an unknown state'} after ${timeoutMs}ms, not ACTIVE`);
+      throw new Error(
+        `DynamoDB table "${tableName}" is still ${table.TableStatus ?? 'in an unknown state'} after ${timeoutMs}ms, not ACTIVE`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, delayMs));
     delayMs = Math.min(delayMs * 2, 2_000);

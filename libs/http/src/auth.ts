@@ -38,16 +38,26 @@ export function bearerAuth(directory: TenantDirectory, scope: Scope) {
       principal = await directory.authenticate(m[1]!);
     } catch (err) {
       if (!(err instanceof TenantsUnavailableError)) throw err;
-      throw new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', 'this API key cannot be checked right now (the key store is unavailable); retry later', {
-        headers: { 'retry-after': String(KEY_STORE_RETRY_AFTER_SECONDS) },
-        cause: err,
-      });
+      throw new HttpProblem(
+        503,
+        'TALLY_ERR_UNAVAILABLE',
+        'this API key cannot be checked right now (the key store is unavailable); retry later',
+        {
+          headers: { 'retry-after': String(KEY_STORE_RETRY_AFTER_SECONDS) },
+          cause: err,
+        },
+      );
     }
     if (!principal) throw unauthorized('unknown or revoked API key');
     if (!principal.scopes.includes(scope)) {
-      throw new HttpProblem(403, 'TALLY_ERR_FORBIDDEN', `this API key lacks the "${scope}" scope (it has: ${principal.scopes.join(', ') || 'none'})`, {
-        field: 'authorization',
-      });
+      throw new HttpProblem(
+        403,
+        'TALLY_ERR_FORBIDDEN',
+        `this API key lacks the "${scope}" scope (it has: ${principal.scopes.join(', ') || 'none'})`,
+        {
+          field: 'authorization',
+        },
+      );
     }
     req.principal = principal;
   };
@@ -77,10 +87,16 @@ export function operatorAuth(token: string | undefined, directory: TenantDirecto
   const expected = token ? sha256(token) : undefined;
   return async (req: FastifyRequest): Promise<void> => {
     if (!expected) {
-      throw new HttpProblem(403, 'TALLY_ERR_FORBIDDEN', 'the operator routes are off: no operator credential is configured (ADMIN_OPERATOR_TOKEN)', { field: 'authorization' });
+      throw new HttpProblem(
+        403,
+        'TALLY_ERR_FORBIDDEN',
+        'the operator routes are off: no operator credential is configured (ADMIN_OPERATOR_TOKEN)',
+        { field: 'authorization' },
+      );
     }
     const header = req.headers.authorization;
-    if (header === undefined || header === '') throw unauthorized('missing Authorization header: send Authorization: Bearer <operator token>');
+    if (header === undefined || header === '')
+      throw unauthorized('missing Authorization header: send Authorization: Bearer <operator token>');
     const m = BEARER.exec(header);
     if (!m) throw unauthorized('the Authorization header must be "Bearer <operator token>"');
     if (timingSafeEqual(sha256(m[1]!), expected)) {
@@ -89,7 +105,9 @@ export function operatorAuth(token: string | undefined, directory: TenantDirecto
     }
     const principal = await directory.authenticate(m[1]!).catch(() => undefined);
     if (principal) {
-      throw new HttpProblem(403, 'TALLY_ERR_FORBIDDEN', 'a store API key cannot call operator routes: send the operator credential', { field: 'authorization' });
+      throw new HttpProblem(403, 'TALLY_ERR_FORBIDDEN', 'a store API key cannot call operator routes: send the operator credential', {
+        field: 'authorization',
+      });
     }
     throw unauthorized('unknown operator credential');
   };

@@ -84,7 +84,8 @@ export const tallyEdge = fp(
     // validation, and a refused body says why (Fastify's own JSON parser drops the reason).
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
-      if (body === '') return done(new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON body', { field: 'body' }), undefined);
+      if (body === '')
+        return done(new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON body', { field: 'body' }), undefined);
       try {
         done(null, sjson.parse(body as string, null, { protoAction: 'error', constructorAction: 'error' }));
       } catch (err) {
@@ -95,7 +96,9 @@ export const tallyEdge = fp(
     app.addHook('onRequest', async (req, reply) => {
       if (opts.isClosing() && !OPS_ROUTES.has(req.routeOptions.url ?? '')) {
         reply.header('connection', 'close');
-        throw new HttpProblem(503, 'TALLY_ERR_SHUTTING_DOWN', `this ${opts.appName} is shutting down; retry`, { headers: { 'retry-after': '1' } });
+        throw new HttpProblem(503, 'TALLY_ERR_SHUTTING_DOWN', `this ${opts.appName} is shutting down; retry`, {
+          headers: { 'retry-after': '1' },
+        });
       }
     });
     app.addHook('onResponse', async (req, reply) => {
@@ -139,12 +142,7 @@ export function sendProblem(reply: FastifyReply, p: HttpProblem): FastifyReply {
     body['errors'] = errors.slice(0, MAX_LISTED_ERRORS);
     body['errorCount'] = errors.length;
   }
-  return reply
-    .code(p.statusCode)
-    .headers(p.headers)
-    .type(`${PROBLEM_TYPE}; charset=utf-8`)
-    .serializer(JSON.stringify)
-    .send(body);
+  return reply.code(p.statusCode).headers(p.headers).type(`${PROBLEM_TYPE}; charset=utf-8`).serializer(JSON.stringify).send(body);
 }
 
 function pathOf(url: string): string {

@@ -34,7 +34,15 @@ async function appWithLog() {
 describe('problemBody', () => {
   it('is RFC 9457 with the code, the field and extension members', () => {
     const p = new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', 'from: must be YYYY-MM-DD', { field: 'from', extra: { limit: 3 } });
-    expect(problemBody(p)).toEqual({ type: 'about:blank', title: 'Bad Request', status: 400, code: 'TALLY_ERR_BAD_REQUEST', detail: 'from: must be YYYY-MM-DD', field: 'from', limit: 3 });
+    expect(problemBody(p)).toEqual({
+      type: 'about:blank',
+      title: 'Bad Request',
+      status: 400,
+      code: 'TALLY_ERR_BAD_REQUEST',
+      detail: 'from: must be YYYY-MM-DD',
+      field: 'from',
+      limit: 3,
+    });
   });
 });
 

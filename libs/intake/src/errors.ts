@@ -45,7 +45,9 @@ export class InvalidArgumentError extends Error {
 export class IdempotencyConflictError extends Error {
   readonly code = 'TALLY_ERR_IDEMPOTENCY_CONFLICT';
   constructor(readonly idempotencyKey: string) {
-    super(`idempotency key ${JSON.stringify(idempotencyKey)} was already used for a batch with other events; nothing was accepted (send the same events to retry, or use a new key for a new batch)`);
+    super(
+      `idempotency key ${JSON.stringify(idempotencyKey)} was already used for a batch with other events; nothing was accepted (send the same events to retry, or use a new key for a new batch)`,
+    );
     this.name = 'IdempotencyConflictError';
   }
 }

@@ -1,4 +1,11 @@
-export { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, UnknownStoreError, ValidationError } from './errors';
+export {
+  IdempotencyConflictError,
+  InvalidArgumentError,
+  QueueUnavailableError,
+  TooManyEventsError,
+  UnknownStoreError,
+  ValidationError,
+} from './errors';
 export { createProducerConnection, waitForReady, type ProducerConnectionOptions } from './connection';
 export {
   batchFingerprint,

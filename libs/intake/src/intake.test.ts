@@ -22,7 +22,13 @@ const intake = createIntake({
 describe('createIntake', () => {
   it('normalises valid events and names each bad one by index, field and reason', () => {
     const now = Date.now();
-    const result = intake.validate([{ type: 'order', ts: now - 1_000, value: 19.99 }, { type: 'view', ts: 'yesterday-ish' }], now);
+    const result = intake.validate(
+      [
+        { type: 'order', ts: now - 1_000, value: 19.99 },
+        { type: 'view', ts: 'yesterday-ish' },
+      ],
+      now,
+    );
     expect(result.events).toEqual([{ type: 'order', ts: now - 1_000, dims: {}, value: '19.99' }]);
     expect(result.errors.map((e) => [e.index, e.field])).toEqual([
       [1, 'ts'],
@@ -35,7 +41,12 @@ describe('createIntake', () => {
   });
 
   it('submit is all or nothing: one invalid event rejects the call and enqueues nothing', async () => {
-    await expect(intake.submit('STORE1', [{ type: 'view', ts: Date.now() }, { type: 'nope', ts: Date.now() }])).rejects.toThrow(ValidationError);
+    await expect(
+      intake.submit('STORE1', [
+        { type: 'view', ts: Date.now() },
+        { type: 'nope', ts: Date.now() },
+      ]),
+    ).rejects.toThrow(ValidationError);
   });
 
   it('derives the batch id from store and idempotency key, and refuses a bad store id or key', async () => {
@@ -48,7 +59,12 @@ describe('createIntake', () => {
   it('rolls a batch up with its distinct members when the zone is known: rows and distinct (base64 ids), none without visitors', async () => {
     const added: unknown[] = [];
     const capturing = createIntake({
-      queues: { events: { addBulk: async (jobs: Array<{ data: unknown; opts: { jobId: string } }>) => jobs.map((j) => (added.push(j.data), { id: j.opts.jobId })) } as never },
+      queues: {
+        events: {
+          addBulk: async (jobs: Array<{ data: unknown; opts: { jobId: string } }>) =>
+            jobs.map((j) => (added.push(j.data), { id: j.opts.jobId })),
+        } as never,
+      },
       redis: { status: 'ready', once: () => undefined, off: () => undefined } as never,
       rules: compileRules(defaultRules),
       source: 'http',

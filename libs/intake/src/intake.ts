@@ -1,10 +1,27 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { STORE_ID_PATTERN } from '@tally/key-layout';
 import { jobIdFor, MAX_EVENTS_PER_JOB, QUEUE, queueFor, QUEUE_SHARDS, type PayloadOf, type TallyQueues } from '@tally/queues';
-import { flattenDistinct, flattenRows, rollup, rollupDistinct, RulesError, validateEvents, type CompiledRules, type NormalizedEvent, type ValidationResult } from '@tally/schema';
+import {
+  flattenDistinct,
+  flattenRows,
+  rollup,
+  rollupDistinct,
+  RulesError,
+  validateEvents,
+  type CompiledRules,
+  type NormalizedEvent,
+  type ValidationResult,
+} from '@tally/schema';
 import type { Redis } from 'ioredis';
 import { waitForReady, type ConnectionState } from './connection';
-import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, UnknownStoreError, ValidationError } from './errors';
+import {
+  IdempotencyConflictError,
+  InvalidArgumentError,
+  QueueUnavailableError,
+  TooManyEventsError,
+  UnknownStoreError,
+  ValidationError,
+} from './errors';
 
 export interface IntakeLimits {
   /** Events per call or HTTP request; more is refused whole (TooManyEventsError, HTTP 413). */
@@ -110,7 +127,12 @@ export function batchFingerprint(events: readonly NormalizedEvent[]): string {
  * The events rolled up (flat rows, and the distinct-count members of the rows that have sketches), or undefined when
  * the rules cannot place them (the aggregator then refuses the job with the reason).
  */
-function rolledUp(rules: CompiledRules, store: string, timeZone: string, events: readonly NormalizedEvent[]): { rows: Array<string | number>; distinct: Array<string | number> } | undefined {
+function rolledUp(
+  rules: CompiledRules,
+  store: string,
+  timeZone: string,
+  events: readonly NormalizedEvent[],
+): { rows: Array<string | number>; distinct: Array<string | number> } | undefined {
   try {
     const rows = flattenRows(rollup(rules, store, timeZone, events));
     return rows.length > 0 ? { rows, distinct: flattenDistinct(rollupDistinct(rules, store, timeZone, events)) } : undefined;
@@ -151,7 +173,10 @@ export function createIntake(opts: IntakeOptions): Intake {
     batchIdFor,
     async enqueue(store, events, eopts = {}) {
       if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) {
-        throw new InvalidArgumentError('store', `store id ${JSON.stringify(store)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`);
+        throw new InvalidArgumentError(
+          'store',
+          `store id ${JSON.stringify(store)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`,
+        );
       }
       const batchId = batchIdFor(store, eopts.idempotencyKey);
       if (events.length === 0) return { batchId, accepted: 0, jobIds: [] };
@@ -163,7 +188,15 @@ export function createIntake(opts: IntakeOptions): Intake {
         const slice = parts === 1 ? events : events.slice(i * MAX_EVENTS_PER_JOB, (i + 1) * MAX_EVENTS_PER_JOB);
         const r = eopts.timeZone === undefined ? undefined : rolledUp(opts.rules, store, eopts.timeZone, slice);
         const data: PayloadOf<typeof QUEUE.events> = r
-          ? { batchId: partId, store, rows: r.rows, ...(r.distinct.length > 0 && { distinct: r.distinct }), count: slice.length, receivedAt, source: opts.source }
+          ? {
+              batchId: partId,
+              store,
+              rows: r.rows,
+              ...(r.distinct.length > 0 && { distinct: r.distinct }),
+              count: slice.length,
+              receivedAt,
+              source: opts.source,
+            }
           : { batchId: partId, store, events: slice, receivedAt, source: opts.source };
         jobs.push({ data, opts: { jobId: partId } });
       }
@@ -187,7 +220,14 @@ export function createIntake(opts: IntakeOptions): Intake {
         const fingerprint = batchFingerprint(events);
         let earlier: string | null;
         try {
-          earlier = await opts.redis.set(opts.queues.events.toKey(`idem:${batchId}`), fingerprint, 'EX', idempotencyWindowSeconds, 'NX', 'GET');
+          earlier = await opts.redis.set(
+            opts.queues.events.toKey(`idem:${batchId}`),
+            fingerprint,
+            'EX',
+            idempotencyWindowSeconds,
+            'NX',
+            'GET',
+          );
         } catch (err) {
           throw new QueueUnavailableError(`Redis did not take the batch: ${(err as Error).message}`, { cause: err });
         }
@@ -198,7 +238,9 @@ export function createIntake(opts: IntakeOptions): Intake {
         // Payloads are typed against the queue's schema at compile time and built from events validateEvents
         // returned, so they are not parsed again here (that doubled the cost of a batch); the aggregator parses
         // every job it takes.
-        const added = await queueFor(opts.queues, QUEUE.events, store).addBulk(jobs.map((j) => ({ name: QUEUE.events, data: j.data, opts: j.opts })));
+        const added = await queueFor(opts.queues, QUEUE.events, store).addBulk(
+          jobs.map((j) => ({ name: QUEUE.events, data: j.data, opts: j.opts })),
+        );
         jobIds = added.map((j) => j.id!);
       } catch (err) {
         throw new QueueUnavailableError(`Redis did not take the batch: ${(err as Error).message}`, { cause: err });

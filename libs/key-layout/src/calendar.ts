@@ -74,7 +74,7 @@ export function addDays(d: LocalDate, n: number): LocalDate {
 /** First day of the month `n` months after d's month. */
 export function addMonths(d: { year: number; month: number }, n: number): LocalDate {
   const idx = d.year * 12 + (d.month - 1) + n;
-  return dateOf(Math.floor(idx / 12), (idx % 12 + 12) % 12 + 1, 1);
+  return dateOf(Math.floor(idx / 12), (((idx % 12) + 12) % 12) + 1, 1);
 }
 
 export function compareDates(a: LocalDate, b: LocalDate): number {

@@ -90,23 +90,35 @@ describe('time binning in the store time zone', () => {
   });
 
   const zones = [
-    'UTC', 'Europe/London', 'Europe/Berlin', 'America/New_York', 'America/Los_Angeles', 'America/Phoenix',
-    'America/Sao_Paulo', 'Australia/Lord_Howe', 'Australia/Adelaide', 'Asia/Kathmandu', 'Asia/Kolkata',
-    'Pacific/Chatham', 'Pacific/Kiritimati', 'Etc/GMT+12', 'Pacific/Apia', 'America/St_Johns', 'Asia/Tehran',
-    'Africa/Casablanca', 'America/Santiago', 'Antarctica/Troll',
+    'UTC',
+    'Europe/London',
+    'Europe/Berlin',
+    'America/New_York',
+    'America/Los_Angeles',
+    'America/Phoenix',
+    'America/Sao_Paulo',
+    'Australia/Lord_Howe',
+    'Australia/Adelaide',
+    'Asia/Kathmandu',
+    'Asia/Kolkata',
+    'Pacific/Chatham',
+    'Pacific/Kiritimati',
+    'Etc/GMT+12',
+    'Pacific/Apia',
+    'America/St_Johns',
+    'Asia/Tehran',
+    'Africa/Casablanca',
+    'America/Santiago',
+    'Antarctica/Troll',
   ];
 
   it('agrees with an independent implementation (Temporal) on random instants and zones', () => {
     fc.assert(
-      fc.property(
-        fc.integer({ min: Date.UTC(1972, 6, 1), max: Date.UTC(2100, 0, 1) }),
-        fc.constantFrom(...zones),
-        (ts, tz) => {
-          const z = Temporal.Instant.fromEpochMilliseconds(ts).toZonedDateTimeISO(tz);
-          const d = localDate(ts, tz);
-          expect([d.year, d.month, d.day, d.doy]).toEqual([z.year, z.month, z.day, z.dayOfYear]);
-        },
-      ),
+      fc.property(fc.integer({ min: Date.UTC(1972, 6, 1), max: Date.UTC(2100, 0, 1) }), fc.constantFrom(...zones), (ts, tz) => {
+        const z = Temporal.Instant.fromEpochMilliseconds(ts).toZonedDateTimeISO(tz);
+        const d = localDate(ts, tz);
+        expect([d.year, d.month, d.day, d.doy]).toEqual([z.year, z.month, z.day, z.dayOfYear]);
+      }),
       { numRuns: 20_000, seed: 20231 },
     );
   });
@@ -181,9 +193,19 @@ describe('Redis names', () => {
   it('puts every key of a store under one hash tag', () => {
     const k = redisKeys('t');
     const keys = [
-      k.epoch('S1'), k.bucket('S1', 17, 'S1#product#P1'), k.bucketRows('S1', 17), k.sealed('S1'), k.folded('S1'),
-      k.outbox('S1', 'S1'), k.dirty('S1'), k.due('S1'), k.batch('S1', 'abc'), k.cache('S1', 'S1#visitor#V'),
-      k.cacheVersion('S1', 'S1#visitor#V'), k.counts('S1'), k.unknownStore('S1'),
+      k.epoch('S1'),
+      k.bucket('S1', 17, 'S1#product#P1'),
+      k.bucketRows('S1', 17),
+      k.sealed('S1'),
+      k.folded('S1'),
+      k.outbox('S1', 'S1'),
+      k.dirty('S1'),
+      k.due('S1'),
+      k.batch('S1', 'abc'),
+      k.cache('S1', 'S1#visitor#V'),
+      k.cacheVersion('S1', 'S1#visitor#V'),
+      k.counts('S1'),
+      k.unknownStore('S1'),
     ];
     for (const key of keys) expect(key.startsWith('t:{S1}:')).toBe(true);
     expect(new Set(keys).size).toBe(keys.length);

@@ -58,7 +58,12 @@ export function logEmitterErrors(
   for (const emitter of emitters) {
     emitter?.on('error', (err) => {
       const code = (err as { code?: string }).code;
-      throttled.log(opts.level ?? 'warn', `${source}:${code ?? ''}:${err.message}`, { source, err: { message: err.message, code } }, `${source} error`);
+      throttled.log(
+        opts.level ?? 'warn',
+        `${source}:${code ?? ''}:${err.message}`,
+        { source, err: { message: err.message, code } },
+        `${source} error`,
+      );
     });
   }
   return throttled;

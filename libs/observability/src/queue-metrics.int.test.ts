@@ -99,9 +99,12 @@ describe('queueDepthMetrics', () => {
 
     // Back: fresh numbers again (AOF kept the jobs, including the one added before the freeze).
     await redis.restart();
-    await waitFor(async () => series(await registry.metrics(), 'tally_queue_jobs')['{queue="events",state="waiting",app="aggregator"}'] === 4, {
-      timeoutMs: 10_000,
-      message: 'the scrape to see 4 waiting events after the restart',
-    });
+    await waitFor(
+      async () => series(await registry.metrics(), 'tally_queue_jobs')['{queue="events",state="waiting",app="aggregator"}'] === 4,
+      {
+        timeoutMs: 10_000,
+        message: 'the scrape to see 4 waiting events after the restart',
+      },
+    );
   });
 });

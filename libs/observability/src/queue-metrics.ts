@@ -50,7 +50,11 @@ export function queueDepthMetrics(
       [...byName].map(async ([name, shards]) => {
         try {
           const counts = await within(Promise.all(shards.map((q) => q.getJobCounts(...QUEUE_STATES))), timeoutMs, 'no answer');
-          for (const state of QUEUE_STATES) gauge.set({ queue: name, state }, counts.reduce((sum, c) => sum + (c[state] ?? 0), 0));
+          for (const state of QUEUE_STATES)
+            gauge.set(
+              { queue: name, state },
+              counts.reduce((sum, c) => sum + (c[state] ?? 0), 0),
+            );
         } catch {
           errors.inc({ queue: name });
         }

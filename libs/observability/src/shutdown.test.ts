@@ -64,11 +64,10 @@ describe('installShutdown', () => {
     const before = process.listeners('SIGUSR2');
     const exits: number[] = [];
     let release!: () => void;
-    const isShuttingDown = installShutdown(
-      log,
-      [{ name: 'drain', run: () => new Promise<void>((resolve) => (release = resolve)) }],
-      { signals: ['SIGUSR2'], exit: (code) => exits.push(code) },
-    );
+    const isShuttingDown = installShutdown(log, [{ name: 'drain', run: () => new Promise<void>((resolve) => (release = resolve)) }], {
+      signals: ['SIGUSR2'],
+      exit: (code) => exits.push(code),
+    });
     try {
       expect(isShuttingDown()).toBe(false);
       process.emit('SIGUSR2', 'SIGUSR2');

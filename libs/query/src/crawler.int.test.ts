@@ -2,14 +2,7 @@ import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, SPILL_AT_KB, SpilledItems, writeRow } from '@tally/dynamo';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
-import {
-  createTestTable,
-  dynamoDbLocalUnavailable,
-  startDynalite,
-  startDynamoDbLocal,
-  startRedis,
-  type RedisHandle,
-} from '@tally/testing';
+import { createTestTable, dynamoDbLocalUnavailable, startDynalite, startDynamoDbLocal, startRedis, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { evaluateSegments, explicitRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
@@ -75,106 +68,146 @@ describe.each(backends)('a visitor with $name', ({ name, start, skip }) => {
     await stop?.();
   });
 
-  it.skipIf(skip)(`viewing ${PRODUCTS.toLocaleString('en-US')} distinct products in one month is written exactly, no item near 400 KB`, async () => {
-    const table = await createTestTable(endpoint);
-    const meter = createDynamoMeter();
-    const prefix = `crawl${name.length}`;
-    // The writer process remembers the items it saw spilled (as apps/dynamo-writer does).
-    const spilled = new SpilledItems();
-    const deps: QueryDeps = { buckets: new BucketStore({ redis, rules, prefix }), dynamo: { client, table, meter }, rules };
-    const store = 'S';
-    await deps.buckets.registerStore(store);
-    // Bucket b (on day b + 1) views 2,000 new products and P0 once more. The visitor's flush crashes after its
-    // 30th UpdateItem in bucket 4 (the next bucket's flush resumes it) and in the last bucket.
-    const expected = new Map<string, bigint>();
-    const perProduct = PRODUCTS / BUCKETS;
-    let clock = NOW;
-    for (let b = 0; b < BUCKETS; b++) {
-      const events = [view(day(b + 1), 'P0')];
-      for (let p = b * perProduct; p < (b + 1) * perProduct; p++) events.push(view(day(b + 1), `P${p}`));
-      for (const ev of events) expected.set(ev.dims.product, (expected.get(ev.dims.product) ?? 0n) + 1n);
-      await deps.buckets.apply(store, `b${b}`, rollup(rules, store, 'UTC', events), { now: clock, dedupeTtlSeconds: 3600 });
-      clock += 1000;
-      await deps.buckets.seal(store, { now: clock, minAgeMs: 0 });
-      await deps.buckets.foldSealed(store, { now: clock });
-      for (const { pk } of await deps.buckets.dueRows(store, clock)) {
-        const out = await deps.buckets.readOutbox(store, pk);
-        if (out.entries.length === 0) continue;
-        let n = 0;
-        const crash = (b === 4 || b === BUCKETS - 1) && pk === PK;
-        try {
-          await writeRow({ ...deps.dynamo, spilled, afterUpdate: () => { if (crash && ++n === 30) throw new Error('crash'); } }, pk, out.entries);
-          await deps.buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), clock);
-        } catch (err) {
-          if ((err as Error).message !== 'crash') throw err;
+  it.skipIf(skip)(
+    `viewing ${PRODUCTS.toLocaleString('en-US')} distinct products in one month is written exactly, no item near 400 KB`,
+    async () => {
+      const table = await createTestTable(endpoint);
+      const meter = createDynamoMeter();
+      const prefix = `crawl${name.length}`;
+      // The writer process remembers the items it saw spilled (as apps/dynamo-writer does).
+      const spilled = new SpilledItems();
+      const deps: QueryDeps = { buckets: new BucketStore({ redis, rules, prefix }), dynamo: { client, table, meter }, rules };
+      const store = 'S';
+      await deps.buckets.registerStore(store);
+      // Bucket b (on day b + 1) views 2,000 new products and P0 once more. The visitor's flush crashes after its
+      // 30th UpdateItem in bucket 4 (the next bucket's flush resumes it) and in the last bucket.
+      const expected = new Map<string, bigint>();
+      const perProduct = PRODUCTS / BUCKETS;
+      let clock = NOW;
+      for (let b = 0; b < BUCKETS; b++) {
+        const events = [view(day(b + 1), 'P0')];
+        for (let p = b * perProduct; p < (b + 1) * perProduct; p++) events.push(view(day(b + 1), `P${p}`));
+        for (const ev of events) expected.set(ev.dims.product, (expected.get(ev.dims.product) ?? 0n) + 1n);
+        await deps.buckets.apply(store, `b${b}`, rollup(rules, store, 'UTC', events), { now: clock, dedupeTtlSeconds: 3600 });
+        clock += 1000;
+        await deps.buckets.seal(store, { now: clock, minAgeMs: 0 });
+        await deps.buckets.foldSealed(store, { now: clock });
+        for (const { pk } of await deps.buckets.dueRows(store, clock)) {
+          const out = await deps.buckets.readOutbox(store, pk);
+          if (out.entries.length === 0) continue;
+          let n = 0;
+          const crash = (b === 4 || b === BUCKETS - 1) && pk === PK;
+          try {
+            await writeRow(
+              {
+                ...deps.dynamo,
+                spilled,
+                afterUpdate: () => {
+                  if (crash && ++n === 30) throw new Error('crash');
+                },
+              },
+              pk,
+              out.entries,
+            );
+            await deps.buckets.ackOutbox(
+              store,
+              pk,
+              out.entries.map((e) => e.field),
+              clock,
+            );
+          } catch (err) {
+            if ((err as Error).message !== 'crash') throw err;
+          }
         }
       }
-    }
-    const views = BigInt(PRODUCTS + BUCKETS);
-    const sample = ['P0', 'P1', `P${perProduct}`, `P${PRODUCTS / 2 + 7}`, `P${PRODUCTS - 1}`];
-    const metrics = resolveMetrics(rules, ['ViewCount', ...sample.map((p) => `ProductViews#${p}`)]);
-    const want = { ViewCount: views, ...Object.fromEntries(sample.map((p) => [`ProductViews#${p}`, expected.get(p)!])) };
+      const views = BigInt(PRODUCTS + BUCKETS);
+      const sample = ['P0', 'P1', `P${perProduct}`, `P${PRODUCTS / 2 + 7}`, `P${PRODUCTS - 1}`];
+      const metrics = resolveMetrics(rules, ['ViewCount', ...sample.map((p) => `ProductViews#${p}`)]);
+      const want = { ViewCount: views, ...Object.fromEntries(sample.map((p) => [`ProductViews#${p}`, expected.get(p)!])) };
 
-    // The last bucket's visitor row is still partly in Redis (the crash): the merge must count it exactly once.
-    const month = explicitRange('2023-05-01', '2023-05-31');
-    const check = async () => {
-      expect((await readTotals(deps, { store, pks: [PK], metrics, range: month })).rows[0]!.values).toEqual(want);
-      expect((await readTotals(deps, { store, pks: [PK], metrics, range: explicitRange('2023-01-01', '2023-12-31') })).rows[0]!.values).toEqual(want);
-      expect((await readSeries(deps, { store, pk: PK, metrics, range: 'all', granularity: 'total' })).totals).toEqual(want);
-      const days = await readSeries(deps, { store, pk: PK, metrics, range: month, granularity: 'day' });
-      expect(days.totals).toEqual(want);
-      expect(days.points.slice(0, BUCKETS).map((p) => p.values['ViewCount'])).toEqual(Array.from({ length: BUCKETS }, () => BigInt(perProduct + 1)));
-      const seg = await evaluateSegments(deps, {
+      // The last bucket's visitor row is still partly in Redis (the crash): the merge must count it exactly once.
+      const month = explicitRange('2023-05-01', '2023-05-31');
+      const check = async () => {
+        expect((await readTotals(deps, { store, pks: [PK], metrics, range: month })).rows[0]!.values).toEqual(want);
+        expect(
+          (await readTotals(deps, { store, pks: [PK], metrics, range: explicitRange('2023-01-01', '2023-12-31') })).rows[0]!.values,
+        ).toEqual(want);
+        expect((await readSeries(deps, { store, pk: PK, metrics, range: 'all', granularity: 'total' })).totals).toEqual(want);
+        const days = await readSeries(deps, { store, pk: PK, metrics, range: month, granularity: 'day' });
+        expect(days.totals).toEqual(want);
+        expect(days.points.slice(0, BUCKETS).map((p) => p.values['ViewCount'])).toEqual(
+          Array.from({ length: BUCKETS }, () => BigInt(perProduct + 1)),
+        );
+        const seg = await evaluateSegments(deps, {
+          store,
+          pk: PK,
+          timeZone: 'UTC',
+          now: NOW,
+          cacheTtlSeconds: 60,
+          segments: [
+            {
+              name: 'crawler',
+              match: 'all',
+              rules: [
+                { metric: 'ProductViews', key: 'P0', range: 'allTime', op: '=', value: BUCKETS + 1 },
+                { metric: 'ProductViews', key: `P${PRODUCTS - 1}`, range: 'last30d', op: '=', value: 1 },
+                { metric: 'ViewCount', range: 'last30d', op: '=', value: PRODUCTS + BUCKETS },
+              ],
+            },
+          ],
+        });
+        expect(seg.segments[0]!.rules.map((r) => r.actual)).toEqual([String(BUCKETS + 1), '1', String(PRODUCTS + BUCKETS)]);
+        expect(seg.segments[0]!.matched).toBe(true);
+      };
+      expect((await deps.buckets.readOutbox(store, PK)).entries.length).toBeGreaterThan(0);
+      await check();
+      // The next flush finishes the row; then DynamoDB alone holds every count.
+      clock += 1000;
+      const out = await deps.buckets.readOutbox(store, PK);
+      await writeRow({ ...deps.dynamo, spilled }, PK, out.entries);
+      await deps.buckets.ackOutbox(
         store,
-        pk: PK,
-        timeZone: 'UTC',
-        now: NOW,
-        cacheTtlSeconds: 60,
-        segments: [{ name: 'crawler', match: 'all', rules: [
-          { metric: 'ProductViews', key: 'P0', range: 'allTime', op: '=', value: BUCKETS + 1 },
-          { metric: 'ProductViews', key: `P${PRODUCTS - 1}`, range: 'last30d', op: '=', value: 1 },
-          { metric: 'ViewCount', range: 'last30d', op: '=', value: PRODUCTS + BUCKETS },
-        ] }],
-      });
-      expect(seg.segments[0]!.rules.map((r) => r.actual)).toEqual([String(BUCKETS + 1), '1', String(PRODUCTS + BUCKETS)]);
-      expect(seg.segments[0]!.matched).toBe(true);
-    };
-    expect((await deps.buckets.readOutbox(store, PK)).entries.length).toBeGreaterThan(0);
-    await check();
-    // The next flush finishes the row; then DynamoDB alone holds every count.
-    clock += 1000;
-    const out = await deps.buckets.readOutbox(store, PK);
-    await writeRow({ ...deps.dynamo, spilled }, PK, out.entries);
-    await deps.buckets.ackOutbox(store, PK, out.entries.map((e) => e.field), clock);
-    expect((await deps.buckets.readOutbox(store, PK)).entries).toEqual([]);
-    await check();
+        PK,
+        out.entries.map((e) => e.field),
+        clock,
+      );
+      expect((await deps.buckets.readOutbox(store, PK)).entries).toEqual([]);
+      await check();
 
-    // MAX_ITEMS_PER_QUERY counts overflow items: the month item and its 16 overflow items are 17 items. One item
-    // fits the bound before reading; the overflow items, known once it is read, are refused before their round.
-    const atMost = (n: number): QueryDeps => ({ ...deps, maxItemsPerQuery: n });
-    const reads = (d: QueryDeps) => [
-      () => readTotals(d, { store, pks: [PK], metrics, range: month }),
-      () => readSeries(d, { store, pk: PK, metrics, range: month, granularity: 'day' }),
-      () => readSeries(d, { store, pk: PK, metrics, range: 'all', granularity: 'total' }),
-    ];
-    for (const read of reads(atMost(16))) {
-      await expect(read()).rejects.toMatchObject({ name: 'QueryError', field: 'range', message: expect.stringMatching(/at least 17 DynamoDB items .*overflow items.*at most 16 per query/) });
-    }
-    for (const read of reads(atMost(17))) expect((await read()).dynamoRequests).toBeGreaterThan(0);
-
-    // No item anywhere near 400 KB: each at most SPILL_AT_KB plus one UpdateItem's attributes.
-    let largest = 0;
-    let items = 0;
-    let startKey: Record<string, AttributeValue> | undefined;
-    do {
-      const page = await client.send(new ScanCommand({ TableName: table, ExclusiveStartKey: startKey }));
-      for (const it of page.Items ?? []) {
-        items++;
-        largest = Math.max(largest, itemBytes(it));
+      // MAX_ITEMS_PER_QUERY counts overflow items: the month item and its 16 overflow items are 17 items. One item
+      // fits the bound before reading; the overflow items, known once it is read, are refused before their round.
+      const atMost = (n: number): QueryDeps => ({ ...deps, maxItemsPerQuery: n });
+      const reads = (d: QueryDeps) => [
+        () => readTotals(d, { store, pks: [PK], metrics, range: month }),
+        () => readSeries(d, { store, pk: PK, metrics, range: month, granularity: 'day' }),
+        () => readSeries(d, { store, pk: PK, metrics, range: 'all', granularity: 'total' }),
+      ];
+      for (const read of reads(atMost(16))) {
+        await expect(read()).rejects.toMatchObject({
+          name: 'QueryError',
+          field: 'range',
+          message: expect.stringMatching(/at least 17 DynamoDB items .*overflow items.*at most 16 per query/),
+        });
       }
-      startKey = page.LastEvaluatedKey;
-    } while (startKey);
-    console.info(`${name}: ${PRODUCTS} products in one month: ${items} items, largest ${Math.round(largest / 1024)} KB, ${meter.totals().writeUnits} write units, ${meter.totals().requests['UpdateItem:condition_failed'] ?? 0} UpdateItems refused (each charged as a write of its item), ${meter.totals().requests['GetItem:ok'] ?? 0} GetItems`);
-    expect(largest).toBeLessThan((SPILL_AT_KB + 40) * 1024);
-  }, 900_000);
+      for (const read of reads(atMost(17))) expect((await read()).dynamoRequests).toBeGreaterThan(0);
+
+      // No item anywhere near 400 KB: each at most SPILL_AT_KB plus one UpdateItem's attributes.
+      let largest = 0;
+      let items = 0;
+      let startKey: Record<string, AttributeValue> | undefined;
+      do {
+        const page = await client.send(new ScanCommand({ TableName: table, ExclusiveStartKey: startKey }));
+        for (const it of page.Items ?? []) {
+          items++;
+          largest = Math.max(largest, itemBytes(it));
+        }
+        startKey = page.LastEvaluatedKey;
+      } while (startKey);
+      console.info(
+        `${name}: ${PRODUCTS} products in one month: ${items} items, largest ${Math.round(largest / 1024)} KB, ${meter.totals().writeUnits} write units, ${meter.totals().requests['UpdateItem:condition_failed'] ?? 0} UpdateItems refused (each charged as a write of its item), ${meter.totals().requests['GetItem:ok'] ?? 0} GetItems`,
+      );
+      expect(largest).toBeLessThan((SPILL_AT_KB + 40) * 1024);
+    },
+    900_000,
+  );
 });

@@ -52,16 +52,31 @@ async function flush(deps: QueryDeps, pk: string, ack = true) {
   const r = await writeRowWithSketches(deps.dynamo, (g, w) => deps.buckets.sketches.union('S', g, w), pk, out.entries, live!);
   if (ack) {
     await deps.buckets.sketches.ack('S', pk, r.sketchesWritten);
-    await deps.buckets.ackOutbox('S', pk, out.entries.map((e) => e.field), D1);
+    await deps.buckets.ackOutbox(
+      'S',
+      pk,
+      out.entries.map((e) => e.field),
+      D1,
+    );
   }
-  return { updates: (meter.totals().requests['UpdateItem:ok'] ?? 0) - before, sketchUpdates: r.sketchUpdates, sketches: r.sketchesWritten.length };
+  return {
+    updates: (meter.totals().requests['UpdateItem:ok'] ?? 0) - before,
+    sketchUpdates: r.sketchUpdates,
+    sketches: r.sketchesWritten.length,
+  };
 }
 
 const uv = resolveMetrics(rules, ['UniqueVisitors', 'ViewCount']);
 const march = explicitRange('2026-03-01', '2026-03-31');
 
 async function answers(deps: QueryDeps) {
-  const days = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: explicitRange('2026-03-09', '2026-03-10'), granularity: 'day' });
+  const days = await readSeries(deps, {
+    store: 'S',
+    pk: 'S',
+    metrics: uv,
+    range: explicitRange('2026-03-09', '2026-03-10'),
+    granularity: 'day',
+  });
   const month = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: march, granularity: 'month' });
   const year = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: march, granularity: 'year' });
   const all = await readSeries(deps, { store: 'S', pk: 'S', metrics: uv, range: 'all', granularity: 'total' });
@@ -150,6 +165,8 @@ describe('UniqueVisitors', () => {
 
   it('is refused for an entity the rules do not give it to', async () => {
     const deps = await setup('uv3');
-    await expect(readTotals(deps, { store: 'S', pks: ['S#visitor#V1'], metrics: uv, range: march })).rejects.toThrow(/UniqueVisitors is not counted for entity visitor/);
+    await expect(readTotals(deps, { store: 'S', pks: ['S#visitor#V1'], metrics: uv, range: march })).rejects.toThrow(
+      /UniqueVisitors is not counted for entity visitor/,
+    );
   });
 });

@@ -14,14 +14,23 @@ import type { QueryRange } from './ranges';
  */
 
 /** The metrics of a request that are distinct counts of the row's entity; a distinct metric of another entity is a QueryError. */
-export function distinctMetricsOf(rules: CompiledRules, pk: string, metrics: ReadonlyArray<{ name: string; attr: string }>, field = 'metrics'): Set<string> {
+export function distinctMetricsOf(
+  rules: CompiledRules,
+  pk: string,
+  metrics: ReadonlyArray<{ name: string; attr: string }>,
+  field = 'metrics',
+): Set<string> {
   const entity = rules.entityOfPk(pk);
   const own = new Set((entity ? rules.distinctOf(entity) : []).map((d) => d.attrMetric));
   const out = new Set<string>();
   for (const m of metrics) {
     const isDistinct = Object.values(rules.rules.entities).some((e) => Object.hasOwn(e.distinct, m.name));
     if (!isDistinct) continue;
-    if (!own.has(m.attr)) throw new QueryError(field, `${m.name} is not counted for entity ${entity ?? '?'}; the rules give it to ${entitiesWith(rules, m.name)}`);
+    if (!own.has(m.attr))
+      throw new QueryError(
+        field,
+        `${m.name} is not counted for entity ${entity ?? '?'}; the rules give it to ${entitiesWith(rules, m.name)}`,
+      );
     out.add(m.attr);
   }
   return out;
@@ -62,10 +71,16 @@ export function pointGroup(
 }
 
 /** The group of a whole range: the cover's cells (or the all-time cell) plus the live sketches in the range. */
-export function rangeGroup(items: ReadonlyMap<string, StoredItem>, live: readonly LiveSketch[], metric: string, range: QueryRange, cells: readonly Cell[]): SketchGroup {
-  if (range === 'all') return [...blobOf(items, TOTAL_SK, totalAttr(metric)), ...live.filter((s) => s.metric === metric).map((s) => s.blob)];
+export function rangeGroup(
+  items: ReadonlyMap<string, StoredItem>,
+  live: readonly LiveSketch[],
+  metric: string,
+  range: QueryRange,
+  cells: readonly Cell[],
+): SketchGroup {
+  if (range === 'all')
+    return [...blobOf(items, TOTAL_SK, totalAttr(metric)), ...live.filter((s) => s.metric === metric).map((s) => s.blob)];
   const out: Buffer[] = [];
   for (const c of cells) out.push(...blobOf(items, c.sk, c.attr(metric)));
   return [...out, ...liveIn(live, metric, dayKey(range.from), dayKey(range.to))];
 }
-

@@ -61,7 +61,10 @@ const maxItems = (deps: QueryDeps) => deps.maxItemsPerQuery ?? DEFAULT_MAX_ITEMS
 function checkCost(deps: QueryDeps, items: number, field: string, what: string): void {
   const max = maxItems(deps);
   if (items > max) {
-    throw new QueryError(field, `this query would read ${items} DynamoDB items (${what}); at most ${max} per query: ask for fewer ids or a shorter range`);
+    throw new QueryError(
+      field,
+      `this query would read ${items} DynamoDB items (${what}); at most ${max} per query: ask for fewer ids or a shorter range`,
+    );
   }
 }
 
@@ -82,12 +85,20 @@ async function bounded<T>(field: string, read: () => Promise<T>): Promise<T> {
   }
 }
 
-function pointsFrom(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[], range: DateRange, granularity: Exclude<Granularity, 'total'>): SeriesPoint[] {
+function pointsFrom(
+  merged: Map<string, Map<string, bigint>>,
+  metrics: MetricRef[],
+  range: DateRange,
+  granularity: Exclude<Granularity, 'total'>,
+): SeriesPoint[] {
   const cell = (sk: string, attr: string) => merged.get(sk)?.get(attr) ?? 0n;
   const values = (f: (m: MetricRef) => bigint) => Object.fromEntries(metrics.map((m) => [m.name, f(m)]));
   switch (granularity) {
     case 'day':
-      return daysOf(range).map((d) => ({ period: formatDate(d), values: values((m) => cell(monthSk(d.year, d.month), dayAttr(d.doy, m.attr))) }));
+      return daysOf(range).map((d) => ({
+        period: formatDate(d),
+        values: values((m) => cell(monthSk(d.year, d.month), dayAttr(d.doy, m.attr))),
+      }));
     case 'month':
       return monthsOf(range).map(({ year, month }) => ({
         period: `${year}-${String(month).padStart(2, '0')}`,
@@ -95,7 +106,8 @@ function pointsFrom(merged: Map<string, Map<string, bigint>>, metrics: MetricRef
       }));
     case 'year': {
       const out: SeriesPoint[] = [];
-      for (let y = range.from.year; y <= range.to.year; y++) out.push({ period: String(y), values: values((m) => cell(TOTAL_SK, yearAttr(y, m.attr))) });
+      for (let y = range.from.year; y <= range.to.year; y++)
+        out.push({ period: String(y), values: values((m) => cell(TOTAL_SK, yearAttr(y, m.attr))) });
       return out;
     }
   }
@@ -146,7 +158,9 @@ export async function readSeries(
   let items: StoredItem[];
   let dynamoRequests: number;
   if (range !== 'all' && (granularity === 'day' || granularity === 'month')) {
-    const q = await bounded('range', () => queryItems(deps.dynamo, req.pk, monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month), maxItems(deps)));
+    const q = await bounded('range', () =>
+      queryItems(deps.dynamo, req.pk, monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month), maxItems(deps)),
+    );
     items = q.items;
     dynamoRequests = q.requests;
   } else {
@@ -161,7 +175,18 @@ export async function readSeries(
       ? [{ period: 'total', values: sumCells(merged, req.metrics, [{ sk: TOTAL_SK, attr: totalAttr }]) }]
       : pointsFrom(merged, req.metrics, range, granularity);
   const totals = sumPoints(points, req.metrics);
-  if (distinct.size > 0) await fillDistinctSeries(deps, req.store, req.metrics.filter((m) => distinct.has(m.attr)), items, live, range, granularity, points, totals);
+  if (distinct.size > 0)
+    await fillDistinctSeries(
+      deps,
+      req.store,
+      req.metrics.filter((m) => distinct.has(m.attr)),
+      items,
+      live,
+      range,
+      granularity,
+      points,
+      totals,
+    );
   return { points, totals, dynamoRequests };
 }
 
@@ -198,7 +223,12 @@ async function fillDistinctSeries(
               const [first, last] = [dayOfYear(year, month, 1), dayOfYear(year, month, daysInMonth(year, month))];
               return { granularity, year, month, from: dayKey({ year, doy: first }), to: dayKey({ year, doy: last }) };
             })
-          : Array.from({ length: range.to.year - range.from.year + 1 }, (_, i) => range.from.year + i).map((year) => ({ granularity, year, from: `${year}-001`, to: `${year}-366` }));
+          : Array.from({ length: range.to.year - range.from.year + 1 }, (_, i) => range.from.year + i).map((year) => ({
+              granularity,
+              year,
+              from: `${year}-001`,
+              to: `${year}-366`,
+            }));
     const all: Buffer[] = [];
     periods.forEach((p, i) => {
       const g = pointGroup(byItem, live, m.attr, p);
@@ -229,7 +259,12 @@ export async function readTotals(
   const cells: Cell[] = req.range === 'all' ? [{ sk: TOTAL_SK, attr: totalAttr }] : coverOf(req.range);
   const sks = [...new Set(cells.map((c) => c.sk))];
   const field = req.costField ?? (req.pks.length > 1 ? 'ids' : 'range');
-  checkCost(deps, req.pks.length * sks.length, field, `${req.pks.length} ${req.pks.length === 1 ? 'row' : 'rows'} × ${sks.length} items for the range`);
+  checkCost(
+    deps,
+    req.pks.length * sks.length,
+    field,
+    `${req.pks.length} ${req.pks.length === 1 ? 'row' : 'rows'} × ${sks.length} items for the range`,
+  );
   const distinct = req.pks.length > 0 ? distinctMetricsOf(deps.rules, req.pks[0]!, req.metrics) : new Set<string>();
   const snaps = await deps.buckets.snapshot(req.store, req.pks);
   const live = distinct.size > 0 ? await deps.buckets.sketches.read(req.store, req.pks) : [];

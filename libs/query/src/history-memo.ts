@@ -26,4 +26,3 @@ export class HistoryMemo {
     this.entries.set(key, { version, items, until });
   }
 }
-

@@ -24,6 +24,16 @@ export {
 } from './engine';
 export { coverOf, type Cell } from './cover';
 export { readTop, type TopResult } from './top';
-export { storeEntityOf, entityOf, rankedEntitiesOf, keyedByOf, plainMetricsOf, checkMetricName, ID_RULE, pathOfId, idOfRequest } from './rules-introspection';
+export {
+  storeEntityOf,
+  entityOf,
+  rankedEntitiesOf,
+  keyedByOf,
+  plainMetricsOf,
+  checkMetricName,
+  ID_RULE,
+  pathOfId,
+  idOfRequest,
+} from './rules-introspection';
 export { HistoryMemo } from './history-memo';
 export { evaluateSegments, type SegmentResult, type SegmentEvaluation } from './segments';

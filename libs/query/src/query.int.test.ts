@@ -6,7 +6,17 @@ import { createTestTable, type DynaliteHandle } from '@tally/testing';
 import { useDynalite, useRedis } from '@tally/testing/vitest';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { evaluateSegments, explicitRange, HistoryMemo, namedRange, readSeries, readTop, readTotals, resolveMetrics, type QueryDeps } from './index';
+import {
+  evaluateSegments,
+  explicitRange,
+  HistoryMemo,
+  namedRange,
+  readSeries,
+  readTop,
+  readTotals,
+  resolveMetrics,
+  type QueryDeps,
+} from './index';
 
 let dyn: DynaliteHandle;
 let redis: Redis;
@@ -43,8 +53,22 @@ async function cycle(deps: QueryDeps, store: string, now: number, crashAfter?: s
     if (out.entries.length === 0) continue;
     let n = 0;
     try {
-      await writeRow({ ...deps.dynamo, afterUpdate: () => { if (pk === crashAfter && ++n === 1) throw new Error('crash'); } }, pk, out.entries);
-      await deps.buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), now);
+      await writeRow(
+        {
+          ...deps.dynamo,
+          afterUpdate: () => {
+            if (pk === crashAfter && ++n === 1) throw new Error('crash');
+          },
+        },
+        pk,
+        out.entries,
+      );
+      await deps.buckets.ackOutbox(
+        store,
+        pk,
+        out.entries.map((e) => e.field),
+        now,
+      );
     } catch (err) {
       if ((err as Error).message !== 'crash') throw err;
     }
@@ -67,7 +91,10 @@ describe('exact live answers', () => {
       for (let i = 0; i < 300; i++) {
         started++;
         await deps.buckets.registerStore('S');
-        await deps.buckets.apply('S', `b${i}`, rollup(rules, 'S', 'UTC', [view(now - (i % 3) * 86_400_000, `P${i % 3}`, 'V1')]), { now: clock, dedupeTtlSeconds: 3600 });
+        await deps.buckets.apply('S', `b${i}`, rollup(rules, 'S', 'UTC', [view(now - (i % 3) * 86_400_000, `P${i % 3}`, 'V1')]), {
+          now: clock,
+          dedupeTtlSeconds: 3600,
+        });
         done++;
       }
       stop = true;
@@ -88,7 +115,8 @@ describe('exact live answers', () => {
         const month = await readSeries(deps, { store: 'S', pk: 'S', metrics, range, granularity: 'month' });
         const total = await readSeries(deps, { store: 'S', pk: 'S', metrics, range, granularity: 'total' });
         const hi = started;
-        for (const v of [day.totals['ViewCount']!, month.totals['ViewCount']!, total.totals['ViewCount']!]) answers.push([lo, Number(v), hi]);
+        for (const v of [day.totals['ViewCount']!, month.totals['ViewCount']!, total.totals['ViewCount']!])
+          answers.push([lo, Number(v), hi]);
       }
     })();
     await Promise.all([applier, flusher, querier]);
@@ -98,7 +126,7 @@ describe('exact live answers', () => {
     // At rest, DynamoDB alone holds everything, and the answers are exact.
     const final = await readSeries(deps, { store: 'S', pk: 'S', metrics, range, granularity: 'day' });
     expect(final.totals['ViewCount']).toBe(300n);
-    expect(final.points.find((p) => p.period === "2023-05-03")!.values["ViewCount"]).toBe(100n);
+    expect(final.points.find((p) => p.period === '2023-05-03')!.values['ViewCount']).toBe(100n);
     expect(await redis.keys('ex:{S}:o:*')).toEqual([]);
     expect(final.dynamoRequests).toBe(1);
   });
@@ -109,7 +137,13 @@ describe('exact live answers', () => {
     let applied = 0;
     let stop = false;
     let clock = now;
-    const seg = [{ name: 'fan', match: 'all' as const, rules: [{ metric: 'ProductViews', key: 'P1', range: 'last3m' as const, op: '>=' as const, value: 1 }] }];
+    const seg = [
+      {
+        name: 'fan',
+        match: 'all' as const,
+        rules: [{ metric: 'ProductViews', key: 'P1', range: 'last3m' as const, op: '>=' as const, value: 1 }],
+      },
+    ];
     const writer = (async () => {
       for (let i = 0; i < 120; i++) {
         await deps.buckets.registerStore('S');
@@ -126,7 +160,14 @@ describe('exact live answers', () => {
     const reader = (async () => {
       while (!stop) {
         const lo = applied;
-        const r = await evaluateSegments(deps, { store: 'S', pk: 'S#visitor#V9', timeZone: 'UTC', now, segments: seg, cacheTtlSeconds: 60 });
+        const r = await evaluateSegments(deps, {
+          store: 'S',
+          pk: 'S#visitor#V9',
+          timeZone: 'UTC',
+          now,
+          segments: seg,
+          cacheTtlSeconds: 60,
+        });
         results.push([lo, Number(r.segments[0]!.rules[0]!.actual), applied]);
       }
     })();
@@ -147,10 +188,14 @@ describe('ranges and totals', () => {
     const tz = 'America/Los_Angeles';
     const beforeMidnight = Date.parse('2023-05-04T06:59:00Z'); // 23:59 on May 3 in LA
     const afterMidnight = Date.parse('2023-05-04T07:01:00Z'); // 00:01 on May 4
-    await deps.buckets.apply('LA', 'a', rollup(rules, 'LA', tz, [view(beforeMidnight, 'P1', 'V1'), view(beforeMidnight, 'P1', 'V1')]), { now: 1, dedupeTtlSeconds: 60 });
+    await deps.buckets.apply('LA', 'a', rollup(rules, 'LA', tz, [view(beforeMidnight, 'P1', 'V1'), view(beforeMidnight, 'P1', 'V1')]), {
+      now: 1,
+      dedupeTtlSeconds: 60,
+    });
     await deps.buckets.apply('LA', 'b', rollup(rules, 'LA', tz, [view(afterMidnight, 'P1', 'V1')]), { now: 2, dedupeTtlSeconds: 60 });
     const metrics = resolveMetrics(rules, ['ViewCount']);
-    const q = (name: 'today' | 'yesterday', at: number) => readSeries(deps, { store: 'LA', pk: 'LA', metrics, range: namedRange(name, tz, at), granularity: 'day' });
+    const q = (name: 'today' | 'yesterday', at: number) =>
+      readSeries(deps, { store: 'LA', pk: 'LA', metrics, range: namedRange(name, tz, at), granularity: 'day' });
     expect((await q('today', afterMidnight)).points).toEqual([{ period: '2023-05-04', values: { ViewCount: 1n } }]);
     expect((await q('yesterday', afterMidnight)).points).toEqual([{ period: '2023-05-03', values: { ViewCount: 2n } }]);
     expect((await q('today', beforeMidnight)).points).toEqual([{ period: '2023-05-03', values: { ViewCount: 2n } }]);
@@ -192,14 +237,31 @@ describe('ranges and totals', () => {
     };
     const ts = now - 60_000;
     // The first events: in the open bucket only.
-    await deps.buckets.apply('L', 'a', rollup(rules, 'L', tz, [view(ts, 'P1', 'V1'), view(ts, 'P2', 'V1'), view(ts, 'P2', 'V2')]), { now, dedupeTtlSeconds: 60 });
-    expect(await agree()).toEqual([['P2', 2], ['P1', 1]]);
+    await deps.buckets.apply('L', 'a', rollup(rules, 'L', tz, [view(ts, 'P1', 'V1'), view(ts, 'P2', 'V1'), view(ts, 'P2', 'V2')]), {
+      now,
+      dedupeTtlSeconds: 60,
+    });
+    expect(await agree()).toEqual([
+      ['P2', 2],
+      ['P1', 1],
+    ]);
     // Sealed but not folded, then more in the open bucket.
     await deps.buckets.seal('L', { now: now + 1, minAgeMs: 0 });
-    await deps.buckets.apply('L', 'b', rollup(rules, 'L', tz, [view(ts, 'P3', 'V3'), view(ts, 'P3', 'V3'), view(ts, 'P3', 'V1')]), { now: now + 2, dedupeTtlSeconds: 60 });
-    expect(await agree()).toEqual([['P3', 3], ['P2', 2], ['P1', 1]]);
+    await deps.buckets.apply('L', 'b', rollup(rules, 'L', tz, [view(ts, 'P3', 'V3'), view(ts, 'P3', 'V3'), view(ts, 'P3', 'V1')]), {
+      now: now + 2,
+      dedupeTtlSeconds: 60,
+    });
+    expect(await agree()).toEqual([
+      ['P3', 3],
+      ['P2', 2],
+      ['P1', 1],
+    ]);
     // Folded and written: the same list.
     await cycle(deps, 'L', now + 3);
-    expect(await agree()).toEqual([['P3', 3], ['P2', 2], ['P1', 1]]);
+    expect(await agree()).toEqual([
+      ['P3', 3],
+      ['P2', 2],
+      ['P1', 1],
+    ]);
   });
 });

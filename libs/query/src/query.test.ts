@@ -2,7 +2,18 @@ import { compileRules, defaultRules } from '@tally/schema';
 import { addDays, dateOf, dayAttr, fromEpochDay, monthAttr, monthSk, toEpochDay, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { checkMetricName, coverOf, explicitRange, keyedByOf, plainMetricsOf, QueryError, rankedEntitiesOf, resolveMetrics, resolveRange, storeEntityOf } from './index';
+import {
+  checkMetricName,
+  coverOf,
+  explicitRange,
+  keyedByOf,
+  plainMetricsOf,
+  QueryError,
+  rankedEntitiesOf,
+  resolveMetrics,
+  resolveRange,
+  storeEntityOf,
+} from './index';
 
 const rules = compileRules(defaultRules);
 const NOW = Date.parse('2024-03-15T12:00:00Z');
@@ -45,9 +56,18 @@ describe('rules introspection', () => {
 
 describe('resolveRange', () => {
   it("resolves named ranges in the store's time zone, explicit dates, and allTime as a range of its own", () => {
-    expect(resolveRange({ range: 'today' }, 'Pacific/Kiritimati', NOW, 'last30d')).toMatchObject({ name: 'today', range: { from: { year: 2024, month: 3, day: 16 } } });
-    expect(resolveRange({}, 'UTC', NOW, 'last30d')).toMatchObject({ name: 'last30d', range: { from: { month: 2, day: 15 }, to: { month: 3, day: 15 } } });
-    expect(resolveRange({ from: '2024-02-28', to: '2024-03-01' }, 'UTC', NOW, 'last30d')).toMatchObject({ name: null, range: { from: { doy: 59 }, to: { doy: 61 } } });
+    expect(resolveRange({ range: 'today' }, 'Pacific/Kiritimati', NOW, 'last30d')).toMatchObject({
+      name: 'today',
+      range: { from: { year: 2024, month: 3, day: 16 } },
+    });
+    expect(resolveRange({}, 'UTC', NOW, 'last30d')).toMatchObject({
+      name: 'last30d',
+      range: { from: { month: 2, day: 15 }, to: { month: 3, day: 15 } },
+    });
+    expect(resolveRange({ from: '2024-02-28', to: '2024-03-01' }, 'UTC', NOW, 'last30d')).toMatchObject({
+      name: null,
+      range: { from: { doy: 59 }, to: { doy: 61 } },
+    });
     expect(resolveRange({ range: 'allTime' }, 'UTC', NOW, 'last30d')).toEqual({ name: 'allTime', range: 'all' });
     expect(fieldOf(() => resolveRange({ range: 'today', to: '2024-01-01' }, 'UTC', NOW, 'last30d'))).toBe('range');
     expect(fieldOf(() => resolveRange({ to: '2024-01-01' }, 'UTC', NOW, 'last30d'))).toBe('from');
@@ -62,37 +82,51 @@ describe('coverOf', () => {
     // The range of the issue: 2016-12-03..2026-12-02 is 29 days of Dec 2016, 2017-2025, Jan-Nov 2026 and 2 days.
     const cells = cellsOf('2016-12-03', '2026-12-02');
     expect(new Set(coverOf(explicitRange('2016-12-03', '2026-12-02')).map((c) => c.sk)).size).toBe(14);
-    expect(cells.filter((c) => c.startsWith(`${TOTAL_SK} `))).toEqual([2017, 2018, 2019, 2020, 2021, 2022, 2023, 2024, 2025].map((y) => `${TOTAL_SK} ${yearAttr(y, 'v')}`));
+    expect(cells.filter((c) => c.startsWith(`${TOTAL_SK} `))).toEqual(
+      [2017, 2018, 2019, 2020, 2021, 2022, 2023, 2024, 2025].map((y) => `${TOTAL_SK} ${yearAttr(y, 'v')}`),
+    );
     expect(cells.filter((c) => c.startsWith(`${monthSk(2016, 12)} `))).toHaveLength(29);
-    expect(cells.filter((c) => c.startsWith(`${monthSk(2026, 12)} `))).toEqual([`${monthSk(2026, 12)} ${dayAttr(335, 'v')}`, `${monthSk(2026, 12)} ${dayAttr(336, 'v')}`]);
+    expect(cells.filter((c) => c.startsWith(`${monthSk(2026, 12)} `))).toEqual([
+      `${monthSk(2026, 12)} ${dayAttr(335, 'v')}`,
+      `${monthSk(2026, 12)} ${dayAttr(336, 'v')}`,
+    ]);
     expect(cells).toContain(`${monthSk(2026, 11)} ${monthAttr(11, 'v')}`);
     expect(cellsOf('2024-01-01', '2024-12-31')).toEqual([`${TOTAL_SK} ${yearAttr(2024, 'v')}`]);
     expect(cellsOf('2024-02-01', '2024-02-29')).toEqual([`${monthSk(2024, 2)} ${monthAttr(2, 'v')}`]);
-    expect(cellsOf('2024-02-28', '2024-03-01')).toEqual([`${monthSk(2024, 2)} ${dayAttr(59, 'v')}`, `${monthSk(2024, 2)} ${dayAttr(60, 'v')}`, `${monthSk(2024, 3)} ${dayAttr(61, 'v')}`]);
+    expect(cellsOf('2024-02-28', '2024-03-01')).toEqual([
+      `${monthSk(2024, 2)} ${dayAttr(59, 'v')}`,
+      `${monthSk(2024, 2)} ${dayAttr(60, 'v')}`,
+      `${monthSk(2024, 3)} ${dayAttr(61, 'v')}`,
+    ]);
   });
 
   it('sums to exactly the sum of the days, for any range (every count lands in its day, month, year and total cells)', () => {
     const base = toEpochDay(dateOf(2015, 1, 1));
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 4000 }), fc.integer({ min: 0, max: 3659 }), fc.array(fc.tuple(fc.integer({ min: 0, max: 7700 }), fc.integer({ min: 1, max: 1000 })), { maxLength: 200 }), (start, len, counts) => {
-        const cells = new Map<string, bigint>();
-        const add = (sk: string, attr: string, v: bigint) => cells.set(`${sk} ${attr}`, (cells.get(`${sk} ${attr}`) ?? 0n) + v);
-        for (const [day, v] of counts) {
-          const d = fromEpochDay(base + day);
-          add(monthSk(d.year, d.month), dayAttr(d.doy, 'v'), BigInt(v));
-          add(monthSk(d.year, d.month), monthAttr(d.month, 'v'), BigInt(v));
-          add(TOTAL_SK, yearAttr(d.year, 'v'), BigInt(v));
-          add(TOTAL_SK, totalAttr('v'), BigInt(v));
-        }
-        const from = fromEpochDay(base + start);
-        const to = addDays(from, len);
-        let expected = 0n;
-        for (const [day, v] of counts) if (base + day >= toEpochDay(from) && base + day <= toEpochDay(to)) expected += BigInt(v);
-        const got = coverOf({ from, to }).reduce((sum, c) => sum + (cells.get(`${c.sk} ${c.attr('v')}`) ?? 0n), 0n);
-        expect(got).toBe(expected);
-        // At most TOTAL and 12 month items at each end.
-        expect(new Set(coverOf({ from, to }).map((c) => c.sk)).size).toBeLessThanOrEqual(25);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 4000 }),
+        fc.integer({ min: 0, max: 3659 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 7700 }), fc.integer({ min: 1, max: 1000 })), { maxLength: 200 }),
+        (start, len, counts) => {
+          const cells = new Map<string, bigint>();
+          const add = (sk: string, attr: string, v: bigint) => cells.set(`${sk} ${attr}`, (cells.get(`${sk} ${attr}`) ?? 0n) + v);
+          for (const [day, v] of counts) {
+            const d = fromEpochDay(base + day);
+            add(monthSk(d.year, d.month), dayAttr(d.doy, 'v'), BigInt(v));
+            add(monthSk(d.year, d.month), monthAttr(d.month, 'v'), BigInt(v));
+            add(TOTAL_SK, yearAttr(d.year, 'v'), BigInt(v));
+            add(TOTAL_SK, totalAttr('v'), BigInt(v));
+          }
+          const from = fromEpochDay(base + start);
+          const to = addDays(from, len);
+          let expected = 0n;
+          for (const [day, v] of counts) if (base + day >= toEpochDay(from) && base + day <= toEpochDay(to)) expected += BigInt(v);
+          const got = coverOf({ from, to }).reduce((sum, c) => sum + (cells.get(`${c.sk} ${c.attr('v')}`) ?? 0n), 0n);
+          expect(got).toBe(expected);
+          // At most TOTAL and 12 month items at each end.
+          expect(new Set(coverOf({ from, to }).map((c) => c.sk)).size).toBeLessThanOrEqual(25);
+        },
+      ),
       { numRuns: 300 },
     );
   });

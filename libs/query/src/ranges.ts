@@ -1,7 +1,18 @@
 import type { NamedRange, RangeName } from '@tally/contracts';
-import { addDays, addMonths, compareDates, dateOf, daysInMonth, formatDate, localDate, parseDate, retentionStart, toEpochDay, type LocalDate } from '@tally/key-layout';
+import {
+  addDays,
+  addMonths,
+  compareDates,
+  dateOf,
+  daysInMonth,
+  formatDate,
+  localDate,
+  parseDate,
+  retentionStart,
+  toEpochDay,
+  type LocalDate,
+} from '@tally/key-layout';
 import { QueryError } from './errors';
-
 
 export interface DateRange {
   from: LocalDate;
@@ -53,7 +64,8 @@ export function explicitRange(from: string, to: string): DateRange {
   const t = parseDate(to);
   if (!t) throw new QueryError('to', `must be a date YYYY-MM-DD, got ${JSON.stringify(to)}`);
   if (compareDates(f, t) > 0) throw new QueryError('from', `${from} is after to ${to}`);
-  if (toEpochDay(t) - toEpochDay(f) + 1 > MAX_RANGE_DAYS) throw new QueryError('to', `the range spans more than ${MAX_RANGE_DAYS} days (10 years)`);
+  if (toEpochDay(t) - toEpochDay(f) + 1 > MAX_RANGE_DAYS)
+    throw new QueryError('to', `the range spans more than ${MAX_RANGE_DAYS} days (10 years)`);
   return { from: f, to: t };
 }
 
@@ -89,7 +101,12 @@ export interface RangeQuery {
  * `range=<name>` or `from`+`to`, in the store's time zone → dates, or ALL_TIME for allTime. Unset → `fallback`.
  * QueryErrors name range, from or to (both given, one missing, from after to, beyond 10 years, not a date).
  */
-export function resolveRange(q: RangeQuery, timeZone: string, now: number, fallback: RangeName): { range: QueryRange; name: RangeName | null } {
+export function resolveRange(
+  q: RangeQuery,
+  timeZone: string,
+  now: number,
+  fallback: RangeName,
+): { range: QueryRange; name: RangeName | null } {
   const explicit = q.from !== undefined || q.to !== undefined;
   if (q.range !== undefined && explicit) throw new QueryError('range', 'give either range or from and to, not both');
   if (explicit) {

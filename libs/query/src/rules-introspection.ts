@@ -89,7 +89,8 @@ export function checkMetricName(rules: CompiledRules, name: string, field: strin
   }
   const k = keyedness(rules, base);
   if (sub === undefined) {
-    if (!k.plain && k.keyedBy.length > 0) throw new QueryError(keyField, `metric ${base} is keyed by ${k.keyedBy.join('/')}: give a key, ${base}#<${k.keyedBy[0]}>`);
+    if (!k.plain && k.keyedBy.length > 0)
+      throw new QueryError(keyField, `metric ${base} is keyed by ${k.keyedBy.join('/')}: give a key, ${base}#<${k.keyedBy[0]}>`);
   } else {
     if (k.keyedBy.length === 0) throw new QueryError(keyField, `metric ${base} is not keyed; ask for ${base} without a key`);
     if (!ID_PATTERN.test(sub)) throw new QueryError(keyField, `key ${JSON.stringify(sub)} of metric ${base} must be ${ID_RULE}`);

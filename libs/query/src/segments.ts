@@ -63,7 +63,13 @@ export async function evaluateSegments(
     void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
   } else if (snap!.cache !== undefined && snap!.cache !== '=') {
     cache = 'hit';
-    items = (JSON.parse(snap!.cache) as CachedItem[]).map((c) => ({ sk: c.sk, wm: c.wm, ...(c.wp === undefined ? {} : { wp: c.wp }), ...(c.spilled ? { spilled: true as const } : {}), attrs: new Map(Object.entries(c.attrs).map(([k, v]) => [k, BigInt(v)])) }));
+    items = (JSON.parse(snap!.cache) as CachedItem[]).map((c) => ({
+      sk: c.sk,
+      wm: c.wm,
+      ...(c.wp === undefined ? {} : { wp: c.wp }),
+      ...(c.spilled ? { spilled: true as const } : {}),
+      attrs: new Map(Object.entries(c.attrs).map(([k, v]) => [k, BigInt(v)])),
+    }));
     remember(items);
     void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
   } else {
@@ -71,7 +77,15 @@ export async function evaluateSegments(
     const q = await queryItems(deps.dynamo, req.pk, 'M', TOTAL_SK);
     items = q.items;
     dynamoRequests = q.requests;
-    const json = JSON.stringify(items.map((it) => ({ sk: it.sk, wm: it.wm, wp: it.wp, spilled: it.spilled, attrs: Object.fromEntries([...it.attrs].map(([k, v]) => [k, v.toString()])) })));
+    const json = JSON.stringify(
+      items.map((it) => ({
+        sk: it.sk,
+        wm: it.wm,
+        wp: it.wp,
+        spilled: it.spilled,
+        attrs: Object.fromEntries([...it.attrs].map(([k, v]) => [k, v.toString()])),
+      })),
+    );
     if (await deps.buckets.fillCache(req.store, req.pk, snap!.cacheVersion, json, req.cacheTtlSeconds)) remember(items);
   }
   const merged = mergeItems(items, snap!.entries);

@@ -14,7 +14,11 @@ export type RedisConnection = Redis | Cluster;
  * password and TLS of REDIS_URL apply to every node, offline queueing follows `options.enableOfflineQueue`, and
  * no ioredis keyPrefix is ever set (BullMQ's cluster guidance: hash-tag prefixes instead).
  */
-export function createRedisConnection(target: RedisTarget, options: RedisOptions = {}, cluster: Omit<ClusterOptions, 'redisOptions'> = {}): RedisConnection {
+export function createRedisConnection(
+  target: RedisTarget,
+  options: RedisOptions = {},
+  cluster: Omit<ClusterOptions, 'redisOptions'> = {},
+): RedisConnection {
   if (!target.REDIS_CLUSTER_NODES || target.REDIS_CLUSTER_NODES.length === 0) return new Redis(target.REDIS_URL, options);
   const url = new URL(target.REDIS_URL);
   const auth: RedisOptions = {

@@ -26,8 +26,10 @@ export function checkFlatRows(store: string, rows: readonly unknown[]): { rows: 
   while (i < rows.length) {
     const pk = rows[i];
     const n = rows[i + 1];
-    if (typeof pk !== 'string' || pk.length > 1024 || (pk !== store && !pk.startsWith(own))) return { error: `rows.${i}: the row is not one of store ${store}` };
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || i + 2 + 2 * n > rows.length) return { error: `rows.${i + 1}: not a field count of this payload` };
+    if (typeof pk !== 'string' || pk.length > 1024 || (pk !== store && !pk.startsWith(own)))
+      return { error: `rows.${i}: the row is not one of store ${store}` };
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || i + 2 + 2 * n > rows.length)
+      return { error: `rows.${i + 1}: not a field count of this payload` };
     for (let j = i + 2; j < i + 2 + 2 * n; j += 2) {
       const field = rows[j];
       const delta = rows[j + 1];
@@ -62,13 +64,16 @@ export function checkFlatDistinct(store: string, distinct: readonly unknown[]): 
   while (i < distinct.length) {
     const pk = distinct[i];
     const n = distinct[i + 1];
-    if (typeof pk !== 'string' || pk.length > 1024 || (pk !== store && !pk.startsWith(own))) return { error: `distinct.${i}: the row is not one of store ${store}` };
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || i + 2 + 2 * n > distinct.length) return { error: `distinct.${i + 1}: not a field count of this payload` };
+    if (typeof pk !== 'string' || pk.length > 1024 || (pk !== store && !pk.startsWith(own)))
+      return { error: `distinct.${i}: the row is not one of store ${store}` };
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || i + 2 + 2 * n > distinct.length)
+      return { error: `distinct.${i + 1}: not a field count of this payload` };
     for (let j = i + 2; j < i + 2 + 2 * n; j += 2) {
       const field = distinct[j];
       const members = distinct[j + 1];
       if (typeof field !== 'string' || !FIELD.test(field)) return { error: `distinct.${j}: not a sketch field (<day>|<metric>)` };
-      if (typeof members !== 'string' || members.length === 0 || !BASE64.test(members)) return { error: `distinct.${j + 1}: not base64 members` };
+      if (typeof members !== 'string' || members.length === 0 || !BASE64.test(members))
+        return { error: `distinct.${j + 1}: not base64 members` };
       const bytes = (members.length / 4) * 3 - (members.endsWith('==') ? 2 : members.endsWith('=') ? 1 : 0);
       if (bytes % MEMBER_BYTES !== 0) return { error: `distinct.${j + 1}: not whole ${MEMBER_BYTES}-byte member ids` };
     }

@@ -61,7 +61,9 @@ describe('queues', () => {
     expect(problem(['S1', 1, '2026-068|uv', Buffer.alloc(9).toString('base64')])).toBe('distinct.3: not whole 8-byte member ids');
     expect(problem(['S1', 1, '2026-068|uv', 12])).toBe('distinct.3: not base64 members');
     const issues = (p: unknown) => eventsJobSchema.safeParse(p).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
-    expect(issues({ ...rolled, distinct: ['S2', 1, '2026-068|uv', ids(1)] })).toEqual(['distinct: distinct.0: the row is not one of store S1']);
+    expect(issues({ ...rolled, distinct: ['S2', 1, '2026-068|uv', ids(1)] })).toEqual([
+      'distinct: distinct.0: the row is not one of store S1',
+    ]);
     const { rows: _rows, count: _count, ...bare } = rolled;
     expect(issues({ ...bare, events: [{ type: 'view', ts: 1, dims: {} }], distinct })).toEqual(['distinct: goes only with rows']);
   });
@@ -94,17 +96,27 @@ describe('queue layout', () => {
     for (const h of hits) expect(h).toBeGreaterThan(800); // 1,000 each on average
   });
 
-  it('enqueues each job on its store\'s shard', async () => {
+  it("enqueues each job on its store's shard", async () => {
     const added: Array<{ shard: number; ids: string[] }> = [];
     const fake = (shard: number) =>
       ({
-        add: async (_: string, data: { store: string }, opts?: { jobId?: string }) => (added.push({ shard, ids: [opts?.jobId ?? data.store] }), { id: opts?.jobId }),
-        addBulk: async (jobs: Array<{ opts?: { jobId?: string } }>) => (added.push({ shard, ids: jobs.map((j) => j.opts!.jobId!) }), jobs.map((j) => ({ id: j.opts!.jobId }))),
+        add: async (_: string, data: { store: string }, opts?: { jobId?: string }) => (
+          added.push({ shard, ids: [opts?.jobId ?? data.store] }),
+          { id: opts?.jobId }
+        ),
+        addBulk: async (jobs: Array<{ opts?: { jobId?: string } }>) => (
+          added.push({ shard, ids: jobs.map((j) => j.opts!.jobId!) }),
+          jobs.map((j) => ({ id: j.opts!.jobId }))
+        ),
       }) as unknown as Queue;
     const shards = [fake(0), fake(1), fake(2)];
     const queues = { [QUEUE.dynamoWrites]: shards[0]!, [QUEUE_SHARDS]: { [QUEUE.dynamoWrites]: shards } } as unknown as TallyQueues;
     const stores = ['A', 'B', 'C', 'D', 'E', 'F'];
-    const ids = await enqueueBulk(queues, QUEUE.dynamoWrites, stores.map((s) => ({ data: { store: s, pk: s }, opts: { jobId: `j-${s}` } })));
+    const ids = await enqueueBulk(
+      queues,
+      QUEUE.dynamoWrites,
+      stores.map((s) => ({ data: { store: s, pk: s }, opts: { jobId: `j-${s}` } })),
+    );
     expect(ids).toEqual(stores.map((s) => `j-${s}`));
     for (const { shard, ids: jobIds } of added) for (const id of jobIds) expect([id, shard]).toEqual([id, shardOfStore(id.slice(2), 3)]);
     expect(added.flatMap((a) => a.ids).sort()).toEqual(stores.map((s) => `j-${s}`));

@@ -68,9 +68,11 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
 
   let storeEntity: string | undefined;
   for (const [entity, spec] of Object.entries(rules.entities)) {
-    if (spec.rank && spec.key.length !== 1) throw new RulesError(`rollup rules: entities.${entity}: rank needs a key of exactly one dimension`);
+    if (spec.rank && spec.key.length !== 1)
+      throw new RulesError(`rollup rules: entities.${entity}: rank needs a key of exactly one dimension`);
     if (spec.key.length === 0) {
-      if (storeEntity) throw new RulesError(`rollup rules: entities.${entity}: only one entity may have an empty key (${storeEntity} has one)`);
+      if (storeEntity)
+        throw new RulesError(`rollup rules: entities.${entity}: only one entity may have an empty key (${storeEntity} has one)`);
       storeEntity = entity;
     }
   }
@@ -84,7 +86,8 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
       const where = `rollup rules: entities.${entity}.distinct.${metric}`;
       if (!m) throw new RulesError(`${where}: unknown metric "${metric}"`);
       if (m.scale !== 0) throw new RulesError(`${where}: a distinct count needs a metric with scale 0 (${metric} has ${m.scale})`);
-      if (countedMetrics.has(metric)) throw new RulesError(`${where}: ${metric} is also a counter's metric; a distinct count needs a metric of its own`);
+      if (countedMetrics.has(metric))
+        throw new RulesError(`${where}: ${metric} is also a counter's metric; a distinct count needs a metric of its own`);
       list.push({ metric, attrMetric: m.code ?? metric, dim });
     }
     distinctByEntity.set(entity, list);

@@ -11,7 +11,11 @@ const PATH_REASON = `must be a URL path: a "/", then no spaces, "?" or "#", at m
  * A dimension value as events carry it on the queue and in keys: an id as sent, or a `path` dimension's path as
  * its base64url key (key-layout encodeKeyValue). `reason` says what is wrong with a value that is neither.
  */
-export function normalizeDimValue(rules: CompiledRules, dim: string, value: string): { ok: true; value: string } | { ok: false; reason: string } {
+export function normalizeDimValue(
+  rules: CompiledRules,
+  dim: string,
+  value: string,
+): { ok: true; value: string } | { ok: false; reason: string } {
   if (rules.dimFormat(dim) === 'path') {
     if (!PATH.test(value) || Buffer.byteLength(value, 'utf8') > MAX_ENCODED_VALUE_BYTES) return { ok: false, reason: PATH_REASON };
     return { ok: true, value: encodeKeyValue(value) };

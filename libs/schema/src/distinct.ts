@@ -23,7 +23,13 @@ export function distinctMember(value: string): string {
  * dimension's value (when present) to that row's sketch of the event's store-local day. Rows and days are the
  * counters' (rollup), so a sketch member always comes with counts on the same row and day.
  */
-export function rollupDistinct(rules: CompiledRules, store: string, tz: string, events: readonly NormalizedEvent[], into: DistinctAdds = new Map()): DistinctAdds {
+export function rollupDistinct(
+  rules: CompiledRules,
+  store: string,
+  tz: string,
+  events: readonly NormalizedEvent[],
+  into: DistinctAdds = new Map(),
+): DistinctAdds {
   const members = new Map<string, string>();
   for (const e of events) {
     const spec = rules.eventTypes.get(e.type);

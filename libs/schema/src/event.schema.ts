@@ -16,7 +16,9 @@ export const eventInputSchema = z
     id: idSchema.optional(),
     dims: z.record(z.string().max(64), z.string().max(1024)).default({}),
     // JSON.parse turns 1e309 into Infinity, which z.number() refuses: say so rather than "Invalid input".
-    value: z.union([z.number(), z.string().max(64)], { error: 'must be a finite number or a decimal string of at most 64 characters' }).optional(),
+    value: z
+      .union([z.number(), z.string().max(64)], { error: 'must be a finite number or a decimal string of at most 64 characters' })
+      .optional(),
   })
   .strict();
 

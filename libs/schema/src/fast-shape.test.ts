@@ -7,11 +7,16 @@ import { fastEventShape } from './fast-shape';
 const str = (max: number) => fc.oneof(fc.string({ maxLength: max }), fc.string({ minLength: max - 2, maxLength: max + 2 }));
 const num = fc.oneof(fc.double(), fc.integer(), fc.constantFrom(Number.NaN, Infinity, -Infinity, 1e309, -0));
 const odd = fc.oneof(str(64), num, fc.constant(null), fc.constant(undefined), fc.boolean(), fc.array(fc.string(), { maxLength: 2 }));
-const mostly = <T,>(good: fc.Arbitrary<T>) => fc.oneof({ arbitrary: good, weight: 6 }, { arbitrary: odd as fc.Arbitrary<unknown>, weight: 1 });
+const mostly = <T>(good: fc.Arbitrary<T>) =>
+  fc.oneof({ arbitrary: good, weight: 6 }, { arbitrary: odd as fc.Arbitrary<unknown>, weight: 1 });
 const dims = mostly(
   fc.dictionary(
     fc.oneof({ arbitrary: fc.constantFrom('product', 'visitor'), weight: 4 }, { arbitrary: str(64), weight: 1 }),
-    fc.oneof({ arbitrary: fc.constantFrom('P1', 'a.b:c', 'V#9'), weight: 4 }, { arbitrary: str(1024), weight: 1 }, { arbitrary: num, weight: 1 }),
+    fc.oneof(
+      { arbitrary: fc.constantFrom('P1', 'a.b:c', 'V#9'), weight: 4 },
+      { arbitrary: str(1024), weight: 1 },
+      { arbitrary: num, weight: 1 },
+    ),
     { maxKeys: 3 },
   ),
 );

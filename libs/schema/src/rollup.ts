@@ -24,7 +24,13 @@ function add(deltas: RowDeltas, pk: string, field: string, delta: number | bigin
  * apply does one HINCRBY per distinct (row, day, metric).
  * Throws RulesError for an event the rules cannot place (unknown type): the batch is then unprocessable.
  */
-export function rollup(rules: CompiledRules, store: string, tz: string, events: readonly NormalizedEvent[], into: RowDeltas = new Map()): RowDeltas {
+export function rollup(
+  rules: CompiledRules,
+  store: string,
+  tz: string,
+  events: readonly NormalizedEvent[],
+  into: RowDeltas = new Map(),
+): RowDeltas {
   // Per call: the pk prefix of each counter (`store#entity#`), so the loop only concatenates.
   const prefixes = new Map<CompiledCounter, string>();
   // Events of a batch mostly share a 15-minute slot: remember the last one's day key.
@@ -75,4 +81,3 @@ export function flattenRows(deltas: RowDeltas): Array<string | number> {
   }
   return out;
 }
-

@@ -26,7 +26,10 @@ export const flushPolicySchema = z.discriminatedUnion('kind', [
 export const metricSchema = z
   .object({
     /** Short attribute code written to DynamoDB instead of the name (smaller items, cheaper writes). */
-    code: z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,15}$/, 'a short code: a letter, then up to 15 letters, digits or _').optional(),
+    code: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9_]{0,15}$/, 'a short code: a letter, then up to 15 letters, digits or _')
+      .optional(),
     /** Decimal places kept for sums (2 = minor currency units). Values with more decimals are refused. */
     scale: z.number().int().min(0).max(6).default(0),
     description: z.string().max(200).optional(),

@@ -11,7 +11,10 @@ describe('decimal values are exact', () => {
   it('reads a sum past the maximum of one value exactly (query answers), while one value stays bounded', () => {
     expect(toUnits('1000000000253.84', 2)).toEqual({ ok: false, reason: 'must be at most 1000000000000' });
     expect(decimalToUnits('1000000000253.84', 2)).toEqual({ ok: true, units: '100000000025384' });
-    expect(decimalToUnits('99999999999999999999999999999999999.99', 2)).toEqual({ ok: true, units: '9999999999999999999999999999999999999' });
+    expect(decimalToUnits('99999999999999999999999999999999999.99', 2)).toEqual({
+      ok: true,
+      units: '9999999999999999999999999999999999999',
+    });
     expect(decimalToUnits('1000000000000.01', 2, 1e12)).toEqual({ ok: false, reason: 'must be at most 1000000000000' });
   });
 
@@ -69,7 +72,11 @@ describe('validateEvents', () => {
 
   it('refuses a date that does not exist, naming ts', () => {
     const days = ['2026-11-31T12:00:00Z', '2026-02-29T00:00:00Z', '2026-13-01T00:00:00Z', '2026-04-00T00:00:00Z'];
-    const r = validateEvents(rules, days.map((ts) => ({ ...ok, ts })), { ...limits, now: Date.parse('2026-12-01T00:00:00Z') });
+    const r = validateEvents(
+      rules,
+      days.map((ts) => ({ ...ok, ts })),
+      { ...limits, now: Date.parse('2026-12-01T00:00:00Z') },
+    );
     expect(r.events).toEqual([]);
     expect(r.errors.map((e) => `${e.index}:${e.field}`)).toEqual(['0:ts', '1:ts', '2:ts', '3:ts']);
     const leap = validateEvents(rules, [{ ...ok, ts: '2024-02-29T12:00:00Z' }], { ...limits, now: Date.parse('2024-03-01T00:00:00Z') });
@@ -124,7 +131,11 @@ describe('validateEvents', () => {
   });
 
   it('names non-finite numbers (JSON 1e309 parses to Infinity)', () => {
-    const r = validateEvents(rules, JSON.parse(`[{"type":"order","ts":${now},"value":1e309},{"type":"order","ts":1e309,"value":1}]`), limits);
+    const r = validateEvents(
+      rules,
+      JSON.parse(`[{"type":"order","ts":${now},"value":1e309},{"type":"order","ts":1e309,"value":1}]`),
+      limits,
+    );
     expect(r.errors.map((e) => `${e.field}: ${e.reason}`)).toEqual([
       'value: must be a finite number or a decimal string of at most 64 characters',
       'ts: must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds',
@@ -156,7 +167,9 @@ describe('validateEvents', () => {
     expect(bad.errors.map((e) => [e.index, e.field])).toEqual([0, 1, 2, 3, 4, 5].map((i) => [i, 'dims.page']));
     expect(bad.errors[0]!.reason).toMatch(/URL path/);
     // Other dimensions stay ids.
-    expect(validateEvents(rules, [{ type: 'page_view', ts: now, dims: { visitor: '/V1', page: '/' } }], limits).errors).toMatchObject([{ field: 'dims.visitor' }]);
+    expect(validateEvents(rules, [{ type: 'page_view', ts: now, dims: { visitor: '/V1', page: '/' } }], limits).errors).toMatchObject([
+      { field: 'dims.visitor' },
+    ]);
   });
 });
 
@@ -220,6 +233,6 @@ describe('rules', () => {
     expect(bad((r) => (r.entities.product.flush = { kind: 'weekly' }))).toThrowError(/^rollup rules: entities\.product\.flush/);
     expect(bad((r) => (r.metrics.OrderCount.code = 'v'))).toThrowError(/metrics\.OrderCount: attribute name "v" is also used by ViewCount/);
     expect(bad((r) => (r.events.view.counters[3].by = 'colour'))).toThrowError(/dimension "colour" is not declared/);
-    expect(bad((r) => (r.events.view.counters.push({ entity: 'store', metric: 'Revenue', op: 'sum' })))).toThrowError(/sum counter needs/);
+    expect(bad((r) => r.events.view.counters.push({ entity: 'store', metric: 'Revenue', op: 'sum' }))).toThrowError(/sum counter needs/);
   });
 });

@@ -128,12 +128,15 @@ function validateOne(
     e = parsed.data;
   }
   const spec = rules.eventTypes.get(e.type);
-  if (!spec) return fail(errors, index, 'type', `unknown event type ${JSON.stringify(e.type)}; known: ${[...rules.eventTypes.keys()].join(', ')}`);
+  if (!spec)
+    return fail(errors, index, 'type', `unknown event type ${JSON.stringify(e.type)}; known: ${[...rules.eventTypes.keys()].join(', ')}`);
 
   const ts = parseTimestamp(e.ts);
-  if (ts === undefined) fail(errors, index, 'ts', 'must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds');
+  if (ts === undefined)
+    fail(errors, index, 'ts', 'must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds');
   else if (ts > limits.now + limits.clockSkewMs) fail(errors, index, 'ts', `is more than ${limits.clockSkewMs / 1000}s in the future`);
-  else if (ts < limits.now - limits.latenessMs) fail(errors, index, 'ts', `is older than the lateness horizon of ${Math.round(limits.latenessMs / 86_400_000)} days`);
+  else if (ts < limits.now - limits.latenessMs)
+    fail(errors, index, 'ts', `is older than the lateness horizon of ${Math.round(limits.latenessMs / 86_400_000)} days`);
 
   const info = dimsOf(spec);
   const dims: Record<string, string> = {};

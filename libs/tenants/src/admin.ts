@@ -10,20 +10,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { isValidTimeZone, STORE_ID_PATTERN } from '@tally/key-layout';
 import { TenantError } from './errors';
-import {
-  bool,
-  KEY_SK,
-  keyPk,
-  LISTING_SK_PREFIX,
-  listingSk,
-  S,
-  scopesAttr,
-  scopesOf,
-  str,
-  TENANT_SK,
-  tenantPk,
-  type Item,
-} from './items';
+import { bool, KEY_SK, keyPk, LISTING_SK_PREFIX, listingSk, S, scopesAttr, scopesOf, str, TENANT_SK, tenantPk, type Item } from './items';
 import { generateKey, hashKey, isScope, SCOPES, type Scope } from './keys';
 
 /** Where tenants and keys are kept: the counters table. */
@@ -72,7 +59,10 @@ function checkStore(store: string): void {
 
 function checkTimeZone(timeZone: string): void {
   if (!isValidTimeZone(timeZone)) {
-    throw new TenantError('TALLY_ERR_INVALID_TIME_ZONE', `time zone ${JSON.stringify(timeZone)} is not an IANA time zone name such as Europe/Paris or UTC`);
+    throw new TenantError(
+      'TALLY_ERR_INVALID_TIME_ZONE',
+      `time zone ${JSON.stringify(timeZone)} is not an IANA time zone name such as Europe/Paris or UTC`,
+    );
   }
 }
 
@@ -122,7 +112,10 @@ const INGEST_BUDGET_ATTR = 'ingestEventsPerSecond';
 export async function setIngestBudget(db: TenantDb, store: string, eventsPerSecond: number | undefined): Promise<void> {
   checkStore(store);
   if (eventsPerSecond !== undefined && !(Number.isInteger(eventsPerSecond) && eventsPerSecond >= 1 && eventsPerSecond <= 10_000_000)) {
-    throw new TenantError('TALLY_ERR_INVALID_BUDGET', `ingest budget ${eventsPerSecond} is not a whole number of events per second from 1 to 10000000`);
+    throw new TenantError(
+      'TALLY_ERR_INVALID_BUDGET',
+      `ingest budget ${eventsPerSecond} is not a whole number of events per second from 1 to 10000000`,
+    );
   }
   try {
     await db.dynamo.send(
@@ -146,7 +139,10 @@ const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
 
 function checkCurrency(currency: string): void {
   if (!CURRENCIES.has(currency)) {
-    throw new TenantError('TALLY_ERR_INVALID_CURRENCY', `currency ${JSON.stringify(currency)} is not an ISO 4217 code such as EUR, USD or JPY`);
+    throw new TenantError(
+      'TALLY_ERR_INVALID_CURRENCY',
+      `currency ${JSON.stringify(currency)} is not an ISO 4217 code such as EUR, USD or JPY`,
+    );
   }
 }
 
@@ -211,7 +207,10 @@ export async function updateTenant(db: TenantDb, store: string, settings: Tenant
     else {
       const m = settings.historyMonths;
       if (!Number.isInteger(m) || m < 1 || m > MAX_HISTORY_MONTHS) {
-        throw new TenantError('TALLY_ERR_INVALID_RETENTION', `historyMonths must be a whole number of months from 1 to ${MAX_HISTORY_MONTHS} (or null: keep for ever)`);
+        throw new TenantError(
+          'TALLY_ERR_INVALID_RETENTION',
+          `historyMonths must be a whole number of months from 1 to ${MAX_HISTORY_MONTHS} (or null: keep for ever)`,
+        );
       }
       set.push('#hm = :hm');
       values[':hm'] = { N: String(m) };
@@ -340,7 +339,8 @@ function keyInfoOf(store: string, item: Item): KeyInfo {
  */
 export async function revokeKey(db: TenantDb, store: string, keyId: string): Promise<KeyInfo> {
   checkStore(store);
-  if (!KEY_ID.test(keyId)) throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `key id ${JSON.stringify(keyId)} is not 6-64 lower-case hex digits (see: list-keys)`);
+  if (!KEY_ID.test(keyId))
+    throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `key id ${JSON.stringify(keyId)} is not 6-64 lower-case hex digits (see: list-keys)`);
   const out = await db.dynamo.send(
     new QueryCommand({
       TableName: db.table,
@@ -351,7 +351,8 @@ export async function revokeKey(db: TenantDb, store: string, keyId: string): Pro
   );
   const items = out.Items ?? [];
   if (items.length === 0) throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `store ${store} has no key with id ${keyId}`);
-  if (items.length > 1) throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `key id ${keyId} matches ${items.length} keys of store ${store}; give more digits`);
+  if (items.length > 1)
+    throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `key id ${keyId} matches ${items.length} keys of store ${store}; give more digits`);
   const listing = items[0]!;
   const hash = (str(listing, 'sk') ?? '').slice(LISTING_SK_PREFIX.length);
   const revokedAt = str(listing, 'revokedAt') ?? new Date().toISOString();
@@ -367,9 +368,7 @@ export async function revokeKey(db: TenantDb, store: string, keyId: string): Pro
     // A listing whose key item was never written (issueKey died in between): nothing can authenticate with it.
     if (!(err instanceof ConditionalCheckFailedException)) throw err;
   }
-  await db.dynamo.send(
-    new UpdateItemCommand({ TableName: db.table, Key: { pk: S(tenantPk(store)), sk: S(listingSk(hash)) }, ...update }),
-  );
+  await db.dynamo.send(new UpdateItemCommand({ TableName: db.table, Key: { pk: S(tenantPk(store)), sk: S(listingSk(hash)) }, ...update }));
   return { ...keyInfoOf(store, listing), revoked: true, revokedAt };
 }
 

@@ -101,7 +101,9 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   for (const item of tenantItems) {
     const sk = str(item, 'sk') ?? '';
     if (!sk.startsWith(LISTING_SK_PREFIX)) continue;
-    await db.dynamo.send(new DeleteItemCommand({ TableName: db.table, Key: { pk: S(keyPk(sk.slice(LISTING_SK_PREFIX.length))), sk: S(KEY_SK) } }));
+    await db.dynamo.send(
+      new DeleteItemCommand({ TableName: db.table, Key: { pk: S(keyPk(sk.slice(LISTING_SK_PREFIX.length))), sk: S(KEY_SK) } }),
+    );
     apiKeys++;
   }
 
@@ -113,7 +115,10 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   redisKeys += await deps.eraser.deleteStoreKeys(store);
 
   // The tenant last: until here a call that was interrupted can be resumed.
-  await deleteItems(db, tenantItems.map((i) => ({ pk: i['pk']!, sk: i['sk']! })));
+  await deleteItems(
+    db,
+    tenantItems.map((i) => ({ pk: i['pk']!, sk: i['sk']! })),
+  );
   // Renewed at the end: late batches are dropped for a whole dedupe window after the data is gone.
   await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
   return {
@@ -139,7 +144,10 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
   const redis = await deps.eraser.eraseRow(store, pk, tombstone);
   // A flush of this row that read its outbox before the erasure may still be writing: wait for it.
   await waitForRunningJobs(deps, (data) => data['store'] === store && data['pk'] === pk, `visitor ${visitor}`);
-  const dynamoItems = await deleteItems(deps.db, (await queryAll(deps.db, pk, 'pk, sk')).map((i) => ({ pk: i['pk']!, sk: i['sk']! })));
+  const dynamoItems = await deleteItems(
+    deps.db,
+    (await queryAll(deps.db, pk, 'pk, sk')).map((i) => ({ pk: i['pk']!, sk: i['sk']! })),
+  );
   // Again: a query that read the items before they went may have cached them meanwhile.
   const again = await deps.eraser.eraseRow(store, pk, tombstone);
   const removed = {
@@ -150,7 +158,10 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
   };
   // A cached history alone is no data of the visitor: a query caches an empty history too (and it is dropped anyway).
   if (removed.dynamoItems + removed.outboxEntries + removed.bucketEntries === 0) {
-    throw new TenantError('TALLY_ERR_VISITOR_NOT_FOUND', `store ${store} has no data of visitor ${visitor} (events of it still in flight are dropped until ${new Date(until).toISOString()})`);
+    throw new TenantError(
+      'TALLY_ERR_VISITOR_NOT_FOUND',
+      `store ${store} has no data of visitor ${visitor} (events of it still in flight are dropped until ${new Date(until).toISOString()})`,
+    );
   }
   return { store, visitor, removed, tombstoneUntil: new Date(until).toISOString() };
 }
@@ -213,10 +224,16 @@ async function deleteItems(db: TenantDb, keys: Item[]): Promise<number> {
 }
 
 /** Removes the matching jobs that are not running from every queue. Returns how many, failed ones apart. */
-async function removeJobs(queues: readonly Queue[], match: (data: Record<string, unknown>) => boolean): Promise<{ queued: number; failed: number }> {
+async function removeJobs(
+  queues: readonly Queue[],
+  match: (data: Record<string, unknown>) => boolean,
+): Promise<{ queued: number; failed: number }> {
   const counts = { queued: 0, failed: 0 };
   for (const queue of queues) {
-    for (const [kind, states] of [['queued', QUEUED_STATES], ['failed', ['failed']]] as const) {
+    for (const [kind, states] of [
+      ['queued', QUEUED_STATES],
+      ['failed', ['failed']],
+    ] as const) {
       const found: Job[] = [];
       for (let from = 0; ; from += PAGE) {
         const page = await queue.getJobs([...states], from, from + PAGE - 1, true);
@@ -250,7 +267,10 @@ async function waitForRunningJobs(deps: ErasureDeps, match: (data: Record<string
     }
     if (running === 0) return;
     if (Date.now() > deadline) {
-      throw new TenantError('TALLY_ERR_DELETION_INCOMPLETE', `${running} job(s) of ${what} are still running; nothing they write survives the tombstone, but run the call again to finish`);
+      throw new TenantError(
+        'TALLY_ERR_DELETION_INCOMPLETE',
+        `${running} job(s) of ${what} are still running; nothing they write survives the tombstone, but run the call again to finish`,
+      );
     }
     await sleep(100);
   }

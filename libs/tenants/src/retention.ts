@@ -6,7 +6,10 @@ import type { TenantDirectory } from './directory';
  * for a number of months (historyMonths); every other row, and any row while the tenant cannot be looked up, none
  * (the next write sets it; queries cut at the retention start anyway).
  */
-export function visitorExpiry(tenants: Pick<TenantDirectory, 'tenant'>, now: () => number = Date.now): (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined> {
+export function visitorExpiry(
+  tenants: Pick<TenantDirectory, 'tenant'>,
+  now: () => number = Date.now,
+): (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined> {
   return async (store, pk) => {
     if (parsePk(pk).entity !== 'visitor') return undefined;
     const months = (await tenants.tenant(store).catch(() => undefined))?.historyMonths;
@@ -15,4 +18,3 @@ export function visitorExpiry(tenants: Pick<TenantDirectory, 'tenant'>, now: () 
     return (sk) => retentionExpiry(sk, months, at);
   };
 }
-

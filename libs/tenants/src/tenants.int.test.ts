@@ -111,7 +111,11 @@ describe('tenant directory', () => {
   it('reads the tenant records the test harness makes (createTestTenants) like those createTenant makes', async () => {
     await createTestTenants(dynalite.endpoint, db.table, { HARNESS1: 'Pacific/Auckland' });
     await createTestTenants(dynalite.endpoint, db.table, ['HARNESS2']);
-    expect(await getTenant(db, 'HARNESS1')).toEqual({ store: 'HARNESS1', timeZone: 'Pacific/Auckland', createdAt: expect.stringMatching(/^\d{4}-/) });
+    expect(await getTenant(db, 'HARNESS1')).toEqual({
+      store: 'HARNESS1',
+      timeZone: 'Pacific/Auckland',
+      createdAt: expect.stringMatching(/^\d{4}-/),
+    });
     const dir = createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 5_000 });
     expect(await dir.tenant('HARNESS1')).toEqual({ store: 'HARNESS1', timeZone: 'Pacific/Auckland' });
     expect(await dir.tenant('HARNESS2')).toEqual({ store: 'HARNESS2', timeZone: 'UTC' });

@@ -5,7 +5,8 @@
 // real clock. Used by `npm run test:at -- HH:MM` (see test-at.ts) to run the suite at a chosen time of day.
 const raw = process.env.TALLY_TEST_CLOCK_OFFSET_MS;
 const offset = raw === undefined || raw === '' ? 0 : Number(raw);
-if (!Number.isSafeInteger(offset)) throw new Error(`TALLY_TEST_CLOCK_OFFSET_MS must be an integer of milliseconds, got ${JSON.stringify(raw)}`);
+if (!Number.isSafeInteger(offset))
+  throw new Error(`TALLY_TEST_CLOCK_OFFSET_MS must be an integer of milliseconds, got ${JSON.stringify(raw)}`);
 
 if (offset !== 0 && !globalThis.__tallyClockShift) {
   const RealDate = globalThis.Date;

@@ -43,7 +43,8 @@ describe('clockOffsetTo', () => {
     expect(now + clockOffsetTo('2024-02-29T23:59:00-08:00', now)).toBe(Date.UTC(2024, 2, 1, 7, 59));
   });
   it('refuses anything else, saying what it expects', () => {
-    for (const bad of ['24:00', '12:60', '7:30', 'noon', '2027-03-28T00:58:30', '']) expect(() => clockOffsetTo(bad, now), bad).toThrow(/expected HH:MM|not a time of day/);
+    for (const bad of ['24:00', '12:60', '7:30', 'noon', '2027-03-28T00:58:30', ''])
+      expect(() => clockOffsetTo(bad, now), bad).toThrow(/expected HH:MM|not a time of day/);
   });
 });
 
@@ -58,7 +59,14 @@ describe('the clock-shift preload', () => {
     expect(Date.parse(seen.called)).toBeGreaterThanOrEqual(Math.floor((before + offset) / 1000) * 1000);
     expect(Date.parse(seen.called)).toBeLessThanOrEqual(after + offset);
     // A date built from arguments, Date.parse and Date.UTC are untouched; dates stay dates.
-    expect(seen).toMatchObject({ withArgs: 0, fromString: Date.UTC(2023, 4, 3, 10, 15), parse: Date.UTC(2023, 4, 3, 10, 15), utc: Date.UTC(2023, 4, 3), isDate: true, name: 'Date' });
+    expect(seen).toMatchObject({
+      withArgs: 0,
+      fromString: Date.UTC(2023, 4, 3, 10, 15),
+      parse: Date.UTC(2023, 4, 3, 10, 15),
+      utc: Date.UTC(2023, 4, 3),
+      isDate: true,
+      name: 'Date',
+    });
   });
 
   it('leaves the clock alone with an offset of 0', async () => {
@@ -69,7 +77,9 @@ describe('the clock-shift preload', () => {
   });
 
   it('refuses an offset that is not whole milliseconds, naming the variable', async () => {
-    const err = await probe({ NODE_OPTIONS: `--import=${CLOCK_SHIFT_PRELOAD_URL}`, TALLY_TEST_CLOCK_OFFSET_MS: '1.5h' }).catch((e: { stderr: string }) => e);
+    const err = await probe({ NODE_OPTIONS: `--import=${CLOCK_SHIFT_PRELOAD_URL}`, TALLY_TEST_CLOCK_OFFSET_MS: '1.5h' }).catch(
+      (e: { stderr: string }) => e,
+    );
     expect((err as { stderr: string }).stderr).toContain('TALLY_TEST_CLOCK_OFFSET_MS must be an integer of milliseconds, got "1.5h"');
   });
 

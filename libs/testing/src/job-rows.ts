@@ -5,7 +5,7 @@
 export function sumOfJobRows(rows: ReadonlyArray<string | number> | undefined, pk: string, metric: string): bigint {
   let sum = 0n;
   const list = rows ?? [];
-  for (let i = 0; i < list.length; ) {
+  for (let i = 0; i < list.length;) {
     const n = Number(list[i + 1]);
     if (list[i] === pk) {
       for (let j = i + 2; j < i + 2 + 2 * n; j += 2) if (String(list[j]).endsWith(`|${metric}`)) sum += BigInt(list[j + 1]!);

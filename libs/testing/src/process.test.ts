@@ -104,7 +104,9 @@ describe('startProcess', () => {
 describe('startProcess options for launchers', () => {
   it('hands every line to onLine as it arrives', async () => {
     const seen: string[] = [];
-    const p = await startProcess(node, ['-e', 'console.log("a"); console.error("b")'], { onLine: (text, stream) => seen.push(`${stream}:${text}`) });
+    const p = await startProcess(node, ['-e', 'console.log("a"); console.error("b")'], {
+      onLine: (text, stream) => seen.push(`${stream}:${text}`),
+    });
     await p.exited;
     expect(seen.sort()).toEqual(['stderr:b', 'stdout:a']);
   });

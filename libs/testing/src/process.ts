@@ -162,7 +162,11 @@ export async function startProcess(cmd: string, args: readonly string[], opts: S
         void exited.then((e) => {
           // Lines flushed at close were already offered to onLine; if none matched, it never will.
           if (listeners.has(onLine)) {
-            settle(() => reject(new ServiceStartError(`${name} ${describeExit(e)} before printing a line matching ${pattern}; last output:\n${output()}`)));
+            settle(() =>
+              reject(
+                new ServiceStartError(`${name} ${describeExit(e)} before printing a line matching ${pattern}; last output:\n${output()}`),
+              ),
+            );
           }
         });
       });

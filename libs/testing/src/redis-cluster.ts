@@ -51,10 +51,14 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
           binary: opts.binary,
           startTimeoutMs: opts.startTimeoutMs,
           args: [
-            '--cluster-enabled', 'yes',
-            '--cluster-config-file', 'nodes.conf',
-            '--cluster-node-timeout', String(nodeTimeout),
-            '--cluster-require-full-coverage', 'no',
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            'nodes.conf',
+            '--cluster-node-timeout',
+            String(nodeTimeout),
+            '--cluster-require-full-coverage',
+            'no',
             ...(opts.args ?? []),
           ],
         }),
@@ -62,7 +66,9 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
     }
     const addresses = nodes.map((n) => `127.0.0.1:${n.port}`);
     try {
-      await run(opts.cliBinary ?? 'redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes'], { timeout: 60_000 });
+      await run(opts.cliBinary ?? 'redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes'], {
+        timeout: 60_000,
+      });
     } catch (err) {
       const e = err as { stdout?: string; stderr?: string; message: string };
       throw new ServiceStartError(`redis-cli --cluster create failed: ${e.message}\n${e.stdout ?? ''}${e.stderr ?? ''}`, { cause: err });
@@ -101,7 +107,14 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
 }
 
 async function clusterState(port: number): Promise<{ ok: boolean; slots: number; text: string }> {
-  const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1_000 });
+  const c = new Redis({
+    port,
+    host: '127.0.0.1',
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: 1_000,
+  });
   c.on('error', () => undefined);
   try {
     await c.connect();

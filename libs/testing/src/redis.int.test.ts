@@ -87,7 +87,13 @@ describe('startRedis', () => {
     // No command timeout here: on a slow machine a running server may take any time to answer.
     const c = new Redis(r.url, { maxRetriesPerRequest: 0 });
     // The probe times out, but only ever asks while the server is frozen, when no wait is long enough.
-    const probe = new Redis(r.url, { commandTimeout: 200, maxRetriesPerRequest: 0, lazyConnect: true, enableReadyCheck: false, disableClientInfo: true });
+    const probe = new Redis(r.url, {
+      commandTimeout: 200,
+      maxRetriesPerRequest: 0,
+      lazyConnect: true,
+      enableReadyCheck: false,
+      disableClientInfo: true,
+    });
     clients.push(c, probe);
     expect(await c.ping()).toBe('PONG');
     await probe.connect();

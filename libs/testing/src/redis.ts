@@ -64,15 +64,24 @@ export interface RedisServerArgs {
  */
 export function redisServerArgs(o: RedisServerArgs): string[] {
   return [
-    '--port', String(o.port),
-    '--bind', '127.0.0.1',
-    '--dir', o.dir,
-    '--save', '',
-    '--appendonly', o.appendonly === false ? 'no' : 'yes',
-    '--appendfsync', o.appendfsync ?? 'everysec',
-    '--maxmemory-policy', 'noeviction',
-    '--daemonize', 'no',
-    '--logfile', '',
+    '--port',
+    String(o.port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    o.dir,
+    '--save',
+    '',
+    '--appendonly',
+    o.appendonly === false ? 'no' : 'yes',
+    '--appendfsync',
+    o.appendfsync ?? 'everysec',
+    '--maxmemory-policy',
+    'noeviction',
+    '--daemonize',
+    'no',
+    '--logfile',
+    '',
     ...(o.args ?? []),
   ];
 }
@@ -111,7 +120,9 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisHan
       }
       if (Date.now() > deadline) {
         await proc.kill('SIGKILL');
-        throw new ServiceStartError(`redis-server on port ${port} did not answer PING within ${startTimeoutMs}ms; output:\n${proc.output()}`);
+        throw new ServiceStartError(
+          `redis-server on port ${port} did not answer PING within ${startTimeoutMs}ms; output:\n${proc.output()}`,
+        );
       }
       await sleep(20);
     }

@@ -73,7 +73,13 @@ export async function createTestTenants(endpoint: string, table: string, tenants
         client.send(
           new PutItemCommand({
             TableName: table,
-            Item: { pk: { S: `_tenant#${store}` }, sk: { S: 'META' }, store: { S: store }, timeZone: { S: timeZone }, createdAt: { S: createdAt } },
+            Item: {
+              pk: { S: `_tenant#${store}` },
+              sk: { S: 'META' },
+              store: { S: store },
+              timeZone: { S: timeZone },
+              createdAt: { S: createdAt },
+            },
           }),
         ),
       ),

@@ -23,6 +23,10 @@ try {
 }
 process.stderr.write(`test:at: Node clocks read ${new Date(Date.now() + offset).toISOString()} now (offset ${offset} ms)\n`);
 const env = { ...process.env, ...clockShiftEnv(offset, process.env['NODE_OPTIONS']) };
-const child = spawn(process.execPath, [path.join(REPO_ROOT, 'node_modules/vitest/vitest.mjs'), 'run', ...vitestArgs], { cwd: REPO_ROOT, env, stdio: 'inherit' });
+const child = spawn(process.execPath, [path.join(REPO_ROOT, 'node_modules/vitest/vitest.mjs'), 'run', ...vitestArgs], {
+  cwd: REPO_ROOT,
+  env,
+  stdio: 'inherit',
+});
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

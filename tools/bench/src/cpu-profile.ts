@@ -33,10 +33,19 @@ const STAGES: Array<[RegExp, string]> = [
   [/^(node:|internal\/)/, 'node (other)'],
 ];
 
-const SPECIAL: Record<string, string> = { '(garbage collector)': 'GC', '(program)': 'V8/runtime', '(idle)': 'idle', '(root)': 'V8/runtime' };
+const SPECIAL: Record<string, string> = {
+  '(garbage collector)': 'GC',
+  '(program)': 'V8/runtime',
+  '(idle)': 'idle',
+  '(root)': 'V8/runtime',
+};
 
 /** Self time of each stage in a profile, ms, busiest first; idle left out. */
-export function profileStages(path: string): { totalMs: number; stages: Array<{ stage: string; ms: number }>; leaves: Map<string, number> } {
+export function profileStages(path: string): {
+  totalMs: number;
+  stages: Array<{ stage: string; ms: number }>;
+  leaves: Map<string, number>;
+} {
   const p = JSON.parse(readFileSync(path, 'utf8')) as CpuProfile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
@@ -53,7 +62,8 @@ export function profileStages(path: string): { totalMs: number; stages: Array<{ 
         stage = STAGES.find(([re]) => re.test(f.url))?.[1];
       }
       stage ??= 'other';
-      if (leaf.url === '' && (leaf.functionName === 'parse' || leaf.functionName === 'stringify')) stage = `${stage}: JSON.${leaf.functionName}`;
+      if (leaf.url === '' && (leaf.functionName === 'parse' || leaf.functionName === 'stringify'))
+        stage = `${stage}: JSON.${leaf.functionName}`;
     }
     stageOf.set(id, stage);
     return stage;

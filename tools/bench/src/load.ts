@@ -62,7 +62,13 @@ export function startBackgroundLoad(
   let stopped = false;
   const done = runLoad(
     {
-      batches: generateLoad({ seed: opts.seed, stores: opts.stores ?? STORES, ...(opts.catalogue ?? CATALOGUE), batchSize: opts.batchSize, now: () => Date.now() }),
+      batches: generateLoad({
+        seed: opts.seed,
+        stores: opts.stores ?? STORES,
+        ...(opts.catalogue ?? CATALOGUE),
+        batchSize: opts.batchSize,
+        now: () => Date.now(),
+      }),
       senders: { http },
       seed: opts.seed,
       ...(opts.rate ? { rate: opts.rate } : {}),
@@ -85,7 +91,12 @@ export function startBackgroundLoad(
 }
 
 /** A counter of an app of the fleet, from its /metrics. */
-export async function appMetric(fleet: Fleet, app: Parameters<Fleet['app']>[0], name: string, labels: Record<string, string> = {}): Promise<number> {
+export async function appMetric(
+  fleet: Fleet,
+  app: Parameters<Fleet['app']>[0],
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
   return metricValue(await fleet.app(app).handle.metrics(), name, labels);
 }
 

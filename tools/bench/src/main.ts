@@ -16,11 +16,18 @@ import { updateSection } from './report';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { quick: { type: 'boolean' }, profile: { type: 'boolean' }, baseline: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  options: {
+    quick: { type: 'boolean' },
+    profile: { type: 'boolean' },
+    baseline: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
 });
 
 if (values.help) {
-  process.stdout.write(`usage: npm run bench [-- <figure>...] [--quick] [--profile] [--baseline <ref, e.g. main or HEAD~>]\nfigures: ${FIGURES.map((f) => f.name).join(', ')}\n`);
+  process.stdout.write(
+    `usage: npm run bench [-- <figure>...] [--quick] [--profile] [--baseline <ref, e.g. main or HEAD~>]\nfigures: ${FIGURES.map((f) => f.name).join(', ')}\n`,
+  );
   process.exit(0);
 }
 
@@ -38,7 +45,10 @@ const profileDir = values.profile ? join(REPO_ROOT, 'test-output', 'profiles') :
 if (profileDir) mkdirSync(profileDir, { recursive: true });
 
 const baseline = values.baseline === undefined ? undefined : checkoutBaseline(values.baseline);
-if (baseline) process.stderr.write(`tally: baseline ${baseline.ref} = ${baseline.commit.slice(0, 10)} (${baseline.subject}) checked out in ${baseline.root}\n`);
+if (baseline)
+  process.stderr.write(
+    `tally: baseline ${baseline.ref} = ${baseline.commit.slice(0, 10)} (${baseline.subject}) checked out in ${baseline.root}\n`,
+  );
 
 const runStarted = performance.now();
 const startedAt = new Date();

@@ -21,8 +21,11 @@ const store = new BucketStore({ redis: client, rules, prefix: 'mb' });
 const c0 = cpuSeconds(redis.pid);
 let events = 0;
 let i = 0;
-for (const j of jobs) { await store.applyRows(j.store, `b${i++}`, j.rows, { now, dedupeTtlSeconds: 3600 }); events += j.n; }
+for (const j of jobs) {
+  await store.applyRows(j.store, `b${i++}`, j.rows, { now, dedupeTtlSeconds: 3600 });
+  events += j.n;
+}
 const c1 = cpuSeconds(redis.pid);
-console.log(`APPLY: ${((c1 - c0) * 1e6 / events).toFixed(2)} ms redis CPU per 1000 events over ${events} events`);
+console.log(`APPLY: ${(((c1 - c0) * 1e6) / events).toFixed(2)} ms redis CPU per 1000 events over ${events} events`);
 client.disconnect();
 await redis.stop();

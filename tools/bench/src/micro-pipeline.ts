@@ -10,19 +10,36 @@ import { CATALOGUE, STORES } from './load';
 const rules = compileRules(defaultRules);
 const now = Date.now();
 const zones = Object.fromEntries(STORES.map((s) => [s.id, s.timeZone]));
-const batches = [...generateLoad({ seed: 1, stores: STORES, ...CATALOGUE, batchSize: 1000, maxEvents: 50_000, now })].map((b) => ({ store: b.store, body: JSON.stringify(b.events) }));
+const batches = [...generateLoad({ seed: 1, stores: STORES, ...CATALOGUE, batchSize: 1000, maxEvents: 50_000, now })].map((b) => ({
+  store: b.store,
+  body: JSON.stringify(b.events),
+}));
 const lim = { now, clockSkewMs: 300_000, latenessMs: 35 * 86_400_000 };
 const t = (name: string, f: (b: (typeof batches)[number]) => unknown) => {
   const c0 = process.cpuUsage();
   let n = 0;
-  for (let r = 0; r < 3; r++) for (const b of batches) { f(b); n++; }
+  for (let r = 0; r < 3; r++)
+    for (const b of batches) {
+      f(b);
+      n++;
+    }
   const c = process.cpuUsage(c0);
   console.log(name.padEnd(40), ((c.user + c.system) / 1000 / n).toFixed(3), 'ms per 1000-event batch');
 };
 const parsed = batches.map((b) => ({ store: b.store, events: validateEvents(rules, JSON.parse(b.body), lim).events }));
 const jobsOld = parsed.map((p) => JSON.stringify({ batchId: 'b', store: p.store, events: p.events, receivedAt: 1, source: 'http' }));
-const jobsNew = parsed.map((p) => JSON.stringify({ batchId: 'b', store: p.store, rows: flattenRows(rollup(rules, p.store, zones[p.store]!, p.events)), count: p.events.length, receivedAt: 1, source: 'http' }));
-const distinctOf = (store: string, events: (typeof parsed)[number]['events']) => flattenDistinct(rollupDistinct(rules, store, zones[store]!, events));
+const jobsNew = parsed.map((p) =>
+  JSON.stringify({
+    batchId: 'b',
+    store: p.store,
+    rows: flattenRows(rollup(rules, p.store, zones[p.store]!, p.events)),
+    count: p.events.length,
+    receivedAt: 1,
+    source: 'http',
+  }),
+);
+const distinctOf = (store: string, events: (typeof parsed)[number]['events']) =>
+  flattenDistinct(rollupDistinct(rules, store, zones[store]!, events));
 const jobsDist = parsed.map((p, i) => JSON.stringify({ ...JSON.parse(jobsNew[i]!), distinct: distinctOf(p.store, p.events) }));
 const mean = (js: string[]) => js.reduce((a, j) => a + j.length, 0) / js.length;
 console.log('job bytes old/new/new+distinct', mean(jobsOld), mean(jobsNew), mean(jobsDist));

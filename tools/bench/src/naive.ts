@@ -62,7 +62,13 @@ function entriesOfEvent(rules: CompiledRules, store: string, timeZone: string, e
 }
 
 /** The naive design's write of one event: one UpdateItem per counter per row (day, month, total), as it arrives. */
-export async function writeEventNaive(deps: RowWriterDeps, rules: CompiledRules, store: string, timeZone: string, event: NormalizedEvent): Promise<void> {
+export async function writeEventNaive(
+  deps: RowWriterDeps,
+  rules: CompiledRules,
+  store: string,
+  timeZone: string,
+  event: NormalizedEvent,
+): Promise<void> {
   for (const [pk, entries] of entriesOfEvent(rules, store, timeZone, event)) {
     for (const e of entries) await threeRowWriter(deps, pk, [e]);
   }

@@ -24,7 +24,10 @@ const fleet = await startFleet({
   bucketSeconds: 900,
   appendfsync: 'everysec',
   replicas: { 'query-api': 0, 'dynamo-writer': 0 },
-  appEnv: { collector: { MAX_QUEUE_DEPTH: '100', INGEST_BUDGET_EVENTS_PER_SECOND: '0', ...prof('collector') }, 'bucket-aggregator': prof('bucket-aggregator') },
+  appEnv: {
+    collector: { MAX_QUEUE_DEPTH: '100', INGEST_BUDGET_EVENTS_PER_SECOND: '0', ...prof('collector') },
+    'bucket-aggregator': prof('bucket-aggregator'),
+  },
 });
 let cpu: Record<string, { cores: number; seconds: number }>;
 let events: number;
@@ -34,7 +37,11 @@ try {
   await sleep(3_000);
   await fleet.inspect.config('RESETSTAT');
   const a0 = await appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total');
-  const meter = cpuMeter({ collector: fleet.app('collector').handle.process.pid, aggregator: fleet.app('bucket-aggregator').handle.process.pid, redis: fleet.redis.pid });
+  const meter = cpuMeter({
+    collector: fleet.app('collector').handle.process.pid,
+    aggregator: fleet.app('bucket-aggregator').handle.process.pid,
+    redis: fleet.redis.pid,
+  });
   await sleep(seconds * 1000);
   cpu = meter.stop();
   events = (await appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total')) - a0;
@@ -48,14 +55,17 @@ process.stdout.write(`${events} events applied in ${seconds} s (${Math.round(eve
 for (const [k, v] of Object.entries(cpu)) process.stdout.write(`  ${k}: ${((v.seconds * 1e6) / events).toFixed(2)}\n`);
 process.stdout.write('redis commands (usec per 1000 events; commands run inside scripts counted under their own name too):\n');
 for (const m of commandStats.matchAll(/cmdstat_(\w+):calls=(\d+),usec=(\d+)/g)) {
-  if (Number(m[3]) * 1000 / events > 20) process.stdout.write(`  ${m[1]}: ${m[2]} calls, ${(Number(m[3]) * 1000 / events / 1000).toFixed(2)} ms\n`);
+  if ((Number(m[3]) * 1000) / events > 20)
+    process.stdout.write(`  ${m[1]}: ${m[2]} calls, ${((Number(m[3]) * 1000) / events / 1000).toFixed(2)} ms\n`);
 }
 for (const app of ['collector', 'bucket-aggregator']) {
   const files = readdirSync(join(dir, app)).filter((f) => f.endsWith('.cpuprofile'));
   for (const f of files) {
     const { totalMs, stages, leaves } = profileStages(join(dir, app, f));
     process.stdout.write(`\n${app} (${f}): ${Math.round(totalMs)} ms of CPU in the profile (whole life, start-up included)\n`);
-    if (process.env['LEAVES']) for (const [l, v] of [...leaves].sort((a, b) => b[1] - a[1]).slice(0, 40)) process.stdout.write(`    ${Math.round(v)} ms ${l}\n`);
-    for (const s of stages.slice(0, 25)) process.stdout.write(`  ${s.stage.padEnd(44)} ${(s.ms / totalMs * 100).toFixed(1).padStart(5)}%  ${Math.round(s.ms)} ms\n`);
+    if (process.env['LEAVES'])
+      for (const [l, v] of [...leaves].sort((a, b) => b[1] - a[1]).slice(0, 40)) process.stdout.write(`    ${Math.round(v)} ms ${l}\n`);
+    for (const s of stages.slice(0, 25))
+      process.stdout.write(`  ${s.stage.padEnd(44)} ${((s.ms / totalMs) * 100).toFixed(1).padStart(5)}%  ${Math.round(s.ms)} ms\n`);
   }
 }

@@ -50,12 +50,7 @@ export function updateSection(doc: string, name: string, markdown: string, opts:
   const { header, sections } = parse(doc);
   const existing = sections.find((s) => s.name === name);
   const previous = existing ? currentPart(existing.body) : '';
-  const body = [
-    '',
-    markdown.trim(),
-    '',
-    ...(previous ? [PREVIOUS_HEADING, '', demote(previous), ''] : []),
-  ].join('\n');
+  const body = ['', markdown.trim(), '', ...(previous ? [PREVIOUS_HEADING, '', demote(previous), ''] : [])].join('\n');
   if (existing) existing.body = body;
   else if (opts.first) sections.unshift({ name, body });
   else sections.push({ name, body });

@@ -45,7 +45,14 @@ export interface DayEvent {
  * (a visitor views a few products over some minutes, sometimes orders), more traffic in the daytime.
  * Events are sorted by time.
  */
-export function simulatedDay(opts: { seed: number; sessions: number; stores: number; products: number; visitors: number; dayStart: number }): DayEvent[] {
+export function simulatedDay(opts: {
+  seed: number;
+  sessions: number;
+  stores: number;
+  products: number;
+  visitors: number;
+  dayStart: number;
+}): DayEvent[] {
   const rnd = prng(opts.seed);
   const store = zipf(opts.stores, 1.0, rnd);
   const product = zipf(opts.products, 1.05, rnd);

@@ -79,7 +79,13 @@ export async function buildBundles(opts: BuildOptions): Promise<BuiltBundle[]> {
     const result = await build({
       absWorkingDir: repoRoot,
       ...(target.split
-        ? { entryPoints: { main: join(repoRoot, target.entry) }, outdir: dir, splitting: true, chunkNames: 'chunks/[name]-[hash]', outExtension: { '.js': '.mjs' } }
+        ? {
+            entryPoints: { main: join(repoRoot, target.entry) },
+            outdir: dir,
+            splitting: true,
+            chunkNames: 'chunks/[name]-[hash]',
+            outExtension: { '.js': '.mjs' },
+          }
         : { entryPoints: [join(repoRoot, target.entry)], outfile: join(dir, 'main.mjs') }),
       bundle: true,
       platform: 'node',
@@ -101,7 +107,9 @@ export async function buildBundles(opts: BuildOptions): Promise<BuiltBundle[]> {
     const copiedPackages = copyExternals(target.external ?? [], repoRoot, dir);
     checkNoStrayExternals(result.metafile, target);
     writeFileSync(join(dir, SOURCES_FILE), `${JSON.stringify(bundleSources(result.metafile, repoRoot))}\n`);
-    const bytes = Object.keys(result.metafile.outputs).filter((f) => f.endsWith('.mjs')).reduce((sum, f) => sum + statSync(resolve(repoRoot, f)).size, 0);
+    const bytes = Object.keys(result.metafile.outputs)
+      .filter((f) => f.endsWith('.mjs'))
+      .reduce((sum, f) => sum + statSync(resolve(repoRoot, f)).size, 0);
     built.push({ name: target.name, dir, bytes, copiedPackages });
   }
   return built;
@@ -208,7 +216,8 @@ function resolvePackageDir(name: string, fromDir: string, repoRoot: string): str
 export function describeBundles(built: readonly BuiltBundle[], repoRoot: string): string[] {
   return built.map((b) => {
     const mb = (b.bytes / 1024 / 1024).toFixed(1);
-    const extra = b.copiedPackages.length > 0 ? ` + node_modules (${b.copiedPackages.length} packages: ${b.copiedPackages.join(', ')})` : '';
+    const extra =
+      b.copiedPackages.length > 0 ? ` + node_modules (${b.copiedPackages.length} packages: ${b.copiedPackages.join(', ')})` : '';
     const file = join(b.dir, 'main.mjs');
     const shown = file.startsWith(repoRoot) ? relative(repoRoot, file) : file;
     return `${shown}  ${mb} MB${extra}`;

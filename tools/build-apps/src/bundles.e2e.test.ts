@@ -37,7 +37,11 @@ const running = new Map<AppName, { proc: ProcessHandle; url: string }>();
 
 beforeAll(async () => {
   outDir = mkdtempSync(join(tmpdir(), 'tally-bundles-'));
-  [redisServer, dyn] = await Promise.all([startRedis(), startDynalite(), buildBundles({ repoRoot, outDir, only: [...APPS, 'create-table', 'dlq', 'tenants'] })]);
+  [redisServer, dyn] = await Promise.all([
+    startRedis(),
+    startDynalite(),
+    buildBundles({ repoRoot, outDir, only: [...APPS, 'create-table', 'dlq', 'tenants'] }),
+  ]);
   table = `tally_bundles_${Date.now().toString(36)}`;
   redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
   queues = createQueues(redis);
@@ -148,7 +152,8 @@ describe('bundles (dist/<app>/main.mjs)', () => {
     // Queue depth by state, from every app that holds queues.
     for (const app of ['bucket-aggregator', 'dynamo-writer'] as const) {
       const text = await metricsOf(app);
-      for (const queue of ['events', 'seal', 'dynamo-writes']) expect(text).toContain(`tally_queue_jobs{queue="${queue}",state="failed",app="${app}"}`);
+      for (const queue of ['events', 'seal', 'dynamo-writes'])
+        expect(text).toContain(`tally_queue_jobs{queue="${queue}",state="failed",app="${app}"}`);
     }
     expect(await metricsOf('collector')).toContain('tally_queue_jobs{queue="events",state="waiting",app="collector"}');
     expect(await metricsOf('bucket-aggregator')).toMatch(/^tally_flush_lag_seconds\{app="bucket-aggregator"\} /m);
@@ -173,7 +178,9 @@ describe('bundles (dist/<app>/main.mjs)', () => {
       message: 'the writer bundle to write to DynamoDB',
     });
     expect(metricValue(await metricsOf('bucket-aggregator'), 'tally_events_applied_total')).toBe(3);
-    expect(metricValue(await metricsOf('dynamo-writer'), 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome: 'ok' })).toBeGreaterThan(0);
+    expect(
+      metricValue(await metricsOf('dynamo-writer'), 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome: 'ok' }),
+    ).toBeGreaterThan(0);
   });
 
   it('stop gracefully on SIGTERM (exit 0)', async () => {

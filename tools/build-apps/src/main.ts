@@ -12,7 +12,10 @@ try {
   const built = await buildBundles({
     repoRoot,
     outDir: values['out-dir'],
-    only: values.only?.split(',').map((s) => s.trim()).filter(Boolean),
+    only: values.only
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
   });
   for (const line of describeBundles(built, repoRoot)) process.stdout.write(`${line}\n`);
   process.stdout.write(`tally: built ${built.length} bundles in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);

@@ -21,7 +21,10 @@ export const chaosEnv = z.object({
   /** QUEUE_SHARDS of the fleet. */
   TALLY_CHAOS_QUEUE_SHARDS: int(1, 64).default(1),
   /** Echo the apps' output to stderr (debugging). */
-  TALLY_CHAOS_ECHO: z.enum(['0', '1', 'true', 'false']).default('0').transform((v) => v === '1' || v === 'true'),
+  TALLY_CHAOS_ECHO: z
+    .enum(['0', '1', 'true', 'false'])
+    .default('0')
+    .transform((v) => v === '1' || v === 'true'),
 });
 
 export interface ChaosSettings {

@@ -62,9 +62,15 @@ const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '5
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-type Action = { kind: 'kill'; app: FleetApp } | { kind: 'crash-point'; app: FleetApp; point: string } | { kind: 'redis' } | { kind: 'outage' } | { kind: 'dynalite' };
+type Action =
+  | { kind: 'kill'; app: FleetApp }
+  | { kind: 'crash-point'; app: FleetApp; point: string }
+  | { kind: 'redis' }
+  | { kind: 'outage' }
+  | { kind: 'dynalite' };
 
-const describeAction = (a: Action) => (a.kind === 'kill' || a.kind === 'crash-point' ? `${a.kind} ${a.app.name}${a.kind === 'crash-point' ? ` at ${a.point}` : ''}` : a.kind);
+const describeAction = (a: Action) =>
+  a.kind === 'kill' || a.kind === 'crash-point' ? `${a.kind} ${a.app.name}${a.kind === 'crash-point' ? ` at ${a.point}` : ''}` : a.kind;
 
 /**
  * The chaos run: a fleet (Redis with AOF always, dynalite on disk, a fault proxy in front of it for every app,
@@ -106,7 +112,9 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     });
     const f = fleet;
     const p = proxy!;
-    log(`chaos: fleet up in ${at()} (${f.apps.map((a) => a.name).join(', ')}; redis ${f.cluster ? `cluster ${f.cluster.nodesEnv}, ${f.queueShards} queue shards` : f.redis.url}; dynalite ${f.dynalite.endpoint} behind ${p.url})`);
+    log(
+      `chaos: fleet up in ${at()} (${f.apps.map((a) => a.name).join(', ')}; redis ${f.cluster ? `cluster ${f.cluster.nodesEnv}, ${f.queueShards} queue shards` : f.redis.url}; dynalite ${f.dynalite.endpoint} behind ${p.url})`,
+    );
 
     // Processes the schedule kills on purpose; any other exit is a crash worth reporting.
     const expectedExit = new Set<number>();
@@ -126,7 +134,9 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
         const proc = app.handle.process;
         if (!proc.exit || expectedExit.has(proc.pid) || reported.has(proc.pid) || armed.has(app.name)) continue;
         reported.add(proc.pid);
-        unexpectedExits.push(`${app.name} (pid ${proc.pid}) exited on its own: ${JSON.stringify(proc.exit)}; last output:\n${proc.output().split('\n').slice(-15).join('\n')}`);
+        unexpectedExits.push(
+          `${app.name} (pid ${proc.pid}) exited on its own: ${JSON.stringify(proc.exit)}; last output:\n${proc.output().split('\n').slice(-15).join('\n')}`,
+        );
         log(`chaos: ${at()} ${app.name} exited on its own: ${JSON.stringify(proc.exit)}`);
       }
     };
@@ -165,9 +175,14 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       },
       stats,
     );
-    const progress = setInterval(() => {
-      log(`chaos: ${at()} sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, retries ${JSON.stringify(stats.retries)}`);
-    }, settings.mode === 'long' ? 30_000 : 10_000);
+    const progress = setInterval(
+      () => {
+        log(
+          `chaos: ${at()} sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, retries ${JSON.stringify(stats.retries)}`,
+        );
+      },
+      settings.mode === 'long' ? 30_000 : 10_000,
+    );
 
     // The fault schedule: every action once in a seeded order, spread over the load phase.
     const actions: Action[] = [];
@@ -177,7 +192,11 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const rounds = settings.mode === 'long' ? 2 : 1;
     for (let i = 0; i < rounds; i++) {
       actions.push({ kind: 'crash-point', app: writers[i % writers.length]!, point: `writer:after-update@${rng.between(5, 40)}` });
-      actions.push({ kind: 'crash-point', app: aggregators[i % aggregators.length]!, point: `aggregator:after-apply@${rng.between(3, 20)}` });
+      actions.push({
+        kind: 'crash-point',
+        app: aggregators[i % aggregators.length]!,
+        point: `aggregator:after-apply@${rng.between(3, 20)}`,
+      });
     }
     // The collector twice as often as the rest: it is the edge that the retries have to survive.
     for (let i = 0; i < settings.killsPerApp; i++) actions.push({ kind: 'kill', app: f.app('collector') });
@@ -255,7 +274,9 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     await load;
     clearInterval(progress);
     await senders.close();
-    log(`chaos: ${at()} load done: sent ${stats.eventsSent} events in ${stats.batches} batches (http ${stats.byVia.http}, client ${stats.byVia.client}), accepted ${stats.accepted}, rejected ${stats.rejected}, duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}`);
+    log(
+      `chaos: ${at()} load done: sent ${stats.eventsSent} events in ${stats.batches} batches (http ${stats.byVia.http}, client ${stats.byVia.client}), accepted ${stats.accepted}, rejected ${stats.rejected}, duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}`,
+    );
 
     // Heal: no more faults; restart anything that died on its own (the monitor said so).
     clearInterval(monitor);
@@ -271,10 +292,13 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     p.setOperations(['UpdateItem']);
     p.setRates({ slow: 0.7, drop: 0.1 });
     await waitForQueuesIdle(queueShards(f.queues, QUEUE.events), { timeoutMs: 300_000, includeDelayed: true, intervalMs: 100 });
-    await waitFor(async () => {
-      const b = await backlog(f);
-      return b.openBuckets + b.sealed === 0;
-    }, { timeoutMs: 60_000, intervalMs: 100, message: 'every bucket folded' });
+    await waitFor(
+      async () => {
+        const b = await backlog(f);
+        return b.openBuckets + b.sealed === 0;
+      },
+      { timeoutMs: 60_000, intervalMs: 100, message: 'every bucket folded' },
+    );
     const b = await backlog(f);
     const backlogAtStart = `outboxes ${b.outboxes}, dirty rows ${b.dirtyRows}`;
     log(`chaos: ${at()} every batch applied and folded (${backlogAtStart}); querying while slow flushes run`);
@@ -294,7 +318,8 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const uniqueVisitors = await checkUniqueVisitors(f, f.app('query-api').url, expectedDistinct(accepted, f.rules, f.zones));
     const failedJobs: string[] = [];
     for (const name of QUEUE_NAMES) {
-      for (const q of queueShards(f.queues, name)) for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
+      for (const q of queueShards(f.queues, name))
+        for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
     }
     const keyLeaks = f.keyLeaks();
 
@@ -308,9 +333,26 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const summary =
       `chaos: events sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, ` +
       `faults injected {${FAULT_KINDS.map((k) => `${k}:${faults[k] ?? 0}`).join(', ')}}, mismatches ${mismatches}`;
-    log(`chaos: ${at()} kills by target ${JSON.stringify(kills)}; table items ${table.scanned.items}, cells ${table.cells}; ` +
-      `query API values compared ${liveQuery.compared} live + ${query.compared} after the drain, UniqueVisitors ${uniqueVisitors.compared} (sketch attributes ${table.scanned.sketches}); failed jobs ${failedJobs.length}; startup failures ${startupFailures}`);
-    return { stats, faults, kills, table, query, uniqueVisitors, liveQuery, failedJobs, unexpectedExits, startupFailures, leakedPids, keyLeaks, mismatches, summary };
+    log(
+      `chaos: ${at()} kills by target ${JSON.stringify(kills)}; table items ${table.scanned.items}, cells ${table.cells}; ` +
+        `query API values compared ${liveQuery.compared} live + ${query.compared} after the drain, UniqueVisitors ${uniqueVisitors.compared} (sketch attributes ${table.scanned.sketches}); failed jobs ${failedJobs.length}; startup failures ${startupFailures}`,
+    );
+    return {
+      stats,
+      faults,
+      kills,
+      table,
+      query,
+      uniqueVisitors,
+      liveQuery,
+      failedJobs,
+      unexpectedExits,
+      startupFailures,
+      leakedPids,
+      keyLeaks,
+      mismatches,
+      summary,
+    };
   } finally {
     await fleet?.stop().catch(() => undefined);
     await proxy?.close().catch(() => undefined);

@@ -9,7 +9,12 @@ const base = chaosSettings();
 const settings =
   base.mode === 'long'
     ? { ...base, redisMasters: 3, queueShards: 3 }
-    : { ...chaosSettings({ TALLY_CHAOS_SECONDS: '40', TALLY_CHAOS_EVENTS: '12000', TALLY_CHAOS_SEED: '14' }), redisMasters: 3, queueShards: 3, killsPerApp: 1 };
+    : {
+        ...chaosSettings({ TALLY_CHAOS_SECONDS: '40', TALLY_CHAOS_EVENTS: '12000', TALLY_CHAOS_SEED: '14' }),
+        redisMasters: 3,
+        queueShards: 3,
+        killsPerApp: 1,
+      };
 
 describe(`chaos on a Redis Cluster (${settings.events} events over ${settings.loadSeconds} s, 3 masters, 3 queue shards)`, () => {
   it(

@@ -11,8 +11,10 @@ export async function runChaosExpectingExact(settings: ChaosSettings): Promise<C
   const r = await runChaos(settings, (line) => console.log(line));
   console.log(r.summary);
   for (const s of r.table.samples) console.log(`  table: ${s}`);
-  for (const s of [...r.liveQuery.mismatches, ...r.query.mismatches, ...r.uniqueVisitors.mismatches].slice(0, 20)) console.log(`  query: ${s}`);
-  for (const s of [...r.failedJobs, ...r.unexpectedExits, ...r.keyLeaks, ...r.leakedPids, ...r.stats.edgeMismatches].slice(0, 30)) console.log(`  problem: ${s}`);
+  for (const s of [...r.liveQuery.mismatches, ...r.query.mismatches, ...r.uniqueVisitors.mismatches].slice(0, 20))
+    console.log(`  query: ${s}`);
+  for (const s of [...r.failedJobs, ...r.unexpectedExits, ...r.keyLeaks, ...r.leakedPids, ...r.stats.edgeMismatches].slice(0, 30))
+    console.log(`  problem: ${s}`);
 
   expect(r.stats.edgeMismatches).toEqual([]);
   expect(r.stats.gaveUp).toBe(0);

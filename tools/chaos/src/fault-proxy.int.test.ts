@@ -21,11 +21,15 @@ afterAll(async () => {
 // One attempt per request and a 2 s deadline, so each fault is seen as the SDK reports it.
 const client = () => createDynamoClient({ endpoint: proxy.url, region: 'us-east-1', maxAttempts: 1, requestTimeoutMs: 2_000 });
 const direct = () => createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
-const put = (c: ReturnType<typeof client>, pk: string) => c.send(new PutItemCommand({ TableName: table, Item: { pk: { S: pk }, sk: { S: 'x' } } }));
+const put = (c: ReturnType<typeof client>, pk: string) =>
+  c.send(new PutItemCommand({ TableName: table, Item: { pk: { S: pk }, sk: { S: 'x' } } }));
 const exists = async (pk: string) => {
   const d = direct();
   try {
-    return (await d.send(new GetItemCommand({ TableName: table, Key: { pk: { S: pk }, sk: { S: 'x' } }, ConsistentRead: true }))).Item !== undefined;
+    return (
+      (await d.send(new GetItemCommand({ TableName: table, Key: { pk: { S: pk }, sk: { S: 'x' } }, ConsistentRead: true }))).Item !==
+      undefined
+    );
   } finally {
     d.destroy();
   }

@@ -57,7 +57,8 @@ export interface FaultProxy {
 
 const THROTTLE_BODY = JSON.stringify({
   __type: 'com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException',
-  message: 'The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API. (fault proxy)',
+  message:
+    'The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API. (fault proxy)',
 });
 const INTERNAL_BODY = JSON.stringify({
   __type: 'com.amazon.coral.service#InternalFailure',
@@ -92,7 +93,12 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   };
 
   /** Forwards the request; calls `answer` with dynalite's reply, or drops the client's connection if dynalite is unreachable. */
-  const forward = (req: IncomingMessage, body: Buffer, res: ServerResponse, answer: (status: number, headers: IncomingMessage['headers'], payload: Buffer) => void) => {
+  const forward = (
+    req: IncomingMessage,
+    body: Buffer,
+    res: ServerResponse,
+    answer: (status: number, headers: IncomingMessage['headers'], payload: Buffer) => void,
+  ) => {
     const up = request(
       {
         host: target.hostname,
@@ -122,7 +128,8 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const passThrough = (res: ServerResponse) => (status: number, headers: IncomingMessage['headers'], payload: Buffer) => {
     if (res.destroyed) return;
     const h: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(headers)) if (v !== undefined && k !== 'connection' && k !== 'keep-alive' && k !== 'transfer-encoding') h[k] = v;
+    for (const [k, v] of Object.entries(headers))
+      if (v !== undefined && k !== 'connection' && k !== 'keep-alive' && k !== 'transfer-encoding') h[k] = v;
     h['content-length'] = String(payload.length);
     res.writeHead(status, h);
     res.end(payload);

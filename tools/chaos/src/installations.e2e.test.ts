@@ -37,7 +37,17 @@ describe('two installations on one Redis', () => {
       const senders = fleetSenders(f);
       await runLoad(
         {
-          batches: generateLoad({ seed, stores: DEMO_STORES, products: 40, visitors: 200, now: () => Date.now(), maxEvents: 2_500, batchSize: [10, 60], lateShare: 0.1, badShare: 0.02 }),
+          batches: generateLoad({
+            seed,
+            stores: DEMO_STORES,
+            products: 40,
+            visitors: 200,
+            now: () => Date.now(),
+            maxEvents: 2_500,
+            batchSize: [10, 60],
+            lateShare: 0.1,
+            badShare: 0.02,
+          }),
           senders,
           clientShare: 0.4,
           seed,
@@ -54,7 +64,10 @@ describe('two installations on one Redis', () => {
     expect(ra.stats.accepted).toBeGreaterThan(2_000);
     expect(rb.stats.accepted).toBeGreaterThan(2_000);
 
-    for (const [f, r] of [[a, ra], [b, rb]] as const) {
+    for (const [f, r] of [
+      [a, ra],
+      [b, rb],
+    ] as const) {
       await waitForDrain(f, { timeoutMs: 120_000 });
       const expected = expectedCounts(r.accepted, f.rules, f.zones);
       const table = await checkTable(f, expected);
@@ -63,7 +76,8 @@ describe('two installations on one Redis', () => {
       expect(table.cells).toBeGreaterThan(500);
       const query = await checkQueryApi(f, f.app('query-api').url, expected, { products: 5, visitors: 2 });
       expect([f.prefix, query.mismatches]).toEqual([f.prefix, []]);
-      for (const name of QUEUE_NAMES) for (const q of queueShards(f.queues, name)) expect([f.prefix, name, await q.getFailedCount()]).toEqual([f.prefix, name, 0]);
+      for (const name of QUEUE_NAMES)
+        for (const q of queueShards(f.queues, name)) expect([f.prefix, name, await q.getFailedCount()]).toEqual([f.prefix, name, 0]);
     }
     // Every BullMQ key of each installation is under its own hash-tag prefix; nothing under the old shared `bull:`.
     const keys = await a.inspect.keys('*');

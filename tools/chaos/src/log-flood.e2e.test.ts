@@ -2,7 +2,16 @@ import { BucketStore } from '@tally/buckets';
 import { createDynamoClient } from '@tally/dynamo';
 import { compileRules, defaultRules } from '@tally/schema';
 import { createTenantAdmin } from '@tally/tenants';
-import { createTestTable, startApp, startDynalite, startRedis, waitFor, type AppHandle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import {
+  createTestTable,
+  startApp,
+  startDynalite,
+  startRedis,
+  waitFor,
+  type AppHandle,
+  type DynaliteHandle,
+  type RedisHandle,
+} from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -41,10 +50,21 @@ afterAll(async () => {
   await Promise.all([redis?.stop(), dynalite?.stop()]);
 });
 
-const views = (n: number) => JSON.stringify(Array.from({ length: n }, (_, i) => ({ type: 'view', ts: new Date(Date.now() - 5_000).toISOString(), dims: { product: `P${i % 3}` } })));
+const views = (n: number) =>
+  JSON.stringify(
+    Array.from({ length: n }, (_, i) => ({ type: 'view', ts: new Date(Date.now() - 5_000).toISOString(), dims: { product: `P${i % 3}` } })),
+  );
 const send = (body: string, bearer = key) =>
-  fetch(`${collector.url}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(10_000) });
-const randomKey = () => `tly_${Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64url').slice(0, 43)}`;
+  fetch(`${collector.url}/v1/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+    body,
+    signal: AbortSignal.timeout(10_000),
+  });
+const randomKey = () =>
+  `tly_${Buffer.from(crypto.getRandomValues(new Uint8Array(32)))
+    .toString('base64url')
+    .slice(0, 43)}`;
 
 describe('log floods', () => {
   it('with Redis down under a stream of requests, the collector and the aggregator print a bounded number of lines, then recover', async () => {
@@ -86,7 +106,11 @@ describe('log floods', () => {
 
       // Redis back (its AOF kept the first batch): the collector takes events again and the aggregator counts them.
       await redis.restart();
-      await waitFor(async () => (await send(views(7))).status === 202, { timeoutMs: 60_000, intervalMs: 500, message: 'the collector takes events again' });
+      await waitFor(async () => (await send(views(7))).status === 202, {
+        timeoutMs: 60_000,
+        intervalMs: 500,
+        message: 'the collector takes events again',
+      });
       await inspect.connect();
       await waitFor(async () => (await counted()) >= 17n, { timeoutMs: 60_000, message: 'the batch after the outage applied' });
       // Exactly the accepted batches: the first, and the one 202 after the outage (the refused ones never counted).

@@ -54,7 +54,15 @@ describe.each([
     let stop = false;
     const keepLoad = runLoad(
       {
-        batches: generateLoad({ seed: 7, stores: [KEEP], products: 30, visitors: 40, now: () => Date.now(), batchSize: [5, 40], lateShare: 0.1 }),
+        batches: generateLoad({
+          seed: 7,
+          stores: [KEEP],
+          products: 30,
+          visitors: 40,
+          now: () => Date.now(),
+          batchSize: [5, 40],
+          lateShare: 0.1,
+        }),
         senders: { http, client },
         clientShare: 0.4,
         concurrency: 2,
@@ -66,7 +74,15 @@ describe.each([
     // The store that goes: batches sent until the end, whatever the answers (401 once its keys are gone).
     let goneSent = 0;
     const goneLoad = (async () => {
-      const batches = generateLoad({ seed: 8, stores: [GONE], products: 30, visitors: 40, now: () => Date.now(), batchSize: [5, 40], lateShare: 0.1 });
+      const batches = generateLoad({
+        seed: 8,
+        stores: [GONE],
+        products: 30,
+        visitors: 40,
+        now: () => Date.now(),
+        batchSize: [5, 40],
+        lateShare: 0.1,
+      });
       for (const batch of batches) {
         if (stop) break;
         await Promise.all([http.send(batch), client.send({ ...batch, idempotencyKey: `${batch.idempotencyKey}-c` })]);
@@ -79,7 +95,9 @@ describe.each([
       return { status: res.status, body: (await res.json()) as any };
     };
     // Some of both stores in DynamoDB first.
-    await waitUntil(async () => goneSent > 20 && keepAccepted.length > 20 && (await itemsOf(fleet, GONE.id)).some((pk) => !pk.startsWith('_')));
+    await waitUntil(
+      async () => goneSent > 20 && keepAccepted.length > 20 && (await itemsOf(fleet, GONE.id)).some((pk) => !pk.startsWith('_')),
+    );
 
     // Erase the busiest visitor of KEEP1 while their events still arrive.
     const visitor = busiestVisitor(keepAccepted);
@@ -146,7 +164,8 @@ async function itemsOf(fleet: Fleet, store: string): Promise<string[]> {
 
 function busiestVisitor(accepted: StoreEvents[]): string {
   const counts = new Map<string, number>();
-  for (const { events } of accepted) for (const e of events) if (e.dims?.['visitor']) counts.set(e.dims['visitor'], (counts.get(e.dims['visitor']) ?? 0) + 1);
+  for (const { events } of accepted)
+    for (const e of events) if (e.dims?.['visitor']) counts.set(e.dims['visitor'], (counts.get(e.dims['visitor']) ?? 0) + 1);
   return [...counts].sort((a, b) => b[1] - a[1])[0]![0];
 }
 

@@ -37,13 +37,26 @@ afterAll(async () => {
 });
 
 const iso = () => new Date(Date.now() - 60_000).toISOString();
-const view = (product: string, extra: Record<string, unknown> = {}) => ({ type: 'view', ts: iso(), dims: { product, visitor: 'V1' }, ...extra });
+const view = (product: string, extra: Record<string, unknown> = {}) => ({
+  type: 'view',
+  ts: iso(),
+  dims: { product, visitor: 'V1' },
+  ...extra,
+});
 
-async function ingest(key: string | undefined, body: unknown, opts: { contentType?: string; query?: string; headers?: Record<string, string> } = {}) {
+async function ingest(
+  key: string | undefined,
+  body: unknown,
+  opts: { contentType?: string; query?: string; headers?: Record<string, string> } = {},
+) {
   const headers: Record<string, string> = { 'content-type': opts.contentType ?? 'application/json', ...opts.headers };
   if (key !== undefined) headers['authorization'] = `Bearer ${key}`;
   try {
-    const res = await fetch(`${collector}/v1/events${opts.query ?? ''}`, { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) });
+    const res = await fetch(`${collector}/v1/events${opts.query ?? ''}`, {
+      method: 'POST',
+      headers,
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+    });
     const text = await res.text();
     return { status: res.status, json: text.startsWith('{') ? JSON.parse(text) : undefined };
   } catch (err) {
@@ -92,8 +105,22 @@ describe('tenant isolation with every key scope', () => {
   it("a key of one store can neither write into nor read another store's counts", async () => {
     const before = { a: await allTimeViews(fleet.keys[A]!.read, 'product:ISO'), b: await allTimeViews(fleet.keys[B]!.read, 'product:ISO') };
     expect(before).toEqual({ a: 0, b: 0 });
-    expect((await ingest(fleet.keys[A]!.ingest, [1, 2, 3].map(() => view('ISO')))).status).toBe(202);
-    expect((await ingest(fleet.keys[B]!.ingest, [1, 2, 3, 4, 5].map(() => view('ISO')))).status).toBe(202);
+    expect(
+      (
+        await ingest(
+          fleet.keys[A]!.ingest,
+          [1, 2, 3].map(() => view('ISO')),
+        )
+      ).status,
+    ).toBe(202);
+    expect(
+      (
+        await ingest(
+          fleet.keys[B]!.ingest,
+          [1, 2, 3, 4, 5].map(() => view('ISO')),
+        )
+      ).status,
+    ).toBe(202);
     // The store never comes from the body or the query string.
     const smuggled = await ingest(fleet.keys[A]!.ingest, [{ ...view('ISO'), store: B }]);
     expect(smuggled.status).toBe(400);
@@ -139,7 +166,11 @@ describe('hostile input through the whole fleet', () => {
     const refused: Array<[string, string | unknown[], string[]]> = [
       ['__proto__ at the top', `[{"type":"view","ts":"${iso()}","dims":{"product":"P1"},"__proto__":{"polluted":true}}]`, ['__proto__']],
       ['__proto__ in dims', `[{"type":"view","ts":"${iso()}","dims":{"product":"P1","__proto__":"x"}}]`, ['dims.__proto__']],
-      ['constructor.prototype', `[{"type":"view","ts":"${iso()}","dims":{"product":"P1"},"constructor":{"prototype":{"polluted":true}}}]`, ['constructor']],
+      [
+        'constructor.prototype',
+        `[{"type":"view","ts":"${iso()}","dims":{"product":"P1"},"constructor":{"prototype":{"polluted":true}}}]`,
+        ['constructor'],
+      ],
       ['NUL in a dim', [view('P\u0000')], ['dims.product']],
       ['NUL in an id', [view('P1', { id: 'a\u0000b' })], ['id']],
       ['# in a dim', [view('P#1')], ['dims.product']],
@@ -162,7 +193,12 @@ describe('hostile input through the whole fleet', () => {
     // The queue path validates the same way.
     const client = createTallyClient({ connection: fleet.redis.url, rules: fleet.rules, keyPrefix: fleet.prefix });
     try {
-      for (const events of [[view('P#1')], [view('P|1')], [view('P\u0000')], [JSON.parse(`{"type":"view","ts":"${iso()}","dims":{"product":"P1","__proto__":"x"}}`)]]) {
+      for (const events of [
+        [view('P#1')],
+        [view('P|1')],
+        [view('P\u0000')],
+        [JSON.parse(`{"type":"view","ts":"${iso()}","dims":{"product":"P1","__proto__":"x"}}`)],
+      ]) {
         await expect(client.enqueueEvents(A, events)).rejects.toBeInstanceOf(ValidationError);
       }
       await expect(client.enqueueEvents('SEC{A}', [view('P1')])).rejects.toThrow(/store/);

@@ -20,7 +20,10 @@ export function costOf(aggregatorMetrics: string[], writerMetrics: string[], pri
   const events = aggregatorMetrics.reduce((s, t) => s + sumMetric(t, 'tally_events_applied_total'), 0);
   const writeUnits = writerMetrics.reduce((s, t) => s + sumMetric(t, 'tally_dynamodb_consumed_write_units_total'), 0);
   const readUnits = writerMetrics.reduce((s, t) => s + sumMetric(t, 'tally_dynamodb_consumed_read_units_total'), 0);
-  const updateItems = writerMetrics.reduce((s, t) => s + sumMetric(t, 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome: 'ok' }), 0);
+  const updateItems = writerMetrics.reduce(
+    (s, t) => s + sumMetric(t, 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome: 'ok' }),
+    0,
+  );
   const perMillion = events > 0 ? (writeUnits / events) * 1e6 : 0;
   return {
     events,

@@ -9,9 +9,21 @@ if (process.argv[2] === 'size') {
   const { values: v } = parseArgs({
     args: process.argv.slice(3),
     options: {
-      stores: num, visitors: num, avg: num, peak: num, 'events-per-batch': num, products: num, queries: num,
-      'wcu-per-million': num, 'rcu-per-query': num, 'bytes-per-row': num, 'bytes-per-store': num, 'bytes-per-dedupe': num,
-      'aggregator-eps': num, 'collector-cpu-ms': num, 'e2e-eps': num,
+      stores: num,
+      visitors: num,
+      avg: num,
+      peak: num,
+      'events-per-batch': num,
+      products: num,
+      queries: num,
+      'wcu-per-million': num,
+      'rcu-per-query': num,
+      'bytes-per-row': num,
+      'bytes-per-store': num,
+      'bytes-per-dedupe': num,
+      'aggregator-eps': num,
+      'collector-cpu-ms': num,
+      'e2e-eps': num,
     },
   });
   const n = (name: keyof typeof v, dflt: number) => {
@@ -23,26 +35,41 @@ if (process.argv[2] === 'size') {
     return x;
   };
   const workload: Workload = {
-    stores: n('stores', 10_000), visitorsPerMonth: n('visitors', 20_000_000), eventsPerSecondAvg: n('avg', 5_000), eventsPerSecondPeak: n('peak', 50_000),
-    eventsPerBatch: n('events-per-batch', 100), productsPerStorePerDay: n('products', 100), queriesPerSecond: n('queries', 100),
-    dedupeWindowSeconds: 86_400, visitorIdleMinutes: 30,
+    stores: n('stores', 10_000),
+    visitorsPerMonth: n('visitors', 20_000_000),
+    eventsPerSecondAvg: n('avg', 5_000),
+    eventsPerSecondPeak: n('peak', 50_000),
+    eventsPerBatch: n('events-per-batch', 100),
+    productsPerStorePerDay: n('products', 100),
+    queriesPerSecond: n('queries', 100),
+    dedupeWindowSeconds: 86_400,
+    visitorIdleMinutes: 30,
   };
   const measured: Measured = {
-    writeUnitsPerMillionEvents: n('wcu-per-million', 931_852), readUnitsPerQuery: n('rcu-per-query', 0.5),
-    bytesPerOpenRow: n('bytes-per-row', 232), bytesPerStore: n('bytes-per-store', 839), bytesPerDedupeRecord: n('bytes-per-dedupe', 154),
-    aggregatorEventsPerSecond: n('aggregator-eps', 81_864), collectorCpuMsPer1000Events: n('collector-cpu-ms', 2.75), endToEndEventsPerSecondPerRedis: n('e2e-eps', 40_109),
+    writeUnitsPerMillionEvents: n('wcu-per-million', 931_852),
+    readUnitsPerQuery: n('rcu-per-query', 0.5),
+    bytesPerOpenRow: n('bytes-per-row', 232),
+    bytesPerStore: n('bytes-per-store', 839),
+    bytesPerDedupeRecord: n('bytes-per-dedupe', 154),
+    aggregatorEventsPerSecond: n('aggregator-eps', 81_864),
+    collectorCpuMsPer1000Events: n('collector-cpu-ms', 2.75),
+    endToEndEventsPerSecondPerRedis: n('e2e-eps', 40_109),
   };
   const s = sizeDeployment(workload, measured);
   const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
   console.log(JSON.stringify({ workload, measured }));
   console.log(`open rows                 ${f(s.openRows)}`);
-  console.log(`Redis memory              ${f(s.redisBytes.total / 1e9, 2)} GB (rows ${f(s.redisBytes.rows / 1e9, 2)}, stores ${f(s.redisBytes.stores / 1e9, 3)}, dedupe records ${f(s.redisBytes.dedupe / 1e9, 2)})`);
+  console.log(
+    `Redis memory              ${f(s.redisBytes.total / 1e9, 2)} GB (rows ${f(s.redisBytes.rows / 1e9, 2)}, stores ${f(s.redisBytes.stores / 1e9, 3)}, dedupe records ${f(s.redisBytes.dedupe / 1e9, 2)})`,
+  );
   console.log(`Redis Cluster masters     ${s.redisMasters}`);
   console.log(`aggregator replicas       ${s.aggregatorReplicas}`);
   console.log(`collector replicas        ${s.collectorReplicas} (${f(s.collectorCoresAtPeak, 2)} cores at peak)`);
   console.log(`write units/s             ${f(s.writeUnitsPerSecondAvg)} average, ${f(s.writeUnitsPerSecondPeak)} peak`);
   console.log(`read units/s              ${f(s.readUnitsPerSecond, 1)}`);
-  console.log(`per month                 ${f(s.monthly.writeUnits / 1e9, 2)} billion write units, ${f(s.monthly.readUnits / 1e6, 1)} million read units`);
+  console.log(
+    `per month                 ${f(s.monthly.writeUnits / 1e9, 2)} billion write units, ${f(s.monthly.readUnits / 1e6, 1)} million read units`,
+  );
   console.log(`USD per month             ${f(s.monthly.onDemandUsd)} on-demand, ${f(s.monthly.provisionedUsd)} provisioned at the average`);
   process.exit(0);
 }

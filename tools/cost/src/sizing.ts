@@ -100,7 +100,8 @@ export function sizeDeployment(w: Workload, m: Measured, p: Prices = US_EAST_1):
       readUnits,
       onDemandUsd: (writeUnits / 1e6) * p.onDemandWrite + (readUnits / 1e6) * p.onDemandRead,
       // Provisioned at the average (auto scaling follows the peaks; bursts above it are billed as it scales).
-      provisionedUsd: writeUnitsPerSecondAvg * HOURS_PER_MONTH * p.provisionedWcuHour + readUnitsPerSecond * HOURS_PER_MONTH * p.provisionedRcuHour,
+      provisionedUsd:
+        writeUnitsPerSecondAvg * HOURS_PER_MONTH * p.provisionedWcuHour + readUnitsPerSecond * HOURS_PER_MONTH * p.provisionedRcuHour,
     },
   };
 }

@@ -70,7 +70,8 @@ describe('create-table', () => {
   it('exits 1 naming a bad variable', async () => {
     expect(await run({ DYNAMODB_ENDPOINT: 'localhost:8000' })).toEqual({
       code: 1,
-      output: '[stderr] tally: configuration error: DYNAMODB_ENDPOINT: expected an http(s):// URL, e.g. http://127.0.0.1:8000; got "localhost:8000"',
+      output:
+        '[stderr] tally: configuration error: DYNAMODB_ENDPOINT: expected an http(s):// URL, e.g. http://127.0.0.1:8000; got "localhost:8000"',
     });
   });
 });

@@ -18,7 +18,9 @@ try {
   );
 } catch (err) {
   const known = err instanceof TableError || err instanceof DynamoUnreachableError;
-  process.stderr.write(`tally: ${known ? err.message : `cannot create table "${table}": ${err instanceof Error ? err.message : String(err)}`}\n`);
+  process.stderr.write(
+    `tally: ${known ? err.message : `cannot create table "${table}": ${err instanceof Error ? err.message : String(err)}`}\n`,
+  );
   process.exitCode = 1;
 } finally {
   client.destroy();

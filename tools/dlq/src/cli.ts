@@ -60,7 +60,10 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
   const filter = withUsage(() => parseFilter({ reason: values.reason, olderThan: values['older-than'], newerThan: values['newer-than'] }));
   const queueArg = (name: string | undefined): readonly Queue[] => {
     if (name === undefined) throw new UsageError(`${command} needs a queue (${QUEUE_NAMES.join(', ')})`);
-    return queueShards(deps.queues, withUsage(() => assertQueueName(name)));
+    return queueShards(
+      deps.queues,
+      withUsage(() => assertQueueName(name)),
+    );
   };
 
   switch (command) {
@@ -75,10 +78,18 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
         const r = await listFailed(queueShards(deps.queues, name), filter, { limit, now });
         rows.push(...r.jobs);
         const shown = r.jobs.length < r.matched ? `, ${r.jobs.length} shown` : '';
-        summary.push(isEmptyFilter(filter) ? `${name}: ${r.total} failed${shown}` : `${name}: ${r.matched} of ${r.total} failed match${shown}`);
+        summary.push(
+          isEmptyFilter(filter) ? `${name}: ${r.total} failed${shown}` : `${name}: ${r.matched} of ${r.total} failed match${shown}`,
+        );
       }
       if (values.json) {
-        io.out(JSON.stringify(rows.map((j) => ({ ...j, ageSeconds: Math.round((now - j.failedAt) / 1000) })), null, 2));
+        io.out(
+          JSON.stringify(
+            rows.map((j) => ({ ...j, ageSeconds: Math.round((now - j.failedAt) / 1000) })),
+            null,
+            2,
+          ),
+        );
         return 0;
       }
       if (rows.length > 0) for (const line of table(rows, now)) io.out(line);
@@ -118,7 +129,9 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
       if (args.length === 2) {
         if (values.all || !isEmptyFilter(filter)) throw new UsageError('replay <queue> <id> takes no --all or filters');
         const { job } = await replayJob(queue, args[1]!, { ...replay, now, dryRun });
-        io.out(`${dryRun ? 'dry run: would replay' : 'replayed'} job ${job.id} in ${job.queue} (failed ${formatAge(now - job.failedAt)} ago: ${oneLine(job.reason, 100)})`);
+        io.out(
+          `${dryRun ? 'dry run: would replay' : 'replayed'} job ${job.id} in ${job.queue} (failed ${formatAge(now - job.failedAt)} ago: ${oneLine(job.reason, 100)})`,
+        );
         return 0;
       }
       if (args.length !== 1) throw new UsageError('replay takes <queue> <id>, or <queue> with --all or filters');
@@ -143,7 +156,9 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
       }
       if (args.length !== 1) throw new UsageError('purge takes <queue> <id>, or <queue> with --all or filters');
       needSelection('purge', values.all, filter);
-      const result = await withProgress(deps, `purge ${queue[0]!.name}`, (onProgress) => purgeFailed(queue, filter, { now, dryRun, onProgress }));
+      const result = await withProgress(deps, `purge ${queue[0]!.name}`, (onProgress) =>
+        purgeFailed(queue, filter, { now, dryRun, onProgress }),
+      );
       return report(result, 'purge', now, io);
     }
 
@@ -164,10 +179,15 @@ function withUsage<T>(fn: () => T): T {
 /** A bulk command must say which jobs: --all, or at least one filter (never all jobs by accident). */
 function needSelection(command: string, all: boolean | undefined, filter: JobFilter): void {
   if (all && !isEmptyFilter(filter)) throw new UsageError(`${command}: use --all or filters, not both`);
-  if (!all && isEmptyFilter(filter)) throw new UsageError(`${command} <queue> needs an id, --all, or a filter (--reason, --older-than, --newer-than)`);
+  if (!all && isEmptyFilter(filter))
+    throw new UsageError(`${command} <queue> needs an id, --all, or a filter (--reason, --older-than, --newer-than)`);
 }
 
-async function withProgress(deps: DlqCliDeps, label: string, work: (onProgress: (done: number, total: number) => void) => Promise<BulkResult>): Promise<BulkResult> {
+async function withProgress(
+  deps: DlqCliDeps,
+  label: string,
+  work: (onProgress: (done: number, total: number) => void) => Promise<BulkResult>,
+): Promise<BulkResult> {
   let bar: Progress | undefined;
   let started = false;
   try {
@@ -188,7 +208,9 @@ function report(result: BulkResult, verb: 'replay' | 'purge', now: number, io: C
   if (result.dryRun && result.matched.length > 0) for (const line of table(result.matched, now)) io.out(line);
   for (const s of result.skipped) io.out(`skipped ${s.id}: ${s.why}`);
   const head = result.dryRun ? `dry run: would ${verb}` : past;
-  io.out(`${head} ${result.done.length} of ${result.matched.length} matching failed jobs in ${result.queue}${result.skipped.length ? ` (${result.skipped.length} skipped)` : ''}`);
+  io.out(
+    `${head} ${result.done.length} of ${result.matched.length} matching failed jobs in ${result.queue}${result.skipped.length ? ` (${result.skipped.length} skipped)` : ''}`,
+  );
   return result.skipped.length > 0 ? 1 : 0;
 }
 

@@ -38,7 +38,11 @@ const batch = (batchId: string, receivedAt = Date.now()) => ({
  * Adds the jobs and lets a worker fail each once with `reason(data)` (attempts: 1), so they land in the failed
  * set exactly as a dead letter does. The worker is closed before returning: nothing processes them afterwards.
  */
-async function failJobs(queue: Queue, jobs: Array<{ data: Record<string, unknown>; opts?: JobsOptions }>, reason: (data: any) => string): Promise<string[]> {
+async function failJobs(
+  queue: Queue,
+  jobs: Array<{ data: Record<string, unknown>; opts?: JobsOptions }>,
+  reason: (data: any) => string,
+): Promise<string[]> {
   const ids: string[] = [];
   for (const j of jobs) ids.push((await queue.add(queue.name, j.data, { attempts: 1, ...j.opts })).id!);
   const connection = new Redis(redisServer.url, { maxRetriesPerRequest: null });
@@ -69,8 +73,13 @@ const io = () => {
 describe('dead-letter operations on a real Redis', () => {
   it('lists failed jobs newest first with reason and attempts, filtered and limited', async () => {
     await failJobs(queues.events, [{ data: batch('b1'), opts: { jobId: 'j1' } }], () => 'first: tenant lookup timed out');
-    await failJobs(queues.events, [{ data: batch('b2'), opts: { jobId: 'j2' } }, { data: batch('b3'), opts: { jobId: 'j3' } }], (d) =>
-      d.batchId === 'b2' ? 'second: Redis said OOM' : 'third: Redis said OOM',
+    await failJobs(
+      queues.events,
+      [
+        { data: batch('b2'), opts: { jobId: 'j2' } },
+        { data: batch('b3'), opts: { jobId: 'j3' } },
+      ],
+      (d) => (d.batchId === 'b2' ? 'second: Redis said OOM' : 'third: Redis said OOM'),
     );
     const all = await listFailed(queues.events, {}, { limit: 10 });
     expect(all.total).toBe(3);
@@ -98,7 +107,11 @@ describe('dead-letter operations on a real Redis', () => {
   });
 
   it('replays one job with its original id and a fresh attempt budget; a second replay is refused', async () => {
-    await failJobs(queues[QUEUE.dynamoWrites], [{ data: { store: 'S1', pk: 'S1' }, opts: { jobId: 'flush-1' } }], () => 'throttled too long');
+    await failJobs(
+      queues[QUEUE.dynamoWrites],
+      [{ data: { store: 'S1', pk: 'S1' }, opts: { jobId: 'flush-1' } }],
+      () => 'throttled too long',
+    );
     const dry = await replayJob(queues[QUEUE.dynamoWrites], 'flush-1', { dedupeWindowMs: DAY, dryRun: true });
     expect(dry.dryRun).toBe(true);
     expect(await queues[QUEUE.dynamoWrites].getJobState('flush-1')).toBe('failed');
@@ -120,10 +133,16 @@ describe('dead-letter operations on a real Redis', () => {
 
   it('refuses to replay an events batch accepted before the dedupe window, unless told it is safe', async () => {
     const old = Date.now() - 30 * 3_600_000;
-    await failJobs(queues.events, [{ data: batch('b-old', old), opts: { jobId: 'old-1', timestamp: old } }], () => 'invalid events payload: events.0.type: unknown');
+    await failJobs(
+      queues.events,
+      [{ data: batch('b-old', old), opts: { jobId: 'old-1', timestamp: old } }],
+      () => 'invalid events payload: events.0.type: unknown',
+    );
     await failJobs(queues.events, [{ data: batch('b-new'), opts: { jobId: 'new-1' } }], () => 'tenant lookup timed out');
 
-    await expect(replayJob(queues.events, 'old-1', { dedupeWindowMs: DAY })).rejects.toThrowError(/^job "old-1": batch accepted 30h ago, past the dedupe window/);
+    await expect(replayJob(queues.events, 'old-1', { dedupeWindowMs: DAY })).rejects.toThrowError(
+      /^job "old-1": batch accepted 30h ago, past the dedupe window/,
+    );
     expect(await queues.events.getJobState('old-1')).toBe('failed');
 
     const bulk = await replayFailed(queues.events, {}, { dedupeWindowMs: DAY });
@@ -149,10 +168,18 @@ describe('dead-letter operations on a real Redis', () => {
       onProgress: (d, t) => progress.push([d, t]),
     });
     expect(dry.done.sort()).toEqual(['f2', 'f3', 'f4', 'f5']);
-    expect(progress).toEqual([[1, 4], [2, 4], [3, 4], [4, 4]]);
+    expect(progress).toEqual([
+      [1, 4],
+      [2, 4],
+      [3, 4],
+      [4, 4],
+    ]);
     expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(6);
 
-    const replayed = await replayFailed(queues[QUEUE.dynamoWrites], parseFilter({ reason: 'throttled' }), { dedupeWindowMs: DAY, pageSize: 2 });
+    const replayed = await replayFailed(queues[QUEUE.dynamoWrites], parseFilter({ reason: 'throttled' }), {
+      dedupeWindowMs: DAY,
+      pageSize: 2,
+    });
     expect(replayed.done.sort()).toEqual(['f2', 'f3', 'f4', 'f5']);
     expect(await queues[QUEUE.dynamoWrites].getWaitingCount()).toBe(4);
     expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(2);
@@ -180,7 +207,9 @@ describe('dlq command line', () => {
 
     const j = io();
     expect(await runDlqCli(['list', '--queue', 'seal', '--json'], deps(), j.io)).toBe(0);
-    expect(JSON.parse(j.out.join('\n'))).toEqual([expect.objectContaining({ queue: 'seal', id: 'seal-1', reason: 'fold failed: NOSCRIPT', attemptsMade: 1 })]);
+    expect(JSON.parse(j.out.join('\n'))).toEqual([
+      expect.objectContaining({ queue: 'seal', id: 'seal-1', reason: 'fold failed: NOSCRIPT', attemptsMade: 1 }),
+    ]);
   });
 
   it('purge never prompts: without --yes it refuses and deletes nothing', async () => {
@@ -202,7 +231,14 @@ describe('dlq command line', () => {
   });
 
   it('bulk replay needs --all or a filter, drives the progress display, and names bad input', async () => {
-    await failJobs(queues.events, [{ data: batch('b-r1'), opts: { jobId: 'r1' } }, { data: batch('b-r2'), opts: { jobId: 'r2' } }], () => 'boom');
+    await failJobs(
+      queues.events,
+      [
+        { data: batch('b-r1'), opts: { jobId: 'r1' } },
+        { data: batch('b-r2'), opts: { jobId: 'r2' } },
+      ],
+      () => 'boom',
+    );
     const u = io();
     expect(await runDlqCli(['replay', 'events'], deps(), u.io)).toBe(2);
     expect(u.err[0]).toBe('tally: replay <queue> needs an id, --all, or a filter (--reason, --older-than, --newer-than)');
@@ -215,13 +251,17 @@ describe('dlq command line', () => {
 
     const bars: string[] = [];
     const c = io();
-    const code = await runDlqCli(['replay', 'events', '--all'], {
-      ...deps(),
-      progress: (label, total) => {
-        bars.push(`start ${label} ${total}`);
-        return { update: (n) => bars.push(`update ${n}`), stop: () => bars.push('stop') };
+    const code = await runDlqCli(
+      ['replay', 'events', '--all'],
+      {
+        ...deps(),
+        progress: (label, total) => {
+          bars.push(`start ${label} ${total}`);
+          return { update: (n) => bars.push(`update ${n}`), stop: () => bars.push('stop') };
+        },
       },
-    }, c.io);
+      c.io,
+    );
     expect(code).toBe(0);
     expect(c.out.at(-1)).toBe('replayed 2 of 2 matching failed jobs in events');
     expect(bars).toEqual(['start replay events 2', 'update 1', 'update 2', 'stop']);
@@ -244,13 +284,24 @@ describe('sharded queues (QUEUE_SHARDS > 1)', () => {
       const q2 = queueFor(sharded, QUEUE.events, s2);
       expect([q1, q2]).toEqual([queueShards(sharded, QUEUE.events)[1], queueShards(sharded, QUEUE.events)[2]]);
       await failJobs(q1, [{ data: { ...batch('x1'), store: s1 }, opts: { jobId: 'x1' } }], () => 'boom in shard 1');
-      await failJobs(q2, [{ data: { ...batch('x2'), store: s2 }, opts: { jobId: 'x2' } }, { data: { ...batch('x3'), store: s2 }, opts: { jobId: 'x3' } }], () => 'boom in shard 2');
+      await failJobs(
+        q2,
+        [
+          { data: { ...batch('x2'), store: s2 }, opts: { jobId: 'x2' } },
+          { data: { ...batch('x3'), store: s2 }, opts: { jobId: 'x3' } },
+        ],
+        () => 'boom in shard 2',
+      );
       const deps = { queues: sharded, dedupeWindowMs: DAY };
 
       const l = io();
       expect(await runDlqCli(['list', '--queue', 'events', '--json'], deps, l.io)).toBe(0);
       const listed = JSON.parse(l.out.join('\n')) as Array<{ id: string; shard: number }>;
-      expect(listed.map((j) => [j.id, j.shard]).sort()).toEqual([['x1', 1], ['x2', 2], ['x3', 2]]);
+      expect(listed.map((j) => [j.id, j.shard]).sort()).toEqual([
+        ['x1', 1],
+        ['x2', 2],
+        ['x3', 2],
+      ]);
       const t = io();
       expect(await runDlqCli(['list'], deps, t.io)).toBe(0);
       expect(t.out.at(-1)).toBe('events: 3 failed; seal: 0 failed; dynamo-writes: 0 failed');

@@ -76,7 +76,9 @@ describe('replayHazard', () => {
   it('refuses an events batch accepted longer ago than the dedupe window', () => {
     const j = job({ acceptedAt: 0, failedAt: 0 });
     expect(replayHazard(j, window - 1, { dedupeWindowMs: window })).toBeUndefined();
-    expect(replayHazard(j, window, { dedupeWindowMs: window })).toMatch(/^batch accepted 24h ago, past the dedupe window \(24h\): if it was applied before it failed, a replay would count it twice/);
+    expect(replayHazard(j, window, { dedupeWindowMs: window })).toMatch(
+      /^batch accepted 24h ago, past the dedupe window \(24h\): if it was applied before it failed, a replay would count it twice/,
+    );
     expect(replayHazard(j, window, { dedupeWindowMs: window, pastDedupeWindow: true })).toBeUndefined();
   });
 
@@ -90,7 +92,10 @@ describe('replayHazard', () => {
 describe('table', () => {
   it('aligns columns and keeps each reason on one cut line', () => {
     const lines = table(
-      [job({ id: 'a', reason: 'line one\n   at stack' }), job({ queue: 'dynamo-writes', id: 'flush-xyz', reason: 'x'.repeat(150), attemptsMade: 8 })],
+      [
+        job({ id: 'a', reason: 'line one\n   at stack' }),
+        job({ queue: 'dynamo-writes', id: 'flush-xyz', reason: 'x'.repeat(150), attemptsMade: 8 }),
+      ],
       1_000_000 + 3_900_000,
     );
     expect(lines).toEqual([

@@ -257,7 +257,11 @@ export async function showJob(queue: QueueShards, id: string): Promise<JobDetail
 }
 
 /** Why replaying this failed job could count events twice, or undefined when it is safe. */
-export function replayHazard(job: FailedJob, now: number, opts: Pick<ReplayOptions, 'dedupeWindowMs' | 'pastDedupeWindow'>): string | undefined {
+export function replayHazard(
+  job: FailedJob,
+  now: number,
+  opts: Pick<ReplayOptions, 'dedupeWindowMs' | 'pastDedupeWindow'>,
+): string | undefined {
   if (job.queue !== QUEUE.events || opts.pastDedupeWindow || job.acceptedAt === undefined) return undefined;
   const age = now - job.acceptedAt;
   if (age < opts.dedupeWindowMs) return undefined;
@@ -313,7 +317,8 @@ export async function purgeJob(queue: QueueShards, id: string, opts: { dryRun?: 
   if (!found) throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
   const { job } = found;
   const state = await job.getState();
-  if (state !== 'failed') throw new DlqError('TALLY_ERR_DLQ_NOT_FAILED', `job "${id}" in queue ${name} is ${state}, not failed; only failed jobs are purged`);
+  if (state !== 'failed')
+    throw new DlqError('TALLY_ERR_DLQ_NOT_FAILED', `job "${id}" in queue ${name} is ${state}, not failed; only failed jobs are purged`);
   if (!opts.dryRun) await job.remove();
   return toFailedJob(name, job, shards.length > 1 ? found.shard : undefined);
 }

@@ -100,7 +100,11 @@ const outboxEmpty = async (store: string) => (await redis.keys(`${PREFIX}:{${sto
 
 async function replay(queue: string, id: string): Promise<string[]> {
   const out: string[] = [];
-  const code = await runDlqCli(['replay', queue, id], { queues, dedupeWindowMs: 86_400_000 }, { out: (l) => out.push(l), err: (l) => out.push(l) });
+  const code = await runDlqCli(
+    ['replay', queue, id],
+    { queues, dedupeWindowMs: 86_400_000 },
+    { out: (l) => out.push(l), err: (l) => out.push(l) },
+  );
   expect({ code, out }).toEqual({ code: 0, out: [expect.stringMatching(new RegExp(`^replayed job ${id} in ${queue} `))] });
   return out;
 }
@@ -115,7 +119,10 @@ describe('replaying dead letters is idempotent', () => {
     aggregator = await startApp('bucket-aggregator', { env });
     writer = await startApp('dynamo-writer', { env });
     await enqueue(queues, QUEUE.events, payload, { jobId: 'second-delivery' });
-    await waitFor(async () => (await views('S')) === 3n && (await outboxEmpty('S')), { timeoutMs: 30_000, message: 'the batch written to DynamoDB' });
+    await waitFor(async () => (await views('S')) === 3n && (await outboxEmpty('S')), {
+      timeoutMs: 30_000,
+      message: 'the batch written to DynamoDB',
+    });
 
     await replay(QUEUE.events, 'first-delivery');
     // The replayed job runs and completes (completed events jobs are removed at once): the aggregator counts it
@@ -142,7 +149,10 @@ describe('replaying dead letters is idempotent', () => {
 
   it('a flush job for a row whose outbox was already written sends no UpdateItem and changes no total', async () => {
     await enqueue(queues, QUEUE.events, batch('batch-t-1', 'T', 5));
-    await waitFor(async () => (await views('T')) === 5n && (await outboxEmpty('T')), { timeoutMs: 30_000, message: 'T written to DynamoDB' });
+    await waitFor(async () => (await views('T')) === 5n && (await outboxEmpty('T')), {
+      timeoutMs: 30_000,
+      message: 'T written to DynamoDB',
+    });
     await waitForQueuesIdle([queues[QUEUE.events], queues[QUEUE.dynamoWrites]], { timeoutMs: 15_000 });
     const before = await getItem(dynamo, 'T', 'TOTAL');
 
@@ -173,20 +183,37 @@ describe('replaying dead letters is idempotent', () => {
     const zone = ['Pacific/Kiritimati', 'Pacific/Pago_Pago'].find((z) => localDate(ts, z).doy !== localDate(ts, 'UTC').doy)!;
     const client = createTallyClient({ connection: redisServer.url, keyPrefix: PREFIX });
     try {
-      const sent = await client.enqueueEvents('LATER', [{ type: 'view', ts, dims: { product: 'P1' } }, { type: 'view', ts, dims: { product: 'P2' } }]);
-      await waitFor(async () => (await queues[QUEUE.events].getFailedCount()) === 1, { timeoutMs: 15_000, message: 'the batch refused as an unknown store' });
+      const sent = await client.enqueueEvents('LATER', [
+        { type: 'view', ts, dims: { product: 'P1' } },
+        { type: 'view', ts, dims: { product: 'P2' } },
+      ]);
+      await waitFor(async () => (await queues[QUEUE.events].getFailedCount()) === 1, {
+        timeoutMs: 15_000,
+        message: 'the batch refused as an unknown store',
+      });
       const [failed] = await queues[QUEUE.events].getFailed();
-      expect(failed!.failedReason).toBe(`unknown store LATER: it has no tenant; batch ${sent.batchId} not applied (nothing written). Create the tenant, then replay this job`);
+      expect(failed!.failedReason).toBe(
+        `unknown store LATER: it has no tenant; batch ${sent.batchId} not applied (nothing written). Create the tenant, then replay this job`,
+      );
       expect(metricValue(await aggregator.metrics(), 'tally_batches_rejected_total', { reason: 'unknown_store' })).toBe(1);
       expect(await buckets.snapshot('LATER', ['LATER'])).toEqual([expect.objectContaining({ entries: [] })]);
       // The client knows now: the next call for the store is refused at once, nothing enqueued.
-      await expect(client.enqueueEvents('LATER', [{ type: 'view', ts, dims: { product: 'P3' } }])).rejects.toBeInstanceOf(UnknownStoreError);
+      await expect(client.enqueueEvents('LATER', [{ type: 'view', ts, dims: { product: 'P3' } }])).rejects.toBeInstanceOf(
+        UnknownStoreError,
+      );
 
       await createTenant({ dynamo: dynamo.client, table }, 'LATER', { timeZone: zone });
       const out: string[] = [];
-      const code = await runDlqCli(['replay', QUEUE.events, '--reason', 'unknown store LATER'], { queues, dedupeWindowMs: 86_400_000 }, { out: (l) => out.push(l), err: (l) => out.push(l) });
+      const code = await runDlqCli(
+        ['replay', QUEUE.events, '--reason', 'unknown store LATER'],
+        { queues, dedupeWindowMs: 86_400_000 },
+        { out: (l) => out.push(l), err: (l) => out.push(l) },
+      );
       expect({ code, out }).toEqual({ code: 0, out: [expect.stringMatching(/^replayed 1 /)] });
-      await waitFor(async () => (await views('LATER')) === 2n && (await outboxEmpty('LATER')), { timeoutMs: 30_000, message: 'the replayed batch written to DynamoDB' });
+      await waitFor(async () => (await views('LATER')) === 2n && (await outboxEmpty('LATER')), {
+        timeoutMs: 30_000,
+        message: 'the replayed batch written to DynamoDB',
+      });
       const day = localDate(ts, zone);
       expect((await getItem(dynamo, 'LATER', monthSk(day.year, day.month)))?.attrs.get(dayAttr(day.doy, 'v'))).toBe(2n);
       expect(await queues[QUEUE.events].getFailedCount()).toBe(0);

@@ -11,12 +11,22 @@ import type { Fleet } from './fleet';
 export type DistinctTable = Map<string, Map<string, Set<string>>>;
 
 /** The members of every sketch cell (day, month, year, all time) of the accepted events, by the rules' `distinct`. */
-export function expectedDistinct(batches: Iterable<StoreEvents>, rules: CompiledRules, zones: Readonly<Record<string, string>>): DistinctTable {
+export function expectedDistinct(
+  batches: Iterable<StoreEvents>,
+  rules: CompiledRules,
+  zones: Readonly<Record<string, string>>,
+): DistinctTable {
   const out: DistinctTable = new Map();
   const adds: DistinctAdds = new Map();
   for (const b of batches) {
     adds.clear();
-    rollupDistinct(rules, b.store, zones[b.store] ?? 'UTC', b.events.map((e) => normalize(rules, e)), adds);
+    rollupDistinct(
+      rules,
+      b.store,
+      zones[b.store] ?? 'UTC',
+      b.events.map((e) => normalize(rules, e)),
+      adds,
+    );
     for (const [pk, fields] of adds) {
       let row = out.get(pk);
       if (!row) out.set(pk, (row = new Map()));
@@ -60,10 +70,17 @@ export interface DistinctCheck {
  * gives (noFaultAnswer): every store's day series from its first day to today, the series' union and all time,
  * and the all-time count of its products with the most visitors.
  */
-export async function checkUniqueVisitors(fleet: Fleet, url: string, expected: DistinctTable, opts: { products?: number; now?: number } = {}): Promise<DistinctCheck> {
+export async function checkUniqueVisitors(
+  fleet: Fleet,
+  url: string,
+  expected: DistinctTable,
+  opts: { products?: number; now?: number } = {},
+): Promise<DistinctCheck> {
   const out: DistinctCheck = { compared: 0, mismatches: [] };
   const rules = fleet.rules;
-  const storeMetric = rules.distinctOf(Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store').find((d) => d.metric === UNIQUE_VISITORS);
+  const storeMetric = rules
+    .distinctOf(Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store')
+    .find((d) => d.metric === UNIQUE_VISITORS);
   if (!storeMetric) return out;
   const code = storeMetric.attrMetric;
   const get = async (store: string, path: string): Promise<unknown> => {
@@ -85,12 +102,16 @@ export async function checkUniqueVisitors(fleet: Fleet, url: string, expected: D
     const row = expected.get(store);
     const days = [...(row?.keys() ?? [])].filter((k) => k.startsWith('M') && k.includes('|D')).sort();
     const today = localDate(opts.now ?? Date.now(), fleet.zones[store]!);
-    const first = days[0] ? (() => {
-      const [sk, attr] = days[0]!.split('|') as [string, string];
-      const year = Number(sk.slice(1, 5));
-      return parseDayKey(`${year}-${attr.slice(1, 4)}`);
-    })() : today;
-    const s = seriesResponseSchema.safeParse(await get(store, `/v1/series?metrics=${UNIQUE_VISITORS}&from=${formatDate(first)}&to=${formatDate(today)}&granularity=day`));
+    const first = days[0]
+      ? (() => {
+          const [sk, attr] = days[0]!.split('|') as [string, string];
+          const year = Number(sk.slice(1, 5));
+          return parseDayKey(`${year}-${attr.slice(1, 4)}`);
+        })()
+      : today;
+    const s = seriesResponseSchema.safeParse(
+      await get(store, `/v1/series?metrics=${UNIQUE_VISITORS}&from=${formatDate(first)}&to=${formatDate(today)}&granularity=day`),
+    );
     if (s.success) {
       const cells: Array<Set<string> | undefined> = [];
       for (const p of s.data.points) {
@@ -109,9 +130,12 @@ export async function checkUniqueVisitors(fleet: Fleet, url: string, expected: D
       .sort((a, b) => (b.cell?.size ?? 0) - (a.cell?.size ?? 0) || a.id.localeCompare(b.id))
       .slice(0, opts.products ?? 10);
     if (products.length > 0) {
-      const t = totalsResponseSchema.safeParse(await get(store, `/v1/totals?entity=product&ids=${products.map((p) => p.id).join(',')}&metrics=${UNIQUE_VISITORS}&range=allTime`));
+      const t = totalsResponseSchema.safeParse(
+        await get(store, `/v1/totals?entity=product&ids=${products.map((p) => p.id).join(',')}&metrics=${UNIQUE_VISITORS}&range=allTime`),
+      );
       if (t.success) {
-        for (const [i, item] of t.data.items.entries()) await compare(`${store} product ${item.id} all time`, item.values[UNIQUE_VISITORS], [products[i]!.cell]);
+        for (const [i, item] of t.data.items.entries())
+          await compare(`${store} product ${item.id} all time`, item.values[UNIQUE_VISITORS], [products[i]!.cell]);
       } else out.mismatches.push(`${store} product totals of ${UNIQUE_VISITORS} outside the contract`);
     }
   }

@@ -51,7 +51,17 @@ export interface RunLoadOptions {
 
 /** A new, empty stats object; pass `countRetry(stats)` as the senders' onRetry to count retries. */
 export function newLoadStats(): LoadStats {
-  return { batches: 0, eventsSent: 0, accepted: 0, rejected: 0, duplicatesSent: 0, gaveUp: 0, retries: {}, byVia: { http: 0, client: 0 }, edgeMismatches: [] };
+  return {
+    batches: 0,
+    eventsSent: 0,
+    accepted: 0,
+    rejected: 0,
+    duplicatesSent: 0,
+    gaveUp: 0,
+    retries: {},
+    byVia: { http: 0, client: 0 },
+    edgeMismatches: [],
+  };
 }
 
 export function countRetry(stats: LoadStats): (reason: string) => void {
@@ -84,8 +94,7 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
     nextSlot = at + (n / opts.rate) * 1_000;
     if (at > now) await sleep(at - now);
   };
-  const stopped = () =>
-    (opts.durationMs !== undefined && Date.now() - started >= opts.durationMs) || (opts.shouldStop?.() ?? false);
+  const stopped = () => (opts.durationMs !== undefined && Date.now() - started >= opts.durationMs) || (opts.shouldStop?.() ?? false);
 
   const mismatch = (batch: LoadBatch, via: string, what: string) => {
     if (stats.edgeMismatches.length < 100) stats.edgeMismatches.push(`batch ${batch.seq} (${batch.store}, ${via}): ${what}`);
@@ -108,7 +117,11 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
     }
     const refusedIdx = [...new Set((out.kind === 'accepted' ? (out.errors ?? []) : out.errors).map((e) => e.index))].sort((a, b) => a - b);
     if (refusedIdx.join(',') !== bad.join(',')) {
-      mismatch(batch, via, `refused events [${refusedIdx.join(',')}], expected exactly the invalid ones [${bad.join(',')}] (${batch.badKinds.join(',')})`);
+      mismatch(
+        batch,
+        via,
+        `refused events [${refusedIdx.join(',')}], expected exactly the invalid ones [${bad.join(',')}] (${batch.badKinds.join(',')})`,
+      );
     }
     if (partial) {
       if (out.kind !== 'accepted') {
@@ -157,7 +170,11 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
         stats.duplicatesSent++;
         const out2 = await again.send(batch, { partial });
         if (out2.kind !== 'accepted' || out2.accepted !== out.accepted) {
-          mismatch(batch, `${again.via} (duplicate)`, `answered ${out2.kind === 'accepted' ? `accepted ${out2.accepted}` : out2.kind === 'rejected' ? `${out2.status} ${out2.code}` : 'nothing'}, first answer accepted ${out.accepted}`);
+          mismatch(
+            batch,
+            `${again.via} (duplicate)`,
+            `answered ${out2.kind === 'accepted' ? `accepted ${out2.accepted}` : out2.kind === 'rejected' ? `${out2.status} ${out2.code}` : 'nothing'}, first answer accepted ${out.accepted}`,
+          );
         }
       }
       opts.onProgress?.(stats);

@@ -1,6 +1,23 @@
 import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { baseSk, cellsOfDay, EXPIRES_ATTR, parseDayKey, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
-import { normalizeDimValue, parseTimestamp, rollup, type CompiledRules, type EventInput, type NormalizedEvent, type RowDeltas } from '@tally/schema';
+import {
+  baseSk,
+  cellsOfDay,
+  EXPIRES_ATTR,
+  parseDayKey,
+  SKETCH_VERSION_ATTR,
+  SPILLED_ATTR,
+  WATERMARK_ATTR,
+  WATERMARK_PART_ATTR,
+} from '@tally/key-layout';
+import {
+  normalizeDimValue,
+  parseTimestamp,
+  rollup,
+  type CompiledRules,
+  type EventInput,
+  type NormalizedEvent,
+  type RowDeltas,
+} from '@tally/schema';
 
 /** pk -> sk -> attribute -> exact integer value: what the counter rows of the table hold (or must hold). */
 export type CounterTable = Map<string, Map<string, Map<string, bigint>>>;
@@ -49,7 +66,13 @@ export function expectedCounts(
   const deltas: RowDeltas = new Map();
   for (const b of batches) {
     deltas.clear();
-    rollup(rules, b.store, zoneOf(b.store), b.events.map((e) => normalize(rules, e)), deltas);
+    rollup(
+      rules,
+      b.store,
+      zoneOf(b.store),
+      b.events.map((e) => normalize(rules, e)),
+      deltas,
+    );
     for (const [pk, fields] of deltas) {
       for (const [field, delta] of fields) {
         const bar = field.indexOf('|');
@@ -88,7 +111,16 @@ export async function scanCounters(client: DynamoDBClient, table: string): Promi
       out.items++;
       if (item[WATERMARK_ATTR]?.N === undefined) out.withoutWatermark.push(`${pk} / ${sk}`);
       for (const [name, v] of Object.entries(item)) {
-        if (name === 'pk' || name === 'sk' || name === WATERMARK_ATTR || name === WATERMARK_PART_ATTR || name === SPILLED_ATTR || name === EXPIRES_ATTR || name === SKETCH_VERSION_ATTR) continue;
+        if (
+          name === 'pk' ||
+          name === 'sk' ||
+          name === WATERMARK_ATTR ||
+          name === WATERMARK_PART_ATTR ||
+          name === SPILLED_ATTR ||
+          name === EXPIRES_ATTR ||
+          name === SKETCH_VERSION_ATTR
+        )
+          continue;
         if (v.B !== undefined) out.sketches++;
         else if (v.N === undefined) out.foreign.push(`${pk} / ${sk} / ${name}`);
         else addCount(out.counters, pk, baseSk(sk), name, BigInt(v.N));

@@ -125,8 +125,12 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const pids: Array<{ pid: number; what: string }> = [];
   const leaks: string[] = [];
 
-  const cluster = opts.clusterMasters ? await startRedisCluster({ masters: opts.clusterMasters, appendfsync: opts.appendfsync ?? 'always' }) : undefined;
-  const redis = cluster ? cluster.nodes[0]! : (opts.redis ?? (await startRedis({ appendonly: true, appendfsync: opts.appendfsync ?? 'always' })));
+  const cluster = opts.clusterMasters
+    ? await startRedisCluster({ masters: opts.clusterMasters, appendfsync: opts.appendfsync ?? 'always' })
+    : undefined;
+  const redis = cluster
+    ? cluster.nodes[0]!
+    : (opts.redis ?? (await startRedis({ appendonly: true, appendfsync: opts.appendfsync ?? 'always' })));
   for (const node of cluster?.nodes ?? (opts.redis ? [] : [redis])) pids.push({ pid: node.pid, what: 'redis-server' });
   const dynalite = await startDynalite({ mode: 'child', path: join(work, 'dynalite') });
   const trackDynalite = () => {
@@ -180,7 +184,13 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     order.flatMap((app) =>
       Array.from({ length: opts.replicas?.[app] ?? 1 }, async (_, i): Promise<FleetApp> => {
         const name = (opts.replicas?.[app] ?? 1) > 1 ? `${app}#${i + 1}` : app;
-        const handle = await startApp(app, { env: { ...env, ...opts.appEnv?.[app] }, name, echo: opts.echo, timeoutMs: 60_000, root: opts.root });
+        const handle = await startApp(app, {
+          env: { ...env, ...opts.appEnv?.[app] },
+          name,
+          echo: opts.echo,
+          timeoutMs: 60_000,
+          root: opts.root,
+        });
         pids.push({ pid: handle.process.pid, what: name });
         watch(name, handle.process);
         return {
@@ -237,11 +247,17 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     queues,
     prefix: env.KEY_PREFIX,
     queueShards: Number(env.QUEUE_SHARDS),
-    clientTarget: () => ({ redisUrl: redis.url, clusterNodes: cluster?.seeds, keyPrefix: env.KEY_PREFIX, queueShards: Number(env.QUEUE_SHARDS) }),
+    clientTarget: () => ({
+      redisUrl: redis.url,
+      clusterNodes: cluster?.seeds,
+      keyPrefix: env.KEY_PREFIX,
+      queueShards: Number(env.QUEUE_SHARDS),
+    }),
     pids: () => [...pids],
     trackDynalite,
     trackRedis() {
-      for (const node of cluster?.nodes ?? [redis]) if (!pids.some((p) => p.pid === node.pid)) pids.push({ pid: node.pid, what: 'redis-server' });
+      for (const node of cluster?.nodes ?? [redis])
+        if (!pids.some((p) => p.pid === node.pid)) pids.push({ pid: node.pid, what: 'redis-server' });
     },
     keyLeaks: () => [...leaks],
     async stop() {

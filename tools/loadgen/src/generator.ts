@@ -142,7 +142,12 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
         const ev: EventInput = { type: 'view', ts: step(), dims: anonymous ? { product } : { product, visitor } };
         if (r.chance(0.1)) ev.id = `e${r.int(1e9)}`;
         yield ev;
-        if (r.chance(0.3)) yield { type: 'page_view', ts: step(), dims: anonymous ? { page: `/pages/${r.int(20)}` } : { visitor, page: `/pages/${r.int(20)}` } };
+        if (r.chance(0.3))
+          yield {
+            type: 'page_view',
+            ts: step(),
+            dims: anonymous ? { page: `/pages/${r.int(20)}` } : { visitor, page: `/pages/${r.int(20)}` },
+          };
       }
       if (anonymous || !r.chance(orderShare)) continue;
       const lines = [...new Set(viewed)].slice(0, r.between(1, 3));

@@ -1,9 +1,48 @@
 export { createRng, hashSeed, mulberry32, zipf, type Rng } from './rng';
-export { BAD_EVENT_KINDS, generateLoad, goodEvents, priceCents, type BadEventKind, type LoadBatch, type LoadOptions, type StoreSpec } from './generator';
-export { addCount, cellCount, diffCounts, expectedCounts, scanCounters, type CounterTable, type CountsDiff, type ScannedTable, type StoreEvents } from './expected';
-export { clientSender, fleetSenders, httpSender, type ClientSenderOptions, type HttpSenderOptions, type RetryPolicy, type SendOptions, type SendOutcome, type Sender } from './senders';
+export {
+  BAD_EVENT_KINDS,
+  generateLoad,
+  goodEvents,
+  priceCents,
+  type BadEventKind,
+  type LoadBatch,
+  type LoadOptions,
+  type StoreSpec,
+} from './generator';
+export {
+  addCount,
+  cellCount,
+  diffCounts,
+  expectedCounts,
+  scanCounters,
+  type CounterTable,
+  type CountsDiff,
+  type ScannedTable,
+  type StoreEvents,
+} from './expected';
+export {
+  clientSender,
+  fleetSenders,
+  httpSender,
+  type ClientSenderOptions,
+  type HttpSenderOptions,
+  type RetryPolicy,
+  type SendOptions,
+  type SendOutcome,
+  type Sender,
+} from './senders';
 export { countRetry, newLoadStats, runLoad, type LoadStats, type RunLoadOptions } from './driver';
 export { alivePids, startFleet, type Fleet, type FleetApp, type FleetOptions, type StoreKeys } from './fleet';
-export { backlog, checkQueryApi, checkTable, keysEverywhere, waitForDrain, type Backlog, type QueryCheck, type QueryCheckOptions, type TableCheck } from './verify';
+export {
+  backlog,
+  checkQueryApi,
+  checkTable,
+  keysEverywhere,
+  waitForDrain,
+  type Backlog,
+  type QueryCheck,
+  type QueryCheckOptions,
+  type TableCheck,
+} from './verify';
 export { DEMO_STORES, everyBucketRules } from './presets';
 export { checkUniqueVisitors, expectedDistinct, type DistinctCheck, type DistinctTable } from './distinct-check';

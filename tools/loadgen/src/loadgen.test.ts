@@ -1,7 +1,18 @@
 import { Temporal } from '@js-temporal/polyfill';
 import { compileRules, defaultRules, validateEvents, type EventInput } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
-import { BAD_EVENT_KINDS, createRng, diffCounts, expectedCounts, generateLoad, goodEvents, mulberry32, priceCents, zipf, type CounterTable } from './index';
+import {
+  BAD_EVENT_KINDS,
+  createRng,
+  diffCounts,
+  expectedCounts,
+  generateLoad,
+  goodEvents,
+  mulberry32,
+  priceCents,
+  zipf,
+  type CounterTable,
+} from './index';
 
 const NOW = Date.UTC(2024, 2, 1, 3, 0, 0); // 2024-03-01 03:00Z: still Feb 29 in Los Angeles, a leap day
 const STORES = [
@@ -62,7 +73,9 @@ describe('generateLoad', () => {
     expect(Math.round(Number(line.value) * 100)).toBe(priceCents(line.dims!['product']!));
     for (const store of STORES) {
       const months = new Set(
-        events.filter((x) => x.store === store.id).map((x) => Temporal.Instant.fromEpochMilliseconds(Number(new Date(x.e.ts).getTime())).toZonedDateTimeISO(store.timeZone).month),
+        events
+          .filter((x) => x.store === store.id)
+          .map((x) => Temporal.Instant.fromEpochMilliseconds(Number(new Date(x.e.ts).getTime())).toZonedDateTimeISO(store.timeZone).month),
       );
       expect(months.size).toBeGreaterThanOrEqual(2); // late events reach the previous month
     }
@@ -88,7 +101,9 @@ describe('generateLoad', () => {
       const r = validateEvents(rules, JSON.parse(JSON.stringify(b.events)), LIMITS);
       expect([...new Set(r.errors.map((e) => e.index))]).toEqual(b.badIndexes);
     }
-    const overMax = bad.flatMap((b) => b.badIndexes.filter((_, i) => b.badKinds[i] === 'over-maximum').map((i) => JSON.stringify(b.events[i]!.value)));
+    const overMax = bad.flatMap((b) =>
+      b.badIndexes.filter((_, i) => b.badKinds[i] === 'over-maximum').map((i) => JSON.stringify(b.events[i]!.value)),
+    );
     expect(new Set(overMax)).toEqual(new Set(['1000000000000.01', '"1000000000000.01"']));
   });
 });
@@ -105,7 +120,10 @@ function naiveStoreCounts(batches: Array<{ store: string; events: readonly Event
   const codes: Record<string, Array<[string, 'count' | 'sum']>> = {
     view: [['v', 'count']],
     page_view: [['pg', 'count']],
-    order: [['o', 'count'], ['r', 'sum']],
+    order: [
+      ['o', 'count'],
+      ['r', 'sum'],
+    ],
   };
   for (const { store, events } of batches) {
     for (const e of events) {
@@ -139,7 +157,10 @@ describe('expectedCounts', () => {
 
   it('mixes in extreme values (the maximum, zero) and still agrees', () => {
     const batches = [...generateLoad({ seed: 12, stores: STORES, now: NOW, maxEvents: 20_000, extremeShare: 0.5 })];
-    const values = batches.flatMap((b) => b.events).filter((e) => e.type === 'order').map((e) => String(e.value));
+    const values = batches
+      .flatMap((b) => b.events)
+      .filter((e) => e.type === 'order')
+      .map((e) => String(e.value));
     expect(values.filter((v) => v === '1000000000000').length).toBeGreaterThan(values.length / 5);
     expect(values.filter((v) => Number(v) === 0).length).toBeGreaterThan(values.length / 5);
     const zones = Object.fromEntries(STORES.map((s) => [s.id, s.timeZone]));
@@ -167,10 +188,40 @@ describe('expectedCounts', () => {
   });
 
   it('diffCounts finds missing, extra and wrong cells both ways', () => {
-    const a: CounterTable = new Map([['S', new Map([['TOTAL', new Map([['v', 2n], ['o', 1n]])]])]]);
-    const b: CounterTable = new Map([['S', new Map([['TOTAL', new Map([['v', 3n], ['r', 5n]])]])]]);
+    const a: CounterTable = new Map([
+      [
+        'S',
+        new Map([
+          [
+            'TOTAL',
+            new Map([
+              ['v', 2n],
+              ['o', 1n],
+            ]),
+          ],
+        ]),
+      ],
+    ]);
+    const b: CounterTable = new Map([
+      [
+        'S',
+        new Map([
+          [
+            'TOTAL',
+            new Map([
+              ['v', 3n],
+              ['r', 5n],
+            ]),
+          ],
+        ]),
+      ],
+    ]);
     const d = diffCounts(a, b);
     expect(d.mismatches).toBe(3);
-    expect(d.samples).toEqual(['missing S / TOTAL / o: expected 1', 'extra S / TOTAL / r = 5', 'wrong S / TOTAL / v: expected 2, got 3 (+1)']);
+    expect(d.samples).toEqual([
+      'missing S / TOTAL / o: expected 1',
+      'extra S / TOTAL / r = 5',
+      'wrong S / TOTAL / v: expected 2, got 3 (+1)',
+    ]);
   });
 });

@@ -83,7 +83,8 @@ const stores: StoreSpec[] = a.stores
 
 let fleet: Fleet | undefined;
 const keys = new Map<string, string>();
-if (a['keys-file']) for (const [s, k] of Object.entries(JSON.parse(readFileSync(a['keys-file'], 'utf8')) as Record<string, string>)) keys.set(s, k);
+if (a['keys-file'])
+  for (const [s, k] of Object.entries(JSON.parse(readFileSync(a['keys-file'], 'utf8')) as Record<string, string>)) keys.set(s, k);
 for (const kv of a.key ?? []) {
   const eq = kv.indexOf('=');
   if (eq < 1) fail(`--key takes STORE=KEY, got a value without "="`);
@@ -100,7 +101,8 @@ if (a.fleet) {
   redisUrl = fleet.redis.url;
   for (const s of stores) keys.set(s.id, fleet.keys[s.id]!.ingest);
 }
-if (a.via !== 'client') for (const s of stores) if (!keys.has(s.id)) fail(`no ingest key for store ${s.id}: give --key ${s.id}=<key> or --fleet`);
+if (a.via !== 'client')
+  for (const s of stores) if (!keys.has(s.id)) fail(`no ingest key for store ${s.id}: give --key ${s.id}=<key> or --fleet`);
 
 const stats = newLoadStats();
 const onRetry = countRetry(stats);
@@ -109,10 +111,13 @@ if (a.via !== 'client') senders.http = httpSender({ url, keyOf: (s) => keys.get(
 if (a.via !== 'http') senders.client = clientSender({ redisUrl, rules, onRetry, ...fleet?.clientTarget() });
 
 const total = Math.round(rate * duration);
-const bar = a.quiet ? undefined : new SingleBar({
-  format: 'loadgen {bar} {percentage}% | {value}/{total} events | {rate} ev/s | accepted {accepted} | rejected {rejected} | retries {retries}',
-  hideCursor: true,
-});
+const bar = a.quiet
+  ? undefined
+  : new SingleBar({
+      format:
+        'loadgen {bar} {percentage}% | {value}/{total} events | {rate} ev/s | accepted {accepted} | rejected {rejected} | retries {retries}',
+      hideCursor: true,
+    });
 bar?.start(total, 0, { rate: 0, accepted: 0, rejected: 0, retries: 0 });
 const started = Date.now();
 const accepted: StoreEvents[] = [];
@@ -162,7 +167,9 @@ if (fleet) {
     process.stderr.write('loadgen: waiting until every count is written…\n');
     await waitForDrain(fleet, { timeoutMs: 300_000 });
     const check = await checkTable(fleet, expectedCounts(accepted, rules, fleet.zones));
-    process.stdout.write(`loadgen: table has ${check.scanned.items} counter items, ${check.cells} cells compared, mismatches ${check.mismatches}\n`);
+    process.stdout.write(
+      `loadgen: table has ${check.scanned.items} counter items, ${check.cells} cells compared, mismatches ${check.mismatches}\n`,
+    );
     for (const s of check.samples) process.stdout.write(`loadgen:   ${s}\n`);
     if (check.mismatches > 0) exit = 1;
   } finally {

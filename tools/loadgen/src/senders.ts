@@ -109,7 +109,14 @@ export function httpSender(opts: HttpSenderOptions): Sender {
           return { retry: String(res.status), retryAfterMs: Number.isFinite(ra) ? ra * 1_000 : undefined };
         }
         return {
-          done: { kind: 'rejected', status: res.status, code: json.code ?? '', message: json.detail ?? '', errors: json.errors ?? [], attempts: 0 },
+          done: {
+            kind: 'rejected',
+            status: res.status,
+            code: json.code ?? '',
+            message: json.detail ?? '',
+            errors: json.errors ?? [],
+            attempts: 0,
+          },
         };
       });
     },

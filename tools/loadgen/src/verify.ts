@@ -111,11 +111,16 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
       out.requests++;
       let res: Response | undefined;
       try {
-        res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${fleet.keys[store]!.read}` }, signal: AbortSignal.timeout(15_000) });
+        res = await fetch(`${url}${path}`, {
+          headers: { authorization: `Bearer ${fleet.keys[store]!.read}` },
+          signal: AbortSignal.timeout(15_000),
+        });
         if (res.ok) {
           const parsed = schema.safeParse(await res.json());
           if (parsed.success) return parsed.data;
-          out.mismatches.push(`GET ${path} (${store}) answered outside the contract: ${parsed.error.issues[0]!.path.join('.')}: ${parsed.error.issues[0]!.message}`);
+          out.mismatches.push(
+            `GET ${path} (${store}) answered outside the contract: ${parsed.error.issues[0]!.path.join('.')}: ${parsed.error.issues[0]!.message}`,
+          );
           return undefined;
         }
       } catch {
@@ -168,7 +173,12 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
         const [y, mo, d] = p.period.split('-').map(Number) as [number, number, number];
         const item = row?.get(monthSk(y, mo));
         for (const metric of day.metrics) {
-          compare(`${store} ${entity} day ${p.period}`, metric, p.values[metric], item?.get(`D${String(dayOfYear(y, mo, d)).padStart(3, '0')}.${attrOf(metric)}`));
+          compare(
+            `${store} ${entity} day ${p.period}`,
+            metric,
+            p.values[metric],
+            item?.get(`D${String(dayOfYear(y, mo, d)).padStart(3, '0')}.${attrOf(metric)}`),
+          );
         }
       }
     }
@@ -178,7 +188,12 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
         const [y, mo] = p.period.split('-').map(Number) as [number, number];
         const item = row?.get(monthSk(y, mo));
         for (const metric of month.metrics) {
-          compare(`${store} ${entity} month ${p.period}`, metric, p.values[metric], item?.get(`M${String(mo).padStart(2, '0')}.${attrOf(metric)}`));
+          compare(
+            `${store} ${entity} month ${p.period}`,
+            metric,
+            p.values[metric],
+            item?.get(`M${String(mo).padStart(2, '0')}.${attrOf(metric)}`),
+          );
         }
       }
     }
@@ -199,11 +214,16 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
         .sort((a, b) => (b.n > a.n ? 1 : b.n < a.n ? -1 : a.id.localeCompare(b.id)));
     const products = rank('product', rules.attrMetric('ViewCount')).slice(0, opts.products ?? 10);
     if (products.length > 0) {
-      const totals = await get(store, `/v1/totals?entity=product&ids=${products.map((p) => p.id).join(',')}&range=allTime`, totalsResponseSchema);
+      const totals = await get(
+        store,
+        `/v1/totals?entity=product&ids=${products.map((p) => p.id).join(',')}&range=allTime`,
+        totalsResponseSchema,
+      );
       if (totals) {
         for (const item of totals.items) {
           const want = expected.get(`${store}#product#${item.id}`)?.get(TOTAL_SK);
-          for (const metric of totals.metrics) compare(`${store} product ${item.id} all time`, metric, item.values[metric], want?.get(attrOf(metric)));
+          for (const metric of totals.metrics)
+            compare(`${store} product ${item.id} all time`, metric, item.values[metric], want?.get(attrOf(metric)));
         }
       }
     }

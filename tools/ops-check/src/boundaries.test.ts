@@ -10,7 +10,11 @@ let eslint: ESLint;
 
 beforeAll(() => {
   // The rule reads Nx's project graph; make sure it exists (as `npm run lint` does).
-  execFileSync(process.execPath, [`${root}node_modules/nx/dist/bin/nx.js`, 'show', 'projects'], { cwd: root, env: { ...process.env, NX_DAEMON: 'false' }, stdio: 'ignore' });
+  execFileSync(process.execPath, [`${root}node_modules/nx/dist/bin/nx.js`, 'show', 'projects'], {
+    cwd: root,
+    env: { ...process.env, NX_DAEMON: 'false' },
+    stdio: 'ignore',
+  });
   eslint = new ESLint({ cwd: root });
 }, 120_000);
 

@@ -61,7 +61,13 @@ export interface OpsFiles {
 }
 
 const readDir = (dir: string, ext: RegExp): Record<string, string> =>
-  existsSync(dir) ? Object.fromEntries(readdirSync(dir).filter((f) => ext.test(f)).map((f) => [f, readFileSync(join(dir, f), 'utf8')])) : {};
+  existsSync(dir)
+    ? Object.fromEntries(
+        readdirSync(dir)
+          .filter((f) => ext.test(f))
+          .map((f) => [f, readFileSync(join(dir, f), 'utf8')]),
+      )
+    : {};
 
 export function loadOpsFiles(repoRoot: string): OpsFiles {
   const read = (p: string) => readFileSync(join(repoRoot, p), 'utf8');
@@ -135,7 +141,8 @@ export function checkDockerfile(files: OpsFiles): string[] {
       problems.push(`${where}: CMD should be ["node", "--enable-source-maps", "main.mjs"]; is ${JSON.stringify(s.cmd)}`);
     }
 
-    if (!s.expose.includes(String(port))) problems.push(`${where}: EXPOSE ${s.expose.join(' ') || '(none)'} does not include HTTP_PORT ${port}`);
+    if (!s.expose.includes(String(port)))
+      problems.push(`${where}: EXPOSE ${s.expose.join(' ') || '(none)'} does not include HTTP_PORT ${port}`);
     if (!s.healthcheck || s.healthcheck === 'NONE') {
       problems.push(`${where}: no HEALTHCHECK`);
     } else {
@@ -152,7 +159,8 @@ export function checkDockerfile(files: OpsFiles): string[] {
     // Every ENV of the image is a variable of the app's schema (and a value it accepts), or a known third-party one.
     const schema = appEnvSchemas[app];
     const appEnv = Object.fromEntries(Object.entries(s.env).filter(([k]) => !(k in THIRD_PARTY_ENV)));
-    for (const k of unknownVariables(schema, appEnv)) problems.push(`${where}: ENV ${k} is not read by ${app} (not in appEnvSchemas.${app})`);
+    for (const k of unknownVariables(schema, appEnv))
+      problems.push(`${where}: ENV ${k} is not read by ${app} (not in appEnvSchemas.${app})`);
     const bad = tryConfig(schema, appEnv);
     if (bad) problems.push(`${where}: ENV does not parse: ${bad}`);
 
@@ -160,7 +168,10 @@ export function checkDockerfile(files: OpsFiles): string[] {
       const dir = s.env['DASHBOARD_DIR'];
       const workdir = s.workdir ?? '/';
       const dashboardCopied = s.copies.some(
-        (c) => c.sources.some((src) => /apps\/dashboard\/dist\/?$/.test(src)) && dir !== undefined && posix.resolve(workdir, c.dest) === posix.resolve(dir),
+        (c) =>
+          c.sources.some((src) => /apps\/dashboard\/dist\/?$/.test(src)) &&
+          dir !== undefined &&
+          posix.resolve(workdir, c.dest) === posix.resolve(dir),
       );
       if (!dashboardCopied) problems.push(`${where}: DASHBOARD_DIR (${dir ?? 'unset'}) is not where apps/dashboard/dist is copied`);
     }
@@ -171,11 +182,14 @@ export function checkDockerfile(files: OpsFiles): string[] {
   } else {
     const s = resolveStage(stages, 'tools');
     for (const tool of Object.keys(TOOL_ENV)) {
-      if (!s.copies.some((c) => c.sources.some((src) => new RegExp(`/dist/${tool}/?$`).test(src)))) problems.push(`Dockerfile target tools: does not copy dist/${tool}/`);
+      if (!s.copies.some((c) => c.sources.some((src) => new RegExp(`/dist/${tool}/?$`).test(src))))
+        problems.push(`Dockerfile target tools: does not copy dist/${tool}/`);
       if (!bundles.has(tool)) problems.push(`Dockerfile target tools: tools/build-apps has no bundle "${tool}"`);
-      if (!files.binScripts.includes(tool)) problems.push(`Dockerfile target tools: deploy/bin/${tool} (its command) is missing or not executable`);
+      if (!files.binScripts.includes(tool))
+        problems.push(`Dockerfile target tools: deploy/bin/${tool} (its command) is missing or not executable`);
     }
-    if (!s.copies.some((c) => c.sources.some((src) => /^deploy\/bin\/?$/.test(src)))) problems.push('Dockerfile target tools: does not copy deploy/bin/ (the tool commands)');
+    if (!s.copies.some((c) => c.sources.some((src) => /^deploy\/bin\/?$/.test(src))))
+      problems.push('Dockerfile target tools: does not copy deploy/bin/ (the tool commands)');
     problems.push(...checkRuntimeBasics(s, 'Dockerfile target tools'));
   }
   return problems;
@@ -185,11 +199,13 @@ export function checkDockerfile(files: OpsFiles): string[] {
 function checkRuntimeBasics(s: ResolvedStage, where: string): string[] {
   const problems: string[] = [];
   if (!s.user || /^(root|0)(:|$)/.test(s.user)) problems.push(`${where}: runs as ${s.user ?? 'root (no USER)'}; run as a non-root user`);
-  if (s.stopSignal !== 'SIGTERM') problems.push(`${where}: STOPSIGNAL is ${s.stopSignal ?? 'unset'}, want SIGTERM (the apps shut down gracefully on it)`);
+  if (s.stopSignal !== 'SIGTERM')
+    problems.push(`${where}: STOPSIGNAL is ${s.stopSignal ?? 'unset'}, want SIGTERM (the apps shut down gracefully on it)`);
   const init = s.entrypoint?.[0];
   if (init !== undefined) {
     const name = posix.basename(init);
-    if (name !== 'tini' && name !== 'dumb-init') problems.push(`${where}: ENTRYPOINT ${init} is not an init (tini/dumb-init) that forwards SIGTERM`);
+    if (name !== 'tini' && name !== 'dumb-init')
+      problems.push(`${where}: ENTRYPOINT ${init} is not an init (tini/dumb-init) that forwards SIGTERM`);
     else if (!s.runs.some((r) => r.includes(name))) problems.push(`${where}: ENTRYPOINT ${init} but no RUN installs ${name}`);
   } else if (s.cmd && s.cmd[0] === '/bin/sh') {
     problems.push(`${where}: shell-form CMD: sh would be PID 1 and swallow SIGTERM; use the exec form`);
@@ -229,7 +245,8 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
 
     const schema = appEnvSchemas[app];
     const env = serviceEnv(svc);
-    for (const k of unknownVariables(schema, env)) problems.push(`${where}: environment ${k} is not read by ${app} (not in appEnvSchemas.${app})`);
+    for (const k of unknownVariables(schema, env))
+      problems.push(`${where}: environment ${k} is not read by ${app} (not in appEnvSchemas.${app})`);
     const bad = tryConfig(schema, env);
     if (bad) problems.push(`${where}: environment does not parse: ${bad}`);
     problems.push(...checkServiceUrls(where, env, services));
@@ -243,7 +260,8 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
       const test = Array.isArray(svc.healthcheck.test) ? svc.healthcheck.test.join(' ') : (svc.healthcheck.test ?? '');
       if (!test.includes('/healthz')) problems.push(`${where}: healthcheck does not probe /healthz`);
       const hcPort = /process\.env\.HTTP_PORT\s*\|\|\s*(\d+)/.exec(test)?.[1] ?? /:(\d+)\/healthz/.exec(test)?.[1];
-      if (hcPort !== undefined && Number(hcPort) !== port) problems.push(`${where}: healthcheck probes port ${hcPort} but HTTP_PORT is ${port}`);
+      if (hcPort !== undefined && Number(hcPort) !== port)
+        problems.push(`${where}: healthcheck probes port ${hcPort} but HTTP_PORT is ${port}`);
     } else if (svc.healthcheck?.disable) {
       problems.push(`${where}: healthcheck disabled; dependents and restarts rely on /healthz`);
     } else if (stages.length > 0 && stages.some((s) => s.name === app)) {
@@ -261,7 +279,9 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
     }
     const grace = gracePeriodSeconds(svc);
     if (grace === undefined || grace <= 10) {
-      problems.push(`${where}: stop_grace_period ${svc.stop_grace_period ?? 'unset (10s)'} leaves no time for the graceful shutdown (steps of up to 10-20 s)`);
+      problems.push(
+        `${where}: stop_grace_period ${svc.stop_grace_period ?? 'unset (10s)'} leaves no time for the graceful shutdown (steps of up to 10-20 s)`,
+      );
     }
   }
 
@@ -294,7 +314,8 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
       .filter(([name]) => name === 'bucket-aggregator' || name === 'dlq')
       .map(([, svc]) => serviceEnv(svc)['DEDUPE_WINDOW_SECONDS'] ?? String(aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS.parse(undefined))),
   );
-  if (windows.size > 1) problems.push(`docker-compose.yml: bucket-aggregator and dlq disagree on DEDUPE_WINDOW_SECONDS (${[...windows].join(' vs ')})`);
+  if (windows.size > 1)
+    problems.push(`docker-compose.yml: bucket-aggregator and dlq disagree on DEDUPE_WINDOW_SECONDS (${[...windows].join(' vs ')})`);
   return problems;
 }
 
@@ -325,9 +346,11 @@ function checkRedisService(svc: ComposeService | undefined): string[] {
   };
   const want: Record<string, string> = { appendonly: 'yes', appendfsync: 'everysec', 'maxmemory-policy': 'noeviction' };
   for (const [k, v] of Object.entries(want)) {
-    if (setting(k) !== v) problems.push(`docker-compose.yml service redis: --${k} is ${setting(k) ?? 'unset'}, want ${v} (BullMQ: AOF and no eviction)`);
+    if (setting(k) !== v)
+      problems.push(`docker-compose.yml service redis: --${k} is ${setting(k) ?? 'unset'}, want ${v} (BullMQ: AOF and no eviction)`);
   }
-  if (!mounts(svc).some((m) => m.target === '/data')) problems.push('docker-compose.yml service redis: no volume at /data (the AOF would die with the container)');
+  if (!mounts(svc).some((m) => m.target === '/data'))
+    problems.push('docker-compose.yml service redis: no volume at /data (the AOF would die with the container)');
   return problems;
 }
 
@@ -360,7 +383,8 @@ export function checkPrometheus(files: OpsFiles, vars: Record<string, string | u
       problems.push(`deploy/prometheus.yml: no scrape job "${app}"`);
       continue;
     }
-    if (job.metrics_path !== undefined && job.metrics_path !== '/metrics') problems.push(`deploy/prometheus.yml job ${app}: metrics_path ${job.metrics_path}, the apps serve /metrics`);
+    if (job.metrics_path !== undefined && job.metrics_path !== '/metrics')
+      problems.push(`deploy/prometheus.yml job ${app}: metrics_path ${job.metrics_path}, the apps serve /metrics`);
     const statics = (job.static_configs ?? []).flatMap((c) => c.targets);
     const dns = job.dns_sd_configs ?? [];
     const ok = statics.includes(`${app}:${port}`) || dns.some((d) => d.names.includes(app) && (d.type ?? 'SRV') === 'A' && d.port === port);
@@ -369,7 +393,9 @@ export function checkPrometheus(files: OpsFiles, vars: Record<string, string | u
       const [host, p] = t.split(':');
       if (host === app && Number(p) !== port) problems.push(`deploy/prometheus.yml job ${app}: target ${t} but HTTP_PORT is ${port}`);
     }
-    for (const d of dns) if (d.names.includes(app) && d.port !== port) problems.push(`deploy/prometheus.yml job ${app}: dns_sd port ${d.port} but HTTP_PORT is ${port}`);
+    for (const d of dns)
+      if (d.names.includes(app) && d.port !== port)
+        problems.push(`deploy/prometheus.yml job ${app}: dns_sd port ${d.port} but HTTP_PORT is ${port}`);
   }
   // Other static targets must be services of the compose file exposing that port.
   for (const job of jobs) {
@@ -388,13 +414,15 @@ export function checkPrometheus(files: OpsFiles, vars: Record<string, string | u
   const promSvc = services['prometheus'];
   if (!promSvc) return [...problems, 'docker-compose.yml: no service "prometheus"'];
   const promMounts = mounts(promSvc);
-  const configPath = (promSvc.command ?? []).map((a) => /^--config\.file=(.*)$/.exec(a)?.[1]).find(Boolean) ?? '/etc/prometheus/prometheus.yml';
+  const configPath =
+    (promSvc.command ?? []).map((a) => /^--config\.file=(.*)$/.exec(a)?.[1]).find(Boolean) ?? '/etc/prometheus/prometheus.yml';
   if (!promMounts.some((m) => m.source === './deploy/prometheus.yml' && m.target === configPath)) {
     problems.push(`docker-compose.yml service prometheus: ./deploy/prometheus.yml is not mounted at ${configPath}`);
   }
   const alertsAt = promMounts.find((m) => m.source === './deploy/alerts.yml')?.target;
   if (!alertsAt) problems.push('docker-compose.yml service prometheus: ./deploy/alerts.yml is not mounted');
-  else if (!(prom.rule_files ?? []).includes(alertsAt)) problems.push(`deploy/prometheus.yml: rule_files does not load ${alertsAt} (where compose mounts deploy/alerts.yml)`);
+  else if (!(prom.rule_files ?? []).includes(alertsAt))
+    problems.push(`deploy/prometheus.yml: rule_files does not load ${alertsAt} (where compose mounts deploy/alerts.yml)`);
   return problems;
 }
 
@@ -411,7 +439,17 @@ function unknownMetrics(expr: string, known: KnownMetrics): string[] {
 }
 
 interface AlertRules {
-  groups?: Array<{ name: string; rules?: Array<{ alert?: string; record?: string; expr?: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }> }>;
+  groups?: Array<{
+    name: string;
+    rules?: Array<{
+      alert?: string;
+      record?: string;
+      expr?: string;
+      for?: string;
+      labels?: Record<string, string>;
+      annotations?: Record<string, string>;
+    }>;
+  }>;
 }
 
 export function checkAlerts(files: OpsFiles, known: KnownMetrics): string[] {
@@ -428,7 +466,8 @@ export function checkAlerts(files: OpsFiles, known: KnownMetrics): string[] {
       }
       for (const m of unknownMetrics(r.expr, known)) problems.push(`${where}: metric ${m} is not defined anywhere in the code`);
       if (r.alert) {
-        if (!['warning', 'critical'].includes(r.labels?.['severity'] ?? '')) problems.push(`${where}: labels.severity should be warning or critical`);
+        if (!['warning', 'critical'].includes(r.labels?.['severity'] ?? ''))
+          problems.push(`${where}: labels.severity should be warning or critical`);
         if (!r.annotations?.['summary']) problems.push(`${where}: no annotations.summary`);
       }
     }
@@ -461,7 +500,8 @@ export function checkGrafana(files: OpsFiles, known: KnownMetrics): string[] {
       if (d.uid) uids.add(d.uid);
       if (d.type === 'prometheus' && d.url) {
         const host = new URL(d.url).hostname;
-        if (!compose.services?.[host]) problems.push(`deploy/grafana/provisioning/datasources/${file}: url host ${host} is not a compose service`);
+        if (!compose.services?.[host])
+          problems.push(`deploy/grafana/provisioning/datasources/${file}: url host ${host} is not a compose service`);
       }
     }
   }
@@ -469,15 +509,17 @@ export function checkGrafana(files: OpsFiles, known: KnownMetrics): string[] {
 
   const dashboardsMount = gMounts.find((m) => m.source === './deploy/grafana/dashboards')?.target;
   if (!dashboardsMount) problems.push('docker-compose.yml service grafana: ./deploy/grafana/dashboards is not mounted');
-  const providerPaths = Object.values(files.grafanaProviders).flatMap(
-    (t) => ((parse(t) as { providers?: Array<{ options?: { path?: string } }> }).providers ?? []).map((p) => p.options?.path),
+  const providerPaths = Object.values(files.grafanaProviders).flatMap((t) =>
+    ((parse(t) as { providers?: Array<{ options?: { path?: string } }> }).providers ?? []).map((p) => p.options?.path),
   );
   if (dashboardsMount && !providerPaths.includes(dashboardsMount)) {
     problems.push(`deploy/grafana/provisioning/dashboards: no provider reads ${dashboardsMount} (where compose mounts the dashboards)`);
   }
   const home = serviceEnv(grafana)['GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH'];
   if (home && dashboardsMount && !(home.startsWith(`${dashboardsMount}/`) && posix.basename(home) in files.dashboards)) {
-    problems.push(`docker-compose.yml service grafana: GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH ${home} is not a dashboard in deploy/grafana/dashboards`);
+    problems.push(
+      `docker-compose.yml service grafana: GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH ${home} is not a dashboard in deploy/grafana/dashboards`,
+    );
   }
 
   if (Object.keys(files.dashboards).length === 0) problems.push('deploy/grafana/dashboards: no dashboard');
@@ -497,7 +539,8 @@ export function checkGrafana(files: OpsFiles, known: KnownMetrics): string[] {
       if (!p.targets?.length) problems.push(`${where}: no queries`);
       for (const t of p.targets ?? []) {
         const uid = t.datasource?.uid ?? p.datasource?.uid;
-        if (!uid || !uids.has(uid)) problems.push(`${where}: datasource uid ${uid ?? '(none)'} is not a provisioned datasource (${[...uids].join(', ')})`);
+        if (!uid || !uids.has(uid))
+          problems.push(`${where}: datasource uid ${uid ?? '(none)'} is not a provisioned datasource (${[...uids].join(', ')})`);
         if (!t.expr) {
           problems.push(`${where}: a query without expr`);
           continue;

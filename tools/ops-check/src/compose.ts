@@ -50,12 +50,22 @@ export function composeConfig(text: string, vars: Record<string, string | undefi
     for (const [k, v] of Object.entries(vars)) if (v !== undefined) env[k] = v;
     let out: string;
     try {
-      out = execFileSync('docker-compose', ['-p', project, '-f', join(dir, 'docker-compose.yml'), 'config'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      out = execFileSync('docker-compose', ['-p', project, '-f', join(dir, 'docker-compose.yml'), 'config'], {
+        env,
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
     } catch (err) {
       const e = err as NodeJS.ErrnoException & { stderr?: string };
       if (e.code === 'ENOENT') throw new Error('docker-compose is not on PATH; install it (Debian: apt-get install docker-compose)');
       const why = (e.stderr ?? e.message).split(join(dir, 'docker-compose.yml')).join('docker-compose.yml');
-      throw new Error(why.trim().split(/\s*\n\s*/).filter(Boolean).join(' '));
+      throw new Error(
+        why
+          .trim()
+          .split(/\s*\n\s*/)
+          .filter(Boolean)
+          .join(' '),
+      );
     }
     // Paths come back absolute; make them relative to the compose file again, as written.
     const config = parse(out.split(`${dir}/`).join('./').split(dir).join('.')) as ComposeFile;
@@ -73,7 +83,13 @@ export function serviceEnv(service: ComposeService): Record<string, string> {
 
 /** Container ports of `ports:` and `expose:` entries. */
 export function containerPorts(service: ComposeService): number[] {
-  const port = (p: string) => Number(p.replace(/\/(tcp|udp)$/, '').split(':').pop());
+  const port = (p: string) =>
+    Number(
+      p
+        .replace(/\/(tcp|udp)$/, '')
+        .split(':')
+        .pop(),
+    );
   return [...(service.ports ?? []), ...(service.expose ?? [])].map(port);
 }
 

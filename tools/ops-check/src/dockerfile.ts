@@ -90,7 +90,8 @@ export function resolveStage(stages: readonly Stage[], name: string): ResolvedSt
           r.healthcheck = 'NONE';
           break;
         }
-        if (hc.getSubcommand()?.getValue().toUpperCase() !== 'CMD') throw new Error(`HEALTHCHECK without CMD: ${ins.getArgumentsContent()}`);
+        if (hc.getSubcommand()?.getValue().toUpperCase() !== 'CMD')
+          throw new Error(`HEALTHCHECK without CMD: ${ins.getArgumentsContent()}`);
         // The CMD part: what follows the subcommand, exec or shell form.
         const text = ins.getTextContent();
         const rest = text.slice(text.search(/\bCMD\b/i) + 3).trim();

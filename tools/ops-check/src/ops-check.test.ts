@@ -63,7 +63,14 @@ describe('the deployment files agree with the code', () => {
   it('has a compose service per app whose environment the app accepts and whose ports match HTTP_PORT', () => {
     expect(checkCompose(files)).toEqual([]);
     // Still true with the knobs the README documents turned.
-    expect(checkCompose(files, { TALLY_BUCKET_SECONDS: '60', TALLY_LOG_LEVEL: 'debug', TALLY_DYNAMODB_ENDPOINT: '', TALLY_COLLECTOR_PORT: '8401' })).toEqual([]);
+    expect(
+      checkCompose(files, {
+        TALLY_BUCKET_SECONDS: '60',
+        TALLY_LOG_LEVEL: 'debug',
+        TALLY_DYNAMODB_ENDPOINT: '',
+        TALLY_COLLECTOR_PORT: '8401',
+      }),
+    ).toEqual([]);
     const services = composeConfig(files.compose).services;
     for (const app of APPS) expect(services[app], app).toBeDefined();
   });
@@ -79,7 +86,9 @@ describe('the deployment files agree with the code', () => {
   it('has a Grafana datasource and dashboard whose panels read metrics that exist', () => {
     expect(checkGrafana(files, known)).toEqual([]);
     const exprs = Object.values(files.dashboards).flatMap((t) =>
-      (JSON.parse(t).panels as Array<{ targets?: Array<{ expr: string }> }>).flatMap((p) => (p.targets ?? []).map((q) => q.expr.replace(/\s+/g, ''))),
+      (JSON.parse(t).panels as Array<{ targets?: Array<{ expr: string }> }>).flatMap((p) =>
+        (p.targets ?? []).map((q) => q.expr.replace(/\s+/g, '')),
+      ),
     );
     // The panels the operations issue asks for.
     for (const wanted of [
@@ -98,32 +107,50 @@ describe('the checks catch drift', () => {
   it('an environment variable no app reads, or a value it refuses', () => {
     const collectorEnv = '86400}\n    ports:\n      - "127.0.0.1:${TALLY_COLLECTOR_PORT';
     const extra = mutate('compose', collectorEnv, collectorEnv.replace('\n    ports', '\n      BATCH_LIMIT: "5"\n    ports'));
-    expect(checkCompose(extra)).toEqual(['docker-compose.yml service collector: environment BATCH_LIMIT is not read by collector (not in appEnvSchemas.collector)']);
+    expect(checkCompose(extra)).toEqual([
+      'docker-compose.yml service collector: environment BATCH_LIMIT is not read by collector (not in appEnvSchemas.collector)',
+    ]);
     // The collector never reads BUCKET_SECONDS: only the aggregator cuts buckets.
     const dead = mutate('compose', collectorEnv, collectorEnv.replace('\n    ports', '\n      BUCKET_SECONDS: "600"\n    ports'));
-    expect(checkCompose(dead)).toEqual(['docker-compose.yml service collector: environment BUCKET_SECONDS is not read by collector (not in appEnvSchemas.collector)']);
+    expect(checkCompose(dead)).toEqual([
+      'docker-compose.yml service collector: environment BUCKET_SECONDS is not read by collector (not in appEnvSchemas.collector)',
+    ]);
     // DEDUPE_WINDOW_SECONDS exists, but not for the writer.
-    const wrongApp = mutate('compose', '      <<: *tally-env\n    expose:\n      - "7404"', '      <<: *tally-env\n      DEDUPE_WINDOW_SECONDS: "600"\n    expose:\n      - "7404"');
-    expect(checkCompose(wrongApp)).toEqual(['docker-compose.yml service dynamo-writer: environment DEDUPE_WINDOW_SECONDS is not read by dynamo-writer (not in appEnvSchemas.dynamo-writer)']);
+    const wrongApp = mutate(
+      'compose',
+      '      <<: *tally-env\n    expose:\n      - "7404"',
+      '      <<: *tally-env\n      DEDUPE_WINDOW_SECONDS: "600"\n    expose:\n      - "7404"',
+    );
+    expect(checkCompose(wrongApp)).toEqual([
+      'docker-compose.yml service dynamo-writer: environment DEDUPE_WINDOW_SECONDS is not read by dynamo-writer (not in appEnvSchemas.dynamo-writer)',
+    ]);
     expect(checkCompose(files, { TALLY_BUCKET_SECONDS: 'soon' })).toContain(
       'docker-compose.yml service bucket-aggregator: environment does not parse: BUCKET_SECONDS: expected a number; got "soon"',
     );
     const host = mutate('compose', 'REDIS_URL: redis://redis:6379\n  # Empty', 'REDIS_URL: redis://cache:6379\n  # Empty');
-    expect(checkCompose(host)).toContain('docker-compose.yml service query-api: REDIS_URL host "cache" is not a service of docker-compose.yml');
+    expect(checkCompose(host)).toContain(
+      'docker-compose.yml service query-api: REDIS_URL host "cache" is not a service of docker-compose.yml',
+    );
   });
 
   it('a port that disagrees with HTTP_PORT, in compose, the Dockerfile or Prometheus', () => {
     const port = mutate('compose', '"127.0.0.1:${TALLY_QUERY_API_PORT:-7402}:7402"', '"127.0.0.1:${TALLY_QUERY_API_PORT:-7402}:7412"');
     expect(checkCompose(port)).toEqual(['docker-compose.yml service query-api: container port 7412 but the app listens on HTTP_PORT 7402']);
 
-    const moved = mutate('compose', '      <<: *tally-env\n    expose:\n      - "7404"', '      <<: *tally-env\n      HTTP_PORT: "7504"\n    expose:\n      - "7404"');
-    expect(checkCompose(moved)).toEqual(['docker-compose.yml service dynamo-writer: container port 7404 but the app listens on HTTP_PORT 7504']);
+    const moved = mutate(
+      'compose',
+      '      <<: *tally-env\n    expose:\n      - "7404"',
+      '      <<: *tally-env\n      HTTP_PORT: "7504"\n    expose:\n      - "7404"',
+    );
+    expect(checkCompose(moved)).toEqual([
+      'docker-compose.yml service dynamo-writer: container port 7404 but the app listens on HTTP_PORT 7504',
+    ]);
     expect(checkPrometheus(moved)).toEqual([
       'deploy/prometheus.yml job dynamo-writer: does not scrape dynamo-writer:7504 (its service and HTTP_PORT)',
       'deploy/prometheus.yml job dynamo-writer: dns_sd port 7404 but HTTP_PORT is 7504',
     ]);
 
-    const hc = mutate('dockerfile', "(process.env.HTTP_PORT||7403)", '(process.env.HTTP_PORT||7404)');
+    const hc = mutate('dockerfile', '(process.env.HTTP_PORT||7403)', '(process.env.HTTP_PORT||7404)');
     expect(checkDockerfile(hc)).toEqual(['Dockerfile target bucket-aggregator: HEALTHCHECK probes port 7404 but HTTP_PORT is 7403']);
 
     const scrape = mutate('prometheus', 'port: 7401', 'port: 7400');
@@ -134,15 +161,19 @@ describe('the checks catch drift', () => {
   });
 
   it('a missing target, a root user, a lost signal, an image ENV the app does not read', () => {
-    expect(checkDockerfile(mutate('dockerfile', 'AS dynamo-writer', 'AS writer'))).toEqual(['Dockerfile: no target "dynamo-writer" (docker build --target dynamo-writer)']);
+    expect(checkDockerfile(mutate('dockerfile', 'AS dynamo-writer', 'AS writer'))).toEqual([
+      'Dockerfile: no target "dynamo-writer" (docker build --target dynamo-writer)',
+    ]);
     const root = checkDockerfile(mutate('dockerfile', /^USER node$/m, 'USER root'));
     expect(root).toContain('Dockerfile target collector: runs as root; run as a non-root user');
     expect(checkDockerfile(mutate('dockerfile', 'STOPSIGNAL SIGTERM', 'STOPSIGNAL SIGINT'))).toContain(
       'Dockerfile target query-api: STOPSIGNAL is SIGINT, want SIGTERM (the apps shut down gracefully on it)',
     );
-    expect(checkDockerfile(mutate('dockerfile', 'ENV DASHBOARD_DIR=/app/dashboard', 'ENV DASHBOARD_DIR=/app/dashboard TALLY_DASHBOARD=/app/dashboard'))).toEqual([
-      'Dockerfile target query-api: ENV TALLY_DASHBOARD is not read by query-api (not in appEnvSchemas.query-api)',
-    ]);
+    expect(
+      checkDockerfile(
+        mutate('dockerfile', 'ENV DASHBOARD_DIR=/app/dashboard', 'ENV DASHBOARD_DIR=/app/dashboard TALLY_DASHBOARD=/app/dashboard'),
+      ),
+    ).toEqual(['Dockerfile target query-api: ENV TALLY_DASHBOARD is not read by query-api (not in appEnvSchemas.query-api)']);
     expect(checkDockerfile(mutate('dockerfile', 'ENV DASHBOARD_DIR=/app/dashboard', 'ENV DASHBOARD_DIR=/srv/dashboard'))).toEqual([
       'Dockerfile target query-api: DASHBOARD_DIR (/srv/dashboard) is not where apps/dashboard/dist is copied',
     ]);
@@ -160,7 +191,9 @@ describe('the checks catch drift', () => {
       'deploy/grafana/dashboards/tally.json panel "Events received /s": metric tally_events_recieved_total is not defined anywhere in the code',
     );
     const alert = mutate('alerts', 'max(tally_flush_lag_seconds) > 90000', 'max(tally_flush_delay_seconds) > 90000');
-    expect(checkAlerts(alert, known)).toEqual(['deploy/alerts.yml tally-flush/TallyFlushLagHigh: metric tally_flush_delay_seconds is not defined anywhere in the code']);
+    expect(checkAlerts(alert, known)).toEqual([
+      'deploy/alerts.yml tally-flush/TallyFlushLagHigh: metric tally_flush_delay_seconds is not defined anywhere in the code',
+    ]);
   });
 });
 
@@ -183,11 +216,11 @@ describe('helpers', () => {
   });
 
   it('find metric names in PromQL, not functions, labels or keywords', () => {
-    expect(metricNamesIn('sum by (queue, state) (rate(tally_a_total{state="failed", x=~"a|b"}[5m])) / on(app) group_left tally_b > 0 and up == 1')).toEqual([
-      'tally_a_total',
-      'tally_b',
-      'up',
-    ]);
+    expect(
+      metricNamesIn(
+        'sum by (queue, state) (rate(tally_a_total{state="failed", x=~"a|b"}[5m])) / on(app) group_left tally_b > 0 and up == 1',
+      ),
+    ).toEqual(['tally_a_total', 'tally_b', 'up']);
     expect(metricNamesIn('histogram_quantile(0.99, sum by (le) (rate(tally_h_seconds_bucket[5m])))')).toEqual(['tally_h_seconds_bucket']);
   });
 });

@@ -57,7 +57,11 @@ export function judgeGrowth(s: Series, warmupSeconds: number, limits: GrowthLimi
 }
 
 /** A bounded gauge: every sample after the warm-up at most `limit`. */
-export function judgeBound(s: Series, warmupSeconds: number, limit: number): { name: string; max: number; mean: number; ok: boolean; n: number } {
+export function judgeBound(
+  s: Series,
+  warmupSeconds: number,
+  limit: number,
+): { name: string; max: number; mean: number; ok: boolean; n: number } {
   const values = s.samples.filter(([t]) => t >= warmupSeconds).map(([, v]) => v);
   const max = values.length ? Math.max(...values) : 0;
   return { name: s.name, max, mean: mean(values), ok: values.length >= 3 && max <= limit, n: values.length };

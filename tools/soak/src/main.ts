@@ -43,7 +43,10 @@ const result = await runSoak({
   rate: num('rate', a.rate, 1),
   sampleSeconds: num('sample-seconds', a['sample-seconds'], 1),
   // Default: a fifth of the run, at least the dedupe window (until then batch ids pile up by design), at most 3 min.
-  warmupSeconds: a['warmup-seconds'] !== undefined ? num('warmup-seconds', a['warmup-seconds'], 0) : Math.min(180, Math.max(Number(a['dedupe-window']) + 15, minutes * 12)),
+  warmupSeconds:
+    a['warmup-seconds'] !== undefined
+      ? num('warmup-seconds', a['warmup-seconds'], 0)
+      : Math.min(180, Math.max(Number(a['dedupe-window']) + 15, minutes * 12)),
   maxRssGrowth: num('max-rss-growth', a['max-rss-growth'], 0),
   maxRssGrowthMb: num('max-rss-growth-mb', a['max-rss-growth-mb'], 0),
   maxRedisGrowth: num('max-redis-growth', a['max-redis-growth'], 0),

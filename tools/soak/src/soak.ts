@@ -79,22 +79,34 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       env: { DEDUPE_WINDOW_SECONDS: String(o.dedupeWindowSeconds) },
     });
     const f = fleet;
-    say(`soak: fleet up (${f.apps.map((a) => a.name).join(', ')}); ${o.rate} events/s for ${o.minutes} min, a sample every ${o.sampleSeconds} s, warm-up ${o.warmupSeconds} s`);
+    say(
+      `soak: fleet up (${f.apps.map((a) => a.name).join(', ')}); ${o.rate} events/s for ${o.minutes} min, a sample every ${o.sampleSeconds} s, warm-up ${o.warmupSeconds} s`,
+    );
     const stats = newLoadStats();
     const onRetry = countRetry(stats);
     const accepted: StoreEvents[] = [];
     const total = Math.round(o.rate * o.minutes * 60);
     const senders = fleetSenders(f, { onRetry });
     const started = Date.now();
-    const load = runLoad({
-      batches: generateLoad({ seed: o.seed, stores: DEMO_STORES, now: () => Date.now(), maxEvents: total, batchSize: [20, 150], badShare: 0.01 }),
-      senders,
-      seed: o.seed,
-      rate: o.rate,
-      concurrency: 4,
-      duplicateShare: 0.05,
-      onAccepted: (store, events) => accepted.push({ store, events }),
-    }, stats);
+    const load = runLoad(
+      {
+        batches: generateLoad({
+          seed: o.seed,
+          stores: DEMO_STORES,
+          now: () => Date.now(),
+          maxEvents: total,
+          batchSize: [20, 150],
+          badShare: 0.01,
+        }),
+        senders,
+        seed: o.seed,
+        rate: o.rate,
+        concurrency: 4,
+        duplicateShare: 0.05,
+        onAccepted: (store, events) => accepted.push({ store, events }),
+      },
+      stats,
+    );
     let loadDone = false;
     void load.finally(() => {
       loadDone = true;
@@ -114,7 +126,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       const t = (Date.now() - started) / 1_000;
       for (const app of f.apps) push(`${app.name} rss`, 'MB', t, rssMb(app.handle.process.pid));
       push('redis-server rss', 'MB', t, rssMb(f.redis.pid));
-      const dyn = f.pids().filter((p) => p.what === 'dynalite').at(-1);
+      const dyn = f
+        .pids()
+        .filter((p) => p.what === 'dynalite')
+        .at(-1);
       if (dyn) push('dynalite rss', 'MB', t, rssMb(dyn.pid));
       const info = await f.inspect.info('memory');
       push('redis used_memory', 'MB', t, Number(/^used_memory:(\d+)/m.exec(info)?.[1]) / 1_048_576);
@@ -134,35 +149,50 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     await load;
     await senders.close();
     const seconds = (Date.now() - started) / 1_000;
-    say(`soak: load done: ${stats.eventsSent} events in ${seconds.toFixed(0)} s (${Math.round(stats.eventsSent / seconds)}/s), accepted ${stats.accepted}, rejected ${stats.rejected}, retries ${JSON.stringify(stats.retries)}`);
+    say(
+      `soak: load done: ${stats.eventsSent} events in ${seconds.toFixed(0)} s (${Math.round(stats.eventsSent / seconds)}/s), accepted ${stats.accepted}, rejected ${stats.rejected}, retries ${JSON.stringify(stats.retries)}`,
+    );
 
     // Judged: every process's RSS and Redis used_memory. Shown only: V8 heap used (saw-toothed by GC) and the
     // completed events jobs BullMQ keeps (QUEUE_SETTINGS removeOnComplete), which explain most of Redis's growth.
     const judged = [...series.values()].filter((s) => s.name.endsWith(' rss') || s.name === 'redis used_memory');
     const shown = [...series.values()].filter((s) => !judged.includes(s));
     const growth = judged.map((s) =>
-      judgeGrowth(s, o.warmupSeconds, s.name.startsWith('redis used')
-        ? { maxRelative: o.maxRedisGrowth, maxAbsolute: o.maxRedisGrowthMb }
-        : { maxRelative: o.maxRssGrowth, maxAbsolute: o.maxRssGrowthMb }),
+      judgeGrowth(
+        s,
+        o.warmupSeconds,
+        s.name.startsWith('redis used')
+          ? { maxRelative: o.maxRedisGrowth, maxAbsolute: o.maxRedisGrowthMb }
+          : { maxRelative: o.maxRssGrowth, maxAbsolute: o.maxRssGrowthMb },
+      ),
     );
     const flushLag = judgeBound(lag, o.warmupSeconds, o.maxFlushLagSeconds);
     say(`soak: memory after the ${o.warmupSeconds} s warm-up, mean of the first third vs the last third:`);
     for (const g of growth) say(`soak:   ${formatGrowth(g)}`);
-    for (const s of shown) say(`soak:   ${formatGrowth(judgeGrowth(s, o.warmupSeconds, { maxRelative: Infinity, maxAbsolute: Infinity })).replace(/^ok  /, 'info')}`);
+    for (const s of shown)
+      say(
+        `soak:   ${formatGrowth(judgeGrowth(s, o.warmupSeconds, { maxRelative: Infinity, maxAbsolute: Infinity })).replace(/^ok  /, 'info')}`,
+      );
     const redisMem = series.get('redis used_memory');
     const kept = series.get('events jobs kept');
     if (redisMem && kept && kept.samples.length > 2) {
       const dm = redisMem.samples.at(-1)![1] - redisMem.samples[0]![1];
       const dj = kept.samples.at(-1)![1] - kept.samples[0]![1];
-      if (dj > 0) say(`soak:   redis used_memory grew ${dm.toFixed(1)} MB while BullMQ kept ${dj} more completed events jobs (~${((dm * 1024) / dj).toFixed(1)} KB each, payload included)`);
+      if (dj > 0)
+        say(
+          `soak:   redis used_memory grew ${dm.toFixed(1)} MB while BullMQ kept ${dj} more completed events jobs (~${((dm * 1024) / dj).toFixed(1)} KB each, payload included)`,
+        );
     }
-    say(`soak:   ${flushLag.ok ? 'ok  ' : 'FAIL'} ${'flush lag'.padEnd(28)} max ${flushLag.max.toFixed(1)} s, mean ${flushLag.mean.toFixed(2)} s (bound ${o.maxFlushLagSeconds} s), ${flushLag.n} samples`);
+    say(
+      `soak:   ${flushLag.ok ? 'ok  ' : 'FAIL'} ${'flush lag'.padEnd(28)} max ${flushLag.max.toFixed(1)} s, mean ${flushLag.mean.toFixed(2)} s (bound ${o.maxFlushLagSeconds} s), ${flushLag.n} samples`,
+    );
 
     await waitForDrain(f, { timeoutMs: 300_000 });
     const check = await checkTable(f, expectedCounts(accepted, f.rules, f.zones));
     say(`soak: every count written: ${check.scanned.items} items, ${check.cells} cells, mismatches ${check.mismatches}`);
     for (const s of check.samples) say(`soak:   ${s}`);
-    const ok = growth.every((g) => g.ok) && flushLag.ok && check.mismatches === 0 && stats.edgeMismatches.length === 0 && stats.gaveUp === 0;
+    const ok =
+      growth.every((g) => g.ok) && flushLag.ok && check.mismatches === 0 && stats.edgeMismatches.length === 0 && stats.gaveUp === 0;
     say(`soak: ${ok ? 'PASS' : 'FAIL'}`);
     return { ok, stats, growth, flushLag, mismatches: check.mismatches, lines };
   } finally {

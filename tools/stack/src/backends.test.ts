@@ -10,7 +10,10 @@ const stackCmdline = () => 'node --import tsx tools/stack/src/main.ts';
 const backends = { redisUrl: 'redis://127.0.0.1:41001', dynamoEndpoint: 'http://127.0.0.1:41002', table: 'tally', region: 'eu-west-1' };
 
 function writeRunFile(dir: string, state: Partial<RunState>): void {
-  writeFileSync(path.join(dir, 'stack.json'), JSON.stringify({ stackPid: process.pid, startedAt: new Date().toISOString(), children: {}, ...state }));
+  writeFileSync(
+    path.join(dir, 'stack.json'),
+    JSON.stringify({ stackPid: process.pid, startedAt: new Date().toISOString(), children: {}, ...state }),
+  );
 }
 
 beforeAll(() => {
@@ -23,7 +26,12 @@ describe('chooseBackends (npm run dlq / tenants)', () => {
     const dir = mkdtempSync(path.join(root, 'running-'));
     writeRunFile(dir, { backends });
     const choice = chooseBackends({ TALLY_DATA_DIR: dir }, { redis: true, dynamo: true }, root, stackCmdline);
-    expect(choice.env).toMatchObject({ REDIS_URL: backends.redisUrl, DYNAMODB_ENDPOINT: backends.dynamoEndpoint, DYNAMODB_TABLE: 'tally', AWS_REGION: 'eu-west-1' });
+    expect(choice.env).toMatchObject({
+      REDIS_URL: backends.redisUrl,
+      DYNAMODB_ENDPOINT: backends.dynamoEndpoint,
+      DYNAMODB_TABLE: 'tally',
+      AWS_REGION: 'eu-west-1',
+    });
     expect(choice.notes).toEqual([
       `Redis redis://127.0.0.1:41001 (the npm start stack, pid ${process.pid}, ${path.relative(root, path.join(dir, 'stack.json'))})`,
       `DynamoDB http://127.0.0.1:41002, table tally (the npm start stack, pid ${process.pid}, ${path.relative(root, path.join(dir, 'stack.json'))})`,
@@ -50,7 +58,12 @@ describe('chooseBackends (npm run dlq / tenants)', () => {
       [reused, () => 'vim notes.txt'],
     ] as const) {
       expect(() => chooseBackends({ TALLY_DATA_DIR: dir }, { redis: true }, root, cmdline)).toThrow(
-        expect.objectContaining({ code: 'TALLY_ERR_NO_BACKEND', message: expect.stringMatching(/^no Redis to use: REDIS_URL is not set and no npm start stack is running on .*Start one \(npm start\), or set REDIS_URL\.$/) }),
+        expect.objectContaining({
+          code: 'TALLY_ERR_NO_BACKEND',
+          message: expect.stringMatching(
+            /^no Redis to use: REDIS_URL is not set and no npm start stack is running on .*Start one \(npm start\), or set REDIS_URL\.$/,
+          ),
+        }),
       );
     }
     expect(() => chooseBackends({ TALLY_DATA_DIR: none }, { dynamo: true }, root, stackCmdline)).toThrow(/^no DynamoDB to use/);

@@ -10,7 +10,9 @@ export interface CliIo {
 export class UsageError extends Error {}
 
 /** The option values parseArgs gives for `options`. */
-export type CliValues<O extends ParseArgsOptionsConfig> = ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; options: O }>>['values'];
+export type CliValues<O extends ParseArgsOptionsConfig> = ReturnType<
+  typeof parseArgs<{ args: string[]; allowPositionals: true; options: O }>
+>['values'];
 
 /**
  * One run of an operator command line `<command> [arguments] [--options]` (node:util parseArgs, with `-h`/`--help`
@@ -49,5 +51,10 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
 /** Rows as aligned columns, two spaces apart; the last column is not padded. */
 export function alignColumns(rows: ReadonlyArray<readonly string[]>): string[] {
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => r[c]?.length ?? 0))) ?? [];
-  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd());
+  return rows.map((r) =>
+    r
+      .map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!)))
+      .join('  ')
+      .trimEnd(),
+  );
 }

@@ -20,15 +20,28 @@ export const stackEnv = z.object({
   DYNAMODB_ENDPOINT: sharedEnvShape.DYNAMODB_ENDPOINT.describe('Use this DynamoDB endpoint instead of starting dynalite in-process.'),
   DYNAMODB_TABLE: sharedEnvShape.DYNAMODB_TABLE.describe('The table the stack creates when missing, and the apps use.'),
   AWS_REGION: sharedEnvShape.AWS_REGION.describe('Region for the DynamoDB client of the stack and the apps.'),
-  LOG_LEVEL: sharedEnvShape.LOG_LEVEL.describe('The apps\' pino level; the stack\'s own lines below it are not shown.'),
-  TALLY_DATA_DIR: z.string().min(1).optional().describe('Where redis-server (AOF, under `redis/`) and dynalite (under `dynamo/`) keep their files; unset = `.data` at the repo root.'),
-  COLLECTOR_PORT: port.optional().describe('The collector\'s port (must be free); unset = 7401, or a free port if 7401 is taken.'),
-  QUERY_API_PORT: port.optional().describe('The query-api\'s port (must be free); unset = 7402, or a free port if 7402 is taken.'),
-  AGGREGATOR_PORT: port.optional().describe('The bucket-aggregator\'s port (must be free); unset = 7403, or a free port if 7403 is taken.'),
-  WRITER_PORT: port.optional().describe('The dynamo-writer\'s port (must be free); unset = 7404, or a free port if 7404 is taken.'),
-  STACK_START_TIMEOUT_MS: ms(1_000, 600_000).default(60_000).describe('How long to wait for every app to answer /healthz before warning (they keep being supervised).'),
-  STACK_STOP_TIMEOUT_MS: ms(100, 120_000).default(10_000).describe('How long an app (and then redis-server) gets after SIGTERM before SIGKILL.'),
-  NO_COLOR: z.string().optional().describe('Any value turns colours off (https://no-color.org); they are off anyway when stdout is not a terminal.'),
+  LOG_LEVEL: sharedEnvShape.LOG_LEVEL.describe("The apps' pino level; the stack's own lines below it are not shown."),
+  TALLY_DATA_DIR: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'Where redis-server (AOF, under `redis/`) and dynalite (under `dynamo/`) keep their files; unset = `.data` at the repo root.',
+    ),
+  COLLECTOR_PORT: port.optional().describe("The collector's port (must be free); unset = 7401, or a free port if 7401 is taken."),
+  QUERY_API_PORT: port.optional().describe("The query-api's port (must be free); unset = 7402, or a free port if 7402 is taken."),
+  AGGREGATOR_PORT: port.optional().describe("The bucket-aggregator's port (must be free); unset = 7403, or a free port if 7403 is taken."),
+  WRITER_PORT: port.optional().describe("The dynamo-writer's port (must be free); unset = 7404, or a free port if 7404 is taken."),
+  STACK_START_TIMEOUT_MS: ms(1_000, 600_000)
+    .default(60_000)
+    .describe('How long to wait for every app to answer /healthz before warning (they keep being supervised).'),
+  STACK_STOP_TIMEOUT_MS: ms(100, 120_000)
+    .default(10_000)
+    .describe('How long an app (and then redis-server) gets after SIGTERM before SIGKILL.'),
+  NO_COLOR: z
+    .string()
+    .optional()
+    .describe('Any value turns colours off (https://no-color.org); they are off anyway when stdout is not a terminal.'),
 });
 
 export type StackEnv = z.infer<typeof stackEnv>;
@@ -47,10 +60,7 @@ export interface StackConfig {
 export const repoRoot = REPO_ROOT;
 
 /** Reads and validates the environment once. Throws ConfigError (one line naming the variable). */
-export function loadStackConfig(
-  env: Record<string, string | undefined> = process.env,
-  cwd: string = process.cwd(),
-): StackConfig {
+export function loadStackConfig(env: Record<string, string | undefined> = process.env, cwd: string = process.cwd()): StackConfig {
   const parsed = loadConfig(stackEnv, env);
   const dataDir = parsed.TALLY_DATA_DIR ? path.resolve(cwd, parsed.TALLY_DATA_DIR) : path.join(repoRoot, '.data');
   return { env: parsed, repoRoot, dataDir, childBaseEnv: { ...(env === process.env ? rawEnv() : env) } };

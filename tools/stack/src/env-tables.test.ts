@@ -30,7 +30,9 @@ describe('README environment tables', () => {
     expect(table).toContain('| `DYNAMODB_ENDPOINT` | all | (unset) |');
     expect(table).toContain('| `BUCKET_SECONDS` | bucket-aggregator | `900` |');
     expect(table).toContain('| `DEDUPE_WINDOW_SECONDS` | collector, query-api, bucket-aggregator | `86400` |');
-    expect(table).toContain('| `KEY_PREFIX` | all | `t` | Redis key prefix of the counters and the queues, so several Tally installations can share one Redis. |');
+    expect(table).toContain(
+      '| `KEY_PREFIX` | all | `t` | Redis key prefix of the counters and the queues, so several Tally installations can share one Redis. |',
+    );
     expect(table).toContain('| `REDIS_CLUSTER_NODES` | all | (unset) | Redis Cluster seed nodes');
     expect(table).toContain('| `QUEUE_SHARDS` | all | `1` | Shards of the `events` and `dynamo-writes` queues');
     expect(stackEnvTable()).toContain('| `COLLECTOR_PORT` | (unset) | The collector');

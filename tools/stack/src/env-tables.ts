@@ -15,7 +15,9 @@ const END = '<!-- env-table:end -->';
 const APP_ORDER: AppName[] = ['collector', 'query-api', 'bucket-aggregator', 'dynamo-writer'];
 
 const show = (value: unknown) =>
-  value === undefined || (value instanceof Map && value.size === 0) ? '(unset)' : `\`${value instanceof Map ? [...value].map(([k, v]) => `${k}=${v}`).join(',') : String(value)}\``;
+  value === undefined || (value instanceof Map && value.size === 0)
+    ? '(unset)'
+    : `\`${value instanceof Map ? [...value].map(([k, v]) => `${k}=${v}`).join(',') : String(value)}\``;
 const cell = (s: string) => s.replace(/\|/g, '\\|');
 const meaning = (schema: z.ZodType, name: string) => {
   if (!schema.description) throw new Error(`${name} has no .describe() in its schema`);
@@ -30,7 +32,9 @@ export function appEnvTable(): string {
   const rows = names.map((name) => {
     const readers = APP_ORDER.flatMap((app, i) => (name in shapes[i]! ? [i] : []));
     const values = readers.map((i) => defaults[i]![name]);
-    const def = values.every((v) => v === values[0]) ? show(values[0]) : readers.map((i, k) => `${show(values[k])} ${APP_ORDER[i]}`).join(', ');
+    const def = values.every((v) => v === values[0])
+      ? show(values[0])
+      : readers.map((i, k) => `${show(values[k])} ${APP_ORDER[i]}`).join(', ');
     const where = readers.length === APP_ORDER.length ? 'all' : readers.map((i) => APP_ORDER[i]).join(', ');
     return `| \`${name}\` | ${where} | ${cell(def)} | ${meaning(shapes[readers[0]!]![name]!, name)} |`;
   });

@@ -192,7 +192,12 @@ async function start(): Promise<void> {
     region: env.AWS_REGION,
     logLevel: env.LOG_LEVEL,
   };
-  runFile.setBackends({ redisUrl: backends.redisUrl, dynamoEndpoint: backends.dynamoEndpoint, table: backends.table, region: backends.region });
+  runFile.setBackends({
+    redisUrl: backends.redisUrl,
+    dynamoEndpoint: backends.dynamoEndpoint,
+    table: backends.table,
+    region: backends.region,
+  });
   const apps = APPS.map(
     (app) =>
       new Supervisor(
@@ -218,7 +223,9 @@ async function start(): Promise<void> {
   const pad = (s: string) => s.padEnd(format.nameWidth + 2);
   const mark = (i: number) => (healthy[i] ? '' : '   (not healthy yet: see its log; it keeps being restarted)');
   print('');
-  print(healthy.every(Boolean) ? 'Tally is running. Ctrl-C stops it.' : 'Tally started, but not every app is healthy yet. Ctrl-C stops it.');
+  print(
+    healthy.every(Boolean) ? 'Tally is running. Ctrl-C stops it.' : 'Tally started, but not every app is healthy yet. Ctrl-C stops it.',
+  );
   print(`  ${pad('collector')}${urls.collector}   POST /v1/events${mark(0)}`);
   print(`  ${pad('query-api')}${urls['query-api']}   dashboard ${urls['query-api']}/${mark(1)}`);
   print(`  ${pad('bucket-aggregator')}${urls['bucket-aggregator']}${mark(2)}`);

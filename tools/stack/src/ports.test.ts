@@ -43,6 +43,8 @@ describe('ports', () => {
     const err = await choosePort('query-api', 7402, taken, 'QUERY_API_PORT').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StackError);
     expect((err as StackError).code).toBe('TALLY_ERR_PORT_TAKEN');
-    expect((err as StackError).message).toBe(`QUERY_API_PORT=${taken}: port ${taken} for query-api is already in use; free it or choose another`);
+    expect((err as StackError).message).toBe(
+      `QUERY_API_PORT=${taken}: port ${taken} for query-api is already in use; free it or choose another`,
+    );
   });
 });

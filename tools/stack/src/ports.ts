@@ -38,7 +38,10 @@ export async function choosePort(
 ): Promise<PortChoice> {
   if (explicit !== undefined) {
     if (reserved.has(explicit) || !(await isPortFree(explicit))) {
-      throw new StackError('TALLY_ERR_PORT_TAKEN', `${variable}=${explicit}: port ${explicit} for ${what} is already in use; free it or choose another`);
+      throw new StackError(
+        'TALLY_ERR_PORT_TAKEN',
+        `${variable}=${explicit}: port ${explicit} for ${what} is already in use; free it or choose another`,
+      );
     }
     return { port: explicit };
   }

@@ -8,7 +8,11 @@ export function redisServerVersion(bin = 'redis-server'): Promise<string> {
     execFile(bin, ['--version'], { timeout: 10_000 }, (err, stdout) => {
       if (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        reject(code === 'ENOENT' || code === 'EACCES' ? redisNotInstalled() : new StackError('TALLY_ERR_REDIS_START', `${bin} --version failed: ${err.message}`));
+        reject(
+          code === 'ENOENT' || code === 'EACCES'
+            ? redisNotInstalled()
+            : new StackError('TALLY_ERR_REDIS_START', `${bin} --version failed: ${err.message}`),
+        );
         return;
       }
       resolve(/v=(\S+)/.exec(stdout)?.[1] ?? stdout.trim());
@@ -22,7 +26,8 @@ export async function waitForRedis(port: number, timeoutMs: number, gaveUp: () =
   for (;;) {
     if (await redisAnswers(port)) return;
     if (gaveUp()) throw new StackError('TALLY_ERR_REDIS_START', `redis-server exited during start-up (see its lines above)`);
-    if (Date.now() > until) throw new StackError('TALLY_ERR_REDIS_START', `redis-server did not answer PING on port ${port} within ${timeoutMs} ms`);
+    if (Date.now() > until)
+      throw new StackError('TALLY_ERR_REDIS_START', `redis-server did not answer PING on port ${port} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

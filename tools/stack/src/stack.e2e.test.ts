@@ -21,7 +21,8 @@ interface Started {
 /** `npm start` without npm: the stack as a process, with the stores it starts and nothing inherited. */
 function startStack(env: Record<string, string | undefined>): Started {
   const base = rawEnv();
-  for (const name of ['REDIS_URL', 'DYNAMODB_ENDPOINT', 'DYNAMODB_TABLE', 'TALLY_DATA_DIR', ...APPS.map((a) => a.portVariable)]) delete base[name];
+  for (const name of ['REDIS_URL', 'DYNAMODB_ENDPOINT', 'DYNAMODB_TABLE', 'TALLY_DATA_DIR', ...APPS.map((a) => a.portVariable)])
+    delete base[name];
   const child = spawn(process.execPath, ['--import', 'tsx', MAIN], {
     cwd: repoRoot,
     env: { ...base, NO_COLOR: '1', LOG_LEVEL: 'info', ...env },
@@ -100,7 +101,11 @@ describe('npm start (tools/stack)', () => {
       throw new Error(`stack exited early with ${code}\n${s.out()}\n${s.err()}`);
     });
     const started = await Promise.race([
-      until('the URLs', () => (s.out().includes('Tally is running.') ? 'all' : s.out().includes('not every app is healthy') && 'some'), 90_000),
+      until(
+        'the URLs',
+        () => (s.out().includes('Tally is running.') ? 'all' : s.out().includes('not every app is healthy') && 'some'),
+        90_000,
+      ),
       failed,
     ]);
     remember();
@@ -151,7 +156,10 @@ describe('npm start (tools/stack)', () => {
     remember();
     expect(s.out()).toMatch(/collector was killed by SIGKILL after [\d.]+ s; its last lines:/);
     expect(s.out()).toMatch(/restarting collector in 0\.5 s \(crash 1 in a row\)/);
-    await until('the new collector healthy', async () => (await fetch(`${urls['collector']}/healthz`).catch(() => undefined))?.status === 200);
+    await until(
+      'the new collector healthy',
+      async () => (await fetch(`${urls['collector']}/healthz`).catch(() => undefined))?.status === 200,
+    );
 
     s.child.kill('SIGTERM');
     const { code } = await Promise.race([
@@ -168,7 +176,9 @@ describe('npm start (tools/stack)', () => {
     const after = await npmRun('tenants', ['show', 'DEMO'], dataDir);
     expect(after.code).toBe(1);
     // (A first line says so when the bundle is rebuilt because a source changed meanwhile.)
-    expect(after.err).toMatch(/^(tally: building tenants \(sources changed\)\n)?tally: no DynamoDB to use: DYNAMODB_ENDPOINT .* is not set and no npm start stack is running on /);
+    expect(after.err).toMatch(
+      /^(tally: building tenants \(sources changed\)\n)?tally: no DynamoDB to use: DYNAMODB_ENDPOINT .* is not set and no npm start stack is running on /,
+    );
   }, 240_000);
 
   it('says in one line how to get redis-server when it is not installed, and exits 1', async () => {
@@ -180,7 +190,9 @@ describe('npm start (tools/stack)', () => {
       expect(s.out()).toBe('');
       const lines = s.err().trimEnd().split('\n');
       expect(lines).toHaveLength(1);
-      expect(lines[0]).toMatch(/^tally: redis-server was not found on PATH: .*apt-get install redis-server.*brew install redis.*set REDIS_URL/);
+      expect(lines[0]).toMatch(
+        /^tally: redis-server was not found on PATH: .*apt-get install redis-server.*brew install redis.*set REDIS_URL/,
+      );
     } finally {
       rmSync(emptyPath, { recursive: true, force: true });
     }

@@ -53,7 +53,9 @@ describe('Supervisor', () => {
   });
 
   it('does not restart after stop, and a SIGTERM-aware child exits by itself', async () => {
-    const { sup, lines, crashes } = supervise(`process.on('SIGTERM', () => process.exit(0)); console.log('up'); setInterval(() => {}, 1000)`);
+    const { sup, lines, crashes } = supervise(
+      `process.on('SIGTERM', () => process.exit(0)); console.log('up'); setInterval(() => {}, 1000)`,
+    );
     await until(() => lines.includes('up'));
     const pid = sup.pid!;
     expect(await sup.stop()).toBe('exited');
@@ -64,7 +66,9 @@ describe('Supervisor', () => {
   });
 
   it('SIGKILLs a child that ignores SIGTERM past the deadline', async () => {
-    const { sup, lines } = supervise(`process.on('SIGTERM', () => {}); console.log('up'); setInterval(() => {}, 1000)`, { stopTimeoutMs: 300 });
+    const { sup, lines } = supervise(`process.on('SIGTERM', () => {}); console.log('up'); setInterval(() => {}, 1000)`, {
+      stopTimeoutMs: 300,
+    });
     await until(() => lines.includes('up'));
     const pid = sup.pid!;
     const t0 = Date.now();

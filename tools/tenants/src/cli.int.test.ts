@@ -9,7 +9,10 @@ let db: TenantDb;
 
 beforeAll(async () => {
   dynalite = await startDynalite();
-  db = { dynamo: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' }), table: await createTestTable(dynalite.endpoint) };
+  db = {
+    dynamo: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' }),
+    table: await createTestTable(dynalite.endpoint),
+  };
 });
 
 afterAll(async () => {
@@ -26,7 +29,11 @@ async function cli(...argv: string[]) {
 
 describe('tenants CLI', () => {
   it('creates a tenant, issues a key printed once, lists keys without them, sets the time zone, revokes', async () => {
-    expect(await cli('create', 'SHOP1', '--time-zone', 'Europe/Paris')).toEqual({ code: 0, out: 'tally: created tenant SHOP1 (time zone Europe/Paris)', err: '' });
+    expect(await cli('create', 'SHOP1', '--time-zone', 'Europe/Paris')).toEqual({
+      code: 0,
+      out: 'tally: created tenant SHOP1 (time zone Europe/Paris)',
+      err: '',
+    });
     const issued = await cli('issue-key', 'SHOP1', '--scopes', 'ingest,read', '--label', 'web shop');
     expect(issued.code).toBe(0);
     const key = issued.out;
@@ -52,11 +59,17 @@ describe('tenants CLI', () => {
     expect((await cli('show', 'SHOP1')).out).not.toMatch(/ingest budget/);
     expect((await cli('set-ingest-budget', 'SHOP1', 'lots')).code).toBe(2);
     expect((await cli('set-ingest-budget', 'SHOP1', '0')).err).toMatch(/^tally: ingest budget 0 is not a whole number/);
-    expect(await cli('set-currency', 'SHOP1', 'eur')).toEqual({ code: 0, out: 'tally: store SHOP1 now shows revenue in EUR (counts are unchanged)', err: '' });
+    expect(await cli('set-currency', 'SHOP1', 'eur')).toEqual({
+      code: 0,
+      out: 'tally: store SHOP1 now shows revenue in EUR (counts are unchanged)',
+      err: '',
+    });
     expect((await cli('show', 'SHOP1')).out).toMatch(/^store SHOP1\ntime zone Asia\/Tokyo\ncreated \S+\ncurrency EUR$/);
     expect(await dir.authenticate(key)).toEqual({ store: 'SHOP1', scopes: ['ingest', 'read'], timeZone: 'Asia/Tokyo', currency: 'EUR' });
 
-    expect((await cli('revoke-key', 'SHOP1', keyId!)).out).toMatch(new RegExp(`^tally: revoked key ${keyId} of store SHOP1 \\(web shop\\)`));
+    expect((await cli('revoke-key', 'SHOP1', keyId!)).out).toMatch(
+      new RegExp(`^tally: revoked key ${keyId} of store SHOP1 \\(web shop\\)`),
+    );
     expect(await dir.authenticate(key)).toBeUndefined();
     const json = JSON.parse((await cli('list-keys', 'SHOP1', '--json')).out);
     expect(json).toEqual([expect.objectContaining({ keyId, revoked: true, scopes: ['ingest', 'read'], label: 'web shop' })]);
@@ -70,7 +83,11 @@ describe('tenants CLI', () => {
     });
     expect((await cli('issue-key', 'NOPE', '--scopes', 'ingest')).err).toBe('tally: tenant NOPE does not exist (create it first)');
     for (const bad of ['XYZ', 'EURO', '€', '']) {
-      expect(await cli('set-currency', 'SHOP1', bad)).toEqual({ code: 1, out: '', err: `tally: currency ${JSON.stringify(bad)} is not an ISO 4217 code such as EUR, USD or JPY` });
+      expect(await cli('set-currency', 'SHOP1', bad)).toEqual({
+        code: 1,
+        out: '',
+        err: `tally: currency ${JSON.stringify(bad)} is not an ISO 4217 code such as EUR, USD or JPY`,
+      });
     }
     expect((await cli('set-currency', 'NOPE', 'USD')).err).toBe('tally: tenant NOPE does not exist (create it first)');
     expect((await cli('set-currency', 'SHOP1')).code).toBe(2);
@@ -104,8 +121,13 @@ describe('tenants CLI', () => {
       env: { DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: db.table },
     });
     expect(await p.exited).toEqual({ code: 0, signal: null });
-    expect(p.output()).toBe(`[stderr] tally: using DynamoDB ${dynalite.endpoint} (DYNAMODB_ENDPOINT)\ntally: created tenant SHOP3 (time zone UTC)`);
-    const help = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', '--help'], { cwd: REPO_ROOT, env: {} });
+    expect(p.output()).toBe(
+      `[stderr] tally: using DynamoDB ${dynalite.endpoint} (DYNAMODB_ENDPOINT)\ntally: created tenant SHOP3 (time zone UTC)`,
+    );
+    const help = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', '--help'], {
+      cwd: REPO_ROOT,
+      env: {},
+    });
     expect(await help.exited).toEqual({ code: 0, signal: null });
     expect(help.output()).toBe(USAGE);
   });

@@ -63,7 +63,10 @@ async function run(
     case 'issue-key': {
       need(1, '<store> --scopes <scope,...>');
       if (!values.scopes) throw new UsageError(`issue-key needs --scopes (one or more of ${SCOPES.join(', ')})`);
-      const scopes = values.scopes.split(',').map((s) => s.trim()).filter(Boolean);
+      const scopes = values.scopes
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       const key = await issueKey(db, args[0]!, scopes, values.label ?? '');
       io.out(key);
       io.err(`tally: issued key ${keyIdOf(key)} (${scopes.join(', ')}) for store ${args[0]}; it is shown only this once: store it now`);
@@ -91,7 +94,8 @@ async function run(
     case 'set-ingest-budget': {
       need(2, '<store> <events per second | default>');
       const value = args[1] === 'default' ? undefined : /^\d+$/.test(args[1]!) ? Number(args[1]) : NaN;
-      if (Number.isNaN(value)) throw new UsageError(`set-ingest-budget takes a whole number of events per second or "default", not ${JSON.stringify(args[1])}`);
+      if (Number.isNaN(value))
+        throw new UsageError(`set-ingest-budget takes a whole number of events per second or "default", not ${JSON.stringify(args[1])}`);
       await setIngestBudget(db, args[0]!, value);
       io.out(
         `tally: store ${args[0]} may send ${value === undefined ? 'the default INGEST_BUDGET_EVENTS_PER_SECOND' : `${value}`} events per second (collectors apply it within KEY_CACHE_TTL_MS)`,
@@ -108,7 +112,13 @@ async function run(
       }
       const rows = [
         ['KEY ID', 'SCOPES', 'STATUS', 'CREATED', 'LABEL'],
-        ...keys.map((k) => [k.keyId, k.scopes.join(','), k.revoked ? `revoked ${k.revokedAt ?? ''}`.trim() : 'active', k.createdAt, k.label]),
+        ...keys.map((k) => [
+          k.keyId,
+          k.scopes.join(','),
+          k.revoked ? `revoked ${k.revokedAt ?? ''}`.trim() : 'active',
+          k.createdAt,
+          k.label,
+        ]),
       ];
       for (const line of alignColumns(rows)) io.out(line);
       if (keys.length === 0) io.out(`(store ${args[0]} has no keys; issue one with: tenants issue-key ${args[0]} --scopes ingest)`);
@@ -127,7 +137,11 @@ async function run(
       need(0, 'no arguments');
       const stores = await listTenants(db);
       if (values.json) io.out(JSON.stringify(stores, null, 2));
-      else for (const t of stores) io.out(`${t.store}\t${t.timeZone}${t.currency ? `\t${t.currency}` : ''}${t.deletingAt ? '\t(deletion unfinished: run delete-store again)' : ''}`);
+      else
+        for (const t of stores)
+          io.out(
+            `${t.store}\t${t.timeZone}${t.currency ? `\t${t.currency}` : ''}${t.deletingAt ? '\t(deletion unfinished: run delete-store again)' : ''}`,
+          );
       return 0;
     }
     case 'set': {
@@ -138,7 +152,9 @@ async function run(
       const months = values['history-months'];
       if (months !== undefined) settings.historyMonths = months === 'forever' ? null : /^\d+$/.test(months) ? Number(months) : NaN;
       const t = await updateTenant(db, args[0]!, settings);
-      io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${t.historyMonths === undefined ? 'kept for ever' : `${t.historyMonths} months`}`);
+      io.out(
+        `tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${t.historyMonths === undefined ? 'kept for ever' : `${t.historyMonths} months`}`,
+      );
       return 0;
     }
     case 'delete-store': {

@@ -1,7 +1,15 @@
 import { BucketEraser, BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, queryApiEnv, rawEnv, sharedEnvShape } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { closeQueues, createQueues, createRedisConnection, QUEUE, queueShards, type RedisConnection, type TallyQueues } from '@tally/queues';
+import {
+  closeQueues,
+  createQueues,
+  createRedisConnection,
+  QUEUE,
+  queueShards,
+  type RedisConnection,
+  type TallyQueues,
+} from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { backendEnvOrExit } from '@tally/stack';
 import { z } from 'zod';
@@ -24,7 +32,10 @@ export async function runTenants(argv: readonly string[]): Promise<void> {
     const rules = loadRulesOrExit(config.RULES_FILE);
     return {
       rules,
-      eraser: new BucketEraser({ redis, buckets: new BucketStore({ redis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS }) }),
+      eraser: new BucketEraser({
+        redis,
+        buckets: new BucketStore({ redis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS }),
+      }),
       queues: [...queueShards(queues, QUEUE.events), ...queueShards(queues, QUEUE.dynamoWrites)],
       tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
     };

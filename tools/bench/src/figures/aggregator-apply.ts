@@ -15,7 +15,11 @@ const BUCKET_SECONDS = 900;
 const WORKLOAD_ROWS = 1 + 20_000 + 200_000;
 
 function redisBenchmarkHincrby(port: number, quick: boolean): number {
-  const out = execFileSync('redis-benchmark', ['-p', String(port), '-q', '-n', quick ? '200000' : '2000000', '-P', '64', 'HINCRBY', 'bench:h', 'f', '1'], { encoding: 'utf8' });
+  const out = execFileSync(
+    'redis-benchmark',
+    ['-p', String(port), '-q', '-n', quick ? '200000' : '2000000', '-P', '64', 'HINCRBY', 'bench:h', 'f', '1'],
+    { encoding: 'utf8' },
+  );
   const m = /([\d.]+) requests per second/.exec(out);
   return m ? Number(m[1]) : Number.NaN;
 }
@@ -60,17 +64,36 @@ async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFi
       await queues[QUEUE.events].addBulk(
         Array.from({ length: Math.min(50, batches - b) }, (_, i) => ({
           name: QUEUE.events,
-          data: { batchId: `bench-${b + i}`, store: 'BENCH', receivedAt: now, source: 'client', events: makeBatch(rnd, products, visitors, eventsPerBatch, now) },
+          data: {
+            batchId: `bench-${b + i}`,
+            store: 'BENCH',
+            receivedAt: now,
+            source: 'client',
+            events: makeBatch(rnd, products, visitors, eventsPerBatch, now),
+          },
         })),
       );
     }
     const agg = await startApp('bucket-aggregator', {
-      env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table, SEALER_ENABLED: 'false', BUCKET_SECONDS: '900', AGGREGATOR_CONCURRENCY: '8' },
+      env: {
+        REDIS_URL: redisServer.url,
+        DYNAMODB_ENDPOINT: dyn.endpoint,
+        DYNAMODB_TABLE: table,
+        SEALER_ENABLED: 'false',
+        BUCKET_SECONDS: '900',
+        AGGREGATOR_CONCURRENCY: '8',
+      },
     });
     // Measure from the first applied batch to the last, from the app's own counter.
-    const t0 = await waitFor(async () => ((metricValue(await agg.metrics(), 'tally_events_applied_total') > 0) ? performance.now() : 0), { timeoutMs: 60_000, intervalMs: 5 });
+    const t0 = await waitFor(async () => (metricValue(await agg.metrics(), 'tally_events_applied_total') > 0 ? performance.now() : 0), {
+      timeoutMs: 60_000,
+      intervalMs: 5,
+    });
     const start = metricValue(await agg.metrics(), 'tally_events_applied_total');
-    await waitFor(async () => metricValue(await agg.metrics(), 'tally_events_applied_total') >= batches * eventsPerBatch, { timeoutMs: 600_000, intervalMs: 20 });
+    await waitFor(async () => metricValue(await agg.metrics(), 'tally_events_applied_total') >= batches * eventsPerBatch, {
+      timeoutMs: 600_000,
+      intervalMs: 20,
+    });
     const seconds = (performance.now() - t0) / 1000;
     const eventsPerSecond = (batches * eventsPerBatch - start) / seconds;
     await agg.stop();
@@ -83,7 +106,10 @@ async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFi
     const buckets = new BucketStore({ redis, rules: compiled });
     const memBefore = await usedMemory(redis);
     for (let b = 0; b < 50; b++) {
-      await buckets.apply('MEM', `m-${b}`, rollup(compiled, 'MEM', 'UTC', makeBatch(rnd, products, visitors, eventsPerBatch, now)), { now, dedupeTtlSeconds: 86_400 });
+      await buckets.apply('MEM', `m-${b}`, rollup(compiled, 'MEM', 'UTC', makeBatch(rnd, products, visitors, eventsPerBatch, now)), {
+        now,
+        dedupeTtlSeconds: 86_400,
+      });
     }
     const epoch = await redis.get('t:{MEM}:epoch');
     const rows = await redis.scard(`t:{MEM}:r:${epoch}`);
@@ -92,7 +118,11 @@ async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFi
     const memD0 = await usedMemory(redis);
     const tiny = rollup(compiled, 'MEM', 'UTC', [{ type: 'page_view', ts: now, dims: {} }]);
     for (let i = 0; i < dedupeN; i += 500) {
-      await Promise.all(Array.from({ length: 500 }, (_, j) => buckets.apply('MEM', `b-${crypto.randomUUID()}-${i + j}`, tiny, { now, dedupeTtlSeconds: 86_400 })));
+      await Promise.all(
+        Array.from({ length: 500 }, (_, j) =>
+          buckets.apply('MEM', `b-${crypto.randomUUID()}-${i + j}`, tiny, { now, dedupeTtlSeconds: 86_400 }),
+        ),
+      );
     }
     const memD1 = await usedMemory(redis);
     const bytesPer1000Rows = ((memAfter - memBefore - 50 * ((memD1 - memD0) / dedupeN)) / rows) * 1000;

@@ -129,7 +129,9 @@ export const cliStartFigure = {
       '',
       '| Command | median wall (ms) | min – max wall (ms) | median CPU (ms) |',
       '| --- | ---: | ---: | ---: |',
-      ...f.runs.map((r) => `| \`${r.name}\` | ${ms(median(r.wallMs))} | ${ms(r.wallMs[0]!)} – ${ms(r.wallMs.at(-1)!)} | ${ms(median(r.cpuMs))} |`),
+      ...f.runs.map(
+        (r) => `| \`${r.name}\` | ${ms(median(r.wallMs))} | ${ms(r.wallMs[0]!)} – ${ms(r.wallMs.at(-1)!)} | ${ms(median(r.cpuMs))} |`,
+      ),
       '',
       'Rerun: `npm run bench -- cli-start`. On a busy machine wall time is CPU time stretched by the run queue; the CPU',
       'column is the part the CLIs control.',

@@ -129,7 +129,19 @@ export const collectorIngest: Figure = {
       const n = ctx.quick ? 200_000 : 2_000_000;
       const hset = await redisBenchmark(['-p', String(redis.port), '-q', '-t', 'hset', '-P', '16', '-n', String(n)]);
       const hincrby = await redisBenchmark([
-        '-p', String(redis.port), '-q', '-P', '16', '-n', String(n), '-r', '100000', 'hincrby', 'bench:h', 'f:__rand_int__', '1',
+        '-p',
+        String(redis.port),
+        '-q',
+        '-P',
+        '16',
+        '-n',
+        String(n),
+        '-r',
+        '100000',
+        'hincrby',
+        'bench:h',
+        'f:__rand_int__',
+        '1',
       ]);
       await collector.process.kill('SIGTERM'); // a clean exit writes the CPU profile when profiling
       return report(runs, { hset, hincrby, n }, ctx.quick, loadBefore);

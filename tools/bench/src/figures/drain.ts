@@ -1,6 +1,15 @@
 import { BucketStore } from '@tally/buckets';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE } from '@tally/dynamo';
-import { backlog, checkTable, everyBucketRules, expectedCounts, startFleet, waitForDrain, type Fleet, type StoreEvents } from '@tally/loadgen';
+import {
+  backlog,
+  checkTable,
+  everyBucketRules,
+  expectedCounts,
+  startFleet,
+  waitForDrain,
+  type Fleet,
+  type StoreEvents,
+} from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import type { Chart } from '../charts';
@@ -86,14 +95,27 @@ async function measureDrain(ctx: FigureContext): Promise<DrainFigure> {
     appendfsync: 'everysec',
     replicas: { 'query-api': 0 },
   });
-  const updates = (outcome: string) => appMetric(fleet, 'dynamo-writer', 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome });
-  const rowsWaiting = async () => (await Promise.all(STORES.map((s) => fleet.inspect.zcard(`${fleet.prefix}:{${s.id}}:dirty`)))).reduce((a, b) => a + b, 0);
+  const updates = (outcome: string) =>
+    appMetric(fleet, 'dynamo-writer', 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome });
+  const rowsWaiting = async () =>
+    (await Promise.all(STORES.map((s) => fleet.inspect.zcard(`${fleet.prefix}:{${s.id}}:dirty`)))).reduce((a, b) => a + b, 0);
   const t0 = performance.now();
-  const timeline = sampler(250, async () => ({ t: (performance.now() - t0) / 1000, updateItems: await updates('ok'), rowsWaiting: await rowsWaiting() }));
+  const timeline = sampler(250, async () => ({
+    t: (performance.now() - t0) / 1000,
+    updateItems: await updates('ok'),
+    rowsWaiting: await rowsWaiting(),
+  }));
   const accepted: StoreEvents[] = [];
   try {
     ctx.log(`load: ${fmt(rate)} events/s through the collector; ${warmMs / 1000} s with DynamoDB up`);
-    const load = startBackgroundLoad(fleet, { seed: 53, rate, concurrency: 8, batchSize: [20, 80], catalogue: DRAIN_CATALOGUE, onAccepted: (store, events) => accepted.push({ store, events }) });
+    const load = startBackgroundLoad(fleet, {
+      seed: 53,
+      rate,
+      concurrency: 8,
+      batchSize: [20, 80],
+      catalogue: DRAIN_CATALOGUE,
+      onAccepted: (store, events) => accepted.push({ store, events }),
+    });
     await sleep(warmMs / 2);
     const steady0 = { t: performance.now(), u: await updates('ok'), rows: await rowsWaiting() };
     await sleep(warmMs / 2);
@@ -119,7 +141,9 @@ async function measureDrain(ctx: FigureContext): Promise<DrainFigure> {
     const before = await backlogOf(fleet);
     const drain0 = { ok: await updates('ok'), cond: await updates('condition_failed') };
     const failedDuringOutage = (await updates('unavailable')) - failed0;
-    ctx.log(`backlog: ${fmt(before.rows)} rows, ${fmt(before.items)} items, ${fmt(before.itemBuckets)} item-buckets over ${before.buckets} buckets`);
+    ctx.log(
+      `backlog: ${fmt(before.rows)} rows, ${fmt(before.items)} items, ${fmt(before.itemBuckets)} item-buckets over ${before.buckets} buckets`,
+    );
 
     ctx.log('starting dynalite again');
     await fleet.dynalite.restart();
@@ -203,7 +227,7 @@ async function backlogOf(fleet: Fleet): Promise<Backlog> {
 function callsForItem(entries: Array<{ seq: number; attrs: readonly string[] }>): number {
   const sorted = [...entries].sort((a, b) => a.seq - b.seq);
   let calls = 0;
-  for (let start = 0; start < sorted.length; ) {
+  for (let start = 0; start < sorted.length;) {
     calls++;
     const attrs = new Set<string>();
     let end = start;
@@ -277,9 +301,17 @@ export const drainFigure: Figure = {
 function charts(f: DrainFigure): Chart[] {
   const rows = f.timeline.slice(1).map((s, i) => {
     const prev = f.timeline[i]!;
-    return { t: Number(s.t.toFixed(2)), updateItemsPerSecond: (s.updateItems - prev.updateItems) / Math.max(0.001, s.t - prev.t), rowsWaiting: s.rowsWaiting };
+    return {
+      t: Number(s.t.toFixed(2)),
+      updateItemsPerSecond: (s.updateItems - prev.updateItems) / Math.max(0.001, s.t - prev.t),
+      rowsWaiting: s.rowsWaiting,
+    };
   });
-  const outage = { data: { values: [{ from: f.downAt, to: f.upAt }] }, mark: { type: 'rect' as const, color: '#d62728', opacity: 0.12 }, encoding: { x: { field: 'from', type: 'quantitative' as const }, x2: { field: 'to' } } };
+  const outage = {
+    data: { values: [{ from: f.downAt, to: f.upAt }] },
+    mark: { type: 'rect' as const, color: '#d62728', opacity: 0.12 },
+    encoding: { x: { field: 'from', type: 'quantitative' as const }, x2: { field: 'to' } },
+  };
   const panel = (field: string, title: string, color: string) => ({
     width: 560,
     height: 150,

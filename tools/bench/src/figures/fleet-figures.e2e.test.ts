@@ -23,7 +23,10 @@ async function runQuick(figure: Figure, extra: Partial<FigureContext> = {}): Pro
 function row(markdown: string, first: string): string[] {
   const line = markdown.split('\n').find((l) => l.startsWith(`| ${first} |`));
   expect(line, `a table row starting with ${first}`).toBeDefined();
-  return line!.split('|').slice(1, -1).map((c) => c.trim());
+  return line!
+    .split('|')
+    .slice(1, -1)
+    .map((c) => c.trim());
 }
 
 const num = (cell: string) => Number(cell.replace(/[*,x%]/g, ''));
@@ -31,7 +34,9 @@ const num = (cell: string) => Number(cell.replace(/[*,x%]/g, ''));
 describe('fleet figures (quick)', () => {
   it('ingest-e2e measures both batch sizes, the HINCRBY ceiling and the naive design', async () => {
     const { result } = await runQuick(ingestE2eFigure);
-    expect(result.summary).toMatch(/^[\d,]+ events\/s end to end with 1000-event batches, [\d,]+ with 100-event batches .* naive design's [\d,]+ events\/s .* HINCRBY ceiling [\d,]+\/s/);
+    expect(result.summary).toMatch(
+      /^[\d,]+ events\/s end to end with 1000-event batches, [\d,]+ with 100-event batches .* naive design's [\d,]+ events\/s .* HINCRBY ceiling [\d,]+\/s/,
+    );
     for (const batch of ['100', '1000']) {
       const cells = row(result.markdown, batch);
       expect(num(cells[3]!)).toBeGreaterThan(0); // events/s end to end
@@ -42,16 +47,33 @@ describe('fleet figures (quick)', () => {
 
   it('freshness times probes from 202 to visible under load', async () => {
     const { result } = await runQuick(freshnessFigure);
-    expect(result.summary).toMatch(/^202 -> visible in the query API: p50 [\d.,]+ ms, p99 [\d.,]+ ms, max [\d.,]+ ms over 15 probes under [\d,]+ events\/s/);
+    expect(result.summary).toMatch(
+      /^202 -> visible in the query API: p50 [\d.,]+ ms, p99 [\d.,]+ ms, max [\d.,]+ ms over 15 probes under [\d,]+ events\/s/,
+    );
     const cells = row(result.markdown, '15');
-    expect(cells.slice(1, 5).map(num).every((v) => Number.isFinite(v) && v > 0)).toBe(true); // p50, p90, p99, max
+    expect(
+      cells
+        .slice(1, 5)
+        .map(num)
+        .every((v) => Number.isFinite(v) && v > 0),
+    ).toBe(true); // p50, p90, p99, max
     expect(result.charts?.map((c) => c.name)).toEqual(['cdf']);
   }, 120_000);
 
   it('drain counts UpdateItems, items touched and the time to drain after an outage', async () => {
     const { result, lines } = await runQuick(drainFigure);
-    expect(result.summary).toMatch(/^after a [\d.]+ s DynamoDB outage under 100 events\/s \(\d+ one-second buckets unwritten\): [\d,]+ UpdateItems for [\d,]+ items touched/);
-    const value = (label: string) => num(result.markdown.split('\n').find((l) => l.startsWith(`| ${label}`))!.split('|')[2]!.trim().split(' ')[0]!);
+    expect(result.summary).toMatch(
+      /^after a [\d.]+ s DynamoDB outage under 100 events\/s \(\d+ one-second buckets unwritten\): [\d,]+ UpdateItems for [\d,]+ items touched/,
+    );
+    const value = (label: string) =>
+      num(
+        result.markdown
+          .split('\n')
+          .find((l) => l.startsWith(`| ${label}`))!
+          .split('|')[2]!
+          .trim()
+          .split(' ')[0]!,
+      );
     expect(value('**items touched**')).toBeGreaterThan(0);
     expect(value('**UpdateItems** (ok)')).toBeGreaterThan(0);
     expect(value('**time to drain**')).toBeGreaterThan(0);
@@ -59,7 +81,7 @@ describe('fleet figures (quick)', () => {
     expect(result.charts?.map((c) => c.name)).toEqual(['timeline']);
   }, 120_000);
 
-  it('ingest-e2e --baseline runs the other commit\'s fleet from a worktree, alternated with this one, and reports both', async () => {
+  it("ingest-e2e --baseline runs the other commit's fleet from a worktree, alternated with this one, and reports both", async () => {
     const baseline = checkoutBaseline('HEAD');
     try {
       const { result, lines } = await runQuick(ingestE2eFigure, { baseline });
@@ -79,8 +101,15 @@ describe('fleet figures (quick)', () => {
     const { result, lines } = await runQuick(postgresPeerFigure);
     // The figure compares each PostgreSQL table with the sums of every batch it applied and fails on any difference.
     expect(lines.filter((l) => /checked: [\d,]+ \(pk, field\) rows equal the sums of [\d,]+ batches/.test(l))).toHaveLength(4);
-    expect(result.summary).toMatch(/^sync off \(AOF everysec \/ synchronous_commit=off\): Tally [\d,]+ events\/s.*PostgreSQL [\d,]+ events\/s.*; sync on \(AOF always \/ synchronous_commit=on\)/);
-    for (const first of ['Tally, AOF `appendfsync everysec`', 'PostgreSQL, `synchronous_commit = off`', 'Tally, AOF `appendfsync always`', 'PostgreSQL, `synchronous_commit = on`']) {
+    expect(result.summary).toMatch(
+      /^sync off \(AOF everysec \/ synchronous_commit=off\): Tally [\d,]+ events\/s.*PostgreSQL [\d,]+ events\/s.*; sync on \(AOF always \/ synchronous_commit=on\)/,
+    );
+    for (const first of [
+      'Tally, AOF `appendfsync everysec`',
+      'PostgreSQL, `synchronous_commit = off`',
+      'Tally, AOF `appendfsync always`',
+      'PostgreSQL, `synchronous_commit = on`',
+    ]) {
       const cells = row(result.markdown, first);
       expect(num(cells[2]!)).toBeGreaterThan(0); // events/s
       expect(Number(cells[3]!.split(' ')[0])).toBeGreaterThan(0); // CPU ms per 1000 events

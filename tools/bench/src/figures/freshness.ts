@@ -46,13 +46,22 @@ async function measureFreshness(ctx: FigureContext, root?: string): Promise<Fres
   const rate = ctx.quick ? 2_000 : 10_000;
   const machine = machineLine();
   ctx.log('starting a fleet: redis-server, dynalite, collector, bucket-aggregator, dynamo-writer, query-api (BUCKET_SECONDS=900)');
-  const fleet = await startFleet({ stores: STORES, rules: defaultRules, bucketSeconds: 900, appendfsync: 'everysec', ...(root ? { root } : {}) });
+  const fleet = await startFleet({
+    stores: STORES,
+    rules: defaultRules,
+    bucketSeconds: 900,
+    appendfsync: 'everysec',
+    ...(root ? { root } : {}),
+  });
   try {
     ctx.log(`background load: ${fmt(rate)} events/s through the collector`);
     const load = startBackgroundLoad(fleet, { seed: 31, rate, concurrency: 16, batchSize: [50, 150] });
     let maxQueueDepth = 0;
     const depthWatch = setInterval(() => {
-      fleet.queues[QUEUE.events].getWaitingCount().then((d) => (maxQueueDepth = Math.max(maxQueueDepth, d)), () => undefined);
+      fleet.queues[QUEUE.events].getWaitingCount().then(
+        (d) => (maxQueueDepth = Math.max(maxQueueDepth, d)),
+        () => undefined,
+      );
     }, 250);
     try {
       await sleep(ctx.quick ? 1_000 : 3_000);
@@ -73,7 +82,15 @@ async function measureFreshness(ctx: FigureContext, root?: string): Promise<Fres
         polls += r.polls;
         pollTimes.push(...r.pollTimes);
         probeRetries += r.retries;
-        if ((i + 1) % 50 === 0) ctx.log(`  ${i + 1} probes, p50 so far ${ms(quantile([...latencies].sort((a, b) => a - b), 0.5))} ms`);
+        if ((i + 1) % 50 === 0)
+          ctx.log(
+            `  ${i + 1} probes, p50 so far ${ms(
+              quantile(
+                [...latencies].sort((a, b) => a - b),
+                0.5,
+              ),
+            )} ms`,
+          );
       }
       const seconds = (performance.now() - t0) / 1000;
       const [applied1, accepted1] = await Promise.all([
@@ -81,11 +98,15 @@ async function measureFreshness(ctx: FigureContext, root?: string): Promise<Fres
         appMetric(fleet, 'collector', 'tally_events_accepted_total'),
       ]);
       const stats = await load.stop();
-      if (stats.edgeMismatches.length > 0) throw new Error(`the collector answered wrongly: ${stats.edgeMismatches.slice(0, 3).join('; ')}`);
+      if (stats.edgeMismatches.length > 0)
+        throw new Error(`the collector answered wrongly: ${stats.edgeMismatches.slice(0, 3).join('; ')}`);
       return {
         latencies: latencies.sort((a, b) => a - b),
         pollsPerProbe: polls / probes,
-        pollP50Ms: quantile(pollTimes.sort((a, b) => a - b), 0.5),
+        pollP50Ms: quantile(
+          pollTimes.sort((a, b) => a - b),
+          0.5,
+        ),
         probeRetries,
         acceptedPerSecond: (accepted1 - accepted0) / seconds,
         appliedPerSecond: (applied1 - applied0) / seconds,
@@ -139,7 +160,8 @@ export async function probe(fleet: Fleet, product: string): Promise<{ ms: number
     const views = Number(body.totals?.['ViewCount'] ?? 0);
     if (views === 1) return { ms: answered - accepted, polls: pollTimes.length, pollTimes, retries };
     if (views !== 0) throw new Error(`product ${product} shows ${views} views, expected 1`);
-    if (answered - accepted > PROBE_TIMEOUT_MS) throw new Error(`product ${product} still not visible ${PROBE_TIMEOUT_MS} ms after its 202`);
+    if (answered - accepted > PROBE_TIMEOUT_MS)
+      throw new Error(`product ${product} still not visible ${PROBE_TIMEOUT_MS} ms after its 202`);
   }
 }
 
@@ -169,7 +191,7 @@ export const freshnessFigure: Figure = {
       `through the query API's live merge of Redis). Background load: tools/loadgen traffic through the collector at ${fmt(f.targetRate)}`,
       `events/s target (${fmt(f.acceptedPerSecond)} accepted/s and ${fmt(f.appliedPerSecond)} applied/s measured during the probes; events queue`,
       `at most ${f.maxQueueDepth} jobs deep). Each probe POSTs one \`view\` of a product id never used before to store ${PROBE_STORE} (Asia/Kathmandu),`,
-      'then polls `GET /v1/series?entity=product:<id>&metrics=ViewCount&from=<day>&to=<day>&granularity=day` (the probe\'s store-local day)',
+      "then polls `GET /v1/series?entity=product:<id>&metrics=ViewCount&from=<day>&to=<day>&granularity=day` (the probe's store-local day)",
       'with a read key, back to back, until it shows 1; its freshness is the time from the 202 to the answer of the first poll that shows it. Probes run',
       `one after another for ${f.seconds.toFixed(0)} s.`,
       '',

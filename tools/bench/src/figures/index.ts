@@ -13,4 +13,17 @@ import { topLiveFigure } from './top-live';
 import { writeCostFigure } from './write-cost';
 
 /** Every figure `npm run bench` knows, in run order. Add a figure here. */
-export const FIGURES: readonly Figure[] = [collectorIngest, aggregatorFigure, ingestE2eFigure, ingestClusterFigure, postgresPeerFigure, freshnessFigure, queryFigure, writeCostFigure, drainFigure, scaleFigure, cliStartFigure, topLiveFigure];
+export const FIGURES: readonly Figure[] = [
+  collectorIngest,
+  aggregatorFigure,
+  ingestE2eFigure,
+  ingestClusterFigure,
+  postgresPeerFigure,
+  freshnessFigure,
+  queryFigure,
+  writeCostFigure,
+  drainFigure,
+  scaleFigure,
+  cliStartFigure,
+  topLiveFigure,
+];

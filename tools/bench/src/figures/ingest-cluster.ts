@@ -7,7 +7,11 @@ import { cpuMeter, machineLine } from '../proc';
 import { fmt } from '../stats';
 
 /** Stores of the traffic: enough hash tags to spread over three masters and three queue shards. */
-const CLUSTER_STORES: readonly StoreSpec[] = Array.from({ length: 24 }, (_, i) => ({ id: `CL${i}`, timeZone: ['UTC', 'Europe/Paris', 'America/New_York'][i % 3]!, weight: 1 }));
+const CLUSTER_STORES: readonly StoreSpec[] = Array.from({ length: 24 }, (_, i) => ({
+  id: `CL${i}`,
+  timeZone: ['UTC', 'Europe/Paris', 'America/New_York'][i % 3]!,
+  weight: 1,
+}));
 const BATCH = 1000;
 const IN_FLIGHT = 8;
 
@@ -37,7 +41,11 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
     const load = startBackgroundLoad(fleet, { seed: 300, concurrency: IN_FLIGHT, batchSize: BATCH, stores: CLUSTER_STORES });
     await sleep(ctx.quick ? 1_000 : 5_000);
     const redisPids = Object.fromEntries((fleet.cluster?.nodes ?? [fleet.redis]).map((n, i) => [`redis${i}`, n.pid]));
-    const meter = cpuMeter({ collector: fleet.app('collector').handle.process.pid, aggregator: fleet.app('bucket-aggregator').handle.process.pid, ...redisPids });
+    const meter = cpuMeter({
+      collector: fleet.app('collector').handle.process.pid,
+      aggregator: fleet.app('bucket-aggregator').handle.process.pid,
+      ...redisPids,
+    });
     const applied0 = await applied();
     const t0 = performance.now();
     await sleep(ctx.quick ? 2_000 : 20_000);
@@ -46,8 +54,15 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
     const used = meter.stop();
     await load.stop();
     const redis = Object.keys(redisPids).reduce((s, k) => s + used[k]!.seconds, 0);
-    const run = { setup, seconds, appliedPerSecond: (applied1 - applied0) / seconds, cpu: { collector: used['collector']!.seconds, aggregator: used['aggregator']!.seconds, redis } };
-    ctx.log(`  ${fmt(run.appliedPerSecond)} events/s applied; CPU ms per 1000 events: ${perThousand(run).toFixed(1)} (collector + aggregator + redis)`);
+    const run = {
+      setup,
+      seconds,
+      appliedPerSecond: (applied1 - applied0) / seconds,
+      cpu: { collector: used['collector']!.seconds, aggregator: used['aggregator']!.seconds, redis },
+    };
+    ctx.log(
+      `  ${fmt(run.appliedPerSecond)} events/s applied; CPU ms per 1000 events: ${perThousand(run).toFixed(1)} (collector + aggregator + redis)`,
+    );
     return run;
   } finally {
     await fleet.stop();

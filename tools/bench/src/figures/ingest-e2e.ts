@@ -131,11 +131,21 @@ async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
 }
 
 /** Over the rounds: after's CPU ms per 1000 events (collector + aggregator + Redis) over before's, and events/s alike. */
-function beforeAfterRatios(rounds: ReadonlyArray<{ before: E2eRun; after: E2eRun }>): { cpu: number; rate: number; beforeCpuMs: number; afterCpuMs: number } {
+function beforeAfterRatios(rounds: ReadonlyArray<{ before: E2eRun; after: E2eRun }>): {
+  cpu: number;
+  rate: number;
+  beforeCpuMs: number;
+  afterCpuMs: number;
+} {
   const sum = (pick: (r: { before: E2eRun; after: E2eRun }) => number) => rounds.reduce((a, r) => a + pick(r), 0);
   const beforeCpuMs = sum((r) => tallyCpuMs(r.before)) / rounds.length;
   const afterCpuMs = sum((r) => tallyCpuMs(r.after)) / rounds.length;
-  return { cpu: afterCpuMs / beforeCpuMs, rate: sum((r) => r.after.appliedPerSecond) / sum((r) => r.before.appliedPerSecond), beforeCpuMs, afterCpuMs };
+  return {
+    cpu: afterCpuMs / beforeCpuMs,
+    rate: sum((r) => r.after.appliedPerSecond) / sum((r) => r.before.appliedPerSecond),
+    beforeCpuMs,
+    afterCpuMs,
+  };
 }
 
 export async function measureLoad(
@@ -158,12 +168,19 @@ export async function measureLoad(
     () => true,
     () => false,
   );
-  ctx.log(filled ? `  queue at the backpressure limit (${MAX_QUEUE_DEPTH} jobs)` : '  queue did not fill: the collector side is the slower stage');
+  ctx.log(
+    filled ? `  queue at the backpressure limit (${MAX_QUEUE_DEPTH} jobs)` : '  queue did not fill: the collector side is the slower stage',
+  );
 
   ctx.log(`measuring ${opts.windowMs / 1000} s`);
   const [applied0, accepted0, depth0] = await Promise.all([applied(), accepted(), depth()]);
   const t0 = performance.now();
-  const cpu = cpuMeter({ collector: collector.handle.process.pid, aggregator: aggregator.handle.process.pid, redis: fleet.redis.pid, bench: process.pid });
+  const cpu = cpuMeter({
+    collector: collector.handle.process.pid,
+    aggregator: aggregator.handle.process.pid,
+    redis: fleet.redis.pid,
+    bench: process.pid,
+  });
   const perSecond = sampler(1_000, async () => ({ t: performance.now(), applied: await applied() }));
   await sleep(opts.windowMs);
   const [applied1, accepted1, depth1] = await Promise.all([applied(), accepted(), depth()]);
@@ -189,7 +206,12 @@ export async function measureLoad(
     depthStart: depth0,
     depthEnd: depth1,
     queueFilled: filled,
-    cpu: { collector: used['collector']!.cores, aggregator: used['aggregator']!.cores, redis: used['redis']!.cores, bench: used['bench']!.cores },
+    cpu: {
+      collector: used['collector']!.cores,
+      aggregator: used['aggregator']!.cores,
+      redis: used['redis']!.cores,
+      bench: used['bench']!.cores,
+    },
     timeline,
   };
   if (stats.edgeMismatches.length > 0) throw new Error(`the collector answered wrongly: ${stats.edgeMismatches.slice(0, 3).join('; ')}`);
@@ -239,7 +261,9 @@ export const ingestE2eFigure: Figure = {
       `design's ${fmt(f.naive.eventsPerSecond)} events/s (one UpdateItem per event per row, dynalite); ${pct(big.appliedPerSecond / f.hincrby)} ` +
       `of redis-benchmark's HINCRBY ceiling ${fmt(f.hincrby)}/s (${pct((big.appliedPerSecond * f.hincrbyPerEvent[1000]!) / f.hincrby)} counting ` +
       `its ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event)` +
-      (f.beforeAfter ? `; against ${f.beforeAfter.ref} (${f.beforeAfter.commit.slice(0, 10)}) in the same run: CPU per 1000 events x${beforeAfterRatios(f.beforeAfter.rounds).cpu.toFixed(2)}, events/s x${beforeAfterRatios(f.beforeAfter.rounds).rate.toFixed(2)}` : '') +
+      (f.beforeAfter
+        ? `; against ${f.beforeAfter.ref} (${f.beforeAfter.commit.slice(0, 10)}) in the same run: CPU per 1000 events x${beforeAfterRatios(f.beforeAfter.rounds).cpu.toFixed(2)}, events/s x${beforeAfterRatios(f.beforeAfter.rounds).rate.toFixed(2)}`
+        : '') +
       `${ctx.quick ? ' [quick run]' : ''}`;
     const rows = f.runs.map((r) => {
       const per1000 = (cores: number) => ((cores * 1000 * 1000) / Math.max(1, r.appliedPerSecond)).toFixed(1);
@@ -257,9 +281,9 @@ export const ingestE2eFigure: Figure = {
       `bucket-aggregator process (8 concurrent jobs), \`BUCKET_SECONDS=900\`, \`MAX_QUEUE_DEPTH=${MAX_QUEUE_DEPTH}\`. The bench process sends`,
       `tools/loadgen traffic (\`generateLoad\`: seeded Zipf products and visitors over ${fmt(CATALOGUE.products)} / ${fmt(CATALOGUE.visitors)}, sessions of views,`,
       'page views and orders with order lines, three stores in three time zones, 10% late events up to 33 days back) with',
-      "`httpSender` over 127.0.0.1, as fast as the collector answers; a 429 is retried after at most 250 ms. Events/s is the",
+      '`httpSender` over 127.0.0.1, as fast as the collector answers; a 429 is retried after at most 250 ms. Events/s is the',
       "aggregator's `tally_events_applied_total` over the window after a warm-up: what the pipeline sustains, since the queue",
-      "stays bounded by the backpressure (start → end depth in jobs). When the aggregator is the slower stage the queue fills to the",
+      'stays bounded by the backpressure (start → end depth in jobs). When the aggregator is the slower stage the queue fills to the',
       'limit during the warm-up (given up to 15 s more) and the window starts there; when it does not fill, the collector side (with the',
       'load generator) is the slower one.',
       '',
@@ -269,13 +293,15 @@ export const ingestE2eFigure: Figure = {
       '',
       `The processes measured used ${f.runs.map((r) => (r.cpu.collector + r.cpu.aggregator + r.cpu.redis + r.cpu.bench).toFixed(2)).join(' and ')} of the 2 cores in the two windows; the`,
       'rest went to other work on the shared machine. Events/s moves with that share from run to run; the CPU ms per 1000',
-      'events (collector + aggregator + Redis: ' + f.runs.map((r) => `${tallyCpuMs(r).toFixed(1)} ms with ${r.batch}-event batches`).join(', ') + ') much less.',
+      'events (collector + aggregator + Redis: ' +
+        f.runs.map((r) => `${tallyCpuMs(r).toFixed(1)} ms with ${r.batch}-event batches`).join(', ') +
+        ') much less.',
       '',
       'Compared with, in the same run:',
       '',
       `- **redis-benchmark HINCRBY ceiling**: \`${hincrbyCommand(f.hincrbyN)}\` against the fleet's redis-server: **${fmt(f.hincrby)}** ops/s.`,
       `  The apply script does ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event with 1000-event batches (one per distinct row, day and metric`,
-      '  of a batch), plus the batch\'s dedupe record and row set; the rest of the difference is the collector, the queue and the',
+      "  of a batch), plus the batch's dedupe record and row set; the rest of the difference is the collector, the queue and the",
       '  two processes sharing two cores with Redis and the load generator.',
       `- **naive design**: one UpdateItem per event per row (day, month and total rows, one per counter, as in write-cost), ${f.naive.concurrency}`,
       `  in flight against the same dynalite for ${f.naive.seconds.toFixed(1)} s: **${fmt(f.naive.eventsPerSecond)}** events/s, ${fmt(f.naive.updateItemsPerSecond)} UpdateItems/s,`,

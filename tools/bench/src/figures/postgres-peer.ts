@@ -19,7 +19,12 @@ const CONCURRENCY = 8;
 
 /** The two durabilities compared: what Redis's AOF fsync policy matches in PostgreSQL. */
 const DURABILITY = [
-  { name: 'off', appendfsync: 'everysec', synchronousCommit: 'off', says: 'up to about a second of acknowledged writes may be lost in a crash' },
+  {
+    name: 'off',
+    appendfsync: 'everysec',
+    synchronousCommit: 'off',
+    says: 'up to about a second of acknowledged writes may be lost in a crash',
+  },
   { name: 'on', appendfsync: 'always', synchronousCommit: 'on', says: 'nothing acknowledged is lost' },
 ] as const;
 
@@ -78,10 +83,21 @@ async function measurePostgresPeer(ctx: FigureContext): Promise<PostgresPeerFigu
     const rows: Row[] = [];
     for (const [i, d] of DURABILITY.entries()) {
       ctx.log(`PostgreSQL, synchronous_commit = ${d.synchronousCommit}: peak with 1000-event batches, ${windowMs / 1000} s`);
-      const pgPeak = await runPeer(ctx, url, `peak_${d.name}`, d.synchronousCommit, { seed: 500 + i, batchSize: 1000, durationMs: windowMs });
-      ctx.log(`  ${fmt(pgPeak.events / pgPeak.seconds)} events/s, ${peerCpuMs(pgPeak).toFixed(1)} ms CPU per 1000 events, ${pgPeak.mismatches} mismatches`);
+      const pgPeak = await runPeer(ctx, url, `peak_${d.name}`, d.synchronousCommit, {
+        seed: 500 + i,
+        batchSize: 1000,
+        durationMs: windowMs,
+      });
+      ctx.log(
+        `  ${fmt(pgPeak.events / pgPeak.seconds)} events/s, ${peerCpuMs(pgPeak).toFixed(1)} ms CPU per 1000 events, ${pgPeak.mismatches} mismatches`,
+      );
       ctx.log(`PostgreSQL, synchronous_commit = ${d.synchronousCommit}: ${fmt(pacedRate)} events/s for ${pacedMs / 1000} s (freshness)`);
-      const pgPaced = await runPeer(ctx, url, `paced_${d.name}`, d.synchronousCommit, { seed: 510 + i, batchSize: [50, 150], durationMs: pacedMs, rate: pacedRate });
+      const pgPaced = await runPeer(ctx, url, `paced_${d.name}`, d.synchronousCommit, {
+        seed: 510 + i,
+        batchSize: [50, 150],
+        durationMs: pacedMs,
+        rate: pacedRate,
+      });
       ctx.log(`  p99 ${ms(quantile(pgPaced.latencies, 0.99))} ms from a batch's arrival to its commit, ${pgPaced.mismatches} mismatches`);
 
       ctx.log(`Tally, AOF appendfsync ${d.appendfsync}: a fleet (collector, bucket-aggregator, query-api)`);
@@ -125,12 +141,17 @@ async function runPeer(
 ): Promise<PeerRun> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
-  await client.query(`CREATE TABLE ${table}_counters (pk text NOT NULL, field text NOT NULL, value numeric(38, 0) NOT NULL, PRIMARY KEY (pk, field))`);
+  await client.query(
+    `CREATE TABLE ${table}_counters (pk text NOT NULL, field text NOT NULL, value numeric(38, 0) NOT NULL, PRIMARY KEY (pk, field))`,
+  );
   await client.query(`CREATE TABLE ${table}_batches (id text PRIMARY KEY)`);
   await client.end();
 
   const options = JSON.stringify({ connectionString: url, table, synchronousCommit, concurrency: CONCURRENCY });
-  const writer = spawn(process.execPath, ['--import', 'tsx', 'tools/bench/src/pg-writer.ts', options], { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+  const writer = spawn(process.execPath, ['--import', 'tsx', 'tools/bench/src/pg-writer.ts', options], {
+    cwd: REPO_ROOT,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let output = '';
   writer.stdout.on('data', (c: Buffer) => (output += c.toString()));
   writer.stderr.on('data', (c: Buffer) => (output += c.toString()));
@@ -162,7 +183,8 @@ async function runPeer(
   if (code !== 0) throw new Error(`the PostgreSQL writer failed (${code ?? signal}):\n${output.slice(-2000)}`);
   const out = output.trim().split('\n').pop()!;
   const run = JSON.parse(out) as PeerRun;
-  if (run.mismatches > 0) throw new Error(`PostgreSQL's table differs from the expected counts in ${run.mismatches} cells (of ${run.cells})`);
+  if (run.mismatches > 0)
+    throw new Error(`PostgreSQL's table differs from the expected counts in ${run.mismatches} cells (of ${run.cells})`);
   if (run.duplicates > 0) throw new Error(`${run.duplicates} batches were refused as duplicates; every batch id of the run is new`);
   ctx.log(`  checked: ${fmt(run.tableRows)} (pk, field) rows equal the sums of ${fmt(run.batches)} batches`);
   return run;
@@ -207,9 +229,9 @@ export const postgresPeerFigure: Figure = {
       'configuration, shared with other users), in a database the figure creates and drops.',
       '',
       'The same tools/loadgen traffic (three stores, three time zones, Zipf products and visitors, 10% late events) into',
-      'what a team would pick instead of Tally: PostgreSQL with a counters table keyed like Tally\'s rows',
+      "what a team would pick instead of Tally: PostgreSQL with a counters table keyed like Tally's rows",
       '(`pk text, field text, value numeric(38,0)`, primary key `(pk, field)`, `field` = `<day>|<metric>` as in a Redis bucket),',
-      'given its best shot: a writer process (tools/bench/src/pg-writer.ts) validates each batch and rolls it up in the store\'s',
+      "given its best shot: a writer process (tools/bench/src/pg-writer.ts) validates each batch and rolls it up in the store's",
       "zone with Tally's own code and rules, then applies it with one prepared statement in one transaction — the batch id into a",
       'dedupe table (a retried batch counts once, as in Tally) and a multi-row `INSERT … SELECT FROM unnest(…) ON CONFLICT (pk, field)',
       'DO UPDATE SET value = value + EXCLUDED.value` of its deltas sorted by key (no deadlocks between concurrent batches) — over a',

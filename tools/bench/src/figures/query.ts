@@ -6,7 +6,17 @@ import { compileRules, defaultRules, rollup, type NormalizedEvent } from '@tally
 import { createTenant, issueKey } from '@tally/tenants';
 import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { createTestTable, metricValue, REPO_ROOT, startApp, startDynalite, startProcess, startRedis, type AppHandle, type ProcessHandle } from '@tally/testing';
+import {
+  createTestTable,
+  metricValue,
+  REPO_ROOT,
+  startApp,
+  startDynalite,
+  startProcess,
+  startRedis,
+  type AppHandle,
+  type ProcessHandle,
+} from '@tally/testing';
 import { Redis } from 'ioredis';
 import type { Figure, FigureContext, FigureResult } from '../figure';
 import { prng, zipf } from '../workload';
@@ -118,7 +128,12 @@ async function measureQueries(
       const out = await buckets.readOutbox(STORE, pk);
       if (out.entries.length === 0) continue;
       await writeRow({ client, table, meter: writeMeter }, pk, out.entries);
-      await buckets.ackOutbox(STORE, pk, out.entries.map((e) => e.field), tick());
+      await buckets.ackOutbox(
+        STORE,
+        pk,
+        out.entries.map((e) => e.field),
+        tick(),
+      );
     }
   };
   const apply = async (events: NormalizedEvent[]) => {
@@ -146,7 +161,12 @@ async function measureQueries(
         if (rnd() < 0.95) events.push({ type: 'view', ts, dims: { product: `P${product()}`, visitor: `V${visitor()}` } });
         else events.push({ type: 'order', ts, value: (Math.floor(rnd() * 20000) / 100).toFixed(2), dims: { visitor: `V${visitor()}` } });
       }
-      for (let i = 0; i < 4; i++) events.push({ type: 'view', ts: dayTs - Math.floor(rnd() * DAY * 0.9), dims: { product: `P${1 + Math.floor(rnd() * 40)}`, visitor: HEAVY } });
+      for (let i = 0; i < 4; i++)
+        events.push({
+          type: 'view',
+          ts: dayTs - Math.floor(rnd() * DAY * 0.9),
+          dims: { product: `P${1 + Math.floor(rnd() * 40)}`, visitor: HEAVY },
+        });
       heavyViews += 4;
       if (d % 20 === 0) events.push({ type: 'order', ts: dayTs - 3_600_000, value: '42.50', dims: { visitor: HEAVY } });
       await apply(events);
@@ -158,10 +178,14 @@ async function measureQueries(
     // current events every 10 ms, every row flushed each second. The heavy visitor is not in them, so its session
     // cache stays warm, as between two page views of one session.
     load0 = loadavg()[0]!;
-    ingestProc = await startProcess(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), INGEST_FLAG, redisServer.url, dyn.endpoint, table], {
-      cwd: REPO_ROOT,
-      name: 'query-bench-ingest',
-    });
+    ingestProc = await startProcess(
+      process.execPath,
+      ['--import', 'tsx', fileURLToPath(import.meta.url), INGEST_FLAG, redisServer.url, dyn.endpoint, table],
+      {
+        cwd: REPO_ROOT,
+        name: 'query-bench-ingest',
+      },
+    );
     await ingestProc.waitForLine(/^ingested \d+/, { timeoutMs: 30_000 });
     const ingestStart = performance.now();
 
@@ -180,20 +204,46 @@ async function measureQueries(
       return r.dynamoRequests;
     };
     const scenarios: Scenario[] = [
-      { name: 'series, last 30 days by day (store row)', label: 'last30d', call: series('last30d', 'day'), http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&range=last30d&granularity=day' } },
-      { name: 'series, last 3 months by day (store row)', label: 'last3m', call: series('last3m', 'day'), http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&range=last3m&granularity=day' } },
-      { name: 'series, all time (granularity total)', label: 'all-time', call: series('all', 'total'), http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&granularity=total' } },
+      {
+        name: 'series, last 30 days by day (store row)',
+        label: 'last30d',
+        call: series('last30d', 'day'),
+        http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&range=last30d&granularity=day' },
+      },
+      {
+        name: 'series, last 3 months by day (store row)',
+        label: 'last3m',
+        call: series('last3m', 'day'),
+        http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&range=last3m&granularity=day' },
+      },
+      {
+        name: 'series, all time (granularity total)',
+        label: 'all-time',
+        call: series('all', 'total'),
+        http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&granularity=total' },
+      },
       ...(
         [
           [`segment evaluation, warm cache, typical visitor ${TYPICAL} (2 segments, 5 rules)`, 'segments warm (typical)', TYPICAL],
-          [`segment evaluation, warm cache, heavy visitor (${heavyViews} views of 40 products; 2 segments, 5 rules)`, 'segments warm (heavy)', HEAVY],
+          [
+            `segment evaluation, warm cache, heavy visitor (${heavyViews} views of 40 products; 2 segments, 5 rules)`,
+            'segments warm (heavy)',
+            HEAVY,
+          ],
         ] as const
       ).map(([name, label, visitorId]) => ({
         name,
         label,
         call: async () => {
           const pk = rules.pkOf(STORE, 'visitor', [visitorId]);
-          const r = await evaluateSegments(deps, { store: STORE, pk, timeZone: 'UTC', now: Date.now(), segments: SEGMENTS, cacheTtlSeconds: 1_800 });
+          const r = await evaluateSegments(deps, {
+            store: STORE,
+            pk,
+            timeZone: 'UTC',
+            now: Date.now(),
+            segments: SEGMENTS,
+            cacheTtlSeconds: 1_800,
+          });
           return r.dynamoRequests;
         },
         http: { method: 'POST' as const, path: '/v1/segments/evaluate', body: { visitor: visitorId, segments: SEGMENTS } },
@@ -218,7 +268,11 @@ async function measureQueries(
       const headers: Record<string, string> = { authorization: `Bearer ${key}` };
       if (s.http.body) headers['content-type'] = 'application/json';
       const httpCall = async () => {
-        const res = await fetch(app!.url + s.http.path, { method: s.http.method, headers, body: s.http.body ? JSON.stringify(s.http.body) : undefined });
+        const res = await fetch(app!.url + s.http.path, {
+          method: s.http.method,
+          headers,
+          body: s.http.body ? JSON.stringify(s.http.body) : undefined,
+        });
         if (res.status !== 200) throw new Error(`${s.http.method} ${s.http.path}: ${res.status} ${await res.text()}`);
         await res.arrayBuffer();
       };
@@ -227,7 +281,10 @@ async function measureQueries(
       const served = async () => {
         const text = await app!.metrics();
         const labels = { route, status_code: '200' };
-        return { sum: metricValue(text, 'tally_http_request_duration_seconds_sum', labels), count: metricValue(text, 'tally_http_request_duration_seconds_count', labels) };
+        return {
+          sum: metricValue(text, 'tally_http_request_duration_seconds_sum', labels),
+          count: metricValue(text, 'tally_http_request_duration_seconds_count', labels),
+        };
       };
       const before = await served();
       const httpLat = await timeLoop(runMs, httpCall);
@@ -325,7 +382,11 @@ async function ingestLoop(redisUrl: string, endpoint: string, table: string): Pr
   let lastReport = 0;
   for (let b = 0; !stop; b++) {
     const now = Date.now();
-    const events: NormalizedEvent[] = Array.from({ length: 100 }, () => ({ type: 'view', ts: now, dims: { product: `P${product()}`, visitor: `L${visitor()}` } }));
+    const events: NormalizedEvent[] = Array.from({ length: 100 }, () => ({
+      type: 'view',
+      ts: now,
+      dims: { product: `P${product()}`, visitor: `L${visitor()}` },
+    }));
     await buckets.apply(STORE, `live-${process.pid}-${b}`, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 });
     ingested += events.length;
     if (performance.now() - lastFlush > 1_000) {
@@ -335,7 +396,12 @@ async function ingestLoop(redisUrl: string, endpoint: string, table: string): Pr
         const out = await buckets.readOutbox(STORE, pk);
         if (out.entries.length === 0) continue;
         await writeRow({ client, table, meter }, pk, out.entries);
-        await buckets.ackOutbox(STORE, pk, out.entries.map((e) => e.field), tick());
+        await buckets.ackOutbox(
+          STORE,
+          pk,
+          out.entries.map((e) => e.field),
+          tick(),
+        );
       }
       lastFlush = performance.now();
     }

@@ -51,9 +51,11 @@ async function redisCpu(redis: Redis): Promise<number> {
 
 async function pool<T>(items: readonly T[], n: number, fn: (t: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]!);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(n, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
 }
 
 /**
@@ -90,7 +92,10 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     await pool([...ids.keys()], 32, async (i) => {
       const n = rowsOf(i);
       for (let from = 0; from < n; from += 500) {
-        await buckets.apply(ids[i]!, `load-${from}`, deltasFor(ids[i]!, from, Math.min(500, n - from)), { now: t0, dedupeTtlSeconds: 3_600 });
+        await buckets.apply(ids[i]!, `load-${from}`, deltasFor(ids[i]!, from, Math.min(500, n - from)), {
+          now: t0,
+          dedupeTtlSeconds: 3_600,
+        });
       }
       await buckets.registerStore(ids[i]!);
     });
@@ -103,13 +108,22 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     // then applied in every store, and the next tick, TICK_BUCKET_MS later, seals and folds them all: the one
     // measured, alone in its window (the scrapes that wait for it are 2 s apart).
     app = await startApp('bucket-aggregator', {
-      env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table, BUCKET_SECONDS: String(TICK_BUCKET_MS / 1000), KEY_PREFIX: 't' },
+      env: {
+        REDIS_URL: redisServer.url,
+        DYNAMODB_ENDPOINT: dyn.endpoint,
+        DYNAMODB_TABLE: table,
+        BUCKET_SECONDS: String(TICK_BUCKET_MS / 1000),
+        KEY_PREFIX: 't',
+      },
     });
     const a = app;
     const ticks = async (text?: string) => metricValue(text ?? (await a.metrics()), 'tally_seal_tick_duration_seconds_count') ?? 0;
     await waitFor(async () => (await ticks()) >= 1, { timeoutMs: 300_000, intervalMs: 200, message: 'the first seal tick' });
     await pool([...ids.keys()], 32, async (i) => {
-      await buckets.apply(ids[i]!, 'tick-1', deltasFor(ids[i]!, 0, Math.min(ROWS_PER_TICK, Math.max(1, rowsOf(i)))), { now: Date.now(), dedupeTtlSeconds: 3_600 });
+      await buckets.apply(ids[i]!, 'tick-1', deltasFor(ids[i]!, 0, Math.min(ROWS_PER_TICK, Math.max(1, rowsOf(i)))), {
+        now: Date.now(),
+        dedupeTtlSeconds: 3_600,
+      });
       await buckets.registerStore(ids[i]!);
     });
     const before = await a.metrics();
@@ -129,7 +143,10 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     const tickCommands = (await commandCount(redis)) - commands0;
     const sealed = (metricValue(after, 'tally_buckets_sealed_total') ?? 0) - (metricValue(before, 'tally_buckets_sealed_total') ?? 0);
     if (sealed !== stores) throw new Error(`the measured tick sealed ${sealed} buckets, not ${stores}`);
-    const tickMs = ((metricValue(after, 'tally_seal_tick_duration_seconds_sum') ?? 0) - (metricValue(before, 'tally_seal_tick_duration_seconds_sum') ?? 0)) * 1000;
+    const tickMs =
+      ((metricValue(after, 'tally_seal_tick_duration_seconds_sum') ?? 0) -
+        (metricValue(before, 'tally_seal_tick_duration_seconds_sum') ?? 0)) *
+      1000;
     const loadAverage = loadavg()[0]!;
     log(
       `seal tick over ${stores} active stores: ${tickMs.toFixed(0)} ms; CPU ${tickCpu.aggregator.toFixed(2)} s aggregator, ${tickCpu.redis.toFixed(2)} s redis; ` +
@@ -152,7 +169,9 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     // Minus the one INFO of this count itself.
     const scrapeCommands = ((await commandCount(redis)) - scrapeCommands0 - 1) / SCRAPES;
     times.sort((a, b) => a - b);
-    log(`GET /metrics: median ${times[Math.floor(times.length / 2)]!.toFixed(1)} ms, max ${times[times.length - 1]!.toFixed(1)} ms, ${scrapeCommands.toFixed(1)} Redis commands each`);
+    log(
+      `GET /metrics: median ${times[Math.floor(times.length / 2)]!.toFixed(1)} ms, max ${times[times.length - 1]!.toFixed(1)} ms, ${scrapeCommands.toFixed(1)} Redis commands each`,
+    );
     return {
       stores,
       openRows,
@@ -177,8 +196,17 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
 
 async function measureScale(opts: { quick: boolean; log: (l: string) => void }): Promise<ScalePoint[]> {
   const grid: Array<[number, number]> = opts.quick
-    ? [[10, 1_000], [300, 1_000], [300, 20_000]]
-    : [[10, 10_000], [1_000, 100_000], [10_000, 10_000], [10_000, 1_000_000]];
+    ? [
+        [10, 1_000],
+        [300, 1_000],
+        [300, 20_000],
+      ]
+    : [
+        [10, 10_000],
+        [1_000, 100_000],
+        [10_000, 10_000],
+        [10_000, 1_000_000],
+      ];
   const out: ScalePoint[] = [];
   for (const [s, r] of grid) out.push(await measurePoint(s, r, opts.log));
   return out;

@@ -42,7 +42,9 @@ export const topLiveFigure: Figure = {
           const rnd = prng(1000 + r);
           const products = zipf(10_000, 1.05, rnd);
           const visitors = zipf(100_000, 0.8, rnd);
-          const batches = Array.from({ length: batchesPerRound }, () => rollup(rules, 'S', 'UTC', makeBatch(rnd, products, visitors, eventsPerBatch, now)));
+          const batches = Array.from({ length: batchesPerRound }, () =>
+            rollup(rules, 'S', 'UTC', makeBatch(rnd, products, visitors, eventsPerBatch, now)),
+          );
           const t0 = performance.now();
           for (let b = 0; b < batches.length; b++) await buckets.apply('S', `r${r}-${b}`, batches[b]!, { now, dedupeTtlSeconds: 3_600 });
           time[kind] += performance.now() - t0;
@@ -58,10 +60,16 @@ export const topLiveFigure: Figure = {
           await buckets.apply(store, `t${pks[0]}${i}`, deltas, { now, dedupeTtlSeconds: 60 });
         }
       };
-      await apply('T', Array.from({ length: 1_000 }, (_, i) => `T#product#F${i}`));
+      await apply(
+        'T',
+        Array.from({ length: 1_000 }, (_, i) => `T#product#F${i}`),
+      );
       const none = q(await timeLoop(ctx.quick ? 300 : 3_000, () => buckets.top('T', 'product', 'v', days, 20)), 0.5);
       const open = ctx.quick ? 10_000 : 100_000;
-      await apply('T', Array.from({ length: open }, (_, i) => `T#visitor#V${i}`));
+      await apply(
+        'T',
+        Array.from({ length: open }, (_, i) => `T#visitor#V${i}`),
+      );
       const full = q(await timeLoop(ctx.quick ? 300 : 3_000, () => buckets.top('T', 'product', 'v', days, 20)), 0.5);
       top = { none, full };
     } finally {
@@ -74,7 +82,7 @@ export const topLiveFigure: Figure = {
     return {
       summary: `ranking in the apply step: apply takes ×${ratio.toFixed(2)} the time without rankings (${rate(time.ranked).toLocaleString('en-US')} vs ${rate(time.unranked).toLocaleString('en-US')} events/s); TOP p50 ×${(top.full / top.none).toFixed(2)} with ${(ctx.quick ? 10_000 : 100_000).toLocaleString('en-US')} rows in the open bucket`,
       markdown: [
-        'Top lists rank from every bucket, the open one included: APPLY adds ranked rows\' deltas (products, pages) to the',
+        "Top lists rank from every bucket, the open one included: APPLY adds ranked rows' deltas (products, pages) to the",
         'daily rankings in the step that counts them, and TOP unions the rankings of the days asked. Both costs, in one run:',
         '',
         '| Measure | With rankings | Without | Ratio |',

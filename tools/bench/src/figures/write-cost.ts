@@ -2,7 +2,15 @@ import { logBars, type Chart } from '../charts';
 import type { FigureContext, FigureResult } from '../figure';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter, SPILL_AT_KB, writeRow, writeRowWithSketches, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
+import {
+  createDynamoClient,
+  createDynamoMeter,
+  SPILL_AT_KB,
+  writeRow,
+  writeRowWithSketches,
+  type DynamoMeter,
+  type RowWriterDeps,
+} from '@tally/dynamo';
 import { cheapestRules, compileRules, defaultRules, rollup, rollupDistinct, type CompiledRules, type RulesInput } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
@@ -35,7 +43,15 @@ interface Env {
  * `sketches`, the distinct-count sketches (UniqueVisitors) too: added before each apply, written with the counts
  * (writeRowWithSketches) and acked, as the aggregator and the writer do.
  */
-async function runPipeline(env: Env, design: string, rulesInput: RulesInput, bucketMin: number, writer: Writer, day: DayEvent[], sketches = false): Promise<CostRun & { items: number }> {
+async function runPipeline(
+  env: Env,
+  design: string,
+  rulesInput: RulesInput,
+  bucketMin: number,
+  writer: Writer,
+  day: DayEvent[],
+  sketches = false,
+): Promise<CostRun & { items: number }> {
   const rules: CompiledRules = compileRules(rulesInput);
   await env.redis.flushall();
   const table = await createTestTable(env.endpoint);
@@ -83,7 +99,12 @@ async function runPipeline(env: Env, design: string, rulesInput: RulesInput, buc
           };
           await counted(deps, pk, out.entries, withSketches);
         } else await counted(deps, pk, out.entries);
-        await buckets.ackOutbox(store, pk, out.entries.map((e) => e.field), now);
+        await buckets.ackOutbox(
+          store,
+          pk,
+          out.entries.map((e) => e.field),
+          now,
+        );
       }
     }
   }
@@ -114,7 +135,11 @@ async function runCrawler(env: Env, products: number): Promise<CostFigure['crawl
   const client = createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' });
   const meter = createDynamoMeter();
   const buckets = new BucketStore({ redis: env.redis, rules });
-  const events = Array.from({ length: products }, (_, p) => ({ type: 'view', ts: DAY_START + MIN, dims: { product: `P${p}`, visitor: 'BOT1' } }));
+  const events = Array.from({ length: products }, (_, p) => ({
+    type: 'view',
+    ts: DAY_START + MIN,
+    dims: { product: `P${p}`, visitor: 'BOT1' },
+  }));
   await buckets.apply('S', 'crawl', rollup(rules, 'S', 'UTC', events), { now: DAY_START + MIN, dedupeTtlSeconds: 3600 });
   await buckets.seal('S', { now: DAY_START + 2 * MIN, minAgeMs: 0 });
   await buckets.foldSealed('S', { now: DAY_START + 2 * MIN });
@@ -124,7 +149,11 @@ async function runCrawler(env: Env, products: number): Promise<CostFigure['crawl
   await writeRow({ client, table, meter }, pk, out.entries);
   const after = meter.totals();
   client.destroy();
-  return { products, updates: (after.requests['UpdateItem:ok'] ?? 0) - (before.requests['UpdateItem:ok'] ?? 0), writeUnits: after.writeUnits - before.writeUnits };
+  return {
+    products,
+    updates: (after.requests['UpdateItem:ok'] ?? 0) - (before.requests['UpdateItem:ok'] ?? 0),
+    writeUnits: after.writeUnits - before.writeUnits,
+  };
 }
 
 /** Naive: one UpdateItem per event per row (day, month and total rows), measured on a sample of the day. */
@@ -138,7 +167,13 @@ async function runNaive(env: Env, day: DayEvent[], sampleEvery: number): Promise
   for (const d of sample) await writeEventNaive(deps, rules, d.store, 'UTC', d.event);
   client.destroy();
   const t = meter.totals();
-  return { design: `naive (one UpdateItem per event per row; sample of ${sample.length} events)`, events: sample.length, writeUnits: t.writeUnits, updates: t.requests['UpdateItem:ok'] ?? 0, wcuPerMillion: (t.writeUnits / sample.length) * 1e6 };
+  return {
+    design: `naive (one UpdateItem per event per row; sample of ${sample.length} events)`,
+    events: sample.length,
+    writeUnits: t.writeUnits,
+    updates: t.requests['UpdateItem:ok'] ?? 0,
+    wcuPerMillion: (t.writeUnits / sample.length) * 1e6,
+  };
 }
 
 const withPolicy = (kind: 'bucket' | { every: number }): RulesInput => {
@@ -166,23 +201,57 @@ async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
   const redis = new Redis(redisServer.url);
   const env = { redis, endpoint: dyn.endpoint };
   try {
-    const day = simulatedDay({ seed: 7, sessions: opts.quick ? 800 : 2500, stores: 5, products: 2000, visitors: 6000, dayStart: DAY_START });
+    const day = simulatedDay({
+      seed: 7,
+      sessions: opts.quick ? 800 : 2500,
+      stores: 5,
+      products: 2000,
+      visitors: 6000,
+      dayStart: DAY_START,
+    });
     const naive = await runNaive(env, day, opts.quick ? 20 : 10);
     const three = await runPipeline(env, "article's 3-row layout, flushed every 15 min", withPolicy('bucket'), 15, threeRowWriter, day);
     const packed = await runPipeline(env, "article's packed 2-row layout, flushed every 15 min", withPolicy('bucket'), 15, writeRow, day);
-    const tallyDefault = await runPipeline(env, 'Tally default policy (store/product hourly, visitor at session end)', defaultRules, 15, writeRow, day);
+    const tallyDefault = await runPipeline(
+      env,
+      'Tally default policy (store/product hourly, visitor at session end)',
+      defaultRules,
+      15,
+      writeRow,
+      day,
+    );
     const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, 15, writeRow, day);
-    const withSketches = await runPipeline(env, 'Tally default policy with UniqueVisitors sketches (store and product rows)', defaultRules, 15, writeRow, day, true);
+    const withSketches = await runPipeline(
+      env,
+      'Tally default policy with UniqueVisitors sketches (store and product rows)',
+      defaultRules,
+      15,
+      writeRow,
+      day,
+      true,
+    );
     const intervals: CostFigure['intervals'] = [];
     for (const minutes of opts.quick ? [15, 60, 1440] : [15, 30, 60, 120, 240, 480, 720, 1440]) {
-      const r = minutes === 15 ? packed : minutes === 1440 ? cheapest : await runPipeline(env, `every ${minutes} min`, withPolicy({ every: minutes }), 15, writeRow, day);
+      const r =
+        minutes === 15
+          ? packed
+          : minutes === 1440
+            ? cheapest
+            : await runPipeline(env, `every ${minutes} min`, withPolicy({ every: minutes }), 15, writeRow, day);
       intervals.push({ minutes, wcuPerMillion: r.wcuPerMillion });
     }
     // Floor: every item touched that day must be written at least once.
     const floorPerMillion = (cheapest.items / day.length) * 1e6;
     const crawler = await runCrawler(env, 5_000);
     const storeDays = new Set(day.map((d) => d.store)).size; // one simulated day
-    return { runs: [naive, three, packed, tallyDefault, cheapest], crawler, floorPerMillion, intervals, events: day.length, uniqueVisitors: { withSketches, storeDays } };
+    return {
+      runs: [naive, three, packed, tallyDefault, cheapest],
+      crawler,
+      floorPerMillion,
+      intervals,
+      events: day.length,
+      uniqueVisitors: { withSketches, storeDays },
+    };
   } finally {
     await redis.quit();
     await dyn.stop();
@@ -224,7 +293,10 @@ export const writeCostFigure = {
       '',
       '| design | UpdateItems (store / product / visitor rows) | write units | WCU per million events |',
       '|---|---|---|---|',
-      ...f.runs.map((r) => `| ${r.design} | ${fmt(r.updates)}${r.byEntity ? ` (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity![e] ?? 0)).join(' / ')})` : ''} | ${fmt(r.writeUnits)} | ${fmt(r.wcuPerMillion)} |`),
+      ...f.runs.map(
+        (r) =>
+          `| ${r.design} | ${fmt(r.updates)}${r.byEntity ? ` (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity![e] ?? 0)).join(' / ')})` : ''} | ${fmt(r.writeUnits)} | ${fmt(r.wcuPerMillion)} |`,
+      ),
       `| floor: one write per item touched per day | | | ${fmt(f.floorPerMillion)} |`,
       '',
       `Tally default / packed 15-min: ${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(1)}% (target <= 50%). Cheapest / floor: ${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x (target <= 1.2x).`,
@@ -247,7 +319,8 @@ export const writeCostFigure = {
       '| run | UpdateItems (store / product / visitor rows) | write units | read units |',
       '|---|---|---|---|',
       ...[def, f.uniqueVisitors.withSketches].map(
-        (r) => `| ${r.design} | ${fmt(r.updates)} (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity?.[e] ?? 0)).join(' / ')}) | ${fmt(r.writeUnits)} | ${fmt(r.readUnits ?? 0)} |`,
+        (r) =>
+          `| ${r.design} | ${fmt(r.updates)} (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity?.[e] ?? 0)).join(' / ')}) | ${fmt(r.writeUnits)} | ${fmt(r.readUnits ?? 0)} |`,
       ),
     ].join('\n');
     return { summary, markdown, charts: costCharts(f) };
@@ -270,7 +343,7 @@ function costCharts(f: CostFigure): Chart[] {
   return [
     {
       name: 'designs',
-      title: 'Write units per million events: naive, the article\'s 3-row and packed layouts, Tally default and cheapest (log scale)',
+      title: "Write units per million events: naive, the article's 3-row and packed layouts, Tally default and cheapest (log scale)",
       spec: logBars({
         title: 'DynamoDB write units per million events (log scale)',
         axisTitle: 'write units per million events (log scale)',
@@ -296,7 +369,13 @@ function costCharts(f: CostFigure): Chart[] {
             data: { values: f.intervals },
             mark: { type: 'line', point: true },
             encoding: {
-              x: { field: 'minutes', type: 'quantitative', scale: { type: 'log' }, title: 'flush interval (minutes, log scale)', axis: { values: f.intervals.map((x) => x.minutes) } },
+              x: {
+                field: 'minutes',
+                type: 'quantitative',
+                scale: { type: 'log' },
+                title: 'flush interval (minutes, log scale)',
+                axis: { values: f.intervals.map((x) => x.minutes) },
+              },
               y: { field: 'wcuPerMillion', type: 'quantitative', title: 'write units per million events', scale: { zero: true } },
             },
           },
