@@ -39,6 +39,16 @@ export const tenantSettingsSchema = z
   .strict()
   .meta({ examples: [{ timeZone: 'Europe/Paris', historyMonths: 13 }] });
 
+/** The key every admin example shows. */
+const KEY_EXAMPLE = {
+  keyId: '3f9a1c0b7d2e',
+  store: 'DEMO',
+  label: 'web shop',
+  scopes: ['ingest'],
+  revoked: false,
+  createdAt: '2026-03-15T12:00:00.000Z',
+};
+
 export const keyInfoSchema = z
   .object({
     keyId: z.string().describe('Public id of the key: the first 12 hex digits of its SHA-256'),
@@ -53,12 +63,7 @@ export const keyInfoSchema = z
   .meta({
     examples: [
       {
-        keyId: '3f9a1c0b7d2e',
-        store: 'DEMO',
-        label: 'web shop',
-        scopes: ['ingest'],
-        revoked: false,
-        createdAt: '2026-03-15T12:00:00.000Z',
+        ...KEY_EXAMPLE,
       },
     ],
   });
@@ -74,12 +79,7 @@ export const issueKeyBodySchema = z
 export const issuedKeySchema = keyInfoSchema.extend({ key: z.string().describe('The key: shown in this answer only, never again') }).meta({
   examples: [
     {
-      keyId: '3f9a1c0b7d2e',
-      store: 'DEMO',
-      label: 'web shop',
-      scopes: ['ingest'],
-      revoked: false,
-      createdAt: '2026-03-15T12:00:00.000Z',
+      ...KEY_EXAMPLE,
       key: 'tly_…',
     },
   ],
@@ -89,12 +89,7 @@ export const keyListSchema = z.object({ keys: z.array(keyInfoSchema) }).meta({
     {
       keys: [
         {
-          keyId: '3f9a1c0b7d2e',
-          store: 'DEMO',
-          label: 'web shop',
-          scopes: ['ingest'],
-          revoked: false,
-          createdAt: '2026-03-15T12:00:00.000Z',
+          ...KEY_EXAMPLE,
         },
       ],
     },
