@@ -2,36 +2,14 @@ import { QUEUE, QUEUE_NAMES, type QueueName } from '@tally/queues';
 import { Job, Queue, type JobsOptions } from 'bullmq';
 
 /**
- * Dead-letter operations on Tally's queues. The failed set of a queue is its dead-letter queue (docs/DESIGN.md
- * invariant 3): a job lands there with its reason once its attempts are spent or it is unprocessable.
- *
- * Replay is `job.retry('failed')`: one Lua script moves the job from the failed set back to waiting, keeping its
- * id, payload and options (Twenty's DeadLetterRedriveService re-adds with the original id for the same reason).
- * Remove-then-add would lose the job if the tool died in between, and an add with an id that still exists is
- * silently ignored by BullMQ. retry() also refuses a job that is no longer failed, so two operators replaying at
- * once cannot run a job twice. Attempt counters are reset so the replayed job gets its full retry budget.
- *
- * Replays are idempotent in Tally: an events batch carries a batch id the aggregator applies at most once within
- * the dedupe window, and a flush job writes only outbox entries above the row's watermark.
+ * Dead-letter operations on Tally's queues: the failed set of a queue is its dead-letter queue (docs/DESIGN.md
+ * invariant 3). Replay is `job.retry('failed')`, one atomic step that keeps the job's id, payload and options and
+ * refuses a job no longer failed; README "Dead letters" says why, and why replays are idempotent.
  */
 
-export type DlqErrorCode =
-  | 'TALLY_ERR_DLQ_UNKNOWN_QUEUE'
-  | 'TALLY_ERR_DLQ_JOB_NOT_FOUND'
-  | 'TALLY_ERR_DLQ_NOT_FAILED'
-  | 'TALLY_ERR_DLQ_PAST_DEDUPE_WINDOW'
-  | 'TALLY_ERR_DLQ_BAD_DURATION'
-  | 'TALLY_ERR_DLQ_BAD_FILTER';
-
-/** A refused dead-letter operation. `message` is one line saying what and why. */
+/** A refused dead-letter operation or bad input. `message` is one line saying what and why. */
 export class DlqError extends Error {
-  constructor(
-    readonly code: DlqErrorCode,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'DlqError';
-  }
+  override name = 'DlqError';
 }
 
 export interface FailedJob {
@@ -110,21 +88,20 @@ export type QueueShards = Queue | readonly Queue[];
 /** The shards, their queue's name, and the shard number a job of shard `i` shows (none when there is one). */
 function shardsOf(queue: QueueShards) {
   const shards = queue instanceof Queue ? [queue] : queue;
-  if (shards.length === 0) throw new DlqError('TALLY_ERR_DLQ_UNKNOWN_QUEUE', 'no queue given');
+  if (shards.length === 0) throw new DlqError('no queue given');
   return { shards, name: assertQueueName(shards[0]!.name), shardOf: (i: number) => (shards.length > 1 ? i : undefined) };
 }
 
 export function assertQueueName(name: string): QueueName {
   if ((QUEUE_NAMES as readonly string[]).includes(name)) return name as QueueName;
-  throw new DlqError('TALLY_ERR_DLQ_UNKNOWN_QUEUE', `unknown queue "${name}"; queues: ${QUEUE_NAMES.join(', ')}`);
+  throw new DlqError(`unknown queue "${name}"; queues: ${QUEUE_NAMES.join(', ')}`);
 }
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
 
 /** `90s`, `10m`, `2h`, `7d`, `1w`, `250ms`, or combined `1h30m`, to milliseconds. */
 export function parseDuration(text: string): number {
-  if (!/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/.test(text))
-    throw new DlqError('TALLY_ERR_DLQ_BAD_DURATION', `"${text}" is not a duration; use e.g. 30s, 10m, 2h, 7d or 1h30m`);
+  if (!/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/.test(text)) throw new DlqError(`"${text}" is not a duration; use e.g. 30s, 10m, 2h, 7d or 1h30m`);
   return [...text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)].reduce((total, m) => total + Number(m[1]) * UNITS[m[2]!]!, 0);
 }
 
@@ -144,12 +121,12 @@ export function parseFilter(opts: { reason?: string; olderThan?: string; newerTh
   try {
     if (opts.reason !== undefined) filter.reason = new RegExp(opts.reason, 'i');
   } catch (err) {
-    throw new DlqError('TALLY_ERR_DLQ_BAD_FILTER', `--reason: not a regular expression: ${(err as Error).message}`);
+    throw new DlqError(`--reason: not a regular expression: ${(err as Error).message}`);
   }
   if (opts.olderThan !== undefined) filter.olderThanMs = parseDuration(opts.olderThan);
   if (opts.newerThan !== undefined) filter.newerThanMs = parseDuration(opts.newerThan);
   if ((filter.olderThanMs ?? 0) > (filter.newerThanMs ?? Infinity))
-    throw new DlqError('TALLY_ERR_DLQ_BAD_FILTER', '--older-than is longer than --newer-than: no job can match both');
+    throw new DlqError('--older-than is longer than --newer-than: no job can match both');
   return filter;
 }
 
@@ -230,10 +207,10 @@ async function findJob(queue: QueueShards, id: string, verb?: 'replayed' | 'purg
     if (!job) continue;
     const state = await job.getState();
     if (verb && state !== 'failed')
-      throw new DlqError('TALLY_ERR_DLQ_NOT_FAILED', `job "${id}" in queue ${name} is ${state}, not failed; only failed jobs are ${verb}`);
+      throw new DlqError(`job "${id}" in queue ${name} is ${state}, not failed; only failed jobs are ${verb}`);
     return { job, state, info: toFailedJob(name, job, shardOf(i)) };
   }
-  throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
+  throw new DlqError(`no job "${id}" in queue ${name}`);
 }
 
 /** Every job's details, in whatever state it is; throws DlqError when the id does not exist. */
@@ -261,7 +238,7 @@ export function replayHazard(
 export async function replayJob(queue: QueueShards, id: string, opts: ReplayOptions): Promise<{ job: FailedJob; dryRun: boolean }> {
   const { job, info } = await findJob(queue, id, 'replayed');
   const hazard = replayHazard(info, opts.now ?? Date.now(), opts);
-  if (hazard) throw new DlqError('TALLY_ERR_DLQ_PAST_DEDUPE_WINDOW', `job "${id}": ${hazard}`);
+  if (hazard) throw new DlqError(`job "${id}": ${hazard}`);
   if (!opts.dryRun) await retryFailed(job, info.queue);
   return { job: info, dryRun: Boolean(opts.dryRun) };
 }
@@ -300,7 +277,7 @@ async function retryFailed(job: Job, queue: QueueName): Promise<void> {
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
   } catch (err) {
     // BullMQ refuses when the job left the failed set meanwhile (replayed by someone else, removed by retention).
-    throw new DlqError('TALLY_ERR_DLQ_NOT_FAILED', `job "${job.id}" in queue ${queue} is no longer failed: ${(err as Error).message}`);
+    throw new DlqError(`job "${job.id}" in queue ${queue} is no longer failed: ${(err as Error).message}`);
   }
 }
 
