@@ -32,22 +32,8 @@ export const EXTERNAL_METRICS: Readonly<Record<string, string>> = {
   redis_memory_max_bytes: 'redis_exporter (0 when maxmemory is not set)',
 };
 
-export interface OpsFiles {
-  dockerfile: string;
-  compose: string;
-  prometheus: string;
-  alerts: string;
-  /** deploy/grafana/provisioning/datasources/*.yml, by file name. */
-  grafanaDatasources: Record<string, string>;
-  /** deploy/grafana/provisioning/dashboards/*.yml, by file name. */
-  grafanaProviders: Record<string, string>;
-  /** deploy/grafana/dashboards/*.json, by file name. */
-  dashboards: Record<string, string>;
-  /** Names of the executable scripts in deploy/bin (copied to /usr/local/bin of the tools image). */
-  binScripts: string[];
-}
-
-export function loadOpsFiles(repoRoot: string): OpsFiles {
+/** The deployment files, as text (the Grafana ones and the bin scripts by file name; bin: the executable ones only). */
+export function loadOpsFiles(repoRoot: string) {
   const read = (p: string) => readFileSync(join(repoRoot, p), 'utf8');
   const files = (dir: string, ext: RegExp) =>
     existsSync(join(repoRoot, dir)) ? readdirSync(join(repoRoot, dir)).filter((f) => ext.test(f)) : [];
@@ -63,6 +49,8 @@ export function loadOpsFiles(repoRoot: string): OpsFiles {
     binScripts: files('deploy/bin', /./).filter((f) => (statSync(join(repoRoot, 'deploy/bin', f)).mode & 0o111) !== 0),
   };
 }
+
+export type OpsFiles = ReturnType<typeof loadOpsFiles>;
 
 /** The app's HTTP_PORT when its environment does not set one. */
 export function defaultPort(app: AppName): number {
