@@ -5,16 +5,12 @@ import {
   checkQueryApi,
   checkTable,
   checkUniqueVisitors,
-  countRetry,
   createRng,
   DEMO_STORES,
   everyBucketRules,
   expectedCounts,
   expectedDistinct,
-  generateLoad,
-  fleetSenders,
-  newLoadStats,
-  runLoad,
+  loadFleet,
   startFleet,
   waitForDrain,
   type DistinctCheck,
@@ -22,7 +18,6 @@ import {
   type FleetApp,
   type LoadStats,
   type QueryCheck,
-  type StoreEvents,
   type TableCheck,
 } from '@tally/loadgen';
 import { waitFor, waitForQueuesIdle } from '@tally/testing';
@@ -143,38 +138,26 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const monitor = setInterval(checkExits, 500);
 
     // The load.
-    const stats = newLoadStats();
-    const onRetry = countRetry(stats);
-    const accepted: StoreEvents[] = [];
-    const retry = { deadlineMs: 600_000, maxDelayMs: 1_000, onRetry };
-    const senders = fleetSenders(f, retry);
     p.setRates(settings.rates);
-    const load = runLoad(
-      {
-        batches: generateLoad({
-          seed: settings.seed,
-          stores: DEMO_STORES,
-          products: 300,
-          visitors: 1_500,
-          now: () => Date.now(),
-          maxEvents: settings.events,
-          batchSize: [20, 150],
-          lateShare: 0.15,
-          previousMonthShare: 0.5,
-          badShare: 0.03,
-          extremeShare: 0.05,
-        }),
-        senders,
-        clientShare: 0.3,
+    const { stats, accepted, done: load } = loadFleet(f, {
+      load: {
         seed: settings.seed,
-        rate: settings.events / settings.loadSeconds,
-        concurrency: 6,
-        duplicateShare: 0.1,
-        partialShare: 0.5,
-        onAccepted: (store, events) => accepted.push({ store, events }),
+        products: 300,
+        visitors: 1_500,
+        maxEvents: settings.events,
+        batchSize: [20, 150],
+        lateShare: 0.15,
+        previousMonthShare: 0.5,
+        badShare: 0.03,
+        extremeShare: 0.05,
       },
-      stats,
-    );
+      retry: { deadlineMs: 600_000, maxDelayMs: 1_000 },
+      clientShare: 0.3,
+      rate: settings.events / settings.loadSeconds,
+      concurrency: 6,
+      duplicateShare: 0.1,
+      partialShare: 0.5,
+    });
     const progress = setInterval(
       () => {
         log(
@@ -250,7 +233,6 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           await sleep(500 + rng.int(2_500));
           await node.restart();
           await f.cluster?.waitHealthy(60_000);
-          f.trackRedis();
           break;
         }
         case 'outage': {
@@ -265,7 +247,6 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           killed('dynalite');
           await sleep(500 + rng.int(1_500));
           await f.dynalite.restart();
-          f.trackDynalite();
           break;
         }
       }
@@ -273,7 +254,6 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     log(`chaos: ${at()} fault schedule done; waiting for the load to finish`);
     await load;
     clearInterval(progress);
-    await senders.close();
     log(
       `chaos: ${at()} load done: sent ${stats.eventsSent} events in ${stats.batches} batches (http ${stats.byVia.http}, client ${stats.byVia.client}), accepted ${stats.accepted}, rejected ${stats.rejected}, duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}`,
     );

@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -14,6 +14,7 @@ import {
   startDynalite,
   startRedis,
   startRedisCluster,
+  startedProcesses,
   type AppHandle,
   type DynaliteHandle,
   type ProcessHandle,
@@ -79,6 +80,7 @@ export interface Fleet {
   table: string;
   rules: CompiledRules;
   rulesFile: string;
+  stores: readonly StoreSpec[];
   zones: Record<string, string>;
   keys: Record<string, StoreKeys>;
   apps: FleetApp[];
@@ -96,12 +98,8 @@ export interface Fleet {
   queueShards: number;
   /** How a libs/client sender reaches this fleet's queues. */
   clientTarget(): { redisUrl: string; clusterNodes?: Array<{ host: string; port: number }>; keyPrefix: string; queueShards: number };
-  /** Every pid the fleet ever started, with what it was. */
+  /** Every process started in this process since the fleet began to start (restarts included), with what it is. */
   pids(): Array<{ pid: number; what: string }>;
-  /** Records the current dynalite pid (after a restart). */
-  trackDynalite(): void;
-  /** Records the current redis-server pid (after a restart). */
-  trackRedis(): void;
   /** Lines of any process that contained an issued API key (or anything shaped like one). */
   keyLeaks(): string[];
   /** Stops everything (apps gracefully, then dynalite and Redis) and removes the temp dirs. */
@@ -122,7 +120,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const rulesFile = join(work, 'rules.json');
   writeFileSync(rulesFile, JSON.stringify(opts.rules));
   const rules = compileRules(opts.rules);
-  const pids: Array<{ pid: number; what: string }> = [];
+  const firstPid = startedProcesses().length;
   const leaks: string[] = [];
 
   const cluster = opts.clusterMasters
@@ -131,13 +129,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const redis = cluster
     ? cluster.nodes[0]!
     : (opts.redis ?? (await startRedis({ appendonly: true, appendfsync: opts.appendfsync ?? 'always' })));
-  for (const node of cluster?.nodes ?? (opts.redis ? [] : [redis])) pids.push({ pid: node.pid, what: 'redis-server' });
   const dynalite = await startDynalite({ mode: 'child', path: join(work, 'dynalite') });
-  const trackDynalite = () => {
-    const pid = findPid((cmd) => cmd.includes('dynalite') && cmd.includes(`--port\u0000${dynalite.port}\u0000`));
-    if (pid !== undefined && !pids.some((p) => p.pid === pid)) pids.push({ pid, what: 'dynalite' });
-  };
-  trackDynalite();
   const table = await createTestTable(dynalite.endpoint, { prefix: 'fleet' });
   const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
   const admin = createTenantAdmin({ dynamo, table });
@@ -191,7 +183,6 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
           timeoutMs: 60_000,
           root: opts.root,
         });
-        pids.push({ pid: handle.process.pid, what: name });
         watch(name, handle.process);
         return {
           name,
@@ -203,12 +194,10 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
             for (;;) {
               try {
                 await handle.restart(extra);
-                pids.push({ pid: handle.process.pid, what: name });
                 watch(name, handle.process);
                 return { startupFailures };
               } catch (err) {
                 // It died before answering /healthz: a supervisor would start it again.
-                pids.push({ pid: handle.process.pid, what: name });
                 startupFailures++;
                 if (startupFailures >= 10) throw err;
                 await new Promise((r) => setTimeout(r, 500));
@@ -233,6 +222,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     table,
     rules,
     rulesFile,
+    stores: opts.stores,
     zones,
     keys,
     apps: started,
@@ -253,12 +243,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
       keyPrefix: env.KEY_PREFIX,
       queueShards: Number(env.QUEUE_SHARDS),
     }),
-    pids: () => [...pids],
-    trackDynalite,
-    trackRedis() {
-      for (const node of cluster?.nodes ?? [redis])
-        if (!pids.some((p) => p.pid === node.pid)) pids.push({ pid: node.pid, what: 'redis-server' });
-    },
+    pids: () => startedProcesses().slice(firstPid),
     keyLeaks: () => [...leaks],
     async stop() {
       if (stopped) return;
@@ -273,19 +258,6 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
       rmSync(work, { recursive: true, force: true });
     },
   };
-}
-
-/** The first process whose NUL-separated command line satisfies `match` (Linux /proc). */
-function findPid(match: (cmdline: string) => boolean): number | undefined {
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (match(`${readFileSync(`/proc/${entry}/cmdline`, 'latin1')}\u0000`)) return Number(entry);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return undefined;
 }
 
 /** Pids of `pids` that are still running (zombies count as gone). */

@@ -22,7 +22,6 @@ export {
 } from './expected';
 export {
   clientSender,
-  fleetSenders,
   httpSender,
   type ClientSenderOptions,
   type HttpSenderOptions,
@@ -31,10 +30,11 @@ export {
   type SendOutcome,
   type Sender,
 } from './senders';
-export { countRetry, newLoadStats, runLoad, type LoadStats, type RunLoadOptions } from './driver';
+export { countRetry, loadFleet, newLoadStats, runLoad, type FleetLoad, type LoadStats, type RunLoadOptions } from './driver';
 export { alivePids, startFleet, type Fleet, type FleetApp, type FleetOptions, type StoreKeys } from './fleet';
 export {
   backlog,
+  checkCounts,
   checkQueryApi,
   checkTable,
   keysEverywhere,

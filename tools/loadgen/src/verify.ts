@@ -5,7 +5,7 @@ import { decimalToUnits, parseMetricName } from '@tally/schema';
 import { Cluster } from 'ioredis';
 import { waitFor, waitForQueuesIdle } from '@tally/testing';
 import type { z } from 'zod';
-import { diffCounts, scanCounters, type CounterTable, type CountsDiff, type ScannedTable } from './expected';
+import { diffCounts, expectedCounts, scanCounters, type CounterTable, type CountsDiff, type ScannedTable, type StoreEvents } from './expected';
 import type { Fleet } from './fleet';
 
 /** What is still unwritten in Redis, per kind, over all stores. */
@@ -78,6 +78,12 @@ export async function checkTable(fleet: Fleet, expected: CounterTable, maxSample
     if (diff.samples.length < maxSamples) diff.samples.push(`non-numeric attribute ${f}`);
   }
   return { ...diff, scanned };
+}
+
+/** Waits until everything is written (waitForDrain), then checkTable against the expected counts of `accepted`. */
+export async function checkCounts(fleet: Fleet, accepted: Iterable<StoreEvents>, timeoutMs = 300_000): Promise<TableCheck> {
+  await waitForDrain(fleet, { timeoutMs });
+  return checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones));
 }
 
 export interface QueryCheckOptions {
