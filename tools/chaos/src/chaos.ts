@@ -139,7 +139,11 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
 
     // The load.
     p.setRates(settings.rates);
-    const { stats, accepted, done: load } = loadFleet(f, {
+    const {
+      stats,
+      accepted,
+      done: load,
+    } = loadFleet(f, {
       load: {
         seed: settings.seed,
         products: 300,

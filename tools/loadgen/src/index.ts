@@ -14,9 +14,11 @@ export {
   cellCount,
   diffCounts,
   expectedCounts,
+  expectedDistinct,
   scanCounters,
   type CounterTable,
   type CountsDiff,
+  type DistinctTable,
   type ScannedTable,
   type StoreEvents,
 } from './expected';
@@ -37,12 +39,13 @@ export {
   checkCounts,
   checkQueryApi,
   checkTable,
+  checkUniqueVisitors,
   keysEverywhere,
   waitForDrain,
   type Backlog,
+  type DistinctCheck,
   type QueryCheck,
   type QueryCheckOptions,
   type TableCheck,
 } from './verify';
 export { DEMO_STORES, everyBucketRules } from './presets';
-export { checkUniqueVisitors, expectedDistinct, type DistinctCheck, type DistinctTable } from './distinct-check';

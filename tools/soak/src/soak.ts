@@ -68,7 +68,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       `soak: fleet up (${f.apps.map((a) => a.name).join(', ')}); ${o.rate} events/s for ${o.minutes} min, a sample every ${o.sampleSeconds} s, warm-up ${o.warmupSeconds} s`,
     );
     const started = Date.now();
-    const { stats, accepted, done: load } = loadFleet(f, {
+    const {
+      stats,
+      accepted,
+      done: load,
+    } = loadFleet(f, {
       load: { seed: o.seed, maxEvents: Math.round(o.rate * o.minutes * 60), batchSize: [20, 150], badShare: 0.01 },
       rate: o.rate,
       concurrency: 4,
