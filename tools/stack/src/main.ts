@@ -6,15 +6,14 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '@tally/config';
-import { freePort, redisServerArgs, startDynalite } from '@tally/testing';
+import { freePort, isHealthy, redisServerArgs, startDynalite, waitFor } from '@tally/testing';
 import { APPS, appProcessSpec, type Backends } from './apps';
 import { loadStackConfig, type StackConfig } from './config';
 import { afterStart, type StackContext } from './demo';
 import { ensureTallyTable } from './dynalite';
 import { StackError } from './errors';
-import { waitForHealthy } from './health';
 import { Lifecycle } from './lifecycle';
-import { formatBare, formatLine, formatParsed, type Level, type LineFormat } from './log-lines';
+import { formatBare, lineFormatter, type Level } from './log-lines';
 import { choosePort } from './ports';
 import { redisServerVersion, waitForRedis } from './redis-server';
 import { RunFile } from './run-file';
@@ -35,14 +34,12 @@ const { env, dataDir, repoRoot } = config;
 
 // ---- output -------------------------------------------------------------------------------------
 process.stdout.on('error', () => {}); // `npm start | head` closing the pipe must not crash the stack
-const format: LineFormat = {
-  color: Boolean(process.stdout.isTTY) && env.NO_COLOR === undefined,
-  nameWidth: Math.max('redis'.length, ...APPS.map((a) => a.name.length)),
-};
+const nameWidth = Math.max('redis'.length, ...APPS.map((a) => a.name.length));
+const format = lineFormatter({ color: Boolean(process.stdout.isTTY) && env.NO_COLOR === undefined, nameWidth });
 const print = (text: string) => process.stdout.write(text + '\n');
 const say = (msg: string, level: Level = 'info') => {
   if (LEVEL_RANK[level] < LEVEL_RANK[env.LOG_LEVEL]) return;
-  print(formatParsed('stack', { time: new Date(), level, msg, fields: {}, stacks: [] }, format));
+  print(format.say('stack', level, msg));
 };
 /** A path as the user would type it: relative below the current directory, else absolute. */
 const shortPath = (p: string) => {
@@ -104,7 +101,7 @@ function reportCrash(r: CrashReport): void {
 
 function hooks(match: string): SupervisorHooks {
   return {
-    onLine: (name, line) => print(formatLine(name, line, format)),
+    onLine: (name, line) => print(format.line(name, line)),
     onSpawn: (name, pid) => {
       runFile.setChild(name, pid, match);
       say(`started ${name} (pid ${pid})`, 'debug');
@@ -216,11 +213,19 @@ async function start(): Promise<void> {
 
   const urls = Object.fromEntries(APPS.map((a) => [a.name, `http://127.0.0.1:${ports.get(a.name)}`])) as StackContext['urls'];
   const healthy = await Promise.all(
-    APPS.map((a) => waitForHealthy(`${urls[a.name]}/healthz`, env.STACK_START_TIMEOUT_MS, () => lifecycle.isStopping)),
+    APPS.map((a) =>
+      waitFor(async () => lifecycle.isStopping || (await isHealthy(`${urls[a.name]}/healthz`)), {
+        timeoutMs: env.STACK_START_TIMEOUT_MS,
+        intervalMs: 200,
+      }).then(
+        () => true,
+        () => false,
+      ),
+    ),
   );
   if (lifecycle.isStopping) return;
 
-  const pad = (s: string) => s.padEnd(format.nameWidth + 2);
+  const pad = (s: string) => s.padEnd(nameWidth + 2);
   const mark = (i: number) => (healthy[i] ? '' : '   (not healthy yet: see its log; it keeps being restarted)');
   print('');
   print(

@@ -1,5 +1,4 @@
 import { killGroup, startProcess, type ProcessHandle } from '@tally/testing';
-import { LineTail } from './log-lines';
 
 export type StopOutcome = 'not-running' | 'exited' | 'killed';
 
@@ -69,7 +68,8 @@ export class Supervisor {
   private stopping = false;
   private consecutiveCrashes = 0;
   private crashCount = 0;
-  private readonly tail: LineTail;
+  private tail: string[] = [];
+  private readonly tailLines: number;
   private readonly backoff: BackoffPolicy;
   private readonly stopTimeoutMs: number;
   /** Every pid this supervisor ever started, oldest first. */
@@ -80,7 +80,7 @@ export class Supervisor {
     private readonly hooks: SupervisorHooks,
     options: SupervisorOptions = {},
   ) {
-    this.tail = new LineTail(options.tailLines ?? 30);
+    this.tailLines = options.tailLines ?? 30;
     this.backoff = options.backoff ?? defaultBackoff;
     this.stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
   }
@@ -102,7 +102,7 @@ export class Supervisor {
   start(): void {
     if (this.stopping || this.proc || this.starting) return;
     const startedAt = Date.now();
-    this.tail.clear();
+    this.tail = [];
     const { name, command, args, cwd, env } = this.spec;
     this.starting = startProcess(command, args, {
       name,
@@ -111,7 +111,7 @@ export class Supervisor {
       reap: false,
       bufferLines: 1,
       onLine: (line) => {
-        this.tail.push(line);
+        this.tail = [...this.tail, line].slice(-this.tailLines);
         this.hooks.onLine(name, line);
       },
     }).then(
@@ -147,7 +147,7 @@ export class Supervisor {
       signal,
       ...(error ? { error } : {}),
       uptimeMs,
-      lastLines: this.tail.lines(),
+      lastLines: this.tail,
       attempt: this.consecutiveCrashes,
       restartInMs,
     });
