@@ -6,7 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '@tally/config';
-import { freePort, isHealthy, redisServerArgs, startDynalite, waitFor } from '@tally/testing';
+import { isHealthy, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { APPS, appProcessSpec, type Backends } from './apps';
 import { loadStackConfig, type StackConfig } from './config';
 import { afterStart, type StackContext } from './demo';
@@ -15,7 +15,7 @@ import { StackError } from './errors';
 import { Lifecycle } from './lifecycle';
 import { formatBare, lineFormatter, type Level } from './log-lines';
 import { choosePort } from './ports';
-import { redisServerVersion, waitForRedis } from './redis-server';
+import { redisServerVersion } from './redis-server';
 import { RunFile } from './run-file';
 import { Supervisor, type CrashReport, type SupervisorHooks } from './supervisor';
 
@@ -113,29 +113,23 @@ function hooks(match: string): SupervisorHooks {
 const supervisorOptions = { stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS, tailLines: 30 };
 
 // ---- start-up -----------------------------------------------------------------------------------
-async function startRedis(version: string): Promise<{ url: string; port?: number; note: string }> {
+async function startRedisServer(version: string): Promise<{ url: string; port?: number; note: string }> {
   const redisDir = path.join(dataDir, 'redis');
   mkdirSync(redisDir, { recursive: true });
-  const port = await freePort();
-  const redis = new Supervisor(
-    {
-      name: 'redis',
-      command: 'redis-server',
-      args: redisServerArgs({ port, dir: redisDir, args: ['--loglevel', 'warning'] }),
-      cwd: repoRoot,
-      env: config.childBaseEnv,
-    },
-    hooks('redis-server'),
-    supervisorOptions,
-  );
-  if (lifecycle.isStopping) return { url: '', note: '' };
-  // SIGTERM makes redis-server shut down like SHUTDOWN: the AOF is flushed and fsynced first.
-  lifecycle.add('redis-server', async () => {
-    if ((await redis.stop()) === 'killed') say(`redis-server did not stop within ${env.STACK_STOP_TIMEOUT_MS} ms; killed`, 'warn');
+  const redis = await startRedis({
+    dir: redisDir,
+    args: ['--loglevel', 'warning'],
+    startTimeoutMs: REDIS_START_TIMEOUT_MS,
+    stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS,
+    reap: false, // a stack that dies leaves it to the next start (run-file.ts), which stops it gently
+    onLine: (line) => print(format.line('redis', line)),
+  }).catch((err: Error) => {
+    throw new StackError('TALLY_ERR_REDIS_START', err.message);
   });
-  redis.start();
-  await waitForRedis(port, REDIS_START_TIMEOUT_MS, () => redis.crashes > 0 || lifecycle.isStopping);
-  return { url: `redis://127.0.0.1:${port}`, port, note: `redis-server ${version}, AOF in ${shortPath(redisDir)}` };
+  runFile.setChild('redis', redis.pid, 'redis-server');
+  // SIGTERM makes redis-server shut down like SHUTDOWN: the AOF is flushed and fsynced first.
+  lifecycle.add('redis-server', () => redis.stop());
+  return { url: redis.url, port: redis.port, note: `redis-server ${version}, AOF in ${shortPath(redisDir)}` };
 }
 
 async function startDynamo(): Promise<{ endpoint: string; port?: number; note: string }> {
@@ -159,7 +153,7 @@ async function start(): Promise<void> {
 
   const redis =
     redisVersion !== undefined
-      ? await startRedis(redisVersion)
+      ? await startRedisServer(redisVersion)
       : cluster
         ? { url: env.REDIS_URL ?? `redis://${cluster.split(',')[0]}`, note: `Redis Cluster from REDIS_CLUSTER_NODES=${cluster}` }
         : { url: env.REDIS_URL!, note: 'from REDIS_URL' };
