@@ -13,44 +13,15 @@ import {
   loadFleet,
   startFleet,
   waitForDrain,
-  type DistinctCheck,
   type Fleet,
   type FleetApp,
-  type LoadStats,
-  type QueryCheck,
-  type TableCheck,
 } from '@tally/loadgen';
 import { waitFor, waitForQueuesIdle } from '@tally/testing';
 import { QUEUE, queueShards } from '@tally/queues';
 import type { ChaosSettings } from './chaos-config';
 import { NO_FAULTS, startFaultProxy, type FaultProxy } from './fault-proxy';
 
-export interface ChaosResult {
-  stats: LoadStats;
-  /** sigkill, redis-restart, dynamo-outage, throttle, 500, slow, drop. */
-  faults: Record<string, number>;
-  /** Each process kill, by target. */
-  kills: Record<string, number>;
-  /** After the drain: every counter cell of the table against the expected counts. */
-  table: TableCheck;
-  /** After the drain: the query API against the expected counts. */
-  query: QueryCheck;
-  /** After the drain: UniqueVisitors of the query API against the answers of a run without faults. */
-  uniqueVisitors: DistinctCheck;
-  /** As soon as every batch was applied, flushes still running: the query API must already be exact. */
-  liveQuery: QueryCheck & { backlogAtStart: string };
-  /** Jobs in the failed sets, with their reasons. */
-  failedJobs: string[];
-  /** Apps that exited without being killed by the schedule (crashes), and restarts that died during start-up. */
-  unexpectedExits: string[];
-  startupFailures: number;
-  /** Started pids still alive after teardown. */
-  leakedPids: string[];
-  keyLeaks: string[];
-  /** table + query API mismatches: must be 0. */
-  mismatches: number;
-  summary: string;
-}
+export type ChaosResult = Awaited<ReturnType<typeof runChaos>>;
 
 /** The fault kinds of the summary line, in its order. */
 const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '500', 'slow', 'drop'] as const;
@@ -74,7 +45,7 @@ const describeAction = (a: Action) =>
  * Redis restarts, DynamoDB outages and throttling/500/slow/dropped requests. Then: everything healed and drained,
  * every DynamoDB counter compared with the expected counts, and the query API too.
  */
-export async function runChaos(settings: ChaosSettings, log: (line: string) => void = () => {}): Promise<ChaosResult> {
+export async function runChaos(settings: ChaosSettings, log: (line: string) => void = () => {}) {
   const rng = createRng(settings.seed).fork('faults');
   const faults: Record<string, number> = { sigkill: 0, 'redis-restart': 0, 'dynamo-outage': 0, throttle: 0, '500': 0, slow: 0, drop: 0 };
   const kills: Record<string, number> = {};
@@ -323,17 +294,27 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     );
     return {
       stats,
+      /** sigkill, redis-restart, dynamo-outage, throttle, 500, slow, drop. */
       faults,
+      /** Each process kill, by target. */
       kills,
+      /** After the drain: every counter cell of the table against the expected counts. */
       table,
+      /** After the drain: the query API against the expected counts. */
       query,
+      /** After the drain: UniqueVisitors of the query API against the answers of a run without faults. */
       uniqueVisitors,
+      /** As soon as every batch was applied, flushes still running: the query API must already be exact. */
       liveQuery,
+      /** Jobs in the failed sets, with their reasons. */
       failedJobs,
+      /** Apps that exited without being killed by the schedule (crashes), and restarts that died during start-up. */
       unexpectedExits,
       startupFailures,
+      /** Started pids still alive after teardown. */
       leakedPids,
       keyLeaks,
+      /** table + query API mismatches: must be 0. */
       mismatches,
       summary,
     };

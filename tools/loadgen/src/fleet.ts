@@ -1,12 +1,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { AppName } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { allQueues, closeQueues, createQueues, createRedisConnection, type RedisConnection, type TallyQueues } from '@tally/queues';
-import { compileRules, type CompiledRules, type RulesInput } from '@tally/schema';
-import { createTenantAdmin, type TenantAdmin } from '@tally/tenants';
+import { allQueues, closeQueues, createQueues, createRedisConnection } from '@tally/queues';
+import { compileRules, type RulesInput } from '@tally/schema';
+import { createTenantAdmin } from '@tally/tenants';
 import {
   createTestTable,
   isAlive,
@@ -15,10 +14,6 @@ import {
   startRedis,
   startRedisCluster,
   startedProcesses,
-  type AppHandle,
-  type DynaliteHandle,
-  type ProcessHandle,
-  type RedisClusterHandle,
   type RedisHandle,
 } from '@tally/testing';
 import type { StoreSpec } from './generator';
@@ -61,50 +56,9 @@ export interface FleetOptions {
   root?: string;
 }
 
+export type Fleet = Awaited<ReturnType<typeof startFleet>>;
 /** One app process slot (e.g. `dynamo-writer#2`), restartable. */
-export interface FleetApp {
-  readonly name: string;
-  readonly app: AppName;
-  readonly handle: AppHandle;
-  readonly url: string;
-  /** Restarts it (after a SIGKILL, or killing it first), retrying like a supervisor when it dies during start-up. */
-  restart(env?: Record<string, string | undefined>): Promise<{ startupFailures: number }>;
-}
-
-export interface Fleet {
-  /** The Redis (with clusterMasters: the cluster's first master). */
-  redis: RedisHandle;
-  /** The Redis Cluster, with clusterMasters. */
-  cluster: RedisClusterHandle | undefined;
-  dynalite: DynaliteHandle;
-  table: string;
-  rules: CompiledRules;
-  rulesFile: string;
-  stores: readonly StoreSpec[];
-  zones: Record<string, string>;
-  keys: Record<string, StoreKeys>;
-  apps: FleetApp[];
-  /** The first process of an app. */
-  app(app: AppName): FleetApp;
-  /** Direct DynamoDB client (not through any proxy), for checks. */
-  dynamo: DynamoDBClient;
-  admin: TenantAdmin;
-  /** An inspection connection to Redis (reconnects forever; a Cluster client on a cluster) and the queues on it. */
-  inspect: RedisConnection;
-  queues: TallyQueues;
-  /** KEY_PREFIX of the apps. */
-  prefix: string;
-  /** QUEUE_SHARDS of the apps. */
-  queueShards: number;
-  /** How a libs/client sender reaches this fleet's queues. */
-  clientTarget(): { redisUrl: string; clusterNodes?: Array<{ host: string; port: number }>; keyPrefix: string; queueShards: number };
-  /** Every process started in this process since the fleet began to start (restarts included), with what it is. */
-  pids(): Array<{ pid: number; what: string }>;
-  /** Lines of any process that contained an issued API key (or anything shaped like one). */
-  keyLeaks(): string[];
-  /** Stops everything (apps gracefully, then dynalite and Redis) and removes the temp dirs. */
-  stop(): Promise<void>;
-}
+export type FleetApp = Fleet['apps'][number];
 
 /** Anything shaped like a key Tally issues (`tly_` + 43 base64url characters). */
 const KEY_SHAPE = /tly_[A-Za-z0-9_-]{43}/;
@@ -115,7 +69,7 @@ const KEY_SHAPE = /tly_[A-Za-z0-9_-]{43}/;
  * apps as processes (with replicas). Every process it starts is tracked, and every app's output is watched for
  * API keys.
  */
-export async function startFleet(opts: FleetOptions): Promise<Fleet> {
+export async function startFleet(opts: FleetOptions) {
   const work = mkdtempSync(join(tmpdir(), 'tally-fleet-'));
   const rulesFile = join(work, 'rules.json');
   writeFileSync(rulesFile, JSON.stringify(opts.rules));
@@ -161,20 +115,10 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     ...opts.env,
   };
 
-  const watch = (name: string, proc: ProcessHandle, fromNow = false): void => {
-    proc
-      .waitForLine(KEY_SHAPE, { timeoutMs: 2_000_000_000, fromNow })
-      .then((m) => {
-        leaks.push(`${name}: ${m.input ?? m[0]}`);
-        watch(name, proc, true);
-      })
-      .catch(() => undefined); // the process exited
-  };
-
   const order: AppName[] = ['collector', 'query-api', 'bucket-aggregator', 'dynamo-writer'];
   const started = await Promise.all(
     order.flatMap((app) =>
-      Array.from({ length: opts.replicas?.[app] ?? 1 }, async (_, i): Promise<FleetApp> => {
+      Array.from({ length: opts.replicas?.[app] ?? 1 }, async (_, i) => {
         const name = (opts.replicas?.[app] ?? 1) > 1 ? `${app}#${i + 1}` : app;
         const handle = await startApp(app, {
           env: { ...env, ...opts.appEnv?.[app] },
@@ -182,19 +126,19 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
           echo: opts.echo,
           timeoutMs: 60_000,
           root: opts.root,
+          onLine: (text) => void (KEY_SHAPE.test(text) && leaks.push(`${name}: ${text}`)),
         });
-        watch(name, handle.process);
         return {
           name,
           app,
           handle,
           url: handle.url,
-          async restart(extra) {
+          /** Restarts it (after a SIGKILL, or killing it first), retrying like a supervisor when it dies during start-up. */
+          async restart(extra?: Record<string, string | undefined>) {
             let startupFailures = 0;
             for (;;) {
               try {
                 await handle.restart(extra);
-                watch(name, handle.process);
                 return { startupFailures };
               } catch (err) {
                 // It died before answering /healthz: a supervisor would start it again.
@@ -216,7 +160,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
 
   let stopped = false;
   return {
+    /** The Redis (with clusterMasters: the cluster's first master). */
     redis,
+    /** The Redis Cluster, with clusterMasters. */
     cluster,
     dynalite,
     table,
@@ -226,25 +172,34 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     zones,
     keys,
     apps: started,
-    app(app) {
+    /** The first process of an app. */
+    app(app: AppName) {
       const a = started.find((x) => x.app === app);
       if (!a) throw new Error(`the fleet runs no ${app}`);
       return a;
     },
+    /** Direct DynamoDB client (not through any proxy), for checks. */
     dynamo,
     admin,
+    /** An inspection connection to Redis (reconnects forever; a Cluster client on a cluster) and the queues on it. */
     inspect,
     queues,
+    /** KEY_PREFIX of the apps. */
     prefix: env.KEY_PREFIX,
+    /** QUEUE_SHARDS of the apps. */
     queueShards: Number(env.QUEUE_SHARDS),
+    /** How a libs/client sender reaches this fleet's queues. */
     clientTarget: () => ({
       redisUrl: redis.url,
       clusterNodes: cluster?.seeds,
       keyPrefix: env.KEY_PREFIX,
       queueShards: Number(env.QUEUE_SHARDS),
     }),
+    /** Every process started in this process since the fleet began to start (restarts included), with what it is. */
     pids: () => startedProcesses().slice(firstPid),
+    /** Lines of any process that contained an issued API key (or anything shaped like one). */
     keyLeaks: () => [...leaks],
+    /** Stops everything (apps gracefully, then dynalite and Redis) and removes the temp dirs. */
     async stop() {
       if (stopped) return;
       stopped = true;
