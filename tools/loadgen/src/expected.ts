@@ -214,10 +214,3 @@ export function diffCounts(expected: CounterTable, actual: CounterTable, maxSamp
   }
   return diff;
 }
-
-/** Number of (pk, sk, attribute) cells in a table. */
-export function cellCount(table: CounterTable): number {
-  let n = 0;
-  for (const row of table.values()) for (const item of row.values()) n += item.size;
-  return n;
-}

@@ -11,7 +11,6 @@ export {
 } from './generator';
 export {
   addCount,
-  cellCount,
   diffCounts,
   expectedCounts,
   expectedDistinct,

@@ -67,7 +67,6 @@ export class Supervisor {
   private restartTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private consecutiveCrashes = 0;
-  private crashCount = 0;
   private tail: string[] = [];
   private readonly tailLines: number;
   private readonly backoff: BackoffPolicy;
@@ -92,11 +91,6 @@ export class Supervisor {
   /** The running child's pid, if any. */
   get pid(): number | undefined {
     return this.proc?.exit ? undefined : this.proc?.pid;
-  }
-
-  /** How many times the process ended without being asked to. */
-  get crashes(): number {
-    return this.crashCount;
   }
 
   start(): void {
@@ -138,7 +132,6 @@ export class Supervisor {
     const uptimeMs = Date.now() - startedAt;
     if (uptimeMs >= this.backoff.resetAfterMs) this.consecutiveCrashes = 0;
     this.consecutiveCrashes += 1;
-    this.crashCount += 1;
     const restartInMs = backoffDelay(this.consecutiveCrashes, this.backoff);
     this.hooks.onCrash?.({
       name: this.spec.name,
