@@ -1,5 +1,5 @@
 import { eventsJobSchema } from '@tally/queues';
-import { compileRules, defaultRules, rollupDistinct, unflattenDistinct } from '@tally/schema';
+import { compileRules, defaultRules, rollupDistinct, unflattenDistinct, type NormalizedEvent } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, TooManyEventsError, ValidationError } from './errors';
 import { createHash } from 'node:crypto';
@@ -92,7 +92,7 @@ describe('createIntake', () => {
 
 describe('batchFingerprint', () => {
   // The digest as it was first defined: fingerprints stored in Redis by an earlier collector keep matching a retry.
-  const reference = (events: Parameters<typeof batchFingerprint>[0]) => {
+  const reference = (events: readonly NormalizedEvent[]) => {
     let text = '';
     for (const e of events) {
       const keys = Object.keys(e.dims).sort();
@@ -102,7 +102,7 @@ describe('batchFingerprint', () => {
   };
 
   it('is the SHA-256 of each event as JSON, dims sorted, whatever characters the strings hold', () => {
-    const events = [
+    const events: NormalizedEvent[] = [
       { type: 'view', ts: 1_700_000_000_123, dims: { visitor: 'V1', product: 'P1' } },
       { type: 'order', ts: 0, id: 'O-1', dims: {}, value: '19.99' },
       { type: 'we"ird\\type\u0001', ts: -5, dims: { 'a\u2028': 'b\ud83d\ude00', z: '\ud800' }, value: '1e3' },
