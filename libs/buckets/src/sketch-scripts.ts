@@ -26,44 +26,57 @@ end
 
 /**
  * SKETCH_ADD a batch's members. KEYS tail, per row: its `ur`, then per field its `us`, `uh`. ARGV tail, per row:
- * fieldCount, then per field: F, memberCount, members. PFADDs every member, SADDs them to the exact set while it
- * holds at most T, notes F as unwritten. Idempotent: adding a member twice changes nothing. A deleted store (its
- * `tombstone`, checked first) writes nothing and returns -1, so an in-flight batch re-creates no sketch.
+ * fieldCount, then per field: F, members (one string of their 8-byte ids one after another). PFADDs every member,
+ * SADDs them to the exact set while it holds at most T, notes F as unwritten. Idempotent: adding a member twice
+ * changes nothing. A deleted store (its `tombstone`, checked first) writes nothing and returns -1, so an in-flight
+ * batch re-creates no sketch. Every key is checked before the first write by a read that fails on a wrong type
+ * (SCARD of a set; GETRANGE of the HLL, whose header it checks too), not by a TYPE of its own.
  */
 export const SKETCH_ADD = defineScript<number>()({
   name: 'SKETCH_ADD',
   shebang: '#!lua',
   keys: ['tombstone'],
   args: ['threshold'],
-  body: `${CHECKS}${TOMBSTONES}
+  body: `${TOMBSTONES}
 if storeDeleted() then return -1 end
 local T = tonumber(A.threshold)
 local plan = {}
+local rows = {}
 local k, i = KR, AR
 while i <= #ARGV do
   local ur = KEYS[k]
   k = k + 1
-  expectType(ur, 'set')
+  redis.call('SCARD', ur)
   local n = tonumber(ARGV[i])
   i = i + 1
+  local fields = {}
   for f = 1, n do
     local us, uh = KEYS[k], KEYS[k + 1]
     k = k + 2
-    expectType(us, 'set')
-    expectHll(uh)
-    table.insert(plan, {ur, ARGV[i], us, uh, i + 2, tonumber(ARGV[i + 1])})
-    i = i + 2 + tonumber(ARGV[i + 1])
+    local size = redis.call('SCARD', us)
+    local head = redis.call('GETRANGE', uh, 0, 3)
+    if head ~= '' and head ~= 'HYLL' then error('WRONGTYPE ' .. uh .. ' is not a HyperLogLog') end
+    local blob = ARGV[i + 1]
+    if #blob % 8 ~= 0 then return redis.error_reply('TALLY_ERR_SKETCH members of ' .. #blob .. ' bytes') end
+    table.insert(plan, {us, uh, blob, size})
+    fields[f] = ARGV[i]
+    i = i + 2
   end
+  if n > 0 then table.insert(rows, {ur, fields}) end
 end
 for _, p in ipairs(plan) do
-  local ur, field, us, uh, from, m = p[1], p[2], p[3], p[4], p[5], p[6]
-  for c = from, from + m - 1, 1000 do
-    local to = math.min(c + 999, from + m - 1)
-    redis.call('PFADD', uh, unpack(ARGV, c, to))
-    if redis.call('SCARD', us) <= T then redis.call('SADD', us, unpack(ARGV, c, to)) end
+  local us, uh, blob, size = p[1], p[2], p[3], p[4]
+  for c = 1, #blob, 8000 do
+    local members = {}
+    for b = c, math.min(c + 7999, #blob), 8 do members[#members + 1] = string.sub(blob, b, b + 7) end
+    if #members > 0 then
+      redis.call('PFADD', uh, unpack(members))
+      if c > 1 then size = redis.call('SCARD', us) end
+      if size <= T then redis.call('SADD', us, unpack(members)) end
+    end
   end
-  redis.call('SADD', ur, field)
 end
+for _, r in ipairs(rows) do redis.call('SADD', r[1], unpack(r[2])) end
 return #plan
 `,
 });

@@ -75,6 +75,28 @@ describe('sketches', () => {
     expect(await redis.keys('*')).toEqual([]);
   });
 
+  it('adds nothing when any key of the batch holds another type (checked before the first write)', async () => {
+    const field = '2026-100|uv';
+    const adds: DistinctAdds = new Map([
+      ['S', new Map([[field, new Set([distinctMember('V1')])]])],
+      ['S#product#P1', new Map([[field, new Set([distinctMember('V2')])]])],
+    ]);
+    const tag = sketches.keys.tag('S');
+    const planted: Array<[string, () => Promise<unknown>]> = [
+      ['exact set', () => redis.set(`${tag}us:S#product#P1|${field}`, 'x')],
+      ['HLL', () => redis.set(`${tag}uh:S#product#P1|${field}`, 'not an HLL')],
+      ['HLL of another type', () => redis.sadd(`${tag}uh:S#product#P1|${field}`, 'x')],
+      ['row set', () => redis.hset(`${tag}ur:S#product#P1`, 'a', '1')],
+    ];
+    for (const [, plant] of planted) {
+      await redis.flushall();
+      await plant();
+      const before = await redis.keys('*');
+      await expect(sketches.add('S', adds)).rejects.toThrow(/WRONGTYPE/);
+      expect(await redis.keys('*')).toEqual(before);
+    }
+  });
+
   it('refuses a corrupt blob before writing anything', async () => {
     await expect(sketches.union('S', [[Buffer.from('Xabc')]], false)).rejects.toThrow(/TALLY_ERR_SKETCH/);
     await expect(sketches.union('S', [[Buffer.from('HYLLxxxxxxxxxxxxxxxxx')]], false)).rejects.toThrow(/TALLY_ERR_SKETCH/);

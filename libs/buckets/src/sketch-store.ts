@@ -1,5 +1,5 @@
 import { REDIS_SUFFIX as S, redisKeys, type RedisKeys } from '@tally/key-layout';
-import { MEMBER_BYTES, type DistinctAdds } from '@tally/schema';
+import type { DistinctAdds } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { runScript } from './script-table';
@@ -58,14 +58,13 @@ export class SketchStore {
       args.push(fields.size);
       for (const [field, members] of fields) {
         keys.push(...this.sketchKeys(store, pk, field));
-        args.push(field, members.size);
-        for (const m of members) args.push(Buffer.from(m, 'latin1'));
+        args.push(field, Buffer.from([...members].join(''), 'latin1'));
       }
     }
     await runScript(this.redis, SKETCH_ADD, { tombstone: this.keys.tombstone(store) }, { threshold: EXACT_THRESHOLD }, { keys, args });
   }
 
-  /** add() of flat members: each field's base64 decoded once, its members passed as slices of it. */
+  /** add() of flat members: each field's members go to the script as one string, its base64 decoded once. */
   private async addFlat(store: string, flat: ReadonlyArray<string | number>): Promise<void> {
     if (flat.length === 0) return;
     const keys: string[] = [];
@@ -77,10 +76,9 @@ export class SketchStore {
       args.push(n);
       for (let j = i + 2; j < i + 2 + 2 * n; j += 2) {
         const field = String(flat[j]);
-        const bytes = Buffer.from(String(flat[j + 1]), 'base64');
-        keys.push(...this.sketchKeys(store, pk, field));
-        args.push(field, bytes.length / MEMBER_BYTES);
-        for (let b = 0; b < bytes.length; b += MEMBER_BYTES) args.push(bytes.subarray(b, b + MEMBER_BYTES));
+        const [us, uh] = this.sketchKeys(store, pk, field);
+        keys.push(us!, uh!);
+        args.push(field, Buffer.from(String(flat[j + 1]), 'base64'));
       }
       i += 2 + 2 * n;
     }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import { STORE_ID_PATTERN } from '@tally/key-layout';
 import { jobIdFor, MAX_EVENTS_PER_JOB, QUEUE, queueFor, QUEUE_SHARDS, type PayloadOf, type TallyQueues } from '@tally/queues';
 import {
@@ -120,7 +120,7 @@ export function batchFingerprint(events: readonly NormalizedEvent[]): string {
     const dims = keys.map((k) => [k, e.dims[k]]);
     text += `${JSON.stringify([e.type, e.ts, e.id ?? null, dims, e.value ?? null])}\n`;
   }
-  return createHash('sha256').update(text).digest('base64url');
+  return hash('sha256', text, 'base64url');
 }
 
 /**

@@ -1,8 +1,11 @@
 import { localDayKey } from '@tally/key-layout';
-import { createHash } from 'node:crypto';
-import type { CompiledRules } from './compile';
+import { hash } from 'node:crypto';
+import type { CompiledCounter, CompiledRules } from './compile';
 import type { NormalizedEvent } from './event.schema';
 import { RulesError } from './errors';
+
+/** A day key holds for a whole 15-minute slot in every time zone (offsets are multiples of 15 minutes). */
+const SLOT_MS = 15 * 60 * 1000;
 
 /**
  * Per row pk, per sketch field (`<dayKey>|<metric code>`), the members a batch adds to the row's distinct-count
@@ -15,7 +18,8 @@ export const MEMBER_BYTES = 8;
 
 /** The sketch member of a dimension value. */
 export function distinctMember(value: string): string {
-  return createHash('sha256').update(value).digest().toString('latin1', 0, MEMBER_BYTES);
+  // One-shot hash: the same digest as createHash's, without a Hash object per value.
+  return hash('sha256', value, 'buffer').toString('latin1', 0, MEMBER_BYTES);
 }
 
 /**
@@ -31,18 +35,35 @@ export function rollupDistinct(
   into: DistinctAdds = new Map(),
 ): DistinctAdds {
   const members = new Map<string, string>();
+  // Per call: the pk prefix of each counter (`store#entity#`); events of a batch mostly share a 15-minute slot, so
+  // the last one's day key is remembered (as in rollup).
+  const prefixes = new Map<CompiledCounter, string>();
+  let lastSlot = Number.NaN;
+  let day = '';
   for (const e of events) {
     const spec = rules.eventTypes.get(e.type);
     if (!spec) throw new RulesError(`unknown event type ${JSON.stringify(e.type)}`);
-    let day: string | undefined;
+    const dims = e.dims;
     for (const c of spec.counters) {
       if (c.distinct.length === 0) continue;
-      if (c.needs.some((d) => e.dims[d] === undefined)) continue;
-      const pk = c.pkEntity === undefined ? store : `${store}#${c.pkEntity}#${c.keyDims.map((d) => e.dims[d]).join('#')}`;
+      let present = true;
+      for (const d of c.needs) if (dims[d] === undefined) present = false;
+      if (!present) continue;
+      let pk: string;
+      if (c.pkEntity === undefined) pk = store;
+      else {
+        let prefix = prefixes.get(c);
+        if (prefix === undefined) prefixes.set(c, (prefix = `${store}#${c.pkEntity}#`));
+        pk = c.keyDims.length === 1 ? prefix + dims[c.keyDims[0]!] : prefix + c.keyDims.map((d) => dims[d]).join('#');
+      }
       for (const { attrMetric, dim } of c.distinct) {
-        const value = e.dims[dim];
+        const value = dims[dim];
         if (value === undefined) continue;
-        day ??= localDayKey(e.ts, tz);
+        const slot = Math.floor(e.ts / SLOT_MS);
+        if (slot !== lastSlot) {
+          day = localDayKey(e.ts, tz);
+          lastSlot = slot;
+        }
         let member = members.get(value);
         if (member === undefined) members.set(value, (member = distinctMember(value)));
         let row = into.get(pk);

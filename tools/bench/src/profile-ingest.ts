@@ -1,15 +1,20 @@
 // npx tsx tools/bench/src/profile-ingest.ts [seconds] [batch]: CPU profiles (node --cpu-prof) of the collector and
 // the bucket-aggregator under ingest-e2e's load (one of each, 1000-event batches by default), and where each ms of
-// CPU per 1,000 events goes, by stage. Profiles are written to test-output/profiles (not committed).
+// CPU per 1,000 events goes, by stage; then redis-server's CPU per 1,000 events of each Redis step of a job, alone
+// on a fresh redis-server (the fleet's commandstats lump every script under evalsha). Profiles are written to
+// test-output/profiles (not committed).
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { startFleet } from '@tally/loadgen';
+import { BucketStore } from '@tally/buckets';
+import { generateLoad, startFleet } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
-import { defaultRules } from '@tally/schema';
-import { REPO_ROOT, sleep, waitForQueuesIdle } from '@tally/testing';
+import { compileRules, defaultRules, flattenDistinct, flattenRows, rollup, rollupDistinct, validateEvents } from '@tally/schema';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { REPO_ROOT, sleep, startRedis, waitForQueuesIdle } from '@tally/testing';
 import { profileStages } from './cpu-profile';
-import { appMetric, startBackgroundLoad, STORES } from './load';
-import { cpuMeter } from './proc';
+import { appMetric, CATALOGUE, startBackgroundLoad, STORES } from './load';
+import { cpuMeter, cpuSeconds } from './proc';
 
 const seconds = Number(process.argv[2] ?? 20);
 const batch = Number(process.argv[3] ?? 1000) as 100 | 1000;
@@ -69,3 +74,57 @@ for (const app of ['collector', 'bucket-aggregator']) {
       process.stdout.write(`  ${s.stage.padEnd(44)} ${((s.ms / totalMs) * 100).toFixed(1).padStart(5)}%  ${Math.round(s.ms)} ms\n`);
   }
 }
+
+// Each Redis step of a job alone, over 100 rolled-up 1000-event batches of the same traffic (AOF everysec).
+const rules = compileRules(defaultRules);
+const now = Date.now();
+const lim = { now, clockSkewMs: 300_000, latenessMs: 35 * 86_400_000 };
+const jobs = [...generateLoad({ seed: 1, stores: STORES, ...CATALOGUE, batchSize: 1000, maxEvents: 100_000, now })].map((b) => {
+  const evs = validateEvents(rules, b.events, lim).events;
+  const tz = STORES.find((s) => s.id === b.store)!.timeZone;
+  return {
+    store: b.store,
+    rows: flattenRows(rollup(rules, b.store, tz, evs)),
+    distinct: flattenDistinct(rollupDistinct(rules, b.store, tz, evs)),
+    n: evs.length,
+  };
+});
+const total = jobs.reduce((a, j) => a + j.n, 0);
+const server = await startRedis({ appendonly: true, appendfsync: 'everysec' });
+const redis = new Redis(server.url, { maxRetriesPerRequest: null });
+const buckets = new BucketStore({ redis, rules, prefix: 'p' });
+const queue = new Queue('events', { connection: redis, prefix: 'pq', defaultJobOptions: { removeOnComplete: true } });
+const step = async (name: string, run: () => Promise<unknown>) => {
+  const [r0, n0] = [cpuSeconds(server.pid), process.cpuUsage()];
+  await run();
+  const n = process.cpuUsage(n0);
+  const ms = (s: number) => ((s * 1e6) / total).toFixed(2);
+  process.stdout.write(`  ${name.padEnd(34)} redis ${ms(cpuSeconds(server.pid) - r0)} ms, caller ${ms((n.user + n.system) / 1e6)} ms\n`);
+};
+process.stdout.write(`\nredis-server CPU per 1000 events of each step of a job, alone (${jobs.length} jobs), and the calling process's:\n`);
+await step('BullMQ add (addJob)', async () => {
+  for (const [i, j] of jobs.entries())
+    await queue.add('events', { batchId: `b${i}`, store: j.store, rows: j.rows, distinct: j.distinct, count: j.n }, { jobId: `b${i}` });
+});
+await step('BullMQ take and complete (no-op job)', async () => {
+  let left = jobs.length;
+  await new Promise<void>((resolve) => {
+    const w = new Worker('events', async () => void (--left === 0 && setTimeout(() => void w.close().then(resolve), 50)), {
+      connection: redis.duplicate(),
+      prefix: 'pq',
+      concurrency: 4,
+    });
+  });
+});
+await step('SKETCH_ADD (distinct members)', async () => {
+  for (const j of jobs) await buckets.sketches.add(j.store, j.distinct);
+});
+await step('APPLY (counts and rankings)', async () => {
+  for (const [i, j] of jobs.entries()) await buckets.applyRows(j.store, `b${i}`, j.rows, { now, dedupeTtlSeconds: 3600 });
+});
+await step('REGISTER (work set)', async () => {
+  for (const j of jobs) await buckets.registerStore(j.store, 0);
+});
+redis.disconnect();
+await server.stop();
+process.exit(0);
