@@ -5,7 +5,7 @@ import { startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
 import type { Figure, FigureResult } from '../figure';
 import { makeBatch, prng, zipf } from '../workload';
-import { quantile as q, timeLoop } from './query';
+import { quantile as q, timeLoop } from '../stats';
 
 /** The default rules with no entity ranked: the apply step without the rankings' work. */
 const unranked: RulesInput = {

@@ -2,18 +2,14 @@ import { logBars, type Chart } from '../charts';
 import type { FigureContext, FigureResult } from '../figure';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
-import {
-  createDynamoClient,
-  createDynamoMeter,
-  SPILL_AT_KB,
-  writeRow,
-  writeRowWithSketches,
-  type DynamoMeter,
-  type RowWriterDeps,
-} from '@tally/dynamo';
-import { cheapestRules, compileRules, defaultRules, rollup, rollupDistinct, type CompiledRules, type RulesInput } from '@tally/schema';
+// Namespaces: `--baseline` runs this file against commits without the sketches and the overflow items.
+import * as dynamo from '@tally/dynamo';
+import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
+import * as schema from '@tally/schema';
+import { cheapestRules, compileRules, defaultRules, rollup, type CompiledRules, type RulesInput } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
+import { measureInBaseline } from '../in-checkout';
 import { threeRowWriter, writeEventNaive, type Writer } from '../naive';
 import { machineLine } from '../proc';
 import { simulatedDay, type DayEvent } from '../workload';
@@ -81,7 +77,7 @@ async function runPipeline(
       list.push(d.event);
     }
     for (const [store, events] of byStore) {
-      if (sketches) await buckets.sketches.add(store, rollupDistinct(rules, store, 'UTC', events));
+      if (sketches) await buckets.sketches.add(store, schema.rollupDistinct(rules, store, 'UTC', events));
       await buckets.apply(store, `b${batch++}`, rollup(rules, store, 'UTC', events), { now: t + 1, dedupeTtlSeconds: 3600 });
     }
     const now = t + bucketMs;
@@ -94,7 +90,7 @@ async function runPipeline(
         if (sketches) {
           const [live] = await buckets.sketches.read(store, [pk]);
           const withSketches: Writer = async (d, p, entries) => {
-            const r = await writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, entries, live!);
+            const r = await dynamo.writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, entries, live!);
             await buckets.sketches.ack(store, p, r.sketchesWritten);
           };
           await counted(deps, pk, out.entries, withSketches);
@@ -191,11 +187,11 @@ export interface CostFigure {
   floorPerMillion: number;
   intervals: Array<{ minutes: number; wcuPerMillion: number }>;
   events: number;
-  /** The default policy again with the UniqueVisitors sketches of store and product rows, over `storeDays` store-days. */
-  uniqueVisitors: { withSketches: CostRun; storeDays: number };
+  /** The default policy again with the UniqueVisitors sketches of store and product rows, over `storeDays` store-days (not before the sketches). */
+  uniqueVisitors?: { withSketches: CostRun; storeDays: number };
 }
 
-async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
+export async function measure(opts: { quick: boolean }): Promise<CostFigure> {
   const redisServer = await startRedis({ appendonly: false });
   const dyn = await startDynalite();
   const redis = new Redis(redisServer.url);
@@ -221,15 +217,17 @@ async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
       day,
     );
     const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, 15, writeRow, day);
-    const withSketches = await runPipeline(
-      env,
-      'Tally default policy with UniqueVisitors sketches (store and product rows)',
-      defaultRules,
-      15,
-      writeRow,
-      day,
-      true,
-    );
+    const withSketches =
+      'rollupDistinct' in schema &&
+      (await runPipeline(
+        env,
+        'Tally default policy with UniqueVisitors sketches (store and product rows)',
+        defaultRules,
+        15,
+        writeRow,
+        day,
+        true,
+      ));
     const intervals: CostFigure['intervals'] = [];
     for (const minutes of opts.quick ? [15, 60, 1440] : [15, 30, 60, 120, 240, 480, 720, 1440]) {
       const r =
@@ -250,7 +248,7 @@ async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
       floorPerMillion,
       intervals,
       events: day.length,
-      uniqueVisitors: { withSketches, storeDays },
+      ...(withSketches ? { uniqueVisitors: { withSketches, storeDays } } : {}),
     };
   } finally {
     await redis.quit();
@@ -277,14 +275,20 @@ const CRAWLER_REFERENCE = [
 export const writeCostFigure = {
   name: 'write-cost',
   async run(ctx: FigureContext): Promise<FigureResult> {
-    const f = await measureWriteCost({ quick: !!ctx.quick });
+    const f = await measure(ctx);
+    // With --baseline: the same day through that commit's libraries (deterministic: write units are exact, not timed).
+    const before = ctx.baseline ? await measureInBaseline<CostFigure>(ctx, 'write-cost') : undefined;
     const [naive, three, packed, def, cheap] = f.runs as [CostRun, CostRun, CostRun, CostRun, CostRun];
+    const compared = (before?.runs ?? []).map((b, i) => ({ design: b.design, before: b.wcuPerMillion, after: f.runs[i]!.wcuPerMillion }));
     const summary =
       `WCU per million events — naive ${fmt(naive.wcuPerMillion)}, 3-row/15min ${fmt(three.wcuPerMillion)}, packed/15min ${fmt(packed.wcuPerMillion)}, ` +
       `Tally default ${fmt(def.wcuPerMillion)} (${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(0)}% of packed; target <= 50%), ` +
       `cheapest ${fmt(cheap.wcuPerMillion)} (${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x the floor ${fmt(f.floorPerMillion)}; target <= 1.2x); ` +
       `a ${fmt(f.crawler.products)}-product visitor in one bucket: ${fmt(f.crawler.updates)} UpdateItems, ${fmt(f.crawler.writeUnits)} write units; ` +
       uniqueVisitorsLine(def, f) +
+      (before
+        ? `; against ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) in the same run: Tally default x${(def.wcuPerMillion / before.runs[3]!.wcuPerMillion).toFixed(2)}, cheapest x${(cheap.wcuPerMillion / before.runs[4]!.wcuPerMillion).toFixed(2)}`
+        : '') +
       (ctx.quick ? ' [quick run]' : '');
     const markdown = [
       `Run ${new Date().toISOString()} on ${machineLine()}${ctx.quick ? ' (quick run)' : ''}.`,
@@ -307,9 +311,20 @@ export const writeCostFigure = {
       '',
       `A crawler: one visitor viewing ${fmt(f.crawler.products)} distinct products within one bucket (default rules keep ProductViews by product ` +
         `for every visitor) is written in ${fmt(f.crawler.updates)} UpdateItems (the bucket in parts of at most 180 attributes per item) for ` +
-        `${fmt(f.crawler.writeUnits)} write units: each part is charged per KB of its item, and an item spills into overflow items at ${SPILL_AT_KB} KB.`,
+        `${fmt(f.crawler.writeUnits)} write units: each part is charged per KB of its item, and an item spills into overflow items at ${dynamo.SPILL_AT_KB} KB.`,
       '',
       CRAWLER_REFERENCE,
+      ...(before
+        ? [
+            '',
+            `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}, "${ctx.baseline!.subject}"): the same simulated day through`,
+            `that commit's libraries (a git worktree); its ${fmt(before.crawler.products)}-product crawler took ${fmt(before.crawler.updates)} UpdateItems and ${fmt(before.crawler.writeUnits)} write units.`,
+            '',
+            '| design | WCU per million events, before | after | after / before |',
+            '| --- | ---: | ---: | ---: |',
+            ...compared.map((c) => `| ${c.design} | ${fmt(c.before)} | ${fmt(c.after)} | ${(c.after / c.before).toFixed(3)} |`),
+          ]
+        : []),
       '',
       '### UniqueVisitors sketches',
       '',
@@ -318,7 +333,7 @@ export const writeCostFigure = {
       '',
       '| run | UpdateItems (store / product / visitor rows) | write units | read units |',
       '|---|---|---|---|',
-      ...[def, f.uniqueVisitors.withSketches].map(
+      ...[def, f.uniqueVisitors!.withSketches].map(
         (r) =>
           `| ${r.design} | ${fmt(r.updates)} (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity?.[e] ?? 0)).join(' / ')}) | ${fmt(r.writeUnits)} | ${fmt(r.readUnits ?? 0)} |`,
       ),
@@ -329,8 +344,8 @@ export const writeCostFigure = {
 
 /** What the sketches add to the default policy, per store-day, beside the counters' write cost. */
 function uniqueVisitorsLine(counters: CostRun, f: CostFigure): string {
-  const u = f.uniqueVisitors.withSketches;
-  const perStoreDay = (n: number) => (n / f.uniqueVisitors.storeDays).toFixed(1);
+  const u = f.uniqueVisitors!.withSketches;
+  const perStoreDay = (n: number) => (n / f.uniqueVisitors!.storeDays).toFixed(1);
   return (
     `UniqueVisitors sketches add ${perStoreDay(u.writeUnits - counters.writeUnits)} write units and ${perStoreDay((u.readUnits ?? 0) - (counters.readUnits ?? 0))} read units ` +
     `per store-day (counters alone: ${perStoreDay(counters.writeUnits)} write units per store-day); default policy with sketches ${fmt(u.writeUnits)} write units = ` +
