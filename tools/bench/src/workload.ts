@@ -1,25 +1,13 @@
-import { mulberry32 } from '@tally/loadgen';
+import { mulberry32, zipf as zipfRank, type Rng } from '@tally/loadgen';
 import type { NormalizedEvent } from '@tally/schema';
 
 /** Deterministic PRNG (mulberry32), the load generator's. */
 export const prng = mulberry32;
 
-/** A Zipf(s) sampler over 1..n (inverse CDF, binary search). */
+/** A Zipf(s) sampler over 1..n (tools/loadgen's, drawing from `rnd`). */
 export function zipf(n: number, s: number, rnd: () => number): () => number {
-  const cdf = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) cdf[i] = sum += 1 / (i + 1) ** s;
-  return () => {
-    const u = rnd() * sum;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (cdf[mid]! < u) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo + 1;
-  };
+  const [draw, rng] = [zipfRank(n, s), { next: rnd } as Rng];
+  return () => draw(rng) + 1;
 }
 
 /** A batch of mixed events (90% product views, 7% page views, 3% orders) stamped within the last hour. */
