@@ -1,3 +1,4 @@
+import type { BucketStore, OutboxRead } from '@tally/buckets';
 import { mulberry32, zipf as zipfRank, type Rng } from '@tally/loadgen';
 import type { NormalizedEvent } from '@tally/schema';
 
@@ -63,4 +64,26 @@ export function simulatedDay(opts: {
     }
   }
   return out.sort((a, b) => a.event.ts - b.event.ts);
+}
+
+/**
+ * Seals and folds `store`'s buckets, then passes each row due by `dueAt` to `write` with its unwritten counts and
+ * acks them, as the dynamo-writer does.
+ */
+export async function flushStore(
+  buckets: BucketStore,
+  store: string,
+  now: () => number,
+  dueAt: number,
+  write: (pk: string, entries: OutboxRead['entries']) => Promise<unknown>,
+): Promise<void> {
+  await buckets.seal(store, { now: now(), minAgeMs: 0 });
+  await buckets.foldSealed(store, { now: now() });
+  for (const { pk } of await buckets.dueRows(store, dueAt)) {
+    const { entries } = await buckets.readOutbox(store, pk);
+    if (entries.length === 0) continue;
+    await write(pk, entries);
+    const fields = entries.map((e) => e.field);
+    await buckets.ackOutbox(store, pk, fields, now());
+  }
 }

@@ -21,7 +21,7 @@ import { Redis } from 'ioredis';
 import type { Figure, FigureContext, FigureResult } from '../figure';
 import { measureInBaseline } from '../in-checkout';
 import { quantile, timeLoop } from '../stats';
-import { prng, zipf } from '../workload';
+import { flushStore, prng, zipf } from '../workload';
 
 const DAY = 86_400_000;
 const STORE = 'BENCHQ';
@@ -62,22 +62,9 @@ const SEGMENTS: Segment[] = [
   },
 ];
 
-/** Seals and folds every bucket of STORE and writes every row with unwritten counts, as the writer would. */
-async function flushStore(buckets: BucketStore, deps: RowWriterDeps, tick: () => number): Promise<void> {
-  await buckets.seal(STORE, { now: tick(), minAgeMs: 0 });
-  await buckets.foldSealed(STORE, { now: tick() });
-  for (const { pk } of await buckets.dueRows(STORE, Number.MAX_SAFE_INTEGER)) {
-    const out = await buckets.readOutbox(STORE, pk);
-    if (out.entries.length === 0) continue;
-    await writeRow(deps, pk, out.entries);
-    await buckets.ackOutbox(
-      STORE,
-      pk,
-      out.entries.map((e) => e.field),
-      tick(),
-    );
-  }
-}
+/** Writes every row of STORE with unwritten counts. */
+const flushAll = (buckets: BucketStore, deps: RowWriterDeps, tick: () => number) =>
+  flushStore(buckets, STORE, tick, Number.MAX_SAFE_INTEGER, (pk, entries) => writeRow(deps, pk, entries));
 
 /**
  * Latency (p50/p99) and DynamoDB reads of the questions the query API answers, in-process (the libs/query calls
@@ -104,7 +91,7 @@ export async function measure(ctx: FigureContext) {
   let ingestProc: ProcessHandle | undefined;
   let load0 = 0;
 
-  const flushAll = () => flushStore(buckets, { client, table, meter: createDynamoMeter() }, tick);
+  const writeDeps = { client, table, meter: createDynamoMeter() };
   const apply = async (events: NormalizedEvent[]) => {
     await buckets.apply(STORE, `q-${++batchNo}`, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 });
   };
@@ -139,9 +126,9 @@ export async function measure(ctx: FigureContext) {
       heavyViews += 4;
       if (d % 20 === 0) events.push({ type: 'order', ts: dayTs - 3_600_000, value: '42.50', dims: { visitor: HEAVY } });
       await apply(events);
-      if (d % 30 === 0) await flushAll();
+      if (d % 30 === 0) await flushAll(buckets, writeDeps, tick);
     }
-    await flushAll();
+    await flushAll(buckets, writeDeps, tick);
 
     // Concurrent ingest in its own process (so its work does not sit in the measured event loop): batches of 100
     // current events every 10 ms, every row flushed each second. The heavy visitor is not in them, so its session
@@ -377,7 +364,7 @@ async function ingestLoop(redisUrl: string, endpoint: string, table: string): Pr
     await buckets.apply(STORE, `live-${process.pid}-${b}`, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 });
     ingested += events.length;
     if (performance.now() - lastFlush > 1_000) {
-      await flushStore(buckets, deps, tick);
+      await flushAll(buckets, deps, tick);
       lastFlush = performance.now();
     }
     if (performance.now() - lastReport > 500) {

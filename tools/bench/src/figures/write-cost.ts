@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import { measureInBaseline } from '../in-checkout';
 import { threeRowWriter, writeEventNaive, type Writer } from '../naive';
 import { machineLine } from '../proc';
-import { simulatedDay, type DayEvent } from '../workload';
+import { flushStore, simulatedDay, type DayEvent } from '../workload';
 
 const MIN = 60_000;
 const DAY_START = Date.UTC(2023, 4, 3);
@@ -82,26 +82,20 @@ async function runPipeline(
     }
     const now = t + bucketMs;
     for (const store of stores) {
-      await buckets.seal(store, { now, minAgeMs: 0 });
-      await buckets.foldSealed(store, { now });
-      for (const { pk } of await buckets.dueRows(store, now)) {
-        const out = await buckets.readOutbox(store, pk);
-        if (out.entries.length === 0) continue;
-        if (sketches) {
+      await flushStore(
+        buckets,
+        store,
+        () => now,
+        now,
+        async (pk, entries) => {
+          if (!sketches) return counted(deps, pk, entries);
           const [live] = await buckets.sketches.read(store, [pk]);
-          const withSketches: Writer = async (d, p, entries) => {
-            const r = await dynamo.writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, entries, live!);
+          await counted(deps, pk, entries, async (d, p, e) => {
+            const r = await dynamo.writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, e, live!);
             await buckets.sketches.ack(store, p, r.sketchesWritten);
-          };
-          await counted(deps, pk, out.entries, withSketches);
-        } else await counted(deps, pk, out.entries);
-        await buckets.ackOutbox(
-          store,
-          pk,
-          out.entries.map((e) => e.field),
-          now,
-        );
-      }
+          });
+        },
+      );
     }
   }
   const scan = await client.send(new ScanCommand({ TableName: table, Select: 'COUNT' }));
