@@ -33,7 +33,7 @@ export const CATALOGUE = { products: 10_000, visitors: 100_000 } as const;
 
 export interface BackgroundLoad {
   readonly stats: LoadStats;
-  /** Stops taking new batches and resolves once every batch taken has its answer. */
+  /** Stops taking new batches and resolves once every batch taken has its answer; throws if the collector answered wrongly. */
   stop(): Promise<LoadStats>;
 }
 
@@ -92,6 +92,7 @@ export function startBackgroundLoad(
       stopped = true;
       const s = await done;
       await http.close();
+      if (s.edgeMismatches.length > 0) throw new Error(`the collector answered wrongly: ${s.edgeMismatches.slice(0, 3).join('; ')}`);
       return s;
     },
   };

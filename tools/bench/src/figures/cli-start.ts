@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { createTestTable, REPO_ROOT, startDynalite, startRedis } from '@tally/testing';
 import type { Figure, FigureContext, FigureResult } from '../figure';
 import { machineLine } from '../proc';
-import { ms, quantile } from '../stats';
+import { median, ms } from '../stats';
 
 const STORE = 'BENCHCLI';
 const run = promisify(execFile);
@@ -86,8 +86,6 @@ async function measureCliStart(opts: { quick: boolean; log: (l: string) => void 
     await redis.stop();
   }
 }
-
-const median = (xs: readonly number[]) => quantile(xs, 0.5);
 
 export const cliStartFigure: Figure = {
   name: 'cli-start',
