@@ -27,12 +27,7 @@ async function timeOne(command: string, env: NodeJS.ProcessEnv): Promise<{ wallM
   return { wallMs: performance.now() - t0, cpuMs: childrenCpuMs() - cpu0 };
 }
 
-/**
- * How long the operator CLIs take to start and answer, as a user runs them: whole processes (`npm run dlq -- …`,
- * `npm run tenants -- …`) against a local Redis and DynamoDB (dynalite), each run `rounds` times round-robin (so a
- * change in the machine's load hits every command alike), medians reported. The same commands without npm (the
- * script npm runs) and `node -e 0` show which part is npm's and which is Node's own start.
- */
+/** How long the operator CLIs take to start and answer, as a user runs them (the method is in the markdown below). */
 async function measureCliStart(opts: { quick: boolean; log: (l: string) => void }) {
   const rounds = opts.quick ? 3 : 11;
   const redis = await startRedis();

@@ -13,13 +13,7 @@ const BUCKET_SECONDS = 1;
 /** A small shop (tools/loadgen's default catalogue), so hot rows are touched in most buckets, as a store row is. */
 const DRAIN_CATALOGUE = { products: 200, visitors: 1_000 };
 
-/**
- * A DynamoDB outage of several bucket lengths under load: BUCKET_SECONDS=1 and every row flushed after every
- * bucket (tools/loadgen everyBucketRules), load through the collector, dynalite stopped for a few seconds while
- * the load goes on, then started again. While it is down, buckets keep being sealed and folded into the row
- * outboxes and the flush jobs wait; when it is back each item is written once, whatever the number of buckets it
- * missed. UpdateItems are the writer's tally_dynamodb_requests_total{operation="UpdateItem",outcome="ok"}.
- */
+/** A DynamoDB outage of several bucket lengths under load, and the drain after it (the method is in the markdown below). */
 async function measureDrain(ctx: FigureContext) {
   // Every row is written after every 1-second bucket: the writes needed grow with the rows touched per second, and
   // dynalite on this shared 2-core machine takes about 200 UpdateItems/s. This rate keeps the writer up with them.

@@ -16,13 +16,7 @@ const PROBE_TIMEOUT_MS = 30_000;
 const PROBE_STORE = 'KTM1';
 const PROBE_TIME_ZONE = STORES.find((s) => s.id === PROBE_STORE)!.timeZone;
 
-/**
- * Freshness under load, with BUCKET_SECONDS=900 so nothing is flushed during the run: visibility comes from the
- * query API's live merge of Redis, not from DynamoDB writes. While tools/loadgen traffic goes through the
- * collector at a steady rate, a probe posts one view of a product id never used before and polls
- * GET /v1/series?entity=product:<id>&metrics=ViewCount&from=<day>&to=<day>&granularity=day (with a read key) until it
- * shows 1; the time from the 202 to the answer of the first poll that shows it is the probe's freshness.
- */
+/** Freshness under load: from a probe's 202 to its count in the query API (the method is in the markdown below). */
 async function measureFreshness(ctx: FigureContext, root?: string) {
   const probes = ctx.quick ? 15 : 500;
   const rate = ctx.quick ? 2_000 : 10_000;

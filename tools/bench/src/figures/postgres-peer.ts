@@ -41,15 +41,7 @@ interface PeerRun {
   mismatches: number;
 }
 
-/**
- * The same tools/loadgen traffic into PostgreSQL, given its best shot: a writer process validates and rolls each
- * batch up like Tally's collector (the same libs/schema code and rules) and applies it with one statement (batch id
- * into a dedupe table, then a multi-row INSERT … ON CONFLICT DO UPDATE of its sorted (pk, field) deltas into a
- * counters table keyed like Tally's rows), over a pool of connections opened up front, with prepared statements.
- * Measured at both durabilities next to Tally at the matching AOF policy, in the same run: peak events/s with
- * 1000-event batches, CPU per 1,000 events (PostgreSQL: the writer plus the server's processes), and p99 freshness
- * under a steady load.
- */
+/** The same traffic into PostgreSQL, given its best shot, next to Tally at equal durability (the method is in the markdown below). */
 async function measurePostgresPeer(ctx: FigureContext) {
   const windowMs = ctx.quick ? 2_000 : 15_000;
   const pacedMs = ctx.quick ? 2_000 : 10_000;

@@ -66,12 +66,7 @@ const SEGMENTS: Segment[] = [
 const flushAll = (buckets: BucketStore, deps: RowWriterDeps, tick: () => number) =>
   flushStore(buckets, STORE, tick, Number.MAX_SAFE_INTEGER, (pk, entries) => writeRow(deps, pk, entries));
 
-/**
- * Latency (p50/p99) and DynamoDB reads of the questions the query API answers, in-process (the libs/query calls
- * the routes make) and over HTTP (a query-api process), against real Redis and dynalite holding 13 months of
- * history for one store, while a background loop keeps applying event batches and flushing rows (live data in
- * every answer).
- */
+/** Latency and DynamoDB reads of the query API's questions, in-process and over HTTP (the method is in the markdown below). */
 export async function measure(ctx: FigureContext) {
   const runMs = ctx.quick ? 1_500 : 10_000;
   const historyDays = ctx.quick ? 120 : 400;
