@@ -4,9 +4,9 @@ import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
 // Namespaces: `--baseline` runs this file against commits without the sketches and the overflow items.
 import * as dynamo from '@tally/dynamo';
-import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter, type RowWriterDeps } from '@tally/dynamo';
+import { createDynamoClient, createDynamoMeter, writeRow, type RowWriterDeps } from '@tally/dynamo';
 import * as schema from '@tally/schema';
-import { cheapestRules, compileRules, defaultRules, rollup, type CompiledRules, type RulesInput } from '@tally/schema';
+import { cheapestRules, compileRules, defaultRules, rollup, type RulesInput } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { measureInBaseline } from '../in-checkout';
@@ -34,6 +34,12 @@ interface Env {
   endpoint: string;
 }
 
+/** A new table at the environment's dynalite, and a metered client of it (the writers' deps). */
+async function freshTable(env: Env): Promise<RowWriterDeps> {
+  const table = await createTestTable(env.endpoint);
+  return { client: createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' }), table, meter: createDynamoMeter() };
+}
+
 /**
  * Runs a simulated day through the real Redis pipeline (apply, seal, fold, flush policy) and a writer. With
  * `sketches`, the distinct-count sketches (UniqueVisitors) too: added before each apply, written with the counts
@@ -43,21 +49,18 @@ async function runPipeline(
   env: Env,
   design: string,
   rulesInput: RulesInput,
-  bucketMin: number,
-  writer: Writer,
   day: DayEvent[],
+  writer: Writer = writeRow,
   sketches = false,
 ): Promise<CostRun & { items: number }> {
-  const rules: CompiledRules = compileRules(rulesInput);
+  const rules = compileRules(rulesInput);
   await env.redis.flushall();
-  const table = await createTestTable(env.endpoint);
-  const client = createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' });
-  const meter: DynamoMeter = createDynamoMeter();
-  const deps: RowWriterDeps = { client, table, meter };
+  const deps = await freshTable(env);
+  const { client, table, meter } = deps;
   const buckets = new BucketStore({ redis: env.redis, rules });
   const stores = [...new Set(day.map((d) => d.store))];
   for (const s of stores) await buckets.registerStore(s);
-  const bucketMs = bucketMin * MIN;
+  const bucketMs = 15 * MIN;
   const byEntity: Record<string, number> = {};
   const counted = async (d: RowWriterDeps, pk: string, entries: Parameters<Writer>[2], w: Writer = writer) => {
     const entity = rules.entityOfPk(pk) ?? '?';
@@ -121,9 +124,7 @@ async function runPipeline(
 async function runCrawler(env: Env, products: number): Promise<CostFigure['crawler']> {
   const rules = compileRules(defaultRules);
   await env.redis.flushall();
-  const table = await createTestTable(env.endpoint);
-  const client = createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' });
-  const meter = createDynamoMeter();
+  const deps = await freshTable(env);
   const buckets = new BucketStore({ redis: env.redis, rules });
   const events = Array.from({ length: products }, (_, p) => ({
     type: 'view',
@@ -135,28 +136,24 @@ async function runCrawler(env: Env, products: number): Promise<CostFigure['crawl
   await buckets.foldSealed('S', { now: DAY_START + 2 * MIN });
   const pk = 'S#visitor#BOT1';
   const out = await buckets.readOutbox('S', pk);
-  const before = meter.totals();
-  await writeRow({ client, table, meter }, pk, out.entries);
-  const after = meter.totals();
-  client.destroy();
+  await writeRow(deps, pk, out.entries);
+  const after = deps.meter.totals();
+  deps.client.destroy();
   return {
     products,
-    updates: (after.requests['UpdateItem:ok'] ?? 0) - (before.requests['UpdateItem:ok'] ?? 0),
-    writeUnits: after.writeUnits - before.writeUnits,
+    updates: after.requests['UpdateItem:ok'] ?? 0,
+    writeUnits: after.writeUnits,
   };
 }
 
 /** Naive: one UpdateItem per event per row (day, month and total rows), measured on a sample of the day. */
 async function runNaive(env: Env, day: DayEvent[], sampleEvery: number): Promise<CostRun> {
   const rules = compileRules(defaultRules);
-  const table = await createTestTable(env.endpoint);
-  const client = createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' });
-  const meter = createDynamoMeter();
-  const deps: RowWriterDeps = { client, table, meter };
+  const deps = await freshTable(env);
   const sample = day.filter((_, k) => k % sampleEvery === 0);
   for (const d of sample) await writeEventNaive(deps, rules, d.store, 'UTC', d.event);
-  client.destroy();
-  const t = meter.totals();
+  deps.client.destroy();
+  const t = deps.meter.totals();
   return {
     design: `naive (one UpdateItem per event per row; sample of ${sample.length} events)`,
     events: sample.length,
@@ -200,28 +197,12 @@ export async function measure(opts: { quick: boolean }): Promise<CostFigure> {
       dayStart: DAY_START,
     });
     const naive = await runNaive(env, day, opts.quick ? 20 : 10);
-    const three = await runPipeline(env, "article's 3-row layout, flushed every 15 min", withPolicy('bucket'), 15, threeRowWriter, day);
-    const packed = await runPipeline(env, "article's packed 2-row layout, flushed every 15 min", withPolicy('bucket'), 15, writeRow, day);
-    const tallyDefault = await runPipeline(
-      env,
-      'Tally default policy (store/product hourly, visitor at session end)',
-      defaultRules,
-      15,
-      writeRow,
-      day,
-    );
-    const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, 15, writeRow, day);
-    const withSketches =
-      'rollupDistinct' in schema &&
-      (await runPipeline(
-        env,
-        'Tally default policy with UniqueVisitors sketches (store and product rows)',
-        defaultRules,
-        15,
-        writeRow,
-        day,
-        true,
-      ));
+    const three = await runPipeline(env, "article's 3-row layout, flushed every 15 min", withPolicy('bucket'), day, threeRowWriter);
+    const packed = await runPipeline(env, "article's packed 2-row layout, flushed every 15 min", withPolicy('bucket'), day);
+    const tallyDefault = await runPipeline(env, 'Tally default policy (store/product hourly, visitor at session end)', defaultRules, day);
+    const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, day);
+    const sketchRun = 'Tally default policy with UniqueVisitors sketches (store and product rows)';
+    const withSketches = 'rollupDistinct' in schema && (await runPipeline(env, sketchRun, defaultRules, day, writeRow, true));
     const intervals: CostFigure['intervals'] = [];
     for (const minutes of opts.quick ? [15, 60, 1440] : [15, 30, 60, 120, 240, 480, 720, 1440]) {
       const r =
@@ -229,7 +210,7 @@ export async function measure(opts: { quick: boolean }): Promise<CostFigure> {
           ? packed
           : minutes === 1440
             ? cheapest
-            : await runPipeline(env, `every ${minutes} min`, withPolicy({ every: minutes }), 15, writeRow, day);
+            : await runPipeline(env, `every ${minutes} min`, withPolicy({ every: minutes }), day);
       intervals.push({ minutes, wcuPerMillion: r.wcuPerMillion });
     }
     // Floor: every item touched that day must be written at least once.
