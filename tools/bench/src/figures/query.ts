@@ -136,6 +136,7 @@ export async function measure(ctx: FigureContext) {
 
     app = await startApp('query-api', {
       env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table },
+      timeoutMs: 120_000, // a start-up on a loaded machine
     });
     const metrics = resolveMetrics(rules, ['ViewCount', 'OrderCount', 'Revenue']);
     const series = (range: 'last30d' | 'last3m' | 'all', granularity: 'day' | 'total') => async () => {
