@@ -66,7 +66,10 @@ const SEGMENTS: Segment[] = [
 const flushAll = (buckets: BucketStore, deps: RowWriterDeps, tick: () => number) =>
   flushStore(buckets, STORE, tick, Number.MAX_SAFE_INTEGER, (pk, entries) => writeRow(deps, pk, entries));
 
-/** Latency and DynamoDB reads of the query API's questions, in-process and over HTTP (the method is in the markdown below). */
+/**
+ * Latency and DynamoDB reads of the query API's questions, in-process and over HTTP (the method is in the markdown below).
+ * @public (measure-child.ts runs it for --baseline)
+ */
 export async function measure(ctx: FigureContext) {
   const runMs = ctx.quick ? 1_500 : 10_000;
   const historyDays = ctx.quick ? 120 : 400;

@@ -182,6 +182,10 @@ export interface CostFigure {
   uniqueVisitors?: { withSketches: CostRun; storeDays: number };
 }
 
+/**
+ * Every design's write units over the simulated day, the flush intervals, the crawler and the sketches.
+ * @public (measure-child.ts runs it for --baseline)
+ */
 export async function measure(opts: { quick: boolean }): Promise<CostFigure> {
   const redisServer = await startRedis({ appendonly: false });
   const dyn = await startDynalite();
