@@ -61,6 +61,7 @@ async function measureAggregator(opts: { quick: boolean }) {
         BUCKET_SECONDS: '900',
         AGGREGATOR_CONCURRENCY: '8',
       },
+      timeoutMs: 120_000, // a start-up on a loaded machine
     });
     // Measure from the first applied batch to the last, from the app's own counter.
     const t0 = await waitFor(async () => (metricValue(await agg.metrics(), 'tally_events_applied_total') > 0 ? performance.now() : 0), {

@@ -134,7 +134,7 @@ export async function measure(ctx: FigureContext) {
     load0 = loadavg()[0]!;
     const ingestArgs = ['--import', 'tsx', fileURLToPath(import.meta.url), INGEST_FLAG, redisServer.url, dyn.endpoint, table];
     ingestProc = await startProcess(process.execPath, ingestArgs, { cwd: REPO_ROOT, name: 'query-bench-ingest' });
-    await ingestProc.waitForLine(/^ingested \d+/, { timeoutMs: 30_000 });
+    await ingestProc.waitForLine(/^ingested \d+/, { timeoutMs: 120_000 });
     const ingestStart = performance.now();
 
     app = await startApp('query-api', {
