@@ -57,6 +57,7 @@ export const collectorIngest: Figure = {
           INGEST_BUDGET_EVENTS_PER_SECOND: '0',
           ...(ctx.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${ctx.profileDir}` } : {}),
         },
+        timeoutMs: 120_000, // a start-up on a loaded machine
       });
       ctx.log(`collector pid ${collector.process.pid} on ${collector.url}, redis-server pid ${redis.pid} on ${redis.url}`);
 
