@@ -5,12 +5,15 @@ import {
   httpSender,
   newLoadStats,
   runLoad,
+  startFleet,
   type Fleet,
+  type FleetOptions,
   type LoadOptions,
   type LoadStats,
   type RunLoadOptions,
   type StoreSpec,
 } from '@tally/loadgen';
+import { defaultRules } from '@tally/schema';
 import { metricValue, sleep } from '@tally/testing';
 
 /**
@@ -21,12 +24,16 @@ import { metricValue, sleep } from '@tally/testing';
 /** The stores every fleet figure uses: three time zones (Kathmandu +05:45, Los Angeles with DST, UTC). */
 export const STORES: readonly StoreSpec[] = DEMO_STORES;
 
+/** A tools/loadgen fleet as the figures start it: STORES, the default rules, 900-second buckets, AOF everysec, and `opts`. */
+export const benchFleet = (opts: Partial<FleetOptions> = {}) =>
+  startFleet({ stores: STORES, rules: defaultRules, bucketSeconds: 900, appendfsync: 'everysec', ...opts });
+
 /** Catalogue size of the generated traffic (Zipf popularity over these). */
 export const CATALOGUE = { products: 10_000, visitors: 100_000 } as const;
 
 export interface BackgroundLoad {
   readonly stats: LoadStats;
-  /** Stops taking new batches and resolves once every batch taken has its answer. */
+  /** Stops taking new batches and resolves once every batch taken has its answer; throws if the collector answered wrongly. */
   stop(): Promise<LoadStats>;
 }
 
@@ -85,6 +92,7 @@ export function startBackgroundLoad(
       stopped = true;
       const s = await done;
       await http.close();
+      if (s.edgeMismatches.length > 0) throw new Error(`the collector answered wrongly: ${s.edgeMismatches.slice(0, 3).join('; ')}`);
       return s;
     },
   };

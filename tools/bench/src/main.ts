@@ -1,8 +1,8 @@
 // npm run bench [-- <figure>...] [--quick] [--profile] [--baseline <ref>]: runs the named figures (default all) one after another,
 // prints one summary line each, rewrites their sections of docs/BENCHMARKS.md and their charts in docs/charts
 // (not with --quick, whose short runs only check that the figures work), and, after a run of every figure, the
-// Summary section at the top. With --baseline, figures that can (ingest-e2e) also run that commit's apps from a
-// temporary git worktree in the same run and report the before/after ratios.
+// Summary section at the top. With --baseline, figures that can (ingest-e2e, freshness, query, write-cost) also run
+// that commit's apps or libraries from a temporary git worktree in the same run and report the before/after ratios.
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';

@@ -4,10 +4,10 @@
 // statement per batch: the batch id inserted into a dedupe table and a multi-row INSERT … ON CONFLICT DO UPDATE of
 // its (pk, field) deltas, in one transaction, over a pool of connections. At the end it checks the table against the
 // sums of everything it applied and prints one JSON line of figures.
-import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { compileRules, defaultRules, rollup, validateEvents, type RowDeltas } from '@tally/schema';
 import pg from 'pg';
+import { cpuSeconds as cpuOf } from './proc';
 
 interface Options {
   connectionString: string;
@@ -32,17 +32,6 @@ const pool = new pg.Pool({
   idleTimeoutMillis: 0,
   options: `-c synchronous_commit=${opts.synchronousCommit}`,
 });
-
-/** utime + stime of a process, seconds (Linux /proc). */
-function cpuOf(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
 
 // Open every connection up front and learn its server process, plus the server's WAL writer, checkpointer and
 // background writer (shared with anything else the server runs).

@@ -16,19 +16,5 @@ export const hincrbyCommand = (n: number) => `redis-benchmark -q -P 16 -n ${n} -
 
 /** Pipelined (-P 16) HINCRBY on 100,000 random fields of one hash: what one redis-server can increment per second. */
 export function hincrbyCeiling(port: number, n: number): Promise<number> {
-  return redisBenchmark([
-    '-p',
-    String(port),
-    '-q',
-    '-P',
-    '16',
-    '-n',
-    String(n),
-    '-r',
-    '100000',
-    'hincrby',
-    'bench:h',
-    'f:__rand_int__',
-    '1',
-  ]);
+  return redisBenchmark(['-p', String(port), ...hincrbyCommand(n).split(' ').slice(1)]);
 }

@@ -4,17 +4,8 @@
  */
 export const PREVIOUS_HEADING = '### Previous run';
 
-const HEADER = `# Benchmarks
-
-Every performance claim in the README comes from \`npm run bench\` (tools/bench): every figure, one after another, in one
-run on one machine (2 cores, shared with other work), each next to what it is compared with, measured in the same run.
-Each \`## <figure>\` section is rewritten by its figure and keeps the previous run under "Previous run", so a regression
-shows; charts are rendered to [charts/](charts/) (Vega-Lite specs, SVG).
-
-- \`npm run bench\`: every figure (under 20 minutes), then the Summary section below.
-- \`npm run bench -- <figure>...\`: only those (e.g. \`npm run bench -- freshness drain\`).
-- \`npm run bench:quick\`: every figure for a few seconds each, to check that they work; writes nothing.
-`;
+/** A new document's header (docs/BENCHMARKS.md keeps its own). */
+const HEADER = '# Benchmarks\n';
 
 interface Section {
   name: string;

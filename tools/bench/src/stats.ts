@@ -4,6 +4,13 @@ export function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
+/** The median of numbers in any order. */
+export const median = (xs: readonly number[]) =>
+  quantile(
+    [...xs].sort((a, b) => a - b),
+    0.5,
+  );
+
 /** 12,345 */
 export const fmt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : String(n));
 
@@ -18,3 +25,14 @@ export function ratio(n: number): string {
 
 /** Milliseconds with one decimal below 100. */
 export const ms = (n: number) => (n >= 100 ? fmt(n) : n.toFixed(1));
+
+/** Calls `fn` back to back for `ms` (at least 50 calls); returns the latencies in ms, sorted. */
+export async function timeLoop(ms: number, fn: () => Promise<unknown>): Promise<number[]> {
+  const out: number[] = [];
+  for (const end = performance.now() + ms; performance.now() < end || out.length < 50;) {
+    const t0 = performance.now();
+    await fn();
+    out.push(performance.now() - t0);
+  }
+  return out.sort((a, b) => a - b);
+}

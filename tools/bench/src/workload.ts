@@ -1,25 +1,14 @@
-import { mulberry32 } from '@tally/loadgen';
+import type { BucketStore, OutboxRead } from '@tally/buckets';
+import { mulberry32, zipf as zipfRank, type Rng } from '@tally/loadgen';
 import type { NormalizedEvent } from '@tally/schema';
 
 /** Deterministic PRNG (mulberry32), the load generator's. */
 export const prng = mulberry32;
 
-/** A Zipf(s) sampler over 1..n (inverse CDF, binary search). */
+/** A Zipf(s) sampler over 1..n (tools/loadgen's, drawing from `rnd`). */
 export function zipf(n: number, s: number, rnd: () => number): () => number {
-  const cdf = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) cdf[i] = sum += 1 / (i + 1) ** s;
-  return () => {
-    const u = rnd() * sum;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (cdf[mid]! < u) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo + 1;
-  };
+  const [draw, rng] = [zipfRank(n, s), { next: rnd } as Rng];
+  return () => draw(rng) + 1;
 }
 
 /** A batch of mixed events (90% product views, 7% page views, 3% orders) stamped within the last hour. */
@@ -75,4 +64,26 @@ export function simulatedDay(opts: {
     }
   }
   return out.sort((a, b) => a.event.ts - b.event.ts);
+}
+
+/**
+ * Seals and folds `store`'s buckets, then passes each row due by `dueAt` to `write` with its unwritten counts and
+ * acks them, as the dynamo-writer does.
+ */
+export async function flushStore(
+  buckets: BucketStore,
+  store: string,
+  now: () => number,
+  dueAt: number,
+  write: (pk: string, entries: OutboxRead['entries']) => Promise<unknown>,
+): Promise<void> {
+  await buckets.seal(store, { now: now(), minAgeMs: 0 });
+  await buckets.foldSealed(store, { now: now() });
+  for (const { pk } of await buckets.dueRows(store, dueAt)) {
+    const { entries } = await buckets.readOutbox(store, pk);
+    if (entries.length === 0) continue;
+    await write(pk, entries);
+    const fields = entries.map((e) => e.field);
+    await buckets.ackOutbox(store, pk, fields, now());
+  }
 }

@@ -1,11 +1,12 @@
-import type { FigureContext, FigureResult } from '../figure';
-import { execFileSync } from 'node:child_process';
+import type { Figure, FigureContext, FigureResult } from '../figure';
 import { createQueues, closeQueues, QUEUE, MAX_EVENTS_PER_JOB } from '@tally/queues';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { BucketStore } from '@tally/buckets';
 import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { machineLine } from '../proc';
+import { redisBenchmark } from '../redis-benchmark';
+import { fmt } from '../stats';
 import { makeBatch, prng, zipf } from '../workload';
 
 /** Defaults of DEDUPE_WINDOW_SECONDS and BUCKET_SECONDS (libs/config). */
@@ -14,32 +15,9 @@ const BUCKET_SECONDS = 900;
 /** Rows the workload below can touch: the store, 20,000 products and 200,000 visitors. */
 const WORKLOAD_ROWS = 1 + 20_000 + 200_000;
 
-function redisBenchmarkHincrby(port: number, quick: boolean): number {
-  const out = execFileSync(
-    'redis-benchmark',
-    ['-p', String(port), '-q', '-n', quick ? '200000' : '2000000', '-P', '64', 'HINCRBY', 'bench:h', 'f', '1'],
-    { encoding: 'utf8' },
-  );
-  const m = /([\d.]+) requests per second/.exec(out);
-  return m ? Number(m[1]) : Number.NaN;
-}
-
 async function usedMemory(redis: Redis): Promise<number> {
   const info = await redis.info('memory');
   return Number(/used_memory:(\d+)/.exec(info)![1]);
-}
-
-export interface AggregatorFigure {
-  eventsPerSecond: number;
-  hincrbyPerSecond: number;
-  batches: number;
-  eventsPerBatch: number;
-  seconds: number;
-  bytesPer1000Rows: number;
-  bytesPerDedupeRecord: number;
-  /** Rows the open bucket held after the memory phase's events (50 batches). */
-  memRows: number;
-  memEvents: number;
 }
 
 /**
@@ -47,7 +25,7 @@ export interface AggregatorFigure {
  * time from process start to drained, minus start-up), Redis memory per 1,000 active rows and per dedupe
  * record, and redis-benchmark's pipelined HINCRBY ceiling on the same redis-server.
  */
-async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFigure> {
+async function measureAggregator(opts: { quick: boolean }) {
   const redisServer = await startRedis({ appendonly: true, appendfsync: 'everysec' });
   const dyn = await startDynalite();
   const table = await createTestTable(dyn.endpoint, { tenants: ['BENCH'] });
@@ -83,6 +61,7 @@ async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFi
         BUCKET_SECONDS: '900',
         AGGREGATOR_CONCURRENCY: '8',
       },
+      timeoutMs: 120_000, // a start-up on a loaded machine
     });
     // Measure from the first applied batch to the last, from the app's own counter.
     const t0 = await waitFor(async () => (metricValue(await agg.metrics(), 'tally_events_applied_total') > 0 ? performance.now() : 0), {
@@ -126,7 +105,20 @@ async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFi
     }
     const memD1 = await usedMemory(redis);
     const bytesPer1000Rows = ((memAfter - memBefore - 50 * ((memD1 - memD0) / dedupeN)) / rows) * 1000;
-    const hincrbyPerSecond = redisBenchmarkHincrby(redisServer.port, opts.quick);
+    const n = opts.quick ? '200000' : '2000000';
+    const hincrbyPerSecond = await redisBenchmark([
+      '-p',
+      String(redisServer.port),
+      '-q',
+      '-n',
+      n,
+      '-P',
+      '64',
+      'HINCRBY',
+      'bench:h',
+      'f',
+      '1',
+    ]);
     return {
       eventsPerSecond,
       hincrbyPerSecond,
@@ -146,9 +138,7 @@ async function measureAggregator(opts: { quick: boolean }): Promise<AggregatorFi
   }
 }
 
-const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
-
-export const aggregatorFigure = {
+export const aggregatorFigure: Figure = {
   name: 'aggregator-apply',
   async run(ctx: FigureContext): Promise<FigureResult> {
     const f = await measureAggregator({ quick: !!ctx.quick });

@@ -1,65 +1,34 @@
-import { spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { createTestTable, REPO_ROOT, startDynalite, startRedis } from '@tally/testing';
-import type { FigureContext, FigureResult } from '../figure';
+import type { Figure, FigureContext, FigureResult } from '../figure';
 import { machineLine } from '../proc';
-import { ms, quantile } from '../stats';
+import { median, ms } from '../stats';
 
 const STORE = 'BENCHCLI';
-
-/** One operator command, run as a whole process from the repository root, as a user types it. */
-interface Command {
-  name: string;
-  cmd: string;
-  args: string[];
-}
-
-interface CliRun {
-  name: string;
-  /** Wall ms from spawn to exit, ascending. */
-  wallMs: number[];
-  /** CPU ms (user + system) of the process and its children, ascending. */
-  cpuMs: number[];
-}
-
-export interface CliStartFigure {
-  runs: CliRun[];
-  rounds: number;
-  machine: string;
-}
+const run = promisify(execFile);
 
 /** This process's children's CPU (utime + stime of the children it waited for, Linux /proc), in ms. */
 function childrenCpuMs(): number {
-  const stat = readFileSync('/proc/self/stat', 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
   return ((Number(fields[13]) + Number(fields[14])) / 100) * 1000;
 }
 
-/** Runs one command to its exit; wall and CPU ms. Throws on a non-zero exit, with its output. */
-async function timeOne(c: Command, env: NodeJS.ProcessEnv): Promise<{ wallMs: number; cpuMs: number }> {
-  const cpu0 = childrenCpuMs();
-  const t0 = performance.now();
-  const child = spawn(c.cmd, c.args, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', resolve);
-  });
-  const wallMs = performance.now() - t0;
-  if (code !== 0) throw new Error(`${c.name} exited with ${code}:\n${output}`);
-  return { wallMs, cpuMs: childrenCpuMs() - cpu0 };
+/**
+ * Runs one command, as a user types it (`npm run` quietly, `node` as this Node), from the repository root to its
+ * exit; wall and CPU ms. Throws on a non-zero exit, with its output.
+ */
+async function timeOne(command: string, env: NodeJS.ProcessEnv): Promise<{ wallMs: number; cpuMs: number }> {
+  const [cmd, ...args] = command.replace(/^npm run/, 'npm run -s').split(' ');
+  const [cpu0, t0] = [childrenCpuMs(), performance.now()];
+  await run(cmd === 'node' ? process.execPath : cmd!, args, { cwd: REPO_ROOT, env });
+  return { wallMs: performance.now() - t0, cpuMs: childrenCpuMs() - cpu0 };
 }
 
-/**
- * How long the operator CLIs take to start and answer, as a user runs them: whole processes (`npm run dlq -- …`,
- * `npm run tenants -- …`) against a local Redis and DynamoDB (dynalite), each run `rounds` times round-robin (so a
- * change in the machine's load hits every command alike), medians reported. The same commands without npm (the
- * script npm runs) and `node -e 0` show which part is npm's and which is Node's own start.
- */
-async function measureCliStart(opts: { quick: boolean; log: (l: string) => void }): Promise<CliStartFigure> {
+/** How long the operator CLIs take to start and answer, as a user runs them (the method is in the markdown below). */
+async function measureCliStart(opts: { quick: boolean; log: (l: string) => void }) {
   const rounds = opts.quick ? 3 : 11;
   const redis = await startRedis();
   const dyn = await startDynalite({ mode: 'child' });
@@ -74,24 +43,24 @@ async function measureCliStart(opts: { quick: boolean; log: (l: string) => void 
       // No running `npm start` stack is looked for: the variables above win anyway.
       TALLY_DATA_DIR: join(REPO_ROOT, '.data-bench-none'),
     };
-    const runBuilt = join('tools', 'build-apps', 'run-built.mjs');
-    const commands: Command[] = [
-      { name: 'node -e 0', cmd: process.execPath, args: ['-e', '0'] },
-      { name: 'npm run dlq -- --help', cmd: 'npm', args: ['run', '-s', 'dlq', '--', '--help'] },
-      { name: 'npm run dlq -- list', cmd: 'npm', args: ['run', '-s', 'dlq', '--', 'list'] },
-      { name: `npm run tenants -- show ${STORE}`, cmd: 'npm', args: ['run', '-s', 'tenants', '--', 'show', STORE] },
-      { name: `npm run tenants -- list-keys ${STORE}`, cmd: 'npm', args: ['run', '-s', 'tenants', '--', 'list-keys', STORE] },
-      { name: 'node run-built.mjs dlq list', cmd: process.execPath, args: [runBuilt, 'dlq', 'list'] },
-      { name: `node run-built.mjs tenants show ${STORE}`, cmd: process.execPath, args: [runBuilt, 'tenants', 'show', STORE] },
+    const runBuilt = 'node tools/build-apps/run-built.mjs';
+    const commands = [
+      'node -e 0',
+      'npm run dlq -- --help',
+      'npm run dlq -- list',
+      `npm run tenants -- show ${STORE}`,
+      `npm run tenants -- list-keys ${STORE}`,
+      `${runBuilt} dlq list`,
+      `${runBuilt} tenants show ${STORE}`,
     ];
     // Warm-up: builds the bundles if the sources changed, and fills Node's compile cache, as any earlier call would.
     for (const c of commands) await timeOne(c, env);
-    const samples = new Map(commands.map((c) => [c.name, { wall: [] as number[], cpu: [] as number[] }]));
+    const samples = new Map(commands.map((c) => [c, { wall: [] as number[], cpu: [] as number[] }]));
     for (let r = 0; r < rounds; r++) {
       for (const c of commands) {
         const t = await timeOne(c, env);
-        samples.get(c.name)!.wall.push(t.wallMs);
-        samples.get(c.name)!.cpu.push(t.cpuMs);
+        samples.get(c)!.wall.push(t.wallMs);
+        samples.get(c)!.cpu.push(t.cpuMs);
       }
       opts.log(`round ${r + 1}/${rounds}`);
     }
@@ -99,8 +68,12 @@ async function measureCliStart(opts: { quick: boolean; log: (l: string) => void 
       rounds,
       machine: machineLine(),
       runs: commands.map((c) => {
-        const s = samples.get(c.name)!;
-        return { name: c.name, wallMs: [...s.wall].sort((a, b) => a - b), cpuMs: [...s.cpu].sort((a, b) => a - b) };
+        const s = samples.get(c)!;
+        return {
+          name: c.replace(runBuilt, 'node run-built.mjs'),
+          wallMs: s.wall.sort((a, b) => a - b),
+          cpuMs: s.cpu.sort((a, b) => a - b),
+        };
       }),
     };
   } finally {
@@ -109,9 +82,7 @@ async function measureCliStart(opts: { quick: boolean; log: (l: string) => void 
   }
 }
 
-const median = (xs: readonly number[]) => quantile(xs, 0.5);
-
-export const cliStartFigure = {
+export const cliStartFigure: Figure = {
   name: 'cli-start',
   async run(ctx: FigureContext): Promise<FigureResult> {
     const f = await measureCliStart(ctx);

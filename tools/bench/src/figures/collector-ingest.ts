@@ -1,23 +1,14 @@
-import { cpus, loadavg } from 'node:os';
+import { loadavg } from 'node:os';
 import { createDynamoClient } from '@tally/dynamo';
 import { closeQueues, createQueues } from '@tally/queues';
-import { createTenantAdmin } from '@tally/tenants';
-import {
-  createTestTable,
-  freePort,
-  metricValue,
-  REPO_ROOT,
-  startDynalite,
-  startProcess,
-  startRedis,
-  waitFor,
-  type ProcessHandle,
-} from '@tally/testing';
+import { issueKey } from '@tally/tenants';
+import { createTestTable, metricValue, startApp, startDynalite, startRedis, type AppHandle } from '@tally/testing';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import type { Figure, FigureContext, FigureResult } from '../figure';
-import { cpuSeconds } from '../proc';
+import { cpuMeter, machineLine } from '../proc';
 import { hincrbyCeiling, redisBenchmark } from '../redis-benchmark';
+import { fmt } from '../stats';
 
 /** The 1000-event figure the collector is built for, on the 2-core machine. */
 const TARGET_EVENTS_PER_SECOND = 100_000;
@@ -33,23 +24,6 @@ const LOADS: readonly Load[] = [
   { batch: 1000, connections: 16 },
 ];
 
-interface IngestRun extends Load {
-  seconds: number;
-  requestsPerSecond: number;
-  eventsPerSecond: number;
-  /** Events the collector counted as accepted (its metrics) per second, a cross-check of the client's count. */
-  acceptedPerSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-  non2xx: number;
-  errors: number;
-  /** CPU time of the collector and of redis-server per wall second (1.0 = one core busy). */
-  collectorCpu: number;
-  /** Collector CPU milliseconds per 1000 accepted events: its cost, whatever else the machine is doing. */
-  cpuMsPer1000: number;
-  redisCpu: number;
-}
-
 /**
  * Sustained events/s accepted by ONE collector process (a child process, like production) with 100- and
  * 1000-event batches, loaded with autocannon over 127.0.0.1 for a bounded time each; next to redis-benchmark's
@@ -63,30 +37,31 @@ export const collectorIngest: Figure = {
     const loadBefore = loadavg()[0]!;
     const redis = await startRedis();
     const dynalite = await startDynalite();
-    let collector: Collector | undefined;
+    let collector: AppHandle | undefined;
     const inspect = new Redis(redis.url, { maxRetriesPerRequest: null });
     const queues = createQueues(inspect);
     try {
-      const table = await createTestTable(dynalite.endpoint);
+      const table = await createTestTable(dynalite.endpoint, { tenants: ['BENCH1'] });
       const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
-      const admin = createTenantAdmin({ dynamo, table });
-      await admin.createTenant('BENCH1');
-      const key = await admin.issueKey('BENCH1', ['ingest'], 'bench');
+      const key = await issueKey({ dynamo, table }, 'BENCH1', ['ingest'], 'bench');
       dynamo.destroy();
-
-      collector = await startCollector(ctx, {
-        REDIS_URL: redis.url,
-        DYNAMODB_ENDPOINT: dynalite.endpoint,
-        DYNAMODB_TABLE: table,
-        LOG_LEVEL: 'warn',
-        // Nothing drains the queue during a run; backpressure is not what is measured here.
-        MAX_QUEUE_DEPTH: '10000000',
-        // One store sends everything: the per-store ingest budget would measure itself, not the collector.
-        INGEST_BUDGET_EVENTS_PER_SECOND: '0',
+      // `node [--cpu-prof] --import tsx apps/collector/src/main.ts`, as production runs it.
+      collector = await startApp('collector', {
+        env: {
+          REDIS_URL: redis.url,
+          DYNAMODB_ENDPOINT: dynalite.endpoint,
+          DYNAMODB_TABLE: table,
+          // Nothing drains the queue during a run; backpressure is not what is measured here.
+          MAX_QUEUE_DEPTH: '10000000',
+          // One store sends everything: the per-store ingest budget would measure itself, not the collector.
+          INGEST_BUDGET_EVENTS_PER_SECOND: '0',
+          ...(ctx.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${ctx.profileDir}` } : {}),
+        },
+        timeoutMs: 120_000, // a start-up on a loaded machine
       });
       ctx.log(`collector pid ${collector.process.pid} on ${collector.url}, redis-server pid ${redis.pid} on ${redis.url}`);
 
-      const runs: IngestRun[] = [];
+      const runs = [];
       for (const load of LOADS) {
         const body = JSON.stringify(batchOf(load.batch));
         const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
@@ -97,25 +72,23 @@ export const collectorIngest: Figure = {
 
         ctx.log(`measuring ${seconds} s: ${load.batch}-event batches, ${load.connections} connections`);
         const acceptedBefore = metricValue(await collector.metrics(), 'tally_events_accepted_total');
-        const cpuBefore = [cpuSeconds(collector.process.pid), cpuSeconds(redis.pid)];
-        const started = process.hrtime.bigint();
+        const [cpu, t0] = [cpuMeter({ collector: collector.process.pid, redis: redis.pid }), performance.now()];
         const r = await autocannon({ url, method: 'POST', headers, body, connections: load.connections, duration: seconds, timeout: 30 });
-        const wall = Number(process.hrtime.bigint() - started) / 1e9;
-        const cpuAfter = [cpuSeconds(collector.process.pid), cpuSeconds(redis.pid)];
+        const used = cpu.stop();
         const accepted = metricValue(await collector.metrics(), 'tally_events_accepted_total') - acceptedBefore;
         runs.push({
           ...load,
           seconds: r.duration,
           requestsPerSecond: r['2xx'] / r.duration,
           eventsPerSecond: (r['2xx'] * load.batch) / r.duration,
-          acceptedPerSecond: accepted / wall,
+          acceptedPerSecond: accepted / ((performance.now() - t0) / 1000),
           p50Ms: r.latency.p50,
           p99Ms: r.latency.p99,
           non2xx: r.non2xx,
           errors: r.errors + r.timeouts,
-          collectorCpu: (cpuAfter[0]! - cpuBefore[0]!) / wall,
-          cpuMsPer1000: ((cpuAfter[0]! - cpuBefore[0]!) * 1_000 * 1_000) / Math.max(1, accepted),
-          redisCpu: (cpuAfter[1]! - cpuBefore[1]!) / wall,
+          collectorCpu: used.collector!.cores,
+          cpuMsPer1000: (used.collector!.seconds * 1_000 * 1_000) / Math.max(1, accepted),
+          redisCpu: used.redis!.cores,
         });
         const last = runs.at(-1)!;
         ctx.log(
@@ -129,10 +102,10 @@ export const collectorIngest: Figure = {
       const n = ctx.quick ? 200_000 : 2_000_000;
       const hset = await redisBenchmark(['-p', String(redis.port), '-q', '-t', 'hset', '-P', '16', '-n', String(n)]);
       const hincrby = await hincrbyCeiling(redis.port, n);
-      await collector.process.kill('SIGTERM'); // a clean exit writes the CPU profile when profiling
+      await collector.stop(); // a clean exit writes the CPU profile when profiling
       return report(runs, { hset, hincrby, n }, ctx.quick, loadBefore);
     } finally {
-      await collector?.process.kill('SIGKILL');
+      await collector?.kill();
       await closeQueues(queues);
       inspect.disconnect();
       await Promise.all([redis.stop(), dynalite.stop()]);
@@ -140,38 +113,27 @@ export const collectorIngest: Figure = {
   },
 };
 
-interface Collector {
-  process: ProcessHandle;
-  url: string;
-  metrics(): Promise<string>;
-}
-
-/** `node [--cpu-prof] --import tsx apps/collector/src/main.ts` on a free port (as production runs it), healthy. */
-async function startCollector(ctx: FigureContext, env: Record<string, string>): Promise<Collector> {
-  const port = await freePort();
-  const profile = ctx.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`] : [];
-  const proc = await startProcess(process.execPath, [...profile, '--no-warnings', '--import', 'tsx', 'apps/collector/src/main.ts'], {
-    cwd: REPO_ROOT,
-    name: 'collector',
-    env: { ...env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
-  });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(
-    async () => {
-      if (proc.exit) throw new Error(`the collector exited (${JSON.stringify(proc.exit)}):\n${proc.output()}`);
-      return (await fetch(`${url}/healthz`).catch(() => undefined))?.ok;
-    },
-    { timeoutMs: 30_000, intervalMs: 100, message: 'the collector to answer /healthz' },
-  );
-  return { process: proc, url, metrics: async () => (await fetch(`${url}/metrics`)).text() };
-}
-
 function batchOf(n: number): unknown[] {
   const ts = new Date().toISOString();
   return Array.from({ length: n }, (_, i) => ({ type: 'view', ts, dims: { product: `P${i % 500}`, visitor: `V${i}` } }));
 }
 
-const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+type IngestRun = Load & {
+  [
+    k in
+      | 'seconds'
+      | 'requestsPerSecond'
+      | 'eventsPerSecond'
+      | 'acceptedPerSecond'
+      | 'p50Ms'
+      | 'p99Ms'
+      | 'non2xx'
+      | 'errors'
+      | 'collectorCpu'
+      | 'cpuMsPer1000'
+      | 'redisCpu'
+  ]: number;
+};
 
 function report(runs: IngestRun[], redisOps: { hset: number; hincrby: number; n: number }, quick: boolean, load: number): FigureResult {
   const big = runs.find((r) => r.batch === 1000)!;
@@ -187,9 +149,8 @@ function report(runs: IngestRun[], redisOps: { hset: number; hincrby: number; n:
       `| ${r.batch} | ${r.connections} | ${r.seconds} | ${fmt(r.requestsPerSecond)} | **${fmt(r.eventsPerSecond)}** | ${fmt(r.acceptedPerSecond)} | ` +
       `${r.p50Ms} / ${r.p99Ms} | ${r.non2xx} / ${r.errors} | ${r.collectorCpu.toFixed(2)} / ${r.redisCpu.toFixed(2)} | ${r.cpuMsPer1000.toFixed(2)} |`,
   );
-  const cpu = cpus();
   const markdown = `
-Run ${new Date().toISOString()} on ${cpu.length} × ${cpu[0]?.model ?? 'unknown CPU'}, Node ${process.version}${quick ? ' (quick run)' : ''}; load average
+Run ${new Date().toISOString()} on ${machineLine()}${quick ? ' (quick run)' : ''}; load average
 before the run ${load.toFixed(1)} (the machine is shared: other processes take CPU from the collector, Redis and
 autocannon, so events/s varies with it; the collector's CPU ms per 1000 events does much less).
 One collector process, autocannon on 127.0.0.1 in the bench process, view events with two dims, AOF on; nothing

@@ -1,8 +1,7 @@
-import { startFleet, type StoreSpec } from '@tally/loadgen';
-import { defaultRules } from '@tally/schema';
+import type { StoreSpec } from '@tally/loadgen';
 import { sleep } from '@tally/testing';
 import type { Figure, FigureContext, FigureResult } from '../figure';
-import { appMetric, startBackgroundLoad } from '../load';
+import { appMetric, benchFleet, startBackgroundLoad } from '../load';
 import { cpuMeter, machineLine } from '../proc';
 import { fmt } from '../stats';
 
@@ -15,22 +14,11 @@ const CLUSTER_STORES: readonly StoreSpec[] = Array.from({ length: 24 }, (_, i) =
 const BATCH = 1000;
 const IN_FLIGHT = 8;
 
-interface ClusterRun {
-  setup: string;
-  seconds: number;
-  appliedPerSecond: number;
-  /** CPU seconds over the window: collector, aggregator, every redis-server summed. */
-  cpu: { collector: number; aggregator: number; redis: number };
-}
-
 /** One fleet (one collector, one aggregator, QUEUE_SHARDS=3) on one Redis or on a 3-master cluster, 1000-event batches. */
-async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: number | undefined): Promise<ClusterRun> {
+async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: number | undefined) {
   ctx.log(`${setup}: starting a fleet (QUEUE_SHARDS=3, one collector, one bucket-aggregator, BUCKET_SECONDS=900)`);
-  const fleet = await startFleet({
+  const fleet = await benchFleet({
     stores: CLUSTER_STORES,
-    rules: defaultRules,
-    bucketSeconds: 900,
-    appendfsync: 'everysec',
     queueShards: 3,
     ...(clusterMasters ? { clusterMasters } : {}),
     replicas: { 'query-api': 0, 'dynamo-writer': 0 },
@@ -69,6 +57,7 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
   }
 }
 
+type ClusterRun = Awaited<ReturnType<typeof measureSetup>>;
 const perThousand = (r: ClusterRun, part?: keyof ClusterRun['cpu']) =>
   ((part ? r.cpu[part] : r.cpu.collector + r.cpu.aggregator + r.cpu.redis) * 1_000_000) / Math.max(1, r.appliedPerSecond * r.seconds);
 

@@ -1,12 +1,11 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { userInfo } from 'node:os';
-import { generateLoad, startFleet, type Fleet, type LoadOptions } from '@tally/loadgen';
-import { defaultRules } from '@tally/schema';
+import { generateLoad, type Fleet, type LoadOptions } from '@tally/loadgen';
 import { REPO_ROOT, sleep } from '@tally/testing';
 import pg from 'pg';
 import type { Figure, FigureContext, FigureResult } from '../figure';
-import { CATALOGUE, startBackgroundLoad, STORES } from '../load';
+import { benchFleet, CATALOGUE, startBackgroundLoad, STORES } from '../load';
 import { machineLine } from '../proc';
 import { fmt, ms, quantile } from '../stats';
 import { probe } from './freshness';
@@ -42,31 +41,8 @@ interface PeerRun {
   mismatches: number;
 }
 
-interface Row {
-  durability: (typeof DURABILITY)[number];
-  pgPeak: PeerRun;
-  pgPaced: PeerRun;
-  tallyPeak: E2eRun;
-  tallyFreshness: number[];
-}
-
-interface PostgresPeerFigure {
-  rows: Row[];
-  pacedRate: number;
-  machine: string;
-  serverVersion: string;
-}
-
-/**
- * The same tools/loadgen traffic into PostgreSQL, given its best shot: a writer process validates and rolls each
- * batch up like Tally's collector (the same libs/schema code and rules) and applies it with one statement (batch id
- * into a dedupe table, then a multi-row INSERT … ON CONFLICT DO UPDATE of its sorted (pk, field) deltas into a
- * counters table keyed like Tally's rows), over a pool of connections opened up front, with prepared statements.
- * Measured at both durabilities next to Tally at the matching AOF policy, in the same run: peak events/s with
- * 1000-event batches, CPU per 1,000 events (PostgreSQL: the writer plus the server's processes), and p99 freshness
- * under a steady load.
- */
-async function measurePostgresPeer(ctx: FigureContext): Promise<PostgresPeerFigure> {
+/** The same traffic into PostgreSQL, given its best shot, next to Tally at equal durability (the method is in the markdown below). */
+async function measurePostgresPeer(ctx: FigureContext) {
   const windowMs = ctx.quick ? 2_000 : 15_000;
   const pacedMs = ctx.quick ? 2_000 : 10_000;
   const pacedRate = ctx.quick ? 2_000 : 10_000;
@@ -80,7 +56,7 @@ async function measurePostgresPeer(ctx: FigureContext): Promise<PostgresPeerFigu
   await admin.query(`CREATE DATABASE ${db}`);
   const url = PG_URL.replace(/\/test$/, `/${db}`);
   try {
-    const rows: Row[] = [];
+    const rows = [];
     for (const [i, d] of DURABILITY.entries()) {
       ctx.log(`PostgreSQL, synchronous_commit = ${d.synchronousCommit}: peak with 1000-event batches, ${windowMs / 1000} s`);
       const pgPeak = await runPeer(ctx, url, `peak_${d.name}`, d.synchronousCommit, {
@@ -101,10 +77,7 @@ async function measurePostgresPeer(ctx: FigureContext): Promise<PostgresPeerFigu
       ctx.log(`  p99 ${ms(quantile(pgPaced.latencies, 0.99))} ms from a batch's arrival to its commit, ${pgPaced.mismatches} mismatches`);
 
       ctx.log(`Tally, AOF appendfsync ${d.appendfsync}: a fleet (collector, bucket-aggregator, query-api)`);
-      const fleet = await startFleet({
-        stores: STORES,
-        rules: defaultRules,
-        bucketSeconds: 900,
+      const fleet = await benchFleet({
         appendfsync: d.appendfsync,
         replicas: { 'dynamo-writer': 0 },
         appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
@@ -212,7 +185,7 @@ export const postgresPeerFigure: Figure = {
   name: 'postgres-peer',
   async run(ctx: FigureContext): Promise<FigureResult> {
     const f = await measurePostgresPeer(ctx);
-    const line = (r: Row) =>
+    const line = (r: (typeof f.rows)[number]) =>
       `sync ${r.durability.name} (AOF ${r.durability.appendfsync} / synchronous_commit=${r.durability.synchronousCommit}): Tally ${fmt(r.tallyPeak.appliedPerSecond)} events/s, ` +
       `${tallyCpuMs(r.tallyPeak).toFixed(1)} ms CPU per 1000 events, p99 freshness ${ms(quantile(r.tallyFreshness, 0.99))} ms; PostgreSQL ` +
       `${fmt(r.pgPeak.events / r.pgPeak.seconds)} events/s, ${peerCpuMs(r.pgPeak).toFixed(1)} ms, p99 ${ms(quantile(r.pgPaced.latencies, 0.99))} ms`;

@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import type { Segment } from '@tally/contracts';
-import { createDynamoClient, createDynamoMeter, writeRow, type DynamoMeter } from '@tally/dynamo';
+import { createDynamoClient, createDynamoMeter, writeRow, type RowWriterDeps } from '@tally/dynamo';
 import { evaluateSegments, HistoryMemo, namedRange, readSeries, resolveMetrics, type QueryDeps } from '@tally/query';
 import { compileRules, defaultRules, rollup, type NormalizedEvent } from '@tally/schema';
 import { createTenant, issueKey } from '@tally/tenants';
@@ -19,7 +19,9 @@ import {
 } from '@tally/testing';
 import { Redis } from 'ioredis';
 import type { Figure, FigureContext, FigureResult } from '../figure';
-import { prng, zipf } from '../workload';
+import { measureInBaseline } from '../in-checkout';
+import { quantile, timeLoop } from '../stats';
+import { flushStore, prng, zipf } from '../workload';
 
 const DAY = 86_400_000;
 const STORE = 'BENCHQ';
@@ -38,23 +40,6 @@ interface Scenario {
   call: () => Promise<number>;
   /** The same question over HTTP (query-api process). */
   http: { method: 'GET' | 'POST'; path: string; body?: unknown };
-}
-
-interface Measured {
-  name: string;
-  label: string;
-  calls: number;
-  p50: number;
-  p99: number;
-  mean: number;
-  maxDynamoRequests: number;
-  readUnitsPerCall: number;
-  /** CPU time of this process per call (user + system): the part of the latency that machine load stretches. */
-  cpuMsPerCall: number;
-  /** Mean time inside the query-api process (its own request-duration histogram). */
-  serverMeanMs: number;
-  httpP50: number;
-  httpP99: number;
 }
 
 const SEGMENTS: Segment[] = [
@@ -77,31 +62,15 @@ const SEGMENTS: Segment[] = [
   },
 ];
 
-export function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-/** Calls `fn` back to back for `ms` (at least 50 calls); returns the latencies in ms, sorted. */
-export async function timeLoop(ms: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  const end = performance.now() + ms;
-  while (performance.now() < end || out.length < 50) {
-    const t0 = performance.now();
-    await fn();
-    out.push(performance.now() - t0);
-  }
-  return out.sort((a, b) => a - b);
-}
+/** Writes every row of STORE with unwritten counts. */
+const flushAll = (buckets: BucketStore, deps: RowWriterDeps, tick: () => number) =>
+  flushStore(buckets, STORE, tick, Number.MAX_SAFE_INTEGER, (pk, entries) => writeRow(deps, pk, entries));
 
 /**
- * Latency (p50/p99) and DynamoDB reads of the questions the query API answers, in-process (the libs/query calls
- * the routes make) and over HTTP (a query-api process), against real Redis and dynalite holding 13 months of
- * history for one store, while a background loop keeps applying event batches and flushing rows (live data in
- * every answer).
+ * Latency and DynamoDB reads of the query API's questions, in-process and over HTTP (the method is in the markdown below).
+ * @public (measure-child.ts runs it for --baseline)
  */
-async function measureQueries(
-  ctx: FigureContext,
-): Promise<{ rows: Measured[]; historyDays: number; ingested: number; ingestSeconds: number; loadAverage: number }> {
+export async function measure(ctx: FigureContext) {
   const runMs = ctx.quick ? 1_500 : 10_000;
   const historyDays = ctx.quick ? 120 : 400;
   const redisServer = await startRedis();
@@ -111,9 +80,8 @@ async function measureQueries(
   const client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
   const rules = compileRules(defaultRules);
   const buckets = new BucketStore({ redis, rules });
-  const meter: DynamoMeter = createDynamoMeter();
+  const meter = createDynamoMeter();
   const deps: QueryDeps = { buckets, dynamo: { client, table, meter }, rules, historyMemo: new HistoryMemo() }; // as the query API runs it
-  const writeMeter = createDynamoMeter();
   let clock = Date.now();
   const tick = () => (clock = Math.max(clock + 1, Date.now()));
   let batchNo = 0;
@@ -121,21 +89,7 @@ async function measureQueries(
   let ingestProc: ProcessHandle | undefined;
   let load0 = 0;
 
-  const flushAll = async () => {
-    await buckets.seal(STORE, { now: tick(), minAgeMs: 0 });
-    await buckets.foldSealed(STORE, { now: tick() });
-    for (const { pk } of await buckets.dueRows(STORE, Number.MAX_SAFE_INTEGER)) {
-      const out = await buckets.readOutbox(STORE, pk);
-      if (out.entries.length === 0) continue;
-      await writeRow({ client, table, meter: writeMeter }, pk, out.entries);
-      await buckets.ackOutbox(
-        STORE,
-        pk,
-        out.entries.map((e) => e.field),
-        tick(),
-      );
-    }
-  };
+  const writeDeps = { client, table, meter: createDynamoMeter() };
   const apply = async (events: NormalizedEvent[]) => {
     await buckets.apply(STORE, `q-${++batchNo}`, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 });
   };
@@ -170,27 +124,22 @@ async function measureQueries(
       heavyViews += 4;
       if (d % 20 === 0) events.push({ type: 'order', ts: dayTs - 3_600_000, value: '42.50', dims: { visitor: HEAVY } });
       await apply(events);
-      if (d % 30 === 0) await flushAll();
+      if (d % 30 === 0) await flushAll(buckets, writeDeps, tick);
     }
-    await flushAll();
+    await flushAll(buckets, writeDeps, tick);
 
     // Concurrent ingest in its own process (so its work does not sit in the measured event loop): batches of 100
     // current events every 10 ms, every row flushed each second. The heavy visitor is not in them, so its session
     // cache stays warm, as between two page views of one session.
     load0 = loadavg()[0]!;
-    ingestProc = await startProcess(
-      process.execPath,
-      ['--import', 'tsx', fileURLToPath(import.meta.url), INGEST_FLAG, redisServer.url, dyn.endpoint, table],
-      {
-        cwd: REPO_ROOT,
-        name: 'query-bench-ingest',
-      },
-    );
-    await ingestProc.waitForLine(/^ingested \d+/, { timeoutMs: 30_000 });
+    const ingestArgs = ['--import', 'tsx', fileURLToPath(import.meta.url), INGEST_FLAG, redisServer.url, dyn.endpoint, table];
+    ingestProc = await startProcess(process.execPath, ingestArgs, { cwd: REPO_ROOT, name: 'query-bench-ingest' });
+    await ingestProc.waitForLine(/^ingested \d+/, { timeoutMs: 120_000 });
     const ingestStart = performance.now();
 
     app = await startApp('query-api', {
       env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table },
+      timeoutMs: 120_000, // a start-up on a loaded machine
     });
     const metrics = resolveMetrics(rules, ['ViewCount', 'OrderCount', 'Revenue']);
     const series = (range: 'last30d' | 'last3m' | 'all', granularity: 'day' | 'total') => async () => {
@@ -250,7 +199,7 @@ async function measureQueries(
       })),
     ];
 
-    const rows: Measured[] = [];
+    const rows = [];
     for (const s of scenarios) {
       ctx.log(s.name);
       await s.call(); // warm-up (fills the segment cache)
@@ -321,11 +270,15 @@ async function measureQueries(
 }
 
 const ms = (n: number) => n.toFixed(2);
+type QueryFigure = Awaited<ReturnType<typeof measure>>;
 
 export const queryFigure: Figure = {
   name: 'query',
   async run(ctx: FigureContext): Promise<FigureResult> {
-    const r = await measureQueries(ctx);
+    const r = await measure(ctx);
+    // With --baseline: the same measurement with that commit's libraries and query-api, right after.
+    const before = ctx.baseline ? await measureInBaseline<QueryFigure>(ctx, 'query') : undefined;
+    const was = (x: QueryFigure['rows'][number]) => before?.rows.find((y) => y.label === x.label);
     const byLabel = (label: string) => r.rows.find((x) => x.label === label)!;
     const oneRequest = ['last30d', 'all-time'].every((l) => byLabel(l).maxDynamoRequests === 1);
     const seg = byLabel('segments warm (typical)');
@@ -333,7 +286,13 @@ export const queryFigure: Figure = {
     const segOk = seg.p99 < 5;
     const summary =
       r.rows.map((x) => `${x.label} p50/p99 ${ms(x.p50)}/${ms(x.p99)} ms (HTTP ${ms(x.httpP50)}/${ms(x.httpP99)})`).join('; ') +
-      `; one DynamoDB request within two months: ${oneRequest ? 'met' : 'NOT met'}; warm segment p99 < 5 ms (typical visitor): ${segOk ? 'met' : 'NOT met'} (load average ${r.loadAverage.toFixed(1)})`;
+      `; one DynamoDB request within two months: ${oneRequest ? 'met' : 'NOT met'}; warm segment p99 < 5 ms (typical visitor): ${segOk ? 'met' : 'NOT met'} (load average ${r.loadAverage.toFixed(1)})` +
+      (before
+        ? `; against ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) in the same run, p99 / CPU per call: ` +
+          r.rows
+            .map((x) => `${x.label} x${(x.p99 / was(x)!.p99).toFixed(2)} / x${(x.cpuMsPerCall / was(x)!.cpuMsPerCall).toFixed(2)}`)
+            .join(', ')
+        : '');
     const markdown = [
       `One store with ${r.historyDays} days of history (${PRODUCTS} products, ${VISITORS} visitors, a heavy visitor with 40 viewed products), real`,
       'redis-server and dynalite (a child process) on the same 2-core machine. While measuring, a background process applied',
@@ -358,6 +317,20 @@ export const queryFigure: Figure = {
       'Read units are what dynalite reports for consistent reads (4 KB per unit, rounded up per item read); a series of last',
       '3 months reads four month items in one Query. A warm segment evaluation reads nothing from DynamoDB: the',
       "visitor's items come from the Redis session cache, merged with the counts above their watermarks.",
+      ...(before
+        ? [
+            '',
+            `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}, "${ctx.baseline!.subject}"): the same measurement with that`,
+            `commit's libraries and query-api (a git worktree), right after this checkout's; load average ${before.loadAverage.toFixed(1)} during it. Each cell is that commit / this checkout.`,
+            '',
+            '| question | p50 ms | p99 ms | CPU ms / call | HTTP p99 ms | p99 × | CPU × |',
+            '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+            ...r.rows.map((x) => {
+              const [b, pair] = [was(x)!, (f: (y: typeof x) => number) => `${ms(f(was(x)!))} / ${ms(f(x))}`];
+              return `| ${x.label} | ${pair((y) => y.p50)} | ${pair((y) => y.p99)} | ${pair((y) => y.cpuMsPerCall)} | ${pair((y) => y.httpP99)} | ${(x.p99 / b.p99).toFixed(2)} | ${(x.cpuMsPerCall / b.cpuMsPerCall).toFixed(2)} |`;
+            }),
+          ]
+        : []),
     ].join('\n');
     return { summary, markdown };
   },
@@ -369,7 +342,7 @@ async function ingestLoop(redisUrl: string, endpoint: string, table: string): Pr
   const client = createDynamoClient({ endpoint, region: 'us-east-1' });
   const rules = compileRules(defaultRules);
   const buckets = new BucketStore({ redis, rules });
-  const meter = createDynamoMeter();
+  const deps = { client, table, meter: createDynamoMeter() };
   const rnd = prng(11);
   const product = zipf(PRODUCTS, 1.05, rnd);
   const visitor = zipf(VISITORS, 0.8, rnd);
@@ -390,19 +363,7 @@ async function ingestLoop(redisUrl: string, endpoint: string, table: string): Pr
     await buckets.apply(STORE, `live-${process.pid}-${b}`, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 });
     ingested += events.length;
     if (performance.now() - lastFlush > 1_000) {
-      await buckets.seal(STORE, { now: tick(), minAgeMs: 0 });
-      await buckets.foldSealed(STORE, { now: tick() });
-      for (const { pk } of await buckets.dueRows(STORE, Number.MAX_SAFE_INTEGER)) {
-        const out = await buckets.readOutbox(STORE, pk);
-        if (out.entries.length === 0) continue;
-        await writeRow({ client, table, meter }, pk, out.entries);
-        await buckets.ackOutbox(
-          STORE,
-          pk,
-          out.entries.map((e) => e.field),
-          tick(),
-        );
-      }
+      await flushAll(buckets, deps, tick);
       lastFlush = performance.now();
     }
     if (performance.now() - lastReport > 500) {
@@ -416,24 +377,7 @@ async function ingestLoop(redisUrl: string, endpoint: string, table: string): Pr
   client.destroy();
 }
 
-if (import.meta.url === `file://${process.argv[1]}` && process.argv[2] === INGEST_FLAG) {
-  ingestLoop(process.argv[3]!, process.argv[4]!, process.argv[5]!).then(
-    () => process.exit(0),
-    (err: unknown) => {
-      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-} else if (import.meta.url === `file://${process.argv[1]}`) {
-  // Run alone: `npx tsx tools/bench/src/figures/query.ts [--quick]`
-  queryFigure
-    .run({ quick: process.argv.includes('--quick'), log: (line) => process.stderr.write(`[query] ${line}\n`) })
-    .then((r) => {
-      process.stdout.write(`${r.summary}\n\n${r.markdown}\n`);
-      process.exit(0);
-    })
-    .catch((err: unknown) => {
-      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    });
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === INGEST_FLAG) {
+  await ingestLoop(process.argv[3]!, process.argv[4]!, process.argv[5]!);
+  process.exit(0);
 }

@@ -2,21 +2,17 @@ import { logBars, type Chart } from '../charts';
 import type { FigureContext, FigureResult } from '../figure';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
-import {
-  createDynamoClient,
-  createDynamoMeter,
-  SPILL_AT_KB,
-  writeRow,
-  writeRowWithSketches,
-  type DynamoMeter,
-  type RowWriterDeps,
-} from '@tally/dynamo';
-import { cheapestRules, compileRules, defaultRules, rollup, rollupDistinct, type CompiledRules, type RulesInput } from '@tally/schema';
+// Namespaces: `--baseline` runs this file against commits without the sketches and the overflow items.
+import * as dynamo from '@tally/dynamo';
+import { createDynamoClient, createDynamoMeter, writeRow, type RowWriterDeps } from '@tally/dynamo';
+import * as schema from '@tally/schema';
+import { cheapestRules, compileRules, defaultRules, rollup, type RulesInput } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
+import { measureInBaseline } from '../in-checkout';
 import { threeRowWriter, writeEventNaive, type Writer } from '../naive';
 import { machineLine } from '../proc';
-import { simulatedDay, type DayEvent } from '../workload';
+import { flushStore, simulatedDay, type DayEvent } from '../workload';
 
 const MIN = 60_000;
 const DAY_START = Date.UTC(2023, 4, 3);
@@ -38,6 +34,12 @@ interface Env {
   endpoint: string;
 }
 
+/** A new table at the environment's dynalite, and a metered client of it (the writers' deps). */
+async function freshTable(env: Env): Promise<RowWriterDeps> {
+  const table = await createTestTable(env.endpoint);
+  return { client: createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' }), table, meter: createDynamoMeter() };
+}
+
 /**
  * Runs a simulated day through the real Redis pipeline (apply, seal, fold, flush policy) and a writer. With
  * `sketches`, the distinct-count sketches (UniqueVisitors) too: added before each apply, written with the counts
@@ -47,21 +49,18 @@ async function runPipeline(
   env: Env,
   design: string,
   rulesInput: RulesInput,
-  bucketMin: number,
-  writer: Writer,
   day: DayEvent[],
+  writer: Writer = writeRow,
   sketches = false,
 ): Promise<CostRun & { items: number }> {
-  const rules: CompiledRules = compileRules(rulesInput);
+  const rules = compileRules(rulesInput);
   await env.redis.flushall();
-  const table = await createTestTable(env.endpoint);
-  const client = createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' });
-  const meter: DynamoMeter = createDynamoMeter();
-  const deps: RowWriterDeps = { client, table, meter };
+  const deps = await freshTable(env);
+  const { client, table, meter } = deps;
   const buckets = new BucketStore({ redis: env.redis, rules });
   const stores = [...new Set(day.map((d) => d.store))];
   for (const s of stores) await buckets.registerStore(s);
-  const bucketMs = bucketMin * MIN;
+  const bucketMs = 15 * MIN;
   const byEntity: Record<string, number> = {};
   const counted = async (d: RowWriterDeps, pk: string, entries: Parameters<Writer>[2], w: Writer = writer) => {
     const entity = rules.entityOfPk(pk) ?? '?';
@@ -81,31 +80,25 @@ async function runPipeline(
       list.push(d.event);
     }
     for (const [store, events] of byStore) {
-      if (sketches) await buckets.sketches.add(store, rollupDistinct(rules, store, 'UTC', events));
+      if (sketches) await buckets.sketches.add(store, schema.rollupDistinct(rules, store, 'UTC', events));
       await buckets.apply(store, `b${batch++}`, rollup(rules, store, 'UTC', events), { now: t + 1, dedupeTtlSeconds: 3600 });
     }
     const now = t + bucketMs;
     for (const store of stores) {
-      await buckets.seal(store, { now, minAgeMs: 0 });
-      await buckets.foldSealed(store, { now });
-      for (const { pk } of await buckets.dueRows(store, now)) {
-        const out = await buckets.readOutbox(store, pk);
-        if (out.entries.length === 0) continue;
-        if (sketches) {
+      await flushStore(
+        buckets,
+        store,
+        () => now,
+        now,
+        async (pk, entries) => {
+          if (!sketches) return counted(deps, pk, entries);
           const [live] = await buckets.sketches.read(store, [pk]);
-          const withSketches: Writer = async (d, p, entries) => {
-            const r = await writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, entries, live!);
+          await counted(deps, pk, entries, async (d, p, e) => {
+            const r = await dynamo.writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, e, live!);
             await buckets.sketches.ack(store, p, r.sketchesWritten);
-          };
-          await counted(deps, pk, out.entries, withSketches);
-        } else await counted(deps, pk, out.entries);
-        await buckets.ackOutbox(
-          store,
-          pk,
-          out.entries.map((e) => e.field),
-          now,
-        );
-      }
+          });
+        },
+      );
     }
   }
   const scan = await client.send(new ScanCommand({ TableName: table, Select: 'COUNT' }));
@@ -131,9 +124,7 @@ async function runPipeline(
 async function runCrawler(env: Env, products: number): Promise<CostFigure['crawler']> {
   const rules = compileRules(defaultRules);
   await env.redis.flushall();
-  const table = await createTestTable(env.endpoint);
-  const client = createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' });
-  const meter = createDynamoMeter();
+  const deps = await freshTable(env);
   const buckets = new BucketStore({ redis: env.redis, rules });
   const events = Array.from({ length: products }, (_, p) => ({
     type: 'view',
@@ -145,28 +136,24 @@ async function runCrawler(env: Env, products: number): Promise<CostFigure['crawl
   await buckets.foldSealed('S', { now: DAY_START + 2 * MIN });
   const pk = 'S#visitor#BOT1';
   const out = await buckets.readOutbox('S', pk);
-  const before = meter.totals();
-  await writeRow({ client, table, meter }, pk, out.entries);
-  const after = meter.totals();
-  client.destroy();
+  await writeRow(deps, pk, out.entries);
+  const after = deps.meter.totals();
+  deps.client.destroy();
   return {
     products,
-    updates: (after.requests['UpdateItem:ok'] ?? 0) - (before.requests['UpdateItem:ok'] ?? 0),
-    writeUnits: after.writeUnits - before.writeUnits,
+    updates: after.requests['UpdateItem:ok'] ?? 0,
+    writeUnits: after.writeUnits,
   };
 }
 
 /** Naive: one UpdateItem per event per row (day, month and total rows), measured on a sample of the day. */
 async function runNaive(env: Env, day: DayEvent[], sampleEvery: number): Promise<CostRun> {
   const rules = compileRules(defaultRules);
-  const table = await createTestTable(env.endpoint);
-  const client = createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' });
-  const meter = createDynamoMeter();
-  const deps: RowWriterDeps = { client, table, meter };
+  const deps = await freshTable(env);
   const sample = day.filter((_, k) => k % sampleEvery === 0);
   for (const d of sample) await writeEventNaive(deps, rules, d.store, 'UTC', d.event);
-  client.destroy();
-  const t = meter.totals();
+  deps.client.destroy();
+  const t = deps.meter.totals();
   return {
     design: `naive (one UpdateItem per event per row; sample of ${sample.length} events)`,
     events: sample.length,
@@ -191,11 +178,15 @@ export interface CostFigure {
   floorPerMillion: number;
   intervals: Array<{ minutes: number; wcuPerMillion: number }>;
   events: number;
-  /** The default policy again with the UniqueVisitors sketches of store and product rows, over `storeDays` store-days. */
-  uniqueVisitors: { withSketches: CostRun; storeDays: number };
+  /** The default policy again with the UniqueVisitors sketches of store and product rows, over `storeDays` store-days (not before the sketches). */
+  uniqueVisitors?: { withSketches: CostRun; storeDays: number };
 }
 
-async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
+/**
+ * Every design's write units over the simulated day, the flush intervals, the crawler and the sketches.
+ * @public (measure-child.ts runs it for --baseline)
+ */
+export async function measure(opts: { quick: boolean }): Promise<CostFigure> {
   const redisServer = await startRedis({ appendonly: false });
   const dyn = await startDynalite();
   const redis = new Redis(redisServer.url);
@@ -210,26 +201,12 @@ async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
       dayStart: DAY_START,
     });
     const naive = await runNaive(env, day, opts.quick ? 20 : 10);
-    const three = await runPipeline(env, "article's 3-row layout, flushed every 15 min", withPolicy('bucket'), 15, threeRowWriter, day);
-    const packed = await runPipeline(env, "article's packed 2-row layout, flushed every 15 min", withPolicy('bucket'), 15, writeRow, day);
-    const tallyDefault = await runPipeline(
-      env,
-      'Tally default policy (store/product hourly, visitor at session end)',
-      defaultRules,
-      15,
-      writeRow,
-      day,
-    );
-    const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, 15, writeRow, day);
-    const withSketches = await runPipeline(
-      env,
-      'Tally default policy with UniqueVisitors sketches (store and product rows)',
-      defaultRules,
-      15,
-      writeRow,
-      day,
-      true,
-    );
+    const three = await runPipeline(env, "article's 3-row layout, flushed every 15 min", withPolicy('bucket'), day, threeRowWriter);
+    const packed = await runPipeline(env, "article's packed 2-row layout, flushed every 15 min", withPolicy('bucket'), day);
+    const tallyDefault = await runPipeline(env, 'Tally default policy (store/product hourly, visitor at session end)', defaultRules, day);
+    const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, day);
+    const sketchRun = 'Tally default policy with UniqueVisitors sketches (store and product rows)';
+    const withSketches = 'rollupDistinct' in schema && (await runPipeline(env, sketchRun, defaultRules, day, writeRow, true));
     const intervals: CostFigure['intervals'] = [];
     for (const minutes of opts.quick ? [15, 60, 1440] : [15, 30, 60, 120, 240, 480, 720, 1440]) {
       const r =
@@ -237,7 +214,7 @@ async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
           ? packed
           : minutes === 1440
             ? cheapest
-            : await runPipeline(env, `every ${minutes} min`, withPolicy({ every: minutes }), 15, writeRow, day);
+            : await runPipeline(env, `every ${minutes} min`, withPolicy({ every: minutes }), day);
       intervals.push({ minutes, wcuPerMillion: r.wcuPerMillion });
     }
     // Floor: every item touched that day must be written at least once.
@@ -250,7 +227,7 @@ async function measureWriteCost(opts: { quick: boolean }): Promise<CostFigure> {
       floorPerMillion,
       intervals,
       events: day.length,
-      uniqueVisitors: { withSketches, storeDays },
+      ...(withSketches ? { uniqueVisitors: { withSketches, storeDays } } : {}),
     };
   } finally {
     await redis.quit();
@@ -277,14 +254,20 @@ const CRAWLER_REFERENCE = [
 export const writeCostFigure = {
   name: 'write-cost',
   async run(ctx: FigureContext): Promise<FigureResult> {
-    const f = await measureWriteCost({ quick: !!ctx.quick });
+    const f = await measure(ctx);
+    // With --baseline: the same day through that commit's libraries (deterministic: write units are exact, not timed).
+    const before = ctx.baseline ? await measureInBaseline<CostFigure>(ctx, 'write-cost') : undefined;
     const [naive, three, packed, def, cheap] = f.runs as [CostRun, CostRun, CostRun, CostRun, CostRun];
+    const compared = (before?.runs ?? []).map((b, i) => ({ design: b.design, before: b.wcuPerMillion, after: f.runs[i]!.wcuPerMillion }));
     const summary =
       `WCU per million events — naive ${fmt(naive.wcuPerMillion)}, 3-row/15min ${fmt(three.wcuPerMillion)}, packed/15min ${fmt(packed.wcuPerMillion)}, ` +
       `Tally default ${fmt(def.wcuPerMillion)} (${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(0)}% of packed; target <= 50%), ` +
       `cheapest ${fmt(cheap.wcuPerMillion)} (${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x the floor ${fmt(f.floorPerMillion)}; target <= 1.2x); ` +
       `a ${fmt(f.crawler.products)}-product visitor in one bucket: ${fmt(f.crawler.updates)} UpdateItems, ${fmt(f.crawler.writeUnits)} write units; ` +
       uniqueVisitorsLine(def, f) +
+      (before
+        ? `; against ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) in the same run: Tally default x${(def.wcuPerMillion / before.runs[3]!.wcuPerMillion).toFixed(2)}, cheapest x${(cheap.wcuPerMillion / before.runs[4]!.wcuPerMillion).toFixed(2)}`
+        : '') +
       (ctx.quick ? ' [quick run]' : '');
     const markdown = [
       `Run ${new Date().toISOString()} on ${machineLine()}${ctx.quick ? ' (quick run)' : ''}.`,
@@ -307,9 +290,20 @@ export const writeCostFigure = {
       '',
       `A crawler: one visitor viewing ${fmt(f.crawler.products)} distinct products within one bucket (default rules keep ProductViews by product ` +
         `for every visitor) is written in ${fmt(f.crawler.updates)} UpdateItems (the bucket in parts of at most 180 attributes per item) for ` +
-        `${fmt(f.crawler.writeUnits)} write units: each part is charged per KB of its item, and an item spills into overflow items at ${SPILL_AT_KB} KB.`,
+        `${fmt(f.crawler.writeUnits)} write units: each part is charged per KB of its item, and an item spills into overflow items at ${dynamo.SPILL_AT_KB} KB.`,
       '',
       CRAWLER_REFERENCE,
+      ...(before
+        ? [
+            '',
+            `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}, "${ctx.baseline!.subject}"): the same simulated day through`,
+            `that commit's libraries (a git worktree); its ${fmt(before.crawler.products)}-product crawler took ${fmt(before.crawler.updates)} UpdateItems and ${fmt(before.crawler.writeUnits)} write units.`,
+            '',
+            '| design | WCU per million events, before | after | after / before |',
+            '| --- | ---: | ---: | ---: |',
+            ...compared.map((c) => `| ${c.design} | ${fmt(c.before)} | ${fmt(c.after)} | ${(c.after / c.before).toFixed(3)} |`),
+          ]
+        : []),
       '',
       '### UniqueVisitors sketches',
       '',
@@ -318,7 +312,7 @@ export const writeCostFigure = {
       '',
       '| run | UpdateItems (store / product / visitor rows) | write units | read units |',
       '|---|---|---|---|',
-      ...[def, f.uniqueVisitors.withSketches].map(
+      ...[def, f.uniqueVisitors!.withSketches].map(
         (r) =>
           `| ${r.design} | ${fmt(r.updates)} (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity?.[e] ?? 0)).join(' / ')}) | ${fmt(r.writeUnits)} | ${fmt(r.readUnits ?? 0)} |`,
       ),
@@ -329,8 +323,8 @@ export const writeCostFigure = {
 
 /** What the sketches add to the default policy, per store-day, beside the counters' write cost. */
 function uniqueVisitorsLine(counters: CostRun, f: CostFigure): string {
-  const u = f.uniqueVisitors.withSketches;
-  const perStoreDay = (n: number) => (n / f.uniqueVisitors.storeDays).toFixed(1);
+  const u = f.uniqueVisitors!.withSketches;
+  const perStoreDay = (n: number) => (n / f.uniqueVisitors!.storeDays).toFixed(1);
   return (
     `UniqueVisitors sketches add ${perStoreDay(u.writeUnits - counters.writeUnits)} write units and ${perStoreDay((u.readUnits ?? 0) - (counters.readUnits ?? 0))} read units ` +
     `per store-day (counters alone: ${perStoreDay(counters.writeUnits)} write units per store-day); default policy with sketches ${fmt(u.writeUnits)} write units = ` +
