@@ -63,6 +63,8 @@ let isShuttingDown = () => false;
 const app = await buildApp({
   log,
   registry,
+  // Stage "merge": every read route answers through @tally/query (engine.ts), which adds the counts still in Redis
+  // to DynamoDB's items by their watermarks (libs/dynamo mergeItems).
   query: {
     buckets,
     dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter },
