@@ -8,6 +8,7 @@ import { createTenant, createTenantDirectory, issueKey, type TenantDb } from '@t
 import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
+import { afterAll, beforeAll } from 'vitest';
 import { buildApp, type QueryApiApp } from '../src/app';
 import type { QueryApiDeps } from '../src/deps';
 
@@ -33,7 +34,15 @@ export interface Fixture {
 
 const silentLog = createLogger({ name: 'query-api-test', level: 'silent' });
 
-export async function startFixture(): Promise<Fixture> {
+/** In a test file: the fixture, started before the file's tests (its members are there from then on) and closed after them. */
+export function useFixture(): Fixture {
+  const f = {} as Fixture;
+  beforeAll(async () => void Object.assign(f, await startFixture()));
+  afterAll(async () => f.close?.());
+  return f;
+}
+
+async function startFixture(): Promise<Fixture> {
   const redisServer = await startRedis();
   const dynalite = await startDynalite();
   const table = await createTestTable(dynalite.endpoint);
