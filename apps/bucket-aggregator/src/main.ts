@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
-import { createDynamoClient } from '@tally/dynamo';
+import { connectDynamo } from '@tally/dynamo';
 import { createShardWorkers, QUEUE, QUEUE_SETTINGS, startWorkerApp } from '@tally/queues';
 import { createTenantDirectory } from '@tally/tenants';
 import { createAggregatorMetrics, registerBacklogGauges } from './aggregator-metrics';
@@ -15,7 +15,7 @@ const metrics = createAggregatorMetrics(registry);
 const scriptRedis = redis();
 const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
-const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
+const dynamo = connectDynamo(config);
 const TENANT_CACHE_MS = 60_000;
 const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: TENANT_CACHE_MS, log });
 

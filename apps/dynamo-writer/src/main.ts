@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
-import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
+import { checkTable, connectDynamo, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
 import { createShardWorkers, QUEUE, startWorkerApp } from '@tally/queues';
 import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
 import { createWriterMetrics, flushProcessor } from './flush.processor';
@@ -10,7 +10,7 @@ const config = loadConfigOrExit(writerEnv);
 const { log, rules, registry, layout, redis, worker, crash, serve } = startWorkerApp('dynamo-writer', config);
 const meter = createDynamoMeter(registry);
 const metrics = createWriterMetrics(registry);
-const client = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION, maxAttempts: 2 });
+const client = connectDynamo(config, { maxAttempts: 2 });
 
 try {
   await checkTable(client, config.DYNAMODB_TABLE);

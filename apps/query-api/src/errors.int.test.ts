@@ -4,7 +4,7 @@ import { createTenantDirectory, keyIdOf, revokeKey } from '@tally/tenants';
 import { freePort, startRedis, waitFor } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { bearer, useFixture, view } from '../test/fixture';
+import { badRequest, bearer, useFixture, view } from '../test/fixture';
 import type { QueryApiApp } from './app';
 
 const NOW = Date.parse('2024-03-15T12:00:00Z');
@@ -72,14 +72,7 @@ describe('bad input: 400 naming the field', () => {
   it.each(cases)('GET %s → 400 field %s', async (url, field, message) => {
     const { status, body } = await get(url);
     expect(status).toBe(400);
-    expect(body).toEqual({
-      type: 'about:blank',
-      title: 'Bad Request',
-      status: 400,
-      code: 'TALLY_ERR_BAD_REQUEST',
-      field,
-      detail: expect.stringMatching(message),
-    });
+    expect(body).toEqual(badRequest(field, expect.stringMatching(message)));
   });
 
   const bodies: Array<[string, unknown, string]> = [

@@ -154,4 +154,14 @@ export const orderItem = (ts: string, product: string, value: string, visitor?: 
 export const times = <T>(n: number, f: () => T): T[] => Array.from({ length: n }, f);
 
 /** Authorization header of a key. */
+/** The problem body of a 400 for the request member `field`. */
+export const badRequest = (field: string, detail: unknown) => ({
+  type: 'about:blank',
+  title: 'Bad Request',
+  status: 400,
+  code: 'TALLY_ERR_BAD_REQUEST',
+  field,
+  detail,
+});
+
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });

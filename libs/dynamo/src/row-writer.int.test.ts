@@ -1,7 +1,8 @@
 import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { compileRules, defaultRules, rollup, validateEvents } from '@tally/schema';
-import { createTestTable, startDynalite, type DynaliteHandle } from '@tally/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestTable, type DynaliteHandle } from '@tally/testing';
+import { useDynalite } from '@tally/testing/vitest';
+import { describe, expect, it } from 'vitest';
 import {
   createDynamoClient,
   createDynamoMeter,
@@ -20,13 +21,10 @@ let client: DynamoDBClient;
 const meter = createDynamoMeter();
 const deps = (table: string) => ({ client, table, meter });
 
-beforeAll(async () => {
-  dyn = await startDynalite();
-  client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
-});
-afterAll(async () => {
-  client?.destroy();
-  await dyn?.stop();
+useDynalite((d) => {
+  dyn = d;
+  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' });
+  return () => client.destroy();
 });
 
 async function item(table: string, pk: string, sk: string) {
