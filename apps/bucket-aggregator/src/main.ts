@@ -1,7 +1,8 @@
 import { BucketStore } from '@tally/buckets';
 import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
 import { connectDynamo } from '@tally/dynamo';
-import { createShardWorkers, QUEUE, QUEUE_SETTINGS, startWorkerApp } from '@tally/queues';
+import { createShardWorkers, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
+import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory } from '@tally/tenants';
 import { createAggregatorMetrics, registerBacklogGauges } from './aggregator-metrics';
 import { eventsProcessor, tenantTimeZones, unknownStoreMarks } from './events.processor';

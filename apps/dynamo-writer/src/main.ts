@@ -1,7 +1,8 @@
 import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, connectDynamo, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
-import { createShardWorkers, QUEUE, startWorkerApp } from '@tally/queues';
+import { createShardWorkers, QUEUE } from '@tally/queues';
+import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
 import { createWriterMetrics, flushProcessor } from './flush.processor';
 

@@ -14,6 +14,5 @@ export {
   type TallyQueues,
 } from './queues';
 export { createShardWorkers, type ShardWorkerOptions } from './workers';
-export { startWorkerApp, type WorkerAppConfig } from './worker-app';
 export { jobIdFor } from './job-id';
 export { createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';
