@@ -149,6 +149,13 @@ export const appEnvSchemas = {
   'query-api': queryApiEnv,
 } as const;
 
+/** The operator tools' schemas (the `tools` image runs them): what each tool's main reads, and the ops checks too. */
+export const toolEnvSchemas = {
+  'create-table': shared,
+  tenants: shared.extend({ DEDUPE_WINDOW_SECONDS }),
+  dlq: shared.pick({ REDIS_URL: true, REDIS_CLUSTER_NODES: true, KEY_PREFIX: true, QUEUE_SHARDS: true }).extend({ DEDUPE_WINDOW_SECONDS }),
+} as const;
+
 export type AppName = keyof typeof appEnvSchemas;
 export type CollectorConfig = z.infer<typeof collectorEnv>;
 export type AggregatorConfig = z.infer<typeof aggregatorEnv>;

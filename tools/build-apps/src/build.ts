@@ -1,6 +1,6 @@
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { builtinModules } from 'node:module';
-import { basename, dirname, join, relative, resolve, sep } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { cpSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative, resolve, sep } from 'node:path';
 import { build, type Metafile } from 'esbuild';
 
 /** One bundle: `dist/<name>/main.mjs` from a composition root. */
@@ -47,6 +47,12 @@ const CJS_SHIM = [
   'const __dirname = __tallyDirname(__filename);',
 ].join(' ');
 
+/**
+ * Packages required only inside a try/catch by a dependency when a feature Tally does not use is configured: BullMQ's
+ * alternative backends (Tally uses ioredis). Any other import esbuild cannot resolve fails the build (below).
+ */
+const OPTIONAL_REQUIRES: readonly string[] = ['@valkey/valkey-glide', 'pg'];
+
 export interface BuiltBundle {
   name: string;
   dir: string;
@@ -56,37 +62,28 @@ export interface BuiltBundle {
   copiedPackages: string[];
 }
 
-export interface BuildOptions {
-  repoRoot: string;
-  /** Default `<repoRoot>/dist`. */
-  outDir?: string;
-  /** Default every target. */
-  only?: readonly string[];
-}
-
-/** Bundles each target into `<outDir>/<name>/main.mjs` (+ source map), replacing what was there. */
-export async function buildBundles(opts: BuildOptions): Promise<BuiltBundle[]> {
+/** Bundles each target (default: every one) into `<outDir>/<name>/main.mjs` (+ source map), replacing what was there. */
+export async function buildBundles(opts: { repoRoot: string; outDir?: string; only?: readonly string[] }): Promise<BuiltBundle[]> {
   const repoRoot = resolve(opts.repoRoot);
   const outDir = resolve(opts.outDir ?? join(repoRoot, 'dist'));
-  const targets = opts.only ? TARGETS.filter((t) => opts.only!.includes(t.name)) : TARGETS;
   const unknown = (opts.only ?? []).filter((n) => !TARGETS.some((t) => t.name === n));
   if (unknown.length > 0) throw new Error(`unknown bundle ${unknown.join(', ')}; known: ${TARGETS.map((t) => t.name).join(', ')}`);
-
   const built: BuiltBundle[] = [];
-  for (const target of targets) {
+  for (const target of TARGETS.filter((t) => !opts.only || opts.only.includes(t.name))) {
     const dir = join(outDir, target.name);
     rmSync(dir, { recursive: true, force: true });
-    const result = await build({
+    const entry = join(repoRoot, target.entry);
+    const { metafile } = await build({
       absWorkingDir: repoRoot,
       ...(target.split
         ? {
-            entryPoints: { main: join(repoRoot, target.entry) },
+            entryPoints: { main: entry },
             outdir: dir,
             splitting: true,
             chunkNames: 'chunks/[name]-[hash]',
             outExtension: { '.js': '.mjs' },
           }
-        : { entryPoints: [join(repoRoot, target.entry)], outfile: join(dir, 'main.mjs') }),
+        : { entryPoints: [entry], outfile: join(dir, 'main.mjs') }),
       bundle: true,
       platform: 'node',
       format: 'esm',
@@ -97,31 +94,28 @@ export async function buildBundles(opts: BuildOptions): Promise<BuiltBundle[]> {
       // Bundling renames clashing identifiers (Foo -> Foo2); keep `.name` of classes and functions, which error
       // messages, pino's `err.type` and `err.name` checks rely on.
       keepNames: true,
-      // The optional requires stay run-time requires even when the package is installed here (the bench uses pg).
       external: [...(target.external ?? []), ...OPTIONAL_REQUIRES],
+      // An import esbuild cannot resolve inside a try/catch is left to run time by default; here it fails the build,
+      // so a new dependency that esbuild cannot follow fails the build instead of the container.
+      logOverride: { 'ignored-dynamic-import': 'error' },
       banner: { js: CJS_SHIM },
       metafile: true,
       logLevel: 'warning',
       legalComments: 'none',
     });
     const copiedPackages = copyExternals(target.external ?? [], repoRoot, dir);
-    checkNoStrayExternals(result.metafile, target);
-    writeFileSync(join(dir, SOURCES_FILE), `${JSON.stringify(bundleSources(result.metafile, repoRoot))}\n`);
-    const bytes = Object.keys(result.metafile.outputs)
-      .filter((f) => f.endsWith('.mjs'))
-      .reduce((sum, f) => sum + statSync(resolve(repoRoot, f)).size, 0);
+    writeFileSync(join(dir, 'sources.json'), `${JSON.stringify(bundleSources(metafile, repoRoot))}\n`);
+    const outputs = Object.keys(metafile.outputs).filter((f) => f.endsWith('.mjs'));
+    const bytes = outputs.reduce((sum, f) => sum + statSync(resolve(repoRoot, f)).size, 0);
     built.push({ name: target.name, dir, bytes, copiedPackages });
   }
   return built;
 }
 
-/** Next to each bundle: the files it was built from, which `run-built.mjs` compares with the bundle's age. */
-const SOURCES_FILE = 'sources.json';
-
 /**
- * The repository files a bundle depends on (relative to the root): its workspace sources (from esbuild's metafile),
- * the package.json of each project they belong to, tsconfig.base.json and package-lock.json (which pins everything
- * under node_modules). A bundle older than any of them is stale.
+ * Next to each bundle, sources.json: the repository files it was built from, which `run-built.mjs` compares with
+ * the bundle's age. Its workspace sources (from esbuild's metafile), the package.json of each project they belong
+ * to, tsconfig.base.json and package-lock.json (which pins everything under node_modules).
  */
 function bundleSources(meta: Metafile, repoRoot: string): string[] {
   const files = new Set(['package-lock.json', 'tsconfig.base.json']);
@@ -129,97 +123,32 @@ function bundleSources(meta: Metafile, repoRoot: string): string[] {
     const rel = relative(repoRoot, resolve(repoRoot, input)).split(sep).join('/');
     if (rel.startsWith('..') || rel.includes('node_modules/')) continue;
     files.add(rel);
-    const project = rel.match(/^((?:apps|libs|tools)\/[^/]+)\//);
+    const project = /^((?:apps|libs|tools)\/[^/]+)\//.exec(rel);
     if (project) files.add(`${project[1]}/package.json`);
   }
   return [...files].sort();
 }
 
 /**
- * Packages required only inside a try/catch by a dependency when a feature Tally does not use is configured;
- * esbuild leaves such requires to run time and they fail softly. BullMQ's alternative backends (Tally uses ioredis).
+ * Copies each external package and its production dependencies, as npm installed them (`npm query`), into
+ * `<bundleDir>/node_modules`, keeping the nesting so every package resolves the version it resolves in the repository.
  */
-const OPTIONAL_REQUIRES: readonly string[] = ['@valkey/valkey-glide', 'pg'];
-
-/**
- * Every import esbuild left unresolved must be a node builtin, a declared external (copied next to the bundle) or a
- * known optional require, so a new dependency that esbuild cannot follow fails the build instead of the container.
- */
-function checkNoStrayExternals(meta: Metafile, target: BundleTarget): void {
-  const allowed = new Set([...(target.external ?? []), ...OPTIONAL_REQUIRES]);
-  for (const output of Object.values(meta.outputs)) {
-    for (const imp of output.imports) {
-      if (!imp.external) continue;
-      if (imp.path.startsWith('node:') || isBuiltin(imp.path)) continue;
-      if (![...allowed].some((e) => imp.path === e || imp.path.startsWith(`${e}/`))) {
-        throw new Error(`${target.name}: "${imp.path}" is not bundled and not declared external`);
-      }
-    }
-  }
-}
-
-function isBuiltin(path: string): boolean {
-  return builtinModules.includes(path) || builtinModules.includes(path.split('/')[0]!);
-}
-
-/**
- * Copies each external package and the transitive closure of its `dependencies` and `optionalDependencies`
- * (as Node would resolve them from the repository's node_modules) into `<bundleDir>/node_modules`, keeping the
- * nesting so every package resolves the same version it resolves in the repository.
- */
-export function copyExternals(externals: readonly string[], repoRoot: string, bundleDir: string): string[] {
-  const seen = new Map<string, string>(); // package dir (absolute, in the repo) -> name
-  const visit = (name: string, fromDir: string, optional: boolean): void => {
-    const pkgDir = resolvePackageDir(name, fromDir, repoRoot);
-    if (!pkgDir) {
-      if (optional) return;
-      throw new Error(`cannot copy "${name}": not installed (resolved from ${relative(repoRoot, fromDir) || '.'}); run npm ci`);
-    }
-    if (seen.has(pkgDir)) return;
-    seen.set(pkgDir, name);
-    const manifest = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as {
-      dependencies?: Record<string, string>;
-      optionalDependencies?: Record<string, string>;
-    };
-    for (const dep of Object.keys(manifest.dependencies ?? {})) visit(dep, pkgDir, Boolean(manifest.optionalDependencies?.[dep]));
-    for (const dep of Object.keys(manifest.optionalDependencies ?? {})) visit(dep, pkgDir, true);
-  };
-  for (const name of externals) visit(name, repoRoot, false);
-
-  for (const pkgDir of seen.keys()) {
-    const rel = relative(repoRoot, pkgDir); // node_modules/a or node_modules/a/node_modules/b
-    const dest = join(bundleDir, rel);
-    mkdirSync(dirname(dest), { recursive: true });
-    const ownModules = join(pkgDir, 'node_modules');
-    cpSync(pkgDir, dest, {
+function copyExternals(externals: readonly string[], repoRoot: string, bundleDir: string): string[] {
+  if (externals.length === 0) return [];
+  const selector = externals.map((e) => `#${e}, #${e} .prod`).join(', ');
+  const found = JSON.parse(execFileSync('npm', ['query', selector], { cwd: repoRoot, encoding: 'utf8' })) as Array<{
+    name: string;
+    location: string;
+  }>;
+  const packages = new Map(found.map((p) => [p.location, p.name]));
+  for (const location of packages.keys()) {
+    const ownModules = join(repoRoot, location, 'node_modules');
+    // Nested node_modules are copied as packages of their own, only when something needs them.
+    cpSync(join(repoRoot, location), join(bundleDir, location), {
       recursive: true,
       dereference: true,
-      // Nested node_modules are copied as packages of their own, only when something needs them.
       filter: (src) => src !== ownModules && !src.startsWith(ownModules + sep),
     });
   }
-  return [...seen.values()].sort();
-}
-
-/** Node's lookup: `<dir>/node_modules/<name>` for `fromDir` and each parent up to the repository root. */
-function resolvePackageDir(name: string, fromDir: string, repoRoot: string): string | undefined {
-  for (let dir = fromDir; dir.startsWith(repoRoot); dir = dirname(dir)) {
-    if (basename(dir) === 'node_modules') continue;
-    const candidate = join(dir, 'node_modules', name);
-    if (existsSync(join(candidate, 'package.json'))) return candidate;
-    if (dir === repoRoot) break;
-  }
-  return undefined;
-}
-
-/** A one-line summary per bundle, for the build log. */
-export function describeBundles(built: readonly BuiltBundle[], repoRoot: string): string[] {
-  return built.map((b) => {
-    const mb = (b.bytes / 1024 / 1024).toFixed(1);
-    const extra =
-      b.copiedPackages.length > 0 ? ` + node_modules (${b.copiedPackages.length} packages: ${b.copiedPackages.join(', ')})` : '';
-    const file = join(b.dir, 'main.mjs');
-    const shown = file.startsWith(repoRoot) ? relative(repoRoot, file) : file;
-    return `${shown}  ${mb} MB${extra}`;
-  });
+  return [...packages.values()].sort();
 }

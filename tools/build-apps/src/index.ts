@@ -1,1 +1,1 @@
-export { buildBundles, copyExternals, describeBundles, TARGETS, type BuildOptions, type BuiltBundle, type BundleTarget } from './build';
+export { buildBundles, TARGETS, type BuiltBundle, type BundleTarget } from './build';

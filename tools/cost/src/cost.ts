@@ -17,13 +17,11 @@ export interface CostReport {
  * (writers), summed over every replica given.
  */
 export function costOf(aggregatorMetrics: string[], writerMetrics: string[], pricePerMillionWriteUnits: number): CostReport {
-  const events = aggregatorMetrics.reduce((s, t) => s + sumMetric(t, 'tally_events_applied_total'), 0);
-  const writeUnits = writerMetrics.reduce((s, t) => s + sumMetric(t, 'tally_dynamodb_consumed_write_units_total'), 0);
-  const readUnits = writerMetrics.reduce((s, t) => s + sumMetric(t, 'tally_dynamodb_consumed_read_units_total'), 0);
-  const updateItems = writerMetrics.reduce(
-    (s, t) => s + sumMetric(t, 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome: 'ok' }),
-    0,
-  );
+  const sum = (texts: string[], name: string, labels?: Record<string, string>) => texts.reduce((s, t) => s + sumMetric(t, name, labels), 0);
+  const events = sum(aggregatorMetrics, 'tally_events_applied_total');
+  const writeUnits = sum(writerMetrics, 'tally_dynamodb_consumed_write_units_total');
+  const readUnits = sum(writerMetrics, 'tally_dynamodb_consumed_read_units_total');
+  const updateItems = sum(writerMetrics, 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome: 'ok' });
   const perMillion = events > 0 ? (writeUnits / events) * 1e6 : 0;
   return {
     events,

@@ -1,76 +1,56 @@
 import { parseArgs } from 'node:util';
 import { costOf } from './cost';
-import { sizeDeployment, type Measured, type Workload } from './sizing';
+import { DEFAULT_MEASURED, DEFAULT_WORKLOAD, sizeDeployment } from './sizing';
+
+/** `npm run cost -- size` flags: the workload or measured figure each sets. */
+const SIZE_FLAGS: Record<string, string> = {
+  stores: 'stores',
+  visitors: 'visitorsPerMonth',
+  avg: 'eventsPerSecondAvg',
+  peak: 'eventsPerSecondPeak',
+  'events-per-batch': 'eventsPerBatch',
+  products: 'productsPerStorePerDay',
+  queries: 'queriesPerSecond',
+  'wcu-per-million': 'writeUnitsPerMillionEvents',
+  'rcu-per-query': 'readUnitsPerQuery',
+  'bytes-per-row': 'bytesPerOpenRow',
+  'bytes-per-store': 'bytesPerStore',
+  'bytes-per-dedupe': 'bytesPerDedupeRecord',
+  'aggregator-eps': 'aggregatorEventsPerSecond',
+  'collector-cpu-ms': 'collectorCpuMsPer1000Events',
+  'e2e-eps': 'endToEndEventsPerSecondPerRedis',
+};
 
 // npm run cost -- size [--stores N] [--visitors N] [--avg N] [--peak N] [--wcu-per-million N] ...: the sizing of
 // docs/SCALING.md from a workload and measured figures (defaults: that document's workload and figures).
 if (process.argv[2] === 'size') {
-  const num = { type: 'string' } as const;
-  const { values: v } = parseArgs({
-    args: process.argv.slice(3),
-    options: {
-      stores: num,
-      visitors: num,
-      avg: num,
-      peak: num,
-      'events-per-batch': num,
-      products: num,
-      queries: num,
-      'wcu-per-million': num,
-      'rcu-per-query': num,
-      'bytes-per-row': num,
-      'bytes-per-store': num,
-      'bytes-per-dedupe': num,
-      'aggregator-eps': num,
-      'collector-cpu-ms': num,
-      'e2e-eps': num,
-    },
-  });
-  const n = (name: keyof typeof v, dflt: number) => {
-    const x = v[name] === undefined ? dflt : Number(v[name]);
+  const options = Object.fromEntries(Object.keys(SIZE_FLAGS).map((flag) => [flag, { type: 'string' as const }]));
+  const { values } = parseArgs({ args: process.argv.slice(3), options });
+  const workload: Record<string, number> = { ...DEFAULT_WORKLOAD };
+  const measured: Record<string, number> = { ...DEFAULT_MEASURED };
+  for (const [flag, value] of Object.entries(values)) {
+    const x = Number(value);
     if (!Number.isFinite(x) || x < 0) {
-      process.stderr.write(`tally cost size: --${name} must be a non-negative number, got ${v[name]}\n`);
+      process.stderr.write(`tally cost size: --${flag} must be a non-negative number, got ${String(value)}\n`);
       process.exit(2);
     }
-    return x;
-  };
-  const workload: Workload = {
-    stores: n('stores', 10_000),
-    visitorsPerMonth: n('visitors', 20_000_000),
-    eventsPerSecondAvg: n('avg', 5_000),
-    eventsPerSecondPeak: n('peak', 50_000),
-    eventsPerBatch: n('events-per-batch', 100),
-    productsPerStorePerDay: n('products', 100),
-    queriesPerSecond: n('queries', 100),
-    dedupeWindowSeconds: 86_400,
-    visitorIdleMinutes: 30,
-  };
-  const measured: Measured = {
-    writeUnitsPerMillionEvents: n('wcu-per-million', 931_852),
-    readUnitsPerQuery: n('rcu-per-query', 0.5),
-    bytesPerOpenRow: n('bytes-per-row', 232),
-    bytesPerStore: n('bytes-per-store', 839),
-    bytesPerDedupeRecord: n('bytes-per-dedupe', 154),
-    aggregatorEventsPerSecond: n('aggregator-eps', 81_864),
-    collectorCpuMsPer1000Events: n('collector-cpu-ms', 2.75),
-    endToEndEventsPerSecondPerRedis: n('e2e-eps', 40_109),
-  };
-  const s = sizeDeployment(workload, measured);
+    (SIZE_FLAGS[flag]! in workload ? workload : measured)[SIZE_FLAGS[flag]!] = x;
+  }
+  const s = sizeDeployment(workload as typeof DEFAULT_WORKLOAD, measured as typeof DEFAULT_MEASURED);
   const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+  const gb = (bytes: number, d = 2) => f(bytes / 1e9, d);
   console.log(JSON.stringify({ workload, measured }));
   console.log(`open rows                 ${f(s.openRows)}`);
-  console.log(
-    `Redis memory              ${f(s.redisBytes.total / 1e9, 2)} GB (rows ${f(s.redisBytes.rows / 1e9, 2)}, stores ${f(s.redisBytes.stores / 1e9, 3)}, dedupe records ${f(s.redisBytes.dedupe / 1e9, 2)})`,
-  );
+  const { rows, stores, dedupe, total } = s.redisBytes;
+  console.log(`Redis memory              ${gb(total)} GB (rows ${gb(rows)}, stores ${gb(stores, 3)}, dedupe records ${gb(dedupe)})`);
   console.log(`Redis Cluster masters     ${s.redisMasters}`);
   console.log(`aggregator replicas       ${s.aggregatorReplicas}`);
   console.log(`collector replicas        ${s.collectorReplicas} (${f(s.collectorCoresAtPeak, 2)} cores at peak)`);
   console.log(`write units/s             ${f(s.writeUnitsPerSecondAvg)} average, ${f(s.writeUnitsPerSecondPeak)} peak`);
   console.log(`read units/s              ${f(s.readUnitsPerSecond, 1)}`);
-  console.log(
-    `per month                 ${f(s.monthly.writeUnits / 1e9, 2)} billion write units, ${f(s.monthly.readUnits / 1e6, 1)} million read units`,
-  );
-  console.log(`USD per month             ${f(s.monthly.onDemandUsd)} on-demand, ${f(s.monthly.provisionedUsd)} provisioned at the average`);
+  const m = s.monthly;
+  console.log(`per month                 ${f(m.writeUnits / 1e9, 2)} billion write units, ${f(m.readUnits / 1e6, 1)} million read units`);
+  console.log(`USD per month             ${f(m.onDemandUsd)} on-demand, ${f(m.provisionedUsd)} provisioned at the average`);
   process.exit(0);
 }
 
@@ -101,12 +81,13 @@ const fetchText = async (base: string) => {
     process.exit(1);
   }
 };
-const report = costOf(await Promise.all(values.aggregator!.map(fetchText)), await Promise.all(values.writer!.map(fetchText)), price);
+const report = costOf(await Promise.all(values.aggregator.map(fetchText)), await Promise.all(values.writer.map(fetchText)), price);
 if (values.json) console.log(JSON.stringify(report));
 else {
-  console.log(`events applied            ${report.events.toLocaleString('en-US')}`);
-  console.log(`UpdateItem calls          ${report.updateItems.toLocaleString('en-US')}`);
-  console.log(`write units consumed      ${report.writeUnits.toLocaleString('en-US')}`);
-  console.log(`write units per 1M events ${Math.round(report.writeUnitsPerMillionEvents).toLocaleString('en-US')}`);
+  const n = (x: number) => Math.round(x).toLocaleString('en-US');
+  console.log(`events applied            ${n(report.events)}`);
+  console.log(`UpdateItem calls          ${n(report.updateItems)}`);
+  console.log(`write units consumed      ${n(report.writeUnits)}`);
+  console.log(`write units per 1M events ${n(report.writeUnitsPerMillionEvents)}`);
   console.log(`USD per 1M events         ${report.dollarsPerMillionEvents.toFixed(4)} (at $${price} per million write units)`);
 }

@@ -3,71 +3,52 @@
  * monthly cost, from a workload and figures measured by `npm run bench` (never from guesses: every measured input
  * names the figure it comes from).
  */
-export interface Workload {
-  stores: number;
-  visitorsPerMonth: number;
-  eventsPerSecondAvg: number;
-  eventsPerSecondPeak: number;
+/** docs/SCALING.md's workload (`npm run cost -- size` flags change it). */
+export const DEFAULT_WORKLOAD = {
+  stores: 10_000,
+  visitorsPerMonth: 20_000_000,
+  eventsPerSecondAvg: 5_000,
+  eventsPerSecondPeak: 50_000,
   /** Events per batch (request or libs/client call). */
-  eventsPerBatch: number;
+  eventsPerBatch: 100,
   /** Products with views per store and day (their rows stay open until the daily flush). */
-  productsPerStorePerDay: number;
+  productsPerStorePerDay: 100,
   /** Query API requests per second. */
-  queriesPerSecond: number;
+  queriesPerSecond: 100,
   /** DEDUPE_WINDOW_SECONDS. */
-  dedupeWindowSeconds: number;
+  dedupeWindowSeconds: 86_400,
   /** The visitor rows' idle flush (default rules: 30 min). */
-  visitorIdleMinutes: number;
-}
+  visitorIdleMinutes: 30,
+};
+export type Workload = typeof DEFAULT_WORKLOAD;
 
-export interface Measured {
+/** The figures docs/SCALING.md uses, each from the `npm run bench` figure named. */
+export const DEFAULT_MEASURED = {
   /** write-cost: write units per million events with the default rules. */
-  writeUnitsPerMillionEvents: number;
+  writeUnitsPerMillionEvents: 931_852,
   /** query: DynamoDB read units per query (one eventually consistent read of items under 4 KB = 0.5). */
-  readUnitsPerQuery: number;
+  readUnitsPerQuery: 0.5,
   /** scale: Redis bytes per open row and per store. */
-  bytesPerOpenRow: number;
-  bytesPerStore: number;
+  bytesPerOpenRow: 232,
+  bytesPerStore: 839,
   /** aggregator-apply: bytes per dedupe record. */
-  bytesPerDedupeRecord: number;
+  bytesPerDedupeRecord: 154,
   /** aggregator-apply: events/s one aggregator process applies. */
-  aggregatorEventsPerSecond: number;
+  aggregatorEventsPerSecond: 81_864,
   /** collector-ingest: collector CPU ms per 1,000 events (1000-event batches). */
-  collectorCpuMsPer1000Events: number;
+  collectorCpuMsPer1000Events: 2.75,
   /** ingest-e2e: events/s end to end on one Redis (everything on one 2-core machine). */
-  endToEndEventsPerSecondPerRedis: number;
-}
+  endToEndEventsPerSecondPerRedis: 40_109,
+};
+export type Measured = typeof DEFAULT_MEASURED;
 
-export interface Prices {
-  /** USD per million write request units, on-demand. */
-  onDemandWrite: number;
-  /** USD per million read request units, on-demand. */
-  onDemandRead: number;
-  /** USD per WCU-hour and RCU-hour, provisioned. */
-  provisionedWcuHour: number;
-  provisionedRcuHour: number;
-}
-
-const US_EAST_1: Prices = { onDemandWrite: 0.625, onDemandRead: 0.125, provisionedWcuHour: 0.00065, provisionedRcuHour: 0.00013 };
+/** us-east-1 prices in USD: per million write and read request units on-demand, per WCU-hour and RCU-hour provisioned. */
+const US_EAST_1 = { onDemandWrite: 0.625, onDemandRead: 0.125, provisionedWcuHour: 0.00065, provisionedRcuHour: 0.00013 };
 
 const SECONDS_PER_MONTH = 30 * 86_400;
 const HOURS_PER_MONTH = 730;
 
-export interface Sizing {
-  openRows: number;
-  redisBytes: { rows: number; stores: number; dedupe: number; total: number };
-  /** Redis Cluster masters: peak over half the measured per-Redis end-to-end rate, at least 3 (memory fits each). */
-  redisMasters: number;
-  aggregatorReplicas: number;
-  collectorCoresAtPeak: number;
-  collectorReplicas: number;
-  writeUnitsPerSecondAvg: number;
-  writeUnitsPerSecondPeak: number;
-  readUnitsPerSecond: number;
-  monthly: { writeUnits: number; readUnits: number; onDemandUsd: number; provisionedUsd: number };
-}
-
-export function sizeDeployment(w: Workload, m: Measured, p: Prices = US_EAST_1): Sizing {
+export function sizeDeployment(w: Workload, m: Measured, p = US_EAST_1) {
   // Open rows: visitors active within their idle window, and every product viewed today in every store.
   const visitorsPerMinute = w.visitorsPerMonth / (SECONDS_PER_MONTH / 60);
   const openVisitorRows = visitorsPerMinute * w.visitorIdleMinutes;
@@ -77,6 +58,7 @@ export function sizeDeployment(w: Workload, m: Measured, p: Prices = US_EAST_1):
   const stores = w.stores * m.bytesPerStore;
   const dedupe = dedupeRecords * m.bytesPerDedupeRecord;
   const total = rows + stores + dedupe;
+  // Redis Cluster masters: peak over half the measured per-Redis end-to-end rate, at least 3 (memory fits each).
   const redisMasters = Math.max(3, Math.ceil(w.eventsPerSecondPeak / (m.endToEndEventsPerSecondPerRedis / 2)));
   const writeUnitsPerSecondAvg = (w.eventsPerSecondAvg * m.writeUnitsPerMillionEvents) / 1e6;
   const writeUnitsPerSecondPeak = (w.eventsPerSecondPeak * m.writeUnitsPerMillionEvents) / 1e6;

@@ -1,10 +1,9 @@
 // npm run create-table: creates the DynamoDB table Tally writes to (idempotent), configured like the apps
 // (DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION). Prints one line; exit 1 with one line on stderr on failure.
-import { loadConfigOrExit, sharedEnvShape } from '@tally/config';
+import { loadConfigOrExit, toolEnvSchemas } from '@tally/config';
 import { DynamoUnreachableError, TableError, createDynamoClient, describeEndpoint, ensureTable } from '@tally/dynamo';
-import { z } from 'zod';
 
-const config = loadConfigOrExit(z.object({ ...sharedEnvShape }));
+const config = loadConfigOrExit(toolEnvSchemas['create-table']);
 const client = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
 const table = config.DYNAMODB_TABLE;
 

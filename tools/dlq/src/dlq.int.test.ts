@@ -4,8 +4,7 @@ import { Worker, type JobsOptions, type Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runDlqCli } from './cli';
-import { listFailed, parseFilter, purgeFailed, purgeJob, replayFailed, replayJob, showJob } from './dlq';
-import { DlqError } from './errors';
+import { DlqError, listFailed, parseFilter, purgeFailed, purgeJob, replayFailed, replayJob, showJob } from './dlq';
 
 let redisServer: RedisHandle;
 let redis: Redis;

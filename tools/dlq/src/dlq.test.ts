@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { QUEUE_NAMES } from '@tally/queues';
 import { table, USAGE } from './cli';
-import { assertQueueName, formatAge, matches, parseDuration, parseFilter, replayHazard, type FailedJob } from './dlq';
-import { DlqError } from './errors';
+import { assertQueueName, DlqError, formatAge, matches, parseDuration, parseFilter, replayHazard, type FailedJob } from './dlq';
 
 const job = (over: Partial<FailedJob> = {}): FailedJob => ({
   queue: 'events',

@@ -1,20 +1,16 @@
 import { QUEUE, QUEUE_NAMES, type QueueName } from '@tally/queues';
 import { Job, Queue, type JobsOptions } from 'bullmq';
-import { DlqError } from './errors';
 
 /**
- * Dead-letter operations on Tally's queues. The failed set of a queue is its dead-letter queue (docs/DESIGN.md
- * invariant 3): a job lands there with its reason once its attempts are spent or it is unprocessable.
- *
- * Replay is `job.retry('failed')`: one Lua script moves the job from the failed set back to waiting, keeping its
- * id, payload and options (Twenty's DeadLetterRedriveService re-adds with the original id for the same reason).
- * Remove-then-add would lose the job if the tool died in between, and an add with an id that still exists is
- * silently ignored by BullMQ. retry() also refuses a job that is no longer failed, so two operators replaying at
- * once cannot run a job twice. Attempt counters are reset so the replayed job gets its full retry budget.
- *
- * Replays are idempotent in Tally: an events batch carries a batch id the aggregator applies at most once within
- * the dedupe window, and a flush job writes only outbox entries above the row's watermark.
+ * Dead-letter operations on Tally's queues: the failed set of a queue is its dead-letter queue (docs/DESIGN.md
+ * invariant 3). Replay is `job.retry('failed')`, one atomic step that keeps the job's id, payload and options and
+ * refuses a job no longer failed; README "Dead letters" says why, and why replays are idempotent.
  */
+
+/** A refused dead-letter operation or bad input. `message` is one line saying what and why. */
+export class DlqError extends Error {
+  override name = 'DlqError';
+}
 
 export interface FailedJob {
   queue: QueueName;
@@ -72,8 +68,6 @@ export interface BulkOptions {
   pageSize?: number;
 }
 
-export type BulkReplayOptions = BulkOptions & Omit<ReplayOptions, 'now' | 'dryRun'>;
-
 export interface BulkResult {
   queue: QueueName;
   dryRun: boolean;
@@ -91,72 +85,48 @@ export interface BulkResult {
  */
 export type QueueShards = Queue | readonly Queue[];
 
-const shardsOf = (q: QueueShards): readonly Queue[] => (q instanceof Queue ? [q] : q);
-
-/** The queue's name (shared by its shards). */
-function nameOf(shards: readonly Queue[]): QueueName {
-  if (shards.length === 0) throw new DlqError('TALLY_ERR_DLQ_UNKNOWN_QUEUE', 'no queue given');
-  return assertQueueName(shards[0]!.name);
-}
-
-/** The job with this id in whichever shard holds it (the first one, should an id exist in several). */
-async function findJob(shards: readonly Queue[], id: string): Promise<{ job: Job; shard: number } | undefined> {
-  for (const [shard, queue] of shards.entries()) {
-    const job = await Job.fromId(queue, id);
-    if (job) return { job, shard };
-  }
-  return undefined;
+/** The shards, their queue's name, and the shard number a job of shard `i` shows (none when there is one). */
+function shardsOf(queue: QueueShards) {
+  const shards = queue instanceof Queue ? [queue] : queue;
+  if (shards.length === 0) throw new DlqError('no queue given');
+  return { shards, name: assertQueueName(shards[0]!.name), shardOf: (i: number) => (shards.length > 1 ? i : undefined) };
 }
 
 export function assertQueueName(name: string): QueueName {
   if ((QUEUE_NAMES as readonly string[]).includes(name)) return name as QueueName;
-  throw new DlqError('TALLY_ERR_DLQ_UNKNOWN_QUEUE', `unknown queue "${name}"; queues: ${QUEUE_NAMES.join(', ')}`);
+  throw new DlqError(`unknown queue "${name}"; queues: ${QUEUE_NAMES.join(', ')}`);
 }
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
 
 /** `90s`, `10m`, `2h`, `7d`, `1w`, `250ms`, or combined `1h30m`, to milliseconds. */
 export function parseDuration(text: string): number {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/gy;
-  let total = 0;
-  let matched = 0;
-  for (let m = re.exec(text); m; m = re.exec(text)) {
-    total += Number(m[1]) * UNITS[m[2]!]!;
-    matched = re.lastIndex;
-  }
-  if (text.length === 0 || matched !== text.length) {
-    throw new DlqError('TALLY_ERR_DLQ_BAD_DURATION', `"${text}" is not a duration; use e.g. 30s, 10m, 2h, 7d or 1h30m`);
-  }
-  return total;
+  if (!/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/.test(text)) throw new DlqError(`"${text}" is not a duration; use e.g. 30s, 10m, 2h, 7d or 1h30m`);
+  return [...text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)].reduce((total, m) => total + Number(m[1]) * UNITS[m[2]!]!, 0);
 }
 
 /** `45s`, `12m`, `3h 5m`, `2d 4h`: two units at most. */
 export function formatAge(ms: number): string {
   const s = Math.max(0, Math.floor(ms / 1000));
+  const [m, h] = [Math.floor(s / 60), Math.floor(s / 3600)];
   if (s < 60) return `${s}s`;
-  const m = Math.floor(s / 60);
   if (m < 60) return `${m}m`;
-  const h = Math.floor(m / 60);
   if (h < 48) return m % 60 ? `${h}h ${m % 60}m` : `${h}h`;
-  const d = Math.floor(h / 24);
-  return h % 24 ? `${d}d ${h % 24}h` : `${d}d`;
+  return h % 24 ? `${Math.floor(h / 24)}d ${h % 24}h` : `${h / 24}d`;
 }
 
 /** Builds a filter from CLI strings; throws DlqError naming the bad one. */
 export function parseFilter(opts: { reason?: string; olderThan?: string; newerThan?: string }): JobFilter {
   const filter: JobFilter = {};
-  if (opts.reason !== undefined) {
-    try {
-      filter.reason = new RegExp(opts.reason, 'i');
-    } catch (err) {
-      throw new DlqError('TALLY_ERR_DLQ_BAD_FILTER', `--reason: not a regular expression: ${(err as Error).message}`);
-    }
+  try {
+    if (opts.reason !== undefined) filter.reason = new RegExp(opts.reason, 'i');
+  } catch (err) {
+    throw new DlqError(`--reason: not a regular expression: ${(err as Error).message}`);
   }
   if (opts.olderThan !== undefined) filter.olderThanMs = parseDuration(opts.olderThan);
   if (opts.newerThan !== undefined) filter.newerThanMs = parseDuration(opts.newerThan);
-  if (filter.olderThanMs !== undefined && filter.newerThanMs !== undefined && filter.olderThanMs > filter.newerThanMs) {
-    throw new DlqError('TALLY_ERR_DLQ_BAD_FILTER', '--older-than is longer than --newer-than: no job can match both');
-  }
+  if ((filter.olderThanMs ?? 0) > (filter.newerThanMs ?? Infinity))
+    throw new DlqError('--older-than is longer than --newer-than: no job can match both');
   return filter;
 }
 
@@ -166,13 +136,10 @@ export function isEmptyFilter(filter: JobFilter): boolean {
 
 export function matches(job: FailedJob, filter: JobFilter, now: number): boolean {
   const age = now - job.failedAt;
-  if (filter.olderThanMs !== undefined && age < filter.olderThanMs) return false;
-  if (filter.newerThanMs !== undefined && age > filter.newerThanMs) return false;
-  if (filter.reason && !filter.reason.test(job.reason)) return false;
-  return true;
+  return age >= (filter.olderThanMs ?? -Infinity) && age <= (filter.newerThanMs ?? Infinity) && (filter.reason?.test(job.reason) ?? true);
 }
 
-export function toFailedJob(queue: QueueName, job: Job, shard?: number): FailedJob {
+function toFailedJob(queue: QueueName, job: Job, shard?: number): FailedJob {
   const info: FailedJob = {
     queue,
     ...(shard === undefined ? {} : { shard }),
@@ -191,21 +158,24 @@ export function toFailedJob(queue: QueueName, job: Job, shard?: number): FailedJ
 }
 
 /**
- * Failed jobs of a queue, read in pages, oldest failure first (new failures append at the end, so a scan is not
- * disturbed by them). Each id is yielded once even when the set shifts between pages.
+ * The failed jobs of every shard that match, with the shard holding each. Read in pages, oldest failure first (new
+ * failures append at the end, so a scan is not disturbed by them); each id once even when the set shifts between pages.
  */
-export async function* scanFailed(queue: Queue, pageSize = 200): AsyncGenerator<Job> {
-  const seen = new Set<string>();
-  for (let start = 0; ; start += pageSize) {
-    const page = (await queue.getJobs(['failed'], start, start + pageSize - 1, true)).filter((j): j is Job => Boolean(j));
-    for (const job of page) {
-      const id = String(job.id);
-      if (seen.has(id)) continue;
-      seen.add(id);
-      yield job;
+async function scanMatching(queue: QueueShards, filter: JobFilter, now: number, pageSize = 200) {
+  const { shards, name, shardOf } = shardsOf(queue);
+  const found: Array<{ info: FailedJob; queue: Queue }> = [];
+  for (const [i, q] of shards.entries()) {
+    const seen = new Set<string>();
+    for (let start = 0, page: Job[] = []; start === 0 || page.length === pageSize; start += pageSize) {
+      page = (await q.getJobs(['failed'], start, start + pageSize - 1, true)).filter((j): j is Job => Boolean(j));
+      for (const job of page.filter((j) => !seen.has(String(j.id)))) {
+        seen.add(String(job.id));
+        const info = toFailedJob(name, job, shardOf(i));
+        if (matches(info, filter, now)) found.push({ info, queue: q });
+      }
     }
-    if (page.length < pageSize) return;
   }
+  return found;
 }
 
 /** The failed jobs that match, newest failure first, at most `limit`; `matched` counts all that match. */
@@ -214,46 +184,39 @@ export async function listFailed(
   filter: JobFilter,
   opts: { limit: number; now?: number; pageSize?: number },
 ): Promise<{ jobs: FailedJob[]; matched: number; total: number }> {
-  const now = opts.now ?? Date.now();
-  const shards = shardsOf(queue);
-  const name = nameOf(shards);
-  const shardOf = (i: number) => (shards.length > 1 ? i : undefined);
+  const { shards, name, shardOf } = shardsOf(queue);
   let total = 0;
   for (const q of shards) total += await q.getFailedCount();
-  const all: FailedJob[] = [];
+  let jobs: FailedJob[] = [];
   if (isEmptyFilter(filter)) {
     // Newest first is BullMQ's own order: read only the page shown, of each shard.
     for (const [i, q] of shards.entries()) {
       const page = opts.limit > 0 ? await q.getJobs(['failed'], 0, opts.limit - 1, false) : [];
-      all.push(...page.filter((j): j is Job => Boolean(j)).map((j) => toFailedJob(name, j, shardOf(i))));
+      jobs.push(...page.filter((j): j is Job => Boolean(j)).map((j) => toFailedJob(name, j, shardOf(i))));
     }
-    all.sort((a, b) => b.failedAt - a.failedAt);
-    return { jobs: all.slice(0, opts.limit), matched: total, total };
-  }
+  } else jobs = (await scanMatching(shards, filter, opts.now ?? Date.now(), opts.pageSize)).map((f) => f.info);
+  const matched = isEmptyFilter(filter) ? total : jobs.length;
+  return { jobs: jobs.sort((a, b) => b.failedAt - a.failedAt).slice(0, opts.limit), matched, total };
+}
+
+/** The job with this id in whichever shard holds it; throws DlqError when there is none, or (given `verb`) it is not failed. */
+async function findJob(queue: QueueShards, id: string, verb?: 'replayed' | 'purged') {
+  const { shards, name, shardOf } = shardsOf(queue);
   for (const [i, q] of shards.entries()) {
-    for await (const job of scanFailed(q, opts.pageSize)) {
-      const info = toFailedJob(name, job, shardOf(i));
-      if (matches(info, filter, now)) all.push(info);
-    }
+    const job = await Job.fromId(q, id);
+    if (!job) continue;
+    const state = await job.getState();
+    if (verb && state !== 'failed')
+      throw new DlqError(`job "${id}" in queue ${name} is ${state}, not failed; only failed jobs are ${verb}`);
+    return { job, state, info: toFailedJob(name, job, shardOf(i)) };
   }
-  all.sort((a, b) => b.failedAt - a.failedAt);
-  return { jobs: all.slice(0, opts.limit), matched: all.length, total };
+  throw new DlqError(`no job "${id}" in queue ${name}`);
 }
 
 /** Every job's details, in whatever state it is; throws DlqError when the id does not exist. */
 export async function showJob(queue: QueueShards, id: string): Promise<JobDetails> {
-  const shards = shardsOf(queue);
-  const name = nameOf(shards);
-  const found = await findJob(shards, id);
-  if (!found) throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
-  const { job } = found;
-  return {
-    ...toFailedJob(name, job, shards.length > 1 ? found.shard : undefined),
-    state: await job.getState(),
-    data: job.data,
-    opts: job.opts,
-    stacktrace: job.stacktrace ?? [],
-  };
+  const { job, state, info } = await findJob(queue, id);
+  return { ...info, state, data: job.data, opts: job.opts, stacktrace: job.stacktrace ?? [] };
 }
 
 /** Why replaying this failed job could count events twice, or undefined when it is safe. */
@@ -273,31 +236,31 @@ export function replayHazard(
 
 /** Moves one failed job back to waiting with its id. Throws DlqError when it is missing, not failed, or unsafe. */
 export async function replayJob(queue: QueueShards, id: string, opts: ReplayOptions): Promise<{ job: FailedJob; dryRun: boolean }> {
-  const shards = shardsOf(queue);
-  const name = nameOf(shards);
-  const now = opts.now ?? Date.now();
-  const found = await findJob(shards, id);
-  if (!found) throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
-  const { job } = found;
-  const state = await job.getState();
-  if (state !== 'failed') {
-    throw new DlqError('TALLY_ERR_DLQ_NOT_FAILED', `job "${id}" in queue ${name} is ${state}, not failed; only failed jobs are replayed`);
-  }
-  const info = toFailedJob(name, job, shards.length > 1 ? found.shard : undefined);
-  const hazard = replayHazard(info, now, opts);
-  if (hazard) throw new DlqError('TALLY_ERR_DLQ_PAST_DEDUPE_WINDOW', `job "${id}": ${hazard}`);
-  if (!opts.dryRun) await retryFailed(job, name);
+  const { job, info } = await findJob(queue, id, 'replayed');
+  const hazard = replayHazard(info, opts.now ?? Date.now(), opts);
+  if (hazard) throw new DlqError(`job "${id}": ${hazard}`);
+  if (!opts.dryRun) await retryFailed(job, info.queue);
   return { job: info, dryRun: Boolean(opts.dryRun) };
 }
 
+/** Deletes one failed job; throws DlqError when it is missing or not failed. */
+export async function purgeJob(queue: QueueShards, id: string, opts: { dryRun?: boolean } = {}): Promise<FailedJob> {
+  const { job, info } = await findJob(queue, id, 'purged');
+  if (!opts.dryRun) await job.remove();
+  return info;
+}
+
 /** Replays every failed job that matches, oldest failure first. */
-export async function replayFailed(queue: QueueShards, filter: JobFilter, opts: BulkReplayOptions): Promise<BulkResult> {
+export async function replayFailed(
+  queue: QueueShards,
+  filter: JobFilter,
+  opts: BulkOptions & Omit<ReplayOptions, 'now' | 'dryRun'>,
+): Promise<BulkResult> {
   const now = opts.now ?? Date.now();
   return bulk(queue, filter, { ...opts, now }, async (job, info) => {
     const hazard = replayHazard(info, now, opts);
-    if (hazard) return hazard;
-    if (!opts.dryRun) await retryFailed(job, info.queue);
-    return undefined;
+    if (!hazard && !opts.dryRun) await retryFailed(job, info.queue);
+    return hazard;
   });
 }
 
@@ -309,26 +272,12 @@ export async function purgeFailed(queue: QueueShards, filter: JobFilter, opts: B
   });
 }
 
-/** Deletes one failed job; throws DlqError when it is missing or not failed. */
-export async function purgeJob(queue: QueueShards, id: string, opts: { dryRun?: boolean } = {}): Promise<FailedJob> {
-  const shards = shardsOf(queue);
-  const name = nameOf(shards);
-  const found = await findJob(shards, id);
-  if (!found) throw new DlqError('TALLY_ERR_DLQ_JOB_NOT_FOUND', `no job "${id}" in queue ${name}`);
-  const { job } = found;
-  const state = await job.getState();
-  if (state !== 'failed')
-    throw new DlqError('TALLY_ERR_DLQ_NOT_FAILED', `job "${id}" in queue ${name} is ${state}, not failed; only failed jobs are purged`);
-  if (!opts.dryRun) await job.remove();
-  return toFailedJob(name, job, shards.length > 1 ? found.shard : undefined);
-}
-
 async function retryFailed(job: Job, queue: QueueName): Promise<void> {
   try {
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
   } catch (err) {
     // BullMQ refuses when the job left the failed set meanwhile (replayed by someone else, removed by retention).
-    throw new DlqError('TALLY_ERR_DLQ_NOT_FAILED', `job "${job.id}" in queue ${queue} is no longer failed: ${(err as Error).message}`);
+    throw new DlqError(`job "${job.id}" in queue ${queue} is no longer failed: ${(err as Error).message}`);
   }
 }
 
@@ -342,38 +291,22 @@ async function bulk(
   opts: BulkOptions,
   act: (job: Job, info: FailedJob) => Promise<string | undefined>,
 ): Promise<BulkResult> {
-  const shards = shardsOf(queue);
-  const name = nameOf(shards);
-  const now = opts.now ?? Date.now();
-  const matched: FailedJob[] = [];
-  const holder = new Map<FailedJob, Queue>();
-  for (const [i, q] of shards.entries()) {
-    for await (const job of scanFailed(q, opts.pageSize)) {
-      const info = toFailedJob(name, job, shards.length > 1 ? i : undefined);
-      if (!matches(info, filter, now)) continue;
-      matched.push(info);
-      holder.set(info, q);
+  const found = (await scanMatching(queue, filter, opts.now ?? Date.now(), opts.pageSize)).sort(
+    (a, b) => a.info.failedAt - b.info.failedAt,
+  );
+  const matched = found.map((f) => f.info);
+  const result: BulkResult = { queue: shardsOf(queue).name, dryRun: Boolean(opts.dryRun), matched, done: [], skipped: [] };
+  for (const [n, { info, queue: q }] of found.entries()) {
+    const job = await Job.fromId(q, info.id);
+    try {
+      const why = !job ? 'no longer exists' : (await job.getState()) !== 'failed' ? 'no longer failed' : await act(job, info);
+      if (why) result.skipped.push({ id: info.id, why });
+      else result.done.push(info.id);
+    } catch (err) {
+      if (!(err instanceof DlqError)) throw err;
+      result.skipped.push({ id: info.id, why: err.message });
     }
-  }
-  matched.sort((a, b) => a.failedAt - b.failedAt);
-
-  const result: BulkResult = { queue: name, dryRun: Boolean(opts.dryRun), matched, done: [], skipped: [] };
-  let count = 0;
-  for (const info of matched) {
-    const job = await Job.fromId(holder.get(info)!, info.id);
-    if (!job || (await job.getState()) !== 'failed') {
-      result.skipped.push({ id: info.id, why: job ? 'no longer failed' : 'no longer exists' });
-    } else {
-      try {
-        const why = await act(job, info);
-        if (why) result.skipped.push({ id: info.id, why });
-        else result.done.push(info.id);
-      } catch (err) {
-        if (!(err instanceof DlqError)) throw err;
-        result.skipped.push({ id: info.id, why: err.message });
-      }
-    }
-    opts.onProgress?.(++count, matched.length);
+    opts.onProgress?.(n + 1, found.length);
   }
   return result;
 }

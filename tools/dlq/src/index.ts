@@ -1,3 +1,2 @@
 export * from './dlq';
-export { DlqError, type DlqErrorCode } from './errors';
 export { runDlqCli, USAGE, type DlqCliDeps, type Progress } from './cli';

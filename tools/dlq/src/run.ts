@@ -1,8 +1,7 @@
-import { aggregatorEnv, loadConfigOrExit, rawEnv, sharedEnvShape } from '@tally/config';
+import { loadConfigOrExit, rawEnv, toolEnvSchemas } from '@tally/config';
 import { allQueues, closeQueues, createQueues, createRedisConnection, describeRedisTarget } from '@tally/queues';
 import { backendEnvOrExit } from '@tally/stack';
 import { Presets, SingleBar } from 'cli-progress';
-import { z } from 'zod';
 import { runDlqCli, type Progress } from './cli';
 
 /** A progress bar on stderr for bulk work, only on a terminal (stdout stays clean for pipes). */
@@ -19,16 +18,7 @@ const progress = (label: string, total: number): Progress | undefined => {
 /** One dlq command (not a call for help: main.ts answers those without loading this module), on Redis. */
 export async function runDlq(argv: readonly string[]): Promise<void> {
   const env = backendEnvOrExit(rawEnv(), { redis: true }, argv);
-  const config = loadConfigOrExit(
-    z.object({
-      REDIS_URL: sharedEnvShape.REDIS_URL,
-      REDIS_CLUSTER_NODES: sharedEnvShape.REDIS_CLUSTER_NODES,
-      KEY_PREFIX: sharedEnvShape.KEY_PREFIX,
-      QUEUE_SHARDS: sharedEnvShape.QUEUE_SHARDS,
-      DEDUPE_WINDOW_SECONDS: aggregatorEnv.shape.DEDUPE_WINDOW_SECONDS,
-    }),
-    env,
-  );
+  const config = loadConfigOrExit(toolEnvSchemas.dlq, env);
 
   // An operator tool fails fast when Redis is away instead of waiting for it.
   const redis = createRedisConnection(config, {

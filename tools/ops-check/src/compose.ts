@@ -1,7 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { rawEnv } from '@tally/config';
 import { parse, parseDocument } from 'yaml';
 
@@ -20,12 +18,10 @@ export interface ComposeService {
   /** `source:target[:mode]`; bind sources relative to the compose file's directory (`./…`). */
   volumes?: string[];
   stop_grace_period?: string;
-  profiles?: string[];
 }
 
 export interface ComposeFile {
   services: Record<string, ComposeService>;
-  volumes?: Record<string, unknown>;
 }
 
 const cache = new Map<string, ComposeFile>();
@@ -37,43 +33,29 @@ const cache = new Map<string, ComposeFile>();
  */
 export function composeConfig(text: string, vars: Record<string, string | undefined> = {}): ComposeFile {
   const key = JSON.stringify([text, vars]);
-  const cached = cache.get(key);
-  if (cached) return cached;
-  const dir = mkdtempSync(join(tmpdir(), 'tally-compose-'));
+  if (cache.has(key)) return cache.get(key)!;
+  // Compose 1.x predates the top-level `name`; the project name is given with -p instead.
+  const doc = parseDocument(text);
+  const project = String(doc.get('name') ?? 'tally');
+  doc.delete('name');
+  const dir = tmpdir(); // relative paths resolve against it; they are made relative again below
+  let out: string;
   try {
-    // Compose 1.x predates the top-level `name`; the project name is given with -p instead.
-    const doc = parseDocument(text);
-    const project = String(doc.get('name') ?? 'tally');
-    doc.delete('name');
-    writeFileSync(join(dir, 'docker-compose.yml'), doc.toString());
-    const env: Record<string, string> = { PATH: rawEnv()['PATH'] ?? '/usr/bin:/bin' };
-    for (const [k, v] of Object.entries(vars)) if (v !== undefined) env[k] = v;
-    let out: string;
-    try {
-      out = execFileSync('docker-compose', ['-p', project, '-f', join(dir, 'docker-compose.yml'), 'config'], {
-        env,
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException & { stderr?: string };
-      if (e.code === 'ENOENT') throw new Error('docker-compose is not on PATH; install it (Debian: apt-get install docker-compose)');
-      const why = (e.stderr ?? e.message).split(join(dir, 'docker-compose.yml')).join('docker-compose.yml');
-      throw new Error(
-        why
-          .trim()
-          .split(/\s*\n\s*/)
-          .filter(Boolean)
-          .join(' '),
-      );
-    }
-    // Paths come back absolute; make them relative to the compose file again, as written.
-    const config = parse(out.split(`${dir}/`).join('./').split(dir).join('.')) as ComposeFile;
-    cache.set(key, config);
-    return config;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+    out = execFileSync('docker-compose', ['-p', project, '-f', '-', 'config'], {
+      cwd: dir,
+      env: { PATH: rawEnv()['PATH'] ?? '/usr/bin:/bin', ...Object.fromEntries(Object.entries(vars).filter(([, v]) => v !== undefined)) },
+      input: doc.toString(),
+      encoding: 'utf8',
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: string };
+    if (e.code === 'ENOENT') throw new Error('docker-compose is not on PATH; install it (Debian: apt-get install docker-compose)');
+    throw new Error((e.stderr ?? e.message).trim().replace(/\s*\n\s*/g, ' '));
   }
+  const config = parse(out.replaceAll(`${dir}/`, './').replaceAll(dir, '.')) as ComposeFile;
+  cache.set(key, config);
+  return config;
 }
 
 /** A service's environment as the container gets it (`config` keeps `$$` escaped; unset without a value is ''). */
@@ -83,31 +65,26 @@ export function serviceEnv(service: ComposeService): Record<string, string> {
 
 /** Container ports of `ports:` and `expose:` entries. */
 export function containerPorts(service: ComposeService): number[] {
-  const port = (p: string) =>
+  return [...(service.ports ?? []), ...(service.expose ?? [])].map((p) =>
     Number(
       p
         .replace(/\/(tcp|udp)$/, '')
         .split(':')
         .pop(),
-    );
-  return [...(service.ports ?? []), ...(service.expose ?? [])].map(port);
+    ),
+  );
 }
 
 /** Mounts as `{ source, target }` (named volumes have a source without `./`). */
 export function mounts(service: ComposeService): Array<{ source: string; target: string }> {
-  return (service.volumes ?? []).map((v) => {
-    const [source, target] = v.split(':');
-    return { source: source!, target: target! };
-  });
+  return (service.volumes ?? []).map((v) => ({ source: v.split(':')[0]!, target: v.split(':')[1]! }));
 }
 
 /** Compose `stop_grace_period` (`30s`, `1m30s`) in seconds; undefined when unset (Docker's default is 10 s). */
 export function gracePeriodSeconds(service: ComposeService): number | undefined {
+  const unit: Record<string, number> = { h: 3600, m: 60, s: 1, ms: 0.001, us: 0.000001 };
   const v = service.stop_grace_period;
-  if (v === undefined) return undefined;
-  let total = 0;
-  for (const m of v.matchAll(/(\d+(?:\.\d+)?)(h|m|s|ms|us)/g)) {
-    total += Number(m[1]) * ({ h: 3600, m: 60, s: 1, ms: 0.001, us: 0.000001 } as Record<string, number>)[m[2]!]!;
-  }
-  return total;
+  return v === undefined
+    ? undefined
+    : [...v.matchAll(/(\d+(?:\.\d+)?)(h|ms|us|m|s)/g)].reduce((t, m) => t + Number(m[1]) * unit[m[2]!]!, 0);
 }

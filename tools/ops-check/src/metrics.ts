@@ -1,40 +1,15 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { globSync, readFileSync } from 'node:fs';
+import { parser } from '@prometheus-io/lezer-promql';
 
-const KEYWORDS = new Set([
-  'by',
-  'without',
-  'on',
-  'ignoring',
-  'group_left',
-  'group_right',
-  'bool',
-  'and',
-  'or',
-  'unless',
-  'offset',
-  'atan2',
-  'inf',
-  'nan',
-]);
-
-/**
- * Metric names a PromQL expression reads: identifiers that are not functions, keywords, label names (inside
- * `{…}` or `by (…)`), strings or durations.
- */
+/** Metric names a PromQL expression reads (its vector selectors), read with Prometheus's own grammar; throws when it does not parse. */
 export function metricNamesIn(expr: string): string[] {
-  const stripped = expr
-    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`/g, ' ')
-    .replace(/\{[^}]*\}/g, ' ')
-    .replace(/\[[^\]]*\]/g, ' ')
-    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ');
   const names = new Set<string>();
-  for (const m of stripped.matchAll(/[a-zA-Z_:][a-zA-Z0-9_:]*(?=\s*(\(?))/g)) {
-    const name = m[0];
-    if (m[1] === '(' || KEYWORDS.has(name.toLowerCase())) continue;
-    if (/^\d/.test(name)) continue;
-    names.add(name);
-  }
+  parser.parse(expr).iterate({
+    enter: (node) => {
+      if (node.type.isError) throw new Error(`PromQL does not parse (at character ${node.from})`);
+      if (node.name === 'Identifier' && node.node.parent?.name === 'VectorSelector') names.add(expr.slice(node.from, node.to));
+    },
+  });
   return [...names];
 }
 
@@ -44,19 +19,10 @@ export function metricCandidates(name: string): string[] {
   return m ? [name, m[1]!] : [name];
 }
 
-/** Every `tally_*` string literal in the non-test TypeScript sources under `dirs` (metric names in the code). */
+/** Every `tally_*` string literal in the non-test TypeScript sources under `roots` (metric names in the code). */
 export function tallyNamesInCode(roots: readonly string[]): Set<string> {
-  const names = new Set<string>();
-  const walk = (dir: string): void => {
-    for (const entry of readdirSync(dir)) {
-      if (entry === 'node_modules' || entry === 'dist') continue;
-      const path = join(dir, entry);
-      if (statSync(path).isDirectory()) walk(path);
-      else if (path.endsWith('.ts') && !path.endsWith('.test.ts')) {
-        for (const m of readFileSync(path, 'utf8').matchAll(/['"`](tally_[a-z0-9_]+)['"`]/g)) names.add(m[1]!);
-      }
-    }
-  };
-  for (const root of roots) walk(root);
-  return names;
+  const files = roots.flatMap((root) =>
+    globSync('**/*.ts', { cwd: root, exclude: ['**/node_modules/**', '**/dist/**', '**/*.test.ts'] }).map((f) => `${root}/${f}`),
+  );
+  return new Set(files.flatMap((f) => [...readFileSync(f, 'utf8').matchAll(/['"`](tally_[a-z0-9_]+)['"`]/g)].map((m) => m[1]!)));
 }

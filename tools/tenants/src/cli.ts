@@ -63,10 +63,7 @@ async function run(
     case 'issue-key': {
       need(1, '<store> --scopes <scope,...>');
       if (!values.scopes) throw new UsageError(`issue-key needs --scopes (one or more of ${SCOPES.join(', ')})`);
-      const scopes = values.scopes
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean);
+      const scopes = values.scopes.split(',').flatMap((s) => s.trim() || []);
       const key = await issueKey(db, args[0]!, scopes, values.label ?? '');
       io.out(key);
       io.err(`tally: issued key ${keyIdOf(key)} (${scopes.join(', ')}) for store ${args[0]}; it is shown only this once: store it now`);
@@ -104,44 +101,32 @@ async function run(
     }
     case 'list-keys': {
       need(1, '<store>');
-      if (!(await getTenant(db, args[0]!))) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
+      await tenantOrThrow(db, args[0]!);
       const keys = await listKeys(db, args[0]!);
-      if (values.json) {
-        io.out(JSON.stringify(keys, null, 2));
-        return 0;
+      if (values.json) io.out(JSON.stringify(keys, null, 2));
+      else {
+        const status = (k: (typeof keys)[number]) => (k.revoked ? `revoked ${k.revokedAt ?? ''}`.trim() : 'active');
+        const rows = keys.map((k) => [k.keyId, k.scopes.join(','), status(k), k.createdAt, k.label]);
+        for (const line of alignColumns([['KEY ID', 'SCOPES', 'STATUS', 'CREATED', 'LABEL'], ...rows])) io.out(line);
+        if (keys.length === 0) io.out(`(store ${args[0]} has no keys; issue one with: tenants issue-key ${args[0]} --scopes ingest)`);
       }
-      const rows = [
-        ['KEY ID', 'SCOPES', 'STATUS', 'CREATED', 'LABEL'],
-        ...keys.map((k) => [
-          k.keyId,
-          k.scopes.join(','),
-          k.revoked ? `revoked ${k.revokedAt ?? ''}`.trim() : 'active',
-          k.createdAt,
-          k.label,
-        ]),
-      ];
-      for (const line of alignColumns(rows)) io.out(line);
-      if (keys.length === 0) io.out(`(store ${args[0]} has no keys; issue one with: tenants issue-key ${args[0]} --scopes ingest)`);
       return 0;
     }
     case 'show': {
       need(1, '<store>');
-      const t = await getTenant(db, args[0]!);
-      if (!t) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${args[0]} does not exist`);
-      io.out(
-        `store ${t.store}\ntime zone ${t.timeZone}\ncreated ${t.createdAt}${t.ingestEventsPerSecond === undefined ? '' : `\ningest budget ${t.ingestEventsPerSecond} events/s`}${t.currency === undefined ? '' : `\ncurrency ${t.currency}`}`,
-      );
+      const t = await tenantOrThrow(db, args[0]!);
+      const lines = [`store ${t.store}`, `time zone ${t.timeZone}`, `created ${t.createdAt}`];
+      if (t.ingestEventsPerSecond !== undefined) lines.push(`ingest budget ${t.ingestEventsPerSecond} events/s`);
+      if (t.currency !== undefined) lines.push(`currency ${t.currency}`);
+      io.out(lines.join('\n'));
       return 0;
     }
     case 'list': {
       need(0, 'no arguments');
       const stores = await listTenants(db);
-      if (values.json) io.out(JSON.stringify(stores, null, 2));
-      else
-        for (const t of stores)
-          io.out(
-            `${t.store}\t${t.timeZone}${t.currency ? `\t${t.currency}` : ''}${t.deletingAt ? '\t(deletion unfinished: run delete-store again)' : ''}`,
-          );
+      const unfinished = '(deletion unfinished: run delete-store again)';
+      const line = (t: (typeof stores)[number]) => [t.store, t.timeZone, t.currency, t.deletingAt && unfinished].filter(Boolean).join('\t');
+      for (const out of values.json ? [JSON.stringify(stores, null, 2)] : stores.map(line)) io.out(out);
       return 0;
     }
     case 'set': {
@@ -175,4 +160,10 @@ async function run(
     default:
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   }
+}
+
+async function tenantOrThrow(db: TenantDb, store: string) {
+  const t = await getTenant(db, store);
+  if (!t) throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} does not exist`);
+  return t;
 }

@@ -1,5 +1,5 @@
 import { BucketEraser, BucketStore } from '@tally/buckets';
-import { loadConfigOrExit, queryApiEnv, rawEnv, sharedEnvShape } from '@tally/config';
+import { loadConfigOrExit, rawEnv, toolEnvSchemas } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import {
   closeQueues,
@@ -12,7 +12,6 @@ import {
 } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { backendEnvOrExit } from '@tally/stack';
-import { z } from 'zod';
 import { runTenantsCli, type ErasureContext } from './cli';
 
 /**
@@ -22,7 +21,7 @@ import { runTenantsCli, type ErasureContext } from './cli';
 export async function runTenants(argv: readonly string[]): Promise<void> {
   const needsRedis = argv.includes('delete-store') || argv.includes('erase-visitor');
   const env = backendEnvOrExit(rawEnv(), { dynamo: true, redis: needsRedis }, argv);
-  const config = loadConfigOrExit(z.object({ ...sharedEnvShape, DEDUPE_WINDOW_SECONDS: queryApiEnv.shape.DEDUPE_WINDOW_SECONDS }), env);
+  const config = loadConfigOrExit(toolEnvSchemas.tenants, env);
   const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
   let opened: { redis: RedisConnection; queues: TallyQueues } | undefined;
   const erasure = async (): Promise<ErasureContext> => {
