@@ -50,6 +50,8 @@ WORKDIR /app
 USER node
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--"]
+# Every app stage runs its bundle; the tools stage names its own command.
+CMD ["node", "--enable-source-maps", "main.mjs"]
 
 # HEALTHCHECK: /healthz on the app's HTTP_PORT (its default unless the container sets another), with node's fetch,
 # so the image needs no curl. It needs HTTP_HOST to include 127.0.0.1 (the default 0.0.0.0 does).
@@ -59,7 +61,6 @@ COPY --from=build /repo/dist/collector/ ./
 EXPOSE 7401
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.HTTP_PORT||7401)+'/healthz',{signal:AbortSignal.timeout(2500)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-CMD ["node", "--enable-source-maps", "main.mjs"]
 
 FROM runtime AS query-api
 COPY --from=build /repo/dist/query-api/ ./
@@ -68,21 +69,18 @@ ENV DASHBOARD_DIR=/app/dashboard
 EXPOSE 7402
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.HTTP_PORT||7402)+'/healthz',{signal:AbortSignal.timeout(2500)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-CMD ["node", "--enable-source-maps", "main.mjs"]
 
 FROM runtime AS bucket-aggregator
 COPY --from=build /repo/dist/bucket-aggregator/ ./
 EXPOSE 7403
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.HTTP_PORT||7403)+'/healthz',{signal:AbortSignal.timeout(2500)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-CMD ["node", "--enable-source-maps", "main.mjs"]
 
 FROM runtime AS dynamo-writer
 COPY --from=build /repo/dist/dynamo-writer/ ./
 EXPOSE 7404
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.HTTP_PORT||7404)+'/healthz',{signal:AbortSignal.timeout(2500)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-CMD ["node", "--enable-source-maps", "main.mjs"]
 
 # Operator tools: `create-table`, `create-table-when-ready [seconds]`, `dlq <command>`, `tenants <command>`.
 FROM runtime AS tools

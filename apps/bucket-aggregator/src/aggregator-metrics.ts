@@ -1,51 +1,36 @@
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { metricsOn } from '@tally/observability';
+import { Gauge, type Registry } from 'prom-client';
 
 export type AggregatorMetrics = ReturnType<typeof createAggregatorMetrics>;
 
 export function createAggregatorMetrics(registry: Registry) {
-  const registers = [registry];
+  const { counter, gauge, histogram } = metricsOn(registry);
   return {
-    batchesApplied: new Counter({ name: 'tally_batches_applied_total', help: 'Event batches applied to Redis buckets', registers }),
-    eventsApplied: new Counter({ name: 'tally_events_applied_total', help: 'Events applied to Redis buckets', registers }),
-    duplicateBatches: new Counter({
-      name: 'tally_batches_duplicate_total',
-      help: 'Redelivered batches skipped by the batch-id dedupe',
-      registers,
-    }),
-    batchesRejected: new Counter({
-      name: 'tally_batches_rejected_total',
-      help: 'Batches moved to the failed set as unprocessable',
-      labelNames: ['reason'],
-      registers,
-    }),
-    batchesDropped: new Counter({
-      name: 'tally_batches_dropped_total',
-      help: 'Batches dropped whole because their store was deleted (its tombstone)',
-      registers,
-    }),
-    applySeconds: new Histogram({
-      name: 'tally_apply_duration_seconds',
-      help: 'Time to roll up and apply one batch',
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
-      registers,
-    }),
-    bucketsSealed: new Counter({ name: 'tally_buckets_sealed_total', help: 'Buckets sealed', registers }),
-    bucketsFolded: new Counter({ name: 'tally_buckets_folded_total', help: 'Buckets folded completely into row outboxes', registers }),
-    rowsFolded: new Counter({ name: 'tally_rows_folded_total', help: 'Row buckets folded into outboxes', registers }),
-    sealLag: new Gauge({ name: 'tally_seal_lag_seconds', help: 'How late the last seal was after its bucket was due to close', registers }),
-    foldSeconds: new Histogram({
-      name: 'tally_fold_duration_seconds',
-      help: 'Time to fold one store’s sealed buckets',
-      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
-      registers,
-    }),
-    sealTickSeconds: new Histogram({
-      name: 'tally_seal_tick_duration_seconds',
-      help: 'Time of one sealer tick over one work-set shard (its active stores)',
-      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-      registers,
-    }),
-    flushesScheduled: new Counter({ name: 'tally_flushes_scheduled_total', help: 'Row flush jobs enqueued to dynamo-writes', registers }),
+    batchesApplied: counter('tally_batches_applied_total', 'Event batches applied to Redis buckets'),
+    eventsApplied: counter('tally_events_applied_total', 'Events applied to Redis buckets'),
+    duplicateBatches: counter('tally_batches_duplicate_total', 'Redelivered batches skipped by the batch-id dedupe'),
+    batchesRejected: counter('tally_batches_rejected_total', 'Batches moved to the failed set as unprocessable', ['reason']),
+    batchesDropped: counter('tally_batches_dropped_total', 'Batches dropped whole because their store was deleted (its tombstone)'),
+    applySeconds: histogram(
+      'tally_apply_duration_seconds',
+      'Time to roll up and apply one batch',
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    ),
+    bucketsSealed: counter('tally_buckets_sealed_total', 'Buckets sealed'),
+    bucketsFolded: counter('tally_buckets_folded_total', 'Buckets folded completely into row outboxes'),
+    rowsFolded: counter('tally_rows_folded_total', 'Row buckets folded into outboxes'),
+    sealLag: gauge('tally_seal_lag_seconds', 'How late the last seal was after its bucket was due to close'),
+    foldSeconds: histogram(
+      'tally_fold_duration_seconds',
+      'Time to fold one store’s sealed buckets',
+      [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    ),
+    sealTickSeconds: histogram(
+      'tally_seal_tick_duration_seconds',
+      'Time of one sealer tick over one work-set shard (its active stores)',
+      [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    ),
+    flushesScheduled: counter('tally_flushes_scheduled_total', 'Row flush jobs enqueued to dynamo-writes'),
   };
 }
 

@@ -4,55 +4,23 @@ import { join } from 'node:path';
 import { BucketStore } from '@tally/buckets';
 import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
-import {
-  createTestTable,
-  metricValue,
-  REPO_ROOT,
-  startApp,
-  startProcess,
-  startDynalite,
-  startRedis,
-  waitFor,
-  waitForQueuesIdle,
-  type AppHandle,
-  type DynaliteHandle,
-  type RedisHandle,
-} from '@tally/testing';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { metricValue, REPO_ROOT, startProcess, waitFor, waitForQueuesIdle } from '@tally/testing';
+import { useStack } from '@tally/testing/vitest';
+import { describe, expect, it } from 'vitest';
 
-let redisServer: RedisHandle;
-let dyn: DynaliteHandle;
-let redis: Redis;
+const stack = useStack({ tenants: ['S'] });
 const queueSets = new Map<string, TallyQueues>();
+stack.defer(() => Promise.all([...queueSets.values()].map((q) => closeQueues(q))));
 /** The queues of the installation with KEY_PREFIX `prefix`. */
 const queuesOf = (prefix: string) => {
   let q = queueSets.get(prefix);
-  if (!q) queueSets.set(prefix, (q = createQueues(redis, { keyPrefix: prefix, shards: 1 })));
+  if (!q) queueSets.set(prefix, (q = createQueues(stack.redis, { keyPrefix: prefix, shards: 1 })));
   return q;
 };
-let table: string;
 const rules = compileRules(defaultRules);
-const apps: AppHandle[] = [];
-
-beforeAll(async () => {
-  redisServer = await startRedis();
-  dyn = await startDynalite();
-  table = await createTestTable(dyn.endpoint, { tenants: ['S'] });
-  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-});
-afterAll(async () => {
-  await Promise.all(apps.map((a) => a.kill()));
-  await Promise.all([...queueSets.values()].map((q) => closeQueues(q)));
-  await redis.quit();
-  await dyn.stop();
-  await redisServer.stop();
-});
 
 const env = (prefix: string, extra: Record<string, string> = {}) => ({
-  REDIS_URL: redisServer.url,
-  DYNAMODB_ENDPOINT: dyn.endpoint,
-  DYNAMODB_TABLE: table,
+  ...stack.env,
   BUCKET_SECONDS: '1',
   JOB_LOCK_MS: '1500',
   KEY_PREFIX: prefix,
@@ -87,12 +55,11 @@ describe('bucket aggregator processes', () => {
   });
 
   it('SIGKILLed between the apply and the job completion, then restarted: counted once', async () => {
-    const buckets = new BucketStore({ redis, rules, prefix: 'ka' });
+    const buckets = new BucketStore({ redis: stack.redis, rules, prefix: 'ka' });
     const queues = queuesOf('ka');
-    const agg = await startApp('bucket-aggregator', {
+    const agg = await stack.startApp('bucket-aggregator', {
       env: env('ka', { TALLY_CRASH_POINT: 'aggregator:after-apply', SEALER_ENABLED: 'false' }),
     });
-    apps.push(agg);
     await enqueue(queues, QUEUE.events, batch('crash-1', 'S', 10));
     const exit = await agg.process.exited;
     expect(exit.signal).toBe('SIGKILL');
@@ -111,16 +78,15 @@ describe('bucket aggregator processes', () => {
 
   it('two aggregator processes seal and fold every bucket exactly once, in order', async () => {
     const queues = queuesOf('two');
-    const buckets = new BucketStore({ redis, rules, prefix: 'two' });
-    const a = await startApp('bucket-aggregator', { env: env('two'), name: 'aggregator#1' });
-    const b = await startApp('bucket-aggregator', { env: env('two'), name: 'aggregator#2' });
-    apps.push(a, b);
+    const buckets = new BucketStore({ redis: stack.redis, rules, prefix: 'two' });
+    const a = await stack.startApp('bucket-aggregator', { env: env('two'), name: 'aggregator#1' });
+    const b = await stack.startApp('bucket-aggregator', { env: env('two'), name: 'aggregator#2' });
     // Watch the folded-through marker and the sealed list while batches flow for ~4 buckets.
     const folded: number[] = [];
     let watching = true;
     const watcher = (async () => {
       while (watching) {
-        const f = await redis.get('two:{S}:folded');
+        const f = await stack.redis.get('two:{S}:folded');
         if (f !== null && folded[folded.length - 1] !== Number(f)) folded.push(Number(f));
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -133,13 +99,13 @@ describe('bucket aggregator processes', () => {
     }
     await waitForQueuesIdle([queues[QUEUE.events]], { timeoutMs: 20_000 });
     // Wait until every bucket is sealed and folded (the open one seals after a bucket length).
-    await waitFor(async () => (await redis.keys('two:{S}:r:*')).length === 0 && (await redis.llen('two:{S}:sealed')) === 0, {
+    await waitFor(async () => (await stack.redis.keys('two:{S}:r:*')).length === 0 && (await stack.redis.llen('two:{S}:sealed')) === 0, {
       timeoutMs: 20_000,
       message: 'all buckets folded',
     });
     watching = false;
     await watcher;
-    const last = Number(await redis.get('two:{S}:folded'));
+    const last = Number(await stack.redis.get('two:{S}:folded'));
     if (folded[folded.length - 1] !== last) folded.push(last); // the watcher polls every 20 ms: take the final value
     expect(await totalOf(buckets, 'S', 'S')).toBe(BigInt(sent));
     // Every product row holds exactly its share, whatever replica folded which bucket.
@@ -148,7 +114,7 @@ describe('bucket aggregator processes', () => {
     expect(folded.length).toBeGreaterThan(2);
     expect([...folded].sort((x, y) => x - y)).toEqual(folded); // foldedThrough only moves forward
     // Each outbox entry's bucket seq is one the sealer folded; no bucket data is left outside the outbox.
-    expect(await redis.keys('two:{S}:b:*')).toEqual([]);
+    expect(await stack.redis.keys('two:{S}:b:*')).toEqual([]);
     const seqs = new Set((await buckets.readOutbox('S', 'S')).entries.map((e) => e.seq));
     expect(Math.max(...seqs)).toBeLessThanOrEqual(folded[folded.length - 1]!);
     await Promise.all([a.stop(), b.stop()]);

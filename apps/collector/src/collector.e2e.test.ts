@@ -1,50 +1,24 @@
 import { createDynamoClient } from '@tally/dynamo';
 import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
 import { createTenantAdmin } from '@tally/tenants';
-import {
-  createTestTable,
-  metricValue,
-  REPO_ROOT,
-  startApp,
-  startDynalite,
-  startProcess,
-  startRedis,
-  sumOfJobRows,
-  type AppHandle,
-  type DynaliteHandle,
-  type RedisHandle,
-} from '@tally/testing';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { metricValue, REPO_ROOT, startProcess, sumOfJobRows, type AppHandle } from '@tally/testing';
+import { useStack } from '@tally/testing/vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
-let redis: RedisHandle;
-let dynalite: DynaliteHandle;
-let table: string;
+const stack = useStack();
 let collector: AppHandle;
 let key: string;
-let inspect: Redis;
 let queues: TallyQueues;
 
 beforeAll(async () => {
-  [redis, dynalite] = await Promise.all([startRedis(), startDynalite()]);
-  table = await createTestTable(dynalite.endpoint);
-  const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
-  const admin = createTenantAdmin({ dynamo, table });
+  const dynamo = createDynamoClient({ endpoint: stack.dynalite.endpoint, region: 'us-east-1' });
+  const admin = createTenantAdmin({ dynamo, table: stack.table });
   await admin.createTenant('E2E1', { timeZone: 'America/Sao_Paulo' });
   key = await admin.issueKey('E2E1', ['ingest'], 'e2e');
   dynamo.destroy();
-  collector = await startApp('collector', {
-    env: { REDIS_URL: redis.url, DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: table, LOG_LEVEL: 'info' },
-  });
-  inspect = new Redis(redis.url, { maxRetriesPerRequest: null });
-  queues = createQueues(inspect);
-});
-
-afterAll(async () => {
-  await collector?.kill('SIGKILL');
-  if (queues) await closeQueues(queues);
-  inspect?.disconnect();
-  await Promise.all([redis?.stop(), dynalite?.stop()]);
+  collector = await stack.startApp('collector', { env: { LOG_LEVEL: 'info' } });
+  queues = createQueues(stack.redis);
+  stack.defer(() => closeQueues(queues));
 });
 
 const send = (body: string, contentType = 'application/json', headers: Record<string, string> = {}) =>
@@ -106,7 +80,7 @@ describe('collector process', () => {
   it('refuses to start with a bad variable, naming it', async () => {
     const p = await startProcess(process.execPath, ['--import', 'tsx', 'apps/collector/src/main.ts'], {
       cwd: REPO_ROOT,
-      env: { REDIS_URL: redis.url, MAX_EVENTS_PER_REQUEST: 'lots' },
+      env: { REDIS_URL: stack.redisServer.url, MAX_EVENTS_PER_REQUEST: 'lots' },
     });
     expect((await p.exited).code).toBe(1);
     expect(p.output()).toContain('tally: configuration error: MAX_EVENTS_PER_REQUEST: expected a number; got "lots"');

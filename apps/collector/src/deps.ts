@@ -1,6 +1,6 @@
 import { createIntake, createProducerConnection } from '@tally/intake';
 import type { CollectorConfig } from '@tally/config';
-import { createDynamoClient } from '@tally/dynamo';
+import { connectDynamo } from '@tally/dynamo';
 import { createMetrics, logEmitterErrors, queueDepthMetrics, type Logger } from '@tally/observability';
 import { allQueues, closeQueues, createQueues, queueShards, QUEUE, type RedisConnection, type TallyQueues } from '@tally/queues';
 import type { CompiledRules } from '@tally/schema';
@@ -37,12 +37,7 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
   const eventsShards = queueShards(queues, QUEUE.events);
   queueDepthMetrics(registry, [...eventsShards]);
 
-  const dynamo = createDynamoClient({
-    endpoint: config.DYNAMODB_ENDPOINT,
-    region: config.AWS_REGION,
-    maxAttempts: 2,
-    requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS,
-  });
+  const dynamo = connectDynamo(config, { maxAttempts: 2, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
   const directory = createTenantDirectory({
     dynamo,
     table: config.DYNAMODB_TABLE,

@@ -1,18 +1,10 @@
-import { startRedis, type RedisHandle } from '@tally/testing';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useRedis } from '@tally/testing/vitest';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import { createIngestBudget } from './ingest-budget';
 
-let server: RedisHandle;
 let redis: Redis;
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-});
-afterAll(async () => {
-  await redis.quit();
-  await server.stop();
-});
+useRedis((r) => void (redis = r));
 
 // Any instant: the bucket only ever sees the injected clock.
 const T0 = 1_780_000_000_000;

@@ -1,4 +1,5 @@
-import { Counter, type Registry } from 'prom-client';
+import { metricsOn } from '@tally/observability';
+import type { Counter, Registry } from 'prom-client';
 
 /** Low-cardinality reasons of `tally_events_rejected_total`: the field class of the event's first error, or why a request was refused. */
 const REJECT_REASONS = [
@@ -24,26 +25,17 @@ export interface CollectorMetrics {
 }
 
 export function createCollectorMetrics(registry: Registry): CollectorMetrics {
-  const rejected = new Counter({
-    name: 'tally_events_rejected_total',
-    help:
-      "Events refused, by reason: the field of the event's first error (type, ts, id, dims, value, event, json), batch (a valid " +
+  const { counter } = metricsOn(registry);
+  const rejected = counter(
+    'tally_events_rejected_total',
+    "Events refused, by reason: the field of the event's first error (type, ts, id, dims, value, event, json), batch (a valid " +
       'event refused with its all-or-nothing request), too_many_events, unavailable (Redis did not take the batch), idempotency_conflict (an Idempotency-Key reused for other events), or budget (the store was over its ingest budget).',
-    labelNames: ['reason'],
-    registers: [registry],
-  });
+    ['reason'],
+  );
   for (const reason of REJECT_REASONS) rejected.inc({ reason }, 0);
   return {
-    received: new Counter({
-      name: 'tally_events_received_total',
-      help: 'Events in parsed POST /v1/events bodies, valid or not.',
-      registers: [registry],
-    }),
-    accepted: new Counter({
-      name: 'tally_events_accepted_total',
-      help: 'Events enqueued (Redis acknowledged the batch).',
-      registers: [registry],
-    }),
+    received: counter('tally_events_received_total', 'Events in parsed POST /v1/events bodies, valid or not.'),
+    accepted: counter('tally_events_accepted_total', 'Events enqueued (Redis acknowledged the batch).'),
     rejected,
   };
 }

@@ -7,17 +7,8 @@ import path from 'node:path';
 import { createDynamoClient } from '@tally/dynamo';
 import { formatDate, localDate, localTime } from '@tally/key-layout';
 import { createTenantAdmin } from '@tally/tenants';
-import {
-  createTestTable,
-  REPO_ROOT,
-  startApp,
-  startDynalite,
-  startRedis,
-  waitFor,
-  type AppHandle,
-  type DynaliteHandle,
-  type RedisHandle,
-} from '@tally/testing';
+import { REPO_ROOT, waitFor, type AppHandle } from '@tally/testing';
+import { useStack } from '@tally/testing/vitest';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatDayLong, formatMetric, type MetricValue } from './format';
@@ -54,9 +45,7 @@ const shown = (metric: string, v: MetricValue) => formatMetric(v, SCALE[metric]!
 /** The metrics of the store's charts and CSV files, in the page's order (unique visitors when the API counts them). */
 const STORE_CHART_METRICS = ['UniqueVisitors', 'ViewCount', 'OrderCount', 'Revenue', 'PageViewCount'];
 
-let redis: RedisHandle;
-let dynalite: DynaliteHandle;
-let apps: AppHandle[] = [];
+const stack = useStack();
 let queryApi: AppHandle;
 let collector: AppHandle;
 let readKey: string;
@@ -71,30 +60,21 @@ beforeAll(async () => {
   // The query API serves apps/dashboard/dist: build it when it is missing or stale, as `npm start` does.
   execFileSync(process.execPath, ['apps/dashboard/scripts/build.mjs', '--if-stale'], { cwd: REPO_ROOT, stdio: 'pipe' });
 
-  [redis, dynalite] = await Promise.all([startRedis(), startDynalite()]);
-  const table = await createTestTable(dynalite.endpoint);
-  const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
-  const admin = createTenantAdmin({ dynamo, table });
+  const dynamo = createDynamoClient({ endpoint: stack.dynalite.endpoint, region: 'us-east-1' });
+  const admin = createTenantAdmin({ dynamo, table: stack.table });
   await admin.createTenant(STORE, { timeZone: STORE_TZ });
   await admin.setCurrency(STORE, CURRENCY);
   ingestKey = await admin.issueKey(STORE, ['ingest'], 'dashboard e2e ingest');
   readKey = await admin.issueKey(STORE, ['read'], 'dashboard e2e read');
   dynamo.destroy();
 
-  const env = {
-    REDIS_URL: redis.url,
-    DYNAMODB_ENDPOINT: dynalite.endpoint,
-    DYNAMODB_TABLE: table,
-    BUCKET_SECONDS: '1',
-    LOG_LEVEL: 'warn',
-  };
-  apps = await Promise.all([
-    startApp('collector', { env }),
-    startApp('bucket-aggregator', { env }),
-    startApp('dynamo-writer', { env }),
-    startApp('query-api', { env: { ...env, DASHBOARD_DIR: DIST } }),
+  const env = { BUCKET_SECONDS: '1', LOG_LEVEL: 'warn' };
+  [collector, , , queryApi] = await Promise.all([
+    stack.startApp('collector', { env }),
+    stack.startApp('bucket-aggregator', { env }),
+    stack.startApp('dynamo-writer', { env }),
+    stack.startApp('query-api', { env: { ...env, DASHBOARD_DIR: DIST } }),
   ]);
-  [collector, , , queryApi] = apps as [AppHandle, AppHandle, AppHandle, AppHandle];
 
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   context = await browser.newContext({
@@ -110,8 +90,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  await Promise.all(apps.map((a) => a.kill('SIGKILL')));
-  await Promise.all([redis?.stop(), dynalite?.stop()]);
 });
 
 // ---- helpers ----

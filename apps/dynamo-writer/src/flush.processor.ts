@@ -1,24 +1,21 @@
 import type { BucketStore } from '@tally/buckets';
 import { PermanentWriteError, RetryableWriteError, writeRowWithSketches, type RowWriterDeps } from '@tally/dynamo';
+import { metricsOn } from '@tally/observability';
 import { dynamoWriteJobSchema } from '@tally/queues';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 
 type WriterMetrics = ReturnType<typeof createWriterMetrics>;
 
 export function createWriterMetrics(registry: Registry) {
-  const registers = [registry];
+  const { counter } = metricsOn(registry);
   return {
-    rowsFlushed: new Counter({ name: 'tally_rows_flushed_total', help: 'Row flushes completed (outbox written and acked)', registers }),
-    emptyFlushes: new Counter({ name: 'tally_flushes_empty_total', help: 'Flush jobs that found nothing to write', registers }),
-    entriesWritten: new Counter({ name: 'tally_outbox_entries_written_total', help: 'Outbox entries applied to DynamoDB', registers }),
-    waits: new Counter({
-      name: 'tally_flush_waits_total',
-      help: 'Flush jobs delayed because DynamoDB throttled or was unreachable',
-      registers,
-    }),
-    permanentFailures: new Counter({ name: 'tally_flush_failures_total', help: 'Flush jobs moved to the failed set', registers }),
+    rowsFlushed: counter('tally_rows_flushed_total', 'Row flushes completed (outbox written and acked)'),
+    emptyFlushes: counter('tally_flushes_empty_total', 'Flush jobs that found nothing to write'),
+    entriesWritten: counter('tally_outbox_entries_written_total', 'Outbox entries applied to DynamoDB'),
+    waits: counter('tally_flush_waits_total', 'Flush jobs delayed because DynamoDB throttled or was unreachable'),
+    permanentFailures: counter('tally_flush_failures_total', 'Flush jobs moved to the failed set'),
   };
 }
 

@@ -1,37 +1,17 @@
 import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
-import { checkTable, createDynamoClient, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
-import {
-  crashPoints,
-  createLogger,
-  createMetrics,
-  installShutdown,
-  logEmitterErrors,
-  queueDepthMetrics,
-  startOpsServer,
-} from '@tally/observability';
-import {
-  allQueues,
-  closeQueues,
-  createQueues,
-  createRedisConnection,
-  createShardWorkers,
-  QUEUE,
-  QUEUE_SETTINGS,
-  type QueueLayout,
-} from '@tally/queues';
-import { loadRulesOrExit } from '@tally/schema';
+import { checkTable, connectDynamo, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
+import { createShardWorkers, QUEUE } from '@tally/queues';
+import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
 import { createWriterMetrics, flushProcessor } from './flush.processor';
 
 // Composition root of the DynamoDB writer: one flush job per row, one UpdateItem per DynamoDB item.
 const config = loadConfigOrExit(writerEnv);
-const log = createLogger({ name: 'dynamo-writer', level: config.LOG_LEVEL });
-const rules = loadRulesOrExit(config.RULES_FILE);
-const { registry } = createMetrics({ app: 'dynamo-writer' });
+const { log, rules, registry, layout, redis, worker, crash, serve } = startWorkerApp('dynamo-writer', config);
 const meter = createDynamoMeter(registry);
 const metrics = createWriterMetrics(registry);
-const client = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION, maxAttempts: 2 });
+const client = connectDynamo(config, { maxAttempts: 2 });
 
 try {
   await checkTable(client, config.DYNAMODB_TABLE);
@@ -45,13 +25,8 @@ try {
   else throw err;
 }
 
-const layout: QueueLayout = { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS };
-const redis = createRedisConnection(config, { maxRetriesPerRequest: null });
-const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
-const queues = createQueues(redis.duplicate(), layout);
-queueDepthMetrics(registry, allQueues(queues));
-const crash = crashPoints(config.TALLY_CRASH_POINT);
-
+const buckets = new BucketStore({ redis: redis(), rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+// Stage "write": each dynamo-writes job flushes one row's outbox to DynamoDB (flush.processor.ts).
 const workers = createShardWorkers(
   QUEUE.dynamoWrites,
   flushProcessor({
@@ -65,32 +40,12 @@ const workers = createShardWorkers(
     expiryOf: visitorExpiry(createTenantDirectory({ dynamo: client, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log })),
   }),
   layout,
-  {
-    connection: redis.duplicate(),
-    concurrency: config.WRITER_CONCURRENCY,
-    lockDuration: config.JOB_LOCK_MS,
-    stalledInterval: config.JOB_LOCK_MS,
-    maxStalledCount: QUEUE_SETTINGS[QUEUE.dynamoWrites].maxStalledCount,
-  },
+  { ...worker, concurrency: config.WRITER_CONCURRENCY },
 );
-for (const worker of workers) worker.on('failed', (job, err) => log.error({ jobId: job?.id, err: err.message }, 'flush job failed'));
-// While Redis is down every connection and the workers report each reconnect: one line per distinct error and 10 s.
-logEmitterErrors(log, 'redis', [redis, ...allQueues(queues)]);
-logEmitterErrors(log, 'worker', workers, { level: 'error' });
 
-const ops = await startOpsServer({
-  host: config.HTTP_HOST,
-  port: config.HTTP_PORT,
-  registry,
-  log,
-  ready: async () => (await redis.ping()) === 'PONG' && workers.every((w) => w.isRunning()),
+await serve({
+  workers,
+  ready: workers,
+  started: { table: config.DYNAMODB_TABLE },
+  close: [{ name: 'dynamodb', run: async () => client.destroy() }],
 });
-log.info({ port: ops.port, table: config.DYNAMODB_TABLE }, 'dynamo writer started');
-
-installShutdown(log, [
-  { name: 'worker', run: () => Promise.all(workers.map((w) => w.close())), timeoutMs: 20_000 },
-  { name: 'queues', run: () => closeQueues(queues) },
-  { name: 'ops server', run: () => ops.close() },
-  { name: 'redis', run: () => redis.quit() },
-  { name: 'dynamodb', run: async () => client.destroy() },
-]);

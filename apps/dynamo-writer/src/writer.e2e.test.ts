@@ -4,63 +4,35 @@ import { join } from 'node:path';
 import { createDynamoClient, createDynamoMeter, getItem } from '@tally/dynamo';
 import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { defaultRules } from '@tally/schema';
-import {
-  createTestTable,
-  startApp,
-  startDynalite,
-  startRedis,
-  waitFor,
-  type AppHandle,
-  type DynaliteHandle,
-  type RedisHandle,
-} from '@tally/testing';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestTable, waitFor } from '@tally/testing';
+import { useStack } from '@tally/testing/vitest';
+import { describe, expect, it } from 'vitest';
 
-let redisServer: RedisHandle;
-let dyn: DynaliteHandle;
-let redis: Redis;
+const stack = useStack();
 const queueSets: TallyQueues[] = [];
-const apps: AppHandle[] = [];
-let rulesFile: string;
-
-beforeAll(async () => {
-  redisServer = await startRedis();
-  dyn = await startDynalite();
-  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  // Every row flushed after every bucket, so the test sees many writes quickly.
-  const rules = structuredClone(defaultRules) as any;
-  for (const e of Object.values(rules.entities) as any[]) e.flush = { kind: 'bucket' };
-  rulesFile = join(mkdtempSync(join(tmpdir(), 'tally-rules-')), 'rules.json');
-  writeFileSync(rulesFile, JSON.stringify(rules));
-});
-afterAll(async () => {
-  await Promise.all(apps.map((a) => a.kill()));
-  await Promise.all(queueSets.map((q) => closeQueues(q)));
-  await redis.quit();
-  await dyn.stop();
-  await redisServer.stop();
-});
+stack.defer(() => Promise.all(queueSets.map((q) => closeQueues(q))));
+// Every row flushed after every bucket, so the test sees many writes quickly.
+const rules = structuredClone(defaultRules) as any;
+for (const e of Object.values(rules.entities) as any[]) e.flush = { kind: 'bucket' };
+const rulesFile = join(mkdtempSync(join(tmpdir(), 'tally-rules-')), 'rules.json');
+writeFileSync(rulesFile, JSON.stringify(rules));
 
 describe('dynamo writer process', () => {
   for (const point of ['writer:after-update', 'writer:before-ack']) {
     it(`SIGKILLed at ${point}, then restarted: no count doubled or lost`, async () => {
-      const table = await createTestTable(dyn.endpoint, { tenants: ['S'] });
+      const table = await createTestTable(stack.dynalite.endpoint, { tenants: ['S'] });
       const prefix = point === 'writer:after-update' ? 'wau' : 'wba';
       const env = {
-        REDIS_URL: redisServer.url,
-        DYNAMODB_ENDPOINT: dyn.endpoint,
         DYNAMODB_TABLE: table,
         BUCKET_SECONDS: '1',
         JOB_LOCK_MS: '1500',
         KEY_PREFIX: prefix,
         RULES_FILE: rulesFile,
       };
-      const queues = createQueues(redis, { keyPrefix: prefix, shards: 1 });
+      const queues = createQueues(stack.redis, { keyPrefix: prefix, shards: 1 });
       queueSets.push(queues);
-      const agg = await startApp('bucket-aggregator', { env });
-      const writer = await startApp('dynamo-writer', { env: { ...env, TALLY_CRASH_POINT: point } });
-      apps.push(agg, writer);
+      const agg = await stack.startApp('bucket-aggregator', { env });
+      const writer = await stack.startApp('dynamo-writer', { env: { ...env, TALLY_CRASH_POINT: point } });
       const ts = Date.now();
       for (let i = 0; i < 5; i++) {
         await enqueue(queues, QUEUE.events, {
@@ -72,11 +44,15 @@ describe('dynamo writer process', () => {
       }
       expect((await writer.process.exited).signal).toBe('SIGKILL');
       await writer.restart({ TALLY_CRASH_POINT: undefined });
-      const deps = { client: createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' }), table, meter: createDynamoMeter() };
+      const deps = {
+        client: createDynamoClient({ endpoint: stack.dynalite.endpoint, region: 'us-east-1' }),
+        table,
+        meter: createDynamoMeter(),
+      };
       await waitFor(
         async () => {
           const total = await getItem(deps, 'S', 'TOTAL');
-          return total?.attrs.get('o') === 100n && (await redis.keys(`${prefix}:{S}:o:*`)).length === 0;
+          return total?.attrs.get('o') === 100n && (await stack.redis.keys(`${prefix}:{S}:o:*`)).length === 0;
         },
         { timeoutMs: 30_000, message: 'all orders written' },
       );

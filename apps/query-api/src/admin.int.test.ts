@@ -9,7 +9,7 @@ import { deleteStore, issueKey } from '@tally/tenants';
 import { openApi31Errors } from '@tally/testing';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, order, startFixture, view, type Fixture } from '../test/fixture';
+import { bearer, order, useFixture, view } from '../test/fixture';
 import type { AdminDeps } from './admin.route';
 import type { QueryApiApp } from './app';
 
@@ -17,7 +17,7 @@ import type { QueryApiApp } from './app';
 // audit line per call that never holds a key, and the operations themselves through HTTP.
 
 const OPERATOR = 'op_'.padEnd(40, 'x');
-let f: Fixture;
+const f = useFixture();
 let queues: TallyQueues;
 let app: QueryApiApp;
 let off: QueryApiApp;
@@ -39,7 +39,6 @@ function adminDeps(operatorToken: string | undefined): AdminDeps {
 }
 
 beforeAll(async () => {
-  f = await startFixture();
   queues = createQueues(f.redis, { keyPrefix: 'q', shards: 1 });
   const destination = new Writable({
     write(chunk, _enc, cb) {
@@ -53,7 +52,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await closeQueues(queues);
-  await f?.close();
 });
 
 const call = (a: QueryApiApp, method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, key?: string, payload?: unknown) =>

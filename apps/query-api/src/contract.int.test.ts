@@ -3,22 +3,21 @@ import { gzipSync } from 'node:zlib';
 import { PROBLEM_SCHEMA } from '@tally/http';
 import { createLogger } from '@tally/observability';
 import type { LightMyRequestResponse } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, startFixture, view, type Fixture } from '../test/fixture';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { bearer, useFixture, view } from '../test/fixture';
 import type { QueryApiApp } from './app';
 
 // The query API's error contract: every 4xx and 5xx is an RFC 9457 problem (application/problem+json) with a
 // TALLY_ERR_* code and the field at fault; plus what a hostile-input run found at this edge.
 
 const NOW = Date.parse('2024-03-15T12:00:00Z');
-let f: Fixture;
+const f = useFixture();
 let app: QueryApiApp;
 let keys: { read: string; ingest: string; both: string };
 let closing = false;
 const logged: string[] = [];
 
 beforeAll(async () => {
-  f = await startFixture();
   keys = await f.tenant('SHOP_A');
   await f.tenant('SHOP_B');
   await f.apply('SHOP_A', 'UTC', [view('2024-03-15T10:00:00Z', 'P1', 'V1')]);
@@ -33,9 +32,6 @@ beforeAll(async () => {
     log: createLogger({ name: 'query-api-test', level: 'debug', destination }),
     isClosing: () => closing,
   });
-});
-afterAll(async () => {
-  await f?.close();
 });
 
 const get = (url: string, headers: Record<string, string> = bearer(keys.read)) => app.inject({ method: 'GET', url, headers });

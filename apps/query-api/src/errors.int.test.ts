@@ -3,25 +3,21 @@ import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
 import { createTenantDirectory, keyIdOf, revokeKey } from '@tally/tenants';
 import { freePort, startRedis, waitFor } from '@tally/testing';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, startFixture, view, type Fixture } from '../test/fixture';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { badRequest, bearer, useFixture, view } from '../test/fixture';
 import type { QueryApiApp } from './app';
 
 const NOW = Date.parse('2024-03-15T12:00:00Z');
 
-let f: Fixture;
+const f = useFixture();
 let app: QueryApiApp;
 let keys: { read: string; ingest: string; both: string };
 
 beforeAll(async () => {
-  f = await startFixture();
   keys = await f.tenant('SHOP_A');
   await f.tenant('SHOP_B');
   await f.apply('SHOP_A', 'UTC', [view('2024-03-15T10:00:00Z', 'P1', 'V1')]);
   app = await f.app({ now: () => NOW, limits: { maxEntitiesPerRequest: 3, sessionIdleSeconds: 60 } });
-});
-afterAll(async () => {
-  await f?.close();
 });
 
 const get = async (url: string, headers: Record<string, string> = bearer(keys.read)) => {
@@ -76,14 +72,7 @@ describe('bad input: 400 naming the field', () => {
   it.each(cases)('GET %s → 400 field %s', async (url, field, message) => {
     const { status, body } = await get(url);
     expect(status).toBe(400);
-    expect(body).toEqual({
-      type: 'about:blank',
-      title: 'Bad Request',
-      status: 400,
-      code: 'TALLY_ERR_BAD_REQUEST',
-      field,
-      detail: expect.stringMatching(message),
-    });
+    expect(body).toEqual(badRequest(field, expect.stringMatching(message)));
   });
 
   const bodies: Array<[string, unknown, string]> = [

@@ -5,14 +5,13 @@ import { segmentsBodySchema, seriesResponseSchema } from '@tally/contracts';
 import { openApi31Errors } from '@tally/testing';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, startFixture, view, type Fixture } from '../test/fixture';
+import { bearer, useFixture, view } from '../test/fixture';
 
-let f: Fixture;
+const f = useFixture();
 let key: string;
 let dist: string;
 
 beforeAll(async () => {
-  f = await startFixture();
   key = (await f.tenant('SHOP_H')).read;
   await f.apply('SHOP_H', 'UTC', [view('2024-03-15T10:00:00Z', 'P1', 'V1')]);
   await f.flush('SHOP_H');
@@ -25,7 +24,6 @@ beforeAll(async () => {
   writeFileSync(join(dist, 'assets', 'app.js'), 'console.log("tally");');
 });
 afterAll(async () => {
-  await f?.close();
   rmSync(dist, { recursive: true, force: true });
 });
 

@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { BucketEraser, BucketStore } from '@tally/buckets';
 import { HistoryMemo } from '@tally/query';
 import { loadConfigOrExit, queryApiEnv } from '@tally/config';
-import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
+import { connectDynamo, createDynamoMeter } from '@tally/dynamo';
 import { closeHttp, createLogger, createMetrics, installShutdown, logEmitterErrors } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
 import { closeQueues, createQueues, createRedisConnection, describeRedisTarget, QUEUE, queueShards } from '@tally/queues';
@@ -26,23 +26,13 @@ const redis = createRedisConnection(config, {
 });
 logEmitterErrors(log, 'redis', [redis]);
 const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX });
-const dynamo = createDynamoClient({
-  endpoint: config.DYNAMODB_ENDPOINT,
-  region: config.AWS_REGION,
-  maxAttempts: 2,
-  requestTimeoutMs: config.QUERY_TIMEOUT_MS,
-});
-const keysDynamo = createDynamoClient({
-  endpoint: config.DYNAMODB_ENDPOINT,
-  region: config.AWS_REGION,
-  maxAttempts: 1,
-  requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS,
-});
+const dynamo = connectDynamo(config, { maxAttempts: 2, requestTimeoutMs: config.QUERY_TIMEOUT_MS });
+const keysDynamo = connectDynamo(config, { maxAttempts: 1, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
 const directory = createTenantDirectory({ dynamo: keysDynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: config.KEY_CACHE_TTL_MS, log });
 // The admin API: its own Redis connection (queue scans, key deletion) and DynamoDB client (Scans take longer than a query).
 const adminRedis = createRedisConnection(config, { maxRetriesPerRequest: 1 });
 logEmitterErrors(log, 'redis', [adminRedis]);
-const adminDynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
+const adminDynamo = connectDynamo(config);
 const adminQueues = createQueues(adminRedis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
 const admin = {
   db: { dynamo: adminDynamo, table: config.DYNAMODB_TABLE },
@@ -63,6 +53,8 @@ let isShuttingDown = () => false;
 const app = await buildApp({
   log,
   registry,
+  // Stage "merge": every read route answers through @tally/query (engine.ts), which adds the counts still in Redis
+  // to DynamoDB's items by their watermarks (libs/dynamo mergeItems).
   query: {
     buckets,
     dynamo: { client: dynamo, table: config.DYNAMODB_TABLE, meter },

@@ -1,18 +1,16 @@
-import { Counter, type Registry } from 'prom-client';
+import { metricsOn } from '@tally/observability';
+import type { Counter, Registry } from 'prom-client';
 
 export interface QueryApiMetrics {
   segmentCache: Counter<'result'>;
 }
 
 export function createQueryApiMetrics(registry: Registry): QueryApiMetrics {
-  const segmentCache = new Counter({
-    name: 'tally_segment_cache_total',
-    help: "Segment evaluations by visitor-history cache result: hit (the visitor's DynamoDB items were cached) or miss (read from DynamoDB).",
-    labelNames: ['result'],
-    registers: [registry],
-  });
+  const segmentCache = metricsOn(registry).counter(
+    'tally_segment_cache_total',
+    "Segment evaluations by visitor-history cache result: hit (the visitor's DynamoDB items were cached) or miss (read from DynamoDB).",
+    ['result'],
+  );
   for (const result of ['hit', 'miss']) segmentCache.inc({ result }, 0);
-  return {
-    segmentCache,
-  };
+  return { segmentCache };
 }

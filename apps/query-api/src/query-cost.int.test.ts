@@ -1,7 +1,7 @@
 import { createDynamoMeter } from '@tally/dynamo';
 import { createTenantDirectory } from '@tally/tenants';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, startFixture, view, type Fixture } from '../test/fixture';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { badRequest, bearer, useFixture, view } from '../test/fixture';
 import type { QueryApiApp } from './app';
 
 // Long ranges read the coarsest items that cover them, and what one query may read is bounded. DynamoDB requests
@@ -10,13 +10,12 @@ import type { QueryApiApp } from './app';
 const NOW = Date.parse('2026-12-02T12:00:00Z');
 const IDS = Array.from({ length: 100 }, (_, i) => `P${i}`);
 
-let f: Fixture;
+const f = useFixture();
 let app: QueryApiApp;
 let key: string;
 const sent = new Map<string, number>();
 
 beforeAll(async () => {
-  f = await startFixture();
   key = (await f.tenant('SHOP')).read;
   // P0 around both ends of the ten-year range (the days just outside it must not count), P1 in a whole year
   // and in a whole month, P2 only in Redis.
@@ -45,9 +44,6 @@ beforeAll(async () => {
     },
     { step: 'initialize', name: 'countCommands' },
   );
-});
-afterAll(async () => {
-  await f?.close();
 });
 
 // Keys cached for the test's length, so the counted requests are the query's own.
@@ -87,15 +83,12 @@ describe('a ten-year totals request over 100 products', () => {
     // 2016-01-15..2025-12-14: 12 month items of 2016, TOTAL for 2017-2024, 12 month items of 2025 = 25 per product.
     const { status, body } = await get(`/v1/totals?entity=product&ids=${IDS.join(',')}&from=2016-01-15&to=2025-12-14`);
     expect(status).toBe(400);
-    expect(body).toEqual({
-      type: 'about:blank',
-      title: 'Bad Request',
-      status: 400,
-      code: 'TALLY_ERR_BAD_REQUEST',
-      field: 'ids',
-      detail:
+    expect(body).toEqual(
+      badRequest(
+        'ids',
         'this query would read 2500 DynamoDB items (100 rows × 25 items for the range); at most 2000 per query: ask for fewer ids or a shorter range',
-    });
+      ),
+    );
     expect(sent.size).toBe(0);
   });
 

@@ -1,19 +1,18 @@
 import { validateEvents } from '@tally/schema';
 import { setCurrency } from '@tally/tenants';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, order, orderItem, startFixture, times, view, type Fixture } from '../test/fixture';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { bearer, order, orderItem, useFixture, times, view } from '../test/fixture';
 import type { QueryApiApp } from './app';
 
 // The query clock: Friday 2024-03-15 12:00 UTC (a leap year). last30d = 2024-02-15 … 2024-03-15.
 const NOW = Date.parse('2024-03-15T12:00:00Z');
 
-let f: Fixture;
+const f = useFixture();
 let app: QueryApiApp;
 let keyA: string;
 let keyB: string;
 
 beforeAll(async () => {
-  f = await startFixture();
   keyA = (await f.tenant('SHOP_A')).read;
   keyB = (await f.tenant('SHOP_B', 'America/New_York')).read;
   await setCurrency(f.db, 'SHOP_B', 'USD');
@@ -44,9 +43,6 @@ beforeAll(async () => {
   await f.apply('SHOP_B', 'America/New_York', [view('2024-03-15T15:00:00Z', 'P2', 'V1')]);
 
   app = await f.app({ now: () => NOW });
-});
-afterAll(async () => {
-  await f?.close();
 });
 
 const get = async (url: string, key = keyA) => {

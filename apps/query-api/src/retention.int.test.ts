@@ -2,8 +2,8 @@ import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { createDynamoMeter, writeRow } from '@tally/dynamo';
 import { EXPIRES_ATTR, toEpochDay } from '@tally/key-layout';
 import { createTenantDirectory, updateTenant, visitorExpiry } from '@tally/tenants';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, startFixture, view, type Fixture } from '../test/fixture';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { bearer, useFixture, view } from '../test/fixture';
 import type { QueryApiApp } from './app';
 
 // Visitor-history retention: the writer sets a DynamoDB TTL on a visitor's items, and queries and segment rules
@@ -11,13 +11,12 @@ import type { QueryApiApp } from './app';
 // expired items are still there: exactly the state TTL's lag leaves on AWS for up to days).
 
 const NOW = Date.parse('2024-03-15T12:00:00Z');
-let f: Fixture;
+const f = useFixture();
 let app: QueryApiApp;
 let key: string;
 const day = (y: number, m: number, d: number) => (toEpochDay({ year: y, month: m, day: d }) + 1) * 86_400;
 
 beforeAll(async () => {
-  f = await startFixture();
   key = (await f.tenant('SHOP_R')).read;
   await updateTenant(f.db, 'SHOP_R', { historyMonths: 2 }); // March and February 2024 are kept
   await f.apply(
@@ -42,9 +41,6 @@ beforeAll(async () => {
     );
   }
   app = await f.app({ now: () => NOW });
-});
-afterAll(async () => {
-  await f?.close();
 });
 
 const attr = async (pk: string, sk: string) =>

@@ -1,17 +1,16 @@
 import { Registry } from 'prom-client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, order, orderItem, startFixture, times, view, type Fixture } from '../test/fixture';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { bearer, order, orderItem, useFixture, times, view } from '../test/fixture';
 import type { QueryApiApp } from './app';
 
 const NOW = Date.parse('2024-03-15T12:00:00Z');
 
-let f: Fixture;
+const f = useFixture();
 let app: QueryApiApp;
 let registry: Registry;
 let key: string;
 
 beforeAll(async () => {
-  f = await startFixture();
   key = (await f.tenant('SHOP_S')).read;
   await f.apply('SHOP_S', 'UTC', [
     ...times(3, () => view('2024-03-15T10:00:00Z', 'P1', 'V1')),
@@ -27,9 +26,6 @@ beforeAll(async () => {
   ]);
   registry = new Registry();
   app = await f.app({ now: () => NOW, registry });
-});
-afterAll(async () => {
-  await f?.close();
 });
 
 const segments = [

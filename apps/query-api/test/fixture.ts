@@ -8,6 +8,7 @@ import { createTenant, createTenantDirectory, issueKey, type TenantDb } from '@t
 import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
+import { afterAll, beforeAll } from 'vitest';
 import { buildApp, type QueryApiApp } from '../src/app';
 import type { QueryApiDeps } from '../src/deps';
 
@@ -33,7 +34,15 @@ export interface Fixture {
 
 const silentLog = createLogger({ name: 'query-api-test', level: 'silent' });
 
-export async function startFixture(): Promise<Fixture> {
+/** In a test file: the fixture, started before the file's tests (its members are there from then on) and closed after them. */
+export function useFixture(): Fixture {
+  const f = {} as Fixture;
+  beforeAll(async () => void Object.assign(f, await startFixture()));
+  afterAll(async () => f.close?.());
+  return f;
+}
+
+async function startFixture(): Promise<Fixture> {
   const redisServer = await startRedis();
   const dynalite = await startDynalite();
   const table = await createTestTable(dynalite.endpoint);
@@ -145,4 +154,14 @@ export const orderItem = (ts: string, product: string, value: string, visitor?: 
 export const times = <T>(n: number, f: () => T): T[] => Array.from({ length: n }, f);
 
 /** Authorization header of a key. */
+/** The problem body of a 400 for the request member `field`. */
+export const badRequest = (field: string, detail: unknown) => ({
+  type: 'about:blank',
+  title: 'Bad Request',
+  status: 400,
+  code: 'TALLY_ERR_BAD_REQUEST',
+  field,
+  detail,
+});
+
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });

@@ -1,12 +1,15 @@
+import { TallyError } from '@tally/key-layout';
+
 /** Stable codes of the errors this lib throws; the TALLY_ERR_* ones come from the scripts' error replies. */
 export type BucketsErrorCode = 'TALLY_ERR_SUM_OVERFLOW' | 'TALLY_ERR_NOT_A_COUNT' | 'TALLY_ERR_FOLD_CONFLICT' | 'TALLY_ERR_ARGUMENT';
 
 /** A script refused its whole call before writing anything; `code` says why. */
-export class BucketsError extends Error {
-  readonly code: BucketsErrorCode;
-  constructor(code: BucketsErrorCode, message: string, options?: { cause?: unknown }) {
+export class BucketsError extends TallyError<BucketsErrorCode> {
+  constructor(
+    readonly code: BucketsErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
-    this.name = 'BucketsError';
-    this.code = code;
   }
 }

@@ -4,22 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BucketStore } from '@tally/buckets';
-import { createDynamoClient } from '@tally/dynamo';
 import { compileRules, defaultRules } from '@tally/schema';
-import { createTenantAdmin } from '@tally/tenants';
-import {
-  createTestTable,
-  metricValue,
-  REPO_ROOT,
-  startApp,
-  startDynalite,
-  startRedis,
-  waitFor,
-  type AppHandle,
-  type DynaliteHandle,
-  type RedisHandle,
-} from '@tally/testing';
-import { Redis } from 'ioredis';
+import { metricValue, REPO_ROOT, waitFor } from '@tally/testing';
+import { useStack } from '@tally/testing/vitest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 // @tally/client as a user gets it: `npm pack`, installed from the tarball into a project outside the workspace,
@@ -28,10 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 const run = promisify(execFile);
 const STORE = 'PKGSTORE';
 let scratch: string;
-let redisServer: RedisHandle;
-let dyn: DynaliteHandle;
-let aggregator: AppHandle | undefined;
-let table: string;
+const stack = useStack({ tenants: [STORE] });
 
 /** The environment without what `npm test` / `npm run` set for the workspace, so npm in the scratch project acts as a user's. */
 function userEnv(): Record<string, string | undefined> {
@@ -42,11 +26,6 @@ const node = (file: string, redisUrl: string) => run(process.execPath, [file, re
 
 beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), 'tally-client-pkg-'));
-  [redisServer, dyn] = await Promise.all([startRedis(), startDynalite()]);
-  table = await createTestTable(dyn.endpoint);
-  const dynamo = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
-  await createTenantAdmin({ dynamo, table }).createTenant(STORE);
-  dynamo.destroy();
 
   // npm pack runs the package's prepack (the build); the tarball goes outside the workspace.
   const packs = join(scratch, 'packs');
@@ -112,8 +91,6 @@ console.log(JSON.stringify({ ...r, isError: new QueueUnavailableError('x') insta
 }, 480_000);
 
 afterAll(async () => {
-  await aggregator?.kill();
-  await Promise.all([redisServer?.stop(), dyn?.stop()]);
   if (scratch) rmSync(join(scratch, '..'), { recursive: true, force: true });
 });
 
@@ -122,28 +99,21 @@ describe('the packed @tally/client in a project outside the workspace', () => {
     const tsc = join(REPO_ROOT, 'node_modules/typescript/bin/tsc');
     await run(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: scratch, env: userEnv() }); // throws with tsc's errors
 
-    const esm = JSON.parse((await node('esm.mjs', redisServer.url)).stdout);
-    const cjs = JSON.parse((await node('cjs.cjs', redisServer.url)).stdout);
-    const ts = JSON.parse((await node('out/typed.mjs', redisServer.url)).stdout);
+    const esm = JSON.parse((await node('esm.mjs', stack.redisServer.url)).stdout);
+    const cjs = JSON.parse((await node('cjs.cjs', stack.redisServer.url)).stdout);
+    const ts = JSON.parse((await node('out/typed.mjs', stack.redisServer.url)).stdout);
     expect(esm).toMatchObject({ accepted: 3 });
     expect(cjs).toMatchObject({ accepted: 2, refused: 'TALLY_ERR_VALIDATION' });
     expect(ts).toMatchObject({ accepted: 1, isError: true });
 
-    aggregator = await startApp('bucket-aggregator', {
-      env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table, SEALER_ENABLED: 'false' },
-    });
-    await waitFor(async () => metricValue(await aggregator!.metrics(), 'tally_events_applied_total') === 6, {
+    const aggregator = await stack.startApp('bucket-aggregator', { env: { SEALER_ENABLED: 'false' } });
+    await waitFor(async () => metricValue(await aggregator.metrics(), 'tally_events_applied_total') === 6, {
       timeoutMs: 30_000,
       message: '6 events applied',
     });
     expect(metricValue(await aggregator.metrics(), 'tally_batches_applied_total')).toBe(3);
 
-    const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-    try {
-      const [row] = await new BucketStore({ redis, rules: compileRules(defaultRules) }).snapshot(STORE, [STORE]);
-      expect(row!.entries.filter((e) => e.metric === 'v').reduce((s, e) => s + e.value, 0n)).toBe(6n);
-    } finally {
-      redis.disconnect();
-    }
+    const [row] = await new BucketStore({ redis: stack.redis, rules: compileRules(defaultRules) }).snapshot(STORE, [STORE]);
+    expect(row!.entries.filter((e) => e.metric === 'v').reduce((s, e) => s + e.value, 0n)).toBe(6n);
   }, 300_000);
 });

@@ -84,3 +84,18 @@ export const metricsParam = z
 
 /** A point in time, ISO-8601. */
 export const isoSchema = z.string().describe('ISO-8601 instant');
+
+/** The parameters of every read over a range of days besides the range itself: from/to, and the expected store. */
+export const rangeParams = { from: fromParam, to: toParam, store: storeParam };
+
+/** What every answer over a range of days (series, totals) says besides its values. */
+export const rangeAnswerFields = {
+  store: z.string(),
+  timeZone: z.string(),
+  range: z.enum(RANGE_NAMES).nullable().describe('The named range, or null for from/to'),
+  from: z.string().nullable().describe('First day (YYYY-MM-DD); null for allTime'),
+  to: z.string().nullable().describe('Last day (YYYY-MM-DD); null for allTime'),
+  metrics: z.array(z.string()),
+  asOf: isoSchema.describe('When the answer was read: DynamoDB plus every count in Redis until then'),
+  dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),
+};

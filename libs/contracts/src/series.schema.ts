@@ -1,15 +1,5 @@
 import { z } from 'zod';
-import {
-  errorResponses,
-  fromParam,
-  isoSchema,
-  metricsParam,
-  RANGE_NAMES,
-  rangeParam,
-  storeParam,
-  toParam,
-  valuesSchema,
-} from './common.schema';
+import { errorResponses, metricsParam, rangeAnswerFields, rangeParam, rangeParams, valuesSchema } from './common.schema';
 
 export const GRANULARITIES = ['day', 'month', 'year', 'total'] as const;
 export type Granularity = (typeof GRANULARITIES)[number];
@@ -21,28 +11,21 @@ export const seriesQuerySchema = z
     range: rangeParam.describe(
       'today, yesterday, last7d, last30d (default), last3m, last12m, thisMonth, thisYear, or allTime (granularity total only; the default for granularity total)',
     ),
-    from: fromParam,
-    to: toParam,
+    ...rangeParams,
     granularity: z
       .enum(GRANULARITIES)
       .optional()
       .describe(
         'day (default): one point per day; month/year: one point per calendar month/year overlapping the range (whole periods); total: one point for the range',
       ),
-    store: storeParam,
   })
   .strict();
 
 export const seriesResponseSchema = z
   .object({
-    store: z.string(),
-    timeZone: z.string(),
+    ...rangeAnswerFields,
     entity: z.string().describe('The entity as asked, e.g. product:P1'),
     granularity: z.enum(GRANULARITIES),
-    range: z.enum(RANGE_NAMES).nullable().describe('The named range, or null for from/to'),
-    from: z.string().nullable().describe('First day (YYYY-MM-DD); null for allTime'),
-    to: z.string().nullable().describe('Last day (YYYY-MM-DD); null for allTime'),
-    metrics: z.array(z.string()),
     points: z.array(
       z.object({
         period: z.string().describe('2024-03-15 (day), 2024-03 (month), 2024 (year) or total'),
@@ -50,8 +33,6 @@ export const seriesResponseSchema = z
       }),
     ),
     totals: valuesSchema.describe('Sum of the points; for UniqueVisitors the distinct visitors of all the points together'),
-    asOf: isoSchema.describe('When the answer was read: DynamoDB plus every count in Redis until then'),
-    dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),
   })
   .meta({
     examples: [

@@ -1,15 +1,5 @@
 import { z } from 'zod';
-import {
-  errorResponses,
-  fromParam,
-  isoSchema,
-  metricsParam,
-  RANGE_NAMES,
-  rangeParam,
-  storeParam,
-  toParam,
-  valuesSchema,
-} from './common.schema';
+import { errorResponses, metricsParam, rangeAnswerFields, rangeParam, rangeParams, valuesSchema } from './common.schema';
 
 export const totalsQuerySchema = z
   .object({
@@ -20,24 +10,15 @@ export const totalsQuerySchema = z
       .describe('Comma-separated ids, at most MAX_ENTITIES_PER_REQUEST'),
     metrics: metricsParam.describe("Comma-separated metric names; default: the entity's unkeyed metrics"),
     range: rangeParam.describe('A named range (default last30d) or allTime'),
-    from: fromParam,
-    to: toParam,
-    store: storeParam,
+    ...rangeParams,
   })
   .strict();
 
 export const totalsResponseSchema = z
   .object({
-    store: z.string(),
-    timeZone: z.string(),
+    ...rangeAnswerFields,
     entity: z.string(),
-    range: z.enum(RANGE_NAMES).nullable().describe('The named range, or null for from/to'),
-    from: z.string().nullable().describe('First day (YYYY-MM-DD); null for allTime'),
-    to: z.string().nullable().describe('Last day (YYYY-MM-DD); null for allTime'),
-    metrics: z.array(z.string()),
     items: z.array(z.object({ id: z.string(), values: valuesSchema })).describe('One per id, in the order asked'),
-    asOf: isoSchema,
-    dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),
   })
   .meta({
     examples: [

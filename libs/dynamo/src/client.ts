@@ -32,6 +32,20 @@ export function createDynamoClient(opts: DynamoClientOptions): DynamoDBClient {
   });
 }
 
+/** The installation's DynamoDB as its environment names it. */
+export interface DynamoTarget {
+  DYNAMODB_ENDPOINT?: string | undefined;
+  AWS_REGION: string;
+}
+
+/** createDynamoClient for the installation's DynamoDB (DYNAMODB_ENDPOINT, AWS_REGION), with this client's attempts and deadline. */
+export function connectDynamo(
+  target: DynamoTarget,
+  opts: Pick<DynamoClientOptions, 'maxAttempts' | 'requestTimeoutMs'> = {},
+): DynamoDBClient {
+  return createDynamoClient({ endpoint: target.DYNAMODB_ENDPOINT, region: target.AWS_REGION, ...opts });
+}
+
 /** Where a client sends its requests, for messages: the endpoint URL, or `AWS (<region>)`. */
 export async function describeEndpoint(client: DynamoDBClient): Promise<string> {
   const region = await client.config.region();

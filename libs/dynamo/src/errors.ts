@@ -1,8 +1,10 @@
+import { TallyError } from '@tally/key-layout';
+
 /** Stable codes of the errors this lib throws (Fastify's FST_ERR_* style). */
 export type TableErrorCode = 'TALLY_ERR_TABLE_MISSING' | 'TALLY_ERR_TABLE_KEYS';
 
 /** The DynamoDB table is missing or has a key schema Tally cannot use. `message` is one line an operator can act on. */
-export class TableError extends Error {
+export class TableError extends TallyError<TableErrorCode> {
   constructor(
     readonly code: TableErrorCode,
     message: string,
@@ -10,12 +12,11 @@ export class TableError extends Error {
     options?: { cause?: unknown },
   ) {
     super(message, options);
-    this.name = 'TableError';
   }
 }
 
 /** No answer from the DynamoDB endpoint at all (connection refused, timeout, DNS): the service is down or misaddressed. */
-export class DynamoUnreachableError extends Error {
+export class DynamoUnreachableError extends TallyError {
   readonly code = 'TALLY_ERR_DYNAMO_UNREACHABLE';
   constructor(
     message: string,
@@ -23,26 +24,17 @@ export class DynamoUnreachableError extends Error {
     options?: { cause?: unknown },
   ) {
     super(message, options);
-    this.name = 'DynamoUnreachableError';
   }
 }
 
 /** A write that may succeed later: throttling, a 5xx, no answer. The flush job waits and retries. */
-export class RetryableWriteError extends Error {
+export class RetryableWriteError extends TallyError {
   readonly code = 'TALLY_ERR_DYNAMO_RETRYABLE';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'RetryableWriteError';
-  }
 }
 
 /** A write that can never succeed as is (validation error, item over 400 KB): the job goes to the failed set. */
-export class PermanentWriteError extends Error {
+export class PermanentWriteError extends TallyError {
   readonly code = 'TALLY_ERR_DYNAMO_PERMANENT';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'PermanentWriteError';
-  }
 }
 
 /**
@@ -50,7 +42,7 @@ export class PermanentWriteError extends Error {
  * item is read): thrown before the read that would pass the bound (getItems) or after reading at most one item past
  * it (queryItems). `read` counts the items read so far, `needed` those the read would take at least.
  */
-export class ItemBudgetError extends Error {
+export class ItemBudgetError extends TallyError {
   readonly code = 'TALLY_ERR_ITEM_BUDGET';
   constructor(
     readonly needed: number,
@@ -60,6 +52,5 @@ export class ItemBudgetError extends Error {
     super(
       `the read needs at least ${needed} DynamoDB items, ${spilled === 1 ? 'one spilled item' : `${spilled} spilled items`} with overflow items among them; at most ${max}`,
     );
-    this.name = 'ItemBudgetError';
   }
 }

@@ -1,7 +1,8 @@
 import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { compileRules, defaultRules, rollup, validateEvents } from '@tally/schema';
-import { createTestTable, startDynalite, type DynaliteHandle } from '@tally/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestTable, type DynaliteHandle } from '@tally/testing';
+import { useDynalite } from '@tally/testing/vitest';
+import { describe, expect, it } from 'vitest';
 import {
   createDynamoClient,
   createDynamoMeter,
@@ -19,14 +20,21 @@ let dyn: DynaliteHandle;
 let client: DynamoDBClient;
 const meter = createDynamoMeter();
 const deps = (table: string) => ({ client, table, meter });
+/** deps whose writer is killed (throws SIGKILL) right after its `crashAt`-th successful UpdateItem. */
+const crashingAt = (table: string, crashAt: number) => {
+  let n = 0;
+  return {
+    ...deps(table),
+    afterUpdate: () => {
+      if (++n === crashAt) throw new Error('SIGKILL');
+    },
+  };
+};
 
-beforeAll(async () => {
-  dyn = await startDynalite();
-  client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
-});
-afterAll(async () => {
-  client?.destroy();
-  await dyn?.stop();
+useDynalite((d) => {
+  dyn = d;
+  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' });
+  return () => client.destroy();
 });
 
 async function item(table: string, pk: string, sk: string) {
@@ -166,14 +174,7 @@ describe('writeRow', () => {
     expect(await writeRow(deps(table), 'S', batch1)).toEqual({ updates: 0, conditionFailures: 2 });
     // A crash after the month row, before TOTAL: the retry writes only TOTAL.
     const batch2 = [...batch1, e(3, '2023-124', 'v', 10)];
-    let n = 0;
-    const crashing = {
-      ...deps(table),
-      afterUpdate: () => {
-        if (++n === 1) throw new Error('SIGKILL');
-      },
-    };
-    await expect(writeRow(crashing, 'S', batch2.slice(2))).rejects.toThrow('SIGKILL');
+    await expect(writeRow(crashingAt(table, 1), 'S', batch2.slice(2))).rejects.toThrow('SIGKILL');
     expect(await writeRow(deps(table), 'S', batch2)).toEqual({ updates: 1, conditionFailures: 2 });
     // Two writers with overlapping reads of the outbox at once.
     const batch3 = [...batch2, e(4, '2023-125', 'v', 100), e(5, '2023-125', 'v', 1000)];
@@ -217,14 +218,7 @@ describe('writeRow', () => {
     // Crash after the 1st, 4th and 9th successful UpdateItem of successive runs; then one run to the end, while
     // a second writer with the same outbox races it.
     for (const crashAt of [1, 4, 9]) {
-      let n = 0;
-      const crashing = {
-        ...deps(table),
-        afterUpdate: () => {
-          if (++n === crashAt) throw new Error('SIGKILL');
-        },
-      };
-      await expect(writeRow(crashing, pk, entries)).rejects.toThrow('SIGKILL');
+      await expect(writeRow(crashingAt(table, crashAt), pk, entries)).rejects.toThrow('SIGKILL');
       // Mid-bucket, a query merging DynamoDB with the outbox still sees every count exactly once.
       const { items } = await queryItems(deps(table), pk, 'M2023-05', 'M2023-05');
       const total = await getItem(deps(table), pk, 'TOTAL');
@@ -262,14 +256,7 @@ describe('writeRow', () => {
     // Crash after the 2nd, 9th, 17th and 25th successful UpdateItem (spill marks included) of successive runs, of
     // the 69 a run without crashes makes.
     for (const crashAt of [2, 9, 17, 25]) {
-      let n = 0;
-      const crashing = {
-        ...deps(table),
-        afterUpdate: () => {
-          if (++n === crashAt) throw new Error('SIGKILL');
-        },
-      };
-      await expect(writeRow(crashing, pk, entries)).rejects.toThrow('SIGKILL');
+      await expect(writeRow(crashingAt(table, crashAt), pk, entries)).rejects.toThrow('SIGKILL');
       expect(mergeItems(await all(), entries)).toEqual(expected);
     }
     await Promise.all([writeRow(deps(table), pk, entries), writeRow(deps(table), pk, entries)]);

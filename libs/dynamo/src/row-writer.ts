@@ -1,4 +1,11 @@
-import { GetItemCommand, UpdateItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import {
+  GetItemCommand,
+  UpdateItemCommand,
+  type AttributeValue,
+  type DynamoDBClient,
+  type UpdateItemCommandInput,
+  type UpdateItemCommandOutput,
+} from '@aws-sdk/client-dynamodb';
 import type { ConsumedCapacity } from '@aws-sdk/client-dynamodb';
 import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
@@ -194,23 +201,16 @@ async function writeItem(
       adds.push(`#a${i} :v${i}`);
       i++;
     }
-    const started = performance.now();
     let written = false;
     let spilledAt: ItemPosition | undefined;
     let grown: ItemPosition | undefined;
-    try {
-      const out = await deps.client.send(
-        new UpdateItemCommand({
-          TableName: deps.table,
-          Key: { pk: { S: pk }, sk: { S: sk } },
-          UpdateExpression: `${set} ADD ${adds.join(', ')}`,
-          ConditionExpression: condition,
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-          ReturnConsumedCapacity: 'TOTAL',
-        }),
-      );
-      deps.meter.observe('UpdateItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
+    const out = await updateItem(deps, pk, sk, {
+      UpdateExpression: `${set} ADD ${adds.join(', ')}`,
+      ConditionExpression: condition,
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: values,
+    });
+    if (out) {
       result.updates++;
       written = true;
       if (rides) {
@@ -230,10 +230,7 @@ async function writeItem(
         pending = pending.slice(taken);
       }
       if (writeUnits(out.ConsumedCapacity) >= SPILL_AT_KB) grown = at;
-    } catch (err) {
-      const outcome = classifyError(err);
-      deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
-      if (outcome !== 'condition_failed') throw wrapWriteError(err, outcome, pk, sk);
+    } else {
       result.conditionFailures++;
       // The refusal may be the extra's condition: leave the extra to the caller, and retry the counts without it.
       extra = undefined;
@@ -273,34 +270,23 @@ function writeUnits(consumed: ConsumedCapacity | undefined): number {
  * have moved it meanwhile; the next UpdateItem then finds out as usual). True when marked.
  */
 async function markSpilled(deps: RowWriterDeps, pk: string, sk: string, at: ItemPosition, result: RowWriteResult): Promise<boolean> {
-  const started = performance.now();
-  try {
-    const out = await deps.client.send(
-      new UpdateItemCommand({
-        TableName: deps.table,
-        Key: { pk: { S: pk }, sk: { S: sk } },
-        UpdateExpression: 'SET #ov = :one',
-        ConditionExpression: `#wm = :wm AND ${at.wp === undefined ? 'attribute_not_exists(#wp)' : '#wp = :wp'} AND attribute_not_exists(#ov)`,
-        ExpressionAttributeNames: { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR },
-        ExpressionAttributeValues: {
-          ':one': { N: '1' },
-          ':wm': { N: String(at.wm) },
-          ...(at.wp === undefined ? {} : { ':wp': { N: String(at.wp) } }),
-        },
-        ReturnConsumedCapacity: 'TOTAL',
-      }),
-    );
-    deps.meter.observe('UpdateItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
-    result.updates++;
-    await deps.afterUpdate?.(pk, sk);
-    return true;
-  } catch (err) {
-    const outcome = classifyError(err);
-    deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
-    if (outcome !== 'condition_failed') throw wrapWriteError(err, outcome, pk, sk);
+  const out = await updateItem(deps, pk, sk, {
+    UpdateExpression: 'SET #ov = :one',
+    ConditionExpression: `#wm = :wm AND ${at.wp === undefined ? 'attribute_not_exists(#wp)' : '#wp = :wp'} AND attribute_not_exists(#ov)`,
+    ExpressionAttributeNames: { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR },
+    ExpressionAttributeValues: {
+      ':one': { N: '1' },
+      ':wm': { N: String(at.wm) },
+      ...(at.wp === undefined ? {} : { ':wp': { N: String(at.wp) } }),
+    },
+  });
+  if (!out) {
     result.conditionFailures++;
     return false;
   }
+  result.updates++;
+  await deps.afterUpdate?.(pk, sk);
+  return true;
 }
 
 /** How many whole buckets from the head fit one UpdateItem (at least one; never one that needs parts). */
@@ -362,8 +348,36 @@ export async function readForWrite(
   }
 }
 
+/**
+ * One UpdateItem of the item pk / sk, metered: its output, or undefined when its condition refused it; any other
+ * error as RetryableWriteError or PermanentWriteError.
+ */
+export async function updateItem(
+  deps: RowWriterDeps,
+  pk: string,
+  sk: string,
+  update: Pick<
+    UpdateItemCommandInput,
+    'UpdateExpression' | 'ConditionExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues'
+  >,
+): Promise<UpdateItemCommandOutput | undefined> {
+  const started = performance.now();
+  try {
+    const out = await deps.client.send(
+      new UpdateItemCommand({ TableName: deps.table, Key: { pk: { S: pk }, sk: { S: sk } }, ...update, ReturnConsumedCapacity: 'TOTAL' }),
+    );
+    deps.meter.observe('UpdateItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
+    return out;
+  } catch (err) {
+    const outcome = classifyError(err);
+    deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
+    if (outcome !== 'condition_failed') throw wrapWriteError(err, outcome, pk, sk);
+    return undefined;
+  }
+}
+
 /** A DynamoDB error of a write as RetryableWriteError or PermanentWriteError, naming the item. */
-export function wrapWriteError(err: unknown, outcome: string, pk: string, sk: string): Error {
+function wrapWriteError(err: unknown, outcome: string, pk: string, sk: string): Error {
   const msg = `${(err as Error)?.name ?? 'Error'}: ${(err as Error)?.message ?? String(err)} (item ${pk} / ${sk})`;
   if (outcome === 'throttled' || outcome === 'unavailable' || outcome === 'error') return new RetryableWriteError(msg, { cause: err });
   return new PermanentWriteError(msg, { cause: err });

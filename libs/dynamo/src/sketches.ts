@@ -1,9 +1,9 @@
-import { UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { cellsOfDay, parseDayKey, SKETCH_VERSION_ATTR } from '@tally/key-layout';
 import { brotliCompressSync, brotliDecompressSync } from 'node:zlib';
 import { entriesByItem, type CountEntry } from './cells';
-import { readForWrite, writeRow, wrapWriteError, type ItemExtra, type RowWriteResult, type RowWriterDeps } from './row-writer';
-import { classifyError } from './meter';
+import { PermanentWriteError } from './errors';
+import { readForWrite, updateItem, writeRow, type ItemExtra, type RowWriteResult, type RowWriterDeps } from './row-writer';
 
 /**
  * Distinct-count sketches in DynamoDB (docs/DESIGN.md "Unique visitors"). A row's sketch of a day, month, year
@@ -123,27 +123,17 @@ export async function writeSketchItem(
 ): Promise<number> {
   for (let attempt = 1; ; attempt++) {
     const parts = sketchUpdateParts(await prepareSketchItem(deps, union, pk, sk, attrs));
-    const started = performance.now();
-    try {
-      const out = await deps.client.send(
-        new UpdateItemCommand({
-          TableName: deps.table,
-          Key: { pk: { S: pk }, sk: { S: sk } },
-          UpdateExpression: `SET ${parts.set.join(', ')}`,
-          ConditionExpression: parts.condition,
-          ExpressionAttributeNames: parts.names,
-          ExpressionAttributeValues: parts.values,
-          ReturnConsumedCapacity: 'TOTAL',
-        }),
-      );
-      deps.meter.observe('UpdateItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
+    const out = await updateItem(deps, pk, sk, {
+      UpdateExpression: `SET ${parts.set.join(', ')}`,
+      ConditionExpression: parts.condition,
+      ExpressionAttributeNames: parts.names,
+      ExpressionAttributeValues: parts.values,
+    });
+    if (out) {
       await deps.afterUpdate?.(pk, sk);
       return attempt;
-    } catch (err) {
-      const outcome = classifyError(err);
-      deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
-      if (outcome !== 'condition_failed' || attempt >= 20) throw wrapWriteError(err, outcome, pk, sk);
     }
+    if (attempt >= 20) throw new PermanentWriteError(`item ${pk} / ${sk}: the sketch write's version condition failed ${attempt} times`);
   }
 }
 

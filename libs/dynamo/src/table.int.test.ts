@@ -1,8 +1,9 @@
 import { createRequire } from 'node:module';
 import type { Server } from 'node:http';
 import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { createTestTable, freePort, startDynalite, type DynaliteHandle } from '@tally/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestTable, freePort, type DynaliteHandle } from '@tally/testing';
+import { useDynalite } from '@tally/testing/vitest';
+import { describe, expect, it } from 'vitest';
 import { DynamoUnreachableError, TableError, checkTable, createDynamoClient, ensureTable } from './index';
 
 let dyn: DynaliteHandle;
@@ -10,13 +11,10 @@ let client: DynamoDBClient;
 let n = 0;
 const fresh = () => `tally_table_test_${process.pid}_${++n}`;
 
-beforeAll(async () => {
-  dyn = await startDynalite();
-  client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
-});
-afterAll(async () => {
-  client?.destroy();
-  await dyn?.stop();
+useDynalite((d) => {
+  dyn = d;
+  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' });
+  return () => client.destroy();
 });
 
 async function createWithKeys(name: string, keys: Array<[string, 'S' | 'N', 'HASH' | 'RANGE']>): Promise<void> {

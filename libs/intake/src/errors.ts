@@ -1,7 +1,8 @@
+import { TallyError } from '@tally/key-layout';
 import type { EventError } from '@tally/schema';
 
 /** One or more events are invalid; `errors` names each by index, field and reason. Nothing was enqueued. */
-export class ValidationError extends Error {
+export class ValidationError extends TallyError {
   readonly code = 'TALLY_ERR_VALIDATION';
   constructor(readonly errors: EventError[]) {
     const first = errors
@@ -10,31 +11,28 @@ export class ValidationError extends Error {
       .join('; ');
     const more = errors.length > 3 ? `; and ${errors.length - 3} more` : '';
     super(`${errors.length} invalid event field${errors.length === 1 ? '' : 's'}: ${first}${more}`);
-    this.name = 'ValidationError';
   }
 }
 
 /** More events in one call (or HTTP request) than the limit allows. Nothing was enqueued. */
-export class TooManyEventsError extends Error {
+export class TooManyEventsError extends TallyError {
   readonly code = 'TALLY_ERR_TOO_MANY_EVENTS';
   constructor(
     readonly count: number,
     readonly limit: number,
   ) {
     super(`${count} events in one batch; the limit is ${limit}`);
-    this.name = 'TooManyEventsError';
   }
 }
 
 /** A store id or an idempotency key that cannot be used; `field` names it. */
-export class InvalidArgumentError extends Error {
+export class InvalidArgumentError extends TallyError {
   readonly code = 'TALLY_ERR_INVALID_ARGUMENT';
   constructor(
     readonly field: 'store' | 'idempotencyKey' | 'events',
     message: string,
   ) {
     super(message);
-    this.name = 'InvalidArgumentError';
   }
 }
 
@@ -42,13 +40,12 @@ export class InvalidArgumentError extends Error {
  * The idempotency key was already used, within the dedupe window, for a batch with other events: nothing was
  * enqueued. A retry must send the same events; a new batch needs a new key.
  */
-export class IdempotencyConflictError extends Error {
+export class IdempotencyConflictError extends TallyError {
   readonly code = 'TALLY_ERR_IDEMPOTENCY_CONFLICT';
   constructor(readonly idempotencyKey: string) {
     super(
       `idempotency key ${JSON.stringify(idempotencyKey)} was already used for a batch with other events; nothing was accepted (send the same events to retry, or use a new key for a new batch)`,
     );
-    this.name = 'IdempotencyConflictError';
   }
 }
 
@@ -56,12 +53,8 @@ export class IdempotencyConflictError extends Error {
  * Redis did not take the batch (unreachable, not ready, timed out). Whether the jobs were written is unknown only
  * when the connection broke mid-command; retrying with the same idempotency key is always safe.
  */
-export class QueueUnavailableError extends Error {
+export class QueueUnavailableError extends TallyError {
   readonly code = 'TALLY_ERR_QUEUE_UNAVAILABLE';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'QueueUnavailableError';
-  }
 }
 
 /**
@@ -69,7 +62,7 @@ export class QueueUnavailableError extends Error {
  * it waits in the events queue's failed set), and refuses the store's calls at once for a while after. Create the
  * tenant, then replay the refused batches (see the client's README); nothing of this call was enqueued.
  */
-export class UnknownStoreError extends Error {
+export class UnknownStoreError extends TallyError {
   readonly code = 'TALLY_ERR_UNKNOWN_STORE';
   constructor(
     readonly store: string,
@@ -79,6 +72,5 @@ export class UnknownStoreError extends Error {
       `store ${JSON.stringify(store)} has no tenant: Tally's aggregator refused a batch for it at ${refusedAt.toISOString()} and nothing of this call was enqueued. ` +
         `Create the tenant (npm run tenants -- create ${store}), then replay the refused batches (npm run dlq -- replay events --reason 'unknown store ${store}')`,
     );
-    this.name = 'UnknownStoreError';
   }
 }

@@ -1,11 +1,4 @@
-export {
-  IdempotencyConflictError,
-  InvalidArgumentError,
-  QueueUnavailableError,
-  TooManyEventsError,
-  UnknownStoreError,
-  ValidationError,
-} from './errors';
+export * from './errors';
 export { createProducerConnection, waitForReady, type ProducerConnectionOptions } from './connection';
 export {
   batchFingerprint,

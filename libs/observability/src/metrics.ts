@@ -1,4 +1,4 @@
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export interface Metrics {
   registry: Registry;
@@ -13,4 +13,15 @@ export function createMetrics(opts: { app: string }): Metrics {
   registry.setDefaultLabels({ app: opts.app });
   collectDefaultMetrics({ register: registry, prefix: 'tally_' });
   return { registry };
+}
+
+/** Makers of counters, gauges and histograms registered on `registry`, for an app's metric table. */
+export function metricsOn(registry: Registry) {
+  const registers = [registry];
+  return {
+    counter: <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
+      new Counter<L>({ name, help, labelNames, registers }),
+    gauge: (name: string, help: string) => new Gauge({ name, help, registers }),
+    histogram: (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers }),
+  };
 }

@@ -2,8 +2,9 @@ import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, SPILL_AT_KB, SpilledItems, writeRow } from '@tally/dynamo';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
-import { createTestTable, dynamoDbLocalUnavailable, startDynalite, startDynamoDbLocal, startRedis, type RedisHandle } from '@tally/testing';
-import { Redis } from 'ioredis';
+import { createTestTable, dynamoDbLocalUnavailable, startDynalite, startDynamoDbLocal } from '@tally/testing';
+import { useRedis } from '@tally/testing/vitest';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { evaluateSegments, explicitRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
 
@@ -35,16 +36,8 @@ function itemBytes(item: Record<string, AttributeValue>): number {
   return n;
 }
 
-let server: RedisHandle;
 let redis: Redis;
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-});
-afterAll(async () => {
-  await redis.quit();
-  await server.stop();
-});
+useRedis((r) => void (redis = r));
 
 const unavailable = dynamoDbLocalUnavailable();
 const backends = [

@@ -13,6 +13,6 @@ export {
   QUEUE_SHARDS,
   type TallyQueues,
 } from './queues';
-export { createShardWorkers } from './workers';
+export { createShardWorkers, type ShardWorkerOptions } from './workers';
 export { jobIdFor } from './job-id';
 export { createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';

@@ -16,41 +16,37 @@ export interface QueueSettings {
 const DAY = 86_400;
 
 /**
+ * Settings of a Tally queue: a stalled job retried up to 20 times, `attempts` with exponential backoff from
+ * `delayMs` (jitter 0.5), completed jobs removed as `removeOnComplete` says, failed jobs kept 14 days (at most
+ * `failedKept`).
+ */
+const queueSettings = (o: {
+  attempts: number;
+  delayMs: number;
+  removeOnComplete: JobsOptions['removeOnComplete'];
+  failedKept: number;
+}): QueueSettings => ({
+  maxStalledCount: 20,
+  jobs: {
+    attempts: o.attempts,
+    backoff: { type: 'exponential', delay: o.delayMs, jitter: 0.5 },
+    removeOnComplete: o.removeOnComplete,
+    removeOnFail: { age: 14 * DAY, count: o.failedKept },
+  },
+});
+
+/**
  * Per-queue settings, exhaustive over the queue names. Worker concurrency and the job lock come from each
  * app's config (AGGREGATOR_CONCURRENCY, WRITER_CONCURRENCY, JOB_LOCK_MS), since operators tune them per deployment. Failed jobs are the dead-letter queue: they are kept
  * for 14 days (count-capped) so an operator can inspect and replay them with tools/dlq.
  */
 export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
-  [QUEUE.events]: {
-    maxStalledCount: 20,
-    jobs: {
-      attempts: 10,
-      backoff: { type: 'exponential', delay: 500, jitter: 0.5 },
-      // Completed batches carry their events (up to ~150 KB each): drop them at once. A retried request is still
-      // counted once: its batch id is remembered by the aggregator for DEDUPE_WINDOW_SECONDS.
-      removeOnComplete: true,
-      removeOnFail: { age: 14 * DAY, count: 100_000 },
-    },
-  },
-  [QUEUE.seal]: {
-    maxStalledCount: 20,
-    jobs: {
-      // A tick is idempotent: ride out a Redis restart or a cluster master's failover (about a minute of attempts).
-      attempts: 8,
-      backoff: { type: 'exponential', delay: 500, jitter: 0.5 },
-      removeOnComplete: { count: 100 },
-      removeOnFail: { age: 14 * DAY, count: 1_000 },
-    },
-  },
-  [QUEUE.dynamoWrites]: {
-    maxStalledCount: 20,
-    jobs: {
-      // DynamoDB throttling and outages do not consume attempts (the job is delayed, see the writer); these
-      // attempts are for unexpected errors only.
-      attempts: 8,
-      backoff: { type: 'exponential', delay: 1_000, jitter: 0.5 },
-      removeOnComplete: true,
-      removeOnFail: { age: 14 * DAY, count: 100_000 },
-    },
-  },
+  // Completed batches carry their events (up to ~150 KB each): drop them at once. A retried request is still
+  // counted once: its batch id is remembered by the aggregator for DEDUPE_WINDOW_SECONDS.
+  [QUEUE.events]: queueSettings({ attempts: 10, delayMs: 500, removeOnComplete: true, failedKept: 100_000 }),
+  // A tick is idempotent: ride out a Redis restart or a cluster master's failover (about a minute of attempts).
+  [QUEUE.seal]: queueSettings({ attempts: 8, delayMs: 500, removeOnComplete: { count: 100 }, failedKept: 1_000 }),
+  // DynamoDB throttling and outages do not consume attempts (the job is delayed, see the writer); these
+  // attempts are for unexpected errors only.
+  [QUEUE.dynamoWrites]: queueSettings({ attempts: 8, delayMs: 1_000, removeOnComplete: true, failedKept: 100_000 }),
 };

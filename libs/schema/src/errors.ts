@@ -1,8 +1,6 @@
+import { TallyError } from '@tally/key-layout';
+
 /** The rollup rules are invalid; the message names the rule. */
-export class RulesError extends Error {
+export class RulesError extends TallyError {
   readonly code = 'TALLY_ERR_RULES';
-  constructor(message: string) {
-    super(message);
-    this.name = 'RulesError';
-  }
 }

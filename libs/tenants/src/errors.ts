@@ -1,3 +1,5 @@
+import { TallyError } from '@tally/key-layout';
+
 /** Stable codes of the errors this lib throws. */
 export type TenantErrorCode =
   | 'TALLY_ERR_TENANT_EXISTS'
@@ -9,19 +11,17 @@ export type TenantErrorCode =
   | 'TALLY_ERR_INVALID_SCOPES'
   | 'TALLY_ERR_INVALID_LABEL'
   | 'TALLY_ERR_INVALID_BUDGET'
-  | 'TALLY_ERR_INVALID_CURRENCY'
   | 'TALLY_ERR_INVALID_RETENTION'
   | 'TALLY_ERR_VISITOR_NOT_FOUND'
   | 'TALLY_ERR_DELETION_INCOMPLETE';
 
 /** An admin operation on tenants or keys was refused; `message` says what and which store/key. */
-export class TenantError extends Error {
+export class TenantError extends TallyError<TenantErrorCode> {
   constructor(
     readonly code: TenantErrorCode,
     message: string,
   ) {
     super(message);
-    this.name = 'TenantError';
   }
 }
 
@@ -29,10 +29,6 @@ export class TenantError extends Error {
  * DynamoDB did not answer a key or tenant lookup and nothing was known about that key or store from before.
  * Callers answer 503 with Retry-After: known keys keep working from the cache while DynamoDB is down.
  */
-export class TenantsUnavailableError extends Error {
+export class TenantsUnavailableError extends TallyError {
   readonly code = 'TALLY_ERR_TENANTS_UNAVAILABLE';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'TenantsUnavailableError';
-  }
 }

@@ -1,7 +1,10 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
+import type { AppName } from '@tally/config';
 import { startDynalite, type DynaliteHandle, type StartDynaliteOptions } from './dynalite';
+import { startApp, type AppHandle, type StartAppOptions } from './fleet';
 import { startRedis, type RedisHandle, type StartRedisOptions } from './redis';
+import { createTestTable, type TestTenants } from './table';
 
 /** What a `ready` callback may return: a clean-up run after the file's tests, before the service stops. */
 type Cleanup = void | (() => unknown);
@@ -48,4 +51,50 @@ export function useDynalite(ready: (dynalite: DynaliteHandle) => Cleanup, opts: 
     await cleanup?.();
     await dynalite?.stop();
   });
+}
+
+export interface TestStack {
+  redisServer: RedisHandle;
+  dynalite: DynaliteHandle;
+  /** A connection to the redis-server (no per-command retry limit, as BullMQ wants). */
+  redis: Redis;
+  /** The file's DynamoDB table, with `tenants`. */
+  table: string;
+  /** What points an app at these services: REDIS_URL, DYNAMODB_ENDPOINT, DYNAMODB_TABLE. */
+  env: { REDIS_URL: string; DYNAMODB_ENDPOINT: string; DYNAMODB_TABLE: string };
+  /** Starts an app process on these services (`env` under the given one), killed after the file's tests. */
+  startApp(app: AppName, opts?: Partial<StartAppOptions>): Promise<AppHandle>;
+  /** Runs `close` after the file's tests, before the services stop (queues, clients the tests opened). */
+  defer(close: () => unknown): void;
+}
+
+/**
+ * In a test file: a redis-server and dynalite of its own with a table (and `tenants`), started before the file's
+ * tests; after them the apps it started are killed, the deferred clean-ups run and the services stop.
+ */
+export function useStack(opts: { tenants?: TestTenants } = {}): TestStack {
+  const apps: AppHandle[] = [];
+  const closes: Array<() => unknown> = [];
+  const stack = {
+    defer: (close) => void closes.push(close),
+    async startApp(app, o = {}) {
+      const handle = await startApp(app, { ...o, env: { ...stack.env, ...o.env } });
+      apps.push(handle);
+      return handle;
+    },
+  } as TestStack;
+  beforeAll(async () => {
+    const [redisServer, dynalite] = await Promise.all([startRedis(), startDynalite()]);
+    const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+    const table = await createTestTable(dynalite.endpoint, opts.tenants ? { tenants: opts.tenants } : {});
+    const env = { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: table };
+    Object.assign(stack, { redisServer, dynalite, redis, table, env });
+  });
+  afterAll(async () => {
+    await Promise.all(apps.map((a) => a.kill()));
+    for (const close of closes) await close();
+    await stack.redis?.quit();
+    await Promise.all([stack.redisServer?.stop(), stack.dynalite?.stop()]);
+  });
+  return stack;
 }

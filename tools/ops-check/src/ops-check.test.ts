@@ -1,4 +1,5 @@
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createMetrics } from '@tally/observability';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -221,5 +222,26 @@ describe('helpers', () => {
       ),
     ).toEqual(['tally_a_total', 'tally_b', 'up']);
     expect(metricNamesIn('histogram_quantile(0.99, sum by (le) (rate(tally_h_seconds_bucket[5m])))')).toEqual(['tally_h_seconds_bucket']);
+  });
+});
+
+describe('docs/ARCHITECTURE.md', () => {
+  const doc = readFileSync(join(repoRoot, 'docs/ARCHITECTURE.md'), 'utf8');
+
+  it('names only files and folders that exist', () => {
+    const paths = [...doc.matchAll(/`((?:apps|libs|tools|docs|deploy)\/[^`\s]+)`/g)].map((m) => m[1]!);
+    expect(paths.length).toBeGreaterThan(20);
+    expect(paths.filter((p) => !existsSync(join(repoRoot, p)))).toEqual([]);
+  });
+
+  it("maps each stage to a file its app's main.ts imports and marks", () => {
+    const rows = [...doc.matchAll(/^\| (apply|seal|fold|outbox|write|merge) \| `([^`]+main\.ts)` → `([^`]+)`/gm)];
+    expect(rows.map((r) => r[1])).toEqual(['apply', 'seal', 'fold', 'outbox', 'write', 'merge']);
+    for (const [, stage, main, target] of rows) {
+      const source = readFileSync(join(repoRoot, main!), 'utf8');
+      const from = target!.startsWith('libs/') ? `'@tally/${basename(target!)}'` : `'./${basename(target!, '.ts')}'`;
+      expect(source, `${main} imports ${target}`).toContain(` from ${from};`);
+      expect(source, `${main} marks stage ${stage}`).toMatch(new RegExp(`// Stages? .*"${stage}"`));
+    }
   });
 });

@@ -1,0 +1,80 @@
+import {
+  crashPoints,
+  createLogger,
+  createMetrics,
+  installShutdown,
+  logEmitterErrors,
+  queueDepthMetrics,
+  startOpsServer,
+  type LogLevel,
+  type ShutdownStep,
+} from '@tally/observability';
+import { loadRulesOrExit } from '@tally/schema';
+import type { Worker } from 'bullmq';
+import { createRedisConnection, type RedisConnection, type RedisTarget } from './connection';
+import { allQueues, closeQueues, createQueues } from './queues';
+
+/** The variables every queue-worker app reads (libs/config aggregatorEnv and writerEnv). */
+export interface WorkerAppConfig extends RedisTarget {
+  LOG_LEVEL: LogLevel;
+  RULES_FILE?: string | undefined;
+  KEY_PREFIX: string;
+  QUEUE_SHARDS: number;
+  TALLY_CRASH_POINT?: string | undefined;
+  HTTP_HOST: string;
+  HTTP_PORT: number;
+  JOB_LOCK_MS: number;
+}
+
+/**
+ * What a queue-worker app (bucket aggregator, DynamoDB writer) starts with: its logger, rollup rules, metrics
+ * registry, queue layout, crash points and `redis()`, a new worker-grade connection (no per-command retry limit,
+ * as BullMQ workers need). The queues' depth is exported as metrics. `serve` starts the ops server and installs the
+ * shutdown once the app's workers exist.
+ */
+export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: C) {
+  const log = createLogger({ name, level: config.LOG_LEVEL });
+  const rules = loadRulesOrExit(config.RULES_FILE);
+  const { registry } = createMetrics({ app: name });
+  const layout = { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS };
+  const connections: RedisConnection[] = [];
+  const redis = () => {
+    const connection = createRedisConnection(config, { maxRetriesPerRequest: null });
+    connections.push(connection);
+    return connection;
+  };
+  const queues = createQueues(redis(), layout);
+  queueDepthMetrics(registry, allQueues(queues));
+  const worker = { connection: redis(), lockMs: config.JOB_LOCK_MS };
+
+  /**
+   * Logs failed jobs and (throttled) connection and worker errors, serves /metrics and /readyz (Redis answers and
+   * every worker of `ready` runs), and on SIGTERM closes the workers, the queues, the ops server, Redis, then `close`.
+   */
+  async function serve(opts: { workers: Array<Worker | undefined>; ready: Worker[]; started: object; close: ShutdownStep[] }) {
+    const workers = opts.workers.filter((w) => w !== undefined);
+    for (const w of workers) {
+      w.on('failed', (job, err) => log.error({ queue: w.name, jobId: job?.id, err: err.message }, 'job failed'));
+    }
+    // While Redis is down every connection and worker reports each reconnect: one line per distinct error and 10 s.
+    logEmitterErrors(log, 'redis', [...connections, ...allQueues(queues)]);
+    logEmitterErrors(log, 'worker', workers, { level: 'error' });
+    const ops = await startOpsServer({
+      host: config.HTTP_HOST,
+      port: config.HTTP_PORT,
+      registry,
+      log,
+      ready: async () => (await connections[0]!.ping()) === 'PONG' && opts.ready.every((w) => w.isRunning()),
+    });
+    log.info({ port: ops.port, ...opts.started }, `${name} started`);
+    installShutdown(log, [
+      { name: 'workers', run: () => Promise.all(workers.map((w) => w.close())), timeoutMs: 20_000 },
+      { name: 'queues', run: () => closeQueues(queues) },
+      { name: 'ops server', run: () => ops.close() },
+      { name: 'redis', run: () => Promise.all(connections.map((c) => c.quit())) },
+      ...opts.close,
+    ]);
+  }
+
+  return { log, rules, registry, layout, queues, redis, worker, crash: crashPoints(config.TALLY_CRASH_POINT), serve };
+}
