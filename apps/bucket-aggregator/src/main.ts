@@ -42,6 +42,10 @@ const queueRedis = createRedisConnection(config, { maxRetriesPerRequest: null })
 const queues = createQueues(queueRedis, layout);
 queueDepthMetrics(registry, allQueues(queues));
 const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+// The seqs other replicas' sealers set, so that applies to the stores they sealed need no stale retry (a hint:
+// while it is not subscribed, such an apply retries once). ioredis subscribes again after a reconnect.
+const epochRedis = createRedisConnection(config, { maxRetriesPerRequest: null });
+buckets.followEpochs(epochRedis).catch((err: unknown) => log.warn({ err }, 'not following the sealers’ epochs'));
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
 const dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
 const TENANT_CACHE_MS = 60_000;
@@ -81,7 +85,7 @@ for (const w of [...eventsWorkers, sealWorker]) {
   w?.on('failed', (job, err) => log.error({ queue: w.name, jobId: job?.id, err: err.message }, 'job failed'));
 }
 // While Redis is down every connection and worker reports each reconnect: one line per distinct error and 10 s.
-logEmitterErrors(log, 'redis', [workerRedis, scriptRedis, queueRedis, ...allQueues(queues)]);
+logEmitterErrors(log, 'redis', [workerRedis, scriptRedis, queueRedis, epochRedis, ...allQueues(queues)]);
 logEmitterErrors(log, 'worker', [...eventsWorkers, sealWorker], { level: 'error' });
 if (sealWorker) {
   const schedulers = Array.from({ length: config.QUEUE_SHARDS }, (_, shard) => `sealer-${shard}`);
@@ -110,6 +114,6 @@ installShutdown(log, [
   { name: 'workers', run: () => Promise.all([...eventsWorkers.map((w) => w.close()), sealWorker?.close()]), timeoutMs: 20_000 },
   { name: 'queues', run: () => closeQueues(queues) },
   { name: 'ops server', run: () => ops.close() },
-  { name: 'redis', run: () => Promise.all([workerRedis.quit(), scriptRedis.quit()]) },
+  { name: 'redis', run: () => Promise.all([workerRedis.quit(), scriptRedis.quit(), epochRedis.quit()]) },
   { name: 'dynamodb', run: async () => dynamo.destroy() },
 ]);
