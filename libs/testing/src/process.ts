@@ -56,6 +56,13 @@ export interface ProcessHandle {
   signal(signal: NodeJS.Signals): void;
 }
 
+const started: Array<{ pid: number; what: string }> = [];
+
+/** Every process startProcess started in this process, oldest first, with its name: to check that none outlives its owner. */
+export function startedProcesses(): ReadonlyArray<{ pid: number; what: string }> {
+  return started;
+}
+
 interface Line {
   seq: number;
   stream: 'stdout' | 'stderr';
@@ -80,6 +87,7 @@ export async function startProcess(cmd: string, args: readonly string[], opts: S
       reject(new ServiceStartError(`cannot start ${name}: ${why}`, { cause: err }));
     });
   });
+  started.push({ pid, what: name });
   if (opts.reap !== false) trackGroup(pid);
   // After a successful spawn 'error' only reports a failed signal delivery; never let it crash the test process.
   child.on('error', () => undefined);

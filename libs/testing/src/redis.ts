@@ -23,6 +23,12 @@ export interface StartRedisOptions {
   binary?: string;
   /** How long to wait for PONG (AOF loading included). Default 30 s. */
   startTimeoutMs?: number;
+  /** How long stop() waits after SIGTERM before SIGKILL. Default 10 s. */
+  stopTimeoutMs?: number;
+  /** Passed to startProcess: false for a launcher whose redis-server must outlive a crash of it. */
+  reap?: boolean;
+  /** Called with every line redis-server prints. */
+  onLine?: (text: string) => void;
 }
 
 export interface RedisHandle {
@@ -105,7 +111,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisHan
     const args = redisServerArgs({ port, dir, appendonly: opts.appendonly, appendfsync: opts.appendfsync, args: opts.args });
     let proc: ProcessHandle;
     try {
-      proc = await startProcess(binary, args, { name: `redis-server :${port}` });
+      proc = await startProcess(binary, args, { name: `redis-server :${port}`, reap: opts.reap, onLine: opts.onLine });
     } catch (err) {
       if (err instanceof ServiceStartError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
         throw new ServiceStartError(`${binary} is not on PATH; install it with: apt-get install redis-server`, { cause: err });
@@ -164,7 +170,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisHan
       stopped = true;
       if (!current.exit) {
         current.signal('SIGCONT');
-        await current.kill('SIGTERM');
+        await current.kill('SIGTERM', { timeoutMs: opts.stopTimeoutMs });
       }
       if (ownedDir) cleanup(dir);
     },

@@ -27,26 +27,9 @@ export const chaosEnv = z.object({
     .transform((v) => v === '1' || v === 'true'),
 });
 
-export interface ChaosSettings {
-  mode: 'short' | 'long';
-  seed: number;
-  loadSeconds: number;
-  events: number;
-  outageSeconds: number;
-  /** Proxy fault rates while the load runs. */
-  rates: FaultRates;
-  /** SIGKILL + restart rounds per app process (plus one crash-point run for a writer and an aggregator). */
-  killsPerApp: number;
-  redisRestarts: number;
-  dynamoOutages: number;
-  dynaliteKills: number;
-  /** Masters of a local Redis Cluster (0: one redis-server). */
-  redisMasters: number;
-  queueShards: number;
-  echo: boolean;
-}
+export type ChaosSettings = ReturnType<typeof chaosSettings>;
 
-export function chaosSettings(env?: Record<string, string | undefined>): ChaosSettings {
+export function chaosSettings(env?: Record<string, string | undefined>) {
   const c = loadConfig(chaosEnv, env);
   const long = c.TALLY_CHAOS === 'long';
   return {
@@ -55,11 +38,14 @@ export function chaosSettings(env?: Record<string, string | undefined>): ChaosSe
     loadSeconds: c.TALLY_CHAOS_SECONDS ?? (long ? 1_200 : 75),
     events: c.TALLY_CHAOS_EVENTS ?? (long ? 400_000 : 36_000),
     outageSeconds: c.TALLY_CHAOS_OUTAGE_SECONDS ?? (long ? 30 : 7),
-    rates: { throttle: 0.03, error500: 0.01, slow: 0.01, drop: 0.01 },
+    /** Proxy fault rates while the load runs. */
+    rates: { throttle: 0.03, error500: 0.01, slow: 0.01, drop: 0.01 } as FaultRates,
+    /** SIGKILL + restart rounds per app process (plus one crash-point run for a writer and an aggregator). */
     killsPerApp: long ? 6 : 2,
     redisRestarts: long ? 6 : 2,
     dynamoOutages: long ? 2 : 1,
     dynaliteKills: long ? 2 : 1,
+    /** Masters of a local Redis Cluster (0: one redis-server). */
     redisMasters: c.TALLY_CHAOS_REDIS_MASTERS,
     queueShards: c.TALLY_CHAOS_QUEUE_SHARDS,
     echo: c.TALLY_CHAOS_ECHO,

@@ -5,57 +5,23 @@ import {
   checkQueryApi,
   checkTable,
   checkUniqueVisitors,
-  countRetry,
   createRng,
   DEMO_STORES,
   everyBucketRules,
   expectedCounts,
   expectedDistinct,
-  generateLoad,
-  fleetSenders,
-  newLoadStats,
-  runLoad,
+  loadFleet,
   startFleet,
   waitForDrain,
-  type DistinctCheck,
   type Fleet,
   type FleetApp,
-  type LoadStats,
-  type QueryCheck,
-  type StoreEvents,
-  type TableCheck,
 } from '@tally/loadgen';
 import { waitFor, waitForQueuesIdle } from '@tally/testing';
 import { QUEUE, queueShards } from '@tally/queues';
 import type { ChaosSettings } from './chaos-config';
 import { NO_FAULTS, startFaultProxy, type FaultProxy } from './fault-proxy';
 
-export interface ChaosResult {
-  stats: LoadStats;
-  /** sigkill, redis-restart, dynamo-outage, throttle, 500, slow, drop. */
-  faults: Record<string, number>;
-  /** Each process kill, by target. */
-  kills: Record<string, number>;
-  /** After the drain: every counter cell of the table against the expected counts. */
-  table: TableCheck;
-  /** After the drain: the query API against the expected counts. */
-  query: QueryCheck;
-  /** After the drain: UniqueVisitors of the query API against the answers of a run without faults. */
-  uniqueVisitors: DistinctCheck;
-  /** As soon as every batch was applied, flushes still running: the query API must already be exact. */
-  liveQuery: QueryCheck & { backlogAtStart: string };
-  /** Jobs in the failed sets, with their reasons. */
-  failedJobs: string[];
-  /** Apps that exited without being killed by the schedule (crashes), and restarts that died during start-up. */
-  unexpectedExits: string[];
-  startupFailures: number;
-  /** Started pids still alive after teardown. */
-  leakedPids: string[];
-  keyLeaks: string[];
-  /** table + query API mismatches: must be 0. */
-  mismatches: number;
-  summary: string;
-}
+export type ChaosResult = Awaited<ReturnType<typeof runChaos>>;
 
 /** The fault kinds of the summary line, in its order. */
 const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '500', 'slow', 'drop'] as const;
@@ -79,7 +45,7 @@ const describeAction = (a: Action) =>
  * Redis restarts, DynamoDB outages and throttling/500/slow/dropped requests. Then: everything healed and drained,
  * every DynamoDB counter compared with the expected counts, and the query API too.
  */
-export async function runChaos(settings: ChaosSettings, log: (line: string) => void = () => {}): Promise<ChaosResult> {
+export async function runChaos(settings: ChaosSettings, log: (line: string) => void = () => {}) {
   const rng = createRng(settings.seed).fork('faults');
   const faults: Record<string, number> = { sigkill: 0, 'redis-restart': 0, 'dynamo-outage': 0, throttle: 0, '500': 0, slow: 0, drop: 0 };
   const kills: Record<string, number> = {};
@@ -143,38 +109,30 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const monitor = setInterval(checkExits, 500);
 
     // The load.
-    const stats = newLoadStats();
-    const onRetry = countRetry(stats);
-    const accepted: StoreEvents[] = [];
-    const retry = { deadlineMs: 600_000, maxDelayMs: 1_000, onRetry };
-    const senders = fleetSenders(f, retry);
     p.setRates(settings.rates);
-    const load = runLoad(
-      {
-        batches: generateLoad({
-          seed: settings.seed,
-          stores: DEMO_STORES,
-          products: 300,
-          visitors: 1_500,
-          now: () => Date.now(),
-          maxEvents: settings.events,
-          batchSize: [20, 150],
-          lateShare: 0.15,
-          previousMonthShare: 0.5,
-          badShare: 0.03,
-          extremeShare: 0.05,
-        }),
-        senders,
-        clientShare: 0.3,
-        seed: settings.seed,
-        rate: settings.events / settings.loadSeconds,
-        concurrency: 6,
-        duplicateShare: 0.1,
-        partialShare: 0.5,
-        onAccepted: (store, events) => accepted.push({ store, events }),
-      },
+    const {
       stats,
-    );
+      accepted,
+      done: load,
+    } = loadFleet(f, {
+      load: {
+        seed: settings.seed,
+        products: 300,
+        visitors: 1_500,
+        maxEvents: settings.events,
+        batchSize: [20, 150],
+        lateShare: 0.15,
+        previousMonthShare: 0.5,
+        badShare: 0.03,
+        extremeShare: 0.05,
+      },
+      retry: { deadlineMs: 600_000, maxDelayMs: 1_000 },
+      clientShare: 0.3,
+      rate: settings.events / settings.loadSeconds,
+      concurrency: 6,
+      duplicateShare: 0.1,
+      partialShare: 0.5,
+    });
     const progress = setInterval(
       () => {
         log(
@@ -250,7 +208,6 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           await sleep(500 + rng.int(2_500));
           await node.restart();
           await f.cluster?.waitHealthy(60_000);
-          f.trackRedis();
           break;
         }
         case 'outage': {
@@ -265,7 +222,6 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           killed('dynalite');
           await sleep(500 + rng.int(1_500));
           await f.dynalite.restart();
-          f.trackDynalite();
           break;
         }
       }
@@ -273,7 +229,6 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     log(`chaos: ${at()} fault schedule done; waiting for the load to finish`);
     await load;
     clearInterval(progress);
-    await senders.close();
     log(
       `chaos: ${at()} load done: sent ${stats.eventsSent} events in ${stats.batches} batches (http ${stats.byVia.http}, client ${stats.byVia.client}), accepted ${stats.accepted}, rejected ${stats.rejected}, duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}`,
     );
@@ -339,17 +294,27 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     );
     return {
       stats,
+      /** sigkill, redis-restart, dynamo-outage, throttle, 500, slow, drop. */
       faults,
+      /** Each process kill, by target. */
       kills,
+      /** After the drain: every counter cell of the table against the expected counts. */
       table,
+      /** After the drain: the query API against the expected counts. */
       query,
+      /** After the drain: UniqueVisitors of the query API against the answers of a run without faults. */
       uniqueVisitors,
+      /** As soon as every batch was applied, flushes still running: the query API must already be exact. */
       liveQuery,
+      /** Jobs in the failed sets, with their reasons. */
       failedJobs,
+      /** Apps that exited without being killed by the schedule (crashes), and restarts that died during start-up. */
       unexpectedExits,
       startupFailures,
+      /** Started pids still alive after teardown. */
       leakedPids,
       keyLeaks,
+      /** table + query API mismatches: must be 0. */
       mismatches,
       summary,
     };

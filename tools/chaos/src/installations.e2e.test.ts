@@ -4,14 +4,10 @@ import {
   DEMO_STORES,
   everyBucketRules,
   expectedCounts,
-  generateLoad,
-  fleetSenders,
-  newLoadStats,
-  runLoad,
+  loadFleet,
   startFleet,
   waitForDrain,
   type Fleet,
-  type StoreEvents,
 } from '@tally/loadgen';
 import { QUEUE_NAMES, queueShards } from '@tally/queues';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -31,36 +27,15 @@ describe('two installations on one Redis', () => {
     fleets.push(b);
     expect(b.redis.url).toBe(a.redis.url);
 
-    const runOn = async (f: Fleet, seed: number) => {
-      const stats = newLoadStats();
-      const accepted: StoreEvents[] = [];
-      const senders = fleetSenders(f);
-      await runLoad(
-        {
-          batches: generateLoad({
-            seed,
-            stores: DEMO_STORES,
-            products: 40,
-            visitors: 200,
-            now: () => Date.now(),
-            maxEvents: 2_500,
-            batchSize: [10, 60],
-            lateShare: 0.1,
-            badShare: 0.02,
-          }),
-          senders,
-          clientShare: 0.4,
-          seed,
-          concurrency: 4,
-          duplicateShare: 0.1,
-          onAccepted: (store, events) => accepted.push({ store, events }),
-        },
-        stats,
-      );
-      await senders.close();
-      return { stats, accepted };
-    };
-    const [ra, rb] = await Promise.all([runOn(a, 11), runOn(b, 22)]);
+    const runOn = (f: Fleet, seed: number) =>
+      loadFleet(f, {
+        load: { seed, products: 40, visitors: 200, maxEvents: 2_500, batchSize: [10, 60], lateShare: 0.1, badShare: 0.02 },
+        clientShare: 0.4,
+        concurrency: 4,
+        duplicateShare: 0.1,
+      });
+    const [ra, rb] = [runOn(a, 11), runOn(b, 22)];
+    await Promise.all([ra.done, rb.done]);
     expect(ra.stats.accepted).toBeGreaterThan(2_000);
     expect(rb.stats.accepted).toBeGreaterThan(2_000);
 

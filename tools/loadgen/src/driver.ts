@@ -1,7 +1,9 @@
 import type { EventInput } from '@tally/schema';
-import { goodEvents, type LoadBatch } from './generator';
+import type { StoreEvents } from './expected';
+import type { Fleet } from './fleet';
+import { generateLoad, goodEvents, type LoadBatch, type LoadOptions } from './generator';
 import { createRng } from './rng';
-import type { SendOutcome, Sender } from './senders';
+import { clientSender, httpSender, type RetryPolicy, type SendOutcome, type Sender } from './senders';
 
 export interface LoadStats {
   /** Distinct batches sent (duplicates not counted). */
@@ -182,4 +184,43 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
   };
   await Promise.all(Array.from({ length: opts.concurrency ?? 4 }, () => worker()));
   return stats;
+}
+
+export interface FleetLoad {
+  /** Updated as the load runs (retries counted by reason). */
+  stats: LoadStats;
+  /** The accepted events of each batch, once: what the counts must include. */
+  accepted: StoreEvents[];
+  /** Settles when every batch has its definitive answer and both senders are closed. */
+  done: Promise<LoadStats>;
+}
+
+/**
+ * runLoad into a running fleet: `generateLoad(load)` with the fleet's stores, sent through both ways in (HTTP to its
+ * collector with each store's ingest key, libs/client on its queues) with one retry policy, the accepted events
+ * collected for expectedCounts.
+ */
+export function loadFleet(
+  f: Fleet,
+  opts: Omit<RunLoadOptions, 'batches' | 'senders' | 'onAccepted' | 'seed'> & {
+    load: Omit<LoadOptions, 'stores' | 'now'>;
+    retry?: Omit<RetryPolicy, 'onRetry'>;
+  },
+): FleetLoad {
+  const stats = newLoadStats();
+  const accepted: StoreEvents[] = [];
+  const retry = { ...opts.retry, onRetry: countRetry(stats) };
+  const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest, ...retry });
+  const client = clientSender({ ...f.clientTarget(), rules: f.rules, ...retry });
+  const done = runLoad(
+    {
+      ...opts,
+      batches: generateLoad({ now: () => Date.now(), ...opts.load, stores: f.stores }),
+      senders: { http, client },
+      seed: opts.load.seed,
+      onAccepted: (store, events) => accepted.push({ store, events }),
+    },
+    stats,
+  ).finally(() => Promise.all([http.close(), client.close()]));
+  return { stats, accepted, done };
 }

@@ -13,10 +13,10 @@ import {
   normalizeDimValue,
   parseTimestamp,
   rollup,
+  rollupDistinct,
   type CompiledRules,
   type EventInput,
   type NormalizedEvent,
-  type RowDeltas,
 } from '@tally/schema';
 
 /** pk -> sk -> attribute -> exact integer value: what the counter rows of the table hold (or must hold). */
@@ -28,7 +28,7 @@ export interface StoreEvents {
 }
 
 /** An accepted event as the edge normalizes it (ts in epoch ms, value as its decimal text, page paths as keys). */
-export function normalize(rules: CompiledRules, e: EventInput): NormalizedEvent {
+function normalize(rules: CompiledRules, e: EventInput): NormalizedEvent {
   const ts = parseTimestamp(e.ts);
   if (ts === undefined) throw new RangeError(`expectedCounts: event has an unparseable ts ${JSON.stringify(e.ts)}`);
   const dims: Record<string, string> = {};
@@ -51,10 +51,39 @@ export function addCount(table: CounterTable, pk: string, sk: string, attr: stri
 }
 
 /**
+ * Each batch rolled up by `roll` in its store's time zone (default UTC), each `<day>|<attr>` field of the result
+ * spread over its four cells (key-layout cellsOfDay: D<doy> and M<mm> of the month row, total and Y<yyyy> of TOTAL).
+ */
+function eachCell<V>(
+  batches: Iterable<StoreEvents>,
+  rules: CompiledRules,
+  zones: Readonly<Record<string, string>> | ReadonlyMap<string, string>,
+  roll: (store: string, zone: string, events: NormalizedEvent[], into: Map<string, Map<string, V>>) => void,
+  add: (pk: string, sk: string, attr: string, value: V) => void,
+): void {
+  const zoneOf = (store: string) => (zones instanceof Map ? zones.get(store) : (zones as Record<string, string>)[store]) ?? 'UTC';
+  const fields = new Map<string, Map<string, V>>();
+  for (const b of batches) {
+    fields.clear();
+    roll(
+      b.store,
+      zoneOf(b.store),
+      b.events.map((e) => normalize(rules, e)),
+      fields,
+    );
+    for (const [pk, row] of fields) {
+      for (const [field, value] of row) {
+        const bar = field.indexOf('|');
+        for (const cell of cellsOfDay(parseDayKey(field.slice(0, bar)), field.slice(bar + 1))) add(pk, cell.sk, cell.attr, value);
+      }
+    }
+  }
+}
+
+/**
  * The exact DynamoDB attributes that `events` (accepted ones only) must end up as once everything is written:
  * each event rolled up by the rules in its store's time zone (libs/schema rollup), each day count spread over its
- * four cells (key-layout cellsOfDay: D<doy> and M<mm> of the month row, total and Y<yyyy> of TOTAL).
- * `zones` maps store -> IANA zone (default UTC). Pass `into` to accumulate.
+ * four cells. `zones` maps store -> IANA zone (default UTC). Pass `into` to accumulate.
  */
 export function expectedCounts(
   batches: Iterable<StoreEvents>,
@@ -62,26 +91,42 @@ export function expectedCounts(
   zones: Readonly<Record<string, string>> | ReadonlyMap<string, string>,
   into: CounterTable = new Map(),
 ): CounterTable {
-  const zoneOf = (store: string) => (zones instanceof Map ? zones.get(store) : (zones as Record<string, string>)[store]) ?? 'UTC';
-  const deltas: RowDeltas = new Map();
-  for (const b of batches) {
-    deltas.clear();
-    rollup(
-      rules,
-      b.store,
-      zoneOf(b.store),
-      b.events.map((e) => normalize(rules, e)),
-      deltas,
-    );
-    for (const [pk, fields] of deltas) {
-      for (const [field, delta] of fields) {
-        const bar = field.indexOf('|');
-        const day = parseDayKey(field.slice(0, bar));
-        for (const cell of cellsOfDay(day, field.slice(bar + 1))) addCount(into, pk, cell.sk, cell.attr, BigInt(delta));
-      }
-    }
-  }
+  eachCell<number | bigint>(
+    batches,
+    rules,
+    zones,
+    (store, zone, events, deltas) => rollup(rules, store, zone, events, deltas),
+    (pk, sk, attr, delta) => addCount(into, pk, sk, attr, BigInt(delta)),
+  );
   return into;
+}
+
+/** pk -> sk -> attribute -> the members (8-byte sketch members) the cell must hold: what a run without faults writes. */
+export type DistinctTable = Map<string, Map<string, Map<string, Set<string>>>>;
+
+/** The members of every sketch cell (day, month, year, all time) of the accepted events, by the rules' `distinct`. */
+export function expectedDistinct(
+  batches: Iterable<StoreEvents>,
+  rules: CompiledRules,
+  zones: Readonly<Record<string, string>>,
+): DistinctTable {
+  const out: DistinctTable = new Map();
+  eachCell<Set<string>>(
+    batches,
+    rules,
+    zones,
+    (store, zone, events, adds) => rollupDistinct(rules, store, zone, events, adds),
+    (pk, sk, attr, members) => {
+      let row = out.get(pk);
+      if (!row) out.set(pk, (row = new Map()));
+      let item = row.get(sk);
+      if (!item) row.set(sk, (item = new Map()));
+      const cell = item.get(attr) ?? new Set();
+      for (const m of members) cell.add(m);
+      item.set(attr, cell);
+    },
+  );
+  return out;
 }
 
 export interface ScannedTable {
@@ -168,11 +213,4 @@ export function diffCounts(expected: CounterTable, actual: CounterTable, maxSamp
     }
   }
   return diff;
-}
-
-/** Number of (pk, sk, attribute) cells in a table. */
-export function cellCount(table: CounterTable): number {
-  let n = 0;
-  for (const row of table.values()) for (const item of row.values()) n += item.size;
-  return n;
 }

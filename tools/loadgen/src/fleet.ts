@@ -1,12 +1,11 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { AppName } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { allQueues, closeQueues, createQueues, createRedisConnection, type RedisConnection, type TallyQueues } from '@tally/queues';
-import { compileRules, type CompiledRules, type RulesInput } from '@tally/schema';
-import { createTenantAdmin, type TenantAdmin } from '@tally/tenants';
+import { allQueues, closeQueues, createQueues, createRedisConnection } from '@tally/queues';
+import { compileRules, type RulesInput } from '@tally/schema';
+import { createTenantAdmin } from '@tally/tenants';
 import {
   createTestTable,
   isAlive,
@@ -14,10 +13,7 @@ import {
   startDynalite,
   startRedis,
   startRedisCluster,
-  type AppHandle,
-  type DynaliteHandle,
-  type ProcessHandle,
-  type RedisClusterHandle,
+  startedProcesses,
   type RedisHandle,
 } from '@tally/testing';
 import type { StoreSpec } from './generator';
@@ -60,53 +56,9 @@ export interface FleetOptions {
   root?: string;
 }
 
+export type Fleet = Awaited<ReturnType<typeof startFleet>>;
 /** One app process slot (e.g. `dynamo-writer#2`), restartable. */
-export interface FleetApp {
-  readonly name: string;
-  readonly app: AppName;
-  readonly handle: AppHandle;
-  readonly url: string;
-  /** Restarts it (after a SIGKILL, or killing it first), retrying like a supervisor when it dies during start-up. */
-  restart(env?: Record<string, string | undefined>): Promise<{ startupFailures: number }>;
-}
-
-export interface Fleet {
-  /** The Redis (with clusterMasters: the cluster's first master). */
-  redis: RedisHandle;
-  /** The Redis Cluster, with clusterMasters. */
-  cluster: RedisClusterHandle | undefined;
-  dynalite: DynaliteHandle;
-  table: string;
-  rules: CompiledRules;
-  rulesFile: string;
-  zones: Record<string, string>;
-  keys: Record<string, StoreKeys>;
-  apps: FleetApp[];
-  /** The first process of an app. */
-  app(app: AppName): FleetApp;
-  /** Direct DynamoDB client (not through any proxy), for checks. */
-  dynamo: DynamoDBClient;
-  admin: TenantAdmin;
-  /** An inspection connection to Redis (reconnects forever; a Cluster client on a cluster) and the queues on it. */
-  inspect: RedisConnection;
-  queues: TallyQueues;
-  /** KEY_PREFIX of the apps. */
-  prefix: string;
-  /** QUEUE_SHARDS of the apps. */
-  queueShards: number;
-  /** How a libs/client sender reaches this fleet's queues. */
-  clientTarget(): { redisUrl: string; clusterNodes?: Array<{ host: string; port: number }>; keyPrefix: string; queueShards: number };
-  /** Every pid the fleet ever started, with what it was. */
-  pids(): Array<{ pid: number; what: string }>;
-  /** Records the current dynalite pid (after a restart). */
-  trackDynalite(): void;
-  /** Records the current redis-server pid (after a restart). */
-  trackRedis(): void;
-  /** Lines of any process that contained an issued API key (or anything shaped like one). */
-  keyLeaks(): string[];
-  /** Stops everything (apps gracefully, then dynalite and Redis) and removes the temp dirs. */
-  stop(): Promise<void>;
-}
+export type FleetApp = Fleet['apps'][number];
 
 /** Anything shaped like a key Tally issues (`tly_` + 43 base64url characters). */
 const KEY_SHAPE = /tly_[A-Za-z0-9_-]{43}/;
@@ -117,12 +69,12 @@ const KEY_SHAPE = /tly_[A-Za-z0-9_-]{43}/;
  * apps as processes (with replicas). Every process it starts is tracked, and every app's output is watched for
  * API keys.
  */
-export async function startFleet(opts: FleetOptions): Promise<Fleet> {
+export async function startFleet(opts: FleetOptions) {
   const work = mkdtempSync(join(tmpdir(), 'tally-fleet-'));
   const rulesFile = join(work, 'rules.json');
   writeFileSync(rulesFile, JSON.stringify(opts.rules));
   const rules = compileRules(opts.rules);
-  const pids: Array<{ pid: number; what: string }> = [];
+  const firstPid = startedProcesses().length;
   const leaks: string[] = [];
 
   const cluster = opts.clusterMasters
@@ -131,13 +83,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const redis = cluster
     ? cluster.nodes[0]!
     : (opts.redis ?? (await startRedis({ appendonly: true, appendfsync: opts.appendfsync ?? 'always' })));
-  for (const node of cluster?.nodes ?? (opts.redis ? [] : [redis])) pids.push({ pid: node.pid, what: 'redis-server' });
   const dynalite = await startDynalite({ mode: 'child', path: join(work, 'dynalite') });
-  const trackDynalite = () => {
-    const pid = findPid((cmd) => cmd.includes('dynalite') && cmd.includes(`--port\u0000${dynalite.port}\u0000`));
-    if (pid !== undefined && !pids.some((p) => p.pid === pid)) pids.push({ pid, what: 'dynalite' });
-  };
-  trackDynalite();
   const table = await createTestTable(dynalite.endpoint, { prefix: 'fleet' });
   const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
   const admin = createTenantAdmin({ dynamo, table });
@@ -169,20 +115,10 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     ...opts.env,
   };
 
-  const watch = (name: string, proc: ProcessHandle, fromNow = false): void => {
-    proc
-      .waitForLine(KEY_SHAPE, { timeoutMs: 2_000_000_000, fromNow })
-      .then((m) => {
-        leaks.push(`${name}: ${m.input ?? m[0]}`);
-        watch(name, proc, true);
-      })
-      .catch(() => undefined); // the process exited
-  };
-
   const order: AppName[] = ['collector', 'query-api', 'bucket-aggregator', 'dynamo-writer'];
   const started = await Promise.all(
     order.flatMap((app) =>
-      Array.from({ length: opts.replicas?.[app] ?? 1 }, async (_, i): Promise<FleetApp> => {
+      Array.from({ length: opts.replicas?.[app] ?? 1 }, async (_, i) => {
         const name = (opts.replicas?.[app] ?? 1) > 1 ? `${app}#${i + 1}` : app;
         const handle = await startApp(app, {
           env: { ...env, ...opts.appEnv?.[app] },
@@ -190,25 +126,22 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
           echo: opts.echo,
           timeoutMs: 60_000,
           root: opts.root,
+          onLine: (text) => void (KEY_SHAPE.test(text) && leaks.push(`${name}: ${text}`)),
         });
-        pids.push({ pid: handle.process.pid, what: name });
-        watch(name, handle.process);
         return {
           name,
           app,
           handle,
           url: handle.url,
-          async restart(extra) {
+          /** Restarts it (after a SIGKILL, or killing it first), retrying like a supervisor when it dies during start-up. */
+          async restart(extra?: Record<string, string | undefined>) {
             let startupFailures = 0;
             for (;;) {
               try {
                 await handle.restart(extra);
-                pids.push({ pid: handle.process.pid, what: name });
-                watch(name, handle.process);
                 return { startupFailures };
               } catch (err) {
                 // It died before answering /healthz: a supervisor would start it again.
-                pids.push({ pid: handle.process.pid, what: name });
                 startupFailures++;
                 if (startupFailures >= 10) throw err;
                 await new Promise((r) => setTimeout(r, 500));
@@ -227,39 +160,46 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
 
   let stopped = false;
   return {
+    /** The Redis (with clusterMasters: the cluster's first master). */
     redis,
+    /** The Redis Cluster, with clusterMasters. */
     cluster,
     dynalite,
     table,
     rules,
     rulesFile,
+    stores: opts.stores,
     zones,
     keys,
     apps: started,
-    app(app) {
+    /** The first process of an app. */
+    app(app: AppName) {
       const a = started.find((x) => x.app === app);
       if (!a) throw new Error(`the fleet runs no ${app}`);
       return a;
     },
+    /** Direct DynamoDB client (not through any proxy), for checks. */
     dynamo,
     admin,
+    /** An inspection connection to Redis (reconnects forever; a Cluster client on a cluster) and the queues on it. */
     inspect,
     queues,
+    /** KEY_PREFIX of the apps. */
     prefix: env.KEY_PREFIX,
+    /** QUEUE_SHARDS of the apps. */
     queueShards: Number(env.QUEUE_SHARDS),
+    /** How a libs/client sender reaches this fleet's queues. */
     clientTarget: () => ({
       redisUrl: redis.url,
       clusterNodes: cluster?.seeds,
       keyPrefix: env.KEY_PREFIX,
       queueShards: Number(env.QUEUE_SHARDS),
     }),
-    pids: () => [...pids],
-    trackDynalite,
-    trackRedis() {
-      for (const node of cluster?.nodes ?? [redis])
-        if (!pids.some((p) => p.pid === node.pid)) pids.push({ pid: node.pid, what: 'redis-server' });
-    },
+    /** Every process started in this process since the fleet began to start (restarts included), with what it is. */
+    pids: () => startedProcesses().slice(firstPid),
+    /** Lines of any process that contained an issued API key (or anything shaped like one). */
     keyLeaks: () => [...leaks],
+    /** Stops everything (apps gracefully, then dynalite and Redis) and removes the temp dirs. */
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -273,19 +213,6 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
       rmSync(work, { recursive: true, force: true });
     },
   };
-}
-
-/** The first process whose NUL-separated command line satisfies `match` (Linux /proc). */
-function findPid(match: (cmdline: string) => boolean): number | undefined {
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (match(`${readFileSync(`/proc/${entry}/cmdline`, 'latin1')}\u0000`)) return Number(entry);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return undefined;
 }
 
 /** Pids of `pids` that are still running (zombies count as gone). */

@@ -214,25 +214,18 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
     const stream = streams[storeIndex]!;
     for (let i = 0; i < size; i++) events.push(stream.next().value as EventInput);
     good += events.length;
-    const badIndexes: number[] = [];
-    const badKinds: BadEventKind[] = [];
+    const badKindOf = new Map<EventInput, BadEventKind>();
     if (badShare > 0 && badRng.chance(badShare)) {
-      const n = badRng.between(1, 3);
-      for (let i = 0; i < n; i++) {
+      for (let n = badRng.between(1, 3); n > 0; n--) {
         const kind = badRng.pick(BAD_EVENT_KINDS);
         const at = badRng.int(events.length + 1);
-        events.splice(at, 0, badEvent(kind, badRng) as EventInput);
-        // Indexes after the insertion point shift by one.
-        for (let j = 0; j < badIndexes.length; j++) if (badIndexes[j]! >= at) badIndexes[j]!++;
-        badIndexes.push(at);
-        badKinds.push(kind);
+        const bad = badEvent(kind, badRng) as EventInput;
+        events.splice(at, 0, bad);
+        badKindOf.set(bad, kind);
       }
-      const order = badIndexes.map((_, i) => i).sort((a, b) => badIndexes[a]! - badIndexes[b]!);
-      const sortedIdx = order.map((i) => badIndexes[i]!);
-      const sortedKinds = order.map((i) => badKinds[i]!);
-      badIndexes.splice(0, badIndexes.length, ...sortedIdx);
-      badKinds.splice(0, badKinds.length, ...sortedKinds);
     }
+    const badIndexes = events.flatMap((e, i) => (badKindOf.has(e) ? [i] : []));
+    const badKinds = events.flatMap((e) => badKindOf.get(e) ?? []);
     yield { seq, store: store.id, idempotencyKey: `lg${opts.seed}-${store.id}-${seq}`, events, badIndexes, badKinds };
   }
 }

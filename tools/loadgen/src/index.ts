@@ -11,18 +11,18 @@ export {
 } from './generator';
 export {
   addCount,
-  cellCount,
   diffCounts,
   expectedCounts,
+  expectedDistinct,
   scanCounters,
   type CounterTable,
   type CountsDiff,
+  type DistinctTable,
   type ScannedTable,
   type StoreEvents,
 } from './expected';
 export {
   clientSender,
-  fleetSenders,
   httpSender,
   type ClientSenderOptions,
   type HttpSenderOptions,
@@ -31,18 +31,20 @@ export {
   type SendOutcome,
   type Sender,
 } from './senders';
-export { countRetry, newLoadStats, runLoad, type LoadStats, type RunLoadOptions } from './driver';
+export { countRetry, loadFleet, newLoadStats, runLoad, type FleetLoad, type LoadStats, type RunLoadOptions } from './driver';
 export { alivePids, startFleet, type Fleet, type FleetApp, type FleetOptions, type StoreKeys } from './fleet';
 export {
   backlog,
+  checkCounts,
   checkQueryApi,
   checkTable,
+  checkUniqueVisitors,
   keysEverywhere,
   waitForDrain,
   type Backlog,
+  type DistinctCheck,
   type QueryCheck,
   type QueryCheckOptions,
   type TableCheck,
 } from './verify';
 export { DEMO_STORES, everyBucketRules } from './presets';
-export { checkUniqueVisitors, expectedDistinct, type DistinctCheck, type DistinctTable } from './distinct-check';

@@ -1,6 +1,5 @@
 import { createTallyClient, QueueUnavailableError, ValidationError, type TallyClient } from '@tally/client';
 import type { CompiledRules, EventError } from '@tally/schema';
-import type { Fleet } from './fleet';
 import type { LoadBatch } from './generator';
 
 /** The definitive answer to one batch, after retrying what deserved a retry (same Idempotency-Key every time). */
@@ -169,14 +168,4 @@ export function clientSender(opts: ClientSenderOptions): Sender {
     },
     close: () => client.close(),
   };
-}
-
-/**
- * Both ways into a running fleet, with one retry policy: HTTP to its collector with each store's ingest key, and
- * libs/client on its queues. `close()` closes both.
- */
-export function fleetSenders(f: Fleet, retry: RetryPolicy = {}): { http: Sender; client: Sender; close(): Promise<void> } {
-  const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest, ...retry });
-  const client = clientSender({ ...f.clientTarget(), rules: f.rules, ...retry });
-  return { http, client, close: async () => void (await Promise.all([http.close(), client.close()])) };
 }

@@ -1,11 +1,22 @@
-import { seriesResponseSchema, totalsResponseSchema } from '@tally/contracts';
+import { randomUUID } from 'node:crypto';
+import { EXACT_THRESHOLD } from '@tally/buckets';
+import { seriesResponseSchema, totalsResponseSchema, UNIQUE_VISITORS } from '@tally/contracts';
 import { formatDate, localDate, monthSk, parseMonthSk, TOTAL_SK, fromDayOfYear, dayOfYear } from '@tally/key-layout';
 import { QUEUE, queueShards, type RedisConnection } from '@tally/queues';
 import { decimalToUnits, parseMetricName } from '@tally/schema';
 import { Cluster } from 'ioredis';
 import { waitFor, waitForQueuesIdle } from '@tally/testing';
 import type { z } from 'zod';
-import { diffCounts, scanCounters, type CounterTable, type CountsDiff, type ScannedTable } from './expected';
+import {
+  diffCounts,
+  expectedCounts,
+  scanCounters,
+  type CounterTable,
+  type CountsDiff,
+  type DistinctTable,
+  type ScannedTable,
+  type StoreEvents,
+} from './expected';
 import type { Fleet } from './fleet';
 
 /** What is still unwritten in Redis, per kind, over all stores. */
@@ -80,6 +91,12 @@ export async function checkTable(fleet: Fleet, expected: CounterTable, maxSample
   return { ...diff, scanned };
 }
 
+/** Waits until everything is written (waitForDrain), then checkTable against the expected counts of `accepted`. */
+export async function checkCounts(fleet: Fleet, accepted: Iterable<StoreEvents>, timeoutMs = 300_000): Promise<TableCheck> {
+  await waitForDrain(fleet, { timeoutMs });
+  return checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones));
+}
+
 export interface QueryCheckOptions {
   /** Products per store whose all-time totals are compared. Default 10 (the most counted). */
   products?: number;
@@ -96,19 +113,12 @@ export interface QueryCheck {
   requests: number;
 }
 
-/**
- * Asks the query API what the table should hold and compares it with `expected` exactly: for every store its day
- * and month series from its first counted day to today and its all-time totals, the all-time totals of its most
- * counted products and the day series of a few visitors. Live answers (DynamoDB plus Redis) must be exact at any
- * time once every accepted batch is applied, flushes in progress or not.
- */
-export async function checkQueryApi(fleet: Fleet, url: string, expected: CounterTable, opts: QueryCheckOptions = {}): Promise<QueryCheck> {
-  const rules = fleet.rules;
-  const out: QueryCheck = { compared: 0, mismatches: [], requests: 0 };
-  /** An answer of the query API, parsed with its contract; undefined (and a mismatch) when it never came or is not one. */
-  const get = async <T>(store: string, path: string, schema: z.ZodType<T>): Promise<T | undefined> => {
+/** A getter of query API answers with the store's read key, parsed with their contract; retried while the API answers
+ * 429/5xx or nothing; undefined (and a line in `out.mismatches`) when no answer came or it is outside the contract. */
+function queryApi(fleet: Fleet, url: string, out: { mismatches: string[]; requests?: number }) {
+  return async <T>(store: string, path: string, schema: z.ZodType<T>): Promise<T | undefined> => {
     for (let attempt = 0; ; attempt++) {
-      out.requests++;
+      if (out.requests !== undefined) out.requests++;
       let res: Response | undefined;
       try {
         res = await fetch(`${url}${path}`, {
@@ -118,9 +128,8 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
         if (res.ok) {
           const parsed = schema.safeParse(await res.json());
           if (parsed.success) return parsed.data;
-          out.mismatches.push(
-            `GET ${path} (${store}) answered outside the contract: ${parsed.error.issues[0]!.path.join('.')}: ${parsed.error.issues[0]!.message}`,
-          );
+          const issue = parsed.error.issues[0]!;
+          out.mismatches.push(`GET ${path} (${store}) answered outside the contract: ${issue.path.join('.')}: ${issue.message}`);
           return undefined;
         }
       } catch {
@@ -133,6 +142,34 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
       await new Promise((r) => setTimeout(r, 500));
     }
   };
+}
+
+/** The first day of a row of the expected table: its smallest month row's smallest day attribute. */
+function firstDay(row: ReadonlyMap<string, ReadonlyMap<string, unknown>> | undefined) {
+  for (const sk of [...(row?.keys() ?? [])].sort()) {
+    const m = parseMonthSk(sk);
+    const days = [...(row!.get(sk)?.keys() ?? [])].filter((a) => a.startsWith('D')).map((a) => Number(a.slice(1, 4)));
+    if (m && days.length > 0) return fromDayOfYear(m.year, Math.min(...days));
+  }
+  return undefined;
+}
+
+/** The day attribute of a series point `yyyy-mm-dd`: its month row and `D<doy>.<attr>`. */
+function dayCell(period: string, attr: string): [sk: string, attr: string] {
+  const [y, mo, d] = period.split('-').map(Number) as [number, number, number];
+  return [monthSk(y, mo), `D${String(dayOfYear(y, mo, d)).padStart(3, '0')}.${attr}`];
+}
+
+/**
+ * Asks the query API what the table should hold and compares it with `expected` exactly: for every store its day
+ * and month series from its first counted day to today and its all-time totals, the all-time totals of its most
+ * counted products and the day series of a few visitors. Live answers (DynamoDB plus Redis) must be exact at any
+ * time once every accepted batch is applied, flushes in progress or not.
+ */
+export async function checkQueryApi(fleet: Fleet, url: string, expected: CounterTable, opts: QueryCheckOptions = {}): Promise<QueryCheck> {
+  const rules = fleet.rules;
+  const out: QueryCheck = { compared: 0, mismatches: [], requests: 0 };
+  const get = queryApi(fleet, url, out);
   const units = (metric: string, v: unknown): bigint | undefined => {
     if (v === undefined || v === null) return 0n;
     // A sum, not one event's value: it may pass the maximum of one value.
@@ -152,17 +189,7 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
 
   const seriesCheck = async (store: string, entity: string, pk: string) => {
     const row = expected.get(pk);
-    // First counted day: the smallest month row, its smallest day attribute.
-    let first: { year: number; month: number; day: number } | undefined;
-    for (const sk of [...(row?.keys() ?? [])].sort()) {
-      const m = parseMonthSk(sk);
-      if (!m) continue;
-      const days = [...row!.get(sk)!.keys()].filter((a) => a.startsWith('D')).map((a) => Number(a.slice(1, 4)));
-      if (days.length === 0) continue;
-      const d = fromDayOfYear(m.year, Math.min(...days));
-      first = { year: d.year, month: d.month, day: d.day };
-      break;
-    }
+    const first = firstDay(row);
     const today = localDate(opts.now ?? Date.now(), fleet.zones[store]!);
     const from = formatDate(first ?? today);
     const to = formatDate(today);
@@ -170,15 +197,9 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
     const day = await get(store, `/v1/series?${q}&granularity=day`, seriesResponseSchema);
     if (day) {
       for (const p of day.points) {
-        const [y, mo, d] = p.period.split('-').map(Number) as [number, number, number];
-        const item = row?.get(monthSk(y, mo));
         for (const metric of day.metrics) {
-          compare(
-            `${store} ${entity} day ${p.period}`,
-            metric,
-            p.values[metric],
-            item?.get(`D${String(dayOfYear(y, mo, d)).padStart(3, '0')}.${attrOf(metric)}`),
-          );
+          const [sk, attr] = dayCell(p.period, attrOf(metric));
+          compare(`${store} ${entity} day ${p.period}`, metric, p.values[metric], row?.get(sk)?.get(attr));
         }
       }
     }
@@ -230,6 +251,86 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
     for (const v of rank('visitor', rules.attrMetric('ViewCount')).slice(0, opts.visitors ?? 3)) {
       await seriesCheck(store, `visitor:${v.id}`, `${store}#visitor#${v.id}`);
     }
+  }
+  return out;
+}
+
+/**
+ * What a run without faults answers for the union of some cells: their exact count when every cell holds at most
+ * EXACT_THRESHOLD members (the cells are exact sets then), else the Redis HLL estimate of the union (PFADD of every
+ * member into a scratch key: a HyperLogLog's registers, and so its count, depend on its members only).
+ */
+async function noFaultAnswer(redis: RedisConnection, cells: ReadonlyArray<Set<string> | undefined>): Promise<number> {
+  const union = new Set<string>();
+  for (const c of cells) for (const m of c ?? []) union.add(m);
+  if (cells.every((c) => (c?.size ?? 0) <= EXACT_THRESHOLD)) return union.size;
+  const key = `chaos-check:{uv}:${randomUUID()}`;
+  const members = [...union].map((m) => Buffer.from(m, 'latin1'));
+  for (let i = 0; i < members.length; i += 5_000) await redis.pfadd(key, ...members.slice(i, i + 5_000));
+  const n = await redis.pfcount(key);
+  await redis.del(key);
+  return n;
+}
+
+export interface DistinctCheck {
+  compared: number;
+  mismatches: string[];
+}
+
+/**
+ * Asks the query API for UniqueVisitors after the drain and compares each answer with what a run without faults
+ * gives (noFaultAnswer): every store's day series from its first day to today, the series' union and all time,
+ * and the all-time count of its products with the most visitors.
+ */
+export async function checkUniqueVisitors(
+  fleet: Fleet,
+  url: string,
+  expected: DistinctTable,
+  opts: { products?: number; now?: number } = {},
+): Promise<DistinctCheck> {
+  const out: DistinctCheck = { compared: 0, mismatches: [] };
+  const rules = fleet.rules;
+  const storeMetric = rules
+    .distinctOf(Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store')
+    .find((d) => d.metric === UNIQUE_VISITORS);
+  if (!storeMetric) return out;
+  const code = storeMetric.attrMetric;
+  const get = queryApi(fleet, url, out);
+  const compare = async (what: string, got: unknown, cells: ReadonlyArray<Set<string> | undefined>) => {
+    out.compared++;
+    const want = await noFaultAnswer(fleet.inspect, cells);
+    if (got !== want) out.mismatches.push(`${what} ${UNIQUE_VISITORS}: query API ${JSON.stringify(got)}, a run without faults ${want}`);
+  };
+  for (const store of Object.keys(fleet.zones)) {
+    const row = expected.get(store);
+    const today = localDate(opts.now ?? Date.now(), fleet.zones[store]!);
+    const first = firstDay(row) ?? today;
+    const range = `${formatDate(first)}..${formatDate(today)}`;
+    const series = await get(
+      store,
+      `/v1/series?metrics=${UNIQUE_VISITORS}&from=${formatDate(first)}&to=${formatDate(today)}&granularity=day`,
+      seriesResponseSchema,
+    );
+    if (series) {
+      const cells = series.points.map((p) => {
+        const [sk, attr] = dayCell(p.period, code);
+        return row?.get(sk)?.get(attr);
+      });
+      for (const [i, p] of series.points.entries()) await compare(`${store} day ${p.period}`, p.values[UNIQUE_VISITORS], [cells[i]]);
+      await compare(`${store} ${range}`, series.totals[UNIQUE_VISITORS], cells);
+    }
+    const all = await get(store, `/v1/series?metrics=${UNIQUE_VISITORS}&range=allTime&granularity=total`, seriesResponseSchema);
+    if (all) await compare(`${store} all time`, all.totals[UNIQUE_VISITORS], [row?.get(TOTAL_SK)?.get(code)]);
+    const products = [...expected.entries()]
+      .filter(([pk]) => pk.startsWith(`${store}#product#`))
+      .map(([pk, r]) => ({ id: pk.slice(`${store}#product#`.length), cell: r.get(TOTAL_SK)?.get(code) }))
+      .sort((a, b) => (b.cell?.size ?? 0) - (a.cell?.size ?? 0) || a.id.localeCompare(b.id))
+      .slice(0, opts.products ?? 10);
+    if (products.length === 0) continue;
+    const ids = products.map((p) => p.id).join(',');
+    const totals = await get(store, `/v1/totals?entity=product&ids=${ids}&metrics=${UNIQUE_VISITORS}&range=allTime`, totalsResponseSchema);
+    for (const [i, item] of (totals?.items ?? []).entries())
+      await compare(`${store} product ${item.id} all time`, item.values[UNIQUE_VISITORS], [products[i]!.cell]);
   }
   return out;
 }

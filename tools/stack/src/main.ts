@@ -6,17 +6,16 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '@tally/config';
-import { freePort, redisServerArgs, startDynalite } from '@tally/testing';
+import { isHealthy, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { APPS, appProcessSpec, type Backends } from './apps';
 import { loadStackConfig, type StackConfig } from './config';
 import { afterStart, type StackContext } from './demo';
 import { ensureTallyTable } from './dynalite';
 import { StackError } from './errors';
-import { waitForHealthy } from './health';
 import { Lifecycle } from './lifecycle';
-import { formatBare, formatLine, formatParsed, type Level, type LineFormat } from './log-lines';
+import { formatBare, lineFormatter, type Level } from './log-lines';
 import { choosePort } from './ports';
-import { redisServerVersion, waitForRedis } from './redis-server';
+import { redisServerVersion } from './redis-server';
 import { RunFile } from './run-file';
 import { Supervisor, type CrashReport, type SupervisorHooks } from './supervisor';
 
@@ -35,14 +34,12 @@ const { env, dataDir, repoRoot } = config;
 
 // ---- output -------------------------------------------------------------------------------------
 process.stdout.on('error', () => {}); // `npm start | head` closing the pipe must not crash the stack
-const format: LineFormat = {
-  color: Boolean(process.stdout.isTTY) && env.NO_COLOR === undefined,
-  nameWidth: Math.max('redis'.length, ...APPS.map((a) => a.name.length)),
-};
+const nameWidth = Math.max('redis'.length, ...APPS.map((a) => a.name.length));
+const format = lineFormatter({ color: Boolean(process.stdout.isTTY) && env.NO_COLOR === undefined, nameWidth });
 const print = (text: string) => process.stdout.write(text + '\n');
 const say = (msg: string, level: Level = 'info') => {
   if (LEVEL_RANK[level] < LEVEL_RANK[env.LOG_LEVEL]) return;
-  print(formatParsed('stack', { time: new Date(), level, msg, fields: {}, stacks: [] }, format));
+  print(format.say('stack', level, msg));
 };
 /** A path as the user would type it: relative below the current directory, else absolute. */
 const shortPath = (p: string) => {
@@ -104,7 +101,7 @@ function reportCrash(r: CrashReport): void {
 
 function hooks(match: string): SupervisorHooks {
   return {
-    onLine: (name, line) => print(formatLine(name, line, format)),
+    onLine: (name, line) => print(format.line(name, line)),
     onSpawn: (name, pid) => {
       runFile.setChild(name, pid, match);
       say(`started ${name} (pid ${pid})`, 'debug');
@@ -116,29 +113,23 @@ function hooks(match: string): SupervisorHooks {
 const supervisorOptions = { stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS, tailLines: 30 };
 
 // ---- start-up -----------------------------------------------------------------------------------
-async function startRedis(version: string): Promise<{ url: string; port?: number; note: string }> {
+async function startRedisServer(version: string): Promise<{ url: string; port?: number; note: string }> {
   const redisDir = path.join(dataDir, 'redis');
   mkdirSync(redisDir, { recursive: true });
-  const port = await freePort();
-  const redis = new Supervisor(
-    {
-      name: 'redis',
-      command: 'redis-server',
-      args: redisServerArgs({ port, dir: redisDir, args: ['--loglevel', 'warning'] }),
-      cwd: repoRoot,
-      env: config.childBaseEnv,
-    },
-    hooks('redis-server'),
-    supervisorOptions,
-  );
-  if (lifecycle.isStopping) return { url: '', note: '' };
-  // SIGTERM makes redis-server shut down like SHUTDOWN: the AOF is flushed and fsynced first.
-  lifecycle.add('redis-server', async () => {
-    if ((await redis.stop()) === 'killed') say(`redis-server did not stop within ${env.STACK_STOP_TIMEOUT_MS} ms; killed`, 'warn');
+  const redis = await startRedis({
+    dir: redisDir,
+    args: ['--loglevel', 'warning'],
+    startTimeoutMs: REDIS_START_TIMEOUT_MS,
+    stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS,
+    reap: false, // a stack that dies leaves it to the next start (run-file.ts), which stops it gently
+    onLine: (line) => print(format.line('redis', line)),
+  }).catch((err: Error) => {
+    throw new StackError('TALLY_ERR_REDIS_START', err.message);
   });
-  redis.start();
-  await waitForRedis(port, REDIS_START_TIMEOUT_MS, () => redis.crashes > 0 || lifecycle.isStopping);
-  return { url: `redis://127.0.0.1:${port}`, port, note: `redis-server ${version}, AOF in ${shortPath(redisDir)}` };
+  runFile.setChild('redis', redis.pid, 'redis-server');
+  // SIGTERM makes redis-server shut down like SHUTDOWN: the AOF is flushed and fsynced first.
+  lifecycle.add('redis-server', () => redis.stop());
+  return { url: redis.url, port: redis.port, note: `redis-server ${version}, AOF in ${shortPath(redisDir)}` };
 }
 
 async function startDynamo(): Promise<{ endpoint: string; port?: number; note: string }> {
@@ -162,7 +153,7 @@ async function start(): Promise<void> {
 
   const redis =
     redisVersion !== undefined
-      ? await startRedis(redisVersion)
+      ? await startRedisServer(redisVersion)
       : cluster
         ? { url: env.REDIS_URL ?? `redis://${cluster.split(',')[0]}`, note: `Redis Cluster from REDIS_CLUSTER_NODES=${cluster}` }
         : { url: env.REDIS_URL!, note: 'from REDIS_URL' };
@@ -216,11 +207,19 @@ async function start(): Promise<void> {
 
   const urls = Object.fromEntries(APPS.map((a) => [a.name, `http://127.0.0.1:${ports.get(a.name)}`])) as StackContext['urls'];
   const healthy = await Promise.all(
-    APPS.map((a) => waitForHealthy(`${urls[a.name]}/healthz`, env.STACK_START_TIMEOUT_MS, () => lifecycle.isStopping)),
+    APPS.map((a) =>
+      waitFor(async () => lifecycle.isStopping || (await isHealthy(`${urls[a.name]}/healthz`)), {
+        timeoutMs: env.STACK_START_TIMEOUT_MS,
+        intervalMs: 200,
+      }).then(
+        () => true,
+        () => false,
+      ),
+    ),
   );
   if (lifecycle.isStopping) return;
 
-  const pad = (s: string) => s.padEnd(format.nameWidth + 2);
+  const pad = (s: string) => s.padEnd(nameWidth + 2);
   const mark = (i: number) => (healthy[i] ? '' : '   (not healthy yet: see its log; it keeps being restarted)');
   print('');
   print(

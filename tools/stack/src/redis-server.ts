@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process';
-import { redisAnswers } from '@tally/testing';
 import { redisNotInstalled, StackError } from './errors';
 
 /** `redis-server --version`, or StackError TALLY_ERR_REDIS_NOT_INSTALLED when it is not on PATH. */
@@ -18,16 +17,4 @@ export function redisServerVersion(bin = 'redis-server'): Promise<string> {
       resolve(/v=(\S+)/.exec(stdout)?.[1] ?? stdout.trim());
     });
   });
-}
-
-/** Polls until Redis answers PING. `gaveUp()` lets the caller stop early (redis-server exited). */
-export async function waitForRedis(port: number, timeoutMs: number, gaveUp: () => boolean = () => false): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    if (await redisAnswers(port)) return;
-    if (gaveUp()) throw new StackError('TALLY_ERR_REDIS_START', `redis-server exited during start-up (see its lines above)`);
-    if (Date.now() > until)
-      throw new StackError('TALLY_ERR_REDIS_START', `redis-server did not answer PING on port ${port} within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }

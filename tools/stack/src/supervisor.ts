@@ -1,5 +1,4 @@
 import { killGroup, startProcess, type ProcessHandle } from '@tally/testing';
-import { LineTail } from './log-lines';
 
 export type StopOutcome = 'not-running' | 'exited' | 'killed';
 
@@ -68,8 +67,8 @@ export class Supervisor {
   private restartTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private consecutiveCrashes = 0;
-  private crashCount = 0;
-  private readonly tail: LineTail;
+  private tail: string[] = [];
+  private readonly tailLines: number;
   private readonly backoff: BackoffPolicy;
   private readonly stopTimeoutMs: number;
   /** Every pid this supervisor ever started, oldest first. */
@@ -80,7 +79,7 @@ export class Supervisor {
     private readonly hooks: SupervisorHooks,
     options: SupervisorOptions = {},
   ) {
-    this.tail = new LineTail(options.tailLines ?? 30);
+    this.tailLines = options.tailLines ?? 30;
     this.backoff = options.backoff ?? defaultBackoff;
     this.stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
   }
@@ -94,15 +93,10 @@ export class Supervisor {
     return this.proc?.exit ? undefined : this.proc?.pid;
   }
 
-  /** How many times the process ended without being asked to. */
-  get crashes(): number {
-    return this.crashCount;
-  }
-
   start(): void {
     if (this.stopping || this.proc || this.starting) return;
     const startedAt = Date.now();
-    this.tail.clear();
+    this.tail = [];
     const { name, command, args, cwd, env } = this.spec;
     this.starting = startProcess(command, args, {
       name,
@@ -111,7 +105,7 @@ export class Supervisor {
       reap: false,
       bufferLines: 1,
       onLine: (line) => {
-        this.tail.push(line);
+        this.tail = [...this.tail, line].slice(-this.tailLines);
         this.hooks.onLine(name, line);
       },
     }).then(
@@ -138,7 +132,6 @@ export class Supervisor {
     const uptimeMs = Date.now() - startedAt;
     if (uptimeMs >= this.backoff.resetAfterMs) this.consecutiveCrashes = 0;
     this.consecutiveCrashes += 1;
-    this.crashCount += 1;
     const restartInMs = backoffDelay(this.consecutiveCrashes, this.backoff);
     this.hooks.onCrash?.({
       name: this.spec.name,
@@ -147,7 +140,7 @@ export class Supervisor {
       signal,
       ...(error ? { error } : {}),
       uptimeMs,
-      lastLines: this.tail.lines(),
+      lastLines: this.tail,
       attempt: this.consecutiveCrashes,
       restartInMs,
     });

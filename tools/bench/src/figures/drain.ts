@@ -147,7 +147,6 @@ async function measureDrain(ctx: FigureContext): Promise<DrainFigure> {
 
     ctx.log('starting dynalite again');
     await fleet.dynalite.restart();
-    fleet.trackDynalite();
     const upAt = (performance.now() - t0) / 1000;
     let firstWriteAt: number | undefined;
     await waitFor(
