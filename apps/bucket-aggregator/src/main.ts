@@ -15,6 +15,10 @@ const { log, rules, registry, layout, queues, redis, worker, crash, serve } = st
 const metrics = createAggregatorMetrics(registry);
 const scriptRedis = redis();
 const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+// The seqs other replicas' sealers set, so that applies to the stores they sealed need no stale retry (a hint:
+// while it is not subscribed, such an apply retries once). ioredis subscribes again after a reconnect.
+const epochRedis = redis();
+buckets.followEpochs(epochRedis).catch((err: unknown) => log.warn({ err }, 'not following the sealers’ epochs'));
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
 const dynamo = connectDynamo(config);
 const TENANT_CACHE_MS = 60_000;

@@ -38,24 +38,42 @@ const rules = compileRules(defaultRules);
 const metrics = createAggregatorMetrics(new Registry());
 const t0 = Date.now() - 10 * BUCKET_MS;
 
-/** Counts the commands a connection sends (pipelined ones included): the round trips a Redis Cluster would see. */
-function counted(redis: Redis): { reset(): number } {
+/**
+ * Counts the commands a connection sends (pipelined ones included), and its round trips: a command sent alone is
+ * one, a pipeline one however many commands it carries.
+ */
+function counted(redis: Redis): { reset(): number; resetRoundTrips(): number } {
   let n = 0;
+  let trips = 0;
+  const pipelines = new WeakSet<object>();
   const send = redis.sendCommand.bind(redis);
   redis.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
     n++;
+    const stream = args[1] as { isPipeline?: boolean } | undefined;
+    if (!stream?.isPipeline) trips++;
+    else if (!pipelines.has(stream)) {
+      pipelines.add(stream);
+      trips++;
+    }
     return send(...args);
   }) as Redis['sendCommand'];
   return {
     reset() {
       const v = n;
       n = 0;
+      trips = 0;
+      return v;
+    },
+    resetRoundTrips() {
+      const v = trips;
+      n = 0;
+      trips = 0;
       return v;
     },
   };
 }
-let scriptCommands: { reset(): number };
-let queueCommands: { reset(): number };
+let scriptCommands: ReturnType<typeof counted>;
+let queueCommands: ReturnType<typeof counted>;
 
 const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 const visitorRows = (store: string, n: number, from = 0): RowDeltas => {
@@ -155,28 +173,39 @@ describe(`scale (${mode}: ${STORES} stores with ${STORES * (ROWS_PER_STORE + 1)}
 
       // A tick where every active store seals a fresh bucket (5 visitor rows and a ranked product row): at most
       // 2 scripts per store (VISIT, FOLD; the product was ranked by its apply), plus 1 read of the work set and
-      // 1 publish per 500 stores.
+      // 1 publish per 500 stores; and in round trips, 1 for the work set, then per batch of 500 stores 1 for their
+      // visits and 1 for their folds, and 1 per 500 stores for the publish.
       await pool(active, async (s) => {
         const d = visitorRows(s, 5);
         d.set(`${s}#product#P1`, new Map([['2023-123|ViewCount', 1n]]));
         await buckets.apply(s, 'fresh', d, { now: t0 + 3 * BUCKET_MS, dedupeTtlSeconds: 3_600 });
         await buckets.registerStore(s);
       });
+      const batches = Math.ceil(STORES / 500);
       scriptCommands.reset();
-      const sealing = await sealTick(deps(t0 + 4 * BUCKET_MS));
+      let sealing = await sealTick(deps(t0 + 4 * BUCKET_MS));
       expect(sealing).toMatchObject({ stores: STORES, sealed: STORES, folded: STORES, rows: STORES * 6, retired: 0 });
-      expect(scriptCommands.reset()).toBeLessThanOrEqual(2 * STORES + 1 + Math.ceil(STORES / 500));
+      expect(scriptCommands.reset()).toBeLessThanOrEqual(2 * STORES + 1 + batches);
+      // The same again, counting round trips.
+      await pool(active, async (s) => {
+        await buckets.apply(s, 'fresh-2', visitorRows(s, 5), { now: t0 + 4 * BUCKET_MS, dedupeTtlSeconds: 3_600 });
+        await buckets.registerStore(s);
+      });
+      scriptCommands.reset();
+      sealing = await sealTick(deps(t0 + 5 * BUCKET_MS));
+      expect(sealing).toMatchObject({ stores: STORES, sealed: STORES, folded: STORES, rows: STORES * 5, retired: 0 });
+      expect(scriptCommands.resetRoundTrips()).toBeLessThanOrEqual(1 + 2 * batches + batches);
 
       // A tick with nothing due: the active stores' rows wait for their idle flush and their open buckets are empty,
       // so the tick reads the work set's due stores (one script) and touches no store at all.
       scriptCommands.reset();
       queueCommands.reset();
-      expect(await sealTick(deps(t0 + 4 * BUCKET_MS + 1_000))).toMatchObject({ stores: 0, sealed: 0, folded: 0, flushes: 0 });
+      expect(await sealTick(deps(t0 + 5 * BUCKET_MS + 1_000))).toMatchObject({ stores: 0, sealed: 0, folded: 0, flushes: 0 });
       expect(scriptCommands.reset() + queueCommands.reset()).toBe(1);
 
       // A few stores get a batch: the next tick once their bucket can be sealed visits those stores only.
       const busy = active.slice(0, 10);
-      const applied = t0 + 4 * BUCKET_MS + 2_000;
+      const applied = t0 + 5 * BUCKET_MS + 2_000;
       await pool(busy, async (s) => {
         const r = await buckets.apply(s, 'busy', visitorRows(s, 1), { now: applied, dedupeTtlSeconds: 3_600 });
         await buckets.registerStore(s, r.seq);

@@ -68,6 +68,47 @@ describe('keys named from the last seen bucket', () => {
     });
     expect(await redis.get('t:{S}:epoch')).toBe('3000');
   });
+
+  it('instances that follow the sealers’ epochs apply alternately across seals with no stale retry', async () => {
+    // Two aggregator replicas applying, a third one sealing (its sealer ticks announce the seqs they set).
+    const subscribers = [redis.duplicate(), redis.duplicate()];
+    const [a, b] = subscribers.map(() => new BucketStore({ redis, rules: testRules, prefix: 't' }));
+    const sealer = new BucketStore({ redis, rules: testRules, prefix: 't' });
+    try {
+      await a!.followEpochs(subscribers[0]!);
+      await b!.followEpochs(subscribers[1]!);
+      const apply = (s: BucketStore, id: string, now: number) =>
+        s.apply('S', id, deltas({ S: { '2023-123|v': 1 } }), { now, dedupeTtlSeconds: 60 });
+      await apply(a!, 'first', 1000); // creates the store
+      await sealer.registerStore('S');
+      let retries = 0;
+      for (let bucket = 1; bucket <= 5; bucket++) {
+        // A sealer tick: VISIT seals, then the publish announces the new seq.
+        const [v] = await sealer.visitMany(['S'], { now: (bucket + 1) * 1000, minAgeMs: 0 });
+        expect(v!.sealed).toBe(bucket * 1000);
+        await sealer.publishBacklogs(0, [{ store: 'S', backlog: v!.backlog, epoch: v!.epoch }]);
+        await Promise.all(subscribers.map((s) => s.ping())); // the announcement is in (it was sent before)
+        for (const [s, id] of [
+          [a!, 'x'],
+          [b!, 'y'],
+        ] as const) {
+          const before = await scriptCalls();
+          expect(await apply(s, `${id}${bucket}`, (bucket + 1) * 1000 + 500)).toEqual({ applied: true, seq: (bucket + 1) * 1000 });
+          retries += (await scriptCalls()) - before - 1;
+        }
+      }
+      expect(retries).toBe(0);
+      // Without the announcement (an instance that does not follow them), each seal costs it one retry.
+      const alone = new BucketStore({ redis, rules: testRules, prefix: 't' });
+      await apply(alone, 'z1', 6600);
+      await sealer.visitMany(['S'], { now: 7000, minAgeMs: 0 });
+      const before = await scriptCalls();
+      await apply(alone, 'z2', 7100);
+      expect((await scriptCalls()) - before).toBe(2);
+    } finally {
+      for (const s of subscribers) s.disconnect();
+    }
+  });
 });
 
 describe('the outbox-entry gauge', () => {

@@ -3,7 +3,7 @@ import { flattenRows, type CompiledRules, type FlushPolicy, type RowDeltas } fro
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { BucketsError, type BucketsErrorCode } from './errors';
-import { runScript, type ScriptDef } from './script-table';
+import { runScript, runScripts, type ScriptCall, type ScriptDef } from './script-table';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 import { SketchStore } from './sketch-store';
 import { DUE_STORES, PUBLISH_BACKLOG, REGISTER, VISIT, type VisitReply } from './work-scripts';
@@ -75,7 +75,7 @@ const DAY_SECONDS = 86_400;
 /** How many times a script is retried with the store's current layout after a stale reply (a seal in between). */
 const STALE_RETRIES = 8;
 
-/** Stores whose bucket layout a BucketStore remembers; past this the memory is dropped and re-learnt. */
+/** Stores whose bucket layout a BucketStore remembers; past this the store learnt longest ago is forgotten. */
 const LAYOUT_CACHE_STORES = 100_000;
 
 /** Rows of one bucket folded per FOLD call. */
@@ -98,6 +98,53 @@ function dueList(flat: readonly string[], now: number): DueRow[] {
   const out: DueRow[] = [];
   for (let i = 0; i < flat.length; i += 2) out.push({ pk: flat[i]!, firstDirty: flat[i + 1] === '' ? now : Number(flat[i + 1]) });
   return out;
+}
+
+/** What a sealer's visit found (visit, visitMany). */
+export interface Visit {
+  /** Seq of the bucket this visit sealed. */
+  sealed: number | undefined;
+  /** Oldest sealed bucket left (undefined: nothing to fold). */
+  sealedHead: number | undefined;
+  /** Rows due at the visit's `now`. */
+  due: number;
+  dueRows: DueRow[];
+  /** The rows of the bucket sealed now when it is the oldest sealed one and small enough (for foldVisitedMany). */
+  sealedRows: string[] | undefined;
+  /** The earliest due time of any row. */
+  nextDue: number | undefined;
+  backlog: StoreBacklog;
+  /** The open bucket's seq after the visit (undefined: the store has none). */
+  epoch: string | undefined;
+}
+
+/** What a store has left after foldVisitedMany finished its sealed bucket (as a visit reports it). */
+export interface FoldReport {
+  /** Rows moved by these calls. */
+  rows: number;
+  backlog: StoreBacklog;
+  due: DueRow[];
+  sealedHead: number | undefined;
+  nextDue: number | undefined;
+}
+
+type FoldReply = Awaited<NonNullable<(typeof FOLD)['reply']>>;
+type FoldKey = (typeof FOLD)['keys'][number];
+type FoldArg = (typeof FOLD)['args'][number];
+
+function visitOf(r: VisitReply, now: number): Visit {
+  const [, sealed, head, rows, firstDirty, entries, due, unfolded, epoch, dueRows, sealedRows, nextDue] = r;
+  const opt = (s: string) => (s === '' ? undefined : Number(s));
+  return {
+    sealed: opt(sealed),
+    sealedHead: opt(head),
+    due: Number(due),
+    dueRows: dueList(dueRows, now),
+    sealedRows: sealedRows === 0 ? undefined : sealedRows,
+    nextDue: opt(nextDue),
+    backlog: { rows: Number(rows), entries: Math.max(0, Number(entries)), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) },
+    epoch: epoch === '' ? undefined : epoch,
+  };
 }
 
 /** What one store holds that is not yet in DynamoDB. */
@@ -147,11 +194,14 @@ export class BucketStore {
   private readonly epochs = new Map<string, string>();
   /** The sealed seqs last seen per store (for SNAPSHOT's keys), with the same role. */
   private readonly sealedSeqs = new Map<string, string[]>();
+  /** The pub/sub channel on which sealers announce the seqs they set (followEpochs). */
+  private readonly epochChannel: string;
 
   constructor(opts: BucketStoreOptions) {
     this.redis = opts.redis;
     this.rules = opts.rules;
     this.keys = redisKeys(opts.prefix ?? 't');
+    this.epochChannel = `${opts.prefix ?? 't'}:epochs`;
     this.shards = opts.shards ?? 1;
     this.sketches = new SketchStore({ redis: opts.redis, prefix: opts.prefix });
     this.rankTtlSeconds = opts.rankTtlSeconds ?? 100 * DAY_SECONDS;
@@ -167,8 +217,9 @@ export class BucketStore {
     return runScript(this.redis, s, keys, args, tail);
   }
 
+  /** Remembers a store's layout, forgetting the store learnt longest ago past LAYOUT_CACHE_STORES stores. */
   private remember<V>(map: Map<string, V>, store: string, v: V): void {
-    if (map.size >= LAYOUT_CACHE_STORES && !map.has(store)) map.clear();
+    if (!map.delete(store) && map.size >= LAYOUT_CACHE_STORES) map.delete(map.keys().next().value!);
     map.set(store, v);
   }
 
@@ -366,12 +417,12 @@ export class BucketStore {
    */
   async publishBacklogs(
     shard: number,
-    items: ReadonlyArray<{ store: string; backlog: StoreBacklog; mark?: string; visitAt?: number }>,
+    items: ReadonlyArray<{ store: string; backlog: StoreBacklog; mark?: string; visitAt?: number; epoch?: string }>,
   ): Promise<Array<'absent' | 'published' | 'retired'>> {
     const out: Array<'absent' | 'published' | 'retired'> = [];
     for (let i = 0; i < items.length; i += 500) {
       const args: Array<string | number> = [];
-      for (const { store, backlog: b, mark, visitAt } of items.slice(i, i + 500)) {
+      for (const { store, backlog: b, mark, visitAt, epoch } of items.slice(i, i + 500)) {
         args.push(
           store,
           b.rows,
@@ -380,36 +431,68 @@ export class BucketStore {
           b.oldestUnfolded ?? '',
           mark ?? '',
           visitAt === undefined ? '' : Math.floor(visitAt),
+          epoch ?? '',
         );
       }
       const [active, stats, totals, oldestDirty, oldestUnfolded, next] = this.workKeys(shard);
-      const r = await this.run(PUBLISH_BACKLOG, { active, stats, totals, oldestDirty, oldestUnfolded, next }, {}, { args });
+      const r = await this.run(
+        PUBLISH_BACKLOG,
+        { active, stats, totals, oldestDirty, oldestUnfolded, next },
+        { channel: this.epochChannel },
+        { args },
+      );
       for (const x of r) out.push(Number(x) === 2 ? 'retired' : Number(x) === 1 ? 'published' : 'absent');
     }
     return out;
   }
 
   /**
-   * A sealer's visit of a store in one round trip: seals the open bucket when it is due (as seal()) and reports
-   * what is left: the oldest sealed bucket (undefined: nothing to fold), the store's backlog, the rows due at `now`,
-   * the earliest due time of any row and, when the bucket sealed now is the oldest sealed one and small enough, its rows (for foldVisited).
+   * Keeps this instance's open-bucket seqs current with the seals of other instances' sealers: they announce the
+   * seqs their visits set (publishBacklogs with `epoch`), and this instance remembers them, so its next apply to a
+   * store sealed elsewhere names the new open bucket's keys at once instead of paying a stale reply and a retry. A
+   * hint only: a lost or late one costs that retry, nothing else. `subscriber` is a connection of its own (it enters
+   * subscriber mode). Resolves once subscribed.
    */
-  async visit(
-    store: string,
-    opts: { now: number; minAgeMs: number },
-  ): Promise<{
-    sealed: number | undefined;
-    sealedHead: number | undefined;
-    due: number;
-    dueRows: DueRow[];
-    sealedRows: string[] | undefined;
-    nextDue: number | undefined;
-    backlog: StoreBacklog;
-  }> {
-    const [, sealed, head, rows, firstDirty, entries, due, unfolded, , dueRows, sealedRows, nextDue] = await this.withEpoch<VisitReply>(
-      store,
-      '',
-      async (epoch) => {
+  async followEpochs(subscriber: Redis | Cluster): Promise<void> {
+    subscriber.on('message', (channel: string, message: string) => {
+      if (channel !== this.epochChannel) return;
+      let flat: unknown;
+      try {
+        flat = JSON.parse(message);
+      } catch {
+        return;
+      }
+      if (!Array.isArray(flat)) return;
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        const [store, epoch] = [flat[i], flat[i + 1]];
+        if (typeof store !== 'string' || typeof epoch !== 'string') continue;
+        const known = this.epochs.get(store);
+        if (known === undefined || Number(epoch) > Number(known)) this.remember(this.epochs, store, epoch);
+      }
+    });
+    await subscriber.subscribe(this.epochChannel);
+  }
+
+  /**
+   * A sealer's visit of a store in one round trip: seals the open bucket when it is due (as seal()) and reports
+   * what is left (see Visit). visitMany for one store.
+   */
+  async visit(store: string, opts: { now: number; minAgeMs: number }): Promise<Visit> {
+    return (await this.visitMany([store], opts))[0]!;
+  }
+
+  /**
+   * visit() for many stores in one round trip per Redis node (VISIT calls pipelined; one more round for the stores
+   * whose open bucket this instance did not know). Throws the first store's error, after the other stores' visits.
+   */
+  async visitMany(stores: readonly string[], opts: { now: number; minAgeMs: number }): Promise<Visit[]> {
+    const out = new Array<Visit>(stores.length);
+    let pending = stores.map((_, i) => i);
+    const args = { now: opts.now, minAgeMs: opts.minAgeMs, dueLimit: DUE_LIMIT, pksLimit: ROWS_PER_FOLD * 8 };
+    for (let attempt = 0; attempt <= STALE_RETRIES && pending.length > 0; attempt++) {
+      const calls = pending.map((i) => {
+        const store = stores[i]!;
+        const epoch = this.epochs.get(store) ?? '';
         const keys = {
           ...this.openKeys(store, epoch),
           sealed: this.keys.sealed(store),
@@ -418,28 +501,28 @@ export class BucketStore {
           due: this.keys.due(store),
           tombstone: this.keys.tombstone(store),
         };
-        const r = await this.run(VISIT, keys, {
-          now: opts.now,
-          minAgeMs: opts.minAgeMs,
-          epoch,
-          dueLimit: DUE_LIMIT,
-          pksLimit: ROWS_PER_FOLD * 8,
-        });
-        if (r[0] === 0) return { stale: r[1] };
-        this.remember(this.epochs, store, r[8]);
-        return { ok: r };
-      },
-    );
-    const opt = (s: string) => (s === '' ? undefined : Number(s));
-    return {
-      sealed: opt(sealed),
-      sealedHead: opt(head),
-      due: Number(due),
-      dueRows: dueList(dueRows, opts.now),
-      sealedRows: sealedRows === 0 ? undefined : sealedRows,
-      nextDue: opt(nextDue),
-      backlog: { rows: Number(rows), entries: Math.max(0, Number(entries)), oldestDirty: opt(firstDirty), oldestUnfolded: opt(unfolded) },
-    };
+        return { keys, args: { ...args, epoch } };
+      });
+      const replies = await runScripts(this.redis, VISIT, calls);
+      const stale: number[] = [];
+      let failed: Error | undefined;
+      replies.forEach((r, j) => {
+        const i = pending[j]!;
+        if (r instanceof Error) failed ??= r;
+        else if (r[0] === 0) {
+          this.remember(this.epochs, stores[i]!, r[1]);
+          stale.push(i);
+        } else {
+          this.remember(this.epochs, stores[i]!, r[8]);
+          out[i] = visitOf(r, opts.now);
+        }
+      });
+      if (failed) throw failed;
+      pending = stale;
+    }
+    if (pending.length > 0)
+      throw new Error(`store ${stores[pending[0]!]}: the open bucket moved ${STALE_RETRIES + 1} times during one visit`);
+    return out;
   }
 
   /** The installation's backlog: one bounded read per work-set shard (sums and minimums kept by publishBacklog). */
@@ -504,7 +587,7 @@ export class BucketStore {
       for (;;) {
         const pks = await this.redis.srandmember(this.keys.bucketRows(store, head), batch);
         if (pks.length === 0) break;
-        const [moved, done] = await this.foldRows(store, head, pks, opts.now, false);
+        const [moved, done] = await this.foldRows(store, head, pks, opts.now);
         rows += moved;
         finished ||= done === 1;
       }
@@ -531,26 +614,33 @@ export class BucketStore {
   }
 
   /**
-   * Folds the rows `pks` of sealed bucket `seq` — all its rows, as VISIT reported them on sealing it — in as few
-   * FOLD calls as ROWS_PER_FOLD allows, the last of which finishes the bucket and reports what the store has left
-   * (as visit() does).
-   * Returns undefined when the bucket was not finished by these calls (another folder is at it, or it is not the
-   * oldest sealed one): fold it with foldSealed then.
+   * Folds, for each item, the rows `pks` of the store's sealed bucket `seq` — all its rows, as VISIT reported them on
+   * sealing it — in as few FOLD calls as ROWS_PER_FOLD allows, the last of which finishes the bucket and reports what
+   * the store has left (as visit() does). Every item's calls go in one round trip per Redis node (each store's in
+   * order). Per item: undefined when the bucket was not finished by these calls (another folder is at it, or it is
+   * not the oldest sealed one): fold it with foldSealed then. Throws the first error, after the other items' folds.
    */
-  async foldVisited(
-    store: string,
-    seq: number,
-    pks: readonly string[],
+  async foldVisitedMany(
+    items: ReadonlyArray<{ store: string; seq: number; pks: readonly string[] }>,
     now: number,
-  ): Promise<
-    { rows: number; backlog: StoreBacklog; due: DueRow[]; sealedHead: number | undefined; nextDue: number | undefined } | undefined
-  > {
-    let rows = 0;
-    for (let i = 0; i < pks.length; i += ROWS_PER_FOLD) {
-      const last = i + ROWS_PER_FOLD >= pks.length;
-      const r = await this.foldRows(store, String(seq), pks.slice(i, i + ROWS_PER_FOLD), now, last);
-      rows += r[0];
-      if (!last) continue;
+  ): Promise<Array<FoldReport | undefined>> {
+    const calls: Array<ScriptCall<FoldKey, FoldArg>> = [];
+    const lastCall: number[] = [];
+    for (const { store, seq, pks } of items) {
+      for (let i = 0; i < pks.length; i += ROWS_PER_FOLD) {
+        calls.push(this.foldCall(store, String(seq), pks.slice(i, i + ROWS_PER_FOLD), now, i + ROWS_PER_FOLD >= pks.length));
+      }
+      lastCall.push(calls.length - 1);
+    }
+    const replies = await runScripts(this.redis, FOLD, calls);
+    const failed = replies.find((r) => r instanceof Error);
+    if (failed) throw failed;
+    let first = 0;
+    return items.map((_, k) => {
+      let rows = 0;
+      for (let c = first; c <= lastCall[k]!; c++) rows += (replies[c] as FoldReply)[0];
+      first = lastCall[k]! + 1;
+      const r = replies[lastCall[k]!] as FoldReply;
       if (r[1] !== 1 || r.length !== 9) return undefined;
       const [, , dirty, firstDirty, entries, head, unfolded, due, nextDue] = r;
       const opt = (v: string) => (v === '' ? undefined : Number(v));
@@ -561,12 +651,16 @@ export class BucketStore {
         sealedHead: opt(head),
         nextDue: opt(nextDue),
       };
-    }
-    return undefined;
+    });
   }
 
   /** One FOLD call for rows of sealed bucket `seq` (a row folded meanwhile by another folder is skipped by FOLD). */
-  private async foldRows(store: string, seq: string, pks: readonly string[], now: number, report: boolean) {
+  private async foldRows(store: string, seq: string, pks: readonly string[], now: number): Promise<FoldReply> {
+    const c = this.foldCall(store, seq, pks, now, false);
+    return this.run(FOLD, c.keys, c.args, c.tail);
+  }
+
+  private foldCall(store: string, seq: string, pks: readonly string[], now: number, report: boolean): ScriptCall<FoldKey, FoldArg> {
     const keys: string[] = [];
     const args: Array<string | number> = [];
     for (const pk of pks) {
@@ -574,19 +668,21 @@ export class BucketStore {
       args.push(pk, ...policyArgs(this.rules.policyOfPk(pk)));
     }
     const openEpoch = this.epochs.get(store) ?? '';
-    const c = {
-      rows: this.keys.bucketRows(store, seq),
-      dirty: this.keys.dirty(store),
-      due: this.keys.due(store),
-      counts: this.keys.counts(store),
-      sealed: this.keys.sealed(store),
-      folded: this.keys.folded(store),
-      epoch: this.keys.epoch(store),
-      openRows: this.keys.bucketRows(store, openEpoch),
-      tombstone: this.keys.tombstone(store),
+    return {
+      keys: {
+        rows: this.keys.bucketRows(store, seq),
+        dirty: this.keys.dirty(store),
+        due: this.keys.due(store),
+        counts: this.keys.counts(store),
+        sealed: this.keys.sealed(store),
+        folded: this.keys.folded(store),
+        epoch: this.keys.epoch(store),
+        openRows: this.keys.bucketRows(store, openEpoch),
+        tombstone: this.keys.tombstone(store),
+      },
+      args: { seq, now, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, rowCount: pks.length },
+      tail: { keys, args },
     };
-    const a = { seq, now, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, rowCount: pks.length };
-    return this.run(FOLD, c, a, { keys, args });
   }
 
   /** Rows whose flush is due at `now`, with the time of their oldest unwritten count. */

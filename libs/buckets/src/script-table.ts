@@ -1,4 +1,5 @@
-import type { Cluster, Redis } from 'ioredis';
+import calculateSlot from 'cluster-key-slot';
+import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import { createHash } from 'node:crypto';
 
 /**
@@ -68,4 +69,58 @@ export function runScript<K extends string, A extends string, R>(
     if (!/^NOSCRIPT/.test(err.message ?? '')) throw err;
     return send('eval', s.lua);
   }) as Promise<R>;
+}
+
+/** One call of a script in a batch (runScripts): its named keys and arguments, and tails. */
+export interface ScriptCall<K extends string, A extends string> {
+  keys: Readonly<Record<K, string>>;
+  args: Readonly<Record<A, Value>>;
+  tail?: { keys?: readonly string[]; args?: readonly Value[] };
+}
+
+/**
+ * Runs many calls of one script in one round trip per Redis node: a pipeline of EVALSHAs (then one of EVALs for
+ * the calls that met NOSCRIPT). On a Cluster the calls are grouped by the node serving their keys' slot (each call's
+ * keys share one slot). Each call is atomic on its own, as with runScript; nothing is atomic across calls. Returns
+ * each call's reply, or its error, in the calls' order.
+ */
+export async function runScripts<K extends string, A extends string, R>(
+  redis: Redis | Cluster,
+  s: ScriptDef<K, A, R>,
+  calls: ReadonlyArray<ScriptCall<K, A>>,
+): Promise<Array<R | Error>> {
+  const out: Array<R | Error> = new Array<R | Error>(calls.length);
+  const lines = calls.map((c) => {
+    const keys = [...s.keys.map((k) => c.keys[k]), ...(c.tail?.keys ?? [])];
+    return { keys, rest: [...keys, ...s.args.map((a) => c.args[a]), ...(c.tail?.args ?? [])] };
+  });
+  const groups = new Map<string, number[]>();
+  // A Cluster whose slots are not known yet (not connected) takes one group: ioredis waits for them, and refuses a
+  // pipeline spanning nodes, which then fails as one call would.
+  const cluster = redis.isCluster ? (redis as Cluster) : undefined;
+  calls.forEach((_, i) => {
+    const first = lines[i]!.keys[0];
+    const group = cluster && first !== undefined ? (cluster.slots[calculateSlot(first)]?.join(',') ?? '') : '';
+    const list = groups.get(group);
+    if (list) list.push(i);
+    else groups.set(group, [i]);
+  });
+  const exec = async (cmd: 'evalsha' | 'eval', body: string, at: readonly number[]) => {
+    const p: ChainableCommander = redis.pipeline();
+    for (const i of at) p[cmd](body, lines[i]!.keys.length, ...lines[i]!.rest);
+    const res = (await p.exec()) ?? [];
+    return at.map((_, j) => res[j] ?? [new Error('no reply'), null]);
+  };
+  await Promise.all(
+    [...groups.values()].map(async (at) => {
+      const missing: number[] = [];
+      (await exec('evalsha', s.sha, at)).forEach(([err, v], j) => {
+        if (err && /^NOSCRIPT/.test(err.message ?? '')) missing.push(at[j]!);
+        else out[at[j]!] = err ?? (v as R);
+      });
+      if (missing.length === 0) return;
+      (await exec('eval', s.lua, missing)).forEach(([err, v], j) => (out[missing[j]!] = err ?? (v as R)));
+    }),
+  );
+  return out;
 }

@@ -64,9 +64,12 @@ return {1, sealed, head, rows, first[2] or '', entries, due, unfolded, epoch or 
 
 /**
  * PUBLISH stores' backlogs into their work-set shard and keep the shard's totals equal to the sum of its stores'.
- * KEYS: active, stats, totals, oldestDirty, oldestUnfolded, next. ARGV, per store: store, rows, entries,
- * oldestDirty ('' = none), oldestUnfolded ('' = none), mark ('' = never retire), visitAt ('' = leave its next
- * visit time as it is).
+ * KEYS: active, stats, totals, oldestDirty, oldestUnfolded, next. ARGV: channel (the pub/sub channel of epoch hints;
+ * '' = none), then per store: store, rows, entries, oldestDirty ('' = none), oldestUnfolded ('' = none), mark ('' =
+ * never retire), visitAt ('' = leave its next visit time as it is), epoch (the open bucket's seq a sealer visit just
+ * set; '' = none).
+ * The stores given an epoch are announced on `channel` in one message, a JSON array store, epoch, ... (a hint
+ * for other BucketStore instances: see BucketStore.followEpochs), whether they are in the work set or not.
  * Only a store in the active set is published (a late publish cannot resurrect a retired store). When `mark` is
  * given, the store has nothing left (no dirty row, nothing unfolded) and its mark is still `mark` (no apply since
  * the caller read it), the store is retired: removed from the set with its stats and next visit time. Otherwise
@@ -79,7 +82,7 @@ export const PUBLISH_BACKLOG = defineScript<number[]>()({
   name: 'PUBLISH_BACKLOG',
   shebang: '#!lua',
   keys: ['active', 'stats', 'totals', 'oldestDirty', 'oldestUnfolded', 'next'],
-  args: [],
+  args: ['channel'],
   body: `
 local function expectType(key, want)
   local t = redis.call('TYPE', key)['ok']
@@ -103,8 +106,13 @@ end
 local seen = {} -- store -> {mark or false, rows, entries} as left by earlier stores of this call
 local writes = {}
 local out = {}
-for i = AR, #ARGV, 7 do
+local epochs = {}
+for i = AR, #ARGV, 8 do
   local store = ARGV[i]
+  if ARGV[i + 7] ~= '' then
+    table.insert(epochs, store)
+    table.insert(epochs, ARGV[i + 7])
+  end
   if not (count(ARGV[i + 1]) and count(ARGV[i + 2]) and optInt(ARGV[i + 3]) and optInt(ARGV[i + 4]) and optInt(ARGV[i + 6] or '')) then
     return redis.error_reply('TALLY_ERR_ARGUMENT backlog of ' .. store .. ' is not non-negative integers')
   end
@@ -164,6 +172,7 @@ if #writes > 0 then
   -- Gauges: never below 0, even from totals an older version left inconsistent.
   redis.call('HSET', K.totals, 'rows', string.format('%d', math.max(0, totals[1])), 'entries', string.format('%d', math.max(0, totals[2])))
 end
+if #epochs > 0 and A.channel ~= '' then redis.call('PUBLISH', A.channel, cjson.encode(epochs)) end
 return out
 `,
 });

@@ -5,7 +5,7 @@ import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
 import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor, type AppHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { loadavg } from 'node:os';
-import { cpuMeter, machineLine } from '../proc';
+import { cpuSeconds, machineLine } from '../proc';
 
 const BUCKET_MS = 900_000;
 /** The measured aggregator's BUCKET_SECONDS (ms): its ticks' interval, room for loading the fresh buckets. */
@@ -28,6 +28,8 @@ export interface ScalePoint {
   tickStores: number;
   /** CPU seconds over the tick's window: the aggregator process (its idle workers included) and redis-server. */
   tickCpu: { aggregator: number; redis: number };
+  /** That window (the tick and at most about 1.2 s of sampling and polling around it), ms. */
+  cpuWindowMs: number;
   /** Redis commands per store in the tick (scripts and the commands they run, from INFO commandstats). */
   tickCommandsPerStore: number;
   /** Load average (1 min) when the tick ended: the machine is shared. */
@@ -128,28 +130,56 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     });
     const before = await a.metrics();
     if ((await ticks(before)) !== 1) throw new Error('a second tick began while the fresh buckets were applied: raise TICK_BUCKET_MS');
-    const cpu = cpuMeter({ aggregator: a.process.pid });
-    const redisCpu0 = await redisCpu(redis);
-    const commands0 = await commandCount(redis);
+    // CPU of both processes sampled every 200 ms while the tick is awaited; the tick's window is cut from the samples
+    // (from the last one before it began to the first one after it ended), so the idle time around it stays out.
+    const samples: Array<{ at: number; aggregator: number; redis: number; commands: number }> = [];
+    const sample = async () => {
+      const at = performance.now();
+      const aggregator = cpuSeconds(a.process.pid!);
+      const [cpu, commands] = await Promise.all([redisCpu(redis), commandCount(redis)]);
+      samples.push({ at, aggregator, redis: cpu, commands });
+    };
+    await sample();
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        await new Promise((r) => setTimeout(r, 200));
+        await sample();
+      }
+    })();
     let after = before;
+    let polledAt = performance.now();
+    let lastPoll = polledAt;
     await waitFor(
       async () => {
+        lastPoll = polledAt;
+        polledAt = performance.now();
         after = await a.metrics();
         return (await ticks(after)) >= 2;
       },
-      { timeoutMs: 300_000, intervalMs: 2_000, message: 'the measured seal tick' },
+      { timeoutMs: 300_000, intervalMs: 1_000, message: 'the measured seal tick' },
     );
-    const tickCpu = { aggregator: cpu.stop().aggregator!.seconds, redis: (await redisCpu(redis)) - redisCpu0 };
-    const tickCommands = (await commandCount(redis)) - commands0;
+    sampling = false;
+    await sampler;
+    await sample();
     const sealed = (metricValue(after, 'tally_buckets_sealed_total') ?? 0) - (metricValue(before, 'tally_buckets_sealed_total') ?? 0);
     if (sealed !== stores) throw new Error(`the measured tick sealed ${sealed} buckets, not ${stores}`);
     const tickMs =
       ((metricValue(after, 'tally_seal_tick_duration_seconds_sum') ?? 0) -
         (metricValue(before, 'tally_seal_tick_duration_seconds_sum') ?? 0)) *
       1000;
+    // The tick ended after the poll before the one that saw it, so it began after that poll minus its duration.
+    const began = lastPoll - tickMs;
+    const from = samples.filter((x) => x.at <= began).pop() ?? samples[0]!;
+    const to = samples[samples.length - 1]!;
+    const tickCpu = { aggregator: to.aggregator - from.aggregator, redis: to.redis - from.redis };
+    const cpuWindowMs = to.at - from.at;
+    // Minus the sampler's own INFO commands (two per sample after the first).
+    const tickCommands = to.commands - from.commands - 2 * (samples.indexOf(to) - samples.indexOf(from));
     const loadAverage = loadavg()[0]!;
     log(
-      `seal tick over ${stores} active stores: ${tickMs.toFixed(0)} ms; CPU ${tickCpu.aggregator.toFixed(2)} s aggregator, ${tickCpu.redis.toFixed(2)} s redis; ` +
+      `seal tick over ${stores} active stores: ${tickMs.toFixed(0)} ms; CPU ${tickCpu.aggregator.toFixed(2)} s aggregator, ${tickCpu.redis.toFixed(2)} s redis ` +
+        `over a ${cpuWindowMs.toFixed(0)} ms window (wall/CPU ${(tickMs / 1000 / (tickCpu.aggregator + tickCpu.redis)).toFixed(1)}); ` +
         `${(tickCommands / stores).toFixed(1)} Redis commands per store; load average ${loadAverage.toFixed(1)}`,
     );
     const times: number[] = [];
@@ -182,6 +212,7 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
       tickMs,
       tickStores: stores,
       tickCpu,
+      cpuWindowMs,
       tickCommandsPerStore: tickCommands / stores,
       loadAverage,
     };
@@ -194,8 +225,17 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
   }
 }
 
-async function measureScale(opts: { quick: boolean; log: (l: string) => void }): Promise<ScalePoint[]> {
-  const grid: Array<[number, number]> = opts.quick
+/** The points measured: `TALLY_SCALE_POINTS=10000x10000,1000x100000` (stores x open rows) picks some, for a quicker run. */
+function grid(quick: boolean): Array<[number, number]> {
+  const picked = process.env['TALLY_SCALE_POINTS'];
+  if (picked) {
+    return picked.split(',').map((p) => {
+      const m = /^(\d+)x(\d+)$/.exec(p.trim());
+      if (!m) throw new Error(`TALLY_SCALE_POINTS: ${p} is not <stores>x<open rows>`);
+      return [Number(m[1]), Number(m[2])];
+    });
+  }
+  return quick
     ? [
         [10, 1_000],
         [300, 1_000],
@@ -207,13 +247,17 @@ async function measureScale(opts: { quick: boolean; log: (l: string) => void }):
         [10_000, 10_000],
         [10_000, 1_000_000],
       ];
+}
+
+async function measureScale(opts: { quick: boolean; log: (l: string) => void }): Promise<ScalePoint[]> {
   const out: ScalePoint[] = [];
-  for (const [s, r] of grid) out.push(await measurePoint(s, r, opts.log));
+  for (const [s, r] of grid(opts.quick)) out.push(await measurePoint(s, r, opts.log));
   return out;
 }
 
 /** Redis bytes per store and per open row, from the grid's points (differences between points, so the constant part drops out). */
-function memoryPer(points: readonly ScalePoint[]): { perStore: number; perRow: number } {
+function memoryPer(points: readonly ScalePoint[]): { perStore: number; perRow: number } | undefined {
+  if (points.length < 3) return undefined;
   const fewStores = points[0]!;
   const manyStores = points.find((p) => p.openRows === fewStores.openRows && p.stores > fewStores.stores) ?? points[1]!;
   const manyRows = [...points].filter((p) => p.stores === manyStores.stores).sort((a, b) => b.openRows - a.openRows)[0]!;
@@ -232,28 +276,33 @@ export const scaleFigure = {
     const rows = points.map(
       (p) =>
         `| ${p.stores.toLocaleString('en-US')} | ${p.openRows.toLocaleString('en-US')} | ${p.tickMs.toFixed(0)} | ${p.tickCpu.aggregator.toFixed(2)} | ${p.tickCpu.redis.toFixed(2)} | ` +
-        `${p.tickCommandsPerStore.toFixed(1)} | ${p.loadAverage.toFixed(1)} | ${p.scrapeMedianMs.toFixed(1)} | ${p.scrapeMaxMs.toFixed(1)} | ${p.scrapeCommands.toFixed(1)} | ${(p.memory / 1e6).toFixed(1)} |`,
+        `${(p.tickMs / 1000 / (p.tickCpu.aggregator + p.tickCpu.redis)).toFixed(1)} | ${p.tickCommandsPerStore.toFixed(1)} | ${p.loadAverage.toFixed(1)} | ${p.scrapeMedianMs.toFixed(1)} | ${p.scrapeMaxMs.toFixed(1)} | ${p.scrapeCommands.toFixed(1)} | ${(p.memory / 1e6).toFixed(1)} |`,
     );
     const markdown = [
       `Cost against tenants and open rows (${machineLine()}). Each point: a fresh redis-server (AOF everysec) loaded with`,
       'that many stores holding that many visitor rows with counts folded but not written (waiting for their idle flush);',
       `then a real aggregator process: after its first tick, every store gets a fresh bucket of up to ${ROWS_PER_TICK} rows and the`,
       `next tick (${TICK_BUCKET_MS / 1000} s later) seals and folds every one of them: its duration (\`tally_seal_tick_duration_seconds\`), the`,
-      'CPU the aggregator process and redis-server used over its window, and the Redis commands it ran per store (scripts and',
-      'the commands inside them, from `INFO commandstats`); then 25 `GET /metrics` of that aggregator, 300 ms apart, with the',
+      'CPU the aggregator process and redis-server used over its window (both sampled every 200 ms: from the last sample before',
+      'the tick to the first after it), wall time over that CPU, and the Redis commands it ran per store (scripts and the',
+      'commands inside them, from `INFO commandstats`); then 25 `GET /metrics` of that aggregator, 300 ms apart, with the',
       'Redis commands each ran. The machine is shared: the load average says how busy it was, and the CPU seconds are what',
       'the tick costs whatever the contention. Targets: every scrape under 100 ms at 10,000 stores and 1,000,000 open rows;',
       'a full seal tick for 10,000 active stores under 5 s. Rerun: `npm run bench -- scale`.',
       '',
-      '| stores | open rows | seal tick ms | tick CPU s, aggregator | tick CPU s, redis | Redis commands per store | load avg | /metrics median ms | /metrics max ms | Redis commands per scrape | Redis MB |',
-      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      '| stores | open rows | seal tick ms | tick CPU s, aggregator | tick CPU s, redis | wall / CPU | Redis commands per store | load avg | /metrics median ms | /metrics max ms | Redis commands per scrape | Redis MB |',
+      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...rows,
-      '',
-      `Redis memory: ${Math.round(mem.perStore)} bytes per store (work-set entry, epoch, counters, its bucket bookkeeping) and`,
-      `${Math.round(mem.perRow)} bytes per open row (outbox hash with one entry, dirty and due zset members).`,
+      ...(mem
+        ? [
+            '',
+            `Redis memory: ${Math.round(mem.perStore)} bytes per store (work-set entry, epoch, counters, its bucket bookkeeping) and`,
+            `${Math.round(mem.perRow)} bytes per open row (outbox hash with one entry, dirty and due zset members).`,
+          ]
+        : []),
     ].join('\n');
     return {
-      summary: `${biggest.stores} stores / ${biggest.openRows} open rows: /metrics ${biggest.scrapeMedianMs.toFixed(1)} ms median, ${biggest.scrapeMaxMs.toFixed(1)} ms max; seal tick ${(biggest.tickMs / 1000).toFixed(2)} s (CPU ${biggest.tickCpu.aggregator.toFixed(2)} s + ${biggest.tickCpu.redis.toFixed(2)} s redis); ${Math.round(mem.perRow)} B/open row, ${Math.round(mem.perStore)} B/store`,
+      summary: `${biggest.stores} stores / ${biggest.openRows} open rows: /metrics ${biggest.scrapeMedianMs.toFixed(1)} ms median, ${biggest.scrapeMaxMs.toFixed(1)} ms max; seal tick ${(biggest.tickMs / 1000).toFixed(2)} s (CPU ${biggest.tickCpu.aggregator.toFixed(2)} s + ${biggest.tickCpu.redis.toFixed(2)} s redis)${mem ? `; ${Math.round(mem.perRow)} B/open row, ${Math.round(mem.perStore)} B/store` : ''}`,
       markdown,
     };
   },
