@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '@tally/testing';
@@ -21,14 +21,22 @@ const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO_ROOT, e
 /**
  * Checks `ref` out into a temporary git worktree (detached) whose apps run on this checkout's installed packages:
  * its node_modules links to this one's, except the workspace packages (@tally/*), which point into the worktree, so
- * the apps run the other commit's code end to end. A commit that needs other dependencies than this one's is not
- * supported (the figure fails to start its fleet).
+ * the apps run the other commit's code end to end. A commit whose package-lock.json differs from this checkout's
+ * gets its own packages instead (`npm ci --ignore-scripts` in the worktree), so it runs on the dependencies it
+ * declared, plus links to the packages only this checkout has (for the bench's own code).
  */
 export function checkoutBaseline(ref: string): Baseline {
   const commit = git('rev-parse', '--verify', `${ref}^{commit}`);
   const subject = git('log', '-1', '--format=%s', commit);
   const root = mkdtempSync(join(tmpdir(), 'tally-baseline-'));
   git('worktree', 'add', '--detach', root, commit);
+  if (readFileSync(join(root, 'package-lock.json'), 'utf8') !== readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')) {
+    console.log(`baseline ${ref}: its package-lock.json differs from this checkout's; npm ci in ${root}`);
+    execFileSync('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+    // This checkout's measuring code runs in the worktree too: the packages only it uses are linked in.
+    linkMissing(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
+    return baselineAt(ref, commit, subject, root);
+  }
   const modules = join(REPO_ROOT, 'node_modules');
   mkdirSync(join(root, 'node_modules'));
   for (const entry of readdirSync(modules)) {
@@ -46,6 +54,18 @@ export function checkoutBaseline(ref: string): Baseline {
       if (existsSync(own) && existsSync(join(root, group, pkg))) symlinkSync(own, join(root, group, pkg, 'node_modules'));
     }
   }
+  return baselineAt(ref, commit, subject, root);
+}
+
+function linkMissing(from: string, to: string): void {
+  for (const entry of readdirSync(from)) {
+    if (entry.startsWith('.') || entry === '@tally') continue;
+    if (!existsSync(join(to, entry))) symlinkSync(join(from, entry), join(to, entry));
+    else if (entry.startsWith('@')) linkMissing(join(from, entry), join(to, entry));
+  }
+}
+
+function baselineAt(ref: string, commit: string, subject: string, root: string): Baseline {
   return {
     ref,
     commit,
