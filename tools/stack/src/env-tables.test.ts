@@ -2,22 +2,33 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { appEnvSchemas, type AppName } from '@tally/config';
+import type { DynamoTarget } from '@tally/dynamo';
 import type { RedisTarget } from '@tally/queues';
 import { repoRoot } from './config';
 import { appEnvTable, README, stackEnvTable, withEnvSection } from './env-tables';
 
 /** The variables of RedisTarget, read by the connection helpers an app hands its whole `config`. */
 const REDIS_TARGET_VARIABLES = ['REDIS_URL', 'REDIS_CLUSTER_NODES'] satisfies Array<keyof RedisTarget>;
+/** The variables of DynamoTarget, read by `connectDynamo(config)`. */
+const DYNAMO_TARGET_VARIABLES = ['DYNAMODB_ENDPOINT', 'AWS_REGION'] satisfies Array<keyof DynamoTarget>;
+/** The worker apps' common start, `startWorkerApp(name, config)`: its own `config.NAME` reads count as the app's. */
+const WORKER_APP = path.join(repoRoot, 'libs', 'queues', 'src', 'worker-app.ts');
 
-/** The `config.NAME` reads in an app's non-test sources, and those of `create…Connection(config…)`. */
+/** The `config.NAME` reads in a source, and those of the helpers it hands its whole `config`. */
+function readsOf(source: string, names: Set<string>): void {
+  for (const m of source.matchAll(/\bconfig\.([A-Z][A-Z0-9_]+)/g)) names.add(m[1]!);
+  if (/\bcreate(?:Redis|Producer)Connection\(config\b/.test(source)) for (const name of REDIS_TARGET_VARIABLES) names.add(name);
+  if (/\bconnectDynamo\(config\b/.test(source)) for (const name of DYNAMO_TARGET_VARIABLES) names.add(name);
+  if (/\bstartWorkerApp\([^,]+,\s*config\b/.test(source)) readsOf(readFileSync(WORKER_APP, 'utf8'), names);
+}
+
+/** The variables an app's non-test sources read. */
 function variablesRead(app: AppName): string[] {
   const dir = path.join(repoRoot, 'apps', app, 'src');
   const names = new Set<string>();
   for (const file of readdirSync(dir, { recursive: true }) as string[]) {
     if (!file.endsWith('.ts') || file.endsWith('.test.ts')) continue;
-    const source = readFileSync(path.join(dir, file), 'utf8');
-    for (const m of source.matchAll(/\bconfig\.([A-Z][A-Z0-9_]+)/g)) names.add(m[1]!);
-    if (/\bcreate(?:Redis|Producer)Connection\(config\b/.test(source)) for (const name of REDIS_TARGET_VARIABLES) names.add(name);
+    readsOf(readFileSync(path.join(dir, file), 'utf8'), names);
   }
   return [...names].sort();
 }
