@@ -255,6 +255,8 @@ export function createIntake(opts: IntakeOptions): Intake {
     async submit(store, input, eopts) {
       const result = intake.validate(input);
       if (result.errors.length > 0) throw new ValidationError(result.errors);
+      // Valid events keep the caller's dims objects, which may change once this returns: the jobs take copies.
+      for (const e of result.events) e.dims = { ...e.dims };
       return intake.enqueue(store, result.events, eopts);
     },
   };

@@ -82,7 +82,8 @@ function fail(errors: EventError[], index: number, field: string, reason: string
 
 /**
  * Validates each event against the event schema and the rollup rules. Every problem is reported with the
- * event's index, the field and the reason; valid events come back normalized.
+ * event's index, the field and the reason; valid events come back normalized (a new object, which keeps the input's
+ * dims object unless a value was normalized).
  */
 export function validateEvents(rules: CompiledRules, input: unknown[], limits: ValidationLimits): ValidationResult {
   const result: ValidationResult = { events: [], acceptedIndexes: [], errors: [] };
