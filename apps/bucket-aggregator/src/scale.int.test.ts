@@ -229,3 +229,41 @@ describe(`scale (${mode}: ${STORES} stores with ${STORES * (ROWS_PER_STORE + 1)}
     },
   );
 });
+
+describe('a seal tick against the stores’ other open rows', () => {
+  it('runs the same Redis commands per store whether a store has 5, 100 or 1,000 unwritten rows', { timeout: 120_000 }, async () => {
+    // A work set of its own (prefix u): groups of stores with that many rows folded and waiting for their idle flush,
+    // then a fresh bucket touching 5 of them in one group at a time, sealed and folded by a tick.
+    const own = new BucketStore({ redis: scriptRedis, rules, prefix: 'u' });
+    const d = (now: number): SealDeps => ({ ...deps(now), buckets: own });
+    const commands = async () => {
+      const stats = await scriptRedis.info('commandstats');
+      return [...stats.matchAll(/cmdstat_([^:]+):calls=(\d+)/g)].reduce((n, m) => (/^(info|config)/.test(m[1]!) ? n : n + Number(m[2])), 0);
+    };
+    const PER_GROUP = 20;
+    const sizes = [5, 100, 1_000];
+    const groups = sizes.map((n) => ids(`OPEN${n}-`, PER_GROUP));
+    let now = t0;
+    await pool(groups.flat(), async (s) => {
+      const n = sizes[groups.findIndex((g) => g.includes(s))]!;
+      for (let from = 0; from < n; from += 500) {
+        await own.apply(s, `load-${from}`, visitorRows(s, Math.min(500, n - from), from), { now, dedupeTtlSeconds: 3_600 });
+      }
+      await own.registerStore(s);
+    });
+    now += BUCKET_MS;
+    expect(await sealTick(d(now))).toMatchObject({ sealed: 3 * PER_GROUP, rows: PER_GROUP * (5 + 100 + 1_000) });
+    const perStore: number[] = [];
+    for (const group of groups) {
+      await pool(group, async (s) => {
+        await own.apply(s, `fresh-${now}`, visitorRows(s, 5), { now, dedupeTtlSeconds: 3_600 });
+        await own.registerStore(s);
+      });
+      now += BUCKET_MS;
+      const before = await commands();
+      expect(await sealTick(d(now))).toMatchObject({ stores: PER_GROUP, sealed: PER_GROUP, rows: 5 * PER_GROUP, flushes: 0 });
+      perStore.push(((await commands()) - before) / PER_GROUP);
+    }
+    expect(perStore).toEqual([perStore[0], perStore[0], perStore[0]]);
+  });
+});

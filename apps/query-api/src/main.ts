@@ -26,6 +26,11 @@ const redis = createRedisConnection(config, {
 });
 logEmitterErrors(log, 'redis', [redis]);
 const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX });
+// The seqs the sealers set, so that a query's snapshot after a seal names the new open bucket at once (a hint: while
+// not subscribed, a snapshot retries once per seal). A connection of its own; ioredis subscribes again after a reconnect.
+const epochRedis = createRedisConnection(config);
+logEmitterErrors(log, 'redis', [epochRedis]);
+buckets.followEpochs(epochRedis).catch((err: unknown) => log.warn({ err }, 'not following the sealers’ epochs'));
 const dynamo = connectDynamo(config, { maxAttempts: 2, requestTimeoutMs: config.QUERY_TIMEOUT_MS });
 const keysDynamo = connectDynamo(config, { maxAttempts: 1, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
 const directory = createTenantDirectory({ dynamo: keysDynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: config.KEY_CACHE_TTL_MS, log });
@@ -93,7 +98,7 @@ log.info(
 
 isShuttingDown = installShutdown(log, [
   { name: 'http', run: () => closeHttp(app), timeoutMs: 10_000 },
-  { name: 'redis', run: () => redis.quit() },
+  { name: 'redis', run: async () => (await redis.quit(), await epochRedis.quit()) },
   { name: 'admin', run: async () => (await closeQueues(adminQueues), await adminRedis.quit()) },
   { name: 'dynamodb', run: async () => [dynamo, keysDynamo, adminDynamo].forEach((c) => c.destroy()) },
 ]);

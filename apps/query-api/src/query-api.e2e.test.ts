@@ -11,6 +11,7 @@ import {
   type DynaliteHandle,
   type ProcessHandle,
   type RedisHandle,
+  waitFor,
 } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -158,6 +159,34 @@ describe('query-api as a process', () => {
     const home = await get('/');
     expect(home.status).toBe(200);
     expect(home.body).toContain('The dashboard is not built');
+  });
+
+  it('follows the sealers’ epochs: a query after a seal snapshots Redis once, with no stale retry', async () => {
+    const redis = new Redis(redisServer.url);
+    const monitor = await redis.monitor();
+    try {
+      const sealer = new BucketStore({ redis, rules: loadRules(), prefix: 't' });
+      const path = '/v1/series?entity=product:P1&metrics=ViewCount&range=last7d';
+      expect((await get(path)).body.totals).toEqual({ ViewCount: 3 }); // the query API knows the store's layout
+      await waitFor(async () => ((await redis.pubsub('NUMSUB', 't:epochs')) as [string, number])[1] === 1, { message: 'the subscription' });
+      // A sealer's tick: visit (seals the open bucket), fold, publish (announces the new open bucket's seq).
+      const now = Date.now() + 10;
+      const [v] = await sealer.visitMany(['E2E'], { now, minAgeMs: 0 });
+      const [left] = await sealer.foldVisitedMany([{ store: 'E2E', seq: v!.sealed!, pks: v!.sealedRows! }], now);
+      await sealer.publishBacklogs(0, [{ store: 'E2E', backlog: left!.backlog, epoch: v!.epoch }]);
+      await new Promise((r) => setTimeout(r, 200)); // the announcement reaches the query API
+      let snapshots = 0;
+      const [sealed, epoch] = [sealer.keys.sealed('E2E'), sealer.keys.epoch('E2E')];
+      monitor.on('monitor', (_: string, args: string[]) => {
+        if (args[0]?.toLowerCase() === 'evalsha' && args[3] === sealed && args[4] === epoch) snapshots++;
+      });
+      expect((await get(path)).body.totals).toEqual({ ViewCount: 3 });
+      await redis.ping(); // every command of the query has been seen by the monitor
+      expect(snapshots).toBe(1);
+    } finally {
+      monitor.disconnect();
+      await redis.quit();
+    }
   });
 
   it('shuts down on SIGTERM with exit code 0', async () => {

@@ -100,7 +100,10 @@ function dueList(flat: readonly string[], now: number): DueRow[] {
   return out;
 }
 
-/** What a sealer's visit found (visit, visitMany). */
+/**
+ * What a sealer's visit found (visit, visitMany). With `sealedRows` (the caller folds them at once: foldVisitedMany
+ * reports what is left) the backlog and due rows are not read: 0 and empty.
+ */
 export interface Visit {
   /** Seq of the bucket this visit sealed. */
   sealed: number | undefined;

@@ -424,7 +424,8 @@ for _, row in ipairs(rows) do
     else
       due = math.min(now + a, first + b)
     end
-    if due then
+    -- A due time left as it is (an idle row at its max age) is not rewritten: a listpack zset's ZADD costs its size.
+    if due and due ~= tonumber(dueAt[pk]) then
       table.insert(newDue, string.format('%d', due))
       table.insert(newDue, pk)
     end
@@ -450,7 +451,10 @@ if A.report ~= '1' then return {moved, finished} end
 local first = redis.call('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
 local unfolded = head
 if unfolded == '' and openHasData then unfolded = epoch end
-return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.format('%d', entries), head, unfolded, dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit)), redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or ''}
+local nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or ''
+local dueRows = {}
+if nextDue ~= '' and tonumber(nextDue) <= now then dueRows = dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit)) end
+return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.format('%d', entries), head, unfolded, dueRows, nextDue}
 `,
 });
 

@@ -19,7 +19,9 @@ export type VisitReply = [1, string, string, number, string, string, number, str
  * rows due at now, oldest unfolded seq or '', the epoch after the visit or '', the due list (pk, oldest dirty
  * time, ... at most dueLimit rows), the rows of the bucket sealed now when it is the oldest sealed one and has at
  * most pksLimit rows (else 0), the earliest due time of any row or ''}, or a stale reply {0, epoch} (nothing
- * written) when the store's epoch is not `epoch`.
+ * written) when the store's epoch is not `epoch`. When it returns the rows of the bucket sealed now (the caller folds
+ * them at once, and FOLD reports what is left), the dirty rows, oldest dirty time, outbox entries and due list are
+ * not read (0, '', '0', 0, {}): a visit's cost does not grow with the store's other rows.
  */
 export const VISIT = defineScript<VisitReply | Stale>()({
   name: 'VISIT',
@@ -35,24 +37,32 @@ if epoch and epoch ~= A.epoch then return {0, epoch} end
 local openRows = epoch and redis.call('SCARD', K.rows) or 0
 local openHasData = openRows > 0
 local head = redis.call('LINDEX', K.sealed, 0) or ''
-local first = redis.call('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
-local rows = redis.call('ZCARD', K.dirty)
-local entries = redis.call('HGET', K.counts, 'entries') or '0'
-local due = redis.call('ZCOUNT', K.due, '-inf', A.now)
-local dueRows = {}
-if due > 0 then dueRows = dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit)) end
+local seal = openHasData and now - tonumber(epoch) >= tonumber(A.minAgeMs)
+-- The bucket sealed now is folded by the caller at once (its rows are returned), and that fold reports what is left:
+-- the backlog is not read here then (the store's other rows cost this visit nothing).
+local folding = seal and head == '' and openRows <= tonumber(A.pksLimit)
 local nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or ''
+local first, rows, entries, due, dueRows = {}, 0, '0', 0, {}
+if not folding then
+  first = redis.call('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
+  rows = redis.call('ZCARD', K.dirty)
+  entries = redis.call('HGET', K.counts, 'entries') or '0'
+  if nextDue ~= '' and tonumber(nextDue) <= now then
+    due = redis.call('ZCOUNT', K.due, '-inf', A.now)
+    dueRows = dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit))
+  end
+end
 -- Write phase (as SEAL): commands that cannot fail on the keys read above.
 local sealed = ''
 local pks = 0
-if openHasData and now - tonumber(epoch) >= tonumber(A.minAgeMs) then
+if seal then
   epoch = string.format('%d', math.max(tonumber(epoch) + 1, now))
   redis.call('SET', K.epoch, epoch)
   redis.call('RPUSH', K.sealed, A.epoch)
   sealed = A.epoch
   if head == '' then
     head = sealed
-    if openRows <= tonumber(A.pksLimit) then pks = redis.call('SMEMBERS', K.rows) end
+    if folding then pks = redis.call('SMEMBERS', K.rows) end
   end
   openHasData = false
 end
