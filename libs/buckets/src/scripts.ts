@@ -132,7 +132,7 @@ export type Stale = [0, string];
  * of bucket `epoch`, then the ranking zsets the ranked rows add to. ARGV: now, dedupeTtlSeconds, epoch (the open
  * bucket's seq the keys are built for; `now` when the store has no epoch yet), rowCount, rankTtlSeconds, then per
  * row: pk, fieldCount, (field, delta)*, each delta a non-negative decimal string; then per row: rankEntity,
- * rankMember (rankEntity '' = not ranked); then per ranking zset its name `<day>:<metric>:<entity>`.
+ * rankMember (rankEntity '' = not ranked); then per ranking zset its entity and field `<day>|<metric>`.
  * A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2` (the rest),
  * written only when non-zero or already present.
  * Ranked rows add their unkeyed deltas to the daily ranking zsets of their entity in the same step (top lists),
@@ -190,15 +190,19 @@ for r = 1, tonumber(A.rowCount) do
     for f = 1, m do names[f] = ARGV[i + 2 * (c + f - 1)] end
     local low = redis.call('HMGET', key, unpack(names))
     -- Fast path: a delta and a stored low limb of at most 15 digits whose sum stays under 10^15 carry nothing, so
-    -- the higher limbs, if any, are neither read nor written. Any other field takes the full path below.
+    -- the higher limbs, if any, are neither read nor written; a new field takes its delta as it came when that is
+    -- a decimal without leading zeros. Any other field takes the full path below. (Arithmetic on the checked
+    -- strings converts them once; tonumber would twice.)
     local slow = {}
     for f = 1, m do
       local d = ARGV[i + 2 * (c + f - 1) + 1]
       local v = low[f]
-      local sum = #d <= 15 and string.match(d, '^%d+$') and (not v or (#v <= 15 and string.match(v, '^%d+$'))) and tonumber(d) + (v and tonumber(v) or 0)
-      if sum and sum < BASE then
+      local ok = #d <= 15 and string.match(d, '^%d+$')
+      local val = ok and not v and string.byte(d) ~= 48 and d
+      local sum = not val and ok and (not v or (#v <= 15 and string.match(v, '^%d+$'))) and d + (v or 0)
+      if val or (sum and sum < BASE) then
         out[#out + 1] = names[f]
-        out[#out + 1] = string.format('%d', sum)
+        out[#out + 1] = val or string.format('%d', sum)
       else
         slow[#slow + 1] = f
       end
@@ -237,33 +241,52 @@ for r = 1, tonumber(A.rowCount) do
   table.insert(pks, pk)
   end
 end
--- Rankings: every ranking zset a ranked row adds to, declared and of the right type; nothing written yet.
+-- Rankings: every ranking zset a ranked row adds to, declared; per zset its members' scores read (ZMSCORE, which
+-- also checks its type) and their new scores computed, as ZINCRBY would (a double sum). Nothing written yet.
 local rowCount = tonumber(A.rowCount)
 local rankAt = i + 2 * rowCount
 local rankKeys = {}
-for j = 0, #KEYS - KR - rowCount do rankKeys[ARGV[rankAt + j]] = KEYS[KR + rowCount + j] end
-local ranks = {}
-local rankTouched = {}
+for j = 0, #KEYS - KR - rowCount do
+  local entity = ARGV[rankAt + 2 * j]
+  rankKeys[entity] = rankKeys[entity] or {}
+  rankKeys[entity][ARGV[rankAt + 2 * j + 1]] = KEYS[KR + rowCount + j]
+end
+local ranks, rankOf = {}, {}
 for r = 1, rowCount do
   local entity = ARGV[i + 2 * (r - 1)]
   if entity ~= '' and not erased[r] then
     local member = ARGV[i + 2 * (r - 1) + 1]
+    local declared = rankKeys[entity] or {}
     local at, n = spans[r][1], spans[r][2]
-    for f = 0, n - 1 do
-      local field = ARGV[at + 2 * f]
+    for f = at, at + 2 * n - 2, 2 do
+      local field = ARGV[f]
       if not string.find(field, '#', 1, true) then
-        local bar = string.find(field, '|', 1, true)
-        local rname = string.sub(field, 1, bar - 1) .. ':' .. string.sub(field, bar + 1) .. ':' .. entity
-        local rkey = rankKeys[rname]
-        if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. rname .. ' of ' .. rowPks[r] .. ' not declared') end
-        if not rankTouched[rkey] then
-          expectType(rkey, 'zset')
-          rankTouched[rkey] = true
+        local rkey = declared[field]
+        if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. field .. ' of ' .. entity .. ' ' .. rowPks[r] .. ' not declared') end
+        local g = rankOf[rkey]
+        if not g then
+          g = {key = rkey, members = {}, deltas = {}}
+          rankOf[rkey] = g
+          ranks[#ranks + 1] = g
         end
-        table.insert(ranks, {rkey, tonumber(ARGV[at + 2 * f + 1]), member})
+        local d = g.deltas[member]
+        if not d then g.members[#g.members + 1] = member end
+        g.deltas[member] = (d or 0) + ARGV[f + 1]
       end
     end
   end
+end
+for _, g in ipairs(ranks) do
+  local out = {}
+  for c = 1, #g.members, 1000 do
+    local e = math.min(c + 999, #g.members)
+    local cur = redis.call('ZMSCORE', g.key, unpack(g.members, c, e))
+    for j = c, e do
+      out[#out + 1] = (cur[j - c + 1] or 0) + g.deltas[g.members[j]]
+      out[#out + 1] = g.members[j]
+    end
+  end
+  g.scores = out
 end
 -- Write phase: commands that cannot fail on the keys checked above.
 redis.call('SET', K.dedupe, '1', 'EX', A.dedupeTtlSeconds)
@@ -273,8 +296,10 @@ for _, w in ipairs(writes) do
   for c = 1, #out, 1000 do redis.call('HSET', w[1], unpack(out, c, math.min(c + 999, #out))) end
 end
 for c = 1, #pks, 2000 do redis.call('SADD', K.rows, unpack(pks, c, math.min(c + 1999, #pks))) end
-for _, rk in ipairs(ranks) do redis.call('ZINCRBY', rk[1], rk[2], rk[3]) end
-for rkey in pairs(rankTouched) do redis.call('EXPIRE', rkey, A.rankTtlSeconds) end
+for _, g in ipairs(ranks) do
+  for c = 1, #g.scores, 2000 do redis.call('ZADD', g.key, unpack(g.scores, c, math.min(c + 1999, #g.scores))) end
+  redis.call('EXPIRE', g.key, A.rankTtlSeconds)
+end
 return {1, epoch}
 `,
 });
