@@ -262,7 +262,7 @@ export class BucketStore {
   ): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     const pks: string[] = [];
     const rankArgs: string[] = [];
-    const rankings = new Map<string, [string, string, string]>(); // `<field> <entity>` -> entity, field, zset key
+    const rankings = new Map<string, string>(); // `<entity> <field>` -> its ranking zset
     for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) {
       const pk = String(rows[i]);
       pks.push(pk);
@@ -272,14 +272,12 @@ export class BucketStore {
       for (let f = i + 2; f < i + 2 + 2 * Number(rows[i + 1]); f += 2) {
         const field = String(rows[f]); // `<dayKey>|<metric>`
         if (field.includes('#')) continue;
-        const name = `${field} ${rank.entity}`;
-        if (rankings.has(name)) continue;
         const bar = field.indexOf('|');
-        rankings.set(name, [rank.entity, field, this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity)]);
+        const name = `${rank.entity} ${field}`;
+        if (!rankings.has(name)) rankings.set(name, this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity));
       }
     }
-    const ranked = [...rankings.values()];
-    const args = [...rows, ...rankArgs, ...ranked.flatMap(([entity, field]) => [entity, field])];
+    const args = [...rows, ...rankArgs, ...[...rankings.keys()].flatMap((name) => name.split(' '))];
     const now = String(opts.now);
     let epoch = this.epochs.get(store) ?? now;
     // Inline rather than withEpoch: the hot path, and its reply resolves without extra hops.
@@ -296,7 +294,7 @@ export class BucketStore {
             erased: this.keys.erased(store),
           },
           { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: pks.length, rankTtlSeconds: this.rankTtlSeconds },
-          { keys: [...pks.map((pk) => this.keys.bucket(store, epoch, pk)), ...ranked.map((r) => r[2])], args },
+          { keys: [...pks.map((pk) => this.keys.bucket(store, epoch, pk)), ...rankings.values()], args },
         );
       } catch (err) {
         const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;

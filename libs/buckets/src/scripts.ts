@@ -166,22 +166,16 @@ elseif epoch ~= A.epoch then
 end
 expectType(K.rows, 'set')
 -- Read phase: every row's current limbs, the new limbs, all checked. Nothing is written yet.
-local writes = {}
-local pks = {}
-local spans = {}
-local rowPks = {}
-local erased = {}
+local writes, pks, spans = {}, {}, {}
 local i = AR
 for r = 1, tonumber(A.rowCount) do
   local pk = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   i = i + 2
-  spans[r] = {i, n}
-  rowPks[r] = pk
   if erasedRows and rowErased(pk, tonumber(A.now)) then
-    erased[r] = true
     i = i + 2 * n -- an erased row (tombstone): its counts are dropped, and it is not ranked
   else
+  spans[r] = {i, n, pk}
   local key = KEYS[KR + r - 1]
   local out = {}
   for c = 0, n - 1, 500 do
@@ -190,9 +184,8 @@ for r = 1, tonumber(A.rowCount) do
     for f = 1, m do names[f] = ARGV[i + 2 * (c + f - 1)] end
     local low = redis.call('HMGET', key, unpack(names))
     -- Fast path: a delta and a stored low limb of at most 15 digits whose sum stays under 10^15 carry nothing, so
-    -- the higher limbs, if any, are neither read nor written; a new field takes its delta as it came when that is
-    -- a decimal without leading zeros. Any other field takes the full path below. (Arithmetic on the checked
-    -- strings converts them once; tonumber would twice.)
+    -- the higher limbs, if any, are neither read nor written; a new field takes its delta as sent (no leading zero).
+    -- Any other field takes the full path below. (Arithmetic converts a checked string once, tonumber twice.)
     local slow = {}
     for f = 1, m do
       local d = ARGV[i + 2 * (c + f - 1) + 1]
@@ -209,20 +202,13 @@ for r = 1, tonumber(A.rowCount) do
     end
     if #slow > 0 then
       local limbs = {}
-      for j, f in ipairs(slow) do
-        local name = names[f]
-        limbs[3 * j - 2] = name
-        limbs[3 * j - 1] = name .. '|1'
-        limbs[3 * j] = name .. '|2'
-      end
+      for j, f in ipairs(slow) do limbs[3 * j - 2], limbs[3 * j - 1], limbs[3 * j] = names[f], names[f] .. '|1', names[f] .. '|2' end
       local cur = redis.call('HMGET', key, unpack(limbs))
       for j, f in ipairs(slow) do
         local name = names[f]
         local acc = {0, 0, 0}
         local ok = addDecimal(acc, ARGV[i + 2 * (c + f - 1) + 1], 1)
-        for k = 1, 3 do
-          if ok and cur[3 * j - 3 + k] then ok = addDecimal(acc, cur[3 * j - 3 + k], k) end
-        end
+        for k = 1, 3 do ok = ok and (not cur[3 * j - 3 + k] or addDecimal(acc, cur[3 * j - 3 + k], k)) end
         if not ok then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. pk .. ' ' .. name .. ': the delta or a stored count is not a non-negative integer') end
         if not normalize(acc) then return redis.error_reply('TALLY_ERR_SUM_OVERFLOW ' .. pk .. ' ' .. name .. ': the bucket sum would exceed 38 digits') end
         out[#out + 1] = name
@@ -241,8 +227,7 @@ for r = 1, tonumber(A.rowCount) do
   table.insert(pks, pk)
   end
 end
--- Rankings: every ranking zset a ranked row adds to, declared; per zset its members' scores read (ZMSCORE, which
--- also checks its type) and their new scores computed, as ZINCRBY would (a double sum). Nothing written yet.
+-- Rankings: per declared ranking zset, its members' scores (ZMSCORE, which checks its type) plus their deltas.
 local rowCount = tonumber(A.rowCount)
 local rankAt = i + 2 * rowCount
 local rankKeys = {}
@@ -253,22 +238,17 @@ for j = 0, #KEYS - KR - rowCount do
 end
 local ranks, rankOf = {}, {}
 for r = 1, rowCount do
-  local entity = ARGV[i + 2 * (r - 1)]
-  if entity ~= '' and not erased[r] then
+  local entity, span = ARGV[i + 2 * (r - 1)], spans[r]
+  if entity ~= '' and span then
     local member = ARGV[i + 2 * (r - 1) + 1]
     local declared = rankKeys[entity] or {}
-    local at, n = spans[r][1], spans[r][2]
-    for f = at, at + 2 * n - 2, 2 do
+    for f = span[1], span[1] + 2 * span[2] - 2, 2 do
       local field = ARGV[f]
       if not string.find(field, '#', 1, true) then
         local rkey = declared[field]
-        if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. field .. ' of ' .. entity .. ' ' .. rowPks[r] .. ' not declared') end
-        local g = rankOf[rkey]
-        if not g then
-          g = {key = rkey, members = {}, deltas = {}}
-          rankOf[rkey] = g
-          ranks[#ranks + 1] = g
-        end
+        if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. field .. ' of ' .. span[3] .. ' not declared') end
+        local g = rankOf[rkey] or {key = rkey, members = {}, deltas = {}}
+        if not rankOf[rkey] then rankOf[rkey], ranks[#ranks + 1] = g, g end
         local d = g.deltas[member]
         if not d then g.members[#g.members + 1] = member end
         g.deltas[member] = (d or 0) + ARGV[f + 1]
@@ -277,23 +257,18 @@ for r = 1, rowCount do
   end
 end
 for _, g in ipairs(ranks) do
-  local out = {}
+  g.scores = {}
   for c = 1, #g.members, 1000 do
     local e = math.min(c + 999, #g.members)
     local cur = redis.call('ZMSCORE', g.key, unpack(g.members, c, e))
-    for j = c, e do
-      out[#out + 1] = (cur[j - c + 1] or 0) + g.deltas[g.members[j]]
-      out[#out + 1] = g.members[j]
-    end
+    for j = c, e do table.insert(g.scores, (cur[j - c + 1] or 0) + g.deltas[g.members[j]]); table.insert(g.scores, g.members[j]) end
   end
-  g.scores = out
 end
 -- Write phase: commands that cannot fail on the keys checked above.
 redis.call('SET', K.dedupe, '1', 'EX', A.dedupeTtlSeconds)
 if newEpoch then redis.call('SET', K.epoch, epoch) end
 for _, w in ipairs(writes) do
-  local out = w[2]
-  for c = 1, #out, 1000 do redis.call('HSET', w[1], unpack(out, c, math.min(c + 999, #out))) end
+  for c = 1, #w[2], 1000 do redis.call('HSET', w[1], unpack(w[2], c, math.min(c + 999, #w[2]))) end
 end
 for c = 1, #pks, 2000 do redis.call('SADD', K.rows, unpack(pks, c, math.min(c + 1999, #pks))) end
 for _, g in ipairs(ranks) do

@@ -7,8 +7,7 @@ import { TOMBSTONES } from './scripts';
  * key-layout redis-keys), and follows the rule of every script: all reads and checks first, then writes that
  * cannot fail. Per row and sketch field F = `<dayKey>|<metric code>`: `us` the exact set (while it has at most
  * T = EXACT_THRESHOLD members; past T it stops growing and means "more than T"), `uh` the Redis HyperLogLog of every
- * member once the set has passed T (made then of the set's members; absent while the set is the sketch), `ur` the
- * row's set of unwritten fields.
+ * member once the set has passed T (none before), `ur` the row's set of unwritten fields.
  *
  * A sketch crosses the scripts as a blob: `X` + members (8 bytes each; exact) or `H` + a Redis HLL string.
  */
@@ -28,11 +27,10 @@ end
 /**
  * SKETCH_ADD a batch's members. KEYS tail, per row: its `ur`, then per field its `us`, `uh`. ARGV tail, per row:
  * fieldCount, then per field: F, members (one string of their 8-byte ids one after another). SADDs them to the exact
- * set while it holds at most T; once it passes T, PFADDs them (and, at the crossing, every member of the set) to the
- * HLL; notes F as unwritten. Idempotent: adding a member twice changes nothing. A deleted store (its `tombstone`,
- * checked first) writes nothing and returns -1, so an in-flight batch re-creates no sketch. Every key is checked
- * before the first write by a read that fails on a wrong type (SCARD of a set; GETRANGE of the HLL, whose header it
- * checks too), not by a TYPE of its own.
+ * set while it holds at most T, past T PFADDs them (at the crossing all the set's) to the HLL, notes F as unwritten.
+ * Idempotent. A deleted store (its `tombstone`, checked first) writes nothing and returns -1, so an in-flight batch
+ * re-creates no sketch. Every key is checked before the first write by a read that fails on a wrong type (SCARD of
+ * a set; GETRANGE of the HLL, whose header it checks too), not by a TYPE of its own.
  */
 export const SKETCH_ADD = defineScript<number>()({
   name: 'SKETCH_ADD',
@@ -74,10 +72,7 @@ for _, p in ipairs(plan) do
       redis.call('PFADD', uh, unpack(members))
     else
       size[us] = size[us] + redis.call('SADD', us, unpack(members))
-      if size[us] > T then -- the set passed T: from now on the HLL, of every member
-        local all = redis.call('SMEMBERS', us)
-        for a = 1, #all, 1000 do redis.call('PFADD', uh, unpack(all, a, math.min(a + 999, #all))) end
-      end
+      if size[us] > T then redis.call('PFADD', uh, unpack(redis.call('SMEMBERS', us))) end -- passed T: the HLL from now on
     end
   end
 end
