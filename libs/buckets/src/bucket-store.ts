@@ -265,7 +265,7 @@ export class BucketStore {
   ): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     const pks: string[] = [];
     const rankArgs: string[] = [];
-    const rankings = new Map<string, string>();
+    const rankings = new Map<string, string>(); // `<entity> <field>` -> its ranking zset
     for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) {
       const pk = String(rows[i]);
       pks.push(pk);
@@ -276,11 +276,11 @@ export class BucketStore {
         const field = String(rows[f]); // `<dayKey>|<metric>`
         if (field.includes('#')) continue;
         const bar = field.indexOf('|');
-        const name = `${field.slice(0, bar)}:${field.slice(bar + 1)}:${rank.entity}`;
+        const name = `${rank.entity} ${field}`;
         if (!rankings.has(name)) rankings.set(name, this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity));
       }
     }
-    const args = [...rows, ...rankArgs, ...rankings.keys()];
+    const args = [...rows, ...rankArgs, ...[...rankings.keys()].flatMap((name) => name.split(' '))];
     const now = String(opts.now);
     let epoch = this.epochs.get(store) ?? now;
     // Inline rather than withEpoch: the hot path, and its reply resolves without extra hops.

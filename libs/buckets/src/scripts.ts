@@ -132,7 +132,7 @@ export type Stale = [0, string];
  * of bucket `epoch`, then the ranking zsets the ranked rows add to. ARGV: now, dedupeTtlSeconds, epoch (the open
  * bucket's seq the keys are built for; `now` when the store has no epoch yet), rowCount, rankTtlSeconds, then per
  * row: pk, fieldCount, (field, delta)*, each delta a non-negative decimal string; then per row: rankEntity,
- * rankMember (rankEntity '' = not ranked); then per ranking zset its name `<day>:<metric>:<entity>`.
+ * rankMember (rankEntity '' = not ranked); then per ranking zset its entity and field `<day>|<metric>`.
  * A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2` (the rest),
  * written only when non-zero or already present.
  * Ranked rows add their unkeyed deltas to the daily ranking zsets of their entity in the same step (top lists),
@@ -166,22 +166,16 @@ elseif epoch ~= A.epoch then
 end
 expectType(K.rows, 'set')
 -- Read phase: every row's current limbs, the new limbs, all checked. Nothing is written yet.
-local writes = {}
-local pks = {}
-local spans = {}
-local rowPks = {}
-local erased = {}
+local writes, pks, spans = {}, {}, {}
 local i = AR
 for r = 1, tonumber(A.rowCount) do
   local pk = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   i = i + 2
-  spans[r] = {i, n}
-  rowPks[r] = pk
   if erasedRows and rowErased(pk, tonumber(A.now)) then
-    erased[r] = true
     i = i + 2 * n -- an erased row (tombstone): its counts are dropped, and it is not ranked
   else
+  spans[r] = {i, n, pk}
   local key = KEYS[KR + r - 1]
   local out = {}
   for c = 0, n - 1, 500 do
@@ -190,35 +184,31 @@ for r = 1, tonumber(A.rowCount) do
     for f = 1, m do names[f] = ARGV[i + 2 * (c + f - 1)] end
     local low = redis.call('HMGET', key, unpack(names))
     -- Fast path: a delta and a stored low limb of at most 15 digits whose sum stays under 10^15 carry nothing, so
-    -- the higher limbs, if any, are neither read nor written. Any other field takes the full path below.
+    -- the higher limbs, if any, are neither read nor written; a new field takes its delta as sent (no leading zero).
+    -- Any other field takes the full path below. (Arithmetic converts a checked string once, tonumber twice.)
     local slow = {}
     for f = 1, m do
       local d = ARGV[i + 2 * (c + f - 1) + 1]
       local v = low[f]
-      local sum = #d <= 15 and string.match(d, '^%d+$') and (not v or (#v <= 15 and string.match(v, '^%d+$'))) and tonumber(d) + (v and tonumber(v) or 0)
-      if sum and sum < BASE then
+      local ok = #d <= 15 and string.match(d, '^%d+$')
+      local val = ok and not v and string.byte(d) ~= 48 and d
+      local sum = not val and ok and (not v or (#v <= 15 and string.match(v, '^%d+$'))) and d + (v or 0)
+      if val or (sum and sum < BASE) then
         out[#out + 1] = names[f]
-        out[#out + 1] = string.format('%d', sum)
+        out[#out + 1] = val or string.format('%d', sum)
       else
         slow[#slow + 1] = f
       end
     end
     if #slow > 0 then
       local limbs = {}
-      for j, f in ipairs(slow) do
-        local name = names[f]
-        limbs[3 * j - 2] = name
-        limbs[3 * j - 1] = name .. '|1'
-        limbs[3 * j] = name .. '|2'
-      end
+      for j, f in ipairs(slow) do limbs[3 * j - 2], limbs[3 * j - 1], limbs[3 * j] = names[f], names[f] .. '|1', names[f] .. '|2' end
       local cur = redis.call('HMGET', key, unpack(limbs))
       for j, f in ipairs(slow) do
         local name = names[f]
         local acc = {0, 0, 0}
         local ok = addDecimal(acc, ARGV[i + 2 * (c + f - 1) + 1], 1)
-        for k = 1, 3 do
-          if ok and cur[3 * j - 3 + k] then ok = addDecimal(acc, cur[3 * j - 3 + k], k) end
-        end
+        for k = 1, 3 do ok = ok and (not cur[3 * j - 3 + k] or addDecimal(acc, cur[3 * j - 3 + k], k)) end
         if not ok then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. pk .. ' ' .. name .. ': the delta or a stored count is not a non-negative integer') end
         if not normalize(acc) then return redis.error_reply('TALLY_ERR_SUM_OVERFLOW ' .. pk .. ' ' .. name .. ': the bucket sum would exceed 38 digits') end
         out[#out + 1] = name
@@ -237,44 +227,54 @@ for r = 1, tonumber(A.rowCount) do
   table.insert(pks, pk)
   end
 end
--- Rankings: every ranking zset a ranked row adds to, declared and of the right type; nothing written yet.
+-- Rankings: per declared ranking zset, its members' scores (ZMSCORE, which checks its type) plus their deltas.
 local rowCount = tonumber(A.rowCount)
 local rankAt = i + 2 * rowCount
 local rankKeys = {}
-for j = 0, #KEYS - KR - rowCount do rankKeys[ARGV[rankAt + j]] = KEYS[KR + rowCount + j] end
-local ranks = {}
-local rankTouched = {}
+for j = 0, #KEYS - KR - rowCount do
+  local entity = ARGV[rankAt + 2 * j]
+  rankKeys[entity] = rankKeys[entity] or {}
+  rankKeys[entity][ARGV[rankAt + 2 * j + 1]] = KEYS[KR + rowCount + j]
+end
+local ranks, rankOf = {}, {}
 for r = 1, rowCount do
-  local entity = ARGV[i + 2 * (r - 1)]
-  if entity ~= '' and not erased[r] then
+  local entity, span = ARGV[i + 2 * (r - 1)], spans[r]
+  if entity ~= '' and span then
     local member = ARGV[i + 2 * (r - 1) + 1]
-    local at, n = spans[r][1], spans[r][2]
-    for f = 0, n - 1 do
-      local field = ARGV[at + 2 * f]
+    local declared = rankKeys[entity] or {}
+    for f = span[1], span[1] + 2 * span[2] - 2, 2 do
+      local field = ARGV[f]
       if not string.find(field, '#', 1, true) then
-        local bar = string.find(field, '|', 1, true)
-        local rname = string.sub(field, 1, bar - 1) .. ':' .. string.sub(field, bar + 1) .. ':' .. entity
-        local rkey = rankKeys[rname]
-        if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. rname .. ' of ' .. rowPks[r] .. ' not declared') end
-        if not rankTouched[rkey] then
-          expectType(rkey, 'zset')
-          rankTouched[rkey] = true
-        end
-        table.insert(ranks, {rkey, tonumber(ARGV[at + 2 * f + 1]), member})
+        local rkey = declared[field]
+        if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. field .. ' of ' .. span[3] .. ' not declared') end
+        local g = rankOf[rkey] or {key = rkey, members = {}, deltas = {}}
+        if not rankOf[rkey] then rankOf[rkey], ranks[#ranks + 1] = g, g end
+        local d = g.deltas[member]
+        if not d then g.members[#g.members + 1] = member end
+        g.deltas[member] = (d or 0) + ARGV[f + 1]
       end
     end
+  end
+end
+for _, g in ipairs(ranks) do
+  g.scores = {}
+  for c = 1, #g.members, 1000 do
+    local e = math.min(c + 999, #g.members)
+    local cur = redis.call('ZMSCORE', g.key, unpack(g.members, c, e))
+    for j = c, e do table.insert(g.scores, (cur[j - c + 1] or 0) + g.deltas[g.members[j]]); table.insert(g.scores, g.members[j]) end
   end
 end
 -- Write phase: commands that cannot fail on the keys checked above.
 redis.call('SET', K.dedupe, '1', 'EX', A.dedupeTtlSeconds)
 if newEpoch then redis.call('SET', K.epoch, epoch) end
 for _, w in ipairs(writes) do
-  local out = w[2]
-  for c = 1, #out, 1000 do redis.call('HSET', w[1], unpack(out, c, math.min(c + 999, #out))) end
+  for c = 1, #w[2], 1000 do redis.call('HSET', w[1], unpack(w[2], c, math.min(c + 999, #w[2]))) end
 end
 for c = 1, #pks, 2000 do redis.call('SADD', K.rows, unpack(pks, c, math.min(c + 1999, #pks))) end
-for _, rk in ipairs(ranks) do redis.call('ZINCRBY', rk[1], rk[2], rk[3]) end
-for rkey in pairs(rankTouched) do redis.call('EXPIRE', rkey, A.rankTtlSeconds) end
+for _, g in ipairs(ranks) do
+  for c = 1, #g.scores, 2000 do redis.call('ZADD', g.key, unpack(g.scores, c, math.min(c + 1999, #g.scores))) end
+  redis.call('EXPIRE', g.key, A.rankTtlSeconds)
+end
 return {1, epoch}
 `,
 });

@@ -7,7 +7,7 @@ import { TOMBSTONES } from './scripts';
  * key-layout redis-keys), and follows the rule of every script: all reads and checks first, then writes that
  * cannot fail. Per row and sketch field F = `<dayKey>|<metric code>`: `us` the exact set (while it has at most
  * T = EXACT_THRESHOLD members; past T it stops growing and means "more than T"), `uh` the Redis HyperLogLog of every
- * member, `ur` the row's set of unwritten fields.
+ * member once the set has passed T (none before), `ur` the row's set of unwritten fields.
  *
  * A sketch crosses the scripts as a blob: `X` + members (8 bytes each; exact) or `H` + a Redis HLL string.
  */
@@ -26,11 +26,11 @@ end
 
 /**
  * SKETCH_ADD a batch's members. KEYS tail, per row: its `ur`, then per field its `us`, `uh`. ARGV tail, per row:
- * fieldCount, then per field: F, members (one string of their 8-byte ids one after another). PFADDs every member,
- * SADDs them to the exact set while it holds at most T, notes F as unwritten. Idempotent: adding a member twice
- * changes nothing. A deleted store (its `tombstone`, checked first) writes nothing and returns -1, so an in-flight
- * batch re-creates no sketch. Every key is checked before the first write by a read that fails on a wrong type
- * (SCARD of a set; GETRANGE of the HLL, whose header it checks too), not by a TYPE of its own.
+ * fieldCount, then per field: F, members (one string of their 8-byte ids one after another). SADDs them to the exact
+ * set while it holds at most T, past T PFADDs them (at the crossing all the set's) to the HLL, notes F as unwritten.
+ * Idempotent. A deleted store (its `tombstone`, checked first) writes nothing and returns -1, so an in-flight batch
+ * re-creates no sketch. Every key is checked before the first write by a read that fails on a wrong type (SCARD of
+ * a set; GETRANGE of the HLL, whose header it checks too), not by a TYPE of its own.
  */
 export const SKETCH_ADD = defineScript<number>()({
   name: 'SKETCH_ADD',
@@ -40,8 +40,7 @@ export const SKETCH_ADD = defineScript<number>()({
   body: `${TOMBSTONES}
 if storeDeleted() then return -1 end
 local T = tonumber(A.threshold)
-local plan = {}
-local rows = {}
+local plan, rows, size = {}, {}, {}
 local k, i = KR, AR
 while i <= #ARGV do
   local ur = KEYS[k]
@@ -53,26 +52,27 @@ while i <= #ARGV do
   for f = 1, n do
     local us, uh = KEYS[k], KEYS[k + 1]
     k = k + 2
-    local size = redis.call('SCARD', us)
-    local head = redis.call('GETRANGE', uh, 0, 3)
-    if head ~= '' and head ~= 'HYLL' then error('WRONGTYPE ' .. uh .. ' is not a HyperLogLog') end
     local blob = ARGV[i + 1]
     if #blob % 8 ~= 0 then return redis.error_reply('TALLY_ERR_SKETCH members of ' .. #blob .. ' bytes') end
-    table.insert(plan, {us, uh, blob, size})
+    size[us] = size[us] or redis.call('SCARD', us)
+    local head = redis.call('GETRANGE', uh, 0, 3)
+    if head ~= '' and head ~= 'HYLL' then error('WRONGTYPE ' .. uh .. ' is not a HyperLogLog') end
+    table.insert(plan, {us, uh, blob})
     fields[f] = ARGV[i]
     i = i + 2
   end
   if n > 0 then table.insert(rows, {ur, fields}) end
 end
 for _, p in ipairs(plan) do
-  local us, uh, blob, size = p[1], p[2], p[3], p[4]
+  local us, uh, blob = p[1], p[2], p[3]
   for c = 1, #blob, 8000 do
     local members = {}
     for b = c, math.min(c + 7999, #blob), 8 do members[#members + 1] = string.sub(blob, b, b + 7) end
-    if #members > 0 then
+    if size[us] > T then
       redis.call('PFADD', uh, unpack(members))
-      if c > 1 then size = redis.call('SCARD', us) end
-      if size <= T then redis.call('SADD', us, unpack(members)) end
+    else
+      size[us] = size[us] + redis.call('SADD', us, unpack(members))
+      if size[us] > T then redis.call('PFADD', uh, unpack(redis.call('SMEMBERS', us))) end -- passed T: the HLL from now on
     end
   end
 end
