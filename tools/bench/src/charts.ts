@@ -84,3 +84,57 @@ export function logBars(opts: {
     ],
   } as TopLevelSpec;
 }
+
+type Encoding = Record<string, unknown> & { field: string };
+
+/**
+ * A line (with points unless `mark` says otherwise) of `values`, quantitative on both axes, one line per `color`
+ * field value; `before` layers are drawn under it (a shaded span), `after` layers over it (a target rule).
+ */
+export function lineChart(o: {
+  title?: string;
+  width?: number;
+  height?: number;
+  values: readonly object[];
+  x: Encoding;
+  y: Encoding;
+  color?: string;
+  mark?: Record<string, unknown>;
+  before?: readonly object[];
+  after?: readonly object[];
+}): TopLevelSpec {
+  const line = {
+    data: { values: o.values },
+    mark: { type: 'line', point: true, ...o.mark },
+    encoding: {
+      x: { type: 'quantitative', ...o.x },
+      y: { type: 'quantitative', ...o.y },
+      ...(o.color ? { color: { field: o.color, type: 'nominal', title: null } } : {}),
+    },
+  };
+  return {
+    ...(o.title ? { title: o.title } : {}),
+    width: o.width ?? 520,
+    height: o.height ?? 240,
+    layer: [...(o.before ?? []), line, ...(o.after ?? [])],
+  } as TopLevelSpec;
+}
+
+/** A dashed red rule at `value` across the chart (on the `axis` scale), with `label` written above it if given. */
+export function targetRule(axis: 'x' | 'y', value: number, label?: string): object {
+  const at = { [axis]: { field: 'at', type: 'quantitative' } };
+  return {
+    data: { values: [{ at: value, label }] },
+    layer: [
+      { mark: { type: 'rule', color: '#d62728', strokeDash: [4, 4] }, encoding: at },
+      ...(label
+        ? [
+            {
+              mark: { type: 'text', align: 'left', baseline: 'bottom', dx: 4, dy: -2, color: '#d62728', x: 0 },
+              encoding: { ...at, text: { field: 'label' } },
+            },
+          ]
+        : []),
+    ],
+  };
+}

@@ -3,7 +3,8 @@ import { entriesByItem, MAX_ATTRS_PER_UPDATE } from '@tally/dynamo';
 import { backlog, checkTable, everyBucketRules, expectedCounts, waitForDrain, type Fleet, type StoreEvents } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
-import type { Chart } from '../charts';
+import type { TopLevelSpec } from 'vega-lite';
+import { lineChart, type Chart } from '../charts';
 import type { Figure, FigureContext, FigureResult } from '../figure';
 import { appMetric, benchFleet, sampler, startBackgroundLoad, STORES } from '../load';
 import { machineLine } from '../proc';
@@ -240,24 +241,19 @@ function charts(f: Awaited<ReturnType<typeof measureDrain>>): Chart[] {
   });
   const outage = {
     data: { values: [{ from: f.downAt, to: f.upAt }] },
-    mark: { type: 'rect' as const, color: '#d62728', opacity: 0.12 },
-    encoding: { x: { field: 'from', type: 'quantitative' as const }, x2: { field: 'to' } },
+    mark: { type: 'rect', color: '#d62728', opacity: 0.12 },
+    encoding: { x: { field: 'from', type: 'quantitative' }, x2: { field: 'to' } },
   };
-  const panel = (field: string, title: string, color: string) => ({
-    width: 560,
-    height: 150,
-    layer: [
-      outage,
-      {
-        data: { values: rows },
-        mark: { type: 'line' as const, color, interpolate: 'step-after' as const },
-        encoding: {
-          x: { field: 't', type: 'quantitative' as const, title: 'seconds (shaded: DynamoDB down)' },
-          y: { field, type: 'quantitative' as const, title },
-        },
-      },
-    ],
-  });
+  const panel = (field: string, title: string, color: string) =>
+    lineChart({
+      width: 560,
+      height: 150,
+      values: rows,
+      mark: { color, interpolate: 'step-after', point: false },
+      x: { field: 't', title: 'seconds (shaded: DynamoDB down)' },
+      y: { field, title },
+      before: [outage],
+    });
   return [
     {
       name: 'timeline',
@@ -265,7 +261,7 @@ function charts(f: Awaited<ReturnType<typeof measureDrain>>): Chart[] {
       spec: {
         title: 'DynamoDB outage under load: writes and rows waiting',
         vconcat: [panel('updateItemsPerSecond', 'UpdateItems/s', '#4c78a8'), panel('rowsWaiting', 'rows waiting', '#f58518')],
-      },
+      } as TopLevelSpec,
     },
   ];
 }

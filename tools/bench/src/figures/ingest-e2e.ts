@@ -2,7 +2,7 @@ import { generateLoad, type Fleet, type LoadBatch } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { defaultRules, rollup, validateEvents, type NormalizedEvent, type RulesInput } from '@tally/schema';
 import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
-import { logBars, type Chart } from '../charts';
+import { lineChart, logBars, type Chart } from '../charts';
 import type { Figure, FigureContext, FigureResult } from '../figure';
 import { appMetric, benchFleet, CATALOGUE, sampler, startBackgroundLoad, STORES } from '../load';
 import { measureNaiveThroughput, type NaiveThroughput } from '../naive';
@@ -295,6 +295,7 @@ export const ingestE2eFigure: Figure = {
     const f = await measureIngestE2e(ctx);
     const small = f.runs.find((r) => r.batch === 100)!;
     const big = f.runs.find((r) => r.batch === 1000)!;
+    const ba = f.beforeAfter && { ...f.beforeAfter, ...beforeAfterRatios(f.beforeAfter.rounds) };
     const summary =
       `${fmt(big.appliedPerSecond)} events/s end to end with 1000-event batches, ${fmt(small.appliedPerSecond)} with 100-event batches ` +
       `(HTTP -> collector -> queue -> aggregator -> Redis buckets; collector + aggregator + Redis CPU ${tallyCpuMs(big).toFixed(1)} / ` +
@@ -302,8 +303,8 @@ export const ingestE2eFigure: Figure = {
       `design's ${fmt(f.naive.eventsPerSecond)} events/s (one UpdateItem per event per row, dynalite); ${pct(big.appliedPerSecond / f.hincrby)} ` +
       `of redis-benchmark's HINCRBY ceiling ${fmt(f.hincrby)}/s (${pct((big.appliedPerSecond * f.hincrbyPerEvent[1000]!) / f.hincrby)} counting ` +
       `its ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event)` +
-      (f.beforeAfter
-        ? `; against ${f.beforeAfter.ref} (${f.beforeAfter.commit.slice(0, 10)}) in the same run: CPU per 1000 events x${beforeAfterRatios(f.beforeAfter.rounds).cpu.toFixed(2)}, events/s x${beforeAfterRatios(f.beforeAfter.rounds).rate.toFixed(2)}`
+      (ba
+        ? `; against ${ba.ref} (${ba.commit.slice(0, 10)}) in the same run: CPU per 1000 events x${ba.cpu.toFixed(2)}, events/s x${ba.rate.toFixed(2)}`
         : '') +
       `${ctx.quick ? ' [quick run]' : ''}`;
     const rows = f.runs.map((r) => {
@@ -318,37 +319,29 @@ export const ingestE2eFigure: Figure = {
     });
     const markdown = [
       `Run ${new Date().toISOString()} on ${f.machine}${ctx.quick ? ' (quick run)' : ''}.`,
-      'A fleet from tools/loadgen (`startFleet`): redis-server (AOF, everysec), dynalite in a child process, ONE collector and ONE',
-      `bucket-aggregator process (8 concurrent jobs), \`BUCKET_SECONDS=900\`, \`MAX_QUEUE_DEPTH=${MAX_QUEUE_DEPTH}\`. The bench process sends`,
-      `tools/loadgen traffic (\`generateLoad\`: seeded Zipf products and visitors over ${fmt(CATALOGUE.products)} / ${fmt(CATALOGUE.visitors)}, sessions of views,`,
-      'page views and orders with order lines, three stores in three time zones, 10% late events up to 33 days back) with',
-      '`httpSender` over 127.0.0.1, as fast as the collector answers; a 429 is retried after at most 250 ms. Events/s is the',
-      "aggregator's `tally_events_applied_total` over the window after a warm-up: what the pipeline sustains, since the queue",
-      'stays bounded by the backpressure (start → end depth in jobs). When the aggregator is the slower stage the queue fills to the',
-      'limit during the warm-up (given up to 15 s more) and the window starts there; when it does not fill, the collector side (with the',
-      'load generator) is the slower one.',
+      'A tools/loadgen fleet (`startFleet`): redis-server (AOF everysec), dynalite in a child process, ONE collector and ONE bucket-aggregator',
+      `process (8 concurrent jobs), \`BUCKET_SECONDS=900\`, \`MAX_QUEUE_DEPTH=${MAX_QUEUE_DEPTH}\`. The bench process sends tools/loadgen traffic`,
+      `(seeded Zipf products and visitors over ${fmt(CATALOGUE.products)} / ${fmt(CATALOGUE.visitors)}, sessions of views, page views and orders, three stores in three`,
+      'time zones, 10% late events up to 33 days back) with `httpSender` over 127.0.0.1, as fast as the collector answers (a 429 is retried',
+      "after at most 250 ms). Events/s is the aggregator's `tally_events_applied_total` over the window after a warm-up; the queue stays",
+      'bounded by the backpressure (start → end depth in jobs). When the aggregator is the slower stage the queue fills to the limit during',
+      'the warm-up (given up to 15 s more) and the window starts there; when it does not fill, the collector side is the slower one.',
       '',
       '| batch | in flight | s | **events/s end to end** (applied) | accepted/s (collector) | queue depth (jobs) | 429 / requests | HINCRBYs per event | of the HINCRBY ceiling (in HINCRBYs) | × naive | CPU collector / aggregator / redis / bench (cores) | CPU ms per 1000 events: collector / aggregator / redis |',
       '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...rows,
       '',
-      `The processes measured used ${f.runs.map((r) => (r.cpu.collector + r.cpu.aggregator + r.cpu.redis + r.cpu.bench).toFixed(2)).join(' and ')} of the 2 cores in the two windows; the`,
-      'rest went to other work on the shared machine. Events/s moves with that share from run to run; the CPU ms per 1000',
-      'events (collector + aggregator + Redis: ' +
-        f.runs.map((r) => `${tallyCpuMs(r).toFixed(1)} ms with ${r.batch}-event batches`).join(', ') +
-        ') much less.',
-      '',
-      'Compared with, in the same run:',
+      `The processes measured used ${f.runs.map((r) => (r.cpu.collector + r.cpu.aggregator + r.cpu.redis + r.cpu.bench).toFixed(2)).join(' and ')} of the 2 cores in the two windows (the`,
+      'rest went to other work on the shared machine): events/s moves with that share, the CPU ms per 1000 events (collector +',
+      `aggregator + Redis: ${f.runs.map((r) => `${tallyCpuMs(r).toFixed(1)} ms with ${r.batch}-event batches`).join(', ')}) much less. Compared with, in the same run:`,
       '',
       `- **redis-benchmark HINCRBY ceiling**: \`${hincrbyCommand(f.hincrbyN)}\` against the fleet's redis-server: **${fmt(f.hincrby)}** ops/s.`,
-      `  The apply script does ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event with 1000-event batches (one per distinct row, day and metric`,
-      "  of a batch), plus the batch's dedupe record and row set; the rest of the difference is the collector, the queue and the",
-      '  two processes sharing two cores with Redis and the load generator.',
-      `- **naive design**: one UpdateItem per event per row (day, month and total rows, one per counter, as in write-cost), ${f.naive.concurrency}`,
-      `  in flight against the same dynalite for ${f.naive.seconds.toFixed(1)} s: **${fmt(f.naive.eventsPerSecond)}** events/s, ${fmt(f.naive.updateItemsPerSecond)} UpdateItems/s,`,
-      `  ${(f.naive.updateItems / Math.max(1, f.naive.events)).toFixed(1)} UpdateItems and ${(f.naive.writeUnits / Math.max(1, f.naive.events)).toFixed(1)} write units per event.`,
-      '  dynalite is an emulator on this machine, not DynamoDB: real DynamoDB takes more writes per second, but charges',
-      `  every one of them — ${fmt((f.naive.writeUnits / Math.max(1, f.naive.events)) * big.appliedPerSecond)} write units/s at Tally's 1000-batch rate (see write-cost).`,
+      `  The apply script does ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event with 1000-event batches (one per distinct row, day and metric of a batch),`,
+      "  plus the batch's dedupe record and row set; the rest is the collector, the queue and the processes sharing two cores.",
+      `- **naive design**: one UpdateItem per event per row (day, month and total rows, one per counter, as in write-cost), ${f.naive.concurrency} in flight`,
+      `  against the same dynalite for ${f.naive.seconds.toFixed(1)} s: **${fmt(f.naive.eventsPerSecond)}** events/s, ${fmt(f.naive.updateItemsPerSecond)} UpdateItems/s, ${(f.naive.updateItems / Math.max(1, f.naive.events)).toFixed(1)} UpdateItems and`,
+      `  ${(f.naive.writeUnits / Math.max(1, f.naive.events)).toFixed(1)} write units per event. dynalite is an emulator: real DynamoDB takes more writes per second but charges every`,
+      `  one — ${fmt((f.naive.writeUnits / Math.max(1, f.naive.events)) * big.appliedPerSecond)} write units/s at Tally's 1000-batch rate (see write-cost).`,
       ...(f.beforeAfter ? beforeAfterMarkdown(f.beforeAfter) : []),
     ].join('\n');
     return { summary, markdown, charts: charts(f) };
@@ -398,18 +391,14 @@ function charts(f: IngestE2eFigure): Chart[] {
     {
       name: 'timeline',
       title: 'Events applied per second during the measured window',
-      spec: {
+      spec: lineChart({
         title: 'Events applied per second during the window',
-        width: 520,
         height: 200,
-        data: { values: f.runs.flatMap((r) => r.timeline.map((t) => ({ ...t, batch: `${r.batch}-event batches` }))) },
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: { field: 'second', type: 'quantitative', title: 'second of the window' },
-          y: { field: 'eventsPerSecond', type: 'quantitative', title: 'events applied per second' },
-          color: { field: 'batch', type: 'nominal', title: null },
-        },
-      },
+        values: f.runs.flatMap((r) => r.timeline.map((t) => ({ ...t, batch: `${r.batch}-event batches` }))),
+        x: { field: 'second', title: 'second of the window' },
+        y: { field: 'eventsPerSecond', title: 'events applied per second' },
+        color: 'batch',
+      }),
     },
   ];
 }

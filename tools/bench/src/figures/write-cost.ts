@@ -1,4 +1,4 @@
-import { logBars, type Chart } from '../charts';
+import { lineChart, logBars, targetRule, type Chart } from '../charts';
 import type { FigureContext, FigureResult } from '../figure';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
@@ -343,37 +343,19 @@ function costCharts(f: CostFigure): Chart[] {
     {
       name: 'flush-interval',
       title: 'Write units per million events against the flush interval (packed layout, every row on the same interval)',
-      spec: {
+      spec: lineChart({
         title: 'Write units per million events against the flush interval',
         width: 480,
-        height: 240,
-        layer: [
-          {
-            data: { values: f.intervals },
-            mark: { type: 'line', point: true },
-            encoding: {
-              x: {
-                field: 'minutes',
-                type: 'quantitative',
-                scale: { type: 'log' },
-                title: 'flush interval (minutes, log scale)',
-                axis: { values: f.intervals.map((x) => x.minutes) },
-              },
-              y: { field: 'wcuPerMillion', type: 'quantitative', title: 'write units per million events', scale: { zero: true } },
-            },
-          },
-          {
-            data: { values: [{ floor: f.floorPerMillion, label: 'floor: each item written once a day' }] },
-            layer: [
-              { mark: { type: 'rule', color: '#d62728', strokeDash: [4, 4] }, encoding: { y: { field: 'floor', type: 'quantitative' } } },
-              {
-                mark: { type: 'text', align: 'left', baseline: 'bottom', dx: 4, dy: -2, color: '#d62728', x: 0 },
-                encoding: { y: { field: 'floor', type: 'quantitative' }, text: { field: 'label' } },
-              },
-            ],
-          },
-        ],
-      },
+        values: f.intervals,
+        x: {
+          field: 'minutes',
+          scale: { type: 'log' },
+          title: 'flush interval (minutes, log scale)',
+          axis: { values: f.intervals.map((x) => x.minutes) },
+        },
+        y: { field: 'wcuPerMillion', title: 'write units per million events', scale: { zero: true } },
+        after: [targetRule('y', f.floorPerMillion, 'floor: each item written once a day')],
+      }),
     },
   ];
 }
