@@ -1,4 +1,4 @@
-import { generateLoad, type Fleet, type LoadBatch } from '@tally/loadgen';
+import { generateLoad, type Fleet, type LoadBatch, type StoreSpec } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { defaultRules, rollup, validateEvents, type NormalizedEvent, type RulesInput } from '@tally/schema';
 import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
@@ -159,7 +159,11 @@ function beforeAfterRatios(rounds: ReadonlyArray<{ before: E2eRun; after: E2eRun
 export async function measureLoad(
   ctx: FigureContext,
   fleet: Fleet,
-  opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number; idPages?: boolean },
+  opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number } & {
+    idPages?: boolean;
+    /** The stores of the traffic (the fleet's); default STORES. */
+    stores?: readonly StoreSpec[];
+  },
 ): Promise<E2eRun> {
   const aggregator = fleet.app('bucket-aggregator');
   const collector = fleet.app('collector');
@@ -169,6 +173,7 @@ export async function measureLoad(
 
   ctx.log(`${opts.batch}-event batches, ${opts.concurrency} in flight: warm-up ${opts.warmMs / 1000} s`);
   const load = startBackgroundLoad(fleet, {
+    ...(opts.stores ? { stores: opts.stores } : {}),
     seed: opts.seed,
     concurrency: opts.concurrency,
     batchSize: opts.batch,
@@ -188,10 +193,12 @@ export async function measureLoad(
   ctx.log(`measuring ${opts.windowMs / 1000} s`);
   const [applied0, accepted0, depth0] = await Promise.all([applied(), accepted(), depth()]);
   const t0 = performance.now();
+  const redisPids = (fleet.cluster?.nodes ?? [fleet.redis]).map((n) => n.pid);
   const cpu = cpuMeter({
     collector: collector.handle.process.pid,
     aggregator: aggregator.handle.process.pid,
-    redis: fleet.redis.pid,
+    // Every master of a cluster, summed below.
+    ...Object.fromEntries(redisPids.map((pid, i) => [`redis${i}`, pid])),
     bench: process.pid,
   });
   const perSecond = sampler(1_000, async () => ({ t: performance.now(), applied: await applied() }));
@@ -222,7 +229,7 @@ export async function measureLoad(
     cpu: {
       collector: used['collector']!.cores,
       aggregator: used['aggregator']!.cores,
-      redis: used['redis']!.cores,
+      redis: redisPids.reduce((sum, _, i) => sum + used[`redis${i}`]!.cores, 0),
       bench: used['bench']!.cores,
     },
     timeline,
