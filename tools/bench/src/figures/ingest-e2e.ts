@@ -1,6 +1,6 @@
 import { generateLoad, type Fleet, type LoadBatch, type StoreSpec } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
-import { defaultRules, rollup, validateEvents, type NormalizedEvent, type RulesInput } from '@tally/schema';
+import { defaultRules, rollup, validateEvents, type RulesInput } from '@tally/schema';
 import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import { lineChart, logBars, type Chart } from '../charts';
 import type { Figure, FigureContext, FigureResult } from '../figure';
@@ -271,27 +271,25 @@ function idPages(b: LoadBatch): LoadBatch {
   return { ...b, events };
 }
 
-/** Normalized events of the same traffic, each with its store and zone (for the naive writer). */
-function sampleEvents(fleet: Fleet, seed: number, n: number): Array<{ store: string; timeZone: string; event: NormalizedEvent }> {
-  const out: Array<{ store: string; timeZone: string; event: NormalizedEvent }> = [];
+/** The traffic's batches of `batch` events, up to `maxEvents`, each with its events as the collector accepts them. */
+function* validBatches(fleet: Fleet, seed: number, batch: number, maxEvents: number) {
   const now = Date.now();
-  for (const b of generateLoad({ seed, stores: STORES, ...CATALOGUE, batchSize: 100, maxEvents: n, now })) {
-    const v = validateEvents(fleet.rules, b.events, { now, clockSkewMs: 300_000, latenessMs: 35 * 86_400_000 });
-    for (const event of v.events) out.push({ store: b.store, timeZone: fleet.zones[b.store]!, event });
+  for (const b of generateLoad({ seed, stores: STORES, ...CATALOGUE, batchSize: batch, maxEvents, now })) {
+    const { events } = validateEvents(fleet.rules, b.events, { now, clockSkewMs: 300_000, latenessMs: 35 * 86_400_000 });
+    yield { store: b.store, timeZone: fleet.zones[b.store]!, events };
   }
-  return out;
 }
+
+/** Normalized events of the same traffic, each with its store and zone (for the naive writer). */
+const sampleEvents = (fleet: Fleet, seed: number, n: number) =>
+  [...validBatches(fleet, seed, 100, n)].flatMap((b) => b.events.map((event) => ({ store: b.store, timeZone: b.timeZone, event })));
 
 /** HINCRBYs per event the apply script does for this traffic: distinct (row, day, metric) per batch, over events. */
 function hincrbysPerEvent(fleet: Fleet, seed: number, batch: number, batches: number): number {
-  const rules = fleet.rules;
-  const now = Date.now();
-  let events = 0;
-  let fields = 0;
-  for (const b of generateLoad({ seed, stores: STORES, ...CATALOGUE, batchSize: batch, maxEvents: batch * batches, now })) {
-    const v = validateEvents(rules, b.events, { now, clockSkewMs: 300_000, latenessMs: 35 * 86_400_000 });
-    events += v.events.length;
-    for (const row of rollup(rules, b.store, fleet.zones[b.store]!, v.events).values()) fields += row.size;
+  let [events, fields] = [0, 0];
+  for (const b of validBatches(fleet, seed, batch, batch * batches)) {
+    events += b.events.length;
+    for (const row of rollup(fleet.rules, b.store, b.timeZone, b.events).values()) fields += row.size;
   }
   return fields / events;
 }
