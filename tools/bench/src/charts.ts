@@ -84,3 +84,30 @@ export function logBars(opts: {
     ],
   } as TopLevelSpec;
 }
+
+type Layer = Record<string, unknown>;
+
+/**
+ * A line (with points unless `mark` says otherwise) of `values`, both axes quantitative, one line per `color` field
+ * value; `before` layers go under it (a shaded span), `after` layers over it (a target rule).
+ */
+export function lineChart(o: { title?: string; width?: number; height?: number; values: readonly object[]; x: Layer; y: Layer } & Layer) {
+  const color = o['color'] ? { color: { field: o['color'], type: 'nominal', title: null } } : {};
+  const encoding = { x: { type: 'quantitative', ...o.x }, y: { type: 'quantitative', ...o.y }, ...color };
+  const line = { data: { values: o.values }, mark: { type: 'line', point: true, ...(o['mark'] as Layer) }, encoding };
+  const layer = [...((o['before'] as Layer[]) ?? []), line, ...((o['after'] as Layer[]) ?? [])];
+  return { ...(o.title ? { title: o.title } : {}), width: o.width ?? 520, height: o.height ?? 240, layer } as TopLevelSpec;
+}
+
+/** A dashed red rule at `value` across the chart (on the `axis` scale), with `label` written above it if given. */
+export function targetRule(axis: 'x' | 'y', value: number, label?: string): Layer {
+  const [at, mark] = [{ [axis]: { field: 'at', type: 'quantitative' } }, { color: '#d62728' }];
+  const text = {
+    mark: { ...mark, type: 'text', align: 'left', baseline: 'bottom', dx: 4, dy: -2, x: 0 },
+    encoding: { ...at, text: { field: 'label' } },
+  };
+  return {
+    data: { values: [{ at: value, label }] },
+    layer: [{ mark: { ...mark, type: 'rule', strokeDash: [4, 4] }, encoding: at }, ...(label ? [text] : [])],
+  };
+}

@@ -8,6 +8,7 @@ import {
   startFleet,
   type Fleet,
   type FleetOptions,
+  type LoadBatch,
   type LoadOptions,
   type LoadStats,
   type RunLoadOptions,
@@ -56,6 +57,8 @@ export function startBackgroundLoad(
     stores?: readonly StoreSpec[];
     /** Each batch's accepted events, once (for an exact check of the table afterwards). */
     onAccepted?: RunLoadOptions['onAccepted'];
+    /** Rewrites each batch before it is sent (e.g. the traffic an older commit's rules take). */
+    mapBatch?: (batch: LoadBatch) => LoadBatch;
   },
 ): BackgroundLoad {
   const stats = newLoadStats();
@@ -67,15 +70,21 @@ export function startBackgroundLoad(
     maxDelayMs: opts.maxRetryDelayMs ?? 250,
   });
   let stopped = false;
+  const batches = generateLoad({
+    seed: opts.seed,
+    stores: opts.stores ?? STORES,
+    ...(opts.catalogue ?? CATALOGUE),
+    batchSize: opts.batchSize,
+    now: () => Date.now(),
+  });
+  const map = opts.mapBatch;
   const done = runLoad(
     {
-      batches: generateLoad({
-        seed: opts.seed,
-        stores: opts.stores ?? STORES,
-        ...(opts.catalogue ?? CATALOGUE),
-        batchSize: opts.batchSize,
-        now: () => Date.now(),
-      }),
+      batches: map
+        ? (function* () {
+            for (const b of batches) yield map(b);
+          })()
+        : batches,
       senders: { http },
       seed: opts.seed,
       ...(opts.rate ? { rate: opts.rate } : {}),

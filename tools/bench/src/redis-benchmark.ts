@@ -3,6 +3,11 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
+/** Redis used_memory (INFO memory), bytes. */
+export async function usedMemory(redis: { info(section: string): Promise<string> }): Promise<number> {
+  return Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+}
+
 /** Runs redis-benchmark with `args` and returns its requests per second. */
 export async function redisBenchmark(args: string[]): Promise<number> {
   const { stdout } = await run('redis-benchmark', args, { timeout: 180_000 });

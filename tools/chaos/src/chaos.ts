@@ -16,7 +16,7 @@ import {
   type Fleet,
   type FleetApp,
 } from '@tally/loadgen';
-import { waitFor, waitForQueuesIdle } from '@tally/testing';
+import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import { QUEUE, queueShards } from '@tally/queues';
 import type { ChaosSettings } from './chaos-config';
 import { NO_FAULTS, startFaultProxy, type FaultProxy } from './fault-proxy';
@@ -25,8 +25,6 @@ export type ChaosResult = Awaited<ReturnType<typeof runChaos>>;
 
 /** The fault kinds of the summary line, in its order. */
 const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '500', 'slow', 'drop'] as const;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type Action =
   | { kind: 'kill'; app: FleetApp }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { costOf, sumMetric } from './cost';
-import { sizeDeployment } from './sizing';
+import { DEFAULT_WORKLOAD, sizeDeployment } from './sizing';
 
 const agg = `# HELP tally_events_applied_total x
 tally_events_applied_total{app="bucket-aggregator"} 500000`;
@@ -28,17 +28,7 @@ describe('cost', () => {
 });
 
 describe('sizing', () => {
-  const workload = {
-    stores: 10_000,
-    visitorsPerMonth: 20_000_000,
-    eventsPerSecondAvg: 5_000,
-    eventsPerSecondPeak: 50_000,
-    eventsPerBatch: 100,
-    productsPerStorePerDay: 100,
-    queriesPerSecond: 100,
-    dedupeWindowSeconds: 86_400,
-    visitorIdleMinutes: 30,
-  };
+  const workload = DEFAULT_WORKLOAD;
   const measured = {
     writeUnitsPerMillionEvents: 1_000_000,
     readUnitsPerQuery: 0.5,

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { checkCounts, DEMO_STORES, everyBucketRules, loadFleet, startFleet, type Fleet, type LoadStats } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
-import { metricValue } from '@tally/testing';
+import { metricValue, sleep } from '@tally/testing';
 import { formatGrowth, judgeBound, judgeGrowth, type Growth, type Series } from './analysis';
 
 export interface SoakOptions {
@@ -43,8 +43,6 @@ function rssMb(pid: number): number | undefined {
     return undefined;
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Steady load through a whole fleet for `minutes`, sampling every process's RSS, Redis used_memory and the

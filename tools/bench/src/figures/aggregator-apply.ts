@@ -5,7 +5,7 @@ import { BucketStore } from '@tally/buckets';
 import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { machineLine } from '../proc';
-import { redisBenchmark } from '../redis-benchmark';
+import { redisBenchmark, usedMemory } from '../redis-benchmark';
 import { fmt } from '../stats';
 import { makeBatch, prng, zipf } from '../workload';
 
@@ -14,11 +14,6 @@ const DEDUPE_WINDOW_SECONDS = 86_400;
 const BUCKET_SECONDS = 900;
 /** Rows the workload below can touch: the store, 20,000 products and 200,000 visitors. */
 const WORKLOAD_ROWS = 1 + 20_000 + 200_000;
-
-async function usedMemory(redis: Redis): Promise<number> {
-  const info = await redis.info('memory');
-  return Number(/used_memory:(\d+)/.exec(info)![1]);
-}
 
 /**
  * Events/s applied from the events queue into Redis buckets by ONE aggregator process (queue pre-filled,
@@ -106,19 +101,7 @@ async function measureAggregator(opts: { quick: boolean }) {
     const memD1 = await usedMemory(redis);
     const bytesPer1000Rows = ((memAfter - memBefore - 50 * ((memD1 - memD0) / dedupeN)) / rows) * 1000;
     const n = opts.quick ? '200000' : '2000000';
-    const hincrbyPerSecond = await redisBenchmark([
-      '-p',
-      String(redisServer.port),
-      '-q',
-      '-n',
-      n,
-      '-P',
-      '64',
-      'HINCRBY',
-      'bench:h',
-      'f',
-      '1',
-    ]);
+    const hincrbyPerSecond = await redisBenchmark(`-p ${redisServer.port} -q -n ${n} -P 64 HINCRBY bench:h f 1`.split(' '));
     return {
       eventsPerSecond,
       hincrbyPerSecond,

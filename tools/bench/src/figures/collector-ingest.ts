@@ -7,22 +7,17 @@ import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import type { Figure, FigureContext, FigureResult } from '../figure';
 import { cpuMeter, machineLine } from '../proc';
-import { hincrbyCeiling, redisBenchmark } from '../redis-benchmark';
+import { hincrbyCeiling, hincrbyCommand, redisBenchmark } from '../redis-benchmark';
 import { fmt } from '../stats';
 
 /** The 1000-event figure the collector is built for, on the 2-core machine. */
 const TARGET_EVENTS_PER_SECOND = 100_000;
 
-interface Load {
-  batch: number;
-  connections: number;
-}
-
 /** Batch sizes and concurrent connections: enough connections to keep one collector process busy. */
-const LOADS: readonly Load[] = [
+const LOADS = [
   { batch: 100, connections: 32 },
   { batch: 1000, connections: 16 },
-];
+] as const;
 
 /**
  * Sustained events/s accepted by ONE collector process (a child process, like production) with 100- and
@@ -103,7 +98,32 @@ export const collectorIngest: Figure = {
       const hset = await redisBenchmark(['-p', String(redis.port), '-q', '-t', 'hset', '-P', '16', '-n', String(n)]);
       const hincrby = await hincrbyCeiling(redis.port, n);
       await collector.stop(); // a clean exit writes the CPU profile when profiling
-      return report(runs, { hset, hincrby, n }, ctx.quick, loadBefore);
+      const big = runs.find((r) => r.batch === 1000)!;
+      const small = runs.find((r) => r.batch === 100)!;
+      const met = big.eventsPerSecond >= TARGET_EVENTS_PER_SECOND;
+      const summary =
+        `${fmt(big.eventsPerSecond)} events/s with 1000-event batches (p99 ${big.p99Ms} ms), ` +
+        `${fmt(small.eventsPerSecond)} events/s with 100-event batches; redis-benchmark HSET ${fmt(hset)}/s, ` +
+        `HINCRBY ${fmt(hincrby)}/s (-P 16); target ${fmt(TARGET_EVENTS_PER_SECOND)} events/s ${met ? 'met' : 'NOT met'}` +
+        (ctx.quick ? ' [quick run]' : '');
+      const rows = runs.map(
+        (r) =>
+          `| ${r.batch} | ${r.connections} | ${r.seconds} | ${fmt(r.requestsPerSecond)} | **${fmt(r.eventsPerSecond)}** | ${fmt(r.acceptedPerSecond)} | ` +
+          `${r.p50Ms} / ${r.p99Ms} | ${r.non2xx} / ${r.errors} | ${r.collectorCpu.toFixed(2)} / ${r.redisCpu.toFixed(2)} | ${r.cpuMsPer1000.toFixed(2)} |`,
+      );
+      const markdown = [
+        `Run ${new Date().toISOString()} on ${machineLine()}${ctx.quick ? ' (quick run)' : ''}; load average before the run ${loadBefore.toFixed(1)}`,
+        "(shared machine: events/s varies with the load; the collector's CPU ms per 1000 events much less). One collector process,",
+        'autocannon on 127.0.0.1 in the bench process, view events with two dims, AOF on; nothing consumes the events queue (emptied',
+        `between runs). Target: ${fmt(TARGET_EVENTS_PER_SECOND)} events/s with 1000-event batches — **${met ? 'met' : 'not met'}**.`,
+        '',
+        '| batch | connections | s | requests/s | events/s | accepted/s (metrics) | latency p50 / p99 ms | non-2xx / errors | CPU collector / redis (cores) | collector CPU ms / 1000 events |',
+        '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+        ...rows,
+        '',
+        `Same redis-server, same run: \`redis-benchmark -q -t hset -P 16 -n ${n}\` **${fmt(hset)}** ops/s; \`${hincrbyCommand(n)}\` **${fmt(hincrby)}** ops/s.`,
+      ].join('\n');
+      return { summary, markdown };
     } finally {
       await collector?.kill();
       await closeQueues(queues);
@@ -116,53 +136,4 @@ export const collectorIngest: Figure = {
 function batchOf(n: number): unknown[] {
   const ts = new Date().toISOString();
   return Array.from({ length: n }, (_, i) => ({ type: 'view', ts, dims: { product: `P${i % 500}`, visitor: `V${i}` } }));
-}
-
-type IngestRun = Load & {
-  [
-    k in
-      | 'seconds'
-      | 'requestsPerSecond'
-      | 'eventsPerSecond'
-      | 'acceptedPerSecond'
-      | 'p50Ms'
-      | 'p99Ms'
-      | 'non2xx'
-      | 'errors'
-      | 'collectorCpu'
-      | 'cpuMsPer1000'
-      | 'redisCpu'
-  ]: number;
-};
-
-function report(runs: IngestRun[], redisOps: { hset: number; hincrby: number; n: number }, quick: boolean, load: number): FigureResult {
-  const big = runs.find((r) => r.batch === 1000)!;
-  const small = runs.find((r) => r.batch === 100)!;
-  const met = big.eventsPerSecond >= TARGET_EVENTS_PER_SECOND;
-  const summary =
-    `${fmt(big.eventsPerSecond)} events/s with 1000-event batches (p99 ${big.p99Ms} ms), ` +
-    `${fmt(small.eventsPerSecond)} events/s with 100-event batches; redis-benchmark HSET ${fmt(redisOps.hset)}/s, ` +
-    `HINCRBY ${fmt(redisOps.hincrby)}/s (-P 16); target ${fmt(TARGET_EVENTS_PER_SECOND)} events/s ${met ? 'met' : 'NOT met'}` +
-    (quick ? ' [quick run]' : '');
-  const rows = runs.map(
-    (r) =>
-      `| ${r.batch} | ${r.connections} | ${r.seconds} | ${fmt(r.requestsPerSecond)} | **${fmt(r.eventsPerSecond)}** | ${fmt(r.acceptedPerSecond)} | ` +
-      `${r.p50Ms} / ${r.p99Ms} | ${r.non2xx} / ${r.errors} | ${r.collectorCpu.toFixed(2)} / ${r.redisCpu.toFixed(2)} | ${r.cpuMsPer1000.toFixed(2)} |`,
-  );
-  const markdown = `
-Run ${new Date().toISOString()} on ${machineLine()}${quick ? ' (quick run)' : ''}; load average
-before the run ${load.toFixed(1)} (the machine is shared: other processes take CPU from the collector, Redis and
-autocannon, so events/s varies with it; the collector's CPU ms per 1000 events does much less).
-One collector process, autocannon on 127.0.0.1 in the bench process, view events with two dims, AOF on; nothing
-consumes the events queue (emptied between runs). Target: ${fmt(TARGET_EVENTS_PER_SECOND)} events/s with 1000-event
-batches — **${met ? 'met' : 'not met'}**.
-
-| batch | connections | s | requests/s | events/s | accepted/s (metrics) | latency p50 / p99 ms | non-2xx / errors | CPU collector / redis (cores) | collector CPU ms / 1000 events |
-| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-${rows.join('\n')}
-
-Same redis-server, same run: \`redis-benchmark -q -t hset -P 16 -n ${redisOps.n}\` **${fmt(redisOps.hset)}** ops/s;
-\`redis-benchmark -q -P 16 -n ${redisOps.n} -r 100000 hincrby bench:h f:__rand_int__ 1\` **${fmt(redisOps.hincrby)}** ops/s.
-`;
-  return { summary, markdown };
 }

@@ -3,7 +3,8 @@ import { entriesByItem, MAX_ATTRS_PER_UPDATE } from '@tally/dynamo';
 import { backlog, checkTable, everyBucketRules, expectedCounts, waitForDrain, type Fleet, type StoreEvents } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
-import type { Chart } from '../charts';
+import type { TopLevelSpec } from 'vega-lite';
+import { lineChart, type Chart } from '../charts';
 import type { Figure, FigureContext, FigureResult } from '../figure';
 import { appMetric, benchFleet, sampler, startBackgroundLoad, STORES } from '../load';
 import { machineLine } from '../proc';
@@ -189,15 +190,13 @@ export const drainFigure: Figure = {
       `DynamoDB came back; counts exact: ${f.check.mismatches === 0 ? 'yes' : 'NO'} (${fmt(f.check.cells)} cells)${ctx.quick ? ' [quick run]' : ''}`;
     const markdown = [
       `Run ${new Date().toISOString()} on ${f.machine}${ctx.quick ? ' (quick run)' : ''}.`,
-      'A fleet from tools/loadgen (`startFleet`): redis-server (AOF, everysec), dynalite in a child process with its data on disk,',
-      `one collector, one bucket-aggregator and one dynamo-writer, \`BUCKET_SECONDS=${BUCKET_SECONDS}\` and a rules file with every entity flushed after`,
-      `every bucket (tools/loadgen \`everyBucketRules\`: the most writes). tools/loadgen traffic (three stores, ${fmt(DRAIN_CATALOGUE.products)} products and`,
-      `${fmt(DRAIN_CATALOGUE.visitors)} visitors per store, Zipf) at ${fmt(f.rate)} events/s through the collector for`,
-      `${f.warmSeconds} s (the writer then made ${fmt(f.steadyUpdateItemsPerSecond)} UpdateItems/s; rows waiting to be written ${fmt(f.rowsWaitingBefore[0])} halfway and ${fmt(f.rowsWaitingBefore[1])} at the end),`,
-      'then dynalite was stopped while the load went on for',
-      `${f.loadDuringOutageSeconds} s; the load was stopped, the last bucket sealed and folded, and dynalite started again: DynamoDB was down`,
-      `${f.outageSeconds.toFixed(1)} s. Meanwhile ${fmt(f.failedDuringOutage)} UpdateItems failed (connection refused) and flush jobs were delayed ${fmt(f.flushWaits)}`,
-      "times (the writer's backoff, up to `WRITER_MAX_BACKOFF_MS`, default 60 s). UpdateItems are the writer's",
+      'A tools/loadgen fleet (`startFleet`): redis-server (AOF everysec), dynalite in a child process with its data on disk, one collector,',
+      `one bucket-aggregator and one dynamo-writer, \`BUCKET_SECONDS=${BUCKET_SECONDS}\`, every entity flushed after every bucket (\`everyBucketRules\`: the most`,
+      `writes). tools/loadgen traffic (three stores, ${fmt(DRAIN_CATALOGUE.products)} products and ${fmt(DRAIN_CATALOGUE.visitors)} visitors per store, Zipf) at ${fmt(f.rate)} events/s through the collector`,
+      `for ${f.warmSeconds} s (the writer then made ${fmt(f.steadyUpdateItemsPerSecond)} UpdateItems/s; rows waiting to be written ${fmt(f.rowsWaitingBefore[0])} halfway and ${fmt(f.rowsWaitingBefore[1])} at the end),`,
+      `then dynalite was stopped while the load went on for ${f.loadDuringOutageSeconds} s; the load was stopped, the last bucket sealed and folded, and`,
+      `dynalite started again: DynamoDB was down ${f.outageSeconds.toFixed(1)} s. Meanwhile ${fmt(f.failedDuringOutage)} UpdateItems failed (connection refused) and flush jobs`,
+      `were delayed ${fmt(f.flushWaits)} times (the writer's backoff, up to \`WRITER_MAX_BACKOFF_MS\`). UpdateItems are the writer's`,
       '`tally_dynamodb_requests_total{operation="UpdateItem",outcome="ok"}`; the backlog is read from the row outboxes just before the restart.',
       '',
       '| unwritten when DynamoDB came back | |',
@@ -218,12 +217,10 @@ export const drainFigure: Figure = {
       `| counts exact afterwards (every cell of the table vs the ${fmt(f.acceptedEvents)} accepted events) | ${f.check.mismatches === 0 ? 'yes' : `**no: ${f.check.mismatches} mismatches**`} (${fmt(f.check.cells)} cells) |`,
       ...(f.check.samples.length > 0 ? ['', ...f.check.samples.map((s) => `- ${s}`)] : []),
       '',
-      'UpdateItems (ok) can come out a little below the items needed: an item written just before the outage by a row flush',
-      "that then failed on the row's other item already holds its entries; the retry learns it from the refused condition and",
-      'the `wm` it reads, and writes only what is left, if anything. The writes never exceed one per item (one per part, for an item split for its attribute count).',
-      '',
-      "Time to drain is mostly the flush jobs' backoff: a job that failed during the outage waits out its delay (doubling from",
-      '250 ms) before it tries again; the writes themselves take a fraction of it.',
+      'UpdateItems (ok) can come out a little below the items needed: an item written just before the outage by a row flush that then failed',
+      "on the row's other item already holds its entries; the retry learns it from the refused condition and the `wm` it reads, and writes",
+      'only what is left. The writes never exceed one per item (one per part, for an item split for its attribute count). Time to drain is',
+      "mostly the flush jobs' backoff (doubling from 250 ms) after the outage; the writes themselves take a fraction of it.",
     ].join('\n');
     return { summary, markdown, charts: charts(f) };
   },
@@ -240,24 +237,19 @@ function charts(f: Awaited<ReturnType<typeof measureDrain>>): Chart[] {
   });
   const outage = {
     data: { values: [{ from: f.downAt, to: f.upAt }] },
-    mark: { type: 'rect' as const, color: '#d62728', opacity: 0.12 },
-    encoding: { x: { field: 'from', type: 'quantitative' as const }, x2: { field: 'to' } },
+    mark: { type: 'rect', color: '#d62728', opacity: 0.12 },
+    encoding: { x: { field: 'from', type: 'quantitative' }, x2: { field: 'to' } },
   };
-  const panel = (field: string, title: string, color: string) => ({
-    width: 560,
-    height: 150,
-    layer: [
-      outage,
-      {
-        data: { values: rows },
-        mark: { type: 'line' as const, color, interpolate: 'step-after' as const },
-        encoding: {
-          x: { field: 't', type: 'quantitative' as const, title: 'seconds (shaded: DynamoDB down)' },
-          y: { field, type: 'quantitative' as const, title },
-        },
-      },
-    ],
-  });
+  const panel = (field: string, title: string, color: string) =>
+    lineChart({
+      width: 560,
+      height: 150,
+      values: rows,
+      mark: { color, interpolate: 'step-after', point: false },
+      x: { field: 't', title: 'seconds (shaded: DynamoDB down)' },
+      y: { field, title },
+      before: [outage],
+    });
   return [
     {
       name: 'timeline',
@@ -265,7 +257,7 @@ function charts(f: Awaited<ReturnType<typeof measureDrain>>): Chart[] {
       spec: {
         title: 'DynamoDB outage under load: writes and rows waiting',
         vconcat: [panel('updateItemsPerSecond', 'UpdateItems/s', '#4c78a8'), panel('rowsWaiting', 'rows waiting', '#f58518')],
-      },
+      } as TopLevelSpec,
     },
   ];
 }

@@ -2,7 +2,7 @@ import { formatDate, localDate } from '@tally/key-layout';
 import type { Fleet } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { sleep } from '@tally/testing';
-import type { Chart } from '../charts';
+import { lineChart, targetRule, type Chart } from '../charts';
 import type { Figure, FigureContext, FigureResult } from '../figure';
 import { appMetric, benchFleet, startBackgroundLoad, STORES } from '../load';
 import { machineLine } from '../proc';
@@ -180,26 +180,14 @@ function charts(f: FreshnessFigure): Chart[] {
     {
       name: 'cdf',
       title: 'Freshness: share of probes visible in the query API within t ms of their 202',
-      spec: {
+      spec: lineChart({
         title: 'Freshness under load: share of probes visible within t of the 202',
-        width: 520,
-        height: 240,
-        layer: [
-          {
-            data: { values: cdf },
-            mark: { type: 'line', interpolate: 'step-after', point: false },
-            encoding: {
-              x: { field: 'ms', type: 'quantitative', title: 'ms from 202 to visible', scale: { type: 'log' } },
-              y: { field: 'share', type: 'quantitative', title: 'share of probes', axis: { format: '%' } },
-            },
-          },
-          {
-            data: { values: [{ ms: TARGET_P99_MS, label: 'target p99 1 s' }] },
-            mark: { type: 'rule', color: '#d62728', strokeDash: [4, 4] },
-            encoding: { x: { field: 'ms', type: 'quantitative' } },
-          },
-        ],
-      },
+        values: cdf,
+        mark: { interpolate: 'step-after', point: false },
+        x: { field: 'ms', title: 'ms from 202 to visible', scale: { type: 'log' } },
+        y: { field: 'share', title: 'share of probes', axis: { format: '%' } },
+        after: [targetRule('x', TARGET_P99_MS)],
+      }),
     },
   ];
 }

@@ -1,8 +1,8 @@
 import type { StoreSpec } from '@tally/loadgen';
-import { sleep } from '@tally/testing';
 import type { Figure, FigureContext, FigureResult } from '../figure';
-import { appMetric, benchFleet, startBackgroundLoad } from '../load';
-import { cpuMeter, machineLine } from '../proc';
+import { benchFleet } from '../load';
+import { machineLine } from '../proc';
+import { measureLoad, tallyCpuMs } from './ingest-e2e';
 import { fmt } from '../stats';
 
 /** Stores of the traffic: enough hash tags to spread over three masters and three queue shards. */
@@ -25,41 +25,17 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
     appEnv: { collector: { INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
   });
   try {
-    const applied = () => appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total');
-    const load = startBackgroundLoad(fleet, { seed: 300, concurrency: IN_FLIGHT, batchSize: BATCH, stores: CLUSTER_STORES });
-    await sleep(ctx.quick ? 1_000 : 5_000);
-    const redisPids = Object.fromEntries((fleet.cluster?.nodes ?? [fleet.redis]).map((n, i) => [`redis${i}`, n.pid]));
-    const meter = cpuMeter({
-      collector: fleet.app('collector').handle.process.pid,
-      aggregator: fleet.app('bucket-aggregator').handle.process.pid,
-      ...redisPids,
-    });
-    const applied0 = await applied();
-    const t0 = performance.now();
-    await sleep(ctx.quick ? 2_000 : 20_000);
-    const applied1 = await applied();
-    const seconds = (performance.now() - t0) / 1000;
-    const used = meter.stop();
-    await load.stop();
-    const redis = Object.keys(redisPids).reduce((s, k) => s + used[k]!.seconds, 0);
-    const run = {
-      setup,
-      seconds,
-      appliedPerSecond: (applied1 - applied0) / seconds,
-      cpu: { collector: used['collector']!.seconds, aggregator: used['aggregator']!.seconds, redis },
-    };
-    ctx.log(
-      `  ${fmt(run.appliedPerSecond)} events/s applied; CPU ms per 1000 events: ${perThousand(run).toFixed(1)} (collector + aggregator + redis)`,
-    );
-    return run;
+    const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: 0, windowMs: ctx.quick ? 2_000 : 20_000 };
+    const run = await measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, stores: CLUSTER_STORES, ...windows });
+    return { setup, ...run };
   } finally {
     await fleet.stop();
   }
 }
 
 type ClusterRun = Awaited<ReturnType<typeof measureSetup>>;
-const perThousand = (r: ClusterRun, part?: keyof ClusterRun['cpu']) =>
-  ((part ? r.cpu[part] : r.cpu.collector + r.cpu.aggregator + r.cpu.redis) * 1_000_000) / Math.max(1, r.appliedPerSecond * r.seconds);
+const perThousand = (r: ClusterRun, part?: 'collector' | 'aggregator' | 'redis') =>
+  part ? (r.cpu[part] * 1_000_000) / Math.max(1, r.appliedPerSecond) : tallyCpuMs(r);
 
 /**
  * Ingest end to end on one Redis against a 3-master Redis Cluster, in the same run, with the CPU each costs per

@@ -152,25 +152,20 @@ export async function measure(ctx: FigureContext) {
       });
       return r.dynamoRequests;
     };
+    const seriesPath = '/v1/series?metrics=ViewCount,OrderCount,Revenue';
     const scenarios: Scenario[] = [
-      {
-        name: 'series, last 30 days by day (store row)',
-        label: 'last30d',
-        call: series('last30d', 'day'),
-        http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&range=last30d&granularity=day' },
-      },
-      {
-        name: 'series, last 3 months by day (store row)',
-        label: 'last3m',
-        call: series('last3m', 'day'),
-        http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&range=last3m&granularity=day' },
-      },
-      {
-        name: 'series, all time (granularity total)',
-        label: 'all-time',
-        call: series('all', 'total'),
-        http: { method: 'GET', path: '/v1/series?metrics=ViewCount,OrderCount,Revenue&granularity=total' },
-      },
+      ...(
+        [
+          ['series, last 30 days by day (store row)', 'last30d', 'last30d', 'day', '&range=last30d&granularity=day'],
+          ['series, last 3 months by day (store row)', 'last3m', 'last3m', 'day', '&range=last3m&granularity=day'],
+          ['series, all time (granularity total)', 'all-time', 'all', 'total', '&granularity=total'],
+        ] as const
+      ).map(([name, label, range, granularity, query]) => ({
+        name,
+        label,
+        call: series(range, granularity),
+        http: { method: 'GET' as const, path: seriesPath + query },
+      })),
       ...(
         [
           [`segment evaluation, warm cache, typical visitor ${TYPICAL} (2 segments, 5 rules)`, 'segments warm (typical)', TYPICAL],

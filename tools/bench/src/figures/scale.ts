@@ -6,6 +6,8 @@ import { createTestTable, metricValue, startApp, startDynalite, startRedis, wait
 import { Redis } from 'ioredis';
 import { loadavg } from 'node:os';
 import { cpuSeconds, machineLine } from '../proc';
+import { usedMemory } from '../redis-benchmark';
+import { sampler } from '../load';
 
 const BUCKET_MS = 900_000;
 /** The measured aggregator's BUCKET_SECONDS (ms): its ticks' interval, room for loading the fresh buckets. */
@@ -34,10 +36,6 @@ export interface ScalePoint {
   tickCommandsPerStore: number;
   /** Load average (1 min) when the tick ended: the machine is shared. */
   loadAverage: number;
-}
-
-async function usedMemory(redis: Redis): Promise<number> {
-  return Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
 }
 
 /** Commands the server has run (Lua's redis.call included), from INFO commandstats. */
@@ -132,21 +130,13 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     if ((await ticks(before)) !== 1) throw new Error('a second tick began while the fresh buckets were applied: raise TICK_BUCKET_MS');
     // CPU of both processes sampled every 200 ms while the tick is awaited; the tick's window is cut from the samples
     // (from the last one before it began to the first one after it ended), so the idle time around it stays out.
-    const samples: Array<{ at: number; aggregator: number; redis: number; commands: number }> = [];
     const sample = async () => {
       const at = performance.now();
       const aggregator = cpuSeconds(a.process.pid!);
       const [cpu, commands] = await Promise.all([redisCpu(redis), commandCount(redis)]);
-      samples.push({ at, aggregator, redis: cpu, commands });
+      return { at, aggregator, redis: cpu, commands };
     };
-    await sample();
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        await new Promise((r) => setTimeout(r, 200));
-        await sample();
-      }
-    })();
+    const sampling = sampler(200, sample);
     let after = before;
     let polledAt = performance.now();
     let lastPoll = polledAt;
@@ -159,9 +149,8 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
       },
       { timeoutMs: 300_000, intervalMs: 1_000, message: 'the measured seal tick' },
     );
-    sampling = false;
-    await sampler;
-    await sample();
+    const samples = await sampling.stop();
+    samples.push(await sample());
     const sealed = (metricValue(after, 'tally_buckets_sealed_total') ?? 0) - (metricValue(before, 'tally_buckets_sealed_total') ?? 0);
     if (sealed !== stores) throw new Error(`the measured tick sealed ${sealed} buckets, not ${stores}`);
     const tickMs =
@@ -227,26 +216,13 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
 
 /** The points measured: `TALLY_SCALE_POINTS=10000x10000,1000x100000` (stores x open rows) picks some, for a quicker run. */
 function grid(quick: boolean): Array<[number, number]> {
-  const picked = process.env['TALLY_SCALE_POINTS'];
-  if (picked) {
-    return picked.split(',').map((p) => {
-      const m = /^(\d+)x(\d+)$/.exec(p.trim());
-      if (!m) throw new Error(`TALLY_SCALE_POINTS: ${p} is not <stores>x<open rows>`);
-      return [Number(m[1]), Number(m[2])];
-    });
-  }
-  return quick
-    ? [
-        [10, 1_000],
-        [300, 1_000],
-        [300, 20_000],
-      ]
-    : [
-        [10, 10_000],
-        [1_000, 100_000],
-        [10_000, 10_000],
-        [10_000, 1_000_000],
-      ];
+  const points =
+    process.env['TALLY_SCALE_POINTS'] ?? (quick ? '10x1000,300x1000,300x20000' : '10x10000,1000x100000,10000x10000,10000x1000000');
+  return points.split(',').map((p) => {
+    const m = /^(\d+)x(\d+)$/.exec(p.trim());
+    if (!m) throw new Error(`TALLY_SCALE_POINTS: ${p} is not <stores>x<open rows>`);
+    return [Number(m[1]), Number(m[2])];
+  });
 }
 
 async function measureScale(opts: { quick: boolean; log: (l: string) => void }): Promise<ScalePoint[]> {

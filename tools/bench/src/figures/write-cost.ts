@@ -1,4 +1,4 @@
-import { logBars, type Chart } from '../charts';
+import { lineChart, logBars, targetRule, type Chart } from '../charts';
 import type { FigureContext, FigureResult } from '../figure';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 import { measureInBaseline } from '../in-checkout';
 import { threeRowWriter, writeEventNaive, type Writer } from '../naive';
 import { machineLine } from '../proc';
+import { fmt } from '../stats';
 import { flushStore, simulatedDay, type DayEvent } from '../workload';
 
 const MIN = 60_000;
@@ -32,6 +33,13 @@ interface CostRun {
 interface Env {
   redis: Redis;
   endpoint: string;
+}
+
+/** A run's cost from its meter. */
+function costRun(design: string, events: number, meter: RowWriterDeps['meter']): CostRun {
+  const t = meter.totals();
+  const updates = t.requests['UpdateItem:ok'] ?? 0;
+  return { design, events, writeUnits: t.writeUnits, readUnits: t.readUnits, updates, wcuPerMillion: (t.writeUnits / events) * 1e6 };
 }
 
 /** A new table at the environment's dynalite, and a metered client of it (the writers' deps). */
@@ -103,17 +111,7 @@ async function runPipeline(
   }
   const scan = await client.send(new ScanCommand({ TableName: table, Select: 'COUNT' }));
   client.destroy();
-  const totals = meter.totals();
-  return {
-    design,
-    byEntity,
-    events: day.length,
-    writeUnits: totals.writeUnits,
-    readUnits: totals.readUnits,
-    updates: totals.requests['UpdateItem:ok'] ?? 0,
-    wcuPerMillion: (totals.writeUnits / day.length) * 1e6,
-    items: scan.Count ?? 0,
-  };
+  return { ...costRun(design, day.length, meter), byEntity, items: scan.Count ?? 0 };
 }
 
 /**
@@ -153,14 +151,7 @@ async function runNaive(env: Env, day: DayEvent[], sampleEvery: number): Promise
   const sample = day.filter((_, k) => k % sampleEvery === 0);
   for (const d of sample) await writeEventNaive(deps, rules, d.store, 'UTC', d.event);
   deps.client.destroy();
-  const t = deps.meter.totals();
-  return {
-    design: `naive (one UpdateItem per event per row; sample of ${sample.length} events)`,
-    events: sample.length,
-    writeUnits: t.writeUnits,
-    updates: t.requests['UpdateItem:ok'] ?? 0,
-    wcuPerMillion: (t.writeUnits / sample.length) * 1e6,
-  };
+  return costRun(`naive (one UpdateItem per event per row; sample of ${sample.length} events)`, sample.length, deps.meter);
 }
 
 const withPolicy = (kind: 'bucket' | { every: number }): RulesInput => {
@@ -235,8 +226,6 @@ export async function measure(opts: { quick: boolean }): Promise<CostFigure> {
     await redisServer.stop();
   }
 }
-
-const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 
 /**
  * The same crawler measured elsewhere, so the figure above has its comparison: before the overflow items (one
@@ -354,37 +343,19 @@ function costCharts(f: CostFigure): Chart[] {
     {
       name: 'flush-interval',
       title: 'Write units per million events against the flush interval (packed layout, every row on the same interval)',
-      spec: {
+      spec: lineChart({
         title: 'Write units per million events against the flush interval',
         width: 480,
-        height: 240,
-        layer: [
-          {
-            data: { values: f.intervals },
-            mark: { type: 'line', point: true },
-            encoding: {
-              x: {
-                field: 'minutes',
-                type: 'quantitative',
-                scale: { type: 'log' },
-                title: 'flush interval (minutes, log scale)',
-                axis: { values: f.intervals.map((x) => x.minutes) },
-              },
-              y: { field: 'wcuPerMillion', type: 'quantitative', title: 'write units per million events', scale: { zero: true } },
-            },
-          },
-          {
-            data: { values: [{ floor: f.floorPerMillion, label: 'floor: each item written once a day' }] },
-            layer: [
-              { mark: { type: 'rule', color: '#d62728', strokeDash: [4, 4] }, encoding: { y: { field: 'floor', type: 'quantitative' } } },
-              {
-                mark: { type: 'text', align: 'left', baseline: 'bottom', dx: 4, dy: -2, color: '#d62728', x: 0 },
-                encoding: { y: { field: 'floor', type: 'quantitative' }, text: { field: 'label' } },
-              },
-            ],
-          },
-        ],
-      },
+        values: f.intervals,
+        x: {
+          field: 'minutes',
+          scale: { type: 'log' },
+          title: 'flush interval (minutes, log scale)',
+          axis: { values: f.intervals.map((x) => x.minutes) },
+        },
+        y: { field: 'wcuPerMillion', title: 'write units per million events', scale: { zero: true } },
+        after: [targetRule('y', f.floorPerMillion, 'floor: each item written once a day')],
+      }),
     },
   ];
 }
