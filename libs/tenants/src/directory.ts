@@ -6,7 +6,7 @@ import { bool, KEY_SK, keyPk, S, scopesOf, str, TENANT_SK, tenantPk } from './it
 import { hashKey, looksLikeKey, type Scope } from './keys';
 
 /** The subset of a pino logger the directory uses. */
-export interface DirectoryLog {
+interface DirectoryLog {
   warn(obj: object, msg: string): void;
   info(obj: object, msg: string): void;
 }
@@ -52,7 +52,7 @@ export interface TenantDirectory {
 }
 
 /** What the apps need of a tenant. */
-export interface DirectoryTenant {
+interface DirectoryTenant {
   store: string;
   timeZone: string;
   /** Months of visitor history kept; undefined = for ever. */
