@@ -90,17 +90,29 @@ export async function queryItems(
 
 /** One item (consistent read); undefined when absent. */
 export async function getItem(deps: RowReaderDeps, pk: string, sk: string): Promise<StoredItem | undefined> {
+  const item = await readItem(deps, pk, sk);
+  return item ? toStoredItem(item) : undefined;
+}
+
+/** One item's attributes, all or `projection`'s (a consistent GetItem, metered); undefined when absent. */
+export async function readItem(
+  deps: RowReaderDeps,
+  pk: string,
+  sk: string,
+  projection?: { expression: string; names: Record<string, string> },
+): Promise<Record<string, AttributeValue> | undefined> {
   const out = await metered(deps.meter, 'GetItem', () =>
     deps.client.send(
       new GetItemCommand({
         TableName: deps.table,
         Key: { pk: { S: pk }, sk: { S: sk } },
         ConsistentRead: true,
+        ...(projection ? { ProjectionExpression: projection.expression, ExpressionAttributeNames: projection.names } : {}),
         ReturnConsumedCapacity: 'TOTAL',
       }),
     ),
   );
-  return out.Item ? toStoredItem(out.Item) : undefined;
+  return out.Item;
 }
 
 /**

@@ -1,16 +1,16 @@
 import {
-  GetItemCommand,
   UpdateItemCommand,
   type AttributeValue,
+  type ConsumedCapacity,
   type DynamoDBClient,
   type UpdateItemCommandInput,
   type UpdateItemCommandOutput,
 } from '@aws-sdk/client-dynamodb';
-import type { ConsumedCapacity } from '@aws-sdk/client-dynamodb';
 import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
 import { classifyError, metered, type DynamoMeter } from './meter';
+import { readItem } from './row-reader';
 import { beyondPosition, routeToOverflow, SPILL_AT_KB, type ItemPosition } from './overflow';
 
 export interface RowWriterDeps {
@@ -328,19 +328,7 @@ export async function readForWrite(
   names: Record<string, string>,
 ): Promise<Record<string, AttributeValue> | undefined> {
   try {
-    const out = await metered(deps.meter, 'GetItem', () =>
-      deps.client.send(
-        new GetItemCommand({
-          TableName: deps.table,
-          Key: { pk: { S: pk }, sk: { S: sk } },
-          ConsistentRead: true,
-          ProjectionExpression: projection,
-          ExpressionAttributeNames: names,
-          ReturnConsumedCapacity: 'TOTAL',
-        }),
-      ),
-    );
-    return out.Item;
+    return await readItem(deps, pk, sk, { expression: projection, names });
   } catch (err) {
     throw wrapWriteError(err, pk, sk);
   }
