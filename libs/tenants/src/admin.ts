@@ -97,7 +97,7 @@ export async function getTenant(db: TenantDb, store: string): Promise<TenantInfo
   return out.Item ? tenantOf(store, out.Item) : undefined;
 }
 
-export function tenantOf(store: string, item: Item): TenantInfo {
+function tenantOf(store: string, item: Item): TenantInfo {
   const budget = item[INGEST_BUDGET_ATTR]?.N;
   const t: TenantInfo = {
     store,
