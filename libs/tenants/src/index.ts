@@ -12,6 +12,7 @@ export {
   setTimeZone,
   setCurrency,
   updateTenant,
+  type KeyInfo,
   type TenantSettings,
   type TenantAdmin,
   type TenantDb,
