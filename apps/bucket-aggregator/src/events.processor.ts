@@ -1,7 +1,7 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
 import { redisKeys } from '@tally/key-layout';
 import { eventsJobSchema } from '@tally/queues';
-import { rollup, rollupDistinct, RulesError, type CompiledRules } from '@tally/schema';
+import { rollup, RulesError, type CompiledRules, type DistinctAdds } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
@@ -111,11 +111,11 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   // A batch the collector rolled up (in the store's zone, by the same rules) goes to the script as it is; the
   // tenant check above still applies to it.
   let deltas;
-  let distinct;
+  let distinct: DistinctAdds | ReadonlyArray<string | number> | undefined;
   if (!rows) {
     try {
-      deltas = rollup(deps.rules, store, tz, events!);
-      distinct = rollupDistinct(deps.rules, store, tz, events!);
+      distinct = new Map();
+      deltas = rollup(deps.rules, store, tz, events!, new Map(), distinct);
     } catch (err) {
       if (err instanceof RulesError) {
         deps.metrics.batchesRejected.inc({ reason: 'rules' });

@@ -88,6 +88,26 @@ describe('createIntake', () => {
     expect(plain).not.toHaveProperty('distinct');
     expect(plain!.events).toHaveLength(3);
   });
+
+  it('submit enqueues the events as they were at the call, whatever the caller changes after', async () => {
+    const added: Array<{ events: NormalizedEvent[] }> = [];
+    const capturing = createIntake({
+      queues: {
+        events: {
+          addBulk: async (jobs: Array<{ data: { events: NormalizedEvent[] }; opts: { jobId: string } }>) =>
+            jobs.map((j) => (added.push(j.data), { id: j.opts.jobId })),
+        } as never,
+      },
+      redis: { status: 'ready', once: () => undefined, off: () => undefined } as never,
+      rules: compileRules(defaultRules),
+      source: 'client',
+    });
+    const event = { type: 'view', ts: Date.now(), dims: { product: 'P1' } };
+    const sent = capturing.submit('S1', [event]);
+    event.dims.product = 'P 2 is not an id';
+    await sent;
+    expect(added[0]!.events[0]!.dims).toEqual({ product: 'P1' });
+  });
 });
 
 describe('batchFingerprint', () => {

@@ -5,10 +5,10 @@ import {
   flattenDistinct,
   flattenRows,
   rollup,
-  rollupDistinct,
   RulesError,
   validateEvents,
   type CompiledRules,
+  type DistinctAdds,
   type NormalizedEvent,
   type ValidationResult,
 } from '@tally/schema';
@@ -113,14 +113,18 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
  */
 export function batchFingerprint(events: readonly NormalizedEvent[]): string {
   // One line per event, hashed in one update (the same digest as an update per line, at a fraction of the cost).
-  let text = '';
+  const lines: string[] = [];
   for (const e of events) {
     const keys = Object.keys(e.dims);
-    if (keys.length > 1) keys.sort();
-    const dims = keys.map((k) => [k, e.dims[k]]);
-    text += `${JSON.stringify([e.type, e.ts, e.id ?? null, dims, e.value ?? null])}\n`;
+    if (keys.length === 2) {
+      if (keys[1]! < keys[0]!) keys.reverse();
+    } else if (keys.length > 2) keys.sort();
+    const dims: string[][] = [];
+    for (const k of keys) dims.push([k, e.dims[k]!]);
+    lines.push(JSON.stringify([e.type, e.ts, e.id ?? null, dims, e.value ?? null]));
   }
-  return hash('sha256', text, 'base64url');
+  lines.push('');
+  return hash('sha256', lines.join('\n'), 'base64url');
 }
 
 /**
@@ -134,8 +138,9 @@ function rolledUp(
   events: readonly NormalizedEvent[],
 ): { rows: Array<string | number>; distinct: Array<string | number> } | undefined {
   try {
-    const rows = flattenRows(rollup(rules, store, timeZone, events));
-    return rows.length > 0 ? { rows, distinct: flattenDistinct(rollupDistinct(rules, store, timeZone, events)) } : undefined;
+    const distinct: DistinctAdds = new Map();
+    const rows = flattenRows(rollup(rules, store, timeZone, events, new Map(), distinct));
+    return rows.length > 0 ? { rows, distinct: flattenDistinct(distinct) } : undefined;
   } catch (err) {
     if (err instanceof RulesError) return undefined;
     throw err;
@@ -250,6 +255,8 @@ export function createIntake(opts: IntakeOptions): Intake {
     async submit(store, input, eopts) {
       const result = intake.validate(input);
       if (result.errors.length > 0) throw new ValidationError(result.errors);
+      // Valid events keep the caller's dims objects, which may change once this returns: the jobs take copies.
+      for (const e of result.events) e.dims = { ...e.dims };
       return intake.enqueue(store, result.events, eopts);
     },
   };

@@ -44,7 +44,9 @@ export function fastEventShape(raw: unknown): EventShape | undefined {
       if (typeof v !== 'string' || v.length > 1024) return undefined;
     }
   }
-  const out: EventShape = { type, ts, dims: (dims as Record<string, string> | undefined) ?? {} };
+  // Well-formed with dims: the object itself is what zod would return (no copy per event on the hot path).
+  if (dims !== undefined) return raw as EventShape;
+  const out: EventShape = { type, ts, dims: {} };
   if (id !== undefined) out.id = id as string;
   if (value !== undefined) out.value = value as number | string;
   return out;

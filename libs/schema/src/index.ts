@@ -5,8 +5,8 @@ export { compileRules, type CompiledRules, type CompiledCounter, type CompiledEv
 export * from './event.schema';
 export { decimalToUnits, toUnits, fromUnits, MAX_VALUE, type ScaleResult } from './decimal';
 export { validateEvents, parseTimestamp, type EventError, type ValidationLimits, type ValidationResult } from './validate';
-export { flattenRows, rollup, type RowDeltas } from './rollup';
+export { distinctMember, flattenRows, MEMBER_BYTES, rollup, type DistinctAdds, type RowDeltas } from './rollup';
 export { normalizeDimValue } from './dimension-value';
 export { loadRules, loadRulesOrExit } from './load-rules';
 export { parseMetricName, formatMetricName, type MetricName } from './metric-name';
-export { rollupDistinct, distinctMember, flattenDistinct, unflattenDistinct, MEMBER_BYTES, type DistinctAdds } from './distinct';
+export { rollupDistinct, flattenDistinct, unflattenDistinct } from './distinct';

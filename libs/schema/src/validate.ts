@@ -1,3 +1,4 @@
+import { ID_PATTERN } from '@tally/key-layout';
 import type { CompiledRules } from './compile';
 import { toUnits } from './decimal';
 import { eventInputSchema, type NormalizedEvent } from './event.schema';
@@ -54,9 +55,11 @@ function daysInMonth(year: number, month: number): number {
 interface DimsInfo {
   required: string[];
   allowed: string;
+  /** Whether a dimension of the type is a `path` (normalized to its key). */
+  paths: boolean;
 }
 const dimsInfo = new WeakMap<object, DimsInfo>();
-function dimsOf(spec: { dims: Record<string, string> }): DimsInfo {
+function dimsOf(rules: CompiledRules, spec: { dims: Record<string, string> }): DimsInfo {
   let info = dimsInfo.get(spec);
   if (!info) {
     info = {
@@ -64,6 +67,7 @@ function dimsOf(spec: { dims: Record<string, string> }): DimsInfo {
         .filter(([, need]) => need === 'required')
         .map(([name]) => name),
       allowed: Object.keys(spec.dims).join(', ') || 'none',
+      paths: Object.keys(spec.dims).some((d) => rules.dimFormat(d) === 'path'),
     };
     dimsInfo.set(spec, info);
   }
@@ -78,7 +82,8 @@ function fail(errors: EventError[], index: number, field: string, reason: string
 
 /**
  * Validates each event against the event schema and the rollup rules. Every problem is reported with the
- * event's index, the field and the reason; valid events come back normalized.
+ * event's index, the field and the reason; valid events come back normalized (a new object, which keeps the input's
+ * dims object unless a value was normalized).
  */
 export function validateEvents(rules: CompiledRules, input: unknown[], limits: ValidationLimits): ValidationResult {
   const result: ValidationResult = { events: [], acceptedIndexes: [], errors: [] };
@@ -138,17 +143,22 @@ function validateOne(
   else if (ts < limits.now - limits.latenessMs)
     fail(errors, index, 'ts', `is older than the lateness horizon of ${Math.round(limits.latenessMs / 86_400_000)} days`);
 
-  const info = dimsOf(spec);
-  const dims: Record<string, string> = {};
+  const info = dimsOf(rules, spec);
   const given = e.dims;
+  // The event's own dims unless a value is normalized (a path to its key): no copy per event on the hot path.
+  let dims: Record<string, string> = given;
   for (const name in given) {
     const value = given[name]!;
     if (!Object.hasOwn(spec.dims, name)) {
       fail(errors, index, `dims.${name}`, `unknown dimension for type ${e.type}; allowed: ${info.allowed}`);
-    } else {
+    } else if (!info.paths && ID_PATTERN.test(value)) continue;
+    else {
       const v = normalizeDimValue(rules, name, value);
-      if (v.ok) dims[name] = v.value;
-      else fail(errors, index, `dims.${name}`, v.reason);
+      if (!v.ok) fail(errors, index, `dims.${name}`, v.reason);
+      else if (v.value !== value) {
+        if (dims === given) dims = { ...given };
+        dims[name] = v.value;
+      }
     }
   }
   for (const name of info.required) {
