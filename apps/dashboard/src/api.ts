@@ -3,8 +3,8 @@ import {
   seriesResponseSchema,
   storeResponseSchema,
   topResponseSchema,
-  type Granularity as ApiGranularity,
-  type NamedRange as ApiNamedRange,
+  type Granularity,
+  type NamedRange,
   type SeriesAnswer,
   type StoreAnswer as ApiStoreAnswer,
   type TopAnswer,
@@ -17,8 +17,6 @@ import type { Day } from './periods';
 
 type StoreInfo = ApiStoreAnswer;
 export type MetricInfo = StoreInfo['metrics'][number];
-type Granularity = ApiGranularity;
-type NamedRange = ApiNamedRange;
 export type SeriesPoint = SeriesAnswer['points'][number];
 /** A series over dates: the dashboard never asks for allTime, so `from` and `to` are days. */
 export type Series = SeriesAnswer & { from: Day; to: Day };

@@ -8,7 +8,7 @@ import { chartCsv, downloadCsv } from './csv';
 import { h, replaceChildren, setText } from './dom';
 import { RequestError } from './errors';
 import { formatDayLong, formatDayShort, formatMetric, formatMonth, percentChange, toNumber, type MetricValue } from './format';
-import { startPoller, throttle, type Poller } from './live';
+import { startPoller, throttle } from './live';
 import type { ShownMetric } from './metrics';
 import {
   addMonths,
@@ -327,58 +327,51 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     if (!monthsBlank) monthsChart.show(months, m.name, m.scale, m.currency);
   }
 
-  function showError(el: HTMLElement, err: unknown): void {
-    if (err instanceof RequestError) {
-      el.hidden = false;
-      setText(el, `Tally could not answer: ${err.message}`);
-    }
-  }
+  /** Polls `run`, reporting as `source` to the shell; a refused request says why in `errorEl`. */
+  const poll = (what: string, errorEl: HTMLElement, intervalMs: number, retryMs: number | undefined, run: () => Promise<void>) =>
+    startPoller({
+      intervalMs,
+      ...(retryMs === undefined ? {} : { retryMs }),
+      maxBackoffMs: MAX_BACKOFF_MS,
+      run,
+      onSuccess: () => ctx.status.ok(source(what)),
+      onError: (err) => {
+        if (err instanceof RequestError) {
+          errorEl.hidden = false;
+          setText(errorEl, `Tally could not answer: ${err.message}`);
+        }
+        return ctx.status.failed(source(what), err);
+      },
+    });
 
-  const pollers: Poller[] = [];
-  const historyPoller = startPoller({
-    intervalMs: HISTORY_INTERVAL_MS,
-    retryMs: RETRY_MS,
-    maxBackoffMs: MAX_BACKOFF_MS,
-    run: async () => {
-      if (document.hidden && history) return;
-      if (names.length === 0) return;
-      const w = dashboardWindows(todayDate);
-      const asked = range;
-      const c = comparisonWindow(asked);
-      const [current, previous, months, yesterday] = await Promise.all([
-        api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: asked.from, to: asked.to }),
-        api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: c.from, to: c.to }),
-        api.series({ entity: opts.entity, metrics: names, granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to }),
-        api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'yesterday' }),
-      ]);
-      // The range changed while these were asked: the poke that changed it asks again.
-      if (asked !== range) return;
-      const asOf = [current, previous, months, yesterday].map((s) => s.asOf).sort()[0]!;
-      history = {
-        range: asked,
-        days: compare([...current.points, ...previous.points], listDays(asked.from, asked.to), listDays(c.from, c.to), names),
-        current,
-        previous,
-        months: compare(
-          months.points,
-          listMonths(w.months.from, w.months.to),
-          listMonths(w.previousMonths.from, w.previousMonths.to),
-          names,
-        ),
-        yesterday,
-        asOf,
-      };
-      historyError.hidden = true;
-      renderHistory();
-      renderToday();
-    },
-    onSuccess: () => ctx.status.ok(source('history')),
-    onError: (err) => {
-      showError(historyError, err);
-      return ctx.status.failed(source('history'), err);
-    },
+  const historyPoller = poll('history', historyError, HISTORY_INTERVAL_MS, RETRY_MS, async () => {
+    if (document.hidden && history) return;
+    if (names.length === 0) return;
+    const w = dashboardWindows(todayDate);
+    const asked = range;
+    const c = comparisonWindow(asked);
+    const [current, previous, months, yesterday] = await Promise.all([
+      api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: asked.from, to: asked.to }),
+      api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: c.from, to: c.to }),
+      api.series({ entity: opts.entity, metrics: names, granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to }),
+      api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'yesterday' }),
+    ]);
+    // The range changed while these were asked: the poke that changed it asks again.
+    if (asked !== range) return;
+    const asOf = [current, previous, months, yesterday].map((s) => s.asOf).sort()[0]!;
+    history = {
+      range: asked,
+      days: compare([...current.points, ...previous.points], listDays(asked.from, asked.to), listDays(c.from, c.to), names),
+      current,
+      previous,
+      months: compare(months.points, listMonths(w.months.from, w.months.to), listMonths(w.previousMonths.from, w.previousMonths.to), names),
+      yesterday,
+      asOf,
+    };
+    historyError.hidden = true;
+    renderHistory();
+    renderToday();
   });
-  pollers.push(historyPoller);
 
   // The 30-day chart gets today's point from every live answer; the month totals and the top lists cannot be
   // patched exactly, so they are asked again soon after today's numbers move rather than once a minute only.
@@ -388,36 +381,26 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   }, REFRESH_ON_CHANGE_MS);
   const sameValues = (a: SeriesPoint['values'], b: SeriesPoint['values']) => names.every((n) => String(a[n]) === String(b[n]));
 
-  const livePoller = startPoller({
-    intervalMs: LIVE_INTERVAL_MS,
-    maxBackoffMs: MAX_BACKOFF_MS,
-    run: async () => {
-      // Nobody is looking: no requests until the tab is shown again (then at once, below).
-      if (document.hidden || names.length === 0) return;
-      const series = await api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'today' });
-      const point = series.points.find((p) => p.period === series.to) ?? { period: series.to, values: series.totals };
-      if (series.to !== todayDate) {
-        // Midnight in the store's time zone: the windows (and a preset range) move, so the history is asked again.
-        todayDate = series.to;
-        if (preset !== 'custom') range = presetWindow(preset, todayDate);
-        renderRangeBar();
-        historyPoller.poke();
-      }
-      const changed = live !== undefined && live.point.period === point.period && !sameValues(live.point.values, point.values);
-      live = { series, point };
-      if (changed) refreshOnChange();
-      todayError.hidden = true;
-      ctx.status.fresh(series.asOf);
-      renderToday();
-      renderHistory();
-    },
-    onSuccess: () => ctx.status.ok(source('live')),
-    onError: (err) => {
-      showError(todayError, err);
-      return ctx.status.failed(source('live'), err);
-    },
+  const livePoller = poll('live', todayError, LIVE_INTERVAL_MS, undefined, async () => {
+    // Nobody is looking: no requests until the tab is shown again (then at once, below).
+    if (document.hidden || names.length === 0) return;
+    const series = await api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'today' });
+    const point = series.points.find((p) => p.period === series.to) ?? { period: series.to, values: series.totals };
+    if (series.to !== todayDate) {
+      // Midnight in the store's time zone: the windows (and a preset range) move, so the history is asked again.
+      todayDate = series.to;
+      if (preset !== 'custom') range = presetWindow(preset, todayDate);
+      renderRangeBar();
+      historyPoller.poke();
+    }
+    const changed = live !== undefined && live.point.period === point.period && !sameValues(live.point.values, point.values);
+    live = { series, point };
+    if (changed) refreshOnChange();
+    todayError.hidden = true;
+    ctx.status.fresh(series.asOf);
+    renderToday();
+    renderHistory();
   });
-  pollers.push(livePoller);
   const onVisibility = () => {
     if (document.hidden) return;
     livePoller.poke();
@@ -430,7 +413,8 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   renderHistory();
   return {
     destroy() {
-      for (const p of pollers) p.stop();
+      historyPoller.stop();
+      livePoller.stop();
       document.removeEventListener('visibilitychange', onVisibility);
       refreshOnChange.cancel();
       daysChart.destroy();

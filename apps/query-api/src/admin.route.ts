@@ -16,7 +16,6 @@ import {
   type ErasureDeps,
   type TenantDb,
   type TenantDirectory,
-  type TenantInfo,
 } from '@tally/tenants';
 import type { CompiledRules } from '@tally/schema';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -90,8 +89,6 @@ function audit(app: FastifyInstance) {
   });
 }
 
-const tenantAnswer = (t: TenantInfo) => ({ ...t });
-
 /** The store's own administration, with an `admin`-scope key: /v1/admin/… and DELETE /v1/visitors/{visitor}. */
 export const storeAdminRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, { admin, directory, rules }) => {
   app.addHook('onRequest', bearerAuth(directory, 'admin'));
@@ -102,11 +99,9 @@ export const storeAdminRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app,
   app.get('/admin/store', { schema: adminRouteSchemas.getTenant }, async (req) => {
     const t = await getTenant(db, storeOf(req));
     if (!t || t.deletingAt) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${storeOf(req)} does not exist`);
-    return tenantAnswer(t);
+    return t;
   });
-  app.patch('/admin/store', { schema: adminRouteSchemas.updateTenant }, async (req) =>
-    tenantAnswer(await updateTenant(db, storeOf(req), req.body)),
-  );
+  app.patch('/admin/store', { schema: adminRouteSchemas.updateTenant }, async (req) => updateTenant(db, storeOf(req), req.body));
   app.get('/admin/keys', { schema: adminRouteSchemas.listKeys }, async (req) => ({ keys: await listKeys(db, storeOf(req)) }));
   app.post('/admin/keys', { schema: adminRouteSchemas.issueKey }, async (req, reply) => {
     const store = storeOf(req);
@@ -126,7 +121,7 @@ export const operatorRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, {
   audit(app);
   const { db } = admin;
 
-  app.get('/stores', { schema: operatorRouteSchemas.listStores }, async () => ({ stores: (await listTenants(db)).map(tenantAnswer) }));
+  app.get('/stores', { schema: operatorRouteSchemas.listStores }, async () => ({ stores: await listTenants(db) }));
   app.post('/stores', { schema: operatorRouteSchemas.createStore }, async (req, reply) => {
     const { store, timeZone, currency, historyMonths, adminKey } = req.body;
     await createTenant(db, store, timeZone !== undefined ? { timeZone } : {});
@@ -135,12 +130,12 @@ export const operatorRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, {
         ? await updateTenant(db, store, { currency, historyMonths })
         : (await getTenant(db, store))!;
     const key = adminKey ? await issueKey(db, store, ['admin'], 'first admin key') : undefined;
-    return reply.code(201).send({ ...tenantAnswer(t), ...(key ? { adminKey: key } : {}) });
+    return reply.code(201).send({ ...t, ...(key ? { adminKey: key } : {}) });
   });
   app.get('/stores/:store', { schema: operatorRouteSchemas.getStore }, async (req) => {
     const t = await getTenant(db, req.params.store);
     if (!t) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${req.params.store} does not exist`);
-    return tenantAnswer(t);
+    return t;
   });
   app.delete('/stores/:store', { schema: operatorRouteSchemas.deleteStore }, async (req) =>
     deleteStore({ ...admin.erasure, db }, req.params.store),

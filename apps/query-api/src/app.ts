@@ -1,4 +1,4 @@
-import { bearerAuth, createHttpApp, badRequest, HttpProblem, type TallyHttpApp } from '@tally/http';
+import { bearerAuth, createHttpApp, badRequest, type TallyHttpApp } from '@tally/http';
 import { QueryError } from '@tally/query';
 import type { FastifyError, FastifyRequest } from 'fastify';
 import { operatorRoutes, storeAdminRoutes, tenantProblem } from './admin.route';
@@ -7,6 +7,7 @@ import { registerDashboard } from './dashboard';
 import type { QueryApiDeps, RouteContext } from './deps';
 import { registerDocs } from './docs';
 import { createQueryApiMetrics } from './metrics';
+import { notOwnStore } from './params';
 import { segmentsRoutes } from './segments.route';
 import { seriesRoutes } from './series.route';
 import { storeRoutes } from './store.route';
@@ -74,9 +75,5 @@ export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
  */
 async function ownStoreOnly(req: FastifyRequest): Promise<void> {
   const asked = (req.query as Record<string, unknown> | undefined)?.['store'];
-  if (asked !== undefined && asked !== req.principal!.store) {
-    throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(asked)} is not the store of this API key`, {
-      field: 'store',
-    });
-  }
+  if (asked !== undefined && asked !== req.principal!.store) throw notOwnStore(asked, 'store');
 }

@@ -16,6 +16,18 @@ export interface EntityRef {
   pk: string;
 }
 
+/** A 404 for a store that is not the key's: the same whether or not that store exists, so nothing of other tenants leaks. */
+export const notOwnStore = (id: unknown, field: string) =>
+  new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field });
+
+function checkSingleDimension(entity: string, key: readonly string[]): void {
+  if (key.length !== 1)
+    throw badRequest(
+      'entity',
+      `entity ${entity} is keyed by ${key.length} dimensions (${key.join(', ')}); this API reads single-dimension entities`,
+    );
+}
+
 /**
  * `store`, `store:<own store>`, or `<entity>:<id>` (single-dimension entities) → the row of the key's store.
  * `store:<another store>` is 404: a key never reads another store.
@@ -26,17 +38,10 @@ export function parseEntity(rules: CompiledRules, store: string, raw: string): E
   const { name: entity, spec, isStore } = entityOf(rules, name, 'entity');
   const id = colon < 0 ? undefined : idOfRequest(rules, entity, raw.slice(colon + 1));
   if (isStore) {
-    if (id !== undefined && id !== store)
-      throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, {
-        field: 'entity',
-      });
+    if (id !== undefined && id !== store) throw notOwnStore(id, 'entity');
     return { entity, id: store, pk: store };
   }
-  if (spec.key.length !== 1)
-    throw badRequest(
-      'entity',
-      `entity ${entity} is keyed by ${spec.key.length} dimensions (${spec.key.join(', ')}); this API reads single-dimension entities`,
-    );
+  checkSingleDimension(entity, spec.key);
   if (id === undefined || id === '') throw badRequest('entity', `entity ${entity} needs an id: entity=${entity}:<id>`);
   if (!ID_PATTERN.test(id)) throw badRequest('entity', `id ${JSON.stringify(id)} of entity ${entity} must be ${ID_RULE}`);
   return { entity, id, pk: rules.pkOf(store, entity, [id]) };
@@ -53,16 +58,11 @@ export function parseEntityIds(
   const { name: entity, spec, isStore } = entityOf(rules, entityRaw, 'entity');
   const ids = splitList(idsRaw).map((id) => idOfRequest(rules, entity, id));
   if (isStore) {
-    for (const id of ids)
-      if (id !== store)
-        throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${JSON.stringify(id)} is not the store of this API key`, { field: 'ids' });
+    const other = ids.find((id) => id !== store);
+    if (other !== undefined) throw notOwnStore(other, 'ids');
     return [{ entity, id: store, pk: store }];
   }
-  if (spec.key.length !== 1)
-    throw badRequest(
-      'entity',
-      `entity ${entity} is keyed by ${spec.key.length} dimensions (${spec.key.join(', ')}); this API reads single-dimension entities`,
-    );
+  checkSingleDimension(entity, spec.key);
   if (ids.length === 0) throw badRequest('ids', `name at least one ${entity} id: ids=<id>,<id>,…`);
   const unique = [...new Set(ids)];
   if (unique.length > max) throw badRequest('ids', `${unique.length} ids; at most ${max} per request`);

@@ -158,7 +158,3 @@ export const toolEnvSchemas = {
 
 export type AppName = keyof typeof appEnvSchemas;
 export type CollectorConfig = z.infer<typeof collectorEnv>;
-export type AggregatorConfig = z.infer<typeof aggregatorEnv>;
-export type WriterConfig = z.infer<typeof writerEnv>;
-export type QueryApiConfig = z.infer<typeof queryApiEnv>;
-export type SharedConfig = z.infer<typeof shared>;

@@ -60,13 +60,7 @@ export const keyInfoSchema = z
     revokedAt: isoSchema.optional(),
   })
   .describe('An API key as listed: never the key itself')
-  .meta({
-    examples: [
-      {
-        ...KEY_EXAMPLE,
-      },
-    ],
-  });
+  .meta({ examples: [KEY_EXAMPLE] });
 
 export const issueKeyBodySchema = z
   .object({
@@ -76,25 +70,10 @@ export const issueKeyBodySchema = z
   .strict()
   .meta({ examples: [{ scopes: ['ingest'], label: 'web shop' }] });
 
-export const issuedKeySchema = keyInfoSchema.extend({ key: z.string().describe('The key: shown in this answer only, never again') }).meta({
-  examples: [
-    {
-      ...KEY_EXAMPLE,
-      key: 'tly_…',
-    },
-  ],
-});
-export const keyListSchema = z.object({ keys: z.array(keyInfoSchema) }).meta({
-  examples: [
-    {
-      keys: [
-        {
-          ...KEY_EXAMPLE,
-        },
-      ],
-    },
-  ],
-});
+export const issuedKeySchema = keyInfoSchema
+  .extend({ key: z.string().describe('The key: shown in this answer only, never again') })
+  .meta({ examples: [{ ...KEY_EXAMPLE, key: 'tly_…' }] });
+export const keyListSchema = z.object({ keys: z.array(keyInfoSchema) }).meta({ examples: [{ keys: [KEY_EXAMPLE] }] });
 
 const keyIdParams = z.object({ keyId: z.string().describe('A key id from the list (6-64 lower-case hex digits)') }).strict();
 const visitorParams = z.object({ visitor: z.string().describe('Visitor id') }).strict();

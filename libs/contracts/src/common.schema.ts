@@ -71,8 +71,8 @@ export const rangeParam = z
   .enum(RANGE_NAMES)
   .optional()
   .describe("A range in the store's time zone, ending today (inclusive); allTime = everything. Instead of from/to.");
-export const fromParam = z.string().optional().describe('First day, YYYY-MM-DD (with to, instead of range)');
-export const toParam = z.string().optional().describe('Last day, YYYY-MM-DD, inclusive (with from)');
+const fromParam = z.string().optional().describe('First day, YYYY-MM-DD (with to, instead of range)');
+const toParam = z.string().optional().describe('Last day, YYYY-MM-DD, inclusive (with from)');
 export const storeParam = z
   .string()
   .optional()

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { errorResponses, fromParam, isoSchema, RANGE_NAMES, rangeParam, storeParam, toParam, valueSchema } from './common.schema';
+import { errorResponses, isoSchema, RANGE_NAMES, rangeParam, rangeParams, valueSchema } from './common.schema';
 
 /** Longest range a top list covers: the daily rankings are read day by day. */
 export const MAX_TOP_DAYS = 92;
@@ -10,10 +10,8 @@ export const topQuerySchema = z
     entity: z.string().describe('A ranked entity (product and page in the default rules)'),
     metric: z.string().describe('An unkeyed metric, e.g. ViewCount'),
     range: rangeParam.describe(`A named range (default last30d) covering at most ${MAX_TOP_DAYS} days`),
-    from: fromParam,
-    to: toParam,
+    ...rangeParams,
     limit: z.coerce.number().int().min(1).max(MAX_TOP_LIMIT).default(10).describe(`Items to return, 1-${MAX_TOP_LIMIT} (default 10)`),
-    store: storeParam,
   })
   .strict();
 

@@ -74,6 +74,23 @@ export function createDynamoMeter(registry?: Registry): DynamoMeter {
   };
 }
 
+/** Runs one DynamoDB call and meters it (outcome, latency, consumed units); its error is rethrown as is. */
+export async function metered<T extends { ConsumedCapacity?: any }>(
+  meter: DynamoMeter,
+  op: DynamoOperation,
+  run: () => Promise<T>,
+): Promise<T> {
+  const started = performance.now();
+  try {
+    const out = await run();
+    meter.observe(op, 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
+    return out;
+  } catch (err) {
+    meter.observe(op, classifyError(err), (performance.now() - started) / 1000);
+    throw err;
+  }
+}
+
 /** Classifies an AWS SDK error for metrics and retry decisions. */
 export function classifyError(err: unknown): DynamoOutcome {
   const name = (err as { name?: string })?.name ?? '';

@@ -3,7 +3,7 @@ import { baseSk, EXPIRES_ATTR, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR
 import { entriesByItem, type CountEntry } from './cells';
 import { beyondPosition, childSks, overflowEnd, routeToOverflow } from './overflow';
 import { ItemBudgetError, RetryableWriteError } from './errors';
-import { classifyError, type DynamoMeter, type DynamoOperation } from './meter';
+import { metered, type DynamoMeter } from './meter';
 
 /** A DynamoDB counter item: its watermark and every counter attribute as an exact integer. */
 export interface StoredItem {
@@ -50,18 +50,6 @@ export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
   return out;
 }
 
-async function metered<T extends { ConsumedCapacity?: any }>(deps: RowReaderDeps, op: DynamoOperation, run: () => Promise<T>): Promise<T> {
-  const started = performance.now();
-  try {
-    const out = await run();
-    deps.meter.observe(op, 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
-    return out;
-  } catch (err) {
-    deps.meter.observe(op, classifyError(err), (performance.now() - started) / 1000);
-    throw err;
-  }
-}
-
 /**
  * Items of one pk with `fromSk <= sk <= toSk`, and the overflow items of toSk (all others in the range sort inside
  * it), with consistent reads in one Query (paginated only past 1 MB). With `maxItems`, reads at most one item more
@@ -78,7 +66,7 @@ export async function queryItems(
   let start: Record<string, AttributeValue> | undefined;
   let requests = 0;
   do {
-    const out = await metered(deps, 'Query', () =>
+    const out = await metered(deps.meter, 'Query', () =>
       deps.client.send(
         new QueryCommand({
           TableName: deps.table,
@@ -102,17 +90,29 @@ export async function queryItems(
 
 /** One item (consistent read); undefined when absent. */
 export async function getItem(deps: RowReaderDeps, pk: string, sk: string): Promise<StoredItem | undefined> {
-  const out = await metered(deps, 'GetItem', () =>
+  const item = await readItem(deps, pk, sk);
+  return item ? toStoredItem(item) : undefined;
+}
+
+/** One item's attributes, all or `projection`'s (a consistent GetItem, metered); undefined when absent. */
+export async function readItem(
+  deps: RowReaderDeps,
+  pk: string,
+  sk: string,
+  projection?: { expression: string; names: Record<string, string> },
+): Promise<Record<string, AttributeValue> | undefined> {
+  const out = await metered(deps.meter, 'GetItem', () =>
     deps.client.send(
       new GetItemCommand({
         TableName: deps.table,
         Key: { pk: { S: pk }, sk: { S: sk } },
         ConsistentRead: true,
+        ...(projection ? { ProjectionExpression: projection.expression, ExpressionAttributeNames: projection.names } : {}),
         ReturnConsumedCapacity: 'TOTAL',
       }),
     ),
   );
-  return out.Item ? toStoredItem(out.Item) : undefined;
+  return out.Item;
 }
 
 /**
@@ -140,7 +140,7 @@ export async function getItems(
       for (let attempt = 0; pending.length > 0; attempt++) {
         if (attempt > 8) throw new RetryableWriteError(`BatchGetItem left ${pending.length} keys unprocessed`);
         if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
-        const out = await metered(deps, 'BatchGetItem', () =>
+        const out = await metered(deps.meter, 'BatchGetItem', () =>
           deps.client.send(
             new BatchGetItemCommand({
               RequestItems: { [deps.table]: { Keys: pending, ConsistentRead: true } },

@@ -1,16 +1,16 @@
 import {
-  GetItemCommand,
   UpdateItemCommand,
   type AttributeValue,
+  type ConsumedCapacity,
   type DynamoDBClient,
   type UpdateItemCommandInput,
   type UpdateItemCommandOutput,
 } from '@aws-sdk/client-dynamodb';
-import type { ConsumedCapacity } from '@aws-sdk/client-dynamodb';
 import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
-import { classifyError, type DynamoMeter } from './meter';
+import { classifyError, metered, type DynamoMeter } from './meter';
+import { readItem } from './row-reader';
 import { beyondPosition, routeToOverflow, SPILL_AT_KB, type ItemPosition } from './overflow';
 
 export interface RowWriterDeps {
@@ -327,24 +327,10 @@ export async function readForWrite(
   projection: string,
   names: Record<string, string>,
 ): Promise<Record<string, AttributeValue> | undefined> {
-  const started = performance.now();
   try {
-    const out = await deps.client.send(
-      new GetItemCommand({
-        TableName: deps.table,
-        Key: { pk: { S: pk }, sk: { S: sk } },
-        ConsistentRead: true,
-        ProjectionExpression: projection,
-        ExpressionAttributeNames: names,
-        ReturnConsumedCapacity: 'TOTAL',
-      }),
-    );
-    deps.meter.observe('GetItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
-    return out.Item;
+    return await readItem(deps, pk, sk, { expression: projection, names });
   } catch (err) {
-    const outcome = classifyError(err);
-    deps.meter.observe('GetItem', outcome, (performance.now() - started) / 1000);
-    throw wrapWriteError(err, outcome, pk, sk);
+    throw wrapWriteError(err, pk, sk);
   }
 }
 
@@ -361,23 +347,21 @@ export async function updateItem(
     'UpdateExpression' | 'ConditionExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues'
   >,
 ): Promise<UpdateItemCommandOutput | undefined> {
-  const started = performance.now();
   try {
-    const out = await deps.client.send(
-      new UpdateItemCommand({ TableName: deps.table, Key: { pk: { S: pk }, sk: { S: sk } }, ...update, ReturnConsumedCapacity: 'TOTAL' }),
+    return await metered(deps.meter, 'UpdateItem', () =>
+      deps.client.send(
+        new UpdateItemCommand({ TableName: deps.table, Key: { pk: { S: pk }, sk: { S: sk } }, ...update, ReturnConsumedCapacity: 'TOTAL' }),
+      ),
     );
-    deps.meter.observe('UpdateItem', 'ok', (performance.now() - started) / 1000, out.ConsumedCapacity);
-    return out;
   } catch (err) {
-    const outcome = classifyError(err);
-    deps.meter.observe('UpdateItem', outcome, (performance.now() - started) / 1000);
-    if (outcome !== 'condition_failed') throw wrapWriteError(err, outcome, pk, sk);
-    return undefined;
+    if (classifyError(err) === 'condition_failed') return undefined;
+    throw wrapWriteError(err, pk, sk);
   }
 }
 
 /** A DynamoDB error of a write as RetryableWriteError or PermanentWriteError, naming the item. */
-function wrapWriteError(err: unknown, outcome: string, pk: string, sk: string): Error {
+function wrapWriteError(err: unknown, pk: string, sk: string): Error {
+  const outcome = classifyError(err);
   const msg = `${(err as Error)?.name ?? 'Error'}: ${(err as Error)?.message ?? String(err)} (item ${pk} / ${sk})`;
   if (outcome === 'throttled' || outcome === 'unavailable' || outcome === 'error') return new RetryableWriteError(msg, { cause: err });
   return new PermanentWriteError(msg, { cause: err });

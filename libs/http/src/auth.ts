@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { keyIdOf, TenantsUnavailableError, type Principal, type Scope, type TenantDirectory } from '@tally/tenants';
 import type { FastifyRequest } from 'fastify';
-import { HttpProblem } from './problem';
+import { HttpProblem, unavailable } from './problem';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -19,6 +19,16 @@ export const KEY_STORE_RETRY_AFTER_SECONDS = 5;
 
 const unauthorized = (detail: string) =>
   new HttpProblem(401, 'TALLY_ERR_UNAUTHORIZED', detail, { field: 'authorization', headers: CHALLENGE });
+const forbidden = (detail: string) => new HttpProblem(403, 'TALLY_ERR_FORBIDDEN', detail, { field: 'authorization' });
+
+/** The credential of `Authorization: Bearer <credential>`; 401 when the header is missing (asking for `wanted`) or malformed. */
+function bearerToken(req: FastifyRequest, credential: string, wanted = credential): string {
+  const header = req.headers.authorization;
+  if (header === undefined || header === '') throw unauthorized(`missing Authorization header: send Authorization: Bearer <${wanted}>`);
+  const m = BEARER.exec(header);
+  if (!m) throw unauthorized(`the Authorization header must be "Bearer <${credential}>"`);
+  return m[1]!;
+}
 
 /**
  * An `onRequest` hook: `Authorization: Bearer <key>` → the key's store and scopes, which must include `scope`.
@@ -27,38 +37,21 @@ const unauthorized = (detail: string) =>
  */
 export function bearerAuth(directory: TenantDirectory, scope: Scope) {
   return async (req: FastifyRequest): Promise<void> => {
-    const header = req.headers.authorization;
-    if (header === undefined || header === '') {
-      throw unauthorized(`missing Authorization header: send Authorization: Bearer <API key with the "${scope}" scope>`);
-    }
-    const m = BEARER.exec(header);
-    if (!m) throw unauthorized('the Authorization header must be "Bearer <API key>"');
+    const key = bearerToken(req, 'API key', `API key with the "${scope}" scope`);
     let principal: Principal | undefined;
     try {
-      principal = await directory.authenticate(m[1]!);
+      principal = await directory.authenticate(key);
     } catch (err) {
       if (!(err instanceof TenantsUnavailableError)) throw err;
-      throw new HttpProblem(
-        503,
-        'TALLY_ERR_UNAVAILABLE',
+      throw unavailable(
         'this API key cannot be checked right now (the key store is unavailable); retry later',
-        {
-          headers: { 'retry-after': String(KEY_STORE_RETRY_AFTER_SECONDS) },
-          cause: err,
-        },
+        KEY_STORE_RETRY_AFTER_SECONDS,
+        err,
       );
     }
     if (!principal) throw unauthorized('unknown or revoked API key');
-    if (!principal.scopes.includes(scope)) {
-      throw new HttpProblem(
-        403,
-        'TALLY_ERR_FORBIDDEN',
-        `this API key lacks the "${scope}" scope (it has: ${principal.scopes.join(', ') || 'none'})`,
-        {
-          field: 'authorization',
-        },
-      );
-    }
+    if (!principal.scopes.includes(scope))
+      throw forbidden(`this API key lacks the "${scope}" scope (it has: ${principal.scopes.join(', ') || 'none'})`);
     req.principal = principal;
   };
 }
@@ -86,29 +79,14 @@ const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest();
 export function operatorAuth(token: string | undefined, directory: TenantDirectory) {
   const expected = token ? sha256(token) : undefined;
   return async (req: FastifyRequest): Promise<void> => {
-    if (!expected) {
-      throw new HttpProblem(
-        403,
-        'TALLY_ERR_FORBIDDEN',
-        'the operator routes are off: no operator credential is configured (ADMIN_OPERATOR_TOKEN)',
-        { field: 'authorization' },
-      );
-    }
-    const header = req.headers.authorization;
-    if (header === undefined || header === '')
-      throw unauthorized('missing Authorization header: send Authorization: Bearer <operator token>');
-    const m = BEARER.exec(header);
-    if (!m) throw unauthorized('the Authorization header must be "Bearer <operator token>"');
-    if (timingSafeEqual(sha256(m[1]!), expected)) {
+    if (!expected) throw forbidden('the operator routes are off: no operator credential is configured (ADMIN_OPERATOR_TOKEN)');
+    const token = bearerToken(req, 'operator token');
+    if (timingSafeEqual(sha256(token), expected)) {
       req.operator = true;
       return;
     }
-    const principal = await directory.authenticate(m[1]!).catch(() => undefined);
-    if (principal) {
-      throw new HttpProblem(403, 'TALLY_ERR_FORBIDDEN', 'a store API key cannot call operator routes: send the operator credential', {
-        field: 'authorization',
-      });
-    }
+    if (await directory.authenticate(token).catch(() => undefined))
+      throw forbidden('a store API key cannot call operator routes: send the operator credential');
     throw unauthorized('unknown operator credential');
   };
 }

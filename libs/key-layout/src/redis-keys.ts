@@ -81,54 +81,35 @@ export function storeShard(store: string, shards: number): number {
   return h % shards;
 }
 
-export interface RedisKeys {
-  /** `<p>:{S}:` — the prefix of every key of the store. */
-  tag(store: string): string;
-  epoch(store: string): string;
-  bucket(store: string, seq: number | string, pk: string): string;
-  bucketRows(store: string, seq: number | string): string;
-  sealed(store: string): string;
-  folded(store: string): string;
-  outbox(store: string, pk: string): string;
-  dirty(store: string): string;
-  due(store: string): string;
-  batch(store: string, batchId: string): string;
-  cache(store: string, pk: string): string;
-  cacheVersion(store: string, pk: string): string;
-  rank(store: string, dayKey: string, metric: string, entity: string): string;
-  counts(store: string): string;
-  /** The store's tombstone (set when the store is deleted, kept for the dedupe window). */
-  tombstone(store: string): string;
-  /** The store's erased rows (visitor erasure): pk -> until (ms). */
-  erased(store: string): string;
-  /** The mark of a store refused as unknown (no tenant), read by @tally/client. */
-  unknownStore(store: string): string;
-  /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
-  work(shard: number): string;
-}
+export type RedisKeys = ReturnType<typeof redisKeys>;
 
-export function redisKeys(prefix = 't'): RedisKeys {
+export function redisKeys(prefix = 't') {
+  /** `<p>:{S}:` — the prefix of every key of the store. */
   const tag = (s: string) => `${prefix}:{${s}}:`;
   const S = REDIS_SUFFIX;
   return {
     tag,
-    epoch: (s) => tag(s) + S.epoch,
-    bucket: (s, seq, pk) => `${tag(s)}${S.bucket}${seq}:${pk}`,
-    bucketRows: (s, seq) => `${tag(s)}${S.rows}${seq}`,
-    sealed: (s) => tag(s) + S.sealed,
-    folded: (s) => tag(s) + S.folded,
-    outbox: (s, pk) => tag(s) + S.outbox + pk,
-    dirty: (s) => tag(s) + S.dirty,
-    due: (s) => tag(s) + S.due,
-    batch: (s, id) => tag(s) + S.batch + id,
-    cache: (s, pk) => tag(s) + S.cache + pk,
-    cacheVersion: (s, pk) => tag(s) + S.cacheVersion + pk,
-    rank: (s, day, metric, entity) => `${tag(s)}${S.rank}${day}:${metric}:${entity}`,
-    counts: (s) => tag(s) + S.counts,
-    tombstone: (s) => tag(s) + S.tombstone,
-    erased: (s) => tag(s) + S.erased,
-    unknownStore: (s) => tag(s) + S.unknown,
-    work: (shard) => `${prefix}:{${prefix}:w${shard}}:`,
+    epoch: (s: string) => tag(s) + S.epoch,
+    bucket: (s: string, seq: number | string, pk: string) => `${tag(s)}${S.bucket}${seq}:${pk}`,
+    bucketRows: (s: string, seq: number | string) => `${tag(s)}${S.rows}${seq}`,
+    sealed: (s: string) => tag(s) + S.sealed,
+    folded: (s: string) => tag(s) + S.folded,
+    outbox: (s: string, pk: string) => tag(s) + S.outbox + pk,
+    dirty: (s: string) => tag(s) + S.dirty,
+    due: (s: string) => tag(s) + S.due,
+    batch: (s: string, id: string) => tag(s) + S.batch + id,
+    cache: (s: string, pk: string) => tag(s) + S.cache + pk,
+    cacheVersion: (s: string, pk: string) => tag(s) + S.cacheVersion + pk,
+    rank: (s: string, day: string, metric: string, entity: string) => `${tag(s)}${S.rank}${day}:${metric}:${entity}`,
+    counts: (s: string) => tag(s) + S.counts,
+    /** The store's tombstone (set when the store is deleted, kept for the dedupe window). */
+    tombstone: (s: string) => tag(s) + S.tombstone,
+    /** The store's erased rows (visitor erasure): pk -> until (ms). */
+    erased: (s: string) => tag(s) + S.erased,
+    /** The mark of a store refused as unknown (no tenant), read by @tally/client. */
+    unknownStore: (s: string) => tag(s) + S.unknown,
+    /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
+    work: (shard: number) => `${prefix}:{${prefix}:w${shard}}:`,
   };
 }
 

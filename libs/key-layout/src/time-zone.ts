@@ -38,36 +38,14 @@ export interface LocalTime extends LocalDate {
 
 /** Wall-clock date and time of an instant in a time zone (uncached; use localDate on hot paths). */
 export function localTime(tsMs: number, tz: string): LocalTime {
-  let year = 0;
-  let month = 0;
-  let day = 0;
-  let hour = 0;
-  let minute = 0;
-  let bc = false;
-  for (const p of formatter(tz).formatToParts(tsMs)) {
-    switch (p.type) {
-      case 'year':
-        year = Number(p.value);
-        break;
-      case 'month':
-        month = Number(p.value);
-        break;
-      case 'day':
-        day = Number(p.value);
-        break;
-      case 'hour':
-        hour = Number(p.value);
-        break;
-      case 'minute':
-        minute = Number(p.value);
-        break;
-      case 'era':
-        bc = p.value === 'BC' || p.value === 'B';
-        break;
-    }
-  }
-  if (bc) year = 1 - year;
-  return { ...dateOf(year, month, day), hour, minute };
+  const p = Object.fromEntries(
+    formatter(tz)
+      .formatToParts(tsMs)
+      .map((part) => [part.type, part.value]),
+  );
+  const year = Number(p['year']);
+  const bc = p['era'] === 'BC' || p['era'] === 'B';
+  return { ...dateOf(bc ? 1 - year : year, Number(p['month']), Number(p['day'])), hour: Number(p['hour']), minute: Number(p['minute']) };
 }
 
 // Every UTC offset in use since 1972 is a multiple of 15 minutes, and zone transitions happen on such

@@ -61,9 +61,5 @@ export async function startOpsServer(opts: StartOpsServerOptions): Promise<OpsSe
   const app = fastify({ loggerInstance: log });
   registerOpsRoutes(app, opts);
   await app.listen({ host: opts.host, port: opts.port });
-  const port = (app.server.address() as AddressInfo).port;
-  return {
-    port,
-    close: () => app.close(),
-  };
+  return { port: (app.server.address() as AddressInfo).port, close: () => app.close() };
 }

@@ -41,8 +41,7 @@ export function queueDepthMetrics(
     registers: [registry],
     collect: refresh,
   });
-  const byName = new Map<string, CountedQueue[]>();
-  for (const q of queues) byName.set(q.name, [...(byName.get(q.name) ?? []), q]);
+  const byName = Map.groupBy(queues, (q) => q.name);
   for (const name of byName.keys()) errors.inc({ queue: name }, 0);
 
   async function read(): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { TimedOut, within } from './within';
 
 export interface ShutdownStep {
   /** Shown in the logs, e.g. `close http`, `close workers`, `quit redis`. */
@@ -26,23 +27,13 @@ export async function runShutdown(log: Logger, steps: readonly ShutdownStep[]): 
   for (const step of steps) {
     const timeoutMs = step.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
     const started = Date.now();
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const work = Promise.resolve().then(step.run);
-      work.catch(() => {}); // it may still fail after its deadline passed
-      await Promise.race([
-        work,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new StepTimeout(timeoutMs)), timeoutMs);
-        }),
-      ]);
+      await within(Promise.resolve().then(step.run), timeoutMs, 'step overran its deadline');
       log.info({ step: step.name, ms: Date.now() - started }, 'shutdown step done');
     } catch (err) {
       ok = false;
-      if (err instanceof StepTimeout) log.error({ step: step.name, timeoutMs }, 'shutdown step overran its deadline');
+      if (err instanceof TimedOut) log.error({ step: step.name, timeoutMs }, 'shutdown step overran its deadline');
       else log.error({ step: step.name, err }, 'shutdown step failed');
-    } finally {
-      clearTimeout(timer);
     }
   }
   return ok;
@@ -70,10 +61,4 @@ export function installShutdown(log: Logger, steps: readonly ShutdownStep[], opt
   };
   for (const signal of opts.signals ?? ['SIGTERM', 'SIGINT']) process.on(signal, onSignal);
   return () => shuttingDown;
-}
-
-class StepTimeout extends Error {
-  constructor(readonly timeoutMs: number) {
-    super(`step overran its ${timeoutMs}ms deadline`);
-  }
 }

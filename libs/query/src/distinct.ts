@@ -80,7 +80,5 @@ export function rangeGroup(
 ): SketchGroup {
   if (range === 'all')
     return [...blobOf(items, TOTAL_SK, totalAttr(metric)), ...live.filter((s) => s.metric === metric).map((s) => s.blob)];
-  const out: Buffer[] = [];
-  for (const c of cells) out.push(...blobOf(items, c.sk, c.attr(metric)));
-  return [...out, ...liveIn(live, metric, dayKey(range.from), dayKey(range.to))];
+  return [...cells.flatMap((c) => blobOf(items, c.sk, c.attr(metric))), ...liveIn(live, metric, dayKey(range.from), dayKey(range.to))];
 }

@@ -155,20 +155,13 @@ export async function readSeries(
   const [snap] = await deps.buckets.snapshot(req.store, [req.pk]);
   // Live sketches before DynamoDB, like the counts' snapshot (a sketch written in between is then in DynamoDB).
   const live = distinct.size > 0 ? (await deps.buckets.sketches.read(req.store, [req.pk]))[0]! : [];
-  let items: StoredItem[];
-  let dynamoRequests: number;
-  if (range !== 'all' && (granularity === 'day' || granularity === 'month')) {
-    const q = await bounded('range', () =>
-      queryItems(deps.dynamo, req.pk, monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month), maxItems(deps)),
-    );
-    items = q.items;
-    dynamoRequests = q.requests;
-  } else {
-    // The TOTAL item and its overflow items (one Query; just the item for every row that never spilled).
-    const q = await bounded('range', () => queryItems(deps.dynamo, req.pk, TOTAL_SK, TOTAL_SK, maxItems(deps)));
-    items = q.items;
-    dynamoRequests = q.requests;
-  }
+  // Day and month points read the range's month items; the rest the TOTAL item (with their overflow items: one Query
+  // for every row that never spilled).
+  const [fromSk, toSk] =
+    range !== 'all' && (granularity === 'day' || granularity === 'month')
+      ? [monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month)]
+      : [TOTAL_SK, TOTAL_SK];
+  const { items, requests: dynamoRequests } = await bounded('range', () => queryItems(deps.dynamo, req.pk, fromSk, toSk, maxItems(deps)));
   const merged = mergeItems(items, snap!.entries);
   const points =
     range === 'all' || granularity === 'total'
@@ -270,17 +263,11 @@ export async function readTotals(
   const live = distinct.size > 0 ? await deps.buckets.sketches.read(req.store, req.pks) : [];
   const keys = req.pks.flatMap((pk) => sks.map((sk) => ({ pk, sk })));
   const { items, requests } = await bounded(field, () => getItems(deps.dynamo, keys, maxItems(deps)));
-  const byPk = new Map<string, StoredItem[]>();
-  for (const [key, item] of items) {
-    const pk = key.slice(0, key.indexOf('\u0000'));
-    let list = byPk.get(pk);
-    if (!list) byPk.set(pk, (list = []));
-    list.push(item);
-  }
+  const byPk = Map.groupBy(items, ([key]) => key.slice(0, key.indexOf('\u0000')));
   const groups: Buffer[][] = [];
   const slots: Array<[Record<string, bigint>, string]> = [];
   const rows = snaps.map((snap, r) => {
-    const own = byPk.get(snap.pk) ?? [];
+    const own = (byPk.get(snap.pk) ?? []).map(([, item]) => item);
     const values = sumCells(mergeItems(own, snap.entries), req.metrics, cells);
     for (const m of req.metrics) {
       if (!distinct.has(m.attr)) continue;

@@ -25,7 +25,7 @@ const ALL_TIME = 'all';
 export type QueryRange = DateRange | typeof ALL_TIME;
 
 /** Longest range a query may cover. */
-export const MAX_RANGE_DAYS = 3_660;
+const MAX_RANGE_DAYS = 3_660;
 
 /** A named range, in the store's time zone, ending today (inclusive on both ends). */
 export function namedRange(name: NamedRange, tz: string, now: number): DateRange {
@@ -77,16 +77,7 @@ export function daysOf(range: DateRange): LocalDate[] {
 
 export function monthsOf(range: DateRange): Array<{ year: number; month: number }> {
   const out: Array<{ year: number; month: number }> = [];
-  let y = range.from.year;
-  let m = range.from.month;
-  while (y < range.to.year || (y === range.to.year && m <= range.to.month)) {
-    out.push({ year: y, month: m });
-    m++;
-    if (m > 12) {
-      m = 1;
-      y++;
-    }
-  }
+  for (let d = addMonths(range.from, 0); compareDates(d, range.to) <= 0; d = addMonths(d, 1)) out.push({ year: d.year, month: d.month });
   return out;
 }
 

@@ -6,7 +6,7 @@ import type { QueryDeps } from './engine';
 import { resolveMetrics } from './engine';
 import { daysOf, namedRange } from './ranges';
 
-export interface SegmentResult {
+interface SegmentResult {
   name: string;
   matched: boolean;
   rules: Array<SegmentRule & { actual: string; matched: boolean }>;

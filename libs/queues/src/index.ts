@@ -1,7 +1,7 @@
-export { QUEUE, QUEUE_NAMES, SHARDED_QUEUES, type QueueName } from './names';
+export { QUEUE, QUEUE_NAMES, type QueueName } from './names';
 export * from './payloads.schema';
-export { QUEUE_SETTINGS, type QueueSettings } from './settings';
-export { DEFAULT_QUEUE_LAYOUT, queuePrefix, shardCount, shardOfStore, type QueueLayout } from './layout';
+export { QUEUE_SETTINGS } from './settings';
+export { queuePrefix, shardCount, shardOfStore } from './layout';
 export {
   allQueues,
   closeQueues,
@@ -13,6 +13,6 @@ export {
   QUEUE_SHARDS,
   type TallyQueues,
 } from './queues';
-export { createShardWorkers, type ShardWorkerOptions } from './workers';
+export { createShardWorkers } from './workers';
 export { jobIdFor } from './job-id';
 export { createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';

@@ -19,29 +19,45 @@ const DELTA = /^[1-9]\d{0,37}$/;
  * Checks a flat rows payload of `store`: its shape, every pk inside the store (`store` or `store#…`), every field
  * in the bucket layout, every delta a positive integer. Returns the number of rows, or the first problem.
  */
-export function checkFlatRows(store: string, rows: readonly unknown[]): { rows: number } | { error: string } {
+export const checkFlatRows = (store: string, rows: readonly unknown[]) =>
+  checkFlat(store, 'rows', rows, (delta) =>
+    (typeof delta === 'number' ? Number.isSafeInteger(delta) && delta > 0 : typeof delta === 'string' && DELTA.test(delta))
+      ? undefined
+      : 'not a positive integer delta',
+  );
+
+/**
+ * A flat payload of `store` (`rows` or `distinct`): per row its pk, its number of fields n, then n (field, value)
+ * pairs. Every pk inside the store, every field in the bucket layout, every value as `valueProblem` (which says
+ * what is wrong with it, if anything). Returns the number of rows, or the first problem.
+ */
+function checkFlat(
+  store: string,
+  name: 'rows' | 'distinct',
+  list: readonly unknown[],
+  valueProblem: (value: unknown) => string | undefined,
+): { rows: number } | { error: string } {
   const own = `${store}#`;
   let count = 0;
   let i = 0;
-  while (i < rows.length) {
-    const pk = rows[i];
-    const n = rows[i + 1];
+  while (i < list.length) {
+    const pk = list[i];
+    const n = list[i + 1];
     if (typeof pk !== 'string' || pk.length > 1024 || (pk !== store && !pk.startsWith(own)))
-      return { error: `rows.${i}: the row is not one of store ${store}` };
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || i + 2 + 2 * n > rows.length)
-      return { error: `rows.${i + 1}: not a field count of this payload` };
+      return { error: `${name}.${i}: the row is not one of store ${store}` };
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || i + 2 + 2 * n > list.length)
+      return { error: `${name}.${i + 1}: not a field count of this payload` };
     for (let j = i + 2; j < i + 2 + 2 * n; j += 2) {
-      const field = rows[j];
-      const delta = rows[j + 1];
-      if (typeof field !== 'string' || !FIELD.test(field)) return { error: `rows.${j}: not a bucket field (<day>|<metric>)` };
-      if (typeof delta === 'number' ? !(Number.isSafeInteger(delta) && delta > 0) : typeof delta !== 'string' || !DELTA.test(delta)) {
-        return { error: `rows.${j + 1}: not a positive integer delta` };
-      }
+      const field = list[j];
+      if (typeof field !== 'string' || !FIELD.test(field))
+        return { error: `${name}.${j}: not a ${name === 'rows' ? 'bucket' : 'sketch'} field (<day>|<metric>)` };
+      const problem = valueProblem(list[j + 1]);
+      if (problem !== undefined) return { error: `${name}.${j + 1}: ${problem}` };
     }
     i += 2 + 2 * n;
     count++;
   }
-  return count === 0 ? { error: 'rows: empty' } : { rows: count };
+  return count === 0 ? { error: `${name}: empty` } : { rows: count };
 }
 
 /**
@@ -57,31 +73,12 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
  * bucket layout, every members string base64 of one or more whole MEMBER_BYTES-byte ids. Returns the number of
  * rows, or the first problem.
  */
-export function checkFlatDistinct(store: string, distinct: readonly unknown[]): { rows: number } | { error: string } {
-  const own = `${store}#`;
-  let count = 0;
-  let i = 0;
-  while (i < distinct.length) {
-    const pk = distinct[i];
-    const n = distinct[i + 1];
-    if (typeof pk !== 'string' || pk.length > 1024 || (pk !== store && !pk.startsWith(own)))
-      return { error: `distinct.${i}: the row is not one of store ${store}` };
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || i + 2 + 2 * n > distinct.length)
-      return { error: `distinct.${i + 1}: not a field count of this payload` };
-    for (let j = i + 2; j < i + 2 + 2 * n; j += 2) {
-      const field = distinct[j];
-      const members = distinct[j + 1];
-      if (typeof field !== 'string' || !FIELD.test(field)) return { error: `distinct.${j}: not a sketch field (<day>|<metric>)` };
-      if (typeof members !== 'string' || members.length === 0 || !BASE64.test(members))
-        return { error: `distinct.${j + 1}: not base64 members` };
-      const bytes = (members.length / 4) * 3 - (members.endsWith('==') ? 2 : members.endsWith('=') ? 1 : 0);
-      if (bytes % MEMBER_BYTES !== 0) return { error: `distinct.${j + 1}: not whole ${MEMBER_BYTES}-byte member ids` };
-    }
-    i += 2 + 2 * n;
-    count++;
-  }
-  return count === 0 ? { error: 'distinct: empty' } : { rows: count };
-}
+export const checkFlatDistinct = (store: string, distinct: readonly unknown[]) =>
+  checkFlat(store, 'distinct', distinct, (members) => {
+    if (typeof members !== 'string' || members.length === 0 || !BASE64.test(members)) return 'not base64 members';
+    const bytes = (members.length / 4) * 3 - (members.endsWith('==') ? 2 : members.endsWith('=') ? 1 : 0);
+    return bytes % MEMBER_BYTES === 0 ? undefined : `not whole ${MEMBER_BYTES}-byte member ids`;
+  });
 
 export const eventsJobSchema = z
   .object({

@@ -2,15 +2,27 @@ import {
   ConditionalCheckFailedException,
   GetItemCommand,
   PutItemCommand,
-  QueryCommand,
-  ScanCommand,
   UpdateItemCommand,
   type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
 import { isValidTimeZone, STORE_ID_PATTERN } from '@tally/key-layout';
 import { TenantError } from './errors';
-import { bool, KEY_SK, keyPk, LISTING_SK_PREFIX, listingSk, S, scopesAttr, scopesOf, str, TENANT_SK, tenantPk, type Item } from './items';
+import {
+  bool,
+  KEY_SK,
+  keyPk,
+  LISTING_SK_PREFIX,
+  listingSk,
+  readAll,
+  S,
+  scopesAttr,
+  scopesOf,
+  str,
+  TENANT_SK,
+  tenantPk,
+  type Item,
+} from './items';
 import { generateKey, hashKey, isScope, SCOPES, type Scope } from './keys';
 
 /** Where tenants and keys are kept: the counters table. */
@@ -44,7 +56,7 @@ export interface KeyInfo {
   revokedAt?: string;
 }
 
-export const DEFAULT_TIME_ZONE = 'UTC';
+const DEFAULT_TIME_ZONE = 'UTC';
 const LABEL = /^[\x20-\x7e]{0,200}$/;
 const KEY_ID = /^[0-9a-f]{6,64}$/;
 
@@ -85,7 +97,7 @@ export async function getTenant(db: TenantDb, store: string): Promise<TenantInfo
   return out.Item ? tenantOf(store, out.Item) : undefined;
 }
 
-export function tenantOf(store: string, item: Item): TenantInfo {
+function tenantOf(store: string, item: Item): TenantInfo {
   const budget = item[INGEST_BUDGET_ATTR]?.N;
   const t: TenantInfo = {
     store,
@@ -180,7 +192,7 @@ export interface TenantSettings {
 }
 
 /** The longest retention that can be set: 100 years. */
-export const MAX_HISTORY_MONTHS = 1200;
+const MAX_HISTORY_MONTHS = 1200;
 
 /** Changes a tenant's settings (one UpdateItem); returns the tenant as it now is. */
 export async function updateTenant(db: TenantDb, store: string, settings: TenantSettings): Promise<TenantInfo> {
@@ -243,22 +255,14 @@ export async function updateTenant(db: TenantDb, store: string, settings: Tenant
 
 /** Every tenant (a Scan of the table's tenant items: an operator's call, not a hot path), by store id. */
 export async function listTenants(db: TenantDb): Promise<TenantInfo[]> {
-  const out: TenantInfo[] = [];
-  let start: Item | undefined;
-  do {
-    const page = await db.dynamo.send(
-      new ScanCommand({
-        TableName: db.table,
-        FilterExpression: 'begins_with(pk, :p) AND sk = :meta',
-        ExpressionAttributeValues: { ':p': S(tenantPk('')), ':meta': S(TENANT_SK) },
-        ConsistentRead: true,
-        ...(start ? { ExclusiveStartKey: start } : {}),
-      }),
-    );
-    for (const item of page.Items ?? []) out.push(tenantOf(str(item, 'store') ?? (str(item, 'pk') ?? '').slice(tenantPk('').length), item));
-    start = page.LastEvaluatedKey;
-  } while (start);
-  return out.sort((a, b) => a.store.localeCompare(b.store));
+  const filter = {
+    FilterExpression: 'begins_with(pk, :p) AND sk = :meta',
+    ExpressionAttributeValues: { ':p': S(tenantPk('')), ':meta': S(TENANT_SK) },
+  };
+  const tenants = (await readAll(db, filter, true)).map((item) =>
+    tenantOf(str(item, 'store') ?? (str(item, 'pk') ?? '').slice(tenantPk('').length), item),
+  );
+  return tenants.sort((a, b) => a.store.localeCompare(b.store));
 }
 
 /** Sets the currency a store's revenue is shown in (an ISO 4217 code: EUR, USD, JPY…); counts are unchanged. */
@@ -299,23 +303,16 @@ export async function issueKey(db: TenantDb, store: string, scopes: readonly str
 /** The store's keys, oldest first, without the keys themselves. */
 export async function listKeys(db: TenantDb, store: string): Promise<KeyInfo[]> {
   checkStore(store);
-  const keys: KeyInfo[] = [];
-  let start: Item | undefined;
-  do {
-    const out = await db.dynamo.send(
-      new QueryCommand({
-        TableName: db.table,
-        KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
-        ExpressionAttributeValues: { ':pk': S(tenantPk(store)), ':prefix': S(LISTING_SK_PREFIX) },
-        ConsistentRead: true,
-        ...(start ? { ExclusiveStartKey: start } : {}),
-      }),
-    );
-    for (const item of out.Items ?? []) keys.push(keyInfoOf(store, item));
-    start = out.LastEvaluatedKey;
-  } while (start);
+  const keys = (await listings(db, store, LISTING_SK_PREFIX)).map((item) => keyInfoOf(store, item));
   return keys.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.keyId.localeCompare(b.keyId));
 }
+
+/** The store's key listings whose sk starts with `prefix`. */
+const listings = (db: TenantDb, store: string, prefix: string) =>
+  readAll(db, {
+    KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
+    ExpressionAttributeValues: { ':pk': S(tenantPk(store)), ':prefix': S(prefix) },
+  });
 
 function keyInfoOf(store: string, item: Item): KeyInfo {
   const hash = (str(item, 'sk') ?? '').slice(LISTING_SK_PREFIX.length);
@@ -341,15 +338,7 @@ export async function revokeKey(db: TenantDb, store: string, keyId: string): Pro
   checkStore(store);
   if (!KEY_ID.test(keyId))
     throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `key id ${JSON.stringify(keyId)} is not 6-64 lower-case hex digits (see: list-keys)`);
-  const out = await db.dynamo.send(
-    new QueryCommand({
-      TableName: db.table,
-      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
-      ExpressionAttributeValues: { ':pk': S(tenantPk(store)), ':prefix': S(listingSk(keyId)) },
-      ConsistentRead: true,
-    }),
-  );
-  const items = out.Items ?? [];
+  const items = await listings(db, store, listingSk(keyId));
   if (items.length === 0) throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `store ${store} has no key with id ${keyId}`);
   if (items.length > 1)
     throw new TenantError('TALLY_ERR_KEY_NOT_FOUND', `key id ${keyId} matches ${items.length} keys of store ${store}; give more digits`);

@@ -1,12 +1,12 @@
 import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { STORE_ID_PATTERN } from '@tally/key-layout';
-import { tenantOf } from './admin';
+import { getTenant } from './admin';
 import { TenantsUnavailableError } from './errors';
-import { bool, KEY_SK, keyPk, S, scopesOf, str, TENANT_SK, tenantPk } from './items';
+import { bool, KEY_SK, keyPk, S, scopesOf, str } from './items';
 import { hashKey, looksLikeKey, type Scope } from './keys';
 
 /** The subset of a pino logger the directory uses. */
-export interface DirectoryLog {
+interface DirectoryLog {
   warn(obj: object, msg: string): void;
   info(obj: object, msg: string): void;
 }
@@ -52,7 +52,7 @@ export interface TenantDirectory {
 }
 
 /** What the apps need of a tenant. */
-export interface DirectoryTenant {
+interface DirectoryTenant {
   store: string;
   timeZone: string;
   /** Months of visitor history kept; undefined = for ever. */
@@ -94,19 +94,10 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
   });
 
   const tenants = cache<DirectoryTenant | undefined>('tenant', async (store) => {
-    const out = await opts.dynamo.send(
-      new GetItemCommand({ TableName: opts.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
-    );
-    if (!out.Item) return undefined;
-    const { timeZone, ingestEventsPerSecond, historyMonths, deletingAt, currency } = tenantOf(store, out.Item);
-    if (deletingAt) return undefined; // a store being deleted is unknown
-    return {
-      store,
-      timeZone,
-      ...(ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond }),
-      ...(historyMonths === undefined ? {} : { historyMonths }),
-      ...(currency === undefined ? {} : { currency }),
-    };
+    const t = await getTenant({ dynamo: opts.dynamo, table: opts.table }, store);
+    if (!t || t.deletingAt) return undefined; // a store being deleted is unknown
+    const { createdAt: _createdAt, ...tenant } = t;
+    return tenant;
   });
 
   function cache<V>(kind: 'key' | 'tenant', fetch: (id: string) => Promise<V>) {
@@ -184,14 +175,7 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       if (!record || record.revoked) return undefined;
       const tenant = await tenants(record.store);
       if (!tenant) return undefined;
-      return {
-        store: record.store,
-        scopes: [...record.scopes],
-        timeZone: tenant.timeZone,
-        ...(tenant.ingestEventsPerSecond === undefined ? {} : { ingestEventsPerSecond: tenant.ingestEventsPerSecond }),
-        ...(tenant.historyMonths === undefined ? {} : { historyMonths: tenant.historyMonths }),
-        ...(tenant.currency === undefined ? {} : { currency: tenant.currency }),
-      };
+      return { ...tenant, store: record.store, scopes: [...record.scopes] };
     },
     async tenant(store, topts) {
       if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) return undefined;

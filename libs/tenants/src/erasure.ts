@@ -1,17 +1,10 @@
-import {
-  BatchWriteItemCommand,
-  DeleteItemCommand,
-  QueryCommand,
-  ScanCommand,
-  UpdateItemCommand,
-  type WriteRequest,
-} from '@aws-sdk/client-dynamodb';
+import { BatchWriteItemCommand, DeleteItemCommand, UpdateItemCommand, type WriteRequest } from '@aws-sdk/client-dynamodb';
 import type { BucketEraser } from '@tally/buckets';
 import type { CompiledRules } from '@tally/schema';
 import type { Job, JobType, Queue } from 'bullmq';
 import { getTenant, notFound, type TenantDb } from './admin';
 import { TenantError } from './errors';
-import { KEY_SK, keyPk, LISTING_SK_PREFIX, S, str, TENANT_SK, tenantPk, type Item } from './items';
+import { KEY_SK, keyPk, LISTING_SK_PREFIX, readAll, S, str, TENANT_SK, tenantPk, type Item } from './items';
 
 /**
  * Deleting a store and erasing a visitor (docs/DESIGN.md "Privacy"). Both are idempotent and can be run again
@@ -166,49 +159,27 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
   return { store, visitor, removed, tombstoneUntil: new Date(until).toISOString() };
 }
 
-async function queryAll(db: TenantDb, pk: string, projection?: string): Promise<Item[]> {
-  const items: Item[] = [];
-  let start: Item | undefined;
-  do {
-    const out = await db.dynamo.send(
-      new QueryCommand({
-        TableName: db.table,
-        KeyConditionExpression: 'pk = :pk',
-        ExpressionAttributeValues: { ':pk': S(pk) },
-        ConsistentRead: true,
-        ...(projection ? { ProjectionExpression: projection } : {}),
-        ...(start ? { ExclusiveStartKey: start } : {}),
-      }),
-    );
-    items.push(...(out.Items ?? []));
-    start = out.LastEvaluatedKey;
-  } while (start);
-  return items;
-}
+const queryAll = (db: TenantDb, pk: string, projection?: string) =>
+  readAll(db, {
+    KeyConditionExpression: 'pk = :pk',
+    ExpressionAttributeValues: { ':pk': S(pk) },
+    ...(projection ? { ProjectionExpression: projection } : {}),
+  });
 
 /**
  * The keys of every counter item of a store: pk `<store>` or `<store>#…`. Rows of all entities are separate
  * partitions, so this is a Scan of the table (a cost proportional to the table: see DESIGN.md "Known limits").
  */
-async function scanStoreItems(db: TenantDb, store: string): Promise<Item[]> {
-  const keys: Item[] = [];
-  let start: Item | undefined;
-  do {
-    const out = await db.dynamo.send(
-      new ScanCommand({
-        TableName: db.table,
-        FilterExpression: 'pk = :s OR begins_with(pk, :p)',
-        ExpressionAttributeValues: { ':s': S(store), ':p': S(`${store}#`) },
-        ProjectionExpression: 'pk, sk',
-        ConsistentRead: true,
-        ...(start ? { ExclusiveStartKey: start } : {}),
-      }),
-    );
-    keys.push(...(out.Items ?? []));
-    start = out.LastEvaluatedKey;
-  } while (start);
-  return keys;
-}
+const scanStoreItems = (db: TenantDb, store: string) =>
+  readAll(
+    db,
+    {
+      FilterExpression: 'pk = :s OR begins_with(pk, :p)',
+      ExpressionAttributeValues: { ':s': S(store), ':p': S(`${store}#`) },
+      ProjectionExpression: 'pk, sk',
+    },
+    true,
+  );
 
 /** Deletes items by key, 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed. Returns how many. */
 async function deleteItems(db: TenantDb, keys: Item[]): Promise<number> {
@@ -223,24 +194,27 @@ async function deleteItems(db: TenantDb, keys: Item[]): Promise<number> {
   return keys.length;
 }
 
+type JobMatch = (data: Record<string, unknown>) => boolean;
+
+/** The matching jobs of a queue in `states`, read a page at a time. */
+async function findJobs(queue: Queue, states: JobType[], match: JobMatch): Promise<Job[]> {
+  const found: Job[] = [];
+  for (let from = 0; ; from += PAGE) {
+    const page = await queue.getJobs(states, from, from + PAGE - 1, true);
+    found.push(...page.filter((j) => j && match((j.data ?? {}) as Record<string, unknown>)));
+    if (page.length < PAGE) return found;
+  }
+}
+
 /** Removes the matching jobs that are not running from every queue. Returns how many, failed ones apart. */
-async function removeJobs(
-  queues: readonly Queue[],
-  match: (data: Record<string, unknown>) => boolean,
-): Promise<{ queued: number; failed: number }> {
+async function removeJobs(queues: readonly Queue[], match: JobMatch): Promise<{ queued: number; failed: number }> {
   const counts = { queued: 0, failed: 0 };
   for (const queue of queues) {
     for (const [kind, states] of [
       ['queued', QUEUED_STATES],
       ['failed', ['failed']],
     ] as const) {
-      const found: Job[] = [];
-      for (let from = 0; ; from += PAGE) {
-        const page = await queue.getJobs([...states], from, from + PAGE - 1, true);
-        found.push(...page.filter((j) => j && match((j.data ?? {}) as Record<string, unknown>)));
-        if (page.length < PAGE) break;
-      }
-      for (const job of found) {
+      for (const job of await findJobs(queue, [...states], match)) {
         try {
           await job.remove();
           counts[kind]++;
@@ -254,17 +228,11 @@ async function removeJobs(
 }
 
 /** Waits until no matching job is running; throws TALLY_ERR_DELETION_INCOMPLETE past the timeout (call again). */
-async function waitForRunningJobs(deps: ErasureDeps, match: (data: Record<string, unknown>) => boolean, what: string): Promise<void> {
+async function waitForRunningJobs(deps: ErasureDeps, match: JobMatch, what: string): Promise<void> {
   const deadline = Date.now() + (deps.activeJobsTimeoutMs ?? 60_000);
   for (;;) {
     let running = 0;
-    for (const queue of deps.queues) {
-      for (let from = 0; ; from += PAGE) {
-        const page = await queue.getJobs(['active'], from, from + PAGE - 1, true);
-        running += page.filter((j) => j && match((j.data ?? {}) as Record<string, unknown>)).length;
-        if (page.length < PAGE) break;
-      }
-    }
+    for (const queue of deps.queues) running += (await findJobs(queue, ['active'], match)).length;
     if (running === 0) return;
     if (Date.now() > deadline) {
       throw new TenantError(

@@ -1,14 +1,12 @@
-export { TenantError, TenantsUnavailableError, type TenantErrorCode } from './errors';
+export { TenantError, TenantsUnavailableError } from './errors';
 export { SCOPES, hashKey, keyIdOf, type Scope } from './keys';
 export {
   createTenant,
   createTenantAdmin,
-  DEFAULT_TIME_ZONE,
   getTenant,
   issueKey,
   listKeys,
   listTenants,
-  MAX_HISTORY_MONTHS,
   revokeKey,
   setIngestBudget,
   setTimeZone,
@@ -20,13 +18,6 @@ export {
   type TenantDb,
   type TenantInfo,
 } from './admin';
-export {
-  createTenantDirectory,
-  type DirectoryLog,
-  type DirectoryTenant,
-  type Principal,
-  type TenantDirectory,
-  type TenantDirectoryOptions,
-} from './directory';
-export { deleteStore, eraseVisitor, type ErasureDeps, type StoreDeletion, type VisitorErasure } from './erasure';
+export { createTenantDirectory, type Principal, type TenantDirectory } from './directory';
+export { deleteStore, eraseVisitor, type ErasureDeps } from './erasure';
 export { visitorExpiry } from './retention';

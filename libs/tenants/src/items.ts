@@ -1,4 +1,11 @@
-import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import {
+  paginateQuery,
+  paginateScan,
+  type AttributeValue,
+  type DynamoDBClient,
+  type QueryCommandInput,
+  type ScanCommandInput,
+} from '@aws-sdk/client-dynamodb';
 import { isScope, type Scope } from './keys';
 
 /**
@@ -15,6 +22,17 @@ export const LISTING_SK_PREFIX = 'KEY#';
 export const listingSk = (hash: string) => `${LISTING_SK_PREFIX}${hash}`;
 
 export type Item = Record<string, AttributeValue>;
+
+type ReadInput = Omit<QueryCommandInput & ScanCommandInput, 'TableName' | 'ConsistentRead'>;
+
+/** Every item of a consistent Query (or, with `scan`, a Scan) of the table, read page by page. */
+export async function readAll(db: { dynamo: DynamoDBClient; table: string }, input: ReadInput, scan = false): Promise<Item[]> {
+  const full = { ...input, TableName: db.table, ConsistentRead: true };
+  const pages = scan ? paginateScan({ client: db.dynamo }, full) : paginateQuery({ client: db.dynamo }, full);
+  const items: Item[] = [];
+  for await (const page of pages) items.push(...(page.Items ?? []));
+  return items;
+}
 
 export const S = (s: string): AttributeValue => ({ S: s });
 
