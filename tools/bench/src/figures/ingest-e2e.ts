@@ -246,7 +246,7 @@ export async function measureLoad(
  * The rules as 40027f0 takes them (its rules schema refuses what came later): default rules without the unique
  * visitors' sketches (`distinct`), the page rows and the path format of `page`, which stays an id dimension.
  */
-const BASELINE_RULES: RulesInput = (() => {
+export const BASELINE_RULES: RulesInput = (() => {
   const r = structuredClone(defaultRules) as unknown as {
     metrics: Record<string, unknown>;
     entities: Record<string, { distinct?: unknown }>;
@@ -263,7 +263,7 @@ const BASELINE_RULES: RulesInput = (() => {
 })();
 
 /** A batch with page paths as ids (`/pages/3` -> `_pages_3`), for BASELINE_RULES. */
-function idPages(b: LoadBatch): LoadBatch {
+export function idPages(b: LoadBatch): LoadBatch {
   const events = b.events.map((e) => {
     const page = (e.dims as Record<string, string> | undefined)?.['page'];
     return page === undefined ? e : { ...e, dims: { ...e.dims, page: page.replaceAll('/', '_') } };
