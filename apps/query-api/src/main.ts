@@ -3,7 +3,7 @@ import { BucketEraser, BucketStore } from '@tally/buckets';
 import { HistoryMemo } from '@tally/query';
 import { loadConfigOrExit, queryApiEnv } from '@tally/config';
 import { connectDynamo, createDynamoMeter } from '@tally/dynamo';
-import { closeHttp, createLogger, createMetrics, installShutdown, logEmitterErrors } from '@tally/observability';
+import { closeHttp, createLogger, createMetrics, installShutdown, logEmitterErrors, metricsOn } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
 import { closeQueues, createQueues, createRedisConnection, describeRedisTarget, QUEUE, queueShards } from '@tally/queues';
 import { createTenantDirectory } from '@tally/tenants';
@@ -31,6 +31,13 @@ const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX });
 const epochRedis = createRedisConnection(config);
 logEmitterErrors(log, 'redis', [epochRedis]);
 buckets.followEpochs(epochRedis).catch((err: unknown) => log.warn({ err }, 'not following the sealers’ epochs'));
+// The connection subscribes to the epoch channel only: every message is an announcement, counted after followEpochs'
+// listener (registered first) has taken it in, so a test can wait for exactly that.
+const epochAnnouncements = metricsOn(registry).counter(
+  'tally_epoch_announcements_total',
+  'Seal announcements received from the sealers (BucketStore.followEpochs), counted once taken in.',
+);
+epochRedis.on('message', () => epochAnnouncements.inc());
 const dynamo = connectDynamo(config, { maxAttempts: 2, requestTimeoutMs: config.QUERY_TIMEOUT_MS });
 const keysDynamo = connectDynamo(config, { maxAttempts: 1, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
 const directory = createTenantDirectory({ dynamo: keysDynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: config.KEY_CACHE_TTL_MS, log });

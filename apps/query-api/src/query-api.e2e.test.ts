@@ -10,6 +10,7 @@ import {
   startRedis,
   type DynaliteHandle,
   type ProcessHandle,
+  metricValue,
   type RedisHandle,
   waitFor,
 } from '@tally/testing';
@@ -169,12 +170,15 @@ describe('query-api as a process', () => {
       const path = '/v1/series?entity=product:P1&metrics=ViewCount&range=last7d';
       expect((await get(path)).body.totals).toEqual({ ViewCount: 3 }); // the query API knows the store's layout
       await waitFor(async () => ((await redis.pubsub('NUMSUB', 't:epochs')) as [string, number])[1] === 1, { message: 'the subscription' });
+      const announcements = async () => metricValue((await get('/metrics')).body as string, 'tally_epoch_announcements_total');
+      const heard = await announcements();
       // A sealer's tick: visit (seals the open bucket), fold, publish (announces the new open bucket's seq).
       const now = Date.now() + 10;
       const [v] = await sealer.visitMany(['E2E'], { now, minAgeMs: 0 });
       const [left] = await sealer.foldVisitedMany([{ store: 'E2E', seq: v!.sealed!, pks: v!.sealedRows! }], now);
       await sealer.publishBacklogs(0, [{ store: 'E2E', backlog: left!.backlog, epoch: v!.epoch }]);
-      await new Promise((r) => setTimeout(r, 200)); // the announcement reaches the query API
+      // The query API has taken the announcement in (its counter, raised after followEpochs' listener ran).
+      await waitFor(async () => (await announcements()) > heard, { timeoutMs: 60_000, message: 'the epoch announcement' });
       let snapshots = 0;
       const [sealed, epoch] = [sealer.keys.sealed('E2E'), sealer.keys.epoch('E2E')];
       monitor.on('monitor', (_: string, args: string[]) => {

@@ -1,5 +1,5 @@
 import type { BucketStore, LiveSketch } from '@tally/buckets';
-import { getItems, ItemBudgetError, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
+import { getItem, getItems, ItemBudgetError, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
 import { dayAttr, dayKey, dayOfYear, daysInMonth, formatDate, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import { coverOf, type Cell } from './cover';
@@ -134,7 +134,8 @@ function sumCells(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[]
  * A series for one entity row: DynamoDB items plus exactly the Redis counts they do not hold yet (one atomic
  * Redis snapshot first, then consistent reads; an entry counts only above its item's watermark). Day and
  * month granularity read the month rows of the range with one Query; year granularity and range 'all' read the
- * TOTAL item; granularity total over dates reads the coarsest items that cover them (see coverOf).
+ * TOTAL item with one GetItem (readTotalItem); granularity total over dates reads the coarsest items that cover
+ * them (see coverOf).
  */
 export async function readSeries(
   deps: QueryDeps,
@@ -155,13 +156,12 @@ export async function readSeries(
   const [snap] = await deps.buckets.snapshot(req.store, [req.pk]);
   // Live sketches before DynamoDB, like the counts' snapshot (a sketch written in between is then in DynamoDB).
   const live = distinct.size > 0 ? (await deps.buckets.sketches.read(req.store, [req.pk]))[0]! : [];
-  // Day and month points read the range's month items; the rest the TOTAL item (with their overflow items: one Query
-  // for every row that never spilled).
-  const [fromSk, toSk] =
+  // Day and month points read the range's month items (and their overflow items) with one Query; the rest the TOTAL item.
+  const { items, requests: dynamoRequests } = await bounded('range', () =>
     range !== 'all' && (granularity === 'day' || granularity === 'month')
-      ? [monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month)]
-      : [TOTAL_SK, TOTAL_SK];
-  const { items, requests: dynamoRequests } = await bounded('range', () => queryItems(deps.dynamo, req.pk, fromSk, toSk, maxItems(deps)));
+      ? queryItems(deps.dynamo, req.pk, monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month), maxItems(deps))
+      : readTotalItem(deps, req.pk),
+  );
   const merged = mergeItems(items, snap!.entries);
   const points =
     range === 'all' || granularity === 'total'
@@ -181,6 +181,25 @@ export async function readSeries(
       totals,
     );
   return { points, totals, dynamoRequests };
+}
+
+/**
+ * A row's TOTAL item and, only when it has spilled, its overflow items: one GetItem for every row that never spilled
+ * (a GetItem costs DynamoDB, and dynalite, less than a Query of the same item), one Query more for a spilled one. The
+ * overflow items are read after the item, each with its own watermark, like getItems' later rounds: exact, as the
+ * snapshot came first. Overflow items count against the configured maximum, the TOTAL item too (ItemBudgetError).
+ */
+async function readTotalItem(deps: QueryDeps, pk: string): Promise<{ items: StoredItem[]; requests: number }> {
+  const total = await getItem(deps.dynamo, pk, TOTAL_SK);
+  if (!total?.spilled) return { items: total ? [total] : [], requests: 1 };
+  try {
+    // `TOTAL#` sorts after TOTAL and before its first overflow item, `TOTAL#0`; queryItems reads up to `TOTAL#~`.
+    const rest = await queryItems(deps.dynamo, pk, `${TOTAL_SK}#`, TOTAL_SK, maxItems(deps) - 1);
+    return { items: [total, ...rest.items], requests: 1 + rest.requests };
+  } catch (err) {
+    if (err instanceof ItemBudgetError) throw new ItemBudgetError(err.needed + 1, err.max + 1, err.spilled + 1);
+    throw err;
+  }
 }
 
 /**

@@ -219,6 +219,60 @@ describe('ranges and totals', () => {
     expect(all.rows.map((x) => Number(x.values['ViewCount']))).toEqual([6, 5, 5, 5, 5, 5]);
   });
 
+  it('an all-time series reads as at 40027f0: one GetItem of the TOTAL item (no Query) and one SNAPSHOT, live counts merged', async () => {
+    const deps = await setup('at');
+    const ts = Date.parse('2023-05-03T12:00:00Z');
+    // History in DynamoDB (two months and TOTAL), then live counts above its watermarks, sealed and open.
+    await deps.buckets.apply('A', 'a', rollup(rules, 'A', 'UTC', [view(ts - 40 * 86_400_000, 'P1', 'V1'), view(ts, 'P2', 'V1')]), {
+      now: 1,
+      dedupeTtlSeconds: 60,
+    });
+    await cycle(deps, 'A', 5);
+    await deps.buckets.apply('A', 'b', rollup(rules, 'A', 'UTC', [view(ts, 'P1', 'V2')]), { now: 6, dedupeTtlSeconds: 60 });
+    await deps.buckets.seal('A', { now: 7, minAgeMs: 0 });
+    await deps.buckets.apply('A', 'c', rollup(rules, 'A', 'UTC', [view(ts, 'P3', 'V3')]), { now: 8, dedupeTtlSeconds: 60 });
+    const metrics = resolveMetrics(rules, ['ViewCount']);
+    const read = (granularity: 'total' | 'year') =>
+      readSeries(deps, {
+        store: 'A',
+        pk: 'A',
+        metrics,
+        range: granularity === 'total' ? 'all' : explicitRange('2023-01-01', '2023-12-31'),
+        granularity,
+      });
+    await read('total'); // the instance learns the store's bucket layout (a stale SNAPSHOT reply is not the query's work)
+    const scripts = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+    // Every DynamoDB call and the items it returned, by operation.
+    const calls: Record<string, { calls: number; items: number }> = {};
+    const send = deps.dynamo.client.send.bind(deps.dynamo.client) as (cmd: object) => Promise<{ Item?: object; Items?: object[] }>;
+    const counting = {
+      send: async (cmd: object) => {
+        const out = await send(cmd);
+        const c = (calls[cmd.constructor.name] ??= { calls: 0, items: 0 });
+        c.calls++;
+        c.items += out.Item ? 1 : (out.Items?.length ?? 0);
+        return out;
+      },
+    } as unknown as DynamoDBClient;
+    const counted = { ...deps, dynamo: { ...deps.dynamo, client: counting } };
+    for (const granularity of ['total', 'year'] as const) {
+      for (const k of Object.keys(calls)) delete calls[k];
+      const before = await scripts();
+      const r = await readSeries(counted, {
+        store: 'A',
+        pk: 'A',
+        metrics,
+        range: granularity === 'total' ? 'all' : explicitRange('2023-01-01', '2023-12-31'),
+        granularity,
+      });
+      expect(r.totals['ViewCount']).toBe(4n);
+      expect(r.dynamoRequests).toBe(1);
+      expect(calls).toEqual({ GetItemCommand: { calls: 1, items: 1 } });
+      expect((await scripts()) - before).toBe(1);
+    }
+    expect((await read('total')).totals['ViewCount']).toBe(4n);
+  });
+
   it('ranks from every bucket: the top list agrees with the totals right after the first events, before any seal', async () => {
     const deps = await setup('live');
     const now = Date.now();
