@@ -404,20 +404,16 @@ for r = 0, n - 1 do
   end
   table.insert(rows, row)
 end
--- The moved rows' current dirty and due times (alarm, and later time if any), for their flush schedule (one call
--- each, not one per row).
+-- The moved rows' current dirty and due times, for their flush schedule (one call each, not one per row).
 local firstDirty = {}
 local dueAt = {}
-local laterAt = {}
 for c = 1, #movedPks, 1000 do
   local chunk = {unpack(movedPks, c, math.min(c + 999, #movedPks))}
   local d = redis.call('ZMSCORE', K.dirty, unpack(chunk))
   local u = redis.call('ZMSCORE', K.due, unpack(chunk))
-  local l = redis.call('HMGET', K.dueLater, unpack(chunk))
   for k = 1, #chunk do
     firstDirty[chunk[k]] = d[k]
     dueAt[chunk[k]] = u[k]
-    laterAt[chunk[k]] = l[k]
   end
 end
 -- Write phase.
@@ -462,18 +458,18 @@ for _, row in ipairs(rows) do
     local alarm = tonumber(dueAt[pk])
     if due and kind == 'idle' and alarm and alarm < due then
       -- An idle row's flush time moved later (it was re-touched): its alarm stays and fires at the old time, when
-      -- DUE_LIST re-arms it to this one. A listpack zset's ZADD rewrites it whole; a hash field is replaced in place.
-      if tonumber(laterAt[pk]) ~= due then
-        table.insert(newLater, pk)
-        table.insert(newLater, string.format('%d', due))
-      end
+      -- DUE_LIST re-arms it to this one. A listpack zset's ZADD rewrites it whole; a hash field of the same size is
+      -- replaced in place.
+      table.insert(newLater, pk)
+      table.insert(newLater, string.format('%d', due))
     elseif due then
       -- A due time left as it is (an idle row at its max age) is not rewritten.
       if due ~= alarm then
         table.insert(newDue, string.format('%d', due))
         table.insert(newDue, pk)
       end
-      if laterAt[pk] then table.insert(dropLater, pk) end
+      -- dueLater only holds rows of the due zset (ack and erase drop both): a row without an alarm has no entry.
+      if alarm then table.insert(dropLater, pk) end
     end
     moved = moved + 1
   end

@@ -53,10 +53,19 @@ async function commandStats(redis: Redis): Promise<Map<string, { calls: number; 
 }
 
 /** Forks (AOF rewrites) the server has made, and whether one is running: a child's copy-on-write taxes the parent. */
-async function forkState(redis: Redis): Promise<{ forks: number; rewriting: boolean; aofRewrites: number }> {
+async function forkState(
+  redis: Redis,
+): Promise<{ forks: number; rewriting: boolean; aofRewrites: number; user: number; sys: number; fragmentation: number }> {
   const info = await redis.info();
-  const num = (name: string) => Number(new RegExp(`${name}:(\\d+)`).exec(info)?.[1] ?? 0);
-  return { forks: num('total_forks'), rewriting: num('aof_rewrite_in_progress') === 1, aofRewrites: num('aof_rewrites') };
+  const num = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  return {
+    forks: num('total_forks'),
+    rewriting: num('aof_rewrite_in_progress') === 1,
+    aofRewrites: num('aof_rewrites'),
+    user: num('used_cpu_user'),
+    sys: num('used_cpu_sys'),
+    fragmentation: num('mem_fragmentation_ratio'),
+  };
 }
 
 /** CPU seconds redis-server has used (INFO cpu). */
@@ -184,7 +193,8 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
         .slice(0, 14)
         .map((c) => `${c.name} ${(c.calls / stores).toFixed(1)} ${(c.usec / stores).toFixed(1)}`)
         .join(', ')}; forks ${forksAfter.forks - forksBefore.forks}, AOF rewrite running at start ${forksBefore.rewriting}, ` +
-        `at end ${forksAfter.rewriting}, AOF rewrites so far ${forksAfter.aofRewrites}`,
+        `at end ${forksAfter.rewriting}, AOF rewrites so far ${forksAfter.aofRewrites}; redis CPU user ${(forksAfter.user - forksBefore.user).toFixed(2)} s, ` +
+        `sys ${(forksAfter.sys - forksBefore.sys).toFixed(2)} s (INFO before and after the wait); fragmentation ${forksAfter.fragmentation}`,
     );
     const sealed = (metricValue(after, 'tally_buckets_sealed_total') ?? 0) - (metricValue(before, 'tally_buckets_sealed_total') ?? 0);
     if (sealed !== stores) throw new Error(`the measured tick sealed ${sealed} buckets, not ${stores}`);
