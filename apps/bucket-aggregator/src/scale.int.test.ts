@@ -267,3 +267,64 @@ describe('a seal tick against the stores’ other open rows', () => {
     expect(perStore).toEqual([perStore[0], perStore[0], perStore[0]]);
   });
 });
+
+describe('a seal tick re-touching idle rows', () => {
+  it('leaves their stores’ due zsets alone, however many idle rows each fold re-touched', { timeout: 120_000 }, async () => {
+    // A work set of its own (prefix w): stores of 100 idle rows folded and waiting for their idle flush, then a fresh
+    // bucket re-touching 5 of them in one group and all 100 in the other, sealed and folded by one tick each. The
+    // rows' flush times move (idle: 30 min after the fold), but not their alarms in the due zset (a listpack zset's
+    // ZADD rewrites it whole): the keyspace events show no write to any due zset, and one HSET per fold to the
+    // stores' dueLater hashes.
+    const own = new BucketStore({ redis: scriptRedis, rules, prefix: 'w' });
+    const d = (now: number): SealDeps => ({ ...deps(now), buckets: own });
+    const PER_GROUP = 20;
+    const ROWS = 100;
+    const touched = [5, ROWS];
+    const groups = touched.map((n) => ids(`RETOUCH${n}-`, PER_GROUP));
+    let now = t0;
+    await pool(groups.flat(), async (s) => {
+      await own.apply(s, 'load', visitorRows(s, ROWS), { now, dedupeTtlSeconds: 3_600 });
+      await own.registerStore(s);
+    });
+    now += BUCKET_MS;
+    expect(await sealTick(d(now))).toMatchObject({ sealed: 2 * PER_GROUP, rows: 2 * PER_GROUP * ROWS });
+    const firstFold = now;
+
+    const events = new Redis(server.url);
+    await events.ping(); // ready (its ready check is no subscriber command)
+    await scriptRedis.config('SET', 'notify-keyspace-events', 'Kzh');
+    try {
+      const seen: string[] = [];
+      events.on('pmessage', (_p: string, channel: string, event: string) =>
+        seen.push(`${channel.slice(channel.indexOf(':') + 1)} ${event}`),
+      );
+      await events.psubscribe('__keyspace@0__:w:{RETOUCH*}:due', '__keyspace@0__:w:{RETOUCH*}:dl');
+      for (const [g, group] of groups.entries()) {
+        await pool(group, async (s) => {
+          await own.apply(s, `fresh-${now}`, visitorRows(s, touched[g]!), { now, dedupeTtlSeconds: 3_600 });
+          await own.registerStore(s);
+        });
+        now += BUCKET_MS;
+        const dues = await Promise.all(group.map((s) => scriptRedis.zrange(own.keys.due(s), 0, -1, 'WITHSCORES')));
+        seen.length = 0;
+        expect(await sealTick(d(now))).toMatchObject({ stores: PER_GROUP, sealed: PER_GROUP, rows: touched[g]! * PER_GROUP, flushes: 0 });
+        await scriptRedis.ping();
+        await new Promise((r) => setTimeout(r, 100)); // the events of the tick's last commands
+        expect(seen.filter((e) => e.includes(':due '))).toEqual([]);
+        expect(seen.filter((e) => e.endsWith(':dl hset')).length).toBe(PER_GROUP);
+        expect(await Promise.all(group.map((s) => scriptRedis.zrange(own.keys.due(s), 0, -1, 'WITHSCORES')))).toEqual(dues);
+        // The flush times as the policy computes them: the re-touched rows 30 min after this fold, the others 30 min
+        // after the first.
+        for (const s of group) {
+          expect(await own.flushTime(s, `${s}#visitor#V0`)).toBe(now + 30 * 60_000);
+          expect(await own.flushTime(s, `${s}#visitor#V${ROWS - 1}`)).toBe(
+            touched[g] === ROWS ? now + 30 * 60_000 : firstFold + 30 * 60_000,
+          );
+        }
+      }
+    } finally {
+      await scriptRedis.config('SET', 'notify-keyspace-events', '');
+      events.disconnect();
+    }
+  });
+});

@@ -320,7 +320,11 @@ describe('flush scheduling and ack', () => {
     await store.apply('S', 'b', deltas({ 'S#visitor#V': { '2023-123|v': 1 } }), { now: 10 * H + 20 * 60_000, dedupeTtlSeconds: 60 });
     await store.seal('S', { now: 10 * H + 20 * 60_000, minAgeMs: 0 });
     await store.foldSealed('S', { now: 10 * H + 20 * 60_000 });
-    expect(await redis.zscore('t:{S}:due', 'S#visitor#V')).toBe(String(10 * H + 50 * 60_000));
+    expect(await store.flushTime('S', 'S#visitor#V')).toBe(10 * H + 50 * 60_000);
+    // Kept beside its alarm (the zset is not rewritten on a re-touch): not due when the alarm fires, due at its time.
+    expect(await redis.zscore('t:{S}:due', 'S#visitor#V')).toBe(String(10 * H + 10 + 30 * 60_000));
+    expect((await store.dueRows('S', 10 * H + 50 * 60_000 - 1)).map((r) => r.pk)).not.toContain('S#visitor#V');
+    expect((await store.dueRows('S', 10 * H + 50 * 60_000)).map((r) => r.pk)).toContain('S#visitor#V');
     expect((await store.storeBacklog('S')).oldestDirty).toBe(10 * H + 10);
   });
 

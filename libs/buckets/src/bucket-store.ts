@@ -503,6 +503,7 @@ export class BucketStore {
           counts: this.keys.counts(store),
           due: this.keys.due(store),
           tombstone: this.keys.tombstone(store),
+          dueLater: this.keys.dueLater(store),
         };
         return { keys, args: { ...args, epoch } };
       });
@@ -682,18 +683,35 @@ export class BucketStore {
         epoch: this.keys.epoch(store),
         openRows: this.keys.bucketRows(store, openEpoch),
         tombstone: this.keys.tombstone(store),
+        dueLater: this.keys.dueLater(store),
       },
       args: { seq, now, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, rowCount: pks.length },
       tail: { keys, args },
     };
   }
 
-  /** Rows whose flush is due at `now`, with the time of their oldest unwritten count. */
+  /**
+   * A row's flush time (ms) by its policy, or undefined when none is set: its time in `dueLater` when a fold moved it
+   * past the row's alarm in `due`, else that alarm (see DUE_LIST).
+   */
+  async flushTime(store: string, pk: string): Promise<number | undefined> {
+    const [later, alarm] = await Promise.all([this.redis.hget(this.keys.dueLater(store), pk), this.redis.zscore(this.keys.due(store), pk)]);
+    if (alarm === null) return undefined;
+    return later === null ? Number(alarm) : Math.max(Number(alarm), Number(later));
+  }
+
+  /**
+   * Rows whose flush is due at `now`, with the time of their oldest unwritten count (among the first `limit` alarms
+   * that fired; an idle row whose flush time moved past its alarm is not due: a visit re-arms it, see DUE_LIST).
+   */
   async dueRows(store: string, now: number, limit = DUE_LIMIT): Promise<DueRow[]> {
     const pks = await this.redis.zrangebyscore(this.keys.due(store), '-inf', now, 'LIMIT', 0, limit);
     if (pks.length === 0) return [];
-    const firsts = await this.redis.zmscore(this.keys.dirty(store), ...pks);
-    return pks.map((pk, i) => ({ pk, firstDirty: firsts[i] === null ? now : Number(firsts[i]) }));
+    const later = await this.redis.hmget(this.keys.dueLater(store), ...pks);
+    const due = pks.filter((_, i) => later[i] === null || !(Number(later[i]) > now));
+    if (due.length === 0) return [];
+    const firsts = await this.redis.zmscore(this.keys.dirty(store), ...due);
+    return due.map((pk, i) => ({ pk, firstDirty: firsts[i] === null ? now : Number(firsts[i]) }));
   }
 
   /** The writer's read: the row's outbox entries of completely folded buckets. */
@@ -728,6 +746,7 @@ export class BucketStore {
       due: this.keys.due(store),
       counts: this.keys.counts(store),
       tombstone: this.keys.tombstone(store),
+      dueLater: this.keys.dueLater(store),
     };
     return Number(
       await this.run(ACK_OUTBOX, keys, { pk, now, cacheVersionTtlSeconds: this.cacheVersionTtlSeconds, policyKind, a, b }, { args: limbs }),

@@ -8,7 +8,7 @@ import { defineScript, runScript } from './script-table';
  * (and its place in their row sets), its dirty and due marks, its cached history (the cache version is bumped, so
  * a query that read DynamoDB before cannot store what it read), and an entry in the erased-rows hash until
  * `untilMs`, which makes APPLY drop the row's counts (TOMBSTONES in scripts.ts). Idempotent.
- * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, then per bucket seq (the sealed
+ * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, dueLater, then per bucket seq (the sealed
  * ones, then the open one) its hash of the row and its row set. ARGV: pk, untilMs, ttlSeconds (of the erased-rows
  * hash: at least this from now), cacheVersionTtlSeconds, sealedCount, then the seqs. Returns {1, outbox fields,
  * bucket fields, cached (0|1)}, or {0, epoch or '', sealed seqs...} (nothing written) when the seqs are not the
@@ -17,7 +17,7 @@ import { defineScript, runScript } from './script-table';
 export const ERASE_ROW = defineScript<[1, number, number, number] | [0, string, ...string[]]>()({
   name: 'ERASE_ROW',
   shebang: '#!lua',
-  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch'],
+  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater'],
   args: ['pk', 'untilMs', 'ttlSeconds', 'cacheVersionTtlSeconds', 'sealedCount'],
   body: `
 local function expectType(key, want)
@@ -42,6 +42,7 @@ end
 expectType(K.erased, 'hash')
 expectType(K.dirty, 'zset')
 expectType(K.due, 'zset')
+expectType(K.dueLater, 'hash')
 expectType(K.counts, 'hash')
 local outboxFields = redis.call('HLEN', K.outbox)
 local entries = redis.call('HGET', K.counts, 'entries')
@@ -69,6 +70,7 @@ for k = KR, #KEYS, 2 do
 end
 redis.call('ZREM', K.dirty, A.pk)
 redis.call('ZREM', K.due, A.pk)
+redis.call('HDEL', K.dueLater, A.pk)
 redis.call('INCR', K.cacheVersion)
 redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
 if redis.call('ZCARD', K.dirty) == 0 then
@@ -157,6 +159,7 @@ export class BucketEraser {
       due: k.due(store),
       sealed: k.sealed(store),
       epoch: k.epoch(store),
+      dueLater: k.dueLater(store),
     };
     let layout = { epoch: (await this.redis.get(keys.epoch)) ?? '', sealed: await this.redis.lrange(keys.sealed, 0, -1) };
     for (let attempt = 0; attempt < 10; attempt++) {

@@ -106,20 +106,45 @@ end
 
 /**
  * The rows due at `now` (at most `limit`), with the time of their oldest unwritten count ('' when not dirty): a
- * flat list pk, firstDirty, ... Reads only: dueKey and dirtyKey must have been type-checked.
+ * flat list pk, firstDirty, ... A row's score in dueKey is its flush time, or for an idle row an alarm at or before
+ * it: a fold that moves an idle row's flush time later keeps the new time in laterKey (a hash) and leaves the zset
+ * alone (a listpack zset's ZADD rewrites it whole). A fired alarm whose row's time in laterKey is still ahead is not
+ * due: it comes back in `rearm` (time, pk, ...) and `rearmPks`, for rearmDue after the caller's read phase. Reads
+ * only: dueKey, dirtyKey and laterKey must have been type-checked.
  */
 export const DUE_LIST = `
-local function dueList(dueKey, dirtyKey, now, limit)
+local function dueList(dueKey, dirtyKey, laterKey, now, limit)
   local pks = redis.call('ZRANGE', dueKey, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
-  local out = {}
+  local out, rearm, rearmPks = {}, {}, {}
+  local nowN = tonumber(now)
   for c = 1, #pks, 1000 do
-    local scores = redis.call('ZMSCORE', dirtyKey, unpack(pks, c, math.min(c + 999, #pks)))
-    for k = 1, #scores do
-      table.insert(out, pks[c + k - 1])
-      table.insert(out, scores[k] or '')
+    local chunk = {unpack(pks, c, math.min(c + 999, #pks))}
+    local later = redis.call('HMGET', laterKey, unpack(chunk))
+    local due = {}
+    for k = 1, #chunk do
+      local t = later[k] and tonumber(later[k])
+      if t and t > nowN then
+        table.insert(rearm, string.format('%d', t))
+        table.insert(rearm, chunk[k])
+        table.insert(rearmPks, chunk[k])
+      else
+        table.insert(due, chunk[k])
+      end
+    end
+    if #due > 0 then
+      local scores = redis.call('ZMSCORE', dirtyKey, unpack(due))
+      for k = 1, #scores do
+        table.insert(out, due[k])
+        table.insert(out, scores[k] or '')
+      end
     end
   end
-  return out
+  return out, rearm, rearmPks
+end
+-- Moves fired alarms to their rows' later flush times (dueList's rearm) and drops those times from laterKey.
+local function rearmDue(dueKey, laterKey, rearm, rearmPks)
+  for c = 1, #rearm, 1000 do redis.call('ZADD', dueKey, unpack(rearm, c, math.min(c + 999, #rearm))) end
+  for c = 1, #rearmPks, 1000 do redis.call('HDEL', laterKey, unpack(rearmPks, c, math.min(c + 999, #rearmPks))) end
 end
 `;
 
@@ -309,13 +334,16 @@ return {1, epoch, nextEpoch}
 /**
  * FOLD rows of sealed bucket `seq` into their outboxes. Idempotent per row: a row whose bucket hash is gone
  * was folded already. KEYS: rows (the bucket's row set), dirty, due, counts, sealed, folded, epoch, openRows (the
- * row set of bucket `openEpoch`), then per row its bucket hash and its outbox. ARGV: seq, now, openEpoch, report
+ * row set of bucket `openEpoch`), tombstone, dueLater, then per row its bucket hash and its outbox. ARGV: seq, now, openEpoch, report
  * ('1' = report what is left), dueLimit, rowCount, then per row: pk, policyKind, a, b. (The rankings of top lists
  * were updated by APPLY.)
  * The outbox fields `<seq>|<bucket field>` are new (only this fold of this bucket writes them), so the copy is
  * an HSET of the bucket's values; an existing one means the layout was broken and the call is refused whole.
  * The store's running count of outbox entries (`entries` in the counts hash) grows by the counts copied (not their
  * limbs). When `seq` is the oldest sealed bucket and no row of it is left, the fold is finished here (as FINISH_FOLD).
+ * Each folded row's flush time is set by its policy (as ACK_OUTBOX's schedule); an idle row whose alarm in `due` is
+ * already set at or before its new time keeps that alarm and gets the new time in `dueLater` (see DUE_LIST): a
+ * re-touched idle row costs no zset rewrite.
  * Returns {rows moved, 1 when finished here else 0} and, with report, what is left as VISIT reports it: dirty
  * rows, oldest dirty time or '', outbox entries, oldest sealed seq or '', oldest unfolded seq or '' (the open
  * bucket counts as unfolded when it has data, or when the epoch is no longer `openEpoch`), the due list, the
@@ -324,7 +352,7 @@ return {1, epoch, nextEpoch}
 export const FOLD = defineScript<[number, number] | [number, number, number, string, string, string, string, string[], string]>()({
   name: 'FOLD',
   shebang: '#!lua',
-  keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows', 'tombstone'],
+  keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows', 'tombstone', 'dueLater'],
   args: ['seq', 'now', 'openEpoch', 'report', 'dueLimit', 'rowCount'],
   body: `${LIMBS}${DUE_LIST}${TOMBSTONES}
 if storeDeleted() then
@@ -339,6 +367,7 @@ local n = tonumber(A.rowCount)
 expectType(K.rows, 'set')
 expectType(K.dirty, 'zset')
 expectType(K.due, 'zset')
+expectType(K.dueLater, 'hash')
 local entries = readEntries(K.counts)
 if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer') end
 local head = redis.call('LINDEX', K.sealed, 0) or ''
@@ -391,6 +420,8 @@ end
 local moved = 0
 local newDirty = {}
 local newDue = {}
+local newLater = {}
+local dropLater = {}
 local folded = {}
 local nowText = string.format('%d', now)
 for _, row in ipairs(rows) do
@@ -424,10 +455,21 @@ for _, row in ipairs(rows) do
     else
       due = math.min(now + a, first + b)
     end
-    -- A due time left as it is (an idle row at its max age) is not rewritten: a listpack zset's ZADD costs its size.
-    if due and due ~= tonumber(dueAt[pk]) then
-      table.insert(newDue, string.format('%d', due))
-      table.insert(newDue, pk)
+    local alarm = tonumber(dueAt[pk])
+    if due and kind == 'idle' and alarm and alarm < due then
+      -- An idle row's flush time moved later (it was re-touched): its alarm stays and fires at the old time, when
+      -- DUE_LIST re-arms it to this one. A listpack zset's ZADD rewrites it whole; a hash field of the same size is
+      -- replaced in place.
+      table.insert(newLater, pk)
+      table.insert(newLater, string.format('%d', due))
+    elseif due then
+      -- A due time left as it is (an idle row at its max age) is not rewritten.
+      if due ~= alarm then
+        table.insert(newDue, string.format('%d', due))
+        table.insert(newDue, pk)
+      end
+      -- dueLater only holds rows of the due zset (ack and erase drop both): a row without an alarm has no entry.
+      if alarm then table.insert(dropLater, pk) end
     end
     moved = moved + 1
   end
@@ -435,6 +477,8 @@ end
 for c = 1, #folded, 1000 do redis.call('DEL', unpack(folded, c, math.min(c + 999, #folded))) end
 for c = 1, #newDirty, 1000 do redis.call('ZADD', K.dirty, unpack(newDirty, c, math.min(c + 999, #newDirty))) end
 for c = 1, #newDue, 1000 do redis.call('ZADD', K.due, unpack(newDue, c, math.min(c + 999, #newDue))) end
+for c = 1, #newLater, 1000 do redis.call('HSET', K.dueLater, unpack(newLater, c, math.min(c + 999, #newLater))) end
+for c = 1, #dropLater, 1000 do redis.call('HDEL', K.dueLater, unpack(dropLater, c, math.min(c + 999, #dropLater))) end
 local pkList = {}
 for r = 0, n - 1 do pkList[r + 1] = ARGV[AR + 4 * r] end
 for c = 1, #pkList, 1000 do redis.call('SREM', K.rows, unpack(pkList, c, math.min(c + 999, #pkList))) end
@@ -453,7 +497,14 @@ local unfolded = head
 if unfolded == '' and openHasData then unfolded = epoch end
 local nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or ''
 local dueRows = {}
-if nextDue ~= '' and tonumber(nextDue) <= now then dueRows = dueList(K.due, K.dirty, A.now, tonumber(A.dueLimit)) end
+if nextDue ~= '' and tonumber(nextDue) <= now then
+  local rearm, rearmPks
+  dueRows, rearm, rearmPks = dueList(K.due, K.dirty, K.dueLater, A.now, tonumber(A.dueLimit))
+  if #rearmPks > 0 then
+    rearmDue(K.due, K.dueLater, rearm, rearmPks)
+    nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or ''
+  end
+end
 return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.format('%d', entries), head, unfolded, dueRows, nextDue}
 `,
 });
@@ -496,16 +547,17 @@ return data
 /**
  * ACK outbox entries the writer has applied to DynamoDB, in one step with dropping the row's cache entry and
  * bumping its cache version (so no query can store a cache read before this write). When entries remain
- * (folded during the write) the row stays dirty and is rescheduled by its policy. The store's running count of
+ * (folded during the write) the row stays dirty and is rescheduled by its policy (its later flush time, if any, is
+ * dropped: see DUE_LIST). The store's running count of
  * outbox entries drops by the counts deleted, not their limbs (never below 0, and restarts at 0 whenever the store
  * has no dirty row left).
- * KEYS: outbox, cacheVersion, cache, dirty, due, counts. ARGV: pk, now, cacheVersionTtlSeconds, policyKind, a, b,
+ * KEYS: outbox, cacheVersion, cache, dirty, due, counts, tombstone, dueLater. ARGV: pk, now, cacheVersionTtlSeconds, policyKind, a, b,
  * then the fields to delete. Returns the number of entries left.
  */
 export const ACK_OUTBOX = defineScript<number>()({
   name: 'ACK_OUTBOX',
   shebang: '#!lua',
-  keys: ['outbox', 'cacheVersion', 'cache', 'dirty', 'due', 'counts', 'tombstone'],
+  keys: ['outbox', 'cacheVersion', 'cache', 'dirty', 'due', 'counts', 'tombstone', 'dueLater'],
   args: ['pk', 'now', 'cacheVersionTtlSeconds', 'policyKind', 'a', 'b'],
   body: `${LIMBS}${DUE}${TOMBSTONES}
 if storeDeleted() then return 0 end
@@ -515,6 +567,7 @@ local now = tonumber(A.now)
 redis.call('HLEN', K.outbox)
 expectType(K.dirty, 'zset')
 expectType(K.due, 'zset')
+expectType(K.dueLater, 'hash')
 local entries = readEntries(K.counts)
 if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer') end
 local version = redis.call('GET', K.cacheVersion)
@@ -531,6 +584,7 @@ redis.call('DEL', K.cache)
 redis.call('INCR', K.cacheVersion)
 redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
 local left = redis.call('HLEN', K.outbox)
+redis.call('HDEL', K.dueLater, pk)
 if left == 0 then
   redis.call('ZREM', K.dirty, pk)
   redis.call('ZREM', K.due, pk)

@@ -10,7 +10,10 @@
  *   <p>:{S}:folded           foldedThrough: the last bucket seq folded completely
  *   <p>:{S}:o:<pk>           row outbox: `<seq>|<dayKey>|<metric>` -> integer
  *   <p>:{S}:dirty            zset pk -> when the row's oldest unwritten count was folded (ms)
- *   <p>:{S}:due              zset pk -> when the row should be flushed (ms), by its flush policy
+ *   <p>:{S}:due              zset pk -> when the row should be flushed (ms), by its flush policy; for an idle row an
+ *                            alarm at or before that time (see dueLater)
+ *   <p>:{S}:dl               hash pk -> an idle row's flush time (ms) when a fold moved it past its alarm in `due`:
+ *                            the alarm is re-armed to it when it fires, not on every fold
  *   <p>:{S}:d:<batchId>      dedupe record of an applied batch (expires after the dedupe window)
  *   <p>:{S}:c:<pk>           cached DynamoDB items of a row (visitor history), with their watermarks
  *   <p>:{S}:v:<pk>           cache version, bumped by the writer in the step that deletes outbox entries
@@ -41,6 +44,7 @@ export const REDIS_SUFFIX = {
   outbox: 'o:',
   dirty: 'dirty',
   due: 'due',
+  dueLater: 'dl',
   batch: 'd:',
   cache: 'c:',
   cacheVersion: 'v:',
@@ -97,6 +101,7 @@ export function redisKeys(prefix = 't') {
     outbox: (s: string, pk: string) => tag(s) + S.outbox + pk,
     dirty: (s: string) => tag(s) + S.dirty,
     due: (s: string) => tag(s) + S.due,
+    dueLater: (s: string) => tag(s) + S.dueLater,
     batch: (s: string, id: string) => tag(s) + S.batch + id,
     cache: (s: string, pk: string) => tag(s) + S.cache + pk,
     cacheVersion: (s: string, pk: string) => tag(s) + S.cacheVersion + pk,

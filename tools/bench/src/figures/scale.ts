@@ -43,6 +43,31 @@ async function commandCount(redis: Redis): Promise<number> {
   return [...(await redis.info('commandstats')).matchAll(/calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
 }
 
+/** Per command (Lua's redis.call included): calls and microseconds, from INFO commandstats. */
+async function commandStats(redis: Redis): Promise<Map<string, { calls: number; usec: number }>> {
+  const out = new Map<string, { calls: number; usec: number }>();
+  for (const m of (await redis.info('commandstats')).matchAll(/cmdstat_([^:]+):calls=(\d+),usec=(\d+)/g)) {
+    out.set(m[1]!, { calls: Number(m[2]), usec: Number(m[3]) });
+  }
+  return out;
+}
+
+/** Forks (AOF rewrites) the server has made, and whether one is running: a child's copy-on-write taxes the parent. */
+async function forkState(
+  redis: Redis,
+): Promise<{ forks: number; rewriting: boolean; aofRewrites: number; user: number; sys: number; fragmentation: number }> {
+  const info = await redis.info();
+  const num = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  return {
+    forks: num('total_forks'),
+    rewriting: num('aof_rewrite_in_progress') === 1,
+    aofRewrites: num('aof_rewrites'),
+    user: num('used_cpu_user'),
+    sys: num('used_cpu_sys'),
+    fragmentation: num('mem_fragmentation_ratio'),
+  };
+}
+
 /** CPU seconds redis-server has used (INFO cpu). */
 async function redisCpu(redis: Redis): Promise<number> {
   const info = await redis.info('cpu');
@@ -136,6 +161,8 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
       const [cpu, commands] = await Promise.all([redisCpu(redis), commandCount(redis)]);
       return { at, aggregator, redis: cpu, commands };
     };
+    const forksBefore = await forkState(redis);
+    const statsBefore = await commandStats(redis);
     const sampling = sampler(200, sample);
     let after = before;
     let polledAt = performance.now();
@@ -151,6 +178,24 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     );
     const samples = await sampling.stop();
     samples.push(await sample());
+    const forksAfter = await forkState(redis);
+    const statsAfter = await commandStats(redis);
+    const perCommand = [...statsAfter]
+      .map(([name, a]) => ({
+        name,
+        calls: a.calls - (statsBefore.get(name)?.calls ?? 0),
+        usec: a.usec - (statsBefore.get(name)?.usec ?? 0),
+      }))
+      .filter((c) => c.calls > 0 && !/^(info|ping)$/.test(c.name))
+      .sort((x, y) => y.usec - x.usec);
+    log(
+      `tick commands per store (calls, µs): ${perCommand
+        .slice(0, 14)
+        .map((c) => `${c.name} ${(c.calls / stores).toFixed(1)} ${(c.usec / stores).toFixed(1)}`)
+        .join(', ')}; forks ${forksAfter.forks - forksBefore.forks}, AOF rewrite running at start ${forksBefore.rewriting}, ` +
+        `at end ${forksAfter.rewriting}, AOF rewrites so far ${forksAfter.aofRewrites}; redis CPU user ${(forksAfter.user - forksBefore.user).toFixed(2)} s, ` +
+        `sys ${(forksAfter.sys - forksBefore.sys).toFixed(2)} s (INFO before and after the wait); fragmentation ${forksAfter.fragmentation}`,
+    );
     const sealed = (metricValue(after, 'tally_buckets_sealed_total') ?? 0) - (metricValue(before, 'tally_buckets_sealed_total') ?? 0);
     if (sealed !== stores) throw new Error(`the measured tick sealed ${sealed} buckets, not ${stores}`);
     const tickMs =
