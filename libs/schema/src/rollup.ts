@@ -74,7 +74,7 @@ export function rollup(
   const pks = new Map<CompiledCounter, Map<string, string>>();
   const members = new Map<string, string>();
   // Bucket fields (`<day>|<metric>`) of each day the batch touches, per counter and per distinct metric: made once
-  // per day and metric instead of once per event (most of a batch's allocations, and its GC, were these strings).
+  // per day and metric instead of once per event (a fifth of the rollup's heap allocations were these strings).
   const fieldsByDay = new Map<string, Map<object, string>>();
   let fields = new Map<object, string>();
   // Events of a batch mostly share a 15-minute slot (a day key holds for a whole slot in every zone).
