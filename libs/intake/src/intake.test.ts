@@ -1,4 +1,4 @@
-import { eventsJobSchema } from '@tally/queues';
+import { eventsJobSchema, MAX_EVENTS_PER_JOB } from '@tally/queues';
 import { compileRules, defaultRules, rollupDistinct, unflattenDistinct, type NormalizedEvent } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, TooManyEventsError, ValidationError } from './errors';
@@ -8,10 +8,24 @@ import { batchFingerprint, createIntake } from './intake';
 // Only validation and ids here: nothing reaches the queue (enqueue is covered against a real Redis by the
 // collector's and the client's integration tests).
 const unusedQueue = {
+  add: () => {
+    throw new Error('must not be called');
+  },
   addBulk: () => {
     throw new Error('must not be called');
   },
 } as never;
+
+/** A queue that keeps the data of every job added, by `add` (one job) or `addBulk` (a split batch). */
+function capturingQueue<D>(added: D[], calls: string[] = []) {
+  return {
+    add: async (_name: string, data: D, opts: { jobId: string }) => (calls.push('add'), added.push(data), { id: opts.jobId }),
+    addBulk: async (jobs: Array<{ data: D; opts: { jobId: string } }>) => (
+      calls.push(`addBulk ${jobs.length}`),
+      jobs.map((j) => (added.push(j.data), { id: j.opts.jobId }))
+    ),
+  } as never;
+}
 const intake = createIntake({
   queues: { events: unusedQueue },
   redis: { status: 'ready', once: () => undefined, off: () => undefined } as never,
@@ -60,12 +74,7 @@ describe('createIntake', () => {
   it('rolls a batch up with its distinct members when the zone is known: rows and distinct (base64 ids), none without visitors', async () => {
     const added: unknown[] = [];
     const capturing = createIntake({
-      queues: {
-        events: {
-          addBulk: async (jobs: Array<{ data: unknown; opts: { jobId: string } }>) =>
-            jobs.map((j) => (added.push(j.data), { id: j.opts.jobId })),
-        } as never,
-      },
+      queues: { events: capturingQueue(added) },
       redis: { status: 'ready', once: () => undefined, off: () => undefined } as never,
       rules: compileRules(defaultRules),
       source: 'http',
@@ -92,12 +101,7 @@ describe('createIntake', () => {
   it('submit enqueues the events as they were at the call, whatever the caller changes after', async () => {
     const added: Array<{ events: NormalizedEvent[] }> = [];
     const capturing = createIntake({
-      queues: {
-        events: {
-          addBulk: async (jobs: Array<{ data: { events: NormalizedEvent[] }; opts: { jobId: string } }>) =>
-            jobs.map((j) => (added.push(j.data), { id: j.opts.jobId })),
-        } as never,
-      },
+      queues: { events: capturingQueue(added) },
       redis: { status: 'ready', once: () => undefined, off: () => undefined } as never,
       rules: compileRules(defaultRules),
       source: 'client',
@@ -107,6 +111,34 @@ describe('createIntake', () => {
     event.dims.product = 'P 2 is not an id';
     await sent;
     expect(added[0]!.events[0]!.dims).toEqual({ product: 'P1' });
+  });
+
+  it('adds a batch of one job with `add` and a split batch with one `addBulk`, part i as <batchId>.<i>', async () => {
+    const added: Array<{ batchId: string; events?: NormalizedEvent[] }> = [];
+    const calls: string[] = [];
+    const capturing = createIntake({
+      queues: { events: capturingQueue(added, calls) },
+      redis: { status: 'ready', once: () => undefined, off: () => undefined } as never,
+      rules: compileRules(defaultRules),
+      limits: { maxEvents: 2 * MAX_EVENTS_PER_JOB + 1 },
+      source: 'client',
+    });
+    const ts = Date.now();
+    const view = (i: number): NormalizedEvent => ({ type: 'view', ts, dims: { product: `P${i}` } });
+    const one = await capturing.enqueue('S1', [view(0), view(1)]);
+    expect(calls).toEqual(['add']);
+    expect(one.jobIds).toEqual([one.batchId]);
+    const split = await capturing.enqueue(
+      'S1',
+      Array.from({ length: MAX_EVENTS_PER_JOB + 1 }, (_, i) => view(i)),
+    );
+    expect(calls).toEqual(['add', 'addBulk 2']);
+    expect(split.jobIds).toEqual([`${split.batchId}.0`, `${split.batchId}.1`]);
+    expect(added.map((d) => [d.batchId, d.events?.length])).toEqual([
+      [one.batchId, 2],
+      [`${split.batchId}.0`, MAX_EVENTS_PER_JOB],
+      [`${split.batchId}.1`, 1],
+    ]);
   });
 });
 

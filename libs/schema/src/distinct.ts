@@ -23,7 +23,11 @@ export function flattenDistinct(adds: DistinctAdds): Array<string | number> {
   const out: Array<string | number> = [];
   for (const [pk, fields] of adds) {
     out.push(pk, fields.size);
-    for (const [field, members] of fields) out.push(field, Buffer.from([...members].join(''), 'latin1').toString('base64'));
+    for (const [field, members] of fields) {
+      let ids = '';
+      for (const m of members) ids += m;
+      out.push(field, Buffer.from(ids, 'latin1').toString('base64'));
+    }
   }
   return out;
 }

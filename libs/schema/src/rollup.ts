@@ -73,6 +73,10 @@ export function rollup(
 ): RowDeltas {
   const pks = new Map<CompiledCounter, Map<string, string>>();
   const members = new Map<string, string>();
+  // Bucket fields (`<day>|<metric>`) of each day the batch touches, per counter and per distinct metric: made once
+  // per day and metric instead of once per event (a fifth of the rollup's heap allocations were these strings).
+  const fieldsByDay = new Map<string, Map<object, string>>();
+  let fields = new Map<object, string>();
   // Events of a batch mostly share a 15-minute slot (a day key holds for a whole slot in every zone).
   let lastSlot = Number.NaN;
   let day = '';
@@ -80,18 +84,24 @@ export function rollup(
     const spec = rules.eventTypes.get(e.type);
     if (!spec) throw new RulesError(`unknown event type ${JSON.stringify(e.type)}`);
     const slot = Math.floor(e.ts / SLOT_MS);
-    if (slot !== lastSlot) [lastSlot, day] = [slot, localDayKey(e.ts, tz)];
+    if (slot !== lastSlot) {
+      [lastSlot, day] = [slot, localDayKey(e.ts, tz)];
+      let f = fieldsByDay.get(day);
+      if (!f) fieldsByDay.set(day, (f = new Map()));
+      fields = f;
+    }
     const dims = e.dims;
     for (const c of spec.counters) {
       const pk = rowPk(pks, store, c, dims);
       if (pk === undefined) continue;
       if (distinct && c.distinct.length > 0) {
-        for (const { attrMetric, dim } of c.distinct) {
-          const value = dims[dim];
+        for (const d of c.distinct) {
+          const value = dims[d.dim];
           if (value === undefined) continue;
           let row = distinct.get(pk);
           if (!row) distinct.set(pk, (row = new Map()));
-          const field = `${day}|${attrMetric}`;
+          let field = fields.get(d);
+          if (field === undefined) fields.set(d, (field = `${day}|${d.attrMetric}`));
           let set = row.get(field);
           if (!set) row.set(field, (set = new Set()));
           let member = members.get(value);
@@ -99,7 +109,9 @@ export function rollup(
           set.add(member);
         }
       }
-      const field = c.by === undefined ? `${day}|${c.attrMetric}` : `${day}|${c.attrMetric}#${dims[c.by]}`;
+      let field = fields.get(c);
+      if (field === undefined) fields.set(c, (field = c.by === undefined ? `${day}|${c.attrMetric}` : `${day}|${c.attrMetric}#`));
+      if (c.by !== undefined) field += dims[c.by];
       let delta: number | bigint = 1;
       if (c.op === 'sum') {
         if (e.value === undefined) continue;

@@ -1,7 +1,18 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeKeyValue } from '@tally/key-layout';
-import { compileRules, decimalToUnits, defaultRules, fromUnits, rollup, RulesError, toUnits, validateEvents, cheapestRules } from './index';
+import {
+  compileRules,
+  decimalToUnits,
+  defaultRules,
+  fromUnits,
+  rollup,
+  RulesError,
+  toUnits,
+  validateEvents,
+  cheapestRules,
+  type DistinctAdds,
+} from './index';
 
 const rules = compileRules(defaultRules);
 const now = Date.parse('2023-05-03T12:00:00Z');
@@ -192,6 +203,35 @@ describe('rollup', () => {
       S1: { '2023-123|v': 2, '2023-123|o': 2, '2023-123|r': 2000, '2023-120|v': 1 },
       'S1#product#P1': { '2023-123|v': 2, '2023-120|v': 1 },
       'S1#visitor#V9': { '2023-123|v': 1, '2023-123|pv#P1': 1, '2023-123|o': 1, '2023-123|r': 1999 },
+    });
+  });
+
+  it('keeps the fields of each day apart when a batch goes back and forth between days (per-metric and `by` fields, distinct members)', () => {
+    const day = (d: string, product: string, visitor: string) => ({
+      type: 'view',
+      ts: `2023-05-${d}T10:15:00Z`,
+      dims: { product, visitor },
+    });
+    const { events } = validateEvents(
+      rules,
+      [day('03', 'P1', 'V1'), day('01', 'P2', 'V1'), day('03', 'P2', 'V2'), day('01', 'P1', 'V1'), day('03', 'P1', 'V1')],
+      limits,
+    );
+    const distinct: DistinctAdds = new Map();
+    const d = rollup(rules, 'S1', 'UTC', events, new Map(), distinct);
+    const plain = Object.fromEntries([...d].map(([pk, m]) => [pk, Object.fromEntries(m)]));
+    expect(plain).toEqual({
+      S1: { '2023-123|v': 3, '2023-121|v': 2 },
+      'S1#product#P1': { '2023-123|v': 2, '2023-121|v': 1 },
+      'S1#product#P2': { '2023-121|v': 1, '2023-123|v': 1 },
+      'S1#visitor#V1': { '2023-123|v': 2, '2023-123|pv#P1': 2, '2023-121|v': 2, '2023-121|pv#P2': 1, '2023-121|pv#P1': 1 },
+      'S1#visitor#V2': { '2023-123|v': 1, '2023-123|pv#P2': 1 },
+    });
+    const members = Object.fromEntries([...distinct].map(([pk, m]) => [pk, Object.fromEntries([...m].map(([f, set]) => [f, set.size]))]));
+    expect(members).toEqual({
+      S1: { '2023-123|uv': 2, '2023-121|uv': 1 },
+      'S1#product#P1': { '2023-123|uv': 1, '2023-121|uv': 1 },
+      'S1#product#P2': { '2023-121|uv': 1, '2023-123|uv': 1 },
     });
   });
 
