@@ -1,10 +1,9 @@
-import type { Figure, FigureContext, FigureResult } from '../figure';
+import { figure, type FigureContext } from '../figure';
 import { createQueues, closeQueues, QUEUE, MAX_EVENTS_PER_JOB } from '@tally/queues';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { BucketStore } from '@tally/buckets';
 import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { Redis } from 'ioredis';
-import { machineLine } from '../proc';
 import { redisBenchmark, usedMemory } from '../redis-benchmark';
 import { fmt } from '../stats';
 import { makeBatch, prng, zipf } from '../workload';
@@ -121,43 +120,39 @@ async function measureAggregator(opts: { quick: boolean }) {
   }
 }
 
-export const aggregatorFigure: Figure = {
-  name: 'aggregator-apply',
-  async run(ctx: FigureContext): Promise<FigureResult> {
-    const f = await measureAggregator({ quick: !!ctx.quick });
-    const dedupeMb = ((f.eventsPerSecond / f.eventsPerBatch) * DEDUPE_WINDOW_SECONDS * f.bytesPerDedupeRecord) / 1024 / 1024;
-    const summary =
-      `${fmt(f.eventsPerSecond)} events/s applied by one aggregator process (${f.batches} batches x ${f.eventsPerBatch}); redis-benchmark HINCRBY -P64 ${fmt(f.hincrbyPerSecond)}/s; ` +
-      `${fmt(f.bytesPer1000Rows)} B per 1,000 active rows; ${fmt(f.bytesPerDedupeRecord)} B per dedupe record, ${fmt(dedupeMb)} MB for a 24 h dedupe window at this rate; ` +
-      `target >= 100,000 events/s ${f.eventsPerSecond >= 100_000 ? 'met' : 'NOT met'}${ctx.quick ? ' [quick run]' : ''}`;
-    // Memory at the measured rate: dedupe records live for the dedupe window (DEDUPE_WINDOW_SECONDS, default 24 h),
-    // one per batch; an open bucket (BUCKET_SECONDS, default 900) holds at most every row the traffic can touch.
-    const batchesPerSecond = f.eventsPerSecond / f.eventsPerBatch;
-    const dedupeRecords = batchesPerSecond * DEDUPE_WINDOW_SECONDS;
-    const bucketEvents = f.eventsPerSecond * BUCKET_SECONDS;
-    const mb = (bytes: number) => (bytes < 10 * 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${fmt(bytes / 1024 / 1024)} MB`);
-    const markdown = [
-      `Run ${new Date().toISOString()} on ${machineLine()}${ctx.quick ? ' (quick run)' : ''}.`,
-      '',
-      '| figure | value |',
-      '|---|---|',
-      `| events/s applied (one aggregator process, queue pre-filled, ${f.batches} batches of ${f.eventsPerBatch}) | ${fmt(f.eventsPerSecond)} |`,
-      `| redis-benchmark pipelined HINCRBY ceiling (same redis-server, -P 64) | ${fmt(f.hincrbyPerSecond)} ops/s |`,
-      `| Redis bytes per 1,000 active rows (open bucket hash + rows set) | ${fmt(f.bytesPer1000Rows)} |`,
-      `| Redis bytes per dedupe record (batch id, 24 h TTL) | ${fmt(f.bytesPerDedupeRecord)} |`,
-      `| target | >= 100,000 events/s: ${f.eventsPerSecond >= 100_000 ? 'met' : 'NOT met'} |`,
-      '',
-      `Memory at the measured rate (${fmt(f.eventsPerSecond)} events/s in batches of ${f.eventsPerBatch} = ${batchesPerSecond.toFixed(1)} batches/s), with the default settings:`,
-      '',
-      '| what Redis holds | how many | bytes |',
-      '|---|---:|---:|',
-      `| dedupe records: one per batch for \`DEDUPE_WINDOW_SECONDS\` (${fmt(DEDUPE_WINDOW_SECONDS)} s) | ${fmt(dedupeRecords)} | ${mb(dedupeRecords * f.bytesPerDedupeRecord)} |`,
-      `| open bucket after ${fmt(f.memEvents)} events of this workload (measured: ${(f.memEvents / f.eventsPerSecond).toFixed(1)} s at this rate) | ${fmt(f.memRows)} rows | ${mb((f.memRows * f.bytesPer1000Rows) / 1000)} |`,
-      `| open bucket at the end of a \`BUCKET_SECONDS\`=${BUCKET_SECONDS} bucket (${fmt(bucketEvents)} events): at most every row the workload has (${fmt(WORKLOAD_ROWS)}: 1 store, 20,000 products, 200,000 visitors) | ≤ ${fmt(WORKLOAD_ROWS)} rows | ≤ ${mb((WORKLOAD_ROWS * f.bytesPer1000Rows) / 1000)} |`,
-      '',
-      'Dedupe records grow with the batch rate, not the event rate: bigger batches (or a shorter `DEDUPE_WINDOW_SECONDS`) keep',
-      'them small. Bucket memory grows with the rows touched per bucket, bounded by the catalogue and the visitors.',
-    ].join('\n');
-    return { summary, markdown };
-  },
-};
+export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
+  const f = await measureAggregator({ quick: !!ctx.quick });
+  const dedupeMb = ((f.eventsPerSecond / f.eventsPerBatch) * DEDUPE_WINDOW_SECONDS * f.bytesPerDedupeRecord) / 1024 / 1024;
+  const summary =
+    `${fmt(f.eventsPerSecond)} events/s applied by one aggregator process (${f.batches} batches x ${f.eventsPerBatch}); redis-benchmark HINCRBY -P64 ${fmt(f.hincrbyPerSecond)}/s; ` +
+    `${fmt(f.bytesPer1000Rows)} B per 1,000 active rows; ${fmt(f.bytesPerDedupeRecord)} B per dedupe record, ${fmt(dedupeMb)} MB for a 24 h dedupe window at this rate; ` +
+    `target >= 100,000 events/s ${f.eventsPerSecond >= 100_000 ? 'met' : 'NOT met'}`;
+  // Memory at the measured rate: dedupe records live for the dedupe window (DEDUPE_WINDOW_SECONDS, default 24 h),
+  // one per batch; an open bucket (BUCKET_SECONDS, default 900) holds at most every row the traffic can touch.
+  const batchesPerSecond = f.eventsPerSecond / f.eventsPerBatch;
+  const dedupeRecords = batchesPerSecond * DEDUPE_WINDOW_SECONDS;
+  const bucketEvents = f.eventsPerSecond * BUCKET_SECONDS;
+  const mb = (bytes: number) => (bytes < 10 * 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${fmt(bytes / 1024 / 1024)} MB`);
+  const markdown = [
+    '',
+    '| figure | value |',
+    '|---|---|',
+    `| events/s applied (one aggregator process, queue pre-filled, ${f.batches} batches of ${f.eventsPerBatch}) | ${fmt(f.eventsPerSecond)} |`,
+    `| redis-benchmark pipelined HINCRBY ceiling (same redis-server, -P 64) | ${fmt(f.hincrbyPerSecond)} ops/s |`,
+    `| Redis bytes per 1,000 active rows (open bucket hash + rows set) | ${fmt(f.bytesPer1000Rows)} |`,
+    `| Redis bytes per dedupe record (batch id, 24 h TTL) | ${fmt(f.bytesPerDedupeRecord)} |`,
+    `| target | >= 100,000 events/s: ${f.eventsPerSecond >= 100_000 ? 'met' : 'NOT met'} |`,
+    '',
+    `Memory at the measured rate (${fmt(f.eventsPerSecond)} events/s in batches of ${f.eventsPerBatch} = ${batchesPerSecond.toFixed(1)} batches/s), with the default settings:`,
+    '',
+    '| what Redis holds | how many | bytes |',
+    '|---|---:|---:|',
+    `| dedupe records: one per batch for \`DEDUPE_WINDOW_SECONDS\` (${fmt(DEDUPE_WINDOW_SECONDS)} s) | ${fmt(dedupeRecords)} | ${mb(dedupeRecords * f.bytesPerDedupeRecord)} |`,
+    `| open bucket after ${fmt(f.memEvents)} events of this workload (measured: ${(f.memEvents / f.eventsPerSecond).toFixed(1)} s at this rate) | ${fmt(f.memRows)} rows | ${mb((f.memRows * f.bytesPer1000Rows) / 1000)} |`,
+    `| open bucket at the end of a \`BUCKET_SECONDS\`=${BUCKET_SECONDS} bucket (${fmt(bucketEvents)} events): at most every row the workload has (${fmt(WORKLOAD_ROWS)}: 1 store, 20,000 products, 200,000 visitors) | ≤ ${fmt(WORKLOAD_ROWS)} rows | ≤ ${mb((WORKLOAD_ROWS * f.bytesPer1000Rows) / 1000)} |`,
+    '',
+    'Dedupe records grow with the batch rate, not the event rate: bigger batches (or a shorter `DEDUPE_WINDOW_SECONDS`) keep',
+    'them small. Bucket memory grows with the rows touched per bucket, bounded by the catalogue and the visitors.',
+  ].join('\n');
+  return { summary, markdown };
+});
