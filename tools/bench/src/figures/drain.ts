@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE } from '@tally/dynamo';
-import { backlog, checkTable, everyBucketRules, expectedCounts, waitForDrain, type Fleet, type StoreEvents } from '@tally/loadgen';
+import { backlog, checkTable, everyBucketRules, expectedCounts, waitForDrain, type Fleet } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import type { TopLevelSpec } from 'vega-lite';
@@ -32,7 +32,6 @@ async function measureDrain(ctx: FigureContext) {
     updateItems: await updates('ok'),
     rowsWaiting: await rowsWaiting(),
   }));
-  const accepted: StoreEvents[] = [];
   try {
     ctx.log(`load: ${fmt(rate)} events/s through the collector; ${warmMs / 1000} s with DynamoDB up`);
     const load = startBackgroundLoad(fleet, {
@@ -41,7 +40,6 @@ async function measureDrain(ctx: FigureContext) {
       concurrency: 8,
       batchSize: [20, 80],
       catalogue: DRAIN_CATALOGUE,
-      onAccepted: (store, events) => accepted.push({ store, events }),
     });
     await sleep(warmMs / 2);
     const steady0 = { t: performance.now(), u: await updates('ok'), rows: await rowsWaiting() };
@@ -91,7 +89,7 @@ async function measureDrain(ctx: FigureContext) {
     const samples = await timeline.stop();
 
     ctx.log('checking every count in the table against the accepted events');
-    const check = await checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones), 5);
+    const check = await checkTable(fleet, expectedCounts(load.accepted, fleet.rules, fleet.zones), 5);
     return {
       rate,
       warmSeconds: warmMs / 1000,

@@ -1,7 +1,7 @@
 import type { StoreSpec } from '@tally/loadgen';
 import { figure, type FigureContext } from '../figure';
 import { benchFleet } from '../load';
-import { measureLoad, tallyCpuMs } from './ingest-e2e';
+import { cpuMsPer1000, measureLoad, tallyCpuMs } from './ingest-e2e';
 import { fmt } from '../stats';
 
 /** Stores of the traffic: enough hash tags to spread over three masters and three queue shards. */
@@ -25,7 +25,7 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
   });
   try {
     const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: 0, windowMs: ctx.quick ? 2_000 : 20_000 };
-    const run = await measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, stores: CLUSTER_STORES, ...windows });
+    const run = await measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, ...windows });
     return { setup, ...run };
   } finally {
     await fleet.stop();
@@ -33,8 +33,7 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
 }
 
 type ClusterRun = Awaited<ReturnType<typeof measureSetup>>;
-const perThousand = (r: ClusterRun, part?: 'collector' | 'aggregator' | 'redis') =>
-  part ? (r.cpu[part] * 1_000_000) / Math.max(1, r.appliedPerSecond) : tallyCpuMs(r);
+const perThousand = (r: ClusterRun, part?: 'collector' | 'aggregator' | 'redis') => (part ? cpuMsPer1000(r, r.cpu[part]) : tallyCpuMs(r));
 
 /**
  * Ingest end to end on one Redis against a 3-master Redis Cluster, in the same run, with the CPU each costs per

@@ -159,8 +159,6 @@ export async function measureLoad(
   fleet: Fleet,
   opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number } & {
     idPages?: boolean;
-    /** The stores of the traffic (the fleet's); default STORES. */
-    stores?: readonly StoreSpec[];
   },
 ): Promise<E2eRun> {
   const aggregator = fleet.app('bucket-aggregator');
@@ -171,7 +169,6 @@ export async function measureLoad(
 
   ctx.log(`${opts.batch}-event batches, ${opts.concurrency} in flight: warm-up ${opts.warmMs / 1000} s`);
   const load = startBackgroundLoad(fleet, {
-    ...(opts.stores ? { stores: opts.stores } : {}),
     seed: opts.seed,
     concurrency: opts.concurrency,
     batchSize: opts.batch,
@@ -306,10 +303,9 @@ export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
     `its ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event)` +
     (ba
       ? `; against ${ba.ref} (${ba.commit.slice(0, 10)}) in the same run: CPU per 1000 events x${ba.cpu.toFixed(2)}, events/s x${ba.rate.toFixed(2)}`
-      : '') +
-    ``;
+      : '');
   const rows = f.runs.map((r) => {
-    const per1000 = (cores: number) => ((cores * 1000 * 1000) / Math.max(1, r.appliedPerSecond)).toFixed(1);
+    const per1000 = (cores: number) => cpuMsPer1000(r, cores).toFixed(1);
     return (
       `| ${r.batch} | ${r.concurrency} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${fmt(r.acceptedPerSecond)} | ` +
       `${r.depthStart} → ${r.depthEnd}${r.queueFilled ? ' (full: aggregator-bound)' : ''} | ${fmt(r.refused)} / ${fmt(r.requests)} | ${f.hincrbyPerEvent[r.batch]!.toFixed(2)} | ` +
@@ -348,12 +344,14 @@ export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
 });
 
 /** CPU ms of collector, aggregator and redis-server per 1000 events applied: the cost, whatever the machine's load. */
-export const tallyCpuMs = (r: E2eRun) => ((r.cpu.collector + r.cpu.aggregator + r.cpu.redis) * 1_000_000) / Math.max(1, r.appliedPerSecond);
+export const tallyCpuMs = (r: E2eRun) => cpuMsPer1000(r, r.cpu.collector + r.cpu.aggregator + r.cpu.redis);
+/** CPU ms per 1000 events applied of `cores` busy over a run. */
+export const cpuMsPer1000 = (r: E2eRun, cores: number) => (cores * 1_000_000) / Math.max(1, r.appliedPerSecond);
 
 function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>): string[] {
   const r = beforeAfterRatios(b.rounds);
   const line = (name: string, x: E2eRun) =>
-    `| ${name} | ${fmt(x.appliedPerSecond)} | ${tallyCpuMs(x).toFixed(1)} | ${[x.cpu.collector, x.cpu.aggregator, x.cpu.redis].map((c) => ((c * 1e6) / Math.max(1, x.appliedPerSecond)).toFixed(1)).join(' / ')} |`;
+    `| ${name} | ${fmt(x.appliedPerSecond)} | ${tallyCpuMs(x).toFixed(1)} | ${[x.cpu.collector, x.cpu.aggregator, x.cpu.redis].map((c) => cpuMsPer1000(x, c).toFixed(1)).join(' / ')} |`;
   return [
     '',
     `**Before/after, same run** (\`--baseline ${b.ref}\`: ${b.commit.slice(0, 10)}, "${b.subject}"): that commit's apps from a git worktree,`,

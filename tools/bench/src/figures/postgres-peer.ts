@@ -8,7 +8,7 @@ import { figure, type FigureContext } from '../figure';
 import { benchFleet, CATALOGUE, startBackgroundLoad, STORES } from '../load';
 import { fmt, ms, quantile } from '../stats';
 import { probe } from './freshness';
-import { MAX_QUEUE_DEPTH, measureLoad, tallyCpuMs, type E2eRun } from './ingest-e2e';
+import { cpuMsPer1000, MAX_QUEUE_DEPTH, measureLoad, tallyCpuMs, type E2eRun } from './ingest-e2e';
 
 /** The PostgreSQL server these machines run (trust authentication); the figure makes and drops its own database. */
 const PG_URL = `postgresql://${encodeURIComponent(userInfo().username)}@127.0.0.1:5432/test`;
@@ -225,4 +225,4 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
   return { summary, markdown };
 });
 
-const cpuMs = (cores: number, r: E2eRun) => ((cores * 1e6) / Math.max(1, r.appliedPerSecond)).toFixed(1);
+const cpuMs = (cores: number, r: E2eRun) => cpuMsPer1000(r, cores).toFixed(1);
