@@ -1,9 +1,10 @@
 import { figure, type FigureContext } from '../figure';
-import { createQueues, closeQueues, QUEUE, MAX_EVENTS_PER_JOB } from '@tally/queues';
+import { QUEUE, MAX_EVENTS_PER_JOB } from '@tally/queues';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { BucketStore } from '@tally/buckets';
-import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor } from '@tally/testing';
-import { Redis } from 'ioredis';
+import { metricValue, waitFor } from '@tally/testing';
+import type { Redis } from 'ioredis';
+import { benchFleet } from '../load';
 import { redisBenchmark, usedMemory } from '../redis-benchmark';
 import { fmt } from '../stats';
 import { makeBatch, prng, zipf } from '../workload';
@@ -20,11 +21,13 @@ const WORKLOAD_ROWS = 1 + 20_000 + 200_000;
  * record, and redis-benchmark's pipelined HINCRBY ceiling on the same redis-server.
  */
 async function measureAggregator(opts: { quick: boolean }) {
-  const redisServer = await startRedis({ appendonly: true, appendfsync: 'everysec' });
-  const dyn = await startDynalite();
-  const table = await createTestTable(dyn.endpoint, { tenants: ['BENCH'] });
-  const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  const queues = createQueues(redis);
+  const fleet = await benchFleet({
+    stores: [{ id: 'BENCH', timeZone: 'UTC' }],
+    replicas: { collector: 0, 'query-api': 0, 'dynamo-writer': 0 },
+    appEnv: { 'bucket-aggregator': { SEALER_ENABLED: 'false', AGGREGATOR_CONCURRENCY: '8' } },
+  });
+  const [{ handle: agg }, redis, queues] = [fleet.app('bucket-aggregator'), fleet.inspect as Redis, fleet.queues];
+  await agg.kill(); // started again once the queue is full
   const eventsPerBatch = Math.min(1000, MAX_EVENTS_PER_JOB);
   const batches = opts.quick ? 60 : 400;
   const rnd = prng(42);
@@ -46,17 +49,7 @@ async function measureAggregator(opts: { quick: boolean }) {
         })),
       );
     }
-    const agg = await startApp('bucket-aggregator', {
-      env: {
-        REDIS_URL: redisServer.url,
-        DYNAMODB_ENDPOINT: dyn.endpoint,
-        DYNAMODB_TABLE: table,
-        SEALER_ENABLED: 'false',
-        BUCKET_SECONDS: '900',
-        AGGREGATOR_CONCURRENCY: '8',
-      },
-      timeoutMs: 120_000, // a start-up on a loaded machine
-    });
+    await agg.restart();
     // Measure from the first applied batch to the last, from the app's own counter.
     const t0 = await waitFor(async () => (metricValue(await agg.metrics(), 'tally_events_applied_total') > 0 ? performance.now() : 0), {
       timeoutMs: 60_000,
@@ -100,7 +93,7 @@ async function measureAggregator(opts: { quick: boolean }) {
     const memD1 = await usedMemory(redis);
     const bytesPer1000Rows = ((memAfter - memBefore - 50 * ((memD1 - memD0) / dedupeN)) / rows) * 1000;
     const n = opts.quick ? '200000' : '2000000';
-    const hincrbyPerSecond = await redisBenchmark(`-p ${redisServer.port} -q -n ${n} -P 64 HINCRBY bench:h f 1`.split(' '));
+    const hincrbyPerSecond = await redisBenchmark(`-p ${fleet.redis.port} -q -n ${n} -P 64 HINCRBY bench:h f 1`.split(' '));
     return {
       eventsPerSecond,
       hincrbyPerSecond,
@@ -113,10 +106,7 @@ async function measureAggregator(opts: { quick: boolean }) {
       memEvents: 50 * eventsPerBatch,
     };
   } finally {
-    await closeQueues(queues);
-    await redis.quit();
-    await dyn.stop();
-    await redisServer.stop();
+    await fleet.stop();
   }
 }
 

@@ -1,11 +1,8 @@
 import { loadavg } from 'node:os';
-import { createDynamoClient } from '@tally/dynamo';
-import { closeQueues, createQueues } from '@tally/queues';
-import { issueKey } from '@tally/tenants';
-import { createTestTable, metricValue, startApp, startDynalite, startRedis, type AppHandle } from '@tally/testing';
+import { metricValue } from '@tally/testing';
 import autocannon from 'autocannon';
-import { Redis } from 'ioredis';
 import { figure, type FigureContext } from '../figure';
+import { benchFleet } from '../load';
 import { cpuMeter } from '../proc';
 import { hincrbyCeiling, hincrbyCommand, redisBenchmark } from '../redis-benchmark';
 import { fmt } from '../stats';
@@ -28,30 +25,22 @@ const LOADS = [
 export const collectorIngest = figure('collector-ingest', async (ctx) => {
   const seconds = ctx.quick ? 2 : 10;
   const loadBefore = loadavg()[0]!;
-  const redis = await startRedis();
-  const dynalite = await startDynalite();
-  let collector: AppHandle | undefined;
-  const inspect = new Redis(redis.url, { maxRetriesPerRequest: null });
-  const queues = createQueues(inspect);
-  try {
-    const table = await createTestTable(dynalite.endpoint, { tenants: ['BENCH1'] });
-    const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
-    const key = await issueKey({ dynamo, table }, 'BENCH1', ['ingest'], 'bench');
-    dynamo.destroy();
-    // `node [--cpu-prof] --import tsx apps/collector/src/main.ts`, as production runs it.
-    collector = await startApp('collector', {
-      env: {
-        REDIS_URL: redis.url,
-        DYNAMODB_ENDPOINT: dynalite.endpoint,
-        DYNAMODB_TABLE: table,
+  // One collector (a child process, as production runs it, optionally `node --cpu-prof`) and nothing else.
+  const fleet = await benchFleet({
+    stores: [{ id: 'BENCH1', timeZone: 'UTC' }],
+    replicas: { 'query-api': 0, 'bucket-aggregator': 0, 'dynamo-writer': 0 },
+    appEnv: {
+      collector: {
         // Nothing drains the queue during a run; backpressure is not what is measured here.
         MAX_QUEUE_DEPTH: '10000000',
         // One store sends everything: the per-store ingest budget would measure itself, not the collector.
         INGEST_BUDGET_EVENTS_PER_SECOND: '0',
         ...(ctx.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${ctx.profileDir}` } : {}),
       },
-      timeoutMs: 120_000, // a start-up on a loaded machine
-    });
+    },
+  });
+  const [{ handle: collector }, redis, queues, key] = [fleet.app('collector'), fleet.redis, fleet.queues, fleet.keys['BENCH1']!.ingest];
+  try {
     ctx.log(`collector pid ${collector.process.pid} on ${collector.url}, redis-server pid ${redis.pid} on ${redis.url}`);
 
     const runs = [];
@@ -121,10 +110,7 @@ export const collectorIngest = figure('collector-ingest', async (ctx) => {
     ].join('\n');
     return { summary, markdown };
   } finally {
-    await collector?.kill();
-    await closeQueues(queues);
-    inspect.disconnect();
-    await Promise.all([redis.stop(), dynalite.stop()]);
+    await fleet.stop();
   }
 });
 
