@@ -1,4 +1,4 @@
-import { figure, type FigureContext } from '../figure';
+import { figure } from '../figure';
 import { QUEUE, MAX_EVENTS_PER_JOB } from '@tally/queues';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { BucketStore } from '@tally/buckets';

@@ -1,7 +1,7 @@
 import { loadavg } from 'node:os';
 import { metricValue } from '@tally/testing';
 import autocannon from 'autocannon';
-import { figure, type FigureContext } from '../figure';
+import { figure } from '../figure';
 import { benchFleet } from '../load';
 import { cpuMeter } from '../proc';
 import { hincrbyCeiling, hincrbyCommand, redisBenchmark } from '../redis-benchmark';

@@ -1,4 +1,4 @@
-import { generateLoad, type Fleet, type LoadBatch, type StoreSpec } from '@tally/loadgen';
+import { generateLoad, type Fleet, type LoadBatch } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { defaultRules, rollup, validateEvents, type RulesInput } from '@tally/schema';
 import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';

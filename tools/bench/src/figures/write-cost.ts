@@ -1,5 +1,5 @@
 import { lineChart, logBars, targetRule, type Chart } from '../charts';
-import { figure, type FigureContext } from '../figure';
+import { figure } from '../figure';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
 // Namespaces: `--baseline` runs this file against commits without the sketches and the overflow items.
