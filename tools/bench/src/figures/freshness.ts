@@ -4,7 +4,7 @@ import { QUEUE } from '@tally/queues';
 import { sleep } from '@tally/testing';
 import { lineChart, targetRule, type Chart } from '../charts';
 import { figure, type FigureContext } from '../figure';
-import { appMetric, benchFleet, startBackgroundLoad, STORES } from '../load';
+import { appMetric, benchFleet, sampler, startBackgroundLoad, STORES } from '../load';
 import { BASELINE_RULES, idPages } from './ingest-e2e';
 import { fmt, median, ms, quantile } from '../stats';
 
@@ -32,13 +32,7 @@ async function measureFreshness(ctx: FigureContext, root?: string, work?: 'basel
       batchSize: [50, 150],
       ...(work ? { mapBatch: idPages } : {}),
     });
-    let maxQueueDepth = 0;
-    const depthWatch = setInterval(() => {
-      fleet.queues[QUEUE.events].getWaitingCount().then(
-        (d) => (maxQueueDepth = Math.max(maxQueueDepth, d)),
-        () => undefined,
-      );
-    }, 250);
+    const depths = sampler(250, () => fleet.queues[QUEUE.events].getWaitingCount());
     try {
       await sleep(ctx.quick ? 1_000 : 3_000);
       const [applied0, accepted0] = await Promise.all([
@@ -74,11 +68,11 @@ async function measureFreshness(ctx: FigureContext, root?: string, work?: 'basel
         acceptedPerSecond: (accepted1 - accepted0) / seconds,
         appliedPerSecond: (applied1 - applied0) / seconds,
         targetRate: rate,
-        maxQueueDepth,
+        maxQueueDepth: Math.max(0, ...(await depths.stop())),
         seconds,
       };
     } finally {
-      clearInterval(depthWatch);
+      await depths.stop();
       await load.stop().catch(() => undefined);
     }
   } finally {
