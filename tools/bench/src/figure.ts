@@ -1,5 +1,6 @@
 import type { Baseline } from './baseline';
 import type { Chart } from './charts';
+import { machineLine } from './proc';
 
 /** What a figure gets: run mode and a place to say what it is doing. */
 export interface FigureContext {
@@ -26,4 +27,24 @@ export interface Figure {
   /** Kebab-case; the section heading in docs/BENCHMARKS.md and the name on the command line. */
   name: string;
   run(ctx: FigureContext): Promise<FigureResult>;
+}
+
+/**
+ * A figure from its measurement and report: the result's markdown starts with the run line (date, machine, quick
+ * run) and a quick run's summary ends with `[quick run]`.
+ */
+export function figure(name: string, report: (ctx: FigureContext) => Promise<FigureResult>): Figure {
+  return {
+    name,
+    async run(ctx) {
+      const [at, machine] = [new Date().toISOString(), machineLine()];
+      const r = await report(ctx);
+      const quick = ctx.quick ? ' (quick run)' : '';
+      return {
+        ...r,
+        summary: `${r.summary}${ctx.quick ? ' [quick run]' : ''}`,
+        markdown: `Run ${at} on ${machine}${quick}.\n${r.markdown}`,
+      };
+    },
+  };
 }

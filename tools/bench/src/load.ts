@@ -1,12 +1,9 @@
 import {
-  countRetry,
   DEMO_STORES,
-  generateLoad,
-  httpSender,
-  newLoadStats,
-  runLoad,
+  loadFleet,
   startFleet,
   type Fleet,
+  type FleetLoad,
   type FleetOptions,
   type LoadBatch,
   type LoadOptions,
@@ -32,75 +29,43 @@ export const benchFleet = (opts: Partial<FleetOptions> = {}) =>
 /** Catalogue size of the generated traffic (Zipf popularity over these). */
 export const CATALOGUE = { products: 10_000, visitors: 100_000 } as const;
 
-export interface BackgroundLoad {
-  readonly stats: LoadStats;
+export interface BackgroundLoad extends Pick<FleetLoad, 'stats' | 'accepted'> {
   /** Stops taking new batches and resolves once every batch taken has its answer; throws if the collector answered wrongly. */
   stop(): Promise<LoadStats>;
 }
 
 /**
- * tools/loadgen traffic (seeded Zipf products and visitors in sessions, three time zones, 10% late events) POSTed
- * to the fleet's collector with each store's ingest key, at `rate` events/s or as fast as it answers. 429 and 503
- * answers are retried after at most `maxRetryDelayMs` (the collector's Retry-After is cut to it).
+ * tools/loadgen traffic (seeded Zipf products and visitors in sessions, the fleet's stores, 10% late events) POSTed
+ * to the fleet's collector with each store's ingest key (loadFleet, HTTP only), at `rate` events/s or as fast as it
+ * answers, until stopped. 429 and 503 answers are retried after at most 250 ms (the collector's Retry-After is cut to it).
  */
 export function startBackgroundLoad(
   fleet: Fleet,
-  opts: {
-    seed: number;
-    rate?: number;
-    concurrency: number;
-    batchSize: LoadOptions['batchSize'];
-    maxRetryDelayMs?: number;
-    /** Products and visitors of the traffic; default CATALOGUE. */
-    catalogue?: { products: number; visitors: number };
-    /** The stores of the traffic (the fleet's); default STORES. */
-    stores?: readonly StoreSpec[];
-    /** Each batch's accepted events, once (for an exact check of the table afterwards). */
-    onAccepted?: RunLoadOptions['onAccepted'];
-    /** Rewrites each batch before it is sent (e.g. the traffic an older commit's rules take). */
-    mapBatch?: (batch: LoadBatch) => LoadBatch;
-  },
-): BackgroundLoad {
-  const stats = newLoadStats();
-  const http = httpSender({
-    url: fleet.app('collector').url,
-    keyOf: (store) => fleet.keys[store]!.ingest,
-    onRetry: countRetry(stats),
-    initialDelayMs: 50,
-    maxDelayMs: opts.maxRetryDelayMs ?? 250,
-  });
-  let stopped = false;
-  const batches = generateLoad({
-    seed: opts.seed,
-    stores: opts.stores ?? STORES,
-    ...(opts.catalogue ?? CATALOGUE),
-    batchSize: opts.batchSize,
-    now: () => Date.now(),
-  });
-  const map = opts.mapBatch;
-  const done = runLoad(
-    {
-      batches: map
-        ? (function* () {
-            for (const b of batches) yield map(b);
-          })()
-        : batches,
-      senders: { http },
-      seed: opts.seed,
-      ...(opts.rate ? { rate: opts.rate } : {}),
-      concurrency: opts.concurrency,
-      shouldStop: () => stopped,
-      ...(opts.onAccepted ? { onAccepted: opts.onAccepted } : {}),
+  opts: Pick<RunLoadOptions, 'rate' | 'concurrency'> &
+    Pick<LoadOptions, 'seed' | 'batchSize'> & {
+      /** Products and visitors of the traffic; default CATALOGUE. */
+      catalogue?: { products: number; visitors: number };
+      /** Rewrites each batch before it is sent (e.g. the traffic an older commit's rules take). */
+      mapBatch?: (batch: LoadBatch) => LoadBatch;
     },
-    stats,
-  );
+): BackgroundLoad {
+  let stopped = false;
+  const { stats, accepted, done } = loadFleet(fleet, {
+    load: { seed: opts.seed, ...(opts.catalogue ?? CATALOGUE), batchSize: opts.batchSize },
+    via: 'http',
+    retry: { initialDelayMs: 50, maxDelayMs: 250 },
+    ...(opts.rate ? { rate: opts.rate } : {}),
+    concurrency: opts.concurrency,
+    shouldStop: () => stopped,
+    ...(opts.mapBatch ? { map: opts.mapBatch } : {}),
+  });
   done.catch(() => undefined);
   return {
     stats,
+    accepted,
     async stop() {
       stopped = true;
       const s = await done;
-      await http.close();
       if (s.edgeMismatches.length > 0) throw new Error(`the collector answered wrongly: ${s.edgeMismatches.slice(0, 3).join('; ')}`);
       return s;
     },

@@ -196,31 +196,39 @@ export interface FleetLoad {
 }
 
 /**
- * runLoad into a running fleet: `generateLoad(load)` with the fleet's stores, sent through both ways in (HTTP to its
- * collector with each store's ingest key, libs/client on its queues) with one retry policy, the accepted events
- * collected for expectedCounts.
+ * runLoad into a running fleet: `generateLoad(load)` with the fleet's stores (each batch through `map` if given), sent
+ * through both ways in (HTTP to its collector with each store's ingest key, libs/client on its queues; `via: 'http'`:
+ * HTTP only) with one retry policy, the accepted events collected for expectedCounts.
  */
 export function loadFleet(
   f: Fleet,
   opts: Omit<RunLoadOptions, 'batches' | 'senders' | 'onAccepted' | 'seed'> & {
     load: Omit<LoadOptions, 'stores' | 'now'>;
     retry?: Omit<RetryPolicy, 'onRetry'>;
+    via?: 'http' | 'both';
+    map?: (batch: LoadBatch) => LoadBatch;
   },
 ): FleetLoad {
   const stats = newLoadStats();
   const accepted: StoreEvents[] = [];
   const retry = { ...opts.retry, onRetry: countRetry(stats) };
   const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest, ...retry });
-  const client = clientSender({ ...f.clientTarget(), rules: f.rules, ...retry });
+  const client = opts.via === 'http' ? undefined : clientSender({ ...f.clientTarget(), rules: f.rules, ...retry });
+  const batches = generateLoad({ now: () => Date.now(), ...opts.load, stores: f.stores });
+  const map = opts.map;
   const done = runLoad(
     {
       ...opts,
-      batches: generateLoad({ now: () => Date.now(), ...opts.load, stores: f.stores }),
+      batches: map
+        ? (function* () {
+            for (const b of batches) yield map(b);
+          })()
+        : batches,
       senders: { http, client },
       seed: opts.load.seed,
       onAccepted: (store, events) => accepted.push({ store, events }),
     },
     stats,
-  ).finally(() => Promise.all([http.close(), client.close()]));
+  ).finally(() => Promise.all([http.close(), client?.close()]));
   return { stats, accepted, done };
 }

@@ -2,9 +2,9 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { createTestTable, REPO_ROOT, startDynalite, startRedis } from '@tally/testing';
-import type { Figure, FigureContext, FigureResult } from '../figure';
-import { machineLine } from '../proc';
+import { REPO_ROOT } from '@tally/testing';
+import { benchFleet } from '../load';
+import { figure } from '../figure';
 import { median, ms } from '../stats';
 
 const STORE = 'BENCHCLI';
@@ -30,15 +30,17 @@ async function timeOne(command: string, env: NodeJS.ProcessEnv): Promise<{ wallM
 /** How long the operator CLIs take to start and answer, as a user runs them (the method is in the markdown below). */
 async function measureCliStart(opts: { quick: boolean; log: (l: string) => void }) {
   const rounds = opts.quick ? 3 : 11;
-  const redis = await startRedis();
-  const dyn = await startDynalite({ mode: 'child' });
+  // Redis and dynalite with the store's tenant, and no app.
+  const fleet = await benchFleet({
+    stores: [{ id: STORE, timeZone: 'Europe/Paris' }],
+    replicas: { collector: 0, 'query-api': 0, 'bucket-aggregator': 0, 'dynamo-writer': 0 },
+  });
   try {
-    const table = await createTestTable(dyn.endpoint, { tenants: { [STORE]: 'Europe/Paris' } });
     const env: NodeJS.ProcessEnv = {
       ...process.env,
-      REDIS_URL: redis.url,
-      DYNAMODB_ENDPOINT: dyn.endpoint,
-      DYNAMODB_TABLE: table,
+      REDIS_URL: fleet.redis.url,
+      DYNAMODB_ENDPOINT: fleet.dynalite.endpoint,
+      DYNAMODB_TABLE: fleet.table,
       AWS_REGION: 'us-east-1',
       // No running `npm start` stack is looked for: the variables above win anyway.
       TALLY_DATA_DIR: join(REPO_ROOT, '.data-bench-none'),
@@ -66,7 +68,6 @@ async function measureCliStart(opts: { quick: boolean; log: (l: string) => void 
     }
     return {
       rounds,
-      machine: machineLine(),
       runs: commands.map((c) => {
         const s = samples.get(c)!;
         return {
@@ -77,36 +78,32 @@ async function measureCliStart(opts: { quick: boolean; log: (l: string) => void 
       }),
     };
   } finally {
-    await dyn.stop();
-    await redis.stop();
+    await fleet.stop();
   }
 }
 
-export const cliStartFigure: Figure = {
-  name: 'cli-start',
-  async run(ctx: FigureContext): Promise<FigureResult> {
-    const f = await measureCliStart(ctx);
-    const of = (name: string) => f.runs.find((r) => r.name === name)!;
-    const npmRuns = f.runs.filter((r) => r.name.startsWith('npm run'));
-    const slowest = npmRuns.reduce((a, b) => (median(b.wallMs) > median(a.wallMs) ? b : a));
-    const summary =
-      `median wall ${npmRuns.map((r) => `${r.name.replace('npm run ', '').replace(' -- ', ' ')} ${ms(median(r.wallMs))} ms`).join(', ')}; ` +
-      `slowest ${ms(median(slowest.wallMs))} ms (${ms(median(slowest.cpuMs))} ms CPU); node -e 0 ${ms(median(of('node -e 0').wallMs))} ms`;
-    const markdown = [
-      `${f.machine} at the end. Each command is a whole process started from the repository root, as a user types it,`,
-      `against a local redis-server and dynalite (a child process) with one tenant; ${f.rounds} rounds after a warm-up call,`,
-      'the commands round-robin within each round, so load changes hit them alike. Wall: spawn to exit. CPU: user + system',
-      'time of the process and its children (npm, node). `node run-built.mjs` is the script `npm run` runs, without npm.',
-      '',
-      '| Command | median wall (ms) | min – max wall (ms) | median CPU (ms) |',
-      '| --- | ---: | ---: | ---: |',
-      ...f.runs.map(
-        (r) => `| \`${r.name}\` | ${ms(median(r.wallMs))} | ${ms(r.wallMs[0]!)} – ${ms(r.wallMs.at(-1)!)} | ${ms(median(r.cpuMs))} |`,
-      ),
-      '',
-      'Rerun: `npm run bench -- cli-start`. On a busy machine wall time is CPU time stretched by the run queue; the CPU',
-      'column is the part the CLIs control.',
-    ].join('\n');
-    return { summary, markdown };
-  },
-};
+export const cliStartFigure = figure('cli-start', async (ctx) => {
+  const f = await measureCliStart(ctx);
+  const of = (name: string) => f.runs.find((r) => r.name === name)!;
+  const npmRuns = f.runs.filter((r) => r.name.startsWith('npm run'));
+  const slowest = npmRuns.reduce((a, b) => (median(b.wallMs) > median(a.wallMs) ? b : a));
+  const summary =
+    `median wall ${npmRuns.map((r) => `${r.name.replace('npm run ', '').replace(' -- ', ' ')} ${ms(median(r.wallMs))} ms`).join(', ')}; ` +
+    `slowest ${ms(median(slowest.wallMs))} ms (${ms(median(slowest.cpuMs))} ms CPU); node -e 0 ${ms(median(of('node -e 0').wallMs))} ms`;
+  const markdown = [
+    `Each command is a whole process started from the repository root, as a user types it,`,
+    `against a local redis-server and dynalite (a child process) with one tenant; ${f.rounds} rounds after a warm-up call,`,
+    'the commands round-robin within each round, so load changes hit them alike. Wall: spawn to exit. CPU: user + system',
+    'time of the process and its children (npm, node). `node run-built.mjs` is the script `npm run` runs, without npm.',
+    '',
+    '| Command | median wall (ms) | min – max wall (ms) | median CPU (ms) |',
+    '| --- | ---: | ---: | ---: |',
+    ...f.runs.map(
+      (r) => `| \`${r.name}\` | ${ms(median(r.wallMs))} | ${ms(r.wallMs[0]!)} – ${ms(r.wallMs.at(-1)!)} | ${ms(median(r.cpuMs))} |`,
+    ),
+    '',
+    'Rerun: `npm run bench -- cli-start`. On a busy machine wall time is CPU time stretched by the run queue; the CPU',
+    'column is the part the CLIs control.',
+  ].join('\n');
+  return { summary, markdown };
+});

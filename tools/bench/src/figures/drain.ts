@@ -1,13 +1,12 @@
 import { BucketStore } from '@tally/buckets';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE } from '@tally/dynamo';
-import { backlog, checkTable, everyBucketRules, expectedCounts, waitForDrain, type Fleet, type StoreEvents } from '@tally/loadgen';
+import { backlog, checkTable, everyBucketRules, expectedCounts, waitForDrain, type Fleet } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import type { TopLevelSpec } from 'vega-lite';
 import { lineChart, type Chart } from '../charts';
-import type { Figure, FigureContext, FigureResult } from '../figure';
+import { figure, type FigureContext } from '../figure';
 import { appMetric, benchFleet, sampler, startBackgroundLoad, STORES } from '../load';
-import { machineLine } from '../proc';
 import { fmt } from '../stats';
 
 const BUCKET_SECONDS = 1;
@@ -21,7 +20,6 @@ async function measureDrain(ctx: FigureContext) {
   const rate = ctx.quick ? 100 : 150;
   const warmMs = ctx.quick ? 2_000 : 6_000;
   const outageLoadMs = ctx.quick ? 2_000 : 5_000;
-  const machine = machineLine();
   ctx.log(`starting a fleet: BUCKET_SECONDS=${BUCKET_SECONDS}, every row flushed after every bucket, dynalite in a child process`);
   const fleet = await benchFleet({ rules: everyBucketRules(), bucketSeconds: BUCKET_SECONDS, replicas: { 'query-api': 0 } });
   const updates = (outcome: string) =>
@@ -34,7 +32,6 @@ async function measureDrain(ctx: FigureContext) {
     updateItems: await updates('ok'),
     rowsWaiting: await rowsWaiting(),
   }));
-  const accepted: StoreEvents[] = [];
   try {
     ctx.log(`load: ${fmt(rate)} events/s through the collector; ${warmMs / 1000} s with DynamoDB up`);
     const load = startBackgroundLoad(fleet, {
@@ -43,7 +40,6 @@ async function measureDrain(ctx: FigureContext) {
       concurrency: 8,
       batchSize: [20, 80],
       catalogue: DRAIN_CATALOGUE,
-      onAccepted: (store, events) => accepted.push({ store, events }),
     });
     await sleep(warmMs / 2);
     const steady0 = { t: performance.now(), u: await updates('ok'), rows: await rowsWaiting() };
@@ -93,7 +89,7 @@ async function measureDrain(ctx: FigureContext) {
     const samples = await timeline.stop();
 
     ctx.log('checking every count in the table against the accepted events');
-    const check = await checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones), 5);
+    const check = await checkTable(fleet, expectedCounts(load.accepted, fleet.rules, fleet.zones), 5);
     return {
       rate,
       warmSeconds: warmMs / 1000,
@@ -113,7 +109,6 @@ async function measureDrain(ctx: FigureContext) {
       timeline: samples,
       downAt,
       upAt,
-      machine,
     };
   } finally {
     await timeline.stop();
@@ -177,54 +172,50 @@ function callsForItem(entries: Array<{ seq: number; attrs: readonly string[] }>)
   return calls;
 }
 
-export const drainFigure: Figure = {
-  name: 'drain',
-  async run(ctx: FigureContext): Promise<FigureResult> {
-    const f = await measureDrain(ctx);
-    const b = f.backlog;
-    const summary =
-      `after a ${f.outageSeconds.toFixed(1)} s DynamoDB outage under ${fmt(f.rate)} events/s (${b.buckets} one-second buckets unwritten): ` +
-      `${fmt(f.drainUpdateItems)} UpdateItems for ${fmt(b.items)} items touched in ${fmt(b.rows)} rows ` +
-      `(needed at one write per item${b.splitItems > 0 ? `, plus ${fmt(b.callsNeeded - b.items)} for ${b.splitItems} items over ${MAX_ATTRS_PER_UPDATE} attributes` : ''}: ${fmt(b.callsNeeded)}); ` +
-      `writing each bucket would take ${fmt(b.itemBuckets)} (${(b.itemBuckets / Math.max(1, b.items)).toFixed(1)}x); drained ${f.drainSeconds.toFixed(1)} s after ` +
-      `DynamoDB came back; counts exact: ${f.check.mismatches === 0 ? 'yes' : 'NO'} (${fmt(f.check.cells)} cells)${ctx.quick ? ' [quick run]' : ''}`;
-    const markdown = [
-      `Run ${new Date().toISOString()} on ${f.machine}${ctx.quick ? ' (quick run)' : ''}.`,
-      'A tools/loadgen fleet (`startFleet`): redis-server (AOF everysec), dynalite in a child process with its data on disk, one collector,',
-      `one bucket-aggregator and one dynamo-writer, \`BUCKET_SECONDS=${BUCKET_SECONDS}\`, every entity flushed after every bucket (\`everyBucketRules\`: the most`,
-      `writes). tools/loadgen traffic (three stores, ${fmt(DRAIN_CATALOGUE.products)} products and ${fmt(DRAIN_CATALOGUE.visitors)} visitors per store, Zipf) at ${fmt(f.rate)} events/s through the collector`,
-      `for ${f.warmSeconds} s (the writer then made ${fmt(f.steadyUpdateItemsPerSecond)} UpdateItems/s; rows waiting to be written ${fmt(f.rowsWaitingBefore[0])} halfway and ${fmt(f.rowsWaitingBefore[1])} at the end),`,
-      `then dynalite was stopped while the load went on for ${f.loadDuringOutageSeconds} s; the load was stopped, the last bucket sealed and folded, and`,
-      `dynalite started again: DynamoDB was down ${f.outageSeconds.toFixed(1)} s. Meanwhile ${fmt(f.failedDuringOutage)} UpdateItems failed (connection refused) and flush jobs`,
-      `were delayed ${fmt(f.flushWaits)} times (the writer's backoff, up to \`WRITER_MAX_BACKOFF_MS\`). UpdateItems are the writer's`,
-      '`tally_dynamodb_requests_total{operation="UpdateItem",outcome="ok"}`; the backlog is read from the row outboxes just before the restart.',
-      '',
-      '| unwritten when DynamoDB came back | |',
-      '| --- | ---: |',
-      `| buckets (1 s each) | ${b.buckets} |`,
-      `| rows | ${fmt(b.rows)} |`,
-      `| outbox entries (row, bucket, day, metric) | ${fmt(b.entries)} |`,
-      `| **items touched** (row × month or TOTAL item) | **${fmt(b.items)}** |`,
-      `| UpdateItems needed at one per item (an item with over ${MAX_ATTRS_PER_UPDATE} attributes to add is split between buckets: ${b.splitItems} items) | ${fmt(b.callsNeeded)} |`,
-      `| (item, bucket) pairs: UpdateItems if each bucket were written separately | ${fmt(b.itemBuckets)} |`,
-      '',
-      '| drain | |',
-      '| --- | ---: |',
-      `| **UpdateItems** (ok) | **${fmt(f.drainUpdateItems)}** (${(b.itemBuckets / Math.max(1, f.drainUpdateItems)).toFixed(1)}x fewer than per bucket) |`,
-      `| UpdateItems refused by the watermark condition (see below) | ${fmt(f.drainConditionFailures)} |`,
-      `| first write after the restart | ${f.firstWriteSeconds.toFixed(1)} s |`,
-      `| **time to drain** (restart → no row unwritten) | **${f.drainSeconds.toFixed(1)} s** |`,
-      `| counts exact afterwards (every cell of the table vs the ${fmt(f.acceptedEvents)} accepted events) | ${f.check.mismatches === 0 ? 'yes' : `**no: ${f.check.mismatches} mismatches**`} (${fmt(f.check.cells)} cells) |`,
-      ...(f.check.samples.length > 0 ? ['', ...f.check.samples.map((s) => `- ${s}`)] : []),
-      '',
-      'UpdateItems (ok) can come out a little below the items needed: an item written just before the outage by a row flush that then failed',
-      "on the row's other item already holds its entries; the retry learns it from the refused condition and the `wm` it reads, and writes",
-      'only what is left. The writes never exceed one per item (one per part, for an item split for its attribute count). Time to drain is',
-      "mostly the flush jobs' backoff (doubling from 250 ms) after the outage; the writes themselves take a fraction of it.",
-    ].join('\n');
-    return { summary, markdown, charts: charts(f) };
-  },
-};
+export const drainFigure = figure('drain', async (ctx) => {
+  const f = await measureDrain(ctx);
+  const b = f.backlog;
+  const summary =
+    `after a ${f.outageSeconds.toFixed(1)} s DynamoDB outage under ${fmt(f.rate)} events/s (${b.buckets} one-second buckets unwritten): ` +
+    `${fmt(f.drainUpdateItems)} UpdateItems for ${fmt(b.items)} items touched in ${fmt(b.rows)} rows ` +
+    `(needed at one write per item${b.splitItems > 0 ? `, plus ${fmt(b.callsNeeded - b.items)} for ${b.splitItems} items over ${MAX_ATTRS_PER_UPDATE} attributes` : ''}: ${fmt(b.callsNeeded)}); ` +
+    `writing each bucket would take ${fmt(b.itemBuckets)} (${(b.itemBuckets / Math.max(1, b.items)).toFixed(1)}x); drained ${f.drainSeconds.toFixed(1)} s after ` +
+    `DynamoDB came back; counts exact: ${f.check.mismatches === 0 ? 'yes' : 'NO'} (${fmt(f.check.cells)} cells)`;
+  const markdown = [
+    'A tools/loadgen fleet (`startFleet`): redis-server (AOF everysec), dynalite in a child process with its data on disk, one collector,',
+    `one bucket-aggregator and one dynamo-writer, \`BUCKET_SECONDS=${BUCKET_SECONDS}\`, every entity flushed after every bucket (\`everyBucketRules\`: the most`,
+    `writes). tools/loadgen traffic (three stores, ${fmt(DRAIN_CATALOGUE.products)} products and ${fmt(DRAIN_CATALOGUE.visitors)} visitors per store, Zipf) at ${fmt(f.rate)} events/s through the collector`,
+    `for ${f.warmSeconds} s (the writer then made ${fmt(f.steadyUpdateItemsPerSecond)} UpdateItems/s; rows waiting to be written ${fmt(f.rowsWaitingBefore[0])} halfway and ${fmt(f.rowsWaitingBefore[1])} at the end),`,
+    `then dynalite was stopped while the load went on for ${f.loadDuringOutageSeconds} s; the load was stopped, the last bucket sealed and folded, and`,
+    `dynalite started again: DynamoDB was down ${f.outageSeconds.toFixed(1)} s. Meanwhile ${fmt(f.failedDuringOutage)} UpdateItems failed (connection refused) and flush jobs`,
+    `were delayed ${fmt(f.flushWaits)} times (the writer's backoff, up to \`WRITER_MAX_BACKOFF_MS\`). UpdateItems are the writer's`,
+    '`tally_dynamodb_requests_total{operation="UpdateItem",outcome="ok"}`; the backlog is read from the row outboxes just before the restart.',
+    '',
+    '| unwritten when DynamoDB came back | |',
+    '| --- | ---: |',
+    `| buckets (1 s each) | ${b.buckets} |`,
+    `| rows | ${fmt(b.rows)} |`,
+    `| outbox entries (row, bucket, day, metric) | ${fmt(b.entries)} |`,
+    `| **items touched** (row × month or TOTAL item) | **${fmt(b.items)}** |`,
+    `| UpdateItems needed at one per item (an item with over ${MAX_ATTRS_PER_UPDATE} attributes to add is split between buckets: ${b.splitItems} items) | ${fmt(b.callsNeeded)} |`,
+    `| (item, bucket) pairs: UpdateItems if each bucket were written separately | ${fmt(b.itemBuckets)} |`,
+    '',
+    '| drain | |',
+    '| --- | ---: |',
+    `| **UpdateItems** (ok) | **${fmt(f.drainUpdateItems)}** (${(b.itemBuckets / Math.max(1, f.drainUpdateItems)).toFixed(1)}x fewer than per bucket) |`,
+    `| UpdateItems refused by the watermark condition (see below) | ${fmt(f.drainConditionFailures)} |`,
+    `| first write after the restart | ${f.firstWriteSeconds.toFixed(1)} s |`,
+    `| **time to drain** (restart → no row unwritten) | **${f.drainSeconds.toFixed(1)} s** |`,
+    `| counts exact afterwards (every cell of the table vs the ${fmt(f.acceptedEvents)} accepted events) | ${f.check.mismatches === 0 ? 'yes' : `**no: ${f.check.mismatches} mismatches**`} (${fmt(f.check.cells)} cells) |`,
+    ...(f.check.samples.length > 0 ? ['', ...f.check.samples.map((s) => `- ${s}`)] : []),
+    '',
+    'UpdateItems (ok) can come out a little below the items needed: an item written just before the outage by a row flush that then failed',
+    "on the row's other item already holds its entries; the retry learns it from the refused condition and the `wm` it reads, and writes",
+    'only what is left. The writes never exceed one per item (one per part, for an item split for its attribute count). Time to drain is',
+    "mostly the flush jobs' backoff (doubling from 250 ms) after the outage; the writes themselves take a fraction of it.",
+  ].join('\n');
+  return { summary, markdown, charts: charts(f) };
+});
 
 function charts(f: Awaited<ReturnType<typeof measureDrain>>): Chart[] {
   const rows = f.timeline.slice(1).map((s, i) => {

@@ -3,10 +3,9 @@ import type { Fleet } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { sleep } from '@tally/testing';
 import { lineChart, targetRule, type Chart } from '../charts';
-import type { Figure, FigureContext, FigureResult } from '../figure';
-import { appMetric, benchFleet, startBackgroundLoad, STORES } from '../load';
+import { figure, type FigureContext } from '../figure';
+import { appMetric, benchFleet, sampler, startBackgroundLoad, STORES } from '../load';
 import { BASELINE_RULES, idPages } from './ingest-e2e';
-import { machineLine } from '../proc';
 import { fmt, median, ms, quantile } from '../stats';
 
 /** The freshness the design promises: a count is visible in the query API within a second of its 202. */
@@ -22,7 +21,6 @@ const PROBE_TIME_ZONE = STORES.find((s) => s.id === PROBE_STORE)!.timeZone;
 async function measureFreshness(ctx: FigureContext, root?: string, work?: 'baseline') {
   const probes = ctx.quick ? 15 : 500;
   const rate = ctx.quick ? 2_000 : 10_000;
-  const machine = machineLine();
   ctx.log('starting a fleet: redis-server, dynalite, collector, bucket-aggregator, dynamo-writer, query-api (BUCKET_SECONDS=900)');
   const fleet = await benchFleet({ ...(root ? { root } : {}), ...(work ? { rules: BASELINE_RULES } : {}) });
   try {
@@ -34,13 +32,7 @@ async function measureFreshness(ctx: FigureContext, root?: string, work?: 'basel
       batchSize: [50, 150],
       ...(work ? { mapBatch: idPages } : {}),
     });
-    let maxQueueDepth = 0;
-    const depthWatch = setInterval(() => {
-      fleet.queues[QUEUE.events].getWaitingCount().then(
-        (d) => (maxQueueDepth = Math.max(maxQueueDepth, d)),
-        () => undefined,
-      );
-    }, 250);
+    const depths = sampler(250, () => fleet.queues[QUEUE.events].getWaitingCount());
     try {
       await sleep(ctx.quick ? 1_000 : 3_000);
       const [applied0, accepted0] = await Promise.all([
@@ -76,12 +68,11 @@ async function measureFreshness(ctx: FigureContext, root?: string, work?: 'basel
         acceptedPerSecond: (accepted1 - accepted0) / seconds,
         appliedPerSecond: (applied1 - applied0) / seconds,
         targetRate: rate,
-        maxQueueDepth,
+        maxQueueDepth: Math.max(0, ...(await depths.stop())),
         seconds,
-        machine,
       };
     } finally {
-      clearInterval(depthWatch);
+      await depths.stop();
       await load.stop().catch(() => undefined);
     }
   } finally {
@@ -130,73 +121,67 @@ export async function probe(fleet: Fleet, product: string): Promise<{ ms: number
   }
 }
 
-export const freshnessFigure: Figure = {
-  name: 'freshness',
-  async run(ctx: FigureContext): Promise<FigureResult> {
-    const f = await measureFreshness(ctx);
-    // With --baseline: the same measurement of that commit's fleet right after, so a before/after p99 is of one run.
-    // Both on the rules and traffic the baseline knows (ingest-e2e's BASELINE_RULES): the same work, before and after.
-    let before: FreshnessFigure | undefined;
-    let after: FreshnessFigure | undefined;
-    if (ctx.baseline) {
-      ctx.log(
-        `the same with ${ctx.baseline.ref}'s apps (${ctx.baseline.commit.slice(0, 10)}), then this checkout's, on the rules it knows`,
-      );
-      before = await measureFreshness(ctx, ctx.baseline.root, 'baseline');
-      after = await measureFreshness(ctx, undefined, 'baseline');
-    }
-    const p = (q: number) => quantile(f.latencies, q);
-    const vs =
-      before && after
-        ? `; on ${ctx.baseline!.ref}'s rules in the same run, p99 ${ms(quantile(after.latencies, 0.99))} ms against ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) ${ms(quantile(before.latencies, 0.99))} ms`
-        : '';
-    const met = p(0.99) <= TARGET_P99_MS;
-    const summary =
-      `202 -> visible in the query API: p50 ${ms(p(0.5))} ms, p99 ${ms(p(0.99))} ms, max ${ms(p(1))} ms over ${f.latencies.length} probes ` +
-      `under ${fmt(f.acceptedPerSecond)} events/s of background load (BUCKET_SECONDS=900: from the live merge); ` +
-      `target p99 <= 1 s ${met ? 'met' : 'NOT met'}${vs}${ctx.quick ? ' [quick run]' : ''}`;
-    const markdown = [
-      `Run ${new Date().toISOString()} on ${f.machine}${ctx.quick ? ' (quick run)' : ''}.`,
-      'A fleet from tools/loadgen (`startFleet`): redis-server (AOF, everysec), dynalite in a child process, one process of each',
-      'app, `BUCKET_SECONDS=900` (no bucket is sealed, so nothing is written to DynamoDB during the run: a count is visible only',
-      `through the query API's live merge of Redis). Background load: tools/loadgen traffic through the collector at ${fmt(f.targetRate)}`,
-      `events/s target (${fmt(f.acceptedPerSecond)} accepted/s and ${fmt(f.appliedPerSecond)} applied/s measured during the probes; events queue`,
-      `at most ${f.maxQueueDepth} jobs deep). Each probe POSTs one \`view\` of a product id never used before to store ${PROBE_STORE} (Asia/Kathmandu),`,
-      "then polls `GET /v1/series?entity=product:<id>&metrics=ViewCount&from=<day>&to=<day>&granularity=day` (the probe's store-local day)",
-      'with a read key, back to back, until it shows 1; its freshness is the time from the 202 to the answer of the first poll that shows it. Probes run',
-      `one after another for ${f.seconds.toFixed(0)} s.`,
-      '',
-      '| probes | p50 ms | p90 ms | p99 ms | max ms | polls per probe | poll round trip p50 ms | probe POSTs retried (429/503) | target p99 ≤ 1 s |',
-      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
-      `| ${f.latencies.length} | **${ms(p(0.5))}** | ${ms(p(0.9))} | **${ms(p(0.99))}** | ${ms(p(1))} | ${f.pollsPerProbe.toFixed(1)} | ${ms(f.pollP50Ms)} | ${f.probeRetries} | ${met ? 'met' : '**not met**'} |`,
-      '',
-      'What a probe waits for: the collector enqueues the batch before its 202, the aggregator takes the job from the events',
-      'queue (behind the background batches) and applies it to the open bucket; the next poll after that reads it from Redis.',
-      `Probes needed ${f.pollsPerProbe.toFixed(1)} polls on average, so the figure's resolution is about one poll round trip (${ms(f.pollP50Ms)} ms at p50).`,
-      ...(before && after
-        ? [
-            '',
-            `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}): that commit's apps from a git worktree, then this`,
-            "checkout's, measured alike right after the run above, both on the rules that commit knows (no unique-visitor sketches, no page",
-            'rows; page paths sent as ids):',
-            '',
-            '| run | probes | p50 ms | p90 ms | **p99 ms** | max ms | accepted events/s |',
-            '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
-            ...(
-              [
-                [ctx.baseline!.ref, before],
-                ['this checkout', after],
-              ] as const
-            ).map(
-              ([name, r]) =>
-                `| ${name} | ${r.latencies.length} | ${[0.5, 0.9, 0.99, 1].map((q) => ms(quantile(r.latencies, q))).join(' | ')} | ${fmt(r.acceptedPerSecond)} |`,
-            ),
-          ]
-        : []),
-    ].join('\n');
-    return { summary, markdown, charts: charts(f) };
-  },
-};
+export const freshnessFigure = figure('freshness', async (ctx) => {
+  const f = await measureFreshness(ctx);
+  // With --baseline: the same measurement of that commit's fleet right after, so a before/after p99 is of one run.
+  // Both on the rules and traffic the baseline knows (ingest-e2e's BASELINE_RULES): the same work, before and after.
+  let before: FreshnessFigure | undefined;
+  let after: FreshnessFigure | undefined;
+  if (ctx.baseline) {
+    ctx.log(`the same with ${ctx.baseline.ref}'s apps (${ctx.baseline.commit.slice(0, 10)}), then this checkout's, on the rules it knows`);
+    before = await measureFreshness(ctx, ctx.baseline.root, 'baseline');
+    after = await measureFreshness(ctx, undefined, 'baseline');
+  }
+  const p = (q: number) => quantile(f.latencies, q);
+  const vs =
+    before && after
+      ? `; on ${ctx.baseline!.ref}'s rules in the same run, p99 ${ms(quantile(after.latencies, 0.99))} ms against ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) ${ms(quantile(before.latencies, 0.99))} ms`
+      : '';
+  const met = p(0.99) <= TARGET_P99_MS;
+  const summary =
+    `202 -> visible in the query API: p50 ${ms(p(0.5))} ms, p99 ${ms(p(0.99))} ms, max ${ms(p(1))} ms over ${f.latencies.length} probes ` +
+    `under ${fmt(f.acceptedPerSecond)} events/s of background load (BUCKET_SECONDS=900: from the live merge); ` +
+    `target p99 <= 1 s ${met ? 'met' : 'NOT met'}${vs}`;
+  const markdown = [
+    'A fleet from tools/loadgen (`startFleet`): redis-server (AOF, everysec), dynalite in a child process, one process of each',
+    'app, `BUCKET_SECONDS=900` (no bucket is sealed, so nothing is written to DynamoDB during the run: a count is visible only',
+    `through the query API's live merge of Redis). Background load: tools/loadgen traffic through the collector at ${fmt(f.targetRate)}`,
+    `events/s target (${fmt(f.acceptedPerSecond)} accepted/s and ${fmt(f.appliedPerSecond)} applied/s measured during the probes; events queue`,
+    `at most ${f.maxQueueDepth} jobs deep). Each probe POSTs one \`view\` of a product id never used before to store ${PROBE_STORE} (Asia/Kathmandu),`,
+    "then polls `GET /v1/series?entity=product:<id>&metrics=ViewCount&from=<day>&to=<day>&granularity=day` (the probe's store-local day)",
+    'with a read key, back to back, until it shows 1; its freshness is the time from the 202 to the answer of the first poll that shows it. Probes run',
+    `one after another for ${f.seconds.toFixed(0)} s.`,
+    '',
+    '| probes | p50 ms | p90 ms | p99 ms | max ms | polls per probe | poll round trip p50 ms | probe POSTs retried (429/503) | target p99 ≤ 1 s |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    `| ${f.latencies.length} | **${ms(p(0.5))}** | ${ms(p(0.9))} | **${ms(p(0.99))}** | ${ms(p(1))} | ${f.pollsPerProbe.toFixed(1)} | ${ms(f.pollP50Ms)} | ${f.probeRetries} | ${met ? 'met' : '**not met**'} |`,
+    '',
+    'What a probe waits for: the collector enqueues the batch before its 202, the aggregator takes the job from the events',
+    'queue (behind the background batches) and applies it to the open bucket; the next poll after that reads it from Redis.',
+    `Probes needed ${f.pollsPerProbe.toFixed(1)} polls on average, so the figure's resolution is about one poll round trip (${ms(f.pollP50Ms)} ms at p50).`,
+    ...(before && after
+      ? [
+          '',
+          `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}): that commit's apps from a git worktree, then this`,
+          "checkout's, measured alike right after the run above, both on the rules that commit knows (no unique-visitor sketches, no page",
+          'rows; page paths sent as ids):',
+          '',
+          '| run | probes | p50 ms | p90 ms | **p99 ms** | max ms | accepted events/s |',
+          '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+          ...(
+            [
+              [ctx.baseline!.ref, before],
+              ['this checkout', after],
+            ] as const
+          ).map(
+            ([name, r]) =>
+              `| ${name} | ${r.latencies.length} | ${[0.5, 0.9, 0.99, 1].map((q) => ms(quantile(r.latencies, q))).join(' | ')} | ${fmt(r.acceptedPerSecond)} |`,
+          ),
+        ]
+      : []),
+  ].join('\n');
+  return { summary, markdown, charts: charts(f) };
+});
 
 type FreshnessFigure = Awaited<ReturnType<typeof measureFreshness>>;
 

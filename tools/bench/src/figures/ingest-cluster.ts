@@ -1,8 +1,7 @@
 import type { StoreSpec } from '@tally/loadgen';
-import type { Figure, FigureContext, FigureResult } from '../figure';
+import { figure, type FigureContext } from '../figure';
 import { benchFleet } from '../load';
-import { machineLine } from '../proc';
-import { measureLoad, tallyCpuMs } from './ingest-e2e';
+import { cpuMsPer1000, measureLoad, tallyCpuMs } from './ingest-e2e';
 import { fmt } from '../stats';
 
 /** Stores of the traffic: enough hash tags to spread over three masters and three queue shards. */
@@ -26,7 +25,7 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
   });
   try {
     const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: 0, windowMs: ctx.quick ? 2_000 : 20_000 };
-    const run = await measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, stores: CLUSTER_STORES, ...windows });
+    const run = await measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, ...windows });
     return { setup, ...run };
   } finally {
     await fleet.stop();
@@ -34,44 +33,39 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
 }
 
 type ClusterRun = Awaited<ReturnType<typeof measureSetup>>;
-const perThousand = (r: ClusterRun, part?: 'collector' | 'aggregator' | 'redis') =>
-  part ? (r.cpu[part] * 1_000_000) / Math.max(1, r.appliedPerSecond) : tallyCpuMs(r);
+const perThousand = (r: ClusterRun, part?: 'collector' | 'aggregator' | 'redis') => (part ? cpuMsPer1000(r, r.cpu[part]) : tallyCpuMs(r));
 
 /**
  * Ingest end to end on one Redis against a 3-master Redis Cluster, in the same run, with the CPU each costs per
  * 1000 events. All on the same 2 cores: the cluster cannot be faster here, so the figure is the cost ratio.
  */
-export const ingestClusterFigure: Figure = {
-  name: 'ingest-cluster',
-  async run(ctx: FigureContext): Promise<FigureResult> {
-    const one = await measureSetup(ctx, 'one Redis', undefined);
-    const cluster = await measureSetup(ctx, '3-master cluster', 3);
-    const row = (r: ClusterRun) =>
-      `| ${r.setup} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${perThousand(r, 'collector').toFixed(1)} | ${perThousand(r, 'aggregator').toFixed(1)} | ` +
-      `${perThousand(r, 'redis').toFixed(1)} | **${perThousand(r).toFixed(1)}** |`;
-    const markdown = [
-      `Run ${new Date().toISOString()} on ${machineLine()}${ctx.quick ? ' (quick run)' : ''}.`,
-      `Two fleets from tools/loadgen, one after the other: one collector and one bucket-aggregator process, \`QUEUE_SHARDS=3\`,`,
-      `${CLUSTER_STORES.length} stores, tools/loadgen traffic in ${BATCH}-event batches (${IN_FLIGHT} in flight, as fast as the collector answers);`,
-      'first on one redis-server, then on a local Redis Cluster of 3 masters (`REDIS_CLUSTER_NODES`, AOF everysec on every node).',
-      "Events/s is the aggregator's `tally_events_applied_total` over the window after a warm-up; CPU is each process's over the",
-      'window (every master summed).',
-      '',
-      '| Redis | s | **events/s end to end** | CPU ms per 1000 events: collector | aggregator | redis-server(s) | **total** |',
-      '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
-      row(one),
-      row(cluster),
-      '',
-      `The cluster cost ${(perThousand(cluster) / perThousand(one)).toFixed(2)}× the CPU per event of one Redis and ran at ${(cluster.appliedPerSecond / one.appliedPerSecond).toFixed(2)}×`,
-      'its rate: every process here shares the same 2 cores, so a cluster cannot add capacity on this machine. On paper, with',
-      "each master on cores of its own, the Redis part of the cost splits over the masters by the stores' hash slots and the",
-      'queue shards, and the aggregators and collectors scale out as replicas (docs/SCALING.md).',
-    ].join('\n');
-    return {
-      summary:
-        `${fmt(one.appliedPerSecond)} events/s on one Redis (${perThousand(one).toFixed(1)} CPU ms per 1000 events), ` +
-        `${fmt(cluster.appliedPerSecond)} on a 3-master cluster (${perThousand(cluster).toFixed(1)} ms) on the same 2 cores${ctx.quick ? ' [quick run]' : ''}`,
-      markdown,
-    };
-  },
-};
+export const ingestClusterFigure = figure('ingest-cluster', async (ctx) => {
+  const one = await measureSetup(ctx, 'one Redis', undefined);
+  const cluster = await measureSetup(ctx, '3-master cluster', 3);
+  const row = (r: ClusterRun) =>
+    `| ${r.setup} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${perThousand(r, 'collector').toFixed(1)} | ${perThousand(r, 'aggregator').toFixed(1)} | ` +
+    `${perThousand(r, 'redis').toFixed(1)} | **${perThousand(r).toFixed(1)}** |`;
+  const markdown = [
+    `Two fleets from tools/loadgen, one after the other: one collector and one bucket-aggregator process, \`QUEUE_SHARDS=3\`,`,
+    `${CLUSTER_STORES.length} stores, tools/loadgen traffic in ${BATCH}-event batches (${IN_FLIGHT} in flight, as fast as the collector answers);`,
+    'first on one redis-server, then on a local Redis Cluster of 3 masters (`REDIS_CLUSTER_NODES`, AOF everysec on every node).',
+    "Events/s is the aggregator's `tally_events_applied_total` over the window after a warm-up; CPU is each process's over the",
+    'window (every master summed).',
+    '',
+    '| Redis | s | **events/s end to end** | CPU ms per 1000 events: collector | aggregator | redis-server(s) | **total** |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    row(one),
+    row(cluster),
+    '',
+    `The cluster cost ${(perThousand(cluster) / perThousand(one)).toFixed(2)}× the CPU per event of one Redis and ran at ${(cluster.appliedPerSecond / one.appliedPerSecond).toFixed(2)}×`,
+    'its rate: every process here shares the same 2 cores, so a cluster cannot add capacity on this machine. On paper, with',
+    "each master on cores of its own, the Redis part of the cost splits over the masters by the stores' hash slots and the",
+    'queue shards, and the aggregators and collectors scale out as replicas (docs/SCALING.md).',
+  ].join('\n');
+  return {
+    summary:
+      `${fmt(one.appliedPerSecond)} events/s on one Redis (${perThousand(one).toFixed(1)} CPU ms per 1000 events), ` +
+      `${fmt(cluster.appliedPerSecond)} on a 3-master cluster (${perThousand(cluster).toFixed(1)} ms) on the same 2 cores`,
+    markdown,
+  };
+});

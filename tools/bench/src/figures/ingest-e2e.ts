@@ -1,12 +1,12 @@
-import { generateLoad, type Fleet, type LoadBatch, type StoreSpec } from '@tally/loadgen';
+import { generateLoad, type Fleet, type LoadBatch } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { defaultRules, rollup, validateEvents, type RulesInput } from '@tally/schema';
 import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import { lineChart, logBars, type Chart } from '../charts';
-import type { Figure, FigureContext, FigureResult } from '../figure';
+import { figure, type FigureContext } from '../figure';
 import { appMetric, benchFleet, CATALOGUE, sampler, startBackgroundLoad, STORES } from '../load';
 import { measureNaiveThroughput, type NaiveThroughput } from '../naive';
-import { cpuMeter, machineLine } from '../proc';
+import { cpuMeter } from '../proc';
 import { hincrbyCeiling, hincrbyCommand } from '../redis-benchmark';
 import { fmt, ratio } from '../stats';
 
@@ -50,7 +50,6 @@ interface IngestE2eFigure {
   hincrby: number;
   hincrbyN: number;
   naive: NaiveThroughput;
-  machine: string;
   /** With --baseline: 1000-event runs of that commit's fleet and this one's, alternated, in the same run. */
   beforeAfter?: { ref: string; commit: string; subject: string; rounds: Array<{ before: E2eRun; after: E2eRun }> };
 }
@@ -65,7 +64,6 @@ interface IngestE2eFigure {
 async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
   const warmMs = ctx.quick ? 1_000 : 5_000;
   const windowMs = ctx.quick ? 2_000 : 20_000;
-  const machine = machineLine();
   ctx.log('starting a fleet: redis-server (AOF everysec), dynalite, one collector, one bucket-aggregator (BUCKET_SECONDS=900)');
   const fleetOptions = {
     // Intake and apply only: nothing is flushed within a 900 s bucket, and nothing is queried.
@@ -132,7 +130,7 @@ async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
       }
       beforeAfter = { ref: ctx.baseline.ref, commit: ctx.baseline.commit, subject: ctx.baseline.subject, rounds };
     }
-    return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, machine, ...(beforeAfter ? { beforeAfter } : {}) };
+    return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, ...(beforeAfter ? { beforeAfter } : {}) };
   } finally {
     await Promise.all([fleet.stop(), before?.stop(), after?.stop()]);
   }
@@ -161,8 +159,6 @@ export async function measureLoad(
   fleet: Fleet,
   opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number } & {
     idPages?: boolean;
-    /** The stores of the traffic (the fleet's); default STORES. */
-    stores?: readonly StoreSpec[];
   },
 ): Promise<E2eRun> {
   const aggregator = fleet.app('bucket-aggregator');
@@ -173,7 +169,6 @@ export async function measureLoad(
 
   ctx.log(`${opts.batch}-event batches, ${opts.concurrency} in flight: warm-up ${opts.warmMs / 1000} s`);
   const load = startBackgroundLoad(fleet, {
-    ...(opts.stores ? { stores: opts.stores } : {}),
     seed: opts.seed,
     concurrency: opts.concurrency,
     batchSize: opts.batch,
@@ -294,72 +289,69 @@ function hincrbysPerEvent(fleet: Fleet, seed: number, batch: number, batches: nu
   return fields / events;
 }
 
-export const ingestE2eFigure: Figure = {
-  name: 'ingest-e2e',
-  async run(ctx: FigureContext): Promise<FigureResult> {
-    const f = await measureIngestE2e(ctx);
-    const small = f.runs.find((r) => r.batch === 100)!;
-    const big = f.runs.find((r) => r.batch === 1000)!;
-    const ba = f.beforeAfter && { ...f.beforeAfter, ...beforeAfterRatios(f.beforeAfter.rounds) };
-    const summary =
-      `${fmt(big.appliedPerSecond)} events/s end to end with 1000-event batches, ${fmt(small.appliedPerSecond)} with 100-event batches ` +
-      `(HTTP -> collector -> queue -> aggregator -> Redis buckets; collector + aggregator + Redis CPU ${tallyCpuMs(big).toFixed(1)} / ` +
-      `${tallyCpuMs(small).toFixed(1)} ms per 1000 events); ${ratio(big.appliedPerSecond / f.naive.eventsPerSecond)}x the naive ` +
-      `design's ${fmt(f.naive.eventsPerSecond)} events/s (one UpdateItem per event per row, dynalite); ${pct(big.appliedPerSecond / f.hincrby)} ` +
-      `of redis-benchmark's HINCRBY ceiling ${fmt(f.hincrby)}/s (${pct((big.appliedPerSecond * f.hincrbyPerEvent[1000]!) / f.hincrby)} counting ` +
-      `its ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event)` +
-      (ba
-        ? `; against ${ba.ref} (${ba.commit.slice(0, 10)}) in the same run: CPU per 1000 events x${ba.cpu.toFixed(2)}, events/s x${ba.rate.toFixed(2)}`
-        : '') +
-      `${ctx.quick ? ' [quick run]' : ''}`;
-    const rows = f.runs.map((r) => {
-      const per1000 = (cores: number) => ((cores * 1000 * 1000) / Math.max(1, r.appliedPerSecond)).toFixed(1);
-      return (
-        `| ${r.batch} | ${r.concurrency} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${fmt(r.acceptedPerSecond)} | ` +
-        `${r.depthStart} → ${r.depthEnd}${r.queueFilled ? ' (full: aggregator-bound)' : ''} | ${fmt(r.refused)} / ${fmt(r.requests)} | ${f.hincrbyPerEvent[r.batch]!.toFixed(2)} | ` +
-        `${pct((r.appliedPerSecond * f.hincrbyPerEvent[r.batch]!) / f.hincrby)} | ${ratio(r.appliedPerSecond / f.naive.eventsPerSecond)}x | ` +
-        `${r.cpu.collector.toFixed(2)} / ${r.cpu.aggregator.toFixed(2)} / ${r.cpu.redis.toFixed(2)} / ${r.cpu.bench.toFixed(2)} | ` +
-        `${per1000(r.cpu.collector)} / ${per1000(r.cpu.aggregator)} / ${per1000(r.cpu.redis)} |`
-      );
-    });
-    const markdown = [
-      `Run ${new Date().toISOString()} on ${f.machine}${ctx.quick ? ' (quick run)' : ''}.`,
-      'A tools/loadgen fleet (`startFleet`): redis-server (AOF everysec), dynalite in a child process, ONE collector and ONE bucket-aggregator',
-      `process (8 concurrent jobs), \`BUCKET_SECONDS=900\`, \`MAX_QUEUE_DEPTH=${MAX_QUEUE_DEPTH}\`. The bench process sends tools/loadgen traffic`,
-      `(seeded Zipf products and visitors over ${fmt(CATALOGUE.products)} / ${fmt(CATALOGUE.visitors)}, sessions of views, page views and orders, three stores in three`,
-      'time zones, 10% late events up to 33 days back) with `httpSender` over 127.0.0.1, as fast as the collector answers (a 429 is retried',
-      "after at most 250 ms). Events/s is the aggregator's `tally_events_applied_total` over the window after a warm-up; the queue stays",
-      'bounded by the backpressure (start → end depth in jobs). When the aggregator is the slower stage the queue fills to the limit during',
-      'the warm-up (given up to 15 s more) and the window starts there; when it does not fill, the collector side is the slower one.',
-      '',
-      '| batch | in flight | s | **events/s end to end** (applied) | accepted/s (collector) | queue depth (jobs) | 429 / requests | HINCRBYs per event | of the HINCRBY ceiling (in HINCRBYs) | × naive | CPU collector / aggregator / redis / bench (cores) | CPU ms per 1000 events: collector / aggregator / redis |',
-      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-      ...rows,
-      '',
-      `The processes measured used ${f.runs.map((r) => (r.cpu.collector + r.cpu.aggregator + r.cpu.redis + r.cpu.bench).toFixed(2)).join(' and ')} of the 2 cores in the two windows (the`,
-      'rest went to other work on the shared machine): events/s moves with that share, the CPU ms per 1000 events (collector +',
-      `aggregator + Redis: ${f.runs.map((r) => `${tallyCpuMs(r).toFixed(1)} ms with ${r.batch}-event batches`).join(', ')}) much less. Compared with, in the same run:`,
-      '',
-      `- **redis-benchmark HINCRBY ceiling**: \`${hincrbyCommand(f.hincrbyN)}\` against the fleet's redis-server: **${fmt(f.hincrby)}** ops/s.`,
-      `  The apply script does ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event with 1000-event batches (one per distinct row, day and metric of a batch),`,
-      "  plus the batch's dedupe record and row set; the rest is the collector, the queue and the processes sharing two cores.",
-      `- **naive design**: one UpdateItem per event per row (day, month and total rows, one per counter, as in write-cost), ${f.naive.concurrency} in flight`,
-      `  against the same dynalite for ${f.naive.seconds.toFixed(1)} s: **${fmt(f.naive.eventsPerSecond)}** events/s, ${fmt(f.naive.updateItemsPerSecond)} UpdateItems/s, ${(f.naive.updateItems / Math.max(1, f.naive.events)).toFixed(1)} UpdateItems and`,
-      `  ${(f.naive.writeUnits / Math.max(1, f.naive.events)).toFixed(1)} write units per event. dynalite is an emulator: real DynamoDB takes more writes per second but charges every`,
-      `  one — ${fmt((f.naive.writeUnits / Math.max(1, f.naive.events)) * big.appliedPerSecond)} write units/s at Tally's 1000-batch rate (see write-cost).`,
-      ...(f.beforeAfter ? beforeAfterMarkdown(f.beforeAfter) : []),
-    ].join('\n');
-    return { summary, markdown, charts: charts(f) };
-  },
-};
+export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
+  const f = await measureIngestE2e(ctx);
+  const small = f.runs.find((r) => r.batch === 100)!;
+  const big = f.runs.find((r) => r.batch === 1000)!;
+  const ba = f.beforeAfter && { ...f.beforeAfter, ...beforeAfterRatios(f.beforeAfter.rounds) };
+  const summary =
+    `${fmt(big.appliedPerSecond)} events/s end to end with 1000-event batches, ${fmt(small.appliedPerSecond)} with 100-event batches ` +
+    `(HTTP -> collector -> queue -> aggregator -> Redis buckets; collector + aggregator + Redis CPU ${tallyCpuMs(big).toFixed(1)} / ` +
+    `${tallyCpuMs(small).toFixed(1)} ms per 1000 events); ${ratio(big.appliedPerSecond / f.naive.eventsPerSecond)}x the naive ` +
+    `design's ${fmt(f.naive.eventsPerSecond)} events/s (one UpdateItem per event per row, dynalite); ${pct(big.appliedPerSecond / f.hincrby)} ` +
+    `of redis-benchmark's HINCRBY ceiling ${fmt(f.hincrby)}/s (${pct((big.appliedPerSecond * f.hincrbyPerEvent[1000]!) / f.hincrby)} counting ` +
+    `its ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event)` +
+    (ba
+      ? `; against ${ba.ref} (${ba.commit.slice(0, 10)}) in the same run: CPU per 1000 events x${ba.cpu.toFixed(2)}, events/s x${ba.rate.toFixed(2)}`
+      : '');
+  const rows = f.runs.map((r) => {
+    const per1000 = (cores: number) => cpuMsPer1000(r, cores).toFixed(1);
+    return (
+      `| ${r.batch} | ${r.concurrency} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${fmt(r.acceptedPerSecond)} | ` +
+      `${r.depthStart} → ${r.depthEnd}${r.queueFilled ? ' (full: aggregator-bound)' : ''} | ${fmt(r.refused)} / ${fmt(r.requests)} | ${f.hincrbyPerEvent[r.batch]!.toFixed(2)} | ` +
+      `${pct((r.appliedPerSecond * f.hincrbyPerEvent[r.batch]!) / f.hincrby)} | ${ratio(r.appliedPerSecond / f.naive.eventsPerSecond)}x | ` +
+      `${r.cpu.collector.toFixed(2)} / ${r.cpu.aggregator.toFixed(2)} / ${r.cpu.redis.toFixed(2)} / ${r.cpu.bench.toFixed(2)} | ` +
+      `${per1000(r.cpu.collector)} / ${per1000(r.cpu.aggregator)} / ${per1000(r.cpu.redis)} |`
+    );
+  });
+  const markdown = [
+    'A tools/loadgen fleet (`startFleet`): redis-server (AOF everysec), dynalite in a child process, ONE collector and ONE bucket-aggregator',
+    `process (8 concurrent jobs), \`BUCKET_SECONDS=900\`, \`MAX_QUEUE_DEPTH=${MAX_QUEUE_DEPTH}\`. The bench process sends tools/loadgen traffic`,
+    `(seeded Zipf products and visitors over ${fmt(CATALOGUE.products)} / ${fmt(CATALOGUE.visitors)}, sessions of views, page views and orders, three stores in three`,
+    'time zones, 10% late events up to 33 days back) with `httpSender` over 127.0.0.1, as fast as the collector answers (a 429 is retried',
+    "after at most 250 ms). Events/s is the aggregator's `tally_events_applied_total` over the window after a warm-up; the queue stays",
+    'bounded by the backpressure (start → end depth in jobs). When the aggregator is the slower stage the queue fills to the limit during',
+    'the warm-up (given up to 15 s more) and the window starts there; when it does not fill, the collector side is the slower one.',
+    '',
+    '| batch | in flight | s | **events/s end to end** (applied) | accepted/s (collector) | queue depth (jobs) | 429 / requests | HINCRBYs per event | of the HINCRBY ceiling (in HINCRBYs) | × naive | CPU collector / aggregator / redis / bench (cores) | CPU ms per 1000 events: collector / aggregator / redis |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows,
+    '',
+    `The processes measured used ${f.runs.map((r) => (r.cpu.collector + r.cpu.aggregator + r.cpu.redis + r.cpu.bench).toFixed(2)).join(' and ')} of the 2 cores in the two windows (the`,
+    'rest went to other work on the shared machine): events/s moves with that share, the CPU ms per 1000 events (collector +',
+    `aggregator + Redis: ${f.runs.map((r) => `${tallyCpuMs(r).toFixed(1)} ms with ${r.batch}-event batches`).join(', ')}) much less. Compared with, in the same run:`,
+    '',
+    `- **redis-benchmark HINCRBY ceiling**: \`${hincrbyCommand(f.hincrbyN)}\` against the fleet's redis-server: **${fmt(f.hincrby)}** ops/s.`,
+    `  The apply script does ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event with 1000-event batches (one per distinct row, day and metric of a batch),`,
+    "  plus the batch's dedupe record and row set; the rest is the collector, the queue and the processes sharing two cores.",
+    `- **naive design**: one UpdateItem per event per row (day, month and total rows, one per counter, as in write-cost), ${f.naive.concurrency} in flight`,
+    `  against the same dynalite for ${f.naive.seconds.toFixed(1)} s: **${fmt(f.naive.eventsPerSecond)}** events/s, ${fmt(f.naive.updateItemsPerSecond)} UpdateItems/s, ${(f.naive.updateItems / Math.max(1, f.naive.events)).toFixed(1)} UpdateItems and`,
+    `  ${(f.naive.writeUnits / Math.max(1, f.naive.events)).toFixed(1)} write units per event. dynalite is an emulator: real DynamoDB takes more writes per second but charges every`,
+    `  one — ${fmt((f.naive.writeUnits / Math.max(1, f.naive.events)) * big.appliedPerSecond)} write units/s at Tally's 1000-batch rate (see write-cost).`,
+    ...(f.beforeAfter ? beforeAfterMarkdown(f.beforeAfter) : []),
+  ].join('\n');
+  return { summary, markdown, charts: charts(f) };
+});
 
 /** CPU ms of collector, aggregator and redis-server per 1000 events applied: the cost, whatever the machine's load. */
-export const tallyCpuMs = (r: E2eRun) => ((r.cpu.collector + r.cpu.aggregator + r.cpu.redis) * 1_000_000) / Math.max(1, r.appliedPerSecond);
+export const tallyCpuMs = (r: E2eRun) => cpuMsPer1000(r, r.cpu.collector + r.cpu.aggregator + r.cpu.redis);
+/** CPU ms per 1000 events applied of `cores` busy over a run. */
+export const cpuMsPer1000 = (r: E2eRun, cores: number) => (cores * 1_000_000) / Math.max(1, r.appliedPerSecond);
 
 function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>): string[] {
   const r = beforeAfterRatios(b.rounds);
   const line = (name: string, x: E2eRun) =>
-    `| ${name} | ${fmt(x.appliedPerSecond)} | ${tallyCpuMs(x).toFixed(1)} | ${[x.cpu.collector, x.cpu.aggregator, x.cpu.redis].map((c) => ((c * 1e6) / Math.max(1, x.appliedPerSecond)).toFixed(1)).join(' / ')} |`;
+    `| ${name} | ${fmt(x.appliedPerSecond)} | ${tallyCpuMs(x).toFixed(1)} | ${[x.cpu.collector, x.cpu.aggregator, x.cpu.redis].map((c) => cpuMsPer1000(x, c).toFixed(1)).join(' / ')} |`;
   return [
     '',
     `**Before/after, same run** (\`--baseline ${b.ref}\`: ${b.commit.slice(0, 10)}, "${b.subject}"): that commit's apps from a git worktree,`,

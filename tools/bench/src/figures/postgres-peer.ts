@@ -4,12 +4,11 @@ import { userInfo } from 'node:os';
 import { generateLoad, type Fleet, type LoadOptions } from '@tally/loadgen';
 import { REPO_ROOT, sleep } from '@tally/testing';
 import pg from 'pg';
-import type { Figure, FigureContext, FigureResult } from '../figure';
+import { figure, type FigureContext } from '../figure';
 import { benchFleet, CATALOGUE, startBackgroundLoad, STORES } from '../load';
-import { machineLine } from '../proc';
 import { fmt, ms, quantile } from '../stats';
 import { probe } from './freshness';
-import { MAX_QUEUE_DEPTH, measureLoad, tallyCpuMs, type E2eRun } from './ingest-e2e';
+import { cpuMsPer1000, MAX_QUEUE_DEPTH, measureLoad, tallyCpuMs, type E2eRun } from './ingest-e2e';
 
 /** The PostgreSQL server these machines run (trust authentication); the figure makes and drops its own database. */
 const PG_URL = `postgresql://${encodeURIComponent(userInfo().username)}@127.0.0.1:5432/test`;
@@ -47,7 +46,6 @@ async function measurePostgresPeer(ctx: FigureContext) {
   const pacedMs = ctx.quick ? 2_000 : 10_000;
   const pacedRate = ctx.quick ? 2_000 : 10_000;
   const probes = ctx.quick ? 5 : 100;
-  const machine = machineLine();
   const db = `tally_bench_${process.pid}_${Date.now().toString(36)}`;
   const admin = new pg.Client({ connectionString: PG_URL });
   await admin.connect();
@@ -97,7 +95,7 @@ async function measurePostgresPeer(ctx: FigureContext) {
         await fleet.stop();
       }
     }
-    return { rows, pacedRate, machine, serverVersion };
+    return { rows, pacedRate, serverVersion };
   } finally {
     await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
     await admin.end();
@@ -181,53 +179,50 @@ async function tallyProbes(ctx: FigureContext, fleet: Fleet, opts: { seed: numbe
 /** The writer's and the server's CPU ms per 1000 events. */
 const peerCpuMs = (r: PeerRun) => ((r.clientCpuSeconds + r.serverCpuSeconds) * 1e6) / Math.max(1, r.events);
 
-export const postgresPeerFigure: Figure = {
-  name: 'postgres-peer',
-  async run(ctx: FigureContext): Promise<FigureResult> {
-    const f = await measurePostgresPeer(ctx);
-    const line = (r: (typeof f.rows)[number]) =>
-      `sync ${r.durability.name} (AOF ${r.durability.appendfsync} / synchronous_commit=${r.durability.synchronousCommit}): Tally ${fmt(r.tallyPeak.appliedPerSecond)} events/s, ` +
-      `${tallyCpuMs(r.tallyPeak).toFixed(1)} ms CPU per 1000 events, p99 freshness ${ms(quantile(r.tallyFreshness, 0.99))} ms; PostgreSQL ` +
-      `${fmt(r.pgPeak.events / r.pgPeak.seconds)} events/s, ${peerCpuMs(r.pgPeak).toFixed(1)} ms, p99 ${ms(quantile(r.pgPaced.latencies, 0.99))} ms`;
-    const summary = `${f.rows.map(line).join('; ')}${ctx.quick ? ' [quick run]' : ''}`;
-    const table = f.rows.flatMap((r) => {
-      const d = r.durability;
-      return [
-        `| Tally, AOF \`appendfsync ${d.appendfsync}\` | ${d.says} | **${fmt(r.tallyPeak.appliedPerSecond)}** | ${tallyCpuMs(r.tallyPeak).toFixed(1)} (collector ${cpuMs(r.tallyPeak.cpu.collector, r.tallyPeak)}, aggregator ${cpuMs(r.tallyPeak.cpu.aggregator, r.tallyPeak)}, redis ${cpuMs(r.tallyPeak.cpu.redis, r.tallyPeak)}) | ${ms(quantile(r.tallyFreshness, 0.5))} / **${ms(quantile(r.tallyFreshness, 0.99))}** (${r.tallyFreshness.length} probes, 202 → visible in the query API) | |`,
-        `| PostgreSQL, \`synchronous_commit = ${d.synchronousCommit}\` | ${d.says} | **${fmt(r.pgPeak.events / r.pgPeak.seconds)}** | ${peerCpuMs(r.pgPeak).toFixed(1)} (writer ${((r.pgPeak.clientCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}, server ${((r.pgPeak.serverCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}) | ${ms(quantile(r.pgPaced.latencies, 0.5))} / **${ms(quantile(r.pgPaced.latencies, 0.99))}** (${fmt(r.pgPaced.batches)} batches, arrival → commit) | ${fmt(r.pgPeak.tableRows)} + ${fmt(r.pgPaced.tableRows)} rows equal the expected sums |`,
-      ];
-    });
-    const markdown = [
-      `Run ${new Date().toISOString()} on ${f.machine}${ctx.quick ? ' (quick run)' : ''}; ${f.serverVersion} at 127.0.0.1:5432 (the machine's own`,
-      'server, default configuration, shared with other users), in a database the figure creates and drops.',
-      '',
-      'The same tools/loadgen traffic (three stores, three time zones, Zipf products and visitors, 10% late events) into what a team would',
-      "pick instead of Tally: PostgreSQL with a counters table keyed like Tally's rows (`pk text, field text, value numeric(38,0)`, primary key",
-      '`(pk, field)`, `field` = `<day>|<metric>` as in a Redis bucket), given its best shot: a writer process (tools/bench/src/pg-writer.ts) validates',
-      "each batch and rolls it up in the store's zone with Tally's own code and rules, then applies it with one prepared statement in one",
-      'transaction — the batch id into a dedupe table (a retried batch counts once) and a multi-row `INSERT … SELECT FROM unnest(…) ON CONFLICT',
-      '(pk, field) DO UPDATE SET value = value + EXCLUDED.value` of its deltas sorted by key (no deadlocks between concurrent batches) — over a',
-      `pool of ${CONCURRENCY} connections opened up front. It has no HTTP hop and no queue (Tally has both). Peak: 1000-event batches, ${CONCURRENCY} in flight, as`,
-      `fast as each takes them. Freshness: ${fmt(f.pacedRate)} events/s in batches of 50-150; PostgreSQL's is each batch's arrival at the writer to its`,
-      "commit; Tally's is a probe's 202 to the first query-API answer that shows it, under the same load. CPU: Tally is collector + aggregator +",
-      'redis-server; PostgreSQL is the writer + the server processes of its connections + the WAL writer, checkpointer and background writer',
-      '(/proc). After each PostgreSQL run the whole table is compared with the sums of every batch applied.',
-      '',
-      'Equal durability: Redis AOF `appendfsync everysec` ≈ `synchronous_commit = off` (a crash may lose the last moment of acknowledged writes,',
-      'PostgreSQL up to three `wal_writer_delay`s); `appendfsync always` ≈ `synchronous_commit = on` (every acknowledged write is on disk).',
-      '',
-      '| system | durability | **events/s** (1000-event batches) | CPU ms per 1000 events | freshness p50 / **p99** ms | check |',
-      '| --- | --- | ---: | ---: | ---: | --- |',
-      ...table,
-      '',
-      ...f.rows.map(
-        (r) =>
-          `- ${r.durability.name === 'off' ? 'Asynchronous' : 'Synchronous'} durability: Tally takes **${(r.tallyPeak.appliedPerSecond / (r.pgPeak.events / r.pgPeak.seconds)).toFixed(2)}×** PostgreSQL's events/s at ` +
-          `${(tallyCpuMs(r.tallyPeak) / peerCpuMs(r.pgPeak)).toFixed(2)}× its CPU per event.`,
-      ),
-    ].join('\n');
-    return { summary, markdown };
-  },
-};
+export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
+  const f = await measurePostgresPeer(ctx);
+  const line = (r: (typeof f.rows)[number]) =>
+    `sync ${r.durability.name} (AOF ${r.durability.appendfsync} / synchronous_commit=${r.durability.synchronousCommit}): Tally ${fmt(r.tallyPeak.appliedPerSecond)} events/s, ` +
+    `${tallyCpuMs(r.tallyPeak).toFixed(1)} ms CPU per 1000 events, p99 freshness ${ms(quantile(r.tallyFreshness, 0.99))} ms; PostgreSQL ` +
+    `${fmt(r.pgPeak.events / r.pgPeak.seconds)} events/s, ${peerCpuMs(r.pgPeak).toFixed(1)} ms, p99 ${ms(quantile(r.pgPaced.latencies, 0.99))} ms`;
+  const summary = `${f.rows.map(line).join('; ')}`;
+  const table = f.rows.flatMap((r) => {
+    const d = r.durability;
+    return [
+      `| Tally, AOF \`appendfsync ${d.appendfsync}\` | ${d.says} | **${fmt(r.tallyPeak.appliedPerSecond)}** | ${tallyCpuMs(r.tallyPeak).toFixed(1)} (collector ${cpuMs(r.tallyPeak.cpu.collector, r.tallyPeak)}, aggregator ${cpuMs(r.tallyPeak.cpu.aggregator, r.tallyPeak)}, redis ${cpuMs(r.tallyPeak.cpu.redis, r.tallyPeak)}) | ${ms(quantile(r.tallyFreshness, 0.5))} / **${ms(quantile(r.tallyFreshness, 0.99))}** (${r.tallyFreshness.length} probes, 202 → visible in the query API) | |`,
+      `| PostgreSQL, \`synchronous_commit = ${d.synchronousCommit}\` | ${d.says} | **${fmt(r.pgPeak.events / r.pgPeak.seconds)}** | ${peerCpuMs(r.pgPeak).toFixed(1)} (writer ${((r.pgPeak.clientCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}, server ${((r.pgPeak.serverCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}) | ${ms(quantile(r.pgPaced.latencies, 0.5))} / **${ms(quantile(r.pgPaced.latencies, 0.99))}** (${fmt(r.pgPaced.batches)} batches, arrival → commit) | ${fmt(r.pgPeak.tableRows)} + ${fmt(r.pgPaced.tableRows)} rows equal the expected sums |`,
+    ];
+  });
+  const markdown = [
+    `${f.serverVersion} at 127.0.0.1:5432 (the machine's own`,
+    'server, default configuration, shared with other users), in a database the figure creates and drops.',
+    '',
+    'The same tools/loadgen traffic (three stores, three time zones, Zipf products and visitors, 10% late events) into what a team would',
+    "pick instead of Tally: PostgreSQL with a counters table keyed like Tally's rows (`pk text, field text, value numeric(38,0)`, primary key",
+    '`(pk, field)`, `field` = `<day>|<metric>` as in a Redis bucket), given its best shot: a writer process (tools/bench/src/pg-writer.ts) validates',
+    "each batch and rolls it up in the store's zone with Tally's own code and rules, then applies it with one prepared statement in one",
+    'transaction — the batch id into a dedupe table (a retried batch counts once) and a multi-row `INSERT … SELECT FROM unnest(…) ON CONFLICT',
+    '(pk, field) DO UPDATE SET value = value + EXCLUDED.value` of its deltas sorted by key (no deadlocks between concurrent batches) — over a',
+    `pool of ${CONCURRENCY} connections opened up front. It has no HTTP hop and no queue (Tally has both). Peak: 1000-event batches, ${CONCURRENCY} in flight, as`,
+    `fast as each takes them. Freshness: ${fmt(f.pacedRate)} events/s in batches of 50-150; PostgreSQL's is each batch's arrival at the writer to its`,
+    "commit; Tally's is a probe's 202 to the first query-API answer that shows it, under the same load. CPU: Tally is collector + aggregator +",
+    'redis-server; PostgreSQL is the writer + the server processes of its connections + the WAL writer, checkpointer and background writer',
+    '(/proc). After each PostgreSQL run the whole table is compared with the sums of every batch applied.',
+    '',
+    'Equal durability: Redis AOF `appendfsync everysec` ≈ `synchronous_commit = off` (a crash may lose the last moment of acknowledged writes,',
+    'PostgreSQL up to three `wal_writer_delay`s); `appendfsync always` ≈ `synchronous_commit = on` (every acknowledged write is on disk).',
+    '',
+    '| system | durability | **events/s** (1000-event batches) | CPU ms per 1000 events | freshness p50 / **p99** ms | check |',
+    '| --- | --- | ---: | ---: | ---: | --- |',
+    ...table,
+    '',
+    ...f.rows.map(
+      (r) =>
+        `- ${r.durability.name === 'off' ? 'Asynchronous' : 'Synchronous'} durability: Tally takes **${(r.tallyPeak.appliedPerSecond / (r.pgPeak.events / r.pgPeak.seconds)).toFixed(2)}×** PostgreSQL's events/s at ` +
+        `${(tallyCpuMs(r.tallyPeak) / peerCpuMs(r.pgPeak)).toFixed(2)}× its CPU per event.`,
+    ),
+  ].join('\n');
+  return { summary, markdown };
+});
 
-const cpuMs = (cores: number, r: E2eRun) => ((cores * 1e6) / Math.max(1, r.appliedPerSecond)).toFixed(1);
+const cpuMs = (cores: number, r: E2eRun) => cpuMsPer1000(r, cores).toFixed(1);

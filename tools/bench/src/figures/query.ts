@@ -18,7 +18,7 @@ import {
   type ProcessHandle,
 } from '@tally/testing';
 import { Redis } from 'ioredis';
-import type { Figure, FigureContext, FigureResult } from '../figure';
+import { figure, type FigureContext } from '../figure';
 import { measureInBaseline } from '../in-checkout';
 import { quantile, timeLoop } from '../stats';
 import { flushStore, prng, zipf } from '../workload';
@@ -267,69 +267,66 @@ export async function measure(ctx: FigureContext) {
 const ms = (n: number) => n.toFixed(2);
 type QueryFigure = Awaited<ReturnType<typeof measure>>;
 
-export const queryFigure: Figure = {
-  name: 'query',
-  async run(ctx: FigureContext): Promise<FigureResult> {
-    const r = await measure(ctx);
-    // With --baseline: the same measurement with that commit's libraries and query-api, right after.
-    const before = ctx.baseline ? await measureInBaseline<QueryFigure>(ctx, 'query') : undefined;
-    const was = (x: QueryFigure['rows'][number]) => before?.rows.find((y) => y.label === x.label);
-    const byLabel = (label: string) => r.rows.find((x) => x.label === label)!;
-    const oneRequest = ['last30d', 'all-time'].every((l) => byLabel(l).maxDynamoRequests === 1);
-    const seg = byLabel('segments warm (typical)');
-    const heavy = byLabel('segments warm (heavy)');
-    const segOk = seg.p99 < 5;
-    const summary =
-      r.rows.map((x) => `${x.label} p50/p99 ${ms(x.p50)}/${ms(x.p99)} ms (HTTP ${ms(x.httpP50)}/${ms(x.httpP99)})`).join('; ') +
-      `; one DynamoDB request within two months: ${oneRequest ? 'met' : 'NOT met'}; warm segment p99 < 5 ms (typical visitor): ${segOk ? 'met' : 'NOT met'} (load average ${r.loadAverage.toFixed(1)})` +
-      (before
-        ? `; against ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) in the same run, p99 / CPU per call: ` +
-          r.rows
-            .map((x) => `${x.label} x${(x.p99 / was(x)!.p99).toFixed(2)} / x${(x.cpuMsPerCall / was(x)!.cpuMsPerCall).toFixed(2)}`)
-            .join(', ')
-        : '');
-    const markdown = [
-      `One store with ${r.historyDays} days of history (${PRODUCTS} products, ${VISITORS} visitors, a heavy visitor with 40 viewed products), real`,
-      'redis-server and dynalite (a child process) on the same 2-core machine. While measuring, a background process applied',
-      `batches of 100 events every 10 ms and flushed every row each second (${Math.round(r.ingested / r.ingestSeconds).toLocaleString('en-US')} events/s), so`,
-      'every answer merges live Redis counts. In-process = the libs/query call the route makes (readSeries, evaluateSegments),',
-      'sequential calls; HTTP = the same question to a query-api process (fetch, keep-alive, sequential), which adds auth',
-      '(cached key), zod validation and JSON serialization; "HTTP server mean" is the time inside the query-api process from its own',
-      'tally_http_request_duration_seconds histogram (the rest of the HTTP latency is the client and the hops between processes).',
-      `1-minute load average during the run: ${r.loadAverage.toFixed(1)} on 2 cores: other work on the machine stretches the latencies;`,
-      '"CPU ms / call" is the measuring process\'s own CPU time per call, which load does not stretch.',
-      '',
-      '| question | calls | p50 ms | p99 ms | mean ms | CPU ms / call | DynamoDB requests / call | read units / call | HTTP p50 ms | HTTP p99 ms | HTTP server mean ms |',
-      '|---|---|---|---|---|---|---|---|---|---|---|',
-      ...r.rows.map(
-        (x) =>
-          `| ${x.name} | ${x.calls} | ${ms(x.p50)} | ${ms(x.p99)} | ${ms(x.mean)} | ${ms(x.cpuMsPerCall)} | ${x.maxDynamoRequests} | ${x.readUnitsPerCall.toFixed(2)} | ${ms(x.httpP50)} | ${ms(x.httpP99)} | ${ms(x.serverMeanMs)} |`,
-      ),
-      '',
-      `Targets: one DynamoDB request per series request within two months — ${oneRequest ? 'met' : 'NOT met'}; warm segment evaluation p99 under 5 ms (in-process, typical visitor) — ${segOk ? 'met' : 'NOT met'} (${ms(seg.p99)} ms; over HTTP ${ms(seg.httpP99)} ms; heavy visitor ${ms(heavy.p99)} ms, ${ms(heavy.cpuMsPerCall)} ms CPU per call).`,
-      "A warm evaluation's CPU grows with the visitor's history: libs/query parses the cached JSON items and converts every attribute",
-      'to a BigInt on each call; keeping parsed items in memory per cache version would remove most of it.',
-      'Read units are what dynalite reports for consistent reads (4 KB per unit, rounded up per item read); a series of last',
-      '3 months reads four month items in one Query. A warm segment evaluation reads nothing from DynamoDB: the',
-      "visitor's items come from the Redis session cache, merged with the counts above their watermarks.",
-      ...(before
-        ? [
-            '',
-            `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}, "${ctx.baseline!.subject}"): the same measurement with that`,
-            `commit's libraries and query-api (a git worktree), right after this checkout's; load average ${before.loadAverage.toFixed(1)} during it. Each cell is that commit / this checkout.`,
-            '',
-            '| question | p50 ms | p99 ms | CPU ms / call | HTTP p99 ms | p99 × | CPU × |',
-            '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
-            ...r.rows.map((x) => {
-              const [b, pair] = [was(x)!, (f: (y: typeof x) => number) => `${ms(f(was(x)!))} / ${ms(f(x))}`];
-              return `| ${x.label} | ${pair((y) => y.p50)} | ${pair((y) => y.p99)} | ${pair((y) => y.cpuMsPerCall)} | ${pair((y) => y.httpP99)} | ${(x.p99 / b.p99).toFixed(2)} | ${(x.cpuMsPerCall / b.cpuMsPerCall).toFixed(2)} |`;
-            }),
-          ]
-        : []),
-    ].join('\n');
-    return { summary, markdown };
-  },
-};
+export const queryFigure = figure('query', async (ctx) => {
+  const r = await measure(ctx);
+  // With --baseline: the same measurement with that commit's libraries and query-api, right after.
+  const before = ctx.baseline ? await measureInBaseline<QueryFigure>(ctx, 'query') : undefined;
+  const was = (x: QueryFigure['rows'][number]) => before?.rows.find((y) => y.label === x.label);
+  const byLabel = (label: string) => r.rows.find((x) => x.label === label)!;
+  const oneRequest = ['last30d', 'all-time'].every((l) => byLabel(l).maxDynamoRequests === 1);
+  const seg = byLabel('segments warm (typical)');
+  const heavy = byLabel('segments warm (heavy)');
+  const segOk = seg.p99 < 5;
+  const summary =
+    r.rows.map((x) => `${x.label} p50/p99 ${ms(x.p50)}/${ms(x.p99)} ms (HTTP ${ms(x.httpP50)}/${ms(x.httpP99)})`).join('; ') +
+    `; one DynamoDB request within two months: ${oneRequest ? 'met' : 'NOT met'}; warm segment p99 < 5 ms (typical visitor): ${segOk ? 'met' : 'NOT met'} (load average ${r.loadAverage.toFixed(1)})` +
+    (before
+      ? `; against ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) in the same run, p99 / CPU per call: ` +
+        r.rows
+          .map((x) => `${x.label} x${(x.p99 / was(x)!.p99).toFixed(2)} / x${(x.cpuMsPerCall / was(x)!.cpuMsPerCall).toFixed(2)}`)
+          .join(', ')
+      : '');
+  const markdown = [
+    `One store with ${r.historyDays} days of history (${PRODUCTS} products, ${VISITORS} visitors, a heavy visitor with 40 viewed products), real`,
+    'redis-server and dynalite (a child process) on the same 2-core machine. While measuring, a background process applied',
+    `batches of 100 events every 10 ms and flushed every row each second (${Math.round(r.ingested / r.ingestSeconds).toLocaleString('en-US')} events/s), so`,
+    'every answer merges live Redis counts. In-process = the libs/query call the route makes (readSeries, evaluateSegments),',
+    'sequential calls; HTTP = the same question to a query-api process (fetch, keep-alive, sequential), which adds auth',
+    '(cached key), zod validation and JSON serialization; "HTTP server mean" is the time inside the query-api process from its own',
+    'tally_http_request_duration_seconds histogram (the rest of the HTTP latency is the client and the hops between processes).',
+    `1-minute load average during the run: ${r.loadAverage.toFixed(1)} on 2 cores: other work on the machine stretches the latencies;`,
+    '"CPU ms / call" is the measuring process\'s own CPU time per call, which load does not stretch.',
+    '',
+    '| question | calls | p50 ms | p99 ms | mean ms | CPU ms / call | DynamoDB requests / call | read units / call | HTTP p50 ms | HTTP p99 ms | HTTP server mean ms |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+    ...r.rows.map(
+      (x) =>
+        `| ${x.name} | ${x.calls} | ${ms(x.p50)} | ${ms(x.p99)} | ${ms(x.mean)} | ${ms(x.cpuMsPerCall)} | ${x.maxDynamoRequests} | ${x.readUnitsPerCall.toFixed(2)} | ${ms(x.httpP50)} | ${ms(x.httpP99)} | ${ms(x.serverMeanMs)} |`,
+    ),
+    '',
+    `Targets: one DynamoDB request per series request within two months — ${oneRequest ? 'met' : 'NOT met'}; warm segment evaluation p99 under 5 ms (in-process, typical visitor) — ${segOk ? 'met' : 'NOT met'} (${ms(seg.p99)} ms; over HTTP ${ms(seg.httpP99)} ms; heavy visitor ${ms(heavy.p99)} ms, ${ms(heavy.cpuMsPerCall)} ms CPU per call).`,
+    "A warm evaluation's CPU grows with the visitor's history: libs/query parses the cached JSON items and converts every attribute",
+    'to a BigInt on each call; keeping parsed items in memory per cache version would remove most of it.',
+    'Read units are what dynalite reports for consistent reads (4 KB per unit, rounded up per item read); a series of last',
+    '3 months reads four month items in one Query. A warm segment evaluation reads nothing from DynamoDB: the',
+    "visitor's items come from the Redis session cache, merged with the counts above their watermarks.",
+    ...(before
+      ? [
+          '',
+          `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}, "${ctx.baseline!.subject}"): the same measurement with that`,
+          `commit's libraries and query-api (a git worktree), right after this checkout's; load average ${before.loadAverage.toFixed(1)} during it. Each cell is that commit / this checkout.`,
+          '',
+          '| question | p50 ms | p99 ms | CPU ms / call | HTTP p99 ms | p99 × | CPU × |',
+          '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+          ...r.rows.map((x) => {
+            const [b, pair] = [was(x)!, (f: (y: typeof x) => number) => `${ms(f(was(x)!))} / ${ms(f(x))}`];
+            return `| ${x.label} | ${pair((y) => y.p50)} | ${pair((y) => y.p99)} | ${pair((y) => y.cpuMsPerCall)} | ${pair((y) => y.httpP99)} | ${(x.p99 / b.p99).toFixed(2)} | ${(x.cpuMsPerCall / b.cpuMsPerCall).toFixed(2)} |`;
+          }),
+        ]
+      : []),
+  ].join('\n');
+  return { summary, markdown };
+});
 
 /** The background ingest process: `query.ts --ingest-loop <redis url> <dynamodb endpoint> <table>`. */
 async function ingestLoop(redisUrl: string, endpoint: string, table: string): Promise<void> {

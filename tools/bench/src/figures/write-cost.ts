@@ -1,5 +1,5 @@
 import { lineChart, logBars, targetRule, type Chart } from '../charts';
-import type { FigureContext, FigureResult } from '../figure';
+import { figure } from '../figure';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
 // Namespaces: `--baseline` runs this file against commits without the sketches and the overflow items.
@@ -11,7 +11,6 @@ import { createTestTable, startDynalite, startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { measureInBaseline } from '../in-checkout';
 import { threeRowWriter, writeEventNaive, type Writer } from '../naive';
-import { machineLine } from '../proc';
 import { fmt } from '../stats';
 import { flushStore, simulatedDay, type DayEvent } from '../workload';
 
@@ -240,75 +239,70 @@ const CRAWLER_REFERENCE = [
   '| with the overflow items (64 KB) | DynamoDB Local | 127 | 2,068 | `npx vitest run libs/dynamo/src/dynamodb-local.int.test.ts` (prints the figure) |',
 ].join('\n');
 
-export const writeCostFigure = {
-  name: 'write-cost',
-  async run(ctx: FigureContext): Promise<FigureResult> {
-    const f = await measure(ctx);
-    // With --baseline: the same day through that commit's libraries (deterministic: write units are exact, not timed).
-    const before = ctx.baseline ? await measureInBaseline<CostFigure>(ctx, 'write-cost') : undefined;
-    const [naive, three, packed, def, cheap] = f.runs as [CostRun, CostRun, CostRun, CostRun, CostRun];
-    const compared = (before?.runs ?? []).map((b, i) => ({ design: b.design, before: b.wcuPerMillion, after: f.runs[i]!.wcuPerMillion }));
-    const summary =
-      `WCU per million events — naive ${fmt(naive.wcuPerMillion)}, 3-row/15min ${fmt(three.wcuPerMillion)}, packed/15min ${fmt(packed.wcuPerMillion)}, ` +
-      `Tally default ${fmt(def.wcuPerMillion)} (${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(0)}% of packed; target <= 50%), ` +
-      `cheapest ${fmt(cheap.wcuPerMillion)} (${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x the floor ${fmt(f.floorPerMillion)}; target <= 1.2x); ` +
-      `a ${fmt(f.crawler.products)}-product visitor in one bucket: ${fmt(f.crawler.updates)} UpdateItems, ${fmt(f.crawler.writeUnits)} write units; ` +
-      uniqueVisitorsLine(def, f) +
-      (before
-        ? `; against ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) in the same run: Tally default x${(def.wcuPerMillion / before.runs[3]!.wcuPerMillion).toFixed(2)}, cheapest x${(cheap.wcuPerMillion / before.runs[4]!.wcuPerMillion).toFixed(2)}`
-        : '') +
-      (ctx.quick ? ' [quick run]' : '');
-    const markdown = [
-      `Run ${new Date().toISOString()} on ${machineLine()}${ctx.quick ? ' (quick run)' : ''}.`,
-      '',
-      `Reference workload: one simulated day, ${fmt(f.events)} events (Zipf stores, products, visitors; visitor sessions), 15-minute buckets, real Redis pipeline and dynalite ConsumedCapacity.`,
-      '',
-      '| design | UpdateItems (store / product / visitor rows) | write units | WCU per million events |',
-      '|---|---|---|---|',
-      ...f.runs.map(
-        (r) =>
-          `| ${r.design} | ${fmt(r.updates)}${r.byEntity ? ` (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity![e] ?? 0)).join(' / ')})` : ''} | ${fmt(r.writeUnits)} | ${fmt(r.wcuPerMillion)} |`,
-      ),
-      `| floor: one write per item touched per day | | | ${fmt(f.floorPerMillion)} |`,
-      '',
-      `Tally default / packed 15-min: ${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(1)}% (target <= 50%). Cheapest / floor: ${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x (target <= 1.2x).`,
-      '',
-      '| flush interval (min) | WCU per million events |',
-      '|---|---|',
-      ...f.intervals.map((x) => `| ${x.minutes} | ${fmt(x.wcuPerMillion)} |`),
-      '',
-      `A crawler: one visitor viewing ${fmt(f.crawler.products)} distinct products within one bucket (default rules keep ProductViews by product ` +
-        `for every visitor) is written in ${fmt(f.crawler.updates)} UpdateItems (the bucket in parts of at most 180 attributes per item) for ` +
-        `${fmt(f.crawler.writeUnits)} write units: each part is charged per KB of its item, and an item spills into overflow items at ${dynamo.SPILL_AT_KB} KB.`,
-      '',
-      CRAWLER_REFERENCE,
-      ...(before
-        ? [
-            '',
-            `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}, "${ctx.baseline!.subject}"): the same simulated day through`,
-            `that commit's libraries (a git worktree); its ${fmt(before.crawler.products)}-product crawler took ${fmt(before.crawler.updates)} UpdateItems and ${fmt(before.crawler.writeUnits)} write units.`,
-            '',
-            '| design | WCU per million events, before | after | after / before |',
-            '| --- | ---: | ---: | ---: |',
-            ...compared.map((c) => `| ${c.design} | ${fmt(c.before)} | ${fmt(c.after)} | ${(c.after / c.before).toFixed(3)} |`),
-          ]
-        : []),
-      '',
-      '### UniqueVisitors sketches',
-      '',
-      `The default policy run again with the distinct-count sketches of store and product rows (exact sets up to 300 visitors, ` +
-        `Redis HyperLogLogs above), written in the counts' UpdateItems: ${uniqueVisitorsLine(def, f)}.`,
-      '',
-      '| run | UpdateItems (store / product / visitor rows) | write units | read units |',
-      '|---|---|---|---|',
-      ...[def, f.uniqueVisitors!.withSketches].map(
-        (r) =>
-          `| ${r.design} | ${fmt(r.updates)} (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity?.[e] ?? 0)).join(' / ')}) | ${fmt(r.writeUnits)} | ${fmt(r.readUnits ?? 0)} |`,
-      ),
-    ].join('\n');
-    return { summary, markdown, charts: costCharts(f) };
-  },
-};
+export const writeCostFigure = figure('write-cost', async (ctx) => {
+  const f = await measure(ctx);
+  // With --baseline: the same day through that commit's libraries (deterministic: write units are exact, not timed).
+  const before = ctx.baseline ? await measureInBaseline<CostFigure>(ctx, 'write-cost') : undefined;
+  const [naive, three, packed, def, cheap] = f.runs as [CostRun, CostRun, CostRun, CostRun, CostRun];
+  const compared = (before?.runs ?? []).map((b, i) => ({ design: b.design, before: b.wcuPerMillion, after: f.runs[i]!.wcuPerMillion }));
+  const summary =
+    `WCU per million events — naive ${fmt(naive.wcuPerMillion)}, 3-row/15min ${fmt(three.wcuPerMillion)}, packed/15min ${fmt(packed.wcuPerMillion)}, ` +
+    `Tally default ${fmt(def.wcuPerMillion)} (${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(0)}% of packed; target <= 50%), ` +
+    `cheapest ${fmt(cheap.wcuPerMillion)} (${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x the floor ${fmt(f.floorPerMillion)}; target <= 1.2x); ` +
+    `a ${fmt(f.crawler.products)}-product visitor in one bucket: ${fmt(f.crawler.updates)} UpdateItems, ${fmt(f.crawler.writeUnits)} write units; ` +
+    uniqueVisitorsLine(def, f) +
+    (before
+      ? `; against ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) in the same run: Tally default x${(def.wcuPerMillion / before.runs[3]!.wcuPerMillion).toFixed(2)}, cheapest x${(cheap.wcuPerMillion / before.runs[4]!.wcuPerMillion).toFixed(2)}`
+      : '');
+  const markdown = [
+    '',
+    `Reference workload: one simulated day, ${fmt(f.events)} events (Zipf stores, products, visitors; visitor sessions), 15-minute buckets, real Redis pipeline and dynalite ConsumedCapacity.`,
+    '',
+    '| design | UpdateItems (store / product / visitor rows) | write units | WCU per million events |',
+    '|---|---|---|---|',
+    ...f.runs.map(
+      (r) =>
+        `| ${r.design} | ${fmt(r.updates)}${r.byEntity ? ` (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity![e] ?? 0)).join(' / ')})` : ''} | ${fmt(r.writeUnits)} | ${fmt(r.wcuPerMillion)} |`,
+    ),
+    `| floor: one write per item touched per day | | | ${fmt(f.floorPerMillion)} |`,
+    '',
+    `Tally default / packed 15-min: ${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(1)}% (target <= 50%). Cheapest / floor: ${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x (target <= 1.2x).`,
+    '',
+    '| flush interval (min) | WCU per million events |',
+    '|---|---|',
+    ...f.intervals.map((x) => `| ${x.minutes} | ${fmt(x.wcuPerMillion)} |`),
+    '',
+    `A crawler: one visitor viewing ${fmt(f.crawler.products)} distinct products within one bucket (default rules keep ProductViews by product ` +
+      `for every visitor) is written in ${fmt(f.crawler.updates)} UpdateItems (the bucket in parts of at most 180 attributes per item) for ` +
+      `${fmt(f.crawler.writeUnits)} write units: each part is charged per KB of its item, and an item spills into overflow items at ${dynamo.SPILL_AT_KB} KB.`,
+    '',
+    CRAWLER_REFERENCE,
+    ...(before
+      ? [
+          '',
+          `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}, "${ctx.baseline!.subject}"): the same simulated day through`,
+          `that commit's libraries (a git worktree); its ${fmt(before.crawler.products)}-product crawler took ${fmt(before.crawler.updates)} UpdateItems and ${fmt(before.crawler.writeUnits)} write units.`,
+          '',
+          '| design | WCU per million events, before | after | after / before |',
+          '| --- | ---: | ---: | ---: |',
+          ...compared.map((c) => `| ${c.design} | ${fmt(c.before)} | ${fmt(c.after)} | ${(c.after / c.before).toFixed(3)} |`),
+        ]
+      : []),
+    '',
+    '### UniqueVisitors sketches',
+    '',
+    `The default policy run again with the distinct-count sketches of store and product rows (exact sets up to 300 visitors, ` +
+      `Redis HyperLogLogs above), written in the counts' UpdateItems: ${uniqueVisitorsLine(def, f)}.`,
+    '',
+    '| run | UpdateItems (store / product / visitor rows) | write units | read units |',
+    '|---|---|---|---|',
+    ...[def, f.uniqueVisitors!.withSketches].map(
+      (r) =>
+        `| ${r.design} | ${fmt(r.updates)} (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity?.[e] ?? 0)).join(' / ')}) | ${fmt(r.writeUnits)} | ${fmt(r.readUnits ?? 0)} |`,
+    ),
+  ].join('\n');
+  return { summary, markdown, charts: costCharts(f) };
+});
 
 /** What the sketches add to the default policy, per store-day, beside the counters' write cost. */
 function uniqueVisitorsLine(counters: CostRun, f: CostFigure): string {
