@@ -65,12 +65,22 @@ async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
   const warmMs = ctx.quick ? 1_000 : 5_000;
   const windowMs = ctx.quick ? 2_000 : 20_000;
   ctx.log('starting a fleet: redis-server (AOF everysec), dynalite, one collector, one bucket-aggregator (BUCKET_SECONDS=900)');
+  const cpuProf = ctx.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${ctx.profileDir}` } : {};
   const fleetOptions = {
     // Intake and apply only: nothing is flushed within a 900 s bucket, and nothing is queried.
     replicas: { 'query-api': 0, 'dynamo-writer': 0 },
     // Peak intake of few stores: the per-store ingest budget is off (it is measured separately from the queue).
     // INGEST_BUDGET_REQUESTS turns the budget off in a baseline from before the token bucket; each version ignores the other's.
-    appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0', INGEST_BUDGET_REQUESTS: '0' } },
+    // --profile: the collector and the aggregator run under node --cpu-prof (written when the fleet stops them).
+    appEnv: {
+      collector: {
+        MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH),
+        INGEST_BUDGET_EVENTS_PER_SECOND: '0',
+        INGEST_BUDGET_REQUESTS: '0',
+        ...cpuProf,
+      },
+      'bucket-aggregator': cpuProf,
+    },
   } as const;
   const fleet = await benchFleet(fleetOptions);
   let before: Fleet | undefined;
