@@ -51,16 +51,6 @@ export async function writeEventNaive(
   }
 }
 
-export interface NaiveThroughput {
-  events: number;
-  seconds: number;
-  eventsPerSecond: number;
-  updateItems: number;
-  updateItemsPerSecond: number;
-  writeUnits: number;
-  concurrency: number;
-}
-
 /**
  * Events/s the naive design sustains: `concurrency` writers take events one by one and write each the naive
  * way against `endpoint` for `durationMs` (events in flight at the end are finished and counted).
@@ -72,7 +62,7 @@ export async function measureNaiveThroughput(opts: {
   events: ReadonlyArray<{ store: string; timeZone: string; event: NormalizedEvent }>;
   durationMs: number;
   concurrency: number;
-}): Promise<NaiveThroughput> {
+}) {
   const client = createDynamoClient({ endpoint: opts.endpoint, region: 'us-east-1' });
   const meter = createDynamoMeter();
   const deps: RowWriterDeps = { client, table: opts.table, meter };

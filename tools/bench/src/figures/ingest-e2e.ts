@@ -5,7 +5,7 @@ import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testi
 import { lineChart, logBars, type Chart } from '../charts';
 import { figure, type FigureContext } from '../figure';
 import { appMetric, benchFleet, CATALOGUE, sampler, startBackgroundLoad, STORES } from '../load';
-import { measureNaiveThroughput, type NaiveThroughput } from '../naive';
+import { measureNaiveThroughput } from '../naive';
 import { cpuMeter } from '../proc';
 import { hincrbyCeiling, hincrbyCommand } from '../redis-benchmark';
 import { fmt, ratio } from '../stats';
