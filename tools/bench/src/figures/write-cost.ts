@@ -75,20 +75,15 @@ async function runPipeline(
     }
     const now = t + bucketMs;
     for (const store of stores) {
-      await flushStore(
-        buckets,
-        store,
-        () => now,
-        now,
-        async (pk, entries) => {
-          if (!sketches) return counted(deps, pk, entries);
-          const [live] = await buckets.sketches.read(store, [pk]);
-          await counted(deps, pk, entries, async (d, p, e) => {
-            const r = await dynamo.writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, e, live!);
-            await buckets.sketches.ack(store, p, r.sketchesWritten);
-          });
-        },
-      );
+      const write = async (pk: string, entries: Parameters<Writer>[2]) => {
+        if (!sketches) return counted(deps, pk, entries);
+        const [live] = await buckets.sketches.read(store, [pk]);
+        await counted(deps, pk, entries, async (d, p, e) => {
+          const r = await dynamo.writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, e, live!);
+          await buckets.sketches.ack(store, p, r.sketchesWritten);
+        });
+      };
+      await flushStore(buckets, store, () => now, now, write);
     }
   }
   const scan = await client.send(new ScanCommand({ TableName: table, Select: 'COUNT' }));
