@@ -49,31 +49,25 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     const rowsOf = (i: number) => Math.floor(openRows / stores) + (i < openRows % stores ? 1 : 0);
     const base = await usedMemory(redis);
     const t0 = Date.now() - 3 * BUCKET_MS;
-    /** Seals and folds every store's open bucket (as a tick would) and publishes its backlog. */
-    const sealAll = (now: number) =>
-      pool(ids, 32, async (store) => {
-        await buckets.seal(store, { now, minAgeMs: BUCKET_MS / 2 });
-        await buckets.foldSealed(store, { now });
-        await buckets.publishBacklog(store, await buckets.storeBacklog(store));
-      });
-    const deltasFor = (store: string, from: number, n: number): RowDeltas => {
-      const d: RowDeltas = new Map();
-      for (let v = from; v < from + n; v++) d.set(`${store}#visitor#V${v}`, new Map([['2023-123|v', 1n]]));
-      return d;
-    };
-    // Load: every store's rows applied in one open bucket, then sealed and folded: open rows in outboxes.
-    await pool([...ids.keys()], 32, async (i) => {
-      const n = rowsOf(i);
-      for (let from = 0; from < n; from += 500) {
-        await buckets.apply(ids[i]!, `load-${from}`, deltasFor(ids[i]!, from, Math.min(500, n - from)), {
-          now: t0,
-          dedupeTtlSeconds: 3_600,
-        });
-      }
+    /** Applies visitor rows V<from>..V<from + n - 1> of store `i` in batch `batchId`, and registers the store. */
+    const apply = async (i: number, batchId: string, from: number, n: number, now: number) => {
+      const deltas: RowDeltas = new Map(
+        Array.from({ length: n }, (_, k) => [`${ids[i]}#visitor#V${from + k}`, new Map([['2023-123|v', 1n]])]),
+      );
+      await buckets.apply(ids[i]!, batchId, deltas, { now, dedupeTtlSeconds: 3_600 });
       await buckets.registerStore(ids[i]!);
+    };
+    // Load: every store's rows applied in one open bucket, then sealed and folded (as a tick would, the backlog
+    // published): open rows in outboxes, waiting for their idle flush (due in 30 min).
+    await pool([...ids.keys()], 32, async (i) => {
+      for (let from = 0; from < rowsOf(i); from += 500) await apply(i, `load-${from}`, from, Math.min(500, rowsOf(i) - from), t0);
     });
-    // Sealed and folded now: the rows wait for their idle flush (due in 30 min).
-    await sealAll(Date.now());
+    await pool(ids, 32, async (store) => {
+      const now = Date.now();
+      await buckets.seal(store, { now, minAgeMs: BUCKET_MS / 2 });
+      await buckets.foldSealed(store, { now });
+      await buckets.publishBacklog(store, await buckets.storeBacklog(store));
+    });
     const memory = (await usedMemory(redis)) - base;
     log(`${stores} stores, ${openRows} open rows loaded: ${(memory / 1e6).toFixed(1)} MB`);
 
@@ -90,15 +84,9 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
       },
     });
     const a = app;
-    const ticks = async (text?: string) => metricValue(text ?? (await a.metrics()), 'tally_seal_tick_duration_seconds_count') ?? 0;
+    const ticks = async (text?: string) => metricValue(text ?? (await a.metrics()), 'tally_seal_tick_duration_seconds_count');
     await waitFor(async () => (await ticks()) >= 1, { timeoutMs: 300_000, intervalMs: 200, message: 'the first seal tick' });
-    await pool([...ids.keys()], 32, async (i) => {
-      await buckets.apply(ids[i]!, 'tick-1', deltasFor(ids[i]!, 0, Math.min(ROWS_PER_TICK, Math.max(1, rowsOf(i)))), {
-        now: Date.now(),
-        dedupeTtlSeconds: 3_600,
-      });
-      await buckets.registerStore(ids[i]!);
-    });
+    await pool([...ids.keys()], 32, (i) => apply(i, 'tick-1', 0, Math.min(ROWS_PER_TICK, Math.max(1, rowsOf(i))), Date.now()));
     const before = await a.metrics();
     if ((await ticks(before)) !== 1) throw new Error('a second tick began while the fresh buckets were applied: raise TICK_BUCKET_MS');
     // CPU of both processes sampled every 200 ms while the tick is awaited; the tick's window is cut from the samples
@@ -123,12 +111,10 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     );
     const samples = await sampling.stop();
     samples.push(await sample());
-    const sealed = (metricValue(after, 'tally_buckets_sealed_total') ?? 0) - (metricValue(before, 'tally_buckets_sealed_total') ?? 0);
+    const delta = (name: string) => metricValue(after, name) - metricValue(before, name);
+    const sealed = delta('tally_buckets_sealed_total');
     if (sealed !== stores) throw new Error(`the measured tick sealed ${sealed} buckets, not ${stores}`);
-    const tickMs =
-      ((metricValue(after, 'tally_seal_tick_duration_seconds_sum') ?? 0) -
-        (metricValue(before, 'tally_seal_tick_duration_seconds_sum') ?? 0)) *
-      1000;
+    const tickMs = delta('tally_seal_tick_duration_seconds_sum') * 1000;
     // The tick ended after the poll before the one that saw it, so it began after that poll minus its duration.
     const began = lastPoll - tickMs;
     const from = samples.filter((x) => x.at <= began).pop() ?? samples[0]!;
