@@ -78,7 +78,7 @@ function storeOf(redisUrl: string, endpoint: string, table: string) {
 
 /**
  * Latency and DynamoDB reads of the query API's questions, in-process and over HTTP (the method is in the markdown below).
- * @public (measure-child.ts runs it for --baseline)
+ * @public (in-checkout.ts runs it for --baseline)
  */
 export async function measure(ctx: FigureContext) {
   const runMs = ctx.quick ? 1_500 : 10_000;

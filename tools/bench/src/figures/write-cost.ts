@@ -144,7 +144,7 @@ type CostFigure = Awaited<ReturnType<typeof measure>>;
 
 /**
  * Every design's write units over the simulated day, the flush intervals, the crawler and the sketches.
- * @public (measure-child.ts runs it for --baseline)
+ * @public (in-checkout.ts runs it for --baseline)
  */
 export async function measure(opts: { quick: boolean }) {
   const redisServer = await startRedis({ appendonly: false });
