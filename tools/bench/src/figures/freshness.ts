@@ -89,7 +89,7 @@ export async function probesUnderLoad(
 }
 
 /** One probe: POST one view of `product`, then poll its series until it shows 1. */
-export async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
+async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
   const collector = fleet.app('collector').url;
   const query = fleet.app('query-api').url;
   const keys = fleet.keys[PROBE_STORE]!;
