@@ -28,11 +28,12 @@ export async function measureInBaseline<T>(ctx: FigureContext, figure: string): 
 }
 
 // node --import tsx in-checkout.ts <figure> [--quick] (in the baseline worktree): `measure` of figures/<figure>.ts,
-// printed as one JSON line.
+// printed as one JSON line. Not awaited at the top level: figures/<figure>.ts imports this module back.
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [figure, flag] = process.argv.slice(2);
-  const { measure } = (await import(`./figures/${figure}.ts`)) as { measure(ctx: FigureContext): Promise<unknown> };
-  const result = await measure({ quick: flag === '--quick', log: (line) => process.stderr.write(`[${figure} baseline] ${line}\n`) });
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-  process.exit(0);
+  const log = (line: string) => process.stderr.write(`[${figure} baseline] ${line}\n`);
+  void import(`./figures/${figure}.ts`).then(async ({ measure }: { measure(ctx: FigureContext): Promise<unknown> }) => {
+    process.stdout.write(`${JSON.stringify(await measure({ quick: flag === '--quick', log }))}\n`);
+    process.exit(0);
+  });
 }
