@@ -176,15 +176,8 @@ export const freshnessFigure = figure('freshness', async (ctx) => {
           '',
           '| run | probes | p50 ms | p90 ms | **p99 ms** | max ms | accepted events/s |',
           '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
-          ...(
-            [
-              [ctx.baseline!.ref, before],
-              ['this checkout', after],
-            ] as const
-          ).map(
-            ([name, r]) =>
-              `| ${name} | ${r.latencies.length} | ${[0.5, 0.9, 0.99, 1].map((q) => ms(quantile(r.latencies, q))).join(' | ')} | ${fmt(r.acceptedPerSecond)} |`,
-          ),
+          baselineRow(ctx.baseline!.ref, before),
+          baselineRow('this checkout', after),
         ]
       : []),
   ].join('\n');
@@ -192,6 +185,9 @@ export const freshnessFigure = figure('freshness', async (ctx) => {
 });
 
 type FreshnessFigure = Awaited<ReturnType<typeof measureFreshness>>;
+
+const baselineRow = (name: string, r: FreshnessFigure) =>
+  `| ${name} | ${r.latencies.length} | ${[0.5, 0.9, 0.99, 1].map((q) => ms(quantile(r.latencies, q))).join(' | ')} | ${fmt(r.acceptedPerSecond)} |`;
 
 function charts(f: FreshnessFigure): Chart[] {
   const n = f.latencies.length;

@@ -104,7 +104,7 @@ async function measurePostgresPeer(ctx: FigureContext) {
   }
 }
 
-/** Runs one writer process on fresh tables and feeds it batches for `durationMs` (as fast as it takes them, or at `rate`). */
+/** Runs one writer process (which makes its tables) and feeds it batches for `durationMs` (as fast as it takes them, or at `rate`). */
 async function runPeer(
   ctx: FigureContext,
   url: string,
@@ -112,14 +112,6 @@ async function runPeer(
   synchronousCommit: 'on' | 'off',
   load: { seed: number; batchSize: LoadOptions['batchSize']; durationMs: number; rate?: number },
 ): Promise<PeerRun> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  await client.query(
-    `CREATE TABLE ${table}_counters (pk text NOT NULL, field text NOT NULL, value numeric(38, 0) NOT NULL, PRIMARY KEY (pk, field))`,
-  );
-  await client.query(`CREATE TABLE ${table}_batches (id text PRIMARY KEY)`);
-  await client.end();
-
   const options = JSON.stringify({ connectionString: url, table, synchronousCommit, concurrency: CONCURRENCY });
   const writer = spawn(process.execPath, ['--import', 'tsx', 'tools/bench/src/pg-writer.ts', options], {
     cwd: REPO_ROOT,
