@@ -35,26 +35,34 @@ export function checkoutBaseline(ref: string): Baseline {
     execFileSync('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
     // This checkout's measuring code runs in the worktree too: the packages only it uses are linked in.
     linkMissing(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
-    return baselineAt(ref, commit, subject, root);
-  }
-  const modules = join(REPO_ROOT, 'node_modules');
-  mkdirSync(join(root, 'node_modules'));
-  for (const entry of readdirSync(modules)) {
-    if (entry === '@tally') continue;
-    symlinkSync(join(modules, entry), join(root, 'node_modules', entry));
-  }
-  // Workspace links are relative (../../libs/x): the same links inside the worktree reach its own sources.
-  mkdirSync(join(root, 'node_modules', '@tally'));
-  for (const pkg of readdirSync(join(modules, '@tally'))) {
-    symlinkSync(readlinkSync(join(modules, '@tally', pkg)), join(root, 'node_modules', '@tally', pkg));
-  }
-  for (const group of ['apps', 'libs', 'tools']) {
-    for (const pkg of readdirSync(join(REPO_ROOT, group))) {
-      const own = join(REPO_ROOT, group, pkg, 'node_modules');
-      if (existsSync(own) && existsSync(join(root, group, pkg))) symlinkSync(own, join(root, group, pkg, 'node_modules'));
+  } else {
+    const modules = join(REPO_ROOT, 'node_modules');
+    mkdirSync(join(root, 'node_modules'));
+    for (const entry of readdirSync(modules)) {
+      if (entry === '@tally') continue;
+      symlinkSync(join(modules, entry), join(root, 'node_modules', entry));
+    }
+    // Workspace links are relative (../../libs/x): the same links inside the worktree reach its own sources.
+    mkdirSync(join(root, 'node_modules', '@tally'));
+    for (const pkg of readdirSync(join(modules, '@tally'))) {
+      symlinkSync(readlinkSync(join(modules, '@tally', pkg)), join(root, 'node_modules', '@tally', pkg));
+    }
+    for (const group of ['apps', 'libs', 'tools']) {
+      for (const pkg of readdirSync(join(REPO_ROOT, group))) {
+        const own = join(REPO_ROOT, group, pkg, 'node_modules');
+        if (existsSync(own) && existsSync(join(root, group, pkg))) symlinkSync(own, join(root, group, pkg, 'node_modules'));
+      }
     }
   }
-  return baselineAt(ref, commit, subject, root);
+  const remove = () => {
+    try {
+      git('worktree', 'remove', '--force', root);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      git('worktree', 'prune');
+    }
+  };
+  return { ref, commit, subject, root, remove };
 }
 
 function linkMissing(from: string, to: string): void {
@@ -63,21 +71,4 @@ function linkMissing(from: string, to: string): void {
     if (!existsSync(join(to, entry))) symlinkSync(join(from, entry), join(to, entry));
     else if (entry.startsWith('@')) linkMissing(join(from, entry), join(to, entry));
   }
-}
-
-function baselineAt(ref: string, commit: string, subject: string, root: string): Baseline {
-  return {
-    ref,
-    commit,
-    subject,
-    root,
-    remove() {
-      try {
-        git('worktree', 'remove', '--force', root);
-      } finally {
-        rmSync(root, { recursive: true, force: true });
-        git('worktree', 'prune');
-      }
-    },
-  };
 }

@@ -11,18 +11,29 @@ const SRC = dirname(fileURLToPath(import.meta.url));
  * `--baseline` for figures that measure libraries in-process: runs `measure` of figures/<figure>.ts against the
  * baseline commit's sources. This checkout's tools/bench/src is copied into the baseline worktree, so its `@tally/*`
  * imports (and the apps it starts) resolve to that commit's code, and the figure's `measure` prints its result as
- * one JSON line (measure-child.ts); the report of both is then written here.
+ * one JSON line (this file run as a script, below); the report of both is then written here.
  */
 export async function measureInBaseline<T>(ctx: FigureContext, figure: string): Promise<T> {
   const b = ctx.baseline!;
   ctx.log(`the same measurement with ${b.ref}'s libraries (${b.commit.slice(0, 10)})`);
   const dir = join(b.root, 'tools', 'bench', 'src-now');
   cpSync(SRC, dir, { recursive: true });
-  const args = ['--import', 'tsx', join(dir, 'measure-child.ts'), figure, ...(ctx.quick ? ['--quick'] : [])];
+  const args = ['--import', 'tsx', join(dir, 'in-checkout.ts'), figure, ...(ctx.quick ? ['--quick'] : [])];
   const child = spawn(process.execPath, args, { cwd: b.root, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
   const [code] = (await once(child, 'exit')) as [number | null];
   if (code !== 0) throw new Error(`${figure} against ${b.ref} failed (exit ${code})`);
   return JSON.parse(out.trim().split('\n').at(-1)!) as T;
+}
+
+// node --import tsx in-checkout.ts <figure> [--quick] (in the baseline worktree): `measure` of figures/<figure>.ts,
+// printed as one JSON line. Not awaited at the top level: figures/<figure>.ts imports this module back.
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [figure, flag] = process.argv.slice(2);
+  const log = (line: string) => process.stderr.write(`[${figure} baseline] ${line}\n`);
+  void import(`./figures/${figure}.ts`).then(async ({ measure }: { measure(ctx: FigureContext): Promise<unknown> }) => {
+    process.stdout.write(`${JSON.stringify(await measure({ quick: flag === '--quick', log }))}\n`);
+    process.exit(0);
+  });
 }

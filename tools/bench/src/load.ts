@@ -3,11 +3,9 @@ import {
   loadFleet,
   startFleet,
   type Fleet,
-  type FleetLoad,
   type FleetOptions,
   type LoadBatch,
   type LoadOptions,
-  type LoadStats,
   type RunLoadOptions,
   type StoreSpec,
 } from '@tally/loadgen';
@@ -29,11 +27,6 @@ export const benchFleet = (opts: Partial<FleetOptions> = {}) =>
 /** Catalogue size of the generated traffic (Zipf popularity over these). */
 export const CATALOGUE = { products: 10_000, visitors: 100_000 } as const;
 
-export interface BackgroundLoad extends Pick<FleetLoad, 'stats' | 'accepted'> {
-  /** Stops taking new batches and resolves once every batch taken has its answer; throws if the collector answered wrongly. */
-  stop(): Promise<LoadStats>;
-}
-
 /**
  * tools/loadgen traffic (seeded Zipf products and visitors in sessions, the fleet's stores, 10% late events) POSTed
  * to the fleet's collector with each store's ingest key (loadFleet, HTTP only), at `rate` events/s or as fast as it
@@ -48,7 +41,7 @@ export function startBackgroundLoad(
       /** Rewrites each batch before it is sent (e.g. the traffic an older commit's rules take). */
       mapBatch?: (batch: LoadBatch) => LoadBatch;
     },
-): BackgroundLoad {
+) {
   let stopped = false;
   const { stats, accepted, done } = loadFleet(fleet, {
     load: { seed: opts.seed, ...(opts.catalogue ?? CATALOGUE), batchSize: opts.batchSize },
@@ -63,6 +56,7 @@ export function startBackgroundLoad(
   return {
     stats,
     accepted,
+    /** Stops taking new batches and resolves once every batch taken has its answer; throws if the collector answered wrongly. */
     async stop() {
       stopped = true;
       const s = await done;

@@ -24,23 +24,24 @@ const { values, positionals } = parseArgs({
   },
 });
 
+const names = FIGURES.map((f) => f.name).join(', ');
 if (values.help) {
   process.stdout.write(
-    `usage: npm run bench [-- <figure>...] [--quick] [--profile] [--baseline <ref, e.g. main or HEAD~>]\nfigures: ${FIGURES.map((f) => f.name).join(', ')}\n`,
+    `usage: npm run bench [-- <figure>...] [--quick] [--profile] [--baseline <ref, e.g. main or HEAD~>]\nfigures: ${names}\n`,
   );
   process.exit(0);
 }
-
 const unknown = positionals.filter((p) => !FIGURES.some((f) => f.name === p));
 if (unknown.length > 0) {
-  process.stderr.write(`tally: unknown figure ${unknown.join(', ')}; figures: ${FIGURES.map((f) => f.name).join(', ')}\n`);
+  process.stderr.write(`tally: unknown figure ${unknown.join(', ')}; figures: ${names}\n`);
   process.exit(2);
 }
 const quick = values.quick === true;
 const chosen = positionals.length === 0 ? FIGURES : FIGURES.filter((f) => positionals.includes(f.name));
-const docsDir = join(REPO_ROOT, 'docs');
-const docPath = join(docsDir, 'BENCHMARKS.md');
-const chartsDir = join(docsDir, 'charts');
+const docPath = join(REPO_ROOT, 'docs', 'BENCHMARKS.md');
+/** docs/BENCHMARKS.md with the section `name` rewritten (see report.ts). */
+const writeSection = (name: string, markdown: string, opts?: { first?: boolean }) =>
+  writeFileSync(docPath, updateSection(existsSync(docPath) ? readFileSync(docPath, 'utf8') : '', name, markdown, opts));
 const profileDir = values.profile ? join(REPO_ROOT, 'test-output', 'profiles') : undefined;
 if (profileDir) mkdirSync(profileDir, { recursive: true });
 
@@ -66,9 +67,8 @@ for (const figure of chosen) {
       // Render the charts anyway, so a quick run proves they render; write nothing.
       for (const c of result.charts ?? []) await renderSvg(c.spec);
     } else {
-      const charts = await writeCharts(figure.name, result.charts ?? [], chartsDir);
-      const doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '';
-      writeFileSync(docPath, updateSection(doc, figure.name, charts ? `${result.markdown.trim()}\n\n${charts}` : result.markdown));
+      const charts = await writeCharts(figure.name, result.charts ?? [], join(REPO_ROOT, 'docs', 'charts'));
+      writeSection(figure.name, charts ? `${result.markdown.trim()}\n\n${charts}` : result.markdown);
     }
   } catch (err) {
     failed = true;
@@ -88,7 +88,6 @@ if (chosen.length > 1) {
   for (const l of lines) process.stdout.write(`${l.name}: ${l.summary}\n`);
 }
 if (!quick && chosen.length === FIGURES.length) {
-  const doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '';
   const body = [
     `Run ${startedAt.toISOString()}: one \`npm run bench\` run of every figure, one after another, in ${duration(total)}, on`,
     `${machine} at the start and ${loadavg()[0]!.toFixed(1)} at the end. The machine has 2 cores and is shared (other`,
@@ -97,7 +96,7 @@ if (!quick && chosen.length === FIGURES.length) {
     '',
     ...lines.map((l) => `- **${l.name}** (${duration(l.seconds)}): ${l.summary}`),
   ].join('\n');
-  writeFileSync(docPath, updateSection(doc, 'Summary', body, { first: true }));
+  writeSection('Summary', body, { first: true });
 }
 if (!quick) process.stderr.write(`tally: updated ${docPath}${failed ? ' (failed figures keep their previous section)' : ''}\n`);
 if (profileDir) process.stderr.write(`tally: CPU profiles in ${profileDir}\n`);

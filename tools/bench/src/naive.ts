@@ -1,5 +1,4 @@
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import { createDynamoClient, createDynamoMeter, type CountEntry, type RowWriterDeps } from '@tally/dynamo';
+import { createDynamoClient, createDynamoMeter, updateItem, type CountEntry, type RowWriterDeps } from '@tally/dynamo';
 import { monthSk, parseDayKey, TOTAL_SK } from '@tally/key-layout';
 import { rollup, type CompiledRules, type NormalizedEvent } from '@tally/schema';
 
@@ -26,39 +25,14 @@ export const threeRowWriter: Writer = async (deps, pk, entries) => {
   for (const [sk, attrs] of rows) await addItem(deps, pk, sk, attrs);
 };
 
+/** One UpdateItem adding `attrs` to the item pk / sk (libs/dynamo's metered updateItem). */
 async function addItem(deps: RowWriterDeps, pk: string, sk: string, attrs: Map<string, bigint>) {
-  const names: Record<string, string> = {};
-  const values: Record<string, { N: string }> = {};
-  const parts: string[] = [];
-  let i = 0;
-  for (const [a, v] of attrs) {
-    names[`#a${i}`] = a;
-    values[`:v${i}`] = { N: v.toString() };
-    parts.push(`#a${i} :v${i}`);
-    i++;
-  }
-  const out = await deps.client.send(
-    new UpdateItemCommand({
-      TableName: deps.table,
-      Key: { pk: { S: pk }, sk: { S: sk } },
-      UpdateExpression: `ADD ${parts.join(', ')}`,
-      ExpressionAttributeNames: names,
-      ExpressionAttributeValues: values,
-      ReturnConsumedCapacity: 'TOTAL',
-    }),
-  );
-  deps.meter.observe('UpdateItem', 'ok', 0, out.ConsumedCapacity);
-}
-
-/** The counters of one event as writer entries, per row pk. */
-function entriesOfEvent(rules: CompiledRules, store: string, timeZone: string, event: NormalizedEvent): Array<[string, CountEntry[]]> {
-  return [...rollup(rules, store, timeZone, [event])].map(([pk, fields]) => [
-    pk,
-    [...fields].map(([f, v]) => {
-      const bar = f.indexOf('|');
-      return { seq: 0, dayKey: f.slice(0, bar), metric: f.slice(bar + 1), value: BigInt(v) };
-    }),
-  ]);
+  const names = [...attrs.keys()].map((a, i) => [`#a${i}`, a]);
+  await updateItem(deps, pk, sk, {
+    UpdateExpression: `ADD ${names.map(([n], i) => `${n} :v${i}`).join(', ')}`,
+    ExpressionAttributeNames: Object.fromEntries(names),
+    ExpressionAttributeValues: Object.fromEntries([...attrs.values()].map((v, i) => [`:v${i}`, { N: v.toString() }])),
+  });
 }
 
 /** The naive design's write of one event: one UpdateItem per counter per row (day, month, total), as it arrives. */
@@ -69,19 +43,12 @@ export async function writeEventNaive(
   timeZone: string,
   event: NormalizedEvent,
 ): Promise<void> {
-  for (const [pk, entries] of entriesOfEvent(rules, store, timeZone, event)) {
-    for (const e of entries) await threeRowWriter(deps, pk, [e]);
+  for (const [pk, fields] of rollup(rules, store, timeZone, [event])) {
+    for (const [f, v] of fields) {
+      const [dayKey, metric] = [f.slice(0, f.indexOf('|')), f.slice(f.indexOf('|') + 1)];
+      await threeRowWriter(deps, pk, [{ seq: 0, dayKey, metric, value: BigInt(v) }]);
+    }
   }
-}
-
-export interface NaiveThroughput {
-  events: number;
-  seconds: number;
-  eventsPerSecond: number;
-  updateItems: number;
-  updateItemsPerSecond: number;
-  writeUnits: number;
-  concurrency: number;
 }
 
 /**
@@ -95,7 +62,7 @@ export async function measureNaiveThroughput(opts: {
   events: ReadonlyArray<{ store: string; timeZone: string; event: NormalizedEvent }>;
   durationMs: number;
   concurrency: number;
-}): Promise<NaiveThroughput> {
+}) {
   const client = createDynamoClient({ endpoint: opts.endpoint, region: 'us-east-1' });
   const meter = createDynamoMeter();
   const deps: RowWriterDeps = { client, table: opts.table, meter };

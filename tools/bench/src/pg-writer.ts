@@ -1,6 +1,7 @@
 // The PostgreSQL peer's writer process (started by the postgres-peer figure; one JSON line of options as argv[2]):
-// reads batches as NDJSON lines on stdin ({ id, store, timeZone, events }), validates and rolls each up like Tally's
-// collector (libs/schema, the same rules), and applies it to a counters table keyed like Tally's rows with one
+// makes its tables (`<table>_counters`, `<table>_batches`), reads batches as NDJSON lines on stdin ({ id, store,
+// timeZone, events }), validates and rolls each up like Tally's collector (libs/schema, the same rules), and applies
+// it to a counters table keyed like Tally's rows with one
 // statement per batch: the batch id inserted into a dedupe table and a multi-row INSERT … ON CONFLICT DO UPDATE of
 // its (pk, field) deltas, in one transaction, over a pool of connections. At the end it checks the table against the
 // sums of everything it applied and prints one JSON line of figures.
@@ -34,8 +35,12 @@ const pool = new pg.Pool({
 });
 
 // Open every connection up front and learn its server process, plus the server's WAL writer, checkpointer and
-// background writer (shared with anything else the server runs).
+// background writer (shared with anything else the server runs); make the tables.
 const clients = await Promise.all(Array.from({ length: opts.concurrency }, () => pool.connect()));
+await clients[0]!.query(
+  `CREATE TABLE ${counters} (pk text NOT NULL, field text NOT NULL, value numeric(38, 0) NOT NULL, PRIMARY KEY (pk, field))`,
+);
+await clients[0]!.query(`CREATE TABLE ${batches} (id text PRIMARY KEY)`);
 const serverPids: number[] = [];
 for (const c of clients) serverPids.push((await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
 const aux = await clients[0]!.query<{ pid: number }>(

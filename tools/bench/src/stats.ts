@@ -7,7 +7,7 @@ export function quantile(sorted: readonly number[], q: number): number {
 /** The median of numbers in any order. */
 export const median = (xs: readonly number[]) =>
   quantile(
-    [...xs].sort((a, b) => a - b),
+    xs.toSorted((a, b) => a - b),
     0.5,
   );
 

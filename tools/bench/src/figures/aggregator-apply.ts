@@ -51,15 +51,10 @@ async function measureAggregator(opts: { quick: boolean }) {
     }
     await agg.restart();
     // Measure from the first applied batch to the last, from the app's own counter.
-    const t0 = await waitFor(async () => (metricValue(await agg.metrics(), 'tally_events_applied_total') > 0 ? performance.now() : 0), {
-      timeoutMs: 60_000,
-      intervalMs: 5,
-    });
-    const start = metricValue(await agg.metrics(), 'tally_events_applied_total');
-    await waitFor(async () => metricValue(await agg.metrics(), 'tally_events_applied_total') >= batches * eventsPerBatch, {
-      timeoutMs: 600_000,
-      intervalMs: 20,
-    });
+    const applied = async () => metricValue(await agg.metrics(), 'tally_events_applied_total');
+    const t0 = await waitFor(async () => ((await applied()) > 0 ? performance.now() : 0), { timeoutMs: 60_000, intervalMs: 5 });
+    const start = await applied();
+    await waitFor(async () => (await applied()) >= batches * eventsPerBatch, { timeoutMs: 600_000, intervalMs: 20 });
     const seconds = (performance.now() - t0) / 1000;
     const eventsPerSecond = (batches * eventsPerBatch - start) / seconds;
     await agg.stop();

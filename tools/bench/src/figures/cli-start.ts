@@ -57,26 +57,20 @@ async function measureCliStart(opts: { quick: boolean; log: (l: string) => void 
     ];
     // Warm-up: builds the bundles if the sources changed, and fills Node's compile cache, as any earlier call would.
     for (const c of commands) await timeOne(c, env);
-    const samples = new Map(commands.map((c) => [c, { wall: [] as number[], cpu: [] as number[] }]));
+    const runs = commands.map((command) => {
+      const [wallMs, cpuMs]: [number[], number[]] = [[], []];
+      return { command, name: command.replace(runBuilt, 'node run-built.mjs'), wallMs, cpuMs };
+    });
     for (let r = 0; r < rounds; r++) {
-      for (const c of commands) {
-        const t = await timeOne(c, env);
-        samples.get(c)!.wall.push(t.wallMs);
-        samples.get(c)!.cpu.push(t.cpuMs);
+      for (const run of runs) {
+        const t = await timeOne(run.command, env);
+        run.wallMs.push(t.wallMs);
+        run.cpuMs.push(t.cpuMs);
       }
       opts.log(`round ${r + 1}/${rounds}`);
     }
-    return {
-      rounds,
-      runs: commands.map((c) => {
-        const s = samples.get(c)!;
-        return {
-          name: c.replace(runBuilt, 'node run-built.mjs'),
-          wallMs: s.wall.sort((a, b) => a - b),
-          cpuMs: s.cpu.sort((a, b) => a - b),
-        };
-      }),
-    };
+    for (const run of runs) for (const xs of [run.wallMs, run.cpuMs]) xs.sort((a, b) => a - b);
+    return { rounds, runs };
   } finally {
     await fleet.stop();
   }

@@ -133,13 +133,13 @@ async function backlogOf(fleet: Fleet) {
       out.rows++;
       out.entries += entries.length;
       for (const list of entriesByItem(entries).values()) {
+        const bySeq = [...Map.groupBy(list, (x) => x.entry.seq)].sort(([a], [b]) => a - b);
+        const calls = callsForItem(bySeq.map(([, xs]) => xs.flatMap((x) => x.attrs)));
         out.items++;
-        const calls = callsForItem(list.map((x) => ({ seq: x.entry.seq, attrs: x.attrs })));
         out.callsNeeded += calls;
         if (calls > 1) out.splitItems++;
-        const itemSeqs = new Set(list.map((x) => x.entry.seq));
-        out.itemBuckets += itemSeqs.size;
-        for (const s of itemSeqs) seqs.add(s);
+        out.itemBuckets += bySeq.length;
+        for (const [seq] of bySeq) seqs.add(seq);
       }
     }
   }
@@ -148,26 +148,15 @@ async function backlogOf(fleet: Fleet) {
 }
 
 /**
- * UpdateItems libs/dynamo's writeRow sends for one item: it takes whole buckets, oldest first, while the distinct
- * attributes stay within MAX_ATTRS_PER_UPDATE (a single bucket is never split).
+ * UpdateItems libs/dynamo's writeRow sends for one item, given the attributes of its buckets oldest first: it takes
+ * whole buckets while the distinct attributes stay within MAX_ATTRS_PER_UPDATE (a single bucket is never split).
  */
-function callsForItem(entries: Array<{ seq: number; attrs: readonly string[] }>): number {
-  const sorted = [...entries].sort((a, b) => a.seq - b.seq);
+function callsForItem(buckets: ReadonlyArray<readonly string[]>): number {
   let calls = 0;
-  for (let start = 0; start < sorted.length;) {
-    calls++;
-    const attrs = new Set<string>();
-    let end = start;
-    while (end < sorted.length) {
-      const seq = sorted[end]!.seq;
-      const add = new Set<string>();
-      let j = end;
-      for (; j < sorted.length && sorted[j]!.seq === seq; j++) for (const a of sorted[j]!.attrs) if (!attrs.has(a)) add.add(a);
-      if (end > start && attrs.size + add.size > MAX_ATTRS_PER_UPDATE) break;
-      for (const a of add) attrs.add(a);
-      end = j;
-    }
-    start = end;
+  for (let i = 0; i < buckets.length; calls++) {
+    const attrs = new Set(buckets[i++]);
+    while (i < buckets.length && new Set([...attrs, ...buckets[i]!]).size <= MAX_ATTRS_PER_UPDATE)
+      for (const a of buckets[i++]!) attrs.add(a);
   }
   return calls;
 }

@@ -1,5 +1,5 @@
 import { formatDate, localDate } from '@tally/key-layout';
-import type { Fleet } from '@tally/loadgen';
+import type { Fleet, LoadBatch } from '@tally/loadgen';
 import { QUEUE } from '@tally/queues';
 import { sleep } from '@tally/testing';
 import { lineChart, targetRule, type Chart } from '../charts';
@@ -19,69 +19,77 @@ const PROBE_TIME_ZONE = STORES.find((s) => s.id === PROBE_STORE)!.timeZone;
 /** Freshness under load: from a probe's 202 to its count in the query API (the method is in the markdown below). */
 /** `work`: the rules and traffic of a before/after comparison (the baseline's rules, page paths as ids). */
 async function measureFreshness(ctx: FigureContext, root?: string, work?: 'baseline') {
-  const probes = ctx.quick ? 15 : 500;
-  const rate = ctx.quick ? 2_000 : 10_000;
   ctx.log('starting a fleet: redis-server, dynalite, collector, bucket-aggregator, dynamo-writer, query-api (BUCKET_SECONDS=900)');
   const fleet = await benchFleet({ ...(root ? { root } : {}), ...(work ? { rules: BASELINE_RULES } : {}) });
   try {
-    ctx.log(`background load: ${fmt(rate)} events/s through the collector`);
-    const load = startBackgroundLoad(fleet, {
-      seed: 31,
-      rate,
-      concurrency: 16,
-      batchSize: [50, 150],
-      ...(work ? { mapBatch: idPages } : {}),
-    });
-    const depths = sampler(250, () => fleet.queues[QUEUE.events].getWaitingCount());
-    try {
-      await sleep(ctx.quick ? 1_000 : 3_000);
-      const [applied0, accepted0] = await Promise.all([
-        appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total'),
-        appMetric(fleet, 'collector', 'tally_events_accepted_total'),
-      ]);
-      const t0 = performance.now();
-      ctx.log(`${probes} probes, one after another`);
-      const runTag = Date.now().toString(36);
-      const latencies: number[] = [];
-      const pollTimes: number[] = [];
-      let polls = 0;
-      let probeRetries = 0;
-      for (let i = 0; i < probes; i++) {
-        const r = await probe(fleet, `FRESH${runTag}x${i}`);
-        latencies.push(r.ms);
-        polls += r.polls;
-        pollTimes.push(...r.pollTimes);
-        probeRetries += r.retries;
-        if ((i + 1) % 50 === 0) ctx.log(`  ${i + 1} probes, p50 so far ${ms(median(latencies))} ms`);
-      }
-      const seconds = (performance.now() - t0) / 1000;
-      const [applied1, accepted1] = await Promise.all([
-        appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total'),
-        appMetric(fleet, 'collector', 'tally_events_accepted_total'),
-      ]);
-      await load.stop();
-      return {
-        latencies: latencies.sort((a, b) => a - b),
-        pollsPerProbe: polls / probes,
-        pollP50Ms: median(pollTimes),
-        probeRetries,
-        acceptedPerSecond: (accepted1 - accepted0) / seconds,
-        appliedPerSecond: (applied1 - applied0) / seconds,
-        targetRate: rate,
-        maxQueueDepth: Math.max(0, ...(await depths.stop())),
-        seconds,
-      };
-    } finally {
-      await depths.stop();
-      await load.stop().catch(() => undefined);
-    }
+    const opts = { seed: 31, rate: ctx.quick ? 2_000 : 10_000, probes: ctx.quick ? 15 : 500, warmMs: ctx.quick ? 1_000 : 3_000 };
+    return await probesUnderLoad(ctx, fleet, { ...opts, tag: 'FRESH', ...(work ? { mapBatch: idPages } : {}) });
   } finally {
     await fleet.stop();
   }
 }
 
+/**
+ * `probes` probes one after another (tagged `tag`: new product ids) under steady background load of `rate` events/s
+ * through the collector, after `warmMs` of it; with the load's accepted and applied events/s meanwhile.
+ */
+export async function probesUnderLoad(
+  ctx: FigureContext,
+  fleet: Fleet,
+  opts: { seed: number; rate: number; probes: number; warmMs: number; tag: string; mapBatch?: (b: LoadBatch) => LoadBatch },
+) {
+  ctx.log(`background load: ${fmt(opts.rate)} events/s through the collector`);
+  const load = startBackgroundLoad(fleet, {
+    seed: opts.seed,
+    rate: opts.rate,
+    concurrency: 16,
+    batchSize: [50, 150],
+    mapBatch: opts.mapBatch,
+  });
+  const depths = sampler(250, () => fleet.queues[QUEUE.events].getWaitingCount());
+  const counts = () =>
+    Promise.all([
+      appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total'),
+      appMetric(fleet, 'collector', 'tally_events_accepted_total'),
+    ]);
+  try {
+    await sleep(opts.warmMs);
+    const [applied0, accepted0] = await counts();
+    const t0 = performance.now();
+    ctx.log(`${opts.probes} probes, one after another`);
+    const runTag = Date.now().toString(36);
+    const [latencies, pollTimes] = [[] as number[], [] as number[]];
+    let [polls, probeRetries] = [0, 0];
+    for (let i = 0; i < opts.probes; i++) {
+      const r = await probe(fleet, `${opts.tag}${runTag}x${opts.seed}x${i}`);
+      latencies.push(r.ms);
+      polls += r.polls;
+      pollTimes.push(...r.pollTimes);
+      probeRetries += r.retries;
+      if ((i + 1) % 50 === 0) ctx.log(`  ${i + 1} probes, p50 so far ${ms(median(latencies))} ms`);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const [applied1, accepted1] = await counts();
+    await load.stop();
+    return {
+      latencies: latencies.sort((a, b) => a - b),
+      pollsPerProbe: polls / opts.probes,
+      pollP50Ms: median(pollTimes),
+      probeRetries,
+      acceptedPerSecond: (accepted1 - accepted0) / seconds,
+      appliedPerSecond: (applied1 - applied0) / seconds,
+      targetRate: opts.rate,
+      maxQueueDepth: Math.max(0, ...(await depths.stop())),
+      seconds,
+    };
+  } finally {
+    await depths.stop();
+    await load.stop().catch(() => undefined);
+  }
+}
+
 /** One probe: POST one view of `product`, then poll its series until it shows 1. */
-export async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
+async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
   const collector = fleet.app('collector').url;
   const query = fleet.app('query-api').url;
   const keys = fleet.keys[PROBE_STORE]!;
@@ -168,15 +176,8 @@ export const freshnessFigure = figure('freshness', async (ctx) => {
           '',
           '| run | probes | p50 ms | p90 ms | **p99 ms** | max ms | accepted events/s |',
           '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
-          ...(
-            [
-              [ctx.baseline!.ref, before],
-              ['this checkout', after],
-            ] as const
-          ).map(
-            ([name, r]) =>
-              `| ${name} | ${r.latencies.length} | ${[0.5, 0.9, 0.99, 1].map((q) => ms(quantile(r.latencies, q))).join(' | ')} | ${fmt(r.acceptedPerSecond)} |`,
-          ),
+          baselineRow(ctx.baseline!.ref, before),
+          baselineRow('this checkout', after),
         ]
       : []),
   ].join('\n');
@@ -184,6 +185,9 @@ export const freshnessFigure = figure('freshness', async (ctx) => {
 });
 
 type FreshnessFigure = Awaited<ReturnType<typeof measureFreshness>>;
+
+const baselineRow = (name: string, r: FreshnessFigure) =>
+  `| ${name} | ${r.latencies.length} | ${[0.5, 0.9, 0.99, 1].map((q) => ms(quantile(r.latencies, q))).join(' | ')} | ${fmt(r.acceptedPerSecond)} |`;
 
 function charts(f: FreshnessFigure): Chart[] {
   const n = f.latencies.length;

@@ -5,7 +5,7 @@ import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testi
 import { lineChart, logBars, type Chart } from '../charts';
 import { figure, type FigureContext } from '../figure';
 import { appMetric, benchFleet, CATALOGUE, sampler, startBackgroundLoad, STORES } from '../load';
-import { measureNaiveThroughput, type NaiveThroughput } from '../naive';
+import { measureNaiveThroughput } from '../naive';
 import { cpuMeter } from '../proc';
 import { hincrbyCeiling, hincrbyCommand } from '../redis-benchmark';
 import { fmt, ratio } from '../stats';
@@ -23,36 +23,10 @@ const LOADS = [
  */
 export const MAX_QUEUE_DEPTH = 100;
 
-export interface E2eRun {
-  batch: number;
-  concurrency: number;
-  seconds: number;
-  /** From the aggregator's tally_events_applied_total over the window. */
-  appliedPerSecond: number;
-  /** From the collector's tally_events_accepted_total over the window. */
-  acceptedPerSecond: number;
-  /** Requests answered 429 (queue full) during the whole load, and requests sent. */
-  refused: number;
-  requests: number;
-  depthStart: number;
-  depthEnd: number;
-  /** Whether the queue reached half the backpressure limit before the window (the aggregator was the slower stage). */
-  queueFilled: boolean;
-  cpu: Record<'collector' | 'aggregator' | 'redis' | 'bench', number>;
-  /** Applied events/s per second of the window. */
-  timeline: Array<{ second: number; eventsPerSecond: number }>;
-}
-
-interface IngestE2eFigure {
-  runs: E2eRun[];
-  /** HINCRBYs the apply script does per event of this traffic (distinct row fields per batch / events). */
-  hincrbyPerEvent: Record<number, number>;
-  hincrby: number;
-  hincrbyN: number;
-  naive: NaiveThroughput;
-  /** With --baseline: 1000-event runs of that commit's fleet and this one's, alternated, in the same run. */
-  beforeAfter?: { ref: string; commit: string; subject: string; rounds: Array<{ before: E2eRun; after: E2eRun }> };
-}
+/** One load's window: events/s applied (tally_events_applied_total) and accepted, 429s, queue depth, CPU cores per process, per-second timeline. */
+export type E2eRun = Awaited<ReturnType<typeof measureLoad>>;
+type IngestE2eFigure = Awaited<ReturnType<typeof measureIngestE2e>>;
+type Round = { before: E2eRun; after: E2eRun };
 
 /**
  * Events/s sustained end to end — HTTP into one collector process, through the events queue, applied into the
@@ -61,16 +35,26 @@ interface IngestE2eFigure {
  * redis-server and to the naive design (one DynamoDB UpdateItem per event per row, against the same dynalite),
  * all in the same run.
  */
-async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
+async function measureIngestE2e(ctx: FigureContext) {
   const warmMs = ctx.quick ? 1_000 : 5_000;
   const windowMs = ctx.quick ? 2_000 : 20_000;
   ctx.log('starting a fleet: redis-server (AOF everysec), dynalite, one collector, one bucket-aggregator (BUCKET_SECONDS=900)');
+  const cpuProf: Record<string, string> = ctx.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${ctx.profileDir}` } : {};
   const fleetOptions = {
     // Intake and apply only: nothing is flushed within a 900 s bucket, and nothing is queried.
     replicas: { 'query-api': 0, 'dynamo-writer': 0 },
     // Peak intake of few stores: the per-store ingest budget is off (it is measured separately from the queue).
     // INGEST_BUDGET_REQUESTS turns the budget off in a baseline from before the token bucket; each version ignores the other's.
-    appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0', INGEST_BUDGET_REQUESTS: '0' } },
+    // --profile: the collector and the aggregator run under node --cpu-prof (written when the fleet stops them).
+    appEnv: {
+      collector: {
+        MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH),
+        INGEST_BUDGET_EVENTS_PER_SECOND: '0',
+        INGEST_BUDGET_REQUESTS: '0',
+        ...cpuProf,
+      },
+      'bucket-aggregator': cpuProf,
+    },
   } as const;
   const fleet = await benchFleet(fleetOptions);
   let before: Fleet | undefined;
@@ -85,6 +69,7 @@ async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
       after = await benchFleet({ ...fleetOptions, rules: BASELINE_RULES });
     }
     const runs: E2eRun[] = [];
+    // HINCRBYs the apply script does per event of this traffic (distinct row fields per batch / events).
     const hincrbyPerEvent: Record<number, number> = {};
     for (const [i, load] of LOADS.entries()) {
       hincrbyPerEvent[load.batch] = hincrbysPerEvent(fleet, 100 + i, load.batch, ctx.quick ? 20 : 100);
@@ -106,52 +91,33 @@ async function measureIngestE2e(ctx: FigureContext): Promise<IngestE2eFigure> {
       concurrency: 16,
     });
     ctx.log(`  ${fmt(naive.eventsPerSecond)} events/s (${fmt(naive.updateItemsPerSecond)} UpdateItems/s)`);
-    let beforeAfter: IngestE2eFigure['beforeAfter'];
-    if (ctx.baseline && before && after) {
-      // Alternated (before, after, after, before), so a change in the machine's load weighs on both alike.
-      const rounds: Array<{ before: E2eRun; after: E2eRun }> = [];
-      const opts = {
-        batch: 1000,
-        concurrency: 8,
-        warmMs,
-        fillWaitMs: ctx.quick ? 500 : 5_000,
-        windowMs: ctx.quick ? 2_000 : 10_000,
-        idPages: true,
+    // With --baseline: 1000-event runs of that commit's fleet and this one's, alternated (before, after, after, before),
+    // so a change in the machine's load weighs on both alike; the same traffic for both in a round, a seed neither
+    // fleet has sent (its Idempotency-Keys are new).
+    const rounds: Round[] = [];
+    const windows = { warmMs, fillWaitMs: ctx.quick ? 500 : 5_000, windowMs: ctx.quick ? 2_000 : 10_000 };
+    for (let r = 0; ctx.baseline && before && after && r < 2; r++) {
+      const run = async (f: Fleet) => {
+        ctx.log(`before/after round ${r + 1}: ${f === before ? ctx.baseline!.ref : 'this checkout'}`);
+        return measureLoad(ctx, f, { batch: 1000, concurrency: 8, ...windows, idPages: true, seed: 300 + r });
       };
-      for (let r = 0; r < 2; r++) {
-        const order = r === 0 ? [before, after] : [after, before];
-        const got: E2eRun[] = [];
-        for (const f of order) {
-          ctx.log(`before/after round ${r + 1}: ${f === before ? ctx.baseline.ref : 'this checkout'}`);
-          // The same traffic for both in a round; a seed neither fleet has sent (its Idempotency-Keys are new).
-          got.push(await measureLoad(ctx, f, { ...opts, seed: 300 + r }));
-        }
-        rounds.push(r === 0 ? { before: got[0]!, after: got[1]! } : { before: got[1]!, after: got[0]! });
-      }
-      beforeAfter = { ref: ctx.baseline.ref, commit: ctx.baseline.commit, subject: ctx.baseline.subject, rounds };
+      if (r === 0) rounds.push({ before: await run(before), after: await run(after) });
+      else rounds.push({ after: await run(after), before: await run(before) });
     }
-    return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, ...(beforeAfter ? { beforeAfter } : {}) };
+    const b = ctx.baseline;
+    const beforeAfter = b && { ref: b.ref, commit: b.commit, subject: b.subject, rounds };
+    return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, beforeAfter };
   } finally {
     await Promise.all([fleet.stop(), before?.stop(), after?.stop()]);
   }
 }
 
 /** Over the rounds: after's CPU ms per 1000 events (collector + aggregator + Redis) over before's, and events/s alike. */
-function beforeAfterRatios(rounds: ReadonlyArray<{ before: E2eRun; after: E2eRun }>): {
-  cpu: number;
-  rate: number;
-  beforeCpuMs: number;
-  afterCpuMs: number;
-} {
-  const sum = (pick: (r: { before: E2eRun; after: E2eRun }) => number) => rounds.reduce((a, r) => a + pick(r), 0);
-  const beforeCpuMs = sum((r) => tallyCpuMs(r.before)) / rounds.length;
-  const afterCpuMs = sum((r) => tallyCpuMs(r.after)) / rounds.length;
-  return {
-    cpu: afterCpuMs / beforeCpuMs,
-    rate: sum((r) => r.after.appliedPerSecond) / sum((r) => r.before.appliedPerSecond),
-    beforeCpuMs,
-    afterCpuMs,
-  };
+function beforeAfterRatios(rounds: readonly Round[]) {
+  const sum = (pick: (r: Round) => number) => rounds.reduce((a, r) => a + pick(r), 0);
+  const [beforeCpuMs, afterCpuMs] = [sum((r) => tallyCpuMs(r.before)) / rounds.length, sum((r) => tallyCpuMs(r.after)) / rounds.length];
+  const rate = sum((r) => r.after.appliedPerSecond) / sum((r) => r.before.appliedPerSecond);
+  return { cpu: afterCpuMs / beforeCpuMs, rate, beforeCpuMs, afterCpuMs };
 }
 
 export async function measureLoad(
@@ -160,7 +126,7 @@ export async function measureLoad(
   opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number } & {
     idPages?: boolean;
   },
-): Promise<E2eRun> {
+) {
   const aggregator = fleet.app('bucket-aggregator');
   const collector = fleet.app('collector');
   const applied = () => appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total');
@@ -210,7 +176,7 @@ export async function measureLoad(
     second: Math.round((s.t - t0) / 1000),
     eventsPerSecond: (s.applied - samples[k]!.applied) / ((s.t - samples[k]!.t) / 1000),
   }));
-  const run: E2eRun = {
+  const run = {
     batch: opts.batch,
     concurrency: opts.concurrency,
     seconds,
@@ -344,9 +310,10 @@ export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
 });
 
 /** CPU ms of collector, aggregator and redis-server per 1000 events applied: the cost, whatever the machine's load. */
-export const tallyCpuMs = (r: E2eRun) => cpuMsPer1000(r, r.cpu.collector + r.cpu.aggregator + r.cpu.redis);
+export const tallyCpuMs = (r: Pick<E2eRun, 'cpu' | 'appliedPerSecond'>) =>
+  cpuMsPer1000(r, r.cpu.collector + r.cpu.aggregator + r.cpu.redis);
 /** CPU ms per 1000 events applied of `cores` busy over a run. */
-export const cpuMsPer1000 = (r: E2eRun, cores: number) => (cores * 1_000_000) / Math.max(1, r.appliedPerSecond);
+export const cpuMsPer1000 = (r: { appliedPerSecond: number }, cores: number) => (cores * 1_000_000) / Math.max(1, r.appliedPerSecond);
 
 function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>): string[] {
   const r = beforeAfterRatios(b.rounds);

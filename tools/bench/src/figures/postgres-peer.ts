@@ -1,13 +1,13 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { userInfo } from 'node:os';
-import { generateLoad, type Fleet, type LoadOptions } from '@tally/loadgen';
+import { generateLoad, type LoadOptions } from '@tally/loadgen';
 import { REPO_ROOT, sleep } from '@tally/testing';
 import pg from 'pg';
 import { figure, type FigureContext } from '../figure';
-import { benchFleet, CATALOGUE, startBackgroundLoad, STORES } from '../load';
+import { benchFleet, CATALOGUE, STORES } from '../load';
 import { fmt, ms, quantile } from '../stats';
-import { probe } from './freshness';
+import { probesUnderLoad } from './freshness';
 import { cpuMsPer1000, MAX_QUEUE_DEPTH, measureLoad, tallyCpuMs, type E2eRun } from './ingest-e2e';
 
 /** The PostgreSQL server these machines run (trust authentication); the figure makes and drops its own database. */
@@ -89,7 +89,9 @@ async function measurePostgresPeer(ctx: FigureContext) {
           fillWaitMs: ctx.quick ? 500 : 5_000,
           windowMs,
         });
-        const tallyFreshness = await tallyProbes(ctx, fleet, { seed: 530 + i, rate: pacedRate, probes });
+        ctx.log(`  ${probes} freshness probes under ${fmt(pacedRate)} events/s`);
+        const probeOpts = { seed: 530 + i, rate: pacedRate, probes, warmMs: ctx.quick ? 500 : 2_000, tag: 'PEER' };
+        const tallyFreshness = (await probesUnderLoad(ctx, fleet, probeOpts)).latencies;
         rows.push({ durability: d, pgPeak, pgPaced, tallyPeak, tallyFreshness });
       } finally {
         await fleet.stop();
@@ -102,7 +104,7 @@ async function measurePostgresPeer(ctx: FigureContext) {
   }
 }
 
-/** Runs one writer process on fresh tables and feeds it batches for `durationMs` (as fast as it takes them, or at `rate`). */
+/** Runs one writer process (which makes its tables) and feeds it batches for `durationMs` (as fast as it takes them, or at `rate`). */
 async function runPeer(
   ctx: FigureContext,
   url: string,
@@ -110,14 +112,6 @@ async function runPeer(
   synchronousCommit: 'on' | 'off',
   load: { seed: number; batchSize: LoadOptions['batchSize']; durationMs: number; rate?: number },
 ): Promise<PeerRun> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  await client.query(
-    `CREATE TABLE ${table}_counters (pk text NOT NULL, field text NOT NULL, value numeric(38, 0) NOT NULL, PRIMARY KEY (pk, field))`,
-  );
-  await client.query(`CREATE TABLE ${table}_batches (id text PRIMARY KEY)`);
-  await client.end();
-
   const options = JSON.stringify({ connectionString: url, table, synchronousCommit, concurrency: CONCURRENCY });
   const writer = spawn(process.execPath, ['--import', 'tsx', 'tools/bench/src/pg-writer.ts', options], {
     cwd: REPO_ROOT,
@@ -159,21 +153,6 @@ async function runPeer(
   if (run.duplicates > 0) throw new Error(`${run.duplicates} batches were refused as duplicates; every batch id of the run is new`);
   ctx.log(`  checked: ${fmt(run.tableRows)} (pk, field) rows equal the sums of ${fmt(run.batches)} batches`);
   return run;
-}
-
-/** Probes (one view of a new product each, polled in the query API until visible) under steady background load. */
-async function tallyProbes(ctx: FigureContext, fleet: Fleet, opts: { seed: number; rate: number; probes: number }): Promise<number[]> {
-  ctx.log(`  ${opts.probes} freshness probes under ${fmt(opts.rate)} events/s`);
-  const load = startBackgroundLoad(fleet, { seed: opts.seed, rate: opts.rate, concurrency: 16, batchSize: [50, 150] });
-  try {
-    await sleep(ctx.quick ? 500 : 2_000);
-    const tag = Date.now().toString(36);
-    const out: number[] = [];
-    for (let i = 0; i < opts.probes; i++) out.push((await probe(fleet, `PEER${tag}x${opts.seed}x${i}`)).ms);
-    return out.sort((a, b) => a - b);
-  } finally {
-    await load.stop();
-  }
 }
 
 /** The writer's and the server's CPU ms per 1000 events. */

@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import type { Segment } from '@tally/contracts';
-import { createDynamoClient, createDynamoMeter, writeRow, type RowWriterDeps } from '@tally/dynamo';
+import { createDynamoClient, createDynamoMeter, writeRow } from '@tally/dynamo';
 import { evaluateSegments, HistoryMemo, namedRange, readSeries, resolveMetrics, type QueryDeps } from '@tally/query';
 import { compileRules, defaultRules, rollup, type NormalizedEvent } from '@tally/schema';
 import { createTenant, issueKey } from '@tally/tenants';
@@ -32,16 +32,6 @@ const INGEST_FLAG = '--ingest-loop';
 /** A visitor from the Zipf tail: a few dozen events over the history. */
 const TYPICAL = 'V150';
 
-interface Scenario {
-  name: string;
-  /** Short name for the one-line summary. */
-  label: string;
-  /** One call; returns the DynamoDB requests it made. */
-  call: () => Promise<number>;
-  /** The same question over HTTP (query-api process). */
-  http: { method: 'GET' | 'POST'; path: string; body?: unknown };
-}
-
 const SEGMENTS: Segment[] = [
   {
     name: 'p1-fan',
@@ -62,13 +52,33 @@ const SEGMENTS: Segment[] = [
   },
 ];
 
-/** Writes every row of STORE with unwritten counts. */
-const flushAll = (buckets: BucketStore, deps: RowWriterDeps, tick: () => number) =>
-  flushStore(buckets, STORE, tick, Number.MAX_SAFE_INTEGER, (pk, entries) => writeRow(deps, pk, entries));
+/** STORE's Redis buckets and DynamoDB table as the apps use them, with a clock that never repeats. */
+function storeOf(redisUrl: string, endpoint: string, table: string) {
+  const redis = new Redis(redisUrl);
+  const client = createDynamoClient({ endpoint, region: 'us-east-1' });
+  const rules = compileRules(defaultRules);
+  const buckets = new BucketStore({ redis, rules });
+  const writeDeps = { client, table, meter: createDynamoMeter() };
+  let clock = Date.now();
+  const tick = () => (clock = Math.max(clock + 1, Date.now()));
+  return {
+    client,
+    rules,
+    buckets,
+    apply: (batchId: string, events: NormalizedEvent[]) =>
+      buckets.apply(STORE, batchId, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 }),
+    /** Writes every row of STORE with unwritten counts. */
+    flush: () => flushStore(buckets, STORE, tick, Number.MAX_SAFE_INTEGER, (pk, entries) => writeRow(writeDeps, pk, entries)),
+    close: async () => {
+      await redis.quit();
+      client.destroy();
+    },
+  };
+}
 
 /**
  * Latency and DynamoDB reads of the query API's questions, in-process and over HTTP (the method is in the markdown below).
- * @public (measure-child.ts runs it for --baseline)
+ * @public (in-checkout.ts runs it for --baseline)
  */
 export async function measure(ctx: FigureContext) {
   const runMs = ctx.quick ? 1_500 : 10_000;
@@ -76,23 +86,13 @@ export async function measure(ctx: FigureContext) {
   const redisServer = await startRedis();
   const dyn = await startDynalite({ mode: 'child' });
   const table = await createTestTable(dyn.endpoint);
-  const redis = new Redis(redisServer.url);
-  const client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' });
-  const rules = compileRules(defaultRules);
-  const buckets = new BucketStore({ redis, rules });
+  const { client, rules, buckets, apply, flush, close } = storeOf(redisServer.url, dyn.endpoint, table);
   const meter = createDynamoMeter();
   const deps: QueryDeps = { buckets, dynamo: { client, table, meter }, rules, historyMemo: new HistoryMemo() }; // as the query API runs it
-  let clock = Date.now();
-  const tick = () => (clock = Math.max(clock + 1, Date.now()));
   let batchNo = 0;
   let app: AppHandle | undefined;
   let ingestProc: ProcessHandle | undefined;
   let load0 = 0;
-
-  const writeDeps = { client, table, meter: createDynamoMeter() };
-  const apply = async (events: NormalizedEvent[]) => {
-    await buckets.apply(STORE, `q-${++batchNo}`, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 });
-  };
 
   try {
     await createTenant({ dynamo: client, table }, STORE);
@@ -123,10 +123,10 @@ export async function measure(ctx: FigureContext) {
         });
       heavyViews += 4;
       if (d % 20 === 0) events.push({ type: 'order', ts: dayTs - 3_600_000, value: '42.50', dims: { visitor: HEAVY } });
-      await apply(events);
-      if (d % 30 === 0) await flushAll(buckets, writeDeps, tick);
+      await apply(`q-${++batchNo}`, events);
+      if (d % 30 === 0) await flush();
     }
-    await flushAll(buckets, writeDeps, tick);
+    await flush();
 
     // Concurrent ingest in its own process (so its work does not sit in the measured event loop): batches of 100
     // current events every 10 ms, every row flushed each second. The heavy visitor is not in them, so its session
@@ -141,99 +141,67 @@ export async function measure(ctx: FigureContext) {
       env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table },
       timeoutMs: 120_000, // a start-up on a loaded machine
     });
+    // Each question: one in-process call (returns the DynamoDB requests it made), and the same over HTTP (query-api:
+    // POST with a body, else GET).
     const metrics = resolveMetrics(rules, ['ViewCount', 'OrderCount', 'Revenue']);
-    const series = (range: 'last30d' | 'last3m' | 'all', granularity: 'day' | 'total') => async () => {
-      const r = await readSeries(deps, {
-        store: STORE,
-        pk: STORE,
-        metrics,
-        range: range === 'all' ? 'all' : namedRange(range, 'UTC', Date.now()),
-        granularity,
-      });
-      return r.dynamoRequests;
-    };
-    const seriesPath = '/v1/series?metrics=ViewCount,OrderCount,Revenue';
-    const scenarios: Scenario[] = [
-      ...(
-        [
-          ['series, last 30 days by day (store row)', 'last30d', 'last30d', 'day', '&range=last30d&granularity=day'],
-          ['series, last 3 months by day (store row)', 'last3m', 'last3m', 'day', '&range=last3m&granularity=day'],
-          ['series, all time (granularity total)', 'all-time', 'all', 'total', '&granularity=total'],
-        ] as const
-      ).map(([name, label, range, granularity, query]) => ({
-        name,
-        label,
-        call: series(range, granularity),
-        http: { method: 'GET' as const, path: seriesPath + query },
-      })),
-      ...(
-        [
-          [`segment evaluation, warm cache, typical visitor ${TYPICAL} (2 segments, 5 rules)`, 'segments warm (typical)', TYPICAL],
-          [
-            `segment evaluation, warm cache, heavy visitor (${heavyViews} views of 40 products; 2 segments, 5 rules)`,
-            'segments warm (heavy)',
-            HEAVY,
-          ],
-        ] as const
-      ).map(([name, label, visitorId]) => ({
-        name,
-        label,
-        call: async () => {
-          const pk = rules.pkOf(STORE, 'visitor', [visitorId]);
-          const r = await evaluateSegments(deps, {
-            store: STORE,
-            pk,
-            timeZone: 'UTC',
-            now: Date.now(),
-            segments: SEGMENTS,
-            cacheTtlSeconds: 1_800,
-          });
-          return r.dynamoRequests;
-        },
-        http: { method: 'POST' as const, path: '/v1/segments/evaluate', body: { visitor: visitorId, segments: SEGMENTS } },
-      })),
+    const seriesQ = (name: string, label: string, range: 'last30d' | 'last3m' | 'all', granularity: 'day' | 'total', query: string) => ({
+      name,
+      label,
+      path: `/v1/series?metrics=ViewCount,OrderCount,Revenue${query}`,
+      body: undefined as unknown,
+      call: async () => {
+        const r = range === 'all' ? 'all' : namedRange(range, 'UTC', Date.now());
+        return (await readSeries(deps, { store: STORE, pk: STORE, metrics, range: r, granularity })).dynamoRequests;
+      },
+    });
+    const segmentsQ = (name: string, label: string, visitor: string) => ({
+      name,
+      label,
+      path: '/v1/segments/evaluate',
+      body: { visitor, segments: SEGMENTS } as unknown,
+      call: async () => {
+        const pk = rules.pkOf(STORE, 'visitor', [visitor]);
+        const at = { store: STORE, pk, timeZone: 'UTC', now: Date.now(), segments: SEGMENTS, cacheTtlSeconds: 1_800 };
+        return (await evaluateSegments(deps, at)).dynamoRequests;
+      },
+    });
+    const heavyName = `segment evaluation, warm cache, heavy visitor (${heavyViews} views of 40 products; 2 segments, 5 rules)`;
+    const scenarios = [
+      seriesQ('series, last 30 days by day (store row)', 'last30d', 'last30d', 'day', '&range=last30d&granularity=day'),
+      seriesQ('series, last 3 months by day (store row)', 'last3m', 'last3m', 'day', '&range=last3m&granularity=day'),
+      seriesQ('series, all time (granularity total)', 'all-time', 'all', 'total', '&granularity=total'),
+      segmentsQ(`segment evaluation, warm cache, typical visitor ${TYPICAL} (2 segments, 5 rules)`, 'segments warm (typical)', TYPICAL),
+      segmentsQ(heavyName, 'segments warm (heavy)', HEAVY),
     ];
 
     const rows = [];
     for (const s of scenarios) {
       ctx.log(s.name);
       await s.call(); // warm-up (fills the segment cache)
-      let maxDynamoRequests = 0;
-      const units0 = meter.totals().readUnits;
-      let calls = 0;
-      const cpu0 = process.cpuUsage();
+      let [maxDynamoRequests, calls] = [0, 0];
+      const [units0, cpu0] = [meter.totals().readUnits, process.cpuUsage()];
       const lat = await timeLoop(runMs, async () => {
         maxDynamoRequests = Math.max(maxDynamoRequests, await s.call());
         calls++;
       });
       const cpu = process.cpuUsage(cpu0);
-      const cpuMsPerCall = (cpu.user + cpu.system) / 1000 / calls;
-      const readUnitsPerCall = (meter.totals().readUnits - units0) / calls;
-      const headers: Record<string, string> = { authorization: `Bearer ${key}` };
-      if (s.http.body) headers['content-type'] = 'application/json';
+      const method = s.body ? 'POST' : 'GET';
+      const headers = { authorization: `Bearer ${key}`, ...(s.body ? { 'content-type': 'application/json' } : {}) };
       const httpCall = async () => {
-        const res = await fetch(app!.url + s.http.path, {
-          method: s.http.method,
-          headers,
-          body: s.http.body ? JSON.stringify(s.http.body) : undefined,
-        });
-        if (res.status !== 200) throw new Error(`${s.http.method} ${s.http.path}: ${res.status} ${await res.text()}`);
+        const res = await fetch(app!.url + s.path, { method, headers, body: s.body ? JSON.stringify(s.body) : undefined });
+        if (res.status !== 200) throw new Error(`${method} ${s.path}: ${res.status} ${await res.text()}`);
         await res.arrayBuffer();
       };
       await httpCall();
-      const route = s.http.path.split('?')[0]!;
+      // The time inside the query-api process, from its own request histogram.
+      const labels = { route: s.path.split('?')[0]!, status_code: '200' };
       const served = async () => {
         const text = await app!.metrics();
-        const labels = { route, status_code: '200' };
-        return {
-          sum: metricValue(text, 'tally_http_request_duration_seconds_sum', labels),
-          count: metricValue(text, 'tally_http_request_duration_seconds_count', labels),
-        };
+        return ['sum', 'count'].map((n) => metricValue(text, `tally_http_request_duration_seconds_${n}`, labels));
       };
-      const before = await served();
+      const [sum0, count0] = await served();
       const httpLat = await timeLoop(runMs, httpCall);
-      const after = await served();
-      const serverMeanMs = ((after.sum - before.sum) / Math.max(1, after.count - before.count)) * 1000;
+      const [sum1, count1] = await served();
       rows.push({
         name: s.name,
         label: s.label,
@@ -242,9 +210,9 @@ export async function measure(ctx: FigureContext) {
         p99: quantile(lat, 0.99),
         mean: lat.reduce((a, b) => a + b, 0) / lat.length,
         maxDynamoRequests,
-        readUnitsPerCall,
-        cpuMsPerCall,
-        serverMeanMs,
+        readUnitsPerCall: (meter.totals().readUnits - units0) / calls,
+        cpuMsPerCall: (cpu.user + cpu.system) / 1000 / calls,
+        serverMeanMs: ((sum1! - sum0!) / Math.max(1, count1! - count0!)) * 1000,
         httpP50: quantile(httpLat, 0.5),
         httpP99: quantile(httpLat, 0.99),
       });
@@ -257,8 +225,7 @@ export async function measure(ctx: FigureContext) {
   } finally {
     await ingestProc?.kill('SIGKILL');
     await app?.stop();
-    await redis.quit();
-    client.destroy();
+    await close();
     await dyn.stop();
     await redisServer.stop();
   }
@@ -330,32 +297,20 @@ export const queryFigure = figure('query', async (ctx) => {
 
 /** The background ingest process: `query.ts --ingest-loop <redis url> <dynamodb endpoint> <table>`. */
 async function ingestLoop(redisUrl: string, endpoint: string, table: string): Promise<void> {
-  const redis = new Redis(redisUrl);
-  const client = createDynamoClient({ endpoint, region: 'us-east-1' });
-  const rules = compileRules(defaultRules);
-  const buckets = new BucketStore({ redis, rules });
-  const deps = { client, table, meter: createDynamoMeter() };
+  const { apply, flush, close } = storeOf(redisUrl, endpoint, table);
   const rnd = prng(11);
   const product = zipf(PRODUCTS, 1.05, rnd);
   const visitor = zipf(VISITORS, 0.8, rnd);
   let stop = false;
   process.on('SIGTERM', () => (stop = true));
-  let clock = Date.now();
-  const tick = () => (clock = Math.max(clock + 1, Date.now()));
-  let ingested = 0;
-  let lastFlush = performance.now();
-  let lastReport = 0;
+  let [ingested, lastFlush, lastReport] = [0, performance.now(), 0];
   for (let b = 0; !stop; b++) {
     const now = Date.now();
-    const events: NormalizedEvent[] = Array.from({ length: 100 }, () => ({
-      type: 'view',
-      ts: now,
-      dims: { product: `P${product()}`, visitor: `L${visitor()}` },
-    }));
-    await buckets.apply(STORE, `live-${process.pid}-${b}`, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 });
-    ingested += events.length;
+    const visit = (): NormalizedEvent => ({ type: 'view', ts: now, dims: { product: `P${product()}`, visitor: `L${visitor()}` } });
+    await apply(`live-${process.pid}-${b}`, Array.from({ length: 100 }, visit));
+    ingested += 100;
     if (performance.now() - lastFlush > 1_000) {
-      await flushAll(buckets, deps, tick);
+      await flush();
       lastFlush = performance.now();
     }
     if (performance.now() - lastReport > 500) {
@@ -365,8 +320,7 @@ async function ingestLoop(redisUrl: string, endpoint: string, table: string): Pr
     await new Promise((r) => setTimeout(r, 10));
   }
   process.stdout.write(`ingested ${ingested}\n`);
-  await redis.quit();
-  client.destroy();
+  await close();
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === INGEST_FLAG) {

@@ -15,63 +15,11 @@ const TICK_BUCKET_MS = 60_000;
 /** Rows each store's measured bucket touches (the tick folds them into existing outboxes). */
 const ROWS_PER_TICK = 5;
 
-export interface ScalePoint {
-  stores: number;
-  openRows: number;
-  /** Redis used_memory after loading, bytes. */
-  memory: number;
-  /** GET /metrics of a real aggregator process, ms. */
-  scrapeMedianMs: number;
-  scrapeMaxMs: number;
-  /** Redis commands one scrape runs (from INFO commandstats). */
-  scrapeCommands: number;
-  /** The measured seal tick (every store active: seal, fold ROWS_PER_TICK rows, due check, publish), ms. */
-  tickMs: number;
-  tickStores: number;
-  /** CPU seconds over the tick's window: the aggregator process (its idle workers included) and redis-server. */
-  tickCpu: { aggregator: number; redis: number };
-  /** That window (the tick and at most about 1.2 s of sampling and polling around it), ms. */
-  cpuWindowMs: number;
-  /** Redis commands per store in the tick (scripts and the commands they run, from INFO commandstats). */
-  tickCommandsPerStore: number;
-  /** Load average (1 min) when the tick ended: the machine is shared. */
-  loadAverage: number;
-}
-
-/** Commands the server has run (Lua's redis.call included), from INFO commandstats. */
-async function commandCount(redis: Redis): Promise<number> {
-  return [...(await redis.info('commandstats')).matchAll(/calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
-}
-
-/** Per command (Lua's redis.call included): calls and microseconds, from INFO commandstats. */
-async function commandStats(redis: Redis): Promise<Map<string, { calls: number; usec: number }>> {
-  const out = new Map<string, { calls: number; usec: number }>();
-  for (const m of (await redis.info('commandstats')).matchAll(/cmdstat_([^:]+):calls=(\d+),usec=(\d+)/g)) {
-    out.set(m[1]!, { calls: Number(m[2]), usec: Number(m[3]) });
-  }
-  return out;
-}
-
-/** Forks (AOF rewrites) the server has made, and whether one is running: a child's copy-on-write taxes the parent. */
-async function forkState(
-  redis: Redis,
-): Promise<{ forks: number; rewriting: boolean; aofRewrites: number; user: number; sys: number; fragmentation: number }> {
-  const info = await redis.info();
-  const num = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? 0);
-  return {
-    forks: num('total_forks'),
-    rewriting: num('aof_rewrite_in_progress') === 1,
-    aofRewrites: num('aof_rewrites'),
-    user: num('used_cpu_user'),
-    sys: num('used_cpu_sys'),
-    fragmentation: num('mem_fragmentation_ratio'),
-  };
-}
-
-/** CPU seconds redis-server has used (INFO cpu). */
-async function redisCpu(redis: Redis): Promise<number> {
-  const info = await redis.info('cpu');
-  return Number(/used_cpu_user:([\d.]+)/.exec(info)![1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)![1]);
+/** Commands the server has run (Lua's redis.call included, from INFO commandstats) and its CPU seconds (INFO cpu). */
+async function redisCounters(redis: Redis): Promise<{ commands: number; cpu: number }> {
+  const info = await redis.info('cpu', 'commandstats');
+  const commands = [...info.matchAll(/calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+  return { commands, cpu: Number(/used_cpu_user:([\d.]+)/.exec(info)![1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)![1]) };
 }
 
 async function pool<T>(items: readonly T[], n: number, fn: (t: T) => Promise<void>): Promise<void> {
@@ -87,7 +35,7 @@ async function pool<T>(items: readonly T[], n: number, fn: (t: T) => Promise<voi
  * Loads `stores` stores holding `openRows` visitor rows with unwritten counts (folded into outboxes, waiting for
  * their idle flush), then measures one sealer tick of a real aggregator with every store active, and its /metrics.
  */
-async function measurePoint(stores: number, openRows: number, log: (l: string) => void): Promise<ScalePoint> {
+async function measurePoint(stores: number, openRows: number, log: (l: string) => void) {
   const redisServer = await startRedis({ appendonly: true, appendfsync: 'everysec' });
   const dyn = await startDynalite();
   const table = await createTestTable(dyn.endpoint);
@@ -101,31 +49,25 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     const rowsOf = (i: number) => Math.floor(openRows / stores) + (i < openRows % stores ? 1 : 0);
     const base = await usedMemory(redis);
     const t0 = Date.now() - 3 * BUCKET_MS;
-    /** Seals and folds every store's open bucket (as a tick would) and publishes its backlog. */
-    const sealAll = (now: number) =>
-      pool(ids, 32, async (store) => {
-        await buckets.seal(store, { now, minAgeMs: BUCKET_MS / 2 });
-        await buckets.foldSealed(store, { now });
-        await buckets.publishBacklog(store, await buckets.storeBacklog(store));
-      });
-    const deltasFor = (store: string, from: number, n: number): RowDeltas => {
-      const d: RowDeltas = new Map();
-      for (let v = from; v < from + n; v++) d.set(`${store}#visitor#V${v}`, new Map([['2023-123|v', 1n]]));
-      return d;
-    };
-    // Load: every store's rows applied in one open bucket, then sealed and folded: open rows in outboxes.
-    await pool([...ids.keys()], 32, async (i) => {
-      const n = rowsOf(i);
-      for (let from = 0; from < n; from += 500) {
-        await buckets.apply(ids[i]!, `load-${from}`, deltasFor(ids[i]!, from, Math.min(500, n - from)), {
-          now: t0,
-          dedupeTtlSeconds: 3_600,
-        });
-      }
+    /** Applies visitor rows V<from>..V<from + n - 1> of store `i` in batch `batchId`, and registers the store. */
+    const apply = async (i: number, batchId: string, from: number, n: number, now: number) => {
+      const deltas: RowDeltas = new Map(
+        Array.from({ length: n }, (_, k) => [`${ids[i]}#visitor#V${from + k}`, new Map([['2023-123|v', 1n]])]),
+      );
+      await buckets.apply(ids[i]!, batchId, deltas, { now, dedupeTtlSeconds: 3_600 });
       await buckets.registerStore(ids[i]!);
+    };
+    // Load: every store's rows applied in one open bucket, then sealed and folded (as a tick would, the backlog
+    // published): open rows in outboxes, waiting for their idle flush (due in 30 min).
+    await pool([...ids.keys()], 32, async (i) => {
+      for (let from = 0; from < rowsOf(i); from += 500) await apply(i, `load-${from}`, from, Math.min(500, rowsOf(i) - from), t0);
     });
-    // Sealed and folded now: the rows wait for their idle flush (due in 30 min).
-    await sealAll(Date.now());
+    await pool(ids, 32, async (store) => {
+      const now = Date.now();
+      await buckets.seal(store, { now, minAgeMs: BUCKET_MS / 2 });
+      await buckets.foldSealed(store, { now });
+      await buckets.publishBacklog(store, await buckets.storeBacklog(store));
+    });
     const memory = (await usedMemory(redis)) - base;
     log(`${stores} stores, ${openRows} open rows loaded: ${(memory / 1e6).toFixed(1)} MB`);
 
@@ -142,27 +84,18 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
       },
     });
     const a = app;
-    const ticks = async (text?: string) => metricValue(text ?? (await a.metrics()), 'tally_seal_tick_duration_seconds_count') ?? 0;
+    const ticks = async (text?: string) => metricValue(text ?? (await a.metrics()), 'tally_seal_tick_duration_seconds_count');
     await waitFor(async () => (await ticks()) >= 1, { timeoutMs: 300_000, intervalMs: 200, message: 'the first seal tick' });
-    await pool([...ids.keys()], 32, async (i) => {
-      await buckets.apply(ids[i]!, 'tick-1', deltasFor(ids[i]!, 0, Math.min(ROWS_PER_TICK, Math.max(1, rowsOf(i)))), {
-        now: Date.now(),
-        dedupeTtlSeconds: 3_600,
-      });
-      await buckets.registerStore(ids[i]!);
-    });
+    await pool([...ids.keys()], 32, (i) => apply(i, 'tick-1', 0, Math.min(ROWS_PER_TICK, Math.max(1, rowsOf(i))), Date.now()));
     const before = await a.metrics();
     if ((await ticks(before)) !== 1) throw new Error('a second tick began while the fresh buckets were applied: raise TICK_BUCKET_MS');
     // CPU of both processes sampled every 200 ms while the tick is awaited; the tick's window is cut from the samples
     // (from the last one before it began to the first one after it ended), so the idle time around it stays out.
     const sample = async () => {
-      const at = performance.now();
-      const aggregator = cpuSeconds(a.process.pid!);
-      const [cpu, commands] = await Promise.all([redisCpu(redis), commandCount(redis)]);
+      const [at, aggregator] = [performance.now(), cpuSeconds(a.process.pid!)];
+      const { cpu, commands } = await redisCounters(redis);
       return { at, aggregator, redis: cpu, commands };
     };
-    const forksBefore = await forkState(redis);
-    const statsBefore = await commandStats(redis);
     const sampling = sampler(200, sample);
     let after = before;
     let polledAt = performance.now();
@@ -178,38 +111,18 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     );
     const samples = await sampling.stop();
     samples.push(await sample());
-    const forksAfter = await forkState(redis);
-    const statsAfter = await commandStats(redis);
-    const perCommand = [...statsAfter]
-      .map(([name, a]) => ({
-        name,
-        calls: a.calls - (statsBefore.get(name)?.calls ?? 0),
-        usec: a.usec - (statsBefore.get(name)?.usec ?? 0),
-      }))
-      .filter((c) => c.calls > 0 && !/^(info|ping)$/.test(c.name))
-      .sort((x, y) => y.usec - x.usec);
-    log(
-      `tick commands per store (calls, µs): ${perCommand
-        .slice(0, 14)
-        .map((c) => `${c.name} ${(c.calls / stores).toFixed(1)} ${(c.usec / stores).toFixed(1)}`)
-        .join(', ')}; forks ${forksAfter.forks - forksBefore.forks}, AOF rewrite running at start ${forksBefore.rewriting}, ` +
-        `at end ${forksAfter.rewriting}, AOF rewrites so far ${forksAfter.aofRewrites}; redis CPU user ${(forksAfter.user - forksBefore.user).toFixed(2)} s, ` +
-        `sys ${(forksAfter.sys - forksBefore.sys).toFixed(2)} s (INFO before and after the wait); fragmentation ${forksAfter.fragmentation}`,
-    );
-    const sealed = (metricValue(after, 'tally_buckets_sealed_total') ?? 0) - (metricValue(before, 'tally_buckets_sealed_total') ?? 0);
+    const delta = (name: string) => metricValue(after, name) - metricValue(before, name);
+    const sealed = delta('tally_buckets_sealed_total');
     if (sealed !== stores) throw new Error(`the measured tick sealed ${sealed} buckets, not ${stores}`);
-    const tickMs =
-      ((metricValue(after, 'tally_seal_tick_duration_seconds_sum') ?? 0) -
-        (metricValue(before, 'tally_seal_tick_duration_seconds_sum') ?? 0)) *
-      1000;
+    const tickMs = delta('tally_seal_tick_duration_seconds_sum') * 1000;
     // The tick ended after the poll before the one that saw it, so it began after that poll minus its duration.
     const began = lastPoll - tickMs;
     const from = samples.filter((x) => x.at <= began).pop() ?? samples[0]!;
     const to = samples[samples.length - 1]!;
     const tickCpu = { aggregator: to.aggregator - from.aggregator, redis: to.redis - from.redis };
     const cpuWindowMs = to.at - from.at;
-    // Minus the sampler's own INFO commands (two per sample after the first).
-    const tickCommands = to.commands - from.commands - 2 * (samples.indexOf(to) - samples.indexOf(from));
+    // Minus the sampler's own INFO commands (one per sample after the first).
+    const tickCommands = to.commands - from.commands - (samples.indexOf(to) - samples.indexOf(from));
     const loadAverage = loadavg()[0]!;
     log(
       `seal tick over ${stores} active stores: ${tickMs.toFixed(0)} ms; CPU ${tickCpu.aggregator.toFixed(2)} s aggregator, ${tickCpu.redis.toFixed(2)} s redis ` +
@@ -217,7 +130,7 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
         `${(tickCommands / stores).toFixed(1)} Redis commands per store; load average ${loadAverage.toFixed(1)}`,
     );
     const times: number[] = [];
-    const scrapeCommands0 = await commandCount(redis);
+    const scrapeCommands0 = (await redisCounters(redis)).commands;
     const SCRAPES = 25;
     for (let i = 0; i < SCRAPES; i++) {
       const s = performance.now();
@@ -231,25 +144,15 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
       await new Promise((r) => setTimeout(r, 300));
     }
     // Minus the one INFO of this count itself.
-    const scrapeCommands = ((await commandCount(redis)) - scrapeCommands0 - 1) / SCRAPES;
+    const scrapeCommands = ((await redisCounters(redis)).commands - scrapeCommands0 - 1) / SCRAPES;
     times.sort((a, b) => a - b);
+    const [scrapeMedianMs, scrapeMaxMs] = [times[Math.floor(times.length / 2)]!, times.at(-1)!];
     log(
-      `GET /metrics: median ${times[Math.floor(times.length / 2)]!.toFixed(1)} ms, max ${times[times.length - 1]!.toFixed(1)} ms, ${scrapeCommands.toFixed(1)} Redis commands each`,
+      `GET /metrics: median ${scrapeMedianMs.toFixed(1)} ms, max ${scrapeMaxMs.toFixed(1)} ms, ${scrapeCommands.toFixed(1)} Redis commands each`,
     );
-    return {
-      stores,
-      openRows,
-      memory,
-      scrapeMedianMs: times[Math.floor(times.length / 2)]!,
-      scrapeMaxMs: times[times.length - 1]!,
-      scrapeCommands,
-      tickMs,
-      tickStores: stores,
-      tickCpu,
-      cpuWindowMs,
-      tickCommandsPerStore: tickCommands / stores,
-      loadAverage,
-    };
+    // Redis used_memory after loading (bytes); the tick's CPU seconds (aggregator process, its idle workers included, and redis-server).
+    const tickCommandsPerStore = tickCommands / stores;
+    return { stores, openRows, memory, scrapeMedianMs, scrapeMaxMs, scrapeCommands, tickMs, tickCpu, tickCommandsPerStore, loadAverage };
   } finally {
     await app?.stop().catch(() => app?.kill());
     await closeQueues(queues);
@@ -270,11 +173,7 @@ function grid(quick: boolean): Array<[number, number]> {
   });
 }
 
-async function measureScale(opts: { quick: boolean; log: (l: string) => void }): Promise<ScalePoint[]> {
-  const out: ScalePoint[] = [];
-  for (const [s, r] of grid(opts.quick)) out.push(await measurePoint(s, r, opts.log));
-  return out;
-}
+type ScalePoint = Awaited<ReturnType<typeof measurePoint>>;
 
 /** Redis bytes per store and per open row, from the grid's points (differences between points, so the constant part drops out). */
 function memoryPer(points: readonly ScalePoint[]): { perStore: number; perRow: number } | undefined {
@@ -291,7 +190,8 @@ function memoryPer(points: readonly ScalePoint[]): { perStore: number; perRow: n
 export const scaleFigure = {
   name: 'scale',
   async run(ctx: FigureContext): Promise<FigureResult> {
-    const points = await measureScale({ quick: ctx.quick, log: ctx.log });
+    const points: ScalePoint[] = [];
+    for (const [s, r] of grid(ctx.quick)) points.push(await measurePoint(s, r, ctx.log));
     const mem = memoryPer(points);
     const biggest = points[points.length - 1]!;
     const rows = points.map(

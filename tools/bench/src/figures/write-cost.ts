@@ -17,25 +17,12 @@ import { flushStore, simulatedDay, type DayEvent } from '../workload';
 const MIN = 60_000;
 const DAY_START = Date.UTC(2023, 4, 3);
 
-interface CostRun {
-  design: string;
-  /** UpdateItems by entity (store, product, visitor). */
-  byEntity?: Record<string, number>;
-  events: number;
-  writeUnits: number;
-  updates: number;
-  wcuPerMillion: number;
-  /** Read units (the sketch runs read each item's sketches before writing them). */
-  readUnits?: number;
-}
-
-interface Env {
-  redis: Redis;
-  endpoint: string;
-}
+/** Write units, UpdateItems (by entity: store, product, visitor, for pipeline runs) and read units (the sketch runs read each item's sketches before writing them). */
+type CostRun = ReturnType<typeof costRun> & { byEntity?: Record<string, number> };
+type Env = { redis: Redis; endpoint: string };
 
 /** A run's cost from its meter. */
-function costRun(design: string, events: number, meter: RowWriterDeps['meter']): CostRun {
+function costRun(design: string, events: number, meter: RowWriterDeps['meter']) {
   const t = meter.totals();
   const updates = t.requests['UpdateItem:ok'] ?? 0;
   return { design, events, writeUnits: t.writeUnits, readUnits: t.readUnits, updates, wcuPerMillion: (t.writeUnits / events) * 1e6 };
@@ -79,33 +66,24 @@ async function runPipeline(
   let batch = 0;
   // Two simulated days: the first carries the traffic, the second lets every policy come due.
   for (let t = DAY_START; t < DAY_START + 2 * 86_400_000 + bucketMs; t += bucketMs) {
-    const byStore = new Map<string, DayEvent['event'][]>();
-    while (i < day.length && day[i]!.event.ts < t + bucketMs) {
-      const d = day[i++]!;
-      let list = byStore.get(d.store);
-      if (!list) byStore.set(d.store, (list = []));
-      list.push(d.event);
-    }
-    for (const [store, events] of byStore) {
+    const start = i;
+    while (i < day.length && day[i]!.event.ts < t + bucketMs) i++;
+    for (const [store, inBucket] of Map.groupBy(day.slice(start, i), (d) => d.store)) {
+      const events = inBucket.map((d) => d.event);
       if (sketches) await buckets.sketches.add(store, schema.rollupDistinct(rules, store, 'UTC', events));
       await buckets.apply(store, `b${batch++}`, rollup(rules, store, 'UTC', events), { now: t + 1, dedupeTtlSeconds: 3600 });
     }
     const now = t + bucketMs;
     for (const store of stores) {
-      await flushStore(
-        buckets,
-        store,
-        () => now,
-        now,
-        async (pk, entries) => {
-          if (!sketches) return counted(deps, pk, entries);
-          const [live] = await buckets.sketches.read(store, [pk]);
-          await counted(deps, pk, entries, async (d, p, e) => {
-            const r = await dynamo.writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, e, live!);
-            await buckets.sketches.ack(store, p, r.sketchesWritten);
-          });
-        },
-      );
+      const write = async (pk: string, entries: Parameters<Writer>[2]) => {
+        if (!sketches) return counted(deps, pk, entries);
+        const [live] = await buckets.sketches.read(store, [pk]);
+        await counted(deps, pk, entries, async (d, p, e) => {
+          const r = await dynamo.writeRowWithSketches(d, (g, w) => buckets.sketches.union(store, g, w), p, e, live!);
+          await buckets.sketches.ack(store, p, r.sketchesWritten);
+        });
+      };
+      await flushStore(buckets, store, () => now, now, write);
     }
   }
   const scan = await client.send(new ScanCommand({ TableName: table, Select: 'COUNT' }));
@@ -118,7 +96,7 @@ async function runPipeline(
  * real pipeline (apply, seal, fold, writer). Its month and TOTAL items get two attributes per product each, so the
  * bucket goes in parts, each charged per KB of its item, and the items spill into overflow items at SPILL_AT_KB.
  */
-async function runCrawler(env: Env, products: number): Promise<CostFigure['crawler']> {
+async function runCrawler(env: Env, products: number) {
   const rules = compileRules(defaultRules);
   await env.redis.flushall();
   const deps = await freshTable(env);
@@ -136,11 +114,7 @@ async function runCrawler(env: Env, products: number): Promise<CostFigure['crawl
   await writeRow(deps, pk, out.entries);
   const after = deps.meter.totals();
   deps.client.destroy();
-  return {
-    products,
-    updates: after.requests['UpdateItem:ok'] ?? 0,
-    writeUnits: after.writeUnits,
-  };
+  return { products, updates: after.requests['UpdateItem:ok'] ?? 0, writeUnits: after.writeUnits };
 }
 
 /** Naive: one UpdateItem per event per row (day, month and total rows), measured on a sample of the day. */
@@ -161,22 +135,18 @@ const withPolicy = (kind: 'bucket' | { every: number }): RulesInput => {
   };
 };
 
-export interface CostFigure {
-  runs: CostRun[];
-  /** One visitor viewing this many distinct products within one bucket (a crawler), written through the pipeline. */
-  crawler: { products: number; updates: number; writeUnits: number };
-  floorPerMillion: number;
-  intervals: Array<{ minutes: number; wcuPerMillion: number }>;
-  events: number;
-  /** The default policy again with the UniqueVisitors sketches of store and product rows, over `storeDays` store-days (not before the sketches). */
-  uniqueVisitors?: { withSketches: CostRun; storeDays: number };
-}
+/**
+ * runs: naive, 3-row, packed, default, cheapest; crawler: one visitor viewing 5,000 distinct products within one
+ * bucket, written through the pipeline; uniqueVisitors: the default policy again with the UniqueVisitors sketches of
+ * store and product rows, over `storeDays` store-days (not before the sketches).
+ */
+type CostFigure = Awaited<ReturnType<typeof measure>>;
 
 /**
  * Every design's write units over the simulated day, the flush intervals, the crawler and the sketches.
- * @public (measure-child.ts runs it for --baseline)
+ * @public (in-checkout.ts runs it for --baseline)
  */
-export async function measure(opts: { quick: boolean }): Promise<CostFigure> {
+export async function measure(opts: { quick: boolean }) {
   const redisServer = await startRedis({ appendonly: false });
   const dyn = await startDynalite();
   const redis = new Redis(redisServer.url);
@@ -197,7 +167,7 @@ export async function measure(opts: { quick: boolean }): Promise<CostFigure> {
     const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, day);
     const sketchRun = 'Tally default policy with UniqueVisitors sketches (store and product rows)';
     const withSketches = 'rollupDistinct' in schema && (await runPipeline(env, sketchRun, defaultRules, day, writeRow, true));
-    const intervals: CostFigure['intervals'] = [];
+    const intervals: Array<{ minutes: number; wcuPerMillion: number }> = [];
     for (const minutes of opts.quick ? [15, 60, 1440] : [15, 30, 60, 120, 240, 480, 720, 1440]) {
       const r =
         minutes === 15
