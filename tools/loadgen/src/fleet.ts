@@ -9,6 +9,7 @@ import { createTenantAdmin } from '@tally/tenants';
 import {
   createTestTable,
   isAlive,
+  sleep,
   startApp,
   startDynalite,
   startRedis,
@@ -144,7 +145,7 @@ export async function startFleet(opts: FleetOptions) {
                 // It died before answering /healthz: a supervisor would start it again.
                 startupFailures++;
                 if (startupFailures >= 10) throw err;
-                await new Promise((r) => setTimeout(r, 500));
+                await sleep(500);
               }
             }
           },

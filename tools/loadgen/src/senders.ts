@@ -1,21 +1,19 @@
+import { sleep } from '@tally/testing';
 import { createTallyClient, QueueUnavailableError, ValidationError, type TallyClient } from '@tally/client';
 import type { CompiledRules, EventError } from '@tally/schema';
 import type { LoadBatch } from './generator';
 
-/** The definitive answer to one batch, after retrying what deserved a retry (same Idempotency-Key every time). */
-export type SendOutcome =
-  | { kind: 'accepted'; accepted: number; batchId: string; attempts: number; acceptedIndexes?: number[]; errors?: EventError[] }
-  | { kind: 'rejected'; status: number; code: string; message: string; errors: EventError[]; attempts: number }
-  | { kind: 'gave-up'; attempts: number; lastError: string };
+type Answer =
+  | { kind: 'accepted'; accepted: number; batchId: string; acceptedIndexes?: number[]; errors?: EventError[] }
+  | { kind: 'rejected'; status: number; code: string; message: string; errors: EventError[] };
 
-export interface SendOptions {
-  /** HTTP only: `?partial=true` (accept the valid events of a batch that has invalid ones). */
-  partial?: boolean;
-}
+/** The definitive answer to one batch, after retrying what deserved a retry (same Idempotency-Key every time). */
+export type SendOutcome = (Answer | { kind: 'gave-up'; lastError: string }) & { attempts: number };
 
 export interface Sender {
   readonly via: 'http' | 'client';
-  send(batch: LoadBatch, opts?: SendOptions): Promise<SendOutcome>;
+  /** `partial`, HTTP only: `?partial=true` (accept the valid events of a batch that has invalid ones). */
+  send(batch: LoadBatch, opts?: { partial?: boolean }): Promise<SendOutcome>;
   close(): Promise<void>;
 }
 
@@ -30,11 +28,9 @@ export interface RetryPolicy {
   onRetry?: (reason: string) => void;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 async function withRetries(
   policy: RetryPolicy,
-  attempt: () => Promise<{ done: SendOutcome } | { retry: string; retryAfterMs?: number }>,
+  attempt: () => Promise<{ done: Answer } | { retry: string; retryAfterMs?: number }>,
 ): Promise<SendOutcome> {
   const deadline = Date.now() + (policy.deadlineMs ?? 120_000);
   const maxDelay = policy.maxDelayMs ?? 2_000;
@@ -42,7 +38,7 @@ async function withRetries(
   let lastError = '';
   for (let attempts = 1; ; attempts++) {
     const r = await attempt();
-    if ('done' in r) return { ...r.done, attempts } as SendOutcome;
+    if ('done' in r) return { ...r.done, attempts };
     lastError = r.retry;
     if (Date.now() >= deadline) return { kind: 'gave-up', attempts, lastError };
     policy.onRetry?.(r.retry);
@@ -92,30 +88,15 @@ export function httpSender(opts: HttpSenderOptions): Sender {
           return { retry: `${res.status} without a JSON body` };
         }
         if (res.status === 202) {
-          return {
-            done: {
-              kind: 'accepted',
-              accepted: json.accepted,
-              batchId: json.batchId,
-              attempts: 0,
-              ...(json.acceptedIndexes ? { acceptedIndexes: json.acceptedIndexes } : {}),
-              ...(json.errors ? { errors: json.errors } : {}),
-            },
-          };
+          const { accepted, batchId, acceptedIndexes, errors } = json;
+          return { done: { kind: 'accepted', accepted, batchId, acceptedIndexes, errors } };
         }
         if (res.status === 429 || res.status >= 500) {
           const ra = Number(res.headers.get('retry-after'));
           return { retry: String(res.status), retryAfterMs: Number.isFinite(ra) ? ra * 1_000 : undefined };
         }
         return {
-          done: {
-            kind: 'rejected',
-            status: res.status,
-            code: json.code ?? '',
-            message: json.detail ?? '',
-            errors: json.errors ?? [],
-            attempts: 0,
-          },
+          done: { kind: 'rejected', status: res.status, code: json.code ?? '', message: json.detail ?? '', errors: json.errors ?? [] },
         };
       });
     },
@@ -152,17 +133,15 @@ export function clientSender(opts: ClientSenderOptions): Sender {
       return withRetries(opts, async () => {
         try {
           const r = await client.enqueueEvents(batch.store, batch.events, { idempotencyKey: batch.idempotencyKey });
-          return { done: { kind: 'accepted', accepted: r.accepted, batchId: r.batchId, attempts: 0 } };
+          return { done: { kind: 'accepted', accepted: r.accepted, batchId: r.batchId } };
         } catch (err) {
-          if (err instanceof ValidationError) {
-            return { done: { kind: 'rejected', status: 400, code: err.code, message: err.message, errors: err.errors, attempts: 0 } };
-          }
           if (err instanceof QueueUnavailableError) return { retry: 'QueueUnavailableError' };
-          const code = (err as { code?: unknown }).code;
-          if (typeof code === 'string' && code.startsWith('TALLY_ERR_')) {
-            return { done: { kind: 'rejected', status: 400, code, message: (err as Error).message, errors: [], attempts: 0 } };
-          }
-          return { retry: (err as Error).name || 'Error' };
+          const { code, message, name } = err as { code?: unknown; message: string; name: string };
+          const errors = err instanceof ValidationError ? err.errors : [];
+          // A ValidationError, or another refusal of libs/client (TALLY_ERR_*): definitive.
+          if (err instanceof ValidationError || (typeof code === 'string' && code.startsWith('TALLY_ERR_')))
+            return { done: { kind: 'rejected', status: 400, code: String(code), message, errors } };
+          return { retry: name || 'Error' };
         }
       });
     },
