@@ -60,7 +60,7 @@ export interface RunLoadOptions {
   onProgress?: (stats: LoadStats) => void;
 }
 
-const newLoadStats = (): LoadStats => ({
+export const newLoadStats = (): LoadStats => ({
   batches: 0,
   eventsSent: 0,
   accepted: 0,

@@ -44,19 +44,22 @@ export interface LoadOptions {
   extremeShare?: number;
 }
 
-/** The kinds of invalid events the generator mixes in; each must be refused at the edge with a 4xx naming the field. */
-export const BAD_EVENT_KINDS = [
-  'unknown-type',
-  'bad-dim-value',
-  'unknown-dim',
-  'negative-value',
-  'too-many-decimals',
-  'missing-value',
-  'pipe-in-dim',
-  'over-maximum',
-  'nonexistent-date',
-] as const;
-export type BadEventKind = (typeof BAD_EVENT_KINDS)[number];
+/** The invalid events the generator mixes in, by kind (`ts`: a minute ago); each must be refused at the edge with a 4xx naming the field. */
+const BAD_EVENTS = {
+  'unknown-type': (ts) => ({ type: 'click', ts, dims: { product: 'P1' } }),
+  'bad-dim-value': (ts) => ({ type: 'view', ts, dims: { product: 'P#1', visitor: 'V1' } }),
+  'unknown-dim': (ts) => ({ type: 'view', ts, dims: { product: 'P1', color: 'red' } }),
+  'negative-value': (ts, r) => ({ type: 'order', ts, dims: { visitor: `V${r.int(10)}` }, value: -5 }),
+  'too-many-decimals': (ts) => ({ type: 'order', ts, dims: { visitor: 'V1' }, value: 1.234 }),
+  'missing-value': (ts) => ({ type: 'order', ts, dims: { visitor: 'V1' } }),
+  'pipe-in-dim': (ts) => ({ type: 'view', ts, dims: { product: 'P|1' } }),
+  // One cent above the maximum value, as a decimal string and as a number (which JSON keeps exactly as written).
+  'over-maximum': (ts, r) => ({ type: 'order', ts, dims: { visitor: 'V1' }, value: r.chance(0.5) ? `${MAX_VALUE}.01` : MAX_VALUE + 0.01 }),
+  // 30 February of the year: a calendar date that does not exist, never rolled into 2 March.
+  'nonexistent-date': (ts) => ({ type: 'view', ts: `${ts.slice(0, 4)}-02-30T12:00:00Z`, dims: { product: 'P1' } }),
+} satisfies Record<string, (ts: string, r: Rng) => EventInput>;
+export type BadEventKind = keyof typeof BAD_EVENTS;
+export const BAD_EVENT_KINDS = Object.keys(BAD_EVENTS) as BadEventKind[];
 
 export interface LoadBatch {
   /** 0, 1, 2, … in generation order. */
@@ -93,20 +96,12 @@ const centsToString = (cents: number) => `${Math.floor(cents / 100)}.${String(ce
  */
 export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
   if (opts.stores.length === 0) throw new RangeError('generateLoad: give at least one store');
-  const products = opts.products ?? 200;
-  const visitors = opts.visitors ?? 1_000;
-  const s = opts.zipfS ?? 1.1;
+  const { products = 200, visitors = 1_000, zipfS: s = 1.1, lateShare = 0.1, lateDays = 33, previousMonthShare = 0.4 } = opts;
+  const { orderShare = 0.3, anonymousShare = 0.05, badShare = 0, extremeShare = 0 } = opts;
   const fixedNow = typeof opts.now === 'number' ? opts.now : undefined;
   const start = Date.now();
   const clock = typeof opts.now === 'function' ? opts.now : () => fixedNow ?? start;
   const [minBatch, maxBatch] = typeof opts.batchSize === 'number' ? [opts.batchSize, opts.batchSize] : (opts.batchSize ?? [20, 200]);
-  const lateShare = opts.lateShare ?? 0.1;
-  const lateDays = opts.lateDays ?? 33;
-  const previousMonthShare = opts.previousMonthShare ?? 0.4;
-  const orderShare = opts.orderShare ?? 0.3;
-  const anonymousShare = opts.anonymousShare ?? 0.05;
-  const badShare = opts.badShare ?? 0;
-  const extremeShare = opts.extremeShare ?? 0;
 
   const rng = createRng(opts.seed);
   const batchRng = rng.fork('batches');
@@ -177,32 +172,6 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
     return now - HOUR - r.int(lateDays * DAY - 2 * HOUR);
   }
 
-  function badEvent(kind: BadEventKind, r: Rng): EventInput | Record<string, unknown> {
-    const ts = new Date(clock() - MINUTE).toISOString();
-    switch (kind) {
-      case 'unknown-type':
-        return { type: 'click', ts, dims: { product: 'P1' } };
-      case 'bad-dim-value':
-        return { type: 'view', ts, dims: { product: 'P#1', visitor: 'V1' } };
-      case 'pipe-in-dim':
-        return { type: 'view', ts, dims: { product: 'P|1' } };
-      case 'unknown-dim':
-        return { type: 'view', ts, dims: { product: 'P1', color: 'red' } };
-      case 'negative-value':
-        return { type: 'order', ts, dims: { visitor: `V${r.int(10)}` }, value: -5 };
-      case 'too-many-decimals':
-        return { type: 'order', ts, dims: { visitor: 'V1' }, value: 1.234 };
-      case 'missing-value':
-        return { type: 'order', ts, dims: { visitor: 'V1' } };
-      case 'over-maximum':
-        // One cent above the maximum value, as a decimal string and as a number (which JSON keeps exactly as written).
-        return { type: 'order', ts, dims: { visitor: 'V1' }, value: r.chance(0.5) ? `${MAX_VALUE}.01` : MAX_VALUE + 0.01 };
-      case 'nonexistent-date':
-        // 30 February of this year: a calendar date that does not exist, never rolled into 2 March.
-        return { type: 'view', ts: `${new Date(clock()).getUTCFullYear()}-02-30T12:00:00Z`, dims: { product: 'P1' } };
-    }
-  }
-
   let good = 0;
   for (let seq = 0; opts.maxEvents === undefined || good < opts.maxEvents; seq++) {
     let u = batchRng.next() * totalWeight;
@@ -219,7 +188,7 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
       for (let n = badRng.between(1, 3); n > 0; n--) {
         const kind = badRng.pick(BAD_EVENT_KINDS);
         const at = badRng.int(events.length + 1);
-        const bad = badEvent(kind, badRng) as EventInput;
+        const bad = BAD_EVENTS[kind](new Date(clock() - MINUTE).toISOString(), badRng);
         events.splice(at, 0, bad);
         badKindOf.set(bad, kind);
       }

@@ -92,7 +92,7 @@ export async function checkCounts(fleet: Fleet, accepted: Iterable<StoreEvents>,
   return checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones));
 }
 
-interface QueryCheck {
+export interface QueryCheck {
   /** Values compared. */
   compared: number;
   mismatches: string[];
