@@ -25,7 +25,6 @@ export interface FleetOptions {
   /** Processes per app. Default 1 each. */
   replicas?: Partial<Record<AppName, number>>;
   bucketSeconds?: number;
-  jobLockMs?: number;
   /** Extra environment for every app (LOG_LEVEL, DEDUPE_WINDOW_SECONDS, …). */
   env?: Record<string, string>;
   /** Extra environment per app. */
@@ -99,7 +98,7 @@ export async function startFleet(opts: FleetOptions) {
     DYNAMODB_ENDPOINT: appsEndpoint,
     DYNAMODB_TABLE: table,
     BUCKET_SECONDS: String(opts.bucketSeconds ?? 1),
-    JOB_LOCK_MS: String(opts.jobLockMs ?? 1_500),
+    JOB_LOCK_MS: '1500',
     RULES_FILE: rulesFile,
     KEY_PREFIX: opts.prefix ?? 'lg',
     LOG_LEVEL: 'warn',

@@ -17,8 +17,6 @@ export interface LoadOptions {
   products?: number;
   /** Distinct visitors per store (Zipf-distributed activity). Default 1000. */
   visitors?: number;
-  /** Zipf exponent of product and visitor popularity. Default 1.1. */
-  zipfS?: number;
   /** The time events happen at: a fixed instant (deterministic output) or a clock read per session. Default: the time of the first call. */
   now?: number | (() => number);
   /** Events per batch: a fixed number or [min, max]. Default [20, 200]. */
@@ -27,14 +25,8 @@ export interface LoadOptions {
   maxEvents?: number;
   /** Share of sessions stamped in the past (late events). Default 0.1. */
   lateShare?: number;
-  /** How many days back late sessions reach; keep it under the collector's LATENESS_HORIZON_DAYS. Default 33. */
-  lateDays?: number;
   /** Share of late sessions placed in the previous month of the store's time zone. Default 0.4. */
   previousMonthShare?: number;
-  /** Share of sessions that end in an order. Default 0.3. */
-  orderShare?: number;
-  /** Share of events without a visitor (anonymous views). Default 0.05. */
-  anonymousShare?: number;
   /** Share of batches that also carry invalid events the edge must refuse. Default 0. */
   badShare?: number;
   /**
@@ -74,6 +66,9 @@ export interface LoadBatch {
   badKinds: BadEventKind[];
 }
 
+/** Zipf exponent of product and visitor popularity; days back late sessions reach (under the collector's
+ * LATENESS_HORIZON_DAYS); shares of sessions that end in an order, and of events without a visitor (anonymous views). */
+const [ZIPF_S, LATE_DAYS, ORDER_SHARE, ANONYMOUS_SHARE] = [1.1, 33, 0.3, 0.05];
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
@@ -90,14 +85,13 @@ const centsToString = (cents: number) => `${Math.floor(cents / 100)}.${String(ce
 
 /**
  * Deterministic shop traffic: for each store, visitors (Zipf) in sessions that view a few products (Zipf), some
- * page views, and maybe an order with its order lines; some sessions are late (up to `lateDays` back, a share of
+ * page views, and maybe an order with its order lines; some sessions are late (up to 33 days back, a share of
  * them in the previous month of the store's zone). Yields batches of one store each; with `badShare`, some
  * batches also carry invalid events (listed in `badIndexes`). Same options and seed, same batches.
  */
 export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
   if (opts.stores.length === 0) throw new RangeError('generateLoad: give at least one store');
-  const { products = 200, visitors = 1_000, zipfS: s = 1.1, lateShare = 0.1, lateDays = 33, previousMonthShare = 0.4 } = opts;
-  const { orderShare = 0.3, anonymousShare = 0.05, badShare = 0, extremeShare = 0 } = opts;
+  const { products = 200, visitors = 1_000, lateShare = 0.1, previousMonthShare = 0.4, badShare = 0, extremeShare = 0 } = opts;
   const fixedNow = typeof opts.now === 'number' ? opts.now : undefined;
   const start = Date.now();
   const clock = typeof opts.now === 'function' ? opts.now : () => fixedNow ?? start;
@@ -110,8 +104,8 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
   const extremeRng = rng.fork('extreme');
   const extreme = (): number | string | undefined =>
     extremeShare > 0 && extremeRng.chance(extremeShare) ? extremeRng.pick([MAX_VALUE, String(MAX_VALUE), 0, '0.00']) : undefined;
-  const productOf = zipf(products, s);
-  const visitorOf = zipf(visitors, s);
+  const productOf = zipf(products, ZIPF_S);
+  const visitorOf = zipf(visitors, ZIPF_S);
   const weights = opts.stores.map((st) => st.weight ?? 1);
   const totalWeight = weights.reduce((a, b) => a + b, 0);
 
@@ -122,7 +116,7 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
     for (;;) {
       const now = clock();
       const visitor = `V${visitorOf(r)}`;
-      const anonymous = r.chance(anonymousShare);
+      const anonymous = r.chance(ANONYMOUS_SHARE);
       let t = sessionStart(store, r, now);
       const step = () => {
         t = Math.min(now, t + r.between(1, 20) * 1_000);
@@ -144,7 +138,7 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
             dims: anonymous ? { page: `/pages/${r.int(20)}` } : { visitor, page: `/pages/${r.int(20)}` },
           };
       }
-      if (anonymous || !r.chance(orderShare)) continue;
+      if (anonymous || !r.chance(ORDER_SHARE)) continue;
       const lines = [...new Set(viewed)].slice(0, r.between(1, 3));
       let total = 0;
       for (const product of lines) {
@@ -165,11 +159,11 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
       // the previous month ends at most 31 days back).
       const thisMonth = localDate(now, store.timeZone).month;
       for (let i = 0; i < 64; i++) {
-        const ts = now - HOUR - r.int(lateDays * DAY - 2 * HOUR);
+        const ts = now - HOUR - r.int(LATE_DAYS * DAY - 2 * HOUR);
         if (localDate(ts, store.timeZone).month !== thisMonth) return ts;
       }
     }
-    return now - HOUR - r.int(lateDays * DAY - 2 * HOUR);
+    return now - HOUR - r.int(LATE_DAYS * DAY - 2 * HOUR);
   }
 
   let good = 0;

@@ -49,16 +49,13 @@ async function withRetries(
 
 export interface HttpSenderOptions extends RetryPolicy {
   /** The collector's base URL, e.g. http://127.0.0.1:7401 */
-  url: string | (() => string);
+  url: string;
   /** The ingest key of each store (the store comes from the key). */
   keyOf: (store: string) => string;
-  /** Deadline of one request. Default 15 s. */
-  requestTimeoutMs?: number;
 }
 
 /** POST /v1/events with the store's ingest key and the batch's Idempotency-Key; retries 429, 5xx and network errors. */
 export function httpSender(opts: HttpSenderOptions): Sender {
-  const urlOf = typeof opts.url === 'function' ? opts.url : () => opts.url as string;
   return {
     via: 'http',
     send(batch, sopts = {}) {
@@ -66,7 +63,7 @@ export function httpSender(opts: HttpSenderOptions): Sender {
       return withRetries(opts, async () => {
         let res: Response;
         try {
-          res = await fetch(`${urlOf()}/v1/events${sopts.partial ? '?partial=true' : ''}`, {
+          res = await fetch(`${opts.url}/v1/events${sopts.partial ? '?partial=true' : ''}`, {
             method: 'POST',
             headers: {
               'content-type': 'application/json',
@@ -74,7 +71,7 @@ export function httpSender(opts: HttpSenderOptions): Sender {
               'idempotency-key': batch.idempotencyKey,
             },
             body,
-            signal: AbortSignal.timeout(opts.requestTimeoutMs ?? 15_000),
+            signal: AbortSignal.timeout(15_000),
           });
         } catch (err) {
           const cause = (err as { cause?: { code?: string } }).cause;
@@ -114,8 +111,6 @@ export interface ClientSenderOptions extends RetryPolicy {
   queueShards?: number;
   /** The rules the aggregator runs with. */
   rules?: CompiledRules;
-  /** How long one call waits for a reconnecting Redis. Default 1000 ms. */
-  readyTimeoutMs?: number;
 }
 
 /** libs/client enqueueEvents with the batch's idempotency key; retries QueueUnavailableError. */
@@ -125,7 +120,7 @@ export function clientSender(opts: ClientSenderOptions): Sender {
     keyPrefix: opts.keyPrefix ?? 't',
     queueShards: opts.queueShards ?? 1,
     ...(opts.rules ? { rules: opts.rules } : {}),
-    readyTimeoutMs: opts.readyTimeoutMs ?? 1_000,
+    readyTimeoutMs: 1_000, // how long one call waits for a reconnecting Redis
   });
   return {
     via: 'client',
