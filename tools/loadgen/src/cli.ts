@@ -1,51 +1,53 @@
-import { parseArgs, type ParseArgsOptionDescriptor, type ParseArgsOptionsConfig } from 'node:util';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 
-/** An option of a command line: parseArgs's, with its line in the usage (`arg` names a string option's value). */
-type CliOption = ParseArgsOptionDescriptor & { help: string; arg?: string };
+/** An option of a command line: a string (the default), a number of at least `min`, or a flag; `help` is its line in
+ * the usage, `arg` names its value there. */
+type CliOption = { type?: 'string' | 'boolean'; default?: string; min?: number; multiple?: true; help: string; arg?: string };
 type Values<O> = {
   [K in keyof O]: O[K] extends { type: 'boolean' }
     ? boolean | undefined
     : O[K] extends { multiple: true }
       ? string[] | undefined
       : O[K] extends { default: string }
-        ? string
-        : string | undefined;
+        ? O[K] extends { min: number }
+          ? number
+          : string
+        : (O[K] extends { min: number } ? number : string) | undefined;
 };
 
 /**
  * parseArgs (strict) over `options`, with a usage made of their help lines: `--help` prints it and exits 0, a bad
- * command line prints the problem and the usage and exits 2; `num(name, min)` reads an option as a number >= min.
+ * command line (an unknown option, a number below its `min`, or what `fail` is called with) prints the problem and
+ * the usage and exits 2.
  */
 export function parseCli<const O extends Record<string, CliOption>>(command: string, synopsis: string, options: O) {
-  const usage = [
-    `usage: ${synopsis}`,
-    ...Object.entries(options).map(([name, o]) => {
-      const flag = `--${name}${o.type === 'string' ? ` ${o.arg ?? 'N'}` : ''}`;
-      return `  ${flag.padEnd(22)} ${o.help}${o.default !== undefined && o.type === 'string' ? ` (default ${o.default})` : ''}`;
-    }),
-    '  --help                 this text',
-  ].join('\n');
+  const usage = [`usage: ${synopsis}`];
+  for (const [name, o] of Object.entries(options)) {
+    const flag = `--${name}${o.type === 'boolean' ? '' : ` ${o.arg ?? 'N'}`}`;
+    usage.push(`  ${flag.padEnd(24)} ${o.help}${o.default === undefined ? '' : ` (default ${o.default})`}`);
+  }
+  usage.push('  --help                   this text');
   const fail = (message: string): never => {
-    process.stderr.write(`${command}: ${message}\n${usage}\n`);
+    process.stderr.write(`${command}: ${message}\n${usage.join('\n')}\n`);
     process.exit(2);
   };
-  let values: Values<O> & { help?: boolean };
+  const config = Object.fromEntries(Object.entries(options).map(([name, { min, help, arg, ...o }]) => [name, { type: 'string', ...o }]));
+  let values: Record<string, unknown>;
   try {
-    values = parseArgs({ options: { ...options, help: { type: 'boolean' } } as ParseArgsOptionsConfig, strict: true })
-      .values as typeof values;
+    values = parseArgs({ options: { ...config, help: { type: 'boolean' } } as ParseArgsOptionsConfig, strict: true }).values;
   } catch (err) {
     return fail((err as Error).message);
   }
-  if (values.help) {
-    process.stdout.write(`${usage}\n`);
+  if (values['help']) {
+    process.stdout.write(`${usage.join('\n')}\n`);
     process.exit(0);
   }
-  const num = (name: keyof O & string, min: number): number => {
+  for (const [name, { min }] of Object.entries(options)) {
     const v = values[name];
-    const n = Number(v);
-    return typeof v === 'string' && Number.isFinite(n) && n >= min
-      ? n
-      : fail(`--${name} must be a number >= ${min}, got ${JSON.stringify(v)}`);
-  };
-  return { values, num, fail };
+    if (min === undefined || v === undefined) continue;
+    values[name] = Number(v);
+    if (!Number.isFinite(values[name]) || (values[name] as number) < min)
+      fail(`--${name} must be a number >= ${min}, got ${JSON.stringify(v)}`);
+  }
+  return { values: values as Values<O>, fail };
 }

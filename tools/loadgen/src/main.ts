@@ -10,37 +10,32 @@ import { startFleet } from './fleet';
 import { DEMO_STORES, everyBucketRules } from './presets';
 import { checkCounts } from './verify';
 
-const {
-  values: a,
-  num,
-  fail,
-} = parseCli('loadgen', 'npm run loadgen -- [options]', {
-  rate: { type: 'string', default: '1000', help: 'events per second' },
-  duration: { type: 'string', default: '30', arg: 'S', help: 'seconds of load' },
-  via: { type: 'string', default: 'http', arg: 'http|client|both', help: 'path into Tally' },
-  seed: { type: 'string', default: '1', help: 'seed of the traffic' },
-  url: { type: 'string', default: 'http://127.0.0.1:7401', arg: 'URL', help: 'collector base URL' },
-  key: { type: 'string', multiple: true, arg: 'STORE=KEY', help: 'ingest key of a store (repeat per store), or --keys-file' },
-  'keys-file': { type: 'string', arg: 'FILE', help: 'ingest keys as JSON {"STORE":"KEY"}' },
-  'redis-url': { type: 'string', default: 'redis://127.0.0.1:6379', arg: 'URL', help: 'Redis of the queues, for --via client' },
+const { values: a, fail } = parseCli('loadgen', 'npm run loadgen -- [options]', {
+  rate: { default: '1000', min: 1, help: 'events per second' },
+  duration: { default: '30', min: 1, arg: 'S', help: 'seconds of load' },
+  via: { default: 'http', arg: 'http|client|both', help: 'path into Tally' },
+  seed: { default: '1', min: 0, help: 'seed of the traffic' },
+  url: { default: 'http://127.0.0.1:7401', arg: 'URL', help: 'collector base URL' },
+  key: { multiple: true, arg: 'STORE=KEY', help: 'ingest key of a store (repeat per store), or --keys-file' },
+  'keys-file': { arg: 'FILE', help: 'ingest keys as JSON {"STORE":"KEY"}' },
+  'redis-url': { default: 'redis://127.0.0.1:6379', arg: 'URL', help: 'Redis of the queues, for --via client' },
   stores: {
-    type: 'string',
     arg: 'LIST',
     help:
       'STORE:ZONE,… (default KTM1:Asia/Kathmandu,LAX1:America/Los_Angeles,UTC1:UTC), each a tenant of the installation\n' +
       `${' '.repeat(25)}(npm run tenants -- create STORE --time-zone ZONE; --fleet creates them; others are refused)`,
   },
-  products: { type: 'string', default: '200', help: 'distinct products per store' },
-  visitors: { type: 'string', default: '1000', help: 'distinct visitors per store' },
-  batch: { type: 'string', default: '100', help: 'events per batch (on average)' },
-  concurrency: { type: 'string', default: '8', help: 'batches in flight' },
-  duplicates: { type: 'string', default: '0', arg: 'F', help: 'share of batches sent twice with the same Idempotency-Key' },
-  bad: { type: 'string', default: '0', arg: 'F', help: 'share of batches carrying invalid events' },
-  late: { type: 'string', default: '0.1', arg: 'F', help: 'share of late sessions' },
+  products: { default: '200', min: 1, help: 'distinct products per store' },
+  visitors: { default: '1000', min: 1, help: 'distinct visitors per store' },
+  batch: { default: '100', min: 1, help: 'events per batch (on average)' },
+  concurrency: { default: '8', min: 1, help: 'batches in flight' },
+  duplicates: { default: '0', min: 0, arg: 'F', help: 'share of batches sent twice with the same Idempotency-Key' },
+  bad: { default: '0', min: 0, arg: 'F', help: 'share of batches carrying invalid events' },
+  late: { default: '0.1', min: 0, arg: 'F', help: 'share of late sessions' },
   fleet: { type: 'boolean', help: 'start a local fleet (Redis, dynalite, the four apps) and verify every count afterwards' },
   quiet: { type: 'boolean', help: 'no progress bar' },
 });
-const [rate, duration, batch] = [num('rate', 1), num('duration', 1), num('batch', 1)];
+const { rate, duration, batch } = a;
 const via = a.via as 'http' | 'client' | 'both';
 if (!['http', 'client', 'both'].includes(via)) fail(`--via must be http, client or both, got ${via}`);
 const stores = a.stores
@@ -62,19 +57,19 @@ let started = 0;
 const total = Math.round(rate * duration);
 const options = {
   load: {
-    seed: num('seed', 0),
-    products: num('products', 1),
-    visitors: num('visitors', 1),
+    seed: a.seed,
+    products: a.products,
+    visitors: a.visitors,
     batchSize: [Math.max(1, Math.floor(batch / 2)), Math.ceil(batch * 1.5)] as const,
     maxEvents: total,
-    badShare: num('bad', 0),
-    lateShare: num('late', 0),
+    badShare: a.bad,
+    lateShare: a.late,
   },
   via,
   rate,
   durationMs: duration * 1_000 * 3,
-  concurrency: num('concurrency', 1),
-  duplicateShare: num('duplicates', 0),
+  concurrency: a.concurrency,
+  duplicateShare: a.duplicates,
   onProgress: (s: LoadStats) =>
     bar?.update(s.eventsSent, {
       rate: Math.round(s.eventsSent / Math.max(0.001, (Date.now() - started) / 1_000)),

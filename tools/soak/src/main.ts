@@ -7,47 +7,30 @@ import { QUEUE } from '@tally/queues';
 import { metricValue, sleep } from '@tally/testing';
 import { formatGrowth, judgeBound, judgeGrowth, type Series } from './analysis';
 
-const { values: a, num } = parseCli('soak', 'npm run test:soak -- [options]', {
-  minutes: { type: 'string', default: '10', help: 'minutes of load (at least 0.5)' },
-  rate: { type: 'string', default: '300', help: 'events per second' },
-  'sample-seconds': { type: 'string', default: '5', help: 'seconds between two samples' },
+const { values: o } = parseCli('soak', 'npm run test:soak -- [options]', {
+  minutes: { default: '10', min: 0.5, help: 'minutes of load' },
+  rate: { default: '300', min: 1, help: 'events per second' },
+  'sample-seconds': { default: '5', min: 1, help: 'seconds between two samples' },
   'warmup-seconds': {
-    type: 'string',
+    min: 0,
     help: 'samples before this are not judged (default a fifth of the run, at least the dedupe window + 15, at most 180)',
   },
   'max-rss-growth': {
-    type: 'string',
     default: '0.15',
+    min: 0,
     arg: 'F',
     help: "allowed growth of a process's RSS, the last third's mean over the first third's",
   },
-  'max-rss-growth-mb': { type: 'string', default: '15', arg: 'MB', help: '…or in MB, whichever is larger' },
-  'max-redis-growth': { type: 'string', default: '0.25', arg: 'F', help: 'the same for Redis used_memory' },
-  'max-redis-growth-mb': { type: 'string', default: '5', arg: 'MB', help: '…or in MB, whichever is larger' },
-  'max-flush-lag': { type: 'string', default: '30', arg: 'S', help: 'bound of tally_flush_lag_seconds after the warm-up' },
-  'dedupe-window': {
-    type: 'string',
-    default: '60',
-    arg: 'S',
-    help: 'DEDUPE_WINDOW_SECONDS of the apps (at least 60): Redis levels off after it',
-  },
-  seed: { type: 'string', default: '1', help: 'seed of the traffic' },
+  'max-rss-growth-mb': { default: '15', min: 0, arg: 'MB', help: '…or in MB, whichever is larger' },
+  'max-redis-growth': { default: '0.25', min: 0, arg: 'F', help: 'the same for Redis used_memory' },
+  'max-redis-growth-mb': { default: '5', min: 0, arg: 'MB', help: '…or in MB, whichever is larger' },
+  'max-flush-lag': { default: '30', min: 0, arg: 'S', help: 'bound of tally_flush_lag_seconds after the warm-up' },
+  'dedupe-window': { default: '60', min: 60, arg: 'S', help: 'DEDUPE_WINDOW_SECONDS of the apps: Redis levels off after it' },
+  seed: { default: '1', min: 0, help: 'seed of the traffic' },
 });
-const [minutes, rate, sampleSeconds, dedupeWindow] = [
-  num('minutes', 0.5),
-  num('rate', 1),
-  num('sample-seconds', 1),
-  num('dedupe-window', 60),
-];
+const { minutes, rate, 'sample-seconds': sampleSeconds, 'max-flush-lag': maxFlushLag } = o;
 // Until the dedupe window is full, batch ids pile up by design.
-const warmup = a['warmup-seconds'] !== undefined ? num('warmup-seconds', 0) : Math.min(180, Math.max(dedupeWindow + 15, minutes * 12));
-const [maxRssGrowth, maxRssGrowthMb, maxRedisGrowth, maxRedisGrowthMb, maxFlushLag] = [
-  num('max-rss-growth', 0),
-  num('max-rss-growth-mb', 0),
-  num('max-redis-growth', 0),
-  num('max-redis-growth-mb', 0),
-  num('max-flush-lag', 0),
-];
+const warmup = o['warmup-seconds'] ?? Math.min(180, Math.max(o['dedupe-window'] + 15, minutes * 12));
 const say = (line: string) => process.stdout.write(`soak: ${line}\n`);
 
 /** VmRSS of a process in MB (Linux /proc), undefined when it is gone. */
@@ -62,7 +45,7 @@ function rssMb(pid: number): number | undefined {
 
 // Steady load through a whole fleet, sampling every process's RSS, Redis used_memory and the aggregator's flush lag
 // every sample; then bounded growth and lag are judged, and every count checked.
-const f = await startFleet({ stores: DEMO_STORES, rules: everyBucketRules(), env: { DEDUPE_WINDOW_SECONDS: String(dedupeWindow) } });
+const f = await startFleet({ stores: DEMO_STORES, rules: everyBucketRules(), env: { DEDUPE_WINDOW_SECONDS: String(o['dedupe-window']) } });
 let ok = false;
 try {
   say(
@@ -70,7 +53,7 @@ try {
   );
   const started = Date.now();
   const { stats, accepted, done } = loadFleet(f, {
-    load: { seed: num('seed', 0), maxEvents: Math.round(rate * minutes * 60), batchSize: [20, 150], badShare: 0.01 },
+    load: { seed: o.seed, maxEvents: Math.round(rate * minutes * 60), batchSize: [20, 150], badShare: 0.01 },
     rate,
     concurrency: 4,
     duplicateShare: 0.05,
@@ -126,7 +109,9 @@ try {
       judgeGrowth(
         s,
         warmup,
-        redis ? { maxRelative: maxRedisGrowth, maxAbsolute: maxRedisGrowthMb } : { maxRelative: maxRssGrowth, maxAbsolute: maxRssGrowthMb },
+        redis
+          ? { maxRelative: o['max-redis-growth'], maxAbsolute: o['max-redis-growth-mb'] }
+          : { maxRelative: o['max-rss-growth'], maxAbsolute: o['max-rss-growth-mb'] },
       ),
     );
     say(`  ${formatGrowth(growth.at(-1)!)}`);
