@@ -31,7 +31,9 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
     process.stderr.write(`${command}: ${message}\n${usage.join('\n')}\n`);
     process.exit(2);
   };
-  const config = Object.fromEntries(Object.entries(options).map(([name, { min, help, arg, ...o }]) => [name, { type: 'string', ...o }]));
+  const config = Object.fromEntries(
+    Object.entries(options).map(([name, { min: _min, help: _help, arg: _arg, ...o }]) => [name, { type: 'string', ...o }]),
+  );
   let values: Record<string, unknown>;
   try {
     values = parseArgs({ options: { ...config, help: { type: 'boolean' } } as ParseArgsOptionsConfig, strict: true }).values;

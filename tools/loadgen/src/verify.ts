@@ -19,23 +19,16 @@ import {
 } from './expected';
 import type { Fleet } from './fleet';
 
-/** What is still unwritten in Redis, per kind, over all stores. */
-export interface Backlog {
-  openBuckets: number;
-  sealed: number;
-  outboxes: number;
-  dirtyRows: number;
-}
-
 /** KEYS matching `pattern`, on every master of a cluster. */
 export async function keysEverywhere(r: RedisConnection, pattern: string): Promise<string[]> {
   if (!(r instanceof Cluster)) return r.keys(pattern);
   return (await Promise.all(r.nodes('master').map((node) => node.keys(pattern)))).flat();
 }
 
-export async function backlog(fleet: Fleet): Promise<Backlog> {
+/** What is still unwritten in Redis, per kind, over all stores. */
+export async function backlog(fleet: Fleet) {
   const r = fleet.inspect;
-  const out: Backlog = { openBuckets: 0, sealed: 0, outboxes: 0, dirtyRows: 0 };
+  const out = { openBuckets: 0, sealed: 0, outboxes: 0, dirtyRows: 0 };
   for (const store of Object.keys(fleet.zones)) {
     const tag = `${fleet.prefix}:{${store}}:`;
     out.openBuckets += (await keysEverywhere(r, `${tag}r:*`)).length;
@@ -50,23 +43,20 @@ export async function backlog(fleet: Fleet): Promise<Backlog> {
  * Waits until every accepted batch is applied and every count is written: the events and dynamo-writes queues
  * idle (delayed retries included), no open or sealed bucket, no outbox, no dirty row.
  */
-export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number; onWait?: (b: Backlog) => void } = {}): Promise<void> {
+export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number } = {}): Promise<void> {
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
   const left = () => Math.max(1_000, deadline - Date.now());
   const events = queueShards(fleet.queues, QUEUE.events);
   const writes = queueShards(fleet.queues, QUEUE.dynamoWrites);
   await waitForQueuesIdle(events, { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
-  let last: Backlog | undefined;
   await waitFor(
     async () => {
       const b = await backlog(fleet);
-      last = b;
-      opts.onWait?.(b);
       if (b.openBuckets + b.sealed + b.outboxes + b.dirtyRows > 0) return false;
       const counts = await Promise.all(writes.map((q) => q.getJobCounts('waiting', 'active', 'delayed', 'prioritized')));
       return counts.every((c) => Object.values(c).every((n) => n === 0));
     },
-    { timeoutMs: left(), intervalMs: 250, message: `everything written (last backlog ${JSON.stringify(last)})` },
+    { timeoutMs: left(), intervalMs: 250, message: 'everything written' },
   );
   // Drained twice in a row: nothing was in flight between two looks.
   await waitForQueuesIdle([...events, ...writes], { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
