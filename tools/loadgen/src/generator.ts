@@ -92,9 +92,8 @@ const centsToString = (cents: number) => `${Math.floor(cents / 100)}.${String(ce
 export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
   if (opts.stores.length === 0) throw new RangeError('generateLoad: give at least one store');
   const { products = 200, visitors = 1_000, lateShare = 0.1, previousMonthShare = 0.4, badShare = 0, extremeShare = 0 } = opts;
-  const fixedNow = typeof opts.now === 'number' ? opts.now : undefined;
-  const start = Date.now();
-  const clock = typeof opts.now === 'function' ? opts.now : () => fixedNow ?? start;
+  const fixed = opts.now ?? Date.now();
+  const clock = typeof fixed === 'function' ? fixed : () => fixed;
   const [minBatch, maxBatch] = typeof opts.batchSize === 'number' ? [opts.batchSize, opts.batchSize] : (opts.batchSize ?? [20, 200]);
 
   const rng = createRng(opts.seed);
@@ -131,12 +130,10 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
         const ev: EventInput = { type: 'view', ts: step(), dims: anonymous ? { product } : { product, visitor } };
         if (r.chance(0.1)) ev.id = `e${r.int(1e9)}`;
         yield ev;
-        if (r.chance(0.3))
-          yield {
-            type: 'page_view',
-            ts: step(),
-            dims: anonymous ? { page: `/pages/${r.int(20)}` } : { visitor, page: `/pages/${r.int(20)}` },
-          };
+        if (!r.chance(0.3)) continue;
+        const ts = step();
+        const page = `/pages/${r.int(20)}`;
+        yield { type: 'page_view', ts, dims: anonymous ? { page } : { visitor, page } };
       }
       if (anonymous || !r.chance(ORDER_SHARE)) continue;
       const lines = [...new Set(viewed)].slice(0, r.between(1, 3));
@@ -154,16 +151,17 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
 
   function sessionStart(store: StoreSpec, r: Rng, now: number): number {
     if (!r.chance(lateShare)) return now - r.between(30, 120) * 1_000;
+    const late = () => now - HOUR - r.int(LATE_DAYS * DAY - 2 * HOUR);
     if (r.chance(previousMonthShare)) {
       // Somewhere in the previous month of the store's zone, within the lateness window (always reachable:
       // the previous month ends at most 31 days back).
       const thisMonth = localDate(now, store.timeZone).month;
       for (let i = 0; i < 64; i++) {
-        const ts = now - HOUR - r.int(LATE_DAYS * DAY - 2 * HOUR);
+        const ts = late();
         if (localDate(ts, store.timeZone).month !== thisMonth) return ts;
       }
     }
-    return now - HOUR - r.int(LATE_DAYS * DAY - 2 * HOUR);
+    return late();
   }
 
   let good = 0;
