@@ -5,7 +5,7 @@ import type { FaultRates } from './fault-proxy';
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 /** The chaos run's knobs (environment, parsed by libs/config like the apps'). */
-export const chaosEnv = z.object({
+const chaosEnv = z.object({
   /** short (inside npm test, ~2-3 min) or long (npm run test:chaos, tens of minutes). */
   TALLY_CHAOS: z.enum(['short', 'long']).default('short'),
   /** Seconds of load with faults; default 75 short, 1200 long. */

@@ -26,16 +26,6 @@ export type ChaosResult = Awaited<ReturnType<typeof runChaos>>;
 /** The fault kinds of the summary line, in its order. */
 const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '500', 'slow', 'drop'] as const;
 
-type Action =
-  | { kind: 'kill'; app: FleetApp }
-  | { kind: 'crash-point'; app: FleetApp; point: string }
-  | { kind: 'redis' }
-  | { kind: 'outage' }
-  | { kind: 'dynalite' };
-
-const describeAction = (a: Action) =>
-  a.kind === 'kill' || a.kind === 'crash-point' ? `${a.kind} ${a.app.name}${a.kind === 'crash-point' ? ` at ${a.point}` : ''}` : a.kind;
-
 /**
  * The chaos run: a fleet (Redis with AOF always, dynalite on disk, a fault proxy in front of it for every app,
  * two aggregators and two writers, every row flushed after every bucket), seeded traffic through HTTP and
@@ -45,7 +35,7 @@ const describeAction = (a: Action) =>
  */
 export async function runChaos(settings: ChaosSettings, log: (line: string) => void = () => {}) {
   const rng = createRng(settings.seed).fork('faults');
-  const faults: Record<string, number> = { sigkill: 0, 'redis-restart': 0, 'dynamo-outage': 0, throttle: 0, '500': 0, slow: 0, drop: 0 };
+  const faults: Record<string, number> = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0]));
   const kills: Record<string, number> = {};
   const killed = (what: string) => {
     faults['sigkill']!++;
@@ -62,17 +52,11 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     fleet = await startFleet({
       stores: DEMO_STORES,
       rules: everyBucketRules(),
-      replicas: { 'bucket-aggregator': 2, 'dynamo-writer': 2 },
-      bucketSeconds: 1,
-      jobLockMs: 1_500,
-      appendfsync: 'always',
+      replicas: { 'bucket-aggregator': 2, 'dynamo-writer': 2 }, // 1-second buckets, AOF always: startFleet's defaults
       clusterMasters: settings.redisMasters || undefined,
       queueShards: settings.queueShards,
       echo: settings.echo,
-      appsDynamoEndpoint: async (endpoint) => {
-        proxy = await startFaultProxy({ target: endpoint, seed: settings.seed, rates: NO_FAULTS });
-        return proxy.url;
-      },
+      appsDynamoEndpoint: async (target) => (proxy = await startFaultProxy({ target, seed: settings.seed, rates: NO_FAULTS })).url,
     });
     const f = fleet;
     const p = proxy!;
@@ -132,33 +116,73 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       partialShare: 0.5,
     });
     const progress = setInterval(
-      () => {
+      () =>
         log(
           `chaos: ${at()} sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, retries ${JSON.stringify(stats.retries)}`,
-        );
-      },
+        ),
       settings.mode === 'long' ? 30_000 : 10_000,
     );
 
     // The fault schedule: every action once in a seeded order, spread over the load phase.
-    const actions: Action[] = [];
-    for (const app of f.apps) for (let i = 0; i < settings.killsPerApp; i++) actions.push({ kind: 'kill', app });
+    const actions: Array<[name: string, run: () => Promise<unknown>]> = [];
+    const repeat = (n: number, name: string, run: () => Promise<unknown>) => {
+      for (let i = 0; i < n; i++) actions.push([name, run]);
+    };
+    /** SIGKILL and restart an app; with a crash point, restart it armed: it SIGKILLs itself at the N-th time it reaches the point (mid-flush for the writer). */
+    const kill = (app: FleetApp, point?: string) =>
+      actions.push([
+        point ? `crash-point ${app.name} at ${point}` : `kill ${app.name}`,
+        async () => {
+          expectedExit.add(app.handle.process.pid);
+          await app.handle.kill('SIGKILL');
+          killed(app.name);
+          if (!point) {
+            await sleep(rng.int(2_000));
+            return restart(app);
+          }
+          armed.add(app.name);
+          await restart(app, { TALLY_CRASH_POINT: point });
+          expectedExit.add(app.handle.process.pid);
+          const exit = await Promise.race([app.handle.process.exited, sleep(30_000).then(() => undefined)]);
+          if (exit?.signal === 'SIGKILL') {
+            killed(`${app.name} (${point.split('@')[0]})`);
+            log(`chaos: ${at()} ${app.name} crashed itself at ${point}`);
+          } else log(`chaos: ${at()} ${app.name} did not reach ${point} within 30 s`);
+          await restart(app, { TALLY_CRASH_POINT: undefined });
+          armed.delete(app.name);
+        },
+      ]);
+    for (const app of f.apps) for (let i = 0; i < settings.killsPerApp; i++) kill(app);
     const writers = f.apps.filter((a) => a.app === 'dynamo-writer');
     const aggregators = f.apps.filter((a) => a.app === 'bucket-aggregator');
-    const rounds = settings.mode === 'long' ? 2 : 1;
-    for (let i = 0; i < rounds; i++) {
-      actions.push({ kind: 'crash-point', app: writers[i % writers.length]!, point: `writer:after-update@${rng.between(5, 40)}` });
-      actions.push({
-        kind: 'crash-point',
-        app: aggregators[i % aggregators.length]!,
-        point: `aggregator:after-apply@${rng.between(3, 20)}`,
-      });
+    for (let i = 0; i < (settings.mode === 'long' ? 2 : 1); i++) {
+      kill(writers[i % writers.length]!, `writer:after-update@${rng.between(5, 40)}`);
+      kill(aggregators[i % aggregators.length]!, `aggregator:after-apply@${rng.between(3, 20)}`);
     }
     // The collector twice as often as the rest: it is the edge that the retries have to survive.
-    for (let i = 0; i < settings.killsPerApp; i++) actions.push({ kind: 'kill', app: f.app('collector') });
-    for (let i = 0; i < settings.redisRestarts; i++) actions.push({ kind: 'redis' });
-    for (let i = 0; i < settings.dynamoOutages; i++) actions.push({ kind: 'outage' });
-    for (let i = 0; i < settings.dynaliteKills; i++) actions.push({ kind: 'dynalite' });
+    for (let i = 0; i < settings.killsPerApp; i++) kill(f.app('collector'));
+    repeat(settings.redisRestarts, 'redis', async () => {
+      // On a cluster: one master, restarted on its AOF and nodes.conf (it serves its slots again).
+      const node = f.cluster ? f.cluster.nodes[rng.int(f.cluster.nodes.length)]! : f.redis;
+      await node.kill('SIGKILL');
+      killed('redis-server');
+      faults['redis-restart']!++;
+      await sleep(500 + rng.int(2_500));
+      await node.restart();
+      await f.cluster?.waitHealthy(60_000);
+    });
+    repeat(settings.dynamoOutages, 'outage', async () => {
+      p.setDown(true);
+      faults['dynamo-outage']!++;
+      await sleep(settings.outageSeconds * 1_000);
+      p.setDown(false);
+    });
+    repeat(settings.dynaliteKills, 'dynalite', async () => {
+      await f.dynalite.kill('SIGKILL');
+      killed('dynalite');
+      await sleep(500 + rng.int(1_500));
+      await f.dynalite.restart();
+    });
     for (let i = actions.length - 1; i > 0; i--) {
       const j = rng.int(i + 1);
       [actions[i], actions[j]] = [actions[j]!, actions[i]!];
@@ -166,63 +190,10 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     // Actions take seconds each (restarts, outages): pack them into the first part of the load phase.
     const slot = (settings.loadSeconds * 1_000 * (settings.mode === 'long' ? 0.8 : 0.5)) / (actions.length + 1);
     const scheduleStart = Date.now();
-    for (const [i, action] of actions.entries()) {
-      const due = scheduleStart + (i + 1) * slot;
-      if (Date.now() < due) await sleep(due - Date.now());
-      log(`chaos: ${at()} fault ${i + 1}/${actions.length}: ${describeAction(action)}`);
-      switch (action.kind) {
-        case 'kill': {
-          expectedExit.add(action.app.handle.process.pid);
-          await action.app.handle.kill('SIGKILL');
-          killed(action.app.name);
-          await sleep(rng.int(2_000));
-          await restart(action.app);
-          break;
-        }
-        case 'crash-point': {
-          // Restart it armed; it SIGKILLs itself at the N-th time it reaches the point (mid-flush for the writer).
-          expectedExit.add(action.app.handle.process.pid);
-          await action.app.handle.kill('SIGKILL');
-          killed(action.app.name);
-          armed.add(action.app.name);
-          await restart(action.app, { TALLY_CRASH_POINT: action.point });
-          const armedProc = action.app.handle.process;
-          expectedExit.add(armedProc.pid);
-          const exit = await Promise.race([armedProc.exited, sleep(30_000).then(() => undefined)]);
-          if (exit?.signal === 'SIGKILL') {
-            killed(`${action.app.name} (${action.point.split('@')[0]})`);
-            log(`chaos: ${at()} ${action.app.name} crashed itself at ${action.point}`);
-          } else log(`chaos: ${at()} ${action.app.name} did not reach ${action.point} within 30 s`);
-          await restart(action.app, { TALLY_CRASH_POINT: undefined });
-          armed.delete(action.app.name);
-          break;
-        }
-        case 'redis': {
-          // On a cluster: one master, restarted on its AOF and nodes.conf (it serves its slots again).
-          const node = f.cluster ? f.cluster.nodes[rng.int(f.cluster.nodes.length)]! : f.redis;
-          await node.kill('SIGKILL');
-          killed('redis-server');
-          faults['redis-restart']!++;
-          await sleep(500 + rng.int(2_500));
-          await node.restart();
-          await f.cluster?.waitHealthy(60_000);
-          break;
-        }
-        case 'outage': {
-          p.setDown(true);
-          faults['dynamo-outage']!++;
-          await sleep(settings.outageSeconds * 1_000);
-          p.setDown(false);
-          break;
-        }
-        case 'dynalite': {
-          await f.dynalite.kill('SIGKILL');
-          killed('dynalite');
-          await sleep(500 + rng.int(1_500));
-          await f.dynalite.restart();
-          break;
-        }
-      }
+    for (const [i, [name, run]] of actions.entries()) {
+      await sleep(scheduleStart + (i + 1) * slot - Date.now());
+      log(`chaos: ${at()} fault ${i + 1}/${actions.length}: ${name}`);
+      await run();
     }
     log(`chaos: ${at()} fault schedule done; waiting for the load to finish`);
     await load;
@@ -258,10 +229,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const liveQuery = { ...(await checkQueryApi(f, f.app('query-api').url, expected)), backlogAtStart };
     p.setRates(NO_FAULTS);
     p.setOperations(undefined);
-    faults['throttle'] = p.counts.throttle;
-    faults['500'] = p.counts.error500;
-    faults['slow'] = p.counts.slow;
-    faults['drop'] = p.counts.drop;
+    Object.assign(faults, { throttle: p.counts.throttle, '500': p.counts.error500, slow: p.counts.slow, drop: p.counts.drop });
     log(`chaos: ${at()} live query check done (${liveQuery.compared} values); draining`);
 
     await waitForDrain(f, { timeoutMs: 300_000 });
@@ -270,10 +238,9 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const query = await checkQueryApi(f, f.app('query-api').url, expected);
     const uniqueVisitors = await checkUniqueVisitors(f, f.app('query-api').url, expectedDistinct(accepted, f.rules, f.zones));
     const failedJobs: string[] = [];
-    for (const name of QUEUE_NAMES) {
+    for (const name of QUEUE_NAMES)
       for (const q of queueShards(f.queues, name))
         for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
-    }
     const keyLeaks = f.keyLeaks();
 
     await f.stop();

@@ -16,44 +16,7 @@ export interface FaultRates {
 
 export const NO_FAULTS: FaultRates = { throttle: 0, error500: 0, slow: 0, drop: 0 };
 
-export interface FaultCounts {
-  forwarded: number;
-  throttle: number;
-  error500: number;
-  slow: number;
-  drop: number;
-  /** Requests and connections refused while down. */
-  refused: number;
-  /** Requests whose upstream (dynalite) could not be reached: their connection is dropped. */
-  upstreamDown: number;
-}
-
-export interface FaultProxyOptions {
-  /** dynalite's endpoint, e.g. http://127.0.0.1:4567 */
-  target: string;
-  /** Seed of the fault schedule: the n-th request gets the same fault for the same seed and rates. */
-  seed: number;
-  rates?: Partial<FaultRates>;
-  /** Delay of slow answers, [min, max] ms. Default [500, 4500]. */
-  slowMs?: readonly [number, number];
-  /** Default a free port. */
-  port?: number;
-}
-
-export interface FaultProxy {
-  /** `http://127.0.0.1:<port>`: give it to the apps as DYNAMODB_ENDPOINT. */
-  readonly url: string;
-  readonly port: number;
-  readonly counts: Readonly<FaultCounts>;
-  setRates(rates: Partial<FaultRates>): void;
-  /** Faults only for these operations (`UpdateItem`, `GetItem`, … from X-Amz-Target); undefined = every request. */
-  setOperations(ops: readonly string[] | undefined): void;
-  setSlowMs(range: readonly [number, number]): void;
-  /** Down: every connection is destroyed on arrival (an outage); up: forwarding again. */
-  setDown(down: boolean): void;
-  readonly down: boolean;
-  close(): Promise<void>;
-}
+export type FaultProxy = Awaited<ReturnType<typeof startFaultProxy>>;
 
 const THROTTLE_BODY = JSON.stringify({
   __type: 'com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException',
@@ -64,75 +27,59 @@ const INTERNAL_BODY = JSON.stringify({
   __type: 'com.amazon.coral.service#InternalFailure',
   message: 'The request processing has failed because of an unknown error, exception or failure. (fault proxy)',
 });
+/** Hop-by-hop headers of dynalite's answer, not passed on. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding']);
 
 /**
- * A DynamoDB fault injector: a node:http proxy on 127.0.0.1 that forwards to dynalite and, on a seeded
- * schedule, answers throttling (HTTP 400 ProvisionedThroughputExceededException), 500s, slow replies, and
- * dropped connections (socket.destroy) — some of the 500s and drops after the request was applied, the case
- * where a client cannot know whether its write happened.
+ * A DynamoDB fault injector: a node:http proxy on 127.0.0.1 that forwards to dynalite (`target`, e.g.
+ * http://127.0.0.1:4567) and, on a schedule seeded by `seed` (the n-th request gets the same fault for the same
+ * seed and rates), answers throttling (HTTP 400 ProvisionedThroughputExceededException), 500s, slow replies
+ * (held back `slowMs`, default [500, 4500] ms), and dropped connections (socket.destroy) — some of the 500s and
+ * drops after the request was applied, the case where a client cannot know whether its write happened.
  */
-export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultProxy> {
+export async function startFaultProxy(opts: {
+  target: string;
+  seed: number;
+  rates?: Partial<FaultRates>;
+  slowMs?: readonly [number, number];
+}) {
   const target = new URL(opts.target);
   const rng = createRng(opts.seed);
   let rates: FaultRates = { ...NO_FAULTS, ...opts.rates };
-  let [slowMin, slowMax] = opts.slowMs ?? [500, 4_500];
+  const [slowMin, slowMax] = opts.slowMs ?? [500, 4_500];
   let ops: Set<string> | undefined;
-  const counts: FaultCounts = { forwarded: 0, throttle: 0, error500: 0, slow: 0, drop: 0, refused: 0, upstreamDown: 0 };
+  const counts = { throttle: 0, error500: 0, slow: 0, drop: 0 };
   let down = false;
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
 
   const reply = (res: ServerResponse, status: number, body: string) => {
     if (res.destroyed) return;
-    res.writeHead(status, {
+    const headers = {
       'content-type': 'application/x-amz-json-1.0',
       'content-length': Buffer.byteLength(body),
       'x-amzn-requestid': `FAULT${Date.now()}`,
-    });
-    res.end(body);
+    };
+    res.writeHead(status, headers).end(body);
   };
-
-  /** Forwards the request; calls `answer` with dynalite's reply, or drops the client's connection if dynalite is unreachable. */
-  const forward = (
-    req: IncomingMessage,
-    body: Buffer,
-    res: ServerResponse,
-    answer: (status: number, headers: IncomingMessage['headers'], payload: Buffer) => void,
-  ) => {
-    const up = request(
-      {
-        host: target.hostname,
-        port: target.port,
-        method: req.method,
-        path: req.url,
-        headers: { ...req.headers, host: target.host, 'content-length': String(body.length) },
-        agent,
-      },
-      (ures) => {
-        const chunks: Buffer[] = [];
-        ures.on('data', (c: Buffer) => chunks.push(c));
-        ures.on('end', () => answer(ures.statusCode ?? 502, ures.headers, Buffer.concat(chunks)));
-        ures.on('error', () => {
-          counts.upstreamDown++;
-          res.socket?.destroy();
-        });
-      },
-    );
-    up.on('error', () => {
-      counts.upstreamDown++;
-      res.socket?.destroy();
-    });
-    up.end(body);
-  };
-
-  const passThrough = (res: ServerResponse) => (status: number, headers: IncomingMessage['headers'], payload: Buffer) => {
+  const passThrough = (res: ServerResponse, status: number, headers: IncomingMessage['headers'], payload: Buffer) => {
     if (res.destroyed) return;
-    const h: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(headers))
-      if (v !== undefined && k !== 'connection' && k !== 'keep-alive' && k !== 'transfer-encoding') h[k] = v;
-    h['content-length'] = String(payload.length);
-    res.writeHead(status, h);
-    res.end(payload);
+    const h = Object.fromEntries(Object.entries(headers).filter(([k, v]) => v !== undefined && !HOP_BY_HOP.has(k)));
+    res.writeHead(status, { ...h, 'content-length': String(payload.length) }).end(payload);
+  };
+
+  /** Forwards the request; calls `answer` with dynalite's reply (default: pass it on), or drops the client's connection if dynalite is unreachable. */
+  const forward = (req: IncomingMessage, body: Buffer, res: ServerResponse, answer = passThrough) => {
+    const lost = () => res.socket?.destroy();
+    const headers = { ...req.headers, host: target.host, 'content-length': String(body.length) };
+    const up = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers, agent }, (ures) => {
+      const chunks: Buffer[] = [];
+      ures.on('data', (c: Buffer) => chunks.push(c));
+      ures.on('end', () => answer(res, ures.statusCode ?? 502, ures.headers, Buffer.concat(chunks)));
+      ures.on('error', lost);
+    });
+    up.on('error', lost);
+    up.end(body);
   };
 
   const server = createServer((req, res) => {
@@ -140,17 +87,10 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('error', () => undefined);
     req.on('end', () => {
-      if (down) {
-        counts.refused++;
-        req.socket.destroy();
-        return;
-      }
+      if (down) return req.socket.destroy();
       const body = Buffer.concat(chunks);
       const target = String(req.headers['x-amz-target'] ?? '');
-      if (ops && !ops.has(target.slice(target.indexOf('.') + 1))) {
-        counts.forwarded++;
-        return forward(req, body, res, passThrough(res));
-      }
+      if (ops && !ops.has(target.slice(target.indexOf('.') + 1))) return forward(req, body, res);
       // One draw decides the fault, a second its variant: the schedule depends only on the request's rank.
       const u = rng.next();
       const variant = rng.next();
@@ -167,52 +107,40 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       if (u < (edge += rates.slow)) {
         counts.slow++;
         const delay = slowMin + Math.floor(variant * (slowMax - slowMin));
-        return forward(req, body, res, (s, h, p) => setTimeout(() => passThrough(res)(s, h, p), delay));
+        return forward(req, body, res, (...answer) => setTimeout(() => passThrough(...answer), delay));
       }
       if (u < (edge += rates.drop)) {
         counts.drop++;
         if (variant < 0.5) return req.socket.destroy();
         return forward(req, body, res, () => req.socket.destroy());
       }
-      counts.forwarded++;
-      forward(req, body, res, passThrough(res));
+      forward(req, body, res);
     });
   });
   server.on('connection', (socket) => {
-    if (down) {
-      counts.refused++;
-      socket.destroy();
-      return;
-    }
+    if (down) return socket.destroy();
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
   });
   server.on('clientError', (_err, socket) => socket.destroy());
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
   return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    counts,
-    setRates(r) {
+    /** `http://127.0.0.1:<port>`: give it to the apps as DYNAMODB_ENDPOINT. */
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    /** Faults injected, by kind. */
+    counts: counts as Readonly<typeof counts>,
+    setRates(r: Partial<FaultRates>) {
       rates = { ...rates, ...r };
     },
-    setOperations(list) {
+    /** Faults only for these operations (`UpdateItem`, `GetItem`, … from X-Amz-Target); undefined = every request. */
+    setOperations(list: readonly string[] | undefined) {
       ops = list ? new Set(list) : undefined;
     },
-    setSlowMs(range) {
-      [slowMin, slowMax] = range;
-    },
-    setDown(d) {
+    /** Down: every connection is destroyed on arrival (an outage); up: forwarding again. */
+    setDown(d: boolean) {
       down = d;
       if (d) for (const s of sockets) s.destroy();
-    },
-    get down() {
-      return down;
     },
     async close() {
       for (const s of sockets) s.destroy();

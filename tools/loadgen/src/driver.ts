@@ -1,9 +1,18 @@
+import { sleep } from '@tally/testing';
 import type { EventInput } from '@tally/schema';
 import type { StoreEvents } from './expected';
 import type { Fleet } from './fleet';
-import { generateLoad, goodEvents, type LoadBatch, type LoadOptions } from './generator';
+import { generateLoad, goodEvents, type LoadBatch, type LoadOptions, type StoreSpec } from './generator';
 import { createRng } from './rng';
-import { clientSender, httpSender, type RetryPolicy, type SendOutcome, type Sender } from './senders';
+import {
+  clientSender,
+  httpSender,
+  type ClientSenderOptions,
+  type HttpSenderOptions,
+  type RetryPolicy,
+  type SendOutcome,
+  type Sender,
+} from './senders';
 
 export interface LoadStats {
   /** Distinct batches sent (duplicates not counted). */
@@ -51,28 +60,17 @@ export interface RunLoadOptions {
   onProgress?: (stats: LoadStats) => void;
 }
 
-/** A new, empty stats object; pass `countRetry(stats)` as the senders' onRetry to count retries. */
-export function newLoadStats(): LoadStats {
-  return {
-    batches: 0,
-    eventsSent: 0,
-    accepted: 0,
-    rejected: 0,
-    duplicatesSent: 0,
-    gaveUp: 0,
-    retries: {},
-    byVia: { http: 0, client: 0 },
-    edgeMismatches: [],
-  };
-}
-
-export function countRetry(stats: LoadStats): (reason: string) => void {
-  return (reason) => {
-    stats.retries[reason] = (stats.retries[reason] ?? 0) + 1;
-  };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const newLoadStats = (): LoadStats => ({
+  batches: 0,
+  eventsSent: 0,
+  accepted: 0,
+  rejected: 0,
+  duplicatesSent: 0,
+  gaveUp: 0,
+  retries: {},
+  byVia: { http: 0, client: 0 },
+  edgeMismatches: [],
+});
 
 /**
  * Sends batches at `rate` events/s with `concurrency` in flight, each through HTTP or libs/client, some twice
@@ -98,47 +96,34 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
   };
   const stopped = () => (opts.durationMs !== undefined && Date.now() - started >= opts.durationMs) || (opts.shouldStop?.() ?? false);
 
-  const mismatch = (batch: LoadBatch, via: string, what: string) => {
+  const mismatch = (batch: LoadBatch, via: string, what: string): undefined => {
     if (stats.edgeMismatches.length < 100) stats.edgeMismatches.push(`batch ${batch.seq} (${batch.store}, ${via}): ${what}`);
   };
 
-  /** Checks an answer; returns the accepted events (possibly none). */
-  const judge = (batch: LoadBatch, via: string, partial: boolean, out: SendOutcome): EventInput[] | undefined => {
+  /** Checks an answer; returns the accepted events (possibly none), noting what contradicts what the edge must do. */
+  const judge = (batch: LoadBatch, via: string, partial: boolean, out: SendOutcome): readonly EventInput[] | undefined => {
     const bad = batch.badIndexes;
-    if (out.kind === 'gave-up') {
-      mismatch(batch, via, `no definitive answer after ${out.attempts} attempts (${out.lastError})`);
-      return undefined;
-    }
+    const problem = (what: string) => mismatch(batch, via, what);
+    if (out.kind === 'gave-up') return problem(`no definitive answer after ${out.attempts} attempts (${out.lastError})`);
     if (bad.length === 0) {
-      if (out.kind !== 'accepted') {
-        mismatch(batch, via, `a valid batch was refused: ${out.status} ${out.code} ${out.message}`);
-        return undefined;
-      }
-      if (out.accepted !== batch.events.length) mismatch(batch, via, `accepted ${out.accepted} of ${batch.events.length}`);
+      if (out.kind !== 'accepted') return problem(`a valid batch was refused: ${out.status} ${out.code} ${out.message}`);
+      if (out.accepted !== batch.events.length) problem(`accepted ${out.accepted} of ${batch.events.length}`);
       return batch.events;
     }
-    const refusedIdx = [...new Set((out.kind === 'accepted' ? (out.errors ?? []) : out.errors).map((e) => e.index))].sort((a, b) => a - b);
-    if (refusedIdx.join(',') !== bad.join(',')) {
-      mismatch(
-        batch,
-        via,
-        `refused events [${refusedIdx.join(',')}], expected exactly the invalid ones [${bad.join(',')}] (${batch.badKinds.join(',')})`,
-      );
-    }
+    const refused = [...new Set((out.errors ?? []).map((e) => e.index))].sort((a, b) => a - b).join(',');
+    if (refused !== bad.join(','))
+      problem(`refused events [${refused}], expected exactly the invalid ones [${bad.join(',')}] (${batch.badKinds.join(',')})`);
     if (partial) {
-      if (out.kind !== 'accepted') {
-        mismatch(batch, via, `partial batch with valid events answered ${out.status} ${out.code}`);
-        return undefined;
-      }
+      if (out.kind !== 'accepted') return problem(`partial batch with valid events answered ${out.status} ${out.code}`);
       const good = goodEvents(batch);
-      if (out.accepted !== good.length) mismatch(batch, via, `partial: accepted ${out.accepted}, expected ${good.length}`);
+      if (out.accepted !== good.length) problem(`partial: accepted ${out.accepted}, expected ${good.length}`);
       return good;
     }
     if (out.kind === 'accepted') {
-      mismatch(batch, via, `a batch with invalid events was accepted (${out.accepted} events)`);
+      problem(`a batch with invalid events was accepted (${out.accepted} events)`);
       return batch.events; // what the fleet will count now
     }
-    if (out.status !== 400) mismatch(batch, via, `refused with ${out.status}, expected 400`);
+    if (out.status !== 400) problem(`refused with ${out.status}, expected 400`);
     return [];
   };
 
@@ -172,11 +157,9 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
         stats.duplicatesSent++;
         const out2 = await again.send(batch, { partial });
         if (out2.kind !== 'accepted' || out2.accepted !== out.accepted) {
-          mismatch(
-            batch,
-            `${again.via} (duplicate)`,
-            `answered ${out2.kind === 'accepted' ? `accepted ${out2.accepted}` : out2.kind === 'rejected' ? `${out2.status} ${out2.code}` : 'nothing'}, first answer accepted ${out.accepted}`,
-          );
+          const answer =
+            out2.kind === 'accepted' ? `accepted ${out2.accepted}` : out2.kind === 'rejected' ? `${out2.status} ${out2.code}` : 'nothing';
+          mismatch(batch, `${again.via} (duplicate)`, `answered ${answer}, first answer accepted ${out.accepted}`);
         }
       }
       opts.onProgress?.(stats);
@@ -195,26 +178,33 @@ export interface FleetLoad {
   done: Promise<LoadStats>;
 }
 
+type LoadToOptions = Omit<RunLoadOptions, 'batches' | 'senders' | 'onAccepted' | 'seed'> & {
+  load: Omit<LoadOptions, 'stores' | 'now'>;
+  retry?: Omit<RetryPolicy, 'onRetry'>;
+  /** The ways in: HTTP to the collector, libs/client on the queues, or both (the default). */
+  via?: 'http' | 'client' | 'both';
+  map?: (batch: LoadBatch) => LoadBatch;
+};
+
 /**
- * runLoad into a running fleet: `generateLoad(load)` with the fleet's stores (each batch through `map` if given), sent
- * through both ways in (HTTP to its collector with each store's ingest key, libs/client on its queues; `via: 'http'`:
- * HTTP only) with one retry policy, the accepted events collected for expectedCounts.
+ * runLoad into an installation: `generateLoad(load)` with its `stores` (each batch through `map` if given), sent
+ * through the ways in that `via` says with one retry policy, the accepted events collected for expectedCounts
+ * (unless `keepAccepted` is false).
  */
-export function loadFleet(
-  f: Fleet,
-  opts: Omit<RunLoadOptions, 'batches' | 'senders' | 'onAccepted' | 'seed'> & {
-    load: Omit<LoadOptions, 'stores' | 'now'>;
-    retry?: Omit<RetryPolicy, 'onRetry'>;
-    via?: 'http' | 'both';
-    map?: (batch: LoadBatch) => LoadBatch;
+export function loadTo(
+  target: {
+    stores: readonly StoreSpec[];
+    http: Omit<HttpSenderOptions, keyof RetryPolicy>;
+    client: Omit<ClientSenderOptions, keyof RetryPolicy>;
   },
+  opts: LoadToOptions & { keepAccepted?: boolean },
 ): FleetLoad {
   const stats = newLoadStats();
   const accepted: StoreEvents[] = [];
-  const retry = { ...opts.retry, onRetry: countRetry(stats) };
-  const http = httpSender({ url: f.app('collector').url, keyOf: (s) => f.keys[s]!.ingest, ...retry });
-  const client = opts.via === 'http' ? undefined : clientSender({ ...f.clientTarget(), rules: f.rules, ...retry });
-  const batches = generateLoad({ now: () => Date.now(), ...opts.load, stores: f.stores });
+  const retry = { ...opts.retry, onRetry: (reason: string) => void (stats.retries[reason] = (stats.retries[reason] ?? 0) + 1) };
+  const http = opts.via === 'client' ? undefined : httpSender({ ...target.http, ...retry });
+  const client = opts.via === 'http' ? undefined : clientSender({ ...target.client, ...retry });
+  const batches = generateLoad({ now: () => Date.now(), ...opts.load, stores: target.stores });
   const map = opts.map;
   const done = runLoad(
     {
@@ -226,9 +216,15 @@ export function loadFleet(
         : batches,
       senders: { http, client },
       seed: opts.load.seed,
-      onAccepted: (store, events) => accepted.push({ store, events }),
+      onAccepted: opts.keepAccepted === false ? undefined : (store, events) => accepted.push({ store, events }),
     },
     stats,
-  ).finally(() => Promise.all([http.close(), client?.close()]));
+  ).finally(() => Promise.all([http?.close(), client?.close()]));
   return { stats, accepted, done };
+}
+
+/** loadTo a running fleet: HTTP to its collector with each store's ingest key, libs/client on its queues. */
+export function loadFleet(f: Fleet, opts: LoadToOptions): FleetLoad {
+  const http = { url: f.app('collector').url, keyOf: (s: string) => f.keys[s]!.ingest };
+  return loadTo({ stores: f.stores, http, client: { ...f.clientTarget(), rules: f.rules } }, opts);
 }

@@ -42,11 +42,14 @@ function normalize(rules: CompiledRules, e: EventInput): NormalizedEvent {
   return out;
 }
 
-export function addCount(table: CounterTable, pk: string, sk: string, attr: string, delta: bigint): void {
-  let row = table.get(pk);
-  if (!row) table.set(pk, (row = new Map()));
-  let item = row.get(sk);
-  if (!item) row.set(sk, (item = new Map()));
+/** The item (pk, sk) of a table, created empty when missing. */
+function itemOf<V>(table: Map<string, Map<string, Map<string, V>>>, pk: string, sk: string): Map<string, V> {
+  const row = table.get(pk) ?? table.set(pk, new Map()).get(pk)!;
+  return row.get(sk) ?? row.set(sk, new Map()).get(sk)!;
+}
+
+function addCount(table: CounterTable, pk: string, sk: string, attr: string, delta: bigint): void {
+  const item = itemOf(table, pk, sk);
   item.set(attr, (item.get(attr) ?? 0n) + delta);
 }
 
@@ -65,12 +68,8 @@ function eachCell<V>(
   const fields = new Map<string, Map<string, V>>();
   for (const b of batches) {
     fields.clear();
-    roll(
-      b.store,
-      zoneOf(b.store),
-      b.events.map((e) => normalize(rules, e)),
-      fields,
-    );
+    const events = b.events.map((e) => normalize(rules, e));
+    roll(b.store, zoneOf(b.store), events, fields);
     for (const [pk, row] of fields) {
       for (const [field, value] of row) {
         const bar = field.indexOf('|');
@@ -117,13 +116,9 @@ export function expectedDistinct(
     zones,
     (store, zone, events, adds) => rollupDistinct(rules, store, zone, events, adds),
     (pk, sk, attr, members) => {
-      let row = out.get(pk);
-      if (!row) out.set(pk, (row = new Map()));
-      let item = row.get(sk);
-      if (!item) row.set(sk, (item = new Map()));
-      const cell = item.get(attr) ?? new Set();
+      const item = itemOf(out, pk, sk);
+      const cell = item.get(attr) ?? item.set(attr, new Set()).get(attr)!;
       for (const m of members) cell.add(m);
-      item.set(attr, cell);
     },
   );
   return out;
@@ -139,6 +134,8 @@ export interface ScannedTable {
   sketches: number;
   items: number;
 }
+
+const NOT_COUNTERS = new Set(['pk', 'sk', WATERMARK_ATTR, WATERMARK_PART_ATTR, SPILLED_ATTR, EXPIRES_ATTR, SKETCH_VERSION_ATTR]);
 
 /**
  * Every counter item of the table (a full Scan; tenant and key items, whose pk starts with `_`, are skipped),
@@ -156,16 +153,7 @@ export async function scanCounters(client: DynamoDBClient, table: string): Promi
       out.items++;
       if (item[WATERMARK_ATTR]?.N === undefined) out.withoutWatermark.push(`${pk} / ${sk}`);
       for (const [name, v] of Object.entries(item)) {
-        if (
-          name === 'pk' ||
-          name === 'sk' ||
-          name === WATERMARK_ATTR ||
-          name === WATERMARK_PART_ATTR ||
-          name === SPILLED_ATTR ||
-          name === EXPIRES_ATTR ||
-          name === SKETCH_VERSION_ATTR
-        )
-          continue;
+        if (NOT_COUNTERS.has(name)) continue;
         if (v.B !== undefined) out.sketches++;
         else if (v.N === undefined) out.foreign.push(`${pk} / ${sk} / ${name}`);
         else addCount(out.counters, pk, baseSk(sk), name, BigInt(v.N));
@@ -192,19 +180,14 @@ export function diffCounts(expected: CounterTable, actual: CounterTable, maxSamp
     diff.mismatches++;
     if (diff.samples.length < maxSamples) diff.samples.push(line);
   };
-  const pks = new Set([...expected.keys(), ...actual.keys()]);
-  for (const pk of [...pks].sort()) {
-    const e = expected.get(pk);
-    const a = actual.get(pk);
-    const sks = new Set([...(e?.keys() ?? []), ...(a?.keys() ?? [])]);
-    for (const sk of [...sks].sort()) {
-      const ei = e?.get(sk);
-      const ai = a?.get(sk);
-      const attrs = new Set([...(ei?.keys() ?? []), ...(ai?.keys() ?? [])]);
-      for (const attr of [...attrs].sort()) {
+  const keys = (a?: Map<string, unknown>, b?: Map<string, unknown>) => [...new Set([...(a?.keys() ?? []), ...(b?.keys() ?? [])])].sort();
+  for (const pk of keys(expected, actual)) {
+    const [e, a] = [expected.get(pk), actual.get(pk)];
+    for (const sk of keys(e, a)) {
+      const [ei, ai] = [e?.get(sk), a?.get(sk)];
+      for (const attr of keys(ei, ai)) {
         diff.cells++;
-        const ev = ei?.get(attr);
-        const av = ai?.get(attr);
+        const [ev, av] = [ei?.get(attr), ai?.get(attr)];
         if (ev === av) continue;
         if (av === undefined) note(`missing ${pk} / ${sk} / ${attr}: expected ${ev}`);
         else if (ev === undefined) note(`extra ${pk} / ${sk} / ${attr} = ${av}`);

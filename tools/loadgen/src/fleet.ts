@@ -9,6 +9,7 @@ import { createTenantAdmin } from '@tally/tenants';
 import {
   createTestTable,
   isAlive,
+  sleep,
   startApp,
   startDynalite,
   startRedis,
@@ -18,22 +19,12 @@ import {
 } from '@tally/testing';
 import type { StoreSpec } from './generator';
 
-/** Keys issued for each store of the fleet, one per scope combination. */
-export interface StoreKeys {
-  ingest: string;
-  read: string;
-  admin: string;
-  /** ingest + read + admin */
-  all: string;
-}
-
 export interface FleetOptions {
   stores: readonly StoreSpec[];
   rules: RulesInput;
   /** Processes per app. Default 1 each. */
   replicas?: Partial<Record<AppName, number>>;
   bucketSeconds?: number;
-  jobLockMs?: number;
   /** Extra environment for every app (LOG_LEVEL, DEDUPE_WINDOW_SECONDS, …). */
   env?: Record<string, string>;
   /** Extra environment per app. */
@@ -77,30 +68,29 @@ export async function startFleet(opts: FleetOptions) {
   const firstPid = startedProcesses().length;
   const leaks: string[] = [];
 
-  const cluster = opts.clusterMasters
-    ? await startRedisCluster({ masters: opts.clusterMasters, appendfsync: opts.appendfsync ?? 'always' })
-    : undefined;
-  const redis = cluster
-    ? cluster.nodes[0]!
-    : (opts.redis ?? (await startRedis({ appendonly: true, appendfsync: opts.appendfsync ?? 'always' })));
+  const appendfsync = opts.appendfsync ?? 'always';
+  const cluster = opts.clusterMasters ? await startRedisCluster({ masters: opts.clusterMasters, appendfsync }) : undefined;
+  const redis = cluster?.nodes[0] ?? opts.redis ?? (await startRedis({ appendonly: true, appendfsync }));
   const dynalite = await startDynalite({ mode: 'child', path: join(work, 'dynalite') });
   const table = await createTestTable(dynalite.endpoint, { prefix: 'fleet' });
   const dynamo = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
   const admin = createTenantAdmin({ dynamo, table });
-  const keys: Record<string, StoreKeys> = {};
+  /** Keys issued for each store, one per scope, and `all` (ingest + read + admin). */
+  const keys: Record<string, Record<'ingest' | 'read' | 'admin' | 'all', string>> = {};
   const zones: Record<string, string> = {};
   for (const s of opts.stores) {
     await admin.createTenant(s.id, { timeZone: s.timeZone });
     zones[s.id] = s.timeZone;
+    const issue = (scopes: Array<'ingest' | 'read' | 'admin'>, label: string = scopes[0]!) =>
+      admin.issueKey(s.id, scopes, `loadgen ${label}`);
     keys[s.id] = {
-      ingest: await admin.issueKey(s.id, ['ingest'], 'loadgen ingest'),
-      read: await admin.issueKey(s.id, ['read'], 'loadgen read'),
-      admin: await admin.issueKey(s.id, ['admin'], 'loadgen admin'),
-      all: await admin.issueKey(s.id, ['ingest', 'read', 'admin'], 'loadgen all scopes'),
+      ingest: await issue(['ingest']),
+      read: await issue(['read']),
+      admin: await issue(['admin']),
+      all: await issue(['ingest', 'read', 'admin'], 'all scopes'),
     };
   }
   const appsEndpoint = opts.appsDynamoEndpoint ? await opts.appsDynamoEndpoint(dynalite.endpoint) : dynalite.endpoint;
-  const prefix = opts.prefix ?? 'lg';
   const env = {
     REDIS_URL: redis.url,
     ...(cluster ? { REDIS_CLUSTER_NODES: cluster.nodesEnv } : {}),
@@ -108,9 +98,9 @@ export async function startFleet(opts: FleetOptions) {
     DYNAMODB_ENDPOINT: appsEndpoint,
     DYNAMODB_TABLE: table,
     BUCKET_SECONDS: String(opts.bucketSeconds ?? 1),
-    JOB_LOCK_MS: String(opts.jobLockMs ?? 1_500),
+    JOB_LOCK_MS: '1500',
     RULES_FILE: rulesFile,
-    KEY_PREFIX: prefix,
+    KEY_PREFIX: opts.prefix ?? 'lg',
     LOG_LEVEL: 'warn',
     ...opts.env,
   };
@@ -135,16 +125,13 @@ export async function startFleet(opts: FleetOptions) {
           url: handle.url,
           /** Restarts it (after a SIGKILL, or killing it first), retrying like a supervisor when it dies during start-up. */
           async restart(extra?: Record<string, string | undefined>) {
-            let startupFailures = 0;
-            for (;;) {
+            for (let startupFailures = 0; ; await sleep(500)) {
               try {
                 await handle.restart(extra);
                 return { startupFailures };
               } catch (err) {
                 // It died before answering /healthz: a supervisor would start it again.
-                startupFailures++;
-                if (startupFailures >= 10) throw err;
-                await new Promise((r) => setTimeout(r, 500));
+                if (++startupFailures >= 10) throw err;
               }
             }
           },
@@ -155,7 +142,8 @@ export async function startFleet(opts: FleetOptions) {
 
   const inspect = createRedisConnection({ REDIS_URL: redis.url, REDIS_CLUSTER_NODES: cluster?.seeds }, { maxRetriesPerRequest: null });
   inspect.on('error', () => {});
-  const queues = createQueues(inspect, { keyPrefix: env.KEY_PREFIX, shards: Number(env.QUEUE_SHARDS) });
+  const [prefix, queueShards] = [env.KEY_PREFIX, Number(env.QUEUE_SHARDS)];
+  const queues = createQueues(inspect, { keyPrefix: prefix, shards: queueShards });
   for (const q of allQueues(queues)) q.on('error', () => {});
 
   let stopped = false;
@@ -185,16 +173,11 @@ export async function startFleet(opts: FleetOptions) {
     inspect,
     queues,
     /** KEY_PREFIX of the apps. */
-    prefix: env.KEY_PREFIX,
+    prefix,
     /** QUEUE_SHARDS of the apps. */
-    queueShards: Number(env.QUEUE_SHARDS),
+    queueShards,
     /** How a libs/client sender reaches this fleet's queues. */
-    clientTarget: () => ({
-      redisUrl: redis.url,
-      clusterNodes: cluster?.seeds,
-      keyPrefix: env.KEY_PREFIX,
-      queueShards: Number(env.QUEUE_SHARDS),
-    }),
+    clientTarget: () => ({ redisUrl: redis.url, clusterNodes: cluster?.seeds, keyPrefix: prefix, queueShards }),
     /** Every process started in this process since the fleet began to start (restarts included), with what it is. */
     pids: () => startedProcesses().slice(firstPid),
     /** Lines of any process that contained an issued API key (or anything shaped like one). */

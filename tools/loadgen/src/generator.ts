@@ -17,8 +17,6 @@ export interface LoadOptions {
   products?: number;
   /** Distinct visitors per store (Zipf-distributed activity). Default 1000. */
   visitors?: number;
-  /** Zipf exponent of product and visitor popularity. Default 1.1. */
-  zipfS?: number;
   /** The time events happen at: a fixed instant (deterministic output) or a clock read per session. Default: the time of the first call. */
   now?: number | (() => number);
   /** Events per batch: a fixed number or [min, max]. Default [20, 200]. */
@@ -27,14 +25,8 @@ export interface LoadOptions {
   maxEvents?: number;
   /** Share of sessions stamped in the past (late events). Default 0.1. */
   lateShare?: number;
-  /** How many days back late sessions reach; keep it under the collector's LATENESS_HORIZON_DAYS. Default 33. */
-  lateDays?: number;
   /** Share of late sessions placed in the previous month of the store's time zone. Default 0.4. */
   previousMonthShare?: number;
-  /** Share of sessions that end in an order. Default 0.3. */
-  orderShare?: number;
-  /** Share of events without a visitor (anonymous views). Default 0.05. */
-  anonymousShare?: number;
   /** Share of batches that also carry invalid events the edge must refuse. Default 0. */
   badShare?: number;
   /**
@@ -44,19 +36,22 @@ export interface LoadOptions {
   extremeShare?: number;
 }
 
-/** The kinds of invalid events the generator mixes in; each must be refused at the edge with a 4xx naming the field. */
-export const BAD_EVENT_KINDS = [
-  'unknown-type',
-  'bad-dim-value',
-  'unknown-dim',
-  'negative-value',
-  'too-many-decimals',
-  'missing-value',
-  'pipe-in-dim',
-  'over-maximum',
-  'nonexistent-date',
-] as const;
-export type BadEventKind = (typeof BAD_EVENT_KINDS)[number];
+/** The invalid events the generator mixes in, by kind (`ts`: a minute ago); each must be refused at the edge with a 4xx naming the field. */
+const BAD_EVENTS = {
+  'unknown-type': (ts) => ({ type: 'click', ts, dims: { product: 'P1' } }),
+  'bad-dim-value': (ts) => ({ type: 'view', ts, dims: { product: 'P#1', visitor: 'V1' } }),
+  'unknown-dim': (ts) => ({ type: 'view', ts, dims: { product: 'P1', color: 'red' } }),
+  'negative-value': (ts, r) => ({ type: 'order', ts, dims: { visitor: `V${r.int(10)}` }, value: -5 }),
+  'too-many-decimals': (ts) => ({ type: 'order', ts, dims: { visitor: 'V1' }, value: 1.234 }),
+  'missing-value': (ts) => ({ type: 'order', ts, dims: { visitor: 'V1' } }),
+  'pipe-in-dim': (ts) => ({ type: 'view', ts, dims: { product: 'P|1' } }),
+  // One cent above the maximum value, as a decimal string and as a number (which JSON keeps exactly as written).
+  'over-maximum': (ts, r) => ({ type: 'order', ts, dims: { visitor: 'V1' }, value: r.chance(0.5) ? `${MAX_VALUE}.01` : MAX_VALUE + 0.01 }),
+  // 30 February of the year: a calendar date that does not exist, never rolled into 2 March.
+  'nonexistent-date': (ts) => ({ type: 'view', ts: `${ts.slice(0, 4)}-02-30T12:00:00Z`, dims: { product: 'P1' } }),
+} satisfies Record<string, (ts: string, r: Rng) => EventInput>;
+export type BadEventKind = keyof typeof BAD_EVENTS;
+export const BAD_EVENT_KINDS = Object.keys(BAD_EVENTS) as BadEventKind[];
 
 export interface LoadBatch {
   /** 0, 1, 2, … in generation order. */
@@ -71,6 +66,9 @@ export interface LoadBatch {
   badKinds: BadEventKind[];
 }
 
+/** Zipf exponent of product and visitor popularity; days back late sessions reach (under the collector's
+ * LATENESS_HORIZON_DAYS); shares of sessions that end in an order, and of events without a visitor (anonymous views). */
+const [ZIPF_S, LATE_DAYS, ORDER_SHARE, ANONYMOUS_SHARE] = [1.1, 33, 0.3, 0.05];
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
@@ -87,26 +85,16 @@ const centsToString = (cents: number) => `${Math.floor(cents / 100)}.${String(ce
 
 /**
  * Deterministic shop traffic: for each store, visitors (Zipf) in sessions that view a few products (Zipf), some
- * page views, and maybe an order with its order lines; some sessions are late (up to `lateDays` back, a share of
+ * page views, and maybe an order with its order lines; some sessions are late (up to 33 days back, a share of
  * them in the previous month of the store's zone). Yields batches of one store each; with `badShare`, some
  * batches also carry invalid events (listed in `badIndexes`). Same options and seed, same batches.
  */
 export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
   if (opts.stores.length === 0) throw new RangeError('generateLoad: give at least one store');
-  const products = opts.products ?? 200;
-  const visitors = opts.visitors ?? 1_000;
-  const s = opts.zipfS ?? 1.1;
-  const fixedNow = typeof opts.now === 'number' ? opts.now : undefined;
-  const start = Date.now();
-  const clock = typeof opts.now === 'function' ? opts.now : () => fixedNow ?? start;
+  const { products = 200, visitors = 1_000, lateShare = 0.1, previousMonthShare = 0.4, badShare = 0, extremeShare = 0 } = opts;
+  const fixed = opts.now ?? Date.now();
+  const clock = typeof fixed === 'function' ? fixed : () => fixed;
   const [minBatch, maxBatch] = typeof opts.batchSize === 'number' ? [opts.batchSize, opts.batchSize] : (opts.batchSize ?? [20, 200]);
-  const lateShare = opts.lateShare ?? 0.1;
-  const lateDays = opts.lateDays ?? 33;
-  const previousMonthShare = opts.previousMonthShare ?? 0.4;
-  const orderShare = opts.orderShare ?? 0.3;
-  const anonymousShare = opts.anonymousShare ?? 0.05;
-  const badShare = opts.badShare ?? 0;
-  const extremeShare = opts.extremeShare ?? 0;
 
   const rng = createRng(opts.seed);
   const batchRng = rng.fork('batches');
@@ -115,8 +103,8 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
   const extremeRng = rng.fork('extreme');
   const extreme = (): number | string | undefined =>
     extremeShare > 0 && extremeRng.chance(extremeShare) ? extremeRng.pick([MAX_VALUE, String(MAX_VALUE), 0, '0.00']) : undefined;
-  const productOf = zipf(products, s);
-  const visitorOf = zipf(visitors, s);
+  const productOf = zipf(products, ZIPF_S);
+  const visitorOf = zipf(visitors, ZIPF_S);
   const weights = opts.stores.map((st) => st.weight ?? 1);
   const totalWeight = weights.reduce((a, b) => a + b, 0);
 
@@ -127,7 +115,7 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
     for (;;) {
       const now = clock();
       const visitor = `V${visitorOf(r)}`;
-      const anonymous = r.chance(anonymousShare);
+      const anonymous = r.chance(ANONYMOUS_SHARE);
       let t = sessionStart(store, r, now);
       const step = () => {
         t = Math.min(now, t + r.between(1, 20) * 1_000);
@@ -142,14 +130,12 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
         const ev: EventInput = { type: 'view', ts: step(), dims: anonymous ? { product } : { product, visitor } };
         if (r.chance(0.1)) ev.id = `e${r.int(1e9)}`;
         yield ev;
-        if (r.chance(0.3))
-          yield {
-            type: 'page_view',
-            ts: step(),
-            dims: anonymous ? { page: `/pages/${r.int(20)}` } : { visitor, page: `/pages/${r.int(20)}` },
-          };
+        if (!r.chance(0.3)) continue;
+        const ts = step();
+        const page = `/pages/${r.int(20)}`;
+        yield { type: 'page_view', ts, dims: anonymous ? { page } : { visitor, page } };
       }
-      if (anonymous || !r.chance(orderShare)) continue;
+      if (anonymous || !r.chance(ORDER_SHARE)) continue;
       const lines = [...new Set(viewed)].slice(0, r.between(1, 3));
       let total = 0;
       for (const product of lines) {
@@ -165,42 +151,17 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
 
   function sessionStart(store: StoreSpec, r: Rng, now: number): number {
     if (!r.chance(lateShare)) return now - r.between(30, 120) * 1_000;
+    const late = () => now - HOUR - r.int(LATE_DAYS * DAY - 2 * HOUR);
     if (r.chance(previousMonthShare)) {
       // Somewhere in the previous month of the store's zone, within the lateness window (always reachable:
       // the previous month ends at most 31 days back).
       const thisMonth = localDate(now, store.timeZone).month;
       for (let i = 0; i < 64; i++) {
-        const ts = now - HOUR - r.int(lateDays * DAY - 2 * HOUR);
+        const ts = late();
         if (localDate(ts, store.timeZone).month !== thisMonth) return ts;
       }
     }
-    return now - HOUR - r.int(lateDays * DAY - 2 * HOUR);
-  }
-
-  function badEvent(kind: BadEventKind, r: Rng): EventInput | Record<string, unknown> {
-    const ts = new Date(clock() - MINUTE).toISOString();
-    switch (kind) {
-      case 'unknown-type':
-        return { type: 'click', ts, dims: { product: 'P1' } };
-      case 'bad-dim-value':
-        return { type: 'view', ts, dims: { product: 'P#1', visitor: 'V1' } };
-      case 'pipe-in-dim':
-        return { type: 'view', ts, dims: { product: 'P|1' } };
-      case 'unknown-dim':
-        return { type: 'view', ts, dims: { product: 'P1', color: 'red' } };
-      case 'negative-value':
-        return { type: 'order', ts, dims: { visitor: `V${r.int(10)}` }, value: -5 };
-      case 'too-many-decimals':
-        return { type: 'order', ts, dims: { visitor: 'V1' }, value: 1.234 };
-      case 'missing-value':
-        return { type: 'order', ts, dims: { visitor: 'V1' } };
-      case 'over-maximum':
-        // One cent above the maximum value, as a decimal string and as a number (which JSON keeps exactly as written).
-        return { type: 'order', ts, dims: { visitor: 'V1' }, value: r.chance(0.5) ? `${MAX_VALUE}.01` : MAX_VALUE + 0.01 };
-      case 'nonexistent-date':
-        // 30 February of this year: a calendar date that does not exist, never rolled into 2 March.
-        return { type: 'view', ts: `${new Date(clock()).getUTCFullYear()}-02-30T12:00:00Z`, dims: { product: 'P1' } };
-    }
+    return late();
   }
 
   let good = 0;
@@ -219,7 +180,7 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
       for (let n = badRng.between(1, 3); n > 0; n--) {
         const kind = badRng.pick(BAD_EVENT_KINDS);
         const at = badRng.int(events.length + 1);
-        const bad = badEvent(kind, badRng) as EventInput;
+        const bad = BAD_EVENTS[kind](new Date(clock() - MINUTE).toISOString(), badRng);
         events.splice(at, 0, bad);
         badKindOf.set(bad, kind);
       }

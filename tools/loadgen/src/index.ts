@@ -6,3 +6,4 @@ export * from './driver';
 export * from './fleet';
 export * from './verify';
 export * from './presets';
+export * from './cli';

@@ -2,115 +2,86 @@
 // Sends deterministic shop traffic to a collector (HTTP, ingest keys per store) or through libs/client (Redis),
 // or, with --fleet, starts a whole local fleet, sends to it and checks every DynamoDB count exactly afterwards.
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { SingleBar } from 'cli-progress';
 import { compileRules, defaultRules } from '@tally/schema';
-import { countRetry, newLoadStats, runLoad } from './driver';
-import type { StoreEvents } from './expected';
-import { startFleet, type Fleet } from './fleet';
-import { generateLoad, type StoreSpec } from './generator';
+import { parseCli } from './cli';
+import { loadFleet, loadTo, type LoadStats } from './driver';
+import { startFleet } from './fleet';
 import { DEMO_STORES, everyBucketRules } from './presets';
-import { clientSender, httpSender, type Sender } from './senders';
 import { checkCounts } from './verify';
 
-const USAGE = `usage: npm run loadgen -- [options]
-  --rate N            events per second (default 1000)
-  --duration S        seconds of load (default 30)
-  --via http|client|both   path into Tally (default http)
-  --seed N            seed of the traffic (default 1)
-  --url URL           collector base URL (default http://127.0.0.1:7401)
-  --key STORE=KEY     ingest key of a store (repeat per store), or --keys-file FILE ({"STORE":"KEY"})
-  --redis-url URL     Redis of the queues, for --via client (default redis://127.0.0.1:6379)
-  --stores LIST       STORE:ZONE,… (default KTM1:Asia/Kathmandu,LAX1:America/Los_Angeles,UTC1:UTC)
-                      each a tenant of the installation (npm run tenants -- create STORE --time-zone ZONE);
-                      --fleet creates them. A store with none is refused (TALLY_ERR_UNKNOWN_STORE).
-  --products N --visitors N --batch N --concurrency N
-  --duplicates F      share of batches sent twice with the same Idempotency-Key (default 0)
-  --bad F             share of batches carrying invalid events (default 0)
-  --late F            share of late sessions (default 0.1)
-  --fleet             start a local fleet (Redis, dynalite, the four apps) and verify every count afterwards
-  --quiet             no progress bar`;
-
-function fail(message: string): never {
-  process.stderr.write(`loadgen: ${message}\n${USAGE}\n`);
-  process.exit(2);
-}
-
-const { values: a } = parseArgs({
-  options: {
-    rate: { type: 'string', default: '1000' },
-    duration: { type: 'string', default: '30' },
-    via: { type: 'string', default: 'http' },
-    seed: { type: 'string', default: '1' },
-    url: { type: 'string', default: 'http://127.0.0.1:7401' },
-    key: { type: 'string', multiple: true },
-    'keys-file': { type: 'string' },
-    'redis-url': { type: 'string', default: 'redis://127.0.0.1:6379' },
-    stores: { type: 'string' },
-    products: { type: 'string', default: '200' },
-    visitors: { type: 'string', default: '1000' },
-    batch: { type: 'string', default: '100' },
-    concurrency: { type: 'string', default: '8' },
-    duplicates: { type: 'string', default: '0' },
-    bad: { type: 'string', default: '0' },
-    late: { type: 'string', default: '0.1' },
-    fleet: { type: 'boolean', default: false },
-    quiet: { type: 'boolean', default: false },
-    help: { type: 'boolean', default: false },
+const { values: a, fail } = parseCli('loadgen', 'npm run loadgen -- [options]', {
+  rate: { default: '1000', min: 1, help: 'events per second' },
+  duration: { default: '30', min: 1, arg: 'S', help: 'seconds of load' },
+  via: { default: 'http', arg: 'http|client|both', help: 'path into Tally' },
+  seed: { default: '1', min: 0, help: 'seed of the traffic' },
+  url: { default: 'http://127.0.0.1:7401', arg: 'URL', help: 'collector base URL' },
+  key: { multiple: true, arg: 'STORE=KEY', help: 'ingest key of a store (repeat per store), or --keys-file' },
+  'keys-file': { arg: 'FILE', help: 'ingest keys as JSON {"STORE":"KEY"}' },
+  'redis-url': { default: 'redis://127.0.0.1:6379', arg: 'URL', help: 'Redis of the queues, for --via client' },
+  stores: {
+    arg: 'LIST',
+    help:
+      'STORE:ZONE,… (default KTM1:Asia/Kathmandu,LAX1:America/Los_Angeles,UTC1:UTC), each a tenant of the installation\n' +
+      `${' '.repeat(25)}(npm run tenants -- create STORE --time-zone ZONE; --fleet creates them; others are refused)`,
   },
-  strict: true,
+  products: { default: '200', min: 1, help: 'distinct products per store' },
+  visitors: { default: '1000', min: 1, help: 'distinct visitors per store' },
+  batch: { default: '100', min: 1, help: 'events per batch (on average)' },
+  concurrency: { default: '8', min: 1, help: 'batches in flight' },
+  duplicates: { default: '0', min: 0, arg: 'F', help: 'share of batches sent twice with the same Idempotency-Key' },
+  bad: { default: '0', min: 0, arg: 'F', help: 'share of batches carrying invalid events' },
+  late: { default: '0.1', min: 0, arg: 'F', help: 'share of late sessions' },
+  fleet: { type: 'boolean', help: 'start a local fleet (Redis, dynalite, the four apps) and verify every count afterwards' },
+  quiet: { type: 'boolean', help: 'no progress bar' },
 });
-if (a.help) {
-  process.stdout.write(`${USAGE}\n`);
-  process.exit(0);
-}
-const num = (name: string, v: string, min: number) => {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < min) fail(`--${name} must be a number >= ${min}, got ${JSON.stringify(v)}`);
-  return n;
-};
-const rate = num('rate', a.rate, 1);
-const duration = num('duration', a.duration, 1);
-const seed = num('seed', a.seed, 0);
-if (!['http', 'client', 'both'].includes(a.via)) fail(`--via must be http, client or both, got ${a.via}`);
-const stores: StoreSpec[] = a.stores
+const { rate, duration, batch } = a;
+const via = a.via as 'http' | 'client' | 'both';
+if (!['http', 'client', 'both'].includes(via)) fail(`--via must be http, client or both, got ${via}`);
+const stores = a.stores
   ? a.stores.split(',').map((s) => {
       const [id, timeZone] = s.split(':');
-      if (!id || !timeZone) fail(`--stores entries are STORE:ZONE, got ${JSON.stringify(s)}`);
-      return { id, timeZone };
+      return id && timeZone ? { id, timeZone } : fail(`--stores entries are STORE:ZONE, got ${JSON.stringify(s)}`);
     })
   : [...DEMO_STORES];
-
-let fleet: Fleet | undefined;
-const keys = new Map<string, string>();
-if (a['keys-file'])
-  for (const [s, k] of Object.entries(JSON.parse(readFileSync(a['keys-file'], 'utf8')) as Record<string, string>)) keys.set(s, k);
+const keys = new Map<string, string>(Object.entries(a['keys-file'] ? JSON.parse(readFileSync(a['keys-file'], 'utf8')) : {}));
 for (const kv of a.key ?? []) {
   const eq = kv.indexOf('=');
   if (eq < 1) fail(`--key takes STORE=KEY, got a value without "="`);
   keys.set(kv.slice(0, eq), kv.slice(eq + 1));
 }
-const rulesInput = a.fleet ? everyBucketRules() : defaultRules;
-const rules = compileRules(rulesInput);
-let url = a.url;
-let redisUrl = a['redis-url'];
-if (a.fleet) {
-  process.stderr.write('loadgen: starting a local fleet (redis-server, dynalite, the four apps)…\n');
-  fleet = await startFleet({ stores, rules: rulesInput, replicas: { 'bucket-aggregator': 2, 'dynamo-writer': 2 } });
-  url = fleet.app('collector').url;
-  redisUrl = fleet.redis.url;
-  for (const s of stores) keys.set(s.id, fleet.keys[s.id]!.ingest);
-}
-if (a.via !== 'client')
+if (!a.fleet && via !== 'client')
   for (const s of stores) if (!keys.has(s.id)) fail(`no ingest key for store ${s.id}: give --key ${s.id}=<key> or --fleet`);
 
-const stats = newLoadStats();
-const onRetry = countRetry(stats);
-const senders: { http?: Sender; client?: Sender } = {};
-if (a.via !== 'client') senders.http = httpSender({ url, keyOf: (s) => keys.get(s)!, onRetry });
-if (a.via !== 'http') senders.client = clientSender({ redisUrl, rules, onRetry, ...fleet?.clientTarget() });
-
+let started = 0;
 const total = Math.round(rate * duration);
+const options = {
+  load: {
+    seed: a.seed,
+    products: a.products,
+    visitors: a.visitors,
+    batchSize: [Math.max(1, Math.floor(batch / 2)), Math.ceil(batch * 1.5)] as const,
+    maxEvents: total,
+    badShare: a.bad,
+    lateShare: a.late,
+  },
+  via,
+  rate,
+  durationMs: duration * 1_000 * 3,
+  concurrency: a.concurrency,
+  duplicateShare: a.duplicates,
+  onProgress: (s: LoadStats) =>
+    bar?.update(s.eventsSent, {
+      rate: Math.round(s.eventsSent / Math.max(0.001, (Date.now() - started) / 1_000)),
+      accepted: s.accepted,
+      rejected: s.rejected,
+      retries: Object.values(s.retries).reduce((x, y) => x + y, 0),
+    }),
+};
+if (a.fleet) process.stderr.write('loadgen: starting a local fleet (redis-server, dynalite, the four apps)…\n');
+const fleet = a.fleet
+  ? await startFleet({ stores, rules: everyBucketRules(), replicas: { 'bucket-aggregator': 2, 'dynamo-writer': 2 } })
+  : undefined;
 const bar = a.quiet
   ? undefined
   : new SingleBar({
@@ -119,42 +90,20 @@ const bar = a.quiet
       hideCursor: true,
     });
 bar?.start(total, 0, { rate: 0, accepted: 0, rejected: 0, retries: 0 });
-const started = Date.now();
-const accepted: StoreEvents[] = [];
-const batchSize = num('batch', a.batch, 1);
-await runLoad(
-  {
-    batches: generateLoad({
-      seed,
-      stores,
-      products: num('products', a.products, 1),
-      visitors: num('visitors', a.visitors, 1),
-      batchSize: [Math.max(1, Math.floor(batchSize / 2)), Math.ceil(batchSize * 1.5)],
-      maxEvents: total,
-      now: () => Date.now(),
-      badShare: num('bad', a.bad, 0),
-      lateShare: num('late', a.late, 0),
-    }),
-    senders,
-    seed,
-    rate,
-    durationMs: duration * 1_000 * 3,
-    concurrency: num('concurrency', a.concurrency, 1),
-    duplicateShare: num('duplicates', a.duplicates, 0),
-    onAccepted: fleet ? (store, events) => accepted.push({ store, events }) : undefined,
-    onProgress: (s) =>
-      bar?.update(s.eventsSent, {
-        rate: Math.round(s.eventsSent / Math.max(0.001, (Date.now() - started) / 1_000)),
-        accepted: s.accepted,
-        rejected: s.rejected,
-        retries: Object.values(s.retries).reduce((x, y) => x + y, 0),
-      }),
-  },
-  stats,
-);
+started = Date.now();
+const { accepted, done } = fleet
+  ? loadFleet(fleet, options)
+  : loadTo(
+      {
+        stores,
+        http: { url: a.url, keyOf: (s) => keys.get(s)! },
+        client: { redisUrl: a['redis-url'], rules: compileRules(defaultRules) },
+      },
+      { ...options, keepAccepted: false },
+    );
+const stats = await done;
 bar?.stop();
 const seconds = (Date.now() - started) / 1_000;
-await Promise.all(Object.values(senders).map((s) => s.close()));
 process.stdout.write(
   `loadgen: sent ${stats.eventsSent} events in ${stats.batches} batches in ${seconds.toFixed(1)} s (${Math.round(stats.eventsSent / seconds)} ev/s; ` +
     `http ${stats.byVia.http}, client ${stats.byVia.client} batches), accepted ${stats.accepted}, rejected ${stats.rejected}, ` +

@@ -1,21 +1,19 @@
+import { sleep } from '@tally/testing';
 import { createTallyClient, QueueUnavailableError, ValidationError, type TallyClient } from '@tally/client';
 import type { CompiledRules, EventError } from '@tally/schema';
 import type { LoadBatch } from './generator';
 
-/** The definitive answer to one batch, after retrying what deserved a retry (same Idempotency-Key every time). */
-export type SendOutcome =
-  | { kind: 'accepted'; accepted: number; batchId: string; attempts: number; acceptedIndexes?: number[]; errors?: EventError[] }
-  | { kind: 'rejected'; status: number; code: string; message: string; errors: EventError[]; attempts: number }
-  | { kind: 'gave-up'; attempts: number; lastError: string };
+type Answer =
+  | { kind: 'accepted'; accepted: number; batchId: string; acceptedIndexes?: number[]; errors?: EventError[] }
+  | { kind: 'rejected'; status: number; code: string; message: string; errors: EventError[] };
 
-export interface SendOptions {
-  /** HTTP only: `?partial=true` (accept the valid events of a batch that has invalid ones). */
-  partial?: boolean;
-}
+/** The definitive answer to one batch, after retrying what deserved a retry (same Idempotency-Key every time). */
+export type SendOutcome = (Answer | { kind: 'gave-up'; lastError: string }) & { attempts: number };
 
 export interface Sender {
   readonly via: 'http' | 'client';
-  send(batch: LoadBatch, opts?: SendOptions): Promise<SendOutcome>;
+  /** `partial`, HTTP only: `?partial=true` (accept the valid events of a batch that has invalid ones). */
+  send(batch: LoadBatch, opts?: { partial?: boolean }): Promise<SendOutcome>;
   close(): Promise<void>;
 }
 
@@ -30,11 +28,9 @@ export interface RetryPolicy {
   onRetry?: (reason: string) => void;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 async function withRetries(
   policy: RetryPolicy,
-  attempt: () => Promise<{ done: SendOutcome } | { retry: string; retryAfterMs?: number }>,
+  attempt: () => Promise<{ done: Answer } | { retry: string; retryAfterMs?: number }>,
 ): Promise<SendOutcome> {
   const deadline = Date.now() + (policy.deadlineMs ?? 120_000);
   const maxDelay = policy.maxDelayMs ?? 2_000;
@@ -42,7 +38,7 @@ async function withRetries(
   let lastError = '';
   for (let attempts = 1; ; attempts++) {
     const r = await attempt();
-    if ('done' in r) return { ...r.done, attempts } as SendOutcome;
+    if ('done' in r) return { ...r.done, attempts };
     lastError = r.retry;
     if (Date.now() >= deadline) return { kind: 'gave-up', attempts, lastError };
     policy.onRetry?.(r.retry);
@@ -53,16 +49,13 @@ async function withRetries(
 
 export interface HttpSenderOptions extends RetryPolicy {
   /** The collector's base URL, e.g. http://127.0.0.1:7401 */
-  url: string | (() => string);
+  url: string;
   /** The ingest key of each store (the store comes from the key). */
   keyOf: (store: string) => string;
-  /** Deadline of one request. Default 15 s. */
-  requestTimeoutMs?: number;
 }
 
 /** POST /v1/events with the store's ingest key and the batch's Idempotency-Key; retries 429, 5xx and network errors. */
 export function httpSender(opts: HttpSenderOptions): Sender {
-  const urlOf = typeof opts.url === 'function' ? opts.url : () => opts.url as string;
   return {
     via: 'http',
     send(batch, sopts = {}) {
@@ -70,7 +63,7 @@ export function httpSender(opts: HttpSenderOptions): Sender {
       return withRetries(opts, async () => {
         let res: Response;
         try {
-          res = await fetch(`${urlOf()}/v1/events${sopts.partial ? '?partial=true' : ''}`, {
+          res = await fetch(`${opts.url}/v1/events${sopts.partial ? '?partial=true' : ''}`, {
             method: 'POST',
             headers: {
               'content-type': 'application/json',
@@ -78,7 +71,7 @@ export function httpSender(opts: HttpSenderOptions): Sender {
               'idempotency-key': batch.idempotencyKey,
             },
             body,
-            signal: AbortSignal.timeout(opts.requestTimeoutMs ?? 15_000),
+            signal: AbortSignal.timeout(15_000),
           });
         } catch (err) {
           const cause = (err as { cause?: { code?: string } }).cause;
@@ -92,30 +85,15 @@ export function httpSender(opts: HttpSenderOptions): Sender {
           return { retry: `${res.status} without a JSON body` };
         }
         if (res.status === 202) {
-          return {
-            done: {
-              kind: 'accepted',
-              accepted: json.accepted,
-              batchId: json.batchId,
-              attempts: 0,
-              ...(json.acceptedIndexes ? { acceptedIndexes: json.acceptedIndexes } : {}),
-              ...(json.errors ? { errors: json.errors } : {}),
-            },
-          };
+          const { accepted, batchId, acceptedIndexes, errors } = json;
+          return { done: { kind: 'accepted', accepted, batchId, acceptedIndexes, errors } };
         }
         if (res.status === 429 || res.status >= 500) {
           const ra = Number(res.headers.get('retry-after'));
           return { retry: String(res.status), retryAfterMs: Number.isFinite(ra) ? ra * 1_000 : undefined };
         }
         return {
-          done: {
-            kind: 'rejected',
-            status: res.status,
-            code: json.code ?? '',
-            message: json.detail ?? '',
-            errors: json.errors ?? [],
-            attempts: 0,
-          },
+          done: { kind: 'rejected', status: res.status, code: json.code ?? '', message: json.detail ?? '', errors: json.errors ?? [] },
         };
       });
     },
@@ -133,8 +111,6 @@ export interface ClientSenderOptions extends RetryPolicy {
   queueShards?: number;
   /** The rules the aggregator runs with. */
   rules?: CompiledRules;
-  /** How long one call waits for a reconnecting Redis. Default 1000 ms. */
-  readyTimeoutMs?: number;
 }
 
 /** libs/client enqueueEvents with the batch's idempotency key; retries QueueUnavailableError. */
@@ -144,7 +120,7 @@ export function clientSender(opts: ClientSenderOptions): Sender {
     keyPrefix: opts.keyPrefix ?? 't',
     queueShards: opts.queueShards ?? 1,
     ...(opts.rules ? { rules: opts.rules } : {}),
-    readyTimeoutMs: opts.readyTimeoutMs ?? 1_000,
+    readyTimeoutMs: 1_000, // how long one call waits for a reconnecting Redis
   });
   return {
     via: 'client',
@@ -152,17 +128,15 @@ export function clientSender(opts: ClientSenderOptions): Sender {
       return withRetries(opts, async () => {
         try {
           const r = await client.enqueueEvents(batch.store, batch.events, { idempotencyKey: batch.idempotencyKey });
-          return { done: { kind: 'accepted', accepted: r.accepted, batchId: r.batchId, attempts: 0 } };
+          return { done: { kind: 'accepted', accepted: r.accepted, batchId: r.batchId } };
         } catch (err) {
-          if (err instanceof ValidationError) {
-            return { done: { kind: 'rejected', status: 400, code: err.code, message: err.message, errors: err.errors, attempts: 0 } };
-          }
           if (err instanceof QueueUnavailableError) return { retry: 'QueueUnavailableError' };
-          const code = (err as { code?: unknown }).code;
-          if (typeof code === 'string' && code.startsWith('TALLY_ERR_')) {
-            return { done: { kind: 'rejected', status: 400, code, message: (err as Error).message, errors: [], attempts: 0 } };
-          }
-          return { retry: (err as Error).name || 'Error' };
+          const { code, message, name } = err as { code?: unknown; message: string; name: string };
+          const errors = err instanceof ValidationError ? err.errors : [];
+          // A ValidationError, or another refusal of libs/client (TALLY_ERR_*): definitive.
+          if (err instanceof ValidationError || (typeof code === 'string' && code.startsWith('TALLY_ERR_')))
+            return { done: { kind: 'rejected', status: 400, code: String(code), message, errors } };
+          return { retry: name || 'Error' };
         }
       });
     },

@@ -5,7 +5,7 @@ import { formatDate, localDate, monthSk, parseMonthSk, TOTAL_SK, fromDayOfYear, 
 import { QUEUE, queueShards, type RedisConnection } from '@tally/queues';
 import { decimalToUnits, parseMetricName } from '@tally/schema';
 import { Cluster } from 'ioredis';
-import { waitFor, waitForQueuesIdle } from '@tally/testing';
+import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import type { z } from 'zod';
 import {
   diffCounts,
@@ -19,23 +19,16 @@ import {
 } from './expected';
 import type { Fleet } from './fleet';
 
-/** What is still unwritten in Redis, per kind, over all stores. */
-export interface Backlog {
-  openBuckets: number;
-  sealed: number;
-  outboxes: number;
-  dirtyRows: number;
-}
-
 /** KEYS matching `pattern`, on every master of a cluster. */
 export async function keysEverywhere(r: RedisConnection, pattern: string): Promise<string[]> {
   if (!(r instanceof Cluster)) return r.keys(pattern);
   return (await Promise.all(r.nodes('master').map((node) => node.keys(pattern)))).flat();
 }
 
-export async function backlog(fleet: Fleet): Promise<Backlog> {
+/** What is still unwritten in Redis, per kind, over all stores. */
+export async function backlog(fleet: Fleet) {
   const r = fleet.inspect;
-  const out: Backlog = { openBuckets: 0, sealed: 0, outboxes: 0, dirtyRows: 0 };
+  const out = { openBuckets: 0, sealed: 0, outboxes: 0, dirtyRows: 0 };
   for (const store of Object.keys(fleet.zones)) {
     const tag = `${fleet.prefix}:{${store}}:`;
     out.openBuckets += (await keysEverywhere(r, `${tag}r:*`)).length;
@@ -50,60 +43,43 @@ export async function backlog(fleet: Fleet): Promise<Backlog> {
  * Waits until every accepted batch is applied and every count is written: the events and dynamo-writes queues
  * idle (delayed retries included), no open or sealed bucket, no outbox, no dirty row.
  */
-export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number; onWait?: (b: Backlog) => void } = {}): Promise<void> {
+export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number } = {}): Promise<void> {
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
   const left = () => Math.max(1_000, deadline - Date.now());
   const events = queueShards(fleet.queues, QUEUE.events);
   const writes = queueShards(fleet.queues, QUEUE.dynamoWrites);
   await waitForQueuesIdle(events, { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
-  let last: Backlog | undefined;
   await waitFor(
     async () => {
       const b = await backlog(fleet);
-      last = b;
-      opts.onWait?.(b);
       if (b.openBuckets + b.sealed + b.outboxes + b.dirtyRows > 0) return false;
       const counts = await Promise.all(writes.map((q) => q.getJobCounts('waiting', 'active', 'delayed', 'prioritized')));
       return counts.every((c) => Object.values(c).every((n) => n === 0));
     },
-    { timeoutMs: left(), intervalMs: 250, message: `everything written (last backlog ${JSON.stringify(last)})` },
+    { timeoutMs: left(), intervalMs: 250, message: 'everything written' },
   );
   // Drained twice in a row: nothing was in flight between two looks.
   await waitForQueuesIdle([...events, ...writes], { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
 }
 
-export interface TableCheck extends CountsDiff {
-  scanned: ScannedTable;
-}
-
 /** Scans the table and compares every counter cell with `expected`, both ways; items without wm are mismatches too. */
-export async function checkTable(fleet: Fleet, expected: CounterTable, maxSamples = 20): Promise<TableCheck> {
+export async function checkTable(fleet: Fleet, expected: CounterTable, maxSamples = 20): Promise<CountsDiff & { scanned: ScannedTable }> {
   const scanned = await scanCounters(fleet.dynamo, fleet.table);
   const diff = diffCounts(expected, scanned.counters, maxSamples);
-  for (const w of scanned.withoutWatermark) {
+  for (const line of [
+    ...scanned.withoutWatermark.map((w) => `no wm on ${w}`),
+    ...scanned.foreign.map((f) => `non-numeric attribute ${f}`),
+  ]) {
     diff.mismatches++;
-    if (diff.samples.length < maxSamples) diff.samples.push(`no wm on ${w}`);
-  }
-  for (const f of scanned.foreign) {
-    diff.mismatches++;
-    if (diff.samples.length < maxSamples) diff.samples.push(`non-numeric attribute ${f}`);
+    if (diff.samples.length < maxSamples) diff.samples.push(line);
   }
   return { ...diff, scanned };
 }
 
 /** Waits until everything is written (waitForDrain), then checkTable against the expected counts of `accepted`. */
-export async function checkCounts(fleet: Fleet, accepted: Iterable<StoreEvents>, timeoutMs = 300_000): Promise<TableCheck> {
+export async function checkCounts(fleet: Fleet, accepted: Iterable<StoreEvents>, timeoutMs = 300_000) {
   await waitForDrain(fleet, { timeoutMs });
   return checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones));
-}
-
-export interface QueryCheckOptions {
-  /** Products per store whose all-time totals are compared. Default 10 (the most counted). */
-  products?: number;
-  /** Visitors per store whose day series are compared. Default 3. */
-  visitors?: number;
-  /** Now, for the store's "today" (default Date.now()). */
-  now?: number;
 }
 
 export interface QueryCheck {
@@ -115,10 +91,10 @@ export interface QueryCheck {
 
 /** A getter of query API answers with the store's read key, parsed with their contract; retried while the API answers
  * 429/5xx or nothing; undefined (and a line in `out.mismatches`) when no answer came or it is outside the contract. */
-function queryApi(fleet: Fleet, url: string, out: { mismatches: string[]; requests?: number }) {
+function queryApi(fleet: Fleet, url: string, out: QueryCheck) {
   return async <T>(store: string, path: string, schema: z.ZodType<T>): Promise<T | undefined> => {
     for (let attempt = 0; ; attempt++) {
-      if (out.requests !== undefined) out.requests++;
+      out.requests++;
       let res: Response | undefined;
       try {
         res = await fetch(`${url}${path}`, {
@@ -139,118 +115,105 @@ function queryApi(fleet: Fleet, url: string, out: { mismatches: string[]; reques
         out.mismatches.push(`GET ${path} (${store}) answered ${res ? `${res.status} ${await res.text().catch(() => '')}` : 'nothing'}`);
         return undefined;
       }
-      await new Promise((r) => setTimeout(r, 500));
+      await sleep(500);
     }
   };
 }
 
-/** The first day of a row of the expected table: its smallest month row's smallest day attribute. */
-function firstDay(row: ReadonlyMap<string, ReadonlyMap<string, unknown>> | undefined) {
+type Table<V> = ReadonlyMap<string, ReadonlyMap<string, ReadonlyMap<string, V>>>;
+
+/** A store's first counted day in a row of the expected table (its smallest month row's smallest day), and today. */
+function days(fleet: Fleet, store: string, row: ReadonlyMap<string, ReadonlyMap<string, unknown>> | undefined, now?: number) {
+  const today = localDate(now ?? Date.now(), fleet.zones[store]!);
   for (const sk of [...(row?.keys() ?? [])].sort()) {
     const m = parseMonthSk(sk);
-    const days = [...(row!.get(sk)?.keys() ?? [])].filter((a) => a.startsWith('D')).map((a) => Number(a.slice(1, 4)));
-    if (m && days.length > 0) return fromDayOfYear(m.year, Math.min(...days));
+    const ds = [...(row!.get(sk)?.keys() ?? [])].filter((a) => a.startsWith('D')).map((a) => Number(a.slice(1, 4)));
+    if (m && ds.length > 0) return { from: formatDate(fromDayOfYear(m.year, Math.min(...ds))), to: formatDate(today) };
   }
-  return undefined;
+  return { from: formatDate(today), to: formatDate(today) };
 }
 
-/** The day attribute of a series point `yyyy-mm-dd`: its month row and `D<doy>.<attr>`. */
-function dayCell(period: string, attr: string): [sk: string, attr: string] {
-  const [y, mo, d] = period.split('-').map(Number) as [number, number, number];
-  return [monthSk(y, mo), `D${String(dayOfYear(y, mo, d)).padStart(3, '0')}.${attr}`];
+/** The cell of a series point: `yyyy-mm-dd` is `D<doy>.<attr>` of its month row, `yyyy-mm` is `M<mm>.<attr>`. */
+function periodCell(period: string, attr: string): [sk: string, attr: string] {
+  const [y, mo, d] = period.split('-').map(Number) as [number, number, number | undefined];
+  const day = d === undefined ? `M${String(mo).padStart(2, '0')}` : `D${String(dayOfYear(y, mo, d)).padStart(3, '0')}`;
+  return [monthSk(y, mo), `${day}.${attr}`];
+}
+
+/** The ids of a store's entities of `kind` in `expected`, the highest `score` of their all-time item first (ties by id). */
+function top<V>(expected: Table<V>, store: string, kind: string, n: number, score: (item?: ReadonlyMap<string, V>) => number | bigint) {
+  const prefix = `${store}#${kind}#`;
+  return [...expected.entries()]
+    .filter(([pk]) => pk.startsWith(prefix))
+    .map(([pk, row]) => ({ id: pk.slice(prefix.length), n: score(row.get(TOTAL_SK)) }))
+    .sort((a, b) => (b.n > a.n ? 1 : b.n < a.n ? -1 : a.id.localeCompare(b.id)))
+    .slice(0, n)
+    .map((x) => x.id);
 }
 
 /**
  * Asks the query API what the table should hold and compares it with `expected` exactly: for every store its day
  * and month series from its first counted day to today and its all-time totals, the all-time totals of its most
- * counted products and the day series of a few visitors. Live answers (DynamoDB plus Redis) must be exact at any
- * time once every accepted batch is applied, flushes in progress or not.
+ * counted products (`products`, default 10) and the day series of a few visitors (`visitors`, default 3). Live
+ * answers (DynamoDB plus Redis) must be exact at any time once every accepted batch is applied, flushes in progress
+ * or not. `now`: for the store's "today" (default Date.now()).
  */
-export async function checkQueryApi(fleet: Fleet, url: string, expected: CounterTable, opts: QueryCheckOptions = {}): Promise<QueryCheck> {
+export async function checkQueryApi(
+  fleet: Fleet,
+  url: string,
+  expected: CounterTable,
+  opts: { products?: number; visitors?: number; now?: number } = {},
+): Promise<QueryCheck> {
   const rules = fleet.rules;
   const out: QueryCheck = { compared: 0, mismatches: [], requests: 0 };
   const get = queryApi(fleet, url, out);
-  const units = (metric: string, v: unknown): bigint | undefined => {
-    if (v === undefined || v === null) return 0n;
-    // A sum, not one event's value: it may pass the maximum of one value.
-    const r = decimalToUnits(typeof v === 'number' ? v : String(v), rules.scaleOf(parseMetricName(metric).base));
-    return r.ok ? BigInt(r.units) : undefined;
-  };
-  const compare = (what: string, metric: string, got: unknown, want: bigint | undefined) => {
-    out.compared++;
-    const g = units(metric, got);
-    const w = want ?? 0n;
-    if (g !== w) out.mismatches.push(`${what} ${metric}: query API ${JSON.stringify(got)}, table ${w}`);
-  };
   const attrOf = (metric: string) => {
     const { base, sub } = parseMetricName(metric);
     return rules.attrMetric(base, sub);
   };
+  const compare = (what: string, metric: string, got: unknown, want = 0n) => {
+    out.compared++;
+    // A sum, not one event's value: it may pass the maximum of one value.
+    const r =
+      got == null ? undefined : decimalToUnits(typeof got === 'number' ? got : String(got), rules.scaleOf(parseMetricName(metric).base));
+    const g = r === undefined ? 0n : r.ok ? BigInt(r.units) : undefined;
+    if (g !== want) out.mismatches.push(`${what} ${metric}: query API ${JSON.stringify(got)}, table ${want}`);
+  };
 
   const seriesCheck = async (store: string, entity: string, pk: string) => {
     const row = expected.get(pk);
-    const first = firstDay(row);
-    const today = localDate(opts.now ?? Date.now(), fleet.zones[store]!);
-    const from = formatDate(first ?? today);
-    const to = formatDate(today);
-    const q = `entity=${encodeURIComponent(entity)}&from=${from}&to=${to}`;
-    const day = await get(store, `/v1/series?${q}&granularity=day`, seriesResponseSchema);
-    if (day) {
-      for (const p of day.points) {
-        for (const metric of day.metrics) {
-          const [sk, attr] = dayCell(p.period, attrOf(metric));
-          compare(`${store} ${entity} day ${p.period}`, metric, p.values[metric], row?.get(sk)?.get(attr));
-        }
-      }
-    }
-    const month = await get(store, `/v1/series?${q}&granularity=month`, seriesResponseSchema);
-    if (month) {
-      for (const p of month.points) {
-        const [y, mo] = p.period.split('-').map(Number) as [number, number];
-        const item = row?.get(monthSk(y, mo));
-        for (const metric of month.metrics) {
-          compare(
-            `${store} ${entity} month ${p.period}`,
-            metric,
-            p.values[metric],
-            item?.get(`M${String(mo).padStart(2, '0')}.${attrOf(metric)}`),
-          );
+    const { from, to } = days(fleet, store, row, opts.now);
+    for (const granularity of ['day', 'month']) {
+      const q = `entity=${encodeURIComponent(entity)}&from=${from}&to=${to}&granularity=${granularity}`;
+      const series = await get(store, `/v1/series?${q}`, seriesResponseSchema);
+      for (const p of series?.points ?? []) {
+        for (const metric of series!.metrics) {
+          const [sk, attr] = periodCell(p.period, attrOf(metric));
+          compare(`${store} ${entity} ${granularity} ${p.period}`, metric, p.values[metric], row?.get(sk)?.get(attr));
         }
       }
     }
     const total = await get(store, `/v1/series?entity=${encodeURIComponent(entity)}&granularity=total&range=allTime`, seriesResponseSchema);
-    if (total) {
-      const item = row?.get(TOTAL_SK);
-      for (const metric of total.metrics) compare(`${store} ${entity} all time`, metric, total.totals[metric], item?.get(attrOf(metric)));
-    }
+    const item = row?.get(TOTAL_SK);
+    for (const metric of total?.metrics ?? [])
+      compare(`${store} ${entity} all time`, metric, total!.totals[metric], item?.get(attrOf(metric)));
   };
 
+  const views = rules.attrMetric('ViewCount');
   for (const store of Object.keys(fleet.zones)) {
     await seriesCheck(store, 'store', store);
     // The most counted products and a few busy visitors of the store.
-    const rank = (kind: string, attr: string) =>
-      [...expected.entries()]
-        .filter(([pk]) => pk.startsWith(`${store}#${kind}#`))
-        .map(([pk, row]) => ({ id: pk.slice(`${store}#${kind}#`.length), n: row.get(TOTAL_SK)?.get(attr) ?? 0n }))
-        .sort((a, b) => (b.n > a.n ? 1 : b.n < a.n ? -1 : a.id.localeCompare(b.id)));
-    const products = rank('product', rules.attrMetric('ViewCount')).slice(0, opts.products ?? 10);
+    const products = top(expected, store, 'product', opts.products ?? 10, (item) => item?.get(views) ?? 0n);
     if (products.length > 0) {
-      const totals = await get(
-        store,
-        `/v1/totals?entity=product&ids=${products.map((p) => p.id).join(',')}&range=allTime`,
-        totalsResponseSchema,
-      );
-      if (totals) {
-        for (const item of totals.items) {
-          const want = expected.get(`${store}#product#${item.id}`)?.get(TOTAL_SK);
-          for (const metric of totals.metrics)
-            compare(`${store} product ${item.id} all time`, metric, item.values[metric], want?.get(attrOf(metric)));
-        }
+      const totals = await get(store, `/v1/totals?entity=product&ids=${products.join(',')}&range=allTime`, totalsResponseSchema);
+      for (const item of totals?.items ?? []) {
+        const want = expected.get(`${store}#product#${item.id}`)?.get(TOTAL_SK);
+        for (const metric of totals!.metrics)
+          compare(`${store} product ${item.id} all time`, metric, item.values[metric], want?.get(attrOf(metric)));
       }
     }
-    for (const v of rank('visitor', rules.attrMetric('ViewCount')).slice(0, opts.visitors ?? 3)) {
-      await seriesCheck(store, `visitor:${v.id}`, `${store}#visitor#${v.id}`);
-    }
+    for (const v of top(expected, store, 'visitor', opts.visitors ?? 3, (item) => item?.get(views) ?? 0n))
+      await seriesCheck(store, `visitor:${v}`, `${store}#visitor#${v}`);
   }
   return out;
 }
@@ -272,11 +235,6 @@ async function noFaultAnswer(redis: RedisConnection, cells: ReadonlyArray<Set<st
   return n;
 }
 
-export interface DistinctCheck {
-  compared: number;
-  mismatches: string[];
-}
-
 /**
  * Asks the query API for UniqueVisitors after the drain and compares each answer with what a run without faults
  * gives (noFaultAnswer): every store's day series from its first day to today, the series' union and all time,
@@ -287,8 +245,8 @@ export async function checkUniqueVisitors(
   url: string,
   expected: DistinctTable,
   opts: { products?: number; now?: number } = {},
-): Promise<DistinctCheck> {
-  const out: DistinctCheck = { compared: 0, mismatches: [] };
+): Promise<QueryCheck> {
+  const out: QueryCheck = { compared: 0, mismatches: [], requests: 0 };
   const rules = fleet.rules;
   const storeMetric = rules
     .distinctOf(Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store')
@@ -303,34 +261,26 @@ export async function checkUniqueVisitors(
   };
   for (const store of Object.keys(fleet.zones)) {
     const row = expected.get(store);
-    const today = localDate(opts.now ?? Date.now(), fleet.zones[store]!);
-    const first = firstDay(row) ?? today;
-    const range = `${formatDate(first)}..${formatDate(today)}`;
-    const series = await get(
-      store,
-      `/v1/series?metrics=${UNIQUE_VISITORS}&from=${formatDate(first)}&to=${formatDate(today)}&granularity=day`,
-      seriesResponseSchema,
-    );
+    const { from, to } = days(fleet, store, row, opts.now);
+    const series = await get(store, `/v1/series?metrics=${UNIQUE_VISITORS}&from=${from}&to=${to}&granularity=day`, seriesResponseSchema);
     if (series) {
       const cells = series.points.map((p) => {
-        const [sk, attr] = dayCell(p.period, code);
+        const [sk, attr] = periodCell(p.period, code);
         return row?.get(sk)?.get(attr);
       });
       for (const [i, p] of series.points.entries()) await compare(`${store} day ${p.period}`, p.values[UNIQUE_VISITORS], [cells[i]]);
-      await compare(`${store} ${range}`, series.totals[UNIQUE_VISITORS], cells);
+      await compare(`${store} ${from}..${to}`, series.totals[UNIQUE_VISITORS], cells);
     }
     const all = await get(store, `/v1/series?metrics=${UNIQUE_VISITORS}&range=allTime&granularity=total`, seriesResponseSchema);
     if (all) await compare(`${store} all time`, all.totals[UNIQUE_VISITORS], [row?.get(TOTAL_SK)?.get(code)]);
-    const products = [...expected.entries()]
-      .filter(([pk]) => pk.startsWith(`${store}#product#`))
-      .map(([pk, r]) => ({ id: pk.slice(`${store}#product#`.length), cell: r.get(TOTAL_SK)?.get(code) }))
-      .sort((a, b) => (b.cell?.size ?? 0) - (a.cell?.size ?? 0) || a.id.localeCompare(b.id))
-      .slice(0, opts.products ?? 10);
+    const products = top(expected, store, 'product', opts.products ?? 10, (item) => item?.get(code)?.size ?? 0);
     if (products.length === 0) continue;
-    const ids = products.map((p) => p.id).join(',');
-    const totals = await get(store, `/v1/totals?entity=product&ids=${ids}&metrics=${UNIQUE_VISITORS}&range=allTime`, totalsResponseSchema);
-    for (const [i, item] of (totals?.items ?? []).entries())
-      await compare(`${store} product ${item.id} all time`, item.values[UNIQUE_VISITORS], [products[i]!.cell]);
+    const q = `entity=product&ids=${products.join(',')}&metrics=${UNIQUE_VISITORS}&range=allTime`;
+    const totals = await get(store, `/v1/totals?${q}`, totalsResponseSchema);
+    for (const item of totals?.items ?? []) {
+      const cell = expected.get(`${store}#product#${item.id}`)?.get(TOTAL_SK)?.get(code);
+      await compare(`${store} product ${item.id} all time`, item.values[UNIQUE_VISITORS], [cell]);
+    }
   }
   return out;
 }

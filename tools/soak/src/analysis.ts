@@ -6,27 +6,7 @@ export interface Series {
   samples: Array<[number, number]>;
 }
 
-export interface Growth {
-  name: string;
-  unit: Series['unit'];
-  /** Samples after the warm-up. */
-  n: number;
-  firstThird: number;
-  lastThird: number;
-  /** lastThird - firstThird */
-  growth: number;
-  /** growth / firstThird */
-  relative: number;
-  max: number;
-  ok: boolean;
-}
-
-export interface GrowthLimits {
-  /** Allowed growth of the last third's mean over the first third's, relative. */
-  maxRelative: number;
-  /** ...or absolute, whichever is larger (noise of small processes). */
-  maxAbsolute: number;
-}
+type Growth = ReturnType<typeof judgeGrowth>;
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
@@ -35,7 +15,7 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.le
  * first third by at most max(maxRelative × first, maxAbsolute). A leak grows linearly and fails; a cache
  * that fills up and stays fails only if it is still filling in the last third.
  */
-export function judgeGrowth(s: Series, warmupSeconds: number, limits: GrowthLimits): Growth {
+export function judgeGrowth(s: Series, warmupSeconds: number, limits: { maxRelative: number; maxAbsolute: number }) {
   const values = s.samples.filter(([t]) => t >= warmupSeconds).map(([, v]) => v);
   const third = Math.max(1, Math.floor(values.length / 3));
   const firstThird = mean(values.slice(0, third));
@@ -43,6 +23,9 @@ export function judgeGrowth(s: Series, warmupSeconds: number, limits: GrowthLimi
   const growth = lastThird - firstThird;
   // (Infinity * 0 is NaN: an unlimited relative bound stays unlimited.)
   const allowed = Math.max(limits.maxRelative === Infinity ? Infinity : limits.maxRelative * firstThird, limits.maxAbsolute);
+  // n: samples after the warm-up; growth: lastThird - firstThird, relative: over firstThird.
+  const relative = firstThird > 0 ? growth / firstThird : 0;
+  const max = values.length ? Math.max(...values) : 0;
   return {
     name: s.name,
     unit: s.unit,
@@ -50,18 +33,14 @@ export function judgeGrowth(s: Series, warmupSeconds: number, limits: GrowthLimi
     firstThird,
     lastThird,
     growth,
-    relative: firstThird > 0 ? growth / firstThird : 0,
-    max: values.length ? Math.max(...values) : 0,
+    relative,
+    max,
     ok: values.length >= 3 && growth <= allowed,
   };
 }
 
 /** A bounded gauge: every sample after the warm-up at most `limit`. */
-export function judgeBound(
-  s: Series,
-  warmupSeconds: number,
-  limit: number,
-): { name: string; max: number; mean: number; ok: boolean; n: number } {
+export function judgeBound(s: Series, warmupSeconds: number, limit: number) {
   const values = s.samples.filter(([t]) => t >= warmupSeconds).map(([, v]) => v);
   const max = values.length ? Math.max(...values) : 0;
   return { name: s.name, max, mean: mean(values), ok: values.length >= 3 && max <= limit, n: values.length };

@@ -1,0 +1,55 @@
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+
+/** An option of a command line: a string (the default), a number of at least `min`, or a flag; `help` is its line in
+ * the usage, `arg` names its value there. */
+type CliOption = { type?: 'string' | 'boolean'; default?: string; min?: number; multiple?: true; help: string; arg?: string };
+type Values<O> = {
+  [K in keyof O]: O[K] extends { type: 'boolean' }
+    ? boolean | undefined
+    : O[K] extends { multiple: true }
+      ? string[] | undefined
+      : O[K] extends { default: string }
+        ? O[K] extends { min: number }
+          ? number
+          : string
+        : (O[K] extends { min: number } ? number : string) | undefined;
+};
+
+/**
+ * parseArgs (strict) over `options`, with a usage made of their help lines: `--help` prints it and exits 0, a bad
+ * command line (an unknown option, a number below its `min`, or what `fail` is called with) prints the problem and
+ * the usage and exits 2.
+ */
+export function parseCli<const O extends Record<string, CliOption>>(command: string, synopsis: string, options: O) {
+  const usage = [`usage: ${synopsis}`];
+  for (const [name, o] of Object.entries(options)) {
+    const flag = `--${name}${o.type === 'boolean' ? '' : ` ${o.arg ?? 'N'}`}`;
+    usage.push(`  ${flag.padEnd(24)} ${o.help}${o.default === undefined ? '' : ` (default ${o.default})`}`);
+  }
+  usage.push('  --help                   this text');
+  const fail = (message: string): never => {
+    process.stderr.write(`${command}: ${message}\n${usage.join('\n')}\n`);
+    process.exit(2);
+  };
+  const config = Object.fromEntries(
+    Object.entries(options).map(([name, { min: _min, help: _help, arg: _arg, ...o }]) => [name, { type: 'string', ...o }]),
+  );
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({ options: { ...config, help: { type: 'boolean' } } as ParseArgsOptionsConfig, strict: true }).values;
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+  if (values['help']) {
+    process.stdout.write(`${usage.join('\n')}\n`);
+    process.exit(0);
+  }
+  for (const [name, { min }] of Object.entries(options)) {
+    const v = values[name];
+    if (min === undefined || v === undefined) continue;
+    values[name] = Number(v);
+    if (!Number.isFinite(values[name]) || (values[name] as number) < min)
+      fail(`--${name} must be a number >= ${min}, got ${JSON.stringify(v)}`);
+  }
+  return { values: values as Values<O>, fail };
+}
