@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
-import { loadConfig, rawEnv, sharedEnvShape, type AppName } from '@tally/config';
+import { loadConfig, sharedEnvShape, type AppName } from '@tally/config';
 import { appArgs, REPO_ROOT } from '@tally/testing';
 import type { ProcessSpec } from './supervisor';
 
@@ -52,14 +52,14 @@ type Env = Record<string, string | undefined>;
 export const repoRoot = REPO_ROOT;
 
 /**
- * Reads and validates the environment once; throws ConfigError (one line naming the variable). The data directory
+ * Reads and validates the environment once; `load` throws ConfigError (one line naming the variable), or exits. The data directory
  * (redis AOF under `redis/`, dynalite under `dynamo/`) is absolute; `childBaseEnv` is what every child gets before
  * the stack's own variables.
  */
-export function loadStackConfig(env: Env = process.env, cwd = process.cwd()) {
-  const parsed = loadConfig(stackEnv, env);
+export function loadStackConfig(env: Env = process.env, cwd = process.cwd(), load = loadConfig) {
+  const parsed = load(stackEnv, env);
   const dataDir = parsed.TALLY_DATA_DIR ? path.resolve(cwd, parsed.TALLY_DATA_DIR) : path.join(repoRoot, '.data');
-  return { env: parsed, dataDir, childBaseEnv: env === process.env ? rawEnv() : { ...env } };
+  return { env: parsed, dataDir, childBaseEnv: { ...env } };
 }
 
 /** The four apps, in start order; ports are docs/DESIGN.md's defaults. */

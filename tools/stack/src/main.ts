@@ -5,7 +5,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { ConfigError } from '@tally/config';
+import { loadConfigOrExit } from '@tally/config';
 import { isHealthy, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { APPS, appProcessSpec, loadStackConfig } from './config';
 import { demoLines } from './demo';
@@ -15,15 +15,7 @@ import { RunFile, shortPath } from './run-file';
 import { choosePort, ensureTallyTable, redisServerVersion, StackError } from './stores';
 import { Supervisor, type CrashReport } from './supervisor';
 
-let config: ReturnType<typeof loadStackConfig>;
-try {
-  config = loadStackConfig();
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  process.stderr.write(`tally: configuration error: ${err.message}\n`);
-  process.exit(1);
-}
-const { env, dataDir } = config;
+const { env, dataDir, childBaseEnv } = loadStackConfig(process.env, process.cwd(), loadConfigOrExit);
 
 // ---- output -------------------------------------------------------------------------------------
 process.stdout.on('error', () => {}); // `npm start | head` closing the pipe must not crash the stack
@@ -155,7 +147,7 @@ async function start(): Promise<void> {
   };
   const apps = APPS.map(
     (app) =>
-      new Supervisor(appProcessSpec(app.name, config.childBaseEnv, { ...stackVars, HTTP_PORT: String(ports[app.name]) }), {
+      new Supervisor(appProcessSpec(app.name, childBaseEnv, { ...stackVars, HTTP_PORT: String(ports[app.name]) }), {
         onLine: (name, line) => print(format.line(name, line)),
         onSpawn: (name, pid) => {
           runFile.setChild(name, pid, `apps/${app.name}/src/main.ts`);
@@ -192,10 +184,8 @@ async function start(): Promise<void> {
     );
   print('');
   print(`Tally ${healthy.every(Boolean) ? 'is running' : 'started, but not every app is healthy yet'}. Ctrl-C stops it.`);
-  row('collector', `${urls['collector']}   POST /v1/events`, 0);
-  row('query-api', `${urls['query-api']}   dashboard ${urls['query-api']}/`, 1);
-  row('bucket-aggregator', urls['bucket-aggregator']!, 2);
-  row('dynamo-writer', urls['dynamo-writer']!, 3);
+  const extra: Record<string, string> = { collector: '   POST /v1/events', 'query-api': `   dashboard ${urls['query-api']}/` };
+  APPS.forEach((a, i) => row(a.name, urls[a.name]! + (extra[a.name] ?? ''), i));
   row('metrics', APPS.map((a) => `${urls[a.name]}/metrics`).join('  '));
   row('health', '/healthz and /readyz on each app');
   row('redis', `${redis.url}   (${redis.note})`);
@@ -211,11 +201,8 @@ async function start(): Promise<void> {
 
 startup = start().catch((err: unknown) => {
   if (lifecycle.isStopping) return; // failures caused by stopping half-way are not news
-  const code = (err as { code?: unknown }).code;
-  if (err instanceof StackError || (typeof code === 'string' && code.startsWith('TALLY_ERR_'))) {
-    process.stderr.write(`tally: ${(err as Error).message}\n`);
-  } else {
-    process.stderr.write(`tally: start-up failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  }
+  // A StackError (or a library's TALLY_ERR_ error) says in one line what to do; anything else gets its stack.
+  const known = String((err as { code?: unknown }).code).startsWith('TALLY_ERR_');
+  process.stderr.write(`tally: ${known ? (err as Error).message : `start-up failed: ${(err as Error).stack ?? String(err)}`}\n`);
   void shutdown('start-up failed', 1, true);
 });
