@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { cpSync, rmSync, writeFileSync } from 'node:fs';
-import { join, relative, resolve, sep } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 import { build, type Metafile } from 'esbuild';
 
 /** One bundle: `dist/<name>/main.mjs` from a composition root. */
@@ -94,7 +94,7 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
       legalComments: 'none',
     });
     const copiedPackages = copyExternals(target.external ?? [], repoRoot, dir);
-    writeFileSync(join(dir, 'sources.json'), `${JSON.stringify(bundleSources(metafile, repoRoot))}\n`);
+    writeFileSync(join(dir, 'sources.json'), `${JSON.stringify(bundleSources(metafile))}\n`);
     const outputs = Object.entries(metafile.outputs).filter(([f]) => f.endsWith('.mjs'));
     built.push({ dir, bytes: outputs.reduce((sum, [, o]) => sum + o.bytes, 0), copiedPackages });
   }
@@ -106,10 +106,10 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
  * the bundle's age. Its workspace sources (from esbuild's metafile), the package.json of each project they belong
  * to, tsconfig.base.json and package-lock.json (which pins everything under node_modules).
  */
-function bundleSources(meta: Metafile, repoRoot: string): string[] {
+function bundleSources(meta: Metafile): string[] {
   const files = new Set(['package-lock.json', 'tsconfig.base.json']);
-  for (const input of Object.keys(meta.inputs)) {
-    const rel = relative(repoRoot, resolve(repoRoot, input)).split(sep).join('/');
+  for (const rel of Object.keys(meta.inputs)) {
+    // Relative to absWorkingDir (the repository), with forward slashes.
     if (rel.startsWith('..') || rel.includes('node_modules/')) continue;
     files.add(rel);
     const project = /^((?:apps|libs|tools)\/[^/]+)\//.exec(rel);
