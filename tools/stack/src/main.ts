@@ -87,7 +87,7 @@ async function startRedisServer(version: string): Promise<{ url: string; port?: 
   }).catch((err: Error) => {
     throw new StackError('TALLY_ERR_REDIS_START', err.message);
   });
-  runFile.setChild('redis', redis.pid, 'redis-server');
+  runFile.update({ children: { redis: { pid: redis.pid, match: 'redis-server' } } });
   // SIGTERM makes redis-server shut down like SHUTDOWN: the AOF is flushed and fsynced first.
   lifecycle.add('redis-server', () => redis.stop());
   return { url: redis.url, port: redis.port, note: `redis-server ${version}, AOF in ${shortPath(dir)}` };
@@ -136,8 +136,7 @@ async function start(): Promise<void> {
   const urls = Object.fromEntries(APPS.map((a) => [a.name, `http://127.0.0.1:${ports[a.name]}`]));
   if (lifecycle.isStopping) return;
 
-  const backends = { redisUrl: redis.url, dynamoEndpoint: dynamo.endpoint, table, region };
-  runFile.setBackends(backends);
+  runFile.update({ backends: { redisUrl: redis.url, dynamoEndpoint: dynamo.endpoint, table, region } });
   const stackVars = {
     REDIS_URL: redis.url,
     DYNAMODB_ENDPOINT: dynamo.endpoint,
@@ -150,7 +149,7 @@ async function start(): Promise<void> {
       new Supervisor(appProcessSpec(app.name, childBaseEnv, { ...stackVars, HTTP_PORT: String(ports[app.name]) }), {
         onLine: (name, line) => print(format.line(name, line)),
         onSpawn: (name, pid) => {
-          runFile.setChild(name, pid, `apps/${app.name}/src/main.ts`);
+          runFile.update({ children: { [name]: { pid, match: `apps/${app.name}/src/main.ts` } } });
           say(`started ${name} (pid ${pid})`, 'debug');
         },
         onCrash: reportCrash,

@@ -6,14 +6,6 @@ import { StackError } from './stores';
 type Env = Record<string, string | undefined>;
 type ReadCmdline = (pid: number) => string | undefined;
 
-/** Where the stack's Redis and DynamoDB are, once they run: what `npm run dlq` and `npm run tenants` use. */
-interface StackBackends {
-  redisUrl: string;
-  dynamoEndpoint: string;
-  table: string;
-  region: string;
-}
-
 /**
  * `<dataDir>/stack.json`: which processes a running stack owns. It stops a second stack from sharing the
  * data directory (two redis-servers on one AOF), and lets the next start clean up after a stack that was
@@ -24,7 +16,8 @@ export interface RunState {
   startedAt: string;
   /** Child pid by name; `match` is a piece of its command line, checked before we signal it. */
   children: Record<string, { pid: number; match: string }>;
-  backends?: StackBackends;
+  /** Where the stack's Redis and DynamoDB are, once they run: what `npm run dlq` and `npm run tenants` use. */
+  backends?: { redisUrl: string; dynamoEndpoint: string; table: string; region: string };
 }
 
 const hasProc = existsSync('/proc/self/cmdline');
@@ -53,7 +46,7 @@ export function shortPath(p: string, cwd = process.cwd()): string {
 
 export class RunFile {
   readonly file: string;
-  private readonly state: RunState;
+  private state: RunState;
 
   constructor(dataDir: string, stackPid: number = process.pid) {
     this.file = path.join(dataDir, 'stack.json');
@@ -92,28 +85,20 @@ export class RunFile {
       }
       notes.push(`stopped ${name} (pid ${pid}) left running by a previous stack that did not shut down`);
     }
-    this.write();
+    this.update({});
     return notes;
   }
 
-  setChild(name: string, pid: number, match: string): void {
-    this.state.children[name] = { pid, match };
-    this.write();
-  }
-
-  setBackends(backends: StackBackends): void {
-    this.state.backends = backends;
-    this.write();
+  /** Records a child that started (added to the others) or the backends, and writes the file at once. */
+  update(patch: Pick<Partial<RunState>, 'children' | 'backends'>): void {
+    this.state = { ...this.state, ...patch, children: { ...this.state.children, ...patch.children } };
+    mkdirSync(path.dirname(this.file), { recursive: true });
+    writeFileSync(`${this.file}.${process.pid}.tmp`, JSON.stringify(this.state, null, 2) + '\n');
+    renameSync(`${this.file}.${process.pid}.tmp`, this.file);
   }
 
   remove(): void {
     rmSync(this.file, { force: true });
-  }
-
-  private write(): void {
-    mkdirSync(path.dirname(this.file), { recursive: true });
-    writeFileSync(`${this.file}.${process.pid}.tmp`, JSON.stringify(this.state, null, 2) + '\n');
-    renameSync(`${this.file}.${process.pid}.tmp`, this.file);
   }
 }
 
