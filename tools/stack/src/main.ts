@@ -67,9 +67,8 @@ for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
 
 function reportCrash(r: CrashReport): void {
   const how = r.error ? `could not start (${r.error.message})` : r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`;
-  const lines = r.lastLines.slice(-15);
-  say(`${r.name} ${how} after ${(r.uptimeMs / 1000).toFixed(1)} s${lines.length ? '; its last lines:' : ''}`, 'error');
-  for (const line of lines) print(formatBare(line).replace(/^/gm, '    > '));
+  say(`${r.name} ${how} after ${(r.uptimeMs / 1000).toFixed(1)} s${r.lastLines.length ? '; its last lines:' : ''}`, 'error');
+  for (const line of r.lastLines) print(formatBare(line).replace(/^/gm, '    > '));
   say(`restarting ${r.name} in ${(r.restartInMs / 1000).toFixed(1)} s (crash ${r.attempt} in a row)`, 'warn');
 }
 

@@ -38,7 +38,7 @@ export interface SupervisorOptions {
   onSpawn?(name: string, pid: number): void;
   onCrash?(report: CrashReport): void;
   backoff?: BackoffPolicy;
-  /** Lines kept for the crash report (default 30). */
+  /** Lines kept for the crash report (default 15). */
   tailLines?: number;
   /** Grace period after SIGTERM before SIGKILL (default 10 s). */
   stopTimeoutMs?: number;
@@ -84,7 +84,7 @@ export class Supervisor {
       this.restartTimer = setTimeout(() => this.start(), restartInMs);
     };
     const onLine = (line: string) => {
-      if (tail.push(line) > (this.o.tailLines ?? 30)) tail.shift();
+      if (tail.push(line) > (this.o.tailLines ?? 15)) tail.shift();
       this.o.onLine(name, line);
     };
     this.starting = startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine }).then(
