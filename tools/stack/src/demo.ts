@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createDynamoClient } from '@tally/dynamo';
 import { createTenant, getTenant, issueKey } from '@tally/tenants';
@@ -18,7 +18,7 @@ export async function demoLines(
   const file = join(dataDir, 'demo-keys.json');
   let keys: { store: string; ingestKey: string; readKey: string } | undefined;
   try {
-    if (existsSync(file)) keys = JSON.parse(readFileSync(file, 'utf8')) as typeof keys;
+    keys = JSON.parse(readFileSync(file, 'utf8')) as typeof keys; // none yet on a first run
   } catch {
     keys = undefined;
   }

@@ -168,10 +168,7 @@ async function start(): Promise<void> {
       waitFor(async () => lifecycle.isStopping || (await isHealthy(`${urls[a.name]}/healthz`)), {
         timeoutMs: env.STACK_START_TIMEOUT_MS,
         intervalMs: 200,
-      }).then(
-        () => true,
-        () => false,
-      ),
+      }).catch(() => false),
     ),
   );
   if (lifecycle.isStopping) return;
