@@ -17,13 +17,7 @@ if (!name || !/^[a-z-]+$/.test(name)) {
 }
 const main = join(repoRoot, 'dist', name, 'main.mjs');
 
-const mtime = (file) => {
-  try {
-    return statSync(file).mtimeMs;
-  } catch {
-    return undefined;
-  }
-};
+const mtime = (file) => statSync(file, { throwIfNoEntry: false })?.mtimeMs;
 
 /** Why the bundle must be built, or undefined when it is newer than every file it was built from. */
 function staleness() {

@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { cpSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join, relative, resolve, sep } from 'node:path';
+import { cpSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve, sep } from 'node:path';
 import { build, type Metafile } from 'esbuild';
 
 /** One bundle: `dist/<name>/main.mjs` from a composition root. */
-export interface BundleTarget {
+interface BundleTarget {
   name: string;
   /** Entry file, relative to the repository root. */
   entry: string;
@@ -53,37 +53,27 @@ const CJS_SHIM = [
  */
 const OPTIONAL_REQUIRES: readonly string[] = ['@valkey/valkey-glide', 'pg'];
 
-export interface BuiltBundle {
-  name: string;
-  dir: string;
-  /** Bytes of main.mjs (and its chunks). */
-  bytes: number;
-  /** Packages copied into the bundle's node_modules (externals and their dependencies). */
-  copiedPackages: string[];
-}
-
-/** Bundles each target (default: every one) into `<outDir>/<name>/main.mjs` (+ source map), replacing what was there. */
-export async function buildBundles(opts: { repoRoot: string; outDir?: string; only?: readonly string[] }): Promise<BuiltBundle[]> {
+/**
+ * Bundles each target (default: every one) into `<outDir>/<name>/main.mjs` (+ source map), replacing what was there.
+ * Returns each bundle's directory, the bytes of main.mjs and its chunks, and the packages copied into its
+ * node_modules (externals and their dependencies).
+ */
+export async function buildBundles(opts: { repoRoot: string; outDir?: string; only?: readonly string[] }) {
   const repoRoot = resolve(opts.repoRoot);
   const outDir = resolve(opts.outDir ?? join(repoRoot, 'dist'));
   const unknown = (opts.only ?? []).filter((n) => !TARGETS.some((t) => t.name === n));
   if (unknown.length > 0) throw new Error(`unknown bundle ${unknown.join(', ')}; known: ${TARGETS.map((t) => t.name).join(', ')}`);
-  const built: BuiltBundle[] = [];
+  const built = [];
   for (const target of TARGETS.filter((t) => !opts.only || opts.only.includes(t.name))) {
     const dir = join(outDir, target.name);
     rmSync(dir, { recursive: true, force: true });
-    const entry = join(repoRoot, target.entry);
     const { metafile } = await build({
       absWorkingDir: repoRoot,
-      ...(target.split
-        ? {
-            entryPoints: { main: entry },
-            outdir: dir,
-            splitting: true,
-            chunkNames: 'chunks/[name]-[hash]',
-            outExtension: { '.js': '.mjs' },
-          }
-        : { entryPoints: [entry], outfile: join(dir, 'main.mjs') }),
+      entryPoints: { main: join(repoRoot, target.entry) },
+      outdir: dir,
+      outExtension: { '.js': '.mjs' },
+      splitting: target.split ?? false,
+      chunkNames: 'chunks/[name]-[hash]',
       bundle: true,
       platform: 'node',
       format: 'esm',
@@ -104,10 +94,9 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
       legalComments: 'none',
     });
     const copiedPackages = copyExternals(target.external ?? [], repoRoot, dir);
-    writeFileSync(join(dir, 'sources.json'), `${JSON.stringify(bundleSources(metafile, repoRoot))}\n`);
-    const outputs = Object.keys(metafile.outputs).filter((f) => f.endsWith('.mjs'));
-    const bytes = outputs.reduce((sum, f) => sum + statSync(resolve(repoRoot, f)).size, 0);
-    built.push({ name: target.name, dir, bytes, copiedPackages });
+    writeFileSync(join(dir, 'sources.json'), `${JSON.stringify(bundleSources(metafile))}\n`);
+    const outputs = Object.entries(metafile.outputs).filter(([f]) => f.endsWith('.mjs'));
+    built.push({ dir, bytes: outputs.reduce((sum, [, o]) => sum + o.bytes, 0), copiedPackages });
   }
   return built;
 }
@@ -117,10 +106,10 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
  * the bundle's age. Its workspace sources (from esbuild's metafile), the package.json of each project they belong
  * to, tsconfig.base.json and package-lock.json (which pins everything under node_modules).
  */
-function bundleSources(meta: Metafile, repoRoot: string): string[] {
+function bundleSources(meta: Metafile): string[] {
   const files = new Set(['package-lock.json', 'tsconfig.base.json']);
-  for (const input of Object.keys(meta.inputs)) {
-    const rel = relative(repoRoot, resolve(repoRoot, input)).split(sep).join('/');
+  for (const rel of Object.keys(meta.inputs)) {
+    // Relative to absWorkingDir (the repository), with forward slashes.
     if (rel.startsWith('..') || rel.includes('node_modules/')) continue;
     files.add(rel);
     const project = /^((?:apps|libs|tools)\/[^/]+)\//.exec(rel);

@@ -1,1 +1,1 @@
-export { buildBundles, TARGETS, type BuiltBundle, type BundleTarget } from './build';
+export { buildBundles, TARGETS } from './build';

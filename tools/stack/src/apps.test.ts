@@ -1,39 +1,33 @@
 import { describe, expect, it } from 'vitest';
-import { APPS, appProcessSpec } from './apps';
+import { APPS, appProcessSpec, repoRoot } from './config';
 
 describe('appProcessSpec', () => {
+  const stackVars = {
+    REDIS_URL: 'redis://127.0.0.1:5000',
+    DYNAMODB_ENDPOINT: 'http://127.0.0.1:5001',
+    DYNAMODB_TABLE: 'tally',
+    AWS_REGION: 'eu-west-1',
+    LOG_LEVEL: 'debug',
+    HTTP_PORT: '7403',
+  };
+
   it('binds the apps to 127.0.0.1 unless HTTP_HOST says otherwise', () => {
-    const backends = {
-      redisUrl: 'redis://127.0.0.1:5000',
-      dynamoEndpoint: 'http://127.0.0.1:5001',
-      table: 'tally',
-      region: 'eu-west-1',
-      logLevel: 'info' as const,
-    };
-    expect(appProcessSpec(APPS[0]!, 7401, backends, {}, '/repo').env['HTTP_HOST']).toBe('127.0.0.1');
-    expect(appProcessSpec(APPS[0]!, 7401, backends, { HTTP_HOST: '0.0.0.0' }, '/repo').env['HTTP_HOST']).toBe('0.0.0.0');
+    expect(appProcessSpec('collector', {}, stackVars).env['HTTP_HOST']).toBe('127.0.0.1');
+    expect(appProcessSpec('collector', { HTTP_HOST: '0.0.0.0' }, stackVars).env['HTTP_HOST']).toBe('0.0.0.0');
   });
 
   it('runs the app with tsx from the repo root, with the backends the stack chose over the caller’s environment', () => {
     const spec = appProcessSpec(
-      APPS[2]!,
-      7403,
-      {
-        redisUrl: 'redis://127.0.0.1:5000',
-        dynamoEndpoint: 'http://127.0.0.1:5001',
-        table: 'tally',
-        region: 'eu-west-1',
-        logLevel: 'debug',
-      },
+      'bucket-aggregator',
       { REDIS_URL: 'redis://elsewhere:6379', BUCKET_SECONDS: '1', HTTP_PORT: '1' },
-      '/repo',
+      stackVars,
       '/usr/bin/node',
     );
     expect(spec).toEqual({
       name: 'bucket-aggregator',
       command: '/usr/bin/node',
       args: ['--import', 'tsx', 'apps/bucket-aggregator/src/main.ts'],
-      cwd: '/repo',
+      cwd: repoRoot,
       env: {
         HTTP_HOST: '127.0.0.1',
         BUCKET_SECONDS: '1',

@@ -2,8 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chooseBackends } from './backends';
-import type { RunState } from './run-file';
+import { chooseBackends, type RunState } from './run-file';
 
 let root: string;
 const stackCmdline = () => 'node --import tsx tools/stack/src/main.ts';

@@ -27,22 +27,21 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
   run: (command: string, args: string[], values: CliValues<O>) => Promise<number>,
 ): Promise<number> {
   try {
-    let parsed;
-    try {
-      parsed = parseArgs({ args: [...argv], allowPositionals: true, options: { ...options, help: { type: 'boolean', short: 'h' } } });
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
-    const values = parsed.values as CliValues<O> & { help?: boolean };
-    const [command, ...args] = parsed.positionals;
-    if (values.help || command === undefined || command === 'help') {
+    const { values, positionals } = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+    });
+    const [command, ...args] = positionals;
+    if ((values as { help?: boolean }).help || command === undefined || command === 'help') {
       io.out(usage);
       return 0;
     }
-    return await run(command, args, values);
+    return await run(command, args, values as CliValues<O>);
   } catch (err) {
     io.err(`tally: ${err instanceof Error ? err.message : String(err)}`);
-    if (!(err instanceof UsageError)) return 1;
+    // parseArgs' own errors (an unknown option, a missing value) are usage errors too.
+    if (!(err instanceof UsageError) && !String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS_')) return 1;
     io.err(usage);
     return 2;
   }

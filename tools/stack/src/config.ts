@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { z } from 'zod';
-import { loadConfig, rawEnv, sharedEnvShape } from '@tally/config';
-import { REPO_ROOT } from '@tally/testing';
+import { loadConfig, sharedEnvShape, type AppName } from '@tally/config';
+import { appArgs, REPO_ROOT } from '@tally/testing';
+import type { ProcessSpec } from './supervisor';
 
 const port = z.coerce.number().int().min(1).max(65_535);
 const ms = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -45,23 +46,35 @@ export const stackEnv = z.object({
 });
 
 export type StackEnv = z.infer<typeof stackEnv>;
+type Env = Record<string, string | undefined>;
 
-export interface StackConfig {
-  env: StackEnv;
-  /** The monorepo root; apps run with it as their working directory. */
-  repoRoot: string;
-  /** Absolute data directory (redis AOF under `redis/`, dynalite under `dynamo/`). */
-  dataDir: string;
-  /** The environment passed to every child before the stack's own variables are set. */
-  childBaseEnv: Record<string, string | undefined>;
-}
-
-/** The repo root. */
+/** The repo root: the apps' working directory. */
 export const repoRoot = REPO_ROOT;
 
-/** Reads and validates the environment once. Throws ConfigError (one line naming the variable). */
-export function loadStackConfig(env: Record<string, string | undefined> = process.env, cwd: string = process.cwd()): StackConfig {
-  const parsed = loadConfig(stackEnv, env);
+/**
+ * Reads and validates the environment once; `load` throws ConfigError (one line naming the variable), or exits. The data directory
+ * (redis AOF under `redis/`, dynalite under `dynamo/`) is absolute; `childBaseEnv` is what every child gets before
+ * the stack's own variables.
+ */
+export function loadStackConfig(env: Env = process.env, cwd = process.cwd(), load = loadConfig) {
+  const parsed = load(stackEnv, env);
   const dataDir = parsed.TALLY_DATA_DIR ? path.resolve(cwd, parsed.TALLY_DATA_DIR) : path.join(repoRoot, '.data');
-  return { env: parsed, repoRoot, dataDir, childBaseEnv: { ...(env === process.env ? rawEnv() : env) } };
+  return { env: parsed, dataDir, childBaseEnv: { ...env } };
+}
+
+/** The four apps, in start order; ports are docs/DESIGN.md's defaults. */
+export const APPS: ReadonlyArray<{ name: AppName; defaultPort: number; portVariable: keyof StackEnv & `${string}_PORT` }> = [
+  { name: 'collector', defaultPort: 7401, portVariable: 'COLLECTOR_PORT' },
+  { name: 'query-api', defaultPort: 7402, portVariable: 'QUERY_API_PORT' },
+  { name: 'bucket-aggregator', defaultPort: 7403, portVariable: 'AGGREGATOR_PORT' },
+  { name: 'dynamo-writer', defaultPort: 7404, portVariable: 'WRITER_PORT' },
+];
+
+/**
+ * How to run one app: `node --import tsx apps/<app>/src/main.ts` from the repo root, with the caller's environment
+ * overridden by the stack's (backends, LOG_LEVEL, HTTP_PORT). A local stack listens on loopback only (containers
+ * keep the apps' default 0.0.0.0) unless HTTP_HOST says otherwise.
+ */
+export function appProcessSpec(app: AppName, baseEnv: Env, stackVars: Record<string, string>, nodeBin = process.execPath): ProcessSpec {
+  return { name: app, command: nodeBin, args: appArgs(app), cwd: repoRoot, env: { HTTP_HOST: '127.0.0.1', ...baseEnv, ...stackVars } };
 }

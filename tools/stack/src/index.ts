@@ -1,3 +1,2 @@
-export { backendEnvOrExit, chooseBackends, type BackendChoice } from './backends';
-export { StackError } from './errors';
+export { backendEnvOrExit } from './run-file';
 export { alignColumns, runCli, UsageError, type CliIo, type CliValues } from './cli';

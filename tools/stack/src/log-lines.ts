@@ -5,7 +5,7 @@
 import { prettyFactory } from 'pino-pretty';
 
 export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
-const PINO_LEVEL: Record<Level, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+export const PINO_LEVEL: Record<Level, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
 
 /** `pid:role dd Mon yyyy hh:mm:ss.mmm <mark> message`, redis-server's log format, and its signal handler's lines. */
 const REDIS_LINE = /^\d+:(?:[XCSM] \d{1,2} \w{3} \d{4} [\d:.]+ ([.\-*#])|signal-handler \(\d+\)) (.*)$/;

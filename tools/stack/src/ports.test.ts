@@ -1,8 +1,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { StackError } from './errors';
 import { freePort as findFreePort } from '@tally/testing';
-import { choosePort, isPortFree } from './ports';
+import { choosePort, isPortFree, StackError } from './stores';
 
 const servers: net.Server[] = [];
 afterEach(async () => {

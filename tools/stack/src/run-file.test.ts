@@ -18,7 +18,7 @@ describe('RunFile', () => {
   it('records the children of this stack and removes the file', async () => {
     const f = new RunFile(dir, 123);
     expect(await f.claim(() => '')).toEqual([]);
-    f.setChild('redis', 456, 'redis-server');
+    f.update({ children: { redis: { pid: 456, match: 'redis-server' } } });
     expect(f.read()).toMatchObject({ stackPid: 123, children: { redis: { pid: 456, match: 'redis-server' } } });
     f.remove();
     expect(f.read()).toBeUndefined();

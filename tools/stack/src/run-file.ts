@@ -1,7 +1,10 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { StackError } from './errors';
 import { isAlive, waitForPidGone } from '@tally/testing';
+import { StackError } from './stores';
+
+type Env = Record<string, string | undefined>;
+type ReadCmdline = (pid: number) => string | undefined;
 
 /**
  * `<dataDir>/stack.json`: which processes a running stack owns. It stops a second stack from sharing the
@@ -14,14 +17,31 @@ export interface RunState {
   /** Child pid by name; `match` is a piece of its command line, checked before we signal it. */
   children: Record<string, { pid: number; match: string }>;
   /** Where the stack's Redis and DynamoDB are, once they run: what `npm run dlq` and `npm run tenants` use. */
-  backends?: StackBackends;
+  backends?: { redisUrl: string; dynamoEndpoint: string; table: string; region: string };
 }
 
-export interface StackBackends {
-  redisUrl: string;
-  dynamoEndpoint: string;
-  table: string;
-  region: string;
+const hasProc = existsSync('/proc/self/cmdline');
+
+/** The command line of `pid` from /proc (Linux): '' when the process is gone, undefined without /proc. */
+export function procCmdline(pid: number): string | undefined {
+  if (!hasProc) return undefined;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+  } catch {
+    return '';
+  }
+}
+
+/** A live pid still running the stack. Unknown command line (no /proc): assume it is one rather than risk two stacks on one data directory. */
+function isStack(pid: number, readCmdline: ReadCmdline): boolean {
+  const cmdline = isAlive(pid) ? readCmdline(pid) : '';
+  return cmdline === undefined || cmdline.includes('stack/src/main');
+}
+
+/** A path as the user would type it: relative below `cwd`, else absolute. */
+export function shortPath(p: string, cwd = process.cwd()): string {
+  const rel = path.relative(cwd, p);
+  return rel === '' ? '.' : rel.startsWith('..') || path.isAbsolute(rel) ? p : rel;
 }
 
 export class RunFile {
@@ -45,23 +65,18 @@ export class RunFile {
    * Refuses to run beside a live stack on the same data directory, and stops the leftovers of a dead one
    * (only processes whose command line still matches what it started). Returns one message per leftover.
    */
-  async claim(readCmdline: (pid: number) => string | undefined = procCmdline): Promise<string[]> {
+  async claim(readCmdline: ReadCmdline = procCmdline): Promise<string[]> {
     const previous = this.read();
     const notes: string[] = [];
-    if (previous && previous.stackPid !== this.state.stackPid && isAlive(previous.stackPid) && isStack(readCmdline(previous.stackPid))) {
-      throw new StackError(
-        'TALLY_ERR_STACK_RUNNING',
-        `another Tally stack (pid ${previous.stackPid}) is running on ${path.dirname(this.file)}; stop it first, or set TALLY_DATA_DIR to another directory`,
-      );
+    if (previous && previous.stackPid !== this.state.stackPid && isStack(previous.stackPid, readCmdline)) {
+      const message = `another Tally stack (pid ${previous.stackPid}) is running on ${path.dirname(this.file)}; stop it first, or set TALLY_DATA_DIR to another directory`;
+      throw new StackError('TALLY_ERR_STACK_RUNNING', message);
     }
     for (const [name, { pid, match }] of Object.entries(previous?.children ?? {})) {
-      if (!isAlive(pid)) continue;
-      const cmdline = readCmdline(pid);
-      if (cmdline === undefined) {
+      const cmdline = isAlive(pid) ? readCmdline(pid) : '';
+      if (cmdline === undefined)
         notes.push(`${name} (pid ${pid}) from a previous run may still be running; cannot check its command line here`);
-        continue;
-      }
-      if (!cmdline.includes(match)) continue; // the pid was reused by something else
+      if (!cmdline?.includes(match)) continue; // gone, or the pid was reused by something else
       try {
         process.kill(pid, 'SIGTERM');
         if (!(await waitForPidGone(pid, 10_000))) process.kill(pid, 'SIGKILL');
@@ -70,56 +85,79 @@ export class RunFile {
       }
       notes.push(`stopped ${name} (pid ${pid}) left running by a previous stack that did not shut down`);
     }
-    this.write();
+    this.update({});
     return notes;
   }
 
-  setChild(name: string, pid: number, match: string): void {
-    this.state.children[name] = { pid, match };
-    this.write();
-  }
-
-  setBackends(backends: StackBackends): void {
-    this.state.backends = backends;
-    this.write();
+  /** Records a child that started (added to the others) or the backends, and writes the file at once. */
+  update(patch: Pick<Partial<RunState>, 'children' | 'backends'>): void {
+    this.state = { ...this.state, ...patch, children: { ...this.state.children, ...patch.children } };
+    mkdirSync(path.dirname(this.file), { recursive: true });
+    writeFileSync(`${this.file}.${process.pid}.tmp`, JSON.stringify(this.state, null, 2) + '\n');
+    renameSync(`${this.file}.${process.pid}.tmp`, this.file);
   }
 
   remove(): void {
     rmSync(this.file, { force: true });
   }
+}
 
-  private write(): void {
-    mkdirSync(path.dirname(this.file), { recursive: true });
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify(this.state, null, 2) + '\n');
-    renameSync(tmp, this.file);
+/**
+ * Which Redis and DynamoDB an operator tool uses: `env` with REDIS_URL / DYNAMODB_ENDPOINT, DYNAMODB_TABLE and
+ * AWS_REGION filled in, and one line per backend saying what is used and why. A variable that is set wins.
+ * Otherwise the `npm start` stack running on the data directory (TALLY_DATA_DIR, default `.data` under `cwd`, the
+ * repository root under npm run) is used, read from its run file. With neither, it refuses to guess: a Redis on
+ * 6379 or AWS credentials that happen to be around are not necessarily Tally's.
+ */
+export function chooseBackends(
+  env: Env,
+  need: { redis?: boolean; dynamo?: boolean },
+  cwd: string = process.cwd(),
+  readCmdline: ReadCmdline = procCmdline,
+): { env: Env; notes: string[] } {
+  const dataDir = env['TALLY_DATA_DIR'] ? path.resolve(cwd, env['TALLY_DATA_DIR']) : path.join(cwd, '.data');
+  const runFile = new RunFile(dataDir);
+  const state = runFile.read();
+  const stack = state?.backends && isStack(state.stackPid, readCmdline) ? state.backends : undefined;
+  const from = `the npm start stack, pid ${state?.stackPid}, ${shortPath(runFile.file, cwd)}`;
+  const out: Env = { ...env };
+  const notes: string[] = [];
+  const none = (what: string, variables: string) =>
+    new StackError(
+      'TALLY_ERR_NO_BACKEND',
+      `no ${what} to use: ${variables} is not set and no npm start stack is running on ${dataDir}. Start one (npm start), or set ${variables}.`,
+    );
+
+  if (need.redis) {
+    if (env['REDIS_URL']) notes.push(`Redis ${env['REDIS_URL']} (REDIS_URL)`);
+    else if (stack) notes.push(`Redis ${(out['REDIS_URL'] = stack.redisUrl)} (${from})`);
+    else throw none('Redis', 'REDIS_URL');
   }
+  if (need.dynamo) {
+    if (env['DYNAMODB_ENDPOINT']) notes.push(`DynamoDB ${env['DYNAMODB_ENDPOINT']} (DYNAMODB_ENDPOINT)`);
+    else if (stack) {
+      out['DYNAMODB_ENDPOINT'] = stack.dynamoEndpoint;
+      out['DYNAMODB_TABLE'] ??= stack.table;
+      out['AWS_REGION'] ??= stack.region;
+      notes.push(`DynamoDB ${stack.dynamoEndpoint}, table ${out['DYNAMODB_TABLE']} (${from})`);
+    } else if (env['AWS_REGION']) notes.push(`AWS DynamoDB in ${env['AWS_REGION']} (AWS_REGION, no DYNAMODB_ENDPOINT)`);
+    else throw none('DynamoDB', 'DYNAMODB_ENDPOINT (or AWS_REGION for AWS DynamoDB)');
+  }
+  return { env: out, notes };
 }
 
-/** The stack running on `dataDir` (its pid alive and still the stack) with its backends, or undefined. */
-export function runningStack(
-  dataDir: string,
-  readCmdline: (pid: number) => string | undefined = procCmdline,
-): { pid: number; file: string; backends: StackBackends } | undefined {
-  const file = new RunFile(dataDir);
-  const state = file.read();
-  if (!state?.backends || !isAlive(state.stackPid) || !isStack(readCmdline(state.stackPid))) return undefined;
-  return { pid: state.stackPid, file: file.file, backends: state.backends };
-}
-
-function isStack(cmdline: string | undefined): boolean {
-  // Unknown (no /proc): assume it is one rather than risk two stacks on one data directory.
-  return cmdline === undefined || cmdline.includes('stack/src/main');
-}
-
-const hasProc = existsSync('/proc/self/cmdline');
-
-/** The command line of `pid` from /proc (Linux): '' when the process is gone, undefined without /proc. */
-export function procCmdline(pid: number): string | undefined {
-  if (!hasProc) return undefined;
+/**
+ * chooseBackends for an operator tool's main: says on stderr which backends it uses, or why there are none (and
+ * exits 1). A call for help (`--help`, `-h`, `help`, no arguments) needs no backend and gets `env` unchanged.
+ */
+export function backendEnvOrExit(env: Env, need: { redis?: boolean; dynamo?: boolean }, argv: readonly string[]): Env {
+  if (argv.length === 0 || argv[0] === 'help' || argv.includes('--help') || argv.includes('-h')) return env;
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
-  } catch {
-    return '';
+    const choice = chooseBackends(env, need);
+    for (const note of choice.notes) process.stderr.write(`tally: using ${note}\n`);
+    return choice.env;
+  } catch (err) {
+    process.stderr.write(`tally: ${(err as Error).message}\n`);
+    process.exit(1);
   }
 }

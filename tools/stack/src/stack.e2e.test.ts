@@ -4,8 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { rawEnv } from '@tally/config';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { APPS } from './apps';
-import { repoRoot } from './config';
+import { APPS, repoRoot } from './config';
 import { freePort as findFreePort, isAlive } from '@tally/testing';
 import { procCmdline, type RunState } from './run-file';
 

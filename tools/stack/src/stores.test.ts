@@ -3,8 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, redisAnswers, redisServerArgs, startDynalite } from '@tally/testing';
-import { ensureTallyTable } from './dynalite';
-import { redisServerVersion } from './redis-server';
+import { ensureTallyTable, redisServerVersion } from './stores';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'tally-stores-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -20,8 +20,13 @@ function supervise(script: string, opts: { stopTimeoutMs?: number; command?: str
   const crashes: CrashReport[] = [];
   const sup = new Supervisor(
     { name: 't', command: opts.command ?? process.execPath, args: ['-e', script], cwd: process.cwd(), env: { PATH: '/usr/bin:/bin' } },
-    { onLine: (_n, l) => lines.push(l), onCrash: (r) => crashes.push(r) },
-    { backoff: { initialMs: 50, maxMs: 200, resetAfterMs: 60_000 }, stopTimeoutMs: opts.stopTimeoutMs ?? 5_000, tailLines: 2 },
+    {
+      onLine: (_n, l) => lines.push(l),
+      onCrash: (r) => crashes.push(r),
+      backoff: { initialMs: 50, maxMs: 200, resetAfterMs: 60_000 },
+      stopTimeoutMs: opts.stopTimeoutMs ?? 5_000,
+      tailLines: 2,
+    },
   );
   running.push(sup);
   sup.start();

@@ -1,7 +1,5 @@
 import { killGroup, startProcess, type ProcessHandle } from '@tally/testing';
 
-export type StopOutcome = 'not-running' | 'exited' | 'killed';
-
 export interface ProcessSpec {
   /** Shown in front of every output line. */
   name: string;
@@ -11,21 +9,15 @@ export interface ProcessSpec {
   env: Record<string, string | undefined>;
 }
 
+/** Restart delays: `initialMs`, doubling on every consecutive crash up to `maxMs`; a run of `resetAfterMs` starts over. */
 export interface BackoffPolicy {
-  /** Delay before the first restart. */
   initialMs: number;
-  /** The delay doubles on every consecutive crash up to this. */
   maxMs: number;
-  /** A process that ran this long before crashing starts again from `initialMs`. */
   resetAfterMs: number;
 }
 
-const defaultBackoff: BackoffPolicy = { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
-
 /** Delay before restart number `attempt` (1-based). */
-export function backoffDelay(attempt: number, policy: BackoffPolicy): number {
-  return Math.min(policy.maxMs, policy.initialMs * 2 ** Math.max(0, attempt - 1));
-}
+export const backoffDelay = (attempt: number, p: BackoffPolicy): number => Math.min(p.maxMs, p.initialMs * 2 ** Math.max(0, attempt - 1));
 
 export interface CrashReport {
   name: string;
@@ -41,17 +33,14 @@ export interface CrashReport {
   restartInMs: number;
 }
 
-export interface SupervisorHooks {
+export interface SupervisorOptions {
   onLine(name: string, line: string): void;
   onSpawn?(name: string, pid: number): void;
   onCrash?(report: CrashReport): void;
-}
-
-export interface SupervisorOptions {
   backoff?: BackoffPolicy;
-  /** Lines kept for the crash report. */
+  /** Lines kept for the crash report (default 15). */
   tailLines?: number;
-  /** Grace period after SIGTERM before SIGKILL. */
+  /** Grace period after SIGTERM before SIGKILL (default 10 s). */
   stopTimeoutMs?: number;
 }
 
@@ -66,27 +55,14 @@ export class Supervisor {
   private starting: Promise<void> | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
   private stopping = false;
-  private consecutiveCrashes = 0;
-  private tail: string[] = [];
-  private readonly tailLines: number;
-  private readonly backoff: BackoffPolicy;
-  private readonly stopTimeoutMs: number;
+  private crashes = 0;
   /** Every pid this supervisor ever started, oldest first. */
   readonly pids: number[] = [];
 
   constructor(
     readonly spec: ProcessSpec,
-    private readonly hooks: SupervisorHooks,
-    options: SupervisorOptions = {},
-  ) {
-    this.tailLines = options.tailLines ?? 30;
-    this.backoff = options.backoff ?? defaultBackoff;
-    this.stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
-  }
-
-  get name(): string {
-    return this.spec.name;
-  }
+    private readonly o: SupervisorOptions,
+  ) {}
 
   /** The running child's pid, if any. */
   get pid(): number | undefined {
@@ -96,70 +72,48 @@ export class Supervisor {
   start(): void {
     if (this.stopping || this.proc || this.starting) return;
     const startedAt = Date.now();
-    this.tail = [];
+    const tail: string[] = [];
     const { name, command, args, cwd, env } = this.spec;
-    this.starting = startProcess(command, args, {
-      name,
-      cwd,
-      env,
-      reap: false,
-      bufferLines: 1,
-      onLine: (line) => {
-        this.tail = [...this.tail, line].slice(-this.tailLines);
-        this.hooks.onLine(name, line);
-      },
-    }).then(
+    const crashed = (pid: number | undefined, code: number | null, signal: NodeJS.Signals | null, error?: Error) => {
+      if (this.stopping) return;
+      const backoff = this.o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
+      const uptimeMs = Date.now() - startedAt;
+      this.crashes = uptimeMs >= backoff.resetAfterMs ? 1 : this.crashes + 1;
+      const restartInMs = backoffDelay(this.crashes, backoff);
+      this.o.onCrash?.({ name, pid, code, signal, ...(error && { error }), uptimeMs, lastLines: tail, attempt: this.crashes, restartInMs });
+      this.restartTimer = setTimeout(() => this.start(), restartInMs);
+    };
+    const onLine = (line: string) => {
+      if (tail.push(line) > (this.o.tailLines ?? 15)) tail.shift();
+      this.o.onLine(name, line);
+    };
+    this.starting = startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine }).then(
       (proc) => {
         this.starting = undefined;
         this.proc = proc;
         this.pids.push(proc.pid);
-        this.hooks.onSpawn?.(name, proc.pid);
+        this.o.onSpawn?.(name, proc.pid);
         void proc.exited.then((e) => {
           if (this.proc === proc) this.proc = undefined;
           killGroup(proc.pid, 'SIGKILL'); // sweep anything left in its process group
-          this.crashed(startedAt, e.code, e.signal, proc.pid);
+          crashed(proc.pid, e.code, e.signal);
         });
       },
       (err: Error) => {
         this.starting = undefined;
-        this.crashed(startedAt, null, null, undefined, err.cause instanceof Error ? err.cause : err);
+        crashed(undefined, null, null, err.cause instanceof Error ? err.cause : err);
       },
     );
   }
 
-  private crashed(startedAt: number, code: number | null, signal: NodeJS.Signals | null, pid: number | undefined, error?: Error): void {
-    if (this.stopping) return;
-    const uptimeMs = Date.now() - startedAt;
-    if (uptimeMs >= this.backoff.resetAfterMs) this.consecutiveCrashes = 0;
-    this.consecutiveCrashes += 1;
-    const restartInMs = backoffDelay(this.consecutiveCrashes, this.backoff);
-    this.hooks.onCrash?.({
-      name: this.spec.name,
-      pid,
-      code,
-      signal,
-      ...(error ? { error } : {}),
-      uptimeMs,
-      lastLines: this.tail,
-      attempt: this.consecutiveCrashes,
-      restartInMs,
-    });
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = undefined;
-      this.start();
-    }, restartInMs);
-  }
-
   /** Stops the child (SIGTERM, then SIGKILL after the deadline, then its whole group) and cancels any pending restart. */
-  async stop(): Promise<StopOutcome> {
+  async stop(): Promise<'not-running' | 'exited' | 'killed'> {
     this.stopping = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.restartTimer = undefined;
+    clearTimeout(this.restartTimer);
     await this.starting;
     const proc = this.proc;
-    this.proc = undefined;
     if (!proc || proc.exit) return 'not-running';
-    const exit = await proc.kill('SIGTERM', { timeoutMs: this.stopTimeoutMs });
+    const exit = await proc.kill('SIGTERM', { timeoutMs: this.o.stopTimeoutMs ?? 10_000 });
     return exit.signal === 'SIGKILL' ? 'killed' : 'exited';
   }
 }

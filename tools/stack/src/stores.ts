@@ -1,0 +1,75 @@
+/** What `npm start` checks and prepares before the apps: redis-server, the table, the apps' ports. */
+import { execFile } from 'node:child_process';
+import net from 'node:net';
+import { createDynamoClient, ensureTable } from '@tally/dynamo';
+import { freePort } from '@tally/testing';
+
+/** Errors that stop `npm start` (or an operator tool) before anything runs. `message` is one line telling the user what to do. */
+export class StackError extends Error {
+  constructor(
+    readonly code: `TALLY_ERR_${string}`,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** `redis-server --version`, or StackError TALLY_ERR_REDIS_NOT_INSTALLED when it is not on PATH. */
+export function redisServerVersion(bin = 'redis-server'): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(bin, ['--version'], { timeout: 10_000 }, (err, stdout) => {
+      const code = (err as NodeJS.ErrnoException | null)?.code;
+      if (code === 'ENOENT' || code === 'EACCES') {
+        const how =
+          'install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) or set REDIS_URL to a running Redis';
+        reject(new StackError('TALLY_ERR_REDIS_NOT_INSTALLED', `redis-server was not found on PATH: ${how}`));
+      } else if (err) reject(new StackError('TALLY_ERR_REDIS_START', `${bin} --version failed: ${err.message}`));
+      else resolve(/v=(\S+)/.exec(stdout)?.[1] ?? stdout.trim());
+    }),
+  );
+}
+
+/** Creates the Tally table at `endpoint` unless it exists. True when it was created. */
+export async function ensureTallyTable(endpoint: string, region: string, table: string): Promise<boolean> {
+  const client = createDynamoClient({ endpoint, region });
+  try {
+    return (await ensureTable(client, table, { timeoutMs: 30_000 })).created;
+  } finally {
+    client.destroy();
+  }
+}
+
+const canListen = (port: number, host?: string) =>
+  new Promise<boolean>((resolve) => {
+    const server = net.createServer().unref();
+    // No IPv6 on this machine: the dual-stack probe says nothing, the IPv4 probe decides.
+    server.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'EAFNOSUPPORT' || err.code === 'EADDRNOTAVAIL'));
+    server.listen({ port, host, exclusive: true }, () => server.close(() => resolve(true)));
+  });
+
+/** True when nothing listens on `port`, on any address nor on the loopback. */
+export const isPortFree = async (port: number) => (await canListen(port)) && (await canListen(port, '127.0.0.1'));
+
+/**
+ * The port an app listens on: the one set explicitly in `variable` (which must be free), else the default, else —
+ * when the default is taken — a free one, with a note saying so.
+ */
+export async function choosePort(
+  what: string,
+  defaultPort: number,
+  explicit: number | undefined,
+  variable: string,
+  reserved: ReadonlySet<number> = new Set(),
+): Promise<{ port: number; note?: string }> {
+  if (explicit !== undefined) {
+    if (reserved.has(explicit) || !(await isPortFree(explicit))) {
+      const message = `${variable}=${explicit}: port ${explicit} for ${what} is already in use; free it or choose another`;
+      throw new StackError('TALLY_ERR_PORT_TAKEN', message);
+    }
+    return { port: explicit };
+  }
+  if (!reserved.has(defaultPort) && (await isPortFree(defaultPort))) return { port: defaultPort };
+  let port = await freePort();
+  while (reserved.has(port)) port = await freePort();
+  return { port, note: `port ${defaultPort} for ${what} is taken, using ${port} instead (set ${variable} to choose)` };
+}
