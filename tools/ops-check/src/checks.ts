@@ -57,6 +57,9 @@ export function defaultPort(app: AppName): number {
   return loadConfig(appEnvSchemas[app], {}).HTTP_PORT;
 }
 
+/** The port the app listens on with this environment. */
+const appPort = (app: AppName, env: Record<string, string>) => (env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app));
+
 /** Variables the schema does not read (`what` names the setting: ENV, environment), and whether the values parse. */
 function checkEnv(where: string, what: string, schema: z.ZodObject, env: Record<string, string>, reader: string): string[] {
   const problems = Object.keys(env)
@@ -186,7 +189,7 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
     const env = serviceEnv(svc);
     problems.push(...checkServiceEnv(where, appEnvSchemas[app], env, `${app} (not in appEnvSchemas.${app})`, services));
 
-    const port = env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app);
+    const port = appPort(app, env);
     const ports = containerPorts(svc);
     if (ports.length === 0) problems.push(`${where}: neither ports nor expose names HTTP_PORT ${port}`);
     for (const p of ports) if (p !== port) problems.push(`${where}: container port ${p} but the app listens on HTTP_PORT ${port}`);
@@ -284,8 +287,7 @@ export function checkPrometheus(files: OpsFiles, vars: Record<string, string | u
     (job.static_configs ?? []).flatMap((c) => c.targets).map((t) => [t, ...t.split(':')] as const);
 
   for (const app of APPS) {
-    const env = services[app] ? serviceEnv(services[app]) : {};
-    const port = env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app);
+    const port = appPort(app, services[app] ? serviceEnv(services[app]) : {});
     const job = jobs.find((j) => j.job_name === app);
     const where = `deploy/prometheus.yml job ${app}`;
     if (!job) {
