@@ -5,7 +5,7 @@ import { appEnvSchemas, loadConfig, toolEnvSchemas, type AppName } from '@tally/
 import { parse } from 'yaml';
 import type { z } from 'zod';
 import { composeConfig, containerPorts, gracePeriodSeconds, mountedAt, serviceEnv, type ComposeService } from './compose';
-import { parseDockerfile, resolveStage, type ResolvedStage, type Stage } from './dockerfile';
+import { parseDockerfile, resolveStage, type ResolvedStage } from './dockerfile';
 import { metricCandidates, metricNamesIn } from './metrics';
 
 /**
