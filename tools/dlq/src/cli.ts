@@ -117,18 +117,15 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
   if (!values.all && dlq.isEmptyFilter(filter))
     throw new UsageError(`${command} <queue> needs an id, --all, or a filter (--reason, --older-than, --newer-than)`);
   let bar: Progress | undefined;
-  let result: dlq.BulkResult;
-  try {
-    const onProgress = (done: number, total: number) => {
-      if (done === 1) bar = deps.progress?.(`${command} ${queue[0]!.name}`, total);
-      bar?.update(done);
-    };
-    result = await (command === 'purge'
+  const onProgress = (done: number, total: number) => {
+    if (done === 1) bar = deps.progress?.(`${command} ${queue[0]!.name}`, total);
+    bar?.update(done);
+  };
+  const bulk =
+    command === 'purge'
       ? dlq.purgeFailed(queue, filter, { now, dryRun, onProgress })
-      : dlq.replayFailed(queue, filter, { ...replay, onProgress }));
-  } finally {
-    bar?.stop();
-  }
+      : dlq.replayFailed(queue, filter, { ...replay, onProgress });
+  const result = await bulk.finally(() => bar?.stop());
   if (result.dryRun && result.matched.length > 0) for (const line of table(result.matched, now)) io.out(line);
   for (const s of result.skipped) io.out(`skipped ${s.id}: ${s.why}`);
   const skipped = result.skipped.length ? ` (${result.skipped.length} skipped)` : '';

@@ -61,7 +61,7 @@ interface BulkOptions {
   pageSize?: number;
 }
 
-export interface BulkResult {
+interface BulkResult {
   queue: QueueName;
   dryRun: boolean;
   /** Failed jobs that matched the filter when the scan ran, oldest failure first. */
