@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { costOf, sumMetric } from './cost';
+import { metricValue as sumMetric } from '@tally/testing';
+import { costOf } from './cost';
 import { DEFAULT_WORKLOAD, sizeDeployment } from './sizing';
 
 const agg = `# HELP tally_events_applied_total x

@@ -1,35 +1,22 @@
-import { metricValue as sumMetric } from '@tally/testing';
-
-export { sumMetric };
-
-export interface CostReport {
-  events: number;
-  writeUnits: number;
-  readUnits: number;
-  updateItems: number;
-  writeUnitsPerMillionEvents: number;
-  dollarsPerMillionEvents: number;
-  pricePerMillionWriteUnits: number;
-}
+import { metricValue } from '@tally/testing';
 
 /**
  * Write cost of a run from the apps' own counters: events applied (aggregators) and consumed write units
  * (writers), summed over every replica given.
  */
-export function costOf(aggregatorMetrics: string[], writerMetrics: string[], pricePerMillionWriteUnits: number): CostReport {
-  const sum = (texts: string[], name: string, labels?: Record<string, string>) => texts.reduce((s, t) => s + sumMetric(t, name, labels), 0);
+export function costOf(aggregatorMetrics: string[], writerMetrics: string[], pricePerMillionWriteUnits: number) {
+  const sum = (texts: string[], name: string, labels?: Record<string, string>) =>
+    texts.reduce((s, t) => s + metricValue(t, name, labels), 0);
   const events = sum(aggregatorMetrics, 'tally_events_applied_total');
   const writeUnits = sum(writerMetrics, 'tally_dynamodb_consumed_write_units_total');
-  const readUnits = sum(writerMetrics, 'tally_dynamodb_consumed_read_units_total');
-  const updateItems = sum(writerMetrics, 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome: 'ok' });
-  const perMillion = events > 0 ? (writeUnits / events) * 1e6 : 0;
+  const writeUnitsPerMillionEvents = events > 0 ? (writeUnits / events) * 1e6 : 0;
   return {
     events,
     writeUnits,
-    readUnits,
-    updateItems,
-    writeUnitsPerMillionEvents: perMillion,
-    dollarsPerMillionEvents: (perMillion / 1e6) * pricePerMillionWriteUnits,
+    readUnits: sum(writerMetrics, 'tally_dynamodb_consumed_read_units_total'),
+    updateItems: sum(writerMetrics, 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome: 'ok' }),
+    writeUnitsPerMillionEvents,
+    dollarsPerMillionEvents: (writeUnitsPerMillionEvents / 1e6) * pricePerMillionWriteUnits,
     pricePerMillionWriteUnits,
   };
 }

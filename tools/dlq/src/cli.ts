@@ -1,21 +1,7 @@
 import { QUEUE_NAMES, queueShards, type QueueName, type TallyQueues } from '@tally/queues';
 import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import type { Queue } from 'bullmq';
-import {
-  assertQueueName,
-  DlqError,
-  formatAge,
-  isEmptyFilter,
-  listFailed,
-  parseFilter,
-  purgeFailed,
-  purgeJob,
-  replayFailed,
-  replayJob,
-  showJob,
-  type BulkResult,
-  type FailedJob,
-} from './dlq';
+import * as dlq from './dlq';
 import { USAGE } from './usage';
 
 export { USAGE };
@@ -26,7 +12,7 @@ export interface Progress {
   stop(): void;
 }
 
-export interface DlqCliDeps {
+interface DlqCliDeps {
   /** Tally's queues (createQueues): every shard of each queue is read and acted on; or one queue per name. */
   queues: TallyQueues | Readonly<Record<QueueName, Queue>>;
   /** The aggregator's batch-id dedupe window (DEDUPE_WINDOW_SECONDS), in ms. */
@@ -56,51 +42,42 @@ export function runDlqCli(argv: readonly string[], deps: DlqCliDeps, io: CliIo):
 
 async function run(command: string, args: string[], values: CliValues<typeof DLQ_OPTIONS>, deps: DlqCliDeps, io: CliIo): Promise<number> {
   const now = (deps.now ?? Date.now)();
-  const filter = withUsage(() => parseFilter({ reason: values.reason, olderThan: values['older-than'], newerThan: values['newer-than'] }));
+  const filter = withUsage(dlq.parseFilter, { reason: values.reason, olderThan: values['older-than'], newerThan: values['newer-than'] });
   const dryRun = Boolean(values['dry-run']);
 
   if (command === 'list') {
     if (args.length > 0) throw new UsageError(`list takes no positional arguments; use --queue <q>`);
     const limit = values.limit === undefined ? 50 : Number(values.limit);
     if (!Number.isInteger(limit) || limit < 0) throw new UsageError(`--limit must be a whole number; got "${values.limit}"`);
-    const names = values.queue === undefined ? QUEUE_NAMES : [withUsage(() => assertQueueName(values.queue!))];
-    const rows: FailedJob[] = [];
+    const names = values.queue === undefined ? QUEUE_NAMES : [withUsage(dlq.assertQueueName, values.queue)];
+    const rows: dlq.FailedJob[] = [];
     const summary: string[] = [];
     for (const name of names) {
-      const r = await listFailed(queueShards(deps.queues, name), filter, { limit, now });
+      const r = await dlq.listFailed(queueShards(deps.queues, name), filter, { limit, now });
       rows.push(...r.jobs);
       const shown = r.jobs.length < r.matched ? `, ${r.jobs.length} shown` : '';
       summary.push(
-        isEmptyFilter(filter) ? `${name}: ${r.total} failed${shown}` : `${name}: ${r.matched} of ${r.total} failed match${shown}`,
+        dlq.isEmptyFilter(filter) ? `${name}: ${r.total} failed${shown}` : `${name}: ${r.matched} of ${r.total} failed match${shown}`,
       );
     }
-    if (values.json)
-      io.out(
-        JSON.stringify(
-          rows.map((j) => ({ ...j, ageSeconds: Math.round((now - j.failedAt) / 1000) })),
-          null,
-          2,
-        ),
-      );
-    else for (const line of [...(rows.length > 0 ? table(rows, now) : []), summary.join('; ')]) io.out(line);
+    const json = rows.map((j) => ({ ...j, ageSeconds: Math.round((now - j.failedAt) / 1000) }));
+    const lines = values.json ? [JSON.stringify(json, null, 2)] : [...(rows.length > 0 ? table(rows, now) : []), summary.join('; ')];
+    for (const line of lines) io.out(line);
     return 0;
   }
 
   if (command !== 'show' && command !== 'replay' && command !== 'purge') throw new UsageError(`unknown command "${command}"`);
   if (command === 'show' && args.length !== 2) throw new UsageError('show takes <queue> <id>');
   if (args[0] === undefined) throw new UsageError(`${command} needs a queue (${QUEUE_NAMES.join(', ')})`);
-  const queue = queueShards(
-    deps.queues,
-    withUsage(() => assertQueueName(args[0]!)),
-  );
+  const queue = queueShards(deps.queues, withUsage(dlq.assertQueueName, args[0]));
 
   if (command === 'show') {
-    const job = await showJob(queue, args[1]!);
+    const job = await dlq.showJob(queue, args[1]!);
     if (values.json) {
       io.out(JSON.stringify(job, null, 2));
       return 0;
     }
-    const at = (t: number) => `${new Date(t).toISOString()} (${formatAge(now - t)} ago)`;
+    const at = (t: number) => `${new Date(t).toISOString()} (${dlq.formatAge(now - t)} ago)`;
     const fields: Array<[string, unknown]> = [
       ['queue', job.queue],
       ['id', job.id],
@@ -125,33 +102,30 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
   const replay = { dedupeWindowMs: deps.dedupeWindowMs, pastDedupeWindow: Boolean(values['past-dedupe-window']), now, dryRun };
   const would = dryRun ? `dry run: would ${command}` : { replay: 'replayed', purge: 'purged' }[command];
   if (args.length === 2) {
-    if (values.all || !isEmptyFilter(filter)) throw new UsageError(`${command} <queue> <id> takes no --all or filters`);
+    if (values.all || !dlq.isEmptyFilter(filter)) throw new UsageError(`${command} <queue> <id> takes no --all or filters`);
     if (command === 'purge') {
-      const job = await purgeJob(queue, args[1]!, { dryRun });
+      const job = await dlq.purgeJob(queue, args[1]!, { dryRun });
       io.out(`${would} job ${job.id} in ${job.queue}`);
     } else {
-      const { job } = await replayJob(queue, args[1]!, replay);
-      io.out(`${would} job ${job.id} in ${job.queue} (failed ${formatAge(now - job.failedAt)} ago: ${oneLine(job.reason, 100)})`);
+      const { job } = await dlq.replayJob(queue, args[1]!, replay);
+      io.out(`${would} job ${job.id} in ${job.queue} (failed ${dlq.formatAge(now - job.failedAt)} ago: ${oneLine(job.reason, 100)})`);
     }
     return 0;
   }
   if (args.length !== 1) throw new UsageError(`${command} takes <queue> <id>, or <queue> with --all or filters`);
-  if (values.all && !isEmptyFilter(filter)) throw new UsageError(`${command}: use --all or filters, not both`);
-  if (!values.all && isEmptyFilter(filter))
+  if (values.all && !dlq.isEmptyFilter(filter)) throw new UsageError(`${command}: use --all or filters, not both`);
+  if (!values.all && dlq.isEmptyFilter(filter))
     throw new UsageError(`${command} <queue> needs an id, --all, or a filter (--reason, --older-than, --newer-than)`);
   let bar: Progress | undefined;
-  let result: BulkResult;
-  try {
-    const onProgress = (done: number, total: number) => {
-      if (done === 1) bar = deps.progress?.(`${command} ${queue[0]!.name}`, total);
-      bar?.update(done);
-    };
-    result = await (command === 'purge'
-      ? purgeFailed(queue, filter, { now, dryRun, onProgress })
-      : replayFailed(queue, filter, { ...replay, onProgress }));
-  } finally {
-    bar?.stop();
-  }
+  const onProgress = (done: number, total: number) => {
+    if (done === 1) bar = deps.progress?.(`${command} ${queue[0]!.name}`, total);
+    bar?.update(done);
+  };
+  const bulk =
+    command === 'purge'
+      ? dlq.purgeFailed(queue, filter, { now, dryRun, onProgress })
+      : dlq.replayFailed(queue, filter, { ...replay, onProgress });
+  const result = await bulk.finally(() => bar?.stop());
   if (result.dryRun && result.matched.length > 0) for (const line of table(result.matched, now)) io.out(line);
   for (const s of result.skipped) io.out(`skipped ${s.id}: ${s.why}`);
   const skipped = result.skipped.length ? ` (${result.skipped.length} skipped)` : '';
@@ -159,17 +133,18 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
   return result.skipped.length > 0 ? 1 : 0;
 }
 
-function withUsage<T>(fn: () => T): T {
+/** `fn(arg)`, its DlqError (bad input) as a UsageError. */
+function withUsage<A, T>(fn: (arg: A) => T, arg: A): T {
   try {
-    return fn();
+    return fn(arg);
   } catch (err) {
-    throw err instanceof DlqError ? new UsageError(err.message) : err;
+    throw err instanceof dlq.DlqError ? new UsageError(err.message) : err;
   }
 }
 
 /** Aligned columns: QUEUE ID AGE ATTEMPTS REASON (reason on one line, cut at 100 characters). */
-export function table(jobs: readonly FailedJob[], now: number): string[] {
-  const rows = jobs.map((j) => [j.queue, j.id, formatAge(now - j.failedAt), String(j.attemptsMade), oneLine(j.reason, 100)]);
+export function table(jobs: readonly dlq.FailedJob[], now: number): string[] {
+  const rows = jobs.map((j) => [j.queue, j.id, dlq.formatAge(now - j.failedAt), String(j.attemptsMade), oneLine(j.reason, 100)]);
   return alignColumns([['QUEUE', 'ID', 'AGE', 'ATTEMPTS', 'REASON'], ...rows]);
 }
 

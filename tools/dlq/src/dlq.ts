@@ -1,5 +1,5 @@
 import { QUEUE, QUEUE_NAMES, type QueueName } from '@tally/queues';
-import { Job, Queue, type JobsOptions } from 'bullmq';
+import { Job, Queue } from 'bullmq';
 
 /**
  * Dead-letter operations on Tally's queues: the failed set of a queue is its dead-letter queue (docs/DESIGN.md
@@ -32,15 +32,8 @@ export interface FailedJob {
   acceptedAt?: number;
 }
 
-export interface JobDetails extends FailedJob {
-  state: string;
-  data: unknown;
-  opts: JobsOptions;
-  stacktrace: string[];
-}
-
 /** Which failed jobs a bulk command applies to. Ages count from the moment the job failed. */
-export interface JobFilter {
+interface JobFilter {
   reason?: RegExp;
   /** Failed at least this long ago. */
   olderThanMs?: number;
@@ -48,7 +41,7 @@ export interface JobFilter {
   newerThanMs?: number;
 }
 
-export interface ReplayOptions {
+interface ReplayOptions {
   /** Epoch ms; default Date.now(). */
   now?: number;
   /** Report what would happen, change nothing. */
@@ -59,7 +52,7 @@ export interface ReplayOptions {
   pastDedupeWindow?: boolean;
 }
 
-export interface BulkOptions {
+interface BulkOptions {
   now?: number;
   dryRun?: boolean;
   /** Called after each job (done counts skipped and failed ones too). */
@@ -68,7 +61,7 @@ export interface BulkOptions {
   pageSize?: number;
 }
 
-export interface BulkResult {
+interface BulkResult {
   queue: QueueName;
   dryRun: boolean;
   /** Failed jobs that matched the filter when the scan ran, oldest failure first. */
@@ -83,7 +76,7 @@ export interface BulkResult {
  * A queue, or every shard of one queue (`queueShards()`, QUEUE_SHARDS > 1): each function below reads and acts on
  * all of them, so a failed job is found in whichever shard its store's jobs go to.
  */
-export type QueueShards = Queue | readonly Queue[];
+type QueueShards = Queue | readonly Queue[];
 
 /** The shards, their queue's name, and the shard number a job of shard `i` shows (none when there is one). */
 function shardsOf(queue: QueueShards) {
@@ -185,8 +178,7 @@ export async function listFailed(
   opts: { limit: number; now?: number; pageSize?: number },
 ): Promise<{ jobs: FailedJob[]; matched: number; total: number }> {
   const { shards, name, shardOf } = shardsOf(queue);
-  let total = 0;
-  for (const q of shards) total += await q.getFailedCount();
+  const total = (await Promise.all(shards.map((q) => q.getFailedCount()))).reduce((a, b) => a + b, 0);
   let jobs: FailedJob[] = [];
   if (isEmptyFilter(filter)) {
     // Newest first is BullMQ's own order: read only the page shown, of each shard.
@@ -214,7 +206,7 @@ async function findJob(queue: QueueShards, id: string, verb?: 'replayed' | 'purg
 }
 
 /** Every job's details, in whatever state it is; throws DlqError when the id does not exist. */
-export async function showJob(queue: QueueShards, id: string): Promise<JobDetails> {
+export async function showJob(queue: QueueShards, id: string) {
   const { job, state, info } = await findJob(queue, id);
   return { ...info, state, data: job.data, opts: job.opts, stacktrace: job.stacktrace ?? [] };
 }

@@ -1,2 +1,1 @@
-export * from './dlq';
-export { runDlqCli, USAGE, type DlqCliDeps, type Progress } from './cli';
+export {};

@@ -4,8 +4,8 @@ import { TARGETS } from '@tally/build-apps';
 import { appEnvSchemas, loadConfig, toolEnvSchemas, type AppName } from '@tally/config';
 import { parse } from 'yaml';
 import type { z } from 'zod';
-import { composeConfig, containerPorts, gracePeriodSeconds, mounts, serviceEnv, type ComposeService } from './compose';
-import { parseDockerfile, resolveStage, type ResolvedStage, type Stage } from './dockerfile';
+import { composeConfig, containerPorts, gracePeriodSeconds, mountedAt, serviceEnv, type ComposeService } from './compose';
+import { parseDockerfile, resolveStage, type ResolvedStage } from './dockerfile';
 import { metricCandidates, metricNamesIn } from './metrics';
 
 /**
@@ -20,12 +20,12 @@ const TOOLS = Object.keys(toolEnvSchemas) as Array<keyof typeof toolEnvSchemas>;
 const BUNDLES = new Set(TARGETS.map((t) => t.name));
 
 /** Variables read by third-party code rather than the config schema, allowed in the Dockerfile's ENV. */
-export const THIRD_PARTY_ENV: Readonly<Record<string, string>> = {
+const THIRD_PARTY_ENV: Readonly<Record<string, string>> = {
   NODE_ENV: 'conventional; nothing in Tally reads it',
 };
 
 /** Metrics that come from Prometheus or an exporter, not from Tally's code. */
-export const EXTERNAL_METRICS: Readonly<Record<string, string>> = {
+const EXTERNAL_METRICS: Readonly<Record<string, string>> = {
   up: 'Prometheus: 1 when the last scrape of the target succeeded',
   redis_up: 'redis_exporter',
   redis_memory_used_bytes: 'redis_exporter',
@@ -57,17 +57,25 @@ export function defaultPort(app: AppName): number {
   return loadConfig(appEnvSchemas[app], {}).HTTP_PORT;
 }
 
+/** The port the app listens on with this environment. */
+const appPort = (app: AppName, env: Record<string, string>) => (env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app));
+
 /** Variables the schema does not read (`what` names the setting: ENV, environment), and whether the values parse. */
 function checkEnv(where: string, what: string, schema: z.ZodObject, env: Record<string, string>, reader: string): string[] {
   const problems = Object.keys(env)
     .filter((k) => !(k in schema.shape))
     .map((k) => `${where}: ${what} ${k} is not read by ${reader}`);
+  const [, error] = attempt(() => loadConfig(schema, env));
+  return error === undefined ? problems : [...problems, `${where}: ${what} does not parse: ${error}`];
+}
+
+/** What `fn` returns, or the message of the error it throws. */
+function attempt<T>(fn: () => T): [T, undefined] | [undefined, string] {
   try {
-    loadConfig(schema, env);
+    return [fn(), undefined];
   } catch (err) {
-    problems.push(`${where}: ${what} does not parse: ${(err as Error).message}`);
+    return [undefined, (err as Error).message];
   }
-  return problems;
 }
 
 /** The port a healthcheck command probes: `process.env.HTTP_PORT||<n>` or `:<n>/healthz`. */
@@ -77,15 +85,9 @@ const probedPort = (cmd: string) => /process\.env\.HTTP_PORT\s*\|\|\s*(\d+)/.exe
 // Dockerfile
 
 export function checkDockerfile(files: OpsFiles): string[] {
-  let stages: Stage[];
-  try {
-    stages = parseDockerfile(files.dockerfile);
-  } catch (err) {
-    return [`Dockerfile: ${(err as Error).message}`];
-  }
+  const [stages, error] = attempt(() => parseDockerfile(files.dockerfile));
+  if (error !== undefined) return [`Dockerfile: ${error}`];
   const problems: string[] = [];
-  const copiesBundle = (s: ResolvedStage, name: string, from = false) =>
-    s.copies.some((c) => (!from || c.flags['from'] !== undefined) && c.sources.some((src) => new RegExp(`/dist/${name}/?$`).test(src)));
 
   for (const app of APPS) {
     if (!stages.some((s) => s.name === app)) {
@@ -98,7 +100,8 @@ export function checkDockerfile(files: OpsFiles): string[] {
     problems.push(...checkRuntimeBasics(s, where));
 
     // The bundle: dist/<app> from the build stage, made by npm run build:apps.
-    if (!copiesBundle(s, app, true)) problems.push(`${where}: does not COPY --from=<build stage> its bundle dist/${app}/`);
+    if (!copies(s, new RegExp(`/dist/${app}/?$`), true).length)
+      problems.push(`${where}: does not COPY --from=<build stage> its bundle dist/${app}/`);
     if (!BUNDLES.has(app)) problems.push(`${where}: tools/build-apps has no bundle "${app}" (TARGETS in src/build.ts)`);
     const cmd = s.cmd ?? [];
     if (cmd[0] !== 'node' || !cmd.includes('--enable-source-maps') || !cmd.some((a) => a.endsWith('main.mjs')))
@@ -123,28 +126,28 @@ export function checkDockerfile(files: OpsFiles): string[] {
 
     if (app === 'query-api') {
       const dir = s.env['DASHBOARD_DIR'];
-      const copied = s.copies.some(
-        (c) =>
-          c.sources.some((src) => /apps\/dashboard\/dist\/?$/.test(src)) &&
-          dir !== undefined &&
-          posix.resolve(s.workdir ?? '/', c.dest) === posix.resolve(dir),
-      );
-      if (!copied) problems.push(`${where}: DASHBOARD_DIR (${dir ?? 'unset'}) is not where apps/dashboard/dist is copied`);
+      const at = (c: ResolvedStage['copies'][number]) =>
+        dir !== undefined && posix.resolve(s.workdir ?? '/', c.dest) === posix.resolve(dir);
+      if (!copies(s, /apps\/dashboard\/dist\/?$/).some(at))
+        problems.push(`${where}: DASHBOARD_DIR (${dir ?? 'unset'}) is not where apps/dashboard/dist is copied`);
     }
   }
 
   if (!stages.some((s) => s.name === 'tools')) return [...problems, 'Dockerfile: no target "tools" (create-table, dlq, tenants)'];
   const s = resolveStage(stages, 'tools');
   for (const tool of TOOLS) {
-    if (!copiesBundle(s, tool)) problems.push(`Dockerfile target tools: does not copy dist/${tool}/`);
+    if (!copies(s, new RegExp(`/dist/${tool}/?$`)).length) problems.push(`Dockerfile target tools: does not copy dist/${tool}/`);
     if (!BUNDLES.has(tool)) problems.push(`Dockerfile target tools: tools/build-apps has no bundle "${tool}"`);
     if (!files.binScripts.includes(tool))
       problems.push(`Dockerfile target tools: deploy/bin/${tool} (its command) is missing or not executable`);
   }
-  if (!s.copies.some((c) => c.sources.some((src) => /^deploy\/bin\/?$/.test(src))))
-    problems.push('Dockerfile target tools: does not copy deploy/bin/ (the tool commands)');
+  if (!copies(s, /^deploy\/bin\/?$/).length) problems.push('Dockerfile target tools: does not copy deploy/bin/ (the tool commands)');
   return [...problems, ...checkRuntimeBasics(s, 'Dockerfile target tools')];
 }
+
+/** The COPY instructions of `s` with a source that matches `source` (`fromStage`: only those copying from another stage). */
+const copies = (s: ResolvedStage, source: RegExp, fromStage = false) =>
+  s.copies.filter((c) => (!fromStage || c.from !== undefined) && c.sources.some((src) => source.test(src)));
 
 /** Non-root, SIGTERM reaches node, and tini (if used) is installed. */
 function checkRuntimeBasics(s: ResolvedStage, where: string): string[] {
@@ -166,18 +169,10 @@ function checkRuntimeBasics(s: ResolvedStage, where: string): string[] {
 // docker-compose.yml
 
 export function checkCompose(files: OpsFiles, vars: Record<string, string | undefined> = {}): string[] {
-  let services: Record<string, ComposeService>;
-  try {
-    services = composeConfig(files.compose, vars).services ?? {};
-  } catch (err) {
-    return [`docker-compose.yml: ${(err as Error).message}`];
-  }
-  let stages: Stage[] = [];
-  try {
-    stages = parseDockerfile(files.dockerfile);
-  } catch {
-    // reported by checkDockerfile
-  }
+  const [compose, error] = attempt(() => composeConfig(files.compose, vars));
+  if (error !== undefined) return [`docker-compose.yml: ${error}`];
+  const services = compose.services ?? {};
+  const stages = attempt(() => parseDockerfile(files.dockerfile))[0] ?? []; // when it does not parse, checkDockerfile says so
   const problems: string[] = [];
 
   for (const app of APPS) {
@@ -192,10 +187,9 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
     if (build && (build.context ?? '.') !== '.') problems.push(`${where}: build.context is ${build.context}, want . (the repository root)`);
 
     const env = serviceEnv(svc);
-    problems.push(...checkEnv(where, 'environment', appEnvSchemas[app], env, `${app} (not in appEnvSchemas.${app})`));
-    problems.push(...checkServiceUrls(where, env, services));
+    problems.push(...checkServiceEnv(where, appEnvSchemas[app], env, `${app} (not in appEnvSchemas.${app})`, services));
 
-    const port = env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app);
+    const port = appPort(app, env);
     const ports = containerPorts(svc);
     if (ports.length === 0) problems.push(`${where}: neither ports nor expose names HTTP_PORT ${port}`);
     for (const p of ports) if (p !== port) problems.push(`${where}: container port ${p} but the app listens on HTTP_PORT ${port}`);
@@ -214,12 +208,9 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
         problems.push(`${where}: sets HTTP_PORT ${env['HTTP_PORT']} but the image's HEALTHCHECK probes a fixed port`);
     }
 
-    const deps = svc.depends_on ?? {};
-    if (deps['redis']?.condition !== 'service_healthy') problems.push(`${where}: depends_on redis should be condition: service_healthy`);
-    if (deps['create-table']?.condition !== 'service_completed_successfully')
-      problems.push(`${where}: depends_on create-table should be condition: service_completed_successfully`);
-    const grace = gracePeriodSeconds(svc);
-    if (grace === undefined || grace <= 10) {
+    for (const [dep, condition] of Object.entries({ redis: 'service_healthy', 'create-table': 'service_completed_successfully' }))
+      if (svc.depends_on?.[dep]?.condition !== condition) problems.push(`${where}: depends_on ${dep} should be condition: ${condition}`);
+    if (gracePeriodSeconds(svc) <= 10) {
       const set = svc.stop_grace_period ?? 'unset (10s)';
       problems.push(`${where}: stop_grace_period ${set} leaves no time for the graceful shutdown (steps of up to 10-20 s)`);
     }
@@ -236,11 +227,7 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
     if (!files.binScripts.includes(script)) problems.push(`${where}: runs "${script}", which is not a script in deploy/bin`);
     const tool = TOOLS.find((t) => script === t || script === `${t}-when-ready`);
     if (!tool) problems.push(`${where}: runs none of the tools (${TOOLS.join(', ')})`);
-    else
-      problems.push(
-        ...checkEnv(where, 'environment', toolEnvSchemas[tool], serviceEnv(svc), tool),
-        ...checkServiceUrls(where, serviceEnv(svc), services),
-      );
+    else problems.push(...checkServiceEnv(where, toolEnvSchemas[tool], serviceEnv(svc), tool, services));
   }
   if (!services['create-table']) problems.push('docker-compose.yml: no one-shot service "create-table"');
 
@@ -254,13 +241,15 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
   return problems;
 }
 
-/** Redis and DynamoDB URLs in an environment must name services of this compose file. */
-function checkServiceUrls(where: string, env: Record<string, string>, services: Record<string, ComposeService>): string[] {
+/** A service's environment: read by its schema, and its Redis and DynamoDB URLs name services of this compose file. */
+function checkServiceEnv(where: string, schema: z.ZodObject, env: Record<string, string>, reader: string, services: object): string[] {
   const hosts = ['REDIS_URL', 'DYNAMODB_ENDPOINT'].map((key) => [key, URL.parse(env[key] ?? '')?.hostname] as const);
   // An unparsable URL is named by the schema check.
-  return hosts
-    .filter(([, host]) => host && !(host in services))
-    .map(([key, host]) => `${where}: ${key} host "${host}" is not a service of docker-compose.yml`);
+  const unknown = hosts.filter(([, host]) => host && !(host in services));
+  return [
+    ...checkEnv(where, 'environment', schema, env, reader),
+    ...unknown.map(([key, host]) => `${where}: ${key} host "${host}" is not a service of docker-compose.yml`),
+  ];
 }
 
 function checkRedisService(svc: ComposeService | undefined): string[] {
@@ -271,7 +260,7 @@ function checkRedisService(svc: ComposeService | undefined): string[] {
     .map(([k, v]) => [k, v, args.includes(`--${k}`) ? args[args.indexOf(`--${k}`) + 1] : undefined] as const)
     .filter(([, v, is]) => is !== v)
     .map(([k, v, is]) => `docker-compose.yml service redis: --${k} is ${is ?? 'unset'}, want ${v} (BullMQ: AOF and no eviction)`);
-  if (!mounts(svc).some((m) => m.target === '/data'))
+  if (!(svc.volumes ?? []).some((v) => v.split(':')[1] === '/data'))
     problems.push('docker-compose.yml service redis: no volume at /data (the AOF would die with the container)');
   return problems;
 }
@@ -298,8 +287,7 @@ export function checkPrometheus(files: OpsFiles, vars: Record<string, string | u
     (job.static_configs ?? []).flatMap((c) => c.targets).map((t) => [t, ...t.split(':')] as const);
 
   for (const app of APPS) {
-    const env = services[app] ? serviceEnv(services[app]) : {};
-    const port = env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app);
+    const port = appPort(app, services[app] ? serviceEnv(services[app]) : {});
     const job = jobs.find((j) => j.job_name === app);
     const where = `deploy/prometheus.yml job ${app}`;
     if (!job) {
@@ -328,12 +316,11 @@ export function checkPrometheus(files: OpsFiles, vars: Record<string, string | u
   // The compose file mounts this config and the alert rules where Prometheus reads them.
   const promSvc = services['prometheus'];
   if (!promSvc) return [...problems, 'docker-compose.yml: no service "prometheus"'];
-  const promMounts = mounts(promSvc);
   const configPath =
     (promSvc.command ?? []).map((a) => /^--config\.file=(.*)$/.exec(a)?.[1]).find(Boolean) ?? '/etc/prometheus/prometheus.yml';
-  if (!promMounts.some((m) => m.source === './deploy/prometheus.yml' && m.target === configPath))
+  if (!mountedAt(promSvc, './deploy/prometheus.yml').includes(configPath))
     problems.push(`docker-compose.yml service prometheus: ./deploy/prometheus.yml is not mounted at ${configPath}`);
-  const alertsAt = promMounts.find((m) => m.source === './deploy/alerts.yml')?.target;
+  const alertsAt = mountedAt(promSvc, './deploy/alerts.yml')[0];
   if (!alertsAt) problems.push('docker-compose.yml service prometheus: ./deploy/alerts.yml is not mounted');
   else if (!(prom.rule_files ?? []).includes(alertsAt))
     problems.push(`deploy/prometheus.yml: rule_files does not load ${alertsAt} (where compose mounts deploy/alerts.yml)`);
@@ -345,12 +332,8 @@ export function checkPrometheus(files: OpsFiles, vars: Record<string, string | u
 
 /** Problems with the metrics a PromQL expression reads: each must be defined in the code (`known`) or external. */
 function checkExpr(where: string, expr: string, known: ReadonlySet<string>): string[] {
-  let names: string[];
-  try {
-    names = metricNamesIn(expr);
-  } catch (err) {
-    return [`${where}: ${(err as Error).message}`];
-  }
+  const [names, error] = attempt(() => metricNamesIn(expr));
+  if (error !== undefined) return [`${where}: ${error}`];
   return names
     .filter((name) => !(name in EXTERNAL_METRICS) && !metricCandidates(name).some((c) => known.has(c)))
     .map((m) => `${where}: metric ${m} is not defined anywhere in the code`);
@@ -400,8 +383,7 @@ export function checkGrafana(files: OpsFiles, known: ReadonlySet<string>): strin
   const services = composeConfig(files.compose).services ?? {};
   const grafana = services['grafana'];
   if (!grafana) return ['docker-compose.yml: no service "grafana"'];
-  const gMounts = mounts(grafana);
-  if (!gMounts.some((m) => m.source === './deploy/grafana/provisioning' && m.target === '/etc/grafana/provisioning'))
+  if (!mountedAt(grafana, './deploy/grafana/provisioning').includes('/etc/grafana/provisioning'))
     problems.push('docker-compose.yml service grafana: ./deploy/grafana/provisioning is not mounted at /etc/grafana/provisioning');
 
   const uids = new Set<string>();
@@ -415,7 +397,7 @@ export function checkGrafana(files: OpsFiles, known: ReadonlySet<string>): strin
   }
   if (uids.size === 0) problems.push('deploy/grafana/provisioning/datasources: no datasource with a uid');
 
-  const dashboardsMount = gMounts.find((m) => m.source === './deploy/grafana/dashboards')?.target;
+  const dashboardsMount = mountedAt(grafana, './deploy/grafana/dashboards')[0];
   if (!dashboardsMount) problems.push('docker-compose.yml service grafana: ./deploy/grafana/dashboards is not mounted');
   const providerPaths = Object.values(files.grafanaProviders).flatMap((t) =>
     ((parse(t) as { providers?: Array<{ options?: { path?: string } }> }).providers ?? []).map((p) => p.options?.path),
@@ -430,11 +412,9 @@ export function checkGrafana(files: OpsFiles, known: ReadonlySet<string>): strin
 
   if (Object.keys(files.dashboards).length === 0) problems.push('deploy/grafana/dashboards: no dashboard');
   for (const [file, text] of Object.entries(files.dashboards)) {
-    let dash: { uid?: string; panels?: Panel[] };
-    try {
-      dash = JSON.parse(text);
-    } catch (err) {
-      problems.push(`deploy/grafana/dashboards/${file}: not JSON: ${(err as Error).message}`);
+    const [dash, error] = attempt(() => JSON.parse(text) as { uid?: string; panels?: Panel[] });
+    if (error !== undefined) {
+      problems.push(`deploy/grafana/dashboards/${file}: not JSON: ${error}`);
       continue;
     }
     if (!dash.uid) problems.push(`deploy/grafana/dashboards/${file}: no uid (links to it would change on every load)`);

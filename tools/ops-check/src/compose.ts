@@ -20,7 +20,7 @@ export interface ComposeService {
   stop_grace_period?: string;
 }
 
-export interface ComposeFile {
+interface ComposeFile {
   services: Record<string, ComposeService>;
 }
 
@@ -65,26 +65,17 @@ export function serviceEnv(service: ComposeService): Record<string, string> {
 
 /** Container ports of `ports:` and `expose:` entries. */
 export function containerPorts(service: ComposeService): number[] {
-  return [...(service.ports ?? []), ...(service.expose ?? [])].map((p) =>
-    Number(
-      p
-        .replace(/\/(tcp|udp)$/, '')
-        .split(':')
-        .pop(),
-    ),
-  );
+  // The last `:` field, less the protocol.
+  return [...(service.ports ?? []), ...(service.expose ?? [])].map((p) => Number(/[^:]*$/.exec(p.replace(/\/(tcp|udp)$/, ''))![0]));
 }
 
-/** Mounts as `{ source, target }` (named volumes have a source without `./`). */
-export function mounts(service: ComposeService): Array<{ source: string; target: string }> {
-  return (service.volumes ?? []).map((v) => ({ source: v.split(':')[0]!, target: v.split(':')[1]! }));
+/** Where the service mounts `source` (`./…` for a bind mount, a volume's name), first mount first. */
+export function mountedAt(service: ComposeService, source: string): string[] {
+  return (service.volumes ?? []).map((v) => v.split(':')).flatMap(([from, to]) => (from === source ? [to!] : []));
 }
 
-/** Compose `stop_grace_period` (`30s`, `1m30s`) in seconds; undefined when unset (Docker's default is 10 s). */
-export function gracePeriodSeconds(service: ComposeService): number | undefined {
+/** Compose `stop_grace_period` (`30s`, `1m30s`) in seconds; Docker's default of 10 s when unset. */
+export function gracePeriodSeconds({ stop_grace_period: v = '10s' }: ComposeService): number {
   const unit: Record<string, number> = { h: 3600, m: 60, s: 1, ms: 0.001, us: 0.000001 };
-  const v = service.stop_grace_period;
-  return v === undefined
-    ? undefined
-    : [...v.matchAll(/(\d+(?:\.\d+)?)(h|ms|us|m|s)/g)].reduce((t, m) => t + Number(m[1]) * unit[m[2]!]!, 0);
+  return [...v.matchAll(/(\d+(?:\.\d+)?)(h|ms|us|m|s)/g)].reduce((t, m) => t + Number(m[1]) * unit[m[2]!]!, 0);
 }

@@ -1,5 +1,6 @@
 /** What a Dockerfile stage ends up with, read with dockerfile-ast (the parser of the Docker language server). */
-import { DockerfileParser, type Healthcheck, type Instruction, type JSONInstruction, type ModifiableInstruction } from 'dockerfile-ast';
+import { DockerfileParser } from 'dockerfile-ast';
+import type { Env, From, Healthcheck, Instruction, JSONInstruction, ModifiableInstruction } from 'dockerfile-ast';
 
 export interface Stage {
   name: string;
@@ -18,9 +19,9 @@ export interface ResolvedStage {
   workdir?: string;
   env: Record<string, string>;
   expose: string[];
-  healthcheck?: { options: Record<string, string>; cmd: string[] } | 'NONE';
-  /** COPY instructions of this stage and its bases: flags (e.g. from) and the source/destination words. */
-  copies: Array<{ flags: Record<string, string>; sources: string[]; dest: string }>;
+  healthcheck?: { cmd: string[] } | 'NONE';
+  /** COPY instructions of this stage and its bases: --from, and the source/destination words. */
+  copies: Array<{ from?: string; sources: string[]; dest: string }>;
   runs: string[];
 }
 
@@ -28,29 +29,54 @@ export interface ResolvedStage {
 export function parseDockerfile(text: string): Stage[] {
   const stages: Stage[] = [];
   for (const ins of DockerfileParser.parse(text).getInstructions()) {
-    if (ins.getKeyword() === 'FROM') {
-      const from = ins as import('dockerfile-ast').From;
-      const image = from.getImageName();
-      if (!image) throw new Error(`Dockerfile line ${ins.getRange().start.line + 1}: FROM names no image`);
-      const tag = from.getImageTag();
-      stages.push({ name: from.getBuildStage() ?? `#${stages.length}`, from: tag ? `${image}:${tag}` : image, instructions: [] });
+    if (ins.getKeyword() !== 'FROM') {
+      stages[stages.length - 1]?.instructions.push(ins); // an ARG before the first FROM belongs to no stage
       continue;
     }
-    stages[stages.length - 1]?.instructions.push(ins); // an ARG before the first FROM belongs to no stage
+    const [image, tag] = [(ins as From).getImageName(), (ins as From).getImageTag()];
+    if (!image) throw new Error(`Dockerfile line ${ins.getRange().start.line + 1}: FROM names no image`);
+    stages.push({ name: (ins as From).getBuildStage() ?? `#${stages.length}`, from: tag ? `${image}:${tag}` : image, instructions: [] });
   }
   return stages;
 }
 
 /** Exec form (`["a", "b"]`) as its strings; shell form wrapped as `/bin/sh -c <string>`, as Docker runs it. */
-function command(ins: JSONInstruction): string[] {
-  const json = ins.getJSONStrings();
-  if (ins.getOpeningBracket() && json.length > 0) return json.map((s) => s.getJSONValue());
+function command(ins: Instruction): string[] {
+  const json = (ins as JSONInstruction).getJSONStrings();
+  if ((ins as JSONInstruction).getOpeningBracket() && json.length > 0) return json.map((s) => s.getJSONValue());
   return ['/bin/sh', '-c', ins.getArgumentsContent() ?? ''];
 }
 
+/** `HEALTHCHECK NONE`, or the command of `HEALTHCHECK [options] CMD …` (what follows CMD, exec or shell form). */
+function healthcheck(ins: Healthcheck): ResolvedStage['healthcheck'] {
+  const sub = ins.getSubcommand()?.getValue().toUpperCase();
+  if (sub === 'NONE') return 'NONE';
+  if (sub !== 'CMD') throw new Error(`HEALTHCHECK without CMD: ${ins.getArgumentsContent()}`);
+  const text = ins.getTextContent();
+  const rest = text.slice(text.search(/\bCMD\b/i) + 3).trim();
+  return { cmd: rest.startsWith('[') ? (JSON.parse(rest) as string[]) : ['/bin/sh', '-c', rest] };
+}
+
+const args = (ins: Instruction) => ins.getArgumentsContent() ?? undefined;
 const words = (ins: Instruction) => ins.getArguments().map((a) => a.getValue());
-const flags = (ins: Instruction) =>
-  Object.fromEntries((ins as ModifiableInstruction).getFlags().map((f) => [f.getName(), f.getValue() ?? 'true']));
+
+/** How each instruction changes the stage (the others change nothing checked here). */
+const APPLY: Record<string, (r: ResolvedStage, ins: Instruction) => void> = {
+  USER: (r, ins) => (r.user = args(ins)),
+  STOPSIGNAL: (r, ins) => (r.stopSignal = args(ins)),
+  // Docker resets CMD when ENTRYPOINT is set.
+  ENTRYPOINT: (r, ins) => Object.assign(r, { entrypoint: command(ins), cmd: undefined }),
+  CMD: (r, ins) => (r.cmd = command(ins)),
+  WORKDIR: (r, ins) => (r.workdir = args(ins)),
+  ENV: (r, ins) => (ins as Env).getProperties().forEach((p) => (r.env[p.getName()] = p.getValue() ?? '')),
+  EXPOSE: (r, ins) => r.expose.push(...words(ins)),
+  HEALTHCHECK: (r, ins) => (r.healthcheck = healthcheck(ins as Healthcheck)),
+  RUN: (r, ins) => r.runs.push(ins.getArgumentsContent() ?? ''),
+  COPY: (r, ins) => {
+    const from = (ins as ModifiableInstruction).getFlags().find((f) => f.getName() === 'from');
+    r.copies.push({ from: from && (from.getValue() ?? ''), sources: words(ins).slice(0, -1), dest: words(ins).at(-1)! });
+  },
+};
 
 /** The stage's settings with its base stages' (FROM <stage>) applied first. */
 export function resolveStage(stages: readonly Stage[], name: string): ResolvedStage {
@@ -60,56 +86,6 @@ export function resolveStage(stages: readonly Stage[], name: string): ResolvedSt
   const r: ResolvedStage = base
     ? { ...base, name, env: { ...base.env }, expose: [...base.expose], copies: [...base.copies], runs: [...base.runs] }
     : { name, env: {}, expose: [], copies: [], runs: [] };
-  for (const ins of stage.instructions) {
-    switch (ins.getKeyword()) {
-      case 'USER':
-        r.user = ins.getArgumentsContent() ?? undefined;
-        break;
-      case 'STOPSIGNAL':
-        r.stopSignal = ins.getArgumentsContent() ?? undefined;
-        break;
-      case 'ENTRYPOINT':
-        r.entrypoint = command(ins as JSONInstruction);
-        r.cmd = undefined; // Docker resets CMD when ENTRYPOINT is set
-        break;
-      case 'CMD':
-        r.cmd = command(ins as JSONInstruction);
-        break;
-      case 'WORKDIR':
-        r.workdir = ins.getArgumentsContent() ?? undefined;
-        break;
-      case 'ENV':
-        for (const p of (ins as import('dockerfile-ast').Env).getProperties()) r.env[p.getName()] = p.getValue() ?? '';
-        break;
-      case 'EXPOSE':
-        r.expose.push(...words(ins));
-        break;
-      case 'HEALTHCHECK': {
-        const hc = ins as Healthcheck;
-        if (hc.getSubcommand()?.getValue().toUpperCase() === 'NONE') {
-          r.healthcheck = 'NONE';
-          break;
-        }
-        if (hc.getSubcommand()?.getValue().toUpperCase() !== 'CMD')
-          throw new Error(`HEALTHCHECK without CMD: ${ins.getArgumentsContent()}`);
-        // The CMD part: what follows the subcommand, exec or shell form.
-        const text = ins.getTextContent();
-        const rest = text.slice(text.search(/\bCMD\b/i) + 3).trim();
-        const cmd = rest.startsWith('[') ? (JSON.parse(rest) as string[]) : ['/bin/sh', '-c', rest];
-        r.healthcheck = { options: flags(ins), cmd };
-        break;
-      }
-      case 'RUN':
-        r.runs.push(ins.getArgumentsContent() ?? '');
-        break;
-      case 'COPY': {
-        const w = words(ins);
-        r.copies.push({ flags: flags(ins), sources: w.slice(0, -1), dest: w[w.length - 1]! });
-        break;
-      }
-      default:
-        break;
-    }
-  }
+  for (const ins of stage.instructions) APPLY[ins.getKeyword()]?.(r, ins);
   return r;
 }
