@@ -105,9 +105,7 @@ export async function writeRow(
   entries: readonly CountEntry[],
   opts: RowWriteOptions = {},
 ): Promise<RowWriteResult> {
-  const result: RowWriteResult = opts.extras
-    ? { updates: 0, conditionFailures: 0, extrasWritten: [] }
-    : { updates: 0, conditionFailures: 0 };
+  const result: RowWriteResult = { updates: 0, conditionFailures: 0, ...(opts.extras ? { extrasWritten: [] } : {}) };
   for (const [sk, list] of entriesByItem(entries)) {
     await writeItem(deps, pk, sk, list, result, opts.extras?.get(sk));
   }
@@ -118,6 +116,8 @@ type ItemEntry = { entry: CountEntry; attrs: string[] };
 type Bucket = { seq: number; list: ItemEntry[]; attrs: Set<string> };
 
 const WHOLE = '(attribute_not_exists(#wm) OR (#wm < :lo AND attribute_not_exists(#wp))) AND attribute_not_exists(#ov)';
+/** The names of an item's position attributes in every expression: watermark, part, spilled mark. */
+const POSITION_NAMES = { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR };
 
 async function writeItem(
   deps: RowWriterDeps,
@@ -178,7 +178,7 @@ async function writeItem(
       condition = WHOLE;
     }
 
-    const names: Record<string, string> = { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR };
+    const names: Record<string, string> = { ...POSITION_NAMES };
     const expiresAt = deps.expiresAt?.(baseSk(sk));
     if (expiresAt !== undefined) {
       names['#ex'] = EXPIRES_ATTR;
@@ -273,7 +273,7 @@ async function markSpilled(deps: RowWriterDeps, pk: string, sk: string, at: Item
   const out = await updateItem(deps, pk, sk, {
     UpdateExpression: 'SET #ov = :one',
     ConditionExpression: `#wm = :wm AND ${at.wp === undefined ? 'attribute_not_exists(#wp)' : '#wp = :wp'} AND attribute_not_exists(#ov)`,
-    ExpressionAttributeNames: { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR },
+    ExpressionAttributeNames: POSITION_NAMES,
     ExpressionAttributeValues: {
       ':one': { N: '1' },
       ':wm': { N: String(at.wm) },
@@ -305,11 +305,7 @@ function takeWholeBuckets(sorted: Bucket[]): number {
 }
 
 async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promise<ItemPosition & { spilled: boolean }> {
-  const item = await readForWrite(deps, pk, sk, '#wm, #wp, #ov', {
-    '#wm': WATERMARK_ATTR,
-    '#wp': WATERMARK_PART_ATTR,
-    '#ov': SPILLED_ATTR,
-  });
+  const item = await readForWrite(deps, pk, sk, '#wm, #wp, #ov', POSITION_NAMES);
   const wm = item?.[WATERMARK_ATTR]?.N;
   const part = item?.[WATERMARK_PART_ATTR]?.N;
   return {

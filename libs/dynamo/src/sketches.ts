@@ -88,12 +88,7 @@ export async function prepareSketchItem(
 }
 
 /** The SET clause, condition and names/values of a sketch write (numbered from `#s0`/`:s0`). */
-export function sketchUpdateParts(w: SketchItemWrite): {
-  set: string[];
-  condition: string;
-  names: Record<string, string>;
-  values: Record<string, AttributeValue>;
-} {
+export function sketchUpdateParts(w: SketchItemWrite): ItemExtra {
   const names: Record<string, string> = { '#hv': SKETCH_VERSION_ATTR };
   const values: Record<string, AttributeValue> = { ':hvn': { N: String((w.version ?? 0) + 1) } };
   const set = ['#hv = :hvn'];
