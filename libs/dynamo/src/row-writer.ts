@@ -7,7 +7,7 @@ import {
   type UpdateItemCommandOutput,
 } from '@aws-sdk/client-dynamodb';
 import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
-import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
+import { entriesByItem, entryOf, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
 import { classifyError, metered, type DynamoMeter } from './meter';
 import { readItem } from './row-reader';
@@ -129,8 +129,7 @@ async function writeItem(
 ): Promise<void> {
   const bySeq = new Map<number, Bucket>();
   for (const ie of all) {
-    let b = bySeq.get(ie.entry.seq);
-    if (!b) bySeq.set(ie.entry.seq, (b = { seq: ie.entry.seq, list: [], attrs: new Set() }));
+    const b = entryOf(bySeq, ie.entry.seq, (): Bucket => ({ seq: ie.entry.seq, list: [], attrs: new Set() }));
     b.list.push(ie);
     for (const a of ie.attrs) b.attrs.add(a);
   }
