@@ -113,21 +113,13 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
   function mountRoute(route: Route): View {
     switch (route.name) {
       case 'overview': {
-        const tops: TopLists[] = [
-          mountTopLists(
-            ctx,
-            { title: 'Top products', testid: 'top-products' },
-            productLists(shownMetrics(info.metrics, TOP_METRICS, currency)),
-          ),
-        ];
+        const products = productLists(shownMetrics(info.metrics, TOP_METRICS, currency));
+        const tops: TopLists[] = [mountTopLists(ctx, { title: 'Top products', testid: 'top-products' }, products)];
         // Top pages, when the rules rank pages by their views (the default rules do).
         const [pageViews] = shownMetrics(info.metrics, [TOP_PAGE_METRIC]);
         if (pageViews && info.entities.includes('page')) {
-          tops.push(
-            mountTopLists(ctx, { title: 'Top pages', testid: 'top-pages' }, [
-              { entity: 'page', metric: pageViews, title: 'Most viewed pages', of: 'page' },
-            ]),
-          );
+          const pages = [{ entity: 'page', metric: pageViews, title: 'Most viewed pages', of: 'page' }];
+          tops.push(mountTopLists(ctx, { title: 'Top pages', testid: 'top-pages' }, pages));
         }
         const body = h('div', { class: 'entity' });
         replaceChildren(main, h('div', { class: 'page-head' }, h('h1', {}, 'Store overview')), body);

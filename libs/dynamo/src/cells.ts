@@ -16,10 +16,8 @@ export function entriesByItem<E extends CountEntry>(entries: readonly E[]): Map<
   const out = new Map<string, Array<{ entry: E; attrs: string[] }>>();
   const dayCache = new Map<string, ReturnType<typeof parseDayKey>>();
   for (const entry of entries) {
-    const cells = cellsOfDay(
-      entryOf(dayCache, entry.dayKey, () => parseDayKey(entry.dayKey)),
-      entry.metric,
-    );
+    const day = entryOf(dayCache, entry.dayKey, () => parseDayKey(entry.dayKey));
+    const cells = cellsOfDay(day, entry.metric);
     for (let i = 0; i < cells.length; i += 2)
       entryOf(out, cells[i]!.sk, () => []).push({ entry, attrs: [cells[i]!.attr, cells[i + 1]!.attr] });
   }
