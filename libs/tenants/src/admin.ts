@@ -185,34 +185,20 @@ const MAX_HISTORY_MONTHS = 1200;
 /** Changes a tenant's settings (one UpdateItem); returns the tenant as it now is. */
 export async function updateTenant(db: TenantDb, store: string, settings: TenantSettings): Promise<TenantInfo> {
   checkStore(store);
-  const set: string[] = [];
-  const remove: string[] = [];
-  const names: Record<string, string> = {};
-  const values: Record<string, AttributeValue> = {};
-  if (settings.timeZone !== undefined) {
-    checkTimeZone(settings.timeZone);
-    set.push('#tz = :tz');
-    names['#tz'] = 'timeZone';
-    values[':tz'] = S(settings.timeZone);
-  }
-  if (settings.currency !== undefined) {
-    checkCurrency(settings.currency);
-    set.push('#cur = :cur');
-    names['#cur'] = 'currency';
-    values[':cur'] = S(settings.currency);
-  }
-  if (settings.historyMonths !== undefined) {
-    names['#hm'] = 'historyMonths';
-    if (settings.historyMonths === null) remove.push('#hm');
-    else {
-      const m = settings.historyMonths;
-      check(Number.isInteger(m) && m >= 1 && m <= MAX_HISTORY_MONTHS, 'TALLY_ERR_INVALID_RETENTION', () => {
-        return `historyMonths must be a whole number of months from 1 to ${MAX_HISTORY_MONTHS} (or null: keep for ever)`;
-      });
-      set.push('#hm = :hm');
-      values[':hm'] = { N: String(m) };
-    }
-  }
+  const { timeZone, currency, historyMonths: m } = settings;
+  if (timeZone !== undefined) checkTimeZone(timeZone);
+  if (currency !== undefined) checkCurrency(currency);
+  check(m === undefined || m === null || (Number.isInteger(m) && m >= 1 && m <= MAX_HISTORY_MONTHS), 'TALLY_ERR_INVALID_RETENTION', () => {
+    return `historyMonths must be a whole number of months from 1 to ${MAX_HISTORY_MONTHS} (or null: keep for ever)`;
+  });
+  // Every setting given is SET to its value, or REMOVEd (historyMonths: null).
+  const given = Object.entries({ timeZone, currency, historyMonths: m }).filter(([, v]) => v !== undefined);
+  const set = given.filter(([, v]) => v !== null).map(([name]) => `#${name} = :${name}`);
+  const remove = given.filter(([, v]) => v === null).map(([name]) => `#${name}`);
+  const names = Object.fromEntries(given.map(([name]) => [`#${name}`, name]));
+  const values: Record<string, AttributeValue> = Object.fromEntries(
+    given.flatMap(([name, v]) => (v === null || v === undefined ? [] : [[`:${name}`, typeof v === 'number' ? { N: String(v) } : S(v)]])),
+  );
   const update = [set.length ? `SET ${set.join(', ')}` : '', remove.length ? `REMOVE ${remove.join(', ')}` : ''].filter(Boolean).join(' ');
   if (!update) {
     const t = await getTenant(db, store);
