@@ -147,7 +147,7 @@ async function writeItem(
   while (pending.length > 0) {
     const head = pending[0]!;
     const sums = new Map<string, bigint>();
-    const values: Record<string, AttributeValue> = {};
+    const values: Record<string, AttributeValue> = { ':lo': { N: String(head.seq) } };
     let set: string;
     let condition: string;
     let taken: number;
@@ -157,7 +157,6 @@ async function writeItem(
       for (const { entry, attrs } of head.list) {
         for (const a of attrs) if (parts.partOf.get(a) === fromPart) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
       }
-      values[':lo'] = { N: String(head.seq) };
       const last = fromPart === parts.count - 1;
       if (!last) values[':p'] = { N: String(fromPart) };
       set = last ? 'SET #wm = :lo REMOVE #wp' : 'SET #wm = :lo, #wp = :p';
@@ -171,7 +170,6 @@ async function writeItem(
       taken = takeWholeBuckets(pending);
       for (const b of pending.slice(0, taken))
         for (const { entry, attrs } of b.list) for (const a of attrs) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
-      values[':lo'] = { N: String(head.seq) };
       values[':hi'] = { N: String(pending[taken - 1]!.seq) };
       set = 'SET #wm = :hi';
       condition = WHOLE;
