@@ -47,14 +47,8 @@ export interface EntityViewOptions {
 export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: EntityViewOptions): View {
   const { api, locale } = ctx;
   if (opts.metrics.length === 0) {
-    replaceChildren(
-      root,
-      h(
-        'p',
-        { class: 'empty' },
-        "This store's rules count none of the metrics this dashboard shows (product views, orders, revenue, page views).",
-      ),
-    );
+    const none = "This store's rules count none of the metrics this dashboard shows (product views, orders, revenue, page views).";
+    replaceChildren(root, h('p', { class: 'empty' }, none));
     return { destroy() {} };
   }
   // Only what the API counts is asked for (unique visitors say "—" until it counts them).
