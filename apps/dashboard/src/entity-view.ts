@@ -2,7 +2,7 @@
 // of days (last 30 by default) against the period just before it, and the last 12 months against a year earlier
 // (refreshed every minute, today's point patched live). Each chart's data downloads as CSV.
 import type { Series, SeriesPoint } from './api';
-import { ComparisonChart } from './chart';
+import { ComparisonChart, type ComparisonChartOptions } from './chart';
 import type { View, ViewContext } from './context';
 import { chartCsv, downloadCsv } from './csv';
 import { h, replaceChildren, setText } from './dom';
@@ -47,14 +47,8 @@ export interface EntityViewOptions {
 export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: EntityViewOptions): View {
   const { api, locale } = ctx;
   if (opts.metrics.length === 0) {
-    replaceChildren(
-      root,
-      h(
-        'p',
-        { class: 'empty' },
-        "This store's rules count none of the metrics this dashboard shows (product views, orders, revenue, page views).",
-      ),
-    );
+    const none = "This store's rules count none of the metrics this dashboard shows (product views, orders, revenue, page views).";
+    replaceChildren(root, h('p', { class: 'empty' }, none));
     return { destroy() {} };
   }
   // Only what the API counts is asked for (unique visitors say "—" until it counts them).
@@ -113,15 +107,31 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     comparisonNote,
   );
   const daysTitle = h('h3', { 'data-testid': 'days-title' });
-  const csvButton = (testid: string, onclick: () => void) =>
-    h('button', { type: 'button', class: 'csv', 'data-testid': testid, onclick }, 'CSV');
-  const daysSummary = h('p', { class: 'summary', 'data-testid': 'days-summary' });
-  const monthsSummary = h('p', { class: 'summary', 'data-testid': 'months-summary' });
-  const daysEmpty = h('p', { class: 'empty', hidden: true });
-  const monthsEmpty = h('p', { class: 'empty', hidden: true });
-  const daysChartBox = h('div', { class: 'chart', 'data-testid': 'chart-days' });
-  const monthsChartBox = h('div', { class: 'chart', 'data-testid': 'chart-months' });
   const historyError = h('p', { class: 'inline-error', role: 'alert', hidden: true });
+  /** A chart panel: title, CSV button, summary, the note shown instead of an empty chart, the chart. */
+  const chartPanel = (which: 'days' | 'months', title: HTMLElement, chart: Omit<ComparisonChartOptions, 'locale'>) => {
+    const csv = h('button', { type: 'button', class: 'csv', 'data-testid': `csv-${which}`, onclick: () => exportCsv(which) }, 'CSV');
+    const summary = h('p', { class: 'summary', 'data-testid': `${which}-summary` });
+    const empty = h('p', { class: 'empty', hidden: true });
+    const box = h('div', { class: 'chart', 'data-testid': `chart-${which}` });
+    const element = h('div', { class: 'panel' }, h('div', { class: 'panel-head' }, title, csv), summary, empty, box);
+    const plot = new ComparisonChart(box, { ...chart, locale });
+    /** Draws `m` of `data`, or says `emptyText` instead when there is nothing to draw. */
+    const show = (m: ShownMetric, data: Compared | undefined, emptyText: string) => {
+      const blank = !data || isEmpty(data, m.name);
+      empty.hidden = !blank;
+      box.hidden = blank;
+      setText(empty, emptyText);
+      if (!blank) plot.show(data, m.name, m.scale, m.currency);
+    };
+    return { element, summary, box, show, destroy: () => plot.destroy() };
+  };
+  const dayPanel = chartPanel('days', daysTitle, { kind: 'day', currentLabel: 'This period', previousLabel: 'Compared period' });
+  const monthPanel = chartPanel('months', h('h3', {}, 'Last 12 months'), {
+    kind: 'month',
+    currentLabel: 'Last 12 months',
+    previousLabel: 'A year earlier',
+  });
   const trendsSection = h(
     'section',
     { class: 'trends', 'aria-labelledby': 'trends-title' },
@@ -134,48 +144,11 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     historyError,
     rangeBar,
     rangeError,
-    h(
-      'div',
-      { class: 'panel' },
-      h(
-        'div',
-        { class: 'panel-head' },
-        daysTitle,
-        csvButton('csv-days', () => exportCsv('days')),
-      ),
-      daysSummary,
-      daysEmpty,
-      daysChartBox,
-    ),
-    h(
-      'div',
-      { class: 'panel' },
-      h(
-        'div',
-        { class: 'panel-head' },
-        h('h3', {}, 'Last 12 months'),
-        csvButton('csv-months', () => exportCsv('months')),
-      ),
-      monthsSummary,
-      monthsEmpty,
-      monthsChartBox,
-    ),
+    dayPanel.element,
+    monthPanel.element,
   );
 
   replaceChildren(root, todaySection, trendsSection, ...(opts.extra ?? []));
-
-  const daysChart = new ComparisonChart(daysChartBox, {
-    kind: 'day',
-    currentLabel: 'This period',
-    previousLabel: 'Compared period',
-    locale,
-  });
-  const monthsChart = new ComparisonChart(monthsChartBox, {
-    kind: 'month',
-    currentLabel: 'Last 12 months',
-    previousLabel: 'A year earlier',
-    locale,
-  });
 
   function select(m: ShownMetric): void {
     selected = m;
@@ -210,8 +183,8 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     if (changed) {
       // The old range's numbers must not stand under the new range's title while its answer is on its way.
       history = undefined;
-      daysChartBox.hidden = true;
-      replaceChildren(daysSummary, 'Loading…');
+      dayPanel.box.hidden = true;
+      replaceChildren(dayPanel.summary, 'Loading…');
       historyPoller.poke();
     }
   }
@@ -281,12 +254,10 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     const m = selected;
     setText(daysTitle, preset === 'custom' ? 'Custom range' : (RANGE_PRESETS.find((p) => p.id === preset)?.label ?? ''));
     if (!m.counted) {
-      replaceChildren(daysSummary);
-      replaceChildren(monthsSummary);
-      daysChartBox.hidden = monthsChartBox.hidden = true;
-      daysEmpty.hidden = monthsEmpty.hidden = false;
-      setText(daysEmpty, `This Tally does not count ${m.noun} yet.`);
-      setText(monthsEmpty, `This Tally does not count ${m.noun} yet.`);
+      for (const p of [dayPanel, monthPanel]) {
+        replaceChildren(p.summary);
+        p.show(m, undefined, `This Tally does not count ${m.noun} yet.`);
+      }
       return;
     }
     if (!days || !history) return;
@@ -295,18 +266,14 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     const change = percentChange(toNumber(cur), toNumber(prev), locale);
     const compared = comparisonWindow(history.range);
     replaceChildren(
-      daysSummary,
+      dayPanel.summary,
       h('strong', { 'data-testid': 'days-total' }, fmt(m, cur)),
       ` ${m.noun} ${span(history.range)}${history.range.to === todayDate ? ' (today so far)' : ''} · `,
       h('strong', { 'data-testid': 'days-previous-total' }, fmt(m, prev)),
       ` in ${span(compared)} `,
       h('span', { class: `change change-${change.direction}`, 'data-testid': 'days-change' }, change.text),
     );
-    const daysBlank = isEmpty(days, m.name);
-    daysEmpty.hidden = !daysBlank;
-    daysChartBox.hidden = daysBlank;
-    setText(daysEmpty, `No ${m.noun} in these days or the days compared yet.`);
-    if (!daysBlank) daysChart.show(days, m.name, m.scale, m.currency);
+    dayPanel.show(m, days, `No ${m.noun} in these days or the days compared yet.`);
 
     const months = history.months;
     const thisMonth = monthOf(todayDate);
@@ -314,17 +281,13 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     const monthNow = idx >= 0 ? months.current[idx]!.values[m.name] : undefined;
     const monthBefore = idx >= 0 ? months.previous[idx]!.values[m.name] : undefined;
     replaceChildren(
-      monthsSummary,
+      monthPanel.summary,
       `${formatMonth(thisMonth, locale)} so far: `,
       h('strong', { 'data-testid': 'month-total' }, fmt(m, monthNow ?? 0)),
       ` ${m.noun} · ${formatMonth(addMonths(thisMonth, -12), locale)} (full month): `,
       h('strong', {}, fmt(m, monthBefore ?? 0)),
     );
-    const monthsBlank = isEmpty(months, m.name);
-    monthsEmpty.hidden = !monthsBlank;
-    monthsChartBox.hidden = monthsBlank;
-    setText(monthsEmpty, `No ${m.noun} in the last 24 months yet.`);
-    if (!monthsBlank) monthsChart.show(months, m.name, m.scale, m.currency);
+    monthPanel.show(m, months, `No ${m.noun} in the last 24 months yet.`);
   }
 
   /** Polls `run`, reporting as `source` to the shell; a refused request says why in `errorEl`. */
@@ -417,8 +380,8 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
       livePoller.stop();
       document.removeEventListener('visibilitychange', onVisibility);
       refreshOnChange.cancel();
-      daysChart.destroy();
-      monthsChart.destroy();
+      dayPanel.destroy();
+      monthPanel.destroy();
     },
   };
 }

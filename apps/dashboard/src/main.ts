@@ -88,20 +88,9 @@ function connect(key: string, form?: SignInView): void {
         waiting.textContent = text;
         if (!root.contains(waiting)) {
           show({ destroy() {} });
-          replaceChildren(
-            root,
-            h(
-              'main',
-              { class: 'sign-in-page' },
-              h(
-                'div',
-                { class: 'sign-in' },
-                h('h1', {}, 'Tally'),
-                waiting,
-                h('button', { type: 'button', onclick: () => signOut() }, 'Sign out'),
-              ),
-            ),
-          );
+          const signOutButton = h('button', { type: 'button', onclick: () => signOut() }, 'Sign out');
+          const page = h('div', { class: 'sign-in' }, h('h1', {}, 'Tally'), waiting, signOutButton);
+          replaceChildren(root, h('main', { class: 'sign-in-page' }, page));
         }
       }
       return err instanceof UnreachableError;

@@ -48,13 +48,15 @@ describe('calendar arithmetic on store days', () => {
 });
 
 describe('dashboardWindows', () => {
-  it('gives the last 30 days and the 30 before, the last 12 months and the 12 before, each pair as one request', () => {
+  it('gives the last 30 days and the 30 before, the last 12 months and the 12 before (as one request)', () => {
+    // The days chart's default range (presetWindow) and the period it is compared with (comparisonWindow).
+    const days = presetWindow('last30d', '2024-03-01');
+    const previousDays = comparisonWindow(days);
+    expect(days).toEqual({ from: '2024-02-01', to: '2024-03-01' });
+    expect(previousDays).toEqual({ from: '2024-01-02', to: '2024-01-31' });
+    expect(listDays(days.from, days.to)).toHaveLength(30);
+    expect(listDays(previousDays.from, previousDays.to)).toHaveLength(30);
     const w = dashboardWindows('2024-03-01');
-    expect(w.days).toEqual({ from: '2024-02-01', to: '2024-03-01' });
-    expect(w.previousDays).toEqual({ from: '2024-01-02', to: '2024-01-31' });
-    expect(w.daysRequest).toEqual({ from: '2024-01-02', to: '2024-03-01' });
-    expect(listDays(w.days.from, w.days.to)).toHaveLength(30);
-    expect(listDays(w.previousDays.from, w.previousDays.to)).toHaveLength(30);
     expect(w.months).toEqual({ from: '2023-04', to: '2024-03' });
     expect(w.previousMonths).toEqual({ from: '2022-04', to: '2023-03' });
     expect(w.monthsRequest).toEqual({ from: '2022-04-01', to: '2024-03-01' });

@@ -63,17 +63,11 @@ export interface DateWindow {
 }
 
 /**
- * What the dashboard asks for, given the store's `today`. Each chart's data comes in one request covering the
- * period and the one before it, split in two by `splitPeriods` — one request reads the same DynamoDB month rows
- * two requests would, at half the requests.
+ * The months chart's windows, given the store's `today` (the days chart shows a picked range: presetWindow and
+ * comparisonWindow). Its data comes in one request covering the months and the ones before them, split in two by
+ * `compare` (series.ts) — one request reads the same DynamoDB month rows two requests would, at half the requests.
  */
 export interface DashboardWindows {
-  /** The last 30 days, today included. */
-  days: DateWindow;
-  /** The 30 days before them. */
-  previousDays: DateWindow;
-  /** Both, as one request (granularity day). */
-  daysRequest: DateWindow;
   /** The 12 months ending with this month, as months. */
   months: { from: Month; to: Month };
   /** The 12 months before them. */
@@ -86,19 +80,10 @@ const DAYS_SHOWN = 30;
 const MONTHS_SHOWN = 12;
 
 export function dashboardWindows(today: Day): DashboardWindows {
-  const days = { from: addDays(today, -(DAYS_SHOWN - 1)), to: today };
-  const previousDays = { from: addDays(today, -(2 * DAYS_SHOWN - 1)), to: addDays(today, -DAYS_SHOWN) };
   const thisMonth = monthOf(today);
   const months = { from: addMonths(thisMonth, -(MONTHS_SHOWN - 1)), to: thisMonth };
   const previousMonths = { from: addMonths(thisMonth, -(2 * MONTHS_SHOWN - 1)), to: addMonths(thisMonth, -MONTHS_SHOWN) };
-  return {
-    days,
-    previousDays,
-    daysRequest: { from: previousDays.from, to: days.to },
-    months,
-    previousMonths,
-    monthsRequest: { from: firstDayOf(previousMonths.from), to: today },
-  };
+  return { months, previousMonths, monthsRequest: { from: firstDayOf(previousMonths.from), to: today } };
 }
 
 /** Every day from `from` to `to`, inclusive. */

@@ -28,32 +28,21 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
   const freshness = h('span', { class: 'freshness', 'data-testid': 'freshness' }, 'connecting…');
   const banner = h('div', { class: 'banner', role: 'status', 'data-testid': 'banner', hidden: true });
   const main = h('main', { class: 'view', id: 'view' });
-  replaceChildren(
-    root,
-    h(
-      'header',
-      { class: 'topbar' },
-      h(
-        'div',
-        { class: 'brand' },
-        h('a', { href: OVERVIEW_HREF, class: 'logo' }, 'Tally'),
-        h('span', { class: 'store', 'data-testid': 'store-name' }, info.store),
-        h(
-          'span',
-          { class: 'zone', 'data-testid': 'time-zone', title: 'Days and months are counted in this time zone' },
-          formatZone(info.timeZone, Date.now(), opts.locale),
-        ),
-      ),
-      h(
-        'div',
-        { class: 'topbar-right' },
-        freshness,
-        h('button', { type: 'button', class: 'sign-out', onclick: () => opts.onSignOut() }, 'Sign out'),
-      ),
-    ),
-    banner,
-    main,
+  const zone = h(
+    'span',
+    { class: 'zone', 'data-testid': 'time-zone', title: 'Days and months are counted in this time zone' },
+    formatZone(info.timeZone, Date.now(), opts.locale),
   );
+  const brand = h(
+    'div',
+    { class: 'brand' },
+    h('a', { href: OVERVIEW_HREF, class: 'logo' }, 'Tally'),
+    h('span', { class: 'store', 'data-testid': 'store-name' }, info.store),
+    zone,
+  );
+  const signOut = h('button', { type: 'button', class: 'sign-out', onclick: () => opts.onSignOut() }, 'Sign out');
+  const header = h('header', { class: 'topbar' }, brand, h('div', { class: 'topbar-right' }, freshness, signOut));
+  replaceChildren(root, header, banner, main);
   document.title = `Tally — ${info.store}`;
 
   let lastAsOf: string | undefined;
@@ -113,21 +102,13 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
   function mountRoute(route: Route): View {
     switch (route.name) {
       case 'overview': {
-        const tops: TopLists[] = [
-          mountTopLists(
-            ctx,
-            { title: 'Top products', testid: 'top-products' },
-            productLists(shownMetrics(info.metrics, TOP_METRICS, currency)),
-          ),
-        ];
+        const products = productLists(shownMetrics(info.metrics, TOP_METRICS, currency));
+        const tops: TopLists[] = [mountTopLists(ctx, { title: 'Top products', testid: 'top-products' }, products)];
         // Top pages, when the rules rank pages by their views (the default rules do).
         const [pageViews] = shownMetrics(info.metrics, [TOP_PAGE_METRIC]);
         if (pageViews && info.entities.includes('page')) {
-          tops.push(
-            mountTopLists(ctx, { title: 'Top pages', testid: 'top-pages' }, [
-              { entity: 'page', metric: pageViews, title: 'Most viewed pages', of: 'page' },
-            ]),
-          );
+          const pages = [{ entity: 'page', metric: pageViews, title: 'Most viewed pages', of: 'page' }];
+          tops.push(mountTopLists(ctx, { title: 'Top pages', testid: 'top-pages' }, pages));
         }
         const body = h('div', { class: 'entity' });
         replaceChildren(main, h('div', { class: 'page-head' }, h('h1', {}, 'Store overview')), body);

@@ -70,19 +70,12 @@ export function mountTopLists(ctx: ViewContext, section: { title: string; testid
 
   function render(spec: TopListSpec, body: HTMLElement, items: TopItem[]): void {
     const m = spec.metric;
-    if (items.length === 0) {
-      replaceChildren(body, h('p', { class: 'empty' }, `No ${m.noun} of any ${spec.of} in the last 30 days.`));
-      return;
-    }
+    const value = (item: TopItem) => h('span', { class: 'top-value' }, formatMetric(item.value, m.scale, ctx.locale, m.currency));
     replaceChildren(
       body,
-      h(
-        'ol',
-        {},
-        ...items.map((item) =>
-          h('li', {}, entry(spec, item), h('span', { class: 'top-value' }, formatMetric(item.value, m.scale, ctx.locale, m.currency))),
-        ),
-      ),
+      items.length === 0
+        ? h('p', { class: 'empty' }, `No ${m.noun} of any ${spec.of} in the last 30 days.`)
+        : h('ol', {}, ...items.map((item) => h('li', {}, entry(spec, item), value(item)))),
     );
   }
 

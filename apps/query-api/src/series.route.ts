@@ -23,10 +23,9 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const granularity = q.granularity ?? 'day';
     const now = ctx.now();
     const noRange = q.range === undefined && q.from === undefined && q.to === undefined;
-    const resolved = resolveRange(q, timeZone, now, granularity === 'total' && noRange ? 'allTime' : 'last30d');
-    const { name } = resolved;
+    const { range: asked, name } = resolveRange(q, timeZone, now, granularity === 'total' && noRange ? 'allTime' : 'last30d');
     // A visitor's history is counted only within the store's retention (never from TOTAL, which holds expired months).
-    const range = entity.entity === VISITOR_ENTITY ? clampToRetention(resolved.range, historyMonths, timeZone, now) : resolved.range;
+    const range = entity.entity === VISITOR_ENTITY ? clampToRetention(asked, historyMonths, timeZone, now) : asked;
     const { points, totals, dynamoRequests } = await readSeries(ctx.query, { store, pk: entity.pk, metrics, range, granularity });
     return {
       store,

@@ -26,9 +26,7 @@ export const topRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (ap
       to: formatDate(top.range.to),
       items: top.items.map((x) => {
         const path = pathOfId(rules, top.entity, x.id);
-        return path === undefined
-          ? { id: x.id, value: formatValue(x.units, scale) }
-          : { id: x.id, path, value: formatValue(x.units, scale) };
+        return { id: x.id, ...(path === undefined ? {} : { path }), value: formatValue(x.units, scale) };
       }),
       asOf: new Date(now).toISOString(),
       dynamoRequests: top.dynamoRequests,

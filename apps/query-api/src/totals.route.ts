@@ -18,9 +18,8 @@ export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const entity = refs[0]!.entity;
     const metrics = parseMetrics(rules, q.metrics, () => plainMetricsOf(rules, entity));
     const now = ctx.now();
-    const resolved = resolveRange(q, timeZone, now, 'last30d');
-    const { name } = resolved;
-    const range = entity === VISITOR_ENTITY ? clampToRetention(resolved.range, historyMonths, timeZone, now) : resolved.range;
+    const { range: asked, name } = resolveRange(q, timeZone, now, 'last30d');
+    const range = entity === VISITOR_ENTITY ? clampToRetention(asked, historyMonths, timeZone, now) : asked;
     const r = await readTotals(ctx.query, { store, pks: refs.map((x) => x.pk), metrics, range });
     return {
       store,

@@ -133,24 +133,17 @@ async function startFixture(): Promise<Fixture> {
   };
 }
 
-/** Events as the aggregator gets them (validated, ts in ms, value a decimal string). */
-export const view = (ts: string, product: string, visitor?: string): NormalizedEvent => ({
-  type: 'view',
+/** Events as the aggregator gets them (validated, ts in ms, value a decimal string); a dimension left undefined is absent. */
+const event = (type: string, ts: string, dims: Record<string, string | undefined>, value?: string): NormalizedEvent => ({
+  type,
   ts: Date.parse(ts),
-  dims: visitor ? { product, visitor } : { product },
+  dims: Object.fromEntries(Object.entries(dims).filter(([, v]) => v !== undefined)) as Record<string, string>,
+  ...(value === undefined ? {} : { value }),
 });
-export const order = (ts: string, value: string, visitor?: string): NormalizedEvent => ({
-  type: 'order',
-  ts: Date.parse(ts),
-  dims: visitor ? { visitor } : {},
-  value,
-});
-export const orderItem = (ts: string, product: string, value: string, visitor?: string): NormalizedEvent => ({
-  type: 'order_item',
-  ts: Date.parse(ts),
-  dims: visitor ? { product, visitor } : { product },
-  value,
-});
+export const view = (ts: string, product: string, visitor?: string) => event('view', ts, { product, visitor });
+export const order = (ts: string, value: string, visitor?: string) => event('order', ts, { visitor }, value);
+export const orderItem = (ts: string, product: string, value: string, visitor?: string) =>
+  event('order_item', ts, { product, visitor }, value);
 export const times = <T>(n: number, f: () => T): T[] => Array.from({ length: n }, f);
 
 /** Authorization header of a key. */

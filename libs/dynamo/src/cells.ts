@@ -16,17 +16,19 @@ export function entriesByItem<E extends CountEntry>(entries: readonly E[]): Map<
   const out = new Map<string, Array<{ entry: E; attrs: string[] }>>();
   const dayCache = new Map<string, ReturnType<typeof parseDayKey>>();
   for (const entry of entries) {
-    let day = dayCache.get(entry.dayKey);
-    if (!day) dayCache.set(entry.dayKey, (day = parseDayKey(entry.dayKey)));
+    const day = entryOf(dayCache, entry.dayKey, () => parseDayKey(entry.dayKey));
     const cells = cellsOfDay(day, entry.metric);
-    for (let i = 0; i < cells.length; i += 2) {
-      const sk = cells[i]!.sk;
-      let list = out.get(sk);
-      if (!list) out.set(sk, (list = []));
-      list.push({ entry, attrs: [cells[i]!.attr, cells[i + 1]!.attr] });
-    }
+    for (let i = 0; i < cells.length; i += 2)
+      entryOf(out, cells[i]!.sk, () => []).push({ entry, attrs: [cells[i]!.attr, cells[i + 1]!.attr] });
   }
   return out;
+}
+
+/** The value of `key` in `map`, set to `make()` first when missing. */
+export function entryOf<K, V>(map: Map<K, V>, key: K, make: () => V): V {
+  let value = map.get(key);
+  if (value === undefined) map.set(key, (value = make()));
+  return value;
 }
 
 /** UpdateExpression strings are limited to 4 KB; stay well below with this many attributes per call. */

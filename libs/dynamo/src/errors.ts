@@ -15,16 +15,12 @@ export class TableError extends TallyError<TableErrorCode> {
   }
 }
 
-/** No answer from the DynamoDB endpoint at all (connection refused, timeout, DNS): the service is down or misaddressed. */
+/**
+ * No answer from the DynamoDB endpoint at all (connection refused, timeout, DNS): the service is down or
+ * misaddressed. The message names the endpoint.
+ */
 export class DynamoUnreachableError extends TallyError {
   readonly code = 'TALLY_ERR_DYNAMO_UNREACHABLE';
-  constructor(
-    message: string,
-    readonly location: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 /** A write that may succeed later: throttling, a 5xx, no answer. The flush job waits and retries. */

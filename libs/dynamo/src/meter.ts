@@ -53,13 +53,11 @@ export function createDynamoMeter(registry?: Registry): DynamoMeter {
       const key = `${op}:${outcome}`;
       totals.requests[key] = (totals.requests[key] ?? 0) + 1;
       for (const c of Array.isArray(consumed) ? consumed : consumed ? [consumed] : []) {
-        const w = c.WriteCapacityUnits ?? 0;
-        const r = c.ReadCapacityUnits ?? 0;
         // Tables in on-demand mode report CapacityUnits only; attribute them by operation kind.
         const units = c.CapacityUnits ?? 0;
         const isWrite = op === 'UpdateItem' || op === 'PutItem' || op === 'DeleteItem';
-        const wAll = w || (isWrite ? units : 0);
-        const rAll = r || (isWrite ? 0 : units);
+        const wAll = (c.WriteCapacityUnits ?? 0) || (isWrite ? units : 0);
+        const rAll = (c.ReadCapacityUnits ?? 0) || (isWrite ? 0 : units);
         if (wAll) {
           wcu.inc({ operation: op }, wAll);
           totals.writeUnits += wAll;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { partsOfBucket, type CountEntry } from './cells';
+import { entryOf, partsOfBucket, type CountEntry } from './cells';
 
 /**
  * The overflow layout: how an item stays far below DynamoDB's 400 KB however many distinct attributes one row
@@ -72,19 +72,8 @@ export function routeToOverflow<E extends CountEntry>(
   const out = new Map<string, Array<{ entry: E; attrs: string[] }>>();
   const memo = new Map<string, string>();
   for (const { entry, attrs } of list) {
-    const byChild = new Map<string, string[]>();
-    for (const a of attrs) {
-      let c = memo.get(a);
-      if (c === undefined) memo.set(a, (c = childSk(sk, a)));
-      let l = byChild.get(c);
-      if (!l) byChild.set(c, (l = []));
-      l.push(a);
-    }
-    for (const [c, as] of byChild) {
-      let l = out.get(c);
-      if (!l) out.set(c, (l = []));
-      l.push({ entry, attrs: as });
-    }
+    const byChild = Map.groupBy(attrs, (a) => entryOf(memo, a, () => childSk(sk, a)));
+    for (const [c, as] of byChild) entryOf(out, c, () => []).push({ entry, attrs: as });
   }
   return out;
 }

@@ -1,6 +1,6 @@
 import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { baseSk, EXPIRES_ATTR, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
-import { entriesByItem, type CountEntry } from './cells';
+import { entriesByItem, entryOf, type CountEntry } from './cells';
 import { beyondPosition, childSks, overflowEnd, routeToOverflow } from './overflow';
 import { ItemBudgetError, RetryableWriteError } from './errors';
 import { metered, type DynamoMeter } from './meter';
@@ -189,8 +189,7 @@ export function mergeItems(items: Iterable<StoredItem>, entries: readonly CountE
       for (const [child, l] of routeToOverflow(sk, rest)) addBeyond(base, child, l);
       return;
     }
-    let attrs = out.get(base);
-    if (!attrs) out.set(base, (attrs = new Map()));
+    const attrs = entryOf(out, base, () => new Map());
     for (const { entry, attrs: names } of rest) for (const a of names) attrs.set(a, (attrs.get(a) ?? 0n) + entry.value);
   };
   for (const [sk, list] of entriesByItem(entries)) addBeyond(sk, sk, list);

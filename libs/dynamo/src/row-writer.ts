@@ -7,7 +7,7 @@ import {
   type UpdateItemCommandOutput,
 } from '@aws-sdk/client-dynamodb';
 import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
-import { entriesByItem, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
+import { entriesByItem, entryOf, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
 import { classifyError, metered, type DynamoMeter } from './meter';
 import { readItem } from './row-reader';
@@ -105,9 +105,7 @@ export async function writeRow(
   entries: readonly CountEntry[],
   opts: RowWriteOptions = {},
 ): Promise<RowWriteResult> {
-  const result: RowWriteResult = opts.extras
-    ? { updates: 0, conditionFailures: 0, extrasWritten: [] }
-    : { updates: 0, conditionFailures: 0 };
+  const result: RowWriteResult = { updates: 0, conditionFailures: 0, ...(opts.extras ? { extrasWritten: [] } : {}) };
   for (const [sk, list] of entriesByItem(entries)) {
     await writeItem(deps, pk, sk, list, result, opts.extras?.get(sk));
   }
@@ -118,6 +116,8 @@ type ItemEntry = { entry: CountEntry; attrs: string[] };
 type Bucket = { seq: number; list: ItemEntry[]; attrs: Set<string> };
 
 const WHOLE = '(attribute_not_exists(#wm) OR (#wm < :lo AND attribute_not_exists(#wp))) AND attribute_not_exists(#ov)';
+/** The names of an item's position attributes in every expression: watermark, part, spilled mark. */
+const POSITION_NAMES = { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR };
 
 async function writeItem(
   deps: RowWriterDeps,
@@ -129,8 +129,7 @@ async function writeItem(
 ): Promise<void> {
   const bySeq = new Map<number, Bucket>();
   for (const ie of all) {
-    let b = bySeq.get(ie.entry.seq);
-    if (!b) bySeq.set(ie.entry.seq, (b = { seq: ie.entry.seq, list: [], attrs: new Set() }));
+    const b = entryOf(bySeq, ie.entry.seq, (): Bucket => ({ seq: ie.entry.seq, list: [], attrs: new Set() }));
     b.list.push(ie);
     for (const a of ie.attrs) b.attrs.add(a);
   }
@@ -148,7 +147,7 @@ async function writeItem(
   while (pending.length > 0) {
     const head = pending[0]!;
     const sums = new Map<string, bigint>();
-    const values: Record<string, AttributeValue> = {};
+    const values: Record<string, AttributeValue> = { ':lo': { N: String(head.seq) } };
     let set: string;
     let condition: string;
     let taken: number;
@@ -158,7 +157,6 @@ async function writeItem(
       for (const { entry, attrs } of head.list) {
         for (const a of attrs) if (parts.partOf.get(a) === fromPart) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
       }
-      values[':lo'] = { N: String(head.seq) };
       const last = fromPart === parts.count - 1;
       if (!last) values[':p'] = { N: String(fromPart) };
       set = last ? 'SET #wm = :lo REMOVE #wp' : 'SET #wm = :lo, #wp = :p';
@@ -172,13 +170,12 @@ async function writeItem(
       taken = takeWholeBuckets(pending);
       for (const b of pending.slice(0, taken))
         for (const { entry, attrs } of b.list) for (const a of attrs) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
-      values[':lo'] = { N: String(head.seq) };
       values[':hi'] = { N: String(pending[taken - 1]!.seq) };
       set = 'SET #wm = :hi';
       condition = WHOLE;
     }
 
-    const names: Record<string, string> = { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR };
+    const names: Record<string, string> = { ...POSITION_NAMES };
     const expiresAt = deps.expiresAt?.(baseSk(sk));
     if (expiresAt !== undefined) {
       names['#ex'] = EXPIRES_ATTR;
@@ -273,7 +270,7 @@ async function markSpilled(deps: RowWriterDeps, pk: string, sk: string, at: Item
   const out = await updateItem(deps, pk, sk, {
     UpdateExpression: 'SET #ov = :one',
     ConditionExpression: `#wm = :wm AND ${at.wp === undefined ? 'attribute_not_exists(#wp)' : '#wp = :wp'} AND attribute_not_exists(#ov)`,
-    ExpressionAttributeNames: { '#wm': WATERMARK_ATTR, '#wp': WATERMARK_PART_ATTR, '#ov': SPILLED_ATTR },
+    ExpressionAttributeNames: POSITION_NAMES,
     ExpressionAttributeValues: {
       ':one': { N: '1' },
       ':wm': { N: String(at.wm) },
@@ -305,11 +302,7 @@ function takeWholeBuckets(sorted: Bucket[]): number {
 }
 
 async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promise<ItemPosition & { spilled: boolean }> {
-  const item = await readForWrite(deps, pk, sk, '#wm, #wp, #ov', {
-    '#wm': WATERMARK_ATTR,
-    '#wp': WATERMARK_PART_ATTR,
-    '#ov': SPILLED_ATTR,
-  });
+  const item = await readForWrite(deps, pk, sk, '#wm, #wp, #ov', POSITION_NAMES);
   const wm = item?.[WATERMARK_ATTR]?.N;
   const part = item?.[WATERMARK_PART_ATTR]?.N;
   return {

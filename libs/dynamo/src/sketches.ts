@@ -1,7 +1,7 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { cellsOfDay, parseDayKey, SKETCH_VERSION_ATTR } from '@tally/key-layout';
 import { brotliCompressSync, brotliDecompressSync } from 'node:zlib';
-import { entriesByItem, type CountEntry } from './cells';
+import { entriesByItem, entryOf, type CountEntry } from './cells';
 import { PermanentWriteError } from './errors';
 import { readForWrite, updateItem, writeRow, type ItemExtra, type RowWriteResult, type RowWriterDeps } from './row-writer';
 
@@ -44,11 +44,8 @@ export function sketchCells(parts: readonly SketchPart[]): Map<string, Map<strin
   const out = new Map<string, Map<string, Buffer[]>>();
   for (const p of parts) {
     for (const { sk, attr } of cellsOfDay(parseDayKey(p.dayKey), p.metric)) {
-      let item = out.get(sk);
-      if (!item) out.set(sk, (item = new Map()));
-      let list = item.get(attr);
-      if (!list) item.set(attr, (list = []));
-      list.push(p.blob);
+      const item = entryOf(out, sk, () => new Map<string, Buffer[]>());
+      entryOf(item, attr, () => []).push(p.blob);
     }
   }
   return out;
@@ -88,12 +85,7 @@ export async function prepareSketchItem(
 }
 
 /** The SET clause, condition and names/values of a sketch write (numbered from `#s0`/`:s0`). */
-export function sketchUpdateParts(w: SketchItemWrite): {
-  set: string[];
-  condition: string;
-  names: Record<string, string>;
-  values: Record<string, AttributeValue>;
-} {
+export function sketchUpdateParts(w: SketchItemWrite): ItemExtra {
   const names: Record<string, string> = { '#hv': SKETCH_VERSION_ATTR };
   const values: Record<string, AttributeValue> = { ':hvn': { N: String((w.version ?? 0) + 1) } };
   const set = ['#hv = :hvn'];

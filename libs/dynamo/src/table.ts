@@ -125,7 +125,7 @@ async function send<T>(client: DynamoDBClient, request: () => Promise<T>): Promi
     const what = isConnectionError(err)
       ? `cannot reach DynamoDB at ${location} (${reason}); is it running?`
       : `DynamoDB at ${location} is not serving requests now (${reason})`;
-    throw new DynamoUnreachableError(what, location, { cause: err });
+    throw new DynamoUnreachableError(what, { cause: err });
   }
 }
 

@@ -1,6 +1,6 @@
 import type { LiveSketch } from '@tally/buckets';
 import { fromStoredSketch, type StoredItem } from '@tally/dynamo';
-import { dayAttr, dayKey, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
+import { dayKey, TOTAL_SK, totalAttr } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import type { Cell } from './cover';
 import { QueryError } from './errors';
@@ -54,20 +54,14 @@ const blobOf = (items: ReadonlyMap<string, StoredItem>, sk: string, attr: string
 const liveIn = (live: readonly LiveSketch[], metric: string, from: string, to: string): Buffer[] =>
   live.filter((s) => s.metric === metric && s.dayKey >= from && s.dayKey <= to).map((s) => s.blob);
 
-/** Groups of a series point: the period's cell plus the live sketches of its days. */
+/** Groups of a series point: the period's cell plus the live sketches of its days (day keys `from` to `to`). */
 export function pointGroup(
   items: ReadonlyMap<string, StoredItem>,
   live: readonly LiveSketch[],
   metric: string,
-  point: { granularity: 'day' | 'month' | 'year'; year: number; month?: number; doy?: number; from: string; to: string },
+  point: Cell & { from: string; to: string },
 ): SketchGroup {
-  const cell =
-    point.granularity === 'day'
-      ? blobOf(items, monthSk(point.year, point.month!), dayAttr(point.doy!, metric))
-      : point.granularity === 'month'
-        ? blobOf(items, monthSk(point.year, point.month!), monthAttr(point.month!, metric))
-        : blobOf(items, TOTAL_SK, yearAttr(point.year, metric));
-  return [...cell, ...liveIn(live, metric, point.from, point.to)];
+  return [...blobOf(items, point.sk, point.attr(metric)), ...liveIn(live, metric, point.from, point.to)];
 }
 
 /** The group of a whole range: the cover's cells (or the all-time cell) plus the live sketches in the range. */

@@ -85,31 +85,33 @@ async function bounded<T>(field: string, read: () => Promise<T>): Promise<T> {
   }
 }
 
-function pointsFrom(
-  merged: Map<string, Map<string, bigint>>,
-  metrics: MetricRef[],
-  range: DateRange,
-  granularity: Exclude<Granularity, 'total'>,
-): SeriesPoint[] {
-  const cell = (sk: string, attr: string) => merged.get(sk)?.get(attr) ?? 0n;
-  const values = (f: (m: MetricRef) => bigint) => Object.fromEntries(metrics.map((m) => [m.name, f(m)]));
+/** A point of a series: its label, its counter cell, and its first and last day keys (for the live sketches). */
+type PeriodCell = Cell & { period: string; from: string; to: string };
+
+/** The points of a series over dates, oldest first: every day, calendar month or year the range touches. */
+function periodsOf(range: DateRange, granularity: Exclude<Granularity, 'total'>): PeriodCell[] {
   switch (granularity) {
     case 'day':
-      return daysOf(range).map((d) => ({
-        period: formatDate(d),
-        values: values((m) => cell(monthSk(d.year, d.month), dayAttr(d.doy, m.attr))),
-      }));
+      return daysOf(range).map((d) => {
+        const key = dayKey(d);
+        return { period: formatDate(d), sk: monthSk(d.year, d.month), attr: (a) => dayAttr(d.doy, a), from: key, to: key };
+      });
     case 'month':
       return monthsOf(range).map(({ year, month }) => ({
         period: `${year}-${String(month).padStart(2, '0')}`,
-        values: values((m) => cell(monthSk(year, month), monthAttr(month, m.attr))),
+        sk: monthSk(year, month),
+        attr: (a) => monthAttr(month, a),
+        from: dayKey({ year, doy: dayOfYear(year, month, 1) }),
+        to: dayKey({ year, doy: dayOfYear(year, month, daysInMonth(year, month)) }),
       }));
-    case 'year': {
-      const out: SeriesPoint[] = [];
-      for (let y = range.from.year; y <= range.to.year; y++)
-        out.push({ period: String(y), values: values((m) => cell(TOTAL_SK, yearAttr(y, m.attr))) });
-      return out;
-    }
+    case 'year':
+      return Array.from({ length: range.to.year - range.from.year + 1 }, (_, i) => range.from.year + i).map((year) => ({
+        period: String(year),
+        sk: TOTAL_SK,
+        attr: (a) => yearAttr(year, a),
+        from: `${year}-001`,
+        to: `${year}-366`,
+      }));
   }
 }
 
@@ -163,23 +165,16 @@ export async function readSeries(
       : readTotalItem(deps, req.pk),
   );
   const merged = mergeItems(items, snap!.entries);
-  const points =
-    range === 'all' || granularity === 'total'
-      ? [{ period: 'total', values: sumCells(merged, req.metrics, [{ sk: TOTAL_SK, attr: totalAttr }]) }]
-      : pointsFrom(merged, req.metrics, range, granularity);
+  // Over dates a point per period, each the sum of its cell; all time one point, from the TOTAL item.
+  const periods = range === 'all' || granularity === 'total' ? undefined : periodsOf(range, granularity);
+  const points = periods
+    ? periods.map((p) => ({ period: p.period, values: sumCells(merged, req.metrics, [p]) }))
+    : [{ period: 'total', values: sumCells(merged, req.metrics, [{ sk: TOTAL_SK, attr: totalAttr }]) }];
   const totals = sumPoints(points, req.metrics);
-  if (distinct.size > 0)
-    await fillDistinctSeries(
-      deps,
-      req.store,
-      req.metrics.filter((m) => distinct.has(m.attr)),
-      items,
-      live,
-      range,
-      granularity,
-      points,
-      totals,
-    );
+  if (distinct.size > 0) {
+    const metrics = req.metrics.filter((m) => distinct.has(m.attr));
+    await fillDistinctSeries(deps, req.store, metrics, items, live, periods, points, totals);
+  }
   return { points, totals, dynamoRequests };
 }
 
@@ -203,8 +198,9 @@ async function readTotalItem(deps: QueryDeps, pk: string): Promise<{ items: Stor
 }
 
 /**
- * Sets the distinct counts of a series: each point the union of its period's cell and the live sketches of its
- * days; the totals the union of every point's (not a sum: a visitor of two days is one visitor).
+ * Sets the distinct counts of a series (`periods` its points over dates; undefined for all time): each point the
+ * union of its period's cell and the live sketches of its days; the totals the union of every point's (not a sum:
+ * a visitor of two days is one visitor).
  */
 async function fillDistinctSeries(
   deps: QueryDeps,
@@ -212,8 +208,7 @@ async function fillDistinctSeries(
   metrics: MetricRef[],
   items: StoredItem[],
   live: LiveSketch[],
-  range: QueryRange,
-  granularity: Granularity,
+  periods: PeriodCell[] | undefined,
   points: SeriesPoint[],
   totals: Record<string, bigint>,
 ): Promise<void> {
@@ -221,26 +216,12 @@ async function fillDistinctSeries(
   const groups: Buffer[][] = [];
   const slots: Array<[Record<string, bigint>, string]> = [];
   for (const m of metrics) {
-    if (range === 'all' || granularity === 'total') {
-      groups.push(rangeGroup(byItem, live, m.attr, range, []));
+    if (!periods) {
+      groups.push(rangeGroup(byItem, live, m.attr, 'all', []));
       slots.push([points[0]!.values, m.name], [totals, m.name]);
       groups.push(groups[groups.length - 1]!);
       continue;
     }
-    const periods =
-      granularity === 'day'
-        ? daysOf(range).map((d) => ({ granularity, year: d.year, month: d.month, doy: d.doy, from: dayKey(d), to: dayKey(d) }))
-        : granularity === 'month'
-          ? monthsOf(range).map(({ year, month }) => {
-              const [first, last] = [dayOfYear(year, month, 1), dayOfYear(year, month, daysInMonth(year, month))];
-              return { granularity, year, month, from: dayKey({ year, doy: first }), to: dayKey({ year, doy: last }) };
-            })
-          : Array.from({ length: range.to.year - range.from.year + 1 }, (_, i) => range.from.year + i).map((year) => ({
-              granularity,
-              year,
-              from: `${year}-001`,
-              to: `${year}-366`,
-            }));
     const all: Buffer[] = [];
     periods.forEach((p, i) => {
       const g = pointGroup(byItem, live, m.attr, p);

@@ -18,13 +18,8 @@ export interface SegmentEvaluation {
   dynamoRequests: number;
 }
 
-interface CachedItem {
-  sk: string;
-  wm: number;
-  wp?: number;
-  spilled?: true;
-  attrs: Record<string, string>;
-}
+/** An item as the Redis cache of a visitor's history holds it (JSON): counters as decimal strings. */
+type CachedItem = Omit<StoredItem, 'attrs' | 'blobs'> & { attrs: Record<string, string> };
 
 const compare = (a: number, op: SegmentRule['op'], b: number) =>
   op === '>=' ? a >= b : op === '>' ? a > b : op === '=' ? a === b : op === '<=' ? a <= b : op === '<' ? a < b : a !== b;
@@ -64,10 +59,7 @@ export async function evaluateSegments(
   } else if (snap!.cache !== undefined && snap!.cache !== '=') {
     cache = 'hit';
     items = (JSON.parse(snap!.cache) as CachedItem[]).map((c) => ({
-      sk: c.sk,
-      wm: c.wm,
-      ...(c.wp === undefined ? {} : { wp: c.wp }),
-      ...(c.spilled ? { spilled: true as const } : {}),
+      ...c,
       attrs: new Map(Object.entries(c.attrs).map(([k, v]) => [k, BigInt(v)])),
     }));
     remember(items);

@@ -7,7 +7,7 @@ import {
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
 import { isValidTimeZone, STORE_ID_PATTERN } from '@tally/key-layout';
-import { TenantError } from './errors';
+import { TenantError, type TenantErrorCode } from './errors';
 import {
   bool,
   KEY_SK,
@@ -60,32 +60,26 @@ const DEFAULT_TIME_ZONE = 'UTC';
 const LABEL = /^[\x20-\x7e]{0,200}$/;
 const KEY_ID = /^[0-9a-f]{6,64}$/;
 
-function checkStore(store: string): void {
-  if (!STORE_ID_PATTERN.test(store)) {
-    throw new TenantError(
-      'TALLY_ERR_INVALID_STORE',
-      `store id ${JSON.stringify(store)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`,
-    );
-  }
+/** Throws TenantError `code` with the message `detail` gives unless `ok`. */
+function check(ok: boolean, code: TenantErrorCode, detail: () => string): void {
+  if (!ok) throw new TenantError(code, detail());
 }
 
-function checkTimeZone(timeZone: string): void {
-  if (!isValidTimeZone(timeZone)) {
-    throw new TenantError(
-      'TALLY_ERR_INVALID_TIME_ZONE',
-      `time zone ${JSON.stringify(timeZone)} is not an IANA time zone name such as Europe/Paris or UTC`,
-    );
-  }
-}
+const checkStore = (store: string) =>
+  check(STORE_ID_PATTERN.test(store), 'TALLY_ERR_INVALID_STORE', () => {
+    return `store id ${JSON.stringify(store)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`;
+  });
+const checkTimeZone = (timeZone: string) =>
+  check(isValidTimeZone(timeZone), 'TALLY_ERR_INVALID_TIME_ZONE', () => {
+    return `time zone ${JSON.stringify(timeZone)} is not an IANA time zone name such as Europe/Paris or UTC`;
+  });
 
 function checkScopes(scopes: readonly string[]): Scope[] {
   const bad = scopes.filter((s) => !isScope(s));
-  if (scopes.length === 0 || bad.length > 0) {
-    throw new TenantError(
-      'TALLY_ERR_INVALID_SCOPES',
-      `scopes must be one or more of ${SCOPES.join(', ')}${bad.length > 0 ? `; got ${bad.map((s) => JSON.stringify(s)).join(', ')}` : ''}`,
-    );
-  }
+  check(scopes.length > 0 && bad.length === 0, 'TALLY_ERR_INVALID_SCOPES', () => {
+    const got = bad.length > 0 ? `; got ${bad.map((s) => JSON.stringify(s)).join(', ')}` : '';
+    return `scopes must be one or more of ${SCOPES.join(', ')}${got}`;
+  });
   return [...new Set(scopes as Scope[])];
 }
 
@@ -123,12 +117,10 @@ const INGEST_BUDGET_ATTR = 'ingestEventsPerSecond';
  */
 export async function setIngestBudget(db: TenantDb, store: string, eventsPerSecond: number | undefined): Promise<void> {
   checkStore(store);
-  if (eventsPerSecond !== undefined && !(Number.isInteger(eventsPerSecond) && eventsPerSecond >= 1 && eventsPerSecond <= 10_000_000)) {
-    throw new TenantError(
-      'TALLY_ERR_INVALID_BUDGET',
-      `ingest budget ${eventsPerSecond} is not a whole number of events per second from 1 to 10000000`,
-    );
-  }
+  const ok = eventsPerSecond === undefined || (Number.isInteger(eventsPerSecond) && eventsPerSecond >= 1 && eventsPerSecond <= 10_000_000);
+  check(ok, 'TALLY_ERR_INVALID_BUDGET', () => {
+    return `ingest budget ${eventsPerSecond} is not a whole number of events per second from 1 to 10000000`;
+  });
   try {
     await db.dynamo.send(
       new UpdateItemCommand({
@@ -149,14 +141,10 @@ export async function setIngestBudget(db: TenantDb, store: string, eventsPerSeco
 /** The ISO 4217 codes this runtime knows (Intl: the active currencies of the ICU data, e.g. EUR, USD, JPY). */
 const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
 
-function checkCurrency(currency: string): void {
-  if (!CURRENCIES.has(currency)) {
-    throw new TenantError(
-      'TALLY_ERR_INVALID_CURRENCY',
-      `currency ${JSON.stringify(currency)} is not an ISO 4217 code such as EUR, USD or JPY`,
-    );
-  }
-}
+const checkCurrency = (currency: string) =>
+  check(CURRENCIES.has(currency), 'TALLY_ERR_INVALID_CURRENCY', () => {
+    return `currency ${JSON.stringify(currency)} is not an ISO 4217 code such as EUR, USD or JPY`;
+  });
 
 /** Creates a tenant (a store) with its time zone (default UTC). Throws TALLY_ERR_TENANT_EXISTS when it exists. */
 export async function createTenant(db: TenantDb, store: string, opts: { timeZone?: string } = {}): Promise<TenantInfo> {
@@ -197,37 +185,20 @@ const MAX_HISTORY_MONTHS = 1200;
 /** Changes a tenant's settings (one UpdateItem); returns the tenant as it now is. */
 export async function updateTenant(db: TenantDb, store: string, settings: TenantSettings): Promise<TenantInfo> {
   checkStore(store);
-  const set: string[] = [];
-  const remove: string[] = [];
-  const names: Record<string, string> = {};
-  const values: Record<string, AttributeValue> = {};
-  if (settings.timeZone !== undefined) {
-    checkTimeZone(settings.timeZone);
-    set.push('#tz = :tz');
-    names['#tz'] = 'timeZone';
-    values[':tz'] = S(settings.timeZone);
-  }
-  if (settings.currency !== undefined) {
-    checkCurrency(settings.currency);
-    set.push('#cur = :cur');
-    names['#cur'] = 'currency';
-    values[':cur'] = S(settings.currency);
-  }
-  if (settings.historyMonths !== undefined) {
-    names['#hm'] = 'historyMonths';
-    if (settings.historyMonths === null) remove.push('#hm');
-    else {
-      const m = settings.historyMonths;
-      if (!Number.isInteger(m) || m < 1 || m > MAX_HISTORY_MONTHS) {
-        throw new TenantError(
-          'TALLY_ERR_INVALID_RETENTION',
-          `historyMonths must be a whole number of months from 1 to ${MAX_HISTORY_MONTHS} (or null: keep for ever)`,
-        );
-      }
-      set.push('#hm = :hm');
-      values[':hm'] = { N: String(m) };
-    }
-  }
+  const { timeZone, currency, historyMonths: m } = settings;
+  if (timeZone !== undefined) checkTimeZone(timeZone);
+  if (currency !== undefined) checkCurrency(currency);
+  check(m === undefined || m === null || (Number.isInteger(m) && m >= 1 && m <= MAX_HISTORY_MONTHS), 'TALLY_ERR_INVALID_RETENTION', () => {
+    return `historyMonths must be a whole number of months from 1 to ${MAX_HISTORY_MONTHS} (or null: keep for ever)`;
+  });
+  // Every setting given is SET to its value, or REMOVEd (historyMonths: null).
+  const given = Object.entries({ timeZone, currency, historyMonths: m }).filter(([, v]) => v !== undefined);
+  const set = given.filter(([, v]) => v !== null).map(([name]) => `#${name} = :${name}`);
+  const remove = given.filter(([, v]) => v === null).map(([name]) => `#${name}`);
+  const names = Object.fromEntries(given.map(([name]) => [`#${name}`, name]));
+  const values: Record<string, AttributeValue> = Object.fromEntries(
+    given.flatMap(([name, v]) => (v === null || v === undefined ? [] : [[`:${name}`, typeof v === 'number' ? { N: String(v) } : S(v)]])),
+  );
   const update = [set.length ? `SET ${set.join(', ')}` : '', remove.length ? `REMOVE ${remove.join(', ')}` : ''].filter(Boolean).join(' ');
   if (!update) {
     const t = await getTenant(db, store);
@@ -277,7 +248,7 @@ export async function setCurrency(db: TenantDb, store: string, currency: string)
 export async function issueKey(db: TenantDb, store: string, scopes: readonly string[], label: string): Promise<string> {
   checkStore(store);
   const checked = checkScopes(scopes);
-  if (!LABEL.test(label)) throw new TenantError('TALLY_ERR_INVALID_LABEL', 'a key label is 0-200 printable ASCII characters');
+  check(LABEL.test(label), 'TALLY_ERR_INVALID_LABEL', () => 'a key label is 0-200 printable ASCII characters');
   const tenant = await getTenant(db, store);
   if (!tenant || tenant.deletingAt) throw notFound(store);
   const key = generateKey();

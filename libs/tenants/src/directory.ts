@@ -1,6 +1,6 @@
 import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { STORE_ID_PATTERN } from '@tally/key-layout';
-import { getTenant } from './admin';
+import { getTenant, type TenantInfo } from './admin';
 import { TenantsUnavailableError } from './errors';
 import { bool, KEY_SK, keyPk, S, scopesOf, str } from './items';
 import { hashKey, looksLikeKey, type Scope } from './keys';
@@ -28,16 +28,9 @@ export interface TenantDirectoryOptions {
   now?: () => number;
 }
 
-export interface Principal {
-  store: string;
+/** A key's store and scopes, with what the apps need of its tenant. */
+export interface Principal extends DirectoryTenant {
   scopes: Scope[];
-  timeZone: string;
-  /** The store's ISO 4217 currency, when one is set. */
-  currency?: string;
-  /** The store's own ingest budget (events per second), when its tenant record sets one. */
-  ingestEventsPerSecond?: number;
-  /** Months of visitor history the store keeps; undefined = for ever. */
-  historyMonths?: number;
 }
 
 export interface TenantDirectory {
@@ -51,17 +44,8 @@ export interface TenantDirectory {
   tenant(store: string, opts?: { fresh?: boolean }): Promise<DirectoryTenant | undefined>;
 }
 
-/** What the apps need of a tenant. */
-interface DirectoryTenant {
-  store: string;
-  timeZone: string;
-  /** Months of visitor history kept; undefined = for ever. */
-  historyMonths?: number;
-  /** The store's own ingest budget (events per second), when its tenant record sets one. */
-  ingestEventsPerSecond?: number;
-  /** The store's ISO 4217 currency, when one is set. */
-  currency?: string;
-}
+/** What the apps need of a tenant: its store, time zone, currency, ingest budget and visitor-history retention. */
+type DirectoryTenant = Omit<TenantInfo, 'createdAt' | 'deletingAt'>;
 
 interface KeyRecord {
   store: string;

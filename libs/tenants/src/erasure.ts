@@ -108,10 +108,7 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   redisKeys += await deps.eraser.deleteStoreKeys(store);
 
   // The tenant last: until here a call that was interrupted can be resumed.
-  await deleteItems(
-    db,
-    tenantItems.map((i) => ({ pk: i['pk']!, sk: i['sk']! })),
-  );
+  await deleteItems(db, tenantItems);
   // Renewed at the end: late batches are dropped for a whole dedupe window after the data is gone.
   await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
   return {
@@ -137,10 +134,7 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
   const redis = await deps.eraser.eraseRow(store, pk, tombstone);
   // A flush of this row that read its outbox before the erasure may still be writing: wait for it.
   await waitForRunningJobs(deps, (data) => data['store'] === store && data['pk'] === pk, `visitor ${visitor}`);
-  const dynamoItems = await deleteItems(
-    deps.db,
-    (await queryAll(deps.db, pk, 'pk, sk')).map((i) => ({ pk: i['pk']!, sk: i['sk']! })),
-  );
+  const dynamoItems = await deleteItems(deps.db, await queryAll(deps.db, pk, 'pk, sk'));
   // Again: a query that read the items before they went may have cached them meanwhile.
   const again = await deps.eraser.eraseRow(store, pk, tombstone);
   const removed = {
@@ -181,7 +175,7 @@ const scanStoreItems = (db: TenantDb, store: string) =>
     true,
   );
 
-/** Deletes items by key, 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed. Returns how many. */
+/** Deletes items by their key (pk, sk), 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed. Returns how many. */
 async function deleteItems(db: TenantDb, keys: Item[]): Promise<number> {
   for (let i = 0; i < keys.length; i += 25) {
     let requests: WriteRequest[] = keys.slice(i, i + 25).map((k) => ({ DeleteRequest: { Key: { pk: k['pk']!, sk: k['sk']! } } }));
