@@ -12,7 +12,7 @@ export interface ScriptDef<K extends string, A extends string, R> {
   readonly name: string;
   readonly keys: readonly K[];
   readonly args: readonly A[];
-  /** The source sent to Redis: shebang line, the K/A/KR/AR prelude, then the body. */
+  /** The source sent to Redis: shebang line, the prelude (globals read as locals; K, A, KR, AR), then the body. */
   readonly lua: string;
   readonly sha: string;
   /** Phantom: the reply's type (Redis replies are not checked at run time). */
@@ -33,10 +33,10 @@ export function defineScript<R>() {
   }): ScriptDef<K, A, R> => {
     const table = (names: readonly string[], v: string) => `{${names.map((n, i) => `${n} = ${v}[${i + 1}]`).join(', ')}}`;
     const lua = `${def.shebang}
+local KEYS, ARGV, redis, string, table, math, tonumber, unpack, ipairs = KEYS, ARGV, redis, string, table, math, tonumber, unpack, ipairs
 local K = ${table(def.keys, 'KEYS')}
 local A = ${table(def.args, 'ARGV')}
-local KR = ${def.keys.length + 1}
-local AR = ${def.args.length + 1}
+local KR, AR = ${def.keys.length + 1}, ${def.args.length + 1}
 ${def.body}`;
     return { name: def.name, keys: def.keys, args: def.args, lua, sha: createHash('sha1').update(lua).digest('hex') };
   };
