@@ -48,9 +48,6 @@ export const stackEnv = z.object({
 export type StackEnv = z.infer<typeof stackEnv>;
 type Env = Record<string, string | undefined>;
 
-/** The repo root: the apps' working directory. */
-export const repoRoot = REPO_ROOT;
-
 /**
  * Reads and validates the environment once; `load` throws ConfigError (one line naming the variable), or exits. The data directory
  * (redis AOF under `redis/`, dynalite under `dynamo/`) is absolute; `childBaseEnv` is what every child gets before
@@ -58,7 +55,7 @@ export const repoRoot = REPO_ROOT;
  */
 export function loadStackConfig(env: Env = process.env, cwd = process.cwd(), load = loadConfig) {
   const parsed = load(stackEnv, env);
-  const dataDir = parsed.TALLY_DATA_DIR ? path.resolve(cwd, parsed.TALLY_DATA_DIR) : path.join(repoRoot, '.data');
+  const dataDir = parsed.TALLY_DATA_DIR ? path.resolve(cwd, parsed.TALLY_DATA_DIR) : path.join(REPO_ROOT, '.data');
   return { env: parsed, dataDir, childBaseEnv: { ...env } };
 }
 
@@ -76,5 +73,5 @@ export const APPS: ReadonlyArray<{ name: AppName; defaultPort: number; portVaria
  * keep the apps' default 0.0.0.0) unless HTTP_HOST says otherwise.
  */
 export function appProcessSpec(app: AppName, baseEnv: Env, stackVars: Record<string, string>, nodeBin = process.execPath): ProcessSpec {
-  return { name: app, command: nodeBin, args: appArgs(app), cwd: repoRoot, env: { HTTP_HOST: '127.0.0.1', ...baseEnv, ...stackVars } };
+  return { name: app, command: nodeBin, args: appArgs(app), cwd: REPO_ROOT, env: { HTTP_HOST: '127.0.0.1', ...baseEnv, ...stackVars } };
 }

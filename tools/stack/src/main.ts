@@ -29,7 +29,6 @@ const say = (msg: string, level: Level = 'info') => {
 // ---- shutdown -----------------------------------------------------------------------------------
 const lifecycle = new Lifecycle((name, err) => say(`stopping ${name} failed: ${(err as Error).message}`, 'warn'));
 const runFile = new RunFile(dataDir);
-let runFileClaimed = false;
 let startup: Promise<void> = Promise.resolve();
 let shutdownStartedAt: number | undefined;
 let toldStillStopping = false;
@@ -49,7 +48,7 @@ async function shutdown(reason: string, exitCode: number, quiet = false): Promis
   await lifecycle.stop();
   await startup.catch(() => {});
   await lifecycle.stop(); // whatever start-up added after stopping began
-  if (runFileClaimed) runFile.remove();
+  runFile.remove();
   if (tell) say('stopped');
   process.exit(exitCode);
 }
@@ -83,9 +82,7 @@ async function startRedisServer(version: string): Promise<{ url: string; port?: 
     stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS,
     reap: false, // a stack that dies leaves it to the next start (run-file.ts), which stops it gently
     onLine: (line) => print(format.line('redis', line)),
-  }).catch((err: Error) => {
-    throw new StackError('TALLY_ERR_REDIS_START', err.message);
-  });
+  }); // a ServiceStartError (TALLY_ERR_) says what went wrong in one line
   runFile.update({ children: { redis: { pid: redis.pid, match: 'redis-server' } } });
   // SIGTERM makes redis-server shut down like SHUTDOWN: the AOF is flushed and fsynced first.
   lifecycle.add('redis-server', () => redis.stop());
@@ -109,7 +106,6 @@ async function start(): Promise<void> {
   const cluster = env.REDIS_CLUSTER_NODES;
   const version = env.REDIS_URL || cluster ? undefined : await redisServerVersion();
   for (const note of await runFile.claim()) say(note, 'warn');
-  runFileClaimed = true;
   const redis = version
     ? await startRedisServer(version)
     : cluster
@@ -156,10 +152,8 @@ async function start(): Promise<void> {
       }),
   );
   lifecycle.add('apps', async () => {
-    const outcomes = await Promise.all(apps.map((a) => a.stop()));
-    outcomes.forEach((o, i) => {
-      if (o === 'killed') say(`${APPS[i]!.name} did not stop within ${env.STACK_STOP_TIMEOUT_MS} ms; killed`, 'warn');
-    });
+    for (const [i, outcome] of (await Promise.all(apps.map((a) => a.stop()))).entries())
+      if (outcome === 'killed') say(`${APPS[i]!.name} did not stop within ${env.STACK_STOP_TIMEOUT_MS} ms; killed`, 'warn');
   });
   for (const app of apps) app.start();
 

@@ -97,8 +97,9 @@ export class RunFile {
     renameSync(`${this.file}.${process.pid}.tmp`, this.file);
   }
 
+  /** Removes the file if this stack claimed it (not another stack's, which claim() refused to share). */
   remove(): void {
-    rmSync(this.file, { force: true });
+    if (this.read()?.stackPid === this.state.stackPid) rmSync(this.file, { force: true });
   }
 }
 

@@ -1,6 +1,7 @@
 /** What `npm start` checks and prepares before the apps: redis-server, the table, the apps' ports. */
 import { execFile } from 'node:child_process';
 import net from 'node:net';
+import { promisify } from 'node:util';
 import { createDynamoClient, ensureTable } from '@tally/dynamo';
 import { freePort } from '@tally/testing';
 
@@ -15,18 +16,17 @@ export class StackError extends Error {
 }
 
 /** `redis-server --version`, or StackError TALLY_ERR_REDIS_NOT_INSTALLED when it is not on PATH. */
-export function redisServerVersion(bin = 'redis-server'): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(bin, ['--version'], { timeout: 10_000 }, (err, stdout) => {
-      const code = (err as NodeJS.ErrnoException | null)?.code;
-      if (code === 'ENOENT' || code === 'EACCES') {
-        const how =
-          'install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) or set REDIS_URL to a running Redis';
-        reject(new StackError('TALLY_ERR_REDIS_NOT_INSTALLED', `redis-server was not found on PATH: ${how}`));
-      } else if (err) reject(new StackError('TALLY_ERR_REDIS_START', `${bin} --version failed: ${err.message}`));
-      else resolve(/v=(\S+)/.exec(stdout)?.[1] ?? stdout.trim());
-    }),
-  );
+export async function redisServerVersion(bin = 'redis-server'): Promise<string> {
+  try {
+    const { stdout } = await promisify(execFile)(bin, ['--version'], { timeout: 10_000 });
+    return /v=(\S+)/.exec(stdout)?.[1] ?? stdout.trim();
+  } catch (err) {
+    const { code, message } = err as NodeJS.ErrnoException;
+    if (code !== 'ENOENT' && code !== 'EACCES') throw new StackError('TALLY_ERR_REDIS_START', `${bin} --version failed: ${message}`);
+    const how =
+      'install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) or set REDIS_URL to a running Redis';
+    throw new StackError('TALLY_ERR_REDIS_NOT_INSTALLED', `redis-server was not found on PATH: ${how}`);
+  }
 }
 
 /** Creates the Tally table at `endpoint` unless it exists. True when it was created. */
@@ -61,14 +61,12 @@ export async function choosePort(
   variable: string,
   reserved: ReadonlySet<number> = new Set(),
 ): Promise<{ port: number; note?: string }> {
+  const wanted = explicit ?? defaultPort;
+  if (!reserved.has(wanted) && (await isPortFree(wanted))) return { port: wanted };
   if (explicit !== undefined) {
-    if (reserved.has(explicit) || !(await isPortFree(explicit))) {
-      const message = `${variable}=${explicit}: port ${explicit} for ${what} is already in use; free it or choose another`;
-      throw new StackError('TALLY_ERR_PORT_TAKEN', message);
-    }
-    return { port: explicit };
+    const message = `${variable}=${explicit}: port ${explicit} for ${what} is already in use; free it or choose another`;
+    throw new StackError('TALLY_ERR_PORT_TAKEN', message);
   }
-  if (!reserved.has(defaultPort) && (await isPortFree(defaultPort))) return { port: defaultPort };
   let port = await freePort();
   while (reserved.has(port)) port = await freePort();
   return { port, note: `port ${defaultPort} for ${what} is taken, using ${port} instead (set ${variable} to choose)` };
