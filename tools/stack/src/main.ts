@@ -124,7 +124,7 @@ async function start(): Promise<void> {
   const reserved = new Set([redis.port, dynamo.port].filter((p) => p !== undefined));
   const ports: Record<string, number> = {};
   for (const app of APPS) {
-    const choice = await choosePort(app.name, app.defaultPort, env[app.portVariable], app.portVariable, reserved);
+    const choice = await choosePort(app, env[app.portVariable], reserved);
     if (choice.note) say(choice.note, 'warn');
     reserved.add((ports[app.name] = choice.port));
   }

@@ -51,14 +51,12 @@ const canListen = (port: number, host?: string) =>
 export const isPortFree = async (port: number) => (await canListen(port)) && (await canListen(port, '127.0.0.1'));
 
 /**
- * The port an app listens on: the one set explicitly in `variable` (which must be free), else the default, else —
- * when the default is taken — a free one, with a note saying so.
+ * The port an app listens on: the one set explicitly in its `portVariable` (which must be free), else the default,
+ * else — when the default is taken — a free one, with a note saying so.
  */
 export async function choosePort(
-  what: string,
-  defaultPort: number,
+  { name: what, defaultPort, portVariable: variable }: { name: string; defaultPort: number; portVariable: string },
   explicit: number | undefined,
-  variable: string,
   reserved: ReadonlySet<number> = new Set(),
 ): Promise<{ port: number; note?: string }> {
   const wanted = explicit ?? defaultPort;
