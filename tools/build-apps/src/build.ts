@@ -72,7 +72,7 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
       entryPoints: { main: join(repoRoot, target.entry) },
       outdir: dir,
       outExtension: { '.js': '.mjs' },
-      splitting: target.split ?? false,
+      splitting: target.split,
       chunkNames: 'chunks/[name]-[hash]',
       bundle: true,
       platform: 'node',
@@ -90,7 +90,6 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
       logOverride: { 'ignored-dynamic-import': 'error' },
       banner: { js: CJS_SHIM },
       metafile: true,
-      logLevel: 'warning',
       legalComments: 'none',
     });
     const copiedPackages = copyExternals(target.external ?? [], repoRoot, dir);
