@@ -1,14 +1,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { killGroup, startProcess, type ProcessHandle } from '@tally/testing';
+import { killGroup, startProcess, type ProcessExit, type ProcessHandle, type StartProcessOptions } from '@tally/testing';
 
-export interface ProcessSpec {
-  /** Shown in front of every output line. */
-  name: string;
-  command: string;
-  args: string[];
-  cwd: string;
-  env: Record<string, string | undefined>;
-}
+/** What to run: `command` with `args` in `cwd`, its output lines shown under `name`. */
+export type ProcessSpec = Required<Pick<StartProcessOptions, 'name' | 'cwd' | 'env'>> & { command: string; args: string[] };
 
 /** Restart delays: `initialMs`, doubling on every consecutive crash up to `maxMs`; a run of `resetAfterMs` starts over. */
 export interface BackoffPolicy {
@@ -20,11 +14,9 @@ export interface BackoffPolicy {
 /** Delay before restart number `attempt` (1-based). */
 export const backoffDelay = (attempt: number, p: BackoffPolicy): number => Math.min(p.maxMs, p.initialMs * 2 ** Math.max(0, attempt - 1));
 
-export interface CrashReport {
+export interface CrashReport extends ProcessExit {
   name: string;
   pid: number | undefined;
-  code: number | null;
-  signal: NodeJS.Signals | null;
   /** Set when the process could not be started at all (e.g. ENOENT). */
   error?: Error;
   uptimeMs: number;
