@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { killGroup, startProcess, type ProcessExit, type ProcessHandle, type StartProcessOptions } from '@tally/testing';
+import { killGroup, startProcess, type ProcessExit, type StartProcessOptions } from '@tally/testing';
 
 /** What to run: `command` with `args` in `cwd`, its output lines shown under `name`. */
 export type ProcessSpec = Required<Pick<StartProcessOptions, 'name' | 'cwd' | 'env'>> & { command: string; args: string[] };
@@ -46,22 +46,14 @@ type StopOutcome = 'not-running' | 'exited' | 'killed';
  * life: a stack that dies leaves them to the next start (run-file.ts), which stops them gently.
  */
 export class Supervisor {
-  private proc: ProcessHandle | undefined;
   private running: Promise<StopOutcome> | undefined;
   private readonly stopping = new AbortController();
   private readonly stopped = new Promise<'stop'>((resolve) => this.stopping.signal.addEventListener('abort', () => resolve('stop')));
-  /** Every pid this supervisor ever started, oldest first. */
-  readonly pids: number[] = [];
 
   constructor(
     readonly spec: ProcessSpec,
     private readonly o: SupervisorOptions,
   ) {}
-
-  /** The running child's pid, if any. */
-  get pid(): number | undefined {
-    return this.proc?.exit ? undefined : this.proc?.pid;
-  }
 
   start(): void {
     if (!this.stopping.signal.aborted) this.running ??= this.run();
@@ -86,8 +78,7 @@ export class Supervisor {
       };
       let exit: Pick<CrashReport, 'pid' | 'code' | 'signal' | 'error'>;
       try {
-        const proc = (this.proc = await startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine }));
-        this.pids.push(proc.pid);
+        const proc = await startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine });
         this.o.onSpawn?.(name, proc.pid);
         const e = await Promise.race([proc.exited, this.stopped]);
         if (e === 'stop') {
