@@ -40,11 +40,9 @@ export const TARGETS: readonly BundleTarget[] = [
  */
 const CJS_SHIM = [
   "import { createRequire as __tallyCreateRequire } from 'node:module';",
-  "import { fileURLToPath as __tallyFileURLToPath } from 'node:url';",
-  "import { dirname as __tallyDirname } from 'node:path';",
   'const require = __tallyCreateRequire(import.meta.url);',
-  'const __filename = __tallyFileURLToPath(import.meta.url);',
-  'const __dirname = __tallyDirname(__filename);',
+  'const __filename = import.meta.filename;',
+  'const __dirname = import.meta.dirname;',
 ].join(' ');
 
 /**
@@ -124,10 +122,8 @@ function bundleSources(meta: Metafile): string[] {
 function copyExternals(externals: readonly string[], repoRoot: string, bundleDir: string): string[] {
   if (externals.length === 0) return [];
   const selector = externals.map((e) => `#${e}, #${e} .prod`).join(', ');
-  const found = JSON.parse(execFileSync('npm', ['query', selector], { cwd: repoRoot, encoding: 'utf8' })) as Array<{
-    name: string;
-    location: string;
-  }>;
+  const query = execFileSync('npm', ['query', selector], { cwd: repoRoot, encoding: 'utf8' });
+  const found = JSON.parse(query) as { name: string; location: string }[];
   const packages = new Map(found.map((p) => [p.location, p.name]));
   for (const location of packages.keys()) {
     const ownModules = join(repoRoot, location, 'node_modules');
