@@ -6,13 +6,14 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfigOrExit } from '@tally/config';
+import { createDynamoClient, ensureTable } from '@tally/dynamo';
 import { isHealthy, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { APPS, appProcessSpec, loadStackConfig } from './config';
 import { demoLines } from './demo';
 import { Lifecycle } from './lifecycle';
 import { formatBare, lineFormatter, PINO_LEVEL, type Level } from './log-lines';
 import { RunFile, shortPath } from './run-file';
-import { choosePort, ensureTallyTable, redisServerVersion, StackError } from './stores';
+import { choosePort, redisServerVersion, StackError } from './stores';
 import { Supervisor, type CrashReport } from './supervisor';
 
 const { env, dataDir, childBaseEnv } = loadStackConfig(process.env, process.cwd(), loadConfigOrExit);
@@ -117,7 +118,9 @@ async function start(): Promise<void> {
   const dynamo = await startDynamo();
   if (lifecycle.isStopping) return;
   const { DYNAMODB_TABLE: table, AWS_REGION: region } = env;
-  const created = await ensureTallyTable(dynamo.endpoint, region, table);
+  const db = { dynamo: createDynamoClient({ endpoint: dynamo.endpoint, region }), table };
+  lifecycle.add('dynamodb client', async () => db.dynamo.destroy());
+  const { created } = await ensureTable(db.dynamo, table, { timeoutMs: 30_000 });
   say(`dynamodb ready at ${dynamo.endpoint} (${dynamo.note}); table ${table} ${created ? 'created' : 'exists'}`);
   if (lifecycle.isStopping) return;
 
@@ -180,12 +183,7 @@ async function start(): Promise<void> {
   row('redis', `${redis.url}   (${redis.note})`);
   row('dynamodb', `${dynamo.endpoint}   table ${table} (${dynamo.note})`);
   print('');
-  const demo = await demoLines(
-    { collector: urls['collector']!, 'query-api': urls['query-api']! },
-    { endpoint: dynamo.endpoint, region, table },
-    dataDir,
-  );
-  for (const line of demo) print(line);
+  for (const line of await demoLines({ collector: urls['collector']!, 'query-api': urls['query-api']! }, db, dataDir)) print(line);
 }
 
 startup = start().catch((err: unknown) => {

@@ -1,8 +1,7 @@
-/** What `npm start` checks and prepares before the apps: redis-server, the table, the apps' ports. */
+/** What `npm start` checks before the apps: redis-server, the apps' ports. */
 import { execFile } from 'node:child_process';
 import net from 'node:net';
 import { promisify } from 'node:util';
-import { createDynamoClient, ensureTable } from '@tally/dynamo';
 import { freePort } from '@tally/testing';
 
 /** Errors that stop `npm start` (or an operator tool) before anything runs. `message` is one line telling the user what to do. */
@@ -26,16 +25,6 @@ export async function redisServerVersion(bin = 'redis-server'): Promise<string> 
     const how =
       'install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) or set REDIS_URL to a running Redis';
     throw new StackError('TALLY_ERR_REDIS_NOT_INSTALLED', `redis-server was not found on PATH: ${how}`);
-  }
-}
-
-/** Creates the Tally table at `endpoint` unless it exists. True when it was created. */
-export async function ensureTallyTable(endpoint: string, region: string, table: string): Promise<boolean> {
-  const client = createDynamoClient({ endpoint, region });
-  try {
-    return (await ensureTable(client, table, { timeoutMs: 30_000 })).created;
-  } finally {
-    client.destroy();
   }
 }
 
