@@ -92,8 +92,7 @@ async function startRedisServer(version: string): Promise<{ url: string; port?: 
 
 async function startDynamo(): Promise<{ endpoint: string; port?: number; note: string }> {
   if (env.DYNAMODB_ENDPOINT) return { endpoint: env.DYNAMODB_ENDPOINT, note: 'from DYNAMODB_ENDPOINT' };
-  const dir = path.join(dataDir, 'dynamo');
-  mkdirSync(dir, { recursive: true });
+  const dir = path.join(dataDir, 'dynamo'); // created by LevelDB; the data directory by the run file's claim
   const dynalite = await startDynalite({ path: dir }).catch((err: Error) => {
     throw new StackError('TALLY_ERR_DYNAMO_START', `dynalite could not start on ${shortPath(dir)}: ${err.message}`);
   });
@@ -102,7 +101,6 @@ async function startDynamo(): Promise<{ endpoint: string; port?: number; note: s
 }
 
 async function start(): Promise<void> {
-  mkdirSync(dataDir, { recursive: true });
   // Before anything else, the commonest missing piece: one clear line and exit 1 when it is not installed.
   const cluster = env.REDIS_CLUSTER_NODES;
   const version = env.REDIS_URL || cluster ? undefined : await redisServerVersion();
