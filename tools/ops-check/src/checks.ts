@@ -61,12 +61,10 @@ export function defaultPort(app: AppName): number {
 const appPort = (app: AppName, env: Record<string, string>) => (env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app));
 
 /** Variables the schema does not read (`what` names the setting: ENV, environment), and whether the values parse. */
-function checkEnv(where: string, what: string, schema: z.ZodObject, env: Record<string, string>, reader: string): string[] {
-  const problems = Object.keys(env)
-    .filter((k) => !(k in schema.shape))
-    .map((k) => `${where}: ${what} ${k} is not read by ${reader}`);
+function* checkEnv(where: string, what: string, schema: z.ZodObject, env: Record<string, string>, reader: string) {
+  for (const k of Object.keys(env)) if (!(k in schema.shape)) yield `${where}: ${what} ${k} is not read by ${reader}`;
   const [, error] = attempt(() => loadConfig(schema, env));
-  return error === undefined ? problems : [...problems, `${where}: ${what} does not parse: ${error}`];
+  if (error !== undefined) yield `${where}: ${what} does not parse: ${error}`;
 }
 
 /** A check written as a generator of problems, as a function returning them as a list. */
@@ -318,12 +316,12 @@ export const checkPrometheus = listed(function* (files: OpsFiles, vars: Record<s
 // Metric names in alerts and dashboards
 
 /** Problems with the metrics a PromQL expression reads: each must be defined in the code (`known`) or external. */
-function checkExpr(where: string, expr: string, known: ReadonlySet<string>): string[] {
+function* checkExpr(where: string, expr: string, known: ReadonlySet<string>): Iterable<string> {
   const [names, error] = attempt(() => metricNamesIn(expr));
-  if (error !== undefined) return [`${where}: ${error}`];
-  return names
-    .filter((name) => !(name in EXTERNAL_METRICS) && !metricCandidates(name).some((c) => known.has(c)))
-    .map((m) => `${where}: metric ${m} is not defined anywhere in the code`);
+  if (error !== undefined) return yield `${where}: ${error}`;
+  for (const name of names)
+    if (!(name in EXTERNAL_METRICS) && !metricCandidates(name).some((c) => known.has(c)))
+      yield `${where}: metric ${name} is not defined anywhere in the code`;
 }
 
 interface AlertRules {
