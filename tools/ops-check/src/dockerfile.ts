@@ -4,8 +4,10 @@ import type { Env, Healthcheck, ImageTemplate, Instruction, JSONInstruction, Mod
 
 export interface Stage {
   name: string;
-  /** The stage and its base stages (FROM <stage>), the first base first, as dockerfile-ast reads them. */
-  hierarchy: ImageTemplate[];
+  /** The image or stage this one starts from. */
+  from: string;
+  /** The stage's instructions (FROM first), as dockerfile-ast reads them. */
+  image: ImageTemplate;
 }
 
 /** What a stage ends up with, its base stages' settings included. */
@@ -28,9 +30,10 @@ export interface ResolvedStage {
 export function parseDockerfile(text: string): Stage[] {
   const dockerfile = DockerfileParser.parse(text);
   return dockerfile.getFROMs().map((from, i) => {
-    const line = from.getRange().start.line;
-    if (!from.getImageName()) throw new Error(`Dockerfile line ${line + 1}: FROM names no image`);
-    return { name: from.getBuildStage() ?? `#${i}`, hierarchy: dockerfile.getStageHierarchy(line) };
+    const [image, tag] = [from.getImageName(), from.getImageTag()];
+    if (!image) throw new Error(`Dockerfile line ${from.getRange().start.line + 1}: FROM names no image`);
+    const name = from.getBuildStage() ?? `#${i}`;
+    return { name, from: tag ? `${image}:${tag}` : image, image: dockerfile.getContainingImage(from.getRange().start)! };
   });
 }
 
@@ -76,7 +79,10 @@ const APPLY: Record<string, (r: ResolvedStage, ins: Instruction) => void> = {
 export function resolveStage(stages: readonly Stage[], name: string): ResolvedStage {
   const stage = stages.find((s) => s.name === name);
   if (!stage) throw new Error(`no stage "${name}" in the Dockerfile`);
-  const r: ResolvedStage = { name, env: {}, expose: [], copies: [], runs: [] };
-  for (const ins of stage.hierarchy.flatMap((image) => image.getInstructions())) APPLY[ins.getKeyword()]?.(r, ins);
+  // Each call makes a new object: the base's can be changed in place.
+  const r: ResolvedStage = stages.some((s) => s.name === stage.from)
+    ? { ...resolveStage(stages, stage.from), name }
+    : { name, env: {}, expose: [], copies: [], runs: [] };
+  for (const ins of stage.image.getInstructions()) APPLY[ins.getKeyword()]?.(r, ins);
   return r;
 }
