@@ -67,7 +67,7 @@ function* checkEnv(where: string, what: string, schema: z.ZodObject, env: Record
   if (error !== undefined) yield `${where}: ${what} does not parse: ${error}`;
 }
 
-/** A check written as a generator of problems, as a function returning them as a list. */
+/** A check written as a generator of problems (`return yield p`: p is the last one), as a function returning them as a list. */
 const listed =
   <A extends unknown[]>(check: (...args: A) => Iterable<string>) =>
   (...args: A): string[] => [...check(...args)];
