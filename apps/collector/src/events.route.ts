@@ -195,7 +195,7 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
             422,
             'TALLY_ERR_IDEMPOTENCY_CONFLICT',
             `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used for a batch with other events; nothing was accepted (resend the same events to retry, or use a new key for a new batch)`,
-            { field: 'Idempotency-Key' },
+            { field: 'idempotency-key' },
           );
         }
         if (!(err instanceof QueueUnavailableError)) throw err;
