@@ -43,7 +43,7 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/series?metrics=ViewCount%23P1', 'metrics', /ViewCount is not keyed/],
     ['/v1/series?metrics=ProductViews%23P%20x', 'metrics', /key "P x"/],
     ['/v1/series?metrics=', 'metrics', /at least one metric/],
-    ['/v1/series?from=2024-03-10&to=2024-03-01', 'from', /2024-03-10 is after to 2024-03-01/],
+    ['/v1/series?from=2024-03-10&to=2024-03-01', 'from', /from=2024-03-10 is after to=2024-03-01/],
     ['/v1/series?from=2014-01-01&to=2024-03-15', 'to', /more than 3660 days/],
     ['/v1/series?from=2024-02-30&to=2024-03-01', 'from', /must be a date/],
     ['/v1/series?from=2024-03-01', 'to', /to is required/],
