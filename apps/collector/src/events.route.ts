@@ -172,7 +172,8 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
             'TALLY_ERR_VALIDATION',
             `${rejected} of ${body.items.length} events are invalid; nothing was accepted` +
               (partial ? '' : ' (add ?partial=true to accept the valid ones)'),
-            { extra: { rejected, errors } },
+            // `field` points at the first bad event's member (`[1].dims.product`); `errors` lists them all.
+            { field: `[${errors[0]!.index}]${errors[0]!.field === '(event)' ? '' : `.${errors[0]!.field}`}`, extra: { rejected, errors } },
           );
         }
       }
