@@ -243,11 +243,10 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
         for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
     const keyLeaks = f.keyLeaks();
 
+    // (Stopped again in finally: both are idempotent.)
     await f.stop();
     await p.close();
     const leakedPids = alivePids(f.pids()).map((x) => `${x.what} (pid ${x.pid})`);
-    fleet = undefined;
-    proxy = undefined;
 
     const mismatches = table.mismatches + query.mismatches.length + liveQuery.mismatches.length + uniqueVisitors.mismatches.length;
     const summary =
@@ -261,8 +260,6 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       stats,
       /** sigkill, redis-restart, dynamo-outage, throttle, 500, slow, drop. */
       faults,
-      /** Each process kill, by target. */
-      kills,
       /** After the drain: every counter cell of the table against the expected counts. */
       table,
       /** After the drain: the query API against the expected counts. */
@@ -273,9 +270,8 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       liveQuery,
       /** Jobs in the failed sets, with their reasons. */
       failedJobs,
-      /** Apps that exited without being killed by the schedule (crashes), and restarts that died during start-up. */
+      /** Apps that exited without being killed by the schedule (crashes). */
       unexpectedExits,
-      startupFailures,
       /** Started pids still alive after teardown. */
       leakedPids,
       keyLeaks,

@@ -14,26 +14,28 @@ import {
   type Sender,
 } from './senders';
 
-export interface LoadStats {
+/** A load run's figures, updated as it runs. */
+export const newLoadStats = () => ({
   /** Distinct batches sent (duplicates not counted). */
-  batches: number;
+  batches: 0,
   /** Events of the distinct batches sent, valid and invalid. */
-  eventsSent: number;
+  eventsSent: 0,
   /** Events the edge accepted (each counted once, whatever the duplicates). */
-  accepted: number;
+  accepted: 0,
   /** Events the edge refused: every event of a refused batch, and the invalid ones of a partial batch. */
-  rejected: number;
+  rejected: 0,
   /** Batches sent a second time with the same idempotency key. */
-  duplicatesSent: number;
+  duplicatesSent: 0,
   /** Batches with no definitive answer before the retry deadline. */
-  gaveUp: number;
+  gaveUp: 0,
   /** Retries by reason (`503`, `ECONNREFUSED`, `QueueUnavailableError`, …). */
-  retries: Record<string, number>;
+  retries: {} as Record<string, number>,
   /** Batches per path. */
-  byVia: Record<'http' | 'client', number>;
+  byVia: { http: 0, client: 0 },
   /** Answers that contradict what the edge must do (a valid batch refused, an invalid event accepted, …). */
-  edgeMismatches: string[];
-}
+  edgeMismatches: [] as string[],
+});
+export type LoadStats = ReturnType<typeof newLoadStats>;
 
 export interface RunLoadOptions {
   batches: Iterable<LoadBatch>;
@@ -59,18 +61,6 @@ export interface RunLoadOptions {
   /** After each batch (for progress bars). */
   onProgress?: (stats: LoadStats) => void;
 }
-
-export const newLoadStats = (): LoadStats => ({
-  batches: 0,
-  eventsSent: 0,
-  accepted: 0,
-  rejected: 0,
-  duplicatesSent: 0,
-  gaveUp: 0,
-  retries: {},
-  byVia: { http: 0, client: 0 },
-  edgeMismatches: [],
-});
 
 /**
  * Sends batches at `rate` events/s with `concurrency` in flight, each through HTTP or libs/client, some twice
@@ -205,15 +195,10 @@ export function loadTo(
   const http = opts.via === 'client' ? undefined : httpSender({ ...target.http, ...retry });
   const client = opts.via === 'http' ? undefined : clientSender({ ...target.client, ...retry });
   const batches = generateLoad({ now: () => Date.now(), ...opts.load, stores: target.stores });
-  const map = opts.map;
   const done = runLoad(
     {
       ...opts,
-      batches: map
-        ? (function* () {
-            for (const b of batches) yield map(b);
-          })()
-        : batches,
+      batches: opts.map ? batches.map(opts.map) : batches,
       senders: { http, client },
       seed: opts.load.seed,
       onAccepted: opts.keepAccepted === false ? undefined : (store, events) => accepted.push({ store, events }),

@@ -9,10 +9,11 @@ import { SingleBar } from 'cli-progress';
 import { compileRules, defaultRules } from '@tally/schema';
 import { parseCli } from './cli';
 import { loadFleet, loadTo, type LoadStats } from './driver';
+import { expectedCounts } from './expected';
 import { startFleet } from './fleet';
 import { DEMO_STORES, everyBucketRules } from './presets';
 import { judgeSoak, sampleSoak, SOAK_OPTIONS } from './soak';
-import { checkCounts } from './verify';
+import { checkTable, waitForDrain } from './verify';
 
 // A soak run has defaults of its own, which its --help shows.
 const soak = process.argv.includes('--soak');
@@ -140,7 +141,8 @@ try {
   if (samples && !judgeSoak(await samples, a, seconds, say)) ok = false;
   if (fleet) {
     process.stderr.write(`${command}: waiting until every count is written…\n`);
-    const check = await checkCounts(fleet, accepted);
+    await waitForDrain(fleet, { timeoutMs: 300_000 });
+    const check = await checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones));
     say(`table has ${check.scanned.items} counter items, ${check.cells} cells compared, mismatches ${check.mismatches}`);
     for (const s of check.samples) say(`  ${s}`);
     if (check.mismatches > 0) ok = false;

@@ -1,5 +1,3 @@
-// A soak run (npm run test:soak, loadgen --soak): steady load through a whole local fleet while every process's RSS,
-// Redis used_memory and the flush lag are sampled; then bounded growth and lag are judged (and main checks every count).
 import { readFileSync } from 'node:fs';
 import { QUEUE } from '@tally/queues';
 import { metricValue, sleep } from '@tally/testing';
@@ -141,7 +139,12 @@ export async function sampleSoak(f: Fleet, done: Promise<unknown>, stats: LoadSt
 }
 
 /** Judges the samples after the warm-up (bounded growth, bounded flush lag), prints the figures; true when all hold. */
-export function judgeSoak({ series, lag }: Awaited<ReturnType<typeof sampleSoak>>, o: SoakValues, seconds: number, say: (line: string) => void) {
+export function judgeSoak(
+  { series, lag }: Awaited<ReturnType<typeof sampleSoak>>,
+  o: SoakValues,
+  seconds: number,
+  say: (line: string) => void,
+) {
   // Until the dedupe window is full, batch ids pile up by design.
   const warmup = o['warmup-seconds'] ?? Math.min(180, Math.max(o['dedupe-window'] + 15, seconds / 5));
   say(`memory after the ${warmup} s warm-up, mean of the first third vs the last third:`);
