@@ -64,24 +64,23 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       `chaos: fleet up in ${at()} (${f.apps.map((a) => a.name).join(', ')}; redis ${f.cluster ? `cluster ${f.cluster.nodesEnv}, ${f.queueShards} queue shards` : f.redis.url}; dynalite ${f.dynalite.endpoint} behind ${p.url})`,
     );
 
-    // Processes the schedule kills on purpose; any other exit is a crash worth reporting.
-    const expectedExit = new Set<number>();
+    // Pids whose exit is accounted for: the schedule kills them on purpose, or their crash is reported already.
+    const exitKnown = new Set<number>();
     const restart = async (app: FleetApp, env?: Record<string, string | undefined>) => {
-      expectedExit.add(app.handle.process.pid);
+      exitKnown.add(app.handle.process.pid);
       const r = await app.restart(env);
       startupFailures += r.startupFailures;
       if (r.startupFailures > 0) log(`chaos: ${at()} ${app.name} died ${r.startupFailures}x during start-up before it came up`);
     };
 
-    // Any exit the schedule did not cause is a crash: note it with the app's last lines (restarted when healing).
-    const reported = new Set<number>();
+    // Any exit the schedule did not cause is a crash: note it (once) with the app's last lines (restarted when healing).
     /** Apps running with a crash point: their SIGKILL is the point. */
     const armed = new Set<string>();
     const checkExits = () => {
       for (const app of f.apps) {
         const proc = app.handle.process;
-        if (!proc.exit || expectedExit.has(proc.pid) || reported.has(proc.pid) || armed.has(app.name)) continue;
-        reported.add(proc.pid);
+        if (!proc.exit || exitKnown.has(proc.pid) || armed.has(app.name)) continue;
+        exitKnown.add(proc.pid);
         unexpectedExits.push(
           `${app.name} (pid ${proc.pid}) exited on its own: ${JSON.stringify(proc.exit)}; last output:\n${proc.output().split('\n').slice(-15).join('\n')}`,
         );
@@ -133,7 +132,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       actions.push([
         point ? `crash-point ${app.name} at ${point}` : `kill ${app.name}`,
         async () => {
-          expectedExit.add(app.handle.process.pid);
+          exitKnown.add(app.handle.process.pid);
           await app.handle.kill('SIGKILL');
           killed(app.name);
           if (!point) {
@@ -142,7 +141,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           }
           armed.add(app.name);
           await restart(app, { TALLY_CRASH_POINT: point });
-          expectedExit.add(app.handle.process.pid);
+          exitKnown.add(app.handle.process.pid);
           const exit = await Promise.race([app.handle.process.exited, sleep(30_000).then(() => undefined)]);
           if (exit?.signal === 'SIGKILL') {
             killed(`${app.name} (${point.split('@')[0]})`);
