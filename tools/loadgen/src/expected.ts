@@ -1,4 +1,4 @@
-import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { paginateScan, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import {
   baseSk,
   cellsOfDay,
@@ -142,9 +142,7 @@ const NOT_COUNTERS = new Set(['pk', 'sk', WATERMARK_ATTR, WATERMARK_PART_ATTR, S
  */
 export async function scanCounters(client: DynamoDBClient, table: string): Promise<ScannedTable> {
   const out: ScannedTable = { counters: new Map(), withoutWatermark: [], foreign: [], sketches: 0, items: 0 };
-  let start: Record<string, AttributeValue> | undefined;
-  do {
-    const page = await client.send(new ScanCommand({ TableName: table, ConsistentRead: true, ExclusiveStartKey: start }));
+  for await (const page of paginateScan({ client }, { TableName: table, ConsistentRead: true })) {
     for (const item of page.Items ?? []) {
       const pk = item['pk']?.S ?? '';
       const sk = item['sk']?.S ?? '';
@@ -158,8 +156,7 @@ export async function scanCounters(client: DynamoDBClient, table: string): Promi
         else addCount(out.counters, pk, baseSk(sk), name, BigInt(v.N));
       }
     }
-    start = page.LastEvaluatedKey;
-  } while (start);
+  }
   return out;
 }
 
