@@ -119,8 +119,11 @@ return out
 
 /**
  * SKETCH_ACK written sketches of a row. KEYS: ur, then per sketch `us`, `uh`. ARGV tail, per sketch: F, scard,
- * registers as SKETCH_READ gave them. Deletes a sketch's set and HLL and forgets F only when neither changed since
- * that read (a member added since keeps them for the next flush). Returns the number of sketches deleted.
+ * registers as SKETCH_READ gave them, and the members read when the sketch was exact ('' when it was an HLL).
+ * Deletes a sketch's set and HLL and forgets F only when neither changed since that read (a member added since keeps
+ * them for the next flush). An exact sketch is the same only if it still holds every member read: the same size
+ * is not enough, as another flush of the row may have acked it and a new batch re-created it with as many members
+ * in between. Returns the number of sketches deleted.
  */
 export const SKETCH_ACK = defineScript<number>()({
   name: 'SKETCH_ACK',
@@ -131,13 +134,21 @@ export const SKETCH_ACK = defineScript<number>()({
 expectType(K.rows, 'set')
 local drop = {}
 local k = KR
-for a = AR, #ARGV, 3 do
-  local us, uh = KEYS[k], KEYS[k + 1]
+for a = AR, #ARGV, 4 do
+  local us, uh, read = KEYS[k], KEYS[k + 1], ARGV[a + 3]
   k = k + 2
   expectType(us, 'set')
   expectHll(uh)
   local h = redis.call('GET', uh) or ''
-  if tostring(redis.call('SCARD', us)) == ARGV[a + 1] and string.sub(h, 17) == ARGV[a + 2] then table.insert(drop, {ARGV[a], us, uh}) end
+  local same = tostring(redis.call('SCARD', us)) == ARGV[a + 1] and string.sub(h, 17) == ARGV[a + 2]
+  if same and read ~= '' then
+    local members = {}
+    for b = 1, #read, 8 do members[#members + 1] = string.sub(read, b, b + 7) end
+    for _, has in ipairs(redis.call('SMISMEMBER', us, unpack(members))) do
+      if has == 0 then same = false end
+    end
+  end
+  if same then table.insert(drop, {ARGV[a], us, uh}) end
 end
 for _, d in ipairs(drop) do
   redis.call('DEL', d[2], d[3])

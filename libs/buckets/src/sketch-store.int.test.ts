@@ -75,6 +75,27 @@ describe('sketches', () => {
     expect(await redis.keys('*')).toEqual([]);
   });
 
+  it('does not ack a sketch that another flush acked and a new batch re-created with as many members', async () => {
+    // Two flushes of one row at once (a job whose lock lapsed while Redis restarted runs again elsewhere): both
+    // read {V0}; one writes it and acks; a batch adds V1; the other's ack must keep V1 for the next flush.
+    await addVisitors('S', '2026-100', 0, 1);
+    const first = (await sketches.read('S', ['S']))[0]!;
+    const second = (await sketches.read('S', ['S']))[0]!;
+    expect(await sketches.ack('S', 'S', second)).toBe(1);
+    await addVisitors('S', '2026-100', 1, 2);
+    expect(await sketches.ack('S', 'S', first)).toBe(0);
+    const live = (await sketches.read('S', ['S']))[0]!;
+    expect(live.map((s) => s.blob)).toEqual([Buffer.concat([Buffer.from('X'), Buffer.from(distinctMember('V1'), 'latin1')])]);
+    // Above the threshold the HLL's registers tell: a re-created exact sketch is never taken for the HLL read.
+    await redis.flushall();
+    await addVisitors('S', '2026-100', 0, EXACT_THRESHOLD + 5);
+    const hll = (await sketches.read('S', ['S']))[0]!;
+    expect(await sketches.ack('S', 'S', (await sketches.read('S', ['S']))[0]!)).toBe(1);
+    await addVisitors('S', '2026-100', 1_000, 1_001);
+    expect(await sketches.ack('S', 'S', hll)).toBe(0);
+    expect(await countOf('S')).toBe(1);
+  });
+
   it('adds nothing when any key of the batch holds another type (checked before the first write)', async () => {
     const field = '2026-100|uv';
     const adds: DistinctAdds = new Map([

@@ -16,7 +16,7 @@ export interface LiveSketch {
   metric: string;
   /** `X` + members (exact) or `H` + a Redis HLL string. */
   blob: Buffer;
-  /** What SKETCH_ACK compares: the exact set's size and the HLL's registers at the read. */
+  /** What SKETCH_ACK compares (with an exact blob's members): the exact set's size and the HLL's registers at the read. */
   scard: string;
   registers: Buffer;
 }
@@ -121,7 +121,7 @@ export class SketchStore {
       SKETCH_ACK,
       { rows: this.rowsKey(store, pk) },
       {},
-      { keys, args: written.flatMap((s) => [s.field, s.scard, s.registers]) },
+      { keys, args: written.flatMap((s) => [s.field, s.scard, s.registers, s.blob[0] === 0x58 /* X */ ? s.blob.subarray(1) : '']) },
     );
     return Number(r);
   }

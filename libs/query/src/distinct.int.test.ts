@@ -163,6 +163,34 @@ describe('UniqueVisitors', () => {
     expect([r.days, r.views, r.all]).toEqual([[240, 0], 260, 240]);
   });
 
+  it('loses no member when a stalled flush acks after another flush acked and a batch re-created the sketch', async () => {
+    const deps = await setup('uv5');
+    await send(deps, 'b1', views(D1, 'P1', 0, 1)); // V0
+    await deps.buckets.seal('S', { now: D1 + DAY, minAgeMs: 0 });
+    await deps.buckets.foldSealed('S', { now: D1 + DAY });
+    // Flush A reads the row's outbox and sketches, then stalls (its job's lock lapsed); flush B runs whole.
+    const outbox = await deps.buckets.readOutbox('S', 'S');
+    const [live] = await deps.buckets.sketches.read('S', ['S']);
+    await flush(deps, 'S');
+    // A new visitor on the same day re-creates the sketch with as many members as A read; then A goes on.
+    await send(deps, 'b2', views(D1 + 1000, 'P1', 1, 2));
+    const a = await writeRowWithSketches(deps.dynamo, (g, w) => deps.buckets.sketches.union('S', g, w), 'S', outbox.entries, live!);
+    expect(a.sketchesWritten).toHaveLength(1);
+    expect(await deps.buckets.sketches.ack('S', 'S', a.sketchesWritten)).toBe(0);
+    await deps.buckets.ackOutbox(
+      'S',
+      'S',
+      outbox.entries.map((e) => e.field),
+      D1,
+    );
+    expect((await answers(deps)).days).toEqual([2, 0]);
+    await deps.buckets.seal('S', { now: D1 + 2 * DAY, minAgeMs: 0 });
+    await deps.buckets.foldSealed('S', { now: D1 + 2 * DAY });
+    await flush(deps, 'S');
+    expect(await deps.buckets.sketches.read('S', ['S'])).toEqual([[]]);
+    expect((await answers(deps)).days).toEqual([2, 0]);
+  });
+
   it('is refused for an entity the rules do not give it to', async () => {
     const deps = await setup('uv3');
     await expect(readTotals(deps, { store: 'S', pks: ['S#visitor#V1'], metrics: uv, range: march })).rejects.toThrow(

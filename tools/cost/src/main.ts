@@ -21,11 +21,30 @@ const SIZE_FLAGS: Record<string, string> = {
   'e2e-eps': 'endToEndEventsPerSecondPerRedis',
 };
 
+const USAGE = `usage: npm run cost -- [--aggregator URL]... [--writer URL]... [--price USD per million write units] [--json]
+         write units and dollars per million events of a running fleet, from its apps' /metrics
+       npm run cost -- size [--${Object.keys(SIZE_FLAGS).join(' N] [--')} N]
+         the sizing of docs/SCALING.md from a workload and measured figures (defaults: that document's)
+`;
+if (process.argv.includes('--help') || process.argv.includes('-h')) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+/** parseArgs, with an unknown or malformed option a usage error (exit 2) rather than a stack trace. */
+function parse<T>(parseThem: () => T): T {
+  try {
+    return parseThem();
+  } catch (err) {
+    process.stderr.write(`tally cost: ${(err as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+}
+
 // npm run cost -- size [--stores N] [--visitors N] [--avg N] [--peak N] [--wcu-per-million N] ...: the sizing of
 // docs/SCALING.md from a workload and measured figures (defaults: that document's workload and figures).
 if (process.argv[2] === 'size') {
   const options = Object.fromEntries(Object.keys(SIZE_FLAGS).map((flag) => [flag, { type: 'string' as const }]));
-  const { values } = parseArgs({ args: process.argv.slice(3), options });
+  const { values } = parse(() => parseArgs({ args: process.argv.slice(3), options }));
   const workload: Record<string, number> = { ...DEFAULT_WORKLOAD };
   const measured: Record<string, number> = { ...DEFAULT_MEASURED };
   for (const [flag, value] of Object.entries(values)) {
@@ -58,14 +77,16 @@ if (process.argv[2] === 'size') {
 //   npm run cost -- --aggregator http://127.0.0.1:7403 --writer http://127.0.0.1:7404 [--price 0.625]
 // --aggregator and --writer may repeat (one per replica). --price is USD per million write request units
 // (DynamoDB on-demand; check your region's price).
-const { values } = parseArgs({
-  options: {
-    aggregator: { type: 'string', multiple: true, default: ['http://127.0.0.1:7403'] },
-    writer: { type: 'string', multiple: true, default: ['http://127.0.0.1:7404'] },
-    price: { type: 'string', default: '0.625' },
-    json: { type: 'boolean', default: false },
-  },
-});
+const { values } = parse(() =>
+  parseArgs({
+    options: {
+      aggregator: { type: 'string', multiple: true, default: ['http://127.0.0.1:7403'] },
+      writer: { type: 'string', multiple: true, default: ['http://127.0.0.1:7404'] },
+      price: { type: 'string', default: '0.625' },
+      json: { type: 'boolean', default: false },
+    },
+  }),
+);
 const price = Number(values.price);
 if (!Number.isFinite(price) || price < 0) {
   process.stderr.write(`tally cost: --price must be a non-negative number of USD per million write units, got ${values.price}\n`);

@@ -55,10 +55,8 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
     for (const name of names) {
       const r = await dlq.listFailed(queueShards(deps.queues, name), filter, { limit, now });
       rows.push(...r.jobs);
-      const shown = r.jobs.length < r.matched ? `, ${r.jobs.length} shown` : '';
-      summary.push(
-        dlq.isEmptyFilter(filter) ? `${name}: ${r.total} failed${shown}` : `${name}: ${r.matched} of ${r.total} failed match${shown}`,
-      );
+      const failed = dlq.isEmptyFilter(filter) ? `${r.total} failed` : `${r.matched} of ${r.total} failed match`;
+      summary.push(`${name}: ${failed}${r.jobs.length < r.matched ? `, ${r.jobs.length} shown` : ''}`);
     }
     const json = rows.map((j) => ({ ...j, ageSeconds: Math.round((now - j.failedAt) / 1000) }));
     const lines = values.json ? [JSON.stringify(json, null, 2)] : [...(rows.length > 0 ? table(rows, now) : []), summary.join('; ')];
@@ -103,13 +101,9 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
   const would = dryRun ? `dry run: would ${command}` : { replay: 'replayed', purge: 'purged' }[command];
   if (args.length === 2) {
     if (values.all || !dlq.isEmptyFilter(filter)) throw new UsageError(`${command} <queue> <id> takes no --all or filters`);
-    if (command === 'purge') {
-      const job = await dlq.purgeJob(queue, args[1]!, { dryRun });
-      io.out(`${would} job ${job.id} in ${job.queue}`);
-    } else {
-      const { job } = await dlq.replayJob(queue, args[1]!, replay);
-      io.out(`${would} job ${job.id} in ${job.queue} (failed ${dlq.formatAge(now - job.failedAt)} ago: ${oneLine(job.reason, 100)})`);
-    }
+    const job = command === 'purge' ? await dlq.purgeJob(queue, args[1]!, { dryRun }) : (await dlq.replayJob(queue, args[1]!, replay)).job;
+    const failed = command === 'replay' ? ` (failed ${dlq.formatAge(now - job.failedAt)} ago: ${oneLine(job.reason, 100)})` : '';
+    io.out(`${would} job ${job.id} in ${job.queue}${failed}`);
     return 0;
   }
   if (args.length !== 1) throw new UsageError(`${command} takes <queue> <id>, or <queue> with --all or filters`);

@@ -52,9 +52,7 @@ interface ReplayOptions {
   pastDedupeWindow?: boolean;
 }
 
-interface BulkOptions {
-  now?: number;
-  dryRun?: boolean;
+interface BulkOptions extends Pick<ReplayOptions, 'now' | 'dryRun'> {
   /** Called after each job (done counts skipped and failed ones too). */
   onProgress?: (done: number, total: number) => void;
   /** Jobs read per round trip while scanning the failed set. Default 200. */
@@ -229,9 +227,8 @@ export function replayHazard(
 /** Moves one failed job back to waiting with its id. Throws DlqError when it is missing, not failed, or unsafe. */
 export async function replayJob(queue: QueueShards, id: string, opts: ReplayOptions): Promise<{ job: FailedJob; dryRun: boolean }> {
   const { job, info } = await findJob(queue, id, 'replayed');
-  const hazard = replayHazard(info, opts.now ?? Date.now(), opts);
+  const hazard = await replayOne(job, info, opts);
   if (hazard) throw new DlqError(`job "${id}": ${hazard}`);
-  if (!opts.dryRun) await retryFailed(job, info.queue);
   return { job: info, dryRun: Boolean(opts.dryRun) };
 }
 
@@ -243,17 +240,9 @@ export async function purgeJob(queue: QueueShards, id: string, opts: { dryRun?: 
 }
 
 /** Replays every failed job that matches, oldest failure first. */
-export async function replayFailed(
-  queue: QueueShards,
-  filter: JobFilter,
-  opts: BulkOptions & Omit<ReplayOptions, 'now' | 'dryRun'>,
-): Promise<BulkResult> {
+export async function replayFailed(queue: QueueShards, filter: JobFilter, opts: BulkOptions & ReplayOptions): Promise<BulkResult> {
   const now = opts.now ?? Date.now();
-  return bulk(queue, filter, { ...opts, now }, async (job, info) => {
-    const hazard = replayHazard(info, now, opts);
-    if (!hazard && !opts.dryRun) await retryFailed(job, info.queue);
-    return hazard;
-  });
+  return bulk(queue, filter, { ...opts, now }, (job, info) => replayOne(job, info, { ...opts, now }));
 }
 
 /** Deletes every failed job that matches, for good. */
@@ -264,12 +253,15 @@ export async function purgeFailed(queue: QueueShards, filter: JobFilter, opts: B
   });
 }
 
-async function retryFailed(job: Job, queue: QueueName): Promise<void> {
+/** Moves a failed job back to waiting unless that is unsafe; returns why it is unsafe. */
+async function replayOne(job: Job, info: FailedJob, opts: ReplayOptions): Promise<string | undefined> {
+  const hazard = replayHazard(info, opts.now ?? Date.now(), opts);
+  if (hazard || opts.dryRun) return hazard;
   try {
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
   } catch (err) {
     // BullMQ refuses when the job left the failed set meanwhile (replayed by someone else, removed by retention).
-    throw new DlqError(`job "${job.id}" in queue ${queue} is no longer failed: ${(err as Error).message}`);
+    throw new DlqError(`job "${job.id}" in queue ${info.queue} is no longer failed: ${(err as Error).message}`);
   }
 }
 

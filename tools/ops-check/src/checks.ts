@@ -61,13 +61,16 @@ export function defaultPort(app: AppName): number {
 const appPort = (app: AppName, env: Record<string, string>) => (env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app));
 
 /** Variables the schema does not read (`what` names the setting: ENV, environment), and whether the values parse. */
-function checkEnv(where: string, what: string, schema: z.ZodObject, env: Record<string, string>, reader: string): string[] {
-  const problems = Object.keys(env)
-    .filter((k) => !(k in schema.shape))
-    .map((k) => `${where}: ${what} ${k} is not read by ${reader}`);
+function* checkEnv(where: string, what: string, schema: z.ZodObject, env: Record<string, string>, reader: string) {
+  for (const k of Object.keys(env)) if (!(k in schema.shape)) yield `${where}: ${what} ${k} is not read by ${reader}`;
   const [, error] = attempt(() => loadConfig(schema, env));
-  return error === undefined ? problems : [...problems, `${where}: ${what} does not parse: ${error}`];
+  if (error !== undefined) yield `${where}: ${what} does not parse: ${error}`;
 }
+
+/** A check written as a generator of problems (`return yield p`: p is the last one), as a function returning them as a list. */
+const listed =
+  <A extends unknown[]>(check: (...args: A) => Iterable<string>) =>
+  (...args: A): string[] => [...check(...args)];
 
 /** What `fn` returns, or the message of the error it throws. */
 function attempt<T>(fn: () => T): [T, undefined] | [undefined, string] {
@@ -84,139 +87,131 @@ const probedPort = (cmd: string) => /process\.env\.HTTP_PORT\s*\|\|\s*(\d+)/.exe
 // ---------------------------------------------------------------------------------------------------------------
 // Dockerfile
 
-export function checkDockerfile(files: OpsFiles): string[] {
+export const checkDockerfile = listed(function* (files: OpsFiles) {
   const [stages, error] = attempt(() => parseDockerfile(files.dockerfile));
-  if (error !== undefined) return [`Dockerfile: ${error}`];
-  const problems: string[] = [];
+  if (error !== undefined) return yield `Dockerfile: ${error}`;
 
   for (const app of APPS) {
     if (!stages.some((s) => s.name === app)) {
-      problems.push(`Dockerfile: no target "${app}" (docker build --target ${app})`);
+      yield `Dockerfile: no target "${app}" (docker build --target ${app})`;
       continue;
     }
     const s = resolveStage(stages, app);
     const port = defaultPort(app);
     const where = `Dockerfile target ${app}`;
-    problems.push(...checkRuntimeBasics(s, where));
+    yield* checkRuntimeBasics(s, where);
 
     // The bundle: dist/<app> from the build stage, made by npm run build:apps.
     if (!copies(s, new RegExp(`/dist/${app}/?$`), true).length)
-      problems.push(`${where}: does not COPY --from=<build stage> its bundle dist/${app}/`);
-    if (!BUNDLES.has(app)) problems.push(`${where}: tools/build-apps has no bundle "${app}" (TARGETS in src/build.ts)`);
+      yield `${where}: does not COPY --from=<build stage> its bundle dist/${app}/`;
+    if (!BUNDLES.has(app)) yield `${where}: tools/build-apps has no bundle "${app}" (TARGETS in src/build.ts)`;
     const cmd = s.cmd ?? [];
     if (cmd[0] !== 'node' || !cmd.includes('--enable-source-maps') || !cmd.some((a) => a.endsWith('main.mjs')))
-      problems.push(`${where}: CMD should be ["node", "--enable-source-maps", "main.mjs"]; is ${JSON.stringify(s.cmd)}`);
+      yield `${where}: CMD should be ["node", "--enable-source-maps", "main.mjs"]; is ${JSON.stringify(s.cmd)}`;
 
-    if (!s.expose.includes(String(port)))
-      problems.push(`${where}: EXPOSE ${s.expose.join(' ') || '(none)'} does not include HTTP_PORT ${port}`);
-    if (!s.healthcheck || s.healthcheck === 'NONE') problems.push(`${where}: no HEALTHCHECK`);
+    if (!s.expose.includes(String(port))) yield `${where}: EXPOSE ${s.expose.join(' ') || '(none)'} does not include HTTP_PORT ${port}`;
+    if (!s.healthcheck || s.healthcheck === 'NONE') yield `${where}: no HEALTHCHECK`;
     else {
       const hc = s.healthcheck.cmd;
       const portIn = probedPort(hc.join(' ')) ?? /127\.0\.0\.1:(\d+)\//.exec(hc.join(' '))?.[1];
       const envPort = s.env['HTTP_PORT'] !== undefined ? Number(s.env['HTTP_PORT']) : port;
-      if (hc[0] !== 'node') problems.push(`${where}: HEALTHCHECK should run node (fetch), not ${hc[0]} (the image has no curl)`);
-      if (!hc.join(' ').includes('/healthz')) problems.push(`${where}: HEALTHCHECK does not probe /healthz`);
-      if (portIn === undefined) problems.push(`${where}: HEALTHCHECK names no port`);
-      else if (Number(portIn) !== envPort) problems.push(`${where}: HEALTHCHECK probes port ${portIn} but HTTP_PORT is ${envPort}`);
+      if (hc[0] !== 'node') yield `${where}: HEALTHCHECK should run node (fetch), not ${hc[0]} (the image has no curl)`;
+      if (!hc.join(' ').includes('/healthz')) yield `${where}: HEALTHCHECK does not probe /healthz`;
+      if (portIn === undefined) yield `${where}: HEALTHCHECK names no port`;
+      else if (Number(portIn) !== envPort) yield `${where}: HEALTHCHECK probes port ${portIn} but HTTP_PORT is ${envPort}`;
     }
 
     // Every ENV of the image is a variable of the app's schema (and a value it accepts), or a known third-party one.
     const env = Object.fromEntries(Object.entries(s.env).filter(([k]) => !(k in THIRD_PARTY_ENV)));
-    problems.push(...checkEnv(where, 'ENV', appEnvSchemas[app], env, `${app} (not in appEnvSchemas.${app})`));
+    yield* checkEnv(where, 'ENV', appEnvSchemas[app], env, `${app} (not in appEnvSchemas.${app})`);
 
     if (app === 'query-api') {
       const dir = s.env['DASHBOARD_DIR'];
       const at = (c: ResolvedStage['copies'][number]) =>
         dir !== undefined && posix.resolve(s.workdir ?? '/', c.dest) === posix.resolve(dir);
       if (!copies(s, /apps\/dashboard\/dist\/?$/).some(at))
-        problems.push(`${where}: DASHBOARD_DIR (${dir ?? 'unset'}) is not where apps/dashboard/dist is copied`);
+        yield `${where}: DASHBOARD_DIR (${dir ?? 'unset'}) is not where apps/dashboard/dist is copied`;
     }
   }
 
-  if (!stages.some((s) => s.name === 'tools')) return [...problems, 'Dockerfile: no target "tools" (create-table, dlq, tenants)'];
+  if (!stages.some((s) => s.name === 'tools')) return yield 'Dockerfile: no target "tools" (create-table, dlq, tenants)';
   const s = resolveStage(stages, 'tools');
   for (const tool of TOOLS) {
-    if (!copies(s, new RegExp(`/dist/${tool}/?$`)).length) problems.push(`Dockerfile target tools: does not copy dist/${tool}/`);
-    if (!BUNDLES.has(tool)) problems.push(`Dockerfile target tools: tools/build-apps has no bundle "${tool}"`);
-    if (!files.binScripts.includes(tool))
-      problems.push(`Dockerfile target tools: deploy/bin/${tool} (its command) is missing or not executable`);
+    if (!copies(s, new RegExp(`/dist/${tool}/?$`)).length) yield `Dockerfile target tools: does not copy dist/${tool}/`;
+    if (!BUNDLES.has(tool)) yield `Dockerfile target tools: tools/build-apps has no bundle "${tool}"`;
+    if (!files.binScripts.includes(tool)) yield `Dockerfile target tools: deploy/bin/${tool} (its command) is missing or not executable`;
   }
-  if (!copies(s, /^deploy\/bin\/?$/).length) problems.push('Dockerfile target tools: does not copy deploy/bin/ (the tool commands)');
-  return [...problems, ...checkRuntimeBasics(s, 'Dockerfile target tools')];
-}
+  if (!copies(s, /^deploy\/bin\/?$/).length) yield 'Dockerfile target tools: does not copy deploy/bin/ (the tool commands)';
+  yield* checkRuntimeBasics(s, 'Dockerfile target tools');
+});
 
 /** The COPY instructions of `s` with a source that matches `source` (`fromStage`: only those copying from another stage). */
 const copies = (s: ResolvedStage, source: RegExp, fromStage = false) =>
   s.copies.filter((c) => (!fromStage || c.from !== undefined) && c.sources.some((src) => source.test(src)));
 
 /** Non-root, SIGTERM reaches node, and tini (if used) is installed. */
-function checkRuntimeBasics(s: ResolvedStage, where: string): string[] {
-  const problems: string[] = [];
-  if (!s.user || /^(root|0)(:|$)/.test(s.user)) problems.push(`${where}: runs as ${s.user ?? 'root (no USER)'}; run as a non-root user`);
+function* checkRuntimeBasics(s: ResolvedStage, where: string) {
+  if (!s.user || /^(root|0)(:|$)/.test(s.user)) yield `${where}: runs as ${s.user ?? 'root (no USER)'}; run as a non-root user`;
   if (s.stopSignal !== 'SIGTERM')
-    problems.push(`${where}: STOPSIGNAL is ${s.stopSignal ?? 'unset'}, want SIGTERM (the apps shut down gracefully on it)`);
+    yield `${where}: STOPSIGNAL is ${s.stopSignal ?? 'unset'}, want SIGTERM (the apps shut down gracefully on it)`;
   const init = s.entrypoint?.[0];
   const name = init && posix.basename(init);
   if (init && name !== 'tini' && name !== 'dumb-init')
-    problems.push(`${where}: ENTRYPOINT ${init} is not an init (tini/dumb-init) that forwards SIGTERM`);
-  else if (name && !s.runs.some((r) => r.includes(name))) problems.push(`${where}: ENTRYPOINT ${init} but no RUN installs ${name}`);
-  else if (!init && s.cmd?.[0] === '/bin/sh')
-    problems.push(`${where}: shell-form CMD: sh would be PID 1 and swallow SIGTERM; use the exec form`);
-  return problems;
+    yield `${where}: ENTRYPOINT ${init} is not an init (tini/dumb-init) that forwards SIGTERM`;
+  else if (name && !s.runs.some((r) => r.includes(name))) yield `${where}: ENTRYPOINT ${init} but no RUN installs ${name}`;
+  else if (!init && s.cmd?.[0] === '/bin/sh') yield `${where}: shell-form CMD: sh would be PID 1 and swallow SIGTERM; use the exec form`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // docker-compose.yml
 
-export function checkCompose(files: OpsFiles, vars: Record<string, string | undefined> = {}): string[] {
+export const checkCompose = listed(function* (files: OpsFiles, vars: Record<string, string | undefined> = {}) {
   const [compose, error] = attempt(() => composeConfig(files.compose, vars));
-  if (error !== undefined) return [`docker-compose.yml: ${error}`];
+  if (error !== undefined) return yield `docker-compose.yml: ${error}`;
   const services = compose.services ?? {};
   const stages = attempt(() => parseDockerfile(files.dockerfile))[0] ?? []; // when it does not parse, checkDockerfile says so
-  const problems: string[] = [];
 
   for (const app of APPS) {
     const svc = services[app];
     const where = `docker-compose.yml service ${app}`;
     if (!svc) {
-      problems.push(`docker-compose.yml: no service "${app}"`);
+      yield `docker-compose.yml: no service "${app}"`;
       continue;
     }
     const { build } = svc;
-    if (build?.target !== app) problems.push(`${where}: build.target is ${build?.target ?? 'unset'}, want ${app} (the Dockerfile target)`);
-    if (build && (build.context ?? '.') !== '.') problems.push(`${where}: build.context is ${build.context}, want . (the repository root)`);
+    if (build?.target !== app) yield `${where}: build.target is ${build?.target ?? 'unset'}, want ${app} (the Dockerfile target)`;
+    if (build && (build.context ?? '.') !== '.') yield `${where}: build.context is ${build.context}, want . (the repository root)`;
 
     const env = serviceEnv(svc);
-    problems.push(...checkServiceEnv(where, appEnvSchemas[app], env, `${app} (not in appEnvSchemas.${app})`, services));
+    yield* checkServiceEnv(where, appEnvSchemas[app], env, `${app} (not in appEnvSchemas.${app})`, services);
 
     const port = appPort(app, env);
     const ports = containerPorts(svc);
-    if (ports.length === 0) problems.push(`${where}: neither ports nor expose names HTTP_PORT ${port}`);
-    for (const p of ports) if (p !== port) problems.push(`${where}: container port ${p} but the app listens on HTTP_PORT ${port}`);
+    if (ports.length === 0) yield `${where}: neither ports nor expose names HTTP_PORT ${port}`;
+    for (const p of ports) if (p !== port) yield `${where}: container port ${p} but the app listens on HTTP_PORT ${port}`;
 
-    if (svc.healthcheck?.disable) problems.push(`${where}: healthcheck disabled; dependents and restarts rely on /healthz`);
+    if (svc.healthcheck?.disable) yield `${where}: healthcheck disabled; dependents and restarts rely on /healthz`;
     else if (svc.healthcheck) {
       const test = [svc.healthcheck.test ?? []].flat().join(' ');
       const hcPort = probedPort(test);
-      if (!test.includes('/healthz')) problems.push(`${where}: healthcheck does not probe /healthz`);
-      if (hcPort !== undefined && Number(hcPort) !== port)
-        problems.push(`${where}: healthcheck probes port ${hcPort} but HTTP_PORT is ${port}`);
+      if (!test.includes('/healthz')) yield `${where}: healthcheck does not probe /healthz`;
+      if (hcPort !== undefined && Number(hcPort) !== port) yield `${where}: healthcheck probes port ${hcPort} but HTTP_PORT is ${port}`;
     } else if (env['HTTP_PORT'] && stages.some((s) => s.name === app)) {
       // No compose healthcheck: the image's HEALTHCHECK applies; it must follow HTTP_PORT when compose sets it.
       const hc = resolveStage(stages, app).healthcheck;
       if (hc && hc !== 'NONE' && !hc.cmd.join(' ').includes('process.env.HTTP_PORT'))
-        problems.push(`${where}: sets HTTP_PORT ${env['HTTP_PORT']} but the image's HEALTHCHECK probes a fixed port`);
+        yield `${where}: sets HTTP_PORT ${env['HTTP_PORT']} but the image's HEALTHCHECK probes a fixed port`;
     }
 
     for (const [dep, condition] of Object.entries({ redis: 'service_healthy', 'create-table': 'service_completed_successfully' }))
-      if (svc.depends_on?.[dep]?.condition !== condition) problems.push(`${where}: depends_on ${dep} should be condition: ${condition}`);
+      if (svc.depends_on?.[dep]?.condition !== condition) yield `${where}: depends_on ${dep} should be condition: ${condition}`;
     if (gracePeriodSeconds(svc) <= 10) {
       const set = svc.stop_grace_period ?? 'unset (10s)';
-      problems.push(`${where}: stop_grace_period ${set} leaves no time for the graceful shutdown (steps of up to 10-20 s)`);
+      yield `${where}: stop_grace_period ${set} leaves no time for the graceful shutdown (steps of up to 10-20 s)`;
     }
   }
 
-  problems.push(...checkRedisService(services['redis']));
+  yield* checkRedisService(services['redis']);
 
   // Tool services: the tools image and its commands, environments their schemas accept.
   for (const [name, svc] of Object.entries(services)) {
@@ -224,45 +219,38 @@ export function checkCompose(files: OpsFiles, vars: Record<string, string | unde
     const where = `docker-compose.yml service ${name}`;
     // The command is the first word after the init: a script of deploy/bin (in /usr/local/bin of the image).
     const script = [...(svc.entrypoint ?? []), ...(svc.command ?? [])].filter((w) => w !== '/usr/bin/tini' && w !== '--')[0] ?? '(none)';
-    if (!files.binScripts.includes(script)) problems.push(`${where}: runs "${script}", which is not a script in deploy/bin`);
+    if (!files.binScripts.includes(script)) yield `${where}: runs "${script}", which is not a script in deploy/bin`;
     const tool = TOOLS.find((t) => script === t || script === `${t}-when-ready`);
-    if (!tool) problems.push(`${where}: runs none of the tools (${TOOLS.join(', ')})`);
-    else problems.push(...checkServiceEnv(where, toolEnvSchemas[tool], serviceEnv(svc), tool, services));
+    if (!tool) yield `${where}: runs none of the tools (${TOOLS.join(', ')})`;
+    else yield* checkServiceEnv(where, toolEnvSchemas[tool], serviceEnv(svc), tool, services);
   }
-  if (!services['create-table']) problems.push('docker-compose.yml: no one-shot service "create-table"');
+  if (!services['create-table']) yield 'docker-compose.yml: no one-shot service "create-table"';
 
   // The events replay guard of dlq must use the aggregator's dedupe window.
   const window = (name: string) =>
     serviceEnv(services[name] ?? {})['DEDUPE_WINDOW_SECONDS'] ?? String(toolEnvSchemas.dlq.shape.DEDUPE_WINDOW_SECONDS.parse(undefined));
   if (services['dlq'] && services['bucket-aggregator'] && window('dlq') !== window('bucket-aggregator'))
-    problems.push(
-      `docker-compose.yml: bucket-aggregator and dlq disagree on DEDUPE_WINDOW_SECONDS (${window('bucket-aggregator')} vs ${window('dlq')})`,
-    );
-  return problems;
-}
+    yield `docker-compose.yml: bucket-aggregator and dlq disagree on DEDUPE_WINDOW_SECONDS (${window('bucket-aggregator')} vs ${window('dlq')})`;
+});
 
 /** A service's environment: read by its schema, and its Redis and DynamoDB URLs name services of this compose file. */
-function checkServiceEnv(where: string, schema: z.ZodObject, env: Record<string, string>, reader: string, services: object): string[] {
-  const hosts = ['REDIS_URL', 'DYNAMODB_ENDPOINT'].map((key) => [key, URL.parse(env[key] ?? '')?.hostname] as const);
-  // An unparsable URL is named by the schema check.
-  const unknown = hosts.filter(([, host]) => host && !(host in services));
-  return [
-    ...checkEnv(where, 'environment', schema, env, reader),
-    ...unknown.map(([key, host]) => `${where}: ${key} host "${host}" is not a service of docker-compose.yml`),
-  ];
+function* checkServiceEnv(where: string, schema: z.ZodObject, env: Record<string, string>, reader: string, services: object) {
+  yield* checkEnv(where, 'environment', schema, env, reader);
+  for (const key of ['REDIS_URL', 'DYNAMODB_ENDPOINT']) {
+    const host = URL.parse(env[key] ?? '')?.hostname; // an unparsable URL is named by the schema check
+    if (host && !(host in services)) yield `${where}: ${key} host "${host}" is not a service of docker-compose.yml`;
+  }
 }
 
-function checkRedisService(svc: ComposeService | undefined): string[] {
-  if (!svc) return ['docker-compose.yml: no service "redis"'];
+function* checkRedisService(svc: ComposeService | undefined): Iterable<string> {
+  if (!svc) return yield 'docker-compose.yml: no service "redis"';
   const args = svc.command ?? [];
-  const want: Record<string, string> = { appendonly: 'yes', appendfsync: 'everysec', 'maxmemory-policy': 'noeviction' };
-  const problems = Object.entries(want)
-    .map(([k, v]) => [k, v, args.includes(`--${k}`) ? args[args.indexOf(`--${k}`) + 1] : undefined] as const)
-    .filter(([, v, is]) => is !== v)
-    .map(([k, v, is]) => `docker-compose.yml service redis: --${k} is ${is ?? 'unset'}, want ${v} (BullMQ: AOF and no eviction)`);
+  for (const [k, v] of Object.entries({ appendonly: 'yes', appendfsync: 'everysec', 'maxmemory-policy': 'noeviction' })) {
+    const is = args.includes(`--${k}`) ? args[args.indexOf(`--${k}`) + 1] : undefined;
+    if (is !== v) yield `docker-compose.yml service redis: --${k} is ${is ?? 'unset'}, want ${v} (BullMQ: AOF and no eviction)`;
+  }
   if (!(svc.volumes ?? []).some((v) => v.split(':')[1] === '/data'))
-    problems.push('docker-compose.yml service redis: no volume at /data (the AOF would die with the container)');
-  return problems;
+    yield 'docker-compose.yml service redis: no volume at /data (the AOF would die with the container)';
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -278,8 +266,7 @@ interface PromConfig {
   }>;
 }
 
-export function checkPrometheus(files: OpsFiles, vars: Record<string, string | undefined> = {}): string[] {
-  const problems: string[] = [];
+export const checkPrometheus = listed(function* (files: OpsFiles, vars: Record<string, string | undefined> = {}) {
   const prom = parse(files.prometheus) as PromConfig;
   const services = composeConfig(files.compose, vars).services ?? {};
   const jobs = prom.scrape_configs ?? [];
@@ -291,52 +278,50 @@ export function checkPrometheus(files: OpsFiles, vars: Record<string, string | u
     const job = jobs.find((j) => j.job_name === app);
     const where = `deploy/prometheus.yml job ${app}`;
     if (!job) {
-      problems.push(`deploy/prometheus.yml: no scrape job "${app}"`);
+      yield `deploy/prometheus.yml: no scrape job "${app}"`;
       continue;
     }
     if (job.metrics_path !== undefined && job.metrics_path !== '/metrics')
-      problems.push(`${where}: metrics_path ${job.metrics_path}, the apps serve /metrics`);
+      yield `${where}: metrics_path ${job.metrics_path}, the apps serve /metrics`;
     const dns = (job.dns_sd_configs ?? []).filter((d) => d.names.includes(app));
     if (!statics(job).some(([t]) => t === `${app}:${port}`) && !dns.some((d) => (d.type ?? 'SRV') === 'A' && d.port === port))
-      problems.push(`${where}: does not scrape ${app}:${port} (its service and HTTP_PORT)`);
-    for (const [t, host, p] of statics(job))
-      if (host === app && Number(p) !== port) problems.push(`${where}: target ${t} but HTTP_PORT is ${port}`);
-    for (const d of dns) if (d.port !== port) problems.push(`${where}: dns_sd port ${d.port} but HTTP_PORT is ${port}`);
+      yield `${where}: does not scrape ${app}:${port} (its service and HTTP_PORT)`;
+    for (const [t, host, p] of statics(job)) if (host === app && Number(p) !== port) yield `${where}: target ${t} but HTTP_PORT is ${port}`;
+    for (const d of dns) if (d.port !== port) yield `${where}: dns_sd port ${d.port} but HTTP_PORT is ${port}`;
   }
   // Other static targets must be services of the compose file exposing that port.
   for (const job of jobs) {
     for (const [t, host, p] of statics(job)) {
       if (host === 'localhost' || host === '127.0.0.1' || (APPS as string[]).includes(host!)) continue;
-      if (!services[host!]) problems.push(`deploy/prometheus.yml job ${job.job_name}: target ${t} is not a compose service`);
+      if (!services[host!]) yield `deploy/prometheus.yml job ${job.job_name}: target ${t} is not a compose service`;
       else if (!containerPorts(services[host!]!).includes(Number(p)))
-        problems.push(`deploy/prometheus.yml job ${job.job_name}: service ${host} does not expose port ${p}`);
+        yield `deploy/prometheus.yml job ${job.job_name}: service ${host} does not expose port ${p}`;
     }
   }
 
   // The compose file mounts this config and the alert rules where Prometheus reads them.
   const promSvc = services['prometheus'];
-  if (!promSvc) return [...problems, 'docker-compose.yml: no service "prometheus"'];
+  if (!promSvc) return yield 'docker-compose.yml: no service "prometheus"';
   const configPath =
     (promSvc.command ?? []).map((a) => /^--config\.file=(.*)$/.exec(a)?.[1]).find(Boolean) ?? '/etc/prometheus/prometheus.yml';
   if (!mountedAt(promSvc, './deploy/prometheus.yml').includes(configPath))
-    problems.push(`docker-compose.yml service prometheus: ./deploy/prometheus.yml is not mounted at ${configPath}`);
+    yield `docker-compose.yml service prometheus: ./deploy/prometheus.yml is not mounted at ${configPath}`;
   const alertsAt = mountedAt(promSvc, './deploy/alerts.yml')[0];
-  if (!alertsAt) problems.push('docker-compose.yml service prometheus: ./deploy/alerts.yml is not mounted');
+  if (!alertsAt) yield 'docker-compose.yml service prometheus: ./deploy/alerts.yml is not mounted';
   else if (!(prom.rule_files ?? []).includes(alertsAt))
-    problems.push(`deploy/prometheus.yml: rule_files does not load ${alertsAt} (where compose mounts deploy/alerts.yml)`);
-  return problems;
-}
+    yield `deploy/prometheus.yml: rule_files does not load ${alertsAt} (where compose mounts deploy/alerts.yml)`;
+});
 
 // ---------------------------------------------------------------------------------------------------------------
 // Metric names in alerts and dashboards
 
 /** Problems with the metrics a PromQL expression reads: each must be defined in the code (`known`) or external. */
-function checkExpr(where: string, expr: string, known: ReadonlySet<string>): string[] {
+function* checkExpr(where: string, expr: string, known: ReadonlySet<string>): Iterable<string> {
   const [names, error] = attempt(() => metricNamesIn(expr));
-  if (error !== undefined) return [`${where}: ${error}`];
-  return names
-    .filter((name) => !(name in EXTERNAL_METRICS) && !metricCandidates(name).some((c) => known.has(c)))
-    .map((m) => `${where}: metric ${m} is not defined anywhere in the code`);
+  if (error !== undefined) return yield `${where}: ${error}`;
+  for (const name of names)
+    if (!(name in EXTERNAL_METRICS) && !metricCandidates(name).some((c) => known.has(c)))
+      yield `${where}: metric ${name} is not defined anywhere in the code`;
 }
 
 interface AlertRules {
@@ -353,22 +338,20 @@ interface AlertRules {
 }
 
 /** `known`: metric names defined in the code (string literals) and prom-client's default metrics as the apps register them. */
-export function checkAlerts(files: OpsFiles, known: ReadonlySet<string>): string[] {
-  const problems: string[] = [];
+export const checkAlerts = listed(function* (files: OpsFiles, known: ReadonlySet<string>) {
   const rules = parse(files.alerts) as AlertRules;
-  if (!rules?.groups?.length) return ['deploy/alerts.yml: no rule groups'];
+  if (!rules?.groups?.length) return yield 'deploy/alerts.yml: no rule groups';
   for (const g of rules.groups) {
     for (const r of g.rules ?? []) {
       const where = `deploy/alerts.yml ${g.name}/${r.alert ?? r.record ?? '(unnamed)'}`;
-      if (!r.expr) problems.push(`${where}: no expr`);
-      else problems.push(...checkExpr(where, r.expr, known));
+      if (!r.expr) yield `${where}: no expr`;
+      else yield* checkExpr(where, r.expr, known);
       if (r.alert && !['warning', 'critical'].includes(r.labels?.['severity'] ?? ''))
-        problems.push(`${where}: labels.severity should be warning or critical`);
-      if (r.alert && !r.annotations?.['summary']) problems.push(`${where}: no annotations.summary`);
+        yield `${where}: labels.severity should be warning or critical`;
+      if (r.alert && !r.annotations?.['summary']) yield `${where}: no annotations.summary`;
     }
   }
-  return problems;
-}
+});
 
 interface Panel {
   type: string;
@@ -378,59 +361,54 @@ interface Panel {
   panels?: Panel[];
 }
 
-export function checkGrafana(files: OpsFiles, known: ReadonlySet<string>): string[] {
-  const problems: string[] = [];
+export const checkGrafana = listed(function* (files: OpsFiles, known: ReadonlySet<string>) {
   const services = composeConfig(files.compose).services ?? {};
   const grafana = services['grafana'];
-  if (!grafana) return ['docker-compose.yml: no service "grafana"'];
+  if (!grafana) return yield 'docker-compose.yml: no service "grafana"';
   if (!mountedAt(grafana, './deploy/grafana/provisioning').includes('/etc/grafana/provisioning'))
-    problems.push('docker-compose.yml service grafana: ./deploy/grafana/provisioning is not mounted at /etc/grafana/provisioning');
+    yield 'docker-compose.yml service grafana: ./deploy/grafana/provisioning is not mounted at /etc/grafana/provisioning';
 
   const uids = new Set<string>();
   for (const [file, text] of Object.entries(files.grafanaDatasources)) {
     for (const d of (parse(text) as { datasources?: Array<{ uid?: string; type?: string; url?: string }> }).datasources ?? []) {
       if (d.uid) uids.add(d.uid);
       const host = d.type === 'prometheus' && d.url ? new URL(d.url).hostname : undefined;
-      if (host && !services[host])
-        problems.push(`deploy/grafana/provisioning/datasources/${file}: url host ${host} is not a compose service`);
+      if (host && !services[host]) yield `deploy/grafana/provisioning/datasources/${file}: url host ${host} is not a compose service`;
     }
   }
-  if (uids.size === 0) problems.push('deploy/grafana/provisioning/datasources: no datasource with a uid');
+  if (uids.size === 0) yield 'deploy/grafana/provisioning/datasources: no datasource with a uid';
 
   const dashboardsMount = mountedAt(grafana, './deploy/grafana/dashboards')[0];
-  if (!dashboardsMount) problems.push('docker-compose.yml service grafana: ./deploy/grafana/dashboards is not mounted');
+  if (!dashboardsMount) yield 'docker-compose.yml service grafana: ./deploy/grafana/dashboards is not mounted';
   const providerPaths = Object.values(files.grafanaProviders).flatMap((t) =>
     ((parse(t) as { providers?: Array<{ options?: { path?: string } }> }).providers ?? []).map((p) => p.options?.path),
   );
   if (dashboardsMount && !providerPaths.includes(dashboardsMount))
-    problems.push(`deploy/grafana/provisioning/dashboards: no provider reads ${dashboardsMount} (where compose mounts the dashboards)`);
+    yield `deploy/grafana/provisioning/dashboards: no provider reads ${dashboardsMount} (where compose mounts the dashboards)`;
   const home = serviceEnv(grafana)['GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH'];
   if (home && dashboardsMount && !(home.startsWith(`${dashboardsMount}/`) && posix.basename(home) in files.dashboards))
-    problems.push(
-      `docker-compose.yml service grafana: GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH ${home} is not a dashboard in deploy/grafana/dashboards`,
-    );
+    yield `docker-compose.yml service grafana: GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH ${home} is not a dashboard in deploy/grafana/dashboards`;
 
-  if (Object.keys(files.dashboards).length === 0) problems.push('deploy/grafana/dashboards: no dashboard');
+  if (Object.keys(files.dashboards).length === 0) yield 'deploy/grafana/dashboards: no dashboard';
   for (const [file, text] of Object.entries(files.dashboards)) {
     const [dash, error] = attempt(() => JSON.parse(text) as { uid?: string; panels?: Panel[] });
     if (error !== undefined) {
-      problems.push(`deploy/grafana/dashboards/${file}: not JSON: ${error}`);
+      yield `deploy/grafana/dashboards/${file}: not JSON: ${error}`;
       continue;
     }
-    if (!dash.uid) problems.push(`deploy/grafana/dashboards/${file}: no uid (links to it would change on every load)`);
+    if (!dash.uid) yield `deploy/grafana/dashboards/${file}: no uid (links to it would change on every load)`;
     const panels = (dash.panels ?? []).flatMap((p) => [p, ...(p.panels ?? [])]).filter((p) => p.type !== 'row');
-    if (panels.length === 0) problems.push(`deploy/grafana/dashboards/${file}: no panels`);
+    if (panels.length === 0) yield `deploy/grafana/dashboards/${file}: no panels`;
     for (const p of panels) {
       const where = `deploy/grafana/dashboards/${file} panel "${p.title ?? '?'}"`;
-      if (!p.targets?.length) problems.push(`${where}: no queries`);
+      if (!p.targets?.length) yield `${where}: no queries`;
       for (const t of p.targets ?? []) {
         const uid = t.datasource?.uid ?? p.datasource?.uid;
         if (!uid || !uids.has(uid))
-          problems.push(`${where}: datasource uid ${uid ?? '(none)'} is not a provisioned datasource (${[...uids].join(', ')})`);
-        if (!t.expr) problems.push(`${where}: a query without expr`);
-        else problems.push(...checkExpr(where, t.expr, known));
+          yield `${where}: datasource uid ${uid ?? '(none)'} is not a provisioned datasource (${[...uids].join(', ')})`;
+        if (!t.expr) yield `${where}: a query without expr`;
+        else yield* checkExpr(where, t.expr, known);
       }
     }
   }
-  return problems;
-}
+});

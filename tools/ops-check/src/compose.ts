@@ -5,7 +5,6 @@ import { parse, parseDocument } from 'yaml';
 
 /** A compose service as `docker-compose config` prints it: merged, interpolated, long syntax where it has one. */
 export interface ComposeService {
-  image?: string;
   build?: { context?: string; target?: string };
   command?: string[];
   entrypoint?: string[];

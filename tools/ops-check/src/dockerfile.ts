@@ -1,12 +1,13 @@
 /** What a Dockerfile stage ends up with, read with dockerfile-ast (the parser of the Docker language server). */
 import { DockerfileParser } from 'dockerfile-ast';
-import type { Env, From, Healthcheck, Instruction, JSONInstruction, ModifiableInstruction } from 'dockerfile-ast';
+import type { Env, Healthcheck, ImageTemplate, Instruction, JSONInstruction, ModifiableInstruction } from 'dockerfile-ast';
 
 export interface Stage {
   name: string;
   /** The image or stage this one starts from. */
   from: string;
-  instructions: Instruction[];
+  /** The stage's instructions (FROM first), as dockerfile-ast reads them. */
+  image: ImageTemplate;
 }
 
 /** What a stage ends up with, its base stages' settings included. */
@@ -27,17 +28,13 @@ export interface ResolvedStage {
 
 /** The stages in order; an unnamed stage is called `#<index>`. */
 export function parseDockerfile(text: string): Stage[] {
-  const stages: Stage[] = [];
-  for (const ins of DockerfileParser.parse(text).getInstructions()) {
-    if (ins.getKeyword() !== 'FROM') {
-      stages[stages.length - 1]?.instructions.push(ins); // an ARG before the first FROM belongs to no stage
-      continue;
-    }
-    const [image, tag] = [(ins as From).getImageName(), (ins as From).getImageTag()];
-    if (!image) throw new Error(`Dockerfile line ${ins.getRange().start.line + 1}: FROM names no image`);
-    stages.push({ name: (ins as From).getBuildStage() ?? `#${stages.length}`, from: tag ? `${image}:${tag}` : image, instructions: [] });
-  }
-  return stages;
+  const dockerfile = DockerfileParser.parse(text);
+  return dockerfile.getFROMs().map((from, i) => {
+    const [image, tag] = [from.getImageName(), from.getImageTag()];
+    if (!image) throw new Error(`Dockerfile line ${from.getRange().start.line + 1}: FROM names no image`);
+    const name = from.getBuildStage() ?? `#${i}`;
+    return { name, from: tag ? `${image}:${tag}` : image, image: dockerfile.getContainingImage(from.getRange().start)! };
+  });
 }
 
 /** Exec form (`["a", "b"]`) as its strings; shell form wrapped as `/bin/sh -c <string>`, as Docker runs it. */
@@ -82,10 +79,10 @@ const APPLY: Record<string, (r: ResolvedStage, ins: Instruction) => void> = {
 export function resolveStage(stages: readonly Stage[], name: string): ResolvedStage {
   const stage = stages.find((s) => s.name === name);
   if (!stage) throw new Error(`no stage "${name}" in the Dockerfile`);
-  const base = stages.some((s) => s.name === stage.from) ? resolveStage(stages, stage.from) : undefined;
-  const r: ResolvedStage = base
-    ? { ...base, name, env: { ...base.env }, expose: [...base.expose], copies: [...base.copies], runs: [...base.runs] }
+  // Each call makes a new object: the base's can be changed in place.
+  const r: ResolvedStage = stages.some((s) => s.name === stage.from)
+    ? { ...resolveStage(stages, stage.from), name }
     : { name, env: {}, expose: [], copies: [], runs: [] };
-  for (const ins of stage.instructions) APPLY[ins.getKeyword()]?.(r, ins);
+  for (const ins of stage.image.getInstructions()) APPLY[ins.getKeyword()]?.(r, ins);
   return r;
 }
