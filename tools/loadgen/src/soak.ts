@@ -78,7 +78,7 @@ export function judgeBound(s: Series, warmupSeconds: number, limit: number) {
   return { name: s.name, max, mean: mean(values), ok: values.length >= 3 && max <= limit, n: values.length };
 }
 
-export function formatGrowth(g: Growth): string {
+function formatGrowth(g: Growth): string {
   const f = (v: number) => v.toFixed(1);
   return `${g.ok ? 'ok  ' : 'FAIL'} ${g.name.padEnd(28)} first third ${f(g.firstThird).padStart(8)} ${g.unit}, last third ${f(g.lastThird).padStart(8)} ${g.unit}, growth ${g.growth >= 0 ? '+' : ''}${f(g.growth)} ${g.unit} (${(g.relative * 100).toFixed(1)}%), max ${f(g.max)} ${g.unit}, ${g.n} samples`;
 }
