@@ -23,6 +23,9 @@ import { NO_FAULTS, startFaultProxy, type FaultProxy } from './fault-proxy';
 
 export type ChaosResult = Awaited<ReturnType<typeof runChaos>>;
 
+/** The fault kinds of the summary line, in its order. */
+const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '500', 'slow', 'drop'] as const;
+
 /**
  * The chaos run: a fleet (Redis with AOF always, dynalite on disk, a fault proxy in front of it for every app,
  * two aggregators and two writers, every row flushed after every bucket), seeded traffic through HTTP and
@@ -32,8 +35,7 @@ export type ChaosResult = Awaited<ReturnType<typeof runChaos>>;
  */
 export async function runChaos(settings: ChaosSettings, log: (line: string) => void = () => {}) {
   const rng = createRng(settings.seed).fork('faults');
-  // Faults injected, by kind, in the order of the summary line.
-  const faults: Record<string, number> = { sigkill: 0, 'redis-restart': 0, 'dynamo-outage': 0, throttle: 0, '500': 0, slow: 0, drop: 0 };
+  const faults: Record<string, number> = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0]));
   const kills: Record<string, number> = {};
   const killed = (what: string) => {
     faults['sigkill']!++;
@@ -248,7 +250,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const mismatches = table.mismatches + query.mismatches.length + liveQuery.mismatches.length + uniqueVisitors.mismatches.length;
     const summary =
       `chaos: events sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, ` +
-      `faults injected ${JSON.stringify(faults)}, mismatches ${mismatches}`;
+      `faults injected {${FAULT_KINDS.map((k) => `${k}:${faults[k] ?? 0}`).join(', ')}}, mismatches ${mismatches}`;
     log(
       `chaos: ${at()} kills by target ${JSON.stringify(kills)}; table items ${table.scanned.items}, cells ${table.cells}; ` +
         `query API values compared ${liveQuery.compared} live + ${query.compared} after the drain, UniqueVisitors ${uniqueVisitors.compared} (sketch attributes ${table.scanned.sketches}); failed jobs ${failedJobs.length}; startup failures ${startupFailures}`,
