@@ -54,20 +54,14 @@ export async function startFaultProxy(opts: {
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
 
-  const reply = (res: ServerResponse, status: number, body: string) => {
-    if (res.destroyed) return;
-    const headers = {
-      'content-type': 'application/x-amz-json-1.0',
-      'content-length': Buffer.byteLength(body),
-      'x-amzn-requestid': `FAULT${Date.now()}`,
-    };
-    res.writeHead(status, headers).end(body);
-  };
   const passThrough = (res: ServerResponse, status: number, headers: IncomingMessage['headers'], payload: Buffer) => {
     if (res.destroyed) return;
     const h = Object.fromEntries(Object.entries(headers).filter(([k, v]) => v !== undefined && !HOP_BY_HOP.has(k)));
     res.writeHead(status, { ...h, 'content-length': String(payload.length) }).end(payload);
   };
+  /** An error answer of the proxy's own, shaped like DynamoDB's. */
+  const reply = (res: ServerResponse, status: number, body: string) =>
+    passThrough(res, status, { 'content-type': 'application/x-amz-json-1.0', 'x-amzn-requestid': `FAULT${Date.now()}` }, Buffer.from(body));
 
   /** Forwards the request; calls `answer` with dynalite's reply (default: pass it on), or drops the client's connection if dynalite is unreachable. */
   const forward = (req: IncomingMessage, body: Buffer, res: ServerResponse, answer = passThrough) => {
