@@ -77,13 +77,9 @@ export function httpSender(opts: HttpSenderOptions): Sender {
           const cause = (err as { cause?: { code?: string } }).cause;
           return { retry: cause?.code ?? (err as Error).name ?? 'fetch failed' };
         }
-        let json: any;
-        try {
-          json = await res.json();
-        } catch {
-          // A reply cut short: the outcome is unknown, and a retry with the same key is safe.
-          return { retry: `${res.status} without a JSON body` };
-        }
+        const json: any = await res.json().catch(() => undefined);
+        // A reply cut short: the outcome is unknown, and a retry with the same key is safe.
+        if (json === undefined) return { retry: `${res.status} without a JSON body` };
         if (res.status === 202) {
           return { done: { kind: 'accepted', accepted: json.accepted, errors: json.errors } };
         }
