@@ -73,9 +73,9 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       if (r.startupFailures > 0) log(`chaos: ${at()} ${app.name} died ${r.startupFailures}x during start-up before it came up`);
     };
 
-    // Any exit the schedule did not cause is a crash: note it (once) with the app's last lines (restarted when healing).
     /** Apps running with a crash point: their SIGKILL is the point. */
     const armed = new Set<string>();
+    // Any exit the schedule did not cause is a crash: note it (once) with the app's last lines (restarted when healing).
     const checkExits = () => {
       for (const app of f.apps) {
         const proc = app.handle.process;
