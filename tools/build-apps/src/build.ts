@@ -40,11 +40,9 @@ export const TARGETS: readonly BundleTarget[] = [
  */
 const CJS_SHIM = [
   "import { createRequire as __tallyCreateRequire } from 'node:module';",
-  "import { fileURLToPath as __tallyFileURLToPath } from 'node:url';",
-  "import { dirname as __tallyDirname } from 'node:path';",
   'const require = __tallyCreateRequire(import.meta.url);',
-  'const __filename = __tallyFileURLToPath(import.meta.url);',
-  'const __dirname = __tallyDirname(__filename);',
+  'const __filename = import.meta.filename;',
+  'const __dirname = import.meta.dirname;',
 ].join(' ');
 
 /**
@@ -72,7 +70,7 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
       entryPoints: { main: join(repoRoot, target.entry) },
       outdir: dir,
       outExtension: { '.js': '.mjs' },
-      splitting: target.split ?? false,
+      splitting: target.split,
       chunkNames: 'chunks/[name]-[hash]',
       bundle: true,
       platform: 'node',
@@ -90,7 +88,6 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
       logOverride: { 'ignored-dynamic-import': 'error' },
       banner: { js: CJS_SHIM },
       metafile: true,
-      logLevel: 'warning',
       legalComments: 'none',
     });
     const copiedPackages = copyExternals(target.external ?? [], repoRoot, dir);
@@ -125,10 +122,8 @@ function bundleSources(meta: Metafile): string[] {
 function copyExternals(externals: readonly string[], repoRoot: string, bundleDir: string): string[] {
   if (externals.length === 0) return [];
   const selector = externals.map((e) => `#${e}, #${e} .prod`).join(', ');
-  const found = JSON.parse(execFileSync('npm', ['query', selector], { cwd: repoRoot, encoding: 'utf8' })) as Array<{
-    name: string;
-    location: string;
-  }>;
+  const query = execFileSync('npm', ['query', selector], { cwd: repoRoot, encoding: 'utf8' });
+  const found = JSON.parse(query) as { name: string; location: string }[];
   const packages = new Map(found.map((p) => [p.location, p.name]));
   for (const location of packages.keys()) {
     const ownModules = join(repoRoot, location, 'node_modules');

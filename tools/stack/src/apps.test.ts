@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { APPS, appProcessSpec, repoRoot } from './config';
+import { REPO_ROOT as repoRoot } from '@tally/testing';
+import { APPS, appProcessSpec } from './config';
 
 describe('appProcessSpec', () => {
   const stackVars = {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadStackConfig, repoRoot } from './config';
+import { REPO_ROOT as repoRoot } from '@tally/testing';
+import { loadStackConfig } from './config';
 
 describe('loadStackConfig', () => {
   it('defaults: data in <repo>/.data, stores started by the stack, default ports', () => {

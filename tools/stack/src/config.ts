@@ -6,6 +6,7 @@ import type { ProcessSpec } from './supervisor';
 
 const port = z.coerce.number().int().min(1).max(65_535);
 const ms = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const text = z.string().min(1).optional();
 
 /**
  * Everything `npm start` reads from the environment. The only module of the stack that reads
@@ -13,22 +14,14 @@ const ms = (min: number, max: number) => z.coerce.number().int().min(min).max(ma
  */
 export const stackEnv = z.object({
   REDIS_URL: sharedEnvShape.REDIS_URL.unwrap().optional().describe('Use this Redis instead of starting redis-server.'),
-  REDIS_CLUSTER_NODES: z
-    .string()
-    .min(1)
-    .optional()
-    .describe('Use this Redis Cluster (`host:port,…`, passed to the apps) instead of starting redis-server.'),
+  REDIS_CLUSTER_NODES: text.describe('Use this Redis Cluster (`host:port,…`, passed to the apps) instead of starting redis-server.'),
   DYNAMODB_ENDPOINT: sharedEnvShape.DYNAMODB_ENDPOINT.describe('Use this DynamoDB endpoint instead of starting dynalite in-process.'),
   DYNAMODB_TABLE: sharedEnvShape.DYNAMODB_TABLE.describe('The table the stack creates when missing, and the apps use.'),
   AWS_REGION: sharedEnvShape.AWS_REGION.describe('Region for the DynamoDB client of the stack and the apps.'),
   LOG_LEVEL: sharedEnvShape.LOG_LEVEL.describe("The apps' pino level; the stack's own lines below it are not shown."),
-  TALLY_DATA_DIR: z
-    .string()
-    .min(1)
-    .optional()
-    .describe(
-      'Where redis-server (AOF, under `redis/`) and dynalite (under `dynamo/`) keep their files; unset = `.data` at the repo root.',
-    ),
+  TALLY_DATA_DIR: text.describe(
+    'Where redis-server (AOF, under `redis/`) and dynalite (under `dynamo/`) keep their files; unset = `.data` at the repo root.',
+  ),
   COLLECTOR_PORT: port.optional().describe("The collector's port (must be free); unset = 7401, or a free port if 7401 is taken."),
   QUERY_API_PORT: port.optional().describe("The query-api's port (must be free); unset = 7402, or a free port if 7402 is taken."),
   AGGREGATOR_PORT: port.optional().describe("The bucket-aggregator's port (must be free); unset = 7403, or a free port if 7403 is taken."),
@@ -48,9 +41,6 @@ export const stackEnv = z.object({
 export type StackEnv = z.infer<typeof stackEnv>;
 type Env = Record<string, string | undefined>;
 
-/** The repo root: the apps' working directory. */
-export const repoRoot = REPO_ROOT;
-
 /**
  * Reads and validates the environment once; `load` throws ConfigError (one line naming the variable), or exits. The data directory
  * (redis AOF under `redis/`, dynalite under `dynamo/`) is absolute; `childBaseEnv` is what every child gets before
@@ -58,7 +48,7 @@ export const repoRoot = REPO_ROOT;
  */
 export function loadStackConfig(env: Env = process.env, cwd = process.cwd(), load = loadConfig) {
   const parsed = load(stackEnv, env);
-  const dataDir = parsed.TALLY_DATA_DIR ? path.resolve(cwd, parsed.TALLY_DATA_DIR) : path.join(repoRoot, '.data');
+  const dataDir = parsed.TALLY_DATA_DIR ? path.resolve(cwd, parsed.TALLY_DATA_DIR) : path.join(REPO_ROOT, '.data');
   return { env: parsed, dataDir, childBaseEnv: { ...env } };
 }
 
@@ -76,5 +66,5 @@ export const APPS: ReadonlyArray<{ name: AppName; defaultPort: number; portVaria
  * keep the apps' default 0.0.0.0) unless HTTP_HOST says otherwise.
  */
 export function appProcessSpec(app: AppName, baseEnv: Env, stackVars: Record<string, string>, nodeBin = process.execPath): ProcessSpec {
-  return { name: app, command: nodeBin, args: appArgs(app), cwd: repoRoot, env: { HTTP_HOST: '127.0.0.1', ...baseEnv, ...stackVars } };
+  return { name: app, command: nodeBin, args: appArgs(app), cwd: REPO_ROOT, env: { HTTP_HOST: '127.0.0.1', ...baseEnv, ...stackVars } };
 }

@@ -1,7 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createDynamoClient } from '@tally/dynamo';
-import { createTenant, getTenant, issueKey } from '@tally/tenants';
+import { createTenant, getTenant, issueKey, type TenantDb } from '@tally/tenants';
 
 const DEMO_STORE = 'DEMO';
 
@@ -10,11 +9,7 @@ const DEMO_STORE = 'DEMO';
  * ingest and a read key (kept in <dataDir>/demo-keys.json, mode 600). Returns the lines printed for a new user:
  * the keys and ready-to-paste commands that send an event, read it back and open the dashboard.
  */
-export async function demoLines(
-  urls: Record<'collector' | 'query-api', string>,
-  dynamo: { endpoint: string; region: string; table: string },
-  dataDir: string,
-): Promise<string[]> {
+export async function demoLines(urls: Record<'collector' | 'query-api', string>, db: TenantDb, dataDir: string): Promise<string[]> {
   const file = join(dataDir, 'demo-keys.json');
   let keys: { store: string; ingestKey: string; readKey: string } | undefined;
   try {
@@ -22,8 +17,6 @@ export async function demoLines(
   } catch {
     keys = undefined;
   }
-  const client = createDynamoClient(dynamo);
-  const db = { dynamo: client, table: dynamo.table };
   try {
     if (!keys || !(await getTenant(db, keys.store))) {
       if (!(await getTenant(db, DEMO_STORE))) await createTenant(db, DEMO_STORE, { timeZone: 'UTC' });
@@ -36,8 +29,6 @@ export async function demoLines(
     }
   } catch (err) {
     return [`could not set up the demo store: ${(err as Error).message}`];
-  } finally {
-    client.destroy();
   }
   return [
     `Demo store ${keys.store}: ingest key ${keys.ingestKey}`,

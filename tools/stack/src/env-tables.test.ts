@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { appEnvSchemas, type AppName } from '@tally/config';
 import type { DynamoTarget } from '@tally/dynamo';
 import type { RedisTarget } from '@tally/queues';
-import { repoRoot } from './config';
+import { REPO_ROOT as repoRoot } from '@tally/testing';
 import { appEnvTable, README, stackEnvTable, withEnvSection } from './env-tables';
 
 /** The variables of RedisTarget, read by the connection helpers an app hands its whole `config`. */

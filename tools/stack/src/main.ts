@@ -6,13 +6,14 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfigOrExit } from '@tally/config';
+import { createDynamoClient, ensureTable } from '@tally/dynamo';
 import { isHealthy, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { APPS, appProcessSpec, loadStackConfig } from './config';
 import { demoLines } from './demo';
 import { Lifecycle } from './lifecycle';
 import { formatBare, lineFormatter, PINO_LEVEL, type Level } from './log-lines';
 import { RunFile, shortPath } from './run-file';
-import { choosePort, ensureTallyTable, redisServerVersion, StackError } from './stores';
+import { choosePort, redisServerVersion, StackError } from './stores';
 import { Supervisor, type CrashReport } from './supervisor';
 
 const { env, dataDir, childBaseEnv } = loadStackConfig(process.env, process.cwd(), loadConfigOrExit);
@@ -29,7 +30,6 @@ const say = (msg: string, level: Level = 'info') => {
 // ---- shutdown -----------------------------------------------------------------------------------
 const lifecycle = new Lifecycle((name, err) => say(`stopping ${name} failed: ${(err as Error).message}`, 'warn'));
 const runFile = new RunFile(dataDir);
-let runFileClaimed = false;
 let startup: Promise<void> = Promise.resolve();
 let shutdownStartedAt: number | undefined;
 let toldStillStopping = false;
@@ -49,7 +49,7 @@ async function shutdown(reason: string, exitCode: number, quiet = false): Promis
   await lifecycle.stop();
   await startup.catch(() => {});
   await lifecycle.stop(); // whatever start-up added after stopping began
-  if (runFileClaimed) runFile.remove();
+  runFile.remove();
   if (tell) say('stopped');
   process.exit(exitCode);
 }
@@ -83,9 +83,7 @@ async function startRedisServer(version: string): Promise<{ url: string; port?: 
     stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS,
     reap: false, // a stack that dies leaves it to the next start (run-file.ts), which stops it gently
     onLine: (line) => print(format.line('redis', line)),
-  }).catch((err: Error) => {
-    throw new StackError('TALLY_ERR_REDIS_START', err.message);
-  });
+  }); // a ServiceStartError (TALLY_ERR_) says what went wrong in one line
   runFile.update({ children: { redis: { pid: redis.pid, match: 'redis-server' } } });
   // SIGTERM makes redis-server shut down like SHUTDOWN: the AOF is flushed and fsynced first.
   lifecycle.add('redis-server', () => redis.stop());
@@ -94,8 +92,7 @@ async function startRedisServer(version: string): Promise<{ url: string; port?: 
 
 async function startDynamo(): Promise<{ endpoint: string; port?: number; note: string }> {
   if (env.DYNAMODB_ENDPOINT) return { endpoint: env.DYNAMODB_ENDPOINT, note: 'from DYNAMODB_ENDPOINT' };
-  const dir = path.join(dataDir, 'dynamo');
-  mkdirSync(dir, { recursive: true });
+  const dir = path.join(dataDir, 'dynamo'); // created by LevelDB; the data directory by the run file's claim
   const dynalite = await startDynalite({ path: dir }).catch((err: Error) => {
     throw new StackError('TALLY_ERR_DYNAMO_START', `dynalite could not start on ${shortPath(dir)}: ${err.message}`);
   });
@@ -104,12 +101,10 @@ async function startDynamo(): Promise<{ endpoint: string; port?: number; note: s
 }
 
 async function start(): Promise<void> {
-  mkdirSync(dataDir, { recursive: true });
   // Before anything else, the commonest missing piece: one clear line and exit 1 when it is not installed.
   const cluster = env.REDIS_CLUSTER_NODES;
   const version = env.REDIS_URL || cluster ? undefined : await redisServerVersion();
   for (const note of await runFile.claim()) say(note, 'warn');
-  runFileClaimed = true;
   const redis = version
     ? await startRedisServer(version)
     : cluster
@@ -121,14 +116,16 @@ async function start(): Promise<void> {
   const dynamo = await startDynamo();
   if (lifecycle.isStopping) return;
   const { DYNAMODB_TABLE: table, AWS_REGION: region } = env;
-  const created = await ensureTallyTable(dynamo.endpoint, region, table);
+  const db = { dynamo: createDynamoClient({ endpoint: dynamo.endpoint, region }), table };
+  lifecycle.add('dynamodb client', async () => db.dynamo.destroy());
+  const { created } = await ensureTable(db.dynamo, table, { timeoutMs: 30_000 });
   say(`dynamodb ready at ${dynamo.endpoint} (${dynamo.note}); table ${table} ${created ? 'created' : 'exists'}`);
   if (lifecycle.isStopping) return;
 
   const reserved = new Set([redis.port, dynamo.port].filter((p) => p !== undefined));
   const ports: Record<string, number> = {};
   for (const app of APPS) {
-    const choice = await choosePort(app.name, app.defaultPort, env[app.portVariable], app.portVariable, reserved);
+    const choice = await choosePort(app, env[app.portVariable], reserved);
     if (choice.note) say(choice.note, 'warn');
     reserved.add((ports[app.name] = choice.port));
   }
@@ -156,10 +153,8 @@ async function start(): Promise<void> {
       }),
   );
   lifecycle.add('apps', async () => {
-    const outcomes = await Promise.all(apps.map((a) => a.stop()));
-    outcomes.forEach((o, i) => {
-      if (o === 'killed') say(`${APPS[i]!.name} did not stop within ${env.STACK_STOP_TIMEOUT_MS} ms; killed`, 'warn');
-    });
+    for (const [i, outcome] of (await Promise.all(apps.map((a) => a.stop()))).entries())
+      if (outcome === 'killed') say(`${APPS[i]!.name} did not stop within ${env.STACK_STOP_TIMEOUT_MS} ms; killed`, 'warn');
   });
   for (const app of apps) app.start();
 
@@ -186,12 +181,7 @@ async function start(): Promise<void> {
   row('redis', `${redis.url}   (${redis.note})`);
   row('dynamodb', `${dynamo.endpoint}   table ${table} (${dynamo.note})`);
   print('');
-  const demo = await demoLines(
-    { collector: urls['collector']!, 'query-api': urls['query-api']! },
-    { endpoint: dynamo.endpoint, region, table },
-    dataDir,
-  );
-  for (const line of demo) print(line);
+  for (const line of await demoLines({ collector: urls['collector']!, 'query-api': urls['query-api']! }, db, dataDir)) print(line);
 }
 
 startup = start().catch((err: unknown) => {

@@ -8,6 +8,8 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
 });
 
+const app = (name: string, defaultPort: number, portVariable: string) => ({ name, defaultPort, portVariable });
+
 async function occupy(host?: string): Promise<number> {
   const s = net.createServer();
   servers.push(s);
@@ -24,22 +26,22 @@ describe('ports', () => {
 
   it('keeps a free default, moves off a taken one and says so', async () => {
     const free = await findFreePort();
-    expect(await choosePort('collector', free, undefined, 'COLLECTOR_PORT')).toEqual({ port: free });
+    expect(await choosePort(app('collector', free, 'COLLECTOR_PORT'), undefined)).toEqual({ port: free });
     const taken = await occupy();
-    const moved = await choosePort('collector', taken, undefined, 'COLLECTOR_PORT');
+    const moved = await choosePort(app('collector', taken, 'COLLECTOR_PORT'), undefined);
     expect(moved.port).not.toBe(taken);
     expect(moved.note).toBe(`port ${taken} for collector is taken, using ${moved.port} instead (set COLLECTOR_PORT to choose)`);
   });
 
   it('does not hand out a port reserved for another service', async () => {
     const free = await findFreePort();
-    const choice = await choosePort('writer', free, undefined, 'WRITER_PORT', new Set([free]));
+    const choice = await choosePort(app('writer', free, 'WRITER_PORT'), undefined, new Set([free]));
     expect(choice.port).not.toBe(free);
   });
 
   it('refuses an explicit port that is taken', async () => {
     const taken = await occupy();
-    const err = await choosePort('query-api', 7402, taken, 'QUERY_API_PORT').catch((e: unknown) => e);
+    const err = await choosePort(app('query-api', 7402, 'QUERY_API_PORT'), taken).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StackError);
     expect((err as StackError).code).toBe('TALLY_ERR_PORT_TAKEN');
     expect((err as StackError).message).toBe(

@@ -7,11 +7,6 @@ const cluster = await startRedisCluster({ masters: 3 });
 process.stdout.write(
   `redis cluster ready (3 masters, AOF on). In another terminal:\n  REDIS_CLUSTER_NODES=${cluster.nodesEnv} QUEUE_SHARDS=3 npm start\nCtrl-C stops it.\n`,
 );
-let stopping = false;
-const stop = () => {
-  if (stopping) return;
-  stopping = true;
-  void cluster.stop().then(() => process.exit(0));
-};
-process.on('SIGINT', stop);
-process.on('SIGTERM', stop);
+let stopping: Promise<void> | undefined;
+const stop = () => void (stopping ??= cluster.stop().then(() => process.exit(0)));
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, stop);

@@ -20,15 +20,12 @@ export interface RunState {
   backends?: { redisUrl: string; dynamoEndpoint: string; table: string; region: string };
 }
 
-const hasProc = existsSync('/proc/self/cmdline');
-
 /** The command line of `pid` from /proc (Linux): '' when the process is gone, undefined without /proc. */
 export function procCmdline(pid: number): string | undefined {
-  if (!hasProc) return undefined;
   try {
     return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
   } catch {
-    return '';
+    return existsSync('/proc/self/cmdline') ? '' : undefined;
   }
 }
 
@@ -97,8 +94,9 @@ export class RunFile {
     renameSync(`${this.file}.${process.pid}.tmp`, this.file);
   }
 
+  /** Removes the file if this stack claimed it (not another stack's, which claim() refused to share). */
   remove(): void {
-    rmSync(this.file, { force: true });
+    if (this.read()?.stackPid === this.state.stackPid) rmSync(this.file, { force: true });
   }
 }
 

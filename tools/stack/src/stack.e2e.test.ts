@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { rawEnv } from '@tally/config';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { APPS, repoRoot } from './config';
-import { freePort as findFreePort, isAlive } from '@tally/testing';
+import { APPS } from './config';
+import { freePort as findFreePort, isAlive, REPO_ROOT as repoRoot } from '@tally/testing';
 import { procCmdline, type RunState } from './run-file';
 
 const MAIN = 'tools/stack/src/main.ts';

@@ -3,7 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, redisAnswers, redisServerArgs, startDynalite } from '@tally/testing';
-import { ensureTallyTable, redisServerVersion } from './stores';
+import { createDynamoClient, ensureTable } from '@tally/dynamo';
+import { redisServerVersion } from './stores';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'tally-stores-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,6 +34,16 @@ describe('redis-server', () => {
     expect(await redisAnswers(await freePort())).toBe(false);
   });
 });
+
+/** What npm start does once dynalite runs: ensureTable, through a client of its own. True when it created the table. */
+async function ensureTallyTable(endpoint: string, region: string, table: string): Promise<boolean> {
+  const client = createDynamoClient({ endpoint, region });
+  try {
+    return (await ensureTable(client, table, { timeoutMs: 30_000 })).created;
+  } finally {
+    client.destroy();
+  }
+}
 
 describe('dynalite', () => {
   it('creates the table once and keeps it across restarts', async () => {

@@ -1,7 +1,7 @@
-/** What `npm start` checks and prepares before the apps: redis-server, the table, the apps' ports. */
+/** What `npm start` checks before the apps: redis-server, the apps' ports. */
 import { execFile } from 'node:child_process';
 import net from 'node:net';
-import { createDynamoClient, ensureTable } from '@tally/dynamo';
+import { promisify } from 'node:util';
 import { freePort } from '@tally/testing';
 
 /** Errors that stop `npm start` (or an operator tool) before anything runs. `message` is one line telling the user what to do. */
@@ -15,27 +15,16 @@ export class StackError extends Error {
 }
 
 /** `redis-server --version`, or StackError TALLY_ERR_REDIS_NOT_INSTALLED when it is not on PATH. */
-export function redisServerVersion(bin = 'redis-server'): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(bin, ['--version'], { timeout: 10_000 }, (err, stdout) => {
-      const code = (err as NodeJS.ErrnoException | null)?.code;
-      if (code === 'ENOENT' || code === 'EACCES') {
-        const how =
-          'install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) or set REDIS_URL to a running Redis';
-        reject(new StackError('TALLY_ERR_REDIS_NOT_INSTALLED', `redis-server was not found on PATH: ${how}`));
-      } else if (err) reject(new StackError('TALLY_ERR_REDIS_START', `${bin} --version failed: ${err.message}`));
-      else resolve(/v=(\S+)/.exec(stdout)?.[1] ?? stdout.trim());
-    }),
-  );
-}
-
-/** Creates the Tally table at `endpoint` unless it exists. True when it was created. */
-export async function ensureTallyTable(endpoint: string, region: string, table: string): Promise<boolean> {
-  const client = createDynamoClient({ endpoint, region });
+export async function redisServerVersion(bin = 'redis-server'): Promise<string> {
   try {
-    return (await ensureTable(client, table, { timeoutMs: 30_000 })).created;
-  } finally {
-    client.destroy();
+    const { stdout } = await promisify(execFile)(bin, ['--version'], { timeout: 10_000 });
+    return /v=(\S+)/.exec(stdout)?.[1] ?? stdout.trim();
+  } catch (err) {
+    const { code, message } = err as NodeJS.ErrnoException;
+    if (code !== 'ENOENT' && code !== 'EACCES') throw new StackError('TALLY_ERR_REDIS_START', `${bin} --version failed: ${message}`);
+    const how =
+      'install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) or set REDIS_URL to a running Redis';
+    throw new StackError('TALLY_ERR_REDIS_NOT_INSTALLED', `redis-server was not found on PATH: ${how}`);
   }
 }
 
@@ -51,24 +40,20 @@ const canListen = (port: number, host?: string) =>
 export const isPortFree = async (port: number) => (await canListen(port)) && (await canListen(port, '127.0.0.1'));
 
 /**
- * The port an app listens on: the one set explicitly in `variable` (which must be free), else the default, else —
- * when the default is taken — a free one, with a note saying so.
+ * The port an app listens on: the one set explicitly in its `portVariable` (which must be free), else the default,
+ * else — when the default is taken — a free one, with a note saying so.
  */
 export async function choosePort(
-  what: string,
-  defaultPort: number,
+  { name: what, defaultPort, portVariable: variable }: { name: string; defaultPort: number; portVariable: string },
   explicit: number | undefined,
-  variable: string,
   reserved: ReadonlySet<number> = new Set(),
 ): Promise<{ port: number; note?: string }> {
+  const wanted = explicit ?? defaultPort;
+  if (!reserved.has(wanted) && (await isPortFree(wanted))) return { port: wanted };
   if (explicit !== undefined) {
-    if (reserved.has(explicit) || !(await isPortFree(explicit))) {
-      const message = `${variable}=${explicit}: port ${explicit} for ${what} is already in use; free it or choose another`;
-      throw new StackError('TALLY_ERR_PORT_TAKEN', message);
-    }
-    return { port: explicit };
+    const message = `${variable}=${explicit}: port ${explicit} for ${what} is already in use; free it or choose another`;
+    throw new StackError('TALLY_ERR_PORT_TAKEN', message);
   }
-  if (!reserved.has(defaultPort) && (await isPortFree(defaultPort))) return { port: defaultPort };
   let port = await freePort();
   while (reserved.has(port)) port = await freePort();
   return { port, note: `port ${defaultPort} for ${what} is taken, using ${port} instead (set ${variable} to choose)` };

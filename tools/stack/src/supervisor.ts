@@ -1,13 +1,8 @@
-import { killGroup, startProcess, type ProcessHandle } from '@tally/testing';
+import { setTimeout as delay } from 'node:timers/promises';
+import { killGroup, startProcess, type ProcessExit, type StartProcessOptions } from '@tally/testing';
 
-export interface ProcessSpec {
-  /** Shown in front of every output line. */
-  name: string;
-  command: string;
-  args: string[];
-  cwd: string;
-  env: Record<string, string | undefined>;
-}
+/** What to run: `command` with `args` in `cwd`, its output lines shown under `name`. */
+export type ProcessSpec = Required<Pick<StartProcessOptions, 'name' | 'cwd' | 'env'>> & { command: string; args: string[] };
 
 /** Restart delays: `initialMs`, doubling on every consecutive crash up to `maxMs`; a run of `resetAfterMs` starts over. */
 export interface BackoffPolicy {
@@ -19,11 +14,9 @@ export interface BackoffPolicy {
 /** Delay before restart number `attempt` (1-based). */
 export const backoffDelay = (attempt: number, p: BackoffPolicy): number => Math.min(p.maxMs, p.initialMs * 2 ** Math.max(0, attempt - 1));
 
-export interface CrashReport {
+export interface CrashReport extends ProcessExit {
   name: string;
   pid: number | undefined;
-  code: number | null;
-  signal: NodeJS.Signals | null;
   /** Set when the process could not be started at all (e.g. ENOENT). */
   error?: Error;
   uptimeMs: number;
@@ -44,6 +37,8 @@ export interface SupervisorOptions {
   stopTimeoutMs?: number;
 }
 
+type StopOutcome = 'not-running' | 'exited' | 'killed';
+
 /**
  * Keeps one child process running (in its own process group, started by the shared launcher in
  * `@tally/testing`): forwards its output line by line, and when it exits on its own reports the crash with its
@@ -51,69 +46,57 @@ export interface SupervisorOptions {
  * life: a stack that dies leaves them to the next start (run-file.ts), which stops them gently.
  */
 export class Supervisor {
-  private proc: ProcessHandle | undefined;
-  private starting: Promise<void> | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
-  private stopping = false;
-  private crashes = 0;
-  /** Every pid this supervisor ever started, oldest first. */
-  readonly pids: number[] = [];
+  private running: Promise<StopOutcome> | undefined;
+  private readonly stopping = new AbortController();
+  private readonly stopped = new Promise<'stop'>((resolve) => this.stopping.signal.addEventListener('abort', () => resolve('stop')));
 
   constructor(
     readonly spec: ProcessSpec,
     private readonly o: SupervisorOptions,
   ) {}
 
-  /** The running child's pid, if any. */
-  get pid(): number | undefined {
-    return this.proc?.exit ? undefined : this.proc?.pid;
-  }
-
   start(): void {
-    if (this.stopping || this.proc || this.starting) return;
-    const startedAt = Date.now();
-    const tail: string[] = [];
-    const { name, command, args, cwd, env } = this.spec;
-    const crashed = (pid: number | undefined, code: number | null, signal: NodeJS.Signals | null, error?: Error) => {
-      if (this.stopping) return;
-      const backoff = this.o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
-      const uptimeMs = Date.now() - startedAt;
-      this.crashes = uptimeMs >= backoff.resetAfterMs ? 1 : this.crashes + 1;
-      const restartInMs = backoffDelay(this.crashes, backoff);
-      this.o.onCrash?.({ name, pid, code, signal, ...(error && { error }), uptimeMs, lastLines: tail, attempt: this.crashes, restartInMs });
-      this.restartTimer = setTimeout(() => this.start(), restartInMs);
-    };
-    const onLine = (line: string) => {
-      if (tail.push(line) > (this.o.tailLines ?? 15)) tail.shift();
-      this.o.onLine(name, line);
-    };
-    this.starting = startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine }).then(
-      (proc) => {
-        this.starting = undefined;
-        this.proc = proc;
-        this.pids.push(proc.pid);
-        this.o.onSpawn?.(name, proc.pid);
-        void proc.exited.then((e) => {
-          if (this.proc === proc) this.proc = undefined;
-          killGroup(proc.pid, 'SIGKILL'); // sweep anything left in its process group
-          crashed(proc.pid, e.code, e.signal);
-        });
-      },
-      (err: Error) => {
-        this.starting = undefined;
-        crashed(undefined, null, null, err.cause instanceof Error ? err.cause : err);
-      },
-    );
+    if (!this.stopping.signal.aborted) this.running ??= this.run();
   }
 
   /** Stops the child (SIGTERM, then SIGKILL after the deadline, then its whole group) and cancels any pending restart. */
-  async stop(): Promise<'not-running' | 'exited' | 'killed'> {
-    this.stopping = true;
-    clearTimeout(this.restartTimer);
-    await this.starting;
-    const proc = this.proc;
-    if (!proc || proc.exit) return 'not-running';
-    const exit = await proc.kill('SIGTERM', { timeoutMs: this.o.stopTimeoutMs ?? 10_000 });
-    return exit.signal === 'SIGKILL' ? 'killed' : 'exited';
+  async stop(): Promise<StopOutcome> {
+    this.stopping.abort();
+    return (await this.running) ?? 'not-running';
+  }
+
+  /** Starts the child, and again after each crash, until stop(); then stops it. */
+  private async run(): Promise<StopOutcome> {
+    const { name, command, args, cwd, env } = this.spec;
+    const backoff = this.o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
+    for (let attempt = 1; ; attempt++) {
+      const startedAt = Date.now();
+      const lastLines: string[] = [];
+      const onLine = (line: string) => {
+        if (lastLines.push(line) > (this.o.tailLines ?? 15)) lastLines.shift();
+        this.o.onLine(name, line);
+      };
+      let exit: Pick<CrashReport, 'pid' | 'code' | 'signal' | 'error'>;
+      try {
+        const proc = await startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine });
+        this.o.onSpawn?.(name, proc.pid);
+        const e = await Promise.race([proc.exited, this.stopped]);
+        if (e === 'stop') {
+          const { signal } = await proc.kill('SIGTERM', { timeoutMs: this.o.stopTimeoutMs ?? 10_000 });
+          return signal === 'SIGKILL' ? 'killed' : 'exited';
+        }
+        killGroup(proc.pid, 'SIGKILL'); // sweep anything left in its process group
+        exit = { pid: proc.pid, ...e };
+      } catch (err) {
+        const cause = (err as Error).cause;
+        exit = { pid: undefined, code: null, signal: null, error: cause instanceof Error ? cause : (err as Error) };
+      }
+      if (this.stopping.signal.aborted) return 'not-running';
+      const uptimeMs = Date.now() - startedAt;
+      if (uptimeMs >= backoff.resetAfterMs) attempt = 1;
+      const restartInMs = backoffDelay(attempt, backoff);
+      this.o.onCrash?.({ name, ...exit, uptimeMs, lastLines, attempt, restartInMs });
+      if (!(await delay(restartInMs, true, { signal: this.stopping.signal }).catch(() => false))) return 'not-running';
+    }
   }
 }
