@@ -159,15 +159,6 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
   return stats;
 }
 
-export interface FleetLoad {
-  /** Updated as the load runs (retries counted by reason). */
-  stats: LoadStats;
-  /** The accepted events of each batch, once: what the counts must include. */
-  accepted: StoreEvents[];
-  /** Settles when every batch has its definitive answer and both senders are closed. */
-  done: Promise<LoadStats>;
-}
-
 type LoadToOptions = Omit<RunLoadOptions, 'batches' | 'senders' | 'onAccepted' | 'seed'> & {
   load: Omit<LoadOptions, 'stores' | 'now'>;
   retry?: Omit<RetryPolicy, 'onRetry'>;
@@ -178,8 +169,9 @@ type LoadToOptions = Omit<RunLoadOptions, 'batches' | 'senders' | 'onAccepted' |
 
 /**
  * runLoad into an installation: `generateLoad(load)` with its `stores` (each batch through `map` if given), sent
- * through the ways in that `via` says with one retry policy, the accepted events collected for expectedCounts
- * (unless `keepAccepted` is false).
+ * through the ways in that `via` says with one retry policy. Returns at once: `stats`, updated as the load runs;
+ * `accepted`, the accepted events of each batch once (what the counts must include; none when `keepAccepted` is
+ * false); `done`, settled when every batch has its definitive answer and both senders are closed.
  */
 export function loadTo(
   target: {
@@ -188,7 +180,7 @@ export function loadTo(
     client: Omit<ClientSenderOptions, keyof RetryPolicy>;
   },
   opts: LoadToOptions & { keepAccepted?: boolean },
-): FleetLoad {
+) {
   const stats = newLoadStats();
   const accepted: StoreEvents[] = [];
   const retry = { ...opts.retry, onRetry: (reason: string) => void (stats.retries[reason] = (stats.retries[reason] ?? 0) + 1) };
@@ -209,7 +201,7 @@ export function loadTo(
 }
 
 /** loadTo a running fleet: HTTP to its collector with each store's ingest key, libs/client on its queues. */
-export function loadFleet(f: Fleet, opts: LoadToOptions): FleetLoad {
+export function loadFleet(f: Fleet, opts: LoadToOptions) {
   const http = { url: f.app('collector').url, keyOf: (s: string) => f.keys[s]!.ingest };
   return loadTo({ stores: f.stores, http, client: { ...f.clientTarget(), rules: f.rules } }, opts);
 }
