@@ -46,7 +46,6 @@ const { values: a, fail } = parseCli(command, `npm run ${soak ? 'test:soak' : 'l
   soak: { type: 'boolean', help: 'a soak run on a fleet (npm run test:soak): memory and flush lag sampled and bounded' },
   ...SOAK_OPTIONS,
 });
-const { rate } = a;
 const via = a.via as 'http' | 'client' | 'both';
 if (!['http', 'client', 'both'].includes(via)) fail(`--via must be http, client or both, got ${via}`);
 const [lo, hi] = a.batch.split('-').map(Number) as [number, number?];
@@ -79,7 +78,7 @@ const bar =
         hideCursor: true,
       });
 const seconds = a.minutes === undefined ? a.duration : a.minutes * 60;
-const total = Math.round(rate * seconds);
+const total = Math.round(a.rate * seconds);
 const options = {
   load: {
     seed: a.seed,
@@ -91,7 +90,7 @@ const options = {
     lateShare: a.late,
   },
   via,
-  rate,
+  rate: a.rate,
   durationMs: seconds * 1_000 * 3,
   concurrency: a.concurrency,
   duplicateShare: a.duplicates,
@@ -115,7 +114,7 @@ const fleet = useFleet
   : undefined;
 let exit = 1;
 try {
-  if (fleet) say(`fleet up (${fleet.apps.map((x) => x.name).join(', ')}); ${rate} events/s for ${seconds} s`);
+  if (fleet) say(`fleet up (${fleet.apps.map((x) => x.name).join(', ')}); ${a.rate} events/s for ${seconds} s`);
   bar?.start(total, 0, { rate: 0, accepted: 0, rejected: 0, retries: 0 });
   started = Date.now();
   const { stats, accepted, done } = fleet

@@ -38,8 +38,6 @@ export interface Series {
   limits?: Limits;
 }
 
-type Growth = ReturnType<typeof judgeGrowth>;
-
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
 /**
@@ -76,11 +74,6 @@ export function judgeBound(s: Series, warmupSeconds: number, limit: number) {
   const values = s.samples.filter(([t]) => t >= warmupSeconds).map(([, v]) => v);
   const max = values.length ? Math.max(...values) : 0;
   return { name: s.name, max, mean: mean(values), ok: values.length >= 3 && max <= limit, n: values.length };
-}
-
-function formatGrowth(g: Growth): string {
-  const f = (v: number) => v.toFixed(1);
-  return `${g.ok ? 'ok  ' : 'FAIL'} ${g.name.padEnd(28)} first third ${f(g.firstThird).padStart(8)} ${g.unit}, last third ${f(g.lastThird).padStart(8)} ${g.unit}, growth ${g.growth >= 0 ? '+' : ''}${f(g.growth)} ${g.unit} (${(g.relative * 100).toFixed(1)}%), max ${f(g.max)} ${g.unit}, ${g.n} samples`;
 }
 
 /** VmRSS of a process in MB (Linux /proc), undefined when it is gone. */
@@ -149,9 +142,12 @@ export function judgeSoak(
   const warmup = o['warmup-seconds'] ?? Math.min(180, Math.max(o['dedupe-window'] + 15, seconds / 5));
   say(`memory after the ${warmup} s warm-up, mean of the first third vs the last third:`);
   let ok = true;
+  const f = (v: number) => v.toFixed(1);
   for (const s of series.values()) {
     const g = judgeGrowth(s, warmup, s.limits ?? { maxRelative: Infinity, maxAbsolute: Infinity });
-    say(`  ${s.limits ? formatGrowth(g) : formatGrowth(g).replace(/^ok  /, 'info')}`);
+    say(
+      `  ${s.limits ? (g.ok ? 'ok  ' : 'FAIL') : 'info'} ${g.name.padEnd(28)} first third ${f(g.firstThird).padStart(8)} ${g.unit}, last third ${f(g.lastThird).padStart(8)} ${g.unit}, growth ${g.growth >= 0 ? '+' : ''}${f(g.growth)} ${g.unit} (${(g.relative * 100).toFixed(1)}%), max ${f(g.max)} ${g.unit}, ${g.n} samples`,
+    );
     if (s.limits && !g.ok) ok = false;
   }
   const [redisMem, kept] = [series.get('redis used_memory')?.samples, series.get('events jobs kept')?.samples];
