@@ -64,24 +64,23 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       `chaos: fleet up in ${at()} (${f.apps.map((a) => a.name).join(', ')}; redis ${f.cluster ? `cluster ${f.cluster.nodesEnv}, ${f.queueShards} queue shards` : f.redis.url}; dynalite ${f.dynalite.endpoint} behind ${p.url})`,
     );
 
-    // Processes the schedule kills on purpose; any other exit is a crash worth reporting.
-    const expectedExit = new Set<number>();
+    // Pids whose exit is accounted for: the schedule kills them on purpose, or their crash is reported already.
+    const exitKnown = new Set<number>();
     const restart = async (app: FleetApp, env?: Record<string, string | undefined>) => {
-      expectedExit.add(app.handle.process.pid);
+      exitKnown.add(app.handle.process.pid);
       const r = await app.restart(env);
       startupFailures += r.startupFailures;
       if (r.startupFailures > 0) log(`chaos: ${at()} ${app.name} died ${r.startupFailures}x during start-up before it came up`);
     };
 
-    // Any exit the schedule did not cause is a crash: note it with the app's last lines (restarted when healing).
-    const reported = new Set<number>();
     /** Apps running with a crash point: their SIGKILL is the point. */
     const armed = new Set<string>();
+    // Any exit the schedule did not cause is a crash: note it (once) with the app's last lines (restarted when healing).
     const checkExits = () => {
       for (const app of f.apps) {
         const proc = app.handle.process;
-        if (!proc.exit || expectedExit.has(proc.pid) || reported.has(proc.pid) || armed.has(app.name)) continue;
-        reported.add(proc.pid);
+        if (!proc.exit || exitKnown.has(proc.pid) || armed.has(app.name)) continue;
+        exitKnown.add(proc.pid);
         unexpectedExits.push(
           `${app.name} (pid ${proc.pid}) exited on its own: ${JSON.stringify(proc.exit)}; last output:\n${proc.output().split('\n').slice(-15).join('\n')}`,
         );
@@ -133,7 +132,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       actions.push([
         point ? `crash-point ${app.name} at ${point}` : `kill ${app.name}`,
         async () => {
-          expectedExit.add(app.handle.process.pid);
+          exitKnown.add(app.handle.process.pid);
           await app.handle.kill('SIGKILL');
           killed(app.name);
           if (!point) {
@@ -142,7 +141,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           }
           armed.add(app.name);
           await restart(app, { TALLY_CRASH_POINT: point });
-          expectedExit.add(app.handle.process.pid);
+          exitKnown.add(app.handle.process.pid);
           const exit = await Promise.race([app.handle.process.exited, sleep(30_000).then(() => undefined)]);
           if (exit?.signal === 'SIGKILL') {
             killed(`${app.name} (${point.split('@')[0]})`);
@@ -243,11 +242,10 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
         for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
     const keyLeaks = f.keyLeaks();
 
+    // (Stopped again in finally: both are idempotent.)
     await f.stop();
     await p.close();
     const leakedPids = alivePids(f.pids()).map((x) => `${x.what} (pid ${x.pid})`);
-    fleet = undefined;
-    proxy = undefined;
 
     const mismatches = table.mismatches + query.mismatches.length + liveQuery.mismatches.length + uniqueVisitors.mismatches.length;
     const summary =
@@ -261,8 +259,6 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       stats,
       /** sigkill, redis-restart, dynamo-outage, throttle, 500, slow, drop. */
       faults,
-      /** Each process kill, by target. */
-      kills,
       /** After the drain: every counter cell of the table against the expected counts. */
       table,
       /** After the drain: the query API against the expected counts. */
@@ -273,9 +269,8 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       liveQuery,
       /** Jobs in the failed sets, with their reasons. */
       failedJobs,
-      /** Apps that exited without being killed by the schedule (crashes), and restarts that died during start-up. */
+      /** Apps that exited without being killed by the schedule (crashes). */
       unexpectedExits,
-      startupFailures,
       /** Started pids still alive after teardown. */
       leakedPids,
       keyLeaks,

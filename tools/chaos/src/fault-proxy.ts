@@ -1,5 +1,6 @@
 import { Agent, createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { buffer } from 'node:stream/consumers';
 import { createRng } from '@tally/loadgen';
 
 /** Probability per request of each fault (the rest are forwarded untouched). */
@@ -53,69 +54,56 @@ export async function startFaultProxy(opts: {
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
 
-  const reply = (res: ServerResponse, status: number, body: string) => {
-    if (res.destroyed) return;
-    const headers = {
-      'content-type': 'application/x-amz-json-1.0',
-      'content-length': Buffer.byteLength(body),
-      'x-amzn-requestid': `FAULT${Date.now()}`,
-    };
-    res.writeHead(status, headers).end(body);
-  };
   const passThrough = (res: ServerResponse, status: number, headers: IncomingMessage['headers'], payload: Buffer) => {
     if (res.destroyed) return;
     const h = Object.fromEntries(Object.entries(headers).filter(([k, v]) => v !== undefined && !HOP_BY_HOP.has(k)));
     res.writeHead(status, { ...h, 'content-length': String(payload.length) }).end(payload);
   };
+  /** An error answer of the proxy's own, shaped like DynamoDB's. */
+  const reply = (res: ServerResponse, status: number, body: string) =>
+    passThrough(res, status, { 'content-type': 'application/x-amz-json-1.0', 'x-amzn-requestid': `FAULT${Date.now()}` }, Buffer.from(body));
 
   /** Forwards the request; calls `answer` with dynalite's reply (default: pass it on), or drops the client's connection if dynalite is unreachable. */
   const forward = (req: IncomingMessage, body: Buffer, res: ServerResponse, answer = passThrough) => {
     const lost = () => res.socket?.destroy();
     const headers = { ...req.headers, host: target.host, 'content-length': String(body.length) };
-    const up = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers, agent }, (ures) => {
-      const chunks: Buffer[] = [];
-      ures.on('data', (c: Buffer) => chunks.push(c));
-      ures.on('end', () => answer(res, ures.statusCode ?? 502, ures.headers, Buffer.concat(chunks)));
-      ures.on('error', lost);
-    });
+    const up = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers, agent }, (ures) =>
+      buffer(ures).then((payload) => answer(res, ures.statusCode ?? 502, ures.headers, payload), lost),
+    );
     up.on('error', lost);
     up.end(body);
   };
 
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('error', () => undefined);
-    req.on('end', () => {
-      if (down) return req.socket.destroy();
-      const body = Buffer.concat(chunks);
-      const target = String(req.headers['x-amz-target'] ?? '');
-      if (ops && !ops.has(target.slice(target.indexOf('.') + 1))) return forward(req, body, res);
-      // One draw decides the fault, a second its variant: the schedule depends only on the request's rank.
-      const u = rng.next();
-      const variant = rng.next();
-      let edge = rates.throttle;
-      if (u < edge) {
-        counts.throttle++;
-        return reply(res, 400, THROTTLE_BODY);
-      }
-      if (u < (edge += rates.error500)) {
-        counts.error500++;
-        if (variant < 0.5) return reply(res, 500, INTERNAL_BODY);
-        return forward(req, body, res, () => reply(res, 500, INTERNAL_BODY));
-      }
-      if (u < (edge += rates.slow)) {
-        counts.slow++;
-        const delay = slowMin + Math.floor(variant * (slowMax - slowMin));
-        return forward(req, body, res, (...answer) => setTimeout(() => passThrough(...answer), delay));
-      }
-      if (u < (edge += rates.drop)) {
-        counts.drop++;
-        if (variant < 0.5) return req.socket.destroy();
-        return forward(req, body, res, () => req.socket.destroy());
-      }
-      forward(req, body, res);
-    });
+  const server = createServer(async (req, res) => {
+    // A request that fails before its end (the client went away) is dropped.
+    const body = await buffer(req).catch(() => undefined);
+    if (down || !body) return req.socket.destroy();
+    const target = String(req.headers['x-amz-target'] ?? '');
+    if (ops && !ops.has(target.slice(target.indexOf('.') + 1))) return forward(req, body, res);
+    // One draw decides the fault, a second its variant: the schedule depends only on the request's rank.
+    const u = rng.next();
+    const variant = rng.next();
+    let edge = rates.throttle;
+    if (u < edge) {
+      counts.throttle++;
+      return reply(res, 400, THROTTLE_BODY);
+    }
+    if (u < (edge += rates.error500)) {
+      counts.error500++;
+      if (variant < 0.5) return reply(res, 500, INTERNAL_BODY);
+      return forward(req, body, res, () => reply(res, 500, INTERNAL_BODY));
+    }
+    if (u < (edge += rates.slow)) {
+      counts.slow++;
+      const delay = slowMin + Math.floor(variant * (slowMax - slowMin));
+      return forward(req, body, res, (...answer) => setTimeout(() => passThrough(...answer), delay));
+    }
+    if (u < (edge += rates.drop)) {
+      counts.drop++;
+      if (variant < 0.5) return req.socket.destroy();
+      return forward(req, body, res, () => req.socket.destroy());
+    }
+    forward(req, body, res);
   });
   server.on('connection', (socket) => {
     if (down) return socket.destroy();

@@ -3,7 +3,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 /** An option of a command line: a string (the default), a number of at least `min`, or a flag; `help` is its line in
  * the usage, `arg` names its value there. */
 type CliOption = { type?: 'string' | 'boolean'; default?: string; min?: number; multiple?: true; help: string; arg?: string };
-type Values<O> = {
+export type Values<O> = {
   [K in keyof O]: O[K] extends { type: 'boolean' }
     ? boolean | undefined
     : O[K] extends { multiple: true }

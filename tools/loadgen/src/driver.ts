@@ -14,26 +14,28 @@ import {
   type Sender,
 } from './senders';
 
-export interface LoadStats {
+/** A load run's figures, updated as it runs. */
+export const newLoadStats = () => ({
   /** Distinct batches sent (duplicates not counted). */
-  batches: number;
+  batches: 0,
   /** Events of the distinct batches sent, valid and invalid. */
-  eventsSent: number;
+  eventsSent: 0,
   /** Events the edge accepted (each counted once, whatever the duplicates). */
-  accepted: number;
+  accepted: 0,
   /** Events the edge refused: every event of a refused batch, and the invalid ones of a partial batch. */
-  rejected: number;
+  rejected: 0,
   /** Batches sent a second time with the same idempotency key. */
-  duplicatesSent: number;
+  duplicatesSent: 0,
   /** Batches with no definitive answer before the retry deadline. */
-  gaveUp: number;
+  gaveUp: 0,
   /** Retries by reason (`503`, `ECONNREFUSED`, `QueueUnavailableError`, …). */
-  retries: Record<string, number>;
+  retries: {} as Record<string, number>,
   /** Batches per path. */
-  byVia: Record<'http' | 'client', number>;
+  byVia: { http: 0, client: 0 },
   /** Answers that contradict what the edge must do (a valid batch refused, an invalid event accepted, …). */
-  edgeMismatches: string[];
-}
+  edgeMismatches: [] as string[],
+});
+export type LoadStats = ReturnType<typeof newLoadStats>;
 
 export interface RunLoadOptions {
   batches: Iterable<LoadBatch>;
@@ -59,18 +61,6 @@ export interface RunLoadOptions {
   /** After each batch (for progress bars). */
   onProgress?: (stats: LoadStats) => void;
 }
-
-export const newLoadStats = (): LoadStats => ({
-  batches: 0,
-  eventsSent: 0,
-  accepted: 0,
-  rejected: 0,
-  duplicatesSent: 0,
-  gaveUp: 0,
-  retries: {},
-  byVia: { http: 0, client: 0 },
-  edgeMismatches: [],
-});
 
 /**
  * Sends batches at `rate` events/s with `concurrency` in flight, each through HTTP or libs/client, some twice
@@ -169,15 +159,6 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
   return stats;
 }
 
-export interface FleetLoad {
-  /** Updated as the load runs (retries counted by reason). */
-  stats: LoadStats;
-  /** The accepted events of each batch, once: what the counts must include. */
-  accepted: StoreEvents[];
-  /** Settles when every batch has its definitive answer and both senders are closed. */
-  done: Promise<LoadStats>;
-}
-
 type LoadToOptions = Omit<RunLoadOptions, 'batches' | 'senders' | 'onAccepted' | 'seed'> & {
   load: Omit<LoadOptions, 'stores' | 'now'>;
   retry?: Omit<RetryPolicy, 'onRetry'>;
@@ -188,8 +169,9 @@ type LoadToOptions = Omit<RunLoadOptions, 'batches' | 'senders' | 'onAccepted' |
 
 /**
  * runLoad into an installation: `generateLoad(load)` with its `stores` (each batch through `map` if given), sent
- * through the ways in that `via` says with one retry policy, the accepted events collected for expectedCounts
- * (unless `keepAccepted` is false).
+ * through the ways in that `via` says with one retry policy. Returns at once: `stats`, updated as the load runs;
+ * `accepted`, the accepted events of each batch once (what the counts must include; none when `keepAccepted` is
+ * false); `done`, settled when every batch has its definitive answer and both senders are closed.
  */
 export function loadTo(
   target: {
@@ -198,22 +180,17 @@ export function loadTo(
     client: Omit<ClientSenderOptions, keyof RetryPolicy>;
   },
   opts: LoadToOptions & { keepAccepted?: boolean },
-): FleetLoad {
+) {
   const stats = newLoadStats();
   const accepted: StoreEvents[] = [];
   const retry = { ...opts.retry, onRetry: (reason: string) => void (stats.retries[reason] = (stats.retries[reason] ?? 0) + 1) };
   const http = opts.via === 'client' ? undefined : httpSender({ ...target.http, ...retry });
   const client = opts.via === 'http' ? undefined : clientSender({ ...target.client, ...retry });
   const batches = generateLoad({ now: () => Date.now(), ...opts.load, stores: target.stores });
-  const map = opts.map;
   const done = runLoad(
     {
       ...opts,
-      batches: map
-        ? (function* () {
-            for (const b of batches) yield map(b);
-          })()
-        : batches,
+      batches: opts.map ? batches.map(opts.map) : batches,
       senders: { http, client },
       seed: opts.load.seed,
       onAccepted: opts.keepAccepted === false ? undefined : (store, events) => accepted.push({ store, events }),
@@ -224,7 +201,7 @@ export function loadTo(
 }
 
 /** loadTo a running fleet: HTTP to its collector with each store's ingest key, libs/client on its queues. */
-export function loadFleet(f: Fleet, opts: LoadToOptions): FleetLoad {
+export function loadFleet(f: Fleet, opts: LoadToOptions) {
   const http = { url: f.app('collector').url, keyOf: (s: string) => f.keys[s]!.ingest };
   return loadTo({ stores: f.stores, http, client: { ...f.clientTarget(), rules: f.rules } }, opts);
 }

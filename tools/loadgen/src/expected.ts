@@ -1,4 +1,4 @@
-import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { paginateScan, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import {
   baseSk,
   cellsOfDay,
@@ -60,16 +60,15 @@ function addCount(table: CounterTable, pk: string, sk: string, attr: string, del
 function eachCell<V>(
   batches: Iterable<StoreEvents>,
   rules: CompiledRules,
-  zones: Readonly<Record<string, string>> | ReadonlyMap<string, string>,
+  zones: Readonly<Record<string, string>>,
   roll: (store: string, zone: string, events: NormalizedEvent[], into: Map<string, Map<string, V>>) => void,
   add: (pk: string, sk: string, attr: string, value: V) => void,
 ): void {
-  const zoneOf = (store: string) => (zones instanceof Map ? zones.get(store) : (zones as Record<string, string>)[store]) ?? 'UTC';
   const fields = new Map<string, Map<string, V>>();
   for (const b of batches) {
     fields.clear();
     const events = b.events.map((e) => normalize(rules, e));
-    roll(b.store, zoneOf(b.store), events, fields);
+    roll(b.store, zones[b.store] ?? 'UTC', events, fields);
     for (const [pk, row] of fields) {
       for (const [field, value] of row) {
         const bar = field.indexOf('|');
@@ -82,14 +81,14 @@ function eachCell<V>(
 /**
  * The exact DynamoDB attributes that `events` (accepted ones only) must end up as once everything is written:
  * each event rolled up by the rules in its store's time zone (libs/schema rollup), each day count spread over its
- * four cells. `zones` maps store -> IANA zone (default UTC). Pass `into` to accumulate.
+ * four cells. `zones` maps store -> IANA zone (default UTC).
  */
 export function expectedCounts(
   batches: Iterable<StoreEvents>,
   rules: CompiledRules,
-  zones: Readonly<Record<string, string>> | ReadonlyMap<string, string>,
-  into: CounterTable = new Map(),
+  zones: Readonly<Record<string, string>>,
 ): CounterTable {
+  const into: CounterTable = new Map();
   eachCell<number | bigint>(
     batches,
     rules,
@@ -143,9 +142,7 @@ const NOT_COUNTERS = new Set(['pk', 'sk', WATERMARK_ATTR, WATERMARK_PART_ATTR, S
  */
 export async function scanCounters(client: DynamoDBClient, table: string): Promise<ScannedTable> {
   const out: ScannedTable = { counters: new Map(), withoutWatermark: [], foreign: [], sketches: 0, items: 0 };
-  let start: Record<string, AttributeValue> | undefined;
-  do {
-    const page = await client.send(new ScanCommand({ TableName: table, ConsistentRead: true, ExclusiveStartKey: start }));
+  for await (const page of paginateScan({ client }, { TableName: table, ConsistentRead: true })) {
     for (const item of page.Items ?? []) {
       const pk = item['pk']?.S ?? '';
       const sk = item['sk']?.S ?? '';
@@ -159,8 +156,7 @@ export async function scanCounters(client: DynamoDBClient, table: string): Promi
         else addCount(out.counters, pk, baseSk(sk), name, BigInt(v.N));
       }
     }
-    start = page.LastEvaluatedKey;
-  } while (start);
+  }
   return out;
 }
 
@@ -173,8 +169,8 @@ export interface CountsDiff {
   samples: string[];
 }
 
-/** Compares two counter tables cell by cell, both ways. */
-export function diffCounts(expected: CounterTable, actual: CounterTable, maxSamples = 20): CountsDiff {
+/** Compares two counter tables cell by cell, both ways; `problems` found elsewhere count as mismatches too. */
+export function diffCounts(expected: CounterTable, actual: CounterTable, maxSamples = 20, problems: readonly string[] = []): CountsDiff {
   const diff: CountsDiff = { mismatches: 0, cells: 0, samples: [] };
   const note = (line: string) => {
     diff.mismatches++;
@@ -195,5 +191,6 @@ export function diffCounts(expected: CounterTable, actual: CounterTable, maxSamp
       }
     }
   }
+  for (const line of problems) note(line);
   return diff;
 }

@@ -155,7 +155,6 @@ export async function startFleet(opts: FleetOptions) {
     dynalite,
     table,
     rules,
-    rulesFile,
     stores: opts.stores,
     zones,
     keys,

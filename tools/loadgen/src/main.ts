@@ -1,19 +1,28 @@
 // Load generator: npm run loadgen -- --rate 5000 --duration 30 --via http|client|both --seed 1
 // Sends deterministic shop traffic to a collector (HTTP, ingest keys per store) or through libs/client (Redis),
 // or, with --fleet, starts a whole local fleet, sends to it and checks every DynamoDB count exactly afterwards.
+// Soak: npm run test:soak -- --minutes 10 [--rate 300] (loadgen --soak) — steady load through a fleet, sampling every
+// process's RSS, Redis used_memory and the flush lag (soak.ts); exits non-zero when memory keeps growing, the lag is
+// unbounded or a count is off.
 import { readFileSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
 import { compileRules, defaultRules } from '@tally/schema';
 import { parseCli } from './cli';
 import { loadFleet, loadTo, type LoadStats } from './driver';
+import { expectedCounts } from './expected';
 import { startFleet } from './fleet';
 import { DEMO_STORES, everyBucketRules } from './presets';
-import { checkCounts } from './verify';
+import { judgeSoak, sampleSoak, SOAK_OPTIONS } from './soak';
+import { checkTable, waitForDrain } from './verify';
 
-const { values: a, fail } = parseCli('loadgen', 'npm run loadgen -- [options]', {
-  rate: { default: '1000', min: 1, help: 'events per second' },
-  duration: { default: '30', min: 1, arg: 'S', help: 'seconds of load' },
-  via: { default: 'http', arg: 'http|client|both', help: 'path into Tally' },
+// A soak run has defaults of its own, which its --help shows.
+const soak = process.argv.includes('--soak');
+const command = soak ? 'soak' : 'loadgen';
+const { values: a, fail } = parseCli(command, `npm run ${soak ? 'test:soak' : 'loadgen'} -- [options]`, {
+  rate: { default: soak ? '300' : '1000', min: 1, help: 'events per second' },
+  duration: { default: soak ? '600' : '30', min: 1, arg: 'S', help: 'seconds of load' },
+  minutes: { min: 0.5, help: 'minutes of load, instead of --duration' },
+  via: { default: soak ? 'both' : 'http', arg: 'http|client|both', help: 'path into Tally' },
   seed: { default: '1', min: 0, help: 'seed of the traffic' },
   url: { default: 'http://127.0.0.1:7401', arg: 'URL', help: 'collector base URL' },
   key: { multiple: true, arg: 'STORE=KEY', help: 'ingest key of a store (repeat per store), or --keys-file' },
@@ -27,17 +36,21 @@ const { values: a, fail } = parseCli('loadgen', 'npm run loadgen -- [options]', 
   },
   products: { default: '200', min: 1, help: 'distinct products per store' },
   visitors: { default: '1000', min: 1, help: 'distinct visitors per store' },
-  batch: { default: '100', min: 1, help: 'events per batch (on average)' },
-  concurrency: { default: '8', min: 1, help: 'batches in flight' },
-  duplicates: { default: '0', min: 0, arg: 'F', help: 'share of batches sent twice with the same Idempotency-Key' },
-  bad: { default: '0', min: 0, arg: 'F', help: 'share of batches carrying invalid events' },
+  batch: { default: soak ? '20-150' : '100', arg: 'N|MIN-MAX', help: 'events per batch: N on average (N/2 to 3N/2), or MIN to MAX' },
+  concurrency: { default: soak ? '4' : '8', min: 1, help: 'batches in flight' },
+  duplicates: { default: soak ? '0.05' : '0', min: 0, arg: 'F', help: 'share of batches sent twice with the same Idempotency-Key' },
+  bad: { default: soak ? '0.01' : '0', min: 0, arg: 'F', help: 'share of batches carrying invalid events' },
   late: { default: '0.1', min: 0, arg: 'F', help: 'share of late sessions' },
   fleet: { type: 'boolean', help: 'start a local fleet (Redis, dynalite, the four apps) and verify every count afterwards' },
   quiet: { type: 'boolean', help: 'no progress bar' },
+  soak: { type: 'boolean', help: 'a soak run on a fleet (npm run test:soak): memory and flush lag sampled and bounded' },
+  ...SOAK_OPTIONS,
 });
-const { rate, duration, batch } = a;
 const via = a.via as 'http' | 'client' | 'both';
 if (!['http', 'client', 'both'].includes(via)) fail(`--via must be http, client or both, got ${via}`);
+const [lo, hi] = a.batch.split('-').map(Number) as [number, number?];
+const batchSize = [hi === undefined ? Math.max(1, Math.floor(lo / 2)) : lo, hi ?? Math.ceil(lo * 1.5)] as const;
+if (!(batchSize[0] >= 1 && batchSize[1] >= batchSize[0])) fail(`--batch takes N or MIN-MAX, at least 1, got ${a.batch}`);
 const stores = a.stores
   ? a.stores.split(',').map((s) => {
       const [id, timeZone] = s.split(':');
@@ -50,24 +63,35 @@ for (const kv of a.key ?? []) {
   if (eq < 1) fail(`--key takes STORE=KEY, got a value without "="`);
   keys.set(kv.slice(0, eq), kv.slice(eq + 1));
 }
-if (!a.fleet && via !== 'client')
+const useFleet = a.fleet || soak;
+if (!useFleet && via !== 'client')
   for (const s of stores) if (!keys.has(s.id)) fail(`no ingest key for store ${s.id}: give --key ${s.id}=<key> or --fleet`);
+const say = (line: string) => process.stdout.write(`${command}: ${line}\n`);
 
 let started = 0;
-const total = Math.round(rate * duration);
+const bar =
+  a.quiet || soak
+    ? undefined
+    : new SingleBar({
+        format:
+          'loadgen {bar} {percentage}% | {value}/{total} events | {rate} ev/s | accepted {accepted} | rejected {rejected} | retries {retries}',
+        hideCursor: true,
+      });
+const seconds = a.minutes === undefined ? a.duration : a.minutes * 60;
+const total = Math.round(a.rate * seconds);
 const options = {
   load: {
     seed: a.seed,
     products: a.products,
     visitors: a.visitors,
-    batchSize: [Math.max(1, Math.floor(batch / 2)), Math.ceil(batch * 1.5)] as const,
+    batchSize,
     maxEvents: total,
     badShare: a.bad,
     lateShare: a.late,
   },
   via,
-  rate,
-  durationMs: duration * 1_000 * 3,
+  rate: a.rate,
+  durationMs: seconds * 1_000 * 3,
   concurrency: a.concurrency,
   duplicateShare: a.duplicates,
   onProgress: (s: LoadStats) =>
@@ -78,50 +102,53 @@ const options = {
       retries: Object.values(s.retries).reduce((x, y) => x + y, 0),
     }),
 };
-if (a.fleet) process.stderr.write('loadgen: starting a local fleet (redis-server, dynalite, the four apps)…\n');
-const fleet = a.fleet
-  ? await startFleet({ stores, rules: everyBucketRules(), replicas: { 'bucket-aggregator': 2, 'dynamo-writer': 2 } })
+if (useFleet) process.stderr.write(`${command}: starting a local fleet (redis-server, dynalite, the four apps)…\n`);
+const fleet = useFleet
+  ? await startFleet({
+      stores,
+      rules: everyBucketRules(),
+      ...(soak
+        ? { env: { DEDUPE_WINDOW_SECONDS: String(a['dedupe-window']) } }
+        : { replicas: { 'bucket-aggregator': 2, 'dynamo-writer': 2 } }),
+    })
   : undefined;
-const bar = a.quiet
-  ? undefined
-  : new SingleBar({
-      format:
-        'loadgen {bar} {percentage}% | {value}/{total} events | {rate} ev/s | accepted {accepted} | rejected {rejected} | retries {retries}',
-      hideCursor: true,
-    });
-bar?.start(total, 0, { rate: 0, accepted: 0, rejected: 0, retries: 0 });
-started = Date.now();
-const { accepted, done } = fleet
-  ? loadFleet(fleet, options)
-  : loadTo(
-      {
-        stores,
-        http: { url: a.url, keyOf: (s) => keys.get(s)! },
-        client: { redisUrl: a['redis-url'], rules: compileRules(defaultRules) },
-      },
-      { ...options, keepAccepted: false },
-    );
-const stats = await done;
-bar?.stop();
-const seconds = (Date.now() - started) / 1_000;
-process.stdout.write(
-  `loadgen: sent ${stats.eventsSent} events in ${stats.batches} batches in ${seconds.toFixed(1)} s (${Math.round(stats.eventsSent / seconds)} ev/s; ` +
-    `http ${stats.byVia.http}, client ${stats.byVia.client} batches), accepted ${stats.accepted}, rejected ${stats.rejected}, ` +
-    `duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}, gave up ${stats.gaveUp}\n`,
-);
-for (const m of stats.edgeMismatches.slice(0, 10)) process.stdout.write(`loadgen: edge mismatch: ${m}\n`);
-let exit = stats.edgeMismatches.length > 0 || stats.gaveUp > 0 ? 1 : 0;
-if (fleet) {
-  try {
-    process.stderr.write('loadgen: waiting until every count is written…\n');
-    const check = await checkCounts(fleet, accepted);
-    process.stdout.write(
-      `loadgen: table has ${check.scanned.items} counter items, ${check.cells} cells compared, mismatches ${check.mismatches}\n`,
-    );
-    for (const s of check.samples) process.stdout.write(`loadgen:   ${s}\n`);
-    if (check.mismatches > 0) exit = 1;
-  } finally {
-    await fleet.stop();
+let exit = 1;
+try {
+  if (fleet) say(`fleet up (${fleet.apps.map((x) => x.name).join(', ')}); ${a.rate} events/s for ${seconds} s`);
+  bar?.start(total, 0, { rate: 0, accepted: 0, rejected: 0, retries: 0 });
+  started = Date.now();
+  const { stats, accepted, done } = fleet
+    ? loadFleet(fleet, options)
+    : loadTo(
+        {
+          stores,
+          http: { url: a.url, keyOf: (s) => keys.get(s)! },
+          client: { redisUrl: a['redis-url'], rules: compileRules(defaultRules) },
+        },
+        { ...options, keepAccepted: false },
+      );
+  const [, samples] = await Promise.all([done, soak ? sampleSoak(fleet!, done, stats, a, say) : undefined]);
+  bar?.stop();
+  const took = (Date.now() - started) / 1_000;
+  say(
+    `sent ${stats.eventsSent} events in ${stats.batches} batches in ${took.toFixed(1)} s (${Math.round(stats.eventsSent / took)} ev/s; ` +
+      `http ${stats.byVia.http}, client ${stats.byVia.client} batches), accepted ${stats.accepted}, rejected ${stats.rejected}, ` +
+      `duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}, gave up ${stats.gaveUp}`,
+  );
+  for (const m of stats.edgeMismatches.slice(0, 10)) say(`edge mismatch: ${m}`);
+  let ok = stats.edgeMismatches.length === 0 && stats.gaveUp === 0;
+  if (samples && !judgeSoak(await samples, a, seconds, say)) ok = false;
+  if (fleet) {
+    process.stderr.write(`${command}: waiting until every count is written…\n`);
+    await waitForDrain(fleet, { timeoutMs: 300_000 });
+    const check = await checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones));
+    say(`table has ${check.scanned.items} counter items, ${check.cells} cells compared, mismatches ${check.mismatches}`);
+    for (const s of check.samples) say(`  ${s}`);
+    if (check.mismatches > 0) ok = false;
   }
+  if (soak) say(ok ? 'PASS' : 'FAIL');
+  exit = ok ? 0 : 1;
+} finally {
+  await fleet?.stop();
 }
 process.exit(exit);

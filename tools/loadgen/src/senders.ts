@@ -4,7 +4,7 @@ import type { CompiledRules, EventError } from '@tally/schema';
 import type { LoadBatch } from './generator';
 
 type Answer =
-  | { kind: 'accepted'; accepted: number; batchId: string; acceptedIndexes?: number[]; errors?: EventError[] }
+  | { kind: 'accepted'; accepted: number; errors?: EventError[] }
   | { kind: 'rejected'; status: number; code: string; message: string; errors: EventError[] };
 
 /** The definitive answer to one batch, after retrying what deserved a retry (same Idempotency-Key every time). */
@@ -77,16 +77,11 @@ export function httpSender(opts: HttpSenderOptions): Sender {
           const cause = (err as { cause?: { code?: string } }).cause;
           return { retry: cause?.code ?? (err as Error).name ?? 'fetch failed' };
         }
-        let json: any;
-        try {
-          json = await res.json();
-        } catch {
-          // A reply cut short: the outcome is unknown, and a retry with the same key is safe.
-          return { retry: `${res.status} without a JSON body` };
-        }
+        const json: any = await res.json().catch(() => undefined);
+        // A reply cut short: the outcome is unknown, and a retry with the same key is safe.
+        if (json === undefined) return { retry: `${res.status} without a JSON body` };
         if (res.status === 202) {
-          const { accepted, batchId, acceptedIndexes, errors } = json;
-          return { done: { kind: 'accepted', accepted, batchId, acceptedIndexes, errors } };
+          return { done: { kind: 'accepted', accepted: json.accepted, errors: json.errors } };
         }
         if (res.status === 429 || res.status >= 500) {
           const ra = Number(res.headers.get('retry-after'));
@@ -128,7 +123,7 @@ export function clientSender(opts: ClientSenderOptions): Sender {
       return withRetries(opts, async () => {
         try {
           const r = await client.enqueueEvents(batch.store, batch.events, { idempotencyKey: batch.idempotencyKey });
-          return { done: { kind: 'accepted', accepted: r.accepted, batchId: r.batchId } };
+          return { done: { kind: 'accepted', accepted: r.accepted } };
         } catch (err) {
           if (err instanceof QueueUnavailableError) return { retry: 'QueueUnavailableError' };
           const { code, message, name } = err as { code?: unknown; message: string; name: string };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { judgeBound, judgeGrowth, type Series } from './analysis';
+import { judgeBound, judgeGrowth, type Series } from './soak';
 
 const series = (f: (t: number) => number): Series => ({
   name: 'x',

@@ -1,0 +1,167 @@
+import { readFileSync } from 'node:fs';
+import { QUEUE } from '@tally/queues';
+import { metricValue, sleep } from '@tally/testing';
+import type { Values } from './cli';
+import type { LoadStats } from './driver';
+import type { Fleet } from './fleet';
+
+/** The options of a soak run besides the load's: its samples and its bounds. */
+export const SOAK_OPTIONS = {
+  'sample-seconds': { default: '5', min: 1, help: 'seconds between two samples (--soak)' },
+  'warmup-seconds': {
+    min: 0,
+    help: 'samples before this are not judged (default a fifth of the run, at least the dedupe window + 15, at most 180)',
+  },
+  'max-rss-growth': {
+    default: '0.15',
+    min: 0,
+    arg: 'F',
+    help: "allowed growth of a process's RSS, the last third's mean over the first third's",
+  },
+  'max-rss-growth-mb': { default: '15', min: 0, arg: 'MB', help: '…or in MB, whichever is larger' },
+  'max-redis-growth': { default: '0.25', min: 0, arg: 'F', help: 'the same for Redis used_memory' },
+  'max-redis-growth-mb': { default: '5', min: 0, arg: 'MB', help: '…or in MB, whichever is larger' },
+  'max-flush-lag': { default: '30', min: 0, arg: 'S', help: 'bound of tally_flush_lag_seconds after the warm-up' },
+  'dedupe-window': { default: '60', min: 60, arg: 'S', help: 'DEDUPE_WINDOW_SECONDS of the apps: Redis levels off after it' },
+};
+type SoakValues = Values<typeof SOAK_OPTIONS>;
+
+type Limits = { maxRelative: number; maxAbsolute: number };
+
+/** One sampled series (a process's RSS, Redis used_memory, the flush lag) and how it is judged. */
+export interface Series {
+  name: string;
+  unit: 'MB' | 's' | 'jobs';
+  /** [seconds since start, value] */
+  samples: Array<[number, number]>;
+  /** Its bounded growth (judgeGrowth); without, it is shown only. */
+  limits?: Limits;
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+
+/**
+ * Bounded growth: after `warmupSeconds`, the mean of the last third of the samples may exceed the mean of the
+ * first third by at most max(maxRelative × first, maxAbsolute). A leak grows linearly and fails; a cache
+ * that fills up and stays fails only if it is still filling in the last third.
+ */
+export function judgeGrowth(s: Series, warmupSeconds: number, limits: Limits) {
+  const values = s.samples.filter(([t]) => t >= warmupSeconds).map(([, v]) => v);
+  const third = Math.max(1, Math.floor(values.length / 3));
+  const firstThird = mean(values.slice(0, third));
+  const lastThird = mean(values.slice(values.length - third));
+  const growth = lastThird - firstThird;
+  // (Infinity * 0 is NaN: an unlimited relative bound stays unlimited.)
+  const allowed = Math.max(limits.maxRelative === Infinity ? Infinity : limits.maxRelative * firstThird, limits.maxAbsolute);
+  // n: samples after the warm-up; growth: lastThird - firstThird, relative: over firstThird.
+  const relative = firstThird > 0 ? growth / firstThird : 0;
+  const max = values.length ? Math.max(...values) : 0;
+  return {
+    name: s.name,
+    unit: s.unit,
+    n: values.length,
+    firstThird,
+    lastThird,
+    growth,
+    relative,
+    max,
+    ok: values.length >= 3 && growth <= allowed,
+  };
+}
+
+/** A bounded gauge: every sample after the warm-up at most `limit`. */
+export function judgeBound(s: Series, warmupSeconds: number, limit: number) {
+  const values = s.samples.filter(([t]) => t >= warmupSeconds).map(([, v]) => v);
+  const max = values.length ? Math.max(...values) : 0;
+  return { name: s.name, max, mean: mean(values), ok: values.length >= 3 && max <= limit, n: values.length };
+}
+
+/** VmRSS of a process in MB (Linux /proc), undefined when it is gone. */
+function rssMb(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+    return m ? Number(m[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Samples the fleet every `sample-seconds` until `done` settles: every process's RSS and Redis used_memory (judged),
+ * the apps' V8 heap used (saw-toothed by GC) and the completed events jobs BullMQ keeps (QUEUE_SETTINGS
+ * removeOnComplete, which explain most of Redis's growth; both shown only) and the aggregator's flush lag.
+ */
+export async function sampleSoak(f: Fleet, done: Promise<unknown>, stats: LoadStats, o: SoakValues, say: (line: string) => void) {
+  const rss = { maxRelative: o['max-rss-growth'], maxAbsolute: o['max-rss-growth-mb'] };
+  const series = new Map<string, Series>();
+  const push = (name: string, unit: Series['unit'], t: number, v: number | undefined, limits?: Limits) => {
+    if (v === undefined || !Number.isFinite(v)) return;
+    const s = series.get(name) ?? series.set(name, { name, unit, samples: [], limits }).get(name)!;
+    s.samples.push([t, v]);
+  };
+  const last = (name: string) => series.get(name)?.samples.at(-1)?.[1];
+  const lag: Series = { name: 'tally_flush_lag_seconds', unit: 's', samples: [] };
+  const started = Date.now();
+  let loadDone = false;
+  void done.finally(() => (loadDone = true));
+  while (!loadDone) {
+    await Promise.race([sleep(o['sample-seconds'] * 1_000), done]);
+    const t = (Date.now() - started) / 1_000;
+    for (const app of f.apps) push(`${app.name} rss`, 'MB', t, rssMb(app.handle.process.pid), rss);
+    push('redis-server rss', 'MB', t, rssMb(f.redis.pid), rss);
+    const dynalite = f
+      .pids()
+      .filter((p) => p.what.startsWith('dynalite'))
+      .at(-1);
+    if (dynalite) push('dynalite rss', 'MB', t, rssMb(dynalite.pid), rss);
+    const usedMemory = Number(/^used_memory:(\d+)/m.exec(await f.inspect.info('memory'))?.[1]) / 1_048_576;
+    push('redis used_memory', 'MB', t, usedMemory, { maxRelative: o['max-redis-growth'], maxAbsolute: o['max-redis-growth-mb'] });
+    for (const app of f.apps) {
+      const text = await app.handle.metrics().catch(() => '');
+      if (text) push(`${app.name} heap used`, 'MB', t, metricValue(text, 'tally_nodejs_heap_size_used_bytes') / 1_048_576);
+      if (text && app === f.app('bucket-aggregator')) lag.samples.push([t, metricValue(text, 'tally_flush_lag_seconds')]);
+    }
+    push('events jobs kept', 'jobs', t, await f.queues[QUEUE.events].getCompletedCount());
+    const waiting = await f.queues[QUEUE.events].getWaitingCount();
+    say(
+      `${t.toFixed(0).padStart(5)} s sent ${stats.eventsSent}, accepted ${stats.accepted}; rss ${f.apps.map((a) => `${a.name} ${rssMb(a.handle.process.pid)?.toFixed(0)}`).join(', ')} MB; ` +
+        `redis used ${last('redis used_memory')?.toFixed(1)} MB (events jobs kept ${last('events jobs kept')}, waiting ${waiting}); flush lag ${lag.samples.at(-1)?.[1].toFixed(1)} s`,
+    );
+  }
+  return { series, lag };
+}
+
+/** Judges the samples after the warm-up (bounded growth, bounded flush lag), prints the figures; true when all hold. */
+export function judgeSoak(
+  { series, lag }: Awaited<ReturnType<typeof sampleSoak>>,
+  o: SoakValues,
+  seconds: number,
+  say: (line: string) => void,
+) {
+  // Until the dedupe window is full, batch ids pile up by design.
+  const warmup = o['warmup-seconds'] ?? Math.min(180, Math.max(o['dedupe-window'] + 15, seconds / 5));
+  say(`memory after the ${warmup} s warm-up, mean of the first third vs the last third:`);
+  let ok = true;
+  const f = (v: number) => v.toFixed(1);
+  for (const s of series.values()) {
+    const g = judgeGrowth(s, warmup, s.limits ?? { maxRelative: Infinity, maxAbsolute: Infinity });
+    say(
+      `  ${s.limits ? (g.ok ? 'ok  ' : 'FAIL') : 'info'} ${g.name.padEnd(28)} first third ${f(g.firstThird).padStart(8)} ${g.unit}, last third ${f(g.lastThird).padStart(8)} ${g.unit}, growth ${g.growth >= 0 ? '+' : ''}${f(g.growth)} ${g.unit} (${(g.relative * 100).toFixed(1)}%), max ${f(g.max)} ${g.unit}, ${g.n} samples`,
+    );
+    if (s.limits && !g.ok) ok = false;
+  }
+  const [redisMem, kept] = [series.get('redis used_memory')?.samples, series.get('events jobs kept')?.samples];
+  if (redisMem && kept && kept.length > 2) {
+    const dm = redisMem.at(-1)![1] - redisMem[0]![1];
+    const dj = kept.at(-1)![1] - kept[0]![1];
+    if (dj > 0)
+      say(
+        `  redis used_memory grew ${dm.toFixed(1)} MB while BullMQ kept ${dj} more completed events jobs (~${((dm * 1024) / dj).toFixed(1)} KB each, payload included)`,
+      );
+  }
+  const flushLag = judgeBound(lag, warmup, o['max-flush-lag']);
+  say(
+    `  ${flushLag.ok ? 'ok  ' : 'FAIL'} ${'flush lag'.padEnd(28)} max ${flushLag.max.toFixed(1)} s, mean ${flushLag.mean.toFixed(2)} s (bound ${o['max-flush-lag']} s), ${flushLag.n} samples`,
+  );
+  return ok && flushLag.ok;
+}
