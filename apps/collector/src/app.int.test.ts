@@ -231,7 +231,7 @@ describe('POST /v1/events', () => {
       expect(r.statusCode).toBe(422);
       expect(r.json()).toMatchObject({
         code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT',
-        field: 'Idempotency-Key',
+        field: 'idempotency-key',
         detail: expect.stringContaining('Idempotency-Key "order-1001" was already used'),
       });
       expect(r.json().detail).toMatch(/nothing was accepted/);

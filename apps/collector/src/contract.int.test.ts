@@ -104,7 +104,9 @@ function expectProblem(r: LightMyRequestResponse, status: number, code: string, 
 describe('every error is one problem format', () => {
   it('400 malformed, invalid, bad header', async () => {
     expectProblem(await post('[{"type":'), 400, 'TALLY_ERR_MALFORMED_BODY', 'body');
-    expectProblem(await post(JSON.stringify([{ type: 'view' }])), 400, 'TALLY_ERR_VALIDATION');
+    expectProblem(await post(JSON.stringify([{ type: 'view' }])), 400, 'TALLY_ERR_VALIDATION', '[0].ts');
+    expectProblem(await post('[{"type":"view","ts":1,"dims":{}}, 7]'), 400, 'TALLY_ERR_VALIDATION', '[0].ts');
+    expectProblem(await post('[7]'), 400, 'TALLY_ERR_VALIDATION', '[0]');
     expectProblem(await post('[]', { 'idempotency-key': 'a b' }), 400, 'TALLY_ERR_BAD_REQUEST', 'idempotency-key');
   });
 

@@ -172,7 +172,8 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
             'TALLY_ERR_VALIDATION',
             `${rejected} of ${body.items.length} events are invalid; nothing was accepted` +
               (partial ? '' : ' (add ?partial=true to accept the valid ones)'),
-            { extra: { rejected, errors } },
+            // `field` points at the first bad event's member (`[1].dims.product`); `errors` lists them all.
+            { field: `[${errors[0]!.index}]${errors[0]!.field === '(event)' ? '' : `.${errors[0]!.field}`}`, extra: { rejected, errors } },
           );
         }
       }
@@ -195,7 +196,7 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
             422,
             'TALLY_ERR_IDEMPOTENCY_CONFLICT',
             `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used for a batch with other events; nothing was accepted (resend the same events to retry, or use a new key for a new batch)`,
-            { field: 'Idempotency-Key' },
+            { field: 'idempotency-key' },
           );
         }
         if (!(err instanceof QueueUnavailableError)) throw err;

@@ -3,7 +3,7 @@ import { shownMetrics, STORE_METRICS } from './metrics';
 
 describe('shownMetrics', () => {
   const available = [
-    { name: 'Revenue', scale: 2, description: 'order revenue in minor units (cents)', keyedBy: null },
+    { name: 'Revenue', scale: 2, description: 'order revenue in currency units (kept exactly in minor units)', keyedBy: null },
     { name: 'OrderCount', scale: 0, description: 'orders', keyedBy: null },
     { name: 'ProductViews', scale: 0, description: 'views of one product by one visitor', keyedBy: 'product' },
     { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null },

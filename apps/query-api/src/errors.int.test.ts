@@ -43,7 +43,7 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/series?metrics=ViewCount%23P1', 'metrics', /ViewCount is not keyed/],
     ['/v1/series?metrics=ProductViews%23P%20x', 'metrics', /key "P x"/],
     ['/v1/series?metrics=', 'metrics', /at least one metric/],
-    ['/v1/series?from=2024-03-10&to=2024-03-01', 'from', /2024-03-10 is after to 2024-03-01/],
+    ['/v1/series?from=2024-03-10&to=2024-03-01', 'from', /from=2024-03-10 is after to=2024-03-01/],
     ['/v1/series?from=2014-01-01&to=2024-03-15', 'to', /more than 3660 days/],
     ['/v1/series?from=2024-02-30&to=2024-03-01', 'from', /must be a date/],
     ['/v1/series?from=2024-03-01', 'to', /to is required/],
@@ -68,6 +68,7 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/top?entity=visitor&metric=ViewCount', 'entity', /keeps no rankings; ranked: product/],
     ['/v1/top?entity=product&metric=Nope', 'metric', /unknown metric "Nope"/],
     ['/v1/top?entity=product&metric=ViewCount&limit=0', 'limit', /limit/],
+    ['/v1/top?entity=product', 'metric', /^metric: is required$/],
   ];
   it.each(cases)('GET %s → 400 field %s', async (url, field, message) => {
     const { status, body } = await get(url);
@@ -90,6 +91,7 @@ describe('bad input: 400 naming the field', () => {
     ['unknown range', { visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, range: 'forever' }] }] }, 'segments.0.rules.0.range'],
     ['bad visitor id', { visitor: 'V 1', segments: [{ name: 's', rules: [rule] }] }, 'visitor'],
     ['no segments', { visitor: 'V1', segments: [] }, 'segments'],
+    ['no visitor', { segments: [{ name: 's', rules: [rule] }] }, 'visitor'],
     ['unknown field', { visitor: 'V1', segments: [{ name: 's', rules: [rule] }], extra: 1 }, 'extra'],
     ['not JSON', '{"visitor":', 'body'],
   ];
@@ -99,6 +101,13 @@ describe('bad input: 400 naming the field', () => {
     // A body that is not JSON at all is malformed; one that is JSON but wrong is a bad request.
     const code = field === 'body' ? 'TALLY_ERR_MALFORMED_BODY' : 'TALLY_ERR_BAD_REQUEST';
     expect(body).toMatchObject({ title: 'Bad Request', code, field });
+  });
+
+  it('says a missing member is required, not zod\'s "expected string, received undefined"', async () => {
+    expect((await evaluate({ segments: [{ name: 's', rules: [rule] }] })).body).toMatchObject({ detail: 'visitor: is required' });
+    expect((await evaluate({ visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, value: 'x' }] }] })).body.detail).toMatch(
+      /^segments\.0\.rules\.0\.value: Invalid input: expected number, received string$/,
+    );
   });
 });
 

@@ -64,7 +64,7 @@ describe('GET /v1/store', () => {
         { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null },
         { name: 'PageViewCount', scale: 0, description: 'page views', keyedBy: null },
         { name: 'OrderCount', scale: 0, description: 'orders', keyedBy: null },
-        { name: 'Revenue', scale: 2, description: 'order revenue in minor units (cents)', keyedBy: null },
+        { name: 'Revenue', scale: 2, description: 'order revenue in currency units (kept exactly in minor units)', keyedBy: null },
         { name: 'ProductViews', scale: 0, description: 'views of one product by one visitor, keyed by product', keyedBy: 'product' },
         { name: 'ProductOrders', scale: 0, description: 'order lines of one product by one visitor, keyed by product', keyedBy: 'product' },
         { name: 'PageViews', scale: 0, description: "views of one page, on the page's row (top pages)", keyedBy: null },

@@ -162,7 +162,10 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
       return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', detail, { field: [...path, unknownKeys[0]!].join('.') });
     }
     const field = path.join('.') || where;
-    return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `${field}: ${issue.message}`, { field });
+    // A member left out is "is required", not zod's "Invalid input: expected string, received undefined".
+    const given = path.reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], req[where === 'query' ? 'query' : where]);
+    const missing = issue.keyword === 'invalid_type' && path.length > 0 && given === undefined;
+    return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `${field}: ${missing ? 'is required' : issue.message}`, { field });
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE': {

@@ -63,7 +63,7 @@ export function explicitRange(from: string, to: string): DateRange {
   if (!f) throw new QueryError('from', `must be a date YYYY-MM-DD, got ${JSON.stringify(from)}`);
   const t = parseDate(to);
   if (!t) throw new QueryError('to', `must be a date YYYY-MM-DD, got ${JSON.stringify(to)}`);
-  if (compareDates(f, t) > 0) throw new QueryError('from', `${from} is after to ${to}`);
+  if (compareDates(f, t) > 0) throw new QueryError('from', `from=${from} is after to=${to}`);
   if (toEpochDay(t) - toEpochDay(f) + 1 > MAX_RANGE_DAYS)
     throw new QueryError('to', `the range spans more than ${MAX_RANGE_DAYS} days (10 years)`);
   return { from: f, to: t };

@@ -16,7 +16,7 @@ export const defaultRules = {
     ViewCount: { code: 'v', description: 'product views' },
     PageViewCount: { code: 'pg', description: 'page views' },
     OrderCount: { code: 'o', description: 'orders' },
-    Revenue: { code: 'r', scale: 2, description: 'order revenue in minor units (cents)' },
+    Revenue: { code: 'r', scale: 2, description: 'order revenue in currency units (kept exactly in minor units)' },
     ProductViews: { code: 'pv', description: 'views of one product by one visitor, keyed by product' },
     ProductOrders: { code: 'po', description: 'order lines of one product by one visitor, keyed by product' },
     PageViews: { code: 'pgv', description: "views of one page, on the page's row (top pages)" },

@@ -9,7 +9,10 @@ export const storeIdSchema = z
 /** An event as clients send it (docs/DESIGN.md "Event"). Semantic checks against the rules follow in validateEvents. */
 export const eventInputSchema = z
   .object({
-    type: z.string().min(1).max(64),
+    type: z
+      .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
+      .min(1, 'is required')
+      .max(64),
     ts: z.union([z.string().min(1).max(64), z.number()], {
       error: 'must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds',
     }),

@@ -141,6 +141,23 @@ describe('validateEvents', () => {
     expect(byIndex.get(21)![0]).toMatch(/^dims\.colour: unknown dimension/);
   });
 
+  it('says a missing or empty type is required, as it says of a missing dim or value', () => {
+    const r = validateEvents(
+      rules,
+      [
+        { ts: now, dims: { product: 'P1' } },
+        { ...ok, type: '' },
+        { ...ok, type: 7 },
+      ],
+      limits,
+    );
+    expect(r.errors.map((e) => `${e.index} ${e.field}: ${e.reason}`)).toEqual([
+      '0 type: is required',
+      '1 type: is required',
+      '2 type: must be a string',
+    ]);
+  });
+
   it('names non-finite numbers (JSON 1e309 parses to Infinity)', () => {
     const r = validateEvents(
       rules,

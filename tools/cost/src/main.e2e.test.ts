@@ -27,5 +27,7 @@ describe('npm run cost', () => {
     const r = await run('size');
     expect(r.code).toBe(0);
     expect(r.output).toMatch(/Redis Cluster masters\s+\d+/);
+    // The table of docs/SCALING.md, "Result", and nothing before it.
+    expect(r.output).toMatch(/^open rows\s+[\d,]+\n/);
   });
 });

@@ -58,7 +58,6 @@ if (process.argv[2] === 'size') {
   const s = sizeDeployment(workload as typeof DEFAULT_WORKLOAD, measured as typeof DEFAULT_MEASURED);
   const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
   const gb = (bytes: number, d = 2) => f(bytes / 1e9, d);
-  console.log(JSON.stringify({ workload, measured }));
   console.log(`open rows                 ${f(s.openRows)}`);
   const { rows, stores, dedupe, total } = s.redisBytes;
   console.log(`Redis memory              ${gb(total)} GB (rows ${gb(rows)}, stores ${gb(stores, 3)}, dedupe records ${gb(dedupe)})`);

@@ -17,7 +17,7 @@ const TENANTS_OPTIONS = {
   json: { type: 'boolean' },
 } as const;
 
-/** Runs one command; returns the exit code (0 ok, 1 refused or failed, 2 usage). */
+/** Runs one command; returns the exit code (0 ok, 1 refused or failed, 2 usage or a bad value). */
 export function runTenantsCli(argv: readonly string[], db: tenants.TenantDb, io: CliIo, erasure?: () => Promise<ErasureContext>) {
   return runCli(argv, io, USAGE, TENANTS_OPTIONS, async (command, args, values) => {
     const all = commands(db, io, values, erasure);
@@ -25,7 +25,14 @@ export function runTenantsCli(argv: readonly string[], db: tenants.TenantDb, io:
     if (!cmd) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     const [arity, what, run] = cmd;
     if (args.length !== arity) throw new UsageError(`${command} takes ${what}`);
-    await run(args[0]!, args[1]!);
+    try {
+      await run(args[0]!, args[1]!);
+    } catch (err) {
+      // A bad value (time zone, currency, scopes, budget, …) is bad input: exit 2 like a usage error, in one line.
+      if (!(err instanceof tenants.TenantError && err.code.startsWith('TALLY_ERR_INVALID_'))) throw err;
+      io.err(`tally: ${err.message}`);
+      return 2;
+    }
     return 0;
   });
 }

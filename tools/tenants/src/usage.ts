@@ -16,5 +16,6 @@ export const USAGE = `usage: tenants <command> [arguments]
   delete-store <store>                             delete the store and all its data (idempotent; run again if interrupted)
   erase-visitor <store> <visitor>                  erase one visitor's history (store and product aggregates stay)
 
-scopes: ingest, read, admin. Configured by DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION (delete-store and
-erase-visitor also REDIS_URL or REDIS_CLUSTER_NODES, KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS, RULES_FILE).`;
+scopes: ingest, read, admin. Configured by DYNAMODB_ENDPOINT (unset: the running npm start stack's DynamoDB),
+DYNAMODB_TABLE, AWS_REGION (delete-store and erase-visitor also REDIS_URL, unset: the stack's Redis, or
+REDIS_CLUSTER_NODES, KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS, RULES_FILE).`;
