@@ -31,11 +31,11 @@ export const DEFAULT_MEASURED = {
   /** scale: Redis bytes per open row and per store. */
   bytesPerOpenRow: 232,
   bytesPerStore: 839,
-  /** ingest-e2e, aggregator apply alone (was aggregator-apply): bytes per dedupe record. */
+  /** aggregator-apply: bytes per dedupe record. */
   bytesPerDedupeRecord: 154,
-  /** ingest-e2e, aggregator apply alone: events/s one aggregator process applies. */
+  /** aggregator-apply: events/s one aggregator process applies. */
   aggregatorEventsPerSecond: 81_864,
-  /** ingest-e2e, collector intake alone (was collector-ingest): collector CPU ms per 1,000 events (1000-event batches). */
+  /** collector-ingest: collector CPU ms per 1,000 events (1000-event batches). */
   collectorCpuMsPer1000Events: 2.75,
   /** ingest-e2e: events/s end to end on one Redis (everything on one 2-core machine). */
   endToEndEventsPerSecondPerRedis: 40_109,

@@ -1,5 +1,7 @@
 import type { Figure } from '../figure';
+import { aggregatorFigure } from './aggregator-apply';
 import { cliStartFigure } from './cli-start';
+import { collectorIngest } from './collector-ingest';
 import { drainFigure } from './drain';
 import { freshnessFigure } from './freshness';
 import { ingestClusterFigure } from './ingest-cluster';
@@ -12,6 +14,8 @@ import { writeCostFigure } from './write-cost';
 
 /** Every figure `npm run bench` knows, in run order. Add a figure here. */
 export const FIGURES: readonly Figure[] = [
+  collectorIngest,
+  aggregatorFigure,
   ingestE2eFigure,
   ingestClusterFigure,
   postgresPeerFigure,

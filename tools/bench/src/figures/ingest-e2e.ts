@@ -4,7 +4,6 @@ import { defaultRules, rollup, validateEvents, type RulesInput } from '@tally/sc
 import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import { lineChart, logBars, type Chart } from '../charts';
 import { figure, type FigureContext } from '../figure';
-import { applyAlone, componentsMarkdown, componentsSummary, intakeAlone } from './components';
 import { appMetric, benchFleet, CATALOGUE, sampler, startBackgroundLoad, STORES } from '../load';
 import { measureNaiveThroughput } from '../naive';
 import { cpuMeter } from '../proc';
@@ -92,7 +91,6 @@ async function measureIngestE2e(ctx: FigureContext) {
       concurrency: 16,
     });
     ctx.log(`  ${fmt(naive.eventsPerSecond)} events/s (${fmt(naive.updateItemsPerSecond)} UpdateItems/s)`);
-    const [intake, apply] = [await intakeAlone(ctx, fleet), await applyAlone(ctx, fleet)];
     // With --baseline: 1000-event runs of that commit's fleet and this one's, alternated (before, after, after, before),
     // so a change in the machine's load weighs on both alike; the same traffic for both in a round, a seed neither
     // fleet has sent (its Idempotency-Keys are new).
@@ -108,7 +106,7 @@ async function measureIngestE2e(ctx: FigureContext) {
     }
     const b = ctx.baseline;
     const beforeAfter = b && { ref: b.ref, commit: b.commit, subject: b.subject, rounds };
-    return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, intake, apply, beforeAfter };
+    return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, beforeAfter };
   } finally {
     await Promise.all([fleet.stop(), before?.stop(), after?.stop()]);
   }
@@ -271,8 +269,7 @@ export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
     `its ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event)` +
     (ba
       ? `; against ${ba.ref} (${ba.commit.slice(0, 10)}) in the same run: CPU per 1000 events x${ba.cpu.toFixed(2)}, events/s x${ba.rate.toFixed(2)}`
-      : '') +
-    componentsSummary(f.intake, f.apply);
+      : '');
   const rows = f.runs.map((r) => {
     const per1000 = (cores: number) => cpuMsPer1000(r, cores).toFixed(1);
     return (
@@ -308,7 +305,6 @@ export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
     `  ${(f.naive.writeUnits / Math.max(1, f.naive.events)).toFixed(1)} write units per event. dynalite is an emulator: real DynamoDB takes more writes per second but charges every`,
     `  one — ${fmt((f.naive.writeUnits / Math.max(1, f.naive.events)) * big.appliedPerSecond)} write units/s at Tally's 1000-batch rate (see write-cost).`,
     ...(f.beforeAfter ? beforeAfterMarkdown(f.beforeAfter) : []),
-    ...componentsMarkdown(f.intake, f.apply, `\`${hincrbyCommand(f.hincrbyN)}\` **${fmt(f.hincrby)}** ops/s (above)`),
   ].join('\n');
   return { summary, markdown, charts: charts(f) };
 });

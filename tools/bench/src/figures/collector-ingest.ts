@@ -1,0 +1,120 @@
+import { loadavg } from 'node:os';
+import { metricValue } from '@tally/testing';
+import autocannon from 'autocannon';
+import { figure } from '../figure';
+import { benchFleet } from '../load';
+import { cpuMeter } from '../proc';
+import { hincrbyCeiling, hincrbyCommand, redisBenchmark } from '../redis-benchmark';
+import { fmt } from '../stats';
+
+/** The 1000-event figure the collector is built for, on the 2-core machine. */
+const TARGET_EVENTS_PER_SECOND = 100_000;
+
+/** Batch sizes and concurrent connections: enough connections to keep one collector process busy. */
+const LOADS = [
+  { batch: 100, connections: 32 },
+  { batch: 1000, connections: 16 },
+] as const;
+
+/**
+ * Sustained events/s accepted by ONE collector process (a child process, like production) with 100- and
+ * 1000-event batches, loaded with autocannon over 127.0.0.1 for a bounded time each; next to redis-benchmark's
+ * HSET and HINCRBY figures against the same redis-server in the same run. Nothing consumes the events queue
+ * meanwhile (it is emptied between runs), so this is intake alone: parse, validate, enqueue.
+ */
+export const collectorIngest = figure('collector-ingest', async (ctx) => {
+  const seconds = ctx.quick ? 2 : 10;
+  const loadBefore = loadavg()[0]!;
+  // One collector (a child process, as production runs it, optionally `node --cpu-prof`) and nothing else.
+  const fleet = await benchFleet({
+    stores: [{ id: 'BENCH1', timeZone: 'UTC' }],
+    replicas: { 'query-api': 0, 'bucket-aggregator': 0, 'dynamo-writer': 0 },
+    appEnv: {
+      collector: {
+        // Nothing drains the queue during a run; backpressure is not what is measured here.
+        MAX_QUEUE_DEPTH: '10000000',
+        // One store sends everything: the per-store ingest budget would measure itself, not the collector.
+        INGEST_BUDGET_EVENTS_PER_SECOND: '0',
+        ...(ctx.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${ctx.profileDir}` } : {}),
+      },
+    },
+  });
+  const [{ handle: collector }, redis, queues, key] = [fleet.app('collector'), fleet.redis, fleet.queues, fleet.keys['BENCH1']!.ingest];
+  try {
+    ctx.log(`collector pid ${collector.process.pid} on ${collector.url}, redis-server pid ${redis.pid} on ${redis.url}`);
+
+    const runs = [];
+    for (const load of LOADS) {
+      const body = JSON.stringify(batchOf(load.batch));
+      const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+      const url = `${collector.url}/v1/events`;
+      ctx.log(`warm-up: ${load.batch}-event batches`);
+      await autocannon({ url, method: 'POST', headers, body, connections: load.connections, duration: ctx.quick ? 1 : 3 });
+      await queues.events.drain();
+
+      ctx.log(`measuring ${seconds} s: ${load.batch}-event batches, ${load.connections} connections`);
+      const acceptedBefore = metricValue(await collector.metrics(), 'tally_events_accepted_total');
+      const [cpu, t0] = [cpuMeter({ collector: collector.process.pid, redis: redis.pid }), performance.now()];
+      const r = await autocannon({ url, method: 'POST', headers, body, connections: load.connections, duration: seconds, timeout: 30 });
+      const used = cpu.stop();
+      const accepted = metricValue(await collector.metrics(), 'tally_events_accepted_total') - acceptedBefore;
+      runs.push({
+        ...load,
+        seconds: r.duration,
+        requestsPerSecond: r['2xx'] / r.duration,
+        eventsPerSecond: (r['2xx'] * load.batch) / r.duration,
+        acceptedPerSecond: accepted / ((performance.now() - t0) / 1000),
+        p50Ms: r.latency.p50,
+        p99Ms: r.latency.p99,
+        non2xx: r.non2xx,
+        errors: r.errors + r.timeouts,
+        collectorCpu: used.collector!.cores,
+        cpuMsPer1000: (used.collector!.seconds * 1_000 * 1_000) / Math.max(1, accepted),
+        redisCpu: used.redis!.cores,
+      });
+      const last = runs.at(-1)!;
+      ctx.log(
+        `  ${fmt(last.eventsPerSecond)} events/s, collector ${last.collectorCpu.toFixed(2)} cores, ` +
+          `${last.cpuMsPer1000.toFixed(2)} CPU ms per 1000 events, ${r.non2xx} non-2xx, ${r.errors} errors`,
+      );
+      await queues.events.drain();
+    }
+
+    ctx.log('redis-benchmark HSET and HINCRBY (-P 16) against the same redis-server');
+    const n = ctx.quick ? 200_000 : 2_000_000;
+    const hset = await redisBenchmark(['-p', String(redis.port), '-q', '-t', 'hset', '-P', '16', '-n', String(n)]);
+    const hincrby = await hincrbyCeiling(redis.port, n);
+    await collector.stop(); // a clean exit writes the CPU profile when profiling
+    const big = runs.find((r) => r.batch === 1000)!;
+    const small = runs.find((r) => r.batch === 100)!;
+    const met = big.eventsPerSecond >= TARGET_EVENTS_PER_SECOND;
+    const summary =
+      `${fmt(big.eventsPerSecond)} events/s with 1000-event batches (p99 ${big.p99Ms} ms), ` +
+      `${fmt(small.eventsPerSecond)} events/s with 100-event batches; redis-benchmark HSET ${fmt(hset)}/s, ` +
+      `HINCRBY ${fmt(hincrby)}/s (-P 16); target ${fmt(TARGET_EVENTS_PER_SECOND)} events/s ${met ? 'met' : 'NOT met'}`;
+    const rows = runs.map(
+      (r) =>
+        `| ${r.batch} | ${r.connections} | ${r.seconds} | ${fmt(r.requestsPerSecond)} | **${fmt(r.eventsPerSecond)}** | ${fmt(r.acceptedPerSecond)} | ` +
+        `${r.p50Ms} / ${r.p99Ms} | ${r.non2xx} / ${r.errors} | ${r.collectorCpu.toFixed(2)} / ${r.redisCpu.toFixed(2)} | ${r.cpuMsPer1000.toFixed(2)} |`,
+    );
+    const markdown = [
+      `Load average before the run ${loadBefore.toFixed(1)} (shared machine: events/s varies with the load; the collector's CPU ms per 1000 events much less). One collector process,`,
+      'autocannon on 127.0.0.1 in the bench process, view events with two dims, AOF on; nothing consumes the events queue (emptied',
+      `between runs). Target: ${fmt(TARGET_EVENTS_PER_SECOND)} events/s with 1000-event batches — **${met ? 'met' : 'not met'}**.`,
+      '',
+      '| batch | connections | s | requests/s | events/s | accepted/s (metrics) | latency p50 / p99 ms | non-2xx / errors | CPU collector / redis (cores) | collector CPU ms / 1000 events |',
+      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      ...rows,
+      '',
+      `Same redis-server, same run: \`redis-benchmark -q -t hset -P 16 -n ${n}\` **${fmt(hset)}** ops/s; \`${hincrbyCommand(n)}\` **${fmt(hincrby)}** ops/s.`,
+    ].join('\n');
+    return { summary, markdown };
+  } finally {
+    await fleet.stop();
+  }
+});
+
+function batchOf(n: number): unknown[] {
+  const ts = new Date().toISOString();
+  return Array.from({ length: n }, (_, i) => ({ type: 'view', ts, dims: { product: `P${i % 500}`, visitor: `V${i}` } }));
+}
