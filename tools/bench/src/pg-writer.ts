@@ -102,14 +102,8 @@ const serverSeconds = serverPids.reduce((a, p) => a + cpuOf(p), 0) - server0;
 
 // The table against the sums of every batch applied.
 const rows = await pool.query<{ pk: string; field: string; value: string }>(`SELECT pk, field, value::text AS value FROM ${counters}`);
-let mismatches = 0;
-const seen = new Set<string>();
-for (const row of rows.rows) {
-  const key = `${row.pk}\u0000${row.field}`;
-  seen.add(key);
-  if (expected.get(key) !== BigInt(row.value)) mismatches++;
-}
-for (const key of expected.keys()) if (!seen.has(key)) mismatches++;
+const inTable = new Map(rows.rows.map((r) => [`${r.pk}\u0000${r.field}`, BigInt(r.value)]));
+const mismatches = [...new Set([...inTable.keys(), ...expected.keys()])].filter((k) => inTable.get(k) !== expected.get(k)).length;
 await pool.end();
 latencies.sort((a, b) => a - b);
 process.stdout.write(

@@ -1,6 +1,12 @@
 import type { BucketStore, OutboxRead } from '@tally/buckets';
 import { mulberry32, zipf as zipfRank, type Rng } from '@tally/loadgen';
-import type { NormalizedEvent } from '@tally/schema';
+import { defaultRules, type NormalizedEvent, type RulesInput } from '@tally/schema';
+
+/** The default rules with `patch` (a flush policy, `rank: false`, …) on every entity. */
+export const eachEntity = (patch: Partial<RulesInput['entities'][string]>): RulesInput => ({
+  ...defaultRules,
+  entities: Object.fromEntries(Object.entries(defaultRules.entities).map(([k, v]) => [k, { ...v, ...patch }])),
+});
 
 /** Deterministic PRNG (mulberry32), the load generator's. */
 export const prng = mulberry32;

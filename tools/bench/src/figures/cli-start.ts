@@ -1,20 +1,17 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '@tally/testing';
 import { benchFleet } from '../load';
 import { figure } from '../figure';
+import { cpuSeconds } from '../proc';
 import { median, ms } from '../stats';
 
 const STORE = 'BENCHCLI';
 const run = promisify(execFile);
 
-/** This process's children's CPU (utime + stime of the children it waited for, Linux /proc), in ms. */
-function childrenCpuMs(): number {
-  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(fields[13]) + Number(fields[14])) / 100) * 1000;
-}
+/** This process's children's CPU (the children it waited for), in ms. */
+const childrenCpuMs = () => cpuSeconds('self', true) * 1000;
 
 /**
  * Runs one command, as a user types it (`npm run` quietly, `node` as this Node), from the repository root to its

@@ -1,11 +1,11 @@
-import type { FigureContext, FigureResult } from '../figure';
+import { figure } from '../figure';
 import { BucketStore } from '@tally/buckets';
 import { closeQueues, createQueues } from '@tally/queues';
 import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
 import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor, type AppHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { loadavg } from 'node:os';
-import { cpuSeconds, machineLine } from '../proc';
+import { cpuSeconds } from '../proc';
 import { usedMemory } from '../redis-benchmark';
 import { sampler } from '../load';
 
@@ -187,44 +187,41 @@ function memoryPer(points: readonly ScalePoint[]): { perStore: number; perRow: n
   };
 }
 
-export const scaleFigure = {
-  name: 'scale',
-  async run(ctx: FigureContext): Promise<FigureResult> {
-    const points: ScalePoint[] = [];
-    for (const [s, r] of grid(ctx.quick)) points.push(await measurePoint(s, r, ctx.log));
-    const mem = memoryPer(points);
-    const biggest = points[points.length - 1]!;
-    const rows = points.map(
-      (p) =>
-        `| ${p.stores.toLocaleString('en-US')} | ${p.openRows.toLocaleString('en-US')} | ${p.tickMs.toFixed(0)} | ${p.tickCpu.aggregator.toFixed(2)} | ${p.tickCpu.redis.toFixed(2)} | ` +
-        `${(p.tickMs / 1000 / (p.tickCpu.aggregator + p.tickCpu.redis)).toFixed(1)} | ${p.tickCommandsPerStore.toFixed(1)} | ${p.loadAverage.toFixed(1)} | ${p.scrapeMedianMs.toFixed(1)} | ${p.scrapeMaxMs.toFixed(1)} | ${p.scrapeCommands.toFixed(1)} | ${(p.memory / 1e6).toFixed(1)} |`,
-    );
-    const markdown = [
-      `Cost against tenants and open rows (${machineLine()}). Each point: a fresh redis-server (AOF everysec) loaded with`,
-      'that many stores holding that many visitor rows with counts folded but not written (waiting for their idle flush);',
-      `then a real aggregator process: after its first tick, every store gets a fresh bucket of up to ${ROWS_PER_TICK} rows and the`,
-      `next tick (${TICK_BUCKET_MS / 1000} s later) seals and folds every one of them: its duration (\`tally_seal_tick_duration_seconds\`), the`,
-      'CPU the aggregator process and redis-server used over its window (both sampled every 200 ms: from the last sample before',
-      'the tick to the first after it), wall time over that CPU, and the Redis commands it ran per store (scripts and the',
-      'commands inside them, from `INFO commandstats`); then 25 `GET /metrics` of that aggregator, 300 ms apart, with the',
-      'Redis commands each ran. The machine is shared: the load average says how busy it was, and the CPU seconds are what',
-      'the tick costs whatever the contention. Targets: every scrape under 100 ms at 10,000 stores and 1,000,000 open rows;',
-      'a full seal tick for 10,000 active stores under 5 s. Rerun: `npm run bench -- scale`.',
-      '',
-      '| stores | open rows | seal tick ms | tick CPU s, aggregator | tick CPU s, redis | wall / CPU | Redis commands per store | load avg | /metrics median ms | /metrics max ms | Redis commands per scrape | Redis MB |',
-      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-      ...rows,
-      ...(mem
-        ? [
-            '',
-            `Redis memory: ${Math.round(mem.perStore)} bytes per store (work-set entry, epoch, counters, its bucket bookkeeping) and`,
-            `${Math.round(mem.perRow)} bytes per open row (outbox hash with one entry, dirty and due zset members).`,
-          ]
-        : []),
-    ].join('\n');
-    return {
-      summary: `${biggest.stores} stores / ${biggest.openRows} open rows: /metrics ${biggest.scrapeMedianMs.toFixed(1)} ms median, ${biggest.scrapeMaxMs.toFixed(1)} ms max; seal tick ${(biggest.tickMs / 1000).toFixed(2)} s (CPU ${biggest.tickCpu.aggregator.toFixed(2)} s + ${biggest.tickCpu.redis.toFixed(2)} s redis)${mem ? `; ${Math.round(mem.perRow)} B/open row, ${Math.round(mem.perStore)} B/store` : ''}`,
-      markdown,
-    };
-  },
-};
+export const scaleFigure = figure('scale', async (ctx) => {
+  const points: ScalePoint[] = [];
+  for (const [s, r] of grid(ctx.quick)) points.push(await measurePoint(s, r, ctx.log));
+  const mem = memoryPer(points);
+  const biggest = points[points.length - 1]!;
+  const rows = points.map(
+    (p) =>
+      `| ${p.stores.toLocaleString('en-US')} | ${p.openRows.toLocaleString('en-US')} | ${p.tickMs.toFixed(0)} | ${p.tickCpu.aggregator.toFixed(2)} | ${p.tickCpu.redis.toFixed(2)} | ` +
+      `${(p.tickMs / 1000 / (p.tickCpu.aggregator + p.tickCpu.redis)).toFixed(1)} | ${p.tickCommandsPerStore.toFixed(1)} | ${p.loadAverage.toFixed(1)} | ${p.scrapeMedianMs.toFixed(1)} | ${p.scrapeMaxMs.toFixed(1)} | ${p.scrapeCommands.toFixed(1)} | ${(p.memory / 1e6).toFixed(1)} |`,
+  );
+  const markdown = [
+    `Cost against tenants and open rows. Each point: a fresh redis-server (AOF everysec) loaded with`,
+    'that many stores holding that many visitor rows with counts folded but not written (waiting for their idle flush);',
+    `then a real aggregator process: after its first tick, every store gets a fresh bucket of up to ${ROWS_PER_TICK} rows and the`,
+    `next tick (${TICK_BUCKET_MS / 1000} s later) seals and folds every one of them: its duration (\`tally_seal_tick_duration_seconds\`), the`,
+    'CPU the aggregator process and redis-server used over its window (both sampled every 200 ms: from the last sample before',
+    'the tick to the first after it), wall time over that CPU, and the Redis commands it ran per store (scripts and the',
+    'commands inside them, from `INFO commandstats`); then 25 `GET /metrics` of that aggregator, 300 ms apart, with the',
+    'Redis commands each ran. The machine is shared: the load average says how busy it was, and the CPU seconds are what',
+    'the tick costs whatever the contention. Targets: every scrape under 100 ms at 10,000 stores and 1,000,000 open rows;',
+    'a full seal tick for 10,000 active stores under 5 s. Rerun: `npm run bench -- scale`.',
+    '',
+    '| stores | open rows | seal tick ms | tick CPU s, aggregator | tick CPU s, redis | wall / CPU | Redis commands per store | load avg | /metrics median ms | /metrics max ms | Redis commands per scrape | Redis MB |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows,
+    ...(mem
+      ? [
+          '',
+          `Redis memory: ${Math.round(mem.perStore)} bytes per store (work-set entry, epoch, counters, its bucket bookkeeping) and`,
+          `${Math.round(mem.perRow)} bytes per open row (outbox hash with one entry, dirty and due zset members).`,
+        ]
+      : []),
+  ].join('\n');
+  return {
+    summary: `${biggest.stores} stores / ${biggest.openRows} open rows: /metrics ${biggest.scrapeMedianMs.toFixed(1)} ms median, ${biggest.scrapeMaxMs.toFixed(1)} ms max; seal tick ${(biggest.tickMs / 1000).toFixed(2)} s (CPU ${biggest.tickCpu.aggregator.toFixed(2)} s + ${biggest.tickCpu.redis.toFixed(2)} s redis)${mem ? `; ${Math.round(mem.perRow)} B/open row, ${Math.round(mem.perStore)} B/store` : ''}`,
+    markdown,
+  };
+});

@@ -1,17 +1,11 @@
 import { BucketStore } from '@tally/buckets';
 import { dayKey, localDate } from '@tally/key-layout';
-import { compileRules, defaultRules, rollup, type RowDeltas, type RulesInput } from '@tally/schema';
+import { compileRules, defaultRules, rollup, type RowDeltas } from '@tally/schema';
 import { startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { figure } from '../figure';
-import { makeBatch, prng, zipf } from '../workload';
+import { eachEntity, makeBatch, prng, zipf } from '../workload';
 import { fmt, median, timeLoop } from '../stats';
-
-/** The default rules with no entity ranked: the apply step without the rankings' work. */
-const unranked: RulesInput = {
-  ...defaultRules,
-  entities: Object.fromEntries(Object.entries(defaultRules.entities).map(([k, v]) => [k, { ...v, rank: false }])) as RulesInput['entities'],
-};
 
 /**
  * What live top lists cost. APPLY adds ranked rows' deltas to the daily rankings in the apply step, so (1) applying
@@ -32,7 +26,7 @@ export const topLiveFigure = figure('top-live', async (ctx) => {
   const time = { ranked: 0, unranked: 0 };
   let top: { none: number; full: number };
   try {
-    const stores = { ranked: compileRules(defaultRules), unranked: compileRules(unranked) };
+    const stores = { ranked: compileRules(defaultRules), unranked: compileRules(eachEntity({ rank: false })) };
     for (let r = 0; r < rounds; r++) {
       for (const kind of r % 2 === 0 ? (['ranked', 'unranked'] as const) : (['unranked', 'ranked'] as const)) {
         const rules = stores[kind];

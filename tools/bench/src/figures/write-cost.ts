@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import { measureInBaseline } from '../in-checkout';
 import { threeRowWriter, writeEventNaive, type Writer } from '../naive';
 import { fmt } from '../stats';
-import { flushStore, simulatedDay, type DayEvent } from '../workload';
+import { eachEntity, flushStore, simulatedDay, type DayEvent } from '../workload';
 
 const MIN = 60_000;
 const DAY_START = Date.UTC(2023, 4, 3);
@@ -127,14 +127,6 @@ async function runNaive(env: Env, day: DayEvent[], sampleEvery: number): Promise
   return costRun(`naive (one UpdateItem per event per row; sample of ${sample.length} events)`, sample.length, deps.meter);
 }
 
-const withPolicy = (kind: 'bucket' | { every: number }): RulesInput => {
-  const flush = kind === 'bucket' ? { kind: 'bucket' as const } : { kind: 'every' as const, minutes: kind.every };
-  return {
-    ...defaultRules,
-    entities: Object.fromEntries(Object.entries(defaultRules.entities).map(([k, v]) => [k, { ...v, flush }])) as RulesInput['entities'],
-  };
-};
-
 /**
  * runs: naive, 3-row, packed, default, cheapest; crawler: one visitor viewing 5,000 distinct products within one
  * bucket, written through the pipeline; uniqueVisitors: the default policy again with the UniqueVisitors sketches of
@@ -161,8 +153,9 @@ export async function measure(opts: { quick: boolean }) {
       dayStart: DAY_START,
     });
     const naive = await runNaive(env, day, opts.quick ? 20 : 10);
-    const three = await runPipeline(env, "article's 3-row layout, flushed every 15 min", withPolicy('bucket'), day, threeRowWriter);
-    const packed = await runPipeline(env, "article's packed 2-row layout, flushed every 15 min", withPolicy('bucket'), day);
+    const perBucket = eachEntity({ flush: { kind: 'bucket' } });
+    const three = await runPipeline(env, "article's 3-row layout, flushed every 15 min", perBucket, day, threeRowWriter);
+    const packed = await runPipeline(env, "article's packed 2-row layout, flushed every 15 min", perBucket, day);
     const tallyDefault = await runPipeline(env, 'Tally default policy (store/product hourly, visitor at session end)', defaultRules, day);
     const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, day);
     const sketchRun = 'Tally default policy with UniqueVisitors sketches (store and product rows)';
@@ -174,7 +167,7 @@ export async function measure(opts: { quick: boolean }) {
           ? packed
           : minutes === 1440
             ? cheapest
-            : await runPipeline(env, `every ${minutes} min`, withPolicy({ every: minutes }), day);
+            : await runPipeline(env, `every ${minutes} min`, eachEntity({ flush: { kind: 'every', minutes } }), day);
       intervals.push({ minutes, wcuPerMillion: r.wcuPerMillion });
     }
     // Floor: every item touched that day must be written at least once.
