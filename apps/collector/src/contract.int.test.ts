@@ -117,6 +117,12 @@ describe('every error is one problem format', () => {
     expectProblem(await app.inject({ method: 'GET', url: '/v2/nothing?access_token=x' }), 404, 'TALLY_ERR_NOT_FOUND');
   });
 
+  it('405 with Allow for a known path asked with another method', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/events' });
+    expect(expectProblem(res, 405, 'TALLY_ERR_METHOD_NOT_ALLOWED').detail).toBe('/v1/events takes POST, not GET');
+    expect(res.headers['allow']).toBe('POST');
+  });
+
   it('413 over MAX_BODY_BYTES and MAX_EVENTS_PER_REQUEST', async () => {
     const big = expectProblem(await post(`[${'0,'.repeat(600_000)}0]`), 413, 'TALLY_ERR_BODY_TOO_LARGE', 'body');
     expect(big).toMatchObject({ title: 'Payload Too Large', limit: 1_048_576 });

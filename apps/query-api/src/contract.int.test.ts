@@ -65,6 +65,14 @@ describe('every error is one problem format', () => {
     expectProblem(await get('/v1/nothing'), 404, 'TALLY_ERR_NOT_FOUND');
   });
 
+  it('405 with Allow for a known path asked with another method', async () => {
+    const wrong = await get('/v1/segments/evaluate');
+    expect(expectProblem(wrong, 405, 'TALLY_ERR_METHOD_NOT_ALLOWED').detail).toBe('/v1/segments/evaluate takes POST, not GET');
+    expect(wrong.headers['allow']).toBe('POST');
+    const post = await app.inject({ method: 'POST', url: '/v1/series', headers: bearer(keys.read), payload: {} });
+    expect([expectProblem(post, 405, 'TALLY_ERR_METHOD_NOT_ALLOWED').status, post.headers['allow']]).toEqual([405, 'GET, HEAD']);
+  });
+
   it('413 with its own name, however large the body', async () => {
     const body = expectProblem(await evaluate(Buffer.alloc(2 * 1024 * 1024, 0x20)), 413, 'TALLY_ERR_BODY_TOO_LARGE', 'body');
     expect(body).toMatchObject({ title: 'Payload Too Large', limit: 1_048_576 });

@@ -109,6 +109,10 @@ describe('dashboard at /', () => {
     const api = await app.inject({ method: 'GET', url: '/v1/nope', headers: { accept: 'text/html' } });
     expect(api.statusCode).toBe(404);
     expect(api.json()).toMatchObject({ code: 'TALLY_ERR_NOT_FOUND' });
+    // The static files' catch-all is no route of an API path: a wrong method is still 405, an unknown path 404.
+    const wrong = await app.inject({ method: 'GET', url: '/v1/segments/evaluate', headers: { accept: 'text/html' } });
+    expect([wrong.statusCode, wrong.headers['allow'], wrong.json().code]).toEqual([405, 'POST', 'TALLY_ERR_METHOD_NOT_ALLOWED']);
+    expect((await app.inject({ method: 'POST', url: '/v1/nope', payload: {} })).json()).toMatchObject({ code: 'TALLY_ERR_NOT_FOUND' });
     // The API keeps working beside the static files.
     const store = await app.inject({ method: 'GET', url: '/v1/store', headers: bearer(key) });
     expect(store.json()).toMatchObject({ store: 'SHOP_H' });

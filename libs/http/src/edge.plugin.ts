@@ -1,7 +1,7 @@
 import compress from '@fastify/compress';
 import helmet from '@fastify/helmet';
 import { registerOpsRoutes, throttleLog, type ReadyCheck } from '@tally/observability';
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
@@ -124,8 +124,14 @@ export const tallyEdge = fp(
       return sendProblem(reply, problem);
     });
     app.setNotFoundHandler((req, reply) => {
+      // A known path asked with another method is 405 with Allow; a catch-all route (the dashboard's `/*`) knows no path.
+      const url = pathOf(req.url);
+      const params = app.supportedMethods.map((method) => app.findRoute({ method: method as HTTPMethods, url })?.params);
+      const allow = app.supportedMethods.filter((_, i) => params[i] && !('*' in params[i])).join(', ');
+      const detail = `${url} takes ${allow}, not ${req.method}`;
+      if (allow) return sendProblem(reply, new HttpProblem(405, 'TALLY_ERR_METHOD_NOT_ALLOWED', detail, { headers: { allow } }));
       if (opts.notFound?.(req, reply)) return reply;
-      const problem = new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `no route ${req.method} ${pathOf(req.url)}; ${opts.notFoundHint}`);
+      const problem = new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `no route ${req.method} ${url}; ${opts.notFoundHint}`);
       return sendProblem(reply, problem);
     });
 

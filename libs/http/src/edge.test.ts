@@ -62,6 +62,30 @@ describe('the edge', () => {
     await app.close();
   });
 
+  it('answers a known path asked with another method 405 with Allow, an unknown path or a catch-all 404', async () => {
+    const { app } = await appWithLog();
+    app.post('/v1/things/:id', async () => ({}));
+    app.get('/files/*', async () => ({}));
+    const wrong = await app.inject({ method: 'GET', url: '/v1/things/T1?k=x' });
+    expect([wrong.statusCode, wrong.headers['allow'], wrong.headers['content-type']]).toEqual([
+      405,
+      'POST',
+      'application/problem+json; charset=utf-8',
+    ]);
+    expect(wrong.json()).toEqual({
+      type: 'about:blank',
+      title: 'Method Not Allowed',
+      status: 405,
+      code: 'TALLY_ERR_METHOD_NOT_ALLOWED',
+      detail: '/v1/things/T1 takes POST, not GET',
+    });
+    const probe = await app.inject({ method: 'DELETE', url: '/healthz' });
+    expect([probe.statusCode, probe.headers['allow']]).toEqual([405, 'GET, HEAD']);
+    for (const url of ['/v1/things', '/v1/things/T1/more', '/files/a.txt'])
+      expect((await app.inject({ method: 'PUT', url })).json()).toMatchObject({ status: 404, code: 'TALLY_ERR_NOT_FOUND' });
+    await app.close();
+  });
+
   it('times every request by route template', async () => {
     const { app, registry } = await appWithLog();
     await app.inject({ method: 'GET', url: '/healthz' });

@@ -1,7 +1,8 @@
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { runningStack } from '@tally/stack';
 
 /** An option of a command line: a string (the default), a number of at least `min`, or a flag; `help` is its line in
- * the usage, `arg` names its value there. */
+ * the usage (a `\n` in it continues under the first line), `arg` names its value there. */
 type CliOption = { type?: 'string' | 'boolean'; default?: string; min?: number; multiple?: true; help: string; arg?: string };
 export type Values<O> = {
   [K in keyof O]: O[K] extends { type: 'boolean' }
@@ -24,7 +25,8 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
   const usage = [`usage: ${synopsis}`];
   for (const [name, o] of Object.entries(options)) {
     const flag = `--${name}${o.type === 'boolean' ? '' : ` ${o.arg ?? 'N'}`}`;
-    usage.push(`  ${flag.padEnd(24)} ${o.help}${o.default === undefined ? '' : ` (default ${o.default})`}`);
+    const help = `${o.help}${o.default === undefined ? '' : ` (default ${o.default})`}`;
+    usage.push(`  ${flag.padEnd(24)} ${help.replaceAll('\n', `\n${' '.repeat(27)}`)}`);
   }
   usage.push('  --help                   this text');
   const fail = (message: string): never => {
@@ -52,4 +54,23 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
       fail(`--${name} must be a number >= ${min}, got ${JSON.stringify(v)}`);
   }
   return { values: values as Values<O>, fail };
+}
+
+/**
+ * Where `npm run loadgen` sends without --fleet, and why: the collector of --url, else of the running `npm start`
+ * stack (its run file, as `npm run dlq` and `tenants` find it), else 127.0.0.1:7401; the Redis of --redis-url, else
+ * REDIS_URL, else the stack's, else 127.0.0.1:6379.
+ */
+export function loadTargets(given: { url?: string; redisUrl?: string }, env: Record<string, string | undefined>, cwd?: string) {
+  const stack = runningStack(env, cwd);
+  const first = (...choices: Array<[string | undefined, string]>) => choices.find(([value]) => value) as [string, string];
+  return {
+    url: first([given.url, '--url'], [stack.backends?.collectorUrl, stack.from], ['http://127.0.0.1:7401', 'no npm start stack runs']),
+    redisUrl: first(
+      [given.redisUrl, '--redis-url'],
+      [env['REDIS_URL'], 'REDIS_URL'],
+      [stack.backends?.redisUrl, stack.from],
+      ['redis://127.0.0.1:6379', 'no npm start stack runs'],
+    ),
+  };
 }

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
 import { compileRules, defaultRules } from '@tally/schema';
-import { parseCli } from './cli';
+import { loadTargets, parseCli } from './cli';
 import { loadFleet, loadTo, type LoadStats } from './driver';
 import { expectedCounts } from './expected';
 import { startFleet } from './fleet';
@@ -24,15 +24,18 @@ const { values: a, fail } = parseCli(command, `npm run ${soak ? 'test:soak' : 'l
   minutes: { min: 0.5, help: 'minutes of load, instead of --duration' },
   via: { default: soak ? 'both' : 'http', arg: 'http|client|both', help: 'path into Tally' },
   seed: { default: '1', min: 0, help: 'seed of the traffic' },
-  url: { default: 'http://127.0.0.1:7401', arg: 'URL', help: 'collector base URL' },
+  url: { arg: 'URL', help: "collector base URL (default the running npm start stack's collector, else http://127.0.0.1:7401)" },
   key: { multiple: true, arg: 'STORE=KEY', help: 'ingest key of a store (repeat per store), or --keys-file' },
   'keys-file': { arg: 'FILE', help: 'ingest keys as JSON {"STORE":"KEY"}' },
-  'redis-url': { default: 'redis://127.0.0.1:6379', arg: 'URL', help: 'Redis of the queues, for --via client' },
+  'redis-url': {
+    arg: 'URL',
+    help: "Redis of the queues, for --via client or both (default REDIS_URL, else the running npm start stack's Redis,\nelse redis://127.0.0.1:6379)",
+  },
   stores: {
     arg: 'LIST',
     help:
       'STORE:ZONE,… (default KTM1:Asia/Kathmandu,LAX1:America/Los_Angeles,UTC1:UTC), each a tenant of the installation\n' +
-      `${' '.repeat(25)}(npm run tenants -- create STORE --time-zone ZONE; --fleet creates them; others are refused)`,
+      '(npm run tenants -- create STORE --time-zone ZONE; --fleet creates them; others are refused)',
   },
   products: { default: '200', min: 1, help: 'distinct products per store' },
   visitors: { default: '1000', min: 1, help: 'distinct visitors per store' },
@@ -67,6 +70,11 @@ const useFleet = a.fleet || soak;
 if (!useFleet && via !== 'client')
   for (const s of stores) if (!keys.has(s.id)) fail(`no ingest key for store ${s.id}: give --key ${s.id}=<key> or --fleet`);
 const say = (line: string) => process.stdout.write(`${command}: ${line}\n`);
+// Without --fleet: the running npm start stack's collector and Redis unless given, said on stderr as npm run dlq does.
+const targets = useFleet ? undefined : loadTargets({ url: a.url, redisUrl: a['redis-url'] }, process.env);
+const tell = (what: string, [value, from]: [string, string]) => process.stderr.write(`${command}: using ${what} ${value} (${from})\n`);
+if (targets && via !== 'client') tell('collector', targets.url);
+if (targets && via !== 'http') tell('Redis', targets.redisUrl);
 
 let started = 0;
 const bar =
@@ -122,8 +130,8 @@ try {
     : loadTo(
         {
           stores,
-          http: { url: a.url, keyOf: (s) => keys.get(s)! },
-          client: { redisUrl: a['redis-url'], rules: compileRules(defaultRules) },
+          http: { url: targets!.url[0], keyOf: (s) => keys.get(s)! },
+          client: { redisUrl: targets!.redisUrl[0], rules: compileRules(defaultRules) },
         },
         { ...options, keepAccepted: false },
       );

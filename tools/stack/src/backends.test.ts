@@ -6,7 +6,13 @@ import { chooseBackends, type RunState } from './run-file';
 
 let root: string;
 const stackCmdline = () => 'node --import tsx tools/stack/src/main.ts';
-const backends = { redisUrl: 'redis://127.0.0.1:41001', dynamoEndpoint: 'http://127.0.0.1:41002', table: 'tally', region: 'eu-west-1' };
+const backends = {
+  redisUrl: 'redis://127.0.0.1:41001',
+  dynamoEndpoint: 'http://127.0.0.1:41002',
+  table: 'tally',
+  region: 'eu-west-1',
+  collectorUrl: 'http://127.0.0.1:41003',
+};
 
 function writeRunFile(dir: string, state: Partial<RunState>): void {
   writeFileSync(

@@ -132,7 +132,7 @@ async function start(): Promise<void> {
   const urls = Object.fromEntries(APPS.map((a) => [a.name, `http://127.0.0.1:${ports[a.name]}`]));
   if (lifecycle.isStopping) return;
 
-  runFile.update({ backends: { redisUrl: redis.url, dynamoEndpoint: dynamo.endpoint, table, region } });
+  runFile.update({ backends: { redisUrl: redis.url, dynamoEndpoint: dynamo.endpoint, table, region, collectorUrl: urls['collector']! } });
   const stackVars = {
     REDIS_URL: redis.url,
     DYNAMODB_ENDPOINT: dynamo.endpoint,

@@ -16,8 +16,8 @@ export interface RunState {
   startedAt: string;
   /** Child pid by name; `match` is a piece of its command line, checked before we signal it. */
   children: Record<string, { pid: number; match: string }>;
-  /** Where the stack's Redis and DynamoDB are, once they run: what `npm run dlq` and `npm run tenants` use. */
-  backends?: { redisUrl: string; dynamoEndpoint: string; table: string; region: string };
+  /** Where the stack's Redis, DynamoDB and collector are, once they run: what `npm run dlq`, `tenants` and `loadgen` use. */
+  backends?: { redisUrl: string; dynamoEndpoint: string; table: string; region: string; collectorUrl: string };
 }
 
 /** The command line of `pid` from /proc (Linux): '' when the process is gone, undefined without /proc. */
@@ -101,11 +101,22 @@ export class RunFile {
 }
 
 /**
+ * The `npm start` stack running on the data directory (TALLY_DATA_DIR, default `.data` under `cwd`, the repository
+ * root under npm run), read from its run file: its backends (undefined when none runs) and where they come from.
+ */
+export function runningStack(env: Env, cwd: string = process.cwd(), readCmdline: ReadCmdline = procCmdline) {
+  const dataDir = env['TALLY_DATA_DIR'] ? path.resolve(cwd, env['TALLY_DATA_DIR']) : path.join(cwd, '.data');
+  const runFile = new RunFile(dataDir);
+  const state = runFile.read();
+  const backends = state?.backends && isStack(state.stackPid, readCmdline) ? state.backends : undefined;
+  return { dataDir, backends, from: `the npm start stack, pid ${state?.stackPid}, ${shortPath(runFile.file, cwd)}` };
+}
+
+/**
  * Which Redis and DynamoDB an operator tool uses: `env` with REDIS_URL / DYNAMODB_ENDPOINT, DYNAMODB_TABLE and
  * AWS_REGION filled in, and one line per backend saying what is used and why. A variable that is set wins.
- * Otherwise the `npm start` stack running on the data directory (TALLY_DATA_DIR, default `.data` under `cwd`, the
- * repository root under npm run) is used, read from its run file. With neither, it refuses to guess: a Redis on
- * 6379 or AWS credentials that happen to be around are not necessarily Tally's.
+ * Otherwise the running `npm start` stack's ({@link runningStack}) is used. With neither, it refuses to guess: a
+ * Redis on 6379 or AWS credentials that happen to be around are not necessarily Tally's.
  */
 export function chooseBackends(
   env: Env,
@@ -113,11 +124,7 @@ export function chooseBackends(
   cwd: string = process.cwd(),
   readCmdline: ReadCmdline = procCmdline,
 ): { env: Env; notes: string[] } {
-  const dataDir = env['TALLY_DATA_DIR'] ? path.resolve(cwd, env['TALLY_DATA_DIR']) : path.join(cwd, '.data');
-  const runFile = new RunFile(dataDir);
-  const state = runFile.read();
-  const stack = state?.backends && isStack(state.stackPid, readCmdline) ? state.backends : undefined;
-  const from = `the npm start stack, pid ${state?.stackPid}, ${shortPath(runFile.file, cwd)}`;
+  const { dataDir, backends: stack, from } = runningStack(env, cwd, readCmdline);
   const out: Env = { ...env };
   const notes: string[] = [];
   const none = (what: string, variables: string) =>

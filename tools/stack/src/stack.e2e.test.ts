@@ -139,6 +139,14 @@ describe('npm start (tools/stack)', () => {
     const dlq = await npmRun('dlq', ['list'], dataDir);
     expect(dlq, JSON.stringify(dlq)).toMatchObject({ code: 0 });
     expect(dlq.err).toContain(`tally: using Redis ${readRunFile(dataDir).backends!.redisUrl} (${stackRef})\n`);
+    // So does the load generator: the stack's collector and Redis (on a random port), with the demo store's key.
+    const { ingestKey } = JSON.parse(readFileSync(path.join(dataDir, 'demo-keys.json'), 'utf8')) as { ingestKey: string };
+    const loadArgs = ['--via', 'both', '--stores', 'DEMO:UTC', '--key', `DEMO=${ingestKey}`, '--rate', '20', '--duration', '1', '--quiet'];
+    const load = await npmRun('loadgen', loadArgs, dataDir);
+    expect(load, JSON.stringify(load)).toMatchObject({ code: 0 });
+    expect(load.err).toContain(
+      `loadgen: using collector ${urls['collector']} (${stackRef})\nloadgen: using Redis ${readRunFile(dataDir).backends!.redisUrl} (${stackRef})\n`,
+    );
 
     // Every process the stack started, and its stores' files in the data directory we gave it.
     const first = readRunFile(dataDir);

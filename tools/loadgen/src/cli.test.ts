@@ -1,0 +1,64 @@
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadTargets } from './cli';
+
+let root: string;
+beforeAll(() => {
+  root = mkdtempSync(path.join(os.tmpdir(), 'tally-loadgen-cli-'));
+});
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+describe('npm run loadgen', () => {
+  it("sends to the running npm start stack's collector and Redis unless --url, --redis-url or REDIS_URL say otherwise", async () => {
+    // A process whose command line is the stack's, as the run file's reader checks before trusting it.
+    const stack = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', 'tools/stack/src/main.ts'], { stdio: 'ignore' });
+    try {
+      const backends = {
+        redisUrl: 'redis://127.0.0.1:41001',
+        collectorUrl: 'http://127.0.0.1:41003',
+        dynamoEndpoint: '',
+        table: '',
+        region: '',
+      };
+      writeFileSync(path.join(root, 'stack.json'), JSON.stringify({ stackPid: stack.pid, startedAt: '', children: {}, backends }));
+      const from = `the npm start stack, pid ${stack.pid}, stack.json`;
+      const env = { TALLY_DATA_DIR: root };
+      expect(loadTargets({}, env, root)).toEqual({ url: [backends.collectorUrl, from], redisUrl: [backends.redisUrl, from] });
+      expect(loadTargets({ url: 'http://10.0.0.7:7401', redisUrl: 'redis://10.0.0.7:6379' }, env, root)).toEqual({
+        url: ['http://10.0.0.7:7401', '--url'],
+        redisUrl: ['redis://10.0.0.7:6379', '--redis-url'],
+      });
+      expect(loadTargets({}, { ...env, REDIS_URL: 'redis://10.0.0.8:6379' }, root).redisUrl).toEqual([
+        'redis://10.0.0.8:6379',
+        'REDIS_URL',
+      ]);
+    } finally {
+      stack.kill('SIGKILL');
+    }
+    // No stack running on the data directory: the local defaults.
+    expect(loadTargets({}, { TALLY_DATA_DIR: path.join(root, 'none') }, root)).toEqual({
+      url: ['http://127.0.0.1:7401', 'no npm start stack runs'],
+      redisUrl: ['redis://127.0.0.1:6379', 'no npm start stack runs'],
+    });
+  });
+
+  it('--help says where --url and --redis-url come from, every continued line under its first', async () => {
+    const main = path.join(import.meta.dirname, 'main.ts');
+    const { stdout } = await promisify(execFile)(process.execPath, ['--no-warnings', '--import', 'tsx', main, '--help']);
+    const lines = stdout.split('\n');
+    expect(lines.find((l) => l.startsWith('  --url '))).toMatch(
+      /default the running npm start stack's collector, else http:\/\/127\.0\.0\.1:7401\)$/,
+    );
+    const redis = lines.findIndex((l) => l.startsWith('  --redis-url '));
+    expect(`${lines[redis]} ${lines[redis + 1]!.trim()}`).toMatch(
+      /\(default REDIS_URL, else the running npm start stack's Redis, else redis:/,
+    );
+    const column = lines[1]!.indexOf('events per second');
+    for (const line of lines.slice(1).filter((l) => l && !l.startsWith('  --')))
+      expect(line.search(/\S/), `continued line ${JSON.stringify(line)}`).toBe(column);
+  });
+});
