@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { fastify, LogController, type FastifyInstance, type RawServerDefault } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
-import { tallyEdge, type EdgeOptions } from './edge.plugin';
+import { sendProblem, tallyEdge, type EdgeOptions } from './edge.plugin';
+import { HttpProblem } from './problem';
 
 export type TallyHttpApp = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger, ZodTypeProvider>;
 
@@ -24,6 +25,8 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<TallyHttpApp>
     // A client that trickles a body this long is cut off.
     requestTimeout: 30_000,
     return503OnClosing: true,
+    // Errors of the router itself (a URL whose percent-encoding is broken), before any hook: a problem like the rest.
+    frameworkErrors: (err, _req, reply) => sendProblem(reply, new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', err.message, { field: 'url' })),
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

@@ -86,6 +86,15 @@ describe('the edge', () => {
     await app.close();
   });
 
+  it('answers a URL the router cannot decode 400 in the problem format', async () => {
+    const { app } = await appWithLog();
+    app.get('/v1/things/:id', async () => ({}));
+    const bad = await app.inject({ method: 'GET', url: '/v1/things/%E0%A4%A' });
+    expect([bad.statusCode, bad.headers['content-type']]).toEqual([400, 'application/problem+json; charset=utf-8']);
+    expect(bad.json()).toMatchObject({ status: 400, code: 'TALLY_ERR_BAD_REQUEST', field: 'url' });
+    await app.close();
+  });
+
   it('times every request by route template', async () => {
     const { app, registry } = await appWithLog();
     await app.inject({ method: 'GET', url: '/healthz' });
