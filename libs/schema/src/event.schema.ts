@@ -14,7 +14,10 @@ export const eventInputSchema = z
       .min(1, 'is required')
       .max(64),
     ts: z.union([z.string().min(1).max(64), z.number()], {
-      error: 'must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds',
+      error: (issue) =>
+        issue.input === undefined
+          ? 'is required'
+          : 'must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds',
     }),
     id: idSchema.optional(),
     dims: z.record(z.string().max(64), z.string().max(1024)).default({}),

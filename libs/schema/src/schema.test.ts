@@ -158,6 +158,15 @@ describe('validateEvents', () => {
     ]);
   });
 
+  it('says a missing ts is required, and what a wrong one must be', () => {
+    const { ts: _ts, ...noTs } = ok;
+    const r = validateEvents(rules, [noTs, { ...ok, ts: true }], limits);
+    expect(r.errors.map((e) => `${e.index} ${e.field}: ${e.reason}`)).toEqual([
+      '0 ts: is required',
+      '1 ts: must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds',
+    ]);
+  });
+
   it('names non-finite numbers (JSON 1e309 parses to Infinity)', () => {
     const r = validateEvents(
       rules,
