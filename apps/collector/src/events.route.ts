@@ -112,7 +112,7 @@ const eventsRouteSchema = {
     400: problem
       .extend({ rejected: z.number().int().optional(), errorCount: z.number().int().optional(), errors: z.array(eventError).optional() })
       .describe(
-        'Invalid events (every one listed in `errors`; nothing counted), a bad Idempotency-Key or query, or an empty or malformed body or a batch with no events',
+        'Invalid events (every one listed in `errors`; nothing counted), a bad Idempotency-Key or query, an empty or malformed body, or a batch with no events',
       ),
     401: problem.describe('Missing, unknown or revoked API key'),
     403: problem.describe('The key lacks the ingest scope'),
