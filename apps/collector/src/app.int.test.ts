@@ -242,11 +242,22 @@ describe('POST /v1/events', () => {
     expect((await post([view('P9')], { headers, key: keys.other })).statusCode).toBe(202);
   });
 
-  it('answers an empty array with 202 and nothing enqueued', async () => {
+  it('refuses a batch with no events (an empty array, or NDJSON with no lines) with a 400 problem naming the body, enqueuing nothing', async () => {
     const before = await waiting();
-    const r = await post([]);
-    expect(r.statusCode).toBe(202);
-    expect(r.json().accepted).toBe(0);
+    for (const [payload, contentType] of [
+      ['[]', 'application/json'],
+      [' [ ] ', 'application/json'],
+      ['\n\n', 'application/x-ndjson'],
+    ] as const) {
+      for (const query of ['', '?partial=true']) {
+        const r = await post(payload, { contentType, query, headers: { 'idempotency-key': 'empty-1' } });
+        expect(r.statusCode).toBe(400);
+        expect(r.headers['content-type']).toBe('application/problem+json; charset=utf-8');
+        expect(r.json()).toMatchObject({ status: 400, code: 'TALLY_ERR_MALFORMED_BODY', field: 'body' });
+        expect(r.json().detail).toMatch(/must hold at least 1 event/);
+        expect(r.json()).not.toHaveProperty('batchId');
+      }
+    }
     expect(await waiting()).toBe(before);
   });
 });
@@ -497,6 +508,7 @@ describe('backpressure and outages', () => {
     const op = doc.paths['/v1/events'].post;
     expect(op.description).toMatch(/All or nothing by default/);
     expect(op.description).toMatch(/With `\?partial=true`/);
+    expect(op.description).toMatch(/at least 1 event: a batch with none .* is refused with 400/);
     expect(op.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['partial', 'idempotency-key']));
   });
 

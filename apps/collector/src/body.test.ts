@@ -26,6 +26,12 @@ describe('parseJsonArray', () => {
     expect(bad.message).toMatch(/^the body is not valid JSON: /);
   });
 
+  it('refuses an array with no events: a batch must hold at least 1', () => {
+    const p = problemOf(() => parseJsonArray('[]', 10));
+    expect([p.statusCode, p.code, p.field]).toEqual([400, 'TALLY_ERR_MALFORMED_BODY', 'body']);
+    expect(p.message).toBe('the batch is empty: it must hold at least 1 event');
+  });
+
   it('refuses more events than the limit with 413 naming it', () => {
     const p = problemOf(() => parseJsonArray(JSON.stringify(Array(11).fill({})), 10));
     expect([p.statusCode, p.code, p.extra]).toEqual([413, 'TALLY_ERR_TOO_MANY_EVENTS', { limit: 10, count: 11 }]);
@@ -44,7 +50,9 @@ describe('parseNdjson', () => {
 
   it('counts lines before parsing any', () => {
     expect(problemOf(() => parseNdjson('x\n'.repeat(11), 10)).statusCode).toBe(413);
-    expect(problemOf(() => parseNdjson('\n\n', 10)).message).toMatch(/empty/);
+    const none = problemOf(() => parseNdjson('\n\n', 10));
+    expect([none.statusCode, none.code, none.field]).toEqual([400, 'TALLY_ERR_MALFORMED_BODY', 'body']);
+    expect(none.message).toBe('the body is empty: a batch must hold at least 1 event, one JSON object per line');
   });
 });
 

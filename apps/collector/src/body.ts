@@ -19,7 +19,7 @@ export interface BodyLimits {
 /**
  * Replaces Fastify's parsers with the two the collector takes: a JSON array of events, or NDJSON (one event per
  * line, blank lines ignored). Anything else is 415. Bodies over MAX_BODY_BYTES are 413 before they are read in
- * full; more events than MAX_EVENTS_PER_REQUEST is 413 (NDJSON: before any line is parsed).
+ * full; more events than MAX_EVENTS_PER_REQUEST is 413 (NDJSON: before any line is parsed); none is 400.
  */
 export function registerEventParsers(app: FastifyInstance<any, any, any, any, any>, limits: BodyLimits): void {
   app.removeAllContentTypeParsers();
@@ -50,6 +50,12 @@ export function tooManyEvents(count: number, limit: number): HttpProblem {
 
 const empty = () => new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON array of events', { field: 'body' });
 
+/**
+ * A batch with no events is refused, not answered 202 for nothing (the OpenAPI batch schema's `minItems: 1`): the
+ * same 400 for `[]` and for an NDJSON body with no lines, before any batch id is made or anything is enqueued.
+ */
+const noEvents = (detail: string) => new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', detail, { field: 'body' });
+
 export function parseJsonArray(text: string, maxEvents: number): EventsBody {
   let parsed: unknown;
   try {
@@ -67,6 +73,7 @@ export function parseJsonArray(text: string, maxEvents: number): EventsBody {
       { field: 'body' },
     );
   }
+  if (parsed.length === 0) throw noEvents('the batch is empty: it must hold at least 1 event');
   if (parsed.length > maxEvents) throw tooManyEvents(parsed.length, maxEvents);
   return { items: parsed, lineErrors: [] };
 }
@@ -75,7 +82,7 @@ export function parseNdjson(text: string, maxEvents: number): EventsBody {
   const lines = text.split('\n');
   let count = 0;
   for (const line of lines) if (line.trim() !== '') count++;
-  if (count === 0) throw empty();
+  if (count === 0) throw noEvents('the body is empty: a batch must hold at least 1 event, one JSON object per line');
   if (count > maxEvents) throw tooManyEvents(count, maxEvents);
   const items: unknown[] = [];
   const lineErrors: EventError[] = [];

@@ -107,7 +107,8 @@ describe('every error is one problem format', () => {
     expectProblem(await post(JSON.stringify([{ type: 'view' }])), 400, 'TALLY_ERR_VALIDATION', '[0].ts');
     expectProblem(await post('[{"type":"view","ts":1,"dims":{}}, 7]'), 400, 'TALLY_ERR_VALIDATION', '[0].ts');
     expectProblem(await post('[7]'), 400, 'TALLY_ERR_VALIDATION', '[0]');
-    expectProblem(await post('[]', { 'idempotency-key': 'a b' }), 400, 'TALLY_ERR_BAD_REQUEST', 'idempotency-key');
+    expectProblem(await post('[]'), 400, 'TALLY_ERR_MALFORMED_BODY', 'body');
+    expectProblem(await post(JSON.stringify([view()]), { 'idempotency-key': 'a b' }), 400, 'TALLY_ERR_BAD_REQUEST', 'idempotency-key');
   });
 
   it('401, 403, 404', async () => {

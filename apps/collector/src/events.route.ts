@@ -21,7 +21,8 @@ export interface EventsRouteDeps {
 const DESCRIPTION = `
 Takes a batch of events for the store of the API key (scope \`ingest\`; the store never comes from the body).
 
-Body: a JSON array of events (\`Content-Type: ${JSON_TYPE}\`) or NDJSON, one event per line (\`${NDJSON_TYPE}\`).
+Body: a JSON array of events (\`Content-Type: ${JSON_TYPE}\`) or NDJSON, one event per line (\`${NDJSON_TYPE}\`),
+at least 1 event: a batch with none (\`[]\`, or NDJSON with no lines) is refused with 400 \`TALLY_ERR_MALFORMED_BODY\`.
 An event is \`{ "type", "ts", "id"?, "dims"?, "value"? }\` (docs/DESIGN.md "Event"); each is checked against the rollup
 rules: known type, declared and well-formed dims (ids \`[A-Za-z0-9_.:-]{1,128}\`), ts parseable and within
 CLOCK_SKEW_SECONDS in the future and LATENESS_HORIZON_DAYS in the past, value finite, not negative and with no more
@@ -68,7 +69,7 @@ const eventSchema = eventInputSchema
 const batchSchema = z
   .array(eventSchema)
   .min(1)
-  .describe('A batch of events (at most MAX_EVENTS_PER_REQUEST)')
+  .describe('A batch of events: at least 1, at most MAX_EVENTS_PER_REQUEST')
   .meta({ examples: [EXAMPLE_EVENTS] });
 
 /**
@@ -111,7 +112,7 @@ const eventsRouteSchema = {
     400: problem
       .extend({ rejected: z.number().int().optional(), errorCount: z.number().int().optional(), errors: z.array(eventError).optional() })
       .describe(
-        'Invalid events (every one listed in `errors`; nothing counted), a bad Idempotency-Key or query, or an empty or malformed body',
+        'Invalid events (every one listed in `errors`; nothing counted), a bad Idempotency-Key or query, an empty or malformed body, or a batch with no events',
       ),
     401: problem.describe('Missing, unknown or revoked API key'),
     403: problem.describe('The key lacks the ingest scope'),

@@ -147,7 +147,12 @@ describe('createTallyClient', () => {
         code: 'TALLY_ERR_INVALID_ARGUMENT',
         field: 'store',
       });
-      expect(await small.enqueueEvents('STORE1', [])).toMatchObject({ accepted: 0 });
+      const before = await waiting();
+      const empty = await small.enqueueEvents('STORE1', [], { idempotencyKey: 'empty-1' }).catch((e: unknown) => e);
+      expect(empty).toBeInstanceOf(InvalidArgumentError);
+      expect(empty).toMatchObject({ code: 'TALLY_ERR_INVALID_ARGUMENT', field: 'events' });
+      expect((empty as Error).message).toBe('events must hold at least 1 event (got none); nothing was enqueued');
+      expect(await waiting()).toBe(before);
     } finally {
       await small.close();
     }

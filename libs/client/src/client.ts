@@ -29,7 +29,7 @@ export interface TallyClient {
    * Validates every event like the collector does and enqueues them for `store`, all or nothing: one invalid
    * event rejects the call with a ValidationError listing each bad event, index, field and reason. Resolves once
    * Redis holds the batch. With `idempotencyKey`, a retried call is counted once.
-   * Throws TooManyEventsError, InvalidArgumentError, ValidationError, IdempotencyConflictError, UnknownStoreError
+   * Throws TooManyEventsError, InvalidArgumentError (a bad store id or key, or no events), ValidationError, IdempotencyConflictError, UnknownStoreError
    * (the aggregator refused a batch for this store lately: it has no tenant) or QueueUnavailableError.
    */
   enqueueEvents(store: string, events: readonly EventInput[], opts?: EnqueueOptions): Promise<{ batchId: string; accepted: number }>;

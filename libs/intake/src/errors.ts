@@ -25,7 +25,7 @@ export class TooManyEventsError extends TallyError {
   }
 }
 
-/** A store id or an idempotency key that cannot be used; `field` names it. */
+/** A store id or an idempotency key that cannot be used, or no events at all; `field` names it. */
 export class InvalidArgumentError extends TallyError {
   readonly code = 'TALLY_ERR_INVALID_ARGUMENT';
   constructor(

@@ -71,6 +71,16 @@ describe('createIntake', () => {
     await expect(intake.enqueue('bad store!', [])).rejects.toThrow(InvalidArgumentError);
   });
 
+  it('refuses a batch with no events, as the collector does, before making a batch id or reaching Redis', async () => {
+    for (const call of [() => intake.enqueue('STORE1', []), () => intake.submit('STORE1', [], { idempotencyKey: 'k1' })]) {
+      await expect(call()).rejects.toMatchObject({
+        code: 'TALLY_ERR_INVALID_ARGUMENT',
+        field: 'events',
+        message: 'events must hold at least 1 event (got none); nothing was enqueued',
+      });
+    }
+  });
+
   it('rolls a batch up with its distinct members when the zone is known: rows and distinct (base64 ids), none without visitors', async () => {
     const added: unknown[] = [];
     const capturing = createIntake({

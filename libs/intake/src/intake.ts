@@ -94,7 +94,7 @@ export interface Intake {
   /** The batch id of a call: derived from store and idempotency key, or random. */
   batchIdFor(store: string, idempotencyKey?: string): string;
   /**
-   * Enqueues validated events in one call to Redis (one job per MAX_EVENTS_PER_JOB events, `add` for one, `addBulk`
+   * Enqueues validated events (at least 1: none throws InvalidArgumentError) in one call to Redis (one job per MAX_EVENTS_PER_JOB events, `add` for one, `addBulk`
    * for more; part i of a split batch has batch id `<batchId>.<i>`). Resolves only once Redis holds every job; throws QueueUnavailableError otherwise.
    * With an idempotency key already used for a different batch within the window, throws
    * IdempotencyConflictError and enqueues nothing; for a store marked unknown (`unknownStoreKey`), throws
@@ -183,8 +183,10 @@ export function createIntake(opts: IntakeOptions): Intake {
           `store id ${JSON.stringify(store)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`,
         );
       }
+      // Like the collector's 400 for `[]`: a call with no events is a mistake to report, not a batch id for nothing.
+      if (events.length === 0)
+        throw new InvalidArgumentError('events', 'events must hold at least 1 event (got none); nothing was enqueued');
       const batchId = batchIdFor(store, eopts.idempotencyKey);
-      if (events.length === 0) return { batchId, accepted: 0, jobIds: [] };
       const receivedAt = eopts.receivedAt ?? Date.now();
       const parts = Math.ceil(events.length / MAX_EVENTS_PER_JOB);
       const jobs: Array<{ data: PayloadOf<typeof QUEUE.events>; opts: { jobId: string } }> = [];

@@ -1,4 +1,8 @@
-import { startProcess } from '@tally/testing';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { REPO_ROOT, startProcess } from '@tally/testing';
 import { describe, expect, it } from 'vitest';
 
 const main = new URL('./main.ts', import.meta.url).pathname;
@@ -23,11 +27,28 @@ describe('npm run cost', () => {
     expect(missing.output).toContain("tally cost: Option '--price <value>' argument missing");
   });
 
-  it('sizes the default workload of docs/SCALING.md', async () => {
-    const r = await run('size');
-    expect(r.code).toBe(0);
-    expect(r.output).toMatch(/Redis Cluster masters\s+\d+/);
-    // The table of docs/SCALING.md, "Result", and nothing before it.
-    expect(r.output).toMatch(/^open rows\s+[\d,]+\n/);
+  it("sizes the default workload of docs/SCALING.md with docs/BENCHMARKS.md's latest figures, each named on stderr", async () => {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--no-warnings', '--import', 'tsx', main, 'size']);
+    // The table of docs/SCALING.md, "Result", and nothing else on stdout.
+    const scaling = readFileSync(path.join(REPO_ROOT, 'docs', 'SCALING.md'), 'utf8');
+    expect(stdout).toBe(`${/## Result\n\n```\n([\s\S]*?)\n```/.exec(scaling)![1]}\n`);
+    const lines = stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(8);
+    expect(lines).toContainEqual(
+      expect.stringMatching(/^tally cost size: --aggregator-eps \d+ \(docs\/BENCHMARKS\.md aggregator-apply, run 20\S+Z\)$/),
+    );
+    expect(lines).toContainEqual(expect.stringMatching(/^tally cost size: --e2e-eps \d+ \(docs\/BENCHMARKS\.md ingest-e2e, run 20\S+Z\)$/));
+    // A figure given on the command line is used and said so.
+    const given = await promisify(execFile)(process.execPath, [
+      '--no-warnings',
+      '--import',
+      'tsx',
+      main,
+      'size',
+      '--aggregator-eps',
+      '1000',
+    ]);
+    expect(given.stderr).toContain('tally cost size: --aggregator-eps 1000 (given)\n');
+    expect(given.stdout).toMatch(/^aggregator replicas\s+100$/m);
   });
 });

@@ -46,6 +46,51 @@ describe('npm run loadgen', () => {
     });
   });
 
+  it("says what is wrong and what to do when the running stack's run file predates collectorUrl, and exits 2", async () => {
+    const stack = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', 'tools/stack/src/main.ts'], { stdio: 'ignore' });
+    const dir = mkdtempSync(path.join(root, 'older-'));
+    try {
+      // What an npm start from before loadgen read the run file wrote: the backends without collectorUrl.
+      const backends = {
+        redisUrl: 'redis://127.0.0.1:41001',
+        dynamoEndpoint: 'http://127.0.0.1:41002',
+        table: 'tally',
+        region: 'eu-west-1',
+      };
+      writeFileSync(path.join(dir, 'stack.json'), JSON.stringify({ stackPid: stack.pid, startedAt: '', children: {}, backends }));
+      const env = { TALLY_DATA_DIR: dir };
+      const file = path.join(dir, 'stack.json');
+      const expected = (shown: string) =>
+        `the running npm start stack (pid ${stack.pid}) has a run file (${shown}) that predates collectorUrl: it was started by an ` +
+        'older version of npm start. Restart npm start (Ctrl-C, then npm start again), or pass --url URL.';
+      expect(() => loadTargets({}, env, root)).toThrow(
+        expect.objectContaining({ code: 'TALLY_ERR_STALE_RUN_FILE', message: expected(path.relative(root, file)) }),
+      );
+      // --url needs no collector from the file; --via client needs none at all and takes the stack's Redis.
+      expect(loadTargets({ url: 'http://10.0.0.7:7401' }, env, root).url).toEqual(['http://10.0.0.7:7401', '--url']);
+      expect(loadTargets({}, env, root, { collector: false, redis: true }).redisUrl).toEqual([
+        backends.redisUrl,
+        `the npm start stack, pid ${stack.pid}, ${path.relative(root, file)}`,
+      ]);
+
+      // As a user runs it (from the repository, the run file elsewhere): one line saying so before the usage, exit code 2.
+      const main = path.join(import.meta.dirname, 'main.ts');
+      const run = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = execFile(
+          process.execPath,
+          ['--no-warnings', '--import', 'tsx', main, '--key', 'KTM1=k', '--key', 'LAX1=k', '--key', 'UTC1=k', '--duration', '1', '--quiet'],
+          { env: { ...process.env, TALLY_DATA_DIR: dir }, timeout: 60_000 },
+          (_err, _stdout, stderr) => resolve({ code: child.exitCode, stderr }),
+        );
+      });
+      expect(run.code).toBe(2);
+      expect(run.stderr.split('\n')[0]).toBe(`loadgen: ${expected(file)}`);
+      expect(run.stderr).toMatch(/\nusage: npm run loadgen -- \[options\]\n/);
+    } finally {
+      stack.kill('SIGKILL');
+    }
+  });
+
   it('--help says where --url and --redis-url come from, every continued line under its first', async () => {
     const main = path.join(import.meta.dirname, 'main.ts');
     const { stdout } = await promisify(execFile)(process.execPath, ['--no-warnings', '--import', 'tsx', main, '--help']);

@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
-import { runningStack } from '@tally/stack';
+import { runningStack, stackBackend } from '@tally/stack';
 
 /** An option of a command line: a string (the default), a number of at least `min`, or a flag; `help` is its line in
  * the usage (a `\n` in it continues under the first line), `arg` names its value there. */
@@ -59,18 +59,29 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
 /**
  * Where `npm run loadgen` sends without --fleet, and why: the collector of --url, else of the running `npm start`
  * stack (its run file, as `npm run dlq` and `tenants` find it), else 127.0.0.1:7401; the Redis of --redis-url, else
- * REDIS_URL, else the stack's, else 127.0.0.1:6379.
+ * REDIS_URL, else the stack's, else 127.0.0.1:6379. A stack that runs but whose run file lacks a target that is
+ * `need`ed (an older npm start wrote it) is a StackError saying so and what to do, never the local default.
  */
-export function loadTargets(given: { url?: string; redisUrl?: string }, env: Record<string, string | undefined>, cwd?: string) {
+export function loadTargets(
+  given: { url?: string; redisUrl?: string },
+  env: Record<string, string | undefined>,
+  cwd?: string,
+  need: { collector: boolean; redis: boolean } = { collector: true, redis: true },
+) {
   const stack = runningStack(env, cwd);
-  const first = (...choices: Array<[string | undefined, string]>) => choices.find(([value]) => value) as [string, string];
-  return {
-    url: first([given.url, '--url'], [stack.backends?.collectorUrl, stack.from], ['http://127.0.0.1:7401', 'no npm start stack runs']),
-    redisUrl: first(
-      [given.redisUrl, '--redis-url'],
-      [env['REDIS_URL'], 'REDIS_URL'],
-      [stack.backends?.redisUrl, stack.from],
-      ['redis://127.0.0.1:6379', 'no npm start stack runs'],
-    ),
+  const none = 'no npm start stack runs';
+  // Read only when no option or variable says: a target given needs nothing of the run file.
+  const ofStack = (name: 'collectorUrl' | 'redisUrl', needed: boolean, instead: string): [string, string] | undefined => {
+    const value = needed ? stackBackend(stack, name, instead) : stack.backends?.[name];
+    return value ? [value, stack.from] : undefined;
   };
+  const url: [string, string] = given.url
+    ? [given.url, '--url']
+    : (ofStack('collectorUrl', need.collector, 'pass --url URL') ?? ['http://127.0.0.1:7401', none]);
+  const redisUrl: [string, string] = given.redisUrl
+    ? [given.redisUrl, '--redis-url']
+    : env['REDIS_URL']
+      ? [env['REDIS_URL'], 'REDIS_URL']
+      : (ofStack('redisUrl', need.redis, 'pass --redis-url URL or set REDIS_URL') ?? ['redis://127.0.0.1:6379', none]);
+  return { url, redisUrl };
 }

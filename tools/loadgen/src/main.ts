@@ -70,8 +70,15 @@ const useFleet = a.fleet || soak;
 if (!useFleet && via !== 'client')
   for (const s of stores) if (!keys.has(s.id)) fail(`no ingest key for store ${s.id}: give --key ${s.id}=<key> or --fleet`);
 const say = (line: string) => process.stdout.write(`${command}: ${line}\n`);
-// Without --fleet: the running npm start stack's collector and Redis unless given, said on stderr as npm run dlq does.
-const targets = useFleet ? undefined : loadTargets({ url: a.url, redisUrl: a['redis-url'] }, process.env);
+// Without --fleet: the running npm start stack's collector and Redis unless given, said on stderr as npm run dlq does;
+// a stack whose run file does not say (an older npm start) is a usage error naming the option that does.
+const need = { collector: via !== 'client', redis: via !== 'http' };
+let targets: ReturnType<typeof loadTargets> | undefined;
+try {
+  targets = useFleet ? undefined : loadTargets({ url: a.url, redisUrl: a['redis-url'] }, process.env, undefined, need);
+} catch (err) {
+  fail((err as Error).message);
+}
 const tell = (what: string, [value, from]: [string, string]) => process.stderr.write(`${command}: using ${what} ${value} (${from})\n`);
 if (targets && via !== 'client') tell('collector', targets.url);
 if (targets && via !== 'http') tell('Redis', targets.redisUrl);

@@ -74,6 +74,42 @@ describe('chooseBackends (npm run dlq / tenants)', () => {
     expect(() => chooseBackends({ TALLY_DATA_DIR: none }, { dynamo: true }, root, stackCmdline)).toThrow(/^no DynamoDB to use/);
   });
 
+  it('a running stack whose run file does not say where its backends are is named, with what to do, not taken for no stack', () => {
+    const file = (dir: string) => path.relative(root, path.join(dir, 'stack.json'));
+    // Still starting, or started by an npm start older than the run file's backends.
+    const starting = mkdtempSync(path.join(root, 'starting-'));
+    writeRunFile(starting, {});
+    expect(() => chooseBackends({ TALLY_DATA_DIR: starting }, { redis: true }, root, stackCmdline)).toThrow(
+      expect.objectContaining({
+        code: 'TALLY_ERR_STALE_RUN_FILE',
+        message:
+          `the running npm start stack (pid ${process.pid}) has not recorded its backends in its run file (${file(starting)}): ` +
+          'it is still starting (wait until it prints its URLs), or an older version of npm start started it (restart it). Or set REDIS_URL.',
+      }),
+    );
+    // A run file written before one of the members this version reads.
+    const older = mkdtempSync(path.join(root, 'older-'));
+    const { table: _table, ...withoutTable } = backends;
+    writeRunFile(older, { backends: withoutTable as typeof backends });
+    expect(() => chooseBackends({ TALLY_DATA_DIR: older }, { dynamo: true }, root, stackCmdline)).toThrow(
+      expect.objectContaining({
+        code: 'TALLY_ERR_STALE_RUN_FILE',
+        message:
+          `the running npm start stack (pid ${process.pid}) has a run file (${file(older)}) that predates table: it was started by an older ` +
+          'version of npm start. Restart npm start (Ctrl-C, then npm start again), or set DYNAMODB_ENDPOINT, DYNAMODB_TABLE and AWS_REGION.',
+      }),
+    );
+    // What the file does have is used when it is all that is needed, and a variable that is set needs no file.
+    expect(chooseBackends({ TALLY_DATA_DIR: older }, { redis: true }, root, stackCmdline).env['REDIS_URL']).toBe(backends.redisUrl);
+    expect(chooseBackends({ TALLY_DATA_DIR: older, DYNAMODB_TABLE: 't2' }, { dynamo: true }, root, stackCmdline).env).toMatchObject({
+      DYNAMODB_ENDPOINT: backends.dynamoEndpoint,
+      DYNAMODB_TABLE: 't2',
+    });
+    expect(
+      chooseBackends({ TALLY_DATA_DIR: starting, REDIS_URL: 'redis://10.0.0.5:6379' }, { redis: true }, root, stackCmdline).notes,
+    ).toEqual(['Redis redis://10.0.0.5:6379 (REDIS_URL)']);
+  });
+
   it('AWS_REGION without DYNAMODB_ENDPOINT means AWS DynamoDB, said out loud', () => {
     const dir = mkdtempSync(path.join(root, 'aws-'));
     expect(chooseBackends({ TALLY_DATA_DIR: dir, AWS_REGION: 'eu-central-1' }, { dynamo: true }, root).notes).toEqual([

@@ -17,7 +17,16 @@ export interface RunState {
   /** Child pid by name; `match` is a piece of its command line, checked before we signal it. */
   children: Record<string, { pid: number; match: string }>;
   /** Where the stack's Redis, DynamoDB and collector are, once they run: what `npm run dlq`, `tenants` and `loadgen` use. */
-  backends?: { redisUrl: string; dynamoEndpoint: string; table: string; region: string; collectorUrl: string };
+  backends?: StackBackends;
+}
+
+/** A running stack's backends, as this version writes them to its run file (`collectorUrl` since loadgen reads it). */
+export interface StackBackends {
+  redisUrl: string;
+  dynamoEndpoint: string;
+  table: string;
+  region: string;
+  collectorUrl: string;
 }
 
 /** The command line of `pid` from /proc (Linux): '' when the process is gone, undefined without /proc. */
@@ -100,16 +109,58 @@ export class RunFile {
   }
 }
 
+/** The `npm start` stack running on a data directory, as {@link runningStack} found it. */
+export interface RunningStack {
+  dataDir: string;
+  /** The running stack's pid; undefined when none runs on `dataDir`. */
+  pid: number | undefined;
+  /**
+   * Its backends as its run file has them: none yet while it starts, and a file written by an older `npm start`
+   * (still running across an upgrade) lacks the members added since. Read them with {@link stackBackend}.
+   */
+  backends: Partial<StackBackends> | undefined;
+  /** Where they come from, for the tools' `using …` lines. */
+  from: string;
+  /** The run file, as the user would type its path. */
+  file: string;
+}
+
 /**
  * The `npm start` stack running on the data directory (TALLY_DATA_DIR, default `.data` under `cwd`, the repository
- * root under npm run), read from its run file: its backends (undefined when none runs) and where they come from.
+ * root under npm run), read from its run file: its pid and backends (undefined when none runs) and where they come from.
  */
-export function runningStack(env: Env, cwd: string = process.cwd(), readCmdline: ReadCmdline = procCmdline) {
+export function runningStack(env: Env, cwd: string = process.cwd(), readCmdline: ReadCmdline = procCmdline): RunningStack {
   const dataDir = env['TALLY_DATA_DIR'] ? path.resolve(cwd, env['TALLY_DATA_DIR']) : path.join(cwd, '.data');
   const runFile = new RunFile(dataDir);
   const state = runFile.read();
-  const backends = state?.backends && isStack(state.stackPid, readCmdline) ? state.backends : undefined;
-  return { dataDir, backends, from: `the npm start stack, pid ${state?.stackPid}, ${shortPath(runFile.file, cwd)}` };
+  const running = state !== undefined && typeof state.stackPid === 'number' && isStack(state.stackPid, readCmdline);
+  const backends = running && typeof state.backends === 'object' && state.backends !== null ? state.backends : undefined;
+  const file = shortPath(runFile.file, cwd);
+  return {
+    dataDir,
+    pid: running ? state.stackPid : undefined,
+    backends,
+    from: `the npm start stack, pid ${state?.stackPid}, ${file}`,
+    file,
+  };
+}
+
+/**
+ * The running stack's backend `name`; undefined when no stack runs. A stack that runs but whose run file does not
+ * say (it is still starting, or an older `npm start` wrote the file before `name` was recorded) is a
+ * StackError TALLY_ERR_STALE_RUN_FILE saying so, with what to do: restart `npm start`, or `instead`.
+ */
+export function stackBackend(stack: RunningStack, name: keyof StackBackends, instead: string): string | undefined {
+  if (stack.pid === undefined) return undefined;
+  const value = stack.backends?.[name];
+  if (typeof value === 'string') return value;
+  const what = `the running npm start stack (pid ${stack.pid})`;
+  const message = stack.backends
+    ? `${what} has a run file (${stack.file}) that predates ${name}: it was started by an older version of npm start. ` +
+      `Restart npm start (Ctrl-C, then npm start again), or ${instead}.`
+    : `${what} has not recorded its backends in its run file (${stack.file}): it is still starting (wait until it prints ` +
+      `its URLs), or an older version of npm start started it (restart it). Or ${instead}.`;
+  throw new StackError('TALLY_ERR_STALE_RUN_FILE', message);
 }
 
 /**
@@ -124,7 +175,8 @@ export function chooseBackends(
   cwd: string = process.cwd(),
   readCmdline: ReadCmdline = procCmdline,
 ): { env: Env; notes: string[] } {
-  const { dataDir, backends: stack, from } = runningStack(env, cwd, readCmdline);
+  const stack = runningStack(env, cwd, readCmdline);
+  const { dataDir, from } = stack;
   const out: Env = { ...env };
   const notes: string[] = [];
   const none = (what: string, variables: string) =>
@@ -134,17 +186,20 @@ export function chooseBackends(
     );
 
   if (need.redis) {
+    const redisUrl = env['REDIS_URL'] ? undefined : stackBackend(stack, 'redisUrl', 'set REDIS_URL');
     if (env['REDIS_URL']) notes.push(`Redis ${env['REDIS_URL']} (REDIS_URL)`);
-    else if (stack) notes.push(`Redis ${(out['REDIS_URL'] = stack.redisUrl)} (${from})`);
+    else if (redisUrl !== undefined) notes.push(`Redis ${(out['REDIS_URL'] = redisUrl)} (${from})`);
     else throw none('Redis', 'REDIS_URL');
   }
   if (need.dynamo) {
+    const instead = 'set DYNAMODB_ENDPOINT, DYNAMODB_TABLE and AWS_REGION';
+    const endpoint = env['DYNAMODB_ENDPOINT'] ? undefined : stackBackend(stack, 'dynamoEndpoint', instead);
     if (env['DYNAMODB_ENDPOINT']) notes.push(`DynamoDB ${env['DYNAMODB_ENDPOINT']} (DYNAMODB_ENDPOINT)`);
-    else if (stack) {
-      out['DYNAMODB_ENDPOINT'] = stack.dynamoEndpoint;
-      out['DYNAMODB_TABLE'] ??= stack.table;
-      out['AWS_REGION'] ??= stack.region;
-      notes.push(`DynamoDB ${stack.dynamoEndpoint}, table ${out['DYNAMODB_TABLE']} (${from})`);
+    else if (endpoint !== undefined) {
+      out['DYNAMODB_ENDPOINT'] = endpoint;
+      out['DYNAMODB_TABLE'] ??= stackBackend(stack, 'table', instead);
+      out['AWS_REGION'] ??= stackBackend(stack, 'region', instead);
+      notes.push(`DynamoDB ${endpoint}, table ${out['DYNAMODB_TABLE']} (${from})`);
     } else if (env['AWS_REGION']) notes.push(`AWS DynamoDB in ${env['AWS_REGION']} (AWS_REGION, no DYNAMODB_ENDPOINT)`);
     else throw none('DynamoDB', 'DYNAMODB_ENDPOINT (or AWS_REGION for AWS DynamoDB)');
   }
@@ -152,8 +207,8 @@ export function chooseBackends(
 }
 
 /**
- * chooseBackends for an operator tool's main: says on stderr which backends it uses, or why there are none (and
- * exits 1). A call for help (`--help`, `-h`, `help`, no arguments) needs no backend and gets `env` unchanged.
+ * chooseBackends for an operator tool's main: says on stderr which backends it uses, or why there are none or the
+ * running stack's run file does not say (and exits 1). A call for help (`--help`, `-h`, `help`, no arguments) needs no backend and gets `env` unchanged.
  */
 export function backendEnvOrExit(env: Env, need: { redis?: boolean; dynamo?: boolean }, argv: readonly string[]): Env {
   if (argv.length === 0 || argv[0] === 'help' || argv.includes('--help') || argv.includes('-h')) return env;
