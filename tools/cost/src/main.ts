@@ -1,10 +1,6 @@
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT } from '@tally/testing';
-import { measuredFigures, type Figure } from './benchmarks';
 import { costOf } from './cost';
-import { DEFAULT_WORKLOAD, formatSizing, sizeDeployment, type Measured } from './sizing';
+import { DEFAULT_MEASURED, DEFAULT_WORKLOAD, sizeDeployment } from './sizing';
 
 /** `npm run cost -- size` flags: the workload or measured figure each sets. */
 const SIZE_FLAGS: Record<string, string> = {
@@ -28,8 +24,7 @@ const SIZE_FLAGS: Record<string, string> = {
 const USAGE = `usage: npm run cost -- [--aggregator URL]... [--writer URL]... [--price USD per million write units] [--json]
          write units and dollars per million events of a running fleet, from its apps' /metrics
        npm run cost -- size [--${Object.keys(SIZE_FLAGS).join(' N] [--')} N]
-         the sizing of docs/SCALING.md from a workload (default: that document's) and measured figures (default: the
-         latest run of each in docs/BENCHMARKS.md, named on stderr)
+         the sizing of docs/SCALING.md from a workload and measured figures (defaults: that document's)
 `;
 if (process.argv.includes('--help') || process.argv.includes('-h')) {
   process.stdout.write(USAGE);
@@ -46,41 +41,34 @@ function parse<T>(parseThem: () => T): T {
 }
 
 // npm run cost -- size [--stores N] [--visitors N] [--avg N] [--peak N] [--wcu-per-million N] ...: the sizing of
-// docs/SCALING.md from a workload (default: that document's) and measured figures (default: docs/BENCHMARKS.md's).
+// docs/SCALING.md from a workload and measured figures (defaults: that document's workload and figures).
 if (process.argv[2] === 'size') {
   const options = Object.fromEntries(Object.keys(SIZE_FLAGS).map((flag) => [flag, { type: 'string' as const }]));
   const { values } = parse(() => parseArgs({ args: process.argv.slice(3), options }));
   const workload: Record<string, number> = { ...DEFAULT_WORKLOAD };
-  const given: Record<string, Figure> = {};
+  const measured: Record<string, number> = { ...DEFAULT_MEASURED };
   for (const [flag, value] of Object.entries(values)) {
     const x = Number(value);
     if (!Number.isFinite(x) || x < 0) {
       process.stderr.write(`tally cost size: --${flag} must be a non-negative number, got ${String(value)}\n`);
       process.exit(2);
     }
-    if (SIZE_FLAGS[flag]! in workload) workload[SIZE_FLAGS[flag]!] = x;
-    else given[SIZE_FLAGS[flag]!] = { value: x, from: 'given' };
+    (SIZE_FLAGS[flag]! in workload ? workload : measured)[SIZE_FLAGS[flag]!] = x;
   }
-  let doc: string | Error;
-  try {
-    doc = readFileSync(path.join(REPO_ROOT, 'docs', 'BENCHMARKS.md'), 'utf8');
-  } catch (err) {
-    doc = err as Error;
-  }
-  // In the order of the flags, each with its flag, so a line says how to give another figure.
-  const all: Record<string, Figure> = measuredFigures(doc, given);
-  const figures = Object.entries(SIZE_FLAGS).flatMap(([flag, key]) => (all[key] ? [[flag, key, all[key]] as const] : []));
-  const missing = figures.flatMap(([flag, , f]) => ('missing' in f ? [`${f.missing}: pass --${flag} N`] : []));
-  if (missing.length > 0) {
-    for (const line of missing) process.stderr.write(`tally cost size: ${line}\n`);
-    process.exit(1);
-  }
-  const measured = Object.fromEntries(figures.map(([, key, f]) => [key, (f as { value: number }).value])) as unknown as Measured;
-  for (const [flag, , f] of figures) {
-    const { value, from } = f as { value: number; from: string };
-    process.stderr.write(`tally cost size: --${flag} ${value} (${from})\n`);
-  }
-  console.log(formatSizing(sizeDeployment(workload as typeof DEFAULT_WORKLOAD, measured)));
+  const s = sizeDeployment(workload as typeof DEFAULT_WORKLOAD, measured as typeof DEFAULT_MEASURED);
+  const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+  const gb = (bytes: number, d = 2) => f(bytes / 1e9, d);
+  console.log(`open rows                 ${f(s.openRows)}`);
+  const { rows, stores, dedupe, total } = s.redisBytes;
+  console.log(`Redis memory              ${gb(total)} GB (rows ${gb(rows)}, stores ${gb(stores, 3)}, dedupe records ${gb(dedupe)})`);
+  console.log(`Redis Cluster masters     ${s.redisMasters}`);
+  console.log(`aggregator replicas       ${s.aggregatorReplicas}`);
+  console.log(`collector replicas        ${s.collectorReplicas} (${f(s.collectorCoresAtPeak, 2)} cores at peak)`);
+  console.log(`write units/s             ${f(s.writeUnitsPerSecondAvg)} average, ${f(s.writeUnitsPerSecondPeak)} peak`);
+  console.log(`read units/s              ${f(s.readUnitsPerSecond, 1)}`);
+  const m = s.monthly;
+  console.log(`per month                 ${f(m.writeUnits / 1e9, 2)} billion write units, ${f(m.readUnits / 1e6, 1)} million read units`);
+  console.log(`USD per month             ${f(m.onDemandUsd)} on-demand, ${f(m.provisionedUsd)} provisioned at the average`);
   process.exit(0);
 }
 

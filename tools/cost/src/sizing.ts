@@ -22,36 +22,25 @@ export const DEFAULT_WORKLOAD = {
 };
 export type Workload = typeof DEFAULT_WORKLOAD;
 
-/**
- * The measured figures the sizing takes, each from the `npm run bench` figure named. `npm run cost -- size` reads
- * them from docs/BENCHMARKS.md (benchmarks.ts), except the {@link FIXED_MEASURED} ones.
- */
-export interface Measured {
+/** The figures docs/SCALING.md uses, each from the `npm run bench` figure named. */
+export const DEFAULT_MEASURED = {
   /** write-cost: write units per million events with the default rules. */
-  writeUnitsPerMillionEvents: number;
-  /** query: DynamoDB read units per query. */
-  readUnitsPerQuery: number;
+  writeUnitsPerMillionEvents: 931_852,
+  /** query: DynamoDB read units per query (one eventually consistent read of items under 4 KB = 0.5). */
+  readUnitsPerQuery: 0.5,
   /** scale: Redis bytes per open row and per store. */
-  bytesPerOpenRow: number;
-  bytesPerStore: number;
+  bytesPerOpenRow: 232,
+  bytesPerStore: 839,
   /** aggregator-apply: bytes per dedupe record. */
-  bytesPerDedupeRecord: number;
+  bytesPerDedupeRecord: 154,
   /** aggregator-apply: events/s one aggregator process applies. */
-  aggregatorEventsPerSecond: number;
+  aggregatorEventsPerSecond: 113_962,
   /** collector-ingest: collector CPU ms per 1,000 events (1000-event batches). */
-  collectorCpuMsPer1000Events: number;
+  collectorCpuMsPer1000Events: 2.75,
   /** ingest-e2e: events/s end to end on one Redis (everything on one 2-core machine). */
-  endToEndEventsPerSecondPerRedis: number;
-}
-
-/** The figures docs/BENCHMARKS.md's current runs do not print, with where they come from. */
-export const FIXED_MEASURED = {
-  readUnitsPerQuery: {
-    value: 0.5,
-    from: 'bench query: one DynamoDB request per query within two months, items under 4 KB, read eventually consistent',
-  },
-  bytesPerStore: { value: 839, from: 'bench scale, 2026-12-02: 10,000 stores against 10, both with 10,000 open rows' },
-} satisfies { [K in keyof Measured]?: { value: number; from: string } };
+  endToEndEventsPerSecondPerRedis: 43_997,
+};
+export type Measured = typeof DEFAULT_MEASURED;
 
 /** us-east-1 prices in USD: per million write and read request units on-demand, per WCU-hour and RCU-hour provisioned. */
 const US_EAST_1 = { onDemandWrite: 0.625, onDemandRead: 0.125, provisionedWcuHour: 0.00065, provisionedRcuHour: 0.00013 };
@@ -97,23 +86,4 @@ export function sizeDeployment(w: Workload, m: Measured, p = US_EAST_1) {
         writeUnitsPerSecondAvg * HOURS_PER_MONTH * p.provisionedWcuHour + readUnitsPerSecond * HOURS_PER_MONTH * p.provisionedRcuHour,
     },
   };
-}
-
-/** The sizing as `npm run cost -- size` prints it (docs/SCALING.md "Result"). */
-export function formatSizing(s: ReturnType<typeof sizeDeployment>): string {
-  const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
-  const gb = (bytes: number, d = 2) => f(bytes / 1e9, d);
-  const { rows, stores, dedupe, total } = s.redisBytes;
-  const m = s.monthly;
-  return [
-    `open rows                 ${f(s.openRows)}`,
-    `Redis memory              ${gb(total)} GB (rows ${gb(rows)}, stores ${gb(stores, 3)}, dedupe records ${gb(dedupe)})`,
-    `Redis Cluster masters     ${s.redisMasters}`,
-    `aggregator replicas       ${s.aggregatorReplicas}`,
-    `collector replicas        ${s.collectorReplicas} (${f(s.collectorCoresAtPeak, 2)} cores at peak)`,
-    `write units/s             ${f(s.writeUnitsPerSecondAvg)} average, ${f(s.writeUnitsPerSecondPeak)} peak`,
-    `read units/s              ${f(s.readUnitsPerSecond, 1)}`,
-    `per month                 ${f(m.writeUnits / 1e9, 2)} billion write units, ${f(m.readUnits / 1e6, 1)} million read units`,
-    `USD per month             ${f(m.onDemandUsd)} on-demand, ${f(m.provisionedUsd)} provisioned at the average`,
-  ].join('\n');
 }
