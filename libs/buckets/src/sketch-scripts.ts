@@ -2,12 +2,13 @@ import { defineScript } from './script-table';
 import { TOMBSTONES } from './scripts';
 
 /**
- * Lua scripts of the distinct-count sketches (unique visitors), kept apart from the counters' scripts. Each runs
- * on one store's keys (one hash slot), every key it touches declared in KEYS (SketchStore names them; see
- * key-layout redis-keys), and follows the rule of every script: all reads and checks first, then writes that
- * cannot fail. Per row and sketch field F = `<dayKey>|<metric code>`: `us` the exact set (while it has at most
- * T = EXACT_THRESHOLD members; past T it stops growing and means "more than T"), `uh` the Redis HyperLogLog of every
- * member once the set has passed T (none before), `ur` the row's set of unwritten fields.
+ * Lua scripts of the distinct-count sketches (unique visitors), kept apart from the counters' scripts. Each runs on one
+ * store's keys (one hash slot), every key it touches declared in KEYS (SketchStore names them; see key-layout
+ * redis-keys), and follows the rule of every script: all reads and checks first, then writes that cannot fail (but for
+ * SKETCH_ADD's row sets of one field, whose writes are their checks and are taken back). Per row and sketch field F =
+ * `<dayKey>|<metric code>`: `us` the exact set (while it has at most T = EXACT_THRESHOLD members; past T it stops
+ * growing and means "more than T"), `uh` the Redis HyperLogLog of every member once the set has passed T (none before),
+ * `ur` the row's set of unwritten fields.
  *
  * A sketch crosses the scripts as a blob: `X` + members (8 bytes each; exact) or `H` + a Redis HLL string.
  */
@@ -29,13 +30,13 @@ end
  * fieldCount, then per field: F, members (one string of their 8-byte ids one after another). SADDs them to the exact
  * set while it holds at most T, past T PFADDs them (at the crossing all the set's) to the HLL, notes F as unwritten.
  * Idempotent. A deleted store (its `tombstone`, checked first) writes nothing and returns -1, so an in-flight batch
- * re-creates no sketch. A refused call leaves nothing behind. Every set and HLL is checked before the first write by
- * a read that fails on a wrong type, not by a TYPE of its own: SCARD of each set; GETRANGE of the HLL (whose header
- * it checks too) of a set past T, and one EXISTS of all the others' HLLs, which do not exist (an HLL is made when its
- * set passes T and deleted with it), each then checked as past T if any does. A row set is checked by its SCARD for a
- * row of no or several fields, and for a row of one field by its SADD, the first writes: when one is refused, the fields
- * those before it added are SREMed again (each SADD of one field tells whether it added it) before the error reply.
- * Members are split by `struct.unpack` (one C call per 1,000), not a `string.sub` each.
+ * re-creates no sketch. A refused call leaves nothing behind. Every set and HLL is checked before the first write by a
+ * read that fails on a wrong type, not by a TYPE of its own: SCARD of each set; GETRANGE of the HLL (whose header it
+ * checks too) of a set past T, and one EXISTS of all the others' HLLs, which do not exist (an HLL is made when its set
+ * passes T and deleted with it); if any does, each of them is read as for a set past T. A row set is checked by its
+ * SCARD for a row of no or several fields, and for a row of one field by its SADD, the first writes: when one is
+ * refused, the fields those before it added are SREMed again (each SADD of one field tells whether it added it) before
+ * the error reply. Members are split by `struct.unpack` (one C call per 1,000), not a `string.sub` each.
  */
 export const SKETCH_ADD = defineScript<number>()({
   name: 'SKETCH_ADD',
