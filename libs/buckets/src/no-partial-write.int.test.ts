@@ -110,7 +110,39 @@ describe('sums beyond 64 bits (issue: 300 batches of 1000 maximum orders)', () =
     await redis.sadd('t:{S}:r:1000', 'S');
     await store.apply('S', 'a', rows({ S: { '2026-336|r': 9_000_000_000_000_000_000n } }), { now: 1000, dedupeTtlSeconds: 60 });
     expect(await total('S', 'r')).toBe(18_000_000_000_000_000_000n);
-    expect(await redis.hgetall('t:{S}:b:1000:S')).toEqual({ '2026-336|r': '0', '2026-336|r|1': '18000' });
+    // A limb of 0 is not stored (absent means 0).
+    expect(await redis.hgetall('t:{S}:b:1000:S')).toEqual({ '2026-336|r|1': '18000' });
+  });
+
+  it('carries out of the low limb when a HINCRBY would reach 10^15, and adds to a count with no low limb', async () => {
+    await store.apply('S', 'a', rows({ S: { '2026-336|r': 10n ** 15n - 1n } }), { now: 1000, dedupeTtlSeconds: 60 });
+    await store.apply('S', 'b', rows({ S: { '2026-336|r': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
+    expect(await redis.hgetall('t:{S}:b:1000:S')).toEqual({ '2026-336|r|1': '1' });
+    await store.apply('S', 'c', rows({ S: { '2026-336|r': 7 } }), { now: 1000, dedupeTtlSeconds: 60 });
+    expect(await redis.hgetall('t:{S}:b:1000:S')).toEqual({ '2026-336|r': '7', '2026-336|r|1': '1' });
+    expect(await total('S', 'r')).toBe(10n ** 15n + 7n);
+  });
+
+  it('takes back every HINCRBY of a refused batch: added to, created in an existing row, and in a new row', async () => {
+    await store.apply('S', 'a', rows({ S: { '2026-336|v': 5 }, 'S#product#P': { '2026-336|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
+    // A corrupt stored count (negative: a HINCRBY would take it) after the rows the batch adds to first.
+    await redis.hset('t:{S}:b:1000:S#visitor#V', '2026-336|v', '-5');
+    const before = await dump();
+    const err = await store
+      .apply(
+        'S',
+        'b',
+        rows({
+          S: { '2026-336|v': 2, '2026-337|v': 3 },
+          'S#product#P': { '2026-336|v': 4 },
+          'S#product#Q': { '2026-336|v': 6 },
+          'S#visitor#V': { '2026-336|v': 1 },
+        }),
+        { now: 1000, dedupeTtlSeconds: 60 },
+      )
+      .catch((e: unknown) => e);
+    expect((err as BucketsError).code).toBe('TALLY_ERR_NOT_A_COUNT');
+    expect(await dump()).toEqual(before);
   });
 });
 

@@ -10,14 +10,17 @@ import { defineScript } from './script-table';
  *
  * The rule of every script (README "How counts move exactly once"): all reads and checks first, then the
  * writes, and no write can fail. Redis does not roll a script back, so an error after the first write would
- * leave half a change behind. Hence:
+ * leave half a change behind. One exception, APPLY's counts, keeps the rule's outcome by another way: their
+ * HINCRBYs are logged and all taken back before any error reply (see APPLY). Hence:
  * - every script starts with a `#!lua` shebang: a script that may write is refused whole (OOM error, nothing
  *   run) while Redis is over maxmemory under `noeviction`, and is never stopped by OOM once it runs;
  *   read-only scripts say `flags=no-writes`;
  * - the read phase touches every key the write phase writes with a command that fails on a wrong type (HMGET,
  *   HLEN, LLEN, ZSCORE, GET, or TYPE), and checks every number it will write;
- * - counts never go through HINCRBY: a count is kept in base-10^15 limbs (see LIMBS) that the read phase
- *   adds up exactly in Lua doubles, refusing a sum over 38 digits with an error reply before writing anything.
+ * - a count is kept in base-10^15 limbs (see LIMBS), never as one 64-bit field: HINCRBY adds to the low limb only
+ *   while no carry is due, and any other sum is added up exactly in Lua doubles, a sum over 38 digits refused with
+ *   an error reply that leaves nothing written. A limb is never stored as 0 (absent means 0), so a HINCRBY that
+ *   finds 0 created its field and is taken back by deleting it.
  */
 
 /** Limb arithmetic shared by the scripts that add counts: exact in Lua doubles since every limb stays < 2^53. */
@@ -159,7 +162,10 @@ export type Stale = [0, string];
  * row: pk, fieldCount, (field, delta)*, each delta a non-negative decimal string; then per row: rankEntity,
  * rankMember (rankEntity '' = not ranked); then per ranking zset its entity and field `<day>|<metric>`.
  * A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2` (the rest),
- * written only when non-zero or already present.
+ * each present only when non-zero. A delta of 1 to 15 digits is added to `f` by HINCRBY (one command per field, no
+ * read first) and kept when `f` held a count and the sum stays under 10^15; every other field is read and added up
+ * in limbs, then written after all checks. A refused batch takes its HINCRBYs back before the error reply (a HINCRBY
+ * that found 0 created the field, and the field is deleted), so nothing of it stays.
  * Ranked rows add their unkeyed deltas to the daily ranking zsets of their entity in the same step (top lists),
  * so a top list ranks every bucket, the open one included, and a batch is ranked exactly once; a score is the
  * delta as a double, which orders but need not be exact. A ranking the caller did not declare refuses the call
@@ -190,70 +196,19 @@ elseif epoch ~= A.epoch then
   return {-1, epoch}
 end
 expectType(K.rows, 'set')
--- Read phase: every row's current limbs, the new limbs, all checked. Nothing is written yet.
-local writes, pks, spans = {}, {}, {}
+-- The rows' spans in ARGV; rows of erased visitors are left out (their counts dropped, not ranked).
+local rowCount = tonumber(A.rowCount)
+local pks, spans = {}, {}
 local i = AR
-for r = 1, tonumber(A.rowCount) do
-  local pk = ARGV[i]
-  local n = tonumber(ARGV[i + 1])
-  i = i + 2
-  if erasedRows and rowErased(pk, tonumber(A.now)) then
-    i = i + 2 * n -- an erased row (tombstone): its counts are dropped, and it is not ranked
-  else
-  spans[r] = {i, n, pk}
-  local key = KEYS[KR + r - 1]
-  local out = {}
-  for c = 0, n - 1, 500 do
-    local m = math.min(500, n - c)
-    local names = {}
-    for f = 1, m do names[f] = ARGV[i + 2 * (c + f - 1)] end
-    local low = redis.call('HMGET', key, unpack(names))
-    -- Fast path: a delta and a stored low limb of at most 15 digits whose sum stays under 10^15 carry nothing, so
-    -- the higher limbs, if any, are neither read nor written; a new field takes its delta as sent (no leading zero).
-    -- Any other field takes the full path below. (Arithmetic converts a checked string once, tonumber twice.)
-    local slow = {}
-    for f = 1, m do
-      local d = ARGV[i + 2 * (c + f - 1) + 1]
-      local v = low[f]
-      local ok = #d <= 15 and string.match(d, '^%d+$')
-      local val = ok and not v and string.byte(d) ~= 48 and d
-      local sum = not val and ok and (not v or (#v <= 15 and string.match(v, '^%d+$'))) and d + (v or 0)
-      if val or (sum and sum < BASE) then
-        out[#out + 1] = names[f]
-        out[#out + 1] = val or string.format('%d', sum)
-      else
-        slow[#slow + 1] = f
-      end
-    end
-    if #slow > 0 then
-      local limbs = {}
-      for j, f in ipairs(slow) do limbs[3 * j - 2], limbs[3 * j - 1], limbs[3 * j] = names[f], names[f] .. '|1', names[f] .. '|2' end
-      local cur = redis.call('HMGET', key, unpack(limbs))
-      for j, f in ipairs(slow) do
-        local name = names[f]
-        local acc = {0, 0, 0}
-        local ok = addDecimal(acc, ARGV[i + 2 * (c + f - 1) + 1], 1)
-        for k = 1, 3 do ok = ok and (not cur[3 * j - 3 + k] or addDecimal(acc, cur[3 * j - 3 + k], k)) end
-        if not ok then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. pk .. ' ' .. name .. ': the delta or a stored count is not a non-negative integer') end
-        if not normalize(acc) then return redis.error_reply('TALLY_ERR_SUM_OVERFLOW ' .. pk .. ' ' .. name .. ': the bucket sum would exceed 38 digits') end
-        out[#out + 1] = name
-        out[#out + 1] = string.format('%d', acc[1])
-        for k = 2, 3 do
-          if acc[k] ~= 0 or cur[3 * j - 3 + k] then
-            out[#out + 1] = limbs[3 * j - 3 + k]
-            out[#out + 1] = string.format('%d', acc[k])
-          end
-        end
-      end
-    end
+for r = 1, rowCount do
+  local pk, n = ARGV[i], tonumber(ARGV[i + 1])
+  if not (erasedRows and rowErased(pk, tonumber(A.now))) then
+    spans[r] = {i + 2, n, pk}
+    pks[#pks + 1] = pk
   end
-  i = i + 2 * n
-  table.insert(writes, {key, out})
-  table.insert(pks, pk)
-  end
+  i = i + 2 + 2 * n
 end
 -- Rankings: per declared ranking zset, its members' scores (ZMSCORE, which checks its type) plus their deltas.
-local rowCount = tonumber(A.rowCount)
 local rankAt = i + 2 * rowCount
 local rankKeys = {}
 for j = 0, #KEYS - KR - rowCount do
@@ -289,11 +244,71 @@ for _, g in ipairs(ranks) do
     for j = c, e do table.insert(g.scores, (cur[j - c + 1] or 0) + g.deltas[g.members[j]]); table.insert(g.scores, g.members[j]) end
   end
 end
+-- Counts. Fast path: a delta of 1 to 15 digits (no leading zero) goes straight into the low limb with HINCRBY, and
+-- stays when the stored low limb was a count and no carry is due (the sum under 10^15); otherwise that one HINCRBY is
+-- taken back and the field takes the full path. Every HINCRBY kept is logged: on any error reply below they are all
+-- taken back (a field the batch created is deleted), so a refused batch leaves nothing behind.
+local done, slow = {}, {}
+local function undo()
+  for j = #done - 2, 1, -3 do
+    local key, f, created = done[j], done[j + 1], done[j + 2]
+    if created then redis.call('HDEL', key, ARGV[f]) else redis.call('HINCRBY', key, ARGV[f], '-' .. ARGV[f + 1]) end
+  end
+end
+for r = 1, rowCount do
+  local span = spans[r]
+  if span then
+    local key = KEYS[KR + r - 1]
+    for f = span[1], span[1] + 2 * span[2] - 2, 2 do
+      local d = ARGV[f + 1]
+      local v = #d <= 15 and string.match(d, '^[1-9]%d*$') and redis.pcall('HINCRBY', key, ARGV[f], d)
+      if type(v) == 'number' then
+        local old = v - d
+        if old >= 0 and v < BASE then
+          done[#done + 1], done[#done + 2], done[#done + 3] = key, f, old == 0
+        else
+          redis.call('HINCRBY', key, ARGV[f], '-' .. d)
+          slow[#slow + 1] = {key, f, span[3]}
+        end
+      elseif v and string.find(v.err, 'WRONGTYPE', 1, true) then
+        undo()
+        return v
+      else
+        slow[#slow + 1] = {key, f, span[3]}
+      end
+    end
+  end
+end
+-- Full path: the field's three limbs read, the delta added exactly, carried and checked; written below.
+local writes = {}
+for _, s in ipairs(slow) do
+  local key, f, pk = s[1], s[2], s[3]
+  local name = ARGV[f]
+  local limbs = {name, name .. '|1', name .. '|2'}
+  local cur = redis.pcall('HMGET', key, unpack(limbs))
+  if cur.err then undo() return cur end
+  local acc = {0, 0, 0}
+  local ok = addDecimal(acc, ARGV[f + 1], 1)
+  for k = 1, 3 do ok = ok and (not cur[k] or addDecimal(acc, cur[k], k)) end
+  if not ok then undo() return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. pk .. ' ' .. name .. ': the delta or a stored count is not a non-negative integer') end
+  if not normalize(acc) then undo() return redis.error_reply('TALLY_ERR_SUM_OVERFLOW ' .. pk .. ' ' .. name .. ': the bucket sum would exceed 38 digits') end
+  local set, del = {}, {}
+  for k = 1, 3 do
+    if acc[k] ~= 0 then
+      set[#set + 1] = limbs[k]
+      set[#set + 1] = string.format('%d', acc[k])
+    elseif cur[k] then
+      del[#del + 1] = limbs[k]
+    end
+  end
+  writes[#writes + 1] = {key, set, del}
+end
 -- Write phase: commands that cannot fail on the keys checked above.
 redis.call('SET', K.dedupe, '1', 'EX', A.dedupeTtlSeconds)
 if newEpoch then redis.call('SET', K.epoch, epoch) end
 for _, w in ipairs(writes) do
-  for c = 1, #w[2], 1000 do redis.call('HSET', w[1], unpack(w[2], c, math.min(c + 999, #w[2]))) end
+  if #w[2] > 0 then redis.call('HSET', w[1], unpack(w[2])) end
+  if #w[3] > 0 then redis.call('HDEL', w[1], unpack(w[3])) end
 end
 for c = 1, #pks, 2000 do redis.call('SADD', K.rows, unpack(pks, c, math.min(c + 1999, #pks))) end
 for _, g in ipairs(ranks) do
