@@ -2,12 +2,13 @@ import { defineScript } from './script-table';
 import { TOMBSTONES } from './scripts';
 
 /**
- * Lua scripts of the distinct-count sketches (unique visitors), kept apart from the counters' scripts. Each runs
- * on one store's keys (one hash slot), every key it touches declared in KEYS (SketchStore names them; see
- * key-layout redis-keys), and follows the rule of every script: all reads and checks first, then writes that
- * cannot fail. Per row and sketch field F = `<dayKey>|<metric code>`: `us` the exact set (while it has at most
- * T = EXACT_THRESHOLD members; past T it stops growing and means "more than T"), `uh` the Redis HyperLogLog of every
- * member once the set has passed T (none before), `ur` the row's set of unwritten fields.
+ * Lua scripts of the distinct-count sketches (unique visitors), kept apart from the counters' scripts. Each runs on one
+ * store's keys (one hash slot), every key it touches declared in KEYS (SketchStore names them; see key-layout
+ * redis-keys), and follows the rule of every script: all reads and checks first, then writes that cannot fail (but for
+ * SKETCH_ADD's row sets of one field, whose writes are their checks and are taken back). Per row and sketch field F =
+ * `<dayKey>|<metric code>`: `us` the exact set (while it has at most T = EXACT_THRESHOLD members; past T it stops
+ * growing and means "more than T"), `uh` the Redis HyperLogLog of every member once the set has passed T (none before),
+ * `ur` the row's set of unwritten fields.
  *
  * A sketch crosses the scripts as a blob: `X` + members (8 bytes each; exact) or `H` + a Redis HLL string.
  */
@@ -29,8 +30,13 @@ end
  * fieldCount, then per field: F, members (one string of their 8-byte ids one after another). SADDs them to the exact
  * set while it holds at most T, past T PFADDs them (at the crossing all the set's) to the HLL, notes F as unwritten.
  * Idempotent. A deleted store (its `tombstone`, checked first) writes nothing and returns -1, so an in-flight batch
- * re-creates no sketch. Every key is checked before the first write by a read that fails on a wrong type (SCARD of
- * a set; GETRANGE of the HLL, whose header it checks too), not by a TYPE of its own.
+ * re-creates no sketch. A refused call leaves nothing behind. Every set and HLL is checked before the first write by a
+ * read that fails on a wrong type, not by a TYPE of its own: SCARD of each set; GETRANGE of the HLL (whose header it
+ * checks too) of a set past T, and one EXISTS of all the others' HLLs, which do not exist (an HLL is made when its set
+ * passes T and deleted with it); if any does, each of them is read as for a set past T. A row set is checked by its
+ * SCARD for a row of no or several fields, and for a row of one field by its SADD, the first writes: when one is
+ * refused, the fields those before it added are SREMed again (each SADD of one field tells whether it added it) before
+ * the error reply. Members are split by `struct.unpack` (one C call per 1,000), not a `string.sub` each.
  */
 export const SKETCH_ADD = defineScript<number>()({
   name: 'SKETCH_ADD',
@@ -40,34 +46,83 @@ export const SKETCH_ADD = defineScript<number>()({
   body: `${TOMBSTONES}
 if storeDeleted() then return -1 end
 local T = tonumber(A.threshold)
-local plan, rows, size = {}, {}, {}
-local k, i = KR, AR
-while i <= #ARGV do
+local function checkHll(uh)
+  local head = redis.call('GETRANGE', uh, 0, 3)
+  if head ~= '' and head ~= 'HYLL' then error('WRONGTYPE ' .. uh .. ' is not a HyperLogLog') end
+end
+-- Read phase. plan: us, uh, members per field; ones, multi: ur, F (rows of one field) and ur, {F...} (of several).
+local plan, ones, multi, size, checked, unmade = {}, {}, {}, {}, {}, {}
+local k, i, last = KR, AR, #ARGV
+while i <= last do
   local ur = KEYS[k]
   k = k + 1
-  redis.call('SCARD', ur)
   local n = tonumber(ARGV[i])
   i = i + 1
+  if n ~= 1 then redis.call('SCARD', ur) end
   local fields = {}
   for f = 1, n do
-    local us, uh = KEYS[k], KEYS[k + 1]
+    local us, uh, blob = KEYS[k], KEYS[k + 1], ARGV[i + 1]
     k = k + 2
-    local blob = ARGV[i + 1]
     if #blob % 8 ~= 0 then return redis.error_reply('TALLY_ERR_SKETCH members of ' .. #blob .. ' bytes') end
-    size[us] = size[us] or redis.call('SCARD', us)
-    local head = redis.call('GETRANGE', uh, 0, 3)
-    if head ~= '' and head ~= 'HYLL' then error('WRONGTYPE ' .. uh .. ' is not a HyperLogLog') end
-    table.insert(plan, {us, uh, blob})
+    local s = size[us]
+    if not s then
+      s = redis.call('SCARD', us)
+      size[us] = s
+    end
+    if not checked[uh] then
+      checked[uh] = true
+      if s > T then checkHll(uh) else unmade[#unmade + 1] = uh end
+    end
+    plan[#plan + 1] = us
+    plan[#plan + 1] = uh
+    plan[#plan + 1] = blob
     fields[f] = ARGV[i]
     i = i + 2
   end
-  if n > 0 then table.insert(rows, {ur, fields}) end
+  if n == 1 then
+    ones[#ones + 1] = ur
+    ones[#ones + 1] = fields[1]
+  elseif n > 1 then
+    multi[#multi + 1] = ur
+    multi[#multi + 1] = fields
+  end
 end
-for _, p in ipairs(plan) do
-  local us, uh, blob = p[1], p[2], p[3]
+local made = 0
+for c = 1, #unmade, 1000 do made = made + redis.call('EXISTS', unpack(unmade, c, math.min(c + 999, #unmade))) end
+if made > 0 then
+  for _, uh in ipairs(unmade) do checkHll(uh) end
+end
+-- Write phase: rows of one field (a refused SADD takes back the fields added before it), then nothing can fail.
+local added = {}
+for r = 1, #ones, 2 do
+  local got = redis.pcall('SADD', ones[r], ones[r + 1])
+  if type(got) == 'table' then
+    for a = 1, #added, 2 do redis.call('SREM', added[a], added[a + 1]) end
+    return got
+  end
+  if got == 1 then
+    added[#added + 1] = ones[r]
+    added[#added + 1] = ones[r + 1]
+  end
+end
+for r = 1, #multi, 2 do redis.call('SADD', multi[r], unpack(multi[r + 1])) end
+local struct, formats = struct, {}
+for p = 1, #plan, 3 do
+  local us, uh, blob = plan[p], plan[p + 1], plan[p + 2]
   for c = 1, #blob, 8000 do
-    local members = {}
-    for b = c, math.min(c + 7999, #blob), 8 do members[#members + 1] = string.sub(blob, b, b + 7) end
+    local members
+    if #blob == 8 then
+      members = {blob}
+    else
+      local n = (math.min(c + 7999, #blob) - c + 1) / 8
+      local format = formats[n]
+      if not format then
+        format = string.rep('c8', n)
+        formats[n] = format
+      end
+      members = {struct.unpack(format, blob, c)}
+      members[n + 1] = nil -- unpack's next position
+    end
     if size[us] > T then
       redis.call('PFADD', uh, unpack(members))
     else
@@ -76,8 +131,7 @@ for _, p in ipairs(plan) do
     end
   end
 end
-for _, r in ipairs(rows) do redis.call('SADD', r[1], unpack(r[2])) end
-return #plan
+return #plan / 3
 `,
 });
 

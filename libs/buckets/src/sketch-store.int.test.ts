@@ -118,6 +118,66 @@ describe('sketches', () => {
     }
   });
 
+  it('leaves every key as it was when a row set or an HLL holds another type (what it added is taken back)', async () => {
+    const tag = sketches.keys.tag('S');
+    const snapshot = async () => {
+      const out: string[] = [];
+      for (const key of (await redis.keys('*')).sort()) {
+        const type = await redis.type(key);
+        const value =
+          type === 'set'
+            ? (await redis.smembersBuffer(key)).map((b) => b.toString('hex')).sort()
+            : type === 'hash'
+              ? JSON.stringify(await redis.hgetall(key))
+              : (await redis.getBuffer(key))?.toString('hex');
+        out.push(`${key} ${type} ${String(value)}`);
+      }
+      return out;
+    };
+    const one = (v: string) => new Set([distinctMember(v)]);
+    // Row S already has its day-100 sketch; P2's is past the threshold (an HLL).
+    const setUp = async () => {
+      await redis.flushall();
+      await addVisitors('S', '2026-100', 0, 1);
+      await addVisitors('S#product#P2', '2026-100', 0, EXACT_THRESHOLD + 5);
+    };
+    const adds: DistinctAdds = new Map([
+      ['S', new Map([['2026-100|uv', one('V1')]])], // its field already in the row set: nothing to take back
+      ['S#product#P0', new Map([['2026-100|uv', one('V2')]])], // a new field: taken back
+      ['S#product#P2', new Map([['2026-100|uv', one('V3')]])],
+      [
+        'S#product#P3',
+        new Map([
+          ['2026-100|uv', one('V4')],
+          ['2026-101|uv', one('V4')],
+        ]),
+      ],
+      ['S#product#P9', new Map([['2026-100|uv', one('V5')]])],
+    ]);
+    const planted: Array<() => Promise<unknown>> = [
+      () => redis.hset(`${tag}ur:S#product#P9`, 'a', '1'), // the last row's set, after rows already added to
+      () => redis.hset(`${tag}ur:S#product#P3`, 'a', '1'), // the row of two fields
+      () => redis.set(`${tag}uh:S#product#P2|2026-100|uv`, 'not an HLL'), // an HLL of a sketch past the threshold
+    ];
+    for (const plant of planted) {
+      await setUp();
+      await plant();
+      const before = await snapshot();
+      await expect(sketches.add('S', adds)).rejects.toThrow(/WRONGTYPE/);
+      expect(await snapshot()).toEqual(before);
+    }
+    // Once nothing is planted, the batch goes in whole.
+    await setUp();
+    await sketches.add('S', adds);
+    const live = await sketches.read('S', ['S', 'S#product#P0', 'S#product#P3', 'S#product#P9']);
+    expect(live.map((r) => r.map((s) => `${s.field} ${s.scard}`).sort())).toEqual([
+      ['2026-100|uv 2'],
+      ['2026-100|uv 1'],
+      ['2026-100|uv 1', '2026-101|uv 1'],
+      ['2026-100|uv 1'],
+    ]);
+  });
+
   it('refuses a corrupt blob before writing anything', async () => {
     await expect(sketches.union('S', [[Buffer.from('Xabc')]], false)).rejects.toThrow(/TALLY_ERR_SKETCH/);
     await expect(sketches.union('S', [[Buffer.from('HYLLxxxxxxxxxxxxxxxxx')]], false)).rejects.toThrow(/TALLY_ERR_SKETCH/);
