@@ -11,7 +11,7 @@ import { defineScript } from './script-table';
  * The rule of every script (README "How counts move exactly once"): all reads and checks first, then the
  * writes, and no write can fail. Redis does not roll a script back, so an error after the first write would
  * leave half a change behind. One exception, APPLY's counts, keeps the rule's outcome by another way: their
- * HINCRBYs are logged and all taken back before any error reply (see APPLY). Hence:
+ * HINCRBYs are all taken back before any error reply (see APPLY). Hence:
  * - every script starts with a `#!lua` shebang: a script that may write is refused whole (OOM error, nothing
  *   run) while Redis is over maxmemory under `noeviction`, and is never stopped by OOM once it runs;
  *   read-only scripts say `flags=no-writes`;
@@ -246,13 +246,21 @@ for _, g in ipairs(ranks) do
 end
 -- Counts. Fast path: a delta of 1 to 15 digits (no leading zero) goes straight into the low limb with HINCRBY, and
 -- stays when the stored low limb was a count and no carry is due (the sum under 10^15); otherwise that one HINCRBY is
--- taken back and the field takes the full path. Every HINCRBY kept is logged: on any error reply below they are all
+-- taken back and the field takes the full path (marked in isSlow). On any error reply below, every HINCRBY kept is
 -- taken back (a field the batch created is deleted), so a refused batch leaves nothing behind.
-local done, slow = {}, {}
-local function undo()
-  for j = #done - 2, 1, -3 do
-    local key, f, created = done[j], done[j + 1], done[j + 2]
-    if created then redis.call('HDEL', key, ARGV[f]) else redis.call('HINCRBY', key, ARGV[f], '-' .. ARGV[f + 1]) end
+local slow, isSlow = {}, {}
+-- Takes back the HINCRBYs kept, in the rows' order up to (not including) ARGV index \`stop\`: a field back at 0 was
+-- created by its HINCRBY (no limb is stored as 0) and is deleted.
+local function undo(stop)
+  for r = 1, rowCount do
+    local span = spans[r]
+    if span then
+      local key = KEYS[KR + r - 1]
+      for f = span[1], span[1] + 2 * span[2] - 2, 2 do
+        if f == stop then return end
+        if not isSlow[f] and redis.call('HINCRBY', key, ARGV[f], '-' .. ARGV[f + 1]) == 0 then redis.call('HDEL', key, ARGV[f]) end
+      end
+    end
   end
 end
 for r = 1, rowCount do
@@ -262,19 +270,14 @@ for r = 1, rowCount do
     for f = span[1], span[1] + 2 * span[2] - 2, 2 do
       local d = ARGV[f + 1]
       local v = #d <= 15 and string.match(d, '^[1-9]%d*$') and redis.pcall('HINCRBY', key, ARGV[f], d)
-      if type(v) == 'number' then
-        local old = v - d
-        if old >= 0 and v < BASE then
-          done[#done + 1], done[#done + 2], done[#done + 3] = key, f, old == 0
-        else
+      if type(v) ~= 'number' or v >= BASE or v < d + 0 then
+        if type(v) == 'number' then
           redis.call('HINCRBY', key, ARGV[f], '-' .. d)
-          slow[#slow + 1] = {key, f, span[3]}
+        elseif v and string.find(v.err, 'WRONGTYPE', 1, true) then
+          undo(f)
+          return v
         end
-      elseif v and string.find(v.err, 'WRONGTYPE', 1, true) then
-        undo()
-        return v
-      else
-        slow[#slow + 1] = {key, f, span[3]}
+        slow[#slow + 1], isSlow[f] = {key, f, span[3]}, true
       end
     end
   end
