@@ -159,8 +159,9 @@ export type Stale = [0, string];
  * KEYS: epoch, dedupe (the batch id's record), rows (the row set of bucket `epoch`), tombstone, erased, then per row its bucket hash
  * of bucket `epoch`, then the ranking zsets the ranked rows add to. ARGV: now, dedupeTtlSeconds, epoch (the open
  * bucket's seq the keys are built for; `now` when the store has no epoch yet), rowCount, rankTtlSeconds, then per
- * row: pk, fieldCount, (field, delta)*, each delta a non-negative decimal string; then per row: rankEntity,
- * rankMember (rankEntity '' = not ranked); then per ranking zset its entity and field `<day>|<metric>`.
+ * row: pk, fieldCount, (field, delta)*, each delta a non-negative decimal string; then per ranking zset (in the
+ * order of its key): memberCount, then per member: its row's index (1-based, in the rows' order), member, delta
+ * (the sum of the row's deltas to that ranking, a double).
  * A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2` (the rest),
  * each present only when non-zero. A delta of 1 to 15 digits is added to `f` by HINCRBY (one command per field, no
  * read first) and kept when `f` held a count and the sum stays under 10^15; every other field is read and added up
@@ -168,8 +169,10 @@ export type Stale = [0, string];
  * that found 0 created the field, and the field is deleted), so nothing of it stays.
  * Ranked rows add their unkeyed deltas to the daily ranking zsets of their entity in the same step (top lists),
  * so a top list ranks every bucket, the open one included, and a batch is ranked exactly once; a score is the
- * delta as a double, which orders but need not be exact. A ranking the caller did not declare refuses the call
- * whole.
+ * delta as a double, which orders but need not be exact. The caller sums each member's deltas per ranking
+ * (BucketStore.applyRows); the script adds them to the members' scores (ZMSCORE, which checks the zset's type, then
+ * ZADD and EXPIRE in the write phase) and skips a member whose row is left out. A malformed ranking argument
+ * (a count, row index or delta out of range, or arguments left over) refuses the call whole (`TALLY_ERR_ARGUMENT`).
  * Returns {1, seq} when applied, {0, 0} when the batch id was already applied (a redelivery), {-1, epoch or ''}
  * (nothing written) when the keys are not the open bucket's, {2, 0} (nothing written) when the store is deleted
  * (its tombstone). Rows of erased visitors (`erased`) are left out. Refuses the whole batch, writing nothing, with an
@@ -208,40 +211,34 @@ for r = 1, rowCount do
   end
   i = i + 2 + 2 * n
 end
--- Rankings: per declared ranking zset, its members' scores (ZMSCORE, which checks its type) plus their deltas.
-local rankAt = i + 2 * rowCount
-local rankKeys = {}
-for j = 0, #KEYS - KR - rowCount do
-  local entity = ARGV[rankAt + 2 * j]
-  rankKeys[entity] = rankKeys[entity] or {}
-  rankKeys[entity][ARGV[rankAt + 2 * j + 1]] = KEYS[KR + rowCount + j]
-end
-local ranks, rankOf = {}, {}
-for r = 1, rowCount do
-  local entity, span = ARGV[i + 2 * (r - 1)], spans[r]
-  if entity ~= '' and span then
-    local member = ARGV[i + 2 * (r - 1) + 1]
-    local declared = rankKeys[entity] or {}
-    for f = span[1], span[1] + 2 * span[2] - 2, 2 do
-      local field = ARGV[f]
-      if not string.find(field, '#', 1, true) then
-        local rkey = declared[field]
-        if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. field .. ' of ' .. span[3] .. ' not declared') end
-        local g = rankOf[rkey] or {key = rkey, members = {}, deltas = {}}
-        if not rankOf[rkey] then rankOf[rkey], ranks[#ranks + 1] = g, g end
-        local d = g.deltas[member]
-        if not d then g.members[#g.members + 1] = member end
-        g.deltas[member] = (d or 0) + ARGV[f + 1]
-      end
+-- Rankings: per ranking zset, its members' summed deltas as the caller added them up; a member whose row is left out
+-- (an erased visitor) is skipped. Each zset's ZMSCORE checks its type; the new scores are written below.
+local ranks = {}
+for z = KR + rowCount, #KEYS do
+  local n = tonumber(ARGV[i])
+  if not (n and n >= 0 and n % 1 == 0) then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ' has no member count') end
+  local g = {key = KEYS[z], members = {}, deltas = {}}
+  for m = i + 1, i + 3 * n - 2, 3 do
+    local d = tonumber(ARGV[m + 2])
+    local r = tonumber(ARGV[m])
+    if not (d and d >= 0 and d < math.huge and r and r >= 1 and r <= rowCount) then
+      return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ': a row index or delta is not a number in range')
+    end
+    if not erasedRows or spans[r] then
+      g.members[#g.members + 1] = ARGV[m + 1]
+      g.deltas[#g.deltas + 1] = d
     end
   end
+  i = i + 1 + 3 * n
+  if #g.members > 0 then ranks[#ranks + 1] = g end
 end
+if i ~= #ARGV + 1 then return redis.error_reply('TALLY_ERR_ARGUMENT the rankings do not end the arguments') end
 for _, g in ipairs(ranks) do
   g.scores = {}
   for c = 1, #g.members, 1000 do
     local e = math.min(c + 999, #g.members)
     local cur = redis.call('ZMSCORE', g.key, unpack(g.members, c, e))
-    for j = c, e do table.insert(g.scores, (cur[j - c + 1] or 0) + g.deltas[g.members[j]]); table.insert(g.scores, g.members[j]) end
+    for j = c, e do g.scores[2 * j - 1], g.scores[2 * j] = (cur[j - c + 1] or 0) + g.deltas[j], g.members[j] end
   end
 end
 -- Counts. Fast path: a delta of 1 to 15 digits (no leading zero) goes straight into the low limb with HINCRBY, and
