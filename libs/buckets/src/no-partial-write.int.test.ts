@@ -220,23 +220,21 @@ describe('no script fails after its first write', () => {
     const message = async (p: Promise<unknown>) => ((await p.catch((e: unknown) => e)) as Error).message;
     expect(await message(store.apply('S', 'b', batch, { now: 1000, dedupeTtlSeconds: 60 }))).toMatch(/WRONGTYPE/);
     expect(await dump()).toEqual(before);
-    // The script called with its rankings' arguments malformed: a count, row index or delta out of range, or extra.
+    // The script called with its rankings' arguments malformed: a count or delta out of range, arguments left over,
+    // and once the store has erased rows (when the rows' indexes are read) an index out of range.
     const keys = { epoch: 't:{S}:epoch', dedupe: 't:{S}:d:c', rows: 't:{S}:r:1000', tombstone: 't:{S}:x', erased: 't:{S}:xr' };
     const args = { now: 1000, dedupeTtlSeconds: 60, epoch: 1000, rowCount: 1, rankTtlSeconds: 60 };
     const tailKeys = ['t:{S}:b:1000:S#product#P', 't:{S}:k:2026-336:v:product'];
-    for (const ranking of [
-      ['x'],
-      [1, 2, 'P', 1],
-      [1, 1, 'P', 'NaN'],
-      [1, 1, 'P', -1],
-      [1, 1, 'P', 'inf'],
-      [2, 1, 'P', 1],
-      [1, 1, 'P', 1, 'extra'],
-    ]) {
-      const run = runScript(redis, APPLY, keys, args, { keys: tailKeys, args: ['S#product#P', 1, '2026-336|v', 1, ...ranking] });
-      expect(await message(run)).toMatch(/TALLY_ERR_ARGUMENT/);
+    const bad = [['x'], [-1], [1, 1, 'P', 'NaN'], [1, 1, 'P', -1], [1, 1, 'P', 'inf'], [2, 1, 'P', 1], [1, 1, 'P', 1, 'extra']];
+    for (const erased of [false, true]) {
+      if (erased) await redis.hset('t:{S}:xr', 'S#visitor#V', '5000');
+      const before = await dump();
+      for (const ranking of erased ? [...bad, [1, 2, 'P', 1], [1, 0, 'P', 1], [1, 'x', 'P', 1]] : bad) {
+        const run = runScript(redis, APPLY, keys, args, { keys: tailKeys, args: ['S#product#P', 1, '2026-336|v', 1, ...ranking] });
+        expect(await message(run)).toMatch(/TALLY_ERR_ARGUMENT/);
+      }
+      expect(await dump()).toEqual(before);
     }
-    expect(await dump()).toEqual(before);
   });
 
   it('keeps the outbox-entry count, the visit and the work-set publish to the rule (check, then write)', async () => {

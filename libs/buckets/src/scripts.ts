@@ -220,11 +220,12 @@ for z = KR + rowCount, #KEYS do
   local g = {key = KEYS[z], members = {}, deltas = {}}
   for m = i + 1, i + 3 * n - 2, 3 do
     local d = tonumber(ARGV[m + 2])
-    local r = tonumber(ARGV[m])
-    if not (d and d >= 0 and d < math.huge and r and r >= 1 and r <= rowCount) then
+    -- The row index is read only when rows may be left out (a number parsed per member costs).
+    local r = erasedRows and tonumber(ARGV[m])
+    if not (d and d >= 0 and d < math.huge) or r == nil or (r and not (r >= 1 and r <= rowCount)) then
       return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ': a row index or delta is not a number in range')
     end
-    if not erasedRows or spans[r] then
+    if not r or spans[r] then
       g.members[#g.members + 1] = ARGV[m + 1]
       g.deltas[#g.deltas + 1] = d
     end
