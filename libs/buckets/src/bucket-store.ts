@@ -264,7 +264,8 @@ export class BucketStore {
     opts: { now: number; dedupeTtlSeconds: number },
   ): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     const pks: string[] = [];
-    // Per ranking zset: its key, and per member its row's index (1-based), the member and its deltas' sum (a double).
+    // Per ranking zset: its key, and per member its row's index (1-based), the member and its deltas' sum (a double;
+    // a member comes twice only from a pk repeated in the rows, and is summed into one).
     const rankings = new Map<string, { key: string; at: Map<string, number>; args: Array<string | number> }>(); // by `<entity> <field>`
     for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) {
       const pk = String(rows[i]);
