@@ -266,7 +266,8 @@ export class BucketStore {
     const pks: string[] = [];
     // Per ranking zset: its key, and per member its row's index (1-based), the member and its deltas' sum (a double;
     // a member comes twice only from a pk repeated in the rows, and is summed into one).
-    const rankings = new Map<string, { key: string; at: Map<string, number>; args: Array<string | number> }>(); // by `<entity> <field>`
+    type Ranking = { key: string; at: Map<string, number>; rows: number[]; members: string[]; deltas: number[] };
+    const rankings = new Map<string, Ranking>(); // by `<entity> <field>`
     for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) {
       const pk = String(rows[i]);
       pks.push(pk);
@@ -279,22 +280,25 @@ export class BucketStore {
         let g = rankings.get(name);
         if (!g) {
           const bar = field.indexOf('|');
-          g = { key: this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity), at: new Map(), args: [] };
-          rankings.set(name, g);
+          const key = this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity);
+          rankings.set(name, (g = { key, at: new Map(), rows: [], members: [], deltas: [] }));
         }
         const at = g.at.get(rank.member);
         if (at === undefined) {
-          g.at.set(rank.member, g.args.length + 2);
-          g.args.push(pks.length, rank.member, Number(rows[f + 1]));
-        } else g.args[at] = (g.args[at] as number) + Number(rows[f + 1]);
+          g.at.set(rank.member, g.members.length);
+          g.rows.push(pks.length);
+          g.members.push(rank.member);
+          g.deltas.push(Number(rows[f + 1]));
+        } else g.deltas[at]! += Number(rows[f + 1]);
       }
     }
     const args = [...rows];
     const rankKeys: string[] = [];
     for (const g of rankings.values()) {
       rankKeys.push(g.key);
-      args.push(g.args.length / 3);
-      for (const a of g.args) args.push(a);
+      args.push(g.members.length, g.rows.join(','));
+      for (const m of g.members) args.push(m);
+      for (const d of g.deltas) args.push(d);
     }
     const now = String(opts.now);
     let epoch = this.epochs.get(store) ?? now;

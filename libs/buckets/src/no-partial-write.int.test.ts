@@ -225,11 +225,18 @@ describe('no script fails after its first write', () => {
     const keys = { epoch: 't:{S}:epoch', dedupe: 't:{S}:d:c', rows: 't:{S}:r:1000', tombstone: 't:{S}:x', erased: 't:{S}:xr' };
     const args = { now: 1000, dedupeTtlSeconds: 60, epoch: 1000, rowCount: 1, rankTtlSeconds: 60 };
     const tailKeys = ['t:{S}:b:1000:S#product#P', 't:{S}:k:2026-336:v:product'];
-    const bad = [['x'], [-1], [1, 1, 'P', 'NaN'], [1, 1, 'P', -1], [1, 1, 'P', 'inf'], [2, 1, 'P', 1], [1, 1, 'P', 1, 'extra']];
+    const bad = [['x'], [-1], [1, '1', 'P', 'NaN'], [1, '1', 'P', -1], [1, '1', 'P', 'inf'], [2, '1', 'P', 1], [1, '1', 'P', 1, 'extra']];
     for (const erased of [false, true]) {
       if (erased) await redis.hset('t:{S}:xr', 'S#visitor#V', '5000');
       const before = await dump();
-      for (const ranking of erased ? [...bad, [1, 2, 'P', 1], [1, 0, 'P', 1], [1, 'x', 'P', 1]] : bad) {
+      const badRows = [
+        [1, '2', 'P', 1],
+        [1, '0', 'P', 1],
+        [1, 'x', 'P', 1],
+        [1, '1,1', 'P', 1],
+        [1, '', 'P', 1],
+      ];
+      for (const ranking of erased ? [...bad, ...badRows] : bad) {
         const run = runScript(redis, APPLY, keys, args, { keys: tailKeys, args: ['S#product#P', 1, '2026-336|v', 1, ...ranking] });
         expect(await message(run)).toMatch(/TALLY_ERR_ARGUMENT/);
       }

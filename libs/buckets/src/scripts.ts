@@ -160,8 +160,8 @@ export type Stale = [0, string];
  * of bucket `epoch`, then the ranking zsets the ranked rows add to. ARGV: now, dedupeTtlSeconds, epoch (the open
  * bucket's seq the keys are built for; `now` when the store has no epoch yet), rowCount, rankTtlSeconds, then per
  * row: pk, fieldCount, (field, delta)*, each delta a non-negative decimal string; then per ranking zset (in the
- * order of its key): memberCount, then per member: its row's index (1-based, in the rows' order), member, delta
- * (the sum of the row's deltas to that ranking, a double).
+ * order of its key): memberCount n, the members' row indexes (1-based, in the rows' order, joined by ','), the n
+ * members, then their n deltas (each the sum of its row's deltas to that ranking, a double).
  * A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2` (the rest),
  * each present only when non-zero. A delta of 1 to 15 digits is added to `f` by HINCRBY (one command per field, no
  * read first) and kept when `f` held a count and the sum stays under 10^15; every other field is read and added up
@@ -171,8 +171,9 @@ export type Stale = [0, string];
  * so a top list ranks every bucket, the open one included, and a batch is ranked exactly once; a score is the
  * delta as a double, which orders but need not be exact. The caller sums each member's deltas per ranking
  * (BucketStore.applyRows); the script adds them to the members' scores (ZMSCORE, which checks the zset's type, then
- * ZADD and EXPIRE in the write phase) and skips a member whose row is left out. A malformed ranking argument
- * (a count, row index or delta out of range, or arguments left over) refuses the call whole (`TALLY_ERR_ARGUMENT`).
+ * ZADD and EXPIRE in the write phase) and skips a member whose row is left out (the row indexes are read only when
+ * the store has erased rows). A malformed ranking argument (a count, row index or delta out of range, or arguments
+ * left over) refuses the call whole (`TALLY_ERR_ARGUMENT`).
  * Returns {1, seq} when applied, {0, 0} when the batch id was already applied (a redelivery), {-1, epoch or ''}
  * (nothing written) when the keys are not the open bucket's, {2, 0} (nothing written) when the store is deleted
  * (its tombstone). Rows of erased visitors (`erased`) are left out. Refuses the whole batch, writing nothing, with an
@@ -211,35 +212,46 @@ for r = 1, rowCount do
   end
   i = i + 2 + 2 * n
 end
--- Rankings: per ranking zset, its members' summed deltas as the caller added them up; a member whose row is left out
--- (an erased visitor) is skipped. Each zset's ZMSCORE checks its type; the new scores are written below.
+-- Rankings, per ranking zset: its member count n, the members' row indexes (one argument, read only when rows may be
+-- left out), the n members, then their n summed deltas. A member whose row is left out (an erased visitor) is
+-- dropped. Each zset's ZMSCORE checks its type; the new scores are written below.
 local ranks = {}
 for z = KR + rowCount, #KEYS do
   local n = tonumber(ARGV[i])
-  if not (n and n >= 0 and n % 1 == 0) then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ' has no member count') end
-  local g = {key = KEYS[z], members = {}, deltas = {}}
-  for m = i + 1, i + 3 * n - 2, 3 do
-    local d = tonumber(ARGV[m + 2])
-    -- The row index is read only when rows may be left out (a number parsed per member costs).
-    local r = erasedRows and tonumber(ARGV[m])
-    if not (d and d >= 0 and d < math.huge) or r == nil or (r and not (r >= 1 and r <= rowCount)) then
-      return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ': a row index or delta is not a number in range')
-    end
-    if not r or spans[r] then
-      g.members[#g.members + 1] = ARGV[m + 1]
-      g.deltas[#g.deltas + 1] = d
-    end
+  if not (n and n >= 0 and n % 1 == 0 and i + 1 + 2 * n <= #ARGV) then
+    return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ': no member count, or fewer arguments')
   end
-  i = i + 1 + 3 * n
-  if #g.members > 0 then ranks[#ranks + 1] = g end
+  -- Its members are members[m .. m + n - 1] and their deltas deltas[d .. d + n - 1]: ARGV, or copies of those kept.
+  local g = {key = KEYS[z], members = ARGV, m = i + 2, deltas = ARGV, d = i + 2 + n, n = n}
+  if erasedRows then
+    local members, deltas, j = {}, {}, 0
+    for x in string.gmatch(ARGV[i + 1], '[^,]+') do
+      local r = tonumber(x)
+      if not (r and r >= 1 and r <= rowCount and j < n) then
+        return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ': a row index out of range, or too many')
+      end
+      if spans[r] then members[#members + 1], deltas[#deltas + 1] = ARGV[g.m + j], ARGV[g.d + j] end
+      j = j + 1
+    end
+    if j ~= n then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ': too few row indexes') end
+    g.members, g.m, g.deltas, g.d, g.n = members, 1, deltas, 1, #members
+  end
+  i = i + 2 + 2 * n
+  if g.n > 0 then ranks[#ranks + 1] = g end
 end
 if i ~= #ARGV + 1 then return redis.error_reply('TALLY_ERR_ARGUMENT the rankings do not end the arguments') end
 for _, g in ipairs(ranks) do
   g.scores = {}
-  for c = 1, #g.members, 1000 do
-    local e = math.min(c + 999, #g.members)
-    local cur = redis.call('ZMSCORE', g.key, unpack(g.members, c, e))
-    for j = c, e do g.scores[2 * j - 1], g.scores[2 * j] = (cur[j - c + 1] or 0) + g.deltas[j], g.members[j] end
+  for c = 0, g.n - 1, 1000 do
+    local e = math.min(c + 999, g.n - 1)
+    local cur = redis.call('ZMSCORE', g.key, unpack(g.members, g.m + c, g.m + e))
+    for j = c, e do
+      local d = tonumber(g.deltas[g.d + j])
+      if not (d and d >= 0 and d < math.huge) then
+        return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. g.key .. ': a delta is not a non-negative number')
+      end
+      g.scores[2 * j + 1], g.scores[2 * j + 2] = (cur[j - c + 1] or 0) + d, g.members[g.m + j]
+    end
   end
 end
 -- Counts. Fast path: a delta of 1 to 15 digits (no leading zero) goes straight into the low limb with HINCRBY, and
