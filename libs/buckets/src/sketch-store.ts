@@ -90,7 +90,7 @@ export class SketchStore {
    * a command with any Buffer argument piece by piece (several `Buffer.byteLength` and a write per argument), which
    * cost more CPU than the rest of the job's SKETCH_ADD (docs/BENCHMARKS.md, profile-ingest, "Fifth pass: aggregator").
    */
-  private sketchAdd(store: string, keys: readonly string[], args: ReadonlyArray<string | number | Buffer>): Promise<unknown> {
+  private sketchAdd(store: string, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
     const send = (cmd: 'evalsha' | 'eval', body: string) => {
       // SKETCH_ADD's named key (tombstone), the key tail, its named argument (threshold), the argument tail.
       const c = new WholeCommand(cmd, [body, keys.length + 1, this.keys.tombstone(store), keys, EXACT_THRESHOLD, args], {
