@@ -1,4 +1,4 @@
-import { distinctMember, flattenDistinct, type DistinctAdds } from '@tally/schema';
+import { distinctMember, type DistinctAdds } from '@tally/schema';
 import { startRedis, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -61,31 +61,6 @@ describe('sketches', () => {
     expect(u!.count).toBe(280);
     expect(u!.blob.subarray(0, 1).toString()).toBe('X');
     expect(u!.blob.length).toBe(1 + 8 * 280);
-  });
-
-  it('writes each key and member byte for byte, flat or not, with the script cached or not (SKETCH_ADD is encoded by hand)', async () => {
-    const field = '2026-100|uv';
-    const members = (from: number) => new Set(Array.from({ length: 40 }, (_, i) => distinctMember(`V${from + i}`)));
-    const adds = (pk: string, from: number): DistinctAdds => new Map([[pk, new Map([[field, members(from)]])]]);
-    // Multi-byte characters in the pk (its key's length in bytes, not in characters) and members of every byte value.
-    const pks = ['S#product#Café-東京-😀', 'S#product#P1'];
-    await redis.script('FLUSH');
-    await sketches.add('S', flattenDistinct(adds(pks[0]!, 0)));
-    await sketches.add('S', adds(pks[1]!, 100));
-    await redis.script('FLUSH');
-    await sketches.add('S', adds(pks[0]!, 20));
-    await sketches.add('S', flattenDistinct(adds(pks[1]!, 120)));
-    const tag = sketches.keys.tag('S');
-    for (const [pk, from] of [
-      [pks[0]!, 0],
-      [pks[1]!, 100],
-    ] as const) {
-      const want = [...members(from), ...members(from + 20)].map((m) => Buffer.from(m, 'latin1').toString('hex'));
-      const got = (await redis.smembersBuffer(`${tag}us:${pk}|${field}`)).map((b) => b.toString('hex'));
-      expect(got.sort()).toEqual([...new Set(want)].sort());
-      expect(await redis.smembers(`${tag}ur:${pk}`)).toEqual([field]);
-    }
-    expect((await redis.keys('*')).sort()).toEqual(pks.flatMap((pk) => [`${tag}ur:${pk}`, `${tag}us:${pk}|${field}`]).sort());
   });
 
   it('acks a sketch only when it did not change since it was read', async () => {

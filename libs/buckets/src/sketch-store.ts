@@ -1,6 +1,6 @@
 import { REDIS_SUFFIX as S, redisKeys, type RedisKeys } from '@tally/key-layout';
 import type { DistinctAdds } from '@tally/schema';
-import { Command, type Cluster, type Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { runScript } from './script-table';
 import { SKETCH_ACK, SKETCH_ADD, SKETCH_FIELDS, SKETCH_READ, SKETCH_UNION } from './sketch-scripts';
@@ -61,7 +61,7 @@ export class SketchStore {
         args.push(field, Buffer.from([...members].join(''), 'latin1'));
       }
     }
-    await this.sketchAdd(store, keys, args);
+    await runScript(this.redis, SKETCH_ADD, { tombstone: this.keys.tombstone(store) }, { threshold: EXACT_THRESHOLD }, { keys, args });
   }
 
   /** add() of flat members: each field's members go to the script as one string, its base64 decoded once. */
@@ -82,27 +82,7 @@ export class SketchStore {
       }
       i += 2 + 2 * n;
     }
-    await this.sketchAdd(store, keys, args);
-  }
-
-  /**
-   * SKETCH_ADD as runScript would run it (EVALSHA, then EVAL on NOSCRIPT), but written as one Buffer: ioredis encodes
-   * a command with any Buffer argument piece by piece (several `Buffer.byteLength` and a write per argument), which
-   * cost more CPU than the rest of the job's SKETCH_ADD (docs/BENCHMARKS.md, profile-ingest, "Fifth pass: aggregator").
-   */
-  private sketchAdd(store: string, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
-    const send = (cmd: 'evalsha' | 'eval', body: string) => {
-      // SKETCH_ADD's named key (tombstone), the key tail, its named argument (threshold), the argument tail.
-      const c = new WholeCommand(cmd, [body, keys.length + 1, this.keys.tombstone(store), keys, EXACT_THRESHOLD, args], {
-        replyEncoding: 'utf8',
-      });
-      void this.redis.sendCommand(c);
-      return c.promise;
-    };
-    return send('evalsha', SKETCH_ADD.sha).catch((err: Error) => {
-      if (!/^NOSCRIPT/.test(err.message ?? '')) throw err;
-      return send('eval', SKETCH_ADD.lua);
-    });
+    await runScript(this.redis, SKETCH_ADD, { tombstone: this.keys.tombstone(store) }, { threshold: EXACT_THRESHOLD }, { keys, args });
   }
 
   /**
@@ -171,32 +151,5 @@ export class SketchStore {
       { buffers: true },
     );
     return raw.map(([count, blob]) => ({ count: Number(count), blob }));
-  }
-}
-
-/**
- * A command written as one Buffer, sized first: the strings between two Buffer arguments written as one string, each
- * Buffer copied once.
- */
-class WholeCommand extends Command {
-  override toWritable(): Buffer {
-    const parts: Array<string | Buffer> = [];
-    let text = `*${this.args.length + 1}\r\n$${this.name.length}\r\n${this.name}\r\n`;
-    let size = text.length;
-    for (const a of this.args as Array<string | Buffer>) {
-      const n = typeof a === 'string' ? Buffer.byteLength(a) : a.length;
-      const head = `$${n}\r\n`;
-      size += head.length + n + 2;
-      if (typeof a === 'string') text += head + a + '\r\n';
-      else {
-        parts.push(text + head, a);
-        text = '\r\n';
-      }
-    }
-    parts.push(text);
-    const out = Buffer.allocUnsafe(size);
-    let at = 0;
-    for (const p of parts) at += typeof p === 'string' ? out.write(p, at) : p.copy(out, at);
-    return out;
   }
 }
