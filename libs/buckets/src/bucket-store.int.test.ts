@@ -272,6 +272,31 @@ describe('rankings', () => {
     expect(await redis.keys('t:{S}:tmp:*')).toEqual([]);
   });
 
+  it('sums a member of flat rows that repeat its pk', async () => {
+    const rows = [
+      'S#product#P1',
+      1,
+      '2023-123|v',
+      2,
+      'S#product#P2',
+      1,
+      '2023-123|v',
+      3,
+      'S#product#P1',
+      2,
+      '2023-123|v',
+      4,
+      '2023-123|o',
+      1,
+    ];
+    await store.applyRows('S', 'a', rows, { now: 1, dedupeTtlSeconds: 60 });
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual([
+      { member: 'P1', score: 6 },
+      { member: 'P2', score: 3 },
+    ]);
+    expect(await store.top('S', 'product', 'o', ['2023-123'], 10)).toEqual([{ member: 'P1', score: 1 }]);
+  });
+
   it('ranks a batch once: a redelivered batch adds nothing, and a refused one leaves the rankings as they were', async () => {
     const batch = deltas({ 'S#product#P1': { '2023-123|v': 2 }, 'S#product#P2': { '2023-123|v': 1, '2023-123|pv#X': 5 } });
     await store.apply('S', 'a', batch, { now: 1, dedupeTtlSeconds: 60 });

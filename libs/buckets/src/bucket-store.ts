@@ -254,8 +254,8 @@ export class BucketStore {
   /**
    * apply() for deltas already flat (FlatRows of libs/queues: per row, pk, field count, then field and delta
    * pairs), as the collector puts them in a job: passed to the script as they are. Ranked rows (products, pages)
-   * also add to their entity's daily rankings in the same step (top lists): their rank entity and member and the
-   * ranking zsets they add to follow the rows.
+   * also add to their entity's daily rankings in the same step (top lists): each ranking zset's members and their
+   * summed deltas, added up here, follow the rows.
    */
   async applyRows(
     store: string,
@@ -264,23 +264,42 @@ export class BucketStore {
     opts: { now: number; dedupeTtlSeconds: number },
   ): Promise<{ applied: boolean; seq: number; deleted?: true }> {
     const pks: string[] = [];
-    const rankArgs: string[] = [];
-    const rankings = new Map<string, string>(); // `<entity> <field>` -> its ranking zset
+    // Per ranking zset: its key, and per member its row's index (1-based), the member and its deltas' sum (a double;
+    // a member comes twice only from a pk repeated in the rows, and is summed into one).
+    type Ranking = { key: string; at: Map<string, number>; rows: number[]; members: string[]; deltas: number[] };
+    const rankings = new Map<string, Ranking>(); // by `<entity> <field>`
     for (let i = 0; i < rows.length; i += 2 + 2 * Number(rows[i + 1])) {
       const pk = String(rows[i]);
       pks.push(pk);
       const rank = this.rules.rankOfPk(pk);
-      rankArgs.push(rank?.entity ?? '', rank?.member ?? '');
       if (!rank) continue;
       for (let f = i + 2; f < i + 2 + 2 * Number(rows[i + 1]); f += 2) {
         const field = String(rows[f]); // `<dayKey>|<metric>`
         if (field.includes('#')) continue;
-        const bar = field.indexOf('|');
         const name = `${rank.entity} ${field}`;
-        if (!rankings.has(name)) rankings.set(name, this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity));
+        let g = rankings.get(name);
+        if (!g) {
+          const bar = field.indexOf('|');
+          const key = this.keys.rank(store, field.slice(0, bar), field.slice(bar + 1), rank.entity);
+          rankings.set(name, (g = { key, at: new Map(), rows: [], members: [], deltas: [] }));
+        }
+        const at = g.at.get(rank.member);
+        if (at === undefined) {
+          g.at.set(rank.member, g.members.length);
+          g.rows.push(pks.length);
+          g.members.push(rank.member);
+          g.deltas.push(Number(rows[f + 1]));
+        } else g.deltas[at]! += Number(rows[f + 1]);
       }
     }
-    const args = [...rows, ...rankArgs, ...[...rankings.keys()].flatMap((name) => name.split(' '))];
+    const args = [...rows];
+    const rankKeys: string[] = [];
+    for (const g of rankings.values()) {
+      rankKeys.push(g.key);
+      args.push(g.members.length, g.rows.join(','));
+      for (const m of g.members) args.push(m);
+      for (const d of g.deltas) args.push(d);
+    }
     const now = String(opts.now);
     let epoch = this.epochs.get(store) ?? now;
     // Inline rather than withEpoch: the hot path, and its reply resolves without extra hops.
@@ -297,7 +316,7 @@ export class BucketStore {
             erased: this.keys.erased(store),
           },
           { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: pks.length, rankTtlSeconds: this.rankTtlSeconds },
-          { keys: [...pks.map((pk) => this.keys.bucket(store, epoch, pk)), ...rankings.values()], args },
+          { keys: [...pks.map((pk) => this.keys.bucket(store, epoch, pk)), ...rankKeys], args },
         );
       } catch (err) {
         const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;

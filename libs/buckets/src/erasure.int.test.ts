@@ -110,3 +110,26 @@ describe('an erased row', () => {
     expect((await buckets.snapshot('S', [pk]))[0]!.entries).toHaveLength(1);
   });
 });
+
+describe('an erased row of a ranked entity', () => {
+  it('is neither counted nor ranked, in a batch that ranks other members of the same rankings', async () => {
+    const ranked = compileRules({
+      ...defaultRules,
+      entities: { ...defaultRules.entities, visitor: { ...defaultRules.entities.visitor, rank: true } },
+    });
+    const store = new BucketStore({ redis, rules: ranked, prefix: 't' });
+    const two = deltas({ 'S#visitor#V1': { '2023-123|v': 5, '2023-124|v': 1 }, 'S#visitor#V2': { '2023-123|v': 2 } });
+    await store.apply('S', 'a', two, { now: 1_000, dedupeTtlSeconds: 60 });
+    expect(await store.top('S', 'visitor', 'v', ['2023-123', '2023-124'], 10)).toEqual([
+      { member: 'V1', score: 6 },
+      { member: 'V2', score: 2 },
+    ]);
+    await redis.del('t:{S}:k:2023-123:v:visitor', 't:{S}:k:2023-124:v:visitor');
+    await new BucketEraser({ redis, buckets: store }).eraseRow('S', 'S#visitor#V1', { until: 10_000, ttlSeconds: 60 });
+    await store.apply('S', 'b', two, { now: 2_000, dedupeTtlSeconds: 60 });
+    expect((await store.snapshot('S', ['S#visitor#V1']))[0]!.entries).toEqual([]);
+    expect(await store.top('S', 'visitor', 'v', ['2023-123', '2023-124'], 10)).toEqual([{ member: 'V2', score: 2 }]);
+    // A ranking only the erased row adds to is not created (nor given a TTL).
+    expect(await redis.exists('t:{S}:k:2023-124:v:visitor')).toBe(0);
+  });
+});

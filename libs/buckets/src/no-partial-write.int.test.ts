@@ -3,6 +3,8 @@ import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { BucketsError, BucketStore } from './index';
+import { runScript } from './script-table';
+import { APPLY } from './scripts';
 import { useBucketStore } from './test-store';
 
 let redis: Redis;
@@ -208,6 +210,38 @@ describe('no script fails after its first write', () => {
       ).message,
     ).toMatch(/TALLY_ERR_NOT_A_COUNT/);
     expect(await dump()).toEqual(before);
+  });
+
+  it('refuses a ranking zset of the wrong type, or a malformed ranking argument, before writing', async () => {
+    const batch = rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 1 }, 'S#product#Q': { '2026-337|v': 1 } });
+    await store.apply('S', 'a', batch, { now: 1000, dedupeTtlSeconds: 60 });
+    await redis.set('t:{S}:k:2026-337:v:product', 'not a zset');
+    const before = await dump();
+    const message = async (p: Promise<unknown>) => ((await p.catch((e: unknown) => e)) as Error).message;
+    expect(await message(store.apply('S', 'b', batch, { now: 1000, dedupeTtlSeconds: 60 }))).toMatch(/WRONGTYPE/);
+    expect(await dump()).toEqual(before);
+    // The script called with its rankings' arguments malformed: a count or delta out of range, arguments left over,
+    // and once the store has erased rows (when the rows' indexes are read) an index out of range.
+    const keys = { epoch: 't:{S}:epoch', dedupe: 't:{S}:d:c', rows: 't:{S}:r:1000', tombstone: 't:{S}:x', erased: 't:{S}:xr' };
+    const args = { now: 1000, dedupeTtlSeconds: 60, epoch: 1000, rowCount: 1, rankTtlSeconds: 60 };
+    const tailKeys = ['t:{S}:b:1000:S#product#P', 't:{S}:k:2026-336:v:product'];
+    const bad = [['x'], [-1], [1, '1', 'P', 'NaN'], [1, '1', 'P', -1], [1, '1', 'P', 'inf'], [2, '1', 'P', 1], [1, '1', 'P', 1, 'extra']];
+    for (const erased of [false, true]) {
+      if (erased) await redis.hset('t:{S}:xr', 'S#visitor#V', '5000');
+      const before = await dump();
+      const badRows = [
+        [1, '2', 'P', 1],
+        [1, '0', 'P', 1],
+        [1, 'x', 'P', 1],
+        [1, '1,1', 'P', 1],
+        [1, '', 'P', 1],
+      ];
+      for (const ranking of erased ? [...bad, ...badRows] : bad) {
+        const run = runScript(redis, APPLY, keys, args, { keys: tailKeys, args: ['S#product#P', 1, '2026-336|v', 1, ...ranking] });
+        expect(await message(run)).toMatch(/TALLY_ERR_ARGUMENT/);
+      }
+      expect(await dump()).toEqual(before);
+    }
   });
 
   it('keeps the outbox-entry count, the visit and the work-set publish to the rule (check, then write)', async () => {

@@ -159,8 +159,9 @@ export type Stale = [0, string];
  * KEYS: epoch, dedupe (the batch id's record), rows (the row set of bucket `epoch`), tombstone, erased, then per row its bucket hash
  * of bucket `epoch`, then the ranking zsets the ranked rows add to. ARGV: now, dedupeTtlSeconds, epoch (the open
  * bucket's seq the keys are built for; `now` when the store has no epoch yet), rowCount, rankTtlSeconds, then per
- * row: pk, fieldCount, (field, delta)*, each delta a non-negative decimal string; then per row: rankEntity,
- * rankMember (rankEntity '' = not ranked); then per ranking zset its entity and field `<day>|<metric>`.
+ * row: pk, fieldCount, (field, delta)*, each delta a non-negative decimal string; then per ranking zset (in the
+ * order of its key): memberCount n, the members' row indexes (1-based, in the rows' order, joined by ','), the n
+ * members, then their n deltas (each the sum of its row's deltas to that ranking, a double).
  * A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2` (the rest),
  * each present only when non-zero. A delta of 1 to 15 digits is added to `f` by HINCRBY (one command per field, no
  * read first) and kept when `f` held a count and the sum stays under 10^15; every other field is read and added up
@@ -168,8 +169,11 @@ export type Stale = [0, string];
  * that found 0 created the field, and the field is deleted), so nothing of it stays.
  * Ranked rows add their unkeyed deltas to the daily ranking zsets of their entity in the same step (top lists),
  * so a top list ranks every bucket, the open one included, and a batch is ranked exactly once; a score is the
- * delta as a double, which orders but need not be exact. A ranking the caller did not declare refuses the call
- * whole.
+ * delta as a double, which orders but need not be exact. The caller sums each member's deltas per ranking
+ * (BucketStore.applyRows); the script adds them to the members' scores (ZMSCORE, which checks the zset's type, then
+ * ZADD and EXPIRE in the write phase) and skips a member whose row is left out (the row indexes are read only when
+ * the store has erased rows). A malformed ranking argument (a count, row index or delta out of range, or arguments
+ * left over) refuses the call whole (`TALLY_ERR_ARGUMENT`).
  * Returns {1, seq} when applied, {0, 0} when the batch id was already applied (a redelivery), {-1, epoch or ''}
  * (nothing written) when the keys are not the open bucket's, {2, 0} (nothing written) when the store is deleted
  * (its tombstone). Rows of erased visitors (`erased`) are left out. Refuses the whole batch, writing nothing, with an
@@ -208,40 +212,46 @@ for r = 1, rowCount do
   end
   i = i + 2 + 2 * n
 end
--- Rankings: per declared ranking zset, its members' scores (ZMSCORE, which checks its type) plus their deltas.
-local rankAt = i + 2 * rowCount
-local rankKeys = {}
-for j = 0, #KEYS - KR - rowCount do
-  local entity = ARGV[rankAt + 2 * j]
-  rankKeys[entity] = rankKeys[entity] or {}
-  rankKeys[entity][ARGV[rankAt + 2 * j + 1]] = KEYS[KR + rowCount + j]
-end
-local ranks, rankOf = {}, {}
-for r = 1, rowCount do
-  local entity, span = ARGV[i + 2 * (r - 1)], spans[r]
-  if entity ~= '' and span then
-    local member = ARGV[i + 2 * (r - 1) + 1]
-    local declared = rankKeys[entity] or {}
-    for f = span[1], span[1] + 2 * span[2] - 2, 2 do
-      local field = ARGV[f]
-      if not string.find(field, '#', 1, true) then
-        local rkey = declared[field]
-        if not rkey then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. field .. ' of ' .. span[3] .. ' not declared') end
-        local g = rankOf[rkey] or {key = rkey, members = {}, deltas = {}}
-        if not rankOf[rkey] then rankOf[rkey], ranks[#ranks + 1] = g, g end
-        local d = g.deltas[member]
-        if not d then g.members[#g.members + 1] = member end
-        g.deltas[member] = (d or 0) + ARGV[f + 1]
-      end
-    end
+-- Rankings, per ranking zset: its member count n, the members' row indexes (one argument, read only when rows may be
+-- left out), the n members, then their n summed deltas. A member whose row is left out (an erased visitor) is
+-- dropped. Each zset's ZMSCORE checks its type; the new scores are written below.
+local ranks = {}
+for z = KR + rowCount, #KEYS do
+  local n = tonumber(ARGV[i])
+  if not (n and n >= 0 and n % 1 == 0 and i + 1 + 2 * n <= #ARGV) then
+    return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ': no member count, or fewer arguments')
   end
+  -- Its members are members[m .. m + n - 1] and their deltas deltas[d .. d + n - 1]: ARGV, or copies of those kept.
+  local g = {key = KEYS[z], members = ARGV, m = i + 2, deltas = ARGV, d = i + 2 + n, n = n}
+  if erasedRows then
+    local members, deltas, j = {}, {}, 0
+    for x in string.gmatch(ARGV[i + 1], '[^,]+') do
+      local r = tonumber(x)
+      if not (r and r >= 1 and r <= rowCount and j < n) then
+        return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ': a row index out of range, or too many')
+      end
+      if spans[r] then members[#members + 1], deltas[#deltas + 1] = ARGV[g.m + j], ARGV[g.d + j] end
+      j = j + 1
+    end
+    if j ~= n then return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. KEYS[z] .. ': too few row indexes') end
+    g.members, g.m, g.deltas, g.d, g.n = members, 1, deltas, 1, #members
+  end
+  i = i + 2 + 2 * n
+  if g.n > 0 then ranks[#ranks + 1] = g end
 end
+if i ~= #ARGV + 1 then return redis.error_reply('TALLY_ERR_ARGUMENT the rankings do not end the arguments') end
 for _, g in ipairs(ranks) do
   g.scores = {}
-  for c = 1, #g.members, 1000 do
-    local e = math.min(c + 999, #g.members)
-    local cur = redis.call('ZMSCORE', g.key, unpack(g.members, c, e))
-    for j = c, e do table.insert(g.scores, (cur[j - c + 1] or 0) + g.deltas[g.members[j]]); table.insert(g.scores, g.members[j]) end
+  for c = 0, g.n - 1, 1000 do
+    local e = math.min(c + 999, g.n - 1)
+    local cur = redis.call('ZMSCORE', g.key, unpack(g.members, g.m + c, g.m + e))
+    for j = c, e do
+      local d = tonumber(g.deltas[g.d + j])
+      if not (d and d >= 0 and d < math.huge) then
+        return redis.error_reply('TALLY_ERR_ARGUMENT ranking ' .. g.key .. ': a delta is not a non-negative number')
+      end
+      g.scores[2 * j + 1], g.scores[2 * j + 2] = (cur[j - c + 1] or 0) + d, g.members[g.m + j]
+    end
   end
 end
 -- Counts. Fast path: a delta of 1 to 15 digits (no leading zero) goes straight into the low limb with HINCRBY, and
