@@ -21,8 +21,9 @@ export const MEMBER_BYTES = 8;
 
 /** The sketch member of a dimension value. */
 export function distinctMember(value: string): string {
-  // One-shot hash: the same digest as createHash's, without a Hash object or a Buffer per value.
-  return hash('sha256', value, 'latin1').slice(0, MEMBER_BYTES);
+  // One-shot hash, its digest as a latin1 ('binary') string: the same bytes as createHash's, without a Hash object
+  // or a Buffer per value.
+  return hash('sha256', value, 'binary').slice(0, MEMBER_BYTES);
 }
 
 /**
