@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { compileRules, defaultRules, distinctMember, flattenDistinct, rollupDistinct, unflattenDistinct, type RulesInput } from './index';
 
@@ -29,6 +30,21 @@ describe('distinct counts in the rules', () => {
     expect(flat.every((x) => typeof x === 'number' || !x.includes('{'))).toBe(true);
     expect(unflattenDistinct(flat)).toEqual(adds);
     expect(flattenDistinct(new Map())).toEqual([]);
+  });
+
+  it('keeps every member and job text byte for byte: the first 8 bytes of SHA-256, in base64 one after another', () => {
+    // Sketches in Redis hold these bytes: a member that changed would count a visitor again.
+    for (const v of ['V1', 'visitor-42', 'L2hvbWU', 'é/ü ☃'])
+      expect(Buffer.from(distinctMember(v), 'latin1')).toEqual(createHash('sha256').update(v).digest().subarray(0, 8));
+    const visitors = Array.from({ length: 40 }, (_, i) => ({ type: 'view', ts: day, dims: { product: `P${i % 3}`, visitor: `V${i}` } }));
+    const adds = rollupDistinct(rules, 'S', 'UTC', visitors);
+    const flat = flattenDistinct(adds);
+    const expected: Array<string | number> = [];
+    for (const [pk, fields] of adds) {
+      expected.push(pk, fields.size);
+      for (const [field, members] of fields) expected.push(field, Buffer.from([...members].join(''), 'latin1').toString('base64'));
+    }
+    expect(flat).toEqual(expected);
   });
 
   it('refuses a distinct metric that is unknown, scaled or also a counter, naming it', () => {

@@ -21,14 +21,16 @@ export function rollupDistinct(
  */
 export function flattenDistinct(adds: DistinctAdds): Array<string | number> {
   const out: Array<string | number> = [];
-  for (const [pk, fields] of adds) {
+  const push = (members: Set<string>, field: string) => {
+    let ids = '';
+    members.forEach((m) => (ids += m));
+    // btoa: the base64 of a latin1 string (the same text as Buffer's), without a Buffer per field.
+    out.push(field, btoa(ids));
+  };
+  adds.forEach((fields, pk) => {
     out.push(pk, fields.size);
-    for (const [field, members] of fields) {
-      let ids = '';
-      for (const m of members) ids += m;
-      out.push(field, Buffer.from(ids, 'latin1').toString('base64'));
-    }
-  }
+    fields.forEach(push);
+  });
   return out;
 }
 

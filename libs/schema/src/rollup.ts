@@ -21,8 +21,9 @@ export const MEMBER_BYTES = 8;
 
 /** The sketch member of a dimension value. */
 export function distinctMember(value: string): string {
-  // One-shot hash: the same digest as createHash's, without a Hash object per value.
-  return hash('sha256', value, 'buffer').toString('latin1', 0, MEMBER_BYTES);
+  // One-shot hash, its digest as a latin1 ('binary') string: the same bytes as createHash's, without a Hash object
+  // or a Buffer per value.
+  return hash('sha256', value, 'binary').slice(0, MEMBER_BYTES);
 }
 
 /**
@@ -130,9 +131,10 @@ export function rollup(
 /** Deltas as libs/buckets' APPLY script takes them (and an events job's `rows` carries them): per row, pk, field count, then (field, delta) pairs. */
 export function flattenRows(deltas: RowDeltas): Array<string | number> {
   const out: Array<string | number> = [];
-  for (const [pk, fields] of deltas) {
+  const push = (delta: number | bigint, field: string) => out.push(field, typeof delta === 'number' ? delta : delta.toString());
+  deltas.forEach((fields, pk) => {
     out.push(pk, fields.size);
-    for (const [field, delta] of fields) out.push(field, typeof delta === 'number' ? delta : delta.toString());
-  }
+    fields.forEach(push);
+  });
   return out;
 }
