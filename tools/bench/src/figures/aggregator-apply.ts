@@ -4,7 +4,7 @@ import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { BucketStore } from '@tally/buckets';
 import { metricValue, waitFor } from '@tally/testing';
 import type { Redis } from 'ioredis';
-import { benchFleet } from '../load';
+import { withFleet } from '../load';
 import { redisBenchmark, usedMemory } from '../redis-benchmark';
 import { fmt } from '../stats';
 import { makeBatch, prng, zipf } from '../workload';
@@ -21,20 +21,20 @@ const WORKLOAD_ROWS = 1 + 20_000 + 200_000;
  * record, and redis-benchmark's pipelined HINCRBY ceiling on the same redis-server.
  */
 export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
-  const fleet = await benchFleet({
+  const fleetOptions = {
     stores: [{ id: 'BENCH', timeZone: 'UTC' }],
     replicas: { collector: 0, 'query-api': 0, 'dynamo-writer': 0 },
     appEnv: { 'bucket-aggregator': { SEALER_ENABLED: 'false', AGGREGATOR_CONCURRENCY: '8' } },
-  });
-  const [{ handle: agg }, redis, queues] = [fleet.app('bucket-aggregator'), fleet.inspect as Redis, fleet.queues];
-  await agg.kill(); // started again once the queue is full
-  const eventsPerBatch = Math.min(1000, MAX_EVENTS_PER_JOB);
-  const batches = ctx.quick ? 60 : 400;
-  const rnd = prng(42);
-  const products = zipf(20_000, 1.1, rnd);
-  const visitors = zipf(200_000, 0.9, rnd);
-  const now = Date.now();
-  try {
+  };
+  return withFleet(fleetOptions, async (fleet) => {
+    const [{ handle: agg }, redis, queues] = [fleet.app('bucket-aggregator'), fleet.inspect as Redis, fleet.queues];
+    await agg.kill(); // started again once the queue is full
+    const eventsPerBatch = Math.min(1000, MAX_EVENTS_PER_JOB);
+    const batches = ctx.quick ? 60 : 400;
+    const rnd = prng(42);
+    const products = zipf(20_000, 1.1, rnd);
+    const visitors = zipf(200_000, 0.9, rnd);
+    const now = Date.now();
     for (let b = 0; b < batches; b += 50) {
       await queues[QUEUE.events].addBulk(
         Array.from({ length: Math.min(50, batches - b) }, (_, i) => ({
@@ -122,7 +122,5 @@ export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
       'them small. Bucket memory grows with the rows touched per bucket, bounded by the catalogue and the visitors.',
     ].join('\n');
     return { summary, markdown };
-  } finally {
-    await fleet.stop();
-  }
+  });
 });

@@ -4,7 +4,7 @@ import { QUEUE } from '@tally/queues';
 import { sleep } from '@tally/testing';
 import { lineChart, targetRule, type Chart } from '../charts';
 import { figure, type FigureContext } from '../figure';
-import { appMetric, benchFleet, sampler, startBackgroundLoad, STORES } from '../load';
+import { appMetric, sampler, startBackgroundLoad, STORES, withFleet } from '../load';
 import { BASELINE_RULES, idPages } from './ingest-e2e';
 import { fmt, median, ms, quantile } from '../stats';
 
@@ -20,13 +20,10 @@ const PROBE_TIME_ZONE = STORES.find((s) => s.id === PROBE_STORE)!.timeZone;
 /** `work`: the rules and traffic of a before/after comparison (the baseline's rules, page paths as ids). */
 async function measureFreshness(ctx: FigureContext, root?: string, work?: 'baseline') {
   ctx.log('starting a fleet: redis-server, dynalite, collector, bucket-aggregator, dynamo-writer, query-api (BUCKET_SECONDS=900)');
-  const fleet = await benchFleet({ ...(root ? { root } : {}), ...(work ? { rules: BASELINE_RULES } : {}) });
-  try {
-    const opts = { seed: 31, rate: ctx.quick ? 2_000 : 10_000, probes: ctx.quick ? 15 : 500, warmMs: ctx.quick ? 1_000 : 3_000 };
-    return await probesUnderLoad(ctx, fleet, { ...opts, tag: 'FRESH', ...(work ? { mapBatch: idPages } : {}) });
-  } finally {
-    await fleet.stop();
-  }
+  const opts = { seed: 31, rate: ctx.quick ? 2_000 : 10_000, probes: ctx.quick ? 15 : 500, warmMs: ctx.quick ? 1_000 : 3_000 };
+  return withFleet({ ...(root ? { root } : {}), ...(work ? { rules: BASELINE_RULES } : {}) }, (fleet) =>
+    probesUnderLoad(ctx, fleet, { ...opts, tag: 'FRESH', ...(work ? { mapBatch: idPages } : {}) }),
+  );
 }
 
 /**

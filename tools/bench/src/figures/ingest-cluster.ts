@@ -1,6 +1,6 @@
 import type { StoreSpec } from '@tally/loadgen';
 import { figure, type FigureContext } from '../figure';
-import { benchFleet } from '../load';
+import { withFleet } from '../load';
 import { measureLoad } from './ingest-e2e';
 import { fmt } from '../stats';
 
@@ -16,20 +16,18 @@ const IN_FLIGHT = 8;
 /** One fleet (one collector, one aggregator, QUEUE_SHARDS=3) on one Redis or on a 3-master cluster, 1000-event batches. */
 async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: number | undefined) {
   ctx.log(`${setup}: starting a fleet (QUEUE_SHARDS=3, one collector, one bucket-aggregator, BUCKET_SECONDS=900)`);
-  const fleet = await benchFleet({
+  const fleetOptions = {
     stores: CLUSTER_STORES,
     queueShards: 3,
     ...(clusterMasters ? { clusterMasters } : {}),
     replicas: { 'query-api': 0, 'dynamo-writer': 0 },
     appEnv: { collector: { INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
-  });
-  try {
-    const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: 0, windowMs: ctx.quick ? 2_000 : 20_000 };
-    const run = await measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, ...windows });
-    return { setup, ...run };
-  } finally {
-    await fleet.stop();
-  }
+  };
+  const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: 0, windowMs: ctx.quick ? 2_000 : 20_000 };
+  const run = await withFleet(fleetOptions, (fleet) =>
+    measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, ...windows }),
+  );
+  return { setup, ...run };
 }
 
 type ClusterRun = Awaited<ReturnType<typeof measureSetup>>;

@@ -5,7 +5,7 @@ import { generateLoad, type LoadOptions } from '@tally/loadgen';
 import { REPO_ROOT, sleep } from '@tally/testing';
 import pg from 'pg';
 import { figure, type FigureContext } from '../figure';
-import { benchFleet, CATALOGUE, STORES } from '../load';
+import { CATALOGUE, STORES, withFleet } from '../load';
 import { fmt, ms, quantile } from '../stats';
 import { probesUnderLoad } from './freshness';
 import { MAX_QUEUE_DEPTH, measureLoad } from './ingest-e2e';
@@ -67,12 +67,12 @@ async function measurePostgresPeer(ctx: FigureContext) {
       ctx.log(`  p99 ${ms(quantile(pgPaced.latencies, 0.99))} ms from a batch's arrival to its commit, ${pgPaced.mismatches} mismatches`);
 
       ctx.log(`Tally, AOF appendfsync ${d.appendfsync}: a fleet (collector, bucket-aggregator, query-api)`);
-      const fleet = await benchFleet({
+      const fleetOptions = {
         appendfsync: d.appendfsync,
         replicas: { 'dynamo-writer': 0 },
         appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
-      });
-      try {
+      };
+      const tally = await withFleet(fleetOptions, async (fleet) => {
         const tallyPeak = await measureLoad(ctx, fleet, {
           batch: 1000,
           concurrency: CONCURRENCY,
@@ -84,10 +84,9 @@ async function measurePostgresPeer(ctx: FigureContext) {
         ctx.log(`  ${probes} freshness probes under ${fmt(pacedRate)} events/s`);
         const probeOpts = { seed: 530 + i, rate: pacedRate, probes, warmMs: ctx.quick ? 500 : 2_000, tag: 'PEER' };
         const tallyFreshness = (await probesUnderLoad(ctx, fleet, probeOpts)).latencies;
-        rows.push({ durability: d, pgPeak, pgPaced, tallyPeak, tallyFreshness });
-      } finally {
-        await fleet.stop();
-      }
+        return { tallyPeak, tallyFreshness };
+      });
+      rows.push({ durability: d, pgPeak, pgPaced, ...tally });
     }
     return { rows, pacedRate, serverVersion };
   } finally {
