@@ -6,7 +6,7 @@ import { lineChart, targetRule, type Chart } from '../charts';
 import { figure, type FigureContext } from '../figure';
 import { appMetric, sampler, startBackgroundLoad, STORES, withFleet } from '../load';
 import { BASELINE_RULES, idPages } from './ingest-e2e';
-import { fmt, median, ms, quantile } from '../stats';
+import { ascending, fmt, median, ms, quantile } from '../stats';
 
 /** The freshness the design promises: a count is visible in the query API within a second of its 202. */
 const TARGET_P99_MS = 1_000;
@@ -69,7 +69,7 @@ export async function probesUnderLoad(
     const [applied1, accepted1] = await counts();
     await load.stop();
     return {
-      latencies: latencies.sort((a, b) => a - b),
+      latencies: latencies.sort(ascending),
       pollsPerProbe: polls / opts.probes,
       pollP50Ms: median(pollTimes),
       probeRetries,
@@ -130,13 +130,10 @@ export const freshnessFigure = figure('freshness', async (ctx) => {
   const f = await measureFreshness(ctx);
   // With --baseline: the same measurement of that commit's fleet right after, so a before/after p99 is of one run.
   // Both on the rules and traffic the baseline knows (ingest-e2e's BASELINE_RULES): the same work, before and after.
-  let before: FreshnessFigure | undefined;
-  let after: FreshnessFigure | undefined;
-  if (ctx.baseline) {
+  if (ctx.baseline)
     ctx.log(`the same with ${ctx.baseline.ref}'s apps (${ctx.baseline.commit.slice(0, 10)}), then this checkout's, on the rules it knows`);
-    before = await measureFreshness(ctx, ctx.baseline.root, 'baseline');
-    after = await measureFreshness(ctx, undefined, 'baseline');
-  }
+  const before = ctx.baseline && (await measureFreshness(ctx, ctx.baseline.root, 'baseline'));
+  const after = ctx.baseline && (await measureFreshness(ctx, undefined, 'baseline'));
   const p = (q: number) => quantile(f.latencies, q);
   const vs =
     before && after
