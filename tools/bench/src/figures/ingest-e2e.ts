@@ -99,13 +99,12 @@ async function measureIngestE2e(ctx: FigureContext) {
     for (let r = 0; ctx.baseline && before && after && r < 2; r++) {
       const run = async (f: Fleet) => {
         ctx.log(`before/after round ${r + 1}: ${f === before ? ctx.baseline!.ref : 'this checkout'}`);
-        return measureLoad(ctx, f, { batch: 1000, concurrency: 8, ...windows, idPages: true, seed: 300 + r });
+        return measureLoad(ctx, f, { batch: 1000, concurrency: 8, ...windows, mapBatch: idPages, seed: 300 + r });
       };
       if (r === 0) rounds.push({ before: await run(before), after: await run(after) });
       else rounds.push({ after: await run(after), before: await run(before) });
     }
-    const b = ctx.baseline;
-    const beforeAfter = b && { ref: b.ref, commit: b.commit, subject: b.subject, rounds };
+    const beforeAfter = ctx.baseline && { ...ctx.baseline, rounds };
     return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, beforeAfter };
   } finally {
     await Promise.all([fleet.stop(), before?.stop(), after?.stop()]);
@@ -124,7 +123,7 @@ export async function measureLoad(
   ctx: FigureContext,
   fleet: Fleet,
   opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number } & {
-    idPages?: boolean;
+    mapBatch?: (b: LoadBatch) => LoadBatch;
   },
 ) {
   const aggregator = fleet.app('bucket-aggregator');
@@ -138,7 +137,7 @@ export async function measureLoad(
     seed: opts.seed,
     concurrency: opts.concurrency,
     batchSize: opts.batch,
-    ...(opts.idPages ? { mapBatch: idPages } : {}),
+    mapBatch: opts.mapBatch,
   });
   await sleep(opts.warmMs);
   // When the aggregator is the slower stage, the queue fills up to the backpressure limit: measure from there, so
