@@ -54,8 +54,6 @@ export interface RunLoadOptions {
   concurrency?: number;
   /** Share of accepted batches sent again with the same idempotency key (half of them through the other path). Default 0. */
   duplicateShare?: number;
-  /** Share of HTTP batches with invalid events sent with ?partial=true. Default 0.5. */
-  partialShare?: number;
   /** Each batch's accepted events, once (the events the counts must include). */
   onAccepted?: (store: string, events: readonly EventInput[], batch: LoadBatch) => void;
   /** After each batch (for progress bars). */
@@ -64,9 +62,9 @@ export interface RunLoadOptions {
 
 /**
  * Sends batches at `rate` events/s with `concurrency` in flight, each through HTTP or libs/client, some twice
- * with the same idempotency key, and checks every answer against what the edge must do: a clean batch is
- * accepted whole; a batch with invalid events is refused naming exactly those (or, with ?partial=true, accepted
- * without them). Resolves with the stats once every batch taken has a definitive answer.
+ * with the same idempotency key, and checks every answer against what the edge must do: a clean batch is accepted
+ * whole; a batch with invalid events is refused naming exactly those (or, with ?partial=true, which half of such
+ * HTTP batches get, accepted without them). Resolves with the stats once every batch taken has a definitive answer.
  */
 export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadStats()): Promise<LoadStats> {
   const { http, client } = opts.senders;
@@ -126,7 +124,7 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
       await take(batch.events.length);
       const useClient = rng.chance(clientShare);
       const sender = useClient ? client! : http!;
-      const partial = sender.via === 'http' && batch.badIndexes.length > 0 && rng.chance(opts.partialShare ?? 0.5);
+      const partial = sender.via === 'http' && batch.badIndexes.length > 0 && rng.chance(0.5);
       const duplicate = rng.chance(opts.duplicateShare ?? 0);
       const dupViaOther = rng.chance(0.5);
       stats.batches++;

@@ -8,7 +8,6 @@ import { compileRules, type RulesInput } from '@tally/schema';
 import { createTenantAdmin } from '@tally/tenants';
 import {
   createTestTable,
-  isAlive,
   sleep,
   startApp,
   startDynalite,
@@ -195,9 +194,4 @@ export async function startFleet(opts: FleetOptions) {
       rmSync(work, { recursive: true, force: true });
     },
   };
-}
-
-/** Pids of `pids` that are still running (zombies count as gone). */
-export function alivePids(pids: ReadonlyArray<{ pid: number; what: string }>): Array<{ pid: number; what: string }> {
-  return pids.filter(({ pid }) => isAlive(pid));
 }
