@@ -47,7 +47,7 @@ describe.each([
     fleets.push(fleet);
     const api = fleet.app('query-api').url;
     const http = httpSender({ url: fleet.app('collector').url, keyOf: (s) => fleet.keys[s]!.ingest, deadlineMs: 5_000 });
-    const client = clientSender({ ...fleet.clientTarget(), rules: fleet.rules });
+    const client = clientSender(fleet.clientTarget());
 
     // The store that stays: counted exactly (every accepted event), while the other store is deleted.
     const keepAccepted: StoreEvents[] = [];

@@ -201,5 +201,5 @@ export function loadTo(
 /** loadTo a running fleet: HTTP to its collector with each store's ingest key, libs/client on its queues. */
 export function loadFleet(f: Fleet, opts: LoadToOptions) {
   const http = { url: f.app('collector').url, keyOf: (s: string) => f.keys[s]!.ingest };
-  return loadTo({ stores: f.stores, http, client: { ...f.clientTarget(), rules: f.rules } }, opts);
+  return loadTo({ stores: f.stores, http, client: f.clientTarget() }, opts);
 }

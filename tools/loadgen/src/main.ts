@@ -6,7 +6,6 @@
 // unbounded or a count is off.
 import { readFileSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
-import { compileRules, defaultRules } from '@tally/schema';
 import { loadTarget, parseCli } from './cli';
 import { loadFleet, loadTo, type LoadStats } from './driver';
 import { expectedCounts } from './expected';
@@ -139,7 +138,7 @@ try {
         {
           stores,
           http: { url, keyOf: (s) => keys.get(s)! },
-          client: { redisUrl, rules: compileRules(defaultRules) },
+          client: { connection: redisUrl }, // the default rules
         },
         { ...options, keepAccepted: false },
       );
