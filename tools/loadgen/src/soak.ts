@@ -85,9 +85,17 @@ function rssMb(pid: number): number | undefined {
 /**
  * Samples the fleet every `sample-seconds` until `done` settles: every process's RSS and Redis used_memory (judged),
  * the apps' V8 heap used (saw-toothed by GC) and the completed events jobs BullMQ keeps (QUEUE_SETTINGS
- * removeOnComplete, which explain most of Redis's growth; both shown only) and the aggregator's flush lag.
+ * removeOnComplete, which explain most of Redis's growth; both shown only) and the aggregator's flush lag. Then
+ * judges the samples after the warm-up (bounded growth, bounded flush lag) and prints the figures; true when all hold.
  */
-export async function sampleSoak(f: Fleet, done: Promise<unknown>, stats: LoadStats, o: SoakValues, say: (line: string) => void) {
+export async function soakRun(
+  f: Fleet,
+  done: Promise<unknown>,
+  stats: LoadStats,
+  o: SoakValues,
+  seconds: number,
+  say: (line: string) => void,
+) {
   const rss = { maxRelative: o['max-rss-growth'], maxAbsolute: o['max-rss-growth-mb'] };
   const series = new Map<string, Series>();
   const push = (name: string, unit: Series['unit'], t: number, v: number | undefined, limits?: Limits) => {
@@ -121,25 +129,16 @@ export async function sampleSoak(f: Fleet, done: Promise<unknown>, stats: LoadSt
         `redis used ${last('redis used_memory')?.toFixed(1)} MB (events jobs kept ${last('events jobs kept')}, waiting ${waiting}); flush lag ${lag.samples.at(-1)?.[1].toFixed(1)} s`,
     );
   }
-  return { series, lag };
-}
 
-/** Judges the samples after the warm-up (bounded growth, bounded flush lag), prints the figures; true when all hold. */
-export function judgeSoak(
-  { series, lag }: Awaited<ReturnType<typeof sampleSoak>>,
-  o: SoakValues,
-  seconds: number,
-  say: (line: string) => void,
-) {
   // Until the dedupe window is full, batch ids pile up by design.
   const warmup = o['warmup-seconds'] ?? Math.min(180, Math.max(o['dedupe-window'] + 15, seconds / 5));
   say(`memory after the ${warmup} s warm-up, mean of the first third vs the last third:`);
   let ok = true;
-  const f = (v: number) => v.toFixed(1);
+  const d = (v: number) => v.toFixed(1);
   for (const s of series.values()) {
     const g = judgeGrowth(s, warmup, s.limits ?? { maxRelative: Infinity, maxAbsolute: Infinity });
     say(
-      `  ${s.limits ? (g.ok ? 'ok  ' : 'FAIL') : 'info'} ${s.name.padEnd(28)} first third ${f(g.firstThird).padStart(8)} ${s.unit}, last third ${f(g.lastThird).padStart(8)} ${s.unit}, growth ${g.growth >= 0 ? '+' : ''}${f(g.growth)} ${s.unit} (${(g.relative * 100).toFixed(1)}%), max ${f(g.max)} ${s.unit}, ${g.n} samples`,
+      `  ${s.limits ? (g.ok ? 'ok  ' : 'FAIL') : 'info'} ${s.name.padEnd(28)} first third ${d(g.firstThird).padStart(8)} ${s.unit}, last third ${d(g.lastThird).padStart(8)} ${s.unit}, growth ${g.growth >= 0 ? '+' : ''}${d(g.growth)} ${s.unit} (${(g.relative * 100).toFixed(1)}%), max ${d(g.max)} ${s.unit}, ${g.n} samples`,
     );
     if (s.limits && !g.ok) ok = false;
   }
@@ -147,7 +146,7 @@ export function judgeSoak(
   const [dm, dj] = [delta('redis used_memory'), delta('events jobs kept')];
   if (dj > 0)
     say(
-      `  redis used_memory grew ${f(dm)} MB while BullMQ kept ${dj} more completed events jobs (~${f((dm * 1024) / dj)} KB each, payload included)`,
+      `  redis used_memory grew ${d(dm)} MB while BullMQ kept ${dj} more completed events jobs (~${d((dm * 1024) / dj)} KB each, payload included)`,
     );
   const flushLag = judgeBound(lag, warmup, o['max-flush-lag']);
   say(
