@@ -9,11 +9,7 @@ export type Values<O> = {
     ? boolean | undefined
     : O[K] extends { multiple: true }
       ? string[] | undefined
-      : O[K] extends { default: string }
-        ? O[K] extends { min: number }
-          ? number
-          : string
-        : (O[K] extends { min: number } ? number : string) | undefined;
+      : (O[K] extends { min: number } ? number : string) | (O[K] extends { default: string } ? never : undefined);
 };
 
 /**
