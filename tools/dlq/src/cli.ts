@@ -1,6 +1,5 @@
-import { QUEUE_NAMES, queueShards, type QueueName, type TallyQueues } from '@tally/queues';
+import { QUEUE_NAMES, queueShards, type TallyQueues } from '@tally/queues';
 import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
-import type { Queue } from 'bullmq';
 import * as dlq from './dlq';
 import { USAGE } from './usage';
 
@@ -13,8 +12,8 @@ export interface Progress {
 }
 
 interface DlqCliDeps {
-  /** Tally's queues (createQueues): every shard of each queue is read and acted on; or one queue per name. */
-  queues: TallyQueues | Readonly<Record<QueueName, Queue>>;
+  /** Tally's queues (createQueues): every shard of each queue is read and acted on. */
+  queues: TallyQueues;
   /** The aggregator's batch-id dedupe window (DEDUPE_WINDOW_SECONDS), in ms. */
   dedupeWindowMs: number;
   now?: () => number;

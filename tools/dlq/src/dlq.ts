@@ -78,7 +78,6 @@ type QueueShards = Queue | readonly Queue[];
 /** The shards, their queue's name, and the shard number a job of shard `i` shows (none when there is one). */
 function shardsOf(queue: QueueShards) {
   const shards = queue instanceof Queue ? [queue] : queue;
-  if (shards.length === 0) throw new DlqError('no queue given');
   return { shards, name: assertQueueName(shards[0]!.name), shardOf: (i: number) => (shards.length > 1 ? i : undefined) };
 }
 
