@@ -17,10 +17,7 @@ const chaosEnv = z.object({
   /** Length of each DynamoDB outage; default 7 short, 30 long. */
   TALLY_CHAOS_OUTAGE_SECONDS: int(1, 3_600).optional(),
   /** Echo the apps' output to stderr (debugging). */
-  TALLY_CHAOS_ECHO: z
-    .enum(['0', '1', 'true', 'false'])
-    .default('0')
-    .transform((v) => v === '1' || v === 'true'),
+  TALLY_CHAOS_ECHO: z.stringbool().default(false),
 });
 
 export type ChaosSettings = ReturnType<typeof chaosSettings>;

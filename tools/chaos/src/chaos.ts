@@ -1,4 +1,4 @@
-import { QUEUE, QUEUE_NAMES, queueShards } from '@tally/queues';
+import { QUEUE_NAMES, queueShards } from '@tally/queues';
 import {
   backlog,
   checkQueryApi,
@@ -15,7 +15,7 @@ import {
   type Fleet,
   type FleetApp,
 } from '@tally/loadgen';
-import { isAlive, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
+import { isAlive, sleep } from '@tally/testing';
 import type { ChaosSettings } from './chaos-config';
 import { NO_FAULTS, startFaultProxy, type FaultProxy } from './fault-proxy';
 
@@ -210,14 +210,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     // mid-flush while the query API answers.
     p.setOperations(['UpdateItem']);
     p.setRates({ slow: 0.7, drop: 0.1 });
-    await waitForQueuesIdle(queueShards(f.queues, QUEUE.events), { timeoutMs: 300_000, includeDelayed: true, intervalMs: 100 });
-    await waitFor(
-      async () => {
-        const b = await backlog(f);
-        return b.openBuckets + b.sealed === 0;
-      },
-      { timeoutMs: 60_000, intervalMs: 100, message: 'every bucket folded' },
-    );
+    await waitForDrain(f, { timeoutMs: 360_000, folded: true });
     const b = await backlog(f);
     const backlogAtStart = `outboxes ${b.outboxes}, dirty rows ${b.dirtyRows}`;
     log(`chaos: ${at()} every batch applied and folded (${backlogAtStart}); querying while slow flushes run`);
