@@ -9,10 +9,7 @@ const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 try {
   const { values } = parseArgs({ options: { only: { type: 'string' }, 'out-dir': { type: 'string' } } });
   const started = Date.now();
-  const only = values.only
-    ?.split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
+  const only = values.only?.split(',').flatMap((s) => s.trim() || []);
   const built = await buildBundles({ repoRoot, outDir: values['out-dir'], only });
   for (const b of built) {
     const copied =

@@ -16,15 +16,8 @@ const chaosEnv = z.object({
   TALLY_CHAOS_SEED: int(0, 2 ** 31).default(1),
   /** Length of each DynamoDB outage; default 7 short, 30 long. */
   TALLY_CHAOS_OUTAGE_SECONDS: int(1, 3_600).optional(),
-  /** Run on a local Redis Cluster of this many masters (0: one redis-server); a Redis restart SIGKILLs one master. */
-  TALLY_CHAOS_REDIS_MASTERS: int(0, 9).default(0),
-  /** QUEUE_SHARDS of the fleet. */
-  TALLY_CHAOS_QUEUE_SHARDS: int(1, 64).default(1),
   /** Echo the apps' output to stderr (debugging). */
-  TALLY_CHAOS_ECHO: z
-    .enum(['0', '1', 'true', 'false'])
-    .default('0')
-    .transform((v) => v === '1' || v === 'true'),
+  TALLY_CHAOS_ECHO: z.stringbool().default(false),
 });
 
 export type ChaosSettings = ReturnType<typeof chaosSettings>;
@@ -45,9 +38,9 @@ export function chaosSettings(env?: Record<string, string | undefined>) {
     redisRestarts: long ? 6 : 2,
     dynamoOutages: long ? 2 : 1,
     dynaliteKills: long ? 2 : 1,
-    /** Masters of a local Redis Cluster (0: one redis-server). */
-    redisMasters: c.TALLY_CHAOS_REDIS_MASTERS,
-    queueShards: c.TALLY_CHAOS_QUEUE_SHARDS,
+    /** Masters of a local Redis Cluster (0: one redis-server) and QUEUE_SHARDS: the cluster test sets them. */
+    redisMasters: 0,
+    queueShards: 1,
     echo: c.TALLY_CHAOS_ECHO,
   };
 }

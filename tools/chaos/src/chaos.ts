@@ -1,6 +1,5 @@
-import { QUEUE_NAMES } from '@tally/queues';
+import { QUEUE_NAMES, queueShards } from '@tally/queues';
 import {
-  alivePids,
   backlog,
   checkQueryApi,
   checkTable,
@@ -16,8 +15,7 @@ import {
   type Fleet,
   type FleetApp,
 } from '@tally/loadgen';
-import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
-import { QUEUE, queueShards } from '@tally/queues';
+import { isAlive, sleep } from '@tally/testing';
 import type { ChaosSettings } from './chaos-config';
 import { NO_FAULTS, startFaultProxy, type FaultProxy } from './fault-proxy';
 
@@ -56,7 +54,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       clusterMasters: settings.redisMasters || undefined,
       queueShards: settings.queueShards,
       echo: settings.echo,
-      appsDynamoEndpoint: async (target) => (proxy = await startFaultProxy({ target, seed: settings.seed, rates: NO_FAULTS })).url,
+      appsDynamoEndpoint: async (target) => (proxy = await startFaultProxy({ target, seed: settings.seed })).url,
     });
     const f = fleet;
     const p = proxy!;
@@ -108,11 +106,9 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
         extremeShare: 0.05,
       },
       retry: { deadlineMs: 600_000, maxDelayMs: 1_000 },
-      clientShare: 0.3,
       rate: settings.events / settings.loadSeconds,
       concurrency: 6,
       duplicateShare: 0.1,
-      partialShare: 0.5,
     });
     const progress = setInterval(
       () =>
@@ -214,14 +210,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     // mid-flush while the query API answers.
     p.setOperations(['UpdateItem']);
     p.setRates({ slow: 0.7, drop: 0.1 });
-    await waitForQueuesIdle(queueShards(f.queues, QUEUE.events), { timeoutMs: 300_000, includeDelayed: true, intervalMs: 100 });
-    await waitFor(
-      async () => {
-        const b = await backlog(f);
-        return b.openBuckets + b.sealed === 0;
-      },
-      { timeoutMs: 60_000, intervalMs: 100, message: 'every bucket folded' },
-    );
+    await waitForDrain(f, { timeoutMs: 360_000, folded: true });
     const b = await backlog(f);
     const backlogAtStart = `outboxes ${b.outboxes}, dirty rows ${b.dirtyRows}`;
     log(`chaos: ${at()} every batch applied and folded (${backlogAtStart}); querying while slow flushes run`);
@@ -245,7 +234,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     // (Stopped again in finally: both are idempotent.)
     await f.stop();
     await p.close();
-    const leakedPids = alivePids(f.pids()).map((x) => `${x.what} (pid ${x.pid})`);
+    const leakedPids = f.pids().flatMap((x) => (isAlive(x.pid) ? [`${x.what} (pid ${x.pid})`] : []));
 
     const mismatches = table.mismatches + query.mismatches.length + liveQuery.mismatches.length + uniqueVisitors.mismatches.length;
     const summary =

@@ -38,15 +38,10 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding']);
  * (held back `slowMs`, default [500, 4500] ms), and dropped connections (socket.destroy) — some of the 500s and
  * drops after the request was applied, the case where a client cannot know whether its write happened.
  */
-export async function startFaultProxy(opts: {
-  target: string;
-  seed: number;
-  rates?: Partial<FaultRates>;
-  slowMs?: readonly [number, number];
-}) {
+export async function startFaultProxy(opts: { target: string; seed: number; slowMs?: readonly [number, number] }) {
   const target = new URL(opts.target);
   const rng = createRng(opts.seed);
-  let rates: FaultRates = { ...NO_FAULTS, ...opts.rates };
+  let rates = NO_FAULTS;
   const [slowMin, slowMax] = opts.slowMs ?? [500, 4_500];
   let ops: Set<string> | undefined;
   const counts = { throttle: 0, error500: 0, slow: 0, drop: 0 };

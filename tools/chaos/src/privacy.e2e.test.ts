@@ -5,8 +5,7 @@ import {
   generateLoad,
   httpSender,
   keysEverywhere,
-  newLoadStats,
-  runLoad,
+  loadFleet,
   startFleet,
   waitForDrain,
   everyBucketRules,
@@ -47,30 +46,16 @@ describe.each([
     fleets.push(fleet);
     const api = fleet.app('query-api').url;
     const http = httpSender({ url: fleet.app('collector').url, keyOf: (s) => fleet.keys[s]!.ingest, deadlineMs: 5_000 });
-    const client = clientSender({ ...fleet.clientTarget(), rules: fleet.rules });
+    const client = clientSender(fleet.clientTarget());
 
     // The store that stays: counted exactly (every accepted event), while the other store is deleted.
-    const keepAccepted: StoreEvents[] = [];
     let stop = false;
-    const keepLoad = runLoad(
-      {
-        batches: generateLoad({
-          seed: 7,
-          stores: [KEEP],
-          products: 30,
-          visitors: 40,
-          now: () => Date.now(),
-          batchSize: [5, 40],
-          lateShare: 0.1,
-        }),
-        senders: { http, client },
-        clientShare: 0.4,
-        concurrency: 2,
-        shouldStop: () => stop,
-        onAccepted: (store, events) => keepAccepted.push({ store, events }),
-      },
-      newLoadStats(),
-    );
+    const { accepted: keepAccepted, done: keepLoad } = loadFleet(fleet, {
+      load: { seed: 7, stores: [KEEP], products: 30, visitors: 40, batchSize: [5, 40], lateShare: 0.1 },
+      clientShare: 0.4,
+      concurrency: 2,
+      shouldStop: () => stop,
+    });
     // The store that goes: batches sent until the end, whatever the answers (401 once its keys are gone).
     let goneSent = 0;
     const goneLoad = (async () => {

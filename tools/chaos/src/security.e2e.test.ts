@@ -1,8 +1,8 @@
 import { keyIdOf } from '@tally/tenants';
 import { createTallyClient, ValidationError } from '@tally/client';
-import { everyBucketRules, startFleet, waitForDrain, alivePids, type Fleet } from '@tally/loadgen';
+import { everyBucketRules, startFleet, waitForDrain, type Fleet } from '@tally/loadgen';
 import { QUEUE, QUEUE_NAMES } from '@tally/queues';
-import { metricValue } from '@tally/testing';
+import { isAlive, metricValue } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 // Against the real fleet processes: tenant isolation for every key scope, no key in any log line, and hostile
@@ -33,7 +33,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (!fleet) return;
   await fleet.stop();
-  expect(alivePids(fleet.pids())).toEqual([]);
+  expect(fleet.pids().filter((p) => isAlive(p.pid))).toEqual([]);
 });
 
 const iso = () => new Date(Date.now() - 60_000).toISOString();

@@ -1,6 +1,5 @@
-import { QUEUE_NAMES, queueShards, type QueueName, type TallyQueues } from '@tally/queues';
+import { QUEUE_NAMES, queueShards, type TallyQueues } from '@tally/queues';
 import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
-import type { Queue } from 'bullmq';
 import * as dlq from './dlq';
 import { USAGE } from './usage';
 
@@ -13,8 +12,8 @@ export interface Progress {
 }
 
 interface DlqCliDeps {
-  /** Tally's queues (createQueues): every shard of each queue is read and acted on; or one queue per name. */
-  queues: TallyQueues | Readonly<Record<QueueName, Queue>>;
+  /** Tally's queues (createQueues): every shard of each queue is read and acted on. */
+  queues: TallyQueues;
   /** The aggregator's batch-id dedupe window (DEDUPE_WINDOW_SECONDS), in ms. */
   dedupeWindowMs: number;
   now?: () => number;
@@ -101,7 +100,7 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
   const would = dryRun ? `dry run: would ${command}` : { replay: 'replayed', purge: 'purged' }[command];
   if (args.length === 2) {
     if (values.all || !dlq.isEmptyFilter(filter)) throw new UsageError(`${command} <queue> <id> takes no --all or filters`);
-    const job = command === 'purge' ? await dlq.purgeJob(queue, args[1]!, { dryRun }) : (await dlq.replayJob(queue, args[1]!, replay)).job;
+    const job = await (command === 'purge' ? dlq.purgeJob(queue, args[1]!, { dryRun }) : dlq.replayJob(queue, args[1]!, replay));
     const failed = command === 'replay' ? ` (failed ${dlq.formatAge(now - job.failedAt)} ago: ${oneLine(job.reason, 100)})` : '';
     io.out(`${would} job ${job.id} in ${job.queue}${failed}`);
     return 0;
@@ -120,7 +119,7 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
       ? dlq.purgeFailed(queue, filter, { now, dryRun, onProgress })
       : dlq.replayFailed(queue, filter, { ...replay, onProgress });
   const result = await bulk.finally(() => bar?.stop());
-  if (result.dryRun && result.matched.length > 0) for (const line of table(result.matched, now)) io.out(line);
+  if (dryRun && result.matched.length > 0) for (const line of table(result.matched, now)) io.out(line);
   for (const s of result.skipped) io.out(`skipped ${s.id}: ${s.why}`);
   const skipped = result.skipped.length ? ` (${result.skipped.length} skipped)` : '';
   io.out(`${would} ${result.done.length} of ${result.matched.length} matching failed jobs in ${result.queue}${skipped}`);

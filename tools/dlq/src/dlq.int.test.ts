@@ -112,7 +112,7 @@ describe('dead-letter operations on a real Redis', () => {
       () => 'throttled too long',
     );
     const dry = await replayJob(queues[QUEUE.dynamoWrites], 'flush-1', { dedupeWindowMs: DAY, dryRun: true });
-    expect(dry.dryRun).toBe(true);
+    expect(dry.id).toBe('flush-1');
     expect(await queues[QUEUE.dynamoWrites].getJobState('flush-1')).toBe('failed');
 
     await replayJob(queues[QUEUE.dynamoWrites], 'flush-1', { dedupeWindowMs: DAY });

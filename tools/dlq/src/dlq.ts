@@ -61,7 +61,6 @@ interface BulkOptions extends Pick<ReplayOptions, 'now' | 'dryRun'> {
 
 interface BulkResult {
   queue: QueueName;
-  dryRun: boolean;
   /** Failed jobs that matched the filter when the scan ran, oldest failure first. */
   matched: FailedJob[];
   /** Replayed or purged (or, in a dry run, that would be). */
@@ -79,7 +78,6 @@ type QueueShards = Queue | readonly Queue[];
 /** The shards, their queue's name, and the shard number a job of shard `i` shows (none when there is one). */
 function shardsOf(queue: QueueShards) {
   const shards = queue instanceof Queue ? [queue] : queue;
-  if (shards.length === 0) throw new DlqError('no queue given');
   return { shards, name: assertQueueName(shards[0]!.name), shardOf: (i: number) => (shards.length > 1 ? i : undefined) };
 }
 
@@ -173,7 +171,7 @@ async function scanMatching(queue: QueueShards, filter: JobFilter, now: number, 
 export async function listFailed(
   queue: QueueShards,
   filter: JobFilter,
-  opts: { limit: number; now?: number; pageSize?: number },
+  opts: { limit: number; now?: number },
 ): Promise<{ jobs: FailedJob[]; matched: number; total: number }> {
   const { shards, name, shardOf } = shardsOf(queue);
   const total = (await Promise.all(shards.map((q) => q.getFailedCount()))).reduce((a, b) => a + b, 0);
@@ -184,7 +182,7 @@ export async function listFailed(
       const page = opts.limit > 0 ? await q.getJobs(['failed'], 0, opts.limit - 1, false) : [];
       jobs.push(...page.filter((j): j is Job => Boolean(j)).map((j) => toFailedJob(name, j, shardOf(i))));
     }
-  } else jobs = (await scanMatching(shards, filter, opts.now ?? Date.now(), opts.pageSize)).map((f) => f.info);
+  } else jobs = (await scanMatching(shards, filter, opts.now ?? Date.now())).map((f) => f.info);
   const matched = isEmptyFilter(filter) ? total : jobs.length;
   return { jobs: jobs.sort((a, b) => b.failedAt - a.failedAt).slice(0, opts.limit), matched, total };
 }
@@ -225,11 +223,11 @@ export function replayHazard(
 }
 
 /** Moves one failed job back to waiting with its id. Throws DlqError when it is missing, not failed, or unsafe. */
-export async function replayJob(queue: QueueShards, id: string, opts: ReplayOptions): Promise<{ job: FailedJob; dryRun: boolean }> {
+export async function replayJob(queue: QueueShards, id: string, opts: ReplayOptions): Promise<FailedJob> {
   const { job, info } = await findJob(queue, id, 'replayed');
   const hazard = await replayOne(job, info, opts);
   if (hazard) throw new DlqError(`job "${id}": ${hazard}`);
-  return { job: info, dryRun: Boolean(opts.dryRun) };
+  return info;
 }
 
 /** Deletes one failed job; throws DlqError when it is missing or not failed. */
@@ -279,7 +277,7 @@ async function bulk(
     (a, b) => a.info.failedAt - b.info.failedAt,
   );
   const matched = found.map((f) => f.info);
-  const result: BulkResult = { queue: shardsOf(queue).name, dryRun: Boolean(opts.dryRun), matched, done: [], skipped: [] };
+  const result: BulkResult = { queue: shardsOf(queue).name, matched, done: [], skipped: [] };
   for (const [n, { info, queue: q }] of found.entries()) {
     const job = await Job.fromId(q, info.id);
     try {

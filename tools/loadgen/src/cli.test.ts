@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadTargets } from './cli';
+import { loadTarget } from './cli';
 
 let root: string;
 beforeAll(() => {
@@ -27,12 +27,11 @@ describe('npm run loadgen', () => {
       writeFileSync(path.join(root, 'stack.json'), JSON.stringify({ stackPid: stack.pid, startedAt: '', children: {}, backends }));
       const from = `the npm start stack, pid ${stack.pid}, stack.json`;
       const env = { TALLY_DATA_DIR: root };
-      expect(loadTargets({}, env, root)).toEqual({ url: [backends.collectorUrl, from], redisUrl: [backends.redisUrl, from] });
-      expect(loadTargets({ url: 'http://10.0.0.7:7401', redisUrl: 'redis://10.0.0.7:6379' }, env, root)).toEqual({
-        url: ['http://10.0.0.7:7401', '--url'],
-        redisUrl: ['redis://10.0.0.7:6379', '--redis-url'],
-      });
-      expect(loadTargets({}, { ...env, REDIS_URL: 'redis://10.0.0.8:6379' }, root).redisUrl).toEqual([
+      expect(loadTarget('collector', undefined, env, root)).toEqual([backends.collectorUrl, from]);
+      expect(loadTarget('redis', undefined, env, root)).toEqual([backends.redisUrl, from]);
+      expect(loadTarget('collector', 'http://10.0.0.7:7401', env, root)).toEqual(['http://10.0.0.7:7401', '--url']);
+      expect(loadTarget('redis', 'redis://10.0.0.7:6379', env, root)).toEqual(['redis://10.0.0.7:6379', '--redis-url']);
+      expect(loadTarget('redis', undefined, { ...env, REDIS_URL: 'redis://10.0.0.8:6379' }, root)).toEqual([
         'redis://10.0.0.8:6379',
         'REDIS_URL',
       ]);
@@ -40,10 +39,9 @@ describe('npm run loadgen', () => {
       stack.kill('SIGKILL');
     }
     // No stack running on the data directory: the local defaults.
-    expect(loadTargets({}, { TALLY_DATA_DIR: path.join(root, 'none') }, root)).toEqual({
-      url: ['http://127.0.0.1:7401', 'no npm start stack runs'],
-      redisUrl: ['redis://127.0.0.1:6379', 'no npm start stack runs'],
-    });
+    const none = { TALLY_DATA_DIR: path.join(root, 'none') };
+    expect(loadTarget('collector', undefined, none, root)).toEqual(['http://127.0.0.1:7401', 'no npm start stack runs']);
+    expect(loadTarget('redis', undefined, none, root)).toEqual(['redis://127.0.0.1:6379', 'no npm start stack runs']);
   });
 
   it("says what is wrong and what to do when the running stack's run file predates collectorUrl, and exits 2", async () => {
@@ -63,12 +61,12 @@ describe('npm run loadgen', () => {
       const expected = (shown: string) =>
         `the running npm start stack (pid ${stack.pid}) has a run file (${shown}) that predates collectorUrl: it was started by an ` +
         'older version of npm start. Restart npm start (Ctrl-C, then npm start again), or pass --url URL.';
-      expect(() => loadTargets({}, env, root)).toThrow(
+      expect(() => loadTarget('collector', undefined, env, root)).toThrow(
         expect.objectContaining({ code: 'TALLY_ERR_STALE_RUN_FILE', message: expected(path.relative(root, file)) }),
       );
       // --url needs no collector from the file; --via client needs none at all and takes the stack's Redis.
-      expect(loadTargets({ url: 'http://10.0.0.7:7401' }, env, root).url).toEqual(['http://10.0.0.7:7401', '--url']);
-      expect(loadTargets({}, env, root, { collector: false, redis: true }).redisUrl).toEqual([
+      expect(loadTarget('collector', 'http://10.0.0.7:7401', env, root)).toEqual(['http://10.0.0.7:7401', '--url']);
+      expect(loadTarget('redis', undefined, env, root)).toEqual([
         backends.redisUrl,
         `the npm start stack, pid ${stack.pid}, ${path.relative(root, file)}`,
       ]);

@@ -9,11 +9,7 @@ export type Values<O> = {
     ? boolean | undefined
     : O[K] extends { multiple: true }
       ? string[] | undefined
-      : O[K] extends { default: string }
-        ? O[K] extends { min: number }
-          ? number
-          : string
-        : (O[K] extends { min: number } ? number : string) | undefined;
+      : (O[K] extends { min: number } ? number : string) | (O[K] extends { default: string } ? never : undefined);
 };
 
 /**
@@ -59,29 +55,16 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
 /**
  * Where `npm run loadgen` sends without --fleet, and why: the collector of --url, else of the running `npm start`
  * stack (its run file, as `npm run dlq` and `tenants` find it), else 127.0.0.1:7401; the Redis of --redis-url, else
- * REDIS_URL, else the stack's, else 127.0.0.1:6379. A stack that runs but whose run file lacks a target that is
- * `need`ed (an older npm start wrote it) is a StackError saying so and what to do, never the local default.
+ * REDIS_URL, else the stack's, else 127.0.0.1:6379. A stack that runs but whose run file lacks the target (an older
+ * npm start wrote it) is a StackError saying so and what to do, never the local default.
  */
-export function loadTargets(
-  given: { url?: string; redisUrl?: string },
-  env: Record<string, string | undefined>,
-  cwd?: string,
-  need: { collector: boolean; redis: boolean } = { collector: true, redis: true },
-) {
+export function loadTarget(what: 'collector' | 'redis', given: string | undefined, env: Record<string, string | undefined>, cwd?: string) {
+  const collector = what === 'collector';
+  const variable = collector ? undefined : env['REDIS_URL'];
+  if (given || variable) return [given || variable!, given ? (collector ? '--url' : '--redis-url') : 'REDIS_URL'] as const;
   const stack = runningStack(env, cwd);
-  const none = 'no npm start stack runs';
-  // Read only when no option or variable says: a target given needs nothing of the run file.
-  const ofStack = (name: 'collectorUrl' | 'redisUrl', needed: boolean, instead: string): [string, string] | undefined => {
-    const value = needed ? stackBackend(stack, name, instead) : stack.backends?.[name];
-    return value ? [value, stack.from] : undefined;
-  };
-  const url: [string, string] = given.url
-    ? [given.url, '--url']
-    : (ofStack('collectorUrl', need.collector, 'pass --url URL') ?? ['http://127.0.0.1:7401', none]);
-  const redisUrl: [string, string] = given.redisUrl
-    ? [given.redisUrl, '--redis-url']
-    : env['REDIS_URL']
-      ? [env['REDIS_URL'], 'REDIS_URL']
-      : (ofStack('redisUrl', need.redis, 'pass --redis-url URL or set REDIS_URL') ?? ['redis://127.0.0.1:6379', none]);
-  return { url, redisUrl };
+  const instead = collector ? 'pass --url URL' : 'pass --redis-url URL or set REDIS_URL';
+  const value = stackBackend(stack, collector ? 'collectorUrl' : 'redisUrl', instead);
+  if (value) return [value, stack.from] as const;
+  return [collector ? 'http://127.0.0.1:7401' : 'redis://127.0.0.1:6379', 'no npm start stack runs'] as const;
 }

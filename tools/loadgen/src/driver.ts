@@ -4,18 +4,10 @@ import type { StoreEvents } from './expected';
 import type { Fleet } from './fleet';
 import { generateLoad, goodEvents, type LoadBatch, type LoadOptions, type StoreSpec } from './generator';
 import { createRng } from './rng';
-import {
-  clientSender,
-  httpSender,
-  type ClientSenderOptions,
-  type HttpSenderOptions,
-  type RetryPolicy,
-  type SendOutcome,
-  type Sender,
-} from './senders';
+import { clientSender, httpSender, type ClientSenderOptions, type HttpSenderOptions, type RetryPolicy, type SendOutcome } from './senders';
 
 /** A load run's figures, updated as it runs. */
-export const newLoadStats = () => ({
+const newLoadStats = () => ({
   /** Distinct batches sent (duplicates not counted). */
   batches: 0,
   /** Events of the distinct batches sent, valid and invalid. */
@@ -38,12 +30,15 @@ export const newLoadStats = () => ({
 export type LoadStats = ReturnType<typeof newLoadStats>;
 
 export interface RunLoadOptions {
-  batches: Iterable<LoadBatch>;
-  senders: { http?: Sender; client?: Sender };
-  /** Share of batches sent through libs/client when both senders are given. Default 0.3. */
+  /** The traffic: generateLoad over the target's stores, or `load.stores`. */
+  load: Omit<LoadOptions, 'stores' | 'now'> & { stores?: readonly StoreSpec[] };
+  /** Rewrites each batch before it is sent. */
+  map?: (batch: LoadBatch) => LoadBatch;
+  /** The ways in: HTTP to the collector, libs/client on the queues, or both (the default). */
+  via?: 'http' | 'client' | 'both';
+  retry?: Omit<RetryPolicy, 'onRetry'>;
+  /** Share of batches sent through libs/client with both ways in. Default 0.3. */
   clientShare?: number;
-  /** Seed of the driver's choices (path, duplicates, partial). Default 1. */
-  seed?: number;
   /** Events per second (a token bucket over all workers); undefined = as fast as the fleet answers. */
   rate?: number;
   /** Stop taking new batches after this long. */
@@ -54,27 +49,39 @@ export interface RunLoadOptions {
   concurrency?: number;
   /** Share of accepted batches sent again with the same idempotency key (half of them through the other path). Default 0. */
   duplicateShare?: number;
-  /** Share of HTTP batches with invalid events sent with ?partial=true. Default 0.5. */
-  partialShare?: number;
-  /** Each batch's accepted events, once (the events the counts must include). */
-  onAccepted?: (store: string, events: readonly EventInput[], batch: LoadBatch) => void;
+  /** False: `accepted` stays empty (a long run against an installation that is not checked). */
+  keepAccepted?: boolean;
   /** After each batch (for progress bars). */
   onProgress?: (stats: LoadStats) => void;
 }
 
 /**
- * Sends batches at `rate` events/s with `concurrency` in flight, each through HTTP or libs/client, some twice
- * with the same idempotency key, and checks every answer against what the edge must do: a clean batch is
- * accepted whole; a batch with invalid events is refused naming exactly those (or, with ?partial=true, accepted
- * without them). Resolves with the stats once every batch taken has a definitive answer.
+ * Sends `generateLoad(load)` to an installation at `rate` events/s with `concurrency` in flight, each batch through
+ * HTTP or libs/client as `via` says (with one retry policy), some twice with the same idempotency key, and checks
+ * every answer against what the edge must do: a clean batch is accepted whole; a batch with invalid events is
+ * refused naming exactly those (or, with ?partial=true, which half of such HTTP batches get, accepted without them).
+ * The driver's choices are seeded with the load's seed. Returns at once: `stats`, updated as the load runs;
+ * `accepted`, the accepted events of each batch once (what the counts must include); `done`, settled with the stats
+ * when every batch taken has its definitive answer and both senders are closed.
  */
-export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadStats()): Promise<LoadStats> {
-  const { http, client } = opts.senders;
-  if (!http && !client) throw new Error('runLoad: give an http or a client sender');
-  const rng = createRng(opts.seed ?? 1);
+export function loadTo(
+  target: {
+    stores: readonly StoreSpec[];
+    http: Omit<HttpSenderOptions, keyof RetryPolicy>;
+    client: Omit<ClientSenderOptions, keyof RetryPolicy>;
+  },
+  opts: RunLoadOptions,
+) {
+  const stats = newLoadStats();
+  const acceptedEvents: StoreEvents[] = [];
+  const retry = { ...opts.retry, onRetry: (reason: string) => void (stats.retries[reason] = (stats.retries[reason] ?? 0) + 1) };
+  const http = opts.via === 'client' ? undefined : httpSender({ ...target.http, ...retry });
+  const client = opts.via === 'http' ? undefined : clientSender({ ...target.client, ...retry });
+  const batches = generateLoad({ now: () => Date.now(), stores: target.stores, ...opts.load });
+  const iterator = opts.map ? batches.map(opts.map) : batches;
+  const rng = createRng(opts.load.seed);
   const clientShare = http && client ? (opts.clientShare ?? 0.3) : client ? 1 : 0;
   const started = Date.now();
-  const iterator = opts.batches[Symbol.iterator]();
   let nextSlot = started;
 
   const take = async (n: number) => {
@@ -126,7 +133,7 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
       await take(batch.events.length);
       const useClient = rng.chance(clientShare);
       const sender = useClient ? client! : http!;
-      const partial = sender.via === 'http' && batch.badIndexes.length > 0 && rng.chance(opts.partialShare ?? 0.5);
+      const partial = sender.via === 'http' && batch.badIndexes.length > 0 && rng.chance(0.5);
       const duplicate = rng.chance(opts.duplicateShare ?? 0);
       const dupViaOther = rng.chance(0.5);
       stats.batches++;
@@ -138,7 +145,7 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
       const n = accepted?.length ?? 0;
       stats.accepted += n;
       stats.rejected += batch.events.length - n;
-      if (accepted && n > 0) opts.onAccepted?.(batch.store, accepted, batch);
+      if (accepted && n > 0 && opts.keepAccepted !== false) acceptedEvents.push({ store: batch.store, events: accepted });
       if (duplicate && out.kind === 'accepted') {
         // The same batch again with the same key: must answer as before and count nothing more. A batch with
         // invalid events goes the same way it went (libs/client has no partial mode).
@@ -155,53 +162,14 @@ export async function runLoad(opts: RunLoadOptions, stats: LoadStats = newLoadSt
       opts.onProgress?.(stats);
     }
   };
-  await Promise.all(Array.from({ length: opts.concurrency ?? 4 }, () => worker()));
-  return stats;
-}
-
-type LoadToOptions = Omit<RunLoadOptions, 'batches' | 'senders' | 'onAccepted' | 'seed'> & {
-  load: Omit<LoadOptions, 'stores' | 'now'>;
-  retry?: Omit<RetryPolicy, 'onRetry'>;
-  /** The ways in: HTTP to the collector, libs/client on the queues, or both (the default). */
-  via?: 'http' | 'client' | 'both';
-  map?: (batch: LoadBatch) => LoadBatch;
-};
-
-/**
- * runLoad into an installation: `generateLoad(load)` with its `stores` (each batch through `map` if given), sent
- * through the ways in that `via` says with one retry policy. Returns at once: `stats`, updated as the load runs;
- * `accepted`, the accepted events of each batch once (what the counts must include; none when `keepAccepted` is
- * false); `done`, settled when every batch has its definitive answer and both senders are closed.
- */
-export function loadTo(
-  target: {
-    stores: readonly StoreSpec[];
-    http: Omit<HttpSenderOptions, keyof RetryPolicy>;
-    client: Omit<ClientSenderOptions, keyof RetryPolicy>;
-  },
-  opts: LoadToOptions & { keepAccepted?: boolean },
-) {
-  const stats = newLoadStats();
-  const accepted: StoreEvents[] = [];
-  const retry = { ...opts.retry, onRetry: (reason: string) => void (stats.retries[reason] = (stats.retries[reason] ?? 0) + 1) };
-  const http = opts.via === 'client' ? undefined : httpSender({ ...target.http, ...retry });
-  const client = opts.via === 'http' ? undefined : clientSender({ ...target.client, ...retry });
-  const batches = generateLoad({ now: () => Date.now(), ...opts.load, stores: target.stores });
-  const done = runLoad(
-    {
-      ...opts,
-      batches: opts.map ? batches.map(opts.map) : batches,
-      senders: { http, client },
-      seed: opts.load.seed,
-      onAccepted: opts.keepAccepted === false ? undefined : (store, events) => accepted.push({ store, events }),
-    },
-    stats,
-  ).finally(() => Promise.all([http?.close(), client?.close()]));
-  return { stats, accepted, done };
+  const done = Promise.all(Array.from({ length: opts.concurrency ?? 4 }, () => worker()))
+    .then(() => stats)
+    .finally(() => Promise.all([http?.close(), client?.close()]));
+  return { stats, accepted: acceptedEvents, done };
 }
 
 /** loadTo a running fleet: HTTP to its collector with each store's ingest key, libs/client on its queues. */
-export function loadFleet(f: Fleet, opts: LoadToOptions) {
+export function loadFleet(f: Fleet, opts: RunLoadOptions) {
   const http = { url: f.app('collector').url, keyOf: (s: string) => f.keys[s]!.ingest };
-  return loadTo({ stores: f.stores, http, client: { ...f.clientTarget(), rules: f.rules } }, opts);
+  return loadTo({ stores: f.stores, http, client: f.clientTarget() }, opts);
 }

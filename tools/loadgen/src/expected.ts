@@ -9,15 +9,7 @@ import {
   WATERMARK_ATTR,
   WATERMARK_PART_ATTR,
 } from '@tally/key-layout';
-import {
-  normalizeDimValue,
-  parseTimestamp,
-  rollup,
-  rollupDistinct,
-  type CompiledRules,
-  type EventInput,
-  type NormalizedEvent,
-} from '@tally/schema';
+import { rollup, rollupDistinct, validateEvents, type CompiledRules, type EventInput, type NormalizedEvent } from '@tally/schema';
 
 /** pk -> sk -> attribute -> exact integer value: what the counter rows of the table hold (or must hold). */
 export type CounterTable = Map<string, Map<string, Map<string, bigint>>>;
@@ -25,21 +17,6 @@ export type CounterTable = Map<string, Map<string, Map<string, bigint>>>;
 export interface StoreEvents {
   store: string;
   events: readonly EventInput[];
-}
-
-/** An accepted event as the edge normalizes it (ts in epoch ms, value as its decimal text, page paths as keys). */
-function normalize(rules: CompiledRules, e: EventInput): NormalizedEvent {
-  const ts = parseTimestamp(e.ts);
-  if (ts === undefined) throw new RangeError(`expectedCounts: event has an unparseable ts ${JSON.stringify(e.ts)}`);
-  const dims: Record<string, string> = {};
-  for (const [name, value] of Object.entries(e.dims ?? {})) {
-    const v = normalizeDimValue(rules, name, value);
-    dims[name] = v.ok ? v.value : value;
-  }
-  const out: NormalizedEvent = { type: e.type, ts, dims };
-  if (e.id !== undefined) out.id = e.id;
-  if (e.value !== undefined) out.value = typeof e.value === 'number' ? String(e.value) : e.value.trim();
-  return out;
 }
 
 /** The item (pk, sk) of a table, created empty when missing. */
@@ -67,7 +44,8 @@ function eachCell<V>(
   const fields = new Map<string, Map<string, V>>();
   for (const b of batches) {
     fields.clear();
-    const events = b.events.map((e) => normalize(rules, e));
+    // Normalized as the edge does (ts in epoch ms, value as its decimal text, page paths as keys); no limit on time.
+    const { events } = validateEvents(rules, [...b.events], { now: 0, clockSkewMs: Infinity, latenessMs: Infinity });
     roll(b.store, zones[b.store] ?? 'UTC', events, fields);
     for (const [pk, row] of fields) {
       for (const [field, value] of row) {

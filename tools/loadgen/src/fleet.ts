@@ -8,7 +8,6 @@ import { compileRules, type RulesInput } from '@tally/schema';
 import { createTenantAdmin } from '@tally/tenants';
 import {
   createTestTable,
-  isAlive,
   sleep,
   startApp,
   startDynalite,
@@ -176,7 +175,12 @@ export async function startFleet(opts: FleetOptions) {
     /** QUEUE_SHARDS of the apps. */
     queueShards,
     /** How a libs/client sender reaches this fleet's queues. */
-    clientTarget: () => ({ redisUrl: redis.url, clusterNodes: cluster?.seeds, keyPrefix: prefix, queueShards }),
+    clientTarget: () => ({
+      connection: { REDIS_URL: redis.url, REDIS_CLUSTER_NODES: cluster?.seeds },
+      keyPrefix: prefix,
+      queueShards,
+      rules,
+    }),
     /** Every process started in this process since the fleet began to start (restarts included), with what it is. */
     pids: () => startedProcesses().slice(firstPid),
     /** Lines of any process that contained an issued API key (or anything shaped like one). */
@@ -195,9 +199,4 @@ export async function startFleet(opts: FleetOptions) {
       rmSync(work, { recursive: true, force: true });
     },
   };
-}
-
-/** Pids of `pids` that are still running (zombies count as gone). */
-export function alivePids(pids: ReadonlyArray<{ pid: number; what: string }>): Array<{ pid: number; what: string }> {
-  return pids.filter(({ pid }) => isAlive(pid));
 }

@@ -6,13 +6,12 @@
 // unbounded or a count is off.
 import { readFileSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
-import { compileRules, defaultRules } from '@tally/schema';
-import { loadTargets, parseCli } from './cli';
+import { loadTarget, parseCli } from './cli';
 import { loadFleet, loadTo, type LoadStats } from './driver';
 import { expectedCounts } from './expected';
 import { startFleet } from './fleet';
 import { DEMO_STORES, everyBucketRules } from './presets';
-import { judgeSoak, sampleSoak, SOAK_OPTIONS } from './soak';
+import { soakRun, SOAK_OPTIONS } from './soak';
 import { checkTable, waitForDrain } from './verify';
 
 // A soak run has defaults of its own, which its --help shows.
@@ -72,16 +71,17 @@ if (!useFleet && via !== 'client')
 const say = (line: string) => process.stdout.write(`${command}: ${line}\n`);
 // Without --fleet: the running npm start stack's collector and Redis unless given, said on stderr as npm run dlq does;
 // a stack whose run file does not say (an older npm start) is a usage error naming the option that does.
-const need = { collector: via !== 'client', redis: via !== 'http' };
-let targets: ReturnType<typeof loadTargets> | undefined;
-try {
-  targets = useFleet ? undefined : loadTargets({ url: a.url, redisUrl: a['redis-url'] }, process.env, undefined, need);
-} catch (err) {
-  fail((err as Error).message);
-}
-const tell = (what: string, [value, from]: [string, string]) => process.stderr.write(`${command}: using ${what} ${value} (${from})\n`);
-if (targets && via !== 'client') tell('collector', targets.url);
-if (targets && via !== 'http') tell('Redis', targets.redisUrl);
+const target = (what: 'collector' | 'redis', given: string | undefined) => {
+  try {
+    const [value, from] = loadTarget(what, given, process.env);
+    process.stderr.write(`${command}: using ${what === 'redis' ? 'Redis' : what} ${value} (${from})\n`);
+    return value;
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+};
+const url = useFleet || via === 'client' ? '' : target('collector', a.url);
+const redisUrl = useFleet || via === 'http' ? '' : target('redis', a['redis-url']);
 
 let started = 0;
 const bar =
@@ -137,12 +137,12 @@ try {
     : loadTo(
         {
           stores,
-          http: { url: targets!.url[0], keyOf: (s) => keys.get(s)! },
-          client: { redisUrl: targets!.redisUrl[0], rules: compileRules(defaultRules) },
+          http: { url, keyOf: (s) => keys.get(s)! },
+          client: { connection: redisUrl }, // the default rules
         },
         { ...options, keepAccepted: false },
       );
-  const [, samples] = await Promise.all([done, soak ? sampleSoak(fleet!, done, stats, a, say) : undefined]);
+  const [, soakOk] = await Promise.all([done, soak ? soakRun(fleet!, done, stats, a, seconds, say) : true]);
   bar?.stop();
   const took = (Date.now() - started) / 1_000;
   say(
@@ -151,8 +151,7 @@ try {
       `duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}, gave up ${stats.gaveUp}`,
   );
   for (const m of stats.edgeMismatches.slice(0, 10)) say(`edge mismatch: ${m}`);
-  let ok = stats.edgeMismatches.length === 0 && stats.gaveUp === 0;
-  if (samples && !judgeSoak(await samples, a, seconds, say)) ok = false;
+  let ok = soakOk && stats.edgeMismatches.length === 0 && stats.gaveUp === 0;
   if (fleet) {
     process.stderr.write(`${command}: waiting until every count is written…\n`);
     await waitForDrain(fleet, { timeoutMs: 300_000 });

@@ -1,6 +1,6 @@
 import { sleep } from '@tally/testing';
-import { createTallyClient, QueueUnavailableError, ValidationError, type TallyClient } from '@tally/client';
-import type { CompiledRules, EventError } from '@tally/schema';
+import { createTallyClient, QueueUnavailableError, ValidationError, type TallyClientOptions } from '@tally/client';
+import type { EventError } from '@tally/schema';
 import type { LoadBatch } from './generator';
 
 type Answer =
@@ -96,27 +96,13 @@ export function httpSender(opts: HttpSenderOptions): Sender {
   };
 }
 
-export interface ClientSenderOptions extends RetryPolicy {
-  redisUrl: string;
-  /** Redis Cluster seed nodes of the installation (REDIS_CLUSTER_NODES), if it runs on one. */
-  clusterNodes?: Array<{ host: string; port: number }>;
-  /** KEY_PREFIX of the installation. Default `t`. */
-  keyPrefix?: string;
-  /** QUEUE_SHARDS of the installation. Default 1. */
-  queueShards?: number;
-  /** The rules the aggregator runs with. */
-  rules?: CompiledRules;
-}
+/** How libs/client reaches the installation (its Redis, KEY_PREFIX, QUEUE_SHARDS and rules), and the retries. */
+export type ClientSenderOptions = Omit<TallyClientOptions, 'readyTimeoutMs'> & RetryPolicy;
 
 /** libs/client enqueueEvents with the batch's idempotency key; retries QueueUnavailableError. */
 export function clientSender(opts: ClientSenderOptions): Sender {
-  const client: TallyClient = createTallyClient({
-    connection: { REDIS_URL: opts.redisUrl, REDIS_CLUSTER_NODES: opts.clusterNodes },
-    keyPrefix: opts.keyPrefix ?? 't',
-    queueShards: opts.queueShards ?? 1,
-    ...(opts.rules ? { rules: opts.rules } : {}),
-    readyTimeoutMs: 1_000, // how long one call waits for a reconnecting Redis
-  });
+  // One call waits 1 s for a reconnecting Redis.
+  const client = createTallyClient({ ...opts, readyTimeoutMs: 1_000 });
   return {
     via: 'client',
     send(batch) {

@@ -39,41 +39,37 @@ export interface Series {
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+const after = (s: Series, warmupSeconds: number) => s.samples.filter(([t]) => t >= warmupSeconds).map(([, v]) => v);
 
 /**
  * Bounded growth: after `warmupSeconds`, the mean of the last third of the samples may exceed the mean of the
  * first third by at most max(maxRelative × first, maxAbsolute). A leak grows linearly and fails; a cache
- * that fills up and stays fails only if it is still filling in the last third.
+ * that fills up and stays fails only if it is still filling in the last third. n: samples after the warm-up.
  */
 export function judgeGrowth(s: Series, warmupSeconds: number, limits: Limits) {
-  const values = s.samples.filter(([t]) => t >= warmupSeconds).map(([, v]) => v);
+  const values = after(s, warmupSeconds);
   const third = Math.max(1, Math.floor(values.length / 3));
-  const firstThird = mean(values.slice(0, third));
-  const lastThird = mean(values.slice(values.length - third));
+  const [firstThird, lastThird] = [mean(values.slice(0, third)), mean(values.slice(values.length - third))];
   const growth = lastThird - firstThird;
   // (Infinity * 0 is NaN: an unlimited relative bound stays unlimited.)
   const allowed = Math.max(limits.maxRelative === Infinity ? Infinity : limits.maxRelative * firstThird, limits.maxAbsolute);
-  // n: samples after the warm-up; growth: lastThird - firstThird, relative: over firstThird.
   const relative = firstThird > 0 ? growth / firstThird : 0;
-  const max = values.length ? Math.max(...values) : 0;
   return {
-    name: s.name,
-    unit: s.unit,
     n: values.length,
     firstThird,
     lastThird,
     growth,
     relative,
-    max,
+    max: Math.max(0, ...values),
     ok: values.length >= 3 && growth <= allowed,
   };
 }
 
 /** A bounded gauge: every sample after the warm-up at most `limit`. */
 export function judgeBound(s: Series, warmupSeconds: number, limit: number) {
-  const values = s.samples.filter(([t]) => t >= warmupSeconds).map(([, v]) => v);
-  const max = values.length ? Math.max(...values) : 0;
-  return { name: s.name, max, mean: mean(values), ok: values.length >= 3 && max <= limit, n: values.length };
+  const values = after(s, warmupSeconds);
+  const max = Math.max(0, ...values);
+  return { max, mean: mean(values), ok: values.length >= 3 && max <= limit, n: values.length };
 }
 
 /** VmRSS of a process in MB (Linux /proc), undefined when it is gone. */
@@ -89,9 +85,17 @@ function rssMb(pid: number): number | undefined {
 /**
  * Samples the fleet every `sample-seconds` until `done` settles: every process's RSS and Redis used_memory (judged),
  * the apps' V8 heap used (saw-toothed by GC) and the completed events jobs BullMQ keeps (QUEUE_SETTINGS
- * removeOnComplete, which explain most of Redis's growth; both shown only) and the aggregator's flush lag.
+ * removeOnComplete, which explain most of Redis's growth; both shown only) and the aggregator's flush lag. Then
+ * judges the samples after the warm-up (bounded growth, bounded flush lag) and prints the figures; true when all hold.
  */
-export async function sampleSoak(f: Fleet, done: Promise<unknown>, stats: LoadStats, o: SoakValues, say: (line: string) => void) {
+export async function soakRun(
+  f: Fleet,
+  done: Promise<unknown>,
+  stats: LoadStats,
+  o: SoakValues,
+  seconds: number,
+  say: (line: string) => void,
+) {
   const rss = { maxRelative: o['max-rss-growth'], maxAbsolute: o['max-rss-growth-mb'] };
   const series = new Map<string, Series>();
   const push = (name: string, unit: Series['unit'], t: number, v: number | undefined, limits?: Limits) => {
@@ -109,10 +113,7 @@ export async function sampleSoak(f: Fleet, done: Promise<unknown>, stats: LoadSt
     const t = (Date.now() - started) / 1_000;
     for (const app of f.apps) push(`${app.name} rss`, 'MB', t, rssMb(app.handle.process.pid), rss);
     push('redis-server rss', 'MB', t, rssMb(f.redis.pid), rss);
-    const dynalite = f
-      .pids()
-      .filter((p) => p.what.startsWith('dynalite'))
-      .at(-1);
+    const dynalite = f.pids().findLast((p) => p.what.startsWith('dynalite'));
     if (dynalite) push('dynalite rss', 'MB', t, rssMb(dynalite.pid), rss);
     const usedMemory = Number(/^used_memory:(\d+)/m.exec(await f.inspect.info('memory'))?.[1]) / 1_048_576;
     push('redis used_memory', 'MB', t, usedMemory, { maxRelative: o['max-redis-growth'], maxAbsolute: o['max-redis-growth-mb'] });
@@ -128,37 +129,25 @@ export async function sampleSoak(f: Fleet, done: Promise<unknown>, stats: LoadSt
         `redis used ${last('redis used_memory')?.toFixed(1)} MB (events jobs kept ${last('events jobs kept')}, waiting ${waiting}); flush lag ${lag.samples.at(-1)?.[1].toFixed(1)} s`,
     );
   }
-  return { series, lag };
-}
 
-/** Judges the samples after the warm-up (bounded growth, bounded flush lag), prints the figures; true when all hold. */
-export function judgeSoak(
-  { series, lag }: Awaited<ReturnType<typeof sampleSoak>>,
-  o: SoakValues,
-  seconds: number,
-  say: (line: string) => void,
-) {
   // Until the dedupe window is full, batch ids pile up by design.
   const warmup = o['warmup-seconds'] ?? Math.min(180, Math.max(o['dedupe-window'] + 15, seconds / 5));
   say(`memory after the ${warmup} s warm-up, mean of the first third vs the last third:`);
   let ok = true;
-  const f = (v: number) => v.toFixed(1);
+  const d = (v: number) => v.toFixed(1);
   for (const s of series.values()) {
     const g = judgeGrowth(s, warmup, s.limits ?? { maxRelative: Infinity, maxAbsolute: Infinity });
     say(
-      `  ${s.limits ? (g.ok ? 'ok  ' : 'FAIL') : 'info'} ${g.name.padEnd(28)} first third ${f(g.firstThird).padStart(8)} ${g.unit}, last third ${f(g.lastThird).padStart(8)} ${g.unit}, growth ${g.growth >= 0 ? '+' : ''}${f(g.growth)} ${g.unit} (${(g.relative * 100).toFixed(1)}%), max ${f(g.max)} ${g.unit}, ${g.n} samples`,
+      `  ${s.limits ? (g.ok ? 'ok  ' : 'FAIL') : 'info'} ${s.name.padEnd(28)} first third ${d(g.firstThird).padStart(8)} ${s.unit}, last third ${d(g.lastThird).padStart(8)} ${s.unit}, growth ${g.growth >= 0 ? '+' : ''}${d(g.growth)} ${s.unit} (${(g.relative * 100).toFixed(1)}%), max ${d(g.max)} ${s.unit}, ${g.n} samples`,
     );
     if (s.limits && !g.ok) ok = false;
   }
-  const [redisMem, kept] = [series.get('redis used_memory')?.samples, series.get('events jobs kept')?.samples];
-  if (redisMem && kept && kept.length > 2) {
-    const dm = redisMem.at(-1)![1] - redisMem[0]![1];
-    const dj = kept.at(-1)![1] - kept[0]![1];
-    if (dj > 0)
-      say(
-        `  redis used_memory grew ${dm.toFixed(1)} MB while BullMQ kept ${dj} more completed events jobs (~${((dm * 1024) / dj).toFixed(1)} KB each, payload included)`,
-      );
-  }
+  const delta = (name: string) => ((s) => (s && s.length > 2 ? s.at(-1)![1] - s[0]![1] : 0))(series.get(name)?.samples);
+  const [dm, dj] = [delta('redis used_memory'), delta('events jobs kept')];
+  if (dj > 0)
+    say(
+      `  redis used_memory grew ${d(dm)} MB while BullMQ kept ${dj} more completed events jobs (~${d((dm * 1024) / dj)} KB each, payload included)`,
+    );
   const flushLag = judgeBound(lag, warmup, o['max-flush-lag']);
   say(
     `  ${flushLag.ok ? 'ok  ' : 'FAIL'} ${'flush lag'.padEnd(28)} max ${flushLag.max.toFixed(1)} s, mean ${flushLag.mean.toFixed(2)} s (bound ${o['max-flush-lag']} s), ${flushLag.n} samples`,

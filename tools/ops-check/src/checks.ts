@@ -113,8 +113,8 @@ export const checkDockerfile = listed(function* (files: OpsFiles) {
     if (!s.healthcheck || s.healthcheck === 'NONE') yield `${where}: no HEALTHCHECK`;
     else {
       const hc = s.healthcheck.cmd;
+      const envPort = appPort(app, s.env);
       const portIn = probedPort(hc.join(' ')) ?? /127\.0\.0\.1:(\d+)\//.exec(hc.join(' '))?.[1];
-      const envPort = s.env['HTTP_PORT'] !== undefined ? Number(s.env['HTTP_PORT']) : port;
       if (hc[0] !== 'node') yield `${where}: HEALTHCHECK should run node (fetch), not ${hc[0]} (the image has no curl)`;
       if (!hc.join(' ').includes('/healthz')) yield `${where}: HEALTHCHECK does not probe /healthz`;
       if (portIn === undefined) yield `${where}: HEALTHCHECK names no port`;
@@ -224,7 +224,6 @@ export const checkCompose = listed(function* (files: OpsFiles, vars: Record<stri
     if (!tool) yield `${where}: runs none of the tools (${TOOLS.join(', ')})`;
     else yield* checkServiceEnv(where, toolEnvSchemas[tool], serviceEnv(svc), tool, services);
   }
-  if (!services['create-table']) yield 'docker-compose.yml: no one-shot service "create-table"';
 
   // The events replay guard of dlq must use the aggregator's dedupe window.
   const window = (name: string) =>

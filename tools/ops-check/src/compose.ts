@@ -33,14 +33,13 @@ const cache = new Map<string, ComposeFile>();
 export function composeConfig(text: string, vars: Record<string, string | undefined> = {}): ComposeFile {
   const key = JSON.stringify([text, vars]);
   if (cache.has(key)) return cache.get(key)!;
-  // Compose 1.x predates the top-level `name`; the project name is given with -p instead.
+  // Compose 1.x predates the top-level `name` (the project name, which changes nothing `config` prints).
   const doc = parseDocument(text);
-  const project = String(doc.get('name') ?? 'tally');
   doc.delete('name');
   const dir = tmpdir(); // relative paths resolve against it; they are made relative again below
   let out: string;
   try {
-    out = execFileSync('docker-compose', ['-p', project, '-f', '-', 'config'], {
+    out = execFileSync('docker-compose', ['-f', '-', 'config'], {
       cwd: dir,
       env: { PATH: rawEnv()['PATH'] ?? '/usr/bin:/bin', ...Object.fromEntries(Object.entries(vars).filter(([, v]) => v !== undefined)) },
       input: doc.toString(),

@@ -1,18 +1,9 @@
 /** What a Dockerfile stage ends up with, read with dockerfile-ast (the parser of the Docker language server). */
 import { DockerfileParser } from 'dockerfile-ast';
-import type { Env, Healthcheck, ImageTemplate, Instruction, JSONInstruction, ModifiableInstruction } from 'dockerfile-ast';
-
-export interface Stage {
-  name: string;
-  /** The image or stage this one starts from. */
-  from: string;
-  /** The stage's instructions (FROM first), as dockerfile-ast reads them. */
-  image: ImageTemplate;
-}
+import type { Env, Healthcheck, Instruction, JSONInstruction, ModifiableInstruction } from 'dockerfile-ast';
 
 /** What a stage ends up with, its base stages' settings included. */
 export interface ResolvedStage {
-  name: string;
   user?: string;
   stopSignal?: string;
   entrypoint?: string[];
@@ -26,8 +17,8 @@ export interface ResolvedStage {
   runs: string[];
 }
 
-/** The stages in order; an unnamed stage is called `#<index>`. */
-export function parseDockerfile(text: string): Stage[] {
+/** The stages in order (an unnamed one is `#<index>`): the image or stage each starts from, and its instructions. */
+export function parseDockerfile(text: string) {
   const dockerfile = DockerfileParser.parse(text);
   return dockerfile.getFROMs().map((from, i) => {
     const [image, tag] = [from.getImageName(), from.getImageTag()];
@@ -76,13 +67,12 @@ const APPLY: Record<string, (r: ResolvedStage, ins: Instruction) => void> = {
 };
 
 /** The stage's settings with its base stages' (FROM <stage>) applied first. */
-export function resolveStage(stages: readonly Stage[], name: string): ResolvedStage {
+export function resolveStage(stages: ReturnType<typeof parseDockerfile>, name: string): ResolvedStage {
   const stage = stages.find((s) => s.name === name);
   if (!stage) throw new Error(`no stage "${name}" in the Dockerfile`);
   // Each call makes a new object: the base's can be changed in place.
-  const r: ResolvedStage = stages.some((s) => s.name === stage.from)
-    ? { ...resolveStage(stages, stage.from), name }
-    : { name, env: {}, expose: [], copies: [], runs: [] };
+  const base = stages.some((s) => s.name === stage.from) ? resolveStage(stages, stage.from) : undefined;
+  const r: ResolvedStage = base ?? { env: {}, expose: [], copies: [], runs: [] };
   for (const ins of stage.image.getInstructions()) APPLY[ins.getKeyword()]?.(r, ins);
   return r;
 }

@@ -179,6 +179,11 @@ describe('the checks catch drift', () => {
     ]);
   });
 
+  it('no create-table service: Compose refuses the apps that depend on it', () => {
+    const gone = mutate('compose', /\n {2}# One-shot: creates the table[^]*?restart: "no"\n/, '\n');
+    expect(checkCompose(gone)).toEqual([expect.stringMatching(/^docker-compose\.yml: .*create-table/)]);
+  });
+
   it('Redis without AOF or with eviction', () => {
     expect(checkCompose(mutate('compose', '- noeviction', '- allkeys-lru'))).toEqual([
       'docker-compose.yml service redis: --maxmemory-policy is allkeys-lru, want noeviction (BullMQ: AOF and no eviction)',

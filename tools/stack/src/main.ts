@@ -14,7 +14,7 @@ import { Lifecycle } from './lifecycle';
 import { formatBare, lineFormatter, PINO_LEVEL, type Level } from './log-lines';
 import { RunFile, shortPath } from './run-file';
 import { choosePort, redisServerVersion, StackError } from './stores';
-import { Supervisor, type CrashReport } from './supervisor';
+import { supervise, type CrashReport } from './supervisor';
 
 const { env, dataDir, childBaseEnv } = loadStackConfig(process.env, process.cwd(), loadConfigOrExit);
 
@@ -140,23 +140,21 @@ async function start(): Promise<void> {
     AWS_REGION: region,
     LOG_LEVEL: env.LOG_LEVEL,
   };
-  const apps = APPS.map(
-    (app) =>
-      new Supervisor(appProcessSpec(app.name, childBaseEnv, { ...stackVars, HTTP_PORT: String(ports[app.name]) }), {
-        onLine: (name, line) => print(format.line(name, line)),
-        onSpawn: (name, pid) => {
-          runFile.update({ children: { [name]: { pid, match: `apps/${app.name}/src/main.ts` } } });
-          say(`started ${name} (pid ${pid})`, 'debug');
-        },
-        onCrash: reportCrash,
-        stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS,
-      }),
+  const apps = APPS.map((app) =>
+    supervise(appProcessSpec(app.name, childBaseEnv, { ...stackVars, HTTP_PORT: String(ports[app.name]) }), {
+      onLine: (name, line) => print(format.line(name, line)),
+      onSpawn: (name, pid) => {
+        runFile.update({ children: { [name]: { pid, match: `apps/${app.name}/src/main.ts` } } });
+        say(`started ${name} (pid ${pid})`, 'debug');
+      },
+      onCrash: reportCrash,
+      stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS,
+    }),
   );
   lifecycle.add('apps', async () => {
     for (const [i, outcome] of (await Promise.all(apps.map((a) => a.stop()))).entries())
       if (outcome === 'killed') say(`${APPS[i]!.name} did not stop within ${env.STACK_STOP_TIMEOUT_MS} ms; killed`, 'warn');
   });
-  for (const app of apps) app.start();
 
   const healthy = await Promise.all(
     APPS.map((a) =>

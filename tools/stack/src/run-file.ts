@@ -109,37 +109,24 @@ export class RunFile {
   }
 }
 
-/** The `npm start` stack running on a data directory, as {@link runningStack} found it. */
-export interface RunningStack {
-  dataDir: string;
-  /** The running stack's pid; undefined when none runs on `dataDir`. */
-  pid: number | undefined;
-  /**
-   * Its backends as its run file has them: none yet while it starts, and a file written by an older `npm start`
-   * (still running across an upgrade) lacks the members added since. Read them with {@link stackBackend}.
-   */
-  backends: Partial<StackBackends> | undefined;
-  /** Where they come from, for the tools' `using …` lines. */
-  from: string;
-  /** The run file, as the user would type its path. */
-  file: string;
-}
-
 /**
  * The `npm start` stack running on the data directory (TALLY_DATA_DIR, default `.data` under `cwd`, the repository
  * root under npm run), read from its run file: its pid and backends (undefined when none runs) and where they come from.
  */
-export function runningStack(env: Env, cwd: string = process.cwd(), readCmdline: ReadCmdline = procCmdline): RunningStack {
+export function runningStack(env: Env, cwd: string = process.cwd(), readCmdline: ReadCmdline = procCmdline) {
   const dataDir = env['TALLY_DATA_DIR'] ? path.resolve(cwd, env['TALLY_DATA_DIR']) : path.join(cwd, '.data');
   const runFile = new RunFile(dataDir);
   const state = runFile.read();
   const running = state !== undefined && typeof state.stackPid === 'number' && isStack(state.stackPid, readCmdline);
-  const backends = running && typeof state.backends === 'object' && state.backends !== null ? state.backends : undefined;
   const file = shortPath(runFile.file, cwd);
   return {
     dataDir,
     pid: running ? state.stackPid : undefined,
-    backends,
+    // None yet while it starts; a file written by an older `npm start` (still running across an upgrade) lacks the
+    // members added since: read them with stackBackend.
+    backends:
+      running && typeof state.backends === 'object' && state.backends !== null ? (state.backends as Partial<StackBackends>) : undefined,
+    /** Where they come from, for the tools' `using …` lines. */
     from: `the npm start stack, pid ${state?.stackPid}, ${file}`,
     file,
   };
@@ -150,7 +137,7 @@ export function runningStack(env: Env, cwd: string = process.cwd(), readCmdline:
  * say (it is still starting, or an older `npm start` wrote the file before `name` was recorded) is a
  * StackError TALLY_ERR_STALE_RUN_FILE saying so, with what to do: restart `npm start`, or `instead`.
  */
-export function stackBackend(stack: RunningStack, name: keyof StackBackends, instead: string): string | undefined {
+export function stackBackend(stack: ReturnType<typeof runningStack>, name: keyof StackBackends, instead: string): string | undefined {
   if (stack.pid === undefined) return undefined;
   const value = stack.backends?.[name];
   if (typeof value === 'string') return value;

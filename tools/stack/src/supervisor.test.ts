@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { isAlive } from '@tally/testing';
-import { backoffDelay, Supervisor, type CrashReport } from './supervisor';
+import { backoffDelay, supervise as startSupervisor, type CrashReport } from './supervisor';
 
-const running: Supervisor[] = [];
+const running: Array<ReturnType<typeof startSupervisor>> = [];
 afterEach(async () => {
   await Promise.all(running.splice(0).map((s) => s.stop()));
 });
@@ -20,7 +20,7 @@ function supervise(script: string, opts: { stopTimeoutMs?: number; command?: str
   const crashes: CrashReport[] = [];
   /** Every pid the supervisor started, oldest first. */
   const pids: number[] = [];
-  const sup = new Supervisor(
+  const sup = startSupervisor(
     { name: 't', command: opts.command ?? process.execPath, args: ['-e', script], cwd: process.cwd(), env: { PATH: '/usr/bin:/bin' } },
     {
       onLine: (_n, l) => lines.push(l),
@@ -32,7 +32,6 @@ function supervise(script: string, opts: { stopTimeoutMs?: number; command?: str
     },
   );
   running.push(sup);
-  sup.start();
   return { sup, lines, crashes, pids };
 }
 
@@ -43,7 +42,7 @@ describe('backoffDelay', () => {
   });
 });
 
-describe('Supervisor', () => {
+describe('supervise', () => {
   it('reports a crash with the last lines and restarts with growing delays', async () => {
     const { sup, crashes, pids } = supervise(`console.log('one'); console.log('two'); console.error('boom'); process.exit(3)`);
     await until(() => crashes.length >= 4);

@@ -43,46 +43,28 @@ type StopOutcome = 'not-running' | 'exited' | 'killed';
  * Keeps one child process running (in its own process group, started by the shared launcher in
  * `@tally/testing`): forwards its output line by line, and when it exits on its own reports the crash with its
  * last lines and starts it again after an exponential backoff. Its children are not tied to this process's
- * life: a stack that dies leaves them to the next start (run-file.ts), which stops them gently.
+ * life: a stack that dies leaves them to the next start (run-file.ts), which stops them gently. `stop()` stops the
+ * child (SIGTERM, then SIGKILL after the deadline, then its whole group) and cancels any pending restart.
  */
-export class Supervisor {
-  private running: Promise<StopOutcome> | undefined;
-  private readonly stopping = new AbortController();
-  private readonly stopped = new Promise<'stop'>((resolve) => this.stopping.signal.addEventListener('abort', () => resolve('stop')));
-
-  constructor(
-    readonly spec: ProcessSpec,
-    private readonly o: SupervisorOptions,
-  ) {}
-
-  start(): void {
-    if (!this.stopping.signal.aborted) this.running ??= this.run();
-  }
-
-  /** Stops the child (SIGTERM, then SIGKILL after the deadline, then its whole group) and cancels any pending restart. */
-  async stop(): Promise<StopOutcome> {
-    this.stopping.abort();
-    return (await this.running) ?? 'not-running';
-  }
-
-  /** Starts the child, and again after each crash, until stop(); then stops it. */
-  private async run(): Promise<StopOutcome> {
-    const { name, command, args, cwd, env } = this.spec;
-    const backoff = this.o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
+export function supervise({ name, command, args, cwd, env }: ProcessSpec, o: SupervisorOptions) {
+  const stopping = new AbortController();
+  const stopped = new Promise<'stop'>((resolve) => stopping.signal.addEventListener('abort', () => resolve('stop')));
+  const backoff = o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
+  const running = (async (): Promise<StopOutcome> => {
     for (let attempt = 1; ; attempt++) {
       const startedAt = Date.now();
       const lastLines: string[] = [];
       const onLine = (line: string) => {
-        if (lastLines.push(line) > (this.o.tailLines ?? 15)) lastLines.shift();
-        this.o.onLine(name, line);
+        if (lastLines.push(line) > (o.tailLines ?? 15)) lastLines.shift();
+        o.onLine(name, line);
       };
       let exit: Pick<CrashReport, 'pid' | 'code' | 'signal' | 'error'>;
       try {
         const proc = await startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine });
-        this.o.onSpawn?.(name, proc.pid);
-        const e = await Promise.race([proc.exited, this.stopped]);
+        o.onSpawn?.(name, proc.pid);
+        const e = await Promise.race([proc.exited, stopped]);
         if (e === 'stop') {
-          const { signal } = await proc.kill('SIGTERM', { timeoutMs: this.o.stopTimeoutMs ?? 10_000 });
+          const { signal } = await proc.kill('SIGTERM', { timeoutMs: o.stopTimeoutMs ?? 10_000 });
           return signal === 'SIGKILL' ? 'killed' : 'exited';
         }
         killGroup(proc.pid, 'SIGKILL'); // sweep anything left in its process group
@@ -91,12 +73,13 @@ export class Supervisor {
         const cause = (err as Error).cause;
         exit = { pid: undefined, code: null, signal: null, error: cause instanceof Error ? cause : (err as Error) };
       }
-      if (this.stopping.signal.aborted) return 'not-running';
+      if (stopping.signal.aborted) return 'not-running';
       const uptimeMs = Date.now() - startedAt;
       if (uptimeMs >= backoff.resetAfterMs) attempt = 1;
       const restartInMs = backoffDelay(attempt, backoff);
-      this.o.onCrash?.({ name, ...exit, uptimeMs, lastLines, attempt, restartInMs });
-      if (!(await delay(restartInMs, true, { signal: this.stopping.signal }).catch(() => false))) return 'not-running';
+      o.onCrash?.({ name, ...exit, uptimeMs, lastLines, attempt, restartInMs });
+      if (!(await delay(restartInMs, true, { signal: stopping.signal }).catch(() => false))) return 'not-running';
     }
-  }
+  })();
+  return { stop: (): Promise<StopOutcome> => (stopping.abort(), running) };
 }
