@@ -24,6 +24,16 @@ export const STORES: readonly StoreSpec[] = DEMO_STORES;
 export const benchFleet = (opts: Partial<FleetOptions> = {}) =>
   startFleet({ stores: STORES, rules: defaultRules, bucketSeconds: 900, appendfsync: 'everysec', ...opts });
 
+/** `run` with a benchFleet of `opts`, stopped afterwards whatever happens. */
+export async function withFleet<T>(opts: Partial<FleetOptions>, run: (fleet: Fleet) => Promise<T>): Promise<T> {
+  const fleet = await benchFleet(opts);
+  try {
+    return await run(fleet);
+  } finally {
+    await fleet.stop();
+  }
+}
+
 /** Catalogue size of the generated traffic (Zipf popularity over these). */
 export const CATALOGUE = { products: 10_000, visitors: 100_000 } as const;
 

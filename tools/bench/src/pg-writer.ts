@@ -114,7 +114,6 @@ process.stdout.write(
     seconds,
     clientCpuSeconds: (cpu.user + cpu.system) / 1e6,
     serverCpuSeconds: serverSeconds,
-    serverProcesses: serverPids.length,
     latencies,
     cells: expected.size,
     tableRows: rows.rows.length,

@@ -1,16 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 
-/**
- * utime + stime of a process, in seconds (Linux /proc), or with `children` cutime + cstime (of the children it waited
- * for); NaN when it cannot be read.
- */
-export function cpuSeconds(pid: number | 'self', children = false): number {
+/** utime + stime of a process, in seconds (Linux /proc); NaN when it cannot be read. */
+export function cpuSeconds(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const at = children ? 13 : 11;
-    return (Number(fields[at]) + Number(fields[at + 1])) / 100;
+    return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
     return Number.NaN;
   }

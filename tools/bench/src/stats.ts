@@ -5,11 +5,10 @@ export function quantile(sorted: readonly number[], q: number): number {
 }
 
 /** The median of numbers in any order. */
-export const median = (xs: readonly number[]) =>
-  quantile(
-    xs.toSorted((a, b) => a - b),
-    0.5,
-  );
+export const median = (xs: readonly number[]) => quantile(xs.toSorted(ascending), 0.5);
+
+/** Sort order of numbers, smallest first. */
+export const ascending = (a: number, b: number) => a - b;
 
 /** 12,345 */
 export const fmt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : String(n));
@@ -34,5 +33,5 @@ export async function timeLoop(ms: number, fn: () => Promise<unknown>): Promise<
     await fn();
     out.push(performance.now() - t0);
   }
-  return out.sort((a, b) => a - b);
+  return out.sort(ascending);
 }

@@ -4,7 +4,7 @@ import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { BucketStore } from '@tally/buckets';
 import { metricValue, waitFor } from '@tally/testing';
 import type { Redis } from 'ioredis';
-import { benchFleet } from '../load';
+import { withFleet } from '../load';
 import { redisBenchmark, usedMemory } from '../redis-benchmark';
 import { fmt } from '../stats';
 import { makeBatch, prng, zipf } from '../workload';
@@ -20,21 +20,21 @@ const WORKLOAD_ROWS = 1 + 20_000 + 200_000;
  * time from process start to drained, minus start-up), Redis memory per 1,000 active rows and per dedupe
  * record, and redis-benchmark's pipelined HINCRBY ceiling on the same redis-server.
  */
-async function measureAggregator(opts: { quick: boolean }) {
-  const fleet = await benchFleet({
+export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
+  const fleetOptions = {
     stores: [{ id: 'BENCH', timeZone: 'UTC' }],
     replicas: { collector: 0, 'query-api': 0, 'dynamo-writer': 0 },
     appEnv: { 'bucket-aggregator': { SEALER_ENABLED: 'false', AGGREGATOR_CONCURRENCY: '8' } },
-  });
-  const [{ handle: agg }, redis, queues] = [fleet.app('bucket-aggregator'), fleet.inspect as Redis, fleet.queues];
-  await agg.kill(); // started again once the queue is full
-  const eventsPerBatch = Math.min(1000, MAX_EVENTS_PER_JOB);
-  const batches = opts.quick ? 60 : 400;
-  const rnd = prng(42);
-  const products = zipf(20_000, 1.1, rnd);
-  const visitors = zipf(200_000, 0.9, rnd);
-  const now = Date.now();
-  try {
+  };
+  return withFleet(fleetOptions, async (fleet) => {
+    const [{ handle: agg }, redis, queues] = [fleet.app('bucket-aggregator'), fleet.inspect as Redis, fleet.queues];
+    await agg.kill(); // started again once the queue is full
+    const eventsPerBatch = Math.min(1000, MAX_EVENTS_PER_JOB);
+    const batches = ctx.quick ? 60 : 400;
+    const rnd = prng(42);
+    const products = zipf(20_000, 1.1, rnd);
+    const visitors = zipf(200_000, 0.9, rnd);
+    const now = Date.now();
     for (let b = 0; b < batches; b += 50) {
       await queues[QUEUE.events].addBulk(
         Array.from({ length: Math.min(50, batches - b) }, (_, i) => ({
@@ -55,8 +55,7 @@ async function measureAggregator(opts: { quick: boolean }) {
     const t0 = await waitFor(async () => ((await applied()) > 0 ? performance.now() : 0), { timeoutMs: 60_000, intervalMs: 5 });
     const start = await applied();
     await waitFor(async () => (await applied()) >= batches * eventsPerBatch, { timeoutMs: 600_000, intervalMs: 20 });
-    const seconds = (performance.now() - t0) / 1000;
-    const eventsPerSecond = (batches * eventsPerBatch - start) / seconds;
+    const eventsPerSecond = (batches * eventsPerBatch - start) / ((performance.now() - t0) / 1000);
     await agg.stop();
 
     // Memory, on an emptied Redis: rows held by an open bucket (row hashes + rows set), measured by applying
@@ -73,10 +72,9 @@ async function measureAggregator(opts: { quick: boolean }) {
       });
     }
     const epoch = await redis.get('t:{MEM}:epoch');
-    const rows = await redis.scard(`t:{MEM}:r:${epoch}`);
+    const memRows = await redis.scard(`t:{MEM}:r:${epoch}`);
     const memAfter = await usedMemory(redis);
     const dedupeN = 20_000;
-    const memD0 = await usedMemory(redis);
     const tiny = rollup(compiled, 'MEM', 'UTC', [{ type: 'page_view', ts: now, dims: {} }]);
     for (let i = 0; i < dedupeN; i += 500) {
       await Promise.all(
@@ -85,59 +83,44 @@ async function measureAggregator(opts: { quick: boolean }) {
         ),
       );
     }
-    const memD1 = await usedMemory(redis);
-    const bytesPer1000Rows = ((memAfter - memBefore - 50 * ((memD1 - memD0) / dedupeN)) / rows) * 1000;
-    const n = opts.quick ? '200000' : '2000000';
+    const bytesPerDedupeRecord = ((await usedMemory(redis)) - memAfter) / dedupeN;
+    const bytesPer1000Rows = ((memAfter - memBefore - 50 * bytesPerDedupeRecord) / memRows) * 1000;
+    const memEvents = 50 * eventsPerBatch;
+    const n = ctx.quick ? '200000' : '2000000';
     const hincrbyPerSecond = await redisBenchmark(`-p ${fleet.redis.port} -q -n ${n} -P 64 HINCRBY bench:h f 1`.split(' '));
-    return {
-      eventsPerSecond,
-      hincrbyPerSecond,
-      batches,
-      eventsPerBatch,
-      seconds,
-      bytesPer1000Rows,
-      bytesPerDedupeRecord: (memD1 - memD0) / dedupeN,
-      memRows: rows,
-      memEvents: 50 * eventsPerBatch,
-    };
-  } finally {
-    await fleet.stop();
-  }
-}
 
-export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
-  const f = await measureAggregator({ quick: !!ctx.quick });
-  const dedupeMb = ((f.eventsPerSecond / f.eventsPerBatch) * DEDUPE_WINDOW_SECONDS * f.bytesPerDedupeRecord) / 1024 / 1024;
-  const summary =
-    `${fmt(f.eventsPerSecond)} events/s applied by one aggregator process (${f.batches} batches x ${f.eventsPerBatch}); redis-benchmark HINCRBY -P64 ${fmt(f.hincrbyPerSecond)}/s; ` +
-    `${fmt(f.bytesPer1000Rows)} B per 1,000 active rows; ${fmt(f.bytesPerDedupeRecord)} B per dedupe record, ${fmt(dedupeMb)} MB for a 24 h dedupe window at this rate; ` +
-    `target >= 100,000 events/s ${f.eventsPerSecond >= 100_000 ? 'met' : 'NOT met'}`;
-  // Memory at the measured rate: dedupe records live for the dedupe window (DEDUPE_WINDOW_SECONDS, default 24 h),
-  // one per batch; an open bucket (BUCKET_SECONDS, default 900) holds at most every row the traffic can touch.
-  const batchesPerSecond = f.eventsPerSecond / f.eventsPerBatch;
-  const dedupeRecords = batchesPerSecond * DEDUPE_WINDOW_SECONDS;
-  const bucketEvents = f.eventsPerSecond * BUCKET_SECONDS;
-  const mb = (bytes: number) => (bytes < 10 * 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${fmt(bytes / 1024 / 1024)} MB`);
-  const markdown = [
-    '',
-    '| figure | value |',
-    '|---|---|',
-    `| events/s applied (one aggregator process, queue pre-filled, ${f.batches} batches of ${f.eventsPerBatch}) | ${fmt(f.eventsPerSecond)} |`,
-    `| redis-benchmark pipelined HINCRBY ceiling (same redis-server, -P 64) | ${fmt(f.hincrbyPerSecond)} ops/s |`,
-    `| Redis bytes per 1,000 active rows (open bucket hash + rows set) | ${fmt(f.bytesPer1000Rows)} |`,
-    `| Redis bytes per dedupe record (batch id, 24 h TTL) | ${fmt(f.bytesPerDedupeRecord)} |`,
-    `| target | >= 100,000 events/s: ${f.eventsPerSecond >= 100_000 ? 'met' : 'NOT met'} |`,
-    '',
-    `Memory at the measured rate (${fmt(f.eventsPerSecond)} events/s in batches of ${f.eventsPerBatch} = ${batchesPerSecond.toFixed(1)} batches/s), with the default settings:`,
-    '',
-    '| what Redis holds | how many | bytes |',
-    '|---|---:|---:|',
-    `| dedupe records: one per batch for \`DEDUPE_WINDOW_SECONDS\` (${fmt(DEDUPE_WINDOW_SECONDS)} s) | ${fmt(dedupeRecords)} | ${mb(dedupeRecords * f.bytesPerDedupeRecord)} |`,
-    `| open bucket after ${fmt(f.memEvents)} events of this workload (measured: ${(f.memEvents / f.eventsPerSecond).toFixed(1)} s at this rate) | ${fmt(f.memRows)} rows | ${mb((f.memRows * f.bytesPer1000Rows) / 1000)} |`,
-    `| open bucket at the end of a \`BUCKET_SECONDS\`=${BUCKET_SECONDS} bucket (${fmt(bucketEvents)} events): at most every row the workload has (${fmt(WORKLOAD_ROWS)}: 1 store, 20,000 products, 200,000 visitors) | ≤ ${fmt(WORKLOAD_ROWS)} rows | ≤ ${mb((WORKLOAD_ROWS * f.bytesPer1000Rows) / 1000)} |`,
-    '',
-    'Dedupe records grow with the batch rate, not the event rate: bigger batches (or a shorter `DEDUPE_WINDOW_SECONDS`) keep',
-    'them small. Bucket memory grows with the rows touched per bucket, bounded by the catalogue and the visitors.',
-  ].join('\n');
-  return { summary, markdown };
+    // Memory at the measured rate: dedupe records live for the dedupe window (DEDUPE_WINDOW_SECONDS, default 24 h),
+    // one per batch; an open bucket (BUCKET_SECONDS, default 900) holds at most every row the traffic can touch.
+    const batchesPerSecond = eventsPerSecond / eventsPerBatch;
+    const dedupeRecords = batchesPerSecond * DEDUPE_WINDOW_SECONDS;
+    const bucketEvents = eventsPerSecond * BUCKET_SECONDS;
+    const mb = (bytes: number) => (bytes < 10 * 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${fmt(bytes / 1024 / 1024)} MB`);
+    const met = eventsPerSecond >= 100_000 ? 'met' : 'NOT met';
+    const summary =
+      `${fmt(eventsPerSecond)} events/s applied by one aggregator process (${batches} batches x ${eventsPerBatch}); redis-benchmark HINCRBY -P64 ${fmt(hincrbyPerSecond)}/s; ` +
+      `${fmt(bytesPer1000Rows)} B per 1,000 active rows; ${fmt(bytesPerDedupeRecord)} B per dedupe record, ${fmt((dedupeRecords * bytesPerDedupeRecord) / 1024 / 1024)} MB for a 24 h dedupe window at this rate; ` +
+      `target >= 100,000 events/s ${met}`;
+    const markdown = [
+      '',
+      '| figure | value |',
+      '|---|---|',
+      `| events/s applied (one aggregator process, queue pre-filled, ${batches} batches of ${eventsPerBatch}) | ${fmt(eventsPerSecond)} |`,
+      `| redis-benchmark pipelined HINCRBY ceiling (same redis-server, -P 64) | ${fmt(hincrbyPerSecond)} ops/s |`,
+      `| Redis bytes per 1,000 active rows (open bucket hash + rows set) | ${fmt(bytesPer1000Rows)} |`,
+      `| Redis bytes per dedupe record (batch id, 24 h TTL) | ${fmt(bytesPerDedupeRecord)} |`,
+      `| target | >= 100,000 events/s: ${met} |`,
+      '',
+      `Memory at the measured rate (${fmt(eventsPerSecond)} events/s in batches of ${eventsPerBatch} = ${batchesPerSecond.toFixed(1)} batches/s), with the default settings:`,
+      '',
+      '| what Redis holds | how many | bytes |',
+      '|---|---:|---:|',
+      `| dedupe records: one per batch for \`DEDUPE_WINDOW_SECONDS\` (${fmt(DEDUPE_WINDOW_SECONDS)} s) | ${fmt(dedupeRecords)} | ${mb(dedupeRecords * bytesPerDedupeRecord)} |`,
+      `| open bucket after ${fmt(memEvents)} events of this workload (measured: ${(memEvents / eventsPerSecond).toFixed(1)} s at this rate) | ${fmt(memRows)} rows | ${mb((memRows * bytesPer1000Rows) / 1000)} |`,
+      `| open bucket at the end of a \`BUCKET_SECONDS\`=${BUCKET_SECONDS} bucket (${fmt(bucketEvents)} events): at most every row the workload has (${fmt(WORKLOAD_ROWS)}: 1 store, 20,000 products, 200,000 visitors) | ≤ ${fmt(WORKLOAD_ROWS)} rows | ≤ ${mb((WORKLOAD_ROWS * bytesPer1000Rows) / 1000)} |`,
+      '',
+      'Dedupe records grow with the batch rate, not the event rate: bigger batches (or a shorter `DEDUPE_WINDOW_SECONDS`) keep',
+      'them small. Bucket memory grows with the rows touched per bucket, bounded by the catalogue and the visitors.',
+    ].join('\n');
+    return { summary, markdown };
+  });
 });

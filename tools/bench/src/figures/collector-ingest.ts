@@ -2,7 +2,7 @@ import { loadavg } from 'node:os';
 import { metricValue } from '@tally/testing';
 import autocannon from 'autocannon';
 import { figure } from '../figure';
-import { benchFleet } from '../load';
+import { withFleet } from '../load';
 import { cpuMeter } from '../proc';
 import { hincrbyCeiling, hincrbyCommand, redisBenchmark } from '../redis-benchmark';
 import { fmt } from '../stats';
@@ -26,7 +26,7 @@ export const collectorIngest = figure('collector-ingest', async (ctx) => {
   const seconds = ctx.quick ? 2 : 10;
   const loadBefore = loadavg()[0]!;
   // One collector (a child process, as production runs it, optionally `node --cpu-prof`) and nothing else.
-  const fleet = await benchFleet({
+  const fleetOptions = {
     stores: [{ id: 'BENCH1', timeZone: 'UTC' }],
     replicas: { 'query-api': 0, 'bucket-aggregator': 0, 'dynamo-writer': 0 },
     appEnv: {
@@ -38,9 +38,9 @@ export const collectorIngest = figure('collector-ingest', async (ctx) => {
         ...(ctx.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${ctx.profileDir}` } : {}),
       },
     },
-  });
-  const [{ handle: collector }, redis, queues, key] = [fleet.app('collector'), fleet.redis, fleet.queues, fleet.keys['BENCH1']!.ingest];
-  try {
+  };
+  return withFleet(fleetOptions, async (fleet) => {
+    const [{ handle: collector }, redis, queues, key] = [fleet.app('collector'), fleet.redis, fleet.queues, fleet.keys['BENCH1']!.ingest];
     ctx.log(`collector pid ${collector.process.pid} on ${collector.url}, redis-server pid ${redis.pid} on ${redis.url}`);
 
     const runs = [];
@@ -109,9 +109,7 @@ export const collectorIngest = figure('collector-ingest', async (ctx) => {
       `Same redis-server, same run: \`redis-benchmark -q -t hset -P 16 -n ${n}\` **${fmt(hset)}** ops/s; \`${hincrbyCommand(n)}\` **${fmt(hincrby)}** ops/s.`,
     ].join('\n');
     return { summary, markdown };
-  } finally {
-    await fleet.stop();
-  }
+  });
 });
 
 function batchOf(n: number): unknown[] {

@@ -4,9 +4,9 @@ import { QUEUE } from '@tally/queues';
 import { sleep } from '@tally/testing';
 import { lineChart, targetRule, type Chart } from '../charts';
 import { figure, type FigureContext } from '../figure';
-import { appMetric, benchFleet, sampler, startBackgroundLoad, STORES } from '../load';
+import { appMetric, sampler, startBackgroundLoad, STORES, withFleet } from '../load';
 import { BASELINE_RULES, idPages } from './ingest-e2e';
-import { fmt, median, ms, quantile } from '../stats';
+import { ascending, fmt, median, ms, quantile } from '../stats';
 
 /** The freshness the design promises: a count is visible in the query API within a second of its 202. */
 const TARGET_P99_MS = 1_000;
@@ -20,13 +20,10 @@ const PROBE_TIME_ZONE = STORES.find((s) => s.id === PROBE_STORE)!.timeZone;
 /** `work`: the rules and traffic of a before/after comparison (the baseline's rules, page paths as ids). */
 async function measureFreshness(ctx: FigureContext, root?: string, work?: 'baseline') {
   ctx.log('starting a fleet: redis-server, dynalite, collector, bucket-aggregator, dynamo-writer, query-api (BUCKET_SECONDS=900)');
-  const fleet = await benchFleet({ ...(root ? { root } : {}), ...(work ? { rules: BASELINE_RULES } : {}) });
-  try {
-    const opts = { seed: 31, rate: ctx.quick ? 2_000 : 10_000, probes: ctx.quick ? 15 : 500, warmMs: ctx.quick ? 1_000 : 3_000 };
-    return await probesUnderLoad(ctx, fleet, { ...opts, tag: 'FRESH', ...(work ? { mapBatch: idPages } : {}) });
-  } finally {
-    await fleet.stop();
-  }
+  const opts = { seed: 31, rate: ctx.quick ? 2_000 : 10_000, probes: ctx.quick ? 15 : 500, warmMs: ctx.quick ? 1_000 : 3_000 };
+  return withFleet({ ...(root ? { root } : {}), ...(work ? { rules: BASELINE_RULES } : {}) }, (fleet) =>
+    probesUnderLoad(ctx, fleet, { ...opts, tag: 'FRESH', ...(work ? { mapBatch: idPages } : {}) }),
+  );
 }
 
 /**
@@ -72,7 +69,7 @@ export async function probesUnderLoad(
     const [applied1, accepted1] = await counts();
     await load.stop();
     return {
-      latencies: latencies.sort((a, b) => a - b),
+      latencies: latencies.sort(ascending),
       pollsPerProbe: polls / opts.probes,
       pollP50Ms: median(pollTimes),
       probeRetries,
@@ -133,13 +130,10 @@ export const freshnessFigure = figure('freshness', async (ctx) => {
   const f = await measureFreshness(ctx);
   // With --baseline: the same measurement of that commit's fleet right after, so a before/after p99 is of one run.
   // Both on the rules and traffic the baseline knows (ingest-e2e's BASELINE_RULES): the same work, before and after.
-  let before: FreshnessFigure | undefined;
-  let after: FreshnessFigure | undefined;
-  if (ctx.baseline) {
+  if (ctx.baseline)
     ctx.log(`the same with ${ctx.baseline.ref}'s apps (${ctx.baseline.commit.slice(0, 10)}), then this checkout's, on the rules it knows`);
-    before = await measureFreshness(ctx, ctx.baseline.root, 'baseline');
-    after = await measureFreshness(ctx, undefined, 'baseline');
-  }
+  const before = ctx.baseline && (await measureFreshness(ctx, ctx.baseline.root, 'baseline'));
+  const after = ctx.baseline && (await measureFreshness(ctx, undefined, 'baseline'));
   const p = (q: number) => quantile(f.latencies, q);
   const vs =
     before && after

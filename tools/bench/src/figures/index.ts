@@ -1,6 +1,5 @@
 import type { Figure } from '../figure';
 import { aggregatorFigure } from './aggregator-apply';
-import { cliStartFigure } from './cli-start';
 import { collectorIngest } from './collector-ingest';
 import { drainFigure } from './drain';
 import { freshnessFigure } from './freshness';
@@ -9,7 +8,6 @@ import { ingestE2eFigure } from './ingest-e2e';
 import { postgresPeerFigure } from './postgres-peer';
 import { queryFigure } from './query';
 import { scaleFigure } from './scale';
-import { topLiveFigure } from './top-live';
 import { writeCostFigure } from './write-cost';
 
 /** Every figure `npm run bench` knows, in run order. Add a figure here. */
@@ -24,6 +22,4 @@ export const FIGURES: readonly Figure[] = [
   writeCostFigure,
   drainFigure,
   scaleFigure,
-  cliStartFigure,
-  topLiveFigure,
 ];

@@ -1,7 +1,7 @@
 import type { StoreSpec } from '@tally/loadgen';
 import { figure, type FigureContext } from '../figure';
-import { benchFleet } from '../load';
-import { cpuMsPer1000, measureLoad, tallyCpuMs } from './ingest-e2e';
+import { withFleet } from '../load';
+import { measureLoad } from './ingest-e2e';
 import { fmt } from '../stats';
 
 /** Stores of the traffic: enough hash tags to spread over three masters and three queue shards. */
@@ -16,24 +16,21 @@ const IN_FLIGHT = 8;
 /** One fleet (one collector, one aggregator, QUEUE_SHARDS=3) on one Redis or on a 3-master cluster, 1000-event batches. */
 async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: number | undefined) {
   ctx.log(`${setup}: starting a fleet (QUEUE_SHARDS=3, one collector, one bucket-aggregator, BUCKET_SECONDS=900)`);
-  const fleet = await benchFleet({
+  const fleetOptions = {
     stores: CLUSTER_STORES,
     queueShards: 3,
     ...(clusterMasters ? { clusterMasters } : {}),
     replicas: { 'query-api': 0, 'dynamo-writer': 0 },
     appEnv: { collector: { INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
-  });
-  try {
-    const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: 0, windowMs: ctx.quick ? 2_000 : 20_000 };
-    const run = await measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, ...windows });
-    return { setup, ...run };
-  } finally {
-    await fleet.stop();
-  }
+  };
+  const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: 0, windowMs: ctx.quick ? 2_000 : 20_000 };
+  const run = await withFleet(fleetOptions, (fleet) =>
+    measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, ...windows }),
+  );
+  return { setup, ...run };
 }
 
 type ClusterRun = Awaited<ReturnType<typeof measureSetup>>;
-const perThousand = (r: ClusterRun, part?: 'collector' | 'aggregator' | 'redis') => (part ? cpuMsPer1000(r, r.cpu[part]) : tallyCpuMs(r));
 
 /**
  * Ingest end to end on one Redis against a 3-master Redis Cluster, in the same run, with the CPU each costs per
@@ -43,8 +40,8 @@ export const ingestClusterFigure = figure('ingest-cluster', async (ctx) => {
   const one = await measureSetup(ctx, 'one Redis', undefined);
   const cluster = await measureSetup(ctx, '3-master cluster', 3);
   const row = (r: ClusterRun) =>
-    `| ${r.setup} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${perThousand(r, 'collector').toFixed(1)} | ${perThousand(r, 'aggregator').toFixed(1)} | ` +
-    `${perThousand(r, 'redis').toFixed(1)} | **${perThousand(r).toFixed(1)}** |`;
+    `| ${r.setup} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${r.cpuMs.collector.toFixed(1)} | ${r.cpuMs.aggregator.toFixed(1)} | ` +
+    `${r.cpuMs.redis.toFixed(1)} | **${r.cpuMs.tally.toFixed(1)}** |`;
   const markdown = [
     `Two fleets from tools/loadgen, one after the other: one collector and one bucket-aggregator process, \`QUEUE_SHARDS=3\`,`,
     `${CLUSTER_STORES.length} stores, tools/loadgen traffic in ${BATCH}-event batches (${IN_FLIGHT} in flight, as fast as the collector answers);`,
@@ -57,15 +54,15 @@ export const ingestClusterFigure = figure('ingest-cluster', async (ctx) => {
     row(one),
     row(cluster),
     '',
-    `The cluster cost ${(perThousand(cluster) / perThousand(one)).toFixed(2)}× the CPU per event of one Redis and ran at ${(cluster.appliedPerSecond / one.appliedPerSecond).toFixed(2)}×`,
+    `The cluster cost ${(cluster.cpuMs.tally / one.cpuMs.tally).toFixed(2)}× the CPU per event of one Redis and ran at ${(cluster.appliedPerSecond / one.appliedPerSecond).toFixed(2)}×`,
     'its rate: every process here shares the same 2 cores, so a cluster cannot add capacity on this machine. On paper, with',
     "each master on cores of its own, the Redis part of the cost splits over the masters by the stores' hash slots and the",
     'queue shards, and the aggregators and collectors scale out as replicas (docs/SCALING.md).',
   ].join('\n');
   return {
     summary:
-      `${fmt(one.appliedPerSecond)} events/s on one Redis (${perThousand(one).toFixed(1)} CPU ms per 1000 events), ` +
-      `${fmt(cluster.appliedPerSecond)} on a 3-master cluster (${perThousand(cluster).toFixed(1)} ms) on the same 2 cores`,
+      `${fmt(one.appliedPerSecond)} events/s on one Redis (${one.cpuMs.tally.toFixed(1)} CPU ms per 1000 events), ` +
+      `${fmt(cluster.appliedPerSecond)} on a 3-master cluster (${cluster.cpuMs.tally.toFixed(1)} ms) on the same 2 cores`,
     markdown,
   };
 });

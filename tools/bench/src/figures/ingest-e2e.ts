@@ -99,13 +99,12 @@ async function measureIngestE2e(ctx: FigureContext) {
     for (let r = 0; ctx.baseline && before && after && r < 2; r++) {
       const run = async (f: Fleet) => {
         ctx.log(`before/after round ${r + 1}: ${f === before ? ctx.baseline!.ref : 'this checkout'}`);
-        return measureLoad(ctx, f, { batch: 1000, concurrency: 8, ...windows, idPages: true, seed: 300 + r });
+        return measureLoad(ctx, f, { batch: 1000, concurrency: 8, ...windows, mapBatch: idPages, seed: 300 + r });
       };
       if (r === 0) rounds.push({ before: await run(before), after: await run(after) });
       else rounds.push({ after: await run(after), before: await run(before) });
     }
-    const b = ctx.baseline;
-    const beforeAfter = b && { ref: b.ref, commit: b.commit, subject: b.subject, rounds };
+    const beforeAfter = ctx.baseline && { ...ctx.baseline, rounds };
     return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, beforeAfter };
   } finally {
     await Promise.all([fleet.stop(), before?.stop(), after?.stop()]);
@@ -115,7 +114,7 @@ async function measureIngestE2e(ctx: FigureContext) {
 /** Over the rounds: after's CPU ms per 1000 events (collector + aggregator + Redis) over before's, and events/s alike. */
 function beforeAfterRatios(rounds: readonly Round[]) {
   const sum = (pick: (r: Round) => number) => rounds.reduce((a, r) => a + pick(r), 0);
-  const [beforeCpuMs, afterCpuMs] = [sum((r) => tallyCpuMs(r.before)) / rounds.length, sum((r) => tallyCpuMs(r.after)) / rounds.length];
+  const [beforeCpuMs, afterCpuMs] = [sum((r) => r.before.cpuMs.tally) / rounds.length, sum((r) => r.after.cpuMs.tally) / rounds.length];
   const rate = sum((r) => r.after.appliedPerSecond) / sum((r) => r.before.appliedPerSecond);
   return { cpu: afterCpuMs / beforeCpuMs, rate, beforeCpuMs, afterCpuMs };
 }
@@ -124,7 +123,7 @@ export async function measureLoad(
   ctx: FigureContext,
   fleet: Fleet,
   opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number } & {
-    idPages?: boolean;
+    mapBatch?: (b: LoadBatch) => LoadBatch;
   },
 ) {
   const aggregator = fleet.app('bucket-aggregator');
@@ -138,7 +137,7 @@ export async function measureLoad(
     seed: opts.seed,
     concurrency: opts.concurrency,
     batchSize: opts.batch,
-    ...(opts.idPages ? { mapBatch: idPages } : {}),
+    mapBatch: opts.mapBatch,
   });
   await sleep(opts.warmMs);
   // When the aggregator is the slower stage, the queue fills up to the backpressure limit: measure from there, so
@@ -195,12 +194,15 @@ export async function measureLoad(
     },
     timeline,
   };
+  // CPU ms per 1000 events applied of each process, and of collector + aggregator + Redis: the cost, whatever the machine's load.
+  const per1000 = (cores: number) => (cores * 1_000_000) / Math.max(1, run.appliedPerSecond);
+  const cpuMs = { collector: per1000(run.cpu.collector), aggregator: per1000(run.cpu.aggregator), redis: per1000(run.cpu.redis) };
   ctx.log(
     `  ${fmt(run.appliedPerSecond)} events/s applied, ${fmt(run.acceptedPerSecond)} accepted; queue ${depth0} -> ${depth1} jobs; ` +
       `${run.refused} of ${run.requests} requests answered 429; CPU collector ${run.cpu.collector.toFixed(2)}, aggregator ` +
       `${run.cpu.aggregator.toFixed(2)}, redis ${run.cpu.redis.toFixed(2)}, bench ${run.cpu.bench.toFixed(2)} cores`,
   );
-  return run;
+  return { ...run, cpuMs: { ...cpuMs, tally: cpuMs.collector + cpuMs.aggregator + cpuMs.redis } };
 }
 
 /**
@@ -262,24 +264,21 @@ export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
   const ba = f.beforeAfter && { ...f.beforeAfter, ...beforeAfterRatios(f.beforeAfter.rounds) };
   const summary =
     `${fmt(big.appliedPerSecond)} events/s end to end with 1000-event batches, ${fmt(small.appliedPerSecond)} with 100-event batches ` +
-    `(HTTP -> collector -> queue -> aggregator -> Redis buckets; collector + aggregator + Redis CPU ${tallyCpuMs(big).toFixed(1)} / ` +
-    `${tallyCpuMs(small).toFixed(1)} ms per 1000 events); ${ratio(big.appliedPerSecond / f.naive.eventsPerSecond)}x the naive ` +
+    `(HTTP -> collector -> queue -> aggregator -> Redis buckets; collector + aggregator + Redis CPU ${big.cpuMs.tally.toFixed(1)} / ` +
+    `${small.cpuMs.tally.toFixed(1)} ms per 1000 events); ${ratio(big.appliedPerSecond / f.naive.eventsPerSecond)}x the naive ` +
     `design's ${fmt(f.naive.eventsPerSecond)} events/s (one UpdateItem per event per row, dynalite); ${pct(big.appliedPerSecond / f.hincrby)} ` +
     `of redis-benchmark's HINCRBY ceiling ${fmt(f.hincrby)}/s (${pct((big.appliedPerSecond * f.hincrbyPerEvent[1000]!) / f.hincrby)} counting ` +
     `its ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event)` +
     (ba
       ? `; against ${ba.ref} (${ba.commit.slice(0, 10)}) in the same run: CPU per 1000 events x${ba.cpu.toFixed(2)}, events/s x${ba.rate.toFixed(2)}`
       : '');
-  const rows = f.runs.map((r) => {
-    const per1000 = (cores: number) => cpuMsPer1000(r, cores).toFixed(1);
-    return (
+  const rows = f.runs.map(
+    (r) =>
       `| ${r.batch} | ${r.concurrency} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${fmt(r.acceptedPerSecond)} | ` +
       `${r.depthStart} → ${r.depthEnd}${r.queueFilled ? ' (full: aggregator-bound)' : ''} | ${fmt(r.refused)} / ${fmt(r.requests)} | ${f.hincrbyPerEvent[r.batch]!.toFixed(2)} | ` +
       `${pct((r.appliedPerSecond * f.hincrbyPerEvent[r.batch]!) / f.hincrby)} | ${ratio(r.appliedPerSecond / f.naive.eventsPerSecond)}x | ` +
-      `${r.cpu.collector.toFixed(2)} / ${r.cpu.aggregator.toFixed(2)} / ${r.cpu.redis.toFixed(2)} / ${r.cpu.bench.toFixed(2)} | ` +
-      `${per1000(r.cpu.collector)} / ${per1000(r.cpu.aggregator)} / ${per1000(r.cpu.redis)} |`
-    );
-  });
+      `${[r.cpu.collector, r.cpu.aggregator, r.cpu.redis, r.cpu.bench].map((c) => c.toFixed(2)).join(' / ')} | ${cpuParts(r)} |`,
+  );
   const markdown = [
     'A tools/loadgen fleet (`startFleet`): redis-server (AOF everysec), dynalite in a child process, ONE collector and ONE bucket-aggregator',
     `process (8 concurrent jobs), \`BUCKET_SECONDS=900\`, \`MAX_QUEUE_DEPTH=${MAX_QUEUE_DEPTH}\`. The bench process sends tools/loadgen traffic`,
@@ -295,7 +294,7 @@ export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
     '',
     `The processes measured used ${f.runs.map((r) => (r.cpu.collector + r.cpu.aggregator + r.cpu.redis + r.cpu.bench).toFixed(2)).join(' and ')} of the 2 cores in the two windows (the`,
     'rest went to other work on the shared machine): events/s moves with that share, the CPU ms per 1000 events (collector +',
-    `aggregator + Redis: ${f.runs.map((r) => `${tallyCpuMs(r).toFixed(1)} ms with ${r.batch}-event batches`).join(', ')}) much less. Compared with, in the same run:`,
+    `aggregator + Redis: ${f.runs.map((r) => `${r.cpuMs.tally.toFixed(1)} ms with ${r.batch}-event batches`).join(', ')}) much less. Compared with, in the same run:`,
     '',
     `- **redis-benchmark HINCRBY ceiling**: \`${hincrbyCommand(f.hincrbyN)}\` against the fleet's redis-server: **${fmt(f.hincrby)}** ops/s.`,
     `  The apply script does ${f.hincrbyPerEvent[1000]!.toFixed(2)} HINCRBYs per event with 1000-event batches (one per distinct row, day and metric of a batch),`,
@@ -309,16 +308,9 @@ export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
   return { summary, markdown, charts: charts(f) };
 });
 
-/** CPU ms of collector, aggregator and redis-server per 1000 events applied: the cost, whatever the machine's load. */
-export const tallyCpuMs = (r: Pick<E2eRun, 'cpu' | 'appliedPerSecond'>) =>
-  cpuMsPer1000(r, r.cpu.collector + r.cpu.aggregator + r.cpu.redis);
-/** CPU ms per 1000 events applied of `cores` busy over a run. */
-export const cpuMsPer1000 = (r: { appliedPerSecond: number }, cores: number) => (cores * 1_000_000) / Math.max(1, r.appliedPerSecond);
-
 function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>): string[] {
   const r = beforeAfterRatios(b.rounds);
-  const line = (name: string, x: E2eRun) =>
-    `| ${name} | ${fmt(x.appliedPerSecond)} | ${tallyCpuMs(x).toFixed(1)} | ${[x.cpu.collector, x.cpu.aggregator, x.cpu.redis].map((c) => cpuMsPer1000(x, c).toFixed(1)).join(' / ')} |`;
+  const line = (name: string, x: E2eRun) => `| ${name} | ${fmt(x.appliedPerSecond)} | ${x.cpuMs.tally.toFixed(1)} | ${cpuParts(x)} |`;
   return [
     '',
     `**Before/after, same run** (\`--baseline ${b.ref}\`: ${b.commit.slice(0, 10)}, "${b.subject}"): that commit's apps from a git worktree,`,
@@ -334,6 +326,8 @@ function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>): st
   ];
 }
 
+/** CPU ms per 1000 events of the collector / aggregator / redis-server. */
+const cpuParts = (r: E2eRun) => [r.cpuMs.collector, r.cpuMs.aggregator, r.cpuMs.redis].map((c) => c.toFixed(1)).join(' / ');
 const pct = (x: number) => `${(x * 100).toFixed(x < 0.1 ? 1 : 0)}%`;
 
 function charts(f: IngestE2eFigure): Chart[] {

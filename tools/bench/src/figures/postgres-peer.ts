@@ -5,10 +5,10 @@ import { generateLoad, type LoadOptions } from '@tally/loadgen';
 import { REPO_ROOT, sleep } from '@tally/testing';
 import pg from 'pg';
 import { figure, type FigureContext } from '../figure';
-import { benchFleet, CATALOGUE, STORES } from '../load';
+import { CATALOGUE, STORES, withFleet } from '../load';
 import { fmt, ms, quantile } from '../stats';
 import { probesUnderLoad } from './freshness';
-import { cpuMsPer1000, MAX_QUEUE_DEPTH, measureLoad, tallyCpuMs, type E2eRun } from './ingest-e2e';
+import { MAX_QUEUE_DEPTH, measureLoad } from './ingest-e2e';
 
 /** The PostgreSQL server these machines run (trust authentication); the figure makes and drops its own database. */
 const PG_URL = `postgresql://${encodeURIComponent(userInfo().username)}@127.0.0.1:5432/test`;
@@ -26,19 +26,11 @@ const DURABILITY = [
   { name: 'on', appendfsync: 'always', synchronousCommit: 'on', says: 'nothing acknowledged is lost' },
 ] as const;
 
-interface PeerRun {
-  events: number;
-  batches: number;
-  duplicates: number;
-  seconds: number;
-  clientCpuSeconds: number;
-  serverCpuSeconds: number;
-  serverProcesses: number;
-  latencies: number[];
-  cells: number;
-  tableRows: number;
-  mismatches: number;
-}
+/** What pg-writer.ts prints at the end: its counts, CPU seconds (writer, server) and each batch's latency (ms). */
+type PeerRun = { latencies: number[] } & Record<
+  'events' | 'batches' | 'duplicates' | 'seconds' | 'clientCpuSeconds' | 'serverCpuSeconds' | 'cells' | 'tableRows' | 'mismatches',
+  number
+>;
 
 /** The same traffic into PostgreSQL, given its best shot, next to Tally at equal durability (the method is in the markdown below). */
 async function measurePostgresPeer(ctx: FigureContext) {
@@ -75,12 +67,12 @@ async function measurePostgresPeer(ctx: FigureContext) {
       ctx.log(`  p99 ${ms(quantile(pgPaced.latencies, 0.99))} ms from a batch's arrival to its commit, ${pgPaced.mismatches} mismatches`);
 
       ctx.log(`Tally, AOF appendfsync ${d.appendfsync}: a fleet (collector, bucket-aggregator, query-api)`);
-      const fleet = await benchFleet({
+      const fleetOptions = {
         appendfsync: d.appendfsync,
         replicas: { 'dynamo-writer': 0 },
         appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
-      });
-      try {
+      };
+      const tally = await withFleet(fleetOptions, async (fleet) => {
         const tallyPeak = await measureLoad(ctx, fleet, {
           batch: 1000,
           concurrency: CONCURRENCY,
@@ -92,10 +84,9 @@ async function measurePostgresPeer(ctx: FigureContext) {
         ctx.log(`  ${probes} freshness probes under ${fmt(pacedRate)} events/s`);
         const probeOpts = { seed: 530 + i, rate: pacedRate, probes, warmMs: ctx.quick ? 500 : 2_000, tag: 'PEER' };
         const tallyFreshness = (await probesUnderLoad(ctx, fleet, probeOpts)).latencies;
-        rows.push({ durability: d, pgPeak, pgPaced, tallyPeak, tallyFreshness });
-      } finally {
-        await fleet.stop();
-      }
+        return { tallyPeak, tallyFreshness };
+      });
+      rows.push({ durability: d, pgPeak, pgPaced, ...tally });
     }
     return { rows, pacedRate, serverVersion };
   } finally {
@@ -162,13 +153,13 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
   const f = await measurePostgresPeer(ctx);
   const line = (r: (typeof f.rows)[number]) =>
     `sync ${r.durability.name} (AOF ${r.durability.appendfsync} / synchronous_commit=${r.durability.synchronousCommit}): Tally ${fmt(r.tallyPeak.appliedPerSecond)} events/s, ` +
-    `${tallyCpuMs(r.tallyPeak).toFixed(1)} ms CPU per 1000 events, p99 freshness ${ms(quantile(r.tallyFreshness, 0.99))} ms; PostgreSQL ` +
+    `${r.tallyPeak.cpuMs.tally.toFixed(1)} ms CPU per 1000 events, p99 freshness ${ms(quantile(r.tallyFreshness, 0.99))} ms; PostgreSQL ` +
     `${fmt(r.pgPeak.events / r.pgPeak.seconds)} events/s, ${peerCpuMs(r.pgPeak).toFixed(1)} ms, p99 ${ms(quantile(r.pgPaced.latencies, 0.99))} ms`;
   const summary = `${f.rows.map(line).join('; ')}`;
   const table = f.rows.flatMap((r) => {
     const d = r.durability;
     return [
-      `| Tally, AOF \`appendfsync ${d.appendfsync}\` | ${d.says} | **${fmt(r.tallyPeak.appliedPerSecond)}** | ${tallyCpuMs(r.tallyPeak).toFixed(1)} (collector ${cpuMs(r.tallyPeak.cpu.collector, r.tallyPeak)}, aggregator ${cpuMs(r.tallyPeak.cpu.aggregator, r.tallyPeak)}, redis ${cpuMs(r.tallyPeak.cpu.redis, r.tallyPeak)}) | ${ms(quantile(r.tallyFreshness, 0.5))} / **${ms(quantile(r.tallyFreshness, 0.99))}** (${r.tallyFreshness.length} probes, 202 → visible in the query API) | |`,
+      `| Tally, AOF \`appendfsync ${d.appendfsync}\` | ${d.says} | **${fmt(r.tallyPeak.appliedPerSecond)}** | ${r.tallyPeak.cpuMs.tally.toFixed(1)} (collector ${r.tallyPeak.cpuMs.collector.toFixed(1)}, aggregator ${r.tallyPeak.cpuMs.aggregator.toFixed(1)}, redis ${r.tallyPeak.cpuMs.redis.toFixed(1)}) | ${ms(quantile(r.tallyFreshness, 0.5))} / **${ms(quantile(r.tallyFreshness, 0.99))}** (${r.tallyFreshness.length} probes, 202 → visible in the query API) | |`,
       `| PostgreSQL, \`synchronous_commit = ${d.synchronousCommit}\` | ${d.says} | **${fmt(r.pgPeak.events / r.pgPeak.seconds)}** | ${peerCpuMs(r.pgPeak).toFixed(1)} (writer ${((r.pgPeak.clientCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}, server ${((r.pgPeak.serverCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}) | ${ms(quantile(r.pgPaced.latencies, 0.5))} / **${ms(quantile(r.pgPaced.latencies, 0.99))}** (${fmt(r.pgPaced.batches)} batches, arrival → commit) | ${fmt(r.pgPeak.tableRows)} + ${fmt(r.pgPaced.tableRows)} rows equal the expected sums |`,
     ];
   });
@@ -198,10 +189,8 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
     ...f.rows.map(
       (r) =>
         `- ${r.durability.name === 'off' ? 'Asynchronous' : 'Synchronous'} durability: Tally takes **${(r.tallyPeak.appliedPerSecond / (r.pgPeak.events / r.pgPeak.seconds)).toFixed(2)}×** PostgreSQL's events/s at ` +
-        `${(tallyCpuMs(r.tallyPeak) / peerCpuMs(r.pgPeak)).toFixed(2)}× its CPU per event.`,
+        `${(r.tallyPeak.cpuMs.tally / peerCpuMs(r.pgPeak)).toFixed(2)}× its CPU per event.`,
     ),
   ].join('\n');
   return { summary, markdown };
 });
-
-const cpuMs = (cores: number, r: E2eRun) => cpuMsPer1000(r, cores).toFixed(1);

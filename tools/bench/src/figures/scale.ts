@@ -1,13 +1,13 @@
 import { figure } from '../figure';
 import { BucketStore } from '@tally/buckets';
-import { closeQueues, createQueues } from '@tally/queues';
 import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
-import { createTestTable, metricValue, startApp, startDynalite, startRedis, waitFor, type AppHandle } from '@tally/testing';
+import { createTestTable, metricValue, sleep, startApp, startDynalite, startRedis, waitFor, type AppHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { loadavg } from 'node:os';
 import { cpuSeconds } from '../proc';
 import { usedMemory } from '../redis-benchmark';
 import { sampler } from '../load';
+import { median } from '../stats';
 
 const BUCKET_MS = 900_000;
 /** The measured aggregator's BUCKET_SECONDS (ms): its ticks' interval, room for loading the fresh buckets. */
@@ -42,7 +42,6 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
   const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
   const rules = compileRules(defaultRules);
   const buckets = new BucketStore({ redis, rules, prefix: 't' });
-  const queues = createQueues(redis);
   let app: AppHandle | undefined;
   try {
     const ids = Array.from({ length: stores }, (_, i) => `STORE${i}`);
@@ -134,28 +133,24 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
     const SCRAPES = 25;
     for (let i = 0; i < SCRAPES; i++) {
       const s = performance.now();
-      const res = await fetch(`${app.url}/metrics`);
-      const text = await res.text();
+      const text = await (await fetch(`${app.url}/metrics`)).text();
       times.push(performance.now() - s);
       if (i === 0 && !text.includes(`tally_outbox_rows{app="bucket-aggregator"} ${openRows}`)) {
         throw new Error(`the aggregator reports ${/tally_outbox_rows\{[^}]*\} (\d+)/.exec(text)?.[1]} outbox rows, not ${openRows}`);
       }
       // The gauges' shared read is reused for 250 ms: space the scrapes so each one reads Redis.
-      await new Promise((r) => setTimeout(r, 300));
+      await sleep(300);
     }
     // Minus the one INFO of this count itself.
     const scrapeCommands = ((await redisCounters(redis)).commands - scrapeCommands0 - 1) / SCRAPES;
-    times.sort((a, b) => a - b);
-    const [scrapeMedianMs, scrapeMaxMs] = [times[Math.floor(times.length / 2)]!, times.at(-1)!];
+    const [scrapeMedianMs, scrapeMaxMs] = [median(times), Math.max(...times)];
     log(
       `GET /metrics: median ${scrapeMedianMs.toFixed(1)} ms, max ${scrapeMaxMs.toFixed(1)} ms, ${scrapeCommands.toFixed(1)} Redis commands each`,
     );
     // Redis used_memory after loading (bytes); the tick's CPU seconds (aggregator process, its idle workers included, and redis-server).
-    const tickCommandsPerStore = tickCommands / stores;
-    return { stores, openRows, memory, scrapeMedianMs, scrapeMaxMs, scrapeCommands, tickMs, tickCpu, tickCommandsPerStore, loadAverage };
+    return { stores, openRows, memory, scrapeMedianMs, scrapeMaxMs, scrapeCommands, tickMs, tickCpu, tickCommands, loadAverage };
   } finally {
     await app?.stop().catch(() => app?.kill());
-    await closeQueues(queues);
     redis.disconnect();
     await dyn.stop();
     await redisServer.stop();
@@ -195,7 +190,7 @@ export const scaleFigure = figure('scale', async (ctx) => {
   const rows = points.map(
     (p) =>
       `| ${p.stores.toLocaleString('en-US')} | ${p.openRows.toLocaleString('en-US')} | ${p.tickMs.toFixed(0)} | ${p.tickCpu.aggregator.toFixed(2)} | ${p.tickCpu.redis.toFixed(2)} | ` +
-      `${(p.tickMs / 1000 / (p.tickCpu.aggregator + p.tickCpu.redis)).toFixed(1)} | ${p.tickCommandsPerStore.toFixed(1)} | ${p.loadAverage.toFixed(1)} | ${p.scrapeMedianMs.toFixed(1)} | ${p.scrapeMaxMs.toFixed(1)} | ${p.scrapeCommands.toFixed(1)} | ${(p.memory / 1e6).toFixed(1)} |`,
+      `${(p.tickMs / 1000 / (p.tickCpu.aggregator + p.tickCpu.redis)).toFixed(1)} | ${(p.tickCommands / p.stores).toFixed(1)} | ${p.loadAverage.toFixed(1)} | ${p.scrapeMedianMs.toFixed(1)} | ${p.scrapeMaxMs.toFixed(1)} | ${p.scrapeCommands.toFixed(1)} | ${(p.memory / 1e6).toFixed(1)} |`,
   );
   const markdown = [
     `Cost against tenants and open rows. Each point: a fresh redis-server (AOF everysec) loaded with`,
