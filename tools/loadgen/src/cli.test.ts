@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadTarget } from './cli';
+import { loadTarget, stackDemoStore } from './cli';
 
 let root: string;
 beforeAll(() => {
@@ -42,6 +42,26 @@ describe('npm run loadgen', () => {
     const none = { TALLY_DATA_DIR: path.join(root, 'none') };
     expect(loadTarget('collector', undefined, none, root)).toEqual(['http://127.0.0.1:7401', 'no npm start stack runs']);
     expect(loadTarget('redis', undefined, none, root)).toEqual(['redis://127.0.0.1:6379', 'no npm start stack runs']);
+  });
+
+  it("takes the running npm start stack's demo store and its saved ingest key when no store is given", async () => {
+    const dir = mkdtempSync(path.join(root, 'demo-'));
+    const env = { TALLY_DATA_DIR: dir };
+    writeFileSync(path.join(dir, 'demo-keys.json'), JSON.stringify({ store: 'DEMO', ingestKey: 'tly_ingest', readKey: 'tly_read' }));
+    // No stack runs on the directory: no demo store, even with its keys file there.
+    expect(stackDemoStore(env, root)).toBeUndefined();
+    const stack = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', 'tools/stack/src/main.ts'], { stdio: 'ignore' });
+    try {
+      writeFileSync(path.join(dir, 'stack.json'), JSON.stringify({ stackPid: stack.pid, startedAt: '', children: {} }));
+      const file = path.join(path.relative(root, dir), 'demo-keys.json');
+      expect(stackDemoStore(env, root)).toEqual({ store: 'DEMO', ingestKey: 'tly_ingest', file });
+      writeFileSync(path.join(dir, 'demo-keys.json'), '{"store":');
+      expect(stackDemoStore(env, root)).toBeUndefined();
+      rmSync(path.join(dir, 'demo-keys.json'));
+      expect(stackDemoStore(env, root)).toBeUndefined();
+    } finally {
+      stack.kill('SIGKILL');
+    }
   });
 
   it("says what is wrong and what to do when the running stack's run file predates collectorUrl, and exits 2", async () => {

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { runningStack, stackBackend } from '@tally/stack';
 
@@ -67,4 +69,22 @@ export function loadTarget(what: 'collector' | 'redis', given: string | undefine
   const value = stackBackend(stack, collector ? 'collectorUrl' : 'redisUrl', instead);
   if (value) return [value, stack.from] as const;
   return [collector ? 'http://127.0.0.1:7401' : 'redis://127.0.0.1:6379', 'no npm start stack runs'] as const;
+}
+
+/**
+ * The demo store of the running `npm start` stack (`<dataDir>/demo-keys.json`, written on its first run) with its ingest
+ * key and that file's path; undefined when no stack runs or it has no demo store.
+ */
+export function stackDemoStore(env: Record<string, string | undefined>, cwd?: string) {
+  const stack = runningStack(env, cwd);
+  if (stack.pid === undefined) return undefined;
+  let keys: { store?: unknown; ingestKey?: unknown } | undefined;
+  try {
+    keys = JSON.parse(readFileSync(join(stack.dataDir, 'demo-keys.json'), 'utf8')) as typeof keys;
+  } catch {
+    return undefined; // none (npm start had not set it up), or not readable: no default store
+  }
+  return typeof keys?.store === 'string' && typeof keys.ingestKey === 'string'
+    ? { store: keys.store, ingestKey: keys.ingestKey, file: join(dirname(stack.file), 'demo-keys.json') }
+    : undefined;
 }

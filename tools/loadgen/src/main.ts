@@ -6,7 +6,7 @@
 // unbounded or a count is off.
 import { readFileSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
-import { loadTarget, parseCli } from './cli';
+import { loadTarget, parseCli, stackDemoStore } from './cli';
 import { loadFleet, loadTo, type LoadStats } from './driver';
 import { expectedCounts } from './expected';
 import { startFleet } from './fleet';
@@ -22,7 +22,10 @@ const { values: a, fail } = parseCli(command, `npm run ${soak ? 'test:soak' : 'l
   duration: { default: soak ? '600' : '30', min: 1, arg: 'S', help: 'seconds of load' },
   minutes: { min: 0.5, help: 'minutes of load, instead of --duration' },
   via: { default: soak ? 'both' : 'http', arg: 'http|client|both', help: 'path into Tally' },
-  seed: { default: '1', min: 0, help: 'seed of the traffic' },
+  seed: {
+    min: 0,
+    help: 'seed of the traffic: the same seed sends the same batches with the same Idempotency-Keys\n(default 1 with --fleet or --soak, else a new one each run, printed)',
+  },
   url: { arg: 'URL', help: "collector base URL (default the running npm start stack's collector, else http://127.0.0.1:7401)" },
   key: { multiple: true, arg: 'STORE=KEY', help: 'ingest key of a store (repeat per store), or --keys-file' },
   'keys-file': { arg: 'FILE', help: 'ingest keys as JSON {"STORE":"KEY"}' },
@@ -66,9 +69,20 @@ for (const kv of a.key ?? []) {
   keys.set(kv.slice(0, eq), kv.slice(eq + 1));
 }
 const useFleet = a.fleet || soak;
+// No stores or keys given: the running npm start stack's demo store, with the ingest key that stack saved.
+const demo = useFleet || a.stores || keys.size > 0 ? undefined : stackDemoStore(process.env);
+if (demo) {
+  stores.splice(0, stores.length, { id: demo.store, timeZone: 'UTC' });
+  keys.set(demo.store, demo.ingestKey);
+  process.stderr.write(
+    `${command}: sending to the demo store ${demo.store} (its ingest key from ${demo.file}); --stores and --key for others\n`,
+  );
+}
 if (!useFleet && via !== 'client')
   for (const s of stores) if (!keys.has(s.id)) fail(`no ingest key for store ${s.id}: give --key ${s.id}=<key> or --fleet`);
 const say = (line: string) => process.stdout.write(`${command}: ${line}\n`);
+// Against a running installation a seed sent again is refused (its Idempotency-Keys were used for other events).
+const seed = a.seed ?? (useFleet ? 1 : Date.now() % 1_000_000);
 // Without --fleet: the running npm start stack's collector and Redis unless given, said on stderr as npm run dlq does;
 // a stack whose run file does not say (an older npm start) is a usage error naming the option that does.
 const target = (what: 'collector' | 'redis', given: string | undefined) => {
@@ -82,6 +96,7 @@ const target = (what: 'collector' | 'redis', given: string | undefined) => {
 };
 const url = useFleet || via === 'client' ? '' : target('collector', a.url);
 const redisUrl = useFleet || via === 'http' ? '' : target('redis', a['redis-url']);
+if (a.seed === undefined && !useFleet) process.stderr.write(`${command}: seed ${seed} (--seed ${seed} sends these batches again)\n`);
 
 let started = 0;
 const bar =
@@ -96,7 +111,7 @@ const seconds = a.minutes === undefined ? a.duration : a.minutes * 60;
 const total = Math.round(a.rate * seconds);
 const options = {
   load: {
-    seed: a.seed,
+    seed,
     products: a.products,
     visitors: a.visitors,
     batchSize,
