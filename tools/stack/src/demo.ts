@@ -38,6 +38,8 @@ export async function demoLines(urls: Record<'collector' | 'query-api', string>,
     `    -d '[{"type":"view","ts":'"$(date +%s000)"',"dims":{"product":"P1","visitor":"V1"}}]'`,
     'Read today back (live, before anything is written to DynamoDB):',
     `  curl -s '${urls['query-api']}/v1/series?entity=store&metrics=ViewCount&range=today&granularity=day' -H 'Authorization: Bearer ${keys.readKey}'`,
+    'Send it a minute of shop traffic (views, page views, orders) and watch the dashboard:',
+    '  npm run loadgen -- --duration 60',
     `(keys saved in the data directory, demo-keys.json; more stores and keys: npm run tenants -- --help)`,
   ];
 }
