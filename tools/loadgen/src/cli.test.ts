@@ -1,10 +1,12 @@
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadTarget, stackDemoStore } from './cli';
+import { loadTo } from './driver';
 
 let root: string;
 beforeAll(() => {
@@ -123,5 +125,39 @@ describe('npm run loadgen', () => {
     const column = lines[1]!.indexOf('events per second');
     for (const line of lines.slice(1).filter((l) => l && !l.startsWith('  --')))
       expect(line.search(/\S/), `continued line ${JSON.stringify(line)}`).toBe(column);
+  });
+});
+
+describe('loadTo', () => {
+  it('stops at the first 413 of a valid batch and says why, instead of counting every larger batch as a mismatch', async () => {
+    // A collector that takes at most 50 events a request, as MAX_EVENTS_PER_REQUEST=50 would.
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        const n = (JSON.parse(body) as unknown[]).length;
+        const [status, answer] =
+          n > 50
+            ? [413, { code: 'TALLY_ERR_TOO_MANY_EVENTS', detail: `the request has ${n} events; MAX_EVENTS_PER_REQUEST is 50` }]
+            : [202, { accepted: n }];
+        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as { port: number };
+      const stores = [{ id: 'S1', timeZone: 'UTC' }];
+      const run = loadTo(
+        { stores, http: { url: `http://127.0.0.1:${port}`, keyOf: () => 'tly_x' }, client: { connection: 'redis://127.0.0.1:1' } },
+        { via: 'http', concurrency: 2, load: { seed: 7, batchSize: [30, 90], lateShare: 0, maxEvents: 20_000 } },
+      );
+      const stats = await run.done;
+      expect(stats.stoppedBy).toMatch(/^the collector refused a batch of \d+ events as too large: .*MAX_EVENTS_PER_REQUEST is 50/);
+      expect(stats.edgeMismatches).toEqual([]);
+      // It stopped taking batches: each of the 2 workers finished the batch it had, far short of the 20,000 events.
+      expect(stats.eventsSent).toBeLessThan(2_000);
+    } finally {
+      server.close();
+    }
   });
 });

@@ -26,6 +26,8 @@ const newLoadStats = () => ({
   byVia: { http: 0, client: 0 },
   /** Answers that contradict what the edge must do (a valid batch refused, an invalid event accepted, …). */
   edgeMismatches: [] as string[],
+  /** Why the run stopped early: the collector refused a batch as too large (413), so every larger one would be too. */
+  stoppedBy: undefined as string | undefined,
 });
 export type LoadStats = ReturnType<typeof newLoadStats>;
 
@@ -91,7 +93,10 @@ export function loadTo(
     nextSlot = at + (n / opts.rate) * 1_000;
     if (at > now) await sleep(at - now);
   };
-  const stopped = () => (opts.durationMs !== undefined && Date.now() - started >= opts.durationMs) || (opts.shouldStop?.() ?? false);
+  const stopped = () =>
+    stats.stoppedBy !== undefined ||
+    (opts.durationMs !== undefined && Date.now() - started >= opts.durationMs) ||
+    (opts.shouldStop?.() ?? false);
 
   const mismatch = (batch: LoadBatch, via: string, what: string): undefined => {
     if (stats.edgeMismatches.length < 100) stats.edgeMismatches.push(`batch ${batch.seq} (${batch.store}, ${via}): ${what}`);
@@ -102,6 +107,11 @@ export function loadTo(
     const bad = batch.badIndexes;
     const problem = (what: string) => mismatch(batch, via, what);
     if (out.kind === 'gave-up') return problem(`no definitive answer after ${out.attempts} attempts (${out.lastError})`);
+    if (out.kind === 'rejected' && out.status === 413) {
+      // A size limit of the collector's (MAX_EVENTS_PER_REQUEST, MAX_BODY_BYTES), not a fault: say it once and stop.
+      stats.stoppedBy ??= `the collector refused a batch of ${batch.events.length} events as too large: ${out.message}`;
+      return [];
+    }
     if (bad.length === 0) {
       if (out.kind !== 'accepted') return problem(`a valid batch was refused: ${out.status} ${out.code} ${out.message}`);
       if (out.accepted !== batch.events.length) problem(`accepted ${out.accepted} of ${batch.events.length}`);

@@ -140,6 +140,8 @@ const fleet = useFleet
       ...(soak
         ? { env: { DEDUPE_WINDOW_SECONDS: String(a['dedupe-window']) } }
         : { replicas: { 'bucket-aggregator': 2, 'dynamo-writer': 2 } }),
+      // The collector takes the largest batch --batch makes (its default limit is 1,000 events a request).
+      appEnv: { collector: { MAX_EVENTS_PER_REQUEST: String(Math.max(1_000, batchSize[1])) } },
     })
   : undefined;
 let exit = 1;
@@ -166,7 +168,9 @@ try {
       `duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}, gave up ${stats.gaveUp}`,
   );
   for (const m of stats.edgeMismatches.slice(0, 10)) say(`edge mismatch: ${m}`);
-  let ok = soakOk && stats.edgeMismatches.length === 0 && stats.gaveUp === 0;
+  if (stats.stoppedBy)
+    say(`stopped early: ${stats.stoppedBy} (--batch ${a.batch} sends up to ${batchSize[1]} events a batch; give a smaller --batch)`);
+  let ok = soakOk && stats.edgeMismatches.length === 0 && stats.gaveUp === 0 && !stats.stoppedBy;
   if (fleet) {
     process.stderr.write(`${command}: waiting until every count is written…\n`);
     await waitForDrain(fleet, { timeoutMs: 300_000 });
