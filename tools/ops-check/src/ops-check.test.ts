@@ -1,4 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createMetrics } from '@tally/observability';
@@ -199,6 +201,48 @@ describe('the checks catch drift', () => {
     expect(checkAlerts(alert, known)).toEqual([
       'deploy/alerts.yml tally-flush/TallyFlushLagHigh: metric tally_flush_delay_seconds is not defined anywhere in the code',
     ]);
+  });
+});
+
+describe("promtool (Debian's prometheus package; .ci/run installs it)", () => {
+  /** promtool's exit code and output; a clear failure when it is not installed. */
+  const promtool = (args: string[], cwd = repoRoot) => {
+    const r = spawnSync('promtool', args, { cwd, encoding: 'utf8' });
+    if (r.error) throw new Error(`promtool: ${r.error.message} (install it: apt-get install prometheus, as .ci/run does)`);
+    return { status: r.status, output: `${r.stdout}${r.stderr}` };
+  };
+
+  it('accepts deploy/prometheus.yml and deploy/alerts.yml, and the alerts pass their unit tests (deploy/alerts.test.yml)', () => {
+    expect(promtool(['check', 'config', '--syntax-only', 'deploy/prometheus.yml'])).toMatchObject({ status: 0 });
+    expect(promtool(['check', 'rules', 'deploy/alerts.yml'])).toMatchObject({ status: 0 });
+    const tests = promtool(['test', 'rules', 'deploy/alerts.test.yml']);
+    expect(tests.output).toContain('SUCCESS');
+    expect(tests.status).toBe(0);
+  });
+
+  it('refuses an alert whose PromQL does not parse, and fails a unit test the rules no longer meet', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tally-promtool-'));
+    try {
+      writeFileSync(
+        join(dir, 'alerts.yml'),
+        mutate('alerts', 'max(tally_flush_lag_seconds) > 90000', 'max(tally_flush_lag_seconds > 90000').alerts,
+      );
+      expect(promtool(['check', 'rules', 'alerts.yml'], dir)).toMatchObject({ status: 1, output: expect.stringMatching(/parse error/) });
+      // Dead letters alerting only above 5 failed jobs: its unit test (3 failed jobs fire it) no longer passes.
+      const five = mutate(
+        'alerts',
+        'max by (queue) (tally_queue_jobs{state="failed"}) > 0',
+        'max by (queue) (tally_queue_jobs{state="failed"}) > 5',
+      );
+      writeFileSync(join(dir, 'alerts.yml'), five.alerts);
+      writeFileSync(join(dir, 'alerts.test.yml'), readFileSync(join(repoRoot, 'deploy/alerts.test.yml'), 'utf8'));
+      expect(promtool(['test', 'rules', 'alerts.test.yml'], dir)).toMatchObject({
+        status: 1,
+        output: expect.stringMatching(/TallyDeadLetters/),
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
