@@ -8,6 +8,7 @@ import {
   createTallyClient,
   IdempotencyConflictError,
   InvalidArgumentError,
+  QueueFullError,
   QueueUnavailableError,
   TooManyEventsError,
   UnknownStoreError,
@@ -180,6 +181,28 @@ describe('createTallyClient', () => {
     }
     await inspect.del(redisKeys('t').unknownStore('GHOST1'));
     expect((await client.enqueueEvents('GHOST1', [view('P1')], { idempotencyKey: 'ghost-order' })).accepted).toBe(1);
+  });
+
+  it('refuses with QueueFullError while the events queue is over its backpressure limit, enqueueing nothing, and takes calls once it drains', async () => {
+    const bp = createTallyClient({ connection: redis.url, keyPrefix: 'bp', backpressure: { maxDepth: 2, checkEveryMs: 0 } });
+    const bpQueues = createQueues(inspect, { keyPrefix: 'bp', shards: 1 });
+    try {
+      for (let i = 0; i < 3; i++) await bp.enqueueEvents('STORE1', [view(`P${i}`)]); // at depths 0, 1 and 2: taken
+      const err = await bp.enqueueEvents('STORE1', [view('P9')], { idempotencyKey: 'full' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(QueueFullError);
+      expect(err).toMatchObject({ code: 'TALLY_ERR_BACKPRESSURE', depth: 3, limit: 2, retryAfterSeconds: 2 });
+      expect(await bpQueues.events.getWaitingCount()).toBe(3);
+      await bpQueues.events.drain(); // the aggregators caught up
+      await expect(bp.enqueueEvents('STORE1', [view('P9')], { idempotencyKey: 'full' })).resolves.toMatchObject({ accepted: 1 });
+      // Off: no depth is read, nothing is refused for it.
+      const off = createTallyClient({ connection: redis.url, keyPrefix: 'bp', backpressure: false });
+      for (let i = 0; i < 3; i++) await off.enqueueEvents('STORE1', [view(`Q${i}`)]);
+      await off.close();
+      expect(await bpQueues.events.getWaitingCount()).toBe(4);
+    } finally {
+      await bp.close();
+      await closeQueues(bpQueues);
+    }
   });
 
   it('fails fast with QueueUnavailableError while Redis is down, and works again after', async () => {

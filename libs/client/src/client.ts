@@ -1,7 +1,17 @@
-import { createIntake, createProducerConnection, type EnqueueOptions, type IntakeLimits } from '@tally/intake';
+import { createIntake, createProducerConnection, QueueFullError, type EnqueueOptions, type IntakeLimits } from '@tally/intake';
 import { redisKeys } from '@tally/key-layout';
-import { allQueues, closeQueues, createQueues, type RedisConnection, type RedisTarget, type TallyQueues } from '@tally/queues';
+import {
+  allQueues,
+  closeQueues,
+  createQueues,
+  QUEUE,
+  queueShards,
+  type RedisConnection,
+  type RedisTarget,
+  type TallyQueues,
+} from '@tally/queues';
 import { compileRules, defaultRules, type CompiledRules, type EventInput } from '@tally/schema';
+import type { Queue } from 'bullmq';
 
 export interface TallyClientOptions {
   /**
@@ -22,6 +32,12 @@ export interface TallyClientOptions {
   readyTimeoutMs?: number;
   /** Called for Redis connection errors (default: ignored; calls fail with QueueUnavailableError meanwhile). */
   onError?: (err: Error) => void;
+  /**
+   * Backpressure, as the collector's MAX_QUEUE_DEPTH: while the events queue holds more than `maxDepth` waiting
+   * jobs (all shards), calls throw QueueFullError and enqueue nothing. The depth is read at most every
+   * `checkEveryMs` (default 250), by the call that finds it older. Default `{ maxDepth: 10_000 }`; `false` turns it off.
+   */
+  backpressure?: { maxDepth: number; checkEveryMs?: number } | false;
 }
 
 export interface TallyClient {
@@ -30,7 +46,8 @@ export interface TallyClient {
    * event rejects the call with a ValidationError listing each bad event, index, field and reason. Resolves once
    * Redis holds the batch. With `idempotencyKey`, a retried call is counted once.
    * Throws TooManyEventsError, InvalidArgumentError (a bad store id or key, or no events), ValidationError, IdempotencyConflictError, UnknownStoreError
-   * (the aggregator refused a batch for this store lately: it has no tenant) or QueueUnavailableError.
+   * (the aggregator refused a batch for this store lately: it has no tenant), QueueFullError (the queue is over
+   * its backpressure limit) or QueueUnavailableError.
    */
   enqueueEvents(store: string, events: readonly EventInput[], opts?: EnqueueOptions): Promise<{ batchId: string; accepted: number }>;
   close(): Promise<void>;
@@ -56,10 +73,12 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     readyTimeoutMs: opts.readyTimeoutMs ?? 5_000,
     unknownStoreKey: redisKeys(keyPrefix).unknownStore,
   });
+  const admit = depthGate(queueShards(queues, QUEUE.events), opts.backpressure ?? { maxDepth: 10_000 });
   let closed = false;
   return {
     async enqueueEvents(store, events, eopts) {
       if (closed) throw new Error('this Tally client is closed');
+      await admit();
       const { batchId, accepted } = await intake.submit(store, events, eopts);
       return { batchId, accepted };
     },
@@ -69,5 +88,31 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
       await closeQueues(queues);
       if (owned) await redis.quit().catch(() => redis.disconnect());
     },
+  };
+}
+
+/**
+ * Throws QueueFullError while the waiting jobs of `shards` are over `maxDepth`. The depth is read again when the
+ * last read is older than `checkEveryMs` (one read at a time, shared by the calls waiting on it); a failed read
+ * lets the call through, to the intake's own handling of an unreachable Redis.
+ */
+function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure']): () => Promise<void> {
+  if (!o) return async () => {};
+  let depth = 0;
+  let readAt = -Infinity;
+  let reading: Promise<void> | undefined;
+  const read = async () => {
+    try {
+      depth = (await Promise.all(shards.map((q) => q.getWaitingCount()))).reduce((a, b) => a + b, 0);
+      readAt = performance.now();
+    } catch {
+      depth = 0;
+    } finally {
+      reading = undefined;
+    }
+  };
+  return async () => {
+    if (performance.now() - readAt >= (o.checkEveryMs ?? 250)) await (reading ??= read());
+    if (depth > o.maxDepth) throw new QueueFullError(depth, o.maxDepth);
   };
 }

@@ -2,6 +2,7 @@ export {
   createProducerConnection,
   IdempotencyConflictError,
   InvalidArgumentError,
+  QueueFullError,
   QueueUnavailableError,
   TooManyEventsError,
   UnknownStoreError,

@@ -74,3 +74,18 @@ export class UnknownStoreError extends TallyError {
     );
   }
 }
+
+/**
+ * The events queue holds more waiting jobs than the limit (the aggregators are behind): nothing was enqueued.
+ * Retry after `retryAfterSeconds`, with the same idempotency key; the collector answers 429 for the same reason.
+ */
+export class QueueFullError extends TallyError {
+  readonly code = 'TALLY_ERR_BACKPRESSURE';
+  readonly retryAfterSeconds = 2;
+  constructor(
+    readonly depth: number,
+    readonly limit: number,
+  ) {
+    super(`the events queue holds ${depth} waiting batches, over the limit of ${limit}; nothing was enqueued, retry later`);
+  }
+}

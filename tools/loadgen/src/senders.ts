@@ -1,5 +1,5 @@
 import { sleep } from '@tally/testing';
-import { createTallyClient, QueueUnavailableError, ValidationError, type TallyClientOptions } from '@tally/client';
+import { createTallyClient, QueueFullError, QueueUnavailableError, ValidationError, type TallyClientOptions } from '@tally/client';
 import type { EventError } from '@tally/schema';
 import type { LoadBatch } from './generator';
 
@@ -99,7 +99,7 @@ export function httpSender(opts: HttpSenderOptions): Sender {
 /** How libs/client reaches the installation (its Redis, KEY_PREFIX, QUEUE_SHARDS and rules), and the retries. */
 export type ClientSenderOptions = Omit<TallyClientOptions, 'readyTimeoutMs'> & RetryPolicy;
 
-/** libs/client enqueueEvents with the batch's idempotency key; retries QueueUnavailableError. */
+/** libs/client enqueueEvents with the batch's idempotency key; retries QueueUnavailableError and QueueFullError. */
 export function clientSender(opts: ClientSenderOptions): Sender {
   // One call waits 1 s for a reconnecting Redis.
   const client = createTallyClient({ ...opts, readyTimeoutMs: 1_000 });
@@ -112,6 +112,8 @@ export function clientSender(opts: ClientSenderOptions): Sender {
           return { done: { kind: 'accepted', accepted: r.accepted } };
         } catch (err) {
           if (err instanceof QueueUnavailableError) return { retry: 'QueueUnavailableError' };
+          // The client's backpressure, as the collector's 429.
+          if (err instanceof QueueFullError) return { retry: 'QueueFullError', retryAfterMs: err.retryAfterSeconds * 1_000 };
           const { code, message, name } = err as { code?: unknown; message: string; name: string };
           const errors = err instanceof ValidationError ? err.errors : [];
           // A ValidationError, or another refusal of libs/client (TALLY_ERR_*): definitive.
