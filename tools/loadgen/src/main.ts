@@ -167,6 +167,10 @@ try {
       `http ${stats.byVia.http}, client ${stats.byVia.client} batches), accepted ${stats.accepted}, rejected ${stats.rejected}, ` +
       `duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}, gave up ${stats.gaveUp}`,
   );
+  if (!stats.stoppedBy && stats.eventsSent / took < 0.9 * a.rate)
+    say(
+      `sent ${Math.round(stats.eventsSent / took)} events/s, below the --rate ${a.rate} asked: the installation's answers (or --concurrency ${a.concurrency}) set the pace`,
+    );
   for (const m of stats.edgeMismatches.slice(0, 10)) say(`edge mismatch: ${m}`);
   if (stats.stoppedBy)
     say(`stopped early: ${stats.stoppedBy} (--batch ${a.batch} sends up to ${batchSize[1]} events a batch; give a smaller --batch)`);
