@@ -1,5 +1,5 @@
 import swagger from '@fastify/swagger';
-import { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, type Intake } from '@tally/intake';
+import { InvalidArgumentError, QueueFullError, QueueUnavailableError, TooManyEventsError, type Intake } from '@tally/intake';
 import { createHttpApp, HttpProblem, type TallyHttpApp } from '@tally/http';
 import type { Logger } from '@tally/observability';
 import type { TenantDirectory } from '@tally/tenants';
@@ -70,6 +70,14 @@ export async function buildApp(deps: CollectorDeps): Promise<CollectorApp> {
 function mapCollectorError(err: FastifyError): HttpProblem | undefined {
   if (err instanceof TooManyEventsError) return tooManyEvents(err.count, err.limit);
   if (err instanceof InvalidArgumentError) return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', err.message);
+  if (err instanceof QueueFullError) {
+    return new HttpProblem(
+      429,
+      err.code,
+      `the events queue holds ${err.depth} waiting batches, over MAX_QUEUE_DEPTH (${err.limit}); nothing was accepted, retry later`,
+      { extra: { depth: err.depth, limit: err.limit }, headers: { 'retry-after': String(err.retryAfterSeconds) } },
+    );
+  }
   if (err instanceof QueueUnavailableError) {
     return new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', 'the events queue (Redis) is unavailable; retry later', {
       headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },

@@ -1,6 +1,7 @@
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import { HttpProblem } from '@tally/http';
+import { QueueFullError } from '@tally/intake';
 
 export interface BackpressureOptions {
   /** The events queue. */
@@ -20,7 +21,7 @@ export interface BackpressureOptions {
 }
 
 export interface Backpressure {
-  /** Throws the 429 or 503 HttpProblem when the collector must not take events now. O(1): no Redis call. */
+  /** Throws QueueFullError (429) or the 503 HttpProblem when the collector must not take events now. O(1): no Redis call. */
   admit(): void;
   /** The last waiting count read, undefined before the first read or after a failed one. */
   readonly depth: number | undefined;
@@ -32,7 +33,6 @@ export interface Backpressure {
   stop(): void;
 }
 
-const QUEUE_FULL_RETRY_AFTER_SECONDS = 2;
 export const REDIS_DOWN_RETRY_AFTER_SECONDS = 5;
 
 /**
@@ -88,14 +88,8 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
           headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
         });
       }
-      if (depth !== undefined && depth > opts.maxDepth) {
-        throw new HttpProblem(
-          429,
-          'TALLY_ERR_BACKPRESSURE',
-          `the events queue holds ${depth} waiting batches, over MAX_QUEUE_DEPTH (${opts.maxDepth}); nothing was accepted, retry later`,
-          { extra: { depth, limit: opts.maxDepth }, headers: { 'retry-after': String(QUEUE_FULL_RETRY_AFTER_SECONDS) } },
-        );
-      }
+      // The client's error for the same limit; the app answers it with a 429.
+      if (depth !== undefined && depth > opts.maxDepth) throw new QueueFullError(depth, opts.maxDepth);
     },
     sample,
     start() {
