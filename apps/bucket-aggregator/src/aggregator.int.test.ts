@@ -8,7 +8,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
-import { eventsProcessor, tenantTimeZones, unknownStoreMarks } from './events.processor';
+import { eventsProcessor, STORE_ZONE_TTL_MS, storeMarks, tenantTimeZones } from './events.processor';
 import { readBacklog, sealTick } from './seal.processor';
 
 let server: RedisHandle;
@@ -398,7 +398,7 @@ describe('the sealer work set', () => {
         return tz === undefined ? undefined : { store, timeZone: tz };
       },
     };
-    const marks = unknownStoreMarks(redis, 't', 60_000, () => 1_700_000_000_000);
+    const marks = storeMarks(redis, 't', 60_000, () => 1_700_000_000_000);
     const w = worker(undefined, { timeZoneOf: tenantTimeZones(directory, marks), unknownStores: marks });
     await enqueue(
       queues,
@@ -430,5 +430,32 @@ describe('the sealer work set', () => {
     expect(await redisTotals('GHOST', 'GHOST')).toEqual({ '2023-151|v': '1' }); // May 31 in Los Angeles
     expect(await redis.exists(buckets.keys.unknownStore('GHOST'))).toBe(0);
     expect(await queues[QUEUE.events].getFailedCount()).toBe(0);
+    // And the tenant's zone is published for @tally/client, expiring.
+    expect(await redis.get(buckets.keys.storeZone('GHOST'))).toBe('America/Los_Angeles');
+    expect(await redis.pttl(buckets.keys.storeZone('GHOST'))).toBeGreaterThan(STORE_ZONE_TTL_MS - 60_000);
+  });
+
+  it("publishes a tenant's time zone for the clients when first found, at once when it changes, and after half its expiry", async () => {
+    const zones = new Map([['S1', 'Europe/Paris']]);
+    const directory = { tenant: async (store: string) => (zones.has(store) ? { store, timeZone: zones.get(store)! } : undefined) };
+    const calls: string[] = [];
+    const marks = {
+      clear: async (s: string) => void calls.push(`clear ${s}`),
+      zone: async (s: string, z: string) => void calls.push(`${s} ${z}`),
+    };
+    let t = 1_000_000;
+    const timeZoneOf = tenantTimeZones(directory, marks, { now: () => t });
+    expect(await timeZoneOf('S1')).toBe('Europe/Paris');
+    expect(await timeZoneOf('S1')).toBe('Europe/Paris');
+    expect(calls).toEqual(['clear S1', 'S1 Europe/Paris']); // once, not per batch
+    zones.set('S1', 'Asia/Tokyo'); // npm run tenants -- set-time-zone, seen once the directory's cache has it
+    expect(await timeZoneOf('S1')).toBe('Asia/Tokyo');
+    t += STORE_ZONE_TTL_MS / 2 - 1;
+    await timeZoneOf('S1');
+    t += 1;
+    await timeZoneOf('S1');
+    expect(calls.slice(2)).toEqual(['S1 Asia/Tokyo', 'S1 Asia/Tokyo']);
+    expect(await timeZoneOf('NOPE')).toBeUndefined();
+    expect(calls).toHaveLength(4);
   });
 });

@@ -15,8 +15,8 @@ export interface EventsProcessorDeps {
    * cannot be known right now (tenant directory unreachable: the batch waits).
    */
   timeZoneOf: (store: string) => Promise<string | undefined>;
-  /** Marks a store refused as unknown, for @tally/client (see unknownStoreMarks). */
-  unknownStores?: Pick<UnknownStoreMarks, 'mark'>;
+  /** Marks a store refused as unknown, for @tally/client (see storeMarks). */
+  unknownStores?: Pick<StoreMarks, 'mark'>;
   dedupeTtlSeconds: number;
   metrics: AggregatorMetrics;
   log: Logger;
@@ -28,24 +28,31 @@ export interface EventsProcessorDeps {
 /** Longest wait between attempts while the time zone cannot be resolved; the job never fails for it. */
 const MAX_WAIT_MS = 30_000;
 
-export interface UnknownStoreMarks {
-  /** Sets the store's mark (the time of the refusal; it expires): clients refuse the store at once meanwhile. */
+/** What @tally/client reads of the aggregator's tenant lookups. */
+export interface StoreMarks {
+  /** Sets the store's unknown mark (the time of the refusal; it expires): clients refuse the store at once meanwhile. */
   mark(store: string): Promise<void>;
   /** Lifts it: the store has a tenant now. */
   clear(store: string): Promise<void>;
+  /** Publishes the tenant's time zone (it expires): clients roll the store's batches up in it. */
+  zone(store: string, timeZone: string): Promise<void>;
 }
 
-/** The marks @tally/client reads (libs/key-layout `unknownStore`), each kept `ttlMs`. */
-export function unknownStoreMarks(
+/** How long a published time zone lasts; tenantTimeZones publishes it again after half of it, or at once on a change. */
+export const STORE_ZONE_TTL_MS = 600_000;
+
+/** The marks @tally/client reads (libs/key-layout `unknownStore`, kept `ttlMs`, and `storeZone`). */
+export function storeMarks(
   redis: { set(key: string, value: string, px: 'PX', ms: number): Promise<unknown>; del(key: string): Promise<unknown> },
   prefix: string,
   ttlMs: number,
   now: () => number = Date.now,
-): UnknownStoreMarks {
+): StoreMarks {
   const keys = redisKeys(prefix);
   return {
     mark: async (store) => void (await redis.set(keys.unknownStore(store), String(now()), 'PX', ttlMs)),
     clear: async (store) => void (await redis.del(keys.unknownStore(store))),
+    zone: async (store, timeZone) => void (await redis.set(keys.storeZone(store), timeZone, 'PX', STORE_ZONE_TTL_MS)),
   };
 }
 
@@ -53,18 +60,27 @@ export function unknownStoreMarks(
  * The aggregator's timeZoneOf: the tenant's zone from the cached directory. A store the cache does not know (or
  * knows as unknown) is looked up again in DynamoDB before its batch is refused, so a tenant created a moment ago
  * is seen. The first time this process finds a store's tenant it lifts the store's mark, so a tenant created
- * after a refusal is accepted by the clients again as soon as its first batch is replayed.
+ * after a refusal is accepted by the clients again as soon as its first batch is replayed; and it publishes the
+ * zone for the clients then, again when it changes, and again after half its expiry.
  */
-export function tenantTimeZones(directory: Pick<TenantDirectory, 'tenant'>, marks: Pick<UnknownStoreMarks, 'clear'>, maxSeen = 100_000) {
-  const seen = new Set<string>();
+export function tenantTimeZones(
+  directory: Pick<TenantDirectory, 'tenant'>,
+  marks: Pick<StoreMarks, 'clear' | 'zone'>,
+  o: { maxSeen?: number; now?: () => number } = {},
+) {
+  const published = new Map<string, { zone: string; at: number }>();
+  const now = o.now ?? Date.now;
   return async (store: string): Promise<string | undefined> => {
     const tenant = (await directory.tenant(store)) ?? (await directory.tenant(store, { fresh: true }));
-    if (tenant && !seen.has(store)) {
-      await marks.clear(store);
-      if (seen.size >= maxSeen) seen.clear();
-      seen.add(store);
+    if (!tenant) return undefined;
+    const last = published.get(store);
+    if (!last) await marks.clear(store);
+    if (!last || last.zone !== tenant.timeZone || now() - last.at >= STORE_ZONE_TTL_MS / 2) {
+      await marks.zone(store, tenant.timeZone);
+      if (!last && published.size >= (o.maxSeen ?? 100_000)) published.clear();
+      published.set(store, { zone: tenant.timeZone, at: now() });
     }
-    return tenant?.timeZone;
+    return tenant.timeZone;
   };
 }
 

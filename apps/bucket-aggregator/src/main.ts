@@ -5,7 +5,7 @@ import { createShardWorkers, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
 import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory } from '@tally/tenants';
 import { createAggregatorMetrics, registerBacklogGauges } from './aggregator-metrics';
-import { eventsProcessor, tenantTimeZones, unknownStoreMarks } from './events.processor';
+import { eventsProcessor, storeMarks, tenantTimeZones } from './events.processor';
 import { readBacklog, sealProcessor } from './seal.processor';
 
 // Composition root of the bucket aggregator: applies event batches to Redis buckets, and runs the sealer
@@ -26,13 +26,22 @@ const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, ca
 
 // A batch for a store with no tenant is refused (failed set, tally_batches_rejected_total{reason="unknown_store"});
 // the store's mark makes @tally/client refuse it at once for as long as this aggregator may cache the answer.
-const unknownStores = unknownStoreMarks(scriptRedis, config.KEY_PREFIX, TENANT_CACHE_MS);
-const timeZoneOf = tenantTimeZones(tenants, unknownStores);
+const marks = storeMarks(scriptRedis, config.KEY_PREFIX, TENANT_CACHE_MS);
+const timeZoneOf = tenantTimeZones(tenants, marks);
 
 // Stage "apply": each events job's batch is rolled up and applied to the Redis buckets.
 const eventsWorkers = createShardWorkers(
   QUEUE.events,
-  eventsProcessor({ buckets, rules, timeZoneOf, unknownStores, dedupeTtlSeconds: config.DEDUPE_WINDOW_SECONDS, metrics, log, crash }),
+  eventsProcessor({
+    buckets,
+    rules,
+    timeZoneOf,
+    unknownStores: marks,
+    dedupeTtlSeconds: config.DEDUPE_WINDOW_SECONDS,
+    metrics,
+    log,
+    crash,
+  }),
   layout,
   { ...worker, concurrency: config.AGGREGATOR_CONCURRENCY },
 );

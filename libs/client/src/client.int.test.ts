@@ -77,6 +77,26 @@ describe('createTallyClient', () => {
     expect(Buffer.from(String(job.distinct![storeRow + 3]), 'base64')).toHaveLength(2 * 8); // V1 and V2
   });
 
+  it("rolls a store's batches up in the time zone the aggregator published for its tenant; sends events while none is", async () => {
+    const c = createTallyClient({ connection: redis.url });
+    try {
+      const events = [view('P1', now - 60_000), view('P2', now - 60_000)];
+      await inspect.set(redisKeys('t').storeZone('ZONED1'), 'Asia/Tokyo', 'PX', 60_000);
+      const published = await c.enqueueEvents('ZONED1', events);
+      const stated = await c.enqueueEvents('ZONED1', events, { timeZone: 'Asia/Tokyo' });
+      const [a, b] = await Promise.all(
+        [published, stated].map(async (r) => eventsJobSchema.parse((await queues.events.getJob(r.batchId))?.data)),
+      );
+      expect(a!.events).toBeUndefined();
+      expect(a!.rows).toEqual(b!.rows);
+      expect(a!.distinct).toEqual(b!.distinct);
+      const none = await c.enqueueEvents('NOZONE1', events);
+      expect((await queues.events.getJob(none.batchId))?.data.events).toHaveLength(2);
+    } finally {
+      await c.close();
+    }
+  });
+
   it('rejects the whole call when one event is bad, naming each', async () => {
     const before = await waiting();
     const err = await client

@@ -74,12 +74,16 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     unknownStoreKey: redisKeys(keyPrefix).unknownStore,
   });
   const admit = depthGate(queueShards(queues, QUEUE.events), opts.backpressure ?? { maxDepth: 10_000 });
+  const zoneOf = storeZones(redis, keyPrefix);
   let closed = false;
   return {
     async enqueueEvents(store, events, eopts) {
       if (closed) throw new Error('this Tally client is closed');
       await admit();
-      const { batchId, accepted } = await intake.submit(store, events, eopts);
+      // With the store's zone (as the aggregator published it from the tenant) the batch goes rolled up, as the
+      // collector sends it; without it, as events the aggregator rolls up.
+      const timeZone = eopts?.timeZone ?? (await zoneOf(store));
+      const { batchId, accepted } = await intake.submit(store, events, { ...eopts, timeZone });
       return { batchId, accepted };
     },
     async close() {
@@ -114,5 +118,26 @@ function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure
   return async () => {
     if (performance.now() - readAt >= (o.checkEveryMs ?? 250)) await (reading ??= read());
     if (depth > o.maxDepth) throw new QueueFullError(depth, o.maxDepth);
+  };
+}
+
+/** How long the client keeps a store's published time zone (or its absence) before reading it again. */
+const ZONE_CACHE_MS = 60_000;
+
+/**
+ * The store's time zone as the aggregator publishes it (libs/key-layout `storeZone`), read at most once a minute
+ * per store; undefined while none is published (a store no aggregator has found a tenant for yet) or Redis does
+ * not answer.
+ */
+function storeZones(redis: Pick<RedisConnection, 'get'>, keyPrefix: string): (store: string) => Promise<string | undefined> {
+  const key = redisKeys(keyPrefix).storeZone;
+  const cache = new Map<string, { zone: string | undefined; until: number }>();
+  return async (store) => {
+    const hit = cache.get(store);
+    if (hit && hit.until > performance.now()) return hit.zone;
+    const zone = (await redis.get(key(store)).catch(() => null)) ?? undefined;
+    if (cache.size >= 100_000) cache.clear();
+    cache.set(store, { zone, until: performance.now() + ZONE_CACHE_MS });
+    return zone;
   };
 }

@@ -27,6 +27,8 @@
  *   <p>:{S}:xr               erased rows: hash pk -> until (ms); the apply drops those rows' counts until then
  *   <p>:{S}:unknown          set by the aggregator when it refused a batch because the store has no tenant (the
  *                            time, ms; expires): @tally/client refuses the store at once while it lasts
+ *   <p>:{S}:tz               the store's IANA time zone, set by the aggregator from the tenant (expires; set again
+ *                            on a change): @tally/client rolls the store's batches up in it, as the collector does
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
  *   <p>:{<p>:wW}:active      zset store -> mark (bumped after every apply): stores with anything not yet written
@@ -57,6 +59,7 @@ export const REDIS_SUFFIX = {
   tombstone: 'x',
   erased: 'xr',
   unknown: 'unknown',
+  zone: 'tz',
 } as const;
 
 /** Suffixes of a work-set shard's keys (`<p>:{<p>:wW}:` + suffix). */
@@ -113,6 +116,8 @@ export function redisKeys(prefix = 't') {
     erased: (s: string) => tag(s) + S.erased,
     /** The mark of a store refused as unknown (no tenant), read by @tally/client. */
     unknownStore: (s: string) => tag(s) + S.unknown,
+    /** The store's time zone as the aggregator last found its tenant's, read by @tally/client to roll batches up. */
+    storeZone: (s: string) => tag(s) + S.zone,
     /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
     work: (shard: number) => `${prefix}:{${prefix}:w${shard}}:`,
   };
