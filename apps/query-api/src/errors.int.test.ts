@@ -62,6 +62,7 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/totals?entity=product', 'ids', /at least one product id/],
     ['/v1/totals?entity=product&ids=P1&metrics=__proto__', 'metrics', /unknown metric/],
     ['/v1/totals?ids=P1', 'entity', /entity/],
+    ['/v1/totals?entity=visitor:V1', 'entity', /the ids go in ids: entity=visitor&ids=V1/],
     ['/v1/top?entity=product&metric=ViewCount&range=last12m', 'range', /covers 366 days; top lists cover at most 92/],
     ['/v1/top?entity=product&metric=ViewCount&range=allTime', 'range', /not allTime/],
     ['/v1/top?entity=product&metric=ViewCount&from=2024-01-01&to=2024-04-02', 'range', /93 days/],

@@ -55,6 +55,11 @@ export function parseEntityIds(
   idsRaw: string | string[] | undefined,
   max: number,
 ): EntityRef[] {
+  const colon = entityRaw.indexOf(':');
+  if (colon > 0 && Object.hasOwn(rules.rules.entities, entityRaw.slice(0, colon))) {
+    const [name, id] = [entityRaw.slice(0, colon), entityRaw.slice(colon + 1)];
+    throw badRequest('entity', `entity takes the name alone here, the ids go in ids: entity=${name}&ids=${id}`);
+  }
   const { name: entity, spec, isStore } = entityOf(rules, entityRaw, 'entity');
   const ids = splitList(idsRaw).map((id) => idOfRequest(rules, entity, id));
   if (isStore) {
