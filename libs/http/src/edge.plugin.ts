@@ -164,7 +164,11 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
     const path = issue.instancePath.split('/').filter(Boolean);
     const unknownKeys = (issue.params as { keys?: string[] }).keys;
     if (issue.keyword === 'unrecognized_keys' && unknownKeys?.length) {
-      const detail = `unknown ${where === 'body' ? 'field' : where === 'headers' ? 'header' : 'parameter'} ${JSON.stringify(unknownKeys[0])}`;
+      const schema = req.routeOptions.schema?.[where === 'query' ? 'querystring' : where] as { shape?: object } | undefined;
+      const known = path.length === 0 && schema?.shape ? Object.keys(schema.shape) : [];
+      const detail =
+        `unknown ${where === 'body' ? 'field' : where === 'headers' ? 'header' : 'parameter'} ${JSON.stringify(unknownKeys[0])}` +
+        (known.length > 0 ? `; known: ${known.join(', ')}` : '');
       return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', detail, { field: [...path, unknownKeys[0]!].join('.') });
     }
     const field = path.join('.') || where;
