@@ -1,6 +1,6 @@
 import { redisKeys } from '@tally/key-layout';
 import { createQueues, closeQueues, eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE, type TallyQueues } from '@tally/queues';
-import { startRedis, waitFor, type RedisHandle } from '@tally/testing';
+import { sleep, startRedis, waitFor, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -92,6 +92,12 @@ describe('createTallyClient', () => {
       expect(a!.distinct).toEqual(b!.distinct);
       const none = await c.enqueueEvents('NOZONE1', events);
       expect((await queues.events.getJob(none.batchId))?.data.events).toHaveLength(2);
+      // The aggregator publishes a zone with the store's first batch: its absence is kept a second, not a minute.
+      await inspect.set(redisKeys('t').storeZone('NOZONE1'), 'Asia/Tokyo', 'PX', 60_000);
+      await sleep(1_100);
+      const later = eventsJobSchema.parse((await queues.events.getJob((await c.enqueueEvents('NOZONE1', events)).batchId))?.data);
+      expect(later.events).toBeUndefined();
+      expect(later.rows).toHaveLength(a!.rows!.length);
     } finally {
       await c.close();
     }

@@ -121,13 +121,18 @@ function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure
   };
 }
 
-/** How long the client keeps a store's published time zone (or its absence) before reading it again. */
+/** How long the client keeps a store's published time zone before reading it again. */
 const ZONE_CACHE_MS = 60_000;
+/**
+ * How long it keeps the zone's absence: short, since the aggregator publishes the zone with the store's first batch
+ * (a client started with the fleet would otherwise send a minute of events to roll up twice).
+ */
+const NO_ZONE_CACHE_MS = 1_000;
 
 /**
  * The store's time zone as the aggregator publishes it (libs/key-layout `storeZone`), read at most once a minute
- * per store; undefined while none is published (a store no aggregator has found a tenant for yet) or Redis does
- * not answer.
+ * per store (once a second while none is); undefined while none is published (a store no aggregator has found a
+ * tenant for yet) or Redis does not answer.
  */
 function storeZones(redis: Pick<RedisConnection, 'get'>, keyPrefix: string): (store: string) => Promise<string | undefined> {
   const key = redisKeys(keyPrefix).storeZone;
@@ -137,7 +142,7 @@ function storeZones(redis: Pick<RedisConnection, 'get'>, keyPrefix: string): (st
     if (hit && hit.until > performance.now()) return hit.zone;
     const zone = (await redis.get(key(store)).catch(() => null)) ?? undefined;
     if (cache.size >= 100_000) cache.clear();
-    cache.set(store, { zone, until: performance.now() + ZONE_CACHE_MS });
+    cache.set(store, { zone, until: performance.now() + (zone === undefined ? NO_ZONE_CACHE_MS : ZONE_CACHE_MS) });
     return zone;
   };
 }
