@@ -39,8 +39,9 @@ export const CATALOGUE = { products: 10_000, visitors: 100_000 } as const;
 
 /**
  * tools/loadgen traffic (seeded Zipf products and visitors in sessions, the fleet's stores, 10% late events) POSTed
- * to the fleet's collector with each store's ingest key (loadFleet, HTTP only), at `rate` events/s or as fast as it
- * answers, until stopped. 429 and 503 answers are retried after at most 250 ms (the collector's Retry-After is cut to it).
+ * to the fleet's collector with each store's ingest key (loadFleet), or enqueued with `@tally/client` (`via`), at
+ * `rate` events/s or as fast as it answers, until stopped. 429 and 503 answers (QueueFullError and
+ * QueueUnavailableError on the client) are retried after at most 250 ms (the collector's Retry-After is cut to it).
  */
 export function startBackgroundLoad(
   fleet: Fleet,
@@ -50,12 +51,14 @@ export function startBackgroundLoad(
       catalogue?: { products: number; visitors: number };
       /** Rewrites each batch before it is sent (e.g. the traffic an older commit's rules take). */
       mapBatch?: (batch: LoadBatch) => LoadBatch;
+      /** Through the collector (default) or `@tally/client` in this process, as a service would. */
+      via?: 'http' | 'client';
     },
 ) {
   let stopped = false;
   const { stats, accepted, done } = loadFleet(fleet, {
     load: { seed: opts.seed, ...(opts.catalogue ?? CATALOGUE), batchSize: opts.batchSize },
-    via: 'http',
+    via: opts.via ?? 'http',
     retry: { initialDelayMs: 50, maxDelayMs: 250 },
     ...(opts.rate ? { rate: opts.rate } : {}),
     concurrency: opts.concurrency,

@@ -142,6 +142,8 @@ export async function startFleet(opts: FleetOptions) {
   const inspect = createRedisConnection({ REDIS_URL: redis.url, REDIS_CLUSTER_NODES: cluster?.seeds }, { maxRetriesPerRequest: null });
   inspect.on('error', () => {});
   const [prefix, queueShards] = [env.KEY_PREFIX, Number(env.QUEUE_SHARDS)];
+  // A client sender stops at the collector's queue limit, so both paths hold producers back at the same depth.
+  const maxDepth = opts.appEnv?.collector?.['MAX_QUEUE_DEPTH'] ?? opts.env?.['MAX_QUEUE_DEPTH'];
   const queues = createQueues(inspect, { keyPrefix: prefix, shards: queueShards });
   for (const q of allQueues(queues)) q.on('error', () => {});
 
@@ -180,6 +182,7 @@ export async function startFleet(opts: FleetOptions) {
       keyPrefix: prefix,
       queueShards,
       rules,
+      ...(maxDepth ? { backpressure: { maxDepth: Number(maxDepth) } } : {}),
     }),
     /** Every process started in this process since the fleet began to start (restarts included), with what it is. */
     pids: () => startedProcesses().slice(firstPid),

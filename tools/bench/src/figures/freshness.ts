@@ -1,6 +1,7 @@
 import { formatDate, localDate } from '@tally/key-layout';
 import type { Fleet, LoadBatch } from '@tally/loadgen';
-import { QUEUE } from '@tally/queues';
+import { createTallyClient, QueueFullError, QueueUnavailableError } from '@tally/client';
+import { QUEUE, queueShards } from '@tally/queues';
 import { sleep } from '@tally/testing';
 import { lineChart, targetRule, type Chart } from '../charts';
 import { figure, type FigureContext } from '../figure';
@@ -33,22 +34,29 @@ async function measureFreshness(ctx: FigureContext, root?: string, work?: 'basel
 export async function probesUnderLoad(
   ctx: FigureContext,
   fleet: Fleet,
-  opts: { seed: number; rate: number; probes: number; warmMs: number; tag: string; mapBatch?: (b: LoadBatch) => LoadBatch },
+  opts: { seed: number; rate: number; probes: number; warmMs: number; tag: string; mapBatch?: (b: LoadBatch) => LoadBatch } & {
+    /** The load and the probes through the collector (default), or `@tally/client` in this process. */
+    via?: 'http' | 'client';
+  },
 ) {
-  ctx.log(`background load: ${fmt(opts.rate)} events/s through the collector`);
+  const via = opts.via ?? 'http';
+  ctx.log(`background load: ${fmt(opts.rate)} events/s ${via === 'http' ? 'through the collector' : 'through @tally/client'}`);
   const load = startBackgroundLoad(fleet, {
     seed: opts.seed,
     rate: opts.rate,
     concurrency: 16,
     batchSize: [50, 150],
     mapBatch: opts.mapBatch,
+    via,
   });
-  const depths = sampler(250, () => fleet.queues[QUEUE.events].getWaitingCount());
+  const shards = queueShards(fleet.queues, QUEUE.events);
+  const depths = sampler(250, async () => (await Promise.all(shards.map((q) => q.getWaitingCount()))).reduce((a, b) => a + b, 0));
   const counts = () =>
     Promise.all([
       appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total'),
-      appMetric(fleet, 'collector', 'tally_events_accepted_total'),
+      via === 'http' ? appMetric(fleet, 'collector', 'tally_events_accepted_total') : load.stats.accepted,
     ]);
+  const send = via === 'http' ? httpProbeSender(fleet) : clientProbeSender(fleet);
   try {
     await sleep(opts.warmMs);
     const [applied0, accepted0] = await counts();
@@ -58,7 +66,7 @@ export async function probesUnderLoad(
     const [latencies, pollTimes] = [[] as number[], [] as number[]];
     let [polls, probeRetries] = [0, 0];
     for (let i = 0; i < opts.probes; i++) {
-      const r = await probe(fleet, `${opts.tag}${runTag}x${opts.seed}x${i}`);
+      const r = await probe(fleet, send.send, `${opts.tag}${runTag}x${opts.seed}x${i}`);
       latencies.push(r.ms);
       polls += r.polls;
       pollTimes.push(...r.pollTimes);
@@ -82,26 +90,60 @@ export async function probesUnderLoad(
   } finally {
     await depths.stop();
     await load.stop().catch(() => undefined);
+    await send.close();
   }
 }
 
-/** One probe: POST one view of `product`, then poll its series until it shows 1. */
-async function probe(fleet: Fleet, product: string): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
-  const collector = fleet.app('collector').url;
+/** Sends one view; resolves once Tally has taken it (a 202, or the client's enqueue), retrying backpressure. */
+type ProbeSender = { send: (product: string, ts: number) => Promise<'taken' | 'retry'>; close: () => Promise<void> };
+
+function httpProbeSender(fleet: Fleet): ProbeSender {
+  const [collector, keys] = [fleet.app('collector').url, fleet.keys[PROBE_STORE]!];
+  return {
+    async send(product, ts) {
+      const res = await fetch(`${collector}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${keys.ingest}`, 'content-type': 'application/json' },
+        body: JSON.stringify([{ type: 'view', ts, dims: { product } }]),
+      });
+      await res.arrayBuffer();
+      if (res.status === 202) return 'taken';
+      if (res.status !== 429 && res.status !== 503) throw new Error(`probe POST answered ${res.status}`);
+      return 'retry';
+    },
+    close: async () => {},
+  };
+}
+
+function clientProbeSender(fleet: Fleet): ProbeSender {
+  const client = createTallyClient(fleet.clientTarget());
+  return {
+    async send(product, ts) {
+      try {
+        await client.enqueueEvents(PROBE_STORE, [{ type: 'view', ts, dims: { product } }]);
+        return 'taken';
+      } catch (err) {
+        if (err instanceof QueueFullError || err instanceof QueueUnavailableError) return 'retry';
+        throw err;
+      }
+    },
+    close: () => client.close(),
+  };
+}
+
+/** One probe: send one view of `product`, then poll its series until it shows 1. */
+async function probe(
+  fleet: Fleet,
+  send: ProbeSender['send'],
+  product: string,
+): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
   const query = fleet.app('query-api').url;
   const keys = fleet.keys[PROBE_STORE]!;
   let retries = 0;
   let ts: number;
   for (;;) {
     ts = Date.now();
-    const res = await fetch(`${collector}/v1/events`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${keys.ingest}`, 'content-type': 'application/json' },
-      body: JSON.stringify([{ type: 'view', ts, dims: { product } }]),
-    });
-    await res.arrayBuffer();
-    if (res.status === 202) break;
-    if (res.status !== 429 && res.status !== 503) throw new Error(`probe POST answered ${res.status}`);
+    if ((await send(product, ts)) === 'taken') break;
     retries++;
     await sleep(50);
   }

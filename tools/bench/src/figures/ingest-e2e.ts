@@ -1,5 +1,5 @@
 import { generateLoad, type Fleet, type LoadBatch } from '@tally/loadgen';
-import { QUEUE } from '@tally/queues';
+import { QUEUE, queueShards } from '@tally/queues';
 import { defaultRules, rollup, validateEvents, type RulesInput } from '@tally/schema';
 import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import { lineChart, logBars, type Chart } from '../charts';
@@ -124,21 +124,26 @@ export async function measureLoad(
   fleet: Fleet,
   opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number } & {
     mapBatch?: (b: LoadBatch) => LoadBatch;
+    /** Through the collector (default), or `@tally/client` in this process: then this process is the producer. */
+    via?: 'http' | 'client';
   },
 ) {
+  const via = opts.via ?? 'http';
   const aggregator = fleet.app('bucket-aggregator');
   const collector = fleet.app('collector');
   const applied = () => appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total');
-  const accepted = () => appMetric(fleet, 'collector', 'tally_events_accepted_total');
-  const depth = () => fleet.queues[QUEUE.events].getWaitingCount();
+  const shards = queueShards(fleet.queues, QUEUE.events);
+  const depth = async () => (await Promise.all(shards.map((q) => q.getWaitingCount()))).reduce((a, b) => a + b, 0);
 
-  ctx.log(`${opts.batch}-event batches, ${opts.concurrency} in flight: warm-up ${opts.warmMs / 1000} s`);
+  ctx.log(`${opts.batch}-event batches, ${opts.concurrency} in flight (${via}): warm-up ${opts.warmMs / 1000} s`);
   const load = startBackgroundLoad(fleet, {
     seed: opts.seed,
     concurrency: opts.concurrency,
     batchSize: opts.batch,
     mapBatch: opts.mapBatch,
+    via,
   });
+  const accepted = async () => (via === 'http' ? appMetric(fleet, 'collector', 'tally_events_accepted_total') : load.stats.accepted);
   await sleep(opts.warmMs);
   // When the aggregator is the slower stage, the queue fills up to the backpressure limit: measure from there, so
   // accepted and applied rates are the same steady state. When the collector is slower it never fills.
@@ -169,7 +174,7 @@ export async function measureLoad(
   const samples = await perSecond.stop();
   const stats = await load.stop();
   // Empty the queue before the next load, so each run applies only its own batches.
-  await waitForQueuesIdle([fleet.queues[QUEUE.events]], { timeoutMs: 120_000, intervalMs: 100 });
+  await waitForQueuesIdle(shards, { timeoutMs: 120_000, intervalMs: 100 });
 
   const timeline = samples.slice(1).map((s, k) => ({
     second: Math.round((s.t - t0) / 1000),
@@ -181,7 +186,7 @@ export async function measureLoad(
     seconds,
     appliedPerSecond: (applied1 - applied0) / seconds,
     acceptedPerSecond: (accepted1 - accepted0) / seconds,
-    refused: stats.retries['429'] ?? 0,
+    refused: stats.retries[via === 'http' ? '429' : 'QueueFullError'] ?? 0,
     requests: stats.batches + Object.values(stats.retries).reduce((a, b) => a + b, 0),
     depthStart: depth0,
     depthEnd: depth1,
@@ -194,15 +199,21 @@ export async function measureLoad(
     },
     timeline,
   };
-  // CPU ms per 1000 events applied of each process, and of collector + aggregator + Redis: the cost, whatever the machine's load.
+  // CPU ms per 1000 events applied of each process, and of collector + aggregator + Redis (+ this process when it is the
+  // producer, its load generation included): the cost, whatever the machine's load.
   const per1000 = (cores: number) => (cores * 1_000_000) / Math.max(1, run.appliedPerSecond);
-  const cpuMs = { collector: per1000(run.cpu.collector), aggregator: per1000(run.cpu.aggregator), redis: per1000(run.cpu.redis) };
+  const cpuMs = {
+    collector: per1000(run.cpu.collector),
+    aggregator: per1000(run.cpu.aggregator),
+    redis: per1000(run.cpu.redis),
+    producer: via === 'client' ? per1000(run.cpu.bench) : 0,
+  };
   ctx.log(
     `  ${fmt(run.appliedPerSecond)} events/s applied, ${fmt(run.acceptedPerSecond)} accepted; queue ${depth0} -> ${depth1} jobs; ` +
-      `${run.refused} of ${run.requests} requests answered 429; CPU collector ${run.cpu.collector.toFixed(2)}, aggregator ` +
+      `${run.refused} of ${run.requests} ${via === 'http' ? 'requests answered 429' : 'calls refused (QueueFullError)'}; CPU collector ${run.cpu.collector.toFixed(2)}, aggregator ` +
       `${run.cpu.aggregator.toFixed(2)}, redis ${run.cpu.redis.toFixed(2)}, bench ${run.cpu.bench.toFixed(2)} cores`,
   );
-  return { ...run, cpuMs: { ...cpuMs, tally: cpuMs.collector + cpuMs.aggregator + cpuMs.redis } };
+  return { ...run, via, cpuMs: { ...cpuMs, tally: cpuMs.collector + cpuMs.aggregator + cpuMs.redis + cpuMs.producer } };
 }
 
 /**

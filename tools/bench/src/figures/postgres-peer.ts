@@ -26,6 +26,16 @@ const DURABILITY = [
   { name: 'on', appendfsync: 'always', synchronousCommit: 'on', says: 'nothing acknowledged is lost' },
 ] as const;
 
+/**
+ * Tally's two setups: as ingest-e2e runs it (services POST to the collector; one redis-server), and as the peer runs
+ * (the producer validates and rolls up in its own process, `@tally/client`, no HTTP hop) with Redis on more than one
+ * core as PostgreSQL's connections are: a Redis Cluster of 3 masters, one queue shard each.
+ */
+const TALLY_SETUPS = [
+  { name: 'HTTP, one redis-server', via: 'http', fleet: {} },
+  { name: '@tally/client, 3-master Redis Cluster', via: 'client', fleet: { clusterMasters: 3, queueShards: 3 } },
+] as const;
+
 /** What pg-writer.ts prints at the end: its counts, CPU seconds (writer, server) and each batch's latency (ms). */
 type PeerRun = { latencies: number[] } & Record<
   'events' | 'batches' | 'duplicates' | 'seconds' | 'clientCpuSeconds' | 'serverCpuSeconds' | 'cells' | 'tableRows' | 'mismatches',
@@ -66,27 +76,34 @@ async function measurePostgresPeer(ctx: FigureContext) {
       });
       ctx.log(`  p99 ${ms(quantile(pgPaced.latencies, 0.99))} ms from a batch's arrival to its commit, ${pgPaced.mismatches} mismatches`);
 
-      ctx.log(`Tally, AOF appendfsync ${d.appendfsync}: a fleet (collector, bucket-aggregator, query-api)`);
-      const fleetOptions = {
-        appendfsync: d.appendfsync,
-        replicas: { 'dynamo-writer': 0 },
-        appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
-      };
-      const tally = await withFleet(fleetOptions, async (fleet) => {
-        const tallyPeak = await measureLoad(ctx, fleet, {
-          batch: 1000,
-          concurrency: CONCURRENCY,
-          seed: 520 + i,
-          warmMs: ctx.quick ? 1_000 : 3_000,
-          fillWaitMs: ctx.quick ? 500 : 5_000,
-          windowMs,
-        });
-        ctx.log(`  ${probes} freshness probes under ${fmt(pacedRate)} events/s`);
-        const probeOpts = { seed: 530 + i, rate: pacedRate, probes, warmMs: ctx.quick ? 500 : 2_000, tag: 'PEER' };
-        const tallyFreshness = (await probesUnderLoad(ctx, fleet, probeOpts)).latencies;
-        return { tallyPeak, tallyFreshness };
-      });
-      rows.push({ durability: d, pgPeak, pgPaced, ...tally });
+      const tally = [];
+      for (const setup of TALLY_SETUPS) {
+        ctx.log(`Tally, ${setup.name}, AOF appendfsync ${d.appendfsync}: a fleet (collector, bucket-aggregator, query-api)`);
+        const fleetOptions = {
+          ...setup.fleet,
+          appendfsync: d.appendfsync,
+          replicas: { 'dynamo-writer': 0 },
+          appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
+        };
+        tally.push(
+          await withFleet(fleetOptions, async (fleet) => {
+            const peak = await measureLoad(ctx, fleet, {
+              batch: 1000,
+              concurrency: CONCURRENCY,
+              seed: 520 + i,
+              warmMs: ctx.quick ? 1_000 : 3_000,
+              fillWaitMs: ctx.quick ? 500 : 5_000,
+              windowMs,
+              via: setup.via,
+            });
+            ctx.log(`  ${probes} freshness probes under ${fmt(pacedRate)} events/s`);
+            const probeOpts = { seed: 530 + i, rate: pacedRate, probes, warmMs: ctx.quick ? 500 : 2_000, tag: 'PEER', via: setup.via };
+            const freshness = (await probesUnderLoad(ctx, fleet, probeOpts)).latencies;
+            return { setup, peak, freshness };
+          }),
+        );
+      }
+      rows.push({ durability: d, pgPeak, pgPaced, tally });
     }
     return { rows, pacedRate, serverVersion };
   } finally {
@@ -151,16 +168,37 @@ const peerCpuMs = (r: PeerRun) => ((r.clientCpuSeconds + r.serverCpuSeconds) * 1
 
 export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
   const f = await measurePostgresPeer(ctx);
-  const line = (r: (typeof f.rows)[number]) =>
-    `sync ${r.durability.name} (AOF ${r.durability.appendfsync} / synchronous_commit=${r.durability.synchronousCommit}): Tally ${fmt(r.tallyPeak.appliedPerSecond)} events/s, ` +
-    `${r.tallyPeak.cpuMs.tally.toFixed(1)} ms CPU per 1000 events, p99 freshness ${ms(quantile(r.tallyFreshness, 0.99))} ms; PostgreSQL ` +
-    `${fmt(r.pgPeak.events / r.pgPeak.seconds)} events/s, ${peerCpuMs(r.pgPeak).toFixed(1)} ms, p99 ${ms(quantile(r.pgPaced.latencies, 0.99))} ms`;
+  type Row = (typeof f.rows)[number];
+  type Tally = Row['tally'][number];
+  const pgRate = (r: Row) => r.pgPeak.events / r.pgPeak.seconds;
+  const line = (r: Row) =>
+    `sync ${r.durability.name} (AOF ${r.durability.appendfsync} / synchronous_commit=${r.durability.synchronousCommit}): ` +
+    r.tally
+      .map(
+        (t) =>
+          `Tally ${t.setup.name} ${fmt(t.peak.appliedPerSecond)} events/s, ${t.peak.cpuMs.tally.toFixed(1)} ms CPU per 1000 events, ` +
+          `p99 freshness ${ms(quantile(t.freshness, 0.99))} ms`,
+      )
+      .join('; ') +
+    `; PostgreSQL ${fmt(pgRate(r))} events/s, ${peerCpuMs(r.pgPeak).toFixed(1)} ms, p99 ${ms(quantile(r.pgPaced.latencies, 0.99))} ms`;
   const summary = `${f.rows.map(line).join('; ')}`;
+  const cpu = (t: Tally) => {
+    const c = t.peak.cpuMs;
+    const parts =
+      t.setup.via === 'http'
+        ? [`collector ${c.collector.toFixed(1)}`]
+        : [`producer ${c.producer.toFixed(1)}`, `collector ${c.collector.toFixed(1)}`];
+    return `${c.tally.toFixed(1)} (${[...parts, `aggregator ${c.aggregator.toFixed(1)}`, `redis ${c.redis.toFixed(1)}`].join(', ')})`;
+  };
+  const seen = (t: Tally) => (t.setup.via === 'http' ? '202' : 'enqueued');
   const table = f.rows.flatMap((r) => {
     const d = r.durability;
     return [
-      `| Tally, AOF \`appendfsync ${d.appendfsync}\` | ${d.says} | **${fmt(r.tallyPeak.appliedPerSecond)}** | ${r.tallyPeak.cpuMs.tally.toFixed(1)} (collector ${r.tallyPeak.cpuMs.collector.toFixed(1)}, aggregator ${r.tallyPeak.cpuMs.aggregator.toFixed(1)}, redis ${r.tallyPeak.cpuMs.redis.toFixed(1)}) | ${ms(quantile(r.tallyFreshness, 0.5))} / **${ms(quantile(r.tallyFreshness, 0.99))}** (${r.tallyFreshness.length} probes, 202 → visible in the query API) | |`,
-      `| PostgreSQL, \`synchronous_commit = ${d.synchronousCommit}\` | ${d.says} | **${fmt(r.pgPeak.events / r.pgPeak.seconds)}** | ${peerCpuMs(r.pgPeak).toFixed(1)} (writer ${((r.pgPeak.clientCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}, server ${((r.pgPeak.serverCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}) | ${ms(quantile(r.pgPaced.latencies, 0.5))} / **${ms(quantile(r.pgPaced.latencies, 0.99))}** (${fmt(r.pgPaced.batches)} batches, arrival → commit) | ${fmt(r.pgPeak.tableRows)} + ${fmt(r.pgPaced.tableRows)} rows equal the expected sums |`,
+      ...r.tally.map(
+        (t) =>
+          `| Tally, ${t.setup.name}, AOF \`appendfsync ${d.appendfsync}\` | ${d.says} | **${fmt(t.peak.appliedPerSecond)}** | ${cpu(t)} | ${ms(quantile(t.freshness, 0.5))} / **${ms(quantile(t.freshness, 0.99))}** (${t.freshness.length} probes, ${seen(t)} → visible in the query API) | |`,
+      ),
+      `| PostgreSQL, \`synchronous_commit = ${d.synchronousCommit}\` | ${d.says} | **${fmt(pgRate(r))}** | ${peerCpuMs(r.pgPeak).toFixed(1)} (writer ${((r.pgPeak.clientCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}, server ${((r.pgPeak.serverCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}) | ${ms(quantile(r.pgPaced.latencies, 0.5))} / **${ms(quantile(r.pgPaced.latencies, 0.99))}** (${fmt(r.pgPaced.batches)} batches, arrival → commit) | ${fmt(r.pgPeak.tableRows)} + ${fmt(r.pgPaced.tableRows)} rows equal the expected sums |`,
     ];
   });
   const markdown = [
@@ -173,11 +211,17 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
     "each batch and rolls it up in the store's zone with Tally's own code and rules, then applies it with one prepared statement in one",
     'transaction — the batch id into a dedupe table (a retried batch counts once) and a multi-row `INSERT … SELECT FROM unnest(…) ON CONFLICT',
     '(pk, field) DO UPDATE SET value = value + EXCLUDED.value` of its deltas sorted by key (no deadlocks between concurrent batches) — over a',
-    `pool of ${CONCURRENCY} connections opened up front. It has no HTTP hop and no queue (Tally has both). Peak: 1000-event batches, ${CONCURRENCY} in flight, as`,
+    `pool of ${CONCURRENCY} connections opened up front. It has no HTTP hop and no queue. Peak: 1000-event batches, ${CONCURRENCY} in flight, as`,
     `fast as each takes them. Freshness: ${fmt(f.pacedRate)} events/s in batches of 50-150; PostgreSQL's is each batch's arrival at the writer to its`,
-    "commit; Tally's is a probe's 202 to the first query-API answer that shows it, under the same load. CPU: Tally is collector + aggregator +",
-    'redis-server; PostgreSQL is the writer + the server processes of its connections + the WAL writer, checkpointer and background writer',
-    '(/proc). After each PostgreSQL run the whole table is compared with the sums of every batch applied.',
+    "commit; Tally's is a probe's 202 (or its enqueue) to the first query-API answer that shows it, under the same load. CPU: PostgreSQL is the writer",
+    '+ the server processes of its connections + the WAL writer, checkpointer and background writer (/proc).',
+    '',
+    'Tally runs two ways. **HTTP, one redis-server**: services POST to the collector, as in ingest-e2e; CPU is collector + aggregator +',
+    "redis-server. **@tally/client, 3-master Redis Cluster**: the peer's own shape, the producer validating and rolling up in its process",
+    "(`@tally/client`, whose backpressure stops at the collector's queue limit) with no HTTP hop, and Redis on more than one core as",
+    "PostgreSQL's connections are (3 masters, AOF on each, `QUEUE_SHARDS=3`); CPU is the producer (this bench process: the load",
+    "generation as well as the client, so it is counted against Tally) + aggregator + every master (+ the idle collector). Each setup's events/s",
+    "is its aggregator's applied count. After each PostgreSQL run the whole table is compared with the sums of every batch applied.",
     '',
     'Equal durability: Redis AOF `appendfsync everysec` ≈ `synchronous_commit = off` (a crash may lose the last moment of acknowledged writes,',
     'PostgreSQL up to three `wal_writer_delay`s); `appendfsync always` ≈ `synchronous_commit = on` (every acknowledged write is on disk).',
@@ -188,8 +232,15 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
     '',
     ...f.rows.map(
       (r) =>
-        `- ${r.durability.name === 'off' ? 'Asynchronous' : 'Synchronous'} durability: Tally takes **${(r.tallyPeak.appliedPerSecond / (r.pgPeak.events / r.pgPeak.seconds)).toFixed(2)}×** PostgreSQL's events/s at ` +
-        `${(r.tallyPeak.cpuMs.tally / peerCpuMs(r.pgPeak)).toFixed(2)}× its CPU per event.`,
+        `- ${r.durability.name === 'off' ? 'Asynchronous' : 'Synchronous'} durability: ` +
+        r.tally
+          .map(
+            (t) =>
+              `Tally (${t.setup.name}) takes **${(t.peak.appliedPerSecond / pgRate(r)).toFixed(2)}×** PostgreSQL's events/s at ` +
+              `${(t.peak.cpuMs.tally / peerCpuMs(r.pgPeak)).toFixed(2)}× its CPU per event`,
+          )
+          .join('; ') +
+        '.',
     ),
   ].join('\n');
   return { summary, markdown };
