@@ -102,12 +102,14 @@ describe('fleet figures (quick)', () => {
     // The figure compares each PostgreSQL table with the sums of every batch it applied and fails on any difference.
     expect(lines.filter((l) => /checked: [\d,]+ \(pk, field\) rows equal the sums of [\d,]+ batches/.test(l))).toHaveLength(4);
     expect(result.summary).toMatch(
-      /^sync off \(AOF everysec \/ synchronous_commit=off\): Tally [\d,]+ events\/s.*PostgreSQL [\d,]+ events\/s.*; sync on \(AOF always \/ synchronous_commit=on\)/,
+      /^sync off \(AOF everysec \/ synchronous_commit=off\): Tally HTTP, one redis-server [\d,]+ events\/s.*; Tally @tally\/client, 3-master Redis Cluster [\d,]+ events\/s.*PostgreSQL [\d,]+ events\/s.*; sync on \(AOF always \/ synchronous_commit=on\)/,
     );
     for (const first of [
-      'Tally, AOF `appendfsync everysec`',
+      'Tally, HTTP, one redis-server, AOF `appendfsync everysec`',
+      'Tally, @tally/client, 3-master Redis Cluster, AOF `appendfsync everysec`',
       'PostgreSQL, `synchronous_commit = off`',
-      'Tally, AOF `appendfsync always`',
+      'Tally, HTTP, one redis-server, AOF `appendfsync always`',
+      'Tally, @tally/client, 3-master Redis Cluster, AOF `appendfsync always`',
       'PostgreSQL, `synchronous_commit = on`',
     ]) {
       const cells = row(result.markdown, first);
@@ -115,5 +117,9 @@ describe('fleet figures (quick)', () => {
       expect(Number(cells[3]!.split(' ')[0])).toBeGreaterThan(0); // CPU ms per 1000 events
     }
     expect(row(result.markdown, 'PostgreSQL, `synchronous_commit = on`')[5]).toMatch(/rows equal the expected sums/);
+    // In the peer's shape the producer's CPU counts against Tally, and the probes go through the client.
+    const client = row(result.markdown, 'Tally, @tally/client, 3-master Redis Cluster, AOF `appendfsync everysec`');
+    expect(client[3]).toMatch(/\(producer [\d.]+, collector [\d.]+, aggregator [\d.]+, redis [\d.]+\)/);
+    expect(client[4]).toMatch(/enqueued → visible in the query API/);
   }, 300_000);
 });
