@@ -1,6 +1,5 @@
 import { formatDate, localDate } from '@tally/key-layout';
-import type { Fleet, LoadBatch } from '@tally/loadgen';
-import { createTallyClient, QueueFullError, QueueUnavailableError } from '@tally/client';
+import { clientSender, httpSender, type Fleet, type LoadBatch, type Sender } from '@tally/loadgen';
 import { QUEUE, queueShards } from '@tally/queues';
 import { sleep } from '@tally/testing';
 import { lineChart, targetRule, type Chart } from '../charts';
@@ -56,7 +55,13 @@ export async function probesUnderLoad(
       appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total'),
       via === 'http' ? appMetric(fleet, 'collector', 'tally_events_accepted_total') : load.stats.accepted,
     ]);
-  const send = via === 'http' ? httpProbeSender(fleet) : clientProbeSender(fleet);
+  // The load generator's senders, retrying backpressure (a 429, QueueFullError) and an unreachable Redis.
+  let retries = 0;
+  const policy = { initialDelayMs: 50, maxDelayMs: 50, deadlineMs: PROBE_TIMEOUT_MS, onRetry: () => void retries++ };
+  const send =
+    via === 'http'
+      ? httpSender({ url: fleet.app('collector').url, keyOf: (s) => fleet.keys[s]!.ingest, ...policy })
+      : clientSender({ ...fleet.clientTarget(), ...policy });
   try {
     await sleep(opts.warmMs);
     const [applied0, accepted0] = await counts();
@@ -64,13 +69,12 @@ export async function probesUnderLoad(
     ctx.log(`${opts.probes} probes, one after another`);
     const runTag = Date.now().toString(36);
     const [latencies, pollTimes] = [[] as number[], [] as number[]];
-    let [polls, probeRetries] = [0, 0];
+    let polls = 0;
     for (let i = 0; i < opts.probes; i++) {
-      const r = await probe(fleet, send.send, `${opts.tag}${runTag}x${opts.seed}x${i}`);
+      const r = await probe(fleet, send, `${opts.tag}${runTag}x${opts.seed}x${i}`);
       latencies.push(r.ms);
       polls += r.polls;
       pollTimes.push(...r.pollTimes);
-      probeRetries += r.retries;
       if ((i + 1) % 50 === 0) ctx.log(`  ${i + 1} probes, p50 so far ${ms(median(latencies))} ms`);
     }
     const seconds = (performance.now() - t0) / 1000;
@@ -80,7 +84,7 @@ export async function probesUnderLoad(
       latencies: latencies.sort(ascending),
       pollsPerProbe: polls / opts.probes,
       pollP50Ms: median(pollTimes),
-      probeRetries,
+      probeRetries: retries,
       acceptedPerSecond: (accepted1 - accepted0) / seconds,
       appliedPerSecond: (applied1 - applied0) / seconds,
       targetRate: opts.rate,
@@ -94,59 +98,15 @@ export async function probesUnderLoad(
   }
 }
 
-/** Sends one view; resolves once Tally has taken it (a 202, or the client's enqueue), retrying backpressure. */
-type ProbeSender = { send: (product: string, ts: number) => Promise<'taken' | 'retry'>; close: () => Promise<void> };
-
-function httpProbeSender(fleet: Fleet): ProbeSender {
-  const [collector, keys] = [fleet.app('collector').url, fleet.keys[PROBE_STORE]!];
-  return {
-    async send(product, ts) {
-      const res = await fetch(`${collector}/v1/events`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${keys.ingest}`, 'content-type': 'application/json' },
-        body: JSON.stringify([{ type: 'view', ts, dims: { product } }]),
-      });
-      await res.arrayBuffer();
-      if (res.status === 202) return 'taken';
-      if (res.status !== 429 && res.status !== 503) throw new Error(`probe POST answered ${res.status}`);
-      return 'retry';
-    },
-    close: async () => {},
-  };
-}
-
-function clientProbeSender(fleet: Fleet): ProbeSender {
-  const client = createTallyClient(fleet.clientTarget());
-  return {
-    async send(product, ts) {
-      try {
-        await client.enqueueEvents(PROBE_STORE, [{ type: 'view', ts, dims: { product } }]);
-        return 'taken';
-      } catch (err) {
-        if (err instanceof QueueFullError || err instanceof QueueUnavailableError) return 'retry';
-        throw err;
-      }
-    },
-    close: () => client.close(),
-  };
-}
-
-/** One probe: send one view of `product`, then poll its series until it shows 1. */
-async function probe(
-  fleet: Fleet,
-  send: ProbeSender['send'],
-  product: string,
-): Promise<{ ms: number; polls: number; pollTimes: number[]; retries: number }> {
+/** One probe: send one view of `product` (one batch of its own), then poll its series until it shows 1. */
+async function probe(fleet: Fleet, sender: Sender, product: string): Promise<{ ms: number; polls: number; pollTimes: number[] }> {
   const query = fleet.app('query-api').url;
   const keys = fleet.keys[PROBE_STORE]!;
-  let retries = 0;
-  let ts: number;
-  for (;;) {
-    ts = Date.now();
-    if ((await send(product, ts)) === 'taken') break;
-    retries++;
-    await sleep(50);
-  }
+  const ts = Date.now();
+  const events = [{ type: 'view', ts, dims: { product } }];
+  const batch = { seq: 0, store: PROBE_STORE, idempotencyKey: `probe-${product}`, events, badIndexes: [], badKinds: [] };
+  const out = await sender.send(batch);
+  if (out.kind !== 'accepted') throw new Error(`probe ${product} not taken: ${JSON.stringify(out)}`);
   const accepted = performance.now();
   // The probe's own store-local day, not `range=today`: a probe sent just before the store's midnight is read
   // after it.
@@ -161,10 +121,10 @@ async function probe(
     pollTimes.push(answered - t);
     if (res.status !== 200) throw new Error(`probe GET answered ${res.status}: ${JSON.stringify(body)}`);
     const views = Number(body.totals?.['ViewCount'] ?? 0);
-    if (views === 1) return { ms: answered - accepted, polls: pollTimes.length, pollTimes, retries };
+    if (views === 1) return { ms: answered - accepted, polls: pollTimes.length, pollTimes };
     if (views !== 0) throw new Error(`product ${product} shows ${views} views, expected 1`);
     if (answered - accepted > PROBE_TIMEOUT_MS)
-      throw new Error(`product ${product} still not visible ${PROBE_TIMEOUT_MS} ms after its 202`);
+      throw new Error(`product ${product} still not visible ${PROBE_TIMEOUT_MS} ms after it was taken`);
   }
 }
 
