@@ -71,6 +71,7 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/top?entity=product&metric=Nope', 'metric', /unknown metric "Nope"/],
     ['/v1/top?entity=product&metric=ViewCount&limit=0', 'limit', /limit/],
     ['/v1/top?entity=product', 'metric', /^metric: is required$/],
+    ['/v1/top?entity=product:P1&metric=ViewCount', 'entity', /entity takes the name alone here \(product\), not product:P1/],
   ];
   it.each(cases)('GET %s → 400 field %s', async (url, field, message) => {
     const { status, body } = await get(url);

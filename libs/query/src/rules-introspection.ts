@@ -17,6 +17,8 @@ export function entityOf(rules: CompiledRules, name: string, field: string) {
   const storeEntity = storeEntityOf(rules);
   const canonical = name === 'store' && storeEntity ? storeEntity : name;
   if (!NAME_PATTERN.test(canonical) || !Object.hasOwn(rules.rules.entities, canonical)) {
+    const named = name.slice(0, Math.max(0, name.indexOf(':')));
+    if (Object.hasOwn(rules.rules.entities, named)) throw new QueryError(field, `entity takes the name alone here (${named}), not ${name}`);
     const known = Object.keys(rules.rules.entities).join(', ');
     throw new QueryError(field, `unknown entity ${JSON.stringify(name)}; known: ${known}`);
   }
