@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadTarget, stackDemoStore } from './cli';
+import { clientTarget, loadTarget, stackDemoStore } from './cli';
 import { loadTo } from './driver';
 
 let root: string;
@@ -44,6 +44,43 @@ describe('npm run loadgen', () => {
     const none = { TALLY_DATA_DIR: path.join(root, 'none') };
     expect(loadTarget('collector', undefined, none, root)).toEqual(['http://127.0.0.1:7401', 'no npm start stack runs']);
     expect(loadTarget('redis', undefined, none, root)).toEqual(['redis://127.0.0.1:6379', 'no npm start stack runs']);
+  });
+
+  it("--via client takes the stack's Redis Cluster, KEY_PREFIX and QUEUE_SHARDS, or the environment's, checked", () => {
+    const stack = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', 'tools/stack/src/main.ts'], { stdio: 'ignore' });
+    const dir = mkdtempSync(path.join(root, 'layout-'));
+    try {
+      const layout = { redisClusterNodes: '127.0.0.1:41011,127.0.0.1:41012', keyPrefix: 'shop', queueShards: '3' };
+      const backends = { redisUrl: 'redis://127.0.0.1:41011', collectorUrl: '', dynamoEndpoint: '', table: '', region: '', ...layout };
+      writeFileSync(path.join(dir, 'stack.json'), JSON.stringify({ stackPid: stack.pid, startedAt: '', children: {}, backends }));
+      const env = { TALLY_DATA_DIR: dir };
+      const nodes = [
+        { host: '127.0.0.1', port: 41011 },
+        { host: '127.0.0.1', port: 41012 },
+      ];
+      const onStack = clientTarget(undefined, env, root);
+      expect(onStack.options).toEqual({
+        connection: { REDIS_URL: 'redis://127.0.0.1:41011', REDIS_CLUSTER_NODES: nodes },
+        keyPrefix: 'shop',
+        queueShards: 3,
+      });
+      expect(onStack.said).toMatch(
+        /^Redis Cluster 127\.0\.0\.1:41011,127\.0\.0\.1:41012 \(the npm start stack, .*\), KEY_PREFIX shop, QUEUE_SHARDS 3$/,
+      );
+      // --redis-url names one server: the stack's layout is not taken for it, the environment's is.
+      expect(clientTarget('redis://10.0.0.7:6379', { ...env, QUEUE_SHARDS: '2' }, root).options).toEqual({
+        connection: { REDIS_URL: 'redis://10.0.0.7:6379', REDIS_CLUSTER_NODES: undefined },
+        keyPrefix: 't',
+        queueShards: 2,
+      });
+      expect(clientTarget(undefined, { ...env, REDIS_CLUSTER_NODES: '127.0.0.1:42001' }, root).options.connection).toEqual({
+        REDIS_URL: 'redis://127.0.0.1:6379',
+        REDIS_CLUSTER_NODES: [{ host: '127.0.0.1', port: 42001 }],
+      });
+      expect(() => clientTarget(undefined, { ...env, QUEUE_SHARDS: 'many' }, root)).toThrow(/QUEUE_SHARDS/);
+    } finally {
+      stack.kill('SIGKILL');
+    }
   });
 
   it("takes the running npm start stack's demo store and its saved ingest key when no store is given", async () => {

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
-import { runningStack, stackBackend } from '@tally/stack';
+import { loadConfig, toolEnvSchemas } from '@tally/config';
+import { runningStack, stackBackend, stackLayout } from '@tally/stack';
 
 /** An option of a command line: a string (the default), a number of at least `min`, or a flag; `help` is its line in
  * the usage (a `\n` in it continues under the first line), `arg` names its value there. */
@@ -69,6 +70,28 @@ export function loadTarget(what: 'collector' | 'redis', given: string | undefine
   const value = stackBackend(stack, collector ? 'collectorUrl' : 'redisUrl', instead);
   if (value) return [value, stack.from] as const;
   return [collector ? 'http://127.0.0.1:7401' : 'redis://127.0.0.1:6379', 'no npm start stack runs'] as const;
+}
+
+/**
+ * How `--via client` reaches the installation's queues: REDIS_CLUSTER_NODES when set (without --redis-url), else the
+ * Redis of loadTarget; with the KEY_PREFIX and QUEUE_SHARDS of the environment, else, on the running stack's Redis, the
+ * cluster, prefix and queue shards it gave its apps; checked as the dlq tool checks them. `said` is what to print.
+ */
+export function clientTarget(given: string | undefined, env: Record<string, string | undefined>, cwd?: string) {
+  const nodes = given ? undefined : env['REDIS_CLUSTER_NODES'];
+  const [url, from] = nodes ? [env['REDIS_URL'], 'REDIS_CLUSTER_NODES'] : loadTarget('redis', given, env, cwd);
+  const fromStack = !given && !nodes && !env['REDIS_URL'] ? stackLayout(runningStack(env, cwd)) : {};
+  const own = Object.fromEntries((['KEY_PREFIX', 'QUEUE_SHARDS'] as const).filter((n) => env[n]).map((n) => [n, env[n]]));
+  const c = loadConfig(toolEnvSchemas.dlq, { ...fromStack, ...own, REDIS_URL: url, ...(nodes ? { REDIS_CLUSTER_NODES: nodes } : {}) });
+  const cluster = nodes ?? fromStack['REDIS_CLUSTER_NODES'];
+  return {
+    options: {
+      connection: { REDIS_URL: c.REDIS_URL, REDIS_CLUSTER_NODES: c.REDIS_CLUSTER_NODES },
+      keyPrefix: c.KEY_PREFIX,
+      queueShards: c.QUEUE_SHARDS,
+    },
+    said: `${cluster ? `Redis Cluster ${cluster}` : `Redis ${c.REDIS_URL}`} (${from}), KEY_PREFIX ${c.KEY_PREFIX}, QUEUE_SHARDS ${c.QUEUE_SHARDS}`,
+  };
 }
 
 /**

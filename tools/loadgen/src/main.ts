@@ -6,7 +6,7 @@
 // unbounded or a count is off.
 import { readFileSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
-import { loadTarget, parseCli, stackDemoStore } from './cli';
+import { clientTarget, loadTarget, parseCli, stackDemoStore } from './cli';
 import { loadFleet, loadTo, type LoadStats } from './driver';
 import { expectedCounts } from './expected';
 import { startFleet } from './fleet';
@@ -85,17 +85,29 @@ const say = (line: string) => process.stdout.write(`${command}: ${line}\n`);
 const seed = a.seed ?? (useFleet ? 1 : Date.now() % 1_000_000);
 // Without --fleet: the running npm start stack's collector and Redis unless given, said on stderr as npm run dlq does;
 // a stack whose run file does not say (an older npm start) is a usage error naming the option that does.
-const target = (what: 'collector' | 'redis', given: string | undefined) => {
+const said = <T>(pick: () => { value: T; said: string }): T => {
   try {
-    const [value, from] = loadTarget(what, given, process.env);
-    process.stderr.write(`${command}: using ${what === 'redis' ? 'Redis' : what} ${value} (${from})\n`);
-    return value;
+    const t = pick();
+    process.stderr.write(`${command}: using ${t.said}\n`);
+    return t.value;
   } catch (err) {
     return fail((err as Error).message);
   }
 };
-const url = useFleet || via === 'client' ? '' : target('collector', a.url);
-const redisUrl = useFleet || via === 'http' ? '' : target('redis', a['redis-url']);
+const url =
+  useFleet || via === 'client'
+    ? ''
+    : said(() => {
+        const [value, from] = loadTarget('collector', a.url, process.env);
+        return { value, said: `collector ${value} (${from})` };
+      });
+const queuesAt =
+  useFleet || via === 'http'
+    ? undefined
+    : said(() => {
+        const t = clientTarget(a['redis-url'], process.env);
+        return { value: t.options, said: t.said };
+      });
 if (a.seed === undefined && !useFleet) process.stderr.write(`${command}: seed ${seed} (--seed ${seed} sends these batches again)\n`);
 
 let started = 0;
@@ -155,7 +167,7 @@ try {
         {
           stores,
           http: { url, keyOf: (s) => keys.get(s)! },
-          client: { connection: redisUrl }, // the default rules
+          client: queuesAt ?? { connection: 'redis://127.0.0.1:6379' }, // the default rules (unused with --via http)
         },
         { ...options, keepAccepted: false },
       );

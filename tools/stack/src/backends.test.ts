@@ -43,6 +43,27 @@ describe('chooseBackends (npm run dlq / tenants)', () => {
     ]);
   });
 
+  it("takes the stack's Redis Cluster, KEY_PREFIX and QUEUE_SHARDS with its Redis, the environment's own prefix and shards first", () => {
+    const dir = mkdtempSync(path.join(root, 'cluster-'));
+    const layout = { redisClusterNodes: '127.0.0.1:41011,127.0.0.1:41012', keyPrefix: 'shop', queueShards: '3' };
+    writeRunFile(dir, { backends: { ...backends, ...layout } });
+    const choice = chooseBackends({ TALLY_DATA_DIR: dir }, { redis: true }, root, stackCmdline);
+    expect(choice.env).toMatchObject({
+      REDIS_URL: backends.redisUrl,
+      REDIS_CLUSTER_NODES: layout.redisClusterNodes,
+      KEY_PREFIX: 'shop',
+      QUEUE_SHARDS: '3',
+    });
+    expect(choice.notes[0]).toMatch(/^Redis Cluster 127\.0\.0\.1:41011,127\.0\.0\.1:41012 \(the npm start stack, pid /);
+    const own = chooseBackends({ TALLY_DATA_DIR: dir, QUEUE_SHARDS: '6' }, { redis: true }, root, stackCmdline);
+    expect(own.env).toMatchObject({ KEY_PREFIX: 'shop', QUEUE_SHARDS: '6' });
+    // A stack on one redis-server with the default layout records none of them, and none is set.
+    const plain = mkdtempSync(path.join(root, 'plain-'));
+    writeRunFile(plain, { backends });
+    const env = chooseBackends({ TALLY_DATA_DIR: plain }, { redis: true }, root, stackCmdline).env;
+    expect([env['REDIS_CLUSTER_NODES'], env['KEY_PREFIX'], env['QUEUE_SHARDS']]).toEqual([undefined, undefined, undefined]);
+  });
+
   it('a variable that is set wins over the stack', () => {
     const dir = mkdtempSync(path.join(root, 'override-'));
     writeRunFile(dir, { backends });

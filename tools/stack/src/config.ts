@@ -15,6 +15,12 @@ const text = z.string().min(1).optional();
 export const stackEnv = z.object({
   REDIS_URL: sharedEnvShape.REDIS_URL.unwrap().optional().describe('Use this Redis instead of starting redis-server.'),
   REDIS_CLUSTER_NODES: text.describe('Use this Redis Cluster (`host:port,…`, passed to the apps) instead of starting redis-server.'),
+  KEY_PREFIX: text.describe(
+    "The apps' KEY_PREFIX, passed to them; recorded with the stack's backends, so `npm run dlq`, `tenants` and `loadgen` use it too.",
+  ),
+  QUEUE_SHARDS: text.describe(
+    "The apps' QUEUE_SHARDS, passed to them; recorded with the stack's backends, so `npm run dlq`, `tenants` and `loadgen` use it too.",
+  ),
   DYNAMODB_ENDPOINT: sharedEnvShape.DYNAMODB_ENDPOINT.describe('Use this DynamoDB endpoint instead of starting dynalite in-process.'),
   DYNAMODB_TABLE: sharedEnvShape.DYNAMODB_TABLE.describe('The table the stack creates when missing, and the apps use.'),
   AWS_REGION: sharedEnvShape.AWS_REGION.describe('Region for the DynamoDB client of the stack and the apps.'),

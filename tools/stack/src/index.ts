@@ -1,2 +1,2 @@
-export { backendEnvOrExit, runningStack, stackBackend } from './run-file';
+export { backendEnvOrExit, runningStack, stackBackend, stackLayout } from './run-file';
 export { alignColumns, runCli, UsageError, type CliIo, type CliValues } from './cli';

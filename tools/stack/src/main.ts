@@ -132,7 +132,9 @@ async function start(): Promise<void> {
   const urls = Object.fromEntries(APPS.map((a) => [a.name, `http://127.0.0.1:${ports[a.name]}`]));
   if (lifecycle.isStopping) return;
 
-  runFile.update({ backends: { redisUrl: redis.url, dynamoEndpoint: dynamo.endpoint, table, region, collectorUrl: urls['collector']! } });
+  const layout = { redisClusterNodes: env.REDIS_CLUSTER_NODES, keyPrefix: env.KEY_PREFIX, queueShards: env.QUEUE_SHARDS };
+  const backends = { redisUrl: redis.url, dynamoEndpoint: dynamo.endpoint, table, region, collectorUrl: urls['collector']! };
+  runFile.update({ backends: { ...backends, ...layout } });
   const stackVars = {
     REDIS_URL: redis.url,
     DYNAMODB_ENDPOINT: dynamo.endpoint,

@@ -27,6 +27,10 @@ export interface StackBackends {
   table: string;
   region: string;
   collectorUrl: string;
+  /** The Redis Cluster's nodes, KEY_PREFIX and QUEUE_SHARDS the apps were given, when they were (unset: the apps' defaults). */
+  redisClusterNodes?: string;
+  keyPrefix?: string;
+  queueShards?: string;
 }
 
 /** The command line of `pid` from /proc (Linux): '' when the process is gone, undefined without /proc. */
@@ -173,10 +177,17 @@ export function chooseBackends(
     );
 
   if (need.redis) {
-    const redisUrl = env['REDIS_URL'] ? undefined : stackBackend(stack, 'redisUrl', 'set REDIS_URL');
-    if (env['REDIS_URL']) notes.push(`Redis ${env['REDIS_URL']} (REDIS_URL)`);
-    else if (redisUrl !== undefined) notes.push(`Redis ${(out['REDIS_URL'] = redisUrl)} (${from})`);
-    else throw none('Redis', 'REDIS_URL');
+    const given = env['REDIS_URL'] || env['REDIS_CLUSTER_NODES'];
+    const redisUrl = given ? undefined : stackBackend(stack, 'redisUrl', 'set REDIS_URL');
+    if (env['REDIS_CLUSTER_NODES']) notes.push(`Redis Cluster ${env['REDIS_CLUSTER_NODES']} (REDIS_CLUSTER_NODES)`);
+    else if (env['REDIS_URL']) notes.push(`Redis ${env['REDIS_URL']} (REDIS_URL)`);
+    else if (redisUrl !== undefined) {
+      out['REDIS_URL'] = redisUrl;
+      // The installation's layout as the stack gave it to its apps: the same cluster, prefix and queue shards.
+      const layout = stackLayout(stack);
+      Object.assign(out, { ...layout, ...pickSet(env, ['KEY_PREFIX', 'QUEUE_SHARDS']) });
+      notes.push(`${layout.REDIS_CLUSTER_NODES ? `Redis Cluster ${layout.REDIS_CLUSTER_NODES}` : `Redis ${redisUrl}`} (${from})`);
+    } else throw none('Redis', 'REDIS_URL');
   }
   if (need.dynamo) {
     const instead = 'set DYNAMODB_ENDPOINT, DYNAMODB_TABLE and AWS_REGION';
@@ -192,6 +203,19 @@ export function chooseBackends(
   }
   return { env: out, notes };
 }
+
+/** REDIS_CLUSTER_NODES, KEY_PREFIX and QUEUE_SHARDS as the running stack gave them to its apps (only those it set). */
+export function stackLayout(stack: ReturnType<typeof runningStack>): Env {
+  const b = stack.backends;
+  return pickSet({ REDIS_CLUSTER_NODES: b?.redisClusterNodes, KEY_PREFIX: b?.keyPrefix, QUEUE_SHARDS: b?.queueShards }, [
+    'REDIS_CLUSTER_NODES',
+    'KEY_PREFIX',
+    'QUEUE_SHARDS',
+  ]);
+}
+
+const pickSet = (from: Env, names: readonly string[]): Env =>
+  Object.fromEntries(names.filter((n) => typeof from[n] === 'string' && from[n] !== '').map((n) => [n, from[n]]));
 
 /**
  * chooseBackends for an operator tool's main: says on stderr which backends it uses, or why there are none or the
