@@ -31,7 +31,9 @@ const { values: a, fail } = parseCli(command, `npm run ${soak ? 'test:soak' : 'l
   'keys-file': { arg: 'FILE', help: 'ingest keys as JSON {"STORE":"KEY"}' },
   'redis-url': {
     arg: 'URL',
-    help: "Redis of the queues, for --via client or both (default REDIS_URL, else the running npm start stack's Redis,\nelse redis://127.0.0.1:6379)",
+    help:
+      'Redis of the queues, for --via client or both (default REDIS_CLUSTER_NODES or REDIS_URL, else the running npm start\n' +
+      "stack's Redis or Redis Cluster, else redis://127.0.0.1:6379); KEY_PREFIX and QUEUE_SHARDS as the stack's apps have them",
   },
   stores: {
     arg: 'LIST',
