@@ -145,7 +145,8 @@ describe('npm start (tools/stack)', () => {
     const load = await npmRun('loadgen', loadArgs, dataDir);
     expect(load, JSON.stringify(load)).toMatchObject({ code: 0 });
     expect(load.err).toContain(
-      `loadgen: using collector ${urls['collector']} (${stackRef})\nloadgen: using Redis ${readRunFile(dataDir).backends!.redisUrl} (${stackRef})\n`,
+      `loadgen: using collector ${urls['collector']} (${stackRef})\n` +
+        `loadgen: using Redis ${readRunFile(dataDir).backends!.redisUrl} (${stackRef}), KEY_PREFIX t, QUEUE_SHARDS 1\n`,
     );
 
     // Every process the stack started, and its stores' files in the data directory we gave it.
