@@ -136,7 +136,7 @@ describe('validateEvents', () => {
     expect(byIndex.get(14)).toEqual(['value: has more than 2 decimal places']);
     expect(byIndex.get(15)).toEqual(['value: is required']);
     expect(byIndex.get(16)).toEqual(['value: is not allowed for type view']);
-    expect(byIndex.get(17)).toEqual(['extra: unknown field']);
+    expect(byIndex.get(17)).toEqual(['extra: unknown field; known: type, ts, id, dims, value']);
     for (const i of [18, 19, 20]) expect(byIndex.get(i)).toEqual(['(event): must be a JSON object']);
     expect(byIndex.get(21)![0]).toMatch(/^dims\.colour: unknown dimension/);
   });

@@ -74,6 +74,8 @@ function dimsOf(rules: CompiledRules, spec: { dims: Record<string, string> }): D
   return info;
 }
 
+const UNKNOWN_FIELD = `unknown field; known: ${Object.keys(eventInputSchema.shape).join(', ')}`;
+
 /** Records an error of event `index` (no closure per event: this is the hot path). */
 function fail(errors: EventError[], index: number, field: string, reason: string): undefined {
   errors.push({ index, field, reason });
@@ -126,7 +128,7 @@ function validateOne(
     if (!parsed.success) {
       for (const issue of parsed.error.issues) {
         const field = issue.code === 'unrecognized_keys' ? issue.keys.join(',') : issue.path.join('.') || '(event)';
-        fail(errors, index, field, issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message);
+        fail(errors, index, field, issue.code === 'unrecognized_keys' ? UNKNOWN_FIELD : issue.message);
       }
       return undefined;
     }
