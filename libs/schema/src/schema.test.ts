@@ -141,6 +141,16 @@ describe('validateEvents', () => {
     expect(byIndex.get(21)![0]).toMatch(/^dims\.colour: unknown dimension/);
   });
 
+  it('names the event types that take a dimension an event type does not', () => {
+    const r = validateEvents(rules, [{ type: 'order', ts: now, value: '19.99', dims: { visitor: 'V1', product: 'P1' } }], limits);
+    expect(r.errors.map((e) => `${e.field}: ${e.reason}`)).toEqual([
+      'dims.product: unknown dimension for type order; allowed: visitor (product is a dimension of view, order_item)',
+    ]);
+    expect(validateEvents(rules, [{ ...ok, dims: { product: 'P1', colour: 'red' } }], limits).errors[0]!.reason).toBe(
+      'unknown dimension for type view; allowed: product, visitor',
+    );
+  });
+
   it('says a missing or empty type is required, as it says of a missing dim or value', () => {
     const r = validateEvents(
       rules,

@@ -76,6 +76,12 @@ function dimsOf(rules: CompiledRules, spec: { dims: Record<string, string> }): D
 
 const UNKNOWN_FIELD = `unknown field; known: ${Object.keys(eventInputSchema.shape).join(', ')}`;
 
+/** For an unknown dimension's error: the event types that do take it, as a hint (` (product is a dimension of view, …)`). */
+function elsewhere(rules: CompiledRules, dim: string): string {
+  const types = [...rules.eventTypes].filter(([, spec]) => Object.hasOwn(spec.dims, dim)).map(([type]) => type);
+  return types.length ? ` (${dim} is a dimension of ${types.join(', ')})` : '';
+}
+
 /** Records an error of event `index` (no closure per event: this is the hot path). */
 function fail(errors: EventError[], index: number, field: string, reason: string): undefined {
   errors.push({ index, field, reason });
@@ -152,7 +158,7 @@ function validateOne(
   for (const name in given) {
     const value = given[name]!;
     if (!Object.hasOwn(spec.dims, name)) {
-      fail(errors, index, `dims.${name}`, `unknown dimension for type ${e.type}; allowed: ${info.allowed}`);
+      fail(errors, index, `dims.${name}`, `unknown dimension for type ${e.type}; allowed: ${info.allowed}${elsewhere(rules, name)}`);
     } else if (!info.paths && ID_PATTERN.test(value)) continue;
     else {
       const v = normalizeDimValue(rules, name, value);
