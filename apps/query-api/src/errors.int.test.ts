@@ -49,8 +49,8 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/series?from=2024-03-01', 'to', /to is required/],
     ['/v1/series?to=2024-03-01', 'from', /from is required/],
     ['/v1/series?range=last7d&from=2024-03-01&to=2024-03-02', 'range', /either range or from and to/],
-    ['/v1/series?granularity=hour', 'granularity', /granularity/],
-    ['/v1/series?range=last2d', 'range', /range/],
+    ['/v1/series?granularity=hour', 'granularity', /^granularity: unknown value "hour"; known: day, month, year, total$/],
+    ['/v1/series?range=last2d', 'range', /^range: unknown value "last2d"; known: today, yesterday, last7d, .*, allTime$/],
     ['/v1/series?range=allTime&granularity=day', 'granularity', /allTime answers granularity total only/],
     ['/v1/series?entity=shop', 'entity', /unknown entity "shop"; known: store, product, visitor/],
     ['/v1/series?entity=product', 'entity', /needs an id: entity=product:<id>/],
@@ -104,6 +104,11 @@ describe('bad input: 400 naming the field', () => {
     // A body that is not JSON at all is malformed; one that is JSON but wrong is a bad request.
     const code = field === 'body' ? 'TALLY_ERR_MALFORMED_BODY' : 'TALLY_ERR_BAD_REQUEST';
     expect(body).toMatchObject({ title: 'Bad Request', code, field });
+  });
+
+  it('names the value given and the known ones for a value outside a list, in a body too', async () => {
+    const { body } = await evaluate({ visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, op: '=>' }] }] });
+    expect(body).toMatchObject({ detail: 'segments.0.rules.0.op: unknown value "=>"; known: >=, >, =, <=, <, !=' });
   });
 
   it('says a missing member is required, not zod\'s "expected string, received undefined"', async () => {

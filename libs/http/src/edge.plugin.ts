@@ -175,7 +175,15 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
     // A member left out is "is required", not zod's "Invalid input: expected string, received undefined".
     const given = path.reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], req[where === 'query' ? 'query' : where]);
     const missing = issue.keyword === 'invalid_type' && path.length > 0 && given === undefined;
-    return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `${field}: ${missing ? 'is required' : issue.message}`, { field });
+    // A value outside an enum names the value given and the ones known, as an unknown parameter does.
+    const values = (issue.params as { values?: unknown[] }).values;
+    const detail =
+      issue.keyword === 'invalid_value' && values?.length && typeof given === 'string'
+        ? `unknown value ${JSON.stringify(given)}; known: ${values.join(', ')}`
+        : missing
+          ? 'is required'
+          : issue.message;
+    return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `${field}: ${detail}`, { field });
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE': {
