@@ -6,7 +6,7 @@
 // its (pk, field) deltas, in one transaction, over a pool of connections. At the end it checks the table against the
 // sums of everything it applied and prints one JSON line of figures.
 import { createInterface } from 'node:readline';
-import { compileRules, defaultRules, rollup, validateEvents, type RowDeltas } from '@tally/schema';
+import { compileRules, rollup, validateEvents, type RowDeltas, type RulesInput } from '@tally/schema';
 import pg from 'pg';
 import { cpuSeconds as cpuOf } from './proc';
 
@@ -15,10 +15,12 @@ interface Options {
   table: string;
   synchronousCommit: 'on' | 'off';
   concurrency: number;
+  /** The rules both sides count by (the figure's PEER_RULES). */
+  rules: RulesInput;
 }
 
 const opts = JSON.parse(process.argv[2]!) as Options;
-const rules = compileRules(defaultRules);
+const rules = compileRules(opts.rules);
 const counters = `${opts.table}_counters`;
 const batches = `${opts.table}_batches`;
 const APPLY_SQL = `WITH b AS (INSERT INTO ${batches} (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id)

@@ -110,6 +110,7 @@ describe('fleet figures (quick)', () => {
       'PostgreSQL, `synchronous_commit = off`',
       'Tally, HTTP, one redis-server, AOF `appendfsync always`',
       'Tally, @tally/client, 3-master Redis Cluster, AOF `appendfsync always`',
+      'Tally, @tally/client, 3-master Redis Cluster, default rules (+ unique visitors, rankings), AOF `appendfsync always`',
       'PostgreSQL, `synchronous_commit = on`',
     ]) {
       const cells = row(result.markdown, first);

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { userInfo } from 'node:os';
 import { generateLoad, type LoadOptions } from '@tally/loadgen';
+import { defaultRules, type RulesInput } from '@tally/schema';
 import { REPO_ROOT, sleep } from '@tally/testing';
 import pg from 'pg';
 import { figure, type FigureContext } from '../figure';
@@ -27,13 +28,37 @@ const DURABILITY = [
 ] as const;
 
 /**
- * Tally's two setups: as ingest-e2e runs it (services POST to the collector; one redis-server), and as the peer runs
+ * The counters the peer keeps, and so the work both sides do: the default rules without what a counters table has no
+ * equal for, the unique visitors' sketches (`distinct`) and the live rankings of top lists (`rank`).
+ */
+export const PEER_RULES: RulesInput = (() => {
+  const r = structuredClone(defaultRules) as unknown as {
+    metrics: Record<string, unknown>;
+    entities: Record<string, { distinct?: unknown; rank?: boolean }>;
+  };
+  delete r.metrics['UniqueVisitors'];
+  for (const e of Object.values(r.entities)) {
+    delete e.distinct;
+    delete e.rank;
+  }
+  return r as unknown as RulesInput;
+})();
+
+const CLUSTER = { clusterMasters: 3, queueShards: 3 } as const;
+/**
+ * Tally's setups: as ingest-e2e runs it (services POST to the collector; one redis-server), and as the peer runs
  * (the producer validates and rolls up in its own process, `@tally/client`, no HTTP hop) with Redis on more than one
- * core as PostgreSQL's connections are: a Redis Cluster of 3 masters, one queue shard each.
+ * core as PostgreSQL's connections are: a Redis Cluster of 3 masters, one queue shard each. Both on the peer's
+ * counters (PEER_RULES); the last setup again on the default rules, whose sketches and rankings the peer does not keep.
  */
 const TALLY_SETUPS = [
-  { name: 'HTTP, one redis-server', via: 'http', fleet: {} },
-  { name: '@tally/client, 3-master Redis Cluster', via: 'client', fleet: { clusterMasters: 3, queueShards: 3 } },
+  { name: 'HTTP, one redis-server', via: 'http', fleet: { rules: PEER_RULES } },
+  { name: '@tally/client, 3-master Redis Cluster', via: 'client', fleet: { ...CLUSTER, rules: PEER_RULES } },
+  {
+    name: '@tally/client, 3-master Redis Cluster, default rules (+ unique visitors, rankings)',
+    via: 'client',
+    fleet: { ...CLUSTER, rules: defaultRules },
+  },
 ] as const;
 
 /** What pg-writer.ts prints at the end: its counts, CPU seconds (writer, server) and each batch's latency (ms). */
@@ -120,7 +145,7 @@ async function runPeer(
   synchronousCommit: 'on' | 'off',
   load: { seed: number; batchSize: LoadOptions['batchSize']; durationMs: number; rate?: number },
 ): Promise<PeerRun> {
-  const options = JSON.stringify({ connectionString: url, table, synchronousCommit, concurrency: CONCURRENCY });
+  const options = JSON.stringify({ connectionString: url, table, synchronousCommit, concurrency: CONCURRENCY, rules: PEER_RULES });
   const writer = spawn(process.execPath, ['--import', 'tsx', 'tools/bench/src/pg-writer.ts', options], {
     cwd: REPO_ROOT,
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -215,6 +240,10 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
     `fast as each takes them. Freshness: ${fmt(f.pacedRate)} events/s in batches of 50-150; PostgreSQL's is each batch's arrival at the writer to its`,
     "commit; Tally's is a probe's 202 (or its enqueue) to the first query-API answer that shows it, under the same load. CPU: PostgreSQL is the writer",
     '+ the server processes of its connections + the WAL writer, checkpointer and background writer (/proc).',
+    '',
+    'Equal work: both count by the same rules (`PEER_RULES` in tools/bench/src/figures/postgres-peer.ts), the default rules less the two things',
+    "a counters table has no equal for, the unique visitors' sketches and the live rankings of top lists, so both write the same",
+    '(pk, field) cells. The last Tally setup runs the default rules instead, for what those two cost (the peer still keeps only counters).',
     '',
     'Tally runs two ways. **HTTP, one redis-server**: services POST to the collector, as in ingest-e2e; CPU is collector + aggregator +',
     "redis-server. **@tally/client, 3-master Redis Cluster**: the peer's own shape, the producer validating and rolling up in its process",
