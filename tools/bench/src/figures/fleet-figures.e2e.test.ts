@@ -86,7 +86,10 @@ describe('fleet figures (quick)', () => {
     try {
       const { result, lines } = await runQuick(ingestE2eFigure, { baseline });
       expect(lines).toContain(`before/after round 2: HEAD`);
-      expect(result.summary).toMatch(/against HEAD \([0-9a-f]{10}\) in the same run: CPU per 1000 events x[\d.]+, events\/s x[\d.]+/);
+      expect(result.summary).toMatch(
+        /against HEAD \([0-9a-f]{10}\) in the same run: CPU per 1000 events x[\d.]+, events\/s x[\d.]+ \(on its rules, [\d.]+% of the HINCRBY ceiling\)/,
+      );
+      expect(result.markdown).toMatch(/On these rules this checkout takes [\d,]+ events\/s: [\d.]+% of the HINCRBY ceiling above\./);
       for (const name of ['HEAD, round 1', 'this checkout, round 1', 'HEAD, round 2', 'this checkout, round 2']) {
         const cells = row(result.markdown, name);
         expect(num(cells[1]!)).toBeGreaterThan(0); // events/s
