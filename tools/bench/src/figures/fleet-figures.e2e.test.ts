@@ -104,6 +104,12 @@ describe('fleet figures (quick)', () => {
     const { result, lines } = await runQuick(postgresPeerFigure);
     // The figure compares each PostgreSQL table with the sums of every batch it applied and fails on any difference.
     expect(lines.filter((l) => /checked: [\d,]+ \(pk, field\) rows equal the sums of [\d,]+ batches/.test(l))).toHaveLength(4);
+    // The writer that keeps unique visitors too checks each (pk, field)'s count of members as well.
+    expect(
+      lines.filter((l) =>
+        /checked: [\d,]+ \(pk, field\) rows equal the sums, and [\d,]+ members their distinct members, of [\d,]+ batches/.test(l),
+      ),
+    ).toHaveLength(2);
     expect(result.summary).toMatch(
       /^sync off \(AOF everysec \/ synchronous_commit=off\): Tally HTTP, one redis-server [\d,]+ events\/s.*; Tally @tally\/client, 3-master Redis Cluster [\d,]+ events\/s.*PostgreSQL [\d,]+ events\/s.*; sync on \(AOF always \/ synchronous_commit=on\)/,
     );
@@ -115,6 +121,7 @@ describe('fleet figures (quick)', () => {
       'Tally, @tally/client, 3-master Redis Cluster, AOF `appendfsync always`',
       'Tally, @tally/client, 3-master Redis Cluster, default rules (+ unique visitors, rankings), AOF `appendfsync always`',
       'PostgreSQL, `synchronous_commit = on`',
+      'PostgreSQL with a members table (exact unique visitors), `synchronous_commit = on`',
     ]) {
       const cells = row(result.markdown, first);
       expect(num(cells[2]!)).toBeGreaterThan(0); // events/s

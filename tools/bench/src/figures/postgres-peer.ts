@@ -52,18 +52,28 @@ const CLUSTER = { clusterMasters: 3, queueShards: 3 } as const;
  * counters (PEER_RULES); the last setup again on the default rules, whose sketches and rankings the peer does not keep.
  */
 const TALLY_SETUPS = [
-  { name: 'HTTP, one redis-server', via: 'http', fleet: { rules: PEER_RULES } },
-  { name: '@tally/client, 3-master Redis Cluster', via: 'client', fleet: { ...CLUSTER, rules: PEER_RULES } },
+  { name: 'HTTP, one redis-server', via: 'http', fleet: { rules: PEER_RULES }, peer: 'counters' },
+  { name: '@tally/client, 3-master Redis Cluster', via: 'client', fleet: { ...CLUSTER, rules: PEER_RULES }, peer: 'counters' },
   {
     name: '@tally/client, 3-master Redis Cluster, default rules (+ unique visitors, rankings)',
     via: 'client',
     fleet: { ...CLUSTER, rules: defaultRules },
+    peer: 'distinct',
   },
 ] as const;
 
 /** What pg-writer.ts prints at the end: its counts, CPU seconds (writer, server) and each batch's latency (ms). */
 type PeerRun = { latencies: number[] } & Record<
-  'events' | 'batches' | 'duplicates' | 'seconds' | 'clientCpuSeconds' | 'serverCpuSeconds' | 'cells' | 'tableRows' | 'mismatches',
+  | 'events'
+  | 'batches'
+  | 'duplicates'
+  | 'seconds'
+  | 'clientCpuSeconds'
+  | 'serverCpuSeconds'
+  | 'cells'
+  | 'tableRows'
+  | 'memberRows'
+  | 'mismatches',
   number
 >;
 
@@ -92,6 +102,18 @@ async function measurePostgresPeer(ctx: FigureContext) {
       ctx.log(
         `  ${fmt(pgPeak.events / pgPeak.seconds)} events/s, ${peerCpuMs(pgPeak).toFixed(1)} ms CPU per 1000 events, ${pgPeak.mismatches} mismatches`,
       );
+      ctx.log(
+        `PostgreSQL with a members table, synchronous_commit = ${d.synchronousCommit}: peak with 1000-event batches, ${windowMs / 1000} s`,
+      );
+      const pgDistinct = await runPeer(
+        ctx,
+        url,
+        `distinct_${d.name}`,
+        d.synchronousCommit,
+        { seed: 540 + i, batchSize: 1000, durationMs: windowMs },
+        { rules: defaultRules, distinct: true },
+      );
+      ctx.log(`  ${fmt(pgDistinct.events / pgDistinct.seconds)} events/s, ${peerCpuMs(pgDistinct).toFixed(1)} ms CPU per 1000 events`);
       ctx.log(`PostgreSQL, synchronous_commit = ${d.synchronousCommit}: ${fmt(pacedRate)} events/s for ${pacedMs / 1000} s (freshness)`);
       const pgPaced = await runPeer(ctx, url, `paced_${d.name}`, d.synchronousCommit, {
         seed: 510 + i,
@@ -128,7 +150,7 @@ async function measurePostgresPeer(ctx: FigureContext) {
           }),
         );
       }
-      rows.push({ durability: d, pgPeak, pgPaced, tally });
+      rows.push({ durability: d, pgPeak, pgPaced, pgDistinct, tally });
     }
     return { rows, pacedRate, serverVersion };
   } finally {
@@ -144,8 +166,9 @@ async function runPeer(
   table: string,
   synchronousCommit: 'on' | 'off',
   load: { seed: number; batchSize: LoadOptions['batchSize']; durationMs: number; rate?: number },
+  counts: { rules: RulesInput; distinct: boolean } = { rules: PEER_RULES, distinct: false },
 ): Promise<PeerRun> {
-  const options = JSON.stringify({ connectionString: url, table, synchronousCommit, concurrency: CONCURRENCY, rules: PEER_RULES });
+  const options = JSON.stringify({ connectionString: url, table, synchronousCommit, concurrency: CONCURRENCY, ...counts });
   const writer = spawn(process.execPath, ['--import', 'tsx', 'tools/bench/src/pg-writer.ts', options], {
     cwd: REPO_ROOT,
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -184,7 +207,8 @@ async function runPeer(
   if (run.mismatches > 0)
     throw new Error(`PostgreSQL's table differs from the expected counts in ${run.mismatches} cells (of ${run.cells})`);
   if (run.duplicates > 0) throw new Error(`${run.duplicates} batches were refused as duplicates; every batch id of the run is new`);
-  ctx.log(`  checked: ${fmt(run.tableRows)} (pk, field) rows equal the sums of ${fmt(run.batches)} batches`);
+  const members = counts.distinct ? `, and ${fmt(run.memberRows)} members their distinct members,` : '';
+  ctx.log(`  checked: ${fmt(run.tableRows)} (pk, field) rows equal the sums${members} of ${fmt(run.batches)} batches`);
   return run;
 }
 
@@ -196,6 +220,9 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
   type Row = (typeof f.rows)[number];
   type Tally = Row['tally'][number];
   const pgRate = (r: Row) => r.pgPeak.events / r.pgPeak.seconds;
+  /** The PostgreSQL run a Tally setup does the same work as: counters, or counters and distinct members. */
+  const peerOf = (r: Row, t: Tally) => (t.setup.peer === 'distinct' ? r.pgDistinct : r.pgPeak);
+  const peerName = (t: Tally) => (t.setup.peer === 'distinct' ? 'PostgreSQL with a members table' : 'PostgreSQL');
   const line = (r: Row) =>
     `sync ${r.durability.name} (AOF ${r.durability.appendfsync} / synchronous_commit=${r.durability.synchronousCommit}): ` +
     r.tally
@@ -205,7 +232,8 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
           `p99 freshness ${ms(quantile(t.freshness, 0.99))} ms`,
       )
       .join('; ') +
-    `; PostgreSQL ${fmt(pgRate(r))} events/s, ${peerCpuMs(r.pgPeak).toFixed(1)} ms, p99 ${ms(quantile(r.pgPaced.latencies, 0.99))} ms`;
+    `; PostgreSQL ${fmt(pgRate(r))} events/s, ${peerCpuMs(r.pgPeak).toFixed(1)} ms, p99 ${ms(quantile(r.pgPaced.latencies, 0.99))} ms` +
+    `; PostgreSQL with a members table ${fmt(r.pgDistinct.events / r.pgDistinct.seconds)} events/s, ${peerCpuMs(r.pgDistinct).toFixed(1)} ms`;
   const summary = `${f.rows.map(line).join('; ')}`;
   const cpu = (t: Tally) => {
     const c = t.peak.cpuMs;
@@ -216,14 +244,18 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
     return `${c.tally.toFixed(1)} (${[...parts, `aggregator ${c.aggregator.toFixed(1)}`, `redis ${c.redis.toFixed(1)}`].join(', ')})`;
   };
   const seen = (t: Tally) => (t.setup.via === 'http' ? '202' : 'enqueued');
+  const pgCpu = (p: Row['pgPeak']) =>
+    `${peerCpuMs(p).toFixed(1)} (writer ${((p.clientCpuSeconds * 1e6) / p.events).toFixed(1)}, server ${((p.serverCpuSeconds * 1e6) / p.events).toFixed(1)})`;
   const table = f.rows.flatMap((r) => {
     const d = r.durability;
+    const pd = r.pgDistinct;
     return [
       ...r.tally.map(
         (t) =>
           `| Tally, ${t.setup.name}, AOF \`appendfsync ${d.appendfsync}\` | ${d.says} | **${fmt(t.peak.appliedPerSecond)}** | ${cpu(t)} | ${ms(quantile(t.freshness, 0.5))} / **${ms(quantile(t.freshness, 0.99))}** (${t.freshness.length} probes, ${seen(t)} → visible in the query API) | |`,
       ),
-      `| PostgreSQL, \`synchronous_commit = ${d.synchronousCommit}\` | ${d.says} | **${fmt(pgRate(r))}** | ${peerCpuMs(r.pgPeak).toFixed(1)} (writer ${((r.pgPeak.clientCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}, server ${((r.pgPeak.serverCpuSeconds * 1e6) / r.pgPeak.events).toFixed(1)}) | ${ms(quantile(r.pgPaced.latencies, 0.5))} / **${ms(quantile(r.pgPaced.latencies, 0.99))}** (${fmt(r.pgPaced.batches)} batches, arrival → commit) | ${fmt(r.pgPeak.tableRows)} + ${fmt(r.pgPaced.tableRows)} rows equal the expected sums |`,
+      `| PostgreSQL, \`synchronous_commit = ${d.synchronousCommit}\` | ${d.says} | **${fmt(pgRate(r))}** | ${pgCpu(r.pgPeak)} | ${ms(quantile(r.pgPaced.latencies, 0.5))} / **${ms(quantile(r.pgPaced.latencies, 0.99))}** (${fmt(r.pgPaced.batches)} batches, arrival → commit) | ${fmt(r.pgPeak.tableRows)} + ${fmt(r.pgPaced.tableRows)} rows equal the expected sums |`,
+      `| PostgreSQL with a members table (exact unique visitors), \`synchronous_commit = ${d.synchronousCommit}\` | ${d.says} | **${fmt(pd.events / pd.seconds)}** | ${pgCpu(pd)} | | ${fmt(pd.tableRows)} rows equal the expected sums, ${fmt(pd.memberRows)} members the distinct members |`,
     ];
   });
   const markdown = [
@@ -243,7 +275,11 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
     '',
     'Equal work: both count by the same rules (`PEER_RULES` in tools/bench/src/figures/postgres-peer.ts), the default rules less the two things',
     "a counters table has no equal for, the unique visitors' sketches and the live rankings of top lists, so both write the same",
-    '(pk, field) cells. The last Tally setup runs the default rules instead, for what those two cost (the peer still keeps only counters).',
+    '(pk, field) cells. The last Tally setup runs the default rules instead, and is compared with a second PostgreSQL writer that keeps the',
+    "default rules' unique visitors too, exactly: each batch's distinct (pk, field, member) triples (a member is the same 8 bytes of the",
+    "visitor's SHA-256 as Tally's, as an `int8`) inserted `ON CONFLICT DO NOTHING` into a members table (primary key `(pk, field, member)`) in the",
+    "same statement, so a range's unique visitors is a `count(DISTINCT member)`. It keeps no rankings: PostgreSQL would sort the counters",
+    'table when asked for a top list. Its check also compares each (pk, field) count of members with the distinct members of every batch applied.',
     '',
     'Tally runs two ways. **HTTP, one redis-server**: services POST to the collector, as in ingest-e2e; CPU is collector + aggregator +',
     "redis-server. **@tally/client, 3-master Redis Cluster**: the peer's own shape, the producer validating and rolling up in its process",
@@ -265,8 +301,8 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
         r.tally
           .map(
             (t) =>
-              `Tally (${t.setup.name}) takes **${(t.peak.appliedPerSecond / pgRate(r)).toFixed(2)}×** PostgreSQL's events/s at ` +
-              `${(t.peak.cpuMs.tally / peerCpuMs(r.pgPeak)).toFixed(2)}× its CPU per event`,
+              `Tally (${t.setup.name}) takes **${(t.peak.appliedPerSecond / (peerOf(r, t).events / peerOf(r, t).seconds)).toFixed(2)}×** ` +
+              `${peerName(t)}'s events/s at ${(t.peak.cpuMs.tally / peerCpuMs(peerOf(r, t))).toFixed(2)}× its CPU per event`,
           )
           .join('; ') +
         '.',
