@@ -96,6 +96,10 @@ describe('UniqueVisitors', () => {
     expect(s.body.totals).toEqual({ UniqueVisitors: 2, ViewCount: 6 });
     const all = await get('/v1/series?metrics=UniqueVisitors&range=allTime&granularity=total');
     expect(all.body.totals).toEqual({ UniqueVisitors: 3 });
+    // allTime alone takes its one granularity.
+    const allAlone = await get('/v1/series?metrics=UniqueVisitors&range=allTime');
+    expect(allAlone.status).toBe(200);
+    expect(allAlone.body).toMatchObject({ granularity: 'total', range: 'allTime', totals: { UniqueVisitors: 3 } });
     const months = await get('/v1/series?metrics=UniqueVisitors&from=2024-02-01&to=2024-03-31&granularity=month');
     expect(months.body.points).toEqual([
       { period: '2024-02', values: { UniqueVisitors: 1 } },

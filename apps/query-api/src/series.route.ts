@@ -20,7 +20,8 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const entityRaw = q.entity ?? 'store';
     const entity = parseEntity(rules, store, entityRaw);
     const metrics = parseMetrics(rules, q.metrics, () => plainMetricsOf(rules, entity.entity));
-    const granularity = q.granularity ?? 'day';
+    // allTime has one granularity, so asking for it alone needs no granularity.
+    const granularity = q.granularity ?? (q.range === 'allTime' ? 'total' : 'day');
     const now = ctx.now();
     const noRange = q.range === undefined && q.from === undefined && q.to === undefined;
     const { range: asked, name } = resolveRange(q, timeZone, now, granularity === 'total' && noRange ? 'allTime' : 'last30d');

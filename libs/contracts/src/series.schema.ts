@@ -16,7 +16,7 @@ export const seriesQuerySchema = z
       .enum(GRANULARITIES)
       .optional()
       .describe(
-        'day (default): one point per day; month/year: one point per calendar month/year overlapping the range (whole periods); total: one point for the range',
+        'day (default; total with range allTime): one point per day; month/year: one point per calendar month/year overlapping the range (whole periods); total: one point for the range',
       ),
   })
   .strict();
