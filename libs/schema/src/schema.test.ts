@@ -94,6 +94,27 @@ describe('validateEvents', () => {
     expect(leap.errors).toEqual([]);
   });
 
+  it('says when a refused ts reads as epoch seconds or microseconds instead of milliseconds', () => {
+    const at = Math.floor(now / 1000) * 1000 - 60_000;
+    const r = validateEvents(
+      rules,
+      [
+        { ...ok, ts: at / 1000 },
+        { ...ok, ts: String(at / 1000) },
+        { ...ok, ts: at * 1000 },
+        { ...ok, ts: now - 40 * 86_400_000 },
+      ],
+      limits,
+    );
+    const iso = new Date(at).toISOString();
+    expect(r.errors.map((e) => `${e.index}:${e.field}: ${e.reason}`)).toEqual([
+      `0:ts: is older than the lateness horizon of 35 days (as epoch seconds it would be ${iso}; ts takes epoch milliseconds)`,
+      `1:ts: is older than the lateness horizon of 35 days (as epoch seconds it would be ${iso}; ts takes epoch milliseconds)`,
+      `2:ts: is more than 300s in the future (as epoch microseconds it would be ${iso}; ts takes epoch milliseconds)`,
+      '3:ts: is older than the lateness horizon of 35 days',
+    ]);
+  });
+
   it('names each bad event by index, field and reason', () => {
     const bad = [
       { ...ok, type: 'click' },

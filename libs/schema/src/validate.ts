@@ -46,6 +46,16 @@ export function parseTimestamp(ts: string | number): number | undefined {
   return Number.isNaN(ms) ? undefined : ms;
 }
 
+/**
+ * A number out of the window that would be in it in another unit is most likely epoch seconds (or microseconds) sent
+ * for milliseconds: say so, since "older than the lateness horizon" alone points nowhere near the mistake.
+ */
+function unitHint(raw: string | number, asMs: number, unit: string, limits: ValidationLimits): string {
+  if (typeof raw === 'string' && !/^\d+$/.test(raw)) return '';
+  if (asMs < limits.now - limits.latenessMs || asMs > limits.now + limits.clockSkewMs) return '';
+  return ` (as epoch ${unit} it would be ${new Date(Math.round(asMs)).toISOString()}; ts takes epoch milliseconds)`;
+}
+
 function daysInMonth(year: number, month: number): number {
   if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
   return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
@@ -147,9 +157,20 @@ function validateOne(
   const ts = parseTimestamp(e.ts);
   if (ts === undefined)
     fail(errors, index, 'ts', 'must be an ISO-8601 timestamp with a zone (e.g. 2023-05-03T10:15:00Z) or epoch milliseconds');
-  else if (ts > limits.now + limits.clockSkewMs) fail(errors, index, 'ts', `is more than ${limits.clockSkewMs / 1000}s in the future`);
+  else if (ts > limits.now + limits.clockSkewMs)
+    fail(
+      errors,
+      index,
+      'ts',
+      `is more than ${limits.clockSkewMs / 1000}s in the future${unitHint(e.ts, ts / 1000, 'microseconds', limits)}`,
+    );
   else if (ts < limits.now - limits.latenessMs)
-    fail(errors, index, 'ts', `is older than the lateness horizon of ${Math.round(limits.latenessMs / 86_400_000)} days`);
+    fail(
+      errors,
+      index,
+      'ts',
+      `is older than the lateness horizon of ${Math.round(limits.latenessMs / 86_400_000)} days${unitHint(e.ts, ts * 1000, 'seconds', limits)}`,
+    );
 
   const info = dimsOf(rules, spec);
   const given = e.dims;
