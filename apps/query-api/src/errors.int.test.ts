@@ -113,9 +113,24 @@ describe('bad input: 400 naming the field', () => {
 
   it('says a missing member is required, not zod\'s "expected string, received undefined"', async () => {
     expect((await evaluate({ segments: [{ name: 's', rules: [rule] }] })).body).toMatchObject({ detail: 'visitor: is required' });
-    expect((await evaluate({ visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, value: 'x' }] }] })).body.detail).toMatch(
-      /^segments\.0\.rules\.0\.value: Invalid input: expected number, received string$/,
+    expect((await evaluate({ visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, value: 'x' }] }] })).body.detail).toBe(
+      'segments.0.rules.0.value: must be a number, got "x"',
     );
+  });
+
+  it("says a bound or a type in the API's words, naming what was sent, not zod's", async () => {
+    const detail = async (url: string) => (await get(url)).body.detail;
+    expect(await detail('/v1/top?entity=product&metric=ViewCount&limit=0')).toBe('limit: must be at least 1, got "0"');
+    expect(await detail('/v1/top?entity=product&metric=ViewCount&limit=500')).toBe('limit: must be at most 100, got "500"');
+    expect(await detail('/v1/top?entity=product&metric=ViewCount&limit=1.5')).toBe('limit: must be a whole number, got "1.5"');
+    expect(await detail('/v1/top?entity=product&metric=ViewCount&limit=ten')).toBe('limit: must be a number, got "ten"');
+    const body = async (payload: unknown) => (await evaluate(payload)).body.detail;
+    expect(await body({ visitor: 'V1', segments: [] })).toBe('segments: must have at least 1 item, got 0');
+    expect(await body({ visitor: 'V1', segments: [{ name: '', rules: [rule] }] })).toBe(
+      'segments.0.name: must be at least 1 character long',
+    );
+    expect(await body({ visitor: 5, segments: [{ name: 's', rules: [rule] }] })).toBe('visitor: must be a string, got 5');
+    expect(await body([])).toBe('body: must be an object, got an array');
   });
 });
 

@@ -182,7 +182,7 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
         ? `unknown value ${JSON.stringify(given)}; known: ${values.join(', ')}`
         : missing
           ? 'is required'
-          : issue.message;
+          : (plainIssue(issue.keyword, issue.params as IssueParams, given) ?? issue.message);
     return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `${field}: ${detail}`, { field });
   }
   switch (err.code) {
@@ -210,6 +210,52 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
     return new HttpProblem(err.statusCode, 'TALLY_ERR_BAD_REQUEST', err.message);
   }
   return new HttpProblem(500, 'TALLY_ERR_INTERNAL', `internal error; see the ${opts.appName} log`);
+}
+
+interface IssueParams {
+  origin?: string;
+  expected?: string;
+  minimum?: number | bigint;
+  maximum?: number | bigint;
+  inclusive?: boolean;
+}
+
+/** What was sent, short: a query parameter is always a string, a body member any JSON value. */
+function shown(given: unknown): string {
+  if (Array.isArray(given)) return 'an array';
+  if (given !== null && typeof given === 'object') return 'an object';
+  const text = JSON.stringify(given) ?? String(given);
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
+
+/**
+ * zod's bound and type issues in the words of the rest of the API ("must be at most 100, got 500"), naming what was
+ * sent; undefined leaves zod's own message (refinements carry their own words).
+ */
+function plainIssue(keyword: string, params: IssueParams, given: unknown): string | undefined {
+  if (keyword === 'invalid_type') {
+    const expected = { int: 'a whole number', array: 'an array', object: 'an object', number: 'a number', string: 'a string' }[
+      params.expected ?? ''
+    ];
+    return expected && `must be ${expected}, got ${shown(given)}`;
+  }
+  if (keyword !== 'too_small' && keyword !== 'too_big') return undefined;
+  const small = keyword === 'too_small';
+  const bound = Number(small ? params.minimum : params.maximum);
+  const plural = (unit: string) => `${bound} ${unit}${bound === 1 ? '' : 's'}`;
+  const word = small ? 'at least' : 'at most';
+  switch (params.origin) {
+    case 'array':
+      return `must have ${word} ${plural('item')}, got ${Array.isArray(given) ? given.length : shown(given)}`;
+    case 'string':
+      return `must be ${word} ${plural('character')} long`;
+    case 'number':
+    case 'int':
+    case 'bigint':
+      return `must be ${params.inclusive === false ? (small ? 'more than' : 'less than') : word} ${bound}, got ${shown(given)}`;
+    default:
+      return undefined;
+  }
 }
 
 /** secure-json-parse refuses `__proto__` and `constructor.prototype` keys: say so, not "not valid JSON". */
