@@ -1,6 +1,6 @@
 import { redisKeys } from '@tally/key-layout';
 import { createQueues, closeQueues, eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE, type TallyQueues } from '@tally/queues';
-import { sleep, startRedis, waitFor, type RedisHandle } from '@tally/testing';
+import { freePort, sleep, startRedis, waitFor, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -228,6 +228,48 @@ describe('createTallyClient', () => {
     } finally {
       await bp.close();
       await closeQueues(bpQueues);
+    }
+  });
+
+  it('refuses a connection that is not a redis:// URL rather than open the default 127.0.0.1:6379', () => {
+    for (const connection of ['', 'localhost:6379', 'http://127.0.0.1:6379', { REDIS_URL: '127.0.0.1:6379' }]) {
+      const err = (() => {
+        try {
+          createTallyClient({ connection });
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect(err, JSON.stringify(connection)).toBeInstanceOf(InvalidArgumentError);
+      expect(err).toMatchObject({ field: 'connection', message: expect.stringMatching(/is not a redis:\/\/ or rediss:\/\/ URL/) });
+    }
+  });
+
+  it('made while Redis is unreachable, throws QueueUnavailableError after readyTimeoutMs (not hangs), and works once Redis is up', async () => {
+    const port = await freePort();
+    const c = createTallyClient({ connection: `redis://127.0.0.1:${port}`, readyTimeoutMs: 300 });
+    let late: RedisHandle | undefined;
+    try {
+      const started = Date.now();
+      const err = await c.enqueueEvents('STORE9', [view('P1')]).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(QueueUnavailableError);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      // Events are still checked first: a bad batch is a ValidationError, which no retry would cure.
+      expect(await c.enqueueEvents('STORE9', [view('P1', 'yesterday')]).catch((e: unknown) => e)).toBeInstanceOf(ValidationError);
+      late = await startRedis({ port });
+      const conn = new Redis(late.url, { maxRetriesPerRequest: null });
+      const probe = createQueues(conn);
+      try {
+        const ok = await waitFor(() => c.enqueueEvents('STORE9', [view('P2')], { idempotencyKey: 'late-redis' }), { timeoutMs: 10_000 });
+        expect(ok.accepted).toBe(1);
+        expect(await probe.events.getWaitingCount()).toBe(1);
+      } finally {
+        await closeQueues(probe);
+        conn.disconnect();
+      }
+    } finally {
+      await c.close();
+      await late?.stop();
     }
   });
 

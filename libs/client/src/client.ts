@@ -1,4 +1,11 @@
-import { createIntake, createProducerConnection, QueueFullError, type EnqueueOptions, type IntakeLimits } from '@tally/intake';
+import {
+  createIntake,
+  createProducerConnection,
+  QueueFullError,
+  waitForReady,
+  type EnqueueOptions,
+  type IntakeLimits,
+} from '@tally/intake';
 import { redisKeys } from '@tally/key-layout';
 import {
   allQueues,
@@ -70,19 +77,28 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     rules: opts.rules ?? compileRules(defaultRules),
     limits: { maxEvents: 100_000, ...opts.limits },
     source: 'client',
-    readyTimeoutMs: opts.readyTimeoutMs ?? 5_000,
+    // enqueueEvents waits for the connection itself, before its first Redis call; the intake then refuses at once.
+    readyTimeoutMs: 0,
     unknownStoreKey: redisKeys(keyPrefix).unknownStore,
   });
   const admit = depthGate(queueShards(queues, QUEUE.events), opts.backpressure ?? { maxDepth: 10_000 });
   const zoneOf = storeZones(redis, keyPrefix);
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 5_000;
   let closed = false;
   return {
     async enqueueEvents(store, events, eopts) {
       if (closed) throw new Error('this Tally client is closed');
-      await admit();
+      // A (re)connecting connection is waited for, at most readyTimeoutMs, before any call on it: BullMQ's own calls
+      // would wait unbounded for one that was never ready. If it is still not ready, the intake validates the events
+      // and then throws QueueUnavailableError.
+      const ready = await waitForReady(redis, readyTimeoutMs).then(
+        () => true,
+        () => false,
+      );
+      if (ready) await admit();
       // With the store's zone (as the aggregator published it from the tenant) the batch goes rolled up, as the
       // collector sends it; without it, as events the aggregator rolls up.
-      const timeZone = eopts?.timeZone ?? (await zoneOf(store));
+      const timeZone = eopts?.timeZone ?? (ready ? await zoneOf(store) : undefined);
       const { batchId, accepted } = await intake.submit(store, events, { ...eopts, timeZone });
       return { batchId, accepted };
     },

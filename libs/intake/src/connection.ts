@@ -1,5 +1,8 @@
 import { createRedisConnection, type RedisConnection, type RedisTarget } from '@tally/queues';
 import type { Redis, RedisOptions } from 'ioredis';
+import { InvalidArgumentError } from './errors';
+
+const REDIS_URL = /^rediss?:\/\/[^\s]+$/;
 
 export interface ProducerConnectionOptions {
   /** Deadline of one Redis command (an addBulk included); default 5000 ms. */
@@ -27,6 +30,14 @@ export function createProducerConnection(
   opts: ProducerConnectionOptions & Omit<RedisOptions, 'enableOfflineQueue' | 'maxRetriesPerRequest'> = {},
 ): RedisConnection {
   const { commandTimeoutMs, connectTimeoutMs, ...rest } = opts;
+  const url = typeof target === 'string' ? target : target.REDIS_URL;
+  // ioredis reads "", "localhost:6379" or "http://…" as the default 127.0.0.1:6379, or waits on nothing: refuse them.
+  if (typeof url !== 'string' || !REDIS_URL.test(url)) {
+    throw new InvalidArgumentError(
+      'connection',
+      `connection ${JSON.stringify(url)} is not a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379); nothing was opened`,
+    );
+  }
   return createRedisConnection(typeof target === 'string' ? { REDIS_URL: target } : target, {
     connectionName: 'tally-producer',
     enableOfflineQueue: false,
