@@ -1,5 +1,5 @@
-import { metricsOn } from '@tally/observability';
-import { Gauge, type Registry } from 'prom-client';
+import { metricsOn, within } from '@tally/observability';
+import { Counter, Gauge, type Registry } from 'prom-client';
 
 export type AggregatorMetrics = ReturnType<typeof createAggregatorMetrics>;
 
@@ -46,16 +46,38 @@ export interface Backlog {
  * Gauges read at scrape time from Redis (one bounded read per work-set shard of the totals the sealer and the
  * writer publish per store), so every replica reports the same value whoever ran the last seal, and a scrape
  * costs the same with ten stores or ten thousand. Values are as of each store's last seal tick or flush. A
- * scrape while Redis is unreachable keeps the previous values.
+ * scrape while Redis is unreachable or slow answers within `timeoutMs` with the previous values, and
+ * `tally_backlog_metrics_errors_total` counts it.
  */
-export function registerBacklogGauges(registry: Registry, read: () => Promise<Backlog>) {
+export function registerBacklogGauges(registry: Registry, read: () => Promise<Backlog>, timeoutMs = 1_000) {
   let last: Backlog = { dirtyRows: 0, outboxEntries: 0, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: 0 };
-  let pending: Promise<Backlog> | undefined;
+  const misses = new Counter({
+    name: 'tally_backlog_metrics_errors_total',
+    help: 'Scrapes that could not read the backlog (Redis down or slow); the backlog gauges then show the last values read.',
+    registers: [registry],
+    // The registry reads the metrics concurrently: this one waits for the scrape's read, so it shows its miss.
+    async collect() {
+      await current();
+    },
+  });
+  // One read at a time, shared by the four gauges and by scrapes within 250 ms of it. The aggregator's connection
+  // queues commands while Redis is away, so a read can wait for as long as the outage: a scrape waits at most
+  // `timeoutMs` for it, then answers the last values (the read still pending is shared by the next scrapes).
+  let reading: Promise<Backlog> | undefined;
+  let scrape: Promise<Backlog> | undefined;
   const current = () =>
-    (pending ??= read()
-      .then((b) => (last = b))
-      .catch(() => last)
-      .finally(() => setTimeout(() => (pending = undefined), 250)));
+    (scrape ??= within(
+      (reading ??= read()
+        .then((b) => (last = b))
+        .finally(() => setTimeout(() => (reading = undefined), 250))),
+      timeoutMs,
+      'no backlog read',
+    )
+      .catch(() => {
+        misses.inc();
+        return last;
+      })
+      .finally(() => (scrape = undefined)));
   const gauge = (name: string, help: string, pick: (b: Backlog) => number) =>
     new Gauge({
       name,

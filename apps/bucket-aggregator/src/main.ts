@@ -51,10 +51,19 @@ const bucketMs = config.BUCKET_SECONDS * 1000;
 const [sealWorker] = config.SEALER_ENABLED
   ? createShardWorkers(QUEUE.seal, sealProcessor({ buckets, queues, bucketMs, metrics, log }), layout, {
       ...worker,
-      connection: worker.connection.duplicate(),
+      connection: redis(),
       concurrency: Math.min(config.QUEUE_SHARDS, 4),
     })
   : [];
+
+// Served first: /healthz and /metrics answer (and /readyz says 503) while Redis is not there yet; the schedulers
+// are set up once it is (their calls wait for it).
+await serve({
+  workers: [...eventsWorkers, sealWorker],
+  ready: eventsWorkers,
+  started: { bucketSeconds: config.BUCKET_SECONDS, sealer: config.SEALER_ENABLED },
+  close: [{ name: 'dynamodb', run: async () => dynamo.destroy() }],
+});
 if (sealWorker) {
   const schedulers = Array.from({ length: config.QUEUE_SHARDS }, (_, shard) => `sealer-${shard}`);
   for (const [shard, id] of schedulers.entries()) {
@@ -68,10 +77,3 @@ if (sealWorker) {
   for (const s of await queues[QUEUE.seal].getJobSchedulers())
     if (s.key && !schedulers.includes(s.key)) await queues[QUEUE.seal].removeJobScheduler(s.key);
 }
-
-await serve({
-  workers: [...eventsWorkers, sealWorker],
-  ready: eventsWorkers,
-  started: { bucketSeconds: config.BUCKET_SECONDS, sealer: config.SEALER_ENABLED },
-  close: [{ name: 'dynamodb', run: async () => dynamo.destroy() }],
-});

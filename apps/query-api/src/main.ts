@@ -5,7 +5,7 @@ import { loadConfigOrExit, queryApiEnv } from '@tally/config';
 import { connectDynamo, createDynamoMeter } from '@tally/dynamo';
 import { closeHttp, createLogger, createMetrics, installShutdown, logEmitterErrors, metricsOn } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
-import { closeQueues, createQueues, createRedisConnection, describeRedisTarget, QUEUE, queueShards } from '@tally/queues';
+import { allQueues, closeQueues, createQueues, createRedisConnection, describeRedisTarget, QUEUE, queueShards } from '@tally/queues';
 import { createTenantDirectory } from '@tally/tenants';
 import { buildApp } from './app';
 import { dashboardBuilt } from './dashboard';
@@ -24,12 +24,12 @@ const redis = createRedisConnection(config, {
   maxRetriesPerRequest: 1,
   commandTimeout: config.QUERY_TIMEOUT_MS,
 });
-logEmitterErrors(log, 'redis', [redis]);
+const redisErrors = logEmitterErrors(log, 'redis', [redis]);
 const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX });
 // The seqs the sealers set, so that a query's snapshot after a seal names the new open bucket at once (a hint: while
 // not subscribed, a snapshot retries once per seal). A connection of its own; ioredis subscribes again after a reconnect.
 const epochRedis = createRedisConnection(config);
-logEmitterErrors(log, 'redis', [epochRedis]);
+redisErrors.watch([epochRedis]);
 buckets.followEpochs(epochRedis).catch((err: unknown) => log.warn({ err }, 'not following the sealers’ epochs'));
 // The connection subscribes to the epoch channel only: every message is an announcement, counted after followEpochs'
 // listener (registered first) has taken it in, so a test can wait for exactly that.
@@ -43,9 +43,9 @@ const keysDynamo = connectDynamo(config, { maxAttempts: 1, requestTimeoutMs: con
 const directory = createTenantDirectory({ dynamo: keysDynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: config.KEY_CACHE_TTL_MS, log });
 // The admin API: its own Redis connection (queue scans, key deletion) and DynamoDB client (Scans take longer than a query).
 const adminRedis = createRedisConnection(config, { maxRetriesPerRequest: 1 });
-logEmitterErrors(log, 'redis', [adminRedis]);
 const adminDynamo = connectDynamo(config);
 const adminQueues = createQueues(adminRedis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+redisErrors.watch([adminRedis, ...allQueues(adminQueues)]);
 const admin = {
   db: { dynamo: adminDynamo, table: config.DYNAMODB_TABLE },
   erasure: {

@@ -6,3 +6,4 @@ export * from './queue-metrics';
 export * from './shutdown';
 export * from './http-close';
 export * from './log-throttle';
+export * from './within';

@@ -43,6 +43,14 @@ export interface ErrorEmitter {
   on(event: 'error', listener: (err: Error) => void): unknown;
 }
 
+export interface EmitterErrorLog extends ThrottledLog {
+  /**
+   * Logs these emitters' errors too, through the same throttle. Call it as each one is made: one with no 'error'
+   * listener prints every reconnect attempt bare (ioredis' "Unhandled error event", BullMQ's console.error).
+   */
+  watch(emitters: readonly (ErrorEmitter | undefined)[]): void;
+}
+
 /**
  * Logs the 'error' events of connections and workers without flooding: while Redis is down every reconnect
  * attempt of every connection emits one, so each distinct message is logged once per window (no stack: these
@@ -53,18 +61,21 @@ export function logEmitterErrors(
   source: string,
   emitters: readonly (ErrorEmitter | undefined)[],
   opts: LogThrottleOptions & { level?: 'warn' | 'error' } = {},
-): ThrottledLog {
+): EmitterErrorLog {
   const throttled = throttleLog(log, opts);
-  for (const emitter of emitters) {
-    emitter?.on('error', (err) => {
-      const code = (err as { code?: string }).code;
-      throttled.log(
-        opts.level ?? 'warn',
-        `${source}:${code ?? ''}:${err.message}`,
-        { source, err: { message: err.message, code } },
-        `${source} error`,
-      );
-    });
-  }
-  return throttled;
+  const watch = (list: readonly (ErrorEmitter | undefined)[]) => {
+    for (const emitter of list) {
+      emitter?.on('error', (err) => {
+        const code = (err as { code?: string }).code;
+        throttled.log(
+          opts.level ?? 'warn',
+          `${source}:${code ?? ''}:${err.message}`,
+          { source, err: { message: err.message, code } },
+          `${source} error`,
+        );
+      });
+    }
+  };
+  watch(emitters);
+  return { log: throttled.log, watch };
 }

@@ -38,17 +38,22 @@ export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: 
   const { registry } = createMetrics({ app: name });
   const layout = { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS };
   const connections: RedisConnection[] = [];
+  // While Redis is down every connection and queue reports each reconnect: one line per distinct error and 10 s,
+  // from the moment each is made (the app may wait on Redis before it serves).
+  const redisErrors = logEmitterErrors(log, 'redis', []);
   const redis = () => {
     const connection = createRedisConnection(config, { maxRetriesPerRequest: null });
     connections.push(connection);
+    redisErrors.watch([connection]);
     return connection;
   };
   const queues = createQueues(redis(), layout);
+  redisErrors.watch(allQueues(queues));
   queueDepthMetrics(registry, allQueues(queues));
   const worker = { connection: redis(), lockMs: config.JOB_LOCK_MS };
 
   /**
-   * Logs failed jobs and (throttled) connection and worker errors, serves /metrics and /readyz (Redis answers and
+   * Logs failed jobs and (throttled) worker errors, serves /metrics and /readyz (Redis answers and
    * every worker of `ready` runs), and on SIGTERM closes the workers, the queues, the ops server, Redis, then `close`.
    */
   async function serve(opts: { workers: Array<Worker | undefined>; ready: Worker[]; started: object; close: ShutdownStep[] }) {
@@ -56,8 +61,6 @@ export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: 
     for (const w of workers) {
       w.on('failed', (job, err) => log.error({ queue: w.name, jobId: job?.id, err: err.message }, 'job failed'));
     }
-    // While Redis is down every connection and worker reports each reconnect: one line per distinct error and 10 s.
-    logEmitterErrors(log, 'redis', [...connections, ...allQueues(queues)]);
     logEmitterErrors(log, 'worker', workers, { level: 'error' });
     const ops = await startOpsServer({
       host: config.HTTP_HOST,
