@@ -2,7 +2,16 @@ import { createIntake, createProducerConnection } from '@tally/intake';
 import type { CollectorConfig } from '@tally/config';
 import { connectDynamo } from '@tally/dynamo';
 import { createMetrics, logEmitterErrors, queueDepthMetrics, type Logger } from '@tally/observability';
-import { allQueues, closeQueues, createQueues, queueShards, QUEUE, type RedisConnection, type TallyQueues } from '@tally/queues';
+import {
+  allQueues,
+  closeConnection,
+  closeQueues,
+  createQueues,
+  queueShards,
+  QUEUE,
+  type RedisConnection,
+  type TallyQueues,
+} from '@tally/queues';
 import type { CompiledRules } from '@tally/schema';
 import { createTenantDirectory } from '@tally/tenants';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -98,6 +107,6 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
 export async function closeCollectorDeps(r: CollectorResources): Promise<void> {
   r.backpressure.stop();
   await closeQueues(r.queues);
-  await r.redis.quit().catch(() => r.redis.disconnect());
+  await closeConnection(r.redis);
   r.dynamo.destroy();
 }

@@ -1,7 +1,7 @@
 import { checkTable, DynamoUnreachableError } from '@tally/dynamo';
 import { collectorEnv, loadConfigOrExit } from '@tally/config';
 import { closeHttp, createLogger, installShutdown } from '@tally/observability';
-import { closeQueues } from '@tally/queues';
+import { closeConnection, closeQueues } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { buildApp } from './app';
 import { createCollectorDeps } from './deps';
@@ -48,6 +48,6 @@ installShutdown(log, [
       await closeQueues(queues);
     },
   },
-  { name: 'quit redis', run: () => redis.quit().catch(() => redis.disconnect()), timeoutMs: 3_000 },
+  { name: 'quit redis', run: () => closeConnection(redis), timeoutMs: 3_000 },
   { name: 'close dynamodb client', run: async () => dynamo.destroy() },
 ]);

@@ -5,7 +5,16 @@ import { loadConfigOrExit, queryApiEnv } from '@tally/config';
 import { connectDynamo, createDynamoMeter } from '@tally/dynamo';
 import { closeHttp, createLogger, createMetrics, installShutdown, logEmitterErrors, metricsOn } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
-import { allQueues, closeQueues, createQueues, createRedisConnection, describeRedisTarget, QUEUE, queueShards } from '@tally/queues';
+import {
+  allQueues,
+  closeConnection,
+  closeQueues,
+  createQueues,
+  createRedisConnection,
+  describeRedisTarget,
+  QUEUE,
+  queueShards,
+} from '@tally/queues';
 import { createTenantDirectory } from '@tally/tenants';
 import { buildApp } from './app';
 import { dashboardBuilt } from './dashboard';
@@ -105,7 +114,7 @@ log.info(
 
 isShuttingDown = installShutdown(log, [
   { name: 'http', run: () => closeHttp(app), timeoutMs: 10_000 },
-  { name: 'redis', run: async () => (await redis.quit(), await epochRedis.quit()) },
-  { name: 'admin', run: async () => (await closeQueues(adminQueues), await adminRedis.quit()) },
+  { name: 'redis', run: () => Promise.all([closeConnection(redis), closeConnection(epochRedis)]) },
+  { name: 'admin', run: async () => (await closeQueues(adminQueues), await closeConnection(adminRedis)) },
   { name: 'dynamodb', run: async () => [dynamo, keysDynamo, adminDynamo].forEach((c) => c.destroy()) },
 ]);

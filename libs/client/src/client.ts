@@ -9,6 +9,7 @@ import {
 import { redisKeys } from '@tally/key-layout';
 import {
   allQueues,
+  closeConnection,
   closeQueues,
   createQueues,
   QUEUE,
@@ -106,7 +107,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
       if (closed) return;
       closed = true;
       await closeQueues(queues);
-      if (owned) await redis.quit().catch(() => redis.disconnect());
+      if (owned) await closeConnection(redis);
     },
   };
 }

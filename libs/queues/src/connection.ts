@@ -41,6 +41,15 @@ export function createRedisConnection(
   });
 }
 
+/**
+ * Closes a connection for good: QUIT when it is connected (what was sent is answered first), otherwise at once. A
+ * QUIT on a connection that is not would wait in its offline queue for a Redis that is not there, or be refused.
+ */
+export async function closeConnection(connection: RedisConnection): Promise<void> {
+  if (connection.status === 'ready') await connection.quit().catch(() => connection.disconnect());
+  else connection.disconnect();
+}
+
 /** A description of the target safe to log (no password). */
 export function describeRedisTarget(target: RedisTarget): string {
   if (target.REDIS_CLUSTER_NODES?.length) return `cluster ${target.REDIS_CLUSTER_NODES.map((n) => `${n.host}:${n.port}`).join(',')}`;

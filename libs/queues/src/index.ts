@@ -15,4 +15,4 @@ export {
 } from './queues';
 export { createShardWorkers } from './workers';
 export { jobIdFor } from './job-id';
-export { createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';
+export { closeConnection, createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';

@@ -11,7 +11,7 @@ import {
 } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
 import type { Worker } from 'bullmq';
-import { createRedisConnection, type RedisConnection, type RedisTarget } from './connection';
+import { closeConnection, createRedisConnection, type RedisConnection, type RedisTarget } from './connection';
 import { allQueues, closeQueues, createQueues } from './queues';
 
 /** The variables every queue-worker app reads (libs/config aggregatorEnv and writerEnv). */
@@ -71,10 +71,12 @@ export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: 
     });
     log.info({ port: ops.port, ...opts.started }, `${name} started`);
     installShutdown(log, [
-      { name: 'workers', run: () => Promise.all(workers.map((w) => w.close())), timeoutMs: 20_000 },
+      // With Redis away no active job can complete (its lock lapses and another replica retries it, idempotently),
+      // and a graceful close would wait for a Redis that is not there: close at once instead.
+      { name: 'workers', run: () => Promise.all(workers.map((w) => w.close(connections[0]!.status !== 'ready'))), timeoutMs: 20_000 },
       { name: 'queues', run: () => closeQueues(queues) },
       { name: 'ops server', run: () => ops.close() },
-      { name: 'redis', run: () => Promise.all(connections.map((c) => c.quit())) },
+      { name: 'redis', run: () => Promise.all(connections.map(closeConnection)) },
       ...opts.close,
     ]);
   }

@@ -17,7 +17,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 // The four apps started while their Redis is not there yet (a fleet whose Redis comes up last, or restarts with
 // it): each answers /healthz and /metrics at once and /readyz 503, prints only structured, throttled lines (no bare
-// errors from a connection or queue without a listener), and once Redis starts takes, applies and answers a batch.
+// errors from a connection or queue without a listener), stops cleanly on SIGTERM, and once Redis starts takes,
+// applies and answers a batch.
 
 const APPS: AppName[] = ['collector', 'bucket-aggregator', 'dynamo-writer', 'query-api'];
 const WAIT_MS = 8_000;
@@ -81,6 +82,14 @@ describe('apps started before their Redis', () => {
         printed.filter((l) => !/^std(out|err): \{".*\}$/.test(l)),
         report,
       ).toEqual([]);
+    }
+
+    // SIGTERM while Redis is missing: a clean exit (code 0, not a step over its deadline and a SIGKILL), then back.
+    for (const app of APPS) {
+      const handle = apps.get(app)!;
+      expect(await handle.process.kill('SIGTERM', { timeoutMs: 15_000 }), app).toEqual({ code: 0, signal: null });
+      expect(handle.process.output(), app).not.toMatch(/shutdown step (overran its deadline|failed)/);
+      await handle.restart();
     }
 
     redis = await startRedis({ port: redisPort });
