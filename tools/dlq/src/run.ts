@@ -1,6 +1,5 @@
 import { loadConfigOrExit, rawEnv, toolEnvSchemas } from '@tally/config';
-import { allQueues, closeQueues, createQueues, createRedisConnection, describeRedisTarget } from '@tally/queues';
-import { backendEnvOrExit } from '@tally/stack';
+import { backendEnvOrExit, connectToolRedis } from '@tally/stack';
 import { Presets, SingleBar } from 'cli-progress';
 import { runDlqCli, type Progress } from './cli';
 
@@ -20,24 +19,8 @@ export async function runDlq(argv: readonly string[]): Promise<void> {
   const env = backendEnvOrExit(rawEnv(), { redis: true }, argv);
   const config = loadConfigOrExit(toolEnvSchemas.dlq, env);
 
-  // An operator tool fails fast when Redis is away instead of waiting for it.
-  const redis = createRedisConnection(config, {
-    maxRetriesPerRequest: 2,
-    connectTimeout: 5_000,
-    retryStrategy: (attempt) => (attempt > 3 ? null : 250 * attempt),
-  });
-  let lastRedisError: Error | undefined;
-  redis.on('error', (err) => (lastRedisError = err)); // reported once, below
-  const queues = createQueues(redis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
-  for (const q of allQueues(queues)) q.on('error', () => undefined);
-
+  const { queues, close } = await connectToolRedis(config);
   try {
-    try {
-      await redis.ping();
-    } catch (err) {
-      process.stderr.write(`tally: cannot reach Redis at ${describeRedisTarget(config)}: ${(lastRedisError ?? (err as Error)).message}\n`);
-      process.exit(1);
-    }
     process.exitCode = await runDlqCli(
       argv,
       { queues, dedupeWindowMs: config.DEDUPE_WINDOW_SECONDS * 1000, progress },
@@ -47,7 +30,6 @@ export async function runDlq(argv: readonly string[]): Promise<void> {
       },
     );
   } finally {
-    await closeQueues(queues).catch(() => undefined);
-    redis.disconnect();
+    await close();
   }
 }

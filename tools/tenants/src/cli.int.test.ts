@@ -1,6 +1,6 @@
 import { createDynamoClient } from '@tally/dynamo';
 import { createTenantDirectory, SCOPES, type TenantDb } from '@tally/tenants';
-import { createTestTable, REPO_ROOT, startDynalite, startProcess, type DynaliteHandle } from '@tally/testing';
+import { createTestTable, freePort, REPO_ROOT, startDynalite, startProcess, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runTenantsCli, USAGE } from './cli';
 
@@ -139,5 +139,20 @@ describe('tenants CLI', () => {
     });
     expect(await help.exited).toEqual({ code: 0, signal: null });
     expect(help.output()).toBe(USAGE);
+  });
+
+  it('says in one line, exit 1, that it cannot reach Redis for a command that needs it (no stack trace per reconnect)', async () => {
+    const url = `redis://127.0.0.1:${await freePort()}`;
+    const p = await startProcess(
+      process.execPath,
+      ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', 'delete-store', 'SHOP3'],
+      { cwd: REPO_ROOT, env: { DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: db.table, REDIS_URL: url } },
+    );
+    expect(await p.exited).toEqual({ code: 1, signal: null });
+    expect(p.output().split('\n')).toEqual([
+      `[stderr] tally: using Redis ${url} (REDIS_URL)`,
+      `[stderr] tally: using DynamoDB ${dynalite.endpoint} (DYNAMODB_ENDPOINT)`,
+      `[stderr] tally: cannot reach Redis at ${url}: connect ECONNREFUSED ${url.slice('redis://'.length)}`,
+    ]);
   });
 });

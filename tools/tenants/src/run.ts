@@ -1,9 +1,9 @@
 import { BucketEraser, BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, rawEnv, toolEnvSchemas } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { closeQueues, createQueues, createRedisConnection, QUEUE, queueShards } from '@tally/queues';
+import { QUEUE, queueShards } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
-import { backendEnvOrExit } from '@tally/stack';
+import { backendEnvOrExit, connectToolRedis } from '@tally/stack';
 import { runTenantsCli } from './cli';
 
 /**
@@ -21,9 +21,8 @@ export async function runTenants(argv: readonly string[]): Promise<void> {
       { dynamo, table: config.DYNAMODB_TABLE },
       { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) },
       async () => {
-        const redis = createRedisConnection(config, { maxRetriesPerRequest: 3 });
-        const queues = createQueues(redis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
-        closeRedis = () => closeQueues(queues).then(() => redis.quit().catch(() => undefined));
+        const { redis, queues, close } = await connectToolRedis(config);
+        closeRedis = close;
         const rules = loadRulesOrExit(config.RULES_FILE);
         const buckets = new BucketStore({ redis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
         return {
