@@ -504,8 +504,9 @@ describe('dashboard in Chromium against the running stack', () => {
     await waitForText('[data-testid="sign-in-message"]', 'This key was not accepted. Check that it is a read key of your store.');
     // A real key, but an ingest key: not a read key either.
     await signIn(ingestKey);
-    await page.waitForFunction(() =>
-      document.querySelector('[data-testid="sign-in-message"]')?.textContent?.startsWith('This key was not accepted'),
+    await waitForText(
+      '[data-testid="sign-in-message"]',
+      'This key was not accepted: it is a key of your store, but not a read key. Sign in with a read key.',
     );
     expect(await page.evaluate(() => localStorage.getItem('tally.readKey'))).toBeNull();
 

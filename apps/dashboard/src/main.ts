@@ -73,7 +73,12 @@ function connect(key: string, form?: SignInView): void {
     onError: (err) => {
       if (err instanceof KeyRejectedError) {
         localStorage.removeItem(KEY_STORAGE);
-        (form ?? signIn()).say('This key was not accepted. Check that it is a read key of your store.', 'error');
+        // 403: the key is the store's, but has no read scope (an ingest or admin key); 401: no such key.
+        const text =
+          err.status === 403
+            ? 'This key was not accepted: it is a key of your store, but not a read key. Sign in with a read key.'
+            : 'This key was not accepted. Check that it is a read key of your store.';
+        (form ?? signIn()).say(text, 'error');
         form?.busy(false);
         return false;
       }
