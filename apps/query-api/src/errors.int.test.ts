@@ -131,6 +131,10 @@ describe('bad input: 400 naming the field', () => {
     );
     expect(await body({ visitor: 5, segments: [{ name: 's', rules: [rule] }] })).toBe('visitor: must be a string, got 5');
     expect(await body([])).toBe('body: must be an object, got an array');
+    const huge = '{"visitor":"V1","segments":[{"name":"s","rules":[{"metric":"ViewCount","range":"last3m","op":">=","value":1e400}]}]}';
+    expect(await body(huge)).toBe('segments.0.rules.0.value: must be a finite number, got Infinity');
+    const none = await app.inject({ method: 'POST', url: '/v1/segments/evaluate', headers: bearer(keys.read) });
+    expect(none.json()).toMatchObject({ status: 400, detail: 'body: is required', field: 'body' });
   });
 });
 

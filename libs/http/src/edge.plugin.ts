@@ -224,7 +224,7 @@ interface IssueParams {
 function shown(given: unknown): string {
   if (Array.isArray(given)) return 'an array';
   if (given !== null && typeof given === 'object') return 'an object';
-  const text = JSON.stringify(given) ?? String(given);
+  const text = typeof given === 'number' ? String(given) : (JSON.stringify(given) ?? String(given));
   return text.length > 40 ? `${text.slice(0, 37)}...` : text;
 }
 
@@ -237,7 +237,12 @@ function plainIssue(keyword: string, params: IssueParams, given: unknown): strin
     const expected = { int: 'a whole number', array: 'an array', object: 'an object', number: 'a number', string: 'a string' }[
       params.expected ?? ''
     ];
-    return expected && `must be ${expected}, got ${shown(given)}`;
+    if (!expected) return undefined;
+    if (given === undefined) return 'is required';
+    // JSON.parse reads 1e400 as Infinity, which z.number() refuses.
+    if ((params.expected === 'number' || params.expected === 'int') && typeof given === 'number' && !Number.isFinite(given))
+      return `must be a finite number, got ${shown(given)}`;
+    return `must be ${expected}, got ${shown(given)}`;
   }
   if (keyword !== 'too_small' && keyword !== 'too_big') return undefined;
   const small = keyword === 'too_small';
