@@ -131,6 +131,13 @@ describe("a store's admin routes", () => {
 
   it('refuse: 404 an unknown key, 400 bad settings naming the field, 403 a key without the admin scope', async () => {
     expect(expectProblem(await call(app, 'DELETE', '/v1/admin/keys/abcdef123456', admin), 404).code).toBe('TALLY_ERR_NOT_FOUND');
+    // A client library that sends Content-Type: application/json on every request: a route that takes no body
+    // ignores an empty one (a 404 here, not a 400 for the body); one that takes a body says it is empty.
+    const jsonHeaders = { ...bearer(admin), 'content-type': 'application/json' };
+    const deleted = await app.inject({ method: 'DELETE', url: '/v1/admin/keys/abcdef123456', headers: jsonHeaders });
+    expect(expectProblem(deleted, 404).code).toBe('TALLY_ERR_NOT_FOUND');
+    const created = await app.inject({ method: 'POST', url: '/v1/admin/keys', headers: jsonHeaders });
+    expect(expectProblem(created, 400, 'body').detail).toBe('the body is empty; send a JSON body');
     expectProblem(await call(app, 'PATCH', '/v1/admin/store', admin, { timeZone: 'Nowhere' }), 400, 'timeZone');
     expectProblem(await call(app, 'PATCH', '/v1/admin/store', admin, { currency: 'euro' }), 400, 'currency');
     expectProblem(await call(app, 'PATCH', '/v1/admin/store', admin, { historyMonths: 0 }), 400, 'historyMonths');

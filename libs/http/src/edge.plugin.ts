@@ -83,7 +83,9 @@ export const tallyEdge = fp(
     // JSON bodies only (an app with other types replaces the parsers): text/plain is 415, not a string that fails
     // validation, and a refused body says why (Fastify's own JSON parser drops the reason).
     app.removeAllContentTypeParsers();
-    app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+      // A route that takes no body (DELETE, GET) ignores an empty one, whatever Content-Type a client library sends.
+      if (body === '' && !req.routeOptions.schema?.body) return done(null, undefined);
       if (body === '')
         return done(new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON body', { field: 'body' }), undefined);
       try {
