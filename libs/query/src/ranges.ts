@@ -59,14 +59,23 @@ function sameDayMonthsAgo(d: LocalDate, months: number): LocalDate {
 
 /** `{ from, to }` as `YYYY-MM-DD` strings, validated: real dates, from <= to, at most MAX_RANGE_DAYS. */
 export function explicitRange(from: string, to: string): DateRange {
-  const f = parseDate(from);
-  if (!f) throw new QueryError('from', `must be a date YYYY-MM-DD, got ${JSON.stringify(from)}`);
-  const t = parseDate(to);
-  if (!t) throw new QueryError('to', `must be a date YYYY-MM-DD, got ${JSON.stringify(to)}`);
+  const f = dateParam('from', from);
+  const t = dateParam('to', to);
   if (compareDates(f, t) > 0) throw new QueryError('from', `from=${from} is after to=${to}`);
   if (toEpochDay(t) - toEpochDay(f) + 1 > MAX_RANGE_DAYS)
     throw new QueryError('to', `the range spans more than ${MAX_RANGE_DAYS} days (10 years)`);
   return { from: f, to: t };
+}
+
+/** A `YYYY-MM-DD` parameter as a date; a well-formed string naming no day (2026-02-30) is told apart from a malformed one. */
+function dateParam(field: 'from' | 'to', value: string): LocalDate {
+  const d = parseDate(value);
+  if (d) return d;
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
+  if (m && Number(m[2]) >= 1 && Number(m[2]) <= 12)
+    throw new QueryError(field, `${value} is not a day: ${m[1]}-${m[2]} has ${daysInMonth(Number(m[1]), Number(m[2]))} days`);
+  if (m) throw new QueryError(field, `${value} is not a day: there is no month ${m[2]}`);
+  throw new QueryError(field, `must be a date YYYY-MM-DD, got ${JSON.stringify(value)}`);
 }
 
 export function daysOf(range: DateRange): LocalDate[] {
