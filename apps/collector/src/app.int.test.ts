@@ -194,6 +194,10 @@ describe('POST /v1/events', () => {
     expect(none.statusCode).toBe(400);
     expect(none.json().detail).toBe('1 of 1 events are invalid; nothing was accepted');
     expect((await post([view()], { query: '?partial=maybe' })).statusCode).toBe(400);
+    const misspelt = await post([view('P1')], { query: '?partal=true' });
+    expect(misspelt.statusCode).toBe(400);
+    expect(misspelt.json()).toMatchObject({ field: 'partal', detail: 'unknown parameter "partal"; known: partial' });
+    expect(await waiting()).toBe(before + 1);
   });
 
   it('counts a retried request once: same Idempotency-Key, same batch and job, per store', async () => {

@@ -84,12 +84,15 @@ const eventsRouteSchema = {
   summary: 'Send events',
   description: DESCRIPTION,
   tags: ['events'],
-  querystring: z.object({
-    partial: z
-      .enum(['true', 'false', '1', '0'])
-      .optional()
-      .describe('true: accept the valid events of a request that also has invalid ones (default false: all or nothing)'),
-  }),
+  querystring: z
+    .object({
+      partial: z
+        .enum(['true', 'false', '1', '0'])
+        .optional()
+        .describe('true: accept the valid events of a request that also has invalid ones (default false: all or nothing)'),
+    })
+    // A misspelt parameter (?partal=true) is a 400 naming it, as on the query API, not a request taken as all or nothing.
+    .strict(),
   headers: z.looseObject({
     'idempotency-key': z
       .string()
