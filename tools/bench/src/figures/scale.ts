@@ -170,12 +170,20 @@ function grid(quick: boolean): Array<[number, number]> {
 
 type ScalePoint = Awaited<ReturnType<typeof measurePoint>>;
 
-/** Redis bytes per store and per open row, from the grid's points (differences between points, so the constant part drops out). */
-function memoryPer(points: readonly ScalePoint[]): { perStore: number; perRow: number } | undefined {
-  if (points.length < 3) return undefined;
-  const fewStores = points[0]!;
-  const manyStores = points.find((p) => p.openRows === fewStores.openRows && p.stores > fewStores.stores) ?? points[1]!;
-  const manyRows = [...points].filter((p) => p.stores === manyStores.stores).sort((a, b) => b.openRows - a.openRows)[0]!;
+/**
+ * Redis bytes per store and per open row, from the grid's points (differences between points, so the constant part
+ * drops out): two points with the same open rows and more stores, and then one with those stores and more open rows.
+ * A grid without both pairs (`TALLY_SCALE_POINTS` of one size) has no such figure.
+ */
+export function memoryPer(
+  points: ReadonlyArray<Pick<ScalePoint, 'stores' | 'openRows' | 'memory'>>,
+): { perStore: number; perRow: number } | undefined {
+  const fewStores = points[0];
+  const manyStores = points.find((p) => p.openRows === fewStores?.openRows && p.stores > fewStores.stores);
+  const manyRows = points
+    .filter((p) => p.stores === manyStores?.stores && p.openRows > manyStores.openRows)
+    .sort((a, b) => b.openRows - a.openRows)[0];
+  if (!fewStores || !manyStores || !manyRows) return undefined;
   return {
     perStore: (manyStores.memory - fewStores.memory) / (manyStores.stores - fewStores.stores),
     perRow: (manyRows.memory - manyStores.memory) / (manyRows.openRows - manyStores.openRows),
