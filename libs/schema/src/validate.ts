@@ -1,4 +1,4 @@
-import { ID_PATTERN } from '@tally/key-layout';
+import { daysInMonth, ID_PATTERN } from '@tally/key-layout';
 import type { CompiledRules } from './compile';
 import { toUnits } from './decimal';
 import { eventInputSchema, type NormalizedEvent } from './event.schema';
@@ -54,11 +54,6 @@ function unitHint(raw: string | number, asMs: number, unit: string, limits: Vali
   if (typeof raw === 'string' && !/^\d+$/.test(raw)) return '';
   if (asMs < limits.now - limits.latenessMs || asMs > limits.now + limits.clockSkewMs) return '';
   return ` (as epoch ${unit} it would be ${new Date(Math.round(asMs)).toISOString()}; ts takes epoch milliseconds)`;
-}
-
-function daysInMonth(year: number, month: number): number {
-  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
-  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
 }
 
 /** What validateOne needs of an event type's dims, computed once per compiled type. */
