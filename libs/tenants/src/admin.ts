@@ -10,6 +10,7 @@ import { isValidTimeZone, STORE_ID_PATTERN } from '@tally/key-layout';
 import { TenantError, type TenantErrorCode } from './errors';
 import {
   bool,
+  getAll,
   KEY_SK,
   keyPk,
   LISTING_SK_PREFIX,
@@ -19,8 +20,11 @@ import {
   scopesAttr,
   scopesOf,
   str,
+  TENANT_INDEX_BUILT_SK,
+  TENANT_INDEX_PK,
   TENANT_SK,
   tenantPk,
+  writeAll,
   type Item,
 } from './items';
 import { generateKey, hashKey, isScope, SCOPES, type Scope } from './keys';
@@ -152,6 +156,8 @@ export async function createTenant(db: TenantDb, store: string, opts: { timeZone
   const timeZone = opts.timeZone ?? DEFAULT_TIME_ZONE;
   checkTimeZone(timeZone);
   const tenant = { store, timeZone, createdAt: new Date().toISOString() };
+  // The index entry first, so that every tenant is listed (one whose put then fails is passed over by listTenants).
+  await db.dynamo.send(new PutItemCommand({ TableName: db.table, Item: indexEntry(store) }));
   try {
     await db.dynamo.send(
       new PutItemCommand({
@@ -224,16 +230,56 @@ export async function updateTenant(db: TenantDb, store: string, settings: Tenant
   }
 }
 
-/** Every tenant (a Scan of the table's tenant items: an operator's call, not a hot path), by store id. */
-export async function listTenants(db: TenantDb): Promise<TenantInfo[]> {
-  const filter = {
-    FilterExpression: 'begins_with(pk, :p) AND sk = :meta',
-    ExpressionAttributeValues: { ':p': S(tenantPk('')), ':meta': S(TENANT_SK) },
-  };
-  const tenants = (await readAll(db, filter, true)).map((item) =>
-    tenantOf(str(item, 'store') ?? (str(item, 'pk') ?? '').slice(tenantPk('').length), item),
+const indexEntry = (store: string): Item => ({ pk: S(TENANT_INDEX_PK), sk: S(store) });
+
+/**
+ * Every tenant, by store id: a Query of the tenant index and BatchGetItems of its tenants (about one read unit per
+ * tenant), whatever the size of the table. A table whose index was never built (tenants made by a version
+ * without it) is indexed first, once, by a Scan of the table; `reindex` does that again (tenants made by an older
+ * version still running meanwhile).
+ */
+export async function listTenants(db: TenantDb, opts: { reindex?: boolean } = {}): Promise<TenantInfo[]> {
+  let stores = await indexedStores(db);
+  if (opts.reindex || !stores.built) {
+    await buildTenantIndex(db);
+    stores = await indexedStores(db);
+  }
+  const items = await getAll(
+    db,
+    stores.ids.map((store) => ({ pk: S(tenantPk(store)), sk: S(TENANT_SK) })),
   );
+  const tenants = items.map((item) => tenantOf(str(item, 'store') ?? (str(item, 'pk') ?? '').slice(tenantPk('').length), item));
   return tenants.sort((a, b) => a.store.localeCompare(b.store));
+}
+
+async function indexedStores(db: TenantDb): Promise<{ built: boolean; ids: string[] }> {
+  const sks = (
+    await readAll(db, {
+      KeyConditionExpression: 'pk = :pk',
+      ExpressionAttributeValues: { ':pk': S(TENANT_INDEX_PK) },
+      ProjectionExpression: 'sk',
+    })
+  ).map((item) => str(item, 'sk') ?? '');
+  return { built: sks[0] === TENANT_INDEX_BUILT_SK, ids: sks.filter((sk) => sk !== TENANT_INDEX_BUILT_SK) };
+}
+
+/** Adds every tenant item of the table to the index (a Scan: its cost grows with the table), then marks it built. */
+async function buildTenantIndex(db: TenantDb): Promise<void> {
+  const tenantItems = await readAll(
+    db,
+    {
+      FilterExpression: 'begins_with(pk, :p) AND sk = :meta',
+      ExpressionAttributeValues: { ':p': S(tenantPk('')), ':meta': S(TENANT_SK) },
+      ProjectionExpression: 'pk',
+    },
+    true,
+  );
+  const stores = tenantItems.map((item) => (str(item, 'pk') ?? '').slice(tenantPk('').length));
+  await writeAll(
+    db,
+    stores.map((store) => ({ PutRequest: { Item: indexEntry(store) } })),
+  );
+  await db.dynamo.send(new PutItemCommand({ TableName: db.table, Item: { pk: S(TENANT_INDEX_PK), sk: S(TENANT_INDEX_BUILT_SK) } }));
 }
 
 /** Sets the currency a store's revenue is shown in (an ISO 4217 code: EUR, USD, JPY…); counts are unchanged. */
@@ -347,7 +393,7 @@ export function createTenantAdmin(db: TenantDb) {
     setCurrency: (store: string, currency: string) => setCurrency(db, store, currency),
     setIngestBudget: (store: string, eventsPerSecond: number | undefined) => setIngestBudget(db, store, eventsPerSecond),
     updateTenant: (store: string, settings: TenantSettings) => updateTenant(db, store, settings),
-    listTenants: () => listTenants(db),
+    listTenants: (opts?: { reindex?: boolean }) => listTenants(db, opts),
     listKeys: (store: string) => listKeys(db, store),
   };
 }

@@ -1,10 +1,10 @@
-import { BatchWriteItemCommand, DeleteItemCommand, UpdateItemCommand, type WriteRequest } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { BucketEraser } from '@tally/buckets';
 import type { CompiledRules } from '@tally/schema';
 import type { Job, JobType, Queue } from 'bullmq';
 import { getTenant, notFound, type TenantDb } from './admin';
 import { TenantError } from './errors';
-import { KEY_SK, keyPk, LISTING_SK_PREFIX, readAll, S, str, TENANT_SK, tenantPk, type Item } from './items';
+import { KEY_SK, keyPk, LISTING_SK_PREFIX, readAll, S, str, TENANT_INDEX_PK, TENANT_SK, tenantPk, writeAll, type Item } from './items';
 
 /**
  * Deleting a store and erasing a visitor (docs/DESIGN.md "Privacy"). Both are idempotent and can be run again
@@ -107,8 +107,10 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   const dynamoItems = await deleteItems(db, await scanStoreItems(db, store));
   redisKeys += await deps.eraser.deleteStoreKeys(store);
 
-  // The tenant last: until here a call that was interrupted can be resumed.
+  // The tenant last: until here a call that was interrupted can be resumed. Its index entry after it, so that a
+  // tenant that exists is always listed (an entry without its tenant is passed over by listTenants).
   await deleteItems(db, tenantItems);
+  await deleteItems(db, [{ pk: S(TENANT_INDEX_PK), sk: S(store) }]);
   // Renewed at the end: late batches are dropped for a whole dedupe window after the data is gone.
   await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
   return {
@@ -175,16 +177,12 @@ const scanStoreItems = (db: TenantDb, store: string) =>
     true,
   );
 
-/** Deletes items by their key (pk, sk), 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed. Returns how many. */
+/** Deletes items by their key (pk, sk). Returns how many. */
 async function deleteItems(db: TenantDb, keys: Item[]): Promise<number> {
-  for (let i = 0; i < keys.length; i += 25) {
-    let requests: WriteRequest[] = keys.slice(i, i + 25).map((k) => ({ DeleteRequest: { Key: { pk: k['pk']!, sk: k['sk']! } } }));
-    for (let attempt = 0; requests.length > 0; attempt++) {
-      if (attempt > 0) await sleep(Math.min(2_000, 50 * 2 ** attempt));
-      const out = await db.dynamo.send(new BatchWriteItemCommand({ RequestItems: { [db.table]: requests } }));
-      requests = out.UnprocessedItems?.[db.table] ?? [];
-    }
-  }
+  await writeAll(
+    db,
+    keys.map((k) => ({ DeleteRequest: { Key: { pk: k['pk']!, sk: k['sk']! } } })),
+  );
   return keys.length;
 }
 

@@ -1,10 +1,13 @@
 import {
+  BatchGetItemCommand,
+  BatchWriteItemCommand,
   paginateQuery,
   paginateScan,
   type AttributeValue,
   type DynamoDBClient,
   type QueryCommandInput,
   type ScanCommandInput,
+  type WriteRequest,
 } from '@aws-sdk/client-dynamodb';
 import { isScope, type Scope } from './keys';
 
@@ -13,6 +16,9 @@ import { isScope, type Scope } from './keys';
  *   pk `_tenant#<store>` sk `META`        the tenant: timeZone, createdAt, currency (ISO 4217, once set)
  *   pk `_tenant#<store>` sk `KEY#<hash>`  the tenant's listing of one key (for listKeys; never the key itself)
  *   pk `_key#<hash>`     sk `KEY`         the key, looked up by its sha256: store, scopes, revoked, label, createdAt
+ *   pk `_tenants`        sk `<store>`     the index of the tenants, so that listing them is a Query of one partition
+ *                                          rather than a Scan of the table (whose cost grows with the counter rows)
+ *   pk `_tenants`        sk `#indexed`    set once the index also holds the tenants made before it existed
  */
 export const tenantPk = (store: string) => `_tenant#${store}`;
 export const TENANT_SK = 'META';
@@ -20,6 +26,9 @@ export const keyPk = (hash: string) => `_key#${hash}`;
 export const KEY_SK = 'KEY';
 export const LISTING_SK_PREFIX = 'KEY#';
 export const listingSk = (hash: string) => `${LISTING_SK_PREFIX}${hash}`;
+export const TENANT_INDEX_PK = '_tenants';
+/** Sorts before every store id (they start with a letter or digit), so it is the partition's first item. */
+export const TENANT_INDEX_BUILT_SK = '#indexed';
 
 export type Item = Record<string, AttributeValue>;
 
@@ -54,3 +63,33 @@ export function scopesOf(item: Item): Scope[] {
 }
 
 export const scopesAttr = (scopes: readonly Scope[]): AttributeValue => ({ L: scopes.map((s) => ({ S: s })) });
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const backoff = (attempt: number) => sleep(Math.min(2_000, 50 * 2 ** attempt));
+
+/** Writes (puts and deletes), 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed. */
+export async function writeAll(db: { dynamo: DynamoDBClient; table: string }, writes: readonly WriteRequest[]): Promise<void> {
+  for (let i = 0; i < writes.length; i += 25) {
+    let requests = writes.slice(i, i + 25);
+    for (let attempt = 0; requests.length > 0; attempt++) {
+      if (attempt > 0) await backoff(attempt);
+      const out = await db.dynamo.send(new BatchWriteItemCommand({ RequestItems: { [db.table]: requests } }));
+      requests = out.UnprocessedItems?.[db.table] ?? [];
+    }
+  }
+}
+
+/** The items at these keys that exist (consistent reads), 100 per BatchGetItem, retrying what DynamoDB leaves unprocessed. */
+export async function getAll(db: { dynamo: DynamoDBClient; table: string }, keys: readonly Item[]): Promise<Item[]> {
+  const items: Item[] = [];
+  for (let i = 0; i < keys.length; i += 100) {
+    let batch: Item[] = keys.slice(i, i + 100);
+    for (let attempt = 0; batch.length > 0; attempt++) {
+      if (attempt > 0) await backoff(attempt);
+      const out = await db.dynamo.send(new BatchGetItemCommand({ RequestItems: { [db.table]: { Keys: batch, ConsistentRead: true } } }));
+      items.push(...(out.Responses?.[db.table] ?? []));
+      batch = out.UnprocessedKeys?.[db.table]?.Keys ?? [];
+    }
+  }
+  return items;
+}

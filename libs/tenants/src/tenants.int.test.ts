@@ -1,4 +1,4 @@
-import { ScanCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, PutItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import {
   issueKey,
   keyIdOf,
   listKeys,
+  listTenants,
   revokeKey,
   setCurrency,
   setTimeZone,
@@ -104,6 +105,75 @@ describe('tenant admin', () => {
     expect((await admin.listKeys('ISO1'))[0]).toMatchObject({ revoked: true, revokedAt: revoked.revokedAt });
     // Revoking twice is harmless and keeps the first revocation time.
     expect((await admin.revokeKey('ISO1', keyIdOf(key))).revokedAt).toBe(revoked.revokedAt);
+  });
+});
+
+describe('listing tenants', () => {
+  // Each test on a table of its own, so that what it lists is only what it made.
+  const freshDb = async (): Promise<TenantDb> => ({ ...db, table: await createTestTable(dynalite.endpoint) });
+  const scansOf = (d: TenantDb) => {
+    const send = vi.spyOn(d.dynamo, 'send');
+    return () => send.mock.calls.filter(([command]) => command instanceof ScanCommand).length;
+  };
+  /** A tenant item as a version without the tenant index wrote it: no index entry. */
+  const putLegacyTenant = (d: TenantDb, store: string) =>
+    d.dynamo.send(
+      new PutItemCommand({
+        TableName: d.table,
+        Item: {
+          pk: { S: `_tenant#${store}` },
+          sk: { S: 'META' },
+          store: { S: store },
+          timeZone: { S: 'UTC' },
+          createdAt: { S: '2026-01-01T00:00:00Z' },
+        },
+      }),
+    );
+
+  it('reads the tenant index (a Query and BatchGetItems), not a Scan of the table, once the index is built', async () => {
+    const d = await freshDb();
+    await createTenant(d, 'LIST1', { timeZone: 'Europe/Paris' });
+    await setCurrency(d, 'LIST1', 'EUR');
+    expect(await listTenants(d)).toEqual([{ store: 'LIST1', timeZone: 'Europe/Paris', createdAt: expect.any(String), currency: 'EUR' }]);
+    // 250 more tenants: more than one BatchGetItem (100 keys each).
+    for (let i = 0; i < 250; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, j) => createTenant(d, `MANY${String(i + j).padStart(3, '0')}`)));
+    }
+    const scans = scansOf(d);
+    const listed = await listTenants(d);
+    expect(listed.map((t) => t.store)).toEqual(
+      ['LIST1', ...Array.from({ length: 250 }, (_, i) => `MANY${String(i).padStart(3, '0')}`)].sort(),
+    );
+    expect(scans()).toBe(0);
+    vi.restoreAllMocks();
+  });
+
+  it('indexes the tenants made before the index existed on the first listing, and again when asked (reindex)', async () => {
+    const d = await freshDb();
+    await putLegacyTenant(d, 'OLD1');
+    await createTenant(d, 'NEW1');
+    const scans = scansOf(d);
+    expect((await listTenants(d)).map((t) => t.store)).toEqual(['NEW1', 'OLD1']);
+    expect(scans()).toBe(1);
+    expect((await listTenants(d)).map((t) => t.store)).toEqual(['NEW1', 'OLD1']);
+    expect(scans()).toBe(1);
+    // A tenant an older version makes after that is listed once the index is rebuilt.
+    await putLegacyTenant(d, 'OLD2');
+    expect((await listTenants(d)).map((t) => t.store)).toEqual(['NEW1', 'OLD1']);
+    expect((await listTenants(d, { reindex: true })).map((t) => t.store)).toEqual(['NEW1', 'OLD1', 'OLD2']);
+    expect(scans()).toBe(2);
+    vi.restoreAllMocks();
+  });
+
+  it('passes over an index entry whose tenant is gone (a deletion or a creation cut short)', async () => {
+    const d = await freshDb();
+    await createTenant(d, 'KEEP1');
+    await createTenant(d, 'GONE1');
+    await d.dynamo.send(new DeleteItemCommand({ TableName: d.table, Key: { pk: { S: '_tenant#GONE1' }, sk: { S: 'META' } } }));
+    expect((await listTenants(d)).map((t) => t.store)).toEqual(['KEEP1']);
+    // The harness's tenants are indexed as createTenant's are.
+    await createTestTenants(dynalite.endpoint, d.table, ['HARNESS9']);
+    expect((await listTenants(d)).map((t) => t.store)).toEqual(['HARNESS9', 'KEEP1']);
   });
 });
 

@@ -56,8 +56,8 @@ export type TestTenants = readonly string[] | Readonly<Record<string, string>>;
  * events in their time zones instead of refusing them as unknown stores. Every test, bench figure and tool that
  * enqueues straight to the events queue creates its stores with this first.
  *
- * It writes the item `@tally/tenants` `createTenant` writes (pk `_tenant#<store>`, sk `META`, store, timeZone,
- * createdAt) without importing that lib, whose own tests use this harness (a project cycle otherwise, as above);
+ * It writes the items `@tally/tenants` `createTenant` writes (the index entry pk `_tenants`, sk `<store>`; the tenant
+ * pk `_tenant#<store>`, sk `META`, store, timeZone, createdAt) without importing that lib, whose own tests use this harness (a project cycle otherwise, as above);
  * `@tally/tenants`' tests read records made here through `getTenant` and the tenant directory, so the two cannot
  * drift apart unnoticed.
  */
@@ -68,6 +68,10 @@ export async function createTestTenants(endpoint: string, table: string, tenants
   const client = new DynamoDBClient({ endpoint, region: 'us-east-1', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
   const createdAt = new Date().toISOString();
   try {
+    // The tenant index entry (libs/tenants items.ts) first, as createTenant writes it.
+    await Promise.all(
+      zones.map(([store]) => client.send(new PutItemCommand({ TableName: table, Item: { pk: { S: '_tenants' }, sk: { S: store } } }))),
+    );
     await Promise.all(
       zones.map(([store, timeZone]) =>
         client.send(

@@ -143,8 +143,11 @@ describe.each([
 
 async function itemsOf(fleet: Fleet, store: string): Promise<string[]> {
   const { ScanCommand } = await import('@aws-sdk/client-dynamodb');
-  const out = await fleet.dynamo.send(new ScanCommand({ TableName: fleet.table, ProjectionExpression: 'pk' }));
-  return (out.Items ?? []).map((i) => i['pk']!.S!).filter((pk) => pk === store || pk.startsWith(`${store}#`) || pk === `_tenant#${store}`);
+  const out = await fleet.dynamo.send(new ScanCommand({ TableName: fleet.table, ProjectionExpression: 'pk, sk' }));
+  // The store's counter rows, its tenant and keys' listings, and its entry in the tenant index (pk _tenants, sk <store>).
+  const mine = (pk: string, sk: string) =>
+    pk === store || pk.startsWith(`${store}#`) || pk === `_tenant#${store}` || (pk === '_tenants' && sk === store);
+  return (out.Items ?? []).filter((i) => mine(i['pk']!.S!, i['sk']!.S!)).map((i) => i['pk']!.S!);
 }
 
 function busiestVisitor(accepted: StoreEvents[]): string {

@@ -115,6 +115,7 @@ describe('tenants CLI', () => {
     });
     expect((await cli('set', 'NOPE', '--currency', 'EUR')).code).toBe(1);
     expect((await cli('list')).out.split('\n')).toEqual(['SHOP1\tAsia/Tokyo\tEUR']);
+    expect((await cli('list', '--reindex')).out.split('\n')).toEqual(['SHOP1\tAsia/Tokyo\tEUR']);
     expect((await cli('delete-store', 'SHOP1')).err).toMatch(/^tally: delete-store needs Redis/);
   });
 

@@ -15,6 +15,7 @@ const TENANTS_OPTIONS = {
   currency: { type: 'string' },
   'history-months': { type: 'string' },
   json: { type: 'boolean' },
+  reindex: { type: 'boolean' },
 } as const;
 
 /** Runs one command; returns the exit code (0 ok, 1 refused or failed, 2 usage or a bad value). */
@@ -107,7 +108,7 @@ function commands(
       io.out(lines.join('\n'));
     }),
     list: c(0, 'no arguments', async () => {
-      const stores = await tenants.listTenants(db);
+      const stores = await tenants.listTenants(db, { reindex: values.reindex === true });
       if (values.json) return json(stores);
       const unfinished = '(deletion unfinished: run delete-store again)';
       for (const t of stores) io.out([t.store, t.timeZone, t.currency, t.deletingAt && unfinished].filter(Boolean).join('\t'));

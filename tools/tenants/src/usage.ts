@@ -10,7 +10,8 @@ export const USAGE = `usage: tenants <command> [arguments]
   set-ingest-budget <store> <events/s | default>   the store's own ingest budget, or back to the default
   list-keys <store> [--json]                       list keys (ids, scopes, status; never the keys)
   show <store>                                     show the tenant
-  list [--json]                                    list every store
+  list [--json] [--reindex]                        list every store (--reindex: rebuild the store index first, by a
+                                                   Scan of the table, for stores made by an older version)
   set <store> [--time-zone Z] [--currency C] [--history-months N|forever]
                                                    change the store's settings (visitor history retention in months)
   delete-store <store>                             delete the store and all its data (idempotent; run again if interrupted)
