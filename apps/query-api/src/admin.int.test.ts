@@ -82,6 +82,14 @@ describe('the operator routes', () => {
     const list = await op('GET', '/v1/operator/stores');
     expect(list.json().stores.map((s: { store: string }) => s.store)).toEqual(['SHOP_A', 'SHOP_NEW']);
     list.json().stores.forEach((s: unknown) => tenantSchema.parse(s));
+    expect(list.json().next).toBeUndefined();
+    // A page at a time: `next` names where the following page starts.
+    const first = (await op('GET', '/v1/operator/stores?limit=1')).json();
+    expect(first).toMatchObject({ stores: [{ store: 'SHOP_A' }], next: 'SHOP_A' });
+    const second = (await op('GET', `/v1/operator/stores?limit=1&after=${first.next}`)).json();
+    expect(second.stores.map((s: { store: string }) => s.store)).toEqual(['SHOP_NEW']);
+    expect(expectProblem(await op('GET', '/v1/operator/stores?limit=0'), 400, 'limit').detail).toMatch(/at least 1/);
+    expect(expectProblem(await op('GET', '/v1/operator/stores?limit=1001'), 400, 'limit').detail).toMatch(/at most 1000/);
     expect((await op('GET', '/v1/operator/stores/SHOP_A')).json()).toMatchObject({ store: 'SHOP_A', timeZone: 'Europe/Berlin' });
   });
 

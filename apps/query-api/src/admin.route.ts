@@ -9,7 +9,7 @@ import {
   issueKey,
   keyIdOf,
   listKeys,
-  listTenants,
+  listTenantsPage,
   revokeKey,
   TenantError,
   updateTenant,
@@ -57,6 +57,7 @@ export function tenantProblem(err: unknown): HttpProblem | undefined {
         TALLY_ERR_INVALID_LABEL: 'label',
         TALLY_ERR_INVALID_CURRENCY: 'currency',
         TALLY_ERR_INVALID_RETENTION: 'historyMonths',
+        TALLY_ERR_INVALID_LIMIT: 'limit',
       }[err.code as string];
       return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', err.message, field ? { field } : {});
     }
@@ -121,7 +122,10 @@ export const operatorRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, {
   audit(app);
   const { db } = admin;
 
-  app.get('/stores', { schema: operatorRouteSchemas.listStores }, async () => ({ stores: await listTenants(db) }));
+  app.get('/stores', { schema: operatorRouteSchemas.listStores }, async (req) => {
+    const { tenants, next } = await listTenantsPage(db, req.query);
+    return next === undefined ? { stores: tenants } : { stores: tenants, next };
+  });
   app.post('/stores', { schema: operatorRouteSchemas.createStore }, async (req, reply) => {
     const { store, timeZone, currency, historyMonths, adminKey } = req.body;
     await createTenant(db, store, timeZone !== undefined ? { timeZone } : {});

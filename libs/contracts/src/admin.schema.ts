@@ -142,8 +142,27 @@ export const createdStoreSchema = tenantSchema
   .meta({
     examples: [{ store: 'SHOP42', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z', currency: 'EUR', adminKey: 'tly_…' }],
   });
+/** The most stores one page of GET /v1/operator/stores holds. */
+const MAX_STORES_PAGE = 1_000;
+
+const storeListQuerySchema = z
+  .object({
+    limit: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_STORES_PAGE)
+      .default(MAX_STORES_PAGE)
+      .describe(`Stores per page, 1-${MAX_STORES_PAGE} (default ${MAX_STORES_PAGE})`),
+    after: z.string().min(1).max(128).optional().describe('The next of the page before: the stores after this store id'),
+  })
+  .strict();
+
 export const storeListSchema = z
-  .object({ stores: z.array(tenantSchema) })
+  .object({
+    stores: z.array(tenantSchema).describe('In store id order'),
+    next: z.string().optional().describe('Present when more stores follow: ask again with after=<next>'),
+  })
   .meta({ examples: [{ stores: [{ store: 'DEMO', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z' }] }] });
 
 const adminErrors = {
@@ -188,7 +207,11 @@ export const adminRouteSchemas = {
 };
 
 export const operatorRouteSchemas = {
-  listStores: { ...operator('listStores', 'Every store'), response: { 200: storeListSchema, ...adminErrors } },
+  listStores: {
+    ...operator('listStores', 'The stores, a page at a time (a Query of the tenant index, never a Scan of the table)'),
+    querystring: storeListQuerySchema,
+    response: { 200: storeListSchema, ...adminErrors },
+  },
   createStore: {
     ...operator('createStore', 'Creates a store (and, when asked, its first admin key)'),
     body: createStoreBodySchema,

@@ -2,6 +2,7 @@ import {
   ConditionalCheckFailedException,
   GetItemCommand,
   PutItemCommand,
+  QueryCommand,
   UpdateItemCommand,
   type AttributeValue,
   type DynamoDBClient,
@@ -232,35 +233,81 @@ export async function updateTenant(db: TenantDb, store: string, settings: Tenant
 
 const indexEntry = (store: string): Item => ({ pk: S(TENANT_INDEX_PK), sk: S(store) });
 
+/** Tenants per page of listTenantsPage unless told. */
+const TENANTS_PAGE = 1_000;
+
 /**
- * Every tenant, by store id: a Query of the tenant index and BatchGetItems of its tenants (about one read unit per
- * tenant), whatever the size of the table. A table whose index was never built (tenants made by a version
- * without it) is indexed first, once, by a Scan of the table; `reindex` does that again (tenants made by an older
- * version still running meanwhile).
+ * A page of the tenants, in store id order (bytes): a Query of the tenant index and BatchGetItems of its tenants
+ * (about one read unit per tenant), whatever the size of the table. `after` is the `next` of the page before
+ * (absent on the first); `next` is absent on the last page. A table whose index was never built (tenants made by a
+ * version without it) is indexed first, once, by a Scan of the table; `reindex` does that again (tenants made by an
+ * older version still running meanwhile).
  */
-export async function listTenants(db: TenantDb, opts: { reindex?: boolean } = {}): Promise<TenantInfo[]> {
-  let stores = await indexedStores(db);
-  if (opts.reindex || !stores.built) {
-    await buildTenantIndex(db);
-    stores = await indexedStores(db);
-  }
+export async function listTenantsPage(
+  db: TenantDb,
+  opts: { after?: string; limit?: number; reindex?: boolean } = {},
+): Promise<{ tenants: TenantInfo[]; next?: string }> {
+  const limit = opts.limit ?? TENANTS_PAGE;
+  check(
+    Number.isSafeInteger(limit) && limit >= 1,
+    'TALLY_ERR_INVALID_LIMIT',
+    () => `limit must be a whole number of at least 1, got ${limit}`,
+  );
+  if (opts.reindex || !(await indexBuilt(db))) await buildTenantIndex(db);
+  // The marker sorts before every store id, so the first page starts after it.
+  const { ids, more } = await indexPage(db, opts.after ?? TENANT_INDEX_BUILT_SK, limit);
   const items = await getAll(
     db,
-    stores.ids.map((store) => ({ pk: S(tenantPk(store)), sk: S(TENANT_SK) })),
+    ids.map((store) => ({ pk: S(tenantPk(store)), sk: S(TENANT_SK) })),
   );
-  const tenants = items.map((item) => tenantOf(str(item, 'store') ?? (str(item, 'pk') ?? '').slice(tenantPk('').length), item));
-  return tenants.sort((a, b) => a.store.localeCompare(b.store));
+  // An index entry without its tenant (a deletion or a creation cut short) is passed over.
+  const byStore = new Map(items.map((item) => [(str(item, 'pk') ?? '').slice(tenantPk('').length), item]));
+  const tenants = ids.flatMap((store) => {
+    const item = byStore.get(store);
+    return item ? [tenantOf(store, item)] : [];
+  });
+  return more ? { tenants, next: ids[ids.length - 1]! } : { tenants };
 }
 
-async function indexedStores(db: TenantDb): Promise<{ built: boolean; ids: string[] }> {
-  const sks = (
-    await readAll(db, {
-      KeyConditionExpression: 'pk = :pk',
-      ExpressionAttributeValues: { ':pk': S(TENANT_INDEX_PK) },
-      ProjectionExpression: 'sk',
-    })
-  ).map((item) => str(item, 'sk') ?? '');
-  return { built: sks[0] === TENANT_INDEX_BUILT_SK, ids: sks.filter((sk) => sk !== TENANT_INDEX_BUILT_SK) };
+/** Every tenant, in store id order: listTenantsPage page after page. */
+export async function listTenants(db: TenantDb, opts: { reindex?: boolean } = {}): Promise<TenantInfo[]> {
+  const all: TenantInfo[] = [];
+  let page = await listTenantsPage(db, opts);
+  all.push(...page.tenants);
+  while (page.next !== undefined) {
+    page = await listTenantsPage(db, { after: page.next });
+    all.push(...page.tenants);
+  }
+  return all;
+}
+
+async function indexBuilt(db: TenantDb): Promise<boolean> {
+  const out = await db.dynamo.send(
+    new GetItemCommand({ TableName: db.table, Key: { pk: S(TENANT_INDEX_PK), sk: S(TENANT_INDEX_BUILT_SK) }, ConsistentRead: true }),
+  );
+  return out.Item !== undefined;
+}
+
+/** Up to `limit` store ids of the index after `after`, and whether more follow. */
+async function indexPage(db: TenantDb, after: string, limit: number): Promise<{ ids: string[]; more: boolean }> {
+  const ids: string[] = [];
+  let start: Item | undefined;
+  do {
+    const out = await db.dynamo.send(
+      new QueryCommand({
+        TableName: db.table,
+        KeyConditionExpression: 'pk = :pk AND sk > :after',
+        ExpressionAttributeValues: { ':pk': S(TENANT_INDEX_PK), ':after': S(after) },
+        ProjectionExpression: 'sk',
+        ConsistentRead: true,
+        Limit: limit + 1 - ids.length,
+        ...(start && { ExclusiveStartKey: start }),
+      }),
+    );
+    for (const item of out.Items ?? []) ids.push(str(item, 'sk') ?? '');
+    start = out.LastEvaluatedKey;
+  } while (start && ids.length <= limit);
+  return { ids: ids.slice(0, limit), more: ids.length > limit };
 }
 
 /** Adds every tenant item of the table to the index (a Scan: its cost grows with the table), then marks it built. */

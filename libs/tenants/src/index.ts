@@ -7,6 +7,7 @@ export {
   issueKey,
   listKeys,
   listTenants,
+  listTenantsPage,
   revokeKey,
   setIngestBudget,
   setTimeZone,

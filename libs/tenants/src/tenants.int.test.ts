@@ -15,6 +15,7 @@ import {
   keyIdOf,
   listKeys,
   listTenants,
+  listTenantsPage,
   revokeKey,
   setCurrency,
   setTimeZone,
@@ -146,6 +147,18 @@ describe('listing tenants', () => {
     );
     expect(scans()).toBe(0);
     vi.restoreAllMocks();
+    // A page at a time, in store id order: 100, 100, then the last 51 without a next.
+    const pages: string[][] = [];
+    let page = await listTenantsPage(d, { limit: 100 });
+    pages.push(page.tenants.map((t) => t.store));
+    while (page.next !== undefined) {
+      page = await listTenantsPage(d, { limit: 100, after: page.next });
+      pages.push(page.tenants.map((t) => t.store));
+    }
+    expect(pages.map((p) => p.length)).toEqual([100, 100, 51]);
+    expect(pages.flat()).toEqual(listed.map((t) => t.store));
+    expect(await listTenantsPage(d, { limit: 1, after: 'ZZZ' })).toEqual({ tenants: [] });
+    expect(await codeOf(listTenantsPage(d, { limit: 0 }))).toBe('TALLY_ERR_INVALID_LIMIT');
   });
 
   it('indexes the tenants made before the index existed on the first listing, and again when asked (reindex)', async () => {
