@@ -14,7 +14,13 @@ import { VISITOR_ENTITY } from './segments.route';
 export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
   const { rules } = ctx.query;
 
-  app.get('/series', { schema: seriesRouteSchema }, async (req) => {
+  // entity=visitor&id=V9 is a natural guess: say that the id goes in entity.
+  const unknownHint = (name: string, q: Record<string, unknown>) =>
+    (name === 'id' || name === 'ids') && typeof q[name] === 'string'
+      ? `the id goes in entity: entity=${typeof q['entity'] === 'string' ? q['entity'] : '<entity>'}:${q[name]}`
+      : undefined;
+
+  app.get('/series', { schema: seriesRouteSchema, config: { unknownHint } }, async (req) => {
     const { store, timeZone, historyMonths } = principalOf(req);
     const q = req.query;
     const entityRaw = q.entity ?? 'store';

@@ -9,6 +9,13 @@ import sjson from 'secure-json-parse';
 import { createHttpDurationHistogram } from './http-metrics';
 import { HttpProblem, problemBody, PROBLEM_TYPE } from './problem';
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Adds a word to the 400 for an unknown query parameter or body field: where its value goes instead. */
+    unknownHint?: (name: string, input: Record<string, unknown>) => string | undefined;
+  }
+}
+
 /** Routes that answer while the app is closing: probes must see it (readyz says not ready). */
 export const OPS_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz', '/metrics']);
 
@@ -168,9 +175,12 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
     if (issue.keyword === 'unrecognized_keys' && unknownKeys?.length) {
       const schema = req.routeOptions.schema?.[where === 'query' ? 'querystring' : where] as { shape?: object } | undefined;
       const known = path.length === 0 && schema?.shape ? Object.keys(schema.shape) : [];
+      const input = (where === 'query' ? req.query : req.body) as Record<string, unknown>;
+      const hint = path.length === 0 ? req.routeOptions.config.unknownHint?.(unknownKeys[0]!, input) : undefined;
       const detail =
         `unknown ${where === 'body' ? 'field' : where === 'headers' ? 'header' : 'parameter'} ${JSON.stringify(unknownKeys[0])}` +
-        (known.length > 0 ? `; known: ${known.join(', ')}` : '');
+        (known.length > 0 ? `; known: ${known.join(', ')}` : '') +
+        (hint ? `; ${hint}` : '');
       return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', detail, { field: [...path, unknownKeys[0]!].join('.') });
     }
     const field = path.join('.') || where;
