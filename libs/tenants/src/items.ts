@@ -34,13 +34,25 @@ export type Item = Record<string, AttributeValue>;
 
 type ReadInput = Omit<QueryCommandInput & ScanCommandInput, 'TableName' | 'ConsistentRead'>;
 
-/** Every item of a consistent Query (or, with `scan`, a Scan) of the table, read page by page. */
+/**
+ * Segments of a Scan read in parallel: a Scan (store deletion, building the tenant index) costs the same read units
+ * however it is split, and its time grows with the table, so it is read as this many parallel scans.
+ */
+const SCAN_SEGMENTS = 8;
+
+/** Every item of a consistent Query (or, with `scan`, a parallel Scan) of the table, read page by page. */
 export async function readAll(db: { dynamo: DynamoDBClient; table: string }, input: ReadInput, scan = false): Promise<Item[]> {
   const full = { ...input, TableName: db.table, ConsistentRead: true };
-  const pages = scan ? paginateScan({ client: db.dynamo }, full) : paginateQuery({ client: db.dynamo }, full);
-  const items: Item[] = [];
-  for await (const page of pages) items.push(...(page.Items ?? []));
-  return items;
+  const read = async (pages: AsyncIterable<{ Items?: Item[] }>) => {
+    const items: Item[] = [];
+    for await (const page of pages) items.push(...(page.Items ?? []));
+    return items;
+  };
+  if (!scan) return read(paginateQuery({ client: db.dynamo }, full));
+  const segments = Array.from({ length: SCAN_SEGMENTS }, (_, segment) =>
+    read(paginateScan({ client: db.dynamo }, { ...full, Segment: segment, TotalSegments: SCAN_SEGMENTS })),
+  );
+  return (await Promise.all(segments)).flat();
 }
 
 export const S = (s: string): AttributeValue => ({ S: s });

@@ -112,9 +112,14 @@ describe('tenant admin', () => {
 describe('listing tenants', () => {
   // Each test on a table of its own, so that what it lists is only what it made.
   const freshDb = async (): Promise<TenantDb> => ({ ...db, table: await createTestTable(dynalite.endpoint) });
+  /** How many Scans of the table were made: each is SCAN_SEGMENTS parallel ScanCommands, segments 0 to 7. */
   const scansOf = (d: TenantDb) => {
     const send = vi.spyOn(d.dynamo, 'send');
-    return () => send.mock.calls.filter(([command]) => command instanceof ScanCommand).length;
+    return () => {
+      const scans = send.mock.calls.map(([command]) => command).filter((c) => c instanceof ScanCommand);
+      expect(scans.every((c) => (c as ScanCommand).input.TotalSegments === 8)).toBe(true);
+      return scans.filter((c) => (c as ScanCommand).input.Segment === 0).length;
+    };
   };
   /** A tenant item as a version without the tenant index wrote it: no index entry. */
   const putLegacyTenant = (d: TenantDb, store: string) =>
@@ -176,6 +181,11 @@ describe('listing tenants', () => {
     expect((await listTenants(d, { reindex: true })).map((t) => t.store)).toEqual(['NEW1', 'OLD1', 'OLD2']);
     expect(scans()).toBe(2);
     vi.restoreAllMocks();
+    // Many, spread over the Scan's parallel segments: every one is found.
+    const many = await freshDb();
+    const legacy = Array.from({ length: 120 }, (_, i) => `LEGACY${String(i).padStart(3, '0')}`);
+    await Promise.all(legacy.map((store) => putLegacyTenant(many, store)));
+    expect((await listTenants(many)).map((t) => t.store)).toEqual(legacy);
   });
 
   it('passes over an index entry whose tenant is gone (a deletion or a creation cut short)', async () => {
