@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { BucketEraser } from '@tally/buckets';
 import type { CompiledRules } from '@tally/schema';
@@ -235,5 +236,3 @@ async function waitForRunningJobs(deps: ErasureDeps, match: JobMatch, what: stri
     await sleep(100);
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   BatchGetItemCommand,
   BatchWriteItemCommand,
@@ -76,7 +77,6 @@ export function scopesOf(item: Item): Scope[] {
 
 export const scopesAttr = (scopes: readonly Scope[]): AttributeValue => ({ L: scopes.map((s) => ({ S: s })) });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const backoff = (attempt: number) => sleep(Math.min(2_000, 50 * 2 ** attempt));
 
 /** Writes (puts and deletes), 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed. */
