@@ -517,4 +517,33 @@ describe('dashboard in Chromium against the running stack', () => {
     await page.waitForSelector('[data-testid="today-ViewCount"][data-value="6"]', { timeout: 15_000 });
     expect(pageErrors).toEqual([]);
   });
+
+  it('shows a sum of trillions whole inside its card, on one line at 1280 px and without overflow at 375 px', async () => {
+    // Three orders at the largest value an event may carry: a 21-character amount.
+    await sendEvents([order(999_999_999_999.99, 'V8'), order(999_999_999_999.99, 'V8'), order(999_999_999_999.99, 'V8')]);
+    const today = await apiTodayIs('store', { ViewCount: 6, OrderCount: 6, Revenue: '3000000000049.97' });
+    await expectCardsToMatch(today.totals);
+    expect((await card('Revenue')).text).toBe('€3,000,000,000,049.97');
+
+    const revenueBox = () =>
+      page.evaluate(() => {
+        const value = document.querySelector<HTMLElement>('[data-testid="today-Revenue"]')!;
+        const card = value.closest('.card')!.getBoundingClientRect();
+        const range = document.createRange();
+        range.selectNodeContents(value);
+        const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+        const text = range.getBoundingClientRect();
+        return { lines, inside: text.left >= card.left && text.right <= card.right, overflow: value.scrollWidth > value.clientWidth };
+      });
+    expect(await revenueBox()).toEqual({ lines: 1, inside: true, overflow: false });
+    await page.setViewportSize({ width: 375, height: 812 });
+    await waitFor(async () => (await revenueBox()).inside, {
+      timeoutMs: 5_000,
+      intervalMs: 100,
+      message: 'the revenue card to fit 375 px',
+    });
+    expect(await revenueBox()).toMatchObject({ inside: true, overflow: false });
+    await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard-large-sum-375.png') });
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
 });

@@ -231,7 +231,10 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     for (const c of cards) {
       const value = c.metric.counted ? (live?.series.totals[c.metric.name] ?? live?.point.values[c.metric.name]) : undefined;
       if (live || !c.metric.counted) {
-        setText(c.value, fmt(c.metric, value));
+        const text = fmt(c.metric, value);
+        setText(c.value, text);
+        // The card's font shrinks with the number's length (styles.css), so a large sum fits its card whole.
+        c.value.style.setProperty('--chars', String(text.length));
         c.value.dataset['value'] = value === undefined ? '' : String(value);
         c.card.classList.toggle('is-zero', value !== undefined && toNumber(value) === 0);
       }
