@@ -187,7 +187,7 @@ export interface TenantSettings {
 }
 
 /** The longest retention that can be set: 100 years. */
-const MAX_HISTORY_MONTHS = 1200;
+export const MAX_HISTORY_MONTHS = 1200;
 
 /** Changes a tenant's settings (one UpdateItem); returns the tenant as it now is. */
 export async function updateTenant(db: TenantDb, store: string, settings: TenantSettings): Promise<TenantInfo> {

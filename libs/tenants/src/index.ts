@@ -8,6 +8,7 @@ export {
   listKeys,
   listTenants,
   listTenantsPage,
+  MAX_HISTORY_MONTHS,
   revokeKey,
   setIngestBudget,
   setTimeZone,

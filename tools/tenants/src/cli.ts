@@ -102,9 +102,15 @@ function commands(
     }),
     show: c(1, '<store>', async (store) => {
       const t = await tenantOrThrow(store);
-      const lines = [`store ${t.store}`, `time zone ${t.timeZone}`, `created ${t.createdAt}`];
-      if (t.ingestEventsPerSecond !== undefined) lines.push(`ingest budget ${t.ingestEventsPerSecond} events/s`);
-      if (t.currency !== undefined) lines.push(`currency ${t.currency}`);
+      const lines = [
+        `store ${t.store}`,
+        `time zone ${t.timeZone}`,
+        `created ${t.createdAt}`,
+        `ingest budget ${t.ingestEventsPerSecond === undefined ? "the collectors' default (INGEST_BUDGET_EVENTS_PER_SECOND)" : `${t.ingestEventsPerSecond} events/s`}`,
+        `currency ${t.currency ?? 'unset (revenue shown as a plain number)'}`,
+        `visitor history ${historyOf(t)}`,
+      ];
+      if (t.deletingAt) lines.push(`deletion unfinished since ${t.deletingAt}: run delete-store again`);
       io.out(lines.join('\n'));
     }),
     list: c(0, 'no arguments', async () => {
@@ -118,10 +124,9 @@ function commands(
       const t = await tenants.updateTenant(db, store, {
         ...(values['time-zone'] !== undefined && { timeZone: values['time-zone'] }),
         ...(values.currency !== undefined && { currency: values.currency }),
-        ...(months !== undefined && { historyMonths: months === 'forever' ? null : /^\d+$/.test(months) ? Number(months) : NaN }),
+        ...(months !== undefined && { historyMonths: historyMonths(months) }),
       });
-      const history = t.historyMonths === undefined ? 'kept for ever' : `${t.historyMonths} months`;
-      io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${history}`);
+      io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${historyOf(t)}`);
     }),
     'delete-store': c(1, '<store>', async (store) => {
       const r = await tenants.deleteStore(await withRedis('delete-store'), store);
@@ -135,3 +140,17 @@ function commands(
 }
 
 const c = (arity: number, what: string, run: Command[2]): Command => [arity, what, run];
+
+const historyOf = (t: tenants.TenantInfo) => (t.historyMonths === undefined ? 'kept for ever' : `${t.historyMonths} months`);
+
+/** --history-months: a whole number of months in range, or `forever` (null: the retention is removed). */
+function historyMonths(value: string): number | null {
+  if (value === 'forever') return null;
+  const months = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(months >= 1 && months <= tenants.MAX_HISTORY_MONTHS))
+    throw new tenants.TenantError(
+      'TALLY_ERR_INVALID_RETENTION',
+      `--history-months takes a whole number of months from 1 to ${tenants.MAX_HISTORY_MONTHS}, or "forever"; got ${JSON.stringify(value)}`,
+    );
+  return months;
+}
