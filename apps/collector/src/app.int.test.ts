@@ -571,8 +571,31 @@ describe('backpressure and outages', () => {
     } finally {
       await redis.restart();
     }
-    await waitFor(async () => (await post([view()])).statusCode === 202, { timeoutMs: 15_000, message: '202 after the Redis restart' });
-    expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
+    // Ready again means taking events again: a load balancer that sends traffic on the first 200 gets no 503.
+    await waitFor(async () => (await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200, {
+      timeoutMs: 15_000,
+      intervalMs: 10,
+      message: '/readyz ready after the Redis restart',
+    });
+    expect((await post([view()])).statusCode).toBe(202);
+  });
+
+  it('/readyz agrees with /v1/events: not ready while the events queue has not been read since Redis came back', async () => {
+    // The depth is read by a timer; stopped here, so the moment between Redis's return and the next read lasts.
+    res.backpressure.stop();
+    try {
+      await redis.kill('SIGKILL');
+      await res.backpressure.sample(); // fails: Redis is down
+      await redis.restart();
+      await waitFor(() => res.redis.status === 'ready', { timeoutMs: 15_000, message: 'the producer connection ready again' });
+      expect((await post([view()])).statusCode).toBe(503);
+      expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
+      await res.backpressure.sample();
+      expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
+      expect((await post([view()])).statusCode).toBe(202);
+    } finally {
+      res.backpressure.start();
+    }
   });
 
   it('while DynamoDB is down, known keys keep working and an unknown key gets 503', async () => {

@@ -25,7 +25,7 @@ export interface CollectorDeps {
   maxBodyBytes: number;
   /** True once shutdown began: /v1/events answers 503. */
   isClosing: () => boolean;
-  /** /readyz: Redis reachable and not closing. */
+  /** /readyz: not closing, and Redis reachable as the events route sees it (backpressure.redisUp). */
   isReady: () => boolean | Promise<boolean>;
 }
 

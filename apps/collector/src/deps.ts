@@ -89,7 +89,8 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     }),
     maxBodyBytes: config.MAX_BODY_BYTES,
     isClosing: () => closing,
-    isReady: async () => !closing && redis.status === 'ready' && (await redis.ping()) === 'PONG',
+    // Ready only while /v1/events admits (backpressure.redisUp), so a load balancer's first 200 is never a 503.
+    isReady: async () => !closing && backpressure.redisUp && (await redis.ping()) === 'PONG',
   };
   return {
     deps,
