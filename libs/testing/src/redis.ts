@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ServiceStartError } from './errors';
 import { freePort } from './ports';
-import { startProcess, type ProcessHandle } from './process';
+import { startProcess, type ProcessExit, type ProcessHandle } from './process';
 import { forgetDir, removeOnExit } from './reaper';
 import { sleep } from './wait';
 
@@ -40,6 +40,8 @@ export interface RedisHandle {
   readonly pid: number;
   /** Whether redis-server is running (false after kill() until restart()). */
   readonly running: boolean;
+  /** Settles when the current redis-server process exits (a crash, kill() or stop()); never rejects. */
+  readonly exited: Promise<ProcessExit>;
   /** The last lines redis-server printed. */
   output(): string;
   /** Final teardown: graceful shutdown, then the temp dir is removed. Idempotent. */
@@ -163,6 +165,9 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisHan
     },
     get running() {
       return current.exit === undefined;
+    },
+    get exited() {
+      return current.exited;
     },
     output: () => current.output(),
     async stop() {

@@ -14,7 +14,7 @@ import { Lifecycle } from './lifecycle';
 import { formatBare, lineFormatter, PINO_LEVEL, type Level } from './log-lines';
 import { RunFile, shortPath } from './run-file';
 import { choosePort, redisServerVersion, StackError } from './stores';
-import { supervise, type CrashReport } from './supervisor';
+import { keepRunning, supervise, type CrashReport } from './supervisor';
 
 const { env, dataDir, childBaseEnv } = loadStackConfig(process.env, process.cwd(), loadConfigOrExit);
 
@@ -84,9 +84,21 @@ async function startRedisServer(version: string): Promise<{ url: string; port?: 
     reap: false, // a stack that dies leaves it to the next start (run-file.ts), which stops it gently
     onLine: (line) => print(format.line('redis', line)),
   }); // a ServiceStartError (TALLY_ERR_) says what went wrong in one line
-  runFile.update({ children: { redis: { pid: redis.pid, match: 'redis-server' } } });
+  const record = (pid: number) => runFile.update({ children: { redis: { pid, match: 'redis-server' } } });
+  record(redis.pid);
+  // A redis-server that dies is started again on its port and directory: it replays its AOF, the apps reconnect.
+  const watch = keepRunning('redis-server', redis, {
+    onCrash: reportCrash,
+    onSpawn: (name, pid) => {
+      record(pid);
+      say(`${name} is back on ${redis.url} (pid ${pid}, its AOF replayed); the apps reconnect by themselves`);
+    },
+  });
   // SIGTERM makes redis-server shut down like SHUTDOWN: the AOF is flushed and fsynced first.
-  lifecycle.add('redis-server', () => redis.stop());
+  lifecycle.add('redis-server', async () => {
+    await watch.stop();
+    await redis.stop();
+  });
   return { url: redis.url, port: redis.port, note: `redis-server ${version}, AOF in ${shortPath(dir)}` };
 }
 

@@ -92,7 +92,7 @@ describe('npm start (tools/stack)', () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it('runs redis, dynalite and the four apps, restarts a crashed app, and leaves nothing behind on SIGTERM', async () => {
+  it('runs redis, dynalite and the four apps, restarts a crashed app and a crashed redis-server, and leaves nothing behind on SIGTERM', async () => {
     const env = Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)]));
     const s = startStack({ ...env, TALLY_DATA_DIR: dataDir, STACK_STOP_TIMEOUT_MS: '5000', STACK_START_TIMEOUT_MS: '60000' });
     stack = s;
@@ -168,6 +168,41 @@ describe('npm start (tools/stack)', () => {
       'the new collector healthy',
       async () => (await fetch(`${urls['collector']}/healthz`).catch(() => undefined))?.status === 200,
     );
+
+    // A redis-server that dies is started again on its port and directory: what it held is still there (its AOF
+    // replayed), and the apps carry on without a restart of their own.
+    const { readKey } = JSON.parse(readFileSync(path.join(dataDir, 'demo-keys.json'), 'utf8')) as { readKey: string };
+    const views = async () => {
+      const q = '/v1/series?entity=product%3AP_REDIS_CRASH&metrics=ViewCount&range=allTime&granularity=total';
+      const res = await fetch(urls['query-api'] + q, { headers: { authorization: `Bearer ${readKey}` } }).catch(() => undefined);
+      return res?.ok ? ((await res.json()) as { totals: { ViewCount: number } }).totals.ViewCount : undefined;
+    };
+    const sendView = async () => {
+      const event = { type: 'view', ts: Date.now(), dims: { product: 'P_REDIS_CRASH', visitor: 'V1' } };
+      const headers = { authorization: `Bearer ${ingestKey}`, 'content-type': 'application/json' };
+      const res = await fetch(`${urls['collector']}/v1/events`, { method: 'POST', headers, body: JSON.stringify([event]) });
+      expect(res.status, await res.text()).toBe(202);
+    };
+    await sendView();
+    await until('the view counted', async () => (await views()) === 1);
+    const redisBefore = readRunFile(dataDir).children['redis']!.pid;
+    const appPids = () => APPS.map((a) => readRunFile(dataDir).children[a.name]!.pid);
+    const appsBefore = appPids();
+    process.kill(redisBefore, 'SIGKILL');
+    await until('redis-server restarted', () => readRunFile(dataDir).children['redis']!.pid !== redisBefore);
+    remember();
+    expect(s.out()).toMatch(/redis-server was killed by SIGKILL after [\d.]+ s/);
+    expect(s.out()).toMatch(/restarting redis-server in 0\.5 s \(crash 1 in a row\)/);
+    const redisUrl = readRunFile(dataDir).backends!.redisUrl;
+    expect(s.out()).toContain(`redis-server is back on ${redisUrl} (pid ${readRunFile(dataDir).children['redis']!.pid}, its AOF replayed)`);
+    await until('the view read back after the restart', async () => (await views()) === 1);
+    await until(
+      'the collector ready again',
+      async () => (await fetch(`${urls['collector']}/readyz`).catch(() => undefined))?.status === 200,
+    );
+    await sendView();
+    await until('a view sent after the restart counted', async () => (await views()) === 2);
+    expect(appPids()).toEqual(appsBefore);
 
     s.child.kill('SIGTERM');
     const { code } = await Promise.race([

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { isAlive } from '@tally/testing';
-import { backoffDelay, supervise as startSupervisor, type CrashReport } from './supervisor';
+import { isAlive, type ProcessExit } from '@tally/testing';
+import { backoffDelay, keepRunning, supervise as startSupervisor, type CrashReport } from './supervisor';
 
 const running: Array<ReturnType<typeof startSupervisor>> = [];
 afterEach(async () => {
@@ -102,5 +102,57 @@ describe('supervise', () => {
     expect((crashes[0]!.error as NodeJS.ErrnoException).code).toBe('ENOENT');
     expect(crashes[0]!.pid).toBeUndefined();
     expect(pids).toEqual([]);
+  });
+});
+
+describe('keepRunning (a service its owner started and stops: redis-server)', () => {
+  /** A service whose process "exits" when told, and whose restarts fail while `failRestarts` is above 0. */
+  function fakeService() {
+    let pid = 100;
+    let exit!: (e: ProcessExit) => void;
+    const service = {
+      failRestarts: 0,
+      restarts: 0,
+      get pid() {
+        return pid;
+      },
+      exited: new Promise<ProcessExit>((r) => (exit = r)),
+      output: () => 'line 1\nline 2\nline 3\n',
+      crash(e: ProcessExit) {
+        exit(e);
+      },
+      async restart() {
+        service.restarts++;
+        if (service.failRestarts-- > 0) throw new Error('port 6390 was taken by another process meanwhile');
+        pid++;
+        service.exited = new Promise<ProcessExit>((r) => (exit = r));
+      },
+    };
+    return service;
+  }
+
+  it('reports each exit with the last lines, restarts in place, counts a failed restart as the next crash, and stops watching', async () => {
+    const service = fakeService();
+    const crashes: CrashReport[] = [];
+    const spawned: number[] = [];
+    const watch = keepRunning('redis-server', service, {
+      onCrash: (r) => crashes.push(r),
+      onSpawn: (_n, pid) => spawned.push(pid),
+      backoff: { initialMs: 10, maxMs: 40, resetAfterMs: 60_000 },
+      tailLines: 2,
+    });
+    service.failRestarts = 1;
+    service.crash({ code: null, signal: 'SIGKILL' });
+    await until(() => spawned.length === 1);
+    expect(spawned).toEqual([101]);
+    expect(crashes.map((c) => [c.signal, c.error?.message, c.lastLines, c.attempt, c.restartInMs])).toEqual([
+      ['SIGKILL', undefined, ['line 2', 'line 3'], 1, 10],
+      [null, 'port 6390 was taken by another process meanwhile', [], 2, 20],
+    ]);
+
+    await watch.stop();
+    service.crash({ code: 1, signal: null });
+    await new Promise((r) => setTimeout(r, 100));
+    expect([crashes.length, service.restarts]).toEqual([2, 2]);
   });
 });

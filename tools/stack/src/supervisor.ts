@@ -47,9 +47,7 @@ type StopOutcome = 'not-running' | 'exited' | 'killed';
  * child (SIGTERM, then SIGKILL after the deadline, then its whole group) and cancels any pending restart.
  */
 export function supervise({ name, command, args, cwd, env }: ProcessSpec, o: SupervisorOptions) {
-  const stopping = new AbortController();
-  const stopped = new Promise<'stop'>((resolve) => stopping.signal.addEventListener('abort', () => resolve('stop')));
-  const backoff = o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
+  const { stopping, stopped, backoff } = supervision(o);
   const running = (async (): Promise<StopOutcome> => {
     for (let attempt = 1; ; attempt++) {
       const startedAt = Date.now();
@@ -82,4 +80,54 @@ export function supervise({ name, command, args, cwd, env }: ProcessSpec, o: Sup
     }
   })();
   return { stop: (): Promise<StopOutcome> => (stopping.abort(), running) };
+}
+
+/** A service started by its own launcher (redis-server by startRedis): its current process, and a restart in place. */
+export interface Restartable {
+  readonly pid: number;
+  readonly exited: Promise<ProcessExit>;
+  output(): string;
+  restart(): Promise<void>;
+}
+
+/**
+ * Like supervise, for a service whose owner started it and will stop it: when it exits on its own (a crash, an
+ * out-of-memory kill), reports the crash with its last lines and restarts it in place (redis-server: the same port
+ * and directory, so its AOF is replayed and clients reconnect to the same URL), with the same backoff. A restart
+ * that fails counts as the next crash. `stop()` stops the watching only: call it before stopping the service.
+ */
+export function keepRunning(name: string, service: Restartable, o: Omit<SupervisorOptions, 'onLine' | 'stopTimeoutMs'>) {
+  const { stopping, stopped, backoff } = supervision(o);
+  const running = (async (): Promise<void> => {
+    let failedRestart: Error | undefined;
+    for (let attempt = 1, startedAt = Date.now(); ; attempt++) {
+      const exit = failedRestart ? { code: null, signal: null, error: failedRestart } : await Promise.race([service.exited, stopped]);
+      if (exit === 'stop' || stopping.signal.aborted) return;
+      const uptimeMs = Date.now() - startedAt;
+      if (uptimeMs >= backoff.resetAfterMs) attempt = 1;
+      const restartInMs = backoffDelay(attempt, backoff);
+      const lastLines = failedRestart
+        ? []
+        : service
+            .output()
+            .split('\n')
+            .filter(Boolean)
+            .slice(-(o.tailLines ?? 15));
+      o.onCrash?.({ name, pid: service.pid, ...exit, uptimeMs, lastLines, attempt, restartInMs });
+      if (!(await delay(restartInMs, true, { signal: stopping.signal }).catch(() => false))) return;
+      startedAt = Date.now();
+      failedRestart = await service.restart().then(
+        () => void o.onSpawn?.(name, service.pid),
+        (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
+      );
+    }
+  })();
+  return { stop: (): Promise<void> => (stopping.abort(), running) };
+}
+
+/** A supervisor's stop signal (`stopped` resolves when `stopping` aborts) and its backoff policy. */
+function supervision(o: Pick<SupervisorOptions, 'backoff'>) {
+  const stopping = new AbortController();
+  const stopped = new Promise<'stop'>((resolve) => stopping.signal.addEventListener('abort', () => resolve('stop')));
+  return { stopping, stopped, backoff: o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 } };
 }
