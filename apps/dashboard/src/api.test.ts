@@ -39,6 +39,7 @@ describe('createApiClient', () => {
     const api = createApiClient({ key: 'tly_k', baseUrl: 'http://tally.test', fetch });
     const s = await api.series({ entity: 'product:P1', metrics: ['ViewCount', 'Revenue'], granularity: 'day', range: 'today' });
     expect(s.totals).toEqual({ ViewCount: 3, Revenue: '19.99' });
+    expect(s.estimated).toEqual([]); // SERIES has no `estimated`, as a query API of an older version answers
     const url = new URL(calls[0]!.url);
     expect(url.pathname).toBe('/v1/series');
     expect(Object.fromEntries(url.searchParams)).toEqual({

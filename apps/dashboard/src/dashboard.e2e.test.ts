@@ -546,4 +546,26 @@ describe('dashboard in Chromium against the running stack', () => {
     await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard-large-sum-375.png') });
     await page.setViewportSize({ width: 1280, height: 900 });
   });
+
+  it('marks unique visitors as an estimate once a day has more than 300 of them, as the API says', async () => {
+    expect((await card('UniqueVisitors')).text).not.toMatch(/^\u2248/);
+    const before = await api(`/v1/series?entity=store&metrics=UniqueVisitors&range=today&granularity=day`);
+    expect(before.estimated).toEqual([]);
+    await sendEvents(Array.from({ length: 301 }, (_, i) => view('P3', `U${i}`)));
+    const today = await waitFor(
+      async () => {
+        const s = await api(`/v1/series?entity=store&metrics=UniqueVisitors&range=today&granularity=day`);
+        if (!s.estimated.includes('UniqueVisitors')) throw new Error(`the API answers ${JSON.stringify(s)}`);
+        return s;
+      },
+      { timeoutMs: 20_000, intervalMs: 200, message: 'the API to call today’s unique visitors an estimate' },
+    );
+    const want = `\u2248\u202f${shown('UniqueVisitors', today.totals.UniqueVisitors)}`;
+    await waitForText('[data-testid="today-UniqueVisitors"]', want);
+    expect(await page.getAttribute('[data-testid="today-UniqueVisitors"]', 'title')).toMatch(/^An estimate: .*HyperLogLog/);
+    // Within 3 standard errors (0.81%) of the exact count before plus the 301 new visitors.
+    const exact = before.totals.UniqueVisitors + 301;
+    expect(Math.abs(today.totals.UniqueVisitors - exact)).toBeLessThanOrEqual(Math.ceil(3 * 0.0081 * exact));
+    expect(pageErrors).toEqual([]);
+  });
 });

@@ -26,6 +26,10 @@ import {
 } from './periods';
 import { compare, isEmpty, totalOf, withToday, type Compared } from './series';
 
+/** Before a value the API says is an estimate (a HyperLogLog's distinct count), with the title that explains it. */
+const ESTIMATE_MARK = '\u2248\u202f';
+const ESTIMATE_TITLE = 'An estimate: past 300 distinct visitors in a day, Tally counts them with a HyperLogLog (standard error 0.81%)';
+
 const LIVE_INTERVAL_MS = 2_500;
 const HISTORY_INTERVAL_MS = 60_000;
 /** When today's numbers move, the history (and the top lists) are asked again, at most this often. */
@@ -231,8 +235,10 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     for (const c of cards) {
       const value = c.metric.counted ? (live?.series.totals[c.metric.name] ?? live?.point.values[c.metric.name]) : undefined;
       if (live || !c.metric.counted) {
-        const text = fmt(c.metric, value);
+        const estimate = live?.series.estimated.includes(c.metric.name) === true;
+        const text = `${estimate ? ESTIMATE_MARK : ''}${fmt(c.metric, value)}`;
         setText(c.value, text);
+        c.value.title = estimate ? ESTIMATE_TITLE : '';
         // The card's font shrinks with the number's length (styles.css), so a large sum fits its card whole.
         c.value.style.setProperty('--chars', String(text.length));
         c.value.dataset['value'] = value === undefined ? '' : String(value);
@@ -240,7 +246,8 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
       }
       if (history && c.metric.counted) {
         // Without hourly data the API cannot say what yesterday had at this time of day: show the full day, and say so.
-        setText(c.yesterday, `Yesterday (full day): ${fmt(c.metric, history.yesterday.totals[c.metric.name])}`);
+        const estimate = history.yesterday.estimated.includes(c.metric.name) ? ESTIMATE_MARK : '';
+        setText(c.yesterday, `Yesterday (full day): ${estimate}${fmt(c.metric, history.yesterday.totals[c.metric.name])}`);
       } else if (!c.metric.counted) setText(c.yesterday, 'Not counted by this Tally yet');
     }
   }

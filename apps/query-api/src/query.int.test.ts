@@ -94,6 +94,7 @@ describe('UniqueVisitors', () => {
     // V2 ordered on the 14th; V1 ordered and viewed on the 15th (partly in DynamoDB, partly in the open bucket).
     expect(s.body.points.map((p: { values: Record<string, number> }) => p.values['UniqueVisitors'])).toEqual([0, 1, 1]);
     expect(s.body.totals).toEqual({ UniqueVisitors: 2, ViewCount: 6 });
+    expect(s.body.estimated).toEqual([]); // a handful of visitors a day: exact sets, not HyperLogLogs
     const all = await get('/v1/series?metrics=UniqueVisitors&range=allTime&granularity=total');
     expect(all.body.totals).toEqual({ UniqueVisitors: 3 });
     // allTime alone takes its one granularity.

@@ -33,7 +33,13 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const { range: asked, name } = resolveRange(q, timeZone, now, granularity === 'total' && noRange ? 'allTime' : 'last30d');
     // A visitor's history is counted only within the store's retention (never from TOTAL, which holds expired months).
     const range = entity.entity === VISITOR_ENTITY ? clampToRetention(asked, historyMonths, timeZone, now) : asked;
-    const { points, totals, dynamoRequests } = await readSeries(ctx.query, { store, pk: entity.pk, metrics, range, granularity });
+    const { points, totals, estimated, dynamoRequests } = await readSeries(ctx.query, {
+      store,
+      pk: entity.pk,
+      metrics,
+      range,
+      granularity,
+    });
     return {
       store,
       timeZone,
@@ -45,6 +51,7 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
       metrics: metrics.map((m) => m.name),
       points: points.map((p) => ({ period: p.period, values: formatValues(rules, p.values) })),
       totals: formatValues(rules, totals),
+      estimated,
       asOf: new Date(now).toISOString(),
       dynamoRequests,
     };

@@ -30,6 +30,7 @@ export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
       to: range === 'all' ? null : formatDate(range.to),
       metrics: metrics.map((m) => m.name),
       items: r.rows.map((row, i) => ({ id: refs[i]!.id, values: formatValues(rules, row.values) })),
+      estimated: r.estimated,
       asOf: new Date(now).toISOString(),
       dynamoRequests: r.dynamoRequests,
     };

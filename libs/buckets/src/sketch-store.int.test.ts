@@ -59,8 +59,18 @@ describe('sketches', () => {
     expect(after.map((s) => s.scard).sort()).toEqual(before.map((s) => s.scard).sort());
     const [u] = await sketches.union('S', [after.map((s) => s.blob)], true);
     expect(u!.count).toBe(280);
+    expect(u!.exact).toBe(true);
     expect(u!.blob.subarray(0, 1).toString()).toBe('X');
     expect(u!.blob.length).toBe(1 + 8 * 280);
+  });
+
+  it('says which unions are estimates: any HyperLogLog in a group, even of a day past the threshold among exact ones', async () => {
+    await addVisitors('S', '2026-100', 0, 100);
+    await addVisitors('S', '2026-101', 0, EXACT_THRESHOLD + 1);
+    const [small, large] = (await sketches.read('S', ['S']))[0]!.toSorted((a, b) => a.dayKey.localeCompare(b.dayKey));
+    const r = await sketches.union('S', [[small!.blob], [large!.blob], [small!.blob, large!.blob]], false);
+    expect(r.map((u) => u.exact)).toEqual([true, false, false]);
+    expect(r[0]!.count).toBe(100);
   });
 
   it('acks a sketch only when it did not change since it was read', async () => {

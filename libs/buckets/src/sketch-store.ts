@@ -127,10 +127,15 @@ export class SketchStore {
   }
 
   /**
-   * Unions of groups of sketch blobs: per group the distinct count (exact when every blob of the group is exact)
-   * and, with wantBlob, the union's blob (exact while it has at most EXACT_THRESHOLD members, else an HLL).
+   * Unions of groups of sketch blobs: per group the distinct count, `exact` when every blob of the group is exact
+   * (else it is the HyperLogLog's estimate), and, with wantBlob, the union's blob (exact while it has at most
+   * EXACT_THRESHOLD members, else an HLL).
    */
-  async union(store: string, groups: ReadonlyArray<readonly Buffer[]>, wantBlob: boolean): Promise<Array<{ count: number; blob: Buffer }>> {
+  async union(
+    store: string,
+    groups: ReadonlyArray<readonly Buffer[]>,
+    wantBlob: boolean,
+  ): Promise<Array<{ count: number; exact: boolean; blob: Buffer }>> {
     if (groups.length === 0) return [];
     const scratch = `${this.keys.tag(store)}${S.sketchScratch}${randomUUID()}`;
     const keys: string[] = [];
@@ -150,6 +155,6 @@ export class SketchStore {
       { keys, args },
       { buffers: true },
     );
-    return raw.map(([count, blob]) => ({ count: Number(count), blob }));
+    return raw.map(([count, blob], gi) => ({ count: Number(count), exact: groups[gi]!.every((b) => b[0] === 0x58 /* X */), blob }));
   }
 }

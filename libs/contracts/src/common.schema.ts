@@ -96,6 +96,12 @@ export const rangeAnswerFields = {
   from: z.string().nullable().describe('First day (YYYY-MM-DD); null for allTime'),
   to: z.string().nullable().describe('Last day (YYYY-MM-DD); null for allTime'),
   metrics: z.array(z.string()),
+  estimated: z
+    .array(z.string())
+    .default([]) // an answer of a query API from before it (a rolling upgrade) reads as all exact
+    .describe(
+      'The metrics of the answer any of whose values is an estimate, not an exact count: a distinct count (UniqueVisitors) over a day of more than 300 distinct visitors is a HyperLogLog (standard error 0.81%). Empty when every value is exact.',
+    ),
   asOf: isoSchema.describe('When the answer was read: DynamoDB plus every count in Redis until then'),
   dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),
 };

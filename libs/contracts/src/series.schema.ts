@@ -50,6 +50,7 @@ export const seriesResponseSchema = z
           { period: '2026-03-15', values: { ViewCount: 7, Revenue: '0', UniqueVisitors: 4 } },
         ],
         totals: { ViewCount: 19, Revenue: '19.99', UniqueVisitors: 8 },
+        estimated: [],
         asOf: '2026-03-15T12:00:00.000Z',
         dynamoRequests: 1,
       },

@@ -34,6 +34,7 @@ export const totalsResponseSchema = z
           { id: 'P1', values: { ViewCount: 1200, UniqueVisitors: 431 } },
           { id: 'P2', values: { ViewCount: 85, UniqueVisitors: 62 } },
         ],
+        estimated: [],
         asOf: '2026-03-15T12:00:00.000Z',
         dynamoRequests: 1,
       },

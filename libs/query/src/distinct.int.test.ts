@@ -92,6 +92,8 @@ async function answers(deps: QueryDeps) {
     all: n(all.totals),
     last7: n(last7.rows[0]!.values),
     products: products.rows.map((r) => n(r.values)),
+    /** Which answers say their UniqueVisitors are estimates (days, month, year, all, last7, products). */
+    estimated: [days, month, year, all, last7, products].map((r) => r.estimated),
   };
 }
 
@@ -101,7 +103,10 @@ describe('UniqueVisitors', () => {
     // Day 1: V0..V149 view P1; day 2: V100..V279 view P2 (100..149 come back): 280 distinct visitors.
     await send(deps, 'b1', views(D1, 'P1', 0, 150));
     await send(deps, 'b2', views(D1 + DAY, 'P2', 100, 280));
-    const expected = { days: [150, 180], daysTotal: 280, views: 330, month: 280, year: 280, all: 280, last7: 280, products: [150, 180] };
+    const expected = {
+      ...{ days: [150, 180], daysTotal: 280, views: 330, month: 280, year: 280, all: 280, last7: 280, products: [150, 180] },
+      estimated: [[], [], [], [], [], []],
+    };
     expect(await answers(deps)).toEqual(expected);
 
     await deps.buckets.seal('S', { now: D1 + 2 * DAY, minAgeMs: 0 });
@@ -130,6 +135,7 @@ describe('UniqueVisitors', () => {
     const within = (x: number, n: number) => Math.abs(x - n) / n <= 0.0243;
     const live = await answers(deps);
     expect(within(live.days[0]!, 20_000) && within(live.all, 20_000) && within(live.products[0]!, 20_000)).toBe(true);
+    expect(live.estimated).toEqual(Array(6).fill(['UniqueVisitors']));
     await deps.buckets.seal('S', { now: D1 + DAY, minAgeMs: 0 });
     await deps.buckets.foldSealed('S', { now: D1 + DAY });
     expect((await flush(deps, 'S')).updates).toBe(2);
@@ -137,6 +143,7 @@ describe('UniqueVisitors', () => {
     // The same HLL, now from DynamoDB (stored compressed): the same estimates.
     expect(flushed.days[0]).toBe(live.days[0]);
     expect(flushed.all).toBe(live.all);
+    expect(flushed.estimated).toEqual(Array(6).fill(['UniqueVisitors']));
     const item = await getItem(deps.dynamo, 'S', 'M2026-03');
     const stored = item!.blobs!.get('D068.uv')!;
     expect(String.fromCharCode(stored[0]!)).toBe('Z');

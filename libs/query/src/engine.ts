@@ -33,6 +33,8 @@ export interface SeriesPoint {
 export interface SeriesResult {
   points: SeriesPoint[];
   totals: Record<string, bigint>;
+  /** The metrics any of whose values is a HyperLogLog's estimate (a distinct count past EXACT_THRESHOLD in a day). */
+  estimated: string[];
   /** DynamoDB requests made to answer. */
   dynamoRequests: number;
 }
@@ -149,7 +151,7 @@ export async function readSeries(
   } else if (granularity === 'total') {
     const r = await readTotals(deps, { store: req.store, pks: [req.pk], metrics: req.metrics, range });
     const values = r.rows[0]!.values;
-    return { points: [{ period: 'total', values }], totals: values, dynamoRequests: r.dynamoRequests };
+    return { points: [{ period: 'total', values }], totals: values, estimated: r.estimated, dynamoRequests: r.dynamoRequests };
   } else if (granularity !== 'year') {
     const months = monthsOf(range).length;
     checkCost(deps, months, 'range', `${months} month items`);
@@ -171,11 +173,9 @@ export async function readSeries(
     ? periods.map((p) => ({ period: p.period, values: sumCells(merged, req.metrics, [p]) }))
     : [{ period: 'total', values: sumCells(merged, req.metrics, [{ sk: TOTAL_SK, attr: totalAttr }]) }];
   const totals = sumPoints(points, req.metrics);
-  if (distinct.size > 0) {
-    const metrics = req.metrics.filter((m) => distinct.has(m.attr));
-    await fillDistinctSeries(deps, req.store, metrics, items, live, periods, points, totals);
-  }
-  return { points, totals, dynamoRequests };
+  const metrics = req.metrics.filter((m) => distinct.has(m.attr));
+  const estimated = metrics.length > 0 ? await fillDistinctSeries(deps, req.store, metrics, items, live, periods, points, totals) : [];
+  return { points, totals, estimated, dynamoRequests };
 }
 
 /**
@@ -200,7 +200,7 @@ async function readTotalItem(deps: QueryDeps, pk: string): Promise<{ items: Stor
 /**
  * Sets the distinct counts of a series (`periods` its points over dates; undefined for all time): each point the
  * union of its period's cell and the live sketches of its days; the totals the union of every point's (not a sum:
- * a visitor of two days is one visitor).
+ * a visitor of two days is one visitor). Returns the metrics any of whose counts is an estimate.
  */
 async function fillDistinctSeries(
   deps: QueryDeps,
@@ -211,7 +211,7 @@ async function fillDistinctSeries(
   periods: PeriodCell[] | undefined,
   points: SeriesPoint[],
   totals: Record<string, bigint>,
-): Promise<void> {
+): Promise<string[]> {
   const byItem = new Map(items.map((i) => [i.sk, i]));
   const groups: Buffer[][] = [];
   const slots: Array<[Record<string, bigint>, string]> = [];
@@ -232,8 +232,25 @@ async function fillDistinctSeries(
     groups.push(all);
     slots.push([totals, m.name]);
   }
+  return setDistinct(deps, store, groups, slots);
+}
+
+/** Counts the groups' unions into their slots (values record, metric name); returns the metrics of the estimated ones. */
+async function setDistinct(
+  deps: QueryDeps,
+  store: string,
+  groups: Buffer[][],
+  slots: ReadonlyArray<[Record<string, bigint>, string]>,
+): Promise<string[]> {
+  const estimated = new Set<string>();
+  if (groups.length === 0) return [];
   const counts = await deps.buckets.sketches.union(store, groups, false);
-  counts.forEach((c, i) => (slots[i]![0][slots[i]![1]] = BigInt(c.count)));
+  counts.forEach((c, i) => {
+    const [values, metric] = slots[i]!;
+    values[metric] = BigInt(c.count);
+    if (!c.exact) estimated.add(metric);
+  });
+  return [...estimated];
 }
 
 /**
@@ -248,7 +265,7 @@ async function fillDistinctSeries(
 export async function readTotals(
   deps: QueryDeps,
   req: { store: string; pks: readonly string[]; metrics: MetricRef[]; range: QueryRange; costField?: string },
-): Promise<{ rows: Array<{ pk: string; values: Record<string, bigint> }>; dynamoRequests: number }> {
+): Promise<{ rows: Array<{ pk: string; values: Record<string, bigint> }>; estimated: string[]; dynamoRequests: number }> {
   const cells: Cell[] = req.range === 'all' ? [{ sk: TOTAL_SK, attr: totalAttr }] : coverOf(req.range);
   const sks = [...new Set(cells.map((c) => c.sk))];
   const field = req.costField ?? (req.pks.length > 1 ? 'ids' : 'range');
@@ -276,11 +293,8 @@ export async function readTotals(
     }
     return { pk: snap.pk, values };
   });
-  if (groups.length > 0) {
-    const counts = await deps.buckets.sketches.union(req.store, groups, false);
-    counts.forEach((c, i) => (slots[i]![0][slots[i]![1]] = BigInt(c.count)));
-  }
-  return { rows, dynamoRequests: requests };
+  const estimated = await setDistinct(deps, req.store, groups, slots);
+  return { rows, estimated, dynamoRequests: requests };
 }
 
 /** Day keys (`YYYY-DDD`) of a range, for rankings. */
