@@ -563,6 +563,13 @@ describe('dashboard in Chromium against the running stack', () => {
     const want = `\u2248\u202f${shown('UniqueVisitors', today.totals.UniqueVisitors)}`;
     await waitForText('[data-testid="today-UniqueVisitors"]', want);
     expect(await page.getAttribute('[data-testid="today-UniqueVisitors"]', 'title')).toMatch(/^An estimate: .*HyperLogLog/);
+    // So is the range's figure of the unique visitors' chart (the API's own total for the 30 days, today's included).
+    await page.click('.tab[data-metric="UniqueVisitors"]');
+    await waitFor(async () => /^\u2248\u202f[\d,]+$/.test((await page.textContent('[data-testid="days-total"]')) ?? ''), {
+      timeoutMs: 20_000,
+      intervalMs: 200,
+      message: 'the 30-day unique visitors marked as an estimate',
+    });
     // Within 3 standard errors (0.81%) of the exact count before plus the 301 new visitors.
     const exact = before.totals.UniqueVisitors + 301;
     expect(Math.abs(today.totals.UniqueVisitors - exact)).toBeLessThanOrEqual(Math.ceil(3 * 0.0081 * exact));

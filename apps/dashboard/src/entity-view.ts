@@ -275,11 +275,13 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     const prev = rangeTotal(m, days.previous, history.previous);
     const change = percentChange(toNumber(cur), toNumber(prev), locale);
     const compared = comparisonWindow(history.range);
+    // A distinct count's range figure is the API's own, an estimate when the API says so.
+    const approx = (answer: Series) => (!m.additive && answer.estimated.includes(m.name) ? ESTIMATE_MARK : '');
     replaceChildren(
       dayPanel.summary,
-      h('strong', { 'data-testid': 'days-total' }, fmt(m, cur)),
+      h('strong', { 'data-testid': 'days-total' }, approx(history.current) + fmt(m, cur)),
       ` ${m.noun} ${span(history.range)}${history.range.to === todayDate ? ' (today so far)' : ''} · `,
-      h('strong', { 'data-testid': 'days-previous-total' }, fmt(m, prev)),
+      h('strong', { 'data-testid': 'days-previous-total' }, approx(history.previous) + fmt(m, prev)),
       ` in ${span(compared)} `,
       h('span', { class: `change change-${change.direction}`, 'data-testid': 'days-change' }, change.text),
     );
