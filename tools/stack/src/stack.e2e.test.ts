@@ -194,7 +194,9 @@ describe('npm start (tools/stack)', () => {
     expect(s.out()).toMatch(/redis-server was killed by SIGKILL after [\d.]+ s/);
     expect(s.out()).toMatch(/restarting redis-server in 0\.5 s \(crash 1 in a row\)/);
     const redisUrl = readRunFile(dataDir).backends!.redisUrl;
-    expect(s.out()).toContain(`redis-server is back on ${redisUrl} (pid ${readRunFile(dataDir).children['redis']!.pid}, its AOF replayed)`);
+    // Said right after the run file is written: wait for the line rather than race the pipe.
+    const back = `redis-server is back on ${redisUrl} (pid ${readRunFile(dataDir).children['redis']!.pid}, its AOF replayed)`;
+    await until('the stack to say redis-server is back', () => s.out().includes(back), 10_000);
     await until('the view read back after the restart', async () => (await views()) === 1);
     await until(
       'the collector ready again',
