@@ -1,8 +1,8 @@
 // One uPlot chart: a period (solid line) against the period before it (dashed), point by point. uPlot draws;
 // this file only configures it — labels, value formatting, sizing.
 import uPlot from 'uplot';
-import { formatCompact, formatCompactMoney, formatDayWithWeekday, formatMetric, formatMonth, type Locale } from './format';
-import { chartData, niceCeil, pickTicks, type Compared } from './series';
+import { ESTIMATE_MARK, formatCompact, formatCompactMoney, formatDayWithWeekday, formatMetric, formatMonth, type Locale } from './format';
+import { chartData, isEstimate, niceCeil, pickTicks, type Compared } from './series';
 
 export interface ComparisonChartOptions {
   kind: 'day' | 'month';
@@ -80,6 +80,12 @@ export class ComparisonChart {
     const at = (u: uPlot, idx: number | null | undefined) => idx ?? u.data[0].length - 1;
     const periodAt = (i: number, which: 'periods' | 'previousPeriods') => this.compared?.[which][i];
     const valueAt = (u: uPlot, si: number, i: number) => (u.data[si]?.[i] as number | null | undefined) ?? null;
+    // The legend's value, marked when the API says that point's value is an estimate.
+    const shown = (u: uPlot, si: number, i: number, which: 'current' | 'previous') => {
+      const v = valueAt(u, si, i);
+      const estimate = v !== null && this.plotted !== undefined && isEstimate(this.compared?.[which][i], this.plotted.metric);
+      return (estimate ? ESTIMATE_MARK : '') + fmt(v);
+    };
     return {
       ...this.size(),
       // Room on the right for the newest period's label, which sits on the last point.
@@ -118,7 +124,7 @@ export class ComparisonChart {
           fill: 'rgba(37, 99, 235, 0.07)',
           width: 2,
           points: { show: kind === 'month', size: 6 },
-          value: (u, _v, si, idx) => fmt(valueAt(u, si, at(u, idx))),
+          value: (u, _v, si, idx) => shown(u, si, at(u, idx), 'current'),
         },
         {
           label: this.opts.previousLabel,
@@ -129,8 +135,8 @@ export class ComparisonChart {
           value: (u, _v, si, idx) => {
             const i = at(u, idx);
             const period = periodAt(i, 'previousPeriods');
-            const v = valueAt(u, si, i);
-            return v !== null && period ? `${fmt(v)} (${this.periodLabel(period)})` : fmt(v);
+            const v = shown(u, si, i, 'previous');
+            return valueAt(u, si, i) !== null && period ? `${v} (${this.periodLabel(period)})` : v;
           },
         },
       ],

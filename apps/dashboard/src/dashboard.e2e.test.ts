@@ -570,6 +570,24 @@ describe('dashboard in Chromium against the running stack', () => {
       intervalMs: 200,
       message: 'the 30-day unique visitors marked as an estimate',
     });
+    // Point by point: this month's figure and the newest points of both charts' legends are estimates; the periods
+    // they are compared with are not (the API marks each point).
+    const months = await api(`/v1/series?entity=store&metrics=UniqueVisitors&range=last12m&granularity=month`);
+    expect(months.points.map((p: { estimated?: string[] }) => p.estimated ?? []).at(-1)).toEqual(['UniqueVisitors']);
+    expect(months.points.slice(0, -1).every((p: { estimated?: string[] }) => p.estimated === undefined)).toBe(true);
+    await waitFor(async () => /^\u2248\u202f[\d,]+$/.test((await page.textContent('[data-testid="month-total"]')) ?? ''), {
+      timeoutMs: 20_000,
+      intervalMs: 200,
+      message: "this month's unique visitors marked as an estimate",
+    });
+    expect(await page.getAttribute('[data-testid="month-total"]', 'title')).toMatch(/^An estimate: /);
+    expect(await page.textContent('[data-testid="month-previous-total"]')).toMatch(/^[\d,]+$/);
+    expect(await page.getAttribute('[data-testid="month-previous-total"]', 'title')).toBeNull();
+    for (const chart of ['chart-days', 'chart-months']) {
+      const legend = await page.$$eval(`[data-testid="${chart}"] .u-legend .u-value`, (els) => els.map((e) => e.textContent ?? ''));
+      expect(legend[1], chart).toMatch(/^\u2248\u202f[\d,]+$/);
+      expect(legend[2], chart).toMatch(/^[\d,]+( \(.*\))?$/);
+    }
     // Within 3 standard errors (0.81%) of the exact count before plus the 301 new visitors.
     const exact = before.totals.UniqueVisitors + 301;
     expect(Math.abs(today.totals.UniqueVisitors - exact)).toBeLessThanOrEqual(Math.ceil(3 * 0.0081 * exact));

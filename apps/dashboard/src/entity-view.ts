@@ -7,7 +7,17 @@ import type { View, ViewContext } from './context';
 import { chartCsv, downloadCsv } from './csv';
 import { h, replaceChildren, setText } from './dom';
 import { RequestError } from './errors';
-import { formatDayLong, formatDayShort, formatMetric, formatMonth, percentChange, toNumber, type MetricValue } from './format';
+import {
+  ESTIMATE_MARK,
+  ESTIMATE_TITLE,
+  formatDayLong,
+  formatDayShort,
+  formatMetric,
+  formatMonth,
+  percentChange,
+  toNumber,
+  type MetricValue,
+} from './format';
 import { startPoller, throttle } from './live';
 import type { ShownMetric } from './metrics';
 import {
@@ -24,11 +34,7 @@ import {
   type Day,
   type RangePreset,
 } from './periods';
-import { compare, isEmpty, totalOf, withToday, type Compared } from './series';
-
-/** Before a value the API says is an estimate (a HyperLogLog's distinct count), with the title that explains it. */
-const ESTIMATE_MARK = '\u2248\u202f';
-const ESTIMATE_TITLE = 'An estimate: past 300 distinct visitors in a day, Tally counts them with a HyperLogLog (standard error 0.81%)';
+import { compare, isEmpty, isEstimate, totalOf, withToday, type Compared } from './series';
 
 const LIVE_INTERVAL_MS = 2_500;
 const HISTORY_INTERVAL_MS = 60_000;
@@ -290,14 +296,18 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     const months = history.months;
     const thisMonth = monthOf(todayDate);
     const idx = months.periods.indexOf(thisMonth);
-    const monthNow = idx >= 0 ? months.current[idx]!.values[m.name] : undefined;
-    const monthBefore = idx >= 0 ? months.previous[idx]!.values[m.name] : undefined;
+    // A month's figure, marked when the API says it is an estimate (a month of unique visitors past 300 a day).
+    const monthFigure = (point: SeriesPoint | undefined, testId: string) => {
+      const estimate = isEstimate(point, m.name);
+      const text = (estimate ? ESTIMATE_MARK : '') + fmt(m, point?.values[m.name] ?? 0);
+      return h('strong', { 'data-testid': testId, title: estimate ? ESTIMATE_TITLE : undefined }, text);
+    };
     replaceChildren(
       monthPanel.summary,
       `${formatMonth(thisMonth, locale)} so far: `,
-      h('strong', { 'data-testid': 'month-total' }, fmt(m, monthNow ?? 0)),
+      monthFigure(idx >= 0 ? months.current[idx] : undefined, 'month-total'),
       ` ${m.noun} · ${formatMonth(addMonths(thisMonth, -12), locale)} (full month): `,
-      h('strong', {}, fmt(m, monthBefore ?? 0)),
+      monthFigure(idx >= 0 ? months.previous[idx] : undefined, 'month-previous-total'),
     );
     monthPanel.show(m, months, `No ${m.noun} in the last 24 months yet.`);
   }

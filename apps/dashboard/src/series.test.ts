@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { SeriesPoint } from './api';
-import { chartData, compare, isEmpty, niceCeil, patchPoint, pickTicks, sumValues, totalOf, withToday } from './series';
+import { chartData, compare, isEmpty, isEstimate, niceCeil, patchPoint, pickTicks, sumValues, totalOf, withToday } from './series';
 
 const pt = (period: string, v: number, r: string): SeriesPoint => ({ period, values: { ViewCount: v, Revenue: r } });
 
@@ -24,6 +24,25 @@ describe('compare', () => {
     expect(live.current.map((p) => p.values['ViewCount'])).toEqual([0, 9]);
     expect(c.current[1]!.values['ViewCount']).toBe(4);
     expect(patchPoint(points, '2099-01-01', { ViewCount: 1 })).toEqual(points);
+  });
+
+  it("takes today's estimate marks from the live answer, keeping those of the values it does not replace", () => {
+    const uv = (period: string, n: number, estimated?: string[]): SeriesPoint => ({
+      period,
+      values: { ViewCount: n, UniqueVisitors: n },
+      ...(estimated && { estimated }),
+    });
+    const days = compare([uv('2024-01-03', 400, ['UniqueVisitors']), uv('2024-01-04', 200)], ['2024-01-03', '2024-01-04'], [], []);
+    // Today passes 300 visitors: its live point is an estimate; yesterday's mark stays.
+    const live = withToday(days, uv('2024-01-04', 310, ['UniqueVisitors']));
+    expect(live.current.map((p) => isEstimate(p, 'UniqueVisitors'))).toEqual([true, true]);
+    expect(live.current.map((p) => isEstimate(p, 'ViewCount'))).toEqual([false, false]);
+    // A live answer of exact values takes the mark away from the values it replaces, not from the others.
+    const marked = [uv('2024-01-04', 400, ['UniqueVisitors', 'Other'])];
+    expect(patchPoint(marked, '2024-01-04', { UniqueVisitors: 5 })).toEqual([
+      { period: '2024-01-04', values: { ViewCount: 400, UniqueVisitors: 5 }, estimated: ['Other'] },
+    ]);
+    expect(patchPoint(marked, '2024-01-04', { UniqueVisitors: 5, Other: 1 })[0]).not.toHaveProperty('estimated');
   });
 
   it('knows an empty chart', () => {

@@ -29,14 +29,30 @@ export function compare(
   return { periods, previousPeriods, current: periods.map(pick), previous: previousPeriods.map(pick) };
 }
 
-/** `points` with the point of `period` replaced by `values` (today's live answer into the 30-day series). */
-export function patchPoint(points: readonly SeriesPoint[], period: string, values: Record<string, MetricValue>): SeriesPoint[] {
-  return points.map((p) => (p.period === period ? { period, values: { ...p.values, ...values } } : p));
+/**
+ * `points` with the point of `period` replaced by `values` (today's live answer into the 30-day series); which of
+ * the replaced values are estimates is then `estimated`'s say.
+ */
+export function patchPoint(
+  points: readonly SeriesPoint[],
+  period: string,
+  values: Record<string, MetricValue>,
+  estimated?: readonly string[],
+): SeriesPoint[] {
+  return points.map((p) => {
+    if (p.period !== period) return p;
+    const marks = [...(p.estimated ?? []).filter((m) => !(m in values)), ...(estimated ?? [])];
+    const patched = { period, values: { ...p.values, ...values } };
+    return marks.length > 0 ? { ...patched, estimated: marks } : patched;
+  });
 }
 
 export function withToday(compared: Compared, today: SeriesPoint): Compared {
-  return { ...compared, current: patchPoint(compared.current, today.period, today.values) };
+  return { ...compared, current: patchPoint(compared.current, today.period, today.values, today.estimated) };
 }
+
+/** Whether the API says `metric`'s value in `point` is an estimate. */
+export const isEstimate = (point: SeriesPoint | undefined, metric: string) => point?.estimated?.includes(metric) === true;
 
 /** uPlot's aligned data: x (seconds of each period's start, as UTC) and the current and previous values. */
 export function chartData(compared: Compared, metric: string): [number[], number[], number[]] {

@@ -1,5 +1,13 @@
 import { z } from 'zod';
-import { errorResponses, metricsParam, rangeAnswerFields, rangeParam, rangeParams, valuesSchema } from './common.schema';
+import {
+  errorResponses,
+  metricsParam,
+  rangeAnswerFields,
+  rangeParam,
+  rangeParams,
+  valuesEstimatedSchema,
+  valuesSchema,
+} from './common.schema';
 
 export const GRANULARITIES = ['day', 'month', 'year', 'total'] as const;
 export type Granularity = (typeof GRANULARITIES)[number];
@@ -30,6 +38,7 @@ export const seriesResponseSchema = z
       z.object({
         period: z.string().describe('2024-03-15 (day), 2024-03 (month), 2024 (year) or total'),
         values: valuesSchema,
+        estimated: valuesEstimatedSchema,
       }),
     ),
     totals: valuesSchema.describe('Sum of the points; for UniqueVisitors the distinct visitors of all the points together'),

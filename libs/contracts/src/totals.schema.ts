@@ -1,5 +1,13 @@
 import { z } from 'zod';
-import { errorResponses, metricsParam, rangeAnswerFields, rangeParam, rangeParams, valuesSchema } from './common.schema';
+import {
+  errorResponses,
+  metricsParam,
+  rangeAnswerFields,
+  rangeParam,
+  rangeParams,
+  valuesEstimatedSchema,
+  valuesSchema,
+} from './common.schema';
 
 export const totalsQuerySchema = z
   .object({
@@ -18,7 +26,9 @@ export const totalsResponseSchema = z
   .object({
     ...rangeAnswerFields,
     entity: z.string(),
-    items: z.array(z.object({ id: z.string(), values: valuesSchema })).describe('One per id, in the order asked'),
+    items: z
+      .array(z.object({ id: z.string(), values: valuesSchema, estimated: valuesEstimatedSchema }))
+      .describe('One per id, in the order asked'),
   })
   .meta({
     examples: [

@@ -94,6 +94,9 @@ async function answers(deps: QueryDeps) {
     products: products.rows.map((r) => n(r.values)),
     /** Which answers say their UniqueVisitors are estimates (days, month, year, all, last7, products). */
     estimated: [days, month, year, all, last7, products].map((r) => r.estimated),
+    /** The same per point (days, month, year, all) and per row (last7, products). */
+    pointsEstimated: [days, month, year, all].map((r) => r.points.map((p) => p.estimated ?? [])),
+    rowsEstimated: [last7, products].map((r) => r.rows.map((row) => row.estimated ?? [])),
   };
 }
 
@@ -106,6 +109,8 @@ describe('UniqueVisitors', () => {
     const expected = {
       ...{ days: [150, 180], daysTotal: 280, views: 330, month: 280, year: 280, all: 280, last7: 280, products: [150, 180] },
       estimated: [[], [], [], [], [], []],
+      pointsEstimated: [[[], []], [[]], [[]], [[]]],
+      rowsEstimated: [[[]], [[], []]],
     };
     expect(await answers(deps)).toEqual(expected);
 
@@ -136,6 +141,12 @@ describe('UniqueVisitors', () => {
     const live = await answers(deps);
     expect(within(live.days[0]!, 20_000) && within(live.all, 20_000) && within(live.products[0]!, 20_000)).toBe(true);
     expect(live.estimated).toEqual(Array(6).fill(['UniqueVisitors']));
+    // Only the points and rows that hold the 20,000: 2026-03-10 and P2 are exact (none).
+    const uvOnly = ['UniqueVisitors'];
+    expect([live.pointsEstimated, live.rowsEstimated]).toEqual([
+      [[uvOnly, []], [uvOnly], [uvOnly], [uvOnly]],
+      [[uvOnly], [uvOnly, []]],
+    ]);
     await deps.buckets.seal('S', { now: D1 + DAY, minAgeMs: 0 });
     await deps.buckets.foldSealed('S', { now: D1 + DAY });
     expect((await flush(deps, 'S')).updates).toBe(2);
@@ -144,6 +155,7 @@ describe('UniqueVisitors', () => {
     expect(flushed.days[0]).toBe(live.days[0]);
     expect(flushed.all).toBe(live.all);
     expect(flushed.estimated).toEqual(Array(6).fill(['UniqueVisitors']));
+    expect([flushed.pointsEstimated, flushed.rowsEstimated]).toEqual([live.pointsEstimated, live.rowsEstimated]);
     const item = await getItem(deps.dynamo, 'S', 'M2026-03');
     const stored = item!.blobs!.get('D068.uv')!;
     expect(String.fromCharCode(stored[0]!)).toBe('Z');

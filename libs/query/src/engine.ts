@@ -28,6 +28,8 @@ export interface SeriesPoint {
   /** `2023-05-03` (day), `2023-05` (month), `2023` (year) or `total`. */
   period: string;
   values: Record<string, bigint>;
+  /** The metrics whose value in this point is a HyperLogLog's estimate; absent when every value is exact. */
+  estimated?: string[];
 }
 
 export interface SeriesResult {
@@ -37,6 +39,14 @@ export interface SeriesResult {
   estimated: string[];
   /** DynamoDB requests made to answer. */
   dynamoRequests: number;
+}
+
+/** One row's totals over a range (readTotals). */
+interface TotalsRow {
+  pk: string;
+  values: Record<string, bigint>;
+  /** The metrics whose value is a HyperLogLog's estimate; absent when every value is exact. */
+  estimated?: string[];
 }
 
 /** A metric asked for by name, optionally sub-keyed (`ProductViews#P1`), with its attribute name. */
@@ -150,8 +160,9 @@ export async function readSeries(
     if (granularity !== 'total') throw new QueryError('granularity', `range allTime answers granularity total only, not ${granularity}`);
   } else if (granularity === 'total') {
     const r = await readTotals(deps, { store: req.store, pks: [req.pk], metrics: req.metrics, range });
-    const values = r.rows[0]!.values;
-    return { points: [{ period: 'total', values }], totals: values, estimated: r.estimated, dynamoRequests: r.dynamoRequests };
+    const { values, estimated } = r.rows[0]!;
+    const point: SeriesPoint = estimated ? { period: 'total', values, estimated } : { period: 'total', values };
+    return { points: [point], totals: values, estimated: r.estimated, dynamoRequests: r.dynamoRequests };
   } else if (granularity !== 'year') {
     const months = monthsOf(range).length;
     checkCost(deps, months, 'range', `${months} month items`);
@@ -214,11 +225,11 @@ async function fillDistinctSeries(
 ): Promise<string[]> {
   const byItem = new Map(items.map((i) => [i.sk, i]));
   const groups: Buffer[][] = [];
-  const slots: Array<[Record<string, bigint>, string]> = [];
+  const slots: DistinctSlot[] = [];
   for (const m of metrics) {
     if (!periods) {
       groups.push(rangeGroup(byItem, live, m.attr, 'all', []));
-      slots.push([points[0]!.values, m.name], [totals, m.name]);
+      slots.push([points[0]!, m.name], [{ values: totals }, m.name]);
       groups.push(groups[groups.length - 1]!);
       continue;
     }
@@ -226,29 +237,32 @@ async function fillDistinctSeries(
     periods.forEach((p, i) => {
       const g = pointGroup(byItem, live, m.attr, p);
       groups.push(g);
-      slots.push([points[i]!.values, m.name]);
+      slots.push([points[i]!, m.name]);
       all.push(...g);
     });
     groups.push(all);
-    slots.push([totals, m.name]);
+    slots.push([{ values: totals }, m.name]);
   }
   return setDistinct(deps, store, groups, slots);
 }
 
-/** Counts the groups' unions into their slots (values record, metric name); returns the metrics of the estimated ones. */
-async function setDistinct(
-  deps: QueryDeps,
-  store: string,
-  groups: Buffer[][],
-  slots: ReadonlyArray<[Record<string, bigint>, string]>,
-): Promise<string[]> {
+/** Where a distinct count goes: a point's (or row's, or the totals') values, and the metric's name. */
+type DistinctSlot = [{ values: Record<string, bigint>; estimated?: string[] }, string];
+
+/**
+ * Counts the groups' unions into their slots, listing an estimated count's metric in its slot's `estimated`;
+ * returns the metrics of the estimated ones.
+ */
+async function setDistinct(deps: QueryDeps, store: string, groups: Buffer[][], slots: readonly DistinctSlot[]): Promise<string[]> {
   const estimated = new Set<string>();
   if (groups.length === 0) return [];
   const counts = await deps.buckets.sketches.union(store, groups, false);
   counts.forEach((c, i) => {
-    const [values, metric] = slots[i]!;
-    values[metric] = BigInt(c.count);
-    if (!c.exact) estimated.add(metric);
+    const [slot, metric] = slots[i]!;
+    slot.values[metric] = BigInt(c.count);
+    if (c.exact) return;
+    estimated.add(metric);
+    (slot.estimated ??= []).push(metric);
   });
   return [...estimated];
 }
@@ -265,7 +279,7 @@ async function setDistinct(
 export async function readTotals(
   deps: QueryDeps,
   req: { store: string; pks: readonly string[]; metrics: MetricRef[]; range: QueryRange; costField?: string },
-): Promise<{ rows: Array<{ pk: string; values: Record<string, bigint> }>; estimated: string[]; dynamoRequests: number }> {
+): Promise<{ rows: TotalsRow[]; estimated: string[]; dynamoRequests: number }> {
   const cells: Cell[] = req.range === 'all' ? [{ sk: TOTAL_SK, attr: totalAttr }] : coverOf(req.range);
   const sks = [...new Set(cells.map((c) => c.sk))];
   const field = req.costField ?? (req.pks.length > 1 ? 'ids' : 'range');
@@ -282,16 +296,16 @@ export async function readTotals(
   const { items, requests } = await bounded(field, () => getItems(deps.dynamo, keys, maxItems(deps)));
   const byPk = Map.groupBy(items, ([key]) => key.slice(0, key.indexOf('\u0000')));
   const groups: Buffer[][] = [];
-  const slots: Array<[Record<string, bigint>, string]> = [];
-  const rows = snaps.map((snap, r) => {
+  const slots: DistinctSlot[] = [];
+  const rows = snaps.map((snap, r): TotalsRow => {
     const own = (byPk.get(snap.pk) ?? []).map(([, item]) => item);
-    const values = sumCells(mergeItems(own, snap.entries), req.metrics, cells);
+    const row: TotalsRow = { pk: snap.pk, values: sumCells(mergeItems(own, snap.entries), req.metrics, cells) };
     for (const m of req.metrics) {
       if (!distinct.has(m.attr)) continue;
       groups.push(rangeGroup(new Map(own.map((i) => [i.sk, i])), live[r]!, m.attr, req.range, cells));
-      slots.push([values, m.name]);
+      slots.push([row, m.name]);
     }
-    return { pk: snap.pk, values };
+    return row;
   });
   const estimated = await setDistinct(deps, req.store, groups, slots);
   return { rows, estimated, dynamoRequests: requests };
