@@ -47,13 +47,13 @@ type StopOutcome = 'not-running' | 'exited' | 'killed';
  * child (SIGTERM, then SIGKILL after the deadline, then its whole group) and cancels any pending restart.
  */
 export function supervise({ name, command, args, cwd, env }: ProcessSpec, o: SupervisorOptions) {
-  const { stopping, stopped, backoff } = supervision(o);
+  const { stopping, stopped, backoff, tailLines } = supervision(o);
   const running = (async (): Promise<StopOutcome> => {
     for (let attempt = 1; ; attempt++) {
       const startedAt = Date.now();
       const lastLines: string[] = [];
       const onLine = (line: string) => {
-        if (lastLines.push(line) > (o.tailLines ?? 15)) lastLines.shift();
+        if (lastLines.push(line) > tailLines) lastLines.shift();
         o.onLine(name, line);
       };
       let exit: Pick<CrashReport, 'pid' | 'code' | 'signal' | 'error'>;
@@ -97,7 +97,7 @@ export interface Restartable {
  * that fails counts as the next crash. `stop()` stops the watching only: call it before stopping the service.
  */
 export function keepRunning(name: string, service: Restartable, o: Omit<SupervisorOptions, 'onLine' | 'stopTimeoutMs'>) {
-  const { stopping, stopped, backoff } = supervision(o);
+  const { stopping, stopped, backoff, tailLines } = supervision(o);
   const running = (async (): Promise<void> => {
     let failedRestart: Error | undefined;
     for (let attempt = 1, startedAt = Date.now(); ; attempt++) {
@@ -106,13 +106,7 @@ export function keepRunning(name: string, service: Restartable, o: Omit<Supervis
       const uptimeMs = Date.now() - startedAt;
       if (uptimeMs >= backoff.resetAfterMs) attempt = 1;
       const restartInMs = backoffDelay(attempt, backoff);
-      const lastLines = failedRestart
-        ? []
-        : service
-            .output()
-            .split('\n')
-            .filter(Boolean)
-            .slice(-(o.tailLines ?? 15));
+      const lastLines = failedRestart ? [] : service.output().split('\n').filter(Boolean).slice(-tailLines);
       o.onCrash?.({ name, pid: service.pid, ...exit, uptimeMs, lastLines, attempt, restartInMs });
       if (!(await delay(restartInMs, true, { signal: stopping.signal }).catch(() => false))) return;
       startedAt = Date.now();
@@ -125,9 +119,10 @@ export function keepRunning(name: string, service: Restartable, o: Omit<Supervis
   return { stop: (): Promise<void> => (stopping.abort(), running) };
 }
 
-/** A supervisor's stop signal (`stopped` resolves when `stopping` aborts) and its backoff policy. */
-function supervision(o: Pick<SupervisorOptions, 'backoff'>) {
+/** A supervisor's stop signal (`stopped` resolves when `stopping` aborts), its backoff policy and its crash report's length. */
+function supervision(o: Pick<SupervisorOptions, 'backoff' | 'tailLines'>) {
   const stopping = new AbortController();
   const stopped = new Promise<'stop'>((resolve) => stopping.signal.addEventListener('abort', () => resolve('stop')));
-  return { stopping, stopped, backoff: o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 } };
+  const backoff = o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
+  return { stopping, stopped, backoff, tailLines: o.tailLines ?? 15 };
 }
