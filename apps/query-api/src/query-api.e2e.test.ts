@@ -121,6 +121,9 @@ describe('query-api as a process', () => {
       { id: 'P1', values: { ViewCount: 3 } },
       { id: 'P2', values: { ViewCount: 0 } },
     ]);
+    // A repeated id is answered once, where it is first asked.
+    const repeated = await get('/v1/totals?entity=product&ids=P2,P1,P2&metrics=ViewCount&range=allTime');
+    expect(repeated.body.items.map((i: { id: string }) => i.id)).toEqual(['P2', 'P1']);
 
     const top = await get('/v1/top?entity=product&metric=ViewCount&range=last7d&limit=5');
     expect(top.body.items).toEqual([{ id: 'P1', value: 3 }]);

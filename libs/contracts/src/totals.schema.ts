@@ -15,7 +15,7 @@ export const totalsQuerySchema = z
     ids: z
       .union([z.string(), z.array(z.string())])
       .optional()
-      .describe('Comma-separated ids, at most MAX_ENTITIES_PER_REQUEST'),
+      .describe('Comma-separated ids, at most MAX_ENTITIES_PER_REQUEST different ones'),
     metrics: metricsParam.describe("Comma-separated metric names; default: the entity's unkeyed metrics"),
     range: rangeParam.describe('A named range (default last30d) or allTime'),
     ...rangeParams,
@@ -28,7 +28,7 @@ export const totalsResponseSchema = z
     entity: z.string(),
     items: z
       .array(z.object({ id: z.string(), values: valuesSchema, estimated: valuesEstimatedSchema }))
-      .describe('One per id, in the order asked'),
+      .describe('One per id, in the order asked; a repeated id is answered once, where it is first asked'),
   })
   .meta({
     examples: [
