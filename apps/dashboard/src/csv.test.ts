@@ -30,4 +30,21 @@ describe('CSV export', () => {
       ].join('\r\n'),
     );
   });
+
+  it('says beside a distinct count which of its values are estimates', () => {
+    const points = [
+      { period: '2026-03-02', values: { ViewCount: 400, UniqueVisitors: 351 }, estimated: ['UniqueVisitors'] },
+      { period: '2026-02-28', values: { ViewCount: 9, UniqueVisitors: 7 } },
+    ];
+    const c = compare(points, ['2026-03-01', '2026-03-02'], ['2026-02-27', '2026-02-28'], ['ViewCount', 'UniqueVisitors']);
+    const uv = { ...metric('UniqueVisitors'), additive: false };
+    expect(chartCsv(c, [metric('ViewCount'), uv], 'day')).toBe(
+      [
+        'day,ViewCount,UniqueVisitors,UniqueVisitors_estimate,compared_day,compared_ViewCount,compared_UniqueVisitors,compared_UniqueVisitors_estimate',
+        '2026-03-01,0,0,false,2026-02-27,0,0,false',
+        '2026-03-02,400,351,true,2026-02-28,9,7,false',
+        '',
+      ].join('\r\n'),
+    );
+  });
 });

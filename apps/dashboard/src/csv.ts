@@ -2,7 +2,8 @@
 // exact decimal strings), one row per period with the period it is compared with, every metric of the chart.
 import type { MetricValue } from './format';
 import type { ShownMetric } from './metrics';
-import type { Compared } from './series';
+import type { SeriesPoint } from './api';
+import { isEstimate, type Compared } from './series';
 
 /** One field, quoted when it holds a comma, a quote or a line break (RFC 4180). */
 function field(v: string): string {
@@ -18,16 +19,23 @@ const text = (v: MetricValue | undefined) => (v === undefined ? '' : String(v));
 
 /**
  * A chart's data as CSV: `period` and each counted metric, then `compared_period` and each metric again for it.
- * `kind` names the period column (`day`, `month`).
+ * `kind` names the period column (`day`, `month`). A distinct count (unique visitors) has a column `<name>_estimate`
+ * beside its values: `true` where the API says that value is a HyperLogLog's estimate.
  */
 export function chartCsv(compared: Compared, metrics: readonly ShownMetric[], kind: 'day' | 'month'): string {
   const counted = metrics.filter((m) => m.counted);
-  const header = [kind, ...counted.map((m) => m.name), `compared_${kind}`, ...counted.map((m) => `compared_${m.name}`)];
+  const distinct = counted.filter((m) => !m.additive);
+  const columns = (prefix: string) => [...counted.map((m) => prefix + m.name), ...distinct.map((m) => `${prefix}${m.name}_estimate`)];
+  const cells = (point: SeriesPoint | undefined) => [
+    ...counted.map((m) => text(point?.values[m.name])),
+    ...distinct.map((m) => (point ? String(isEstimate(point, m.name)) : '')),
+  ];
+  const header = [kind, ...columns(''), `compared_${kind}`, ...columns('compared_')];
   const rows = compared.periods.map((p, i) => [
     p,
-    ...counted.map((m) => text(compared.current[i]!.values[m.name])),
+    ...cells(compared.current[i]),
     compared.previousPeriods[i] ?? '',
-    ...counted.map((m) => text(compared.previous[i]?.values[m.name])),
+    ...cells(compared.previous[i]),
   ]);
   return toCsv([header, ...rows]);
 }

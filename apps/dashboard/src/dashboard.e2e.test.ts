@@ -371,21 +371,27 @@ describe('dashboard in Chromium against the running stack', () => {
 
     // CSV of the range chart: every day of the range and of its comparison, every metric, as the API answered.
     const counted = STORE_CHART_METRICS.filter((m) => store.metrics.some((x: { name: string }) => x.name === m));
+    // A distinct count has a column saying which of its values are estimates.
+    const columns = (prefix: string) => [
+      ...counted.map((m) => prefix + m),
+      ...counted.filter((m) => m === 'UniqueVisitors').map((m) => `${prefix}${m}_estimate`),
+    ];
     const answer = async (w: { from: Day; to: Day }) => {
       const s = await api(`/v1/series?entity=store&metrics=${counted.join(',')}&from=${w.from}&to=${w.to}&granularity=day`);
-      const byDay = new Map<string, Record<string, MetricValue>>(
-        s.points.map((p: { period: string; values: Record<string, MetricValue> }) => [p.period, p.values]),
+      const byDay = new Map<string, { values: Record<string, MetricValue>; estimated?: string[] }>(
+        s.points.map((p: { period: string }) => [p.period, p]),
       );
-      return (day: Day, m: string) => String(byDay.get(day)?.[m] ?? 0);
+      return (day: Day) => [
+        ...counted.map((m) => String(byDay.get(day)?.values[m] ?? 0)),
+        ...counted.filter((m) => m === 'UniqueVisitors').map((m) => String(byDay.get(day)?.estimated?.includes(m) ?? false)),
+      ];
     };
     const [cur, prev] = await Promise.all([answer({ from, to: today }), answer(custom.c)]);
     const days = listDays(from, today);
     const previousDays = listDays(custom.c.from, custom.c.to);
     const expectedCsv = [
-      ['day', ...counted, 'compared_day', ...counted.map((m) => `compared_${m}`)].join(','),
-      ...days.map((d, i) =>
-        [d, ...counted.map((m) => cur(d, m)), previousDays[i], ...counted.map((m) => prev(previousDays[i]!, m))].join(','),
-      ),
+      ['day', ...columns(''), 'compared_day', ...columns('compared_')].join(','),
+      ...days.map((d, i) => [d, ...cur(d), previousDays[i], ...prev(previousDays[i]!)].join(',')),
       '',
     ].join('\r\n');
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="csv-days"]')]);
@@ -396,7 +402,7 @@ describe('dashboard in Chromium against the running stack', () => {
     // And of the 12-month chart: this month's row is the API's month answer.
     const [monthsDownload] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="csv-months"]')]);
     const monthsCsv = readFileSync((await monthsDownload.path())!, 'utf8').split('\r\n');
-    expect(monthsCsv[0]).toBe(['month', ...counted, 'compared_month', ...counted.map((m) => `compared_${m}`)].join(','));
+    expect(monthsCsv[0]).toBe(['month', ...columns(''), 'compared_month', ...columns('compared_')].join(','));
     const month = await api(
       `/v1/series?entity=store&metrics=${counted.join(',')}&from=${today.slice(0, 7)}-01&to=${today}&granularity=month`,
     );
@@ -588,6 +594,15 @@ describe('dashboard in Chromium against the running stack', () => {
       expect(legend[1], chart).toMatch(/^\u2248\u202f[\d,]+$/);
       expect(legend[2], chart).toMatch(/^[\d,]+( \(.*\))?$/);
     }
+    // The 12-month CSV says which of its values are estimates: this month's unique visitors, not the year before's.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="csv-months"]')]);
+    const [header, ...lines] = readFileSync((await download.path())!, 'utf8').split('\r\n');
+    const cells = header!.split(',');
+    const row = lines.find((l) => l.startsWith(`${months.points.at(-1).period},`))!.split(',');
+    expect([row[cells.indexOf('UniqueVisitors_estimate')], row[cells.indexOf('compared_UniqueVisitors_estimate')]]).toEqual([
+      'true',
+      'false',
+    ]);
     // Within 3 standard errors (0.81%) of the exact count before plus the 301 new visitors.
     const exact = before.totals.UniqueVisitors + 301;
     expect(Math.abs(today.totals.UniqueVisitors - exact)).toBeLessThanOrEqual(Math.ceil(3 * 0.0081 * exact));
