@@ -88,11 +88,14 @@ export const isoSchema = z.string().describe('ISO-8601 instant');
 /** The parameters of every read over a range of days besides the range itself: from/to, and the expected store. */
 export const rangeParams = { from: fromParam, to: toParam, store: storeParam };
 
-/** Beside one point's or item's values: which of them are estimates. */
-export const valuesEstimatedSchema = z
-  .array(z.string())
-  .optional()
-  .describe('The metrics whose value here is an estimate (see estimated); absent when every value here is exact');
+/** One point's or item's values, and which of them are estimates. */
+export const valuesFields = {
+  values: valuesSchema,
+  estimated: z
+    .array(z.string())
+    .optional()
+    .describe('The metrics whose value here is an estimate (see estimated); absent when every value here is exact'),
+};
 
 /** What every answer over a range of days (series, totals) says besides its values. */
 export const rangeAnswerFields = {

@@ -1,13 +1,5 @@
 import { z } from 'zod';
-import {
-  errorResponses,
-  metricsParam,
-  rangeAnswerFields,
-  rangeParam,
-  rangeParams,
-  valuesEstimatedSchema,
-  valuesSchema,
-} from './common.schema';
+import { errorResponses, metricsParam, rangeAnswerFields, rangeParam, rangeParams, valuesFields } from './common.schema';
 
 export const GRANULARITIES = ['day', 'month', 'year', 'total'] as const;
 export type Granularity = (typeof GRANULARITIES)[number];
@@ -37,11 +29,10 @@ export const seriesResponseSchema = z
     points: z.array(
       z.object({
         period: z.string().describe('2024-03-15 (day), 2024-03 (month), 2024 (year) or total'),
-        values: valuesSchema,
-        estimated: valuesEstimatedSchema,
+        ...valuesFields,
       }),
     ),
-    totals: valuesSchema.describe('Sum of the points; for UniqueVisitors the distinct visitors of all the points together'),
+    totals: valuesFields.values.describe('Sum of the points; for UniqueVisitors the distinct visitors of all the points together'),
   })
   .meta({
     examples: [

@@ -1,13 +1,5 @@
 import { z } from 'zod';
-import {
-  errorResponses,
-  metricsParam,
-  rangeAnswerFields,
-  rangeParam,
-  rangeParams,
-  valuesEstimatedSchema,
-  valuesSchema,
-} from './common.schema';
+import { errorResponses, metricsParam, rangeAnswerFields, rangeParam, rangeParams, valuesFields } from './common.schema';
 
 export const totalsQuerySchema = z
   .object({
@@ -27,7 +19,7 @@ export const totalsResponseSchema = z
     ...rangeAnswerFields,
     entity: z.string(),
     items: z
-      .array(z.object({ id: z.string(), values: valuesSchema, estimated: valuesEstimatedSchema }))
+      .array(z.object({ id: z.string(), ...valuesFields }))
       .describe('One per id, in the order asked; a repeated id is answered once, where it is first asked'),
   })
   .meta({
