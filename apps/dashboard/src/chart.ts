@@ -1,8 +1,8 @@
 // One uPlot chart: a period (solid line) against the period before it (dashed), point by point. uPlot draws;
 // this file only configures it — labels, value formatting, sizing.
 import uPlot from 'uplot';
-import { ESTIMATE_MARK, formatCompact, formatCompactMoney, formatDayWithWeekday, formatMetric, formatMonth, type Locale } from './format';
-import { chartData, isEstimate, niceCeil, pickTicks, type Compared } from './series';
+import { formatCompact, formatCompactMoney, formatDayWithWeekday, formatMetric, formatMonth, type Locale } from './format';
+import { chartData, ESTIMATE_MARK, isEstimate, niceCeil, pickTicks, type Compared } from './series';
 
 export interface ComparisonChartOptions {
   kind: 'day' | 'month';

@@ -7,17 +7,7 @@ import type { View, ViewContext } from './context';
 import { chartCsv, downloadCsv } from './csv';
 import { h, replaceChildren, setText } from './dom';
 import { RequestError } from './errors';
-import {
-  ESTIMATE_MARK,
-  ESTIMATE_TITLE,
-  formatDayLong,
-  formatDayShort,
-  formatMetric,
-  formatMonth,
-  percentChange,
-  toNumber,
-  type MetricValue,
-} from './format';
+import { formatDayLong, formatDayShort, formatMetric, formatMonth, percentChange, toNumber, type MetricValue } from './format';
 import { startPoller, throttle } from './live';
 import type { ShownMetric } from './metrics';
 import {
@@ -34,7 +24,7 @@ import {
   type Day,
   type RangePreset,
 } from './periods';
-import { compare, isEmpty, isEstimate, totalOf, withToday, type Compared } from './series';
+import { compare, ESTIMATE_MARK, ESTIMATE_TITLE, isEmpty, isEstimate, totalOf, withToday, type Compared } from './series';
 
 const LIVE_INTERVAL_MS = 2_500;
 const HISTORY_INTERVAL_MS = 60_000;

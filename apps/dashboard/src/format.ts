@@ -57,11 +57,6 @@ export function formatCompactMoney(n: number, currency: string, locale?: Locale)
   return new Intl.NumberFormat(locale, { style: 'currency', currency, notation: 'compact', maximumFractionDigits: 1 }).format(n);
 }
 
-/** Before a value the API says is an estimate (a HyperLogLog's distinct count); ESTIMATE_TITLE explains it. */
-export const ESTIMATE_MARK = '\u2248\u202f';
-export const ESTIMATE_TITLE =
-  'An estimate: past 300 distinct visitors in a day, Tally counts them with a HyperLogLog (standard error 0.81%)';
-
 /** A metric value for display: money in the store's currency when given, decimals at the metric's scale, counts grouped. */
 export function formatMetric(value: MetricValue, scale: number, locale?: Locale, currency?: string): string {
   if (currency !== undefined) return formatMoney(value, scale, currency, locale);
