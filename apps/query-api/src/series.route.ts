@@ -49,11 +49,7 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
       from: range === 'all' ? null : formatDate(range.from),
       to: range === 'all' ? null : formatDate(range.to),
       metrics: metrics.map((m) => m.name),
-      points: points.map((p) => ({
-        period: p.period,
-        values: formatValues(rules, p.values),
-        ...(p.estimated && { estimated: p.estimated }),
-      })),
+      points: points.map((p) => ({ period: p.period, values: formatValues(rules, p.values), estimated: p.estimated })),
       totals: formatValues(rules, totals),
       estimated,
       asOf: new Date(now).toISOString(),

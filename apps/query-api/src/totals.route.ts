@@ -29,11 +29,7 @@ export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
       from: range === 'all' ? null : formatDate(range.from),
       to: range === 'all' ? null : formatDate(range.to),
       metrics: metrics.map((m) => m.name),
-      items: r.rows.map((row, i) => ({
-        id: refs[i]!.id,
-        values: formatValues(rules, row.values),
-        ...(row.estimated && { estimated: row.estimated }),
-      })),
+      items: r.rows.map((row, i) => ({ id: refs[i]!.id, values: formatValues(rules, row.values), estimated: row.estimated })),
       estimated: r.estimated,
       asOf: new Date(now).toISOString(),
       dynamoRequests: r.dynamoRequests,
