@@ -29,16 +29,16 @@ export const DEFAULT_MEASURED = {
   /** query: DynamoDB read units per query (one eventually consistent read of items under 4 KB = 0.5). */
   readUnitsPerQuery: 0.5,
   /** scale: Redis bytes per open row and per store. */
-  bytesPerOpenRow: 232,
-  bytesPerStore: 839,
+  bytesPerOpenRow: 231,
+  bytesPerStore: 966,
   /** aggregator-apply: bytes per dedupe record. */
   bytesPerDedupeRecord: 154,
   /** aggregator-apply: events/s one aggregator process applies. */
-  aggregatorEventsPerSecond: 113_962,
+  aggregatorEventsPerSecond: 36_404,
   /** collector-ingest: collector CPU ms per 1,000 events (1000-event batches). */
-  collectorCpuMsPer1000Events: 2.75,
+  collectorCpuMsPer1000Events: 7.92,
   /** ingest-e2e: events/s end to end on one Redis (everything on one 2-core machine). */
-  endToEndEventsPerSecondPerRedis: 43_997,
+  endToEndEventsPerSecondPerRedis: 51_855,
 };
 export type Measured = typeof DEFAULT_MEASURED;
 
