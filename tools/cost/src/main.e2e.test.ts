@@ -39,8 +39,8 @@ describe('npm run cost', () => {
       bytesPerStore: input('Redis bytes per store'),
       bytesPerDedupeRecord: input('Redis bytes per dedupe record'),
       aggregatorEventsPerSecond: input('Events/s one aggregator process applies'),
-      collectorCpuMsPer1000Events: input('Collector CPU ms per 1,000 events (1000-event batches)'),
-      endToEndEventsPerSecondPerRedis: input('Events/s end to end on one Redis (all apps on 2 shared cores)'),
+      collectorCpuMsPer1000Events: input('Collector CPU ms per 1,000 events (100-event batches)'),
+      endToEndEventsPerSecondPerRedis: input('Events/s end to end on one Redis (all apps on 2 shared cores, 100-event batches)'),
     }).toEqual(DEFAULT_MEASURED);
     const r = await run('size');
     expect(r.code).toBe(0);
