@@ -41,7 +41,7 @@ export function patchPoint(
 ): SeriesPoint[] {
   return points.map((p) => {
     if (p.period !== period) return p;
-    const marks = [...(p.estimated ?? []).filter((m) => !(m in values)), ...(estimated ?? [])];
+    const marks = [...(p.estimated ?? []).filter((m) => !Object.hasOwn(values, m)), ...(estimated ?? [])];
     const patched = { period, values: { ...p.values, ...values } };
     return marks.length > 0 ? { ...patched, estimated: marks } : patched;
   });
