@@ -38,7 +38,7 @@ describe('npm run cost', () => {
       bytesPerOpenRow: input('Redis bytes per open row'),
       bytesPerStore: input('Redis bytes per store'),
       bytesPerDedupeRecord: input('Redis bytes per dedupe record'),
-      aggregatorEventsPerSecond: input('Events/s one aggregator process applies'),
+      aggregatorEventsPerSecond: input('Events/s one aggregator process applies (100-event batches)'),
       collectorCpuMsPer1000Events: input('Collector CPU ms per 1,000 events (100-event batches)'),
       endToEndEventsPerSecondPerRedis: input('Events/s end to end on one Redis (all apps on 2 shared cores, 100-event batches)'),
     }).toEqual(DEFAULT_MEASURED);

@@ -32,9 +32,9 @@ export const DEFAULT_MEASURED = {
   bytesPerOpenRow: 231,
   bytesPerStore: 966,
   /** aggregator-apply: bytes per dedupe record. */
-  bytesPerDedupeRecord: 154,
-  /** aggregator-apply: events/s one aggregator process applies. */
-  aggregatorEventsPerSecond: 36_404,
+  bytesPerDedupeRecord: 160,
+  /** aggregator-apply: events/s one aggregator process applies (100-event batches, as the default workload's). */
+  aggregatorEventsPerSecond: 29_264,
   /** collector-ingest: collector CPU ms per 1,000 events (100-event batches, as the default workload's). */
   collectorCpuMsPer1000Events: 11.97,
   /** ingest-e2e: events/s end to end on one Redis (everything on one 2-core machine; 100-event batches). */
