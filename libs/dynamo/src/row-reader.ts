@@ -94,19 +94,23 @@ export async function getItem(deps: RowReaderDeps, pk: string, sk: string): Prom
   return item ? toStoredItem(item) : undefined;
 }
 
-/** One item's attributes, all or `projection`'s (a consistent GetItem, metered); undefined when absent. */
+/**
+ * One item's attributes, all or `projection`'s (a GetItem, metered); undefined when absent. Consistent unless
+ * `consistent` is false: an eventually consistent read costs half the read units and may miss the latest writes.
+ */
 export async function readItem(
   deps: RowReaderDeps,
   pk: string,
   sk: string,
   projection?: { expression: string; names: Record<string, string> },
+  consistent = true,
 ): Promise<Record<string, AttributeValue> | undefined> {
   const out = await metered(deps.meter, 'GetItem', () =>
     deps.client.send(
       new GetItemCommand({
         TableName: deps.table,
         Key: { pk: { S: pk }, sk: { S: sk } },
-        ConsistentRead: true,
+        ConsistentRead: consistent,
         ...(projection ? { ProjectionExpression: projection.expression, ExpressionAttributeNames: projection.names } : {}),
         ReturnConsumedCapacity: 'TOTAL',
       }),

@@ -59,6 +59,8 @@ export interface RowWriteResult {
   conditionFailures: number;
   /** With RowWriteOptions.extras: the items whose extra SET rode one of these UpdateItems. */
   extrasWritten?: string[];
+  /** With RowWriteOptions.extras: the items whose extra SET rode an UpdateItem that its conditions refused. */
+  extrasRefused?: string[];
 }
 
 /**
@@ -105,7 +107,7 @@ export async function writeRow(
   entries: readonly CountEntry[],
   opts: RowWriteOptions = {},
 ): Promise<RowWriteResult> {
-  const result: RowWriteResult = { updates: 0, conditionFailures: 0, ...(opts.extras ? { extrasWritten: [] } : {}) };
+  const result: RowWriteResult = { updates: 0, conditionFailures: 0, ...(opts.extras ? { extrasWritten: [], extrasRefused: [] } : {}) };
   for (const [sk, list] of entriesByItem(entries)) {
     await writeItem(deps, pk, sk, list, result, opts.extras?.get(sk));
   }
@@ -230,6 +232,7 @@ async function writeItem(
     } else {
       result.conditionFailures++;
       // The refusal may be the extra's condition: leave the extra to the caller, and retry the counts without it.
+      if (rides) result.extrasRefused?.push(sk);
       extra = undefined;
       const at = await readWatermark(deps, pk, sk);
       if (at.spilled) spilledAt = at;
@@ -312,16 +315,20 @@ async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promi
   };
 }
 
-/** A writer's consistent GetItem of some attributes, metered; errors as RetryableWriteError or PermanentWriteError. */
+/**
+ * A writer's GetItem of some attributes (consistent unless `consistent` is false), metered; errors as
+ * RetryableWriteError or PermanentWriteError.
+ */
 export async function readForWrite(
   deps: RowWriterDeps,
   pk: string,
   sk: string,
   projection: string,
   names: Record<string, string>,
+  consistent = true,
 ): Promise<Record<string, AttributeValue> | undefined> {
   try {
-    return await readItem(deps, pk, sk, { expression: projection, names });
+    return await readItem(deps, pk, sk, { expression: projection, names }, consistent);
   } catch (err) {
     throw wrapWriteError(err, pk, sk);
   }

@@ -59,8 +59,10 @@ export interface SketchItemWrite {
 }
 
 /**
- * Reads an item's sketch attributes (consistent read) and unions each with the live blobs: what a write of the item
- * must SET, conditioned on the version read.
+ * Reads an item's sketch attributes and unions each with the live blobs: what a write of the item must SET,
+ * conditioned on the version read. With `consistent` false the read is eventually consistent, at half the read
+ * units: a read that missed a later sketch write holds an older version (every sketch write sets a new one), so
+ * the write's condition refuses it, nothing is lost, and the caller reads again, consistently.
  */
 export async function prepareSketchItem(
   deps: RowWriterDeps,
@@ -68,11 +70,12 @@ export async function prepareSketchItem(
   pk: string,
   sk: string,
   attrs: ReadonlyMap<string, readonly Buffer[]>,
+  consistent: boolean,
 ): Promise<SketchItemWrite> {
   const names: Record<string, string> = { '#hv': SKETCH_VERSION_ATTR };
   const list = [...attrs.keys()];
   list.forEach((a, i) => (names[`#s${i}`] = a));
-  const item = await readForWrite(deps, pk, sk, ['#hv', ...list.map((_, i) => `#s${i}`)].join(', '), names);
+  const item = await readForWrite(deps, pk, sk, ['#hv', ...list.map((_, i) => `#s${i}`)].join(', '), names, consistent);
   const groups = list.map((a) => {
     const stored = item?.[a]?.B;
     return stored ? [fromStoredSketch(stored), ...attrs.get(a)!] : [...attrs.get(a)!];
@@ -104,7 +107,8 @@ export function sketchUpdateParts(w: SketchItemWrite): ItemExtra {
 
 /**
  * Writes one item's sketches on their own (when they could not ride the counters' UpdateItem): read, union, SET
- * under the version condition, again while another writer moved the version in between. Returns UpdateItems made.
+ * under the version condition, again while another writer moved the version in between. `prepared`, a union not
+ * yet refused, is tried first instead of a read; every read here is consistent. Returns UpdateItems made.
  */
 export async function writeSketchItem(
   deps: RowWriterDeps,
@@ -112,9 +116,11 @@ export async function writeSketchItem(
   pk: string,
   sk: string,
   attrs: ReadonlyMap<string, readonly Buffer[]>,
+  prepared?: SketchItemWrite,
 ): Promise<number> {
   for (let attempt = 1; ; attempt++) {
-    const parts = sketchUpdateParts(await prepareSketchItem(deps, union, pk, sk, attrs));
+    const write = attempt === 1 && prepared ? prepared : await prepareSketchItem(deps, union, pk, sk, attrs, true);
+    const parts = sketchUpdateParts(write);
     const out = await updateItem(deps, pk, sk, {
       UpdateExpression: `SET ${parts.set.join(', ')}`,
       ConditionExpression: parts.condition,
@@ -132,7 +138,10 @@ export async function writeSketchItem(
 /**
  * Writes a row's counts (writeRow) and the live sketches of the days whose month item this write touches anyway:
  * each item's sketches (read, unioned, version-conditioned) ride the item's counter UpdateItem, so a flush costs
- * no extra write request for them; an item whose ride was refused or impossible (parts) gets its own sketch write.
+ * no extra write request for them; an item whose ride was refused or impossible (parts, a spilled item) gets its
+ * own sketch write. The items' reads are eventually consistent (half the read units of a consistent one) and run
+ * together; a ride refused by its conditions (perhaps a stale read) is read again consistently, and an item whose
+ * ride never went uses the union already read.
  * Live sketches of other days wait for a flush that writes their month item (their counts are still in Redis).
  * Returns writeRow's result, the sketch-only UpdateItems and the live sketches now in DynamoDB (to ack).
  */
@@ -145,13 +154,14 @@ export async function writeRowWithSketches<P extends SketchPart>(
 ): Promise<RowWriteResult & { sketchUpdates: number; sketchesWritten: P[] }> {
   const touched = new Set(entriesByItem(entries).keys());
   const riding = live.filter((p) => cellsOfDay(parseDayKey(p.dayKey), p.metric).every((c) => touched.has(c.sk)));
-  const cells = sketchCells(riding);
-  const extras = new Map<string, ItemExtra>();
-  for (const [sk, attrs] of cells) extras.set(sk, sketchUpdateParts(await prepareSketchItem(deps, union, pk, sk, attrs)));
+  const cells = [...sketchCells(riding)];
+  const prepared = await Promise.all(cells.map(([sk, attrs]) => prepareSketchItem(deps, union, pk, sk, attrs, false)));
+  const extras = new Map<string, ItemExtra>(cells.map(([sk], i) => [sk, sketchUpdateParts(prepared[i]!)]));
   const r = await writeRow(deps, pk, entries, { extras });
   let sketchUpdates = 0;
-  for (const [sk, attrs] of cells) {
-    if (!r.extrasWritten?.includes(sk)) sketchUpdates += await writeSketchItem(deps, union, pk, sk, attrs);
+  for (const [i, [sk, attrs]] of cells.entries()) {
+    if (r.extrasWritten?.includes(sk)) continue;
+    sketchUpdates += await writeSketchItem(deps, union, pk, sk, attrs, r.extrasRefused?.includes(sk) ? undefined : prepared[i]);
   }
   return { ...r, sketchUpdates, sketchesWritten: riding };
 }

@@ -1,6 +1,14 @@
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter, getItem, writeRowWithSketches } from '@tally/dynamo';
+import {
+  createDynamoClient,
+  createDynamoMeter,
+  getItem,
+  SpilledItems,
+  writeRow,
+  writeRowWithSketches,
+  type CountEntry,
+} from '@tally/dynamo';
 import { compileRules, defaultRules, rollup, rollupDistinct, type NormalizedEvent } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
@@ -44,12 +52,15 @@ async function send(deps: QueryDeps, id: string, events: NormalizedEvent[]) {
   await deps.buckets.apply('S', id, rollup(rules, 'S', 'UTC', events), { now: D1, dedupeTtlSeconds: 3600 });
 }
 
-/** The writer's path for one row; `ack: false` is a crash between the DynamoDB write and the acks. */
-async function flush(deps: QueryDeps, pk: string, ack = true) {
+/**
+ * The writer's path for one row; `ack: false` is a crash between the DynamoDB write and the acks. `dynamo`: the
+ * writer's DynamoDB (the test's by default).
+ */
+async function flush(deps: QueryDeps, pk: string, ack = true, dynamo = deps.dynamo) {
   const out = await deps.buckets.readOutbox('S', pk);
   const [live] = await deps.buckets.sketches.read('S', [pk]);
   const before = meter.totals().requests['UpdateItem:ok'] ?? 0;
-  const r = await writeRowWithSketches(deps.dynamo, (g, w) => deps.buckets.sketches.union('S', g, w), pk, out.entries, live!);
+  const r = await writeRowWithSketches(dynamo, (g, w) => deps.buckets.sketches.union('S', g, w), pk, out.entries, live!);
   if (ack) {
     await deps.buckets.sketches.ack('S', pk, r.sketchesWritten);
     await deps.buckets.ackOutbox(
@@ -208,6 +219,99 @@ describe('UniqueVisitors', () => {
     await flush(deps, 'S');
     expect(await deps.buckets.sketches.read('S', ['S'])).toEqual([[]]);
     expect((await answers(deps)).days).toEqual([2, 0]);
+  });
+
+  it("reads the items' sketches eventually consistently, and loses no member when such a read is stale", async () => {
+    const deps = await setup('uv6');
+    /** Each GetItem's key and ConsistentRead; an eventually consistent one answers from `stale` where it holds the key. */
+    const reads: string[] = [];
+    const stale = new Map<string, Record<string, AttributeValue>>();
+    const writer = {
+      ...deps.dynamo,
+      client: {
+        send: async (cmd: unknown) => {
+          if (!(cmd instanceof GetItemCommand)) return client.send(cmd as GetItemCommand);
+          const { Key, ConsistentRead } = cmd.input;
+          const key = `${Key!['pk']!.S}/${Key!['sk']!.S}`;
+          reads.push(`${key} ${ConsistentRead ? 'consistent' : 'eventual'}`);
+          const earlier = ConsistentRead ? undefined : stale.get(key);
+          return earlier ? { Item: earlier, ConsumedCapacity: { CapacityUnits: 0.5 } } : client.send(cmd);
+        },
+      } as unknown as DynamoDBClient,
+    };
+    const day = async (n: number, from: number, to: number) => {
+      await send(deps, `b${n}`, views(D1 + n * 1000, 'P1', from, to));
+      await deps.buckets.seal('S', { now: D1 + n * DAY, minAgeMs: 0 });
+      await deps.buckets.foldSealed('S', { now: D1 + n * DAY });
+    };
+
+    await day(1, 0, 10);
+    const units = meter.totals().readUnits;
+    expect(await flush(deps, 'S', true, writer)).toEqual({ updates: 2, sketchUpdates: 0, sketches: 1 });
+    // One read of each written item's sketches, eventually consistent: half a read unit each (dynalite's small items).
+    expect(reads.sort()).toEqual(['S/M2026-03 eventual', 'S/TOTAL eventual']);
+    expect(meter.totals().readUnits - units).toBe(1);
+    // What an eventually consistent read could still answer after the next flush: the items as they are now.
+    for (const sk of ['M2026-03', 'TOTAL']) {
+      const out = await client.send(
+        new GetItemCommand({ TableName: deps.table, Key: { pk: { S: 'S' }, sk: { S: sk } }, ConsistentRead: true }),
+      );
+      stale.set(`S/${sk}`, out.Item!);
+    }
+    await day(2, 10, 20);
+    await flush(deps, 'S');
+
+    await day(3, 20, 30);
+    reads.length = 0;
+    const r = await flush(deps, 'S', true, writer);
+    // Both stale reads held the sketches' first version: both rides refused, the counts written again without them,
+    // then each item's sketches read consistently and written on their own.
+    expect(r).toEqual({ updates: 4, sketchUpdates: 2, sketches: 1 });
+    expect(reads.filter((x) => x.endsWith('eventual')).sort()).toEqual(['S/M2026-03 eventual', 'S/TOTAL eventual']);
+    expect(reads.filter((x) => x.endsWith('consistent')).length).toBeGreaterThanOrEqual(2);
+    expect(await deps.buckets.sketches.read('S', ['S'])).toEqual([[]]);
+    const a = await answers(deps);
+    expect([a.days, a.views, a.month, a.all, a.products]).toEqual([[30, 0], 30, 30, 30, [30, 0]]);
+  });
+
+  it("reads a spilled item's sketches once and writes them on their own, in the base item", async () => {
+    const deps = await setup('uv7');
+    const spilled = new SpilledItems();
+    const reads: string[] = [];
+    const writer = {
+      ...deps.dynamo,
+      spilled,
+      client: {
+        send: (cmd: unknown) => {
+          if (cmd instanceof GetItemCommand) {
+            const { Key, ConsistentRead, ProjectionExpression } = cmd.input;
+            const what = ProjectionExpression?.includes('#hv') ? 'sketches' : 'position';
+            reads.push(`${Key!['sk']!.S} ${what} ${ConsistentRead ? 'consistent' : 'eventual'}`);
+          }
+          return client.send(cmd as GetItemCommand);
+        },
+      } as unknown as DynamoDBClient,
+    };
+    // Earlier buckets of counters no query here asks for: 12 x 90 attributes with long names spill the month item and TOTAL.
+    const junk: CountEntry[] = [];
+    for (let seq = 1; seq <= 12; seq++)
+      for (let p = 0; p < 90; p++) junk.push({ seq, dayKey: '2026-068', metric: `zz#${'x'.repeat(110)}${seq}-${p}`, value: 1n });
+    await writeRow(writer, 'S', junk);
+    expect(spilled.has('S', 'M2026-03') && spilled.has('S', 'TOTAL')).toBe(true);
+
+    await send(deps, 'b1', views(D1, 'P1', 0, 10));
+    await deps.buckets.seal('S', { now: D1 + DAY, minAgeMs: 0 });
+    await deps.buckets.foldSealed('S', { now: D1 + DAY });
+    reads.length = 0;
+    const r = await flush(deps, 'S', true, writer);
+    // The counts go to overflow items; each base item's sketches are read once (eventually consistent) and written alone.
+    expect(r.sketchUpdates).toBe(2);
+    expect(reads.filter((x) => x.includes('sketches')).sort()).toEqual(['M2026-03 sketches eventual', 'TOTAL sketches eventual']);
+    const month = await getItem(deps.dynamo, 'S', 'M2026-03');
+    expect(month!.spilled).toBe(true);
+    expect([...month!.blobs!.keys()].sort()).toEqual(['D068.uv', 'M03.uv']);
+    const a = await answers(deps);
+    expect([a.days, a.views, a.month, a.all, a.products]).toEqual([[10, 0], 10, 10, 10, [10, 0]]);
   });
 
   it('is refused for an entity the rules do not give it to', async () => {

@@ -269,7 +269,8 @@ function uniqueVisitorsLine(counters: CostRun, f: CostFigure): string {
   return (
     `UniqueVisitors sketches add ${perStoreDay(u.writeUnits - counters.writeUnits)} write units and ${perStoreDay((u.readUnits ?? 0) - (counters.readUnits ?? 0))} read units ` +
     `per store-day (counters alone: ${perStoreDay(counters.writeUnits)} write units per store-day); default policy with sketches ${fmt(u.writeUnits)} write units = ` +
-    `${((u.writeUnits / counters.writeUnits) * 100).toFixed(1)}% of the counters' ${fmt(counters.writeUnits)} (target <= 125%), ${fmt(u.updates - counters.updates)} more UpdateItems`
+    `${((u.writeUnits / counters.writeUnits) * 100).toFixed(1)}% of the counters' ${fmt(counters.writeUnits)} (target <= 125%), ${fmt(u.updates - counters.updates)} more UpdateItems; ` +
+    `per million events ${fmt(u.wcuPerMillion)} write units and ${fmt(((u.readUnits ?? 0) / u.events) * 1e6)} read units`
   );
 }
 
