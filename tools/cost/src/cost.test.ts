@@ -15,16 +15,20 @@ describe('cost', () => {
     expect(sumMetric(writer, 'tally_dynamodb_requests_total')).toBe(1107);
     expect(sumMetric(writer, 'tally_dynamodb_requests_total', { outcome: 'ok' })).toBe(1100);
   });
-  it('reports write units and dollars per million events over replicas', () => {
-    const r = costOf([agg, agg], [writer], 1.25);
+  it('reports write and read units and dollars per million events over replicas', () => {
+    const r = costOf([agg, agg], [writer], 1.25, 0.25);
     expect(r.events).toBe(1_000_000);
     expect(r.writeUnits).toBe(1200);
+    expect(r.readUnits).toBe(3);
     expect(r.updateItems).toBe(1100);
     expect(r.writeUnitsPerMillionEvents).toBe(1200);
-    expect(r.dollarsPerMillionEvents).toBeCloseTo(0.0015, 10);
+    expect(r.readUnitsPerMillionEvents).toBe(3);
+    // 1,200 write units at $1.25 and 3 read units at $0.25 per million.
+    expect(r.dollarsPerMillionEvents).toBeCloseTo(0.0015 + 0.00000075, 12);
   });
   it('reports zero per million when nothing was applied', () => {
-    expect(costOf([''], [writer], 1).writeUnitsPerMillionEvents).toBe(0);
+    const r = costOf([''], [writer], 1, 1);
+    expect([r.writeUnitsPerMillionEvents, r.readUnitsPerMillionEvents, r.dollarsPerMillionEvents]).toEqual([0, 0, 0]);
   });
 });
 
@@ -32,6 +36,7 @@ describe('sizing', () => {
   const workload = DEFAULT_WORKLOAD;
   const measured = {
     writeUnitsPerMillionEvents: 1_000_000,
+    readUnitsPerMillionEvents: 100_000,
     readUnitsPerQuery: 0.5,
     bytesPerOpenRow: 200,
     bytesPerStore: 1_000,
@@ -51,7 +56,10 @@ describe('sizing', () => {
     expect(s.collectorCoresAtPeak).toBeCloseTo(0.15, 10);
     expect(s.writeUnitsPerSecondPeak).toBe(50_000);
     expect(s.monthly.writeUnits).toBe(5_000 * 2_592_000);
-    expect(s.monthly.onDemandUsd).toBeCloseTo(5_000 * 2.592 * 0.625 + 50 * 2.592 * 0.125, 6);
-    expect(s.monthly.provisionedUsd).toBeCloseTo(5_000 * 730 * 0.00065 + 50 * 730 * 0.00013, 6);
+    // Reads: 100 queries/s x 0.5, and the writers' 100,000 per million of the 5,000 events/s on average.
+    expect(s.readUnitsPerSecond).toBe(50 + 500);
+    expect(s.monthly.readUnits).toBe(550 * 2_592_000);
+    expect(s.monthly.onDemandUsd).toBeCloseTo(5_000 * 2.592 * 0.625 + 550 * 2.592 * 0.125, 6);
+    expect(s.monthly.provisionedUsd).toBeCloseTo(5_000 * 730 * 0.00065 + 550 * 730 * 0.00013, 6);
   });
 });

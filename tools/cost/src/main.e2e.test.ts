@@ -34,6 +34,7 @@ describe('npm run cost', () => {
     };
     expect({
       writeUnitsPerMillionEvents: input('Write units per million events (default rules)'),
+      readUnitsPerMillionEvents: input("Writers' read units per million events (default rules)"),
       readUnitsPerQuery: input('Read units per query'),
       bytesPerOpenRow: input('Redis bytes per open row'),
       bytesPerStore: input('Redis bytes per store'),

@@ -12,6 +12,7 @@ const SIZE_FLAGS: Record<string, string> = {
   products: 'productsPerStorePerDay',
   queries: 'queriesPerSecond',
   'wcu-per-million': 'writeUnitsPerMillionEvents',
+  'rcu-per-million': 'readUnitsPerMillionEvents',
   'rcu-per-query': 'readUnitsPerQuery',
   'bytes-per-row': 'bytesPerOpenRow',
   'bytes-per-store': 'bytesPerStore',
@@ -21,8 +22,8 @@ const SIZE_FLAGS: Record<string, string> = {
   'e2e-eps': 'endToEndEventsPerSecondPerRedis',
 };
 
-const USAGE = `usage: npm run cost -- [--aggregator URL]... [--writer URL]... [--price USD per million write units] [--json]
-         write units and dollars per million events of a running fleet, from its apps' /metrics
+const USAGE = `usage: npm run cost -- [--aggregator URL]... [--writer URL]... [--price USD per 1M write units] [--read-price USD per 1M read units] [--json]
+         write and read units and dollars per million events of a running fleet, from its apps' /metrics
        npm run cost -- size [--${Object.keys(SIZE_FLAGS).join(' N] [--')} N]
          the sizing of docs/SCALING.md from a workload and measured figures (defaults: that document's)
 `;
@@ -72,25 +73,32 @@ if (process.argv[2] === 'size') {
   process.exit(0);
 }
 
-// tools/cost: write units and dollars per million events of a running fleet, from the apps' /metrics.
-//   npm run cost -- --aggregator http://127.0.0.1:7403 --writer http://127.0.0.1:7404 [--price 0.625]
-// --aggregator and --writer may repeat (one per replica). --price is USD per million write request units
-// (DynamoDB on-demand; check your region's price).
+// tools/cost: write and read units and dollars per million events of a running fleet, from the apps' /metrics.
+//   npm run cost -- --aggregator http://127.0.0.1:7403 --writer http://127.0.0.1:7404 [--price 0.625] [--read-price 0.125]
+// --aggregator and --writer may repeat (one per replica). --price and --read-price are USD per million write and
+// read request units (DynamoDB on-demand; check your region's prices).
 const { values } = parse(() =>
   parseArgs({
     options: {
       aggregator: { type: 'string', multiple: true, default: ['http://127.0.0.1:7403'] },
       writer: { type: 'string', multiple: true, default: ['http://127.0.0.1:7404'] },
       price: { type: 'string', default: '0.625' },
+      'read-price': { type: 'string', default: '0.125' },
       json: { type: 'boolean', default: false },
     },
   }),
 );
-const price = Number(values.price);
-if (!Number.isFinite(price) || price < 0) {
-  process.stderr.write(`tally cost: --price must be a non-negative number of USD per million write units, got ${values.price}\n`);
-  process.exit(2);
+/** A price flag's value: a non-negative number of USD per million units, or exit 2 naming the flag. */
+function priceOf(flag: string, value: string, units: string): number {
+  const x = Number(value);
+  if (!Number.isFinite(x) || x < 0) {
+    process.stderr.write(`tally cost: --${flag} must be a non-negative number of USD per million ${units}, got ${value}\n`);
+    process.exit(2);
+  }
+  return x;
 }
+const price = priceOf('price', values.price, 'write units');
+const readPrice = priceOf('read-price', values['read-price'], 'read units');
 const fetchText = async (base: string) => {
   try {
     const res = await fetch(new URL('/metrics', base));
@@ -101,7 +109,12 @@ const fetchText = async (base: string) => {
     process.exit(1);
   }
 };
-const report = costOf(await Promise.all(values.aggregator.map(fetchText)), await Promise.all(values.writer.map(fetchText)), price);
+const report = costOf(
+  await Promise.all(values.aggregator.map(fetchText)),
+  await Promise.all(values.writer.map(fetchText)),
+  price,
+  readPrice,
+);
 if (values.json) console.log(JSON.stringify(report));
 else {
   const n = (x: number) => Math.round(x).toLocaleString('en-US');
@@ -109,5 +122,9 @@ else {
   console.log(`UpdateItem calls          ${n(report.updateItems)}`);
   console.log(`write units consumed      ${n(report.writeUnits)}`);
   console.log(`write units per 1M events ${n(report.writeUnitsPerMillionEvents)}`);
-  console.log(`USD per 1M events         ${report.dollarsPerMillionEvents.toFixed(4)} (at $${price} per million write units)`);
+  console.log(`read units consumed       ${n(report.readUnits)}`);
+  console.log(`read units per 1M events  ${n(report.readUnitsPerMillionEvents)}`);
+  console.log(
+    `USD per 1M events         ${report.dollarsPerMillionEvents.toFixed(4)} (at $${price} per million write units, $${readPrice} per million read units)`,
+  );
 }

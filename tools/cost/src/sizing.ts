@@ -24,10 +24,12 @@ export type Workload = typeof DEFAULT_WORKLOAD;
 
 /** The figures docs/SCALING.md uses, each from the `npm run bench` figure named. */
 export const DEFAULT_MEASURED = {
-  /** write-cost: write units per million events with the default rules. */
-  writeUnitsPerMillionEvents: 931_852,
-  /** query: DynamoDB read units per query (one eventually consistent read of items under 4 KB = 0.5). */
-  readUnitsPerQuery: 0.5,
+  /** write-cost: write units per million events with the default rules (the run with UniqueVisitors sketches). */
+  writeUnitsPerMillionEvents: 965_316,
+  /** write-cost: the writers' read units per million events (the sketches' reads before each write; same run). */
+  readUnitsPerMillionEvents: 258_780,
+  /** query: DynamoDB read units per query (one consistent read of items under 4 KB = 1). */
+  readUnitsPerQuery: 1,
   /** scale: Redis bytes per open row and per store. */
   bytesPerOpenRow: 231,
   bytesPerStore: 966,
@@ -62,7 +64,8 @@ export function sizeDeployment(w: Workload, m: Measured, p = US_EAST_1) {
   const redisMasters = Math.max(3, Math.ceil(w.eventsPerSecondPeak / (m.endToEndEventsPerSecondPerRedis / 2)));
   const writeUnitsPerSecondAvg = (w.eventsPerSecondAvg * m.writeUnitsPerMillionEvents) / 1e6;
   const writeUnitsPerSecondPeak = (w.eventsPerSecondPeak * m.writeUnitsPerMillionEvents) / 1e6;
-  const readUnitsPerSecond = w.queriesPerSecond * m.readUnitsPerQuery;
+  // Queries, and the writers' reads of the sketches they union (they follow the events, so the average).
+  const readUnitsPerSecond = w.queriesPerSecond * m.readUnitsPerQuery + (w.eventsPerSecondAvg * m.readUnitsPerMillionEvents) / 1e6;
   const writeUnits = writeUnitsPerSecondAvg * SECONDS_PER_MONTH;
   const readUnits = readUnitsPerSecond * SECONDS_PER_MONTH;
   const collectorCoresAtPeak = (w.eventsPerSecondPeak / 1000) * (m.collectorCpuMsPer1000Events / 1000);
