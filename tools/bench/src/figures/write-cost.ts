@@ -154,12 +154,8 @@ export async function measure(opts: { quick: boolean }) {
     const perBucket = eachEntity({ flush: { kind: 'bucket' } });
     const three = await runPipeline(env, "article's 3-row layout, flushed every 15 min", perBucket, day, threeRowWriter);
     const packed = await runPipeline(env, "article's packed 2-row layout, flushed every 15 min", perBucket, day);
-    const tallyDefault = await runPipeline(
-      env,
-      'Tally default policy (store hourly, product daily, visitor at session end)',
-      defaultRules,
-      day,
-    );
+    const defaultRun = 'Tally default policy (store hourly, product daily, visitor at session end)';
+    const tallyDefault = await runPipeline(env, defaultRun, defaultRules, day);
     const cheapest = await runPipeline(env, 'Tally cheapest policy (every row once a day)', cheapestRules, day);
     const sketchRun = 'Tally default policy with UniqueVisitors sketches (store and product rows)';
     const withSketches = 'rollupDistinct' in schema && (await runPipeline(env, sketchRun, defaultRules, day, writeRow, true));
