@@ -102,7 +102,12 @@ describe('npm start (tools/stack)', () => {
     const started = await Promise.race([
       until(
         'the URLs',
-        () => (s.out().includes('Tally is running.') ? 'all' : s.out().includes('not every app is healthy') && 'some'),
+        () => {
+          const out = s.out();
+          // The banner is written line by line: wait for its last row, not only its first line.
+          if (!/^ {2}dynamodb /m.test(out)) return false;
+          return out.includes('Tally is running.') ? 'all' : out.includes('not every app is healthy') && 'some';
+        },
         90_000,
       ),
       failed,
