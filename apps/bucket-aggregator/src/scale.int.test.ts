@@ -36,7 +36,16 @@ let buckets: BucketStore;
 let queues: TallyQueues;
 const rules = compileRules(defaultRules);
 const metrics = createAggregatorMetrics(new Registry());
-const t0 = Date.now() - 10 * BUCKET_MS;
+/**
+ * The instants the ticks are judged at run from t0 to about t0 + 35 min (the visitor rows' idle flush). The product
+ * rows flush daily, at UTC midnight, so no midnight may fall in that window: when one would, t0 moves to 46 min
+ * before it (still in the past). Without this the test failed when run from about 00:02 to 00:08 UTC.
+ */
+const DAY_MS = 86_400_000;
+const WINDOW_MS = 45 * 60_000;
+const recent = Date.now() - 10 * BUCKET_MS;
+const nextMidnight = (Math.floor(recent / DAY_MS) + 1) * DAY_MS;
+const t0 = recent + WINDOW_MS < nextMidnight ? recent : nextMidnight - WINDOW_MS - 60_000;
 
 /**
  * Counts the commands a connection sends (pipelined ones included), and its round trips: a command sent alone is
