@@ -31,6 +31,15 @@ if (process.argv.includes('--help') || process.argv.includes('-h')) {
   process.stdout.write(USAGE);
   process.exit(0);
 }
+/** A flag's value as a non-negative number (`what` it counts follows "number"), or exit 2 naming the flag. */
+function nonNegative(command: string, flag: string, value: string, what = ''): number {
+  const x = Number(value);
+  if (!Number.isFinite(x) || x < 0) {
+    process.stderr.write(`${command}: --${flag} must be a non-negative number${what}, got ${value}\n`);
+    process.exit(2);
+  }
+  return x;
+}
 /** parseArgs, with an unknown or malformed option a usage error (exit 2) rather than a stack trace. */
 function parse<T>(parseThem: () => T): T {
   try {
@@ -49,12 +58,7 @@ if (process.argv[2] === 'size') {
   const workload: Record<string, number> = { ...DEFAULT_WORKLOAD };
   const measured: Record<string, number> = { ...DEFAULT_MEASURED };
   for (const [flag, value] of Object.entries(values)) {
-    const x = Number(value);
-    if (!Number.isFinite(x) || x < 0) {
-      process.stderr.write(`tally cost size: --${flag} must be a non-negative number, got ${String(value)}\n`);
-      process.exit(2);
-    }
-    (SIZE_FLAGS[flag]! in workload ? workload : measured)[SIZE_FLAGS[flag]!] = x;
+    (SIZE_FLAGS[flag]! in workload ? workload : measured)[SIZE_FLAGS[flag]!] = nonNegative('tally cost size', flag, String(value));
   }
   const s = sizeDeployment(workload as typeof DEFAULT_WORKLOAD, measured as typeof DEFAULT_MEASURED);
   const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -88,17 +92,8 @@ const { values } = parse(() =>
     },
   }),
 );
-/** A price flag's value: a non-negative number of USD per million units, or exit 2 naming the flag. */
-function priceOf(flag: string, value: string, units: string): number {
-  const x = Number(value);
-  if (!Number.isFinite(x) || x < 0) {
-    process.stderr.write(`tally cost: --${flag} must be a non-negative number of USD per million ${units}, got ${value}\n`);
-    process.exit(2);
-  }
-  return x;
-}
-const price = priceOf('price', values.price, 'write units');
-const readPrice = priceOf('read-price', values['read-price'], 'read units');
+const price = nonNegative('tally cost', 'price', values.price, ' of USD per million write units');
+const readPrice = nonNegative('tally cost', 'read-price', values['read-price'], ' of USD per million read units');
 const fetchText = async (base: string) => {
   try {
     const res = await fetch(new URL('/metrics', base));
