@@ -30,6 +30,7 @@ const EXTERNAL_METRICS: Readonly<Record<string, string>> = {
   redis_up: 'redis_exporter',
   redis_memory_used_bytes: 'redis_exporter',
   redis_memory_max_bytes: 'redis_exporter (0 when maxmemory is not set)',
+  redis_aof_delayed_fsync: 'redis_exporter: INFO persistence aof_delayed_fsync',
 };
 
 /** The deployment files, as text (the Grafana ones and the bin scripts by file name; bin: the executable ones only). */
