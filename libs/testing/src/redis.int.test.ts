@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ServiceStartError, startRedis, waitFor, type RedisHandle } from './index';
+import { aofWritten, ServiceStartError, startRedis, waitFor, type RedisHandle } from './index';
 
 const started: RedisHandle[] = [];
 const clients: Redis[] = [];
@@ -55,7 +55,7 @@ describe('startRedis', () => {
     // everysec writes a command to the AOF before answering it, except while the last background fsync is still
     // running (a busy disk): then Redis keeps it in its AOF buffer for up to 2 s and answers anyway, and a SIGKILL
     // loses it (README "Outages and recovery"). Wait until the buffer is written, as it is on an idle disk.
-    await waitFor(async () => /^aof_buffer_length:0\r?$/m.test(await before.info('persistence')), {
+    await waitFor(async () => aofWritten(await before.info('persistence')), {
       timeoutMs: 5_000,
       message: 'the AOF buffer written to the file',
     });

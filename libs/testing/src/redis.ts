@@ -242,3 +242,10 @@ export function redisAnswers(port: number, pid?: number): Promise<boolean> {
     });
   });
 }
+
+/**
+ * Whether Redis has written every command it answered to its AOF file, given its `INFO persistence` text
+ * (`aof_buffer_length:0`). Under appendfsync everysec it holds new writes in memory, up to 2 s, while the last
+ * background fsync is still running, so a SIGKILL before this is true can lose acknowledged writes.
+ */
+export const aofWritten = (persistenceInfo: string): boolean => /^aof_buffer_length:0\r?$/m.test(persistenceInfo);

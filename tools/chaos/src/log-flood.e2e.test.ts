@@ -3,6 +3,7 @@ import { createDynamoClient } from '@tally/dynamo';
 import { compileRules, defaultRules } from '@tally/schema';
 import { createTenantAdmin } from '@tally/tenants';
 import {
+  aofWritten,
   createTestTable,
   startApp,
   startDynalite,
@@ -77,6 +78,8 @@ describe('log floods', () => {
     try {
       expect((await send(views(10))).status).toBe(202);
       await waitFor(async () => (await counted()) === 10n, { timeoutMs: 30_000, message: 'the first batch applied' });
+      // appendfsync everysec: the SIGKILL comes once the batch's writes are in the AOF file (see aofWritten).
+      await waitFor(async () => aofWritten(await inspect.info('persistence')), { message: 'the AOF written' });
       inspect.disconnect();
 
       await redis.kill('SIGKILL');
