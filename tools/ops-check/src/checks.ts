@@ -245,9 +245,11 @@ function* checkServiceEnv(where: string, schema: z.ZodObject, env: Record<string
 function* checkRedisService(svc: ComposeService | undefined): Iterable<string> {
   if (!svc) return yield 'docker-compose.yml: no service "redis"';
   const args = svc.command ?? [];
-  for (const [k, v] of Object.entries({ appendonly: 'yes', appendfsync: 'everysec', 'maxmemory-policy': 'noeviction' })) {
+  const wanted = { appendonly: ['yes'], appendfsync: ['everysec', 'always'], 'maxmemory-policy': ['noeviction'] };
+  for (const [k, v] of Object.entries(wanted)) {
     const is = args.includes(`--${k}`) ? args[args.indexOf(`--${k}`) + 1] : undefined;
-    if (is !== v) yield `docker-compose.yml service redis: --${k} is ${is ?? 'unset'}, want ${v} (BullMQ: AOF and no eviction)`;
+    if (!v.includes(is ?? ''))
+      yield `docker-compose.yml service redis: --${k} is ${is ?? 'unset'}, want ${v.join(' or ')} (BullMQ: AOF and no eviction)`;
   }
   if (!(svc.volumes ?? []).some((v) => v.split(':')[1] === '/data'))
     yield 'docker-compose.yml service redis: no volume at /data (the AOF would die with the container)';

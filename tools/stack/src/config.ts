@@ -21,6 +21,12 @@ export const stackEnv = z.object({
   QUEUE_SHARDS: text.describe(
     "The apps' QUEUE_SHARDS, passed to them; recorded with the stack's backends, so `npm run dlq`, `tenants` and `loadgen` use it too.",
   ),
+  REDIS_APPENDFSYNC: z
+    .enum(['everysec', 'always'])
+    .default('everysec')
+    .describe(
+      'The AOF fsync policy of the redis-server the stack starts: `always` fsyncs before every answer, `everysec` can lose acknowledged writes in a crash (README "Outages and recovery").',
+    ),
   DYNAMODB_ENDPOINT: sharedEnvShape.DYNAMODB_ENDPOINT.describe('Use this DynamoDB endpoint instead of starting dynalite in-process.'),
   DYNAMODB_TABLE: sharedEnvShape.DYNAMODB_TABLE.describe('The table the stack creates when missing, and the apps use.'),
   AWS_REGION: sharedEnvShape.AWS_REGION.describe('Region for the DynamoDB client of the stack and the apps.'),

@@ -78,6 +78,7 @@ async function startRedisServer(version: string): Promise<{ url: string; port?: 
   mkdirSync(dir, { recursive: true });
   const redis = await startRedis({
     dir,
+    appendfsync: env.REDIS_APPENDFSYNC,
     args: ['--loglevel', 'warning'],
     startTimeoutMs: 15_000,
     stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS,
@@ -99,7 +100,11 @@ async function startRedisServer(version: string): Promise<{ url: string; port?: 
     await watch.stop();
     await redis.stop();
   });
-  return { url: redis.url, port: redis.port, note: `redis-server ${version}, AOF in ${shortPath(dir)}` };
+  return {
+    url: redis.url,
+    port: redis.port,
+    note: `redis-server ${version}, AOF (appendfsync ${env.REDIS_APPENDFSYNC}) in ${shortPath(dir)}`,
+  };
 }
 
 async function startDynamo(): Promise<{ endpoint: string; port?: number; note: string }> {
