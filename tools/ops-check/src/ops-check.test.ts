@@ -190,10 +190,10 @@ describe('the checks catch drift', () => {
     expect(checkCompose(mutate('compose', '- noeviction', '- allkeys-lru'))).toEqual([
       'docker-compose.yml service redis: --maxmemory-policy is allkeys-lru, want noeviction (BullMQ: AOF and no eviction)',
     ]);
-    expect(checkCompose(mutate('compose', '${TALLY_REDIS_APPENDFSYNC:-everysec}', '"no"'))).toEqual([
+    expect(checkCompose(mutate('compose', '${TALLY_REDIS_APPENDFSYNC:-always}', '"no"'))).toEqual([
       'docker-compose.yml service redis: --appendfsync is no, want everysec or always (BullMQ: AOF and no eviction)',
     ]);
-    expect(checkCompose(mutate('compose', '${TALLY_REDIS_APPENDFSYNC:-everysec}', 'always'))).toEqual([]);
+    expect(checkCompose(mutate('compose', '${TALLY_REDIS_APPENDFSYNC:-always}', 'everysec'))).toEqual([]);
   });
 
   it('a dashboard panel or an alert on a metric the code does not export', () => {

@@ -12,11 +12,11 @@ describe('loadStackConfig', () => {
     expect(c.env.DYNAMODB_TABLE).toBe('tally');
     expect(c.env.COLLECTOR_PORT).toBeUndefined();
     expect(c.env.STACK_STOP_TIMEOUT_MS).toBe(10_000);
-    expect(c.env.REDIS_APPENDFSYNC).toBe('everysec');
+    expect(c.env.REDIS_APPENDFSYNC).toBe('always');
   });
 
-  it('takes appendfsync always for the redis-server it starts, and refuses any other policy', () => {
-    expect(loadStackConfig({ REDIS_APPENDFSYNC: 'always' }).env.REDIS_APPENDFSYNC).toBe('always');
+  it('takes appendfsync everysec for the redis-server it starts, and refuses any other policy', () => {
+    expect(loadStackConfig({ REDIS_APPENDFSYNC: 'everysec' }).env.REDIS_APPENDFSYNC).toBe('everysec');
     expect(() => loadStackConfig({ REDIS_APPENDFSYNC: 'no' })).toThrowError(/^REDIS_APPENDFSYNC: .*"everysec".*"always"/);
   });
 

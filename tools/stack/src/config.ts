@@ -23,9 +23,9 @@ export const stackEnv = z.object({
   ),
   REDIS_APPENDFSYNC: z
     .enum(['everysec', 'always'])
-    .default('everysec')
+    .default('always')
     .describe(
-      'The AOF fsync policy of the redis-server the stack starts: `always` fsyncs before every answer, `everysec` can lose acknowledged writes in a crash (README "Outages and recovery").',
+      'The AOF fsync policy of the redis-server the stack starts: `always` fsyncs before every answer; `everysec` can lose acknowledged writes in a crash, and exactly-once with them (README "Outages and recovery").',
     ),
   DYNAMODB_ENDPOINT: sharedEnvShape.DYNAMODB_ENDPOINT.describe('Use this DynamoDB endpoint instead of starting dynalite in-process.'),
   DYNAMODB_TABLE: sharedEnvShape.DYNAMODB_TABLE.describe('The table the stack creates when missing, and the apps use.'),

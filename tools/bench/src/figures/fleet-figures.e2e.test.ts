@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { renderSvg } from '../charts';
 import type { Figure, FigureContext, FigureResult } from '../figure';
 import { drainFigure } from './drain';
+import { durabilityFigure } from './durability';
 import { freshnessFigure } from './freshness';
 import { checkoutBaseline } from '../baseline';
 import { ingestE2eFigure } from './ingest-e2e';
@@ -133,4 +134,17 @@ describe('fleet figures (quick)', () => {
     expect(client[3]).toMatch(/\(producer [\d.]+, collector [\d.]+, aggregator [\d.]+, redis [\d.]+\)/);
     expect(client[4]).toMatch(/enqueued → visible in the query API/);
   }, 300_000);
+
+  it('durability SIGKILLs Redis after an answered write under each policy, and runs a fleet of each', async () => {
+    const { result } = await runQuick(durabilityFigure);
+    // Under always Redis has fsynced a write before it answers it: no SIGKILL can take it back.
+    expect(row(result.markdown, 'always')[3]).toBe('**0**');
+    expect(result.summary).toMatch(
+      /^SIGKILL right after an answered write: everysec lost it in [01] of 1 rounds, always in 0; always \/ everysec events\/s ×[\d.]+ with 1000-event batches, ×[\d.]+ with 100-event batches/,
+    );
+    for (const batch of ['1000', '100']) {
+      const [, , cpu] = row(result.markdown, `${batch} events`);
+      expect(Number(cpu!.replace(/[*×]/g, ''))).toBeGreaterThan(0); // CPU ratio always / everysec
+    }
+  }, 240_000);
 });

@@ -2,6 +2,7 @@ import type { Figure } from '../figure';
 import { aggregatorFigure } from './aggregator-apply';
 import { collectorIngest } from './collector-ingest';
 import { drainFigure } from './drain';
+import { durabilityFigure } from './durability';
 import { freshnessFigure } from './freshness';
 import { ingestClusterFigure } from './ingest-cluster';
 import { ingestE2eFigure } from './ingest-e2e';
@@ -17,6 +18,7 @@ export const FIGURES: readonly Figure[] = [
   ingestE2eFigure,
   ingestClusterFigure,
   postgresPeerFigure,
+  durabilityFigure,
   freshnessFigure,
   queryFigure,
   writeCostFigure,
