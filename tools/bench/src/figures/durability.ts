@@ -2,7 +2,8 @@ import { Redis } from 'ioredis';
 import { sleep, startRedis } from '@tally/testing';
 import { figure, type FigureContext } from '../figure';
 import { benchFleet } from '../load';
-import { fmt, ratio } from '../stats';
+import { ascending, fmt, ms, quantile, ratio } from '../stats';
+import { probesUnderLoad } from './freshness';
 import { MAX_QUEUE_DEPTH, measureLoad, type E2eRun } from './ingest-e2e';
 
 const POLICIES = ['everysec', 'always'] as const;
@@ -43,18 +44,22 @@ async function killAfterAnswer(policy: Policy, round: number) {
   }
 }
 
-/** Ingest end to end (as ingest-e2e: one collector, one aggregator) on two fleets, everysec and always, alternated. */
+/**
+ * Ingest end to end (as ingest-e2e: one collector, one aggregator) on two fleets, everysec and always, alternated;
+ * then freshness (as the freshness figure: probes from 202 to visible in the query API under steady load) on each.
+ */
 async function measureCost(ctx: FigureContext) {
   const appEnv = {
     collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0', INGEST_BUDGET_REQUESTS: '0' },
   };
-  const options = { replicas: { 'query-api': 0, 'dynamo-writer': 0 }, appEnv } as const;
+  const options = { replicas: { 'dynamo-writer': 0 }, appEnv } as const;
   const fleets = {
     everysec: await benchFleet({ ...options, appendfsync: 'everysec' }),
     always: await benchFleet({ ...options, appendfsync: 'always' }),
   };
   const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: ctx.quick ? 500 : 5_000, windowMs: ctx.quick ? 2_000 : 10_000 };
   const runs: Array<{ policy: Policy; run: E2eRun }> = [];
+  const freshness: Record<Policy, number[]> = { everysec: [], always: [] };
   try {
     let seed = 700;
     for (const load of LOADS) {
@@ -65,10 +70,17 @@ async function measureCost(ctx: FigureContext) {
         runs.push({ policy, run: await measureLoad(ctx, fleets[policy], { ...load, ...windows, seed: seed++ }) });
       }
     }
+    const probes = { rate: ctx.quick ? 2_000 : 10_000, probes: ctx.quick ? 10 : 250, warmMs: ctx.quick ? 1_000 : 3_000 };
+    for (const policy of ['everysec', 'always', 'always', 'everysec'] as const) {
+      ctx.log(`freshness, appendfsync ${policy}:`);
+      const f = await probesUnderLoad(ctx, fleets[policy], { ...probes, seed: seed++, tag: `DUR${policy}` });
+      freshness[policy].push(...f.latencies);
+    }
   } finally {
     await Promise.all([fleets.everysec.stop(), fleets.always.stop()]);
   }
-  return runs;
+  for (const p of POLICIES) freshness[p].sort(ascending);
+  return { runs, freshness };
 }
 
 /**
@@ -87,7 +99,8 @@ export const durabilityFigure = figure('durability', async (ctx) => {
       kills[policy].push(r);
     }
   const lost = (p: Policy) => kills[p].filter((k) => !k.kept).length;
-  const runs = await measureCost(ctx);
+  const { runs, freshness } = await measureCost(ctx);
+  const fresh = (p: Policy, q: number) => ms(quantile(freshness[p], q));
   const mean = (batch: number, policy: Policy, pick: (r: E2eRun) => number) => {
     const xs = runs.filter((r) => r.run.batch === batch && r.policy === policy).map((r) => pick(r.run));
     return xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -118,7 +131,7 @@ export const durabilityFigure = figure('durability', async (ctx) => {
     'answers them meanwhile; a crash then loses them. Under always it writes and fsyncs before it answers.',
     '',
     '**What always costs.** Two fleets as ingest-e2e starts them (one collector, one bucket-aggregator, 900-second buckets,',
-    'tools/loadgen traffic), one per policy, measured in turn (everysec, always, always, everysec per batch size). CPU is',
+    'tools/loadgen traffic; a query-api too, idle here), one per policy, measured in turn (everysec, always, always, everysec per batch size). CPU is',
     'collector + aggregator + redis-server per 1,000 events applied.',
     '',
     '| Batch | appendfsync | events/s end to end | CPU ms per 1,000 events | of which redis-server |',
@@ -132,6 +145,14 @@ export const durabilityFigure = figure('durability', async (ctx) => {
     '| ---: | ---: | ---: | ---: |',
     ...cost.map((c) => `| ${c.batch} events | **×${ratio(c.rate)}** | ×${ratio(c.cpu)} | ×${ratio(c.redis)} |`),
     '',
+    `**Freshness on each.** The same two fleets, each twice (everysec, always, always, everysec): probes one after another,`,
+    `each a new product's view from its 202 to its count in the query API (as the freshness figure), under steady load`,
+    `of ${fmt(ctx.quick ? 2_000 : 10_000)} events/s through the collector.`,
+    '',
+    '| appendfsync | probes | p50 ms | p99 ms | max ms |',
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...POLICIES.map((p) => `| ${p} | ${freshness[p].length} | ${fresh(p, 0.5)} | **${fresh(p, 0.99)}** | ${fresh(p, 1)} |`),
+    '',
     'Redis under always fsyncs once per pass of its event loop that wrote anything, not once per command, so the cost',
     "falls with larger batches. These fsyncs are on this machine's local disk; a slower disk costs always more.",
   ].join('\n');
@@ -139,7 +160,7 @@ export const durabilityFigure = figure('durability', async (ctx) => {
     summary:
       `SIGKILL right after an answered write: everysec lost it in ${lost('everysec')} of ${rounds} rounds, always in ${lost('always')}; ` +
       `always / everysec events/s ×${ratio(cost[0]!.rate)} with 1000-event batches, ×${ratio(cost[1]!.rate)} with 100-event batches ` +
-      `(CPU per event ×${ratio(cost[0]!.cpu)}, ×${ratio(cost[1]!.cpu)})`,
+      `(CPU per event ×${ratio(cost[0]!.cpu)}, ×${ratio(cost[1]!.cpu)}); freshness p99 ${fresh('everysec', 0.99)} ms under everysec, ${fresh('always', 0.99)} ms under always`,
     markdown,
   };
 });

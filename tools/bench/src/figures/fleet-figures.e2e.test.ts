@@ -140,7 +140,7 @@ describe('fleet figures (quick)', () => {
     // Under always Redis has fsynced a write before it answers it: no SIGKILL can take it back.
     expect(row(result.markdown, 'always')[3]).toBe('**0**');
     expect(result.summary).toMatch(
-      /^SIGKILL right after an answered write: everysec lost it in [01] of 1 rounds, always in 0; always \/ everysec events\/s ×[\d.]+ with 1000-event batches, ×[\d.]+ with 100-event batches/,
+      /^SIGKILL right after an answered write: everysec lost it in [01] of 1 rounds, always in 0; always \/ everysec events\/s ×[\d.]+ with 1000-event batches, ×[\d.]+ with 100-event batches .*; freshness p99 [\d.,]+ ms under everysec, [\d.,]+ ms under always/,
     );
     for (const batch of ['1000', '100']) {
       const [, , cpu] = row(result.markdown, `${batch} events`);
