@@ -5,6 +5,7 @@ import { dynamoWriteJobSchema } from '@tally/queues';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { ReplicasBehindError } from './replicas';
 
 type WriterMetrics = ReturnType<typeof createWriterMetrics>;
 
@@ -14,7 +15,10 @@ export function createWriterMetrics(registry: Registry) {
     rowsFlushed: counter('tally_rows_flushed_total', 'Row flushes completed (outbox written and acked)'),
     emptyFlushes: counter('tally_flushes_empty_total', 'Flush jobs that found nothing to write'),
     entriesWritten: counter('tally_outbox_entries_written_total', 'Outbox entries applied to DynamoDB'),
-    waits: counter('tally_flush_waits_total', 'Flush jobs delayed because DynamoDB throttled or was unreachable'),
+    waits: counter(
+      'tally_flush_waits_total',
+      'Flush jobs delayed because DynamoDB throttled or was unreachable, or Redis replicas were behind',
+    ),
     permanentFailures: counter('tally_flush_failures_total', 'Flush jobs moved to the failed set'),
   };
 }
@@ -28,6 +32,8 @@ export interface FlushDeps {
   maxBackoffMs: number;
   now?: () => number;
   crash?: (point: string) => void;
+  /** REDIS_WAIT_REPLICAS: resolves once enough Redis replicas hold what the flush read (replicas.ts `replicaFence`). */
+  replicated?: (store: string) => Promise<void>;
   /** The TTL of the row's items (visitor rows of a store with a history retention); undefined = none. */
   expiryOf?: (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined>;
 }
@@ -57,6 +63,8 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     // The row's unwritten distinct-count sketches ride the counts' UpdateItems (docs/DESIGN.md "Unique visitors").
     const [live] = await deps.buckets.sketches.read(store, [pk]);
     const expiresAt = await deps.expiryOf?.(store, pk);
+    // After every read from Redis, before any write to DynamoDB.
+    await deps.replicated?.(store);
     const r = await writeRowWithSketches(
       {
         ...deps.dynamo,
@@ -90,11 +98,12 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     );
     return { updates: r.updates, entries: outbox.entries.length };
   } catch (err) {
-    if (err instanceof RetryableWriteError) {
+    if (err instanceof RetryableWriteError || err instanceof ReplicasBehindError) {
       const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
       const delay = Math.round(Math.min(deps.maxBackoffMs, 250 * 2 ** Math.min(waits, 20)) * (0.5 + Math.random() / 2));
       deps.metrics.waits.inc();
-      log.warn({ err: err.message, delayMs: delay, waits }, 'DynamoDB not writable now; flush waits');
+      const why = err instanceof ReplicasBehindError ? 'Redis replicas behind' : 'DynamoDB not writable now';
+      log.warn({ err: err.message, delayMs: delay, waits }, `${why}; flush waits`);
       await job.moveToDelayed(Date.now() + delay, token);
       throw new DelayedError();
     }

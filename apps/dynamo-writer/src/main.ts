@@ -1,10 +1,12 @@
 import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, connectDynamo, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
+import { redisKeys } from '@tally/key-layout';
 import { createShardWorkers, QUEUE } from '@tally/queues';
 import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
 import { createWriterMetrics, flushProcessor } from './flush.processor';
+import { replicaFence } from './replicas';
 
 // Composition root of the DynamoDB writer: one flush job per row, one UpdateItem per DynamoDB item.
 const config = loadConfigOrExit(writerEnv);
@@ -26,6 +28,11 @@ try {
 }
 
 const buckets = new BucketStore({ redis: redis(), rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+// REDIS_WAIT_REPLICAS: a connection of its own for WAIT, which blocks its connection (replicas.ts).
+const replicated =
+  config.REDIS_WAIT_REPLICAS > 0
+    ? replicaFence(redis(), redisKeys(config.KEY_PREFIX), config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS)
+    : undefined;
 // Stage "write": each dynamo-writes job flushes one row's outbox to DynamoDB (flush.processor.ts).
 const workers = createShardWorkers(
   QUEUE.dynamoWrites,
@@ -35,6 +42,7 @@ const workers = createShardWorkers(
     metrics,
     log,
     maxBackoffMs: config.WRITER_MAX_BACKOFF_MS,
+    replicated,
     crash: config.TALLY_CRASH_POINT ? crash : undefined,
     // Visitor rows of stores with a history retention carry a DynamoDB TTL (the tenant looked up, cached a minute).
     expiryOf: visitorExpiry(createTenantDirectory({ dynamo: client, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log })),

@@ -112,6 +112,14 @@ export const writerEnv = shared.extend({
   WRITER_MAX_BACKOFF_MS: int(100, 3_600_000)
     .default(60_000)
     .describe('Upper bound of the retry delay while DynamoDB is throttling or down.'),
+  REDIS_WAIT_REPLICAS: int(0, 16)
+    .default(0)
+    .describe(
+      'Redis replicas that must hold a row’s outbox before it is written to DynamoDB (`WAIT`), so a promoted replica never lacks what DynamoDB has; fewer in time: the flush waits and retries. 0 = no wait (a single Redis).',
+    ),
+  REDIS_WAIT_TIMEOUT_MS: int(10, 60_000)
+    .default(1_000)
+    .describe('How long one flush waits for REDIS_WAIT_REPLICAS replicas before it retries later.'),
   JOB_LOCK_MS,
 });
 

@@ -10,6 +10,8 @@ describe('loadConfig', () => {
     expect(c.DYNAMODB_ENDPOINT).toBeUndefined();
     expect(c.MAX_EVENTS_PER_REQUEST).toBe(1000);
     expect(loadConfig(aggregatorEnv, {}).BUCKET_SECONDS).toBe(900);
+    // The writer waits for no Redis replica unless told to.
+    expect(loadConfig(writerEnv, {})).toMatchObject({ REDIS_WAIT_REPLICAS: 0, REDIS_WAIT_TIMEOUT_MS: 1000 });
   });
 
   it('reads only the variables of its app (the collector never reads BUCKET_SECONDS)', () => {
@@ -28,6 +30,8 @@ describe('loadConfig', () => {
     expect(() => loadConfig(aggregatorEnv, { BUCKET_SECONDS: '0' })).toThrowError(/^BUCKET_SECONDS: expected a value >= 1/);
     expect(() => loadConfig(writerEnv, { REDIS_URL: 'localhost:6379' })).toThrowError(/^REDIS_URL: expected a redis:\/\//);
     expect(() => loadConfig(writerEnv, { LOG_LEVEL: 'loud' })).toThrowError(/^LOG_LEVEL: expected one of "fatal"/);
+    expect(() => loadConfig(writerEnv, { REDIS_WAIT_REPLICAS: '-1' })).toThrowError(/^REDIS_WAIT_REPLICAS: expected a value >= 0/);
+    expect(() => loadConfig(writerEnv, { REDIS_WAIT_TIMEOUT_MS: '0' })).toThrowError(/^REDIS_WAIT_TIMEOUT_MS: expected a value >= 10/);
     try {
       loadConfig(writerEnv, { HTTP_PORT: '70000' });
       expect.unreachable();

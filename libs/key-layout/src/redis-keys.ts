@@ -29,6 +29,8 @@
  *                            time, ms; expires): @tally/client refuses the store at once while it lasts
  *   <p>:{S}:tz               the store's IANA time zone, set by the aggregator from the tenant (expires; set again
  *                            on a change): @tally/client rolls the store's batches up in it, as the collector does
+ *   <p>:{S}:f                the writer's fence, written right before its WAIT for Redis replicas (REDIS_WAIT_REPLICAS;
+ *                            expires a minute after the last flush of the store)
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
  *   <p>:{<p>:wW}:active      zset store -> mark (bumped after every apply): stores with anything not yet written
@@ -60,6 +62,7 @@ export const REDIS_SUFFIX = {
   erased: 'xr',
   unknown: 'unknown',
   zone: 'tz',
+  fence: 'f',
 } as const;
 
 /** Suffixes of a work-set shard's keys (`<p>:{<p>:wW}:` + suffix). */
@@ -118,6 +121,8 @@ export function redisKeys(prefix = 't') {
     unknownStore: (s: string) => tag(s) + S.unknown,
     /** The store's time zone as the aggregator last found its tenant's, read by @tally/client to roll batches up. */
     storeZone: (s: string) => tag(s) + S.zone,
+    /** The writer's fence: written before its WAIT for Redis replicas, so the WAIT covers the store's seals. */
+    fence: (s: string) => tag(s) + S.fence,
     /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
     work: (shard: number) => `${prefix}:{${prefix}:w${shard}}:`,
   };
