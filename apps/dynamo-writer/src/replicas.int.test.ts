@@ -22,6 +22,7 @@ import { replicaFence, ReplicasBehindError } from './replicas';
 
 // REDIS_WAIT_REPLICAS against a real replica: a master, a replica of it, and a failover to the replica while the
 // master had a seal the replica never got.
+
 // Every row flushed after every bucket.
 const rules = compileRules({
   ...defaultRules,
