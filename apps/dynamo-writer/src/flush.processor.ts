@@ -17,7 +17,8 @@ export function createWriterMetrics(registry: Registry) {
     entriesWritten: counter('tally_outbox_entries_written_total', 'Outbox entries applied to DynamoDB'),
     waits: counter(
       'tally_flush_waits_total',
-      'Flush jobs delayed because DynamoDB throttled or was unreachable, or Redis replicas were behind',
+      'Flush jobs delayed: DynamoDB throttled or was unreachable (reason dynamodb), or fewer Redis replicas than REDIS_WAIT_REPLICAS held the outbox in time (reason replicas)',
+      ['reason'],
     ),
     permanentFailures: counter('tally_flush_failures_total', 'Flush jobs moved to the failed set'),
   };
@@ -101,9 +102,12 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     if (err instanceof RetryableWriteError || err instanceof ReplicasBehindError) {
       const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
       const delay = Math.round(Math.min(deps.maxBackoffMs, 250 * 2 ** Math.min(waits, 20)) * (0.5 + Math.random() / 2));
-      deps.metrics.waits.inc();
-      const why = err instanceof ReplicasBehindError ? 'Redis replicas behind' : 'DynamoDB not writable now';
-      log.warn({ err: err.message, delayMs: delay, waits }, `${why}; flush waits`);
+      const replicas = err instanceof ReplicasBehindError;
+      deps.metrics.waits.inc({ reason: replicas ? 'replicas' : 'dynamodb' });
+      log.warn(
+        { err: err.message, delayMs: delay, waits },
+        `${replicas ? 'Redis replicas behind' : 'DynamoDB not writable now'}; flush waits`,
+      );
       await job.moveToDelayed(Date.now() + delay, token);
       throw new DelayedError();
     }

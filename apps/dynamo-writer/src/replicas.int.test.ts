@@ -84,7 +84,9 @@ async function sealAndFlush(
     () => 'written' as const,
     (err: unknown) => (err instanceof DelayedError ? ('delayed' as const) : Promise.reject(err)),
   );
-  return { outcome, waits: (await metrics.waits.get()).values[0]?.value ?? 0 };
+  const waits = (await metrics.waits.get()).values;
+  expect(waits.every((w) => w.labels['reason'] === 'replicas')).toBe(true);
+  return { outcome, waits: waits.reduce((sum, w) => sum + w.value, 0) };
 }
 
 const total = async (table: string) => (await getItem({ client, table, meter: createDynamoMeter() }, STORE, 'TOTAL'))?.attrs.get('v');
