@@ -54,6 +54,6 @@ const workers = createShardWorkers(
 await serve({
   workers,
   ready: workers,
-  started: { table: config.DYNAMODB_TABLE },
+  started: { table: config.DYNAMODB_TABLE, ...(replicated ? { waitReplicas: config.REDIS_WAIT_REPLICAS } : {}) },
   close: [{ name: 'dynamodb', run: async () => client.destroy() }],
 });
