@@ -64,7 +64,8 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     // The row's unwritten distinct-count sketches ride the counts' UpdateItems (docs/DESIGN.md "Unique visitors").
     const [live] = await deps.buckets.sketches.read(store, [pk]);
     const expiresAt = await deps.expiryOf?.(store, pk);
-    // After every read from Redis, before any write to DynamoDB.
+    // After the outbox and the live sketches are read, before any write to DynamoDB. (The sketch unions read during
+    // the write add members to sets: a member added again after a failover changes nothing.)
     await deps.replicated?.(store);
     const r = await writeRowWithSketches(
       {
