@@ -1,11 +1,11 @@
 import type { BucketStore } from '@tally/buckets';
 import { PermanentWriteError, RetryableWriteError, writeRowWithSketches, type RowWriterDeps } from '@tally/dynamo';
 import { metricsOn } from '@tally/observability';
-import { dynamoWriteJobSchema } from '@tally/queues';
+import type { RedisKeys } from '@tally/key-layout';
+import { dynamoWriteJobSchema, ReplicasBehindError, type ReplicaFence } from '@tally/queues';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { ReplicasBehindError } from './replicas';
 
 type WriterMetrics = ReturnType<typeof createWriterMetrics>;
 
@@ -33,11 +33,20 @@ export interface FlushDeps {
   maxBackoffMs: number;
   now?: () => number;
   crash?: (point: string) => void;
-  /** REDIS_WAIT_REPLICAS: resolves once enough Redis replicas hold what the flush read (replicas.ts `replicaFence`). */
+  /** REDIS_WAIT_REPLICAS: resolves once enough Redis replicas hold what the flush read (`outboxReplicated`). */
   replicated?: (store: string) => Promise<void>;
   /** The TTL of the row's items (visitor rows of a store with a history retention); undefined = none. */
   expiryOf?: (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined>;
 }
+
+/**
+ * The writer's wait for Redis replicas (REDIS_WAIT_REPLICAS): before a row's DynamoDB write, a fence on the store's
+ * fence key (so on a cluster, the store's master) waited for as the outbox the flush read. The fence comes after
+ * the seals and folds whose outbox entries the flush read, so DynamoDB never gets what a replica promoted after a
+ * crash of its master would lack (docs/DESIGN.md invariant 1). Fewer replicas in time: ReplicasBehindError, and the
+ * flush waits and retries as it does while DynamoDB throttles.
+ */
+export const outboxReplicated = (fence: ReplicaFence, keys: RedisKeys) => (store: string) => fence(keys.fence(store), 'the outbox');
 
 /**
  * Flushes one row: reads its outbox (entries of completely folded buckets), writes one watermark-conditioned

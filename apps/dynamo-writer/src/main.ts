@@ -2,11 +2,10 @@ import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, connectDynamo, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
-import { createShardWorkers, QUEUE } from '@tally/queues';
+import { createReplicaFence, createShardWorkers, QUEUE } from '@tally/queues';
 import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
-import { createWriterMetrics, flushProcessor } from './flush.processor';
-import { replicaFence } from './replicas';
+import { createWriterMetrics, flushProcessor, outboxReplicated } from './flush.processor';
 
 // Composition root of the DynamoDB writer: one flush job per row, one UpdateItem per DynamoDB item.
 const config = loadConfigOrExit(writerEnv);
@@ -28,10 +27,10 @@ try {
 }
 
 const buckets = new BucketStore({ redis: redis(), rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
-// REDIS_WAIT_REPLICAS: a connection of its own for WAIT, which blocks its connection (replicas.ts).
+// REDIS_WAIT_REPLICAS: a connection of its own for WAIT, which blocks its connection (libs/queues replica-fence.ts).
 const replicated =
   config.REDIS_WAIT_REPLICAS > 0
-    ? replicaFence(redis(), redisKeys(config.KEY_PREFIX), config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS)
+    ? outboxReplicated(createReplicaFence(redis(), config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS), redisKeys(config.KEY_PREFIX))
     : undefined;
 // Stage "write": each dynamo-writes job flushes one row's outbox to DynamoDB (flush.processor.ts).
 const workers = createShardWorkers(

@@ -2,14 +2,16 @@ import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, getItem } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
+import { createReplicaFence, ReplicasBehindError } from '@tally/queues';
 import {
   createTestTable,
   startDynalite,
-  startRedis,
   startRedisCluster,
+  startRedisWithReplica,
   waitFor,
   type DynaliteHandle,
   type RedisHandle,
+  type RedisWithReplica,
 } from '@tally/testing';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DelayedError, type Job } from 'bullmq';
@@ -17,8 +19,7 @@ import { Cluster, Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createWriterMetrics, flushProcessor } from './flush.processor';
-import { replicaFence, ReplicasBehindError } from './replicas';
+import { createWriterMetrics, flushProcessor, outboxReplicated } from './flush.processor';
 
 // REDIS_WAIT_REPLICAS against a real replica: a master, a replica of it, and a failover to the replica while the
 // master had a seal the replica never got.
@@ -29,8 +30,8 @@ const rules = compileRules({
   entities: Object.fromEntries(Object.entries(defaultRules.entities).map(([name, e]) => [name, { ...e, flush: { kind: 'bucket' } }])),
 });
 const STORE = 'S';
+let pair: RedisWithReplica;
 let master: RedisHandle;
-let replica: RedisHandle;
 let dyn: DynaliteHandle;
 let client: DynamoDBClient;
 const connections: Redis[] = [];
@@ -42,17 +43,15 @@ const connect = (url: string) => {
 };
 
 beforeAll(async () => {
-  master = await startRedis();
-  replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
-  const r = connect(replica.url);
-  await waitFor(async () => /^master_link_status:up\r?$/m.test(await r.info('replication')), { message: 'the replica in sync' });
+  pair = await startRedisWithReplica();
+  master = pair.master;
   dyn = await startDynalite();
   client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1', maxAttempts: 1 });
 });
 afterAll(async () => {
   for (const c of connections) c.disconnect();
   client.destroy();
-  await Promise.all([master.stop(), replica.stop(), dyn.stop()]);
+  await Promise.all([pair.stop(), dyn.stop()]);
 });
 
 /** `views` views of the store applied as batch `id` into its open bucket. */
@@ -98,7 +97,7 @@ describe('the writer with REDIS_WAIT_REPLICAS=1', () => {
     const m = connect(master.url);
     const fenced = { buckets: new BucketStore({ redis: m, rules, prefix: 'rf' }), table: await createTestTable(dyn.endpoint) };
     const control = { buckets: new BucketStore({ redis: m, rules, prefix: 'rc' }), table: await createTestTable(dyn.endpoint) };
-    const fence = replicaFence(connect(master.url), redisKeys('rf'), 1, 300);
+    const fence = outboxReplicated(createReplicaFence(connect(master.url), 1, 300), redisKeys('rf'));
     const both = async (step: (i: typeof fenced) => Promise<unknown>) => [await step(fenced), await step(control)];
 
     // The replica keeps up: the fenced flush waits for it and writes.
@@ -113,7 +112,7 @@ describe('the writer with REDIS_WAIT_REPLICAS=1', () => {
     // waits in its socket and is applied when it thaws.)
     await both((i) => apply(i.buckets, 'b1', 3, 3_000));
     await waitFor(async () => (await m.wait(1, 100)) === 1, { message: 'b1 on the replica' });
-    const promoted = connect(replica.url);
+    const promoted = connect(pair.replica.url);
     await promoted.replicaof('NO', 'ONE');
     await both((i) => apply(i.buckets, 'b2', 5, 4_000));
     expect(await sealAndFlush(fenced, 5_000, fence)).toEqual({ outcome: 'delayed', waits: 1 });
@@ -145,8 +144,8 @@ describe('the writer with REDIS_WAIT_REPLICAS=1', () => {
       // Stores on each of the three masters (slots 6373, 10374, 14503, 2112): no replica anywhere, so a wait for none
       // passes and a wait for one cannot.
       for (const store of ['A', 'B', 'C', 'D']) {
-        await replicaFence(c, redisKeys('rf'), 0, 100)(store);
-        await expect(replicaFence(c, redisKeys('rf'), 1, 100)(store)).rejects.toThrowError(
+        await outboxReplicated(createReplicaFence(c, 0, 100), redisKeys('rf'))(store);
+        await expect(outboxReplicated(createReplicaFence(c, 1, 100), redisKeys('rf'))(store)).rejects.toThrowError(
           new ReplicasBehindError('0 of 1 Redis replicas acknowledged the outbox within 100 ms'),
         );
         expect(await c.pttl(redisKeys('rf').fence(store))).toBeGreaterThan(0);

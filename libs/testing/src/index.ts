@@ -5,6 +5,7 @@ export * from './process';
 export * from './queues';
 export * from './redis';
 export * from './redis-cluster';
+export * from './redis-replica';
 export * from './table';
 export * from './wait';
 export * from './fleet';

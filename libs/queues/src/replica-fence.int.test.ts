@@ -1,0 +1,81 @@
+import { replicaInSync, startRedisWithReplica, type RedisHandle, type RedisWithReplica } from '@tally/testing';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createReplicaFence, ReplicasBehindError } from './replica-fence';
+
+// The wait for Redis replicas shared by the collector, the client and the dynamo-writer, against a real replica.
+
+let pair: RedisWithReplica;
+let master: RedisHandle;
+let replica: RedisHandle;
+const connections: Redis[] = [];
+const connect = (url: string) => {
+  const c = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
+  c.on('error', () => {});
+  connections.push(c);
+  return c;
+};
+/** How many WAITs the server has run since the last CONFIG RESETSTAT. */
+const waits = async (r: Redis) => Number(/^cmdstat_wait:calls=(\d+)/m.exec(await r.info('commandstats'))?.[1] ?? 0);
+
+beforeAll(async () => {
+  pair = await startRedisWithReplica();
+  ({ master, replica } = pair);
+});
+afterAll(async () => {
+  for (const c of connections) c.disconnect();
+  await pair?.stop();
+});
+
+describe('createReplicaFence', () => {
+  it('resolves once the replica holds what was written before it, and refuses in time when it does not', async () => {
+    const m = connect(master.url);
+    const r = connect(replica.url);
+    const fence = createReplicaFence(connect(master.url), 1, 200);
+    await m.set('k', 'before');
+    await fence('q:{s0}:fence', 'the batch');
+    expect(await r.get('k')).toBe('before');
+    expect(await r.pttl('q:{s0}:fence')).toBeGreaterThan(0);
+
+    // The replica stops following (as one whose link broke): the write stays on the master alone.
+    await r.replicaof('NO', 'ONE');
+    try {
+      await m.set('k', 'after');
+      const started = performance.now();
+      await expect(fence('q:{s0}:fence', 'the batch')).rejects.toThrowError(
+        new ReplicasBehindError('0 of 1 Redis replicas acknowledged the batch within 200 ms'),
+      );
+      expect(performance.now() - started).toBeGreaterThanOrEqual(190);
+      expect([await m.get('k'), await r.get('k')]).toEqual(['after', 'before']);
+    } finally {
+      await r.replicaof('127.0.0.1', master.port);
+      await replicaInSync(replica.url);
+    }
+    await fence('q:{s0}:fence', 'the batch');
+    expect(await r.get('k')).toBe('after');
+  });
+
+  it('shares one WAIT between the calls made while another is in flight (group commit)', async () => {
+    const m = connect(master.url);
+    const fence = createReplicaFence(connect(master.url), 1, 1_000);
+    await m.config('RESETSTAT');
+    // The first call sends its fence at once; the 49 made while it is in flight share the next one.
+    const calls = Array.from({ length: 50 }, (_, i) => m.set(`g${i}`, String(i)).then(() => fence(`q:{s${i % 3}}:fence`, `batch ${i}`)));
+    await Promise.all(calls);
+    expect(await waits(m)).toBe(2);
+    const r = connect(replica.url);
+    expect(await r.mget(...Array.from({ length: 50 }, (_, i) => `g${i}`))).toEqual(Array.from({ length: 50 }, (_, i) => String(i)));
+    // Calls one after another each send their own.
+    for (let i = 0; i < 3; i++) await fence('q:{s0}:fence', 'one batch');
+    expect(await waits(m)).toBe(5);
+  });
+
+  it('refuses with ReplicasBehindError, naming the cause, when the wait itself fails', async () => {
+    const gone = connect(master.url);
+    gone.disconnect();
+    const fence = createReplicaFence(gone, 1, 100);
+    const err = await fence('q:{s0}:fence', 'the outbox').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ReplicasBehindError);
+    expect((err as Error).message).toMatch(/^the wait for Redis replicas to acknowledge the outbox failed: /);
+  });
+});
