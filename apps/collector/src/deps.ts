@@ -7,6 +7,7 @@ import {
   closeConnection,
   closeQueues,
   createQueues,
+  createReplicaFence,
   queueShards,
   QUEUE,
   type RedisConnection,
@@ -23,6 +24,8 @@ import { createCollectorMetrics } from './metrics';
 export interface CollectorResources {
   deps: CollectorDeps;
   redis: RedisConnection;
+  /** REDIS_WAIT_REPLICAS > 0: the connection of the waits for replicas (WAIT blocks its connection). */
+  waitRedis: RedisConnection | undefined;
   queues: TallyQueues;
   dynamo: DynamoDBClient;
   backpressure: Backpressure;
@@ -41,8 +44,12 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
 
   const redis = createProducerConnection(config);
   const queues = createQueues(redis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+  const waitRedis =
+    config.REDIS_WAIT_REPLICAS > 0
+      ? createProducerConnection(config, { connectionName: 'tally-replica-wait', commandTimeoutMs: config.REDIS_WAIT_TIMEOUT_MS + 5_000 })
+      : undefined;
   // ioredis reports every failed reconnect: one line per distinct error and 10 s.
-  logEmitterErrors(log, 'redis', [redis, ...allQueues(queues)]);
+  logEmitterErrors(log, 'redis', [redis, ...allQueues(queues), ...(waitRedis ? [waitRedis] : [])]);
   const eventsShards = queueShards(queues, QUEUE.events);
   queueDepthMetrics(registry, [...eventsShards]);
 
@@ -59,6 +66,7 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     redis,
     rules,
     source: 'http',
+    ...(waitRedis && { replicaFence: createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS) }),
     idempotencyWindowSeconds: config.DEDUPE_WINDOW_SECONDS,
     limits: {
       maxEvents: config.MAX_EVENTS_PER_REQUEST,
@@ -95,6 +103,7 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
   return {
     deps,
     redis,
+    waitRedis,
     queues,
     dynamo,
     backpressure,
@@ -108,6 +117,9 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
 export async function closeCollectorDeps(r: CollectorResources): Promise<void> {
   r.backpressure.stop();
   await closeQueues(r.queues);
-  await closeConnection(r.redis);
+  await closeRedis(r);
   r.dynamo.destroy();
 }
+
+/** Quits the collector's Redis connections. */
+export const closeRedis = (r: CollectorResources) => Promise.all([r.redis, r.waitRedis].map((c) => c && closeConnection(c)));

@@ -1,4 +1,5 @@
 import { IdempotencyConflictError, QueueUnavailableError, type Intake } from '@tally/intake';
+import { ReplicasBehindError } from '@tally/queues';
 import { bearerAuth, HttpProblem, PROBLEM_SCHEMA, type TallyHttpApp } from '@tally/http';
 import { eventInputSchema, type EventError } from '@tally/schema';
 import { validatorCompiler } from 'fastify-type-provider-zod';
@@ -40,7 +41,9 @@ batch: reusing it within that window for other events is refused with 422 naming
 
 413 over MAX_BODY_BYTES or MAX_EVENTS_PER_REQUEST; 415 for other content types; 401 without a valid key, 403
 without the ingest scope; 429 while the events queue is deeper than MAX_QUEUE_DEPTH, 503 while Redis or the key
-store cannot be reached — both with Retry-After.
+store cannot be reached — both with Retry-After. With REDIS_WAIT_REPLICAS, 202 waits until that many Redis replicas
+hold the batch too; fewer within REDIS_WAIT_TIMEOUT_MS is 503 \`TALLY_ERR_REDIS_REPLICAS_BEHIND\` with Retry-After
+(Redis holds the batch: retry with the same Idempotency-Key, which counts it once).
 `.trim();
 
 const eventError = z.object({ index: z.number().int(), field: z.string(), reason: z.string() }).describe('Why one event was refused');
@@ -201,6 +204,18 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
             'TALLY_ERR_IDEMPOTENCY_CONFLICT',
             `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used for a batch with other events; nothing was accepted (resend the same events to retry, or use a new key for a new batch)`,
             { field: 'idempotency-key' },
+          );
+        }
+        if (err instanceof ReplicasBehindError) {
+          metrics.rejected.inc({ reason: 'replicas' }, result.events.length);
+          throw new HttpProblem(
+            503,
+            'TALLY_ERR_REDIS_REPLICAS_BEHIND',
+            `${err.message}: Redis holds the batch, but a failover now could lose it; retry later with the same Idempotency-Key, which counts it once either way` +
+              (req.headers['idempotency-key'] === undefined
+                ? ' (this request had none: a retry without one may count the batch twice)'
+                : ''),
+            { headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) }, cause: err },
           );
         }
         if (!(err instanceof QueueUnavailableError)) throw err;

@@ -1,10 +1,10 @@
 import { checkTable, DynamoUnreachableError } from '@tally/dynamo';
 import { collectorEnv, loadConfigOrExit } from '@tally/config';
 import { closeHttp, createLogger, installShutdown } from '@tally/observability';
-import { closeConnection, closeQueues } from '@tally/queues';
+import { closeQueues } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { buildApp } from './app';
-import { createCollectorDeps } from './deps';
+import { closeRedis, createCollectorDeps } from './deps';
 
 // Composition root: config → deps → app → listen → shutdown. Nothing else reads the environment.
 const config = loadConfigOrExit(collectorEnv);
@@ -13,7 +13,7 @@ const log = createLogger({ name: 'collector', level: config.LOG_LEVEL });
 const rules = loadRulesOrExit(config.RULES_FILE);
 
 const resources = createCollectorDeps(config, log, rules);
-const { redis, queues, dynamo, backpressure } = resources;
+const { queues, dynamo, backpressure } = resources;
 
 try {
   await checkTable(dynamo, config.DYNAMODB_TABLE);
@@ -31,7 +31,15 @@ backpressure.start();
 await app.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
 const address = app.server.address();
 const port = typeof address === 'object' && address ? address.port : config.HTTP_PORT;
-log.info({ port, host: config.HTTP_HOST, table: config.DYNAMODB_TABLE }, `collector listening on port ${port}`);
+log.info(
+  {
+    port,
+    host: config.HTTP_HOST,
+    table: config.DYNAMODB_TABLE,
+    ...(config.REDIS_WAIT_REPLICAS > 0 && { waitReplicas: config.REDIS_WAIT_REPLICAS }),
+  },
+  `collector listening on port ${port}`,
+);
 
 installShutdown(log, [
   {
@@ -48,6 +56,6 @@ installShutdown(log, [
       await closeQueues(queues);
     },
   },
-  { name: 'quit redis', run: () => closeConnection(redis), timeoutMs: 3_000 },
+  { name: 'quit redis', run: async () => void (await closeRedis(resources)), timeoutMs: 3_000 },
   { name: 'close dynamodb client', run: async () => dynamo.destroy() },
 ]);

@@ -13,6 +13,7 @@ const REJECT_REASONS = [
   'batch',
   'too_many_events',
   'unavailable',
+  'replicas',
   'idempotency_conflict',
   'budget',
 ] as const;
@@ -29,7 +30,7 @@ export function createCollectorMetrics(registry: Registry): CollectorMetrics {
   const rejected = counter(
     'tally_events_rejected_total',
     "Events refused, by reason: the field of the event's first error (type, ts, id, dims, value, event, json), batch (a valid " +
-      'event refused with its all-or-nothing request), too_many_events, unavailable (Redis did not take the batch), idempotency_conflict (an Idempotency-Key reused for other events), or budget (the store was over its ingest budget).',
+      'event refused with its all-or-nothing request), too_many_events, unavailable (Redis did not take the batch), replicas (Redis holds the batch, fewer replicas than REDIS_WAIT_REPLICAS did in time: answered 503), idempotency_conflict (an Idempotency-Key reused for other events), or budget (the store was over its ingest budget).',
     ['reason'],
   );
   for (const reason of REJECT_REASONS) rejected.inc({ reason }, 0);

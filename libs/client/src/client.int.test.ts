@@ -1,6 +1,6 @@
 import { redisKeys } from '@tally/key-layout';
 import { createQueues, closeQueues, eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE, type TallyQueues } from '@tally/queues';
-import { freePort, sleep, startRedis, waitFor, type RedisHandle } from '@tally/testing';
+import { freePort, sleep, startRedis, startRedisWithReplica, waitFor, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -10,6 +10,7 @@ import {
   InvalidArgumentError,
   QueueFullError,
   QueueUnavailableError,
+  ReplicasBehindError,
   TooManyEventsError,
   UnknownStoreError,
   ValidationError,
@@ -242,6 +243,38 @@ describe('createTallyClient', () => {
       })();
       expect(err, JSON.stringify(connection)).toBeInstanceOf(InvalidArgumentError);
       expect(err).toMatchObject({ field: 'connection', message: expect.stringMatching(/is not a redis:\/\/ or rediss:\/\/ URL/) });
+    }
+  });
+
+  it('with waitReplicas, resolves once a replica holds the batch, and throws ReplicasBehindError (the batch enqueued) without one', async () => {
+    for (const waitReplicas of [{ replicas: 0 }, { replicas: 1, timeoutMs: 5 }, { replicas: 1.5 }]) {
+      expect(() => createTallyClient({ connection: redis.url, waitReplicas })).toThrowError(InvalidArgumentError);
+    }
+    const pair = await startRedisWithReplica();
+    const replica = new Redis(pair.replica.url);
+    const onReplica = createQueues(replica);
+    // Its own connection (a URL), and a duplicate of one the caller passes.
+    const own = createTallyClient({ connection: pair.master.url, waitReplicas: { replicas: 1 } });
+    const passed = createProducerConnection(pair.master.url);
+    const onPassed = createTallyClient({ connection: passed, waitReplicas: { replicas: 1 } });
+    // The test's Redis has no replica.
+    const alone = createTallyClient({ connection: redis.url, waitReplicas: { replicas: 1, timeoutMs: 100 } });
+    try {
+      for (const c of [own, onPassed]) {
+        const { batchId } = await c.enqueueEvents('STORE1', [view('P1')]);
+        expect(await onReplica.events.getJob(batchId)).toBeDefined();
+      }
+      const before = await waiting();
+      const err = await alone.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'k-replicas' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ReplicasBehindError);
+      expect((err as Error).message).toMatch(/^0 of 1 Redis replicas acknowledged batch \S+ within 100 ms$/);
+      expect(await waiting()).toBe(before + 1);
+    } finally {
+      await Promise.all([own.close(), onPassed.close(), alone.close()]);
+      passed.disconnect();
+      await closeQueues(onReplica);
+      replica.disconnect();
+      await pair.stop();
     }
   });
 

@@ -1,6 +1,7 @@
 import {
   createIntake,
   createProducerConnection,
+  InvalidArgumentError,
   QueueFullError,
   waitForReady,
   type EnqueueOptions,
@@ -12,6 +13,7 @@ import {
   closeConnection,
   closeQueues,
   createQueues,
+  createReplicaFence,
   QUEUE,
   queueShards,
   type RedisConnection,
@@ -46,6 +48,14 @@ export interface TallyClientOptions {
    * `checkEveryMs` (default 250), by the call that finds it older. Default `{ maxDepth: 10_000 }`; `false` turns it off.
    */
   backpressure?: { maxDepth: number; checkEveryMs?: number } | false;
+  /**
+   * The collector's REDIS_WAIT_REPLICAS: each call resolves only once `replicas` Redis replicas hold its batch
+   * (`WAIT`, at most `timeoutMs`, default 1000), so a failover to a promoted replica cannot lose it; fewer in time
+   * throws ReplicasBehindError (Redis holds the batch: retry with the same idempotency key, which counts it once).
+   * The waits go on a connection of their own: a duplicate of `connection` when it is an ioredis instance (its
+   * command timeout must be longer than `timeoutMs`).
+   */
+  waitReplicas?: { replicas: number; timeoutMs?: number };
 }
 
 export interface TallyClient {
@@ -63,6 +73,7 @@ export interface TallyClient {
 
 /** The queue path into Tally for trusted services (docs/DESIGN.md data flow), with the collector's validation. */
 export function createTallyClient(opts: TallyClientOptions): TallyClient {
+  const wait = checkWaitReplicas(opts.waitReplicas);
   const c = opts.connection;
   const target = typeof c === 'string' ? { REDIS_URL: c } : 'REDIS_URL' in c ? c : undefined;
   const owned = target !== undefined;
@@ -72,6 +83,13 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
   const keyPrefix = opts.keyPrefix ?? 't';
   const queues: TallyQueues = createQueues(redis, { keyPrefix, shards: opts.queueShards ?? 1 });
   for (const q of allQueues(queues)) q.on('error', onError);
+  // The waits for replicas block their connection: one of their own, to `target` or a duplicate of the caller's.
+  const waitRedis = !wait
+    ? undefined
+    : target
+      ? createProducerConnection(target, { connectionName: 'tally-replica-wait', commandTimeoutMs: wait.timeoutMs + 5_000 })
+      : (redis as { duplicate(): RedisConnection }).duplicate();
+  waitRedis?.on('error', onError);
   const intake = createIntake({
     queues,
     redis,
@@ -81,6 +99,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     // enqueueEvents waits for the connection itself, before its first Redis call; the intake then refuses at once.
     readyTimeoutMs: 0,
     unknownStoreKey: redisKeys(keyPrefix).unknownStore,
+    ...(wait && waitRedis && { replicaFence: createReplicaFence(waitRedis, wait.replicas, wait.timeoutMs) }),
   });
   const admit = depthGate(queueShards(queues, QUEUE.events), opts.backpressure ?? { maxDepth: 10_000 });
   const zoneOf = storeZones(redis, keyPrefix);
@@ -107,9 +126,30 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
       if (closed) return;
       closed = true;
       await closeQueues(queues);
+      if (waitRedis) await closeConnection(waitRedis);
       if (owned) await closeConnection(redis);
     },
   };
+}
+
+/** `waitReplicas` with its default timeout, or InvalidArgumentError. */
+function checkWaitReplicas(w: TallyClientOptions['waitReplicas']): { replicas: number; timeoutMs: number } | undefined {
+  if (w === undefined) return undefined;
+  const timeoutMs = w.timeoutMs ?? 1_000;
+  if (
+    Number.isInteger(w.replicas) &&
+    w.replicas >= 1 &&
+    w.replicas <= 16 &&
+    Number.isInteger(timeoutMs) &&
+    timeoutMs >= 10 &&
+    timeoutMs <= 60_000
+  ) {
+    return { replicas: w.replicas, timeoutMs };
+  }
+  throw new InvalidArgumentError(
+    'waitReplicas',
+    `waitReplicas ${JSON.stringify(w)} is invalid: replicas is a whole number from 1 to 16, timeoutMs one from 10 to 60000`,
+  );
 }
 
 /**

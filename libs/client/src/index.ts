@@ -11,4 +11,5 @@ export {
   type IntakeLimits,
   type ProducerConnectionOptions,
 } from '@tally/intake';
+export { ReplicasBehindError } from '@tally/queues';
 export { createTallyClient, type TallyClient, type TallyClientOptions } from './client';

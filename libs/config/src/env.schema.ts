@@ -73,6 +73,15 @@ const JOB_LOCK_MS = int(1_000, 600_000)
   .default(30_000)
   .describe('Job lock; a job of a crashed worker is retried after about this long (BullMQ lockDuration/stalledInterval).');
 
+const REDIS_WAIT_REPLICAS = int(0, 16)
+  .default(0)
+  .describe(
+    'Redis replicas that must hold a write before it counts as done (`WAIT`), so a failover to a promoted replica loses nothing acknowledged. The collector answers 202 only once they hold the batch (fewer in time: 503 `TALLY_ERR_REDIS_REPLICAS_BEHIND`; Redis holds the batch, and a retry with the same Idempotency-Key counts it once); the dynamo-writer writes a row to DynamoDB only once they hold its outbox (fewer in time: the flush waits and retries). 0 = no wait (a single Redis).',
+  );
+const REDIS_WAIT_TIMEOUT_MS = int(10, 60_000)
+  .default(1_000)
+  .describe('How long one request (collector) or flush (dynamo-writer) waits for REDIS_WAIT_REPLICAS replicas.');
+
 export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   HTTP_PORT: httpPort(7401),
   MAX_EVENTS_PER_REQUEST: int(1, 100_000).default(1000).describe('Events per request before 413.'),
@@ -95,6 +104,8 @@ export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   INGEST_BUDGET_BURST_SECONDS: int(1, 3_600)
     .default(2)
     .describe('Seconds of its budget a store may send at once after a quiet spell (the token bucket holds rate × this many events).'),
+  REDIS_WAIT_REPLICAS,
+  REDIS_WAIT_TIMEOUT_MS,
 });
 
 export const aggregatorEnv = shared.extend({
@@ -112,14 +123,8 @@ export const writerEnv = shared.extend({
   WRITER_MAX_BACKOFF_MS: int(100, 3_600_000)
     .default(60_000)
     .describe('Upper bound of the retry delay while DynamoDB is throttling or down.'),
-  REDIS_WAIT_REPLICAS: int(0, 16)
-    .default(0)
-    .describe(
-      'Redis replicas that must hold a row’s outbox before it is written to DynamoDB (`WAIT`), so a promoted replica never lacks what DynamoDB has; fewer in time: the flush waits and retries. 0 = no wait (a single Redis).',
-    ),
-  REDIS_WAIT_TIMEOUT_MS: int(10, 60_000)
-    .default(1_000)
-    .describe('How long one flush waits for REDIS_WAIT_REPLICAS replicas before it retries later.'),
+  REDIS_WAIT_REPLICAS,
+  REDIS_WAIT_TIMEOUT_MS,
   JOB_LOCK_MS,
 });
 

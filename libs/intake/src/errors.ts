@@ -29,7 +29,7 @@ export class TooManyEventsError extends TallyError {
 export class InvalidArgumentError extends TallyError {
   readonly code = 'TALLY_ERR_INVALID_ARGUMENT';
   constructor(
-    readonly field: 'store' | 'idempotencyKey' | 'events' | 'connection',
+    readonly field: 'store' | 'idempotencyKey' | 'events' | 'connection' | 'waitReplicas',
     message: string,
   ) {
     super(message);

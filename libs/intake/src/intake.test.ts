@@ -1,4 +1,4 @@
-import { eventsJobSchema, MAX_EVENTS_PER_JOB } from '@tally/queues';
+import { eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE_SHARDS, shardOfStore } from '@tally/queues';
 import { compileRules, defaultRules, rollupDistinct, unflattenDistinct, type NormalizedEvent } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, TooManyEventsError, ValidationError } from './errors';
@@ -148,6 +148,38 @@ describe('createIntake', () => {
       [one.batchId, 2],
       [`${split.batchId}.0`, MAX_EVENTS_PER_JOB],
       [`${split.batchId}.1`, 1],
+    ]);
+  });
+});
+
+describe('createIntake with a replica fence (REDIS_WAIT_REPLICAS)', () => {
+  it("fences the jobs' shard once they are added, and the first shard too when it took the idempotency record", async () => {
+    const log: string[] = [];
+    const shard = (i: number) =>
+      Object.assign(capturingQueue([], log), { toKey: (type: string) => `q${i}:${type}` }) as unknown as { toKey(t: string): string };
+    const [s0, s1] = [shard(0), shard(1)];
+    const fenced = createIntake({
+      queues: { events: s0, [QUEUE_SHARDS]: { events: [s0, s1] } } as never,
+      redis: {
+        status: 'ready',
+        once: () => undefined,
+        off: () => undefined,
+        set: async () => (log.push('idempotency record'), null),
+      } as never,
+      rules: compileRules(defaultRules),
+      source: 'client',
+      replicaFence: async (key, what) => void log.push(`fence ${key} (${what})`),
+    });
+    const store = ['S1', 'S2', 'S3', 'S4'].find((s) => shardOfStore(s, 2) === 1)!;
+    const events: NormalizedEvent[] = [{ type: 'view', ts: Date.now(), dims: { product: 'P1' } }];
+    const plain = await fenced.enqueue(store, events);
+    expect(log.splice(0)).toEqual(['add', `fence q1:fence (batch ${plain.batchId})`]);
+    const keyed = await fenced.enqueue(store, events, { idempotencyKey: 'k' });
+    expect(log.splice(0)).toEqual([
+      'idempotency record',
+      'add',
+      `fence q1:fence (batch ${keyed.batchId})`,
+      `fence q0:fence (batch ${keyed.batchId})`,
     ]);
   });
 });

@@ -1,6 +1,15 @@
 import { hash, randomBytes } from 'node:crypto';
 import { STORE_ID_PATTERN } from '@tally/key-layout';
-import { jobIdFor, MAX_EVENTS_PER_JOB, QUEUE, queueFor, QUEUE_SHARDS, type PayloadOf, type TallyQueues } from '@tally/queues';
+import {
+  jobIdFor,
+  MAX_EVENTS_PER_JOB,
+  QUEUE,
+  queueFor,
+  QUEUE_SHARDS,
+  type PayloadOf,
+  type ReplicaFence,
+  type TallyQueues,
+} from '@tally/queues';
 import {
   flattenDistinct,
   flattenRows,
@@ -59,6 +68,11 @@ export interface IntakeOptions {
   source: IntakeSource;
   /** How long enqueue waits for a connection that is (re)connecting; default 0 (fail at once). */
   readyTimeoutMs?: number;
+  /**
+   * REDIS_WAIT_REPLICAS: when given (libs/queues createReplicaFence, on a connection of its own), enqueue resolves
+   * only once that many Redis replicas hold the batch, and throws ReplicasBehindError when fewer did in time.
+   */
+  replicaFence?: ReplicaFence;
 }
 
 export interface EnqueueOptions {
@@ -98,7 +112,9 @@ export interface Intake {
    * for more; part i of a split batch has batch id `<batchId>.<i>`). Resolves only once Redis holds every job; throws QueueUnavailableError otherwise.
    * With an idempotency key already used for a different batch within the window, throws
    * IdempotencyConflictError and enqueues nothing; for a store marked unknown (`unknownStoreKey`), throws
-   * UnknownStoreError and enqueues nothing.
+   * UnknownStoreError and enqueues nothing. With `replicaFence`, throws ReplicasBehindError (after enqueueing) when
+   * fewer Redis replicas than it waits for hold the batch in time: the master has it, a failover could lose it, and
+   * a retry with the same idempotency key is counted once whichever happens.
    */
   enqueue(store: string, events: NormalizedEvent[], opts?: EnqueueOptions): Promise<EnqueueResult>;
   /** validate + enqueue, all or nothing: any invalid event rejects the whole call with a ValidationError. */
@@ -241,6 +257,7 @@ export function createIntake(opts: IntakeOptions): Intake {
         if (earlier !== null && earlier !== fingerprint) throw new IdempotencyConflictError(eopts.idempotencyKey);
       }
       let jobIds: string[];
+      let queue: ReturnType<typeof queueFor>;
       try {
         // Payloads are typed against the queue's schema at compile time and built from events validateEvents
         // returned, so they are not parsed again here (that doubled the cost of a batch); the aggregator parses
@@ -248,11 +265,18 @@ export function createIntake(opts: IntakeOptions): Intake {
         // One job (every collector request unless MAX_EVENTS_PER_REQUEST is raised over MAX_EVENTS_PER_JOB) goes by
         // `add`: the same script as addBulk's, without the ioredis pipeline addBulk builds for it (x0.5 to x0.9 of the
         // client CPU of the add in tools/bench/src/micro-collector.ts runs).
-        const queue = queueFor(opts.queues, QUEUE.events, store);
+        queue = queueFor(opts.queues, QUEUE.events, store);
         if (jobs.length === 1) jobIds = [(await queue.add(QUEUE.events, jobs[0]!.data, jobs[0]!.opts)).id!];
         else jobIds = (await queue.addBulk(jobs.map((j) => ({ name: QUEUE.events, data: j.data, opts: j.opts })))).map((j) => j.id!);
       } catch (err) {
         throw new QueueUnavailableError(`Redis did not take the batch: ${(err as Error).message}`, { cause: err });
+      }
+      if (opts.replicaFence) {
+        // A fence on the jobs' queue shard, and on the shard with the idempotency record when that is another: on a
+        // cluster, every master this call wrote to.
+        const shards = eopts.idempotencyKey === undefined || queue === opts.queues.events ? [queue] : [queue, opts.queues.events];
+        const fence = opts.replicaFence;
+        await Promise.all(shards.map((q) => fence(q.toKey('fence'), `batch ${batchId}`)));
       }
       return { batchId, accepted: events.length, jobIds };
     },
