@@ -9,6 +9,7 @@ import {
   createQueues,
   createReplicaFence,
   queueShards,
+  warnOnTooFewReplicas,
   QUEUE,
   type RedisConnection,
   type TallyQueues,
@@ -48,6 +49,7 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     config.REDIS_WAIT_REPLICAS > 0
       ? createProducerConnection(config, { connectionName: 'tally-replica-wait', commandTimeoutMs: config.REDIS_WAIT_TIMEOUT_MS + 5_000 })
       : undefined;
+  if (waitRedis) warnOnTooFewReplicas(waitRedis, config.REDIS_WAIT_REPLICAS, (msg) => log.warn(msg));
   // ioredis reports every failed reconnect: one line per distinct error and 10 s.
   logEmitterErrors(log, 'redis', [redis, ...allQueues(queues), ...(waitRedis ? [waitRedis] : [])]);
   const eventsShards = queueShards(queues, QUEUE.events);

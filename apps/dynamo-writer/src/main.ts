@@ -2,7 +2,7 @@ import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, connectDynamo, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
-import { createReplicaFence, createShardWorkers, QUEUE } from '@tally/queues';
+import { createReplicaFence, createShardWorkers, QUEUE, warnOnTooFewReplicas } from '@tally/queues';
 import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
 import { createWriterMetrics, flushProcessor, outboxReplicated } from './flush.processor';
@@ -28,10 +28,15 @@ try {
 
 const buckets = new BucketStore({ redis: redis(), rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
 // REDIS_WAIT_REPLICAS: a connection of its own for WAIT, which blocks its connection (libs/queues replica-fence.ts).
-const replicated =
-  config.REDIS_WAIT_REPLICAS > 0
-    ? outboxReplicated(createReplicaFence(redis(), config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS), redisKeys(config.KEY_PREFIX))
-    : undefined;
+let replicated: ((store: string) => Promise<void>) | undefined;
+if (config.REDIS_WAIT_REPLICAS > 0) {
+  const waitRedis = redis();
+  warnOnTooFewReplicas(waitRedis, config.REDIS_WAIT_REPLICAS, (msg) => log.warn(msg));
+  replicated = outboxReplicated(
+    createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS),
+    redisKeys(config.KEY_PREFIX),
+  );
+}
 // Stage "write": each dynamo-writes job flushes one row's outbox to DynamoDB (flush.processor.ts).
 const workers = createShardWorkers(
   QUEUE.dynamoWrites,

@@ -16,4 +16,4 @@ export {
 export { createShardWorkers } from './workers';
 export { jobIdFor } from './job-id';
 export { closeConnection, createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';
-export { createReplicaFence, ReplicasBehindError, type ReplicaFence } from './replica-fence';
+export { createReplicaFence, ReplicasBehindError, warnOnTooFewReplicas, type ReplicaFence } from './replica-fence';

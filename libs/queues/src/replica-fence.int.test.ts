@@ -1,7 +1,7 @@
-import { replicaInSync, startRedisWithReplica, type RedisHandle, type RedisWithReplica } from '@tally/testing';
+import { replicaInSync, startRedisWithReplica, waitFor, type RedisHandle, type RedisWithReplica } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createReplicaFence, ReplicasBehindError } from './replica-fence';
+import { createReplicaFence, ReplicasBehindError, warnOnTooFewReplicas } from './replica-fence';
 
 // The wait for Redis replicas shared by the collector, the client and the dynamo-writer, against a real replica.
 
@@ -77,5 +77,20 @@ describe('createReplicaFence', () => {
     const err = await fence('q:{s0}:fence', 'the outbox').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ReplicasBehindError);
     expect((err as Error).message).toMatch(/^the wait for Redis replicas to acknowledge the outbox failed: /);
+  });
+
+  it('warns when the connection is ready and Redis has fewer replicas than asked for', async () => {
+    const warnings: string[] = [];
+    for (const wanted of [1, 2]) {
+      const c = new Redis(master.url, { lazyConnect: true });
+      connections.push(c);
+      warnOnTooFewReplicas(c, wanted, (msg) => warnings.push(`${wanted}: ${msg}`));
+      await c.connect();
+      await c.ping(); // answered after the check's INFO
+    }
+    await waitFor(() => warnings.length > 0, { message: 'a warning' });
+    expect(warnings).toEqual([
+      '2: REDIS_WAIT_REPLICAS is 2, but a Redis master has 1 replica connected: every wait for replicas times out until enough are',
+    ]);
   });
 });

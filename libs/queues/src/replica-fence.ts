@@ -1,4 +1,5 @@
 import { TallyError } from '@tally/key-layout';
+import type { Cluster, Redis } from 'ioredis';
 import type { RedisConnection } from './connection';
 
 /** Fewer Redis replicas than REDIS_WAIT_REPLICAS acknowledged a write in time: Redis's master holds it, a failover could lose it. */
@@ -79,4 +80,24 @@ export function createReplicaFence(redis: RedisConnection, replicas: number, tim
       throw new ReplicasBehindError(`${acked} of ${replicas} Redis replicas acknowledged ${what} within ${timeoutMs} ms`);
     }
   };
+}
+
+/**
+ * Each time `redis` becomes ready, reads how many replicas each Redis master has connected (`INFO replication`,
+ * every master of a cluster) and calls `warn` when one has fewer than REDIS_WAIT_REPLICAS asks for: every wait
+ * would then time out, and the operator should hear why at start-up rather than from the 503s or the delayed flushes.
+ */
+export function warnOnTooFewReplicas(redis: RedisConnection, replicas: number, warn: (message: string) => void): void {
+  redis.on('ready', () => {
+    const nodes = redis.isCluster ? (redis as Cluster).nodes('master') : [redis as Redis];
+    Promise.all(nodes.map(async (n) => Number(/^connected_slaves:(\d+)/m.exec(await n.info('replication'))?.[1])))
+      .then((counts) => {
+        const fewest = Math.min(...counts);
+        if (fewest < replicas)
+          warn(
+            `REDIS_WAIT_REPLICAS is ${replicas}, but a Redis master has ${fewest} replica${fewest === 1 ? '' : 's'} connected: every wait for replicas times out until enough are`,
+          );
+      })
+      .catch(() => {}); // Redis went away again: the waits say so
+  });
 }
