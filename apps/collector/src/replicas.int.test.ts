@@ -9,6 +9,7 @@ import {
   metricValue,
   startDynalite,
   startRedisWithReplica,
+  testRedis,
   waitFor,
   type DynaliteHandle,
   type RedisWithReplica,
@@ -47,8 +48,7 @@ async function startCollector(redisUrl: string, waitReplicas: number) {
 
 /** The events queue of the Redis at `url`, to see which batches it holds. */
 function queuesOf(url: string) {
-  const redis = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
-  redis.on('error', () => {});
+  const redis = testRedis(url);
   const queues = createQueues(redis);
   for (const q of Object.values(queues)) q.on('error', () => {});
   inspected.push({ redis, queues });

@@ -8,6 +8,7 @@ import {
   startDynalite,
   startRedisCluster,
   startRedisWithReplica,
+  testRedis,
   waitFor,
   type DynaliteHandle,
   type RedisHandle,
@@ -36,8 +37,7 @@ let dyn: DynaliteHandle;
 let client: DynamoDBClient;
 const connections: Redis[] = [];
 const connect = (url: string) => {
-  const c = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
-  c.on('error', () => {});
+  const c = testRedis(url);
   connections.push(c);
   return c;
 };

@@ -1,4 +1,4 @@
-import { replicaInSync, startRedisWithReplica, waitFor, type RedisHandle, type RedisWithReplica } from '@tally/testing';
+import { replicaInSync, startRedisWithReplica, testRedis, waitFor, type RedisHandle, type RedisWithReplica } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createReplicaFence, ReplicasBehindError, warnOnTooFewReplicas } from './replica-fence';
@@ -10,8 +10,7 @@ let master: RedisHandle;
 let replica: RedisHandle;
 const connections: Redis[] = [];
 const connect = (url: string) => {
-  const c = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
-  c.on('error', () => {});
+  const c = testRedis(url);
   connections.push(c);
   return c;
 };

@@ -35,10 +35,16 @@ export async function startRedisWithReplica(opts: StartRedisOptions = {}): Promi
   };
 }
 
-/** Waits until the replica at `url` has its link to its master up (after REPLICAOF, a full or partial sync). */
-export async function replicaInSync(url: string): Promise<void> {
+/** A connection for a test's own reads and writes: no retries, and errors ignored (tests kill servers). */
+export function testRedis(url: string): Redis {
   const r = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
   r.on('error', () => {});
+  return r;
+}
+
+/** Waits until the replica at `url` has its link to its master up (after REPLICAOF, a full or partial sync). */
+export async function replicaInSync(url: string): Promise<void> {
+  const r = testRedis(url);
   try {
     await waitFor(async () => /^master_link_status:up\r?$/m.test(await r.info('replication')), { message: `the replica ${url} in sync` });
   } finally {
