@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { sleep, startRedis } from '@tally/testing';
+import { sleep, startRedis, startRedisWithReplica } from '@tally/testing';
 import { figure, type FigureContext } from '../figure';
 import { benchFleet } from '../load';
 import { ascending, fmt, ms, quantile, ratio } from '../stats';
@@ -8,6 +8,18 @@ import { MAX_QUEUE_DEPTH, measureLoad, type E2eRun } from './ingest-e2e';
 
 const POLICIES = ['everysec', 'always'] as const;
 type Policy = (typeof POLICIES)[number];
+/**
+ * The fleets whose cost is measured: each policy; `always` with a replica (on the same machine); the same with the
+ * collector waiting for the replica before each 202.
+ */
+const VARIANTS = [...POLICIES, 'replicated', 'waited'] as const;
+type Variant = (typeof VARIANTS)[number];
+const VARIANT_NAME: Record<Variant, string> = {
+  everysec: 'everysec',
+  always: 'always',
+  replicated: 'always, a replica',
+  waited: 'always, a replica, REDIS_WAIT_REPLICAS=1',
+};
 const BIG_MB = 150;
 const LOADS = [
   { batch: 1000, concurrency: 8 },
@@ -45,47 +57,56 @@ async function killAfterAnswer(policy: Policy, round: number) {
 }
 
 /**
- * Ingest end to end (as ingest-e2e: one collector, one aggregator) on two fleets, everysec and always, alternated;
- * then freshness (as the freshness figure: probes from 202 to visible in the query API under steady load) on each.
+ * Ingest end to end (as ingest-e2e: one collector, one aggregator) on four fleets, everysec, always, always with a
+ * replica, and that with the collector waiting for the replica (REDIS_WAIT_REPLICAS=1), alternated; then freshness (as the freshness figure:
+ * probes from 202 to visible in the query API under steady load, and each probe's POST to its 202) on each.
  */
 async function measureCost(ctx: FigureContext) {
-  const appEnv = {
-    collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0', INGEST_BUDGET_REQUESTS: '0' },
+  const collector = { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0', INGEST_BUDGET_REQUESTS: '0' };
+  const options = { replicas: { 'dynamo-writer': 0 }, appEnv: { collector } } as const;
+  const pairs = {
+    replicated: await startRedisWithReplica({ appendfsync: 'always' }),
+    waited: await startRedisWithReplica({ appendfsync: 'always' }),
   };
-  const options = { replicas: { 'dynamo-writer': 0 }, appEnv } as const;
   const fleets = {
     everysec: await benchFleet({ ...options, appendfsync: 'everysec' }),
     always: await benchFleet({ ...options, appendfsync: 'always' }),
+    replicated: await benchFleet({ ...options, redis: pairs.replicated.master }),
+    waited: await benchFleet({ ...options, redis: pairs.waited.master, appEnv: { collector: { ...collector, REDIS_WAIT_REPLICAS: '1' } } }),
   };
   const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: ctx.quick ? 500 : 5_000, windowMs: ctx.quick ? 2_000 : 10_000 };
-  const runs: Array<{ policy: Policy; run: E2eRun }> = [];
-  const freshness: Record<Policy, number[]> = { everysec: [], always: [] };
+  // Each variant, then back (everysec, always, replica, replica, always, everysec): a drift in the machine's load
+  // weighs on all alike.
+  const order: Variant[] = ctx.quick ? [...VARIANTS] : [...VARIANTS, ...[...VARIANTS].reverse()];
+  const runs: Array<{ variant: Variant; run: E2eRun }> = [];
+  const freshness = { latencies: new Map<Variant, number[]>(), sends: new Map<Variant, number[]>() };
   try {
     let seed = 700;
     for (const load of LOADS) {
-      // everysec, always, always, everysec: a drift in the machine's load weighs on both alike.
-      const order: Policy[] = ctx.quick ? ['everysec', 'always'] : ['everysec', 'always', 'always', 'everysec'];
-      for (const policy of order) {
-        ctx.log(`appendfsync ${policy}:`);
-        runs.push({ policy, run: await measureLoad(ctx, fleets[policy], { ...load, ...windows, seed: seed++ }) });
+      for (const variant of order) {
+        ctx.log(`${VARIANT_NAME[variant]}:`);
+        const replicas = variant === 'replicated' || variant === 'waited' ? { replicaPids: [pairs[variant].replica.pid] } : {};
+        runs.push({ variant, run: await measureLoad(ctx, fleets[variant], { ...load, ...windows, ...replicas, seed: seed++ }) });
       }
     }
     const probes = { rate: ctx.quick ? 2_000 : 10_000, probes: ctx.quick ? 10 : 250, warmMs: ctx.quick ? 1_000 : 3_000 };
-    for (const policy of ['everysec', 'always', 'always', 'everysec'] as const) {
-      ctx.log(`freshness, appendfsync ${policy}:`);
-      const f = await probesUnderLoad(ctx, fleets[policy], { ...probes, seed: seed++, tag: `DUR${policy}` });
-      freshness[policy].push(...f.latencies);
+    for (const variant of order) {
+      ctx.log(`freshness, ${VARIANT_NAME[variant]}:`);
+      const f = await probesUnderLoad(ctx, fleets[variant], { ...probes, seed: seed++, tag: `DUR${variant}` });
+      freshness.latencies.set(variant, [...(freshness.latencies.get(variant) ?? []), ...f.latencies].sort(ascending));
+      freshness.sends.set(variant, [...(freshness.sends.get(variant) ?? []), ...f.sendLatencies].sort(ascending));
     }
   } finally {
-    await Promise.all([fleets.everysec.stop(), fleets.always.stop()]);
+    await Promise.all(Object.values(fleets).map((f) => f.stop()));
+    await Promise.all(Object.values(pairs).map((p) => p.stop()));
   }
-  for (const p of POLICIES) freshness[p].sort(ascending);
   return { runs, freshness };
 }
 
 /**
  * What `appendfsync everysec` can lose and what `appendfsync always` costs: SIGKILLs of redis-server right after a
- * write it answered, under each policy, and ingest end to end on a fleet of each, alternated in the same run.
+ * write it answered, under each policy, and ingest end to end on a fleet of each, alternated in the same run with
+ * `always` with a replica, without and with the collector waiting for it (REDIS_WAIT_REPLICAS=1).
  */
 export const durabilityFigure = figure('durability', async (ctx) => {
   const rounds = ctx.quick ? 1 : 8;
@@ -100,21 +121,27 @@ export const durabilityFigure = figure('durability', async (ctx) => {
     }
   const lost = (p: Policy) => kills[p].filter((k) => !k.kept).length;
   const { runs, freshness } = await measureCost(ctx);
-  const fresh = (p: Policy, q: number) => ms(quantile(freshness[p], q));
-  const mean = (batch: number, policy: Policy, pick: (r: E2eRun) => number) => {
-    const xs = runs.filter((r) => r.run.batch === batch && r.policy === policy).map((r) => pick(r.run));
+  const quantileOf = (xs: Map<Variant, number[]>, v: Variant, q: number) => ms(quantile(xs.get(v) ?? [], q));
+  const mean = (batch: number, variant: Variant, pick: (r: E2eRun) => number) => {
+    const xs = runs.filter((r) => r.run.batch === batch && r.variant === variant).map((r) => pick(r.run));
     return xs.reduce((a, b) => a + b, 0) / xs.length;
   };
-  const cost = LOADS.map(({ batch }) => ({
-    batch,
-    rate: mean(batch, 'always', (r) => r.appliedPerSecond) / mean(batch, 'everysec', (r) => r.appliedPerSecond),
-    cpu: mean(batch, 'always', (r) => r.cpuMs.tally) / mean(batch, 'everysec', (r) => r.cpuMs.tally),
-    redis: mean(batch, 'always', (r) => r.cpuMs.redis) / mean(batch, 'everysec', (r) => r.cpuMs.redis),
-  }));
+  /** `a` over `b` per batch size: events/s, CPU per event, redis-server CPU per event. */
+  const versus = (a: Variant, b: Variant) =>
+    LOADS.map(({ batch }) => ({
+      batch,
+      rate: mean(batch, a, (r) => r.appliedPerSecond) / mean(batch, b, (r) => r.appliedPerSecond),
+      cpu: mean(batch, a, (r) => r.cpuMs.tally) / mean(batch, b, (r) => r.cpuMs.tally),
+      redis: mean(batch, a, (r) => r.cpuMs.redis) / mean(batch, b, (r) => r.cpuMs.redis),
+    }));
+  const cost = versus('always', 'everysec');
+  const replication = versus('replicated', 'always');
+  const wait = versus('waited', 'replicated');
   const markdown = [
     "`appendfsync` is the Redis setting behind the first of docs/DESIGN.md's invariants: Redis must keep every write it",
     'acknowledged. `npm start` and compose run `always` (fsync before every answer); `everysec` is the opt-in (README',
-    '"Outages and recovery"). Two measurements, each policy next to the other in the same run.',
+    '"Outages and recovery"). Two measurements, each policy next to the other in the same run, and the cost of waiting',
+    'for a replica as well (`REDIS_WAIT_REPLICAS`, docs/SCALING.md).',
     '',
     `**What a SIGKILL loses.** Each round, per policy: a fresh redis-server (AOF on), a ${BIG_MB} MB write so that the next fsync`,
     'takes long, under everysec a wait until `INFO persistence` shows that fsync running in the background',
@@ -130,37 +157,56 @@ export const durabilityFigure = figure('durability', async (ctx) => {
     'Under everysec Redis postpones writing new commands to the AOF while its last background fsync runs (up to 2 s) and',
     'answers them meanwhile; a crash then loses them. Under always it writes and fsyncs before it answers.',
     '',
-    '**What always costs.** Two fleets as ingest-e2e starts them (one collector, one bucket-aggregator, 900-second buckets,',
-    'tools/loadgen traffic; a query-api too, idle here), one per policy, measured in turn (everysec, always, always,',
-    'everysec per batch size). CPU is collector + aggregator + redis-server per 1,000 events applied.',
+    '**What always costs, and a replica.** Four fleets as ingest-e2e starts them (one collector, one bucket-aggregator,',
+    '900-second buckets, tools/loadgen traffic; a query-api too, idle here): everysec; always; always with a replica (a',
+    'second redis-server replicating the first, on the same machine); and the same with the collector waiting for the',
+    'replica before each 202 (`REDIS_WAIT_REPLICAS=1`: a fence and `WAIT` after the batch is enqueued, shared by the',
+    'requests that wait at the same moment). Measured in turn, each variant and back, per batch size. CPU is collector +',
+    'aggregator + redis-server (master and replica) per 1,000 events applied.',
     '',
-    '| Batch | appendfsync | events/s end to end | CPU ms per 1,000 events | of which redis-server |',
+    '| Batch | Redis | events/s end to end | CPU ms per 1,000 events | of which redis-server |',
     '| ---: | --- | ---: | ---: | ---: |',
     ...runs.map(
-      ({ policy, run }) =>
-        `| ${run.batch} | ${policy} | ${fmt(run.appliedPerSecond)} | ${run.cpuMs.tally.toFixed(1)} | ${run.cpuMs.redis.toFixed(1)} |`,
+      ({ variant, run }) =>
+        `| ${run.batch} | ${VARIANT_NAME[variant]} | ${fmt(run.appliedPerSecond)} | ${run.cpuMs.tally.toFixed(1)} | ${run.cpuMs.redis.toFixed(1)} |`,
     ),
     '',
-    '| Batches of | always / everysec: events/s | CPU per event | redis-server CPU per event |',
-    '| ---: | ---: | ---: | ---: |',
-    ...cost.map((c) => `| ${c.batch} events | **×${ratio(c.rate)}** | ×${ratio(c.cpu)} | ×${ratio(c.redis)} |`),
+    '| Compared | events/s | CPU per event | redis-server CPU per event |',
+    '| --- | ---: | ---: | ---: |',
+    ...cost.map((c) => `| always / everysec, batches of ${c.batch} | **×${ratio(c.rate)}** | ×${ratio(c.cpu)} | ×${ratio(c.redis)} |`),
+    ...replication.map(
+      (c) => `| a replica / always, batches of ${c.batch} | **×${ratio(c.rate)}** | ×${ratio(c.cpu)} | ×${ratio(c.redis)} |`,
+    ),
+    ...wait.map(
+      (c) => `| the replica waited for / not, batches of ${c.batch} | **×${ratio(c.rate)}** | ×${ratio(c.cpu)} | ×${ratio(c.redis)} |`,
+    ),
     '',
-    `**Freshness on each.** The same two fleets, each twice (everysec, always, always, everysec): probes one after another,`,
-    `each a new product's view from its 202 to its count in the query API (as the freshness figure), under steady load`,
-    `of ${fmt(ctx.quick ? 2_000 : 10_000)} events/s through the collector.`,
+    `**Freshness and the 202 on each.** The same four fleets, each twice (each variant and back): probes one after`,
+    `another, each a new product's view, timed from its POST to the 202, and from the 202 to its count in the query API (as`,
+    `the freshness figure), under steady load of ${fmt(ctx.quick ? 2_000 : 10_000)} events/s through the collector.`,
     '',
-    '| appendfsync | probes | p50 ms | p99 ms | max ms |',
-    '| --- | ---: | ---: | ---: | ---: |',
-    ...POLICIES.map((p) => `| ${p} | ${freshness[p].length} | ${fresh(p, 0.5)} | **${fresh(p, 0.99)}** | ${fresh(p, 1)} |`),
+    '| Redis | probes | 202 p50 ms | 202 p99 ms | visible p50 ms | visible p99 ms | visible max ms |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...VARIANTS.map(
+      (v) =>
+        `| ${VARIANT_NAME[v]} | ${freshness.latencies.get(v)?.length ?? 0} | ${quantileOf(freshness.sends, v, 0.5)} | ${quantileOf(freshness.sends, v, 0.99)} | ` +
+        `${quantileOf(freshness.latencies, v, 0.5)} | **${quantileOf(freshness.latencies, v, 0.99)}** | ${quantileOf(freshness.latencies, v, 1)} |`,
+    ),
     '',
     'Redis under always fsyncs once per pass of its event loop that wrote anything, not once per command, so the cost',
-    "falls with larger batches. These fsyncs are on this machine's local disk; a slower disk costs always more.",
+    "falls with larger batches. These fsyncs are on this machine's local disk; a slower disk costs always more. The",
+    'replica is on the same machine too: it takes its CPU (it replays every write of the master) from the same two cores',
+    'that the master and the apps share, which a replica on its own host would not; and the round trip `WAIT` waits for',
+    'is a loopback one, where across hosts the 202 waits a network round trip more.',
   ].join('\n');
   return {
     summary:
       `SIGKILL right after an answered write: everysec lost it in ${lost('everysec')} of ${rounds} rounds, always in ${lost('always')}; ` +
       `always / everysec events/s ×${ratio(cost[0]!.rate)} with 1000-event batches, ×${ratio(cost[1]!.rate)} with 100-event batches ` +
-      `(CPU per event ×${ratio(cost[0]!.cpu)}, ×${ratio(cost[1]!.cpu)}); freshness p99 ${fresh('everysec', 0.99)} ms under everysec, ${fresh('always', 0.99)} ms under always`,
+      `(CPU per event ×${ratio(cost[0]!.cpu)}, ×${ratio(cost[1]!.cpu)}); a replica on the same cores / always ×${ratio(replication[0]!.rate)}, ` +
+      `×${ratio(replication[1]!.rate)}; the replica waited for (REDIS_WAIT_REPLICAS=1) / not ×${ratio(wait[0]!.rate)}, ×${ratio(wait[1]!.rate)}; ` +
+      `freshness p99 ${VARIANTS.map((v) => quantileOf(freshness.latencies, v, 0.99)).join(' / ')} ms, ` +
+      `202 p99 ${VARIANTS.map((v) => quantileOf(freshness.sends, v, 0.99)).join(' / ')} ms (everysec / always / a replica / waited for)`,
     markdown,
   };
 });

@@ -135,16 +135,21 @@ describe('fleet figures (quick)', () => {
     expect(client[4]).toMatch(/enqueued → visible in the query API/);
   }, 300_000);
 
-  it('durability SIGKILLs Redis after an answered write under each policy, and runs a fleet of each', async () => {
+  it('durability SIGKILLs Redis after an answered write under each policy, and runs a fleet of each and one with a replica', async () => {
     const { result } = await runQuick(durabilityFigure);
     // Under always Redis has fsynced a write before it answers it: no SIGKILL can take it back.
     expect(row(result.markdown, 'always')[3]).toBe('**0**');
     expect(result.summary).toMatch(
-      /^SIGKILL right after an answered write: everysec lost it in [01] of 1 rounds, always in 0; always \/ everysec events\/s ×[\d.]+ with 1000-event batches, ×[\d.]+ with 100-event batches .*; freshness p99 [\d.,]+ ms under everysec, [\d.,]+ ms under always/,
+      /^SIGKILL right after an answered write: everysec lost it in [01] of 1 rounds, always in 0; always \/ everysec events\/s ×[\d.]+ with 1000-event batches, ×[\d.]+ with 100-event batches .*; a replica on the same cores \/ always ×[\d.]+, ×[\d.]+; the replica waited for \(REDIS_WAIT_REPLICAS=1\) \/ not ×[\d.]+, ×[\d.]+; freshness p99 ([\d.,]+ \/ ){3}[\d.,]+ ms, 202 p99 ([\d.,]+ \/ ){3}[\d.,]+ ms \(everysec \/ always \/ a replica \/ waited for\) \[quick run\]$/,
     );
-    for (const batch of ['1000', '100']) {
-      const [, , cpu] = row(result.markdown, `${batch} events`);
-      expect(Number(cpu!.replace(/[*×]/g, ''))).toBeGreaterThan(0); // CPU ratio always / everysec
-    }
+    for (const compared of ['always / everysec', 'a replica / always', 'the replica waited for / not'])
+      for (const batch of ['1000', '100']) {
+        const [, , cpu] = row(result.markdown, `${compared}, batches of ${batch}`);
+        expect(Number(cpu!.replace(/[*×]/g, ''))).toBeGreaterThan(0); // CPU ratio
+      }
+    // The probes' 202s through the collector that waits for the replica, timed.
+    const [, probes, p50] = row(result.markdown, 'always, a replica, REDIS_WAIT_REPLICAS=1');
+    expect([Number(probes), Number(p50)]).toEqual([10, expect.any(Number)]);
+    expect(Number(p50)).toBeGreaterThan(0);
   }, 240_000);
 });

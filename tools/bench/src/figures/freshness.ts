@@ -68,11 +68,12 @@ export async function probesUnderLoad(
     const t0 = performance.now();
     ctx.log(`${opts.probes} probes, one after another`);
     const runTag = Date.now().toString(36);
-    const [latencies, pollTimes] = [[] as number[], [] as number[]];
+    const [latencies, pollTimes, sendTimes] = [[] as number[], [] as number[], [] as number[]];
     let polls = 0;
     for (let i = 0; i < opts.probes; i++) {
       const r = await probe(fleet, send, `${opts.tag}${runTag}x${opts.seed}x${i}`);
       latencies.push(r.ms);
+      sendTimes.push(r.sendMs);
       polls += r.polls;
       pollTimes.push(...r.pollTimes);
       if ((i + 1) % 50 === 0) ctx.log(`  ${i + 1} probes, p50 so far ${ms(median(latencies))} ms`);
@@ -82,6 +83,8 @@ export async function probesUnderLoad(
     await load.stop();
     return {
       latencies: latencies.sort(ascending),
+      /** Each probe's POST, from sent to its 202. */
+      sendLatencies: sendTimes.sort(ascending),
       pollsPerProbe: polls / opts.probes,
       pollP50Ms: median(pollTimes),
       probeRetries: retries,
@@ -99,12 +102,17 @@ export async function probesUnderLoad(
 }
 
 /** One probe: send one view of `product` (one batch of its own), then poll its series until it shows 1. */
-async function probe(fleet: Fleet, sender: Sender, product: string): Promise<{ ms: number; polls: number; pollTimes: number[] }> {
+async function probe(
+  fleet: Fleet,
+  sender: Sender,
+  product: string,
+): Promise<{ ms: number; sendMs: number; polls: number; pollTimes: number[] }> {
   const query = fleet.app('query-api').url;
   const keys = fleet.keys[PROBE_STORE]!;
   const ts = Date.now();
   const events = [{ type: 'view', ts, dims: { product } }];
   const batch = { seq: 0, store: PROBE_STORE, idempotencyKey: `probe-${product}`, events, badIndexes: [], badKinds: [] };
+  const sent = performance.now();
   const out = await sender.send(batch);
   if (out.kind !== 'accepted') throw new Error(`probe ${product} not taken: ${JSON.stringify(out)}`);
   const accepted = performance.now();
@@ -121,7 +129,7 @@ async function probe(fleet: Fleet, sender: Sender, product: string): Promise<{ m
     pollTimes.push(answered - t);
     if (res.status !== 200) throw new Error(`probe GET answered ${res.status}: ${JSON.stringify(body)}`);
     const views = Number(body.totals?.['ViewCount'] ?? 0);
-    if (views === 1) return { ms: answered - accepted, polls: pollTimes.length, pollTimes };
+    if (views === 1) return { ms: answered - accepted, sendMs: accepted - sent, polls: pollTimes.length, pollTimes };
     if (views !== 0) throw new Error(`product ${product} shows ${views} views, expected 1`);
     if (answered - accepted > PROBE_TIMEOUT_MS)
       throw new Error(`product ${product} still not visible ${PROBE_TIMEOUT_MS} ms after it was taken`);

@@ -127,6 +127,8 @@ export async function measureLoad(
     mapBatch?: (b: LoadBatch) => LoadBatch;
     /** Through the collector (default), or `@tally/client` in this process: then this process is the producer. */
     via?: 'http' | 'client';
+    /** Redis replicas' pids: their CPU counts as Redis's. */
+    replicaPids?: readonly number[];
   },
 ) {
   const via = opts.via ?? 'http';
@@ -159,11 +161,11 @@ export async function measureLoad(
   ctx.log(`measuring ${opts.windowMs / 1000} s`);
   const [applied0, accepted0, depth0] = await Promise.all([applied(), accepted(), depth()]);
   const t0 = performance.now();
-  const redisPids = (fleet.cluster?.nodes ?? [fleet.redis]).map((n) => n.pid);
+  const redisPids = [...(fleet.cluster?.nodes ?? [fleet.redis]).map((n) => n.pid), ...(opts.replicaPids ?? [])];
   const cpu = cpuMeter({
     collector: collector.handle.process.pid,
     aggregator: aggregator.handle.process.pid,
-    // Every master of a cluster, summed below.
+    // Every master of a cluster, and the replicas, summed below.
     ...Object.fromEntries(redisPids.map((pid, i) => [`redis${i}`, pid])),
     bench: process.pid,
   });
