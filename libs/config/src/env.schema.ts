@@ -80,7 +80,9 @@ const REDIS_WAIT_REPLICAS = int(0, 16)
   );
 const REDIS_WAIT_TIMEOUT_MS = int(10, 60_000)
   .default(1_000)
-  .describe('How long one request (collector) or flush (dynamo-writer) waits for REDIS_WAIT_REPLICAS replicas.');
+  .describe(
+    'How long one `WAIT` for REDIS_WAIT_REPLICAS replicas lasts at most. A request (collector) or flush (dynamo-writer) that comes while one is in flight waits for it to end, then shares the next: up to twice this in all.',
+  );
 
 export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   HTTP_PORT: httpPort(7401),
