@@ -1,7 +1,17 @@
 import { redisKeys } from '@tally/key-layout';
-import { createQueues, closeQueues, eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE, type TallyQueues } from '@tally/queues';
-import { freePort, sleep, startRedis, startRedisWithReplica, waitFor, type RedisHandle } from '@tally/testing';
-import { Redis } from 'ioredis';
+import {
+  createQueues,
+  closeQueues,
+  eventsJobSchema,
+  MAX_EVENTS_PER_JOB,
+  QUEUE,
+  queueFor,
+  QUEUE_SHARDS,
+  shardOfStore,
+  type TallyQueues,
+} from '@tally/queues';
+import { freePort, sleep, startRedis, startRedisCluster, startRedisWithReplica, waitFor, type RedisHandle } from '@tally/testing';
+import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createProducerConnection,
@@ -275,6 +285,34 @@ describe('createTallyClient', () => {
       await closeQueues(onReplica);
       replica.disconnect();
       await pair.stop();
+    }
+  });
+
+  it('with waitReplicas on a Redis Cluster, fences the master of the jobs and the master of the idempotency record', async () => {
+    const cluster = await startRedisCluster({ masters: 3 });
+    const inspectCluster = new Cluster(cluster.seeds, { redisOptions: { maxRetriesPerRequest: 0 } });
+    const sharded = createQueues(inspectCluster, { keyPrefix: 't', shards: 3 });
+    // The test cluster has no replicas: every wait refuses, after the batch is enqueued.
+    const onCluster = createTallyClient({
+      connection: { REDIS_URL: `redis://${cluster.seeds[0]!.host}:${cluster.seeds[0]!.port}`, REDIS_CLUSTER_NODES: cluster.seeds },
+      queueShards: 3,
+      waitReplicas: { replicas: 1, timeoutMs: 100 },
+    });
+    try {
+      const store = ['S1', 'S2', 'S3', 'S4', 'S5'].find((s) => shardOfStore(s, 3) !== 0)!;
+      const err = await onCluster.enqueueEvents(store, [view('P1')], { idempotencyKey: 'k-cluster' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ReplicasBehindError);
+      expect((err as Error).message).toMatch(/^0 of 1 Redis replicas acknowledged batch \S+ within 100 ms$/);
+      const [jobs, first] = [queueFor(sharded, QUEUE.events, store), sharded[QUEUE_SHARDS].events[0]!];
+      expect(await jobs.getWaitingCount()).toBe(1);
+      // The fence keys: one under each shard's hash tag, so each went to the master holding that shard's keys.
+      for (const q of [jobs, first]) expect(await inspectCluster.pttl(q.toKey('fence'))).toBeGreaterThan(0);
+      expect(jobs.toKey('fence')).not.toBe(first.toKey('fence'));
+    } finally {
+      await onCluster.close();
+      await closeQueues(sharded);
+      inspectCluster.disconnect();
+      await cluster.stop();
     }
   });
 
