@@ -144,6 +144,8 @@ export async function startFleet(opts: FleetOptions) {
   const [prefix, queueShards] = [env.KEY_PREFIX, Number(env.QUEUE_SHARDS)];
   // A client sender stops at the collector's queue limit, so both paths hold producers back at the same depth.
   const maxDepth = opts.appEnv?.collector?.['MAX_QUEUE_DEPTH'] ?? opts.env?.['MAX_QUEUE_DEPTH'];
+  // A client sender waits for as many Redis replicas as the collector does before a batch counts as accepted.
+  const waitReplicas = Number(opts.appEnv?.collector?.['REDIS_WAIT_REPLICAS'] ?? opts.env?.['REDIS_WAIT_REPLICAS'] ?? 0);
   const queues = createQueues(inspect, { keyPrefix: prefix, shards: queueShards });
   for (const q of allQueues(queues)) q.on('error', () => {});
 
@@ -183,6 +185,7 @@ export async function startFleet(opts: FleetOptions) {
       queueShards,
       rules,
       ...(maxDepth ? { backpressure: { maxDepth: Number(maxDepth) } } : {}),
+      ...(waitReplicas ? { waitReplicas: { replicas: waitReplicas } } : {}),
     }),
     /** Every process started in this process since the fleet began to start (restarts included), with what it is. */
     pids: () => startedProcesses().slice(firstPid),

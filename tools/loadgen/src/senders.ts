@@ -1,5 +1,12 @@
 import { sleep } from '@tally/testing';
-import { createTallyClient, QueueFullError, QueueUnavailableError, ValidationError, type TallyClientOptions } from '@tally/client';
+import {
+  createTallyClient,
+  QueueFullError,
+  QueueUnavailableError,
+  ReplicasBehindError,
+  ValidationError,
+  type TallyClientOptions,
+} from '@tally/client';
 import type { EventError } from '@tally/schema';
 import type { LoadBatch } from './generator';
 
@@ -99,7 +106,7 @@ export function httpSender(opts: HttpSenderOptions): Sender {
 /** How libs/client reaches the installation (its Redis, KEY_PREFIX, QUEUE_SHARDS and rules), and the retries. */
 export type ClientSenderOptions = Omit<TallyClientOptions, 'readyTimeoutMs'> & RetryPolicy;
 
-/** libs/client enqueueEvents with the batch's idempotency key; retries QueueUnavailableError and QueueFullError. */
+/** libs/client enqueueEvents with the batch's idempotency key; retries QueueUnavailableError, QueueFullError and ReplicasBehindError. */
 export function clientSender(opts: ClientSenderOptions): Sender {
   // One call waits 1 s for a reconnecting Redis.
   const client = createTallyClient({ ...opts, readyTimeoutMs: 1_000 });
@@ -112,6 +119,8 @@ export function clientSender(opts: ClientSenderOptions): Sender {
           return { done: { kind: 'accepted', accepted: r.accepted } };
         } catch (err) {
           if (err instanceof QueueUnavailableError) return { retry: 'QueueUnavailableError' };
+          // Enqueued, but not yet on the replicas waited for: the collector's 503, retried with the same key.
+          if (err instanceof ReplicasBehindError) return { retry: 'ReplicasBehindError' };
           // The client's backpressure, as the collector's 429.
           if (err instanceof QueueFullError) return { retry: 'QueueFullError', retryAfterMs: err.retryAfterSeconds * 1_000 };
           const { code, message, name } = err as { code?: unknown; message: string; name: string };
