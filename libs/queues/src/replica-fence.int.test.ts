@@ -1,6 +1,15 @@
-import { replicaInSync, startRedisWithReplica, testRedis, waitFor, type RedisHandle, type RedisWithReplica } from '@tally/testing';
+import {
+  replicaInSync,
+  startRedisCluster,
+  startRedisWithReplica,
+  testRedis,
+  waitFor,
+  type RedisHandle,
+  type RedisWithReplica,
+} from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedisConnection } from './connection';
 import { createReplicaFence, ReplicasBehindError, warnOnTooFewReplicas } from './replica-fence';
 
 // The wait for Redis replicas shared by the collector, the client and the dynamo-writer, against a real replica.
@@ -77,6 +86,33 @@ describe('createReplicaFence', () => {
     expect(err).toBeInstanceOf(ReplicasBehindError);
     expect((err as Error).message).toMatch(/^the wait for Redis replicas to acknowledge the outbox failed: /);
   });
+
+  it('on a Redis Cluster, follows the fence key to the master a failover promoted', async () => {
+    const cluster = await startRedisCluster({ masters: 3, replicas: 1 });
+    const conn = createRedisConnection(
+      { REDIS_URL: 'redis://127.0.0.1', REDIS_CLUSTER_NODES: cluster.seeds },
+      { maxRetriesPerRequest: null },
+    );
+    conn.on('error', () => {});
+    try {
+      for (const n of cluster.nodes.slice(3)) await replicaInSync(n.url);
+      const fence = createReplicaFence(conn, 1, 2_000);
+      const key = 'q:{STORE1}:fence';
+      await fence(key, 'a write before the failover');
+      const old = await cluster.masterOf(key);
+      // Its replica takes over (CLUSTER FAILOVER: the old master becomes the new one's replica, nothing lost).
+      const roles = await Promise.all(cluster.nodes.map(async (n) => ({ n, role: (await connect(n.url).role()) as unknown[] })));
+      const heir = roles.find(({ role }) => role[0] === 'slave' && role[2] === old.port)!.n;
+      await connect(heir.url).cluster('FAILOVER');
+      await waitFor(async () => (await cluster.masterOf(key)) === heir, { timeoutMs: 30_000, message: 'the replica promoted' });
+      await replicaInSync(old.url);
+      // The connection's slots still name the old master, now a replica: its MOVED is followed, not fatal.
+      await fence(key, 'a write after the failover');
+    } finally {
+      conn.disconnect();
+      await cluster.stop();
+    }
+  }, 120_000);
 
   it('warns when the connection is ready and Redis has fewer replicas than asked for', async () => {
     const warnings: string[] = [];

@@ -16,6 +16,8 @@ export type ReplicaFence = (key: string, what: string) => Promise<void>;
 
 /** How long a fence key lives after the last fence that wrote it. */
 const FENCE_TTL_MS = 60_000;
+/** MOVED answers one fence follows (slots refreshed each time) before it fails. */
+const MAX_REDIRECTIONS = 2;
 
 interface Pending {
   key: string;
@@ -37,22 +39,29 @@ interface Pending {
 export function createReplicaFence(redis: RedisConnection, replicas: number, timeoutMs: number): ReplicaFence {
   const groups = new Map<string, { inFlight: boolean; next?: Pending }>();
 
+  /** The replicas that acknowledged one fence of `key`. */
+  const fence = async (key: string): Promise<number> => {
+    for (let redirections = 0; ; redirections++) {
+      const [set, wait] = (await redis.pipeline().set(key, '1', 'PX', FENCE_TTL_MS).wait(replicas, timeoutMs).exec()) ?? [];
+      const err = set?.[0] ?? wait?.[0];
+      // A failover moved the key's slot to another master. ioredis follows no redirection for a pipeline in which a
+      // write succeeded (the WAIT, on the wrong node), nor learns the new owner: refresh its slots, then send again.
+      if (redis.isCluster && /^MOVED /.test(set?.[0]?.message ?? '') && redirections < MAX_REDIRECTIONS) {
+        await new Promise<void>((resolve) => (redis as Cluster).refreshSlotsCache(() => resolve()));
+        continue;
+      }
+      if (err) throw err;
+      if (!set || !wait) throw new Error('Redis answered no WAIT');
+      return Number(wait[1]);
+    }
+  };
+
   const send = (id: string, group: { inFlight: boolean; next?: Pending }) => {
     const p = group.next!;
     group.next = undefined;
     group.inFlight = true;
-    redis
-      .pipeline()
-      .set(p.key, '1', 'PX', FENCE_TTL_MS)
-      .wait(replicas, timeoutMs)
-      .exec()
-      .then((res) => {
-        const [fence, wait] = res ?? [];
-        const err = fence?.[0] ?? wait?.[0];
-        if (err) throw err;
-        if (!fence || !wait) throw new Error('Redis answered no WAIT');
-        p.settle.resolve(Number(wait[1]));
-      })
+    fence(p.key)
+      .then((acked) => p.settle.resolve(acked))
       .catch((err: unknown) => p.settle.reject(err))
       .finally(() => {
         group.inFlight = false;

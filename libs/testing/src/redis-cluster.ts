@@ -8,8 +8,10 @@ import { sleep } from './wait';
 const run = promisify(execFile);
 
 export interface StartRedisClusterOptions extends Pick<StartRedisOptions, 'appendfsync' | 'binary' | 'startTimeoutMs'> {
-  /** Masters (no replicas). Default 3. */
+  /** Masters. Default 3. */
   masters?: number;
+  /** Replicas of each master (`--cluster-replicas`), for failover tests. Default 0. */
+  replicas?: number;
   /** cluster-node-timeout in ms. Default 2000. */
   nodeTimeoutMs?: number;
   /** Extra redis-server arguments for every node. */
@@ -19,12 +21,17 @@ export interface StartRedisClusterOptions extends Pick<StartRedisOptions, 'appen
 }
 
 export interface RedisClusterHandle {
-  /** One handle per master (kill / restart one; its AOF and nodes.conf survive in its dir). */
+  /**
+   * One handle per node, the masters first (kill / restart one; its AOF and nodes.conf survive in its dir). After a
+   * failover a replica is a master: `masterOf` says which node serves a key now.
+   */
   readonly nodes: readonly RedisHandle[];
   /** `127.0.0.1:<port>,…`: REDIS_CLUSTER_NODES for the apps. */
   readonly nodesEnv: string;
   /** Seed nodes for ioredis' Cluster client. */
   readonly seeds: Array<{ host: string; port: number }>;
+  /** The node that serves `key`'s slot as master now. */
+  masterOf(key: string): Promise<RedisHandle>;
   /** Resolves once every node reports cluster_state:ok (after a restart, say). */
   waitHealthy(timeoutMs?: number): Promise<void>;
   /** Stops every node and removes their dirs. Idempotent. */
@@ -39,11 +46,12 @@ export interface RedisClusterHandle {
  */
 export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Promise<RedisClusterHandle> {
   const masters = opts.masters ?? 3;
+  const replicas = opts.replicas ?? 0;
   const nodeTimeout = opts.nodeTimeoutMs ?? 2_000;
   const nodes: RedisHandle[] = [];
   const stopAll = () => Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
   try {
-    for (let i = 0; i < masters; i++) {
+    for (let i = 0; i < masters * (1 + replicas); i++) {
       nodes.push(
         await startRedis({
           appendonly: true,
@@ -66,9 +74,13 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
     }
     const addresses = nodes.map((n) => `127.0.0.1:${n.port}`);
     try {
-      await run(opts.cliBinary ?? 'redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes'], {
-        timeout: 60_000,
-      });
+      await run(
+        opts.cliBinary ?? 'redis-cli',
+        ['--cluster', 'create', ...addresses, '--cluster-replicas', String(replicas), '--cluster-yes'],
+        {
+          timeout: 60_000,
+        },
+      );
     } catch (err) {
       const e = err as { stdout?: string; stderr?: string; message: string };
       throw new ServiceStartError(`redis-cli --cluster create failed: ${e.message}\n${e.stdout ?? ''}${e.stderr ?? ''}`, { cause: err });
@@ -82,6 +94,25 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
     nodes,
     nodesEnv: nodes.map((n) => `127.0.0.1:${n.port}`).join(','),
     seeds: nodes.map((n) => ({ host: '127.0.0.1', port: n.port })),
+    async masterOf(key) {
+      for (const n of nodes) {
+        if (!n.running) continue;
+        const c = new Redis({ port: n.port, host: '127.0.0.1', maxRetriesPerRequest: 0, retryStrategy: () => null });
+        c.on('error', () => undefined);
+        try {
+          const slot = Number(await c.cluster('KEYSLOT', key));
+          const ranges = await c.cluster('SLOTS');
+          const port = ranges.find(([from, to]) => slot >= from && slot <= to)?.[2]?.[1];
+          const master = nodes.find((x) => x.port === port);
+          if (master) return master;
+        } catch {
+          // this node cannot say: ask the next
+        } finally {
+          c.disconnect();
+        }
+      }
+      throw new Error(`no node of the cluster serves the slot of ${key}`);
+    },
     async waitHealthy(timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       let last = '';
