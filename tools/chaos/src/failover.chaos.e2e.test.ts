@@ -1,5 +1,6 @@
 import { QUEUE_NAMES, queueShards } from '@tally/queues';
 import {
+  backlog,
   checkQueryApi,
   checkTable,
   DEMO_STORES,
@@ -9,8 +10,18 @@ import {
   startFleet,
   waitForDrain,
   type Fleet,
+  type LoadStats,
 } from '@tally/loadgen';
-import { replicaInSync, sleep, startRedis, startRedisWithReplica, startTcpProxy, testRedis, type RedisHandle } from '@tally/testing';
+import {
+  replicaInSync,
+  sleep,
+  startRedis,
+  startRedisWithReplica,
+  startTcpProxy,
+  testRedis,
+  waitFor,
+  type RedisHandle,
+} from '@tally/testing';
 import { describe, expect, it } from 'vitest';
 
 // A Redis failover under load. The apps reach Redis through one address (a TCP proxy here; a virtual IP or a DNS
@@ -18,20 +29,60 @@ import { describe, expect, it } from 'vitest';
 // the master goes on alone for 2 s (a partition), then it is SIGKILLed, the replica promoted in its place behind the
 // address, and a new replica attached to it. With REDIS_WAIT_REPLICAS=1 on the collector, @tally/client and the
 // dynamo-writer, nothing the edge accepted is lost: every DynamoDB cell and query answer is exact. The long run
-// (TALLY_CHAOS=long) also runs the same failover without the wait, and shows the accepted events it loses.
+// (TALLY_CHAOS=long) also runs the same failover without the wait, and shows the accepted events it loses. The same
+// load on a 3-master Redis Cluster with a replica each: a master SIGKILLed, the cluster promotes its replica by itself,
+// the apps follow the slots, the old master rejoins as the new one's replica; exact again.
 
 const LONG = process.env['TALLY_CHAOS'] === 'long';
 const EVENTS = LONG ? 60_000 : 20_000;
 const RATE = 1_500;
 
-async function failoverRun(waitReplicas: number) {
+const WAIT = { REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '500' };
+
+/**
+ * Seeded HTTP and @tally/client traffic into `fleet` at RATE; a third of the way in, `failover(stats)` runs; then the
+ * load finishes, the fleet drains, and every DynamoDB cell and query answer is compared with the accepted events.
+ */
+async function loadThrough<T>(fleet: Fleet, failover: (stats: LoadStats) => Promise<T>, log: (line: string) => void) {
+  const { stats, accepted, done } = loadFleet(fleet, {
+    load: { seed: 31, products: 200, visitors: 1_000, maxEvents: EVENTS, batchSize: [20, 150], lateShare: 0.1 },
+    retry: { deadlineMs: 120_000, maxDelayMs: 500 },
+    rate: RATE,
+    concurrency: 6,
+    duplicateShare: 0.05,
+  });
+  await sleep(((EVENTS / RATE) * 1_000) / 3);
+  const during = await failover(stats);
+  await done;
+  const expected = expectedCounts(accepted, fleet.rules, fleet.zones);
+  await waitForDrain(fleet, { timeoutMs: 180_000 }).catch(async (err) => {
+    log(`not drained: ${JSON.stringify(await backlog(fleet))}`);
+    for (const a of fleet.apps) log(`${a.name}:\n${a.handle.process.output().split('\n').slice(-20).join('\n')}`);
+    throw err;
+  });
+  const table = await checkTable(fleet, expected);
+  const query = await checkQueryApi(fleet, fleet.app('query-api').url, expected);
+  const failedJobs: string[] = [];
+  for (const name of QUEUE_NAMES)
+    for (const q of queueShards(fleet.queues, name))
+      for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
+  log(
+    `sent ${stats.eventsSent}, accepted ${stats.accepted}, retries ${JSON.stringify(stats.retries)}; ` +
+      `table cells ${table.cells}, mismatches ${table.mismatches}; query values ${query.compared}, mismatches ${query.mismatches.length}`,
+  );
+  for (const x of [...table.samples, ...query.mismatches].slice(0, 10)) log(`  ${x}`);
+  return { stats, table, query, failedJobs, during };
+}
+
+/** One redis-server and its replica behind a TCP proxy: the replica cut off, the master alone 2 s, SIGKILLed, the replica promoted. */
+async function partitionedMasterRun(waitReplicas: boolean) {
   const pair = await startRedisWithReplica({ appendfsync: 'everysec' });
   const proxy = await startTcpProxy(pair.master.port);
   let replica2: RedisHandle | undefined;
   let fleet: Fleet | undefined;
-  const log = (line: string) => console.log(`failover (wait ${waitReplicas}): ${line}`);
+  const log = (line: string) => console.log(`failover (${waitReplicas ? 'wait' : 'no wait'}): ${line}`);
   try {
-    const wait: Record<string, string> = waitReplicas ? { REDIS_WAIT_REPLICAS: String(waitReplicas), REDIS_WAIT_TIMEOUT_MS: '500' } : {};
+    const wait = waitReplicas ? WAIT : {};
     fleet = await startFleet({
       stores: DEMO_STORES,
       rules: everyBucketRules(),
@@ -39,46 +90,27 @@ async function failoverRun(waitReplicas: number) {
       redis: { ...pair.master, url: proxy.url, port: proxy.port },
       appEnv: { collector: wait, 'dynamo-writer': wait },
     });
-    const f = fleet;
-    const { stats, accepted, done } = loadFleet(f, {
-      load: { seed: 31, products: 200, visitors: 1_000, maxEvents: EVENTS, batchSize: [20, 150], lateShare: 0.1 },
-      retry: { deadlineMs: 120_000, maxDelayMs: 500 },
-      rate: RATE,
-      concurrency: 6,
-      duplicateShare: 0.05,
-    });
-
-    await sleep(((EVENTS / RATE) * 1_000) / 3);
-    const promoted = testRedis(pair.replica.url);
-    await promoted.call('REPLICAOF', 'NO', 'ONE'); // the link cut: from here on the master's writes reach no replica
-    // Answers to batches the replica got before the cut may still be on their way: count from 200 ms after it.
-    await sleep(200);
-    const acceptedBefore = stats.accepted;
-    await sleep(1_800);
-    const acceptedAlone = stats.accepted - acceptedBefore;
-    await pair.master.kill('SIGKILL');
-    await promoted.config('SET', 'repl-diskless-sync-delay', '0');
-    promoted.disconnect();
-    proxy.retarget(pair.replica.port);
-    replica2 = await startRedis({ args: ['--replicaof', '127.0.0.1', String(pair.replica.port)] });
-    await replicaInSync(replica2.url);
-    log(`master SIGKILLed after 2 s alone (${acceptedAlone} events accepted in its last 1.8 s); replica promoted, a new one in sync`);
-
-    await done;
-    const expected = expectedCounts(accepted, f.rules, f.zones);
-    await waitForDrain(f, { timeoutMs: 180_000 });
-    const table = await checkTable(f, expected);
-    const query = await checkQueryApi(f, f.app('query-api').url, expected);
-    const failedJobs: string[] = [];
-    for (const name of QUEUE_NAMES)
-      for (const q of queueShards(f.queues, name))
-        for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
-    log(
-      `sent ${stats.eventsSent}, accepted ${stats.accepted}, retries ${JSON.stringify(stats.retries)}; ` +
-        `table cells ${table.cells}, mismatches ${table.mismatches}; query values ${query.compared}, mismatches ${query.mismatches.length}`,
+    return await loadThrough(
+      fleet,
+      async (stats) => {
+        const promoted = testRedis(pair.replica.url);
+        await promoted.call('REPLICAOF', 'NO', 'ONE'); // the link cut: from here on the master's writes reach no replica
+        // Answers to batches the replica got before the cut may still be on their way: count from 200 ms after it.
+        await sleep(200);
+        const acceptedBefore = stats.accepted;
+        await sleep(1_800);
+        const acceptedAlone = stats.accepted - acceptedBefore;
+        await pair.master.kill('SIGKILL');
+        await promoted.config('SET', 'repl-diskless-sync-delay', '0');
+        promoted.disconnect();
+        proxy.retarget(pair.replica.port);
+        replica2 = await startRedis({ args: ['--replicaof', '127.0.0.1', String(pair.replica.port)] });
+        await replicaInSync(replica2.url);
+        log(`master SIGKILLed after 2 s alone (${acceptedAlone} events accepted in its last 1.8 s); replica promoted, a new one in sync`);
+        return { acceptedAlone };
+      },
+      log,
     );
-    for (const s of [...table.samples, ...query.mismatches].slice(0, 10)) log(`  ${s}`);
-    return { stats, acceptedAlone, table, query, failedJobs };
   } finally {
     await fleet?.stop().catch(() => undefined);
     await proxy.close();
@@ -87,27 +119,79 @@ async function failoverRun(waitReplicas: number) {
   }
 }
 
-describe('a Redis failover under load (master partitioned from its replica, SIGKILLed, the replica promoted)', () => {
-  it('with REDIS_WAIT_REPLICAS=1, counts every accepted event exactly once', async () => {
-    const r = await failoverRun(1);
-    expect(r.stats.edgeMismatches).toEqual([]);
-    expect(r.stats.gaveUp).toBe(0);
-    expect(r.stats.accepted).toBeGreaterThan(EVENTS * 0.9);
+/** A 3-master Redis Cluster with a replica each: the master of the busiest store SIGKILLed, the cluster promotes its replica. */
+async function clusterFailoverRun() {
+  const log = (line: string) => console.log(`cluster failover: ${line}`);
+  const fleet = await startFleet({
+    stores: DEMO_STORES,
+    rules: everyBucketRules(),
+    clusterMasters: 3,
+    clusterReplicas: 1,
+    queueShards: 3,
+    appEnv: { collector: WAIT, 'dynamo-writer': WAIT },
+  });
+  try {
+    const cluster = fleet.cluster!;
+    return await loadThrough(
+      fleet,
+      async () => {
+        const victim = await cluster.masterOf('{LAX1}');
+        const t0 = Date.now();
+        await victim.kill('SIGKILL');
+        const promoted = await waitFor(
+          async () => ((await cluster.masterOf('{LAX1}')) !== victim ? cluster.masterOf('{LAX1}') : undefined),
+          {
+            timeoutMs: 60_000,
+            intervalMs: 200,
+            message: 'the cluster promotes the replica of the SIGKILLed master',
+          },
+        );
+        const promotedAfterMs = Date.now() - t0;
+        // Back on its AOF and nodes.conf, the old master rejoins as the replica of the promoted one.
+        await victim.restart();
+        await cluster.waitHealthy(60_000);
+        await replicaInSync(victim.url);
+        log(`master :${victim.port} SIGKILLed; :${promoted.port} promoted after ${promotedAfterMs} ms; the old master back as its replica`);
+        return { promotedAfterMs };
+      },
+      log,
+    );
+  } finally {
+    await fleet.stop();
+  }
+}
+
+function expectExact(r: Awaited<ReturnType<typeof loadThrough>>) {
+  expect(r.stats.edgeMismatches).toEqual([]);
+  expect(r.stats.gaveUp).toBe(0);
+  expect(r.stats.accepted).toBeGreaterThan(EVENTS * 0.9);
+  expect(r.table.samples).toEqual([]);
+  expect(r.table.mismatches).toBe(0);
+  expect(r.table.cells).toBeGreaterThan(1_000);
+  expect(r.query.mismatches).toEqual([]);
+  expect(r.failedJobs).toEqual([]);
+}
+
+describe('a Redis failover under load', () => {
+  it('a master partitioned from its replica, SIGKILLed, the replica promoted: with REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
+    const r = await partitionedMasterRun(true);
+    expectExact(r);
     // While the master was alone nothing could be acknowledged: the edge answered 503 and the senders retried.
-    expect(r.acceptedAlone).toBe(0);
+    expect(r.during.acceptedAlone).toBe(0);
     expect((r.stats.retries['503'] ?? 0) + (r.stats.retries['ReplicasBehindError'] ?? 0)).toBeGreaterThan(0);
-    expect(r.table.samples).toEqual([]);
-    expect(r.table.mismatches).toBe(0);
-    expect(r.table.cells).toBeGreaterThan(1_000);
-    expect(r.query.mismatches).toEqual([]);
-    expect(r.failedJobs).toEqual([]);
+  }, 300_000);
+
+  it('a Redis Cluster master SIGKILLed, its replica promoted by the cluster: with REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
+    const r = await clusterFailoverRun();
+    expectExact(r);
+    expect(r.during.promotedAfterMs).toBeGreaterThan(0);
   }, 300_000);
 
   it.runIf(LONG)(
-    'without the wait, loses events the edge accepted while the master was alone',
+    'the partitioned master without the wait: the events the edge accepted while it was alone are lost',
     async () => {
-      const r = await failoverRun(0);
-      expect(r.acceptedAlone).toBeGreaterThan(0);
+      const r = await partitionedMasterRun(false);
+      expect(r.during.acceptedAlone).toBeGreaterThan(0);
       expect(r.table.mismatches).toBeGreaterThan(0);
     },
     300_000,

@@ -40,6 +40,8 @@ export interface FleetOptions {
   queueShards?: number;
   /** Run on a local Redis Cluster of this many masters (REDIS_CLUSTER_NODES) instead of one redis-server. */
   clusterMasters?: number;
+  /** With clusterMasters: replicas of each master (for failover runs). Default 0. */
+  clusterReplicas?: number;
   /** Use this running Redis (another installation's, say) instead of starting one; the fleet never stops it. */
   redis?: RedisHandle;
   /** Run the apps from this checkout (another commit's worktree, for a before/after bench). Default: this one. */
@@ -68,7 +70,9 @@ export async function startFleet(opts: FleetOptions) {
   const leaks: string[] = [];
 
   const appendfsync = opts.appendfsync ?? 'always';
-  const cluster = opts.clusterMasters ? await startRedisCluster({ masters: opts.clusterMasters, appendfsync }) : undefined;
+  const cluster = opts.clusterMasters
+    ? await startRedisCluster({ masters: opts.clusterMasters, replicas: opts.clusterReplicas, appendfsync })
+    : undefined;
   const redis = cluster?.nodes[0] ?? opts.redis ?? (await startRedis({ appendonly: true, appendfsync }));
   const dynalite = await startDynalite({ mode: 'child', path: join(work, 'dynalite') });
   const table = await createTestTable(dynalite.endpoint, { prefix: 'fleet' });
