@@ -34,7 +34,7 @@ import { describe, expect, it } from 'vitest';
 // the apps follow the slots, the old master rejoins as the new one's replica; exact again.
 
 const LONG = process.env['TALLY_CHAOS'] === 'long';
-const EVENTS = LONG ? 60_000 : 20_000;
+const EVENTS = LONG ? 60_000 : 12_000;
 const RATE = 1_500;
 
 const WAIT = { REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '500' };

@@ -64,16 +64,19 @@ async function killAfterAnswer(policy: Policy, round: number) {
 async function measureCost(ctx: FigureContext) {
   const collector = { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0', INGEST_BUDGET_REQUESTS: '0' };
   const options = { replicas: { 'dynamo-writer': 0 }, appEnv: { collector } } as const;
-  const pairs = {
-    replicated: await startRedisWithReplica({ appendfsync: 'always' }),
-    waited: await startRedisWithReplica({ appendfsync: 'always' }),
-  };
-  const fleets = {
-    everysec: await benchFleet({ ...options, appendfsync: 'everysec' }),
-    always: await benchFleet({ ...options, appendfsync: 'always' }),
-    replicated: await benchFleet({ ...options, redis: pairs.replicated.master }),
-    waited: await benchFleet({ ...options, redis: pairs.waited.master, appEnv: { collector: { ...collector, REDIS_WAIT_REPLICAS: '1' } } }),
-  };
+  // Started side by side (start-up is not measured); every fleet is up before the first window.
+  const [replicated, waited] = await Promise.all([
+    startRedisWithReplica({ appendfsync: 'always' }),
+    startRedisWithReplica({ appendfsync: 'always' }),
+  ]);
+  const pairs = { replicated, waited };
+  const [everysecFleet, alwaysFleet, replicatedFleet, waitedFleet] = await Promise.all([
+    benchFleet({ ...options, appendfsync: 'everysec' }),
+    benchFleet({ ...options, appendfsync: 'always' }),
+    benchFleet({ ...options, redis: replicated.master }),
+    benchFleet({ ...options, redis: waited.master, appEnv: { collector: { ...collector, REDIS_WAIT_REPLICAS: '1' } } }),
+  ]);
+  const fleets = { everysec: everysecFleet, always: alwaysFleet, replicated: replicatedFleet, waited: waitedFleet };
   const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: ctx.quick ? 500 : 5_000, windowMs: ctx.quick ? 2_000 : 10_000 };
   // Each variant, then back (everysec, always, replica, replica, always, everysec): a drift in the machine's load
   // weighs on all alike.
