@@ -1,4 +1,3 @@
-import { QUEUE_NAMES, queueShards } from '@tally/queues';
 import {
   backlog,
   checkQueryApi,
@@ -9,6 +8,7 @@ import {
   everyBucketRules,
   expectedCounts,
   expectedDistinct,
+  failedJobs,
   loadFleet,
   startFleet,
   waitForDrain,
@@ -225,10 +225,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const table = await checkTable(f, expected);
     const query = await checkQueryApi(f, f.app('query-api').url, expected);
     const uniqueVisitors = await checkUniqueVisitors(f, f.app('query-api').url, expectedDistinct(accepted, f.rules, f.zones));
-    const failedJobs: string[] = [];
-    for (const name of QUEUE_NAMES)
-      for (const q of queueShards(f.queues, name))
-        for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
+    const failed = await failedJobs(f);
     const keyLeaks = f.keyLeaks();
 
     // (Stopped again in finally: both are idempotent.)
@@ -242,7 +239,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       `faults injected {${FAULT_KINDS.map((k) => `${k}:${faults[k] ?? 0}`).join(', ')}}, mismatches ${mismatches}`;
     log(
       `chaos: ${at()} kills by target ${JSON.stringify(kills)}; table items ${table.scanned.items}, cells ${table.cells}; ` +
-        `query API values compared ${liveQuery.compared} live + ${query.compared} after the drain, UniqueVisitors ${uniqueVisitors.compared} (sketch attributes ${table.scanned.sketches}); failed jobs ${failedJobs.length}; startup failures ${startupFailures}`,
+        `query API values compared ${liveQuery.compared} live + ${query.compared} after the drain, UniqueVisitors ${uniqueVisitors.compared} (sketch attributes ${table.scanned.sketches}); failed jobs ${failed.length}; startup failures ${startupFailures}`,
     );
     return {
       stats,
@@ -257,7 +254,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       /** As soon as every batch was applied, flushes still running: the query API must already be exact. */
       liveQuery,
       /** Jobs in the failed sets, with their reasons. */
-      failedJobs,
+      failedJobs: failed,
       /** Apps that exited without being killed by the schedule (crashes). */
       unexpectedExits,
       /** Started pids still alive after teardown. */

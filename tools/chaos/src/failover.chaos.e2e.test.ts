@@ -1,4 +1,3 @@
-import { QUEUE_NAMES, queueShards } from '@tally/queues';
 import {
   backlog,
   checkQueryApi,
@@ -6,6 +5,7 @@ import {
   DEMO_STORES,
   everyBucketRules,
   expectedCounts,
+  failedJobs,
   loadFleet,
   startFleet,
   waitForDrain,
@@ -62,16 +62,13 @@ async function loadThrough<T>(fleet: Fleet, failover: (stats: LoadStats) => Prom
   });
   const table = await checkTable(fleet, expected);
   const query = await checkQueryApi(fleet, fleet.app('query-api').url, expected);
-  const failedJobs: string[] = [];
-  for (const name of QUEUE_NAMES)
-    for (const q of queueShards(fleet.queues, name))
-      for (const job of await q.getJobs(['failed'], 0, 50)) failedJobs.push(`${name} ${job.id}: ${job.failedReason}`);
+  const failed = await failedJobs(fleet);
   log(
     `sent ${stats.eventsSent}, accepted ${stats.accepted}, retries ${JSON.stringify(stats.retries)}; ` +
       `table cells ${table.cells}, mismatches ${table.mismatches}; query values ${query.compared}, mismatches ${query.mismatches.length}`,
   );
   for (const x of [...table.samples, ...query.mismatches].slice(0, 10)) log(`  ${x}`);
-  return { stats, table, query, failedJobs, during };
+  return { stats, table, query, failedJobs: failed, during };
 }
 
 /** One redis-server and its replica behind a TCP proxy: the replica cut off, the master alone 2 s, SIGKILLed, the replica promoted. */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EXACT_THRESHOLD } from '@tally/buckets';
 import { seriesResponseSchema, totalsResponseSchema, UNIQUE_VISITORS } from '@tally/contracts';
 import { formatDate, localDate, monthSk, parseMonthSk, TOTAL_SK, fromDayOfYear, dayOfYear } from '@tally/key-layout';
-import { QUEUE, queueShards, type RedisConnection } from '@tally/queues';
+import { QUEUE, QUEUE_NAMES, queueShards, type RedisConnection } from '@tally/queues';
 import { decimalToUnits, parseMetricName } from '@tally/schema';
 import { Cluster } from 'ioredis';
 import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
@@ -52,6 +52,15 @@ export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number; fol
   );
   // Drained twice in a row: nothing was in flight between two looks.
   if (!opts.folded) await waitForQueuesIdle([...events, ...writes], { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
+}
+
+/** The jobs in the failed sets of every queue of the fleet (at most `max` a queue shard), with their reasons. */
+export async function failedJobs(fleet: Fleet, max = 50): Promise<string[]> {
+  const out: string[] = [];
+  for (const name of QUEUE_NAMES)
+    for (const q of queueShards(fleet.queues, name))
+      for (const job of await q.getJobs(['failed'], 0, max - 1)) out.push(`${name} ${job.id}: ${job.failedReason}`);
+  return out;
 }
 
 /** Scans the table and compares every counter cell with `expected`, both ways; items without wm are mismatches too. */
