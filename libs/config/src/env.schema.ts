@@ -26,6 +26,16 @@ export const sharedEnvShape = {
     .describe(
       'Redis Cluster seed nodes `host:port,host:port`; when set, REDIS_URL only lends its password and TLS (unset = the single Redis of REDIS_URL).',
     ),
+  REDIS_SENTINELS: clusterNodes
+    .optional()
+    .describe(
+      'Redis Sentinel nodes `host:port,host:port`; when set, the apps ask them for the master of REDIS_SENTINEL_MASTER and follow its failovers, and REDIS_URL only lends its password and TLS. Not with REDIS_CLUSTER_NODES.',
+    ),
+  REDIS_SENTINEL_MASTER: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,128}$/, 'a Sentinel master name: 1-128 of A-Z a-z 0-9 _ . -')
+    .default('mymaster')
+    .describe('The master name the Sentinels monitor (`sentinel monitor <name> …`), with REDIS_SENTINELS.'),
   QUEUE_SHARDS: int(1, 256)
     .default(1)
     .describe(
@@ -168,7 +178,16 @@ export const appEnvSchemas = {
 export const toolEnvSchemas = {
   'create-table': shared,
   tenants: shared.extend({ DEDUPE_WINDOW_SECONDS }),
-  dlq: shared.pick({ REDIS_URL: true, REDIS_CLUSTER_NODES: true, KEY_PREFIX: true, QUEUE_SHARDS: true }).extend({ DEDUPE_WINDOW_SECONDS }),
+  dlq: shared
+    .pick({
+      REDIS_URL: true,
+      REDIS_CLUSTER_NODES: true,
+      REDIS_SENTINELS: true,
+      REDIS_SENTINEL_MASTER: true,
+      KEY_PREFIX: true,
+      QUEUE_SHARDS: true,
+    })
+    .extend({ DEDUPE_WINDOW_SECONDS }),
 } as const;
 
 export type AppName = keyof typeof appEnvSchemas;

@@ -42,6 +42,21 @@ describe('loadConfig', () => {
     }
   });
 
+  it('reads REDIS_SENTINELS as host:port pairs with the master name, and refuses it beside REDIS_CLUSTER_NODES', () => {
+    const c = loadConfig(aggregatorEnv, { REDIS_SENTINELS: '10.0.0.1:26379,sentinel-2:26380' });
+    expect(c.REDIS_SENTINELS).toEqual([
+      { host: '10.0.0.1', port: 26379 },
+      { host: 'sentinel-2', port: 26380 },
+    ]);
+    expect(c.REDIS_SENTINEL_MASTER).toBe('mymaster');
+    expect(() => loadConfig(aggregatorEnv, { REDIS_SENTINELS: '10.0.0.1:26379', REDIS_CLUSTER_NODES: '10.0.0.2:7000' })).toThrow(
+      new ConfigError('REDIS_SENTINELS: expected it or REDIS_CLUSTER_NODES, not both; both are set', 'REDIS_SENTINELS'),
+    );
+    expect(() => loadConfig(aggregatorEnv, { REDIS_SENTINELS: '10.0.0.1' })).toThrow(
+      /^REDIS_SENTINELS: expected a comma-separated list of host:port/,
+    );
+  });
+
   it('says when a required variable is not set', () => {
     const s = z.object({ ...sharedEnvShape, NEEDED: z.string().min(1) });
     expect(() => loadConfig(s, {})).toThrowError(/^NEEDED: expected a string; it is not set$/);

@@ -10,7 +10,11 @@ type Env = Record<string, string | undefined>;
 export function loadConfig<S extends z.ZodObject>(schema: S, env: Env = process.env): z.infer<S> {
   const cleaned: Env = Object.fromEntries(Object.keys(schema.shape).flatMap((key) => (env[key] ? [[key, env[key]]] : [])));
   const result = schema.safeParse(cleaned);
-  if (result.success) return result.data;
+  if (result.success) {
+    if (cleaned['REDIS_SENTINELS'] && cleaned['REDIS_CLUSTER_NODES'])
+      throw new ConfigError('REDIS_SENTINELS: expected it or REDIS_CLUSTER_NODES, not both; both are set', 'REDIS_SENTINELS');
+    return result.data;
+  }
   const issue = result.error.issues[0]!;
   const variable = String(issue.path[0] ?? '?');
   const got = cleaned[variable];

@@ -6,6 +6,7 @@ export * from './queues';
 export * from './redis';
 export * from './redis-cluster';
 export * from './redis-replica';
+export * from './redis-sentinel';
 export * from './tcp-proxy';
 export * from './table';
 export * from './wait';

@@ -18,9 +18,11 @@ import {
   startRedis,
   startRedisWithReplica,
   startTcpProxy,
+  startSentinel,
   testRedis,
   waitFor,
   type RedisHandle,
+  type SentinelHandle,
 } from '@tally/testing';
 import { describe, expect, it } from 'vitest';
 
@@ -51,9 +53,13 @@ async function loadThrough<T>(fleet: Fleet, failover: (stats: LoadStats) => Prom
     concurrency: 6,
     duplicateShare: 0.05,
   });
+  const progress = setInterval(
+    () => log(`sent ${stats.eventsSent}, accepted ${stats.accepted}, retries ${JSON.stringify(stats.retries)}`),
+    10_000,
+  );
   await sleep(((EVENTS / RATE) * 1_000) / 3);
   const during = await failover(stats);
-  await done;
+  await done.finally(() => clearInterval(progress));
   const expected = expectedCounts(accepted, fleet.rules, fleet.zones);
   await waitForDrain(fleet, { timeoutMs: 180_000 }).catch(async (err) => {
     log(`not drained: ${JSON.stringify(await backlog(fleet))}`);
@@ -158,6 +164,49 @@ async function clusterFailoverRun() {
   }
 }
 
+/** One redis-server, its replica and a Redis Sentinel: the master SIGKILLed, the Sentinel promotes the replica, the apps ask it for the new master. */
+async function sentinelFailoverRun() {
+  const pair = await startRedisWithReplica({ appendfsync: 'everysec' });
+  let sentinel: SentinelHandle | undefined;
+  let fleet: Fleet | undefined;
+  const log = (line: string) => console.log(`sentinel failover: ${line}`);
+  try {
+    const s = (sentinel = await startSentinel({ masterPort: pair.master.port }));
+    fleet = await startFleet({
+      stores: DEMO_STORES,
+      rules: everyBucketRules(),
+      redis: pair.master,
+      sentinels: { nodes: [{ host: '127.0.0.1', port: s.port }] },
+      appEnv: { collector: WAIT, 'dynamo-writer': WAIT },
+    });
+    return await loadThrough(
+      fleet,
+      async () => {
+        const t0 = Date.now();
+        await pair.master.kill('SIGKILL');
+        await waitFor(async () => (await s.master()).port === pair.replica.port, {
+          timeoutMs: 60_000,
+          intervalMs: 200,
+          message: 'the Sentinel promotes the replica',
+        });
+        const promotedAfterMs = Date.now() - t0;
+        // Restarted on its AOF, the old master is turned into the new one's replica by the Sentinel.
+        await pair.master.restart();
+        await waitFor(() => replicaInSync(pair.master.url).then(() => true), { timeoutMs: 60_000, message: 'the old master as a replica' });
+        log(
+          `master :${pair.master.port} SIGKILLed; :${pair.replica.port} promoted after ${promotedAfterMs} ms; the old master back as its replica`,
+        );
+        return { promotedAfterMs };
+      },
+      log,
+    );
+  } finally {
+    await fleet?.stop().catch(() => undefined);
+    await sentinel?.stop();
+    await pair.stop();
+  }
+}
+
 function expectExact(r: Awaited<ReturnType<typeof loadThrough>>) {
   expect(r.stats.edgeMismatches).toEqual([]);
   expect(r.stats.gaveUp).toBe(0);
@@ -180,6 +229,12 @@ describe('a Redis failover under load', () => {
 
   it('a Redis Cluster master SIGKILLed, its replica promoted by the cluster: with REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
     const r = await clusterFailoverRun();
+    expectExact(r);
+    expect(r.during.promotedAfterMs).toBeGreaterThan(0);
+  }, 300_000);
+
+  it('one Redis and its replica under a Sentinel, the master SIGKILLed: with REDIS_SENTINELS and REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
+    const r = await sentinelFailoverRun();
     expectExact(r);
     expect(r.during.promotedAfterMs).toBeGreaterThan(0);
   }, 300_000);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AppName } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { allQueues, closeQueues, createQueues, createRedisConnection } from '@tally/queues';
+import { allQueues, closeQueues, createQueues, createRedisConnection, type RedisTarget } from '@tally/queues';
 import { compileRules, type RulesInput } from '@tally/schema';
 import { createTenantAdmin } from '@tally/tenants';
 import {
@@ -44,6 +44,8 @@ export interface FleetOptions {
   clusterReplicas?: number;
   /** Use this running Redis (another installation's, say) instead of starting one; the fleet never stops it. */
   redis?: RedisHandle;
+  /** With `redis`: reach it as the master these Redis Sentinels name (REDIS_SENTINELS), apps and checks alike. */
+  sentinels?: { nodes: ReadonlyArray<{ host: string; port: number }>; master?: string };
   /** Run the apps from this checkout (another commit's worktree, for a before/after bench). Default: this one. */
   root?: string;
 }
@@ -97,6 +99,12 @@ export async function startFleet(opts: FleetOptions) {
   const env = {
     REDIS_URL: redis.url,
     ...(cluster ? { REDIS_CLUSTER_NODES: cluster.nodesEnv } : {}),
+    ...(opts.sentinels
+      ? {
+          REDIS_SENTINELS: opts.sentinels.nodes.map((n) => `${n.host}:${n.port}`).join(','),
+          REDIS_SENTINEL_MASTER: opts.sentinels.master ?? 'mymaster',
+        }
+      : {}),
     QUEUE_SHARDS: String(opts.queueShards ?? 1),
     DYNAMODB_ENDPOINT: appsEndpoint,
     DYNAMODB_TABLE: table,
@@ -143,7 +151,13 @@ export async function startFleet(opts: FleetOptions) {
     ),
   );
 
-  const inspect = createRedisConnection({ REDIS_URL: redis.url, REDIS_CLUSTER_NODES: cluster?.seeds }, { maxRetriesPerRequest: null });
+  const target: RedisTarget = {
+    REDIS_URL: redis.url,
+    REDIS_CLUSTER_NODES: cluster?.seeds,
+    REDIS_SENTINELS: opts.sentinels?.nodes,
+    REDIS_SENTINEL_MASTER: opts.sentinels?.master,
+  };
+  const inspect = createRedisConnection(target, { maxRetriesPerRequest: null });
   inspect.on('error', () => {});
   const [prefix, queueShards] = [env.KEY_PREFIX, Number(env.QUEUE_SHARDS)];
   // A client sender stops at the collector's queue limit, so both paths hold producers back at the same depth.
@@ -184,7 +198,7 @@ export async function startFleet(opts: FleetOptions) {
     queueShards,
     /** How a libs/client sender reaches this fleet's queues. */
     clientTarget: () => ({
-      connection: { REDIS_URL: redis.url, REDIS_CLUSTER_NODES: cluster?.seeds },
+      connection: target,
       keyPrefix: prefix,
       queueShards,
       rules,
