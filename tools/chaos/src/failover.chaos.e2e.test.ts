@@ -25,6 +25,7 @@ import {
   type SentinelHandle,
 } from '@tally/testing';
 import { describe, expect, it } from 'vitest';
+import { chaosSettings } from './chaos-config';
 
 // A Redis failover under load. The apps reach Redis through one address (a TCP proxy here; a virtual IP or a DNS
 // name in production) with a master and a replica behind it. Mid-load the replica's link to the master is cut and
@@ -33,9 +34,10 @@ import { describe, expect, it } from 'vitest';
 // dynamo-writer, nothing the edge accepted is lost: every DynamoDB cell and query answer is exact. The long run
 // (TALLY_CHAOS=long) also runs the same failover without the wait, and shows the accepted events it loses. The same
 // load on a 3-master Redis Cluster with a replica each: a master SIGKILLed, the cluster promotes its replica by itself,
-// the apps follow the slots, the old master rejoins as the new one's replica; exact again.
+// the apps follow the slots, the old master rejoins as the new one's replica; exact again. And under a Redis Sentinel
+// (REDIS_SENTINELS): the master SIGKILLed, the Sentinel promotes the replica, the apps ask it again; exact again.
 
-const LONG = process.env['TALLY_CHAOS'] === 'long';
+const LONG = chaosSettings().mode === 'long';
 const EVENTS = LONG ? 60_000 : 12_000;
 const RATE = 1_500;
 
