@@ -70,6 +70,9 @@ describe('chooseBackends (npm run dlq / tenants)', () => {
     const choice = chooseBackends({ TALLY_DATA_DIR: dir, REDIS_URL: 'redis://10.0.0.5:6379' }, { redis: true }, root, stackCmdline);
     expect(choice.env['REDIS_URL']).toBe('redis://10.0.0.5:6379');
     expect(choice.notes).toEqual(['Redis redis://10.0.0.5:6379 (REDIS_URL)']);
+    const sentinel = chooseBackends({ TALLY_DATA_DIR: dir, REDIS_SENTINELS: '10.0.0.6:26379' }, { redis: true }, root, stackCmdline);
+    expect(sentinel.env['REDIS_URL']).toBeUndefined();
+    expect(sentinel.notes).toEqual(['Redis Sentinel 10.0.0.6:26379 (REDIS_SENTINELS)']);
   });
 
   it('refuses to guess when no stack runs: no run file, a dead stack pid, or a pid that is not the stack any more', () => {

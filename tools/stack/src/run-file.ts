@@ -177,9 +177,10 @@ export function chooseBackends(
     );
 
   if (need.redis) {
-    const given = env['REDIS_URL'] || env['REDIS_CLUSTER_NODES'];
+    const given = env['REDIS_URL'] || env['REDIS_CLUSTER_NODES'] || env['REDIS_SENTINELS'];
     const redisUrl = given ? undefined : stackBackend(stack, 'redisUrl', 'set REDIS_URL');
     if (env['REDIS_CLUSTER_NODES']) notes.push(`Redis Cluster ${env['REDIS_CLUSTER_NODES']} (REDIS_CLUSTER_NODES)`);
+    else if (env['REDIS_SENTINELS']) notes.push(`Redis Sentinel ${env['REDIS_SENTINELS']} (REDIS_SENTINELS)`);
     else if (env['REDIS_URL']) notes.push(`Redis ${env['REDIS_URL']} (REDIS_URL)`);
     else if (redisUrl !== undefined) {
       out['REDIS_URL'] = redisUrl;
