@@ -43,7 +43,7 @@ export function createRedisConnection(
       name: target.REDIS_SENTINEL_MASTER ?? 'mymaster',
       // A connection to a master that a failover demoted answers READONLY: ask the Sentinels again and resend (the
       // command was refused, not applied). ioredis' failoverDetector, which reconnects on the Sentinels' announcement,
-      // left producer connections reconnecting forever in 2 of 5 failover runs here, so it is not used.
+      // left producer connections reconnecting forever in at least 2 of 5 failover runs here, so it is not used.
       reconnectOnError: (err) => (/^READONLY/.test(err.message) ? 2 : false),
     });
   return new Cluster([...nodes], {
