@@ -22,8 +22,6 @@ export interface StartSentinelOptions {
 
 export interface SentinelHandle {
   readonly port: number;
-  /** `127.0.0.1:<port>`: one entry of REDIS_SENTINELS. */
-  readonly address: string;
   /** host and port of the master the Sentinel names now. */
   master(): Promise<{ host: string; port: number }>;
   stop(): Promise<void>;
@@ -74,7 +72,6 @@ export async function startSentinel(opts: StartSentinelOptions): Promise<Sentine
   const p = proc;
   return {
     port,
-    address: `127.0.0.1:${port}`,
     async master() {
       const c = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0, retryStrategy: () => null });
       c.on('error', () => {});
