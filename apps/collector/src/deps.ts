@@ -68,7 +68,7 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     redis,
     rules,
     source: 'http',
-    ...(waitRedis && { replicaFence: createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS) }),
+    ...(waitRedis && { replicaFence: createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS, [redis]) }),
     idempotencyWindowSeconds: config.DEDUPE_WINDOW_SECONDS,
     limits: {
       maxEvents: config.MAX_EVENTS_PER_REQUEST,

@@ -33,8 +33,8 @@ export interface FlushDeps {
   maxBackoffMs: number;
   now?: () => number;
   crash?: (point: string) => void;
-  /** REDIS_WAIT_REPLICAS: resolves once enough Redis replicas hold what the flush read (`outboxReplicated`). */
-  replicated?: (store: string) => Promise<void>;
+  /** REDIS_WAIT_REPLICAS: a wait for enough Redis replicas to hold what the flush read (`outboxReplicated`). */
+  replicated?: OutboxFence;
   /** The TTL of the row's items (visitor rows of a store with a history retention); undefined = none. */
   expiryOf?: (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined>;
 }
@@ -46,7 +46,16 @@ export interface FlushDeps {
  * crash of its master would lack (docs/DESIGN.md invariant 1). Fewer replicas in time: ReplicasBehindError, and the
  * flush waits and retries as it does while DynamoDB throttles.
  */
-export const outboxReplicated = (fence: ReplicaFence, keys: RedisKeys) => (store: string) => fence(keys.fence(store), 'the outbox');
+export const outboxReplicated = (fence: ReplicaFence, keys: RedisKeys): OutboxFence => ({
+  mark: fence.mark,
+  wait: (store, mark) => fence.wait(keys.fence(store), 'the outbox', mark),
+});
+
+/** `mark` before the flush reads the outbox, `wait` before it writes to DynamoDB (libs/queues ReplicaFence). */
+export interface OutboxFence {
+  mark(): number;
+  wait(store: string, mark: number): Promise<void>;
+}
 
 /**
  * Flushes one row: reads its outbox (entries of completely folded buckets), writes one watermark-conditioned
@@ -63,6 +72,8 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
   const { store, pk } = parsed.data;
   const log = deps.log.child({ jobId: job.id, store, pk });
   const now = deps.now ?? Date.now;
+  // Before the reads the wait for replicas covers: it fails when a Redis connection closed since (a failover).
+  const mark = deps.replicated?.mark() ?? 0;
   const outbox = await deps.buckets.readOutbox(store, pk);
   if (outbox.entries.length === 0) {
     await deps.buckets.ackOutbox(store, pk, [], now());
@@ -75,7 +86,7 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     const expiresAt = await deps.expiryOf?.(store, pk);
     // After the outbox and the live sketches are read, before any write to DynamoDB. (The sketch unions read during
     // the write add members to sets: a member added again after a failover changes nothing.)
-    await deps.replicated?.(store);
+    await deps.replicated?.wait(store, mark);
     const r = await writeRowWithSketches(
       {
         ...deps.dynamo,

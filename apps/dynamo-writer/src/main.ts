@@ -5,7 +5,7 @@ import { redisKeys } from '@tally/key-layout';
 import { createReplicaFence, createShardWorkers, QUEUE, warnOnTooFewReplicas } from '@tally/queues';
 import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
-import { createWriterMetrics, flushProcessor, outboxReplicated } from './flush.processor';
+import { createWriterMetrics, flushProcessor, outboxReplicated, type OutboxFence } from './flush.processor';
 
 // Composition root of the DynamoDB writer: one flush job per row, one UpdateItem per DynamoDB item.
 const config = loadConfigOrExit(writerEnv);
@@ -26,14 +26,15 @@ try {
   else throw err;
 }
 
-const buckets = new BucketStore({ redis: redis(), rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+const dataRedis = redis();
+const buckets = new BucketStore({ redis: dataRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
 // REDIS_WAIT_REPLICAS: a connection of its own for WAIT, which blocks its connection (libs/queues replica-fence.ts).
-let replicated: ((store: string) => Promise<void>) | undefined;
+let replicated: OutboxFence | undefined;
 if (config.REDIS_WAIT_REPLICAS > 0) {
   const waitRedis = redis();
   warnOnTooFewReplicas(waitRedis, config.REDIS_WAIT_REPLICAS, (msg) => log.warn(msg));
   replicated = outboxReplicated(
-    createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS),
+    createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS, [dataRedis]),
     redisKeys(config.KEY_PREFIX),
   );
 }

@@ -2,7 +2,7 @@ import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, getItem } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
-import { createReplicaFence, ReplicasBehindError } from '@tally/queues';
+import { createRedisConnection, createReplicaFence, ReplicasBehindError } from '@tally/queues';
 import {
   createTestTable,
   startDynalite,
@@ -19,8 +19,8 @@ import { DelayedError, type Job } from 'bullmq';
 import { Cluster, Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createWriterMetrics, flushProcessor, outboxReplicated } from './flush.processor';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createWriterMetrics, flushProcessor, outboxReplicated, type OutboxFence } from './flush.processor';
 
 // REDIS_WAIT_REPLICAS against a real replica: a master, a replica of it, and a failover to the replica while the
 // master had a seal the replica never got.
@@ -61,11 +61,7 @@ async function apply(buckets: BucketStore, id: string, views: number, now: numbe
 }
 
 /** Seals and folds the open bucket, then runs one flush of the store row as the writer's processor does. */
-async function sealAndFlush(
-  { buckets, table }: { buckets: BucketStore; table: string },
-  now: number,
-  replicated?: (store: string) => Promise<void>,
-) {
+async function sealAndFlush({ buckets, table }: { buckets: BucketStore; table: string }, now: number, replicated?: OutboxFence) {
   await buckets.seal(STORE, { now, minAgeMs: 0 });
   await buckets.foldSealed(STORE, { now });
   const metrics = createWriterMetrics(new Registry());
@@ -91,13 +87,38 @@ async function sealAndFlush(
 const total = async (table: string) => (await getItem({ client, table, meter: createDynamoMeter() }, STORE, 'TOTAL'))?.attrs.get('v');
 
 describe('the writer with REDIS_WAIT_REPLICAS=1', () => {
+  it('waits when its Redis connection closed after it read the outbox (a failover may have moved the connection)', async () => {
+    // A connection that reconnects when the server cuts it, as the writer's does.
+    const m = createRedisConnection({ REDIS_URL: master.url }) as Redis;
+    m.on('error', () => {});
+    connections.push(m);
+    const i = { buckets: new BucketStore({ redis: m, rules, prefix: 'rk' }), table: await createTestTable(dyn.endpoint) };
+    const fence = outboxReplicated(createReplicaFence(connect(master.url), 1, 1_000, [m]), redisKeys('rk'));
+    await i.buckets.registerStore(STORE);
+    await apply(i.buckets, 'k0', 2, 1_000);
+    // Right after the read, the server cuts the connection (as a failover behind one address does); it reconnects.
+    const read = i.buckets.readOutbox.bind(i.buckets);
+    vi.spyOn(i.buckets, 'readOutbox').mockImplementationOnce(async (...args) => {
+      const outbox = await read(...args);
+      const closed = new Promise((resolve) => m.once('close', resolve));
+      await connect(master.url).client('KILL', 'ID', String(await m.client('ID')));
+      await closed;
+      return outbox;
+    });
+    // The replica holds the outbox, but what the flush read could have come from another server: it waits.
+    expect(await sealAndFlush(i, 2_000, fence)).toEqual({ outcome: 'delayed', waits: 1 });
+    expect(await total(i.table)).toBeUndefined();
+    expect(await sealAndFlush(i, 2_000, fence)).toEqual({ outcome: 'written', waits: 0 });
+    expect(await total(i.table)).toBe(2n);
+  });
+
   it('writes nothing a replica lacks, so a failover to it keeps DynamoDB and Redis counting the same', async () => {
     // Two installations on the same Redis (key prefixes), each with its table and the same traffic: one writer
     // waits for the replica, the other (the control) does not.
     const m = connect(master.url);
     const fenced = { buckets: new BucketStore({ redis: m, rules, prefix: 'rf' }), table: await createTestTable(dyn.endpoint) };
     const control = { buckets: new BucketStore({ redis: m, rules, prefix: 'rc' }), table: await createTestTable(dyn.endpoint) };
-    const fence = outboxReplicated(createReplicaFence(connect(master.url), 1, 300), redisKeys('rf'));
+    const fence = outboxReplicated(createReplicaFence(connect(master.url), 1, 300, [m]), redisKeys('rf'));
     const both = async (step: (i: typeof fenced) => Promise<unknown>) => [await step(fenced), await step(control)];
 
     // The replica keeps up: the fenced flush waits for it and writes.
@@ -144,8 +165,10 @@ describe('the writer with REDIS_WAIT_REPLICAS=1', () => {
       // Stores on each of the three masters (slots 6373, 10374, 14503, 2112): no replica anywhere, so a wait for none
       // passes and a wait for one cannot.
       for (const store of ['A', 'B', 'C', 'D']) {
-        await outboxReplicated(createReplicaFence(c, 0, 100), redisKeys('rf'))(store);
-        await expect(outboxReplicated(createReplicaFence(c, 1, 100), redisKeys('rf'))(store)).rejects.toThrowError(
+        const none = createReplicaFence(c, 0, 100, []);
+        await outboxReplicated(none, redisKeys('rf')).wait(store, none.mark());
+        const one = createReplicaFence(c, 1, 100, []);
+        await expect(outboxReplicated(one, redisKeys('rf')).wait(store, one.mark())).rejects.toThrowError(
           new ReplicasBehindError('0 of 1 Redis replicas acknowledged the outbox within 100 ms'),
         );
         expect(await c.pttl(redisKeys('rf').fence(store))).toBeGreaterThan(0);

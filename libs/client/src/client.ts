@@ -100,7 +100,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     // enqueueEvents waits for the connection itself, before its first Redis call; the intake then refuses at once.
     readyTimeoutMs: 0,
     unknownStoreKey: redisKeys(keyPrefix).unknownStore,
-    ...(wait && waitRedis && { replicaFence: createReplicaFence(waitRedis, wait.replicas, wait.timeoutMs) }),
+    ...(wait && waitRedis && { replicaFence: createReplicaFence(waitRedis, wait.replicas, wait.timeoutMs, [redis]) }),
   });
   const admit = depthGate(queueShards(queues, QUEUE.events), opts.backpressure ?? { maxDepth: 10_000 });
   const zoneOf = storeZones(redis, keyPrefix);

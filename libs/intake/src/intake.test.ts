@@ -168,18 +168,22 @@ describe('createIntake with a replica fence (REDIS_WAIT_REPLICAS)', () => {
       } as never,
       rules: compileRules(defaultRules),
       source: 'client',
-      replicaFence: async (key, what) => void log.push(`fence ${key} (${what})`),
+      replicaFence: {
+        mark: () => (log.push('mark'), 7),
+        wait: async (key, what, mark) => void log.push(`fence ${key} (${what}) since ${mark}`),
+      },
     });
     const store = ['S1', 'S2', 'S3', 'S4'].find((s) => shardOfStore(s, 2) === 1)!;
     const events: NormalizedEvent[] = [{ type: 'view', ts: Date.now(), dims: { product: 'P1' } }];
     const plain = await fenced.enqueue(store, events);
-    expect(log.splice(0)).toEqual(['add', `fence q1:fence (batch ${plain.batchId})`]);
+    expect(log.splice(0)).toEqual(['mark', 'add', `fence q1:fence (batch ${plain.batchId}) since 7`]);
     const keyed = await fenced.enqueue(store, events, { idempotencyKey: 'k' });
     expect(log.splice(0)).toEqual([
+      'mark',
       'idempotency record',
       'add',
-      `fence q1:fence (batch ${keyed.batchId})`,
-      `fence q0:fence (batch ${keyed.batchId})`,
+      `fence q1:fence (batch ${keyed.batchId}) since 7`,
+      `fence q0:fence (batch ${keyed.batchId}) since 7`,
     ]);
   });
 });

@@ -228,6 +228,8 @@ export function createIntake(opts: IntakeOptions): Intake {
       } catch (err) {
         throw new QueueUnavailableError(`Redis is unavailable: ${(err as Error).message}`, { cause: err });
       }
+      // Before the writes the wait for replicas covers: it fails when a Redis connection closed since (a failover).
+      const mark = opts.replicaFence?.mark() ?? 0;
       if (opts.unknownStoreKey) {
         let refusedAt: string | null;
         try {
@@ -276,7 +278,7 @@ export function createIntake(opts: IntakeOptions): Intake {
         // cluster, every master this call wrote to.
         const shards = eopts.idempotencyKey === undefined || queue === opts.queues.events ? [queue] : [queue, opts.queues.events];
         const fence = opts.replicaFence;
-        await Promise.all(shards.map((q) => fence(q.toKey('fence'), `batch ${batchId}`)));
+        await Promise.all(shards.map((q) => fence.wait(q.toKey('fence'), `batch ${batchId}`, mark)));
       }
       return { batchId, accepted: events.length, jobIds };
     },

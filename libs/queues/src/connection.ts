@@ -61,6 +61,33 @@ export function createRedisConnection(
   });
 }
 
+const closeCounts = new WeakMap<RedisConnection, { closes: number }>();
+
+/**
+ * How many times `connection` closed (on a cluster, the connection to any node) since the first call for it: a count
+ * that only grows. A command in flight when a connection closes is sent again once it reconnects, and a command sent
+ * after that goes to whatever server the address or the Sentinels name then: after a failover, another server than
+ * the one that answered before. libs/queues replica-fence.ts compares two readings to know that did not happen.
+ */
+export function closeCount(connection: RedisConnection): () => number {
+  let count = closeCounts.get(connection);
+  if (!count) {
+    const c = { closes: 0 };
+    closeCounts.set(connection, (count = c));
+    const onClose = () => void c.closes++;
+    if (connection.isCluster) {
+      const cluster = connection as Cluster;
+      const watch = (node: Redis) => node.on('close', onClose);
+      cluster.nodes().forEach(watch);
+      cluster.on('+node', watch);
+      cluster.on('-node', onClose);
+    }
+    connection.on('close', onClose);
+  }
+  const c = count;
+  return () => c.closes;
+}
+
 /**
  * Closes a connection for good: QUIT when it is connected (what was sent is answered first), otherwise at once. A
  * QUIT on a connection that is not would wait in its offline queue for a Redis that is not there, or be refused.

@@ -7,7 +7,7 @@ import {
   type RedisHandle,
   type RedisWithReplica,
 } from '@tally/testing';
-import { Redis } from 'ioredis';
+import { Redis, type Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisConnection } from './connection';
 import { createReplicaFence, ReplicasBehindError, warnOnTooFewReplicas } from './replica-fence';
@@ -35,13 +35,30 @@ afterAll(async () => {
   await pair?.stop();
 });
 
+const closedBetween = (what: string) =>
+  new ReplicasBehindError(
+    `a Redis connection closed between ${what} and the wait for replicas: a failover may have moved it to another server`,
+  );
+/** An admin connection to the master. */
+let admin: Redis | undefined;
+const m0 = () => (admin ??= connect(master.url));
+/** The id of the master's client connection named `name`. */
+const idOf = async (name: string) => Number(new RegExp(`id=(\\d+) [^\\n]*name=${name} `).exec(String(await m0().client('LIST')))?.[1]);
+/** A connection that reconnects when the server cuts it, as the apps' do. */
+const reconnecting = (url: string) => {
+  const c = createRedisConnection({ REDIS_URL: url }) as Redis;
+  c.on('error', () => {});
+  connections.push(c);
+  return c;
+};
+
 describe('createReplicaFence', () => {
   it('resolves once the replica holds what was written before it, and refuses in time when it does not', async () => {
     const m = connect(master.url);
     const r = connect(replica.url);
-    const fence = createReplicaFence(connect(master.url), 1, 200);
+    const fence = createReplicaFence(connect(master.url), 1, 200, [m]);
     await m.set('k', 'before');
-    await fence('q:{s0}:fence', 'the batch');
+    await fence.wait('q:{s0}:fence', 'the batch', fence.mark());
     expect(await r.get('k')).toBe('before');
     expect(await r.pttl('q:{s0}:fence')).toBeGreaterThan(0);
 
@@ -50,7 +67,7 @@ describe('createReplicaFence', () => {
     try {
       await m.set('k', 'after');
       const started = performance.now();
-      await expect(fence('q:{s0}:fence', 'the batch')).rejects.toThrowError(
+      await expect(fence.wait('q:{s0}:fence', 'the batch', fence.mark())).rejects.toThrowError(
         new ReplicasBehindError('0 of 1 Redis replicas acknowledged the batch within 200 ms'),
       );
       expect(performance.now() - started).toBeGreaterThanOrEqual(190);
@@ -59,34 +76,78 @@ describe('createReplicaFence', () => {
       await r.replicaof('127.0.0.1', master.port);
       await replicaInSync(replica.url);
     }
-    await fence('q:{s0}:fence', 'the batch');
+    await fence.wait('q:{s0}:fence', 'the batch', fence.mark());
     expect(await r.get('k')).toBe('after');
   });
 
   it('shares one WAIT between the calls made while another is in flight (group commit)', async () => {
     const m = connect(master.url);
-    const fence = createReplicaFence(connect(master.url), 1, 1_000);
+    const fence = createReplicaFence(connect(master.url), 1, 1_000, [m]);
     await m.config('RESETSTAT');
     // Fifty writes, then fifty calls in one tick: the first sends its fence at once; the 49 made while it is in flight
     // share the next one. (Calls that each follow their own write's reply come when the replies do: under load those
     // arrive over more than one WAIT, and a third WAIT is then right, so the count would depend on the machine.)
     await Promise.all(Array.from({ length: 50 }, (_, i) => m.set(`g${i}`, String(i))));
-    await Promise.all(Array.from({ length: 50 }, (_, i) => fence(`q:{s${i % 3}}:fence`, `batch ${i}`)));
+    const mark = fence.mark();
+    await Promise.all(Array.from({ length: 50 }, (_, i) => fence.wait(`q:{s${i % 3}}:fence`, `batch ${i}`, mark)));
     expect(await waits(m)).toBe(2);
     const r = connect(replica.url);
     expect(await r.mget(...Array.from({ length: 50 }, (_, i) => `g${i}`))).toEqual(Array.from({ length: 50 }, (_, i) => String(i)));
     // Calls one after another each send their own.
-    for (let i = 0; i < 3; i++) await fence('q:{s0}:fence', 'one batch');
+    for (let i = 0; i < 3; i++) await fence.wait('q:{s0}:fence', 'one batch', mark);
     expect(await waits(m)).toBe(5);
   });
 
   it('refuses with ReplicasBehindError, naming the cause, when the wait itself fails', async () => {
     const gone = connect(master.url);
     gone.disconnect();
-    const fence = createReplicaFence(gone, 1, 100);
-    const err = await fence('q:{s0}:fence', 'the outbox').catch((e: unknown) => e);
+    const fence = createReplicaFence(gone, 1, 100, []);
+    const err = await fence.wait('q:{s0}:fence', 'the outbox', fence.mark()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ReplicasBehindError);
     expect((err as Error).message).toMatch(/^the wait for Redis replicas to acknowledge the outbox failed: /);
+  });
+
+  it('fails when a connection it covers closed between the mark and the wait, and passes on a mark taken after', async () => {
+    const m = reconnecting(master.url);
+    const fence = createReplicaFence(connect(master.url), 1, 1_000, [m]);
+    const mark = fence.mark();
+    await m.set('k', 'read or written before a cut');
+    // The server cuts the data connection (as a failover behind one address does); ioredis reconnects.
+    const closed = new Promise((resolve) => m.once('close', resolve));
+    await connect(master.url).client('KILL', 'ID', String(await m.client('ID')));
+    await closed;
+    await expect(fence.wait('q:{s0}:fence', 'the batch', mark)).rejects.toThrowError(closedBetween('the batch'));
+    await m.ping();
+    await fence.wait('q:{s0}:fence', 'the batch', fence.mark());
+  });
+
+  it('fails a fence that its own connection sent again after a reconnect, though the server then answered it', async () => {
+    const fenceRedis = reconnecting(master.url);
+    await fenceRedis.client('SETNAME', 'fence-under-test');
+    const fence = createReplicaFence(fenceRedis, 1, 5_000, []);
+    const mark = fence.mark();
+    // The master holds every write (CLIENT PAUSE WRITE): the fence's SET, and the WAIT behind it, go unanswered. The
+    // server cuts the connection; ioredis sends the whole pipeline again once it has reconnected, and the server,
+    // unpaused, answers it: 1 replica, which says nothing of what the first send was to cover had the connection
+    // reconnected to another server (a promoted replica).
+    await m0().client('PAUSE', 10_000, 'WRITE');
+    let outcome: Promise<string>;
+    try {
+      outcome = fence.wait('q:{s0}:fence', 'the batch', mark).then(
+        () => 'passed',
+        (err: Error) => err.message,
+      );
+      await waitFor(async () => /name=fence-under-test .*cmd=set/.test(String(await m0().client('LIST'))), {
+        message: 'the fence held by the pause',
+      });
+      const closed = new Promise((resolve) => fenceRedis.once('close', resolve));
+      await m0().client('KILL', 'ID', String(await idOf('fence-under-test')));
+      await closed;
+    } finally {
+      await m0().client('UNPAUSE');
+    }
+    // Not 'the wait … failed: Command aborted due to connection close': the fence was sent again and answered.
+    expect(await outcome).toBe(closedBetween('the batch').message);
   });
 
   it('on a Redis Cluster, follows the fence key to the master a failover promoted', async () => {
@@ -98,9 +159,9 @@ describe('createReplicaFence', () => {
     conn.on('error', () => {});
     try {
       for (const n of cluster.nodes.slice(3)) await replicaInSync(n.url);
-      const fence = createReplicaFence(conn, 1, 2_000);
+      const fence = createReplicaFence(conn, 1, 2_000, []);
       const key = 'q:{STORE1}:fence';
-      await fence(key, 'a write before the failover');
+      await fence.wait(key, 'a write before the failover', fence.mark());
       const old = await cluster.masterOf(key);
       // Its replica takes over (CLUSTER FAILOVER: the old master becomes the new one's replica, nothing lost).
       const roles = await Promise.all(cluster.nodes.map(async (n) => ({ n, role: (await connect(n.url).role()) as unknown[] })));
@@ -108,8 +169,21 @@ describe('createReplicaFence', () => {
       await connect(heir.url).cluster('FAILOVER');
       await waitFor(async () => (await cluster.masterOf(key)) === heir, { timeoutMs: 30_000, message: 'the replica promoted' });
       await replicaInSync(old.url);
-      // The connection's slots still name the old master, now a replica: its MOVED is followed, not fatal.
-      await fence(key, 'a write after the failover');
+      // The connection's slots still name the old master, now a replica: its MOVED is followed, not fatal (a first
+      // wait may fail all the same: ioredis replaces its connection to a node whose role changed).
+      const passes = (what: string) =>
+        fence.wait(key, what, fence.mark()).then(
+          () => true,
+          () => false,
+        );
+      await waitFor(() => passes('a write after the failover'), { timeoutMs: 10_000, message: 'a fence after the failover' });
+      // A node's connection closes (here: the server cuts it): a wait on a mark taken before fails.
+      const mark = fence.mark();
+      const closed = new Promise((resolve) => (conn as Cluster).nodes('master').forEach((n) => n.once('close', resolve)));
+      await connect(heir.url).client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+      await closed;
+      await expect(fence.wait(key, 'a write before the cut', mark)).rejects.toThrowError(closedBetween('a write before the cut'));
+      await waitFor(() => passes('a write after the cut'), { timeoutMs: 10_000, message: 'a fence after the cut' });
     } finally {
       conn.disconnect();
       await cluster.stop();

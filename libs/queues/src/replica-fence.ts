@@ -1,18 +1,23 @@
 import { TallyError } from '@tally/key-layout';
 import type { Cluster, Redis } from 'ioredis';
-import type { RedisConnection } from './connection';
+import { closeCount, type RedisConnection } from './connection';
 
 /** Fewer Redis replicas than REDIS_WAIT_REPLICAS acknowledged a write in time: Redis's master holds it, a failover could lose it. */
 export class ReplicasBehindError extends TallyError {
   readonly code = 'TALLY_ERR_REDIS_REPLICAS_BEHIND';
 }
 
-/**
- * Resolves once `replicas` Redis replicas hold every write Redis had made before the call (on the master of `key`,
- * on a cluster), or throws ReplicasBehindError naming `what` when fewer acknowledged within the timeout or the wait
- * itself failed (Redis unreachable).
- */
-export type ReplicaFence = (key: string, what: string) => Promise<void>;
+/** A wait for Redis replicas to hold what a caller read or wrote (createReplicaFence). */
+export interface ReplicaFence {
+  /** A reading to take before the first Redis read or write that a wait is to cover. */
+  mark(): number;
+  /**
+   * Resolves once `replicas` Redis replicas hold every write Redis had made before the call (on the master of `key`,
+   * on a cluster), or throws ReplicasBehindError naming `what` when fewer acknowledged within the timeout, the wait
+   * itself failed (Redis unreachable), or a connection closed since `mark` was read.
+   */
+  wait(key: string, what: string, mark: number): Promise<void>;
+}
 
 /** How long a fence key lives after the last fence that wrote it. */
 const FENCE_TTL_MS = 60_000;
@@ -34,9 +39,23 @@ interface Pending {
  * and every call waiting for it shares it, so one WAIT at a time covers any number of writers. The group is the fence
  * key on a Redis Cluster (its master), and the whole server otherwise (any key of it fences every write).
  *
+ * A wait covers what the caller did on `covers` (its connections for data) only while they and `redis` talk to the
+ * server they talked to at its mark. When one of them closes, what it had in flight is sent again after it
+ * reconnects, and the next commands go to the server it reconnects to: after a failover, the promoted replica. A
+ * fence answered there says nothing of what the dead master alone took (a flush read that outbox, a batch went
+ * there). So a wait fails when any of these connections closed since the caller's mark: the caller then waits and
+ * retries, or answers 503, as when the replicas lag.
+ *
  * `redis` is a connection of its own: WAIT blocks its connection until it returns.
  */
-export function createReplicaFence(redis: RedisConnection, replicas: number, timeoutMs: number): ReplicaFence {
+export function createReplicaFence(
+  redis: RedisConnection,
+  replicas: number,
+  timeoutMs: number,
+  covers: readonly RedisConnection[],
+): ReplicaFence {
+  const counts = [redis, ...covers].map(closeCount);
+  const mark = () => counts.reduce((sum, count) => sum + count(), 0);
   const groups = new Map<string, { inFlight: boolean; next?: Pending }>();
 
   /** The replicas that acknowledged one fence of `key`. */
@@ -70,7 +89,12 @@ export function createReplicaFence(redis: RedisConnection, replicas: number, tim
       });
   };
 
-  return async (key, what) => {
+  const closedSince = (what: string) =>
+    new ReplicasBehindError(
+      `a Redis connection closed between ${what} and the wait for replicas: a failover may have moved it to another server`,
+    );
+  const wait = async (key: string, what: string, since: number) => {
+    if (mark() !== since) throw closedSince(what);
     const id = redis.isCluster ? key : '';
     let group = groups.get(id);
     if (!group) groups.set(id, (group = { inFlight: false }));
@@ -88,7 +112,10 @@ export function createReplicaFence(redis: RedisConnection, replicas: number, tim
     if (!(acked >= replicas)) {
       throw new ReplicasBehindError(`${acked} of ${replicas} Redis replicas acknowledged ${what} within ${timeoutMs} ms`);
     }
+    // After the answer too: a fence sent again after a reconnect is answered by the server it reconnected to.
+    if (mark() !== since) throw closedSince(what);
   };
+  return { mark, wait };
 }
 
 /**

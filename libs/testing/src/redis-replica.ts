@@ -19,6 +19,13 @@ export async function startRedisWithReplica(opts: StartRedisOptions = {}): Promi
   try {
     replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
     await replicaInSync(replica.url);
+    // The replica has loaded the master's data; the master counts it for WAIT once it reads the replica's first ACK.
+    const m = testRedis(master.url);
+    try {
+      await waitFor(async () => /^slave0:.*state=online/m.test(await m.info('replication')), { message: 'the replica online' });
+    } finally {
+      m.disconnect();
+    }
   } catch (err) {
     await replica?.stop();
     await master.stop();
