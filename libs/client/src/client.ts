@@ -25,8 +25,8 @@ import type { Queue } from 'bullmq';
 
 export interface TallyClientOptions {
   /**
-   * `redis://…` or a Redis target (`{ REDIS_URL, REDIS_CLUSTER_NODES }` for a Redis Cluster, `REDIS_SENTINELS` and
-   * `REDIS_SENTINEL_MASTER` for Redis Sentinel): the client opens
+   * `redis://…` or a Redis target (`{ REDIS_URL, REDIS_CLUSTER_NODES }` for a Redis Cluster, `REDIS_SENTINELS`,
+   * `REDIS_SENTINEL_MASTER` and `REDIS_SENTINEL_PASSWORD` for Redis Sentinel): the client opens
    * and closes its own fail-fast producer connection. Or an ioredis instance made with createProducerConnection
    * (the caller keeps it and quits it).
    */

@@ -36,6 +36,13 @@ export const sharedEnvShape = {
     .regex(/^[A-Za-z0-9_.-]{1,128}$/, 'a Sentinel master name: 1-128 of A-Z a-z 0-9 _ . -')
     .default('mymaster')
     .describe('The master name the Sentinels monitor (`sentinel monitor <name> …`), with REDIS_SENTINELS.'),
+  REDIS_SENTINEL_PASSWORD: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'The Sentinels’ own password (`requirepass` in sentinel.conf), with REDIS_SENTINELS; unset = none. The master’s is REDIS_URL’s, and a `rediss://` REDIS_URL means TLS to the Sentinels too.',
+    ),
   QUEUE_SHARDS: int(1, 256)
     .default(1)
     .describe(
@@ -184,6 +191,7 @@ export const toolEnvSchemas = {
       REDIS_CLUSTER_NODES: true,
       REDIS_SENTINELS: true,
       REDIS_SENTINEL_MASTER: true,
+      REDIS_SENTINEL_PASSWORD: true,
       KEY_PREFIX: true,
       QUEUE_SHARDS: true,
     })

@@ -10,6 +10,8 @@ export interface RedisTarget {
   REDIS_SENTINELS?: ReadonlyArray<{ host: string; port: number }> | undefined;
   /** Default `mymaster`. */
   REDIS_SENTINEL_MASTER?: string | undefined;
+  /** The Sentinels' own password (`requirepass` in sentinel.conf), when they have one. */
+  REDIS_SENTINEL_PASSWORD?: string | undefined;
 }
 
 /** A connection to either: ioredis' Redis or Cluster client (both run the same commands, scripts and BullMQ). */
@@ -41,6 +43,9 @@ export function createRedisConnection(
       ...options,
       sentinels: [...sentinels],
       name: target.REDIS_SENTINEL_MASTER ?? 'mymaster',
+      ...(target.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: target.REDIS_SENTINEL_PASSWORD } : {}),
+      // rediss://: TLS to the Sentinels and to the master they name (ioredis applies `tls` to neither by itself).
+      ...(auth.tls ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
       // A connection to a master that a failover demoted answers READONLY: ask the Sentinels again and resend (the
       // command was refused, not applied). ioredis' failoverDetector, which reconnects on the Sentinels' announcement,
       // left producer connections reconnecting forever in at least 2 of 5 failover runs here, so it is not used.

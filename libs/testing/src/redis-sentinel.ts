@@ -18,6 +18,8 @@ export interface StartSentinelOptions {
   downAfterMs?: number;
   /** Sentinels that must agree the master is down (one Sentinel: 1). Default 1. */
   quorum?: number;
+  /** The Sentinel's own password (`requirepass`); default none. */
+  password?: string;
 }
 
 export interface SentinelHandle {
@@ -48,6 +50,7 @@ export async function startSentinel(opts: StartSentinelOptions): Promise<Sentine
       `sentinel down-after-milliseconds ${name} ${opts.downAfterMs ?? 1_000}`,
       `sentinel failover-timeout ${name} 10000`,
       `sentinel parallel-syncs ${name} 1`,
+      ...(opts.password === undefined ? [] : [`requirepass ${opts.password}`]),
       '',
     ].join('\n'),
   );
@@ -59,7 +62,7 @@ export async function startSentinel(opts: StartSentinelOptions): Promise<Sentine
   try {
     proc = await startProcess('redis-server', [conf, '--sentinel'], { name: `redis-sentinel :${port}` });
     const deadline = Date.now() + 20_000;
-    while (!(await redisAnswers(port, proc.pid))) {
+    while (!(await redisAnswers(port, proc.pid, opts.password))) {
       if (proc.exit || Date.now() > deadline)
         throw new ServiceStartError(`redis-sentinel on port ${port} did not answer PING; output:\n${proc.output()}`);
       await sleep(20);
@@ -73,7 +76,7 @@ export async function startSentinel(opts: StartSentinelOptions): Promise<Sentine
   return {
     port,
     async master() {
-      const c = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0, retryStrategy: () => null });
+      const c = new Redis({ port, host: '127.0.0.1', password: opts.password, maxRetriesPerRequest: 0, retryStrategy: () => null });
       c.on('error', () => {});
       try {
         const [host, masterPort] = (await c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name)) as [string, string];

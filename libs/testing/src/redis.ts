@@ -211,11 +211,11 @@ function cleanup(dir: string): void {
 }
 
 /**
- * `INFO server` then `PING` over a raw socket. Ready when PING gives +PONG (not -LOADING while it reads the AOF)
+ * `INFO server` then `PING` over a raw socket (after `AUTH password`, given one). Ready when PING gives +PONG (not -LOADING while it reads the AOF)
  * and, given a `pid`, the server that answers is that process (another server may hold the port when our bind
  * failed).
  */
-export function redisAnswers(port: number, pid?: number): Promise<boolean> {
+export function redisAnswers(port: number, pid?: number, password?: string): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ port, host: '127.0.0.1' });
     let buf = '';
@@ -225,9 +225,15 @@ export function redisAnswers(port: number, pid?: number): Promise<boolean> {
     };
     socket.setTimeout(1_000, () => done(false));
     socket.once('error', () => done(false));
-    socket.once('connect', () => socket.write('INFO server\r\nPING\r\n'));
+    socket.once('connect', () => socket.write(`${password === undefined ? '' : `AUTH ${password}\r\n`}INFO server\r\nPING\r\n`));
     socket.on('data', (chunk) => {
       buf += chunk.toString('latin1');
+      if (password !== undefined) {
+        if (buf.length < 5) return;
+        if (!buf.startsWith('+OK\r\n')) return done(false);
+        buf = buf.slice(5);
+        password = undefined;
+      }
       // Reply 1: a bulk string `$<len>\r\n<info>\r\n` (or an error line). Reply 2: `+PONG\r\n` or `-LOADING ...`.
       if (buf.startsWith('-')) return done(false);
       const header = /^\$(\d+)\r\n/.exec(buf);

@@ -8,9 +8,13 @@ import { REPO_ROOT as repoRoot } from '@tally/testing';
 import { appEnvTable, README, stackEnvTable, withEnvSection } from './env-tables';
 
 /** The variables of RedisTarget, read by the connection helpers an app hands its whole `config`. */
-const REDIS_TARGET_VARIABLES = ['REDIS_URL', 'REDIS_CLUSTER_NODES', 'REDIS_SENTINELS', 'REDIS_SENTINEL_MASTER'] satisfies Array<
-  keyof RedisTarget
->;
+const REDIS_TARGET_VARIABLES = [
+  'REDIS_URL',
+  'REDIS_CLUSTER_NODES',
+  'REDIS_SENTINELS',
+  'REDIS_SENTINEL_MASTER',
+  'REDIS_SENTINEL_PASSWORD',
+] satisfies Array<keyof RedisTarget>;
 /** The variables of DynamoTarget, read by `connectDynamo(config)`. */
 const DYNAMO_TARGET_VARIABLES = ['DYNAMODB_ENDPOINT', 'AWS_REGION'] satisfies Array<keyof DynamoTarget>;
 /** The worker apps' common start, `startWorkerApp(name, config)`: its own `config.NAME` reads count as the app's. */
