@@ -76,29 +76,46 @@ export interface QueryCheck {
   mismatches: string[];
 }
 
-/** A getter of query API answers with the store's read key, parsed with their contract; retried while the API answers
- * 429/5xx or nothing; undefined (and a line in `out.mismatches`) when no answer came or it is outside the contract. */
+/**
+ * A getter of query API answers with the store's read key, parsed with their contract; retried while the API answers
+ * 429/5xx or nothing or cuts the body short; undefined (and a line in `out.mismatches`, with the error or the body)
+ * when no answer came, it is not JSON, or it is outside the contract.
+ */
 function queryApi(fleet: Fleet, url: string, out: QueryCheck) {
   return async <T>(store: string, path: string, schema: z.ZodType<T>): Promise<T | undefined> => {
     for (let attempt = 0; ; attempt++) {
       let res: Response | undefined;
+      let body = '';
+      let cut = false;
       try {
         res = await fetch(`${url}${path}`, {
           headers: { authorization: `Bearer ${fleet.keys[store]!.read}` },
           signal: AbortSignal.timeout(15_000),
         });
-        if (res.ok) {
-          const parsed = schema.safeParse(await res.json());
-          if (parsed.success) return parsed.data;
-          const issue = parsed.error.issues[0]!;
-          out.mismatches.push(`GET ${path} (${store}) answered outside the contract: ${issue.path.join('.')}: ${issue.message}`);
+        body = await res.text();
+      } catch (err) {
+        // not up, reset, timed out, the body cut short: retry
+        body = `(${(err as Error).message})`;
+        cut = true;
+      }
+      if (res?.ok && !cut) {
+        let json: unknown;
+        try {
+          json = JSON.parse(body);
+        } catch (err) {
+          out.mismatches.push(
+            `GET ${path} (${store}) answered ${res.status} with no JSON (${(err as Error).message}): ${body.slice(0, 200)}`,
+          );
           return undefined;
         }
-      } catch {
-        // not up, reset, timed out: retry
+        const parsed = schema.safeParse(json);
+        if (parsed.success) return parsed.data;
+        const issue = parsed.error.issues[0]!;
+        out.mismatches.push(`GET ${path} (${store}) answered outside the contract: ${issue.path.join('.')}: ${issue.message}`);
+        return undefined;
       }
-      if (attempt >= 30 || (res && res.status !== 503 && res.status !== 429 && res.status < 500)) {
-        out.mismatches.push(`GET ${path} (${store}) answered ${res ? `${res.status} ${await res.text().catch(() => '')}` : 'nothing'}`);
+      if (attempt >= 30 || (res && !res.ok && res.status !== 503 && res.status !== 429 && res.status < 500)) {
+        out.mismatches.push(`GET ${path} (${store}) answered ${res ? res.status : 'nothing'} ${body}`);
         return undefined;
       }
       await sleep(500);
