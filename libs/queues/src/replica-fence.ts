@@ -2,7 +2,10 @@ import { TallyError } from '@tally/key-layout';
 import type { Cluster, Redis } from 'ioredis';
 import { closeCount, type RedisConnection } from './connection';
 
-/** Fewer Redis replicas than REDIS_WAIT_REPLICAS acknowledged a write in time: Redis's master holds it, a failover could lose it. */
+/**
+ * Fewer Redis replicas than REDIS_WAIT_REPLICAS acknowledged a write in time, or a connection closed meanwhile: Redis
+ * may hold the write, but a failover could lose it.
+ */
 export class ReplicasBehindError extends TallyError {
   readonly code = 'TALLY_ERR_REDIS_REPLICAS_BEHIND';
 }
