@@ -56,7 +56,9 @@ describe('createReplicaFence', () => {
   it('resolves once the replica holds what was written before it, and refuses in time when it does not', async () => {
     const m = connect(master.url);
     const r = connect(replica.url);
-    const fence = createReplicaFence(connect(master.url), 1, 200, [m]);
+    // Waits that pass get time enough on a loaded machine; the one that must time out, 200 ms.
+    const fence = createReplicaFence(connect(master.url), 1, 10_000, [m]);
+    const short = createReplicaFence(connect(master.url), 1, 200, [m]);
     await m.set('k', 'before');
     await fence.wait('q:{s0}:fence', 'the batch', fence.mark());
     expect(await r.get('k')).toBe('before');
@@ -67,7 +69,7 @@ describe('createReplicaFence', () => {
     try {
       await m.set('k', 'after');
       const started = performance.now();
-      await expect(fence.wait('q:{s0}:fence', 'the batch', fence.mark())).rejects.toThrowError(
+      await expect(short.wait('q:{s0}:fence', 'the batch', short.mark())).rejects.toThrowError(
         new ReplicasBehindError('0 of 1 Redis replicas acknowledged the batch within 200 ms'),
       );
       expect(performance.now() - started).toBeGreaterThanOrEqual(190);
