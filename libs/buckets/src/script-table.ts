@@ -1,6 +1,6 @@
-import calculateSlot from 'cluster-key-slot';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import { createHash } from 'node:crypto';
+import { keySlot } from '@tally/key-layout';
 
 /**
  * A Lua script with its KEYS and ARGV named. The Lua body reads them as `K.<name>` and `A.<name>`; a script
@@ -100,7 +100,7 @@ export async function runScripts<K extends string, A extends string, R>(
   const cluster = redis.isCluster ? (redis as Cluster) : undefined;
   calls.forEach((_, i) => {
     const first = lines[i]!.keys[0];
-    const group = cluster && first !== undefined ? (cluster.slots[calculateSlot(first)]?.join(',') ?? '') : '';
+    const group = cluster && first !== undefined ? (cluster.slots[keySlot(first)]?.join(',') ?? '') : '';
     const list = groups.get(group);
     if (list) list.push(i);
     else groups.set(group, [i]);

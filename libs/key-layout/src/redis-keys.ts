@@ -39,6 +39,10 @@
  *   <p>:{<p>:wW}:od          zset store -> time of its oldest count folded but not written
  *   <p>:{<p>:wW}:ou          zset store -> seq of its oldest bucket not folded
  */
+import calculateSlot from 'cluster-key-slot';
+
+/** The Redis Cluster hash slot (0-16383) of a key, by its hash tag: ioredis' own function. */
+export const keySlot = (key: string): number => calculateSlot(key);
 export const REDIS_SUFFIX = {
   epoch: 'epoch',
   bucket: 'b:',

@@ -1,7 +1,7 @@
 import { startRedis, startSentinel, type RedisHandle, type SentinelHandle } from '@tally/testing';
 import type { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { closeConnection, createRedisConnection } from './connection';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { closeConnection, createRedisConnection, serverOf } from './connection';
 
 // Redis Sentinel targets: the Sentinels' password, and TLS that a rediss:// REDIS_URL asks for.
 
@@ -47,5 +47,34 @@ describe('createRedisConnection with REDIS_SENTINELS', () => {
     const plain = createRedisConnection(target(), { lazyConnect: true }) as Redis;
     expect(plain.options.enableTLSForSentinelMode).toBe(false);
     expect(plain.options.sentinelTLS).toBeUndefined();
+  });
+});
+
+describe('serverOf', () => {
+  it("names a connection's server by its run_id, asked once per life of the connection, and again after it reconnects", async () => {
+    const other = await startRedis();
+    const open = (url: string) => createRedisConnection({ REDIS_URL: url }) as Redis;
+    const [a, b, c] = [open(master.url), open(master.url), open(other.url)];
+    a.on('error', () => {});
+    try {
+      const info = vi.spyOn(a, 'info');
+      // INFO server calls (ioredis' own ready check asks INFO without a section).
+      const asked = () => info.mock.calls.filter((call) => (call as unknown[])[0] === 'server').length;
+      const [ida, idb, idc] = await Promise.all([a, b, c].map((r) => serverOf(r, 'k')));
+      expect(ida).toMatch(/^[0-9a-f]{40}$/);
+      expect(idb).toBe(ida);
+      expect(idc).not.toBe(ida);
+      expect(await serverOf(a, 'k')).toBe(ida);
+      expect(asked()).toBe(1);
+      // The server cuts `a`; ioredis reconnects, and the next call asks again.
+      const closed = new Promise((resolve) => a.once('close', resolve));
+      await b.client('KILL', 'ID', String(await a.client('ID')));
+      await closed;
+      expect(await serverOf(a, 'k')).toBe(ida);
+      expect(asked()).toBe(2);
+    } finally {
+      for (const r of [a, b, c]) r.disconnect();
+      await other.stop();
+    }
   });
 });

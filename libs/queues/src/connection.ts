@@ -1,4 +1,5 @@
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { keySlot } from '@tally/key-layout';
+import { Cluster, Redis, ReplyError, type ClusterOptions, type RedisOptions } from 'ioredis';
 
 /**
  * The Redis an installation uses: one server (REDIS_URL), a Redis Cluster (REDIS_CLUSTER_NODES), or the master that
@@ -91,6 +92,35 @@ export function closeCount(connection: RedisConnection): () => number {
   }
   const c = count;
   return () => c.closes;
+}
+
+const runIds = new WeakMap<Redis, { closes: number; id: Promise<string | undefined> }>();
+
+/**
+ * The Redis server `connection` sends `key` to now: on a cluster, the master its slot map names for the key's slot;
+ * otherwise the server's run_id (`INFO server`), read once per life of the connection (until it next closes).
+ * Undefined when that is not known: a cluster whose slots are not loaded, or a server that refuses INFO.
+ */
+export async function serverOf(connection: RedisConnection, key: string): Promise<string | undefined> {
+  if (connection.isCluster) return (connection as Cluster).slots[keySlot(key)]?.[0];
+  const redis = connection as Redis;
+  const closes = closeCount(redis)();
+  let known = runIds.get(redis);
+  if (known?.closes !== closes) {
+    const entry = {
+      closes,
+      id: redis.info('server').then(
+        (info) => /^run_id:(\w+)/m.exec(info)?.[1],
+        (err: unknown) => {
+          // Refused (INFO renamed or denied): unknown for this life. Not answered: asked again at the next call.
+          if (!(err instanceof ReplyError) && runIds.get(redis) === entry) runIds.delete(redis);
+          return undefined;
+        },
+      ),
+    };
+    runIds.set(redis, (known = entry));
+  }
+  return known.id;
 }
 
 /**

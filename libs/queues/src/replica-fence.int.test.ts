@@ -1,5 +1,7 @@
+import { keySlot } from '@tally/key-layout';
 import {
   replicaInSync,
+  startRedis,
   startRedisCluster,
   startRedisWithReplica,
   testRedis,
@@ -35,6 +37,8 @@ afterAll(async () => {
   await pair?.stop();
 });
 
+/** The refusal of a wait whose connections talk to different servers. */
+const otherServers = (what: string) => new RegExp(`^${what} and the wait for replicas went to different Redis servers \\(`);
 const closedBetween = (what: string) =>
   new ReplicasBehindError(
     `a Redis connection closed between ${what} and the wait for replicas: a failover may have moved it to another server`,
@@ -123,6 +127,24 @@ describe('createReplicaFence', () => {
     await fence.wait('q:{s0}:fence', 'the batch', fence.mark());
   });
 
+  it('fails when a connection it covers talks to another server than its own, though none closed', async () => {
+    // An old master cut off from the Sentinels but still up keeps the data connection, while the fence's connection
+    // dropped and reconnected to the promoted replica (here: another server, with a replica, from the start).
+    const old = await startRedis();
+    try {
+      const data = connect(old.url);
+      const fence = createReplicaFence(connect(master.url), 1, 10_000, [data]);
+      const mark = fence.mark();
+      await data.set('k', 'written where no replica of the fence server sees it');
+      await expect(fence.wait('q:{s0}:fence', 'the batch', mark)).rejects.toThrowError(otherServers('the batch'));
+      // On one server, the same fence passes.
+      const same = createReplicaFence(connect(master.url), 1, 10_000, [connect(master.url)]);
+      await same.wait('q:{s0}:fence', 'the batch', same.mark());
+    } finally {
+      await old.stop();
+    }
+  });
+
   it('fails a fence that its own connection sent again after a reconnect, though the server then answered it', async () => {
     const fenceRedis = reconnecting(master.url);
     await fenceRedis.client('SETNAME', 'fence-under-test');
@@ -159,11 +181,18 @@ describe('createReplicaFence', () => {
       { maxRetriesPerRequest: null },
     );
     conn.on('error', () => {});
+    // A data connection of its own, which sends nothing between the failover and the wait below.
+    const data = createRedisConnection(
+      { REDIS_URL: 'redis://127.0.0.1', REDIS_CLUSTER_NODES: cluster.seeds },
+      { maxRetriesPerRequest: null },
+    );
+    data.on('error', () => {});
     try {
       for (const n of cluster.nodes.slice(3)) await replicaInSync(n.url);
       const fence = createReplicaFence(conn, 1, 2_000, []);
       const key = 'q:{STORE1}:fence';
       await fence.wait(key, 'a write before the failover', fence.mark());
+      await data.set('q:{STORE1}:data', 'written before the failover');
       const old = await cluster.masterOf(key);
       // Its replica takes over (CLUSTER FAILOVER: the old master becomes the new one's replica, nothing lost).
       const roles = await Promise.all(cluster.nodes.map(async (n) => ({ n, role: (await connect(n.url).role()) as unknown[] })));
@@ -179,6 +208,23 @@ describe('createReplicaFence', () => {
           () => false,
         );
       await waitFor(() => passes('a write after the failover'), { timeoutMs: 10_000, message: 'a fence after the failover' });
+      // The data connection's slots still name the old master: a wait covering it fails, though none of its
+      // connections closed, until a command of its own follows the MOVED to the new one.
+      const covering = createReplicaFence(conn, 1, 2_000, [data]);
+      expect((data as Cluster).slots[keySlot(key)]?.[0]).toBe(`127.0.0.1:${old.port}`);
+      await expect(covering.wait(key, 'a write on the old master', covering.mark())).rejects.toThrowError(
+        otherServers('a write on the old master'),
+      );
+      // (Following it, ioredis may replace a node's connection: a wait then fails on the close, and the next passes.)
+      const writeAndWait = async () => {
+        const mark = covering.mark();
+        await data.set('q:{STORE1}:data', 'written after the failover');
+        return covering.wait(key, 'a write on the new master', mark).then(
+          () => true,
+          () => false,
+        );
+      };
+      await waitFor(writeAndWait, { timeoutMs: 10_000, message: 'a wait covering the data connection, on the new master' });
       // A node's connection closes (here: the server cuts it): a wait on a mark taken before fails.
       const mark = fence.mark();
       const closed = new Promise((resolve) => (conn as Cluster).nodes('master').forEach((n) => n.once('close', resolve)));
@@ -188,6 +234,7 @@ describe('createReplicaFence', () => {
       await waitFor(() => passes('a write after the cut'), { timeoutMs: 10_000, message: 'a fence after the cut' });
     } finally {
       conn.disconnect();
+      data.disconnect();
       await cluster.stop();
     }
   }, 120_000);

@@ -1,6 +1,6 @@
 import { TallyError } from '@tally/key-layout';
 import type { Cluster, Redis } from 'ioredis';
-import { closeCount, type RedisConnection } from './connection';
+import { closeCount, serverOf, type RedisConnection } from './connection';
 
 /**
  * Fewer Redis replicas than REDIS_WAIT_REPLICAS acknowledged a write in time, or a connection closed meanwhile: Redis
@@ -47,7 +47,10 @@ interface Pending {
  * reconnects, and the next commands go to the server it reconnects to: after a failover, the promoted replica. A
  * fence answered there says nothing of what the dead master alone took (a flush read that outbox, a batch went
  * there). So a wait fails when any of these connections closed since the caller's mark: the caller then waits and
- * retries, or answers 503, as when the replicas lag.
+ * retries, or answers 503, as when the replicas lag. It fails too when they talk to different servers, though none
+ * closed: a data connection left on an old master that is cut off from the Sentinels but still up, while the fence's
+ * connection dropped and reconnected to the promoted replica (serverOf: the run_id, or on a cluster the master each
+ * connection's slot map names for the key).
  *
  * `redis` is a connection of its own: WAIT blocks its connection until it returns.
  */
@@ -98,6 +101,8 @@ export function createReplicaFence(
     );
   const wait = async (key: string, what: string, since: number) => {
     if (mark() !== since) throw closedSince(what);
+    // Which server each connection talks to, asked now (once per connection's life): ahead of this call's fence.
+    for (const c of [redis, ...covers]) void serverOf(c, key);
     const id = redis.isCluster ? key : '';
     let group = groups.get(id);
     if (!group) groups.set(id, (group = { inFlight: false }));
@@ -114,6 +119,12 @@ export function createReplicaFence(
     });
     if (!(acked >= replicas)) {
       throw new ReplicasBehindError(`${acked} of ${replicas} Redis replicas acknowledged ${what} within ${timeoutMs} ms`);
+    }
+    const servers = new Set((await Promise.all([redis, ...covers].map((c) => serverOf(c, key)))).filter((s) => s !== undefined));
+    if (servers.size > 1) {
+      throw new ReplicasBehindError(
+        `${what} and the wait for replicas went to different Redis servers (${[...servers].join(', ')}): a failover may have left a connection on the old master`,
+      );
     }
     // After the answer too: a fence sent again after a reconnect is answered by the server it reconnected to.
     if (mark() !== since) throw closedSince(what);
