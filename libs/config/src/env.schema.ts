@@ -20,7 +20,11 @@ const optionalPath = (meaning: string) => z.string().min(1).optional().describe(
 
 /** Variables most apps read; each app's schema picks the ones it reads. */
 export const sharedEnvShape = {
-  REDIS_URL: redisUrl.default('redis://127.0.0.1:6379').describe('Redis holding the queues, buckets and outbox (AOF on, `noeviction`).'),
+  REDIS_URL: redisUrl
+    .default('redis://127.0.0.1:6379')
+    .describe(
+      'Redis holding the queues, buckets and outbox (AOF on, `noeviction`); `rediss://` for TLS (a private CA: Node’s NODE_EXTRA_CA_CERTS).',
+    ),
   REDIS_CLUSTER_NODES: clusterNodes
     .optional()
     .describe(

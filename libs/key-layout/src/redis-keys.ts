@@ -43,6 +43,7 @@ import calculateSlot from 'cluster-key-slot';
 
 /** The Redis Cluster hash slot (0-16383) of a key, by its hash tag: ioredis' own function. */
 export const keySlot = (key: string): number => calculateSlot(key);
+
 export const REDIS_SUFFIX = {
   epoch: 'epoch',
   bucket: 'b:',

@@ -1,4 +1,6 @@
-import { startRedis, startSentinel, type RedisHandle, type SentinelHandle } from '@tally/testing';
+import { freePort, redisTlsConfig, selfSignedTls, startRedis, startSentinel, type RedisHandle, type SentinelHandle } from '@tally/testing';
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { closeConnection, createRedisConnection, serverOf } from './connection';
@@ -41,9 +43,30 @@ describe('createRedisConnection with REDIS_SENTINELS', () => {
     }
   });
 
-  it('with a rediss:// REDIS_URL, uses TLS to the Sentinels and to the master', () => {
-    const conn = createRedisConnection({ ...target(), REDIS_URL: 'rediss://:pw@127.0.0.1' }, { lazyConnect: true }) as Redis;
-    expect(conn.options).toMatchObject({ password: 'pw', tls: {}, enableTLSForSentinelMode: true, sentinelTLS: {} });
+  it('with a rediss:// REDIS_URL, reaches a TLS master through a TLS Sentinel; with redis://, uses no TLS', async () => {
+    // Both servers take TLS on a port of their own (the plain one answers the launchers' PING); the Sentinel reaches
+    // the master by TLS too (tls-replication) and names its TLS port. A plain connection to either TLS port fails.
+    const tls = selfSignedTls();
+    const tlsPort = await freePort();
+    const args = redisTlsConfig(tls, tlsPort).flatMap((line) => line.split(' ').map((w, i) => (i === 0 ? `--${w}` : w)));
+    const tlsMaster = await startRedis({ args });
+    const tlsSentinel = await startSentinel({ masterPort: tlsPort, tls });
+    // The certificate is self-signed: the client trusts it as its CA (an app: NODE_EXTRA_CA_CERTS, or a public CA).
+    const conn = createRedisConnection(
+      { REDIS_URL: 'rediss://127.0.0.1', REDIS_SENTINELS: [{ host: '127.0.0.1', port: tlsSentinel.tlsPort! }] },
+      { tls: { ca: tls.cert } },
+    ) as Redis;
+    try {
+      await conn.set('k', 'over TLS');
+      expect(await conn.get('k')).toBe('over TLS');
+      const stream = (conn as unknown as { stream: Socket }).stream;
+      expect(stream).toBeInstanceOf(TLSSocket);
+      expect(stream.remotePort).toBe(tlsPort);
+    } finally {
+      conn.disconnect();
+      await tlsSentinel.stop();
+      await tlsMaster.stop();
+    }
     const plain = createRedisConnection(target(), { lazyConnect: true }) as Redis;
     expect(plain.options.enableTLSForSentinelMode).toBe(false);
     expect(plain.options.sentinelTLS).toBeUndefined();

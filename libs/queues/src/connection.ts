@@ -46,7 +46,8 @@ export function createRedisConnection(
       name: target.REDIS_SENTINEL_MASTER ?? 'mymaster',
       ...(target.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: target.REDIS_SENTINEL_PASSWORD } : {}),
       // rediss://: TLS to the Sentinels and to the master they name (ioredis applies `tls` to neither by itself).
-      ...(auth.tls ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
+      // The Sentinels take the master's TLS options (a CA given in `options.tls` serves both).
+      ...(auth.tls ? { enableTLSForSentinelMode: true, sentinelTLS: options.tls ?? auth.tls } : {}),
       // A connection to a master that a failover demoted answers READONLY: ask the Sentinels again and resend (the
       // command was refused, not applied). ioredis' failoverDetector, which reconnects on the Sentinels' announcement,
       // left producer connections reconnecting forever in at least 2 of 5 failover runs here, so it is not used.

@@ -8,6 +8,7 @@ export * from './redis-cluster';
 export * from './redis-replica';
 export * from './redis-sentinel';
 export * from './tcp-proxy';
+export * from './tls';
 export * from './table';
 export * from './wait';
 export * from './fleet';

@@ -7,6 +7,7 @@ import { freePort } from './ports';
 import { startProcess, type ProcessHandle } from './process';
 import { redisAnswers } from './redis';
 import { forgetDir, removeOnExit } from './reaper';
+import { redisTlsConfig, type TlsFiles } from './tls';
 import { sleep } from './wait';
 
 export interface StartSentinelOptions {
@@ -20,10 +21,14 @@ export interface StartSentinelOptions {
   quorum?: number;
   /** The Sentinel's own password (`requirepass`); default none. */
   password?: string;
+  /** TLS on a port of its own (`tlsPort`) with this certificate, and TLS to the master (then `masterPort` is its TLS port). */
+  tls?: TlsFiles;
 }
 
 export interface SentinelHandle {
   readonly port: number;
+  /** With `tls`: the port that takes TLS. */
+  readonly tlsPort?: number;
   /** host and port of the master the Sentinel names now. */
   master(): Promise<{ host: string; port: number }>;
   stop(): Promise<void>;
@@ -39,6 +44,7 @@ export async function startSentinel(opts: StartSentinelOptions): Promise<Sentine
   const dir = mkdtempSync(join(tmpdir(), 'tally-sentinel-'));
   removeOnExit(dir);
   const port = await freePort();
+  const tlsPort = opts.tls && (await freePort());
   const conf = join(dir, 'sentinel.conf');
   writeFileSync(
     conf,
@@ -51,6 +57,7 @@ export async function startSentinel(opts: StartSentinelOptions): Promise<Sentine
       `sentinel failover-timeout ${name} 10000`,
       `sentinel parallel-syncs ${name} 1`,
       ...(opts.password === undefined ? [] : [`requirepass ${opts.password}`]),
+      ...(opts.tls && tlsPort ? redisTlsConfig(opts.tls, tlsPort) : []),
       '',
     ].join('\n'),
   );
@@ -75,6 +82,7 @@ export async function startSentinel(opts: StartSentinelOptions): Promise<Sentine
   const p = proc;
   return {
     port,
+    ...(tlsPort ? { tlsPort } : {}),
     async master() {
       const c = new Redis({ port, host: '127.0.0.1', password: opts.password, maxRetriesPerRequest: 0, retryStrategy: () => null });
       c.on('error', () => {});
