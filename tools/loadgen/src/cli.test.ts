@@ -78,6 +78,27 @@ describe('npm run loadgen', () => {
         REDIS_CLUSTER_NODES: [{ host: '127.0.0.1', port: 42001 }],
       });
       expect(() => clientTarget(undefined, { ...env, QUEUE_SHARDS: 'many' }, root)).toThrow(/QUEUE_SHARDS/);
+      // A stack on Redis Sentinel: its Sentinels and master's name, with the environment's Sentinel password.
+      const sentinelDir = mkdtempSync(path.join(root, 'sentinel-'));
+      const sentinelLayout = { redisSentinels: '127.0.0.1:26379', redisSentinelMaster: 'shop-master' };
+      const onSentinels = { ...backends, redisClusterNodes: undefined, redisUrl: 'redis://127.0.0.1', ...sentinelLayout };
+      writeFileSync(
+        path.join(sentinelDir, 'stack.json'),
+        JSON.stringify({ stackPid: stack.pid, startedAt: '', children: {}, backends: onSentinels }),
+      );
+      const viaSentinels = clientTarget(undefined, { TALLY_DATA_DIR: sentinelDir, REDIS_SENTINEL_PASSWORD: 's3cret' }, root);
+      expect(viaSentinels.options.connection).toEqual({
+        REDIS_URL: 'redis://127.0.0.1',
+        REDIS_SENTINELS: [{ host: '127.0.0.1', port: 26379 }],
+        REDIS_SENTINEL_MASTER: 'shop-master',
+        REDIS_SENTINEL_PASSWORD: 's3cret',
+      });
+      expect(viaSentinels.said).toMatch(/^Redis Sentinel 127\.0\.0\.1:26379 \(the npm start stack, .*\), KEY_PREFIX shop, QUEUE_SHARDS 3$/);
+      // The environment's own Sentinels win over the stack.
+      expect(clientTarget(undefined, { ...env, REDIS_SENTINELS: '127.0.0.1:26380' }, root).options.connection).toMatchObject({
+        REDIS_SENTINELS: [{ host: '127.0.0.1', port: 26380 }],
+        REDIS_CLUSTER_NODES: undefined,
+      });
     } finally {
       stack.kill('SIGKILL');
     }

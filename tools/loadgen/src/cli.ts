@@ -73,24 +73,38 @@ export function loadTarget(what: 'collector' | 'redis', given: string | undefine
 }
 
 /**
- * How `--via client` reaches the installation's queues: REDIS_CLUSTER_NODES when set (without --redis-url), else the
- * Redis of loadTarget; with the KEY_PREFIX and QUEUE_SHARDS of the environment, else, on the running stack's Redis, the
- * cluster, prefix and queue shards it gave its apps; checked as the dlq tool checks them. `said` is what to print.
+ * How `--via client` reaches the installation's queues: REDIS_CLUSTER_NODES or REDIS_SENTINELS when set (without
+ * --redis-url), else the Redis of loadTarget; with the KEY_PREFIX and QUEUE_SHARDS of the environment, else, on the
+ * running stack's Redis, the cluster or Sentinels, prefix and queue shards it gave its apps; checked as the dlq tool
+ * checks them. `said` is what to print.
  */
 export function clientTarget(given: string | undefined, env: Record<string, string | undefined>, cwd?: string) {
-  const nodes = given ? undefined : env['REDIS_CLUSTER_NODES'];
-  const [url, from] = nodes ? [env['REDIS_URL'], 'REDIS_CLUSTER_NODES'] : loadTarget('redis', given, env, cwd);
-  const fromStack = !given && !nodes && !env['REDIS_URL'] ? stackLayout(runningStack(env, cwd)) : {};
-  const own = Object.fromEntries((['KEY_PREFIX', 'QUEUE_SHARDS'] as const).filter((n) => env[n]).map((n) => [n, env[n]]));
-  const c = loadConfig(toolEnvSchemas.dlq, { ...fromStack, ...own, REDIS_URL: url, ...(nodes ? { REDIS_CLUSTER_NODES: nodes } : {}) });
-  const cluster = nodes ?? fromStack['REDIS_CLUSTER_NODES'];
+  const topology = given ? undefined : (['REDIS_CLUSTER_NODES', 'REDIS_SENTINELS'] as const).find((n) => env[n]);
+  const [url, from] = topology ? [env['REDIS_URL'], topology] : loadTarget('redis', given, env, cwd);
+  const fromStack = !given && !topology && !env['REDIS_URL'] ? stackLayout(runningStack(env, cwd)) : {};
+  const ownNames = ['KEY_PREFIX', 'QUEUE_SHARDS', 'REDIS_SENTINEL_PASSWORD', ...(topology ? [topology, 'REDIS_SENTINEL_MASTER'] : [])];
+  const own = Object.fromEntries(ownNames.filter((n) => env[n]).map((n) => [n, env[n]]));
+  const c = loadConfig(toolEnvSchemas.dlq, { ...fromStack, ...own, REDIS_URL: url });
+  const [nodes, sentinels] = [
+    own['REDIS_CLUSTER_NODES'] ?? fromStack['REDIS_CLUSTER_NODES'],
+    own['REDIS_SENTINELS'] ?? fromStack['REDIS_SENTINELS'],
+  ];
+  const where = nodes ? `Redis Cluster ${nodes}` : sentinels ? `Redis Sentinel ${sentinels}` : `Redis ${c.REDIS_URL}`;
   return {
     options: {
-      connection: { REDIS_URL: c.REDIS_URL, REDIS_CLUSTER_NODES: c.REDIS_CLUSTER_NODES },
+      connection: {
+        REDIS_URL: c.REDIS_URL,
+        REDIS_CLUSTER_NODES: c.REDIS_CLUSTER_NODES,
+        ...(c.REDIS_SENTINELS && {
+          REDIS_SENTINELS: c.REDIS_SENTINELS,
+          REDIS_SENTINEL_MASTER: c.REDIS_SENTINEL_MASTER,
+          REDIS_SENTINEL_PASSWORD: c.REDIS_SENTINEL_PASSWORD,
+        }),
+      },
       keyPrefix: c.KEY_PREFIX,
       queueShards: c.QUEUE_SHARDS,
     },
-    said: `${cluster ? `Redis Cluster ${cluster}` : `Redis ${c.REDIS_URL}`} (${from}), KEY_PREFIX ${c.KEY_PREFIX}, QUEUE_SHARDS ${c.QUEUE_SHARDS}`,
+    said: `${where} (${from}), KEY_PREFIX ${c.KEY_PREFIX}, QUEUE_SHARDS ${c.QUEUE_SHARDS}`,
   };
 }
 

@@ -64,6 +64,16 @@ describe('chooseBackends (npm run dlq / tenants)', () => {
     expect([env['REDIS_CLUSTER_NODES'], env['KEY_PREFIX'], env['QUEUE_SHARDS']]).toEqual([undefined, undefined, undefined]);
   });
 
+  it("takes the stack's Redis Sentinels and master's name, and says it uses them", () => {
+    const dir = mkdtempSync(path.join(root, 'sentinel-'));
+    writeRunFile(dir, {
+      backends: { ...backends, redisUrl: 'redis://127.0.0.1', redisSentinels: '127.0.0.1:26379', redisSentinelMaster: 'shop' },
+    });
+    const choice = chooseBackends({ TALLY_DATA_DIR: dir }, { redis: true }, root, stackCmdline);
+    expect(choice.env).toMatchObject({ REDIS_URL: 'redis://127.0.0.1', REDIS_SENTINELS: '127.0.0.1:26379', REDIS_SENTINEL_MASTER: 'shop' });
+    expect(choice.notes[0]).toMatch(/^Redis Sentinel 127\.0\.0\.1:26379 \(the npm start stack, pid /);
+  });
+
   it('a variable that is set wins over the stack', () => {
     const dir = mkdtempSync(path.join(root, 'override-'));
     writeRunFile(dir, { backends });

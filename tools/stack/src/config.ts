@@ -15,6 +15,12 @@ const text = z.string().min(1).optional();
 export const stackEnv = z.object({
   REDIS_URL: sharedEnvShape.REDIS_URL.unwrap().optional().describe('Use this Redis instead of starting redis-server.'),
   REDIS_CLUSTER_NODES: text.describe('Use this Redis Cluster (`host:port,…`, passed to the apps) instead of starting redis-server.'),
+  REDIS_SENTINELS: text.describe(
+    'Use the master these Redis Sentinels name (`host:port,…`, passed to the apps, with REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD) instead of starting redis-server.',
+  ),
+  REDIS_SENTINEL_MASTER: text.describe(
+    "With REDIS_SENTINELS: the master's name, passed to the apps (unset: `mymaster`); both recorded with the stack's backends for `npm run dlq`, `tenants` and `loadgen`.",
+  ),
   KEY_PREFIX: text.describe(
     "The apps' KEY_PREFIX, passed to them; recorded with the stack's backends, so `npm run dlq`, `tenants` and `loadgen` use it too.",
   ),

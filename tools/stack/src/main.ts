@@ -1,5 +1,5 @@
 /**
- * `npm start`: the whole of Tally on one machine. Starts redis-server (unless REDIS_URL or REDIS_CLUSTER_NODES) and dynalite
+ * `npm start`: the whole of Tally on one machine. Starts redis-server (unless REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS) and dynalite
  * (unless DYNAMODB_ENDPOINT), creates the table, runs the four apps under a supervisor, prints their URLs,
  * and on Ctrl-C / SIGTERM stops the apps, then the stores, leaving no process behind.
  */
@@ -119,14 +119,20 @@ async function startDynamo(): Promise<{ endpoint: string; port?: number; note: s
 
 async function start(): Promise<void> {
   // Before anything else, the commonest missing piece: one clear line and exit 1 when it is not installed.
-  const cluster = env.REDIS_CLUSTER_NODES;
-  const version = env.REDIS_URL || cluster ? undefined : await redisServerVersion();
+  const [cluster, sentinels] = [env.REDIS_CLUSTER_NODES, env.REDIS_SENTINELS];
+  const version = env.REDIS_URL || cluster || sentinels ? undefined : await redisServerVersion();
   for (const note of await runFile.claim()) say(note, 'warn');
   const redis = version
     ? await startRedisServer(version)
     : cluster
       ? { url: env.REDIS_URL ?? `redis://${cluster.split(',')[0]}`, note: `Redis Cluster from REDIS_CLUSTER_NODES=${cluster}` }
-      : { url: env.REDIS_URL!, note: 'from REDIS_URL' };
+      : sentinels
+        ? {
+            // REDIS_URL lends only its password and TLS: the apps ask the Sentinels for the master.
+            url: env.REDIS_URL ?? 'redis://127.0.0.1',
+            note: `the master ${env.REDIS_SENTINEL_MASTER ?? 'mymaster'} of Redis Sentinels REDIS_SENTINELS=${sentinels}`,
+          }
+        : { url: env.REDIS_URL!, note: 'from REDIS_URL' };
   if (lifecycle.isStopping) return;
   say(`redis ready at ${redis.url} (${redis.note})`);
 
@@ -149,7 +155,13 @@ async function start(): Promise<void> {
   const urls = Object.fromEntries(APPS.map((a) => [a.name, `http://127.0.0.1:${ports[a.name]}`]));
   if (lifecycle.isStopping) return;
 
-  const layout = { redisClusterNodes: env.REDIS_CLUSTER_NODES, keyPrefix: env.KEY_PREFIX, queueShards: env.QUEUE_SHARDS };
+  const layout = {
+    redisClusterNodes: env.REDIS_CLUSTER_NODES,
+    redisSentinels: env.REDIS_SENTINELS,
+    redisSentinelMaster: env.REDIS_SENTINEL_MASTER,
+    keyPrefix: env.KEY_PREFIX,
+    queueShards: env.QUEUE_SHARDS,
+  };
   const backends = { redisUrl: redis.url, dynamoEndpoint: dynamo.endpoint, table, region, collectorUrl: urls['collector']! };
   runFile.update({ backends: { ...backends, ...layout } });
   const stackVars = {

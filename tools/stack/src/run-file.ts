@@ -29,6 +29,9 @@ export interface StackBackends {
   collectorUrl: string;
   /** The Redis Cluster's nodes, KEY_PREFIX and QUEUE_SHARDS the apps were given, when they were (unset: the apps' defaults). */
   redisClusterNodes?: string;
+  /** REDIS_SENTINELS and REDIS_SENTINEL_MASTER the apps were given (the Sentinels' password is not recorded). */
+  redisSentinels?: string;
+  redisSentinelMaster?: string;
   keyPrefix?: string;
   queueShards?: string;
 }
@@ -187,7 +190,12 @@ export function chooseBackends(
       // The installation's layout as the stack gave it to its apps: the same cluster, prefix and queue shards.
       const layout = stackLayout(stack);
       Object.assign(out, { ...layout, ...pickSet(env, ['KEY_PREFIX', 'QUEUE_SHARDS']) });
-      notes.push(`${layout.REDIS_CLUSTER_NODES ? `Redis Cluster ${layout.REDIS_CLUSTER_NODES}` : `Redis ${redisUrl}`} (${from})`);
+      const which = layout.REDIS_CLUSTER_NODES
+        ? `Redis Cluster ${layout.REDIS_CLUSTER_NODES}`
+        : layout.REDIS_SENTINELS
+          ? `Redis Sentinel ${layout.REDIS_SENTINELS}`
+          : `Redis ${redisUrl}`;
+      notes.push(`${which} (${from})`);
     } else throw none('Redis', 'REDIS_URL');
   }
   if (need.dynamo) {
@@ -205,14 +213,17 @@ export function chooseBackends(
   return { env: out, notes };
 }
 
-/** REDIS_CLUSTER_NODES, KEY_PREFIX and QUEUE_SHARDS as the running stack gave them to its apps (only those it set). */
+/** REDIS_CLUSTER_NODES or REDIS_SENTINELS (and its master), KEY_PREFIX and QUEUE_SHARDS as the running stack gave them to its apps (only those it set). */
 export function stackLayout(stack: ReturnType<typeof runningStack>): Env {
   const b = stack.backends;
-  return pickSet({ REDIS_CLUSTER_NODES: b?.redisClusterNodes, KEY_PREFIX: b?.keyPrefix, QUEUE_SHARDS: b?.queueShards }, [
-    'REDIS_CLUSTER_NODES',
-    'KEY_PREFIX',
-    'QUEUE_SHARDS',
-  ]);
+  const layout = {
+    REDIS_CLUSTER_NODES: b?.redisClusterNodes,
+    REDIS_SENTINELS: b?.redisSentinels,
+    REDIS_SENTINEL_MASTER: b?.redisSentinelMaster,
+    KEY_PREFIX: b?.keyPrefix,
+    QUEUE_SHARDS: b?.queueShards,
+  };
+  return pickSet(layout, Object.keys(layout));
 }
 
 const pickSet = (from: Env, names: readonly string[]): Env =>

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { rawEnv } from '@tally/config';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APPS } from './config';
-import { freePort as findFreePort, isAlive, REPO_ROOT as repoRoot } from '@tally/testing';
+import { freePort as findFreePort, isAlive, REPO_ROOT as repoRoot, startRedis, startSentinel, testRedis } from '@tally/testing';
 import { procCmdline, type RunState } from './run-file';
 
 const MAIN = 'tools/stack/src/main.ts';
@@ -238,6 +238,65 @@ describe('npm start (tools/stack)', () => {
       /^(tally: building tenants \(sources changed\)\n)?tally: no DynamoDB to use: DYNAMODB_ENDPOINT .* is not set and no npm start stack is running on /,
     );
   }, 240_000);
+
+  it('with REDIS_SENTINELS runs on the master the Sentinels name, starts no redis-server, and the tools follow it', async () => {
+    const master = await startRedis();
+    const sentinel = await startSentinel({ masterPort: master.port });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tally-stack-sentinel-'));
+    const env: Record<string, string> = {
+      TALLY_DATA_DIR: dir,
+      STACK_STOP_TIMEOUT_MS: '5000',
+      REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`,
+    };
+    for (const app of APPS) env[app.portVariable] = String(await findFreePort());
+    const s = startStack(env);
+    try {
+      const failed = s.exit.then(({ code }) => {
+        throw new Error(`stack exited early with ${code}\n${s.out()}\n${s.err()}`);
+      });
+      await Promise.race([
+        until('Tally is running', () => /^ {2}dynamodb /m.test(s.out()) && s.out().includes('Tally is running.'), 90_000),
+        failed,
+      ]);
+      expect(s.out()).toContain(
+        `redis ready at redis://127.0.0.1 (the master mymaster of Redis Sentinels REDIS_SENTINELS=127.0.0.1:${sentinel.port})`,
+      );
+      const run = readRunFile(dir);
+      expect(Object.keys(run.children).sort()).toEqual(['bucket-aggregator', 'collector', 'dynamo-writer', 'query-api']);
+      expect(run.backends).toMatchObject({ redisSentinels: `127.0.0.1:${sentinel.port}` });
+
+      // A view goes through the master the Sentinels name, and is counted.
+      await until('the demo store', () => existsSync(path.join(dir, 'demo-keys.json')));
+      const keys = JSON.parse(readFileSync(path.join(dir, 'demo-keys.json'), 'utf8')) as { ingestKey: string; readKey: string };
+      const [collector, queryApi] = [`http://127.0.0.1:${env['COLLECTOR_PORT']}`, `http://127.0.0.1:${env['QUERY_API_PORT']}`];
+      const event = { type: 'view', ts: Date.now(), dims: { product: 'P_SENTINEL', visitor: 'V1' } };
+      const sent = await fetch(`${collector}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${keys.ingestKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify([event]),
+      });
+      expect(sent.status, await sent.text()).toBe(202);
+      const q = '/v1/series?entity=product%3AP_SENTINEL&metrics=ViewCount&range=allTime&granularity=total';
+      await until('the view counted', async () => {
+        const res = await fetch(queryApi + q, { headers: { authorization: `Bearer ${keys.readKey}` } }).catch(() => undefined);
+        return res?.ok && ((await res.json()) as { totals: { ViewCount: number } }).totals.ViewCount === 1;
+      });
+      const onMaster = testRedis(master.url);
+      expect((await onMaster.keys('t:{DEMO}:*')).length).toBeGreaterThan(0);
+      onMaster.disconnect();
+
+      // The dlq tool asks the same Sentinels, from the run file.
+      const dlq = await npmRun('dlq', ['list'], dir);
+      expect(dlq, JSON.stringify(dlq)).toMatchObject({ code: 0 });
+      expect(dlq.err).toContain(`tally: using Redis Sentinel 127.0.0.1:${sentinel.port} (the npm start stack, pid ${s.child.pid}, `);
+    } finally {
+      s.child.kill('SIGTERM');
+      await Promise.race([s.exit, new Promise((r) => setTimeout(r, 30_000))]);
+      await sentinel.stop();
+      await master.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   it('says in one line how to get redis-server when it is not installed, and exits 1', async () => {
     const emptyPath = mkdtempSync(path.join(os.tmpdir(), 'tally-no-redis-'));
