@@ -171,6 +171,9 @@ export async function measureLoad(
   });
   const perSecond = sampler(1_000, async () => ({ t: performance.now(), applied: await applied() }));
   await sleep(opts.windowMs);
+  // A window ends once something was applied in it too (for at most four windows more): one in which a stall (an
+  // fsync of appendfsync always on a busy disk) applied nothing is no steady state, and would make a ratio of 0.
+  await waitFor(async () => (await applied()) > applied0, { timeoutMs: 4 * opts.windowMs, intervalMs: 100 }).catch(() => undefined);
   const [applied1, accepted1, depth1] = await Promise.all([applied(), accepted(), depth()]);
   const seconds = (performance.now() - t0) / 1000;
   const used = cpu.stop();
