@@ -78,6 +78,10 @@ describe('npm run loadgen', () => {
         REDIS_CLUSTER_NODES: [{ host: '127.0.0.1', port: 42001 }],
       });
       expect(() => clientTarget(undefined, { ...env, QUEUE_SHARDS: 'many' }, root)).toThrow(/QUEUE_SHARDS/);
+      // A REDIS_URL's password reaches the connection, never what is said.
+      const secret = clientTarget('redis://app:s3cret@10.0.0.7:6379', env, root);
+      expect(secret.options.connection.REDIS_URL).toBe('redis://app:s3cret@10.0.0.7:6379');
+      expect(secret.said).toMatch(/^Redis redis:\/\/\*\*\*@10\.0\.0\.7:6379 \(--redis-url\), /);
       // A stack on Redis Sentinel: its Sentinels and master's name, with the environment's Sentinel password.
       const sentinelDir = mkdtempSync(path.join(root, 'sentinel-'));
       const sentinelLayout = { redisSentinels: '127.0.0.1:26379', redisSentinelMaster: 'shop-master' };

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { loadConfig, toolEnvSchemas } from '@tally/config';
-import { runningStack, stackBackend, stackLayout } from '@tally/stack';
+import { redisNote, runningStack, stackBackend, stackLayout } from '@tally/stack';
 
 /** An option of a command line: a string (the default), a number of at least `min`, or a flag; `help` is its line in
  * the usage (a `\n` in it continues under the first line), `arg` names its value there. */
@@ -85,11 +85,7 @@ export function clientTarget(given: string | undefined, env: Record<string, stri
   const ownNames = ['KEY_PREFIX', 'QUEUE_SHARDS', 'REDIS_SENTINEL_PASSWORD', ...(topology ? [topology, 'REDIS_SENTINEL_MASTER'] : [])];
   const own = Object.fromEntries(ownNames.filter((n) => env[n]).map((n) => [n, env[n]]));
   const c = loadConfig(toolEnvSchemas.dlq, { ...fromStack, ...own, REDIS_URL: url });
-  const [nodes, sentinels] = [
-    own['REDIS_CLUSTER_NODES'] ?? fromStack['REDIS_CLUSTER_NODES'],
-    own['REDIS_SENTINELS'] ?? fromStack['REDIS_SENTINELS'],
-  ];
-  const where = nodes ? `Redis Cluster ${nodes}` : sentinels ? `Redis Sentinel ${sentinels}` : `Redis ${c.REDIS_URL}`;
+  const where = redisNote({ ...fromStack, ...own, REDIS_URL: c.REDIS_URL });
   return {
     options: {
       connection: {

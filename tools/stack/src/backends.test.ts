@@ -83,6 +83,23 @@ describe('chooseBackends (npm run dlq / tenants)', () => {
     const sentinel = chooseBackends({ TALLY_DATA_DIR: dir, REDIS_SENTINELS: '10.0.0.6:26379' }, { redis: true }, root, stackCmdline);
     expect(sentinel.env['REDIS_URL']).toBeUndefined();
     expect(sentinel.notes).toEqual(['Redis Sentinel 10.0.0.6:26379 (REDIS_SENTINELS)']);
+    // What is said on stderr never carries a REDIS_URL's password; the apps still get it whole.
+    const secret = chooseBackends(
+      { TALLY_DATA_DIR: dir, REDIS_URL: 'rediss://app:s3cret@10.0.0.5:6380/2' },
+      { redis: true },
+      root,
+      stackCmdline,
+    );
+    expect(secret.env['REDIS_URL']).toBe('rediss://app:s3cret@10.0.0.5:6380/2');
+    expect(secret.notes).toEqual(['Redis rediss://***@10.0.0.5:6380/2 (REDIS_URL)']);
+  });
+
+  it("the stack's own REDIS_URL is said without its password too", () => {
+    const dir = mkdtempSync(path.join(root, 'secret-'));
+    writeRunFile(dir, { backends: { ...backends, redisUrl: 'redis://:s3cret@127.0.0.1:41011' } });
+    const choice = chooseBackends({ TALLY_DATA_DIR: dir }, { redis: true }, root, stackCmdline);
+    expect(choice.env['REDIS_URL']).toBe('redis://:s3cret@127.0.0.1:41011');
+    expect(choice.notes[0]).toMatch(/^Redis redis:\/\/\*\*\*@127\.0\.0\.1:41011 \(the npm start stack, pid /);
   });
 
   it('refuses to guess when no stack runs: no run file, a dead stack pid, or a pid that is not the stack any more', () => {

@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { describeRedisTarget } from '@tally/queues';
 import { isAlive, waitForPidGone } from '@tally/testing';
 import { StackError } from './stores';
 
@@ -182,20 +183,13 @@ export function chooseBackends(
   if (need.redis) {
     const given = env['REDIS_URL'] || env['REDIS_CLUSTER_NODES'] || env['REDIS_SENTINELS'];
     const redisUrl = given ? undefined : stackBackend(stack, 'redisUrl', 'set REDIS_URL');
-    if (env['REDIS_CLUSTER_NODES']) notes.push(`Redis Cluster ${env['REDIS_CLUSTER_NODES']} (REDIS_CLUSTER_NODES)`);
-    else if (env['REDIS_SENTINELS']) notes.push(`Redis Sentinel ${env['REDIS_SENTINELS']} (REDIS_SENTINELS)`);
-    else if (env['REDIS_URL']) notes.push(`Redis ${env['REDIS_URL']} (REDIS_URL)`);
+    if (given) notes.push(`${redisNote(env)} (${redisVariables.find((n) => env[n])})`);
     else if (redisUrl !== undefined) {
       out['REDIS_URL'] = redisUrl;
       // The installation's layout as the stack gave it to its apps: the same cluster, prefix and queue shards.
       const layout = stackLayout(stack);
       Object.assign(out, { ...layout, ...pickSet(env, ['KEY_PREFIX', 'QUEUE_SHARDS']) });
-      const which = layout.REDIS_CLUSTER_NODES
-        ? `Redis Cluster ${layout.REDIS_CLUSTER_NODES}`
-        : layout.REDIS_SENTINELS
-          ? `Redis Sentinel ${layout.REDIS_SENTINELS}`
-          : `Redis ${redisUrl}`;
-      notes.push(`${which} (${from})`);
+      notes.push(`${redisNote({ ...layout, REDIS_URL: redisUrl })} (${from})`);
     } else throw none('Redis', 'REDIS_URL');
   }
   if (need.dynamo) {
@@ -211,6 +205,15 @@ export function chooseBackends(
     else throw none('DynamoDB', 'DYNAMODB_ENDPOINT (or AWS_REGION for AWS DynamoDB)');
   }
   return { env: out, notes };
+}
+
+const redisVariables = ['REDIS_CLUSTER_NODES', 'REDIS_SENTINELS', 'REDIS_URL'] as const;
+
+/** Which Redis a tool uses, as it says on stderr: the cluster's nodes, the Sentinels, or REDIS_URL without its password. */
+export function redisNote(r: Env): string {
+  if (r['REDIS_CLUSTER_NODES']) return `Redis Cluster ${r['REDIS_CLUSTER_NODES']}`;
+  if (r['REDIS_SENTINELS']) return `Redis Sentinel ${r['REDIS_SENTINELS']}`;
+  return `Redis ${describeRedisTarget({ REDIS_URL: r['REDIS_URL'] ?? '' })}`;
 }
 
 /** REDIS_CLUSTER_NODES or REDIS_SENTINELS (and its master), KEY_PREFIX and QUEUE_SHARDS as the running stack gave them to its apps (only those it set). */
