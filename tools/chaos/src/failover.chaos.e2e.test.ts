@@ -173,6 +173,24 @@ async function clusterFailoverRun() {
   }
 }
 
+/**
+ * One step of a run's set-up, logged with its time. A step still not done after `ms` fails the run with its name
+ * rather than leaving a silent test timeout (one CI-like run spent its 300 s in the Sentinel run's set-up, unsaid where).
+ */
+async function step<T>(log: (line: string) => void, what: string, work: Promise<T>, ms = 90_000): Promise<T> {
+  const t0 = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    log(`${what}: ${Date.now() - t0} ms`);
+  }
+}
+
 /** The password the master's `default` user needs while the Sentinel is cut off from it, in a URL of the master. */
 const whileCut = (url: string) => url.replace('redis://', 'redis://:cut-off@');
 
@@ -216,20 +234,24 @@ async function serverState(url: string): Promise<{ commands: number; role: strin
  *   (the resync drops what only it had) and the apps, answered READONLY, ask the Sentinel again.
  */
 async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = true) {
-  const pair = await startRedisWithReplica({ appendfsync: 'everysec' });
-  let sentinel: SentinelHandle | undefined;
-  let fleet: Fleet | undefined;
   const log = (line: string) =>
     console.log(`sentinel ${fault === 'kill' ? 'failover' : 'partition'}${waitReplicas ? '' : ' (no wait)'}: ${line}`);
+  const pair = await step(log, 'a redis-server and its replica in sync', startRedisWithReplica({ appendfsync: 'everysec' }));
+  let sentinel: SentinelHandle | undefined;
+  let fleet: Fleet | undefined;
   try {
-    const s = (sentinel = await startSentinel({ masterPort: pair.master.port }));
-    fleet = await startFleet({
-      stores: DEMO_STORES,
-      rules: everyBucketRules(),
-      redis: pair.master,
-      sentinels: { nodes: [{ host: '127.0.0.1', port: s.port }] },
-      appEnv: waitReplicas ? { collector: WAIT, 'dynamo-writer': WAIT } : {},
-    });
+    const s = (sentinel = await step(log, 'the Sentinel answers', startSentinel({ masterPort: pair.master.port })));
+    fleet = await step(
+      log,
+      'the fleet started',
+      startFleet({
+        stores: DEMO_STORES,
+        rules: everyBucketRules(),
+        redis: pair.master,
+        sentinels: { nodes: [{ host: '127.0.0.1', port: s.port }] },
+        appEnv: waitReplicas ? { collector: WAIT, 'dynamo-writer': WAIT } : {},
+      }),
+    );
     return await loadThrough(
       fleet,
       async (stats) => {
