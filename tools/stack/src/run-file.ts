@@ -181,9 +181,9 @@ export function chooseBackends(
     );
 
   if (need.redis) {
-    const given = env['REDIS_URL'] || env['REDIS_CLUSTER_NODES'] || env['REDIS_SENTINELS'];
+    const given = redisVariables.find((n) => env[n]);
     const redisUrl = given ? undefined : stackBackend(stack, 'redisUrl', 'set REDIS_URL');
-    if (given) notes.push(`${redisNote(env)} (${redisVariables.find((n) => env[n])})`);
+    if (given) notes.push(`${redisNote(env)} (${given})`);
     else if (redisUrl !== undefined) {
       out['REDIS_URL'] = redisUrl;
       // The installation's layout as the stack gave it to its apps: the same cluster, prefix and queue shards.
