@@ -31,6 +31,10 @@ export interface SentinelHandle {
   readonly tlsPort?: number;
   /** host and port of the master the Sentinel names now. */
   master(): Promise<{ host: string; port: number }>;
+  /** How many other Sentinels this one knows for the master (`SENTINEL SENTINELS`). */
+  peers(): Promise<number>;
+  /** SIGKILLs it (a Sentinel that dies); stop() then only removes its files. */
+  kill(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -80,22 +84,59 @@ export async function startSentinel(opts: StartSentinelOptions): Promise<Sentine
     throw err;
   }
   const p = proc;
+  /** One `SENTINEL <what> <name>` on a connection of its own. */
+  const ask = async (what: string) => {
+    const c = new Redis({ port, host: '127.0.0.1', password: opts.password, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    c.on('error', () => {});
+    try {
+      return await c.call('SENTINEL', what, name);
+    } finally {
+      c.disconnect();
+    }
+  };
   return {
     port,
     ...(tlsPort ? { tlsPort } : {}),
     async master() {
-      const c = new Redis({ port, host: '127.0.0.1', password: opts.password, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      c.on('error', () => {});
-      try {
-        const [host, masterPort] = (await c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name)) as [string, string];
-        return { host, port: Number(masterPort) };
-      } finally {
-        c.disconnect();
-      }
+      const [host, masterPort] = (await ask('GET-MASTER-ADDR-BY-NAME')) as [string, string];
+      return { host, port: Number(masterPort) };
+    },
+    async peers() {
+      return ((await ask('SENTINELS')) as unknown[]).length;
+    },
+    async kill() {
+      if (!p.exit) await p.kill('SIGKILL');
     },
     async stop() {
       if (!p.exit) await p.kill('SIGTERM');
       cleanup();
     },
   };
+}
+
+/**
+ * `count` Redis Sentinels monitoring the same master with `quorum` (default: a majority of them), returned once each
+ * knows all the others (they find each other through the master's `__sentinel__:hello` channel, every 2 s), so a
+ * failover can be agreed from the start. On failure every one already started is stopped.
+ */
+export async function startSentinels(
+  count: number,
+  opts: Omit<StartSentinelOptions, 'quorum'> & { quorum?: number; timeoutMs?: number },
+): Promise<SentinelHandle[]> {
+  const quorum = opts.quorum ?? Math.floor(count / 2) + 1;
+  const started = await Promise.allSettled(Array.from({ length: count }, () => startSentinel({ ...opts, quorum })));
+  const sentinels = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  try {
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+    while ((await Promise.all(sentinels.map((s) => s.peers()))).some((n) => n < count - 1)) {
+      if (Date.now() > deadline) throw new ServiceStartError(`${count} Redis Sentinels did not all find each other in time`);
+      await sleep(100);
+    }
+    return sentinels;
+  } catch (err) {
+    await Promise.all(sentinels.map((s) => s.stop()));
+    throw err;
+  }
 }

@@ -18,7 +18,7 @@ import {
   startRedis,
   startRedisWithReplica,
   startTcpProxy,
-  startSentinel,
+  startSentinels,
   testRedis,
   waitFor,
   type RedisHandle,
@@ -34,9 +34,10 @@ import { chaosSettings } from './chaos-config';
 // dynamo-writer, nothing the edge accepted is lost: every DynamoDB cell and query answer is exact. The long run
 // (TALLY_CHAOS=long) also runs the same failover without the wait, and shows the accepted events it loses. The same
 // load on a 3-master Redis Cluster with a replica each: a master SIGKILLed, the cluster promotes its replica by itself,
-// the apps follow the slots, the old master rejoins as the new one's replica; exact again. And under a Redis Sentinel
-// (REDIS_SENTINELS): the master SIGKILLed, the Sentinel promotes the replica, the apps ask it again; exact again. And
-// the split brain: the master cut off from the Sentinel only, the replica promoted while the apps' connections still
+// the apps follow the slots, the old master rejoins as the new one's replica; exact again. And under three Redis
+// Sentinels with a quorum of 2 (REDIS_SENTINELS lists all three): the master and the first-listed Sentinel SIGKILLed
+// together, the other two agree and promote the replica, the apps ask the next Sentinel; exact again. And the split
+// brain: the master cut off from the Sentinels only, the replica promoted while the apps' connections still
 // write to the old master, then the partition healed; exact again.
 
 const LONG = chaosSettings().mode === 'long';
@@ -191,13 +192,14 @@ async function step<T>(log: (line: string) => void, what: string, work: Promise<
   }
 }
 
-/** The password the master's `default` user needs while the Sentinel is cut off from it, in a URL of the master. */
+/** The password the master's `default` user needs while the Sentinels are cut off from it, in a URL of the master. */
 const whileCut = (url: string) => url.replace('redis://', 'redis://:cut-off@');
 
 /**
- * Cuts the Sentinel off from the master at `url`, or heals that. Cut: the `default` user (the apps', the Sentinel's)
- * needs a password from now on and the Sentinel's connections are closed; the apps' open connections stay logged in,
- * so they still reach the master while the Sentinel's new ones are refused (NOAUTH). Healed: no password again.
+ * Cuts the Sentinels off from the master at `url`, or heals that. Cut: the `default` user (the apps', the Sentinels')
+ * needs a password from now on and the Sentinels' connections are closed; the apps' open connections stay logged in,
+ * so they still reach the master while the Sentinels' new ones are refused (NOAUTH). Healed: no password again. The
+ * Sentinels' links to each other and to the replica are not cut.
  */
 async function cutSentinelOff(url: string, cut: boolean) {
   const r = testRedis(cut ? url : whileCut(url));
@@ -225,22 +227,25 @@ async function serverState(url: string): Promise<{ commands: number; role: strin
 }
 
 /**
- * One redis-server, its replica and a Redis Sentinel.
- * - `kill`: the master SIGKILLed, the Sentinel promotes the replica, the apps ask it for the new master; restarted on
- *   its AOF, the old master is turned into the new one's replica.
- * - `partition`: the Sentinel cut off from the master (cutSentinelOff), which stays up and reachable from the apps'
- *   open connections. The Sentinel promotes the replica while the apps' open connections still talk to the old master, now
- *   without a replica, for 3 s; then the partition heals, the Sentinel turns the old master into the new one's replica
- *   (the resync drops what only it had) and the apps, answered READONLY, ask the Sentinel again.
+ * One redis-server, its replica and three Redis Sentinels with a quorum of 2, all three given to the apps.
+ * - `kill`: the master and the first Sentinel of the apps' list SIGKILLed together; the other two agree that the
+ *   master is down, elect a leader between them and promote the replica; the apps, refused by the first Sentinel, ask
+ *   the next one for the new master; restarted on its AOF, the old master is turned into the new one's replica.
+ * - `partition`: the Sentinels cut off from the master (cutSentinelOff), which stays up and reachable from the apps'
+ *   open connections. The Sentinels promote the replica while the apps' open connections still talk to the old master,
+ *   now without a replica, for 3 s; then the partition heals, the Sentinels turn the old master into the new one's
+ *   replica (the resync drops what only it had) and the apps, answered READONLY, ask the Sentinels again.
  */
 async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = true) {
   const log = (line: string) =>
     console.log(`sentinel ${fault === 'kill' ? 'failover' : 'partition'}${waitReplicas ? '' : ' (no wait)'}: ${line}`);
   const pair = await step(log, 'a redis-server and its replica in sync', startRedisWithReplica({ appendfsync: 'everysec' }));
-  let sentinel: SentinelHandle | undefined;
+  let sentinels: SentinelHandle[] = [];
   let fleet: Fleet | undefined;
   try {
-    const s = (sentinel = await step(log, 'the Sentinel answers', startSentinel({ masterPort: pair.master.port })));
+    sentinels = await step(log, 'three Sentinels (quorum 2) that know each other', startSentinels(3, { masterPort: pair.master.port }));
+    // The one the apps list first; `kill` SIGKILLs it with the master, so the other two agree the failover alone.
+    const [first, s] = sentinels as [SentinelHandle, SentinelHandle, SentinelHandle];
     fleet = await step(
       log,
       'the fleet started',
@@ -248,7 +253,7 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
         stores: DEMO_STORES,
         rules: everyBucketRules(),
         redis: pair.master,
-        sentinels: { nodes: [{ host: '127.0.0.1', port: s.port }] },
+        sentinels: { nodes: sentinels.map((x) => ({ host: '127.0.0.1', port: x.port })) },
         appEnv: waitReplicas ? { collector: WAIT, 'dynamo-writer': WAIT } : {},
       }),
     );
@@ -256,12 +261,12 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
       fleet,
       async (stats) => {
         const t0 = Date.now();
-        if (fault === 'kill') await pair.master.kill('SIGKILL');
+        if (fault === 'kill') await Promise.all([pair.master.kill('SIGKILL'), first.kill()]);
         else await cutSentinelOff(pair.master.url, true);
         await waitFor(async () => (await s.master()).port === pair.replica.port, {
           timeoutMs: 60_000,
           intervalMs: 200,
-          message: 'the Sentinel promotes the replica',
+          message: 'the Sentinels promote the replica',
         });
         const promotedAfterMs = Date.now() - t0;
         let oldMaster: { commands: number; role: string } | undefined;
@@ -278,7 +283,7 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
         await waitFor(() => replicaInSync(pair.master.url).then(() => true), { timeoutMs: 60_000, message: 'the old master as a replica' });
         const sentAtRejoin = stats.eventsSent;
         log(
-          `master :${pair.master.port} ${fault === 'kill' ? 'SIGKILLed' : 'cut off from the Sentinel'}; :${pair.replica.port} promoted after ${promotedAfterMs} ms; ` +
+          `master :${pair.master.port} ${fault === 'kill' ? 'and the first Sentinel SIGKILLed' : 'cut off from the Sentinels'}; :${pair.replica.port} promoted after ${promotedAfterMs} ms; ` +
             `the old master the new one's replica ${Date.now() - t1} ms later (${sentAtRejoin} events sent by then)`,
         );
         return { promotedAfterMs, oldMaster, sentAtRejoin };
@@ -288,7 +293,7 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
     );
   } finally {
     await fleet?.stop().catch(() => undefined);
-    await sentinel?.stop();
+    await Promise.all(sentinels.map((x) => x.stop()));
     await pair.stop();
   }
 }
@@ -319,13 +324,13 @@ describe('a Redis failover under load', () => {
     expect(r.during.promotedAfterMs).toBeGreaterThan(0);
   }, 300_000);
 
-  it('one Redis and its replica under a Sentinel, the master SIGKILLed: with REDIS_SENTINELS and REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
+  it('one Redis and its replica under three Sentinels, the master and a Sentinel SIGKILLed: with REDIS_SENTINELS and REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
     const r = await sentinelFailoverRun('kill');
     expectExact(r);
     expect(r.during.promotedAfterMs).toBeGreaterThan(0);
   }, 300_000);
 
-  it('the master cut off from the Sentinel but not from the apps, the replica promoted, then healed: with REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
+  it('the master cut off from the Sentinels but not from the apps, the replica promoted, then healed: with REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
     const r = await sentinelFailoverRun('partition');
     expectExact(r, PARTITION_EVENTS);
     // A real split: after the promotion the old master was still a master, and the apps' connections kept talking to it.
@@ -346,7 +351,7 @@ describe('a Redis failover under load', () => {
   );
 
   it.runIf(LONG)(
-    'the master cut off from the Sentinel without the wait: what the old master alone accepted and applied is lost when it rejoins',
+    'the master cut off from the Sentinels without the wait: what the old master alone accepted and applied is lost when it rejoins',
     async () => {
       const r = await sentinelFailoverRun('partition', false);
       expect(r.during.oldMaster?.role).toBe('master');
