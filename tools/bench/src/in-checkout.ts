@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { cpSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { REPO_ROOT } from '@tally/testing';
 import type { FigureContext } from './figure';
 
 const SRC = dirname(fileURLToPath(import.meta.url));
@@ -18,20 +19,30 @@ export async function measureInBaseline<T>(ctx: FigureContext, figure: string): 
   ctx.log(`the same measurement with ${b.ref}'s libraries (${b.commit.slice(0, 10)})`);
   const dir = join(b.root, 'tools', 'bench', 'src-now');
   cpSync(SRC, dir, { recursive: true });
-  const args = ['--import', 'tsx', join(dir, 'in-checkout.ts'), figure, ...(ctx.quick ? ['--quick'] : [])];
-  const child = spawn(process.execPath, args, { cwd: b.root, stdio: ['ignore', 'pipe', 'inherit'] });
+  return measureIn<T>(ctx, figure, b.root, dir, 'baseline');
+}
+
+/** `measure` of figures/<figure>.ts with this checkout's libraries, in a child process like measureInBaseline's. */
+export function measureHere<T>(ctx: FigureContext, figure: string): Promise<T> {
+  ctx.log(`the measurement with this checkout's libraries, in a child process`);
+  return measureIn<T>(ctx, figure, REPO_ROOT, SRC, 'this checkout');
+}
+
+async function measureIn<T>(ctx: FigureContext, figure: string, cwd: string, src: string, side: string): Promise<T> {
+  const args = ['--import', 'tsx', join(src, 'in-checkout.ts'), figure, side, ...(ctx.quick ? ['--quick'] : [])];
+  const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
   const [code] = (await once(child, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`${figure} against ${b.ref} failed (exit ${code})`);
+  if (code !== 0) throw new Error(`${figure} (${side === 'baseline' ? `against ${ctx.baseline!.ref}` : side}) failed (exit ${code})`);
   return JSON.parse(out.trim().split('\n').at(-1)!) as T;
 }
 
-// node --import tsx in-checkout.ts <figure> [--quick] (in the baseline worktree): `measure` of figures/<figure>.ts,
-// printed as one JSON line. Not awaited at the top level: figures/<figure>.ts imports this module back.
+// node --import tsx in-checkout.ts <figure> <side> [--quick] (in the baseline worktree, or this checkout): `measure` of
+// figures/<figure>.ts, printed as one JSON line. Not awaited at the top level: figures/<figure>.ts imports this module back.
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const [figure, flag] = process.argv.slice(2);
-  const log = (line: string) => process.stderr.write(`[${figure} baseline] ${line}\n`);
+  const [figure, side, flag] = process.argv.slice(2);
+  const log = (line: string) => process.stderr.write(`[${figure} ${side}] ${line}\n`);
   void import(`./figures/${figure}.ts`).then(async ({ measure }: { measure(ctx: FigureContext): Promise<unknown> }) => {
     process.stdout.write(`${JSON.stringify(await measure({ quick: flag === '--quick', log }))}\n`);
     process.exit(0);
