@@ -1,6 +1,6 @@
 import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { WaitTimeoutError, freePort, waitFor } from './index';
+import { WaitTimeoutError, freePort, sleep, waitFor, withDeadline } from './index';
 
 describe('waitFor', () => {
   it('returns the first truthy value', async () => {
@@ -46,5 +46,22 @@ describe('freePort', () => {
       server.listen(port, '127.0.0.1', () => resolve());
     });
     await new Promise((resolve) => server.close(resolve));
+  });
+});
+
+describe('withDeadline', () => {
+  it('answers what the work answers, in time', async () => {
+    expect(
+      await withDeadline(
+        sleep(5).then(() => 42),
+        1_000,
+        'the answer',
+      ),
+    ).toBe(42);
+  });
+
+  it('fails naming the step once the work is late, and passes on its own error', async () => {
+    await expect(withDeadline(new Promise(() => {}), 20, 'the stuck step')).rejects.toThrow('the stuck step: not done after 20 ms');
+    await expect(withDeadline(Promise.reject(new Error('its own')), 1_000, 'a step')).rejects.toThrow('its own');
   });
 });

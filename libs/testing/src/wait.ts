@@ -54,3 +54,17 @@ function safeJson(v: unknown): string {
     return String(v);
   }
 }
+
+/**
+ * `work`, or a rejection naming `what` once it is not done after `ms`: a test step that hangs then fails with its
+ * name (and whatever the test prints on failure) instead of a silent test timeout.
+ */
+export async function withDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -21,6 +21,7 @@ import {
   startSentinels,
   testRedis,
   waitFor,
+  withDeadline,
   type RedisHandle,
   type SentinelHandle,
 } from '@tally/testing';
@@ -180,14 +181,9 @@ async function clusterFailoverRun() {
  */
 async function step<T>(log: (line: string) => void, what: string, work: Promise<T>, ms = 90_000): Promise<T> {
   const t0 = Date.now();
-  let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms))),
-    ]);
+    return await withDeadline(work, ms, what);
   } finally {
-    clearTimeout(timer);
     log(`${what}: ${Date.now() - t0} ms`);
   }
 }
