@@ -3,7 +3,8 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { ServiceStartError } from './errors';
 import { startRedis, type RedisHandle, type StartRedisOptions } from './redis';
-import { sleep } from './wait';
+import { testRedis } from './redis-replica';
+import { sleep, waitFor } from './wait';
 
 const run = promisify(execFile);
 
@@ -85,6 +86,14 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
       const e = err as { stdout?: string; stderr?: string; message: string };
       throw new ServiceStartError(`redis-cli --cluster create failed: ${e.message}\n${e.stdout ?? ''}${e.stderr ?? ''}`, { cause: err });
     }
+    // Every replica through its first sync before the cluster is handed out: until then it cannot be promoted, so a
+    // failover test that SIGKILLs a master early would wait for a promotion that never comes.
+    if (replicas > 0) {
+      await waitFor(async () => (await Promise.all(nodes.map(isReplicaInSync))).filter(Boolean).length === masters * replicas, {
+        timeoutMs: 60_000,
+        message: `the cluster's ${masters * replicas} replicas in sync`,
+      });
+    }
   } catch (err) {
     await stopAll();
     throw err;
@@ -157,5 +166,16 @@ async function clusterState(port: number): Promise<{ ok: boolean; slots: number;
     return { ok: false, slots: 0, text: (err as Error).message };
   } finally {
     c.disconnect();
+  }
+}
+
+/** Whether the node is a replica whose link to its master is up (its first sync done). */
+async function isReplicaInSync(node: RedisHandle): Promise<boolean> {
+  const r = testRedis(node.url);
+  try {
+    const info = await r.info('replication');
+    return /^role:slave\r?$/m.test(info) && /^master_link_status:up\r?$/m.test(info);
+  } finally {
+    r.disconnect();
   }
 }

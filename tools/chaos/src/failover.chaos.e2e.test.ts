@@ -159,7 +159,12 @@ async function clusterFailoverRun() {
             intervalMs: 200,
             message: 'the cluster promotes the replica of the SIGKILLed master',
           },
-        );
+        ).catch((err: unknown) => {
+          // Each node's own account (a replica says why it does not fail over: data age, votes).
+          for (const n of cluster.nodes.filter((x) => x.running))
+            log(`redis :${n.port}, its last lines:\n${n.output().split('\n').slice(-12).join('\n')}`);
+          throw err;
+        });
         const promotedAfterMs = Date.now() - t0;
         // Back on its AOF and nodes.conf, the old master rejoins as the replica of the promoted one.
         await victim.restart();
