@@ -314,7 +314,7 @@ export const queryFigure = figure('query', async (ctx) => {
           '',
           `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}, "${ctx.baseline!.subject}"): the same measurement with that`,
           `commit's libraries and query-api (a git worktree). Each side ran twice in child processes of its own, alternated (this checkout, that commit,`,
-          `that commit, this checkout), and the tables give each side's means of its two rounds (the table above too); load average ${before.loadAverage.toFixed(1)}`,
+          `that commit, this checkout), and the tables give each side's means of its two rounds (its calls added up; the table above too); load average ${before.loadAverage.toFixed(1)}`,
           `during that commit's rounds. Each cell is that commit / this checkout.`,
           '',
           '| question | p50 ms | p99 ms | CPU ms / call | HTTP p99 ms | p99 × | CPU × |',
