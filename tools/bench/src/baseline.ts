@@ -2,6 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { LoadBatch } from '@tally/loadgen';
+import { defaultRules, type RulesInput } from '@tally/schema';
 import { REPO_ROOT } from '@tally/testing';
 
 /** Another commit's checkout, runnable next to this one: `--baseline <ref>`. */
@@ -71,4 +73,33 @@ function linkMissing(from: string, to: string): void {
     if (!existsSync(join(to, entry))) symlinkSync(join(from, entry), join(to, entry));
     else if (entry.startsWith('@')) linkMissing(join(from, entry), join(to, entry));
   }
+}
+
+/**
+ * The rules as 40027f0 takes them (its rules schema refuses what came later): default rules without the unique
+ * visitors' sketches (`distinct`), the page rows and the path format of `page`, which stays an id dimension.
+ */
+export const BASELINE_RULES: RulesInput = (() => {
+  const r = structuredClone(defaultRules) as unknown as {
+    metrics: Record<string, unknown>;
+    entities: Record<string, { distinct?: unknown }>;
+    dimensions?: unknown;
+    events: Record<string, { counters: Array<{ entity: string }> }>;
+  };
+  delete r.metrics['PageViews'];
+  delete r.metrics['UniqueVisitors'];
+  delete r.entities['page'];
+  for (const e of Object.values(r.entities)) delete e.distinct;
+  delete r.dimensions;
+  for (const e of Object.values(r.events)) e.counters = e.counters.filter((c) => c.entity !== 'page');
+  return r as unknown as RulesInput;
+})();
+
+/** A batch with page paths as ids (`/pages/3` -> `_pages_3`), for BASELINE_RULES. */
+export function idPages(b: LoadBatch): LoadBatch {
+  const events = b.events.map((e) => {
+    const page = (e.dims as Record<string, string> | undefined)?.['page'];
+    return page === undefined ? e : { ...e, dims: { ...e.dims, page: page.replaceAll('/', '_') } };
+  });
+  return { ...b, events };
 }

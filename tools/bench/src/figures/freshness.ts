@@ -3,9 +3,9 @@ import { clientSender, httpSender, type Fleet, type LoadBatch, type Sender } fro
 import { QUEUE, queueShards } from '@tally/queues';
 import { sleep } from '@tally/testing';
 import { lineChart, targetRule, type Chart } from '../charts';
+import { BASELINE_RULES, idPages } from '../baseline';
 import { figure, type FigureContext } from '../figure';
 import { appMetric, sampler, startBackgroundLoad, STORES, withFleet } from '../load';
-import { BASELINE_RULES, idPages } from './ingest-e2e';
 import { ascending, fmt, median, ms, quantile } from '../stats';
 
 /** The freshness the design promises: a count is visible in the query API within a second of its 202. */
@@ -139,7 +139,7 @@ async function probe(
 export const freshnessFigure = figure('freshness', async (ctx) => {
   const f = await measureFreshness(ctx);
   // With --baseline: the same measurement of that commit's fleet right after, so a before/after p99 is of one run.
-  // Both on the rules and traffic the baseline knows (ingest-e2e's BASELINE_RULES): the same work, before and after.
+  // Both on the rules and traffic the baseline knows (BASELINE_RULES): the same work, before and after.
   if (ctx.baseline)
     ctx.log(`the same with ${ctx.baseline.ref}'s apps (${ctx.baseline.commit.slice(0, 10)}), then this checkout's, on the rules it knows`);
   const before = ctx.baseline && (await measureFreshness(ctx, ctx.baseline.root, 'baseline'));

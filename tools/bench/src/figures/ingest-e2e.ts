@@ -1,8 +1,9 @@
 import { generateLoad, type Fleet, type LoadBatch } from '@tally/loadgen';
 import { QUEUE, queueShards } from '@tally/queues';
-import { defaultRules, rollup, validateEvents, type RulesInput } from '@tally/schema';
+import { rollup, validateEvents } from '@tally/schema';
 import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import { lineChart, logBars, type Chart } from '../charts';
+import { BASELINE_RULES, idPages } from '../baseline';
 import { figure, type FigureContext } from '../figure';
 import { appMetric, benchFleet, CATALOGUE, sampler, startBackgroundLoad, STORES } from '../load';
 import { measureNaiveThroughput } from '../naive';
@@ -220,35 +221,6 @@ export async function measureLoad(
       `${run.cpu.aggregator.toFixed(2)}, redis ${run.cpu.redis.toFixed(2)}, bench ${run.cpu.bench.toFixed(2)} cores`,
   );
   return { ...run, via, cpuMs: { ...cpuMs, tally: cpuMs.collector + cpuMs.aggregator + cpuMs.redis + cpuMs.producer } };
-}
-
-/**
- * The rules as 40027f0 takes them (its rules schema refuses what came later): default rules without the unique
- * visitors' sketches (`distinct`), the page rows and the path format of `page`, which stays an id dimension.
- */
-export const BASELINE_RULES: RulesInput = (() => {
-  const r = structuredClone(defaultRules) as unknown as {
-    metrics: Record<string, unknown>;
-    entities: Record<string, { distinct?: unknown }>;
-    dimensions?: unknown;
-    events: Record<string, { counters: Array<{ entity: string }> }>;
-  };
-  delete r.metrics['PageViews'];
-  delete r.metrics['UniqueVisitors'];
-  delete r.entities['page'];
-  for (const e of Object.values(r.entities)) delete e.distinct;
-  delete r.dimensions;
-  for (const e of Object.values(r.events)) e.counters = e.counters.filter((c) => c.entity !== 'page');
-  return r as unknown as RulesInput;
-})();
-
-/** A batch with page paths as ids (`/pages/3` -> `_pages_3`), for BASELINE_RULES. */
-export function idPages(b: LoadBatch): LoadBatch {
-  const events = b.events.map((e) => {
-    const page = (e.dims as Record<string, string> | undefined)?.['page'];
-    return page === undefined ? e : { ...e, dims: { ...e.dims, page: page.replaceAll('/', '_') } };
-  });
-  return { ...b, events };
 }
 
 /** The traffic's batches of `batch` events, up to `maxEvents`, each with its events as the collector accepts them. */

@@ -2,9 +2,11 @@ import { BucketStore } from '@tally/buckets';
 import type { Segment } from '@tally/contracts';
 import { createDynamoClient, createDynamoMeter, writeRow } from '@tally/dynamo';
 import { evaluateSegments, HistoryMemo, namedRange, readSeries, resolveMetrics, type QueryDeps } from '@tally/query';
-import { compileRules, defaultRules, rollup, type NormalizedEvent } from '@tally/schema';
+import { compileRules, defaultRules, rollup, type NormalizedEvent, type RulesInput } from '@tally/schema';
 import { createTenant, issueKey } from '@tally/tenants';
-import { loadavg } from 'node:os';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   createTestTable,
@@ -19,6 +21,7 @@ import {
 } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { figure, type FigureContext } from '../figure';
+import { BASELINE_RULES } from '../baseline';
 import { measureHere, measureInBaseline } from '../in-checkout';
 import { quantile, timeLoop } from '../stats';
 import { flushStore, prng, zipf } from '../workload';
@@ -52,11 +55,15 @@ const SEGMENTS: Segment[] = [
   },
 ];
 
+/** The rules of a rules file (`--rules` of a --baseline round), else the default rules. */
+const rulesOf = (rulesFile: string | undefined): RulesInput =>
+  rulesFile ? (JSON.parse(readFileSync(rulesFile, 'utf8')) as RulesInput) : defaultRules;
+
 /** STORE's Redis buckets and DynamoDB table as the apps use them, with a clock that never repeats. */
-function storeOf(redisUrl: string, endpoint: string, table: string) {
+function storeOf(redisUrl: string, endpoint: string, table: string, rulesFile: string | undefined) {
   const redis = new Redis(redisUrl);
   const client = createDynamoClient({ endpoint, region: 'us-east-1' });
-  const rules = compileRules(defaultRules);
+  const rules = compileRules(rulesOf(rulesFile));
   const buckets = new BucketStore({ redis, rules });
   const writeDeps = { client, table, meter: createDynamoMeter() };
   let clock = Date.now();
@@ -77,16 +84,17 @@ function storeOf(redisUrl: string, endpoint: string, table: string) {
 }
 
 /**
- * Latency and DynamoDB reads of the query API's questions, in-process and over HTTP (the method is in the markdown below).
+ * Latency and DynamoDB reads of the query API's questions, in-process and over HTTP (the method is in the markdown below),
+ * on the default rules or those of `rulesFile` (the store, the background ingest and query-api alike).
  * @public (in-checkout.ts runs it for --baseline)
  */
-export async function measure(ctx: FigureContext) {
+export async function measure(ctx: FigureContext, rulesFile?: string) {
   const runMs = ctx.quick ? 1_500 : 10_000;
   const historyDays = ctx.quick ? 120 : 400;
   const redisServer = await startRedis();
   const dyn = await startDynalite({ mode: 'child' });
   const table = await createTestTable(dyn.endpoint);
-  const { client, rules, buckets, apply, flush, close } = storeOf(redisServer.url, dyn.endpoint, table);
+  const { client, rules, buckets, apply, flush, close } = storeOf(redisServer.url, dyn.endpoint, table, rulesFile);
   const meter = createDynamoMeter();
   const deps: QueryDeps = { buckets, dynamo: { client, table, meter }, rules, historyMemo: new HistoryMemo() }; // as the query API runs it
   let batchNo = 0;
@@ -132,13 +140,27 @@ export async function measure(ctx: FigureContext) {
     // current events every 10 ms, every row flushed each second. The heavy visitor is not in them, so its session
     // cache stays warm, as between two page views of one session.
     load0 = loadavg()[0]!;
-    const ingestArgs = ['--import', 'tsx', fileURLToPath(import.meta.url), INGEST_FLAG, redisServer.url, dyn.endpoint, table];
+    const ingestArgs = [
+      '--import',
+      'tsx',
+      fileURLToPath(import.meta.url),
+      INGEST_FLAG,
+      redisServer.url,
+      dyn.endpoint,
+      table,
+      rulesFile ?? '',
+    ];
     ingestProc = await startProcess(process.execPath, ingestArgs, { cwd: REPO_ROOT, name: 'query-bench-ingest' });
     await ingestProc.waitForLine(/^ingested \d+/, { timeoutMs: 120_000 });
     const ingestStart = performance.now();
 
     app = await startApp('query-api', {
-      env: { REDIS_URL: redisServer.url, DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: table },
+      env: {
+        REDIS_URL: redisServer.url,
+        DYNAMODB_ENDPOINT: dyn.endpoint,
+        DYNAMODB_TABLE: table,
+        ...(rulesFile ? { RULES_FILE: rulesFile } : {}),
+      },
       timeoutMs: 120_000, // a start-up on a loaded machine
     });
     // Each question: one in-process call (returns the DynamoDB requests it made), and the same over HTTP (query-api:
@@ -256,18 +278,21 @@ function meanOf(a: QueryFigure, b: QueryFigure): QueryFigure {
 }
 
 export const queryFigure = figure('query', async (ctx) => {
-  // With --baseline, each side is measured twice, in child processes of its own, alternated (this checkout, that
-  // commit, that commit, this checkout): the machine's drift and a fresh process's state fall on both alike, and
-  // each side's figures are the means of its two rounds. (Measured in this process and that commit's after it, the
-  // ratios moved from x0.92 to x1.22 between two runs of the same code.)
-  let r: QueryFigure;
-  let before: QueryFigure | undefined;
-  if (!ctx.baseline) r = await measure(ctx);
-  else {
-    const here1 = await measureHere<QueryFigure>(ctx, 'query');
-    const then1 = await measureInBaseline<QueryFigure>(ctx, 'query');
-    const then2 = await measureInBaseline<QueryFigure>(ctx, 'query');
-    r = meanOf(here1, await measureHere<QueryFigure>(ctx, 'query'));
+  // This checkout on the default rules, in this process. With --baseline, then each side twice, in child processes of
+  // its own, alternated (this checkout, that commit, that commit, this checkout): the machine's drift and a fresh
+  // process's state fall on both alike, and each side's figures are the means of its two rounds. (Measured in this
+  // process and that commit's after it, the ratios moved from x0.92 to x1.22 between two runs of the same code.) Both
+  // sides on one rules file, the rules that commit knows: with the default rules this checkout's background ingest
+  // also adds unique-visitor sketches and writes them each second, more work beside the measured calls.
+  const r = await measure(ctx);
+  let [before, after]: Array<QueryFigure | undefined> = [];
+  if (ctx.baseline) {
+    const rulesFile = join(mkdtempSync(join(tmpdir(), 'tally-query-bench-')), 'rules.json');
+    writeFileSync(rulesFile, JSON.stringify(BASELINE_RULES));
+    const here1 = await measureHere<QueryFigure>(ctx, 'query', rulesFile);
+    const then1 = await measureInBaseline<QueryFigure>(ctx, 'query', rulesFile);
+    const then2 = await measureInBaseline<QueryFigure>(ctx, 'query', rulesFile);
+    after = meanOf(here1, await measureHere<QueryFigure>(ctx, 'query', rulesFile));
     before = meanOf(then1, then2);
   }
   const was = (x: QueryFigure['rows'][number]) => before?.rows.find((y) => y.label === x.label);
@@ -281,7 +306,7 @@ export const queryFigure = figure('query', async (ctx) => {
     `; one DynamoDB request within two months: ${oneRequest ? 'met' : 'NOT met'}; warm segment p99 < 5 ms (typical visitor): ${segOk ? 'met' : 'NOT met'} (load average ${r.loadAverage.toFixed(1)})` +
     (before
       ? `; against ${ctx.baseline!.ref} (${ctx.baseline!.commit.slice(0, 10)}) in the same run, p99 / CPU per call: ` +
-        r.rows
+        after!.rows
           .map((x) => `${x.label} x${(x.p99 / was(x)!.p99).toFixed(2)} / x${(x.cpuMsPerCall / was(x)!.cpuMsPerCall).toFixed(2)}`)
           .join(', ')
       : '');
@@ -309,17 +334,19 @@ export const queryFigure = figure('query', async (ctx) => {
     'Read units are what dynalite reports for consistent reads (4 KB per unit, rounded up per item read); a series of last',
     '3 months reads four month items in one Query. A warm segment evaluation reads nothing from DynamoDB: the',
     "visitor's items come from the Redis session cache, merged with the counts above their watermarks.",
-    ...(before
+    ...(before && after
       ? [
           '',
           `**Before/after, same run** (\`--baseline ${ctx.baseline!.ref}\`: ${ctx.baseline!.commit.slice(0, 10)}, "${ctx.baseline!.subject}"): the same measurement with that`,
           `commit's libraries and query-api (a git worktree). Each side ran twice in child processes of its own, alternated (this checkout, that commit,`,
-          `that commit, this checkout), and the tables give each side's means of its two rounds (its calls added up; the table above too); load average ${before.loadAverage.toFixed(1)}`,
-          `during that commit's rounds. Each cell is that commit / this checkout.`,
+          `that commit, this checkout), and the table gives each side's means of its two rounds (its calls added up). Both sides ran on one rules`,
+          `file, the rules that commit knows (no unique-visitor sketches, no page rows), for the store, the background ingest and query-api:`,
+          `on the default rules (the table above) the background ingest also adds and writes sketches, more work beside the measured calls.`,
+          `Load average ${after.loadAverage.toFixed(1)} during this checkout's rounds, ${before.loadAverage.toFixed(1)} during that commit's. Each cell is that commit / this checkout.`,
           '',
           '| question | p50 ms | p99 ms | CPU ms / call | HTTP p99 ms | p99 × | CPU × |',
           '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
-          ...r.rows.map((x) => {
+          ...after.rows.map((x) => {
             const [b, pair] = [was(x)!, (f: (y: typeof x) => number) => `${ms(f(was(x)!))} / ${ms(f(x))}`];
             return `| ${x.label} | ${pair((y) => y.p50)} | ${pair((y) => y.p99)} | ${pair((y) => y.cpuMsPerCall)} | ${pair((y) => y.httpP99)} | ${(x.p99 / b.p99).toFixed(2)} | ${(x.cpuMsPerCall / b.cpuMsPerCall).toFixed(2)} |`;
           }),
@@ -329,9 +356,9 @@ export const queryFigure = figure('query', async (ctx) => {
   return { summary, markdown };
 });
 
-/** The background ingest process: `query.ts --ingest-loop <redis url> <dynamodb endpoint> <table>`. */
-async function ingestLoop(redisUrl: string, endpoint: string, table: string): Promise<void> {
-  const { apply, flush, close } = storeOf(redisUrl, endpoint, table);
+/** The background ingest process: `query.ts --ingest-loop <redis url> <dynamodb endpoint> <table> <rules file or ''>`. */
+async function ingestLoop(redisUrl: string, endpoint: string, table: string, rulesFile: string): Promise<void> {
+  const { apply, flush, close } = storeOf(redisUrl, endpoint, table, rulesFile || undefined);
   const rnd = prng(11);
   const product = zipf(PRODUCTS, 1.05, rnd);
   const visitor = zipf(VISITORS, 0.8, rnd);
@@ -358,6 +385,6 @@ async function ingestLoop(redisUrl: string, endpoint: string, table: string): Pr
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === INGEST_FLAG) {
-  await ingestLoop(process.argv[3]!, process.argv[4]!, process.argv[5]!);
+  await ingestLoop(process.argv[3]!, process.argv[4]!, process.argv[5]!, process.argv[6] ?? '');
   process.exit(0);
 }
