@@ -43,7 +43,8 @@ batch: reusing it within that window for other events is refused with 422 naming
 without the ingest scope; 429 while the events queue is deeper than MAX_QUEUE_DEPTH, 503 while Redis or the key
 store cannot be reached — both with Retry-After. With REDIS_WAIT_REPLICAS, 202 waits until that many Redis replicas
 hold the batch too; fewer within REDIS_WAIT_TIMEOUT_MS is 503 \`TALLY_ERR_REDIS_REPLICAS_BEHIND\` with Retry-After
-(Redis holds the batch: retry with the same Idempotency-Key, which counts it once).
+(Redis holds the batch: retry with the same Idempotency-Key, which counts it once; a request without one was given
+one, named in the answer's \`idempotencyKey\`).
 `.trim();
 
 const eventError = z.object({ index: z.number().int(), field: z.string(), reason: z.string() }).describe('Why one event was refused');
@@ -208,14 +209,20 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
         }
         if (err instanceof ReplicasBehindError) {
           metrics.rejected.inc({ reason: 'replicas' }, result.events.length);
+          // A request without a key was given one (libs/intake): the answer names it, for the retry to carry.
+          const given = req.headers['idempotency-key'] === undefined ? err.idempotencyKey : undefined;
           throw new HttpProblem(
             503,
             'TALLY_ERR_REDIS_REPLICAS_BEHIND',
-            `${err.message}: Redis holds the batch, but a failover now could lose it; retry later with the same Idempotency-Key, which counts it once either way` +
-              (req.headers['idempotency-key'] === undefined
-                ? ' (this request had none: a retry without one may count the batch twice)'
-                : ''),
-            { headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) }, cause: err },
+            `${err.message}: Redis holds the batch, but a failover now could lose it; retry later with ` +
+              (given === undefined
+                ? 'the same Idempotency-Key, which counts it once either way'
+                : `the header Idempotency-Key: ${given} (this request had none, so it was given one), which counts it once either way`),
+            {
+              headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
+              cause: err,
+              ...(given !== undefined && { extra: { idempotencyKey: given } }),
+            },
           );
         }
         if (!(err instanceof QueueUnavailableError)) throw err;

@@ -116,13 +116,23 @@ describe('the collector with REDIS_WAIT_REPLICAS=1', () => {
     expect((await post(app, batch, 'b')).statusCode).toBe(503);
     expect(await onMaster.getWaitingCount()).toBe(2);
     expect(await onReplica.getWaitingCount()).toBe(1);
-    // Without a key, the answer warns that a retry may count the batch twice.
-    const c = await post(app, views(1));
+    // Without a key, the batch was given one, and the answer names it for the retry to carry: the retry is the same job.
+    const batchC = views(1);
+    const c = await post(app, batchC);
     expect(c.statusCode).toBe(503);
-    expect(c.json().detail).toMatch(/\(this request had none: a retry without one may count the batch twice\)$/);
+    const keyC = c.json().idempotencyKey as string;
+    const [, batchIdC] = /acknowledged batch (\S+) within/.exec(c.json().detail) ?? [];
+    expect(keyC).toMatch(/^auto-[\w-]{22}$/);
+    expect(c.json().detail).toMatch(
+      new RegExp(
+        `retry later with the header Idempotency-Key: ${keyC} \\(this request had none, so it was given one\\), which counts it once either way$`,
+      ),
+    );
+    expect((await post(app, batchC, keyC)).statusCode).toBe(503);
+    expect(await onMaster.getWaitingCount()).toBe(3);
     expect(
       metricValue((await app.inject({ method: 'GET', url: '/metrics' })).body, 'tally_events_rejected_total', { reason: 'replicas' }),
-    ).toBe(7);
+    ).toBe(8);
 
     // The master dies and the replica takes over, without b. The client's retry with the same key, to a collector
     // on the new master (which has no replica of its own yet), is accepted there, and b is there once.
@@ -133,5 +143,10 @@ describe('the collector with REDIS_WAIT_REPLICAS=1', () => {
     expect(retried.json().batchId).toBe(batchB);
     expect(await post(promoted, batch, 'b').then((r) => r.statusCode)).toBe(202);
     expect(await onReplica.getWaitingCount()).toBe(2);
+    // The keyless batch, retried under the key its answer named: there once too.
+    const retriedC = await post(promoted, batchC, keyC);
+    expect([retriedC.statusCode, retriedC.json().batchId]).toEqual([202, batchIdC]);
+    expect(await post(promoted, batchC, keyC).then((r) => r.statusCode)).toBe(202);
+    expect(await onReplica.getWaitingCount()).toBe(3);
   });
 });

@@ -278,7 +278,15 @@ describe('createTallyClient', () => {
       const err = await alone.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'k-replicas' }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ReplicasBehindError);
       expect((err as Error).message).toMatch(/^0 of 1 Redis replicas acknowledged batch \S+ within 100 ms$/);
+      expect((err as ReplicasBehindError).idempotencyKey).toBe('k-replicas');
       expect(await waiting()).toBe(before + 1);
+      // A call without a key: its batch was given one, which the error names; a retry under it is the same job.
+      const keyless = (await alone.enqueueEvents('STORE1', [view('P2')]).catch((e: unknown) => e)) as ReplicasBehindError;
+      expect(keyless).toBeInstanceOf(ReplicasBehindError);
+      expect(keyless.idempotencyKey).toMatch(/^auto-[\w-]{22}$/);
+      const retry = await alone.enqueueEvents('STORE1', [view('P2')], { idempotencyKey: keyless.idempotencyKey! }).catch((e: unknown) => e);
+      expect(retry).toBeInstanceOf(ReplicasBehindError);
+      expect(await waiting()).toBe(before + 2);
     } finally {
       await Promise.all([own.close(), onPassed.close(), alone.close()]);
       passed.disconnect();

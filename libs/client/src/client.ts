@@ -52,7 +52,8 @@ export interface TallyClientOptions {
   /**
    * The collector's REDIS_WAIT_REPLICAS: each call resolves only once `replicas` Redis replicas hold its batch
    * (`WAIT`, at most `timeoutMs` each, default 1000; up to twice that for a call that comes while one is in flight), so a failover to a promoted replica cannot lose it; fewer in time
-   * throws ReplicasBehindError (Redis holds the batch: retry with the same idempotency key, which counts it once).
+   * throws ReplicasBehindError (Redis holds the batch: retry with the same idempotency key, which counts it once; a call
+   * without one was given one, named by the error's `idempotencyKey`).
    * The waits go on a connection of their own: a duplicate of `connection` when it is an ioredis instance (its
    * command timeout must be longer than `timeoutMs`).
    */

@@ -1,4 +1,4 @@
-import { eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE_SHARDS, shardOfStore } from '@tally/queues';
+import { eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE_SHARDS, ReplicasBehindError, shardOfStore } from '@tally/queues';
 import { compileRules, defaultRules, rollupDistinct, unflattenDistinct, type NormalizedEvent } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, TooManyEventsError, ValidationError } from './errors';
@@ -175,16 +175,40 @@ describe('createIntake with a replica fence (REDIS_WAIT_REPLICAS)', () => {
     });
     const store = ['S1', 'S2', 'S3', 'S4'].find((s) => shardOfStore(s, 2) === 1)!;
     const events: NormalizedEvent[] = [{ type: 'view', ts: Date.now(), dims: { product: 'P1' } }];
-    const plain = await fenced.enqueue(store, events);
-    expect(log.splice(0)).toEqual(['mark', 'add', `fence q1:fence (batch ${plain.batchId}) since 7`]);
-    const keyed = await fenced.enqueue(store, events, { idempotencyKey: 'k' });
-    expect(log.splice(0)).toEqual([
-      'mark',
-      'idempotency record',
-      'add',
-      `fence q1:fence (batch ${keyed.batchId}) since 7`,
-      `fence q0:fence (batch ${keyed.batchId}) since 7`,
-    ]);
+    // A batch without a key is given one under a fence, with its record: both alike.
+    for (const key of [undefined, 'k']) {
+      const { batchId } = await fenced.enqueue(store, events, key === undefined ? {} : { idempotencyKey: key });
+      expect(log.splice(0)).toEqual([
+        'mark',
+        'idempotency record',
+        'add',
+        `fence q1:fence (batch ${batchId}) since 7`,
+        `fence q0:fence (batch ${batchId}) since 7`,
+      ]);
+    }
+  });
+
+  it('names the idempotency key to retry with in ReplicasBehindError, the one it gave a batch that came without one', async () => {
+    const q = Object.assign(capturingQueue([]), { toKey: (type: string) => `q0:${type}` });
+    const behind = createIntake({
+      queues: { events: q, [QUEUE_SHARDS]: { events: [q] } } as never,
+      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null } as never,
+      rules: compileRules(defaultRules),
+      source: 'client',
+      replicaFence: {
+        mark: () => 0,
+        wait: async (_key, what) => {
+          throw new ReplicasBehindError(`0 of 1 Redis replicas acknowledged ${what} within 5 ms`);
+        },
+      },
+    });
+    const events: NormalizedEvent[] = [{ type: 'view', ts: Date.now(), dims: { product: 'P1' } }];
+    const keyed = (await behind.enqueue('S1', events, { idempotencyKey: 'k' }).catch((e: unknown) => e)) as ReplicasBehindError;
+    expect([keyed, keyed.idempotencyKey]).toEqual([expect.any(ReplicasBehindError), 'k']);
+    const keyless = (await behind.enqueue('S1', events).catch((e: unknown) => e)) as ReplicasBehindError;
+    expect(keyless.idempotencyKey).toMatch(/^auto-[\w-]{22}$/);
+    // The batch id a retry under that key gets is the one the error names.
+    expect(keyless.message).toContain(`batch ${behind.batchIdFor('S1', keyless.idempotencyKey)} `);
   });
 });
 

@@ -6,6 +6,7 @@ import {
   QUEUE,
   queueFor,
   QUEUE_SHARDS,
+  ReplicasBehindError,
   type PayloadOf,
   type ReplicaFence,
   type TallyQueues,
@@ -202,7 +203,10 @@ export function createIntake(opts: IntakeOptions): Intake {
       // Like the collector's 400 for `[]`: a call with no events is a mistake to report, not a batch id for nothing.
       if (events.length === 0)
         throw new InvalidArgumentError('events', 'events must hold at least 1 event (got none); nothing was enqueued');
-      const batchId = batchIdFor(store, eopts.idempotencyKey);
+      // With a replica fence, a batch without an idempotency key is given one: ReplicasBehindError comes after Redis
+      // took the batch, and a retry under the key it names (err.idempotencyKey) counts the batch once.
+      const idempotencyKey = eopts.idempotencyKey ?? (opts.replicaFence ? `auto-${randomBytes(16).toString('base64url')}` : undefined);
+      const batchId = batchIdFor(store, idempotencyKey);
       const receivedAt = eopts.receivedAt ?? Date.now();
       const parts = Math.ceil(events.length / MAX_EVENTS_PER_JOB);
       const jobs: Array<{ data: PayloadOf<typeof QUEUE.events>; opts: { jobId: string } }> = [];
@@ -239,7 +243,7 @@ export function createIntake(opts: IntakeOptions): Intake {
         }
         if (refusedAt !== null) throw new UnknownStoreError(store, new Date(Number(refusedAt)));
       }
-      if (eopts.idempotencyKey !== undefined) {
+      if (idempotencyKey !== undefined) {
         // The key's first batch sets its fingerprint (the IETF Idempotency-Key draft, Stripe): a retry of the
         // same batch passes on to addBulk, whose job ids make it a no-op; another batch under the key is refused.
         const fingerprint = batchFingerprint(events);
@@ -256,7 +260,7 @@ export function createIntake(opts: IntakeOptions): Intake {
         } catch (err) {
           throw new QueueUnavailableError(`Redis did not take the batch: ${(err as Error).message}`, { cause: err });
         }
-        if (earlier !== null && earlier !== fingerprint) throw new IdempotencyConflictError(eopts.idempotencyKey);
+        if (earlier !== null && earlier !== fingerprint) throw new IdempotencyConflictError(idempotencyKey);
       }
       let jobIds: string[];
       let queue: ReturnType<typeof queueFor>;
@@ -276,9 +280,14 @@ export function createIntake(opts: IntakeOptions): Intake {
       if (opts.replicaFence) {
         // A fence on the jobs' queue shard, and on the shard with the idempotency record when that is another: on a
         // cluster, every master this call wrote to.
-        const shards = eopts.idempotencyKey === undefined || queue === opts.queues.events ? [queue] : [queue, opts.queues.events];
+        const shards = idempotencyKey === undefined || queue === opts.queues.events ? [queue] : [queue, opts.queues.events];
         const fence = opts.replicaFence;
-        await Promise.all(shards.map((q) => fence.wait(q.toKey('fence'), `batch ${batchId}`, mark)));
+        try {
+          await Promise.all(shards.map((q) => fence.wait(q.toKey('fence'), `batch ${batchId}`, mark)));
+        } catch (err) {
+          if (err instanceof ReplicasBehindError) err.idempotencyKey = idempotencyKey;
+          throw err;
+        }
       }
       return { batchId, accepted: events.length, jobIds };
     },

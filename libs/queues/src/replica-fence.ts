@@ -8,6 +8,11 @@ import { closeCount, serverOf, type RedisConnection } from './connection';
  */
 export class ReplicasBehindError extends TallyError {
   readonly code = 'TALLY_ERR_REDIS_REPLICAS_BEHIND';
+  /**
+   * The idempotency key to retry the batch under, set by libs/intake: the caller's, or the one it gave a batch that
+   * came without one. A retry under it counts the batch once.
+   */
+  idempotencyKey?: string;
 }
 
 /** A wait for Redis replicas to hold what a caller read or wrote (createReplicaFence). */
