@@ -4,7 +4,7 @@ import { createDynamoClient, createDynamoMeter, writeRow } from '@tally/dynamo';
 import { evaluateSegments, HistoryMemo, namedRange, readSeries, resolveMetrics, type QueryDeps } from '@tally/query';
 import { compileRules, defaultRules, rollup, type NormalizedEvent, type RulesInput } from '@tally/schema';
 import { createTenant, issueKey } from '@tally/tenants';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -287,13 +287,18 @@ export const queryFigure = figure('query', async (ctx) => {
   const r = await measure(ctx);
   let [before, after]: Array<QueryFigure | undefined> = [];
   if (ctx.baseline) {
-    const rulesFile = join(mkdtempSync(join(tmpdir(), 'tally-query-bench-')), 'rules.json');
+    const dir = mkdtempSync(join(tmpdir(), 'tally-query-bench-'));
+    const rulesFile = join(dir, 'rules.json');
     writeFileSync(rulesFile, JSON.stringify(BASELINE_RULES));
-    const here1 = await measureHere<QueryFigure>(ctx, 'query', rulesFile);
-    const then1 = await measureInBaseline<QueryFigure>(ctx, 'query', rulesFile);
-    const then2 = await measureInBaseline<QueryFigure>(ctx, 'query', rulesFile);
-    after = meanOf(here1, await measureHere<QueryFigure>(ctx, 'query', rulesFile));
-    before = meanOf(then1, then2);
+    try {
+      const here1 = await measureHere<QueryFigure>(ctx, 'query', rulesFile);
+      const then1 = await measureInBaseline<QueryFigure>(ctx, 'query', rulesFile);
+      const then2 = await measureInBaseline<QueryFigure>(ctx, 'query', rulesFile);
+      after = meanOf(here1, await measureHere<QueryFigure>(ctx, 'query', rulesFile));
+      before = meanOf(then1, then2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
   const was = (x: QueryFigure['rows'][number]) => before?.rows.find((y) => y.label === x.label);
   const byLabel = (label: string) => r.rows.find((x) => x.label === label)!;
