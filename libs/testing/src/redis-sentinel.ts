@@ -33,6 +33,8 @@ export interface SentinelHandle {
   master(): Promise<{ host: string; port: number }>;
   /** How many other Sentinels this one knows for the master (`SENTINEL SENTINELS`). */
   peers(): Promise<number>;
+  /** Its last lines of output (the Sentinel's log: +sdown, +switch-master, +convert-to-slave, +tilt…). */
+  output(): string;
   /** SIGKILLs it (a Sentinel that dies); stop() then only removes its files. */
   kill(): Promise<void>;
   stop(): Promise<void>;
@@ -101,6 +103,7 @@ export async function startSentinel(opts: StartSentinelOptions): Promise<Sentine
       const [host, masterPort] = (await ask('GET-MASTER-ADDR-BY-NAME')) as [string, string];
       return { host, port: Number(masterPort) };
     },
+    output: () => p.output(),
     async peers() {
       return ((await ask('SENTINELS')) as unknown[]).length;
     },

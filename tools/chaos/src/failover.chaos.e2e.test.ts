@@ -53,6 +53,14 @@ const PARTITION_EVENTS = LONG ? 60_000 : 40_000;
 const WAIT = { REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '500' };
 
 /**
+ * The last-resort bound of one run. Each wait inside a run has a bound of its own that fails it with its name (step,
+ * waitFor), and a run on a quiet machine takes 40 to 90 s; beside the whole suite on 2 cores the Sentinel runs took up
+ * to 150 s (the jobs active at the failover wait out BullMQ's stalled-job check in the drain), and one CI run hit the
+ * 300 s this was before, unsaid where.
+ */
+const RUN_MS = 480_000;
+
+/**
  * Seeded HTTP and @tally/client traffic into `fleet` at RATE; a third of the way in, `failover(stats)` runs; then the
  * load finishes, the fleet drains, and every DynamoDB cell and query answer is compared with the accepted events.
  */
@@ -68,17 +76,23 @@ async function loadThrough<T>(fleet: Fleet, failover: (stats: LoadStats) => Prom
     () => log(`sent ${stats.eventsSent}, accepted ${stats.accepted}, retries ${JSON.stringify(stats.retries)}`),
     10_000,
   );
-  await sleep(((events / RATE) * 1_000) / 3);
-  const during = await failover(stats);
-  await done.finally(() => clearInterval(progress));
+  let during: T;
+  try {
+    await sleep(((events / RATE) * 1_000) / 3);
+    during = await failover(stats);
+    // The senders retry each batch for at most 120 s, so the load ends within that of its last send.
+    await step(log, 'the load done', done, 180_000);
+  } finally {
+    clearInterval(progress); // also when the failover failed: its lines would go on in the next test's log
+  }
   const expected = expectedCounts(accepted, fleet.rules, fleet.zones);
-  await waitForDrain(fleet, { timeoutMs: 180_000 }).catch(async (err) => {
+  await step(log, 'the fleet drained', waitForDrain(fleet, { timeoutMs: 180_000 }), 190_000).catch(async (err) => {
     log(`not drained: ${JSON.stringify(await backlog(fleet))}`);
     for (const a of fleet.apps) log(`${a.name}:\n${a.handle.process.output().split('\n').slice(-20).join('\n')}`);
     throw err;
   });
-  const table = await checkTable(fleet, expected);
-  const query = await checkQueryApi(fleet, fleet.app('query-api').url, expected);
+  const table = await step(log, 'every DynamoDB cell compared', checkTable(fleet, expected), 180_000);
+  const query = await step(log, 'the query answers compared', checkQueryApi(fleet, fleet.app('query-api').url, expected), 180_000);
   const failed = await failedJobs(fleet);
   log(
     `sent ${stats.eventsSent}, accepted ${stats.accepted}, retries ${JSON.stringify(stats.retries)}; ` +
@@ -258,6 +272,13 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
         appEnv: waitReplicas ? { collector: WAIT, 'dynamo-writer': WAIT } : {},
       }),
     );
+    // When the Sentinels do not do their part in time: each one's own account (+sdown, +tilt, +convert-to-slave…).
+    const told = (err: unknown) => {
+      for (const x of sentinels) log(`sentinel :${x.port}, its last lines:\n${x.output().split('\n').slice(-20).join('\n')}`);
+      for (const r of [pair.master, pair.replica])
+        log(`redis :${r.port}, its last lines:\n${r.output().split('\n').slice(-10).join('\n')}`);
+      throw err;
+    };
     return await loadThrough(
       fleet,
       async (stats) => {
@@ -268,7 +289,7 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
           timeoutMs: 60_000,
           intervalMs: 200,
           message: 'the Sentinels promote the replica',
-        });
+        }).catch(told);
         const promotedAfterMs = Date.now() - t0;
         let oldMaster: { commands: number; role: string } | undefined;
         if (fault === 'kill') await pair.master.restart();
@@ -281,7 +302,10 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
           await cutSentinelOff(pair.master.url, false);
         }
         const t1 = Date.now();
-        await waitFor(() => replicaInSync(pair.master.url).then(() => true), { timeoutMs: 60_000, message: 'the old master as a replica' });
+        await waitFor(() => replicaInSync(pair.master.url).then(() => true), {
+          timeoutMs: 60_000,
+          message: 'the old master as a replica',
+        }).catch(told);
         const sentAtRejoin = stats.eventsSent;
         log(
           `master :${pair.master.port} ${fault === 'kill' ? 'and the first Sentinel SIGKILLed' : 'cut off from the Sentinels'}; :${pair.replica.port} promoted after ${promotedAfterMs} ms; ` +
@@ -311,35 +335,51 @@ function expectExact(r: Awaited<ReturnType<typeof loadThrough>>, events = EVENTS
 }
 
 describe('a Redis failover under load', () => {
-  it('a master partitioned from its replica, SIGKILLed, the replica promoted: with REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
-    const r = await partitionedMasterRun(true);
-    expectExact(r);
-    // While the master was alone nothing could be acknowledged: the edge answered 503 and the senders retried.
-    expect(r.during.acceptedAlone).toBe(0);
-    expect((r.stats.retries['503'] ?? 0) + (r.stats.retries['ReplicasBehindError'] ?? 0)).toBeGreaterThan(0);
-  }, 300_000);
+  it(
+    'a master partitioned from its replica, SIGKILLed, the replica promoted: with REDIS_WAIT_REPLICAS=1 every accepted event counts once',
+    async () => {
+      const r = await partitionedMasterRun(true);
+      expectExact(r);
+      // While the master was alone nothing could be acknowledged: the edge answered 503 and the senders retried.
+      expect(r.during.acceptedAlone).toBe(0);
+      expect((r.stats.retries['503'] ?? 0) + (r.stats.retries['ReplicasBehindError'] ?? 0)).toBeGreaterThan(0);
+    },
+    RUN_MS,
+  );
 
-  it('a Redis Cluster master SIGKILLed, its replica promoted by the cluster: with REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
-    const r = await clusterFailoverRun();
-    expectExact(r);
-    expect(r.during.promotedAfterMs).toBeGreaterThan(0);
-  }, 300_000);
+  it(
+    'a Redis Cluster master SIGKILLed, its replica promoted by the cluster: with REDIS_WAIT_REPLICAS=1 every accepted event counts once',
+    async () => {
+      const r = await clusterFailoverRun();
+      expectExact(r);
+      expect(r.during.promotedAfterMs).toBeGreaterThan(0);
+    },
+    RUN_MS,
+  );
 
-  it('one Redis and its replica under three Sentinels, the master and a Sentinel SIGKILLed: with REDIS_SENTINELS and REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
-    const r = await sentinelFailoverRun('kill');
-    expectExact(r);
-    expect(r.during.promotedAfterMs).toBeGreaterThan(0);
-  }, 300_000);
+  it(
+    'one Redis and its replica under three Sentinels, the master and a Sentinel SIGKILLed: with REDIS_SENTINELS and REDIS_WAIT_REPLICAS=1 every accepted event counts once',
+    async () => {
+      const r = await sentinelFailoverRun('kill');
+      expectExact(r);
+      expect(r.during.promotedAfterMs).toBeGreaterThan(0);
+    },
+    RUN_MS,
+  );
 
-  it('the master cut off from the Sentinels but not from the apps, the replica promoted, then healed: with REDIS_WAIT_REPLICAS=1 every accepted event counts once', async () => {
-    const r = await sentinelFailoverRun('partition');
-    expectExact(r, PARTITION_EVENTS);
-    // A real split: after the promotion the old master was still a master, and the apps' connections kept talking to it.
-    expect(r.during.oldMaster?.role).toBe('master');
-    expect(r.during.oldMaster?.commands).toBeGreaterThan(100);
-    // The load went on after the old master was demoted: the apps' connections left it while events still came.
-    expect(r.during.sentAtRejoin).toBeLessThan(PARTITION_EVENTS * 0.9);
-  }, 300_000);
+  it(
+    'the master cut off from the Sentinels but not from the apps, the replica promoted, then healed: with REDIS_WAIT_REPLICAS=1 every accepted event counts once',
+    async () => {
+      const r = await sentinelFailoverRun('partition');
+      expectExact(r, PARTITION_EVENTS);
+      // A real split: after the promotion the old master was still a master, and the apps' connections kept talking to it.
+      expect(r.during.oldMaster?.role).toBe('master');
+      expect(r.during.oldMaster?.commands).toBeGreaterThan(100);
+      // The load went on after the old master was demoted: the apps' connections left it while events still came.
+      expect(r.during.sentAtRejoin).toBeLessThan(PARTITION_EVENTS * 0.9);
+    },
+    RUN_MS,
+  );
 
   it.runIf(LONG)(
     'the partitioned master without the wait: the events the edge accepted while it was alone are lost',
@@ -348,7 +388,7 @@ describe('a Redis failover under load', () => {
       expect(r.during.acceptedAlone).toBeGreaterThan(0);
       expect(r.table.mismatches).toBeGreaterThan(0);
     },
-    300_000,
+    RUN_MS,
   );
 
   it.runIf(LONG)(
@@ -358,6 +398,6 @@ describe('a Redis failover under load', () => {
       expect(r.during.oldMaster?.role).toBe('master');
       expect(r.table.mismatches).toBeGreaterThan(0);
     },
-    300_000,
+    RUN_MS,
   );
 });
