@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { cpSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '@tally/testing';
 import type { FigureContext } from './figure';
 
@@ -43,12 +44,15 @@ async function measureIn<T>(ctx: FigureContext, figure: string, cwd: string, src
 // node --import tsx in-checkout.ts <figure> <side> [--quick] [--rules <file>] (in the baseline worktree, or this checkout): `measure` of
 // figures/<figure>.ts, printed as one JSON line. Not awaited at the top level: figures/<figure>.ts imports this module back.
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const [figure, side, ...flags] = process.argv.slice(2);
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: { quick: { type: 'boolean', default: false }, rules: { type: 'string' } },
+  });
+  const [figure, side] = positionals;
   const log = (line: string) => process.stderr.write(`[${figure} ${side}] ${line}\n`);
-  const rulesFile = flags.includes('--rules') ? flags[flags.indexOf('--rules') + 1] : undefined;
   type Measure = (ctx: FigureContext, rulesFile?: string) => Promise<unknown>;
   void import(`./figures/${figure}.ts`).then(async ({ measure }: { measure: Measure }) => {
-    process.stdout.write(`${JSON.stringify(await measure({ quick: flags.includes('--quick'), log }, rulesFile))}\n`);
+    process.stdout.write(`${JSON.stringify(await measure({ quick: values.quick, log }, values.rules))}\n`);
     process.exit(0);
   });
 }
