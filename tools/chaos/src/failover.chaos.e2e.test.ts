@@ -54,9 +54,9 @@ const WAIT = { REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '500' };
 
 /**
  * The last-resort bound of one run. Each wait inside a run has a bound of its own that fails it with its name (step,
- * waitFor), and a run on a quiet machine takes 40 to 90 s; beside the whole suite on 2 cores the Sentinel runs took up
- * to 150 s (the jobs active at the failover wait out BullMQ's stalled-job check in the drain), and one CI run hit the
- * 300 s this was before, unsaid where.
+ * waitFor), and a run on a quiet machine takes 40 to 90 s; beside the other chaos files on 2 cores the Sentinel runs
+ * took up to 150 s (the jobs active at the failover wait out BullMQ's stalled-job check in the drain), and one CI run
+ * hit the 300 s this was before, unsaid where.
  */
 const RUN_MS = 480_000;
 
