@@ -536,6 +536,11 @@ describe('backpressure and outages', () => {
     expect(op.responses['400'].content['application/json'].schema.properties.errors.items.required).toEqual(['index', 'field', 'reason']);
     expect(op.responses['202'].content['application/json'].example).toMatchObject({ accepted: 2 });
     expect(op.responses['401'].content['application/json'].example).toMatchObject({ code: 'TALLY_ERR_UNAUTHORIZED' });
+    // The members some problems add are named: a client can read them from the document, not from prose.
+    const members = (status: string) => Object.keys(op.responses[status].content['application/json'].schema.properties);
+    expect(members('413')).toEqual(expect.arrayContaining(['code', 'detail', 'limit', 'count']));
+    expect(members('429')).toEqual(expect.arrayContaining(['code', 'eventsPerSecond', 'burst', 'depth', 'limit']));
+    expect(members('503')).toEqual(expect.arrayContaining(['code', 'detail', 'idempotencyKey']));
     expect(Object.values(op.responses).every((r) => typeof (r as { description?: unknown }).description === 'string')).toBe(true);
   });
 

@@ -29,6 +29,10 @@ const keys = { ingest: '', read: '', other: '', flood: '' };
 /** FLOOD's own ingest budget in its tenant record (events per second); the bucket holds 60 s of it. */
 const FLOOD_RATE = 1;
 const BURST_SECONDS = 60;
+/** The collector's own /openapi.json: each answer's members must be named in it. */
+let openapi: {
+  paths: Record<string, { post: { responses: Record<string, { content: Record<string, { schema: { properties: object } }> }> } }>;
+};
 /** The ingest budget's clock: frozen unless a test moves it. */
 let budgetClock = Date.now();
 
@@ -66,6 +70,7 @@ beforeAll(async () => {
     now: () => budgetClock,
   });
   app = await buildApp({ ...deps, budget, isClosing: () => closing || deps.isClosing() });
+  openapi = (await app.inject({ method: 'GET', url: '/openapi.json' })).json();
   res.backpressure.start();
   await waitFor(() => res.redis.status === 'ready' && res.backpressure.depth !== undefined, { message: 'collector connected to redis' });
 });
@@ -98,6 +103,10 @@ function expectProblem(r: LightMyRequestResponse, status: number, code: string, 
   const body = PROBLEM_SCHEMA.parse(r.json());
   expect(body).toMatchObject({ type: 'about:blank', status, code });
   if (field !== undefined) expect(body.field).toBe(field);
+  // The problem schema allows more members than it names; every member a client gets is named in the document (405
+  // is the edge's answer for a path asked with a method it does not take: no operation documents it).
+  const documented = openapi.paths['/v1/events']!.post.responses[String(status)]?.content['application/json']!.schema.properties;
+  if (status !== 405) expect(Object.keys(r.json()).filter((k) => !(k in (documented ?? {})))).toEqual([]);
   return r.json();
 }
 

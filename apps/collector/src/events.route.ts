@@ -124,14 +124,35 @@ const eventsRouteSchema = {
     401: problem.describe('Missing, unknown or revoked API key'),
     403: problem.describe('The key lacks the ingest scope'),
     404: problem.describe('No such route'),
-    413: problem.describe('Body over MAX_BODY_BYTES or more than MAX_EVENTS_PER_REQUEST events'),
+    413: problem
+      .extend({
+        limit: z.number().int().describe('the limit exceeded: MAX_BODY_BYTES (bytes) or MAX_EVENTS_PER_REQUEST (events)'),
+        count: z.number().int().optional().describe('over MAX_EVENTS_PER_REQUEST: the events the request has'),
+      })
+      .describe('Body over MAX_BODY_BYTES or more than MAX_EVENTS_PER_REQUEST events'),
     415: problem.describe('Content-Type other than JSON or NDJSON'),
     422: problem.describe('The Idempotency-Key was used before with other events; nothing accepted'),
-    429: problem.describe(
-      'The store is over its ingest budget, or the events queue is deeper than MAX_QUEUE_DEPTH; retry after Retry-After seconds',
-    ),
+    429: problem
+      .extend({
+        eventsPerSecond: z.number().optional().describe("TALLY_ERR_RATE_LIMITED: the store's ingest budget in events per second"),
+        burst: z.number().optional().describe('TALLY_ERR_RATE_LIMITED: the most events the budget takes at once'),
+        depth: z.number().int().optional().describe('TALLY_ERR_BACKPRESSURE: the waiting batches of the events queue'),
+        limit: z.number().int().optional().describe('TALLY_ERR_BACKPRESSURE: MAX_QUEUE_DEPTH'),
+      })
+      .describe('The store is over its ingest budget, or the events queue is deeper than MAX_QUEUE_DEPTH; retry after Retry-After seconds'),
     500: problem.describe('An unexpected error; the collector logs it'),
-    503: problem.describe('Redis or the key store is unreachable, or the collector is shutting down; retry after Retry-After seconds'),
+    503: problem
+      .extend({
+        idempotencyKey: z
+          .string()
+          .optional()
+          .describe(
+            'TALLY_ERR_REDIS_REPLICAS_BEHIND for a request without an Idempotency-Key: the key the batch was given; retry with it to count the batch once',
+          ),
+      })
+      .describe(
+        'Redis or the key store is unreachable, too few Redis replicas acknowledged the batch (REDIS_WAIT_REPLICAS), or the collector is shutting down; retry after Retry-After seconds',
+      ),
   },
 };
 

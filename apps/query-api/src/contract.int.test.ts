@@ -16,6 +16,10 @@ let app: QueryApiApp;
 let keys: { read: string; ingest: string; both: string };
 let closing = false;
 const logged: string[] = [];
+/** The query API's OpenAPI document (/docs/json): each answer's status and members must be named in it. */
+let openapi: {
+  paths: Record<string, Record<string, { responses: Record<string, { content: Record<string, { schema: { properties: object } }> }> }>>;
+};
 
 beforeAll(async () => {
   keys = await f.tenant('SHOP_A');
@@ -32,6 +36,7 @@ beforeAll(async () => {
     log: createLogger({ name: 'query-api-test', level: 'debug', destination }),
     isClosing: () => closing,
   });
+  openapi = (await app.inject({ method: 'GET', url: '/docs/json' })).json();
 });
 
 const get = (url: string, headers: Record<string, string> = bearer(keys.read)) => app.inject({ method: 'GET', url, headers });
@@ -48,6 +53,15 @@ function expectProblem(r: LightMyRequestResponse, status: number, code: string, 
   const body = PROBLEM_SCHEMA.parse(r.json());
   expect(body).toMatchObject({ type: 'about:blank', status, code });
   if (field !== undefined) expect(body.field).toBe(field);
+  // The operation asked (none for an unknown path or a method the path does not take) documents the status, and
+  // names every member of the answer: the problem schema allows more members than it names.
+  const { url = '', method = '' } = r.raw.req;
+  const operation = openapi.paths[new URL(url, 'http://tally').pathname]?.[method.toLowerCase()];
+  if (operation) {
+    const documented = operation.responses[String(status)]?.content['application/json']?.schema.properties;
+    expect({ status, documented: documented !== undefined }).toEqual({ status, documented: true });
+    expect(Object.keys(r.json()).filter((k) => !(k in documented!))).toEqual([]);
+  }
   return body;
 }
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isoSchema, problemSchema as errorSchema } from './common.schema';
+import { bodyErrorResponses, isoSchema, problemSchema as errorSchema } from './common.schema';
 
 // The admin API: a store's own administration with an `admin`-scope key (/v1/admin/…, DELETE /v1/visitors/{id}),
 // and the operator's (/v1/operator/…) with the operator credential of the configuration (ADMIN_OPERATOR_TOKEN).
@@ -186,13 +186,13 @@ export const adminRouteSchemas = {
   updateTenant: {
     ...admin('updateOwnStore', "Changes the store's time zone, currency or visitor-history retention"),
     body: tenantSettingsSchema,
-    response: { 200: tenantSchema, ...adminErrors },
+    response: { 200: tenantSchema, ...adminErrors, ...bodyErrorResponses },
   },
   listKeys: { ...admin('listKeys', "The store's API keys (never the keys themselves)"), response: { 200: keyListSchema, ...adminErrors } },
   issueKey: {
     ...admin('issueKey', 'Issues a key for the store; the answer is the only time it is shown'),
     body: issueKeyBodySchema,
-    response: { 201: issuedKeySchema, ...adminErrors },
+    response: { 201: issuedKeySchema, ...adminErrors, ...bodyErrorResponses },
   },
   revokeKey: {
     ...admin('revokeKey', 'Revokes a key of the store (it stops working within KEY_CACHE_TTL_MS)'),
@@ -215,7 +215,12 @@ export const operatorRouteSchemas = {
   createStore: {
     ...operator('createStore', 'Creates a store (and, when asked, its first admin key)'),
     body: createStoreBodySchema,
-    response: { 201: createdStoreSchema, ...adminErrors },
+    response: {
+      201: createdStoreSchema,
+      ...adminErrors,
+      ...bodyErrorResponses,
+      409: errorSchema.describe('A store with that id exists already'),
+    },
   },
   getStore: { ...operator('getStoreById', 'One store'), params: storeParams, response: { 200: tenantSchema, ...adminErrors } },
   deleteStore: {

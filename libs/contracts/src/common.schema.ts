@@ -45,6 +45,14 @@ export const errorResponses = {
   ),
 } as const;
 
+/** The error answers of a route that takes a JSON body, beside errorResponses. */
+export const bodyErrorResponses = {
+  413: problemSchema
+    .extend({ limit: z.number().int().describe('the body limit in bytes') })
+    .describe('The body (decompressed) is over the body limit'),
+  415: problemSchema.describe('The body is not application/json'),
+} as const;
+
 /**
  * A counter value: count metrics (scale 0) are JSON numbers (decimal strings only beyond 2^53); scaled metrics
  * (Revenue, scale 2) are exact decimal strings such as "19.99".

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { errorResponses, problemSchema, RANGE_NAMES, storeParam, valueSchema } from './common.schema';
+import { bodyErrorResponses, errorResponses, RANGE_NAMES, storeParam, valueSchema } from './common.schema';
 
 export const segmentRuleSchema = z
   .object({
@@ -99,5 +99,5 @@ export const segmentsRouteSchema = {
   tags: ['segments'],
   querystring: segmentsQuerySchema,
   body: segmentsBodySchema,
-  response: { 200: segmentsResponseSchema, ...errorResponses, 415: problemSchema.describe('The body is not application/json') },
+  response: { 200: segmentsResponseSchema, ...errorResponses, ...bodyErrorResponses },
 };
