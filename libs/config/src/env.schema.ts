@@ -97,7 +97,7 @@ const JOB_LOCK_MS = int(1_000, 600_000)
 const REDIS_WAIT_REPLICAS = int(0, 16)
   .default(0)
   .describe(
-    'Redis replicas that must hold a write before it counts as done (`WAIT`), so a failover to a promoted replica loses nothing acknowledged. The collector answers 202 only once they hold the batch (fewer in time: 503 `TALLY_ERR_REDIS_REPLICAS_BEHIND`; Redis holds the batch, and a retry with the same Idempotency-Key counts it once; a request without one was given one, named by the `idempotencyKey` of the answer); the dynamo-writer writes a row to DynamoDB only once they hold its outbox (fewer in time: the flush waits and retries). 0 = no wait (a single Redis).',
+    'Redis replicas that must hold a write before it counts as done (`WAIT`), so a failover to a promoted replica loses nothing acknowledged. The collector answers 202 only once they hold the batch (fewer in time: 503 `TALLY_ERR_REDIS_REPLICAS_BEHIND`; Redis holds the batch, and a retry with the same Idempotency-Key counts it once; a request without one was given one, named by the `idempotencyKey` of the answer); the dynamo-writer writes a row to DynamoDB only once they hold its outbox (fewer in time: the flush waits and retries). 0 = no wait (a single Redis). The Redis user needs `INFO` (to count the replicas and, after a failover, tell the promoted replica from the old master); both apps warn at start-up when Redis refuses it or has fewer replicas.',
   );
 const REDIS_WAIT_TIMEOUT_MS = int(10, 60_000)
   .default(1_000)

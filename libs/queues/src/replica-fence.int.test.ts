@@ -253,4 +253,21 @@ describe('createReplicaFence', () => {
       '2: REDIS_WAIT_REPLICAS is 2, but a Redis master has 1 replica connected: every wait for replicas times out until enough are',
     ]);
   });
+
+  it('warns when Redis refuses INFO, which both the replica count and the server check need', async () => {
+    const admin = new Redis(master.url);
+    connections.push(admin);
+    await admin.acl('SETUSER', 'noinfo', 'on', '>pw', '~*', '&*', '+@all', '-info');
+    const warnings: string[] = [];
+    const c = new Redis(master.url, { lazyConnect: true, username: 'noinfo', password: 'pw', enableReadyCheck: false });
+    connections.push(c);
+    warnOnTooFewReplicas(c, 1, (msg) => warnings.push(msg));
+    await c.connect();
+    await waitFor(() => warnings.length > 0, { message: 'a warning' });
+    expect(warnings).toEqual([
+      expect.stringMatching(
+        /^REDIS_WAIT_REPLICAS is 1, but Redis refuses INFO \(NOPERM .*\): .* allow the Redis user INFO \(ACL \+info\)$/,
+      ),
+    ]);
+  });
 });

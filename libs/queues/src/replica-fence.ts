@@ -1,5 +1,5 @@
 import { TallyError } from '@tally/key-layout';
-import type { Cluster, Redis } from 'ioredis';
+import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { closeCount, serverOf, type RedisConnection } from './connection';
 
 /**
@@ -141,6 +141,8 @@ export function createReplicaFence(
  * Each time `redis` becomes ready, reads how many replicas each Redis master has connected (`INFO replication`,
  * every master of a cluster) and calls `warn` when one has fewer than REDIS_WAIT_REPLICAS asks for: every wait
  * would then time out, and the operator should hear why at start-up rather than from the 503s or the delayed flushes.
+ * It warns too when Redis refuses INFO (an ACL user without it): then neither the replicas nor, outside a cluster,
+ * the server each connection talks to can be read, so a wait cannot tell a promoted replica from the old master.
  */
 export function warnOnTooFewReplicas(redis: RedisConnection, replicas: number, warn: (message: string) => void): void {
   redis.on('ready', () => {
@@ -153,6 +155,12 @@ export function warnOnTooFewReplicas(redis: RedisConnection, replicas: number, w
             `REDIS_WAIT_REPLICAS is ${replicas}, but a Redis master has ${fewest} replica${fewest === 1 ? '' : 's'} connected: every wait for replicas times out until enough are`,
           );
       })
-      .catch(() => {}); // Redis went away again: the waits say so
+      .catch((err: unknown) => {
+        // Not answered: Redis went away again, and the waits say so. Refused: only the operator can mend it.
+        if (err instanceof ReplyError)
+          warn(
+            `REDIS_WAIT_REPLICAS is ${replicas}, but Redis refuses INFO (${(err as Error).message}): the replicas connected cannot be checked, and after a failover a wait cannot tell the promoted replica from the old master; allow the Redis user INFO (ACL +info)`,
+          );
+      });
   });
 }
