@@ -6,8 +6,6 @@ import { defaultRules, type RulesInput } from '@tally/schema';
 import { REPO_ROOT, sleep } from '@tally/testing';
 import pg from 'pg';
 import { figure, type FigureContext } from '../figure';
-import type { Cluster, Redis } from 'ioredis';
-import type { Fleet } from '@tally/loadgen';
 import { CATALOGUE, STORES, withFleet } from '../load';
 import { fmt, ms, quantile } from '../stats';
 import { probesUnderLoad } from './freshness';
@@ -93,13 +91,7 @@ async function measurePostgresPeer(ctx: FigureContext) {
   await admin.query(`CREATE DATABASE ${db}`);
   const url = PG_URL.replace(/\/test$/, `/${db}`);
   try {
-    const rows: Array<{
-      durability: (typeof DURABILITY)[number];
-      pgPeak: PeerRun;
-      pgPaced: PeerRun;
-      pgDistinct: PeerRun;
-      tally: TallyRun[];
-    }> = [];
+    const rows = [];
     for (const [i, d] of DURABILITY.entries()) {
       ctx.log(`PostgreSQL, synchronous_commit = ${d.synchronousCommit}: peak with 1000-event batches, ${windowMs / 1000} s`);
       const pgPeak = await runPeer(ctx, url, `peak_${d.name}`, d.synchronousCommit, {
@@ -131,55 +123,39 @@ async function measurePostgresPeer(ctx: FigureContext) {
       });
       ctx.log(`  p99 ${ms(quantile(pgPaced.latencies, 0.99))} ms from a batch's arrival to its commit, ${pgPaced.mismatches} mismatches`);
 
-      rows.push({ durability: d, pgPeak, pgPaced, pgDistinct, tally: [] });
-    }
-    // One fleet per setup measures both durabilities in turn: the AOF fsync policy is switched on every Redis
-    // master with CONFIG SET, which takes effect at once, so no second fleet (a cluster's start-up is most of a
-    // quick run) is started for the second durability.
-    for (const setup of TALLY_SETUPS) {
-      ctx.log(`Tally, ${setup.name}: a fleet (collector, bucket-aggregator, query-api)`);
-      const fleetOptions = {
-        ...setup.fleet,
-        appendfsync: DURABILITY[0].appendfsync,
-        replicas: { 'dynamo-writer': 0 },
-        appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
-      };
-      await withFleet(fleetOptions, async (fleet) => {
-        for (const [i, d] of DURABILITY.entries()) {
-          await setAppendfsync(fleet, d.appendfsync);
-          ctx.log(`Tally, ${setup.name}, AOF appendfsync ${d.appendfsync}`);
-          const peak = await measureLoad(ctx, fleet, {
-            batch: 1000,
-            concurrency: CONCURRENCY,
-            seed: 520 + i,
-            warmMs: ctx.quick ? 1_000 : 3_000,
-            fillWaitMs: ctx.quick ? 500 : 5_000,
-            windowMs,
-            via: setup.via,
-          });
-          ctx.log(`  ${probes} freshness probes under ${fmt(pacedRate)} events/s`);
-          const probeOpts = { seed: 530 + i, rate: pacedRate, probes, warmMs: ctx.quick ? 500 : 2_000, tag: 'PEER', via: setup.via };
-          const freshness = (await probesUnderLoad(ctx, fleet, probeOpts)).latencies;
-          rows[i]!.tally.push({ setup, peak, freshness });
-        }
-      });
+      const tally = [];
+      for (const setup of TALLY_SETUPS) {
+        ctx.log(`Tally, ${setup.name}, AOF appendfsync ${d.appendfsync}: a fleet (collector, bucket-aggregator, query-api)`);
+        const fleetOptions = {
+          ...setup.fleet,
+          appendfsync: d.appendfsync,
+          replicas: { 'dynamo-writer': 0 },
+          appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
+        };
+        tally.push(
+          await withFleet(fleetOptions, async (fleet) => {
+            const peak = await measureLoad(ctx, fleet, {
+              batch: 1000,
+              concurrency: CONCURRENCY,
+              seed: 520 + i,
+              warmMs: ctx.quick ? 1_000 : 3_000,
+              fillWaitMs: ctx.quick ? 500 : 5_000,
+              windowMs,
+              via: setup.via,
+            });
+            ctx.log(`  ${probes} freshness probes under ${fmt(pacedRate)} events/s`);
+            const probeOpts = { seed: 530 + i, rate: pacedRate, probes, warmMs: ctx.quick ? 500 : 2_000, tag: 'PEER', via: setup.via };
+            const freshness = (await probesUnderLoad(ctx, fleet, probeOpts)).latencies;
+            return { setup, peak, freshness };
+          }),
+        );
+      }
+      rows.push({ durability: d, pgPeak, pgPaced, pgDistinct, tally });
     }
     return { rows, pacedRate, serverVersion };
   } finally {
     await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
     await admin.end();
-  }
-}
-
-type TallyRun = { setup: (typeof TALLY_SETUPS)[number]; peak: Awaited<ReturnType<typeof measureLoad>>; freshness: number[] };
-
-/** Sets the AOF fsync policy of the fleet's Redis, on every master of a cluster, and checks that each took it. */
-async function setAppendfsync(fleet: Fleet, policy: string): Promise<void> {
-  const nodes = fleet.inspect.isCluster ? (fleet.inspect as Cluster).nodes('master') : [fleet.inspect as Redis];
-  for (const node of nodes) {
-    await node.config('SET', 'appendfsync', policy);
-    const [, now] = (await node.config('GET', 'appendfsync')) as string[];
-    if (now !== policy) throw new Error(`Redis ${node.options.host}:${node.options.port} kept appendfsync ${now}, not ${policy}`);
   }
 }
 
@@ -314,7 +290,6 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
     '',
     'Equal durability: Redis AOF `appendfsync everysec` ≈ `synchronous_commit = off` (a crash may lose the last moment of acknowledged writes,',
     'PostgreSQL up to three `wal_writer_delay`s); `appendfsync always` ≈ `synchronous_commit = on` (every acknowledged write is on disk).',
-    'Each Tally setup runs one fleet for both: everysec first, then `CONFIG SET appendfsync always` on every master (it takes effect at once).',
     '',
     '| system | durability | **events/s** (1000-event batches) | CPU ms per 1000 events | freshness p50 / **p99** ms | check |',
     '| --- | --- | ---: | ---: | ---: | --- |',
