@@ -53,7 +53,7 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/series?range=last7d&from=2024-03-01&to=2024-03-02', 'range', /either range or from and to/],
     ['/v1/series?granularity=hour', 'granularity', /^granularity: unknown value "hour"; known: day, month, year, total$/],
     ['/v1/series?range=last2d', 'range', /^range: unknown value "last2d"; known: today, yesterday, last7d, .*, allTime$/],
-    ['/v1/series?range=allTime&granularity=day', 'granularity', /allTime answers granularity total only/],
+    ['/v1/series?range=allTime&granularity=day', 'granularity', /^range allTime answers granularity year or total, not day$/],
     ['/v1/series?entity=shop', 'entity', /unknown entity "shop"; known: store, product, visitor/],
     ['/v1/series?entity=product', 'entity', /needs an id: entity=product:<id>/],
     ['/v1/series?entity=product:P%23x', 'entity', /id "P#x" of entity product/],

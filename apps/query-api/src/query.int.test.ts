@@ -201,6 +201,39 @@ describe('GET /v1/series', () => {
     });
   });
 
+  it('answers all time by year: a point per year from the first with counts to the last, years between at zero', async () => {
+    const all = await get('/v1/series?metrics=ViewCount,Revenue,UniqueVisitors&range=allTime&granularity=year');
+    expect(all.status).toBe(200);
+    expect(all.body).toMatchObject({
+      from: null,
+      to: null,
+      granularity: 'year',
+      points: [
+        { period: '2023', values: { ViewCount: 1, Revenue: '0', UniqueVisitors: 1 } },
+        { period: '2024', values: { ViewCount: 12, Revenue: '25.02', UniqueVisitors: 2 } },
+      ],
+      totals: { ViewCount: 13, Revenue: '25.02', UniqueVisitors: 3 },
+      dynamoRequests: 1,
+    });
+    // The same totals as all time in one point.
+    expect((await get('/v1/series?metrics=ViewCount,Revenue,UniqueVisitors&range=allTime')).body.totals).toEqual(all.body.totals);
+    // A row with no counts has no years.
+    expect((await get('/v1/series?entity=product:NONE&metrics=ViewCount&range=allTime&granularity=year')).body).toMatchObject({
+      points: [],
+      totals: { ViewCount: 0 },
+    });
+    // Years with no counts between two that have some are points at zero; the newest year is only in Redis.
+    const key = (await f.tenant('SHOP_YEARS')).read;
+    await f.apply('SHOP_YEARS', 'UTC', [view('2021-06-01T00:00:00Z', 'P1', 'V1'), view('2023-06-01T00:00:00Z', 'P1', 'V1')]);
+    await f.flush('SHOP_YEARS');
+    await f.apply('SHOP_YEARS', 'UTC', [view('2024-03-01T00:00:00Z', 'P1', 'V1')]);
+    const gaps = await get('/v1/series?entity=product:P1&metrics=ViewCount&range=allTime&granularity=year', key);
+    expect(gaps.body.points).toEqual(
+      ['2021', '2022', '2023', '2024'].map((period) => ({ period, values: { ViewCount: period === '2022' ? 0 : 1 } })),
+    );
+    expect(gaps.body.totals).toEqual({ ViewCount: 3 });
+  });
+
   it('reads a product and a visitor, with keyed metrics, over explicit dates', async () => {
     const p1 = await get('/v1/series?entity=product:P1&metrics=ViewCount,OrderCount,Revenue&from=2024-03-10&to=2024-03-15');
     expect(p1.body).toMatchObject({

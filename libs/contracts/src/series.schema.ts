@@ -9,14 +9,14 @@ export const seriesQuerySchema = z
     entity: z.string().optional().describe('`store` (default), or `<entity>:<id>` such as product:P1 or visitor:V9'),
     metrics: metricsParam.describe("Comma-separated metric names (keyed ones as ProductViews#P1); default: the entity's unkeyed metrics"),
     range: rangeParam.describe(
-      'today, yesterday, last7d, last30d (default), last3m, last12m, thisMonth, thisYear, or allTime (granularity total only; the default for granularity total)',
+      'today, yesterday, last7d, last30d (default), last3m, last12m, thisMonth, thisYear, or allTime (granularity year or total; the default for granularity total)',
     ),
     ...rangeParams,
     granularity: z
       .enum(GRANULARITIES)
       .optional()
       .describe(
-        'day (default; total with range allTime): one point per day; month/year: one point per calendar month/year overlapping the range (whole periods); total: one point for the range',
+        'day (default; total with range allTime): one point per day; month/year: one point per calendar month/year overlapping the range (whole periods); with allTime, year is one point per year from the first with counts to the last; total: one point for the range',
       ),
   })
   .strict();

@@ -117,14 +117,27 @@ function periodsOf(range: DateRange, granularity: Exclude<Granularity, 'total'>)
         to: dayKey({ year, doy: dayOfYear(year, month, daysInMonth(year, month)) }),
       }));
     case 'year':
-      return Array.from({ length: range.to.year - range.from.year + 1 }, (_, i) => range.from.year + i).map((year) => ({
-        period: String(year),
-        sk: TOTAL_SK,
-        attr: (a) => yearAttr(year, a),
-        from: `${year}-001`,
-        to: `${year}-366`,
-      }));
+      return yearsFrom(range.from.year, range.to.year);
   }
+}
+
+/** A point per year from `first` to `last`, each the TOTAL item's year cell. */
+const yearsFrom = (first: number, last: number): PeriodCell[] =>
+  Array.from({ length: last - first + 1 }, (_, i) => first + i).map((year) => ({
+    period: String(year),
+    sk: TOTAL_SK,
+    attr: (a) => yearAttr(year, a),
+    from: `${year}-001`,
+    to: `${year}-366`,
+  }));
+
+/**
+ * All time by year: a point per year from the first to the last that the row's TOTAL item (with Redis's counts merged)
+ * has a year count of any metric for, years between without counts included at zero; none for a row with no counts.
+ */
+function yearsOfRow(merged: Map<string, Map<string, bigint>>): PeriodCell[] {
+  const years = [...(merged.get(TOTAL_SK)?.keys() ?? [])].flatMap((attr) => /^Y(\d{4})\./.exec(attr)?.[1] ?? []).map(Number);
+  return years.length === 0 ? [] : yearsFrom(Math.min(...years), Math.max(...years));
 }
 
 function sumPoints(points: SeriesPoint[], metrics: MetricRef[]): Record<string, bigint> {
@@ -148,7 +161,7 @@ function sumCells(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[]
  * A series for one entity row: DynamoDB items plus exactly the Redis counts they do not hold yet (one atomic
  * Redis snapshot first, then consistent reads; an entry counts only above its item's watermark). Day and
  * month granularity read the month rows of the range with one Query; year granularity and range 'all' read the
- * TOTAL item with one GetItem (readTotalItem); granularity total over dates reads the coarsest items that cover
+ * TOTAL item with one GetItem (readTotalItem), range 'all' by year a point per year that has counts (yearsOfRow); granularity total over dates reads the coarsest items that cover
  * them (see coverOf).
  */
 export async function readSeries(
@@ -157,7 +170,8 @@ export async function readSeries(
 ): Promise<SeriesResult> {
   const { range, granularity } = req;
   if (range === 'all') {
-    if (granularity !== 'total') throw new QueryError('granularity', `range allTime answers granularity total only, not ${granularity}`);
+    if (granularity === 'day' || granularity === 'month')
+      throw new QueryError('granularity', `range allTime answers granularity year or total, not ${granularity}`);
   } else if (granularity === 'total') {
     const r = await readTotals(deps, { store: req.store, pks: [req.pk], metrics: req.metrics, range });
     const { values, estimated } = r.rows[0]!;
@@ -178,8 +192,16 @@ export async function readSeries(
       : readTotalItem(deps, req.pk),
   );
   const merged = mergeItems(items, snap!.entries);
-  // Over dates a point per period, each the sum of its cell; all time one point, from the TOTAL item.
-  const periods = range === 'all' || granularity === 'total' ? undefined : periodsOf(range, granularity);
+  // Over dates a point per period, each the sum of its cell; all time by year a point per year with counts; all
+  // time one point, from the TOTAL item.
+  const periods =
+    range === 'all'
+      ? granularity === 'year'
+        ? yearsOfRow(merged)
+        : undefined
+      : granularity === 'total'
+        ? undefined
+        : periodsOf(range, granularity);
   const points = periods
     ? periods.map((p) => ({ period: p.period, values: sumCells(merged, req.metrics, [p]) }))
     : [{ period: 'total', values: sumCells(merged, req.metrics, [{ sk: TOTAL_SK, attr: totalAttr }]) }];
