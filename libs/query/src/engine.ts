@@ -161,8 +161,8 @@ function sumCells(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[]
  * A series for one entity row: DynamoDB items plus exactly the Redis counts they do not hold yet (one atomic
  * Redis snapshot first, then consistent reads; an entry counts only above its item's watermark). Day and
  * month granularity read the month rows of the range with one Query; year granularity and range 'all' read the
- * TOTAL item with one GetItem (readTotalItem), range 'all' by year a point per year that has counts (yearsOfRow); granularity total over dates reads the coarsest items that cover
- * them (see coverOf).
+ * TOTAL item with one GetItem (readTotalItem), range 'all' by year a point per year that has counts (yearsOfRow);
+ * granularity total over dates reads the coarsest items that cover them (see coverOf).
  */
 export async function readSeries(
   deps: QueryDeps,
