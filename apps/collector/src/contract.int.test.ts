@@ -31,7 +31,10 @@ const FLOOD_RATE = 1;
 const BURST_SECONDS = 60;
 /** The collector's own /openapi.json: each answer's members must be named in it. */
 let openapi: {
-  paths: Record<string, { post: { responses: Record<string, { content: Record<string, { schema: { properties: object } }> }> } }>;
+  paths: Record<
+    string,
+    { post: { responses: Record<string, { content: Record<string, { schema: { properties: object; required?: string[] } }> }> } }
+  >;
 };
 /** The ingest budget's clock: frozen unless a test moves it. */
 let budgetClock = Date.now();
@@ -105,8 +108,12 @@ function expectProblem(r: LightMyRequestResponse, status: number, code: string, 
   if (field !== undefined) expect(body.field).toBe(field);
   // The problem schema allows more members than it names; every member a client gets is named in the document (405
   // is the edge's answer for a path asked with a method it does not take: no operation documents it).
-  const documented = openapi.paths['/v1/events']!.post.responses[String(status)]?.content['application/json']!.schema.properties;
-  if (status !== 405) expect(Object.keys(r.json()).filter((k) => !(k in (documented ?? {})))).toEqual([]);
+  const schema = openapi.paths['/v1/events']!.post.responses[String(status)]?.content['application/json']!.schema;
+  if (status !== 405) {
+    expect(Object.keys(r.json()).filter((k) => !(k in (schema?.properties ?? {})))).toEqual([]);
+    // And every member the document requires is there.
+    expect((schema?.required ?? []).filter((k) => !(k in r.json()))).toEqual([]);
+  }
   return r.json();
 }
 

@@ -18,7 +18,10 @@ let closing = false;
 const logged: string[] = [];
 /** The query API's OpenAPI document (/docs/json): each answer's status and members must be named in it. */
 let openapi: {
-  paths: Record<string, Record<string, { responses: Record<string, { content: Record<string, { schema: { properties: object } }> }> }>>;
+  paths: Record<
+    string,
+    Record<string, { responses: Record<string, { content: Record<string, { schema: { properties: object; required?: string[] } }> }> }>
+  >;
 };
 
 beforeAll(async () => {
@@ -58,9 +61,11 @@ function expectProblem(r: LightMyRequestResponse, status: number, code: string, 
   const { url = '', method = '' } = r.raw.req;
   const operation = openapi.paths[new URL(url, 'http://tally').pathname]?.[method.toLowerCase()];
   if (operation) {
-    const documented = operation.responses[String(status)]?.content['application/json']?.schema.properties;
-    expect({ status, documented: documented !== undefined }).toEqual({ status, documented: true });
-    expect(Object.keys(r.json()).filter((k) => !(k in documented!))).toEqual([]);
+    const schema = operation.responses[String(status)]?.content['application/json']?.schema;
+    expect({ status, documented: schema !== undefined }).toEqual({ status, documented: true });
+    expect(Object.keys(r.json()).filter((k) => !(k in schema!.properties))).toEqual([]);
+    // And every member the document requires is there.
+    expect((schema!.required ?? []).filter((k) => !(k in r.json()))).toEqual([]);
   }
   return body;
 }
