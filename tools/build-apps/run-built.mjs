@@ -1,10 +1,10 @@
-// node tools/build-apps/run-built.mjs <bundle> [arguments…]: runs an operator tool from its built JavaScript,
-// dist/<bundle>/main.mjs (tools/build-apps), in this process, so a call starts in a fraction of a second instead of
-// compiling TypeScript each time. When a file the bundle was built from (its sources.json: the workspace sources,
+// node tools/build-apps/run-built.mjs <bundle> [arguments…]: runs an operator tool (or an app: the tests' fleets) from
+// its built JavaScript, dist/<bundle>/main.mjs (tools/build-apps), in this process, so a call starts in a fraction
+// of a second instead of compiling TypeScript each time. When a file the bundle was built from (its sources.json: the workspace sources,
 // their projects' package.json, tsconfig.base.json, package-lock.json) is newer than the bundle, it is rebuilt
 // first, with a line on stderr; stdout stays the tool's own.
 import { spawnSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { enableCompileCache } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -33,14 +33,41 @@ function staleness() {
   return sources.some((file) => (mtime(join(repoRoot, file)) ?? Infinity) > built) ? 'sources changed' : undefined;
 }
 
-const why = staleness();
-if (why) {
+/** Whether the process whose pid the lock directory holds is still running (false once the lock is gone). */
+function holderAlive(lock) {
+  try {
+    process.kill(Number(readFileSync(join(lock, 'pid'), 'utf8')), 0);
+    return true;
+  } catch (e) {
+    return e.code === 'EPERM';
+  }
+}
+
+// Built when stale, by one process at a time: processes started together (the apps of a test fleet) wait for the one
+// that builds, then find the bundle fresh. The lock is a directory holding the builder's pid, put in place whole by a
+// rename (which fails onto a lock that exists); a dead builder's lock is taken over.
+const lock = join(repoRoot, 'dist', `.${name}.lock`);
+for (let why = staleness(); why; why = staleness()) {
+  const mine = `${lock}.${process.pid}`;
+  mkdirSync(mine, { recursive: true });
+  writeFileSync(join(mine, 'pid'), String(process.pid));
+  try {
+    renameSync(mine, lock);
+  } catch (e) {
+    rmSync(mine, { recursive: true, force: true });
+    if (e.code !== 'ENOTEMPTY' && e.code !== 'EEXIST') throw e;
+    if (holderAlive(lock)) await new Promise((resolve) => setTimeout(resolve, 100));
+    else rmSync(lock, { recursive: true, force: true });
+    continue;
+  }
   process.stderr.write(`tally: building ${name} (${why})\n`);
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'tools/build-apps/src/main.ts', '--only', name], {
     cwd: repoRoot,
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  rmSync(lock, { recursive: true, force: true });
   if (r.status !== 0) process.exit(r.status ?? 1);
+  break;
 }
 
 // V8's code cache on disk (the OS temp dir): a multi-megabyte bundle is not compiled again on every call. Source

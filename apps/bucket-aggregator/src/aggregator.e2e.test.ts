@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { BucketStore } from '@tally/buckets';
 import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
-import { metricValue, REPO_ROOT, startProcess, waitFor, waitForQueuesIdle } from '@tally/testing';
+import { appArgs, metricValue, REPO_ROOT, startProcess, waitFor, waitForQueuesIdle } from '@tally/testing';
 import { useStack } from '@tally/testing/vitest';
 import { describe, expect, it } from 'vitest';
 
@@ -46,7 +46,7 @@ describe('bucket aggregator processes', () => {
     const rules = structuredClone(defaultRules) as any;
     rules.events.view.counters[1].entity = 'shop';
     writeFileSync(file, JSON.stringify(rules));
-    const p = await startProcess(process.execPath, ['--import', 'tsx', 'apps/bucket-aggregator/src/main.ts'], {
+    const p = await startProcess(process.execPath, appArgs('bucket-aggregator', 'bundle'), {
       cwd: REPO_ROOT,
       env: env('bad', { RULES_FILE: file }),
     });

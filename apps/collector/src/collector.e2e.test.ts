@@ -1,7 +1,7 @@
 import { createDynamoClient } from '@tally/dynamo';
 import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
 import { createTenantAdmin } from '@tally/tenants';
-import { metricValue, REPO_ROOT, startProcess, sumOfJobRows, type AppHandle } from '@tally/testing';
+import { appArgs, metricValue, REPO_ROOT, startProcess, sumOfJobRows, type AppHandle } from '@tally/testing';
 import { useStack } from '@tally/testing/vitest';
 import { beforeAll, describe, expect, it } from 'vitest';
 
@@ -78,7 +78,7 @@ describe('collector process', () => {
   });
 
   it('refuses to start with a bad variable, naming it', async () => {
-    const p = await startProcess(process.execPath, ['--import', 'tsx', 'apps/collector/src/main.ts'], {
+    const p = await startProcess(process.execPath, appArgs('collector', 'bundle'), {
       cwd: REPO_ROOT,
       env: { REDIS_URL: stack.redisServer.url, MAX_EVENTS_PER_REQUEST: 'lots' },
     });

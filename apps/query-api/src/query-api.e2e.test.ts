@@ -4,6 +4,7 @@ import { createDynamoClient, createDynamoMeter, writeRow } from '@tally/dynamo';
 import { loadRules, rollup, type NormalizedEvent } from '@tally/schema';
 import { createTenant, issueKey } from '@tally/tenants';
 import {
+  appArgs,
   createTestTable,
   startDynalite,
   startProcess,
@@ -76,7 +77,7 @@ beforeAll(async () => {
   await redis.quit();
   client.destroy();
 
-  proc = await startProcess(process.execPath, ['--import', 'tsx', 'apps/query-api/src/main.ts'], {
+  proc = await startProcess(process.execPath, appArgs('query-api', 'bundle'), {
     cwd: repoRoot,
     name: 'query-api',
     env: {

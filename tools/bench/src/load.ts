@@ -20,9 +20,13 @@ import { metricValue, sleep } from '@tally/testing';
 /** The stores every fleet figure uses: three time zones (Kathmandu +05:45, Los Angeles with DST, UTC). */
 export const STORES: readonly StoreSpec[] = DEMO_STORES;
 
-/** A tools/loadgen fleet as the figures start it: STORES, the default rules, 900-second buckets, AOF everysec, and `opts`. */
+/**
+ * A tools/loadgen fleet as the figures start it: STORES, the default rules, 900-second buckets, AOF everysec, and
+ * `opts`. Its apps run from their sources, as a `--baseline` commit's do and as every committed figure was measured
+ * (and a CPU profile names their files).
+ */
 export const benchFleet = (opts: Partial<FleetOptions> = {}) =>
-  startFleet({ stores: STORES, rules: defaultRules, bucketSeconds: 900, appendfsync: 'everysec', ...opts });
+  startFleet({ stores: STORES, rules: defaultRules, bucketSeconds: 900, appendfsync: 'everysec', from: 'sources', ...opts });
 
 /** `run` with a benchFleet of `opts`, stopped afterwards whatever happens. */
 export async function withFleet<T>(opts: Partial<FleetOptions>, run: (fleet: Fleet) => Promise<T>): Promise<T> {

@@ -14,6 +14,7 @@ import {
   startRedis,
   startRedisCluster,
   startedProcesses,
+  type AppSource,
   type RedisHandle,
 } from '@tally/testing';
 import type { StoreSpec } from './generator';
@@ -48,6 +49,8 @@ export interface FleetOptions {
   sentinels?: { nodes: ReadonlyArray<{ host: string; port: number }>; master?: string };
   /** Run the apps from this checkout (another commit's worktree, for a before/after bench). Default: this one. */
   root?: string;
+  /** What the apps run from (startApp's `from`): default this checkout's bundles, another checkout's sources. */
+  from?: AppSource;
 }
 
 export type Fleet = Awaited<ReturnType<typeof startFleet>>;
@@ -127,6 +130,7 @@ export async function startFleet(opts: FleetOptions) {
           echo: opts.echo,
           timeoutMs: 60_000,
           root: opts.root,
+          ...(opts.from ? { from: opts.from } : {}),
           onLine: (text) => void (KEY_SHAPE.test(text) && leaks.push(`${name}: ${text}`)),
         });
         return {

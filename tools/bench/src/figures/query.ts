@@ -162,6 +162,7 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
         ...(rulesFile ? { RULES_FILE: rulesFile } : {}),
       },
       timeoutMs: 120_000, // a start-up on a loaded machine
+      from: 'sources', // as every bench fleet (load.ts)
     });
     // Each question: one in-process call (returns the DynamoDB requests it made), and the same over HTTP (query-api:
     // POST with a body, else GET).

@@ -89,6 +89,7 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
         BUCKET_SECONDS: String(TICK_BUCKET_MS / 1000),
         KEY_PREFIX: 't',
       },
+      from: 'sources', // as every bench fleet (load.ts)
     });
     const a = app;
     const ticks = async (text?: string) => metricValue(text ?? (await a.metrics()), 'tally_seal_tick_duration_seconds_count');
