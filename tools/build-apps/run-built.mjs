@@ -1,8 +1,8 @@
 // node tools/build-apps/run-built.mjs <bundle> [arguments…]: runs an operator tool (or an app: the tests' fleets) from
 // its built JavaScript, dist/<bundle>/main.mjs (tools/build-apps), in this process, so a call starts in a fraction
-// of a second instead of compiling TypeScript each time. When a file the bundle was built from (its sources.json: the workspace sources,
-// their projects' package.json, tsconfig.base.json, package-lock.json) is newer than the bundle, it is rebuilt
-// first, with a line on stderr; stdout stays the tool's own.
+// of a second instead of compiling TypeScript each time. When a file the bundle was built from (its sources.json:
+// the workspace sources, their projects' package.json, tsconfig.base.json, package-lock.json) is newer than the
+// bundle, it is rebuilt first, with a line on stderr; stdout stays the tool's own.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { enableCompileCache } from 'node:module';

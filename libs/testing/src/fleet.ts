@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AppName } from '@tally/config';
 import { freePort } from './ports';
@@ -9,8 +10,7 @@ export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 /**
  * What an app runs from: its bundle, `dist/<app>/main.mjs` (tools/build-apps, built by `run-built.mjs` when missing
- * or older than a file it was built from), which starts in about half the time and CPU of its TypeScript sources
- * compiled through tsx; or those sources.
+ * or older than a file it was built from), whose start compiles no TypeScript; or its sources, through tsx.
  */
 export type AppSource = 'bundle' | 'sources';
 
@@ -68,7 +68,7 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
   const root = opts.root ?? REPO_ROOT;
   const from = opts.from ?? (opts.root ? 'sources' : 'bundle');
   // The bundle's own default (next to main.mjs, as in the image) is not where the repository builds the dashboard.
-  let env = app === 'query-api' && from === 'bundle' ? { DASHBOARD_DIR: `${root}/apps/dashboard/dist`, ...opts.env } : { ...opts.env };
+  let env = app === 'query-api' && from === 'bundle' ? { DASHBOARD_DIR: join(root, 'apps/dashboard/dist'), ...opts.env } : { ...opts.env };
   const spawnIt = async () =>
     startProcess(process.execPath, appArgs(app, from), {
       cwd: root,
