@@ -18,10 +18,12 @@ import {
   parseDayKey,
   parseOutboxField,
   parsePk,
+  parseYearAttr,
   redisKeys,
   storeShard,
   toEpochDay,
   TOTAL_SK,
+  totalAttr,
   yearAttr,
   encodeKeyValue,
   decodeKeyValue,
@@ -174,6 +176,13 @@ describe('DynamoDB names (the article layout)', () => {
     expect(dayAttr(7, 'v')).toBe('D007.v');
     expect(monthAttr(5, 'OrderCount')).toBe('M05.OrderCount');
     expect(yearAttr(2023, 'OrderCount')).toBe('Y2023.OrderCount');
+    expect(parseYearAttr(yearAttr(2023, 'OrderCount'))).toBe(2023);
+    expect([monthAttr(5, 'OrderCount'), dayAttr(7, 'v'), totalAttr('OrderCount'), 'wm'].map(parseYearAttr)).toEqual([
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+    ]);
     expect(entityPk('STORE12345', undefined)).toBe('STORE12345');
     expect(entityPk('STORE12345', 'product', ['P1'])).toBe('STORE12345#product#P1');
     expect(parsePk('STORE12345#product#P.1:x')).toEqual({ store: 'STORE12345', entity: 'product', keyValues: ['P.1:x'] });

@@ -57,6 +57,12 @@ export function parseMonthSk(sk: string): { year: number; month: number } | unde
 export const dayAttr = (doy: number, metric: string) => `D${pad(doy, 3)}.${metric}`;
 export const monthAttr = (month: number, metric: string) => `M${pad(month, 2)}.${metric}`;
 export const yearAttr = (year: number, metric: string) => `Y${pad(year, 4)}.${metric}`;
+
+/** The year of a TOTAL item's year cell (`yearAttr`), or undefined for any other attribute. */
+export function parseYearAttr(attr: string): number | undefined {
+  const m = /^Y(\d{4})\./.exec(attr);
+  return m ? Number(m[1]) : undefined;
+}
 export const totalAttr = (metric: string) => metric;
 
 /** Partition key of an entity: the store itself, or `store#entity#k1[#k2…]`. */

@@ -1,6 +1,18 @@
 import type { BucketStore, LiveSketch } from '@tally/buckets';
 import { getItem, getItems, ItemBudgetError, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
-import { dayAttr, dayKey, dayOfYear, daysInMonth, formatDate, monthAttr, monthSk, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
+import {
+  dayAttr,
+  dayKey,
+  dayOfYear,
+  daysInMonth,
+  formatDate,
+  monthAttr,
+  monthSk,
+  parseYearAttr,
+  TOTAL_SK,
+  totalAttr,
+  yearAttr,
+} from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import { coverOf, type Cell } from './cover';
 import { distinctMetricsOf, pointGroup, rangeGroup } from './distinct';
@@ -136,7 +148,7 @@ const yearsFrom = (first: number, last: number): PeriodCell[] =>
  * has a year count of any metric for, years between without counts included at zero; none for a row with no counts.
  */
 function yearsOfRow(merged: Map<string, Map<string, bigint>>): PeriodCell[] {
-  const years = [...(merged.get(TOTAL_SK)?.keys() ?? [])].flatMap((attr) => /^Y(\d{4})\./.exec(attr)?.[1] ?? []).map(Number);
+  const years = [...(merged.get(TOTAL_SK)?.keys() ?? [])].flatMap((attr) => parseYearAttr(attr) ?? []);
   return years.length === 0 ? [] : yearsFrom(Math.min(...years), Math.max(...years));
 }
 
