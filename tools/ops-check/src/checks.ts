@@ -31,6 +31,8 @@ const EXTERNAL_METRICS: Readonly<Record<string, string>> = {
   redis_memory_used_bytes: 'redis_exporter',
   redis_memory_max_bytes: 'redis_exporter (0 when maxmemory is not set)',
   redis_aof_delayed_fsync: 'redis_exporter: INFO persistence aof_delayed_fsync',
+  redis_cpu_user_seconds_total: 'redis_exporter: INFO cpu used_cpu_user',
+  redis_cpu_sys_seconds_total: 'redis_exporter: INFO cpu used_cpu_sys',
 };
 
 /** The deployment files, as text (the Grafana ones and the bin scripts by file name; bin: the executable ones only). */
