@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { cpSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import { build, type Metafile } from 'esbuild';
 
@@ -53,6 +53,7 @@ const OPTIONAL_REQUIRES: readonly string[] = ['@valkey/valkey-glide', 'pg'];
 
 /**
  * Bundles each target (default: every one) into `<outDir>/<name>/main.mjs` (+ source map), replacing what was there.
+ * Each is built beside it and put in place whole (replaceWhole).
  * Returns each bundle's directory, the bytes of main.mjs and its chunks, and the packages copied into its
  * node_modules (externals and their dependencies).
  */
@@ -64,38 +65,61 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
   const built = [];
   for (const target of TARGETS.filter((t) => !opts.only || opts.only.includes(t.name))) {
     const dir = join(outDir, target.name);
-    rmSync(dir, { recursive: true, force: true });
-    const { metafile } = await build({
-      absWorkingDir: repoRoot,
-      entryPoints: { main: join(repoRoot, target.entry) },
-      outdir: dir,
-      outExtension: { '.js': '.mjs' },
-      splitting: target.split,
-      chunkNames: 'chunks/[name]-[hash]',
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node24',
-      // Linked source map for `node --enable-source-maps`; without sources it is a third of the size.
-      sourcemap: 'linked',
-      sourcesContent: false,
-      // Bundling renames clashing identifiers (Foo -> Foo2); keep `.name` of classes and functions, which error
-      // messages, pino's `err.type` and `err.name` checks rely on.
-      keepNames: true,
-      external: [...(target.external ?? []), ...OPTIONAL_REQUIRES],
-      // An import esbuild cannot resolve inside a try/catch is left to run time by default; here it fails the build,
-      // so a new dependency that esbuild cannot follow fails the build instead of the container.
-      logOverride: { 'ignored-dynamic-import': 'error' },
-      banner: { js: CJS_SHIM },
-      metafile: true,
-      legalComments: 'none',
+    const { metafile, copiedPackages } = await replaceWhole(dir, async (staged) => {
+      const { metafile } = await build({
+        absWorkingDir: repoRoot,
+        entryPoints: { main: join(repoRoot, target.entry) },
+        outdir: staged,
+        outExtension: { '.js': '.mjs' },
+        splitting: target.split,
+        chunkNames: 'chunks/[name]-[hash]',
+        bundle: true,
+        platform: 'node',
+        format: 'esm',
+        target: 'node24',
+        // Linked source map for `node --enable-source-maps`; without sources it is a third of the size.
+        sourcemap: 'linked',
+        sourcesContent: false,
+        // Bundling renames clashing identifiers (Foo -> Foo2); keep `.name` of classes and functions, which error
+        // messages, pino's `err.type` and `err.name` checks rely on.
+        keepNames: true,
+        external: [...(target.external ?? []), ...OPTIONAL_REQUIRES],
+        // An import esbuild cannot resolve inside a try/catch is left to run time by default; here it fails the
+        // build, so a new dependency that esbuild cannot follow fails the build instead of the container.
+        logOverride: { 'ignored-dynamic-import': 'error' },
+        banner: { js: CJS_SHIM },
+        metafile: true,
+        legalComments: 'none',
+      });
+      const copiedPackages = copyExternals(target.external ?? [], repoRoot, staged);
+      writeFileSync(join(staged, 'sources.json'), `${JSON.stringify(bundleSources(metafile))}\n`);
+      return { metafile, copiedPackages };
     });
-    const copiedPackages = copyExternals(target.external ?? [], repoRoot, dir);
-    writeFileSync(join(dir, 'sources.json'), `${JSON.stringify(bundleSources(metafile))}\n`);
     const outputs = Object.entries(metafile.outputs).filter(([f]) => f.endsWith('.mjs'));
     built.push({ dir, bytes: outputs.reduce((sum, [, o]) => sum + o.bytes, 0), copiedPackages });
   }
   return built;
+}
+
+/**
+ * Fills a directory beside `dir` (`fill`), then puts it in place of `dir` whole by two renames: a process that starts
+ * from the old bundle while it is rebuilt (run-built.mjs) reads the old files or the new ones, never a bundle half
+ * written. A fill that throws leaves `dir` as it was.
+ */
+export async function replaceWhole<T>(dir: string, fill: (staged: string) => Promise<T>): Promise<T> {
+  const [staged, old] = [`${dir}.building-${process.pid}`, `${dir}.old-${process.pid}`];
+  const remove = (d: string) => rmSync(d, { recursive: true, force: true });
+  remove(staged);
+  try {
+    const result = await fill(staged);
+    remove(old);
+    if (existsSync(dir)) renameSync(dir, old);
+    renameSync(staged, dir);
+    return result;
+  } finally {
+    remove(staged);
+    remove(old);
+  }
 }
 
 /**
