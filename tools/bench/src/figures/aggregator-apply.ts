@@ -15,6 +15,8 @@ const DEDUPE_WINDOW_SECONDS = 86_400;
 const BUCKET_SECONDS = 900;
 /** Rows the workload below can touch: the store, 20,000 products and 200,000 visitors. */
 const WORKLOAD_ROWS = 1 + 20_000 + 200_000;
+/** AGGREGATOR_CONCURRENCY of the aggregator measured. */
+const CONCURRENCY = 8;
 
 /**
  * Events/s applied from the events queue into Redis buckets by ONE aggregator process (queue pre-filled,
@@ -27,7 +29,7 @@ export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
   const fleetOptions = {
     stores: [{ id: 'BENCH', timeZone: 'UTC' }],
     replicas: { collector: 0, 'query-api': 0, 'dynamo-writer': 0 },
-    appEnv: { 'bucket-aggregator': { SEALER_ENABLED: 'false', AGGREGATOR_CONCURRENCY: '8' } },
+    appEnv: { 'bucket-aggregator': { SEALER_ENABLED: 'false', AGGREGATOR_CONCURRENCY: String(CONCURRENCY) } },
   };
   return withFleet(fleetOptions, async (fleet) => {
     const [{ handle: agg }, redis, queues] = [fleet.app('bucket-aggregator'), fleet.inspect as Redis, fleet.queues];
@@ -42,7 +44,9 @@ export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
       if (shape === 'events') return { events };
       const distinct: DistinctAdds = new Map();
       const rows = flattenRows(rollup(compiled, 'BENCH', 'UTC', events, new Map(), distinct));
-      return { rows, distinct: flattenDistinct(distinct), count: size };
+      const members = flattenDistinct(distinct);
+      // As the collector sends them (libs/intake): `distinct` only when the batch has members.
+      return { rows, ...(members.length > 0 && { distinct: members }), count: size };
     };
     /** Fills the queue with `batches` jobs of `size` events while the aggregator is down, then times it draining them. */
     const measure = async (size: number, batches: number, shape: 'events' | 'rows' = 'events') => {
@@ -129,7 +133,7 @@ export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
       `target >= 100,000 events/s ${met}`;
     const markdown = [
       '',
-      `One aggregator process (8 jobs at once) draining a pre-filled queue; its CPU and redis-server's while it drains, in cores`,
+      `One aggregator process (${CONCURRENCY} jobs at once) draining a pre-filled queue; its CPU and redis-server's while it drains, in cores`,
       'busy and (in brackets) CPU ms per 1,000 events applied:',
       '',
       '| jobs in the queue | events/s applied | aggregator | redis-server |',
