@@ -173,6 +173,11 @@ export const checkCompose = listed(function* (files: OpsFiles, vars: Record<stri
   if (error !== undefined) return yield `docker-compose.yml: ${error}`;
   const services = compose.services ?? {};
   const stages = attempt(() => parseDockerfile(files.dockerfile))[0] ?? []; // when it does not parse, checkDockerfile says so
+  /** Each service whose program reads DEDUPE_WINDOW_SECONDS, with the value its environment sets (undefined: none). */
+  const windows = new Map<string, string | undefined>();
+  const noteWindow = (name: string, schema: z.ZodObject, env: Record<string, string>) => {
+    if ('DEDUPE_WINDOW_SECONDS' in schema.shape) windows.set(name, env['DEDUPE_WINDOW_SECONDS']);
+  };
 
   for (const app of APPS) {
     const svc = services[app];
@@ -187,6 +192,7 @@ export const checkCompose = listed(function* (files: OpsFiles, vars: Record<stri
 
     const env = serviceEnv(svc);
     yield* checkServiceEnv(where, appEnvSchemas[app], env, `${app} (not in appEnvSchemas.${app})`, services);
+    noteWindow(app, appEnvSchemas[app], env);
 
     const port = appPort(app, env);
     const ports = containerPorts(svc);
@@ -225,14 +231,24 @@ export const checkCompose = listed(function* (files: OpsFiles, vars: Record<stri
     if (!files.binScripts.includes(script)) yield `${where}: runs "${script}", which is not a script in deploy/bin`;
     const tool = TOOLS.find((t) => script === t || script === `${t}-when-ready`);
     if (!tool) yield `${where}: runs none of the tools (${TOOLS.join(', ')})`;
-    else yield* checkServiceEnv(where, toolEnvSchemas[tool], serviceEnv(svc), tool, services);
+    else {
+      yield* checkServiceEnv(where, toolEnvSchemas[tool], serviceEnv(svc), tool, services);
+      noteWindow(name, toolEnvSchemas[tool], serviceEnv(svc));
+    }
   }
 
-  // The events replay guard of dlq must use the aggregator's dedupe window.
-  const window = (name: string) =>
-    serviceEnv(services[name] ?? {})['DEDUPE_WINDOW_SECONDS'] ?? String(toolEnvSchemas.dlq.shape.DEDUPE_WINDOW_SECONDS.parse(undefined));
-  if (services['dlq'] && services['bucket-aggregator'] && window('dlq') !== window('bucket-aggregator'))
-    yield `docker-compose.yml: bucket-aggregator and dlq disagree on DEDUPE_WINDOW_SECONDS (${window('bucket-aggregator')} vs ${window('dlq')})`;
+  // One dedupe window for every program that reads it: the aggregator's batch ids, the collector's Idempotency-Key
+  // fingerprints, the dlq replay guard, and the tombstones the query API and the tenants tool write (a batch never
+  // applied later than the window cannot outlive them). Each sets it, so a changed window reaches them all.
+  for (const [name, value] of windows) {
+    if (value === undefined)
+      yield `docker-compose.yml service ${name}: reads DEDUPE_WINDOW_SECONDS but does not set it, so it keeps the default when the others change`;
+  }
+  const values = new Set([...windows.values()].filter((v) => v !== undefined));
+  if (values.size > 1) {
+    const each = [...windows].filter(([, v]) => v !== undefined).map(([n, v]) => `${n} ${v}`);
+    yield `docker-compose.yml: the services disagree on DEDUPE_WINDOW_SECONDS (${each.join(', ')})`;
+  }
 });
 
 /** A service's environment: read by its schema, and its Redis and DynamoDB URLs name services of this compose file. */

@@ -126,6 +126,16 @@ describe('the checks catch drift', () => {
     expect(checkCompose(wrongApp)).toEqual([
       'docker-compose.yml service dynamo-writer: environment DEDUPE_WINDOW_SECONDS is not read by dynamo-writer (not in appEnvSchemas.dynamo-writer)',
     ]);
+    // Every program that reads the dedupe window gets it, and the same one.
+    const window =
+      "      # A deleted store's or erased row's tombstone lasts as long as a batch id can still be applied.\n      DEDUPE_WINDOW_SECONDS: ${TALLY_DEDUPE_WINDOW_SECONDS:-86400}\n";
+    expect(checkCompose(mutate('compose', window, ''))).toEqual([
+      'docker-compose.yml service query-api: reads DEDUPE_WINDOW_SECONDS but does not set it, so it keeps the default when the others change',
+    ]);
+    expect(checkCompose(mutate('compose', window, '      DEDUPE_WINDOW_SECONDS: "3600"\n'))).toEqual([
+      'docker-compose.yml: the services disagree on DEDUPE_WINDOW_SECONDS (collector 86400, bucket-aggregator 86400, query-api 3600, dlq 86400, tenants 86400)',
+    ]);
+    expect(checkCompose(files, { TALLY_DEDUPE_WINDOW_SECONDS: '172800' })).toEqual([]);
     expect(checkCompose(files, { TALLY_BUCKET_SECONDS: 'soon' })).toContain(
       'docker-compose.yml service bucket-aggregator: environment does not parse: BUCKET_SECONDS: expected a number; got "soon"',
     );
