@@ -455,7 +455,13 @@ describe('auth', () => {
 describe('backpressure and outages', () => {
   it('429 with Retry-After while the events queue is deeper than MAX_QUEUE_DEPTH', async () => {
     const small = await startCollector({ MAX_QUEUE_DEPTH: '1' });
+    const refused = async () => {
+      const text = (await small.app.inject({ method: 'GET', url: '/metrics' })).body;
+      const line = text.split('\n').find((l) => l.startsWith('tally_collector_backpressure_total{'));
+      return Number(line?.slice(line.lastIndexOf(' ') + 1));
+    };
     try {
+      expect(await refused()).toBe(0);
       await queues.events.drain();
       await small.res.backpressure.sample();
       expect((await post([view()], {}, small.app)).statusCode).toBe(202);
@@ -468,6 +474,7 @@ describe('backpressure and outages', () => {
       expect(r.json()).toMatchObject({ code: 'TALLY_ERR_BACKPRESSURE', limit: 1 });
       expect(r.json().detail).toMatch(/over MAX_QUEUE_DEPTH \(1\); nothing was accepted/);
       expect(await waiting()).toBe(before);
+      expect(await refused()).toBe(1); // the throttling alert's signal
       await queues.events.drain();
       await waitFor(async () => (await post([view()], {}, small.app)).statusCode === 202, { timeoutMs: 5_000 });
     } finally {

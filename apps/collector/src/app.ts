@@ -45,6 +45,7 @@ export async function buildApp(deps: CollectorDeps): Promise<CollectorApp> {
     ready: deps.isReady,
     mapError: mapCollectorError,
     onProblem: (problem) => {
+      if (problem.code === 'TALLY_ERR_BACKPRESSURE') deps.metrics.backpressure.inc();
       if (problem.code !== 'TALLY_ERR_TOO_MANY_EVENTS') return;
       const count = Number(problem.extra['count'] ?? 0);
       deps.metrics.received.inc(count);

@@ -239,5 +239,9 @@ describe('per-store ingest budget', () => {
     budgetClock += 3_000;
     expect((await post(batch(3), flood)).statusCode).toBe(202);
     expect((await post(batch(1), flood)).statusCode).toBe(429);
+    // Not the backpressure the throttling alert watches: scaling the aggregators does not lift a store's budget.
+    const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).toMatch(/^tally_collector_backpressure_total\{[^}]*\} 0$/m);
+    expect(metrics).toMatch(/^tally_events_rejected_total\{[^}]*reason="budget"[^}]*\} (?!0$)\d+$/m);
   });
 });

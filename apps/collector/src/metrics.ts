@@ -23,6 +23,8 @@ export interface CollectorMetrics {
   received: Counter;
   accepted: Counter;
   rejected: Counter<'reason'>;
+  /** Requests refused with 429 for the events queue's depth (the alert's signal, apart from the per-store budget). */
+  backpressure: Counter;
 }
 
 export function createCollectorMetrics(registry: Registry): CollectorMetrics {
@@ -38,6 +40,12 @@ export function createCollectorMetrics(registry: Registry): CollectorMetrics {
     received: counter('tally_events_received_total', 'Events in parsed POST /v1/events bodies, valid or not.'),
     accepted: counter('tally_events_accepted_total', 'Events enqueued (Redis acknowledged the batch).'),
     rejected,
+    backpressure: counter(
+      'tally_collector_backpressure_total',
+      'POST /v1/events requests refused with 429 before their body was read, because the events queue held more ' +
+        'waiting batches than MAX_QUEUE_DEPTH (the aggregators are behind). A store over its own ingest budget is ' +
+        'counted in tally_events_rejected_total{reason="budget"} instead.',
+    ),
   };
 }
 
