@@ -1,5 +1,5 @@
 /**
- * What has been started, so it can be stopped in reverse order (apps before Redis before dynalite),
+ * What has been started, so it can be stopped in reverse order (apps, then dynalite, then Redis),
  * however far start-up got. Something added once stopping began is stopped right after.
  */
 export class Lifecycle {
