@@ -161,6 +161,25 @@ describe('createTallyClient', () => {
     expect(await waiting()).toBe(before);
   });
 
+  it("binds an idempotency key for idempotencyWindowSeconds (the installation's DEDUPE_WINDOW_SECONDS), 24 h by default", async () => {
+    const r = await client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'order-44' });
+    const ttl = (batchId: string) => inspect.ttl(queues.events.toKey(`idem:${batchId}`));
+    expect(await ttl(r.batchId)).toBeGreaterThan(86_400 - 60);
+    const hourly = createTallyClient({ connection: redis.url, idempotencyWindowSeconds: 3_600 });
+    try {
+      const h = await hourly.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'order-45' });
+      expect(await ttl(h.batchId)).toBeGreaterThan(3_600 - 60);
+      expect(await ttl(h.batchId)).toBeLessThanOrEqual(3_600);
+    } finally {
+      await hourly.close();
+    }
+    for (const bad of [59, 30 * 86_400 + 1, 1.5]) {
+      expect(() => createTallyClient({ connection: redis.url, idempotencyWindowSeconds: bad })).toThrow(
+        expect.objectContaining({ code: 'TALLY_ERR_INVALID_ARGUMENT', field: 'idempotencyWindowSeconds' }),
+      );
+    }
+  });
+
   it('splits a large call into jobs of MAX_EVENTS_PER_JOB in one addBulk', async () => {
     const n = 2 * MAX_EVENTS_PER_JOB + 7;
     const events = Array.from({ length: n }, (_, i) => view(`P${i}`));

@@ -35,6 +35,11 @@ export interface TallyClientOptions {
   keyPrefix?: string;
   /** The installation's QUEUE_SHARDS (default 1): a batch goes to its store's shard of the events queue. */
   queueShards?: number;
+  /**
+   * How long an idempotency key stays bound to its batch's events (seconds, 60 to 30 days; default 86,400): the
+   * installation's DEDUPE_WINDOW_SECONDS, as the collector uses it.
+   */
+  idempotencyWindowSeconds?: number;
   /** Default: the built-in e-commerce rules. Must be the rules the aggregator runs with. */
   rules?: CompiledRules;
   /** Default: the collector's defaults, except 100,000 events per call (split into jobs of MAX_EVENTS_PER_JOB). */
@@ -76,6 +81,13 @@ export interface TallyClient {
 /** The queue path into Tally for trusted services (docs/DESIGN.md data flow), with the collector's validation. */
 export function createTallyClient(opts: TallyClientOptions): TallyClient {
   const wait = checkWaitReplicas(opts.waitReplicas);
+  const idempotencyWindowSeconds = opts.idempotencyWindowSeconds ?? 86_400;
+  if (!Number.isInteger(idempotencyWindowSeconds) || idempotencyWindowSeconds < 60 || idempotencyWindowSeconds > 30 * 86_400) {
+    throw new InvalidArgumentError(
+      'idempotencyWindowSeconds',
+      `idempotencyWindowSeconds ${opts.idempotencyWindowSeconds} is invalid: a whole number of seconds from 60 to 2592000 (30 days), as DEDUPE_WINDOW_SECONDS`,
+    );
+  }
   const c = opts.connection;
   const target = typeof c === 'string' ? { REDIS_URL: c } : 'REDIS_URL' in c ? c : undefined;
   const owned = target !== undefined;
@@ -101,6 +113,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     // enqueueEvents waits for the connection itself, before its first Redis call; the intake then refuses at once.
     readyTimeoutMs: 0,
     unknownStoreKey: redisKeys(keyPrefix).unknownStore,
+    idempotencyWindowSeconds,
     ...(wait && waitRedis && { replicaFence: createReplicaFence(waitRedis, wait.replicas, wait.timeoutMs, [redis]) }),
   });
   const admit = depthGate(queueShards(queues, QUEUE.events), opts.backpressure ?? { maxDepth: 10_000 });

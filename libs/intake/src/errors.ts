@@ -25,11 +25,11 @@ export class TooManyEventsError extends TallyError {
   }
 }
 
-/** A store id or an idempotency key that cannot be used, or no events at all; `field` names it. */
+/** A store id or an idempotency key that cannot be used, no events at all, or a client option out of range; `field` names it. */
 export class InvalidArgumentError extends TallyError {
   readonly code = 'TALLY_ERR_INVALID_ARGUMENT';
   constructor(
-    readonly field: 'store' | 'idempotencyKey' | 'events' | 'connection' | 'waitReplicas',
+    readonly field: 'store' | 'idempotencyKey' | 'events' | 'connection' | 'waitReplicas' | 'idempotencyWindowSeconds',
     message: string,
   ) {
     super(message);
