@@ -15,8 +15,8 @@ afterAll(async () => {
   await dyn?.stop();
 });
 
-async function run(env: Record<string, string>) {
-  const p = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', main], {
+async function run(env: Record<string, string>, args: string[] = []) {
+  const p = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', main, ...args], {
     name: 'create-table',
     env: { DYNAMODB_ENDPOINT: undefined, DYNAMODB_TABLE: undefined, AWS_REGION: undefined, ...env },
   });
@@ -39,6 +39,19 @@ describe('create-table', () => {
       code: 0,
       output: `tally: table "tally_ct_1" already exists at ${dyn.endpoint} with the right keys`,
     });
+  });
+
+  it('prints its usage for --help and refuses other arguments, creating nothing', async () => {
+    const env = { DYNAMODB_ENDPOINT: dyn.endpoint, DYNAMODB_TABLE: 'tally_ct_help' };
+    for (const help of ['--help', '-h', 'help']) {
+      const res = await run(env, [help]);
+      expect(res.code).toBe(0);
+      expect(res.output).toMatch(/^usage: npm run create-table/);
+    }
+    const bad = await run(env, ['--table', 'x']);
+    expect(bad.code).toBe(2);
+    expect(bad.output).toMatch(/^\[stderr\] tally: create-table takes no arguments \(got --table x\)/);
+    await expect(client.send(new DescribeTableCommand({ TableName: 'tally_ct_help' }))).rejects.toThrow(/not found|ResourceNotFound/i);
   });
 
   it('exits 1 naming the keys when the table has the wrong ones', async () => {
