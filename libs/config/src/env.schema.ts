@@ -15,7 +15,8 @@ const clusterNodes = z
     }),
   );
 const httpUrl = z.string().regex(/^https?:\/\/[^\s]+$/, 'an http(s):// URL, e.g. http://127.0.0.1:8000');
-const httpPort = (port: number) => int(0, 65_535).default(port).describe('Port of `/healthz`, `/readyz`, `/metrics` and the app’s API.');
+const httpPort = (port: number) =>
+  int(0, 65_535).default(port).describe('Port of `/healthz`, `/readyz`, `/metrics` and (collector, query API) the app’s API.');
 const optionalPath = (meaning: string) => z.string().min(1).optional().describe(meaning);
 
 /** Variables most apps read; each app's schema picks the ones it reads. */
@@ -28,12 +29,12 @@ export const sharedEnvShape = {
   REDIS_CLUSTER_NODES: clusterNodes
     .optional()
     .describe(
-      'Redis Cluster seed nodes `host:port,host:port`; when set, REDIS_URL only lends its password and TLS (unset = the single Redis of REDIS_URL).',
+      'Redis Cluster seed nodes `host:port,host:port`; when set, REDIS_URL only lends its username, password and TLS (unset = the single Redis of REDIS_URL).',
     ),
   REDIS_SENTINELS: clusterNodes
     .optional()
     .describe(
-      'Redis Sentinel nodes `host:port,host:port`; when set, the apps ask them for the master of REDIS_SENTINEL_MASTER and follow its failovers, and REDIS_URL only lends its password and TLS. Not with REDIS_CLUSTER_NODES.',
+      'Redis Sentinel nodes `host:port,host:port`; when set, the apps ask them for the master of REDIS_SENTINEL_MASTER and follow its failovers, and REDIS_URL only lends its username, password and TLS. Not with REDIS_CLUSTER_NODES.',
     ),
   REDIS_SENTINEL_MASTER: z
     .string()
@@ -77,22 +78,30 @@ export const sharedEnvShape = {
     .regex(/^[a-z][a-z0-9]{0,15}$/, 'lower-case letters and digits, starting with a letter')
     .default('t')
     .describe('Redis key prefix of the counters and the queues, so several Tally installations can share one Redis.'),
-  TALLY_CRASH_POINT: optionalPath('Test-only: name of a crash point at which the process SIGKILLs itself. Never set in production.'),
+  TALLY_CRASH_POINT: optionalPath(
+    'Test-only: a crash point `name` (or `name@N`: the N-th time it is reached) at which the process SIGKILLs itself. Never set in production.',
+  ),
 };
 const shared = z.object(sharedEnvShape);
 
 const KEY_CACHE_TTL_MS = int(0, 3_600_000)
   .default(5_000)
-  .describe('How long an API key lookup is cached; a revoked key stops working within this.');
+  .describe(
+    'How long an API key or tenant lookup is cached: a revoked key, a deleted store or a changed tenant setting takes effect within this while DynamoDB answers (during an outage the last-known answers are served).',
+  );
 const KEY_LOOKUP_TIMEOUT_MS = int(50, 60_000)
   .default(1_000)
-  .describe('Deadline of one DynamoDB key or tenant lookup; past it the last-known keys are served (or 503 for unknown ones).');
+  .describe(
+    'Deadline of each DynamoDB request of a key or tenant lookup (the collector tries twice, the query API once); past it the last-known keys are served (or 503 for unknown ones).',
+  );
 const DEDUPE_WINDOW_SECONDS = int(60, 30 * 86_400)
   .default(86_400)
-  .describe('How long a batch id (and an Idempotency-Key with the fingerprint of its events) is remembered.');
+  .describe(
+    "How long a batch id (and an Idempotency-Key with the fingerprint of its events) is remembered; a deleted store's or erased visitor's tombstone lasts as long.",
+  );
 const JOB_LOCK_MS = int(1_000, 600_000)
   .default(30_000)
-  .describe('Job lock; a job of a crashed worker is retried after about this long (BullMQ lockDuration/stalledInterval).');
+  .describe('Job lock; a job of a crashed worker is retried within one to two times this (BullMQ lockDuration = stalledInterval).');
 
 const REDIS_WAIT_REPLICAS = int(0, 16)
   .default(0)
@@ -134,7 +143,7 @@ export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
 export const aggregatorEnv = shared.extend({
   BUCKET_SECONDS: int(1, 86_400).default(900).describe('Length of a Redis bucket in seconds (works down to 1, for tests).'),
   HTTP_PORT: httpPort(7403),
-  AGGREGATOR_CONCURRENCY: int(1, 256).default(8).describe('Parallel events jobs per process.'),
+  AGGREGATOR_CONCURRENCY: int(1, 256).default(8).describe('Parallel `events` jobs per queue shard: up to this × QUEUE_SHARDS per process.'),
   DEDUPE_WINDOW_SECONDS,
   SEALER_ENABLED: bool.default(true).describe('Run the sealer (seal, fold, schedule flushes) in this process.'),
   JOB_LOCK_MS,
@@ -142,10 +151,14 @@ export const aggregatorEnv = shared.extend({
 
 export const writerEnv = shared.extend({
   HTTP_PORT: httpPort(7404),
-  WRITER_CONCURRENCY: int(1, 256).default(16).describe('Parallel `dynamo-writes` jobs per process.'),
+  WRITER_CONCURRENCY: int(1, 256)
+    .default(16)
+    .describe('Parallel `dynamo-writes` jobs per queue shard: up to this × QUEUE_SHARDS per process.'),
   WRITER_MAX_BACKOFF_MS: int(100, 3_600_000)
     .default(60_000)
-    .describe('Upper bound of the retry delay while DynamoDB is throttling or down.'),
+    .describe(
+      'Upper bound of the retry delay of a flush while DynamoDB is throttling or down, or the Redis replicas are behind (REDIS_WAIT_REPLICAS).',
+    ),
   REDIS_WAIT_REPLICAS,
   REDIS_WAIT_TIMEOUT_MS,
   JOB_LOCK_MS,
@@ -162,14 +175,16 @@ export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   KEY_LOOKUP_TIMEOUT_MS,
   QUERY_TIMEOUT_MS: int(50, 60_000)
     .default(3_000)
-    .describe('Deadline of one Redis command and of one DynamoDB read of a query; past it the request answers 503.'),
+    .describe(
+      'Deadline of one Redis command and of each DynamoDB request of a query (a read is tried twice); past it the request answers 503.',
+    ),
   DASHBOARD_DIR: optionalPath('Directory of the built dashboard; unset = apps/dashboard/dist next to the sources.'),
   DEDUPE_WINDOW_SECONDS,
   ADMIN_OPERATOR_TOKEN: z
     .string()
     .regex(/^[A-Za-z0-9_.~+/=-]{32,256}$/, 'at least 32 characters of A-Z a-z 0-9 _ . ~ + / = -')
     .optional()
-    .describe('Operator credential of the `/v1/operator` routes (create, list, delete stores); unset = those routes are off (403).'),
+    .describe('Operator credential of the `/v1/operator` routes (create, list, show, delete stores); unset = those routes are off (403).'),
   ADMIN_JOBS_TIMEOUT_MS: int(1_000, 3_600_000)
     .default(60_000)
     .describe(

@@ -2,19 +2,20 @@
 // against QUEUE_NAMES).
 export const USAGE = `usage: dlq <command> [arguments]   (npm run dlq -- <command> …)
 
-  list [--queue <q>] [filters] [--limit <n>] [--json]   failed jobs, newest first: id, age, attempts, reason
+  list [--queue <q>] [filters] [--limit <n>] [--json]   failed jobs by queue, newest first in each: queue, id, age,
+                                                        attempts, reason (--limit per queue, default 50)
   show <queue> <id> [--json]                            one job with its payload and stack trace
   replay <queue> <id> [--dry-run]                       move a failed job back to waiting, same id
   replay <queue> (--all | filters) [--dry-run]          replay every failed job that matches
-  purge <queue> <id> --yes [--dry-run]                  delete a failed job for good
-  purge <queue> (--all | filters) --yes [--dry-run]     delete every failed job that matches
+  purge <queue> <id> (--yes | --dry-run)                delete a failed job for good
+  purge <queue> (--all | filters) (--yes | --dry-run)   delete every failed job that matches
 
 filters (ages count from the failure):
   --reason <regex>        failed reason matches (case-insensitive)
   --older-than <age>      failed at least this long ago, e.g. 10m, 2h, 7d, 1h30m
   --newer-than <age>      failed at most this long ago
 
-queues: events, seal, dynamo-writes. purge never asks: without --yes it refuses. Replays of events batches accepted
+queues: events, seal, dynamo-writes. purge never asks: without --yes it refuses (--dry-run only says what it would delete). Replays of events batches accepted
 longer ago than DEDUPE_WINDOW_SECONDS are refused (a batch applied before it failed would count twice) unless
---past-dedupe-window. Configured by REDIS_URL (unset: the running npm start stack's Redis) or REDIS_CLUSTER_NODES,
-KEY_PREFIX, QUEUE_SHARDS (every shard of a queue is read and acted on) and DEDUPE_WINDOW_SECONDS.`;
+--past-dedupe-window. Configured by REDIS_URL (unset: the running npm start stack's Redis, prefix and shards) or
+REDIS_CLUSTER_NODES, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD; KEY_PREFIX, QUEUE_SHARDS (every shard of a queue is read and acted on) and DEDUPE_WINDOW_SECONDS.`;

@@ -182,7 +182,7 @@ describe('npm run loadgen', () => {
     );
     const redis = lines.findIndex((l) => l.startsWith('  --redis-url '));
     expect(`${lines[redis]} ${lines[redis + 1]!.trim()}`).toMatch(
-      /\(default REDIS_CLUSTER_NODES or REDIS_URL, else the running npm start stack's Redis or Redis Cluster, else redis:/,
+      /\(default REDIS_CLUSTER_NODES, REDIS_SENTINELS or REDIS_URL, else the running npm start stack's Redis, Cluster or Sentinels, else redis:/,
     );
     const column = lines[1]!.indexOf('events per second');
     for (const line of lines.slice(1).filter((l) => l && !l.startsWith('  --')))

@@ -32,14 +32,16 @@ const { values: a, fail } = parseCli(command, `npm run ${soak ? 'test:soak' : 'l
   'redis-url': {
     arg: 'URL',
     help:
-      'Redis of the queues, for --via client or both (default REDIS_CLUSTER_NODES or REDIS_URL, else the running npm start\n' +
-      "stack's Redis or Redis Cluster, else redis://127.0.0.1:6379); KEY_PREFIX and QUEUE_SHARDS as the stack's apps have them",
+      'Redis of the queues, for --via client or both (default REDIS_CLUSTER_NODES, REDIS_SENTINELS or REDIS_URL, else the\n' +
+      "running npm start stack's Redis, Cluster or Sentinels, else redis://127.0.0.1:6379); KEY_PREFIX and QUEUE_SHARDS from\n" +
+      "the environment, else (on the stack's Redis) as its apps have them",
   },
   stores: {
     arg: 'LIST',
     help:
-      'STORE:ZONE,… (default KTM1:Asia/Kathmandu,LAX1:America/Los_Angeles,UTC1:UTC), each a tenant of the installation\n' +
-      '(npm run tenants -- create STORE --time-zone ZONE; --fleet creates them; others are refused)',
+      "STORE:ZONE,… (default: the running npm start stack's demo store with its saved key, when there is one; else, and\n" +
+      'always with --fleet or --soak, KTM1:Asia/Kathmandu,LAX1:America/Los_Angeles,UTC1:UTC), each a tenant of the\n' +
+      'installation (npm run tenants -- create STORE --time-zone ZONE; --fleet creates them; others are refused)',
   },
   products: { default: '200', min: 1, help: 'distinct products per store' },
   visitors: { default: '1000', min: 1, help: 'distinct visitors per store' },

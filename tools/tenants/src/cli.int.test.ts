@@ -143,7 +143,7 @@ describe('tenants CLI', () => {
   it('names every scope in its usage text (usage.ts imports nothing, to keep --help light)', () => {
     expect(USAGE).toContain(`scopes: ${SCOPES.join(', ')}.`);
     // Like dlq's, it says that with nothing set it uses the running npm start stack (README, "Manage stores and keys").
-    expect(USAGE).toMatch(/DYNAMODB_ENDPOINT \(unset: the running npm start stack's DynamoDB\)/);
+    expect(USAGE).toMatch(/DYNAMODB_ENDPOINT \(unset: the running npm start stack's DynamoDB, else AWS\sDynamoDB in AWS_REGION when set\)/);
   });
 
   it('runs as a command line', async () => {

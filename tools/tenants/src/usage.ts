@@ -7,7 +7,8 @@ export const USAGE = `usage: tenants <command> [arguments]
   revoke-key <store> <key-id>                      revoke a key (key ids: see list-keys)
   set-time-zone <store> <IANA zone>                change the store's time zone
   set-currency <store> <ISO 4217 code>             the currency revenue is shown in (EUR, USD, JPY…)
-  set-ingest-budget <store> <events/s | default>   the store's own ingest budget, or back to the default
+  set-ingest-budget <store> <events/s | default>   the store's own ingest budget (1 to 10000000 events/s), or back
+                                                   to the collector's default
   list-keys <store> [--json]                       list keys (ids, scopes, status; never the keys)
   show <store>                                     show the tenant
   list [--json] [--reindex]                        list every store (--reindex: rebuild the store index first, by a
@@ -17,6 +18,6 @@ export const USAGE = `usage: tenants <command> [arguments]
   delete-store <store>                             delete the store and all its data (idempotent; run again if interrupted)
   erase-visitor <store> <visitor>                  erase one visitor's history (store and product aggregates stay)
 
-scopes: ingest, read, admin. Configured by DYNAMODB_ENDPOINT (unset: the running npm start stack's DynamoDB),
-DYNAMODB_TABLE, AWS_REGION (delete-store and erase-visitor also REDIS_URL, unset: the stack's Redis, or
-REDIS_CLUSTER_NODES, KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS, RULES_FILE).`;
+scopes: ingest, read, admin. Configured by DYNAMODB_ENDPOINT (unset: the running npm start stack's DynamoDB, else AWS
+DynamoDB in AWS_REGION when set), DYNAMODB_TABLE, AWS_REGION (delete-store and erase-visitor also REDIS_URL, unset:
+the stack's Redis, or REDIS_CLUSTER_NODES, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER, KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS, RULES_FILE).`;
