@@ -229,6 +229,22 @@ async function cutSentinelOff(url: string, cut: boolean) {
   }
 }
 
+/** A server's role, its master and link as INFO replication says them, or why it did not answer within 2 s. */
+async function replicationState(url: string): Promise<string> {
+  const r = testRedis(url);
+  try {
+    const info = await withDeadline(r.info('replication'), 2_000, 'INFO replication');
+    const field = (k: string) => new RegExp(`^${k}:(.*?)\\r?$`, 'm').exec(info)?.[1];
+    return ['role', 'master_port', 'master_link_status', 'master_sync_in_progress', 'connected_slaves']
+      .flatMap((k) => (field(k) === undefined ? [] : [`${k}=${field(k)}`]))
+      .join(' ');
+  } catch (err) {
+    return `no answer (${err instanceof Error ? err.message : String(err)})`;
+  } finally {
+    r.disconnect();
+  }
+}
+
 /** Commands the server at `url` has run, and its role. */
 async function serverState(url: string): Promise<{ commands: number; role: string }> {
   const r = testRedis(url);
@@ -258,7 +274,13 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
   let sentinels: SentinelHandle[] = [];
   let fleet: Fleet | undefined;
   try {
-    sentinels = await step(log, 'three Sentinels (quorum 2) that know each other', startSentinels(3, { masterPort: pair.master.port }));
+    // down-after-milliseconds 5 s (Sentinel's default is 30 s): with 1 s, a busy 2-core box's stalls marked servers
+    // down, and each such mark holds back the old master's conversion for 8 s more (one CI run: none within 120 s).
+    sentinels = await step(
+      log,
+      'three Sentinels (quorum 2) that know each other',
+      startSentinels(3, { masterPort: pair.master.port, downAfterMs: 5_000 }),
+    );
     // The one the apps list first; `kill` SIGKILLs it with the master, so the other two agree the failover alone.
     const [first, s] = sentinels as [SentinelHandle, SentinelHandle, SentinelHandle];
     fleet = await step(
@@ -272,12 +294,24 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
         appEnv: waitReplicas ? { collector: WAIT, 'dynamo-writer': WAIT } : {},
       }),
     );
-    // When the Sentinels do not do their part in time: each one's own account (+sdown, +tilt, +convert-to-slave…).
-    const told = (err: unknown) => {
+    // When the Sentinels do not do their part in time: each one's own account (+sdown, +tilt, +convert-to-slave…) in
+    // the log, and its events and each server's replication state in the error, which a truncated CI log still shows.
+    const told = async (err: unknown): Promise<never> => {
       for (const x of sentinels) log(`sentinel :${x.port}, its last lines:\n${x.output().split('\n').slice(-20).join('\n')}`);
       for (const r of [pair.master, pair.replica])
         log(`redis :${r.port}, its last lines:\n${r.output().split('\n').slice(-10).join('\n')}`);
-      throw err;
+      const events = sentinels.map(
+        (x) =>
+          `sentinel :${x.port}: ${x
+            .output()
+            .split('\n')
+            .filter((l) => / [#*] [+-]/.test(l))
+            .slice(-10)
+            .map((l) => l.replace(/^\d+:X \d+ \w+ \d+ /, ''))
+            .join(' | ')}`,
+      );
+      const states = await Promise.all([pair.master, pair.replica].map(async (r) => `redis :${r.port}: ${await replicationState(r.url)}`));
+      throw new Error(`${err instanceof Error ? err.message : String(err)}\n${[...events, ...states].join('\n')}`, { cause: err });
     };
     return await loadThrough(
       fleet,
@@ -303,8 +337,9 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
         }
         const t1 = Date.now();
         // A Sentinel turns a master that comes back into the new one's replica once it has reported that role for 8 s,
-        // and asks a replica's INFO every 10 s; then the full sync. Usually 15 to 21 s; one run beside the whole suite
-        // had not within 60 s (each Sentinel's lines are logged when that happens again).
+        // and asks a replica's INFO every 10 s, if neither server was marked down in the last 8 s; then the full sync.
+        // Usually 15 to 21 s; beside the whole suite one run had not within 60 s and one CI run not within 120 s, both
+        // with down-after-milliseconds 1 s (the Sentinels' events and both servers' states now go into the error).
         await waitFor(() => replicaInSync(pair.master.url).then(() => true), {
           timeoutMs: 120_000,
           message: 'the old master as a replica',
