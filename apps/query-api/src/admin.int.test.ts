@@ -99,6 +99,16 @@ describe('the operator routes', () => {
     expect(expectProblem(await op('POST', '/v1/operator/stores', { store: 'SHOP_A' }), 409, 'store').code).toBe('TALLY_ERR_CONFLICT');
     expectProblem(await op('POST', '/v1/operator/stores', { store: '-bad' }), 400, 'store');
     expectProblem(await op('POST', '/v1/operator/stores', { store: 'SHOP_Z', timeZone: 'Mars/Olympus' }), 400, 'timeZone');
+    // A bad setting leaves no store behind: the same request, corrected, creates it (not 409).
+    expectProblem(await op('POST', '/v1/operator/stores', { store: 'SHOP_Z', currency: 'euro' }), 400, 'currency');
+    expectProblem(await op('POST', '/v1/operator/stores', { store: 'SHOP_Z', historyMonths: 1201 }), 400, 'historyMonths');
+    expect((await op('GET', '/v1/operator/stores/SHOP_Z')).statusCode).toBe(404);
+    const created = await op('POST', '/v1/operator/stores', { store: 'SHOP_Z', currency: 'EUR', historyMonths: 1200 });
+    expect({ status: created.statusCode, body: created.json() }).toMatchObject({
+      status: 201,
+      body: { currency: 'EUR', historyMonths: 1200 },
+    });
+    expect((await op('GET', '/v1/operator/stores/SHOP_Z')).json()).toMatchObject({ currency: 'EUR', historyMonths: 1200 });
   });
 
   it('403 for a store key, even an admin one; 401 without or with a wrong credential; off (403) when no credential is configured', async () => {

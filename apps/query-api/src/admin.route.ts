@@ -128,9 +128,11 @@ export const operatorRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, {
   });
   app.post('/stores', { schema: operatorRouteSchemas.createStore }, async (req, reply) => {
     const { store, timeZone, currency, historyMonths, adminKey } = req.body;
-    await createTenant(db, store, timeZone !== undefined ? { timeZone } : {});
-    // Without settings to change, updateTenant reads the tenant as it is.
-    const t = await updateTenant(db, store, { currency, historyMonths });
+    const t = await createTenant(db, store, {
+      ...(timeZone === undefined ? {} : { timeZone }),
+      ...(currency === undefined ? {} : { currency }),
+      ...(historyMonths === undefined ? {} : { historyMonths }),
+    });
     const key = adminKey ? await issueKey(db, store, ['admin'], 'first admin key') : undefined;
     return reply.code(201).send({ ...t, ...(key ? { adminKey: key } : {}) });
   });

@@ -152,18 +152,41 @@ const checkCurrency = (currency: string) =>
   });
 
 /** Creates a tenant (a store) with its time zone (default UTC). Throws TALLY_ERR_TENANT_EXISTS when it exists. */
-export async function createTenant(db: TenantDb, store: string, opts: { timeZone?: string } = {}): Promise<TenantInfo> {
+/**
+ * Creates a tenant with its settings (time zone default UTC), each checked before anything is written: a bad one
+ * leaves no tenant behind.
+ */
+export async function createTenant(
+  db: TenantDb,
+  store: string,
+  opts: { timeZone?: string; currency?: string; historyMonths?: number } = {},
+): Promise<TenantInfo> {
   checkStore(store);
   const timeZone = opts.timeZone ?? DEFAULT_TIME_ZONE;
-  checkTimeZone(timeZone);
-  const tenant = { store, timeZone, createdAt: new Date().toISOString() };
+  const { currency, historyMonths } = opts;
+  checkSettings({ timeZone, currency, historyMonths });
+  const tenant: TenantInfo = {
+    store,
+    timeZone,
+    createdAt: new Date().toISOString(),
+    ...(currency === undefined ? {} : { currency }),
+    ...(historyMonths === undefined ? {} : { historyMonths }),
+  };
   // The index entry first, so that every tenant is listed (one whose put then fails is passed over by listTenants).
   await db.dynamo.send(new PutItemCommand({ TableName: db.table, Item: indexEntry(store) }));
   try {
     await db.dynamo.send(
       new PutItemCommand({
         TableName: db.table,
-        Item: { pk: S(tenantPk(store)), sk: S(TENANT_SK), store: S(store), timeZone: S(timeZone), createdAt: S(tenant.createdAt) },
+        Item: {
+          pk: S(tenantPk(store)),
+          sk: S(TENANT_SK),
+          store: S(store),
+          timeZone: S(timeZone),
+          createdAt: S(tenant.createdAt),
+          ...(currency === undefined ? {} : { currency: S(currency) }),
+          ...(historyMonths === undefined ? {} : { historyMonths: { N: String(historyMonths) } }),
+        },
         ConditionExpression: 'attribute_not_exists(pk)',
       }),
     );
@@ -189,15 +212,20 @@ export interface TenantSettings {
 /** The longest retention that can be set: 100 years. */
 export const MAX_HISTORY_MONTHS = 1200;
 
-/** Changes a tenant's settings (one UpdateItem); returns the tenant as it now is. */
-export async function updateTenant(db: TenantDb, store: string, settings: TenantSettings): Promise<TenantInfo> {
-  checkStore(store);
-  const { timeZone, currency, historyMonths: m } = settings;
+/** Throws the TenantError of the first setting given that is not valid. */
+function checkSettings({ timeZone, currency, historyMonths: m }: TenantSettings): void {
   if (timeZone !== undefined) checkTimeZone(timeZone);
   if (currency !== undefined) checkCurrency(currency);
   check(m === undefined || m === null || (Number.isInteger(m) && m >= 1 && m <= MAX_HISTORY_MONTHS), 'TALLY_ERR_INVALID_RETENTION', () => {
     return `historyMonths must be a whole number of months from 1 to ${MAX_HISTORY_MONTHS} (or null: keep for ever)`;
   });
+}
+
+/** Changes a tenant's settings (one UpdateItem); returns the tenant as it now is. */
+export async function updateTenant(db: TenantDb, store: string, settings: TenantSettings): Promise<TenantInfo> {
+  checkStore(store);
+  checkSettings(settings);
+  const { timeZone, currency, historyMonths: m } = settings;
   // Every setting given is SET to its value, or REMOVEd (historyMonths: null).
   const given = Object.entries({ timeZone, currency, historyMonths: m }).filter(([, v]) => v !== undefined);
   const set = given.filter(([, v]) => v !== null).map(([name]) => `#${name} = :${name}`);
@@ -432,7 +460,7 @@ export function notFound(store: string): TenantError {
 /** The admin functions bound to one table, for callers that prefer `admin.issueKey(store, scopes, label)`. */
 export function createTenantAdmin(db: TenantDb) {
   return {
-    createTenant: (store: string, opts?: { timeZone?: string }) => createTenant(db, store, opts),
+    createTenant: (store: string, opts?: Parameters<typeof createTenant>[2]) => createTenant(db, store, opts),
     getTenant: (store: string) => getTenant(db, store),
     issueKey: (store: string, scopes: readonly string[], label: string) => issueKey(db, store, scopes, label),
     revokeKey: (store: string, keyId: string) => revokeKey(db, store, keyId),
