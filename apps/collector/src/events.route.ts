@@ -24,30 +24,38 @@ Takes a batch of events for the store of the API key (scope \`ingest\`; the stor
 
 Body: a JSON array of events (\`Content-Type: ${JSON_TYPE}\`) or NDJSON, one event per line (\`${NDJSON_TYPE}\`),
 at least 1 event: a batch with none (\`[]\`, or NDJSON with no lines) is refused with 400 \`TALLY_ERR_MALFORMED_BODY\`.
+At most MAX_EVENTS_PER_REQUEST events (default 1000) and MAX_BODY_BYTES (default 1 MiB, counted after decompression:
+bodies sent with \`Content-Encoding: gzip\` or \`br\` are taken).
 An event is \`{ "type", "ts", "id"?, "dims"?, "value"? }\` (docs/DESIGN.md "Event"); each is checked against the rollup
-rules: known type, declared and well-formed dims (ids \`[A-Za-z0-9_.:-]{1,128}\`), ts parseable and within
-CLOCK_SKEW_SECONDS in the future and LATENESS_HORIZON_DAYS in the past, value finite, not negative and with no more
-decimals than the metric keeps.
+rules: known type; declared and well-formed dims, at most 64 (ids \`[A-Za-z0-9_.:-]{1,128}\`; a path-format dimension
+such as page takes a URL path: \`/\`, then no spaces, \`?\` or \`#\`, at most 96 bytes); ts parseable and within
+CLOCK_SKEW_SECONDS (default 300) in the future and LATENESS_HORIZON_DAYS (default 35) in the past; value finite, not
+negative, at most 1e12 and with no more decimals than the metric keeps.
 
-**All or nothing by default:** if any event is invalid, the request is refused with 400 listing every bad event
-(\`errors\`: index, field, reason) and nothing is counted. **With \`?partial=true\`** the valid events are accepted
-(202) and the answer lists their \`acceptedIndexes\` and the \`errors\` of the rest; if none is valid the answer is
-400. Nothing accepted is lost; nothing refused is counted.
+**All or nothing by default:** if any event is invalid, the request is refused with 400 and nothing is counted; its
+\`errors\` hold the first 100 errors, one entry per error (index, field, reason; an event may have several), and
+\`errorCount\` gives the total when there are more. **With \`?partial=true\`** the valid events are accepted (202) and
+the answer lists their \`acceptedIndexes\` and the \`errors\` of the rest; if none is valid the answer is 400. Nothing
+accepted is lost; nothing refused is counted.
 
 202 is sent only once Redis holds the batch. With an \`Idempotency-Key\` header the batch id derives from the
 store and the key, so a retried request is counted once: BullMQ keeps the job id while the job is retained, and
 the aggregator ignores a batch id it applied within DEDUPE_WINDOW_SECONDS (default 24 h). The key is bound to its
 batch: reusing it within that window for other events is refused with 422 naming the key, and nothing is accepted.
 
-413 over MAX_BODY_BYTES or MAX_EVENTS_PER_REQUEST; 415 for other content types; 401 without a valid key, 403
-without the ingest scope; 429 while the events queue is deeper than MAX_QUEUE_DEPTH, 503 while Redis or the key
-store cannot be reached — both with Retry-After. With REDIS_WAIT_REPLICAS, 202 waits until that many Redis replicas
-hold the batch too; fewer within REDIS_WAIT_TIMEOUT_MS is 503 \`TALLY_ERR_REDIS_REPLICAS_BEHIND\` with Retry-After
-(Redis holds the batch: retry with the same Idempotency-Key, which counts it once; a request without one was given
-one, named in the answer's \`idempotencyKey\`).
+413 over MAX_BODY_BYTES or MAX_EVENTS_PER_REQUEST; 415 for other content types or a Content-Encoding other than gzip
+or br; 401 without a valid key, 403 without the ingest scope; 429 while the store is over its ingest budget
+(\`TALLY_ERR_RATE_LIMITED\`; Retry-After: the seconds until the budget takes the batch) or the events queue is deeper
+than MAX_QUEUE_DEPTH (\`TALLY_ERR_BACKPRESSURE\`; Retry-After: 2); 503 while Redis or the key store cannot be reached
+(Retry-After: 5) or the collector is shutting down (Retry-After: 1). With REDIS_WAIT_REPLICAS, 202 waits until that
+many Redis replicas hold the batch too; fewer within REDIS_WAIT_TIMEOUT_MS is 503 \`TALLY_ERR_REDIS_REPLICAS_BEHIND\`
+with Retry-After: 5 (Redis holds the batch: retry with the same Idempotency-Key, which counts it once; a request
+without one was given one, named in the answer's \`idempotencyKey\`).
 `.trim();
 
-const eventError = z.object({ index: z.number().int(), field: z.string(), reason: z.string() }).describe('Why one event was refused');
+const eventError = z
+  .object({ index: z.number().int(), field: z.string(), reason: z.string() })
+  .describe('One error of one event (an event may have several)');
 const problem = PROBLEM_SCHEMA.meta({
   examples: [
     {
@@ -73,7 +81,7 @@ const eventSchema = eventInputSchema
 const batchSchema = z
   .array(eventSchema)
   .min(1)
-  .describe('A batch of events: at least 1, at most MAX_EVENTS_PER_REQUEST')
+  .describe('A batch of events: at least 1, at most MAX_EVENTS_PER_REQUEST (default 1000)')
   .meta({ examples: [EXAMPLE_EVENTS] });
 
 /**
@@ -113,13 +121,17 @@ const eventsRouteSchema = {
         batchId: z.string().describe('the batch id (split batches: <batchId>.<i> per job)'),
         rejected: z.number().int().optional().describe('partial=true: events refused'),
         acceptedIndexes: z.array(z.number().int()).optional().describe('partial=true: indexes of the accepted events'),
-        errors: z.array(eventError).optional().describe('partial=true: why each refused event was refused'),
+        errors: z.array(eventError).optional().describe('partial=true: every error of the refused events, one entry per error'),
       })
       .meta({ examples: [{ accepted: 2, batchId: 'b7a1c1e0c3b54c3e9a51f0e7f4f2d6a1' }] }),
     400: problem
-      .extend({ rejected: z.number().int().optional(), errorCount: z.number().int().optional(), errors: z.array(eventError).optional() })
+      .extend({
+        rejected: z.number().int().optional().describe('TALLY_ERR_VALIDATION: the events refused'),
+        errorCount: z.number().int().optional().describe('TALLY_ERR_VALIDATION, when over 100: the number of errors in all'),
+        errors: z.array(eventError).optional().describe('TALLY_ERR_VALIDATION: the first 100 errors, one entry per error'),
+      })
       .describe(
-        'Invalid events (every one listed in `errors`; nothing counted), a bad Idempotency-Key or query, an empty or malformed body, or a batch with no events',
+        'Invalid events (nothing counted), a bad Idempotency-Key or query, an empty or malformed body (or one not valid gzip/br data), or a batch with no events',
       ),
     401: problem.describe('Missing, unknown or revoked API key'),
     403: problem.describe('The key lacks the ingest scope'),
@@ -129,8 +141,10 @@ const eventsRouteSchema = {
         limit: z.number().int().describe('the limit exceeded: MAX_BODY_BYTES (bytes) or MAX_EVENTS_PER_REQUEST (events)'),
         count: z.number().int().optional().describe('over MAX_EVENTS_PER_REQUEST: the events the request has'),
       })
-      .describe('Body over MAX_BODY_BYTES or more than MAX_EVENTS_PER_REQUEST events'),
-    415: problem.describe('Content-Type other than JSON or NDJSON'),
+      .describe('Body over MAX_BODY_BYTES (default 1 MiB) once decompressed, or more than MAX_EVENTS_PER_REQUEST (default 1000) events'),
+    415: problem.describe(
+      'Content-Type other than JSON or NDJSON (TALLY_ERR_UNSUPPORTED_MEDIA_TYPE), or a Content-Encoding other than gzip or br (TALLY_ERR_UNSUPPORTED_ENCODING)',
+    ),
     422: problem.describe('The Idempotency-Key was used before with other events; nothing accepted'),
     429: problem
       .extend({
@@ -139,7 +153,9 @@ const eventsRouteSchema = {
         depth: z.number().int().optional().describe('TALLY_ERR_BACKPRESSURE: the waiting batches of the events queue'),
         limit: z.number().int().optional().describe('TALLY_ERR_BACKPRESSURE: MAX_QUEUE_DEPTH'),
       })
-      .describe('The store is over its ingest budget, or the events queue is deeper than MAX_QUEUE_DEPTH; retry after Retry-After seconds'),
+      .describe(
+        'The store is over its ingest budget (TALLY_ERR_RATE_LIMITED; Retry-After: seconds until the budget takes the batch), or the events queue is deeper than MAX_QUEUE_DEPTH (TALLY_ERR_BACKPRESSURE; Retry-After: 2)',
+      ),
     500: problem.describe('An unexpected error; the collector logs it'),
     503: problem
       .extend({
@@ -151,7 +167,7 @@ const eventsRouteSchema = {
           ),
       })
       .describe(
-        'Redis or the key store is unreachable, too few Redis replicas acknowledged the batch (REDIS_WAIT_REPLICAS), or the collector is shutting down; retry after Retry-After seconds',
+        'Redis or the key store is unreachable, or too few Redis replicas acknowledged the batch (REDIS_WAIT_REPLICAS): Retry-After 5; the collector is shutting down: Retry-After 1',
       ),
   },
 };

@@ -75,7 +75,15 @@ export const issuedKeySchema = keyInfoSchema
   .meta({ examples: [{ ...KEY_EXAMPLE, key: 'tly_…' }] });
 export const keyListSchema = z.object({ keys: z.array(keyInfoSchema) }).meta({ examples: [{ keys: [KEY_EXAMPLE] }] });
 
-const keyIdParams = z.object({ keyId: z.string().describe('A key id from the list (6-64 lower-case hex digits)') }).strict();
+const keyIdParams = z
+  .object({
+    keyId: z
+      .string()
+      .describe(
+        "A key id from the list, or any prefix of the key's SHA-256 of 6-64 lower-case hex digits that matches one key of the store; anything else is 404",
+      ),
+  })
+  .strict();
 const visitorParams = z.object({ visitor: z.string().describe('Visitor id') }).strict();
 const storeParams = z.object({ store: z.string().describe('Store id') }).strict();
 
@@ -130,8 +138,12 @@ export const createStoreBodySchema = z
   .object({
     store: storeId,
     timeZone: z.string().optional().describe('IANA time zone (default UTC)'),
-    currency: z.string().optional(),
-    historyMonths: z.number().int().optional(),
+    currency: z.string().optional().describe('ISO 4217 code of the money metrics, e.g. EUR (default: none)'),
+    historyMonths: z
+      .number()
+      .int()
+      .optional()
+      .describe('Months of visitor history to keep, 1-1200 (this month and the N - 1 before); absent = for ever'),
     adminKey: z.boolean().default(false).describe('Also issue a first admin-scope key for the store (returned once)'),
   })
   .strict()
@@ -174,7 +186,7 @@ const adminErrors = {
   404: errorSchema.describe('Unknown store, key or visitor'),
   500: errorSchema.describe('An unexpected error; the query API logs it'),
   503: errorSchema.describe(
-    'Redis, DynamoDB or the key store is unreachable, or a deletion must wait for running jobs; retry after Retry-After seconds',
+    'Redis, DynamoDB or the key store is unreachable, a store deletion or visitor erasure must wait for running jobs (call again), or the API is shutting down; retry after Retry-After seconds (5; 1 while shutting down)',
   ),
 } as const;
 
@@ -195,20 +207,38 @@ export const adminRouteSchemas = {
     response: { 201: issuedKeySchema, ...adminErrors, ...bodyErrorResponses },
   },
   revokeKey: {
-    ...admin('revokeKey', 'Revokes a key of the store (it stops working within KEY_CACHE_TTL_MS)'),
+    ...admin(
+      'revokeKey',
+      'Revokes a key of the store: it stops working within KEY_CACHE_TTL_MS while DynamoDB answers; during a DynamoDB outage a cached key keeps working',
+    ),
     params: keyIdParams,
-    response: { 200: keyInfoSchema, ...adminErrors },
+    response: {
+      200: keyInfoSchema,
+      ...adminErrors,
+      404: errorSchema.describe(
+        'TALLY_ERR_NOT_FOUND: the key id is not 6-64 lower-case hex digits, matches no key of the store, or matches several (give more digits)',
+      ),
+    },
   },
   eraseVisitor: {
     ...admin('eraseVisitor', 'Erases a visitor: their rows, counts not yet written and cached history; store and product aggregates stay'),
     params: visitorParams,
-    response: { 200: visitorErasureSchema, ...adminErrors },
+    response: {
+      200: visitorErasureSchema,
+      ...adminErrors,
+      404: errorSchema.describe(
+        'Nothing of the visitor was stored (no DynamoDB items or Redis counts); their in-flight events are dropped anyway, for DEDUPE_WINDOW_SECONDS (the detail says until when)',
+      ),
+    },
   },
 };
 
 export const operatorRouteSchemas = {
   listStores: {
-    ...operator('listStores', 'The stores, a page at a time (a Query of the tenant index, never a Scan of the table)'),
+    ...operator(
+      'listStores',
+      'The stores, a page at a time (a Query of the tenant index; a table without that index is indexed first, once, by a Scan)',
+    ),
     querystring: storeListQuerySchema,
     response: { 200: storeListSchema, ...adminErrors },
   },
@@ -226,9 +256,13 @@ export const operatorRouteSchemas = {
   deleteStore: {
     ...operator(
       'deleteStore',
-      'Deletes a store and all its data; idempotent and resumable (a store whose deletion was interrupted is still listed: delete it again)',
+      'Deletes a store and all its data; resumable: while the store shows deletingAt (a deletion was interrupted), delete it again; 404 once the deletion finished',
     ),
     params: storeParams,
-    response: { 200: storeDeletionSchema, ...adminErrors },
+    response: {
+      200: storeDeletionSchema,
+      ...adminErrors,
+      404: errorSchema.describe('No such store, or its deletion finished already'),
+    },
   },
 };

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-/** Ranges by name, in the store's time zone, ending today (inclusive). */
+/** Ranges by name, in the store's time zone: yesterday is the day before today; every other one ends today (inclusive). */
 export const NAMED_RANGES = ['today', 'yesterday', 'last7d', 'last30d', 'last3m', 'last12m', 'thisMonth', 'thisYear'] as const;
 export type NamedRange = (typeof NAMED_RANGES)[number];
 
@@ -34,14 +34,16 @@ export const problemSchema = z
 /** The error answers every /v1 route can give. */
 export const errorResponses = {
   400: problemSchema.describe(
-    'Bad input; `field` names the parameter at fault. Also a query that would read more DynamoDB items than the configured maximum',
+    'Bad input; `field` names the parameter or body member at fault. On series, totals and top also a query that would read more DynamoDB items than MAX_ITEMS_PER_QUERY',
   ),
   401: problemSchema.describe('Missing, unknown or revoked API key'),
   403: problemSchema.describe('The API key lacks the read scope'),
-  404: problemSchema.describe("Another store's data (`store` or `entity` naming a store that is not the key's)"),
+  404: problemSchema.describe(
+    "No such route, or another store's data: `store`, `entity=store:<id>` or `entity=store&ids=<id>` naming a store that is not the key's (`field` says which)",
+  ),
   500: problemSchema.describe('An unexpected error; the query API logs it'),
   503: problemSchema.describe(
-    'Redis, DynamoDB or the key store is unreachable, or the API is shutting down; retry after Retry-After seconds',
+    'Redis, DynamoDB or the key store is unreachable (Retry-After: 5), or the API is shutting down (Retry-After: 1); retry after Retry-After seconds',
   ),
 } as const;
 
@@ -49,8 +51,10 @@ export const errorResponses = {
 export const bodyErrorResponses = {
   413: problemSchema
     .extend({ limit: z.number().int().describe('the body limit in bytes') })
-    .describe('The body (decompressed) is over the body limit'),
-  415: problemSchema.describe('The body is not application/json'),
+    .describe('The body, once decompressed (gzip and br bodies are taken), is over the body limit of 1 MiB'),
+  415: problemSchema.describe(
+    'The body is not application/json (TALLY_ERR_UNSUPPORTED_MEDIA_TYPE), or its Content-Encoding is not gzip or br (TALLY_ERR_UNSUPPORTED_ENCODING)',
+  ),
 } as const;
 
 /**
@@ -63,7 +67,7 @@ export const valueSchema = z
 export const valuesSchema = z
   .record(z.string(), valueSchema)
   .describe(
-    'Metric name -> value. UniqueVisitors (a distinct count: exact up to 300 visitors, HyperLogLog with a standard error of 0.81% above) is the number of distinct visitors of the period, never a sum of days',
+    'Metric name -> value. UniqueVisitors is the number of distinct visitors of the period, never a sum of days: exact while every day, month, year or all-time sketch read for it holds at most 300 visitors, else a HyperLogLog estimate (standard error 0.81%)',
   );
 
 /**
@@ -78,9 +82,14 @@ export type RangeName = (typeof RANGE_NAMES)[number];
 export const rangeParam = z
   .enum(RANGE_NAMES)
   .optional()
-  .describe("A range in the store's time zone, ending today (inclusive); allTime = everything. Instead of from/to.");
-const fromParam = z.string().optional().describe('First day, YYYY-MM-DD (with to, instead of range)');
-const toParam = z.string().optional().describe('Last day, YYYY-MM-DD, inclusive (with from)');
+  .describe(
+    "A range in the store's time zone: yesterday is the day before today, every other named range ends today (inclusive); allTime = everything. Instead of from/to.",
+  );
+const fromParam = z.string().optional().describe("First day, YYYY-MM-DD in the store's time zone (with to, instead of range)");
+const toParam = z
+  .string()
+  .optional()
+  .describe("Last day, YYYY-MM-DD in the store's time zone, inclusive (with from); from <= to, at most 3,660 days in all");
 export const storeParam = z
   .string()
   .optional()
@@ -88,7 +97,9 @@ export const storeParam = z
 export const metricsParam = z
   .union([z.string(), z.array(z.string())])
   .optional()
-  .describe('Comma-separated metric names; keyed metrics with their key, e.g. ViewCount,Revenue,ProductViews#P1,UniqueVisitors');
+  .describe(
+    'Comma-separated metric names, at most 50 different ones; keyed metrics with their key, e.g. ViewCount,Revenue,ProductViews#P1,UniqueVisitors',
+  );
 
 /** A point in time, ISO-8601. */
 export const isoSchema = z.string().describe('ISO-8601 instant');
@@ -110,14 +121,22 @@ export const rangeAnswerFields = {
   store: z.string(),
   timeZone: z.string(),
   range: z.enum(RANGE_NAMES).nullable().describe('The named range, or null for from/to'),
-  from: z.string().nullable().describe('First day (YYYY-MM-DD); null for allTime'),
-  to: z.string().nullable().describe('Last day (YYYY-MM-DD); null for allTime'),
+  from: z
+    .string()
+    .nullable()
+    .describe(
+      'First day (YYYY-MM-DD); null for allTime, except for visitors of a store with a history limit: there allTime and earlier dates are cut to the months kept, and from/to give the range so cut',
+    ),
+  to: z
+    .string()
+    .nullable()
+    .describe('Last day (YYYY-MM-DD, inclusive); null for allTime, except for visitors of a store with a history limit (then today)'),
   metrics: z.array(z.string()),
   estimated: z
     .array(z.string())
     .default([]) // an answer of a query API from before it (a rolling upgrade) reads as all exact
     .describe(
-      'The metrics of the answer any of whose values is an estimate, not an exact count: a distinct count (UniqueVisitors) over a day of more than 300 distinct visitors is a HyperLogLog (standard error 0.81%). Empty when every value is exact.',
+      'The metrics of the answer any of whose values is an estimate, not an exact count: a distinct count (UniqueVisitors) is a HyperLogLog estimate (standard error 0.81%) when any day, month, year or all-time sketch read for it holds more than 300 visitors. Empty when every value is exact.',
     ),
   asOf: isoSchema.describe('When the answer was read: DynamoDB plus every count in Redis until then'),
   dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),

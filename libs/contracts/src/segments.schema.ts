@@ -1,26 +1,29 @@
 import { z } from 'zod';
-import { bodyErrorResponses, errorResponses, RANGE_NAMES, storeParam, valueSchema } from './common.schema';
+import { bodyErrorResponses, errorResponses, isoSchema, RANGE_NAMES, storeParam, valueSchema } from './common.schema';
 
 export const segmentRuleSchema = z
   .object({
     /** Metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews. */
-    metric: z.string().min(1).max(64),
+    metric: z.string().min(1).max(64).describe("A metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews"),
     /** Sub-key for keyed metrics: ProductViews of product `key`. */
     key: z
       .string()
       .regex(/^[A-Za-z0-9_.:-]{1,128}$/)
-      .optional(),
-    range: z.enum(RANGE_NAMES),
-    op: z.enum(['>=', '>', '=', '<=', '<', '!=']),
-    value: z.number().finite(),
+      .optional()
+      .describe('The key of a keyed metric (required for one, refused for others), e.g. the product of ProductViews'),
+    range: z
+      .enum(RANGE_NAMES)
+      .describe("A named range in the store's time zone, or allTime; under a store's history limit only the months kept count"),
+    op: z.enum(['>=', '>', '=', '<=', '<', '!=']).describe("How the visitor's value compares with value"),
+    value: z.number().finite().describe("The number to compare with, in the metric's units (Revenue 100 = 100.00)"),
   })
   .strict();
 
 export const segmentSchema = z
   .object({
-    name: z.string().min(1).max(100),
-    match: z.enum(['all', 'any']).default('all'),
-    rules: z.array(segmentRuleSchema).min(1).max(50),
+    name: z.string().min(1).max(100).describe('A name for the answer, 1-100 characters'),
+    match: z.enum(['all', 'any']).default('all').describe('all (default): every rule must match; any: at least one'),
+    rules: z.array(segmentRuleSchema).min(1).max(50).describe('1-50 rules'),
   })
   .strict();
 
@@ -34,7 +37,7 @@ export const segmentsQuerySchema = z.object({ store: storeParam }).strict();
 export const segmentsBodySchema = z
   .object({
     visitor: z.string().describe('Visitor id'),
-    segments: z.array(segmentSchema).min(1).max(MAX_SEGMENTS_PER_REQUEST),
+    segments: z.array(segmentSchema).min(1).max(MAX_SEGMENTS_PER_REQUEST).describe(`1-${MAX_SEGMENTS_PER_REQUEST} segments`),
   })
   .strict()
   .meta({
@@ -72,8 +75,8 @@ export const segmentsResponseSchema = z
       }),
     ),
     cache: z.enum(['hit', 'miss']).describe("Whether the visitor's DynamoDB history came from the session cache"),
-    asOf: z.string(),
-    dynamoRequests: z.number().int(),
+    asOf: isoSchema.describe("When the answer was read: the visitor's DynamoDB history plus every count in Redis until then"),
+    dynamoRequests: z.number().int().describe('DynamoDB requests made to answer (0 when the history came from the cache)'),
   })
   .meta({
     examples: [

@@ -6,17 +6,24 @@ export type Granularity = (typeof GRANULARITIES)[number];
 
 export const seriesQuerySchema = z
   .object({
-    entity: z.string().optional().describe('`store` (default), or `<entity>:<id>` such as product:P1 or visitor:V9'),
-    metrics: metricsParam.describe("Comma-separated metric names (keyed ones as ProductViews#P1); default: the entity's unkeyed metrics"),
+    entity: z
+      .string()
+      .optional()
+      .describe(
+        '`store` (default), or `<entity>:<id>` such as product:P1 or visitor:V9; a page may be given by its path (page:/shop/shoes)',
+      ),
+    metrics: metricsParam.describe(
+      "Comma-separated metric names, at most 50 different ones (keyed ones as ProductViews#P1); default: the entity's unkeyed metrics",
+    ),
     range: rangeParam.describe(
-      'today, yesterday, last7d, last30d (default), last3m, last12m, thisMonth, thisYear, or allTime (granularity year or total; the default for granularity total)',
+      "today, yesterday, last7d, last30d (default), last3m, last12m, thisMonth, thisYear, or allTime (granularity year or total; the default for granularity total). For visitors of a store with a history limit, allTime and earlier dates are cut to the months kept (any granularity; a range wholly before them is 400 naming from), and the answer's from/to give the range so cut.",
     ),
     ...rangeParams,
     granularity: z
       .enum(GRANULARITIES)
       .optional()
       .describe(
-        'day (default; total with range allTime): one point per day; month/year: one point per calendar month/year overlapping the range (whole periods); with allTime, year is one point per year from the first with counts to the last; total: one point for the range',
+        'day (default; total with range allTime): one point per day; month/year: one point per calendar month/year overlapping the range (whole periods); with allTime (unless cut to a history limit), year is one point per year from the first with counts to the last; total: one point for the range',
       ),
   })
   .strict();

@@ -9,7 +9,9 @@ export const topQuerySchema = z
   .object({
     entity: z.string().describe('A ranked entity (product and page in the default rules)'),
     metric: z.string().describe('An unkeyed metric, e.g. ViewCount'),
-    range: rangeParam.describe(`A named range (default last30d) covering at most ${MAX_TOP_DAYS} days`),
+    range: rangeParam.describe(
+      `A named range (default last30d), or from/to instead, covering at most ${MAX_TOP_DAYS} days: allTime and last12m are always 400, thisYear once it passes ${MAX_TOP_DAYS} days`,
+    ),
     ...rangeParams,
     limit: z.coerce.number().int().min(1).max(MAX_TOP_LIMIT).default(10).describe(`Items to return, 1-${MAX_TOP_LIMIT} (default 10)`),
   })
@@ -21,8 +23,8 @@ export const topResponseSchema = z
     entity: z.string(),
     metric: z.string(),
     range: z.enum(RANGE_NAMES).nullable(),
-    from: z.string(),
-    to: z.string(),
+    from: z.string().describe('First day ranked (YYYY-MM-DD)'),
+    to: z.string().describe('Last day ranked (YYYY-MM-DD, inclusive)'),
     items: z
       .array(
         z.object({
@@ -32,8 +34,8 @@ export const topResponseSchema = z
         }),
       )
       .describe('Sorted by exact value, highest first'),
-    asOf: isoSchema,
-    dynamoRequests: z.number().int(),
+    asOf: isoSchema.describe('When the answer was read: DynamoDB plus every count in Redis until then'),
+    dynamoRequests: z.number().int().describe('DynamoDB requests made to answer'),
   })
   .meta({
     examples: [

@@ -7,9 +7,13 @@ export const totalsQuerySchema = z
     ids: z
       .union([z.string(), z.array(z.string())])
       .optional()
-      .describe('Comma-separated ids, at most MAX_ENTITIES_PER_REQUEST different ones'),
-    metrics: metricsParam.describe("Comma-separated metric names; default: the entity's unkeyed metrics"),
-    range: rangeParam.describe('A named range (default last30d) or allTime'),
+      .describe(
+        'Comma-separated ids, at most MAX_ENTITIES_PER_REQUEST (default 100) different ones; a page may be given by its path (/shop/shoes)',
+      ),
+    metrics: metricsParam.describe("Comma-separated metric names, at most 50 different ones; default: the entity's unkeyed metrics"),
+    range: rangeParam.describe(
+      "A named range (default last30d) or allTime. For visitors of a store with a history limit, allTime and earlier dates are cut to the months kept (a range wholly before them is 400 naming from), and the answer's from/to give the range so cut.",
+    ),
     ...rangeParams,
   })
   .strict();
