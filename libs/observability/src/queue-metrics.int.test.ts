@@ -1,7 +1,7 @@
-import { Queue, Worker } from 'bullmq';
+import { DelayedError, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { startRedis, waitFor, type RedisHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMetrics, queueDepthMetrics } from './index';
+import { createMetrics, failedJobsCounter, queueDepthMetrics } from './index';
 
 let redis: RedisHandle;
 let events: Queue;
@@ -110,5 +110,44 @@ describe('queueDepthMetrics', () => {
       },
       { timeoutMs: 10_000, message: 'the scrape to see 4 waiting events after the restart' },
     );
+  });
+});
+
+describe('failedJobsCounter', () => {
+  it("counts BullMQ's jobs as they land in the failed set: not a retried attempt nor a delay, and not less after a replay", async () => {
+    const { registry } = createMetrics({ app: 'dynamo-writer' });
+    const connection = { host: '127.0.0.1', port: redis.port, maxRetriesPerRequest: null };
+    const queue = new Queue('failing', { connection });
+    const failing = new Worker(
+      queue.name,
+      async (job, token) => {
+        if (job.name === 'unrecoverable') throw new UnrecoverableError('bad payload');
+        if (job.name === 'delayed' && job.attemptsStarted === 1) {
+          await job.moveToDelayed(Date.now() + 10, token);
+          throw new DelayedError();
+        }
+        if (job.name !== 'delayed') throw new Error('no');
+      },
+      { connection },
+    );
+    failedJobsCounter(registry, [failing]);
+    const failed = async () => series(await registry.metrics(), 'tally_jobs_failed_total')['{queue="failing",app="dynamo-writer"}'];
+    try {
+      expect(await failed()).toBe(0);
+      await queue.add('retried', {}, { attempts: 3 });
+      await queue.add('unrecoverable', {}, { attempts: 3 });
+      await queue.add('delayed', {}, { attempts: 1 });
+      await waitFor(async () => (await queue.getJobCounts('failed', 'completed')).failed === 2 && (await queue.getCompletedCount()) === 1);
+      expect(await failed()).toBe(2);
+
+      // A replay empties the failed set; the job fails again (its three attempts anew) and counts once more.
+      const [retried] = (await queue.getFailed()).filter((j) => j.name === 'retried');
+      await retried!.retry('failed', { resetAttemptsMade: true });
+      await waitFor(async () => (await failed()) === 3);
+      expect((await queue.getJobCounts('failed')).failed).toBe(2);
+    } finally {
+      await failing.close();
+      await queue.close();
+    }
   });
 });

@@ -62,3 +62,33 @@ export function queueDepthMetrics(
   }
   return gauge;
 }
+
+/** A queue worker as failedJobsCounter sees it (BullMQ's Worker): its queue's name and its 'failed' event. */
+type FailingWorker = {
+  readonly name: string;
+  on(event: 'failed', listener: (job: { finishedOn?: number } | undefined, error: Error, prev: string) => void): unknown;
+};
+
+/**
+ * Registers `tally_jobs_failed_total{queue}`: jobs the workers moved to their queue's failed set (attempts used up,
+ * an unrecoverable error, or too many stalls), counted as it happens. Unlike the failed set's size
+ * (`tally_queue_jobs{state="failed"}`), it only grows: the set is capped (QUEUE_SETTINGS) and shrinks on a replay or
+ * a purge. BullMQ emits 'failed' for every failed attempt; an attempt it retries leaves the job without
+ * `finishedOn`, so a job counts once, when it lands in the failed set. Each replica counts the jobs its own workers
+ * failed: aggregate with `sum`.
+ */
+export function failedJobsCounter(registry: Registry, workers: readonly FailingWorker[]): Counter<'queue'> {
+  const failed = new Counter({
+    name: 'tally_jobs_failed_total',
+    help: "Jobs this process's workers moved to the failed set (attempts used up, unrecoverable, or stalled too often), by queue.",
+    labelNames: ['queue'],
+    registers: [registry],
+  });
+  for (const worker of workers) {
+    failed.inc({ queue: worker.name }, 0);
+    worker.on('failed', (job) => {
+      if (!job || job.finishedOn) failed.inc({ queue: worker.name });
+    });
+  }
+  return failed;
+}

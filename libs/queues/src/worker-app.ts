@@ -2,6 +2,7 @@ import {
   crashPoints,
   createLogger,
   createMetrics,
+  failedJobsCounter,
   installShutdown,
   logEmitterErrors,
   queueDepthMetrics,
@@ -53,14 +54,16 @@ export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: 
   const worker = { connection: redis(), lockMs: config.JOB_LOCK_MS };
 
   /**
-   * Logs failed jobs and (throttled) worker errors, serves /metrics and /readyz (Redis answers and
-   * every worker of `ready` runs), and on SIGTERM closes the workers, the queues, the ops server, Redis, then `close`.
+   * Logs failed jobs and (throttled) worker errors, counts the jobs that land in a failed set (`tally_jobs_failed_total`),
+   * serves /metrics and /readyz (Redis answers and every worker of `ready` runs), and on SIGTERM closes the workers,
+   * the queues, the ops server, Redis, then `close`.
    */
   async function serve(opts: { workers: Array<Worker | undefined>; ready: Worker[]; started: object; close: ShutdownStep[] }) {
     const workers = opts.workers.filter((w) => w !== undefined);
     for (const w of workers) {
       w.on('failed', (job, err) => log.error({ queue: w.name, jobId: job?.id, err: err.message }, 'job failed'));
     }
+    failedJobsCounter(registry, workers);
     logEmitterErrors(log, 'worker', workers, { level: 'error' });
     const ops = await startOpsServer({
       host: config.HTTP_HOST,
