@@ -83,4 +83,18 @@ describe('visitor-history retention', () => {
     expect({ status: before.statusCode, field: before.json().field }).toEqual({ status: 400, field: 'from' });
     expect((await get('/v1/series?entity=product:P1&range=allTime&granularity=total&metrics=ViewCount')).json().totals.ViewCount).toBe(4);
   });
+
+  it("a visitor's year points are summed from the months kept, not TOTAL's year cell (which still holds January)", async () => {
+    const get = async (url: string) => (await app.inject({ method: 'GET', url, headers: bearer(key) })).json();
+    const years = (r: { points: Array<{ period: string; values: { ViewCount: number } }> }) =>
+      r.points.map((p) => [p.period, p.values.ViewCount]);
+    expect(years(await get('/v1/series?entity=visitor:V1&range=allTime&granularity=year&metrics=ViewCount'))).toEqual([['2024', 2]]);
+    const dated = await get('/v1/series?entity=visitor:V1&from=2023-12-01&to=2024-03-15&granularity=year&metrics=ViewCount');
+    expect({ points: years(dated), totals: dated.totals }).toEqual({ points: [['2024', 2]], totals: { ViewCount: 2 } });
+    // Without a history limit a year point is the TOTAL item's year cell, whole.
+    expect(years(await get('/v1/series?entity=product:P1&range=allTime&granularity=year&metrics=ViewCount'))).toEqual([
+      ['2023', 1],
+      ['2024', 3],
+    ]);
+  });
 });

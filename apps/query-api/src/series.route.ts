@@ -31,14 +31,17 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const now = ctx.now();
     const noRange = q.range === undefined && q.from === undefined && q.to === undefined;
     const { range: asked, name } = resolveRange(q, timeZone, now, granularity === 'total' && noRange ? 'allTime' : 'last30d');
-    // A visitor's history is counted only within the store's retention (never from TOTAL, which holds expired months).
-    const range = entity.entity === VISITOR_ENTITY ? clampToRetention(asked, historyMonths, timeZone, now) : asked;
+    // A visitor's history is counted only within the store's retention (never from TOTAL, which holds expired months:
+    // years are summed from the months kept).
+    const limited = entity.entity === VISITOR_ENTITY && historyMonths !== undefined;
+    const range = limited ? clampToRetention(asked, historyMonths, timeZone, now) : asked;
     const { points, totals, estimated, dynamoRequests } = await readSeries(ctx.query, {
       store,
       pk: entity.pk,
       metrics,
       range,
       granularity,
+      yearsFromMonths: limited,
     });
     return {
       store,

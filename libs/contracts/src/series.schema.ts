@@ -23,7 +23,7 @@ export const seriesQuerySchema = z
       .enum(GRANULARITIES)
       .optional()
       .describe(
-        'day (default; total with range allTime): one point per day; month/year: one point per calendar month/year overlapping the range (whole periods); with allTime (unless cut to a history limit), year is one point per year from the first with counts to the last; total: one point for the range',
+        'day (default; total with range allTime): one point per day; month/year: one point per calendar month/year overlapping the range (whole periods; for a visitor of a store with a history limit a year is the sum of its months in the range, never months no longer kept); with allTime (unless cut to a history limit), year is one point per year from the first with counts to the last; total: one point for the range',
       ),
   })
   .strict();

@@ -54,14 +54,14 @@ const blobOf = (items: ReadonlyMap<string, StoredItem>, sk: string, attr: string
 const liveIn = (live: readonly LiveSketch[], metric: string, from: string, to: string): Buffer[] =>
   live.filter((s) => s.metric === metric && s.dayKey >= from && s.dayKey <= to).map((s) => s.blob);
 
-/** Groups of a series point: the period's cell plus the live sketches of its days (day keys `from` to `to`). */
+/** Groups of a series point: the period's cells plus the live sketches of its days (day keys `from` to `to`). */
 export function pointGroup(
   items: ReadonlyMap<string, StoredItem>,
   live: readonly LiveSketch[],
   metric: string,
-  point: Cell & { from: string; to: string },
+  point: { cells: readonly Cell[]; from: string; to: string },
 ): SketchGroup {
-  return [...blobOf(items, point.sk, point.attr(metric)), ...liveIn(live, metric, point.from, point.to)];
+  return [...point.cells.flatMap((c) => blobOf(items, c.sk, c.attr(metric))), ...liveIn(live, metric, point.from, point.to)];
 }
 
 /** The group of a whole range: the cover's cells (or the all-time cell) plus the live sketches in the range. */

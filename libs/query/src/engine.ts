@@ -109,27 +109,40 @@ async function bounded<T>(field: string, read: () => Promise<T>): Promise<T> {
   }
 }
 
-/** A point of a series: its label, its counter cell, and its first and last day keys (for the live sketches). */
-type PeriodCell = Cell & { period: string; from: string; to: string };
+/**
+ * A point of a series: its label, the counter cells it sums (one, but for a year summed from its months), and its
+ * first and last day keys (for the live sketches).
+ */
+type PeriodCell = { period: string; cells: Cell[]; from: string; to: string };
 
-/** The points of a series over dates, oldest first: every day, calendar month or year the range touches. */
-function periodsOf(range: DateRange, granularity: Exclude<Granularity, 'total'>): PeriodCell[] {
+/** The month points of a range, oldest first: every calendar month it touches, each its month cell. */
+const monthPeriodsOf = (range: DateRange): PeriodCell[] =>
+  monthsOf(range).map(({ year, month }) => ({
+    period: `${year}-${String(month).padStart(2, '0')}`,
+    cells: [{ sk: monthSk(year, month), attr: (a) => monthAttr(month, a) }],
+    from: dayKey({ year, doy: dayOfYear(year, month, 1) }),
+    to: dayKey({ year, doy: dayOfYear(year, month, daysInMonth(year, month)) }),
+  }));
+
+/**
+ * The points of a series over dates, oldest first: every day, calendar month or year the range touches. A year is
+ * the TOTAL item's year cell, or with `yearsFromMonths` the sum of its months' cells (whole months only).
+ */
+function periodsOf(range: DateRange, granularity: Exclude<Granularity, 'total'>, yearsFromMonths: boolean): PeriodCell[] {
   switch (granularity) {
     case 'day':
       return daysOf(range).map((d) => {
         const key = dayKey(d);
-        return { period: formatDate(d), sk: monthSk(d.year, d.month), attr: (a) => dayAttr(d.doy, a), from: key, to: key };
+        return { period: formatDate(d), cells: [{ sk: monthSk(d.year, d.month), attr: (a) => dayAttr(d.doy, a) }], from: key, to: key };
       });
     case 'month':
-      return monthsOf(range).map(({ year, month }) => ({
-        period: `${year}-${String(month).padStart(2, '0')}`,
-        sk: monthSk(year, month),
-        attr: (a) => monthAttr(month, a),
-        from: dayKey({ year, doy: dayOfYear(year, month, 1) }),
-        to: dayKey({ year, doy: dayOfYear(year, month, daysInMonth(year, month)) }),
-      }));
+      return monthPeriodsOf(range);
     case 'year':
-      return yearsFrom(range.from.year, range.to.year);
+      if (!yearsFromMonths) return yearsFrom(range.from.year, range.to.year);
+      return yearsFrom(range.from.year, range.to.year).map((y) => {
+        const months = monthPeriodsOf(range).filter((m) => m.period.startsWith(`${y.period}-`));
+        return { period: y.period, cells: months.flatMap((m) => m.cells), from: months[0]!.from, to: months[months.length - 1]!.to };
+      });
   }
 }
 
@@ -137,8 +150,7 @@ function periodsOf(range: DateRange, granularity: Exclude<Granularity, 'total'>)
 const yearsFrom = (first: number, last: number): PeriodCell[] =>
   Array.from({ length: last - first + 1 }, (_, i) => first + i).map((year) => ({
     period: String(year),
-    sk: TOTAL_SK,
-    attr: (a) => yearAttr(year, a),
+    cells: [{ sk: TOTAL_SK, attr: (a) => yearAttr(year, a) }],
     from: `${year}-001`,
     to: `${year}-366`,
   }));
@@ -174,13 +186,18 @@ function sumCells(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[]
  * Redis snapshot first, then consistent reads; an entry counts only above its item's watermark). Day and
  * month granularity read the month rows of the range with one Query; year granularity and range 'all' read the
  * TOTAL item with one GetItem (readTotalItem), range 'all' by year a point per year that has counts (yearsOfRow);
- * granularity total over dates reads the coarsest items that cover them (see coverOf).
+ * granularity total over dates reads the coarsest items that cover them (see coverOf). With `yearsFromMonths` (a
+ * visitor under a history limit, whose TOTAL item still holds the months no longer kept) a year over dates is the
+ * sum of its months in the range, read like month granularity.
  */
 export async function readSeries(
   deps: QueryDeps,
-  req: { store: string; pk: string; metrics: MetricRef[]; range: QueryRange; granularity: Granularity },
+  req: { store: string; pk: string; metrics: MetricRef[]; range: QueryRange; granularity: Granularity; yearsFromMonths?: boolean },
 ): Promise<SeriesResult> {
   const { range, granularity } = req;
+  const yearsFromMonths = req.yearsFromMonths === true && granularity === 'year';
+  // Points read from the range's month items (one Query), not from the TOTAL item.
+  const byMonths = range !== 'all' && (granularity === 'day' || granularity === 'month' || yearsFromMonths);
   if (range === 'all') {
     if (granularity === 'day' || granularity === 'month')
       throw new QueryError('granularity', `range allTime answers granularity year or total, not ${granularity}`);
@@ -189,7 +206,7 @@ export async function readSeries(
     const { values, estimated } = r.rows[0]!;
     const point: SeriesPoint = estimated ? { period: 'total', values, estimated } : { period: 'total', values };
     return { points: [point], totals: values, estimated: r.estimated, dynamoRequests: r.dynamoRequests };
-  } else if (granularity !== 'year') {
+  } else if (byMonths) {
     const months = monthsOf(range).length;
     checkCost(deps, months, 'range', `${months} month items`);
   }
@@ -199,7 +216,7 @@ export async function readSeries(
   const live = distinct.size > 0 ? (await deps.buckets.sketches.read(req.store, [req.pk]))[0]! : [];
   // Day and month points read the range's month items (and their overflow items) with one Query; the rest the TOTAL item.
   const { items, requests: dynamoRequests } = await bounded('range', () =>
-    range !== 'all' && (granularity === 'day' || granularity === 'month')
+    byMonths
       ? queryItems(deps.dynamo, req.pk, monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month), maxItems(deps))
       : readTotalItem(deps, req.pk),
   );
@@ -213,9 +230,9 @@ export async function readSeries(
         : undefined
       : granularity === 'total'
         ? undefined
-        : periodsOf(range, granularity);
+        : periodsOf(range, granularity, yearsFromMonths);
   const points = periods
-    ? periods.map((p) => ({ period: p.period, values: sumCells(merged, req.metrics, [p]) }))
+    ? periods.map((p) => ({ period: p.period, values: sumCells(merged, req.metrics, p.cells) }))
     : [{ period: 'total', values: sumCells(merged, req.metrics, [{ sk: TOTAL_SK, attr: totalAttr }]) }];
   const totals = sumPoints(points, req.metrics);
   const metrics = req.metrics.filter((m) => distinct.has(m.attr));
