@@ -5,7 +5,7 @@ import { keyInfoSchema, storeDeletionSchema, tenantSchema, visitorErasureSchema 
 import { PROBLEM_SCHEMA } from '@tally/http';
 import { createLogger } from '@tally/observability';
 import { closeQueues, createQueues, QUEUE, queueShards, type TallyQueues } from '@tally/queues';
-import { deleteStore, issueKey } from '@tally/tenants';
+import { deleteStore, getTenant, issueKey } from '@tally/tenants';
 import { openApi31Errors } from '@tally/testing';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -56,7 +56,7 @@ afterAll(async () => {
 
 const call = (a: QueryApiApp, method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, key?: string, payload?: unknown) =>
   a.inject({ method, url, headers: key ? bearer(key) : {}, ...(payload !== undefined ? { payload: payload as object } : {}) });
-const op = (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: unknown) => call(app, method, url, OPERATOR, payload);
+const op = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: unknown) => call(app, method, url, OPERATOR, payload);
 
 function expectProblem(r: LightMyRequestResponse, status: number, field?: string) {
   expect({ status: r.statusCode, type: r.headers['content-type'] }).toEqual({ status, type: 'application/problem+json; charset=utf-8' });
@@ -91,6 +91,25 @@ describe('the operator routes', () => {
     expect(expectProblem(await op('GET', '/v1/operator/stores?limit=0'), 400, 'limit').detail).toMatch(/at least 1/);
     expect(expectProblem(await op('GET', '/v1/operator/stores?limit=1001'), 400, 'limit').detail).toMatch(/at most 1000/);
     expect((await op('GET', '/v1/operator/stores/SHOP_A')).json()).toMatchObject({ store: 'SHOP_A', timeZone: 'Europe/Berlin' });
+  });
+
+  it("set a store's ingest budget and settings; null returns it to the default; a store's own admin key cannot", async () => {
+    const patched = await op('PATCH', '/v1/operator/stores/SHOP_A', { ingestEventsPerSecond: 5_000, currency: 'USD' });
+    expect({ status: patched.statusCode, body: patched.json() }).toMatchObject({
+      status: 200,
+      body: { store: 'SHOP_A', ingestEventsPerSecond: 5_000, currency: 'USD' },
+    });
+    tenantSchema.parse(patched.json());
+    expect((await op('GET', '/v1/operator/stores/SHOP_A')).json()).toMatchObject({ ingestEventsPerSecond: 5_000 });
+    expect((await op('GET', '/v1/operator/stores')).json().stores[0]).toMatchObject({ store: 'SHOP_A', ingestEventsPerSecond: 5_000 });
+    // The collectors read it with the key: the tenant directory gives it to the principal.
+    expect((await getTenant(f.db, 'SHOP_A'))?.ingestEventsPerSecond).toBe(5_000);
+    expect((await op('PATCH', '/v1/operator/stores/SHOP_A', { ingestEventsPerSecond: null })).json().ingestEventsPerSecond).toBeUndefined();
+    expectProblem(await op('PATCH', '/v1/operator/stores/SHOP_A', { ingestEventsPerSecond: 0 }), 400, 'ingestEventsPerSecond');
+    expectProblem(await op('PATCH', '/v1/operator/stores/SHOP_A', { ingestEventsPerSecond: 10_000_001 }), 400, 'ingestEventsPerSecond');
+    expectProblem(await op('PATCH', '/v1/operator/stores/NOPE', { ingestEventsPerSecond: 10 }), 404);
+    // A store's admin changes its own settings, never its budget.
+    expectProblem(await call(app, 'PATCH', '/v1/admin/store', admin, { ingestEventsPerSecond: 1_000_000 }), 400);
   });
 
   it('refuse: 404 unknown store, 409 an existing one, 400 a bad id or zone', async () => {
@@ -309,6 +328,7 @@ describe('the contract', () => {
       'GET /v1/operator/stores': 'listStores',
       'POST /v1/operator/stores': 'createStore',
       'GET /v1/operator/stores/{store}': 'getStoreById',
+      'PATCH /v1/operator/stores/{store}': 'updateStore',
       'DELETE /v1/operator/stores/{store}': 'deleteStore',
     });
     expect(doc.components.securitySchemes.operator).toMatchObject({ type: 'http', scheme: 'bearer' });

@@ -57,6 +57,7 @@ export function tenantProblem(err: unknown): HttpProblem | undefined {
         TALLY_ERR_INVALID_LABEL: 'label',
         TALLY_ERR_INVALID_CURRENCY: 'currency',
         TALLY_ERR_INVALID_RETENTION: 'historyMonths',
+        TALLY_ERR_INVALID_BUDGET: 'ingestEventsPerSecond',
         TALLY_ERR_INVALID_LIMIT: 'limit',
       }[err.code as string];
       return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', err.message, field ? { field } : {});
@@ -141,6 +142,7 @@ export const operatorRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, {
     if (!t) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${req.params.store} does not exist`);
     return t;
   });
+  app.patch('/stores/:store', { schema: operatorRouteSchemas.updateStore }, async (req) => updateTenant(db, req.params.store, req.body));
   app.delete('/stores/:store', { schema: operatorRouteSchemas.deleteStore }, async (req) =>
     deleteStore({ ...admin.erasure, db }, req.params.store),
   );

@@ -21,6 +21,13 @@ export const tenantSchema = z
       .int()
       .optional()
       .describe('Months of visitor history kept (this month and the N - 1 before); absent = for ever'),
+    ingestEventsPerSecond: z
+      .number()
+      .int()
+      .optional()
+      .describe(
+        "The store's ingest budget in events per second, set by the operator; absent = the collectors' INGEST_BUDGET_EVENTS_PER_SECOND",
+      ),
     deletingAt: isoSchema
       .optional()
       .describe('Set while a deletion of the store is under way (or was interrupted: delete again to finish)'),
@@ -38,6 +45,20 @@ export const tenantSettingsSchema = z
   })
   .strict()
   .meta({ examples: [{ timeZone: 'Europe/Paris', historyMonths: 13 }] });
+
+const storeSettingsSchema = tenantSettingsSchema
+  .extend({
+    ingestEventsPerSecond: z
+      .number()
+      .int()
+      .nullable()
+      .optional()
+      .describe(
+        "Ingest budget in events per second, 1-10,000,000 (collectors apply it within KEY_CACHE_TTL_MS); null = the collectors' INGEST_BUDGET_EVENTS_PER_SECOND",
+      ),
+  })
+  .strict()
+  .meta({ examples: [{ ingestEventsPerSecond: 5000 }] });
 
 /** The key every admin example shows. */
 const KEY_EXAMPLE = {
@@ -253,6 +274,12 @@ export const operatorRouteSchemas = {
     },
   },
   getStore: { ...operator('getStoreById', 'One store'), params: storeParams, response: { 200: tenantSchema, ...adminErrors } },
+  updateStore: {
+    ...operator('updateStore', "Changes a store's ingest budget, time zone, currency or visitor-history retention"),
+    params: storeParams,
+    body: storeSettingsSchema,
+    response: { 200: tenantSchema, ...adminErrors, ...bodyErrorResponses },
+  },
   deleteStore: {
     ...operator(
       'deleteStore',

@@ -115,32 +115,16 @@ function tenantOf(store: string, item: Item): TenantInfo {
 
 const INGEST_BUDGET_ATTR = 'ingestEventsPerSecond';
 
+/** The largest ingest budget a store can be given, in events per second. */
+const MAX_INGEST_BUDGET = 10_000_000;
+
 /**
  * Sets a store's ingest budget (events per second; the collector's token bucket holds INGEST_BUDGET_BURST_SECONDS
  * of it), or with `undefined` returns it to the default INGEST_BUDGET_EVENTS_PER_SECOND. Collectors see the change
  * within KEY_CACHE_TTL_MS.
  */
 export async function setIngestBudget(db: TenantDb, store: string, eventsPerSecond: number | undefined): Promise<void> {
-  checkStore(store);
-  const ok = eventsPerSecond === undefined || (Number.isInteger(eventsPerSecond) && eventsPerSecond >= 1 && eventsPerSecond <= 10_000_000);
-  check(ok, 'TALLY_ERR_INVALID_BUDGET', () => {
-    return `ingest budget ${eventsPerSecond} is not a whole number of events per second from 1 to 10000000`;
-  });
-  try {
-    await db.dynamo.send(
-      new UpdateItemCommand({
-        TableName: db.table,
-        Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
-        UpdateExpression: eventsPerSecond === undefined ? 'REMOVE #b' : 'SET #b = :b',
-        ConditionExpression: 'attribute_exists(pk)',
-        ExpressionAttributeNames: { '#b': INGEST_BUDGET_ATTR },
-        ...(eventsPerSecond === undefined ? {} : { ExpressionAttributeValues: { ':b': { N: String(eventsPerSecond) } } }),
-      }),
-    );
-  } catch (err) {
-    if (err instanceof ConditionalCheckFailedException) throw notFound(store);
-    throw err;
-  }
+  await updateTenant(db, store, { ingestEventsPerSecond: eventsPerSecond ?? null });
 }
 
 /** The ISO 4217 codes this runtime knows (Intl: the active currencies of the ICU data, e.g. EUR, USD, JPY). */
@@ -202,22 +186,29 @@ export async function setTimeZone(db: TenantDb, store: string, timeZone: string)
   await updateTenant(db, store, { timeZone });
 }
 
-/** What updateTenant changes; `historyMonths: null` keeps visitor history for ever again. */
+/**
+ * What updateTenant changes; `historyMonths: null` keeps visitor history for ever again, `ingestEventsPerSecond: null`
+ * returns the store to the collectors' default budget.
+ */
 export interface TenantSettings {
   timeZone?: string;
   currency?: string;
   historyMonths?: number | null;
+  ingestEventsPerSecond?: number | null;
 }
 
 /** The longest retention that can be set: 100 years. */
 export const MAX_HISTORY_MONTHS = 1200;
 
 /** Throws the TenantError of the first setting given that is not valid. */
-function checkSettings({ timeZone, currency, historyMonths: m }: TenantSettings): void {
+function checkSettings({ timeZone, currency, historyMonths: m, ingestEventsPerSecond: b }: TenantSettings): void {
   if (timeZone !== undefined) checkTimeZone(timeZone);
   if (currency !== undefined) checkCurrency(currency);
   check(m === undefined || m === null || (Number.isInteger(m) && m >= 1 && m <= MAX_HISTORY_MONTHS), 'TALLY_ERR_INVALID_RETENTION', () => {
     return `historyMonths must be a whole number of months from 1 to ${MAX_HISTORY_MONTHS} (or null: keep for ever)`;
+  });
+  check(b === undefined || b === null || (Number.isInteger(b) && b >= 1 && b <= MAX_INGEST_BUDGET), 'TALLY_ERR_INVALID_BUDGET', () => {
+    return `ingest budget ${b} is not a whole number of events per second from 1 to ${MAX_INGEST_BUDGET} (or none: the collectors' default)`;
   });
 }
 
@@ -225,9 +216,11 @@ function checkSettings({ timeZone, currency, historyMonths: m }: TenantSettings)
 export async function updateTenant(db: TenantDb, store: string, settings: TenantSettings): Promise<TenantInfo> {
   checkStore(store);
   checkSettings(settings);
-  const { timeZone, currency, historyMonths: m } = settings;
-  // Every setting given is SET to its value, or REMOVEd (historyMonths: null).
-  const given = Object.entries({ timeZone, currency, historyMonths: m }).filter(([, v]) => v !== undefined);
+  const { timeZone, currency, historyMonths: m, ingestEventsPerSecond } = settings;
+  // Every setting given is SET to its value, or REMOVEd (historyMonths or ingestEventsPerSecond: null).
+  const given = Object.entries({ timeZone, currency, historyMonths: m, [INGEST_BUDGET_ATTR]: ingestEventsPerSecond }).filter(
+    ([, v]) => v !== undefined,
+  );
   const set = given.filter(([, v]) => v !== null).map(([name]) => `#${name} = :${name}`);
   const remove = given.filter(([, v]) => v === null).map(([name]) => `#${name}`);
   const names = Object.fromEntries(given.map(([name]) => [`#${name}`, name]));
