@@ -433,6 +433,10 @@ describe('the sealer work set', () => {
     // And the tenant's zone is published for @tally/client, expiring.
     expect(await redis.get(buckets.keys.storeZone('GHOST'))).toBe('America/Los_Angeles');
     expect(await redis.pttl(buckets.keys.storeZone('GHOST'))).toBeGreaterThan(STORE_ZONE_TTL_MS - 60_000);
+    // Its rules' fingerprint too (main publishes it at start and every half expiry): clients with other rules send events.
+    await marks.rules(rules.fingerprint);
+    expect(await redis.get(buckets.keys.rules)).toMatch(/^[0-9a-f]{16}$/);
+    expect(await redis.pttl(buckets.keys.rules)).toBeGreaterThan(STORE_ZONE_TTL_MS - 60_000);
   });
 
   it("publishes a tenant's time zone for the clients when first found, at once when it changes, and after half its expiry", async () => {

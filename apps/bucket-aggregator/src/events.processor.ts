@@ -36,12 +36,14 @@ export interface StoreMarks {
   clear(store: string): Promise<void>;
   /** Publishes the tenant's time zone (it expires): clients roll the store's batches up in it. */
   zone(store: string, timeZone: string): Promise<void>;
+  /** Publishes this aggregator's rules fingerprint (it expires): clients roll up only with rules of the same one. */
+  rules(fingerprint: string): Promise<void>;
 }
 
 /** How long a published time zone lasts; tenantTimeZones publishes it again after half of it, or at once on a change. */
 export const STORE_ZONE_TTL_MS = 600_000;
 
-/** The marks @tally/client reads (libs/key-layout `unknownStore`, kept `ttlMs`, and `storeZone`). */
+/** The marks @tally/client reads (libs/key-layout `unknownStore`, kept `ttlMs`, `storeZone` and `rules`). */
 export function storeMarks(
   redis: { set(key: string, value: string, px: 'PX', ms: number): Promise<unknown>; del(key: string): Promise<unknown> },
   prefix: string,
@@ -53,6 +55,7 @@ export function storeMarks(
     mark: async (store) => void (await redis.set(keys.unknownStore(store), String(now()), 'PX', ttlMs)),
     clear: async (store) => void (await redis.del(keys.unknownStore(store))),
     zone: async (store, timeZone) => void (await redis.set(keys.storeZone(store), timeZone, 'PX', STORE_ZONE_TTL_MS)),
+    rules: async (fingerprint) => void (await redis.set(keys.rules, fingerprint, 'PX', STORE_ZONE_TTL_MS)),
   };
 }
 

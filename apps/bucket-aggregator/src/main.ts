@@ -5,7 +5,7 @@ import { createShardWorkers, QUEUE, QUEUE_SETTINGS } from '@tally/queues';
 import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory } from '@tally/tenants';
 import { createAggregatorMetrics, registerBacklogGauges } from './aggregator-metrics';
-import { eventsProcessor, storeMarks, tenantTimeZones } from './events.processor';
+import { eventsProcessor, STORE_ZONE_TTL_MS, storeMarks, tenantTimeZones } from './events.processor';
 import { readBacklog, sealProcessor } from './seal.processor';
 
 // Composition root of the bucket aggregator: applies event batches to Redis buckets, and runs the sealer
@@ -28,6 +28,11 @@ const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, ca
 // the store's mark makes @tally/client refuse it at once for as long as this aggregator may cache the answer.
 const marks = storeMarks(scriptRedis, config.KEY_PREFIX, TENANT_CACHE_MS);
 const timeZoneOf = tenantTimeZones(tenants, marks);
+// The rules fingerprint, for @tally/client: it rolls batches up itself only while it runs rules of the same one.
+const publishRules = () =>
+  marks.rules(rules.fingerprint).catch((err: unknown) => log.warn({ err }, 'rules fingerprint not published; retried'));
+void publishRules();
+setInterval(() => void publishRules(), STORE_ZONE_TTL_MS / 2).unref();
 
 // Stage "apply": each events job's batch is rolled up and applied to the Redis buckets.
 const eventsWorkers = createShardWorkers(

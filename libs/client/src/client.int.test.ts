@@ -24,6 +24,8 @@ import {
   TooManyEventsError,
   UnknownStoreError,
   ValidationError,
+  compileRules,
+  defaultRules,
   type TallyClient,
 } from './index';
 
@@ -42,6 +44,8 @@ beforeAll(async () => {
   inspect.on('error', () => {}); // the outage test kills Redis
   queues = createQueues(inspect);
   for (const q of Object.values(queues)) q.on('error', () => {});
+  // What a running aggregator on the default rules publishes: the client rolls batches up only with it.
+  await inspect.set(redisKeys('t').rules, compileRules(defaultRules).fingerprint);
 });
 
 afterAll(async () => {
@@ -110,6 +114,44 @@ describe('createTallyClient', () => {
       expect(later.events).toBeUndefined();
       expect(later.rows).toHaveLength(a!.rows!.length);
     } finally {
+      await c.close();
+    }
+  });
+
+  it('sends events, not rows, while the aggregators publish another rules fingerprint or none, and says so once', async () => {
+    const told: string[] = [];
+    const custom = compileRules({ ...defaultRules, metrics: { ...defaultRules.metrics, Extra: { code: 'ex' } } });
+    expect(custom.fingerprint).not.toBe(compileRules(defaultRules).fingerprint);
+    // The same rules written in another key order have the same fingerprint.
+    expect(compileRules(Object.fromEntries(Object.entries(defaultRules).reverse())).fingerprint).toBe(
+      compileRules(defaultRules).fingerprint,
+    );
+    const c = createTallyClient({ connection: redis.url, rules: custom, onError: (e) => told.push(e.message) });
+    const events = [view('P1'), view('P2')];
+    const sent = async (store: string) =>
+      (await queues.events.getJob((await c.enqueueEvents(store, events, { timeZone: 'UTC' })).batchId))?.data;
+    try {
+      expect((await sent('RULES1')).events).toHaveLength(2);
+      expect((await sent('RULES1')).events).toHaveLength(2); // told once per fingerprint
+      expect(told).toEqual([
+        expect.stringMatching(/^the aggregators run rules [0-9a-f]{16}, this client [0-9a-f]{16}: batches go as events/),
+      ]);
+      // The aggregators now run the client's rules (a redeploy): rolled up again, read within a second.
+      await inspect.set(redisKeys('t').rules, custom.fingerprint);
+      await sleep(1_100);
+      const rolled = await sent('RULES1');
+      expect({ events: rolled.events, rows: rolled.rows?.length }).toEqual({ events: undefined, rows: expect.any(Number) });
+      // None published (no aggregator running): events.
+      await inspect.del(redisKeys('t').rules);
+      const d = createTallyClient({ connection: redis.url, rules: custom });
+      try {
+        const job = await queues.events.getJob((await d.enqueueEvents('RULES1', events, { timeZone: 'UTC' })).batchId);
+        expect(job?.data.events).toHaveLength(2);
+      } finally {
+        await d.close();
+      }
+    } finally {
+      await inspect.set(redisKeys('t').rules, compileRules(defaultRules).fingerprint);
       await c.close();
     }
   });

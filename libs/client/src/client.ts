@@ -104,10 +104,11 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
       ? createProducerConnection(target, { connectionName: 'tally-replica-wait', commandTimeoutMs: wait.timeoutMs + 5_000 })
       : (redis as { duplicate(): RedisConnection }).duplicate();
   waitRedis?.on('error', onError);
+  const rules = opts.rules ?? compileRules(defaultRules);
   const intake = createIntake({
     queues,
     redis,
-    rules: opts.rules ?? compileRules(defaultRules),
+    rules,
     limits: { maxEvents: 100_000, ...opts.limits },
     source: 'client',
     // enqueueEvents waits for the connection itself, before its first Redis call; the intake then refuses at once.
@@ -118,6 +119,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
   });
   const admit = depthGate(queueShards(queues, QUEUE.events), opts.backpressure ?? { maxDepth: 10_000 });
   const zoneOf = storeZones(redis, keyPrefix);
+  const rulesAgree = aggregatorRules(redis, keyPrefix, rules.fingerprint, onError);
   const readyTimeoutMs = opts.readyTimeoutMs ?? 5_000;
   let closed = false;
   return {
@@ -132,8 +134,10 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
       );
       if (ready) await admit();
       // With the store's zone (as the aggregator published it from the tenant) the batch goes rolled up, as the
-      // collector sends it; without it, as events the aggregator rolls up.
-      const timeZone = eopts?.timeZone ?? (ready ? await zoneOf(store) : undefined);
+      // collector sends it, but only while the aggregators publish the fingerprint of this client's rules: rows
+      // rolled up by other rules would be counted as they are. Otherwise it goes as events the aggregator rolls up.
+      const agree = ready && (await rulesAgree());
+      const timeZone = agree ? (eopts?.timeZone ?? (await zoneOf(store))) : undefined;
       const { batchId, accepted } = await intake.submit(store, events, { ...eopts, timeZone });
       return { batchId, accepted };
     },
@@ -190,6 +194,38 @@ function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure
   return async () => {
     if (performance.now() - readAt >= (o.checkEveryMs ?? 250)) await (reading ??= read());
     if (depth > o.maxDepth) throw new QueueFullError(depth, o.maxDepth);
+  };
+}
+
+/**
+ * Whether the aggregators' published rules fingerprint (libs/key-layout `rules`) is `own`: read at most once a minute
+ * while it is, once a second while it is not (none published yet, another one, or Redis not answering). A fingerprint
+ * that differs is reported to `onError` once per value: this client's `rules` are not the aggregators'.
+ */
+function aggregatorRules(
+  redis: Pick<RedisConnection, 'get'>,
+  keyPrefix: string,
+  own: string,
+  onError: (err: Error) => void,
+): () => Promise<boolean> {
+  const key = redisKeys(keyPrefix).rules;
+  let agree = false;
+  let until = -Infinity;
+  let told: string | undefined;
+  return async () => {
+    if (until > performance.now()) return agree;
+    const theirs = await redis.get(key).catch(() => null);
+    agree = theirs === own;
+    until = performance.now() + (agree ? ZONE_CACHE_MS : NO_ZONE_CACHE_MS);
+    if (theirs !== null && !agree && theirs !== told) {
+      told = theirs;
+      onError(
+        new Error(
+          `the aggregators run rules ${theirs}, this client ${own}: batches go as events for them to roll up; pass rules: loadRules(<their RULES_FILE>)`,
+        ),
+      );
+    }
+    return agree;
   };
 }
 

@@ -11,5 +11,6 @@ export {
   type IntakeLimits,
   type ProducerConnectionOptions,
 } from '@tally/intake';
-export { ReplicasBehindError } from '@tally/queues';
+export { ReplicasBehindError, type RedisTarget } from '@tally/queues';
+export { compileRules, defaultRules, loadRules, RulesError, type CompiledRules, type EventInput } from '@tally/schema';
 export { createTallyClient, type TallyClient, type TallyClientOptions } from './client';

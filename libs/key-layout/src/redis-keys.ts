@@ -126,6 +126,8 @@ export function redisKeys(prefix = 't') {
     unknownStore: (s: string) => tag(s) + S.unknown,
     /** The store's time zone as the aggregator last found its tenant's, read by @tally/client to roll batches up. */
     storeZone: (s: string) => tag(s) + S.zone,
+    /** The fingerprint of the aggregators' rules (CompiledRules.fingerprint), read by @tally/client before it rolls up. */
+    rules: `${prefix}:rules`,
     /** The writer's fence: written before its WAIT for Redis replicas, so the WAIT covers the store's seals. */
     fence: (s: string) => tag(s) + S.fence,
     /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */

@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto';
 import { entityPk, parsePk } from '@tally/key-layout';
 import { RulesError } from './errors';
 import { formatMetricName, parseMetricName } from './metric-name';
@@ -29,6 +30,11 @@ export interface CompiledEventType {
 
 export interface CompiledRules {
   readonly rules: Rules;
+  /**
+   * SHA-256 (16 hex digits) of the rules in a canonical form (object keys sorted): two processes count alike only
+   * when their fingerprints are equal. The aggregator publishes its own for @tally/client (libs/key-layout `rules`).
+   */
+  readonly fingerprint: string;
   readonly eventTypes: ReadonlyMap<string, CompiledEventType>;
   /** `ViewCount` -> `v` (or the name when the metric has no code); with a sub-key: `pv#P1`. */
   attrMetric(metric: string, sub?: string): string;
@@ -139,6 +145,7 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
 
   return {
     rules,
+    fingerprint: hash('sha256', canonicalJson(rules)).slice(0, 16),
     eventTypes,
     attrMetric,
     parseAttrMetric(name) {
@@ -177,4 +184,17 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
       return distinctByEntity.get(entity) ?? [];
     },
   };
+}
+
+/** JSON with every object's keys sorted, so that the same rules written in another order give the same text. */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
+    return `{${entries
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
 }
