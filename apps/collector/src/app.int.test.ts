@@ -565,6 +565,30 @@ describe('backpressure and outages', () => {
     await waitFor(async () => (await post([view()])).statusCode === 202, { timeoutMs: 15_000, message: '202 after Redis thawed' });
   });
 
+  it('a batch Redis took without answering in time: the 503 names the key the request was given, and a retry under it counts once', async () => {
+    // The depth gate would answer 503 at once for a frozen Redis; stopped here, so the batch goes on to the queue.
+    res.backpressure.stop();
+    const before = await waiting();
+    const body = [view(), view()];
+    let r;
+    try {
+      await redis.kill('SIGSTOP');
+      r = await post(body); // the add is sent, then times out (the producer's 5 s command timeout)
+    } finally {
+      await redis.kill('SIGCONT'); // Redis runs the add it had been sent
+      res.backpressure.start();
+    }
+    expect([r.statusCode, r.json().code]).toEqual([503, 'TALLY_ERR_UNAVAILABLE']);
+    const key = r.json().idempotencyKey as string;
+    expect(key).toMatch(/^auto-[\w-]{22}$/);
+    expect(r.json().detail).toContain(`Idempotency-Key: ${key}`);
+    await waitFor(async () => (await waiting()) === before + 1, { timeoutMs: 5_000, message: 'the frozen add applied once Redis thawed' });
+    const retried = await post(body, { headers: { 'idempotency-key': key } });
+    expect(retried.statusCode).toBe(202);
+    expect(await waiting()).toBe(before + 1); // the same job: the batch counts once
+    expect(await queues.events.getJob(retried.json().batchId)).toBeDefined();
+  }, 30_000);
+
   it('503 with Retry-After while Redis is down, /readyz not ready; both recover', async () => {
     expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
     await redis.kill('SIGKILL');

@@ -47,7 +47,9 @@ batch: reusing it within that window for other events is refused with 422 naming
 or br; 401 without a valid key, 403 without the ingest scope; 429 while the store is over its ingest budget
 (\`TALLY_ERR_RATE_LIMITED\`; Retry-After: the seconds until the budget takes the batch) or the events queue is deeper
 than MAX_QUEUE_DEPTH (\`TALLY_ERR_BACKPRESSURE\`; Retry-After: 2); 503 while Redis or the key store cannot be reached
-(Retry-After: 5) or the collector is shutting down (Retry-After: 1). With REDIS_WAIT_REPLICAS, 202 waits until that
+(Retry-After: 5) or the collector is shutting down (Retry-After: 1); a 503 for a batch Redis may have taken (it did
+not answer in time) names in \`idempotencyKey\` the key a request without one was given, to retry with. With
+REDIS_WAIT_REPLICAS, 202 waits until that
 many Redis replicas hold the batch too; fewer within REDIS_WAIT_TIMEOUT_MS is 503 \`TALLY_ERR_REDIS_REPLICAS_BEHIND\`
 with Retry-After: 5 (Redis holds the batch: retry with the same Idempotency-Key, which counts it once; a request
 without one was given one, named in the answer's \`idempotencyKey\`).
@@ -163,7 +165,7 @@ const eventsRouteSchema = {
           .string()
           .optional()
           .describe(
-            'TALLY_ERR_REDIS_REPLICAS_BEHIND for a request without an Idempotency-Key: the key the batch was given; retry with it to count the batch once',
+            'For a request without an Idempotency-Key (TALLY_ERR_REDIS_REPLICAS_BEHIND, or TALLY_ERR_UNAVAILABLE when Redis may have taken the batch): the key it was given; retry with it to count the batch once',
           ),
       })
       .describe(
@@ -244,31 +246,26 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
             { field: 'idempotency-key' },
           );
         }
-        if (err instanceof ReplicasBehindError) {
-          metrics.rejected.inc({ reason: 'replicas' }, result.events.length);
-          // A request without a key was given one (libs/intake): the answer names it, for the retry to carry.
-          const given = req.headers['idempotency-key'] === undefined ? err.idempotencyKey : undefined;
-          throw new HttpProblem(
-            503,
-            'TALLY_ERR_REDIS_REPLICAS_BEHIND',
-            `${err.message}: Redis holds the batch, but a failover now could lose it; retry later with ` +
-              (given === undefined
-                ? 'the same Idempotency-Key, which counts it once either way'
-                : `the header Idempotency-Key: ${given} (this request had none, so it was given one), which counts it once either way`),
-            {
-              headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
-              cause: err,
-              ...(given !== undefined && { extra: { idempotencyKey: given } }),
-            },
-          );
-        }
-        if (!(err instanceof QueueUnavailableError)) throw err;
-        metrics.rejected.inc({ reason: 'unavailable' }, result.events.length);
+        if (!(err instanceof ReplicasBehindError) && !(err instanceof QueueUnavailableError)) throw err;
+        const behind = err instanceof ReplicasBehindError;
+        metrics.rejected.inc({ reason: behind ? 'replicas' : 'unavailable' }, result.events.length);
+        // A request without a key was given one (libs/intake): the answer names it, for the retry to carry.
+        const given = req.headers['idempotency-key'] === undefined ? err.idempotencyKey : undefined;
+        const retry =
+          given === undefined
+            ? 'the same Idempotency-Key, which counts it once either way'
+            : `the header Idempotency-Key: ${given} (this request had none, so it was given one), which counts it once either way`;
         throw new HttpProblem(
           503,
-          'TALLY_ERR_UNAVAILABLE',
-          'the events queue (Redis) did not take the batch; nothing was accepted, retry later (with the same Idempotency-Key)',
-          { headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) }, cause: err },
+          behind ? 'TALLY_ERR_REDIS_REPLICAS_BEHIND' : 'TALLY_ERR_UNAVAILABLE',
+          behind
+            ? `${err.message}: Redis holds the batch, but a failover now could lose it; retry later with ${retry}`
+            : `the events queue (Redis) did not take the batch, or did not answer whether it did; retry later with ${retry}`,
+          {
+            headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
+            cause: err,
+            ...(given !== undefined && { extra: { idempotencyKey: given } }),
+          },
         );
       }
       metrics.accepted.inc(enqueued.accepted);

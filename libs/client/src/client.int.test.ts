@@ -67,7 +67,7 @@ describe('createTallyClient', () => {
       { type: 'order', ts: now - 1_000, value: '0.10' },
     ]);
     expect(res.accepted).toBe(3);
-    expect(res.batchId).toMatch(/^batch-r[A-Za-z0-9_-]{22}$/);
+    expect(res.batchId).toMatch(/^batch-[A-Za-z0-9_-]{27}$/); // under the key the call was given (libs/intake)
     expect(await waiting()).toBe(before + 1);
     const job = await queues.events.getJob(res.batchId);
     expect(job?.name).toBe(QUEUE.events);

@@ -55,6 +55,11 @@ export class IdempotencyConflictError extends TallyError {
  */
 export class QueueUnavailableError extends TallyError {
   readonly code = 'TALLY_ERR_QUEUE_UNAVAILABLE';
+  /**
+   * The batch's idempotency key (the call's, or the one it was given): Redis may hold the batch (a write that timed
+   * out), so a retry under this key counts it once either way.
+   */
+  idempotencyKey?: string;
 }
 
 /**

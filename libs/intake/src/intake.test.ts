@@ -1,7 +1,7 @@
 import { eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE_SHARDS, ReplicasBehindError, shardOfStore } from '@tally/queues';
 import { compileRules, defaultRules, rollupDistinct, unflattenDistinct, type NormalizedEvent } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
-import { InvalidArgumentError, TooManyEventsError, ValidationError } from './errors';
+import { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
 import { createHash } from 'node:crypto';
 import { batchFingerprint, createIntake } from './intake';
 
@@ -152,6 +152,46 @@ describe('createIntake', () => {
   });
 });
 
+describe('createIntake when Redis may or may not have taken the batch', () => {
+  it('names the idempotency key to retry with in QueueUnavailableError, one it gave a keyless batch too; the retry is the same batch', async () => {
+    const taken: string[] = [];
+    let fail = true;
+    const flaky = createIntake({
+      queues: {
+        events: {
+          // Redis takes the job, then the answer is lost (a command timeout, a dropped connection).
+          add: async (_name: string, _data: unknown, o: { jobId: string }) => {
+            if (!taken.includes(o.jobId)) taken.push(o.jobId);
+            if (fail) throw new Error('Command timed out');
+            return { id: o.jobId };
+          },
+          toKey: (type: string) => `q0:${type}`,
+        },
+      } as never,
+      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null } as never,
+      rules: compileRules(defaultRules),
+      source: 'client',
+    });
+    const events: NormalizedEvent[] = [{ type: 'view', ts: Date.now(), dims: { product: 'P1' } }];
+    const err = (await flaky.enqueue('S1', events).catch((e: unknown) => e)) as QueueUnavailableError;
+    expect(err).toBeInstanceOf(QueueUnavailableError);
+    expect(err.idempotencyKey).toMatch(/^auto-[\w-]{22}$/);
+    fail = false;
+    const retried = await flaky.enqueue('S1', events, { idempotencyKey: err.idempotencyKey! });
+    // One job: the retry's id is the first try's, so BullMQ (or, once the job is gone, the aggregator's dedupe) counts it once.
+    expect(taken).toEqual([retried.batchId]);
+    const keyed = (await createIntake({
+      queues: { events: { add: async () => Promise.reject(new Error('Connection is closed.')), toKey: (t: string) => `q0:${t}` } } as never,
+      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null } as never,
+      rules: compileRules(defaultRules),
+      source: 'client',
+    })
+      .enqueue('S1', events, { idempotencyKey: 'order-1' })
+      .catch((e: unknown) => e)) as QueueUnavailableError;
+    expect([keyed.code, keyed.idempotencyKey]).toEqual(['TALLY_ERR_QUEUE_UNAVAILABLE', 'order-1']);
+  });
+});
+
 describe('createIntake with a replica fence (REDIS_WAIT_REPLICAS)', () => {
   it("fences the jobs' shard once they are added, and the first shard too when it took the idempotency record", async () => {
     const log: string[] = [];
@@ -175,17 +215,17 @@ describe('createIntake with a replica fence (REDIS_WAIT_REPLICAS)', () => {
     });
     const store = ['S1', 'S2', 'S3', 'S4'].find((s) => shardOfStore(s, 2) === 1)!;
     const events: NormalizedEvent[] = [{ type: 'view', ts: Date.now(), dims: { product: 'P1' } }];
-    // A batch without a key is given one under a fence, with its record: both alike.
-    for (const key of [undefined, 'k']) {
-      const { batchId } = await fenced.enqueue(store, events, key === undefined ? {} : { idempotencyKey: key });
-      expect(log.splice(0)).toEqual([
-        'mark',
-        'idempotency record',
-        'add',
-        `fence q1:fence (batch ${batchId}) since 7`,
-        `fence q0:fence (batch ${batchId}) since 7`,
-      ]);
-    }
+    // A batch without a key is given one, without a record (only a caller's key binds its events): the jobs' shard alone.
+    const keyless = await fenced.enqueue(store, events);
+    expect(log.splice(0)).toEqual(['mark', 'add', `fence q1:fence (batch ${keyless.batchId}) since 7`]);
+    const { batchId } = await fenced.enqueue(store, events, { idempotencyKey: 'k' });
+    expect(log.splice(0)).toEqual([
+      'mark',
+      'idempotency record',
+      'add',
+      `fence q1:fence (batch ${batchId}) since 7`,
+      `fence q0:fence (batch ${batchId}) since 7`,
+    ]);
   });
 
   it('names the idempotency key to retry with in ReplicasBehindError, the one it gave a batch that came without one', async () => {

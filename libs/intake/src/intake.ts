@@ -203,10 +203,18 @@ export function createIntake(opts: IntakeOptions): Intake {
       // Like the collector's 400 for `[]`: a call with no events is a mistake to report, not a batch id for nothing.
       if (events.length === 0)
         throw new InvalidArgumentError('events', 'events must hold at least 1 event (got none); nothing was enqueued');
-      // With a replica fence, a batch without an idempotency key is given one: ReplicasBehindError comes after Redis
-      // took the batch, and a retry under the key it names (err.idempotencyKey) counts the batch once.
-      const idempotencyKey = eopts.idempotencyKey ?? (opts.replicaFence ? `auto-${randomBytes(16).toString('base64url')}` : undefined);
+      // A batch without an idempotency key is given one: a write that failed after Redis may have taken it (a
+      // timeout, a dropped connection; ReplicasBehindError always comes after) can be retried under the key the
+      // error names (err.idempotencyKey), and counts once. Only the caller's own key binds its events (the
+      // fingerprint record below): a key made here is never given to other events.
+      const given = eopts.idempotencyKey;
+      const idempotencyKey = given ?? `auto-${randomBytes(16).toString('base64url')}`;
       const batchId = batchIdFor(store, idempotencyKey);
+      const unavailable = (message: string, cause: unknown) => {
+        const err = new QueueUnavailableError(message, { cause });
+        err.idempotencyKey = idempotencyKey;
+        return err;
+      };
       const receivedAt = eopts.receivedAt ?? Date.now();
       const parts = Math.ceil(events.length / MAX_EVENTS_PER_JOB);
       const jobs: Array<{ data: PayloadOf<typeof QUEUE.events>; opts: { jobId: string } }> = [];
@@ -230,7 +238,7 @@ export function createIntake(opts: IntakeOptions): Intake {
       try {
         await waitForReady(opts.redis, readyTimeoutMs);
       } catch (err) {
-        throw new QueueUnavailableError(`Redis is unavailable: ${(err as Error).message}`, { cause: err });
+        throw unavailable(`Redis is unavailable: ${(err as Error).message}`, err);
       }
       // Before the writes the wait for replicas covers: it fails when a Redis connection closed since (a failover).
       const mark = opts.replicaFence?.mark() ?? 0;
@@ -239,11 +247,11 @@ export function createIntake(opts: IntakeOptions): Intake {
         try {
           refusedAt = await opts.redis.get(opts.unknownStoreKey(store));
         } catch (err) {
-          throw new QueueUnavailableError(`Redis did not answer: ${(err as Error).message}`, { cause: err });
+          throw unavailable(`Redis did not answer: ${(err as Error).message}`, err);
         }
         if (refusedAt !== null) throw new UnknownStoreError(store, new Date(Number(refusedAt)));
       }
-      if (idempotencyKey !== undefined) {
+      if (given !== undefined) {
         // The key's first batch sets its fingerprint (the IETF Idempotency-Key draft, Stripe): a retry of the
         // same batch passes on to addBulk, whose job ids make it a no-op; another batch under the key is refused.
         const fingerprint = batchFingerprint(events);
@@ -258,9 +266,9 @@ export function createIntake(opts: IntakeOptions): Intake {
             'GET',
           );
         } catch (err) {
-          throw new QueueUnavailableError(`Redis did not take the batch: ${(err as Error).message}`, { cause: err });
+          throw unavailable(`Redis did not take the batch: ${(err as Error).message}`, err);
         }
-        if (earlier !== null && earlier !== fingerprint) throw new IdempotencyConflictError(idempotencyKey);
+        if (earlier !== null && earlier !== fingerprint) throw new IdempotencyConflictError(given);
       }
       let jobIds: string[];
       let queue: ReturnType<typeof queueFor>;
@@ -275,12 +283,12 @@ export function createIntake(opts: IntakeOptions): Intake {
         if (jobs.length === 1) jobIds = [(await queue.add(QUEUE.events, jobs[0]!.data, jobs[0]!.opts)).id!];
         else jobIds = (await queue.addBulk(jobs.map((j) => ({ name: QUEUE.events, data: j.data, opts: j.opts })))).map((j) => j.id!);
       } catch (err) {
-        throw new QueueUnavailableError(`Redis did not take the batch: ${(err as Error).message}`, { cause: err });
+        throw unavailable(`Redis did not take the batch: ${(err as Error).message}`, err);
       }
       if (opts.replicaFence) {
         // A fence on the jobs' queue shard, and on the shard with the idempotency record when that is another: on a
         // cluster, every master this call wrote to.
-        const shards = idempotencyKey === undefined || queue === opts.queues.events ? [queue] : [queue, opts.queues.events];
+        const shards = given === undefined || queue === opts.queues.events ? [queue] : [queue, opts.queues.events];
         const fence = opts.replicaFence;
         try {
           await Promise.all(shards.map((q) => fence.wait(q.toKey('fence'), `batch ${batchId}`, mark)));
