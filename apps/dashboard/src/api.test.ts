@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { createApiClient } from './api';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createApiClient, retryAfterMs } from './api';
 import { KeyRejectedError, RequestError, UnreachableError } from './errors';
 
 type Call = { url: string; init: RequestInit | undefined };
@@ -132,6 +132,31 @@ describe('createApiClient', () => {
     expect(err).toMatchObject({ status: 400, field: 'entity', message: 'entity: unknown entity "shop"' });
   });
 
+  it('passes the Retry-After of a 503 or a 429 on with the error', async () => {
+    const at = Date.parse('2023-05-03T10:00:00.000Z');
+    const refuse = (status: number, retryAfter?: string) =>
+      createApiClient({
+        key: 'k',
+        baseUrl: 'http://t',
+        now: () => at,
+        fetch: fakeFetch(
+          () =>
+            new Response(JSON.stringify(problem(status, 'Unavailable', 'TALLY_ERR_UNAVAILABLE', 'DynamoDB is down')), {
+              status,
+              headers: { 'content-type': 'application/problem+json', ...(retryAfter ? { 'retry-after': retryAfter } : {}) },
+            }),
+        ).fetch,
+      }).top({ entity: 'product', metric: 'ViewCount', range: 'last30d', limit: 10 });
+    await expect(refuse(503, '5')).rejects.toMatchObject({ code: 'TALLY_ERR_UNREACHABLE', retryAfterMs: 5_000 });
+    await expect(refuse(503, '1')).rejects.toMatchObject({ retryAfterMs: 1_000 });
+    await expect(refuse(429, 'Wed, 03 May 2023 10:00:30 GMT')).rejects.toMatchObject({ retryAfterMs: 30_000 });
+    const without = await refuse(503).catch((e: unknown) => e);
+    expect(without).toBeInstanceOf(UnreachableError);
+    expect((without as UnreachableError).retryAfterMs).toBeUndefined();
+    expect(retryAfterMs('soon', at)).toBeUndefined();
+    expect(retryAfterMs('Wed, 03 May 2023 09:00:00 GMT', at)).toBe(0);
+  });
+
   it('gives up on an answer that does not come', async () => {
     const fetch = ((_input: RequestInfo | URL, init?: RequestInit) =>
       new Promise((_resolve, reject) =>
@@ -141,5 +166,52 @@ describe('createApiClient', () => {
     await expect(api.top({ entity: 'product', metric: 'ViewCount', range: 'last30d', limit: 10 })).rejects.toThrow(
       /no answer within 0.02 s/,
     );
+  });
+
+  describe('slow answers and cancelled ones', () => {
+    afterEach(() => vi.useRealTimers());
+    /** A fetch that answers `body` after `ms`, or rejects when its signal aborts first. */
+    const slowFetch = (ms: number, body: unknown, aborted: string[]) =>
+      ((input: RequestInfo | URL, init?: RequestInit) =>
+        new Promise((resolve, reject) => {
+          const stop = () => {
+            clearTimeout(timer);
+            aborted.push(String(input));
+            reject(new DOMException('aborted', 'AbortError'));
+          };
+          const timer = setTimeout(() => resolve(json(200, body)), ms);
+          if (init?.signal?.aborted) stop();
+          else init?.signal?.addEventListener('abort', stop);
+        })) as typeof globalThis.fetch;
+
+    it('waits longer than the query API itself may take (30 s), then gives up', async () => {
+      vi.useFakeTimers();
+      const aborted: string[] = [];
+      // 20 s: DynamoDB requests of 3 s tried twice, a few in a row, as the API may legitimately take.
+      const slow = createApiClient({ key: 'k', baseUrl: 'http://t', fetch: slowFetch(20_000, SERIES, aborted) });
+      const answer = slow.series({ entity: 'product:P1', metrics: ['ViewCount'], granularity: 'day', range: 'today' });
+      await vi.advanceTimersByTimeAsync(20_000);
+      await expect(answer).resolves.toMatchObject({ totals: { ViewCount: 3 } });
+
+      const hung = createApiClient({ key: 'k', baseUrl: 'http://t', fetch: slowFetch(60_000, SERIES, aborted) });
+      const none = hung.series({ entity: 'store', metrics: ['ViewCount'], granularity: 'day', range: 'today' }).catch((e: unknown) => e);
+      await vi.advanceTimersByTimeAsync(30_000);
+      expect(await none).toMatchObject({ code: 'TALLY_ERR_UNREACHABLE', message: 'Tally is not reachable (no answer within 30 s)' });
+    });
+
+    it("stops a request when the caller's signal aborts", async () => {
+      const aborted: string[] = [];
+      const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch: slowFetch(60_000, SERIES, aborted) });
+      const abort = new AbortController();
+      const answer = api.series({ entity: 'store', metrics: ['ViewCount'], granularity: 'day', range: 'today' }, abort.signal);
+      abort.abort();
+      await expect(answer).rejects.toMatchObject({ name: 'AbortError' });
+      expect(aborted).toHaveLength(1);
+      // Aborted before it starts: not even sent on its way.
+      await expect(api.top({ entity: 'product', metric: 'ViewCount', range: 'last30d', limit: 10 }, abort.signal)).rejects.toMatchObject({
+        name: 'AbortError',
+      });
+      expect(aborted).toHaveLength(2);
+    });
   });
 });

@@ -45,10 +45,11 @@ export interface StoreAnswer {
   clockOffsetMs: number;
 }
 
+/** `signal` cancels a request whose answer is no longer wanted (a sibling request of the same run failed). */
 export interface ApiClient {
   store(): Promise<StoreAnswer>;
-  series(query: SeriesQuery): Promise<Series>;
-  top(query: TopQuery): Promise<TopItem[]>;
+  series(query: SeriesQuery, signal?: AbortSignal): Promise<Series>;
+  top(query: TopQuery, signal?: AbortSignal): Promise<TopItem[]>;
 }
 
 export interface ApiClientOptions {
@@ -56,22 +57,44 @@ export interface ApiClientOptions {
   /** Default `''`: the page's own origin (the query API serves the dashboard). */
   baseUrl?: string;
   fetch?: typeof fetch;
-  /** Default 8 s; a slower answer counts as unreachable. */
+  /** Default DEFAULT_TIMEOUT_MS; a slower answer counts as unreachable. */
   timeoutMs?: number;
   now?: () => number;
+}
+
+/**
+ * How long an answer may take before it counts as unreachable: 30 s. The query API answers or gives up by itself
+ * before: each DynamoDB request of a query has QUERY_TIMEOUT_MS (3 s) and is tried twice (≈ 6.5 s with the SDK's
+ * pause), and a dashboard query makes one to three of them in a row (its items, under 100 for 24 months: one
+ * BatchGetItem; then their overflow items), after a key lookup (≤ 1 s) and Redis commands (≤ 3 s each): ≈ 20 s at
+ * worst. Above that, a slow but working query is waited for, and a failing one ends as the API's own 503 (with its
+ * Retry-After) rather than as an abort.
+ */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** A Retry-After header (seconds, or an HTTP date) as milliseconds from `nowMs`; undefined when absent or unreadable. */
+export function retryAfterMs(header: string | null, nowMs: number): number | undefined {
+  if (header === null) return undefined;
+  const text = header.trim();
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const at = Date.parse(text);
+  return Number.isFinite(at) ? Math.max(0, at - nowMs) : undefined;
 }
 
 export function createApiClient(opts: ApiClientOptions): ApiClient {
   const baseUrl = opts.baseUrl ?? '';
   const doFetch = opts.fetch ?? ((input, init) => globalThis.fetch(input, init));
-  const timeoutMs = opts.timeoutMs ?? 8_000;
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const now = opts.now ?? Date.now;
 
-  async function get<T>(path: string, params: URLSearchParams, schema: z.ZodType<T>): Promise<T> {
+  async function get<T>(path: string, params: URLSearchParams, schema: z.ZodType<T>, signal?: AbortSignal): Promise<T> {
     const qs = params.toString();
     const url = `${baseUrl}${path}${qs ? `?${qs}` : ''}`;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), timeoutMs);
+    const cancel = () => abort.abort(signal?.reason);
+    if (signal?.aborted) cancel();
+    else signal?.addEventListener('abort', cancel, { once: true });
     let res: Response;
     let text: string;
     try {
@@ -82,9 +105,12 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
       });
       text = await res.text();
     } catch (err) {
+      // Cancelled by the caller (a sibling request of its run failed, and that failure is the one reported).
+      if (signal?.aborted) throw err;
       throw new UnreachableError(abort.signal.aborted ? `no answer within ${timeoutMs / 1000} s` : 'no connection', { cause: err });
     } finally {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', cancel);
     }
     let body: unknown;
     try {
@@ -94,7 +120,12 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
     }
     const detail = errorDetail(body);
     if (res.status === 401 || res.status === 403) throw new KeyRejectedError(res.status, detail?.message ?? `HTTP ${res.status}`);
-    if (res.status >= 500 || res.status === 429) throw new UnreachableError(detail?.message ?? `HTTP ${res.status}`);
+    if (res.status >= 500 || res.status === 429) {
+      // 503 (5 s; 1 s while the API shuts down) and 429 say when to come back: the poller waits that long at least.
+      throw new UnreachableError(detail?.message ?? `HTTP ${res.status}`, {
+        retryAfterMs: retryAfterMs(res.headers.get('retry-after'), now()),
+      });
+    }
     if (res.status >= 400) throw new RequestError(res.status, detail?.message ?? `HTTP ${res.status}`, detail?.field);
     if (body === undefined || typeof body !== 'object' || body === null) {
       throw new UnreachableError(`${path} did not answer with JSON (HTTP ${res.status})`);
@@ -118,20 +149,20 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
       return { info, clockOffsetMs: Number.isFinite(serverNow) ? serverNow - (sent + received) / 2 : 0 };
     },
 
-    async series(q) {
+    async series(q, signal) {
       const params = new URLSearchParams({ entity: q.entity, metrics: q.metrics.join(','), granularity: q.granularity });
       if (q.range) params.set('range', q.range);
       if (q.from) params.set('from', q.from);
       if (q.to) params.set('to', q.to);
-      const series = await get('/v1/series', params, seriesResponseSchema);
+      const series = await get('/v1/series', params, seriesResponseSchema, signal);
       const { from, to } = series;
       if (from === null || to === null) throw new UnreachableError('/v1/series answered without from and to');
       return { ...series, from, to };
     },
 
-    async top(q) {
+    async top(q, signal) {
       const params = new URLSearchParams({ entity: q.entity, metric: q.metric, range: q.range, limit: String(q.limit) });
-      const top = await get('/v1/top', params, topResponseSchema);
+      const top = await get('/v1/top', params, topResponseSchema, signal);
       return top.items;
     },
   };

@@ -18,7 +18,8 @@ export interface StatusReporter {
   ok(source: string): void;
   /**
    * A request of `source` failed. Returns whether to keep polling: yes when Tally is unreachable (it will come
-   * back), no when the key was rejected (the shell signs out) or the request itself was refused.
+   * back) or the request itself was refused (the next one, another range, may be answered), no when the key was
+   * rejected (the shell signs out).
    */
   failed(source: string, err: unknown): boolean;
   /** The live numbers shown are as of `asOf` (server time). */

@@ -419,6 +419,50 @@ describe('dashboard in Chromium against the running stack', () => {
     await page.click('.tab[data-metric="ViewCount"]');
   });
 
+  it('says why a range is refused, without asking it again and again, and answers the next range picked', async () => {
+    const today: Day = (await api('/v1/store')).today;
+    const refusedFrom = addDays(today, -3);
+    // The API refuses a query that would read too many DynamoDB items (MAX_ITEMS_PER_QUERY) with a 400: here the
+    // browser's request for one range gets that answer.
+    const isRefused = (url: URL) =>
+      url.pathname === '/v1/series' && url.searchParams.get('from') === refusedFrom && url.searchParams.get('to') === today;
+    let refused = 0;
+    await page.route(isRefused, (route) => {
+      refused++;
+      return route.fulfill({
+        status: 400,
+        contentType: 'application/problem+json',
+        body: JSON.stringify({
+          type: 'about:blank',
+          title: 'Bad Request',
+          status: 400,
+          code: 'TALLY_ERR_BAD_REQUEST',
+          detail: 'from: the query reads 2100 DynamoDB items; at most 2000',
+          field: 'from',
+        }),
+      });
+    });
+    try {
+      await page.fill('[data-testid="range-from"]', refusedFrom);
+      await waitForText('[data-testid="history-error"]', 'Tally could not answer: from: the query reads 2100 DynamoDB items; at most 2000');
+      // Not asked again every few seconds (it would be refused again): once a minute at most, or for another range.
+      await page.waitForTimeout(6_000);
+      expect(refused).toBe(1);
+
+      // The next range is asked for and answered (a refused request used to stop the charts' polling for good).
+      const from = addDays(today, -1);
+      await page.fill('[data-testid="range-from"]', from);
+      const cur = await api(`/v1/series?entity=store&metrics=ViewCount&from=${from}&to=${today}&granularity=day`);
+      await waitForText('[data-testid="days-total"]', shown('ViewCount', cur.totals.ViewCount));
+      await page.waitForSelector('[data-testid="history-error"][hidden]', { state: 'attached' });
+      expect(refused).toBe(1);
+    } finally {
+      await page.unroute(isRefused);
+    }
+    await page.selectOption('[data-testid="range-preset"]', 'last30d');
+    await waitForText('[data-testid="days-title"]', 'Last 30 days');
+  });
+
   it('keeps every chart readable at 375 px wide', async () => {
     await page.setViewportSize({ width: 375, height: 812 });
     const layout = () =>

@@ -8,7 +8,7 @@ import { chartCsv, downloadCsv } from './csv';
 import { h, replaceChildren, setText } from './dom';
 import { RequestError } from './errors';
 import { formatDayLong, formatDayShort, formatMetric, formatMonth, percentChange, toNumber, type MetricValue } from './format';
-import { startPoller, throttle } from './live';
+import { allOrAbort, startPoller, throttle } from './live';
 import type { ShownMetric } from './metrics';
 import {
   addMonths,
@@ -107,7 +107,7 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     comparisonNote,
   );
   const daysTitle = h('h3', { 'data-testid': 'days-title' });
-  const historyError = h('p', { class: 'inline-error', role: 'alert', hidden: true });
+  const historyError = h('p', { class: 'inline-error', role: 'alert', 'data-testid': 'history-error', hidden: true });
   /** A chart panel: title, CSV button, summary, the note shown instead of an empty chart, the chart. */
   const chartPanel = (which: 'days' | 'months', title: HTMLElement, chart: Omit<ComparisonChartOptions, 'locale'>) => {
     const csv = h('button', { type: 'button', class: 'csv', 'data-testid': `csv-${which}`, onclick: () => exportCsv(which) }, 'CSV');
@@ -303,7 +303,7 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   }
 
   /** Polls `run`, reporting as `source` to the shell; a refused request says why in `errorEl`. */
-  const poll = (what: string, errorEl: HTMLElement, intervalMs: number, retryMs: number | undefined, run: () => Promise<void>) =>
+  const poll = (what: string, errorEl: HTMLElement, intervalMs: number, retryMs: number | undefined, run: () => Promise<void | false>) =>
     startPoller({
       intervalMs,
       ...(retryMs === undefined ? {} : { retryMs }),
@@ -320,16 +320,21 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     });
 
   const historyPoller = poll('history', historyError, HISTORY_INTERVAL_MS, RETRY_MS, async () => {
-    if (document.hidden && history) return;
-    if (names.length === 0) return;
+    // Skipped (not a success: it asked nothing): refreshed when the tab is shown again.
+    if (document.hidden && history) return false;
+    if (names.length === 0) return false;
     const w = dashboardWindows(todayDate);
     const asked = range;
     const c = comparisonWindow(asked);
-    const [current, previous, months, yesterday] = await Promise.all([
-      api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: asked.from, to: asked.to }),
-      api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: c.from, to: c.to }),
-      api.series({ entity: opts.entity, metrics: names, granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to }),
-      api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'yesterday' }),
+    const [current, previous, months, yesterday] = await allOrAbort<[Series, Series, Series, Series]>([
+      (signal) => api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: asked.from, to: asked.to }, signal),
+      (signal) => api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: c.from, to: c.to }, signal),
+      (signal) =>
+        api.series(
+          { entity: opts.entity, metrics: names, granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to },
+          signal,
+        ),
+      (signal) => api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'yesterday' }, signal),
     ]);
     // The range changed while these were asked: the poke that changed it asks again.
     if (asked !== range) return;
@@ -357,8 +362,8 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   const sameValues = (a: SeriesPoint['values'], b: SeriesPoint['values']) => names.every((n) => String(a[n]) === String(b[n]));
 
   const livePoller = poll('live', todayError, LIVE_INTERVAL_MS, undefined, async () => {
-    // Nobody is looking: no requests until the tab is shown again (then at once, below).
-    if (document.hidden || names.length === 0) return;
+    // Nobody is looking: no requests until the tab is shown again (then at once, below). Not a success either.
+    if (document.hidden || names.length === 0) return false;
     const series = await api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'today' });
     const point = series.points.find((p) => p.period === series.to) ?? { period: series.to, values: series.totals };
     if (series.to !== todayDate) {

@@ -19,18 +19,27 @@ export class KeyRejectedError extends DashboardError {
   }
 }
 
-/** No answer, a timeout, a 5xx or 503, or an answer that is not the API's JSON: try again later. */
+/**
+ * No answer, a timeout, a 5xx or 429, or an answer that is not the API's JSON: try again later, and not before
+ * `retryAfterMs` when the API said so (Retry-After; the poller waits it out, live.ts RetryHint).
+ */
 export class UnreachableError extends DashboardError {
   readonly code = 'TALLY_ERR_UNREACHABLE';
-  constructor(detail: string, options?: { cause?: unknown }) {
+  readonly retryAfterMs?: number;
+  constructor(detail: string, options?: { cause?: unknown; retryAfterMs?: number | undefined }) {
     super(`Tally is not reachable (${detail})`, options);
     this.name = 'UnreachableError';
+    if (options?.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
   }
 }
 
-/** The API refused the request itself (400, 404): retrying the same request will not help. */
+/**
+ * The API refused the request itself (400, 404): retrying the same request soon will not help, so the poller waits
+ * (live.ts RetryHint) until the request changes (a poke) or a full interval has passed.
+ */
 export class RequestError extends DashboardError {
   readonly code = 'TALLY_ERR_REQUEST';
+  readonly refused = true;
   constructor(
     readonly status: number,
     message: string,

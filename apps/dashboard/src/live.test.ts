@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { answerAgeMs, backoffMs, startPoller, throttle } from './live';
+import { RequestError, UnreachableError } from './errors';
+import { allOrAbort, answerAgeMs, backoffMs, startPoller, throttle } from './live';
 
 describe('startPoller', () => {
   beforeEach(() => vi.useFakeTimers());
@@ -100,6 +101,149 @@ describe('startPoller', () => {
     await vi.advanceTimersByTimeAsync(62_500);
     expect(times).toEqual([0, 2_500, 62_500]);
     p.stop();
+  });
+});
+
+describe('startPoller: refused requests, Retry-After, skipped runs', () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  it('keeps polling after a refused request: not soon again, but at once when poked (another range)', async () => {
+    const times: number[] = [];
+    const t0 = Date.now();
+    let range = 'too long';
+    const errors: number[] = [];
+    const p = startPoller({
+      intervalMs: 60_000,
+      retryMs: 2_500,
+      maxBackoffMs: 10_000,
+      run: async () => {
+        times.push(Date.now() - t0);
+        if (range === 'too long') throw new RequestError(400, 'the query reads 2100 items; at most 2000');
+      },
+      // As the shell answers a refused request: keep polling (only a rejected key stops).
+      onError: (_err, retryInMs) => {
+        errors.push(retryInMs);
+        return true;
+      },
+    });
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(times).toEqual([0]);
+    expect(errors).toEqual([60_000]);
+    expect(p.stopped).toBe(false);
+    range = 'last30d';
+    p.poke();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(times).toEqual([0, 30_000]);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(times).toEqual([0, 30_000, 90_000]);
+    p.stop();
+
+    // A fast poller waits the backoff ceiling rather than its interval after a refusal.
+    let tries = 0;
+    const q = startPoller({
+      intervalMs: 2_500,
+      maxBackoffMs: 10_000,
+      run: async () => {
+        tries++;
+        throw new RequestError(400, 'refused');
+      },
+      onError: () => true,
+    });
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(tries).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(tries).toBe(2);
+    q.stop();
+  });
+
+  it('waits at least the Retry-After of a failure, and a poke does not cut it short', async () => {
+    const times: number[] = [];
+    const t0 = Date.now();
+    let fail = true;
+    let retryAfterMs = 5_000;
+    const errors: number[] = [];
+    const p = startPoller({
+      intervalMs: 2_500,
+      maxBackoffMs: 10_000,
+      run: async () => {
+        times.push(Date.now() - t0);
+        if (fail) throw new UnreachableError('HTTP 503', { retryAfterMs });
+      },
+      onError: (_err, retryInMs) => {
+        errors.push(retryInMs);
+        return true;
+      },
+    });
+    await vi.advanceTimersByTimeAsync(1_000);
+    p.poke();
+    await vi.advanceTimersByTimeAsync(3_999);
+    expect(times).toEqual([0]);
+    fail = false;
+    await vi.advanceTimersByTimeAsync(1);
+    expect(times).toEqual([0, 5_000]);
+    expect(errors).toEqual([5_000]);
+
+    // A poke during a backoff longer than the Retry-After runs when the Retry-After ends.
+    fail = true;
+    retryAfterMs = 1_000;
+    await vi.advanceTimersByTimeAsync(2_500 + 2_500 + 5_000); // fails at 7.5 s, 10 s, 15 s: the backoff is now 10 s
+    expect(times).toEqual([0, 5_000, 7_500, 10_000, 15_000]);
+    p.poke();
+    await vi.advanceTimersByTimeAsync(999);
+    expect(times).toHaveLength(5);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(times.at(-1)).toBe(16_000);
+    p.stop();
+  });
+
+  it('does not count a skipped run (the tab hidden) as a success', async () => {
+    let down = true;
+    let hidden = false;
+    const ok: number[] = [];
+    const failed: number[] = [];
+    const p = startPoller({
+      intervalMs: 2_500,
+      maxBackoffMs: 10_000,
+      run: async () => {
+        if (hidden) return false;
+        if (down) throw new UnreachableError('no connection');
+      },
+      onSuccess: () => ok.push(Date.now()),
+      onError: () => {
+        failed.push(Date.now());
+        return true;
+      },
+    });
+    await vi.advanceTimersByTimeAsync(0);
+    expect([ok.length, failed.length]).toEqual([0, 1]);
+    hidden = true;
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(ok).toEqual([]);
+    hidden = false;
+    down = false;
+    p.poke();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(ok).toHaveLength(1);
+    p.stop();
+  });
+});
+
+describe('allOrAbort', () => {
+  it('aborts the other requests of a run when one fails, and throws that failure', async () => {
+    const aborted: string[] = [];
+    const pending = (name: string) => (signal: AbortSignal) =>
+      new Promise<string>((_resolve, reject) =>
+        signal.addEventListener('abort', () => {
+          aborted.push(name);
+          reject(new DOMException('aborted', 'AbortError'));
+        }),
+      );
+    const refused = new RequestError(400, 'refused');
+    const run = allOrAbort<[string, string, number]>([pending('previous'), pending('months'), async () => Promise.reject(refused)]);
+    await expect(run).rejects.toBe(refused);
+    expect(aborted.sort()).toEqual(['months', 'previous']);
+    await expect(allOrAbort<[number, string]>([async () => 1, async () => 'b'])).resolves.toEqual([1, 'b']);
   });
 });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { shownMetrics, STORE_METRICS } from './metrics';
+import { PRODUCT_METRICS, shownMetrics, STORE_METRICS } from './metrics';
 
 describe('shownMetrics', () => {
   const available = [
@@ -10,22 +10,46 @@ describe('shownMetrics', () => {
   ];
 
   it("keeps the store's metrics in the dashboard's order, unique visitors first even before the API counts them", () => {
-    expect(shownMetrics(available, STORE_METRICS)).toEqual([
+    expect(shownMetrics(available, STORE_METRICS, 'store')).toEqual([
       { name: 'UniqueVisitors', label: 'Unique visitors', noun: 'unique visitors', scale: 0, counted: false, additive: false },
       { name: 'ViewCount', label: 'Product views', noun: 'product views', scale: 0, counted: true, additive: true },
       { name: 'OrderCount', label: 'Orders', noun: 'orders', scale: 0, counted: true, additive: true },
       { name: 'Revenue', label: 'Revenue', noun: 'revenue', scale: 2, counted: true, additive: true },
     ]);
-    expect(shownMetrics(available, ['ProductViews'])).toEqual([
-      { name: 'ProductViews', label: 'ProductViews', noun: 'views of one product by one visitor', scale: 0, counted: true, additive: true },
+    const plain = [{ name: 'Visits', scale: 0, description: 'visits of the store', keyedBy: null }];
+    expect(shownMetrics(plain, ['Visits'], 'store')).toEqual([
+      { name: 'Visits', label: 'Visits', noun: 'visits of the store', scale: 0, counted: true, additive: true },
     ]);
   });
 
   it('counts unique visitors once the API lists them, and puts the store currency on money only', () => {
     const withUv = [...available, { name: 'UniqueVisitors', scale: 0, description: 'distinct visitors', keyedBy: null }];
-    const shown = shownMetrics(withUv, STORE_METRICS, 'EUR');
+    const shown = shownMetrics(withUv, STORE_METRICS, 'store', 'EUR');
     expect(shown[0]).toMatchObject({ name: 'UniqueVisitors', counted: true, additive: false });
     expect(shown.filter((m) => m.currency).map((m) => [m.name, m.currency])).toEqual([['Revenue', 'EUR']]);
-    expect(shownMetrics(withUv, STORE_METRICS, null).some((m) => m.currency)).toBe(false);
+    expect(shownMetrics(withUv, STORE_METRICS, 'store', null).some((m) => m.currency)).toBe(false);
+  });
+
+  it('leaves out what the API would refuse for the entity: a metric counted only with a key, a distinct count of other entities', () => {
+    // ProductViews is asked only as ProductViews#<product> ("metric ProductViews is keyed by product: give a key").
+    expect(shownMetrics(available, ['ProductViews', 'ViewCount'], 'product')).toEqual([
+      { name: 'ViewCount', label: 'Product views', noun: 'product views', scale: 0, counted: true, additive: true },
+    ]);
+    // Unique visitors counted for the store only: a product page shows them as not counted, and asks nothing for them.
+    const storeUv = [
+      ...available,
+      { name: 'UniqueVisitors', scale: 0, description: 'distinct visitors', keyedBy: null, distinctOn: ['store'] },
+    ];
+    expect(shownMetrics(storeUv, PRODUCT_METRICS, 'product').map((m) => [m.name, m.counted])).toEqual([
+      ['UniqueVisitors', false],
+      ['ViewCount', true],
+      ['OrderCount', true],
+      ['Revenue', true],
+    ]);
+    expect(shownMetrics(storeUv, STORE_METRICS, 'store')[0]).toMatchObject({ name: 'UniqueVisitors', counted: true });
+    // Another distinct count, of products only: left out of the store's metrics, kept on a product's.
+    const buyers = [{ name: 'Buyers', scale: 0, description: 'distinct buyers', keyedBy: null, distinctOn: ['product'] }];
+    expect(shownMetrics(buyers, ['Buyers'], 'store')).toEqual([]);
+    expect(shownMetrics(buyers, ['Buyers'], 'product')).toMatchObject([{ name: 'Buyers', counted: true }]);
   });
 });

@@ -8,8 +8,9 @@ export interface ShownMetric {
   noun: string;
   scale: number;
   /**
-   * Whether the store's rules count it (the API lists it). Unique visitors are always shown first; until the API
-   * counts them their card says "—" and nothing is asked for them.
+   * Whether the store's rules count it for the entity shown, so it can be asked for (the API lists it, without a key,
+   * and a distinct count for this entity). Unique visitors are always shown first; until the API counts them their
+   * card says "—" and nothing is asked for them.
    */
   counted: boolean;
   /** Days add up to the range (counts, sums); unique visitors do not: a range's figure is the API's own total. */
@@ -30,13 +31,28 @@ const KNOWN: Record<string, { label: string; noun: string; money?: boolean; addi
 };
 
 /**
- * The store's own metrics among `wanted`, in `wanted` order; a metric the store does not have is left out, except
- * unique visitors, which are shown (as not counted) so the first card is always there.
+ * Whether `entity` (`store`, `product`, `page`) can be asked for `info` as the dashboard asks, without a key: the API
+ * refuses a metric counted only with a key (ProductViews#<product>), and a distinct count for an entity its rules
+ * do not give it to ("UniqueVisitors is not counted for entity product").
  */
-export function shownMetrics(available: readonly MetricInfo[], wanted: readonly string[], currency?: string | null): ShownMetric[] {
+function countedFor(info: MetricInfo | undefined, entity: string): info is MetricInfo {
+  return info !== undefined && info.keyedBy === null && (info.distinctOn === undefined || info.distinctOn.includes(entity));
+}
+
+/**
+ * The metrics among `wanted` the store counts for `entity`, in `wanted` order; any other is left out, except unique
+ * visitors, which are shown (as not counted) so the first card is always there.
+ */
+export function shownMetrics(
+  available: readonly MetricInfo[],
+  wanted: readonly string[],
+  entity: string,
+  currency?: string | null,
+): ShownMetric[] {
   const byName = new Map(available.map((m) => [m.name, m]));
   return wanted.flatMap((name) => {
-    const info = byName.get(name);
+    const found = byName.get(name);
+    const info = countedFor(found, entity) ? found : undefined;
     if (!info && name !== UNIQUE_VISITORS) return [];
     const known = KNOWN[name] ?? { label: name, noun: info?.description || name };
     const shown: ShownMetric = {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { SeriesPoint } from './api';
+import { formatMetric } from './format';
 import { chartData, compare, isEmpty, isEstimate, niceCeil, patchPoint, pickTicks, sumValues, totalOf, withToday } from './series';
 
 const pt = (period: string, v: number, r: string): SeriesPoint => ({ period, values: { ViewCount: v, Revenue: r } });
@@ -64,6 +65,17 @@ describe('sumValues', () => {
     expect(sumValues(['1.5', '2'], 2)).toBe('3.50');
     expect(sumValues(['92233720368547758.07', '0.01'], 2)).toBe('92233720368547758.08');
     expect(sumValues([], 2)).toBe(0);
+  });
+
+  it('adds counts past 2^53 exactly, as the decimal strings the API sends them as', () => {
+    // 2^53 - 1 + 2: a float sum says 9007199254740992.
+    expect(sumValues([Number.MAX_SAFE_INTEGER, 2], 0)).toBe('9007199254740993');
+    expect(sumValues([Number.MAX_SAFE_INTEGER, 0], 0)).toBe(Number.MAX_SAFE_INTEGER);
+    expect(sumValues(['9007199254740993', 1, undefined], 0)).toBe('9007199254740994');
+    const days = [pt('a', 2 ** 52, '0'), pt('b', 2 ** 52, '0'), pt('c', 1, '0')];
+    const total = totalOf(days, 'ViewCount', 0);
+    expect(total).toBe('9007199254740993');
+    expect(formatMetric(total, 0, 'en-US')).toBe('9,007,199,254,740,993');
   });
 
   it('adds counts as numbers', () => {

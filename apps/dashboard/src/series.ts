@@ -74,10 +74,20 @@ export function isEmpty(compared: Compared, metric: string): boolean {
 
 const DECIMAL = /^(-)?(\d+)(?:\.(\d+))?$/;
 
-/** Exact sum: numbers add as numbers; if any value is a decimal string, the sum is a decimal string at `scale`. */
+/**
+ * Exact sum: numbers add as numbers while the sum stays within Number.MAX_SAFE_INTEGER; if any value is a decimal
+ * string (the API sends counts above 2^53 as strings) or the sum passes it, the sum is a decimal string at `scale`.
+ */
 export function sumValues(values: readonly (MetricValue | undefined)[], scale: number): MetricValue {
   const present = values.filter((v): v is MetricValue => v !== undefined);
-  if (!present.some((v) => typeof v === 'string')) return present.reduce<number>((a, v) => a + (v as number), 0);
+  if (!present.some((v) => typeof v === 'string')) {
+    let sum = 0;
+    for (const v of present as number[]) {
+      sum += v;
+      if (Math.abs(sum) > Number.MAX_SAFE_INTEGER) break;
+    }
+    if (Math.abs(sum) <= Number.MAX_SAFE_INTEGER) return sum;
+  }
   const digits = Math.max(scale, ...present.map((v) => (typeof v === 'string' ? (DECIMAL.exec(v)?.[3]?.length ?? 0) : 0)));
   let minor = 0n;
   for (const v of present) {

@@ -87,7 +87,9 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
         renderBanner();
         return true;
       }
-      return false;
+      // A refused request (the view shows why): polling goes on, so the next range asked for is answered; the poller
+      // does not ask the refused one again soon (live.ts RetryHint).
+      return true;
     },
     fresh(asOf) {
       if (destroyed) return;
@@ -102,10 +104,10 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
   function mountRoute(route: Route): View {
     switch (route.name) {
       case 'overview': {
-        const products = productLists(shownMetrics(info.metrics, TOP_METRICS, currency));
+        const products = productLists(shownMetrics(info.metrics, TOP_METRICS, 'product', currency));
         const tops: TopLists[] = [mountTopLists(ctx, { title: 'Top products', testid: 'top-products' }, products)];
         // Top pages, when the rules rank pages by their views (the default rules do).
-        const [pageViews] = shownMetrics(info.metrics, [TOP_PAGE_METRIC]);
+        const [pageViews] = shownMetrics(info.metrics, [TOP_PAGE_METRIC], 'page');
         if (pageViews && info.entities.includes('page')) {
           const pages = [{ entity: 'page', metric: pageViews, title: 'Most viewed pages', of: 'page' }];
           tops.push(mountTopLists(ctx, { title: 'Top pages', testid: 'top-pages' }, pages));
@@ -114,7 +116,7 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
         replaceChildren(main, h('div', { class: 'page-head' }, h('h1', {}, 'Store overview')), body);
         const entity = mountEntityView(body, ctx, {
           entity: 'store',
-          metrics: shownMetrics(info.metrics, STORE_METRICS, currency),
+          metrics: shownMetrics(info.metrics, STORE_METRICS, 'store', currency),
           extra: tops.map((t) => t.element),
           onChange: () => {
             for (const t of tops) t.refresh();
@@ -141,7 +143,7 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
         );
         return mountEntityView(body, ctx, {
           entity: `product:${route.id}`,
-          metrics: shownMetrics(info.metrics, PRODUCT_METRICS, currency),
+          metrics: shownMetrics(info.metrics, PRODUCT_METRICS, 'product', currency),
         });
       }
       case 'not-found':

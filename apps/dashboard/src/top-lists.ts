@@ -85,7 +85,7 @@ export function mountTopLists(ctx: ViewContext, section: { title: string; testid
       retryMs: RETRY_MS,
       maxBackoffMs: MAX_BACKOFF_MS,
       run: async () => {
-        if (document.hidden && l.body.querySelector('ol')) return; // refreshed when the tab is shown again
+        if (document.hidden && l.body.querySelector('ol')) return false; // skipped: refreshed when the tab is shown again
         render(
           l.spec,
           l.body,
