@@ -34,12 +34,34 @@ const DLQ_OPTIONS = {
   'past-dedupe-window': { type: 'boolean' },
 } as const;
 
+type DlqOption = keyof typeof DLQ_OPTIONS;
+const FILTERS: DlqOption[] = ['reason', 'older-than', 'newer-than'];
+
+/**
+ * The options each command takes; any other is a usage error, never ignored. Above all for replay and purge: an
+ * option they ignored would make them act on more than the operator asked for (`purge … --limit 10` deleting every
+ * match). They take no --limit: list's is the newest N per queue, and "the N oldest" would be other jobs than the
+ * list just showed; narrow a bulk command with the filters instead, or name one job.
+ */
+const TAKES: Record<string, readonly DlqOption[]> = {
+  list: ['queue', ...FILTERS, 'limit', 'json'],
+  show: ['json'],
+  replay: [...FILTERS, 'all', 'dry-run', 'past-dedupe-window'],
+  purge: [...FILTERS, 'all', 'dry-run', 'yes'],
+};
+
 /** Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). Never prompts. */
 export function runDlqCli(argv: readonly string[], deps: DlqCliDeps, io: CliIo): Promise<number> {
   return runCli(argv, io, USAGE, DLQ_OPTIONS, (command, args, values) => run(command, args, values, deps, io));
 }
 
 async function run(command: string, args: string[], values: CliValues<typeof DLQ_OPTIONS>, deps: DlqCliDeps, io: CliIo): Promise<number> {
+  const takes = Object.hasOwn(TAKES, command) ? TAKES[command] : undefined;
+  if (!takes) throw new UsageError(`unknown command "${command}"`);
+  for (const option of Object.keys(values) as DlqOption[]) {
+    if (option in DLQ_OPTIONS && values[option] !== undefined && !takes.includes(option))
+      throw new UsageError(`${command} takes no --${option}${NOT_TAKEN_HINT[option]?.(command) ?? ''}`);
+  }
   const now = (deps.now ?? Date.now)();
   const filter = withUsage(dlq.parseFilter, { reason: values.reason, olderThan: values['older-than'], newerThan: values['newer-than'] });
   const dryRun = Boolean(values['dry-run']);
@@ -63,7 +85,6 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
     return 0;
   }
 
-  if (command !== 'show' && command !== 'replay' && command !== 'purge') throw new UsageError(`unknown command "${command}"`);
   if (command === 'show' && args.length !== 2) throw new UsageError('show takes <queue> <id>');
   if (args[0] === undefined) throw new UsageError(`${command} needs a queue (${QUEUE_NAMES.join(', ')})`);
   const queue = queueShards(deps.queues, withUsage(dlq.assertQueueName, args[0]));
@@ -121,10 +142,27 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
   const result = await bulk.finally(() => bar?.stop());
   if (dryRun && result.matched.length > 0) for (const line of table(result.matched, now)) io.out(line);
   for (const s of result.skipped) io.out(`skipped ${s.id}: ${s.why}`);
-  const skipped = result.skipped.length ? ` (${result.skipped.length} skipped)` : '';
-  io.out(`${would} ${result.done.length} of ${result.matched.length} matching failed jobs in ${result.queue}${skipped}`);
-  return result.skipped.length > 0 ? 1 : 0;
+  const { stopped } = result;
+  const notes = [
+    ...(result.skipped.length ? [`${result.skipped.length} skipped`] : []),
+    ...(stopped ? [`stopped at job ${stopped.id}, ${stopped.notTried} not tried`] : []),
+  ];
+  io.out(
+    `${would} ${result.done.length} of ${result.matched.length} matching failed jobs in ${result.queue}${notes.length ? ` (${notes.join(', ')})` : ''}`,
+  );
+  if (stopped) io.err(`tally: ${command} stopped at job ${stopped.id}: ${stopped.why} (the same command again goes on with the rest)`);
+  return result.skipped.length > 0 || stopped ? 1 : 0;
 }
+
+/** What to use instead of an option a command does not take, after "<command> takes no --<option>". */
+const NOT_TAKEN_HINT: Partial<Record<DlqOption, (command: string) => string>> = {
+  limit: (command) =>
+    command === 'show'
+      ? ''
+      : `: ${command} acts on every failed job that matches; narrow the match with --reason, --older-than or --newer-than (see it first with --dry-run), or give one job id`,
+  queue: () => ': give the queue as the first argument',
+  json: () => ': only list and show print JSON',
+};
 
 /** `fn(arg)`, its DlqError (bad input) as a UsageError. */
 function withUsage<A, T>(fn: (arg: A) => T, arg: A): T {

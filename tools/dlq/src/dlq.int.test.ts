@@ -1,8 +1,8 @@
 import { closeQueues, createQueues, QUEUE, queueFor, queueShards, shardOfStore, type TallyQueues } from '@tally/queues';
 import { startRedis, waitFor, type RedisHandle } from '@tally/testing';
-import { Worker, type JobsOptions, type Queue } from 'bullmq';
+import { Job, Worker, type JobsOptions, type Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runDlqCli } from './cli';
 import { DlqError, listFailed, parseFilter, purgeFailed, purgeJob, replayFailed, replayJob, showJob } from './dlq';
 
@@ -269,6 +269,112 @@ describe('dlq command line', () => {
     const one = io();
     expect(await runDlqCli(['replay', 'events', 'r1'], deps(), one.io)).toBe(1);
     expect(one.err[0]).toBe('tally: job "r1" in queue events is waiting, not failed; only failed jobs are replayed');
+  });
+});
+
+describe('options a command does not take', () => {
+  const deps = () => ({ queues, dedupeWindowMs: DAY });
+
+  it('are refused with a usage error naming them, and nothing is purged or replayed: purge --limit 10 is no purge of every match', async () => {
+    await failJobs(
+      queues.events,
+      Array.from({ length: 3 }, (_, i) => ({ data: batch(`b-l${i}`), opts: { jobId: `l${i}` } })),
+      () => 'unknown store X',
+    );
+    const purge = io();
+    expect(await runDlqCli(['purge', 'events', '--reason', 'unknown store', '--limit', '1', '--yes'], deps(), purge.io)).toBe(2);
+    expect(purge.err[0]).toBe(
+      'tally: purge takes no --limit: purge acts on every failed job that matches; narrow the match with --reason, --older-than or --newer-than (see it first with --dry-run), or give one job id',
+    );
+    expect(await queues.events.getFailedCount()).toBe(3);
+
+    const refused: Array<[string[], string]> = [
+      [['replay', 'events', '--all', '--limit', '1'], 'tally: replay takes no --limit: replay acts on every failed job'],
+      [['replay', 'events', '--all', '--json'], 'tally: replay takes no --json: only list and show print JSON'],
+      [['purge', 'events', '--all', '--yes', '--queue', 'seal'], 'tally: purge takes no --queue: give the queue as the first argument'],
+      [['purge', 'events', '--all', '--yes', '--past-dedupe-window'], 'tally: purge takes no --past-dedupe-window'],
+      [['replay', 'events', 'l0', '--yes'], 'tally: replay takes no --yes'],
+      [['show', 'events', 'l0', '--reason', 'x'], 'tally: show takes no --reason'],
+      [['list', '--dry-run'], 'tally: list takes no --dry-run'],
+    ];
+    for (const [argv, message] of refused) {
+      const c = io();
+      expect(await runDlqCli(argv, deps(), c.io), argv.join(' ')).toBe(2);
+      expect(c.err[0], argv.join(' ')).toMatch(message);
+    }
+    expect(await queues.events.getFailedCount()).toBe(3);
+  });
+});
+
+describe('a connection lost in the middle of a command', () => {
+  // A connection of the tool's own, as run.ts opens one, which the test drops (ioredis does not reconnect after
+  // disconnect(): every command after it fails with "Connection is closed.").
+  let connection: Redis;
+  let tool: TallyQueues;
+  beforeEach(() => {
+    connection = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+    tool = createQueues(connection);
+  });
+  afterEach(async () => {
+    vi.restoreAllMocks();
+    await closeQueues(tool).catch(() => undefined);
+    connection.disconnect();
+  });
+
+  it('a replay whose retry fails on the connection says so, not "no longer failed"', async () => {
+    await failJobs(queues.events, [{ data: batch('b-c1'), opts: { jobId: 'c1' } }], () => 'boom');
+    const retry = Job.prototype.retry;
+    vi.spyOn(Job.prototype, 'retry').mockImplementationOnce(function (this: Job, ...args) {
+      connection.disconnect();
+      return retry.apply(this, args);
+    });
+    const c = io();
+    expect(await runDlqCli(['replay', 'events', 'c1'], { queues: tool, dedupeWindowMs: DAY }, c.io)).toBe(1);
+    expect(c.err).toEqual(['tally: Connection is closed.']);
+    expect(await queues.events.getJobState('c1')).toBe('failed');
+  });
+
+  it('a bulk replay stops at the job it could not do and prints what it did before', async () => {
+    // One failure after the other: the replay takes them oldest failure first, d1 d2 d3.
+    for (const id of ['d1', 'd2', 'd3']) await failJobs(queues.events, [{ data: batch(`b-${id}`), opts: { jobId: id } }], () => 'boom');
+    const c = io();
+    const code = await runDlqCli(
+      ['replay', 'events', '--reason', 'boom'],
+      {
+        queues: tool,
+        dedupeWindowMs: DAY,
+        // The progress display hears of each job done: the connection drops once the first one is.
+        progress: () => ({ update: (done) => void (done === 1 && connection.disconnect()), stop: () => undefined }),
+      },
+      c.io,
+    );
+    expect({ code, out: c.out, err: c.err }).toEqual({
+      code: 1,
+      out: ['replayed 1 of 3 matching failed jobs in events (stopped at job d2, 1 not tried)'],
+      err: ['tally: replay stopped at job d2: Connection is closed. (the same command again goes on with the rest)'],
+    });
+    expect(await Promise.all(['d1', 'd2', 'd3'].map((id) => queues.events.getJobState(id)))).toEqual(['waiting', 'failed', 'failed']);
+  });
+
+  it('a bulk purge the same way', async () => {
+    for (const id of ['e1', 'e2']) await failJobs(queues.seal, [{ data: {}, opts: { jobId: id } }], () => 'boom');
+    const c = io();
+    const code = await runDlqCli(
+      ['purge', 'seal', '--all', '--yes'],
+      {
+        queues: tool,
+        dedupeWindowMs: DAY,
+        progress: () => ({ update: (done) => void (done === 1 && connection.disconnect()), stop: () => undefined }),
+      },
+      c.io,
+    );
+    expect({ code, out: c.out, err: c.err }).toEqual({
+      code: 1,
+      out: ['purged 1 of 2 matching failed jobs in seal (stopped at job e2, 0 not tried)'],
+      err: ['tally: purge stopped at job e2: Connection is closed. (the same command again goes on with the rest)'],
+    });
+    expect(await queues.seal.getJob('e1')).toBeUndefined();
+    expect(await queues.seal.getJobState('e2')).toBe('failed');
   });
 });
 

@@ -63,6 +63,18 @@ describe('filters', () => {
     expect(matches(job(), parseFilter({ olderThan: '10m', newerThan: '1h' }), now)).toBe(true);
   });
 
+  it('--reason matches anywhere in the reason, so an id matches longer ids unless anchored, as the usage says', () => {
+    // The aggregator's reason for a batch of a store with no tenant (apps/bucket-aggregator events.processor.ts).
+    const refused = (store: string) => job({ reason: `unknown store ${store}: it has no tenant; batch b1 not applied (nothing written)` });
+    const unanchored = parseFilter({ reason: 'unknown store STORE1' });
+    expect(['STORE1', 'STORE10', 'STORE123'].map((s) => matches(refused(s), unanchored, now))).toEqual([true, true, true]);
+    const anchored = parseFilter({ reason: '^unknown store STORE1:' });
+    expect(['STORE1', 'STORE10', 'STORE123', 'store1'].map((s) => matches(refused(s), anchored, now))).toEqual([true, false, false, true]);
+    const exact = parseFilter({ reason: '^unknown store (?-i:STORE1):' });
+    expect(['STORE1', 'store1'].map((s) => matches(refused(s), exact, now))).toEqual([true, false]);
+    expect(USAGE).toContain("'unknown store S1' matches S10 and S123 too: anchor it, '^unknown store S1:'");
+  });
+
   it('refuse a bad regex and an empty age range', () => {
     expect(() => parseFilter({ reason: '(' })).toThrowError(/^--reason: not a regular expression/);
     expect(() => parseFilter({ olderThan: '2h', newerThan: '1h' })).toThrowError(/no job can match both/);

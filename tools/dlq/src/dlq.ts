@@ -1,5 +1,5 @@
 import { QUEUE, QUEUE_NAMES, type QueueName } from '@tally/queues';
-import { Job, Queue } from 'bullmq';
+import { ErrorCode, Job, Queue } from 'bullmq';
 
 /**
  * Dead-letter operations on Tally's queues: the failed set of a queue is its dead-letter queue (docs/DESIGN.md
@@ -67,6 +67,13 @@ interface BulkResult {
   done: string[];
   /** Left alone, with why (no longer failed, past the dedupe window, …). */
   skipped: Array<{ id: string; why: string }>;
+  /**
+   * Set when the run stopped early on an error that is not a refusal (Redis unreachable, a dropped connection, …):
+   * the job it stopped at, the error's own message, and how many matched jobs after it were not tried. `done` and
+   * `skipped` then say what happened before. Running the command again picks up the rest (a replayed or purged job
+   * is no longer failed).
+   */
+  stopped?: { id: string; why: string; notTried: number };
 }
 
 /**
@@ -245,8 +252,13 @@ export async function replayFailed(queue: QueueShards, filter: JobFilter, opts: 
 
 /** Deletes every failed job that matches, for good. */
 export async function purgeFailed(queue: QueueShards, filter: JobFilter, opts: BulkOptions): Promise<BulkResult> {
-  return bulk(queue, filter, opts, async (job) => {
-    if (!opts.dryRun) await job.remove();
+  return bulk(queue, filter, opts, async (job, info) => {
+    if (opts.dryRun) return undefined;
+    try {
+      await job.remove();
+    } catch (err) {
+      throw refusal(err, `job "${job.id}" in queue ${info.queue}`) ?? err;
+    }
     return undefined;
   });
 }
@@ -258,14 +270,30 @@ async function replayOne(job: Job, info: FailedJob, opts: ReplayOptions): Promis
   try {
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
   } catch (err) {
-    // BullMQ refuses when the job left the failed set meanwhile (replayed by someone else, removed by retention).
-    throw new DlqError(`job "${job.id}" in queue ${info.queue} is no longer failed: ${(err as Error).message}`);
+    throw refusal(err, `job "${job.id}" in queue ${info.queue}`) ?? err;
   }
 }
 
 /**
+ * BullMQ's refusal of a job that left the failed set meanwhile (replayed by someone else, removed by retention,
+ * picked up by a worker) as a DlqError naming the job; undefined for any other error (Redis unreachable, a dropped
+ * connection, OOM…), which the caller passes on as it is: that is no refusal, and "no longer failed" would hide it.
+ */
+function refusal(err: unknown, job: string): DlqError | undefined {
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  if (code === ErrorCode.JobNotExist) return new DlqError(`${job} no longer exists: ${String(message)}`);
+  if (code === ErrorCode.JobNotInState) return new DlqError(`${job} is no longer failed: ${String(message)}`);
+  // Job.remove() of a job a worker holds (it was replayed meanwhile and is running).
+  if (err instanceof Error && /could not be removed because it is locked/.test(err.message))
+    return new DlqError(`${job} is no longer failed: ${err.message}`);
+  return undefined;
+}
+
+/**
  * Scans first (so the work is a fixed list, not a moving set), then acts on each job. A job that is gone or no
- * longer failed when its turn comes is skipped, not an error: someone else handled it.
+ * longer failed when its turn comes is skipped, not an error: someone else handled it. Any other error (Redis gone,
+ * a dropped connection) stops the run there: the result then says what was done before and where it stopped, with
+ * the error's own message, rather than the error alone.
  */
 async function bulk(
   queue: QueueShards,
@@ -279,14 +307,17 @@ async function bulk(
   const matched = found.map((f) => f.info);
   const result: BulkResult = { queue: shardsOf(queue).name, matched, done: [], skipped: [] };
   for (const [n, { info, queue: q }] of found.entries()) {
-    const job = await Job.fromId(q, info.id);
     try {
+      const job = await Job.fromId(q, info.id);
       const why = !job ? 'no longer exists' : (await job.getState()) !== 'failed' ? 'no longer failed' : await act(job, info);
       if (why) result.skipped.push({ id: info.id, why });
       else result.done.push(info.id);
     } catch (err) {
-      if (!(err instanceof DlqError)) throw err;
-      result.skipped.push({ id: info.id, why: err.message });
+      if (err instanceof DlqError) result.skipped.push({ id: info.id, why: err.message });
+      else {
+        result.stopped = { id: info.id, why: err instanceof Error ? err.message : String(err), notTried: found.length - n - 1 };
+        break;
+      }
     }
     opts.onProgress?.(n + 1, found.length);
   }

@@ -10,8 +10,14 @@ export const USAGE = `usage: dlq <command> [arguments]   (npm run dlq -- <comman
   purge <queue> <id> (--yes | --dry-run)                delete a failed job for good
   purge <queue> (--all | filters) (--yes | --dry-run)   delete every failed job that matches
 
+Each command takes only the options shown with it: any other is refused (exit 2), never ignored. replay and purge
+take no --limit: they act on every job that matches. Narrow the match with filters (see it first with --dry-run) or
+give one id.
+
 filters (ages count from the failure):
-  --reason <regex>        failed reason matches (case-insensitive)
+  --reason <regex>        failed reason matches anywhere in it (a regular expression, case-insensitive), so
+                          'unknown store S1' matches S10 and S123 too: anchor it, '^unknown store S1:' (the
+                          aggregator's reason is "unknown store <id>: …"); '(?-i:S1)' makes a part case-sensitive
   --older-than <age>      failed at least this long ago, e.g. 10m, 2h, 7d, 1h30m
   --newer-than <age>      failed at most this long ago
 

@@ -1,31 +1,78 @@
 import { allQueues, closeQueues, createQueues, createRedisConnection, describeRedisTarget, type RedisTarget } from '@tally/queues';
 
 /**
+ * How long an operator command waits for Redis to answer its first command, whatever the target, before it says it
+ * cannot reach it and exits 1. The retry strategies below give up sooner on a refused connection; this bounds the
+ * rest (an address that drops packets, Sentinels that never answer).
+ */
+export const TOOL_REDIS_DEADLINE_MS = 10_000;
+
+/** A few reconnect attempts, then give up (null): the connection ends and what waits on it fails. */
+const fewAttempts = (attempt: number) => (attempt > 3 ? null : 250 * attempt);
+
+/**
  * Redis for an operator command (dlq, tenants): it fails fast when Redis is away instead of waiting for it (a few
  * reconnect attempts, then the connection gives up), keeps the connection's and the queues' errors to itself, and
  * pings once first: when Redis cannot be reached it prints one line naming the target and exits 1, rather than a
- * stack trace per reconnect attempt.
+ * stack trace per reconnect attempt. That holds for a Redis Cluster and for Sentinels too, whose own retries
+ * (clusterRetryStrategy, sentinelRetryStrategy) would otherwise go on for ever, as they do for a master name the
+ * Sentinels do not know; and the ping has a deadline, TOOL_REDIS_DEADLINE_MS.
  */
 export async function connectToolRedis(config: RedisTarget & { KEY_PREFIX: string; QUEUE_SHARDS: number }) {
-  const redis = createRedisConnection(config, {
-    maxRetriesPerRequest: 2,
-    connectTimeout: 5_000,
-    retryStrategy: (attempt) => (attempt > 3 ? null : 250 * attempt),
+  const redis = createRedisConnection(
+    config,
+    {
+      maxRetriesPerRequest: 2,
+      connectTimeout: 5_000,
+      retryStrategy: fewAttempts,
+      // Each (re)connect asks the Sentinels for the master, in rounds over all of them: give up after a few rounds.
+      sentinelRetryStrategy: (round) => (round > 2 ? null : 250 * round),
+    },
+    { clusterRetryStrategy: fewAttempts },
+  );
+  // The latest reason it failed, reported once, below. A cluster's and the Sentinels' 'error' only sums up ("Failed
+  // to refresh slots cache.", "All sentinels are unreachable…"); a node's error and each Sentinel's answer say why.
+  let lastError: string | undefined;
+  redis.on('error', (err: Error) => {
+    if (!lastError || !/^(Failed to refresh slots cache|All sentinels are unreachable)/.test(err.message)) lastError = err.message;
   });
-  let lastError: Error | undefined;
-  redis.on('error', (err) => (lastError = err)); // reported once, below
+  redis.on('node error', (err: Error, node: string) => (lastError = `node ${node}: ${err.message}`));
+  redis.on('sentinelError', (err: Error) => (lastError = noSuchMaster(err.message, config) ?? err.message));
   const queues = createQueues(redis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
   for (const q of allQueues(queues)) q.on('error', () => undefined);
   const close = async () => {
     await closeQueues(queues).catch(() => undefined);
     redis.disconnect();
   };
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), TOOL_REDIS_DEADLINE_MS)));
   try {
-    await redis.ping();
+    if ((await Promise.race([redis.ping(), deadline])) === 'late') throw new Error(`no answer within ${TOOL_REDIS_DEADLINE_MS / 1000}s`);
   } catch (err) {
-    process.stderr.write(`tally: cannot reach Redis at ${describeRedisTarget(config)}: ${(lastError ?? (err as Error)).message}\n`);
+    const late = (err as Error).message.startsWith('no answer within') ? ` (${(err as Error).message})` : '';
+    const cause = lastError ?? (err as Error).message;
+    process.stderr.write(
+      `tally: cannot reach Redis at ${describeRedisTarget(config)}: ${oneLine(cause)}${cause === (err as Error).message ? '' : late}\n`,
+    );
     await close();
     process.exit(1);
+  } finally {
+    clearTimeout(timer);
   }
   return { redis, queues, close };
 }
+
+/**
+ * A Sentinel's answer that it knows no master of that name, in words, else undefined: ioredis reports it as "failed
+ * to connect to sentinel h:p because ERR No such master with that name" (Redis 7) or "connected to sentinel h:p
+ * successfully, but got an invalid reply: null" (a null address, older Sentinels).
+ */
+function noSuchMaster(message: string, config: RedisTarget): string | undefined {
+  const sentinel =
+    /^(?:failed to connect to|connected to) sentinel (\S+) (?:because ERR No such master|successfully, but got an invalid reply: null$)/.exec(
+      message,
+    )?.[1];
+  if (sentinel) return `sentinel ${sentinel} knows no master named "${config.REDIS_SENTINEL_MASTER ?? 'mymaster'}" (REDIS_SENTINEL_MASTER)`;
+}
+
+const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();
