@@ -267,7 +267,7 @@ describe('createTallyClient', () => {
     expect(err).toMatchObject({ code: 'TALLY_ERR_UNKNOWN_STORE', store: 'GHOST1', refusedAt: new Date(refusedAt) });
     expect((err as Error).message).toBe(
       `store "GHOST1" has no tenant: Tally's aggregator refused a batch for it at ${new Date(refusedAt).toISOString()} and nothing of this call was enqueued. ` +
-        "Create the tenant (npm run tenants -- create GHOST1), then replay the refused batches (npm run dlq -- replay events --reason 'unknown store GHOST1')",
+        "Create the tenant (npm run tenants -- create GHOST1), then replay the refused batches (npm run dlq -- replay events --reason '^unknown store GHOST1:')",
     );
     expect(await waiting()).toBe(before);
     // Another installation's mark (KEY_PREFIX) is not this one's; once the mark is lifted the store is accepted.

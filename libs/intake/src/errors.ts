@@ -75,7 +75,7 @@ export class UnknownStoreError extends TallyError {
   ) {
     super(
       `store ${JSON.stringify(store)} has no tenant: Tally's aggregator refused a batch for it at ${refusedAt.toISOString()} and nothing of this call was enqueued. ` +
-        `Create the tenant (npm run tenants -- create ${store}), then replay the refused batches (npm run dlq -- replay events --reason 'unknown store ${store}')`,
+        `Create the tenant (npm run tenants -- create ${store}), then replay the refused batches (npm run dlq -- replay events --reason '^unknown store ${store}:')`,
     );
   }
 }
