@@ -70,7 +70,7 @@ export interface ApiClientOptions {
  * worst. Above that, a slow but working query is waited for, and a failing one ends as the API's own 503 (with its
  * Retry-After) rather than as an abort.
  */
-export const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_TIMEOUT_MS = 30_000;
 
 /** A Retry-After header (seconds, or an HTTP date) as milliseconds from `nowMs`; undefined when absent or unreadable. */
 export function retryAfterMs(header: string | null, nowMs: number): number | undefined {

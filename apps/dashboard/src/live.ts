@@ -4,7 +4,7 @@
 // Retry-After is waited out, pokes included.
 
 /** What a failure may say about the next try; the dashboard's errors (errors.ts) carry these. */
-export interface RetryHint {
+interface RetryHint {
   /** The request itself was refused (a 400): the same again soon would be refused again. */
   readonly refused?: boolean;
   /** The server asked to be left alone this long (Retry-After). */
