@@ -436,6 +436,8 @@ describe('the sealer work set', () => {
     // Its rules' fingerprint too (main publishes it at start and every half expiry): clients with other rules send events.
     await marks.rules(rules.fingerprint);
     expect(await redis.get(buckets.keys.rules)).toMatch(/^[0-9a-f]{16}$/);
+    await marks.dedupeWindow(3_600);
+    expect(await redis.get(buckets.keys.dedupeWindow)).toBe('3600');
     expect(await redis.pttl(buckets.keys.rules)).toBeGreaterThan(STORE_ZONE_TTL_MS - 60_000);
   });
 

@@ -38,12 +38,14 @@ export interface StoreMarks {
   zone(store: string, timeZone: string): Promise<void>;
   /** Publishes this aggregator's rules fingerprint (it expires): clients roll up only with rules of the same one. */
   rules(fingerprint: string): Promise<void>;
+  /** Publishes its DEDUPE_WINDOW_SECONDS (it expires): the dlq tool guards replays with it. */
+  dedupeWindow(seconds: number): Promise<void>;
 }
 
 /** How long a published time zone lasts; tenantTimeZones publishes it again after half of it, or at once on a change. */
 export const STORE_ZONE_TTL_MS = 600_000;
 
-/** The marks @tally/client reads (libs/key-layout `unknownStore`, kept `ttlMs`, `storeZone` and `rules`). */
+/** The marks @tally/client and the dlq tool read (libs/key-layout `unknownStore`, kept `ttlMs`, `storeZone`, `rules`, `dedupeWindow`). */
 export function storeMarks(
   redis: { set(key: string, value: string, px: 'PX', ms: number): Promise<unknown>; del(key: string): Promise<unknown> },
   prefix: string,
@@ -56,6 +58,7 @@ export function storeMarks(
     clear: async (store) => void (await redis.del(keys.unknownStore(store))),
     zone: async (store, timeZone) => void (await redis.set(keys.storeZone(store), timeZone, 'PX', STORE_ZONE_TTL_MS)),
     rules: async (fingerprint) => void (await redis.set(keys.rules, fingerprint, 'PX', STORE_ZONE_TTL_MS)),
+    dedupeWindow: async (seconds) => void (await redis.set(keys.dedupeWindow, String(seconds), 'PX', STORE_ZONE_TTL_MS)),
   };
 }
 

@@ -28,11 +28,14 @@ const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, ca
 // the store's mark makes @tally/client refuse it at once for as long as this aggregator may cache the answer.
 const marks = storeMarks(scriptRedis, config.KEY_PREFIX, TENANT_CACHE_MS);
 const timeZoneOf = tenantTimeZones(tenants, marks);
-// The rules fingerprint, for @tally/client: it rolls batches up itself only while it runs rules of the same one.
-const publishRules = () =>
-  marks.rules(rules.fingerprint).catch((err: unknown) => log.warn({ err }, 'rules fingerprint not published; retried'));
-void publishRules();
-setInterval(() => void publishRules(), STORE_ZONE_TTL_MS / 2).unref();
+// The rules fingerprint, for @tally/client (it rolls batches up itself only while it runs rules of the same one), and
+// the dedupe window, for the dlq tool (its replay guard).
+const publish = () =>
+  Promise.all([marks.rules(rules.fingerprint), marks.dedupeWindow(config.DEDUPE_WINDOW_SECONDS)]).catch((err: unknown) =>
+    log.warn({ err }, 'rules fingerprint or dedupe window not published; retried'),
+  );
+void publish();
+setInterval(() => void publish(), STORE_ZONE_TTL_MS / 2).unref();
 
 // Stage "apply": each events job's batch is rolled up and applied to the Redis buckets.
 const eventsWorkers = createShardWorkers(

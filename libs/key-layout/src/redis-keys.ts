@@ -128,6 +128,8 @@ export function redisKeys(prefix = 't') {
     storeZone: (s: string) => tag(s) + S.zone,
     /** The fingerprint of the aggregators' rules (CompiledRules.fingerprint), read by @tally/client before it rolls up. */
     rules: `${prefix}:rules`,
+    /** The aggregators' DEDUPE_WINDOW_SECONDS, read by the dlq tool: its replay guard is that window. */
+    dedupeWindow: `${prefix}:dedupe-window`,
     /** The writer's fence: written before its WAIT for Redis replicas, so the WAIT covers the store's seals. */
     fence: (s: string) => tag(s) + S.fence,
     /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */

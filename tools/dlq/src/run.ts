@@ -2,6 +2,7 @@ import { loadConfigOrExit, rawEnv, toolEnvSchemas } from '@tally/config';
 import { backendEnvOrExit, connectToolRedis } from '@tally/stack';
 import { Presets, SingleBar } from 'cli-progress';
 import { runDlqCli, type Progress } from './cli';
+import { replayGuardWindowSeconds } from './dedupe-window';
 
 /** A progress bar on stderr for bulk work, only on a terminal (stdout stays clean for pipes). */
 const progress = (label: string, total: number): Progress | undefined => {
@@ -19,15 +20,14 @@ export async function runDlq(argv: readonly string[]): Promise<void> {
   const env = backendEnvOrExit(rawEnv(), { redis: true }, argv);
   const config = loadConfigOrExit(toolEnvSchemas.dlq, env);
 
-  const { queues, close } = await connectToolRedis(config);
+  const { redis, queues, close } = await connectToolRedis(config);
   try {
+    const err = (line: string) => process.stderr.write(`${line}\n`);
+    const windowSeconds = await replayGuardWindowSeconds(redis, config.KEY_PREFIX, config.DEDUPE_WINDOW_SECONDS, err);
     process.exitCode = await runDlqCli(
       argv,
-      { queues, dedupeWindowMs: config.DEDUPE_WINDOW_SECONDS * 1000, progress },
-      {
-        out: (line) => process.stdout.write(`${line}\n`),
-        err: (line) => process.stderr.write(`${line}\n`),
-      },
+      { queues, dedupeWindowMs: windowSeconds * 1000, progress },
+      { out: (line) => process.stdout.write(`${line}\n`), err },
     );
   } finally {
     await close();

@@ -22,6 +22,6 @@ filters (ages count from the failure):
   --newer-than <age>      failed at most this long ago
 
 queues: events, seal, dynamo-writes. purge never asks: without --yes it refuses (--dry-run only says what it would delete). Replays of events batches accepted
-longer ago than DEDUPE_WINDOW_SECONDS are refused (a batch applied before it failed would count twice) unless
---past-dedupe-window. Configured by REDIS_URL (unset: the running npm start stack's Redis, prefix and shards) or
+longer ago than the aggregators' DEDUPE_WINDOW_SECONDS (they publish it in Redis; this tool's own while none has)
+are refused (a batch applied before it failed would count twice) unless --past-dedupe-window. Configured by REDIS_URL (unset: the running npm start stack's Redis, prefix and shards) or
 REDIS_CLUSTER_NODES, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD; KEY_PREFIX, QUEUE_SHARDS (every shard of a queue is read and acted on) and DEDUPE_WINDOW_SECONDS.`;
