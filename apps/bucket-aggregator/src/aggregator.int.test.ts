@@ -64,7 +64,12 @@ const view = (ts: string, product = 'P1', visitor?: string) => ({
 describe('events processor', () => {
   it('counts a batch delivered twice once', async () => {
     const w = worker();
-    const data = { batchId: 'batch-1', store: 'S', receivedAt: 1, events: [view('2023-05-03T10:00:00Z'), view('2023-05-03T10:01:00Z')] };
+    const data = {
+      batchId: 'batch-1',
+      store: 'S',
+      receivedAt: Date.now(),
+      events: [view('2023-05-03T10:00:00Z'), view('2023-05-03T10:01:00Z')],
+    };
     await enqueue(queues, QUEUE.events, data, { jobId: 'j1' });
     await enqueue(queues, QUEUE.events, data, { jobId: 'j2' }); // a retried request that got another job id
     await waitForQueuesIdle([queues[QUEUE.events]]);
@@ -80,10 +85,10 @@ describe('events processor', () => {
     await enqueue(queues, QUEUE.events, {
       batchId: 'b',
       store: 'LA',
-      receivedAt: 1,
+      receivedAt: Date.now(),
       events: [view('2023-06-01T05:00:00Z'), view('2023-06-01T08:00:00Z')],
     });
-    await enqueue(queues, QUEUE.events, { batchId: 'c', store: 'KTM', receivedAt: 1, events: [view('2023-12-31T18:15:00Z')] });
+    await enqueue(queues, QUEUE.events, { batchId: 'c', store: 'KTM', receivedAt: Date.now(), events: [view('2023-12-31T18:15:00Z')] });
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
     expect(await redisTotals('LA', 'LA')).toEqual({ '2023-151|v': '1', '2023-152|v': '1' });
@@ -94,22 +99,28 @@ describe('events processor', () => {
     const w = worker();
     const events = [view('2023-06-01T05:00:00Z', 'P1', 'V1'), view('2023-06-01T08:00:00Z', 'P2', 'V1')];
     const rows = flattenRows(rollup(rules, 'LA', 'America/Los_Angeles', events));
-    await enqueue(queues, QUEUE.events, { batchId: 'ev', store: 'LA', receivedAt: 1, events });
+    await enqueue(queues, QUEUE.events, { batchId: 'ev', store: 'LA', receivedAt: Date.now(), events });
     await enqueue(queues, QUEUE.events, {
       batchId: 'rw',
       store: 'LA2',
-      receivedAt: 1,
+      receivedAt: Date.now(),
       rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)),
       count: 2,
     });
     await enqueue(
       queues,
       QUEUE.events,
-      { batchId: 'rw', store: 'LA2', receivedAt: 1, rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)), count: 2 },
+      {
+        batchId: 'rw',
+        store: 'LA2',
+        receivedAt: Date.now(),
+        rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)),
+        count: 2,
+      },
       { jobId: 'again' },
     );
-    await queues[QUEUE.events].add(QUEUE.events, { batchId: 'steal', store: 'LA2', receivedAt: 1, rows, count: 2 });
-    await queues[QUEUE.events].add(QUEUE.events, { batchId: 'both', store: 'LA', receivedAt: 1, rows, count: 2, events });
+    await queues[QUEUE.events].add(QUEUE.events, { batchId: 'steal', store: 'LA2', receivedAt: Date.now(), rows, count: 2 });
+    await queues[QUEUE.events].add(QUEUE.events, { batchId: 'both', store: 'LA', receivedAt: Date.now(), rows, count: 2, events });
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
     for (const pk of ['', '#product#P1', '#product#P2', '#visitor#V1'])
@@ -130,12 +141,12 @@ describe('events processor', () => {
     const job = (store: string, batchId: string) => ({
       batchId,
       store,
-      receivedAt: 1,
+      receivedAt: Date.now(),
       rows: flattenRows(rollup(rules, store, 'America/Los_Angeles', events)),
       distinct: flattenDistinct(rollupDistinct(rules, store, 'America/Los_Angeles', events)),
       count: events.length,
     });
-    await enqueue(queues, QUEUE.events, { batchId: 'ev', store: 'LA', receivedAt: 1, events });
+    await enqueue(queues, QUEUE.events, { batchId: 'ev', store: 'LA', receivedAt: Date.now(), events });
     await enqueue(queues, QUEUE.events, job('LA2', 'rw'));
     await enqueue(queues, QUEUE.events, job('LA2', 'rw'), { jobId: 'retried' }); // a retry under another job id
     await queues[QUEUE.events].add(QUEUE.events, { ...job('LA2', 'steal'), distinct: job('LA', 'x').distinct });
@@ -166,11 +177,11 @@ describe('events processor', () => {
     await queues[QUEUE.events].add(QUEUE.events, {
       batchId: 'x',
       store: 'S',
-      receivedAt: 1,
+      receivedAt: Date.now(),
       events: [{ type: 'teleport', ts: 1, dims: {} }],
     });
     await queues[QUEUE.events].add(QUEUE.events, { nonsense: true });
-    await enqueue(queues, QUEUE.events, { batchId: 'ok', store: 'S', receivedAt: 1, events: [view('2023-05-03T10:00:00Z')] });
+    await enqueue(queues, QUEUE.events, { batchId: 'ok', store: 'S', receivedAt: Date.now(), events: [view('2023-05-03T10:00:00Z')] });
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
     const failed = await queues[QUEUE.events].getFailed();
@@ -190,7 +201,7 @@ describe('events processor', () => {
       await enqueue(queues, QUEUE.events, {
         batchId: `b${b}`,
         store: 'S',
-        receivedAt: 1,
+        receivedAt: Date.now(),
         events: Array.from({ length: 1000 }, () => order),
       });
     }
@@ -200,6 +211,37 @@ describe('events processor', () => {
     expect(await redisTotals('S', 'S')).toEqual({ '2026-335|o': '300000', '2026-335|r': '30000000000000000000' });
     expect(await queues[QUEUE.events].getFailedCount()).toBe(0);
     expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(0);
+  });
+
+  it('refuses whole a batch accepted longer ago than the dedupe window, unless the dlq tool marked it', async () => {
+    const accepted = Date.now();
+    let clock = accepted;
+    const w = worker(() => clock);
+    const data = { batchId: 'old', store: 'S', receivedAt: accepted, events: [view('2023-05-03T10:00:00Z')] };
+    await enqueue(queues, QUEUE.events, data, { jobId: 'first' });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    // A window (the worker's 3600 s) later, the batch's dedupe record has expired: a copy of it must not count again.
+    clock = accepted + 3_600_000;
+    await redis.del(buckets.keys.batch('S', 'old'));
+    await enqueue(queues, QUEUE.events, data, { jobId: 'copy' });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    const [copy] = await queues[QUEUE.events].getFailed();
+    expect(copy!.failedReason).toMatch(
+      /^batch old: accepted 3600 s ago, past the dedupe window \(DEDUPE_WINDOW_SECONDS=3600\): a store deletion or visitor erasure .*; not applied \(nothing written\)\. If it was never applied .*--past-dedupe-window`$/,
+    );
+    // Started again (a retry, a stalled job, a replay that kept its starts), it says so.
+    await copy!.retry('failed');
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    expect((await queues[QUEUE.events].getFailed())[0]!.failedReason).toMatch(/^batch old: accepted 3600 s ago, .*: it was started before/);
+    expect(await redisTotals('S', 'S')).toEqual({ '2023-123|v': '1' });
+    expect((await metrics.batchesRejected.get()).values).toEqual([
+      expect.objectContaining({ labels: { reason: 'dedupe_window' }, value: 2 }),
+    ]);
+    // Marked by the operator (dlq replay --past-dedupe-window), a batch past the window is applied.
+    await enqueue(queues, QUEUE.events, { ...data, batchId: 'marked', pastDedupeWindow: true }, { jobId: 'marked' });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    expect(await redisTotals('S', 'S')).toEqual({ '2023-123|v': '2' });
   });
 
   it('sends a batch whose sum cannot be held (past 38 digits) whole to the failed set with its reason and a metric', async () => {
@@ -213,7 +255,7 @@ describe('events processor', () => {
     await enqueue(queues, QUEUE.events, {
       batchId: 'big',
       store: 'S',
-      receivedAt: 1,
+      receivedAt: Date.now(),
       events: [{ type: 'order', ts, dims: { visitor: 'V' }, value: '1' }],
     });
     await waitForQueuesIdle([queues[QUEUE.events]]);
@@ -236,11 +278,21 @@ describe('sealer tick', () => {
     let clock = 1_000_000;
     const w = worker(() => clock);
     const deps = { buckets, queues, bucketMs: 1000, metrics, log, now: () => clock };
-    await enqueue(queues, QUEUE.events, { batchId: 'a', store: 'S', receivedAt: 1, events: [view('2023-05-03T23:59:59Z', 'P1', 'V1')] });
+    await enqueue(queues, QUEUE.events, {
+      batchId: 'a',
+      store: 'S',
+      receivedAt: Date.now(),
+      events: [view('2023-05-03T23:59:59Z', 'P1', 'V1')],
+    });
     await waitForQueuesIdle([queues[QUEUE.events]]);
     clock += 1000;
     expect(await sealTick(deps)).toMatchObject({ sealed: 1, folded: 1, rows: 3 });
-    await enqueue(queues, QUEUE.events, { batchId: 'b', store: 'S', receivedAt: 1, events: [view('2023-05-04T00:00:00Z', 'P1', 'V1')] });
+    await enqueue(queues, QUEUE.events, {
+      batchId: 'b',
+      store: 'S',
+      receivedAt: Date.now(),
+      events: [view('2023-05-04T00:00:00Z', 'P1', 'V1')],
+    });
     await waitForQueuesIdle([queues[QUEUE.events]]);
     clock += 400; // less than half a bucket: no seal yet
     expect(await sealTick(deps)).toMatchObject({ sealed: 0 });
@@ -403,7 +455,7 @@ describe('the sealer work set', () => {
     await enqueue(
       queues,
       QUEUE.events,
-      { batchId: 'ghost-1', store: 'GHOST', receivedAt: 1, events: [view('2023-06-01T05:00:00Z')] },
+      { batchId: 'ghost-1', store: 'GHOST', receivedAt: Date.now(), events: [view('2023-06-01T05:00:00Z')] },
       { jobId: 'ghost-1' },
     );
     await waitForQueuesIdle([queues[QUEUE.events]]);

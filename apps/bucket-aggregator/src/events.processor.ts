@@ -1,6 +1,6 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
 import { redisKeys } from '@tally/key-layout';
-import { eventsJobSchema } from '@tally/queues';
+import { batchAcceptedAt, eventsJobSchema } from '@tally/queues';
 import { rollup, RulesError, type CompiledRules, type DistinctAdds } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
@@ -104,6 +104,12 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   const { store, batchId, events, rows, count } = parsed.data;
   const started = performance.now();
   const eventCount = rows ? count! : events!.length;
+  const hazard = pastDedupeWindow(job, parsed.data, deps);
+  if (hazard) {
+    deps.metrics.batchesRejected.inc({ reason: 'dedupe_window' });
+    deps.log.error({ jobId: job.id, store, batchId }, 'batch past the dedupe window refused; it goes to the failed set');
+    throw new UnrecoverableError(`batch ${batchId}: ${hazard}`);
+  }
 
   let tz: string | undefined;
   try {
@@ -185,6 +191,33 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   deps.metrics.applySeconds.observe((performance.now() - started) / 1000);
   return { applied: r.applied, seq: r.seq, events: eventCount };
 };
+
+/**
+ * Why a batch must not be applied now, or undefined. Its dedupe record lasts DEDUPE_WINDOW_SECONDS from its apply,
+ * and the tombstones of a store deletion or visitor erasure that long from when they were made; the batch was
+ * accepted before either (batchAcceptedAt). Past that, a batch started before (a retry, a stalled job, a dlq replay)
+ * may have been applied with its record gone, and any batch may carry an erased visitor's events with the tombstone
+ * gone: it is refused whole instead, to the failed set. The dlq tool's `--past-dedupe-window` marks it
+ * (`pastDedupeWindow`) for the operator who knows it was never applied.
+ */
+function pastDedupeWindow(
+  job: Job,
+  data: { pastDedupeWindow?: true },
+  deps: Pick<EventsProcessorDeps, 'now' | 'dedupeTtlSeconds'>,
+): string | undefined {
+  if (data.pastDedupeWindow) return undefined;
+  const age = (deps.now ?? Date.now)() - batchAcceptedAt(job.timestamp, job.data);
+  if (age < deps.dedupeTtlSeconds * 1000) return undefined;
+  const started = (job.attemptsStarted ?? 1) > 1;
+  return (
+    `accepted ${Math.round(age / 1000)} s ago, past the dedupe window (DEDUPE_WINDOW_SECONDS=${deps.dedupeTtlSeconds}): ` +
+    (started
+      ? 'it was started before, and if that start applied it, applying it again would count it twice'
+      : 'a store deletion or visitor erasure made since it was accepted may be forgotten, and it would count again') +
+    '; not applied (nothing written). If it was never applied and nothing was erased since, replay it with ' +
+    '`npm run dlq -- replay events <id> --past-dedupe-window`'
+  );
+}
 
 /**
  * A batch of a deleted store (its tombstone, kept for the dedupe window): dropped whole, not failed, so no copy of

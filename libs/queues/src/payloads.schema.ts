@@ -97,6 +97,11 @@ export const eventsJobSchema = z
     receivedAt: z.number().int(),
     /** Where the batch came in: the collector's HTTP API or @tally/client. */
     source: z.enum(['http', 'client']).default('http'),
+    /**
+     * Set by the dlq tool's `replay --past-dedupe-window` only: apply the batch although it was accepted longer ago
+     * than DEDUPE_WINDOW_SECONDS (the operator knows it was never applied).
+     */
+    pastDedupeWindow: z.literal(true).optional(),
   })
   .strict()
   .superRefine((p, ctx) => {
@@ -145,3 +150,14 @@ export type PayloadOf<Q extends QueueName> = z.input<(typeof payloadSchemas)[Q]>
 export type ParsedPayloadOf<Q extends QueueName> = z.output<(typeof payloadSchemas)[Q]>;
 export type EventsJob = z.output<typeof eventsJobSchema>;
 export type DynamoWriteJob = z.output<typeof dynamoWriteJobSchema>;
+
+/**
+ * When an events batch was first accepted: the earlier of its job's creation (`jobTimestamp`) and the payload's
+ * `receivedAt`. Any application of the batch came after it, so the aggregator's dedupe record of the batch, and the
+ * tombstones of a store deletion or visitor erasure made after it, last at least until this plus
+ * DEDUPE_WINDOW_SECONDS: before then a redelivery is recognised and an erasure honoured, after it not.
+ */
+export function batchAcceptedAt(jobTimestamp: number, data: unknown): number {
+  const receivedAt = (data as { receivedAt?: unknown } | undefined)?.receivedAt;
+  return typeof receivedAt === 'number' && Number.isFinite(receivedAt) ? Math.min(jobTimestamp, receivedAt) : jobTimestamp;
+}

@@ -150,6 +150,9 @@ describe('dead-letter operations on a real Redis', () => {
 
     await replayJob(queues.events, 'old-1', { dedupeWindowMs: DAY, pastDedupeWindow: true });
     expect(await queues.events.getJobState('old-1')).toBe('waiting');
+    // The override goes with the batch, for the aggregator (which refuses a batch past its window otherwise).
+    expect((await queues.events.getJob('old-1'))!.data).toMatchObject({ batchId: 'b-old', pastDedupeWindow: true });
+    expect((await queues.events.getJob('new-1'))!.data).not.toHaveProperty('pastDedupeWindow');
   });
 
   it('replays and purges in bulk by filter, reporting progress; a dry run changes nothing', async () => {

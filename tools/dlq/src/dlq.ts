@@ -1,4 +1,4 @@
-import { QUEUE, QUEUE_NAMES, type QueueName } from '@tally/queues';
+import { batchAcceptedAt, QUEUE, QUEUE_NAMES, type QueueName } from '@tally/queues';
 import { ErrorCode, Job, Queue } from 'bullmq';
 
 /**
@@ -147,8 +147,7 @@ function toFailedJob(queue: QueueName, job: Job, shard?: number): FailedJob {
     reason: job.failedReason ?? '',
   };
   if (queue === QUEUE.events) {
-    const receivedAt = (job.data as { receivedAt?: unknown } | undefined)?.receivedAt;
-    info.acceptedAt = typeof receivedAt === 'number' && Number.isFinite(receivedAt) ? Math.min(job.timestamp, receivedAt) : job.timestamp;
+    info.acceptedAt = batchAcceptedAt(job.timestamp, job.data);
   }
   return info;
 }
@@ -268,6 +267,9 @@ async function replayOne(job: Job, info: FailedJob, opts: ReplayOptions): Promis
   const hazard = replayHazard(info, opts.now ?? Date.now(), opts);
   if (hazard || opts.dryRun) return hazard;
   try {
+    // The aggregator refuses an events batch accepted longer ago than its dedupe window; the operator's
+    // --past-dedupe-window goes with the batch (its `pastDedupeWindow`) so that it is applied.
+    if (opts.pastDedupeWindow && info.queue === QUEUE.events) await job.updateData({ ...(job.data as object), pastDedupeWindow: true });
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
   } catch (err) {
     throw refusal(err, `job "${job.id}" in queue ${info.queue}`) ?? err;

@@ -23,5 +23,6 @@ filters (ages count from the failure):
 
 queues: events, seal, dynamo-writes. purge never asks: without --yes it refuses (--dry-run only says what it would delete). Replays of events batches accepted
 longer ago than the aggregators' DEDUPE_WINDOW_SECONDS (they publish it in Redis; this tool's own while none has)
-are refused (a batch applied before it failed would count twice) unless --past-dedupe-window. Configured by REDIS_URL (unset: the running npm start stack's Redis, prefix and shards) or
+are refused (a batch applied before it failed would count twice) unless --past-dedupe-window, which marks each
+replayed batch so that the aggregator applies it (it refuses a batch past its window otherwise). Configured by REDIS_URL (unset: the running npm start stack's Redis, prefix and shards) or
 REDIS_CLUSTER_NODES, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD; KEY_PREFIX, QUEUE_SHARDS (every shard of a queue is read and acted on) and DEDUPE_WINDOW_SECONDS.`;
