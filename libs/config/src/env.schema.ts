@@ -97,7 +97,7 @@ const KEY_LOOKUP_TIMEOUT_MS = int(50, 60_000)
 const DEDUPE_WINDOW_SECONDS = int(60, 30 * 86_400)
   .default(86_400)
   .describe(
-    "How long a batch id (and an Idempotency-Key with the fingerprint of its events) is remembered; a deleted store's or erased visitor's tombstone lasts as long.",
+    "How long a batch id (and an Idempotency-Key with the fingerprint of its events) is remembered; a deleted store's or erased visitor's tombstone lasts as long. The aggregator refuses, to the failed set, an events batch accepted longer ago (a replay, a stalled or queued job): keep it well above the longest queue backlog to ride out.",
   );
 const JOB_LOCK_MS = int(1_000, 600_000)
   .default(30_000)
