@@ -1,6 +1,7 @@
 import { BucketStore } from '@tally/buckets';
 import { collectorEnv, loadConfig, type CollectorConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
+import { redisKeys } from '@tally/key-layout';
 import { createLogger } from '@tally/observability';
 import { closeQueues, createQueues, eventsJobSchema, type TallyQueues } from '@tally/queues';
 import { eventInputSchema, loadRules } from '@tally/schema';
@@ -9,6 +10,7 @@ import {
   createTestTable,
   openApi31Errors,
   startDynalite,
+  sleep,
   startRedis,
   sumOfJobRows,
   waitFor,
@@ -63,9 +65,11 @@ beforeAll(async () => {
   keys.other = await admin.issueKey('SHOP2', ['ingest', 'read'], 'other shop');
   keys.revoked = await admin.issueKey('SHOP1', ['ingest'], 'to revoke');
   keys.unseen = await admin.issueKey('SHOP1', ['ingest'], 'first used during the outage');
-  ({ res, app } = await startCollector({}));
   inspect = new Redis(redis.url, { maxRetriesPerRequest: null });
   inspect.on('error', () => {});
+  // The aggregators' rules fingerprint, as they publish it: the collector rolls batches up only while it is its own.
+  await inspect.set(redisKeys('t').rules, loadRules().fingerprint);
+  ({ res, app } = await startCollector({}));
   queues = createQueues(inspect);
   for (const q of Object.values(queues)) q.on('error', () => {});
 });
@@ -109,6 +113,29 @@ function post(payload: unknown, opts: PostOptions = {}, target = app) {
 const waiting = () => queues.events.getWaitingCount();
 
 describe('POST /v1/events', () => {
+  it('rolls a batch up only while the aggregators publish its own rules fingerprint, else sends its events', async () => {
+    // A collector started while the aggregators run other rules (a rolling deploy of RULES_FILE).
+    await inspect.set(redisKeys('t').rules, 'other-rules');
+    const other = await startCollector({});
+    try {
+      const first = await post([view('P1')], {}, other.app);
+      expect(first.statusCode).toBe(202);
+      const asEvents = (await queues.events.getJob(first.json().batchId))?.data;
+      expect(asEvents?.rows).toBeUndefined();
+      expect(asEvents?.events).toHaveLength(1);
+      // Once they publish the collector's own (read again within a second while it differs), batches go rolled up.
+      await inspect.set(redisKeys('t').rules, loadRules().fingerprint);
+      await sleep(1_100);
+      const second = await post([view('P1')], {}, other.app);
+      const rolled = (await queues.events.getJob(second.json().batchId))?.data;
+      expect(rolled?.events).toBeUndefined();
+      expect(sumOfJobRows(rolled?.rows, 'SHOP1#product#P1', 'v')).toBe(1n);
+    } finally {
+      await other.app.close();
+      await closeCollectorDeps(other.res);
+    }
+  });
+
   it('enqueues a JSON array as one job for the store of the key and answers 202 after Redis has it', async () => {
     const before = await waiting();
     const r = await post([view('P1'), { type: 'order', ts: Date.now() - 1_000, value: 19.99, dims: { visitor: 'V1' } }, view('a.b:c')]);

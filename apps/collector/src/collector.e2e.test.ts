@@ -1,5 +1,7 @@
 import { createDynamoClient } from '@tally/dynamo';
+import { redisKeys } from '@tally/key-layout';
 import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
+import { loadRules } from '@tally/schema';
 import { createTenantAdmin } from '@tally/tenants';
 import { appArgs, metricValue, REPO_ROOT, startProcess, sumOfJobRows, type AppHandle } from '@tally/testing';
 import { useStack } from '@tally/testing/vitest';
@@ -16,6 +18,8 @@ beforeAll(async () => {
   await admin.createTenant('E2E1', { timeZone: 'America/Sao_Paulo' });
   key = await admin.issueKey('E2E1', ['ingest'], 'e2e');
   dynamo.destroy();
+  // The aggregators' rules fingerprint as they publish it (none runs here): the collector then rolls batches up.
+  await stack.redis.set(redisKeys('t').rules, loadRules().fingerprint);
   collector = await stack.startApp('collector', { env: { LOG_LEVEL: 'info' } });
   queues = createQueues(stack.redis);
   stack.defer(() => closeQueues(queues));

@@ -1,6 +1,7 @@
 import { createIntake, createProducerConnection } from '@tally/intake';
 import type { CollectorConfig } from '@tally/config';
 import { connectDynamo } from '@tally/dynamo';
+import { redisKeys } from '@tally/key-layout';
 import { createMetrics, logEmitterErrors, queueDepthMetrics, type Logger } from '@tally/observability';
 import {
   allQueues,
@@ -68,6 +69,13 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     redis,
     rules,
     source: 'http',
+    // Rolled up here only while the aggregators run the same rules (a rolling deploy of RULES_FILE): else as events.
+    rulesKey: redisKeys(config.KEY_PREFIX).rules,
+    onRulesDiffer: (theirs, own) =>
+      log.warn(
+        { theirs, own },
+        'the aggregators publish another rules fingerprint than this collector: batches go as events for them to roll up (give both the same RULES_FILE)',
+      ),
     ...(waitRedis && { replicaFence: createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS, [redis]) }),
     idempotencyWindowSeconds: config.DEDUPE_WINDOW_SECONDS,
     limits: {

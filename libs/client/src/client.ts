@@ -114,12 +114,18 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     // enqueueEvents waits for the connection itself, before its first Redis call; the intake then refuses at once.
     readyTimeoutMs: 0,
     unknownStoreKey: redisKeys(keyPrefix).unknownStore,
+    rulesKey: redisKeys(keyPrefix).rules,
+    onRulesDiffer: (theirs, own) =>
+      onError(
+        new Error(
+          `the aggregators run rules ${theirs}, this client ${own}: batches go as events for them to roll up; pass rules: loadRules(<their RULES_FILE>)`,
+        ),
+      ),
     idempotencyWindowSeconds,
     ...(wait && waitRedis && { replicaFence: createReplicaFence(waitRedis, wait.replicas, wait.timeoutMs, [redis]) }),
   });
   const admit = depthGate(queueShards(queues, QUEUE.events), opts.backpressure ?? { maxDepth: 10_000 });
   const zoneOf = storeZones(redis, keyPrefix);
-  const rulesAgree = aggregatorRules(redis, keyPrefix, rules.fingerprint, onError);
   const readyTimeoutMs = opts.readyTimeoutMs ?? 5_000;
   let closed = false;
   return {
@@ -134,10 +140,10 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
       );
       if (ready) await admit();
       // With the store's zone (as the aggregator published it from the tenant) the batch goes rolled up, as the
-      // collector sends it, but only while the aggregators publish the fingerprint of this client's rules: rows
-      // rolled up by other rules would be counted as they are. Otherwise it goes as events the aggregator rolls up.
-      const agree = ready && (await rulesAgree());
-      const timeZone = agree ? (eopts?.timeZone ?? (await zoneOf(store))) : undefined;
+      // collector sends it, but only while the aggregators publish the fingerprint of this client's rules (the
+      // intake's `rulesKey`): rows rolled up by other rules would be counted as they are. Otherwise it goes as
+      // events the aggregator rolls up.
+      const timeZone = ready ? (eopts?.timeZone ?? (await zoneOf(store))) : undefined;
       const { batchId, accepted } = await intake.submit(store, events, { ...eopts, timeZone });
       return { batchId, accepted };
     },
@@ -194,38 +200,6 @@ function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure
   return async () => {
     if (performance.now() - readAt >= (o.checkEveryMs ?? 250)) await (reading ??= read());
     if (depth > o.maxDepth) throw new QueueFullError(depth, o.maxDepth);
-  };
-}
-
-/**
- * Whether the aggregators' published rules fingerprint (libs/key-layout `rules`) is `own`: read at most once a minute
- * while it is, once a second while it is not (none published yet, another one, or Redis not answering). A fingerprint
- * that differs is reported to `onError` once per value: this client's `rules` are not the aggregators'.
- */
-function aggregatorRules(
-  redis: Pick<RedisConnection, 'get'>,
-  keyPrefix: string,
-  own: string,
-  onError: (err: Error) => void,
-): () => Promise<boolean> {
-  const key = redisKeys(keyPrefix).rules;
-  let agree = false;
-  let until = -Infinity;
-  let told: string | undefined;
-  return async () => {
-    if (until > performance.now()) return agree;
-    const theirs = await redis.get(key).catch(() => null);
-    agree = theirs === own;
-    until = performance.now() + (agree ? ZONE_CACHE_MS : NO_ZONE_CACHE_MS);
-    if (theirs !== null && !agree && theirs !== told) {
-      told = theirs;
-      onError(
-        new Error(
-          `the aggregators run rules ${theirs}, this client ${own}: batches go as events for them to roll up; pass rules: loadRules(<their RULES_FILE>)`,
-        ),
-      );
-    }
-    return agree;
   };
 }
 

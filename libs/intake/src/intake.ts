@@ -32,6 +32,7 @@ import {
   UnknownStoreError,
   ValidationError,
 } from './errors';
+import { aggregatorRulesGate } from './rules-gate';
 
 export interface IntakeLimits {
   /** Events per call or HTTP request; more is refused whole (TooManyEventsError, HTTP 413). */
@@ -64,6 +65,15 @@ export interface IntakeOptions {
   /** How long an idempotency key's batch fingerprint is remembered: the dedupe window (default 24 h). */
   idempotencyWindowSeconds?: number;
   rules: CompiledRules;
+  /**
+   * Where the aggregators publish their rules fingerprint (libs/key-layout `redisKeys(prefix).rules`). When given, a
+   * batch with a `timeZone` goes rolled up only while the fingerprint there is `rules.fingerprint` (aggregatorRulesGate:
+   * read at most once a minute), since the aggregator applies rows as they are; otherwise it goes as events, which the
+   * aggregator rolls up by its own rules, and `onRulesDiffer` is told once per other fingerprint. Without it a
+   * `timeZone` is always used (the caller vouches that its rules are the aggregators').
+   */
+  rulesKey?: string;
+  onRulesDiffer?: (theirs: string, own: string) => void;
   limits?: Partial<IntakeLimits>;
   /** Recorded in every job. */
   source: IntakeSource;
@@ -87,7 +97,8 @@ export interface EnqueueOptions {
   /**
    * The store's IANA time zone, when the caller knows it (the collector, from the tenant directory): the jobs then
    * carry the batch rolled up by the rules in that zone (`rows`, `count`) instead of its events, so the aggregator
-   * neither parses the events again nor rolls them up. Without it, the jobs carry the events.
+   * neither parses the events again nor rolls them up (with `rulesKey`, only while the aggregators run the same
+   * rules). Without it, the jobs carry the events.
    */
   timeZone?: string;
 }
@@ -171,6 +182,10 @@ export function createIntake(opts: IntakeOptions): Intake {
   const latenessMs = limits.latenessHorizonDays * 86_400_000;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 0;
   const idempotencyWindowSeconds = opts.idempotencyWindowSeconds ?? 86_400;
+  const own = opts.rules.fingerprint;
+  const rulesAgree = opts.rulesKey
+    ? aggregatorRulesGate(opts.redis, opts.rulesKey, own, (theirs) => opts.onRulesDiffer?.(theirs, own))
+    : async () => true;
 
   const checkCount = (count: number) => {
     if (count > limits.maxEvents) throw new TooManyEventsError(count, limits.maxEvents);
@@ -216,12 +231,13 @@ export function createIntake(opts: IntakeOptions): Intake {
         return err;
       };
       const receivedAt = eopts.receivedAt ?? Date.now();
+      const timeZone = eopts.timeZone !== undefined && (await rulesAgree()) ? eopts.timeZone : undefined;
       const parts = Math.ceil(events.length / MAX_EVENTS_PER_JOB);
       const jobs: Array<{ data: PayloadOf<typeof QUEUE.events>; opts: { jobId: string } }> = [];
       for (let i = 0; i < parts; i++) {
         const partId = parts === 1 ? batchId : `${batchId}.${i}`;
         const slice = parts === 1 ? events : events.slice(i * MAX_EVENTS_PER_JOB, (i + 1) * MAX_EVENTS_PER_JOB);
-        const r = eopts.timeZone === undefined ? undefined : rolledUp(opts.rules, store, eopts.timeZone, slice);
+        const r = timeZone === undefined ? undefined : rolledUp(opts.rules, store, timeZone, slice);
         const data: PayloadOf<typeof QUEUE.events> = r
           ? {
               batchId: partId,

@@ -1,4 +1,5 @@
 import { loadavg } from 'node:os';
+import { redisKeys } from '@tally/key-layout';
 import { metricValue } from '@tally/testing';
 import autocannon from 'autocannon';
 import { figure } from '../figure';
@@ -42,6 +43,8 @@ export const collectorIngest = figure('collector-ingest', async (ctx) => {
   return withFleet(fleetOptions, async (fleet) => {
     const [{ handle: collector }, redis, queues, key] = [fleet.app('collector'), fleet.redis, fleet.queues, fleet.keys['BENCH1']!.ingest];
     ctx.log(`collector pid ${collector.process.pid} on ${collector.url}, redis-server pid ${redis.pid} on ${redis.url}`);
+    // The rules fingerprint the aggregators would publish (none runs here): the collector rolls batches up, as in production.
+    await fleet.inspect.set(redisKeys(fleet.prefix).rules, fleet.rules.fingerprint);
 
     const runs = [];
     for (const load of LOADS) {
