@@ -50,19 +50,29 @@ const TAKES: Record<string, readonly DlqOption[]> = {
   purge: [...FILTERS, 'all', 'dry-run', 'yes'],
 };
 
-/** Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). Never prompts. */
-export function runDlqCli(argv: readonly string[], deps: DlqCliDeps, io: CliIo): Promise<number> {
-  return runCli(argv, io, USAGE, DLQ_OPTIONS, (command, args, values) => run(command, args, values, deps, io));
+/**
+ * Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). Never prompts. `deps` may be a
+ * function that connects: it is called only once the command line has been checked whole, so a usage error is
+ * answered as one (exit 2) without Redis, and nothing is done on a command line with a mistake in it.
+ */
+export function runDlqCli(argv: readonly string[], deps: DlqCliDeps | (() => Promise<DlqCliDeps>), io: CliIo): Promise<number> {
+  const open = typeof deps === 'function' ? deps : async () => deps;
+  return runCli(argv, io, USAGE, DLQ_OPTIONS, (command, args, values) => run(command, args, values, open, io));
 }
 
-async function run(command: string, args: string[], values: CliValues<typeof DLQ_OPTIONS>, deps: DlqCliDeps, io: CliIo): Promise<number> {
+async function run(
+  command: string,
+  args: string[],
+  values: CliValues<typeof DLQ_OPTIONS>,
+  open: () => Promise<DlqCliDeps>,
+  io: CliIo,
+): Promise<number> {
   const takes = Object.hasOwn(TAKES, command) ? TAKES[command] : undefined;
   if (!takes) throw new UsageError(`unknown command "${command}"`);
   for (const option of Object.keys(values) as DlqOption[]) {
     if (option in DLQ_OPTIONS && values[option] !== undefined && !takes.includes(option))
       throw new UsageError(`${command} takes no --${option}${NOT_TAKEN_HINT[option]?.(command) ?? ''}`);
   }
-  const now = (deps.now ?? Date.now)();
   const filter = withUsage(dlq.parseFilter, { reason: values.reason, olderThan: values['older-than'], newerThan: values['newer-than'] });
   const dryRun = Boolean(values['dry-run']);
 
@@ -71,6 +81,8 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
     const limit = values.limit === undefined ? 50 : Number(values.limit);
     if (!Number.isInteger(limit) || limit < 0) throw new UsageError(`--limit must be a whole number; got "${values.limit}"`);
     const names = values.queue === undefined ? QUEUE_NAMES : [withUsage(dlq.assertQueueName, values.queue)];
+    const deps = await open();
+    const now = (deps.now ?? Date.now)();
     const rows: dlq.FailedJob[] = [];
     const summary: string[] = [];
     for (const name of names) {
@@ -87,10 +99,12 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
 
   if (command === 'show' && args.length !== 2) throw new UsageError('show takes <queue> <id>');
   if (args[0] === undefined) throw new UsageError(`${command} needs a queue (${QUEUE_NAMES.join(', ')})`);
-  const queue = queueShards(deps.queues, withUsage(dlq.assertQueueName, args[0]));
+  const queueName = withUsage(dlq.assertQueueName, args[0]);
 
   if (command === 'show') {
-    const job = await dlq.showJob(queue, args[1]!);
+    const deps = await open();
+    const now = (deps.now ?? Date.now)();
+    const job = await dlq.showJob(queueShards(deps.queues, queueName), args[1]!);
     if (values.json) {
       io.out(JSON.stringify(job, null, 2));
       return 0;
@@ -117,19 +131,24 @@ async function run(command: string, args: string[], values: CliValues<typeof DLQ
   // replay and purge: one job by id, or every failed job that matches --all or the filters.
   if (command === 'purge' && !dryRun && !values.yes)
     throw new UsageError('purge deletes failed jobs for good and never asks: add --yes (or --dry-run to see what it would delete)');
+  if (args.length === 2 && (values.all || !dlq.isEmptyFilter(filter)))
+    throw new UsageError(`${command} <queue> <id> takes no --all or filters`);
+  if (args.length !== 1 && args.length !== 2) throw new UsageError(`${command} takes <queue> <id>, or <queue> with --all or filters`);
+  if (args.length === 1 && values.all && !dlq.isEmptyFilter(filter)) throw new UsageError(`${command}: use --all or filters, not both`);
+  if (args.length === 1 && !values.all && dlq.isEmptyFilter(filter))
+    throw new UsageError(`${command} <queue> needs an id, --all, or a filter (--reason, --older-than, --newer-than)`);
+
+  const deps = await open();
+  const now = (deps.now ?? Date.now)();
+  const queue = queueShards(deps.queues, queueName);
   const replay = { dedupeWindowMs: deps.dedupeWindowMs, pastDedupeWindow: Boolean(values['past-dedupe-window']), now, dryRun };
   const would = dryRun ? `dry run: would ${command}` : { replay: 'replayed', purge: 'purged' }[command];
   if (args.length === 2) {
-    if (values.all || !dlq.isEmptyFilter(filter)) throw new UsageError(`${command} <queue> <id> takes no --all or filters`);
     const job = await (command === 'purge' ? dlq.purgeJob(queue, args[1]!, { dryRun }) : dlq.replayJob(queue, args[1]!, replay));
     const failed = command === 'replay' ? ` (failed ${dlq.formatAge(now - job.failedAt)} ago: ${oneLine(job.reason, 100)})` : '';
     io.out(`${would} job ${job.id} in ${job.queue}${failed}`);
     return 0;
   }
-  if (args.length !== 1) throw new UsageError(`${command} takes <queue> <id>, or <queue> with --all or filters`);
-  if (values.all && !dlq.isEmptyFilter(filter)) throw new UsageError(`${command}: use --all or filters, not both`);
-  if (!values.all && dlq.isEmptyFilter(filter))
-    throw new UsageError(`${command} <queue> needs an id, --all, or a filter (--reason, --older-than, --newer-than)`);
   let bar: Progress | undefined;
   const onProgress = (done: number, total: number) => {
     if (done === 1) bar = deps.progress?.(`${command} ${queue[0]!.name}`, total);

@@ -307,6 +307,40 @@ describe('options a command does not take', () => {
     }
     expect(await queues.events.getFailedCount()).toBe(3);
   });
+
+  it('checks the whole command line before it connects: a usage error never waits for Redis', async () => {
+    const usage: string[][] = [
+      ['replay', 'events'],
+      ['replay', 'events', 'l0', '--all'],
+      ['replay', 'events', 'a', 'b', 'c'],
+      ['replay', 'events', '--all', '--reason', 'x'],
+      ['purge', 'events', '--all'],
+      ['list', '--limit', '-1'],
+      ['list', '--queue', 'nope'],
+      ['show', 'nope', 'l0'],
+      ['replay', 'events', '--older-than', 'soon'],
+      ['frobnicate'],
+    ];
+    for (const argv of usage) {
+      let connected = false;
+      const c = io();
+      const code = await runDlqCli(
+        argv,
+        async () => {
+          connected = true;
+          return deps();
+        },
+        c.io,
+      );
+      expect([code, connected], argv.join(' ')).toEqual([2, false]);
+    }
+    // A well-formed command connects, once.
+    let opened = 0;
+    const c = io();
+    const lazy = async () => (opened++, deps());
+    expect(await runDlqCli(['list', '--queue', 'events'], lazy, c.io)).toBe(0);
+    expect(opened).toBe(1);
+  });
 });
 
 describe('a connection lost in the middle of a command', () => {

@@ -15,21 +15,24 @@ const progress = (label: string, total: number): Progress | undefined => {
   return { update: (done) => bar.update(done), stop: () => bar.stop() };
 };
 
-/** One dlq command (not a call for help: main.ts answers those without loading this module), on Redis. */
+/**
+ * One dlq command (not a call for help: main.ts answers those without loading this module), on Redis. The command
+ * line is checked whole before the backend is chosen and connected to (runDlqCli's lazy deps).
+ */
 export async function runDlq(argv: readonly string[]): Promise<void> {
-  const env = backendEnvOrExit(rawEnv(), { redis: true }, argv);
-  const config = loadConfigOrExit(toolEnvSchemas.dlq, env);
-
-  const { redis, queues, close } = await connectToolRedis(config);
+  const err = (line: string) => process.stderr.write(`${line}\n`);
+  let close: (() => Promise<void>) | undefined;
+  const connect = async () => {
+    const env = backendEnvOrExit(rawEnv(), { redis: true }, argv);
+    const config = loadConfigOrExit(toolEnvSchemas.dlq, env);
+    const tool = await connectToolRedis(config);
+    close = tool.close;
+    const windowSeconds = await replayGuardWindowSeconds(tool.redis, config.KEY_PREFIX, config.DEDUPE_WINDOW_SECONDS, err);
+    return { queues: tool.queues, dedupeWindowMs: windowSeconds * 1000, progress };
+  };
   try {
-    const err = (line: string) => process.stderr.write(`${line}\n`);
-    const windowSeconds = await replayGuardWindowSeconds(redis, config.KEY_PREFIX, config.DEDUPE_WINDOW_SECONDS, err);
-    process.exitCode = await runDlqCli(
-      argv,
-      { queues, dedupeWindowMs: windowSeconds * 1000, progress },
-      { out: (line) => process.stdout.write(`${line}\n`), err },
-    );
+    process.exitCode = await runDlqCli(argv, connect, { out: (line) => process.stdout.write(`${line}\n`), err });
   } finally {
-    await close();
+    await close?.();
   }
 }
