@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { metricValue as sumMetric } from '@tally/testing';
-import { costOf } from './cost';
-import { DEFAULT_WORKLOAD, sizeDeployment } from './sizing';
+import { costOf, noEventsApplied } from './cost';
+import { DEFAULT_MEASURED, DEFAULT_WORKLOAD, sizeDeployment } from './sizing';
 
 const agg = `# HELP tally_events_applied_total x
 tally_events_applied_total{app="bucket-aggregator"} 500000`;
@@ -29,6 +29,19 @@ describe('cost', () => {
   it('reports zero per million when nothing was applied', () => {
     const r = costOf([''], [writer], 1, 1);
     expect([r.writeUnitsPerMillionEvents, r.readUnitsPerMillionEvents, r.dollarsPerMillionEvents]).toEqual([0, 0, 0]);
+  });
+  it('says why there is no cost per event: the events metric missing (URLs swapped?) or 0 (no traffic) at each URL', () => {
+    const a = 'http://a:7403/metrics';
+    const b = 'http://b:7403/metrics';
+    expect(noEventsApplied([a, b], [agg, ''])).toBeUndefined();
+    const zero = 'tally_events_applied_total{app="bucket-aggregator"} 0';
+    expect(noEventsApplied([a], [writer])).toBe(
+      `tally_events_applied_total is missing at ${a}; check that each --aggregator URL is a bucket-aggregator's and each --writer URL a dynamo-writer's (not swapped)`,
+    );
+    expect(noEventsApplied([a, b], [zero, zero])).toBe(
+      `tally_events_applied_total is 0 at ${a}, 0 at ${b}; no events applied yet: send traffic first (e.g. npm run loadgen), then run this again`,
+    );
+    expect(noEventsApplied([a, b], [zero, writer])).toMatch(/^tally_events_applied_total is 0 at \S+, missing at \S+; check that/);
   });
 });
 
@@ -61,5 +74,23 @@ describe('sizing', () => {
     expect(s.monthly.readUnits).toBe(550 * 2_592_000);
     expect(s.monthly.onDemandUsd).toBeCloseTo(5_000 * 2.592 * 0.625 + 550 * 2.592 * 0.125, 6);
     expect(s.monthly.provisionedUsd).toBeCloseTo(5_000 * 730 * 0.00065 + 550 * 730 * 0.00013, 6);
+  });
+  it('refuses a 0 it divides by (events per batch, aggregator and end-to-end events/s) rather than size an infinite deployment', () => {
+    expect(() => sizeDeployment({ ...workload, eventsPerBatch: 0 }, measured)).toThrow('eventsPerBatch must be above 0, got 0');
+    expect(() => sizeDeployment(workload, { ...measured, aggregatorEventsPerSecond: 0 })).toThrow(
+      'aggregatorEventsPerSecond must be above 0',
+    );
+    expect(() => sizeDeployment(workload, { ...measured, endToEndEventsPerSecondPerRedis: 0 })).toThrow(
+      'endToEndEventsPerSecondPerRedis must be above 0',
+    );
+    // Every other input may be 0 and sizes finitely.
+    const zeros = (o: Record<string, number>, keep: string[]) =>
+      Object.fromEntries(Object.keys(o).map((k) => [k, keep.includes(k) ? o[k] : 0]));
+    const s = sizeDeployment(
+      zeros(workload, ['eventsPerBatch']) as typeof workload,
+      zeros(DEFAULT_MEASURED, ['aggregatorEventsPerSecond', 'endToEndEventsPerSecondPerRedis']) as typeof DEFAULT_MEASURED,
+    );
+    expect(JSON.stringify(s)).not.toMatch(/null|Infinity/);
+    expect([s.redisBytes.total, s.redisMasters, s.aggregatorReplicas, s.monthly.onDemandUsd]).toEqual([0, 3, 2, 0]);
   });
 });

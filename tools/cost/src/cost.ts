@@ -31,3 +31,18 @@ export function costOf(
     pricePerMillionReadUnits,
   };
 }
+
+/**
+ * Why a run has no cost per event, or undefined if its aggregators applied events: tally_events_applied_total is
+ * missing (not an aggregator's /metrics: the URLs swapped?) or 0 (no traffic yet) at every aggregator URL given.
+ */
+export function noEventsApplied(aggregatorUrls: string[], aggregatorMetrics: string[]): string | undefined {
+  const name = 'tally_events_applied_total';
+  if (aggregatorMetrics.reduce((s, t) => s + metricValue(t, name), 0) > 0) return undefined;
+  const present = aggregatorMetrics.map((t) => t.split('\n').some((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`)));
+  const where = aggregatorUrls.map((url, i) => `${present[i] ? '0' : 'missing'} at ${url}`).join(', ');
+  const what = present.every(Boolean)
+    ? 'no events applied yet: send traffic first (e.g. npm run loadgen), then run this again'
+    : "check that each --aggregator URL is a bucket-aggregator's and each --writer URL a dynamo-writer's (not swapped)";
+  return `${name} is ${where}; ${what}`;
+}

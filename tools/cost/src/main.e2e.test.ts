@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { REPO_ROOT, startProcess } from '@tally/testing';
 import { describe, expect, it } from 'vitest';
@@ -24,6 +26,46 @@ describe('npm run cost', () => {
     const missing = await run('--price');
     expect(missing.code).toBe(2);
     expect(missing.output).toContain("tally cost: Option '--price <value>' argument missing");
+  });
+
+  it('answers a 0 for a figure it divides by with exit 2 naming the flag, not an infinite deployment', async () => {
+    for (const flag of ['events-per-batch', 'aggregator-eps', 'e2e-eps']) {
+      const r = await run('size', `--${flag}`, '0');
+      expect(r.code, flag).toBe(2);
+      expect(r.output).toContain(`tally cost size: --${flag} must be a positive number, got 0`);
+      expect(r.output).not.toMatch(/∞|Infinity/);
+    }
+    // Other figures may be 0.
+    const r = await run('size', '--queries', '0', '--rcu-per-query', '0');
+    expect(r.code).toBe(0);
+    expect(r.output).not.toMatch(/∞|Infinity|NaN/);
+  });
+
+  it('exits 1 saying which metric is missing or 0 where, rather than price no events at $0', async () => {
+    // Two fake apps' /metrics: a writer (no tally_events_applied_total) and an aggregator that applied nothing.
+    const serve = async (text: string) => {
+      const server = createServer((_req, res) => res.end(text)).listen(0, '127.0.0.1');
+      await new Promise((resolve) => server.once('listening', resolve));
+      return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+    };
+    const writer = await serve('tally_dynamodb_consumed_write_units_total{operation="UpdateItem"} 1200\n');
+    const idle = await serve('tally_events_applied_total{app="bucket-aggregator"} 0\n');
+    try {
+      const swapped = await run('--aggregator', writer.url, '--writer', idle.url);
+      expect(swapped.code).toBe(1);
+      expect(swapped.output.trim()).toBe(
+        `[stderr] tally cost: tally_events_applied_total is missing at ${writer.url}/metrics; check that each --aggregator URL is a bucket-aggregator's and each --writer URL a dynamo-writer's (not swapped)`,
+      );
+      const noTraffic = await run('--aggregator', idle.url, '--writer', writer.url, '--json');
+      expect(noTraffic.code).toBe(1);
+      expect(noTraffic.output).toContain(
+        `tally_events_applied_total is 0 at ${idle.url}/metrics; no events applied yet: send traffic first`,
+      );
+      expect(noTraffic.output).not.toContain('USD');
+    } finally {
+      writer.server.close();
+      idle.server.close();
+    }
   });
 
   it('sizes the default workload of docs/SCALING.md from the figures that document quotes, and prints its Result', async () => {

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
-import { costOf } from './cost';
-import { DEFAULT_MEASURED, DEFAULT_WORKLOAD, sizeDeployment } from './sizing';
+import { costOf, noEventsApplied } from './cost';
+import { DEFAULT_MEASURED, DEFAULT_WORKLOAD, DIVISORS, sizeDeployment } from './sizing';
 
 /** `npm run cost -- size` flags: the workload or measured figure each sets. */
 const SIZE_FLAGS: Record<string, string> = {
@@ -31,11 +31,14 @@ if (process.argv.includes('--help') || process.argv.includes('-h')) {
   process.stdout.write(USAGE);
   process.exit(0);
 }
-/** A flag's value as a non-negative number (`what` it counts follows "number"), or exit 2 naming the flag. */
-function nonNegative(command: string, flag: string, value: string, what = ''): number {
+/**
+ * A flag's value as a non-negative number (`what` it counts follows "number"), or a positive one if `positive` (a
+ * divisor: 0 would size an infinite deployment), or exit 2 naming the flag.
+ */
+function nonNegative(command: string, flag: string, value: string, what = '', positive = false): number {
   const x = Number(value);
-  if (!Number.isFinite(x) || x < 0) {
-    process.stderr.write(`${command}: --${flag} must be a non-negative number${what}, got ${value}\n`);
+  if (!Number.isFinite(x) || x < 0 || (positive && x === 0)) {
+    process.stderr.write(`${command}: --${flag} must be a ${positive ? 'positive' : 'non-negative'} number${what}, got ${value}\n`);
     process.exit(2);
   }
   return x;
@@ -58,7 +61,8 @@ if (process.argv[2] === 'size') {
   const workload: Record<string, number> = { ...DEFAULT_WORKLOAD };
   const measured: Record<string, number> = { ...DEFAULT_MEASURED };
   for (const [flag, value] of Object.entries(values)) {
-    (SIZE_FLAGS[flag]! in workload ? workload : measured)[SIZE_FLAGS[flag]!] = nonNegative('tally cost size', flag, String(value));
+    const name = SIZE_FLAGS[flag]!;
+    (name in workload ? workload : measured)[name] = nonNegative('tally cost size', flag, String(value), '', DIVISORS.includes(name));
   }
   const s = sizeDeployment(workload as typeof DEFAULT_WORKLOAD, measured as typeof DEFAULT_MEASURED);
   const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -104,12 +108,17 @@ const fetchText = async (base: string) => {
     process.exit(1);
   }
 };
-const report = costOf(
-  await Promise.all(values.aggregator.map(fetchText)),
-  await Promise.all(values.writer.map(fetchText)),
-  price,
-  readPrice,
+const aggregatorMetrics = await Promise.all(values.aggregator.map(fetchText));
+const report = costOf(aggregatorMetrics, await Promise.all(values.writer.map(fetchText)), price, readPrice);
+// No events applied: nothing to price per event (units / 0), so say why rather than print $0.
+const noEvents = noEventsApplied(
+  values.aggregator.map((base) => new URL('/metrics', base).href),
+  aggregatorMetrics,
 );
+if (noEvents) {
+  process.stderr.write(`tally cost: ${noEvents}\n`);
+  process.exit(1);
+}
 if (values.json) console.log(JSON.stringify(report));
 else {
   const n = (x: number) => Math.round(x).toLocaleString('en-US');

@@ -44,6 +44,9 @@ export const DEFAULT_MEASURED = {
 };
 export type Measured = typeof DEFAULT_MEASURED;
 
+/** The workload and measured figures sizeDeployment divides by: each must be above 0 (0 sizes an infinite deployment). */
+export const DIVISORS: readonly string[] = ['eventsPerBatch', 'aggregatorEventsPerSecond', 'endToEndEventsPerSecondPerRedis'];
+
 /** us-east-1 prices in USD: per million write and read request units on-demand, per WCU-hour and RCU-hour provisioned. */
 const US_EAST_1 = { onDemandWrite: 0.625, onDemandRead: 0.125, provisionedWcuHour: 0.00065, provisionedRcuHour: 0.00013 };
 
@@ -51,6 +54,8 @@ const SECONDS_PER_MONTH = 30 * 86_400;
 const HOURS_PER_MONTH = 730;
 
 export function sizeDeployment(w: Workload, m: Measured, p = US_EAST_1) {
+  const inputs: Record<string, number> = { ...w, ...m };
+  for (const name of DIVISORS) if (!(inputs[name]! > 0)) throw new RangeError(`${name} must be above 0, got ${inputs[name]}`);
   // Open rows: visitors active within their idle window, and every product viewed today in every store.
   const visitorsPerMinute = w.visitorsPerMonth / (SECONDS_PER_MONTH / 60);
   const openVisitorRows = visitorsPerMinute * w.visitorIdleMinutes;
