@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BucketEraser, BucketStore } from '@tally/buckets';
 import { HistoryMemo } from '@tally/query';
@@ -68,7 +70,14 @@ const admin = {
   },
   operatorToken: config.ADMIN_OPERATOR_TOKEN,
 };
-const dashboardDir = config.DASHBOARD_DIR ?? fileURLToPath(new URL('../../dashboard/dist', import.meta.url));
+// Unset: the repository's apps/dashboard/dist, from the sources (apps/query-api/src) or from the bundle (dist/query-api).
+const dashboardDir =
+  config.DASHBOARD_DIR ??
+  [
+    fileURLToPath(new URL('../../dashboard/dist', import.meta.url)),
+    fileURLToPath(new URL('../../apps/dashboard/dist', import.meta.url)),
+  ].find((dir) => existsSync(join(dir, 'index.html'))) ??
+  fileURLToPath(new URL('../../dashboard/dist', import.meta.url));
 
 let isShuttingDown = () => false;
 const app = await buildApp({

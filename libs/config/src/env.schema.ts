@@ -178,7 +178,9 @@ export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
     .describe(
       'Deadline of one Redis command and of each DynamoDB request of a query (a read is tried twice); past it the request answers 503.',
     ),
-  DASHBOARD_DIR: optionalPath('Directory of the built dashboard; unset = apps/dashboard/dist next to the sources.'),
+  DASHBOARD_DIR: optionalPath(
+    "Directory of the built dashboard; unset = the repository's apps/dashboard/dist (from the sources or the bundle in dist/; the image sets /app/dashboard).",
+  ),
   DEDUPE_WINDOW_SECONDS,
   ADMIN_OPERATOR_TOKEN: z
     .string()
