@@ -196,6 +196,32 @@ describe('dead-letter operations on a real Redis', () => {
   });
 });
 
+describe('a failed set that changes during a bulk scan', () => {
+  it('passes over none of the jobs still failed when others leave the set between pages', async () => {
+    await failJobs(
+      queues[QUEUE.dynamoWrites],
+      Array.from({ length: 6 }, (_, i) => ({ data: { store: 'S1', pk: `S1#product#P${i}` }, opts: { jobId: `m${i}` } })),
+      () => 'DynamoDB throttled',
+    );
+    // Another operator purges the two oldest while this scan reads its first page (pages of 2).
+    let purged: Promise<unknown> | undefined;
+    const reason = /throttled/;
+    const filter = {
+      reason: {
+        test: (text: string) => {
+          purged ??= Promise.all(['m0', 'm1'].map(async (id) => (await queues[QUEUE.dynamoWrites].getJob(id))?.remove()));
+          return reason.test(text);
+        },
+      } as RegExp,
+    };
+    const r = await replayFailed(queues[QUEUE.dynamoWrites], filter, { dedupeWindowMs: DAY, pageSize: 2 });
+    await purged;
+    expect(r.matched.map((j) => j.id).sort()).toEqual(expect.arrayContaining(['m2', 'm3', 'm4', 'm5']));
+    expect(r.done.sort()).toEqual(['m2', 'm3', 'm4', 'm5']);
+    expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(0);
+  });
+});
+
 describe('dlq command line', () => {
   const deps = () => ({ queues, dedupeWindowMs: DAY });
 

@@ -153,18 +153,19 @@ function toFailedJob(queue: QueueName, job: Job, shard?: number): FailedJob {
 }
 
 /**
- * The failed jobs of every shard that match, with the shard holding each. Read in pages, oldest failure first (new
- * failures append at the end, so a scan is not disturbed by them); each id once even when the set shifts between pages.
+ * The failed jobs of every shard that match, with the shard holding each: the ids of the whole failed set first, in
+ * one read (oldest failure first), then the jobs in pages by id, so jobs that leave the set meanwhile (another
+ * operator, retention) shift nothing and none is passed over; one gone by its turn is left out.
  */
 async function scanMatching(queue: QueueShards, filter: JobFilter, now: number, pageSize = 200) {
   const { shards, name, shardOf } = shardsOf(queue);
   const found: Array<{ info: FailedJob; queue: Queue }> = [];
   for (const [i, q] of shards.entries()) {
-    const seen = new Set<string>();
-    for (let start = 0, page: Job[] = []; start === 0 || page.length === pageSize; start += pageSize) {
-      page = (await q.getJobs(['failed'], start, start + pageSize - 1, true)).filter((j): j is Job => Boolean(j));
-      for (const job of page.filter((j) => !seen.has(String(j.id)))) {
-        seen.add(String(job.id));
+    const ids = [...new Set(await q.getRanges(['failed'], 0, -1, true))];
+    for (let start = 0; start < ids.length; start += pageSize) {
+      const page = await Promise.all(ids.slice(start, start + pageSize).map((id) => Job.fromId(q, id)));
+      for (const job of page) {
+        if (!job) continue;
         const info = toFailedJob(name, job, shardOf(i));
         if (matches(info, filter, now)) found.push({ info, queue: q });
       }
