@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { ConditionalCheckFailedException, DeleteItemCommand, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { BucketEraser } from '@tally/buckets';
 import type { CompiledRules } from '@tally/schema';
 import type { Job, JobType, Queue } from 'bullmq';
@@ -66,28 +66,46 @@ const PAGE = 500;
  * Deletes a store and everything of it: the tenant, its API keys, every DynamoDB item of every entity, every
  * Redis key, and its queued and failed jobs. In order, so that nothing is re-created:
  * 1. the Redis tombstone is set (every script of the store becomes a no-op: late batches and in-flight flushes
- *    write nothing, and the aggregator drops a batch of the store rather than failing it) and the tenant is marked
- *    `deletingAt` (every app then treats the store as unknown, within its cache TTL);
+ *    write nothing, and the aggregator drops a batch of the store rather than failing it) and the tenant and its
+ *    tenant index entry are marked `deletingAt` (every app then treats the store as unknown, within its cache TTL);
  * 2. its API keys are deleted, its queued and failed jobs removed, and its running jobs waited for;
  * 3. its Redis keys and DynamoDB items are deleted, the Redis keys once more (whatever a job finishing in
- *    between left), then the tenant.
- * An interrupted deletion is resumed by calling it again (the tenant stays marked until the end). Throws
- * TALLY_ERR_TENANT_NOT_FOUND for a store that does not exist (or whose deletion finished).
+ *    between left), then the tenant, then its index entry.
+ * An interrupted deletion is resumed by calling it again: the tenant stays marked until it goes, and its entry in
+ * the tenant index (deleted last) carries the same mark, so a deletion cut short after the tenant went is finished
+ * too. Throws TALLY_ERR_TENANT_NOT_FOUND for a store that does not exist: one that never did, one whose deletion
+ * finished, or one whose deletion was cut short after the tenant and its marked index entry went (then only the
+ * tombstone's renewal was left: the tombstone set at the start still runs its course).
  */
 export async function deleteStore(deps: ErasureDeps, store: string): Promise<StoreDeletion> {
   const { db } = deps;
   const now = deps.now ?? Date.now;
-  if (!(await getTenant(db, store))) throw notFound(store);
+  // A tenant, or (its deletion cut short after the tenant went) a marked index entry: anything else is no store.
+  if (!(await getTenant(db, store)) && !(await deletionMarked(db, store)))
+    throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} does not exist (it never did, or its deletion finished)`);
   // The tombstone first: from the moment the tenant looks deleted, a batch of the store is dropped, not failed.
   await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
-  await db.dynamo.send(
-    new UpdateItemCommand({
-      TableName: db.table,
-      Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
-      UpdateExpression: 'SET deletingAt = if_not_exists(deletingAt, :at)',
-      ExpressionAttributeValues: { ':at': S(new Date(now()).toISOString()) },
-    }),
-  );
+  const mark = {
+    UpdateExpression: 'SET deletingAt = if_not_exists(deletingAt, :at)',
+    ExpressionAttributeValues: { ':at': S(new Date(now()).toISOString()) },
+  };
+  try {
+    // Only a tenant that is there: an update would otherwise create one that holds nothing but the mark.
+    await db.dynamo.send(
+      new UpdateItemCommand({
+        TableName: db.table,
+        Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
+        ConditionExpression: 'attribute_exists(pk)',
+        ...mark,
+      }),
+    );
+  } catch (err) {
+    // Gone already (a deletion cut short after it, or one running beside this one): the steps below are idempotent.
+    if (!(err instanceof ConditionalCheckFailedException)) throw err;
+  }
+  // The index entry too (made if a tenant from before the index has none): it outlives the tenant, so a call after
+  // a deletion cut short between the two can tell that store from one that never existed.
+  await db.dynamo.send(new UpdateItemCommand({ TableName: db.table, Key: indexKey(store), ...mark }));
 
   // API keys: the key items go now (a key stops working within the apps' key cache TTL); their listings below.
   const tenantItems = await queryAll(db, tenantPk(store));
@@ -108,10 +126,10 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   const dynamoItems = await deleteItems(db, await scanStoreItems(db, store));
   redisKeys += await deps.eraser.deleteStoreKeys(store);
 
-  // The tenant last: until here a call that was interrupted can be resumed. Its index entry after it, so that a
-  // tenant that exists is always listed (an entry without its tenant is passed over by listTenants).
+  // The tenant last, its index entry after it, so that a tenant that exists is always listed (an entry without its
+  // tenant is passed over by listTenants); a call cut short between the two is resumed by the entry's mark.
   await deleteItems(db, tenantItems);
-  await deleteItems(db, [{ pk: S(TENANT_INDEX_PK), sk: S(store) }]);
+  await deleteItems(db, [indexKey(store)]);
   // Renewed at the end: late batches are dropped for a whole dedupe window after the data is gone.
   await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
   return {
@@ -154,6 +172,14 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
     );
   }
   return { store, visitor, removed, tombstoneUntil: new Date(until).toISOString() };
+}
+
+const indexKey = (store: string): Item => ({ pk: S(TENANT_INDEX_PK), sk: S(store) });
+
+/** Whether the store's tenant index entry carries the mark of a deletion (deleteStore sets it with the tenant's). */
+async function deletionMarked(db: TenantDb, store: string): Promise<boolean> {
+  const out = await db.dynamo.send(new GetItemCommand({ TableName: db.table, Key: indexKey(store), ConsistentRead: true }));
+  return out.Item !== undefined && str(out.Item, 'deletingAt') !== undefined;
 }
 
 const queryAll = (db: TenantDb, pk: string, projection?: string) =>

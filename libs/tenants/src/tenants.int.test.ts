@@ -1,4 +1,4 @@
-import { DeleteItemCommand, PutItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { BatchWriteItemCommand, DeleteItemCommand, PutItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import {
   createTenant,
   createTenantAdmin,
   createTenantDirectory,
+  deleteStore,
   getTenant,
   hashKey,
   issueKey,
@@ -21,6 +22,7 @@ import {
   setTimeZone,
   TenantError,
   TenantsUnavailableError,
+  type ErasureDeps,
   type TenantDb,
 } from './index';
 
@@ -197,6 +199,81 @@ describe('listing tenants', () => {
     // The harness's tenants are indexed as createTenant's are.
     await createTestTenants(dynalite.endpoint, d.table, ['HARNESS9']);
     expect((await listTenants(d)).map((t) => t.store)).toEqual(['HARNESS9', 'KEEP1']);
+  });
+});
+
+describe('deleting a store (its DynamoDB side)', () => {
+  // The Redis side (tombstones, keys, jobs) is libs/buckets' and the query API's tests; here a fake eraser, no queues.
+  const setup = async () => {
+    const d = { ...db, table: await createTestTable(dynalite.endpoint) };
+    const tombstones: string[] = [];
+    const eraser = {
+      markStoreDeleted: async (store: string) => void tombstones.push(store),
+      deleteStoreKeys: async () => 0,
+    } as unknown as ErasureDeps['eraser'];
+    const deps = (on: TenantDb = d): ErasureDeps => ({ db: on, eraser, queues: [], tombstoneSeconds: 60 });
+    const itemsOf = async (store: string) =>
+      ((await d.dynamo.send(new ScanCommand({ TableName: d.table }))).Items ?? [])
+        .map((i) => `${i['pk']!.S!} ${i['sk']!.S!}`)
+        .filter((k) => k.includes(store))
+        .sort();
+    const counterItem = (pk: string) =>
+      d.dynamo.send(new PutItemCommand({ TableName: d.table, Item: { pk: { S: pk }, sk: { S: '2026-01' }, views: { N: '1' } } }));
+    return { d, deps, tombstones, itemsOf, counterItem };
+  };
+
+  it('deletes every item of the store, its index entry last; a store whose deletion finished, or that never was, is not found', async () => {
+    const { d, deps, itemsOf, counterItem } = await setup();
+    await createTenant(d, 'DEL1');
+    await issueKey(d, 'DEL1', ['ingest'], 'shop');
+    await Promise.all([counterItem('DEL1'), counterItem('DEL1#visitor#V1')]);
+    const r = await deleteStore(deps(), 'DEL1');
+    expect(r.removed).toMatchObject({ dynamoItems: 2, apiKeys: 1 });
+    expect(await itemsOf('DEL1')).toEqual([]);
+    for (const store of ['DEL1', 'NEVER1']) {
+      await expect(deleteStore(deps(), store)).rejects.toMatchObject({
+        code: 'TALLY_ERR_TENANT_NOT_FOUND',
+        message: `tenant ${store} does not exist (it never did, or its deletion finished)`,
+      });
+    }
+    expect(await itemsOf('NEVER1')).toEqual([]);
+  });
+
+  it('finishes, when called again, a deletion cut short after the tenant went but before its index entry did', async () => {
+    const { d, deps, tombstones, itemsOf, counterItem } = await setup();
+    await createTenant(d, 'CUT1', { timeZone: 'Europe/Paris' });
+    await issueKey(d, 'CUT1', ['read'], '');
+    await counterItem('CUT1');
+    // A client that dies on the BatchWriteItem deleting the index entry (pk _tenants), after the tenant's went.
+    const dying = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+    const send = dying.send.bind(dying);
+    vi.spyOn(dying, 'send').mockImplementation(((command: unknown) => {
+      if (command instanceof BatchWriteItemCommand && JSON.stringify(command.input).includes('"_tenants"'))
+        return Promise.reject(new Error('interrupted (test)'));
+      return send(command as never);
+    }) as never);
+    await expect(deleteStore(deps({ dynamo: dying, table: d.table }), 'CUT1')).rejects.toThrow('interrupted (test)');
+    dying.destroy();
+    expect(await getTenant(d, 'CUT1')).toBeUndefined();
+    expect(await itemsOf('CUT1')).toEqual(['_tenants CUT1']);
+    expect((await listTenants(d)).map((t) => t.store)).toEqual([]);
+
+    tombstones.length = 0;
+    const again = await deleteStore(deps(), 'CUT1');
+    expect(again.removed).toEqual({ dynamoItems: 0, apiKeys: 0, redisKeys: 0, queuedJobs: 0, failedJobs: 0 });
+    // Nothing re-created (no tenant holding only the mark), the index entry gone, the tombstone renewed.
+    expect(await itemsOf('CUT1')).toEqual([]);
+    expect(tombstones).toContain('CUT1');
+    await expect(deleteStore(deps(), 'CUT1')).rejects.toMatchObject({ code: 'TALLY_ERR_TENANT_NOT_FOUND' });
+  });
+
+  it('does not take an index entry left by a creation cut short for a deletion to finish: not found, nothing touched', async () => {
+    const { d, deps, tombstones, itemsOf } = await setup();
+    await createTenant(d, 'HALF1');
+    await d.dynamo.send(new DeleteItemCommand({ TableName: d.table, Key: { pk: { S: '_tenant#HALF1' }, sk: { S: 'META' } } }));
+    await expect(deleteStore(deps(), 'HALF1')).rejects.toMatchObject({ code: 'TALLY_ERR_TENANT_NOT_FOUND' });
+    expect(await itemsOf('HALF1')).toEqual(['_tenants HALF1']);
+    expect(tombstones).toEqual([]);
   });
 });
 

@@ -1,9 +1,12 @@
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createDynamoClient } from '@tally/dynamo';
 import { createTenantDirectory, SCOPES, type TenantDb } from '@tally/tenants';
 import { createTestTable, freePort, REPO_ROOT, startDynalite, startProcess, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runTenantsCli, USAGE } from './cli';
+import { runTenantsCli, USAGE, type ErasureContext, type TenantsBackends } from './cli';
 
 let dynalite: DynaliteHandle;
 let db: TenantDb;
@@ -21,12 +24,21 @@ afterAll(async () => {
   await dynalite?.stop();
 });
 
-async function cli(...argv: string[]) {
+/** How many times a command opened its backends (only ever after its command line was checked), and what it asked for. */
+const opened: Array<{ redis: boolean }> = [];
+
+/** One command on `backends` (default: the test table, no Redis). */
+async function cliOn(backends: Omit<TenantsBackends, 'db'>, argv: string[]) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runTenantsCli(argv, db, { out: (l) => out.push(l), err: (l) => err.push(l) });
+  const code = await runTenantsCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, (need) => {
+    opened.push(need);
+    return { db, ...backends };
+  });
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
+
+const cli = (...argv: string[]) => cliOn({}, argv);
 
 describe('tenants CLI', () => {
   it('creates a tenant, issues a key printed once, lists keys without them, sets the time zone, revokes', async () => {
@@ -134,10 +146,126 @@ describe('tenants CLI', () => {
       }),
     );
     expect((await cli('show', 'HALF')).out).toMatch(/\ndeletion unfinished since 2026-01-02T03:04:05.000Z: run delete-store again$/);
-    expect((await cli('list')).out).toMatch(/^HALF\tUTC\t\(deletion unfinished: run delete-store again\)\n/);
-    expect((await cli('list')).out.split('\n')[1]).toEqual('SHOP1\tAsia/Tokyo\tEUR');
-    expect((await cli('list', '--reindex')).out.split('\n')[1]).toEqual('SHOP1\tAsia/Tokyo\tEUR');
+    // Every column holds the same field on every row, `-` where it is unset (HALF has no currency): no note lands
+    // in the currency column.
+    const table = [
+      'STORE  TIME ZONE   CURRENCY  NOTE',
+      'HALF   UTC         -         deletion unfinished since 2026-01-02T03:04:05.000Z: run delete-store again',
+      'SHOP1  Asia/Tokyo  EUR       -',
+    ];
+    expect((await cli('list')).out.split('\n')).toEqual(table);
+    expect((await cli('list', '--reindex')).out.split('\n')).toEqual(table);
+    expect(JSON.parse((await cli('list', '--json')).out)).toEqual([
+      expect.objectContaining({ store: 'HALF', timeZone: 'UTC', deletingAt: '2026-01-02T03:04:05.000Z' }),
+      expect.objectContaining({ store: 'SHOP1', timeZone: 'Asia/Tokyo', currency: 'EUR' }),
+    ]);
     expect((await cli('delete-store', 'SHOP1')).err).toMatch(/^tally: delete-store needs Redis/);
+  });
+
+  it('creates a tenant with its currency and visitor history, checked like set checks them; an empty time zone is refused', async () => {
+    expect(await cli('create', 'NEW1', '--currency', 'eur', '--history-months', '12')).toEqual({
+      code: 0,
+      out: 'tally: created tenant NEW1 (time zone UTC, currency EUR, visitor history 12 months)',
+      err: '',
+    });
+    expect((await cli('show', 'NEW1')).out).toMatch(/\ntime zone UTC\n[^]*\ncurrency EUR\nvisitor history 12 months$/);
+    expect((await cli('create', 'NEW2', '--time-zone', 'Asia/Tokyo', '--history-months', 'forever')).out).toBe(
+      'tally: created tenant NEW2 (time zone Asia/Tokyo)',
+    );
+    expect((await cli('show', 'NEW2')).out).toMatch(/\ncurrency unset [^\n]*\nvisitor history kept for ever$/);
+    // A bad value: one line, exit 2, checked before any backend is opened, and no tenant left behind.
+    const bad: Array<[string[], string]> = [
+      [['--time-zone', ''], 'time zone "" is not an IANA time zone name such as Europe/Paris or UTC'],
+      [['--currency', 'XYZ'], 'currency "XYZ" is not an ISO 4217 code such as EUR, USD or JPY'],
+      [['--currency', ''], 'currency "" is not an ISO 4217 code such as EUR, USD or JPY'],
+      [['--history-months', '0'], '--history-months takes a whole number of months from 1 to 1200, or "forever"; got "0"'],
+    ];
+    for (const [options, message] of bad) {
+      const before = opened.length;
+      expect(await cli('create', 'NEW3', ...options)).toEqual({ code: 2, out: '', err: `tally: ${message}` });
+      expect(opened.length).toBe(before);
+    }
+    expect((await cli('show', 'NEW3')).code).toBe(1);
+    // set refuses an empty time zone too (it used to be the only command that did).
+    expect(await cli('set', 'NEW1', '--time-zone', '')).toMatchObject({
+      code: 2,
+      err: expect.stringMatching(/^tally: time zone "" is not/),
+    });
+    expect((await cli('set', 'NEW1', '--currency', 'usd')).out).toMatch(/currency USD,/);
+  });
+
+  it('refuses, exit 2, naming it, an option the command does not take (never ignored), before opening anything', async () => {
+    const cases: Array<[string[], string]> = [
+      [['create', 'NEW4', '--scopes', 'ingest'], 'create takes no --scopes'],
+      [['create', 'NEW4', '--json'], 'create takes no --json'],
+      [['set-currency', 'NEW1', 'JPY', '--history-months', '3'], 'set-currency takes no --history-months'],
+      [['set-time-zone', 'NEW1', 'UTC', '--currency', 'JPY'], 'set-time-zone takes no --currency'],
+      [['set', 'NEW1', '--label', 'x'], 'set takes no --label'],
+      [['show', 'NEW1', '--json'], 'show takes no --json'],
+      [['list', '--time-zone', 'UTC'], 'list takes no --time-zone'],
+      [['list-keys', 'NEW1', '--reindex'], 'list-keys takes no --reindex'],
+      [['issue-key', 'NEW1', '--scopes', 'read', '--currency', 'EUR'], 'issue-key takes no --currency'],
+      [['revoke-key', 'NEW1', 'abcdef', '--label', 'x'], 'revoke-key takes no --label'],
+      [['set-ingest-budget', 'NEW1', '5', '--json'], 'set-ingest-budget takes no --json'],
+      [['delete-store', 'NEW1', '--json'], 'delete-store takes no --json'],
+      [['erase-visitor', 'NEW1', 'V1', '--reindex'], 'erase-visitor takes no --reindex'],
+    ];
+    const before = opened.length;
+    for (const [argv, message] of cases) {
+      const r = await cli(...argv);
+      expect(r.code, argv.join(' ')).toBe(2);
+      expect(r.out).toBe('');
+      expect(r.err.split('\n')[0]).toBe(`tally: ${message}`);
+      expect(r.err).toContain('usage: tenants <command>');
+    }
+    // Bad commands, arities, options and values are refused before anything is opened too.
+    for (const argv of [
+      ['crate', 'NEW4'],
+      ['create'],
+      ['create', 'A', 'B'],
+      ['list', '--bogus'],
+      ['issue-key', 'NEW1'],
+      ['issue-key', 'NEW1', '--scopes', 'write'],
+      ['set-time-zone', 'NEW1', 'Mars/Base'],
+      ['set-ingest-budget', 'NEW1', 'lots'],
+      ['set', 'NEW1', '--history-months', 'ten'],
+    ])
+      expect((await cli(...argv)).code, argv.join(' ')).toBe(2);
+    expect(opened.length).toBe(before);
+    expect((await cli('issue-key', 'NEW1', '--scopes', 'read,write')).err).toBe(
+      'tally: --scopes takes one or more of ingest, read, admin, comma-separated; got "read,write"',
+    );
+    expect((await cli('show', 'NEW1')).out).toMatch(/\ncurrency USD\nvisitor history 12 months$/);
+    expect(await cli('list-keys', 'NEW1', '--json')).toMatchObject({ code: 0, out: '[]' });
+    expect((await cli('show', 'NEW4')).code).toBe(1);
+  });
+
+  it('delete-store finishes a deletion and then says the store does not exist (exit 1), as its usage says', async () => {
+    const tombstones: string[] = [];
+    const erasure = async () =>
+      ({
+        rules: {},
+        eraser: { markStoreDeleted: async (store: string) => void tombstones.push(store), deleteStoreKeys: async () => 0 },
+        queues: [],
+        tombstoneSeconds: 60,
+      }) as unknown as ErasureContext;
+    expect((await cli('create', 'GONE1')).code).toBe(0);
+    const done = await cliOn({ erasure }, ['delete-store', 'GONE1']);
+    expect(opened.at(-1)).toEqual({ redis: true });
+    expect(done).toMatchObject({
+      code: 0,
+      err: expect.stringMatching(/^tally: deleted store GONE1; its late batches are dropped until \S+Z$/),
+    });
+    expect(JSON.parse(done.out)).toMatchObject({ store: 'GONE1', removed: { apiKeys: 0, dynamoItems: 0 } });
+    expect(tombstones).toEqual(['GONE1', 'GONE1']);
+    expect(await cliOn({ erasure }, ['delete-store', 'GONE1'])).toEqual({
+      code: 1,
+      out: '',
+      err: 'tally: tenant GONE1 does not exist (it never did, or its deletion finished)',
+    });
+    expect(USAGE).toMatch(
+      /delete-store <store> +delete the store and all its data; if cut short, run it again to\s+finish it; once finished \(or for a store that never existed\) it\s+says the store does not exist, exit 1/,
+    );
   });
 
   it('names every scope in its usage text (usage.ts imports nothing, to keep --help light)', () => {
@@ -161,6 +289,52 @@ describe('tenants CLI', () => {
     });
     expect(await help.exited).toEqual({ code: 0, signal: null });
     expect(help.output()).toBe(USAGE);
+  });
+
+  it('refuses a bad command line, exit 2, before it looks for DynamoDB or Redis (here: none configured)', async () => {
+    const none = mkdtempSync(join(tmpdir(), 'tally-tenants-cli-'));
+    const env = {
+      ...Object.fromEntries(
+        ['DYNAMODB_ENDPOINT', 'DYNAMODB_TABLE', 'AWS_REGION', 'REDIS_URL', 'REDIS_CLUSTER_NODES', 'REDIS_SENTINELS'].map((n) => [
+          n,
+          undefined,
+        ]),
+      ),
+      TALLY_DATA_DIR: none,
+    };
+    const tenants = async (...argv: string[]) => {
+      const p = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', ...argv], {
+        cwd: REPO_ROOT,
+        env,
+      });
+      return { exit: await p.exited, lines: p.output().split('\n') };
+    };
+    try {
+      const [crate, bogus, notTaken, badValue, arity, good] = await Promise.all([
+        tenants('crate', 'S1'),
+        tenants('list', '--bogus'),
+        tenants('create', 'S1', '--scopes', 'ingest'),
+        tenants('create', 'S1', '--history-months', 'ten'),
+        tenants('delete-store'),
+        tenants('create', 'S1'),
+      ]);
+      expect(crate.lines[0]).toBe('[stderr] tally: unknown command "crate"');
+      expect(bogus.lines[0]).toMatch(/^\[stderr\] tally: Unknown option '--bogus'/);
+      expect(notTaken.lines[0]).toBe('[stderr] tally: create takes no --scopes');
+      expect(badValue.lines).toEqual([
+        '[stderr] tally: --history-months takes a whole number of months from 1 to 1200, or "forever"; got "ten"',
+      ]);
+      expect(arity.lines[0]).toBe('[stderr] tally: delete-store takes <store>');
+      for (const r of [crate, bogus, notTaken, badValue, arity]) {
+        expect(r.exit).toEqual({ code: 2, signal: null });
+        expect(r.lines.join('\n')).not.toMatch(/tally: (using|no) /);
+      }
+      // A good one does look, and stops at finding none.
+      expect(good.exit).toEqual({ code: 1, signal: null });
+      expect(good.lines).toEqual([expect.stringMatching(/^\[stderr\] tally: no DynamoDB to use: /)]);
+    } finally {
+      rmSync(none, { recursive: true, force: true });
+    }
   });
 
   it('says in one line, exit 1, that it cannot reach Redis for a command that needs it (no stack trace per reconnect)', async () => {

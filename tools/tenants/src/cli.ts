@@ -8,6 +8,13 @@ export { USAGE };
 /** What delete-store and erase-visitor need besides DynamoDB (Redis, the queues, the rules); opened on demand. */
 export type ErasureContext = Omit<tenants.ErasureDeps, 'db'> & { rules: CompiledRules };
 
+/** What a command runs on: opened only once its whole command line has been checked. */
+export interface TenantsBackends {
+  db: tenants.TenantDb;
+  /** Redis, the queues and the rules for delete-store and erase-visitor, connected on demand; absent: none. */
+  erasure?: () => Promise<ErasureContext>;
+}
+
 const TENANTS_OPTIONS = {
   'time-zone': { type: 'string' },
   scopes: { type: 'string' },
@@ -18,16 +25,30 @@ const TENANTS_OPTIONS = {
   reindex: { type: 'boolean' },
 } as const;
 
-/** Runs one command; returns the exit code (0 ok, 1 refused or failed, 2 usage or a bad value). */
-export function runTenantsCli(argv: readonly string[], db: tenants.TenantDb, io: CliIo, erasure?: () => Promise<ErasureContext>) {
+type TenantsOption = keyof typeof TENANTS_OPTIONS;
+type Values = CliValues<typeof TENANTS_OPTIONS>;
+
+/**
+ * Runs one command; returns the exit code (0 ok, 1 refused or failed, 2 usage or a bad value). The command, its
+ * arguments, its options and every value the CLI can check are checked before `open` is called (`redis`: the command
+ * needs Redis too), so a bad command line is exit 2 whatever is configured, and nothing is resolved or connected.
+ */
+export function runTenantsCli(
+  argv: readonly string[],
+  io: CliIo,
+  open: (need: { redis: boolean }) => TenantsBackends | Promise<TenantsBackends>,
+): Promise<number> {
   return runCli(argv, io, USAGE, TENANTS_OPTIONS, async (command, args, values) => {
-    const all = commands(db, io, values, erasure);
-    const cmd = Object.hasOwn(all, command) ? all[command] : undefined;
+    const cmd = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
     if (!cmd) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
-    const [arity, what, run] = cmd;
-    if (args.length !== arity) throw new UsageError(`${command} takes ${what}`);
+    for (const option of Object.keys(values) as TenantsOption[]) {
+      if (Object.hasOwn(TENANTS_OPTIONS, option) && values[option] !== undefined && !cmd.takes.includes(option))
+        throw new UsageError(`${command} takes no --${option}`);
+    }
+    if (args.length !== cmd.arity) throw new UsageError(`${command} takes ${cmd.what}`);
     try {
-      await run(args[0]!, args[1]!);
+      const run = cmd.prepare(args, values, io);
+      await run(await open({ redis: cmd.redis === true }));
     } catch (err) {
       // A bad value (time zone, currency, scopes, budget, …) is bad input: exit 2 like a usage error, in one line.
       if (!(err instanceof tenants.TenantError && err.code.startsWith('TALLY_ERR_INVALID_'))) throw err;
@@ -38,110 +59,263 @@ export function runTenantsCli(argv: readonly string[], db: tenants.TenantDb, io:
   });
 }
 
-type Command = [arity: number, what: string, run: (store: string, arg: string) => Promise<void>];
+interface Command {
+  /** Its number of positional arguments, and how the usage error names them. */
+  arity: number;
+  what: string;
+  /** The options it takes: any other is a usage error, never ignored. */
+  takes: readonly TenantsOption[];
+  /** Whether it needs Redis besides DynamoDB. */
+  redis?: boolean;
+  /** Checks the values of the command line (throws UsageError or a TALLY_ERR_INVALID_ TenantError) and returns what runs. */
+  prepare: (args: string[], values: Values, io: CliIo) => (backends: TenantsBackends) => Promise<void>;
+}
 
-/** Each command: its number of positional arguments, how the usage error names them, and what it does. */
-function commands(
-  db: tenants.TenantDb,
-  io: CliIo,
-  values: CliValues<typeof TENANTS_OPTIONS>,
-  erasure?: () => Promise<ErasureContext>,
-): Record<string, Command> {
-  const withRedis = async (command: string) => {
-    if (!erasure) throw new UsageError(`${command} needs Redis (REDIS_URL)`);
-    return { ...(await erasure()), db };
-  };
-  const tenantOrThrow = async (store: string) => {
-    const t = await tenants.getTenant(db, store);
-    if (!t) throw new tenants.TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} does not exist`);
-    return t;
-  };
-  const json = (x: unknown) => io.out(JSON.stringify(x, null, 2));
-  return {
-    create: c(1, '<store>', async (store) => {
-      const t = await tenants.createTenant(db, store, values['time-zone'] ? { timeZone: values['time-zone'] } : {});
-      io.out(`tally: created tenant ${t.store} (time zone ${t.timeZone})`);
-    }),
-    'issue-key': c(1, '<store> --scopes <scope,...>', async (store) => {
+const COMMANDS: Record<string, Command> = {
+  create: {
+    arity: 1,
+    what: '<store> [--time-zone Z] [--currency C] [--history-months N|forever]',
+    takes: ['time-zone', 'currency', 'history-months'],
+    prepare: ([store], values, io) => {
+      const { historyMonths: months, ...settings } = settingsOf(values);
+      // `forever` is what a new tenant has anyway: no retention.
+      const opts = { ...settings, ...(typeof months === 'number' && { historyMonths: months }) };
+      return async ({ db }) => {
+        const t = await tenants.createTenant(db, store!, opts);
+        const shown = [`time zone ${t.timeZone}`];
+        if (t.currency !== undefined) shown.push(`currency ${t.currency}`);
+        if (t.historyMonths !== undefined) shown.push(`visitor history ${historyOf(t)}`);
+        io.out(`tally: created tenant ${t.store} (${shown.join(', ')})`);
+      };
+    },
+  },
+  'issue-key': {
+    arity: 1,
+    what: '<store> --scopes <scope,...> [--label <text>]',
+    takes: ['scopes', 'label'],
+    prepare: ([store], values, io) => {
       if (!values.scopes) throw new UsageError(`issue-key needs --scopes (one or more of ${tenants.SCOPES.join(', ')})`);
-      const scopes = values.scopes.split(',').flatMap((s) => s.trim() || []);
-      const key = await tenants.issueKey(db, store, scopes, values.label ?? '');
-      io.out(key);
-      io.err(
-        `tally: issued key ${tenants.keyIdOf(key)} (${scopes.join(', ')}) for store ${store}; it is shown only this once: store it now`,
-      );
-    }),
-    'revoke-key': c(2, '<store> <key-id>', async (store, keyId) => {
-      const k = await tenants.revokeKey(db, store, keyId);
-      io.out(`tally: revoked key ${k.keyId} of store ${k.store} (${k.label || 'no label'}); it stops working within KEY_CACHE_TTL_MS`);
-    }),
-    'set-time-zone': c(2, '<store> <IANA time zone>', async (store, zone) => {
-      await tenants.setTimeZone(db, store, zone);
-      io.out(`tally: store ${store} now bins days in ${zone} (counts already made keep their days)`);
-    }),
-    'set-currency': c(2, '<store> <ISO 4217 currency code>', async (store, code) => {
-      await tenants.setCurrency(db, store, code.toUpperCase());
-      io.out(`tally: store ${store} now shows revenue in ${code.toUpperCase()} (counts are unchanged)`);
-    }),
-    'set-ingest-budget': c(2, '<store> <events per second | default>', async (store, budget) => {
-      const value = budget === 'default' ? undefined : /^\d+$/.test(budget) ? Number(budget) : NaN;
+      const scopes = scopesOf(values.scopes);
+      return async ({ db }) => {
+        const key = await tenants.issueKey(db, store!, scopes, values.label ?? '');
+        io.out(key);
+        io.err(
+          `tally: issued key ${tenants.keyIdOf(key)} (${scopes.join(', ')}) for store ${store}; it is shown only this once: store it now`,
+        );
+      };
+    },
+  },
+  'revoke-key': {
+    arity: 2,
+    what: '<store> <key-id>',
+    takes: [],
+    prepare:
+      ([store, keyId], _values, io) =>
+      async ({ db }) => {
+        const k = await tenants.revokeKey(db, store!, keyId!);
+        io.out(`tally: revoked key ${k.keyId} of store ${k.store} (${k.label || 'no label'}); it stops working within KEY_CACHE_TTL_MS`);
+      },
+  },
+  'set-time-zone': {
+    arity: 2,
+    what: '<store> <IANA time zone>',
+    takes: [],
+    prepare: ([store, zone], _values, io) => {
+      const timeZone = checkTimeZone(zone!);
+      return async ({ db }) => {
+        await tenants.setTimeZone(db, store!, timeZone);
+        io.out(`tally: store ${store} now bins days in ${timeZone} (counts already made keep their days)`);
+      };
+    },
+  },
+  'set-currency': {
+    arity: 2,
+    what: '<store> <ISO 4217 currency code>',
+    takes: [],
+    prepare: ([store, code], _values, io) => {
+      const currency = currencyOf(code!);
+      return async ({ db }) => {
+        await tenants.setCurrency(db, store!, currency);
+        io.out(`tally: store ${store} now shows revenue in ${currency} (counts are unchanged)`);
+      };
+    },
+  },
+  'set-ingest-budget': {
+    arity: 2,
+    what: '<store> <events per second | default>',
+    takes: [],
+    prepare: ([store, budget], _values, io) => {
+      const value = budget === 'default' ? undefined : /^\d+$/.test(budget!) ? Number(budget) : NaN;
       if (Number.isNaN(value))
         throw new UsageError(`set-ingest-budget takes a whole number of events per second or "default", not ${JSON.stringify(budget)}`);
-      await tenants.setIngestBudget(db, store, value);
-      const perSecond = value === undefined ? 'the default INGEST_BUDGET_EVENTS_PER_SECOND' : value;
-      io.out(`tally: store ${store} may send ${perSecond} events per second (collectors apply it within KEY_CACHE_TTL_MS)`);
-    }),
-    'list-keys': c(1, '<store>', async (store) => {
-      await tenantOrThrow(store);
-      const keys = await tenants.listKeys(db, store);
-      if (values.json) return json(keys);
-      const status = (k: (typeof keys)[number]) => (k.revoked ? `revoked ${k.revokedAt ?? ''}`.trim() : 'active');
-      const rows = keys.map((k) => [k.keyId, k.scopes.join(','), status(k), k.createdAt, k.label]);
-      for (const line of alignColumns([['KEY ID', 'SCOPES', 'STATUS', 'CREATED', 'LABEL'], ...rows])) io.out(line);
-      if (keys.length === 0) io.out(`(store ${store} has no keys; issue one with: tenants issue-key ${store} --scopes ingest)`);
-    }),
-    show: c(1, '<store>', async (store) => {
-      const t = await tenantOrThrow(store);
-      const lines = [
-        `store ${t.store}`,
-        `time zone ${t.timeZone}`,
-        `created ${t.createdAt}`,
-        `ingest budget ${t.ingestEventsPerSecond === undefined ? "the collectors' default (INGEST_BUDGET_EVENTS_PER_SECOND)" : `${t.ingestEventsPerSecond} events/s`}`,
-        `currency ${t.currency ?? 'unset (revenue shown as a plain number)'}`,
-        `visitor history ${historyOf(t)}`,
-      ];
-      if (t.deletingAt) lines.push(`deletion unfinished since ${t.deletingAt}: run delete-store again`);
-      io.out(lines.join('\n'));
-    }),
-    list: c(0, 'no arguments', async () => {
-      const stores = await tenants.listTenants(db, { reindex: values.reindex === true });
-      if (values.json) return json(stores);
-      const unfinished = '(deletion unfinished: run delete-store again)';
-      for (const t of stores) io.out([t.store, t.timeZone, t.currency, t.deletingAt && unfinished].filter(Boolean).join('\t'));
-    }),
-    set: c(1, '<store> [--time-zone Z] [--currency C] [--history-months N|forever]', async (store) => {
-      const months = values['history-months'];
-      const t = await tenants.updateTenant(db, store, {
-        ...(values['time-zone'] !== undefined && { timeZone: values['time-zone'] }),
-        ...(values.currency !== undefined && { currency: values.currency }),
-        ...(months !== undefined && { historyMonths: historyMonths(months) }),
-      });
-      io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${historyOf(t)}`);
-    }),
-    'delete-store': c(1, '<store>', async (store) => {
-      const r = await tenants.deleteStore(await withRedis('delete-store'), store);
-      json(r);
-      io.err(`tally: deleted store ${r.store}; its late batches are dropped until ${r.tombstoneUntil}`);
-    }),
-    'erase-visitor': c(2, '<store> <visitor>', async (store, visitor) =>
-      json(await tenants.eraseVisitor(await withRedis('erase-visitor'), store, visitor)),
-    ),
+      return async ({ db }) => {
+        await tenants.setIngestBudget(db, store!, value);
+        const perSecond = value === undefined ? 'the default INGEST_BUDGET_EVENTS_PER_SECOND' : value;
+        io.out(`tally: store ${store} may send ${perSecond} events per second (collectors apply it within KEY_CACHE_TTL_MS)`);
+      };
+    },
+  },
+  'list-keys': {
+    arity: 1,
+    what: '<store> [--json]',
+    takes: ['json'],
+    prepare:
+      ([store], values, io) =>
+      async ({ db }) => {
+        await tenantOrThrow(db, store!);
+        const keys = await tenants.listKeys(db, store!);
+        if (values.json) return json(io, keys);
+        const status = (k: (typeof keys)[number]) => (k.revoked ? `revoked ${k.revokedAt ?? ''}`.trim() : 'active');
+        const rows = keys.map((k) => [k.keyId, k.scopes.join(','), status(k), k.createdAt, k.label]);
+        for (const line of alignColumns([['KEY ID', 'SCOPES', 'STATUS', 'CREATED', 'LABEL'], ...rows])) io.out(line);
+        if (keys.length === 0) io.out(`(store ${store} has no keys; issue one with: tenants issue-key ${store} --scopes ingest)`);
+      },
+  },
+  show: {
+    arity: 1,
+    what: '<store>',
+    takes: [],
+    prepare:
+      ([store], _values, io) =>
+      async ({ db }) => {
+        const t = await tenantOrThrow(db, store!);
+        const lines = [
+          `store ${t.store}`,
+          `time zone ${t.timeZone}`,
+          `created ${t.createdAt}`,
+          `ingest budget ${t.ingestEventsPerSecond === undefined ? "the collectors' default (INGEST_BUDGET_EVENTS_PER_SECOND)" : `${t.ingestEventsPerSecond} events/s`}`,
+          `currency ${t.currency ?? 'unset (revenue shown as a plain number)'}`,
+          `visitor history ${historyOf(t)}`,
+        ];
+        if (t.deletingAt) lines.push(`deletion unfinished since ${t.deletingAt}: run delete-store again`);
+        io.out(lines.join('\n'));
+      },
+  },
+  list: {
+    arity: 0,
+    what: 'no arguments',
+    takes: ['json', 'reindex'],
+    prepare:
+      (_args, values, io) =>
+      async ({ db }) => {
+        const stores = await tenants.listTenants(db, { reindex: values.reindex === true });
+        if (values.json) return json(io, stores);
+        // Every row has every column, `-` for an unset one, so that a column always holds the same field.
+        const note = (t: tenants.TenantInfo) => (t.deletingAt ? `deletion unfinished since ${t.deletingAt}: run delete-store again` : '-');
+        const rows = stores.map((t) => [t.store, t.timeZone, t.currency ?? '-', note(t)]);
+        for (const line of alignColumns([['STORE', 'TIME ZONE', 'CURRENCY', 'NOTE'], ...rows])) io.out(line);
+        if (stores.length === 0) io.out('(no stores; create one with: tenants create <store>)');
+      },
+  },
+  set: {
+    arity: 1,
+    what: '<store> [--time-zone Z] [--currency C] [--history-months N|forever]',
+    takes: ['time-zone', 'currency', 'history-months'],
+    prepare: ([store], values, io) => {
+      const settings = settingsOf(values);
+      return async ({ db }) => {
+        const t = await tenants.updateTenant(db, store!, settings);
+        io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${historyOf(t)}`);
+      };
+    },
+  },
+  'delete-store': {
+    arity: 1,
+    what: '<store>',
+    takes: [],
+    redis: true,
+    prepare:
+      ([store], _values, io) =>
+      async (backends) => {
+        const r = await tenants.deleteStore(await withRedis(backends, 'delete-store'), store!);
+        json(io, r);
+        io.err(`tally: deleted store ${r.store}; its late batches are dropped until ${r.tombstoneUntil}`);
+      },
+  },
+  'erase-visitor': {
+    arity: 2,
+    what: '<store> <visitor>',
+    takes: [],
+    redis: true,
+    prepare:
+      ([store, visitor], _values, io) =>
+      async (backends) =>
+        json(io, await tenants.eraseVisitor(await withRedis(backends, 'erase-visitor'), store!, visitor!)),
+  },
+};
+
+const json = (io: CliIo, x: unknown) => io.out(JSON.stringify(x, null, 2));
+
+async function withRedis({ db, erasure }: TenantsBackends, command: string) {
+  if (!erasure) throw new UsageError(`${command} needs Redis (REDIS_URL)`);
+  return { ...(await erasure()), db };
+}
+
+async function tenantOrThrow(db: tenants.TenantDb, store: string) {
+  const t = await tenants.getTenant(db, store);
+  if (!t) throw new tenants.TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} does not exist`);
+  return t;
+}
+
+const historyOf = (t: tenants.TenantInfo) => (t.historyMonths === undefined ? 'kept for ever' : `${t.historyMonths} months`);
+
+/**
+ * --time-zone, --currency and --history-months as given (each one given is checked: an empty value is refused, never
+ * taken for "unset"), for create and set.
+ */
+function settingsOf(values: Values): { timeZone?: string; currency?: string; historyMonths?: number | null } {
+  const zone = values['time-zone'];
+  const months = values['history-months'];
+  return {
+    ...(zone !== undefined && { timeZone: checkTimeZone(zone) }),
+    ...(values.currency !== undefined && { currency: currencyOf(values.currency) }),
+    ...(months !== undefined && { historyMonths: historyMonths(months) }),
   };
 }
 
-const c = (arity: number, what: string, run: Command[2]): Command => [arity, what, run];
+// The CLI checks time zones and currencies by the same test as libs/tenants (which checks them again before it
+// writes), so that a bad one is refused before any backend is resolved, in the library's words.
 
-const historyOf = (t: tenants.TenantInfo) => (t.historyMonths === undefined ? 'kept for ever' : `${t.historyMonths} months`);
+/** A time zone the runtime knows (Intl), else TALLY_ERR_INVALID_TIME_ZONE. */
+function checkTimeZone(zone: string): string {
+  try {
+    if (zone !== '') {
+      new Intl.DateTimeFormat('en-US', { timeZone: zone });
+      return zone;
+    }
+  } catch {
+    // not a zone: refused below
+  }
+  throw new tenants.TenantError(
+    'TALLY_ERR_INVALID_TIME_ZONE',
+    `time zone ${JSON.stringify(zone)} is not an IANA time zone name such as Europe/Paris or UTC`,
+  );
+}
+
+const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
+
+/** An ISO 4217 code, in any case (`eur` is EUR), else TALLY_ERR_INVALID_CURRENCY. */
+function currencyOf(code: string): string {
+  const upper = code.toUpperCase();
+  if (!CURRENCIES.has(upper))
+    throw new tenants.TenantError(
+      'TALLY_ERR_INVALID_CURRENCY',
+      `currency ${JSON.stringify(code)} is not an ISO 4217 code such as EUR, USD or JPY`,
+    );
+  return upper;
+}
+
+/** --scopes: a comma-separated list of one or more of SCOPES. */
+function scopesOf(value: string): string[] {
+  const scopes = value.split(',').flatMap((s) => s.trim() || []);
+  const bad = scopes.filter((s) => !(tenants.SCOPES as readonly string[]).includes(s));
+  if (scopes.length === 0 || bad.length > 0)
+    throw new tenants.TenantError(
+      'TALLY_ERR_INVALID_SCOPES',
+      `--scopes takes one or more of ${tenants.SCOPES.join(', ')}, comma-separated; got ${JSON.stringify(value)}`,
+    );
+  return scopes;
+}
 
 /** --history-months: a whole number of months in range, or `forever` (null: the retention is removed). */
 function historyMonths(value: string): number | null {

@@ -2,7 +2,9 @@
 // against SCOPES).
 export const USAGE = `usage: tenants <command> [arguments]
 
-  create <store> [--time-zone <IANA zone>]         create a tenant (default time zone UTC)
+  create <store> [--time-zone Z] [--currency C] [--history-months N|forever]
+                                                   create a tenant (default: time zone UTC, no currency, visitor
+                                                   history kept for ever)
   issue-key <store> --scopes <s,...> [--label <t>]  issue a key; prints it once, on stdout
   revoke-key <store> <key-id>                      revoke a key (key ids: see list-keys)
   set-time-zone <store> <IANA zone>                change the store's time zone
@@ -11,12 +13,18 @@ export const USAGE = `usage: tenants <command> [arguments]
                                                    to the collector's default
   list-keys <store> [--json]                       list keys (ids, scopes, status; never the keys)
   show <store>                                     show the tenant
-  list [--json] [--reindex]                        list every store (--reindex: rebuild the store index first, by a
-                                                   Scan of the table, for stores made by an older version)
+  list [--json] [--reindex]                        list every store, one column per field (- when unset; --reindex:
+                                                   rebuild the store index first, by a Scan of the table, for stores
+                                                   made by an older version)
   set <store> [--time-zone Z] [--currency C] [--history-months N|forever]
                                                    change the store's settings (visitor history retention in months)
-  delete-store <store>                             delete the store and all its data (idempotent; run again if interrupted)
+  delete-store <store>                             delete the store and all its data; if cut short, run it again to
+                                                   finish it; once finished (or for a store that never existed) it
+                                                   says the store does not exist, exit 1
   erase-visitor <store> <visitor>                  erase one visitor's history (store and product aggregates stay)
+
+Each command takes only the options shown with it; any other is a usage error. Exit 0 done, 1 refused or failed, 2 a
+bad command line or value.
 
 scopes: ingest, read, admin. Configured by DYNAMODB_ENDPOINT (unset: the running npm start stack's DynamoDB, else AWS
 DynamoDB in AWS_REGION when set), DYNAMODB_TABLE, AWS_REGION (delete-store and erase-visitor also REDIS_URL, unset:
