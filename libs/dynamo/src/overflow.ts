@@ -31,6 +31,13 @@ export function childSk(sk: string, attr: string): string {
   return `${sk}${hashHex(attr)[depth]}`;
 }
 
+/** The item whose overflow item `sk` is (`M2023-05#3a` → `M2023-05#3` → `M2023-05`); undefined for a base item. */
+export function parentSk(sk: string): string | undefined {
+  const hash = sk.indexOf('#');
+  if (hash < 0) return undefined;
+  return sk.length - hash - 1 <= 1 ? sk.slice(0, hash) : sk.slice(0, -1);
+}
+
 /** The 16 overflow items of `sk`. */
 export function childSks(sk: string): string[] {
   return [...'0123456789abcdef'].map((h) => `${sk}${sk.includes('#') ? '' : '#'}${h}`);

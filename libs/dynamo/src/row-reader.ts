@@ -1,7 +1,7 @@
 import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { baseSk, EXPIRES_ATTR, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, entryOf, type CountEntry } from './cells';
-import { beyondPosition, childSks, overflowEnd, routeToOverflow } from './overflow';
+import { beyondPosition, childSks, overflowEnd, parentSk, routeToOverflow } from './overflow';
 import { ItemBudgetError, RetryableWriteError } from './errors';
 import { metered, type DynamoMeter } from './meter';
 
@@ -172,14 +172,22 @@ export async function getItems(
  * only when its bucket seq is above that item's watermark, or equal to it while the item holds only parts
  * 0..wp of that bucket and the cell is in a later part (partsOfBucket, the writer's cut). Items absent from
  * DynamoDB count as wm = -1. A cell beyond the position of a spilled item belongs to its overflow item (see
- * overflow.ts), judged by that item's position in turn; the overflow items' attributes add to their base item's.
+ * overflow.ts), judged by that item's position in turn; the overflow items' attributes add to their base item's,
+ * but only those of an overflow item whose parent was read spilled: a read of several requests (a Query's pages) can
+ * find an item not yet spilled and then, written meanwhile, its overflow items, whose counts `entries` (read first)
+ * hold already. (A spill never goes back, so an overflow item of an item read unspilled holds only later writes.)
  * Returns base sk -> attribute -> value.
  */
 export function mergeItems(items: Iterable<StoredItem>, entries: readonly CountEntry[]): Map<string, Map<string, bigint>> {
   const out = new Map<string, Map<string, bigint>>();
   const bySk = new Map<string, StoredItem>();
-  for (const it of items) {
-    bySk.set(it.sk, it);
+  for (const it of items) bySk.set(it.sk, it);
+  const held = (sk: string): boolean => {
+    const parent = parentSk(sk);
+    return parent === undefined || (bySk.get(parent)?.spilled === true && held(parent));
+  };
+  for (const it of bySk.values()) {
+    if (!held(it.sk)) continue;
     const base = baseSk(it.sk);
     const attrs = out.get(base);
     if (!attrs) out.set(base, new Map(it.attrs));

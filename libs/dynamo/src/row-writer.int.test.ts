@@ -271,6 +271,31 @@ describe('writeRow', () => {
     expect(largest).toBeLessThan((SPILL_AT_KB + 40) * 1024);
   });
 
+  it('a read torn by a spill (an item read before it spilled, its overflow items after) still counts each cell once', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    const pk = 'S#visitor#Torn';
+    const entries: CountEntry[] = [];
+    for (let seq = 1; seq <= 12; seq++) {
+      for (let p = 0; p < 90; p++) entries.push(e(seq, '2023-123', `pv#${'x'.repeat(110)}${seq}-${p}`, 1));
+    }
+    const expected = mergeItems([], entries);
+    const all = async () => (await queryItems(deps(table), pk, 'M', 'TOTAL')).items;
+    // The first two buckets written: no item has spilled yet.
+    await writeRow(
+      deps(table),
+      pk,
+      entries.filter((x) => x.seq <= 2),
+    );
+    const before = await all();
+    expect(before.filter((it) => it.spilled)).toEqual([]);
+    // The rest written (the outbox, read before, still holds it all): the items spill into overflow items.
+    await writeRow(deps(table), pk, entries);
+    const overflow = (await all()).filter((it) => it.sk.includes('#'));
+    expect(overflow.length).toBeGreaterThan(0);
+    // A Query whose first page held the items as they were before the spill, and its later pages their overflow items.
+    expect(mergeItems([...before, ...overflow], entries)).toEqual(expected);
+  });
+
   it('remembers spilled items: a later flush of one makes no refused UpdateItem, and a stale entry costs one read, never a count', async () => {
     const pk = 'S#visitor#Crawler';
     const bucketOf = (seq: number) => [
