@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clientTarget, loadTarget, stackDemoStore } from './cli';
+import { checkCollectorUrl, clientTarget, loadTarget, parseStores, readKeysFile, stackDemoStore } from './cli';
 import { loadTo } from './driver';
 
 let root: string;
@@ -187,6 +187,134 @@ describe('npm run loadgen', () => {
     const column = lines[1]!.indexOf('events per second');
     for (const line of lines.slice(1).filter((l) => l && !l.startsWith('  --')))
       expect(line.search(/\S/), `continued line ${JSON.stringify(line)}`).toBe(column);
+  });
+});
+
+/** `npm run loadgen -- ARGS` with no npm start stack running; its exit code and output (killed after 30 s). */
+async function loadgen(args: string[]) {
+  const main = path.join(import.meta.dirname, 'main.ts');
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = execFile(
+      process.execPath,
+      ['--no-warnings', '--import', 'tsx', main, ...args],
+      { env: { ...process.env, TALLY_DATA_DIR: path.join(root, 'no-stack') }, timeout: 30_000 },
+      (_err, stdout, stderr) => resolve({ code: child.exitCode, stdout, stderr }),
+    );
+  });
+}
+
+/** A usage error: exit code 2 before anything starts, `loadgen: <message>` then the usage, no stack trace. */
+async function expectUsageError(args: string[], message: string | RegExp) {
+  const run = await loadgen(args);
+  const command = args.includes('--soak') ? 'soak' : 'loadgen';
+  const [first, second] = run.stderr.split('\n');
+  expect([run.code, first], run.stderr).toEqual([
+    2,
+    typeof message === 'string' ? `${command}: ${message}` : expect.stringMatching(message),
+  ]);
+  expect(second).toBe(`usage: npm run ${command === 'soak' ? 'test:soak' : 'loadgen'} -- [options]`);
+  expect(run.stderr).not.toMatch(/\n\s+at /);
+  expect(run.stderr).not.toMatch(/starting a local fleet/);
+  expect(run.stdout).toBe('');
+}
+
+// Sends to a port nothing listens on, were it to start.
+const nowhere = ['--url', 'http://127.0.0.1:9', '--key', 'S1=tly_k', '--key', 'a:b=tly_k', '--duration', '1', '--quiet'];
+
+describe('npm run loadgen checks its command line before anything starts', () => {
+  it('--stores: each STORE:ZONE split at its last ":", the id and zone checked, no id twice', async () => {
+    expect(parseStores('S1:Europe/Paris,a:b:UTC,shop.2-x:Asia/Kathmandu')).toEqual([
+      { id: 'S1', timeZone: 'Europe/Paris' },
+      { id: 'a:b', timeZone: 'UTC' },
+      { id: 'shop.2-x', timeZone: 'Asia/Kathmandu' },
+    ]);
+    expect(() => parseStores('S1:Europe/Pariss')).toThrow(
+      '--stores: time zone "Europe/Pariss" of store S1 is not an IANA time zone name such as Europe/Paris or UTC',
+    );
+    expect(() => parseStores('S1:UTC,_S2:UTC')).toThrow('--stores: store id "_S2" is invalid: 1-128 characters of A-Z');
+    expect(() => parseStores('S 1:UTC')).toThrow('--stores: store id "S 1" is invalid');
+    expect(() => parseStores(`${'S'.repeat(129)}:UTC`)).toThrow('is invalid');
+    expect(() => parseStores('S1:UTC,a:b:UTC,S1:Europe/Paris')).toThrow('--stores names store S1 twice');
+    for (const entry of ['S1', 'S1:', ':UTC', ''])
+      expect(() => parseStores(entry)).toThrow(`--stores entries are STORE:ZONE, got ${JSON.stringify(entry)}`);
+
+    await expectUsageError(
+      ['--stores', 'S1:Europe/Pariss', ...nowhere],
+      '--stores: time zone "Europe/Pariss" of store S1 is not an IANA time zone name such as Europe/Paris or UTC',
+    );
+    await expectUsageError(['--stores', 'S1:UTC,S1:UTC', ...nowhere], '--stores names store S1 twice');
+  });
+
+  it('--stores with --fleet: a bad zone, id or a duplicate stops it before Redis and dynalite start', async () => {
+    await expectUsageError(['--fleet', '--stores', 'S1:Europe/Pariss'], /^loadgen: --stores: time zone "Europe\/Pariss" of store S1 /);
+    await expectUsageError(['--fleet', '--stores', 'a:b:UTC,a:b:UTC'], '--stores names store a:b twice');
+    await expectUsageError(['--fleet', '--stores', 'S#1:UTC'], /^loadgen: --stores: store id "S#1" is invalid/);
+  });
+
+  it('counts (--products, --visitors, --concurrency, --seed, --batch) take whole numbers', async () => {
+    await expectUsageError(['--stores', 'S1:UTC', '--products', '1.5', ...nowhere], '--products must be a whole number >= 1, got "1.5"');
+    await expectUsageError(['--stores', 'S1:UTC', '--visitors', '2.5', ...nowhere], '--visitors must be a whole number >= 1, got "2.5"');
+    await expectUsageError(
+      ['--stores', 'S1:UTC', '--concurrency', '1.5', ...nowhere],
+      '--concurrency must be a whole number >= 1, got "1.5"',
+    );
+    await expectUsageError(['--stores', 'S1:UTC', '--seed', '0.5', ...nowhere], '--seed must be a whole number >= 0, got "0.5"');
+    await expectUsageError(['--stores', 'S1:UTC', '--seed', '', ...nowhere], '--seed must be a whole number >= 0, got ""');
+    await expectUsageError(
+      ['--stores', 'S1:UTC', '--batch', '10.5-20', ...nowhere],
+      '--batch takes N or MIN-MAX, whole numbers of at least 1, got 10.5-20',
+    );
+  });
+
+  it('--keys-file: a file it cannot read, not JSON, or not {"STORE":"KEY"} is one line, exit code 2', async () => {
+    const dir = mkdtempSync(path.join(root, 'keys-'));
+    const file = (name: string, text: string) => {
+      writeFileSync(path.join(dir, name), text);
+      return path.join(dir, name);
+    };
+    const good = file('good.json', '{"S1":"tly_a","a:b":"tly_b"}');
+    expect(readKeysFile(good)).toEqual(
+      new Map([
+        ['S1', 'tly_a'],
+        ['a:b', 'tly_b'],
+      ]),
+    );
+    const missing = path.join(dir, 'missing.json');
+    expect(() => readKeysFile(missing)).toThrow(`cannot read --keys-file ${missing}: ENOENT: no such file or directory`);
+    const broken = file('broken.json', '{"S1": "tly_a",');
+    expect(() => readKeysFile(broken)).toThrow(`--keys-file ${broken} is not JSON: `);
+    const list = file('list.json', '["tly_a"]');
+    expect(() => readKeysFile(list)).toThrow(`--keys-file ${list} must hold a JSON object {"STORE":"KEY",…}, got an array`);
+    const numbers = file('numbers.json', '{"S1": 5}');
+    expect(() => readKeysFile(numbers)).toThrow(`--keys-file ${numbers}: the key of store "S1" must be a non-empty string, got 5`);
+
+    const args = ['--stores', 'S1:UTC', '--url', 'http://127.0.0.1:9', '--duration', '1', '--quiet', '--keys-file'];
+    await expectUsageError([...args, missing], new RegExp(`^loadgen: cannot read --keys-file ${missing}: ENOENT`));
+    await expectUsageError([...args, broken], new RegExp(`^loadgen: --keys-file ${broken} is not JSON: `));
+    await expectUsageError([...args, numbers], `--keys-file ${numbers}: the key of store "S1" must be a non-empty string, got 5`);
+  });
+
+  it('--url: an http:// or https:// URL, else a usage error at once (not 120 s of retries)', async () => {
+    expect(checkCollectorUrl('http://127.0.0.1:7401')).toBe('http://127.0.0.1:7401');
+    expect(checkCollectorUrl('https://tally.example.com/')).toBe('https://tally.example.com');
+    for (const bad of ['localhost:7401', '127.0.0.1:7401', 'ftp://127.0.0.1', 'http//x', ''])
+      expect(() => checkCollectorUrl(bad)).toThrow(
+        `--url takes the collector's http:// or https:// URL, such as http://127.0.0.1:7401, got ${JSON.stringify(bad)}`,
+      );
+    const started = Date.now();
+    await expectUsageError(
+      ['--stores', 'S1:UTC', '--key', 'S1=tly_k', '--duration', '1', '--quiet', '--url', 'localhost:7401'],
+      `--url takes the collector's http:// or https:// URL, such as http://127.0.0.1:7401, got "localhost:7401"`,
+    );
+    expect(Date.now() - started).toBeLessThan(20_000);
+  });
+
+  it('--soak: a run too short for its warm-up and 3 samples is refused, naming the shortest; the dedupe window the apps take', async () => {
+    await expectUsageError(
+      ['--soak', '--minutes', '1'],
+      'a soak run of 60 s is too short: after its 75 s warm-up the judges need 3 samples, --sample-seconds 5 apart; the shortest run is 90 s (--duration 90 or --minutes 1.5)',
+    );
+    await expectUsageError(['--soak', '--dedupe-window', '90.5'], '--dedupe-window must be a whole number from 60 to 2592000, got "90.5"');
   });
 });
 

@@ -2,11 +2,23 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { loadConfig, toolEnvSchemas } from '@tally/config';
+import { isValidTimeZone, STORE_ID_PATTERN } from '@tally/key-layout';
 import { redisNote, runningStack, stackBackend, stackLayout } from '@tally/stack';
+import type { StoreSpec } from './generator';
 
-/** An option of a command line: a string (the default), a number of at least `min`, or a flag; `help` is its line in
- * the usage (a `\n` in it continues under the first line), `arg` names its value there. */
-type CliOption = { type?: 'string' | 'boolean'; default?: string; min?: number; multiple?: true; help: string; arg?: string };
+/** An option of a command line: a string (the default), a number of at least `min` (and at most `max`; a whole
+ * number with `integer`), or a flag; `help` is its line in the usage (a `\n` in it continues under the first line),
+ * `arg` names its value there. */
+type CliOption = {
+  type?: 'string' | 'boolean';
+  default?: string;
+  min?: number;
+  max?: number;
+  integer?: boolean;
+  multiple?: true;
+  help: string;
+  arg?: string;
+};
 export type Values<O> = {
   [K in keyof O]: O[K] extends { type: 'boolean' }
     ? boolean | undefined
@@ -17,8 +29,8 @@ export type Values<O> = {
 
 /**
  * parseArgs (strict) over `options`, with a usage made of their help lines: `--help` prints it and exits 0, a bad
- * command line (an unknown option, a number below its `min`, or what `fail` is called with) prints the problem and
- * the usage and exits 2.
+ * command line (an unknown option, a number below its `min` or above its `max`, a fraction for an `integer`, or what
+ * `fail` is called with) prints the problem and the usage and exits 2.
  */
 export function parseCli<const O extends Record<string, CliOption>>(command: string, synopsis: string, options: O) {
   const usage = [`usage: ${synopsis}`];
@@ -33,7 +45,10 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
     process.exit(2);
   };
   const config = Object.fromEntries(
-    Object.entries(options).map(([name, { min: _min, help: _help, arg: _arg, ...o }]) => [name, { type: 'string', ...o }]),
+    Object.entries(options).map(([name, { min: _min, max: _max, integer: _integer, help: _help, arg: _arg, ...o }]) => [
+      name,
+      { type: 'string', ...o },
+    ]),
   );
   let values: Record<string, unknown>;
   try {
@@ -45,12 +60,15 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
     process.stdout.write(`${usage.join('\n')}\n`);
     process.exit(0);
   }
-  for (const [name, { min }] of Object.entries(options)) {
+  for (const [name, { min, max, integer }] of Object.entries(options)) {
     const v = values[name];
     if (min === undefined || v === undefined) continue;
-    values[name] = Number(v);
-    if (!Number.isFinite(values[name]) || (values[name] as number) < min)
-      fail(`--${name} must be a number >= ${min}, got ${JSON.stringify(v)}`);
+    const n = String(v).trim() === '' ? NaN : Number(v);
+    if (!(integer ? Number.isSafeInteger(n) : Number.isFinite(n)) || n < min || (max !== undefined && n > max))
+      fail(
+        `--${name} must be ${integer ? 'a whole number' : 'a number'} ${max === undefined ? `>= ${min}` : `from ${min} to ${max}`}, got ${JSON.stringify(v)}`,
+      );
+    values[name] = n;
   }
   return { values: values as Values<O>, fail };
 }
@@ -120,4 +138,70 @@ export function stackDemoStore(env: Record<string, string | undefined>, cwd?: st
   return typeof keys?.store === 'string' && typeof keys.ingestKey === 'string'
     ? { store: keys.store, ingestKey: keys.ingestKey, file: join(dirname(stack.file), 'demo-keys.json') }
     : undefined;
+}
+
+/**
+ * The stores of `--stores STORE:ZONE,…`, each split at its last `:` (a store id may hold `:`, a zone never does),
+ * checked as a tenant is: the id against STORE_ID_PATTERN, the zone an IANA name this runtime knows, no id twice.
+ * Throws an Error saying what is wrong (a usage error), before anything starts.
+ */
+export function parseStores(list: string): StoreSpec[] {
+  const seen = new Set<string>();
+  return list.split(',').map((entry) => {
+    const colon = entry.lastIndexOf(':');
+    const [id, timeZone] = [entry.slice(0, Math.max(0, colon)), entry.slice(colon + 1)];
+    if (colon < 0 || !id || !timeZone) throw new Error(`--stores entries are STORE:ZONE, got ${JSON.stringify(entry)}`);
+    if (!STORE_ID_PATTERN.test(id))
+      throw new Error(
+        `--stores: store id ${JSON.stringify(id)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`,
+      );
+    if (!isValidTimeZone(timeZone))
+      throw new Error(
+        `--stores: time zone ${JSON.stringify(timeZone)} of store ${id} is not an IANA time zone name such as Europe/Paris or UTC`,
+      );
+    if (seen.has(id)) throw new Error(`--stores names store ${id} twice`);
+    seen.add(id);
+    return { id, timeZone };
+  });
+}
+
+/** The ingest keys of `--keys-file`: a JSON object of store -> key, each a non-empty string; else an Error in one line. */
+export function readKeysFile(file: string): Map<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read --keys-file ${file}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`--keys-file ${file} is not JSON: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const shape = '{"STORE":"KEY",…}';
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new Error(`--keys-file ${file} must hold a JSON object ${shape}, got ${Array.isArray(json) ? 'an array' : JSON.stringify(json)}`);
+  const keys = new Map<string, string>();
+  for (const [store, key] of Object.entries(json)) {
+    if (typeof key !== 'string' || key === '')
+      throw new Error(
+        `--keys-file ${file}: the key of store ${JSON.stringify(store)} must be a non-empty string, got ${JSON.stringify(key)}`,
+      );
+    keys.set(store, key);
+  }
+  return keys;
+}
+
+/** `--url` checked: an absolute http:// or https:// URL (without its trailing `/`); else an Error saying so. */
+export function checkCollectorUrl(url: string): string {
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed?.protocol !== 'http:' && parsed?.protocol !== 'https:')
+    throw new Error(`--url takes the collector's http:// or https:// URL, such as http://127.0.0.1:7401, got ${JSON.stringify(url)}`);
+  return url.replace(/\/+$/, '');
 }

@@ -1,18 +1,17 @@
 // Load generator: npm run loadgen -- --rate 5000 --duration 30 --via http|client|both --seed 1
 // Sends deterministic shop traffic to a collector (HTTP, ingest keys per store) or through libs/client (Redis),
-// or, with --fleet, starts a whole local fleet, sends to it and checks every DynamoDB count exactly afterwards.
+// or, with --fleet, starts a whole local fleet, sends to it and checks every DynamoDB count exactly afterwards, and
+// every UniqueVisitors answer of its query API (exact where the sketches are exact sets, else Redis's estimate).
 // Soak: npm run test:soak -- --minutes 10 [--rate 300] (loadgen --soak) — steady load through a fleet, sampling every
 // process's RSS, Redis used_memory and the flush lag (soak.ts); exits non-zero when memory keeps growing, the lag is
 // unbounded or a count is off.
-import { readFileSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
-import { clientTarget, loadTarget, parseCli, stackDemoStore } from './cli';
+import { checkCollectorUrl, clientTarget, loadTarget, parseCli, parseStores, readKeysFile, stackDemoStore } from './cli';
 import { loadFleet, loadTo, type LoadStats } from './driver';
-import { expectedCounts } from './expected';
 import { startFleet } from './fleet';
 import { DEMO_STORES, everyBucketRules } from './presets';
-import { soakRun, SOAK_OPTIONS } from './soak';
-import { checkTable, waitForDrain } from './verify';
+import { shortestSoakSeconds, soakRun, soakWarmup, SOAK_OPTIONS } from './soak';
+import { checkFleetCounts, waitForDrain } from './verify';
 
 // A soak run has defaults of its own, which its --help shows.
 const soak = process.argv.includes('--soak');
@@ -24,6 +23,7 @@ const { values: a, fail } = parseCli(command, `npm run ${soak ? 'test:soak' : 'l
   via: { default: soak ? 'both' : 'http', arg: 'http|client|both', help: 'path into Tally' },
   seed: {
     min: 0,
+    integer: true,
     help: 'seed of the traffic: the same seed sends the same batches with the same Idempotency-Keys\n(default 1 with --fleet or --soak, else a new one each run, printed)',
   },
   url: { arg: 'URL', help: "collector base URL (default the running npm start stack's collector, else http://127.0.0.1:7401)" },
@@ -43,10 +43,10 @@ const { values: a, fail } = parseCli(command, `npm run ${soak ? 'test:soak' : 'l
       'always with --fleet or --soak, KTM1:Asia/Kathmandu,LAX1:America/Los_Angeles,UTC1:UTC), each a tenant of the\n' +
       'installation (npm run tenants -- create STORE --time-zone ZONE; --fleet creates them; others are refused)',
   },
-  products: { default: '200', min: 1, help: 'distinct products per store' },
-  visitors: { default: '1000', min: 1, help: 'distinct visitors per store' },
+  products: { default: '200', min: 1, integer: true, help: 'distinct products per store' },
+  visitors: { default: '1000', min: 1, integer: true, help: 'distinct visitors per store' },
   batch: { default: soak ? '20-150' : '100', arg: 'N|MIN-MAX', help: 'events per batch: N on average (N/2 to 3N/2), or MIN to MAX' },
-  concurrency: { default: soak ? '4' : '8', min: 1, help: 'batches in flight' },
+  concurrency: { default: soak ? '4' : '8', min: 1, integer: true, help: 'batches in flight' },
   duplicates: { default: soak ? '0.05' : '0', min: 0, arg: 'F', help: 'share of batches sent twice with the same Idempotency-Key' },
   bad: { default: soak ? '0.01' : '0', min: 0, arg: 'F', help: 'share of batches carrying invalid events' },
   late: { default: '0.1', min: 0, arg: 'F', help: 'share of late sessions' },
@@ -59,14 +59,28 @@ const via = a.via as 'http' | 'client' | 'both';
 if (!['http', 'client', 'both'].includes(via)) fail(`--via must be http, client or both, got ${via}`);
 const [lo, hi] = a.batch.split('-').map(Number) as [number, number?];
 const batchSize = [hi === undefined ? Math.max(1, Math.floor(lo / 2)) : lo, hi ?? Math.ceil(lo * 1.5)] as const;
-if (!(batchSize[0] >= 1 && batchSize[1] >= batchSize[0])) fail(`--batch takes N or MIN-MAX, at least 1, got ${a.batch}`);
-const stores = a.stores
-  ? a.stores.split(',').map((s) => {
-      const [id, timeZone] = s.split(':');
-      return id && timeZone ? { id, timeZone } : fail(`--stores entries are STORE:ZONE, got ${JSON.stringify(s)}`);
-    })
-  : [...DEMO_STORES];
-const keys = new Map<string, string>(Object.entries(a['keys-file'] ? JSON.parse(readFileSync(a['keys-file'], 'utf8')) : {}));
+if (!(Number.isSafeInteger(lo) && (hi === undefined || Number.isSafeInteger(hi)) && batchSize[0] >= 1 && batchSize[1] >= batchSize[0]))
+  fail(`--batch takes N or MIN-MAX, whole numbers of at least 1, got ${a.batch}`);
+/** What `check` returns, or its Error's message as a usage error (exit 2): every option checked before anything starts. */
+const checked = <T>(check: () => T): T => {
+  try {
+    return check();
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+};
+const stores = a.stores === undefined ? [...DEMO_STORES] : checked(() => parseStores(a.stores!));
+const keys = a['keys-file'] === undefined ? new Map<string, string>() : checked(() => readKeysFile(a['keys-file']!));
+const givenUrl = a.url === undefined ? undefined : checked(() => checkCollectorUrl(a.url!));
+const seconds = a.minutes === undefined ? a.duration : a.minutes * 60;
+// A soak run too short for its warm-up and the samples judged after it could only FAIL: refused before it starts.
+const shortest = soak ? shortestSoakSeconds(a) : 0;
+if (seconds < shortest)
+  fail(
+    `a soak run of ${seconds} s is too short: after its ${soakWarmup(a, shortest)} s warm-up the judges need 3 samples, ` +
+      `--sample-seconds ${a['sample-seconds']} apart; the shortest run is ${shortest} s ` +
+      `(--duration ${shortest} or --minutes ${Math.ceil((shortest / 60) * 100) / 100})`,
+  );
 for (const kv of a.key ?? []) {
   const eq = kv.indexOf('=');
   if (eq < 1) fail(`--key takes STORE=KEY, got a value without "="`);
@@ -74,7 +88,7 @@ for (const kv of a.key ?? []) {
 }
 const useFleet = a.fleet || soak;
 // No stores or keys given: the running npm start stack's demo store, with the ingest key that stack saved.
-const demo = useFleet || a.stores || keys.size > 0 ? undefined : stackDemoStore(process.env);
+const demo = useFleet || a.stores !== undefined || keys.size > 0 ? undefined : stackDemoStore(process.env);
 if (demo) {
   stores.splice(0, stores.length, { id: demo.store, timeZone: 'UTC' });
   keys.set(demo.store, demo.ingestKey);
@@ -90,19 +104,15 @@ const seed = a.seed ?? (useFleet ? 1 : Date.now() % 1_000_000);
 // Without --fleet: the running npm start stack's collector and Redis unless given, said on stderr as npm run dlq does;
 // a stack whose run file does not say (an older npm start) is a usage error naming the option that does.
 const said = <T>(pick: () => { value: T; said: string }): T => {
-  try {
-    const t = pick();
-    process.stderr.write(`${command}: using ${t.said}\n`);
-    return t.value;
-  } catch (err) {
-    return fail((err as Error).message);
-  }
+  const t = checked(pick);
+  process.stderr.write(`${command}: using ${t.said}\n`);
+  return t.value;
 };
 const url =
   useFleet || via === 'client'
     ? ''
     : said(() => {
-        const [value, from] = loadTarget('collector', a.url, process.env);
+        const [value, from] = loadTarget('collector', givenUrl, process.env);
         return { value, said: `collector ${value} (${from})` };
       });
 const queuesAt =
@@ -123,7 +133,6 @@ const bar =
           'loadgen {bar} {percentage}% | {value}/{total} events | {rate} ev/s | accepted {accepted} | rejected {rejected} | retries {retries}',
         hideCursor: true,
       });
-const seconds = a.minutes === undefined ? a.duration : a.minutes * 60;
 const total = Math.round(a.rate * seconds);
 const options = {
   load: {
@@ -194,10 +203,9 @@ try {
   if (fleet) {
     process.stderr.write(`${command}: waiting until every count is written…\n`);
     await waitForDrain(fleet, { timeoutMs: 300_000 });
-    const check = await checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones));
-    say(`table has ${check.scanned.items} counter items, ${check.cells} cells compared, mismatches ${check.mismatches}`);
-    for (const s of check.samples) say(`  ${s}`);
-    if (check.mismatches > 0) ok = false;
+    const check = await checkFleetCounts(fleet, accepted);
+    for (const line of check.lines) say(line);
+    if (!check.ok) ok = false;
   }
   if (soak) say(ok ? 'PASS' : 'FAIL');
   exit = ok ? 0 : 1;

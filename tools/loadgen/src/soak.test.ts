@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { judgeBound, judgeGrowth, type Series } from './soak';
+import { judgeBound, judgeGrowth, shortestSoakSeconds, soakWarmup, type Series } from './soak';
 
 const series = (f: (t: number) => number): Series => ({
   name: 'x',
@@ -67,5 +67,43 @@ describe('unlimited growth bounds', () => {
   it('an info series with no limit is never judged failed, even when it stays at zero', () => {
     const zero: Series = { ...series(() => 0), name: 'z' };
     expect(judgeGrowth(zero, 0, { maxRelative: Infinity, maxAbsolute: Infinity }).ok).toBe(true);
+  });
+});
+
+describe('the shortest soak run', () => {
+  const timing = (o: { warmup?: number; dedupe?: number; sample?: number } = {}) => ({
+    'warmup-seconds': o.warmup,
+    'dedupe-window': o.dedupe ?? 60,
+    'sample-seconds': o.sample ?? 5,
+  });
+
+  it('leaves room for 3 samples after the warm-up: 90 s with the defaults (--minutes 1 could only FAIL)', () => {
+    expect(soakWarmup(timing(), 60)).toBe(75);
+    expect(shortestSoakSeconds(timing())).toBe(90);
+    expect(shortestSoakSeconds(timing({ warmup: 30 }))).toBe(45);
+    expect(shortestSoakSeconds(timing({ warmup: 0, sample: 1 }))).toBe(3);
+    // A long dedupe window: the warm-up stops at 180 s.
+    expect(shortestSoakSeconds(timing({ dedupe: 3_600 }))).toBe(195);
+    // Samples far apart: the run is long enough that its warm-up is a fifth of it.
+    expect(shortestSoakSeconds(timing({ sample: 100 }))).toBe(375);
+    expect(soakWarmup(timing({ sample: 100 }), 375)).toBe(75);
+  });
+
+  it('is the shortest: a second less has its warm-up and 3 samples no more, for any timing', () => {
+    for (const warmup of [undefined, 0, 10, 200])
+      for (const dedupe of [60, 100, 300, 86_400])
+        for (const sample of [1, 5, 7.5, 60, 200]) {
+          const o = timing({ warmup, dedupe, sample });
+          const s = shortestSoakSeconds(o);
+          const judged = (run: number) => run - soakWarmup(o, run) >= 3 * sample;
+          expect(judged(s), JSON.stringify(o)).toBe(true);
+          expect(judged(s - 1), JSON.stringify(o)).toBe(false);
+          // Sampled every `sample` s (each sample a little late) until the run ends, and once more then: 3 after the warm-up.
+          const times = [
+            ...Array.from({ length: Math.floor(s / sample) }, (_, k) => (k + 1) * (sample + 0.01 * sample)).filter((t) => t < s),
+            s,
+          ];
+          expect(times.filter((t) => t >= soakWarmup(o, s)).length, JSON.stringify(o)).toBeGreaterThanOrEqual(3);
+        }
   });
 });

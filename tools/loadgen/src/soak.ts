@@ -22,9 +22,41 @@ export const SOAK_OPTIONS = {
   'max-redis-growth': { default: '0.25', min: 0, arg: 'F', help: 'the same for Redis used_memory' },
   'max-redis-growth-mb': { default: '5', min: 0, arg: 'MB', help: '…or in MB, whichever is larger' },
   'max-flush-lag': { default: '30', min: 0, arg: 'S', help: 'bound of tally_flush_lag_seconds after the warm-up' },
-  'dedupe-window': { default: '60', min: 60, arg: 'S', help: 'DEDUPE_WINDOW_SECONDS of the apps: Redis levels off after it' },
+  'dedupe-window': {
+    default: '60',
+    min: 60,
+    max: 30 * 86_400,
+    integer: true,
+    arg: 'S',
+    help: 'DEDUPE_WINDOW_SECONDS of the apps: Redis levels off after it',
+  },
 };
 type SoakValues = Values<typeof SOAK_OPTIONS>;
+type Timing = Pick<SoakValues, 'warmup-seconds' | 'dedupe-window' | 'sample-seconds'>;
+
+/** Samples the judges need after the warm-up (judgeGrowth, judgeBound). */
+const JUDGED_SAMPLES = 3;
+
+/**
+ * The warm-up of a soak run of `seconds`: --warmup-seconds, else a fifth of the run, at least the dedupe window
+ * + 15 s (until the dedupe window is full, batch ids pile up by design), at most 180 s.
+ */
+export function soakWarmup(o: Timing, seconds: number): number {
+  return o['warmup-seconds'] ?? Math.min(180, Math.max(o['dedupe-window'] + 15, seconds / 5));
+}
+
+/**
+ * The shortest soak run (seconds of load, whole) whose warm-up leaves room for the samples the judges need after
+ * it (3, --sample-seconds apart): shorter ones could only FAIL with too few samples. The warm-up grows with the run
+ * by a fifth at most, so the run less its warm-up only grows: the shortest is where that first reaches 3 samples.
+ */
+export function shortestSoakSeconds(o: Timing): number {
+  const need = JUDGED_SAMPLES * o['sample-seconds'];
+  const enough = (s: number) => s - soakWarmup(o, s) >= need - 1e-9;
+  // Where each piece of the warm-up (constant, a fifth of the run, 180 s) leaves exactly `need`: the first that holds.
+  const candidates = [soakWarmup(o, 0) + need, (need * 5) / 4, 180 + need].sort((a, b) => a - b);
+  return Math.ceil(candidates.find(enough) ?? candidates.at(-1)!);
+}
 
 type Limits = { maxRelative: number; maxAbsolute: number };
 
@@ -130,8 +162,7 @@ export async function soakRun(
     );
   }
 
-  // Until the dedupe window is full, batch ids pile up by design.
-  const warmup = o['warmup-seconds'] ?? Math.min(180, Math.max(o['dedupe-window'] + 15, seconds / 5));
+  const warmup = soakWarmup(o, seconds);
   say(`memory after the ${warmup} s warm-up, mean of the first third vs the last third:`);
   let ok = true;
   const d = (v: number) => v.toFixed(1);

@@ -1,13 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { EXACT_THRESHOLD } from '@tally/buckets';
 import { seriesResponseSchema, totalsResponseSchema, UNIQUE_VISITORS } from '@tally/contracts';
-import { formatDate, localDate, monthSk, parseMonthSk, TOTAL_SK, fromDayOfYear, dayOfYear } from '@tally/key-layout';
+import { addDays, formatDate, localDate, monthSk, parseDate, parseMonthSk, TOTAL_SK, fromDayOfYear, dayOfYear } from '@tally/key-layout';
 import { QUEUE, QUEUE_NAMES, queueShards, type RedisConnection } from '@tally/queues';
-import { decimalToUnits, parseMetricName } from '@tally/schema';
+import { decimalToUnits, parseMetricName, type CompiledRules } from '@tally/schema';
 import { Cluster } from 'ioredis';
 import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import type { z } from 'zod';
-import { diffCounts, scanCounters, type CounterTable, type CountsDiff, type DistinctTable, type ScannedTable } from './expected';
+import {
+  diffCounts,
+  expectedCounts,
+  expectedDistinct,
+  scanCounters,
+  type CounterTable,
+  type CountsDiff,
+  type DistinctTable,
+  type ScannedTable,
+  type StoreEvents,
+} from './expected';
 import type { Fleet } from './fleet';
 
 /** KEYS matching `pattern`, on every master of a cluster. */
@@ -73,7 +83,10 @@ export async function checkTable(fleet: Fleet, expected: CounterTable, maxSample
 export interface QueryCheck {
   /** Values compared. */
   compared: number;
+  /** Every difference, one line each: a value, or a point, item or metric the answer lacks or has beyond those asked. */
   mismatches: string[];
+  /** checkUniqueVisitors: of `compared`, the distinct counts that are HyperLogLog estimates (see noFaultAnswer). */
+  estimates?: number;
 }
 
 /**
@@ -136,6 +149,52 @@ function days(fleet: Fleet, store: string, row: ReadonlyMap<string, ReadonlyMap<
   return { from: formatDate(today), to: formatDate(today) };
 }
 
+/** Every period of a series from `from` to `to` (YYYY-MM-DD): each day, or each calendar month it touches (yyyy-mm). */
+function periodsOf(from: string, to: string, granularity: 'day' | 'month'): string[] {
+  const out: string[] = [];
+  for (let d = parseDate(from)!; formatDate(d) <= to; d = addDays(d, 1)) {
+    const period = granularity === 'day' ? formatDate(d) : formatDate(d).slice(0, 7);
+    if (out.at(-1) !== period) out.push(period);
+  }
+  return out;
+}
+
+/** The metrics a series or totals answers by default for an entity: those counted on its rows without a sub-key. */
+function plainMetrics(rules: CompiledRules, entity: string): string[] {
+  const out = new Set<string>();
+  for (const t of rules.eventTypes.values()) for (const c of t.counters) if (c.entity === entity && !c.by) out.add(c.metric);
+  return [...out];
+}
+
+/**
+ * What an answer lists (its points by period, items by id, or metrics) against what it must list: a line in
+ * `out.mismatches` for each expected key it lacks, each key beyond them and each key it lists twice. Returns the
+ * entries of the expected keys it has, in the expected order.
+ */
+function matchKeys<T>(
+  out: QueryCheck,
+  what: string,
+  noun: string,
+  expected: readonly string[],
+  got: readonly T[],
+  keyOf: (t: T) => string,
+) {
+  const byKey = new Map<string, T>();
+  for (const entry of got) {
+    const key = keyOf(entry);
+    if (byKey.has(key)) out.mismatches.push(`${what}: ${noun} ${key} answered twice`);
+    else if (!expected.includes(key)) out.mismatches.push(`${what}: ${noun} ${key} answered, not expected`);
+    else byKey.set(key, entry);
+  }
+  const found: Array<[string, T]> = [];
+  for (const key of expected) {
+    const entry = byKey.get(key);
+    if (entry === undefined) out.mismatches.push(`${what}: ${noun} ${key} missing from the answer`);
+    else found.push([key, entry]);
+  }
+  return found;
+}
+
 /** The cell of a series point: `yyyy-mm-dd` is `D<doy>.<attr>` of its month row, `yyyy-mm` is `M<mm>.<attr>`. */
 function periodCell(period: string, attr: string): [sk: string, attr: string] {
   const [y, mo, d] = period.split('-').map(Number) as [number, number, number | undefined];
@@ -174,49 +233,79 @@ export async function checkQueryApi(
     const { base, sub } = parseMetricName(metric);
     return rules.attrMetric(base, sub);
   };
-  const compare = (what: string, metric: string, got: unknown, want = 0n) => {
-    out.compared++;
-    // A sum, not one event's value: it may pass the maximum of one value.
-    const r =
-      got == null ? undefined : decimalToUnits(typeof got === 'number' ? got : String(got), rules.scaleOf(parseMetricName(metric).base));
-    const g = r === undefined ? 0n : r.ok ? BigInt(r.units) : undefined;
-    if (g !== want) out.mismatches.push(`${what} ${metric}: query API ${JSON.stringify(got)}, table ${want}`);
+  const storeEntity = Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store';
+  /** Every metric the entity's answers must have, each with its value in `values` (a value missing is a mismatch). */
+  const compareAll = (
+    what: string,
+    metrics: readonly string[],
+    values: Record<string, unknown>,
+    want: (attr: string) => bigint | undefined,
+  ) => {
+    for (const metric of metrics) {
+      if (!Object.hasOwn(values, metric)) {
+        out.mismatches.push(`${what} ${metric}: no value in the answer, table ${want(attrOf(metric)) ?? 0n}`);
+        continue;
+      }
+      out.compared++;
+      const got = values[metric];
+      // A sum, not one event's value: it may pass the maximum of one value.
+      const r =
+        got == null ? undefined : decimalToUnits(typeof got === 'number' ? got : String(got), rules.scaleOf(parseMetricName(metric).base));
+      const g = r === undefined ? 0n : r.ok ? BigInt(r.units) : undefined;
+      const w = want(attrOf(metric)) ?? 0n;
+      if (g !== w) out.mismatches.push(`${what} ${metric}: query API ${JSON.stringify(got)}, table ${w}`);
+    }
   };
 
-  const seriesCheck = async (store: string, entity: string, pk: string) => {
+  const seriesCheck = async (store: string, entity: string, entityName: string, pk: string) => {
     const row = expected.get(pk);
+    const metrics = plainMetrics(rules, entityName);
     const { from, to } = days(fleet, store, row, opts.now);
-    for (const granularity of ['day', 'month']) {
+    for (const granularity of ['day', 'month'] as const) {
+      const what = `${store} ${entity} ${granularity}`;
       const q = `entity=${encodeURIComponent(entity)}&from=${from}&to=${to}&granularity=${granularity}`;
       const series = await get(store, `/v1/series?${q}`, seriesResponseSchema);
-      for (const p of series?.points ?? []) {
-        for (const metric of series!.metrics) {
-          const [sk, attr] = periodCell(p.period, attrOf(metric));
-          compare(`${store} ${entity} ${granularity} ${p.period}`, metric, p.values[metric], row?.get(sk)?.get(attr));
-        }
-      }
+      if (!series) continue;
+      matchKeys(out, `${what} ${from}..${to}`, 'metric', metrics, series.metrics, (m) => m);
+      for (const [period, p] of matchKeys(
+        out,
+        `${what} ${from}..${to}`,
+        'point',
+        periodsOf(from, to, granularity),
+        series.points,
+        (x) => x.period,
+      ))
+        compareAll(`${what} ${period}`, metrics, p.values, (attr) => {
+          const [sk, cell] = periodCell(period, attr);
+          return row?.get(sk)?.get(cell);
+        });
     }
     const total = await get(store, `/v1/series?entity=${encodeURIComponent(entity)}&granularity=total&range=allTime`, seriesResponseSchema);
-    const item = row?.get(TOTAL_SK);
-    for (const metric of total?.metrics ?? [])
-      compare(`${store} ${entity} all time`, metric, total!.totals[metric], item?.get(attrOf(metric)));
+    if (!total) return;
+    const what = `${store} ${entity} all time`;
+    matchKeys(out, what, 'metric', metrics, total.metrics, (m) => m);
+    matchKeys(out, what, 'point', ['total'], total.points, (x) => x.period);
+    compareAll(what, metrics, total.totals, (attr) => row?.get(TOTAL_SK)?.get(attr));
   };
 
   const views = rules.attrMetric('ViewCount');
   for (const store of Object.keys(fleet.zones)) {
-    await seriesCheck(store, 'store', store);
+    await seriesCheck(store, 'store', storeEntity, store);
     // The most counted products and a few busy visitors of the store.
     const products = top(expected, store, 'product', opts.products ?? 10, (item) => item?.get(views) ?? 0n);
     if (products.length > 0) {
       const totals = await get(store, `/v1/totals?entity=product&ids=${products.join(',')}&range=allTime`, totalsResponseSchema);
-      for (const item of totals?.items ?? []) {
-        const want = expected.get(`${store}#product#${item.id}`)?.get(TOTAL_SK);
-        for (const metric of totals!.metrics)
-          compare(`${store} product ${item.id} all time`, metric, item.values[metric], want?.get(attrOf(metric)));
+      if (totals) {
+        const metrics = plainMetrics(rules, 'product');
+        matchKeys(out, `${store} product totals`, 'metric', metrics, totals.metrics, (m) => m);
+        for (const [id, item] of matchKeys(out, `${store} product totals`, 'id', products, totals.items, (x) => x.id)) {
+          const want = expected.get(`${store}#product#${id}`)?.get(TOTAL_SK);
+          compareAll(`${store} product ${id} all time`, metrics, item.values, (attr) => want?.get(attr));
+        }
       }
     }
     for (const v of top(expected, store, 'visitor', opts.visitors ?? 3, (item) => item?.get(views) ?? 0n))
-      await seriesCheck(store, `visitor:${v}`, `${store}#visitor#${v}`);
+      await seriesCheck(store, `visitor:${v}`, 'visitor', `${store}#visitor#${v}`);
   }
   return out;
 }
@@ -240,8 +329,9 @@ async function noFaultAnswer(redis: RedisConnection, cells: ReadonlyArray<Set<st
 
 /**
  * Asks the query API for UniqueVisitors after the drain and compares each answer with what a run without faults
- * gives (noFaultAnswer): every store's day series from its first day to today, the series' union and all time,
- * and the all-time count of its products with the most visitors.
+ * gives (noFaultAnswer), and whether it says it is an estimate with whether it must be one (a cell read past
+ * EXACT_THRESHOLD members): every store's day series from its first day to today (a point for every day), the
+ * series' union and all time, and the all-time count of its products with the most visitors (an item for each).
  */
 export async function checkUniqueVisitors(
   fleet: Fleet,
@@ -249,7 +339,7 @@ export async function checkUniqueVisitors(
   expected: DistinctTable,
   opts: { products?: number; now?: number } = {},
 ): Promise<QueryCheck> {
-  const out: QueryCheck = { compared: 0, mismatches: [] };
+  const out: QueryCheck = { compared: 0, mismatches: [], estimates: 0 };
   const rules = fleet.rules;
   const storeMetric = rules
     .distinctOf(Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store')
@@ -257,33 +347,84 @@ export async function checkUniqueVisitors(
   if (!storeMetric) return out;
   const code = storeMetric.attrMetric;
   const get = queryApi(fleet, url, out);
-  const compare = async (what: string, got: unknown, cells: ReadonlyArray<Set<string> | undefined>) => {
+  const compare = async (
+    what: string,
+    answer: { values: Record<string, unknown>; estimated?: readonly string[] },
+    cells: ReadonlyArray<Set<string> | undefined>,
+  ) => {
+    const estimate = cells.some((c) => (c?.size ?? 0) > EXACT_THRESHOLD);
+    if (!Object.hasOwn(answer.values, UNIQUE_VISITORS)) {
+      out.mismatches.push(`${what} ${UNIQUE_VISITORS}: no value in the answer`);
+      return;
+    }
     out.compared++;
+    if (estimate) out.estimates = (out.estimates ?? 0) + 1;
+    const got = answer.values[UNIQUE_VISITORS];
     const want = await noFaultAnswer(fleet.inspect, cells);
     if (got !== want) out.mismatches.push(`${what} ${UNIQUE_VISITORS}: query API ${JSON.stringify(got)}, a run without faults ${want}`);
+    const said = answer.estimated?.includes(UNIQUE_VISITORS) ?? false;
+    if (said !== estimate)
+      out.mismatches.push(
+        `${what} ${UNIQUE_VISITORS}: the query API says ${said ? 'an estimate' : 'exact'}, a run without faults ${estimate ? `estimates (a sketch past ${EXACT_THRESHOLD})` : 'is exact'}`,
+      );
   };
+  const metricsOf = (what: string, got: readonly string[]) => matchKeys(out, what, 'metric', [UNIQUE_VISITORS], got, (m) => m);
   for (const store of Object.keys(fleet.zones)) {
     const row = expected.get(store);
     const { from, to } = days(fleet, store, row, opts.now);
     const series = await get(store, `/v1/series?metrics=${UNIQUE_VISITORS}&from=${from}&to=${to}&granularity=day`, seriesResponseSchema);
     if (series) {
-      const cells = series.points.map((p) => {
-        const [sk, attr] = periodCell(p.period, code);
-        return row?.get(sk)?.get(attr);
-      });
-      for (const [i, p] of series.points.entries()) await compare(`${store} day ${p.period}`, p.values[UNIQUE_VISITORS], [cells[i]]);
-      await compare(`${store} ${from}..${to}`, series.totals[UNIQUE_VISITORS], cells);
+      const periods = periodsOf(from, to, 'day');
+      // Every day's cell, those of days the answer lacks too: the union of the range is over all of them.
+      const cells = new Map(
+        periods.map((period) => {
+          const [sk, attr] = periodCell(period, code);
+          return [period, row?.get(sk)?.get(attr)];
+        }),
+      );
+      metricsOf(`${store} day ${from}..${to}`, series.metrics);
+      for (const [period, p] of matchKeys(out, `${store} day ${from}..${to}`, 'point', periods, series.points, (x) => x.period))
+        await compare(`${store} day ${period}`, p, [cells.get(period)]);
+      await compare(`${store} ${from}..${to}`, { values: series.totals, estimated: series.estimated }, [...cells.values()]);
     }
     const all = await get(store, `/v1/series?metrics=${UNIQUE_VISITORS}&range=allTime&granularity=total`, seriesResponseSchema);
-    if (all) await compare(`${store} all time`, all.totals[UNIQUE_VISITORS], [row?.get(TOTAL_SK)?.get(code)]);
+    if (all) {
+      metricsOf(`${store} all time`, all.metrics);
+      matchKeys(out, `${store} all time`, 'point', ['total'], all.points, (x) => x.period);
+      await compare(`${store} all time`, { values: all.totals, estimated: all.estimated }, [row?.get(TOTAL_SK)?.get(code)]);
+    }
     const products = top(expected, store, 'product', opts.products ?? 10, (item) => item?.get(code)?.size ?? 0);
     if (products.length === 0) continue;
     const q = `entity=product&ids=${products.join(',')}&metrics=${UNIQUE_VISITORS}&range=allTime`;
     const totals = await get(store, `/v1/totals?${q}`, totalsResponseSchema);
-    for (const item of totals?.items ?? []) {
-      const cell = expected.get(`${store}#product#${item.id}`)?.get(TOTAL_SK)?.get(code);
-      await compare(`${store} product ${item.id} all time`, item.values[UNIQUE_VISITORS], [cell]);
+    if (!totals) continue;
+    metricsOf(`${store} product totals`, totals.metrics);
+    for (const [id, item] of matchKeys(out, `${store} product totals`, 'id', products, totals.items, (x) => x.id)) {
+      const cell = expected.get(`${store}#product#${id}`)?.get(TOTAL_SK)?.get(code);
+      await compare(`${store} product ${id} all time`, item, [cell]);
     }
   }
   return out;
+}
+
+/**
+ * What `loadgen --fleet` and `--soak` check once everything is written, against the `accepted` events: every counter
+ * cell of the table, exactly (checkTable); and every UniqueVisitors answer of the query API (checkUniqueVisitors),
+ * which is exact while every sketch it reads is an exact set (at most EXACT_THRESHOLD visitors), else a HyperLogLog
+ * estimate, compared then with the estimate Redis gives of the expected visitors (what a run without faults answers;
+ * no tolerance). The lines to print, and whether every value matched.
+ */
+export async function checkFleetCounts(fleet: Fleet, accepted: readonly StoreEvents[], maxSamples = 20) {
+  const table = await checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones), maxSamples);
+  const uv = await checkUniqueVisitors(fleet, fleet.app('query-api').url, expectedDistinct(accepted, fleet.rules, fleet.zones));
+  const estimates = uv.estimates ?? 0;
+  const lines = [
+    `table has ${table.scanned.items} counter items, ${table.cells} cells compared, mismatches ${table.mismatches}`,
+    ...table.samples.map((s) => `  ${s}`),
+    `${UNIQUE_VISITORS} through the query API (${table.scanned.sketches} sketch attributes in the table): ${uv.compared} values ` +
+      `compared, ${uv.compared - estimates} exact counts exactly and ${estimates} HyperLogLog estimates (a sketch read holds more ` +
+      `than ${EXACT_THRESHOLD} visitors) with Redis's estimate of the expected visitors; mismatches ${uv.mismatches.length}`,
+    ...uv.mismatches.slice(0, maxSamples).map((m) => `  ${m}`),
+  ];
+  return { ok: table.mismatches === 0 && uv.mismatches.length === 0, lines, table, uniqueVisitors: uv };
 }
