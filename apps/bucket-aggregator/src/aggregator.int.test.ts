@@ -172,6 +172,43 @@ describe('events processor', () => {
     ]);
   });
 
+  it('refuses whole a rolled-up batch with a metric of other rules or a day that does not exist, and keeps going', async () => {
+    const w = worker();
+    const ids = Buffer.alloc(8, 7).toString('base64');
+    const batch = (batchId: string, rows: Array<string | number>, distinct?: Array<string | number>) => ({
+      batchId,
+      store: 'S',
+      receivedAt: Date.now(),
+      rows,
+      count: 1,
+      ...(distinct ? { distinct } : {}),
+    });
+    await enqueue(queues, QUEUE.events, batch('other', ['S', 2, '2023-152|v', 1, '2023-152|zz#P1', 3]));
+    await enqueue(queues, QUEUE.events, batch('uvcount', ['S', 1, '2023-152|uv', 3]));
+    await enqueue(queues, QUEUE.events, batch('vsketch', ['S', 1, '2023-152|v', 1], ['S', 1, '2023-152|v', ids]));
+    await queues[QUEUE.events].add(QUEUE.events, batch('leap', ['S', 1, '2023-366|v', 1]));
+    await queues[QUEUE.events].add(QUEUE.events, batch('nil', ['S', 1, '2023-000|v', 1]));
+    await enqueue(queues, QUEUE.events, batch('ok', ['S', 1, '2024-366|v', 2], ['S', 1, '2024-366|uv', ids]));
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    const failed = await queues[QUEUE.events].getFailed();
+    expect(failed.map((j) => j.failedReason).sort()).toEqual([
+      'batch other: rows.4: metric "zz#P1" is not one of the rules\' metrics (rolled up by other rules); not applied (nothing written)',
+      'batch uvcount: rows.2: metric "uv" (UniqueVisitors) is a distinct count, not a counter\'s metric (rolled up by other rules); not applied (nothing written)',
+      'batch vsketch: distinct.2: metric "v" is not a distinct-count metric of the rules (rolled up by other rules); not applied (nothing written)',
+      'invalid events payload: rows: rows.2: not a day: day of year 0 does not exist in 2023',
+      'invalid events payload: rows: rows.2: not a day: day of year 366 does not exist in 2023',
+    ]);
+    expect(failed.every((j) => j.attemptsMade === 1)).toBe(true);
+    // Only the good batch landed: no count, no sketch and no dedupe record of the refused ones.
+    expect(await redisTotals('S', 'S')).toEqual({ '2024-366|v': '2' });
+    const [live] = await buckets.sketches.read('S', ['S']);
+    expect(live!.map((x) => x.field)).toEqual(['2024-366|uv']);
+    for (const b of ['other', 'uvcount', 'vsketch']) expect(await redis.exists(buckets.keys.batch('S', b))).toBe(0);
+    const rejected = Object.fromEntries((await metrics.batchesRejected.get()).values.map((v) => [v.labels.reason, v.value]));
+    expect(rejected).toEqual({ rules: 3, payload: 2 });
+  });
+
   it('moves an unprocessable batch to the failed set with its reason, and keeps going', async () => {
     const w = worker();
     await queues[QUEUE.events].add(QUEUE.events, {

@@ -151,7 +151,18 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
       }
       throw err;
     }
-  } else if (parsed.data.distinct) {
+  } else {
+    // Rows rolled up by other rules would be stored as they are: every metric must be one of these rules'.
+    const foreign =
+      foreignMetric(deps.rules, 'rows', rows) ?? (parsed.data.distinct && foreignMetric(deps.rules, 'distinct', parsed.data.distinct));
+    if (foreign) {
+      deps.metrics.batchesRejected.inc({ reason: 'rules' });
+      deps.log.error(
+        { jobId: job.id, store, batchId, err: foreign },
+        'rolled-up batch of other rules refused whole; it goes to the failed set',
+      );
+      throw new UnrecoverableError(`batch ${batchId}: ${foreign}; not applied (nothing written)`);
+    }
     // A rolled-up batch carries its distinct-count members (`distinct`, checked whole with the payload).
     distinct = parsed.data.distinct;
   }
@@ -191,6 +202,39 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   deps.metrics.applySeconds.observe((performance.now() - started) / 1000);
   return { applied: r.applied, seq: r.seq, events: eventCount };
 };
+
+const distinctMetrics = new WeakMap<CompiledRules, ReadonlySet<string>>();
+
+/**
+ * The first field of a rolled-up batch's `rows` or `distinct` (checked whole with the payload) whose metric is not
+ * one of the rules' own of its kind (a counter's metric in rows, a distinct-count metric without a key in distinct),
+ * and why; undefined when every one is. A sender rolls up only while the rules fingerprint is the aggregators'
+ * (docs/DESIGN.md "Rollup where the zone is known"), but any other metric would be stored and written as it is.
+ */
+function foreignMetric(rules: CompiledRules, name: 'rows' | 'distinct', flat: ReadonlyArray<string | number>): string | undefined {
+  let sketches = distinctMetrics.get(rules);
+  if (!sketches) {
+    sketches = new Set(Object.keys(rules.rules.entities).flatMap((e) => rules.distinctOf(e).map((d) => d.metric)));
+    distinctMetrics.set(rules, sketches);
+  }
+  let i = 0;
+  while (i < flat.length) {
+    const end = i + 2 + 2 * Number(flat[i + 1]);
+    for (let j = i + 2; j < end; j += 2) {
+      const field = String(flat[j]);
+      const attr = field.slice(field.indexOf('|') + 1);
+      const known = rules.parseAttrMetric(attr);
+      if (!known) return `${name}.${j}: metric "${attr}" is not one of the rules' metrics (rolled up by other rules)`;
+      const isDistinct = sketches.has(known.metric);
+      if (name === 'rows' && isDistinct)
+        return `${name}.${j}: metric "${attr}" (${known.metric}) is a distinct count, not a counter's metric (rolled up by other rules)`;
+      if (name === 'distinct' && (!isDistinct || known.sub !== undefined))
+        return `${name}.${j}: metric "${attr}" is not a distinct-count metric of the rules (rolled up by other rules)`;
+    }
+    i = end;
+  }
+  return undefined;
+}
 
 /**
  * Why a batch must not be applied now, or undefined. Its dedupe record lasts DEDUPE_WINDOW_SECONDS from its apply,

@@ -20,6 +20,9 @@ import {
   parsePk,
   parseYearAttr,
   redisKeys,
+  RESERVED_ATTRS,
+  reservedAttrOf,
+  retentionExpiry,
   storeShard,
   toEpochDay,
   TOTAL_SK,
@@ -160,6 +163,18 @@ describe('calendar arithmetic', () => {
     expect(addMonths({ year: 2023, month: 11 }, 2)).toMatchObject({ year: 2024, month: 1 });
   });
 
+  it("expires a retained visitor's TOTAL with the store's current month, in its time zone", () => {
+    const expiry = (y: number, m: number) => (toEpochDay({ year: y, month: m, day: 1 }) + 1) * 86_400;
+    // December 1st, 05:00 in Kiritimati (UTC+14) is still November 30th in UTC: the store's month is December.
+    const now = at('2026-11-30T15:00:00Z');
+    expect(retentionExpiry(TOTAL_SK, 1, now, 'Pacific/Kiritimati')).toBe(expiry(2027, 1));
+    expect(retentionExpiry(TOTAL_SK, 1, now, 'UTC')).toBe(expiry(2026, 12));
+    expect(retentionExpiry(TOTAL_SK, 12, now, 'Pacific/Kiritimati')).toBe(expiry(2027, 12));
+    // A month item goes with its own month, whatever the zone.
+    expect(retentionExpiry('M2026-12', 1, now, 'Pacific/Kiritimati')).toBe(expiry(2027, 1));
+    expect(retentionExpiry('D2026-335', 1, now, 'UTC')).toBeUndefined();
+  });
+
   it('parses only real dates', () => {
     expect(parseDate('2023-02-29')).toBeUndefined();
     expect(parseDate('2024-02-29')).toMatchObject({ doy: 60 });
@@ -186,6 +201,17 @@ describe('DynamoDB names (the article layout)', () => {
     expect(entityPk('STORE12345', undefined)).toBe('STORE12345');
     expect(entityPk('STORE12345', 'product', ['P1'])).toBe('STORE12345#product#P1');
     expect(parsePk('STORE12345#product#P.1:x')).toEqual({ store: 'STORE12345', entity: 'product', keyValues: ['P.1:x'] });
+  });
+
+  it("knows which metric codes would name one of the items' own attributes", () => {
+    expect([...RESERVED_ATTRS]).toEqual(['pk', 'sk', 'wm', 'wm.p', 'wm.x', 'wm.h', 'expiresAt']);
+    for (const a of RESERVED_ATTRS) expect(reservedAttrOf(a)).toBe(a); // bare on TOTAL (`wm.p` only were a code to hold a dot)
+    for (const code of ['v', 'uv', 'WM', 'wmp', 'p', 'h', 'expires', 'TOTAL']) expect(reservedAttrOf(code)).toBeUndefined();
+    // Every attribute name of a code that reservedAttrOf passes is clear of the reserved ones.
+    for (const code of ['v', 'p', 'x', 'h', 'wm_p']) {
+      const names = [...cellsOfDay(fromDayOfYear(2024, 366), code), ...cellsOfDay(fromDayOfYear(2023, 1), `${code}#P1`)];
+      for (const { attr } of names) expect(RESERVED_ATTRS.has(attr)).toBe(false);
+    }
   });
 
   it('maps a day to its four cells', () => {

@@ -39,6 +39,24 @@ export function baseSk(sk: string): string {
  * sets it one higher on condition that it is still the version read, so two writers never lose each other's union.
  */
 export const SKETCH_VERSION_ATTR = 'wm.h';
+/** The DynamoDB TTL attribute (epoch seconds) the writer sets on the items of a visitor row under a retention. */
+export const EXPIRES_ATTR = 'expiresAt';
+
+/**
+ * Every attribute name a counter item (month row, TOTAL, their overflow items) carries besides its counts: the
+ * table's keys, the position marks, the sketch version and the TTL. No attribute name of a metric (dayAttr,
+ * monthAttr, yearAttr, totalAttr, with or without a `#<key>`) may be one of them, or its counts would be added to
+ * the TTL (DynamoDB then deletes the item) or to a mark: the rules refuse such a metric (reservedAttrOf).
+ */
+export const RESERVED_ATTRS: ReadonlySet<string> = new Set([
+  'pk',
+  'sk',
+  WATERMARK_ATTR,
+  WATERMARK_PART_ATTR,
+  SPILLED_ATTR,
+  SKETCH_VERSION_ATTR,
+  EXPIRES_ATTR,
+]);
 
 const pad = (n: number, w: number) => String(n).padStart(w, '0');
 
@@ -64,6 +82,24 @@ export function parseYearAttr(attr: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 export const totalAttr = (metric: string) => metric;
+
+/** The prefix dayAttr, monthAttr and yearAttr put before a metric; totalAttr puts none. */
+const CELL_PREFIX = /^(?:D\d{3}|M\d{2}|Y\d{4})\./;
+
+/**
+ * The reserved attribute (RESERVED_ATTRS) that one of the attribute names of metric code `metric` would be (bare on
+ * TOTAL, behind a day, month or year prefix, with or without a `#<key>`), or undefined when none can be.
+ */
+export function reservedAttrOf(metric: string): string | undefined {
+  for (const attr of RESERVED_ATTRS) {
+    const prefix = CELL_PREFIX.exec(attr);
+    for (const name of prefix ? [attr, attr.slice(prefix[0].length)] : [attr]) {
+      const hash = name.indexOf('#');
+      if ((hash < 0 ? name : name.slice(0, hash)) === metric) return attr;
+    }
+  }
+  return undefined;
+}
 
 /** Partition key of an entity: the store itself, or `store#entity#k1[#k2…]`. */
 export function entityPk(store: string, entity: string | undefined, keyValues: readonly string[] = []): string {

@@ -1,15 +1,12 @@
 import { addMonths, toEpochDay, type LocalDate } from './calendar';
-import { monthSk, parseMonthSk, TOTAL_SK } from './names';
+import { parseMonthSk, TOTAL_SK } from './names';
 import { localDate } from './time-zone';
 
 /**
  * Visitor-history retention (a store's `historyMonths`, docs/DESIGN.md "Privacy"): a store keeping N months keeps
  * the current month and the N - 1 before it, in its time zone. Queries cut at retentionStart whatever DynamoDB
- * still holds; the writer sets EXPIRES_ATTR so DynamoDB's TTL deletes the items later, at no write cost.
+ * still holds; the writer sets EXPIRES_ATTR (names.ts) so DynamoDB's TTL deletes the items later, at no write cost.
  */
-
-/** The DynamoDB TTL attribute (epoch seconds) the writer sets on the items of a visitor row under a retention. */
-export const EXPIRES_ATTR = 'expiresAt';
 
 /** The first day a store keeping `months` months of visitor history still counts, in its zone. */
 export function retentionStart(months: number, timeZone: string, now: number): LocalDate {
@@ -21,11 +18,13 @@ const DAY_S = 86_400;
 /**
  * When an item of a visitor row may be deleted under a retention of `months`, in epoch seconds: a month item once
  * its month has left the window (the first day of month + months, as a UTC day, plus a day so that no time zone
- * sees it go before the query-side cut-off does); TOTAL when the current month's item does (it holds the all-time
- * and yearly sums, so it goes once the visitor has been away for the whole window). Undefined for other items.
+ * sees it go before the query-side cut-off does); TOTAL when the current month's item does, the current month in
+ * the store's `timeZone` (it holds the all-time and yearly sums, so it goes once the visitor has been away for the
+ * whole window; by the UTC month, a write in the first hours of a month east of UTC set it a month early). Undefined
+ * for other items.
  */
-export function retentionExpiry(sk: string, months: number, now: number): number | undefined {
-  const month = sk === TOTAL_SK ? parseMonthSk(monthSk(new Date(now).getUTCFullYear(), new Date(now).getUTCMonth() + 1)) : parseMonthSk(sk);
+export function retentionExpiry(sk: string, months: number, now: number, timeZone: string): number | undefined {
+  const month = sk === TOTAL_SK ? localDate(now, timeZone) : parseMonthSk(sk);
   if (!month) return undefined;
   return (toEpochDay(addMonths(month, months)) + 1) * DAY_S;
 }

@@ -1,3 +1,4 @@
+import { parseDayKey } from '@tally/key-layout';
 import { idSchema, MEMBER_BYTES, normalizedEventSchema, storeIdSchema } from '@tally/schema';
 import { z } from 'zod';
 import { QUEUE, type QueueName } from './names';
@@ -17,7 +18,8 @@ const DELTA = /^[1-9]\d{0,37}$/;
 
 /**
  * Checks a flat rows payload of `store`: its shape, every pk inside the store (`store` or `store#…`), every field
- * in the bucket layout, every delta a positive integer. Returns the number of rows, or the first problem.
+ * in the bucket layout with a day that exists (not `2023-366`, `2023-000`: the writer's calendar refuses those),
+ * every delta a positive integer. Returns the number of rows, or the first problem.
  */
 export const checkFlatRows = (store: string, rows: readonly unknown[]) =>
   checkFlat(store, 'rows', rows, (delta) =>
@@ -28,8 +30,9 @@ export const checkFlatRows = (store: string, rows: readonly unknown[]) =>
 
 /**
  * A flat payload of `store` (`rows` or `distinct`): per row its pk, its number of fields n, then n (field, value)
- * pairs. Every pk inside the store, every field in the bucket layout, every value as `valueProblem` (which says
- * what is wrong with it, if anything). Returns the number of rows, or the first problem.
+ * pairs. Every pk inside the store, every field in the bucket layout with a day key that parseDayKey takes, every
+ * value as `valueProblem` (which says what is wrong with it, if anything). Returns the number of rows, or the first
+ * problem.
  */
 function checkFlat(
   store: string,
@@ -38,6 +41,7 @@ function checkFlat(
   valueProblem: (value: unknown) => string | undefined,
 ): { rows: number } | { error: string } {
   const own = `${store}#`;
+  const days = new Set<string>();
   let count = 0;
   let i = 0;
   while (i < list.length) {
@@ -51,6 +55,15 @@ function checkFlat(
       const field = list[j];
       if (typeof field !== 'string' || !FIELD.test(field))
         return { error: `${name}.${j}: not a ${name === 'rows' ? 'bucket' : 'sketch'} field (<day>|<metric>)` };
+      const day = field.slice(0, 8);
+      if (!days.has(day)) {
+        try {
+          parseDayKey(day);
+        } catch (err) {
+          return { error: `${name}.${j}: not a day: ${(err as Error).message}` };
+        }
+        days.add(day);
+      }
       const problem = valueProblem(list[j + 1]);
       if (problem !== undefined) return { error: `${name}.${j + 1}: ${problem}` };
     }

@@ -2,6 +2,7 @@ import type { Queue } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import {
   checkFlatDistinct,
+  checkFlatRows,
   dynamoWriteJobSchema,
   enqueue,
   enqueueBulk,
@@ -66,6 +67,29 @@ describe('queues', () => {
     ]);
     const { rows: _rows, count: _count, ...bare } = rolled;
     expect(issues({ ...bare, events: [{ type: 'view', ts: 1, dims: {} }], distinct })).toEqual(['distinct: goes only with rows']);
+  });
+
+  it('refuses a rolled-up batch whole when a day key of its rows or distinct members is no day (the writer could never write it)', () => {
+    const rolled = { batchId: 'b1', store: 'S1', receivedAt: 1, count: 2 };
+    const rows = (day: string) => ['S1', 1, '2024-366|v', 1, 'S1#product#P1', 2, '2023-365|v', 1, `${day}|pv#P1`, 1];
+    expect(checkFlatRows('S1', rows('2023-001'))).toEqual({ rows: 2 });
+    expect(eventsJobSchema.safeParse({ ...rolled, rows: rows('2024-366') }).success).toBe(true);
+    const problem = (day: string) => {
+      const r = checkFlatRows('S1', rows(day));
+      return 'error' in r ? r.error : 'ok';
+    };
+    expect(problem('2023-366')).toBe('rows.8: not a day: day of year 366 does not exist in 2023');
+    expect(problem('2023-000')).toBe('rows.8: not a day: day of year 0 does not exist in 2023');
+    expect(problem('2023-999')).toBe('rows.8: not a day: day of year 999 does not exist in 2023');
+    const issues = (p: unknown) => eventsJobSchema.safeParse(p).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    expect(issues({ ...rolled, rows: rows('2023-366') })).toEqual(['rows: rows.8: not a day: day of year 366 does not exist in 2023']);
+    const ids = Buffer.alloc(8, 7).toString('base64');
+    expect(checkFlatDistinct('S1', ['S1', 2, '2024-366|uv', ids, '2025-366|uv', ids])).toEqual({
+      error: 'distinct.4: not a day: day of year 366 does not exist in 2025',
+    });
+    expect(issues({ ...rolled, rows: rows('2023-001'), distinct: ['S1', 1, '2023-000|uv', ids] })).toEqual([
+      'distinct: distinct.2: not a day: day of year 0 does not exist in 2023',
+    ]);
   });
 
   it('derives job ids without colons, deterministically', () => {

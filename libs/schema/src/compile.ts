@@ -1,5 +1,5 @@
 import { hash } from 'node:crypto';
-import { entityPk, parsePk } from '@tally/key-layout';
+import { entityPk, parsePk, RESERVED_ATTRS, reservedAttrOf } from '@tally/key-layout';
 import { RulesError } from './errors';
 import { formatMetricName, parseMetricName } from './metric-name';
 import { rulesSchema, type Counter, type DimensionFormat, type FlushPolicy, type Rules, type RulesInput } from './rules.schema';
@@ -67,6 +67,14 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
   const codeToMetric = new Map<string, string>();
   for (const [metric, spec] of Object.entries(rules.metrics)) {
     const code = spec.code ?? metric;
+    // The code (or the name) is an attribute name of its own on TOTAL (`v`): never one the items use themselves.
+    const reserved = reservedAttrOf(code);
+    if (reserved !== undefined) {
+      throw new RulesError(
+        `rollup rules: metrics.${metric}: attribute name "${code}" would write to the reserved item attribute "${reserved}" ` +
+          `(reserved: ${[...RESERVED_ATTRS].join(', ')}); give the metric another ${spec.code === undefined ? 'name or a code' : 'code'}`,
+      );
+    }
     const clash = codeToMetric.get(code);
     if (clash) throw new RulesError(`rollup rules: metrics.${metric}: attribute name "${code}" is also used by ${clash}`);
     codeToMetric.set(code, metric);

@@ -332,4 +332,31 @@ describe('rules', () => {
     expect(bad((r) => (r.events.view.counters[3].by = 'colour'))).toThrowError(/dimension "colour" is not declared/);
     expect(bad((r) => r.events.view.counters.push({ entity: 'store', metric: 'Revenue', op: 'sum' }))).toThrowError(/sum counter needs/);
   });
+
+  it("refuses a metric whose attribute name on TOTAL would be one of the items' own (TTL, watermark, keys)", () => {
+    const withMetric = (patch: (r: any) => void) => {
+      const r = structuredClone(defaultRules) as any;
+      patch(r);
+      return () => compileRules(r);
+    };
+    // `expiresAt` is the TTL attribute: adding counts to it would have DynamoDB delete the TOTAL item.
+    expect(withMetric((r) => (r.metrics.OrderCount.code = 'expiresAt'))).toThrowError(
+      /^rollup rules: metrics\.OrderCount: attribute name "expiresAt" would write to the reserved item attribute "expiresAt" \(reserved: pk, sk, wm, wm\.p, wm\.x, wm\.h, expiresAt\); give the metric another code$/,
+    );
+    for (const code of ['wm', 'pk', 'sk'])
+      expect(withMetric((r) => (r.metrics.ViewCount.code = code))).toThrowError(
+        new RegExp(`^rollup rules: metrics\\.ViewCount: attribute name "${code}" would write to the reserved item attribute "${code}" `),
+      );
+    // A metric without a code is written under its name.
+    expect(
+      withMetric((r) => {
+        r.metrics.wm = { description: 'no code' };
+        r.events.view.counters.push({ entity: 'store', metric: 'wm' });
+      }),
+    ).toThrowError(/metrics\.wm: attribute name "wm" would write to the reserved item attribute "wm" .*another name or a code$/);
+    // Only the attribute name counts: a reserved word as the metric's name, or in another case, is fine.
+    expect(() => compileRules({ ...defaultRules, metrics: { ...defaultRules.metrics, expiresAt: { code: 'ex' } } })).not.toThrow();
+    for (const code of ['WM', 'Pk', 'expiresat', 'wmp', 'wm_p', 'sk1'])
+      expect(withMetric((r) => (r.metrics.ViewCount.code = code))).not.toThrow();
+  });
 });

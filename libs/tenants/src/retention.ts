@@ -12,9 +12,10 @@ export function visitorExpiry(
 ): (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined> {
   return async (store, pk) => {
     if (parsePk(pk).entity !== 'visitor') return undefined;
-    const months = (await tenants.tenant(store).catch(() => undefined))?.historyMonths;
+    const tenant = await tenants.tenant(store).catch(() => undefined);
+    const months = tenant?.historyMonths;
     if (months === undefined) return undefined;
     const at = now();
-    return (sk) => retentionExpiry(sk, months, at);
+    return (sk) => retentionExpiry(sk, months, at, tenant!.timeZone);
   };
 }
