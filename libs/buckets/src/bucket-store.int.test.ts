@@ -391,6 +391,31 @@ describe('flush scheduling and ack', () => {
     expect(await redis.exists('t:{S}:o:S')).toBe(0);
   });
 
+  it('a cache version that expired starts again above every value it had', async () => {
+    const version = async () => (await store.snapshot('S', ['S'], true))[0]!.cacheVersion;
+    const flush = async (at: number) => {
+      await store.apply('S', `b${at}`, deltas({ S: { '2023-123|v': 1 } }), { now: at, dedupeTtlSeconds: 60 });
+      await store.seal('S', { now: at + 1, minAgeMs: 0 });
+      await store.foldSealed('S', { now: at + 2 });
+      const out = await store.readOutbox('S', 'S');
+      await store.ackOutbox(
+        'S',
+        'S',
+        out.entries.map((e) => e.field),
+        at + 3,
+      );
+    };
+    await flush(1_000);
+    const first = await version();
+    // Two days without an ack: the version key expires (as its TTL would), then the row is written again. A query
+    // process still holding a history read at the first version must not take it for current.
+    await redis.del(store.keys.cacheVersion('S', 'S'));
+    expect(await version()).toBe('0');
+    await flush(2_000);
+    expect(await version()).not.toBe(first);
+    expect(Number(await version())).toBeGreaterThan(Number(first));
+  });
+
   it('readOutbox leaves out buckets not yet completely folded', async () => {
     await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 } }), { now: 1, dedupeTtlSeconds: 60 });
     await store.seal('S', { now: 2, minAgeMs: 0 });

@@ -574,7 +574,8 @@ return data
 
 /**
  * ACK outbox entries the writer has applied to DynamoDB, in one step with dropping the row's cache entry and
- * bumping its cache version (so no query can store a cache read before this write). When entries remain
+ * bumping its cache version (so no query can store a cache read before this write; a version key that expired
+ * starts again at `now`, never at a value it had). When entries remain
  * (folded during the write) the row stays dirty and is rescheduled by its policy (its later flush time, if any, is
  * dropped: see DUE_LIST). The store's running count of
  * outbox entries drops by the counts deleted, not their limbs (never below 0, and restarts at 0 whenever the store
@@ -609,7 +610,9 @@ local deleted = 0
 for c = 1, #counts, 500 do deleted = deleted + redis.call('HDEL', K.outbox, unpack(counts, c, math.min(c + 499, #counts))) end
 for c = 1, #limbs, 500 do redis.call('HDEL', K.outbox, unpack(limbs, c, math.min(c + 499, #limbs))) end
 redis.call('DEL', K.cache)
-redis.call('INCR', K.cacheVersion)
+-- A version that expired restarts at now (ms), above every one it had: restarted at 1, it could equal the version
+-- a query's in-process history memo was read at, and that memo would pass for current.
+if version then redis.call('INCR', K.cacheVersion) else redis.call('SET', K.cacheVersion, string.format('%d', now)) end
 redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
 local left = redis.call('HLEN', K.outbox)
 redis.call('HDEL', K.dueLater, pk)
