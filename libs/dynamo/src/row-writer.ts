@@ -261,7 +261,7 @@ async function writeItem(
 }
 
 /** The write units an UpdateItem consumed: DynamoDB charges one per started KB of the larger of the item before and after. */
-function writeUnits(consumed: ConsumedCapacity | undefined): number {
+export function writeUnits(consumed: ConsumedCapacity | undefined): number {
   return consumed?.CapacityUnits ?? consumed?.WriteCapacityUnits ?? 0;
 }
 
@@ -270,9 +270,11 @@ function writeUnits(consumed: ConsumedCapacity | undefined): number {
  * have moved it meanwhile; the next UpdateItem then finds out as usual). True when marked.
  */
 async function markSpilled(deps: RowWriterDeps, pk: string, sk: string, at: ItemPosition, result: RowWriteResult): Promise<boolean> {
+  // Position -1 is an item no count was written to (an overflow item holding sketches only, whose `wm` is -1).
+  const wm = at.wm < 0 ? '(attribute_not_exists(#wm) OR #wm = :wm)' : '#wm = :wm';
   const out = await updateItem(deps, pk, sk, {
     UpdateExpression: 'SET #ov = :one',
-    ConditionExpression: `#wm = :wm AND ${at.wp === undefined ? 'attribute_not_exists(#wp)' : '#wp = :wp'} AND attribute_not_exists(#ov)`,
+    ConditionExpression: `${wm} AND ${at.wp === undefined ? 'attribute_not_exists(#wp)' : '#wp = :wp'} AND attribute_not_exists(#ov)`,
     ExpressionAttributeNames: POSITION_NAMES,
     ExpressionAttributeValues: {
       ':one': { N: '1' },
@@ -287,6 +289,19 @@ async function markSpilled(deps: RowWriterDeps, pk: string, sk: string, at: Item
   result.updates++;
   await deps.afterUpdate?.(pk, sk);
   return true;
+}
+
+/**
+ * Marks an item spilled at its position, read consistently, after a write that does not move the position (a sketch
+ * write, sketches.ts) found the item at SPILL_AT_KB or more: every count up to that position is in the item, and the
+ * counts beyond it, and later sketches, go to its overflow items. True when the item is spilled now; false when a
+ * count write moved the position in between (that write measures the item and marks it in turn, or the next does).
+ */
+export async function markSpilledAtPosition(deps: RowWriterDeps, pk: string, sk: string): Promise<boolean> {
+  const at = await readWatermark(deps, pk, sk);
+  const spilled = at.spilled || (await markSpilled(deps, pk, sk, at, { updates: 0, conditionFailures: 0 }));
+  if (spilled) deps.spilled?.add(pk, sk);
+  return spilled;
 }
 
 /** How many whole buckets from the head fit one UpdateItem (at least one; never one that needs parts). */

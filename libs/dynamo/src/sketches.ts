@@ -1,9 +1,20 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
-import { cellsOfDay, parseDayKey, SKETCH_VERSION_ATTR } from '@tally/key-layout';
+import { baseSk, cellsOfDay, EXPIRES_ATTR, parseDayKey, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR } from '@tally/key-layout';
 import { brotliCompressSync, brotliDecompressSync } from 'node:zlib';
 import { entriesByItem, entryOf, type CountEntry } from './cells';
 import { PermanentWriteError } from './errors';
-import { readForWrite, updateItem, writeRow, type ItemExtra, type RowWriteResult, type RowWriterDeps } from './row-writer';
+import { childSk, SPILL_AT_KB } from './overflow';
+import type { StoredItem } from './row-reader';
+import {
+  markSpilledAtPosition,
+  readForWrite,
+  updateItem,
+  writeRow,
+  writeUnits,
+  type ItemExtra,
+  type RowWriteResult,
+  type RowWriterDeps,
+} from './row-writer';
 
 /**
  * Distinct-count sketches in DynamoDB (docs/DESIGN.md "Unique visitors"). A row's sketch of a day, month, year
@@ -14,7 +25,24 @@ import { readForWrite, updateItem, writeRow, type ItemExtra, type RowWriteResult
  *   `Z` + brotli(Redis HLL) the same, compressed (dense ones: 12,304 bytes down to about 2.4-7.5 KB)
  * Unions are computed by Redis (PFMERGE) on the `X`/`H` forms; this module converts between the stored form and
  * those.
+ *
+ * Sketches follow the overflow layout (overflow.ts) as counts do: an item's sketches are written to it while it has
+ * not spilled; once it has, each cell's later unions go to the overflow item of its attribute (`childSk`), and so on
+ * down, while the item keeps the union it had. A cell is the union of its blobs along that path (storedSketchesOf),
+ * never a sum, so a member in two of them counts once. A sketch write that finds its item at SPILL_AT_KB marks it
+ * spilled, and one UpdateItem sets at most SKETCH_BYTES_PER_UPDATE of sketches, so however many distinct metrics a
+ * row has (each dense day sketch is up to about 7.5 KB stored, 32 of them per metric in a month item) no item gets
+ * much past SPILL_AT_KB + SKETCH_BYTES_PER_UPDATE + one UpdateItem of counts, far below DynamoDB's 400 KB.
  */
+
+/**
+ * Stored sketch bytes (names and values) one UpdateItem sets at most; a larger union is written in several, each
+ * under the version the one before set. (One sketch alone may pass it: at most 12,305 bytes, an uncompressed `H`.)
+ */
+export const SKETCH_BYTES_PER_UPDATE = 64 * 1024;
+
+/** Sketch attributes one UpdateItem sets at most: beside MAX_ATTRS_PER_UPDATE counts its expression stays below 4 KB. */
+const SKETCHES_PER_UPDATE = 32;
 
 /** A live sketch of a row not yet in DynamoDB: its day, metric code and blob (`X` or `H` form). */
 export interface SketchPart {
@@ -56,6 +84,21 @@ export interface SketchItemWrite {
   set: Record<string, AttributeValue>;
   /** The item's sketch version when read; undefined when it had none. */
   version: number | undefined;
+  /** The item was read spilled: its sketches go to its overflow items instead. */
+  spilled: boolean;
+}
+
+/**
+ * The stored blobs of one sketch cell: attribute `attr` of item `sk` and of the overflow items on its path, as far
+ * as `items` (keyed by sk) holds them. The cell is their union.
+ */
+export function storedSketchesOf(items: ReadonlyMap<string, StoredItem>, sk: string, attr: string): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let at = sk, item = items.get(at); item; at = childSk(at, attr), item = items.get(at)) {
+    const blob = item.blobs?.get(attr);
+    if (blob) out.push(blob);
+  }
+  return out;
 }
 
 /**
@@ -72,10 +115,10 @@ export async function prepareSketchItem(
   attrs: ReadonlyMap<string, readonly Buffer[]>,
   consistent: boolean,
 ): Promise<SketchItemWrite> {
-  const names: Record<string, string> = { '#hv': SKETCH_VERSION_ATTR };
+  const names: Record<string, string> = { '#hv': SKETCH_VERSION_ATTR, '#ov': SPILLED_ATTR };
   const list = [...attrs.keys()];
   list.forEach((a, i) => (names[`#s${i}`] = a));
-  const item = await readForWrite(deps, pk, sk, ['#hv', ...list.map((_, i) => `#s${i}`)].join(', '), names, consistent);
+  const item = await readForWrite(deps, pk, sk, ['#hv', '#ov', ...list.map((_, i) => `#s${i}`)].join(', '), names, consistent);
   const groups = list.map((a) => {
     const stored = item?.[a]?.B;
     return stored ? [fromStoredSketch(stored), ...attrs.get(a)!] : [...attrs.get(a)!];
@@ -84,7 +127,25 @@ export async function prepareSketchItem(
   const set: Record<string, AttributeValue> = {};
   list.forEach((a, i) => (set[a] = { B: toStoredSketch(unions[i]!.blob) }));
   const v = item?.[SKETCH_VERSION_ATTR]?.N;
-  return { set, version: v === undefined ? undefined : Number(v) };
+  return { set, version: v === undefined ? undefined : Number(v), spilled: item?.[SPILLED_ATTR] !== undefined };
+}
+
+/**
+ * A sketch write cut for one UpdateItem: the first attributes while their stored bytes stay within
+ * SKETCH_BYTES_PER_UPDATE and their number within SKETCHES_PER_UPDATE (at least one), and the rest (undefined when
+ * none), at the version the first sets.
+ */
+function splitSketchWrite(w: SketchItemWrite): [SketchItemWrite, SketchItemWrite | undefined] {
+  const list = Object.entries(w.set);
+  let n = 0;
+  for (let bytes = 0; n < list.length && n < SKETCHES_PER_UPDATE; n++) {
+    const [name, value] = list[n]!;
+    bytes += name.length + (value.B?.length ?? 0);
+    if (n > 0 && bytes > SKETCH_BYTES_PER_UPDATE) break;
+  }
+  const first = { ...w, set: Object.fromEntries(list.slice(0, n)) };
+  if (n === list.length) return [first, undefined];
+  return [first, { set: Object.fromEntries(list.slice(n)), version: (w.version ?? 0) + 1, spilled: false }];
 }
 
 /** The SET clause, condition and names/values of a sketch write (numbered from `#s0`/`:s0`). */
@@ -107,8 +168,13 @@ export function sketchUpdateParts(w: SketchItemWrite): ItemExtra {
 
 /**
  * Writes one item's sketches on their own (when they could not ride the counters' UpdateItem): read, union, SET
- * under the version condition, again while another writer moved the version in between. `prepared`, a union not
- * yet refused, is tried first instead of a read; every read here is consistent. Returns UpdateItems made.
+ * under the version condition (and the item not spilled), again while another writer moved the version in between;
+ * at most SKETCH_BYTES_PER_UPDATE per UpdateItem. An item read spilled gets none: each attribute's union goes to its
+ * overflow item, by these same rules; an item a write finds at SPILL_AT_KB is marked spilled at its position.
+ * `prepared`, a union not yet refused, is tried first instead of a read; the reads are consistent unless
+ * `consistent` is false (then only the first: a refused write reads again consistently). A write here sets `wm` to
+ * -1 on an item that has none (an overflow item holding sketches only): the position "no count yet" that an absent
+ * `wm` already means. Returns UpdateItems made (refused ones too).
  */
 export async function writeSketchItem(
   deps: RowWriterDeps,
@@ -117,31 +183,70 @@ export async function writeSketchItem(
   sk: string,
   attrs: ReadonlyMap<string, readonly Buffer[]>,
   prepared?: SketchItemWrite,
+  consistent = true,
 ): Promise<number> {
-  for (let attempt = 1; ; attempt++) {
-    const write = attempt === 1 && prepared ? prepared : await prepareSketchItem(deps, union, pk, sk, attrs, true);
-    const parts = sketchUpdateParts(write);
-    const out = await updateItem(deps, pk, sk, {
-      UpdateExpression: `SET ${parts.set.join(', ')}`,
-      ConditionExpression: parts.condition,
-      ExpressionAttributeNames: parts.names,
-      ExpressionAttributeValues: parts.values,
-    });
-    if (out) {
-      await deps.afterUpdate?.(pk, sk);
-      return attempt;
+  let updates = 0;
+  let left = attrs;
+  let write = prepared;
+  for (let refused = 0; ;) {
+    write ??= await prepareSketchItem(deps, union, pk, sk, left, consistent || refused > 0);
+    if (write.spilled) return updates + (await writeToOverflow(deps, union, pk, sk, left));
+    const [now, rest] = splitSketchWrite(write);
+    const parts = sketchUpdateParts(now);
+    const set = [...parts.set, '#wm = if_not_exists(#wm, :nowm)'];
+    const names: Record<string, string> = { ...parts.names, '#wm': WATERMARK_ATTR, '#ov': SPILLED_ATTR };
+    const values: Record<string, AttributeValue> = { ...parts.values, ':nowm': { N: '-1' } };
+    const expiresAt = deps.expiresAt?.(baseSk(sk));
+    if (expiresAt !== undefined) {
+      set.push('#ex = :ex');
+      names['#ex'] = EXPIRES_ATTR;
+      values[':ex'] = { N: String(expiresAt) };
     }
-    if (attempt >= 20) throw new PermanentWriteError(`item ${pk} / ${sk}: the sketch write's version condition failed ${attempt} times`);
+    const out = await updateItem(deps, pk, sk, {
+      UpdateExpression: `SET ${set.join(', ')}`,
+      ConditionExpression: `(${parts.condition}) AND attribute_not_exists(#ov)`,
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: values,
+    });
+    updates++;
+    if (!out) {
+      if (++refused >= 20)
+        throw new PermanentWriteError(`item ${pk} / ${sk}: the sketch write's version condition failed ${refused} times`);
+      write = undefined;
+      continue;
+    }
+    await deps.afterUpdate?.(pk, sk);
+    const spilled = writeUnits(out.ConsumedCapacity) >= SPILL_AT_KB && (await markSpilledAtPosition(deps, pk, sk));
+    if (!rest) return updates;
+    left = new Map([...left].filter(([a]) => Object.hasOwn(rest.set, a)));
+    write = { ...rest, spilled };
   }
+}
+
+/** Writes the unions of a spilled item's sketch attributes to their overflow items (childSk). Returns UpdateItems made. */
+async function writeToOverflow(
+  deps: RowWriterDeps,
+  union: SketchUnion,
+  pk: string,
+  sk: string,
+  attrs: ReadonlyMap<string, readonly Buffer[]>,
+): Promise<number> {
+  let updates = 0;
+  for (const [child, names] of Map.groupBy(attrs.keys(), (a) => childSk(sk, a))) {
+    const own = new Map(names.map((a) => [a, attrs.get(a)!]));
+    updates += await writeSketchItem(deps, union, pk, child, own, undefined, false);
+  }
+  return updates;
 }
 
 /**
  * Writes a row's counts (writeRow) and the live sketches of the days whose month item this write touches anyway:
  * each item's sketches (read, unioned, version-conditioned) ride the item's counter UpdateItem, so a flush costs
- * no extra write request for them; an item whose ride was refused or impossible (parts, a spilled item) gets its
- * own sketch write. The items' reads are eventually consistent (half the read units of a consistent one) and run
- * together; a ride refused by its conditions (perhaps a stale read) is read again consistently, and an item whose
- * ride never went uses the union already read.
+ * no extra write request for them; an item whose ride was refused or impossible (parts, a spilled item, more than
+ * one UpdateItem's SKETCH_BYTES_PER_UPDATE of sketches) gets its own sketch writes (writeSketchItem). The items'
+ * reads are eventually consistent (half the read units of a consistent one) and run together; a ride refused by its
+ * conditions (perhaps a stale read) is read again consistently, and an item whose ride never went uses the union
+ * already read.
  * Live sketches of other days wait for a flush that writes their month item (their counts are still in Redis).
  * Returns writeRow's result, the sketch-only UpdateItems and the live sketches now in DynamoDB (to ack).
  */
@@ -156,7 +261,11 @@ export async function writeRowWithSketches<P extends SketchPart>(
   const riding = live.filter((p) => cellsOfDay(parseDayKey(p.dayKey), p.metric).every((c) => touched.has(c.sk)));
   const cells = [...sketchCells(riding)];
   const prepared = await Promise.all(cells.map(([sk, attrs]) => prepareSketchItem(deps, union, pk, sk, attrs, false)));
-  const extras = new Map<string, ItemExtra>(cells.map(([sk], i) => [sk, sketchUpdateParts(prepared[i]!)]));
+  const extras = new Map<string, ItemExtra>();
+  cells.forEach(([sk], i) => {
+    const w = prepared[i]!;
+    if (!w.spilled && splitSketchWrite(w)[1] === undefined) extras.set(sk, sketchUpdateParts(w));
+  });
   const r = await writeRow(deps, pk, entries, { extras });
   let sketchUpdates = 0;
   for (const [i, [sk, attrs]] of cells.entries()) {

@@ -1,6 +1,7 @@
 import { GetItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
 import {
+  childSk,
   createDynamoClient,
   createDynamoMeter,
   getItem,
@@ -274,7 +275,7 @@ describe('UniqueVisitors', () => {
     expect([a.days, a.views, a.month, a.all, a.products]).toEqual([[30, 0], 30, 30, 30, [30, 0]]);
   });
 
-  it("reads a spilled item's sketches once and writes them on their own, in the base item", async () => {
+  it("reads a spilled item's sketches once and writes them on their own, in its overflow items", async () => {
     const deps = await setup('uv7');
     const spilled = new SpilledItems();
     const reads: string[] = [];
@@ -304,14 +305,30 @@ describe('UniqueVisitors', () => {
     await deps.buckets.foldSealed('S', { now: D1 + DAY });
     reads.length = 0;
     const r = await flush(deps, 'S', true, writer);
-    // The counts go to overflow items; each base item's sketches are read once (eventually consistent) and written alone.
-    expect(r.sketchUpdates).toBe(2);
-    expect(reads.filter((x) => x.includes('sketches')).sort()).toEqual(['M2026-03 sketches eventual', 'TOTAL sketches eventual']);
+    // The counts go to overflow items, and so do the sketches: each base item's read once (eventually consistent)
+    // finds it spilled, and each cell's union goes to the overflow item of its attribute, read and written on its own.
+    const overflow = [
+      ...new Set([childSk('M2026-03', 'D068.uv'), childSk('M2026-03', 'M03.uv'), childSk('TOTAL', 'uv'), childSk('TOTAL', 'Y2026.uv')]),
+    ];
+    expect(r.sketchUpdates).toBe(overflow.length);
+    expect(reads.filter((x) => x.includes('sketches')).sort()).toEqual(
+      ['M2026-03', 'TOTAL', ...overflow].map((sk) => `${sk} sketches eventual`).sort(),
+    );
     const month = await getItem(deps.dynamo, 'S', 'M2026-03');
     expect(month!.spilled).toBe(true);
-    expect([...month!.blobs!.keys()].sort()).toEqual(['D068.uv', 'M03.uv']);
+    expect(month!.blobs).toBeUndefined();
+    expect([...(await getItem(deps.dynamo, 'S', childSk('M2026-03', 'D068.uv')))!.blobs!.keys()]).toContain('D068.uv');
     const a = await answers(deps);
     expect([a.days, a.views, a.month, a.all, a.products]).toEqual([[10, 0], 10, 10, 10, [10, 0]]);
+
+    // A second day: its sketches go to the overflow items too, and every answer unions them with the first day's.
+    await send(deps, 'b2', views(D1 + DAY, 'P1', 5, 25));
+    await deps.buckets.seal('S', { now: D1 + 2 * DAY, minAgeMs: 0 });
+    await deps.buckets.foldSealed('S', { now: D1 + 2 * DAY });
+    await flush(deps, 'S', true, writer);
+    expect(await deps.buckets.sketches.read('S', ['S'])).toEqual([[]]);
+    const b = await answers(deps);
+    expect([b.days, b.daysTotal, b.views, b.month, b.all, b.last7, b.products]).toEqual([[10, 20], 25, 30, 25, 25, 25, [25, 0]]);
   });
 
   it('is refused for an entity the rules do not give it to', async () => {

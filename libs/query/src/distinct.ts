@@ -1,5 +1,5 @@
 import type { LiveSketch } from '@tally/buckets';
-import { fromStoredSketch, type StoredItem } from '@tally/dynamo';
+import { fromStoredSketch, storedSketchesOf, type StoredItem } from '@tally/dynamo';
 import { dayKey, TOTAL_SK, totalAttr } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import type { Cell } from './cover';
@@ -46,10 +46,9 @@ function entitiesWith(rules: CompiledRules, metric: string): string {
 /** One union to count: blobs from DynamoDB cells and live sketches. */
 export type SketchGroup = Buffer[];
 
-const blobOf = (items: ReadonlyMap<string, StoredItem>, sk: string, attr: string): Buffer[] => {
-  const b = items.get(sk)?.blobs?.get(attr);
-  return b ? [fromStoredSketch(b)] : [];
-};
+/** A cell's blobs: in its item and, once that spilled, in the overflow items on the attribute's path (read with it). */
+const blobOf = (items: ReadonlyMap<string, StoredItem>, sk: string, attr: string): Buffer[] =>
+  storedSketchesOf(items, sk, attr).map((b) => fromStoredSketch(b));
 
 const liveIn = (live: readonly LiveSketch[], metric: string, from: string, to: string): Buffer[] =>
   live.filter((s) => s.metric === metric && s.dayKey >= from && s.dayKey <= to).map((s) => s.blob);
