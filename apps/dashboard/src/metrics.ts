@@ -32,11 +32,11 @@ const KNOWN: Record<string, { label: string; noun: string; money?: boolean; addi
 
 /**
  * Whether `entity` (`store`, `product`, `page`) can be asked for `info` as the dashboard asks, without a key: the API
- * refuses a metric counted only with a key (ProductViews#<product>), and a distinct count for an entity its rules
- * do not give it to ("UniqueVisitors is not counted for entity product").
+ * refuses a metric counted only with a key (ProductViews#<product>), and one the entity's rows do not count
+ * (`countedOn`: "entity product does not count PageViewCount").
  */
 function countedFor(info: MetricInfo | undefined, entity: string): info is MetricInfo {
-  return info !== undefined && info.keyedBy === null && (info.distinctOn === undefined || info.distinctOn.includes(entity));
+  return info !== undefined && info.keyedBy === null && info.countedOn.includes(entity);
 }
 
 /**

@@ -3,7 +3,7 @@ import { QueryError } from '@tally/query';
 import { describe, expect, it } from 'vitest';
 import { HttpProblem } from '@tally/http';
 import { isRedisUnavailable } from './backends';
-import { formatValue, formatValues, parseEntity, parseEntityIds } from './params';
+import { formatValue, formatValues, parseEntity, parseEntityIds, parseMetrics } from './params';
 
 const rules = compileRules(defaultRules);
 
@@ -56,6 +56,58 @@ describe('entities and ids', () => {
       'S1#product#P3',
     ]);
     expect(fieldOf(() => parseEntityIds(rules, 'S1', 'product', 'P1,P2,P3,P4', 3))).toBe('400 ids');
+  });
+});
+
+describe('page ids (an entity keyed by a path)', () => {
+  const enc = (path: string) => Buffer.from(path).toString('base64url');
+  const idsOf = (raw: string | string[]) => parseEntityIds(rules, 'S1', 'page', raw, 5).map((r) => r.id);
+
+  it('takes each ids value starting with / as one path, commas and all', () => {
+    expect(idsOf('/shop/a,b')).toEqual([enc('/shop/a,b')]);
+    expect(idsOf(['/shop/a,b', ' /x ', '/shop/a,b'])).toEqual([enc('/shop/a,b'), enc('/x')]);
+  });
+
+  it('splits page keys on commas, as the ids of any other entity', () => {
+    expect(idsOf(`${enc('/a')},${enc('/b')}`)).toEqual([enc('/a'), enc('/b')]);
+    expect(fieldOf(() => idsOf([]))).toBe('400 ids');
+  });
+});
+
+describe('parseMetrics', () => {
+  const names = (entity: string, raw?: string) => parseMetrics(rules, entity, raw).map((m) => m.name);
+
+  it("answers the entity's unkeyed metrics by default, and refuses a metric the entity does not count", () => {
+    expect(names('page')).toEqual(['PageViews']);
+    expect(names('visitor', 'ProductViews#P1,Revenue,Revenue')).toEqual(['ProductViews#P1', 'Revenue']);
+    expect(names('store', 'UniqueVisitors,PageViewCount')).toEqual(['UniqueVisitors', 'PageViewCount']);
+    expect(fieldOf(() => names('visitor', 'ViewCount,UniqueVisitors'))).toBe('400 metrics');
+    expect(fieldOf(() => names('visitor', 'PageViews'))).toBe('400 metrics');
+    expect(fieldOf(() => names('store', 'ProductViews#P1'))).toBe('400 metrics');
+    expect(fieldOf(() => names('product', 'PageViewCount'))).toBe('400 metrics');
+  });
+
+  it('tells a metric counted with a key on one entity from the same metric counted without one on another', () => {
+    const mixed = compileRules({
+      metrics: { Views: {} },
+      entities: {
+        store: { key: [], flush: { kind: 'every', minutes: 60 } },
+        visitor: { key: ['visitor'], flush: { kind: 'every', minutes: 60 } },
+      },
+      events: {
+        view: {
+          dims: { visitor: 'required', product: 'required' },
+          counters: [
+            { entity: 'store', metric: 'Views' },
+            { entity: 'visitor', metric: 'Views', by: 'product' },
+          ],
+        },
+      },
+    });
+    expect(parseMetrics(mixed, 'store', 'Views').map((m) => m.name)).toEqual(['Views']);
+    expect(parseMetrics(mixed, 'visitor', 'Views#P1').map((m) => m.name)).toEqual(['Views#P1']);
+    expect(() => parseMetrics(mixed, 'store', 'Views#P1')).toThrow('entity store does not count Views#<product>; it counts Views');
+    expect(() => parseMetrics(mixed, 'visitor', 'Views')).toThrow('entity visitor does not count Views; it counts Views#<product>');
   });
 });
 

@@ -1,5 +1,14 @@
 import { ID_PATTERN } from '@tally/key-layout';
-import { entityOf, ID_RULE, idOfRequest, resolveMetrics, type MetricRef } from '@tally/query';
+import {
+  checkCountedMetric,
+  entityOf,
+  ID_RULE,
+  idOfRequest,
+  keyedByPath,
+  plainMetricsOf,
+  resolveMetrics,
+  type MetricRef,
+} from '@tally/query';
 import { fromUnits, parseMetricName, type CompiledRules } from '@tally/schema';
 import { badRequest, HttpProblem } from '@tally/http';
 
@@ -47,7 +56,11 @@ export function parseEntity(rules: CompiledRules, store: string, raw: string): E
   return { entity, id, pk: rules.pkOf(store, entity, [id]) };
 }
 
-/** `entity=product&ids=P1,P2` (or `entity=store`, no ids) → rows of the key's store, duplicates dropped, order kept. */
+/**
+ * `entity=product&ids=P1,P2` (or `entity=store`, no ids) → rows of the key's store, duplicates dropped, order kept.
+ * Ids are comma-separated lists, in one `ids` parameter or more. For an entity keyed by a path (page) a value that
+ * starts with `/` is one path, commas and all (`ids=/shop/a,b` is the one page): give several as `ids=/a&ids=/b`.
+ */
 export function parseEntityIds(
   rules: CompiledRules,
   store: string,
@@ -61,32 +74,38 @@ export function parseEntityIds(
     throw badRequest('entity', `entity takes the name alone here, the ids go in ids: entity=${name}&ids=${id}`);
   }
   const { name: entity, spec, isStore } = entityOf(rules, entityRaw, 'entity');
-  const ids = splitList(idsRaw).map((id) => idOfRequest(rules, entity, id));
+  const byPath = keyedByPath(rules, entity);
+  const ids = splitList(idsRaw, byPath ? (v) => v.startsWith('/') : undefined).map((id) => idOfRequest(rules, entity, id));
   if (isStore) {
     const other = ids.find((id) => id !== store);
     if (other !== undefined) throw notOwnStore(other, 'ids');
     return [{ entity, id: store, pk: store }];
   }
   checkSingleDimension(entity, spec.key);
-  if (ids.length === 0) throw badRequest('ids', `name at least one ${entity} id: ids=<id>,<id>,…`);
+  if (ids.length === 0) throw badRequest('ids', `name at least one ${entity} id: ${byPath ? 'ids=<path>&ids=<path>…' : 'ids=<id>,<id>,…'}`);
   const unique = [...new Set(ids)];
   if (unique.length > max) throw badRequest('ids', `${unique.length} ids; at most ${max} per request`);
   for (const id of unique) if (!ID_PATTERN.test(id)) throw badRequest('ids', `id ${JSON.stringify(id)} must be ${ID_RULE}`);
   return unique.map((id) => ({ entity, id, pk: rules.pkOf(store, entity, [id]) }));
 }
 
-function splitList(raw: string | string[] | undefined): string[] {
+/** The values of a list parameter, each split on commas unless `whole` keeps it one value; blanks dropped. */
+function splitList(raw: string | string[] | undefined, whole?: (value: string) => boolean): string[] {
   if (raw === undefined) return [];
-  const parts = (Array.isArray(raw) ? raw : [raw]).flatMap((s) => s.split(','));
+  const parts = (Array.isArray(raw) ? raw : [raw]).flatMap((s) => (whole?.(s.trim()) ? [s] : s.split(',')));
   return parts.map((s) => s.trim()).filter((s) => s.length > 0);
 }
 
-/** `metrics=ViewCount,Revenue` → attribute refs, each checked; unset → `fallback`. */
-export function parseMetrics(rules: CompiledRules, raw: string | string[] | undefined, fallback: () => string[]): MetricRef[] {
-  const names = raw === undefined ? fallback() : [...new Set(splitList(raw))];
+/**
+ * `metrics=ViewCount,Revenue` → attribute refs, each checked to be a metric `entity` counts (as the rules name it);
+ * unset → the entity's unkeyed metrics.
+ */
+export function parseMetrics(rules: CompiledRules, entity: string, raw: string | string[] | undefined): MetricRef[] {
+  const names = raw === undefined ? plainMetricsOf(rules, entity) : [...new Set(splitList(raw))];
   if (names.length === 0) throw badRequest('metrics', 'name at least one metric, e.g. metrics=ViewCount,OrderCount');
   if (names.length > MAX_METRICS_PER_REQUEST)
     throw badRequest('metrics', `${names.length} metrics; at most ${MAX_METRICS_PER_REQUEST} per request`);
+  for (const name of names) checkCountedMetric(rules, entity, name, 'metrics');
   return resolveMetrics(rules, names, 'metrics');
 }
 

@@ -61,18 +61,43 @@ describe('GET /v1/store', () => {
       today: '2024-03-15',
       currency: null,
       metrics: [
-        { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null },
-        { name: 'PageViewCount', scale: 0, description: 'page views', keyedBy: null },
-        { name: 'OrderCount', scale: 0, description: 'orders', keyedBy: null },
-        { name: 'Revenue', scale: 2, description: 'order revenue in currency units (kept exactly in minor units)', keyedBy: null },
-        { name: 'ProductViews', scale: 0, description: 'views of one product by one visitor, keyed by product', keyedBy: 'product' },
-        { name: 'ProductOrders', scale: 0, description: 'order lines of one product by one visitor, keyed by product', keyedBy: 'product' },
-        { name: 'PageViews', scale: 0, description: "views of one page, on the page's row (top pages)", keyedBy: null },
+        { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null, countedOn: ['store', 'product', 'visitor'] },
+        { name: 'PageViewCount', scale: 0, description: 'page views', keyedBy: null, countedOn: ['store', 'visitor'] },
+        { name: 'OrderCount', scale: 0, description: 'orders', keyedBy: null, countedOn: ['store', 'product', 'visitor'] },
+        {
+          name: 'Revenue',
+          scale: 2,
+          description: 'order revenue in currency units (kept exactly in minor units)',
+          keyedBy: null,
+          countedOn: ['store', 'product', 'visitor'],
+        },
+        {
+          name: 'ProductViews',
+          scale: 0,
+          description: 'views of one product by one visitor, keyed by product',
+          keyedBy: 'product',
+          countedOn: ['visitor'],
+        },
+        {
+          name: 'ProductOrders',
+          scale: 0,
+          description: 'order lines of one product by one visitor, keyed by product',
+          keyedBy: 'product',
+          countedOn: ['visitor'],
+        },
+        {
+          name: 'PageViews',
+          scale: 0,
+          description: "views of one page, on the page's row (top pages)",
+          keyedBy: null,
+          countedOn: ['page'],
+        },
         {
           name: 'UniqueVisitors',
           scale: 0,
           description: 'distinct visitors (exact up to 300, HyperLogLog above: standard error 0.81%)',
           keyedBy: null,
+          countedOn: ['store', 'product'],
           distinctOn: ['store', 'product'],
         },
       ],
@@ -337,8 +362,12 @@ describe('GET /v1/top', () => {
   it('ranks by a scaled metric as exact decimal strings, and only the days asked', async () => {
     const revenue = await get('/v1/top?entity=product&metric=Revenue&range=today');
     expect(revenue.body.items).toEqual([{ id: 'P1', value: '19.99' }]);
+    // February: P2's four views, not its three of today, nor P1's of March.
+    const february = await get('/v1/top?entity=product&metric=ViewCount&from=2024-02-01&to=2024-02-29');
+    expect(february.body.items).toEqual([{ id: 'P2', value: 4 }]);
+    // P3's view of 2023-12-01 is older than the rankings kept (98 days back, to 2023-12-08): 400, not a list.
     const early = await get('/v1/top?entity=product&metric=ViewCount&from=2023-11-20&to=2023-12-31');
-    expect(early.body.items).toEqual([{ id: 'P3', value: 1 }]);
+    expect(early).toMatchObject({ status: 400, body: { field: 'from' } });
     const none = await get('/v1/top?entity=product&metric=ViewCount&range=yesterday');
     expect(none.body).toMatchObject({ items: [], dynamoRequests: 0 });
   });
@@ -371,7 +400,8 @@ describe('top pages', () => {
       const one = await get(`/v1/series?entity=${encodeURIComponent(entity)}&metrics=PageViews&granularity=total&range=today`, key);
       expect(one.body.totals).toEqual({ PageViews: 3 });
     }
-    const totals = await get(`/v1/totals?entity=page&ids=${encodeURIComponent('/,/shop/shoes')}&metrics=PageViews&range=today`, key);
+    // One path per ids parameter: a path may hold commas.
+    const totals = await get(`/v1/totals?entity=page&ids=/&ids=${encodeURIComponent('/shop/shoes')}&metrics=PageViews&range=today`, key);
     expect(totals.body.items).toEqual([
       { id: enc('/'), values: { PageViews: 2 } },
       { id: enc('/shop/shoes'), values: { PageViews: 3 } },

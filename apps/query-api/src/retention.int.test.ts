@@ -1,6 +1,7 @@
-import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, GetItemCommand, QueryCommand } from '@aws-sdk/client-dynamodb';
 import { createDynamoMeter, writeRow } from '@tally/dynamo';
-import { EXPIRES_ATTR, toEpochDay } from '@tally/key-layout';
+import { dateOf, EXPIRES_ATTR, toEpochDay } from '@tally/key-layout';
+import { clampToRetention, QueryError, readTotals, resolveMetrics } from '@tally/query';
 import { createTenantDirectory, updateTenant, visitorExpiry } from '@tally/tenants';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { bearer, useFixture, view } from '../test/fixture';
@@ -24,24 +25,38 @@ beforeAll(async () => {
     'UTC',
     ['2023-12-10', '2024-01-20', '2024-02-05', '2024-03-10'].map((d) => view(`${d}T10:00:00Z`, 'P1', 'V1')),
   );
-  // Flush as the writer does, with its expiry.
-  const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: f.client, table: f.table, cacheTtlMs: 0 }), () => NOW);
+  await flushAsWriter('SHOP_R', NOW);
+  app = await f.app({ now: () => NOW });
+});
+
+/** Flushes every due row of the store as the writer does at `now`, with its expiry (the tenant's historyMonths then). */
+async function flushAsWriter(store: string, now: number): Promise<void> {
+  const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: f.client, table: f.table, cacheTtlMs: 0 }), () => now);
   const later = Date.now() + 3_600_000; // past the fixture's bucket clock
-  expect(await f.buckets.seal('SHOP_R', { now: later, minAgeMs: 0 })).toBeDefined();
-  await f.buckets.foldSealed('SHOP_R', { now: later });
-  for (const { pk } of await f.buckets.dueRows('SHOP_R', Number.MAX_SAFE_INTEGER)) {
-    const out = await f.buckets.readOutbox('SHOP_R', pk);
-    const expiresAt = await expiryOf('SHOP_R', pk);
+  expect(await f.buckets.seal(store, { now: later, minAgeMs: 0 })).toBeDefined();
+  await f.buckets.foldSealed(store, { now: later });
+  for (const { pk } of await f.buckets.dueRows(store, Number.MAX_SAFE_INTEGER)) {
+    const out = await f.buckets.readOutbox(store, pk);
+    const expiresAt = await expiryOf(store, pk);
     await writeRow({ client: f.client, table: f.table, meter: createDynamoMeter(), ...(expiresAt ? { expiresAt } : {}) }, pk, out.entries);
     await f.buckets.ackOutbox(
-      'SHOP_R',
+      store,
       pk,
       out.entries.map((e) => e.field),
       later,
     );
   }
-  app = await f.app({ now: () => NOW });
-});
+}
+
+/** What DynamoDB's TTL has deleted of a row by `now` (it may lag, never lead): every item whose expiry has passed. */
+async function expireAsTtl(pk: string, now: number): Promise<string[]> {
+  const { Items = [] } = await f.client.send(
+    new QueryCommand({ TableName: f.table, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': { S: pk } } }),
+  );
+  const gone = Items.filter((it) => it[EXPIRES_ATTR]?.N !== undefined && Number(it[EXPIRES_ATTR].N) * 1000 <= now);
+  for (const it of gone) await f.client.send(new DeleteItemCommand({ TableName: f.table, Key: { pk: it['pk']!, sk: it['sk']! } }));
+  return gone.map((it) => it['sk']!.S!);
+}
 
 const attr = async (pk: string, sk: string) =>
   (await f.client.send(new GetItemCommand({ TableName: f.table, Key: { pk: { S: pk }, sk: { S: sk } } }))).Item?.[EXPIRES_ATTR]?.N;
@@ -96,5 +111,98 @@ describe('visitor-history retention', () => {
       ['2023', 1],
       ['2024', 3],
     ]);
+  });
+});
+
+describe('a raised history limit', () => {
+  // SHOP_RH keeps 3 months through 2024: TTL deletes each month item once its month has left that window. In January
+  // 2025 the store raises its limit to 24 months: the window now reaches back to February 2023, but what TTL deleted is
+  // gone, while TOTAL (refreshed by every write of the visitor) still holds it in its year and all-time cells.
+  const RAISED_AT = Date.parse('2025-01-20T12:00:00Z');
+  const now = RAISED_AT + 7 * 86_400_000;
+  const PK = 'SHOP_RH#visitor#V2';
+  let rh: QueryApiApp;
+  let rhKey: string;
+  const get = async (url: string) => (await rh.inject({ method: 'GET', url, headers: bearer(rhKey) })).json();
+
+  beforeAll(async () => {
+    rhKey = (await f.tenant('SHOP_RH')).read;
+    await updateTenant(f.db, 'SHOP_RH', { historyMonths: 3 });
+    await f.apply(
+      'SHOP_RH',
+      'UTC',
+      ['2024-02-10', '2024-06-10', '2024-11-10', '2025-01-15'].map((d) => view(`${d}T10:00:00Z`, 'P1', 'V2')),
+    );
+    await flushAsWriter('SHOP_RH', RAISED_AT);
+    // By the time the limit is raised TTL has deleted February's and June's items; November's is still kept.
+    expect(await expireAsTtl(PK, RAISED_AT)).toEqual(['M2024-02', 'M2024-06']);
+    await updateTenant(f.db, 'SHOP_RH', { historyMonths: 24 });
+    rh = await f.app({ now: () => now });
+  });
+
+  it("visitor totals count only the month items kept, never TOTAL's year cell of 2024 (which still holds February and June)", async () => {
+    const total = await get('/v1/series?entity=visitor:V2&range=allTime&granularity=total&metrics=ViewCount');
+    expect(total).toMatchObject({ from: '2023-02-01', to: '2025-01-27', totals: { ViewCount: 2 } }); // not 4
+    // The same as series by year and as segment rules over all time.
+    const years = await get('/v1/series?entity=visitor:V2&range=allTime&granularity=year&metrics=ViewCount');
+    expect(years.points.map((p: { period: string; values: { ViewCount: number } }) => [p.period, p.values.ViewCount])).toEqual([
+      ['2023', 0],
+      ['2024', 1],
+      ['2025', 1],
+    ]);
+    const seg = await rh.inject({
+      method: 'POST',
+      url: '/v1/segments/evaluate',
+      headers: bearer(rhKey),
+      payload: { visitor: 'V2', segments: [{ name: 's', rules: [{ metric: 'ViewCount', range: 'allTime', op: '>=', value: 1 }] }] },
+    });
+    expect(seg.json().segments[0].rules[0].actual).toBe(2);
+    // A dated range with the whole of 2024 in it.
+    const dated = await get('/v1/series?entity=visitor:V2&from=2023-12-01&to=2025-01-27&granularity=total&metrics=ViewCount');
+    expect(dated.totals.ViewCount).toBe(2);
+    // Other entities still read whole years from TOTAL (nothing of theirs expires).
+    expect(
+      (await get('/v1/series?entity=product:P1&from=2024-01-01&to=2024-12-31&granularity=total&metrics=ViewCount')).totals.ViewCount,
+    ).toBe(3);
+  });
+
+  it('readTotals with yearsFromMonths sums the kept month items; without it whole years come from TOTAL', async () => {
+    const deps = { buckets: f.buckets, dynamo: { client: f.client, table: f.table, meter: createDynamoMeter() }, rules: f.rules };
+    const metrics = resolveMetrics(f.rules, ['ViewCount']);
+    const range = { from: dateOf(2023, 2, 1), to: dateOf(2025, 1, 27) };
+    const of = async (yearsFromMonths: boolean) =>
+      (await readTotals(deps, { store: 'SHOP_RH', pks: [PK], metrics, range, yearsFromMonths })).rows[0]!.values['ViewCount'];
+    expect(await of(true)).toBe(2n);
+    expect(await of(false)).toBe(4n); // Y2024 of TOTAL: for entities whose months never expire, the same as their sum
+    // The longest window (1,200 months) is 1,200 month items a row: one visitor fits the default maximum of 2,000
+    // items per query, two are refused before anything is read, as is one under a lower configured maximum.
+    const longest = clampToRetention('all', 1200, 'UTC', now);
+    const one = await readTotals(deps, { store: 'SHOP_RH', pks: [PK], metrics, range: longest, yearsFromMonths: true });
+    expect({ value: one.rows[0]!.values['ViewCount'], requests: one.dynamoRequests }).toEqual({ value: 2n, requests: 12 });
+    const refused = async (d: typeof deps & { maxItemsPerQuery?: number }, pks: string[]) =>
+      readTotals(d, { store: 'SHOP_RH', pks, metrics, range: longest, yearsFromMonths: true }).then(
+        () => 'answered',
+        (err: unknown) => (err instanceof QueryError ? { field: err.field, message: err.message } : err),
+      );
+    expect(await refused(deps, [PK, 'SHOP_RH#visitor#V3'])).toEqual({
+      field: 'ids',
+      message: expect.stringContaining('would read 2400 DynamoDB items (2 rows × 1200 items for the range); at most 2000 per query'),
+    });
+    expect(await refused({ ...deps, maxItemsPerQuery: 1000 }, [PK])).toMatchObject({ field: 'range' });
+  });
+
+  it('a lowered limit ignores the month items still in DynamoDB before the new window (their TTL is not due, or lags)', async () => {
+    await updateTenant(f.db, 'SHOP_RH', { historyMonths: 2 }); // December 2024 and January 2025; November's item is still there
+    try {
+      expect((await get('/v1/series?entity=visitor:V2&range=allTime&granularity=total&metrics=ViewCount')).totals.ViewCount).toBe(1);
+      expect((await get('/v1/totals?entity=visitor&ids=V2&range=allTime&metrics=ViewCount')).items[0].values.ViewCount).toBe(1);
+    } finally {
+      await updateTenant(f.db, 'SHOP_RH', { historyMonths: 24 });
+    }
+  });
+
+  // GET /v1/totals reads through readTotals too (on the old code it answered TOTAL's 4).
+  it('GET /v1/totals of a visitor agrees with its series and segments', async () => {
+    expect((await get('/v1/totals?entity=visitor&ids=V2&range=allTime&metrics=ViewCount')).items[0].values.ViewCount).toBe(2);
   });
 });

@@ -1,5 +1,5 @@
 import { ID_PATTERN } from '@tally/key-layout';
-import { checkMetricName, evaluateSegments } from '@tally/query';
+import { checkCountedMetric, evaluateSegments } from '@tally/query';
 import { formatMetricName } from '@tally/schema';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { badRequest, principalOf } from '@tally/http';
@@ -28,7 +28,7 @@ export const segmentsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = asyn
     segments.forEach((seg, i) =>
       seg.rules.forEach((rule, j) => {
         const field = `segments.${i}.rules.${j}`;
-        checkMetricName(rules, formatMetricName(rule.metric, rule.key), `${field}.metric`, `${field}.key`);
+        checkCountedMetric(rules, VISITOR_ENTITY, formatMetricName(rule.metric, rule.key), `${field}.metric`, `${field}.key`);
       }),
     );
     const now = ctx.now();

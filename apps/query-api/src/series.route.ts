@@ -1,5 +1,5 @@
 import { formatDate } from '@tally/key-layout';
-import { clampToRetention, plainMetricsOf, readSeries, resolveRange } from '@tally/query';
+import { clampToRetention, readSeries, resolveRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
@@ -25,7 +25,7 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const q = req.query;
     const entityRaw = q.entity ?? 'store';
     const entity = parseEntity(rules, store, entityRaw);
-    const metrics = parseMetrics(rules, q.metrics, () => plainMetricsOf(rules, entity.entity));
+    const metrics = parseMetrics(rules, entity.entity, q.metrics);
     // allTime has one granularity, so asking for it alone needs no granularity.
     const granularity = q.granularity ?? (q.range === 'allTime' ? 'total' : 'day');
     const now = ctx.now();

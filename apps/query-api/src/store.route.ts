@@ -1,5 +1,5 @@
 import { formatDate, localDate } from '@tally/key-layout';
-import { keyedByOf, storeEntityOf } from '@tally/query';
+import { entitiesCounting, keyedByOf, storeEntityOf } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
@@ -18,6 +18,7 @@ export const storeRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (
       scale: spec.scale,
       description: spec.description ?? '',
       keyedBy: keyedByOf(rules, name),
+      countedOn: entitiesCounting(rules, name),
       ...(distinctOn.length > 0 ? { distinctOn } : {}),
     };
   });

@@ -1,5 +1,5 @@
 import { formatDate } from '@tally/key-layout';
-import { clampToRetention, plainMetricsOf, readTotals, resolveRange } from '@tally/query';
+import { clampToRetention, readTotals, resolveRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
@@ -16,11 +16,14 @@ export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const q = req.query;
     const refs = parseEntityIds(rules, store, q.entity, q.ids, ctx.limits.maxEntitiesPerRequest);
     const entity = refs[0]!.entity;
-    const metrics = parseMetrics(rules, q.metrics, () => plainMetricsOf(rules, entity));
+    const metrics = parseMetrics(rules, entity, q.metrics);
     const now = ctx.now();
     const { range: asked, name } = resolveRange(q, timeZone, now, 'last30d');
     const range = entity === VISITOR_ENTITY ? clampToRetention(asked, historyMonths, timeZone, now) : asked;
-    const r = await readTotals(ctx.query, { store, pks: refs.map((x) => x.pk), metrics, range });
+    // A visitor under a history limit: whole years from the kept month items, never TOTAL's year cells, which still
+    // hold months the store no longer keeps (as series by year and segments read them).
+    const yearsFromMonths = entity === VISITOR_ENTITY && historyMonths !== undefined;
+    const r = await readTotals(ctx.query, { store, pks: refs.map((x) => x.pk), metrics, range, yearsFromMonths });
     return {
       store,
       timeZone,

@@ -316,6 +316,37 @@ describe('rankings', () => {
     await expect(store.apply('S', 'c', refused, { now: 4, dedupeTtlSeconds: 60 })).rejects.toThrow(/SUM_OVERFLOW/);
     expect(await store.top('S', 'product', 'v', ['2023-123'], 10)).toEqual(once);
   });
+
+  it('cuts at the limit in id order among equal scores: the lowest ids of a tie, and a smaller limit a prefix', async () => {
+    // P01..P25 one view each (spread over two days), Q and R three each: the cut of most limits falls in the ties.
+    const pad = (i: number) => `P${String(i).padStart(2, '0')}`;
+    const rows: Record<string, Record<string, number>> = { 'S#product#R': { '2023-124|v': 3 }, 'S#product#Q': { '2023-123|v': 3 } };
+    for (let i = 1; i <= 25; i++) rows[`S#product#${pad(i)}`] = { [i % 2 === 0 ? '2023-123|v' : '2023-124|v']: 1 };
+    await store.apply('S', 'a', deltas(rows), { now: 1, dedupeTtlSeconds: 60 });
+    const days = ['2023-123', '2023-124'];
+    const all = [
+      { member: 'Q', score: 3 },
+      { member: 'R', score: 3 },
+      ...Array.from({ length: 25 }, (_, i) => ({ member: pad(i + 1), score: 1 })),
+    ];
+    // ZRANGE … REV alone gives equal scores in reverse id order: R, Q, then P25 … P18 at limit 10.
+    expect(await store.top('S', 'product', 'v', days, 10)).toEqual(all.slice(0, 10));
+    for (const limit of [1, 2, 3, 5, 20, 26, 27, 28, 100])
+      expect(await store.top('S', 'product', 'v', days, limit)).toEqual(all.slice(0, limit));
+    expect(await redis.keys('t:{S}:tmp:*')).toEqual([]);
+  });
+
+  it('finds a tie at the cut by its exact double, past 2^53 too', async () => {
+    const big = 2n ** 60n + 1n; // one double for all three (2^60)
+    const rows: RowDeltas = new Map(['C', 'A', 'B'].map((id) => [`S#product#${id}`, new Map([['2023-123|v', big]])]));
+    rows.set('S#product#D', new Map([['2023-123|v', 2n ** 61n]]));
+    await store.apply('S', 'a', rows, { now: 1, dedupeTtlSeconds: 60 });
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 3)).toEqual([
+      { member: 'D', score: 2 ** 61 },
+      { member: 'A', score: 2 ** 60 },
+      { member: 'B', score: 2 ** 60 },
+    ]);
+  });
 });
 
 describe('flush scheduling and ack', () => {

@@ -64,13 +64,20 @@ export interface BucketStoreOptions {
   prefix?: string;
   /** QUEUE_SHARDS of the config: the sealer's work set is split alike. Default 1. */
   shards?: number;
-  /** How long a daily ranking zset (top lists) lives after its last apply. Default 100 days. */
+  /** How long a daily ranking zset (top lists) lives after its last apply. Default RANK_TTL_DAYS days. */
   rankTtlSeconds?: number;
   /** How long a row's cache version outlives its last ack (longer than any cached history). Default 2 days. */
   cacheVersionTtlSeconds?: number;
 }
 
 const DAY_SECONDS = 86_400;
+
+/**
+ * Days a daily ranking zset (top lists) lives after the last apply that counted in it, unless BucketStoreOptions
+ * say otherwise: a day's ranking may be gone from its start + RANK_TTL_DAYS days on, so top lists read no day
+ * older than that, less a day's margin (readTop in @tally/query).
+ */
+export const RANK_TTL_DAYS = 100;
 
 /** How many times a script is retried with the store's current layout after a stale reply (a seal in between). */
 const STALE_RETRIES = 8;
@@ -207,7 +214,7 @@ export class BucketStore {
     this.epochChannel = `${opts.prefix ?? 't'}:epochs`;
     this.shards = opts.shards ?? 1;
     this.sketches = new SketchStore({ redis: opts.redis, prefix: opts.prefix });
-    this.rankTtlSeconds = opts.rankTtlSeconds ?? 100 * DAY_SECONDS;
+    this.rankTtlSeconds = opts.rankTtlSeconds ?? RANK_TTL_DAYS * DAY_SECONDS;
     this.cacheVersionTtlSeconds = opts.cacheVersionTtlSeconds ?? 2 * DAY_SECONDS;
   }
 
@@ -831,6 +838,8 @@ export class BucketStore {
   /**
    * The highest-ranked members of a ranked entity for a metric over the given days, from every bucket, the open
    * one included (APPLY ranks ranked rows as it counts them). Values are for ordering; read exact counts with a query.
+   * At most `limit` members: highest score first, equal scores by member ascending, so a cut inside a tie keeps the
+   * lowest members (the order top lists answer ties in) and a smaller limit gives a prefix of a larger one's list.
    */
   async top(
     store: string,
@@ -843,7 +852,7 @@ export class BucketStore {
     const flat = await this.run(TOP, { tmp: `${this.keys.tag(store)}tmp:${randomUUID()}` }, { limit }, { keys: rankings });
     const out: Array<{ member: string; score: number }> = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ member: flat[i]!, score: Number(flat[i + 1]) });
-    return out;
+    return out.sort((a, b) => b.score - a.score || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0));
   }
 
   async touchCache(store: string, pk: string, ttlSeconds: number): Promise<void> {

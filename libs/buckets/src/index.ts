@@ -1,5 +1,6 @@
 export {
   BucketStore,
+  RANK_TTL_DAYS,
   type Backlog,
   type BucketStoreOptions,
   type DueRow,

@@ -713,7 +713,11 @@ return 1
 /**
  * TOP members of a ranked entity over some days, from every bucket applied (APPLY ranks the open bucket's rows as
  * it counts them). KEYS: tmp (a scratch key of the store), then the daily ranking zsets. ARGV: limit. Returns
- * member, score, ... highest first.
+ * member, score, ... : the first `limit` members by score, highest first, and by member (ascending) among equal
+ * scores. ZRANGE … REV alone orders equal scores by member descending, so a cut inside a tie kept its highest ids
+ * while top lists answer ties by id ascending: the members above the limit-th score (the cut) are all taken, then
+ * the members at the cut in ascending order until `limit`. The members above come highest first, equal scores
+ * among them in no set order; the members at the cut follow, ascending.
  */
 export const TOP = defineScript<string[]>()({
   name: 'TOP',
@@ -721,9 +725,20 @@ export const TOP = defineScript<string[]>()({
   keys: ['tmp'],
   args: ['limit'],
   body: `
-if #KEYS < KR then return {} end
+local limit = tonumber(A.limit)
+if #KEYS < KR or limit < 1 then return {} end
 redis.call('ZUNIONSTORE', K.tmp, #KEYS - KR + 1, unpack(KEYS, KR))
-local out = redis.call('ZRANGE', K.tmp, 0, tonumber(A.limit) - 1, 'REV', 'WITHSCORES')
+local out
+local last = redis.call('ZRANGE', K.tmp, limit - 1, limit - 1, 'REV', 'WITHSCORES')
+if #last == 0 then
+  out = redis.call('ZRANGE', K.tmp, 0, -1, 'REV', 'WITHSCORES')
+else
+  -- The score as Redis replies it (17 significant digits) reads back as the same double.
+  local cut = last[2]
+  out = redis.call('ZRANGE', K.tmp, '+inf', '(' .. cut, 'BYSCORE', 'REV', 'WITHSCORES')
+  local ties = redis.call('ZRANGE', K.tmp, cut, cut, 'BYSCORE', 'LIMIT', 0, limit - #out / 2, 'WITHSCORES')
+  for _, v in ipairs(ties) do out[#out + 1] = v end
+end
 redis.call('DEL', K.tmp)
 return out
 `,

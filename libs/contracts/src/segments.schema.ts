@@ -4,7 +4,13 @@ import { bodyErrorResponses, errorResponses, isoSchema, RANGE_NAMES, storeParam,
 export const segmentRuleSchema = z
   .object({
     /** Metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews. */
-    metric: z.string().min(1).max(64).describe("A metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews"),
+    metric: z
+      .string()
+      .min(1)
+      .max(64)
+      .describe(
+        "A metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews; one visitors do not count (UniqueVisitors, PageViews in the default rules) is 400 listing what they count",
+      ),
     /** Sub-key for keyed metrics: ProductViews of product `key`. */
     key: z
       .string()

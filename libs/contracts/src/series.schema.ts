@@ -13,7 +13,7 @@ export const seriesQuerySchema = z
         '`store` (default), or `<entity>:<id>` such as product:P1 or visitor:V9; a page may be given by its path (page:/shop/shoes)',
       ),
     metrics: metricsParam.describe(
-      "Comma-separated metric names, at most 50 different ones (keyed ones as ProductViews#P1); default: the entity's unkeyed metrics",
+      "Comma-separated metric names, at most 50 different ones (keyed ones as ProductViews#P1), each one the entity counts (another is 400 naming metrics and listing what the entity counts); default: the entity's unkeyed metrics",
     ),
     range: rangeParam.describe(
       "today, yesterday, last7d, last30d (default), last3m, last12m, thisMonth, thisYear, or allTime (granularity year or total; the default for granularity total). For visitors of a store with a history limit, allTime and earlier dates are cut to the months kept (any granularity; a range wholly before them is 400 naming from), and the answer's from/to give the range so cut.",

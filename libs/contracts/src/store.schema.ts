@@ -16,6 +16,9 @@ export const storeResponseSchema = z
         scale: z.number().int().describe('Decimal places: 0 = a count (JSON number), 2 = minor currency units (decimal string)'),
         description: z.string(),
         keyedBy: z.string().nullable().describe('Dimension the metric is keyed by (ask for ProductViews#<product>), or null'),
+        countedOn: z
+          .array(z.string())
+          .describe('The entities whose rows count it (the store row as store): asked for another entity, it is refused with a 400'),
         distinctOn: z
           .array(z.string())
           .optional()
@@ -36,10 +39,17 @@ export const storeResponseSchema = z
         today: '2026-03-15',
         currency: 'EUR',
         metrics: [
-          { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null },
-          { name: 'Revenue', scale: 2, description: 'order revenue', keyedBy: null },
-          { name: 'ProductViews', scale: 0, description: 'views per product', keyedBy: 'product' },
-          { name: 'UniqueVisitors', scale: 0, description: 'distinct visitors', keyedBy: null, distinctOn: ['store', 'product'] },
+          { name: 'ViewCount', scale: 0, description: 'product views', keyedBy: null, countedOn: ['store', 'product', 'visitor'] },
+          { name: 'Revenue', scale: 2, description: 'order revenue', keyedBy: null, countedOn: ['store', 'product', 'visitor'] },
+          { name: 'ProductViews', scale: 0, description: 'views per product', keyedBy: 'product', countedOn: ['visitor'] },
+          {
+            name: 'UniqueVisitors',
+            scale: 0,
+            description: 'distinct visitors',
+            keyedBy: null,
+            countedOn: ['store', 'product'],
+            distinctOn: ['store', 'product'],
+          },
         ],
         entities: ['store', 'product', 'visitor', 'page'],
       },

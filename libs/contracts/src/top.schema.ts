@@ -4,13 +4,20 @@ import { errorResponses, isoSchema, RANGE_NAMES, rangeParam, rangeParams, valueS
 /** Longest range a top list covers: the daily rankings are read day by day. */
 export const MAX_TOP_DAYS = 92;
 export const MAX_TOP_LIMIT = 100;
+/**
+ * How far back a top list reaches, for the descriptions: readTop (@tally/query) refuses a `from` more than
+ * RANK_TTL_DAYS - 2 days (@tally/buckets: how long a day's ranking is kept, less a day's margin) before today.
+ */
+const TOP_MAX_AGE_DAYS = 98;
 
 export const topQuerySchema = z
   .object({
     entity: z.string().describe('A ranked entity (product and page in the default rules)'),
-    metric: z.string().describe('An unkeyed metric, e.g. ViewCount'),
+    metric: z
+      .string()
+      .describe('An unkeyed metric the entity counts, e.g. ViewCount (another is 400 naming metric and listing what the entity counts)'),
     range: rangeParam.describe(
-      `A named range (default last30d), or from/to instead, covering at most ${MAX_TOP_DAYS} days: allTime and last12m are always 400, thisYear once it passes ${MAX_TOP_DAYS} days`,
+      `A named range (default last30d), or from/to instead, covering at most ${MAX_TOP_DAYS} days and starting at most ${TOP_MAX_AGE_DAYS} days before today in the store's time zone: allTime and last12m are always 400, thisYear once it passes ${MAX_TOP_DAYS} days, an older from is 400 naming from`,
     ),
     ...rangeParams,
     limit: z.coerce.number().int().min(1).max(MAX_TOP_LIMIT).default(10).describe(`Items to return, 1-${MAX_TOP_LIMIT} (default 10)`),
@@ -59,8 +66,7 @@ export const topResponseSchema = z
 export const topRouteSchema = {
   operationId: 'getTop',
   summary: 'The top entities by a metric: candidates from the rankings of every bucket, exact values from DynamoDB plus Redis',
-  description:
-    'Candidates come from every bucket, the open one included, so an entity counted a moment ago is listed. Values are exact. Pages (entities keyed by a path) carry their decoded path.',
+  description: `Candidates come from every bucket, the open one included, so an entity counted a moment ago is listed. Values are exact; equal values are listed by id. Pages (entities keyed by a path) carry their decoded path. The daily rankings are kept for a while only: a range starting more than ${TOP_MAX_AGE_DAYS} days before today (in the store's time zone) is 400 naming from, never a list ranked from the days left.`,
   tags: ['query'],
   querystring: topQuerySchema,
   response: { 200: topResponseSchema, ...errorResponses },

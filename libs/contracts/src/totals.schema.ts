@@ -8,9 +8,11 @@ export const totalsQuerySchema = z
       .union([z.string(), z.array(z.string())])
       .optional()
       .describe(
-        'Comma-separated ids, at most MAX_ENTITIES_PER_REQUEST (default 100) different ones; a page may be given by its path (/shop/shoes)',
+        'Comma-separated ids (ids=P1,P2), in one ids parameter or several (ids=P1&ids=P2), at most MAX_ENTITIES_PER_REQUEST (default 100) different ones. A page may be given by its path, one path per ids parameter (ids=/shop/shoes&ids=/blog): a path may hold commas, so ids=/shop/a,b is the one page /shop/a,b (page keys, which hold none, may still be comma-separated)',
       ),
-    metrics: metricsParam.describe("Comma-separated metric names, at most 50 different ones; default: the entity's unkeyed metrics"),
+    metrics: metricsParam.describe(
+      "Comma-separated metric names, at most 50 different ones, each one the entity counts (another is 400 naming metrics and listing what the entity counts); default: the entity's unkeyed metrics",
+    ),
     range: rangeParam.describe(
       "A named range (default last30d) or allTime. For visitors of a store with a history limit, allTime and earlier dates are cut to the months kept (a range wholly before them is 400 naming from), and the answer's from/to give the range so cut.",
     ),

@@ -12,15 +12,16 @@ export interface Cell {
  * item, every whole month of the other years from its month attribute on the month item, and the remaining days
  * from their day attributes. Every count is in all four of its cells (day, month, year, total), so the sum is the
  * sum of the days; a ten-year range reads at most 25 items per row (TOTAL and the 12 month items at each end)
- * instead of 121 month items.
+ * instead of 121 month items. With `yearsFromMonths` (a visitor under a history limit, whose TOTAL item still holds
+ * the months TTL deleted) a whole year is its 12 month cells instead: only month items, one per month of the range.
  */
-export function coverOf(range: DateRange): Cell[] {
+export function coverOf(range: DateRange, yearsFromMonths = false): Cell[] {
   const cells: Cell[] = [];
   const { from, to } = range;
   for (let year = from.year; year <= to.year; year++) {
     const first = year === from.year ? from : dateOf(year, 1, 1);
     const last = year === to.year ? to : dateOf(year, 12, 31);
-    if (first.month === 1 && first.day === 1 && last.month === 12 && last.day === 31) {
+    if (!yearsFromMonths && first.month === 1 && first.day === 1 && last.month === 12 && last.day === 31) {
       cells.push({ sk: TOTAL_SK, attr: (a) => yearAttr(year, a) });
       continue;
     }

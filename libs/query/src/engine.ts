@@ -188,7 +188,8 @@ function sumCells(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[]
  * TOTAL item with one GetItem (readTotalItem), range 'all' by year a point per year that has counts (yearsOfRow);
  * granularity total over dates reads the coarsest items that cover them (see coverOf). With `yearsFromMonths` (a
  * visitor under a history limit, whose TOTAL item still holds the months no longer kept) a year over dates is the
- * sum of its months in the range, read like month granularity.
+ * sum of its months in the range, read like month granularity, and granularity total reads no year cell either
+ * (readTotals `yearsFromMonths`).
  */
 export async function readSeries(
   deps: QueryDeps,
@@ -202,7 +203,13 @@ export async function readSeries(
     if (granularity === 'day' || granularity === 'month')
       throw new QueryError('granularity', `range allTime answers granularity year or total, not ${granularity}`);
   } else if (granularity === 'total') {
-    const r = await readTotals(deps, { store: req.store, pks: [req.pk], metrics: req.metrics, range });
+    const r = await readTotals(deps, {
+      store: req.store,
+      pks: [req.pk],
+      metrics: req.metrics,
+      range,
+      yearsFromMonths: req.yearsFromMonths === true,
+    });
     const { values, estimated } = r.rows[0]!;
     const point: SeriesPoint = estimated ? { period: 'total', values, estimated } : { period: 'total', values };
     return { points: [point], totals: values, estimated: r.estimated, dynamoRequests: r.dynamoRequests };
@@ -325,13 +332,16 @@ async function setDistinct(deps: QueryDeps, store: string, groups: Buffer[][], s
  * items than the configured maximum is refused before anything is read. The overflow items of spilled items
  * (rows past SPILL_AT_KB), known only once their item is read, count too: a query they would take past the
  * maximum is refused before that round is read. The QueryError names `costField` (default `ids` for many rows,
- * `range` for one).
+ * `range` for one). With `yearsFromMonths` (visitor rows under a history limit, their range clamped to it: TOTAL
+ * still holds the months TTL deleted, in its year and all-time cells) whole years are summed from their month items
+ * like series by year and segment rules: one item per month of the range and row, refused past the maximum
+ * (a window of 1,200 months reads 1,200 items for one visitor).
  */
 export async function readTotals(
   deps: QueryDeps,
-  req: { store: string; pks: readonly string[]; metrics: MetricRef[]; range: QueryRange; costField?: string },
+  req: { store: string; pks: readonly string[]; metrics: MetricRef[]; range: QueryRange; costField?: string; yearsFromMonths?: boolean },
 ): Promise<{ rows: TotalsRow[]; estimated: string[]; dynamoRequests: number }> {
-  const cells: Cell[] = req.range === 'all' ? [{ sk: TOTAL_SK, attr: totalAttr }] : coverOf(req.range);
+  const cells: Cell[] = req.range === 'all' ? [{ sk: TOTAL_SK, attr: totalAttr }] : coverOf(req.range, req.yearsFromMonths === true);
   const sks = [...new Set(cells.map((c) => c.sk))];
   const field = req.costField ?? (req.pks.length > 1 ? 'ids' : 'range');
   checkCost(

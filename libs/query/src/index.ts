@@ -10,9 +10,12 @@ export {
   keyedByOf,
   plainMetricsOf,
   checkMetricName,
+  checkCountedMetric,
+  entitiesCounting,
   ID_RULE,
   pathOfId,
   idOfRequest,
+  keyedByPath,
 } from './rules-introspection';
 export { HistoryMemo } from './history-memo';
 export { evaluateSegments } from './segments';

@@ -280,7 +280,7 @@ describe('ranges and totals', () => {
     const range = namedRange('last30d', tz, now);
     const metrics = resolveMetrics(rules, ['ViewCount']);
     const agree = async () => {
-      const top = await readTop(deps, { store: 'L', entity: 'product', metric: 'ViewCount', range, limit: 10 });
+      const top = await readTop(deps, { store: 'L', entity: 'product', metric: 'ViewCount', range, limit: 10, timeZone: tz, now });
       const pks = top.items.map((i) => `L#product#${i.id}`);
       const totals = pks.length ? await readTotals(deps, { store: 'L', pks, metrics, range }) : { rows: [] };
       const store = await readSeries(deps, { store: 'L', pk: 'L', metrics, range, granularity: 'total' });

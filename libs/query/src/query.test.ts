@@ -100,6 +100,14 @@ describe('coverOf', () => {
     ]);
   });
 
+  it('with yearsFromMonths reads a whole year as its 12 month cells, never TOTAL (a visitor under a history limit)', () => {
+    const months = (y: number) => Array.from({ length: 12 }, (_, i) => `${monthSk(y, i + 1)} ${monthAttr(i + 1, 'v')}`);
+    const of = (from: string, to: string) => coverOf(explicitRange(from, to), true).map((c) => `${c.sk} ${c.attr('v')}`);
+    expect(of('2024-01-01', '2024-12-31')).toEqual(months(2024));
+    expect(of('2023-02-01', '2025-01-31')).toEqual([...months(2023).slice(1), ...months(2024), `${monthSk(2025, 1)} ${monthAttr(1, 'v')}`]);
+    expect(of('2024-02-28', '2024-03-01')).toEqual(cellsOf('2024-02-28', '2024-03-01'));
+  });
+
   it('sums to exactly the sum of the days, for any range (every count lands in its day, month, year and total cells)', () => {
     const base = toEpochDay(dateOf(2015, 1, 1));
     fc.assert(
@@ -125,6 +133,11 @@ describe('coverOf', () => {
           expect(got).toBe(expected);
           // At most TOTAL and 12 month items at each end.
           expect(new Set(coverOf({ from, to }).map((c) => c.sk)).size).toBeLessThanOrEqual(25);
+          // From month items only: the same sum, one item per month of the range.
+          const byMonths = coverOf({ from, to }, true);
+          expect(byMonths.reduce((sum, c) => sum + (cells.get(`${c.sk} ${c.attr('v')}`) ?? 0n), 0n)).toBe(expected);
+          expect(byMonths.some((c) => c.sk === TOTAL_SK)).toBe(false);
+          expect(new Set(byMonths.map((c) => c.sk)).size).toBe((to.year - from.year) * 12 + to.month - from.month + 1);
         },
       ),
       { numRuns: 300 },

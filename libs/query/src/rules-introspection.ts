@@ -33,7 +33,7 @@ export function rankedEntitiesOf(rules: CompiledRules): string[] {
 }
 
 /** Whether an entity is keyed by one `path` dimension (page): its ids are base64url keys of paths. */
-function keyedByPath(rules: CompiledRules, entity: string): boolean {
+export function keyedByPath(rules: CompiledRules, entity: string): boolean {
   const key = rules.rules.entities[entity]?.key ?? [];
   return key.length === 1 && rules.dimFormat(key[0]!) === 'path';
 }
@@ -98,4 +98,40 @@ export function checkMetricName(rules: CompiledRules, name: string, field: strin
     if (!ID_PATTERN.test(sub)) throw new QueryError(keyField, `key ${JSON.stringify(sub)} of metric ${base} must be ${ID_RULE}`);
   }
   return { base, sub };
+}
+
+/** A metric as an entity counts it, for messages: `ViewCount`, or `ProductViews#<product>` for one keyed by a dimension. */
+const countedName = (metric: string, by: string | undefined) => (by === undefined ? metric : `${metric}#<${by}>`);
+
+/** What an entity counts: its counters' metrics (with the dimension of a keyed one's key) and its distinct counts, in rules order. */
+function countedOf(rules: CompiledRules, entity: string): Map<string, { metric: string; keyed: boolean }> {
+  const out = new Map<string, { metric: string; keyed: boolean }>();
+  for (const t of rules.eventTypes.values())
+    for (const c of t.counters) if (c.entity === entity) out.set(countedName(c.metric, c.by), { metric: c.metric, keyed: !!c.by });
+  for (const d of rules.distinctOf(entity)) out.set(d.metric, { metric: d.metric, keyed: false });
+  return out;
+}
+
+/** The entities whose rows count `metric` (keyed or not, or as a distinct count), the store row named `store`, in rules order. */
+export function entitiesCounting(rules: CompiledRules, metric: string): string[] {
+  const storeEntity = storeEntityOf(rules);
+  return Object.keys(rules.rules.entities)
+    .filter((e) => [...countedOf(rules, e).values()].some((c) => c.metric === metric))
+    .map((e) => (e === storeEntity ? 'store' : e));
+}
+
+/**
+ * Checks a metric name as checkMetricName does, then that `entity` (as the rules name it, `store` resolved) counts
+ * it: a counter of the entity counts it (keyed exactly when the name has a key), or it is one of the entity's
+ * distinct counts. Otherwise a QueryError at `field` says what the entity counts: a metric the entity lacks would
+ * read as 0 everywhere (a series of zeros, an empty top list, a segment rule `< 1` matching every visitor).
+ */
+export function checkCountedMetric(rules: CompiledRules, entity: string, name: string, field: string, keyField = field): MetricName {
+  const m = checkMetricName(rules, name, field, keyField);
+  const counted = countedOf(rules, entity);
+  if (![...counted.values()].some((c) => c.metric === m.base && c.keyed === (m.sub !== undefined))) {
+    const asked = countedName(m.base, m.sub === undefined ? undefined : keyedness(rules, m.base).keyedBy.join('/'));
+    throw new QueryError(field, `entity ${entity} does not count ${asked}; it counts ${[...counted.keys()].join(', ') || 'nothing'}`);
+  }
+  return m;
 }

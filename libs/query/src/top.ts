@@ -1,4 +1,6 @@
+import { RANK_TTL_DAYS } from '@tally/buckets';
 import { MAX_TOP_DAYS } from '@tally/contracts';
+import { addDays, compareDates, formatDate, localDate } from '@tally/key-layout';
 import { readTotals, resolveMetrics, dayKeysOf, type QueryDeps } from './engine';
 import { QueryError } from './errors';
 import type { DateRange, QueryRange } from './ranges';
@@ -6,6 +8,15 @@ import { checkMetricName, entityOf, rankedEntitiesOf } from './rules-introspecti
 
 /** Candidates fetched from the rankings per item asked: rankings order by doubles, the answer by exact values. */
 const CANDIDATES_PER_ITEM = 2;
+
+/**
+ * How many days before today (in the store's time zone) a top list reaches back. A day's ranking zset lives
+ * RANK_TTL_DAYS days after the last apply that counted in it, so at least until the day's start + RANK_TTL_DAYS
+ * days (an hour less across a DST change, a minute less for an event inside the clock skew): on day T the day
+ * T - (RANK_TTL_DAYS - 1) may go at the end of T, while it is read. With a day's margin the oldest day read is
+ * T - (RANK_TTL_DAYS - 2); an older `from` is refused rather than answered from the days that are left.
+ */
+const TOP_MAX_AGE_DAYS = RANK_TTL_DAYS - 2;
 
 export interface TopResult {
   /** The entity as the rules name it (`store` resolved). */
@@ -22,10 +33,17 @@ export interface TopResult {
  * step updates for every bucket (the open one included), give candidates; readTotals
  * gives their exact values (DynamoDB plus every count in Redis), which order the answer. So an entity counted a
  * moment ago, still in the open bucket, is in the list, and the list agrees with the totals at any moment.
+ * The rankings are kept for a while only: a range starting more than TOP_MAX_AGE_DAYS days before today, in the
+ * store's time zone (`timeZone`, at `now`), is refused (QueryError on `from`).
+ *
+ * Candidates are the first `limit * CANDIDATES_PER_ITEM` members by ranking score, equal scores by id ascending
+ * (BucketStore.top): a cut inside a tie takes its lowest ids, those the answer lists first, so the exact values
+ * and the id order give the true top `limit` (a smaller limit is a prefix of a larger one's list), and the rows
+ * read stay `limit * CANDIDATES_PER_ITEM` however many members tie.
  */
 export async function readTop(
   deps: QueryDeps,
-  req: { store: string; entity: string; metric: string; range: QueryRange; limit: number },
+  req: { store: string; entity: string; metric: string; range: QueryRange; limit: number; timeZone: string; now: number },
 ): Promise<TopResult> {
   const { rules } = deps;
   const { name: entity, spec } = entityOf(rules, req.entity, 'entity');
@@ -37,6 +55,12 @@ export async function readTop(
   const dayKeys = dayKeysOf(req.range);
   if (dayKeys.length > MAX_TOP_DAYS)
     throw new QueryError('range', `the range covers ${dayKeys.length} days; top lists cover at most ${MAX_TOP_DAYS}`);
+  const oldest = addDays(localDate(req.now, req.timeZone), -TOP_MAX_AGE_DAYS);
+  if (compareDates(req.range.from, oldest) < 0)
+    throw new QueryError(
+      'from',
+      `top lists reach back ${TOP_MAX_AGE_DAYS} days, to ${formatDate(oldest)} (the daily rankings are kept ${RANK_TTL_DAYS} days), not to ${formatDate(req.range.from)}`,
+    );
 
   const candidates = await deps.buckets.top(req.store, entity, metric!.attr, dayKeys, req.limit * CANDIDATES_PER_ITEM);
   const ids = candidates.map((c) => c.member);

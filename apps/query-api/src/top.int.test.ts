@@ -1,0 +1,78 @@
+import { RANK_TTL_DAYS } from '@tally/buckets';
+import { addDays, formatDate, localDate } from '@tally/key-layout';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { badRequest, bearer, times, useFixture, view } from '../test/fixture';
+import type { QueryApiApp } from './app';
+
+// The query clock: 2024-03-16 02:00 UTC, 22:00 on 2024-03-15 in New York (the store's zone).
+const NOW = Date.parse('2024-03-16T02:00:00Z');
+const TZ = 'America/New_York';
+const DAY_MS = 86_400_000;
+/** How far back a top list reaches: a day's ranking lives RANK_TTL_DAYS days after its last count, less a day's margin. */
+const BACK = RANK_TTL_DAYS - 2;
+const today = localDate(NOW, TZ);
+const day = (daysAgo: number) => formatDate(addDays(today, -daysAgo));
+/** An instant `days` days before the query clock (21:00 or 22:00 in New York, on the day `days` days before today). */
+const ago = (days: number) => new Date(NOW - days * DAY_MS).toISOString();
+
+const f = useFixture();
+let app: QueryApiApp;
+let key: string;
+
+beforeAll(async () => {
+  key = (await f.tenant('SHOP_T', TZ)).read;
+  await f.apply('SHOP_T', TZ, [
+    ...times(2, () => view(ago(BACK), 'P1', 'V1')),
+    view(ago(BACK + 1), 'P2', 'V1'),
+    view(ago(130), 'P3', 'V1'),
+    // P01..P25 one view each, yesterday and today.
+    ...Array.from({ length: 25 }, (_, i) => view(ago(i % 2), `P${String(i + 1).padStart(2, '0')}`, 'V2')),
+  ]);
+  await f.flush('SHOP_T');
+  app = await f.app({ now: () => NOW });
+});
+
+const get = async (url: string) => {
+  const res = await app.inject({ method: 'GET', url, headers: bearer(key) });
+  return { status: res.statusCode, body: res.json() };
+};
+const top = (from: string, to: string, limit = 10) => get(`/v1/top?entity=product&metric=ViewCount&from=${from}&to=${to}&limit=${limit}`);
+
+describe('GET /v1/top over the rankings kept', () => {
+  it('answers 400 naming from for a range older than the rankings kept, never a list ranked from the days left', async () => {
+    expect(day(0)).toBe('2024-03-15');
+    // 150 to 120 days ago: every ranking of the range may have expired.
+    const old = await top(day(150), day(120));
+    expect(old.status).toBe(400);
+    expect(old.body).toEqual(
+      badRequest(
+        'from',
+        `top lists reach back ${BACK} days, to ${day(BACK)} (the daily rankings are kept ${RANK_TTL_DAYS} days), not to ${day(150)}`,
+      ),
+    );
+    // A range straddling the limit: refused too, not ranked from the days that are left.
+    expect((await top(day(BACK + 1), day(BACK - 30))).body).toMatchObject({ status: 400, field: 'from' });
+    // From the oldest day kept (the store's today less BACK days; in UTC today is already 2024-03-16): listed.
+    const oldest = await top(day(BACK), day(BACK - 30));
+    expect(oldest.status).toBe(200);
+    expect(oldest.body).toMatchObject({ from: day(BACK), items: [{ id: 'P1', value: 2 }] });
+    // The length refusal comes first, as before.
+    expect((await top(day(150), day(20))).body).toMatchObject({ status: 400, field: 'range', detail: expect.stringMatching(/131 days/) });
+  });
+
+  it('says so in the OpenAPI description of /v1/top', async () => {
+    const doc = (await app.inject({ method: 'GET', url: '/docs/json' })).json();
+    const op = doc.paths['/v1/top'].get;
+    expect(op.description).toContain(`more than ${BACK} days before today (in the store's time zone) is 400 naming from`);
+    expect(op.parameters.find((p: { name: string }) => p.name === 'range').description).toContain(`at most ${BACK} days before today`);
+  });
+});
+
+describe('GET /v1/top ties', () => {
+  it('lists equal values by id from the first, a smaller limit giving a prefix', async () => {
+    const ids = (body: { items: Array<{ id: string }> }) => body.items.map((x) => x.id);
+    const ten = await top(day(6), day(0));
+    expect(ids(ten.body)).toEqual(['P01', 'P02', 'P03', 'P04', 'P05', 'P06', 'P07', 'P08', 'P09', 'P10']);
+    expect(ids((await top(day(6), day(0), 5)).body)).toEqual(ids(ten.body).slice(0, 5));
+  });
+});

@@ -1,0 +1,120 @@
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { BucketStore, RANK_TTL_DAYS } from '@tally/buckets';
+import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
+import { addDays, formatDate, localDate } from '@tally/key-layout';
+import { compileRules, defaultRules, rollup } from '@tally/schema';
+import { createTestTable, type DynaliteHandle } from '@tally/testing';
+import { useDynalite, useRedis } from '@tally/testing/vitest';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+import { explicitRange, namedRange, QueryError, readTop, type QueryDeps } from './index';
+
+let dyn: DynaliteHandle;
+let redis: Redis;
+let client: DynamoDBClient;
+const meter = createDynamoMeter();
+const rules = compileRules({
+  ...defaultRules,
+  entities: {
+    store: { key: [], flush: { kind: 'bucket' } },
+    product: { key: ['product'], flush: { kind: 'bucket' }, rank: true },
+    visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
+    page: { key: ['page'], flush: { kind: 'bucket' }, rank: true },
+  },
+});
+
+useRedis((r) => void (redis = r));
+useDynalite((d) => {
+  dyn = d;
+  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' });
+  return () => client.destroy();
+});
+
+async function setup(prefix: string): Promise<QueryDeps> {
+  const table = await createTestTable(dyn.endpoint);
+  return { buckets: new BucketStore({ redis, rules, prefix }), dynamo: { client, table, meter }, rules };
+}
+
+const DAY_MS = 86_400_000;
+const view = (ts: number, product: string, visitor: string) => ({ type: 'view', ts, dims: { product, visitor } });
+/** The error a promise rejects with (a test fails if it resolves). */
+const refusal = async (p: Promise<unknown>) => {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(QueryError);
+  return err as QueryError;
+};
+
+describe('top lists over the rankings kept', () => {
+  it("refuses a range starting before the days whose rankings are kept whole, counted in the store's time zone", async () => {
+    const deps = await setup('age');
+    // The query clock: 2024-03-16 02:00 UTC, 22:00 on 2024-03-15 in New York; the counts were applied just now.
+    const now = Date.parse('2024-03-16T02:00:00Z');
+    const tz = 'America/New_York';
+    const back = RANK_TTL_DAYS - 2; // a day's ranking lives RANK_TTL_DAYS days after its last count, less a day's margin
+    const today = localDate(now, tz);
+    const oldest = addDays(today, -back);
+    expect(formatDate(today)).toBe('2024-03-15');
+    // One view on the oldest day kept, one the day before, one 150 days ago (21:00 or 22:00 in New York).
+    const ago = (days: number) => now - days * DAY_MS;
+    await deps.buckets.apply(
+      'S',
+      'a',
+      rollup(rules, 'S', tz, [view(ago(back), 'P1', 'V1'), view(ago(back + 1), 'P2', 'V1'), view(ago(150), 'P3', 'V1')]),
+      { now, dedupeTtlSeconds: 60 },
+    );
+    expect(formatDate(localDate(ago(back), tz))).toBe(formatDate(oldest));
+    const top = (from: string, to: string, timeZone = tz) =>
+      readTop(deps, { store: 'S', entity: 'product', metric: 'ViewCount', range: explicitRange(from, to), limit: 10, timeZone, now });
+
+    // The oldest day kept is read.
+    const first = formatDate(oldest);
+    expect((await top(first, formatDate(addDays(oldest, 30)))).items).toEqual([{ id: 'P1', units: 1n }]);
+    // A day earlier is refused, on `from`, though its ranking is still there: it may expire while read.
+    const before = await refusal(top(formatDate(addDays(oldest, -1)), formatDate(addDays(oldest, 30))));
+    expect(before.field).toBe('from');
+    expect(before.message).toBe(
+      `top lists reach back ${back} days, to ${first} (the daily rankings are kept ${RANK_TTL_DAYS} days), not to ${formatDate(addDays(oldest, -1))}`,
+    );
+    // 150 to 120 days ago: refused, not answered from rankings that expired (items: []).
+    const old = await refusal(top(formatDate(addDays(today, -150)), formatDate(addDays(today, -120))));
+    expect(old.field).toBe('from');
+    // Today is the store's: in UTC it is already 2024-03-16, and the oldest day kept a day later.
+    expect((await refusal(top(first, formatDate(addDays(oldest, 30)), 'UTC'))).message).toMatch(
+      new RegExp(`to ${formatDate(addDays(oldest, 1))} .* not to ${first}$`),
+    );
+    // The length refusals come first, as before.
+    expect((await refusal(top('2023-01-01', '2023-06-30'))).field).toBe('range');
+    const allTime = readTop(deps, { store: 'S', entity: 'product', metric: 'ViewCount', range: 'all', limit: 10, timeZone: tz, now });
+    expect((await refusal(allTime)).field).toBe('range');
+    // Named ranges (at most 92 days) are never refused for their age.
+    const last3m = namedRange('last3m', tz, now);
+    const r = await readTop(deps, { store: 'S', entity: 'product', metric: 'ViewCount', range: last3m, limit: 10, timeZone: tz, now });
+    expect(r.range).toEqual(last3m);
+  });
+});
+
+describe('ties', () => {
+  it('lists equal values by id from the first: P01..P25 one view each, limit 10 is P01..P10 and limit 5 its prefix', async () => {
+    const deps = await setup('ties');
+    const now = Date.now();
+    const tz = 'UTC';
+    const pad = (i: number) => `P${String(i).padStart(2, '0')}`;
+    // Yesterday and today: a tie split over days ranks as one.
+    const events = Array.from({ length: 25 }, (_, i) => view(now - (i % 2) * DAY_MS, pad(i + 1), 'V1'));
+    events.push(view(now, 'Q', 'V1'), view(now - DAY_MS, 'Q', 'V2'));
+    await deps.buckets.apply('T', 'a', rollup(rules, 'T', tz, events), { now, dedupeTtlSeconds: 60 });
+    const range = namedRange('last7d', tz, now);
+    const top = async (limit: number) =>
+      (await readTop(deps, { store: 'T', entity: 'product', metric: 'ViewCount', range, limit, timeZone: tz, now })).items.map((x) => [
+        x.id,
+        Number(x.units),
+      ]);
+    const all = [['Q', 2], ...Array.from({ length: 25 }, (_, i) => [pad(i + 1), 1])];
+    expect(await top(10)).toEqual(all.slice(0, 10));
+    expect(await top(5)).toEqual(all.slice(0, 5));
+    for (const limit of [1, 2, 13, 26, 27, 100]) expect(await top(limit)).toEqual(all.slice(0, limit));
+  });
+});
