@@ -1,7 +1,8 @@
 import { QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { cellsOfDay, parseDayKey } from '@tally/key-layout';
-import { createTestTable, dynamoDbLocalUnavailable, startDynalite, startDynamoDbLocal } from '@tally/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestTable } from '@tally/testing';
+import { dynamoBackends, useDynamoBackend } from '@tally/testing/vitest';
+import { describe, expect, it } from 'vitest';
 import {
   createDynamoClient,
   createDynamoMeter,
@@ -116,24 +117,13 @@ async function expectCells(table: string, pk: string, live: readonly SketchPart[
   return byItem;
 }
 
-const backends = [
-  { name: 'dynalite', start: startDynalite, skip: undefined },
-  { name: 'DynamoDB Local', start: startDynamoDbLocal, skip: dynamoDbLocalUnavailable() },
-];
-
-describe.each(backends)('dense sketches of several distinct metrics on one row, on $name', ({ start, skip }) => {
-  let stop: (() => Promise<void>) | undefined;
+describe.each(dynamoBackends())('dense sketches of several distinct metrics on one row, on $name', (backend) => {
+  const { skip } = backend;
   let endpoint: string;
-  beforeAll(async () => {
-    if (skip) return;
-    const h = await start();
-    stop = () => h.stop();
-    endpoint = h.endpoint;
+  useDynamoBackend(backend, (e) => {
+    endpoint = e;
     client = createDynamoClient({ endpoint, region: 'us-east-1' });
-  }, 600_000);
-  afterAll(async () => {
-    client?.destroy();
-    await stop?.();
+    return () => client.destroy();
   });
 
   it.skipIf(skip)(

@@ -2,10 +2,10 @@ import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, SPILL_AT_KB, SpilledItems, writeRow } from '@tally/dynamo';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
-import { createTestTable, dynamoDbLocalUnavailable, startDynalite, startDynamoDbLocal } from '@tally/testing';
-import { useRedis } from '@tally/testing/vitest';
+import { createTestTable } from '@tally/testing';
+import { dynamoBackends, useDynamoBackend, useRedis } from '@tally/testing/vitest';
 import type { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { evaluateSegments, explicitRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
 
 // A crawler: one visitor viewing 20,000 distinct products within one month. Its month and TOTAL items would pass
@@ -39,26 +39,14 @@ function itemBytes(item: Record<string, AttributeValue>): number {
 let redis: Redis;
 useRedis((r) => void (redis = r));
 
-const unavailable = dynamoDbLocalUnavailable();
-const backends = [
-  { name: 'dynalite', start: startDynalite, skip: undefined },
-  { name: 'DynamoDB Local', start: startDynamoDbLocal, skip: unavailable },
-];
-
-describe.each(backends)('a visitor with $name', ({ name, start, skip }) => {
-  let stop: (() => Promise<void>) | undefined;
+describe.each(dynamoBackends())('a visitor with $name', (backend) => {
+  const { name, skip } = backend;
   let client: DynamoDBClient;
   let endpoint: string;
-  beforeAll(async () => {
-    if (skip) return;
-    const h = await start();
-    stop = () => h.stop();
-    endpoint = h.endpoint;
+  useDynamoBackend(backend, (e) => {
+    endpoint = e;
     client = createDynamoClient({ endpoint, region: 'us-east-1' });
-  }, 600_000);
-  afterAll(async () => {
-    client?.destroy();
-    await stop?.();
+    return () => client.destroy();
   });
 
   it.skipIf(skip)(

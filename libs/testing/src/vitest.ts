@@ -2,6 +2,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
 import type { AppName } from '@tally/config';
 import { startDynalite, type DynaliteHandle, type StartDynaliteOptions } from './dynalite';
+import { dynamoDbLocalUnavailable, startDynamoDbLocal } from './dynamodb-local';
 import { startApp, type AppHandle, type StartAppOptions } from './fleet';
 import { startRedis, type RedisHandle, type StartRedisOptions } from './redis';
 import { createTestTable, type TestTenants } from './table';
@@ -37,6 +38,37 @@ export function useRedis(ready: (redis: Redis, server: RedisHandle) => Cleanup, 
     await server?.stop();
   });
   if (opts.flushEachTest) beforeEach(async () => void (await redis!.flushall()));
+}
+
+/** A DynamoDB emulator a test may run against; `skip` says why it cannot run here. */
+export interface DynamoBackend {
+  name: string;
+  start: () => Promise<{ endpoint: string; stop(): Promise<unknown> }>;
+  skip: string | undefined;
+}
+
+/** dynalite, and AWS's DynamoDB Local (skipped without java): for `describe.each` over both. */
+export function dynamoBackends(): DynamoBackend[] {
+  return [
+    { name: 'dynalite', start: () => startDynalite(), skip: undefined },
+    { name: 'DynamoDB Local', start: startDynamoDbLocal, skip: dynamoDbLocalUnavailable() },
+  ];
+}
+
+/** In a describe block: `backend` started before its tests (unless skipped), its endpoint handed to `ready`, stopped after. */
+export function useDynamoBackend(backend: DynamoBackend, ready: (endpoint: string) => Cleanup): void {
+  let stop: (() => Promise<unknown>) | undefined;
+  let cleanup: Cleanup;
+  beforeAll(async () => {
+    if (backend.skip) return;
+    const h = await backend.start();
+    stop = () => h.stop();
+    cleanup = ready(h.endpoint);
+  }, 600_000);
+  afterAll(async () => {
+    await cleanup?.();
+    await stop?.();
+  });
 }
 
 /** In a test file: dynalite started before the file's tests and handed to `ready`, stopped after them. */
