@@ -190,16 +190,18 @@ const queryAll = (db: TenantDb, pk: string, projection?: string) =>
   });
 
 /**
- * The keys of every counter item of a store: pk `<store>` or `<store>#…`. Rows of all entities are separate
- * partitions, so this is a Scan of the table (a cost proportional to the table: see DESIGN.md "Known limits").
+ * The keys of every counter item of a store: pk `<store>` or `<store>#…`, with the attributes `extra` names (when
+ * an item has them). Rows of all entities are separate partitions, so this is a Scan of the table (a cost
+ * proportional to the table: see DESIGN.md "Known limits"). Used by deleteStore and restampRetention.
  */
-const scanStoreItems = (db: TenantDb, store: string) =>
+export const scanStoreItems = (db: TenantDb, store: string, extra: readonly string[] = []) =>
   readAll(
     db,
     {
       FilterExpression: 'pk = :s OR begins_with(pk, :p)',
       ExpressionAttributeValues: { ':s': S(store), ':p': S(`${store}#`) },
-      ProjectionExpression: 'pk, sk',
+      ProjectionExpression: ['pk', 'sk', ...extra.map((_, i) => `#x${i}`)].join(', '),
+      ...(extra.length > 0 && { ExpressionAttributeNames: Object.fromEntries(extra.map((name, i) => [`#x${i}`, name])) }),
     },
     true,
   );

@@ -23,3 +23,4 @@ export {
 export { createTenantDirectory, type Principal, type TenantDirectory } from './directory';
 export { deleteStore, eraseVisitor, type ErasureDeps } from './erasure';
 export { visitorExpiry } from './retention';
+export { restampRetention, RETENTION_SETTLE_MS, type RestampOptions, type RetentionRestamp } from './retention-change';

@@ -13,6 +13,8 @@ export interface TenantsBackends {
   db: tenants.TenantDb;
   /** Redis, the queues and the rules for delete-store and erase-visitor, connected on demand; absent: none. */
   erasure?: () => Promise<ErasureContext>;
+  /** restamp-retention's wait and clock (tests); absent: restampRetention's defaults (RETENTION_SETTLE_MS). */
+  restamp?: Pick<tenants.RestampOptions, 'settleMs' | 'sleep' | 'now'>;
 }
 
 const TENANTS_OPTIONS = {
@@ -214,10 +216,42 @@ const COMMANDS: Record<string, Command> = {
     prepare: ([store], values, io) => {
       const settings = settingsOf(values);
       return async ({ db }) => {
+        const before = settings.historyMonths === undefined ? undefined : await tenants.getTenant(db, store!);
         const t = await tenants.updateTenant(db, store!, settings);
         io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${historyOf(t)}`);
+        // The items already written keep the expiry of the old setting until restamped (libs/tenants retention-change.ts).
+        if (before && before.historyMonths !== t.historyMonths)
+          io.err(
+            `tally: visitor history was ${historyOf(before)}: the visitor items already written keep that setting's expiry until restamped; run now: tenants restamp-retention ${t.store}`,
+          );
       };
     },
+  },
+  'restamp-retention': {
+    arity: 1,
+    what: '<store>',
+    takes: [],
+    prepare:
+      ([store], _values, io) =>
+      async ({ db, restamp }) => {
+        // Before the wait: an unknown store (or one being deleted) is refused at once.
+        if ((await tenantOrThrow(db, store!)).deletingAt)
+          throw new tenants.TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} is being deleted (run delete-store again)`);
+        const settleMs = restamp?.settleMs ?? tenants.RETENTION_SETTLE_MS;
+        if (settleMs > 0)
+          io.err(
+            `tally: waiting ${Math.ceil(settleMs / 1000)} s for the writers' cached settings of store ${store} to expire, then restamping`,
+          );
+        const r = await tenants.restampRetention(db, store!, restamp);
+        const notes = [];
+        if (r.changedMeanwhile > 0)
+          notes.push(`${r.changedMeanwhile} changed meanwhile (deleted, or stamped by a writer) left as they are`);
+        if (r.totalsWithoutMonths > 0) notes.push(`${r.totalsWithoutMonths} row(s) with a TOTAL but no month item kept its expiry`);
+        const history = r.historyMonths === null ? 'kept for ever' : `${r.historyMonths} months`;
+        io.out(
+          `tally: store ${r.store} (visitor history ${history}): scanned ${r.scanned} visitor items, restamped ${r.restamped}${notes.map((n) => `; ${n}`).join('')}`,
+        );
+      },
   },
   'delete-store': {
     arity: 1,

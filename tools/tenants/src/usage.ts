@@ -17,7 +17,12 @@ export const USAGE = `usage: tenants <command> [arguments]
                                                    rebuild the store index first, by a Scan of the table, for stores
                                                    made by an older version)
   set <store> [--time-zone Z] [--currency C] [--history-months N|forever]
-                                                   change the store's settings (visitor history retention in months)
+                                                   change the store's settings (visitor history retention in months;
+                                                   after a change of it, run restamp-retention)
+  restamp-retention <store>                        give the visitor items already written the expiry the store's
+                                                   visitor history setting gives now (waits 90 s first, for the
+                                                   writers' cached settings); prints how many items it scanned and
+                                                   restamped; if cut short, run it again
   delete-store <store>                             delete the store and all its data; if cut short, run it again to
                                                    finish it; once finished (or for a store that never existed) it
                                                    says the store does not exist, exit 1

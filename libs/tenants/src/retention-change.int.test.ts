@@ -1,0 +1,298 @@
+import {
+  DeleteItemCommand,
+  GetItemCommand,
+  PutItemCommand,
+  ScanCommand,
+  UpdateItemCommand,
+  type DynamoDBClient,
+} from '@aws-sdk/client-dynamodb';
+import { createDynamoClient } from '@tally/dynamo';
+import { EXPIRES_ATTR } from '@tally/key-layout';
+import { createTestTable } from '@tally/testing';
+import { dynamoBackends, useDynamoBackend } from '@tally/testing/vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { createTenant, restampRetention, RETENTION_SETTLE_MS, updateTenant, visitorExpiry, type TenantDb } from './index';
+
+/**
+ * Restamping the TTL of a store's visitor items after its historyMonths changed (retention-change.ts). Every time is
+ * relative to an injected clock: the test's own start, and the last second of that UTC month and the first of the
+ * next (a zone east of UTC is then already in the next month, one west of it still in the month before), in the
+ * zones furthest east and west.
+ */
+
+const DAY_S = 86_400;
+const START = Date.now();
+const NEXT_UTC_MONTH = Date.UTC(new Date(START).getUTCFullYear(), new Date(START).getUTCMonth() + 1, 1);
+const CLOCKS = [
+  { name: 'now', at: START },
+  { name: 'the last second of the UTC month', at: NEXT_UTC_MONTH - 1_000 },
+  { name: 'the first second of the next UTC month', at: NEXT_UTC_MONTH },
+];
+const ZONES = ['Pacific/Kiritimati', 'Pacific/Pago_Pago'];
+
+interface Month {
+  year: number;
+  month: number;
+}
+
+/** The month `at` is in, in `timeZone` (by Intl, not by the code under test). */
+function localMonth(at: number, timeZone: string): Month {
+  const parts = new Intl.DateTimeFormat('en-US', { timeZone, year: 'numeric', month: 'numeric' }).formatToParts(at);
+  return { year: Number(parts.find((p) => p.type === 'year')!.value), month: Number(parts.find((p) => p.type === 'month')!.value) };
+}
+const plus = (m: Month, n: number): Month => {
+  const i = m.year * 12 + m.month - 1 + n;
+  return { year: Math.floor(i / 12), month: (i % 12) + 1 };
+};
+const sk = (m: Month) => `M${m.year}-${String(m.month).padStart(2, '0')}`;
+/** A month item's stamp under `months` of history: the first day of the month `months` later, plus a day (UTC). */
+const expiry = (m: Month, months: number) => Date.UTC(m.year, m.month - 1 + months, 2) / 1000;
+
+describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
+  const { skip } = backend;
+  let endpoint: string;
+  let dynamo: DynamoDBClient;
+  useDynamoBackend(backend, (e) => {
+    endpoint = e;
+    dynamo = createDynamoClient({ endpoint, region: 'us-east-1' });
+    return () => dynamo.destroy();
+  });
+
+  const freshDb = async (): Promise<TenantDb> => ({ dynamo, table: await createTestTable(endpoint) });
+  const put = (db: TenantDb, pk: string, s: string, stamp?: number) =>
+    db.dynamo.send(
+      new PutItemCommand({
+        TableName: db.table,
+        Item: { pk: { S: pk }, sk: { S: s }, views: { N: '1' }, ...(stamp === undefined ? {} : { [EXPIRES_ATTR]: { N: String(stamp) } }) },
+      }),
+    );
+  /** Every item of the table as `pk sk` → its stamp (null: none). */
+  const stamps = async (db: TenantDb) => {
+    const items = (await db.dynamo.send(new ScanCommand({ TableName: db.table, ConsistentRead: true }))).Items ?? [];
+    return Object.fromEntries(
+      items
+        .filter((i) => !i['pk']!.S!.startsWith('_'))
+        .map((i) => [`${i['pk']!.S} ${i['sk']!.S}`, i[EXPIRES_ATTR] ? Number(i[EXPIRES_ATTR].N) : null]),
+    );
+  };
+  const noWait = (at: number) => ({ settleMs: 0, now: () => at });
+
+  for (const clock of CLOCKS) {
+    for (const timeZone of ZONES) {
+      it.skipIf(skip)(
+        `moves the stamps to a raised limit, removes them for ever, moves them earlier for a lowered one (${timeZone}, ${clock.name})`,
+        async () => {
+          const db = await freshDb();
+          const at = clock.at;
+          const cur = localMonth(at, timeZone);
+          const [m1, m2, m5] = [plus(cur, -1), plus(cur, -2), plus(cur, -5)];
+          await createTenant(db, 'RS1', { timeZone, historyMonths: 6 });
+          // As the writer stamped them under 6 months (its TOTAL from the month it wrote in: the current one).
+          const writer6 = await visitorExpiry({ tenant: async () => ({ store: 'RS1', timeZone, historyMonths: 6 }) }, () => at)(
+            'RS1',
+            'RS1#visitor#V1',
+          );
+          const v1 = 'RS1#visitor#V1';
+          for (const s of [sk(cur), sk(m1), sk(m2), 'TOTAL', `${sk(cur)}#a`, 'TOTAL#3']) await put(db, v1, s, writer6!(s.split('#')[0]!));
+          // V2 was last active two months ago (its TOTAL stamped then); V3 has a TOTAL and no month item left.
+          const v2 = 'RS1#visitor#V2';
+          await put(db, v2, sk(m2), expiry(m2, 6));
+          await put(db, v2, sk(m5), expiry(m5, 6));
+          await put(db, v2, 'TOTAL', expiry(m2, 6));
+          const v3Stamp = expiry(m1, 6);
+          await put(db, 'RS1#visitor#V3', 'TOTAL', v3Stamp);
+          // Not visitor rows (a stamp where the writer never sets one, to see it untouched), and another store.
+          await put(db, 'RS1', sk(cur), 12345);
+          await put(db, 'RS1', 'TOTAL');
+          await put(db, 'RS1#product#P1', sk(cur));
+          await put(db, 'RS10#visitor#V1', sk(cur), expiry(cur, 6));
+          const untouched = {
+            'RS1 TOTAL': null,
+            [`RS1 ${sk(cur)}`]: 12345,
+            [`RS1#product#P1 ${sk(cur)}`]: null,
+            [`RS10#visitor#V1 ${sk(cur)}`]: expiry(cur, 6),
+          };
+          expect(writer6!('TOTAL')).toBe(expiry(cur, 6));
+
+          // Raised to 24 months: every stamp moves to its 24-month date, the TOTALs' from their row's latest month.
+          await updateTenant(db, 'RS1', { historyMonths: 24 });
+          expect(await restampRetention(db, 'RS1', noWait(at))).toEqual({
+            store: 'RS1',
+            historyMonths: 24,
+            scanned: 10,
+            restamped: 9,
+            changedMeanwhile: 0,
+            totalsWithoutMonths: 1,
+          });
+          const raised = {
+            ...untouched,
+            [`${v1} ${sk(cur)}`]: expiry(cur, 24),
+            [`${v1} ${sk(cur)}#a`]: expiry(cur, 24),
+            [`${v1} ${sk(m1)}`]: expiry(m1, 24),
+            [`${v1} ${sk(m2)}`]: expiry(m2, 24),
+            [`${v1} TOTAL`]: expiry(cur, 24),
+            [`${v1} TOTAL#3`]: expiry(cur, 24),
+            [`${v2} ${sk(m2)}`]: expiry(m2, 24),
+            [`${v2} ${sk(m5)}`]: expiry(m5, 24),
+            [`${v2} TOTAL`]: expiry(m2, 24),
+            'RS1#visitor#V3 TOTAL': v3Stamp,
+          };
+          expect(await stamps(db)).toEqual(raised);
+          // What the writer stamps under the new setting is what the walk set.
+          const writer24 = await visitorExpiry({ tenant: async () => ({ store: 'RS1', timeZone, historyMonths: 24 }) }, () => at)(
+            'RS1',
+            v1,
+          );
+          for (const s of [sk(cur), sk(m1), sk(m2), 'TOTAL']) expect(raised[`${v1} ${s}`]).toBe(writer24!(s));
+          // Again: nothing to do.
+          expect(await restampRetention(db, 'RS1', noWait(at))).toMatchObject({ scanned: 10, restamped: 0 });
+
+          // Kept for ever: no visitor item has a stamp any more (V3's TOTAL neither).
+          await updateTenant(db, 'RS1', { historyMonths: null });
+          expect(await restampRetention(db, 'RS1', noWait(at))).toMatchObject({
+            historyMonths: null,
+            scanned: 10,
+            restamped: 10,
+            totalsWithoutMonths: 0,
+          });
+          const forever = Object.fromEntries(Object.keys(raised).map((k) => [k, null]));
+          expect(await stamps(db)).toEqual({ ...forever, ...untouched });
+
+          // Lowered to 3 months: the stamps come back, earlier; V2's month of five months ago is due already.
+          await updateTenant(db, 'RS1', { historyMonths: 3 });
+          expect(await restampRetention(db, 'RS1', noWait(at))).toMatchObject({ historyMonths: 3, restamped: 9, totalsWithoutMonths: 1 });
+          const lowered = await stamps(db);
+          expect(lowered).toEqual({
+            ...untouched,
+            [`${v1} ${sk(cur)}`]: expiry(cur, 3),
+            [`${v1} ${sk(cur)}#a`]: expiry(cur, 3),
+            [`${v1} ${sk(m1)}`]: expiry(m1, 3),
+            [`${v1} ${sk(m2)}`]: expiry(m2, 3),
+            [`${v1} TOTAL`]: expiry(cur, 3),
+            [`${v1} TOTAL#3`]: expiry(cur, 3),
+            [`${v2} ${sk(m2)}`]: expiry(m2, 3),
+            [`${v2} ${sk(m5)}`]: expiry(m5, 3),
+            [`${v2} TOTAL`]: expiry(m2, 3),
+            'RS1#visitor#V3 TOTAL': null,
+          });
+          expect(lowered[`${v1} ${sk(cur)}`]).toBeGreaterThan(at / 1000);
+          expect(lowered[`${v2} ${sk(m5)}`]).toBeLessThanOrEqual(at / 1000);
+        },
+      );
+    }
+  }
+
+  it.skipIf(skip)('does not re-create an item deleted meanwhile, nor overwrite a stamp a writer set meanwhile', async () => {
+    const db = await freshDb();
+    const at = START;
+    const cur = localMonth(at, 'UTC');
+    await createTenant(db, 'RS2', { historyMonths: 6 });
+    const pk = 'RS2#visitor#V1';
+    const prev = plus(cur, -1);
+    await put(db, pk, sk(cur), expiry(cur, 6));
+    await put(db, pk, sk(prev), expiry(prev, 6));
+    await put(db, pk, 'TOTAL', expiry(cur, 6));
+    await updateTenant(db, 'RS2', { historyMonths: 12 });
+    // Just before the walk's UpdateItem: the current month item is deleted (erasure, TTL), TOTAL rewritten by a writer.
+    const client = createDynamoClient({ endpoint, region: 'us-east-1' });
+    const send = client.send.bind(client);
+    const writerStamp = expiry(plus(cur, 1), 12);
+    vi.spyOn(client, 'send').mockImplementation((async (command: unknown) => {
+      if (command instanceof UpdateItemCommand) {
+        const s = command.input.Key!['sk']!.S!;
+        if (s === sk(cur)) await send(new DeleteItemCommand({ TableName: db.table, Key: { pk: { S: pk }, sk: { S: s } } }));
+        if (s === 'TOTAL') await put(db, pk, s, writerStamp);
+      }
+      return send(command as never);
+    }) as never);
+    try {
+      expect(await restampRetention({ dynamo: client, table: db.table }, 'RS2', noWait(at))).toMatchObject({
+        scanned: 3,
+        restamped: 1,
+        changedMeanwhile: 2,
+      });
+    } finally {
+      client.destroy();
+    }
+    expect(await stamps(db)).toEqual({ [`${pk} ${sk(prev)}`]: expiry(prev, 12), [`${pk} TOTAL`]: writerStamp });
+    const gone = await db.dynamo.send(
+      new GetItemCommand({ TableName: db.table, Key: { pk: { S: pk }, sk: { S: sk(cur) } }, ConsistentRead: true }),
+    );
+    expect(gone.Item).toBeUndefined();
+  });
+
+  it.skipIf(skip)('finishes a run cut short when run again, and then has nothing left to do', async () => {
+    const db = await freshDb();
+    const at = START;
+    const cur = localMonth(at, 'UTC');
+    await createTenant(db, 'RS3', { historyMonths: 6 });
+    const months = Array.from({ length: 6 }, (_, i) => plus(cur, -i));
+    for (const v of ['V1', 'V2', 'V3']) for (const m of months) await put(db, `RS3#visitor#${v}`, sk(m), expiry(m, 6));
+    await updateTenant(db, 'RS3', { historyMonths: 24 });
+    const client = createDynamoClient({ endpoint, region: 'us-east-1' });
+    const send = client.send.bind(client);
+    let updates = 0;
+    vi.spyOn(client, 'send').mockImplementation(((command: unknown) => {
+      if (command instanceof UpdateItemCommand && ++updates === 7) return Promise.reject(new Error('interrupted (test)'));
+      return send(command as never);
+    }) as never);
+    try {
+      await expect(restampRetention({ dynamo: client, table: db.table }, 'RS3', { ...noWait(at), concurrency: 1 })).rejects.toThrow(
+        'interrupted (test)',
+      );
+    } finally {
+      client.destroy();
+    }
+    expect(Object.values(await stamps(db)).filter((s) => s !== null && s > expiry(cur, 6))).toHaveLength(6);
+    expect(await restampRetention(db, 'RS3', noWait(at))).toMatchObject({ scanned: 18, restamped: 12 });
+    const all = await stamps(db);
+    for (const v of ['V1', 'V2', 'V3']) for (const m of months) expect(all[`RS3#visitor#${v} ${sk(m)}`]).toBe(expiry(m, 24));
+    expect(await restampRetention(db, 'RS3', noWait(at))).toMatchObject({ scanned: 18, restamped: 0 });
+  });
+
+  it.skipIf(skip)('waits out the writers’ tenant cache before it reads the setting and walks', async () => {
+    const db = await freshDb();
+    const at = START;
+    const cur = localMonth(at, 'UTC');
+    await createTenant(db, 'RS4', { historyMonths: 6 });
+    await put(db, 'RS4#visitor#V1', sk(cur), expiry(cur, 6));
+    await updateTenant(db, 'RS4', { historyMonths: 24 });
+    const client = createDynamoClient({ endpoint, region: 'us-east-1' });
+    const sent = vi.spyOn(client, 'send');
+    let wake!: () => void;
+    const waits: number[] = [];
+    const sleep = (ms: number) => {
+      waits.push(ms);
+      return new Promise<void>((resolve) => (wake = resolve));
+    };
+    try {
+      const run = restampRetention({ dynamo: client, table: db.table }, 'RS4', { now: () => at, sleep });
+      await vi.waitFor(() => expect(waits).toEqual([RETENTION_SETTLE_MS]));
+      expect(sent).not.toHaveBeenCalled();
+      // Changed again while it waits: it applies the setting it reads after the wait.
+      await updateTenant(db, 'RS4', { historyMonths: 12 });
+      wake();
+      expect(await run).toMatchObject({ historyMonths: 12, restamped: 1 });
+    } finally {
+      client.destroy();
+    }
+    expect(await stamps(db)).toEqual({ [`RS4#visitor#V1 ${sk(cur)}`]: expiry(cur, 12) });
+    await expect(restampRetention(db, 'NOPE', noWait(at))).rejects.toMatchObject({ code: 'TALLY_ERR_TENANT_NOT_FOUND' });
+  });
+
+  it.skipIf(skip)('stamps months of long ago as due a year ago (DynamoDB ignores stamps over five years old), once', async () => {
+    const db = await freshDb();
+    const at = START;
+    const old = plus(localMonth(at, 'UTC'), -72);
+    await createTenant(db, 'RS5');
+    await put(db, 'RS5#visitor#V1', sk(old));
+    await put(db, 'RS5#visitor#V1', 'TOTAL');
+    await updateTenant(db, 'RS5', { historyMonths: 3 });
+    expect(await restampRetention(db, 'RS5', noWait(at))).toMatchObject({ restamped: 2 });
+    const yearAgo = (Math.floor(at / 1000 / DAY_S) - 365) * DAY_S;
+    expect(Object.values(await stamps(db))).toEqual([yearAgo, yearAgo]);
+    expect(expiry(old, 3)).toBeLessThan(at / 1000 - 5 * 365 * DAY_S);
+    // Days later they are due all the same: nothing to write.
+    expect(await restampRetention(db, 'RS5', noWait(at + 3 * DAY_S * 1000))).toMatchObject({ restamped: 0 });
+  });
+});
