@@ -1,6 +1,7 @@
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
 import { createTenantDirectory, keyIdOf, revokeKey } from '@tally/tenants';
+import { redisKeys } from '@tally/key-layout';
 import { freePort, startRedis, waitFor } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -220,6 +221,54 @@ describe('unavailable backends: 503 with Retry-After', () => {
     }
     expect((await down.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
     redis.disconnect();
+  });
+
+  it("503 with Retry-After, not 500, when the store's buckets move under every try of a snapshot (seals in between)", async () => {
+    const sealKey = (await f.tenant('SHOP_SEAL')).read;
+    await f.apply('SHOP_SEAL', 'UTC', [view('2024-03-15T10:00:00Z', 'P1', 'V1')]);
+    const keys = redisKeys('q');
+    let seals = 0;
+    // Every SNAPSHOT call (KEYS: sealed, epoch) of SHOP_SEAL finds a new open bucket, as if a seal came before each try.
+    const sealing = new Proxy(f.redis, {
+      get(target, prop) {
+        if (prop === 'evalsha') {
+          return async (sha: string, numKeys: number, ...rest: string[]) => {
+            if (rest[0] === keys.sealed('SHOP_SEAL') && rest[1] === keys.epoch('SHOP_SEAL')) await target.set(rest[1], String(++seals));
+            return target.evalsha(sha, numKeys, ...rest);
+          };
+        }
+        const v = Reflect.get(target, prop, target) as unknown;
+        return typeof v === 'function' ? (v as (...args: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const buckets = new BucketStore({ redis: sealing, rules: f.rules, prefix: 'q' });
+    const racing = await f.app({
+      now: () => NOW,
+      query: { buckets, dynamo: { client: f.client, table: f.table, meter: createDynamoMeter() }, rules: f.rules },
+    });
+    for (const req of [
+      { method: 'GET' as const, url: '/v1/series' },
+      { method: 'GET' as const, url: '/v1/totals?entity=product&ids=P1' },
+      { method: 'GET' as const, url: '/v1/top?entity=product&metric=ViewCount' },
+      { method: 'POST' as const, url: '/v1/segments/evaluate', payload: { visitor: 'V1', segments: [{ name: 's', rules: [rule] }] } },
+    ]) {
+      const before = seals;
+      const res = await racing.inject({ ...req, headers: bearer(sealKey) });
+      expect({ url: req.url, status: res.statusCode, retryAfter: res.headers['retry-after'], type: res.headers['content-type'] }).toEqual({
+        url: req.url,
+        status: 503,
+        retryAfter: '5',
+        type: 'application/problem+json; charset=utf-8',
+      });
+      expect(res.json()).toEqual({
+        type: 'about:blank',
+        title: 'Service Unavailable',
+        status: 503,
+        code: 'TALLY_ERR_UNAVAILABLE',
+        detail: "the store's buckets were sealed during every try of one consistent read (9 tries); retry later",
+      });
+      expect(seals - before).toBe(9);
+    }
   });
 
   it('503 for new requests once shutdown began; /healthz still answers', async () => {

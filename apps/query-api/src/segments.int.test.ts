@@ -157,3 +157,46 @@ describe('POST /v1/segments/evaluate', () => {
     expect(res.json().segments[0]).toMatchObject({ matched: false, rules: [{ actual: 0 }] });
   });
 });
+
+describe('rule thresholds compare exactly', () => {
+  it('compares a value past 2^53 minor units with the threshold exactly, in Redis and once written to DynamoDB', async () => {
+    const bigKey = (await f.tenant('SHOP_BIG')).read;
+    // 90 orders of the largest value and one more: 9,007,199,254,740,993 cents (2^53 + 1), 90071992547409.93.
+    await f.apply('SHOP_BIG', 'UTC', [
+      ...times(90, () => order('2024-03-15T09:00:00Z', '1000000000000', 'VB')),
+      order('2024-03-15T09:30:00Z', '71992547409.93', 'VB'),
+    ]);
+    const rule = (op: string, value: number) => ({ metric: 'Revenue', range: 'allTime', op, value });
+    // A threshold is a JSON number, compared as the decimal it prints as: 90071992547409.92 (the double
+    // 90071992547409.921875, which the value in cents as a double, divided by 100, rounds to as well) and
+    // 90071992547409.94 (90071992547409.93 reads as the same double, so it cannot be a threshold).
+    const rules = [
+      rule('>', 90071992547409.92),
+      rule('=', 90071992547409.92),
+      rule('<=', 90071992547409.92),
+      rule('!=', 90071992547409.92),
+      rule('>=', 90071992547409.92),
+      rule('<', 90071992547409.94),
+      rule('>', 90071992547409.94),
+      rule('=', 90071992547409.94),
+      rule('>', 20.005),
+      rule('>', -1),
+    ];
+    const matched = async () => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/segments/evaluate',
+        headers: bearer(bigKey),
+        payload: { visitor: 'VB', segments: [{ name: 'whale', match: 'any', rules }] },
+      });
+      expect(res.statusCode).toBe(200);
+      const [seg] = res.json().segments;
+      expect(new Set(seg.rules.map((r: { actual: unknown }) => r.actual))).toEqual(new Set(['90071992547409.93']));
+      return seg.rules.map((r: { matched: boolean }) => r.matched);
+    };
+    const expected = [true, false, false, true, true, true, false, false, true, true];
+    expect(await matched()).toEqual(expected);
+    await f.flush('SHOP_BIG');
+    expect(await matched()).toEqual(expected);
+  });
+});

@@ -1,4 +1,4 @@
-export { QueryError } from './errors';
+export { QueryError, SnapshotContendedError } from './errors';
 export { namedRange, explicitRange, resolveRange, clampToRetention } from './ranges';
 export { readSeries, readTotals, resolveMetrics, type Granularity, type QueryDeps, type SeriesPoint, type MetricRef } from './engine';
 export { coverOf } from './cover';

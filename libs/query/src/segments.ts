@@ -3,7 +3,7 @@ import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
 import { compareDates, dayAttr, monthAttr, monthSk, parseMonthSk, retentionStart, TOTAL_SK, totalAttr } from '@tally/key-layout';
 import { formatMetricName, fromUnits } from '@tally/schema';
 import type { QueryDeps } from './engine';
-import { resolveMetrics } from './engine';
+import { resolveMetrics, snapshotOf } from './engine';
 import { daysOf, namedRange } from './ranges';
 
 interface SegmentResult {
@@ -21,8 +21,31 @@ export interface SegmentEvaluation {
 /** An item as the Redis cache of a visitor's history holds it (JSON): counters as decimal strings. */
 type CachedItem = Omit<StoredItem, 'attrs' | 'blobs'> & { attrs: Record<string, string> };
 
-const compare = (a: number, op: SegmentRule['op'], b: number) =>
-  op === '>=' ? a >= b : op === '>' ? a > b : op === '=' ? a === b : op === '<=' ? a <= b : op === '<' ? a < b : a !== b;
+/** A JSON number as JS prints it: the shortest decimal that reads back as the same double (`1e+21`, `5e-7` too). */
+const NUMBER_TEXT = /^(-?)(\d+)(?:\.(\d+))?(?:e([+-]\d+))?$/;
+
+/**
+ * Compares a count of `units` of 10^-scale (exact, any size) with a rule's threshold, exactly: -1, 0 or 1. The
+ * threshold (a JSON number, so a double) counts as the decimal JS prints for it, the shortest that reads back as the
+ * same double: what the client wrote whenever that has at most 15 significant digits (90071992547409.92, not the
+ * double's 90071992547409.921875). It may carry more decimals than the metric's scale, or be negative. Converting the
+ * count to a double instead is inexact past 2^53 units: 2^53 + 1 equals 2^53 then.
+ */
+export function compareToThreshold(units: bigint, scale: number, threshold: number): -1 | 0 | 1 {
+  const m = NUMBER_TEXT.exec(String(threshold));
+  if (!m) throw new RangeError(`not a finite number: ${threshold}`);
+  const frac = m[3] ?? '';
+  const digits = BigInt(m[2]! + frac) * (m[1] === '-' ? -1n : 1n);
+  const exp = Number(m[4] ?? 0) - frac.length; // threshold = digits × 10^exp
+  // units × 10^-scale against digits × 10^exp, both multiplied by 10^k to be integers.
+  const k = Math.max(scale, -exp);
+  const a = units * 10n ** BigInt(k - scale);
+  const b = digits * 10n ** BigInt(exp + k);
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+const matches = (c: -1 | 0 | 1, op: SegmentRule['op']) =>
+  op === '>=' ? c >= 0 : op === '>' ? c > 0 : op === '=' ? c === 0 : op === '<=' ? c <= 0 : op === '<' ? c < 0 : c !== 0;
 
 /**
  * Evaluates segment rules for one visitor row. The visitor's DynamoDB history (every item of the row) is
@@ -47,7 +70,7 @@ export async function evaluateSegments(
   const memoKey = `${req.store}\u0000${req.pk}`;
   const clock = Date.now();
   const known = deps.historyMemo?.get(memoKey, clock);
-  const [snap] = await deps.buckets.snapshot(req.store, [req.pk], true, [known?.version]);
+  const [snap] = await snapshotOf(deps, req.store, [req.pk], true, [known?.version]);
   let items: StoredItem[];
   let cache: 'hit' | 'miss';
   let dynamoRequests = 0;
@@ -102,8 +125,7 @@ export async function evaluateSegments(
         }
       }
       const scale = deps.rules.scaleOf(rule.metric);
-      const value = Number(actual) / 10 ** scale;
-      return { ...rule, actual: fromUnits(actual, scale), matched: compare(value, rule.op, rule.value) };
+      return { ...rule, actual: fromUnits(actual, scale), matched: matches(compareToThreshold(actual, scale, rule.value), rule.op) };
     });
     const matched = seg.match === 'all' ? rules.every((r) => r.matched) : rules.some((r) => r.matched);
     return { name: seg.name, matched, rules };

@@ -1,7 +1,7 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BucketStore, RANK_TTL_DAYS } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
-import { addDays, formatDate, localDate } from '@tally/key-layout';
+import { addDays, compareDates, dayKey, formatDate, localDate, parseDate, type LocalDate } from '@tally/key-layout';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { createTestTable, type DynaliteHandle } from '@tally/testing';
 import { useDynalite, useRedis } from '@tally/testing/vitest';
@@ -93,6 +93,72 @@ describe('top lists over the rankings kept', () => {
     const last3m = namedRange('last3m', tz, now);
     const r = await readTop(deps, { store: 'S', entity: 'product', metric: 'ViewCount', range: last3m, limit: 10, timeZone: tz, now });
     expect(r.range).toEqual(last3m);
+  });
+});
+
+describe('late events and the rankings kept', () => {
+  /** Where `day` starts in `tz` (day boundaries fall on quarter hours of UTC). */
+  const dayStart = (day: LocalDate, tz: string) => {
+    for (let t = Date.UTC(day.year, day.month - 1, day.day) - 15 * 3_600_000; ; t += 900_000)
+      if (compareDates(localDate(t, tz), day) === 0) return t;
+  };
+  /** CLOCK_SKEW_SECONDS' default: an event of a day is counted from this long before the day starts. */
+  const SKEW_MS = 300_000;
+  const topOf = (deps: QueryDeps, store: string, day: LocalDate, tz: string, now: number) =>
+    readTop(deps, { store, entity: 'product', metric: 'ViewCount', range: { from: day, to: day }, limit: 10, timeZone: tz, now });
+
+  it("re-creates an expired day's ranking with the late event's delta only, on a day top lists no longer read", async () => {
+    const deps = await setup('late');
+    const tz = 'America/New_York';
+    const day = parseDate('2024-03-01')!;
+    const start = dayStart(day, tz);
+    // The day's counts, applied as early as the clock skew lets them in: its rankings live RANK_TTL_DAYS days from then.
+    const events = [view(start, 'P1', 'V1'), view(start, 'P1', 'V2'), view(start, 'P2', 'V1')];
+    await deps.buckets.apply('L', 'a', rollup(rules, 'L', tz, events), { now: start - SKEW_MS, dedupeTtlSeconds: 60 });
+    const rankings = await redis.keys(`late:{L}:k:${dayKey(day)}:*`);
+    expect(rankings.length).toBeGreaterThan(0);
+    for (const k of rankings) expect(await redis.ttl(k)).toBeGreaterThan(RANK_TTL_DAYS * 86_400 - 60);
+    expect((await topOf(deps, 'L', day, tz, start)).items).toEqual([
+      { id: 'P1', units: 2n },
+      { id: 'P2', units: 1n },
+    ]);
+
+    // RANK_TTL_DAYS days later the rankings may be gone (deleted here, as their TTL would), and a late event of the day
+    // (LATENESS_HORIZON_DAYS above RANK_TTL_DAYS) re-creates them holding its own delta only.
+    const gone = start - SKEW_MS + RANK_TTL_DAYS * DAY_MS;
+    await redis.del(...rankings);
+    await deps.buckets.apply('L', 'b', rollup(rules, 'L', tz, [view(start + 60_000, 'P3', 'V3')]), { now: gone, dedupeTtlSeconds: 60 });
+    for (const k of await redis.keys(`late:{L}:k:${dayKey(day)}:*`)) expect(await redis.zrange(k, 0, -1)).toEqual(['P3']);
+    // No top list reads that day any more: from then on a range with it is refused.
+    for (const now of [gone, gone + DAY_MS, gone + 30 * DAY_MS]) expect((await refusal(topOf(deps, 'L', day, tz, now))).field).toBe('from');
+  });
+
+  it('no day is read by a top list once its ranking can be gone, in any time zone and across DST changes', async () => {
+    const deps = await setup('zones');
+    const zones = [
+      'UTC',
+      'America/New_York',
+      'Europe/London',
+      'Australia/Lord_Howe',
+      'Pacific/Chatham',
+      'Asia/Kathmandu',
+      'Pacific/Kiritimati',
+    ];
+    for (const tz of zones) {
+      for (let day = parseDate('2024-01-01')!; day.year === 2024; day = addDays(day, 1)) {
+        // The earliest moment the day's ranking may be gone, and so re-created by a late event.
+        const gone = dayStart(day, tz) - SKEW_MS + RANK_TTL_DAYS * DAY_MS;
+        const err = await topOf(deps, 'Z', day, tz, gone).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect({ tz, day: formatDate(day), field: (err as QueryError | undefined)?.field }).toEqual({
+          tz,
+          day: formatDate(day),
+          field: 'from',
+        });
+      }
+    }
   });
 });
 
