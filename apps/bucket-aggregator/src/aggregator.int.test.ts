@@ -307,6 +307,90 @@ describe('events processor', () => {
     expect(await redisTotals('S', 'S#visitor#V')).toEqual({});
     expect(await redis.exists(buckets.keys.batch('S', 'big'))).toBe(0);
     expect((await metrics.batchesRejected.get()).values).toEqual([expect.objectContaining({ labels: { reason: 'overflow' }, value: 1 })]);
+    // Nor its distinct members (the visitor in the store row's UniqueVisitors).
+    expect(await buckets.sketches.read('S', ['S'])).toEqual([[]]);
+    expect(await redis.keys('t:{S}:u*')).toEqual([]);
+  });
+
+  it("adds a batch's distinct members after its apply: none for a refused batch, and on the retry of one that crashed in between", async () => {
+    const ts = Date.parse('2026-12-01T12:00:00Z');
+    // A rolled-up batch whose apply is refused (a sum past 38 digits) carries members: none is added.
+    await buckets.apply('S', 'seed', new Map([['S', new Map([['2026-335|r', 10n ** 38n - 1n]])]]), {
+      now: Date.now(),
+      dedupeTtlSeconds: 60,
+    });
+    const orders = [{ type: 'order', ts, dims: { visitor: 'V1' }, value: '1' }];
+    await enqueue(queues, QUEUE.events, {
+      batchId: 'refused',
+      store: 'S',
+      receivedAt: Date.now(),
+      rows: flattenRows(rollup(rules, 'S', 'UTC', orders)),
+      distinct: flattenDistinct(rollupDistinct(rules, 'S', 'UTC', orders)),
+      count: 1,
+    });
+    const w = worker();
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    expect((await queues[QUEUE.events].getFailed()).map((j) => j.data.batchId)).toEqual(['refused']);
+    expect(await redis.keys('t:{S}:u*')).toEqual([]);
+    // A crash right after the apply (before the members were added): the retry finds the batch applied and adds them.
+    let crashes = 0;
+    const crashing = new Worker(
+      QUEUE.events,
+      eventsProcessor({
+        buckets,
+        rules,
+        timeZoneOf: async () => 'UTC',
+        dedupeTtlSeconds: 3600,
+        metrics,
+        log,
+        crash: (point) => {
+          if (point === 'aggregator:after-apply' && crashes++ === 0) throw new Error('crashed');
+        },
+      }),
+      { connection: redis.duplicate(), prefix: queues[QUEUE.events].opts.prefix, concurrency: 1 },
+    );
+    const views = [view('2026-12-01T12:00:00Z', 'P1', 'V2')];
+    await enqueue(queues, QUEUE.events, { batchId: 'crashed', store: 'S', receivedAt: Date.now(), events: views }, { jobId: 'crashed' });
+    await waitForQueuesIdle([queues[QUEUE.events]], { includeDelayed: true }); // its retry after the backoff
+    await crashing.close();
+    expect(crashes).toBe(2);
+    expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(1);
+    const [live] = await buckets.sketches.read('S', ['S']);
+    expect(live!.map((x) => [x.field, x.blob.length])).toEqual([['2026-335|uv', 1 + 8]]);
+  });
+
+  it('sends a batch that meets a key of the wrong type whole to the failed set, counted as redis_state', async () => {
+    const w = worker();
+    // A product's ranking zset of the day written as a string (no real traffic does that).
+    await redis.set('t:{S}:k:2023-123:v:product', 'not a zset');
+    await enqueue(queues, QUEUE.events, { batchId: 'wt', store: 'S', receivedAt: Date.now(), events: [view('2023-05-03T10:00:00Z')] });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    const failed = await queues[QUEUE.events].getFailed();
+    expect(failed.map((j) => [j.failedReason, j.attemptsMade])).toEqual([
+      [expect.stringMatching(/^batch wt of store S not applied \(nothing written\): .*WRONGTYPE/), 1],
+    ]);
+    expect((await metrics.batchesRejected.get()).values).toEqual([
+      expect.objectContaining({ labels: { reason: 'redis_state' }, value: 1 }),
+    ]);
+    expect(await redis.exists(buckets.keys.batch('S', 'wt'))).toBe(0);
+  });
+
+  it('adds up a rolled-up batch that repeats a field of a row (the payload check lets it through)', async () => {
+    const w = worker();
+    const big = '1000000000000000'; // past 15 digits: the apply's full path
+    await enqueue(queues, QUEUE.events, {
+      batchId: 'rep',
+      store: 'S',
+      receivedAt: Date.now(),
+      rows: ['S', 2, '2023-123|v', big, '2023-123|v', big, 'S', 1, '2023-123|v', big],
+      count: 3,
+    });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    expect(await queues[QUEUE.events].getFailedCount()).toBe(0);
+    expect(await redisTotals('S', 'S')).toEqual({ '2023-123|v': '3000000000000000' });
   });
 });
 

@@ -1,6 +1,6 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
-import { redisKeys } from '@tally/key-layout';
-import { batchAcceptedAt, eventsJobSchema } from '@tally/queues';
+import { redisKeys, type RedisKeys } from '@tally/key-layout';
+import { batchAcceptedAt, eventsJobSchema, ReplicasBehindError, type ReplicaFence } from '@tally/queues';
 import { rollup, RulesError, type CompiledRules, type DistinctAdds } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
@@ -23,9 +23,29 @@ export interface EventsProcessorDeps {
   now?: () => number;
   /** Test-only crash points (TALLY_CRASH_POINT). */
   crash?: (point: string) => void;
+  /** REDIS_WAIT_REPLICAS: a wait for enough Redis replicas to hold what the batch wrote (`batchReplicated`). */
+  replicated?: BatchFence;
 }
 
-/** Longest wait between attempts while the time zone cannot be resolved; the job never fails for it. */
+/** `mark` before the batch's first write to the store's keys, `wait` before the job completes (libs/queues ReplicaFence). */
+export interface BatchFence {
+  mark(): number;
+  wait(store: string, mark: number): Promise<void>;
+}
+
+/**
+ * The aggregator's wait for Redis replicas (REDIS_WAIT_REPLICAS), as the writer's (`outboxReplicated`): a fence on the
+ * store's fence key, so on a Redis Cluster on the master of the store's slot, which need not be the master of the
+ * events queue's shard. The job completes (and leaves the queue) only once that many replicas hold the batch's apply:
+ * a failover of the store's master after the apply's answer cannot lose a batch whose job is gone. Fewer replicas in
+ * time: ReplicasBehindError, and the job waits and retries (its apply then finds the batch applied, and waits again).
+ */
+export const batchReplicated = (fence: ReplicaFence, keys: RedisKeys): BatchFence => ({
+  mark: fence.mark,
+  wait: (store, mark) => fence.wait(keys.fence(store), 'the batch', mark),
+});
+
+/** Longest wait between attempts while the time zone cannot be resolved (or the replicas are behind); the job never fails for it. */
 const MAX_WAIT_MS = 30_000;
 
 /** What @tally/client reads of the aggregator's tenant lookups. */
@@ -92,7 +112,9 @@ export function tenantTimeZones(
 
 /**
  * Applies one events batch to the store's open bucket: roll up by the rules in the store's time zone (unless the
- * collector did: a `rows` batch), then one atomic, deduplicated Lua call. A redelivered batch (retry, stalled job, replay) is a no-op.
+ * collector did: a `rows` batch), then one atomic, deduplicated Lua call, then its distinct-count members. A
+ * redelivered batch (retry, stalled job, replay) is a no-op. With REDIS_WAIT_REPLICAS (`replicated`) the job completes
+ * only once that many Redis replicas hold what it wrote.
  */
 export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, token?: string) => {
   const parsed = eventsJobSchema.safeParse(job.data);
@@ -167,18 +189,17 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     distinct = parsed.data.distinct;
   }
 
-  // Distinct counts first, duplicates too: adding a member twice changes nothing, and a crash between this and the
-  // apply is retried by the job (the apply's dedupe record is written only with the counts).
-  if (distinct) await deps.buckets.sketches.add(store, distinct);
+  // Before the first write the wait for replicas covers: it fails when a Redis connection closed since (a failover).
+  const mark = deps.replicated?.mark() ?? 0;
   let r;
+  const applyOpts = { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds };
   try {
-    const applyOpts = { now: (deps.now ?? Date.now)(), dedupeTtlSeconds: deps.dedupeTtlSeconds };
     r = deltas
       ? await deps.buckets.apply(store, batchId, deltas, applyOpts)
       : await deps.buckets.applyRows(store, batchId, rows!, applyOpts);
   } catch (err) {
-    // The apply script refused the whole batch before writing anything (a sum past 38 digits, a corrupt count):
-    // retrying cannot help, so the batch goes whole to the failed set with the reason.
+    // The apply script refused the whole batch before writing anything (a sum past 38 digits, a corrupt count, a key
+    // of another type): retrying cannot help, so the batch goes whole to the failed set with the reason.
     if (err instanceof BucketsError) {
       deps.metrics.batchesRejected.inc({ reason: err.code === 'TALLY_ERR_SUM_OVERFLOW' ? 'overflow' : 'redis_state' });
       deps.log.error({ jobId: job.id, store, batchId, code: err.code, err: err.message }, 'batch refused whole; it goes to the failed set');
@@ -192,6 +213,9 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   // bucket's seq is the earliest the sealer need visit it (0 for a duplicate: at its next tick).
   await deps.buckets.registerStore(store, r.seq);
   deps.crash?.('aggregator:after-apply');
+  // Distinct counts after the apply, for a duplicate too (adding a member twice changes nothing): a batch the apply
+  // refused adds none, and one whose job crashed between the two adds them on its retry, which finds it applied.
+  if (distinct) await deps.buckets.sketches.add(store, distinct, applyOpts.now);
   if (r.applied) {
     deps.metrics.batchesApplied.inc();
     deps.metrics.eventsApplied.inc(eventCount);
@@ -200,6 +224,17 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     deps.log.info({ jobId: job.id, store, batchId }, 'duplicate batch skipped');
   }
   deps.metrics.applySeconds.observe((performance.now() - started) / 1000);
+  try {
+    await deps.replicated?.wait(store, mark);
+  } catch (err) {
+    if (!(err instanceof ReplicasBehindError)) throw err;
+    // Redis holds the batch, too few replicas do: the job stays (delayed), and its retry finds the batch applied.
+    const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
+    const delay = Math.min(MAX_WAIT_MS, 500 * 2 ** Math.min(waits, 10)) * (0.5 + Math.random() / 2);
+    deps.log.warn({ jobId: job.id, store, batchId, err: err.message, delayMs: Math.round(delay) }, 'Redis replicas behind; batch waits');
+    await job.moveToDelayed(Date.now() + delay, token);
+    throw new DelayedError();
+  }
   return { applied: r.applied, seq: r.seq, events: eventCount };
 };
 
@@ -238,7 +273,8 @@ function foreignMetric(rules: CompiledRules, name: 'rows' | 'distinct', flat: Re
 
 /**
  * Why a batch must not be applied now, or undefined. Its dedupe record lasts DEDUPE_WINDOW_SECONDS from its apply,
- * and the tombstones of a store deletion or visitor erasure that long from when they were made; the batch was
+ * and the tombstones of a store deletion or visitor erasure that long from when they were made (each plus a slack,
+ * libs/key-layout dedupe-window.ts, for the time from this check to the apply and the clocks' differences); the batch was
  * accepted before either (batchAcceptedAt). Past that, a batch started before (a retry, a stalled job, a dlq replay)
  * may have been applied with its record gone, and any batch may carry an erased visitor's events with the tombstone
  * gone: it is refused whole instead, to the failed set. The dlq tool's `--past-dedupe-window` marks it

@@ -273,6 +273,29 @@ describe('POST /v1/events', () => {
     expect((await post([view('P9')], { headers, key: keys.other })).statusCode).toBe(202);
   });
 
+  it('answers a retry with its batch though an event passed LATENESS_HORIZON_DAYS since the request was accepted, as all or nothing and partial', async () => {
+    const horizon = 35 * 86_400_000;
+    const near = () => view('P1', { ts: Date.now() - horizon + 1_500 });
+    const whole = [near(), view('P2')];
+    const part = [near(), view('P2'), view('P|3')];
+    const before = await waiting();
+    const a = await post(whole, { headers: { 'idempotency-key': 'late-retry-1' } });
+    const b = await post(part, { headers: { 'idempotency-key': 'late-retry-2' }, query: '?partial=true' });
+    expect([a.statusCode, b.statusCode]).toEqual([202, 202]);
+    await sleep(2_000);
+    // The answers were lost; the retries come once the first event is past the horizon: the first answers again.
+    const a2 = await post(whole, { headers: { 'idempotency-key': 'late-retry-1' } });
+    expect([a2.statusCode, a2.json()]).toEqual([202, a.json()]);
+    const b2 = await post(part, { headers: { 'idempotency-key': 'late-retry-2' }, query: '?partial=true' });
+    expect([b2.statusCode, b2.json()]).toEqual([202, b.json()]);
+    expect(b2.json()).toMatchObject({ accepted: 2, rejected: 1, acceptedIndexes: [0, 1] });
+    expect(await waiting()).toBe(before + 2);
+    // A request never accepted with that event, or another one under the key: refused as before.
+    expect((await post(whole, { headers: { 'idempotency-key': 'late-retry-3' } })).statusCode).toBe(400);
+    expect((await post([whole[0], view('P9')], { headers: { 'idempotency-key': 'late-retry-1' } })).statusCode).toBe(400);
+    expect(await waiting()).toBe(before + 2);
+  });
+
   it('refuses a batch with no events (an empty array, or NDJSON with no lines) with a 400 problem naming the body, enqueuing nothing', async () => {
     const before = await waiting();
     for (const [payload, contentType] of [
@@ -610,6 +633,9 @@ describe('backpressure and outages', () => {
     expect(key).toMatch(/^auto-[\w-]{22}$/);
     expect(r.json().detail).toContain(`Idempotency-Key: ${key}`);
     await waitFor(async () => (await waiting()) === before + 1, { timeoutMs: 5_000, message: 'the frozen add applied once Redis thawed' });
+    // The key is bound to the events it was given for: other events under it are refused, not deduped away.
+    const other = await post([...body, view('P9')], { headers: { 'idempotency-key': key } });
+    expect([other.statusCode, other.json().code]).toEqual([422, 'TALLY_ERR_IDEMPOTENCY_CONFLICT']);
     const retried = await post(body, { headers: { 'idempotency-key': key } });
     expect(retried.statusCode).toBe(202);
     expect(await waiting()).toBe(before + 1); // the same job: the batch counts once

@@ -3,10 +3,13 @@ import { collectorEnv, loadConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { PROBLEM_SCHEMA } from '@tally/http';
 import { createLogger } from '@tally/observability';
+import { closeQueues, createQueues, QUEUE, queuePrefix } from '@tally/queues';
 import { loadRules } from '@tally/schema';
 import { createTenantAdmin } from '@tally/tenants';
 import { createTestTable, startDynalite, startRedis, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { UnrecoverableError, Worker } from 'bullmq';
 import type { LightMyRequestResponse } from 'fastify';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type CollectorApp } from './app';
 import { closeCollectorDeps, createCollectorDeps, type CollectorResources } from './deps';
@@ -150,6 +153,44 @@ describe('every error is one problem format', () => {
     expectProblem(await post('type=view', { 'content-type': 'text/plain' }), 415, 'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE', 'content-type');
   });
 
+  it("422 for an Idempotency-Key whose batch is in the events queue's failed set once its fingerprint is gone", async () => {
+    const conn = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const queues = createQueues(conn);
+    const workerConn = conn.duplicate();
+    // The aggregator refusing the batch (a store with no tenant, a batch past the dedupe window): the failed set.
+    const worker = new Worker(
+      QUEUE.events,
+      async () => {
+        throw new UnrecoverableError('refused');
+      },
+      { connection: workerConn, prefix: queuePrefix({ keyPrefix: 't', shards: 1 }, QUEUE.events) },
+    );
+    try {
+      await collectorUp();
+      const headers = { 'idempotency-key': 'refused-order-1' };
+      const first = await post(JSON.stringify([view('P1')]), headers);
+      expect(first.statusCode).toBe(202);
+      const { batchId } = first.json();
+      await waitFor(async () => (await queues.events.getJob(batchId))?.failedReason === 'refused', { message: 'the batch failed' });
+      await conn.del(queues.events.toKey(`idem:${batchId}`)); // two dedupe windows later
+      const body = expectProblem(
+        await post(JSON.stringify([view('P2')]), headers),
+        422,
+        'TALLY_ERR_IDEMPOTENCY_CONFLICT',
+        'idempotency-key',
+      );
+      expect(body.detail).toBe(
+        `Idempotency-Key "refused-order-1" was used for a batch that is now in the events queue's failed set (job ${batchId}, refused by the aggregator); nothing was accepted. ` +
+          `An operator can replay that batch (npm run dlq -- replay events ${batchId}); or send this one under a new key`,
+      );
+    } finally {
+      await worker.close();
+      await closeQueues(queues);
+      workerConn.disconnect();
+      conn.disconnect();
+    }
+  });
+
   it('503 while closing, with Retry-After', async () => {
     closing = true;
     try {
@@ -209,6 +250,21 @@ describe('hostile bodies', () => {
     expect(body.errors).toHaveLength(100);
     expect(body.errors[99].index).toBe(99);
     expect(body).toMatchObject({ rejected: 1000, errorCount: 1000 });
+    expect(r.body.length).toBeLessThan(20_000);
+  });
+
+  it('lists the first 100 errors of a partial 202 and counts them all, as a 400 does', async () => {
+    const payload = JSON.stringify([view(), ...Array.from({ length: 999 }, () => ({ type: 'nope', ts: 0 }))]);
+    await collectorUp();
+    const r = await post(payload, {}, '/v1/events?partial=true');
+    expect(r.statusCode).toBe(202);
+    const body = r.json();
+    expect(body).toMatchObject({ accepted: 1, rejected: 999, acceptedIndexes: [0], errorCount: 999 });
+    expect(body.errors).toHaveLength(100);
+    expect(body.errors[99].index).toBe(100);
+    // Every member is one the document names for a 202.
+    const schema = openapi.paths['/v1/events']!.post.responses['202']!.content['application/json']!.schema;
+    expect(Object.keys(body).filter((k) => !(k in schema.properties))).toEqual([]);
     expect(r.body.length).toBeLessThan(20_000);
   });
 

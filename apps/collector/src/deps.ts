@@ -77,6 +77,8 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
         'the aggregators publish another rules fingerprint than this collector: batches go as events for them to roll up (give both the same RULES_FILE)',
       ),
     ...(waitRedis && { replicaFence: createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS, [redis]) }),
+    // The window the aggregators run (they publish it), this collector's own until one is published.
+    dedupeWindowKey: redisKeys(config.KEY_PREFIX).dedupeWindow,
     idempotencyWindowSeconds: config.DEDUPE_WINDOW_SECONDS,
     limits: {
       maxEvents: config.MAX_EVENTS_PER_REQUEST,

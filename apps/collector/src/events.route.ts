@@ -1,7 +1,7 @@
-import { IdempotencyConflictError, QueueUnavailableError, type Intake } from '@tally/intake';
+import { IdempotencyConflictError, QueueUnavailableError, type EnqueueResult, type Intake } from '@tally/intake';
 import { ReplicasBehindError } from '@tally/queues';
-import { bearerAuth, HttpProblem, PROBLEM_SCHEMA, type TallyHttpApp } from '@tally/http';
-import { eventInputSchema, type EventError } from '@tally/schema';
+import { bearerAuth, HttpProblem, listedErrors, MAX_LISTED_ERRORS, PROBLEM_SCHEMA, type TallyHttpApp } from '@tally/http';
+import { eventInputSchema, type EventError, type ValidationResult } from '@tally/schema';
 import { validatorCompiler } from 'fastify-type-provider-zod';
 import type { TenantDirectory } from '@tally/tenants';
 import type { FastifySchemaCompiler } from 'fastify';
@@ -33,22 +33,26 @@ CLOCK_SKEW_SECONDS (default 300) in the future and LATENESS_HORIZON_DAYS (defaul
 negative, at most 1e12 and with no more decimals than the metric keeps.
 
 **All or nothing by default:** if any event is invalid, the request is refused with 400 and nothing is counted; its
-\`errors\` hold the first 100 errors, one entry per error (index, field, reason; an event may have several), and
+\`errors\` hold the first ${MAX_LISTED_ERRORS} errors, one entry per error (index, field, reason; an event may have several), and
 \`errorCount\` gives the total when there are more. **With \`?partial=true\`** the valid events are accepted (202) and
-the answer lists their \`acceptedIndexes\` and the \`errors\` of the rest; if none is valid the answer is 400. Nothing
-accepted is lost; nothing refused is counted.
+the answer lists their \`acceptedIndexes\` and the \`errors\` of the rest (the first ${MAX_LISTED_ERRORS}, with \`errorCount\` when
+there are more); if none is valid the answer is 400. Nothing accepted is lost; nothing refused is counted.
 
 202 is sent only once Redis holds the batch. With an \`Idempotency-Key\` header the batch id derives from the
 store and the key, so a retried request is counted once: BullMQ keeps the job id while the job is retained, and
 the aggregator ignores a batch id it applied within DEDUPE_WINDOW_SECONDS (default 24 h). The key is bound to its
-batch: reusing it within that window for other events is refused with 422 naming the key, and nothing is accepted.
+batch: reusing it within two such windows for other events is refused with 422 naming the key, and nothing is
+accepted; so is reusing a key whose batch is in the events queue's failed set (the aggregator refused it: replay it
+with the dlq tool, or use a new key). A retry of an accepted request is answered 202 with its batch id even when some
+of its events have passed LATENESS_HORIZON_DAYS since.
 
 413 over MAX_BODY_BYTES or MAX_EVENTS_PER_REQUEST; 415 for other content types or a Content-Encoding other than gzip
 or br; 401 without a valid key, 403 without the ingest scope; 429 while the store is over its ingest budget
 (\`TALLY_ERR_RATE_LIMITED\`; Retry-After: the seconds until the budget takes the batch) or the events queue is deeper
 than MAX_QUEUE_DEPTH (\`TALLY_ERR_BACKPRESSURE\`; Retry-After: 2); 503 while Redis or the key store cannot be reached
 (Retry-After: 5) or the collector is shutting down (Retry-After: 1); a 503 for a batch Redis may have taken (it did
-not answer in time) names in \`idempotencyKey\` the key a request without one was given, to retry with. With
+not answer in time) names in \`idempotencyKey\` the key a request without one was given, to retry with (and the
+same events: the key is bound to them). With
 REDIS_WAIT_REPLICAS, 202 waits until that
 many Redis replicas hold the batch too; fewer within REDIS_WAIT_TIMEOUT_MS is 503 \`TALLY_ERR_REDIS_REPLICAS_BEHIND\`
 with Retry-After: 5 (Redis holds the batch: retry with the same Idempotency-Key, which counts it once; a request
@@ -123,7 +127,11 @@ const eventsRouteSchema = {
         batchId: z.string().describe('the batch id (split batches: <batchId>.<i> per job)'),
         rejected: z.number().int().optional().describe('partial=true: events refused'),
         acceptedIndexes: z.array(z.number().int()).optional().describe('partial=true: indexes of the accepted events'),
-        errors: z.array(eventError).optional().describe('partial=true: every error of the refused events, one entry per error'),
+        errors: z
+          .array(eventError)
+          .optional()
+          .describe(`partial=true: the first ${MAX_LISTED_ERRORS} errors of the refused events, one entry per error`),
+        errorCount: z.number().int().optional().describe(`partial=true, when over ${MAX_LISTED_ERRORS}: the number of errors in all`),
       })
       .meta({ examples: [{ accepted: 2, batchId: 'b7a1c1e0c3b54c3e9a51f0e7f4f2d6a1' }] }),
     400: problem
@@ -147,7 +155,9 @@ const eventsRouteSchema = {
     415: problem.describe(
       'Content-Type other than JSON or NDJSON (TALLY_ERR_UNSUPPORTED_MEDIA_TYPE), or a Content-Encoding other than gzip or br (TALLY_ERR_UNSUPPORTED_ENCODING)',
     ),
-    422: problem.describe('The Idempotency-Key was used before with other events; nothing accepted'),
+    422: problem.describe(
+      "The Idempotency-Key was used before with other events, or by a batch now in the events queue's failed set; nothing accepted",
+    ),
     429: problem
       .extend({
         eventsPerSecond: z.number().optional().describe("TALLY_ERR_RATE_LIMITED: the store's ingest budget in events per second"),
@@ -203,11 +213,26 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
       }
       const store = req.principal!.store;
       const partial = req.query.partial === 'true' || req.query.partial === '1';
-      const receivedAt = Date.now();
+      const key = req.headers['idempotency-key'];
+      const now = Date.now();
       metrics.received.inc(body.items.length);
 
-      const result = intake.validate(body.items, receivedAt);
-      const errors = mergeLineErrors(result.errors, body.lineErrors);
+      let result = intake.validate(body.items, now);
+      let errors = mergeLineErrors(result.errors, body.lineErrors);
+      let enqueued: EnqueueResult | undefined;
+      if (key !== undefined && errors.length > 0) {
+        // A retry of a request accepted while its events were in time (its answer lost), some of which have passed
+        // the lateness horizon since: the key's record says so (no round trip when no event is refused for its age
+        // alone), and the answer is the first one's, not a 400 (or, partial, a 422 for a smaller batch).
+        const relaxed = intake.validate(body.items, now, { lateness: false });
+        const relaxedErrors = mergeLineErrors(relaxed.errors, body.lineErrors);
+        if (relaxed.events.length > result.events.length && (partial || relaxedErrors.length === 0)) {
+          enqueued = await send(deps, key, relaxed, () =>
+            intake.enqueueRetry(store, relaxed.events, { idempotencyKey: key, timeZone: req.principal!.timeZone }),
+          );
+          if (enqueued) [result, errors] = [relaxed, relaxedErrors];
+        }
+      }
       const rejected = body.items.length - result.events.length;
       if (errors.length > 0) {
         countRejected(metrics, errors);
@@ -225,55 +250,75 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
         }
       }
 
-      if (budget) await checkBudget(budget, metrics, store, result.events.length, req.principal!.ingestEventsPerSecond);
-
-      let enqueued;
-      try {
+      // A retry answered above took its events from the budget when it was first accepted.
+      if (!enqueued) {
+        if (budget) await checkBudget(budget, metrics, store, result.events.length, req.principal!.ingestEventsPerSecond);
         // The key's tenant gives the store's time zone: the collector rolls the batch up, so the job carries the
         // counts to add (a fraction of the events' size) and the aggregator applies them as they are.
-        enqueued = await intake.enqueue(store, result.events, {
-          idempotencyKey: req.headers['idempotency-key'],
-          receivedAt,
-          timeZone: req.principal!.timeZone,
-        });
-      } catch (err) {
-        if (err instanceof IdempotencyConflictError) {
-          metrics.rejected.inc({ reason: 'idempotency_conflict' }, result.events.length);
-          throw new HttpProblem(
-            422,
-            'TALLY_ERR_IDEMPOTENCY_CONFLICT',
-            `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used for a batch with other events; nothing was accepted (resend the same events to retry, or use a new key for a new batch)`,
-            { field: 'idempotency-key' },
-          );
-        }
-        if (!(err instanceof ReplicasBehindError) && !(err instanceof QueueUnavailableError)) throw err;
-        const behind = err instanceof ReplicasBehindError;
-        metrics.rejected.inc({ reason: behind ? 'replicas' : 'unavailable' }, result.events.length);
-        // A request without a key was given one (libs/intake): the answer names it, for the retry to carry.
-        const given = req.headers['idempotency-key'] === undefined ? err.idempotencyKey : undefined;
-        const retry =
-          given === undefined
-            ? 'the same Idempotency-Key, which counts it once either way'
-            : `the header Idempotency-Key: ${given} (this request had none, so it was given one), which counts it once either way`;
-        throw new HttpProblem(
-          503,
-          behind ? 'TALLY_ERR_REDIS_REPLICAS_BEHIND' : 'TALLY_ERR_UNAVAILABLE',
-          behind
-            ? `${err.message}: Redis holds the batch, but a failover now could lose it; retry later with ${retry}`
-            : `the events queue (Redis) did not take the batch, or did not answer whether it did; retry later with ${retry}`,
-          {
-            headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
-            cause: err,
-            ...(given !== undefined && { extra: { idempotencyKey: given } }),
-          },
+        const valid = result.events;
+        enqueued = await send(deps, key, result, () =>
+          intake.enqueue(store, valid, { idempotencyKey: key, timeZone: req.principal!.timeZone }),
         );
       }
       metrics.accepted.inc(enqueued.accepted);
       reply.code(202);
       if (errors.length === 0) return { accepted: enqueued.accepted, batchId: enqueued.batchId };
-      return { accepted: enqueued.accepted, batchId: enqueued.batchId, rejected, acceptedIndexes: result.acceptedIndexes, errors };
+      return {
+        accepted: enqueued.accepted,
+        batchId: enqueued.batchId,
+        rejected,
+        acceptedIndexes: result.acceptedIndexes,
+        ...listedErrors(errors),
+      };
     },
   );
+}
+
+/** Runs an enqueue, answering its errors as problems: 422 for an idempotency conflict, 503 while Redis cannot take the batch. */
+async function send<R extends EnqueueResult | undefined>(
+  deps: EventsRouteDeps,
+  key: string | undefined,
+  result: ValidationResult,
+  enqueue: () => Promise<R>,
+): Promise<R> {
+  const { metrics } = deps;
+  try {
+    return await enqueue();
+  } catch (err) {
+    if (err instanceof IdempotencyConflictError) {
+      metrics.rejected.inc({ reason: 'idempotency_conflict' }, result.events.length);
+      throw new HttpProblem(
+        422,
+        'TALLY_ERR_IDEMPOTENCY_CONFLICT',
+        err.failedJobId === undefined
+          ? `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used for a batch with other events; nothing was accepted (resend the same events to retry, or use a new key for a new batch)`
+          : `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was used for a batch that is now in the events queue's failed set (job ${err.failedJobId}, refused by the aggregator); nothing was accepted. ` +
+              `An operator can replay that batch (npm run dlq -- replay events ${err.failedJobId}); or send this one under a new key`,
+        { field: 'idempotency-key' },
+      );
+    }
+    if (!(err instanceof ReplicasBehindError) && !(err instanceof QueueUnavailableError)) throw err;
+    const behind = err instanceof ReplicasBehindError;
+    metrics.rejected.inc({ reason: behind ? 'replicas' : 'unavailable' }, result.events.length);
+    // A request without a key was given one (libs/intake): the answer names it, for the retry to carry.
+    const given = key === undefined ? err.idempotencyKey : undefined;
+    const retry =
+      given === undefined
+        ? 'the same Idempotency-Key, which counts it once either way'
+        : `the header Idempotency-Key: ${given} (this request had none, so it was given one), which counts it once either way`;
+    throw new HttpProblem(
+      503,
+      behind ? 'TALLY_ERR_REDIS_REPLICAS_BEHIND' : 'TALLY_ERR_UNAVAILABLE',
+      behind
+        ? `${err.message}: Redis holds the batch, but a failover now could lose it; retry later with ${retry}`
+        : `the events queue (Redis) did not take the batch, or did not answer whether it did; retry later with ${retry}`,
+      {
+        headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
+        cause: err,
+        ...(given !== undefined && { extra: { idempotencyKey: given } }),
+      },
+    );
+  }
 }
 
 /**

@@ -1,4 +1,4 @@
-import { parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys } from '@tally/key-layout';
+import { parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys, keptForWindow } from '@tally/key-layout';
 import { flattenRows, type CompiledRules, type FlushPolicy, type RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
@@ -246,8 +246,10 @@ export class BucketStore {
   }
 
   /**
-   * Applies a batch's deltas to the store's open bucket, at most once per batch id within the dedupe window.
-   * Returns whether it was applied (false = duplicate) and the bucket seq.
+   * Applies a batch's deltas to the store's open bucket, at most once per batch id within the dedupe window
+   * (`dedupeTtlSeconds`, DEDUPE_WINDOW_SECONDS: the batch id's record is kept that long plus its slack, see
+   * libs/key-layout dedupe-window.ts). Returns whether it was applied (false = duplicate) and the bucket seq. A script's refusal
+   * (nothing written) throws a BucketsError: its TALLY_ERR_* code, or TALLY_ERR_WRONG_TYPE for a key of another type.
    */
   async apply(
     store: string,
@@ -322,11 +324,15 @@ export class BucketStore {
             tombstone: this.keys.tombstone(store),
             erased: this.keys.erased(store),
           },
-          { now, dedupeTtlSeconds: opts.dedupeTtlSeconds, epoch, rowCount: pks.length, rankTtlSeconds: this.rankTtlSeconds },
+          { now, dedupeTtlSeconds: keptForWindow(opts.dedupeTtlSeconds), epoch, rowCount: pks.length, rankTtlSeconds: this.rankTtlSeconds },
           { keys: [...pks.map((pk) => this.keys.bucket(store, epoch, pk)), ...rankKeys], args },
         );
       } catch (err) {
-        const code = /^(TALLY_ERR_[A-Z_]+) /.exec((err as Error).message ?? '')?.[1] as BucketsErrorCode | undefined;
+        // A WRONGTYPE comes raw from a command (`WRONGTYPE Operation …`) or from a check's error() (`ERR … WRONGTYPE <key>
+        // holds …`); APPLY meets it in its read phase, or takes its HINCRBYs back first: nothing written either way.
+        const message = (err as Error).message ?? '';
+        const code = (/^(TALLY_ERR_[A-Z_]+) /.exec(message)?.[1] ??
+          (/\bWRONGTYPE\b/.test(message) ? 'TALLY_ERR_WRONG_TYPE' : undefined)) as BucketsErrorCode | undefined;
         if (code)
           throw new BucketsError(code, `batch ${batchId} of store ${store} not applied (nothing written): ${(err as Error).message}`, {
             cause: err,

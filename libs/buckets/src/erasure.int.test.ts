@@ -1,4 +1,4 @@
-import { compileRules, defaultRules, distinctMember, type RowDeltas } from '@tally/schema';
+import { compileRules, defaultRules, distinctMember, flattenDistinct, rollup, rollupDistinct, type RowDeltas } from '@tally/schema';
 import { startRedis, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -50,6 +50,8 @@ describe('a deleted store', () => {
     expect(before).toBeGreaterThan(8);
     expect(await redis.keys('t:{S}:u*')).toHaveLength(2); // the sketch's exact set and unwritten-fields set (no HLL at 1 member)
     await eraser.markStoreDeleted('S', 60);
+    // Kept for the window and its slack (300 s at the least): past the aggregator's refusal at the window.
+    expect(await redis.ttl('t:{S}:x')).toBeGreaterThan(60 + 300 - 5);
     expect(await eraser.deleteStoreKeys('S')).toBe(before);
     expect(await redis.keys('t:{S}:*')).toEqual(['t:{S}:x']);
     // The late batch, the sealer and the writer change nothing.
@@ -91,7 +93,7 @@ describe('an erased row', () => {
     await fill();
     const pk = 'S#visitor#V1';
     const r = await eraser.eraseRow('S', pk, { until: 10_000, ttlSeconds: 60 });
-    expect(r).toEqual({ outboxEntries: 1, bucketEntries: 1, cachedHistory: true });
+    expect(r).toEqual({ outboxEntries: 1, bucketEntries: 1, cachedHistory: true, sketches: 0 });
     const [visitor, product] = await buckets.snapshot('S', [pk, 'S#product#P1'], true);
     expect(visitor!.entries).toEqual([]);
     expect(visitor!.cache).toBeUndefined();
@@ -100,14 +102,51 @@ describe('an erased row', () => {
     await buckets.apply('S', 'd1', batch, { now: 9_000, dedupeTtlSeconds: 60 });
     expect((await buckets.snapshot('S', [pk]))[0]!.entries).toEqual([]);
     expect((await buckets.snapshot('S', ['S#product#P1']))[0]!.entries).toHaveLength(2); // 2 + 2 in the open bucket, one field
-    // Erasing again finds nothing; once the tombstone's time has passed the visitor counts again.
+    // Erasing again finds nothing. The tombstone lasts its time plus the window's slack (300 s for a 60 s window),
+    // as the dedupe records do: a batch the aggregator checked just inside the window and applied a little later
+    // (or whose producer's clock is behind) is still dropped.
     expect(await eraser.eraseRow('S', pk, { until: 10_000, ttlSeconds: 60 })).toEqual({
       outboxEntries: 0,
       bucketEntries: 0,
       cachedHistory: false,
+      sketches: 0,
     });
+    expect(await redis.ttl('t:{S}:xr')).toBeGreaterThan(60 + 300 - 5);
     await buckets.apply('S', 'd2', batch, { now: 10_001, dedupeTtlSeconds: 60 });
+    expect((await buckets.snapshot('S', [pk]))[0]!.entries).toEqual([]);
+    // Once that has passed the visitor counts again.
+    await buckets.apply('S', 'd3', batch, { now: 10_000 + 300_000 + 1, dedupeTtlSeconds: 60 });
     expect((await buckets.snapshot('S', [pk]))[0]!.entries).toHaveLength(1);
+  });
+
+  it('drops the outbox-entry gauge by the counts erased, not by their limbs', async () => {
+    await buckets.registerStore('S');
+    const big = new Map<string, bigint>([
+      ['2023-123|r', 3n * 10n ** 15n + 1n], // two limbs: one count
+      ['2023-123|v', 1n],
+    ]);
+    await buckets.apply(
+      'S',
+      'a',
+      new Map([
+        ['S', new Map([['2023-123|v', 1n]])],
+        ['S#visitor#V1', big],
+      ]),
+      { now: 1_000, dedupeTtlSeconds: 60 },
+    );
+    await buckets.seal('S', { now: 1_001, minAgeMs: 0 });
+    await buckets.foldSealed('S', { now: 1_002 });
+    await buckets.apply('S', 'b', new Map([['S#visitor#V1', big]]), { now: 1_003, dedupeTtlSeconds: 60 });
+    expect(await redis.hlen('t:{S}:o:S#visitor#V1')).toBe(3);
+    expect((await buckets.storeBacklog('S')).entries).toBe(3); // S: 1, S#visitor#V1: 2
+    // Counts, not their limbs, in what the erasure reports too.
+    expect(await eraser.eraseRow('S', 'S#visitor#V1', { until: 10_000, ttlSeconds: 60 })).toEqual({
+      outboxEntries: 2,
+      bucketEntries: 2,
+      cachedHistory: false,
+      sketches: 0,
+    });
+    expect((await buckets.storeBacklog('S')).entries).toBe(1);
   });
 });
 
@@ -131,5 +170,91 @@ describe('an erased row of a ranked entity', () => {
     expect(await store.top('S', 'visitor', 'v', ['2023-123', '2023-124'], 10)).toEqual([{ member: 'V2', score: 2 }]);
     // A ranking only the erased row adds to is not created (nor given a TTL).
     expect(await redis.exists('t:{S}:k:2023-124:v:visitor')).toBe(0);
+  });
+});
+
+/** The pks the erased-rows key holds, whatever its type (a zset; a hash in earlier versions). */
+async function erasedPks(store = 'S'): Promise<string[]> {
+  const key = `t:{${store}}:xr`;
+  const type = await redis.type(key);
+  if (type === 'hash') return (await redis.hkeys(key)).sort();
+  if (type === 'zset') return (await redis.zrange(key, 0, -1)).sort();
+  return [];
+}
+
+describe('the erased rows', () => {
+  it('are pruned at the next erasure once their time has passed, and the others are kept and honoured', async () => {
+    // (The stored time is `until` plus the window's slack: 300 s for a 60 s window.)
+    await eraser.eraseRow('S', 'S#visitor#A', { until: 10_000, ttlSeconds: 60, now: 1_000 });
+    await eraser.eraseRow('S', 'S#visitor#B', { until: 20_000, ttlSeconds: 60, now: 11_000 });
+    expect(await erasedPks()).toEqual(['S#visitor#A', 'S#visitor#B']);
+    // At 315,000 A's time (310,000) has passed: the erasure of C drops it, not B's (320,000).
+    await eraser.eraseRow('S', 'S#visitor#C', { until: 315_000, ttlSeconds: 60, now: 315_000 });
+    expect(await erasedPks()).toEqual(['S#visitor#B', 'S#visitor#C']);
+    const two = deltas({ 'S#visitor#A': { '2023-123|v': 1 }, 'S#visitor#B': { '2023-123|v': 1 }, 'S#visitor#C': { '2023-123|v': 1 } });
+    await buckets.apply('S', 'x', two, { now: 316_000, dedupeTtlSeconds: 60 });
+    const counted = await buckets.snapshot('S', ['S#visitor#A', 'S#visitor#B', 'S#visitor#C']);
+    expect(counted.map((r) => r.entries.length)).toEqual([1, 0, 0]);
+    // Erasing a row again keeps its later time.
+    await eraser.eraseRow('S', 'S#visitor#C', { until: 1_000, ttlSeconds: 60, now: 316_000 });
+    await buckets.apply('S', 'y', two, { now: 320_000, dedupeTtlSeconds: 60 });
+    expect((await buckets.snapshot('S', ['S#visitor#C']))[0]!.entries).toEqual([]);
+  });
+
+  it('written as a hash by an earlier version, are still honoured, and the next erasure makes them a pruned zset', async () => {
+    await redis.hset('t:{S}:xr', 'S#visitor#A', '9000', 'S#visitor#B', '900000');
+    await redis.expire('t:{S}:xr', 5_000);
+    const ab = deltas({ 'S#visitor#A': { '2023-123|v': 1 }, 'S#visitor#B': { '2023-123|v': 1 } });
+    await buckets.apply('S', 'x', ab, { now: 8_000, dedupeTtlSeconds: 60 });
+    await buckets.sketches.add('S', new Map([['S#visitor#B', new Map([['2023-123|uv', new Set([distinctMember('P')])]])]]), 8_000);
+    expect((await buckets.snapshot('S', ['S#visitor#A', 'S#visitor#B'])).map((r) => r.entries.length)).toEqual([0, 0]);
+    expect(await redis.keys('t:{S}:u*')).toEqual([]);
+    await eraser.eraseRow('S', 'S#visitor#C', { until: 10_000, ttlSeconds: 60, now: 10_000 });
+    expect(await redis.type('t:{S}:xr')).toBe('zset');
+    expect(await erasedPks()).toEqual(['S#visitor#B', 'S#visitor#C']);
+    expect(await redis.ttl('t:{S}:xr')).toBeGreaterThan(4_990);
+    await buckets.apply('S', 'y', ab, { now: 10_001, dedupeTtlSeconds: 60 });
+    expect((await buckets.snapshot('S', ['S#visitor#A', 'S#visitor#B'])).map((r) => r.entries.length)).toEqual([1, 0]);
+  });
+});
+
+describe('an erased row with sketches of its own (a distinct-count metric on the visitor entity)', () => {
+  const own = compileRules({
+    ...defaultRules,
+    metrics: { ...defaultRules.metrics, UniqueProducts: { code: 'up', description: 'distinct products a visitor viewed' } },
+    entities: { ...defaultRules.entities, visitor: { ...defaultRules.entities.visitor, distinct: { UniqueProducts: 'product' } } },
+  });
+  const view = (visitor: string, product: string) => ({ type: 'view', ts: Date.parse('2023-05-03T10:00:00Z'), dims: { product, visitor } });
+  // V1 views 301 products (its sketch passes the exact threshold: a set and an HLL), V2 two.
+  const events = [...Array.from({ length: 301 }, (_, i) => view('V1', `P${i}`)), view('V2', 'P1'), view('V2', 'P2')];
+  const visitorKeys = async (v: string) => (await redis.keys(`t:{S}:u*S#visitor#${v}*`)).sort();
+
+  it('loses them, and no batch in flight adds them again while it is erased', async () => {
+    const store = new BucketStore({ redis, rules: own, prefix: 't' });
+    const erase = new BucketEraser({ redis, buckets: store });
+    await store.apply('S', 'a', rollup(own, 'S', 'UTC', events), { now: 1_000, dedupeTtlSeconds: 60 });
+    await store.sketches.add('S', rollupDistinct(own, 'S', 'UTC', events));
+    expect(await visitorKeys('V1')).toEqual([
+      't:{S}:uh:S#visitor#V1|2023-123|up',
+      't:{S}:ur:S#visitor#V1',
+      't:{S}:us:S#visitor#V1|2023-123|up',
+    ]);
+    const v2 = await visitorKeys('V2');
+    expect(v2).toHaveLength(2);
+    const r = await erase.eraseRow('S', 'S#visitor#V1', { until: 10_000, ttlSeconds: 60, now: 1_500 });
+    expect(r).toMatchObject({ sketches: 1 }); // one day of UniqueProducts
+    expect(await visitorKeys('V1')).toEqual([]);
+    expect(await store.sketches.read('S', ['S#visitor#V1'])).toEqual([[]]);
+    // A batch in flight (as events, or rolled up by the collector) adds the other rows' members, not the erased row's.
+    await store.sketches.add('S', rollupDistinct(own, 'S', 'UTC', [view('V1', 'P9'), view('V2', 'P3')]), 2_000);
+    await store.sketches.add('S', flattenDistinct(rollupDistinct(own, 'S', 'UTC', [view('V1', 'P8'), view('V2', 'P4')])), 2_000);
+    expect(await visitorKeys('V1')).toEqual([]);
+    expect(await visitorKeys('V2')).toEqual(v2);
+    const [live] = await store.sketches.read('S', ['S#visitor#V2']);
+    expect(live!.map((x) => (x.blob.length - 1) / 8)).toEqual([4]);
+    // Erasing again finds no sketch; once the tombstone's time (with its slack) has passed, the row's sketches grow again.
+    expect((await erase.eraseRow('S', 'S#visitor#V1', { until: 10_000, ttlSeconds: 60, now: 2_000 })).sketches).toBe(0);
+    await store.sketches.add('S', rollupDistinct(own, 'S', 'UTC', [view('V1', 'P9')]), 10_000 + 300_000);
+    expect(await visitorKeys('V1')).toEqual(['t:{S}:ur:S#visitor#V1', 't:{S}:us:S#visitor#V1|2023-123|up']);
   });
 });

@@ -1,50 +1,75 @@
-import { WORK_SUFFIX } from '@tally/key-layout';
+import { WORK_SUFFIX, keptForWindow } from '@tally/key-layout';
 import type { Cluster, Redis } from 'ioredis';
 import type { BucketStore } from './bucket-store';
 import { defineScript, runScript } from './script-table';
 
 /**
  * ERASE one row (a visitor) from Redis and keep it erased: its outbox, its counts in the open and sealed buckets
- * (and its place in their row sets), its dirty and due marks, its cached history (the cache version is bumped, so
- * a query that read DynamoDB before cannot store what it read), and an entry in the erased-rows hash until
- * `untilMs`, which makes APPLY drop the row's counts (TOMBSTONES in scripts.ts). Idempotent.
- * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, dueLater, then per bucket seq (the sealed
- * ones, then the open one) its hash of the row and its row set. ARGV: pk, untilMs, ttlSeconds (of the erased-rows
- * hash: at least this from now), cacheVersionTtlSeconds, sealedCount, then the seqs. Returns {1, outbox fields,
- * bucket fields, cached (0|1)}, or {0, epoch or '', sealed seqs...} (nothing written) when the seqs are not the
- * store's. Every read and check before the first write.
+ * (and its place in their row sets), its distinct-count sketches (`ur` and each unwritten field's `us`, `uh`: a
+ * visitor entity given a `distinct` metric has its own), its dirty and due marks, its cached history (the cache
+ * version is bumped, so a query that read DynamoDB before cannot store what it read), and an entry in the erased
+ * rows until `untilMs`, which makes APPLY drop the row's counts and SKETCH_ADD its members (TOMBSTONES in scripts.ts).
+ * The erased rows are a zset pk -> until (ms): the entries whose time has passed at `now` are pruned here (a hash
+ * of an earlier version is made a zset of its live entries), so a store that erases more often than the window does
+ * not keep every erased pk for ever; an erasure never moves a row's time earlier. Idempotent.
+ * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, dueLater, sketchRows (`ur`), then per
+ * bucket seq (the sealed ones, then the open one) its hash of the row and its row set, then per sketch field (the
+ * members of `ur` the caller read) its `us` and `uh`. ARGV: pk, untilMs, ttlSeconds (of the erased rows: at least
+ * this from now), cacheVersionTtlSeconds, sealedCount, now (ms), sketchCount, then the seqs ('' for no open one),
+ * then the sketch fields. Returns {1, outbox counts, bucket counts (counts, not their limbs), cached (0|1), sketch
+ * fields}, or {0, epoch or '', sealed seqs...} (nothing written) when the seqs or the sketch fields are not the
+ * store's (the caller reads `ur` again). Every read and check before the first write.
  */
-export const ERASE_ROW = defineScript<[1, number, number, number] | [0, string, ...string[]]>()({
+export const ERASE_ROW = defineScript<[1, number, number, number, number] | [0, string, ...string[]]>()({
   name: 'ERASE_ROW',
   shebang: '#!lua',
-  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater'],
-  args: ['pk', 'untilMs', 'ttlSeconds', 'cacheVersionTtlSeconds', 'sealedCount'],
+  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater', 'sketchRows'],
+  args: ['pk', 'untilMs', 'ttlSeconds', 'cacheVersionTtlSeconds', 'sealedCount', 'now', 'sketchCount'],
   body: `
 local function expectType(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
 end
-if not (string.match(A.untilMs, '^%d+$') and string.match(A.ttlSeconds, '^[1-9]%d*$')) then
-  return redis.error_reply('TALLY_ERR_ARGUMENT until and ttl must be positive integers')
+-- The counts among a hash's fields: a count's field has that many bars, its high limbs one more (isEntry, scripts.ts).
+local function countsOf(key, bars)
+  local n = 0
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    local _, b = string.gsub(f, '|', '')
+    if b == bars then n = n + 1 end
+  end
+  return n
 end
--- The bucket layout the caller declared keys for: the sealed seqs, then the open one ('' = none).
+if not (string.match(A.untilMs, '^%d+$') and string.match(A.ttlSeconds, '^[1-9]%d*$') and string.match(A.now, '^%d+$')) then
+  return redis.error_reply('TALLY_ERR_ARGUMENT until, ttl and now must be positive integers')
+end
+-- The bucket layout and the sketch fields the caller declared keys for: the sealed seqs, then the open one ('' =
+-- none), then the row's unwritten sketch fields.
 local sealed = redis.call('LRANGE', K.sealed, 0, -1)
 local epoch = redis.call('GET', K.epoch) or ''
 local n = tonumber(A.sealedCount)
+local sketchCount = tonumber(A.sketchCount)
 local same = #sealed == n and epoch == (ARGV[AR + n] or '')
 for j = 1, n do same = same and sealed[j] == ARGV[AR + j - 1] end
+expectType(K.sketchRows, 'set')
+same = same and redis.call('SCARD', K.sketchRows) == sketchCount
+for j = 1, sketchCount do same = same and redis.call('SISMEMBER', K.sketchRows, ARGV[AR + n + j]) == 1 end
 if not same then
   local stale = {0, epoch}
   for _, seq in ipairs(sealed) do table.insert(stale, seq) end
   return stale
 end
+local bucketsEnd = #KEYS - 2 * sketchCount
 -- Read phase.
-expectType(K.erased, 'hash')
+local erasedAs = redis.call('TYPE', K.erased)['ok']
+if erasedAs ~= 'none' and erasedAs ~= 'zset' and erasedAs ~= 'hash' then
+  error('WRONGTYPE ' .. K.erased .. ' holds a ' .. erasedAs .. ', not a zset')
+end
+local legacy = erasedAs == 'hash' and redis.call('HGETALL', K.erased) or {}
 expectType(K.dirty, 'zset')
 expectType(K.due, 'zset')
 expectType(K.dueLater, 'hash')
 expectType(K.counts, 'hash')
-local outboxFields = redis.call('HLEN', K.outbox)
+local outboxCounts = countsOf(K.outbox, 2)
 local entries = redis.call('HGET', K.counts, 'entries')
 if entries and not (string.match(entries, '^-?%d+$') and #entries < 16) then
   return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer')
@@ -53,21 +78,35 @@ local version = redis.call('GET', K.cacheVersion)
 if version and not (string.match(version, '^%d+$') and #version < 16) then
   return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.cacheVersion .. ' is not a cache version')
 end
-local bucketFields = 0
-for k = KR, #KEYS, 2 do
-  bucketFields = bucketFields + redis.call('HLEN', KEYS[k])
+local bucketCounts = 0
+for k = KR, bucketsEnd, 2 do
+  bucketCounts = bucketCounts + countsOf(KEYS[k], 1)
   expectType(KEYS[k + 1], 'set')
 end
 local cached = redis.call('EXISTS', K.cache)
 local ttl = redis.call('TTL', K.erased)
+local keep = math.max(ttl, tonumber(A.ttlSeconds))
+local now = tonumber(A.now)
 -- Write phase: commands that cannot fail on the keys checked above.
-redis.call('HSET', K.erased, A.pk, A.untilMs)
-if ttl < tonumber(A.ttlSeconds) then redis.call('EXPIRE', K.erased, A.ttlSeconds) end
+if erasedAs == 'hash' then
+  redis.call('DEL', K.erased)
+  for j = 1, #legacy, 2 do
+    local u = tonumber(legacy[j + 1])
+    if u and u > now then redis.call('ZADD', K.erased, string.format('%d', u), legacy[j]) end
+  end
+elseif erasedAs == 'zset' then
+  redis.call('ZREMRANGEBYSCORE', K.erased, '-inf', A.now)
+end
+redis.call('ZADD', K.erased, 'GT', A.untilMs, A.pk)
+-- Always: the prune may have emptied the zset, and the ZADD made it again with no TTL.
+redis.call('EXPIRE', K.erased, keep)
 redis.call('DEL', K.outbox, K.cache)
-for k = KR, #KEYS, 2 do
+for k = KR, bucketsEnd, 2 do
   redis.call('DEL', KEYS[k])
   redis.call('SREM', KEYS[k + 1], A.pk)
 end
+for k = bucketsEnd + 1, #KEYS do redis.call('DEL', KEYS[k]) end
+redis.call('DEL', K.sketchRows)
 redis.call('ZREM', K.dirty, A.pk)
 redis.call('ZREM', K.due, A.pk)
 redis.call('HDEL', K.dueLater, A.pk)
@@ -76,9 +115,9 @@ redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
 if redis.call('ZCARD', K.dirty) == 0 then
   redis.call('HDEL', K.counts, 'entries')
 elseif entries then
-  redis.call('HSET', K.counts, 'entries', string.format('%d', math.max(0, tonumber(entries) - outboxFields)))
+  redis.call('HSET', K.counts, 'entries', string.format('%d', math.max(0, tonumber(entries) - outboxCounts)))
 end
-return {1, outboxFields, bucketFields, cached}
+return {1, outboxCounts, bucketCounts, cached, sketchCount}
 `,
 });
 
@@ -87,12 +126,14 @@ const CACHE_VERSION_TTL_SECONDS = 2 * 86_400;
 
 /** What erasing one row removed from Redis. */
 export interface RowErasure {
-  /** Outbox fields (counts folded but not yet in DynamoDB). */
+  /** Outbox entries (counts folded but not yet in DynamoDB; not their limbs). */
   outboxEntries: number;
-  /** Fields of the open and sealed buckets (counts not yet folded). */
+  /** Counts of the open and sealed buckets (not yet folded; not their limbs). */
   bucketEntries: number;
   /** Whether a cached history was dropped. */
   cachedHistory: boolean;
+  /** The row's own distinct-count sketches not yet in DynamoDB (one per day and metric), when its entity has any. */
+  sketches: number;
 }
 
 /**
@@ -109,9 +150,12 @@ export class BucketEraser {
     this.buckets = opts.buckets;
   }
 
-  /** Sets (or renews) the store's tombstone: from now on every writing script of the store is a no-op. */
+  /**
+   * Sets (or renews) the store's tombstone: from now on every writing script of the store is a no-op. It is kept for
+   * `ttlSeconds` (the dedupe window) plus the window's slack (libs/key-layout dedupe-window.ts), as the batches' dedupe records are.
+   */
   async markStoreDeleted(store: string, ttlSeconds: number): Promise<void> {
-    await this.redis.set(this.buckets.keys.tombstone(store), String(Date.now()), 'EX', ttlSeconds);
+    await this.redis.set(this.buckets.keys.tombstone(store), String(Date.now()), 'EX', keptForWindow(ttlSeconds));
   }
 
   /**
@@ -144,11 +188,15 @@ export class BucketEraser {
   }
 
   /**
-   * Erases one row (see ERASE_ROW) and keeps new counts of it out until `until` (ms). Call it again after the
-   * row's DynamoDB items are deleted: a query that read them in between may have cached them.
+   * Erases one row (see ERASE_ROW) and keeps new counts and sketch members of it out until `until` (ms) plus the
+   * dedupe window's slack, the erased rows kept `ttlSeconds` (the dedupe window) plus that slack (libs/key-layout dedupe-window.ts):
+   * a batch accepted before the erasure and let through by the aggregator's window check finds the entry. `now` (ms,
+   * default the clock) prunes the erased rows whose time has passed. Call it again after the row's DynamoDB items are
+   * deleted: a query that read them in between may have cached them.
    */
-  async eraseRow(store: string, pk: string, opts: { until: number; ttlSeconds: number }): Promise<RowErasure> {
+  async eraseRow(store: string, pk: string, opts: { until: number; ttlSeconds: number; now?: number }): Promise<RowErasure> {
     const k = this.buckets.keys;
+    const slackMs = (keptForWindow(opts.ttlSeconds) - opts.ttlSeconds) * 1000;
     const keys = {
       erased: k.erased(store),
       outbox: k.outbox(store, pk),
@@ -160,27 +208,40 @@ export class BucketEraser {
       sealed: k.sealed(store),
       epoch: k.epoch(store),
       dueLater: k.dueLater(store),
+      sketchRows: this.buckets.sketches.rowsKey(store, pk),
     };
     let layout = { epoch: (await this.redis.get(keys.epoch)) ?? '', sealed: await this.redis.lrange(keys.sealed, 0, -1) };
     for (let attempt = 0; attempt < 10; attempt++) {
       const seqs = layout.epoch === '' ? layout.sealed : [...layout.sealed, layout.epoch];
+      // The row's unwritten sketch fields (SKETCH_ADD notes each in `ur` with its keys); the script checks they are still these.
+      const fields = await this.redis.smembers(keys.sketchRows);
       const r = await runScript(
         this.redis,
         ERASE_ROW,
         keys,
         {
           pk,
-          untilMs: Math.ceil(opts.until),
-          ttlSeconds: opts.ttlSeconds,
+          untilMs: Math.ceil(opts.until) + slackMs,
+          ttlSeconds: keptForWindow(opts.ttlSeconds),
           cacheVersionTtlSeconds: CACHE_VERSION_TTL_SECONDS,
           sealedCount: layout.sealed.length,
+          now: Math.floor(opts.now ?? Date.now()),
+          sketchCount: fields.length,
         },
-        { keys: seqs.flatMap((seq) => [k.bucket(store, seq, pk), k.bucketRows(store, seq)]), args: [...layout.sealed, layout.epoch] },
+        {
+          keys: [
+            ...seqs.flatMap((seq) => [k.bucket(store, seq, pk), k.bucketRows(store, seq)]),
+            ...fields.flatMap((field) => this.buckets.sketches.sketchKeys(store, pk, field)),
+          ],
+          args: [...layout.sealed, layout.epoch, ...fields],
+        },
       );
-      if (r[0] === 1) return { outboxEntries: Number(r[1]), bucketEntries: Number(r[2]), cachedHistory: Number(r[3]) === 1 };
+      if (r[0] === 1) {
+        return { outboxEntries: Number(r[1]), bucketEntries: Number(r[2]), cachedHistory: Number(r[3]) === 1, sketches: Number(r[4]) };
+      }
       const [, epoch, ...sealed] = r;
       layout = { epoch, sealed };
     }
-    throw new Error(`store ${store}: the bucket layout moved 10 times during one erasure`);
+    throw new Error(`store ${store}: the bucket layout or the row's sketches moved 10 times during one erasure`);
   }
 }

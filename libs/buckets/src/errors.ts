@@ -1,7 +1,11 @@
 import { TallyError } from '@tally/key-layout';
 
-/** Stable codes of the errors this lib throws; the TALLY_ERR_* ones come from the scripts' error replies. */
-export type BucketsErrorCode = 'TALLY_ERR_SUM_OVERFLOW' | 'TALLY_ERR_NOT_A_COUNT' | 'TALLY_ERR_FOLD_CONFLICT' | 'TALLY_ERR_ARGUMENT';
+/**
+ * Stable codes of the errors this lib throws; the TALLY_ERR_* ones come from the scripts' error replies, and
+ * TALLY_ERR_WRONG_TYPE from a script's WRONGTYPE error (a key of the store holds another type).
+ */
+export type BucketsErrorCode =
+  'TALLY_ERR_SUM_OVERFLOW' | 'TALLY_ERR_NOT_A_COUNT' | 'TALLY_ERR_FOLD_CONFLICT' | 'TALLY_ERR_ARGUMENT' | 'TALLY_ERR_WRONG_TYPE';
 
 /** A script refused its whole call before writing anything; `code` says why. */
 export class BucketsError extends TallyError<BucketsErrorCode> {

@@ -212,6 +212,35 @@ describe('no script fails after its first write', () => {
     expect(await dump()).toEqual(before);
   });
 
+  it('refuses a batch that meets a key of the wrong type as a BucketsError (TALLY_ERR_WRONG_TYPE), with nothing written', async () => {
+    const batch = rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 1 } });
+    await store.apply('S', 'a', batch, { now: 1000, dedupeTtlSeconds: 60 });
+    const slow = rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 10n ** 15n } });
+    // A bucket hash met by the fast path's HINCRBY and by the full path's HMGET, the row set (its TYPE checked), a
+    // ranking zset (its ZMSCORE) and the erased rows.
+    const cases: Array<[string, RowDeltas]> = [
+      ['t:{S}:b:1000:S#product#P', batch],
+      ['t:{S}:b:1000:S#product#P', slow],
+      ['t:{S}:r:1000', batch],
+      ['t:{S}:k:2026-336:v:product', batch],
+      ['t:{S}:xr', batch],
+    ];
+    for (const [key, b] of cases) {
+      const saved = await redis.dumpBuffer(key);
+      await redis.del(key);
+      await redis.set(key, 'of another type');
+      const before = await dump();
+      const err = await store.apply('S', 'b', b, { now: 1000, dedupeTtlSeconds: 60 }).catch((e: unknown) => e);
+      expect(err, key).toBeInstanceOf(BucketsError);
+      expect((err as BucketsError).code).toBe('TALLY_ERR_WRONG_TYPE');
+      expect((err as Error).message).toMatch(/^batch b of store S not applied \(nothing written\): .*WRONGTYPE/);
+      expect(await dump()).toEqual(before);
+      await redis.del(key);
+      if (saved) await redis.restore(key, 0, saved);
+    }
+    expect((await store.apply('S', 'b', batch, { now: 1000, dedupeTtlSeconds: 60 })).applied).toBe(true);
+  });
+
   it('refuses a ranking zset of the wrong type, or a malformed ranking argument, before writing', async () => {
     const batch = rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 1 }, 'S#product#Q': { '2026-337|v': 1 } });
     await store.apply('S', 'a', batch, { now: 1000, dedupeTtlSeconds: 60 });

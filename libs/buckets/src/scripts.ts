@@ -77,12 +77,23 @@ end
 /**
  * Tombstones (docs/DESIGN.md "Privacy"), checked before anything else through the declared keys `tombstone` (the
  * store was deleted: every writing script is a no-op, or for fold only deletes, so an in-flight batch or flush
- * re-creates nothing) and, in APPLY, `erased` (rows of erased visitors: pk -> until, ms; their counts are dropped).
+ * re-creates nothing) and, in APPLY and SKETCH_ADD, `erased` (rows of erased visitors, a zset pk -> until, ms: their
+ * counts and sketch members are dropped until then; ERASE_ROW prunes the entries whose time has passed). A hash
+ * pk -> until, as versions before the zset wrote it, is read alike until it expires or the next erasure makes it a
+ * zset. erasedType() reads the key's type ('none': no row erased) and must come before rowErased(); any other type
+ * fails rowErased's read (WRONGTYPE), in the read phase.
  */
 export const TOMBSTONES = `
 local function storeDeleted() return redis.call('EXISTS', K.tombstone) == 1 end
+local erasedAs
+local function erasedType()
+  erasedAs = redis.call('TYPE', K.erased)['ok']
+  return erasedAs
+end
 local function rowErased(pk, now)
-  local u = tonumber(redis.call('HGET', K.erased, pk) or '')
+  local u
+  if erasedAs == 'hash' then u = redis.call('HGET', K.erased, pk) else u = redis.call('ZSCORE', K.erased, pk) end
+  u = tonumber(u or '')
   return u ~= nil and u > now
 end
 `;
@@ -164,9 +175,10 @@ export type Stale = [0, string];
  * members, then their n deltas (each the sum of its row's deltas to that ranking, a double).
  * A count `f` is held in limbs: field `f` (units mod 10^15), `f|1` (the next 15 digits) and `f|2` (the rest),
  * each present only when non-zero. A delta of 1 to 15 digits is added to `f` by HINCRBY (one command per field, no
- * read first) and kept when `f` held a count and the sum stays under 10^15; every other field is read and added up
- * in limbs, then written after all checks. A refused batch takes its HINCRBYs back before the error reply (a HINCRBY
- * that found 0 created the field, and the field is deleted), so nothing of it stays.
+ * read first) and kept when `f` held a count and the sum stays under 10^15; every other field is read (once, however
+ * many times the batch repeats it) and its deltas added up in limbs, then written after all checks. A refused batch
+ * takes its HINCRBYs back before the error reply (a HINCRBY that found 0 created the field, and the field is
+ * deleted), so nothing of it stays.
  * Ranked rows add their unkeyed deltas to the daily ranking zsets of their entity in the same step (top lists),
  * so a top list ranks every bucket, the open one included, and a batch is ranked exactly once; a score is the
  * delta as a double, which orders but need not be exact. The caller sums each member's deltas per ranking
@@ -188,7 +200,7 @@ export const APPLY = defineScript<[1, string] | [0, 0] | [-1, string] | [2, 0]>(
   args: ['now', 'dedupeTtlSeconds', 'epoch', 'rowCount', 'rankTtlSeconds'],
   body: `${LIMBS}${TOMBSTONES}
 if storeDeleted() then return {2, 0} end
-local erasedRows = redis.call('EXISTS', K.erased) == 1
+local erasedRows = erasedType() ~= 'none'
 if redis.call('EXISTS', K.dedupe) == 1 then return {0, 0} end
 if not string.match(A.dedupeTtlSeconds, '^[1-9]%d*$') then return redis.error_reply('TALLY_ERR_ARGUMENT dedupe TTL must be at least 1 s') end
 local epoch = redis.call('GET', K.epoch)
@@ -292,29 +304,44 @@ for r = 1, rowCount do
     end
   end
 end
--- Full path: the field's three limbs read, the delta added exactly, carried and checked; written below.
-local writes = {}
+-- Full path: the field's three limbs read, the delta added exactly, carried and checked; written below. A field the
+-- batch repeats (a pk twice, or a field twice in a row) is read once and each of its deltas added to that sum.
+local sums, byField = {}, {}
 for _, s in ipairs(slow) do
   local key, f, pk = s[1], s[2], s[3]
   local name = ARGV[f]
-  local limbs = {name, name .. '|1', name .. '|2'}
-  local cur = redis.pcall('HMGET', key, unpack(limbs))
-  if cur.err then undo() return cur end
-  local acc = {0, 0, 0}
-  local ok = addDecimal(acc, ARGV[f + 1], 1)
-  for k = 1, 3 do ok = ok and (not cur[k] or addDecimal(acc, cur[k], k)) end
-  if not ok then undo() return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. pk .. ' ' .. name .. ': the delta or a stored count is not a non-negative integer') end
-  if not normalize(acc) then undo() return redis.error_reply('TALLY_ERR_SUM_OVERFLOW ' .. pk .. ' ' .. name .. ': the bucket sum would exceed 38 digits') end
+  local fields = byField[key]
+  if not fields then
+    fields = {}
+    byField[key] = fields
+  end
+  local sum = fields[name]
+  if not sum then
+    local limbs = {name, name .. '|1', name .. '|2'}
+    local cur = redis.pcall('HMGET', key, unpack(limbs))
+    if cur.err then undo() return cur end
+    local ok = true
+    sum = {key = key, limbs = limbs, cur = cur, acc = {0, 0, 0}}
+    for k = 1, 3 do ok = ok and (not cur[k] or addDecimal(sum.acc, cur[k], k)) end
+    if not ok then undo() return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. pk .. ' ' .. name .. ': a stored count is not a non-negative integer') end
+    fields[name] = sum
+    sums[#sums + 1] = sum
+  end
+  if not addDecimal(sum.acc, ARGV[f + 1], 1) then undo() return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. pk .. ' ' .. name .. ': the delta is not a non-negative integer') end
+  if not normalize(sum.acc) then undo() return redis.error_reply('TALLY_ERR_SUM_OVERFLOW ' .. pk .. ' ' .. name .. ': the bucket sum would exceed 38 digits') end
+end
+local writes = {}
+for _, sum in ipairs(sums) do
   local set, del = {}, {}
   for k = 1, 3 do
-    if acc[k] ~= 0 then
-      set[#set + 1] = limbs[k]
-      set[#set + 1] = string.format('%d', acc[k])
-    elseif cur[k] then
-      del[#del + 1] = limbs[k]
+    if sum.acc[k] ~= 0 then
+      set[#set + 1] = sum.limbs[k]
+      set[#set + 1] = string.format('%d', sum.acc[k])
+    elseif sum.cur[k] then
+      del[#del + 1] = sum.limbs[k]
     end
   end
-  writes[#writes + 1] = {key, set, del}
+  writes[#writes + 1] = {sum.key, set, del}
 end
 -- Write phase: commands that cannot fail on the keys checked above.
 redis.call('SET', K.dedupe, '1', 'EX', A.dedupeTtlSeconds)
@@ -576,8 +603,9 @@ return data
  * ACK outbox entries the writer has applied to DynamoDB, in one step with dropping the row's cache entry and
  * bumping its cache version (so no query can store a cache read before this write; a version key that expired
  * starts again at `now`, never at a value it had). When entries remain
- * (folded during the write) the row stays dirty and is rescheduled by its policy (its later flush time, if any, is
- * dropped: see DUE_LIST). The store's running count of
+ * (folded during the write) the row stays dirty, with its dirty time kept (the entries left were folded after it, so
+ * the idle policy's max age and the flush-lag gauge are never understated), and is rescheduled by its policy (its
+ * later flush time, if any, is dropped: see DUE_LIST). The store's running count of
  * outbox entries drops by the counts deleted, not their limbs (never below 0, and restarts at 0 whenever the store
  * has no dirty row left).
  * KEYS: outbox, cacheVersion, cache, dirty, due, counts, tombstone, dueLater. ARGV: pk, now, cacheVersionTtlSeconds, policyKind, a, b,
@@ -620,7 +648,8 @@ if left == 0 then
   redis.call('ZREM', K.dirty, pk)
   redis.call('ZREM', K.due, pk)
 else
-  redis.call('ZADD', K.dirty, string.format('%d', now), pk)
+  -- Still dirty since its oldest unwritten count was folded: the entries left were folded after that time.
+  redis.call('ZADD', K.dirty, 'NX', string.format('%d', now), pk)
   redis.call('ZREM', K.due, pk)
   schedule(K.dirty, K.due, pk, now, A.policyKind, tonumber(A.a), tonumber(A.b))
 end

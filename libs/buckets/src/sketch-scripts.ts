@@ -26,11 +26,13 @@ end
 `;
 
 /**
- * SKETCH_ADD a batch's members. KEYS tail, per row: its `ur`, then per field its `us`, `uh`. ARGV tail, per row:
- * fieldCount, then per field: F, members (one string of their 8-byte ids one after another). SADDs them to the exact
- * set while it holds at most T, past T PFADDs them (at the crossing all the set's) to the HLL, notes F as unwritten.
- * Idempotent. A deleted store (its `tombstone`, checked first) writes nothing and returns -1, so an in-flight batch
- * re-creates no sketch. A refused call leaves nothing behind. Every set and HLL is checked before the first write by a
+ * SKETCH_ADD a batch's members. KEYS tail, per row: its `ur`, then per field its `us`, `uh`. ARGV: threshold, now
+ * (ms), then per row: pk, fieldCount, then per field: F, members (one string of their 8-byte ids one after another).
+ * SADDs them to the exact set while it holds at most T, past T PFADDs them (at the crossing all the set's) to the HLL,
+ * notes F as unwritten. Idempotent. A deleted store (its `tombstone`, checked first) writes nothing and returns -1, so
+ * an in-flight batch re-creates no sketch; a row of an erased visitor (`erased`, as APPLY: see TOMBSTONES) is left out
+ * whole, so an in-flight batch re-creates none of its sketches (ERASE_ROW deleted them). A refused call leaves
+ * nothing behind. Every set and HLL is checked before the first write by a
  * read that fails on a wrong type, not by a TYPE of its own: SCARD of each set; GETRANGE of the HLL (whose header it
  * checks too) of a set past T, and one EXISTS of all the others' HLLs, which do not exist (an HLL is made when its set
  * passes T and deleted with it); if any does, each of them is read as for a set past T. A row set is checked by its
@@ -41,11 +43,13 @@ end
 export const SKETCH_ADD = defineScript<number>()({
   name: 'SKETCH_ADD',
   shebang: '#!lua',
-  keys: ['tombstone'],
-  args: ['threshold'],
+  keys: ['tombstone', 'erased'],
+  args: ['threshold', 'now'],
   body: `${TOMBSTONES}
 if storeDeleted() then return -1 end
 local T = tonumber(A.threshold)
+local now = tonumber(A.now)
+local erasedRows = erasedType() ~= 'none'
 local function checkHll(uh)
   local head = redis.call('GETRANGE', uh, 0, 3)
   if head ~= '' and head ~= 'HYLL' then error('WRONGTYPE ' .. uh .. ' is not a HyperLogLog') end
@@ -56,35 +60,41 @@ local k, i, last = KR, AR, #ARGV
 while i <= last do
   local ur = KEYS[k]
   k = k + 1
-  local n = tonumber(ARGV[i])
-  i = i + 1
-  if n ~= 1 then redis.call('SCARD', ur) end
-  local fields = {}
-  for f = 1, n do
-    local us, uh, blob = KEYS[k], KEYS[k + 1], ARGV[i + 1]
-    k = k + 2
-    if #blob % 8 ~= 0 then return redis.error_reply('TALLY_ERR_SKETCH members of ' .. #blob .. ' bytes') end
-    local s = size[us]
-    if not s then
-      s = redis.call('SCARD', us)
-      size[us] = s
+  local pk, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  if erasedRows and rowErased(pk, now) then
+    -- An erased visitor's row: none of its keys is read or written.
+    k = k + 2 * n
+    i = i + 2 * n
+  else
+    if n ~= 1 then redis.call('SCARD', ur) end
+    local fields = {}
+    for f = 1, n do
+      local us, uh, blob = KEYS[k], KEYS[k + 1], ARGV[i + 1]
+      k = k + 2
+      if #blob % 8 ~= 0 then return redis.error_reply('TALLY_ERR_SKETCH members of ' .. #blob .. ' bytes') end
+      local s = size[us]
+      if not s then
+        s = redis.call('SCARD', us)
+        size[us] = s
+      end
+      if not checked[uh] then
+        checked[uh] = true
+        if s > T then checkHll(uh) else unmade[#unmade + 1] = uh end
+      end
+      plan[#plan + 1] = us
+      plan[#plan + 1] = uh
+      plan[#plan + 1] = blob
+      fields[f] = ARGV[i]
+      i = i + 2
     end
-    if not checked[uh] then
-      checked[uh] = true
-      if s > T then checkHll(uh) else unmade[#unmade + 1] = uh end
+    if n == 1 then
+      ones[#ones + 1] = ur
+      ones[#ones + 1] = fields[1]
+    elseif n > 1 then
+      multi[#multi + 1] = ur
+      multi[#multi + 1] = fields
     end
-    plan[#plan + 1] = us
-    plan[#plan + 1] = uh
-    plan[#plan + 1] = blob
-    fields[f] = ARGV[i]
-    i = i + 2
-  end
-  if n == 1 then
-    ones[#ones + 1] = ur
-    ones[#ones + 1] = fields[1]
-  elseif n > 1 then
-    multi[#multi + 1] = ur
-    multi[#multi + 1] = fields
   end
 end
 local made = 0

@@ -24,8 +24,9 @@ export interface LiveSketch {
 /**
  * The Redis side of distinct counts (unique visitors): per row and store-local day, an exact set of 8-byte members
  * while it holds at most EXACT_THRESHOLD of them and a Redis HyperLogLog of all of them. Adding a member twice
- * changes nothing, so batches are added before their counters' apply and again on any redelivery. Unions (for the
- * writer and for queries) run in Redis, with Redis' own HLL encoding and estimator.
+ * changes nothing, so the aggregator adds a batch's members after its counters' apply, whether it applied the batch
+ * or found it applied already (a redelivery, or a retry after a crash between the two), and never for a batch the
+ * apply refused. Unions (for the writer and for queries) run in Redis, with Redis' own HLL encoding and estimator.
  */
 export class SketchStore {
   readonly keys: RedisKeys;
@@ -36,8 +37,10 @@ export class SketchStore {
     this.keys = redisKeys(opts.prefix ?? 't');
   }
 
-  private rowsKey = (store: string, pk: string) => this.keys.tag(store) + S.sketchRows + pk;
-  private sketchKeys = (store: string, pk: string, field: string) => [
+  /** A row's set of unwritten sketch fields (`ur`). */
+  readonly rowsKey = (store: string, pk: string) => this.keys.tag(store) + S.sketchRows + pk;
+  /** A row's sketch of one field: its exact set (`us`) and its HLL (`uh`). */
+  readonly sketchKeys = (store: string, pk: string, field: string) => [
     this.keys.tag(store) + S.sketchSet + pk + '|' + field,
     this.keys.tag(store) + S.sketchHll + pk + '|' + field,
   ];
@@ -45,27 +48,37 @@ export class SketchStore {
   /**
    * Adds a batch's members (rollupDistinct, or flat as a rolled-up job carries them: libs/schema flattenDistinct,
    * checked by libs/queues checkFlatDistinct) to the rows' sketches. Idempotent. Adds nothing to a deleted store
-   * (its tombstone).
+   * (its tombstone), nor to the rows of visitors erased at `now` (ms; the aggregator passes its apply's).
    */
-  async add(store: string, adds: DistinctAdds | ReadonlyArray<string | number>): Promise<void> {
-    if (Array.isArray(adds)) return this.addFlat(store, adds);
+  async add(store: string, adds: DistinctAdds | ReadonlyArray<string | number>, now = Date.now()): Promise<void> {
+    if (Array.isArray(adds)) return this.addFlat(store, adds, now);
     const map = adds as DistinctAdds;
     if (map.size === 0) return;
     const keys: string[] = [];
     const args: Array<string | number | Buffer> = [];
     for (const [pk, fields] of map) {
       keys.push(this.rowsKey(store, pk));
-      args.push(fields.size);
+      args.push(pk, fields.size);
       for (const [field, members] of fields) {
         keys.push(...this.sketchKeys(store, pk, field));
         args.push(field, Buffer.from([...members].join(''), 'latin1'));
       }
     }
-    await runScript(this.redis, SKETCH_ADD, { tombstone: this.keys.tombstone(store) }, { threshold: EXACT_THRESHOLD }, { keys, args });
+    await this.runAdd(store, now, keys, args);
+  }
+
+  private async runAdd(store: string, now: number, keys: string[], args: Array<string | number | Buffer>): Promise<void> {
+    await runScript(
+      this.redis,
+      SKETCH_ADD,
+      { tombstone: this.keys.tombstone(store), erased: this.keys.erased(store) },
+      { threshold: EXACT_THRESHOLD, now: Math.floor(now) },
+      { keys, args },
+    );
   }
 
   /** add() of flat members: each field's members go to the script as one string, its base64 decoded once. */
-  private async addFlat(store: string, flat: ReadonlyArray<string | number>): Promise<void> {
+  private async addFlat(store: string, flat: ReadonlyArray<string | number>, now: number): Promise<void> {
     if (flat.length === 0) return;
     const keys: string[] = [];
     const args: Array<string | number | Buffer> = [];
@@ -73,7 +86,7 @@ export class SketchStore {
       const pk = String(flat[i]);
       const n = Number(flat[i + 1]);
       keys.push(this.rowsKey(store, pk));
-      args.push(n);
+      args.push(pk, n);
       for (let j = i + 2; j < i + 2 + 2 * n; j += 2) {
         const field = String(flat[j]);
         const [us, uh] = this.sketchKeys(store, pk, field);
@@ -82,7 +95,7 @@ export class SketchStore {
       }
       i += 2 + 2 * n;
     }
-    await runScript(this.redis, SKETCH_ADD, { tombstone: this.keys.tombstone(store) }, { threshold: EXACT_THRESHOLD }, { keys, args });
+    await this.runAdd(store, now, keys, args);
   }
 
   /**

@@ -3,14 +3,17 @@ import {
   createQueues,
   closeQueues,
   eventsJobSchema,
+  jobIdFor,
   MAX_EVENTS_PER_JOB,
   QUEUE,
   queueFor,
+  queuePrefix,
   QUEUE_SHARDS,
   shardOfStore,
   type TallyQueues,
 } from '@tally/queues';
 import { freePort, sleep, startRedis, startRedisCluster, startRedisWithReplica, waitFor, type RedisHandle } from '@tally/testing';
+import { UnrecoverableError, Worker } from 'bullmq';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -203,23 +206,105 @@ describe('createTallyClient', () => {
     expect(await waiting()).toBe(before);
   });
 
-  it("binds an idempotency key for idempotencyWindowSeconds (the installation's DEDUPE_WINDOW_SECONDS), 24 h by default", async () => {
+  it("binds an idempotency key for two dedupe windows and a slack: the aggregators' window, else idempotencyWindowSeconds (24 h by default)", async () => {
     const r = await client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'order-44' });
     const ttl = (batchId: string) => inspect.ttl(queues.events.toKey(`idem:${batchId}`));
-    expect(await ttl(r.batchId)).toBeGreaterThan(86_400 - 60);
+    // A batch is applied within a window of its acceptance and its dedupe record lasts a window and a slack from then.
+    expect(await ttl(r.batchId)).toBeGreaterThan(2 * 86_400 + 8_640 - 60);
     const hourly = createTallyClient({ connection: redis.url, idempotencyWindowSeconds: 3_600 });
     try {
       const h = await hourly.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'order-45' });
-      expect(await ttl(h.batchId)).toBeGreaterThan(3_600 - 60);
-      expect(await ttl(h.batchId)).toBeLessThanOrEqual(3_600);
+      expect(await ttl(h.batchId)).toBeGreaterThan(7_560 - 60);
+      expect(await ttl(h.batchId)).toBeLessThanOrEqual(7_560);
     } finally {
       await hourly.close();
+    }
+    // The aggregators' DEDUPE_WINDOW_SECONDS, as they publish it, wins over the client's own.
+    await inspect.set(redisKeys('t').dedupeWindow, '604800', 'PX', 600_000);
+    const following = createTallyClient({ connection: redis.url, idempotencyWindowSeconds: 3_600 });
+    try {
+      const w = await following.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'order-46' });
+      expect(await ttl(w.batchId)).toBeGreaterThan(2 * 604_800 + 60_480 - 60);
+    } finally {
+      await following.close();
+      await inspect.del(redisKeys('t').dedupeWindow);
     }
     for (const bad of [59, 30 * 86_400 + 1, 1.5]) {
       expect(() => createTallyClient({ connection: redis.url, idempotencyWindowSeconds: bad })).toThrow(
         expect.objectContaining({ code: 'TALLY_ERR_INVALID_ARGUMENT', field: 'idempotencyWindowSeconds' }),
       );
     }
+  });
+
+  it('refuses a receivedAt the aggregator would refuse the batch for, and a timeZone that is not one, enqueueing nothing', async () => {
+    const before = await waiting();
+    for (const receivedAt of [Math.floor(Date.now() / 1_000), Date.now() - 2 * 86_400_000, Date.now() + 3_600_000, 1.5]) {
+      const err = await client.enqueueEvents('STORE1', [view('P1')], { receivedAt }).catch((e: unknown) => e);
+      expect(err, String(receivedAt)).toBeInstanceOf(InvalidArgumentError);
+      expect(err).toMatchObject({ field: 'receivedAt' });
+    }
+    const zone = await client.enqueueEvents('STORE1', [view('P1')], { timeZone: 'Mars/Olympus' }).catch((e: unknown) => e);
+    expect(zone).toBeInstanceOf(InvalidArgumentError);
+    expect(zone).toMatchObject({ field: 'timeZone', message: expect.stringContaining('"Mars/Olympus" is not an IANA time zone name') });
+    expect(await waiting()).toBe(before);
+    // A receivedAt a little in the past is what the job carries.
+    const receivedAt = Date.now() - 60_000;
+    const ok = await client.enqueueEvents('STORE1', [view('P1')], { receivedAt });
+    expect((await queues.events.getJob(ok.batchId))?.data.receivedAt).toBe(receivedAt);
+  });
+
+  it("refuses a key whose batch the aggregator sent to the failed set, once the key's fingerprint is gone, rather than answer with that job", async () => {
+    const layout = { keyPrefix: 'fk', shards: 1 };
+    const c = createTallyClient({ connection: redis.url, keyPrefix: 'fk', backpressure: false });
+    const fk = createQueues(inspect, layout);
+    const conn = new Redis(redis.url, { maxRetriesPerRequest: null });
+    // The aggregator refusing every batch (as one for a store with no tenant, or past the dedupe window).
+    const worker = new Worker(
+      QUEUE.events,
+      async () => {
+        throw new UnrecoverableError('unknown store FAILED1: it has no tenant');
+      },
+      { connection: conn, prefix: queuePrefix(layout, QUEUE.events, 0) },
+    );
+    try {
+      const first = await c.enqueueEvents('FAILED1', [view('P1')], { idempotencyKey: 'order-900' });
+      await waitFor(async () => (await fk.events.getFailedCount()) === 1, { message: 'the batch in the failed set' });
+      await worker.close();
+      // While the fingerprint lasts, the same call again is the batch it was (and was answered for).
+      expect((await c.enqueueEvents('FAILED1', [view('P1')], { idempotencyKey: 'order-900' })).batchId).toBe(first.batchId);
+      // The fingerprint is gone (two dedupe windows), the failed job is not (14 days): the key is reused.
+      const record = fk.events.toKey(`idem:${first.batchId}`);
+      await inspect.del(record);
+      for (let i = 0; i < 2; i++) {
+        const err = await c.enqueueEvents('FAILED1', [view('P2')], { idempotencyKey: 'order-900' }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(IdempotencyConflictError);
+        expect(err).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', idempotencyKey: 'order-900', failedJobId: first.batchId });
+        expect((err as Error).message).toMatch(/is now in the events queue's failed set .*npm run dlq -- replay events batch-/);
+        expect(await inspect.exists(record)).toBe(0); // not bound to the refused batch
+      }
+      expect(await fk.events.getWaitingCount()).toBe(0);
+      expect((await fk.events.getJob(first.batchId))?.data.events).toHaveLength(1);
+    } finally {
+      await worker.close();
+      await c.close();
+      await closeQueues(fk);
+      conn.disconnect();
+    }
+  });
+
+  it('counts a retry once though some of its events passed the lateness horizon since the call was accepted', async () => {
+    const horizon = 35 * 86_400_000;
+    const events = [view('P1', Date.now() - horizon + 1_500), view('P2')];
+    const before = await waiting();
+    const first = await client.enqueueEvents('STORE1', events, { idempotencyKey: 'late-order' });
+    await sleep(2_000);
+    // The answer was lost; the retry comes once the first event is past the horizon.
+    const again = await client.enqueueEvents('STORE1', events, { idempotencyKey: 'late-order' }).catch((e: unknown) => e);
+    expect(again).toEqual(first);
+    expect(await waiting()).toBe(before + 1);
+    // A call never accepted with such an event is refused as before.
+    await expect(client.enqueueEvents('STORE1', events, { idempotencyKey: 'late-order-2' })).rejects.toBeInstanceOf(ValidationError);
+    expect(await waiting()).toBe(before + 1);
   });
 
   it('splits a large call into jobs of MAX_EVENTS_PER_JOB in one addBulk', async () => {
@@ -234,6 +319,32 @@ describe('createTallyClient', () => {
     const last = await queues.events.getJob(`${res.batchId}.2`);
     expect(last?.data.batchId).toBe(`${res.batchId}.2`);
     expect(last?.data.events[6].dims.product).toBe(`P${n - 1}`);
+  });
+
+  it('completes a split batch that failed part-way (addBulk is a pipeline, not a transaction) when retried under the key the error names, each part once', async () => {
+    // A Redis user that may not touch a key ending in ".1": part 1 fails inside its script, parts 0 and 2 are added.
+    await inspect.call('ACL', 'SETUSER', 'partial', 'on', '>pw', '~*[^1]', '~*[^.]1', '&*', '+@all');
+    const c = createTallyClient({ connection: `redis://partial:pw@127.0.0.1:${redis.port}`, backpressure: false });
+    try {
+      const events = Array.from({ length: 2 * MAX_EVENTS_PER_JOB + 3 }, (_, i) => view(`B${i}`));
+      const before = await waiting();
+      const err = (await c.enqueueEvents('STORE4', events).catch((e: unknown) => e)) as QueueUnavailableError;
+      expect(err).toBeInstanceOf(QueueUnavailableError);
+      const batchId = jobIdFor('batch', 'STORE4', err.idempotencyKey!);
+      const parts = [0, 1, 2].map((i) => `${batchId}.${i}`);
+      expect(await Promise.all(parts.map(async (id) => (await queues.events.getJob(id))?.id))).toEqual([parts[0], undefined, parts[2]]);
+      const firstPart0 = (await queues.events.getJob(parts[0]!))!.timestamp;
+      await inspect.call('ACL', 'SETUSER', 'partial', 'allkeys');
+      const done = await c.enqueueEvents('STORE4', events, { idempotencyKey: err.idempotencyKey! });
+      expect(done).toEqual({ batchId, accepted: events.length });
+      expect(await waiting()).toBe(before + 3);
+      const jobs = await Promise.all(parts.map((id) => queues.events.getJob(id)));
+      expect(jobs.map((j) => j?.data.events.length)).toEqual([MAX_EVENTS_PER_JOB, MAX_EVENTS_PER_JOB, 3]);
+      expect(jobs[0]!.timestamp).toBe(firstPart0); // the part added before, not added again
+    } finally {
+      await c.close();
+      await inspect.call('ACL', 'DELUSER', 'partial');
+    }
   });
 
   it('refuses too many events, a bad store and an empty call without enqueuing', async () => {
@@ -345,6 +456,12 @@ describe('createTallyClient', () => {
       const keyless = (await alone.enqueueEvents('STORE1', [view('P2')]).catch((e: unknown) => e)) as ReplicasBehindError;
       expect(keyless).toBeInstanceOf(ReplicasBehindError);
       expect(keyless.idempotencyKey).toMatch(/^auto-[\w-]{22}$/);
+      // The key is bound to the events it was given for: a retry under it with others is refused, not deduped away.
+      const other = await alone
+        .enqueueEvents('STORE1', [view('P2'), view('P3')], { idempotencyKey: keyless.idempotencyKey! })
+        .catch((e: unknown) => e);
+      expect(other).toBeInstanceOf(IdempotencyConflictError);
+      expect(await waiting()).toBe(before + 2);
       const retry = await alone.enqueueEvents('STORE1', [view('P2')], { idempotencyKey: keyless.idempotencyKey! }).catch((e: unknown) => e);
       expect(retry).toBeInstanceOf(ReplicasBehindError);
       expect(await waiting()).toBe(before + 2);
@@ -394,8 +511,12 @@ describe('createTallyClient', () => {
       const err = await c.enqueueEvents('STORE9', [view('P1')]).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(QueueUnavailableError);
       expect(Date.now() - started).toBeLessThan(5_000);
-      // Events are still checked first: a bad batch is a ValidationError, which no retry would cure.
+      // Events are still checked first: a bad batch is a ValidationError, which no retry would cure; so is a bad zone.
       expect(await c.enqueueEvents('STORE9', [view('P1', 'yesterday')]).catch((e: unknown) => e)).toBeInstanceOf(ValidationError);
+      expect(await c.enqueueEvents('STORE9', [view('P1')], { timeZone: 'Mars/Olympus' }).catch((e: unknown) => e)).toMatchObject({
+        code: 'TALLY_ERR_INVALID_ARGUMENT',
+        field: 'timeZone',
+      });
       late = await startRedis({ port });
       const conn = new Redis(late.url, { maxRetriesPerRequest: null });
       const probe = createQueues(conn);

@@ -36,8 +36,10 @@ export interface TallyClientOptions {
   /** The installation's QUEUE_SHARDS (default 1): a batch goes to its store's shard of the events queue. */
   queueShards?: number;
   /**
-   * How long an idempotency key stays bound to its batch's events (seconds, 60 to 30 days; default 86,400): the
-   * installation's DEDUPE_WINDOW_SECONDS, as the collector uses it.
+   * The installation's DEDUPE_WINDOW_SECONDS (seconds, 60 to 30 days; default 86,400), used only while no aggregator
+   * publishes its own in Redis (they do at start and every 5 minutes; the client reads it at most once a minute). An
+   * idempotency key stays bound to its batch's events for two windows (plus 10%, at least 5 minutes), and a
+   * `receivedAt` may be a tenth of it old.
    */
   idempotencyWindowSeconds?: number;
   /** Default: the built-in e-commerce rules. Must be the rules the aggregator runs with. */
@@ -70,7 +72,7 @@ export interface TallyClient {
    * Validates every event like the collector does and enqueues them for `store`, all or nothing: one invalid
    * event rejects the call with a ValidationError listing each bad event, index, field and reason. Resolves once
    * Redis holds the batch. With `idempotencyKey`, a retried call is counted once.
-   * Throws TooManyEventsError, InvalidArgumentError (a bad store id or key, or no events), ValidationError, IdempotencyConflictError, UnknownStoreError
+   * Throws TooManyEventsError, InvalidArgumentError (a bad store id, key, receivedAt or timeZone, or no events), ValidationError, IdempotencyConflictError, UnknownStoreError
    * (the aggregator refused a batch for this store lately: it has no tenant), QueueFullError (the queue is over
    * its backpressure limit) or QueueUnavailableError.
    */
@@ -122,6 +124,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
         ),
       ),
     idempotencyWindowSeconds,
+    dedupeWindowKey: redisKeys(keyPrefix).dedupeWindow,
     ...(wait && waitRedis && { replicaFence: createReplicaFence(waitRedis, wait.replicas, wait.timeoutMs, [redis]) }),
   });
   const admit = depthGate(queueShards(queues, QUEUE.events), opts.backpressure ?? { maxDepth: 10_000 });
@@ -142,8 +145,9 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
       // With the store's zone (as the aggregator published it from the tenant) the batch goes rolled up, as the
       // collector sends it, but only while the aggregators publish the fingerprint of this client's rules (the
       // intake's `rulesKey`): rows rolled up by other rules would be counted as they are. Otherwise it goes as
-      // events the aggregator rolls up.
-      const timeZone = ready ? (eopts?.timeZone ?? (await zoneOf(store))) : undefined;
+      // events the aggregator rolls up. The caller's zone goes to the intake even while Redis is not ready, which
+      // checks it (InvalidArgumentError) before it finds Redis away.
+      const timeZone = eopts?.timeZone ?? (ready ? await zoneOf(store) : undefined);
       const { batchId, accepted } = await intake.submit(store, events, { ...eopts, timeZone });
       return { batchId, accepted };
     },

@@ -97,7 +97,7 @@ const KEY_LOOKUP_TIMEOUT_MS = int(50, 60_000)
 const DEDUPE_WINDOW_SECONDS = int(60, 30 * 86_400)
   .default(86_400)
   .describe(
-    "How long a batch id (and an Idempotency-Key with the fingerprint of its events) is remembered; a deleted store's or erased visitor's tombstone lasts as long. The aggregator refuses, to the failed set, an events batch accepted longer ago (a replay, a stalled or queued job): keep it well above the longest queue backlog to ride out.",
+    "How long a batch id is remembered from its apply, and a deleted store's or erased visitor's tombstone from the deletion; the aggregator keeps both 10% longer (at least 300 s more), so a batch it lets through just inside the window still finds them. An Idempotency-Key stays bound to the fingerprint of its events for two windows and that slack (a batch is applied within a window of its acceptance). The aggregator refuses, to the failed set, an events batch accepted longer ago (a replay, a stalled or queued job): keep it well above the longest queue backlog to ride out. The aggregators publish theirs in Redis; the collectors, @tally/client and the dlq tool follow it.",
   );
 const JOB_LOCK_MS = int(1_000, 600_000)
   .default(30_000)
@@ -106,12 +106,12 @@ const JOB_LOCK_MS = int(1_000, 600_000)
 const REDIS_WAIT_REPLICAS = int(0, 16)
   .default(0)
   .describe(
-    'Redis replicas that must hold a write before it counts as done (`WAIT`), so a failover to a promoted replica loses nothing acknowledged. The collector answers 202 only once they hold the batch (fewer in time: 503 `TALLY_ERR_REDIS_REPLICAS_BEHIND`; Redis holds the batch, and a retry with the same Idempotency-Key counts it once; a request without one was given one, named by the `idempotencyKey` of the answer); the dynamo-writer writes a row to DynamoDB only once they hold its outbox (fewer in time: the flush waits and retries). 0 = no wait (a single Redis). The Redis user needs `INFO` (to count the replicas and, after a failover, tell the promoted replica from the old master); both apps warn at start-up when Redis refuses it or has fewer replicas.',
+    'Redis replicas that must hold a write before it counts as done (`WAIT`), so a failover to a promoted replica loses nothing acknowledged. The collector answers 202 only once they hold the batch (fewer in time: 503 `TALLY_ERR_REDIS_REPLICAS_BEHIND`; Redis holds the batch, and a retry with the same Idempotency-Key counts it once; a request without one was given one, named by the `idempotencyKey` of the answer); the bucket-aggregator completes an events job only once they hold its apply (on a Redis Cluster the master of the store, which need not be that of the queue; fewer in time: the job waits and retries, and its retry finds the batch applied); the dynamo-writer writes a row to DynamoDB only once they hold its outbox (fewer in time: the flush waits and retries). 0 = no wait (a single Redis). Set it alike on all three. The Redis user needs `INFO` (to count the replicas and, after a failover, tell the promoted replica from the old master); the three apps warn at start-up when Redis refuses it or has fewer replicas.',
   );
 const REDIS_WAIT_TIMEOUT_MS = int(10, 60_000)
   .default(1_000)
   .describe(
-    'How long one `WAIT` for REDIS_WAIT_REPLICAS replicas lasts at most. A request (collector) or flush (dynamo-writer) that comes while one is in flight waits for it to end, then shares the next: up to twice this in all.',
+    'How long one `WAIT` for REDIS_WAIT_REPLICAS replicas lasts at most. A request (collector), batch (bucket-aggregator) or flush (dynamo-writer) that comes while one is in flight waits for it to end, then shares the next: up to twice this in all.',
   );
 
 export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
@@ -147,6 +147,8 @@ export const aggregatorEnv = shared.extend({
   DEDUPE_WINDOW_SECONDS,
   SEALER_ENABLED: bool.default(true).describe('Run the sealer (seal, fold, schedule flushes) in this process.'),
   JOB_LOCK_MS,
+  REDIS_WAIT_REPLICAS,
+  REDIS_WAIT_TIMEOUT_MS,
 });
 
 export const writerEnv = shared.extend({

@@ -117,6 +117,10 @@ export const visitorErasureSchema = z
       outboxEntries: z.number().int().describe('Counts folded but not yet written to DynamoDB'),
       bucketEntries: z.number().int().describe('Counts in the open and sealed Redis buckets'),
       cachedHistory: z.boolean().describe('Whether a cached history was dropped'),
+      sketches: z
+        .number()
+        .int()
+        .describe("The visitor row's own distinct-count sketches not yet in DynamoDB (rules with a distinct metric on the visitor entity)"),
     }),
     tombstoneUntil: isoSchema.describe("Until when the visitor's events still in flight are dropped"),
   })
@@ -126,7 +130,7 @@ export const visitorErasureSchema = z
       {
         store: 'DEMO',
         visitor: 'V42',
-        removed: { dynamoItems: 3, outboxEntries: 4, bucketEntries: 2, cachedHistory: true },
+        removed: { dynamoItems: 3, outboxEntries: 4, bucketEntries: 2, cachedHistory: true, sketches: 0 },
         tombstoneUntil: '2026-03-16T12:00:00.000Z',
       },
     ],

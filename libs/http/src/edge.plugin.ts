@@ -149,14 +149,21 @@ export const tallyEdge = fp(
   { name: 'tally-edge', fastify: '5.x' },
 );
 
-/** Sends a problem: its status, headers and RFC 9457 body, with a long `errors` list cut to its first entries. */
+/**
+ * A list of errors as an answer carries it: `errors`, cut to its first MAX_LISTED_ERRORS entries, with `errorCount`
+ * the full number when it was cut (problems, and answers such as the collector's partial 202).
+ */
+export function listedErrors<T>(errors: readonly T[]): { errors: T[]; errorCount?: number } {
+  return errors.length > MAX_LISTED_ERRORS
+    ? { errors: errors.slice(0, MAX_LISTED_ERRORS), errorCount: errors.length }
+    : { errors: errors as T[] };
+}
+
+/** Sends a problem: its status, headers and RFC 9457 body, with a long `errors` list cut to its first entries (listedErrors). */
 export function sendProblem(reply: FastifyReply, p: HttpProblem): FastifyReply {
   const body = problemBody(p);
   const errors = body['errors'];
-  if (Array.isArray(errors) && errors.length > MAX_LISTED_ERRORS) {
-    body['errors'] = errors.slice(0, MAX_LISTED_ERRORS);
-    body['errorCount'] = errors.length;
-  }
+  if (Array.isArray(errors)) Object.assign(body, listedErrors(errors));
   return reply.code(p.statusCode).headers(p.headers).type(`${PROBLEM_TYPE}; charset=utf-8`).serializer(JSON.stringify).send(body);
 }
 

@@ -25,11 +25,15 @@ export class TooManyEventsError extends TallyError {
   }
 }
 
-/** A store id or an idempotency key that cannot be used, no events at all, or a client option out of range; `field` names it. */
+/**
+ * A store id, an idempotency key, a `receivedAt` or a `timeZone` that cannot be used, no events at all, or a client
+ * option out of range; `field` names it. Nothing was enqueued.
+ */
 export class InvalidArgumentError extends TallyError {
   readonly code = 'TALLY_ERR_INVALID_ARGUMENT';
   constructor(
-    readonly field: 'store' | 'idempotencyKey' | 'events' | 'connection' | 'waitReplicas' | 'idempotencyWindowSeconds',
+    readonly field:
+      'store' | 'idempotencyKey' | 'events' | 'receivedAt' | 'timeZone' | 'connection' | 'waitReplicas' | 'idempotencyWindowSeconds',
     message: string,
   ) {
     super(message);
@@ -37,14 +41,23 @@ export class InvalidArgumentError extends TallyError {
 }
 
 /**
- * The idempotency key was already used, within the dedupe window, for a batch with other events: nothing was
- * enqueued. A retry must send the same events; a new batch needs a new key.
+ * The idempotency key cannot take this batch; nothing was enqueued. `failedJobId` unset: the key was already used,
+ * within two dedupe windows, for a batch with other events (a retry must send the same events; a new batch
+ * needs a new key). `failedJobId` set: the key's earlier batch (that job) is in the events queue's failed set, the
+ * aggregator having refused it, and BullMQ would answer this batch with that job, queueing nothing: replay the job
+ * (`npm run dlq -- replay events <failedJobId>`) or use a new key.
  */
 export class IdempotencyConflictError extends TallyError {
   readonly code = 'TALLY_ERR_IDEMPOTENCY_CONFLICT';
-  constructor(readonly idempotencyKey: string) {
+  constructor(
+    readonly idempotencyKey: string,
+    readonly failedJobId?: string,
+  ) {
     super(
-      `idempotency key ${JSON.stringify(idempotencyKey)} was already used for a batch with other events; nothing was accepted (send the same events to retry, or use a new key for a new batch)`,
+      failedJobId === undefined
+        ? `idempotency key ${JSON.stringify(idempotencyKey)} was already used for a batch with other events; nothing was accepted (send the same events to retry, or use a new key for a new batch)`
+        : `idempotency key ${JSON.stringify(idempotencyKey)} was used for a batch that is now in the events queue's failed set (job ${failedJobId}, refused by the aggregator); nothing was accepted. ` +
+            `Replay that batch (npm run dlq -- replay events ${failedJobId}) or send this one under a new key`,
     );
   }
 }

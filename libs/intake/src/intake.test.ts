@@ -1,7 +1,7 @@
 import { eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE_SHARDS, ReplicasBehindError, shardOfStore } from '@tally/queues';
 import { compileRules, defaultRules, rollupDistinct, unflattenDistinct, type NormalizedEvent } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
-import { InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
+import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
 import { createHash } from 'node:crypto';
 import { batchFingerprint, createIntake } from './intake';
 
@@ -168,7 +168,7 @@ describe('createIntake when Redis may or may not have taken the batch', () => {
           toKey: (type: string) => `q0:${type}`,
         },
       } as never,
-      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null } as never,
+      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null, zmscore: async () => [null] } as never,
       rules: compileRules(defaultRules),
       source: 'client',
     });
@@ -182,7 +182,7 @@ describe('createIntake when Redis may or may not have taken the batch', () => {
     expect(taken).toEqual([retried.batchId]);
     const keyed = (await createIntake({
       queues: { events: { add: async () => Promise.reject(new Error('Connection is closed.')), toKey: (t: string) => `q0:${t}` } } as never,
-      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null } as never,
+      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null, zmscore: async () => [null] } as never,
       rules: compileRules(defaultRules),
       source: 'client',
     })
@@ -205,6 +205,7 @@ describe('createIntake with a replica fence (REDIS_WAIT_REPLICAS)', () => {
         once: () => undefined,
         off: () => undefined,
         set: async () => (log.push('idempotency record'), null),
+        zmscore: async () => [null],
       } as never,
       rules: compileRules(defaultRules),
       source: 'client',
@@ -232,7 +233,7 @@ describe('createIntake with a replica fence (REDIS_WAIT_REPLICAS)', () => {
     const q = Object.assign(capturingQueue([]), { toKey: (type: string) => `q0:${type}` });
     const behind = createIntake({
       queues: { events: q, [QUEUE_SHARDS]: { events: [q] } } as never,
-      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null } as never,
+      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null, zmscore: async () => [null] } as never,
       rules: compileRules(defaultRules),
       source: 'client',
       replicaFence: {
@@ -272,5 +273,335 @@ describe('batchFingerprint', () => {
     expect(batchFingerprint(events)).toBe(reference(events));
     expect(batchFingerprint([])).toBe(reference([]));
     expect(batchFingerprint(events.slice(0, 1))).not.toBe(batchFingerprint(events.slice(1, 2)));
+  });
+});
+
+/**
+ * The intake's Redis commands in memory: SET (EX, NX, GET), GET, DEL and ZMSCORE, each call logged with its arguments.
+ * `failed` is the content of the failed sets by key; `gate`, when set, holds SET answers until it is opened.
+ */
+function memoryRedis(failed: Record<string, string[]> = {}) {
+  const values = new Map<string, string>();
+  const ttls = new Map<string, number>();
+  const log: string[] = [];
+  let gate: Promise<void> | undefined;
+  return {
+    status: 'ready',
+    once: () => undefined,
+    off: () => undefined,
+    values,
+    ttls,
+    log,
+    hold(until: Promise<void>) {
+      gate = until;
+    },
+    async set(key: string, value: string, ...args: Array<string | number>) {
+      log.push(`SET ${key} ${args.join(' ')}`);
+      if (gate) await gate;
+      const earlier = values.get(key) ?? null;
+      if (!args.includes('NX') || earlier === null) {
+        values.set(key, value);
+        const ex = args.indexOf('EX');
+        if (ex >= 0) ttls.set(key, Number(args[ex + 1]));
+      }
+      return args.includes('GET') ? earlier : 'OK';
+    },
+    async get(key: string) {
+      log.push(`GET ${key}`);
+      return values.get(key) ?? null;
+    },
+    async del(key: string) {
+      log.push(`DEL ${key}`);
+      ttls.delete(key);
+      return values.delete(key) ? 1 : 0;
+    },
+    async zmscore(key: string, ...members: string[]) {
+      log.push(`ZMSCORE ${key} ${members.join(' ')}`);
+      return members.map((m) => (failed[key]?.includes(m) ? '1700000000000' : null));
+    },
+  };
+}
+
+/** A queue shard that keeps the jobs added by id, as BullMQ does: an id it holds is answered, not added again. */
+function jobQueue(prefix = 'q0') {
+  const jobs = new Map<string, { data: { batchId: string; receivedAt: number; events?: NormalizedEvent[]; rows?: unknown[] } }>();
+  const calls: string[] = [];
+  const addOne = (data: never, jobId: string) => {
+    if (!jobs.has(jobId)) jobs.set(jobId, { data });
+    return { id: jobId };
+  };
+  return {
+    jobs,
+    calls,
+    toKey: (type: string) => `${prefix}:${type}`,
+    add: async (_name: string, data: never, o: { jobId: string }) => (calls.push('add'), addOne(data, o.jobId)),
+    addBulk: async (list: Array<{ data: never; opts: { jobId: string } }>) => (
+      calls.push(`addBulk ${list.length}`),
+      list.map((j) => addOne(j.data, j.opts.jobId))
+    ),
+  };
+}
+
+const rules = compileRules(defaultRules);
+const oneView = (ts = Date.now() - 60_000): NormalizedEvent[] => [{ type: 'view', ts, dims: { product: 'P1' } }];
+
+describe('createIntake: receivedAt and timeZone are checked before anything is enqueued', () => {
+  it('refuses a receivedAt the aggregator or the schema would refuse (not whole ms, seconds, in the future, older than a tenth of the window)', async () => {
+    const q = jobQueue();
+    const intake = createIntake({
+      queues: { events: q } as never,
+      redis: memoryRedis() as never,
+      rules,
+      source: 'client',
+      idempotencyWindowSeconds: 3_600,
+    });
+    const now = Date.now();
+    for (const [receivedAt, why] of [
+      [1.5, /is not epoch milliseconds/],
+      [now + 0.5, /is not epoch milliseconds/],
+      [Number.NaN, /is not epoch milliseconds/],
+      ['1700000000000', /is not epoch milliseconds/],
+      [Math.floor(now / 1_000), /is more than 360 s ago.*looks like seconds/],
+      [now - 2 * 86_400_000, /is more than 360 s ago, a tenth of the dedupe window \(DEDUPE_WINDOW_SECONDS=3600\)/],
+      [now - 7 * 60_000, /is more than 360 s ago/],
+      [now + 3_600_000, /is more than 300 s in the future/],
+    ] as const) {
+      const err = await intake.enqueue('S1', oneView(), { receivedAt: receivedAt as number }).catch((e: unknown) => e);
+      expect(err, String(receivedAt)).toBeInstanceOf(InvalidArgumentError);
+      expect(err).toMatchObject({ code: 'TALLY_ERR_INVALID_ARGUMENT', field: 'receivedAt', message: expect.stringMatching(why) });
+    }
+    expect(q.calls).toEqual([]);
+    // In range: taken as the job's receivedAt.
+    for (const receivedAt of [now - 5 * 60_000, now, now + 60_000]) {
+      const { batchId } = await intake.enqueue('S1', oneView(), { receivedAt });
+      expect(q.jobs.get(batchId)!.data.receivedAt).toBe(receivedAt);
+    }
+  });
+
+  it('judges receivedAt by the window the aggregators publish, when they do', async () => {
+    const redis = memoryRedis();
+    redis.values.set('t:dedupe-window', '60000');
+    const intake = createIntake({
+      queues: { events: jobQueue() } as never,
+      redis: redis as never,
+      rules,
+      source: 'client',
+      idempotencyWindowSeconds: 3_600,
+      dedupeWindowKey: 't:dedupe-window',
+    });
+    // 10 minutes ago: over a tenth of the client's own hour, within a tenth of the aggregators' 60,000 s.
+    await expect(intake.enqueue('S1', oneView(), { receivedAt: Date.now() - 600_000 })).resolves.toMatchObject({ accepted: 1 });
+  });
+
+  it('refuses a timeZone that is not an IANA zone, whether the rules agree (a RangeError in the rollup) or not (dropped unseen)', async () => {
+    const q = jobQueue();
+    const redis = memoryRedis();
+    const agree = createIntake({ queues: { events: q } as never, redis: redis as never, rules, source: 'client' });
+    redis.values.set('t:rules', 'other rules');
+    const differ = createIntake({ queues: { events: q } as never, redis: redis as never, rules, source: 'client', rulesKey: 't:rules' });
+    for (const intake of [agree, differ]) {
+      for (const timeZone of ['Mars/Olympus', '', 'Europe/Paris '] as const) {
+        const err = await intake.enqueue('S1', oneView(), { timeZone }).catch((e: unknown) => e);
+        expect(err, timeZone).toBeInstanceOf(InvalidArgumentError);
+        expect(err).toMatchObject({ field: 'timeZone', message: expect.stringContaining('is not an IANA time zone name') });
+      }
+    }
+    expect(q.calls).toEqual([]);
+    await expect(agree.enqueue('S1', oneView(), { timeZone: 'Asia/Kathmandu' })).resolves.toMatchObject({ accepted: 1 });
+  });
+});
+
+describe('createIntake: idempotency keys', () => {
+  it("keeps the fingerprint of a key two dedupe windows and the records' slack: the aggregators' window, else its own", async () => {
+    const redis = memoryRedis();
+    const record = (batchId: string) => `q0:idem:${batchId}`;
+    const own = createIntake({
+      queues: { events: jobQueue() } as never,
+      redis: redis as never,
+      rules,
+      source: 'http',
+      idempotencyWindowSeconds: 3_600,
+    });
+    const a = await own.enqueue('S1', oneView(), { idempotencyKey: 'k1' });
+    expect(redis.ttls.get(record(a.batchId))).toBe(7_200 + 360); // slack: 10% of the window
+    const byDefault = createIntake({ queues: { events: jobQueue() } as never, redis: redis as never, rules, source: 'http' });
+    const b = await byDefault.enqueue('S1', oneView(), { idempotencyKey: 'k2' });
+    expect(redis.ttls.get(record(b.batchId))).toBe(2 * 86_400 + 8_640);
+    const following = createIntake({
+      queues: { events: jobQueue() } as never,
+      redis: redis as never,
+      rules,
+      source: 'client',
+      idempotencyWindowSeconds: 3_600,
+      dedupeWindowKey: 't:dedupe-window',
+    });
+    const c = await following.enqueue('S1', oneView(), { idempotencyKey: 'k3' }); // none published: its own
+    expect(redis.ttls.get(record(c.batchId))).toBe(7_200 + 360);
+    redis.values.set('t:dedupe-window', '604800');
+    const later = createIntake({
+      queues: { events: jobQueue() } as never,
+      redis: redis as never,
+      rules,
+      source: 'client',
+      idempotencyWindowSeconds: 3_600,
+      dedupeWindowKey: 't:dedupe-window',
+    });
+    const d = await later.enqueue('S1', oneView(), { idempotencyKey: 'k4' });
+    expect(redis.ttls.get(record(d.batchId))).toBe(2 * 604_800 + 60_480);
+    // The slack is at least 5 minutes.
+    const short = createIntake({
+      queues: { events: jobQueue() } as never,
+      redis: redis as never,
+      rules,
+      source: 'http',
+      idempotencyWindowSeconds: 60,
+    });
+    const e = await short.enqueue('S1', oneView(), { idempotencyKey: 'k5' });
+    expect(redis.ttls.get(record(e.batchId))).toBe(120 + 300);
+  });
+
+  it('refuses a fresh key whose job is in the failed set (BullMQ would answer with it, queueing nothing), without binding the key', async () => {
+    const q = jobQueue();
+    const probe = createIntake({ queues: { events: q } as never, redis: memoryRedis() as never, rules, source: 'client' });
+    const batchId = probe.batchIdFor('S1', 'order-7');
+    const redis = memoryRedis({ 'q0:failed': [batchId, `${probe.batchIdFor('S1', 'big-1')}.1`] });
+    const intake = createIntake({ queues: { events: q } as never, redis: redis as never, rules, source: 'client' });
+    const err = await intake.enqueue('S1', oneView(), { idempotencyKey: 'order-7' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IdempotencyConflictError);
+    expect(err).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', idempotencyKey: 'order-7', failedJobId: batchId });
+    expect((err as Error).message).toContain(`npm run dlq -- replay events ${batchId}`);
+    expect(redis.values.has(`q0:idem:${batchId}`)).toBe(false);
+    // Again: the same answer, not a record left by the first refusal.
+    await expect(intake.enqueue('S1', oneView(), { idempotencyKey: 'order-7' })).rejects.toMatchObject({ failedJobId: batchId });
+    // A split batch: any part in the failed set.
+    const many = Array.from({ length: MAX_EVENTS_PER_JOB + 1 }, () => oneView()[0]!);
+    const big = createIntake({
+      queues: { events: q } as never,
+      redis: redis as never,
+      rules,
+      source: 'client',
+      limits: { maxEvents: 10_000 },
+    });
+    await expect(big.enqueue('S1', many, { idempotencyKey: 'big-1' })).rejects.toMatchObject({
+      failedJobId: `${probe.batchIdFor('S1', 'big-1')}.1`,
+    });
+    expect(q.calls).toEqual([]);
+    // A retry of a batch whose record is there is the same batch, as before (a 2xx for it was an answer already).
+    redis.values.set(`q0:idem:${batchId}`, batchFingerprint(oneView(1)));
+    await expect(intake.enqueue('S1', oneView(1), { idempotencyKey: 'order-7' })).resolves.toMatchObject({ batchId });
+  });
+
+  it('asks about the failed set in the same round trip as the fingerprint: sent before the SET is answered', async () => {
+    const redis = memoryRedis();
+    let open!: () => void;
+    redis.hold(new Promise<void>((resolve) => (open = resolve)));
+    const intake = createIntake({ queues: { events: jobQueue() } as never, redis: redis as never, rules, source: 'http' });
+    const sent = intake.enqueue('S1', oneView(), { idempotencyKey: 'k' });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(redis.log.map((l) => l.split(' ')[0])).toEqual(['SET', 'ZMSCORE']);
+    open();
+    await sent;
+  });
+
+  it('binds a key it made up to the events once an error hands it out: a retry under it with other events is refused', async () => {
+    const q = jobQueue();
+    let fail = false;
+    const flaky = {
+      ...q,
+      add: async (name: string, data: never, o: { jobId: string }) => {
+        const job = await q.add(name, data, o); // Redis takes the job, then the answer is lost
+        if (fail) throw new Error('Command timed out');
+        return job;
+      },
+    };
+    const redis = memoryRedis();
+    const intake = createIntake({ queues: { events: flaky } as never, redis: redis as never, rules, source: 'http' });
+    const events = oneView();
+    // A batch that succeeds writes no record: its key is never handed out.
+    await intake.enqueue('S1', events);
+    expect(redis.log).toEqual([]);
+    fail = true;
+    const err = (await intake.enqueue('S1', events).catch((e: unknown) => e)) as QueueUnavailableError;
+    expect(err.idempotencyKey).toMatch(/^auto-[\w-]{22}$/);
+    fail = false;
+    const more = [...events, { type: 'view', ts: Date.now() - 1_000, dims: { product: 'P2' } }];
+    const other = await intake.enqueue('S1', more, { idempotencyKey: err.idempotencyKey! }).catch((e: unknown) => e);
+    expect(other).toBeInstanceOf(IdempotencyConflictError);
+    // The same events under it: the same job, counted once.
+    const retried = await intake.enqueue('S1', events, { idempotencyKey: err.idempotencyKey! });
+    expect(q.jobs.get(retried.batchId)!.data.events).toEqual(events);
+    expect(q.jobs.size).toBe(2); // the first batch and this one
+  });
+
+  it('completes a split batch that failed part-way when retried under the key the error names, each part once', async () => {
+    const q = jobQueue();
+    let failPart: number | undefined = 1;
+    const partial = {
+      ...q,
+      // A pipeline: the parts before the failing one are taken, the rest too; the call fails.
+      addBulk: async (list: Array<{ data: never; opts: { jobId: string } }>) => {
+        const added = await q.addBulk(list.filter((_, i) => i !== failPart));
+        if (failPart !== undefined) throw new Error(`NOPERM part ${failPart}`);
+        return added;
+      },
+    };
+    const intake = createIntake({
+      queues: { events: partial } as never,
+      redis: memoryRedis() as never,
+      rules,
+      source: 'client',
+      limits: { maxEvents: 3 * MAX_EVENTS_PER_JOB },
+    });
+    const events = Array.from({ length: 2 * MAX_EVENTS_PER_JOB + 1 }, (_, i) => ({
+      type: 'view',
+      ts: Date.now() - 1_000,
+      dims: { product: `P${i}` },
+    }));
+    const err = (await intake.enqueue('S1', events).catch((e: unknown) => e)) as QueueUnavailableError;
+    expect(err).toBeInstanceOf(QueueUnavailableError);
+    const batchId = intake.batchIdFor('S1', err.idempotencyKey);
+    expect([...q.jobs.keys()]).toEqual([`${batchId}.0`, `${batchId}.2`]);
+    const first = q.jobs.get(`${batchId}.0`);
+    failPart = undefined;
+    const done = await intake.enqueue('S1', events, { idempotencyKey: err.idempotencyKey! });
+    expect(done.jobIds).toEqual([0, 1, 2].map((i) => `${batchId}.${i}`));
+    expect([...q.jobs.keys()].sort()).toEqual(done.jobIds);
+    expect(q.jobs.get(`${batchId}.0`)).toBe(first);
+  });
+});
+
+describe('createIntake: a keyed retry after events passed the lateness horizon', () => {
+  const horizonMs = 2_000;
+  const limits = { latenessHorizonDays: horizonMs / 86_400_000 };
+
+  it('enqueueRetry enqueues the events only under a key whose fingerprint is theirs, with one round trip for the key', async () => {
+    const q = jobQueue();
+    const redis = memoryRedis();
+    const intake = createIntake({ queues: { events: q } as never, redis: redis as never, rules, source: 'http' });
+    const events = oneView();
+    expect(await intake.enqueueRetry('S1', events, { idempotencyKey: 'fresh' })).toBeUndefined();
+    expect(redis.log).toEqual([`GET q0:idem:${intake.batchIdFor('S1', 'fresh')}`]);
+    const first = await intake.enqueue('S1', events, { idempotencyKey: 'k' });
+    expect(await intake.enqueueRetry('S1', oneView(1), { idempotencyKey: 'k' })).toBeUndefined();
+    expect(q.calls).toEqual(['add']);
+    await expect(intake.enqueueRetry('S1', events, { idempotencyKey: 'k' })).resolves.toEqual(first);
+    expect(q.jobs.size).toBe(1);
+  });
+
+  it('submit answers a retry of a call accepted in time with its batch, not a ValidationError; a call never accepted still gets one', async () => {
+    const q = jobQueue();
+    const intake = createIntake({ queues: { events: q } as never, redis: memoryRedis() as never, rules, source: 'client', limits });
+    const input = [{ type: 'view', ts: Date.now() - horizonMs + 500, dims: { product: 'P1' } }];
+    const first = await intake.submit('S1', input, { idempotencyKey: 'late-1' });
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    // Its answer was lost; the retry comes once the event has passed the horizon.
+    await expect(intake.submit('S1', input, { idempotencyKey: 'late-1' })).resolves.toEqual(first);
+    expect(q.jobs.size).toBe(1);
+    // Without a key, or under a key never used, or with other events: refused as before.
+    await expect(intake.submit('S1', input)).rejects.toBeInstanceOf(ValidationError);
+    await expect(intake.submit('S1', input, { idempotencyKey: 'late-2' })).rejects.toBeInstanceOf(ValidationError);
+    const other = [...input, { type: 'view', ts: Date.now(), dims: { product: 'P2' } }];
+    await expect(intake.submit('S1', other, { idempotencyKey: 'late-1' })).rejects.toBeInstanceOf(ValidationError);
+    expect(q.jobs.size).toBe(1);
   });
 });

@@ -1,5 +1,5 @@
 import { hash, randomBytes } from 'node:crypto';
-import { STORE_ID_PATTERN } from '@tally/key-layout';
+import { isValidTimeZone, STORE_ID_PATTERN, keptForWindow } from '@tally/key-layout';
 import {
   jobIdFor,
   MAX_EVENTS_PER_JOB,
@@ -24,6 +24,7 @@ import {
 } from '@tally/schema';
 import type { Redis } from 'ioredis';
 import { waitForReady, type ConnectionState } from './connection';
+import { dedupeWindow } from './dedupe-window';
 import {
   IdempotencyConflictError,
   InvalidArgumentError,
@@ -52,18 +53,32 @@ export interface IntakeOptions {
   /** Producer queues (only `events` is used), on a connection made by createProducerConnection. */
   queues: Pick<TallyQueues, 'events'> & Partial<Pick<TallyQueues, typeof QUEUE_SHARDS>>;
   /**
-   * That connection, to refuse at once (or after `readyTimeoutMs`) while it is down, and to remember the
-   * fingerprint of each idempotency key's batch (on the first events shard's prefix, whatever QUEUE_SHARDS is).
+   * That connection, to refuse at once (or after `readyTimeoutMs`) while it is down, to remember the fingerprint of
+   * each idempotency key's batch (on the first events shard's prefix, whatever QUEUE_SHARDS is), and to look for
+   * the key's jobs in the failed set (ZMSCORE, sent with the fingerprint's SET: no round trip of its own).
    */
-  redis: ConnectionState & Pick<Redis, 'set' | 'get'>;
+  redis: ConnectionState & Pick<Redis, 'set' | 'get' | 'del' | 'zmscore'>;
   /**
    * The key where the aggregator marks a store it refused for having no tenant (libs/key-layout
    * `redisKeys(prefix).unknownStore`). When given, a store with a mark is refused with UnknownStoreError while it
    * lasts (one GET per call); the queue path uses it, the collector (whose keys belong to tenants) does not.
    */
   unknownStoreKey?: (store: string) => string;
-  /** How long an idempotency key's batch fingerprint is remembered: the dedupe window (default 24 h). */
+  /**
+   * The dedupe window, DEDUPE_WINDOW_SECONDS (default 86,400), as the aggregators run it (with `dedupeWindowKey`,
+   * only while they publish none). An idempotency key's batch fingerprint is kept twice this long plus the
+   * aggregator's slack (fingerprintTtlSeconds): a batch is applied within one window of its acceptance (the
+   * aggregator refuses it after), and its dedupe record lasts a window and the slack from that apply, so a key
+   * reused for other events before then would be queued and then skipped as a duplicate. A `receivedAt` may be at
+   * most a tenth of it old.
+   */
   idempotencyWindowSeconds?: number;
+  /**
+   * Where the aggregators publish their DEDUPE_WINDOW_SECONDS (libs/key-layout `redisKeys(prefix).dedupeWindow`).
+   * When given, the published window (read at most once a minute) is used instead of `idempotencyWindowSeconds`
+   * while there is one: the client's way to follow the aggregators, whose settings it does not read.
+   */
+  dedupeWindowKey?: string;
   rules: CompiledRules;
   /**
    * Where the aggregators publish their rules fingerprint (libs/key-layout `redisKeys(prefix).rules`). When given, a
@@ -92,13 +107,17 @@ export interface EnqueueOptions {
    * ASCII characters). See the README for the dedupe window.
    */
   idempotencyKey?: string;
-  /** Epoch ms the batch was received; default now. */
+  /**
+   * Epoch ms the batch was received; default now. A whole number of ms, at most the clock skew
+   * (`limits.clockSkewSeconds`) ahead and a tenth of the dedupe window behind, else InvalidArgumentError: the
+   * aggregator counts a batch's age from it and refuses one older than the window.
+   */
   receivedAt?: number;
   /**
    * The store's IANA time zone, when the caller knows it (the collector, from the tenant directory): the jobs then
    * carry the batch rolled up by the rules in that zone (`rows`, `count`) instead of its events, so the aggregator
    * neither parses the events again nor rolls them up (with `rulesKey`, only while the aggregators run the same
-   * rules). Without it, the jobs carry the events.
+   * rules). Without it, the jobs carry the events. An IANA name (InvalidArgumentError otherwise).
    */
   timeZone?: string;
 }
@@ -115,21 +134,45 @@ export interface Intake {
   readonly rules: CompiledRules;
   /** Throws TooManyEventsError when `count` is over the limit. */
   checkCount(count: number): void;
-  /** Checks the count, then validates each event (libs/schema validateEvents) against the rules and limits. */
-  validate(input: readonly unknown[], now?: number): ValidationResult;
+  /**
+   * Checks the count, then validates each event (libs/schema validateEvents) against the rules and limits; with
+   * `lateness: false`, events older than the lateness horizon pass (for enqueueRetry).
+   */
+  validate(input: readonly unknown[], now?: number, o?: { lateness?: boolean }): ValidationResult;
   /** The batch id of a call: derived from store and idempotency key, or random. */
   batchIdFor(store: string, idempotencyKey?: string): string;
   /**
-   * Enqueues validated events (at least 1: none throws InvalidArgumentError) in one call to Redis (one job per MAX_EVENTS_PER_JOB events, `add` for one, `addBulk`
-   * for more; part i of a split batch has batch id `<batchId>.<i>`). Resolves only once Redis holds every job; throws QueueUnavailableError otherwise.
-   * With an idempotency key already used for a different batch within the window, throws
-   * IdempotencyConflictError and enqueues nothing; for a store marked unknown (`unknownStoreKey`), throws
-   * UnknownStoreError and enqueues nothing. With `replicaFence`, throws ReplicasBehindError (after enqueueing) when
-   * fewer Redis replicas than it waits for hold the batch in time: the master has it, a failover could lose it, and
-   * a retry with the same idempotency key is counted once whichever happens.
+   * Enqueues validated events (at least 1: none throws InvalidArgumentError): one job per MAX_EVENTS_PER_JOB events,
+   * `add` for one, `addBulk` for more (part i of a split batch has batch id `<batchId>.<i>`). Resolves only once
+   * Redis holds every job; throws QueueUnavailableError otherwise. addBulk is a pipeline, not a transaction: a
+   * failure part-way may leave some parts queued, and the error's idempotency key completes the rest when retried
+   * with the same events (the parts queued already are the same job ids, which BullMQ does not add twice).
+   * With an idempotency key already used for a different batch within two dedupe windows, or a fresh key
+   * whose job is in the failed set, throws IdempotencyConflictError and enqueues nothing; for a store marked
+   * unknown (`unknownStoreKey`), throws UnknownStoreError and enqueues nothing. With `replicaFence`, throws
+   * ReplicasBehindError (after enqueueing) when fewer Redis replicas than it waits for hold the batch in time: the
+   * master has it, a failover could lose it, and a retry with the same idempotency key is counted once whichever
+   * happens. A key given to a call without one, which an error names for the retry, is bound to the events then.
    */
   enqueue(store: string, events: NormalizedEvent[], opts?: EnqueueOptions): Promise<EnqueueResult>;
-  /** validate + enqueue, all or nothing: any invalid event rejects the whole call with a ValidationError. */
+  /**
+   * A call with an idempotency key some of whose events validate only without the lateness horizon (`validate(…,
+   * { lateness: false })`) may retry a batch accepted while they were in time, whose answer was lost. When the
+   * key's fingerprint is that of `events`, enqueues them as enqueue does (the jobs already queued are the same ids)
+   * and resolves with the result, the original batch's; otherwise enqueues nothing and resolves undefined (the
+   * caller refuses the call as it would have). The key check is one Redis round trip, as enqueue's (a GET instead
+   * of its SET).
+   */
+  enqueueRetry(
+    store: string,
+    events: NormalizedEvent[],
+    opts: EnqueueOptions & { idempotencyKey: string },
+  ): Promise<EnqueueResult | undefined>;
+  /**
+   * validate + enqueue, all or nothing: any invalid event rejects the whole call with a ValidationError, unless the
+   * call has an idempotency key and is a retry of a batch accepted before some of its events passed the lateness
+   * horizon (enqueueRetry).
+   */
   submit(store: string, input: readonly unknown[], opts?: EnqueueOptions): Promise<EnqueueResult>;
 }
 
@@ -175,13 +218,26 @@ function rolledUp(
   }
 }
 
+/** How old a `receivedAt` may be, as a fraction of the dedupe window: the aggregator has the rest to apply the batch. */
+const RECEIVED_AT_MAX_AGE = 0.1;
+
+/**
+ * How long an idempotency key's fingerprint is kept under the dedupe window `windowSeconds` (W): as long as the
+ * aggregator may skip the key's batch id. A batch is applied within W of its acceptance (the aggregator refuses it
+ * after), and its dedupe record is kept W plus a slack from that apply (`keptForWindow`: 10% of W, at least 5
+ * minutes): 2 W and that slack.
+ */
+function fingerprintTtlSeconds(windowSeconds: number): number {
+  return windowSeconds + keptForWindow(windowSeconds);
+}
+
 /** The intake core shared by the collector and the client: validate → job payloads with batch ids → add / addBulk. */
 export function createIntake(opts: IntakeOptions): Intake {
   const limits: IntakeLimits = { ...DEFAULT_INTAKE_LIMITS, ...opts.limits };
   const clockSkewMs = limits.clockSkewSeconds * 1_000;
   const latenessMs = limits.latenessHorizonDays * 86_400_000;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 0;
-  const idempotencyWindowSeconds = opts.idempotencyWindowSeconds ?? 86_400;
+  const dedupe = dedupeWindow(opts.redis, opts.dedupeWindowKey, opts.idempotencyWindowSeconds ?? 86_400);
   const own = opts.rules.fingerprint;
   const rulesAgree = opts.rulesKey
     ? aggregatorRulesGate(opts.redis, opts.rulesKey, own, (theirs) => opts.onRulesDiffer?.(theirs, own))
@@ -199,128 +255,211 @@ export function createIntake(opts: IntakeOptions): Intake {
     return jobIdFor('batch', store, idempotencyKey);
   };
 
+  /** A caller's `receivedAt`, or InvalidArgumentError (the aggregator would refuse the batch, or the schema would). */
+  const checkReceivedAt = (receivedAt: number, now: number, windowSeconds: number): number => {
+    const hint = (why: string) =>
+      new InvalidArgumentError(
+        'receivedAt',
+        `receivedAt ${JSON.stringify(receivedAt)} ${why}; nothing was enqueued (leave it out for now)` +
+          (Number.isSafeInteger(receivedAt) && receivedAt > 0 && receivedAt < 1e11 ? ' (it looks like seconds: Date.now() gives ms)' : ''),
+      );
+    if (!Number.isSafeInteger(receivedAt)) throw hint('is not epoch milliseconds (a whole number, as Date.now())');
+    if (receivedAt > now + clockSkewMs) throw hint(`is more than ${limits.clockSkewSeconds} s in the future`);
+    const maxAgeMs = windowSeconds * 1_000 * RECEIVED_AT_MAX_AGE;
+    if (receivedAt < now - maxAgeMs) {
+      throw hint(
+        `is more than ${maxAgeMs / 1_000} s ago, a tenth of the dedupe window (DEDUPE_WINDOW_SECONDS=${windowSeconds}): the aggregator refuses a batch received longer than the window ago`,
+      );
+    }
+    return receivedAt;
+  };
+
+  /** enqueue (`bind`: the key's first batch sets its fingerprint) or enqueueRetry (`retry`: only under a matching one). */
+  const send = async (
+    store: string,
+    events: NormalizedEvent[],
+    eopts: EnqueueOptions,
+    mode: 'bind' | 'retry',
+  ): Promise<EnqueueResult | undefined> => {
+    if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) {
+      throw new InvalidArgumentError(
+        'store',
+        `store id ${JSON.stringify(store)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`,
+      );
+    }
+    // Like the collector's 400 for `[]`: a call with no events is a mistake to report, not a batch id for nothing.
+    if (events.length === 0) throw new InvalidArgumentError('events', 'events must hold at least 1 event (got none); nothing was enqueued');
+    // A batch without an idempotency key is given one: a write that failed after Redis may have taken it (a
+    // timeout, a dropped connection; ReplicasBehindError always comes after) can be retried under the key the
+    // error names (err.idempotencyKey), and counts once. The key is bound to the events when an error names it
+    // (bindGivenKey): the only time a caller learns it, so a batch that succeeds costs no record.
+    const given = eopts.idempotencyKey;
+    const idempotencyKey = given ?? `auto-${randomBytes(16).toString('base64url')}`;
+    const batchId = batchIdFor(store, idempotencyKey);
+    // An unknown zone would throw a RangeError in the rollup, or be dropped unseen when the rules differ.
+    if (eopts.timeZone !== undefined && (typeof eopts.timeZone !== 'string' || !isValidTimeZone(eopts.timeZone))) {
+      throw new InvalidArgumentError(
+        'timeZone',
+        `timeZone ${JSON.stringify(eopts.timeZone)} is not an IANA time zone name such as Europe/Paris or UTC; nothing was enqueued`,
+      );
+    }
+    const receivedAt = eopts.receivedAt === undefined ? Date.now() : checkReceivedAt(eopts.receivedAt, Date.now(), await dedupe.get());
+    const record = () => opts.queues.events.toKey(`idem:${batchId}`);
+    /** Binds a key this call made up to its events, once an error hands the key out for a retry (best effort). */
+    const bindGivenKey = () => {
+      if (given !== undefined) return;
+      try {
+        // Sent before the error is thrown, so a retry on this connection comes after it; not waited for (Redis may be away).
+        opts.redis.set(record(), batchFingerprint(events), 'EX', fingerprintTtlSeconds(dedupe.last()), 'NX').catch(() => undefined);
+      } catch {
+        // not connected: nothing to bind, nothing was queued under the key either
+      }
+    };
+    const unavailable = (message: string, cause: unknown) => {
+      const err = new QueueUnavailableError(message, { cause });
+      err.idempotencyKey = idempotencyKey;
+      bindGivenKey();
+      return err;
+    };
+    const timeZone = eopts.timeZone !== undefined && (await rulesAgree()) ? eopts.timeZone : undefined;
+    const parts = Math.ceil(events.length / MAX_EVENTS_PER_JOB);
+    const jobs: Array<{ data: PayloadOf<typeof QUEUE.events>; opts: { jobId: string } }> = [];
+    for (let i = 0; i < parts; i++) {
+      const partId = parts === 1 ? batchId : `${batchId}.${i}`;
+      const slice = parts === 1 ? events : events.slice(i * MAX_EVENTS_PER_JOB, (i + 1) * MAX_EVENTS_PER_JOB);
+      const r = timeZone === undefined ? undefined : rolledUp(opts.rules, store, timeZone, slice);
+      const data: PayloadOf<typeof QUEUE.events> = r
+        ? {
+            batchId: partId,
+            store,
+            rows: r.rows,
+            ...(r.distinct.length > 0 && { distinct: r.distinct }),
+            count: slice.length,
+            receivedAt,
+            source: opts.source,
+          }
+        : { batchId: partId, store, events: slice, receivedAt, source: opts.source };
+      jobs.push({ data, opts: { jobId: partId } });
+    }
+    const queue = queueFor(opts.queues, QUEUE.events, store);
+    try {
+      await waitForReady(opts.redis, readyTimeoutMs);
+    } catch (err) {
+      throw unavailable(`Redis is unavailable: ${(err as Error).message}`, err);
+    }
+    // Before the writes the wait for replicas covers: it fails when a Redis connection closed since (a failover).
+    const mark = opts.replicaFence?.mark() ?? 0;
+    if (opts.unknownStoreKey) {
+      let refusedAt: string | null;
+      try {
+        refusedAt = await opts.redis.get(opts.unknownStoreKey(store));
+      } catch (err) {
+        throw unavailable(`Redis did not answer: ${(err as Error).message}`, err);
+      }
+      if (refusedAt !== null) throw new UnknownStoreError(store, new Date(Number(refusedAt)));
+    }
+    if (given !== undefined) {
+      // The key's first batch sets its fingerprint (the IETF Idempotency-Key draft, Stripe): a retry of the same
+      // batch passes on to add/addBulk, whose job ids make it a no-op; another batch under the key is refused. Kept
+      // as long as the aggregator may skip the key's batch id (fingerprintTtlSeconds). Sent with it, in the same
+      // round trip: whether the key's jobs are in the failed set, kept 14 days, whose ids BullMQ would answer with,
+      // queueing nothing.
+      const fingerprint = batchFingerprint(events);
+      const ids = jobs.map((j) => j.opts.jobId);
+      const ttl = fingerprintTtlSeconds(await dedupe.get());
+      let earlier: string | null;
+      let failed: Array<string | null>;
+      try {
+        [earlier, failed] = await Promise.all([
+          mode === 'bind' ? opts.redis.set(record(), fingerprint, 'EX', ttl, 'NX', 'GET') : opts.redis.get(record()),
+          mode === 'bind' ? opts.redis.zmscore(queue.toKey('failed'), ...ids) : [],
+        ]);
+      } catch (err) {
+        throw unavailable(`Redis did not take the batch: ${(err as Error).message}`, err);
+      }
+      if (mode === 'retry' && earlier !== fingerprint) return undefined;
+      if (earlier !== null && earlier !== fingerprint) throw new IdempotencyConflictError(given);
+      const inFailed = earlier === null ? failed.findIndex((score) => score !== null) : -1;
+      if (inFailed >= 0) {
+        // A fresh record (an old one expired): this batch would be answered with the failed job. Not bound to it.
+        await opts.redis.del(record()).catch(() => undefined);
+        throw new IdempotencyConflictError(given, ids[inFailed]);
+      }
+    }
+    let jobIds: string[];
+    try {
+      // Payloads are typed against the queue's schema at compile time and built from events validateEvents
+      // returned, so they are not parsed again here (that doubled the cost of a batch); the aggregator parses
+      // every job it takes.
+      // One job (every collector request unless MAX_EVENTS_PER_REQUEST is raised over MAX_EVENTS_PER_JOB) goes by
+      // `add`: the same script as addBulk's, without the ioredis pipeline addBulk builds for it (x0.5 to x0.9 of the
+      // client CPU of the add in tools/bench/src/micro-collector.ts runs). addBulk's pipeline is no transaction:
+      // see Intake.enqueue for a failure part-way.
+      if (jobs.length === 1) jobIds = [(await queue.add(QUEUE.events, jobs[0]!.data, jobs[0]!.opts)).id!];
+      else jobIds = (await queue.addBulk(jobs.map((j) => ({ name: QUEUE.events, data: j.data, opts: j.opts })))).map((j) => j.id!);
+    } catch (err) {
+      throw unavailable(`Redis did not take the batch: ${(err as Error).message}`, err);
+    }
+    if (opts.replicaFence) {
+      // A fence on the jobs' queue shard, and on the shard with the idempotency record when that is another: on a
+      // cluster, every master this call wrote to.
+      const shards = given === undefined || queue === opts.queues.events ? [queue] : [queue, opts.queues.events];
+      const fence = opts.replicaFence;
+      try {
+        await Promise.all(shards.map((q) => fence.wait(q.toKey('fence'), `batch ${batchId}`, mark)));
+      } catch (err) {
+        if (err instanceof ReplicasBehindError) {
+          err.idempotencyKey = idempotencyKey;
+          bindGivenKey();
+        }
+        throw err;
+      }
+    }
+    return { batchId, accepted: events.length, jobIds };
+  };
+
   const intake: Intake = {
     limits,
     rules: opts.rules,
     checkCount,
-    validate(input, now = Date.now()) {
+    validate(input, now = Date.now(), o) {
       checkCount(input.length);
-      return validateEvents(opts.rules, input as unknown[], { now, clockSkewMs, latenessMs });
+      return validateEvents(opts.rules, input as unknown[], {
+        now,
+        clockSkewMs,
+        latenessMs: o?.lateness === false ? Infinity : latenessMs,
+      });
     },
     batchIdFor,
     async enqueue(store, events, eopts = {}) {
-      if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) {
-        throw new InvalidArgumentError(
-          'store',
-          `store id ${JSON.stringify(store)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`,
-        );
+      return (await send(store, events, eopts, 'bind'))!;
+    },
+    async enqueueRetry(store, events, eopts) {
+      if (eopts?.idempotencyKey === undefined) {
+        throw new InvalidArgumentError('idempotencyKey', 'enqueueRetry retries a call with an idempotency key: give it');
       }
-      // Like the collector's 400 for `[]`: a call with no events is a mistake to report, not a batch id for nothing.
-      if (events.length === 0)
-        throw new InvalidArgumentError('events', 'events must hold at least 1 event (got none); nothing was enqueued');
-      // A batch without an idempotency key is given one: a write that failed after Redis may have taken it (a
-      // timeout, a dropped connection; ReplicasBehindError always comes after) can be retried under the key the
-      // error names (err.idempotencyKey), and counts once. Only the caller's own key binds its events (the
-      // fingerprint record below): a key made here is never given to other events.
-      const given = eopts.idempotencyKey;
-      const idempotencyKey = given ?? `auto-${randomBytes(16).toString('base64url')}`;
-      const batchId = batchIdFor(store, idempotencyKey);
-      const unavailable = (message: string, cause: unknown) => {
-        const err = new QueueUnavailableError(message, { cause });
-        err.idempotencyKey = idempotencyKey;
-        return err;
-      };
-      const receivedAt = eopts.receivedAt ?? Date.now();
-      const timeZone = eopts.timeZone !== undefined && (await rulesAgree()) ? eopts.timeZone : undefined;
-      const parts = Math.ceil(events.length / MAX_EVENTS_PER_JOB);
-      const jobs: Array<{ data: PayloadOf<typeof QUEUE.events>; opts: { jobId: string } }> = [];
-      for (let i = 0; i < parts; i++) {
-        const partId = parts === 1 ? batchId : `${batchId}.${i}`;
-        const slice = parts === 1 ? events : events.slice(i * MAX_EVENTS_PER_JOB, (i + 1) * MAX_EVENTS_PER_JOB);
-        const r = timeZone === undefined ? undefined : rolledUp(opts.rules, store, timeZone, slice);
-        const data: PayloadOf<typeof QUEUE.events> = r
-          ? {
-              batchId: partId,
-              store,
-              rows: r.rows,
-              ...(r.distinct.length > 0 && { distinct: r.distinct }),
-              count: slice.length,
-              receivedAt,
-              source: opts.source,
-            }
-          : { batchId: partId, store, events: slice, receivedAt, source: opts.source };
-        jobs.push({ data, opts: { jobId: partId } });
-      }
-      try {
-        await waitForReady(opts.redis, readyTimeoutMs);
-      } catch (err) {
-        throw unavailable(`Redis is unavailable: ${(err as Error).message}`, err);
-      }
-      // Before the writes the wait for replicas covers: it fails when a Redis connection closed since (a failover).
-      const mark = opts.replicaFence?.mark() ?? 0;
-      if (opts.unknownStoreKey) {
-        let refusedAt: string | null;
-        try {
-          refusedAt = await opts.redis.get(opts.unknownStoreKey(store));
-        } catch (err) {
-          throw unavailable(`Redis did not answer: ${(err as Error).message}`, err);
-        }
-        if (refusedAt !== null) throw new UnknownStoreError(store, new Date(Number(refusedAt)));
-      }
-      if (given !== undefined) {
-        // The key's first batch sets its fingerprint (the IETF Idempotency-Key draft, Stripe): a retry of the
-        // same batch passes on to addBulk, whose job ids make it a no-op; another batch under the key is refused.
-        const fingerprint = batchFingerprint(events);
-        let earlier: string | null;
-        try {
-          earlier = await opts.redis.set(
-            opts.queues.events.toKey(`idem:${batchId}`),
-            fingerprint,
-            'EX',
-            idempotencyWindowSeconds,
-            'NX',
-            'GET',
-          );
-        } catch (err) {
-          throw unavailable(`Redis did not take the batch: ${(err as Error).message}`, err);
-        }
-        if (earlier !== null && earlier !== fingerprint) throw new IdempotencyConflictError(given);
-      }
-      let jobIds: string[];
-      let queue: ReturnType<typeof queueFor>;
-      try {
-        // Payloads are typed against the queue's schema at compile time and built from events validateEvents
-        // returned, so they are not parsed again here (that doubled the cost of a batch); the aggregator parses
-        // every job it takes.
-        // One job (every collector request unless MAX_EVENTS_PER_REQUEST is raised over MAX_EVENTS_PER_JOB) goes by
-        // `add`: the same script as addBulk's, without the ioredis pipeline addBulk builds for it (x0.5 to x0.9 of the
-        // client CPU of the add in tools/bench/src/micro-collector.ts runs).
-        queue = queueFor(opts.queues, QUEUE.events, store);
-        if (jobs.length === 1) jobIds = [(await queue.add(QUEUE.events, jobs[0]!.data, jobs[0]!.opts)).id!];
-        else jobIds = (await queue.addBulk(jobs.map((j) => ({ name: QUEUE.events, data: j.data, opts: j.opts })))).map((j) => j.id!);
-      } catch (err) {
-        throw unavailable(`Redis did not take the batch: ${(err as Error).message}`, err);
-      }
-      if (opts.replicaFence) {
-        // A fence on the jobs' queue shard, and on the shard with the idempotency record when that is another: on a
-        // cluster, every master this call wrote to.
-        const shards = given === undefined || queue === opts.queues.events ? [queue] : [queue, opts.queues.events];
-        const fence = opts.replicaFence;
-        try {
-          await Promise.all(shards.map((q) => fence.wait(q.toKey('fence'), `batch ${batchId}`, mark)));
-        } catch (err) {
-          if (err instanceof ReplicasBehindError) err.idempotencyKey = idempotencyKey;
-          throw err;
-        }
-      }
-      return { batchId, accepted: events.length, jobIds };
+      return send(store, events, eopts, 'retry');
     },
     async submit(store, input, eopts) {
-      const result = intake.validate(input);
-      if (result.errors.length > 0) throw new ValidationError(result.errors);
-      // Valid events keep the caller's dims objects, which may change once this returns: the jobs take copies.
-      for (const e of result.events) e.dims = { ...e.dims };
-      return intake.enqueue(store, result.events, eopts);
+      const now = Date.now();
+      const result = intake.validate(input, now);
+      if (result.errors.length === 0) {
+        // Valid events keep the caller's dims objects, which may change once this returns: the jobs take copies.
+        for (const e of result.events) e.dims = { ...e.dims };
+        return intake.enqueue(store, result.events, eopts);
+      }
+      // All or nothing: any error refuses the call, unless its key says it was accepted while every event was in
+      // time (its answer lost) and it is retried now that some have passed the lateness horizon.
+      const key = eopts?.idempotencyKey;
+      if (key !== undefined) {
+        const relaxed = intake.validate(input, now, { lateness: false });
+        if (relaxed.errors.length === 0) {
+          for (const e of relaxed.events) e.dims = { ...e.dims };
+          const retried = await intake.enqueueRetry(store, relaxed.events, { ...eopts, idempotencyKey: key });
+          if (retried) return retried;
+        }
+      }
+      throw new ValidationError(result.errors);
     },
   };
   return intake;

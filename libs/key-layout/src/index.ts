@@ -5,3 +5,4 @@ export * from './redis-keys';
 export { KeyLayoutError, TallyError } from './errors';
 export * from './key-encoding';
 export * from './retention';
+export * from './dedupe-window';

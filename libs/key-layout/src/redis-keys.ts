@@ -24,13 +24,16 @@
  *   <p>:{S}:ur:<pk>          set of the row's `<day>|<m>` sketches not yet written to DynamoDB
  *   <p>:{S}:ux:<id>:…        scratch HLLs of one sketch union (deleted by it; expire after 60 s)
  *   <p>:{S}:x                store tombstone: the store was deleted; every writing script is a no-op while it exists
- *   <p>:{S}:xr               erased rows: hash pk -> until (ms); the apply drops those rows' counts until then
+ *   <p>:{S}:xr               erased rows: zset pk -> until (ms) (a hash in earlier versions, read alike); the apply
+ *                            and the sketch add drop those rows' counts and members until then; each erasure prunes
+ *                            the entries whose time has passed
  *   <p>:{S}:unknown          set by the aggregator when it refused a batch because the store has no tenant (the
  *                            time, ms; expires): @tally/client refuses the store at once while it lasts
  *   <p>:{S}:tz               the store's IANA time zone, set by the aggregator from the tenant (expires; set again
  *                            on a change): @tally/client rolls the store's batches up in it, as the collector does
- *   <p>:{S}:f                the writer's fence, written right before its WAIT for Redis replicas (REDIS_WAIT_REPLICAS;
- *                            expires a minute after the last flush of the store)
+ *   <p>:{S}:f                the fence of the dynamo-writer and the bucket-aggregator, written right before their
+ *                            WAIT for Redis replicas (REDIS_WAIT_REPLICAS; expires a minute after the store's last
+ *                            flush or batch)
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
  *   <p>:{<p>:wW}:active      zset store -> mark (bumped after every apply): stores with anything not yet written
@@ -120,7 +123,7 @@ export function redisKeys(prefix = 't') {
     counts: (s: string) => tag(s) + S.counts,
     /** The store's tombstone (set when the store is deleted, kept for the dedupe window). */
     tombstone: (s: string) => tag(s) + S.tombstone,
-    /** The store's erased rows (visitor erasure): pk -> until (ms). */
+    /** The store's erased rows (visitor erasure): a zset pk -> until (ms), pruned by each erasure. */
     erased: (s: string) => tag(s) + S.erased,
     /** The mark of a store refused as unknown (no tenant), read by @tally/client. */
     unknownStore: (s: string) => tag(s) + S.unknown,
@@ -130,7 +133,7 @@ export function redisKeys(prefix = 't') {
     rules: `${prefix}:rules`,
     /** The aggregators' DEDUPE_WINDOW_SECONDS, read by the dlq tool: its replay guard is that window. */
     dedupeWindow: `${prefix}:dedupe-window`,
-    /** The writer's fence: written before its WAIT for Redis replicas, so the WAIT covers the store's seals. */
+    /** The fence of the writer and the aggregator: written before their WAIT for Redis replicas, so the WAIT covers the store's writes. */
     fence: (s: string) => tag(s) + S.fence,
     /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
     work: (shard: number) => `${prefix}:{${prefix}:w${shard}}:`,

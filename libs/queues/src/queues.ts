@@ -73,7 +73,12 @@ export async function enqueue<Q extends QueueName>(
   return job.id!;
 }
 
-/** Adds many jobs to one queue, one round trip (MULTI) per shard they fall in, each payload checked. Ids in input order. */
+/**
+ * Adds many jobs to one queue, one round trip per shard they fall in (BullMQ's addBulk: an ioredis pipeline of one
+ * add script per job, not a MULTI transaction), each payload checked. Ids in input order. Not all or nothing: when a
+ * job's add fails (an error reply, a connection lost mid-pipeline) this throws and the jobs before and after it may
+ * be added; jobs with ids are safe to add again (BullMQ answers an id it holds with that job, adding nothing).
+ */
 export async function enqueueBulk<Q extends QueueName>(
   queues: ShardedQueues<Q>,
   queue: Q,

@@ -54,6 +54,8 @@ export interface VisitorErasure {
     bucketEntries: number;
     /** Whether a cached history was dropped. */
     cachedHistory: boolean;
+    /** The row's own distinct-count sketches not yet in DynamoDB (rules with a distinct metric on the visitor entity). */
+    sketches: number;
   };
   /** Until when the visitor's in-flight events are dropped (its tombstone). */
   tombstoneUntil: string;
@@ -163,9 +165,10 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
     outboxEntries: redis.outboxEntries + again.outboxEntries,
     bucketEntries: redis.bucketEntries + again.bucketEntries,
     cachedHistory: redis.cachedHistory || again.cachedHistory,
+    sketches: redis.sketches + again.sketches,
   };
   // A cached history alone is no data of the visitor: a query caches an empty history too (and it is dropped anyway).
-  if (removed.dynamoItems + removed.outboxEntries + removed.bucketEntries === 0) {
+  if (removed.dynamoItems + removed.outboxEntries + removed.bucketEntries + removed.sketches === 0) {
     throw new TenantError(
       'TALLY_ERR_VISITOR_NOT_FOUND',
       `store ${store} has no data of visitor ${visitor} (events of it still in flight are dropped until ${new Date(until).toISOString()})`,

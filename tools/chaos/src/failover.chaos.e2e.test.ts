@@ -31,8 +31,8 @@ import { chaosSettings } from './chaos-config';
 // A Redis failover under load. The apps reach Redis through one address (a TCP proxy here; a virtual IP or a DNS
 // name in production) with a master and a replica behind it. Mid-load the replica's link to the master is cut and
 // the master goes on alone for 2 s (a partition), then it is SIGKILLed, the replica promoted in its place behind the
-// address, and a new replica attached to it. With REDIS_WAIT_REPLICAS=1 on the collector, @tally/client and the
-// dynamo-writer, nothing the edge accepted is lost: every DynamoDB cell and query answer is exact. The long run
+// address, and a new replica attached to it. With REDIS_WAIT_REPLICAS=1 on the collector, @tally/client, the
+// bucket-aggregator and the dynamo-writer, nothing the edge accepted is lost: every DynamoDB cell and query answer is exact. The long run
 // (TALLY_CHAOS=long) also runs the same failover without the wait, and shows the accepted events it loses. The same
 // load on a 3-master Redis Cluster with a replica each: a master SIGKILLed, the cluster promotes its replica by itself,
 // the apps follow the slots, the old master rejoins as the new one's replica; exact again. And under three Redis
@@ -116,7 +116,7 @@ async function partitionedMasterRun(waitReplicas: boolean) {
       rules: everyBucketRules(),
       // Every app, the load's client sender and the checks reach Redis through the proxy; the fleet never stops it.
       redis: { ...pair.master, url: proxy.url, port: proxy.port },
-      appEnv: { collector: wait, 'dynamo-writer': wait },
+      appEnv: { collector: wait, 'bucket-aggregator': wait, 'dynamo-writer': wait },
     });
     return await loadThrough(
       fleet,
@@ -156,7 +156,7 @@ async function clusterFailoverRun() {
     clusterMasters: 3,
     clusterReplicas: 1,
     queueShards: 3,
-    appEnv: { collector: WAIT, 'dynamo-writer': WAIT },
+    appEnv: { collector: WAIT, 'bucket-aggregator': WAIT, 'dynamo-writer': WAIT },
   });
   try {
     const cluster = fleet.cluster!;
@@ -291,7 +291,7 @@ async function sentinelFailoverRun(fault: 'kill' | 'partition', waitReplicas = t
         rules: everyBucketRules(),
         redis: pair.master,
         sentinels: { nodes: sentinels.map((x) => ({ host: '127.0.0.1', port: x.port })) },
-        appEnv: waitReplicas ? { collector: WAIT, 'dynamo-writer': WAIT } : {},
+        appEnv: waitReplicas ? { collector: WAIT, 'bucket-aggregator': WAIT, 'dynamo-writer': WAIT } : {},
       }),
     );
     // When the Sentinels do not do their part in time: each one's own account (+sdown, +tilt, +convert-to-slave…) in

@@ -1,3 +1,5 @@
+import { keptForWindow } from '@tally/key-layout';
+
 /**
  * Sizing arithmetic for docs/SCALING.md: a deployment's Redis memory and shards, replicas and DynamoDB units and
  * monthly cost, from a workload and figures measured by `npm run bench` (never from guesses: every measured input
@@ -60,7 +62,8 @@ export function sizeDeployment(w: Workload, m: Measured, p = US_EAST_1) {
   const visitorsPerMinute = w.visitorsPerMonth / (SECONDS_PER_MONTH / 60);
   const openVisitorRows = visitorsPerMinute * w.visitorIdleMinutes;
   const openRows = Math.round(openVisitorRows + w.stores * w.productsPerStorePerDay + w.stores);
-  const dedupeRecords = (w.eventsPerSecondAvg / w.eventsPerBatch) * w.dedupeWindowSeconds;
+  // A batch's dedupe record outlives the window by its slack (libs/key-layout dedupe-window.ts).
+  const dedupeRecords = (w.eventsPerSecondAvg / w.eventsPerBatch) * keptForWindow(w.dedupeWindowSeconds);
   const rows = openRows * m.bytesPerOpenRow;
   const stores = w.stores * m.bytesPerStore;
   const dedupe = dedupeRecords * m.bytesPerDedupeRecord;

@@ -1,0 +1,120 @@
+import { BucketStore } from '@tally/buckets';
+import { redisKeys } from '@tally/key-layout';
+import { createRedisConnection, createReplicaFence } from '@tally/queues';
+import { compileRules, defaultRules } from '@tally/schema';
+import { replicaInSync, startRedisWithReplica, testRedis, waitFor, type RedisWithReplica } from '@tally/testing';
+import { DelayedError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createAggregatorMetrics } from './aggregator-metrics';
+import { batchReplicated, eventsProcessor, type BatchFence } from './events.processor';
+
+// REDIS_WAIT_REPLICAS on the aggregator, against a real replica: an events job completes (and leaves its queue, which
+// on a Redis Cluster may live on another master than the store's keys) only once the replica holds its apply.
+
+const rules = compileRules(defaultRules);
+const STORE = 'S';
+let pair: RedisWithReplica;
+const connections: Redis[] = [];
+const connect = (url: string) => {
+  const c = testRedis(url);
+  connections.push(c);
+  return c;
+};
+
+beforeAll(async () => {
+  pair = await startRedisWithReplica();
+});
+afterAll(async () => {
+  for (const c of connections) c.disconnect();
+  await pair.stop();
+});
+
+/** Runs the events processor once on a job of `views` views (as much of a BullMQ job as it uses). */
+async function process(buckets: BucketStore, batchId: string, views: number, replicated?: BatchFence) {
+  const delayed = vi.fn(async () => {});
+  const job = {
+    id: batchId,
+    timestamp: Date.now(),
+    attemptsStarted: 1,
+    data: {
+      batchId,
+      store: STORE,
+      receivedAt: Date.now(),
+      events: Array.from({ length: views }, () => ({ type: 'view', ts: Date.parse('2023-05-03T10:00:00Z'), dims: { product: 'P1' } })),
+    },
+    moveToDelayed: delayed,
+  };
+  const run = eventsProcessor({
+    buckets,
+    rules,
+    timeZoneOf: async () => 'UTC',
+    dedupeTtlSeconds: 3600,
+    metrics: createAggregatorMetrics(new Registry()),
+    log: pino({ level: 'silent' }),
+    replicated,
+  });
+  return run(job as unknown as Job, 'token').then(
+    (r) => ({ outcome: 'completed' as const, applied: r.applied }),
+    (err: unknown) => {
+      if (!(err instanceof DelayedError)) throw err;
+      expect(delayed).toHaveBeenCalledOnce();
+      return { outcome: 'delayed' as const };
+    },
+  );
+}
+
+const views = async (redis: Redis, prefix: string) =>
+  Number((await redis.hget(`${prefix}:{${STORE}}:b:${await redis.get(`${prefix}:{${STORE}}:epoch`)}:${STORE}`, '2023-123|v')) ?? 0);
+
+describe('the aggregator with REDIS_WAIT_REPLICAS=1', () => {
+  it('completes a job only once the replica holds its apply; else the job waits, and its retry (a duplicate) completes once it does', async () => {
+    const m = connect(pair.master.url);
+    const buckets = new BucketStore({ redis: m, rules, prefix: 'ra' });
+    const fence = batchReplicated(createReplicaFence(connect(pair.master.url), 1, 300, [m]), redisKeys('ra'));
+    const wait = vi.spyOn(fence, 'wait');
+
+    // The replica keeps up: the job waits for it on the store's fence key, and completes.
+    expect(await process(buckets, 'b0', 2, fence)).toEqual({ outcome: 'completed', applied: true });
+    expect(wait).toHaveBeenCalledWith(STORE, expect.any(Number));
+    expect(await m.pttl(redisKeys('ra').fence(STORE))).toBeGreaterThan(0);
+    const replica = connect(pair.replica.url);
+    expect(await views(replica, 'ra')).toBe(2);
+
+    // The replica stops following (its link broke, or it lags): the apply lands on the master only, and the job
+    // does not complete (it is delayed, to be retried), whereas a job that does not wait completes at once.
+    await replica.replicaof('NO', 'ONE');
+    expect(await process(buckets, 'b1', 3, fence)).toEqual({ outcome: 'delayed' });
+    expect(await views(m, 'ra')).toBe(5);
+    expect(await views(replica, 'ra')).toBe(2);
+    expect(await process(buckets, 'c1', 1)).toEqual({ outcome: 'completed', applied: true });
+
+    // The replica follows again: the retry finds the batch applied (a duplicate) and completes once the replica has it.
+    await replica.replicaof('127.0.0.1', String(pair.master.port));
+    await replicaInSync(pair.replica.url);
+    await waitFor(async () => (await m.wait(1, 100)) === 1, { message: 'the replica acknowledging again' });
+    expect(await process(buckets, 'b1', 3, fence)).toEqual({ outcome: 'completed', applied: false });
+    expect(await views(replica, 'ra')).toBe(6);
+  });
+
+  it('waits when its Redis connection closed after its mark (a failover may have moved the connection)', async () => {
+    const m = createRedisConnection({ REDIS_URL: pair.master.url }) as Redis;
+    m.on('error', () => {});
+    connections.push(m);
+    const buckets = new BucketStore({ redis: m, rules, prefix: 'rk' });
+    const fence = batchReplicated(createReplicaFence(connect(pair.master.url), 1, 1_000, [m]), redisKeys('rk'));
+    // Right after the apply, the server cuts the connection (as a failover behind one address does); it reconnects.
+    const apply = buckets.apply.bind(buckets);
+    vi.spyOn(buckets, 'apply').mockImplementationOnce(async (...args) => {
+      const r = await apply(...args);
+      const closed = new Promise((resolve) => m.once('close', resolve));
+      await connect(pair.master.url).client('KILL', 'ID', String(await m.client('ID')));
+      await closed;
+      return r;
+    });
+    expect(await process(buckets, 'k0', 1, fence)).toEqual({ outcome: 'delayed' });
+    expect(await process(buckets, 'k0', 1, fence)).toEqual({ outcome: 'completed', applied: false });
+  });
+});
