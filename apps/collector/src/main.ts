@@ -2,6 +2,7 @@ import { checkTable, DynamoUnreachableError } from '@tally/dynamo';
 import { collectorEnv, loadConfigOrExit } from '@tally/config';
 import { closeHttp, createLogger, installShutdown } from '@tally/observability';
 import { closeQueues } from '@tally/queues';
+import { PRODUCER_COMMAND_TIMEOUT_MS } from '@tally/intake';
 import { loadRulesOrExit } from '@tally/schema';
 import { buildApp } from './app';
 import { closeRedis, createCollectorDeps } from './deps';
@@ -41,13 +42,20 @@ log.info(
   `collector listening on port ${port}`,
 );
 
+// A request in flight may be in its enqueue: one Redis command (the producer's deadline, libs/intake
+// PRODUCER_COMMAND_TIMEOUT_MS), then with REDIS_WAIT_REPLICAS up to two waits for replicas. Cut before it answers, a
+// request without an Idempotency-Key whose batch Redis may hold never hears the key it was given (503 idempotencyKey),
+// and its retry counts the batch twice: so it gets that long, and a second.
+const httpGraceMs = PRODUCER_COMMAND_TIMEOUT_MS + (config.REDIS_WAIT_REPLICAS > 0 ? 2 * config.REDIS_WAIT_TIMEOUT_MS : 0) + 1_000;
+
 installShutdown(log, [
   {
     name: 'close http',
     run: async () => {
       resources.beginClosing();
-      await closeHttp(app); // in-flight requests finish (5 s at most); new ones get 503
+      await closeHttp(app, httpGraceMs); // in-flight requests finish (httpGraceMs at most); new ones get 503
     },
+    timeoutMs: Math.max(10_000, httpGraceMs + 2_000),
   },
   {
     name: 'close queues',

@@ -4,8 +4,11 @@ import { InvalidArgumentError } from './errors';
 
 const REDIS_URL = /^rediss?:\/\/[^\s]+$/;
 
+/** The default deadline of one Redis command of a producer connection (an addBulk included). */
+export const PRODUCER_COMMAND_TIMEOUT_MS = 5_000;
+
 export interface ProducerConnectionOptions {
-  /** Deadline of one Redis command (an addBulk included); default 5000 ms. */
+  /** Deadline of one Redis command (an addBulk included); default PRODUCER_COMMAND_TIMEOUT_MS. */
   commandTimeoutMs?: number;
   /** Default 2000 ms. */
   connectTimeoutMs?: number;
@@ -42,7 +45,7 @@ export function createProducerConnection(
     connectionName: 'tally-producer',
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
-    commandTimeout: commandTimeoutMs ?? 5_000,
+    commandTimeout: commandTimeoutMs ?? PRODUCER_COMMAND_TIMEOUT_MS,
     connectTimeout: connectTimeoutMs ?? 2_000,
     retryStrategy: (times) => Math.min(100 * times, 2_000),
     ...rest,

@@ -1,5 +1,5 @@
 export * from './errors';
-export { createProducerConnection, waitForReady, type ProducerConnectionOptions } from './connection';
+export { createProducerConnection, PRODUCER_COMMAND_TIMEOUT_MS, waitForReady, type ProducerConnectionOptions } from './connection';
 export {
   batchFingerprint,
   createIntake,
