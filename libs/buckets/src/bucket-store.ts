@@ -2,7 +2,7 @@ import { parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys, k
 import { flattenRows, type CompiledRules, type FlushPolicy, type RowDeltas } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
-import { BucketsError, type BucketsErrorCode } from './errors';
+import { BucketsError, SnapshotContendedError, type BucketsErrorCode } from './errors';
 import { runScript, runScripts, type ScriptCall, type ScriptDef } from './script-table';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 import { SketchStore } from './sketch-store';
@@ -823,7 +823,7 @@ export class BucketStore {
         this.remember(this.sealedSeqs, store, sealed);
       }
     }
-    if (!raw) throw new Error(`store ${store}: the bucket layout moved ${STALE_RETRIES + 1} times during one snapshot`);
+    if (!raw) throw new SnapshotContendedError(store, STALE_RETRIES + 1);
     return raw.map(([flat, cache, version], i) => {
       const entries: Entry[] = [];
       for (const [field, value] of combineLimbs(flat)) entries.push({ ...parseOutboxField(field), value });

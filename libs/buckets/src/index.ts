@@ -9,6 +9,6 @@ export {
   type RowSnapshot,
   type StoreBacklog,
 } from './bucket-store';
-export { BucketsError, type BucketsErrorCode } from './errors';
+export { BucketsError, SnapshotContendedError, type BucketsErrorCode } from './errors';
 export { SketchStore, EXACT_THRESHOLD, type LiveSketch } from './sketch-store';
 export { BucketEraser, ERASE_ROW, type RowErasure } from './erasure';

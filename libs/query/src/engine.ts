@@ -16,7 +16,7 @@ import {
 import type { CompiledRules } from '@tally/schema';
 import { coverOf, type Cell } from './cover';
 import { countUnions, distinctMetricsOf, pointGroup, rangeGroup } from './distinct';
-import { QueryError, SnapshotContendedError } from './errors';
+import { QueryError } from './errors';
 import type { HistoryMemo } from './history-memo';
 import { daysOf, monthsOf, type DateRange, type QueryRange } from './ranges';
 import { checkMetricName } from './rules-introspection';
@@ -80,27 +80,6 @@ export function resolveMetrics(rules: CompiledRules, names: readonly string[], f
 }
 
 const maxItems = (deps: QueryDeps) => deps.maxItemsPerQuery ?? DEFAULT_MAX_ITEMS_PER_QUERY;
-
-/**
- * How BucketStore.snapshot says its retries ran out, the store's layout (open and sealed buckets) having moved before
- * each of its tries: a plain Error, @tally/buckets having no code for it (apps/query-api errors.int runs the real loop
- * out, so a change of these words fails there).
- */
-const SNAPSHOT_EXHAUSTED = /^store .*: the bucket layout moved (\d+) times during one snapshot$/;
-
-/**
- * BucketStore.snapshot, its retries running out (seals landing between every try) thrown as a SnapshotContendedError, which
- * the query API answers 503 with Retry-After: a moment later the same read succeeds.
- */
-export async function snapshotOf(deps: QueryDeps, ...args: Parameters<BucketStore['snapshot']>): ReturnType<BucketStore['snapshot']> {
-  try {
-    return await deps.buckets.snapshot(...args);
-  } catch (err) {
-    const m = err instanceof Error && err.constructor === Error ? SNAPSHOT_EXHAUSTED.exec(err.message) : null;
-    if (m) throw new SnapshotContendedError(args[0], Number(m[1]), { cause: err });
-    throw err;
-  }
-}
 
 /** Refuses a query that would read more than the configured number of DynamoDB items, before it reads any. */
 function checkCost(deps: QueryDeps, items: number, field: string, what: string): void {
@@ -239,7 +218,7 @@ export async function readSeries(
     checkCost(deps, months, 'range', `${months} month items`);
   }
   const distinct = distinctMetricsOf(deps.rules, req.pk, req.metrics);
-  const [snap] = await snapshotOf(deps, req.store, [req.pk]);
+  const [snap] = await deps.buckets.snapshot(req.store, [req.pk]);
   // Live sketches before DynamoDB, like the counts' snapshot (a sketch written in between is then in DynamoDB).
   const live = distinct.size > 0 ? (await deps.buckets.sketches.read(req.store, [req.pk]))[0]! : [];
   // Day and month points read the range's month items (and their overflow items) with one Query; the rest the TOTAL item.
@@ -372,7 +351,7 @@ export async function readTotals(
     `${req.pks.length} ${req.pks.length === 1 ? 'row' : 'rows'} × ${sks.length} items for the range`,
   );
   const distinct = req.pks.length > 0 ? distinctMetricsOf(deps.rules, req.pks[0]!, req.metrics) : new Set<string>();
-  const snaps = await snapshotOf(deps, req.store, req.pks);
+  const snaps = await deps.buckets.snapshot(req.store, req.pks);
   const live = distinct.size > 0 ? await deps.buckets.sketches.read(req.store, req.pks) : [];
   const keys = req.pks.flatMap((pk) => sks.map((sk) => ({ pk, sk })));
   const { items, requests } = await bounded(field, () => getItems(deps.dynamo, keys, maxItems(deps)));

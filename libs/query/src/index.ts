@@ -1,4 +1,5 @@
-export { QueryError, SnapshotContendedError } from './errors';
+export { QueryError } from './errors';
+export { SnapshotContendedError } from '@tally/buckets';
 export { namedRange, explicitRange, resolveRange, clampToRetention } from './ranges';
 export { readSeries, readTotals, resolveMetrics, type Granularity, type QueryDeps, type SeriesPoint, type MetricRef } from './engine';
 export { coverOf } from './cover';

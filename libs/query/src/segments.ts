@@ -3,7 +3,7 @@ import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
 import { compareDates, dayAttr, monthAttr, monthSk, parseMonthSk, retentionStart, TOTAL_SK, totalAttr } from '@tally/key-layout';
 import { formatMetricName, fromUnits } from '@tally/schema';
 import type { QueryDeps } from './engine';
-import { resolveMetrics, snapshotOf } from './engine';
+import { resolveMetrics } from './engine';
 import { daysOf, namedRange } from './ranges';
 
 interface SegmentResult {
@@ -70,7 +70,7 @@ export async function evaluateSegments(
   const memoKey = `${req.store}\u0000${req.pk}`;
   const clock = Date.now();
   const known = deps.historyMemo?.get(memoKey, clock);
-  const [snap] = await snapshotOf(deps, req.store, [req.pk], true, [known?.version]);
+  const [snap] = await deps.buckets.snapshot(req.store, [req.pk], true, [known?.version]);
   let items: StoredItem[];
   let cache: 'hit' | 'miss';
   let dynamoRequests = 0;
