@@ -10,6 +10,11 @@ export function createAggregatorMetrics(registry: Registry) {
     eventsApplied: counter('tally_events_applied_total', 'Events applied to Redis buckets'),
     duplicateBatches: counter('tally_batches_duplicate_total', 'Redelivered batches skipped by the batch-id dedupe'),
     batchesRejected: counter('tally_batches_rejected_total', 'Batches moved to the failed set as unprocessable', ['reason']),
+    batchWaits: counter(
+      'tally_batch_waits_total',
+      'Events jobs delayed after their apply because fewer Redis replicas than REDIS_WAIT_REPLICAS held it in time (reason replicas)',
+      ['reason'],
+    ),
     batchesDropped: counter('tally_batches_dropped_total', 'Batches dropped whole because their store was deleted (its tombstone)'),
     applySeconds: histogram(
       'tally_apply_duration_seconds',

@@ -228,6 +228,7 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     await deps.replicated?.wait(store, mark);
   } catch (err) {
     if (!(err instanceof ReplicasBehindError)) throw err;
+    deps.metrics.batchWaits.inc({ reason: 'replicas' });
     // Redis holds the batch, too few replicas do: the job stays (delayed), and its retry finds the batch applied.
     const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
     const delay = Math.min(MAX_WAIT_MS, 500 * 2 ** Math.min(waits, 10)) * (0.5 + Math.random() / 2);

@@ -35,6 +35,7 @@ afterAll(async () => {
 /** Runs the events processor once on a job of `views` views (as much of a BullMQ job as it uses). */
 async function process(buckets: BucketStore, batchId: string, views: number, replicated?: BatchFence) {
   const delayed = vi.fn(async () => {});
+  const metrics = createAggregatorMetrics(new Registry());
   const job = {
     id: batchId,
     timestamp: Date.now(),
@@ -52,15 +53,17 @@ async function process(buckets: BucketStore, batchId: string, views: number, rep
     rules,
     timeZoneOf: async () => 'UTC',
     dedupeTtlSeconds: 3600,
-    metrics: createAggregatorMetrics(new Registry()),
+    metrics,
     log: pino({ level: 'silent' }),
     replicated,
   });
   return run(job as unknown as Job, 'token').then(
     (r) => ({ outcome: 'completed' as const, applied: r.applied }),
-    (err: unknown) => {
+    async (err: unknown) => {
       if (!(err instanceof DelayedError)) throw err;
       expect(delayed).toHaveBeenCalledOnce();
+      // Counted for the TallyRedisReplicasBehind alert.
+      expect((await metrics.batchWaits.get()).values).toEqual([{ value: 1, labels: { reason: 'replicas' } }]);
       return { outcome: 'delayed' as const };
     },
   );
