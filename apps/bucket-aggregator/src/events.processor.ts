@@ -1,6 +1,6 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
-import { redisKeys, type RedisKeys } from '@tally/key-layout';
-import { batchAcceptedAt, eventsJobSchema, ReplicasBehindError, type ReplicaFence } from '@tally/queues';
+import { redisKeys } from '@tally/key-layout';
+import { batchAcceptedAt, eventsJobSchema, ReplicasBehindError, type StoreFence } from '@tally/queues';
 import { rollup, RulesError, type CompiledRules, type DistinctAdds } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
@@ -23,27 +23,15 @@ export interface EventsProcessorDeps {
   now?: () => number;
   /** Test-only crash points (TALLY_CRASH_POINT). */
   crash?: (point: string) => void;
-  /** REDIS_WAIT_REPLICAS: a wait for enough Redis replicas to hold what the batch wrote (`batchReplicated`). */
-  replicated?: BatchFence;
+  /**
+   * REDIS_WAIT_REPLICAS (libs/queues storeFence, on the store's fence key: on a Redis Cluster the master of the
+   * store's slot, which need not be the events queue's): `mark` before the batch's first write, `wait` before the job
+   * completes, so a failover of the store's master after the apply's answer cannot lose a batch whose job is gone.
+   * Fewer replicas in time: ReplicasBehindError, and the job waits and retries (its apply then finds the batch
+   * applied, and waits again).
+   */
+  replicated?: StoreFence;
 }
-
-/** `mark` before the batch's first write to the store's keys, `wait` before the job completes (libs/queues ReplicaFence). */
-export interface BatchFence {
-  mark(): number;
-  wait(store: string, mark: number): Promise<void>;
-}
-
-/**
- * The aggregator's wait for Redis replicas (REDIS_WAIT_REPLICAS), as the writer's (`outboxReplicated`): a fence on the
- * store's fence key, so on a Redis Cluster on the master of the store's slot, which need not be the master of the
- * events queue's shard. The job completes (and leaves the queue) only once that many replicas hold the batch's apply:
- * a failover of the store's master after the apply's answer cannot lose a batch whose job is gone. Fewer replicas in
- * time: ReplicasBehindError, and the job waits and retries (its apply then finds the batch applied, and waits again).
- */
-export const batchReplicated = (fence: ReplicaFence, keys: RedisKeys): BatchFence => ({
-  mark: fence.mark,
-  wait: (store, mark) => fence.wait(keys.fence(store), 'the batch', mark),
-});
 
 /** Longest wait between attempts while the time zone cannot be resolved (or the replicas are behind); the job never fails for it. */
 const MAX_WAIT_MS = 30_000;

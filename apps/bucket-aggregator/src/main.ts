@@ -2,11 +2,11 @@ import { BucketStore } from '@tally/buckets';
 import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
 import { connectDynamo } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
-import { createReplicaFence, createShardWorkers, QUEUE, QUEUE_SETTINGS, warnOnTooFewReplicas } from '@tally/queues';
+import { createShardWorkers, QUEUE, QUEUE_SETTINGS, storeFenceOf } from '@tally/queues';
 import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory } from '@tally/tenants';
 import { createAggregatorMetrics, registerBacklogGauges } from './aggregator-metrics';
-import { batchReplicated, eventsProcessor, STORE_ZONE_TTL_MS, storeMarks, tenantTimeZones, type BatchFence } from './events.processor';
+import { eventsProcessor, STORE_ZONE_TTL_MS, storeMarks, tenantTimeZones } from './events.processor';
 import { readBacklog, sealProcessor } from './seal.processor';
 
 // Composition root of the bucket aggregator: applies event batches to Redis buckets, and runs the sealer
@@ -21,16 +21,14 @@ const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_
 const epochRedis = redis();
 buckets.followEpochs(epochRedis).catch((err: unknown) => log.warn({ err }, 'not following the sealers’ epochs'));
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
-// REDIS_WAIT_REPLICAS: a connection of its own for WAIT, which blocks its connection (libs/queues replica-fence.ts).
-let replicated: BatchFence | undefined;
-if (config.REDIS_WAIT_REPLICAS > 0) {
-  const waitRedis = redis();
-  warnOnTooFewReplicas(waitRedis, config.REDIS_WAIT_REPLICAS, (msg) => log.warn(msg));
-  replicated = batchReplicated(
-    createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS, [scriptRedis]),
-    redisKeys(config.KEY_PREFIX),
-  );
-}
+// REDIS_WAIT_REPLICAS: an events job completes only once that many replicas hold its apply.
+const replicated = storeFenceOf(config, {
+  connect: redis,
+  covered: [scriptRedis],
+  keys: redisKeys(config.KEY_PREFIX),
+  what: 'the batch',
+  warn: (msg) => log.warn(msg),
+});
 const dynamo = connectDynamo(config);
 const TENANT_CACHE_MS = 60_000;
 const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: TENANT_CACHE_MS, log });

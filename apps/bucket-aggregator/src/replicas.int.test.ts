@@ -1,6 +1,6 @@
 import { BucketStore } from '@tally/buckets';
 import { redisKeys } from '@tally/key-layout';
-import { createRedisConnection, createReplicaFence } from '@tally/queues';
+import { createRedisConnection, createReplicaFence, storeFence, type StoreFence } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
 import { replicaInSync, startRedisWithReplica, testRedis, waitFor, type RedisWithReplica } from '@tally/testing';
 import { DelayedError, type Job } from 'bullmq';
@@ -9,7 +9,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
-import { batchReplicated, eventsProcessor, type BatchFence } from './events.processor';
+import { eventsProcessor } from './events.processor';
 
 // REDIS_WAIT_REPLICAS on the aggregator, against a real replica: an events job completes (and leaves its queue, which
 // on a Redis Cluster may live on another master than the store's keys) only once the replica holds its apply.
@@ -33,7 +33,7 @@ afterAll(async () => {
 });
 
 /** Runs the events processor once on a job of `views` views (as much of a BullMQ job as it uses). */
-async function process(buckets: BucketStore, batchId: string, views: number, replicated?: BatchFence) {
+async function process(buckets: BucketStore, batchId: string, views: number, replicated?: StoreFence) {
   const delayed = vi.fn(async () => {});
   const metrics = createAggregatorMetrics(new Registry());
   const job = {
@@ -76,7 +76,7 @@ describe('the aggregator with REDIS_WAIT_REPLICAS=1', () => {
   it('completes a job only once the replica holds its apply; else the job waits, and its retry (a duplicate) completes once it does', async () => {
     const m = connect(pair.master.url);
     const buckets = new BucketStore({ redis: m, rules, prefix: 'ra' });
-    const fence = batchReplicated(createReplicaFence(connect(pair.master.url), 1, 300, [m]), redisKeys('ra'));
+    const fence = storeFence(createReplicaFence(connect(pair.master.url), 1, 300, [m]), redisKeys('ra'), 'the batch');
     const wait = vi.spyOn(fence, 'wait');
 
     // The replica keeps up: the job waits for it on the store's fence key, and completes.
@@ -107,7 +107,7 @@ describe('the aggregator with REDIS_WAIT_REPLICAS=1', () => {
     m.on('error', () => {});
     connections.push(m);
     const buckets = new BucketStore({ redis: m, rules, prefix: 'rk' });
-    const fence = batchReplicated(createReplicaFence(connect(pair.master.url), 1, 1_000, [m]), redisKeys('rk'));
+    const fence = storeFence(createReplicaFence(connect(pair.master.url), 1, 1_000, [m]), redisKeys('rk'), 'the batch');
     // Right after the apply, the server cuts the connection (as a failover behind one address does); it reconnects.
     const apply = buckets.apply.bind(buckets);
     vi.spyOn(buckets, 'apply').mockImplementationOnce(async (...args) => {

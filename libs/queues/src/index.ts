@@ -16,4 +16,12 @@ export {
 export { createShardWorkers } from './workers';
 export { jobIdFor } from './job-id';
 export { closeConnection, createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';
-export { createReplicaFence, ReplicasBehindError, warnOnTooFewReplicas, type ReplicaFence } from './replica-fence';
+export {
+  createReplicaFence,
+  ReplicasBehindError,
+  storeFence,
+  storeFenceOf,
+  warnOnTooFewReplicas,
+  type ReplicaFence,
+  type StoreFence,
+} from './replica-fence';

@@ -1,4 +1,4 @@
-import { TallyError } from '@tally/key-layout';
+import { TallyError, type RedisKeys } from '@tally/key-layout';
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { closeCount, serverOf, type RedisConnection } from './connection';
 
@@ -163,4 +163,43 @@ export function warnOnTooFewReplicas(redis: RedisConnection, replicas: number, w
           );
       });
   });
+}
+
+/** A wait for Redis replicas on one store's data: `mark` before the first command it covers, `wait` before the work counts as done. */
+export interface StoreFence {
+  mark(): number;
+  wait(store: string, mark: number): Promise<void>;
+}
+
+/**
+ * A ReplicaFence on each store's fence key (`keys.fence`), so on a Redis Cluster on the master of the store's slot,
+ * which need not be the master of the queue the work came from; `what` names what it waits for in its error.
+ */
+export const storeFence = (fence: ReplicaFence, keys: Pick<RedisKeys, 'fence'>, what: string): StoreFence => ({
+  mark: fence.mark,
+  wait: (store, mark) => fence.wait(keys.fence(store), what, mark),
+});
+
+/**
+ * An app's REDIS_WAIT_REPLICAS on store data: undefined at 0; else a connection of its own for WAIT (a WAIT blocks its
+ * connection), a warning when Redis has fewer replicas, and a storeFence covering the `covered` connections.
+ */
+export function storeFenceOf(
+  config: { REDIS_WAIT_REPLICAS: number; REDIS_WAIT_TIMEOUT_MS: number },
+  opts: {
+    connect: () => RedisConnection;
+    covered: RedisConnection[];
+    keys: Pick<RedisKeys, 'fence'>;
+    what: string;
+    warn: (message: string) => void;
+  },
+): StoreFence | undefined {
+  if (config.REDIS_WAIT_REPLICAS <= 0) return undefined;
+  const waitRedis = opts.connect();
+  warnOnTooFewReplicas(waitRedis, config.REDIS_WAIT_REPLICAS, opts.warn);
+  return storeFence(
+    createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS, opts.covered),
+    opts.keys,
+    opts.what,
+  );
 }
