@@ -22,7 +22,9 @@ const epochRedis = redis();
 buckets.followEpochs(epochRedis).catch((err: unknown) => log.warn({ err }, 'not following the sealers’ epochs'));
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
 // REDIS_WAIT_REPLICAS: an events job completes only once that many replicas hold its apply.
-const replicated = storeFenceOf(config, {
+const replicated = storeFenceOf({
+  replicas: config.REDIS_WAIT_REPLICAS,
+  timeoutMs: config.REDIS_WAIT_TIMEOUT_MS,
   connect: redis,
   covered: [scriptRedis],
   keys: redisKeys(config.KEY_PREFIX),

@@ -184,22 +184,19 @@ export const storeFence = (fence: ReplicaFence, keys: Pick<RedisKeys, 'fence'>, 
  * An app's REDIS_WAIT_REPLICAS on store data: undefined at 0; else a connection of its own for WAIT (a WAIT blocks its
  * connection), a warning when Redis has fewer replicas, and a storeFence covering the `covered` connections.
  */
-export function storeFenceOf(
-  config: { REDIS_WAIT_REPLICAS: number; REDIS_WAIT_TIMEOUT_MS: number },
-  opts: {
-    connect: () => RedisConnection;
-    covered: RedisConnection[];
-    keys: Pick<RedisKeys, 'fence'>;
-    what: string;
-    warn: (message: string) => void;
-  },
-): StoreFence | undefined {
-  if (config.REDIS_WAIT_REPLICAS <= 0) return undefined;
+export function storeFenceOf(opts: {
+  /** REDIS_WAIT_REPLICAS */
+  replicas: number;
+  /** REDIS_WAIT_TIMEOUT_MS */
+  timeoutMs: number;
+  connect: () => RedisConnection;
+  covered: RedisConnection[];
+  keys: Pick<RedisKeys, 'fence'>;
+  what: string;
+  warn: (message: string) => void;
+}): StoreFence | undefined {
+  if (opts.replicas <= 0) return undefined;
   const waitRedis = opts.connect();
-  warnOnTooFewReplicas(waitRedis, config.REDIS_WAIT_REPLICAS, opts.warn);
-  return storeFence(
-    createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS, opts.covered),
-    opts.keys,
-    opts.what,
-  );
+  warnOnTooFewReplicas(waitRedis, opts.replicas, opts.warn);
+  return storeFence(createReplicaFence(waitRedis, opts.replicas, opts.timeoutMs, opts.covered), opts.keys, opts.what);
 }
