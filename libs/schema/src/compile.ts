@@ -23,7 +23,7 @@ export interface CompiledEventType {
   dims: Record<string, 'required' | 'optional'>;
   value: 'required' | 'optional' | 'forbidden';
   counters: CompiledCounter[];
-  /** Largest scale among the type's sum counters (the decimals a value may have). */
+  /** Scale of the type's sum counters, which share one (the decimals a value may have); 0 without a sum counter. */
   valueScale: number;
   hasSum: boolean;
 }
@@ -57,10 +57,15 @@ export interface CompiledRules {
 
 /** Validates rules (zod, then cross-references) and precomputes what the hot paths need. */
 export function compileRules(input: RulesInput | unknown): CompiledRules {
+  // JSON.parse makes `__proto__` an own key, which zod's records drop without a word (its counters would vanish).
+  const proto = protoKeyPath(input, []);
+  if (proto !== undefined) throw new RulesError(`rollup rules: ${proto}: "__proto__" is not allowed as a name`);
   const parsed = rulesSchema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new RulesError(`rollup rules: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+    // A bad record key (`entities.constructor`) is an `invalid_key` issue whose own issues say what is wrong with it.
+    const reason = issue.code === 'invalid_key' ? (issue.issues[0]?.message ?? issue.message) : issue.message;
+    throw new RulesError(`rollup rules: ${issue.path.join('.') || '(root)'}: ${reason}`);
   }
   const rules = parsed.data;
 
@@ -82,6 +87,11 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
 
   let storeEntity: string | undefined;
   for (const [entity, spec] of Object.entries(rules.entities)) {
+    // Queries take `store` for the entity with an empty key (libs/query entityOf): a keyed `store` could not be asked.
+    if (entity === 'store' && spec.key.length > 0)
+      throw new RulesError(
+        `rollup rules: entities.store: the name store stands for the store row (an empty key) in queries; give this entity another name`,
+      );
     if (spec.rank && spec.key.length !== 1)
       throw new RulesError(`rollup rules: entities.${entity}: rank needs a key of exactly one dimension`);
     if (spec.key.length === 0) {
@@ -96,12 +106,16 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
   for (const [entity, spec] of Object.entries(rules.entities)) {
     const list: Array<{ metric: string; attrMetric: string; dim: string }> = [];
     for (const [metric, dim] of Object.entries(spec.distinct)) {
-      const m = rules.metrics[metric];
+      const m = Object.hasOwn(rules.metrics, metric) ? rules.metrics[metric] : undefined;
       const where = `rollup rules: entities.${entity}.distinct.${metric}`;
       if (!m) throw new RulesError(`${where}: unknown metric "${metric}"`);
       if (m.scale !== 0) throw new RulesError(`${where}: a distinct count needs a metric with scale 0 (${metric} has ${m.scale})`);
       if (countedMetrics.has(metric))
         throw new RulesError(`${where}: ${metric} is also a counter's metric; a distinct count needs a metric of its own`);
+      // Only the events counted on the entity's rows add to its sketches: without the dimension (a typo) it reads 0.
+      const declared = Object.values(rules.events).some((e) => Object.hasOwn(e.dims, dim) && e.counters.some((c) => c.entity === entity));
+      if (!declared)
+        throw new RulesError(`${where}: no event type counting on ${entity} declares dimension "${dim}" (it would count nothing)`);
       list.push({ metric, attrMetric: m.code ?? metric, dim });
     }
     distinctByEntity.set(entity, list);
@@ -109,21 +123,42 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
 
   const eventTypes = new Map<string, CompiledEventType>();
   for (const [type, spec] of Object.entries(rules.events)) {
+    const seen = new Map<string, number>();
+    let sumScale: { scale: number; at: number } | undefined;
     const counters: CompiledCounter[] = spec.counters.map((c, i) => {
       const where = `events.${type}.counters.${i}`;
-      const entity = rules.entities[c.entity];
+      const entity = Object.hasOwn(rules.entities, c.entity) ? rules.entities[c.entity] : undefined;
       if (!entity) throw new RulesError(`rollup rules: ${where}: unknown entity "${c.entity}"`);
-      const metric = rules.metrics[c.metric];
+      const metric = Object.hasOwn(rules.metrics, c.metric) ? rules.metrics[c.metric] : undefined;
       if (!metric) throw new RulesError(`rollup rules: ${where}: unknown metric "${c.metric}"`);
       const needs = [...entity.key, ...(c.by ? [c.by] : [])];
       for (const d of needs) {
-        if (!spec.dims[d]) throw new RulesError(`rollup rules: ${where}: dimension "${d}" is not declared in events.${type}.dims`);
+        if (!Object.hasOwn(spec.dims, d))
+          throw new RulesError(`rollup rules: ${where}: dimension "${d}" is not declared in events.${type}.dims`);
       }
+      // The same row field twice: every event of the type would be counted twice.
+      const same = JSON.stringify([c.entity, c.metric, c.by ?? null]);
+      const first = seen.get(same);
+      if (first !== undefined)
+        throw new RulesError(
+          `rollup rules: ${where}: repeats counters.${first} (entity ${c.entity}, metric ${c.metric}${c.by ? `, by ${c.by}` : ''}): every event would be counted twice`,
+        );
+      seen.set(same, i);
       if (c.op === 'sum' && spec.value === 'forbidden') {
         throw new RulesError(`rollup rules: ${where}: a sum counter needs events.${type}.value to be required or optional`);
       }
       if (c.op === 'count' && metric.scale !== 0) {
         throw new RulesError(`rollup rules: ${where}: count counters need a metric with scale 0 (${c.metric} has ${metric.scale})`);
+      }
+      // One value per event, checked at the edge against one scale: a sum of another scale could refuse it later,
+      // in the rollup, failing the whole batch.
+      if (c.op === 'sum') {
+        if (sumScale === undefined) sumScale = { scale: metric.scale, at: i };
+        else if (metric.scale !== sumScale.scale)
+          throw new RulesError(
+            `rollup rules: ${where}: the sum counters of an event type must share one scale (${c.metric} has ${metric.scale}, ` +
+              `counters.${sumScale.at}'s metric ${spec.counters[sumScale.at]!.metric} has ${sumScale.scale})`,
+          );
       }
       return {
         ...c,
@@ -135,21 +170,19 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
         distinct: distinctByEntity.get(c.entity)!.map(({ attrMetric, dim }) => ({ attrMetric, dim })),
       };
     });
-    const sums = counters.filter((c) => c.op === 'sum');
     eventTypes.set(type, {
       name: type,
       dims: spec.dims,
       value: spec.value,
       counters,
-      valueScale: Math.max(0, ...sums.map((c) => c.scale)),
-      hasSum: sums.length > 0,
+      valueScale: sumScale?.scale ?? 0,
+      hasSum: sumScale !== undefined,
     });
   }
 
-  const attrMetric = (metric: string, sub?: string) => {
-    const spec = rules.metrics[metric];
-    return formatMetricName(spec?.code ?? metric, sub);
-  };
+  const metricOf = (metric: string) => (Object.hasOwn(rules.metrics, metric) ? rules.metrics[metric] : undefined);
+  const entitySpec = (entity: string) => (Object.hasOwn(rules.entities, entity) ? rules.entities[entity] : undefined);
+  const attrMetric = (metric: string, sub?: string) => formatMetricName(metricOf(metric)?.code ?? metric, sub);
 
   return {
     rules,
@@ -165,26 +198,26 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
     entityOfPk(pk) {
       const { entity } = parsePk(pk);
       if (entity === undefined) return storeEntity;
-      return rules.entities[entity] ? entity : undefined;
+      return entitySpec(entity) ? entity : undefined;
     },
     policyOfPk(pk) {
       const name = this.entityOfPk(pk);
-      const spec = name ? rules.entities[name] : undefined;
+      const spec = name ? entitySpec(name) : undefined;
       return spec?.flush ?? { kind: 'bucket' };
     },
     rankOfPk(pk) {
       const { entity, keyValues } = parsePk(pk);
-      if (entity === undefined || keyValues.length !== 1 || !rules.entities[entity]?.rank) return undefined;
+      if (entity === undefined || keyValues.length !== 1 || !entitySpec(entity)?.rank) return undefined;
       return { entity, member: keyValues[0]! };
     },
     scaleOf(metric) {
-      return rules.metrics[metric]?.scale ?? 0;
+      return metricOf(metric)?.scale ?? 0;
     },
     dimFormat(dim) {
       return Object.hasOwn(rules.dimensions, dim) ? rules.dimensions[dim]!.format : 'id';
     },
     pkOf(store, entity, keyValues) {
-      const spec = rules.entities[entity];
+      const spec = entitySpec(entity);
       if (!spec) throw new RulesError(`unknown entity "${entity}"`);
       return spec.key.length === 0 ? store : entityPk(store, entity, keyValues);
     },
@@ -192,6 +225,20 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
       return distinctByEntity.get(entity) ?? [];
     },
   };
+}
+
+/**
+ * Where `v` has an own `__proto__` key (`events.__proto__`), if anywhere in the depth rules have (deeper is no rule:
+ * zod refuses it).
+ */
+function protoKeyPath(v: unknown, path: string[]): string | undefined {
+  if (v === null || typeof v !== 'object' || path.length > 8) return undefined;
+  if (Object.hasOwn(v, '__proto__')) return [...path, '__proto__'].join('.');
+  for (const [k, x] of Object.entries(v)) {
+    const found = protoKeyPath(x, [...path, k]);
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }
 
 /** JSON with every object's keys sorted, so that the same rules written in another order give the same text. */

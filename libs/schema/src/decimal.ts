@@ -6,6 +6,9 @@ export type ScaleResult = { ok: true; units: string } | { ok: false; reason: str
 
 export const MAX_VALUE = 1e12;
 
+/** The largest exponent (`1e400`, `1e-400`) a value may have: beyond it the digits are not worked out. */
+const MAX_EXPONENT = 400;
+
 const DECIMAL = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/;
 
 /** `value` is a JSON number or a decimal string; returns the integer number of 10^-scale units as a string. */
@@ -26,13 +29,14 @@ export function decimalToUnits(value: number | string, scale: number, max?: numb
   let intPart = m[2]!;
   let frac = m[3] ?? '';
   const exp = Number(m[4] ?? 0);
+  if (Math.abs(exp) > MAX_EXPONENT) return { ok: false, reason: `must have an exponent between -${MAX_EXPONENT} and ${MAX_EXPONENT}` };
   if (exp > 0) {
-    const shift = Math.min(exp, 400);
+    const shift = exp;
     frac = frac.padEnd(shift, '0');
     intPart += frac.slice(0, shift);
     frac = frac.slice(shift);
   } else if (exp < 0) {
-    const shift = Math.min(-exp, 400);
+    const shift = -exp;
     intPart = intPart.padStart(shift + 1, '0');
     frac = intPart.slice(intPart.length - shift) + frac;
     intPart = intPart.slice(0, intPart.length - shift);

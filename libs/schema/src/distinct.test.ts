@@ -1,6 +1,15 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { compileRules, defaultRules, distinctMember, flattenDistinct, rollupDistinct, unflattenDistinct, type RulesInput } from './index';
+import {
+  compileRules,
+  defaultRules,
+  distinctMember,
+  flattenDistinct,
+  rollup,
+  rollupDistinct,
+  unflattenDistinct,
+  type RulesInput,
+} from './index';
 
 const rules = compileRules(defaultRules);
 const day = Date.parse('2026-03-09T12:00:00Z');
@@ -19,6 +28,38 @@ describe('distinct counts in the rules', () => {
     expect(adds.has('S#product#P2')).toBe(false);
     expect([...adds.keys()].some((pk) => pk.includes('#visitor#'))).toBe(false);
     expect(Buffer.from(distinctMember('V1'), 'latin1')).toHaveLength(8);
+  });
+
+  it('adds a visitor only for an event counted on the row: not one a sum counter skips (no value, or 0)', () => {
+    const refunds = compileRules({
+      metrics: { Refunded: { scale: 2 }, Refunds: {}, Refunders: {} },
+      entities: { store: { key: [], flush: { kind: 'bucket' }, distinct: { Refunders: 'visitor' } } },
+      events: {
+        refund: { dims: { visitor: 'optional' }, value: 'optional', counters: [{ entity: 'store', metric: 'Refunded', op: 'sum' }] },
+        refund_line: {
+          dims: { visitor: 'optional' },
+          value: 'optional',
+          counters: [
+            { entity: 'store', metric: 'Refunded', op: 'sum' },
+            { entity: 'store', metric: 'Refunds' },
+          ],
+        },
+      },
+    });
+    const events = [
+      { type: 'refund', ts: day, dims: { visitor: 'V1' } }, // no value: nothing counted on the row
+      { type: 'refund', ts: day, dims: { visitor: 'V2' }, value: '0' }, // 0: nothing counted either
+      { type: 'refund', ts: day, dims: { visitor: 'V3' }, value: '2.50' },
+      { type: 'refund_line', ts: day, dims: { visitor: 'V4' } }, // counted by its count counter
+    ];
+    const adds = rollupDistinct(refunds, 'S', 'UTC', events);
+    expect([...adds.get('S')!.get('2026-068|Refunders')!]).toEqual([distinctMember('V3'), distinctMember('V4')]);
+    expect(rollup(refunds, 'S', 'UTC', events).get('S')).toEqual(
+      new Map([
+        ['2026-068|Refunded', 250],
+        ['2026-068|Refunds', 1],
+      ]),
+    );
   });
 
   it('flattens the members for a job (per row and field, one base64 string of 8-byte ids) and back', () => {

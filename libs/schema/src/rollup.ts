@@ -37,7 +37,7 @@ function rowPk(
   c: CompiledCounter,
   dims: Readonly<Record<string, string>>,
 ): string | undefined {
-  for (const d of c.needs) if (dims[d] === undefined) return undefined;
+  for (const d of c.needs) if (!Object.hasOwn(dims, d)) return undefined;
   if (c.pkEntity === undefined) return store;
   const key = c.keyDims.length === 1 ? dims[c.keyDims[0]!]! : c.keyDims.map((d) => dims[d]).join('#');
   let byKey = pks.get(c);
@@ -61,7 +61,8 @@ function add(deltas: RowDeltas, pk: string, field: string, delta: number | bigin
  * entity rows, binned by the store-local day. Deltas of the batch are summed per row and field, so the Redis
  * apply does one HINCRBY per distinct (row, day, metric).
  * With `distinct`, the same pass fills the distinct-count side: every event counted on a row whose entity has
- * `distinct` metrics adds its dimension's value (when present) to that row's sketch of the same day.
+ * `distinct` metrics (by a count counter, or by a sum counter with a value other than 0) adds its dimension's value
+ * (when present) to that row's sketch of the same day.
  * Throws RulesError for an event the rules cannot place (unknown type): the batch is then unprocessable.
  */
 export function rollup(
@@ -95,21 +96,6 @@ export function rollup(
     for (const c of spec.counters) {
       const pk = rowPk(pks, store, c, dims);
       if (pk === undefined) continue;
-      if (distinct && c.distinct.length > 0) {
-        for (const d of c.distinct) {
-          const value = dims[d.dim];
-          if (value === undefined) continue;
-          let row = distinct.get(pk);
-          if (!row) distinct.set(pk, (row = new Map()));
-          let field = fields.get(d);
-          if (field === undefined) fields.set(d, (field = `${day}|${d.attrMetric}`));
-          let set = row.get(field);
-          if (!set) row.set(field, (set = new Set()));
-          let member = members.get(value);
-          if (member === undefined) members.set(value, (member = distinctMember(value)));
-          set.add(member);
-        }
-      }
       let field = fields.get(c);
       if (field === undefined) fields.set(c, (field = c.by === undefined ? `${day}|${c.attrMetric}` : `${day}|${c.attrMetric}#`));
       if (c.by !== undefined) field += dims[c.by];
@@ -121,6 +107,21 @@ export function rollup(
         const n = Number(r.units);
         delta = Number.isSafeInteger(n) ? n : BigInt(r.units);
         if (delta === 0) continue;
+      }
+      if (distinct && c.distinct.length > 0) {
+        for (const d of c.distinct) {
+          if (!Object.hasOwn(dims, d.dim)) continue;
+          const value = dims[d.dim]!;
+          let row = distinct.get(pk);
+          if (!row) distinct.set(pk, (row = new Map()));
+          let sketchField = fields.get(d);
+          if (sketchField === undefined) fields.set(d, (sketchField = `${day}|${d.attrMetric}`));
+          let set = row.get(sketchField);
+          if (!set) row.set(sketchField, (set = new Set()));
+          let member = members.get(value);
+          if (member === undefined) members.set(value, (member = distinctMember(value)));
+          set.add(member);
+        }
       }
       add(into, pk, field, delta);
     }

@@ -1,7 +1,16 @@
 import { NAME_PATTERN } from '@tally/key-layout';
 import { z } from 'zod';
 
-const name = z.string().regex(NAME_PATTERN, 'a name: a letter, then letters, digits or _ (max 64)');
+/**
+ * Not a property every object inherits (`constructor`, `toString`, `valueOf`…): compiled rules and the events
+ * index objects by these names, and an inherited one would be found where the rules define none.
+ */
+const notInherited = (s: string) => !(s in Object.prototype);
+const INHERITED = {
+  error: (issue: { input: unknown }) => `${JSON.stringify(issue.input)} is a property of every JavaScript object: choose another name`,
+};
+
+const name = z.string().regex(NAME_PATTERN, 'a name: a letter, then letters, digits or _ (max 64)').refine(notInherited, INHERITED);
 
 /**
  * When a row's unwritten counts are written to DynamoDB. Freshness comes from the query merge, so this is a
@@ -29,6 +38,7 @@ export const metricSchema = z
     code: z
       .string()
       .regex(/^[A-Za-z][A-Za-z0-9_]{0,15}$/, 'a short code: a letter, then up to 15 letters, digits or _')
+      .refine(notInherited, INHERITED)
       .optional(),
     /** Decimal places kept for sums (2 = minor currency units). Values with more decimals are refused. */
     scale: z.number().int().min(0).max(6).default(0),
@@ -38,7 +48,10 @@ export const metricSchema = z
 
 export const entitySchema = z
   .object({
-    /** Dimensions whose values identify the entity; empty = the store itself. */
+    /**
+     * Dimensions whose values identify the entity (at most 4; the row's pk is `store#entity#v1#v2…`); empty = the
+     * store row itself. Only that entity may be named `store` (queries take `store` for the store row).
+     */
     key: z.array(name).max(4).default([]),
     flush: flushPolicySchema,
     /** Keep daily rankings of this entity's counts (for top lists); single-dimension keys only. */
@@ -67,7 +80,10 @@ export const eventTypeSchema = z
   .object({
     dims: z.record(name, z.enum(['required', 'optional'])).default({}),
     value: z.enum(['required', 'optional', 'forbidden']).default('forbidden'),
-    /** A counter whose entity key or `by` dimension is an absent optional dimension is skipped. */
+    /**
+     * A counter whose entity key or `by` dimension is an absent optional dimension is skipped. Each (entity, metric,
+     * by) at most once; the type's sum counters share one scale (the decimals its `value` may have).
+     */
     counters: z.array(counterSchema).min(1),
   })
   .strict();
@@ -86,7 +102,13 @@ export const rulesSchema = z
     entities: z.record(name, entitySchema),
     /** Dimensions whose values are not plain ids (see dimensionSchema); any other dimension is an id. */
     dimensions: z.record(name, dimensionSchema).default({}),
-    events: z.record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'an event type: lower-case letters, digits, _'), eventTypeSchema),
+    events: z.record(
+      z
+        .string()
+        .regex(/^[a-z][a-z0-9_]{0,63}$/, 'an event type: lower-case letters, digits, _')
+        .refine(notInherited, INHERITED),
+      eventTypeSchema,
+    ),
   })
   .strict();
 

@@ -55,6 +55,16 @@ describe('decimal values are exact', () => {
     expect(toUnits('999999999999.99', 2)).toEqual({ ok: true, units: '99999999999999' });
   });
 
+  it('refuses an exponent beyond ±400 rather than reading another number, with or without a maximum', () => {
+    // 1e500 was read as 1e400, and 10^450 × 1e-500 (= 1e-50) as 1e50.
+    expect(decimalToUnits('1e500', 0)).toEqual({ ok: false, reason: 'must have an exponent between -400 and 400' });
+    expect(decimalToUnits(`1${'0'.repeat(450)}e-500`, 2)).toEqual({ ok: false, reason: 'must have an exponent between -400 and 400' });
+    expect(toUnits('1E+401', 2)).toEqual({ ok: false, reason: 'must have an exponent between -400 and 400' });
+    expect(decimalToUnits('1e400', 0)).toEqual({ ok: true, units: `1${'0'.repeat(400)}` });
+    expect(decimalToUnits(`1${'0'.repeat(400)}e-400`, 0)).toEqual({ ok: true, units: '1' });
+    expect(toUnits('1e-400', 2)).toEqual({ ok: false, reason: 'has more than 2 decimal places' });
+  });
+
   it('sums of many decimal values have no float drift', () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 0, max: 10_000_00 }), { maxLength: 200 }), (cents) => {
@@ -298,6 +308,15 @@ describe('rollup', () => {
     expect([...rollup(rules, 'S', 'America/Los_Angeles', ev).get('S')!.keys()]).toEqual(['2023-123|v']);
   });
 
+  it('counts only own dims: one an event inherits (a polluted prototype) is absent', () => {
+    const dims = Object.assign(Object.create({ visitor: 'V-INHERITED' }) as Record<string, string>, { product: 'P1' });
+    const deltas = rollup(rules, 'S', 'UTC', [{ type: 'view', ts: now, dims }]);
+    expect([...deltas.keys()]).toEqual(['S', 'S#product#P1']);
+    const distinct: DistinctAdds = new Map();
+    rollup(rules, 'S', 'UTC', [{ type: 'view', ts: now, dims }], new Map(), distinct);
+    expect(distinct.size).toBe(0);
+  });
+
   it('keeps huge sums exact with bigint', () => {
     const ev = Array.from({ length: 10_000 }, () => ({ type: 'order', ts: now, value: '999999999999.99', dims: {} }));
     const total = rollup(rules, 'S', 'UTC', ev).get('S')!.get('2023-123|r');
@@ -358,5 +377,151 @@ describe('rules', () => {
     expect(() => compileRules({ ...defaultRules, metrics: { ...defaultRules.metrics, expiresAt: { code: 'ex' } } })).not.toThrow();
     for (const code of ['WM', 'Pk', 'expiresat', 'wmp', 'wm_p', 'sk1'])
       expect(withMetric((r) => (r.metrics.ViewCount.code = code))).not.toThrow();
+  });
+});
+
+describe('rules that would count wrongly are refused, naming the rule', () => {
+  const bad = (patch: (r: any) => void) => {
+    const r = structuredClone(defaultRules) as any;
+    patch(r);
+    return () => compileRules(r);
+  };
+  const refused = (patch: (r: any) => void) => {
+    try {
+      bad(patch)();
+    } catch (err) {
+      expect(err).toBeInstanceOf(RulesError);
+      return (err as Error).message;
+    }
+    throw new Error('the rules compiled');
+  };
+
+  it('refuses sum counters of one event type with different scales (a value the edge takes would fail the batch in the rollup)', () => {
+    const mixed = {
+      metrics: { Revenue: { scale: 2 }, Units: {} },
+      entities: { store: { key: [], flush: { kind: 'bucket' } } },
+      events: {
+        order: {
+          value: 'required',
+          counters: [
+            { entity: 'store', metric: 'Revenue', op: 'sum' },
+            { entity: 'store', metric: 'Units', op: 'sum' },
+          ],
+        },
+      },
+    } as const;
+    expect(() => compileRules(mixed)).toThrowError(
+      new RulesError(
+        "rollup rules: events.order.counters.1: the sum counters of an event type must share one scale (Units has 0, counters.0's metric Revenue has 2)",
+      ),
+    );
+    // One scale: the value is checked at the edge against it, and the rollup takes what the edge took.
+    const same = compileRules({ ...mixed, metrics: { Revenue: { scale: 2 }, Units: { scale: 2 } } });
+    expect(same.eventTypes.get('order')!.valueScale).toBe(2);
+    const { events, errors } = validateEvents(same, [{ type: 'order', ts: now, value: '1.5' }], limits);
+    expect(errors).toEqual([]);
+    expect(rollup(same, 'S', 'UTC', events).get('S')).toEqual(
+      new Map([
+        ['2023-123|Revenue', 150],
+        ['2023-123|Units', 150],
+      ]),
+    );
+    expect(rules.eventTypes.get('order')!.valueScale).toBe(2);
+    expect(rules.eventTypes.get('view')!.valueScale).toBe(0);
+  });
+
+  it('refuses names every object inherits (constructor, toString, __proto__…), which were found where the rules define none', () => {
+    // Was a TypeError (entity.key is not iterable).
+    expect(refused((r) => r.events.view.counters.push({ entity: 'constructor', metric: 'ViewCount' }))).toBe(
+      'rollup rules: events.view.counters.4.entity: "constructor" is a property of every JavaScript object: choose another name',
+    );
+    // Was a sum of scale NaN, counting 1.5 as 15.
+    expect(refused((r) => r.events.order.counters.push({ entity: 'store', metric: 'toString', op: 'sum' }))).toMatch(
+      /^rollup rules: events\.order\.counters\.4\.metric: "toString" is a property of every JavaScript object/,
+    );
+    // Was an absent optional dim counted on row `S#shelf#function Object() { [native code] }`.
+    expect(
+      refused((r) => {
+        r.entities.shelf = { key: ['constructor'], flush: { kind: 'bucket' } };
+        r.events.view.dims.constructor = 'optional';
+        r.events.view.counters.push({ entity: 'shelf', metric: 'ViewCount' });
+      }),
+    ).toMatch(/^rollup rules: entities\.shelf\.key\.0: "constructor" is a property/);
+    expect(refused((r) => (r.events.view.dims.valueOf = 'optional'))).toMatch(
+      /^rollup rules: events\.view\.dims\.valueOf: "valueOf" is a property/,
+    );
+    expect(refused((r) => (r.entities.hasOwnProperty = { key: ['product'], flush: { kind: 'bucket' } }))).toMatch(
+      /^rollup rules: entities\.hasOwnProperty: "hasOwnProperty" is a property/,
+    );
+    expect(refused((r) => (r.metrics.ViewCount.code = 'toString'))).toMatch(
+      /^rollup rules: metrics\.ViewCount\.code: "toString" is a property/,
+    );
+    expect(refused((r) => (r.events.constructor = r.events.view))).toMatch(
+      /^rollup rules: events\.constructor: "constructor" is a property/,
+    );
+    // JSON.parse makes `__proto__` an own key, which zod's records dropped without a word (the type's counters vanished).
+    const json = JSON.stringify(defaultRules);
+    for (const [text, path] of [
+      [json.replace('"events":{', '"events":{"__proto__":{"counters":[{"entity":"store","metric":"ViewCount"}]},'), 'events.__proto__'],
+      [json.replace('"dims":{"product":"required"', '"dims":{"__proto__":"optional","product":"required"'), 'events.view.dims.__proto__'],
+    ] as const)
+      expect(() => compileRules(JSON.parse(text))).toThrowError(
+        new RulesError(`rollup rules: ${path}: "__proto__" is not allowed as a name`),
+      );
+    // The compiled rules look names up as their own.
+    expect(rules.entityOfPk('S#constructor#x')).toBeUndefined();
+    expect(rules.rankOfPk('S#constructor#x')).toBeUndefined();
+    expect(rules.policyOfPk('S#toString#x')).toEqual({ kind: 'bucket' });
+    expect(() => rules.pkOf('S', 'constructor', ['x'])).toThrowError(new RulesError('unknown entity "constructor"'));
+    expect(rules.scaleOf('toString')).toBe(0);
+    expect(rules.attrMetric('valueOf')).toBe('valueOf');
+  });
+
+  it('refuses a distinct count of a dimension no event type counting on the entity declares (it would read 0 for ever)', () => {
+    expect(refused((r) => (r.entities.store.distinct = { UniqueVisitors: 'vistor' }))).toBe(
+      'rollup rules: entities.store.distinct.UniqueVisitors: no event type counting on store declares dimension "vistor" (it would count nothing)',
+    );
+    // Declared, but only by event types that count on other entities.
+    expect(refused((r) => (r.entities.page.distinct = { UniqueVisitors: 'product' }))).toMatch(
+      /^rollup rules: entities\.page\.distinct\.UniqueVisitors: no event type counting on page declares dimension "product"/,
+    );
+    expect(() => bad((r) => (r.entities.page.distinct = { UniqueVisitors: 'visitor' }))()).not.toThrow();
+  });
+
+  it('refuses an event type that lists the same counter twice (every event counted twice)', () => {
+    expect(refused((r) => r.events.view.counters.push({ entity: 'store', metric: 'ViewCount' }))).toBe(
+      'rollup rules: events.view.counters.4: repeats counters.0 (entity store, metric ViewCount): every event would be counted twice',
+    );
+    expect(refused((r) => r.events.view.counters.splice(1, 0, { entity: 'visitor', metric: 'ProductViews', by: 'product' }))).toBe(
+      'rollup rules: events.view.counters.4: repeats counters.1 (entity visitor, metric ProductViews, by product): every event would be counted twice',
+    );
+    // The same metric on another entity, or by another dimension, is another counter.
+    expect(() =>
+      bad((r) => {
+        r.events.view.counters.push({ entity: 'visitor', metric: 'ProductViews', by: 'visitor' });
+        r.events.view.counters.push({ entity: 'page', metric: 'ViewCount' });
+        r.events.view.dims.page = 'optional';
+      })(),
+    ).not.toThrow();
+  });
+
+  it('refuses an entity named store with a key (queries take `store` for the store row)', () => {
+    expect(
+      refused((r) => {
+        r.entities.shop = r.entities.store;
+        r.entities.store = { key: ['product'], flush: { kind: 'bucket' } };
+        r.events.view.counters[0].entity = 'shop';
+      }),
+    ).toBe(
+      'rollup rules: entities.store: the name store stands for the store row (an empty key) in queries; give this entity another name',
+    );
+    // The store row under another name is fine.
+    expect(() =>
+      bad((r) => {
+        r.entities.shop = r.entities.store;
+        delete r.entities.store;
+        for (const e of Object.values(r.events) as any[]) for (const c of e.counters) if (c.entity === 'store') c.entity = 'shop';
+      })(),
+    ).not.toThrow();
   });
 });
