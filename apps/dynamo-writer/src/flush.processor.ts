@@ -1,8 +1,7 @@
 import type { BucketStore } from '@tally/buckets';
 import { PermanentWriteError, RetryableWriteError, writeRowWithSketches, type RowWriterDeps } from '@tally/dynamo';
 import { metricsOn } from '@tally/observability';
-import type { RedisKeys } from '@tally/key-layout';
-import { dynamoWriteJobSchema, ReplicasBehindError, type ReplicaFence } from '@tally/queues';
+import { dynamoWriteJobSchema, ReplicasBehindError, type StoreFence } from '@tally/queues';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -33,28 +32,16 @@ export interface FlushDeps {
   maxBackoffMs: number;
   now?: () => number;
   crash?: (point: string) => void;
-  /** REDIS_WAIT_REPLICAS: a wait for enough Redis replicas to hold what the flush read (`outboxReplicated`). */
-  replicated?: OutboxFence;
-  /** The TTL of the row's items (visitor rows of a store with a history retention); undefined = none. */
-  expiryOf?: (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined>;
-}
-
-/**
- * The writer's wait for Redis replicas (REDIS_WAIT_REPLICAS): before a row's DynamoDB write, a fence on the store's
- * fence key (so on a cluster, the store's master) waited for as the outbox the flush read. The fence comes after
- * the seals and folds whose outbox entries the flush read, so DynamoDB never gets what a replica promoted after a
- * crash of its master would lack (docs/DESIGN.md invariant 1). Fewer replicas in time: ReplicasBehindError, and the
- * flush waits and retries as it does while DynamoDB throttles.
- */
-export const outboxReplicated = (fence: ReplicaFence, keys: RedisKeys): OutboxFence => ({
-  mark: fence.mark,
-  wait: (store, mark) => fence.wait(keys.fence(store), 'the outbox', mark),
-});
-
-/** `mark` before the flush reads the outbox, `wait` before it writes to DynamoDB (libs/queues ReplicaFence). */
-export interface OutboxFence {
-  mark(): number;
-  wait(store: string, mark: number): Promise<void>;
+  /**
+   * REDIS_WAIT_REPLICAS (libs/queues storeFence, on the store's fence key: on a Redis Cluster the store's master):
+   * `mark` before the flush reads the outbox, `wait` before it writes to DynamoDB. The fence comes after the seals and
+   * folds whose outbox entries the flush read, so DynamoDB never gets what a replica promoted after a crash of its
+   * master would lack (docs/DESIGN.md invariant 1). Fewer replicas in time: ReplicasBehindError, and the flush waits
+   * and retries as it does while DynamoDB throttles.
+   */
+  replicated?: StoreFence;
+  /** The TTL of the row's items (visitor rows of a store with a history retention; libs/tenants visitorExpiry). */
+  expiryOf?: (store: string, pk: string) => Promise<RowWriterDeps['expiresAt']>;
 }
 
 /**

@@ -2,10 +2,11 @@ import { BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, writerEnv } from '@tally/config';
 import { checkTable, connectDynamo, createDynamoMeter, DynamoUnreachableError, SpilledItems, TableError } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
-import { createReplicaFence, createShardWorkers, QUEUE, warnOnTooFewReplicas } from '@tally/queues';
+import { createShardWorkers, QUEUE, storeFenceOf } from '@tally/queues';
 import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory, visitorExpiry } from '@tally/tenants';
-import { createWriterMetrics, flushProcessor, outboxReplicated, type OutboxFence } from './flush.processor';
+import { createWriterMetrics, flushProcessor } from './flush.processor';
+import { createRestampMetrics, restampProcessor } from './restamp.processor';
 
 // Composition root of the DynamoDB writer: one flush job per row, one UpdateItem per DynamoDB item.
 const config = loadConfigOrExit(writerEnv);
@@ -28,16 +29,16 @@ try {
 
 const dataRedis = redis();
 const buckets = new BucketStore({ redis: dataRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
-// REDIS_WAIT_REPLICAS: a connection of its own for WAIT, which blocks its connection (libs/queues replica-fence.ts).
-let replicated: OutboxFence | undefined;
-if (config.REDIS_WAIT_REPLICAS > 0) {
-  const waitRedis = redis();
-  warnOnTooFewReplicas(waitRedis, config.REDIS_WAIT_REPLICAS, (msg) => log.warn(msg));
-  replicated = outboxReplicated(
-    createReplicaFence(waitRedis, config.REDIS_WAIT_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS, [dataRedis]),
-    redisKeys(config.KEY_PREFIX),
-  );
-}
+// REDIS_WAIT_REPLICAS: a row goes to DynamoDB only once that many replicas hold the outbox the flush read.
+const replicated = storeFenceOf({
+  replicas: config.REDIS_WAIT_REPLICAS,
+  timeoutMs: config.REDIS_WAIT_TIMEOUT_MS,
+  connect: redis,
+  covered: [dataRedis],
+  keys: redisKeys(config.KEY_PREFIX),
+  what: 'the outbox',
+  warn: (msg) => log.warn(msg),
+});
 // Stage "write": each dynamo-writes job flushes one row's outbox to DynamoDB (flush.processor.ts).
 const workers = createShardWorkers(
   QUEUE.dynamoWrites,
@@ -56,9 +57,20 @@ const workers = createShardWorkers(
   { ...worker, concurrency: config.WRITER_CONCURRENCY },
 );
 
+// Store maintenance: the restamp of a store's visitor items after a change of its visitor-history retention
+// (restamp.processor.ts), one at a time per process (each is a Scan of the table), on a client of its own whose
+// requests may take longer and retry more than a flush's.
+const maintenanceClient = connectDynamo(config);
+const maintenance = createShardWorkers(
+  QUEUE.maintenance,
+  restampProcessor({ db: { dynamo: maintenanceClient, table: config.DYNAMODB_TABLE }, metrics: createRestampMetrics(registry), log }),
+  layout,
+  { ...worker, concurrency: 1 },
+);
+
 await serve({
-  workers,
-  ready: workers,
+  workers: [...workers, ...maintenance],
+  ready: [...workers, ...maintenance],
   started: { table: config.DYNAMODB_TABLE, ...(replicated ? { waitReplicas: config.REDIS_WAIT_REPLICAS } : {}) },
-  close: [{ name: 'dynamodb', run: async () => client.destroy() }],
+  close: [{ name: 'dynamodb', run: async () => [client, maintenanceClient].forEach((c) => c.destroy()) }],
 });

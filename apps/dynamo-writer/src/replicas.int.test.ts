@@ -2,7 +2,7 @@ import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, getItem } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
-import { createRedisConnection, createReplicaFence, ReplicasBehindError } from '@tally/queues';
+import { createRedisConnection, createReplicaFence, ReplicasBehindError, storeFence, type StoreFence } from '@tally/queues';
 import {
   createTestTable,
   startDynalite,
@@ -20,7 +20,7 @@ import { Cluster, Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createWriterMetrics, flushProcessor, outboxReplicated, type OutboxFence } from './flush.processor';
+import { createWriterMetrics, flushProcessor } from './flush.processor';
 
 // REDIS_WAIT_REPLICAS against a real replica: a master, a replica of it, and a failover to the replica while the
 // master had a seal the replica never got.
@@ -61,7 +61,7 @@ async function apply(buckets: BucketStore, id: string, views: number, now: numbe
 }
 
 /** Seals and folds the open bucket, then runs one flush of the store row as the writer's processor does. */
-async function sealAndFlush({ buckets, table }: { buckets: BucketStore; table: string }, now: number, replicated?: OutboxFence) {
+async function sealAndFlush({ buckets, table }: { buckets: BucketStore; table: string }, now: number, replicated?: StoreFence) {
   await buckets.seal(STORE, { now, minAgeMs: 0 });
   await buckets.foldSealed(STORE, { now });
   const metrics = createWriterMetrics(new Registry());
@@ -93,7 +93,7 @@ describe('the writer with REDIS_WAIT_REPLICAS=1', () => {
     m.on('error', () => {});
     connections.push(m);
     const i = { buckets: new BucketStore({ redis: m, rules, prefix: 'rk' }), table: await createTestTable(dyn.endpoint) };
-    const fence = outboxReplicated(createReplicaFence(connect(master.url), 1, 1_000, [m]), redisKeys('rk'));
+    const fence = storeFence(createReplicaFence(connect(master.url), 1, 1_000, [m]), redisKeys('rk'), 'the outbox');
     await i.buckets.registerStore(STORE);
     await apply(i.buckets, 'k0', 2, 1_000);
     // Right after the read, the server cuts the connection (as a failover behind one address does); it reconnects.
@@ -118,7 +118,7 @@ describe('the writer with REDIS_WAIT_REPLICAS=1', () => {
     const m = connect(master.url);
     const fenced = { buckets: new BucketStore({ redis: m, rules, prefix: 'rf' }), table: await createTestTable(dyn.endpoint) };
     const control = { buckets: new BucketStore({ redis: m, rules, prefix: 'rc' }), table: await createTestTable(dyn.endpoint) };
-    const fence = outboxReplicated(createReplicaFence(connect(master.url), 1, 300, [m]), redisKeys('rf'));
+    const fence = storeFence(createReplicaFence(connect(master.url), 1, 300, [m]), redisKeys('rf'), 'the outbox');
     const both = async (step: (i: typeof fenced) => Promise<unknown>) => [await step(fenced), await step(control)];
 
     // The replica keeps up: the fenced flush waits for it and writes.
@@ -166,9 +166,9 @@ describe('the writer with REDIS_WAIT_REPLICAS=1', () => {
       // passes and a wait for one cannot.
       for (const store of ['A', 'B', 'C', 'D']) {
         const none = createReplicaFence(c, 0, 100, []);
-        await outboxReplicated(none, redisKeys('rf')).wait(store, none.mark());
+        await storeFence(none, redisKeys('rf'), 'the outbox').wait(store, none.mark());
         const one = createReplicaFence(c, 1, 100, []);
-        await expect(outboxReplicated(one, redisKeys('rf')).wait(store, one.mark())).rejects.toThrowError(
+        await expect(storeFence(one, redisKeys('rf'), 'the outbox').wait(store, one.mark())).rejects.toThrowError(
           new ReplicasBehindError('0 of 1 Redis replicas acknowledged the outbox within 100 ms'),
         );
         expect(await c.pttl(redisKeys('rf').fence(store))).toBeGreaterThan(0);

@@ -34,6 +34,7 @@ function adminDeps(operatorToken: string | undefined): AdminDeps {
       tombstoneSeconds: 3_600,
       activeJobsTimeoutMs: 2_000,
     },
+    maintenance: queues,
     operatorToken,
   };
 }
@@ -162,7 +163,14 @@ describe("a store's admin routes", () => {
       currency: 'USD',
       historyMonths: null,
     });
-    expect(patched.json()).toEqual({ store: 'SHOP_NEW', timeZone: 'America/New_York', currency: 'USD', createdAt: expect.any(String) });
+    // From 13 months to for ever: the restamp of its visitor items is scheduled (restamp.int.test.ts).
+    expect(patched.json()).toEqual({
+      store: 'SHOP_NEW',
+      timeZone: 'America/New_York',
+      currency: 'USD',
+      createdAt: expect.any(String),
+      retentionRestampAt: expect.any(String),
+    });
     expect((await call(app, 'GET', '/v1/admin/store', admin)).json()).toMatchObject({ timeZone: 'America/New_York' });
   });
 
@@ -225,7 +233,9 @@ describe('erasing a visitor', () => {
         ExpressionAttributeValues: { ':pk': { S: 'SHOP_A#visitor#V1' } },
       }),
     );
-    expect(items.Items).toEqual([]);
+    // Each item replaced by a tombstone item (no counters: a flush of before the erasure cannot re-create them).
+    expect(items.Items!.length).toBeGreaterThanOrEqual(2);
+    for (const it of items.Items!) expect(Object.keys(it).sort()).toEqual(['expiresAt', 'pk', 'sk', 'wm', 'wm.e']);
     // Events of the visitor in flight are dropped (the tombstone); other rows still count.
     await f.apply('SHOP_A', 'Europe/Berlin', [view(t, 'P1', 'V1')]);
     expect((await evaluate()).json().segments[0].rules[0].actual).toBe(0);
@@ -254,8 +264,10 @@ describe('deleting a store', () => {
     expect(await f.redis.keys('q:{SHOP_DEL}:*')).toEqual(['q:{SHOP_DEL}:x']);
     const left = await f.client.send(new ScanCommand({ TableName: f.table }));
     // Nothing of the store is left, its entry in the tenant index (pk _tenants, sk SHOP_DEL) included.
-    const leftKeys = (left.Items ?? []).map((i) => `${i['pk']!.S!} ${i['sk']!.S!}`);
-    expect(leftKeys.filter((k) => k.includes('SHOP_DEL'))).toEqual([]);
+    // Its counter items are tombstone items (no counters, expiring), the rest gone.
+    const mine = (left.Items ?? []).filter((i) => `${i['pk']!.S!} ${i['sk']!.S!}`.includes('SHOP_DEL'));
+    expect(mine.filter((i) => i['wm.e'] === undefined)).toEqual([]);
+    for (const it of mine) expect(Object.keys(it).sort()).toEqual(['expiresAt', 'pk', 'sk', 'wm', 'wm.e']);
     expect(await queues[QUEUE.dynamoWrites].getJobCounts('waiting')).toEqual({ waiting: 1 }); // SHOP_A's stays
     expectProblem(await call(app, 'GET', '/v1/store', k.read), 401);
     expectProblem(await op('DELETE', '/v1/operator/stores/SHOP_DEL'), 404);
@@ -283,17 +295,20 @@ describe('an interrupted store deletion', () => {
     }
     const cut = new DiesOnce({ redis: f.redis, buckets: f.buckets });
     await expect(deleteStore({ ...deps, db: f.db, eraser: cut }, 'SHOP_CUT')).rejects.toThrow('interrupted (test)');
-    // Half done: the tenant is still there (marked), so its items and Redis keys are still to remove.
-    const scan = async () =>
+    // Half done: the tenant is still there (marked), its items already tombstone items (they are replaced before the
+    // Redis keys go), its Redis keys still to remove.
+    const scan = async (tombstones: boolean) =>
       ((await f.client.send(new ScanCommand({ TableName: f.table }))).Items ?? [])
+        .filter((i) => (i['wm.e'] !== undefined) === tombstones)
         .map((i) => i['pk']!.S!)
         .filter((pk) => pk.includes('SHOP_CUT'));
-    expect((await scan()).length).toBeGreaterThan(1);
+    expect(new Set(await scan(false))).toEqual(new Set(['_tenant#SHOP_CUT'])); // the tenant's items, and no counter item
+    expect((await scan(true)).length).toBeGreaterThan(1);
     expect((await f.redis.keys('q:{SHOP_CUT}:*')).length).toBeGreaterThan(1);
     const r = await op('DELETE', '/v1/operator/stores/SHOP_CUT');
     expect(r.statusCode).toBe(200);
-    expect(storeDeletionSchema.parse(r.json()).removed.dynamoItems).toBeGreaterThan(2);
-    expect(await scan()).toEqual([]);
+    expect(storeDeletionSchema.parse(r.json()).removed.dynamoItems).toBe(0); // replaced by the first call
+    expect(await scan(false)).toEqual([]);
     expect(await f.redis.keys('q:{SHOP_CUT}:*')).toEqual(['q:{SHOP_CUT}:x']);
     expectProblem(await op('DELETE', '/v1/operator/stores/SHOP_CUT'), 404);
   });

@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { adminRouteSchemas, operatorRouteSchemas } from '@tally/contracts';
 import { actorOf, bearerAuth, HttpProblem, operatorAuth, principalOf } from '@tally/http';
+import { scheduleRetentionRestamp, type QUEUE, type TallyQueues } from '@tally/queues';
 import {
+  changeTenant,
   createTenant,
   deleteStore,
   eraseVisitor,
@@ -10,12 +12,13 @@ import {
   keyIdOf,
   listKeys,
   listTenantsPage,
+  RETENTION_SETTLE_MS,
   revokeKey,
   TenantError,
-  updateTenant,
   type ErasureDeps,
   type TenantDb,
   type TenantDirectory,
+  type TenantSettings,
 } from '@tally/tenants';
 import type { CompiledRules } from '@tally/schema';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -27,6 +30,8 @@ export interface AdminDeps {
   db: TenantDb;
   /** Deleting stores and erasing visitors (libs/tenants): tombstones, queues, the Redis eraser. */
   erasure: Omit<ErasureDeps, 'db'>;
+  /** The maintenance queue, where a change of historyMonths schedules the restamp of the store's visitor items. */
+  maintenance: Pick<TallyQueues, typeof QUEUE.maintenance>;
   /** ADMIN_OPERATOR_TOKEN; unset = the operator routes answer 403. */
   operatorToken: string | undefined;
 }
@@ -91,6 +96,25 @@ function audit(app: FastifyInstance) {
   });
 }
 
+/**
+ * Changes a store's settings (PATCH of a store admin or of the operator). A change of historyMonths schedules the
+ * restamp of the store's visitor items already written (libs/tenants changeTenant, libs/queues
+ * scheduleRetentionRestamp: a delayed job the dynamo-writer runs RETENTION_SETTLE_MS after the last change), and the
+ * answer says from when (`retentionRestampAt`). Redis unreachable: 503 before anything changed.
+ */
+async function updateStore(admin: AdminDeps, req: FastifyRequest, store: string, settings: TenantSettings) {
+  const { tenant, history } = await changeTenant(admin.db, store, settings, {
+    restamp: (changedAt) => scheduleRetentionRestamp(admin.maintenance, store, changedAt, RETENTION_SETTLE_MS),
+  });
+  if (!history) return tenant;
+  const retentionRestampAt = new Date(history.changedAt + RETENTION_SETTLE_MS).toISOString();
+  req.log.info(
+    { store, historyMonths: tenant.historyMonths ?? null, before: history.before, retentionRestampAt },
+    'retention restamp scheduled',
+  );
+  return { ...tenant, retentionRestampAt };
+}
+
 /** The store's own administration, with an `admin`-scope key: /v1/admin/… and DELETE /v1/visitors/{visitor}. */
 export const storeAdminRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, { admin, directory, rules }) => {
   app.addHook('onRequest', bearerAuth(directory, 'admin'));
@@ -103,7 +127,7 @@ export const storeAdminRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app,
     if (!t || t.deletingAt) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${storeOf(req)} does not exist`);
     return t;
   });
-  app.patch('/admin/store', { schema: adminRouteSchemas.updateTenant }, async (req) => updateTenant(db, storeOf(req), req.body));
+  app.patch('/admin/store', { schema: adminRouteSchemas.updateTenant }, async (req) => updateStore(admin, req, storeOf(req), req.body));
   app.get('/admin/keys', { schema: adminRouteSchemas.listKeys }, async (req) => ({ keys: await listKeys(db, storeOf(req)) }));
   app.post('/admin/keys', { schema: adminRouteSchemas.issueKey }, async (req, reply) => {
     const store = storeOf(req);
@@ -142,7 +166,9 @@ export const operatorRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, {
     if (!t) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${req.params.store} does not exist`);
     return t;
   });
-  app.patch('/stores/:store', { schema: operatorRouteSchemas.updateStore }, async (req) => updateTenant(db, req.params.store, req.body));
+  app.patch('/stores/:store', { schema: operatorRouteSchemas.updateStore }, async (req) =>
+    updateStore(admin, req, req.params.store, req.body),
+  );
   app.delete('/stores/:store', { schema: operatorRouteSchemas.deleteStore }, async (req) =>
     deleteStore({ ...admin.erasure, db }, req.params.store),
   );

@@ -52,7 +52,8 @@ epochRedis.on('message', () => epochAnnouncements.inc());
 const dynamo = connectDynamo(config, { maxAttempts: 2, requestTimeoutMs: config.QUERY_TIMEOUT_MS });
 const keysDynamo = connectDynamo(config, { maxAttempts: 1, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
 const directory = createTenantDirectory({ dynamo: keysDynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: config.KEY_CACHE_TTL_MS, log });
-// The admin API: its own Redis connection (queue scans, key deletion) and DynamoDB client (Scans take longer than a query).
+// The admin API: its own Redis connection (queue scans, key deletion, retention restamps scheduled on the maintenance
+// queue) and DynamoDB client (Scans take longer than a query).
 const adminRedis = createRedisConnection(config, { maxRetriesPerRequest: 1 });
 const adminDynamo = connectDynamo(config);
 const adminQueues = createQueues(adminRedis, { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
@@ -68,6 +69,7 @@ const admin = {
     tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
     activeJobsTimeoutMs: config.ADMIN_JOBS_TIMEOUT_MS,
   },
+  maintenance: adminQueues,
   operatorToken: config.ADMIN_OPERATOR_TOKEN,
 };
 // Unset: the repository's apps/dashboard/dist, from the sources (apps/query-api/src) or from the bundle (dist/query-api).

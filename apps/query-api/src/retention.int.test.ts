@@ -38,7 +38,7 @@ async function flushAsWriter(store: string, now: number): Promise<void> {
   for (const { pk } of await f.buckets.dueRows(store, Number.MAX_SAFE_INTEGER)) {
     const out = await f.buckets.readOutbox(store, pk);
     const expiresAt = await expiryOf(store, pk);
-    await writeRow({ client: f.client, table: f.table, meter: createDynamoMeter(), ...(expiresAt ? { expiresAt } : {}) }, pk, out.entries);
+    await writeRow({ client: f.client, table: f.table, meter: createDynamoMeter(), expiresAt }, pk, out.entries);
     await f.buckets.ackOutbox(
       store,
       pk,

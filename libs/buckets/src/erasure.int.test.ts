@@ -52,7 +52,17 @@ describe('a deleted store', () => {
     await eraser.markStoreDeleted('S', 60);
     // Kept for the window and its slack (300 s at the least): past the aggregator's refusal at the window.
     expect(await redis.ttl('t:{S}:x')).toBeGreaterThan(60 + 300 - 5);
+    // What a flush that read an outbox before may still write: the epoch, and each dirty row's outbox days.
+    expect(await eraser.unwritten('S')).toEqual({
+      epoch: 1_001,
+      outboxDays: new Map([
+        ['S', ['2023-123']],
+        ['S#product#P1', ['2023-123']],
+        ['S#visitor#V1', ['2023-123']],
+      ]),
+    });
     expect(await eraser.deleteStoreKeys('S')).toBe(before);
+    expect(await eraser.unwritten('S')).toEqual({ epoch: undefined, outboxDays: new Map() });
     expect(await redis.keys('t:{S}:*')).toEqual(['t:{S}:x']);
     // The late batch, the sealer and the writer change nothing.
     expect(await buckets.apply('S', 'late', batch, { now: 5_000, dedupeTtlSeconds: 60 })).toEqual({
@@ -93,7 +103,9 @@ describe('an erased row', () => {
     await fill();
     const pk = 'S#visitor#V1';
     const r = await eraser.eraseRow('S', pk, { until: 10_000, ttlSeconds: 60 });
-    expect(r).toEqual({ outboxEntries: 1, bucketEntries: 1, cachedHistory: true, sketches: 0 });
+    // With the epoch it read (the open bucket's seq: every bucket of the erased counts is below it) and the days of
+    // the outbox counts erased (a flush that read them writes to those days' items).
+    expect(r).toEqual({ outboxEntries: 1, bucketEntries: 1, cachedHistory: true, sketches: 0, epoch: 1_001, outboxDays: ['2023-123'] });
     const [visitor, product] = await buckets.snapshot('S', [pk, 'S#product#P1'], true);
     expect(visitor!.entries).toEqual([]);
     expect(visitor!.cache).toBeUndefined();
@@ -110,6 +122,8 @@ describe('an erased row', () => {
       bucketEntries: 0,
       cachedHistory: false,
       sketches: 0,
+      epoch: 1_001,
+      outboxDays: [],
     });
     expect(await redis.ttl('t:{S}:xr')).toBeGreaterThan(60 + 300 - 5);
     await buckets.apply('S', 'd2', batch, { now: 10_001, dedupeTtlSeconds: 60 });
@@ -145,6 +159,8 @@ describe('an erased row', () => {
       bucketEntries: 2,
       cachedHistory: false,
       sketches: 0,
+      epoch: 1_001,
+      outboxDays: ['2023-123'], // once, for two fields and a limb
     });
     expect((await buckets.storeBacklog('S')).entries).toBe(1);
   });

@@ -17,10 +17,11 @@ import { defineScript, runScript } from './script-table';
  * members of `ur` the caller read) its `us` and `uh`. ARGV: pk, untilMs, ttlSeconds (of the erased rows: at least
  * this from now), cacheVersionTtlSeconds, sealedCount, now (ms), sketchCount, then the seqs ('' for no open one),
  * then the sketch fields. Returns {1, outbox counts, bucket counts (counts, not their limbs), cached (0|1), sketch
- * fields}, or {0, epoch or '', sealed seqs...} (nothing written) when the seqs or the sketch fields are not the
- * store's (the caller reads `ur` again). Every read and check before the first write.
+ * fields, epoch or '', the days of the outbox's counts (`YYYY-DDD`, each once)...}, or {0, epoch or '', sealed
+ * seqs...} (nothing written) when the seqs or the sketch fields are not the store's (the caller reads `ur` again).
+ * Every read and check before the first write.
  */
-export const ERASE_ROW = defineScript<[1, number, number, number, number] | [0, string, ...string[]]>()({
+export const ERASE_ROW = defineScript<[1, number, number, number, number, string, ...string[]] | [0, string, ...string[]]>()({
   name: 'ERASE_ROW',
   shebang: '#!lua',
   keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater', 'sketchRows'],
@@ -31,11 +32,21 @@ local function expectType(key, want)
   if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
 end
 -- The counts among a hash's fields: a count's field has that many bars, its high limbs one more (isEntry, scripts.ts).
-local function countsOf(key, bars)
+-- With \`days\`, the day of each count (an outbox field \`<seq>|<day>|<metric>\`) is added to it, once.
+local function countsOf(key, bars, days)
   local n = 0
   for _, f in ipairs(redis.call('HKEYS', key)) do
     local _, b = string.gsub(f, '|', '')
-    if b == bars then n = n + 1 end
+    if b == bars then
+      n = n + 1
+      if days then
+        local day = string.match(f, '^[^|]*|([^|]*)|')
+        if day and not days[day] then
+          days[day] = true
+          table.insert(days, day)
+        end
+      end
+    end
   end
   return n
 end
@@ -69,7 +80,8 @@ expectType(K.dirty, 'zset')
 expectType(K.due, 'zset')
 expectType(K.dueLater, 'hash')
 expectType(K.counts, 'hash')
-local outboxCounts = countsOf(K.outbox, 2)
+local outboxDays = {}
+local outboxCounts = countsOf(K.outbox, 2, outboxDays)
 local entries = redis.call('HGET', K.counts, 'entries')
 if entries and not (string.match(entries, '^-?%d+$') and #entries < 16) then
   return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer')
@@ -117,7 +129,9 @@ if redis.call('ZCARD', K.dirty) == 0 then
 elseif entries then
   redis.call('HSET', K.counts, 'entries', string.format('%d', math.max(0, tonumber(entries) - outboxCounts)))
 end
-return {1, outboxCounts, bucketCounts, cached, sketchCount}
+local reply = {1, outboxCounts, bucketCounts, cached, sketchCount, epoch}
+for _, day in ipairs(outboxDays) do table.insert(reply, day) end
+return reply
 `,
 });
 
@@ -134,6 +148,24 @@ export interface RowErasure {
   cachedHistory: boolean;
   /** The row's own distinct-count sketches not yet in DynamoDB (one per day and metric), when its entity has any. */
   sketches: number;
+  /**
+   * The store's epoch (the open bucket's seq) the erasure read, undefined when it had none: every bucket a count of
+   * the row could be in before the erasure has a lower seq, and every bucket after it this one or a higher.
+   */
+  epoch: number | undefined;
+  /**
+   * The days (`YYYY-DDD`) of the outbox counts erased: a flush that read them before the erasure writes them to
+   * the items of those days (the month items and TOTAL), which need not exist in DynamoDB yet.
+   */
+  outboxDays: string[];
+}
+
+/** What a flush of a deleted store may still hold (BucketEraser.unwritten). */
+interface StoreUnwritten {
+  /** The store's epoch (the open bucket's seq), undefined when it has none. */
+  epoch: number | undefined;
+  /** Per row with outbox entries, the days (`YYYY-DDD`) of those entries. */
+  outboxDays: Map<string, string[]>;
 }
 
 /**
@@ -188,6 +220,33 @@ export class BucketEraser {
   }
 
   /**
+   * The store's epoch and, per row with outbox entries (the store's dirty rows), the days of those entries: what a
+   * flush that read an outbox may write to DynamoDB. For deleteStore, after the store's tombstone is set: no script
+   * of the store seals, folds or acks then, so the epoch stays and the outboxes only lose what this does not see
+   * (nothing), until deleteStoreKeys. Reads in steps (not one atomic read).
+   */
+  async unwritten(store: string): Promise<StoreUnwritten> {
+    const k = this.buckets.keys;
+    const epoch = await this.redis.get(k.epoch(store));
+    const pks = await this.redis.zrange(k.dirty(store), 0, -1);
+    const outboxDays = new Map<string, string[]>();
+    for (let i = 0; i < pks.length; i += 500) {
+      const some = pks.slice(i, i + 500);
+      // One slot (the store's hash tag): a pipeline is valid on a cluster too.
+      const pipe = this.redis.pipeline();
+      for (const pk of some) pipe.hkeys(k.outbox(store, pk));
+      const replies = (await pipe.exec()) ?? [];
+      some.forEach((pk, j) => {
+        const [err, fields] = replies[j] ?? [new Error('no reply')];
+        if (err) throw err;
+        const days = new Set((fields as string[]).map((f) => f.split('|')[1] ?? '').filter((d) => d !== ''));
+        if (days.size > 0) outboxDays.set(pk, [...days]);
+      });
+    }
+    return { epoch: epoch === null || epoch === '' ? undefined : Number(epoch), outboxDays };
+  }
+
+  /**
    * Erases one row (see ERASE_ROW) and keeps new counts and sketch members of it out until `until` (ms) plus the
    * dedupe window's slack, the erased rows kept `ttlSeconds` (the dedupe window) plus that slack (libs/key-layout dedupe-window.ts):
    * a batch accepted before the erasure and let through by the aggregator's window check finds the entry. `now` (ms,
@@ -237,7 +296,15 @@ export class BucketEraser {
         },
       );
       if (r[0] === 1) {
-        return { outboxEntries: Number(r[1]), bucketEntries: Number(r[2]), cachedHistory: Number(r[3]) === 1, sketches: Number(r[4]) };
+        const [, outboxEntries, bucketEntries, cached, sketches, epoch, ...outboxDays] = r;
+        return {
+          outboxEntries: Number(outboxEntries),
+          bucketEntries: Number(bucketEntries),
+          cachedHistory: Number(cached) === 1,
+          sketches: Number(sketches),
+          epoch: epoch === '' ? undefined : Number(epoch),
+          outboxDays,
+        };
       }
       const [, epoch, ...sealed] = r;
       layout = { epoch, sealed };

@@ -41,10 +41,40 @@ export const tenantSettingsSchema = z
   .object({
     timeZone: z.string().optional().describe('IANA time zone; counts already made keep their days'),
     currency: z.string().optional().describe('ISO 4217 code, e.g. EUR'),
-    historyMonths: z.number().int().nullable().optional().describe('Months of visitor history to keep (1-1200); null = for ever'),
+    historyMonths: z
+      .number()
+      .int()
+      .nullable()
+      .optional()
+      .describe(
+        'Months of visitor history to keep (1-1200); null = for ever. A change also schedules the restamp of the visitor items already written (see retentionRestampAt in the answer)',
+      ),
   })
   .strict()
   .meta({ examples: [{ timeZone: 'Europe/Paris', historyMonths: 13 }] });
+
+/** The answer to a change of settings: the store, and when its visitor items are restamped if historyMonths changed. */
+export const updatedTenantSchema = tenantSchema
+  .extend({
+    retentionRestampAt: isoSchema
+      .optional()
+      .describe(
+        "Present when historyMonths changed: the earliest time the dynamo-writer restamps the store's visitor items already written (their DynamoDB TTL) with the new setting, RETENTION_SETTLE_MS (90 s) after the change, once every writer's cached setting has expired. Items written from then on get it as they are written. Another change before then postpones it (one restamp per store is pending at a time, applying the last setting); each restamp is a Scan of the whole table",
+      ),
+  })
+  .describe('The store (tenant) as changed')
+  .meta({
+    examples: [
+      {
+        store: 'DEMO',
+        timeZone: 'Europe/Berlin',
+        createdAt: '2026-03-15T12:00:00.000Z',
+        currency: 'EUR',
+        historyMonths: 13,
+        retentionRestampAt: '2026-03-16T09:31:30.000Z',
+      },
+    ],
+  });
 
 const storeSettingsSchema = tenantSettingsSchema
   .extend({
@@ -221,9 +251,12 @@ const operator = (operationId: string, summary: string) => ({ operationId, summa
 export const adminRouteSchemas = {
   getTenant: { ...admin('getOwnStore', "The admin key's store and its settings"), response: { 200: tenantSchema, ...adminErrors } },
   updateTenant: {
-    ...admin('updateOwnStore', "Changes the store's time zone, currency or visitor-history retention"),
+    ...admin(
+      'updateOwnStore',
+      "Changes the store's time zone, currency or visitor-history retention (a change of the retention schedules the restamp of the visitor items already written: retentionRestampAt)",
+    ),
     body: tenantSettingsSchema,
-    response: { 200: tenantSchema, ...adminErrors, ...bodyErrorResponses },
+    response: { 200: updatedTenantSchema, ...adminErrors, ...bodyErrorResponses },
   },
   listKeys: { ...admin('listKeys', "The store's API keys (never the keys themselves)"), response: { 200: keyListSchema, ...adminErrors } },
   issueKey: {
@@ -279,10 +312,13 @@ export const operatorRouteSchemas = {
   },
   getStore: { ...operator('getStoreById', 'One store'), params: storeParams, response: { 200: tenantSchema, ...adminErrors } },
   updateStore: {
-    ...operator('updateStore', "Changes a store's ingest budget, time zone, currency or visitor-history retention"),
+    ...operator(
+      'updateStore',
+      "Changes a store's ingest budget, time zone, currency or visitor-history retention (a change of the retention schedules the restamp of the visitor items already written: retentionRestampAt)",
+    ),
     params: storeParams,
     body: storeSettingsSchema,
-    response: { 200: tenantSchema, ...adminErrors, ...bodyErrorResponses },
+    response: { 200: updatedTenantSchema, ...adminErrors, ...bodyErrorResponses },
   },
   deleteStore: {
     ...operator(

@@ -1,5 +1,13 @@
 import { BatchGetItemCommand, GetItemCommand, QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { baseSk, EXPIRES_ATTR, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import {
+  baseSk,
+  ERASED_ATTR,
+  EXPIRES_ATTR,
+  SKETCH_VERSION_ATTR,
+  SPILLED_ATTR,
+  WATERMARK_ATTR,
+  WATERMARK_PART_ATTR,
+} from '@tally/key-layout';
 import { entriesByItem, entryOf, type CountEntry } from './cells';
 import { beyondPosition, childSks, overflowEnd, parentSk, routeToOverflow } from './overflow';
 import { ItemBudgetError, RetryableWriteError } from './errors';
@@ -25,6 +33,11 @@ export interface RowReaderDeps {
   meter: DynamoMeter;
 }
 
+/**
+ * A DynamoDB item as a StoredItem: every number attribute but the marks and the TTL a counter, every binary one a
+ * sketch. A tombstone item (ERASED_ATTR, libs/tenants erasure.ts) has neither: it reads as an empty item at its `wm`
+ * (the fence), so a merge counts only the Redis entries of later buckets.
+ */
 export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
   const attrs = new Map<string, bigint>();
   let wm = -1;
@@ -32,11 +45,11 @@ export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
   let blobs: Map<string, Uint8Array> | undefined;
   let spilled = false;
   for (const [name, v] of Object.entries(item)) {
-    if (name === 'pk' || name === 'sk' || name === SKETCH_VERSION_ATTR) continue;
+    if (name === 'pk' || name === 'sk' || name === SKETCH_VERSION_ATTR || name === ERASED_ATTR || name === EXPIRES_ATTR) continue;
     if (name === WATERMARK_ATTR) wm = Number(v.N);
     else if (name === WATERMARK_PART_ATTR) wp = Number(v.N);
     else if (name === SPILLED_ATTR) spilled = true;
-    else if (v.N !== undefined && name !== EXPIRES_ATTR) attrs.set(name, BigInt(v.N));
+    else if (v.N !== undefined) attrs.set(name, BigInt(v.N));
     else if (v.B !== undefined) (blobs ??= new Map()).set(name, v.B);
   }
   const out: StoredItem = {

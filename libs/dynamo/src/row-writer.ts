@@ -6,7 +6,7 @@ import {
   type UpdateItemCommandInput,
   type UpdateItemCommandOutput,
 } from '@aws-sdk/client-dynamodb';
-import { baseSk, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
+import { baseSk, ERASED_ATTR, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, entryOf, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
 import { classifyError, metered, type DynamoMeter } from './meter';
@@ -18,10 +18,13 @@ export interface RowWriterDeps {
   table: string;
   meter: DynamoMeter;
   /**
-   * The TTL of an item (epoch seconds, set as EXPIRES_ATTR with every update of it), or undefined for none: the
-   * visitor rows of a store with a history retention (retentionExpiry).
+   * The TTL of an item (its base sk), applied to EXPIRES_ATTR with every update of it: a number (epoch seconds) is
+   * SET (the visitor rows of a store with a history retention: retentionExpiry); `null` (no stamp: every other row,
+   * and the visitor rows of a store keeping history for ever) REMOVEs it, so an item drops the TTL of a tombstone
+   * (ERASED_ATTR) or of an earlier retention; `undefined` (not known now: the tenant could not be looked up) leaves it
+   * as it is. Without this hook every item is written as with `null`.
    */
-  expiresAt?: (sk: string) => number | undefined;
+  expiresAt?: (sk: string) => number | null | undefined;
   /** Test hook: called after each successful UpdateItem (crash-point tests). */
   afterUpdate?: (pk: string, sk: string) => void | Promise<void>;
   /** Items this process saw spilled (a hint that saves the refused UpdateItem of each later flush; see SpilledItems). */
@@ -98,6 +101,12 @@ export interface RowWriteOptions {
  * (overflow.ts). With `deps.spilled`, a later flush of an item this process saw spilled reads its position first
  * and writes only the overflow items (no refused UpdateItem).
  *
+ * Every UpdateItem of counts also REMOVEs ERASED_ATTR and sets or removes the TTL (RowWriterDeps.expiresAt): a
+ * tombstone item (an erased visitor's or a deleted store's, libs/tenants erasure.ts) has no counts and `wm` = the
+ * fence E, so a write of buckets at or below E (a flush that read the outbox before the erasure and kept writing
+ * after its job's lock lapsed) is refused by the watermark condition and its buckets dropped as already written, as
+ * any other refused write's; a write of later buckets passes it and makes the tombstone a counter item again.
+ *
  * Throws RetryableWriteError (throttling, 5xx, unreachable) or PermanentWriteError (validation, item too
  * large); items already written stay written, and a retry skips them through the watermark.
  */
@@ -150,7 +159,8 @@ async function writeItem(
     const head = pending[0]!;
     const sums = new Map<string, bigint>();
     const values: Record<string, AttributeValue> = { ':lo': { N: String(head.seq) } };
-    let set: string;
+    const set: string[] = [];
+    const remove = ['#er'];
     let condition: string;
     let taken: number;
     let parts: ReturnType<typeof partsOfBucket> | undefined;
@@ -160,8 +170,12 @@ async function writeItem(
         for (const a of attrs) if (parts.partOf.get(a) === fromPart) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
       }
       const last = fromPart === parts.count - 1;
-      if (!last) values[':p'] = { N: String(fromPart) };
-      set = last ? 'SET #wm = :lo REMOVE #wp' : 'SET #wm = :lo, #wp = :p';
+      set.push('#wm = :lo');
+      if (last) remove.push('#wp');
+      else {
+        values[':p'] = { N: String(fromPart) };
+        set.push('#wp = :p');
+      }
       if (fromPart === 0) condition = WHOLE;
       else {
         values[':prev'] = { N: String(fromPart - 1) };
@@ -173,21 +187,16 @@ async function writeItem(
       for (const b of pending.slice(0, taken))
         for (const { entry, attrs } of b.list) for (const a of attrs) sums.set(a, (sums.get(a) ?? 0n) + entry.value);
       values[':hi'] = { N: String(pending[taken - 1]!.seq) };
-      set = 'SET #wm = :hi';
+      set.push('#wm = :hi');
       condition = WHOLE;
     }
 
-    const names: Record<string, string> = { ...POSITION_NAMES };
-    const expiresAt = deps.expiresAt?.(baseSk(sk));
-    if (expiresAt !== undefined) {
-      names['#ex'] = EXPIRES_ATTR;
-      values[':ex'] = { N: String(expiresAt) };
-      set = set.replace('SET ', 'SET #ex = :ex, ');
-    }
+    const names: Record<string, string> = { ...POSITION_NAMES, '#er': ERASED_ATTR };
+    stampExpiry(deps, sk, set, remove, names, values);
     // The extra SET rides only a whole-bucket UpdateItem, and only once.
     const rides = extra !== undefined && !parts;
     if (rides && extra) {
-      set = `${set}, ${extra.set.join(', ')}`;
+      set.push(...extra.set);
       condition = `(${condition}) AND ${extra.condition}`;
       Object.assign(names, extra.names);
       Object.assign(values, extra.values);
@@ -204,7 +213,7 @@ async function writeItem(
     let spilledAt: ItemPosition | undefined;
     let grown: ItemPosition | undefined;
     const out = await updateItem(deps, pk, sk, {
-      UpdateExpression: `${set} ADD ${adds.join(', ')}`,
+      UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')} ADD ${adds.join(', ')}`,
       ConditionExpression: condition,
       ExpressionAttributeNames: names,
       ExpressionAttributeValues: values,
@@ -257,6 +266,28 @@ async function writeItem(
       for (const [child, list] of routeToOverflow(sk, beyondPosition(all, spilledAt))) await writeItem(deps, pk, child, list, result);
       return;
     }
+  }
+}
+
+/**
+ * Adds the TTL of item `sk` to an update's SET or REMOVE list (RowWriterDeps.expiresAt, by its base item): `#ex` set
+ * to the stamp, removed for `null` (and without the hook), left out for `undefined`.
+ */
+export function stampExpiry(
+  deps: RowWriterDeps,
+  sk: string,
+  set: string[],
+  remove: string[],
+  names: Record<string, string>,
+  values: Record<string, AttributeValue>,
+): void {
+  const expiresAt = deps.expiresAt ? deps.expiresAt(baseSk(sk)) : null;
+  if (expiresAt === undefined) return;
+  names['#ex'] = EXPIRES_ATTR;
+  if (expiresAt === null) remove.push('#ex');
+  else {
+    values[':ex'] = { N: String(expiresAt) };
+    set.push('#ex = :ex');
   }
 }
 

@@ -1,5 +1,5 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
-import { baseSk, cellsOfDay, EXPIRES_ATTR, parseDayKey, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR } from '@tally/key-layout';
+import { cellsOfDay, ERASED_ATTR, parseDayKey, SKETCH_VERSION_ATTR, SPILLED_ATTR, WATERMARK_ATTR } from '@tally/key-layout';
 import { brotliCompressSync, brotliDecompressSync } from 'node:zlib';
 import { entriesByItem, entryOf, type CountEntry } from './cells';
 import { PermanentWriteError } from './errors';
@@ -8,6 +8,7 @@ import type { StoredItem } from './row-reader';
 import {
   markSpilledAtPosition,
   readForWrite,
+  stampExpiry,
   updateItem,
   writeRow,
   writeUnits,
@@ -86,6 +87,8 @@ export interface SketchItemWrite {
   version: number | undefined;
   /** The item was read spilled: its sketches go to its overflow items instead. */
   spilled: boolean;
+  /** The item was read a tombstone (ERASED_ATTR): its `wm`, the fence of the erasure that put it. */
+  erasedAt?: number;
 }
 
 /**
@@ -115,10 +118,11 @@ export async function prepareSketchItem(
   attrs: ReadonlyMap<string, readonly Buffer[]>,
   consistent: boolean,
 ): Promise<SketchItemWrite> {
-  const names: Record<string, string> = { '#hv': SKETCH_VERSION_ATTR, '#ov': SPILLED_ATTR };
+  const names: Record<string, string> = { '#hv': SKETCH_VERSION_ATTR, '#ov': SPILLED_ATTR, '#er': ERASED_ATTR, '#wm': WATERMARK_ATTR };
   const list = [...attrs.keys()];
   list.forEach((a, i) => (names[`#s${i}`] = a));
-  const item = await readForWrite(deps, pk, sk, ['#hv', '#ov', ...list.map((_, i) => `#s${i}`)].join(', '), names, consistent);
+  const projection = ['#hv', '#ov', '#er', '#wm', ...list.map((_, i) => `#s${i}`)].join(', ');
+  const item = await readForWrite(deps, pk, sk, projection, names, consistent);
   const groups = list.map((a) => {
     const stored = item?.[a]?.B;
     return stored ? [fromStoredSketch(stored), ...attrs.get(a)!] : [...attrs.get(a)!];
@@ -127,7 +131,9 @@ export async function prepareSketchItem(
   const set: Record<string, AttributeValue> = {};
   list.forEach((a, i) => (set[a] = { B: toStoredSketch(unions[i]!.blob) }));
   const v = item?.[SKETCH_VERSION_ATTR]?.N;
-  return { set, version: v === undefined ? undefined : Number(v), spilled: item?.[SPILLED_ATTR] !== undefined };
+  const out: SketchItemWrite = { set, version: v === undefined ? undefined : Number(v), spilled: item?.[SPILLED_ATTR] !== undefined };
+  if (item?.[ERASED_ATTR] !== undefined) out.erasedAt = Number(item[WATERMARK_ATTR]?.N ?? -1);
+  return out;
 }
 
 /**
@@ -175,6 +181,13 @@ export function sketchUpdateParts(w: SketchItemWrite): ItemExtra {
  * `consistent` is false (then only the first: a refused write reads again consistently). A write here sets `wm` to
  * -1 on an item that has none (an overflow item holding sketches only): the position "no count yet" that an absent
  * `wm` already means. Returns UpdateItems made (refused ones too).
+ *
+ * `fence` is the lowest bucket seq of the counts these sketches are flushed with (undefined: not known). A tombstone
+ * item (ERASED_ATTR: an erased visitor's or a deleted store's) whose `wm` is at or above it was put after these
+ * sketches were read (a flush that went on after its job's lock lapsed): the write's condition refuses it and the
+ * item is left as it is, nothing written. One whose `wm` is below it (an overflow item the erasure put in place, met
+ * by a flush of later counts) is written, and the write removes the mark as a count write does. Without a fence
+ * every tombstone is left alone.
  */
 export async function writeSketchItem(
   deps: RowWriterDeps,
@@ -182,6 +195,7 @@ export async function writeSketchItem(
   pk: string,
   sk: string,
   attrs: ReadonlyMap<string, readonly Buffer[]>,
+  fence: number | undefined,
   prepared?: SketchItemWrite,
   consistent = true,
 ): Promise<number> {
@@ -190,21 +204,25 @@ export async function writeSketchItem(
   let write = prepared;
   for (let refused = 0; ;) {
     write ??= await prepareSketchItem(deps, union, pk, sk, left, consistent || refused > 0);
-    if (write.spilled) return updates + (await writeToOverflow(deps, union, pk, sk, left));
+    // Erased after these sketches were read: they went with the item (whatever the read's consistency, a tombstone
+    // at or above the fence was put after them).
+    if (write.erasedAt !== undefined && (fence === undefined || write.erasedAt >= fence)) return updates;
+    if (write.spilled) return updates + (await writeToOverflow(deps, union, pk, sk, left, fence));
     const [now, rest] = splitSketchWrite(write);
     const parts = sketchUpdateParts(now);
     const set = [...parts.set, '#wm = if_not_exists(#wm, :nowm)'];
-    const names: Record<string, string> = { ...parts.names, '#wm': WATERMARK_ATTR, '#ov': SPILLED_ATTR };
+    const remove = ['#er'];
+    const names: Record<string, string> = { ...parts.names, '#wm': WATERMARK_ATTR, '#ov': SPILLED_ATTR, '#er': ERASED_ATTR };
     const values: Record<string, AttributeValue> = { ...parts.values, ':nowm': { N: '-1' } };
-    const expiresAt = deps.expiresAt?.(baseSk(sk));
-    if (expiresAt !== undefined) {
-      set.push('#ex = :ex');
-      names['#ex'] = EXPIRES_ATTR;
-      values[':ex'] = { N: String(expiresAt) };
+    stampExpiry(deps, sk, set, remove, names, values);
+    let notErased = 'attribute_not_exists(#er)';
+    if (fence !== undefined) {
+      values[':lo'] = { N: String(fence) };
+      notErased = `(${notErased} OR #wm < :lo)`;
     }
     const out = await updateItem(deps, pk, sk, {
-      UpdateExpression: `SET ${set.join(', ')}`,
-      ConditionExpression: `(${parts.condition}) AND attribute_not_exists(#ov)`,
+      UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
+      ConditionExpression: `(${parts.condition}) AND attribute_not_exists(#ov) AND ${notErased}`,
       ExpressionAttributeNames: names,
       ExpressionAttributeValues: values,
     });
@@ -230,11 +248,12 @@ async function writeToOverflow(
   pk: string,
   sk: string,
   attrs: ReadonlyMap<string, readonly Buffer[]>,
+  fence: number | undefined,
 ): Promise<number> {
   let updates = 0;
   for (const [child, names] of Map.groupBy(attrs.keys(), (a) => childSk(sk, a))) {
     const own = new Map(names.map((a) => [a, attrs.get(a)!]));
-    updates += await writeSketchItem(deps, union, pk, child, own, undefined, false);
+    updates += await writeSketchItem(deps, union, pk, child, own, fence, undefined, false);
   }
   return updates;
 }
@@ -248,6 +267,10 @@ async function writeToOverflow(
  * conditions (perhaps a stale read) is read again consistently, and an item whose ride never went uses the union
  * already read.
  * Live sketches of other days wait for a flush that writes their month item (their counts are still in Redis).
+ * A ride needs no condition on a tombstone (ERASED_ATTR): the counts' watermark condition refuses a stale flush's
+ * ride, and a flush of later counts clears the mark in the UpdateItem the ride is in; the sketch writes of their own
+ * are fenced by the counts' lowest bucket seq (writeSketchItem). So a flush that read its outbox before an erasure
+ * writes no sketch to the tombstones, and one of later counts writes all of its own.
  * Returns writeRow's result, the sketch-only UpdateItems and the live sketches now in DynamoDB (to ack).
  */
 export async function writeRowWithSketches<P extends SketchPart>(
@@ -267,10 +290,11 @@ export async function writeRowWithSketches<P extends SketchPart>(
     if (!w.spilled && splitSketchWrite(w)[1] === undefined) extras.set(sk, sketchUpdateParts(w));
   });
   const r = await writeRow(deps, pk, entries, { extras });
+  const fence = entries.reduce<number | undefined>((lo, e) => (lo === undefined || e.seq < lo ? e.seq : lo), undefined);
   let sketchUpdates = 0;
   for (const [i, [sk, attrs]] of cells.entries()) {
     if (r.extrasWritten?.includes(sk)) continue;
-    sketchUpdates += await writeSketchItem(deps, union, pk, sk, attrs, r.extrasRefused?.includes(sk) ? undefined : prepared[i]);
+    sketchUpdates += await writeSketchItem(deps, union, pk, sk, attrs, fence, r.extrasRefused?.includes(sk) ? undefined : prepared[i]);
   }
   return { ...r, sketchUpdates, sketchesWritten: riding };
 }

@@ -41,6 +41,13 @@ export function baseSk(sk: string): string {
 export const SKETCH_VERSION_ATTR = 'wm.h';
 /** The DynamoDB TTL attribute (epoch seconds) the writer sets on the items of a visitor row under a retention. */
 export const EXPIRES_ATTR = 'expiresAt';
+/**
+ * Set (a string: the ISO time of the erasure) on a tombstone item: an item that erasing a visitor or deleting a store
+ * (libs/tenants erasure.ts) put in place of a counter item, holding no counts, its `wm` the fence (no bucket at or
+ * below it may be written to it again) and an EXPIRES_ATTR of its own. Every counter write removes it (libs/dynamo
+ * row-writer). Its dot keeps it out of every metric name (a code holds none), so it need not be in RESERVED_ATTRS.
+ */
+export const ERASED_ATTR = 'wm.e';
 
 /**
  * Every attribute name a counter item (month row, TOTAL, their overflow items) carries besides its counts: the

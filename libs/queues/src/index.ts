@@ -15,6 +15,7 @@ export {
 } from './queues';
 export { createShardWorkers } from './workers';
 export { jobIdFor } from './job-id';
+export { scheduleRetentionRestamp } from './restamp';
 export { closeConnection, createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';
 export {
   createReplicaFence,

@@ -9,6 +9,11 @@ export const QUEUE = {
   seal: 'seal',
   /** One job per row to flush: the writer turns the row's outbox into one UpdateItem per DynamoDB item. */
   dynamoWrites: 'dynamo-writes',
+  /**
+   * Store maintenance run by the dynamo-writer, one job at a time per process: the restamp of a store's visitor items
+   * after a change of its visitor-history retention (restamp.ts). Unsharded: a handful of jobs a day.
+   */
+  maintenance: 'maintenance',
 } as const;
 
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE];

@@ -152,11 +152,25 @@ export const dynamoWriteJobSchema = z
   })
   .strict();
 
+/**
+ * A job of the maintenance queue. One kind so far: `restamp-retention`, the restamp of a store's visitor items after
+ * a change of its visitor-history retention (scheduleRetentionRestamp).
+ */
+export const maintenanceJobSchema = z
+  .object({
+    kind: z.literal('restamp-retention'),
+    store: storeIdSchema,
+    /** Epoch ms of the change of historyMonths the job follows (the tenant item records any later one). */
+    changedAt: z.number().int().nonnegative(),
+  })
+  .strict();
+
 /** Queue -> payload schema. `enqueue()` and every processor use it, so payloads are checked at compile and run time. */
 export const payloadSchemas = {
   [QUEUE.events]: eventsJobSchema,
   [QUEUE.seal]: sealJobSchema,
   [QUEUE.dynamoWrites]: dynamoWriteJobSchema,
+  [QUEUE.maintenance]: maintenanceJobSchema,
 } as const satisfies Record<QueueName, z.ZodType>;
 
 export type PayloadOf<Q extends QueueName> = z.input<(typeof payloadSchemas)[Q]>;

@@ -8,12 +8,14 @@ import {
   enqueueBulk,
   eventsJobSchema,
   jobIdFor,
+  maintenanceJobSchema,
   payloadSchemas,
   QUEUE,
   QUEUE_NAMES,
   QUEUE_SETTINGS,
   QUEUE_SHARDS,
   queuePrefix,
+  scheduleRetentionRestamp,
   shardCount,
   shardOfStore,
   type TallyQueues,
@@ -21,7 +23,7 @@ import {
 
 describe('queues', () => {
   it('has settings and a schema for every queue', () => {
-    expect(QUEUE_NAMES).toEqual(['events', 'seal', 'dynamo-writes']);
+    expect(QUEUE_NAMES).toEqual(['events', 'seal', 'dynamo-writes', 'maintenance']);
     for (const q of QUEUE_NAMES) {
       expect(QUEUE_SETTINGS[q].jobs.attempts).toBeGreaterThan(0);
       expect(payloadSchemas[q]).toBeDefined();
@@ -39,6 +41,47 @@ describe('queues', () => {
     // A flush job queued by an earlier version (with the old defaults) still parses.
     const queuedBefore = { store: 'S1', pk: 'S1', reason: 'policy', waits: 0 };
     expect(dynamoWriteJobSchema.parse(queuedBefore)).toEqual(queuedBefore);
+  });
+
+  it('validates maintenance jobs: a restamp of one store after one change, retried with backoff, dropped once done', () => {
+    const job = { kind: 'restamp-retention', store: 'S1', changedAt: 1_700_000_000_000 };
+    expect(maintenanceJobSchema.parse(job)).toEqual(job);
+    for (const bad of [
+      { ...job, kind: 'vacuum' },
+      { ...job, store: 'S{1}' },
+      { ...job, changedAt: 1.5 },
+      { ...job, extra: 1 },
+      { store: 'S1' },
+    ])
+      expect(maintenanceJobSchema.safeParse(bad).success, JSON.stringify(bad)).toBe(false);
+    const { jobs } = QUEUE_SETTINGS[QUEUE.maintenance];
+    expect(jobs).toMatchObject({
+      attempts: 12,
+      backoff: { type: 'exponential' },
+      removeOnComplete: true,
+      removeOnFail: { age: 14 * 86_400 },
+    });
+    expect(shardCount({ keyPrefix: 't', shards: 8 }, QUEUE.maintenance)).toBe(1);
+  });
+
+  it('schedules a restamp delayed by the settle time, one job id per store and change, coalesced per store', async () => {
+    const added: Array<{ name: string; data: unknown; opts: unknown }> = [];
+    const queue = {
+      add: async (name: string, data: unknown, opts: { jobId: string }) => (added.push({ name, data, opts }), { id: opts.jobId }),
+    };
+    const queues = { [QUEUE.maintenance]: queue } as unknown as Pick<TallyQueues, 'maintenance'>;
+    const at = Date.now();
+    expect(await scheduleRetentionRestamp(queues, 'S1', at, 90_000)).toBe(at + 90_000);
+    await scheduleRetentionRestamp(queues, 'S1', at + 1, 90_000);
+    await scheduleRetentionRestamp(queues, 'S2', at, 90_000);
+    const dedupe = { id: jobIdFor('restamp', 'S1'), replace: true, keepLastIfActive: true };
+    expect(added[0]).toEqual({
+      name: QUEUE.maintenance,
+      data: { kind: 'restamp-retention', store: 'S1', changedAt: at },
+      opts: { jobId: jobIdFor('restamp', 'S1', at), delay: 90_000, deduplication: dedupe },
+    });
+    expect(added[1]!.opts).toEqual({ jobId: jobIdFor('restamp', 'S1', at + 1), delay: 90_000, deduplication: dedupe });
+    expect(added[2]!.opts).toMatchObject({ deduplication: { id: jobIdFor('restamp', 'S2') } });
   });
 
   it("checks a rolled-up batch's distinct members whole: the store's rows, sketch fields, whole 8-byte ids, only with rows", () => {

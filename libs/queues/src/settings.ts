@@ -49,4 +49,9 @@ export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
   // DynamoDB throttling and outages do not consume attempts (the job is delayed, see the writer); these
   // attempts are for unexpected errors only.
   [QUEUE.dynamoWrites]: queueSettings({ attempts: 8, delayMs: 1_000, removeOnComplete: true, failedKept: 100_000 }),
+  // A restamp is idempotent and resumable: retried 5-10 s after a failure, then twice as long each time (the last
+  // try some 1.5-3 h after the one before, 3-6 h in all: a DynamoDB outage or a throttled Scan), then the failed set
+  // (replay it with tools/dlq, or run `tenants restamp-retention`). Completed jobs go at once: the dynamo-writer logs
+  // each result, and a job id must not outlive its store.
+  [QUEUE.maintenance]: queueSettings({ attempts: 12, delayMs: 10_000, removeOnComplete: true, failedKept: 1_000 }),
 };

@@ -212,15 +212,68 @@ function checkSettings({ timeZone, currency, historyMonths: m, ingestEventsPerSe
   });
 }
 
-/** Changes a tenant's settings (one UpdateItem); returns the tenant as it now is. */
+/** Changes a tenant's settings (one UpdateItem); returns the tenant as it now is. See changeTenant. */
 export async function updateTenant(db: TenantDb, store: string, settings: TenantSettings): Promise<TenantInfo> {
+  return (await changeTenant(db, store, settings)).tenant;
+}
+
+/**
+ * The tenant item's epoch ms of the last write of historyMonths (changeTenant; changed or not): a restamp job waits
+ * RETENTION_SETTLE_MS after it (apps/dynamo-writer restamp.processor.ts), whatever change it was queued for.
+ */
+const HISTORY_SET_AT_ATTR = 'historyMonthsSetAt';
+
+/** What changeTenant did. */
+interface TenantChange {
+  /** The tenant as it now is. */
+  tenant: TenantInfo;
+  /** Present when historyMonths changed: its value before (null: kept for ever) and when it changed (epoch ms). */
+  history?: { before: number | null; changedAt: number };
+}
+
+interface TenantChangeOptions {
+  /** The clock (epoch ms) of the change. Default `Date.now`. */
+  now?: () => number;
+  /**
+   * Schedules the restamp of the store's visitor items (libs/queues scheduleRetentionRestamp), called when
+   * historyMonths changes, twice: before the write (the tenant read then has another value; a failure stops the
+   * change, nothing is written), so that a crash right after the write leaves a restamp queued; and after it, with
+   * the time of the change (the queue keeps the last of a store's, see scheduleRetentionRestamp), so that a restamp
+   * that was running or due meanwhile is followed by one that sees the change. A failure after the write is thrown too:
+   * the change is made, and the restamp scheduled before it stands.
+   */
+  restamp?: (changedAt: number) => Promise<unknown>;
+}
+
+/**
+ * Changes a tenant's settings in one UpdateItem and says whether historyMonths changed (its old value comes from that
+ * same write, so two changes at once are each seen by one caller). A write of historyMonths, changed or not, also
+ * records when (HISTORY_SET_AT_ATTR). With `restamp`, a change of historyMonths schedules the restamp of the visitor
+ * items already written (see TenantChangeOptions).
+ */
+export async function changeTenant(
+  db: TenantDb,
+  store: string,
+  settings: TenantSettings,
+  opts: TenantChangeOptions = {},
+): Promise<TenantChange> {
   checkStore(store);
   checkSettings(settings);
+  const now = opts.now ?? Date.now;
   const { timeZone, currency, historyMonths: m, ingestEventsPerSecond } = settings;
+  if (m !== undefined && opts.restamp) {
+    const before = await getTenant(db, store);
+    if (before && !before.deletingAt && (before.historyMonths ?? null) !== m) await opts.restamp(now());
+  }
+  const at = now();
   // Every setting given is SET to its value, or REMOVEd (historyMonths or ingestEventsPerSecond: null).
-  const given = Object.entries({ timeZone, currency, historyMonths: m, [INGEST_BUDGET_ATTR]: ingestEventsPerSecond }).filter(
-    ([, v]) => v !== undefined,
-  );
+  const given = Object.entries({
+    timeZone,
+    currency,
+    historyMonths: m,
+    [INGEST_BUDGET_ATTR]: ingestEventsPerSecond,
+    [HISTORY_SET_AT_ATTR]: m === undefined ? undefined : at,
+  }).filter(([, v]) => v !== undefined);
   const set = given.filter(([, v]) => v !== null).map(([name]) => `#${name} = :${name}`);
   const remove = given.filter(([, v]) => v === null).map(([name]) => `#${name}`);
   const names = Object.fromEntries(given.map(([name]) => [`#${name}`, name]));
@@ -231,8 +284,9 @@ export async function updateTenant(db: TenantDb, store: string, settings: Tenant
   if (!update) {
     const t = await getTenant(db, store);
     if (!t || t.deletingAt) throw notFound(store);
-    return t;
+    return { tenant: t };
   }
+  let old: Item;
   try {
     const out = await db.dynamo.send(
       new UpdateItemCommand({
@@ -242,14 +296,43 @@ export async function updateTenant(db: TenantDb, store: string, settings: Tenant
         ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(deletingAt)',
         ExpressionAttributeNames: names,
         ...(Object.keys(values).length ? { ExpressionAttributeValues: values } : {}),
-        ReturnValues: 'ALL_NEW',
+        ReturnValues: 'ALL_OLD',
       }),
     );
-    return tenantOf(store, out.Attributes ?? {});
+    old = out.Attributes ?? {};
   } catch (err) {
     if (err instanceof ConditionalCheckFailedException) throw notFound(store);
     throw err;
   }
+  // The tenant as the write left it: the item before it, with the settings given set or removed.
+  const item: Item = { ...old };
+  for (const [name, v] of given) {
+    if (v === null) delete item[name];
+    else item[name] = values[`:${name}`]!;
+  }
+  const tenant = tenantOf(store, item);
+  const before = tenantOf(store, old).historyMonths ?? null;
+  if (m === undefined || before === (tenant.historyMonths ?? null)) return { tenant };
+  await opts.restamp?.(at);
+  return { tenant, history: { before, changedAt: at } };
+}
+
+/**
+ * When the store's historyMonths was last written by changeTenant (epoch ms, a consistent read): undefined when it
+ * never was, or for an unknown store.
+ */
+export async function historyMonthsSetAt(db: TenantDb, store: string): Promise<number | undefined> {
+  const out = await db.dynamo.send(
+    new GetItemCommand({
+      TableName: db.table,
+      Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
+      ConsistentRead: true,
+      ProjectionExpression: '#at',
+      ExpressionAttributeNames: { '#at': HISTORY_SET_AT_ATTR },
+    }),
+  );
+  const at = out.Item?.[HISTORY_SET_AT_ATTR]?.N;
+  return at === undefined ? undefined : Number(at);
 }
 
 const indexEntry = (store: string): Item => ({ pk: S(TENANT_INDEX_PK), sk: S(store) });

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConditionalCheckFailedException, DeleteItemCommand, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { BucketEraser } from '@tally/buckets';
+import { ERASED_ATTR, EXPIRES_ATTR, monthSk, parseDayKey, SPILLED_ATTR, TOTAL_SK, WATERMARK_ATTR } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import type { Job, JobType, Queue } from 'bullmq';
 import { getTenant, notFound, type TenantDb } from './admin';
@@ -10,7 +11,10 @@ import { KEY_SK, keyPk, LISTING_SK_PREFIX, readAll, S, str, TENANT_INDEX_PK, TEN
 /**
  * Deleting a store and erasing a visitor (docs/DESIGN.md "Privacy"). Both are idempotent and can be run again
  * after an interruption; both leave a tombstone in Redis for `tombstoneSeconds` (the dedupe window), which the
- * apply, fold and write scripts honour, so a batch or a flush in flight re-creates nothing.
+ * apply, fold and write scripts honour, so a batch or a flush in flight re-creates nothing; and both replace the
+ * DynamoDB counter items by tombstone items (replaceByTombstones), so that a flush that read its outbox before and
+ * writes after (its job's lock lapsed: the writer paused, or cut off from Redis while DynamoDB answers) re-creates
+ * nothing there either.
  */
 export interface ErasureDeps {
   db: TenantDb;
@@ -24,11 +28,21 @@ export interface ErasureDeps {
   now?: () => number;
 }
 
+/**
+ * How long a tombstone item is kept (its EXPIRES_ATTR, from the erasure): a flush that read its outbox before the
+ * erasure and writes more than this later is not fenced any more (it would re-create the items it writes).
+ */
+export const TOMBSTONE_ITEM_DAYS = 30;
+const DAY_S = 86_400;
+
 /** What deleting a store removed. */
 export interface StoreDeletion {
   store: string;
   removed: {
-    /** Counter items (every entity: store, products, visitors, …; month and TOTAL items). */
+    /**
+     * Counter items (every entity: store, products, visitors, …; month and TOTAL items) whose data went: each is a
+     * tombstone item now (replaceByTombstones); tombstones already there are not counted.
+     */
     dynamoItems: number;
     /** API keys (their key items; the listing goes with the tenant). */
     apiKeys: number;
@@ -47,7 +61,7 @@ export interface VisitorErasure {
   store: string;
   visitor: string;
   removed: {
-    /** The visitor's DynamoDB items (month items and TOTAL). */
+    /** The visitor's DynamoDB items holding data (month items and TOTAL), each a tombstone item now (replaceByTombstones). */
     dynamoItems: number;
     /** Counts not yet in DynamoDB: outbox fields and open or sealed bucket fields. */
     outboxEntries: number;
@@ -71,8 +85,10 @@ const PAGE = 500;
  *    write nothing, and the aggregator drops a batch of the store rather than failing it) and the tenant and its
  *    tenant index entry are marked `deletingAt` (every app then treats the store as unknown, within its cache TTL);
  * 2. its API keys are deleted, its queued and failed jobs removed, and its running jobs waited for;
- * 3. its Redis keys and DynamoDB items are deleted, the Redis keys once more (whatever a job finishing in
- *    between left), then the tenant, then its index entry.
+ * 3. its DynamoDB items are replaced by tombstone items (replaceByTombstones), fenced at the store's epoch (read
+ *    now: no script of the store seals or folds under the tombstone) − 1, and the items its rows' outbox entries
+ *    would go to get one too; then its Redis keys are deleted (after the items: a deletion resumed after that
+ *    finds the fence in the tombstones, and nothing left in Redis to fence), then the tenant, then its index entry.
  * An interrupted deletion is resumed by calling it again: the tenant stays marked until it goes, and its entry in
  * the tenant index (deleted last) carries the same mark, so a deletion cut short after the tenant went is finished
  * too. Throws TALLY_ERR_TENANT_NOT_FOUND for a store that does not exist: one that never did, one whose deletion
@@ -124,9 +140,11 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   const jobs = await removeJobs(deps.queues, (data) => data['store'] === store);
   await waitForRunningJobs(deps, (data) => data['store'] === store, `store ${store}`);
 
-  let redisKeys = await deps.eraser.deleteStoreKeys(store);
-  const dynamoItems = await deleteItems(db, await scanStoreItems(db, store));
-  redisKeys += await deps.eraser.deleteStoreKeys(store);
+  // What a flush that read an outbox before the tombstone may still write (the outboxes stay as they are under it).
+  const unwritten = await deps.eraser.unwritten(store);
+  const items = await scanStoreItems(db, store, ITEM_STATE);
+  const dynamoItems = await replaceByTombstones(db, now(), items, unwritten.epoch, unwritten.outboxDays);
+  const redisKeys = await deps.eraser.deleteStoreKeys(store);
 
   // The tenant last, its index entry after it, so that a tenant that exists is always listed (an entry without its
   // tenant is passed over by listTenants); a call cut short between the two is resumed by the entry's mark.
@@ -142,10 +160,13 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
 }
 
 /**
- * Erases one visitor of a store: their DynamoDB items, their counts still in Redis (outbox, open and sealed
- * buckets) and their cached history; store and product aggregates stay. Their events still in flight are
- * dropped for `tombstoneSeconds`. Throws TALLY_ERR_TENANT_NOT_FOUND for an unknown store and
- * TALLY_ERR_VISITOR_NOT_FOUND when nothing of the visitor was found (the tombstone is set all the same).
+ * Erases one visitor of a store: their DynamoDB items (replaced by tombstone items, fenced at the epoch the Redis
+ * erasure read − 1: replaceByTombstones), their counts still in Redis (outbox, open and sealed buckets) and their
+ * cached history; store and product aggregates stay. Their events still in flight are dropped for
+ * `tombstoneSeconds`. Throws TALLY_ERR_TENANT_NOT_FOUND for an unknown store and TALLY_ERR_VISITOR_NOT_FOUND when
+ * nothing of the visitor was found (the tombstone is set all the same; tombstone items of an earlier erasure are no
+ * data). When a flush of the row is still running after `activeJobsTimeoutMs`, the items are replaced all the same
+ * (the days of the erased outbox are known only now) and TALLY_ERR_DELETION_INCOMPLETE is thrown after that.
  */
 export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules }, store: string, visitor: string): Promise<VisitorErasure> {
   const now = deps.now ?? Date.now;
@@ -155,11 +176,21 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
   const until = now() + deps.tombstoneSeconds * 1000;
   const tombstone = { until, ttlSeconds: deps.tombstoneSeconds };
   const redis = await deps.eraser.eraseRow(store, pk, tombstone);
-  // A flush of this row that read its outbox before the erasure may still be writing: wait for it.
-  await waitForRunningJobs(deps, (data) => data['store'] === store && data['pk'] === pk, `visitor ${visitor}`);
-  const dynamoItems = await deleteItems(deps.db, await queryAll(deps.db, pk, 'pk, sk'));
+  // A flush of this row that read its outbox before the erasure may still be writing: wait for it (what it writes
+  // after the items are replaced is refused by their fence, but one that spills an item meanwhile would write to
+  // overflow items the replacement did not see spilled).
+  let incomplete: TenantError | undefined;
+  try {
+    await waitForRunningJobs(deps, (data) => data['store'] === store && data['pk'] === pk, `visitor ${visitor}`);
+  } catch (err) {
+    if (!(err instanceof TenantError && err.code === 'TALLY_ERR_DELETION_INCOMPLETE')) throw err;
+    incomplete = err;
+  }
+  const items = await queryAll(deps.db, pk, ITEM_STATE);
+  const dynamoItems = await replaceByTombstones(deps.db, now(), items, redis.epoch, new Map([[pk, redis.outboxDays]]));
   // Again: a query that read the items before they went may have cached them meanwhile.
   const again = await deps.eraser.eraseRow(store, pk, tombstone);
+  if (incomplete) throw incomplete;
   const removed = {
     dynamoItems,
     outboxEntries: redis.outboxEntries + again.outboxEntries,
@@ -185,12 +216,22 @@ async function deletionMarked(db: TenantDb, store: string): Promise<boolean> {
   return out.Item !== undefined && str(out.Item, 'deletingAt') !== undefined;
 }
 
-const queryAll = (db: TenantDb, pk: string, projection?: string) =>
+/** Every item of a partition, with (when given) only pk, sk and the attributes `extra` names (when an item has them). */
+const queryAll = (db: TenantDb, pk: string, extra?: readonly string[]) =>
   readAll(db, {
     KeyConditionExpression: 'pk = :pk',
     ExpressionAttributeValues: { ':pk': S(pk) },
-    ...(projection ? { ProjectionExpression: projection } : {}),
+    ...(extra && projectionOf(extra)),
   });
+
+/** A projection of pk, sk and the attributes `extra` names (ExpressionAttributeNames: theirs may hold dots). */
+const projectionOf = (extra: readonly string[]) => ({
+  ProjectionExpression: ['pk', 'sk', ...extra.map((_, i) => `#x${i}`)].join(', '),
+  ...(extra.length > 0 && { ExpressionAttributeNames: Object.fromEntries(extra.map((name, i) => [`#x${i}`, name])) }),
+});
+
+/** What replaceByTombstones reads of a counter item: its position, whether it is a tombstone, whether it spilled. */
+const ITEM_STATE = [WATERMARK_ATTR, ERASED_ATTR, SPILLED_ATTR];
 
 /**
  * The keys of every counter item of a store: pk `<store>` or `<store>#…`, with the attributes `extra` names (when
@@ -203,11 +244,71 @@ export const scanStoreItems = (db: TenantDb, store: string, extra: readonly stri
     {
       FilterExpression: 'pk = :s OR begins_with(pk, :p)',
       ExpressionAttributeValues: { ':s': S(store), ':p': S(`${store}#`) },
-      ProjectionExpression: ['pk', 'sk', ...extra.map((_, i) => `#x${i}`)].join(', '),
-      ...(extra.length > 0 && { ExpressionAttributeNames: Object.fromEntries(extra.map((name, i) => [`#x${i}`, name])) }),
+      ...projectionOf(extra),
     },
     true,
   );
+
+/**
+ * Replaces counter items by tombstone items, so that a flush that read its outbox before an erasure (or a store's
+ * deletion) and writes after it, its job's lock lapsed meanwhile, re-creates nothing: each is PUT (a write unit, as
+ * a delete; 25 per BatchWriteItem) as `{pk, sk, wm: fence, ERASED_ATTR: now (ISO), EXPIRES_ATTR: now +
+ * TOMBSTONE_ITEM_DAYS}`. The fence is the store's epoch the erasure read − 1 (`epoch`: every bucket such a flush
+ * can hold has a lower seq, every bucket with later counts of the row this one or a higher), and at least the `wm`
+ * of every item read (so with no epoch, as in a deletion resumed after the Redis keys went, the fence a first run
+ * put): the flush's UpdateItem of buckets at or below it is refused by the watermark condition, and the writer
+ * takes them for written; a flush of later counts passes it, and its write removes the mark and the stamp
+ * (libs/dynamo row-writer). Readers take a tombstone for an empty item at `wm` (libs/dynamo toStoredItem).
+ * The items put are:
+ * - every item of `items` that holds data (not a tombstone already): the data goes;
+ * - the month items and TOTAL of the days of each row's outbox entries (`outboxDays`), whatever they hold: the
+ *   flush writes them there, to items that need not exist yet (a visitor's first flush, a new month);
+ * - the 16 overflow items of every spilled item of `items` (overflow.ts in libs/dynamo): a flush that read it
+ *   spilled writes beyond its position there, to overflow items that need not exist yet.
+ * Tombstones of an earlier erasure not among these stay as they are. `items` must hold pk, sk and ITEM_STATE.
+ * Returns the number of items that held data.
+ */
+async function replaceByTombstones(
+  db: TenantDb,
+  now: number,
+  items: readonly Item[],
+  epoch: number | undefined,
+  outboxDays: ReadonlyMap<string, readonly string[]>,
+): Promise<number> {
+  let fence = epoch === undefined ? -1 : epoch - 1;
+  for (const it of items) fence = Math.max(fence, Number(it[WATERMARK_ATTR]?.N ?? -1));
+  const keys = new Map<string, { pk: string; sk: string }>();
+  const add = (pk: string, sk: string) => keys.set(`${pk}\u0000${sk}`, { pk, sk });
+  let data = 0;
+  for (const it of items) {
+    if (it[ERASED_ATTR] !== undefined) continue;
+    const pk = str(it, 'pk') ?? '';
+    const sk = str(it, 'sk') ?? '';
+    data++;
+    add(pk, sk);
+    if (it[SPILLED_ATTR] !== undefined) for (const child of overflowItems(sk)) add(pk, child);
+  }
+  for (const [pk, days] of outboxDays) {
+    if (days.length > 0) add(pk, TOTAL_SK);
+    for (const day of days) {
+      const d = parseDayKey(day);
+      add(pk, monthSk(d.year, d.month));
+    }
+  }
+  const mark = {
+    [WATERMARK_ATTR]: { N: String(fence) },
+    [ERASED_ATTR]: S(new Date(now).toISOString()),
+    [EXPIRES_ATTR]: { N: String(Math.floor(now / 1000) + TOMBSTONE_ITEM_DAYS * DAY_S) },
+  };
+  await writeAll(
+    db,
+    [...keys.values()].map(({ pk, sk }) => ({ PutRequest: { Item: { pk: S(pk), sk: S(sk), ...mark } } })),
+  );
+  return data;
+}
+
+/** The 16 overflow items of an item: libs/dynamo overflow.ts `childSks` (`M2024-05#0`…; `M2024-05#3a`… of `M2024-05#3`). */
+const overflowItems = (sk: string) => [...'0123456789abcdef'].map((h) => `${sk}${sk.includes('#') ? '' : '#'}${h}`);
 
 /** Deletes items by their key (pk, sk). Returns how many. */
 async function deleteItems(db: TenantDb, keys: Item[]): Promise<number> {

@@ -1,9 +1,11 @@
 export { TenantError, TenantsUnavailableError } from './errors';
 export { SCOPES, hashKey, keyIdOf, type Scope } from './keys';
 export {
+  changeTenant,
   createTenant,
   createTenantAdmin,
   getTenant,
+  historyMonthsSetAt,
   issueKey,
   listKeys,
   listTenants,

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConditionalCheckFailedException, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
-import { baseSk, EXPIRES_ATTR, parseMonthSk, parsePk, retentionExpiry, TOTAL_SK } from '@tally/key-layout';
+import { baseSk, ERASED_ATTR, EXPIRES_ATTR, parseMonthSk, parsePk, retentionExpiry, TOTAL_SK } from '@tally/key-layout';
 import { getTenant, notFound, type TenantDb } from './admin';
 import { scanStoreItems } from './erasure';
 import { S, str, type Item } from './items';
@@ -74,6 +74,8 @@ const HONOURED_PAST_S = 4 * 365 * DAY_S;
  * - with historyMonths unset (kept for ever): the stamp is removed from every month item and TOTAL.
  * An item whose new stamp and old one are both in the past keeps the old one: it is due either way (but see
  * OLDEST_STAMP_DAYS).
+ * Tombstone items (ERASED_ATTR: an erased visitor's, erasure.ts) are passed over: they hold no history, their stamp
+ * is their own lifetime (TOMBSTONE_ITEM_DAYS), and they count neither as the row's items nor as its latest month.
  *
  * Only items whose stamp changes are written: one UpdateItem each, on condition that the item still exists and still
  * has the stamp read (an item deleted meanwhile is not re-created; one a writer updated meanwhile has the current
@@ -94,9 +96,9 @@ export async function restampRetention(db: TenantDb, store: string, opts: Restam
   const due = (s: number | undefined) => s !== undefined && s <= nowS && s > nowS - HONOURED_PAST_S;
 
   const rows = new Map<string, Item[]>();
-  for (const item of await scanStoreItems(db, store, [EXPIRES_ATTR])) {
+  for (const item of await scanStoreItems(db, store, [EXPIRES_ATTR, ERASED_ATTR])) {
     const pk = str(item, 'pk') ?? '';
-    if (parsePk(pk).entity !== 'visitor') continue;
+    if (parsePk(pk).entity !== 'visitor' || item[ERASED_ATTR] !== undefined) continue;
     const row = rows.get(pk);
     if (row) row.push(item);
     else rows.set(pk, [item]);
@@ -141,8 +143,9 @@ export async function restampRetention(db: TenantDb, store: string, opts: Restam
           TableName: db.table,
           Key: { pk: S(pk), sk: S(sk) },
           UpdateExpression: stamp === undefined ? 'REMOVE #ex' : 'SET #ex = :ex',
-          ConditionExpression: `attribute_exists(pk) AND ${old ? '#ex = :old' : 'attribute_not_exists(#ex)'}`,
-          ExpressionAttributeNames: { '#ex': EXPIRES_ATTR },
+          // Nor an item erased meanwhile (a tombstone keeps its own stamp).
+          ConditionExpression: `attribute_exists(pk) AND attribute_not_exists(#er) AND ${old ? '#ex = :old' : 'attribute_not_exists(#ex)'}`,
+          ExpressionAttributeNames: { '#ex': EXPIRES_ATTR, '#er': ERASED_ATTR },
           ...(Object.keys(values).length > 0 && { ExpressionAttributeValues: values }),
         }),
       );

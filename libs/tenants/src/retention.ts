@@ -2,22 +2,28 @@ import { parsePk, retentionExpiry } from '@tally/key-layout';
 import type { TenantDirectory } from './directory';
 
 /**
- * The writer's expiryOf: the items of a visitor row get a DynamoDB TTL when their store keeps visitor history
- * for a number of months (historyMonths); every other row, and any row while the tenant cannot be looked up, none
- * (the next write sets it; queries cut at the retention start anyway). It stamps the setting its directory holds
- * (cached: a change reaches it within the directory's cacheTtlMs); the items written before a change of
- * historyMonths are restamped by restampRetention (retention-change.ts), which waits that long first.
+ * The writer's expiryOf: per row, the TTL its items get with every update (libs/dynamo RowWriterDeps.expiresAt):
+ * - a number (epoch seconds, retentionExpiry) for the items of a visitor row when its store keeps visitor history for
+ *   a number of months (historyMonths);
+ * - `null`, no stamp (the writer REMOVEs any the item has: a tombstone's, or an earlier retention's), for every other
+ *   row, and for the visitor rows of a store keeping history for ever;
+ * - `undefined`, not known (the item keeps the stamp it has; the next write sets it; queries cut at the retention
+ *   start anyway), while the tenant cannot be looked up, or has no tenant item.
+ * It stamps the setting its directory holds (cached: a change reaches it within the directory's cacheTtlMs); the
+ * items written before a change of historyMonths are restamped by restampRetention (retention-change.ts), which waits
+ * that long first.
  */
 export function visitorExpiry(
   tenants: Pick<TenantDirectory, 'tenant'>,
   now: () => number = Date.now,
-): (store: string, pk: string) => Promise<((sk: string) => number | undefined) | undefined> {
+): (store: string, pk: string) => Promise<(sk: string) => number | null | undefined> {
   return async (store, pk) => {
-    if (parsePk(pk).entity !== 'visitor') return undefined;
+    if (parsePk(pk).entity !== 'visitor') return () => null;
     const tenant = await tenants.tenant(store).catch(() => undefined);
-    const months = tenant?.historyMonths;
-    if (months === undefined) return undefined;
+    if (!tenant) return () => undefined;
+    const months = tenant.historyMonths;
+    if (months === undefined) return () => null;
     const at = now();
-    return (sk) => retentionExpiry(sk, months, at, tenant!.timeZone);
+    return (sk) => retentionExpiry(sk, months, at, tenant.timeZone) ?? null;
   };
 }

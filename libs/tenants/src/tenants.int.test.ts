@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDynamoClient } from '@tally/dynamo';
+import { ERASED_ATTR } from '@tally/key-layout';
 import { createTestTable, createTestTenants, startDynalite, waitFor, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -209,11 +210,14 @@ describe('deleting a store (its DynamoDB side)', () => {
     const tombstones: string[] = [];
     const eraser = {
       markStoreDeleted: async (store: string) => void tombstones.push(store),
+      unwritten: async () => ({ epoch: undefined, outboxDays: new Map() }),
       deleteStoreKeys: async () => 0,
     } as unknown as ErasureDeps['eraser'];
     const deps = (on: TenantDb = d): ErasureDeps => ({ db: on, eraser, queues: [], tombstoneSeconds: 60 });
-    const itemsOf = async (store: string) =>
+    /** The keys of the store's items, tombstone items (which hold no data: erasure.ts) apart, or only those. */
+    const itemsOf = async (store: string, tombstoneItems = false) =>
       ((await d.dynamo.send(new ScanCommand({ TableName: d.table }))).Items ?? [])
+        .filter((i) => (i[ERASED_ATTR] !== undefined) === tombstoneItems)
         .map((i) => `${i['pk']!.S!} ${i['sk']!.S!}`)
         .filter((k) => k.includes(store))
         .sort();
@@ -230,6 +234,8 @@ describe('deleting a store (its DynamoDB side)', () => {
     const r = await deleteStore(deps(), 'DEL1');
     expect(r.removed).toMatchObject({ dynamoItems: 2, apiKeys: 1 });
     expect(await itemsOf('DEL1')).toEqual([]);
+    // The counter items are tombstone items, for TOMBSTONE_ITEM_DAYS (a flush that outlived its job's lock is fenced).
+    expect(await itemsOf('DEL1', true)).toEqual(['DEL1 2026-01', 'DEL1#visitor#V1 2026-01']);
     for (const store of ['DEL1', 'NEVER1']) {
       await expect(deleteStore(deps(), store)).rejects.toMatchObject({
         code: 'TALLY_ERR_TENANT_NOT_FOUND',
@@ -261,8 +267,10 @@ describe('deleting a store (its DynamoDB side)', () => {
     tombstones.length = 0;
     const again = await deleteStore(deps(), 'CUT1');
     expect(again.removed).toEqual({ dynamoItems: 0, apiKeys: 0, redisKeys: 0, queuedJobs: 0, failedJobs: 0 });
-    // Nothing re-created (no tenant holding only the mark), the index entry gone, the tombstone renewed.
+    // Nothing re-created (no tenant holding only the mark), the index entry gone, the tombstone renewed; the counter
+    // item's tombstone, put by the first call, is no data.
     expect(await itemsOf('CUT1')).toEqual([]);
+    expect(await itemsOf('CUT1', true)).toEqual(['CUT1 2026-01']);
     expect(tombstones).toContain('CUT1');
     await expect(deleteStore(deps(), 'CUT1')).rejects.toMatchObject({ code: 'TALLY_ERR_TENANT_NOT_FOUND' });
   });

@@ -129,7 +129,7 @@ describe('bundles (dist/<app>/main.mjs)', () => {
     }
     expect(await tool('dlq', ['list'])).toEqual({
       exit: { code: 0, signal: null },
-      output: `[stderr] tally: using Redis ${redisServer.url} (REDIS_URL)\nevents: 0 failed; seal: 0 failed; dynamo-writes: 0 failed`,
+      output: `[stderr] tally: using Redis ${redisServer.url} (REDIS_URL)\nevents: 0 failed; seal: 0 failed; dynamo-writes: 0 failed; maintenance: 0 failed`,
     });
     const show = await tool('tenants', ['show', 'NOPE']);
     expect(show.exit).toEqual({ code: 1, signal: null });

@@ -12,6 +12,7 @@ import {
   type Fleet,
   type StoreEvents,
 } from '@tally/loadgen';
+import { ERASED_ATTR } from '@tally/key-layout';
 import { QUEUE_NAMES, queueShards } from '@tally/queues';
 import { afterAll, describe, expect, it } from 'vitest';
 
@@ -143,11 +144,14 @@ describe.each([
 
 async function itemsOf(fleet: Fleet, store: string): Promise<string[]> {
   const { ScanCommand } = await import('@aws-sdk/client-dynamodb');
-  const out = await fleet.dynamo.send(new ScanCommand({ TableName: fleet.table, ProjectionExpression: 'pk, sk' }));
-  // The store's counter rows, its tenant and keys' listings, and its entry in the tenant index (pk _tenants, sk <store>).
+  const out = await fleet.dynamo.send(
+    new ScanCommand({ TableName: fleet.table, ProjectionExpression: 'pk, sk, #e', ExpressionAttributeNames: { '#e': ERASED_ATTR } }),
+  );
+  // The store's counter rows, its tenant and keys' listings, and its entry in the tenant index (pk _tenants, sk <store>);
+  // not the tombstone items that replace its counter items (no counters, expiring: libs/tenants erasure.ts).
   const mine = (pk: string, sk: string) =>
     pk === store || pk.startsWith(`${store}#`) || pk === `_tenant#${store}` || (pk === '_tenants' && sk === store);
-  return (out.Items ?? []).filter((i) => mine(i['pk']!.S!, i['sk']!.S!)).map((i) => i['pk']!.S!);
+  return (out.Items ?? []).filter((i) => i[ERASED_ATTR] === undefined && mine(i['pk']!.S!, i['sk']!.S!)).map((i) => i['pk']!.S!);
 }
 
 function busiestVisitor(accepted: StoreEvents[]): string {

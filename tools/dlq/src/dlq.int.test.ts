@@ -231,7 +231,7 @@ describe('dlq command line', () => {
     expect(await runDlqCli(['list'], deps(), c.io)).toBe(0);
     expect(c.out[0]).toMatch(/^QUEUE\s+ID\s+AGE\s+ATTEMPTS\s+REASON$/);
     expect(c.out[1]).toMatch(/^seal\s+seal-1\s+\d+s\s+1\s+fold failed: NOSCRIPT$/);
-    expect(c.out.at(-1)).toBe('events: 0 failed; seal: 1 failed; dynamo-writes: 0 failed');
+    expect(c.out.at(-1)).toBe('events: 0 failed; seal: 1 failed; dynamo-writes: 0 failed; maintenance: 0 failed');
 
     const j = io();
     expect(await runDlqCli(['list', '--queue', 'seal', '--json'], deps(), j.io)).toBe(0);
@@ -275,7 +275,7 @@ describe('dlq command line', () => {
     expect(bad.err[0]).toBe('tally: "10 minutes" is not a duration; use e.g. 30s, 10m, 2h, 7d or 1h30m');
     const q = io();
     expect(await runDlqCli(['replay', 'evnts', '--all'], deps(), q.io)).toBe(2);
-    expect(q.err[0]).toBe('tally: unknown queue "evnts"; queues: events, seal, dynamo-writes');
+    expect(q.err[0]).toBe('tally: unknown queue "evnts"; queues: events, seal, dynamo-writes, maintenance');
 
     const bars: string[] = [];
     const c = io();
@@ -472,7 +472,7 @@ describe('sharded queues (QUEUE_SHARDS > 1)', () => {
       ]);
       const t = io();
       expect(await runDlqCli(['list'], deps, t.io)).toBe(0);
-      expect(t.out.at(-1)).toBe('events: 3 failed; seal: 0 failed; dynamo-writes: 0 failed');
+      expect(t.out.at(-1)).toBe('events: 3 failed; seal: 0 failed; dynamo-writes: 0 failed; maintenance: 0 failed');
 
       const show = io();
       expect(await runDlqCli(['show', 'events', 'x1'], deps, show.io)).toBe(0);

@@ -118,9 +118,12 @@ describe('table', () => {
 });
 
 describe('assertQueueName', () => {
-  it('knows the three queues', () => {
+  it('knows the four queues', () => {
     expect(assertQueueName('dynamo-writes')).toBe('dynamo-writes');
-    expect(() => assertQueueName('dynamo_writes')).toThrowError(/^unknown queue "dynamo_writes"; queues: events, seal, dynamo-writes$/);
+    expect(assertQueueName('maintenance')).toBe('maintenance');
+    expect(() => assertQueueName('dynamo_writes')).toThrowError(
+      /^unknown queue "dynamo_writes"; queues: events, seal, dynamo-writes, maintenance$/,
+    );
   });
 });
 

@@ -21,7 +21,7 @@ filters (ages count from the failure):
   --older-than <age>      failed at least this long ago, e.g. 10m, 2h, 7d, 1h30m
   --newer-than <age>      failed at most this long ago
 
-queues: events, seal, dynamo-writes. purge never asks: without --yes it refuses (--dry-run only says what it would delete). Replays of events batches accepted
+queues: events, seal, dynamo-writes, maintenance. purge never asks: without --yes it refuses (--dry-run only says what it would delete). Replays of events batches accepted
 longer ago than the aggregators' DEDUPE_WINDOW_SECONDS (they publish it in Redis; this tool's own while none has)
 are refused (a batch applied before it failed would count twice) unless --past-dedupe-window, which marks each
 replayed batch so that the aggregator applies it (it refuses a batch past its window otherwise). Configured by REDIS_URL (unset: the running npm start stack's Redis, prefix and shards) or

@@ -2,6 +2,7 @@ import { paginateScan, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import {
   baseSk,
   cellsOfDay,
+  ERASED_ATTR,
   EXPIRES_ATTR,
   parseDayKey,
   SKETCH_VERSION_ATTR,
@@ -112,7 +113,16 @@ export interface ScannedTable {
   items: number;
 }
 
-const NOT_COUNTERS = new Set(['pk', 'sk', WATERMARK_ATTR, WATERMARK_PART_ATTR, SPILLED_ATTR, EXPIRES_ATTR, SKETCH_VERSION_ATTR]);
+const NOT_COUNTERS = new Set([
+  'pk',
+  'sk',
+  WATERMARK_ATTR,
+  WATERMARK_PART_ATTR,
+  SPILLED_ATTR,
+  EXPIRES_ATTR,
+  SKETCH_VERSION_ATTR,
+  ERASED_ATTR,
+]);
 
 /**
  * Every counter item of the table (a full Scan; tenant and key items, whose pk starts with `_`, are skipped),

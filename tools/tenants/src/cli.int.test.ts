@@ -245,7 +245,11 @@ describe('tenants CLI', () => {
     const erasure = async () =>
       ({
         rules: {},
-        eraser: { markStoreDeleted: async (store: string) => void tombstones.push(store), deleteStoreKeys: async () => 0 },
+        eraser: {
+          markStoreDeleted: async (store: string) => void tombstones.push(store),
+          deleteStoreKeys: async () => 0,
+          unwritten: async () => ({ epoch: undefined, outboxDays: new Map() }),
+        },
         queues: [],
         tombstoneSeconds: 60,
       }) as unknown as ErasureContext;

@@ -1,3 +1,4 @@
+import { scheduleRetentionRestamp, type QUEUE, type TallyQueues } from '@tally/queues';
 import type { CompiledRules } from '@tally/schema';
 import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import * as tenants from '@tally/tenants';
@@ -15,6 +16,11 @@ export interface TenantsBackends {
   erasure?: () => Promise<ErasureContext>;
   /** restamp-retention's wait and clock (tests); absent: restampRetention's defaults (RETENTION_SETTLE_MS). */
   restamp?: Pick<tenants.RestampOptions, 'settleMs' | 'sleep' | 'now'>;
+  /**
+   * The maintenance queue on Redis, connected on demand, where `set` schedules the restamp of a store's visitor items
+   * when it changes their retention (the dynamo-writer runs it); absent: `set` says to run restamp-retention.
+   */
+  maintenance?: () => Promise<Pick<TallyQueues, typeof QUEUE.maintenance>>;
 }
 
 const TENANTS_OPTIONS = {
@@ -50,7 +56,7 @@ export function runTenantsCli(
     if (args.length !== cmd.arity) throw new UsageError(`${command} takes ${cmd.what}`);
     try {
       const run = cmd.prepare(args, values, io);
-      await run(await open({ redis: cmd.redis === true }));
+      await run(await open({ redis: typeof cmd.redis === 'function' ? cmd.redis(values) : cmd.redis === true }));
     } catch (err) {
       // A bad value (time zone, currency, scopes, budget, …) is bad input: exit 2 like a usage error, in one line.
       if (!(err instanceof tenants.TenantError && err.code.startsWith('TALLY_ERR_INVALID_'))) throw err;
@@ -67,8 +73,8 @@ interface Command {
   what: string;
   /** The options it takes: any other is a usage error, never ignored. */
   takes: readonly TenantsOption[];
-  /** Whether it needs Redis besides DynamoDB. */
-  redis?: boolean;
+  /** Whether it needs Redis besides DynamoDB (always, or with the options given). */
+  redis?: boolean | ((values: Values) => boolean);
   /** Checks the values of the command line (throws UsageError or a TALLY_ERR_INVALID_ TenantError) and returns what runs. */
   prepare: (args: string[], values: Values, io: CliIo) => (backends: TenantsBackends) => Promise<void>;
 }
@@ -213,16 +219,29 @@ const COMMANDS: Record<string, Command> = {
     arity: 1,
     what: '<store> [--time-zone Z] [--currency C] [--history-months N|forever]',
     takes: ['time-zone', 'currency', 'history-months'],
+    // A change of the visitor history schedules the restamp of the items already written, on Redis.
+    redis: (values) => values['history-months'] !== undefined,
     prepare: ([store], values, io) => {
       const settings = settingsOf(values);
-      return async ({ db }) => {
-        const before = settings.historyMonths === undefined ? undefined : await tenants.getTenant(db, store!);
-        const t = await tenants.updateTenant(db, store!, settings);
+      return async ({ db, maintenance }) => {
+        // Connected before anything is written: Redis unreachable stops the command with nothing changed.
+        const queues = settings.historyMonths === undefined ? undefined : await maintenance?.();
+        const schedule = queues && {
+          restamp: (changedAt: number) => scheduleRetentionRestamp(queues, store!, changedAt, tenants.RETENTION_SETTLE_MS),
+        };
+        const { tenant: t, history } = await tenants.changeTenant(db, store!, settings, schedule);
         io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${historyOf(t)}`);
+        if (!history) return;
+        const was = `visitor history was ${history.before === null ? 'kept for ever' : `${history.before} months`}`;
         // The items already written keep the expiry of the old setting until restamped (libs/tenants retention-change.ts).
-        if (before && before.historyMonths !== t.historyMonths)
+        if (schedule) {
+          const at = new Date(history.changedAt + tenants.RETENTION_SETTLE_MS).toISOString();
           io.err(
-            `tally: visitor history was ${historyOf(before)}: the visitor items already written keep that setting's expiry until restamped; run now: tenants restamp-retention ${t.store}`,
+            `tally: ${was}: the dynamo-writer restamps the visitor items already written with the new expiry from ${at} (restamp scheduled; by hand: tenants restamp-retention ${t.store})`,
+          );
+        } else
+          io.err(
+            `tally: ${was}: the visitor items already written keep that setting's expiry until restamped; run now: tenants restamp-retention ${t.store}`,
           );
       };
     },

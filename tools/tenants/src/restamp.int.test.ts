@@ -1,7 +1,10 @@
 import { PutItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { createDynamoClient } from '@tally/dynamo';
-import { RETENTION_SETTLE_MS, type TenantDb } from '@tally/tenants';
-import { createTestTable, startDynalite, type DynaliteHandle } from '@tally/testing';
+import { closeQueues, createQueues, QUEUE, type TallyQueues } from '@tally/queues';
+import { getTenant, RETENTION_SETTLE_MS, type TenantDb } from '@tally/tenants';
+import { createTestTable, REPO_ROOT, startDynalite, startProcess, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import type { Job } from 'bullmq';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runTenantsCli, USAGE, type TenantsBackends } from './cli';
 
@@ -119,5 +122,86 @@ describe('tenants restamp-retention', () => {
       const bad = await cli(noWait, ...argv);
       expect(bad.code, argv.join(' ')).toBe(2);
     }
+  });
+});
+
+describe('tenants set --history-months', () => {
+  let server: RedisHandle;
+  let redis: Redis;
+  let queues: TallyQueues;
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = new Redis(server.url, { maxRetriesPerRequest: 1 });
+    queues = createQueues(redis, { keyPrefix: 't', shards: 1 });
+  });
+  afterAll(async () => {
+    await closeQueues(queues);
+    await redis?.quit();
+    await server?.stop();
+  });
+
+  /** One command with the maintenance queue on the test's Redis; what it asked to open. */
+  async function cliWithQueue(...argv: string[]) {
+    const out: string[] = [];
+    const err: string[] = [];
+    const needs: Array<{ redis: boolean }> = [];
+    const code = await runTenantsCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, (need) => {
+      needs.push(need);
+      return { db, maintenance: async () => queues };
+    });
+    return { code, out: out.join('\n'), err: err.join('\n'), needs };
+  }
+  const pending = async (store: string): Promise<Job[]> =>
+    (await queues[QUEUE.maintenance].getJobs(['delayed', 'waiting', 'active'])).filter((j) => j?.data?.store === store);
+
+  it('schedules the restamp of the visitor items on the maintenance queue when the setting changes (only then), and says when', async () => {
+    expect((await cliWithQueue('create', 'RT3', '--history-months', '6')).code).toBe(0);
+    const before = Date.now();
+    const r = await cliWithQueue('set', 'RT3', '--history-months', '24');
+    const after = Date.now();
+    expect(r).toMatchObject({
+      code: 0,
+      out: 'tally: store RT3: time zone UTC, currency unset, visitor history 24 months',
+      needs: [{ redis: true }],
+    });
+    const [job, ...more] = await pending('RT3');
+    expect(more).toEqual([]);
+    expect(job!.data).toEqual({ kind: 'restamp-retention', store: 'RT3', changedAt: expect.any(Number) });
+    expect(job!.data.changedAt).toBeGreaterThanOrEqual(before);
+    expect(job!.data.changedAt).toBeLessThanOrEqual(after);
+    expect([await job!.getState(), job!.delay]).toEqual(['delayed', RETENTION_SETTLE_MS]);
+    expect(r.err).toBe(
+      `tally: visitor history was 6 months: the dynamo-writer restamps the visitor items already written with the new expiry from ${new Date(job!.data.changedAt + RETENTION_SETTLE_MS).toISOString()} (restamp scheduled; by hand: tenants restamp-retention RT3)`,
+    );
+
+    // Unchanged, or another setting (which needs no Redis): nothing more scheduled.
+    expect(await cliWithQueue('set', 'RT3', '--history-months', '24')).toMatchObject({ code: 0, err: '', needs: [{ redis: true }] });
+    expect(await cliWithQueue('set', 'RT3', '--currency', 'EUR')).toMatchObject({ code: 0, err: '', needs: [{ redis: false }] });
+    expect((await pending('RT3')).map((j) => j.id)).toEqual([job!.id]);
+    // Changed again before it ran: still one restamp pending, the last change's.
+    const forever = await cliWithQueue('set', 'RT3', '--history-months', 'forever');
+    expect(forever.err).toMatch(/^tally: visitor history was 24 months: the dynamo-writer restamps /);
+    const [last, ...others] = await pending('RT3');
+    expect(others).toEqual([]);
+    expect(last!.data.changedAt).toBeGreaterThanOrEqual(job!.data.changedAt);
+    expect(last!.id).not.toBe(job!.id);
+    // An unknown store: refused, nothing scheduled.
+    expect((await cliWithQueue('set', 'RT_NOPE', '--history-months', '3')).code).toBe(1);
+    expect(await pending('RT_NOPE')).toEqual([]);
+  });
+
+  it('as a command line: on the Redis of REDIS_URL, under KEY_PREFIX', async () => {
+    expect((await cli(noWait, 'create', 'RT4', '--history-months', '6')).code).toBe(0);
+    const p = await startProcess(
+      process.execPath,
+      ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', 'set', 'RT4', '--history-months', '12'],
+      { cwd: REPO_ROOT, env: { DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: db.table, REDIS_URL: server.url, KEY_PREFIX: 't' } },
+    );
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    expect(p.output()).toMatch(
+      /\ntally: store RT4: time zone UTC, currency unset, visitor history 12 months\n\[stderr\] tally: visitor history was 6 months: the dynamo-writer restamps /,
+    );
+    expect((await pending('RT4')).map((j) => j.data.store)).toEqual(['RT4']);
+    expect((await getTenant(db, 'RT4'))?.historyMonths).toBe(12);
   });
 });

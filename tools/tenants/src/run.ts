@@ -8,13 +8,14 @@ import { runTenantsCli } from './cli';
 
 /**
  * One tenants command (not a call for help: main.ts answers those without loading this module), on DynamoDB;
- * delete-store and erase-visitor also on Redis (the same libs/tenants functions as the query API's admin routes).
+ * delete-store, erase-visitor and set --history-months also on Redis (the same libs/tenants functions as the query
+ * API's admin routes; the latter schedules the restamp of the store's visitor items on the maintenance queue).
  * The backends are resolved only once the command line has been checked (a bad one is exit 2, whatever is
  * configured), and Redis is connected only when the command uses it.
  */
 export async function runTenants(argv: readonly string[]): Promise<void> {
   let dynamo: ReturnType<typeof createDynamoClient> | undefined;
-  let closeRedis: (() => Promise<unknown>) | undefined;
+  let tool: ReturnType<typeof connectToolRedis> | undefined;
   try {
     process.exitCode = await runTenantsCli(
       argv,
@@ -22,11 +23,11 @@ export async function runTenants(argv: readonly string[]): Promise<void> {
       ({ redis }) => {
         const config = loadConfigOrExit(toolEnvSchemas.tenants, backendEnvOrExit(rawEnv(), { dynamo: true, redis }, argv));
         dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
+        const connect = () => (tool ??= connectToolRedis(config));
         return {
           db: { dynamo, table: config.DYNAMODB_TABLE },
           erasure: async () => {
-            const { redis: client, queues, close } = await connectToolRedis(config);
-            closeRedis = close;
+            const { redis: client, queues } = await connect();
             const rules = loadRulesOrExit(config.RULES_FILE);
             const buckets = new BucketStore({ redis: client, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
             return {
@@ -36,11 +37,12 @@ export async function runTenants(argv: readonly string[]): Promise<void> {
               tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
             };
           },
+          maintenance: async () => (await connect()).queues,
         };
       },
     );
   } finally {
     dynamo?.destroy();
-    await closeRedis?.();
+    await (await tool?.catch(() => undefined))?.close();
   }
 }

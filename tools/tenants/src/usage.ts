@@ -18,10 +18,12 @@ export const USAGE = `usage: tenants <command> [arguments]
                                                    made by an older version)
   set <store> [--time-zone Z] [--currency C] [--history-months N|forever]
                                                    change the store's settings (visitor history retention in months;
-                                                   after a change of it, run restamp-retention)
-  restamp-retention <store>                        give the visitor items already written the expiry the store's
-                                                   visitor history setting gives now (waits 90 s first, for the
-                                                   writers' cached settings); prints how many items it scanned and
+                                                   a change of it schedules the restamp of the visitor items already
+                                                   written, which the dynamo-writer runs 90 s later)
+  restamp-retention <store>                        that restamp, by hand (e.g. after a DynamoDB outage): give the
+                                                   visitor items already written the expiry the store's visitor
+                                                   history setting gives now (waits 90 s first, for the writers'
+                                                   cached settings); prints how many items it scanned and
                                                    restamped; if cut short, run it again
   delete-store <store>                             delete the store and all its data; if cut short, run it again to
                                                    finish it; once finished (or for a store that never existed) it
@@ -32,5 +34,6 @@ Each command takes only the options shown with it; any other is a usage error. E
 bad command line or value.
 
 scopes: ingest, read, admin. Configured by DYNAMODB_ENDPOINT (unset: the running npm start stack's DynamoDB, else AWS
-DynamoDB in AWS_REGION when set), DYNAMODB_TABLE, AWS_REGION (delete-store and erase-visitor also REDIS_URL, unset:
-the stack's Redis, or REDIS_CLUSTER_NODES, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER, KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS, RULES_FILE).`;
+DynamoDB in AWS_REGION when set), DYNAMODB_TABLE, AWS_REGION (delete-store, erase-visitor and set --history-months
+also REDIS_URL, unset: the stack's Redis, or REDIS_CLUSTER_NODES, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER,
+KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS, RULES_FILE).`;

@@ -1,0 +1,320 @@
+import { QueryCommand, UpdateItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { BucketEraser, BucketStore } from '@tally/buckets';
+import {
+  createDynamoClient,
+  createDynamoMeter,
+  fromStoredSketch,
+  mergeItems,
+  queryItems,
+  toStoredItem,
+  writeRowWithSketches,
+  type RowWriterDeps,
+} from '@tally/dynamo';
+import {
+  cellsOfDay,
+  ERASED_ATTR,
+  EXPIRES_ATTR,
+  keptForWindow,
+  localDayKey,
+  parseDayKey,
+  retentionExpiry,
+  SPILLED_ATTR,
+  TOTAL_SK,
+  WATERMARK_ATTR,
+} from '@tally/key-layout';
+import { compileRules, defaultRules, distinctMember } from '@tally/schema';
+import { createTestTable } from '@tally/testing';
+import { dynamoBackends, useDynamoBackend, useRedis } from '@tally/testing/vitest';
+import { describe, expect, it } from 'vitest';
+import { TOMBSTONE_ITEM_DAYS } from './erasure';
+import { createTenant, createTenantDirectory, deleteStore, eraseVisitor, visitorExpiry, type ErasureDeps, type TenantDb } from './index';
+
+/*
+ * A flush that outlived its job's lock (the writer paused, or cut off from Redis while DynamoDB answers): it read the
+ * row's outbox (and live sketches) before a visitor erasure or a store deletion, and writes them after it. The items
+ * the erasure replaced by tombstone items refuse it, the items its entries would create are tombstones already, and
+ * nothing of the erased data comes back; a later flush of new counts writes them, and clears the tombstone's mark and
+ * stamp. Real Redis, the real writer (writeRowWithSketches, as apps/dynamo-writer's flush runs it), and every time
+ * relative to the test's own clock.
+ */
+
+const rules = compileRules(defaultRules);
+const DAY_MS = 86_400_000;
+const TOMBSTONE_S = 60;
+/** The Redis tombstone of an erased row outlives its `until` by the dedupe window's slack. */
+const SLACK_MS = (keptForWindow(TOMBSTONE_S) - TOMBSTONE_S) * 1000;
+
+let buckets: BucketStore;
+let eraser: BucketEraser;
+let redis: ConstructorParameters<typeof BucketStore>[0]['redis'];
+useRedis(
+  (r) => {
+    redis = r;
+    buckets = new BucketStore({ redis: r, rules, prefix: 't' });
+    eraser = new BucketEraser({ redis: r, buckets });
+  },
+  { flushEachTest: true },
+);
+
+describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', (backend) => {
+  const { skip } = backend;
+  let dynamo: DynamoDBClient;
+  let endpoint: string;
+  useDynamoBackend(backend, (e) => {
+    endpoint = e;
+    dynamo = createDynamoClient({ endpoint, region: 'us-east-1' });
+    return () => dynamo.destroy();
+  });
+
+  const freshDb = async (): Promise<TenantDb> => ({ dynamo, table: await createTestTable(endpoint) });
+  const erasureDeps = (db: TenantDb, now: number): ErasureDeps & { rules: typeof rules } => ({
+    db,
+    eraser,
+    queues: [],
+    tombstoneSeconds: TOMBSTONE_S,
+    now: () => now,
+    rules,
+  });
+
+  /** Applies one batch at `now`, then seals and folds its bucket: its counts are in the rows' outboxes. */
+  async function stage(store: string, rows: Record<string, Record<string, number>>, now: number, uv?: { day: string; visitor: string }) {
+    const deltas = new Map(Object.entries(rows).map(([pk, f]) => [pk, new Map(Object.entries(f))]));
+    expect((await buckets.apply(store, `b${now}`, deltas, { now, dedupeTtlSeconds: TOMBSTONE_S })).applied).toBe(true);
+    if (uv) await buckets.sketches.add(store, new Map([[store, new Map([[`${uv.day}|uv`, new Set([distinctMember(uv.visitor)])]])]]), now);
+    expect(await buckets.seal(store, { now: now + 1, minAgeMs: 0 })).toBeDefined();
+    await buckets.foldSealed(store, { now: now + 2 });
+  }
+
+  /**
+   * A flush as the dynamo-writer runs one (flush.processor.ts): the outbox and the live sketches read now, written to
+   * DynamoDB (writeRowWithSketches) and acked when `write` is called, however much later.
+   */
+  async function readFlush(db: TenantDb, store: string, pk: string, expiresAt?: RowWriterDeps['expiresAt']) {
+    const outbox = await buckets.readOutbox(store, pk);
+    const [live] = await buckets.sketches.read(store, [pk]);
+    expect(outbox.entries.length).toBeGreaterThan(0);
+    return async (ackAt: number) => {
+      const deps = { client: db.dynamo, table: db.table, meter: createDynamoMeter(), ...(expiresAt ? { expiresAt } : {}) };
+      const r = await writeRowWithSketches(deps, (g, w) => buckets.sketches.union(store, g, w), pk, outbox.entries, live ?? []);
+      await buckets.sketches.ack(store, pk, r.sketchesWritten);
+      await buckets.ackOutbox(
+        store,
+        pk,
+        outbox.entries.map((e) => e.field),
+        ackAt,
+      );
+      return r;
+    };
+  }
+  const flush = async (db: TenantDb, store: string, pk: string, at: number, expiresAt?: RowWriterDeps['expiresAt']) =>
+    (await readFlush(db, store, pk, expiresAt))(at);
+
+  /** Every item of a row, raw, by sk. */
+  async function itemsOf(db: TenantDb, pk: string): Promise<Map<string, Record<string, AttributeValue>>> {
+    const out = await db.dynamo.send(
+      new QueryCommand({
+        TableName: db.table,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': { S: pk } },
+        ConsistentRead: true,
+      }),
+    );
+    return new Map((out.Items ?? []).map((i) => [i['sk']!.S!, i]));
+  }
+  /** What a reader takes a row's items to hold: sk -> counters and sketch attributes (none for a tombstone). */
+  const dataOf = async (db: TenantDb, pk: string) =>
+    Object.fromEntries(
+      [...(await itemsOf(db, pk))].map(([sk, it]) => {
+        const stored = toStoredItem(it);
+        return [sk, [...stored.attrs.keys(), ...(stored.blobs?.keys() ?? [])].sort()];
+      }),
+    );
+  /** A query's view of a row (DynamoDB merged with what Redis still holds, by watermark): sk -> attr -> value. */
+  async function merged(db: TenantDb, store: string, pk: string) {
+    const [snap] = await buckets.snapshot(store, [pk]);
+    const { items } = await queryItems({ client: db.dynamo, table: db.table, meter: createDynamoMeter() }, pk, 'M', TOTAL_SK);
+    const out: Record<string, Record<string, string>> = {};
+    for (const [sk, attrs] of mergeItems(items, snap!.entries)) {
+      const nonzero = [...attrs].filter(([, v]) => v !== 0n);
+      if (nonzero.length > 0) out[sk] = Object.fromEntries(nonzero.map(([a, v]) => [a, String(v)]));
+    }
+    return out;
+  }
+  /** merged()'s view of a row holding nothing but `value` of `metric` on `day` (its four cells). */
+  const viewOf = (day: string, metric: string, value: number) => {
+    const out: Record<string, Record<string, string>> = {};
+    for (const { sk, attr } of cellsOfDay(parseDayKey(day), metric)) (out[sk] ??= {})[attr] = String(value);
+    return out;
+  };
+  const monthOf = (day: string) => cellsOfDay(parseDayKey(day), 'v')[0]!.sk;
+  const expectTombstone = (item: Record<string, AttributeValue> | undefined, fence: number, erasedAt: number) => {
+    expect(item?.[ERASED_ATTR]?.S).toBe(new Date(erasedAt).toISOString());
+    expect(item?.[WATERMARK_ATTR]?.N).toBe(String(fence));
+    expect(item?.[EXPIRES_ATTR]?.N).toBe(String(Math.floor(erasedAt / 1000) + TOMBSTONE_ITEM_DAYS * 86_400));
+  };
+
+  for (const historyMonths of [undefined, 6]) {
+    it.skipIf(skip)(
+      `an erased visitor: a stale flush re-creates nothing, a later one counts and clears the tombstone (history ${historyMonths ?? 'for ever'})`,
+      async () => {
+        const db = await freshDb();
+        const store = `EV${historyMonths ?? 0}`;
+        const pk = `${store}#visitor#V1`;
+        await createTenant(db, store, { timeZone: 'UTC', ...(historyMonths ? { historyMonths } : {}) });
+        const t0 = Date.now() - 3_600_000;
+        const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 }), () => t0);
+        const expiresAt = await expiryOf(store, pk);
+        // Month A: in DynamoDB. Month B (another month): in the outbox, read by a flush that then stalls.
+        const dayA = localDayKey(t0 - 40 * DAY_MS, 'UTC');
+        const dayB = localDayKey(t0, 'UTC');
+        await stage(store, { [pk]: { [`${dayA}|v`]: 2 } }, t0);
+        await flush(db, store, pk, t0 + 3, expiresAt);
+        await stage(store, { [pk]: { [`${dayB}|v`]: 3 } }, t0 + 10);
+        const stale = await readFlush(db, store, pk, expiresAt);
+
+        const erasedAt = t0 + 20;
+        const epoch = Number(await redis.get(buckets.keys.epoch(store)));
+        const erasure = await eraseVisitor(erasureDeps(db, erasedAt), store, 'V1');
+        expect(erasure.removed).toMatchObject({ dynamoItems: 2, outboxEntries: 1 });
+        // The stale flush writes after the erasure: refused by every item (month A's and TOTAL's tombstones, and month
+        // B's, put for the outbox entry it holds), and it writes nothing.
+        const r = await stale(erasedAt + 1);
+        expect({ updates: r.updates, sketchUpdates: r.sketchUpdates }).toEqual({ updates: 0, sketchUpdates: 0 });
+        expect(await dataOf(db, pk)).toEqual({ [monthOf(dayA)]: [], [monthOf(dayB)]: [], [TOTAL_SK]: [] });
+        expect(await merged(db, store, pk)).toEqual({});
+        const items = await itemsOf(db, pk);
+        for (const sk of [monthOf(dayA), monthOf(dayB), TOTAL_SK]) expectTombstone(items.get(sk), epoch - 1, erasedAt);
+        // Erasing again finds nothing: tombstone items are no data (and are left as they are).
+        const again = erasedAt + 2;
+        await expect(eraseVisitor(erasureDeps(db, again), store, 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
+        expect(await itemsOf(db, pk)).toEqual(items);
+
+        // Once the Redis tombstone has ended, new events of the visitor count, and their flush makes the items it
+        // writes counter items again: no mark, and the stamp of the retention (or none).
+        const later = again + TOMBSTONE_S * 1000 + SLACK_MS + 1;
+        await stage(store, { [pk]: { [`${dayB}|v`]: 5 } }, later);
+        const laterExpiry = await visitorExpiry(createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 }), () => later)(
+          store,
+          pk,
+        );
+        await flush(db, store, pk, later + 3, laterExpiry);
+        expect(await merged(db, store, pk)).toEqual(viewOf(dayB, 'v', 5));
+        const after = await itemsOf(db, pk);
+        for (const sk of [monthOf(dayB), TOTAL_SK]) {
+          expect(after.get(sk)?.[ERASED_ATTR]).toBeUndefined();
+          expect(after.get(sk)?.[EXPIRES_ATTR]?.N).toBe(
+            historyMonths === undefined ? undefined : String(retentionExpiry(sk, historyMonths, later, 'UTC')),
+          );
+        }
+        // Month A, not written since, is still a tombstone: empty to every reader until its TTL.
+        expectTombstone(after.get(monthOf(dayA)), epoch - 1, erasedAt);
+      },
+      120_000,
+    );
+  }
+
+  it.skipIf(skip)('an erased visitor whose counts never reached DynamoDB: a stale flush of its first counts creates no item', async () => {
+    const db = await freshDb();
+    const store = 'EVNEW';
+    const pk = `${store}#visitor#V2`;
+    await createTenant(db, store, { timeZone: 'UTC' });
+    const t0 = Date.now() - 3_600_000;
+    const day = localDayKey(t0, 'UTC');
+    await stage(store, { [pk]: { [`${day}|v`]: 1, [`${day}|pv#P1`]: 1 } }, t0);
+    const stale = await readFlush(db, store, pk);
+    const epoch = Number(await redis.get(buckets.keys.epoch(store)));
+    const erasure = await eraseVisitor(erasureDeps(db, t0 + 10), store, 'V2');
+    expect(erasure.removed).toMatchObject({ dynamoItems: 0, outboxEntries: 2 });
+    expect((await stale(t0 + 11)).updates).toBe(0);
+    expect(await dataOf(db, pk)).toEqual({ [monthOf(day)]: [], [TOTAL_SK]: [] });
+    const items = await itemsOf(db, pk);
+    for (const sk of [monthOf(day), TOTAL_SK]) expectTombstone(items.get(sk), epoch - 1, t0 + 10);
+  });
+
+  it.skipIf(skip)('an erased visitor with a spilled item: its overflow items are tombstones too', async () => {
+    const db = await freshDb();
+    const store = 'EVSPILL';
+    const pk = `${store}#visitor#V3`;
+    await createTenant(db, store, { timeZone: 'UTC' });
+    const t0 = Date.now() - 3_600_000;
+    const day = localDayKey(t0, 'UTC');
+    await stage(store, { [pk]: { [`${day}|v`]: 1 } }, t0);
+    await flush(db, store, pk, t0 + 3);
+    // As a write that found the item at SPILL_AT_KB marks it: what a flush reads spilled it writes to overflow items.
+    await db.dynamo.send(
+      new UpdateItemCommand({
+        TableName: db.table,
+        Key: { pk: { S: pk }, sk: { S: monthOf(day) } },
+        UpdateExpression: 'SET #ov = :one',
+        ExpressionAttributeNames: { '#ov': SPILLED_ATTR },
+        ExpressionAttributeValues: { ':one': { N: '1' } },
+      }),
+    );
+    await eraseVisitor(erasureDeps(db, t0 + 10), store, 'V3');
+    const items = await itemsOf(db, pk);
+    expect([...items.keys()].sort()).toEqual(
+      [TOTAL_SK, monthOf(day), ...[...'0123456789abcdef'].map((h) => `${monthOf(day)}#${h}`)].sort(),
+    );
+    for (const it of items.values()) expect(it[ERASED_ATTR]).toBeDefined();
+    expect(await dataOf(db, pk)).toEqual(Object.fromEntries([...items.keys()].map((sk) => [sk, []])));
+  });
+
+  it.skipIf(skip)(
+    'a deleted store: stale flushes of its store row (with its unique-visitor sketch) and a product row re-create nothing; a store made again under its id counts from zero',
+    async () => {
+      const db = await freshDb();
+      const store = 'SDEL';
+      const product = `${store}#product#P1`;
+      await createTenant(db, store, { timeZone: 'UTC' });
+      const t0 = Date.now() - 3_600_000;
+      const dayA = localDayKey(t0 - 40 * DAY_MS, 'UTC');
+      const dayB = localDayKey(t0, 'UTC');
+      const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 }), () => t0);
+      await stage(store, { [store]: { [`${dayA}|v`]: 2 }, [product]: { [`${dayA}|v`]: 2 } }, t0, { day: dayA, visitor: 'V1' });
+      for (const pk of [store, product]) await flush(db, store, pk, t0 + 3, await expiryOf(store, pk));
+      expect(await dataOf(db, store)).toMatchObject({ [TOTAL_SK]: expect.arrayContaining(['uv', 'v']) });
+      // Month B: in the outboxes and the store row's live sketch, read by flushes that then stall.
+      await stage(store, { [store]: { [`${dayB}|v`]: 3 }, [product]: { [`${dayB}|v`]: 3 } }, t0 + 10, { day: dayB, visitor: 'V2' });
+      const staleStore = await readFlush(db, store, store, await expiryOf(store, store));
+      const staleProduct = await readFlush(db, store, product, await expiryOf(store, product));
+
+      const deletedAt = t0 + 20;
+      const epoch = Number(await redis.get(buckets.keys.epoch(store)));
+      const deletion = await deleteStore(erasureDeps(db, deletedAt), store);
+      expect(deletion.removed.dynamoItems).toBe(4);
+      for (const stale of [staleStore, staleProduct]) {
+        const r = await stale(deletedAt + 1);
+        expect({ updates: r.updates, sketchUpdates: r.sketchUpdates }).toEqual({ updates: 0, sketchUpdates: 0 });
+      }
+      for (const pk of [store, product]) {
+        expect(await dataOf(db, pk)).toEqual({ [monthOf(dayA)]: [], [monthOf(dayB)]: [], [TOTAL_SK]: [] });
+        const items = await itemsOf(db, pk);
+        for (const sk of [monthOf(dayA), monthOf(dayB), TOTAL_SK]) expectTombstone(items.get(sk), epoch - 1, deletedAt);
+      }
+
+      // The store made again under the same id once the Redis tombstone ended (as its TTL does): its first counts are
+      // all it has, sketch included, and the items they go to are counter items again (no mark, no stamp).
+      await redis.del(buckets.keys.tombstone(store));
+      await createTenant(db, store, { timeZone: 'UTC' });
+      const later = deletedAt + 1_000;
+      await stage(store, { [store]: { [`${dayB}|v`]: 5 }, [product]: { [`${dayB}|v`]: 5 } }, later, { day: dayB, visitor: 'V3' });
+      for (const pk of [store, product]) await flush(db, store, pk, later + 3, await expiryOf(store, pk));
+      for (const pk of [store, product]) {
+        expect(await merged(db, store, pk)).toEqual(viewOf(dayB, 'v', 5));
+        const items = await itemsOf(db, pk);
+        for (const sk of [monthOf(dayB), TOTAL_SK]) {
+          expect(items.get(sk)?.[ERASED_ATTR]).toBeUndefined();
+          expect(items.get(sk)?.[EXPIRES_ATTR]).toBeUndefined();
+        }
+        expectTombstone(items.get(monthOf(dayA)), epoch - 1, deletedAt);
+      }
+      // The store row's sketches hold the one visitor of the new store, not the two of the deleted one.
+      const items = await itemsOf(db, store);
+      for (const { sk, attr } of cellsOfDay(parseDayKey(dayB), 'uv')) {
+        const blob = fromStoredSketch(items.get(sk)![attr]!.B!);
+        expect({ attr, form: String.fromCharCode(blob[0]!), members: (blob.length - 1) / 8 }).toEqual({ attr, form: 'X', members: 1 });
+      }
+    },
+    120_000,
+  );
+});
