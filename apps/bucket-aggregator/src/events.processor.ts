@@ -1,6 +1,6 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
 import { redisKeys } from '@tally/key-layout';
-import { batchAcceptedAt, eventsJobSchema, ReplicasBehindError, type StoreFence } from '@tally/queues';
+import { batchAcceptedAt, eventsJobSchema, jobData, ReplicasBehindError, type StoreFence } from '@tally/queues';
 import { rollup, RulesError, type CompiledRules, type DistinctAdds } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
@@ -105,16 +105,11 @@ export function tenantTimeZones(
  * only once that many Redis replicas hold what it wrote.
  */
 export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, token?: string) => {
-  const parsed = eventsJobSchema.safeParse(job.data);
-  if (!parsed.success) {
-    deps.metrics.batchesRejected.inc({ reason: 'payload' });
-    const issue = parsed.error.issues[0]!;
-    throw new UnrecoverableError(`invalid events payload: ${issue.path.join('.')}: ${issue.message}`);
-  }
-  const { store, batchId, events, rows, count } = parsed.data;
+  const data = jobData(eventsJobSchema, job, 'events payload', () => deps.metrics.batchesRejected.inc({ reason: 'payload' }));
+  const { store, batchId, events, rows, count } = data;
   const started = performance.now();
   const eventCount = rows ? count! : events!.length;
-  const hazard = pastDedupeWindow(job, parsed.data, deps);
+  const hazard = pastDedupeWindow(job, data, deps);
   if (hazard) {
     deps.metrics.batchesRejected.inc({ reason: 'dedupe_window' });
     deps.log.error({ jobId: job.id, store, batchId }, 'batch past the dedupe window refused; it goes to the failed set');
@@ -163,8 +158,7 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     }
   } else {
     // Rows rolled up by other rules would be stored as they are: every metric must be one of these rules'.
-    const foreign =
-      foreignMetric(deps.rules, 'rows', rows) ?? (parsed.data.distinct && foreignMetric(deps.rules, 'distinct', parsed.data.distinct));
+    const foreign = foreignMetric(deps.rules, 'rows', rows) ?? (data.distinct && foreignMetric(deps.rules, 'distinct', data.distinct));
     if (foreign) {
       deps.metrics.batchesRejected.inc({ reason: 'rules' });
       deps.log.error(
@@ -174,7 +168,7 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
       throw new UnrecoverableError(`batch ${batchId}: ${foreign}; not applied (nothing written)`);
     }
     // A rolled-up batch carries its distinct-count members (`distinct`, checked whole with the payload).
-    distinct = parsed.data.distinct;
+    distinct = data.distinct;
   }
 
   // Before the first write the wait for replicas covers: it fails when a Redis connection closed since (a failover).

@@ -1,7 +1,7 @@
 import type { BucketStore } from '@tally/buckets';
 import { PermanentWriteError, RetryableWriteError, writeRowWithSketches, type RowWriterDeps } from '@tally/dynamo';
 import { metricsOn } from '@tally/observability';
-import { dynamoWriteJobSchema, ReplicasBehindError, type StoreFence } from '@tally/queues';
+import { dynamoWriteJobSchema, jobData, ReplicasBehindError, type StoreFence } from '@tally/queues';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -51,12 +51,7 @@ export interface FlushDeps {
  * Throttling and outages delay the job (it never fails for them); a permanent error fails it with the reason.
  */
 export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: string) => {
-  const parsed = dynamoWriteJobSchema.safeParse(job.data);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new UnrecoverableError(`invalid flush payload: ${issue.path.join('.')}: ${issue.message}`);
-  }
-  const { store, pk } = parsed.data;
+  const { store, pk } = jobData(dynamoWriteJobSchema, job, 'flush payload');
   const log = deps.log.child({ jobId: job.id, store, pk });
   const now = deps.now ?? Date.now;
   // Before the reads the wait for replicas covers: it fails when a Redis connection closed since (a failover).

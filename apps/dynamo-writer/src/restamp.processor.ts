@@ -1,7 +1,7 @@
 import { metricsOn } from '@tally/observability';
-import { maintenanceJobSchema } from '@tally/queues';
+import { jobData, maintenanceJobSchema } from '@tally/queues';
 import { historyMonthsSetAt, restampRetention, RETENTION_SETTLE_MS, TenantError, type TenantDb } from '@tally/tenants';
-import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 
@@ -45,12 +45,7 @@ export interface RestampDeps {
  * backoff (QUEUE_SETTINGS), which is safe, the restamp being idempotent and resumable.
  */
 export const restampProcessor = (deps: RestampDeps) => async (job: Job, token?: string) => {
-  const parsed = maintenanceJobSchema.safeParse(job.data);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new UnrecoverableError(`invalid maintenance payload: ${issue.path.join('.')}: ${issue.message}`);
-  }
-  const { store, changedAt } = parsed.data;
+  const { store, changedAt } = jobData(maintenanceJobSchema, job, 'maintenance payload');
   const log = deps.log.child({ jobId: job.id, store });
   const now = deps.now ?? Date.now;
   const settleMs = deps.settleMs ?? RETENTION_SETTLE_MS;

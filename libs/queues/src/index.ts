@@ -13,7 +13,7 @@ export {
   QUEUE_SHARDS,
   type TallyQueues,
 } from './queues';
-export { createShardWorkers } from './workers';
+export { createShardWorkers, jobData } from './workers';
 export { jobIdFor } from './job-id';
 export { scheduleRetentionRestamp } from './restamp';
 export { closeConnection, createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';

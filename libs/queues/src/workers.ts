@@ -1,4 +1,5 @@
-import { Worker, type ConnectionOptions, type Processor } from 'bullmq';
+import { UnrecoverableError, Worker, type ConnectionOptions, type Job, type Processor } from 'bullmq';
+import type { z } from 'zod';
 import { queuePrefix, shardCount, type QueueLayout } from './layout';
 import type { QueueName } from './names';
 import { QUEUE_SETTINGS } from './settings';
@@ -28,4 +29,16 @@ export function createShardWorkers(queue: QueueName, processor: Processor, layou
         prefix: queuePrefix(layout, queue, shard),
       }),
   );
+}
+
+/**
+ * A job's data read with its queue's schema. A payload that does not parse fails the job for good (retrying cannot
+ * help: UnrecoverableError, to the failed set), naming `what` and the first issue; `onInvalid` runs first (a metric).
+ */
+export function jobData<S extends z.ZodType>(schema: S, job: Pick<Job, 'data'>, what: string, onInvalid?: () => void): z.output<S> {
+  const parsed = schema.safeParse(job.data);
+  if (parsed.success) return parsed.data;
+  onInvalid?.();
+  const issue = parsed.error.issues[0]!;
+  throw new UnrecoverableError(`invalid ${what}: ${issue.path.join('.')}: ${issue.message}`);
 }
