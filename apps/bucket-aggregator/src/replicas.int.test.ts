@@ -74,9 +74,12 @@ const views = async (redis: Redis, prefix: string) =>
 
 describe('the aggregator with REDIS_WAIT_REPLICAS=1', () => {
   it('completes a job only once the replica holds its apply; else the job waits, and its retry (a duplicate) completes once it does', async () => {
+    await replicaInSync(pair.replica.url);
     const m = connect(pair.master.url);
     const buckets = new BucketStore({ redis: m, rules, prefix: 'ra' });
-    const fence = storeFence(createReplicaFence(connect(pair.master.url), 1, 300, [m]), redisKeys('ra'), 'the batch');
+    // A WAIT of up to 2 s: a replica that follows acknowledges well within it even on a loaded machine (300 ms was not
+    // always enough under the whole suite); one that does not follow makes the job wait whatever the timeout.
+    const fence = storeFence(createReplicaFence(connect(pair.master.url), 1, 2_000, [m]), redisKeys('ra'), 'the batch');
     const wait = vi.spyOn(fence, 'wait');
 
     // The replica keeps up: the job waits for it on the store's fence key, and completes.
