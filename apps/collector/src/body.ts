@@ -162,37 +162,24 @@ function inexactAt(text: string, at: number): boolean {
   return inexactNumber('value', source, Number(source)) !== undefined;
 }
 
-/** The smallest positive normal double: a number that underflowed past it (1e-400) reads as 0 or a subnormal. */
-const MIN_NORMAL = 2.2250738585072014e-308;
-
 /**
  * The fast path's check of every body, after JSON.parse: whether it may hold a `ts` or `value` number that does not
  * read exactly (inexactNumber), so that only then is it parsed again with a reviver (several parses' worth), which
  * decides and finds the events. A body whose events have no number in ts or value holds none. Otherwise the text is
  * searched for the candidates, each read and checked (inexactAt):
  * - a fraction with 16 or more digits around its `.`, whatever its exponent (how decimal types print);
- * - an `E-` exponent with 16 or more mantissa digits or 3 exponent digits (Java's BigDecimal, Python's Decimal);
- * - an `e-` exponent likewise, only when a number read as 0 or a subnormal (1e-400 reads as 0). Searching for `e-`
- *   costs as much as the rest together (`e` is in most keys): left out is a hand-written number such as
- *   19999999999999999e-15, with no `.` and a lower-case `e`, which validation takes as 20.
- * String#indexOf skips the text between candidates at native speed: some 25-35 µs on a 1,000-event loadgen batch,
- * 5-7 per cent of JSON.parse's time, where a regular expression over the whole body cost a quarter of it.
+ * - an `E-` or `e-` exponent with 16 or more mantissa digits or 3 exponent digits (Java's BigDecimal, Python's
+ *   Decimal, a hand-written 19999999999999999e-15, 1e-400 that reads as 0).
+ * String#indexOf skips the text between candidates at native speed (`e-` is the dearest: `e` ends many keys and
+ * names), where a regular expression over the whole body cost a quarter of JSON.parse's time.
  */
 export function mayHoldInexactNumber(text: string, items: readonly unknown[]): boolean {
   let numbers = false;
-  let tiny = false;
-  for (let i = 0; i < items.length; i++) {
+  for (let i = 0; i < items.length && !numbers; i++) {
     const e = items[i];
     if (typeof e !== 'object' || e === null) continue;
     const { ts, value } = e as { ts?: unknown; value?: unknown };
-    if (typeof ts === 'number') {
-      numbers = true;
-      if (Math.abs(ts) < MIN_NORMAL) tiny = true;
-    }
-    if (typeof value === 'number') {
-      numbers = true;
-      if (Math.abs(value) < MIN_NORMAL) tiny = true;
-    }
+    numbers = typeof ts === 'number' || typeof value === 'number';
   }
   if (!numbers) return false;
   const n = text.length;
@@ -203,7 +190,7 @@ export function mayHoldInexactNumber(text: string, items: readonly unknown[]): b
     while (a > 0 && isDigit(text.charCodeAt(a - 1))) a--;
     if (a !== p && b - a - 1 > EXACT_DIGITS && inexactAt(text, a)) return true;
   }
-  return exponentCandidate(text, 'E-') || (tiny && exponentCandidate(text, 'e-'));
+  return exponentCandidate(text, 'E-') || exponentCandidate(text, 'e-');
 }
 
 /** Whether `text` holds a number with the exponent `marker` (`E-`, `e-`) that does not read exactly. */
