@@ -123,7 +123,11 @@ export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   MAX_QUEUE_DEPTH: int(1, 10_000_000).default(10_000).describe('Waiting events jobs beyond which requests get 429.'),
   KEY_CACHE_TTL_MS,
   KEY_LOOKUP_TIMEOUT_MS,
-  CLOCK_SKEW_SECONDS: int(0, 86_400).default(300).describe('Allowed clock skew for events stamped in the future.'),
+  CLOCK_SKEW_SECONDS: int(0, 82_800)
+    .default(300)
+    .describe(
+      'Allowed clock skew for events stamped in the future; at most 23 h, the margin top lists keep before a daily ranking may expire.',
+    ),
   LATENESS_HORIZON_DAYS: int(1, 3_650)
     .default(35)
     .describe('Events older than this are refused (late events within it land in their own day).'),

@@ -32,6 +32,10 @@ describe('loadConfig', () => {
     expect(() => loadConfig(writerEnv, { LOG_LEVEL: 'loud' })).toThrowError(/^LOG_LEVEL: expected one of "fatal"/);
     expect(() => loadConfig(writerEnv, { REDIS_WAIT_REPLICAS: '-1' })).toThrowError(/^REDIS_WAIT_REPLICAS: expected a value >= 0/);
     expect(() => loadConfig(writerEnv, { REDIS_WAIT_TIMEOUT_MS: '0' })).toThrowError(/^REDIS_WAIT_TIMEOUT_MS: expected a value >= 10/);
+    // More than 23 h of skew would let an event's apply come before the day's start by more than the day's margin
+    // top lists keep before a daily ranking may expire (libs/query top.ts).
+    expect(loadConfig(collectorEnv, { CLOCK_SKEW_SECONDS: '82800' }).CLOCK_SKEW_SECONDS).toBe(82_800);
+    expect(() => loadConfig(collectorEnv, { CLOCK_SKEW_SECONDS: '82801' })).toThrowError(/^CLOCK_SKEW_SECONDS: expected a value <= 82800/);
     try {
       loadConfig(writerEnv, { HTTP_PORT: '70000' });
       expect.unreachable();

@@ -33,7 +33,15 @@ export class InvalidArgumentError extends TallyError {
   readonly code = 'TALLY_ERR_INVALID_ARGUMENT';
   constructor(
     readonly field:
-      'store' | 'idempotencyKey' | 'events' | 'receivedAt' | 'timeZone' | 'connection' | 'waitReplicas' | 'idempotencyWindowSeconds',
+      | 'store'
+      | 'idempotencyKey'
+      | 'events'
+      | 'receivedAt'
+      | 'timeZone'
+      | 'connection'
+      | 'waitReplicas'
+      | 'idempotencyWindowSeconds'
+      | 'limits',
     message: string,
   ) {
     super(message);

@@ -51,6 +51,17 @@ describe('createIntake', () => {
     ]);
   });
 
+  it('refuses limits out of range when created, naming the limit', () => {
+    const make = (limits: object) => () =>
+      createIntake({ queues: { events: unusedQueue }, redis: {} as never, rules: compileRules(defaultRules), limits, source: 'client' });
+    expect(make({ clockSkewSeconds: 82_800 })).not.toThrow();
+    // More than 23 h: an apply that far before its day's start could outlive the margin of the day's ranking.
+    expect(make({ clockSkewSeconds: 82_801 })).toThrow(/^limits\.clockSkewSeconds 82801 is invalid: seconds from 0 to 82800/);
+    expect(make({ clockSkewSeconds: -1 })).toThrow(InvalidArgumentError);
+    expect(make({ maxEvents: 0 })).toThrow(/^limits\.maxEvents 0 is invalid/);
+    expect(make({ latenessHorizonDays: Number.NaN })).toThrow(/^limits\.latenessHorizonDays NaN is invalid/);
+  });
+
   it('refuses more events than the limit, before looking at any', () => {
     expect(() => intake.validate([{}, {}, {}])).toThrow(TooManyEventsError);
   });

@@ -47,6 +47,26 @@ export interface IntakeLimits {
 /** The collector's defaults (libs/config collectorEnv). */
 export const DEFAULT_INTAKE_LIMITS: IntakeLimits = { maxEvents: 1_000, clockSkewSeconds: 300, latenessHorizonDays: 35 };
 
+/**
+ * The most clock skew taken (as CLOCK_SKEW_SECONDS' bound): 23 h, the margin top lists keep before a day's ranking
+ * may expire (libs/query top.ts: a day's margin less a DST hour). An event applied more than that before its day
+ * starts could let the ranking go while top lists still read it.
+ */
+const MAX_CLOCK_SKEW_SECONDS = 82_800;
+
+function checkLimits(limits: IntakeLimits): IntakeLimits {
+  const { maxEvents, clockSkewSeconds, latenessHorizonDays } = limits;
+  const bad = (what: string) => new InvalidArgumentError('limits', `limits.${what}`);
+  if (!Number.isInteger(maxEvents) || maxEvents < 1) throw bad(`maxEvents ${maxEvents} is invalid: a whole number of events, at least 1`);
+  if (!Number.isFinite(clockSkewSeconds) || clockSkewSeconds < 0 || clockSkewSeconds > MAX_CLOCK_SKEW_SECONDS) {
+    throw bad(`clockSkewSeconds ${clockSkewSeconds} is invalid: seconds from 0 to ${MAX_CLOCK_SKEW_SECONDS} (23 h)`);
+  }
+  if (!Number.isFinite(latenessHorizonDays) || latenessHorizonDays <= 0) {
+    throw bad(`latenessHorizonDays ${latenessHorizonDays} is invalid: a number of days above 0`);
+  }
+  return limits;
+}
+
 export type IntakeSource = PayloadOf<typeof QUEUE.events>['source'] & string;
 
 export interface IntakeOptions {
@@ -233,7 +253,7 @@ function fingerprintTtlSeconds(windowSeconds: number): number {
 
 /** The intake core shared by the collector and the client: validate → job payloads with batch ids → add / addBulk. */
 export function createIntake(opts: IntakeOptions): Intake {
-  const limits: IntakeLimits = { ...DEFAULT_INTAKE_LIMITS, ...opts.limits };
+  const limits = checkLimits({ ...DEFAULT_INTAKE_LIMITS, ...opts.limits });
   const clockSkewMs = limits.clockSkewSeconds * 1_000;
   const latenessMs = limits.latenessHorizonDays * 86_400_000;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 0;
