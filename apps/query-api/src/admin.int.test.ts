@@ -275,6 +275,31 @@ describe('deleting a store', () => {
   });
 });
 
+describe('a store deleted and made again', () => {
+  it("never answers segments from the deleted store's visitor history, not even one this process memoised", async () => {
+    const t = new Date(Date.now() - 60_000).toISOString();
+    const pk = f.rules.pkOf('SHOP_RE', 'visitor', ['V1']);
+    const evaluate = async (key: string) =>
+      (
+        await call(app, 'POST', '/v1/segments/evaluate', key, {
+          visitor: 'V1',
+          segments: [{ name: 's', rules: [{ metric: 'ViewCount', range: 'allTime', op: '>=', value: 1 }] }],
+        })
+      ).json();
+    const before = await f.tenant('SHOP_RE');
+    await f.apply('SHOP_RE', 'UTC', [view(t, 'P1', 'V1')]);
+    await f.flush('SHOP_RE');
+    // Two days after the visitor's last write, its cache version key has expired: the snapshot reads version '0'.
+    await f.redis.del(f.buckets.keys.cacheVersion('SHOP_RE', pk));
+    expect((await evaluate(before.read)).segments[0].rules[0].actual).toBe(1);
+    expect(await evaluate(before.read)).toMatchObject({ cache: 'hit', segments: [{ rules: [{ actual: 1 }] }] });
+    expect((await op('DELETE', '/v1/operator/stores/SHOP_RE')).statusCode).toBe(200);
+    // Made again at once: its rows read version '0' again (every key of the store went).
+    const after = await f.tenant('SHOP_RE');
+    expect(await evaluate(after.read)).toMatchObject({ cache: 'miss', segments: [{ matched: false, rules: [{ actual: 0 }] }] });
+  });
+});
+
 describe('an interrupted store deletion', () => {
   it('is resumed by calling it again: the first call dies after the keys and jobs went, the second removes the rest', async () => {
     const t = new Date(Date.now() - 60_000).toISOString();

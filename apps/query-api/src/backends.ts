@@ -1,4 +1,4 @@
-import { classifyError, RetryableWriteError } from '@tally/dynamo';
+import { classifyError, RetryableReadError } from '@tally/dynamo';
 import { unavailable, type HttpProblem } from '@tally/http';
 import { SnapshotContendedError } from '@tally/query';
 
@@ -17,7 +17,7 @@ export function isRedisUnavailable(err: unknown): boolean {
 
 /** True for a DynamoDB error worth retrying later: unreachable, 5xx, throttled, or reads left unprocessed. */
 function isDynamoUnavailable(err: unknown): boolean {
-  if (err instanceof RetryableWriteError) return true;
+  if (err instanceof RetryableReadError) return true;
   const outcome = classifyError(err);
   return outcome === 'unavailable' || outcome === 'throttled';
 }

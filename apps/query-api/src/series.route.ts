@@ -9,7 +9,8 @@ import { VISITOR_ENTITY } from './segments.route';
 
 /**
  * GET /v1/series: one entity over a range. Day and month granularity read the range's month items with one
- * Query; year and all-time totals read the TOTAL item; granularity total over dates reads the coarsest items.
+ * Query; year and all-time totals read the TOTAL item; granularity total over dates reads the coarsest items. A
+ * visitor under a history limit has its range clamped to it and its year points summed from the kept month items.
  */
 export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
   const { rules } = ctx.query;

@@ -1,5 +1,9 @@
-import { RANK_TTL_DAYS } from '@tally/buckets';
+import { BucketStore, RANK_TTL_DAYS } from '@tally/buckets';
+import { createDynamoMeter } from '@tally/dynamo';
 import { addDays, formatDate, localDate } from '@tally/key-layout';
+import { HistoryMemo } from '@tally/query';
+import { compileRules, defaultRules, rollup } from '@tally/schema';
+import { updateTenant } from '@tally/tenants';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { badRequest, bearer, times, useFixture, view } from '../test/fixture';
 import type { QueryApiApp } from './app';
@@ -74,5 +78,46 @@ describe('GET /v1/top ties', () => {
     const ten = await top(day(6), day(0));
     expect(ids(ten.body)).toEqual(['P01', 'P02', 'P03', 'P04', 'P05', 'P06', 'P07', 'P08', 'P09', 'P10']);
     expect(ids((await top(day(6), day(0), 5)).body)).toEqual(ids(ten.body).slice(0, 5));
+  });
+});
+
+describe('GET /v1/top of a ranked visitor entity under a history limit', () => {
+  it('ranks and sums only the days the store keeps, as totals reads them', async () => {
+    // Custom rules that rank visitors; the store keeps one month (March), and it is March 5th.
+    const rules = compileRules({
+      ...defaultRules,
+      entities: { ...defaultRules.entities, visitor: { ...defaultRules.entities.visitor, rank: true } },
+    });
+    const buckets = new BucketStore({ redis: f.redis, rules, prefix: 'qv' });
+    const now = Date.parse('2024-03-05T12:00:00Z');
+    const read = (await f.tenant('SHOP_TV')).read;
+    await updateTenant(f.db, 'SHOP_TV', { historyMonths: 1 });
+    await buckets.registerStore('SHOP_TV');
+    const events = [
+      ...times(5, () => view('2024-02-20T10:00:00Z', 'P1', 'OLD')),
+      ...times(2, () => view('2024-03-04T10:00:00Z', 'P1', 'NEW')),
+    ];
+    const batch = rollup(rules, 'SHOP_TV', 'UTC', events);
+    expect((await buckets.apply('SHOP_TV', 'tv', batch, { now: Date.now(), dedupeTtlSeconds: 3_600 })).applied).toBe(true);
+    const dynamo = { client: f.client, table: f.table, meter: createDynamoMeter() };
+    const a = await f.app({ now: () => now, query: { buckets, dynamo, rules, historyMemo: new HistoryMemo() } });
+    const get = async (url: string) => (await a.inject({ method: 'GET', url, headers: bearer(read) })).json();
+    // February 20th is in last30d but no longer kept: OLD is neither ranked nor counted.
+    const top = await get('/v1/top?entity=visitor&metric=ViewCount');
+    expect(top).toMatchObject({ range: 'last30d', from: '2024-03-01', to: '2024-03-05', items: [{ id: 'NEW', value: 2 }] });
+    expect(top.items).toHaveLength(1);
+    const totals = await get('/v1/totals?entity=visitor&ids=OLD,NEW&metrics=ViewCount');
+    expect(totals).toMatchObject({
+      from: '2024-03-01',
+      items: [
+        { id: 'OLD', values: { ViewCount: 0 } },
+        { id: 'NEW', values: { ViewCount: 2 } },
+      ],
+    });
+    // A range wholly before the months kept is 400 naming from, as for totals.
+    expect(await get('/v1/top?entity=visitor&metric=ViewCount&from=2024-02-10&to=2024-02-25')).toMatchObject({
+      status: 400,
+      field: 'from',
+    });
   });
 });

@@ -164,6 +164,14 @@ describe('an erased row', () => {
     });
     expect((await buckets.storeBacklog('S')).entries).toBe(1);
   });
+
+  it('restarts a cache version that had expired at its clock, never at 1 (a version a history memo may hold), and bumps one that is there', async () => {
+    const pk = 'S#visitor#V1';
+    await eraser.eraseRow('S', pk, { until: 10_000, ttlSeconds: 60, now: 7_000 });
+    expect(await redis.get(`t:{S}:v:${pk}`)).toBe('7000');
+    await eraser.eraseRow('S', pk, { until: 10_000, ttlSeconds: 60, now: 8_000 });
+    expect(await redis.get(`t:{S}:v:${pk}`)).toBe('7001');
+  });
 });
 
 describe('an erased row of a ranked entity', () => {

@@ -122,7 +122,8 @@ redis.call('DEL', K.sketchRows)
 redis.call('ZREM', K.dirty, A.pk)
 redis.call('ZREM', K.due, A.pk)
 redis.call('HDEL', K.dueLater, A.pk)
-redis.call('INCR', K.cacheVersion)
+-- As ACK_OUTBOX: a version that expired restarts at now (ms), never at 1, which a query's history memo may hold.
+if version then redis.call('INCR', K.cacheVersion) else redis.call('SET', K.cacheVersion, A.now) end
 redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
 if redis.call('ZCARD', K.dirty) == 0 then
   redis.call('HDEL', K.counts, 'entries')

@@ -182,7 +182,7 @@ export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   QUERY_TIMEOUT_MS: int(50, 60_000)
     .default(3_000)
     .describe(
-      'Deadline of one Redis command and of each DynamoDB request of a query (a read is tried twice); past it the request answers 503.',
+      'Deadline of one Redis command and of each DynamoDB request of a query (a read is tried twice); past it the request answers 503, as after 5 s of retries of keys DynamoDB left unprocessed.',
     ),
   DASHBOARD_DIR: optionalPath(
     "Directory of the built dashboard; unset = the repository's apps/dashboard/dist (from the sources or the bundle in dist/; the image sets /app/dashboard).",

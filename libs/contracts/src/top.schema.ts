@@ -30,7 +30,7 @@ export const topResponseSchema = z
     entity: z.string(),
     metric: z.string(),
     range: z.enum(RANGE_NAMES).nullable(),
-    from: z.string().describe('First day ranked (YYYY-MM-DD)'),
+    from: z.string().describe("First day ranked (YYYY-MM-DD); a visitor entity's range starts no earlier than the store's history limit"),
     to: z.string().describe('Last day ranked (YYYY-MM-DD, inclusive)'),
     items: z
       .array(

@@ -28,6 +28,11 @@ export class RetryableWriteError extends TallyError {
   readonly code = 'TALLY_ERR_DYNAMO_RETRYABLE';
 }
 
+/** A read that may succeed later: keys DynamoDB left unprocessed past the read's retry budget. A query answers 503. */
+export class RetryableReadError extends TallyError {
+  readonly code = 'TALLY_ERR_DYNAMO_RETRYABLE';
+}
+
 /** A write that can never succeed as is (validation error, item over 400 KB): the job goes to the failed set. */
 export class PermanentWriteError extends TallyError {
   readonly code = 'TALLY_ERR_DYNAMO_PERMANENT';
@@ -36,7 +41,8 @@ export class PermanentWriteError extends TallyError {
 /**
  * A read found more items than the caller's bound allows (the overflow items of spilled rows, known only once their
  * item is read): thrown before the read that would pass the bound (getItems) or after reading at most one item past
- * it (queryItems). `read` counts the items read so far, `needed` those the read would take at least.
+ * it (queryItems). `needed` counts the items the read would take at least, `max` is the bound, `spilled` the items
+ * read spilled (whose overflow items make up the excess).
  */
 export class ItemBudgetError extends TallyError {
   readonly code = 'TALLY_ERR_ITEM_BUDGET';

@@ -10,7 +10,7 @@ import {
 } from '@tally/key-layout';
 import { entriesByItem, entryOf, type CountEntry } from './cells';
 import { beyondPosition, childSks, overflowEnd, parentSk, routeToOverflow } from './overflow';
-import { ItemBudgetError, RetryableWriteError } from './errors';
+import { ItemBudgetError, RetryableReadError } from './errors';
 import { metered, type DynamoMeter } from './meter';
 
 /** A DynamoDB counter item: its watermark and every counter attribute as an exact integer. */
@@ -31,7 +31,16 @@ export interface RowReaderDeps {
   client: DynamoDBClient;
   table: string;
   meter: DynamoMeter;
+  /** The pause between tries of unprocessed keys (getItems); default a timer. Tests pass one that does not wait. */
+  sleep?: (ms: number) => Promise<void>;
 }
+
+/**
+ * The pauses between tries of unprocessed keys one getItems call may take, all its chunks and rounds together: what one
+ * chunk's nine tries pause (4.55 s) fits, so a read of many chunks under throttling gives up as soon as a read of one
+ * does (RetryableReadError, a 503), not after nine tries of each chunk in turn (about 90 s for 2,000 items).
+ */
+const READ_RETRY_PAUSES_MS = 5_000;
 
 /**
  * A DynamoDB item as a StoredItem: every number attribute but the marks and the TTL a counter, every binary one a
@@ -133,9 +142,10 @@ export async function readItem(
 }
 
 /**
- * Many items by key (BatchGetItem, 100 per call, consistent, unprocessed keys retried), and the overflow items of
- * every spilled item among them (one more round per level). Keyed `pk\u0000sk`. With `maxItems`, every item read
- * counts, overflow items too: a round that would pass it is not read, and ItemBudgetError is thrown instead.
+ * Many items by key (BatchGetItem, 100 per call, consistent, unprocessed keys retried with backoff within
+ * READ_RETRY_PAUSES_MS for the whole call, then RetryableReadError), and the overflow items of every spilled item
+ * among them (one more round per level). Keyed `pk\u0000sk`. With `maxItems`, every item read counts, overflow items
+ * too: a round that would pass it is not read, and ItemBudgetError is thrown instead.
  */
 export async function getItems(
   deps: RowReaderDeps,
@@ -146,6 +156,7 @@ export async function getItems(
   let requests = 0;
   let round: ReadonlyArray<{ pk: string; sk: string }> = keys;
   let requested = 0;
+  let paused = 0;
   while (round.length > 0) {
     if (maxItems !== undefined && requested + round.length > maxItems) {
       throw new ItemBudgetError(requested + round.length, maxItems, [...items.values()].filter((it) => it.spilled).length);
@@ -155,8 +166,13 @@ export async function getItems(
     for (let i = 0; i < round.length; i += 100) {
       let pending: Array<Record<string, AttributeValue>> = round.slice(i, i + 100).map((k) => ({ pk: { S: k.pk }, sk: { S: k.sk } }));
       for (let attempt = 0; pending.length > 0; attempt++) {
-        if (attempt > 8) throw new RetryableWriteError(`BatchGetItem left ${pending.length} keys unprocessed`);
-        if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
+        if (attempt > 0) {
+          const pause = Math.min(1000, 25 * 2 ** attempt);
+          if (paused + pause > READ_RETRY_PAUSES_MS)
+            throw new RetryableReadError(`BatchGetItem left ${pending.length} keys unprocessed after ${paused} ms of retries`);
+          paused += pause;
+          await (deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms))))(pause);
+        }
         const out = await metered(deps.meter, 'BatchGetItem', () =>
           deps.client.send(
             new BatchGetItemCommand({

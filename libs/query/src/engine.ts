@@ -185,11 +185,11 @@ function sumCells(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[]
  * A series for one entity row: DynamoDB items plus exactly the Redis counts they do not hold yet (one atomic
  * Redis snapshot first, then consistent reads; an entry counts only above its item's watermark). Day and
  * month granularity read the month rows of the range with one Query; year granularity and range 'all' read the
- * TOTAL item with one GetItem (readTotalItem), range 'all' by year a point per year that has counts (yearsOfRow);
- * granularity total over dates reads the coarsest items that cover them (see coverOf). With `yearsFromMonths` (a
- * visitor under a history limit, whose TOTAL item still holds the months no longer kept) a year over dates is the
- * sum of its months in the range, read like month granularity, and granularity total reads no year cell either
- * (readTotals `yearsFromMonths`).
+ * TOTAL item with one GetItem (readTotalItem), range 'all' by year a point per year that has counts (yearsOfRow),
+ * unless `yearsFromMonths`; granularity total over dates reads the coarsest items that cover them (see coverOf).
+ * With `yearsFromMonths` (a visitor under a history limit, whose TOTAL item still holds the months no longer kept)
+ * a year over dates is not the TOTAL item's year cell but the sum of its months in the range, read like month
+ * granularity, and granularity total reads no year cell either (readTotals `yearsFromMonths`).
  */
 export async function readSeries(
   deps: QueryDeps,

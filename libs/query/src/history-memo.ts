@@ -4,7 +4,8 @@ import type { StoredItem } from '@tally/dynamo';
  * Parsed visitor histories kept in process memory by the Redis cache version they were read at, so a warm
  * evaluation neither transfers nor parses the history again. An entry is used only while Redis still reports
  * the same version (the writer bumps it in the step that deletes applied outbox entries), and lives at most
- * the session TTL (well inside the 2-day lifetime of the version key).
+ * the session TTL (well inside the 2-day lifetime of the version key). No entry is kept at version '0' (no
+ * version key), which a row of a deleted and re-created store reads again (evaluateSegments).
  */
 export class HistoryMemo {
   private readonly entries = new Map<string, { version: string; items: StoredItem[]; until: number }>();

@@ -74,7 +74,12 @@ export async function evaluateSegments(
   let items: StoredItem[];
   let cache: 'hit' | 'miss';
   let dynamoRequests = 0;
-  const remember = (its: StoredItem[]) => deps.historyMemo?.set(memoKey, snap!.cacheVersion, its, clock + req.cacheTtlSeconds * 1000);
+  // Never at '0' (no version key): a row reads '0' again once its store is deleted (every key with it) and made again,
+  // so a history memoised at '0' could be the deleted store's. A version set by an ack or an erasure is unique: one
+  // that had expired restarts at the clock, above every one it had.
+  const remember = (its: StoredItem[]) => {
+    if (snap!.cacheVersion !== '0') deps.historyMemo?.set(memoKey, snap!.cacheVersion, its, clock + req.cacheTtlSeconds * 1000);
+  };
   if (snap!.cache === '=' && known) {
     cache = 'hit';
     items = known.items;
