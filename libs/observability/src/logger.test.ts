@@ -63,4 +63,16 @@ describe('createLogger', () => {
     expect(lines[3]).toMatchObject({ apiKey: '[redacted]', key: '[redacted]', token: '[redacted]', authorization: '[redacted]' });
     expect(lines[4]!['auth']).toEqual({ token: '[redacted]' });
   });
+
+  it("never writes the arguments of the Redis command an error carries (a failed AUTH's password)", () => {
+    const { log, lines, raw } = capture();
+    // What ioredis rejects a failed AUTH, and every command queued behind it, with.
+    const err = Object.assign(new Error('WRONGPASS invalid username-password pair'), {
+      command: { name: 'auth', args: ['user', 's3cret'] },
+    });
+    log.warn({ err }, 'not following the sealers’ epochs');
+    expect(raw.join('\n')).not.toContain('s3cret');
+    expect(lines[0]!['err']).toMatchObject({ message: err.message, command: { name: 'auth', args: '[redacted]' } });
+    expect(err.command.args).toEqual(['user', 's3cret']); // the error itself is left as it was
+  });
 });

@@ -6,6 +6,8 @@ export type LogLevel = Level | 'silent';
 /**
  * Fields that hold credentials. pino's `*` matches one level, so each name is listed at the top level too:
  * `log.info({ token })` and `log.info({ tenant: { apiKey } })` are both censored. Log a Redis key as `redisKey`.
+ * ioredis puts the failed command on its errors (`err.command.args`): an AUTH's holds the password, and a failed
+ * AUTH rejects every command queued behind it with that very error.
  */
 export const REDACTED_PATHS = [
   'req.headers.authorization',
@@ -19,6 +21,7 @@ export const REDACTED_PATHS = [
   '*.apiKey',
   '*.key',
   '*.token',
+  'err.command.args',
 ] as const;
 
 export const REDACTED = '[redacted]';

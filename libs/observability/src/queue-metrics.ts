@@ -44,15 +44,28 @@ export function queueDepthMetrics(
   const byName = Map.groupBy(queues, (q) => q.name);
   for (const name of byName.keys()) errors.inc({ queue: name }, 0);
 
+  // At most one read per queue outstanding. The worker apps' connections queue commands while Redis is away (no
+  // retry limit), so a read can wait as long as the outage: a scrape gives up on it after `timeoutMs`, and the next
+  // scrapes wait on that same read rather than queue one more each, to be sent all at once on the reconnect.
+  const pending = new Map<string, Promise<Array<Record<string, number>>>>();
+  const counts = (name: string, shards: readonly CountedQueue[]) => {
+    let read = pending.get(name);
+    if (!read) {
+      read = Promise.all(shards.map((q) => q.getJobCounts(...QUEUE_STATES))).finally(() => pending.delete(name));
+      pending.set(name, read);
+    }
+    return read;
+  };
+
   async function read(): Promise<void> {
     await Promise.all(
       [...byName].map(async ([name, shards]) => {
         try {
-          const counts = await within(Promise.all(shards.map((q) => q.getJobCounts(...QUEUE_STATES))), timeoutMs, 'no answer');
+          const read = await within(counts(name, shards), timeoutMs, 'no answer');
           for (const state of QUEUE_STATES)
             gauge.set(
               { queue: name, state },
-              counts.reduce((sum, c) => sum + (c[state] ?? 0), 0),
+              read.reduce((sum, c) => sum + (c[state] ?? 0), 0),
             );
         } catch {
           errors.inc({ queue: name });

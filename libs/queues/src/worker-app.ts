@@ -27,6 +27,22 @@ export interface WorkerAppConfig extends RedisTarget {
   JOB_LOCK_MS: number;
 }
 
+/** How long a worker app's workers get to finish their active jobs on SIGTERM, before the queues and Redis close. */
+export const WORKERS_STOP_TIMEOUT_MS = 20_000;
+
+/**
+ * The ready check of a worker app: Redis answers a PING on `connection` and every worker of `workers` runs. The
+ * connection queues commands while Redis is away (no retry limit) and /readyz gives up on a check after a while: the
+ * probes meanwhile share the PING still pending rather than queue one each, to be sent all at once on the reconnect.
+ */
+export function workerReadyCheck(connection: { ping(): Promise<string> }, workers: ReadonlyArray<Pick<Worker, 'isRunning'>>) {
+  let ping: Promise<string> | undefined;
+  return async () => {
+    ping ??= connection.ping().finally(() => (ping = undefined));
+    return (await ping) === 'PONG' && workers.every((w) => w.isRunning());
+  };
+}
+
 /**
  * What a queue-worker app (bucket aggregator, DynamoDB writer) starts with: its logger, rollup rules, metrics
  * registry, queue layout, crash points and `redis()`, a new worker-grade connection (no per-command retry limit,
@@ -70,13 +86,17 @@ export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: 
       port: config.HTTP_PORT,
       registry,
       log,
-      ready: async () => (await connections[0]!.ping()) === 'PONG' && opts.ready.every((w) => w.isRunning()),
+      ready: workerReadyCheck(connections[0]!, opts.ready),
     });
     log.info({ port: ops.port, ...opts.started }, `${name} started`);
     installShutdown(log, [
       // With Redis away no active job can complete (its lock lapses and another replica retries it, idempotently),
       // and a graceful close would wait for a Redis that is not there: close at once instead.
-      { name: 'workers', run: () => Promise.all(workers.map((w) => w.close(connections[0]!.status !== 'ready'))), timeoutMs: 20_000 },
+      {
+        name: 'workers',
+        run: () => Promise.all(workers.map((w) => w.close(connections[0]!.status !== 'ready'))),
+        timeoutMs: WORKERS_STOP_TIMEOUT_MS,
+      },
       { name: 'queues', run: () => closeQueues(queues) },
       { name: 'ops server', run: () => ops.close() },
       { name: 'redis', run: () => Promise.all(connections.map(closeConnection)) },

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { REPO_ROOT as repoRoot } from '@tally/testing';
+import { WORKERS_STOP_TIMEOUT_MS } from '@tally/queues/worker-app';
 import { loadStackConfig } from './config';
 
 describe('loadStackConfig', () => {
@@ -11,7 +12,9 @@ describe('loadStackConfig', () => {
     expect(c.env.DYNAMODB_ENDPOINT).toBeUndefined();
     expect(c.env.DYNAMODB_TABLE).toBe('tally');
     expect(c.env.COLLECTOR_PORT).toBeUndefined();
-    expect(c.env.STACK_STOP_TIMEOUT_MS).toBe(10_000);
+    // More than the worker apps give their workers to finish their jobs: npm start does not SIGKILL one finishing.
+    expect(c.env.STACK_STOP_TIMEOUT_MS).toBe(40_000);
+    expect(c.env.STACK_STOP_TIMEOUT_MS).toBeGreaterThan(WORKERS_STOP_TIMEOUT_MS);
     expect(c.env.REDIS_APPENDFSYNC).toBe('always');
   });
 

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { loadConfig, sharedEnvShape, type AppName } from '@tally/config';
+import { WORKERS_STOP_TIMEOUT_MS } from '@tally/queues/worker-app';
 import { appArgs, REPO_ROOT } from '@tally/testing';
 import type { ProcessSpec } from './supervisor';
 
@@ -47,9 +48,18 @@ export const stackEnv = z.object({
   STACK_START_TIMEOUT_MS: ms(1_000, 600_000)
     .default(60_000)
     .describe('How long to wait for every app to answer /healthz before warning (they keep being supervised).'),
+  STACK_READY_TIMEOUT_MS: ms(0, 600_000)
+    .default(15_000)
+    .describe(
+      'How long the apps then get to answer /readyz (Redis reachable, the password taken) before the stack names those that do not.',
+    ),
   STACK_STOP_TIMEOUT_MS: ms(100, 120_000)
-    .default(10_000)
-    .describe('How long an app (and then redis-server) gets after SIGTERM before SIGKILL.'),
+    // The worker apps' workers get WORKERS_STOP_TIMEOUT_MS to finish their jobs, then the queues and Redis close: as
+    // docker-compose.yml's stop_grace_period for them.
+    .default(WORKERS_STOP_TIMEOUT_MS + 20_000)
+    .describe(
+      `How long an app (and then redis-server) gets after SIGTERM before SIGKILL; the default leaves the worker apps the ${WORKERS_STOP_TIMEOUT_MS / 1000} s they give their workers to finish their jobs, and time to close.`,
+    ),
   NO_COLOR: z
     .string()
     .optional()

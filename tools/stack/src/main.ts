@@ -7,6 +7,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfigOrExit } from '@tally/config';
 import { createDynamoClient, ensureTable } from '@tally/dynamo';
+import { describeRedisTarget } from '@tally/queues';
 import { isHealthy, startDynalite, startRedis, waitFor } from '@tally/testing';
 import { APPS, appProcessSpec, loadStackConfig } from './config';
 import { demoLines } from './demo';
@@ -134,7 +135,9 @@ async function start(): Promise<void> {
           }
         : { url: env.REDIS_URL!, note: 'from REDIS_URL' };
   if (lifecycle.isStopping) return;
-  say(`redis ready at ${redis.url} (${redis.note})`);
+  // Shown without the password REDIS_URL may hold (the run file keeps it whole, for the tools, readable by its owner only).
+  const redisShown = describeRedisTarget({ REDIS_URL: redis.url });
+  say(`redis ready at ${redisShown} (${redis.note})`);
 
   const dynamo = await startDynamo();
   if (lifecycle.isStopping) return;
@@ -195,19 +198,38 @@ async function start(): Promise<void> {
       }).catch(() => false),
     ),
   );
+  // Healthy is only alive: an app that cannot use Redis (down, a wrong password in REDIS_URL) answers /healthz but
+  // not /readyz, and every call to it fails. Each gets STACK_READY_TIMEOUT_MS to be ready (with Redis there they are
+  // at once); one that is not is named, and the stack runs on (Redis may come later: the apps wait for it).
+  const ready = await Promise.all(
+    APPS.map((a, i) =>
+      waitFor(async () => !healthy[i] || lifecycle.isStopping || (await isHealthy(`${urls[a.name]}/readyz`)), {
+        timeoutMs: env.STACK_READY_TIMEOUT_MS,
+        intervalMs: 200,
+      }).catch(() => false),
+    ),
+  );
   if (lifecycle.isStopping) return;
 
-  const row = (name: string, text: string, i?: number) =>
-    print(
-      `  ${name.padEnd(nameWidth + 2)}${text}${i === undefined || healthy[i] ? '' : '   (not healthy yet: see its log; it keeps being restarted)'}`,
-    );
+  const note = (i: number) =>
+    !healthy[i]
+      ? '   (not healthy yet: see its log; it keeps being restarted)'
+      : !ready[i]
+        ? '   (not ready yet: /readyz is 503, e.g. Redis unreachable or refusing the password; see its log)'
+        : '';
+  const row = (name: string, text: string, i?: number) => print(`  ${name.padEnd(nameWidth + 2)}${text}${i === undefined ? '' : note(i)}`);
+  const state = !healthy.every(Boolean)
+    ? 'started, but not every app is healthy yet'
+    : !ready.every(Boolean)
+      ? 'started, but not every app is ready yet'
+      : 'is running';
   print('');
-  print(`Tally ${healthy.every(Boolean) ? 'is running' : 'started, but not every app is healthy yet'}. Ctrl-C stops it.`);
+  print(`Tally ${state}. Ctrl-C stops it.`);
   const extra: Record<string, string> = { collector: '   POST /v1/events', 'query-api': `   dashboard ${urls['query-api']}/` };
   APPS.forEach((a, i) => row(a.name, urls[a.name]! + (extra[a.name] ?? ''), i));
   row('metrics', APPS.map((a) => `${urls[a.name]}/metrics`).join('  '));
   row('health', '/healthz and /readyz on each app');
-  row('redis', `${redis.url}   (${redis.note})`);
+  row('redis', `${redisShown}   (${redis.note})`);
   row('dynamodb', `${dynamo.endpoint}   table ${table} (${dynamo.note})`);
   print('');
   for (const line of await demoLines({ collector: urls['collector']!, 'query-api': urls['query-api']! }, db, dataDir)) print(line);

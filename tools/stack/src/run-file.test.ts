@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -22,6 +22,13 @@ describe('RunFile', () => {
     expect(f.read()).toMatchObject({ stackPid: 123, children: { redis: { pid: 456, match: 'redis-server' } } });
     f.remove();
     expect(f.read()).toBeUndefined();
+  });
+
+  it('is readable by its owner only: the backends hold REDIS_URL with its password', async () => {
+    const f = new RunFile(dir, 123);
+    await f.claim(() => '');
+    f.update({ backends: { redisUrl: 'redis://:s3cret@10.0.0.5:6379', dynamoEndpoint: '', table: 't', region: 'r', collectorUrl: '' } });
+    expect(statSync(f.file).mode & 0o777).toBe(0o600);
   });
 
   it('refuses to share the data directory with a live stack', async () => {

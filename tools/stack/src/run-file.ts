@@ -107,7 +107,8 @@ export class RunFile {
   update(patch: Pick<Partial<RunState>, 'children' | 'backends'>): void {
     this.state = { ...this.state, ...patch, children: { ...this.state.children, ...patch.children } };
     mkdirSync(path.dirname(this.file), { recursive: true });
-    writeFileSync(`${this.file}.${process.pid}.tmp`, JSON.stringify(this.state, null, 2) + '\n');
+    // Owner only: backends.redisUrl is REDIS_URL as given, password and all (the tools connect with it).
+    writeFileSync(`${this.file}.${process.pid}.tmp`, JSON.stringify(this.state, null, 2) + '\n', { mode: 0o600 });
     renameSync(`${this.file}.${process.pid}.tmp`, this.file);
   }
 

@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { rawEnv } from '@tally/config';
@@ -296,6 +296,42 @@ describe('npm start (tools/stack)', () => {
       await master.stop();
       rmSync(dir, { recursive: true, force: true });
     }
+  }, 180_000);
+
+  it('with a REDIS_URL whose password Redis refuses: names the apps not ready, and never shows the password', async () => {
+    const redis = await startRedis();
+    const admin = testRedis(redis.url);
+    await admin.config('SET', 'requirepass', 'the-right-one');
+    admin.disconnect();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tally-stack-wrongpass-'));
+    const env: Record<string, string> = {
+      TALLY_DATA_DIR: dir,
+      STACK_STOP_TIMEOUT_MS: '5000',
+      STACK_READY_TIMEOUT_MS: '2000',
+      REDIS_URL: `redis://:wrong-s3cret@127.0.0.1:${redis.port}`,
+    };
+    for (const app of APPS) env[app.portVariable] = String(await findFreePort());
+    const s = startStack(env);
+    try {
+      const failed = s.exit.then(({ code }) => {
+        throw new Error(`stack exited early with ${code}\n${s.out()}\n${s.err()}`);
+      });
+      await Promise.race([until('the URLs', () => /^ {2}dynamodb /m.test(s.out()), 90_000), failed]);
+      expect(s.out()).toContain('Tally started, but not every app is ready yet. Ctrl-C stops it.');
+      for (const app of APPS) expect(s.out()).toMatch(new RegExp(`^  ${app.name} .*\\(not ready yet: `, 'm'));
+      expect(s.out()).toContain(`redis ready at redis://***@127.0.0.1:${redis.port} (from REDIS_URL)`);
+      expect(s.out()).toMatch(new RegExp(`^  redis +redis://\\*\\*\\*@127\\.0\\.0\\.1:${redis.port} `, 'm'));
+      // The tools connect with the URL the run file keeps whole: only its owner may read it.
+      expect(readRunFile(dir).backends!.redisUrl).toBe(env['REDIS_URL']);
+      expect(statSync(path.join(dir, 'stack.json')).mode & 0o777).toBe(0o600);
+    } finally {
+      s.child.kill('SIGTERM');
+      await Promise.race([s.exit, new Promise((r) => setTimeout(r, 30_000))]);
+      await redis.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // Nor do the apps' logs, which the stack prints: ioredis rejects their commands with the failed AUTH, args and all.
+    expect(s.out() + s.err()).not.toContain('wrong-s3cret');
   }, 180_000);
 
   it('says in one line how to get redis-server when it is not installed, and exits 1', async () => {
