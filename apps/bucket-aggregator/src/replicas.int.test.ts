@@ -2,12 +2,13 @@ import { BucketStore } from '@tally/buckets';
 import { redisKeys } from '@tally/key-layout';
 import { createRedisConnection, createReplicaFence, storeFence, type StoreFence } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
-import { replicaInSync, startRedisWithReplica, testRedis, waitFor, type RedisWithReplica } from '@tally/testing';
+import { replicaInSync, waitFor, type RedisWithReplica } from '@tally/testing';
+import { useRedisWithReplica } from '@tally/testing/vitest';
 import { DelayedError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { eventsProcessor } from './events.processor';
 
@@ -17,20 +18,7 @@ import { eventsProcessor } from './events.processor';
 const rules = compileRules(defaultRules);
 const STORE = 'S';
 let pair: RedisWithReplica;
-const connections: Redis[] = [];
-const connect = (url: string) => {
-  const c = testRedis(url);
-  connections.push(c);
-  return c;
-};
-
-beforeAll(async () => {
-  pair = await startRedisWithReplica();
-});
-afterAll(async () => {
-  for (const c of connections) c.disconnect();
-  await pair.stop();
-});
+const { connect, disconnectAfter } = useRedisWithReplica((p) => void (pair = p));
 
 /** Runs the events processor once on a job of `views` views (as much of a BullMQ job as it uses). */
 async function process(buckets: BucketStore, batchId: string, views: number, replicated?: StoreFence) {
@@ -106,9 +94,8 @@ describe('the aggregator with REDIS_WAIT_REPLICAS=1', () => {
   });
 
   it('waits when its Redis connection closed after its mark (a failover may have moved the connection)', async () => {
-    const m = createRedisConnection({ REDIS_URL: pair.master.url }) as Redis;
+    const m = disconnectAfter(createRedisConnection({ REDIS_URL: pair.master.url }) as Redis);
     m.on('error', () => {});
-    connections.push(m);
     const buckets = new BucketStore({ redis: m, rules, prefix: 'rk' });
     const fence = storeFence(createReplicaFence(connect(pair.master.url), 1, 1_000, [m]), redisKeys('rk'), 'the batch');
     // Right after the apply, the server cuts the connection (as a failover behind one address does); it reconnects.

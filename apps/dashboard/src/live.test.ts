@@ -2,6 +2,12 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { RequestError, UnreachableError } from './errors';
 import { allOrAbort, answerAgeMs, backoffMs, startPoller, throttle } from './live';
 
+/** An onError that keeps polling and records the pause before each retry in `errors`. */
+const keepPolling = (errors: number[]) => (_err: unknown, retryInMs: number) => {
+  errors.push(retryInMs);
+  return true;
+};
+
 describe('startPoller', () => {
   beforeEach(() => vi.useFakeTimers());
   afterEach(() => vi.useRealTimers());
@@ -55,10 +61,7 @@ describe('startPoller', () => {
         times.push(Date.now());
         if (fail) throw new Error('down');
       },
-      onError: (_err, retryInMs) => {
-        errors.push(retryInMs);
-        return true;
-      },
+      onError: keepPolling(errors),
     });
     const t0 = Date.now();
     await vi.advanceTimersByTimeAsync(2_500 + 5_000 + 10_000 + 10_000);
@@ -122,10 +125,7 @@ describe('startPoller: refused requests, Retry-After, skipped runs', () => {
         if (range === 'too long') throw new RequestError(400, 'the query reads 2100 items; at most 2000');
       },
       // As the shell answers a refused request: keep polling (only a rejected key stops).
-      onError: (_err, retryInMs) => {
-        errors.push(retryInMs);
-        return true;
-      },
+      onError: keepPolling(errors),
     });
     await vi.advanceTimersByTimeAsync(30_000);
     expect(times).toEqual([0]);
@@ -170,10 +170,7 @@ describe('startPoller: refused requests, Retry-After, skipped runs', () => {
         times.push(Date.now() - t0);
         if (fail) throw new UnreachableError('HTTP 503', { retryAfterMs });
       },
-      onError: (_err, retryInMs) => {
-        errors.push(retryInMs);
-        return true;
-      },
+      onError: keepPolling(errors),
     });
     await vi.advanceTimersByTimeAsync(1_000);
     p.poke();

@@ -3,23 +3,14 @@ import { createDynamoClient, createDynamoMeter, getItem } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { createRedisConnection, createReplicaFence, ReplicasBehindError, storeFence, type StoreFence } from '@tally/queues';
-import {
-  createTestTable,
-  startDynalite,
-  startRedisCluster,
-  startRedisWithReplica,
-  testRedis,
-  waitFor,
-  type DynaliteHandle,
-  type RedisHandle,
-  type RedisWithReplica,
-} from '@tally/testing';
+import { createTestTable, startRedisCluster, waitFor, type DynaliteHandle, type RedisHandle, type RedisWithReplica } from '@tally/testing';
+import { useDynalite, useRedisWithReplica } from '@tally/testing/vitest';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DelayedError, type Job } from 'bullmq';
 import { Cluster, Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createWriterMetrics, flushProcessor } from './flush.processor';
 
 // REDIS_WAIT_REPLICAS against a real replica: a master, a replica of it, and a failover to the replica while the
@@ -35,23 +26,14 @@ let pair: RedisWithReplica;
 let master: RedisHandle;
 let dyn: DynaliteHandle;
 let client: DynamoDBClient;
-const connections: Redis[] = [];
-const connect = (url: string) => {
-  const c = testRedis(url);
-  connections.push(c);
-  return c;
-};
-
-beforeAll(async () => {
-  pair = await startRedisWithReplica();
-  master = pair.master;
-  dyn = await startDynalite();
-  client = createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1', maxAttempts: 1 });
+const { connect, disconnectAfter } = useRedisWithReplica((p) => {
+  pair = p;
+  master = p.master;
 });
-afterAll(async () => {
-  for (const c of connections) c.disconnect();
-  client.destroy();
-  await Promise.all([pair.stop(), dyn.stop()]);
+useDynalite((d) => {
+  dyn = d;
+  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1', maxAttempts: 1 });
+  return () => client.destroy();
 });
 
 /** `views` views of the store applied as batch `id` into its open bucket. */
@@ -89,9 +71,8 @@ const total = async (table: string) => (await getItem({ client, table, meter: cr
 describe('the writer with REDIS_WAIT_REPLICAS=1', () => {
   it('waits when its Redis connection closed after it read the outbox (a failover may have moved the connection)', async () => {
     // A connection that reconnects when the server cuts it, as the writer's does.
-    const m = createRedisConnection({ REDIS_URL: master.url }) as Redis;
+    const m = disconnectAfter(createRedisConnection({ REDIS_URL: master.url }) as Redis);
     m.on('error', () => {});
-    connections.push(m);
     const i = { buckets: new BucketStore({ redis: m, rules, prefix: 'rk' }), table: await createTestTable(dyn.endpoint) };
     const fence = storeFence(createReplicaFence(connect(master.url), 1, 1_000, [m]), redisKeys('rk'), 'the outbox');
     await i.buckets.registerStore(STORE);

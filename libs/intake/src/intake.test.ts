@@ -3,7 +3,7 @@ import { compileRules, defaultRules, rollupDistinct, unflattenDistinct, type Nor
 import { describe, expect, it } from 'vitest';
 import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
 import { createHash } from 'node:crypto';
-import { batchFingerprint, createIntake } from './intake';
+import { batchFingerprint, createIntake, type IntakeOptions } from './intake';
 
 // Only validation and ids here: nothing reaches the queue (enqueue is covered against a real Redis by the
 // collector's and the client's integration tests).
@@ -355,17 +355,14 @@ function jobQueue(prefix = 'q0') {
 
 const rules = compileRules(defaultRules);
 const oneView = (ts = Date.now() - 60_000): NormalizedEvent[] => [{ type: 'view', ts, dims: { product: 'P1' } }];
+/** createIntake with the file's rules on test doubles: the events queue (shard) `events` and the connection `redis`. */
+const intakeOn = (events: unknown, redis: unknown, opts: Omit<IntakeOptions, 'queues' | 'redis' | 'rules'>) =>
+  createIntake({ queues: { events } as never, redis: redis as never, rules, ...opts });
 
 describe('createIntake: receivedAt and timeZone are checked before anything is enqueued', () => {
   it('refuses a receivedAt the aggregator or the schema would refuse (not whole ms, seconds, in the future, older than a tenth of the window)', async () => {
     const q = jobQueue();
-    const intake = createIntake({
-      queues: { events: q } as never,
-      redis: memoryRedis() as never,
-      rules,
-      source: 'client',
-      idempotencyWindowSeconds: 3_600,
-    });
+    const intake = intakeOn(q, memoryRedis(), { source: 'client', idempotencyWindowSeconds: 3_600 });
     const now = Date.now();
     for (const [receivedAt, why] of [
       [1.5, /is not epoch milliseconds/],
@@ -392,14 +389,7 @@ describe('createIntake: receivedAt and timeZone are checked before anything is e
   it('judges receivedAt by the window the aggregators publish, when they do', async () => {
     const redis = memoryRedis();
     redis.values.set('t:dedupe-window', '60000');
-    const intake = createIntake({
-      queues: { events: jobQueue() } as never,
-      redis: redis as never,
-      rules,
-      source: 'client',
-      idempotencyWindowSeconds: 3_600,
-      dedupeWindowKey: 't:dedupe-window',
-    });
+    const intake = intakeOn(jobQueue(), redis, { source: 'client', idempotencyWindowSeconds: 3_600, dedupeWindowKey: 't:dedupe-window' });
     // 10 minutes ago: over a tenth of the client's own hour, within a tenth of the aggregators' 60,000 s.
     await expect(intake.enqueue('S1', oneView(), { receivedAt: Date.now() - 600_000 })).resolves.toMatchObject({ accepted: 1 });
   });
@@ -407,9 +397,9 @@ describe('createIntake: receivedAt and timeZone are checked before anything is e
   it('refuses a timeZone that is not an IANA zone, whether the rules agree (a RangeError in the rollup) or not (dropped unseen)', async () => {
     const q = jobQueue();
     const redis = memoryRedis();
-    const agree = createIntake({ queues: { events: q } as never, redis: redis as never, rules, source: 'client' });
+    const agree = intakeOn(q, redis, { source: 'client' });
     redis.values.set('t:rules', 'other rules');
-    const differ = createIntake({ queues: { events: q } as never, redis: redis as never, rules, source: 'client', rulesKey: 't:rules' });
+    const differ = intakeOn(q, redis, { source: 'client', rulesKey: 't:rules' });
     for (const intake of [agree, differ]) {
       for (const timeZone of ['Mars/Olympus', '', 'Europe/Paris '] as const) {
         const err = await intake.enqueue('S1', oneView(), { timeZone }).catch((e: unknown) => e);
@@ -426,22 +416,13 @@ describe('createIntake: idempotency keys', () => {
   it("keeps the fingerprint of a key two dedupe windows and the records' slack: the aggregators' window, else its own", async () => {
     const redis = memoryRedis();
     const record = (batchId: string) => `q0:idem:${batchId}`;
-    const own = createIntake({
-      queues: { events: jobQueue() } as never,
-      redis: redis as never,
-      rules,
-      source: 'http',
-      idempotencyWindowSeconds: 3_600,
-    });
+    const own = intakeOn(jobQueue(), redis, { source: 'http', idempotencyWindowSeconds: 3_600 });
     const a = await own.enqueue('S1', oneView(), { idempotencyKey: 'k1' });
     expect(redis.ttls.get(record(a.batchId))).toBe(7_200 + 360); // slack: 10% of the window
-    const byDefault = createIntake({ queues: { events: jobQueue() } as never, redis: redis as never, rules, source: 'http' });
+    const byDefault = intakeOn(jobQueue(), redis, { source: 'http' });
     const b = await byDefault.enqueue('S1', oneView(), { idempotencyKey: 'k2' });
     expect(redis.ttls.get(record(b.batchId))).toBe(2 * 86_400 + 8_640);
-    const following = createIntake({
-      queues: { events: jobQueue() } as never,
-      redis: redis as never,
-      rules,
+    const following = intakeOn(jobQueue(), redis, {
       source: 'client',
       idempotencyWindowSeconds: 3_600,
       dedupeWindowKey: 't:dedupe-window',
@@ -449,34 +430,21 @@ describe('createIntake: idempotency keys', () => {
     const c = await following.enqueue('S1', oneView(), { idempotencyKey: 'k3' }); // none published: its own
     expect(redis.ttls.get(record(c.batchId))).toBe(7_200 + 360);
     redis.values.set('t:dedupe-window', '604800');
-    const later = createIntake({
-      queues: { events: jobQueue() } as never,
-      redis: redis as never,
-      rules,
-      source: 'client',
-      idempotencyWindowSeconds: 3_600,
-      dedupeWindowKey: 't:dedupe-window',
-    });
+    const later = intakeOn(jobQueue(), redis, { source: 'client', idempotencyWindowSeconds: 3_600, dedupeWindowKey: 't:dedupe-window' });
     const d = await later.enqueue('S1', oneView(), { idempotencyKey: 'k4' });
     expect(redis.ttls.get(record(d.batchId))).toBe(2 * 604_800 + 60_480);
     // The slack is at least 5 minutes.
-    const short = createIntake({
-      queues: { events: jobQueue() } as never,
-      redis: redis as never,
-      rules,
-      source: 'http',
-      idempotencyWindowSeconds: 60,
-    });
+    const short = intakeOn(jobQueue(), redis, { source: 'http', idempotencyWindowSeconds: 60 });
     const e = await short.enqueue('S1', oneView(), { idempotencyKey: 'k5' });
     expect(redis.ttls.get(record(e.batchId))).toBe(120 + 300);
   });
 
   it('refuses a fresh key whose job is in the failed set (BullMQ would answer with it, queueing nothing), without binding the key', async () => {
     const q = jobQueue();
-    const probe = createIntake({ queues: { events: q } as never, redis: memoryRedis() as never, rules, source: 'client' });
+    const probe = intakeOn(q, memoryRedis(), { source: 'client' });
     const batchId = probe.batchIdFor('S1', 'order-7');
     const redis = memoryRedis({ 'q0:failed': [batchId, `${probe.batchIdFor('S1', 'big-1')}.1`] });
-    const intake = createIntake({ queues: { events: q } as never, redis: redis as never, rules, source: 'client' });
+    const intake = intakeOn(q, redis, { source: 'client' });
     const err = await intake.enqueue('S1', oneView(), { idempotencyKey: 'order-7' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(IdempotencyConflictError);
     expect(err).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', idempotencyKey: 'order-7', failedJobId: batchId });
@@ -486,13 +454,7 @@ describe('createIntake: idempotency keys', () => {
     await expect(intake.enqueue('S1', oneView(), { idempotencyKey: 'order-7' })).rejects.toMatchObject({ failedJobId: batchId });
     // A split batch: any part in the failed set.
     const many = Array.from({ length: MAX_EVENTS_PER_JOB + 1 }, () => oneView()[0]!);
-    const big = createIntake({
-      queues: { events: q } as never,
-      redis: redis as never,
-      rules,
-      source: 'client',
-      limits: { maxEvents: 10_000 },
-    });
+    const big = intakeOn(q, redis, { source: 'client', limits: { maxEvents: 10_000 } });
     await expect(big.enqueue('S1', many, { idempotencyKey: 'big-1' })).rejects.toMatchObject({
       failedJobId: `${probe.batchIdFor('S1', 'big-1')}.1`,
     });
@@ -506,7 +468,7 @@ describe('createIntake: idempotency keys', () => {
     const redis = memoryRedis();
     let open!: () => void;
     redis.hold(new Promise<void>((resolve) => (open = resolve)));
-    const intake = createIntake({ queues: { events: jobQueue() } as never, redis: redis as never, rules, source: 'http' });
+    const intake = intakeOn(jobQueue(), redis, { source: 'http' });
     const sent = intake.enqueue('S1', oneView(), { idempotencyKey: 'k' });
     await new Promise((resolve) => setImmediate(resolve));
     expect(redis.log.map((l) => l.split(' ')[0])).toEqual(['SET', 'ZMSCORE']);
@@ -526,7 +488,7 @@ describe('createIntake: idempotency keys', () => {
       },
     };
     const redis = memoryRedis();
-    const intake = createIntake({ queues: { events: flaky } as never, redis: redis as never, rules, source: 'http' });
+    const intake = intakeOn(flaky, redis, { source: 'http' });
     const events = oneView();
     // A batch that succeeds writes no record: its key is never handed out.
     await intake.enqueue('S1', events);
@@ -556,13 +518,7 @@ describe('createIntake: idempotency keys', () => {
         return added;
       },
     };
-    const intake = createIntake({
-      queues: { events: partial } as never,
-      redis: memoryRedis() as never,
-      rules,
-      source: 'client',
-      limits: { maxEvents: 3 * MAX_EVENTS_PER_JOB },
-    });
+    const intake = intakeOn(partial, memoryRedis(), { source: 'client', limits: { maxEvents: 3 * MAX_EVENTS_PER_JOB } });
     const events = Array.from({ length: 2 * MAX_EVENTS_PER_JOB + 1 }, (_, i) => ({
       type: 'view',
       ts: Date.now() - 1_000,
@@ -588,7 +544,7 @@ describe('createIntake: a keyed retry after events passed the lateness horizon',
   it('enqueueRetry enqueues the events only under a key whose fingerprint is theirs, with one round trip for the key', async () => {
     const q = jobQueue();
     const redis = memoryRedis();
-    const intake = createIntake({ queues: { events: q } as never, redis: redis as never, rules, source: 'http' });
+    const intake = intakeOn(q, redis, { source: 'http' });
     const events = oneView();
     expect(await intake.enqueueRetry('S1', events, { idempotencyKey: 'fresh' })).toBeUndefined();
     expect(redis.log).toEqual([`GET q0:idem:${intake.batchIdFor('S1', 'fresh')}`]);
@@ -601,7 +557,7 @@ describe('createIntake: a keyed retry after events passed the lateness horizon',
 
   it('submit answers a retry of a call accepted in time with its batch, not a ValidationError; a call never accepted still gets one', async () => {
     const q = jobQueue();
-    const intake = createIntake({ queues: { events: q } as never, redis: memoryRedis() as never, rules, source: 'client', limits });
+    const intake = intakeOn(q, memoryRedis(), { source: 'client', limits });
     const input = [{ type: 'view', ts: Date.now() - horizonMs + 500, dims: { product: 'P1' } }];
     const first = await intake.submit('S1', input, { idempotencyKey: 'late-1' });
     await new Promise((resolve) => setTimeout(resolve, 700));

@@ -1,41 +1,18 @@
 import { keySlot } from '@tally/key-layout';
-import {
-  replicaInSync,
-  startRedis,
-  startRedisCluster,
-  startRedisWithReplica,
-  testRedis,
-  waitFor,
-  type RedisHandle,
-  type RedisWithReplica,
-} from '@tally/testing';
+import { replicaInSync, startRedis, startRedisCluster, waitFor, type RedisHandle } from '@tally/testing';
+import { useRedisWithReplica } from '@tally/testing/vitest';
 import { Redis, type Cluster } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createRedisConnection } from './connection';
 import { createReplicaFence, ReplicasBehindError, warnOnTooFewReplicas } from './replica-fence';
 
 // The wait for Redis replicas shared by the collector, the client and the dynamo-writer, against a real replica.
 
-let pair: RedisWithReplica;
 let master: RedisHandle;
 let replica: RedisHandle;
-const connections: Redis[] = [];
-const connect = (url: string) => {
-  const c = testRedis(url);
-  connections.push(c);
-  return c;
-};
+const { connect, disconnectAfter } = useRedisWithReplica((pair) => void ({ master, replica } = pair));
 /** How many WAITs the server has run since the last CONFIG RESETSTAT. */
 const waits = async (r: Redis) => Number(/^cmdstat_wait:calls=(\d+)/m.exec(await r.info('commandstats'))?.[1] ?? 0);
-
-beforeAll(async () => {
-  pair = await startRedisWithReplica();
-  ({ master, replica } = pair);
-});
-afterAll(async () => {
-  for (const c of connections) c.disconnect();
-  await pair?.stop();
-});
 
 /** The refusal of a wait whose connections talk to different servers. */
 const otherServers = (what: string) => new RegExp(`^${what} and the wait for replicas went to different Redis servers \\(`);
@@ -50,9 +27,8 @@ const m0 = () => (admin ??= connect(master.url));
 const idOf = async (name: string) => Number(new RegExp(`id=(\\d+) [^\\n]*name=${name} `).exec(String(await m0().client('LIST')))?.[1]);
 /** A connection that reconnects when the server cuts it, as the apps' do. */
 const reconnecting = (url: string) => {
-  const c = createRedisConnection({ REDIS_URL: url }) as Redis;
+  const c = disconnectAfter(createRedisConnection({ REDIS_URL: url }) as Redis);
   c.on('error', () => {});
-  connections.push(c);
   return c;
 };
 
@@ -242,8 +218,7 @@ describe('createReplicaFence', () => {
   it('warns when the connection is ready and Redis has fewer replicas than asked for', async () => {
     const warnings: string[] = [];
     for (const wanted of [1, 2]) {
-      const c = new Redis(master.url, { lazyConnect: true });
-      connections.push(c);
+      const c = disconnectAfter(new Redis(master.url, { lazyConnect: true }));
       warnOnTooFewReplicas(c, wanted, (msg) => warnings.push(`${wanted}: ${msg}`));
       await c.connect();
       await c.ping(); // answered after the check's INFO
@@ -255,12 +230,10 @@ describe('createReplicaFence', () => {
   });
 
   it('warns when Redis refuses INFO, which both the replica count and the server check need', async () => {
-    const admin = new Redis(master.url);
-    connections.push(admin);
+    const admin = disconnectAfter(new Redis(master.url));
     await admin.acl('SETUSER', 'noinfo', 'on', '>pw', '~*', '&*', '+@all', '-info');
     const warnings: string[] = [];
-    const c = new Redis(master.url, { lazyConnect: true, username: 'noinfo', password: 'pw', enableReadyCheck: false });
-    connections.push(c);
+    const c = disconnectAfter(new Redis(master.url, { lazyConnect: true, username: 'noinfo', password: 'pw', enableReadyCheck: false }));
     warnOnTooFewReplicas(c, 1, (msg) => warnings.push(msg));
     await c.connect();
     await waitFor(() => warnings.length > 0, { message: 'a warning' });

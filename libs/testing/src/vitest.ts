@@ -5,6 +5,7 @@ import { startDynalite, type DynaliteHandle, type StartDynaliteOptions } from '.
 import { dynamoDbLocalUnavailable, startDynamoDbLocal } from './dynamodb-local';
 import { startApp, type AppHandle, type StartAppOptions } from './fleet';
 import { startRedis, type RedisHandle, type StartRedisOptions } from './redis';
+import { startRedisWithReplica, testRedis, type RedisWithReplica } from './redis-replica';
 import { createTestTable, type TestTenants } from './table';
 
 /** What a `ready` callback may return: a clean-up run after the file's tests, before the service stops. */
@@ -71,18 +72,54 @@ export function useDynamoBackend(backend: DynamoBackend, ready: (endpoint: strin
   });
 }
 
-/** In a test file: dynalite started before the file's tests and handed to `ready`, stopped after them. */
-export function useDynalite(ready: (dynalite: DynaliteHandle) => Cleanup, opts: StartDynaliteOptions = {}): void {
+/**
+ * In a test file: dynalite started before the file's tests and handed to `ready` (awaited, so it may create a table
+ * first), stopped after them.
+ */
+export function useDynalite(ready: (dynalite: DynaliteHandle) => Cleanup | Promise<Cleanup>, opts: StartDynaliteOptions = {}): void {
   let dynalite: DynaliteHandle | undefined;
   let cleanup: Cleanup;
   beforeAll(async () => {
     dynalite = await startDynalite(opts);
-    cleanup = ready(dynalite);
+    cleanup = await ready(dynalite);
   });
   afterAll(async () => {
     await cleanup?.();
     await dynalite?.stop();
   });
+}
+
+/** The connections of a test file, each disconnected after its tests. */
+export interface TestConnections {
+  /** A connection to `url` for the test's own reads and writes (`testRedis`: no retries, errors ignored). */
+  connect(url: string): Redis;
+  /** Disconnects `connection` (one the test made some other way) after the file's tests too; returns it. */
+  disconnectAfter<C extends Redis>(connection: C): C;
+}
+
+/**
+ * In a test file: a redis-server and a replica of it in sync (`startRedisWithReplica` with `opts`), started before the
+ * file's tests and handed to `ready`; after them the connections made through the returned `connect` and
+ * `disconnectAfter` are dropped and both servers stop.
+ */
+export function useRedisWithReplica(ready: (pair: RedisWithReplica) => Cleanup, opts: StartRedisOptions = {}): TestConnections {
+  let pair: RedisWithReplica | undefined;
+  let cleanup: Cleanup;
+  const connections: Redis[] = [];
+  const disconnectAfter = <C extends Redis>(connection: C): C => {
+    connections.push(connection);
+    return connection;
+  };
+  beforeAll(async () => {
+    pair = await startRedisWithReplica(opts);
+    cleanup = ready(pair);
+  });
+  afterAll(async () => {
+    await cleanup?.();
+    for (const c of connections) c.disconnect();
+    await pair?.stop();
+  });
+  return { connect: (url) => disconnectAfter(testRedis(url)), disconnectAfter };
 }
 
 export interface TestStack {

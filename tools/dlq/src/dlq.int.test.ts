@@ -383,6 +383,13 @@ describe('a connection lost in the middle of a command', () => {
     await closeQueues(tool).catch(() => undefined);
     connection.disconnect();
   });
+  /** Runs `argv` on the tool's connection; the progress display hears of each job done: the connection drops once the first one is. */
+  async function dropAfterFirstJob(argv: string[]) {
+    const c = io();
+    const progress = () => ({ update: (done: number) => void (done === 1 && connection.disconnect()), stop: () => undefined });
+    const code = await runDlqCli(argv, { queues: tool, dedupeWindowMs: DAY, progress }, c.io);
+    return { code, out: c.out, err: c.err };
+  }
 
   it('a replay whose retry fails on the connection says so, not "no longer failed"', async () => {
     await failJobs(queues.events, [{ data: batch('b-c1'), opts: { jobId: 'c1' } }], () => 'boom');
@@ -400,18 +407,7 @@ describe('a connection lost in the middle of a command', () => {
   it('a bulk replay stops at the job it could not do and prints what it did before', async () => {
     // One failure after the other: the replay takes them oldest failure first, d1 d2 d3.
     for (const id of ['d1', 'd2', 'd3']) await failJobs(queues.events, [{ data: batch(`b-${id}`), opts: { jobId: id } }], () => 'boom');
-    const c = io();
-    const code = await runDlqCli(
-      ['replay', 'events', '--reason', 'boom'],
-      {
-        queues: tool,
-        dedupeWindowMs: DAY,
-        // The progress display hears of each job done: the connection drops once the first one is.
-        progress: () => ({ update: (done) => void (done === 1 && connection.disconnect()), stop: () => undefined }),
-      },
-      c.io,
-    );
-    expect({ code, out: c.out, err: c.err }).toEqual({
+    expect(await dropAfterFirstJob(['replay', 'events', '--reason', 'boom'])).toEqual({
       code: 1,
       out: ['replayed 1 of 3 matching failed jobs in events (stopped at job d2, 1 not tried)'],
       err: ['tally: replay stopped at job d2: Connection is closed. (the same command again goes on with the rest)'],
@@ -421,17 +417,7 @@ describe('a connection lost in the middle of a command', () => {
 
   it('a bulk purge the same way', async () => {
     for (const id of ['e1', 'e2']) await failJobs(queues.seal, [{ data: {}, opts: { jobId: id } }], () => 'boom');
-    const c = io();
-    const code = await runDlqCli(
-      ['purge', 'seal', '--all', '--yes'],
-      {
-        queues: tool,
-        dedupeWindowMs: DAY,
-        progress: () => ({ update: (done) => void (done === 1 && connection.disconnect()), stop: () => undefined }),
-      },
-      c.io,
-    );
-    expect({ code, out: c.out, err: c.err }).toEqual({
+    expect(await dropAfterFirstJob(['purge', 'seal', '--all', '--yes'])).toEqual({
       code: 1,
       out: ['purged 1 of 2 matching failed jobs in seal (stopped at job e2, 0 not tried)'],
       err: ['tally: purge stopped at job e2: Connection is closed. (the same command again goes on with the rest)'],

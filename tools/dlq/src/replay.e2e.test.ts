@@ -8,67 +8,40 @@ import { dayAttr, localDate, monthSk } from '@tally/key-layout';
 import { closeQueues, createQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
 import { createTenant } from '@tally/tenants';
-import {
-  createTestTable,
-  metricValue,
-  startApp,
-  startDynalite,
-  startRedis,
-  waitFor,
-  waitForQueuesIdle,
-  type AppHandle,
-  type DynaliteHandle,
-  type RedisHandle,
-} from '@tally/testing';
+import { metricValue, waitFor, waitForQueuesIdle, type AppHandle } from '@tally/testing';
+import { useStack } from '@tally/testing/vitest';
 import { Worker, type Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { runDlqCli } from './cli';
 
 // Replaying dead letters against the real apps (started as processes): a replay is idempotent, so an operator
 // can replay whatever is in the failed set without checking first whether it was already applied or written.
 
 const PREFIX = 'dlq';
-let redisServer: RedisHandle;
-let dyn: DynaliteHandle;
-let redis: Redis;
+const stack = useStack({ tenants: ['S', 'T'] });
 let queues: TallyQueues;
-let table: string;
 let dynamo: RowReaderDeps;
 let aggregator: AppHandle;
 let writer: AppHandle;
 let env: Record<string, string>;
 let buckets: BucketStore;
 
+stack.defer(() => closeQueues(queues));
+stack.defer(() => dynamo.client.destroy());
+
 beforeAll(async () => {
-  [redisServer, dyn] = await Promise.all([startRedis(), startDynalite()]);
-  table = await createTestTable(dyn.endpoint, { tenants: ['S', 'T'] });
-  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+  const { redis, dynalite, table } = stack;
   queues = createQueues(redis, { keyPrefix: PREFIX, shards: 1 });
-  dynamo = { client: createDynamoClient({ endpoint: dyn.endpoint, region: 'us-east-1' }), table, meter: createDynamoMeter() };
+  dynamo = { client: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' }), table, meter: createDynamoMeter() };
   // Every row flushed after every bucket, so counts reach DynamoDB within seconds.
   const rules = structuredClone(defaultRules) as { entities: Record<string, { flush: unknown }> };
   for (const e of Object.values(rules.entities)) e.flush = { kind: 'bucket' };
   const rulesFile = join(mkdtempSync(join(tmpdir(), 'tally-dlq-rules-')), 'rules.json');
   writeFileSync(rulesFile, JSON.stringify(rules));
   buckets = new BucketStore({ redis, rules: compileRules(rules), prefix: PREFIX });
-  env = {
-    REDIS_URL: redisServer.url,
-    DYNAMODB_ENDPOINT: dyn.endpoint,
-    DYNAMODB_TABLE: table,
-    BUCKET_SECONDS: '1',
-    JOB_LOCK_MS: '2000',
-    KEY_PREFIX: PREFIX,
-    RULES_FILE: rulesFile,
-  };
-});
-
-afterAll(async () => {
-  await Promise.all([aggregator?.kill(), writer?.kill()]);
-  await closeQueues(queues);
-  await redis.quit();
-  dynamo.client.destroy();
-  await Promise.all([dyn.stop(), redisServer.stop()]);
+  // Under stack.env (REDIS_URL, DYNAMODB_ENDPOINT, DYNAMODB_TABLE).
+  env = { BUCKET_SECONDS: '1', JOB_LOCK_MS: '2000', KEY_PREFIX: PREFIX, RULES_FILE: rulesFile };
 });
 
 const batch = (batchId: string, store: string, n: number) => {
@@ -79,7 +52,7 @@ const batch = (batchId: string, store: string, n: number) => {
 /** A job in the failed set as a dead letter lands there: a worker fails it on its only attempt. */
 async function deadLetter(queue: Queue, data: Record<string, unknown>, jobId: string, reason: string): Promise<void> {
   await queue.add(queue.name, data, { jobId, attempts: 1 });
-  const connection = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+  const connection = new Redis(stack.redisServer.url, { maxRetriesPerRequest: null });
   const worker = new Worker(
     queue.name,
     async () => {
@@ -96,7 +69,7 @@ async function deadLetter(queue: Queue, data: Record<string, unknown>, jobId: st
 }
 
 const views = async (pk: string) => (await getItem(dynamo, pk, 'TOTAL'))?.attrs.get('v');
-const outboxEmpty = async (store: string) => (await redis.keys(`${PREFIX}:{${store}}:o:*`)).length === 0;
+const outboxEmpty = async (store: string) => (await stack.redis.keys(`${PREFIX}:{${store}}:o:*`)).length === 0;
 
 async function replay(queue: string, id: string): Promise<string[]> {
   const out: string[] = [];
@@ -116,8 +89,8 @@ describe('replaying dead letters is idempotent', () => {
     const payload = batch('batch-dup-1', 'S', 3);
     await deadLetter(queues[QUEUE.events], payload, 'first-delivery', 'simulated: worker lost the job after applying it');
 
-    aggregator = await startApp('bucket-aggregator', { env });
-    writer = await startApp('dynamo-writer', { env });
+    aggregator = await stack.startApp('bucket-aggregator', { env });
+    writer = await stack.startApp('dynamo-writer', { env });
     await enqueue(queues, QUEUE.events, payload, { jobId: 'second-delivery' });
     await waitFor(async () => (await views('S')) === 3n && (await outboxEmpty('S')), {
       timeoutMs: 30_000,
@@ -181,7 +154,7 @@ describe('replaying dead letters is idempotent', () => {
     const ts = Date.now() - 60_000;
     // A zone whose date differs from UTC's at `ts` (one of the two always does), so binning in UTC would show.
     const zone = ['Pacific/Kiritimati', 'Pacific/Pago_Pago'].find((z) => localDate(ts, z).doy !== localDate(ts, 'UTC').doy)!;
-    const client = createTallyClient({ connection: redisServer.url, keyPrefix: PREFIX });
+    const client = createTallyClient({ connection: stack.redisServer.url, keyPrefix: PREFIX });
     try {
       const sent = await client.enqueueEvents('LATER', [
         { type: 'view', ts, dims: { product: 'P1' } },
@@ -202,7 +175,7 @@ describe('replaying dead letters is idempotent', () => {
         UnknownStoreError,
       );
 
-      await createTenant({ dynamo: dynamo.client, table }, 'LATER', { timeZone: zone });
+      await createTenant({ dynamo: dynamo.client, table: stack.table }, 'LATER', { timeZone: zone });
       const out: string[] = [];
       const code = await runDlqCli(
         ['replay', QUEUE.events, '--reason', 'unknown store LATER'],

@@ -4,24 +4,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDynamoClient } from '@tally/dynamo';
 import { createTenantDirectory, SCOPES, type TenantDb } from '@tally/tenants';
-import { createTestTable, freePort, REPO_ROOT, startDynalite, startProcess, type DynaliteHandle } from '@tally/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestTable, freePort, REPO_ROOT, startProcess, type DynaliteHandle } from '@tally/testing';
+import { useDynalite } from '@tally/testing/vitest';
+import { describe, expect, it } from 'vitest';
 import { runTenantsCli, USAGE, type ErasureContext, type TenantsBackends } from './cli';
 
 let dynalite: DynaliteHandle;
 let db: TenantDb;
-
-beforeAll(async () => {
-  dynalite = await startDynalite();
-  db = {
-    dynamo: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' }),
-    table: await createTestTable(dynalite.endpoint),
-  };
-});
-
-afterAll(async () => {
-  db?.dynamo.destroy();
-  await dynalite?.stop();
+useDynalite(async (d) => {
+  dynalite = d;
+  db = { dynamo: createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' }), table: await createTestTable(d.endpoint) };
+  return () => db.dynamo.destroy();
 });
 
 /** How many times a command opened its backends (only ever after its command line was checked), and what it asked for. */

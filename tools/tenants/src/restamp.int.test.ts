@@ -2,7 +2,8 @@ import { PutItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { createDynamoClient } from '@tally/dynamo';
 import { closeQueues, createQueues, QUEUE, type TallyQueues } from '@tally/queues';
 import { getTenant, RETENTION_SETTLE_MS, type TenantDb } from '@tally/tenants';
-import { createTestTable, REPO_ROOT, startDynalite, startProcess, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { createTestTable, REPO_ROOT, startProcess, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
+import { useDynalite } from '@tally/testing/vitest';
 import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,18 +11,10 @@ import { runTenantsCli, USAGE, type TenantsBackends } from './cli';
 
 let dynalite: DynaliteHandle;
 let db: TenantDb;
-
-beforeAll(async () => {
-  dynalite = await startDynalite();
-  db = {
-    dynamo: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' }),
-    table: await createTestTable(dynalite.endpoint),
-  };
-});
-
-afterAll(async () => {
-  db?.dynamo.destroy();
-  await dynalite?.stop();
+useDynalite(async (d) => {
+  dynalite = d;
+  db = { dynamo: createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' }), table: await createTestTable(d.endpoint) };
+  return () => db.dynamo.destroy();
 });
 
 /** One command on the test table with restamp-retention's wait and clock as given. */
