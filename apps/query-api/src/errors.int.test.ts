@@ -69,7 +69,13 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/totals?ids=P1', 'entity', /entity/],
     ['/v1/totals?entity=visitor:V1', 'entity', /the ids go in ids: entity=visitor&ids=V1/],
     ['/v1/top?entity=product&metric=ViewCount&range=last12m', 'range', /covers 366 days; top lists cover at most 92/],
-    ['/v1/top?entity=product&metric=ViewCount&range=allTime', 'range', /not allTime/],
+    ['/v1/top?entity=product&metric=ViewCount&range=allTime', 'range', /not allTime \(all-time counts per id: \/v1\/totals\)$/],
+    // Unique visitors are sketches, not ranked counters: refused, never an empty list.
+    [
+      '/v1/top?entity=product&metric=UniqueVisitors',
+      'metric',
+      /^rankings cover counters only; UniqueVisitors is a distinct count of product, read per id with \/v1\/totals or \/v1\/series$/,
+    ],
     ['/v1/top?entity=product&metric=ViewCount&from=2024-01-01&to=2024-04-02', 'range', /93 days/],
     ['/v1/top?entity=visitor&metric=ViewCount', 'entity', /keeps no rankings; ranked: product/],
     ['/v1/top?entity=product&metric=Nope', 'metric', /unknown metric "Nope"/],

@@ -15,7 +15,9 @@ export const topQuerySchema = z
     entity: z.string().describe('A ranked entity (product and page in the default rules)'),
     metric: z
       .string()
-      .describe('An unkeyed metric the entity counts, e.g. ViewCount (another is 400 naming metric and listing what the entity counts)'),
+      .describe(
+        'An unkeyed counter the entity counts, e.g. ViewCount (another, or a distinct count such as UniqueVisitors, is 400 naming metric)',
+      ),
     range: rangeParam.describe(
       `A named range (default last30d), or from/to instead, covering at most ${MAX_TOP_DAYS} days and starting at most ${TOP_MAX_AGE_DAYS} days before today in the store's time zone: allTime and last12m are always 400, thisYear once it passes ${MAX_TOP_DAYS} days, an older from is 400 naming from`,
     ),

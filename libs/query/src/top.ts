@@ -49,9 +49,17 @@ export async function readTop(
   const { name: entity, spec } = entityOf(rules, req.entity, 'entity');
   if (!spec.rank)
     throw new QueryError('entity', `entity ${entity} keeps no rankings; ranked: ${rankedEntitiesOf(rules).join(', ') || 'none'}`);
-  if (checkMetricName(rules, req.metric, 'metric').sub !== undefined) throw new QueryError('metric', 'rankings cover unkeyed metrics only');
+  const asked = checkMetricName(rules, req.metric, 'metric');
+  if (asked.sub !== undefined) throw new QueryError('metric', 'rankings cover unkeyed metrics only');
+  // A distinct count (unique visitors) is a sketch per row and day, not a counter: the apply step ranks counters only.
+  if (rules.distinctOf(entity).some((d) => d.metric === asked.base))
+    throw new QueryError(
+      'metric',
+      `rankings cover counters only; ${asked.base} is a distinct count of ${entity}, read per id with /v1/totals or /v1/series`,
+    );
   const [metric] = resolveMetrics(rules, [req.metric], 'metric');
-  if (req.range === 'all') throw new QueryError('range', `top lists cover at most ${MAX_TOP_DAYS} days, not allTime`);
+  if (req.range === 'all')
+    throw new QueryError('range', `top lists cover at most ${MAX_TOP_DAYS} days, not allTime (all-time counts per id: /v1/totals)`);
   const dayKeys = dayKeysOf(req.range);
   if (dayKeys.length > MAX_TOP_DAYS)
     throw new QueryError('range', `the range covers ${dayKeys.length} days; top lists cover at most ${MAX_TOP_DAYS}`);
