@@ -27,7 +27,9 @@ end
 
 /**
  * SKETCH_ADD a batch's members. KEYS tail, per row: its `ur`, then per field its `us`, `uh`. ARGV: threshold, now
- * (ms), then per row: pk, fieldCount, then per field: F, members (one string of their 8-byte ids one after another).
+ * (ms), rowsPrefix (every `ur` key is rowsPrefix followed by its row's pk), then per row: fieldCount, then per field:
+ * F, members (one string of their 8-byte ids one after another). A row's pk is read from its `ur` key, and only when
+ * the store has erased rows (no pk argument per row).
  * SADDs them to the exact set while it holds at most T, past T PFADDs them (at the crossing all the set's) to the HLL,
  * notes F as unwritten. Idempotent. A deleted store (its `tombstone`, checked first) writes nothing and returns -1, so
  * an in-flight batch re-creates no sketch; a row of an erased visitor (`erased`, as APPLY: see TOMBSTONES) is left out
@@ -44,12 +46,18 @@ export const SKETCH_ADD = defineScript<number>()({
   name: 'SKETCH_ADD',
   shebang: '#!lua',
   keys: ['tombstone', 'erased'],
-  args: ['threshold', 'now'],
+  args: ['threshold', 'now', 'rowsPrefix'],
   body: `${TOMBSTONES}
 if storeDeleted() then return -1 end
 local T = tonumber(A.threshold)
 local now = tonumber(A.now)
 local erasedRows = erasedType() ~= 'none'
+local P = #A.rowsPrefix
+-- A row's pk: its \`ur\` key after rowsPrefix (read only when the store has erased rows).
+local function pkOf(ur)
+  if string.sub(ur, 1, P) ~= A.rowsPrefix then error('TALLY_ERR_ARGUMENT row key ' .. ur .. ' does not start with the rows prefix') end
+  return string.sub(ur, P + 1)
+end
 local function checkHll(uh)
   local head = redis.call('GETRANGE', uh, 0, 3)
   if head ~= '' and head ~= 'HYLL' then error('WRONGTYPE ' .. uh .. ' is not a HyperLogLog') end
@@ -60,9 +68,9 @@ local k, i, last = KR, AR, #ARGV
 while i <= last do
   local ur = KEYS[k]
   k = k + 1
-  local pk, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  if erasedRows and rowErased(pk, now) then
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  if erasedRows and rowErased(pkOf(ur), now) then
     -- An erased visitor's row: none of its keys is read or written.
     k = k + 2 * n
     i = i + 2 * n

@@ -58,7 +58,7 @@ export class SketchStore {
     const args: Array<string | number | Buffer> = [];
     for (const [pk, fields] of map) {
       keys.push(this.rowsKey(store, pk));
-      args.push(pk, fields.size);
+      args.push(fields.size);
       for (const [field, members] of fields) {
         keys.push(...this.sketchKeys(store, pk, field));
         args.push(field, Buffer.from([...members].join(''), 'latin1'));
@@ -72,7 +72,7 @@ export class SketchStore {
       this.redis,
       SKETCH_ADD,
       { tombstone: this.keys.tombstone(store), erased: this.keys.erased(store) },
-      { threshold: EXACT_THRESHOLD, now: Math.floor(now) },
+      { threshold: EXACT_THRESHOLD, now: Math.floor(now), rowsPrefix: this.rowsKey(store, '') },
       { keys, args },
     );
   }
@@ -86,7 +86,7 @@ export class SketchStore {
       const pk = String(flat[i]);
       const n = Number(flat[i + 1]);
       keys.push(this.rowsKey(store, pk));
-      args.push(pk, n);
+      args.push(n);
       for (let j = i + 2; j < i + 2 + 2 * n; j += 2) {
         const field = String(flat[j]);
         const [us, uh] = this.sketchKeys(store, pk, field);
