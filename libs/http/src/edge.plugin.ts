@@ -45,7 +45,10 @@ export interface EdgeOptions {
   onProblem?: (problem: HttpProblem, req: FastifyRequest) => void;
   /** Serves an unmatched request before the 404 (the dashboard's deep links); returns true when it answered. */
   notFound?: (req: FastifyRequest, reply: FastifyReply) => boolean;
-  /** One info line per request (method, route, path without query string, status, ms). Default false. */
+  /**
+   * One line per request (method, route, path without query string, status, ms): at info for an error answer (4xx,
+   * 5xx), at debug for the rest, so a dashboard polling every few seconds does not fill the log. Default false.
+   */
   logRequests?: boolean;
 }
 
@@ -115,7 +118,9 @@ export const tallyEdge = fp(
       httpDuration.observe({ route, method: req.method, status_code: String(reply.statusCode) }, reply.elapsedTime / 1_000);
       if (opts.logRequests) {
         const ms = Math.round(reply.elapsedTime * 10) / 10;
-        req.log.info({ method: req.method, route, path: pathOf(req.url), statusCode: reply.statusCode, ms }, 'request');
+        const line = { method: req.method, route, path: pathOf(req.url), statusCode: reply.statusCode, ms };
+        if (reply.statusCode >= 400) req.log.info(line, 'request');
+        else req.log.debug(line, 'request');
       }
     });
 

@@ -4,7 +4,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createHttpApp, HttpProblem, problemBody, unavailable } from './index';
 
-async function appWithLog() {
+async function appWithLog(opts: { logRequests?: boolean; level?: 'info' | 'debug' } = {}) {
   const lines: Array<Record<string, any>> = [];
   const destination = new Writable({
     write(chunk, _enc, cb) {
@@ -14,8 +14,9 @@ async function appWithLog() {
   });
   const registry = new Registry();
   const app = await createHttpApp({
-    log: createLogger({ name: 'edge-test', destination }),
+    log: createLogger({ name: 'edge-test', destination, ...(opts.level && { level: opts.level }) }),
     registry,
+    logRequests: opts.logRequests,
     appName: 'test app',
     notFoundHint: 'see /docs',
     mediaTypes: ['application/json'],
@@ -47,6 +48,21 @@ describe('problemBody', () => {
 });
 
 describe('the edge', () => {
+  it('logs a request line at info for an error answer only: a dashboard polling every few seconds fills no log', async () => {
+    const { app, lines } = await appWithLog({ logRequests: true });
+    app.get('/ok', async () => ({ ok: true }));
+    for (let i = 0; i < 20; i++) await app.inject({ method: 'GET', url: '/ok?k=secret' });
+    await app.inject({ method: 'GET', url: '/nothing?k=secret' });
+    expect(lines.filter((l) => l['msg'] === 'request').map((l) => [l['level'], l['route'], l['path'], l['statusCode']])).toEqual([
+      [30, 'unmatched', '/nothing', 404],
+    ]);
+    // At debug every request has its line.
+    const debug = await appWithLog({ logRequests: true, level: 'debug' });
+    debug.app.get('/ok', async () => ({ ok: true }));
+    await debug.app.inject({ method: 'GET', url: '/ok' });
+    expect(debug.lines.filter((l) => l['msg'] === 'request').map((l) => [l['level'], l['statusCode']])).toEqual([[20, 200]]);
+  });
+
   it('logs a stack trace only for an unexpected error, and a flood of expected 503s as one line', async () => {
     const { app, lines } = await appWithLog();
     const boom = await app.inject({ method: 'GET', url: '/boom' });
