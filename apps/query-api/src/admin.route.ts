@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
 import { adminRouteSchemas, operatorRouteSchemas } from '@tally/contracts';
-import { actorOf, bearerAuth, HttpProblem, operatorAuth, principalOf } from '@tally/http';
+import { actorOf, bearerAuth, HttpProblem, operatorAuth, principalOf, visitorRef } from '@tally/http';
 import { scheduleRetentionRestamp, type QUEUE, type TallyQueues } from '@tally/queues';
 import {
   changeTenant,
@@ -78,8 +77,7 @@ export function tenantProblem(err: unknown): HttpProblem | undefined {
 function audit(app: FastifyInstance) {
   app.addHook('onResponse', async (req, reply) => {
     const params = { ...((req.params ?? {}) as Record<string, string>) };
-    if (params['visitor'] !== undefined)
-      params['visitor'] = `sha256:${createHash('sha256').update(params['visitor']).digest('hex').slice(0, 12)}`;
+    if (params['visitor'] !== undefined) params['visitor'] = visitorRef(params['visitor']);
     req.log.info(
       {
         audit: {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import compress from '@fastify/compress';
 import helmet from '@fastify/helmet';
 import { registerOpsRoutes, throttleLog, type ReadyCheck } from '@tally/observability';
@@ -118,7 +119,7 @@ export const tallyEdge = fp(
       httpDuration.observe({ route, method: req.method, status_code: String(reply.statusCode) }, reply.elapsedTime / 1_000);
       if (opts.logRequests) {
         const ms = Math.round(reply.elapsedTime * 10) / 10;
-        const line = { method: req.method, route, path: pathOf(req.url), statusCode: reply.statusCode, ms };
+        const line = { method: req.method, route, path: loggedPath(req), statusCode: reply.statusCode, ms };
         if (reply.statusCode >= 400) req.log.info(line, 'request');
         else req.log.debug(line, 'request');
       }
@@ -173,6 +174,19 @@ export function sendProblem(reply: FastifyReply, p: HttpProblem): FastifyReply {
 }
 
 const pathOf = (url: string) => url.split('?')[0]!;
+
+/** A visitor id as logs name it: a hash prefix, so a log kept after the visitor's erasure holds no id in clear. */
+export const visitorRef = (visitor: string) => `sha256:${createHash('sha256').update(visitor).digest('hex').slice(0, 12)}`;
+
+/** The request's path for its log line, without the query string, a `visitor` path parameter as its visitorRef. */
+function loggedPath(req: FastifyRequest): string {
+  const params = req.params as Record<string, string> | undefined;
+  const template = req.routeOptions.url;
+  if (template === undefined || params?.['visitor'] === undefined) return pathOf(req.url);
+  return template.replace(/:(\w+)/g, (_, name: string) =>
+    name === 'visitor' ? visitorRef(params['visitor']!) : encodeURIComponent(params[name] ?? ''),
+  );
+}
 
 /** Fastify's and the plugins' errors as problems; anything not understood is a 500. */
 function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): HttpProblem {

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { createLogger } from '@tally/observability';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { createHttpApp, HttpProblem, problemBody, unavailable } from './index';
+import { createHttpApp, HttpProblem, problemBody, unavailable, visitorRef } from './index';
 
 async function appWithLog(opts: { logRequests?: boolean; level?: 'info' | 'debug' } = {}) {
   const lines: Array<Record<string, any>> = [];
@@ -51,11 +51,20 @@ describe('the edge', () => {
   it('logs a request line at info for an error answer only: a dashboard polling every few seconds fills no log', async () => {
     const { app, lines } = await appWithLog({ logRequests: true });
     app.get('/ok', async () => ({ ok: true }));
+    app.delete('/v1/visitors/:visitor', async () => {
+      throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', 'nothing stored for this visitor');
+    });
     for (let i = 0; i < 20; i++) await app.inject({ method: 'GET', url: '/ok?k=secret' });
     await app.inject({ method: 'GET', url: '/nothing?k=secret' });
     expect(lines.filter((l) => l['msg'] === 'request').map((l) => [l['level'], l['route'], l['path'], l['statusCode']])).toEqual([
       [30, 'unmatched', '/nothing', 404],
     ]);
+    // A visitor id in the path is logged as its hash prefix: an erasure's 404 or 503 keeps no id in clear.
+    await app.inject({ method: 'DELETE', url: '/v1/visitors/V%2042?x=1' });
+    const erase = lines.find((l) => l['msg'] === 'request' && l['route'] === '/v1/visitors/:visitor');
+    expect(erase?.['path']).toBe(`/v1/visitors/${visitorRef('V 42')}`);
+    expect(JSON.stringify(lines)).not.toContain('V 42');
+    expect(JSON.stringify(lines)).not.toContain('V%2042');
     // At debug every request has its line.
     const debug = await appWithLog({ logRequests: true, level: 'debug' });
     debug.app.get('/ok', async () => ({ ok: true }));
