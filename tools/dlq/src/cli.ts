@@ -57,7 +57,7 @@ const TAKES: Record<string, readonly DlqOption[]> = {
  */
 export function runDlqCli(argv: readonly string[], deps: DlqCliDeps | (() => Promise<DlqCliDeps>), io: CliIo): Promise<number> {
   const open = typeof deps === 'function' ? deps : async () => deps;
-  return runCli(argv, io, USAGE, DLQ_OPTIONS, (command, args, values) => run(command, args, values, open, io));
+  return runCli('dlq', argv, io, USAGE, DLQ_OPTIONS, (command, args, values) => run(command, args, values, open, io));
 }
 
 async function run(

@@ -359,6 +359,9 @@ describe('options a command does not take', () => {
         c.io,
       );
       expect([code, connected], argv.join(' ')).toEqual([2, false]);
+      // The reason, at most the command's synopsis, and where the help is: never the whole help.
+      expect(c.err.length, argv.join(' ')).toBeLessThan(6);
+      expect(c.err.at(-1), argv.join(' ')).toBe('see: npm run dlq -- --help');
     }
     // A well-formed command connects, once.
     let opened = 0;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { QUEUE_NAMES } from '@tally/queues';
-import { table, USAGE } from './cli';
+import { runDlqCli, table, USAGE } from './cli';
 import { assertQueueName, DlqError, formatAge, matches, parseDuration, parseFilter, replayHazard, type FailedJob } from './dlq';
 
 const job = (over: Partial<FailedJob> = {}): FailedJob => ({
@@ -130,5 +130,125 @@ describe('assertQueueName', () => {
 describe('USAGE', () => {
   it('names every queue (usage.ts imports nothing, to keep --help light)', () => {
     expect(USAGE).toContain(`queues: ${QUEUE_NAMES.join(', ')}.`);
+  });
+
+  it('fits in 100 columns', () => {
+    expect(USAGE.split('\n').filter((line) => line.length > 100)).toEqual([]);
+  });
+});
+
+/** One command line that must not connect (deps refuses): its exit code and lines. */
+async function offline(...argv: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runDlqCli(argv, () => Promise.reject(new Error('not connecting')), {
+    out: (l) => out.push(l),
+    err: (l) => err.push(l),
+  });
+  return { code, out, err };
+}
+
+describe('a usage error', () => {
+  const SEE = 'see: npm run dlq -- --help';
+
+  it('is its reason, the synopsis of the command concerned and where the help is, not the whole help (exit 2)', async () => {
+    expect(await offline('purge', 'events', '--all')).toEqual({
+      code: 2,
+      out: [],
+      err: [
+        'tally: purge deletes failed jobs for good and never asks: add --yes (or --dry-run to see what it would delete)',
+        'usage: dlq purge <queue> <id> (--yes | --dry-run)',
+        '       dlq purge <queue> (--all | filters) (--yes | --dry-run)',
+        SEE,
+      ],
+    });
+    expect(await offline('list', '--queue', 'bogus')).toEqual({
+      code: 2,
+      out: [],
+      err: [
+        'tally: unknown queue "bogus"; queues: events, seal, dynamo-writes, maintenance',
+        'usage: dlq list [--queue <q>] [filters] [--limit <n>] [--json]',
+        SEE,
+      ],
+    });
+    expect(await offline('frobnicate')).toEqual({ code: 2, out: [], err: ['tally: unknown command "frobnicate"', SEE] });
+    // parseArgs' own refusals too, with the synopsis of the command they were given to.
+    const bogus = await offline('show', 'events', 'j1', '--bogus');
+    expect([bogus.code, bogus.err.slice(1)]).toEqual([2, ['usage: dlq show <queue> <id> [--json]', SEE]]);
+    expect(bogus.err[0]).toMatch(/^tally: Unknown option '--bogus'/);
+
+    for (const argv of [
+      ['list', '--reason', '('],
+      ['list', '--limit', 'x'],
+      ['list', 'events'],
+      ['list', '--queue'],
+      ['--bogus'],
+      ['show', 'events'],
+      ['show', 'nope', 'j1'],
+      ['replay', 'events'],
+      ['replay', 'events', '--all', '--reason', 'x'],
+      ['replay', 'events', 'j1', '--limit', '1'],
+      ['purge', 'events', 'j1', '--json', '--yes'],
+      ['purge', 'events', '--older-than', 'soon', '--yes'],
+      ['--', '--reason', 'x'],
+    ]) {
+      const r = await offline(...argv);
+      expect([r.code, r.out], argv.join(' ')).toEqual([2, []]);
+      expect(r.err.length, argv.join(' ')).toBeLessThan(6);
+      expect(r.err[0], argv.join(' ')).toMatch(/^tally: /);
+      expect(r.err.at(-1), argv.join(' ')).toBe(SEE);
+    }
+  });
+
+  it('--help (and help, or no command) still prints the whole help on stdout, exit 0', async () => {
+    for (const argv of [['--help'], ['help'], [], ['replay', '-h']])
+      expect(await offline(...argv)).toEqual({ code: 0, out: [USAGE], err: [] });
+  });
+});
+
+describe('the synopses', () => {
+  const OPTIONS: Record<string, string[]> = {
+    queue: ['--queue', 'events'],
+    reason: ['--reason', 'x'],
+    'older-than': ['--older-than', '1h'],
+    'newer-than': ['--newer-than', '1h'],
+    limit: ['--limit', '1'],
+    all: ['--all'],
+    'dry-run': ['--dry-run'],
+    yes: ['--yes'],
+    json: ['--json'],
+    'past-dedupe-window': ['--past-dedupe-window'],
+  };
+  const FILTERS = ['--reason', '--older-than', '--newer-than'];
+
+  it('show each command with exactly the options it takes (--past-dedupe-window: replay, with an id or not)', async () => {
+    const commands: Record<string, string[]> = {
+      list: ['list'],
+      show: ['show', 'events', 'j1'],
+      replay: ['replay', 'events'],
+      purge: ['purge', 'events'],
+    };
+    for (const [command, argv] of Object.entries(commands)) {
+      const shown = [...USAGE.matchAll(new RegExp(`^  ${command} (.*?)(?: {2,}|$)`, 'gm'))].flatMap(([, synopsis]) =>
+        [...synopsis!.matchAll(/--[a-z-]+|\bfilters\b/g)].flatMap(([o]) => (o === 'filters' ? FILTERS : [o])),
+      );
+      const taken: string[] = [];
+      for (const [option, args] of Object.entries(OPTIONS)) {
+        const r = await offline(...argv, ...args);
+        if (!r.err[0]?.startsWith(`tally: ${command} takes no --${option}`)) taken.push(`--${option}`);
+      }
+      expect([...new Set(shown)].sort(), command).toEqual(taken.sort());
+    }
+    const replay = (await offline('replay', 'events')).err.slice(1, -1);
+    expect(replay).toEqual([
+      'usage: dlq replay <queue> <id> [--dry-run] [--past-dedupe-window]',
+      '       dlq replay <queue> (--all | filters) [--dry-run] [--past-dedupe-window]',
+    ]);
+    // Taken with one id and in bulk: a dry run of each gets as far as connecting.
+    for (const argv of [
+      ['replay', 'events', 'j1'],
+      ['replay', 'events', '--all'],
+    ])
+      expect(await offline(...argv, '--past-dedupe-window', '--dry-run')).toEqual({ code: 1, out: [], err: ['tally: not connecting'] });
   });
 });

@@ -6,7 +6,7 @@ export interface CliIo {
   err: (line: string) => void;
 }
 
-/** A bad command line: reported with the usage text, exit code 2. */
+/** A bad command line: reported with the command's synopsis and where the help is, exit code 2. */
 export class UsageError extends Error {}
 
 /** The option values parseArgs gives for `options`. */
@@ -15,11 +15,25 @@ export type CliValues<O extends ParseArgsOptionsConfig> = ReturnType<
 >['values'];
 
 /**
- * One run of an operator command line `<command> [arguments] [--options]` (node:util parseArgs, with `-h`/`--help`
- * added): prints `usage` for --help, `help` or no command; otherwise runs `run`. Returns the exit code: run's, 2 for
- * a UsageError (the message and the usage on stderr), 1 for any other error (its message). Never prompts.
+ * What follows a usage error's reason (not the whole usage, which would push the reason off screen): the synopsis
+ * lines of `command` in `usage` (its lines `  <command> <synopsis>  <description>`), none for an unknown command or
+ * none named, then where the help is (`npm run <tool> -- --help`).
+ */
+function usageHint(tool: string, usage: string, command: string | undefined): string[] {
+  const synopses = usage
+    .split('\n')
+    .flatMap((line) => (command && /^[a-z]/.test(command) && line.startsWith(`  ${command} `) ? [line.trim().split(/ {2,}/, 1)[0]!] : []));
+  return [...synopses.map((s, i) => `${i === 0 ? 'usage:' : '      '} ${tool} ${s}`), `see: npm run ${tool} -- --help`];
+}
+
+/**
+ * One run of an operator command line `<command> [arguments] [--options]` of `tool` (node:util parseArgs, with
+ * `-h`/`--help` added): prints `usage` for --help, `help` or no command; otherwise runs `run`. Returns the exit
+ * code: run's, 2 for a UsageError (the message, then usageHint, on stderr), 1 for any other error (its message).
+ * Never prompts.
  */
 export async function runCli<O extends ParseArgsOptionsConfig>(
+  tool: string,
   argv: readonly string[],
   io: CliIo,
   usage: string,
@@ -42,7 +56,9 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
     io.err(`tally: ${err instanceof Error ? err.message : String(err)}`);
     // parseArgs' own errors (an unknown option, a missing value) are usage errors too.
     if (!(err instanceof UsageError) && !String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS_')) return 1;
-    io.err(usage);
+    // Leniently: the command line may be the one parseArgs just refused (an unknown option, a missing value).
+    const [command] = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true }).positionals;
+    for (const line of usageHint(tool, usage, command)) io.err(line);
     return 2;
   }
 }

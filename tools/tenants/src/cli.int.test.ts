@@ -33,6 +33,8 @@ async function cliOn(backends: Omit<TenantsBackends, 'db'>, argv: string[]) {
 
 const cli = (...argv: string[]) => cliOn({}, argv);
 
+const SEE_HELP = 'see: npm run tenants -- --help';
+
 describe('tenants CLI', () => {
   it('creates a tenant, issues a key printed once, lists keys without them, sets the time zone, revokes', async () => {
     expect(await cli('create', 'SHOP1', '--time-zone', 'Europe/Paris')).toEqual({
@@ -208,8 +210,12 @@ describe('tenants CLI', () => {
       const r = await cli(...argv);
       expect(r.code, argv.join(' ')).toBe(2);
       expect(r.out).toBe('');
-      expect(r.err.split('\n')[0]).toBe(`tally: ${message}`);
-      expect(r.err).toContain('usage: tenants <command>');
+      // The reason, then the command's synopsis and where the help is (not the whole help).
+      expect(r.err.split('\n'), argv.join(' ')).toEqual([
+        `tally: ${message}`,
+        expect.stringMatching(new RegExp(`^usage: tenants ${argv[0]} `)),
+        SEE_HELP,
+      ]);
     }
     // Bad commands, arities, options and values are refused before anything is opened too.
     for (const argv of [
@@ -260,9 +266,83 @@ describe('tenants CLI', () => {
       out: '',
       err: 'tally: tenant GONE1 does not exist (it never did, or its deletion finished)',
     });
-    expect(USAGE).toMatch(
-      /delete-store <store> +delete the store and all its data; if cut short, run it again to\s+finish it; once finished \(or for a store that never existed\) it\s+says the store does not exist, exit 1/,
+    expect(USAGE.replace(/\s+/g, ' ')).toContain(
+      'delete-store <store> delete the store and all its data; if cut short, run it again to finish it; once finished (or for a store that never existed) it says the store does not exist, exit 1',
     );
+  });
+
+  it('says why a command line is refused in a few lines: the reason, the synopsis of the command, where the help is', async () => {
+    expect(await cli('issue-key', 'SHOP1')).toEqual({
+      code: 2,
+      out: '',
+      err: [
+        'tally: issue-key needs --scopes (one or more of ingest, read, admin)',
+        'usage: tenants issue-key <store> --scopes <s,...> [--label <t>]',
+        SEE_HELP,
+      ].join('\n'),
+    });
+    expect((await cli('show', 'SHOP1', '--json')).err).toBe(
+      ['tally: show takes no --json', 'usage: tenants show <store>', SEE_HELP].join('\n'),
+    );
+    expect((await cli('frobnicate')).err).toBe(['tally: unknown command "frobnicate"', SEE_HELP].join('\n'));
+    expect((await cli('create')).err).toBe(
+      [
+        'tally: create takes <store>',
+        'usage: tenants create <store> [--time-zone Z] [--currency C] [--history-months N|forever]',
+        SEE_HELP,
+      ].join('\n'),
+    );
+    // parseArgs' own refusals too, with the synopsis of the command they were given to.
+    const bogus = (await cli('list', '--bogus')).err.split('\n');
+    expect(bogus[0]).toMatch(/^tally: Unknown option '--bogus'/);
+    expect(bogus.slice(1)).toEqual(['usage: tenants list [--json] [--reindex]', SEE_HELP]);
+    for (const argv of [
+      ['--nope'],
+      ['issue-key'],
+      ['issue-key', 'SHOP1', '--scopes'],
+      ['set', 'SHOP1', 'x'],
+      ['set-ingest-budget', 'SHOP1', 'lots'],
+      ['revoke-key', 'SHOP1'],
+      ['erase-visitor', 'SHOP1', 'V1', '--json'],
+      ['--', '--label'],
+    ]) {
+      const r = await cli(...argv);
+      expect([r.code, r.out], argv.join(' ')).toEqual([2, '']);
+      const lines = r.err.split('\n');
+      expect(lines.length, argv.join(' ')).toBeLessThan(6);
+      expect(lines[0], argv.join(' ')).toMatch(/^tally: /);
+      expect(lines.at(-1), argv.join(' ')).toBe(SEE_HELP);
+    }
+    // A bad value stays one line; --help is still the whole help, exit 0.
+    expect((await cli('issue-key', 'SHOP1', '--scopes', 'write')).err.split('\n')).toHaveLength(1);
+    for (const argv of [['--help'], ['help'], ['show', '-h']]) expect(await cli(...argv)).toEqual({ code: 0, out: USAGE, err: '' });
+  });
+
+  it('shows each command with exactly the options it takes, in 100 columns', async () => {
+    const values: Record<string, string[]> = {
+      'time-zone': ['--time-zone', 'UTC'],
+      scopes: ['--scopes', 'read'],
+      label: ['--label', 'x'],
+      currency: ['--currency', 'EUR'],
+      'history-months': ['--history-months', '3'],
+      json: ['--json'],
+      reindex: ['--reindex'],
+    };
+    const commands = [...USAGE.matchAll(/^ {2}([a-z-]+) (.*?)(?: {2,}|$)/gm)];
+    expect(commands.map(([, command]) => command)).toEqual(
+      expect.arrayContaining(['create', 'issue-key', 'set', 'list', 'list-keys', 'show', 'delete-store', 'erase-visitor']),
+    );
+    for (const [, command, synopsis] of commands) {
+      const taken: string[] = [];
+      for (const [option, args] of Object.entries(values)) {
+        const err: string[] = [];
+        const notOpened = () => Promise.reject(new Error('not opening'));
+        await runTenantsCli([command!, ...args], { out: () => undefined, err: (l) => err.push(l) }, notOpened);
+        if (err[0] !== `tally: ${command} takes no --${option}`) taken.push(option);
+      }
+      expect([...synopsis!.matchAll(/--([a-z-]+)/g)].map(([, o]) => o).sort(), command).toEqual(taken.sort());
+    }
+    expect(USAGE.split('\n').filter((line) => line.length > 100)).toEqual([]);
   });
 
   it('names every scope in its usage text (usage.ts imports nothing, to keep --help light)', () => {
@@ -324,6 +404,9 @@ describe('tenants CLI', () => {
       expect(arity.lines[0]).toBe('[stderr] tally: delete-store takes <store>');
       for (const r of [crate, bogus, notTaken, badValue, arity]) {
         expect(r.exit).toEqual({ code: 2, signal: null });
+        // A few lines, the reason first: never the whole help.
+        expect(r.lines.length).toBeLessThan(6);
+        if (r !== badValue) expect(r.lines.at(-1)).toBe(`[stderr] ${SEE_HELP}`);
         expect(r.lines.join('\n')).not.toMatch(/tally: (using|no) /);
       }
       // A good one does look, and stops at finding none.

@@ -46,7 +46,7 @@ export function runTenantsCli(
   io: CliIo,
   open: (need: { redis: boolean }) => TenantsBackends | Promise<TenantsBackends>,
 ): Promise<number> {
-  return runCli(argv, io, USAGE, TENANTS_OPTIONS, async (command, args, values) => {
+  return runCli('tenants', argv, io, USAGE, TENANTS_OPTIONS, async (command, args, values) => {
     const cmd = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
     if (!cmd) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     for (const option of Object.keys(values) as TenantsOption[]) {
@@ -68,7 +68,7 @@ export function runTenantsCli(
 }
 
 interface Command {
-  /** Its number of positional arguments, and how the usage error names them. */
+  /** Its number of positional arguments, and how the usage error names them (the synopsis follows it). */
   arity: number;
   what: string;
   /** The options it takes: any other is a usage error, never ignored. */
@@ -82,7 +82,7 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   create: {
     arity: 1,
-    what: '<store> [--time-zone Z] [--currency C] [--history-months N|forever]',
+    what: '<store>',
     takes: ['time-zone', 'currency', 'history-months'],
     prepare: ([store], values, io) => {
       const { historyMonths: months, ...settings } = settingsOf(values);
@@ -99,7 +99,7 @@ const COMMANDS: Record<string, Command> = {
   },
   'issue-key': {
     arity: 1,
-    what: '<store> --scopes <scope,...> [--label <text>]',
+    what: '<store>',
     takes: ['scopes', 'label'],
     prepare: ([store], values, io) => {
       if (!values.scopes) throw new UsageError(`issue-key needs --scopes (one or more of ${tenants.SCOPES.join(', ')})`);
@@ -165,7 +165,7 @@ const COMMANDS: Record<string, Command> = {
   },
   'list-keys': {
     arity: 1,
-    what: '<store> [--json]',
+    what: '<store>',
     takes: ['json'],
     prepare:
       ([store], values, io) =>
@@ -217,7 +217,7 @@ const COMMANDS: Record<string, Command> = {
   },
   set: {
     arity: 1,
-    what: '<store> [--time-zone Z] [--currency C] [--history-months N|forever]',
+    what: '<store>',
     takes: ['time-zone', 'currency', 'history-months'],
     // A change of the visitor history schedules the restamp of the items already written, on Redis.
     redis: (values) => values['history-months'] !== undefined,
