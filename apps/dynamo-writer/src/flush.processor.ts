@@ -2,6 +2,7 @@ import type { BucketStore } from '@tally/buckets';
 import { PermanentWriteError, RetryableWriteError, writeRowWithSketches, type RowWriterDeps } from '@tally/dynamo';
 import { metricsOn } from '@tally/observability';
 import { dynamoWriteJobSchema, jobData, ReplicasBehindError, type StoreFence } from '@tally/queues';
+import { TenantsUnavailableError } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -102,7 +103,8 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     );
     return { updates: r.updates, entries: outbox.entries.length };
   } catch (err) {
-    if (err instanceof RetryableWriteError || err instanceof ReplicasBehindError) {
+    // The tenant's lookup (the visitor rows' TTL) fails when DynamoDB does: it waits alike.
+    if (err instanceof RetryableWriteError || err instanceof ReplicasBehindError || err instanceof TenantsUnavailableError) {
       const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
       const delay = Math.round(Math.min(deps.maxBackoffMs, 250 * 2 ** Math.min(waits, 20)) * (0.5 + Math.random() / 2));
       const replicas = err instanceof ReplicasBehindError;

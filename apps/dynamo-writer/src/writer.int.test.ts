@@ -5,14 +5,16 @@ import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, getItem, type DynamoMeter } from '@tally/dynamo';
 import { closeQueues, createQueues, enqueue, jobIdFor, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, rollup, type CompiledRules } from '@tally/schema';
+import { visitorExpiry } from '@tally/tenants';
+import { EXPIRES_ATTR } from '@tally/key-layout';
 import { createTestTable, startDynalite, startRedis, waitForQueuesIdle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createWriterMetrics, flushProcessor } from './flush.processor';
+import { createWriterMetrics, flushProcessor, type FlushDeps } from './flush.processor';
 
 let server: RedisHandle;
 let dyn: DynaliteHandle;
@@ -50,13 +52,13 @@ afterAll(async () => {
   await server.stop();
 });
 
-function setup(table: string, prefix: string, dynamo: DynamoDBClient = client) {
+function setup(table: string, prefix: string, dynamo: DynamoDBClient = client, expiryOf?: FlushDeps['expiryOf']) {
   const buckets = new BucketStore({ redis, rules, prefix });
   const meter = createDynamoMeter();
   const metrics = createWriterMetrics(new Registry());
   const worker = new Worker(
     QUEUE.dynamoWrites,
-    flushProcessor({ buckets, dynamo: { client: dynamo, table, meter }, metrics, log, maxBackoffMs: 300 }),
+    flushProcessor({ buckets, dynamo: { client: dynamo, table, meter }, metrics, log, maxBackoffMs: 300, expiryOf }),
     {
       connection: redis.duplicate(),
       prefix: queues[QUEUE.dynamoWrites].opts.prefix,
@@ -106,6 +108,43 @@ describe('dynamo writer', () => {
     expect(Object.fromEntries(p3!.attrs)).toEqual({ 'D123.v': 6n, 'M05.v': 6n });
     expect(await redis.keys('out:{S}:o:*')).toEqual([]);
     expect(await redis.zcard('out:{S}:dirty')).toBe(0);
+  });
+
+  it("waits while a visitor row's tenant cannot be looked up, then writes the row with its retention stamp", async () => {
+    const table = await createTestTable(dyn.endpoint);
+    // Written with the stamp it has, the first item after an erasure would keep the tombstone's 30-day stamp.
+    let lookupFails = true;
+    const tenant = async (store: string) => {
+      if (lookupFails) throw new Error('DynamoDB down');
+      return { store, timeZone: 'UTC', historyMonths: 6 };
+    };
+    const now = Date.parse('2023-05-03T12:00:00Z');
+    const { buckets, meter, metrics, worker } = setup(
+      table,
+      'ret',
+      client,
+      visitorExpiry({ tenant }, () => now),
+    );
+    const view = { type: 'view', ts: Date.parse('2023-05-03T10:00:00Z'), dims: { product: 'P1', visitor: 'V1' } };
+    await buckets.registerStore('S');
+    await buckets.apply('S', 'r1', rollup(rules, 'S', 'UTC', [view]), { now, dedupeTtlSeconds: 3600 });
+    await buckets.seal('S', { now: now + 1000, minAgeMs: 0 });
+    await buckets.foldSealed('S', { now: now + 1000 });
+    for (const r of await buckets.dueRows('S', now + 1000))
+      await enqueue(queues, QUEUE.dynamoWrites, { store: 'S', pk: r.pk }, { jobId: jobIdFor('flush', 'S', r.pk, r.firstDirty) });
+    const waited = async () => (await metrics.waits.get()).values.find((v) => v.labels['reason'] === 'dynamodb')?.value ?? 0;
+    for (let i = 0; i < 100 && (await waited()) === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await waited()).toBeGreaterThan(0);
+    expect(await getItem({ client, table, meter }, 'S#visitor#V1', 'M2023-05')).toBeUndefined();
+    expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(0);
+    lookupFails = false;
+    await waitForQueuesIdle([queues[QUEUE.dynamoWrites]], { includeDelayed: true, timeoutMs: 30_000 });
+    await worker.close();
+    const key = { pk: { S: 'S#visitor#V1' }, sk: { S: 'M2023-05' } };
+    const { Item } = await client.send(new GetItemCommand({ TableName: table, Key: key, ConsistentRead: true }));
+    expect(Item?.['D123.v']).toEqual({ N: '1' });
+    // Six months of history from May 2023: the stamp is set, and past the end of that time.
+    expect(Number(Item?.[EXPIRES_ATTR]?.N)).toBeGreaterThan(Date.parse('2023-11-01T00:00:00Z') / 1000);
   });
 
   it('moves a row that cannot be written to the failed set with its reason; other rows keep flowing', async () => {

@@ -11,7 +11,15 @@ import { ERASED_ATTR, EXPIRES_ATTR } from '@tally/key-layout';
 import { createTestTable } from '@tally/testing';
 import { dynamoBackends, useDynamoBackend } from '@tally/testing/vitest';
 import { describe, expect, it, vi } from 'vitest';
-import { createTenant, restampRetention, RETENTION_SETTLE_MS, updateTenant, visitorExpiry, type TenantDb } from './index';
+import {
+  createTenant,
+  restampRetention,
+  RETENTION_SETTLE_MS,
+  updateTenant,
+  visitorExpiry,
+  TenantsUnavailableError,
+  type TenantDb,
+} from './index';
 
 /**
  * Restamping the TTL of a store's visitor items after its historyMonths changed (retention-change.ts). Every time is
@@ -345,9 +353,13 @@ describe("the writer's expiry (visitorExpiry)", () => {
     // No stamp (null: the writer REMOVEs one a tombstone or an earlier retention left): other rows, history for ever.
     expect((await visitorExpiry({ tenant: tenant(6) }, () => at)('RX', 'RX#product#P1'))(sk(cur))).toBeNull();
     expect((await visitorExpiry({ tenant: tenant() }, () => at)('RX', 'RX#visitor#V1'))(sk(cur))).toBeNull();
-    // Not known (undefined: the item keeps its stamp): the lookup failed, or found no tenant.
-    const failing = async () => Promise.reject(new Error('DynamoDB down'));
-    expect((await visitorExpiry({ tenant: failing }, () => at)('RX', 'RX#visitor#V1'))(sk(cur))).toBeUndefined();
+    // Not known (undefined: the item keeps its stamp): the store has no tenant item.
     expect((await visitorExpiry({ tenant: async () => undefined }, () => at)('RX', 'RX#visitor#V1'))(sk(cur))).toBeUndefined();
+    // A failed lookup is not "not known": the flush waits (TenantsUnavailableError), or the first write after an
+    // erasure would keep the tombstone's 30-day stamp on the visitor's new counts.
+    const failing = async () => Promise.reject(new Error('DynamoDB down'));
+    await expect(visitorExpiry({ tenant: failing }, () => at)('RX', 'RX#visitor#V1')).rejects.toThrow(
+      new TenantsUnavailableError('the tenant of store RX cannot be looked up: DynamoDB down'),
+    );
   });
 });

@@ -1,5 +1,6 @@
 import { parsePk, retentionExpiry } from '@tally/key-layout';
 import type { TenantDirectory } from './directory';
+import { TenantsUnavailableError } from './errors';
 
 /**
  * The writer's expiryOf: per row, the TTL its items get with every update (libs/dynamo RowWriterDeps.expiresAt):
@@ -8,7 +9,10 @@ import type { TenantDirectory } from './directory';
  * - `null`, no stamp (the writer REMOVEs any the item has: a tombstone's, or an earlier retention's), for every other
  *   row, and for the visitor rows of a store keeping history for ever;
  * - `undefined`, not known (the item keeps the stamp it has; the next write sets it; queries cut at the retention
- *   start anyway), while the tenant cannot be looked up, or has no tenant item.
+ *   start anyway), when the store has no tenant item (deleted).
+ * A lookup that fails throws TenantsUnavailableError, and the flush waits as for DynamoDB itself: written with the
+ * stamp it has, a visitor's first item after an erasure would keep the tombstone's 30-day stamp, and its new counts
+ * would go with it.
  * It stamps the setting its directory holds (cached: a change reaches it within the directory's cacheTtlMs); the
  * items written before a change of historyMonths are restamped by restampRetention (retention-change.ts), which waits
  * that long first.
@@ -19,7 +23,11 @@ export function visitorExpiry(
 ): (store: string, pk: string) => Promise<(sk: string) => number | null | undefined> {
   return async (store, pk) => {
     if (parsePk(pk).entity !== 'visitor') return () => null;
-    const tenant = await tenants.tenant(store).catch(() => undefined);
+    const tenant = await tenants.tenant(store).catch((err: unknown) => {
+      throw err instanceof TenantsUnavailableError
+        ? err
+        : new TenantsUnavailableError(`the tenant of store ${store} cannot be looked up: ${(err as Error).message}`);
+    });
     if (!tenant) return () => undefined;
     const months = tenant.historyMonths;
     if (months === undefined) return () => null;
