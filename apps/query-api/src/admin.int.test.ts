@@ -5,7 +5,8 @@ import { keyInfoSchema, storeDeletionSchema, tenantSchema, visitorErasureSchema 
 import { PROBLEM_SCHEMA } from '@tally/http';
 import { createLogger } from '@tally/observability';
 import { closeQueues, createQueues, QUEUE, queueShards, type TallyQueues } from '@tally/queues';
-import { deleteStore, getTenant, issueKey } from '@tally/tenants';
+import { keptForWindow } from '@tally/key-layout';
+import { createTenant, deleteStore, getTenant, issueKey } from '@tally/tenants';
 import { openApi31Errors } from '@tally/testing';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -263,15 +264,41 @@ describe('deleting a store', () => {
     expect(body.removed.redisKeys).toBeGreaterThan(4);
     expect(await f.redis.keys('q:{SHOP_DEL}:*')).toEqual(['q:{SHOP_DEL}:x']);
     const left = await f.client.send(new ScanCommand({ TableName: f.table }));
-    // Nothing of the store is left, its entry in the tenant index (pk _tenants, sk SHOP_DEL) included.
-    // Its counter items are tombstone items (no counters, expiring), the rest gone.
+    // Nothing of the store is left but its entry in the tenant index (pk _tenants, sk SHOP_DEL), now the marker of the
+    // finished deletion (when the id is free again, expiring). Its counter items are tombstone items (no counters,
+    // expiring), the rest gone.
     const mine = (left.Items ?? []).filter((i) => `${i['pk']!.S!} ${i['sk']!.S!}`.includes('SHOP_DEL'));
-    expect(mine.filter((i) => i['wm.e'] === undefined)).toEqual([]);
-    for (const it of mine) expect(Object.keys(it).sort()).toEqual(['expiresAt', 'pk', 'sk', 'wm', 'wm.e']);
+    const marker = mine.filter((i) => i['pk']!.S === '_tenants');
+    expect(marker.map((i) => Object.keys(i).sort())).toEqual([['expiresAt', 'pk', 'reusableAt', 'sk', 'wm.e']]);
+    expect(Number(marker[0]!['reusableAt']!.N)).toBe(Date.parse(body.reusableAt));
+    const items = mine.filter((i) => i['pk']!.S !== '_tenants');
+    expect(items.filter((i) => i['wm.e'] === undefined)).toEqual([]);
+    for (const it of items) expect(Object.keys(it).sort()).toEqual(['expiresAt', 'pk', 'sk', 'wm', 'wm.e']);
     expect(await queues[QUEUE.dynamoWrites].getJobCounts('waiting')).toEqual({ waiting: 1 }); // SHOP_A's stays
     expectProblem(await call(app, 'GET', '/v1/store', k.read), 401);
-    expectProblem(await op('DELETE', '/v1/operator/stores/SHOP_DEL'), 404);
+    expect(expectProblem(await op('DELETE', '/v1/operator/stores/SHOP_DEL'), 404).detail).toBe(
+      `store SHOP_DEL was deleted at ${new Date(Date.parse(body.tombstoneUntil) - 3_600_000).toISOString()} (that deletion finished; nothing is left to delete): its id can be used again from ${body.reusableAt}`,
+    );
     expect((await op('GET', '/v1/operator/stores')).json().stores.map((s: { store: string }) => s.store)).not.toContain('SHOP_DEL');
+  });
+
+  it("refuses to create the store again (409) until its tombstone has expired, rather than accept its keys' events and drop them", async () => {
+    await f.tenant('SHOP_AGAIN');
+    const deleted = storeDeletionSchema.parse((await op('DELETE', '/v1/operator/stores/SHOP_AGAIN')).json());
+    // Free again when the Redis tombstone that drops every batch of the id expires: the dedupe window and its slack.
+    expect(Date.parse(deleted.reusableAt) - Date.parse(deleted.tombstoneUntil)).toBe((keptForWindow(3_600) - 3_600) * 1000);
+    const again = await op('POST', '/v1/operator/stores', { store: 'SHOP_AGAIN', adminKey: true });
+    const problem = expectProblem(again, 409, 'store');
+    expect(problem.code).toBe('TALLY_ERR_CONFLICT');
+    expect(problem.detail).toContain(`its id can be used again from ${deleted.reusableAt}`);
+    expect(await getTenant(f.db, 'SHOP_AGAIN')).toBeUndefined();
+    expect((await op('GET', '/v1/operator/stores')).json().stores.map((s: { store: string }) => s.store)).not.toContain('SHOP_AGAIN');
+    expect(await f.redis.exists(f.buckets.keys.tombstone('SHOP_AGAIN'))).toBe(1); // never cleared
+  });
+
+  it('an empty store id is a 400 naming the store, not a DynamoDB error', async () => {
+    const r = await op('DELETE', '/v1/operator/stores/');
+    expect(expectProblem(r, 400, 'store').detail).toMatch(/^store id "" is invalid/);
   });
 });
 
@@ -293,9 +320,12 @@ describe('a store deleted and made again', () => {
     await f.redis.del(f.buckets.keys.cacheVersion('SHOP_RE', pk));
     expect((await evaluate(before.read)).segments[0].rules[0].actual).toBe(1);
     expect(await evaluate(before.read)).toMatchObject({ cache: 'hit', segments: [{ rules: [{ actual: 1 }] }] });
-    expect((await op('DELETE', '/v1/operator/stores/SHOP_RE')).statusCode).toBe(200);
-    // Made again at once: its rows read version '0' again (every key of the store went).
-    const after = await f.tenant('SHOP_RE');
+    const deleted = storeDeletionSchema.parse((await op('DELETE', '/v1/operator/stores/SHOP_RE')).json());
+    // Made again as soon as it may be (its tombstone expired: dropped here, as Redis would by then): its rows read
+    // version '0' again (every key of the store went).
+    await f.redis.del(f.buckets.keys.tombstone('SHOP_RE'));
+    await createTenant(f.db, 'SHOP_RE', { now: () => Date.parse(deleted.reusableAt) });
+    const after = { read: await issueKey(f.db, 'SHOP_RE', ['read'], 'dashboard') };
     expect(await evaluate(after.read)).toMatchObject({ cache: 'miss', segments: [{ matched: false, rules: [{ actual: 0 }] }] });
   });
 });

@@ -41,7 +41,10 @@ interface AdminOptions {
   rules: CompiledRules;
 }
 
-/** A TenantError as the one problem format: unknown store, key or visitor 404, bad settings 400, an existing store 409. */
+/**
+ * A TenantError as the one problem format: unknown store, key or visitor 404, bad settings 400, an existing store (or
+ * the id of one deleted less than its tombstone's life ago) 409.
+ */
 export function tenantProblem(err: unknown): HttpProblem | undefined {
   if (!(err instanceof TenantError)) return undefined;
   switch (err.code) {
@@ -50,6 +53,7 @@ export function tenantProblem(err: unknown): HttpProblem | undefined {
     case 'TALLY_ERR_VISITOR_NOT_FOUND':
       return new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', err.message);
     case 'TALLY_ERR_TENANT_EXISTS':
+    case 'TALLY_ERR_STORE_ID_RESERVED':
       return new HttpProblem(409, 'TALLY_ERR_CONFLICT', err.message, { field: 'store' });
     case 'TALLY_ERR_DELETION_INCOMPLETE':
       return new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', err.message, { headers: { 'retry-after': String(RETRY_AFTER_SECONDS) } });

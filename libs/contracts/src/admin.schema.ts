@@ -177,6 +177,9 @@ export const storeDeletionSchema = z
       failedJobs: z.number().int(),
     }),
     tombstoneUntil: isoSchema.describe("Until when the store's late batches are dropped"),
+    reusableAt: isoSchema.describe(
+      "From when the store id can be created again (its tombstone's expiry, DEDUPE_WINDOW_SECONDS and its slack after the deletion; creating it before is a 409)",
+    ),
   })
   .describe('What was deleted')
   .meta({
@@ -185,6 +188,7 @@ export const storeDeletionSchema = z
         store: 'DEMO',
         removed: { dynamoItems: 5120, apiKeys: 3, redisKeys: 812, queuedJobs: 12, failedJobs: 0 },
         tombstoneUntil: '2026-03-16T12:00:00.000Z',
+        reusableAt: '2026-03-16T14:24:00.000Z',
       },
     ],
   });
@@ -307,7 +311,9 @@ export const operatorRouteSchemas = {
       201: createdStoreSchema,
       ...adminErrors,
       ...bodyErrorResponses,
-      409: errorSchema.describe('A store with that id exists already'),
+      409: errorSchema.describe(
+        'A store with that id exists already, or is being deleted, or was deleted and its id is not free yet (the detail says from when)',
+      ),
     },
   },
   getStore: { ...operator('getStoreById', 'One store'), params: storeParams, response: { 200: tenantSchema, ...adminErrors } },
@@ -329,7 +335,9 @@ export const operatorRouteSchemas = {
     response: {
       200: storeDeletionSchema,
       ...adminErrors,
-      404: errorSchema.describe('No such store, or its deletion finished already'),
+      404: errorSchema.describe(
+        'No such store, or its deletion finished already (the detail then says when, and from when its id is free)',
+      ),
     },
   },
 };

@@ -1,30 +1,56 @@
 import { dateOf, type LocalDate } from './calendar';
 
+/**
+ * Formatters of the zones events are binned in (the stores' zones), by the name given. Bounded: a name is cached only
+ * when a date is computed in it (isValidTimeZone and canonicalTimeZone never cache), and the map is emptied past
+ * FORMATTER_LIMIT, so names that differ only in case (`eUrOpE/pArIs`) cannot grow it for ever.
+ */
 const formatters = new Map<string, Intl.DateTimeFormat>();
+const FORMATTER_LIMIT = 2_000;
+
+const newFormatter = (tz: string) =>
+  new Intl.DateTimeFormat('en-US', {
+    timeZone: tz,
+    year: 'numeric',
+    month: 'numeric',
+    day: 'numeric',
+    hour: 'numeric',
+    minute: 'numeric',
+    hourCycle: 'h23',
+    era: 'short',
+  });
 
 function formatter(tz: string): Intl.DateTimeFormat {
   let f = formatters.get(tz);
   if (!f) {
-    f = new Intl.DateTimeFormat('en-US', {
-      timeZone: tz,
-      year: 'numeric',
-      month: 'numeric',
-      day: 'numeric',
-      hour: 'numeric',
-      minute: 'numeric',
-      hourCycle: 'h23',
-      era: 'short',
-    });
+    f = newFormatter(tz);
+    if (formatters.size >= FORMATTER_LIMIT) formatters.clear();
     formatters.set(tz, f);
   }
   return f;
 }
 
-/** True when `tz` is an IANA time zone name this runtime knows. */
+/** The runtime's own spelling of each of its canonical zone names (and UTC), by its lower case. */
+let spellings: Map<string, string> | undefined;
+
+/**
+ * The name to keep for a time zone this runtime knows, or undefined when it knows none of that name (what
+ * isValidTimeZone refuses): a canonical name in any case in its own spelling (`europe/paris` → `Europe/Paris`,
+ * `utc` → `UTC`); any other name the runtime accepts (an alias such as `Asia/Kolkata`, which ICU would turn into
+ * `Asia/Calcutta`, or an offset such as `+05:00`) as given. Caches nothing of the name.
+ */
+export function canonicalTimeZone(tz: string): string | undefined {
+  if (!isValidTimeZone(tz)) return undefined;
+  spellings ??= new Map([...Intl.supportedValuesOf('timeZone'), 'UTC'].map((name) => [name.toLowerCase(), name]));
+  return spellings.get(tz.toLowerCase()) ?? tz;
+}
+
+/** True when `tz` is an IANA time zone name this runtime knows (in any case). Caches nothing of the name. */
 export function isValidTimeZone(tz: string): boolean {
   if (typeof tz !== 'string' || tz.length === 0 || tz.length > 64) return false;
+  if (formatters.has(tz)) return true;
   try {
-    formatter(tz);
+    newFormatter(tz);
     return true;
   } catch {
     return false;

@@ -7,7 +7,7 @@ import {
   type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
-import { isValidTimeZone, STORE_ID_PATTERN } from '@tally/key-layout';
+import { canonicalTimeZone, ERASED_ATTR, STORE_ID_PATTERN } from '@tally/key-layout';
 import { TenantError, type TenantErrorCode } from './errors';
 import {
   bool,
@@ -70,14 +70,16 @@ function check(ok: boolean, code: TenantErrorCode, detail: () => string): void {
   if (!ok) throw new TenantError(code, detail());
 }
 
-const checkStore = (store: string) =>
+export const checkStore = (store: string) =>
   check(STORE_ID_PATTERN.test(store), 'TALLY_ERR_INVALID_STORE', () => {
     return `store id ${JSON.stringify(store)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`;
   });
 const checkTimeZone = (timeZone: string) =>
-  check(isValidTimeZone(timeZone), 'TALLY_ERR_INVALID_TIME_ZONE', () => {
+  check(canonicalTimeZone(timeZone) !== undefined, 'TALLY_ERR_INVALID_TIME_ZONE', () => {
     return `time zone ${JSON.stringify(timeZone)} is not an IANA time zone name such as Europe/Paris or UTC`;
   });
+/** The spelling a store keeps of a time zone checkTimeZone accepted (`europe/paris` → `Europe/Paris`: canonicalTimeZone). */
+const zoneToKeep = (timeZone: string) => canonicalTimeZone(timeZone) ?? timeZone;
 
 function checkScopes(scopes: readonly string[]): Scope[] {
   const bad = scopes.filter((s) => !isScope(s));
@@ -135,29 +137,48 @@ const checkCurrency = (currency: string) =>
     return `currency ${JSON.stringify(currency)} is not an ISO 4217 code such as EUR, USD or JPY`;
   });
 
-/** Creates a tenant (a store) with its time zone (default UTC). Throws TALLY_ERR_TENANT_EXISTS when it exists. */
 /**
- * Creates a tenant with its settings (time zone default UTC), each checked before anything is written: a bad one
- * leaves no tenant behind.
+ * Creates a tenant with its settings (time zone default UTC; a canonical zone name is kept in its own spelling,
+ * `europe/paris` → `Europe/Paris`), each checked before anything is written: a bad one leaves no tenant behind.
+ * Throws TALLY_ERR_TENANT_EXISTS when the store exists, and TALLY_ERR_STORE_ID_RESERVED while its id is not free: a
+ * store of that id is being deleted, or was deleted and its Redis tombstone, which drops every batch of the id (a new
+ * store's too), has not expired yet (deleteStore leaves the time in the id's tenant index entry: StoreIdMarker).
+ * DynamoDB only: the index entry's conditional write is the check, so a deletion that starts or ends meanwhile is seen.
  */
 export async function createTenant(
   db: TenantDb,
   store: string,
-  opts: { timeZone?: string; currency?: string; historyMonths?: number } = {},
+  opts: { timeZone?: string; currency?: string; historyMonths?: number; now?: () => number } = {},
 ): Promise<TenantInfo> {
   checkStore(store);
-  const timeZone = opts.timeZone ?? DEFAULT_TIME_ZONE;
   const { currency, historyMonths } = opts;
-  checkSettings({ timeZone, currency, historyMonths });
+  checkSettings({ timeZone: opts.timeZone ?? DEFAULT_TIME_ZONE, currency, historyMonths });
+  const timeZone = zoneToKeep(opts.timeZone ?? DEFAULT_TIME_ZONE);
+  const at = (opts.now ?? Date.now)();
   const tenant: TenantInfo = {
     store,
     timeZone,
-    createdAt: new Date().toISOString(),
+    createdAt: new Date(at).toISOString(),
     ...(currency === undefined ? {} : { currency }),
     ...(historyMonths === undefined ? {} : { historyMonths }),
   };
-  // The index entry first, so that every tenant is listed (one whose put then fails is passed over by listTenants).
-  await db.dynamo.send(new PutItemCommand({ TableName: db.table, Item: indexEntry(store) }));
+  // The index entry first, so that every tenant is listed (one whose put then fails is passed over by listTenants);
+  // only over an entry that is no deletion's: neither marked `deletingAt` (running, or cut short) nor a marker of a
+  // finished one whose id is not free yet.
+  try {
+    await db.dynamo.send(
+      new PutItemCommand({
+        TableName: db.table,
+        Item: indexEntry(store),
+        ConditionExpression: 'attribute_not_exists(deletingAt) AND (attribute_not_exists(#reusable) OR #reusable <= :now)',
+        ExpressionAttributeNames: { '#reusable': REUSABLE_AT_ATTR },
+        ExpressionAttributeValues: { ':now': { N: String(at) } },
+      }),
+    );
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) throw await idReserved(db, store);
+    throw err;
+  }
   try {
     await db.dynamo.send(
       new PutItemCommand({
@@ -179,6 +200,47 @@ export async function createTenant(
     throw err;
   }
   return tenant;
+}
+
+/**
+ * The attributes of the tenant index entry (`_tenants`/`<store>`) that deleteStore leaves when a deletion finishes,
+ * in place of the entry, a tombstone item of it: ERASED_ATTR (`wm.e`, the ISO time of the deletion, as on the
+ * tombstone items of the store's counter items), REUSABLE_AT_ATTR (epoch ms: when the store's Redis tombstone
+ * expires, from when createTenant takes the id again) and `expiresAt` (epoch s: DynamoDB's TTL drops the marker
+ * MARKER_KEPT_DAYS after that, erasure.ts). listTenants passes it over (it has no tenant).
+ */
+export const REUSABLE_AT_ATTR = 'reusableAt';
+
+/** A finished deletion's marker of a store id, when its index entry is one (deletedAt and reusableAt, ISO). */
+export interface StoreIdMarker {
+  deletedAt: string;
+  reusableAt: string;
+}
+
+/** The deletion state of a store id's index entry: running (or cut short) since `deletingAt`, finished (a marker), or none. */
+export async function deletionOf(db: TenantDb, store: string): Promise<{ deletingAt: string } | StoreIdMarker | undefined> {
+  const out = await db.dynamo.send(new GetItemCommand({ TableName: db.table, Key: indexEntry(store), ConsistentRead: true }));
+  const item = out.Item;
+  if (!item) return undefined;
+  const deletingAt = str(item, 'deletingAt');
+  if (deletingAt !== undefined) return { deletingAt };
+  const reusable = item[REUSABLE_AT_ATTR]?.N;
+  if (reusable === undefined) return undefined;
+  return { deletedAt: str(item, ERASED_ATTR) ?? '', reusableAt: new Date(Number(reusable)).toISOString() };
+}
+
+/** Why createTenant may not take the store id now (its index entry refused the write). */
+async function idReserved(db: TenantDb, store: string): Promise<TenantError> {
+  const d = await deletionOf(db, store);
+  const message =
+    d === undefined
+      ? `store id ${store} was being deleted a moment ago; try again`
+      : 'deletingAt' in d
+        ? `store ${store} is being deleted (since ${d.deletingAt}; if that deletion was cut short, delete the store again to finish it): ` +
+          'its id can be used again once the deletion has finished and its tombstone has expired (DEDUPE_WINDOW_SECONDS and its slack after)'
+        : `store ${store} was deleted at ${d.deletedAt}: its id can be used again from ${d.reusableAt} (until then the tombstone of the ` +
+          'deleted store drops every batch of that id)';
+  return new TenantError('TALLY_ERR_STORE_ID_RESERVED', message);
 }
 
 /** Changes a tenant's time zone; days already counted stay in the days they were binned in. */
@@ -260,7 +322,8 @@ export async function changeTenant(
   checkStore(store);
   checkSettings(settings);
   const now = opts.now ?? Date.now;
-  const { timeZone, currency, historyMonths: m, ingestEventsPerSecond } = settings;
+  const { currency, historyMonths: m, ingestEventsPerSecond } = settings;
+  const timeZone = settings.timeZone === undefined ? undefined : zoneToKeep(settings.timeZone);
   if (m !== undefined && opts.restamp) {
     const before = await getTenant(db, store);
     if (before && !before.deletingAt && (before.historyMonths ?? null) !== m) await opts.restamp(now());
@@ -335,7 +398,7 @@ export async function historyMonthsSetAt(db: TenantDb, store: string): Promise<n
   return at === undefined ? undefined : Number(at);
 }
 
-const indexEntry = (store: string): Item => ({ pk: S(TENANT_INDEX_PK), sk: S(store) });
+export const indexEntry = (store: string): Item => ({ pk: S(TENANT_INDEX_PK), sk: S(store) });
 
 /** Tenants per page of listTenantsPage unless told. */
 const TENANTS_PAGE = 1_000;
@@ -421,14 +484,18 @@ async function buildTenantIndex(db: TenantDb): Promise<void> {
     {
       FilterExpression: 'begins_with(pk, :p) AND sk = :meta',
       ExpressionAttributeValues: { ':p': S(tenantPk('')), ':meta': S(TENANT_SK) },
-      ProjectionExpression: 'pk',
+      ProjectionExpression: 'pk, deletingAt',
     },
     true,
   );
-  const stores = tenantItems.map((item) => (str(item, 'pk') ?? '').slice(tenantPk('').length));
+  // A tenant being deleted keeps its mark in its entry too (deleteStore resumes by it, createTenant refuses by it).
   await writeAll(
     db,
-    stores.map((store) => ({ PutRequest: { Item: indexEntry(store) } })),
+    tenantItems.map((item) => {
+      const deletingAt = str(item, 'deletingAt');
+      const entry = indexEntry((str(item, 'pk') ?? '').slice(tenantPk('').length));
+      return { PutRequest: { Item: deletingAt === undefined ? entry : { ...entry, deletingAt: S(deletingAt) } } };
+    }),
   );
   await db.dynamo.send(new PutItemCommand({ TableName: db.table, Item: { pk: S(TENANT_INDEX_PK), sk: S(TENANT_INDEX_BUILT_SK) } }));
 }
@@ -440,7 +507,10 @@ export async function setCurrency(db: TenantDb, store: string, currency: string)
 
 /**
  * Issues a new key for a store and returns it in plain text: the only time it is ever seen. Only its sha256 is
- * stored. The tenant's listing item is written before the key item, so every key that works is listed.
+ * stored. The tenant's listing item is written before the key item, so every key that works is listed. The tenant is
+ * read again after both writes: a deletion of the store that started meanwhile (and may have read the store's
+ * listings before this one was written) is answered by deleting both again and TALLY_ERR_TENANT_NOT_FOUND, so no key
+ * outlives its store (deleteStore also reads the listings again before it deletes them: either sees the other).
  */
 export async function issueKey(db: TenantDb, store: string, scopes: readonly string[], label: string): Promise<string> {
   checkStore(store);
@@ -465,6 +535,14 @@ export async function issueKey(db: TenantDb, store: string, scopes: readonly str
       ConditionExpression: 'attribute_not_exists(pk)',
     }),
   );
+  const after = await getTenant(db, store);
+  if (!after || after.deletingAt) {
+    await writeAll(db, [
+      { DeleteRequest: { Key: { pk: S(keyPk(hash)), sk: S(KEY_SK) } } },
+      { DeleteRequest: { Key: { pk: S(tenantPk(store)), sk: S(listingSk(hash)) } } },
+    ]);
+    throw notFound(store);
+  }
   return key;
 }
 

@@ -94,3 +94,83 @@ describe('createTenantDirectory during a DynamoDB outage', () => {
     await expect(dir.tenant('S3', { fresh: true })).rejects.toBeInstanceOf(TenantsUnavailableError); // within the retry period: at once
   });
 });
+
+describe('createTenantDirectory bounds', () => {
+  /** A directory on the fake DynamoDB with its own clock, and keys of store S1 (the first one a known one, KEY). */
+  function clocked(opts: { maxEntries?: number; maxUnknownEntries?: number; staleKeyMaxMs?: number } = {}) {
+    const fake = fakeDynamo();
+    const keys = [KEY, ...['a', 'b', 'c'].map((c) => `tly_${c.repeat(43)}`)];
+    for (const key of keys)
+      fake.items.set(`_key#${hashKey(key)}`, { store: { S: 'S1' }, scopes: { L: [{ S: 'ingest' }] }, revoked: { BOOL: false } });
+    fake.items.set('_tenant#S1', { timeZone: { S: 'Europe/Oslo' } });
+    const clock = { now: 1_000_000 };
+    const dir = createTenantDirectory({
+      dynamo: fake.client,
+      table: 't',
+      cacheTtlMs: 1_000,
+      retryAfterFailureMs: 100,
+      now: () => clock.now,
+      ...opts,
+    });
+    return { fake, dir, clock, keys };
+  }
+
+  it('serves a key during an outage only if DynamoDB confirmed it less than staleKeyMaxMs ago', async () => {
+    const { fake, dir, clock } = clocked({ staleKeyMaxMs: 60_000 });
+    expect(await dir.authenticate(KEY)).toMatchObject({ store: 'S1' });
+    // Revoked meanwhile, and DynamoDB fails before the directory learns it.
+    (fake.items.get(`_key#${hashKey(KEY)}`) as { revoked: { BOOL: boolean } }).revoked.BOOL = true;
+    fake.state.mode = 'fail';
+    clock.now += 59_999;
+    expect(await dir.authenticate(KEY)).toMatchObject({ store: 'S1' }); // within the bound: last-known
+    clock.now += 1;
+    await expect(dir.authenticate(KEY)).rejects.toBeInstanceOf(TenantsUnavailableError);
+    clock.now += 1_000; // past the retry period: the background refresh path too
+    await expect(dir.authenticate(KEY)).rejects.toBeInstanceOf(TenantsUnavailableError);
+    // Back: the revocation is seen.
+    fake.state.mode = 'ok';
+    clock.now += 1_000;
+    expect(await dir.authenticate(KEY)).toBeUndefined();
+  });
+
+  it('the bound defaults to an hour', async () => {
+    const { fake, dir, clock } = clocked();
+    expect(await dir.authenticate(KEY)).toMatchObject({ store: 'S1' });
+    fake.state.mode = 'fail';
+    clock.now += 3_600_000 - 1;
+    expect(await dir.authenticate(KEY)).toMatchObject({ store: 'S1' });
+    clock.now += 1;
+    await expect(dir.authenticate(KEY)).rejects.toBeInstanceOf(TenantsUnavailableError);
+  });
+
+  it('refuses a key not in the issued format without looking it up', async () => {
+    const { fake, dir } = clocked();
+    for (const key of ['A'.repeat(47), `tly_${'k'.repeat(42)}`, `tly_${'k'.repeat(44)}`, `xyz_${'k'.repeat(43)}`, 'k'.repeat(256)]) {
+      expect(await dir.authenticate(key)).toBeUndefined();
+    }
+    expect(fake.state.calls).toBe(0);
+  });
+
+  it('keeps unknown keys apart: made-up keys never push a known key out of the cache', async () => {
+    const { fake, dir } = clocked({ maxEntries: 2, maxUnknownEntries: 2 });
+    expect(await dir.authenticate(KEY)).toMatchObject({ store: 'S1' });
+    for (let i = 0; i < 10; i++) expect(await dir.authenticate(`tly_${String(i).padStart(43, 'u')}`)).toBeUndefined();
+    const calls = fake.state.calls;
+    expect(await dir.authenticate(KEY)).toMatchObject({ store: 'S1' }); // within the TTL: from the cache
+    expect(fake.state.calls).toBe(calls);
+  });
+
+  it('drops the least recently used entry, not the first one cached', async () => {
+    const { fake, dir, keys } = clocked({ maxEntries: 2 });
+    const [a, b, c] = keys.slice(1);
+    await dir.authenticate(a!);
+    await dir.authenticate(b!);
+    await dir.authenticate(a!); // a is used again: b is now the least recently used
+    await dir.authenticate(c!); // over the cap: b goes
+    const calls = fake.state.calls;
+    await dir.authenticate(a!);
+    expect(fake.state.calls).toBe(calls);
+    await dir.authenticate(b!);
+    expect(fake.state.calls).toBe(calls + 1);
+  });
+});

@@ -22,8 +22,20 @@ export interface TenantDirectoryOptions {
    * fail at once meanwhile). Default 1000.
    */
   retryAfterFailureMs?: number;
-  /** Cached keys and tenants, each; the oldest are dropped beyond it. Default 100,000. */
+  /** Cached keys and tenants, each, that exist; the least recently used are dropped beyond it. Default 100,000. */
   maxEntries?: number;
+  /**
+   * Cached keys and store ids, each, that DynamoDB said do not exist, in a cache of their own (so that made-up keys
+   * cannot push real ones out); the least recently used are dropped beyond it. Default 10,000.
+   */
+  maxUnknownEntries?: number;
+  /**
+   * How long after DynamoDB last confirmed it a key's lookup may still be served while DynamoDB fails (a revoked
+   * key confirmed as valid before is accepted for at most this long after that, never longer); a key entry older than
+   * this is dropped. Default STALE_KEY_MAX_MS (1 h). Tenants have no such bound: what a tenant holds is no credential
+   * (a deleted store's batches are dropped by its tombstone), and the aggregator bins by the last-known time zone.
+   */
+  staleKeyMaxMs?: number;
   /** The clock that ages cache entries and times retries (ms since the epoch). Default `Date.now`. */
   now?: () => number;
 }
@@ -53,45 +65,77 @@ interface KeyRecord {
   revoked: boolean;
 }
 
+/** The default of TenantDirectoryOptions.staleKeyMaxMs: 1 hour. */
+const STALE_KEY_MAX_MS = 3_600_000;
+
 /**
  * Key and tenant lookups for any app, cached for `cacheTtlMs`: while DynamoDB answers, a value older than the TTL
  * is looked up again before it is used, so a revoked key fails within the TTL. When DynamoDB fails, the last value
- * known for that key or store is served at once (an outage of DynamoDB never stops or slows intake) and refreshed
- * in the background; when nothing is known, TenantsUnavailableError is thrown. Concurrent lookups of one id share
- * one request.
+ * known for that key (confirmed less than `staleKeyMaxMs` ago) or store is served at once (an outage of DynamoDB
+ * shorter than that never stops or slows intake) and refreshed in the background; when nothing is known,
+ * TenantsUnavailableError is thrown. Concurrent lookups of one id share one request. A key not in the format Tally
+ * issues is refused without a lookup; ids found not to exist are cached apart from those that do, each cache a
+ * least-recently-used one.
  */
 export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirectory {
   const retryAfterFailureMs = opts.retryAfterFailureMs ?? 1_000;
   const maxEntries = opts.maxEntries ?? 100_000;
+  const maxUnknownEntries = opts.maxUnknownEntries ?? 10_000;
+  const staleKeyMaxMs = opts.staleKeyMaxMs ?? STALE_KEY_MAX_MS;
   const now = opts.now ?? (() => Date.now());
   /** degraded: the last lookup failed; until: no new lookup for unknown ids before this (ms). */
   const outage = { until: 0, degraded: false };
 
-  const keys = cache<KeyRecord | undefined>('key', async (hash) => {
-    const out = await opts.dynamo.send(
-      new GetItemCommand({ TableName: opts.table, Key: { pk: S(keyPk(hash)), sk: S(KEY_SK) }, ConsistentRead: true }),
-    );
-    const item = out.Item;
-    const store = item && str(item, 'store');
-    if (!item || !store) return undefined;
-    return { store, scopes: scopesOf(item), revoked: bool(item, 'revoked') };
-  });
+  const keys = cache<KeyRecord | undefined>(
+    'key',
+    async (hash) => {
+      const out = await opts.dynamo.send(
+        new GetItemCommand({ TableName: opts.table, Key: { pk: S(keyPk(hash)), sk: S(KEY_SK) }, ConsistentRead: true }),
+      );
+      const item = out.Item;
+      const store = item && str(item, 'store');
+      if (!item || !store) return undefined;
+      return { store, scopes: scopesOf(item), revoked: bool(item, 'revoked') };
+    },
+    staleKeyMaxMs,
+  );
 
-  const tenants = cache<DirectoryTenant | undefined>('tenant', async (store) => {
-    const t = await getTenant({ dynamo: opts.dynamo, table: opts.table }, store);
-    if (!t || t.deletingAt) return undefined; // a store being deleted is unknown
-    const { createdAt: _createdAt, ...tenant } = t;
-    return tenant;
-  });
+  const tenants = cache<DirectoryTenant | undefined>(
+    'tenant',
+    async (store) => {
+      const t = await getTenant({ dynamo: opts.dynamo, table: opts.table }, store);
+      if (!t || t.deletingAt) return undefined; // a store being deleted is unknown
+      const { createdAt: _createdAt, ...tenant } = t;
+      return tenant;
+    },
+    Infinity,
+  );
 
-  function cache<V>(kind: 'key' | 'tenant', fetch: (id: string) => Promise<V>) {
-    const entries = new Map<string, { value: V; at: number }>();
+  /** A cache of lookups of one kind: `staleMaxMs` is how long after its lookup an entry may be served at all. */
+  function cache<V>(kind: 'key' | 'tenant', fetch: (id: string) => Promise<V>, staleMaxMs: number) {
+    type Entry = { value: V; at: number };
+    // Maps keep insertion order: an entry is moved to the end when used, so the first is the least recently used.
+    const found = new Map<string, Entry>();
+    const unknown = new Map<string, Entry>();
     const inflight = new Map<string, Promise<V>>();
 
+    /** The cached entry of `id` if it is within staleMaxMs of its lookup (an older one is dropped), marked as used. */
+    const cached = (id: string): Entry | undefined => {
+      const map = found.has(id) ? found : unknown;
+      const entry = map.get(id);
+      if (!entry) return undefined;
+      map.delete(id);
+      if (now() - entry.at >= staleMaxMs) return undefined;
+      map.set(id, entry);
+      return entry;
+    };
+
     const remember = (id: string, value: V) => {
-      entries.delete(id);
-      entries.set(id, { value, at: now() });
-      if (entries.size > maxEntries) entries.delete(entries.keys().next().value as string);
+      found.delete(id);
+      unknown.delete(id);
+      const [map, max] = value === undefined ? [unknown, maxUnknownEntries] : [found, maxEntries];
+      map.set(id, { value, at: now() });
+      if (map.size > max) map.delete(map.keys().next().value as string);
     };
 
     /** One lookup per id at a time; the outcome updates the cache and the outage state. */
@@ -123,7 +167,7 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
     };
 
     return async (id: string, fresh = false): Promise<V> => {
-      const known = fresh ? undefined : entries.get(id);
+      const known = fresh ? undefined : cached(id);
       if (known && now() - known.at < opts.cacheTtlMs) return known.value;
       if (outage.degraded) {
         // DynamoDB failed lately: answer from what is known at once, and refresh in the background (at most
@@ -138,7 +182,7 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       try {
         return await lookup(id);
       } catch (err) {
-        const last = fresh ? undefined : entries.get(id);
+        const last = fresh ? undefined : cached(id);
         if (last) return last.value;
         throw unavailable(kind, err);
       }

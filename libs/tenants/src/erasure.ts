@@ -1,12 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConditionalCheckFailedException, DeleteItemCommand, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { ConditionalCheckFailedException, DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { BucketEraser } from '@tally/buckets';
-import { ERASED_ATTR, EXPIRES_ATTR, monthSk, parseDayKey, SPILLED_ATTR, TOTAL_SK, WATERMARK_ATTR } from '@tally/key-layout';
+import { ERASED_ATTR, EXPIRES_ATTR, keptForWindow, monthSk, parseDayKey, SPILLED_ATTR, TOTAL_SK, WATERMARK_ATTR } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import type { Job, JobType, Queue } from 'bullmq';
-import { getTenant, notFound, type TenantDb } from './admin';
+import { checkStore, deletionOf, getTenant, indexEntry, notFound, REUSABLE_AT_ATTR, type TenantDb } from './admin';
 import { TenantError } from './errors';
-import { KEY_SK, keyPk, LISTING_SK_PREFIX, readAll, S, str, TENANT_INDEX_PK, TENANT_SK, tenantPk, writeAll, type Item } from './items';
+import { KEY_SK, keyPk, LISTING_SK_PREFIX, readAll, S, str, TENANT_SK, tenantPk, writeAll, type Item } from './items';
 
 /**
  * Deleting a store and erasing a visitor (docs/DESIGN.md "Privacy"). Both are idempotent and can be run again
@@ -35,6 +35,12 @@ export interface ErasureDeps {
 export const TOMBSTONE_ITEM_DAYS = 30;
 const DAY_S = 86_400;
 
+/**
+ * How long the marker a finished deletion leaves in the store id's tenant index entry is kept after the id is free
+ * again (DynamoDB's TTL, EXPIRES_ATTR): until then deleting the store again says when it was deleted.
+ */
+const MARKER_KEPT_DAYS = TOMBSTONE_ITEM_DAYS;
+
 /** What deleting a store removed. */
 export interface StoreDeletion {
   store: string;
@@ -54,6 +60,11 @@ export interface StoreDeletion {
   };
   /** Until when late batches of the store are dropped (its Redis tombstone). */
   tombstoneUntil: string;
+  /**
+   * From when the store id can be used again (createTenant refuses it before): when the tombstone renewed at the end
+   * of the deletion expires (DEDUPE_WINDOW_SECONDS and its slack, keptForWindow, after it).
+   */
+  reusableAt: string;
 }
 
 /** What erasing a visitor removed. */
@@ -88,19 +99,33 @@ const PAGE = 500;
  * 3. its DynamoDB items are replaced by tombstone items (replaceByTombstones), fenced at the store's epoch (read
  *    now: no script of the store seals or folds under the tombstone) − 1, and the items its rows' outbox entries
  *    would go to get one too; then its Redis keys are deleted (after the items: a deletion resumed after that
- *    finds the fence in the tombstones, and nothing left in Redis to fence), then the tenant, then its index entry.
+ *    finds the fence in the tombstones, and nothing left in Redis to fence), then the tenant's items (its listings
+ *    read again until none is left, with the key items they name: a key issueKey wrote meanwhile goes too);
+ * 4. the tombstone is renewed, and the index entry becomes the id's marker, a tombstone item of it (StoreIdMarker:
+ *    ERASED_ATTR the time, reusableAt the renewed tombstone's expiry, expiresAt MARKER_KEPT_DAYS after it): createTenant refuses the id until then,
+ *    as it refuses it while the entry is marked `deletingAt`, since the tombstone would drop every batch of a new
+ *    store of that id.
  * An interrupted deletion is resumed by calling it again: the tenant stays marked until it goes, and its entry in
- * the tenant index (deleted last) carries the same mark, so a deletion cut short after the tenant went is finished
- * too. Throws TALLY_ERR_TENANT_NOT_FOUND for a store that does not exist: one that never did, one whose deletion
- * finished, or one whose deletion was cut short after the tenant and its marked index entry went (then only the
- * tombstone's renewal was left: the tombstone set at the start still runs its course).
+ * the tenant index (a marker last) carries the same mark, so a deletion cut short after the tenant went is finished
+ * too. Throws TALLY_ERR_INVALID_STORE for a malformed id, and TALLY_ERR_TENANT_NOT_FOUND for a store that does not
+ * exist: one that never did, or one whose deletion finished (the message then says when, and from when the id is
+ * free; nothing is renewed).
  */
 export async function deleteStore(deps: ErasureDeps, store: string): Promise<StoreDeletion> {
   const { db } = deps;
   const now = deps.now ?? Date.now;
+  checkStore(store);
   // A tenant, or (its deletion cut short after the tenant went) a marked index entry: anything else is no store.
-  if (!(await getTenant(db, store)) && !(await deletionMarked(db, store)))
-    throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} does not exist (it never did, or its deletion finished)`);
+  if (!(await getTenant(db, store))) {
+    const deletion = await deletionOf(db, store);
+    if (deletion && 'reusableAt' in deletion)
+      throw new TenantError(
+        'TALLY_ERR_TENANT_NOT_FOUND',
+        `store ${store} was deleted at ${deletion.deletedAt} (that deletion finished; nothing is left to delete): its id can be used again from ${deletion.reusableAt}`,
+      );
+    if (!deletion)
+      throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} does not exist (it never did, or its deletion finished)`);
+  }
   // The tombstone first: from the moment the tenant looks deleted, a batch of the store is dropped, not failed.
   await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
   const mark = {
@@ -123,19 +148,21 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   }
   // The index entry too (made if a tenant from before the index has none): it outlives the tenant, so a call after
   // a deletion cut short between the two can tell that store from one that never existed.
-  await db.dynamo.send(new UpdateItemCommand({ TableName: db.table, Key: indexKey(store), ...mark }));
+  await db.dynamo.send(new UpdateItemCommand({ TableName: db.table, Key: indexEntry(store), ...mark }));
 
   // API keys: the key items go now (a key stops working within the apps' key cache TTL); their listings below.
-  const tenantItems = await queryAll(db, tenantPk(store));
-  let apiKeys = 0;
-  for (const item of tenantItems) {
-    const sk = str(item, 'sk') ?? '';
-    if (!sk.startsWith(LISTING_SK_PREFIX)) continue;
-    await db.dynamo.send(
-      new DeleteItemCommand({ TableName: db.table, Key: { pk: S(keyPk(sk.slice(LISTING_SK_PREFIX.length))), sk: S(KEY_SK) } }),
-    );
-    apiKeys++;
-  }
+  const keysGone = new Set<string>();
+  const deleteKeyItems = async (items: readonly Item[]) => {
+    for (const item of items) {
+      const sk = str(item, 'sk') ?? '';
+      if (!sk.startsWith(LISTING_SK_PREFIX) || keysGone.has(sk)) continue;
+      await db.dynamo.send(
+        new DeleteItemCommand({ TableName: db.table, Key: { pk: S(keyPk(sk.slice(LISTING_SK_PREFIX.length))), sk: S(KEY_SK) } }),
+      );
+      keysGone.add(sk);
+    }
+  };
+  await deleteKeyItems(await queryAll(db, tenantPk(store)));
 
   const jobs = await removeJobs(deps.queues, (data) => data['store'] === store);
   await waitForRunningJobs(deps, (data) => data['store'] === store, `store ${store}`);
@@ -147,16 +174,50 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   const redisKeys = await deps.eraser.deleteStoreKeys(store);
 
   // The tenant last, its index entry after it, so that a tenant that exists is always listed (an entry without its
-  // tenant is passed over by listTenants); a call cut short between the two is resumed by the entry's mark.
-  await deleteItems(db, tenantItems);
-  await deleteItems(db, [indexKey(store)]);
+  // tenant is passed over by listTenants); a call cut short between the two is resumed by the entry's mark. Read
+  // again until nothing is left: a listing issueKey wrote after the read above goes with its key item.
+  for (let items = await queryAll(db, tenantPk(store)); items.length > 0; items = await queryAll(db, tenantPk(store))) {
+    await deleteKeyItems(items);
+    await deleteItems(db, items);
+  }
   // Renewed at the end: late batches are dropped for a whole dedupe window after the data is gone.
   await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
+  const done = now();
+  const reusableAt = done + keptForWindow(deps.tombstoneSeconds) * 1000;
+  await leaveMarker(db, store, done, reusableAt);
   return {
     store,
-    removed: { dynamoItems, apiKeys, redisKeys, queuedJobs: jobs.queued, failedJobs: jobs.failed },
-    tombstoneUntil: new Date(now() + deps.tombstoneSeconds * 1000).toISOString(),
+    removed: { dynamoItems, apiKeys: keysGone.size, redisKeys, queuedJobs: jobs.queued, failedJobs: jobs.failed },
+    tombstoneUntil: new Date(done + deps.tombstoneSeconds * 1000).toISOString(),
+    reusableAt: new Date(reusableAt).toISOString(),
   };
+}
+
+/**
+ * Makes the store id's index entry the marker of its finished deletion (StoreIdMarker in admin.ts): over the entry
+ * this deletion marked `deletingAt`, or the marker of a run beside this one that ended earlier (never over the entry
+ * of a store created meanwhile, which createTenant cannot do before the marker says so, nor moving `reusableAt`
+ * earlier).
+ */
+async function leaveMarker(db: TenantDb, store: string, at: number, reusableAt: number): Promise<void> {
+  try {
+    await db.dynamo.send(
+      new UpdateItemCommand({
+        TableName: db.table,
+        Key: indexEntry(store),
+        UpdateExpression: 'SET #deletedAt = :at, #reusable = :reusable, #expires = :expires REMOVE deletingAt',
+        ConditionExpression: 'attribute_exists(deletingAt) OR #reusable < :reusable',
+        ExpressionAttributeNames: { '#deletedAt': ERASED_ATTR, '#reusable': REUSABLE_AT_ATTR, '#expires': EXPIRES_ATTR },
+        ExpressionAttributeValues: {
+          ':at': S(new Date(at).toISOString()),
+          ':reusable': { N: String(reusableAt) },
+          ':expires': { N: String(Math.ceil(reusableAt / 1000) + MARKER_KEPT_DAYS * DAY_S) },
+        },
+      }),
+    );
+  } catch (err) {
+    if (!(err instanceof ConditionalCheckFailedException)) throw err;
+  }
 }
 
 /**
@@ -206,14 +267,6 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
     );
   }
   return { store, visitor, removed, tombstoneUntil: new Date(until).toISOString() };
-}
-
-const indexKey = (store: string): Item => ({ pk: S(TENANT_INDEX_PK), sk: S(store) });
-
-/** Whether the store's tenant index entry carries the mark of a deletion (deleteStore sets it with the tenant's). */
-async function deletionMarked(db: TenantDb, store: string): Promise<boolean> {
-  const out = await db.dynamo.send(new GetItemCommand({ TableName: db.table, Key: indexKey(store), ConsistentRead: true }));
-  return out.Item !== undefined && str(out.Item, 'deletingAt') !== undefined;
 }
 
 /** Every item of a partition, with (when given) only pk, sk and the attributes `extra` names (when an item has them). */

@@ -3,6 +3,8 @@ import { TallyError } from '@tally/key-layout';
 /** Stable codes of the errors this lib throws. */
 export type TenantErrorCode =
   | 'TALLY_ERR_TENANT_EXISTS'
+  /** The store id is not free yet: the store of that id is being deleted, or was deleted less than its tombstone's life ago. */
+  | 'TALLY_ERR_STORE_ID_RESERVED'
   | 'TALLY_ERR_TENANT_NOT_FOUND'
   | 'TALLY_ERR_KEY_NOT_FOUND'
   | 'TALLY_ERR_INVALID_STORE'

@@ -6,8 +6,11 @@ export type Scope = (typeof SCOPES)[number];
 
 /** Every key Tally issues: `tly_` + 43 base64url characters (256 random bits). */
 const KEY_PREFIX = 'tly_';
-/** What a presented key may look like before it is worth a lookup (older or foreign formats included). */
-const KEY_SHAPE = /^[A-Za-z0-9_-]{16,256}$/;
+/**
+ * What a presented key must look like to be worth a lookup: the one format generateKey has ever minted (keys are only
+ * ever made by issueKey; there is no import of other formats). Anything else is refused before DynamoDB or the cache.
+ */
+const KEY_SHAPE = /^tly_[A-Za-z0-9_-]{43}$/;
 
 export function generateKey(): string {
   return KEY_PREFIX + randomBytes(32).toString('base64url');

@@ -1,9 +1,17 @@
-import { BatchWriteItemCommand, DeleteItemCommand, PutItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
+import {
+  BatchWriteItemCommand,
+  DeleteItemCommand,
+  GetItemCommand,
+  PutItemCommand,
+  ScanCommand,
+  UpdateItemCommand,
+  type DynamoDBClient,
+} from '@aws-sdk/client-dynamodb';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDynamoClient } from '@tally/dynamo';
-import { ERASED_ATTR } from '@tally/key-layout';
+import { ERASED_ATTR, keptForWindow } from '@tally/key-layout';
 import { createTestTable, createTestTenants, startDynalite, waitFor, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -96,6 +104,15 @@ describe('tenant admin', () => {
     expect(await codeOf(issueKey(db, 'ADMIN2', ['ingest'], 'tab\there'))).toBe('TALLY_ERR_INVALID_LABEL');
     expect(await codeOf(revokeKey(db, 'ADMIN2', 'abcdef'))).toBe('TALLY_ERR_KEY_NOT_FOUND');
     expect(await codeOf(revokeKey(db, 'ADMIN2', 'not-hex'))).toBe('TALLY_ERR_KEY_NOT_FOUND');
+  });
+
+  it("keeps a time zone in the runtime's spelling of its name, whatever the case given; an alias as given", async () => {
+    expect(await createTenant(db, 'TZCASE1', { timeZone: 'eUrOpE/pArIs' })).toMatchObject({ timeZone: 'Europe/Paris' });
+    expect(await getTenant(db, 'TZCASE1')).toMatchObject({ timeZone: 'Europe/Paris' });
+    await setTimeZone(db, 'TZCASE1', 'asia/tokyo');
+    expect(await getTenant(db, 'TZCASE1')).toMatchObject({ timeZone: 'Asia/Tokyo' });
+    await setTimeZone(db, 'TZCASE1', 'Asia/Kolkata');
+    expect(await getTenant(db, 'TZCASE1')).toMatchObject({ timeZone: 'Asia/Kolkata' });
   });
 
   it('revokes only a key of the given store', async () => {
@@ -203,6 +220,20 @@ describe('listing tenants', () => {
   });
 });
 
+/** A client of the test's dynalite whose `send` rejects the commands `dies` picks ('interrupted (test)'). */
+function dyingOn(dies: (command: unknown) => boolean): DynamoDBClient {
+  const dying = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+  const send = dying.send.bind(dying);
+  vi.spyOn(dying, 'send').mockImplementation(((command: unknown) =>
+    dies(command) ? Promise.reject(new Error('interrupted (test)')) : send(command as never)) as never);
+  return dying;
+}
+/** deleteStore's last DynamoDB write: the store id's index entry made the marker of the finished deletion. */
+const isMarkerWrite = (command: unknown) =>
+  command instanceof UpdateItemCommand &&
+  command.input.Key?.['pk']?.S === '_tenants' &&
+  /reusable/.test(command.input.UpdateExpression ?? '');
+
 describe('deleting a store (its DynamoDB side)', () => {
   // The Redis side (tombstones, keys, jobs) is libs/buckets' and the query API's tests; here a fake eraser, no queues.
   const setup = async () => {
@@ -213,7 +244,13 @@ describe('deleting a store (its DynamoDB side)', () => {
       unwritten: async () => ({ epoch: undefined, outboxDays: new Map() }),
       deleteStoreKeys: async () => 0,
     } as unknown as ErasureDeps['eraser'];
-    const deps = (on: TenantDb = d): ErasureDeps => ({ db: on, eraser, queues: [], tombstoneSeconds: 60 });
+    const deps = (on: TenantDb = d, now?: number): ErasureDeps => ({
+      db: on,
+      eraser,
+      queues: [],
+      tombstoneSeconds: 60,
+      ...(now === undefined ? {} : { now: () => now }),
+    });
     /** The keys of the store's items, tombstone items (which hold no data: erasure.ts) apart, or only those. */
     const itemsOf = async (store: string, tombstoneItems = false) =>
       ((await d.dynamo.send(new ScanCommand({ TableName: d.table }))).Items ?? [])
@@ -226,22 +263,27 @@ describe('deleting a store (its DynamoDB side)', () => {
     return { d, deps, tombstones, itemsOf, counterItem };
   };
 
-  it('deletes every item of the store, its index entry last; a store whose deletion finished, or that never was, is not found', async () => {
+  it('deletes every item of the store, its index entry last (a marker); a store whose deletion finished, or that never was, is not found', async () => {
     const { d, deps, itemsOf, counterItem } = await setup();
     await createTenant(d, 'DEL1');
     await issueKey(d, 'DEL1', ['ingest'], 'shop');
     await Promise.all([counterItem('DEL1'), counterItem('DEL1#visitor#V1')]);
-    const r = await deleteStore(deps(), 'DEL1');
+    const deletedAt = '2026-03-01T10:00:00.000Z';
+    const r = await deleteStore(deps(d, Date.parse(deletedAt)), 'DEL1');
     expect(r.removed).toMatchObject({ dynamoItems: 2, apiKeys: 1 });
     expect(await itemsOf('DEL1')).toEqual([]);
-    // The counter items are tombstone items, for TOMBSTONE_ITEM_DAYS (a flush that outlived its job's lock is fenced).
-    expect(await itemsOf('DEL1', true)).toEqual(['DEL1 2026-01', 'DEL1#visitor#V1 2026-01']);
-    for (const store of ['DEL1', 'NEVER1']) {
-      await expect(deleteStore(deps(), store)).rejects.toMatchObject({
-        code: 'TALLY_ERR_TENANT_NOT_FOUND',
-        message: `tenant ${store} does not exist (it never did, or its deletion finished)`,
-      });
-    }
+    expect((await listTenants(d)).map((t) => t.store)).toEqual([]);
+    // The counter items are tombstone items, for TOMBSTONE_ITEM_DAYS (a flush that outlived its job's lock is fenced),
+    // and so is the index entry: the id's marker (from when it is free again), which listTenants passes over.
+    expect(await itemsOf('DEL1', true)).toEqual(['DEL1 2026-01', 'DEL1#visitor#V1 2026-01', '_tenants DEL1']);
+    await expect(deleteStore(deps(), 'DEL1')).rejects.toMatchObject({
+      code: 'TALLY_ERR_TENANT_NOT_FOUND',
+      message: `store DEL1 was deleted at ${deletedAt} (that deletion finished; nothing is left to delete): its id can be used again from ${r.reusableAt}`,
+    });
+    await expect(deleteStore(deps(), 'NEVER1')).rejects.toMatchObject({
+      code: 'TALLY_ERR_TENANT_NOT_FOUND',
+      message: 'tenant NEVER1 does not exist (it never did, or its deletion finished)',
+    });
     expect(await itemsOf('NEVER1')).toEqual([]);
   });
 
@@ -250,27 +292,24 @@ describe('deleting a store (its DynamoDB side)', () => {
     await createTenant(d, 'CUT1', { timeZone: 'Europe/Paris' });
     await issueKey(d, 'CUT1', ['read'], '');
     await counterItem('CUT1');
-    // A client that dies on the BatchWriteItem deleting the index entry (pk _tenants), after the tenant's went.
-    const dying = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
-    const send = dying.send.bind(dying);
-    vi.spyOn(dying, 'send').mockImplementation(((command: unknown) => {
-      if (command instanceof BatchWriteItemCommand && JSON.stringify(command.input).includes('"_tenants"'))
-        return Promise.reject(new Error('interrupted (test)'));
-      return send(command as never);
-    }) as never);
+    // A client that dies on the write making the index entry (pk _tenants) the id's marker, after the tenant went.
+    const dying = dyingOn(isMarkerWrite);
     await expect(deleteStore(deps({ dynamo: dying, table: d.table }), 'CUT1')).rejects.toThrow('interrupted (test)');
     dying.destroy();
     expect(await getTenant(d, 'CUT1')).toBeUndefined();
     expect(await itemsOf('CUT1')).toEqual(['_tenants CUT1']);
     expect((await listTenants(d)).map((t) => t.store)).toEqual([]);
+    // The id is not free while the deletion is unfinished: a create now would be deleted by the deletion's next run.
+    await expect(createTenant(d, 'CUT1')).rejects.toMatchObject({ code: 'TALLY_ERR_STORE_ID_RESERVED' });
+    expect(await itemsOf('CUT1')).toEqual(['_tenants CUT1']);
 
     tombstones.length = 0;
     const again = await deleteStore(deps(), 'CUT1');
     expect(again.removed).toEqual({ dynamoItems: 0, apiKeys: 0, redisKeys: 0, queuedJobs: 0, failedJobs: 0 });
-    // Nothing re-created (no tenant holding only the mark), the index entry gone, the tombstone renewed; the counter
-    // item's tombstone, put by the first call, is no data.
+    // Nothing re-created (no tenant holding only the mark), the index entry the id's marker, the tombstone renewed;
+    // the counter item's tombstone, put by the first call, is no data.
     expect(await itemsOf('CUT1')).toEqual([]);
-    expect(await itemsOf('CUT1', true)).toEqual(['CUT1 2026-01']);
+    expect(await itemsOf('CUT1', true)).toEqual(['CUT1 2026-01', '_tenants CUT1']);
     expect(tombstones).toContain('CUT1');
     await expect(deleteStore(deps(), 'CUT1')).rejects.toMatchObject({ code: 'TALLY_ERR_TENANT_NOT_FOUND' });
   });
@@ -282,6 +321,134 @@ describe('deleting a store (its DynamoDB side)', () => {
     await expect(deleteStore(deps(), 'HALF1')).rejects.toMatchObject({ code: 'TALLY_ERR_TENANT_NOT_FOUND' });
     expect(await itemsOf('HALF1')).toEqual(['_tenants HALF1']);
     expect(tombstones).toEqual([]);
+  });
+
+  it("refuses to create a deleted store's id until its tombstone has expired, saying from when; then creates it, listed", async () => {
+    const { d, deps, tombstones } = await setup();
+    await createTenant(d, 'AGAIN1', { timeZone: 'Europe/Paris' });
+    const deletedAt = Date.parse('2026-03-01T10:00:00Z');
+    const r = await deleteStore(deps(d, deletedAt), 'AGAIN1');
+    // The tombstone's expiry: renewed at the end of the deletion, kept for the dedupe window and its slack.
+    const reusable = deletedAt + keptForWindow(60) * 1000;
+    expect(r.reusableAt).toBe(new Date(reusable).toISOString());
+    for (const at of [deletedAt + 1, reusable - 1]) {
+      await expect(createTenant(d, 'AGAIN1', { now: () => at })).rejects.toMatchObject({
+        code: 'TALLY_ERR_STORE_ID_RESERVED',
+        message: `store AGAIN1 was deleted at 2026-03-01T10:00:00.000Z: its id can be used again from ${r.reusableAt} (until then the tombstone of the deleted store drops every batch of that id)`,
+      });
+    }
+    expect((await listTenants(d)).map((t) => t.store)).toEqual([]);
+    // The tombstone was set and renewed by the deletion, never cleared by the refusals.
+    expect(tombstones).toEqual(['AGAIN1', 'AGAIN1']);
+    const made = await createTenant(d, 'AGAIN1', { now: () => reusable });
+    expect(made).toMatchObject({ store: 'AGAIN1', timeZone: 'UTC', createdAt: new Date(reusable).toISOString() });
+    expect((await listTenants(d)).map((t) => t.store)).toEqual(['AGAIN1']);
+    expect(await codeOf(createTenant(d, 'AGAIN1', { now: () => reusable }))).toBe('TALLY_ERR_TENANT_EXISTS');
+  });
+
+  it('refuses a create while the deletion runs, and leaves the mark of the deletion as it was', async () => {
+    const { d, deps, itemsOf } = await setup();
+    await createTenant(d, 'RUN1');
+    // The deletion marked the tenant and its index entry, and is cut short before the tenant goes.
+    const dying = dyingOn((c) => c instanceof BatchWriteItemCommand && JSON.stringify(c.input).includes('"_tenant#RUN1"'));
+    await expect(deleteStore(deps({ dynamo: dying, table: d.table }), 'RUN1')).rejects.toThrow('interrupted (test)');
+    dying.destroy();
+    const deletingAt = (await getTenant(d, 'RUN1'))?.deletingAt;
+    expect(deletingAt).toBeDefined();
+    const err = await createTenant(d, 'RUN1').catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'TALLY_ERR_STORE_ID_RESERVED' });
+    expect((err as Error).message).toContain(`store RUN1 is being deleted (since ${deletingAt}`);
+    const entry = await d.dynamo.send(new GetItemCommand({ TableName: d.table, Key: { pk: { S: '_tenants' }, sk: { S: 'RUN1' } } }));
+    expect(entry.Item?.['deletingAt']?.S).toBe(deletingAt);
+    expect(await itemsOf('RUN1')).toEqual(['_tenant#RUN1 META', '_tenants RUN1']);
+    await deleteStore(deps(), 'RUN1');
+    expect(await itemsOf('RUN1')).toEqual([]);
+  });
+
+  it('refuses a malformed store id before any DynamoDB call (an empty one would be a key DynamoDB refuses)', async () => {
+    const { d, deps, tombstones } = await setup();
+    const send = vi.spyOn(d.dynamo, 'send');
+    for (const store of ['', '_tenants', 'a b']) {
+      await expect(deleteStore(deps(), store)).rejects.toMatchObject({ code: 'TALLY_ERR_INVALID_STORE' });
+    }
+    expect(send).not.toHaveBeenCalled();
+    expect(tombstones).toEqual([]);
+    send.mockRestore();
+  });
+
+  describe('a key issued while the store is deleted never outlives it', () => {
+    /**
+     * issueKey on a client that runs `meanwhile` (the deletion) just before issueKey's first write of type `before`
+     * (the listing, or the key item), so that the deletion falls between issueKey's check of the tenant and its writes.
+     */
+    const issueDuring = (d: TenantDb, store: string, before: 'listing' | 'key', meanwhile: () => Promise<unknown>) => {
+      const client = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+      const send = client.send.bind(client);
+      let ran = false;
+      vi.spyOn(client, 'send').mockImplementation((async (command: unknown) => {
+        const pk = command instanceof PutItemCommand ? (command.input.Item?.['pk']?.S ?? '') : '';
+        if (!ran && (before === 'listing' ? pk.startsWith('_tenant#') : pk.startsWith('_key#'))) {
+          ran = true;
+          await meanwhile();
+        }
+        return send(command as never);
+      }) as never);
+      return issueKey({ dynamo: client, table: d.table }, store, ['ingest'], 'late').finally(() => client.destroy());
+    };
+    /** Every item of the store's tenant partition and every key item of the store. */
+    const keyItemsOf = async (d: TenantDb, store: string) =>
+      ((await d.dynamo.send(new ScanCommand({ TableName: d.table }))).Items ?? [])
+        .filter((i) => i['pk']!.S!.startsWith(`_tenant#${store}`) || (i['pk']!.S!.startsWith('_key#') && i['store']?.S === store))
+        .map((i) => `${i['pk']!.S!} ${i['sk']!.S!}`);
+
+    for (const before of ['listing', 'key'] as const) {
+      it(`the whole deletion runs after issueKey read the tenant, before its ${before} write: refused, nothing left`, async () => {
+        const { d, deps } = await setup();
+        await createTenant(d, `RACE_${before}`);
+        await issueKey(d, `RACE_${before}`, ['read'], 'before');
+        const issued = issueDuring(d, `RACE_${before}`, before, () => deleteStore(deps(), `RACE_${before}`));
+        await expect(issued).rejects.toMatchObject({ code: 'TALLY_ERR_TENANT_NOT_FOUND' });
+        expect(await keyItemsOf(d, `RACE_${before}`)).toEqual([]);
+      });
+    }
+
+    it('a listing written after the deletion read the listings (issueKey cut short before its check) is swept with its key item', async () => {
+      const { d, deps } = await setup();
+      await createTenant(d, 'RACE2');
+      // The deletion pauses after its first read of the listings (its Query of the tenant partition)...
+      let resume!: () => void;
+      let paused!: () => void;
+      const pausedAt = new Promise<void>((r) => (paused = r));
+      const client = createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1' });
+      const send = client.send.bind(client);
+      let queries = 0;
+      vi.spyOn(client, 'send').mockImplementation((async (command: unknown) => {
+        const out = await send(command as never);
+        if ((command as { constructor: { name: string } }).constructor.name === 'QueryCommand' && queries++ === 0) {
+          paused();
+          await new Promise<void>((r) => (resume = r));
+        }
+        return out;
+      }) as never);
+      const deleting = deleteStore(deps({ dynamo: client, table: d.table }), 'RACE2');
+      await pausedAt;
+      // ...and a key is written meanwhile as issueKey writes one (listing, then key item) whose check never comes.
+      const hash = 'f'.repeat(64);
+      const common = {
+        store: { S: 'RACE2' },
+        scopes: { L: [{ S: 'ingest' }] },
+        revoked: { BOOL: false },
+        createdAt: { S: '2026-01-01T00:00:00Z' },
+      };
+      await d.dynamo.send(
+        new PutItemCommand({ TableName: d.table, Item: { pk: { S: '_tenant#RACE2' }, sk: { S: `KEY#${hash}` }, ...common } }),
+      );
+      await d.dynamo.send(new PutItemCommand({ TableName: d.table, Item: { pk: { S: `_key#${hash}` }, sk: { S: 'KEY' }, ...common } }));
+      resume();
+      expect((await deleting).removed.apiKeys).toBe(1);
+      client.destroy();
+      expect(await keyItemsOf(d, 'RACE2')).toEqual([]);
+    });
   });
 });
 

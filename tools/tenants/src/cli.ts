@@ -282,7 +282,9 @@ const COMMANDS: Record<string, Command> = {
       async (backends) => {
         const r = await tenants.deleteStore(await withRedis(backends, 'delete-store'), store!);
         json(io, r);
-        io.err(`tally: deleted store ${r.store}; its late batches are dropped until ${r.tombstoneUntil}`);
+        io.err(
+          `tally: deleted store ${r.store}; its late batches are dropped until ${r.tombstoneUntil}; its id can be used again from ${r.reusableAt}`,
+        );
       },
   },
   'erase-visitor': {

@@ -4,7 +4,8 @@ export const USAGE = `usage: tenants <command> [arguments]
 
   create <store> [--time-zone Z] [--currency C] [--history-months N|forever]
                                         create a tenant (default: time zone UTC, no currency,
-                                        visitor history kept for ever)
+                                        visitor history kept for ever); a deleted store's id is
+                                        refused until its tombstone expires (it says when)
   issue-key <store> --scopes <s,...> [--label <t>]
                                         issue a key; prints it once, on stdout
   revoke-key <store> <key-id>           revoke a key (key ids: see list-keys)
@@ -28,9 +29,9 @@ export const USAGE = `usage: tenants <command> [arguments]
                                         visitor history setting gives now (waits 90 s first, for the
                                         writers' cached settings); prints how many items it scanned
                                         and restamped; if cut short, run it again
-  delete-store <store>                  delete the store and all its data; if cut short, run it
-                                        again to finish it; once finished (or for a store that never
-                                        existed) it says the store does not exist, exit 1
+  delete-store <store>                  delete the store and all its data; prints from when its
+                                        id can be used again; if cut short, run it again to finish
+                                        it; once finished it says when it was deleted, exit 1
   erase-visitor <store> <visitor>       erase one visitor's history (store and product aggregates
                                         stay)
 

@@ -1,0 +1,58 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { canonicalTimeZone, isValidTimeZone, localTime } from './time-zone';
+
+/** `n` spellings of `name` that differ only in the case of its letters. */
+function caseVariants(name: string, n: number): string[] {
+  const letters = [...name].flatMap((c, i) => (c.toLowerCase() !== c.toUpperCase() ? [i] : []));
+  return Array.from({ length: n }, (_, v) => {
+    const chars = [...name.toLowerCase()];
+    letters.forEach((at, bit) => {
+      if ((v >> bit) & 1) chars[at] = chars[at]!.toUpperCase();
+    });
+    return chars.join('');
+  });
+}
+
+const RealDateTimeFormat = Intl.DateTimeFormat;
+/** Counts the Intl.DateTimeFormat objects made from now on. */
+function countFormatters() {
+  const made = { count: 0 };
+  Intl.DateTimeFormat = new Proxy(RealDateTimeFormat, {
+    construct(target, args: ConstructorParameters<typeof Intl.DateTimeFormat>) {
+      made.count++;
+      return Reflect.construct(target, args);
+    },
+  });
+  return made;
+}
+afterEach(() => {
+  Intl.DateTimeFormat = RealDateTimeFormat;
+});
+
+describe('time zone names', () => {
+  it('gives the name to keep: a canonical name in its own spelling whatever its case, an alias as given', () => {
+    expect(canonicalTimeZone('eUrOpE/pArIs')).toBe('Europe/Paris');
+    expect(canonicalTimeZone('europe/paris')).toBe('Europe/Paris');
+    expect(canonicalTimeZone('Europe/Paris')).toBe('Europe/Paris');
+    expect(canonicalTimeZone('utc')).toBe('UTC');
+    // ICU's canonical id of Asia/Kolkata is Asia/Calcutta: an alias the runtime knows is kept as the operator wrote it.
+    expect(canonicalTimeZone('Asia/Kolkata')).toBe('Asia/Kolkata');
+    expect(canonicalTimeZone('Mars/Olympus')).toBeUndefined();
+    expect(canonicalTimeZone('')).toBeUndefined();
+  });
+
+  it('keeps no formatter per name validated, and a bounded number per name used: case variants cannot grow the cache for ever', () => {
+    const variants = caseVariants('America/Los_Angeles', 2_100);
+    expect(new Set(variants).size).toBe(2_100);
+    const made = countFormatters();
+    // Validating makes a formatter each time and keeps none.
+    expect(isValidTimeZone(variants[0]!)).toBe(true);
+    expect(isValidTimeZone(variants[0]!)).toBe(true);
+    expect(made.count).toBe(2);
+    // Binning in each variant caches its formatter, but not beyond the bound: the first one is gone by the end.
+    for (const tz of variants) expect(localTime(Date.UTC(2024, 0, 1), tz).hour).toBe(16);
+    made.count = 0;
+    expect(localTime(Date.UTC(2024, 0, 1), variants[0]!).hour).toBe(16);
+    expect(made.count).toBe(1);
+  });
+});
