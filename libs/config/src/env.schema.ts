@@ -87,7 +87,7 @@ const shared = z.object(sharedEnvShape);
 const KEY_CACHE_TTL_MS = int(0, 3_600_000)
   .default(5_000)
   .describe(
-    'How long an API key or tenant lookup is cached: a revoked key, a deleted store or a changed tenant setting takes effect within this while DynamoDB answers (during an outage the last-known answers are served).',
+    "How long an API key or tenant lookup is cached: a revoked key, a deleted store or a changed tenant setting takes effect within this while DynamoDB answers. During a DynamoDB outage the last-known answers are served, a key's only if DynamoDB confirmed it less than 1 hour before (libs/tenants `STALE_KEY_MAX_MS`): a key revoked just before an outage works at most an hour after its last confirmation, and a key not confirmed within the hour answers 503 until DynamoDB is back. Only keys of the issued format (`tly_` and 43 characters) are looked up; keys found not to exist are cached apart (10,000, least recently used first), so made-up keys cannot push real ones out of the 100,000 cached.",
   );
 const KEY_LOOKUP_TIMEOUT_MS = int(50, 60_000)
   .default(1_000)
