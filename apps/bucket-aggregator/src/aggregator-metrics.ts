@@ -36,6 +36,11 @@ export function createAggregatorMetrics(registry: Registry) {
       [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     ),
     flushesScheduled: counter('tally_flushes_scheduled_total', 'Row flush jobs enqueued to dynamo-writes'),
+    sealStoreFailures: counter(
+      'tally_seal_store_failures_total',
+      'Stores a sealer tick set aside because their visit, fold or backlog publish failed (stage; the rest of their batch went on): a corrupt key, a Redis node refusing writes',
+      ['stage'],
+    ),
   };
 }
 

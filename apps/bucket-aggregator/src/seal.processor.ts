@@ -1,4 +1,5 @@
-import type { BucketStore } from '@tally/buckets';
+import type { BucketStore, DueRow, StoreBacklog } from '@tally/buckets';
+import { throttleLog, type ThrottledLog } from '@tally/observability';
 import { enqueueBulk, jobIdFor, QUEUE, sealJobSchema, type QUEUE_SHARDS, type TallyQueues } from '@tally/queues';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
@@ -15,6 +16,11 @@ export interface SealDeps {
   batchStores?: number;
   /** Batches worked on at once. Default 4. */
   concurrency?: number;
+  /**
+   * Where the stores a tick sets aside are logged (one line per stage and kind of error and window): shared by a
+   * sealer's ticks (sealProcessor's, with a minute's window). Default: one of the tick's own.
+   */
+  warnings?: ThrottledLog;
 }
 
 export interface SealTickResult {
@@ -26,6 +32,8 @@ export interface SealTickResult {
   folded: number;
   rows: number;
   flushes: number;
+  /** Stores set aside: their visit, fold or publish failed (visited again at the next tick). */
+  failed: number;
 }
 
 /**
@@ -57,11 +65,13 @@ function nextVisit(
  * applied meanwhile: the apply's own registration may need it sooner). A store with nothing due costs a tick nothing.
  * Safe with several aggregator replicas: sealing waits for half a bucket since the last seal, folds are
  * idempotent, and flush job ids are deterministic (row + time of its oldest unwritten count), so a row has
- * one pending flush job however many ticks see it due.
+ * one pending flush job however many ticks see it due. A store whose visit, fold or publish fails (a corrupt key, a
+ * Redis node refusing its writes) is set aside, logged and counted (reportFailures), and visited again at the next
+ * tick; the rest of its batch goes on. A tick in which every store failed fails whole (retried as a job).
  */
 export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResult> {
   const now = (deps.now ?? Date.now)();
-  const result: SealTickResult = { stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0 };
+  const result: SealTickResult = { stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0, failed: 0 };
   const minAgeMs = Math.floor(deps.bucketMs / 2);
   const active = await deps.buckets.dueStores(shard, now);
   result.stores = active.length;
@@ -71,40 +81,50 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
     deps.metrics.bucketsFolded.inc(f.buckets);
     deps.metrics.rowsFolded.inc(f.rows);
   };
+  const failures: StoreFailure[] = [];
   const work = async (batch: ReadonlyArray<{ store: string; mark: string }>) => {
+    // Stores set aside: their VISIT, FOLD or publish failed. The rest of the batch goes on without them.
+    const failed = new Set<number>();
+    const fail = (i: number, stage: SealStage, err: unknown) => {
+      failed.add(i);
+      failures.push({ store: batch[i]!.store, stage, err: err instanceof Error ? err : new Error(String(err)) });
+    };
     // One round trip per Redis node for the batch's visits (VISIT seals, and reports the backlog and the due rows),
     // and one more for the folds of the buckets they sealed (FOLD finishes each and reports the same).
-    const visits = await deps.buckets.visitMany(
+    const visits = await deps.buckets.visitEach(
       batch.map((b) => b.store),
       { now, minAgeMs },
     );
-    const left = visits.map((v) => ({
-      backlog: v.backlog,
-      due: v.dueRows,
-      sealedHead: v.sealedHead,
-      nextDue: v.nextDue,
-    }));
+    const left = new Array<{ backlog: StoreBacklog; due: DueRow[]; sealedHead: number | undefined; nextDue: number | undefined }>(
+      batch.length,
+    );
     const fresh: number[] = [];
+    const freshItems: Array<{ store: string; seq: number; pks: readonly string[] }> = [];
     const older: number[] = [];
+    const epochs = new Array<string | undefined>(batch.length);
     visits.forEach((v, i) => {
+      if (v instanceof Error) return fail(i, 'visit', v);
+      left[i] = { backlog: v.backlog, due: v.dueRows, sealedHead: v.sealedHead, nextDue: v.nextDue };
       if (v.sealed !== undefined) {
+        epochs[i] = v.epoch;
         result.sealed++;
         deps.metrics.bucketsSealed.inc();
         deps.metrics.sealLag.set(Math.max(0, now - v.sealed - deps.bucketMs) / 1000);
       }
       if (v.sealedHead === undefined) return;
-      if (v.sealedRows && v.sealed === v.sealedHead) fresh.push(i);
-      else older.push(i);
+      if (v.sealedRows && v.sealed === v.sealedHead) {
+        fresh.push(i);
+        freshItems.push({ store: batch[i]!.store, seq: v.sealed, pks: v.sealedRows });
+      } else older.push(i);
     });
     if (fresh.length > 0) {
       const started = performance.now();
-      const reports = await deps.buckets.foldVisitedMany(
-        fresh.map((i) => ({ store: batch[i]!.store, seq: visits[i]!.sealed!, pks: visits[i]!.sealedRows! })),
-        now,
-      );
+      const reports = await deps.buckets.foldVisitedEach(freshItems, now);
       const seconds = (performance.now() - started) / 1000; // each store's fold took the batch's round trip
       reports.forEach((r, k) => {
-        if (!r) older.push(fresh[k]!);
+        // A bucket sealed but not folded stays at the head of the store's sealed list: its next visit folds it.
+        if (r instanceof Error) fail(fresh[k]!, 'fold', r);
+        else if (!r) older.push(fresh[k]!);
         else {
           left[fresh[k]!] = r;
           folded({ buckets: 1, rows: r.rows });
@@ -117,18 +137,25 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
       older.map(async (i) => {
         const store = batch[i]!.store;
         const started = performance.now();
-        folded(await deps.buckets.foldSealed(store, { now }));
-        left[i] = {
-          backlog: await deps.buckets.storeBacklog(store),
-          due: await deps.buckets.dueRows(store, now),
-          sealedHead: now,
-          nextDue: undefined,
-        };
+        try {
+          folded(await deps.buckets.foldSealed(store, { now }));
+          left[i] = {
+            backlog: await deps.buckets.storeBacklog(store),
+            due: await deps.buckets.dueRows(store, now),
+            sealedHead: now,
+            nextDue: undefined,
+          };
+        } catch (err) {
+          fail(i, 'fold', err);
+          return;
+        }
         deps.metrics.foldSeconds.observe((performance.now() - started) / 1000);
       }),
     );
     const flushes = batch.flatMap(({ store }, i) =>
-      left[i]!.due.map((r) => ({ data: { store, pk: r.pk }, opts: { jobId: jobIdFor('flush', store, r.pk, r.firstDirty) } })),
+      failed.has(i)
+        ? []
+        : left[i]!.due.map((r) => ({ data: { store, pk: r.pk }, opts: { jobId: jobIdFor('flush', store, r.pk, r.firstDirty) } })),
     );
     if (flushes.length > 0) {
       await enqueueBulk(deps.queues, QUEUE.dynamoWrites, flushes);
@@ -137,13 +164,17 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
     }
     // The batch's backlogs for the gauges, its retirements and the seqs its seals set (announced to the other
     // instances: followEpochs), in one call (after the flush jobs exist: a store is retired only with nothing left
-    // to write).
-    const published = batch.map(({ store, mark }, i) => {
+    // to write). A store the publish refuses on its own account is set aside; a refusal of the whole shard throws.
+    const kept = batch.flatMap((_, i) => (failed.has(i) ? [] : [i]));
+    const published = kept.map((i) => {
       const l = left[i]!;
       const visitAt = nextVisit(now, minAgeMs, { ...l, oldestUnfolded: l.backlog.oldestUnfolded });
-      return { store, backlog: l.backlog, mark, visitAt, epoch: visits[i]!.sealed === undefined ? undefined : visits[i]!.epoch };
+      return { store: batch[i]!.store, backlog: l.backlog, mark: batch[i]!.mark, visitAt, epoch: epochs[i] };
     });
-    for (const r of await deps.buckets.publishBacklogs(shard, published)) if (r === 'retired') result.retired++;
+    (await deps.buckets.publishBacklogsEach(shard, published)).forEach((r, k) => {
+      if (r instanceof Error) fail(kept[k]!, 'publish', r);
+      else if (r === 'retired') result.retired++;
+    });
   };
   const size = deps.batchStores ?? 500;
   const batches = Array.from({ length: Math.ceil(active.length / size) }, (_, i) => active.slice(i * size, (i + 1) * size));
@@ -153,19 +184,76 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
       while (next < batches.length) await work(batches[next++]!);
     }),
   );
+  if (failures.length > 0) {
+    result.failed = failures.length;
+    reportFailures(deps, shard, failures);
+    // Nothing went through (Redis down, or refusing every write): the tick fails, and is retried, as a whole.
+    if (failures.length === active.length) throw failures[0]!.err;
+    // The stores set aside are visited again at the next tick, behind the stores that have waited longer than them
+    // (their visit time would otherwise stay the oldest: first in every tick's first batch).
+    await deps.buckets.deferVisits(
+      shard,
+      failures.map((f) => f.store),
+      now,
+    );
+  }
   if (result.sealed || result.flushes) deps.log.debug({ shard, ...result }, 'sealer tick');
   return result;
 }
 
-export const sealProcessor = (deps: SealDeps) => async (job: Job) => {
-  const parsed = sealJobSchema.safeParse(job.data);
-  if (!parsed.success || parsed.data.shard >= deps.buckets.shards) {
-    throw new UnrecoverableError(`invalid seal job: ${JSON.stringify(job.data)} (QUEUE_SHARDS=${deps.buckets.shards})`);
+type SealStage = 'visit' | 'fold' | 'publish';
+
+interface StoreFailure {
+  store: string;
+  stage: SealStage;
+  err: Error;
+}
+
+/** The kind of a store's error, for the log's throttle: its code (WRONGTYPE, OOM, TALLY_ERR_...), else its first word. */
+function errorKind(err: Error): string {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') return code;
+  return /\b(WRONGTYPE|OOM|NOSCRIPT|TALLY_ERR_[A-Z_]+)\b/.exec(err.message)?.[1] ?? /^[A-Z]+\b/.exec(err.message)?.[0] ?? 'other';
+}
+
+/**
+ * Counts the stores a tick set aside (tally_seal_store_failures_total, by stage: no store label) and logs them, one
+ * line per stage and kind of error (its code: WRONGTYPE, OOM, TALLY_ERR_...) and minute, naming the first stores and
+ * the error: a corrupt store gives a line a minute, a Redis node refusing the writes of thousands of stores too.
+ */
+function reportFailures(deps: SealDeps, shard: number, failures: readonly StoreFailure[]): void {
+  const throttled = deps.warnings ?? throttleLog(deps.log);
+  // Grouped by stage and kind of error, whatever the stores: thousands of stores refused alike make one line.
+  const groups = new Map<string, StoreFailure[]>();
+  for (const f of failures) {
+    deps.metrics.sealStoreFailures.inc({ stage: f.stage });
+    const key = `seal:${f.stage}:${errorKind(f.err)}`;
+    const g = groups.get(key);
+    if (g) g.push(f);
+    else groups.set(key, [f]);
   }
-  const started = performance.now();
-  const r = await sealTick(deps, parsed.data.shard);
-  deps.metrics.sealTickSeconds.observe((performance.now() - started) / 1000);
-  return r;
+  for (const [key, g] of groups) {
+    throttled.log(
+      'warn',
+      key,
+      { shard, stage: g[0]!.stage, store: g[0]!.store, stores: g.length, examples: g.slice(0, 10).map((f) => f.store), err: g[0]!.err },
+      `sealer tick set ${g.length} store(s) aside: their ${g[0]!.stage} failed (visited again at the next tick)`,
+    );
+  }
+}
+
+export const sealProcessor = (sealer: SealDeps) => {
+  const deps = { ...sealer, warnings: sealer.warnings ?? throttleLog(sealer.log, { windowMs: 60_000 }) };
+  return async (job: Job) => {
+    const parsed = sealJobSchema.safeParse(job.data);
+    if (!parsed.success || parsed.data.shard >= deps.buckets.shards) {
+      throw new UnrecoverableError(`invalid seal job: ${JSON.stringify(job.data)} (QUEUE_SHARDS=${deps.buckets.shards})`);
+    }
+    const started = performance.now();
+    const r = await sealTick(deps, parsed.data.shard);
+    deps.metrics.sealTickSeconds.observe((performance.now() - started) / 1000);
+    return r;
+  };
 };
 
 /** The backlog of unwritten counts over every store, for the scrape-time gauges: one bounded read per shard. */

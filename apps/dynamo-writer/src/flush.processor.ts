@@ -1,7 +1,7 @@
 import type { BucketStore } from '@tally/buckets';
 import { PermanentWriteError, RetryableWriteError, writeRowWithSketches, type RowWriterDeps } from '@tally/dynamo';
 import { metricsOn } from '@tally/observability';
-import { dynamoWriteJobSchema, jobData, ReplicasBehindError, type StoreFence } from '@tally/queues';
+import { dynamoWriteJobSchema, isRedisUnavailable, jobData, ReplicasBehindError, type StoreFence } from '@tally/queues';
 import { TenantsUnavailableError } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
@@ -9,17 +9,28 @@ import type { Registry } from 'prom-client';
 
 type WriterMetrics = ReturnType<typeof createWriterMetrics>;
 
+const WAIT_REASONS = ['dynamodb', 'redis', 'replicas'] as const;
+type WaitReason = (typeof WAIT_REASONS)[number];
+
+const WAIT_LOG: Record<WaitReason, string> = {
+  dynamodb: 'DynamoDB not writable now; flush waits',
+  redis: 'Redis not available now; flush waits',
+  replicas: 'Redis replicas behind; flush waits',
+};
+
 export function createWriterMetrics(registry: Registry) {
   const { counter } = metricsOn(registry);
+  const waits = counter(
+    'tally_flush_waits_total',
+    'Flush jobs delayed: DynamoDB throttled, was unreachable or refused the credentials, permissions or table (reason dynamodb), Redis did not answer (reason redis), or fewer Redis replicas than REDIS_WAIT_REPLICAS held the outbox in time (reason replicas)',
+    ['reason'],
+  );
+  for (const reason of WAIT_REASONS) waits.inc({ reason }, 0);
   return {
     rowsFlushed: counter('tally_rows_flushed_total', 'Row flushes completed (outbox written and acked)'),
     emptyFlushes: counter('tally_flushes_empty_total', 'Flush jobs that found nothing to write'),
     entriesWritten: counter('tally_outbox_entries_written_total', 'Outbox entries applied to DynamoDB'),
-    waits: counter(
-      'tally_flush_waits_total',
-      'Flush jobs delayed: DynamoDB throttled or was unreachable (reason dynamodb), or fewer Redis replicas than REDIS_WAIT_REPLICAS held the outbox in time (reason replicas)',
-      ['reason'],
-    ),
+    waits,
     permanentFailures: counter('tally_flush_failures_total', 'Flush jobs moved to the failed set'),
   };
 }
@@ -49,7 +60,10 @@ export interface FlushDeps {
  * Flushes one row: reads its outbox (entries of completely folded buckets), writes one watermark-conditioned
  * UpdateItem per DynamoDB item, then acks the entries in one Redis step that also drops the row's cache.
  * A crash anywhere leaves entries in the outbox; the next run skips what DynamoDB already has by watermark.
- * Throttling and outages delay the job (it never fails for them); a permanent error fails it with the reason.
+ * Throttling and outages delay the job (it never fails for them): DynamoDB's (and refusals of the credentials,
+ * permissions or table), and the Redis connection's (down, loading, failing over: isRedisUnavailable), since a job in
+ * the failed set strands its row (its job id stays while the row is dirty, and BullMQ ignores a re-add under a failed
+ * job's id). A permanent error fails it with the reason; any other error takes BullMQ's attempts.
  */
 export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: string) => {
   const { store, pk } = jobData(dynamoWriteJobSchema, job, 'flush payload');
@@ -57,13 +71,13 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
   const now = deps.now ?? Date.now;
   // Before the reads the wait for replicas covers: it fails when a Redis connection closed since (a failover).
   const mark = deps.replicated?.mark() ?? 0;
-  const outbox = await deps.buckets.readOutbox(store, pk);
-  if (outbox.entries.length === 0) {
-    await deps.buckets.ackOutbox(store, pk, [], now());
-    deps.metrics.emptyFlushes.inc();
-    return { updates: 0, entries: 0 };
-  }
   try {
+    const outbox = await deps.buckets.readOutbox(store, pk);
+    if (outbox.entries.length === 0) {
+      await deps.buckets.ackOutbox(store, pk, [], now());
+      deps.metrics.emptyFlushes.inc();
+      return { updates: 0, entries: 0 };
+    }
     // The row's unwritten distinct-count sketches ride the counts' UpdateItems (docs/DESIGN.md "Unique visitors").
     const [live] = await deps.buckets.sketches.read(store, [pk]);
     const expiresAt = await deps.expiryOf?.(store, pk);
@@ -103,16 +117,12 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     );
     return { updates: r.updates, entries: outbox.entries.length };
   } catch (err) {
-    // The tenant's lookup (the visitor rows' TTL) fails when DynamoDB does: it waits alike.
-    if (err instanceof RetryableWriteError || err instanceof ReplicasBehindError || err instanceof TenantsUnavailableError) {
+    const reason = waitReason(err);
+    if (reason) {
       const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
       const delay = Math.round(Math.min(deps.maxBackoffMs, 250 * 2 ** Math.min(waits, 20)) * (0.5 + Math.random() / 2));
-      const replicas = err instanceof ReplicasBehindError;
-      deps.metrics.waits.inc({ reason: replicas ? 'replicas' : 'dynamodb' });
-      log.warn(
-        { err: err.message, delayMs: delay, waits },
-        `${replicas ? 'Redis replicas behind' : 'DynamoDB not writable now'}; flush waits`,
-      );
+      deps.metrics.waits.inc({ reason });
+      log.warn({ err: (err as Error).message, delayMs: delay, waits }, WAIT_LOG[reason]);
       await job.moveToDelayed(Date.now() + delay, token);
       throw new DelayedError();
     }
@@ -124,3 +134,13 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     throw err;
   }
 };
+
+/** Why a flush that threw `err` waits (its job delayed, no attempt spent), or undefined when it does not. */
+function waitReason(err: unknown): WaitReason | undefined {
+  if (err instanceof ReplicasBehindError) return 'replicas';
+  // The tenant's lookup (the visitor rows' TTL) fails when DynamoDB does: it waits alike.
+  if (err instanceof RetryableWriteError || err instanceof TenantsUnavailableError) return 'dynamodb';
+  // Read or ack of the outbox, read or union of the sketches: the store's Redis (a Cluster master) down or loading.
+  if (isRedisUnavailable(err)) return 'redis';
+  return undefined;
+}

@@ -10,7 +10,7 @@ import { EXPIRES_ATTR } from '@tally/key-layout';
 import { createTestTable, startDynalite, startRedis, waitForQueuesIdle, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import { Redis, ReplyError } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -52,13 +52,19 @@ afterAll(async () => {
   await server.stop();
 });
 
-function setup(table: string, prefix: string, dynamo: DynamoDBClient = client, expiryOf?: FlushDeps['expiryOf']) {
+function setup(
+  table: string,
+  prefix: string,
+  dynamo: DynamoDBClient = client,
+  expiryOf?: FlushDeps['expiryOf'],
+  wrap: (buckets: BucketStore) => BucketStore = (b) => b,
+) {
   const buckets = new BucketStore({ redis, rules, prefix });
   const meter = createDynamoMeter();
   const metrics = createWriterMetrics(new Registry());
   const worker = new Worker(
     QUEUE.dynamoWrites,
-    flushProcessor({ buckets, dynamo: { client: dynamo, table, meter }, metrics, log, maxBackoffMs: 300, expiryOf }),
+    flushProcessor({ buckets: wrap(buckets), dynamo: { client: dynamo, table, meter }, metrics, log, maxBackoffMs: 300, expiryOf }),
     {
       connection: redis.duplicate(),
       prefix: queues[QUEUE.dynamoWrites].opts.prefix,
@@ -85,6 +91,21 @@ async function bucket(buckets: BucketStore, store: string, n: number, now: numbe
 }
 
 const updates = (m: DynamoMeter) => m.totals().requests['UpdateItem:ok'] ?? 0;
+const waitsFor = async (metrics: ReturnType<typeof createWriterMetrics>, reason: string) =>
+  (await metrics.waits.get()).values.find((v) => v.labels['reason'] === reason)?.value ?? 0;
+
+/** One view of product P1 for store S applied, sealed and folded, and the due rows' flush jobs enqueued. */
+async function oneView(buckets: BucketStore, now: number) {
+  const view = { type: 'view', ts: Date.parse('2023-05-03T10:00:00Z'), dims: { product: 'P1' } };
+  await buckets.registerStore('S');
+  await buckets.apply('S', `v${now}`, rollup(rules, 'S', 'UTC', [view]), { now, dedupeTtlSeconds: 3600 });
+  await buckets.seal('S', { now: now + 1000, minAgeMs: 0 });
+  await buckets.foldSealed('S', { now: now + 1000 });
+  const rows = await buckets.dueRows('S', now + 1000);
+  for (const r of rows)
+    await enqueue(queues, QUEUE.dynamoWrites, { store: 'S', pk: r.pk }, { jobId: jobIdFor('flush', 'S', r.pk, r.firstDirty) });
+  return rows.length;
+}
 
 describe('dynamo writer', () => {
   it('drains a DynamoDB outage of many buckets with one UpdateItem per item', async () => {
@@ -145,6 +166,87 @@ describe('dynamo writer', () => {
     expect(Item?.['D123.v']).toEqual({ N: '1' });
     // Six months of history from May 2023: the stamp is set, and past the end of that time.
     expect(Number(Item?.[EXPIRES_ATTR]?.N)).toBeGreaterThan(Date.parse('2023-11-01T00:00:00Z') / 1000);
+  });
+
+  it('waits while DynamoDB refuses the credentials, permissions or table, then writes every row once', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    // Keys rotating, an IAM rollout, a table restore: 4xx answers that refuse the caller, not the request.
+    const refusals = ['ExpiredTokenException', 'AccessDeniedException', 'UnrecognizedClientException', 'ResourceNotFoundException'];
+    let refused = 0;
+    const flaky = {
+      send: (cmd: unknown) =>
+        refused < 8
+          ? Promise.reject(
+              Object.assign(new Error('The security token included in the request is expired'), {
+                name: refusals[refused++ % refusals.length],
+                $metadata: { httpStatusCode: 400 },
+              }),
+            )
+          : client.send(cmd as never),
+    } as unknown as DynamoDBClient;
+    const { buckets, meter, metrics, worker } = setup(table, 'auth', flaky);
+    const failedAttempts: string[] = [];
+    worker.on('failed', (job, err) => failedAttempts.push(`${job?.id}: ${err.message}`));
+    const rows = await oneView(buckets, Date.parse('2023-05-03T12:00:00Z'));
+    await waitForQueuesIdle([queues[QUEUE.dynamoWrites]], { includeDelayed: true, timeoutMs: 30_000 });
+    await worker.close();
+    expect(refused).toBe(8);
+    expect(failedAttempts).toEqual([]);
+    expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(0);
+    expect(await waitsFor(metrics, 'dynamodb')).toBe(8);
+    expect(meter.totals().requests['UpdateItem:client_error']).toBe(8);
+    // store and P1 rows, each a month item and TOTAL: written once each.
+    expect(rows).toBe(2);
+    expect(updates(meter)).toBe(4);
+    expect((await getItem({ client, table, meter }, 'S', 'TOTAL'))!.attrs.get('v')).toBe(1n);
+    expect((await getItem({ client, table, meter }, 'S#product#P1', 'TOTAL'))!.attrs.get('v')).toBe(1n);
+    expect(await redis.keys('auth:{S}:o:*')).toEqual([]);
+  });
+
+  it('waits while Redis does not answer the flush (closed, loading, out of retries), then writes every row once', async () => {
+    const table = await createTestTable(dyn.endpoint);
+    // Each of the flush's Redis steps fails once: the outbox read, the sketches' read, the sketches' ack (after the
+    // UpdateItems) and the outbox ack.
+    const faults = new Map<string, Error>([
+      ['readOutbox', new Error('Connection is closed.')],
+      ['sketches.read', new ReplyError('LOADING Redis is loading the dataset in memory')],
+      ['sketches.ack', new ReplyError('CLUSTERDOWN The cluster is down')],
+      [
+        'ackOutbox',
+        Object.assign(new Error('Reached the max retries per request limit (which is 20).'), { name: 'MaxRetriesPerRequestError' }),
+      ],
+    ]);
+    const fail = (step: string) => {
+      const err = faults.get(step);
+      faults.delete(step);
+      return err && Promise.reject(err);
+    };
+    const wrap = (b: BucketStore): BucketStore => {
+      const sketches = Object.assign(Object.create(b.sketches) as BucketStore['sketches'], {
+        read: (...args: Parameters<BucketStore['sketches']['read']>) => fail('sketches.read') ?? b.sketches.read(...args),
+        ack: (...args: Parameters<BucketStore['sketches']['ack']>) => fail('sketches.ack') ?? b.sketches.ack(...args),
+      });
+      return Object.assign(Object.create(b) as BucketStore, {
+        sketches,
+        readOutbox: (...args: Parameters<BucketStore['readOutbox']>) => fail('readOutbox') ?? b.readOutbox(...args),
+        ackOutbox: (...args: Parameters<BucketStore['ackOutbox']>) => fail('ackOutbox') ?? b.ackOutbox(...args),
+      });
+    };
+    const { buckets, meter, metrics, worker } = setup(table, 'rdown', client, undefined, wrap);
+    const failedAttempts: string[] = [];
+    worker.on('failed', (job, err) => failedAttempts.push(`${job?.id}: ${err.message}`));
+    await oneView(buckets, Date.parse('2023-05-03T12:00:00Z'));
+    await waitForQueuesIdle([queues[QUEUE.dynamoWrites]], { includeDelayed: true, timeoutMs: 30_000 });
+    await worker.close();
+    expect([...faults.keys()]).toEqual([]);
+    // No BullMQ attempt spent: every fault delayed its job.
+    expect(failedAttempts).toEqual([]);
+    expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(0);
+    expect(await waitsFor(metrics, 'redis')).toBe(4);
+    expect(await waitsFor(metrics, 'dynamodb')).toBe(0);
+    expect((await getItem({ client, table, meter }, 'S', 'TOTAL'))!.attrs.get('v')).toBe(1n);
+    expect((await getItem({ client, table, meter }, 'S#product#P1', 'TOTAL'))!.attrs.get('v')).toBe(1n);
+    expect(await redis.keys('rdown:{S}:o:*')).toEqual([]);
   });
 
   it('moves a row that cannot be written to the failed set with its reason; other rows keep flowing', async () => {

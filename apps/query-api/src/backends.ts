@@ -1,19 +1,10 @@
 import { classifyError, RetryableReadError } from '@tally/dynamo';
 import { unavailable, type HttpProblem } from '@tally/http';
 import { SnapshotContendedError } from '@tally/query';
+import { isRedisUnavailable } from '@tally/queues';
 
 /** Seconds a client should wait before retrying a 503 (Redis or DynamoDB unreachable). */
 export const RETRY_AFTER_SECONDS = 5;
-
-const REDIS_DOWN =
-  /Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|^LOADING|^READONLY|^MASTERDOWN|^CLUSTERDOWN|^TRYAGAIN/;
-
-/** True for an ioredis error that means Redis did not answer (down, restarting, too slow), not a bad command. */
-export function isRedisUnavailable(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  if (err.name === 'MaxRetriesPerRequestError') return true;
-  return REDIS_DOWN.test(err.message);
-}
 
 /** True for a DynamoDB error worth retrying later: unreachable, 5xx, throttled, or reads left unprocessed. */
 function isDynamoUnavailable(err: unknown): boolean {

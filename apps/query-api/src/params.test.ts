@@ -2,7 +2,7 @@ import { compileRules, defaultRules } from '@tally/schema';
 import { QueryError } from '@tally/query';
 import { describe, expect, it } from 'vitest';
 import { HttpProblem } from '@tally/http';
-import { isRedisUnavailable } from './backends';
+import { isRedisUnavailable } from '@tally/queues';
 import { formatValue, formatValues, parseEntity, parseEntityIds, parseMetrics } from './params';
 
 const rules = compileRules(defaultRules);

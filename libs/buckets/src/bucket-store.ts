@@ -1,6 +1,6 @@
 import { parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys, keptForWindow } from '@tally/key-layout';
 import { flattenRows, type CompiledRules, type FlushPolicy, type RowDeltas } from '@tally/schema';
-import type { Cluster, Redis } from 'ioredis';
+import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { BucketsError, SnapshotContendedError, type BucketsErrorCode } from './errors';
 import { runScript, runScripts, type ScriptCall, type ScriptDef } from './script-table';
@@ -171,6 +171,37 @@ export interface StoreBacklog {
 
 /** The backlog of every store of the installation, summed (oldest = the minimum). */
 export type Backlog = StoreBacklog;
+
+/** A store's backlog as the sealer publishes it (BucketStore.publishBacklogs). */
+export interface PublishItem {
+  store: string;
+  backlog: StoreBacklog;
+  /** The store's mark as the caller read it (the sealer): retire it when nothing is left and no apply came since. */
+  mark?: string;
+  /** Its next visit time (ms). */
+  visitAt?: number;
+  /** The open bucket's seq a visit just set (announced to the other instances). */
+  epoch?: string;
+}
+
+/** What a publish did to a store: not in the work set, published, or retired. */
+export type Published = 'absent' | 'published' | 'retired';
+
+/** Stores per PUBLISH_BACKLOG call. */
+const PUBLISH_STORES = 500;
+
+/**
+ * Why PUBLISH_BACKLOG would refuse this store's arguments (its checks, made before anything is sent: one such store
+ * would have the whole call refused), or undefined.
+ */
+function backlogArgsProblem({ backlog: b, visitAt }: PublishItem): string | undefined {
+  const int = (v: number) => Number.isSafeInteger(v) && String(v).length < 16;
+  if (!(int(b.rows) && b.rows >= 0 && int(b.entries) && b.entries >= 0))
+    return `rows ${b.rows} and entries ${b.entries} are not non-negative integers`;
+  for (const v of [b.oldestDirty, b.oldestUnfolded, visitAt === undefined ? undefined : Math.floor(visitAt)])
+    if (v !== undefined && !int(v)) return `${v} is not an integer time`;
+  return undefined;
+}
 
 function policyArgs(p: FlushPolicy): [string, number, number] {
   switch (p.kind) {
@@ -450,35 +481,96 @@ export class BucketStore {
    * `visitAt` (the sealer), the store's next visit time becomes `visitAt`, or only moves earlier when an apply
    * bumped its mark since `mark` was read.
    */
-  async publishBacklogs(
-    shard: number,
-    items: ReadonlyArray<{ store: string; backlog: StoreBacklog; mark?: string; visitAt?: number; epoch?: string }>,
-  ): Promise<Array<'absent' | 'published' | 'retired'>> {
-    const out: Array<'absent' | 'published' | 'retired'> = [];
-    for (let i = 0; i < items.length; i += 500) {
-      const args: Array<string | number> = [];
-      for (const { store, backlog: b, mark, visitAt, epoch } of items.slice(i, i + 500)) {
-        args.push(
-          store,
-          b.rows,
-          b.entries,
-          b.oldestDirty ?? '',
-          b.oldestUnfolded ?? '',
-          mark ?? '',
-          visitAt === undefined ? '' : Math.floor(visitAt),
-          epoch ?? '',
+  async publishBacklogs(shard: number, items: readonly PublishItem[]): Promise<Published[]> {
+    const out: Published[] = [];
+    for (let i = 0; i < items.length; i += PUBLISH_STORES) out.push(...(await this.publishCall(shard, items.slice(i, i + PUBLISH_STORES))));
+    return out;
+  }
+
+  /**
+   * publishBacklogs, store by store: a store PUBLISH_BACKLOG refuses on its own account (a backlog that is not
+   * non-negative integers, checked here before anything is sent; the shard's stats of that store holding a
+   * non-integer) gets its error in its place, and the other stores are published. A refusal that is no one store's
+   * (a key of the shard of another type, a non-integer total: the same refusal for any part of the call) and any
+   * other error (Redis unreachable) throw, as publishBacklogs. Costs publishBacklogs' calls when nothing is refused;
+   * a refused call is tried again in halves, down to the stores refused.
+   */
+  async publishBacklogsEach(shard: number, items: readonly PublishItem[]): Promise<Array<Published | Error>> {
+    const out = new Array<Published | Error>(items.length);
+    const sendable: number[] = [];
+    items.forEach((item, i) => {
+      const bad = backlogArgsProblem(item);
+      if (bad === undefined) sendable.push(i);
+      else out[i] = new BucketsError('TALLY_ERR_ARGUMENT', `store ${item.store}: backlog not published: ${bad}`);
+    });
+    /** Publishes the stores `at` in one call: undefined, or the script's refusal (nothing written). */
+    const attempt = async (at: readonly number[]): Promise<Error | undefined> => {
+      try {
+        const r = await this.publishCall(
+          shard,
+          at.map((i) => items[i]!),
         );
+        r.forEach((x, j) => (out[at[j]!] = x));
+        return undefined;
+      } catch (err) {
+        if (err instanceof ReplyError) return err as Error;
+        throw err;
       }
-      const [active, stats, totals, oldestDirty, oldestUnfolded, next] = this.workKeys(shard);
-      const r = await this.run(
-        PUBLISH_BACKLOG,
-        { active, stats, totals, oldestDirty, oldestUnfolded, next },
-        { channel: this.epochChannel },
-        { args },
-      );
-      for (const x of r) out.push(Number(x) === 2 ? 'retired' : Number(x) === 1 ? 'published' : 'absent');
+    };
+    const split = async (at: readonly number[], refused: Error): Promise<void> => {
+      if (at.length === 1) {
+        out[at[0]!] = refused;
+        return;
+      }
+      const halves = [at.slice(0, at.length >> 1), at.slice(at.length >> 1)];
+      const errors = await Promise.all(halves.map(attempt));
+      // Refused alike whatever the stores: not one store's refusal (a store's names the store).
+      if (errors.every((e) => e?.message === refused.message)) throw refused;
+      await Promise.all(halves.map((h, k) => (errors[k] ? split(h, errors[k]) : undefined)));
+    };
+    for (let i = 0; i < sendable.length; i += PUBLISH_STORES) {
+      const at = sendable.slice(i, i + PUBLISH_STORES);
+      const refused = await attempt(at);
+      if (refused) await split(at, refused);
     }
     return out;
+  }
+
+  /** One PUBLISH_BACKLOG call (at most PUBLISH_STORES stores): refused whole, or done whole. */
+  private async publishCall(shard: number, items: readonly PublishItem[]): Promise<Published[]> {
+    const args: Array<string | number> = [];
+    for (const { store, backlog: b, mark, visitAt, epoch } of items) {
+      args.push(
+        store,
+        b.rows,
+        b.entries,
+        b.oldestDirty ?? '',
+        b.oldestUnfolded ?? '',
+        mark ?? '',
+        visitAt === undefined ? '' : Math.floor(visitAt),
+        epoch ?? '',
+      );
+    }
+    const [active, stats, totals, oldestDirty, oldestUnfolded, next] = this.workKeys(shard);
+    const r = await this.run(
+      PUBLISH_BACKLOG,
+      { active, stats, totals, oldestDirty, oldestUnfolded, next },
+      { channel: this.epochChannel },
+      { args },
+    );
+    return r.map((x) => (Number(x) === 2 ? 'retired' : Number(x) === 1 ? 'published' : 'absent'));
+  }
+
+  /**
+   * Moves the next visit time of the stores of a work-set shard to `visitAt` where it is earlier (never earlier, and
+   * a store not in the work set stays out): what the sealer does for the stores it set aside, which are then
+   * visited again when `visitAt` comes, behind the stores that have waited longer. One command per 1,000 stores.
+   */
+  async deferVisits(shard: number, stores: readonly string[], visitAt: number): Promise<void> {
+    const next = this.workKeys(shard)[5];
+    for (let i = 0; i < stores.length; i += 1000) {
+      await this.redis.zadd(next, 'XX', 'GT', ...stores.slice(i, i + 1000).flatMap((s) => [Math.floor(visitAt), s]));
+    }
   }
 
   /**
@@ -518,10 +610,23 @@ export class BucketStore {
 
   /**
    * visit() for many stores in one round trip per Redis node (VISIT calls pipelined; one more round for the stores
-   * whose open bucket this instance did not know). Throws the first store's error, after the other stores' visits.
+   * whose open bucket this instance did not know). Throws the first store's error, after the other stores' visits
+   * (visitEach: each store's error in its place).
    */
   async visitMany(stores: readonly string[], opts: { now: number; minAgeMs: number }): Promise<Visit[]> {
-    const out = new Array<Visit>(stores.length);
+    const out = await this.visitEach(stores, opts);
+    const failed = out.find((v) => v instanceof Error);
+    if (failed) throw failed;
+    return out as Visit[];
+  }
+
+  /**
+   * visitMany, store by store: a store whose VISIT failed (a key of the wrong type, a Redis node refusing writes, its
+   * open bucket moving during every try) gets its error in its place, and the other stores' visits stand (the sealer
+   * sets a failed store aside and works on the rest of its batch).
+   */
+  async visitEach(stores: readonly string[], opts: { now: number; minAgeMs: number }): Promise<Array<Visit | Error>> {
+    const out = new Array<Visit | Error>(stores.length);
     let pending = stores.map((_, i) => i);
     const args = { now: opts.now, minAgeMs: opts.minAgeMs, dueLimit: DUE_LIMIT, pksLimit: ROWS_PER_FOLD * 8 };
     for (let attempt = 0; attempt <= STALE_RETRIES && pending.length > 0; attempt++) {
@@ -541,10 +646,9 @@ export class BucketStore {
       });
       const replies = await runScripts(this.redis, VISIT, calls);
       const stale: number[] = [];
-      let failed: Error | undefined;
       replies.forEach((r, j) => {
         const i = pending[j]!;
-        if (r instanceof Error) failed ??= r;
+        if (r instanceof Error) out[i] = r;
         else if (r[0] === 0) {
           this.remember(this.epochs, stores[i]!, r[1]);
           stale.push(i);
@@ -553,11 +657,9 @@ export class BucketStore {
           out[i] = visitOf(r, opts.now);
         }
       });
-      if (failed) throw failed;
       pending = stale;
     }
-    if (pending.length > 0)
-      throw new Error(`store ${stores[pending[0]!]}: the open bucket moved ${STALE_RETRIES + 1} times during one visit`);
+    for (const i of pending) out[i] = new Error(`store ${stores[i]}: the open bucket moved ${STALE_RETRIES + 1} times during one visit`);
     return out;
   }
 
@@ -654,12 +756,28 @@ export class BucketStore {
    * sealing it — in as few FOLD calls as ROWS_PER_FOLD allows, the last of which finishes the bucket and reports what
    * the store has left (as visit() does). Every item's calls go in one round trip per Redis node (each store's in
    * order). Per item: undefined when the bucket was not finished by these calls (another folder is at it, or it is
-   * not the oldest sealed one): fold it with foldSealed then. Throws the first error, after the other items' folds.
+   * not the oldest sealed one): fold it with foldSealed then. Throws the first error, after the other items' folds
+   * (foldVisitedEach: each item's error in its place).
    */
   async foldVisitedMany(
     items: ReadonlyArray<{ store: string; seq: number; pks: readonly string[] }>,
     now: number,
   ): Promise<Array<FoldReport | undefined>> {
+    const out = await this.foldVisitedEach(items, now);
+    const failed = out.find((r) => r instanceof Error);
+    if (failed) throw failed;
+    return out as Array<FoldReport | undefined>;
+  }
+
+  /**
+   * foldVisitedMany, item by item: an item one of whose FOLD calls failed gets the first such error in its place (its
+   * bucket stays sealed, not finished: the store's next visit folds it from the head of its sealed list, and the rows
+   * these calls did fold are not folded twice), and the other items' folds stand.
+   */
+  async foldVisitedEach(
+    items: ReadonlyArray<{ store: string; seq: number; pks: readonly string[] }>,
+    now: number,
+  ): Promise<Array<FoldReport | undefined | Error>> {
     const calls: Array<ScriptCall<FoldKey, FoldArg>> = [];
     const lastCall: number[] = [];
     for (const { store, seq, pks } of items) {
@@ -669,14 +787,16 @@ export class BucketStore {
       lastCall.push(calls.length - 1);
     }
     const replies = await runScripts(this.redis, FOLD, calls);
-    const failed = replies.find((r) => r instanceof Error);
-    if (failed) throw failed;
     let first = 0;
     return items.map((_, k) => {
-      let rows = 0;
-      for (let c = first; c <= lastCall[k]!; c++) rows += (replies[c] as FoldReply)[0];
+      const mine = replies.slice(first, lastCall[k]! + 1);
       first = lastCall[k]! + 1;
-      const r = replies[lastCall[k]!] as FoldReply;
+      const failed = mine.find((r) => r instanceof Error);
+      if (failed) return failed;
+      if (mine.length === 0) return undefined; // no rows given: nothing folded
+      let rows = 0;
+      for (const c of mine) rows += (c as FoldReply)[0];
+      const r = mine[mine.length - 1] as FoldReply;
       if (r[1] !== 1 || r.length !== 9) return undefined;
       const [, , dirty, firstDirty, entries, head, unfolded, due, nextDue] = r;
       const opt = (v: string) => (v === '' ? undefined : Number(v));

@@ -23,7 +23,11 @@ export class DynamoUnreachableError extends TallyError {
   readonly code = 'TALLY_ERR_DYNAMO_UNREACHABLE';
 }
 
-/** A write that may succeed later: throttling, a 5xx, no answer. The flush job waits and retries. */
+/**
+ * A write that may succeed later as it is: throttling, a 5xx, no answer, or a refusal of the credentials, permissions
+ * or table (expired or rotating keys, an IAM rollout, a table being restored: isTransientError). The flush job waits
+ * and retries.
+ */
 export class RetryableWriteError extends TallyError {
   readonly code = 'TALLY_ERR_DYNAMO_RETRYABLE';
 }

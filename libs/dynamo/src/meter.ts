@@ -89,15 +89,91 @@ export async function metered<T extends { ConsumedCapacity?: any }>(
   }
 }
 
-/** Classifies an AWS SDK error for metrics and retry decisions. */
+/**
+ * Throttling, by error name (AWS SDKs' list: DynamoDB's own and those of the AWS front ends). A 429 is one whatever
+ * its name.
+ */
+const THROTTLING = new Set([
+  'ProvisionedThroughputExceededException',
+  'ThrottlingException',
+  'Throttling',
+  'ThrottledException',
+  'RequestThrottled',
+  'RequestThrottledException',
+  'TooManyRequestsException',
+  'RequestLimitExceeded',
+  'LimitExceededException',
+  'BandwidthLimitExceeded',
+  'SlowDown',
+  'PriorRequestNotComplete',
+  'TransactionInProgressException',
+]);
+
+/** Classifies an AWS SDK error for metrics and retry decisions (see also isTransientError). */
 export function classifyError(err: unknown): DynamoOutcome {
   const name = (err as { name?: string })?.name ?? '';
   if (name === 'ConditionalCheckFailedException') return 'condition_failed';
-  if (['ProvisionedThroughputExceededException', 'ThrottlingException', 'RequestLimitExceeded', 'LimitExceededException'].includes(name))
-    return 'throttled';
   const status = (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+  if (THROTTLING.has(name) || status === 429) return 'throttled';
   if (name === 'InternalServerError' || name === 'ServiceUnavailable' || (status !== undefined && status >= 500)) return 'unavailable';
   if (isConnectionError(err)) return 'unavailable';
   if (status !== undefined && status >= 400) return 'client_error';
   return 'error';
+}
+
+/**
+ * 4xx answers (outcome `client_error`) that refuse the caller or the moment, not the request: credentials expired,
+ * rotating or not yet valid (clock skew), permissions denied (an IAM rollout), the table missing or busy (a restore,
+ * a deploy naming a table not created yet), a request timed out, or a conflict with a transaction on the item.
+ */
+const OPERATIONAL_REFUSALS = new Set([
+  // Credentials and signatures
+  'ExpiredTokenException',
+  'ExpiredToken',
+  'UnrecognizedClientException',
+  'InvalidClientTokenId',
+  'InvalidAccessKeyId',
+  'InvalidSignatureException',
+  'SignatureDoesNotMatch',
+  'IncompleteSignature',
+  'IncompleteSignatureException',
+  'MissingAuthenticationToken',
+  'MissingAuthenticationTokenException',
+  'RequestExpired',
+  'RequestTimeTooSkewed',
+  'RequestInTheFuture',
+  'AuthFailure',
+  // Permissions
+  'AccessDeniedException',
+  'AccessDenied',
+  'NotAuthorized',
+  'UnauthorizedOperation',
+  // The table
+  'ResourceNotFoundException',
+  'ResourceInUseException',
+  'TableNotFoundException',
+  'TableInUseException',
+  'ReplicaNotFoundException',
+  'InvalidEndpointException',
+  // The moment
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'TransactionConflictException',
+  'ReplicatedWriteConflictException',
+]);
+
+/**
+ * True for a DynamoDB error after which the same request may succeed later, with nothing changed in it: throttling,
+ * a 5xx, no answer, an error with no HTTP status (outcome `error`: no credentials found, a signing failure), and the
+ * operational 4xx refusals above (and any 401, 403, 408). False for a refusal of the request itself
+ * (ValidationException: an item over 400 KB, a malformed expression; SerializationException; any 4xx not named
+ * above) and for a failed condition.
+ */
+export function isTransientError(err: unknown): boolean {
+  const outcome = classifyError(err);
+  if (outcome === 'throttled' || outcome === 'unavailable' || outcome === 'error') return true;
+  if (outcome !== 'client_error') return false;
+  const name = (err as { name?: string })?.name ?? '';
+  const status = (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+  return OPERATIONAL_REFUSALS.has(name) || status === 401 || status === 403 || status === 408;
 }

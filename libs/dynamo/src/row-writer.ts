@@ -9,7 +9,7 @@ import {
 import { baseSk, ERASED_ATTR, EXPIRES_ATTR, SPILLED_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { entriesByItem, entryOf, MAX_ATTRS_PER_UPDATE, partsOfBucket, type CountEntry } from './cells';
 import { PermanentWriteError, RetryableWriteError } from './errors';
-import { classifyError, metered, type DynamoMeter } from './meter';
+import { classifyError, isTransientError, metered, type DynamoMeter } from './meter';
 import { readItem } from './row-reader';
 import { beyondPosition, routeToOverflow, SPILL_AT_KB, type ItemPosition } from './overflow';
 
@@ -107,8 +107,9 @@ export interface RowWriteOptions {
  * after its job's lock lapsed) is refused by the watermark condition and its buckets dropped as already written, as
  * any other refused write's; a write of later buckets passes it and makes the tombstone a counter item again.
  *
- * Throws RetryableWriteError (throttling, 5xx, unreachable) or PermanentWriteError (validation, item too
- * large); items already written stay written, and a retry skips them through the watermark.
+ * Throws RetryableWriteError (throttling, 5xx, unreachable, and refusals of the credentials, permissions or table:
+ * isTransientError) or PermanentWriteError (validation, item too large); items already written stay written, and a
+ * retry skips them through the watermark.
  */
 export async function writeRow(
   deps: RowWriterDeps,
@@ -407,8 +408,10 @@ export async function updateItem(
 
 /** A DynamoDB error of a write as RetryableWriteError or PermanentWriteError, naming the item. */
 function wrapWriteError(err: unknown, pk: string, sk: string): Error {
-  const outcome = classifyError(err);
   const msg = `${(err as Error)?.name ?? 'Error'}: ${(err as Error)?.message ?? String(err)} (item ${pk} / ${sk})`;
-  if (outcome === 'throttled' || outcome === 'unavailable' || outcome === 'error') return new RetryableWriteError(msg, { cause: err });
+  // Credentials, permissions and the table are the deployment's to fix, not the row's: such a refusal waits like an
+  // outage (a failed job would strand the row, its flush job id fixed while it stays dirty), and only a refusal of the
+  // request itself goes to the failed set.
+  if (isTransientError(err)) return new RetryableWriteError(msg, { cause: err });
   return new PermanentWriteError(msg, { cause: err });
 }

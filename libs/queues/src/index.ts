@@ -26,3 +26,4 @@ export {
   type ReplicaFence,
   type StoreFence,
 } from './replica-fence';
+export { isRedisUnavailable } from './redis-unavailable';
