@@ -1,5 +1,5 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
-import { redisKeys } from '@tally/key-layout';
+import { REDIS_SUFFIX, redisKeys } from '@tally/key-layout';
 import { batchAcceptedAt, eventsJobSchema, jobData, ReplicasBehindError, type StoreFence } from '@tally/queues';
 import { rollup, RulesError, type CompiledRules, type DistinctAdds } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
@@ -24,14 +24,22 @@ export interface EventsProcessorDeps {
   /** Test-only crash points (TALLY_CRASH_POINT). */
   crash?: (point: string) => void;
   /**
-   * REDIS_WAIT_REPLICAS (libs/queues storeFence, on the store's fence key: on a Redis Cluster the master of the
-   * store's slot, which need not be the events queue's): `mark` before the batch's first write, `wait` before the job
-   * completes, so a failover of the store's master after the apply's answer cannot lose a batch whose job is gone.
-   * Fewer replicas in time: ReplicasBehindError, and the job waits and retries (its apply then finds the batch
-   * applied, and waits again).
+   * REDIS_WAIT_REPLICAS (libs/queues storeFence, on the store's fence key and on its work-set shard's (workFence): on
+   * a Redis Cluster the masters of the store's slot and of the shard's, which need not be each other's nor the events
+   * queue's): `mark` before the batch's first write, `wait` before the job completes, so a failover of either master
+   * after the apply's or the registration's answer cannot lose a batch, or the sealer's visit of its bucket, whose job
+   * is gone. Fewer replicas in time on either: ReplicasBehindError, and the job waits and retries (its apply then finds
+   * the batch applied, it registers the store again, and waits again).
    */
   replicated?: StoreFence;
 }
+
+/**
+ * The fence key of the store's work-set shard (`<p>:{<p>:wW}:f`, in the shard's hash slot, as its `active` and `next`
+ * that registerStore writes): a wait for replicas on it covers the store's registration.
+ */
+export const workFence = (buckets: Pick<BucketStore, 'keys' | 'shardOf'>, store: string): string =>
+  buckets.keys.work(buckets.shardOf(store)) + REDIS_SUFFIX.fence;
 
 /** Longest wait between attempts while the time zone cannot be resolved (or the replicas are behind); the job never fails for it. */
 const MAX_WAIT_MS = 30_000;
@@ -102,7 +110,7 @@ export function tenantTimeZones(
  * Applies one events batch to the store's open bucket: roll up by the rules in the store's time zone (unless the
  * collector did: a `rows` batch), then one atomic, deduplicated Lua call, then its distinct-count members. A
  * redelivered batch (retry, stalled job, replay) is a no-op. With REDIS_WAIT_REPLICAS (`replicated`) the job completes
- * only once that many Redis replicas hold what it wrote.
+ * only once that many Redis replicas hold what it wrote: the apply and the store's work-set registration.
  */
 export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, token?: string) => {
   const data = jobData(eventsJobSchema, job, 'events payload', () => deps.metrics.batchesRejected.inc({ reason: 'payload' }));
@@ -207,7 +215,7 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   }
   deps.metrics.applySeconds.observe((performance.now() - started) / 1000);
   try {
-    await deps.replicated?.wait(store, mark);
+    await deps.replicated?.wait(store, mark, [workFence(deps.buckets, store)]);
   } catch (err) {
     if (!(err instanceof ReplicasBehindError)) throw err;
     deps.metrics.batchWaits.inc({ reason: 'replicas' });

@@ -21,7 +21,8 @@ const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_
 const epochRedis = redis();
 buckets.followEpochs(epochRedis).catch((err: unknown) => log.warn({ err }, 'not following the sealers’ epochs'));
 registerBacklogGauges(registry, () => readBacklog(buckets, Date.now()));
-// REDIS_WAIT_REPLICAS: an events job completes only once that many replicas hold its apply.
+// REDIS_WAIT_REPLICAS: an events job completes only once that many replicas hold its apply and its work-set
+// registration (on a cluster, of the store's master and of its work-set shard's).
 const replicated = storeFenceOf({
   replicas: config.REDIS_WAIT_REPLICAS,
   timeoutMs: config.REDIS_WAIT_TIMEOUT_MS,

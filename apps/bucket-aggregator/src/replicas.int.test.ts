@@ -10,7 +10,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it, vi } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
-import { eventsProcessor } from './events.processor';
+import { eventsProcessor, workFence } from './events.processor';
 
 // REDIS_WAIT_REPLICAS on the aggregator, against a real replica: an events job completes (and leaves its queue, which
 // on a Redis Cluster may live on another master than the store's keys) only once the replica holds its apply.
@@ -70,9 +70,9 @@ describe('the aggregator with REDIS_WAIT_REPLICAS=1', () => {
     const fence = storeFence(createReplicaFence(connect(pair.master.url), 1, 2_000, [m]), redisKeys('ra'), 'the batch');
     const wait = vi.spyOn(fence, 'wait');
 
-    // The replica keeps up: the job waits for it on the store's fence key, and completes.
+    // The replica keeps up: the job waits for it on the store's fence key (and its work-set shard's), and completes.
     expect(await process(buckets, 'b0', 2, fence)).toEqual({ outcome: 'completed', applied: true });
-    expect(wait).toHaveBeenCalledWith(STORE, expect.any(Number));
+    expect(wait).toHaveBeenCalledWith(STORE, expect.any(Number), [workFence(buckets, STORE)]);
     expect(await m.pttl(redisKeys('ra').fence(STORE))).toBeGreaterThan(0);
     const replica = connect(pair.replica.url);
     expect(await views(replica, 'ra')).toBe(2);

@@ -41,6 +41,8 @@
  *   <p>:{<p>:wW}:totals      hash rows, entries: the sums of stats
  *   <p>:{<p>:wW}:od          zset store -> time of its oldest count folded but not written
  *   <p>:{<p>:wW}:ou          zset store -> seq of its oldest bucket not folded
+ *   <p>:{<p>:wW}:f           the shard's fence, written by the bucket-aggregator right before its WAIT for Redis
+ *                            replicas covering a store's registration (REDIS_WAIT_REPLICAS; expires as a store's)
  */
 import calculateSlot from 'cluster-key-slot';
 

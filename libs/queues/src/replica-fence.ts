@@ -20,11 +20,12 @@ export interface ReplicaFence {
   /** A reading to take before the first Redis read or write that a wait is to cover. */
   mark(): number;
   /**
-   * Resolves once `replicas` Redis replicas hold every write Redis had made before the call (on the master of `key`,
-   * on a cluster), or throws ReplicasBehindError naming `what` when fewer acknowledged within the timeout, the wait
-   * itself failed (Redis unreachable), or a connection closed since `mark` was read.
+   * Resolves once `replicas` Redis replicas hold every write Redis had made before the call (on a cluster, on the
+   * master of each key: one fence per key, sent at once; on one server, one fence covers every key), or throws
+   * ReplicasBehindError naming `what` when fewer acknowledged within the timeout on any of them, a wait itself failed
+   * (Redis unreachable), or a connection closed since `mark` was read.
    */
-  wait(key: string, what: string, mark: number): Promise<void>;
+  wait(key: string | readonly string[], what: string, mark: number): Promise<void>;
 }
 
 /** How long a fence key lives after the last fence that wrote it. */
@@ -46,6 +47,10 @@ interface Pending {
  * Group commit: a call made while a fence of its group is in flight waits for the next one, sent when that returns,
  * and every call waiting for it shares it, so one WAIT at a time covers any number of writers. The group is the fence
  * key on a Redis Cluster (its master), and the whole server otherwise (any key of it fences every write).
+ *
+ * A call given several keys (writes in several hash slots: on a cluster, possibly on several masters) joins the group
+ * of each on a cluster, the fences sent at once, and passes only when every one does; on one server it joins the one
+ * group with its first key: one WAIT covers them all, as it would one key.
  *
  * A wait covers what the caller did on `covers` (its connections for data) only while they and `redis` talk to the
  * server they talked to at its mark. When one of them closes, what it had in flight is sent again after it
@@ -104,14 +109,11 @@ export function createReplicaFence(
     new ReplicasBehindError(
       `a Redis connection closed between ${what} and the wait for replicas: a failover may have moved it to another server`,
     );
-  const wait = async (key: string, what: string, since: number) => {
-    if (mark() !== since) throw closedSince(what);
-    // Which server each connection talks to, asked now (once per connection's life): ahead of this call's fence.
-    for (const c of [redis, ...covers]) void serverOf(c, key);
+  /** The replicas that acknowledged the next fence of `key`'s group: sent now, or once the one in flight returns. */
+  const join = (key: string): Promise<number> => {
     const id = redis.isCluster ? key : '';
     let group = groups.get(id);
     if (!group) groups.set(id, (group = { inFlight: false }));
-    // The next fence is sent after this call (now, or once the one in flight returns), so it covers what the caller wrote.
     let pending = group.next;
     if (!pending) {
       let settle!: Pending['settle'];
@@ -119,19 +121,35 @@ export function createReplicaFence(
       group.next = pending = { key, done, settle };
       if (!group.inFlight) send(id, group);
     }
-    const acked = await pending.done.catch((err: unknown) => {
+    return pending.done;
+  };
+
+  const wait = async (key: string | readonly string[], what: string, since: number) => {
+    if (mark() !== since) throw closedSince(what);
+    // On a cluster one fence per key, on its master (two keys on one master: two fences); on one server any key
+    // fences every write, so the first covers them all.
+    const keys = typeof key === 'string' ? [key] : [...new Set(key)];
+    if (keys.length === 0) throw new Error(`no fence key given for ${what}`);
+    const fenced = redis.isCluster ? keys : keys.slice(0, 1);
+    // Which server each connection talks to, asked now (once per connection's life): ahead of this call's fences.
+    for (const k of fenced) for (const c of [redis, ...covers]) void serverOf(c, k);
+    // The next fences are sent after this call, so they cover what the caller wrote.
+    const answers = await Promise.all(fenced.map(join)).catch((err: unknown) => {
       throw new ReplicasBehindError(`the wait for Redis replicas to acknowledge ${what} failed: ${(err as Error).message}`, { cause: err });
     });
+    const acked = Math.min(...answers);
     if (!(acked >= replicas)) {
       throw new ReplicasBehindError(`${acked} of ${replicas} Redis replicas acknowledged ${what} within ${timeoutMs} ms`);
     }
-    const servers = new Set((await Promise.all([redis, ...covers].map((c) => serverOf(c, key)))).filter((s) => s !== undefined));
-    if (servers.size > 1) {
-      throw new ReplicasBehindError(
-        `${what} and the wait for replicas went to different Redis servers (${[...servers].join(', ')}): a failover may have left a connection on the old master`,
-      );
+    for (const k of fenced) {
+      const servers = new Set((await Promise.all([redis, ...covers].map((c) => serverOf(c, k)))).filter((s) => s !== undefined));
+      if (servers.size > 1) {
+        throw new ReplicasBehindError(
+          `${what} and the wait for replicas went to different Redis servers (${[...servers].join(', ')}): a failover may have left a connection on the old master`,
+        );
+      }
     }
-    // After the answer too: a fence sent again after a reconnect is answered by the server it reconnected to.
+    // After the answers too: a fence sent again after a reconnect is answered by the server it reconnected to.
     if (mark() !== since) throw closedSince(what);
   };
   return { mark, wait };
@@ -168,16 +186,22 @@ export function warnOnTooFewReplicas(redis: RedisConnection, replicas: number, w
 /** A wait for Redis replicas on one store's data: `mark` before the first command it covers, `wait` before the work counts as done. */
 export interface StoreFence {
   mark(): number;
-  wait(store: string, mark: number): Promise<void>;
+  /**
+   * Waits on the store's fence key and on each key of `also`: fence keys of the other hash slots the work wrote (on
+   * a Redis Cluster, possibly other masters), so that the work counts as done only once their replicas hold those
+   * writes too. On one server the one wait covers them all.
+   */
+  wait(store: string, mark: number, also?: readonly string[]): Promise<void>;
 }
 
 /**
  * A ReplicaFence on each store's fence key (`keys.fence`), so on a Redis Cluster on the master of the store's slot,
- * which need not be the master of the queue the work came from; `what` names what it waits for in its error.
+ * which need not be the master of the queue the work came from, and on the `also` keys' masters; `what` names what
+ * it waits for in its error.
  */
 export const storeFence = (fence: ReplicaFence, keys: Pick<RedisKeys, 'fence'>, what: string): StoreFence => ({
   mark: fence.mark,
-  wait: (store, mark) => fence.wait(keys.fence(store), what, mark),
+  wait: (store, mark, also = []) => fence.wait(also.length === 0 ? keys.fence(store) : [keys.fence(store), ...also], what, mark),
 });
 
 /**
