@@ -235,8 +235,8 @@ describe('createIntake with a replica fence (REDIS_WAIT_REPLICAS)', () => {
       'mark',
       'idempotency record',
       'add',
-      `fence q1:fence (batch ${batchId}) since 7`,
-      `fence q0:fence (batch ${batchId}) since 7`,
+      // One wait on both shards' fence keys: on one server one WAIT, on a cluster one per master.
+      `fence q1:fence,q0:fence (batch ${batchId}) since 7`,
     ]);
   });
 

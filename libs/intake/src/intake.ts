@@ -422,11 +422,14 @@ export function createIntake(opts: IntakeOptions): Intake {
     }
     if (opts.replicaFence) {
       // A fence on the jobs' queue shard, and on the shard with the idempotency record when that is another: on a
-      // cluster, every master this call wrote to.
+      // cluster, every master this call wrote to (on one server, one WAIT covers both).
       const shards = given === undefined || queue === opts.queues.events ? [queue] : [queue, opts.queues.events];
-      const fence = opts.replicaFence;
       try {
-        await Promise.all(shards.map((q) => fence.wait(q.toKey('fence'), `batch ${batchId}`, mark)));
+        await opts.replicaFence.wait(
+          shards.map((q) => q.toKey('fence')),
+          `batch ${batchId}`,
+          mark,
+        );
       } catch (err) {
         if (err instanceof ReplicasBehindError) {
           err.idempotencyKey = idempotencyKey;
