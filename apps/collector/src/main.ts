@@ -17,7 +17,8 @@ const resources = createCollectorDeps(config, log, rules);
 const { queues, dynamo, backpressure } = resources;
 
 try {
-  await checkTable(dynamo, config.DYNAMODB_TABLE);
+  // A TTL that is off or on another attribute is logged (and tally_dynamodb_ttl_enabled 0), not fatal.
+  await checkTable(dynamo, config.DYNAMODB_TABLE, { warn: ({ message, ...w }) => log.warn(w, message), registry: resources.deps.registry });
 } catch (err) {
   // A missing table is a mistake to fix now; an unreachable DynamoDB must not stop intake (cached keys serve).
   if (!(err instanceof DynamoUnreachableError)) {

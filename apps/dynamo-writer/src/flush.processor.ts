@@ -1,6 +1,6 @@
 import type { BucketStore } from '@tally/buckets';
 import { PermanentWriteError, RetryableWriteError, writeRowWithSketches, type RowWriterDeps } from '@tally/dynamo';
-import { metricsOn } from '@tally/observability';
+import { metricsOn, throttleLog, type ThrottledLog } from '@tally/observability';
 import { dynamoWriteJobSchema, isRedisUnavailable, jobData, ReplicasBehindError, type StoreFence } from '@tally/queues';
 import { TenantsUnavailableError } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
@@ -54,6 +54,12 @@ export interface FlushDeps {
   replicated?: StoreFence;
   /** The TTL of the row's items (visitor rows of a store with a history retention; libs/tenants visitorExpiry). */
   expiryOf?: (store: string, pk: string) => Promise<RowWriterDeps['expiresAt']>;
+  /**
+   * Where the flushes' waits are logged: one line per reason (dynamodb, redis, replicas) and window, naming the first
+   * job that waited, and on the reason's next line how many were not logged (`suppressed`); every wait is still
+   * counted in tally_flush_waits_total. Default: one of the processor's own (throttleLog's 10 s window, on `now`).
+   */
+  warnings?: ThrottledLog;
 }
 
 /**
@@ -63,9 +69,15 @@ export interface FlushDeps {
  * Throttling and outages delay the job (it never fails for them): DynamoDB's (and refusals of the credentials,
  * permissions or table), and the Redis connection's (down, loading, failing over: isRedisUnavailable), since a job in
  * the failed set strands its row (its job id stays while the row is dirty, and BullMQ ignores a re-add under a failed
- * job's id). A permanent error fails it with the reason; any other error takes BullMQ's attempts.
+ * job's id). A permanent error fails it with the reason; any other error takes BullMQ's attempts. Waits are logged
+ * throttled (deps.warnings): during an outage every due row's job waits, again at each retry, thousands a second.
  */
-export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: string) => {
+export const flushProcessor = (deps: FlushDeps) => {
+  const warnings = deps.warnings ?? throttleLog(deps.log, { now: deps.now });
+  return (job: Job, token?: string) => flushRow(deps, warnings, job, token);
+};
+
+async function flushRow(deps: FlushDeps, warnings: ThrottledLog, job: Job, token?: string) {
   const { store, pk } = jobData(dynamoWriteJobSchema, job, 'flush payload');
   const log = deps.log.child({ jobId: job.id, store, pk });
   const now = deps.now ?? Date.now;
@@ -122,7 +134,12 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
       const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
       const delay = Math.round(Math.min(deps.maxBackoffMs, 250 * 2 ** Math.min(waits, 20)) * (0.5 + Math.random() / 2));
       deps.metrics.waits.inc({ reason });
-      log.warn({ err: (err as Error).message, delayMs: delay, waits }, WAIT_LOG[reason]);
+      warnings.log(
+        'warn',
+        `flush:${reason}`,
+        { jobId: job.id, store, pk, err: (err as Error).message, delayMs: delay, waits },
+        WAIT_LOG[reason],
+      );
       await job.moveToDelayed(Date.now() + delay, token);
       throw new DelayedError();
     }
@@ -133,7 +150,7 @@ export const flushProcessor = (deps: FlushDeps) => async (job: Job, token?: stri
     }
     throw err;
   }
-};
+}
 
 /** Why a flush that threw `err` waits (its job delayed, no attempt spent), or undefined when it does not. */
 function waitReason(err: unknown): WaitReason | undefined {

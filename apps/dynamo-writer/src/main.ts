@@ -16,7 +16,8 @@ const metrics = createWriterMetrics(registry);
 const client = connectDynamo(config, { maxAttempts: 2 });
 
 try {
-  await checkTable(client, config.DYNAMODB_TABLE);
+  // A TTL that is off or on another attribute is logged (and tally_dynamodb_ttl_enabled 0), not fatal.
+  await checkTable(client, config.DYNAMODB_TABLE, { warn: ({ message, ...w }) => log.warn(w, message), registry });
 } catch (err) {
   if (err instanceof TableError) {
     process.stderr.write(`tally: ${err.message}\n`);

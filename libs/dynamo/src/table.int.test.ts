@@ -4,7 +4,7 @@ import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient } from '@
 import { createTestTable, freePort, type DynaliteHandle } from '@tally/testing';
 import { useDynalite } from '@tally/testing/vitest';
 import { describe, expect, it } from 'vitest';
-import { DynamoUnreachableError, TableError, checkTable, createDynamoClient, ensureTable } from './index';
+import { DynamoUnreachableError, TableError, checkTable, createDynamoClient, ensureTable, type TableWarning } from './index';
 
 let dyn: DynaliteHandle;
 let client: DynamoDBClient;
@@ -131,6 +131,15 @@ describe('checkTable', () => {
     expect(err).toBeInstanceOf(TableError);
     expect((err as TableError).code).toBe('TALLY_ERR_TABLE_MISSING');
     expect((err as Error).message).toBe(`DynamoDB table "tally" does not exist at ${dyn.endpoint}; create it with: npm run create-table`);
+  });
+
+  it("warns, and still passes, on dynalite's table: DescribeTimeToLive answers TTL disabled there", async () => {
+    const name = fresh();
+    await ensureTable(client, name);
+    const warnings: TableWarning[] = [];
+    expect((await checkTable(client, name, { warn: (w) => warnings.push(w) })).TableName).toBe(name);
+    expect(warnings).toMatchObject([{ code: 'TALLY_WARN_TABLE_TTL', tableName: name, ttlStatus: 'DISABLED' }]);
+    expect(warnings[0]!.message).toMatch(new RegExp(`^DynamoDB table "${name}" at ${dyn.endpoint} has TTL disabled: `));
   });
 
   it('refuses wrong keys', async () => {

@@ -2,12 +2,14 @@ import {
   CreateTableCommand,
   UpdateTimeToLiveCommand,
   DescribeTableCommand,
+  DescribeTimeToLiveCommand,
   ResourceInUseException,
   ResourceNotFoundException,
   type DynamoDBClient,
   type TableDescription,
 } from '@aws-sdk/client-dynamodb';
 import { EXPIRES_ATTR } from '@tally/key-layout';
+import { Gauge, type Registry } from 'prom-client';
 import { describeEndpoint, isConnectionError } from './client';
 import { DynamoUnreachableError, TableError } from './errors';
 import { classifyError } from './meter';
@@ -83,11 +85,42 @@ async function enableTimeToLive(client: DynamoDBClient, tableName: string): Prom
   }
 }
 
+/** Stable codes of what checkTable finds that does not stop Tally but an operator should fix. */
+export type TableWarningCode = 'TALLY_WARN_TABLE_TTL' | 'TALLY_WARN_TABLE_TTL_UNCHECKED';
+
+/**
+ * A problem of the table that leaves counting exact but should be fixed: `TALLY_WARN_TABLE_TTL`, DynamoDB's TTL is
+ * off (or turning off) or on another attribute than EXPIRES_ATTR, so nothing Tally stamps ever expires;
+ * `TALLY_WARN_TABLE_TTL_UNCHECKED`, DescribeTimeToLive failed (not allowed, not supported), so nobody knows.
+ * `message` is one line an operator can act on.
+ */
+export interface TableWarning {
+  code: TableWarningCode;
+  message: string;
+  tableName: string;
+  /** What DescribeTimeToLive answered (`ENABLED`, `DISABLED`, …), when it answered. */
+  ttlStatus?: string;
+  /** The attribute the table's TTL is on, when DynamoDB names one. */
+  ttlAttribute?: string;
+}
+
+export interface CheckTableOptions {
+  /** Called with each warning (TableWarning); default: `process.emitWarning`, so none is ever silent. */
+  warn?: (warning: TableWarning) => void;
+  /**
+   * Exports `tally_dynamodb_ttl_enabled` there: 1 when the table's TTL is on (or turning on) for EXPIRES_ATTR, 0 when
+   * it is off or on another attribute; not set when DescribeTimeToLive failed or the table check did not get that far.
+   */
+  registry?: Registry;
+}
+
 /**
  * DescribeTable and verify the key schema, for start-up checks. Throws TableError `TALLY_ERR_TABLE_MISSING`
  * (with the command that creates it) or `TALLY_ERR_TABLE_KEYS`, DynamoUnreachableError when nothing answers.
+ * Then checks the table's TTL (checkTimeToLive): a TTL that is off or on another attribute is reported through
+ * `opts.warn`, never thrown, since counting is exact without it (queries never count expired months).
  */
-export async function checkTable(client: DynamoDBClient, tableName: string): Promise<TableDescription> {
+export async function checkTable(client: DynamoDBClient, tableName: string, opts: CheckTableOptions = {}): Promise<TableDescription> {
   const table = await describeTable(client, tableName);
   if (!table) {
     throw new TableError(
@@ -97,7 +130,76 @@ export async function checkTable(client: DynamoDBClient, tableName: string): Pro
     );
   }
   await assertKeys(client, tableName, table);
+  const ttl = await checkTimeToLive(client, tableName);
+  if (ttl.ok !== undefined && opts.registry) ttlGauge(opts.registry).set(ttl.ok ? 1 : 0);
+  if (ttl.warning) (opts.warn ?? emitWarning)(ttl.warning);
   return table;
+}
+
+/**
+ * Reads the table's TTL (DescribeTimeToLive). `ok` is true when it is ENABLED or ENABLING on EXPIRES_ATTR, false when
+ * it is off, turning off or on another attribute (with a `TALLY_WARN_TABLE_TTL` warning), undefined when the call
+ * failed (with a `TALLY_WARN_TABLE_TTL_UNCHECKED` warning): never throws. Without TTL on EXPIRES_ATTR nothing Tally
+ * stamps is ever deleted: the tombstone items of erased visitors and deleted stores, deleted stores' id markers in the
+ * tenant index, visitor items past their store's history retention (docs/DESIGN.md "Privacy").
+ */
+export async function checkTimeToLive(client: DynamoDBClient, tableName: string): Promise<{ ok?: boolean; warning?: TableWarning }> {
+  let status: string | undefined;
+  let attribute: string | undefined;
+  try {
+    const out = await client.send(new DescribeTimeToLiveCommand({ TableName: tableName }));
+    status = out.TimeToLiveDescription?.TimeToLiveStatus;
+    attribute = out.TimeToLiveDescription?.AttributeName;
+  } catch (err) {
+    const reason = (err as { name?: string }).name ?? 'Error';
+    const why = /UnknownOperation|NotImplemented/.test(reason)
+      ? 'this endpoint does not support DescribeTimeToLive'
+      : `DescribeTimeToLive failed (${reason}: ${(err as Error).message})`;
+    return {
+      warning: {
+        code: 'TALLY_WARN_TABLE_TTL_UNCHECKED',
+        message:
+          `cannot check the TTL of DynamoDB table "${tableName}" at ${await describeEndpoint(client)}: ${why}; ` +
+          `make sure TTL is on for attribute "${EXPIRES_ATTR}", or tombstone items, deleted stores' id markers and visitor history past its retention are never deleted`,
+        tableName,
+      },
+    };
+  }
+  const on = status === 'ENABLED' || status === 'ENABLING';
+  if (on && attribute === EXPIRES_ATTR) return { ok: true };
+  const found = on
+    ? `has TTL on attribute "${attribute ?? '?'}", but Tally stamps "${EXPIRES_ATTR}"`
+    : `has TTL ${(status ?? 'DISABLED').toLowerCase()}`;
+  return {
+    ok: false,
+    warning: {
+      code: 'TALLY_WARN_TABLE_TTL',
+      message:
+        `DynamoDB table "${tableName}" at ${await describeEndpoint(client)} ${found}: tombstone items, deleted stores' id markers ` +
+        `and visitor history past its retention are never deleted; turn TTL on for attribute "${EXPIRES_ATTR}" ` +
+        `(npm run create-table does when TTL is off; dynalite has no TTL)`,
+      tableName,
+      ...(status ? { ttlStatus: status } : {}),
+      ...(attribute ? { ttlAttribute: attribute } : {}),
+    },
+  };
+}
+
+function emitWarning(w: TableWarning): void {
+  process.emitWarning(w.message, { code: w.code });
+}
+
+const TTL_GAUGE = 'tally_dynamodb_ttl_enabled';
+
+function ttlGauge(registry: Registry): Gauge {
+  return (
+    (registry.getSingleMetric(TTL_GAUGE) as Gauge | undefined) ??
+    new Gauge({
+      name: TTL_GAUGE,
+      help: `1 when the DynamoDB table's TTL is on (or turning on) for ${EXPIRES_ATTR}, 0 when it is off or on another attribute (checked at start-up)`,
+      registers: [registry],
+    })
+  );
 }
 
 async function describeTable(client: DynamoDBClient, tableName: string): Promise<TableDescription | undefined> {
