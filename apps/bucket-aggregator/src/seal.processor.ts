@@ -21,6 +21,11 @@ export interface SealDeps {
    * sealer's ticks (sealProcessor's, with a minute's window). Default: one of the tick's own.
    */
   warnings?: ThrottledLog;
+  /**
+   * The work-set shards past QUEUE_SHARDS (it was lowered) that each tick drains first (sealProcessor gives its ticks
+   * one); none: they are not looked for.
+   */
+  leftovers?: LeftoverShards;
 }
 
 export interface SealTickResult {
@@ -34,6 +39,72 @@ export interface SealTickResult {
   flushes: number;
   /** Stores set aside: their visit, fold or publish failed (visited again at the next tick). */
   failed: number;
+  /**
+   * Stores moved into their own work-set shard (QUEUE_SHARDS changed since they were registered): from the shards
+   * past QUEUE_SHARDS (deps.leftovers), and the due stores of this shard that are another's (not visited here).
+   */
+  moved: number;
+}
+
+/** How often a sealer process looks for work-set shards past QUEUE_SHARDS while it knows of none (ms). */
+export const LEFTOVER_CHECK_MS = 5 * 60_000;
+
+/** Stores a tick moves out of the shards past QUEUE_SHARDS at most (the rest at the next ticks). */
+const LEFTOVER_STORES_PER_TICK = 10_000;
+
+/**
+ * The work-set shards past QUEUE_SHARDS that still hold keys (QUEUE_SHARDS was lowered, and no sealer ticks them),
+ * as one sealer process knows them: looked for (BucketStore.leftoverShards: one EXISTS per shard up to QUEUE_SHARDS'
+ * maximum, all sent at once) at its first tick and then every LEFTOVER_CHECK_MS (5 minutes) while none is known, by the
+ * ticks' clock; a tick costs nothing more in between. While some are known each tick drains them first
+ * (BucketStore.drainShard: their stores are moved into their own shards, at most 10,000 a tick, due at once there,
+ * and a shard left empty loses its stats, totals and oldest times too), so a store moved into the ticked shard is
+ * visited by the same tick. A process drains in one tick at a time; several processes may drain at once (a move is
+ * safe to repeat).
+ */
+class LeftoverShards {
+  private checkedAt: number | undefined;
+  private pending: number[] = [];
+  private running = false;
+
+  /** Looks for leftover shards when it is time, and drains those known. Returns the stores moved. */
+  async drain(deps: Pick<SealDeps, 'buckets' | 'log' | 'warnings'>, now: number): Promise<number> {
+    if (this.running) return 0;
+    this.running = true;
+    try {
+      if (this.pending.length === 0) {
+        // Looked for at the first tick, then every LEFTOVER_CHECK_MS (a clock that went back counts as time up).
+        if (this.checkedAt !== undefined && now >= this.checkedAt && now - this.checkedAt < LEFTOVER_CHECK_MS) return 0;
+        this.pending = await deps.buckets.leftoverShards();
+        this.checkedAt = now;
+        if (this.pending.length === 0) return 0;
+        deps.log.warn(
+          { shards: this.pending, queueShards: deps.buckets.shards },
+          'work-set shards past QUEUE_SHARDS hold stores or gauges: moving their stores into their own shards',
+        );
+      }
+      let moved = 0;
+      for (const shard of [...this.pending]) {
+        const r = await deps.buckets.drainShard(shard, now, LEFTOVER_STORES_PER_TICK - moved);
+        moved += r.moved;
+        if (r.errors.length > 0)
+          (deps.warnings ?? throttleLog(deps.log)).log(
+            'warn',
+            'seal:leftover-move',
+            { shard, stores: r.errors.length, err: r.errors[0] },
+            'stores of a work-set shard past QUEUE_SHARDS not moved (tried again at the next tick)',
+          );
+        if (r.empty) {
+          this.pending = this.pending.filter((s) => s !== shard);
+          deps.log.info({ shard, queueShards: deps.buckets.shards }, 'work-set shard past QUEUE_SHARDS drained and deleted');
+        }
+        if (moved >= LEFTOVER_STORES_PER_TICK) break;
+      }
+      return moved;
+    } finally {
+      this.running = false;
+    }
+  }
 }
 
 /**
@@ -63,6 +134,9 @@ function nextVisit(
  * read), then publish the store's backlog for the gauges and retire it from the work set when nothing is left and
  * no batch was applied meanwhile, else set its next visit time (nextVisit; only ever earlier when a batch was
  * applied meanwhile: the apply's own registration may need it sooner). A store with nothing due costs a tick nothing.
+ * A due store that is another shard's (QUEUE_SHARDS changed since it was registered here) is not visited but moved
+ * into its own shard (BucketStore.moveStores), which visits it; with deps.leftovers the tick first drains the
+ * shards past QUEUE_SHARDS (LeftoverShards), which no tick visits.
  * Safe with several aggregator replicas: sealing waits for half a bucket since the last seal, folds are
  * idempotent, and flush job ids are deterministic (row + time of its oldest unwritten count), so a row has
  * one pending flush job however many ticks see it due. A store whose visit, fold or publish fails (a corrupt key, a
@@ -71,9 +145,37 @@ function nextVisit(
  */
 export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResult> {
   const now = (deps.now ?? Date.now)();
-  const result: SealTickResult = { stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0, failed: 0 };
+  const result: SealTickResult = { stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0, failed: 0, moved: 0 };
   const minAgeMs = Math.floor(deps.bucketMs / 2);
-  const active = await deps.buckets.dueStores(shard, now);
+  const warnings = deps.warnings ?? throttleLog(deps.log);
+  // Shards past QUEUE_SHARDS (it was lowered) first: the stores they move into this shard are due now.
+  if (deps.leftovers) {
+    try {
+      result.moved += await deps.leftovers.drain(deps, now);
+    } catch (err) {
+      warnings.log('warn', 'seal:leftover', { shard, err }, 'work-set shards past QUEUE_SHARDS not drained (tried again at the next tick)');
+    }
+  }
+  // A due store of another shard (registered here under another QUEUE_SHARDS) is moved into its own, which visits
+  // it: each store is visited and published by one shard, the one its applies register it in.
+  const active: Array<{ store: string; mark: string }> = [];
+  const strangers: Array<{ store: string; mark: string }> = [];
+  for (const d of await deps.buckets.dueStores(shard, now)) (deps.buckets.shardOf(d.store) === shard ? active : strangers).push(d);
+  if (strangers.length > 0) {
+    try {
+      const r = await deps.buckets.moveStores(shard, strangers, now);
+      result.moved += r.moved;
+      if (r.errors.length > 0) throw r.errors[0];
+    } catch (err) {
+      // Their visit time stays: they are due, and moved, at the next tick.
+      warnings.log(
+        'warn',
+        'seal:move',
+        { shard, stores: strangers.length, err },
+        'stores of another work-set shard not moved (tried again at the next tick)',
+      );
+    }
+  }
   result.stores = active.length;
   const folded = (f: { buckets: number; rows: number }) => {
     result.folded += f.buckets;
@@ -186,7 +288,7 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
   );
   if (failures.length > 0) {
     result.failed = failures.length;
-    reportFailures(deps, shard, failures);
+    reportFailures({ ...deps, warnings }, shard, failures);
     // Nothing went through (Redis down, or refusing every write): the tick fails, and is retried, as a whole.
     if (failures.length === active.length) throw failures[0]!.err;
     // The stores set aside are visited again at the next tick, behind the stores that have waited longer than them
@@ -197,7 +299,7 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
       now,
     );
   }
-  if (result.sealed || result.flushes) deps.log.debug({ shard, ...result }, 'sealer tick');
+  if (result.sealed || result.flushes || result.moved) deps.log.debug({ shard, ...result }, 'sealer tick');
   return result;
 }
 
@@ -243,7 +345,11 @@ function reportFailures(deps: SealDeps, shard: number, failures: readonly StoreF
 }
 
 export const sealProcessor = (sealer: SealDeps) => {
-  const deps = { ...sealer, warnings: sealer.warnings ?? throttleLog(sealer.log, { windowMs: 60_000 }) };
+  const deps = {
+    ...sealer,
+    warnings: sealer.warnings ?? throttleLog(sealer.log, { windowMs: 60_000 }),
+    leftovers: sealer.leftovers ?? new LeftoverShards(),
+  };
   return async (job: Job) => {
     const parsed = sealJobSchema.safeParse(job.data);
     if (!parsed.success || parsed.data.shard >= deps.buckets.shards) {

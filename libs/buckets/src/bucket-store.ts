@@ -6,7 +6,7 @@ import { BucketsError, SnapshotContendedError, type BucketsErrorCode } from './e
 import { runScript, runScripts, type ScriptCall, type ScriptDef } from './script-table';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 import { SketchStore } from './sketch-store';
-import { DUE_STORES, PUBLISH_BACKLOG, REGISTER, VISIT, type VisitReply } from './work-scripts';
+import { DUE_STORES, LEAVE_SHARD, PUBLISH_BACKLOG, REGISTER, VISIT, type VisitReply } from './work-scripts';
 
 /** Counts are held in Redis as base-10^15 limbs: field `f` and, when needed, `f|1` and `f|2` (scripts.ts). */
 const LIMB_BASE = 10n ** 15n;
@@ -90,6 +90,12 @@ const ROWS_PER_FOLD = 200;
 
 /** Stores one sealer tick visits per work-set shard at most (the rest, due longest, on the next tick). */
 const DUE_STORES_PER_TICK = 100_000;
+
+/** Stores moved per REGISTER pipeline and LEAVE_SHARD call (moveStores, drainShard). */
+const MOVE_STORES = 1000;
+
+/** Stores drainShard moves at most per call (the rest at its next call). */
+const DRAIN_STORES = 10_000;
 
 /** Due rows a sealer visit hands over per store and tick (the rest on the next tick). */
 const DUE_LIMIT = 10_000;
@@ -220,6 +226,11 @@ function policyArgs(p: FlushPolicy): [string, number, number] {
  * queries. Every state change is one Lua script on one store's hash tag.
  */
 export class BucketStore {
+  /**
+   * QUEUE_SHARDS' maximum (libs/config env.schema.ts): the work-set shards past `shards` that a lowered QUEUE_SHARDS
+   * may have left are looked for up to it (leftoverShards).
+   */
+  static readonly MAX_WORK_SHARDS = 256;
   readonly keys: RedisKeys;
   readonly shards: number;
   /** The distinct-count sketches (unique visitors) of the same stores, on the same Redis. */
@@ -440,6 +451,109 @@ export class BucketStore {
     const out: Array<{ store: string; mark: string }> = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ store: flat[i]!, mark: flat[i + 1]! });
     return out;
+  }
+
+  /**
+   * Moves stores of work-set shard `from` into their own shard (shardOf): stores `from` holds because QUEUE_SHARDS
+   * changed since they were registered (the sealer's, for the due stores of a shard it ticks that are not that
+   * shard's). Two steps, as the shards are two slots on a Redis Cluster: REGISTER puts each store in its own shard
+   * (bumping its mark there; visited at `now`, or earlier if it was due earlier), then LEAVE_SHARD takes the stores
+   * so registered out of `from` where their mark is still `mark` (as the caller read it: a store registered in
+   * `from` again meanwhile stays there, and is moved again later). A crash between the steps leaves a store in both
+   * shards, which is harmless (VISIT, FOLD and the flush jobs are safe to run twice; each shard retires it on its
+   * own) and is undone by the next move. One round trip per Redis node for the REGISTERs and one LEAVE_SHARD per
+   * 1,000 stores. Returns the stores moved, and the REGISTER errors (those stores stay in `from`).
+   */
+  async moveStores(
+    from: number,
+    stores: ReadonlyArray<{ store: string; mark: string }>,
+    now: number,
+  ): Promise<{ moved: number; errors: Error[] }> {
+    let moved = 0;
+    const errors: Error[] = [];
+    for (let i = 0; i < stores.length; i += MOVE_STORES) {
+      const r = await this.moveBatch(from, stores.slice(i, i + MOVE_STORES), now, false);
+      moved += r.moved;
+      errors.push(...r.errors);
+    }
+    return { moved, errors };
+  }
+
+  /** moveStores for at most MOVE_STORES stores; with `drop`, deletes `from`'s keys once no store is left in it. */
+  private async moveBatch(
+    from: number,
+    stores: ReadonlyArray<{ store: string; mark: string }>,
+    now: number,
+    drop: boolean,
+  ): Promise<{ moved: number; left: number; errors: Error[] }> {
+    const replies = await runScripts(
+      this.redis,
+      REGISTER,
+      stores.map(({ store }) => {
+        const [active, , , , , next] = this.workKeys(this.shardOf(store));
+        return { keys: { active, next }, args: { store, visitAt: Math.floor(now) } };
+      }),
+    );
+    const errors: Error[] = [];
+    const registered = stores.filter((_, i) => {
+      const r = replies[i];
+      if (r instanceof Error) errors.push(r);
+      return !(r instanceof Error);
+    });
+    if (registered.length === 0 && !drop) return { moved: 0, left: -1, errors };
+    const [active, stats, totals, oldestDirty, oldestUnfolded, next] = this.workKeys(from);
+    const [left, ...removed] = await this.run(
+      LEAVE_SHARD,
+      { active, stats, totals, oldestDirty, oldestUnfolded, next },
+      { drop: drop ? '1' : '0' },
+      { args: registered.flatMap(({ store, mark }) => [store, mark]) },
+    );
+    return { moved: removed.reduce((n, x) => n + Number(x), 0), left: Number(left), errors };
+  }
+
+  /**
+   * The work-set shards past this instance's `shards`, up to QUEUE_SHARDS' maximum (MAX_WORK_SHARDS), that hold any
+   * key: what lowering QUEUE_SHARDS left, which no sealer ticks (drainShard empties them). One EXISTS of each shard's
+   * keys (one slot): in one pipeline on one server, all sent at once on a Cluster.
+   */
+  async leftoverShards(): Promise<number[]> {
+    const shards = Array.from({ length: Math.max(0, BucketStore.MAX_WORK_SHARDS - this.shards) }, (_, i) => this.shards + i);
+    let found: number[];
+    if (this.redis.isCluster) found = await Promise.all(shards.map((s) => this.redis.exists(...this.workKeys(s))));
+    else {
+      const pipeline = this.redis.pipeline();
+      for (const s of shards) pipeline.exists(...this.workKeys(s));
+      found = ((await pipeline.exec()) ?? []).map(([err, n]) => {
+        if (err) throw err;
+        return Number(n);
+      });
+    }
+    return shards.filter((_, i) => found[i]! > 0);
+  }
+
+  /**
+   * Drains a work-set shard past this instance's `shards` (leftoverShards): moves its stores into their own shards
+   * (as moveStores, each visited at `now` there), at most `limit` a call, and once none is left deletes the shard's
+   * other keys (stats, totals, oldest times, visit times), so that its stale figures never reach a gauge (even after
+   * QUEUE_SHARDS is raised again). Returns the stores moved, whether the shard is gone, and the REGISTER errors.
+   */
+  async drainShard(from: number, now: number, limit = DRAIN_STORES): Promise<{ moved: number; empty: boolean; errors: Error[] }> {
+    if (!Number.isInteger(from) || from < this.shards)
+      throw new RangeError(`work-set shard ${from} is not past QUEUE_SHARDS=${this.shards}`);
+    const active = this.workKeys(from)[0];
+    let moved = 0;
+    const errors: Error[] = [];
+    while (moved < limit) {
+      const flat = await this.redis.zrange(active, 0, Math.min(MOVE_STORES, limit - moved) - 1, 'WITHSCORES');
+      const stores: Array<{ store: string; mark: string }> = [];
+      for (let i = 0; i < flat.length; i += 2) stores.push({ store: flat[i]!, mark: flat[i + 1]! });
+      const r = await this.moveBatch(from, stores, now, true);
+      moved += r.moved;
+      errors.push(...r.errors);
+      if (r.left === 0) return { moved, empty: true, errors };
+      if (r.moved === 0) break; // every store of the batch failed, or was registered here again meanwhile
+    }
+    return { moved, empty: false, errors };
   }
 
   /** The store's backlog from its running counts: one round trip (two when only the open bucket may hold data). */

@@ -2,9 +2,10 @@ import { defineScript } from './script-table';
 import { DUE_LIST, TOMBSTONES, type Stale } from './scripts';
 
 /**
- * Scripts of the sealer's work set. VISIT runs on one store's keys (its hash tag); PUBLISH_BACKLOG, REGISTER and
- * DUE_STORES on one work-set shard's keys, never on a store's (another slot under Redis Cluster). All declare every
- * key in KEYS.
+ * Scripts of the sealer's work set. VISIT runs on one store's keys (its hash tag); PUBLISH_BACKLOG, REGISTER,
+ * DUE_STORES and LEAVE_SHARD on one work-set shard's keys, never on a store's (another slot under Redis Cluster), and
+ * never on two shards' (a store moved between shards is REGISTERed into one, then LEAVEs the other: two calls). All
+ * declare every key in KEYS.
  */
 
 /** VISIT's answer when not stale (see VISIT). */
@@ -259,6 +260,78 @@ for c = 1, #stores, 1000 do
     table.insert(out, marks[k])
   end
 end
+return out
+`,
+});
+
+/**
+ * A store LEAVEs a work-set shard that is not its own (QUEUE_SHARDS changed), once REGISTER put it in its own: it is
+ * removed from the shard, with its stats, oldest times and next visit time (the shard's totals less its stats), when
+ * its mark is still `mark` (the mark the caller read before that REGISTER). A store whose mark moved (an apply of a
+ * process still on the old QUEUE_SHARDS registered it again meanwhile) stays, and is moved again later. With `drop`
+ * ('1': a shard past QUEUE_SHARDS, which no sealer ticks), once no store is left in the shard its other keys (stats,
+ * totals, oldest times, visit times) are deleted too: the gauges never read that shard's stale figures. KEYS: active,
+ * stats, totals, oldestDirty, oldestUnfolded, next. ARGV: drop, then per store: store, mark. Returns {stores left in
+ * the shard, then per store 1 removed or 0 not (not there, or its mark moved)}. Every check before the first write,
+ * as PUBLISH_BACKLOG.
+ */
+export const LEAVE_SHARD = defineScript<number[]>()({
+  name: 'LEAVE_SHARD',
+  shebang: '#!lua',
+  keys: ['active', 'stats', 'totals', 'oldestDirty', 'oldestUnfolded', 'next'],
+  args: ['drop'],
+  body: `
+local function expectType(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
+end
+local function int(v) return type(v) == 'string' and string.match(v, '^-?%d+$') ~= nil and #v < 16 end
+-- Read phase: every key's type, the totals and the stats of the stores removed checked; nothing written yet.
+expectType(K.active, 'zset')
+expectType(K.stats, 'hash')
+expectType(K.totals, 'hash')
+expectType(K.oldestDirty, 'zset')
+expectType(K.oldestUnfolded, 'zset')
+expectType(K.next, 'zset')
+local totals = redis.call('HMGET', K.totals, 'rows', 'entries')
+for k = 1, 2 do
+  if totals[k] and not int(totals[k]) then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.totals .. ' holds a non-integer total') end
+  totals[k] = tonumber(totals[k]) or 0
+end
+local out, gone, removed = {0}, {}, {}
+for i = AR, #ARGV, 2 do
+  local store, mark = ARGV[i], tonumber(ARGV[i + 1])
+  local held = redis.call('ZSCORE', K.active, store)
+  if gone[store] or not held or not mark or tonumber(held) ~= mark then
+    table.insert(out, 0)
+  else
+    local old = redis.call('HMGET', K.stats, store .. '|r', store .. '|e')
+    for k = 1, 2 do
+      if old[k] and not int(old[k]) then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.stats .. ' ' .. store .. ' holds a non-integer') end
+    end
+    totals[1] = totals[1] - (tonumber(old[1]) or 0)
+    totals[2] = totals[2] - (tonumber(old[2]) or 0)
+    gone[store] = true
+    table.insert(removed, store)
+    table.insert(out, 1)
+  end
+end
+-- Write phase: commands that cannot fail on the keys checked above.
+for _, store in ipairs(removed) do
+  redis.call('ZREM', K.active, store)
+  redis.call('HDEL', K.stats, store .. '|r', store .. '|e')
+  redis.call('ZREM', K.oldestDirty, store)
+  redis.call('ZREM', K.oldestUnfolded, store)
+  redis.call('ZREM', K.next, store)
+end
+local left = redis.call('ZCARD', K.active)
+if left == 0 and A.drop == '1' then
+  redis.call('DEL', K.stats, K.totals, K.oldestDirty, K.oldestUnfolded, K.next)
+elseif #removed > 0 then
+  -- Gauges: never below 0, even from totals an older version left inconsistent.
+  redis.call('HSET', K.totals, 'rows', string.format('%d', math.max(0, totals[1])), 'entries', string.format('%d', math.max(0, totals[2])))
+end
+out[1] = left
 return out
 `,
 });
