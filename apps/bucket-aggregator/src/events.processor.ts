@@ -4,6 +4,7 @@ import { batchAcceptedAt, eventsJobSchema, jobData, ReplicasBehindError, type St
 import { rollup, RulesError, type CompiledRules, type DistinctAdds } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import { throttleLog, type ThrottledLog } from '@tally/observability';
 import type { Logger } from 'pino';
 import type { AggregatorMetrics } from './aggregator-metrics';
 
@@ -32,6 +33,14 @@ export interface EventsProcessorDeps {
    * the batch applied, it registers the store again, and waits again).
    */
   replicated?: StoreFence;
+  /**
+   * Where the batches' waits and refusals are logged: one line per kind (time zone unknown, replicas behind, each
+   * reason a batch goes to the failed set) and window, naming the first job, and on the kind's next line how many were
+   * not logged (`suppressed`): an outage or a refused backlog makes thousands a second. Every one is still counted
+   * (tally_batch_waits_total, tally_batches_rejected_total), and a refused batch is in the failed set with its reason.
+   * Default: one of the processor's own (throttleLog's 10 s window, on `now`).
+   */
+  warnings?: ThrottledLog;
 }
 
 /**
@@ -112,7 +121,12 @@ export function tenantTimeZones(
  * redelivered batch (retry, stalled job, replay) is a no-op. With REDIS_WAIT_REPLICAS (`replicated`) the job completes
  * only once that many Redis replicas hold what it wrote: the apply and the store's work-set registration.
  */
-export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, token?: string) => {
+export const eventsProcessor = (deps: EventsProcessorDeps) => {
+  const warnings = deps.warnings ?? throttleLog(deps.log, { now: deps.now });
+  return (job: Job, token?: string) => applyBatch(deps, warnings, job, token);
+};
+
+async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job: Job, token?: string) {
   const data = jobData(eventsJobSchema, job, 'events payload', () => deps.metrics.batchesRejected.inc({ reason: 'payload' }));
   const { store, batchId, events, rows, count } = data;
   const started = performance.now();
@@ -120,7 +134,12 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   const hazard = pastDedupeWindow(job, data, deps);
   if (hazard) {
     deps.metrics.batchesRejected.inc({ reason: 'dedupe_window' });
-    deps.log.error({ jobId: job.id, store, batchId }, 'batch past the dedupe window refused; it goes to the failed set');
+    warnings.log(
+      'error',
+      'events:dedupe_window',
+      { jobId: job.id, store, batchId },
+      'batch past the dedupe window refused; it goes to the failed set',
+    );
     throw new UnrecoverableError(`batch ${batchId}: ${hazard}`);
   }
 
@@ -130,7 +149,9 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
   } catch (err) {
     const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
     const delay = Math.min(MAX_WAIT_MS, 500 * 2 ** Math.min(waits, 10)) * (0.5 + Math.random() / 2);
-    deps.log.warn(
+    warnings.log(
+      'warn',
+      'events:time_zone',
       { jobId: job.id, store, err: (err as Error).message, delayMs: Math.round(delay) },
       'time zone unknown for now; batch waits',
     );
@@ -143,7 +164,12 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     // tenant exists (npm run dlq), and the clients refuse the store at once for a while.
     await deps.unknownStores?.mark(store);
     deps.metrics.batchesRejected.inc({ reason: 'unknown_store' });
-    deps.log.error({ jobId: job.id, store, batchId }, 'batch for a store with no tenant refused; it goes to the failed set');
+    warnings.log(
+      'error',
+      'events:unknown_store',
+      { jobId: job.id, store, batchId },
+      'batch for a store with no tenant refused; it goes to the failed set',
+    );
     throw new UnrecoverableError(
       `unknown store ${store}: it has no tenant; batch ${batchId} not applied (nothing written). Create the tenant, then replay this job`,
     );
@@ -169,7 +195,9 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     const foreign = foreignMetric(deps.rules, 'rows', rows) ?? (data.distinct && foreignMetric(deps.rules, 'distinct', data.distinct));
     if (foreign) {
       deps.metrics.batchesRejected.inc({ reason: 'rules' });
-      deps.log.error(
+      warnings.log(
+        'error',
+        'events:rules',
         { jobId: job.id, store, batchId, err: foreign },
         'rolled-up batch of other rules refused whole; it goes to the failed set',
       );
@@ -192,7 +220,12 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     // of another type): retrying cannot help, so the batch goes whole to the failed set with the reason.
     if (err instanceof BucketsError) {
       deps.metrics.batchesRejected.inc({ reason: err.code === 'TALLY_ERR_SUM_OVERFLOW' ? 'overflow' : 'redis_state' });
-      deps.log.error({ jobId: job.id, store, batchId, code: err.code, err: err.message }, 'batch refused whole; it goes to the failed set');
+      warnings.log(
+        'error',
+        `events:${err.code}`,
+        { jobId: job.id, store, batchId, code: err.code, err: err.message },
+        'batch refused whole; it goes to the failed set',
+      );
       throw new UnrecoverableError(err.message);
     }
     throw err;
@@ -222,12 +255,17 @@ export const eventsProcessor = (deps: EventsProcessorDeps) => async (job: Job, t
     // Redis holds the batch, too few replicas do: the job stays (delayed), and its retry finds the batch applied.
     const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
     const delay = Math.min(MAX_WAIT_MS, 500 * 2 ** Math.min(waits, 10)) * (0.5 + Math.random() / 2);
-    deps.log.warn({ jobId: job.id, store, batchId, err: err.message, delayMs: Math.round(delay) }, 'Redis replicas behind; batch waits');
+    warnings.log(
+      'warn',
+      'events:replicas',
+      { jobId: job.id, store, batchId, err: err.message, delayMs: Math.round(delay) },
+      'Redis replicas behind; batch waits',
+    );
     await job.moveToDelayed(Date.now() + delay, token);
     throw new DelayedError();
   }
   return { applied: r.applied, seq: r.seq, events: eventCount };
-};
+}
 
 const distinctMetrics = new WeakMap<CompiledRules, ReadonlySet<string>>();
 
