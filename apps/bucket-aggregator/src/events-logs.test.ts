@@ -53,6 +53,26 @@ describe('events jobs during an outage or a refused backlog', () => {
     await expect(run(job('z-next', 'Z'))).rejects.toBeInstanceOf(DelayedError);
     expect(lines[3]).toMatchObject({ msg: 'time zone unknown for now; batch waits', jobId: 'z-next', suppressed: 299 });
 
+    // Duplicates (every retry after a wait for replicas finds its batch applied) are throttled alike.
+    const dup = eventsProcessor({
+      buckets: {
+        storeDeleted: async () => false,
+        apply: async () => ({ applied: false, deleted: false, seq: 0 }),
+        registerStore: async () => undefined,
+        sketches: { add: async () => undefined },
+      } as unknown as BucketStore,
+      rules: compileRules(defaultRules),
+      timeZoneOf: async () => 'UTC',
+      dedupeTtlSeconds: 86_400,
+      metrics,
+      log,
+      now: () => t,
+    });
+    const before = lines.length;
+    for (let i = 0; i < 50; i++) await dup(job(`d${i}`, 'D'));
+    expect(lines.slice(before).map((l) => [l['msg'], l['jobId']])).toEqual([['duplicate batch skipped', 'd0']]);
+    expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(50);
+
     const rejected = Object.fromEntries((await metrics.batchesRejected.get()).values.map((v) => [v.labels['reason'], v.value]));
     expect(rejected).toMatchObject({ unknown_store: 200, dedupe_window: 100 });
   });

@@ -244,7 +244,8 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
     deps.metrics.eventsApplied.inc(eventCount);
   } else {
     deps.metrics.duplicateBatches.inc();
-    deps.log.info({ jobId: job.id, store, batchId }, 'duplicate batch skipped');
+    // Throttled too: every retry after a wait for replicas finds its batch applied.
+    warnings.log('info', 'events:duplicate', { jobId: job.id, store, batchId }, 'duplicate batch skipped');
   }
   deps.metrics.applySeconds.observe((performance.now() - started) / 1000);
   try {
