@@ -1,4 +1,4 @@
-import { BucketStore } from '@tally/buckets';
+import { BucketStore, recordTopHistory } from '@tally/buckets';
 import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
 import { connectDynamo } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
@@ -12,10 +12,17 @@ import { readBacklog, sealProcessor } from './seal.processor';
 // Composition root of the bucket aggregator: applies event batches to Redis buckets, and runs the sealer
 // (seal, fold, schedule flushes) from a BullMQ job scheduler every BUCKET_SECONDS.
 const config = loadConfigOrExit(aggregatorEnv);
-const { log, rules, registry, layout, queues, redis, worker, crash, serve } = startWorkerApp('bucket-aggregator', config);
+const { log, rules, registry, layout, queues, leftovers, redis, worker, crash, serve } = startWorkerApp('bucket-aggregator', config);
 const metrics = createAggregatorMetrics(registry);
 const scriptRedis = redis();
-const buckets = new BucketStore({ redis: scriptRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+// The daily rankings (top lists) are kept TOP_HISTORY_DAYS after a day's last count.
+const buckets = new BucketStore({
+  redis: scriptRedis,
+  rules,
+  prefix: config.KEY_PREFIX,
+  shards: config.QUEUE_SHARDS,
+  rankTtlSeconds: config.TOP_HISTORY_DAYS * 86_400,
+});
 // The seqs other replicas' sealers set, so that applies to the stores they sealed need no stale retry (a hint:
 // while it is not subscribed, such an apply retries once). ioredis subscribes again after a reconnect.
 const epochRedis = redis();
@@ -40,37 +47,46 @@ const tenants = createTenantDirectory({ dynamo, table: config.DYNAMODB_TABLE, ca
 // the store's mark makes @tally/client refuse it at once for as long as this aggregator may cache the answer.
 const marks = storeMarks(scriptRedis, config.KEY_PREFIX, TENANT_CACHE_MS);
 const timeZoneOf = tenantTimeZones(tenants, marks);
-// The rules fingerprint, for @tally/client (it rolls batches up itself only while it runs rules of the same one), and
-// the dedupe window, for the dlq tool (its replay guard).
+// The rules fingerprint, for @tally/client (it rolls batches up itself only while it runs rules of the same one), the
+// dedupe window, for the dlq tool (its replay guard), and how long this aggregator keeps the rankings, for the query
+// API's top lists (they read no day a shorter retention may have let expire; recorded again while it runs).
 const publish = () =>
-  Promise.all([marks.rules(rules.fingerprint), marks.dedupeWindow(config.DEDUPE_WINDOW_SECONDS)]).catch((err: unknown) =>
-    log.warn({ err }, 'rules fingerprint or dedupe window not published; retried'),
-  );
+  Promise.all([
+    marks.rules(rules.fingerprint),
+    marks.dedupeWindow(config.DEDUPE_WINDOW_SECONDS),
+    recordTopHistory(scriptRedis, redisKeys(config.KEY_PREFIX).topHistory, config.TOP_HISTORY_DAYS, Date.now()),
+  ]).catch((err: unknown) => log.warn({ err }, 'rules fingerprint, dedupe window or top history not published; retried'));
 void publish();
 setInterval(() => void publish(), STORE_ZONE_TTL_MS / 2).unref();
 
 // Stage "apply": each events job's batch is rolled up and applied to the Redis buckets.
-const eventsWorkers = createShardWorkers(
-  QUEUE.events,
-  eventsProcessor({
-    buckets,
-    rules,
-    timeZoneOf,
-    unknownStores: marks,
-    dedupeTtlSeconds: config.DEDUPE_WINDOW_SECONDS,
-    metrics,
-    log,
-    crash,
-    replicated,
-  }),
-  layout,
-  { ...worker, concurrency: config.AGGREGATOR_CONCURRENCY },
-);
+const applyBatch = eventsProcessor({
+  buckets,
+  rules,
+  timeZoneOf,
+  unknownStores: marks,
+  dedupeTtlSeconds: config.DEDUPE_WINDOW_SECONDS,
+  metrics,
+  log,
+  crash,
+  replicated,
+});
+const eventsWorkers = createShardWorkers(QUEUE.events, applyBatch, layout, { ...worker, concurrency: config.AGGREGATOR_CONCURRENCY });
+// QUEUE_SHARDS was lowered (or a collector still runs with a higher one): the batches queued on events shards past it
+// are applied alike, by a worker of their shard's own while it has any (looked for at start-up, then every 5 minutes).
+// The flush jobs stranded on dynamo-writes shards past it are redundant (each row stays due until the writer acks it,
+// so the sealer enqueues its flush again on the row's own shard) and are removed.
+leftovers.serve(QUEUE.events, applyBatch, { ...worker, concurrency: config.AGGREGATOR_CONCURRENCY }).discard(QUEUE.dynamoWrites);
 // Stages "seal", "fold" and "outbox": one seal job per work-set shard and tick; a replica takes a few shards at
-// once, the others take the rest.
+// once, the others take the rest. With REDIS_WAIT_REPLICAS a store moved into its own work-set shard leaves the old
+// one only once replicas hold its registration in the new one (on a cluster, the new shard's master's).
 const bucketMs = config.BUCKET_SECONDS * 1000;
+const hold = replicated && {
+  mark: replicated.fence.mark,
+  wait: (keys: readonly string[], mark: number) => replicated.fence.wait(keys, 'the moved stores’ registrations', mark),
+};
 const [sealWorker] = config.SEALER_ENABLED
-  ? createShardWorkers(QUEUE.seal, sealProcessor({ buckets, queues, bucketMs, metrics, log }), layout, {
+  ? createShardWorkers(QUEUE.seal, sealProcessor({ buckets, queues, bucketMs, metrics, log, hold }), layout, {
       ...worker,
       connection: redis(),
       concurrency: Math.min(config.QUEUE_SHARDS, 4),

@@ -97,8 +97,13 @@ async function shardsHolding(s: string): Promise<number[]> {
 }
 
 /** Whether any key of work-set shard `shard` exists. */
+// The shard's keys but its mark counter, which is never deleted (a counter restarted could repeat a mark).
 const shardExists = async (shard: number) =>
-  (await redis.exists(...Object.values(WORK_SUFFIX).map((suffix) => `t:{t:w${shard}}:${suffix}`))) > 0;
+  (await redis.exists(
+    ...Object.values(WORK_SUFFIX)
+      .filter((suffix) => suffix !== WORK_SUFFIX.marks)
+      .map((suffix) => `t:{t:w${shard}}:${suffix}`),
+  )) > 0;
 
 const sum = (results: readonly SealTickResult[], k: keyof SealTickResult) => results.reduce((n, r) => n + r[k], 0);
 const STORES = Array.from({ length: 40 }, (_, i) => `S${i}`);
@@ -172,6 +177,31 @@ describe('lowering QUEUE_SHARDS', () => {
     expect(await outbox(neu, late)).toEqual([`${t0 + 2 * BUCKET_MS}=1`]);
     expect(await shardsHolding(late)).toEqual([neu.shardOf(late)]);
     expect(await shardExists(3)).toBe(false);
+  });
+
+  it('a look for leftover shards that fails is not sent again at every tick, and a shard that appears while another drains is found', async () => {
+    const neu = store(2, true);
+    const clock = { now: t0 };
+    let looks = 0;
+    let fail = true;
+    const real = neu.leftoverShards.bind(neu);
+    neu.leftoverShards = async () => {
+      looks++;
+      if (fail) throw new Error('CLUSTERDOWN');
+      return real();
+    };
+    const round = sealer(neu, clock);
+    await round();
+    for (clock.now += BUCKET_MS; clock.now < t0 + LEFTOVER_CHECK_MS; clock.now += 60 * BUCKET_MS) await round();
+    expect(looks).toBe(1);
+    fail = false;
+    // A store registered in shard 3 (past QUEUE_SHARDS=2) is found at the next look, 5 minutes after the failed one.
+    const old = store(4);
+    const late = STORES.find((s) => storeShard(s, 4) === 3)!;
+    await applyViews(old, [late], clock.now, 'late');
+    clock.now = t0 + LEFTOVER_CHECK_MS;
+    expect(sum(await round(), 'moved')).toBe(1);
+    expect(looks).toBe(2);
   });
 
   it('a store left in two shards (a crash between the move’s REGISTER and its LEAVE) is counted once, and ends in its own shard only', async () => {

@@ -1,4 +1,4 @@
-import type { BucketStore, DueRow, StoreBacklog } from '@tally/buckets';
+import type { BucketStore, DueRow, MoveHold, StoreBacklog } from '@tally/buckets';
 import { throttleLog, type ThrottledLog } from '@tally/observability';
 import { enqueueBulk, jobIdFor, QUEUE, sealJobSchema, type QUEUE_SHARDS, type TallyQueues } from '@tally/queues';
 import { UnrecoverableError, type Job } from 'bullmq';
@@ -26,6 +26,13 @@ export interface SealDeps {
    * one); none: they are not looked for.
    */
   leftovers?: LeftoverShards;
+  /**
+   * REDIS_WAIT_REPLICAS: a store moved into its own work-set shard (BucketStore.moveStores, drainShard) leaves its old
+   * shard only once replicas hold its registration in the new one (on a Redis Cluster the new shard's master), so a
+   * failover of that master cannot leave it in no shard; when the wait fails it stays in both (harmless), and is
+   * moved again at a later tick.
+   */
+  hold?: MoveHold;
 }
 
 export interface SealTickResult {
@@ -68,24 +75,27 @@ class LeftoverShards {
   private running = false;
 
   /** Looks for leftover shards when it is time, and drains those known. Returns the stores moved. */
-  async drain(deps: Pick<SealDeps, 'buckets' | 'log' | 'warnings'>, now: number): Promise<number> {
+  async drain(deps: Pick<SealDeps, 'buckets' | 'log' | 'warnings' | 'hold'>, now: number): Promise<number> {
     if (this.running) return 0;
     this.running = true;
     try {
-      if (this.pending.length === 0) {
-        // Looked for at the first tick, then every LEFTOVER_CHECK_MS (a clock that went back counts as time up).
-        if (this.checkedAt !== undefined && now >= this.checkedAt && now - this.checkedAt < LEFTOVER_CHECK_MS) return 0;
-        this.pending = await deps.buckets.leftoverShards();
+      // Looked for at the first tick, then every LEFTOVER_CHECK_MS (a clock that went back counts as time up), also
+      // while some are being drained; the time is taken first, so a look that fails is not sent again at every tick.
+      if (this.checkedAt === undefined || now < this.checkedAt || now - this.checkedAt >= LEFTOVER_CHECK_MS) {
         this.checkedAt = now;
-        if (this.pending.length === 0) return 0;
-        deps.log.warn(
-          { shards: this.pending, queueShards: deps.buckets.shards },
-          'work-set shards past QUEUE_SHARDS hold stores or gauges: moving their stores into their own shards',
-        );
+        const fresh = (await deps.buckets.leftoverShards()).filter((s) => !this.pending.includes(s));
+        if (fresh.length > 0) {
+          this.pending.push(...fresh);
+          deps.log.warn(
+            { shards: fresh, queueShards: deps.buckets.shards },
+            'work-set shards past QUEUE_SHARDS hold stores or gauges: moving their stores into their own shards',
+          );
+        }
       }
+      if (this.pending.length === 0) return 0;
       let moved = 0;
       for (const shard of [...this.pending]) {
-        const r = await deps.buckets.drainShard(shard, now, LEFTOVER_STORES_PER_TICK - moved);
+        const r = await deps.buckets.drainShard(shard, now, LEFTOVER_STORES_PER_TICK - moved, { hold: deps.hold });
         moved += r.moved;
         if (r.errors.length > 0)
           (deps.warnings ?? throttleLog(deps.log)).log(
@@ -163,7 +173,7 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
   for (const d of await deps.buckets.dueStores(shard, now)) (deps.buckets.shardOf(d.store) === shard ? active : strangers).push(d);
   if (strangers.length > 0) {
     try {
-      const r = await deps.buckets.moveStores(shard, strangers, now);
+      const r = await deps.buckets.moveStores(shard, strangers, now, { hold: deps.hold });
       result.moved += r.moved;
       if (r.errors.length > 0) throw r.errors[0];
     } catch (err) {

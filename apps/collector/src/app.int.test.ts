@@ -2,8 +2,9 @@ import { BucketStore } from '@tally/buckets';
 import { collectorEnv, loadConfig, type CollectorConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
+import type { Intake } from '@tally/intake';
 import { createLogger } from '@tally/observability';
-import { closeQueues, createQueues, eventsJobSchema, type TallyQueues } from '@tally/queues';
+import { closeQueues, createQueues, eventsJobSchema, ReplicasBehindError, type TallyQueues } from '@tally/queues';
 import { eventInputSchema, loadRules } from '@tally/schema';
 import { createTenantAdmin, keyIdOf, type TenantAdmin } from '@tally/tenants';
 import {
@@ -18,6 +19,7 @@ import {
   type RedisHandle,
 } from '@tally/testing';
 import { Redis } from 'ioredis';
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type CollectorApp } from './app';
 import { closeCollectorDeps, createCollectorDeps, type CollectorResources } from './deps';
@@ -641,6 +643,46 @@ describe('backpressure and outages', () => {
     expect(await waiting()).toBe(before + 1); // the same job: the batch counts once
     expect(await queues.events.getJob(retried.json().batchId)).toBeDefined();
   }, 30_000);
+
+  it("a 503 for Redis replicas behind names the code and the key to retry with, never the wait's own error, which is logged", async () => {
+    // What a failed wait can say: Redis servers (host:port, run ids) and Redis' own error text.
+    const internal =
+      'the wait for Redis replicas to acknowledge batch b1 failed: READONLY You cannot write against a read only replica (10.1.2.3:6380 run id 5f1c0ffee)';
+    const lines: string[] = [];
+    const destination = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(String(chunk));
+        cb();
+      },
+    });
+    // The intake as the collector's, but every enqueue ends in that error (with the key the batch was given, if any).
+    const behind = Object.create(res.deps.intake) as Intake;
+    behind.enqueue = async (_store, _events, opts) => {
+      const err = new ReplicasBehindError(internal);
+      err.idempotencyKey = opts?.idempotencyKey ?? 'auto-0123456789abcdefghijkl';
+      throw err;
+    };
+    const log = createLogger({ name: 'collector-test', level: 'info', destination });
+    const a = await buildApp({ ...res.deps, intake: behind, log });
+    try {
+      const keyed = await post([view()], { headers: { 'idempotency-key': 'k-behind' } }, a);
+      expect([keyed.statusCode, keyed.headers['retry-after'], keyed.json().code]).toEqual([503, '5', 'TALLY_ERR_REDIS_REPLICAS_BEHIND']);
+      expect(keyed.json().detail).toMatch(/retry later with the same Idempotency-Key, which counts it once either way$/);
+      const keyless = await post([view()], {}, a);
+      expect(keyless.json()).toMatchObject({ code: 'TALLY_ERR_REDIS_REPLICAS_BEHIND', idempotencyKey: 'auto-0123456789abcdefghijkl' });
+      expect(keyless.json().detail).toContain('Idempotency-Key: auto-0123456789abcdefghijkl');
+      for (const r of [keyed, keyless]) {
+        expect(r.body).not.toContain('10.1.2.3');
+        expect(r.body).not.toContain('5f1c0ffee');
+        expect(r.body).not.toContain('READONLY');
+      }
+      // The operator still sees it all, in the log.
+      const warned = lines.flatMap((l) => l.split('\n').filter(Boolean)).map((l) => JSON.parse(l) as { code?: string; cause?: string });
+      expect(warned).toContainEqual(expect.objectContaining({ code: 'TALLY_ERR_REDIS_REPLICAS_BEHIND', cause: internal }));
+    } finally {
+      await a.close();
+    }
+  });
 
   it('503 with Retry-After while Redis is down, /readyz not ready; both recover', async () => {
     expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);

@@ -65,6 +65,8 @@ beforeAll(async () => {
     MAX_EVENTS_PER_REQUEST: '1000',
     INGEST_BUDGET_EVENTS_PER_SECOND: '1000',
     INGEST_BUDGET_BURST_SECONDS: String(BURST_SECONDS),
+    // Every event counts as one here (ingest-budget.int.test.ts checks the least cost of a request).
+    INGEST_MIN_EVENTS_PER_REQUEST: '1',
   });
   res = createCollectorDeps(config, createLogger({ name: 'collector-test', level: 'silent' }), loadRules());
   const deps = res.deps;
@@ -73,6 +75,7 @@ beforeAll(async () => {
     keyPrefix: config.KEY_PREFIX,
     eventsPerSecond: config.INGEST_BUDGET_EVENTS_PER_SECOND,
     burstSeconds: config.INGEST_BUDGET_BURST_SECONDS,
+    minEventsPerRequest: config.INGEST_MIN_EVENTS_PER_REQUEST,
     now: () => budgetClock,
   });
   app = await buildApp({ ...deps, budget, isClosing: () => closing || deps.isClosing() });

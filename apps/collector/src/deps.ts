@@ -106,6 +106,7 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
       keyPrefix: config.KEY_PREFIX,
       eventsPerSecond: config.INGEST_BUDGET_EVENTS_PER_SECOND,
       burstSeconds: config.INGEST_BUDGET_BURST_SECONDS,
+      minEventsPerRequest: config.INGEST_MIN_EVENTS_PER_REQUEST,
     }),
     maxBodyBytes: config.MAX_BODY_BYTES,
     isClosing: () => closing,

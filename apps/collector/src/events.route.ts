@@ -161,7 +161,12 @@ const eventsRouteSchema = {
     429: problem
       .extend({
         eventsPerSecond: z.number().optional().describe("TALLY_ERR_RATE_LIMITED: the store's ingest budget in events per second"),
-        burst: z.number().optional().describe('TALLY_ERR_RATE_LIMITED: the most events the budget takes at once'),
+        burst: z
+          .number()
+          .optional()
+          .describe(
+            'TALLY_ERR_RATE_LIMITED: the events the budget holds after a quiet spell (a larger batch passes when it is full, and the store then waits until its budget has paid for it)',
+          ),
         depth: z.number().int().optional().describe('TALLY_ERR_BACKPRESSURE: the waiting batches of the events queue'),
         limit: z.number().int().optional().describe('TALLY_ERR_BACKPRESSURE: MAX_QUEUE_DEPTH'),
       })
@@ -306,11 +311,13 @@ async function send<R extends EnqueueResult | undefined>(
       given === undefined
         ? 'the same Idempotency-Key, which counts it once either way'
         : `the header Idempotency-Key: ${given} (this request had none, so it was given one), which counts it once either way`;
+    // The error's own message can name Redis servers (host:port, run ids) and carry Redis' own errors: it goes to the
+    // log only (the error handler logs the problem's cause), never to the client.
     throw new HttpProblem(
       503,
       behind ? 'TALLY_ERR_REDIS_REPLICAS_BEHIND' : 'TALLY_ERR_UNAVAILABLE',
       behind
-        ? `${err.message}: Redis holds the batch, but a failover now could lose it; retry later with ${retry}`
+        ? `too few Redis replicas confirmed that they hold the batch (REDIS_WAIT_REPLICAS): Redis holds the batch, but a failover now could lose it; retry later with ${retry}`
         : `the events queue (Redis) did not take the batch, or did not answer whether it did; retry later with ${retry}`,
       {
         headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
@@ -341,11 +348,11 @@ async function checkBudget(
   if (waitMs <= 0) return;
   metrics.rejected.inc({ reason: 'budget' }, events);
   const retryAfter = Math.max(1, Math.ceil(waitMs / 1_000));
-  const { eventsPerSecond, burst } = budget.limitOf(ownRate);
+  const { eventsPerSecond, burst, minEventsPerRequest } = budget.limitOf(ownRate);
   throw new HttpProblem(
     429,
     'TALLY_ERR_RATE_LIMITED',
-    `store ${JSON.stringify(store)} is over its ingest budget of ${eventsPerSecond} events per second (at most ${burst} at once); nothing was accepted, retry after ${retryAfter} s`,
+    `store ${JSON.stringify(store)} is over its ingest budget of ${eventsPerSecond} events per second (a bucket of ${burst}; a request counts at least ${minEventsPerRequest} events, and a batch larger than the bucket passes when it is full and is paid off before the next); nothing was accepted, retry after ${retryAfter} s`,
     { extra: { eventsPerSecond, burst }, headers: { 'retry-after': String(retryAfter) } },
   );
 }

@@ -109,10 +109,11 @@ describe('the collector with REDIS_WAIT_REPLICAS=1', () => {
     const batch = views(3);
     const b = await post(app, batch, 'b');
     expect([b.statusCode, b.headers['retry-after'], b.json().code]).toEqual([503, '5', 'TALLY_ERR_REDIS_REPLICAS_BEHIND']);
-    const [, batchB] = /^0 of 1 Redis replicas acknowledged batch (\S+) within 1000 ms/.exec(b.json().detail) ?? [];
-    expect(b.json().detail).toMatch(
-      /^0 of 1 Redis replicas acknowledged batch \S+ within 1000 ms: Redis holds the batch, but a failover now could lose it; retry later with the same Idempotency-Key, which counts it once either way$/,
+    // The detail says what to do, nothing of Redis' own (the wait's error, with its servers, goes to the log only).
+    expect(b.json().detail).toBe(
+      'too few Redis replicas confirmed that they hold the batch (REDIS_WAIT_REPLICAS): Redis holds the batch, but a failover now could lose it; retry later with the same Idempotency-Key, which counts it once either way',
     );
+    const [batchB] = (await onMaster.getWaiting()).map((j) => j.id).filter((id) => id !== a.json().batchId);
     // A retry to the same master is the same job: still one.
     expect((await post(app, batch, 'b')).statusCode).toBe(503);
     expect(await onMaster.getWaitingCount()).toBe(2);
@@ -122,7 +123,7 @@ describe('the collector with REDIS_WAIT_REPLICAS=1', () => {
     const c = await post(app, batchC);
     expect(c.statusCode).toBe(503);
     const keyC = c.json().idempotencyKey as string;
-    const [, batchIdC] = /acknowledged batch (\S+) within/.exec(c.json().detail) ?? [];
+    const [batchIdC] = (await onMaster.getWaiting()).map((j) => j.id).filter((id) => id !== a.json().batchId && id !== batchB);
     expect(keyC).toMatch(/^auto-[\w-]{22}$/);
     expect(c.json().detail).toMatch(
       new RegExp(

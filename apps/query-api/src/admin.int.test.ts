@@ -1,11 +1,21 @@
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { Writable } from 'node:stream';
 import { BucketEraser } from '@tally/buckets';
-import { keyInfoSchema, storeDeletionSchema, tenantSchema, visitorErasureSchema } from '@tally/contracts';
+import { keyInfoSchema, storeDeletionSchema, tenantSchema, VISITOR_ID_PATTERN, visitorErasureSchema } from '@tally/contracts';
 import { PROBLEM_SCHEMA } from '@tally/http';
 import { createLogger } from '@tally/observability';
-import { closeQueues, createQueues, QUEUE, queueShards, type TallyQueues } from '@tally/queues';
-import { keptForWindow } from '@tally/key-layout';
+import {
+  closeQueues,
+  createQueues,
+  MAX_QUEUE_SHARDS,
+  QUEUE,
+  QUEUE_NAMES,
+  queuePrefix,
+  queueShards,
+  shardCount,
+  type TallyQueues,
+} from '@tally/queues';
+import { ID_PATTERN, keptForWindow, redisKeys, sharesInternalHashTag, STORE_ID_PATTERN } from '@tally/key-layout';
 import { createTenant, deleteStore, getTenant, issueKey } from '@tally/tenants';
 import { openApi31Errors } from '@tally/testing';
 import type { LightMyRequestResponse } from 'fastify';
@@ -132,6 +142,38 @@ describe('the operator routes', () => {
     expect((await op('GET', '/v1/operator/stores/SHOP_Z')).json()).toMatchObject({ currency: 'EUR', historyMonths: 1200 });
   });
 
+  it("refuses (400) a new store whose id can be the hash tag of the installation's own Redis keys, under any KEY_PREFIX", async () => {
+    // Store t:w0's keys t:{t:w0}:… are work-set shard 0's under KEY_PREFIX t: deleting it would delete that work set.
+    for (const store of ['t:w0', 'q:w255', 't:events:0', 'abc:dynamo-writes:3', 't:seal', 'lg:maintenance']) {
+      const refused = expectProblem(await op('POST', '/v1/operator/stores', { store }), 400, 'store');
+      expect(refused).toMatchObject({ code: 'TALLY_ERR_BAD_REQUEST' });
+      expect(refused.detail).toContain(`store id ${JSON.stringify(store)} cannot be taken by a new store`);
+      expect(await getTenant(f.db, store)).toBeUndefined();
+    }
+    // Ids that merely hold a `:` are taken as before.
+    for (const store of ['t:web', 'acme:w', 'acme:w1x', 'acme:eventsX', 'W0']) {
+      expect((await op('POST', '/v1/operator/stores', { store })).statusCode, store).toBe(201);
+    }
+  });
+
+  it('no store id a new store may take is a hash tag of the queues or the work sets, whatever KEY_PREFIX and QUEUE_SHARDS', () => {
+    /** The hash tag of a key or BullMQ prefix: what is between its first `{` and the `}` after it. */
+    const tagOf = (key: string) => /\{([^}]*)\}/.exec(key)![1]!;
+    const tags: string[] = [];
+    for (const keyPrefix of ['t', 'q', 'lg', 'z0123456789abcde']) {
+      const layout = { keyPrefix, shards: MAX_QUEUE_SHARDS };
+      for (const queue of QUEUE_NAMES) {
+        for (let shard = 0; shard < shardCount(layout, queue); shard++) tags.push(tagOf(queuePrefix(layout, queue, shard)));
+      }
+      for (let shard = 0; shard < MAX_QUEUE_SHARDS; shard++) tags.push(tagOf(redisKeys(keyPrefix).work(shard)));
+    }
+    expect(tags).toContain('t:w0');
+    expect(tags).toContain('t:events:0');
+    // Every one is a well-formed store id (taken before), which createTenant now refuses (sharesInternalHashTag).
+    expect(tags.filter((tag) => !STORE_ID_PATTERN.test(tag))).toEqual([]);
+    expect(tags.filter((tag) => !sharesInternalHashTag(tag))).toEqual([]);
+  });
+
   it('403 for a store key, even an admin one; 401 without or with a wrong credential; off (403) when no credential is configured', async () => {
     for (const key of [keys.read, keys.both, admin]) {
       expect(expectProblem(await call(app, 'GET', '/v1/operator/stores', key), 403, 'authorization').code).toBe('TALLY_ERR_FORBIDDEN');
@@ -243,6 +285,33 @@ describe('erasing a visitor', () => {
     expect((await storeViews()).points[0].values.ViewCount).toBe(before.points[0].values.ViewCount + 1);
     expect(expectProblem(await call(app, 'DELETE', '/v1/visitors/V1', adminA), 404).code).toBe('TALLY_ERR_NOT_FOUND');
     expect(expectProblem(await call(app, 'DELETE', '/v1/visitors/NEVER_SEEN', adminA), 404).code).toBe('TALLY_ERR_NOT_FOUND');
+  });
+});
+
+describe('erasing a visitor: the id', () => {
+  it('is checked as every id is: a malformed one is a 400 problem naming the visitor, and nothing is erased', async () => {
+    const adminA = await issueAdmin('SHOP_A');
+    for (const visitor of ['a%23b', 'a%7Cb', 'a%20b', '%7Bx%7D', '']) {
+      const problem = expectProblem(await call(app, 'DELETE', `/v1/visitors/${visitor}`, adminA), 400, 'visitor');
+      expect(problem.code).toBe('TALLY_ERR_BAD_REQUEST');
+      expect(problem.detail).toBe('visitor: a visitor id is 1-128 characters of A-Z a-z 0-9 _ . : -');
+    }
+    // Too long: a 400 problem too (the router's own limit of path parameters, 100 characters, comes first).
+    expect(expectProblem(await call(app, 'DELETE', `/v1/visitors/${'V'.repeat(129)}`, adminA), 400).code).toBe('TALLY_ERR_BAD_REQUEST');
+    // `a#b` would have been the row SHOP_A#visitor#a#b, an entity row of two key values: no erasure mark was left.
+    expect(await f.redis.zscore(f.buckets.keys.erased('SHOP_A'), f.rules.pkOf('SHOP_A', 'visitor', ['a#b']))).toBeNull();
+    // A well-formed id goes on to the erasure (nothing of it stored: 404).
+    expectProblem(await call(app, 'DELETE', `/v1/visitors/${'V'.repeat(100)}`, adminA), 404);
+    expectProblem(await call(app, 'DELETE', '/v1/visitors/a.b:c-d_e', adminA), 404);
+    // A key without the admin scope is still refused first.
+    expectProblem(await call(app, 'DELETE', '/v1/visitors/a%23b', keys.read), 403, 'authorization');
+  });
+
+  it('is the shared id pattern, in the contract and the OpenAPI document', async () => {
+    expect([VISITOR_ID_PATTERN.source, VISITOR_ID_PATTERN.flags]).toEqual([ID_PATTERN.source, ID_PATTERN.flags]);
+    const doc = (await app.inject({ method: 'GET', url: '/docs/json' })).json();
+    const param = doc.paths['/v1/visitors/{visitor}'].delete.parameters.find((p: { name: string }) => p.name === 'visitor');
+    expect(param).toMatchObject({ in: 'path', required: true, schema: { type: 'string', pattern: ID_PATTERN.source } });
   });
 });
 

@@ -11,7 +11,9 @@ import {
   keyIdOf,
   listKeys,
   listTenantsPage,
+  RETENTION_CHANGE_INTERVAL_MS,
   RETENTION_SETTLE_MS,
+  RetentionChangeLimitedError,
   revokeKey,
   TenantError,
   type ErasureDeps,
@@ -33,6 +35,8 @@ export interface AdminDeps {
   maintenance: Pick<TallyQueues, typeof QUEUE.maintenance>;
   /** ADMIN_OPERATOR_TOKEN; unset = the operator routes answer 403. */
   operatorToken: string | undefined;
+  /** The clock of settings changes (when historyMonths changed, and whether a store admin may change it again). Default `Date.now`. */
+  now?: () => number;
 }
 
 interface AdminOptions {
@@ -43,10 +47,18 @@ interface AdminOptions {
 
 /**
  * A TenantError as the one problem format: unknown store, key or visitor 404, bad settings 400, an existing store (or
- * the id of one deleted less than its tombstone's life ago) 409.
+ * the id of one deleted less than its tombstone's life ago) 409, a store admin's change of historyMonths too soon
+ * after the last one 429 (Retry-After: the seconds until it may change again).
  */
 export function tenantProblem(err: unknown): HttpProblem | undefined {
   if (!(err instanceof TenantError)) return undefined;
+  if (err instanceof RetentionChangeLimitedError) {
+    const retryAfter = Math.max(1, Math.ceil(err.waitMs / 1_000));
+    return new HttpProblem(429, 'TALLY_ERR_RATE_LIMITED', err.message, {
+      field: 'historyMonths',
+      headers: { 'retry-after': String(retryAfter) },
+    });
+  }
   switch (err.code) {
     case 'TALLY_ERR_TENANT_NOT_FOUND':
     case 'TALLY_ERR_KEY_NOT_FOUND':
@@ -102,11 +114,16 @@ function audit(app: FastifyInstance) {
  * Changes a store's settings (PATCH of a store admin or of the operator). A change of historyMonths schedules the
  * restamp of the store's visitor items already written (libs/tenants changeTenant, libs/queues
  * scheduleRetentionRestamp: a delayed job the dynamo-writer runs RETENTION_SETTLE_MS after the last change), and the
- * answer says from when (`retentionRestampAt`). Redis unreachable: 503 before anything changed.
+ * answer says from when (`retentionRestampAt`). Redis unreachable: 503 before anything changed. Each restamp is a
+ * Scan of the whole table, so a store admin (`byStoreAdmin`) may change historyMonths once per
+ * RETENTION_CHANGE_INTERVAL_MS (24 h) since its last change, whoever made that: sooner is 429 with nothing changed;
+ * the operator is not limited.
  */
-async function updateStore(admin: AdminDeps, req: FastifyRequest, store: string, settings: TenantSettings) {
+async function updateStore(admin: AdminDeps, req: FastifyRequest, store: string, settings: TenantSettings, byStoreAdmin: boolean) {
   const { tenant, history } = await changeTenant(admin.db, store, settings, {
     restamp: (changedAt) => scheduleRetentionRestamp(admin.maintenance, store, changedAt, RETENTION_SETTLE_MS),
+    ...(admin.now && { now: admin.now }),
+    ...(byStoreAdmin && { historyChangeEveryMs: RETENTION_CHANGE_INTERVAL_MS }),
   });
   if (!history) return tenant;
   const retentionRestampAt = new Date(history.changedAt + RETENTION_SETTLE_MS).toISOString();
@@ -129,7 +146,9 @@ export const storeAdminRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app,
     if (!t || t.deletingAt) throw new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `store ${storeOf(req)} does not exist`);
     return t;
   });
-  app.patch('/admin/store', { schema: adminRouteSchemas.updateTenant }, async (req) => updateStore(admin, req, storeOf(req), req.body));
+  app.patch('/admin/store', { schema: adminRouteSchemas.updateTenant }, async (req) =>
+    updateStore(admin, req, storeOf(req), req.body, true),
+  );
   app.get('/admin/keys', { schema: adminRouteSchemas.listKeys }, async (req) => ({ keys: await listKeys(db, storeOf(req)) }));
   app.post('/admin/keys', { schema: adminRouteSchemas.issueKey }, async (req, reply) => {
     const store = storeOf(req);
@@ -169,7 +188,7 @@ export const operatorRoutes: FastifyPluginAsyncZod<AdminOptions> = async (app, {
     return t;
   });
   app.patch('/stores/:store', { schema: operatorRouteSchemas.updateStore }, async (req) =>
-    updateStore(admin, req, req.params.store, req.body),
+    updateStore(admin, req, req.params.store, req.body, false),
   );
   app.delete('/stores/:store', { schema: operatorRouteSchemas.deleteStore }, async (req) =>
     deleteStore({ ...admin.erasure, db }, req.params.store),

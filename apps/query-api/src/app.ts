@@ -1,4 +1,4 @@
-import { bearerAuth, createHttpApp, badRequest, type TallyHttpApp } from '@tally/http';
+import { bearerAuth, createHttpApp, badRequest, registerStoreRateLimit, type TallyHttpApp } from '@tally/http';
 import { QueryError } from '@tally/query';
 import type { FastifyError, FastifyRequest } from 'fastify';
 import { operatorRoutes, storeAdminRoutes, tenantProblem } from './admin.route';
@@ -17,8 +17,8 @@ import { totalsRoutes } from './totals.route';
 export type QueryApiApp = TallyHttpApp;
 
 /**
- * The query API: /v1 routes behind read-key auth, the OpenAPI docs at /docs, ops routes, and the dashboard at
- * `/`. Returns the app ready to `listen` or `inject`.
+ * The query API: /v1 routes behind read-key auth and each store's request rate limit, the OpenAPI docs at /docs, ops
+ * routes, and the dashboard at `/`. Returns the app ready to `listen` or `inject`.
  */
 export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
   let dashboard = false;
@@ -50,6 +50,9 @@ export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
     async (v1) => {
       v1.addHook('onRequest', bearerAuth(deps.directory, 'read'));
       v1.addHook('onRequest', ownStoreOnly);
+      // After the key is known (its hooks run before the limiter's): counted by store, a request with no valid key never counts.
+      if (deps.rateLimit)
+        await registerStoreRateLimit(v1, { ...deps.rateLimit, registry: deps.registry, settingName: 'QUERY_RATE_LIMIT_PER_SECOND' });
       await v1.register(storeRoutes, { ctx });
       await v1.register(seriesRoutes, { ctx });
       await v1.register(totalsRoutes, { ctx });

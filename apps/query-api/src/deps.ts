@@ -1,4 +1,5 @@
 import type { QueryDeps } from '@tally/query';
+import type { RedisConnection } from '@tally/queues';
 import type { TenantDirectory } from '@tally/tenants';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -29,6 +30,11 @@ export interface QueryApiDeps {
   isClosing?: () => boolean;
   /** The admin API (/v1/admin, /v1/visitors, /v1/operator); absent = not served. */
   admin?: AdminDeps;
+  /**
+   * Each store's request rate limit on the /v1 read routes, counted in the Redis every replica shares
+   * (QUERY_RATE_LIMIT_PER_SECOND per fixed window of QUERY_RATE_WINDOW_SECONDS); absent or 0 per second = none.
+   */
+  rateLimit?: { redis: RedisConnection; keyPrefix: string; perSecond: number; windowSeconds: number };
 }
 
 /** What route handlers use. */

@@ -1,7 +1,9 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { segmentsBodySchema, seriesResponseSchema } from '@tally/contracts';
+import { createLogger } from '@tally/observability';
 import { openApi31Errors } from '@tally/testing';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -47,7 +49,7 @@ describe('OpenAPI docs', () => {
       'store',
       'to',
     ]);
-    expect(Object.keys(series.responses).sort()).toEqual(['200', '400', '401', '403', '404', '500', '503']);
+    expect(Object.keys(series.responses).sort()).toEqual(['200', '400', '401', '403', '404', '429', '500', '503']);
     const body = doc.paths['/v1/segments/evaluate'].post.requestBody.content['application/json'].schema;
     expect(body.properties.segments.items.properties.rules.items.properties.op.enum).toEqual(['>=', '>', '=', '<=', '<', '!=']);
     expect(doc.components.securitySchemes.bearer).toMatchObject({ type: 'http', scheme: 'bearer' });
@@ -82,14 +84,27 @@ describe('OpenAPI docs', () => {
 });
 
 describe('dashboard at /', () => {
-  it('answers a page saying how to build the dashboard when it is not built', async () => {
-    const app = await f.app({ dashboardDir: join(dist, 'missing') });
+  it('answers a page saying how to build the dashboard when it is not built, naming no path of the server (the log does)', async () => {
+    const lines: string[] = [];
+    const destination = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(String(chunk));
+        cb();
+      },
+    });
+    const missing = join(dist, 'missing');
+    const app = await f.app({ dashboardDir: missing, log: createLogger({ name: 'query-api-test', level: 'info', destination }) });
     const res = await app.inject({ method: 'GET', url: '/' });
     expect(res.statusCode).toBe(200);
     expect(res.headers['content-type']).toMatch(/^text\/html/);
     expect(res.body).toContain('The dashboard is not built');
     expect(res.body).toContain('npx nx build dashboard');
     expect(res.body).toContain('DASHBOARD_DIR');
+    // Anyone may fetch the page: the directory it looked in is for the operator, in the log.
+    expect(res.body).not.toContain(dist);
+    expect(res.body).not.toContain(tmpdir());
+    const logged = lines.flatMap((l) => l.split('\n').filter(Boolean)).map((l) => JSON.parse(l) as { dashboardDir?: string });
+    expect(logged).toContainEqual(expect.objectContaining({ dashboardDir: missing }));
   });
 
   it('serves the built files, deep links get index.html, API paths keep JSON 404s', async () => {

@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BucketEraser, BucketStore } from '@tally/buckets';
+import { BucketEraser, BucketStore, readTopHistory } from '@tally/buckets';
 import { HistoryMemo } from '@tally/query';
 import { loadConfigOrExit, queryApiEnv } from '@tally/config';
 import { connectDynamo, createDynamoMeter } from '@tally/dynamo';
+import { redisKeys } from '@tally/key-layout';
 import { closeHttp, createLogger, createMetrics, installShutdown, logEmitterErrors, metricsOn } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
 import {
@@ -51,7 +52,20 @@ const epochAnnouncements = metricsOn(registry).counter(
 epochRedis.on('message', () => epochAnnouncements.inc());
 const dynamo = connectDynamo(config, { maxAttempts: 2, requestTimeoutMs: config.QUERY_TIMEOUT_MS });
 const keysDynamo = connectDynamo(config, { maxAttempts: 1, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
-const directory = createTenantDirectory({ dynamo: keysDynamo, table: config.DYNAMODB_TABLE, cacheTtlMs: config.KEY_CACHE_TTL_MS, log });
+// Keys not cached as existing are looked up within a budget per process (UNKNOWN_KEY_LOOKUPS_PER_SECOND): made-up keys
+// cannot drive one DynamoDB read each.
+const keyLookupsThrottled = metricsOn(registry).counter(
+  'tally_key_lookups_throttled_total',
+  'API keys answered 503 without a DynamoDB lookup: not cached as existing, and UNKNOWN_KEY_LOOKUPS_PER_SECOND was spent.',
+);
+const directory = createTenantDirectory({
+  dynamo: keysDynamo,
+  table: config.DYNAMODB_TABLE,
+  cacheTtlMs: config.KEY_CACHE_TTL_MS,
+  log,
+  unknownKeyLookupsPerSecond: config.UNKNOWN_KEY_LOOKUPS_PER_SECOND,
+  onUnknownKeyLookupRefused: () => keyLookupsThrottled.inc(),
+});
 // The admin API: its own Redis connection (queue scans, key deletion, retention restamps scheduled on the maintenance
 // queue) and DynamoDB client (Scans take longer than a query).
 const adminRedis = createRedisConnection(config, { maxRetriesPerRequest: 1 });
@@ -93,6 +107,9 @@ const app = await buildApp({
     rules,
     historyMemo: new HistoryMemo(),
     maxItemsPerQuery: config.MAX_ITEMS_PER_QUERY,
+    // Top lists reach back TOP_HISTORY_DAYS less 2 days, and no further than the aggregators' record of how long they
+    // kept the rankings allows (a raised TOP_HISTORY_DAYS reaches further only as the longer-kept days accumulate).
+    topReach: { days: config.TOP_HISTORY_DAYS, history: () => readTopHistory(redis, redisKeys(config.KEY_PREFIX).topHistory) },
   },
   directory,
   limits: { maxEntitiesPerRequest: config.MAX_ENTITIES_PER_REQUEST, sessionIdleSeconds: config.SESSION_IDLE_SECONDS },
@@ -100,6 +117,13 @@ const app = await buildApp({
   ready: async () => redis.status === 'ready' && (await redis.ping()) === 'PONG',
   isClosing: () => isShuttingDown(),
   admin,
+  // Each store's request rate on the /v1 read routes, counted in the query connection's Redis: shared by every replica.
+  rateLimit: {
+    redis,
+    keyPrefix: config.KEY_PREFIX,
+    perSecond: config.QUERY_RATE_LIMIT_PER_SECOND,
+    windowSeconds: config.QUERY_RATE_WINDOW_SECONDS,
+  },
 });
 
 // Commands are not queued while disconnected: give Redis a moment to connect before taking requests.

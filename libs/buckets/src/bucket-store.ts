@@ -1,4 +1,4 @@
-import { parseOutboxField, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys, keptForWindow } from '@tally/key-layout';
+import { parseOutboxField, REDIS_SUFFIX, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys, keptForWindow } from '@tally/key-layout';
 import { flattenRows, type CompiledRules, type FlushPolicy, type RowDeltas } from '@tally/schema';
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
@@ -188,6 +188,17 @@ export interface PublishItem {
   visitAt?: number;
   /** The open bucket's seq a visit just set (announced to the other instances). */
   epoch?: string;
+}
+
+/**
+ * A wait for Redis replicas between a move's REGISTERs and its LEAVE_SHARD (BucketStore.moveStores, drainShard):
+ * libs/queues ReplicaFence's mark and wait, REDIS_WAIT_REPLICAS.
+ */
+export interface MoveHold {
+  /** A reading taken before the REGISTERs (the wait fails when a connection closed since). */
+  mark(): number;
+  /** Resolves once replicas hold every write made before it to the slots of `keys` (fence keys); throws otherwise. */
+  wait(keys: readonly string[], mark: number): Promise<void>;
 }
 
 /** What a publish did to a store: not in the work set, published, or retired. */
@@ -402,6 +413,14 @@ export class BucketStore {
     return storeShard(store, this.shards);
   }
 
+  /**
+   * The work-set shard's mark counter (REGISTER): apart from workKeys, as it is never deleted (a shard's counter restarted
+   * could give a store a mark it had before) and does not make a shard past QUEUE_SHARDS a leftover (leftoverShards).
+   */
+  private markCounter(shard: number): string {
+    return this.keys.work(shard) + WORK_SUFFIX.marks;
+  }
+
   private workKeys(shard: number): [string, string, string, string, string, string] {
     const w = this.keys.work(shard);
     return [
@@ -421,8 +440,9 @@ export class BucketStore {
    * crash is retried by its job, which marks again).
    */
   async registerStore(store: string, visitAt = 0): Promise<void> {
-    const [active, , , , , next] = this.workKeys(this.shardOf(store));
-    await this.run(REGISTER, { active, next }, { store, visitAt: Math.floor(visitAt) });
+    const shard = this.shardOf(store);
+    const [active, , , , , next] = this.workKeys(shard);
+    await this.run(REGISTER, { active, next, marks: this.markCounter(shard) }, { store, visitAt: Math.floor(visitAt) });
   }
 
   /**
@@ -459,39 +479,51 @@ export class BucketStore {
    * shard's). Two steps, as the shards are two slots on a Redis Cluster: REGISTER puts each store in its own shard
    * (bumping its mark there; visited at `now`, or earlier if it was due earlier), then LEAVE_SHARD takes the stores
    * so registered out of `from` where their mark is still `mark` (as the caller read it: a store registered in
-   * `from` again meanwhile stays there, and is moved again later). A crash between the steps leaves a store in both
-   * shards, which is harmless (VISIT, FOLD and the flush jobs are safe to run twice; each shard retires it on its
-   * own) and is undone by the next move. One round trip per Redis node for the REGISTERs and one LEAVE_SHARD per
-   * 1,000 stores. Returns the stores moved, and the REGISTER errors (those stores stay in `from`).
+   * `from` again meanwhile stays there, and is moved again later). With `hold` (REDIS_WAIT_REPLICAS), the LEAVE_SHARD
+   * waits until replicas hold the REGISTERs (hold.wait on the fence keys of the shards written: on a Redis Cluster
+   * their masters, which need not be `from`'s; on one server one WAIT), and is skipped when that fails: a failover of
+   * a new shard's master that lost its REGISTER can then not leave the store in no shard. A crash or a failed hold
+   * between the steps leaves a store in both shards, which is harmless (VISIT, FOLD and the flush jobs are safe to run
+   * twice; each shard retires it on its own) and is undone by the next move. One round trip per Redis node for the
+   * REGISTERs and one LEAVE_SHARD per 1,000 stores. Returns the stores moved, and the REGISTER (and hold) errors (those
+   * stores stay in `from`).
    */
   async moveStores(
     from: number,
     stores: ReadonlyArray<{ store: string; mark: string }>,
     now: number,
+    opts: { hold?: MoveHold } = {},
   ): Promise<{ moved: number; errors: Error[] }> {
     let moved = 0;
     const errors: Error[] = [];
     for (let i = 0; i < stores.length; i += MOVE_STORES) {
-      const r = await this.moveBatch(from, stores.slice(i, i + MOVE_STORES), now, false);
+      const r = await this.moveBatch(from, stores.slice(i, i + MOVE_STORES), now, false, opts.hold);
       moved += r.moved;
       errors.push(...r.errors);
     }
     return { moved, errors };
   }
 
-  /** moveStores for at most MOVE_STORES stores; with `drop`, deletes `from`'s keys once no store is left in it. */
+  /**
+   * moveStores for at most MOVE_STORES stores; with `drop`, deletes `from`'s keys once no store is left in it. A
+   * failed `hold` skips the LEAVE_SHARD (left -1).
+   */
   private async moveBatch(
     from: number,
     stores: ReadonlyArray<{ store: string; mark: string }>,
     now: number,
     drop: boolean,
+    hold: MoveHold | undefined,
   ): Promise<{ moved: number; left: number; errors: Error[] }> {
+    // Before the REGISTERs: the hold's wait covers what this connection sends after it.
+    const mark = hold?.mark();
     const replies = await runScripts(
       this.redis,
       REGISTER,
       stores.map(({ store }) => {
-        const [active, , , , , next] = this.workKeys(this.shardOf(store));
-        return { keys: { active, next }, args: { store, visitAt: Math.floor(now) } };
+        const shard = this.shardOf(store);
+        const [active, , , , , next] = this.workKeys(shard);
+        return { keys: { active, next, marks: this.markCounter(shard) }, args: { store, visitAt: Math.floor(now) } };
       }),
     );
     const errors: Error[] = [];
@@ -501,6 +533,15 @@ export class BucketStore {
       return !(r instanceof Error);
     });
     if (registered.length === 0 && !drop) return { moved: 0, left: -1, errors };
+    if (hold && registered.length > 0) {
+      const fences = [...new Set(registered.map(({ store }) => this.keys.work(this.shardOf(store)) + REDIS_SUFFIX.fence))];
+      try {
+        await hold.wait(fences, mark!);
+      } catch (err) {
+        errors.push(err instanceof Error ? err : new Error(String(err)));
+        return { moved: 0, left: -1, errors };
+      }
+    }
     const [active, stats, totals, oldestDirty, oldestUnfolded, next] = this.workKeys(from);
     const [left, ...removed] = await this.run(
       LEAVE_SHARD,
@@ -535,9 +576,15 @@ export class BucketStore {
    * Drains a work-set shard past this instance's `shards` (leftoverShards): moves its stores into their own shards
    * (as moveStores, each visited at `now` there), at most `limit` a call, and once none is left deletes the shard's
    * other keys (stats, totals, oldest times, visit times), so that its stale figures never reach a gauge (even after
-   * QUEUE_SHARDS is raised again). Returns the stores moved, whether the shard is gone, and the REGISTER errors.
+   * QUEUE_SHARDS is raised again). With `hold`, each LEAVE_SHARD waits for replicas as moveStores'. Returns the
+   * stores moved, whether the shard is gone, and the REGISTER (and hold) errors.
    */
-  async drainShard(from: number, now: number, limit = DRAIN_STORES): Promise<{ moved: number; empty: boolean; errors: Error[] }> {
+  async drainShard(
+    from: number,
+    now: number,
+    limit = DRAIN_STORES,
+    opts: { hold?: MoveHold } = {},
+  ): Promise<{ moved: number; empty: boolean; errors: Error[] }> {
     if (!Number.isInteger(from) || from < this.shards)
       throw new RangeError(`work-set shard ${from} is not past QUEUE_SHARDS=${this.shards}`);
     const active = this.workKeys(from)[0];
@@ -547,7 +594,7 @@ export class BucketStore {
       const flat = await this.redis.zrange(active, 0, Math.min(MOVE_STORES, limit - moved) - 1, 'WITHSCORES');
       const stores: Array<{ store: string; mark: string }> = [];
       for (let i = 0; i < flat.length; i += 2) stores.push({ store: flat[i]!, mark: flat[i + 1]! });
-      const r = await this.moveBatch(from, stores, now, true);
+      const r = await this.moveBatch(from, stores, now, true, opts.hold);
       moved += r.moved;
       errors.push(...r.errors);
       if (r.left === 0) return { moved, empty: true, errors };

@@ -83,10 +83,25 @@ describe('a deleted store', () => {
     await buckets.sketches.add('S', sketchAdds('S'));
     expect(await buckets.sketches.read('S', ['S'])).toEqual([[]]);
     expect(await redis.keys('t:{S}:*')).toEqual(['t:{S}:x']);
-    expect(await buckets.activeStores(0)).toEqual([{ store: 'OTHER', mark: '1' }]);
+    expect(await buckets.activeStores(0)).toEqual([{ store: 'OTHER', mark: expect.any(String) }]);
     // Another store is untouched, and deleting again removes nothing more.
     expect((await buckets.snapshot('OTHER', ['S#product#P1']))[0]!.entries).toHaveLength(2); // (the test batch's pks)
     expect(await eraser.deleteStoreKeys('S')).toBe(0);
+  });
+
+  it('whose id is a work-set shard’s tag (created before such ids were refused) leaves the shard’s keys alone', async () => {
+    const twin = 't:w0'; // its keys share the tag of work-set shard 0 (KEY_PREFIX t)
+    await buckets.registerStore('OTHER', 9_000);
+    await buckets.registerStore(twin, 9_000);
+    await buckets.publishBacklog('OTHER', { rows: 2, entries: 3, oldestDirty: 5, oldestUnfolded: 7 });
+    await buckets.apply(twin, 'b1', deltas({ [twin]: { '2023-123|v': 2 } }), { now: 1_000, dedupeTtlSeconds: 60 });
+    await eraser.markStoreDeleted(twin, 60);
+    expect(await eraser.deleteStoreKeys(twin)).toBeGreaterThan(0);
+    // The other store of shard 0 is still in the work set, with its visit time and the shard's gauges.
+    expect((await buckets.activeStores(0)).map((a) => a.store)).toEqual(['OTHER']);
+    expect((await buckets.visitTimes(0)).get('OTHER')).toBe(9_000);
+    expect(await redis.hgetall('t:{t:w0}:totals')).toEqual({ rows: '2', entries: '3' });
+    expect(await redis.keys('t:{t:w0}:b*')).toEqual([]);
   });
 
   it('keys in flight when the tombstone is set: a fold of an already sealed bucket deletes instead of moving', async () => {

@@ -5,6 +5,7 @@ export {
   type BucketStoreOptions,
   type DueRow,
   type Entry,
+  type MoveHold,
   type OutboxRead,
   type RowSnapshot,
   type StoreBacklog,
@@ -12,3 +13,4 @@ export {
 export { BucketsError, SnapshotContendedError, type BucketsErrorCode } from './errors';
 export { SketchStore, EXACT_THRESHOLD, type LiveSketch } from './sketch-store';
 export { BucketEraser, ERASE_ROW, type RowErasure } from './erasure';
+export { readTopHistory, recordTopHistory, type TopHistory } from './top-history';

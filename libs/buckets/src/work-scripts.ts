@@ -195,25 +195,33 @@ return out
 });
 
 /**
- * REGISTER a store in its work-set shard after an apply: bump its mark (which keeps a sealer tick that read the old
- * one from retiring it or postponing its visit) and move its next visit time to `visitAt` when that is earlier
- * (or when it has none). KEYS: active, next. ARGV: store, visitAt. Both in one step: a sealer never sees the new
- * mark without the visit time, nor a store in the set without one.
+ * REGISTER a store in its work-set shard after an apply: give it a new mark (which keeps a sealer tick that read the
+ * old one from retiring it or postponing its visit) and move its next visit time to `visitAt` when that is earlier
+ * (or when it has none). KEYS: active, next, marks. ARGV: store, visitAt. Both in one step: a sealer never sees the
+ * new mark without the visit time, nor a store in the set without one. The mark is the shard's counter `marks`
+ * (INCR; started at 2^32, above any mark the earlier `ZINCRBY` by 1 gave), so a store's mark never takes a value it
+ * had before, even after it was retired and registered again: a caller holding a mark it read (a tick's retire, a
+ * move's LEAVE_SHARD) never mistakes a later registration for the one it read.
  */
 export const REGISTER = defineScript<number>()({
   name: 'REGISTER',
   shebang: '#!lua',
-  keys: ['active', 'next'],
+  keys: ['active', 'next', 'marks'],
   args: ['store', 'visitAt'],
   body: `
--- Read phase: the argument and both keys' types; nothing written yet.
+-- Read phase: the argument, the keys' types and the counter; nothing written yet.
 if not (string.match(A.visitAt, '^-?%d+$') and #A.visitAt < 16) then return redis.error_reply('TALLY_ERR_ARGUMENT visitAt is not an integer') end
 for _, key in ipairs({K.active, K.next}) do
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= 'zset' then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a zset') end
 end
+local counter = redis.call('GET', K.marks)
+if counter and not (string.match(counter, '^%d+$') and #counter < 16) then
+  return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.marks .. ' is not a mark counter')
+end
 -- Write phase.
-redis.call('ZINCRBY', K.active, 1, A.store)
+if not counter then redis.call('SET', K.marks, '4294967296') end
+redis.call('ZADD', K.active, redis.call('INCR', K.marks), A.store)
 redis.call('ZADD', K.next, 'LT', A.visitAt, A.store)
 return 1
 `,

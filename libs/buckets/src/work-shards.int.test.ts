@@ -25,6 +25,29 @@ async function shardsHolding(r: Redis | Cluster, s: string): Promise<number[]> {
   return held;
 }
 
+describe('marks', () => {
+  it('never repeat: a store retired and registered again gets a mark it never had, so a move holding its old one keeps it', async () => {
+    const old = store(redis, 4);
+    const neu = store(redis, 2);
+    const x = STORES.find((s) => storeShard(s, 4) === 3)!;
+    await old.registerStore(x, 9_000);
+    const [{ mark }] = (await old.activeStores(3)) as [{ store: string; mark: string }];
+    // A drain of shard 3 read that mark; meanwhile the store is retired there (nothing left) and an apply of a process
+    // still on QUEUE_SHARDS=4 registers it again.
+    expect(await old.publishBacklog(x, { rows: 0, entries: 0, oldestDirty: undefined, oldestUnfolded: undefined }, mark)).toBe('retired');
+    await old.registerStore(x, 9_000);
+    const [{ mark: again }] = (await old.activeStores(3)) as [{ store: string; mark: string }];
+    expect(again).not.toBe(mark);
+    // The move under the mark it read must not take the store out of shard 3: it would be in no shard once the move's
+    // own registration in shard 0 or 1 is retired there.
+    expect(await neu.moveStores(3, [{ store: x, mark }], 1_000)).toEqual({ moved: 0, errors: [] });
+    expect(await shardsHolding(redis, x)).toContain(3);
+    // Each registration gives a new mark, the counter never deleted with the shard's other keys.
+    await old.registerStore(x, 9_000);
+    expect(Number((await old.activeStores(3))[0]!.mark)).toBeGreaterThan(Number(again));
+  });
+});
+
 describe('moveStores', () => {
   it('moves stores into their own shard, due at once there, with their stats out of the totals of the shard they leave', async () => {
     const old = store(redis, 4);

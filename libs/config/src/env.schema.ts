@@ -99,6 +99,11 @@ const DEDUPE_WINDOW_SECONDS = int(60, 30 * 86_400)
   .describe(
     "How long a batch id is remembered from its apply, and a deleted store's or erased visitor's tombstone from the deletion; the aggregator keeps both 10% longer (at least 300 s more), so a batch it lets through just inside the window still finds them. An Idempotency-Key stays bound to the fingerprint of its events for two windows and that slack (a batch is applied within a window of its acceptance). The aggregator refuses, to the failed set, an events batch accepted longer ago (a replay, a stalled or queued job): keep it well above the longest queue backlog to ride out. The aggregators publish theirs in Redis; the collectors, @tally/client and the dlq tool follow it.",
   );
+const TOP_HISTORY_DAYS = int(31, 3_650)
+  .default(100)
+  .describe(
+    "Days the daily rankings of top lists are kept after a day's last count: Redis zsets, about 4 per store and day with the default rules and most of Redis's memory at scale (`npm run cost -- size --top-history-days N`); a top list reaches back this less 2 days. Set it alike on the bucket-aggregators (they keep the rankings) and the query API (it reaches back no further than its own value allows). A change applies to the days counted from then on, not to rankings already expired: each aggregator records in Redis since when it keeps its value (at start-up, then every 5 minutes), and a top list refuses (400 `from`) a day whose ranking a shorter retention may have let expire rather than list it short. So after a raise top lists reach further back only as the longer-kept days accumulate, and after a cut, or while any aggregator runs a lower value, only as far as the lowest allows. Aggregators of versions before this variable record nothing (they keep 100 days): upgrade them all before raising it. At least 31, so that `last30d` (the dashboard's range) is always answered.",
+  );
 const JOB_LOCK_MS = int(1_000, 600_000)
   .default(30_000)
   .describe('Job lock; a job of a crashed worker is retried within one to two times this (BullMQ lockDuration = stalledInterval).');
@@ -135,11 +140,18 @@ export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   INGEST_BUDGET_EVENTS_PER_SECOND: int(0, 10_000_000)
     .default(50_000)
     .describe(
-      'Events per second one store may send (a token bucket in Redis shared by every collector); over it that store alone gets 429 with Retry-After. A tenant record may set its own (`npm run tenants -- set-ingest-budget`). 0: only stores whose tenant record sets a rate are limited.',
+      'Events per second one store may send (a token bucket in Redis shared by every collector; a request counts at least INGEST_MIN_EVENTS_PER_REQUEST events); over it that store alone gets 429 with Retry-After. A batch larger than the bucket passes when the bucket is full and leaves it in debt, which the next requests wait out: over time a store never gets more than its budget, whatever its batch sizes. A tenant record may set its own (`npm run tenants -- set-ingest-budget`). 0: only stores whose tenant record sets a rate are limited.',
     ),
   INGEST_BUDGET_BURST_SECONDS: int(1, 3_600)
     .default(2)
-    .describe('Seconds of its budget a store may send at once after a quiet spell (the token bucket holds rate × this many events).'),
+    .describe(
+      'Seconds of its budget a store may send at once after a quiet spell (the token bucket holds rate × this many events; a larger batch waits for a full bucket, then the store waits until its budget has paid for the rest).',
+    ),
+  INGEST_MIN_EVENTS_PER_REQUEST: int(1, 100_000)
+    .default(10)
+    .describe(
+      "The fewest events a request is charged from its store's ingest budget, however few it has: each request costs a queue job and a dedupe record whatever its size, so a store sends at most its budget / this many requests per second (its bucket / this at once). 1: a request costs its events only.",
+    ),
   REDIS_WAIT_REPLICAS,
   REDIS_WAIT_TIMEOUT_MS,
 });
@@ -150,6 +162,7 @@ export const aggregatorEnv = shared.extend({
   AGGREGATOR_CONCURRENCY: int(1, 256).default(8).describe('Parallel `events` jobs per queue shard: up to this × QUEUE_SHARDS per process.'),
   DEDUPE_WINDOW_SECONDS,
   SEALER_ENABLED: bool.default(true).describe('Run the sealer (seal, fold, schedule flushes) in this process.'),
+  TOP_HISTORY_DAYS,
   JOB_LOCK_MS,
   REDIS_WAIT_REPLICAS,
   REDIS_WAIT_TIMEOUT_MS,
@@ -184,10 +197,26 @@ export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
     .describe(
       'Deadline of one Redis command and of each DynamoDB request of a query (a read is tried twice); past it the request answers 503, as after 5 s of retries of keys DynamoDB left unprocessed.',
     ),
+  QUERY_RATE_LIMIT_PER_SECOND: int(0, 1_000_000)
+    .default(5_000)
+    .describe(
+      "Requests per second one store may make to the `/v1` read routes (series, totals, top, segments, store), over all its keys and every query-API replica (counted in Redis, in fixed windows of QUERY_RATE_WINDOW_SECONDS); over it that store alone gets 429 `TALLY_ERR_RATE_LIMITED` with Retry-After (the rest of the window), counted in `tally_http_rate_limited_total`. Every request counts one, whatever it reads (a totals request reads at most MAX_ITEMS_PER_QUERY items). The default is far above what a dashboard or one sequential client makes; set it to a store's fair share of the fleet. 0 = no limit.",
+    ),
+  QUERY_RATE_WINDOW_SECONDS: int(1, 3_600)
+    .default(1)
+    .describe(
+      'Length of the fixed windows QUERY_RATE_LIMIT_PER_SECOND counts in: a store may make rate × this many requests in each window, all at once if it likes (so up to twice that across the end of one window and the start of the next).',
+    ),
+  UNKNOWN_KEY_LOOKUPS_PER_SECOND: int(0, 100_000)
+    .default(100)
+    .describe(
+      'DynamoDB lookups per second, per query-API process, of API keys not cached as existing (new keys, made-up ones, or keys found not to exist longer than KEY_CACHE_TTL_MS ago), from a bucket of 10 seconds of them (a restarted replica looks up the keys in use at once). Past it such a key answers 503 with Retry-After: 1 without a lookup, counted in `tally_key_lookups_throttled_total`; keys cached as existing are never refused, and a real new key works once the bucket has a lookup again. 0 = no limit.',
+    ),
   DASHBOARD_DIR: optionalPath(
     "Directory of the built dashboard; unset = the repository's apps/dashboard/dist (from the sources or the bundle in dist/; the image sets /app/dashboard).",
   ),
   DEDUPE_WINDOW_SECONDS,
+  TOP_HISTORY_DAYS,
   ADMIN_OPERATOR_TOKEN: z
     .string()
     .regex(/^[A-Za-z0-9_.~+/=-]{32,256}$/, 'at least 32 characters of A-Z a-z 0-9 _ . ~ + / = -')

@@ -8,7 +8,9 @@ const SCOPE_NAMES = ['ingest', 'read', 'admin'] as const;
 const storeId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/)
-  .describe('Store id: 1-128 of A-Z a-z 0-9 _ . : -, starting with a letter or digit');
+  .describe(
+    "Store id: 1-128 of A-Z a-z 0-9 _ . : -, starting with a letter or digit, and not ending in :w<digits>, :events, :seal, :dynamo-writes or :maintenance (optionally followed by :<digits>), which can be the hash tags of Tally's own Redis keys",
+  );
 
 export const tenantSchema = z
   .object({
@@ -135,7 +137,19 @@ const keyIdParams = z
       ),
   })
   .strict();
-const visitorParams = z.object({ visitor: z.string().describe('Visitor id') }).strict();
+/**
+ * A visitor id as every id of the API: libs/key-layout ID_PATTERN (the segments route checks the same), kept here as
+ * a literal so the contracts stay zod only (admin.int.test.ts checks the two are one).
+ */
+export const VISITOR_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
+const visitorParams = z
+  .object({
+    visitor: z
+      .string()
+      .regex(VISITOR_ID_PATTERN, 'a visitor id is 1-128 characters of A-Z a-z 0-9 _ . : -')
+      .describe('Visitor id: 1-128 of A-Z a-z 0-9 _ . : -'),
+  })
+  .strict();
 const storeParams = z.object({ store: z.string().describe('Store id') }).strict();
 
 export const visitorErasureSchema = z
@@ -260,7 +274,14 @@ export const adminRouteSchemas = {
       "Changes the store's time zone, currency or visitor-history retention (a change of the retention schedules the restamp of the visitor items already written: retentionRestampAt)",
     ),
     body: tenantSettingsSchema,
-    response: { 200: updatedTenantSchema, ...adminErrors, ...bodyErrorResponses },
+    response: {
+      200: updatedTenantSchema,
+      ...adminErrors,
+      ...bodyErrorResponses,
+      429: errorSchema.describe(
+        "TALLY_ERR_RATE_LIMITED (field historyMonths): historyMonths changed less than 24 h ago (by an admin key of the store or by the operator); an admin key may change it once per 24 h, as each change makes Tally restamp the store's visitor items, a scan of the whole table. Nothing was changed; Retry-After: the seconds until it may change again",
+      ),
+    },
   },
   listKeys: { ...admin('listKeys', "The store's API keys (never the keys themselves)"), response: { 200: keyListSchema, ...adminErrors } },
   issueKey: {

@@ -41,9 +41,17 @@ export const errorResponses = {
   404: problemSchema.describe(
     "No such route, or another store's data: `store`, `entity=store:<id>` or `entity=store&ids=<id>` naming a store that is not the key's (`field` says which)",
   ),
+  429: problemSchema
+    .extend({
+      requestsPerSecond: z.number().describe("the store's request rate limit (QUERY_RATE_LIMIT_PER_SECOND)"),
+      windowSeconds: z.number().int().describe('the length of the windows it is counted in (QUERY_RATE_WINDOW_SECONDS)'),
+    })
+    .describe(
+      "TALLY_ERR_RATE_LIMITED: the key's store made more requests than its rate limit allows in this window, over all its keys and every replica; retry after Retry-After seconds (the rest of the window)",
+    ),
   500: problemSchema.describe('An unexpected error; the query API logs it'),
   503: problemSchema.describe(
-    'Redis, DynamoDB or the key store is unreachable (Retry-After: 5), or the API is shutting down (Retry-After: 1); retry after Retry-After seconds',
+    'Redis, DynamoDB or the key store is unreachable (Retry-After: 5), too many API keys that are not cached are being checked (Retry-After: 1), or the API is shutting down (Retry-After: 1); retry after Retry-After seconds',
   ),
 } as const;
 

@@ -5,8 +5,8 @@ import { errorResponses, isoSchema, RANGE_NAMES, rangeParam, rangeParams, valueS
 export const MAX_TOP_DAYS = 92;
 export const MAX_TOP_LIMIT = 100;
 /**
- * How far back a top list reaches, for the descriptions: readTop (@tally/query) refuses a `from` more than
- * RANK_TTL_DAYS - 2 days (@tally/buckets: how long a day's ranking is kept, less a day's margin) before today.
+ * How far back a top list reaches by default, for the descriptions: readTop (@tally/query) refuses a `from` more than
+ * TOP_HISTORY_DAYS - 2 days (how long a day's ranking is kept, 100 by default, less a day's margin) before today.
  */
 const TOP_MAX_AGE_DAYS = 98;
 
@@ -19,7 +19,7 @@ export const topQuerySchema = z
         'An unkeyed counter the entity counts, e.g. ViewCount (another, or a distinct count such as UniqueVisitors, is 400 naming metric)',
       ),
     range: rangeParam.describe(
-      `A named range (default last30d), or from/to instead, covering at most ${MAX_TOP_DAYS} days and starting at most ${TOP_MAX_AGE_DAYS} days before today in the store's time zone: allTime and last12m are always 400, thisYear once it passes ${MAX_TOP_DAYS} days, an older from is 400 naming from`,
+      `A named range (default last30d), or from/to instead, covering at most ${MAX_TOP_DAYS} days and starting at most ${TOP_MAX_AGE_DAYS} days before today in the store's time zone (by default: TOP_HISTORY_DAYS - 2): allTime and last12m are always 400, thisYear once it passes ${MAX_TOP_DAYS} days, an older from is 400 naming from`,
     ),
     ...rangeParams,
     limit: z.coerce.number().int().min(1).max(MAX_TOP_LIMIT).default(10).describe(`Items to return, 1-${MAX_TOP_LIMIT} (default 10)`),
@@ -68,7 +68,7 @@ export const topResponseSchema = z
 export const topRouteSchema = {
   operationId: 'getTop',
   summary: 'The top entities by a metric: candidates from the rankings of every bucket, exact values from DynamoDB plus Redis',
-  description: `Candidates come from every bucket, the open one included, so an entity counted a moment ago is listed. Values are exact; equal values are listed by id. Pages (entities keyed by a path) carry their decoded path. The daily rankings are kept for a while only: a range starting more than ${TOP_MAX_AGE_DAYS} days before today (in the store's time zone) is 400 naming from, never a list ranked from the days left.`,
+  description: `Candidates come from every bucket, the open one included, so an entity counted a moment ago is listed. Values are exact; equal values are listed by id. Pages (entities keyed by a path) carry their decoded path. The daily rankings are kept for a while only (TOP_HISTORY_DAYS, by default 100 days): a range starting more than ${TOP_MAX_AGE_DAYS} days before today (in the store's time zone) is 400 naming from, never a list ranked from the days left, and so is one starting before the days whose rankings were all kept that long (a raised TOP_HISTORY_DAYS reaches further back as they accumulate).`,
   tags: ['query'],
   querystring: topQuerySchema,
   response: { 200: topResponseSchema, ...errorResponses },

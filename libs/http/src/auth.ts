@@ -1,5 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { keyIdOf, TenantsUnavailableError, type Principal, type Scope, type TenantDirectory } from '@tally/tenants';
+import {
+  keyIdOf,
+  TenantsUnavailableError,
+  UnknownKeyLookupsThrottledError,
+  type Principal,
+  type Scope,
+  type TenantDirectory,
+} from '@tally/tenants';
 import type { FastifyRequest } from 'fastify';
 import { HttpProblem, unavailable } from './problem';
 
@@ -16,6 +23,8 @@ const BEARER = /^Bearer[ \t]+([^\s]+)[ \t]*$/i;
 const CHALLENGE = { 'www-authenticate': 'Bearer realm="tally"' };
 /** Seconds a client should wait before retrying while DynamoDB cannot confirm a key. */
 export const KEY_STORE_RETRY_AFTER_SECONDS = 5;
+/** Seconds a client should wait before retrying a key not looked up because too many unknown keys were (the directory's budget). */
+export const KEY_LOOKUPS_THROTTLED_RETRY_AFTER_SECONDS = 1;
 
 const unauthorized = (detail: string) =>
   new HttpProblem(401, 'TALLY_ERR_UNAUTHORIZED', detail, { field: 'authorization', headers: CHALLENGE });
@@ -43,6 +52,13 @@ export function bearerAuth(directory: TenantDirectory, scope: Scope) {
       principal = await directory.authenticate(key);
     } catch (err) {
       if (!(err instanceof TenantsUnavailableError)) throw err;
+      // Not 401: the key may be a real one issued a moment ago, which works once the budget has a lookup again.
+      if (err instanceof UnknownKeyLookupsThrottledError)
+        throw unavailable(
+          'this API key is not cached and too many unknown keys are being checked right now; retry in a moment',
+          KEY_LOOKUPS_THROTTLED_RETRY_AFTER_SECONDS,
+          err,
+        );
       throw unavailable(
         'this API key cannot be checked right now (the key store is unavailable); retry later',
         KEY_STORE_RETRY_AFTER_SECONDS,

@@ -3,3 +3,4 @@ export * from './auth';
 export * from './edge.plugin';
 export * from './app';
 export * from './http-metrics';
+export * from './rate-limit';

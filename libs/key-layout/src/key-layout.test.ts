@@ -23,6 +23,8 @@ import {
   RESERVED_ATTRS,
   reservedAttrOf,
   retentionExpiry,
+  sharesInternalHashTag,
+  STORE_ID_PATTERN,
   storeShard,
   toEpochDay,
   TOTAL_SK,
@@ -245,6 +247,32 @@ describe('Redis names', () => {
     for (const key of keys) expect(key.startsWith('t:{S1}:')).toBe(true);
     expect(new Set(keys).size).toBe(keys.length);
     expect(k.work(3)).toBe('t:{t:w3}:');
+  });
+
+  it("tells the store ids that can be the hash tag of the installation's own keys, for any KEY_PREFIX", () => {
+    // Store t:w0 under KEY_PREFIX t: its keys would be work-set shard 0's (t:{t:w0}:…).
+    expect(redisKeys('t').tag('t:w0')).toBe(redisKeys('t').work(0));
+    for (const prefix of ['t', 'lg', 'z0123456789abcde']) {
+      for (const shard of [0, 7, 255]) expect(sharesInternalHashTag(/\{(.*)\}/.exec(redisKeys(prefix).work(shard))![1]!)).toBe(true);
+    }
+    for (const id of ['t:events:0', 'q:dynamo-writes:15', 't:seal', 't:maintenance', 't:events', 'A.b:w12', 't:w0:3']) {
+      expect([id, STORE_ID_PATTERN.test(id), sharesInternalHashTag(id)]).toEqual([id, true, true]);
+    }
+    for (const id of [
+      'S1',
+      'w0',
+      'events',
+      'acme:eu',
+      'acme:w',
+      'acme:wx',
+      'acme:w1x',
+      'acme:W1',
+      'acme:events1',
+      'acme:seals',
+      'acme:w1:x',
+    ]) {
+      expect([id, sharesInternalHashTag(id)]).toEqual([id, false]);
+    }
   });
 
   it('shards stores stably and evenly', () => {

@@ -13,6 +13,28 @@ import { KeyLayoutError } from './errors';
 export const ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
 /** Store ids additionally start with a letter or digit (`_` starts reserved keys). */
 export const STORE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
+
+/**
+ * How a hash tag of Tally's own Redis keys ends, whatever the KEY_PREFIX (which holds no `:`): the sealer's work-set
+ * shards `{<p>:w<N>}` (redis-keys.ts work), and the BullMQ queues `{<p>:<queue>}` and, sharded, `{<p>:<queue>:<N>}`
+ * (libs/queues layout.ts queuePrefix; the queue names of libs/queues names.ts QUEUE). The installation's other keys
+ * (`<p>:rules`, `<p>:dedupe-window`, `<p>:top-history`) have no hash tag, and a store's keys always have one, so no
+ * store's key is ever one of them.
+ */
+const INTERNAL_TAG_END = /:(?:w[0-9]+|events|seal|dynamo-writes|maintenance)(?::[0-9]+)?$/;
+
+/**
+ * Whether a store id could be the hash tag of Tally's own keys under some KEY_PREFIX: an id that ends in `:w<digits>`
+ * (a work-set shard) or in `:events`, `:seal`, `:dynamo-writes` or `:maintenance` (a queue), either optionally
+ * followed by `:<digits>`. Such a store's keys `<p>:{<store>}:…` would share that tag's slot, and store `t:w0` under
+ * KEY_PREFIX `t` would share its key prefix `t:{t:w0}:` with work-set shard 0: deleting it (a SCAN of
+ * `<p>:{<store>}:*`) would delete the shard's work set. No new store may take such an id (libs/tenants
+ * createTenant); a store that has one already keeps being read and written.
+ */
+export function sharesInternalHashTag(store: string): boolean {
+  return INTERNAL_TAG_END.test(store);
+}
+
 /** Entity and metric names in the rollup rules. */
 export const NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 

@@ -36,7 +36,8 @@
  *                            flush or batch)
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
- *   <p>:{<p>:wW}:active      zset store -> mark (bumped after every apply): stores with anything not yet written
+ *   <p>:{<p>:wW}:active      zset store -> mark (a new one after every apply): stores with anything not yet written
+ *   <p>:{<p>:wW}:marks       the shard's mark counter (INCR by each registration, never deleted: a mark never repeats)
  *   <p>:{<p>:wW}:stats       hash `<store>|r` -> dirty rows, `<store>|e` -> outbox entries, as last published
  *   <p>:{<p>:wW}:totals      hash rows, entries: the sums of stats
  *   <p>:{<p>:wW}:od          zset store -> time of its oldest count folded but not written
@@ -84,6 +85,8 @@ export const WORK_SUFFIX = {
   oldestUnfolded: 'ou',
   /** zset: active store -> the time (ms) the sealer next needs to visit it. */
   next: 'next',
+  /** string: the shard's mark counter (REGISTER gives each registration the next value: a mark never repeats). */
+  marks: 'marks',
 } as const;
 
 /**
@@ -135,6 +138,11 @@ export function redisKeys(prefix = 't') {
     rules: `${prefix}:rules`,
     /** The aggregators' DEDUPE_WINDOW_SECONDS, read by the dlq tool: its replay guard is that window. */
     dedupeWindow: `${prefix}:dedupe-window`,
+    /**
+     * How long the aggregators kept the daily rankings: a hash days -> since (ms), every aggregator keeping them at
+     * least that many days since then (TOP_HISTORY_DAYS; @tally/buckets top-history.ts), read by the query API's top lists.
+     */
+    topHistory: `${prefix}:top-history`,
     /** The fence of the writer and the aggregator: written before their WAIT for Redis replicas, so the WAIT covers the store's writes. */
     fence: (s: string) => tag(s) + S.fence,
     /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */

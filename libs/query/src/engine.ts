@@ -1,4 +1,4 @@
-import type { BucketStore, LiveSketch } from '@tally/buckets';
+import type { BucketStore, LiveSketch, TopHistory } from '@tally/buckets';
 import { getItem, getItems, ItemBudgetError, mergeItems, queryItems, type RowReaderDeps, type StoredItem } from '@tally/dynamo';
 import {
   dayAttr,
@@ -34,6 +34,12 @@ export interface QueryDeps {
   historyMemo?: HistoryMemo;
   /** Most DynamoDB items one query may read; a query that needs more is refused (QueryError). Default DEFAULT_MAX_ITEMS_PER_QUERY. */
   maxItemsPerQuery?: number;
+  /**
+   * How far back top lists reach (oldestTopDay in top.ts): `days`, the query API's TOP_HISTORY_DAYS (never further
+   * back than the rankings kept this long allow), and `history`, the aggregators' record of how long they kept them
+   * (readTopHistory of @tally/buckets), read per top list. Unset: RANK_TTL_DAYS days since ever, the default.
+   */
+  topReach?: { days: number; history(): Promise<TopHistory> };
 }
 
 export interface SeriesPoint {

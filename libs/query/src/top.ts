@@ -1,6 +1,6 @@
-import { RANK_TTL_DAYS } from '@tally/buckets';
+import { RANK_TTL_DAYS, type TopHistory } from '@tally/buckets';
 import { MAX_TOP_DAYS } from '@tally/contracts';
-import { addDays, compareDates, formatDate, localDate } from '@tally/key-layout';
+import { addDays, compareDates, formatDate, localDate, toEpochDay, type LocalDate } from '@tally/key-layout';
 import { readTotals, resolveMetrics, dayKeysOf, type QueryDeps } from './engine';
 import { QueryError } from './errors';
 import type { DateRange, QueryRange } from './ranges';
@@ -9,14 +9,33 @@ import { checkMetricName, entityOf, rankedEntitiesOf } from './rules-introspecti
 /** Candidates fetched from the rankings per item asked: rankings order by doubles, the answer by exact values. */
 const CANDIDATES_PER_ITEM = 2;
 
+const DAY_MS = 86_400_000;
+
 /**
- * How many days before today (in the store's time zone) a top list reaches back. A day's ranking zset lives
- * RANK_TTL_DAYS days after the last apply that counted in it, so at least until the day's start + RANK_TTL_DAYS
+ * The oldest day a top list reads, on `now`'s day in `tz`. A day's ranking zset lives d days (the retention of the
+ * aggregator that counted in it) after the last apply that counted in it, so at least until the day's start + d
  * days (an hour less across a DST change, a minute less for an event inside the clock skew): on day T the day
- * T - (RANK_TTL_DAYS - 1) may go at the end of T, while it is read. With a day's margin the oldest day read is
- * T - (RANK_TTL_DAYS - 2); an older `from` is refused rather than answered from the days that are left.
+ * T - (d - 1) may go at the end of T, while it is read. With a day's margin the oldest day read is T - (d - 2).
+ * That holds for a day every apply of which kept it at least d days: each entry (d, since) of the history says that
+ * every aggregator kept the rankings at least d days since `since`, which covers the days starting a day after it
+ * or later: their first apply, at most the clock skew of 23 h before the day's start, came more than an hour after it
+ * (an aggregator keeping them less long says so again every 5 minutes). A day before those may have expired under a
+ * shorter retention (and
+ * been re-created by a late event, or be gone): its list would be silently short, so it is not read. The oldest day
+ * read is the earliest any entry allows, and no earlier than the query API's own `days` allow. `limited`: the
+ * history, not `days`, set it.
  */
-const TOP_MAX_AGE_DAYS = RANK_TTL_DAYS - 2;
+export function oldestTopDay(history: TopHistory, days: number, now: number, tz: string): { oldest: LocalDate; limited: boolean } {
+  const today = localDate(now, tz);
+  const own = addDays(today, -(days - 2));
+  let kept: LocalDate | undefined;
+  for (const [d, since] of history) {
+    const [byAge, whole] = [addDays(today, -(d - 2)), addDays(localDate(since + DAY_MS, tz), 1)];
+    const from = compareDates(whole, byAge) > 0 ? whole : byAge;
+    if (!kept || compareDates(from, kept) < 0) kept = from;
+  }
+  return kept && compareDates(kept, own) > 0 ? { oldest: kept, limited: true } : { oldest: own, limited: false };
+}
 
 export interface TopResult {
   /** The entity as the rules name it (`store` resolved). */
@@ -33,8 +52,8 @@ export interface TopResult {
  * step updates for every bucket (the open one included), give candidates; readTotals
  * gives their exact values (DynamoDB plus every count in Redis), which order the answer. So an entity counted a
  * moment ago, still in the open bucket, is in the list, and the list agrees with the totals at any moment.
- * The rankings are kept for a while only: a range starting more than TOP_MAX_AGE_DAYS days before today, in the
- * store's time zone (`timeZone`, at `now`), is refused (QueryError on `from`).
+ * The rankings are kept for a while only (TOP_HISTORY_DAYS): a range starting before the oldest day whose rankings
+ * are whole (oldestTopDay), in the store's time zone (`timeZone`, at `now`), is refused (QueryError on `from`).
  *
  * Candidates are the first `limit * CANDIDATES_PER_ITEM` members by ranking score, equal scores by id ascending
  * (BucketStore.top): a cut inside a tie takes its lowest ids, those the answer lists first, so the exact values
@@ -63,12 +82,19 @@ export async function readTop(
   const dayKeys = dayKeysOf(req.range);
   if (dayKeys.length > MAX_TOP_DAYS)
     throw new QueryError('range', `the range covers ${dayKeys.length} days; top lists cover at most ${MAX_TOP_DAYS}`);
-  const oldest = addDays(localDate(req.now, req.timeZone), -TOP_MAX_AGE_DAYS);
-  if (compareDates(req.range.from, oldest) < 0)
+  const days = deps.topReach?.days ?? RANK_TTL_DAYS;
+  const history = deps.topReach ? await deps.topReach.history() : new Map([[RANK_TTL_DAYS, 0]]);
+  const { oldest, limited } = oldestTopDay(history, days, req.now, req.timeZone);
+  if (compareDates(req.range.from, oldest) < 0) {
+    const back = toEpochDay(localDate(req.now, req.timeZone)) - toEpochDay(oldest);
+    const why = limited
+      ? `the aggregators kept the daily rankings of earlier days less than ${days} days: their TOP_HISTORY_DAYS is or was lower, or was raised lately`
+      : `the daily rankings are kept ${days} days`;
     throw new QueryError(
       'from',
-      `top lists reach back ${TOP_MAX_AGE_DAYS} days, to ${formatDate(oldest)} (the daily rankings are kept ${RANK_TTL_DAYS} days), not to ${formatDate(req.range.from)}`,
+      `top lists reach back ${back} days, to ${formatDate(oldest)} (${why}), not to ${formatDate(req.range.from)}`,
     );
+  }
 
   const candidates = await deps.buckets.top(req.store, entity, metric!.attr, dayKeys, req.limit * CANDIDATES_PER_ITEM);
   const ids = candidates.map((c) => c.member);

@@ -1,7 +1,7 @@
 export { QUEUE, QUEUE_NAMES, type QueueName } from './names';
 export * from './payloads.schema';
 export { QUEUE_SETTINGS } from './settings';
-export { queuePrefix, shardCount, shardOfStore } from './layout';
+export { MAX_QUEUE_SHARDS, queuePrefix, shardCount, shardOfStore } from './layout';
 export {
   allQueues,
   closeQueues,
@@ -10,10 +10,20 @@ export {
   enqueueBulk,
   queueFor,
   queueShards,
+  QUEUE_LAYOUT,
   QUEUE_SHARDS,
   type TallyQueues,
 } from './queues';
-export { createShardWorkers, jobData } from './workers';
+export { createShardWorkers, jobData, shardWorker, type ShardWorkerOptions } from './workers';
+export {
+  findLeftoverShards,
+  LEFTOVER_LOOK_MS,
+  LEFTOVER_RECHECK_MS,
+  LeftoverQueueShards,
+  leftoverShardQueues,
+  MAX_LEFTOVER_WORKERS,
+  type LeftoverQueueShardsOptions,
+} from './leftover-shards';
 export { jobIdFor } from './job-id';
 export { scheduleRetentionRestamp } from './restamp';
 export { closeConnection, createRedisConnection, describeRedisTarget, type RedisConnection, type RedisTarget } from './connection';

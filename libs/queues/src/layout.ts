@@ -16,6 +16,12 @@ export interface QueueLayout {
 
 export const DEFAULT_QUEUE_LAYOUT: QueueLayout = { keyPrefix: 't', shards: 1 };
 
+/**
+ * QUEUE_SHARDS' maximum (libs/config env.schema.ts): the shards past a lowered QUEUE_SHARDS are looked for up to it
+ * (leftover-shards.ts).
+ */
+export const MAX_QUEUE_SHARDS = 256;
+
 /** How many shards a queue has under a layout (the seal queue is never sharded). */
 export function shardCount(layout: QueueLayout, queue: QueueName): number {
   return SHARDED_QUEUES.has(queue) ? layout.shards : 1;

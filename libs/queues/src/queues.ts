@@ -7,12 +7,16 @@ import { QUEUE_SETTINGS } from './settings';
 /** Every shard of every queue, by queue name (index = shard). */
 export const QUEUE_SHARDS: unique symbol = Symbol('tally.queueShards');
 
+/** The layout the queues were made with (createQueues), for the shards past its QUEUE_SHARDS (leftoverShardQueues). */
+export const QUEUE_LAYOUT: unique symbol = Symbol('tally.queueLayout');
+
 /**
  * Producers' queues. `queues[name]` is shard 0 of a queue (the only one when QUEUE_SHARDS=1); every shard is in
  * `queues[QUEUE_SHARDS][name]`, and jobs of a store go to its shard (queueFor, enqueue).
  */
 export type TallyQueues = { readonly [Q in QueueName]: Queue } & {
   readonly [QUEUE_SHARDS]: { readonly [Q in QueueName]: readonly Queue[] };
+  readonly [QUEUE_LAYOUT]?: QueueLayout;
 };
 
 type ShardedQueues<Q extends QueueName> = Pick<TallyQueues, Q> & Partial<Pick<TallyQueues, typeof QUEUE_SHARDS>>;
@@ -28,7 +32,7 @@ export function createQueues(connection: ConnectionOptions, layout: QueueLayout 
     );
     out[name] = shards[name][0]!;
   }
-  return Object.assign(out, { [QUEUE_SHARDS]: shards }) as unknown as TallyQueues;
+  return Object.assign(out, { [QUEUE_SHARDS]: shards, [QUEUE_LAYOUT]: layout }) as unknown as TallyQueues;
 }
 
 /** Every queue shard, every queue. */

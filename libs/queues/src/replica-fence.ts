@@ -192,6 +192,8 @@ export interface StoreFence {
    * writes too. On one server the one wait covers them all.
    */
   wait(store: string, mark: number, also?: readonly string[]): Promise<void>;
+  /** The ReplicaFence it waits with, for waits on other keys than a store's (the sealer's moves of stores between work-set shards). */
+  readonly fence: ReplicaFence;
 }
 
 /**
@@ -200,6 +202,7 @@ export interface StoreFence {
  * it waits for in its error.
  */
 export const storeFence = (fence: ReplicaFence, keys: Pick<RedisKeys, 'fence'>, what: string): StoreFence => ({
+  fence,
   mark: fence.mark,
   wait: (store, mark, also = []) => fence.wait(also.length === 0 ? keys.fence(store) : [keys.fence(store), ...also], what, mark),
 });

@@ -13,6 +13,7 @@ import {
 import { loadRulesOrExit } from '@tally/schema';
 import type { Worker } from 'bullmq';
 import { closeConnection, createRedisConnection, type RedisConnection, type RedisTarget } from './connection';
+import { LeftoverQueueShards } from './leftover-shards';
 import { allQueues, closeQueues, createQueues } from './queues';
 
 /** The variables every queue-worker app reads (libs/config aggregatorEnv and writerEnv). */
@@ -46,8 +47,9 @@ export function workerReadyCheck(connection: { ping(): Promise<string> }, worker
 /**
  * What a queue-worker app (bucket aggregator, DynamoDB writer) starts with: its logger, rollup rules, metrics
  * registry, queue layout, crash points and `redis()`, a new worker-grade connection (no per-command retry limit,
- * as BullMQ workers need). The queues' depth is exported as metrics. `serve` starts the ops server and installs the
- * shutdown once the app's workers exist.
+ * as BullMQ workers need). The queues' depth is exported as metrics, the jobs of shards past QUEUE_SHARDS included
+ * (`leftovers`: the app says which queues' leftover shards it serves or empties before `serve`, which starts their
+ * checks). `serve` starts the ops server and installs the shutdown once the app's workers exist.
  */
 export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: C) {
   const log = createLogger({ name, level: config.LOG_LEVEL });
@@ -66,21 +68,33 @@ export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: 
   };
   const queues = createQueues(redis(), layout);
   redisErrors.watch(allQueues(queues));
-  queueDepthMetrics(registry, allQueues(queues));
+  // The Workers of leftover shards get the logs and metrics of the app's own (once `serve` has set them up).
+  let adopt = (w: Worker) => void w.on('error', () => undefined);
+  const leftovers = new LeftoverQueueShards({ queues, log, onWorker: (w) => adopt(w) });
+  queueDepthMetrics(registry, [...allQueues(queues), ...leftovers.counted()]);
   const worker = { connection: redis(), lockMs: config.JOB_LOCK_MS };
 
   /**
    * Logs failed jobs and (throttled) worker errors, counts the jobs that land in a failed set (`tally_jobs_failed_total`),
-   * serves /metrics and /readyz (Redis answers and every worker of `ready` runs), and on SIGTERM closes the workers,
-   * the queues, the ops server, Redis, then `close`.
+   * serves /metrics and /readyz (Redis answers and every worker of `ready` runs), starts the checks of the shards past
+   * QUEUE_SHARDS (`leftovers`, whose Workers are logged and counted alike), and on SIGTERM closes the workers (the
+   * leftover shards' too), the queues, the ops server, Redis, then `close`.
    */
   async function serve(opts: { workers: Array<Worker | undefined>; ready: Worker[]; started: object; close: ShutdownStep[] }) {
     const workers = opts.workers.filter((w) => w !== undefined);
-    for (const w of workers) {
+    const logFailed = (w: Worker) =>
       w.on('failed', (job, err) => log.error({ queue: w.name, jobId: job?.id, err: err.message }, 'job failed'));
-    }
-    failedJobsCounter(registry, workers);
-    logEmitterErrors(log, 'worker', workers, { level: 'error' });
+    for (const w of workers) logFailed(w);
+    const failed = failedJobsCounter(registry, workers);
+    const workerErrors = logEmitterErrors(log, 'worker', workers, { level: 'error' });
+    adopt = (w) => {
+      logFailed(w);
+      // As failedJobsCounter counts: a job once, when it lands in the failed set.
+      w.on('failed', (job) => {
+        if (!job || job.finishedOn) failed.inc({ queue: w.name });
+      });
+      workerErrors.watch([w]);
+    };
     const ops = await startOpsServer({
       host: config.HTTP_HOST,
       port: config.HTTP_PORT,
@@ -89,12 +103,16 @@ export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: 
       ready: workerReadyCheck(connections[0]!, opts.ready),
     });
     log.info({ port: ops.port, ...opts.started }, `${name} started`);
+    leftovers.start();
     installShutdown(log, [
       // With Redis away no active job can complete (its lock lapses and another replica retries it, idempotently),
       // and a graceful close would wait for a Redis that is not there: close at once instead.
       {
         name: 'workers',
-        run: () => Promise.all(workers.map((w) => w.close(connections[0]!.status !== 'ready'))),
+        run: () => {
+          const force = connections[0]!.status !== 'ready';
+          return Promise.all([...workers.map((w) => w.close(force)), leftovers.close(force)]);
+        },
         timeoutMs: WORKERS_STOP_TIMEOUT_MS,
       },
       { name: 'queues', run: () => closeQueues(queues) },
@@ -104,5 +122,5 @@ export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: 
     ]);
   }
 
-  return { log, rules, registry, layout, queues, redis, worker, crash: crashPoints(config.TALLY_CRASH_POINT), serve };
+  return { log, rules, registry, layout, queues, leftovers, redis, worker, crash: crashPoints(config.TALLY_CRASH_POINT), serve };
 }

@@ -17,18 +17,21 @@ export interface ShardWorkerOptions {
  * worker process serves every shard, so any replica can take any store's jobs.
  */
 export function createShardWorkers(queue: QueueName, processor: Processor, layout: QueueLayout, opts: ShardWorkerOptions): Worker[] {
-  return Array.from(
-    { length: shardCount(layout, queue) },
-    (_, shard) =>
-      new Worker(queue, processor, {
-        connection: opts.connection,
-        concurrency: opts.concurrency,
-        lockDuration: opts.lockMs,
-        stalledInterval: opts.lockMs,
-        maxStalledCount: QUEUE_SETTINGS[queue].maxStalledCount,
-        prefix: queuePrefix(layout, queue, shard),
-      }),
+  return Array.from({ length: shardCount(layout, queue) }, (_, shard) =>
+    shardWorker(queue, processor, queuePrefix(layout, queue, shard), opts),
   );
+}
+
+/** A BullMQ Worker of the queue shard under `prefix` (queuePrefix), with the queue's stall settings. */
+export function shardWorker(queue: QueueName, processor: Processor, prefix: string, opts: ShardWorkerOptions): Worker {
+  return new Worker(queue, processor, {
+    connection: opts.connection,
+    concurrency: opts.concurrency,
+    lockDuration: opts.lockMs,
+    stalledInterval: opts.lockMs,
+    maxStalledCount: QUEUE_SETTINGS[queue].maxStalledCount,
+    prefix,
+  });
 }
 
 /**

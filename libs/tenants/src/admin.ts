@@ -7,8 +7,8 @@ import {
   type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
-import { canonicalTimeZone, ERASED_ATTR, STORE_ID_PATTERN } from '@tally/key-layout';
-import { TenantError, type TenantErrorCode } from './errors';
+import { canonicalTimeZone, ERASED_ATTR, sharesInternalHashTag, STORE_ID_PATTERN } from '@tally/key-layout';
+import { RetentionChangeLimitedError, TenantError, type TenantErrorCode } from './errors';
 import {
   bool,
   getAll,
@@ -74,6 +74,20 @@ export const checkStore = (store: string) =>
   check(STORE_ID_PATTERN.test(store), 'TALLY_ERR_INVALID_STORE', () => {
     return `store id ${JSON.stringify(store)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`;
   });
+/**
+ * checkStore, and for a store to be created also that its id cannot be the hash tag of Tally's own Redis keys
+ * (sharesInternalHashTag: `t:w0` is work-set shard 0's under KEY_PREFIX `t`, and deleting such a store would delete
+ * the shard's work set). Only creation refuses such an id: a store that has one already keeps working.
+ */
+const checkNewStore = (store: string) => {
+  checkStore(store);
+  check(!sharesInternalHashTag(store), 'TALLY_ERR_INVALID_STORE', () => {
+    return (
+      `store id ${JSON.stringify(store)} cannot be taken by a new store: ids that end in :w<digits>, :events, :seal, ` +
+      ":dynamo-writes or :maintenance (optionally followed by :<digits>) can be the hash tags of Tally's own Redis keys"
+    );
+  });
+};
 const checkTimeZone = (timeZone: string) =>
   check(canonicalTimeZone(timeZone) !== undefined, 'TALLY_ERR_INVALID_TIME_ZONE', () => {
     return `time zone ${JSON.stringify(timeZone)} is not an IANA time zone name such as Europe/Paris or UTC`;
@@ -92,10 +106,16 @@ function checkScopes(scopes: readonly string[]): Scope[] {
 
 /** Reads a tenant (consistent read); undefined when the store has none. */
 export async function getTenant(db: TenantDb, store: string): Promise<TenantInfo | undefined> {
+  const item = await tenantItem(db, store);
+  return item ? tenantOf(store, item) : undefined;
+}
+
+/** The tenant item as stored (consistent read); undefined when the store has none. */
+async function tenantItem(db: TenantDb, store: string): Promise<Item | undefined> {
   const out = await db.dynamo.send(
     new GetItemCommand({ TableName: db.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
   );
-  return out.Item ? tenantOf(store, out.Item) : undefined;
+  return out.Item;
 }
 
 function tenantOf(store: string, item: Item): TenantInfo {
@@ -140,6 +160,8 @@ const checkCurrency = (currency: string) =>
 /**
  * Creates a tenant with its settings (time zone default UTC; a canonical zone name is kept in its own spelling,
  * `europe/paris` → `Europe/Paris`), each checked before anything is written: a bad one leaves no tenant behind.
+ * Throws TALLY_ERR_INVALID_STORE for an id STORE_ID_PATTERN refuses or one that could be the hash tag of Tally's own
+ * Redis keys (checkNewStore).
  * Throws TALLY_ERR_TENANT_EXISTS when the store exists, and TALLY_ERR_STORE_ID_RESERVED while its id is not free: a
  * store of that id is being deleted, or was deleted and its Redis tombstone, which drops every batch of the id (a new
  * store's too), has not expired yet (deleteStore leaves the time in the id's tenant index entry: StoreIdMarker).
@@ -150,7 +172,7 @@ export async function createTenant(
   store: string,
   opts: { timeZone?: string; currency?: string; historyMonths?: number; now?: () => number } = {},
 ): Promise<TenantInfo> {
-  checkStore(store);
+  checkNewStore(store);
   const { currency, historyMonths } = opts;
   checkSettings({ timeZone: opts.timeZone ?? DEFAULT_TIME_ZONE, currency, historyMonths });
   const timeZone = zoneToKeep(opts.timeZone ?? DEFAULT_TIME_ZONE);
@@ -285,6 +307,15 @@ export async function updateTenant(db: TenantDb, store: string, settings: Tenant
  */
 const HISTORY_SET_AT_ATTR = 'historyMonthsSetAt';
 
+/**
+ * The tenant item's epoch ms of the last change of historyMonths (changeTenant, whoever made it; a write of the value
+ * the store has is none): what `historyChangeEveryMs` counts from.
+ */
+const HISTORY_CHANGED_AT_ATTR = 'historyMonthsChangedAt';
+
+/** Writes of historyMonths tried before changeTenant gives up on a tenant item that other calls keep changing. */
+const HISTORY_WRITE_ATTEMPTS = 3;
+
 /** What changeTenant did. */
 interface TenantChange {
   /** The tenant as it now is. */
@@ -305,13 +336,27 @@ interface TenantChangeOptions {
    * the change is made, and the restamp scheduled before it stands.
    */
   restamp?: (changedAt: number) => Promise<unknown>;
+  /**
+   * At most one change of historyMonths per this many ms (a store admin's PATCH: RETENTION_CHANGE_INTERVAL_MS): a
+   * change sooner after the last one the tenant item records (HISTORY_CHANGED_AT_ATTR, whoever made it) throws
+   * RetentionChangeLimitedError, with nothing written and no restamp scheduled. Writing the value the store already
+   * has is no change and passes. Unset: no limit (the operator's routes, the tenants CLI).
+   */
+  historyChangeEveryMs?: number;
 }
 
 /**
  * Changes a tenant's settings in one UpdateItem and says whether historyMonths changed (its old value comes from that
  * same write, so two changes at once are each seen by one caller). A write of historyMonths, changed or not, also
- * records when (HISTORY_SET_AT_ATTR). With `restamp`, a change of historyMonths schedules the restamp of the visitor
- * items already written (see TenantChangeOptions).
+ * records when (HISTORY_SET_AT_ATTR), and a change of it when it changed (HISTORY_CHANGED_AT_ATTR). With `restamp`, a
+ * change of historyMonths schedules the restamp of the visitor items already written; with `historyChangeEveryMs`,
+ * changes of historyMonths are limited (see TenantChangeOptions).
+ *
+ * A write of historyMonths first reads the tenant (consistently) to know whether it changes the value, and is
+ * conditioned on what it read: on the value still being different (a change, which also records its time and, when
+ * limited, checks that the last change is old enough) or still the same (no change). So concurrent calls cannot pass
+ * a change unrecorded or beyond the limit; a write whose condition failed reads again and is tried again (at most
+ * HISTORY_WRITE_ATTEMPTS times in all).
  */
 export async function changeTenant(
   db: TenantDb,
@@ -324,60 +369,93 @@ export async function changeTenant(
   const now = opts.now ?? Date.now;
   const { currency, historyMonths: m, ingestEventsPerSecond } = settings;
   const timeZone = settings.timeZone === undefined ? undefined : zoneToKeep(settings.timeZone);
-  if (m !== undefined && opts.restamp) {
-    const before = await getTenant(db, store);
-    if (before && !before.deletingAt && (before.historyMonths ?? null) !== m) await opts.restamp(now());
-  }
-  const at = now();
-  // Every setting given is SET to its value, or REMOVEd (historyMonths or ingestEventsPerSecond: null).
-  const given = Object.entries({
-    timeZone,
-    currency,
-    historyMonths: m,
-    [INGEST_BUDGET_ATTR]: ingestEventsPerSecond,
-    [HISTORY_SET_AT_ATTR]: m === undefined ? undefined : at,
-  }).filter(([, v]) => v !== undefined);
-  const set = given.filter(([, v]) => v !== null).map(([name]) => `#${name} = :${name}`);
-  const remove = given.filter(([, v]) => v === null).map(([name]) => `#${name}`);
-  const names = Object.fromEntries(given.map(([name]) => [`#${name}`, name]));
-  const values: Record<string, AttributeValue> = Object.fromEntries(
-    given.flatMap(([name, v]) => (v === null || v === undefined ? [] : [[`:${name}`, typeof v === 'number' ? { N: String(v) } : S(v)]])),
-  );
-  const update = [set.length ? `SET ${set.join(', ')}` : '', remove.length ? `REMOVE ${remove.join(', ')}` : ''].filter(Boolean).join(' ');
-  if (!update) {
-    const t = await getTenant(db, store);
-    if (!t || t.deletingAt) throw notFound(store);
-    return { tenant: t };
-  }
-  let old: Item;
-  try {
-    const out = await db.dynamo.send(
-      new UpdateItemCommand({
-        TableName: db.table,
-        Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
-        UpdateExpression: update,
-        ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(deletingAt)',
-        ExpressionAttributeNames: names,
-        ...(Object.keys(values).length ? { ExpressionAttributeValues: values } : {}),
-        ReturnValues: 'ALL_OLD',
-      }),
+  const every = opts.historyChangeEveryMs;
+  for (let attempt = 1; ; attempt++) {
+    let changes = false;
+    if (m !== undefined) {
+      const current = await tenantItem(db, store);
+      if (!current || str(current, 'deletingAt')) throw notFound(store);
+      changes = (tenantOf(store, current).historyMonths ?? null) !== m;
+      const last = Number(current[HISTORY_CHANGED_AT_ATTR]?.N ?? -Infinity);
+      const readAt = now();
+      if (changes && every !== undefined && readAt < last + every) {
+        throw new RetentionChangeLimitedError(store, last, every, last + every - readAt);
+      }
+      if (changes) await opts.restamp?.(readAt);
+    }
+    const at = now();
+    // Every setting given is SET to its value, or REMOVEd (historyMonths or ingestEventsPerSecond: null).
+    const given = Object.entries({
+      timeZone,
+      currency,
+      historyMonths: m,
+      [INGEST_BUDGET_ATTR]: ingestEventsPerSecond,
+      [HISTORY_SET_AT_ATTR]: m === undefined ? undefined : at,
+      [HISTORY_CHANGED_AT_ATTR]: changes ? at : undefined,
+    }).filter(([, v]) => v !== undefined);
+    const set = given.filter(([, v]) => v !== null).map(([name]) => `#${name} = :${name}`);
+    const remove = given.filter(([, v]) => v === null).map(([name]) => `#${name}`);
+    const names: Record<string, string> = Object.fromEntries(given.map(([name]) => [`#${name}`, name]));
+    const values: Record<string, AttributeValue> = Object.fromEntries(
+      given.flatMap(([name, v]) => (v === null || v === undefined ? [] : [[`:${name}`, typeof v === 'number' ? { N: String(v) } : S(v)]])),
     );
-    old = out.Attributes ?? {};
-  } catch (err) {
-    if (err instanceof ConditionalCheckFailedException) throw notFound(store);
-    throw err;
+    const update = [set.length ? `SET ${set.join(', ')}` : '', remove.length ? `REMOVE ${remove.join(', ')}` : '']
+      .filter(Boolean)
+      .join(' ');
+    if (!update) {
+      const t = await getTenant(db, store);
+      if (!t || t.deletingAt) throw notFound(store);
+      return { tenant: t };
+    }
+    const conditions = ['attribute_exists(pk)', 'attribute_not_exists(deletingAt)'];
+    if (m !== undefined) {
+      // historyMonths as read: still different (a change) or still the same (none).
+      if (m === null) conditions.push(changes ? 'attribute_exists(#historyMonths)' : 'attribute_not_exists(#historyMonths)');
+      else
+        conditions.push(
+          changes ? '(attribute_not_exists(#historyMonths) OR #historyMonths <> :historyMonths)' : '#historyMonths = :historyMonths',
+        );
+      if (changes && every !== undefined) {
+        const chg = `#${HISTORY_CHANGED_AT_ATTR}`;
+        conditions.push(`(attribute_not_exists(${chg}) OR ${chg} <= :lastChangeBefore)`);
+        values[':lastChangeBefore'] = { N: String(at - every) };
+      }
+    }
+    let old: Item;
+    try {
+      const out = await db.dynamo.send(
+        new UpdateItemCommand({
+          TableName: db.table,
+          Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
+          UpdateExpression: update,
+          ConditionExpression: conditions.join(' AND '),
+          ExpressionAttributeNames: names,
+          ...(Object.keys(values).length ? { ExpressionAttributeValues: values } : {}),
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      old = out.Attributes ?? {};
+    } catch (err) {
+      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+      // Without historyMonths only a missing (or deleting) store fails the condition; with it, read again.
+      if (m === undefined) throw notFound(store);
+      if (attempt < HISTORY_WRITE_ATTEMPTS) continue;
+      throw new Error(
+        `the tenant item of store ${store} kept changing while its historyMonths was written (${attempt} attempts); try again`,
+      );
+    }
+    // The tenant as the write left it: the item before it, with the settings given set or removed.
+    const item: Item = { ...old };
+    for (const [name, v] of given) {
+      if (v === null) delete item[name];
+      else item[name] = values[`:${name}`]!;
+    }
+    const tenant = tenantOf(store, item);
+    const before = tenantOf(store, old).historyMonths ?? null;
+    if (m === undefined || before === (tenant.historyMonths ?? null)) return { tenant };
+    await opts.restamp?.(at);
+    return { tenant, history: { before, changedAt: at } };
   }
-  // The tenant as the write left it: the item before it, with the settings given set or removed.
-  const item: Item = { ...old };
-  for (const [name, v] of given) {
-    if (v === null) delete item[name];
-    else item[name] = values[`:${name}`]!;
-  }
-  const tenant = tenantOf(store, item);
-  const before = tenantOf(store, old).historyMonths ?? null;
-  if (m === undefined || before === (tenant.historyMonths ?? null)) return { tenant };
-  await opts.restamp?.(at);
-  return { tenant, history: { before, changedAt: at } };
 }
 
 /**

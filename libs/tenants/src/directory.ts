@@ -38,6 +38,16 @@ export interface TenantDirectoryOptions {
   staleKeyMaxMs?: number;
   /** The clock that ages cache entries and times retries (ms since the epoch). Default `Date.now`. */
   now?: () => number;
+  /**
+   * DynamoDB lookups per second, in this process, of keys not cached as existing (new, made-up, or found not to exist
+   * longer than `cacheTtlMs` ago), from a bucket holding UNKNOWN_KEY_LOOKUP_BURST_SECONDS of them: past it such a key
+   * is refused without a lookup (UnknownKeyLookupsThrottledError, a TenantsUnavailableError: callers answer 503 with
+   * Retry-After, and a real new key works once the bucket has a lookup again). Keys cached as existing are never
+   * refused. Default unbounded.
+   */
+  unknownKeyLookupsPerSecond?: number;
+  /** Called for each key refused by unknownKeyLookupsPerSecond (a metric). */
+  onUnknownKeyLookupRefused?: () => void;
 }
 
 /** A key's store and scopes, with what the apps need of its tenant. */
@@ -69,6 +79,18 @@ interface KeyRecord {
 const STALE_KEY_MAX_MS = 3_600_000;
 
 /**
+ * Seconds of unknownKeyLookupsPerSecond the bucket holds: a replica that starts with an empty cache looks up the keys
+ * in use at once, up to this many seconds' worth.
+ */
+const UNKNOWN_KEY_LOOKUP_BURST_SECONDS = 10;
+
+/**
+ * A key was not looked up: this process's budget of lookups of keys not cached as existing
+ * (TenantDirectoryOptions.unknownKeyLookupsPerSecond) is spent for now. Retry in a moment.
+ */
+export class UnknownKeyLookupsThrottledError extends TenantsUnavailableError {}
+
+/**
  * Key and tenant lookups for any app, cached for `cacheTtlMs`: while DynamoDB answers, a value older than the TTL
  * is looked up again before it is used, so a revoked key fails within the TTL. When DynamoDB fails, the last value
  * known for that key (confirmed less than `staleKeyMaxMs` ago) or store is served at once (an outage of DynamoDB
@@ -85,6 +107,7 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
   const now = opts.now ?? (() => Date.now());
   /** degraded: the last lookup failed; until: no new lookup for unknown ids before this (ms). */
   const outage = { until: 0, degraded: false };
+  const unknownKeyBudget = tokenBucket(opts.unknownKeyLookupsPerSecond, now);
 
   const keys = cache<KeyRecord | undefined>(
     'key',
@@ -179,6 +202,13 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
         }
         if (!retry) throw unavailable(kind);
       }
+      // A key not cached as existing (whose lookup is not already under way) is looked up only within the budget.
+      if (kind === 'key' && !found.has(id) && !inflight.has(id) && !unknownKeyBudget()) {
+        opts.onUnknownKeyLookupRefused?.();
+        throw new UnknownKeyLookupsThrottledError(
+          'too many API keys that are not cached are being looked up right now (unknownKeyLookupsPerSecond); not looked up',
+        );
+      }
       try {
         return await lookup(id);
       } catch (err) {
@@ -210,5 +240,26 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
       const t = await tenants(store, topts?.fresh === true);
       return t && { ...t };
     },
+  };
+}
+
+/**
+ * A token bucket of `perSecond` (undefined or 0: unbounded) holding UNKNOWN_KEY_LOOKUP_BURST_SECONDS of it, full at
+ * first; each call takes one token and says whether there was one.
+ */
+function tokenBucket(perSecond: number | undefined, now: () => number): () => boolean {
+  if (!perSecond || perSecond <= 0) return () => true;
+  const capacity = Math.max(1, perSecond * UNKNOWN_KEY_LOOKUP_BURST_SECONDS);
+  let tokens = capacity;
+  let at = now();
+  return () => {
+    const t = now();
+    if (t > at) {
+      tokens = Math.min(capacity, tokens + ((t - at) * perSecond) / 1_000);
+      at = t;
+    }
+    if (tokens < 1) return false;
+    tokens -= 1;
+    return true;
   };
 }

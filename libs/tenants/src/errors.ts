@@ -16,6 +16,8 @@ export type TenantErrorCode =
   | 'TALLY_ERR_INVALID_RETENTION'
   | 'TALLY_ERR_INVALID_LIMIT'
   | 'TALLY_ERR_VISITOR_NOT_FOUND'
+  /** A change of historyMonths came sooner after the last one than its caller allows (RetentionChangeLimitedError). */
+  | 'TALLY_ERR_RETENTION_CHANGE_LIMITED'
   | 'TALLY_ERR_DELETION_INCOMPLETE';
 
 /** An admin operation on tenants or keys was refused; `message` says what and which store/key. */
@@ -25,6 +27,28 @@ export class TenantError extends TallyError<TenantErrorCode> {
     message: string,
   ) {
     super(message);
+  }
+}
+
+/**
+ * A change of a store's historyMonths was refused, nothing written, because the last change (`lastChangedAt`, epoch
+ * ms) was less than `everyMs` ago (changeTenant `historyChangeEveryMs`: each change makes the dynamo-writer restamp
+ * the store's visitor items, a Scan of the whole table). `waitMs`: how long until it may change again.
+ */
+export class RetentionChangeLimitedError extends TenantError {
+  constructor(
+    readonly store: string,
+    readonly lastChangedAt: number,
+    readonly everyMs: number,
+    readonly waitMs: number,
+  ) {
+    const every = everyMs % 3_600_000 === 0 ? `${everyMs / 3_600_000} h` : `${Math.ceil(everyMs / 1000)} s`;
+    super(
+      'TALLY_ERR_RETENTION_CHANGE_LIMITED',
+      `the visitor-history retention (historyMonths) of store ${store} was changed at ${new Date(lastChangedAt).toISOString()}; ` +
+        `a store's admin key may change it at most once every ${every} (each change makes Tally restamp the store's visitor items, ` +
+        `a scan of the whole table): change it again from ${new Date(lastChangedAt + everyMs).toISOString()}, or ask the operator`,
+    );
   }
 }
 

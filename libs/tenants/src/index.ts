@@ -1,4 +1,4 @@
-export { TenantError, TenantsUnavailableError } from './errors';
+export { RetentionChangeLimitedError, TenantError, TenantsUnavailableError } from './errors';
 export { SCOPES, hashKey, keyIdOf, type Scope } from './keys';
 export {
   changeTenant,
@@ -22,7 +22,13 @@ export {
   type TenantDb,
   type TenantInfo,
 } from './admin';
-export { createTenantDirectory, type Principal, type TenantDirectory } from './directory';
+export { createTenantDirectory, UnknownKeyLookupsThrottledError, type Principal, type TenantDirectory } from './directory';
 export { deleteStore, eraseVisitor, type ErasureDeps } from './erasure';
 export { visitorExpiry } from './retention';
-export { restampRetention, RETENTION_SETTLE_MS, type RestampOptions, type RetentionRestamp } from './retention-change';
+export {
+  restampRetention,
+  RETENTION_CHANGE_INTERVAL_MS,
+  RETENTION_SETTLE_MS,
+  type RestampOptions,
+  type RetentionRestamp,
+} from './retention-change';

@@ -25,6 +25,15 @@ import { S, str, type Item } from './items';
 /** restampRetention's default wait: the dynamo-writer's tenant cache TTL (60 s) plus 30 s for a flush in flight. */
 export const RETENTION_SETTLE_MS = 90_000;
 
+/**
+ * How often a store's admin key may change the store's historyMonths (the query API's PATCH /v1/admin/store passes it
+ * to changeTenant as `historyChangeEveryMs`): once per 24 h. Each change schedules a restamp, a Scan of the whole
+ * table, so without a limit one store could keep the table scanned about every RETENTION_SETTLE_MS. The operator
+ * (PATCH /v1/operator/stores/{store}, `npm run tenants -- set`) is not limited; its changes are recorded too, and so
+ * start the store's 24 h.
+ */
+export const RETENTION_CHANGE_INTERVAL_MS = 24 * 3_600_000;
+
 export interface RestampOptions {
   /** The clock (ms since the epoch): what is already due, and the floor of a stamp (below). Default `Date.now`. */
   now?: () => number;

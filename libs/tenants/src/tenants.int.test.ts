@@ -106,6 +106,34 @@ describe('tenant admin', () => {
     expect(await codeOf(revokeKey(db, 'ADMIN2', 'not-hex'))).toBe('TALLY_ERR_KEY_NOT_FOUND');
   });
 
+  it("refuses a new store whose id can be the hash tag of Tally's own Redis keys; a store that has one keeps working", async () => {
+    // Under KEY_PREFIX t, store t:w0's keys t:{t:w0}:… would be work-set shard 0's, and t:events:0 the events queue's slot.
+    for (const store of ['t:w0', 'lg:w17', 'X.y:w3', 't:events:0', 't:events', 'q:dynamo-writes:12', 't:seal', 't:maintenance', 't:w0:1']) {
+      const err = await createTenant(db, store).catch((e: unknown) => e);
+      expect(err, store).toBeInstanceOf(TenantError);
+      expect(err).toMatchObject({ code: 'TALLY_ERR_INVALID_STORE' });
+      expect((err as Error).message).toBe(
+        `store id ${JSON.stringify(store)} cannot be taken by a new store: ids that end in :w<digits>, :events, :seal, ` +
+          ":dynamo-writes or :maintenance (optionally followed by :<digits>) can be the hash tags of Tally's own Redis keys",
+      );
+      expect(await getTenant(db, store)).toBeUndefined();
+    }
+    expect((await listTenants(db)).map((t) => t.store)).not.toContain('t:w0');
+    // Ids with a `:` that no internal hash tag ends like are taken.
+    for (const store of ['acme:eu', 'acme:w', 'acme:wx1', 'acme:w1x', 'acme:events1', 'acme:seals', 'w0', 'events']) {
+      expect(await createTenant(db, store), store).toMatchObject({ store });
+    }
+    // A store made with such an id before (here by the harness, which writes what createTenant wrote) keeps working.
+    await createTestTenants(dynalite.endpoint, db.table, { 't:w1': 'Europe/Paris' });
+    expect(await getTenant(db, 't:w1')).toMatchObject({ store: 't:w1', timeZone: 'Europe/Paris' });
+    const key = await issueKey(db, 't:w1', ['ingest'], 'web');
+    await setCurrency(db, 't:w1', 'EUR');
+    expect(await getTenant(db, 't:w1')).toMatchObject({ currency: 'EUR' });
+    const dir = createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 });
+    expect(await dir.authenticate(key)).toMatchObject({ store: 't:w1', scopes: ['ingest'], timeZone: 'Europe/Paris' });
+    expect(await codeOf(createTenant(db, 't:w1'))).toBe('TALLY_ERR_INVALID_STORE');
+  });
+
   it("keeps a time zone in the runtime's spelling of its name, whatever the case given; an alias as given", async () => {
     expect(await createTenant(db, 'TZCASE1', { timeZone: 'eUrOpE/pArIs' })).toMatchObject({ timeZone: 'Europe/Paris' });
     expect(await getTenant(db, 'TZCASE1')).toMatchObject({ timeZone: 'Europe/Paris' });

@@ -54,6 +54,9 @@ describe('sizing', () => {
     bytesPerOpenRow: 200,
     bytesPerStore: 1_000,
     bytesPerDedupeRecord: 150,
+    bytesPerRankingMember: 10,
+    bytesPerLargeRankingMember: 100,
+    bytesPerCacheVersion: 120,
     aggregatorEventsPerSecond: 80_000,
     collectorCpuMsPer1000Events: 3,
     endToEndEventsPerSecondPerRedis: 40_000,
@@ -63,7 +66,14 @@ describe('sizing', () => {
     // 20M visitors / 43,200 minutes * 30 = 13,889 visitor rows; 1,000,000 product rows; 10,000 store rows.
     expect(s.openRows).toBe(1_023_889);
     expect(s.redisBytes.dedupe).toBe(50 * (86_400 + 8_640) * 150); // a record outlives the day by its 10% slack
-    expect(s.redisBytes.total).toBeCloseTo(1_023_889 * 200 + 10_000 * 1_000 + 50 * (86_400 + 8_640) * 150, 0);
+    // 10,000 stores' 4 rankings a day of 100 members (a listpack each: 10 B a member), kept 100 days.
+    expect(s.redisBytes.rankings).toBe(10_000 * 4 * 100 * 10 * 100);
+    // A cache version per row written in the last 2 days: 666,667 visitors, 1,000,000 products and 10,000 stores a day.
+    expect(s.redisBytes.cacheVersions).toBeCloseTo((20_000_000 / 30 + 1_000_000 + 10_000) * 2 * 120, 0);
+    expect(s.redisBytes.total).toBeCloseTo(
+      1_023_889 * 200 + 10_000 * 1_000 + 50 * (86_400 + 8_640) * 150 + 4e9 + (20_000_000 / 30 + 1_010_000) * 240,
+      0,
+    );
     expect(s.redisMasters).toBe(3);
     expect(s.aggregatorReplicas).toBe(2);
     expect(s.collectorCoresAtPeak).toBeCloseTo(0.15, 10);
@@ -74,6 +84,11 @@ describe('sizing', () => {
     expect(s.monthly.readUnits).toBe(550 * 2_592_000);
     expect(s.monthly.onDemandUsd).toBeCloseTo(5_000 * 2.592 * 0.625 + 550 * 2.592 * 0.125, 6);
     expect(s.monthly.provisionedUsd).toBeCloseTo(5_000 * 730 * 0.00065 + 550 * 730 * 0.00013, 6);
+  });
+  it('sizes the rankings by the days kept, and a ranking past 128 members at the skiplist bytes', () => {
+    expect(sizeDeployment({ ...workload, topHistoryDays: 30 }, measured).redisBytes.rankings).toBe(10_000 * 4 * 100 * 10 * 30);
+    expect(sizeDeployment({ ...workload, productsPerStorePerDay: 128 }, measured).redisBytes.rankings).toBe(10_000 * 4 * 128 * 10 * 100);
+    expect(sizeDeployment({ ...workload, productsPerStorePerDay: 129 }, measured).redisBytes.rankings).toBe(10_000 * 4 * 129 * 100 * 100);
   });
   it('refuses a 0 it divides by (events per batch, aggregator and end-to-end events/s) rather than size an infinite deployment', () => {
     expect(() => sizeDeployment({ ...workload, eventsPerBatch: 0 }, measured)).toThrow('eventsPerBatch must be above 0, got 0');

@@ -11,12 +11,17 @@ const SIZE_FLAGS: Record<string, string> = {
   'events-per-batch': 'eventsPerBatch',
   products: 'productsPerStorePerDay',
   queries: 'queriesPerSecond',
+  'rankings-per-store-day': 'rankingsPerStorePerDay',
+  'top-history-days': 'topHistoryDays',
   'wcu-per-million': 'writeUnitsPerMillionEvents',
   'rcu-per-million': 'readUnitsPerMillionEvents',
   'rcu-per-query': 'readUnitsPerQuery',
   'bytes-per-row': 'bytesPerOpenRow',
   'bytes-per-store': 'bytesPerStore',
   'bytes-per-dedupe': 'bytesPerDedupeRecord',
+  'bytes-per-ranking-member': 'bytesPerRankingMember',
+  'bytes-per-large-ranking-member': 'bytesPerLargeRankingMember',
+  'bytes-per-cache-version': 'bytesPerCacheVersion',
   'aggregator-eps': 'aggregatorEventsPerSecond',
   'collector-cpu-ms': 'collectorCpuMsPer1000Events',
   'e2e-eps': 'endToEndEventsPerSecondPerRedis',
@@ -68,8 +73,10 @@ if (process.argv[2] === 'size') {
   const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
   const gb = (bytes: number, d = 2) => f(bytes / 1e9, d);
   console.log(`open rows                 ${f(s.openRows)}`);
-  const { rows, stores, dedupe, total } = s.redisBytes;
-  console.log(`Redis memory              ${gb(total)} GB (rows ${gb(rows)}, stores ${gb(stores, 3)}, dedupe records ${gb(dedupe)})`);
+  const { rows, stores, dedupe, rankings, cacheVersions, total } = s.redisBytes;
+  console.log(
+    `Redis memory              ${gb(total)} GB (rankings ${gb(rankings)}, dedupe records ${gb(dedupe)}, cache versions ${gb(cacheVersions)}, rows ${gb(rows)}, stores ${gb(stores, 3)})`,
+  );
   console.log(`Redis Cluster masters     ${s.redisMasters}`);
   console.log(`aggregator replicas       ${s.aggregatorReplicas}`);
   console.log(`collector replicas        ${s.collectorReplicas} (${f(s.collectorCoresAtPeak, 2)} cores at peak)`);

@@ -21,6 +21,11 @@ export const DEFAULT_WORKLOAD = {
   dedupeWindowSeconds: 86_400,
   /** The visitor rows' idle flush (default rules: 30 min). */
   visitorIdleMinutes: 30,
+  /** Ranking zsets per store and day (default rules: product ViewCount, OrderCount, Revenue; page PageViews), each of
+   * productsPerStorePerDay members (as many pages as products; fewer products ordered than viewed: an upper bound). */
+  rankingsPerStorePerDay: 4,
+  /** TOP_HISTORY_DAYS: days a daily ranking is kept. */
+  topHistoryDays: 100,
 };
 export type Workload = typeof DEFAULT_WORKLOAD;
 
@@ -37,6 +42,11 @@ export const DEFAULT_MEASURED = {
   bytesPerStore: 966,
   /** aggregator-apply: bytes per dedupe record. */
   bytesPerDedupeRecord: 160,
+  /** scale: bytes per member of a daily ranking of up to 128 members (a listpack), and of more (a skiplist). */
+  bytesPerRankingMember: 9.8,
+  bytesPerLargeRankingMember: 102.2,
+  /** scale: bytes per cache version (one per row written, kept 2 days after its last write). */
+  bytesPerCacheVersion: 148.4,
   /** aggregator-apply: events/s one aggregator process applies (100-event batches, as the default workload's). */
   aggregatorEventsPerSecond: 29_264,
   /** collector-ingest: collector CPU ms per 1,000 events (100-event batches, as the default workload's). */
@@ -53,6 +63,10 @@ export const DIVISORS: readonly string[] = ['eventsPerBatch', 'aggregatorEventsP
 const US_EAST_1 = { onDemandWrite: 0.625, onDemandRead: 0.125, provisionedWcuHour: 0.00065, provisionedRcuHour: 0.00013 };
 
 const SECONDS_PER_MONTH = 30 * 86_400;
+/** Redis's zset-max-listpack-entries: a zset of more members is a skiplist (bytesPerLargeRankingMember). */
+const LISTPACK_MEMBERS = 128;
+/** Days a row's cache version outlives its last write (libs/buckets BucketStore cacheVersionTtlSeconds). */
+const CACHE_VERSION_DAYS = 2;
 const HOURS_PER_MONTH = 730;
 
 export function sizeDeployment(w: Workload, m: Measured, p = US_EAST_1) {
@@ -67,7 +81,14 @@ export function sizeDeployment(w: Workload, m: Measured, p = US_EAST_1) {
   const rows = openRows * m.bytesPerOpenRow;
   const stores = w.stores * m.bytesPerStore;
   const dedupe = dedupeRecords * m.bytesPerDedupeRecord;
-  const total = rows + stores + dedupe;
+  // The daily rankings of top lists: every store's of each day kept, and a cache version per row written in the last
+  // 2 days (each visitor a day, as many as a month's visitors make, and each product and store row, written daily).
+  const members = w.productsPerStorePerDay;
+  const perMember = members > LISTPACK_MEMBERS ? m.bytesPerLargeRankingMember : m.bytesPerRankingMember;
+  const rankings = w.stores * w.rankingsPerStorePerDay * members * perMember * w.topHistoryDays;
+  const rowsWrittenPerDay = w.visitorsPerMonth / 30 + w.stores * w.productsPerStorePerDay + w.stores;
+  const cacheVersions = rowsWrittenPerDay * CACHE_VERSION_DAYS * m.bytesPerCacheVersion;
+  const total = rows + stores + dedupe + rankings + cacheVersions;
   // Redis Cluster masters: peak over half the measured per-Redis end-to-end rate, at least 3 (memory fits each).
   const redisMasters = Math.max(3, Math.ceil(w.eventsPerSecondPeak / (m.endToEndEventsPerSecondPerRedis / 2)));
   const writeUnitsPerSecondAvg = (w.eventsPerSecondAvg * m.writeUnitsPerMillionEvents) / 1e6;
@@ -79,7 +100,7 @@ export function sizeDeployment(w: Workload, m: Measured, p = US_EAST_1) {
   const collectorCoresAtPeak = (w.eventsPerSecondPeak / 1000) * (m.collectorCpuMsPer1000Events / 1000);
   return {
     openRows,
-    redisBytes: { rows, stores, dedupe, total },
+    redisBytes: { rows, stores, dedupe, rankings, cacheVersions, total },
     redisMasters,
     // Peak over half of one process's measured rate (headroom), at least 2 for availability.
     aggregatorReplicas: Math.max(2, Math.ceil(w.eventsPerSecondPeak / (m.aggregatorEventsPerSecond / 2))),

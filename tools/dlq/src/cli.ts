@@ -1,4 +1,5 @@
-import { QUEUE_NAMES, queueShards, type TallyQueues } from '@tally/queues';
+import { leftoverShardQueues, QUEUE_NAMES, queueShards, type QueueName, type TallyQueues } from '@tally/queues';
+import type { Queue } from 'bullmq';
 import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import * as dlq from './dlq';
 import { USAGE } from './usage';
@@ -12,7 +13,10 @@ export interface Progress {
 }
 
 interface DlqCliDeps {
-  /** Tally's queues (createQueues): every shard of each queue is read and acted on. */
+  /**
+   * Tally's queues (createQueues): every shard of each queue is read and acted on, and the shards past QUEUE_SHARDS
+   * that hold jobs (a lowered QUEUE_SHARDS left them: leftoverShardQueues).
+   */
   queues: TallyQueues;
   /** The aggregator's batch-id dedupe window (DEDUPE_WINDOW_SECONDS), in ms. */
   dedupeWindowMs: number;
@@ -60,12 +64,35 @@ export function runDlqCli(argv: readonly string[], deps: DlqCliDeps | (() => Pro
   return runCli('dlq', argv, io, USAGE, DLQ_OPTIONS, (command, args, values) => run(command, args, values, open, io));
 }
 
+/** Runs one command; the queues it opened for shards past QUEUE_SHARDS are closed after it. */
 async function run(
   command: string,
   args: string[],
   values: CliValues<typeof DLQ_OPTIONS>,
   open: () => Promise<DlqCliDeps>,
   io: CliIo,
+): Promise<number> {
+  const opened: Queue[] = [];
+  /** Every shard of the queue: QUEUE_SHARDS' own, then those past it that hold jobs (shard numbers from their prefixes). */
+  const shardsOf = async (queues: TallyQueues, name: QueueName) => {
+    const past = await leftoverShardQueues(queues, name);
+    opened.push(...past);
+    return [...queueShards(queues, name), ...past];
+  };
+  try {
+    return await runCommand(command, args, values, open, io, shardsOf);
+  } finally {
+    await Promise.all(opened.map((q) => q.close()));
+  }
+}
+
+async function runCommand(
+  command: string,
+  args: string[],
+  values: CliValues<typeof DLQ_OPTIONS>,
+  open: () => Promise<DlqCliDeps>,
+  io: CliIo,
+  shardsOf: (queues: TallyQueues, name: QueueName) => Promise<readonly Queue[]>,
 ): Promise<number> {
   const takes = Object.hasOwn(TAKES, command) ? TAKES[command] : undefined;
   if (!takes) throw new UsageError(`unknown command "${command}"`);
@@ -86,7 +113,7 @@ async function run(
     const rows: dlq.FailedJob[] = [];
     const summary: string[] = [];
     for (const name of names) {
-      const r = await dlq.listFailed(queueShards(deps.queues, name), filter, { limit, now });
+      const r = await dlq.listFailed(await shardsOf(deps.queues, name), filter, { limit, now });
       rows.push(...r.jobs);
       const failed = dlq.isEmptyFilter(filter) ? `${r.total} failed` : `${r.matched} of ${r.total} failed match`;
       summary.push(`${name}: ${failed}${r.jobs.length < r.matched ? `, ${r.jobs.length} shown` : ''}`);
@@ -104,7 +131,7 @@ async function run(
   if (command === 'show') {
     const deps = await open();
     const now = (deps.now ?? Date.now)();
-    const job = await dlq.showJob(queueShards(deps.queues, queueName), args[1]!);
+    const job = await dlq.showJob(await shardsOf(deps.queues, queueName), args[1]!);
     if (values.json) {
       io.out(JSON.stringify(job, null, 2));
       return 0;
@@ -140,7 +167,7 @@ async function run(
 
   const deps = await open();
   const now = (deps.now ?? Date.now)();
-  const queue = queueShards(deps.queues, queueName);
+  const queue = await shardsOf(deps.queues, queueName);
   const replay = { dedupeWindowMs: deps.dedupeWindowMs, pastDedupeWindow: Boolean(values['past-dedupe-window']), now, dryRun };
   const would = dryRun ? `dry run: would ${command}` : { replay: 'replayed', purge: 'purged' }[command];
   if (args.length === 2) {

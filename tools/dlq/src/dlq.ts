@@ -77,15 +77,26 @@ interface BulkResult {
 }
 
 /**
- * A queue, or every shard of one queue (`queueShards()`, QUEUE_SHARDS > 1): each function below reads and acts on
- * all of them, so a failed job is found in whichever shard its store's jobs go to.
+ * A queue, or every shard of one queue (`queueShards()`, QUEUE_SHARDS > 1, and those past QUEUE_SHARDS that hold jobs:
+ * leftoverShardQueues): each function below reads and acts on all of them, so a failed job is found in whichever
+ * shard its store's jobs went to.
  */
 type QueueShards = Queue | readonly Queue[];
+
+/** A queue shard's number, from its prefix (`{t:events:3}`: 3); undefined for an unsharded queue. */
+const shardNumber = (q: Queue): number | undefined => {
+  const m = /:(\d+)\}$/.exec(q.opts?.prefix ?? '');
+  return m ? Number(m[1]) : undefined;
+};
 
 /** The shards, their queue's name, and the shard number a job of shard `i` shows (none when there is one). */
 function shardsOf(queue: QueueShards) {
   const shards = queue instanceof Queue ? [queue] : queue;
-  return { shards, name: assertQueueName(shards[0]!.name), shardOf: (i: number) => (shards.length > 1 ? i : undefined) };
+  return {
+    shards,
+    name: assertQueueName(shards[0]!.name),
+    shardOf: (i: number) => (shards.length > 1 ? (shardNumber(shards[i]!) ?? i) : undefined),
+  };
 }
 
 export function assertQueueName(name: string): QueueName {

@@ -32,4 +32,7 @@ twice) unless --past-dedupe-window, which marks each replayed batch so that the 
 it (it refuses a batch past its window otherwise).
 Configured by REDIS_URL (unset: the running npm start stack's Redis, prefix and shards) or
 REDIS_CLUSTER_NODES, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD;
-KEY_PREFIX, QUEUE_SHARDS (every shard of a queue is read and acted on) and DEDUPE_WINDOW_SECONDS.`;
+KEY_PREFIX, QUEUE_SHARDS (every shard of a queue is read and acted on, and the shards past it that
+hold jobs, left by a lowered QUEUE_SHARDS: an events job replayed there is run by an aggregator
+within 5 minutes; a dynamo-writes job there is redundant, its row is flushed from its own shard)
+and DEDUPE_WINDOW_SECONDS.`;

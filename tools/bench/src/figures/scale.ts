@@ -1,13 +1,14 @@
 import { figure } from '../figure';
 import { BucketStore } from '@tally/buckets';
-import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
+import { compileRules, defaultRules, rollup, type NormalizedEvent, type RowDeltas } from '@tally/schema';
 import { createTestTable, metricValue, sleep, startApp, startDynalite, startRedis, waitFor, type AppHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { loadavg } from 'node:os';
 import { cpuSeconds } from '../proc';
 import { usedMemory } from '../redis-benchmark';
 import { sampler } from '../load';
-import { median } from '../stats';
+import { fmt, median } from '../stats';
+import { flushStore } from '../workload';
 
 const BUCKET_MS = 900_000;
 /** The measured aggregator's BUCKET_SECONDS (ms): its ticks' interval, room for loading the fresh buckets. */
@@ -167,6 +168,90 @@ async function measurePoint(stores: number, openRows: number, log: (l: string) =
   }
 }
 
+/** docs/SCALING.md's products viewed per store and day (tools/cost DEFAULT_WORKLOAD): the members of a daily ranking. */
+const PRODUCTS_PER_DAY = 100;
+/** Members of the larger rankings measured: past Redis's zset-max-listpack-entries (128), a zset is a skiplist. */
+const LARGE_RANKING = 1_000;
+
+/**
+ * Deletes `keys` and returns the fall of used_memory: their values, their names and their entries in the keyspace and
+ * expires tables, and the tables' own share when the keys were most of the keyspace (the server's cron then shrinks
+ * them). A second before and after, for the cron to finish rehashing and resizing client buffers (used_memory counts
+ * them too).
+ */
+async function bytesOf(redis: Redis, keys: readonly string[]): Promise<number> {
+  await sleep(1_000);
+  const before = await usedMemory(redis);
+  for (let i = 0; i < keys.length; i += 100) await redis.del(...keys.slice(i, i + 100));
+  await sleep(1_000);
+  return before - (await usedMemory(redis));
+}
+
+/** Every key matching `pattern` (SCAN). */
+async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    keys.push(...batch);
+    cursor = next;
+  } while (cursor !== '0');
+  return keys;
+}
+
+/**
+ * Redis bytes of the daily rankings (top lists) and of the rows' cache versions, applied and acknowledged through
+ * BucketStore on a fresh redis-server. Each of `stores` stores gets a day of `members` products viewed and ordered
+ * and as many pages viewed: the default rules' 4 rankings of a store-day (product ViewCount, OrderCount, Revenue;
+ * page PageViews) of `members` members each, with ids as the bench's (`P<n>`; pages `/p/<n>`). Each kind of key is
+ * measured as the fall of used_memory when its keys are deleted. With `acks`, every row is then sealed, folded and
+ * acknowledged as the dynamo-writer does, which leaves a cache version per row (expiring 2 days later).
+ */
+export async function measureRankingMemory(stores: number, members: number, acks: boolean) {
+  const redisServer = await startRedis();
+  const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+  const rules = compileRules(defaultRules);
+  const buckets = new BucketStore({ redis, rules, prefix: 't' });
+  try {
+    const now = Date.now();
+    await pool([...Array(stores).keys()], 16, async (i) => {
+      const events = Array.from({ length: members }, (_, p): NormalizedEvent[] => [
+        { type: 'view', ts: now, dims: { product: `P${p}` } },
+        { type: 'order_item', ts: now, value: `${(p % 50) + 1}.99`, dims: { product: `P${p}` } },
+        { type: 'page_view', ts: now, dims: { page: `/p/${p}` } },
+      ]).flat();
+      for (let from = 0; from < events.length; from += 1000) {
+        const deltas = rollup(rules, `STORE${i}`, 'UTC', events.slice(from, from + 1000));
+        await buckets.apply(`STORE${i}`, `r-${from}`, deltas, { now, dedupeTtlSeconds: 3_600 });
+      }
+    });
+    const rankings = await scanKeys(redis, 't:{*}:k:*');
+    const ranked = (await Promise.all(rankings.map((k) => redis.zcard(k)))).reduce((a, b) => a + b, 0);
+    if (rankings.length !== 4 * stores || ranked !== 4 * stores * members)
+      throw new Error(`${rankings.length} rankings of ${ranked} members, not ${4 * stores} of ${members} each`);
+    const rankingBytes = await bytesOf(redis, rankings);
+    let cacheVersions: { keys: number; bytesPerKey: number } | undefined;
+    if (acks) {
+      await pool([...Array(stores).keys()], 16, (i) =>
+        flushStore(
+          buckets,
+          `STORE${i}`,
+          () => now,
+          now + 2 * 86_400_000,
+          async () => {},
+        ),
+      );
+      const keys = await scanKeys(redis, 't:{*}:v:*');
+      if (keys.length !== stores * (1 + 2 * members)) throw new Error(`${keys.length} cache versions, not one per row`);
+      cacheVersions = { keys: keys.length, bytesPerKey: (await bytesOf(redis, keys)) / keys.length };
+    }
+    return { stores, members, bytesPerMember: rankingBytes / ranked, bytesPerStoreDay: rankingBytes / stores, cacheVersions };
+  } finally {
+    redis.disconnect();
+    await redisServer.stop();
+  }
+}
+
 /** The points measured: `TALLY_SCALE_POINTS=10000x10000,1000x100000` (stores x open rows) picks some, for a quicker run. */
 function grid(quick: boolean): Array<[number, number]> {
   const points =
@@ -204,6 +289,12 @@ export const scaleFigure = figure('scale', async (ctx) => {
   const points: ScalePoint[] = [];
   for (const [s, r] of grid(ctx.quick)) points.push(await measurePoint(s, r, ctx.log));
   const mem = memoryPer(points);
+  const small = await measureRankingMemory(ctx.quick ? 100 : 500, PRODUCTS_PER_DAY, true);
+  const large = await measureRankingMemory(ctx.quick ? 5 : 30, LARGE_RANKING, false);
+  const cv = small.cacheVersions!;
+  ctx.log(
+    `rankings: ${small.bytesPerMember.toFixed(1)} B/member (${large.bytesPerMember.toFixed(1)} past 128); ${cv.bytesPerKey.toFixed(0)} B/cache version`,
+  );
   const biggest = points[points.length - 1]!;
   const rows = points.map(
     (p) =>
@@ -232,9 +323,18 @@ export const scaleFigure = figure('scale', async (ctx) => {
           `${Math.round(mem.perRow)} bytes per open row (outbox hash with one entry, dirty and due zset members).`,
         ]
       : []),
+    '',
+    `Daily rankings (top lists) and cache versions, applied through BucketStore on a fresh redis-server, each measured as the fall`,
+    `of used_memory when its keys are deleted: ${small.stores} stores with a day of ${PRODUCTS_PER_DAY} products viewed and ordered and ${PRODUCTS_PER_DAY} pages viewed`,
+    `(ids \`P<n>\`, pages \`/p/<n>\`), the default rules' 4 rankings of a store-day of ${PRODUCTS_PER_DAY} members each:`,
+    `**${small.bytesPerMember.toFixed(1)} bytes per ranking member**, ${fmt(small.bytesPerStoreDay)} bytes per store-day; ${large.stores} stores with ${fmt(LARGE_RANKING)}`,
+    `of each (a zset past 128 members is a skiplist, not a listpack): **${large.bytesPerMember.toFixed(1)} bytes per member**. Every row of the first`,
+    `then sealed, folded and acknowledged as the dynamo-writer does: **${cv.bytesPerKey.toFixed(1)} bytes per cache version** (${fmt(cv.keys)} keys, one`,
+    'per row written, each expiring 2 days after its last write; nearly all the keyspace then, so with their share of its',
+    'hash tables, which a keyspace of mostly cache versions has).',
   ].join('\n');
   return {
-    summary: `${biggest.stores} stores / ${biggest.openRows} open rows: /metrics ${biggest.scrapeMedianMs.toFixed(1)} ms median, ${biggest.scrapeMaxMs.toFixed(1)} ms max; seal tick ${(biggest.tickMs / 1000).toFixed(2)} s (CPU ${biggest.tickCpu.aggregator.toFixed(2)} s + ${biggest.tickCpu.redis.toFixed(2)} s redis)${mem ? `; ${Math.round(mem.perRow)} B/open row, ${Math.round(mem.perStore)} B/store` : ''}`,
+    summary: `${biggest.stores} stores / ${biggest.openRows} open rows: /metrics ${biggest.scrapeMedianMs.toFixed(1)} ms median, ${biggest.scrapeMaxMs.toFixed(1)} ms max; seal tick ${(biggest.tickMs / 1000).toFixed(2)} s (CPU ${biggest.tickCpu.aggregator.toFixed(2)} s + ${biggest.tickCpu.redis.toFixed(2)} s redis)${mem ? `; ${Math.round(mem.perRow)} B/open row, ${Math.round(mem.perStore)} B/store` : ''}; rankings ${small.bytesPerMember.toFixed(1)} B/member (${large.bytesPerMember.toFixed(1)} past 128), ${fmt(small.bytesPerStoreDay)} B/store-day; ${cv.bytesPerKey.toFixed(1)} B/cache version`,
     markdown,
   };
 });

@@ -1,0 +1,213 @@
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { PROBLEM_SCHEMA } from '@tally/http';
+import type { RedisConnection } from '@tally/queues';
+import { createTenantDirectory } from '@tally/tenants';
+import { metricValue, sleep, startRedisCluster } from '@tally/testing';
+import type { LightMyRequestResponse } from 'fastify';
+import { Cluster, Redis } from 'ioredis';
+import { Registry } from 'prom-client';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { bearer, useFixture } from '../test/fixture';
+import type { QueryApiApp } from './app';
+
+// Each store's request rate limit on the /v1 read routes (QUERY_RATE_LIMIT_PER_SECOND), counted in the Redis the
+// replicas share, and the budget of key lookups for keys not cached (UNKNOWN_KEY_LOOKUPS_PER_SECOND).
+
+const f = useFixture();
+let keys: { read: string; ingest: string; both: string };
+let other: { read: string };
+let prefixes = 0;
+
+beforeAll(async () => {
+  keys = await f.tenant('SHOP_R');
+  other = await f.tenant('SHOP_S');
+});
+
+/**
+ * An app of its own registry whose read routes allow `perSecond × windowSeconds` requests per store and window,
+ * counted in `redis` under `prefix`; keys stay cached, so that a request takes milliseconds.
+ */
+function limitedApp(opts: { perSecond: number; windowSeconds: number; prefix: string; redis?: RedisConnection }) {
+  const registry = new Registry();
+  const app = f.app({
+    registry,
+    directory: createTenantDirectory({ dynamo: f.client, table: f.table, cacheTtlMs: 60_000 }),
+    rateLimit: { redis: opts.redis ?? f.redis, keyPrefix: opts.prefix, perSecond: opts.perSecond, windowSeconds: opts.windowSeconds },
+  });
+  return app.then((a) => Object.assign(a, { registry }));
+}
+
+const nextPrefix = () => `rl${++prefixes}`;
+const counterKey = (prefix: string, store: string) => `${prefix}:query-rate:{${store}}`;
+const store = (app: QueryApiApp, key: string) => app.inject({ method: 'GET', url: '/v1/store', headers: bearer(key) });
+
+function expectRateLimited(r: LightMyRequestResponse, windowSeconds: number) {
+  expect({ status: r.statusCode, type: r.headers['content-type'] }).toEqual({
+    status: 429,
+    type: 'application/problem+json; charset=utf-8',
+  });
+  const body = PROBLEM_SCHEMA.parse(r.json());
+  expect(body).toMatchObject({ type: 'about:blank', title: 'Too Many Requests', status: 429, code: 'TALLY_ERR_RATE_LIMITED' });
+  expect(body.detail).toMatch(/^store "SHOP_R" is over its rate limit of .* requests per second .*QUERY_RATE_LIMIT_PER_SECOND/);
+  const retryAfter = Number(r.headers['retry-after']);
+  expect(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= windowSeconds).toBe(true);
+  return body;
+}
+
+describe("a store's request rate limit", () => {
+  it('holds across two app instances sharing Redis, over every key of the store, and not for other stores', async () => {
+    const prefix = nextPrefix();
+    // 0.1 per second over windows of 60 s: 6 requests per window, for the store, whichever instance and key.
+    const [a, b] = [
+      await limitedApp({ perSecond: 0.1, windowSeconds: 60, prefix }),
+      await limitedApp({ perSecond: 0.1, windowSeconds: 60, prefix }),
+    ];
+    const statuses = [];
+    for (let i = 0; i < 6; i++) statuses.push((await store(i % 2 ? b : a, i % 3 ? keys.read : keys.both)).statusCode);
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 200]);
+
+    const refused = await store(b, keys.read);
+    expect(expectRateLimited(refused, 60)).toMatchObject({ requestsPerSecond: 0.1, windowSeconds: 60 });
+    expectRateLimited(await a.inject({ method: 'GET', url: '/v1/series', headers: bearer(keys.both) }), 60);
+    // Refused before its body is read: a malformed body is not even looked at.
+    const evaluate = await a.inject({
+      method: 'POST',
+      url: '/v1/segments/evaluate',
+      headers: { ...bearer(keys.read), 'content-type': 'application/json' },
+      payload: '{"visitor":',
+    });
+    expectRateLimited(evaluate, 60);
+    // Another store has a budget of its own.
+    expect((await store(a, other.read)).statusCode).toBe(200);
+
+    // Counted by route on the instance that refused; the OpenAPI document names the answer and its members.
+    expect(metricValue(await b.registry.metrics(), 'tally_http_rate_limited_total', { route: '/v1/store' })).toBe(1);
+    expect(metricValue(await a.registry.metrics(), 'tally_http_rate_limited_total', { route: '/v1/series' })).toBe(1);
+    expect(metricValue(await a.registry.metrics(), 'tally_http_rate_limited_total', { route: '/v1/segments/evaluate' })).toBe(1);
+    const doc = (await a.inject({ method: 'GET', url: '/docs/json' })).json();
+    for (const [path, method] of [
+      ['/v1/store', 'get'],
+      ['/v1/series', 'get'],
+      ['/v1/totals', 'get'],
+      ['/v1/top', 'get'],
+      ['/v1/segments/evaluate', 'post'],
+    ] as const) {
+      const schema = doc.paths[path][method].responses['429'].content['application/json'].schema;
+      expect(Object.keys(refused.json()).filter((k) => !(k in schema.properties))).toEqual([]);
+    }
+  });
+
+  it('counts no request without a valid key, and never limits /healthz, /readyz, /metrics or /docs', async () => {
+    const prefix = nextPrefix();
+    const app = await limitedApp({ perSecond: 1 / 30, windowSeconds: 60, prefix }); // 2 per window
+    for (let i = 0; i < 4; i++) {
+      expect((await app.inject({ method: 'GET', url: '/v1/store' })).statusCode).toBe(401);
+      expect((await store(app, `tly_${'U'.repeat(43)}`)).statusCode).toBe(401);
+      expect((await store(app, keys.ingest)).statusCode).toBe(403);
+    }
+    expect([(await store(app, keys.read)).statusCode, (await store(app, keys.read)).statusCode]).toEqual([200, 200]);
+    expectRateLimited(await store(app, keys.read), 60);
+    for (const url of ['/healthz', '/readyz', '/metrics', '/docs/json', '/healthz', '/readyz', '/metrics']) {
+      expect([url, (await app.inject({ method: 'GET', url })).statusCode]).toEqual([url, 200]);
+    }
+  });
+
+  it('starts afresh in the next window', async () => {
+    const prefix = nextPrefix();
+    // 2 per window of 1 s: send until refused (a window may end while we send), then wait out the rest of it.
+    const [a, b] = [
+      await limitedApp({ perSecond: 2, windowSeconds: 1, prefix }),
+      await limitedApp({ perSecond: 2, windowSeconds: 1, prefix }),
+    ];
+    let refused: LightMyRequestResponse | undefined;
+    for (let i = 0; i < 50 && !refused; i++) {
+      const r = await store(i % 2 ? a : b, keys.read);
+      if (r.statusCode === 429) refused = r;
+      else expect(r.statusCode).toBe(200);
+    }
+    expectRateLimited(refused!, 1);
+    expect(refused!.headers['retry-after']).toBe('1');
+    const left = await f.redis.pttl(counterKey(prefix, 'SHOP_R'));
+    expect(left).toBeGreaterThan(0);
+    expect(left).toBeLessThanOrEqual(1_000);
+    await sleep(left + 20);
+    expect((await store(a, keys.read)).statusCode).toBe(200);
+    expect((await store(b, keys.read)).statusCode).toBe(200);
+  });
+
+  it('lets requests through while Redis does not answer the count', async () => {
+    const down = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    down.on('error', () => {});
+    try {
+      const app = await limitedApp({ perSecond: 1 / 60, windowSeconds: 60, prefix: nextPrefix(), redis: down });
+      for (let i = 0; i < 3; i++) expect((await store(app, keys.read)).statusCode).toBe(200);
+    } finally {
+      down.disconnect();
+    }
+  });
+
+  it('works on a Redis Cluster: one key per store, shared by the instances', async () => {
+    const cluster = await startRedisCluster({ masters: 3 });
+    const c = new Cluster(cluster.seeds, { redisOptions: { maxRetriesPerRequest: 0 } });
+    try {
+      const prefix = nextPrefix();
+      const [a, b] = [
+        await limitedApp({ perSecond: 0.05, windowSeconds: 60, prefix, redis: c }),
+        await limitedApp({ perSecond: 0.05, windowSeconds: 60, prefix, redis: c }),
+      ];
+      expect([
+        (await store(a, keys.read)).statusCode,
+        (await store(b, keys.both)).statusCode,
+        (await store(a, keys.read)).statusCode,
+      ]).toEqual([200, 200, 200]);
+      expectRateLimited(await store(b, keys.read), 60);
+      expect((await store(b, other.read)).statusCode).toBe(200);
+      expect(await c.get(counterKey(prefix, 'SHOP_R'))).toBe('4');
+      expect(await c.get(counterKey(prefix, 'SHOP_S'))).toBe('1');
+    } finally {
+      c.disconnect();
+      await cluster.stop();
+    }
+  });
+});
+
+describe('the budget of lookups of keys not cached (UNKNOWN_KEY_LOOKUPS_PER_SECOND)', () => {
+  it('answers 503 with Retry-After: 1 without a lookup past it, and a real key not yet cached gets through once it refills', async () => {
+    const clock = { now: Date.parse('2024-03-15T12:00:00Z') };
+    const lookups = { keys: 0 };
+    const dynamo = {
+      send: (cmd: { input: { Key?: { pk?: { S?: string } } } }) => {
+        if (cmd.input.Key?.pk?.S?.startsWith('_key#')) lookups.keys++;
+        return f.client.send(cmd as never);
+      },
+    } as unknown as DynamoDBClient;
+    const app = await f.app({
+      directory: createTenantDirectory({
+        dynamo,
+        table: f.table,
+        cacheTtlMs: 60_000,
+        now: () => clock.now,
+        unknownKeyLookupsPerSecond: 0.2, // a bucket of 2 lookups
+      }),
+    });
+    expect((await store(app, `tly_${'A'.repeat(43)}`)).statusCode).toBe(401);
+    expect((await store(app, `tly_${'B'.repeat(43)}`)).statusCode).toBe(401);
+    expect(lookups.keys).toBe(2);
+    for (const key of [`tly_${'C'.repeat(43)}`, keys.read]) {
+      const r = await store(app, key);
+      expect({ status: r.statusCode, retryAfter: r.headers['retry-after'] }).toEqual({ status: 503, retryAfter: '1' });
+      expect(r.json()).toMatchObject({ code: 'TALLY_ERR_UNAVAILABLE', detail: expect.stringMatching(/not cached/) });
+    }
+    expect(lookups.keys).toBe(2);
+    // A key found not to exist is answered from the cache, budget or not.
+    expect((await store(app, `tly_${'A'.repeat(43)}`)).statusCode).toBe(401);
+
+    clock.now += 5_000; // one lookup more
+    expect((await store(app, keys.read)).statusCode).toBe(200);
+    expect(lookups.keys).toBe(3);
+    expect((await store(app, `tly_${'D'.repeat(43)}`)).statusCode).toBe(503);
+    // Now cached, the key works whatever the budget.
+    for (let i = 0; i < 3; i++) expect((await store(app, keys.read)).statusCode).toBe(200);
+    expect(lookups.keys).toBe(3);
+  });
+});
