@@ -74,8 +74,9 @@ const DAY_SECONDS = 86_400;
 
 /**
  * Days a daily ranking zset (top lists) lives after the last apply that counted in it, unless BucketStoreOptions
- * say otherwise: a day's ranking may be gone from its start + RANK_TTL_DAYS days on, so top lists read no day
- * older than that, less a day's margin (readTop in @tally/query).
+ * say otherwise (`rankTtlSeconds`, the aggregator's TOP_HISTORY_DAYS): the default of TOP_HISTORY_DAYS, and what
+ * the aggregators kept before it could be changed (top-history.ts: a query reads no day a shorter retention may have
+ * let expire, readTop in @tally/query).
  */
 export const RANK_TTL_DAYS = 100;
 
