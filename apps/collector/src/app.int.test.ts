@@ -505,6 +505,29 @@ describe('auth', () => {
 });
 
 describe('backpressure and outages', () => {
+  it('made-up keys are looked up within UNKNOWN_KEY_LOOKUPS_PER_SECOND, then answered 503 without a lookup; known keys pass', async () => {
+    const budget = await startCollector({ UNKNOWN_KEY_LOOKUPS_PER_SECOND: '1' }); // a bucket of 10 lookups
+    const throttled = async () => {
+      const text = (await budget.app.inject({ method: 'GET', url: '/metrics' })).body;
+      const line = text.split('\n').find((l) => l.startsWith('tally_key_lookups_throttled_total'));
+      return Number(line?.slice(line.lastIndexOf(' ') + 1));
+    };
+    try {
+      // The real key first: cached as existing, it is never refused.
+      expect((await post([view()], {}, budget.app)).statusCode).toBe(202);
+      const made = (i: number) => `tly_${String(i).padStart(43, 'x')}`;
+      const codes: number[] = [];
+      for (let i = 0; i < 15; i++) codes.push((await post([view()], { key: made(i) }, budget.app)).statusCode);
+      // 9 lookups left in the bucket (the real key took one): 401 each, then 503 with no lookup.
+      expect(codes).toEqual([...Array(9).fill(401), ...Array(6).fill(503)]);
+      expect(await throttled()).toBe(6);
+      expect((await post([view()], {}, budget.app)).statusCode).toBe(202);
+    } finally {
+      await budget.app.close();
+      await closeCollectorDeps(budget.res);
+    }
+  });
+
   it('429 with Retry-After while the events queue is deeper than MAX_QUEUE_DEPTH', async () => {
     const small = await startCollector({ MAX_QUEUE_DEPTH: '1' });
     const refused = async () => {

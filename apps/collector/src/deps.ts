@@ -1,3 +1,4 @@
+import { createKeyLookupsThrottledCounter } from '@tally/http';
 import { createIntake, createProducerConnection } from '@tally/intake';
 import type { CollectorConfig } from '@tally/config';
 import { connectDynamo } from '@tally/dynamo';
@@ -57,11 +58,16 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
   queueDepthMetrics(registry, [...eventsShards]);
 
   const dynamo = connectDynamo(config, { maxAttempts: 2, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
+  const keyLookupsThrottled = createKeyLookupsThrottledCounter(registry);
   const directory = createTenantDirectory({
     dynamo,
     table: config.DYNAMODB_TABLE,
     cacheTtlMs: config.KEY_CACHE_TTL_MS,
     log: log.child({ component: 'tenants' }),
+    // Keys not cached as existing are looked up within a budget per process: made-up keys cannot drive one DynamoDB
+    // read each (past it, 503 without a lookup).
+    unknownKeyLookupsPerSecond: config.UNKNOWN_KEY_LOOKUPS_PER_SECOND,
+    onUnknownKeyLookupRefused: () => keyLookupsThrottled.inc(),
   });
 
   const intake = createIntake({

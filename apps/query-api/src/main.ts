@@ -1,3 +1,4 @@
+import { createKeyLookupsThrottledCounter } from '@tally/http';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,10 +55,7 @@ const dynamo = connectDynamo(config, { maxAttempts: 2, requestTimeoutMs: config.
 const keysDynamo = connectDynamo(config, { maxAttempts: 1, requestTimeoutMs: config.KEY_LOOKUP_TIMEOUT_MS });
 // Keys not cached as existing are looked up within a budget per process (UNKNOWN_KEY_LOOKUPS_PER_SECOND): made-up keys
 // cannot drive one DynamoDB read each.
-const keyLookupsThrottled = metricsOn(registry).counter(
-  'tally_key_lookups_throttled_total',
-  'API keys answered 503 without a DynamoDB lookup: not cached as existing, and UNKNOWN_KEY_LOOKUPS_PER_SECOND was spent.',
-);
+const keyLookupsThrottled = createKeyLookupsThrottledCounter(registry);
 const directory = createTenantDirectory({
   dynamo: keysDynamo,
   table: config.DYNAMODB_TABLE,

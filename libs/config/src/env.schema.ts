@@ -84,6 +84,12 @@ export const sharedEnvShape = {
 };
 const shared = z.object(sharedEnvShape);
 
+const UNKNOWN_KEY_LOOKUPS_PER_SECOND = int(0, 100_000)
+  .default(1_000)
+  .describe(
+    'DynamoDB lookups per second, per collector or query-API process, of API keys not cached as existing (new keys, made-up ones, or keys found not to exist longer than KEY_CACHE_TTL_MS ago), from a bucket of 10 seconds of them (a restarted replica looks up the keys in use at once: the keys of 10,000 stores within a few seconds at the default). Past it such a key answers 503 with Retry-After: 1 without a lookup, counted in `tally_key_lookups_throttled_total`; keys cached as existing are never refused, and a real new key works once the bucket has a lookup again. 0 = no limit.',
+  );
+
 const KEY_CACHE_TTL_MS = int(0, 3_600_000)
   .default(5_000)
   .describe(
@@ -128,6 +134,7 @@ export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   MAX_QUEUE_DEPTH: int(1, 10_000_000).default(10_000).describe('Waiting events jobs beyond which requests get 429.'),
   KEY_CACHE_TTL_MS,
   KEY_LOOKUP_TIMEOUT_MS,
+  UNKNOWN_KEY_LOOKUPS_PER_SECOND,
   CLOCK_SKEW_SECONDS: int(0, 82_800)
     .default(300)
     .describe(
@@ -207,11 +214,7 @@ export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
     .describe(
       'Length of the fixed windows QUERY_RATE_LIMIT_PER_SECOND counts in: a store may make rate × this many requests in each window, all at once if it likes (so up to twice that across the end of one window and the start of the next).',
     ),
-  UNKNOWN_KEY_LOOKUPS_PER_SECOND: int(0, 100_000)
-    .default(100)
-    .describe(
-      'DynamoDB lookups per second, per query-API process, of API keys not cached as existing (new keys, made-up ones, or keys found not to exist longer than KEY_CACHE_TTL_MS ago), from a bucket of 10 seconds of them (a restarted replica looks up the keys in use at once). Past it such a key answers 503 with Retry-After: 1 without a lookup, counted in `tally_key_lookups_throttled_total`; keys cached as existing are never refused, and a real new key works once the bucket has a lookup again. 0 = no limit.',
-    ),
+  UNKNOWN_KEY_LOOKUPS_PER_SECOND,
   DASHBOARD_DIR: optionalPath(
     "Directory of the built dashboard; unset = the repository's apps/dashboard/dist (from the sources or the bundle in dist/; the image sets /app/dashboard).",
   ),

@@ -25,3 +25,17 @@ export function createRateLimitedCounter(registry: Registry): Counter<'route'> {
     registers: [registry],
   });
 }
+
+/**
+ * `tally_key_lookups_throttled_total`: API keys answered 503 without a DynamoDB lookup (not cached as existing, and the
+ * process's UNKNOWN_KEY_LOOKUPS_PER_SECOND spent), for the tenant directory's onUnknownKeyLookupRefused.
+ */
+export function createKeyLookupsThrottledCounter(registry: Registry): Counter {
+  const existing = registry.getSingleMetric('tally_key_lookups_throttled_total');
+  if (existing) return existing as Counter;
+  return new Counter({
+    name: 'tally_key_lookups_throttled_total',
+    help: 'API keys answered 503 without a DynamoDB lookup: not cached as existing, and UNKNOWN_KEY_LOOKUPS_PER_SECOND was spent.',
+    registers: [registry],
+  });
+}
