@@ -26,7 +26,7 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<TallyHttpApp>
     requestTimeout: 30_000,
     // Ids are up to 128 characters (a path value base64url-encoded, up to 171): Fastify's default of 100 refused a
     // long one with a 400 before its route could check it.
-    maxParamLength: 512,
+    routerOptions: { maxParamLength: 512 },
     return503OnClosing: true,
     // Errors of the router itself (a URL whose percent-encoding is broken), before any hook: a problem like the rest.
     frameworkErrors: (err, _req, reply) => sendProblem(reply, new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', err.message, { field: 'url' })),
