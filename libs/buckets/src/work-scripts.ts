@@ -8,6 +8,15 @@ import { DUE_LIST, TOMBSTONES, type Stale } from './scripts';
  * declare every key in KEYS.
  */
 
+/** Lua helpers of the scripts that check a work-set shard's keys and numbers before their first write. */
+const SHARD_CHECKS = `
+local function expectType(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
+end
+local function int(v) return type(v) == 'string' and string.match(v, '^-?%d+$') ~= nil and #v < 16 end
+`;
+
 /** VISIT's answer when not stale (see VISIT). */
 export type VisitReply = [1, string, string, number, string, string, number, string, string, string[], string[] | 0, string];
 
@@ -100,13 +109,7 @@ export const PUBLISH_BACKLOG = defineScript<number[]>()({
   shebang: '#!lua',
   keys: ['active', 'stats', 'totals', 'oldestDirty', 'oldestUnfolded', 'next'],
   args: ['channel'],
-  body: `
-local function expectType(key, want)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
-end
-local function int(v) return type(v) == 'string' and string.match(v, '^-?%d+$') ~= nil and #v < 16 end
-local function optInt(v) return v == '' or int(v) end
+  body: `${SHARD_CHECKS}local function optInt(v) return v == '' or int(v) end
 local function count(v) return int(v) and string.sub(v, 1, 1) ~= '-' end
 -- Read phase: every argument and every stored number checked, every key's type checked; nothing written yet.
 expectType(K.active, 'zset')
@@ -288,13 +291,7 @@ export const LEAVE_SHARD = defineScript<number[]>()({
   shebang: '#!lua',
   keys: ['active', 'stats', 'totals', 'oldestDirty', 'oldestUnfolded', 'next'],
   args: ['drop'],
-  body: `
-local function expectType(key, want)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
-end
-local function int(v) return type(v) == 'string' and string.match(v, '^-?%d+$') ~= nil and #v < 16 end
--- Read phase: every key's type, the totals and the stats of the stores removed checked; nothing written yet.
+  body: `${SHARD_CHECKS}-- Read phase: every key's type, the totals and the stats of the stores removed checked; nothing written yet.
 expectType(K.active, 'zset')
 expectType(K.stats, 'hash')
 expectType(K.totals, 'hash')
