@@ -108,6 +108,7 @@ const app = await buildApp({
     // Top lists reach back TOP_HISTORY_DAYS less 2 days, and no further than the aggregators' record of how long they
     // kept the rankings allows (a raised TOP_HISTORY_DAYS reaches further only as the longer-kept days accumulate).
     topReach: { days: config.TOP_HISTORY_DAYS, history: () => readTopHistory(redis, redisKeys(config.KEY_PREFIX).topHistory) },
+    topMaxMembers: config.TOP_MAX_MEMBERS,
   },
   directory,
   limits: { maxEntitiesPerRequest: config.MAX_ENTITIES_PER_REQUEST, sessionIdleSeconds: config.SESSION_IDLE_SECONDS },

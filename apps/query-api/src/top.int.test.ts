@@ -121,3 +121,64 @@ describe('GET /v1/top of a ranked visitor entity under a history limit', () => {
     });
   });
 });
+
+describe('GET /v1/top over TOP_MAX_MEMBERS', () => {
+  it('answers 400 naming from, asking for a narrower range, when the rankings hold more members in all; nothing written', async () => {
+    // Today P1..P6, yesterday P1..P3, 2 days ago P7..P10: the daily rankings hold 6, 3 and 4 ids (13 in all).
+    const read = (await f.tenant('SHOP_TM', TZ)).read;
+    const ids = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `P${from + i}`);
+    await f.apply('SHOP_TM', TZ, [
+      ...ids(1, 6).flatMap((id, i) => times(i + 1, () => view(ago(0), id, 'V1'))),
+      ...ids(1, 3).map((id) => view(ago(1), id, 'V2')),
+      ...ids(7, 10).map((id) => view(ago(2), id, 'V3')),
+    ]);
+    const query = (topMaxMembers?: number) => ({
+      buckets: f.buckets,
+      dynamo: { client: f.client, table: f.table, meter: createDynamoMeter() },
+      rules: f.rules,
+      historyMemo: new HistoryMemo(),
+      ...(topMaxMembers === undefined ? {} : { topMaxMembers }),
+    });
+    const bounded = await f.app({ now: () => NOW, query: query(12) });
+    const unbounded = await f.app({ now: () => NOW, query: query() });
+    const get = async (a: QueryApiApp, from: number, to: number) => {
+      const url = `/v1/top?entity=product&metric=ViewCount&from=${day(from)}&to=${day(to)}`;
+      const res = await a.inject({ method: 'GET', url, headers: bearer(read) });
+      return { status: res.statusCode, type: res.headers['content-type'], body: res.json() };
+    };
+    const keys = async () => (await f.redis.keys('*')).sort();
+    const unions = async () => Number(/^cmdstat_zunionstore:calls=(\d+)/m.exec(await f.redis.info('commandstats'))?.[1] ?? 0);
+
+    // 2 days ago to today: 13 ids in all, over the 12 allowed. The union is never run, and no key is left.
+    const [before, calls] = [await keys(), await unions()];
+    const refused = await get(bounded, 2, 0);
+    expect(refused.status).toBe(400);
+    expect(refused.type).toMatch(/^application\/problem\+json/);
+    expect(refused.body).toEqual(
+      badRequest(
+        'from',
+        `the daily rankings of ${day(2)} to ${day(0)} hold 13 product ids (summed over the days), more than the 12 one top list ranks at once (TOP_MAX_MEMBERS): narrow the range (a later from, or a shorter named range)`,
+      ),
+    );
+    expect(await unions()).toBe(calls);
+    expect(await keys()).toEqual(before);
+    // Yesterday and today: 9 ids, under the bound: the list as without one.
+    const fits = await get(bounded, 1, 0);
+    expect(fits.status).toBe(200);
+    expect(fits.body).toMatchObject({
+      from: day(1),
+      to: day(0),
+      items: [
+        { id: 'P6', value: 6 },
+        { id: 'P5', value: 5 },
+        { id: 'P3', value: 4 },
+        { id: 'P4', value: 4 },
+        { id: 'P2', value: 3 },
+        { id: 'P1', value: 2 },
+      ],
+    });
+    expect(fits.body).toEqual((await get(unbounded, 1, 0)).body);
+    // Without a bound configured, the default (TOP_MAX_MEMBERS of @tally/buckets, 300,000) lets the 13 through.
+    expect((await get(unbounded, 2, 0)).body.items).toHaveLength(10);
+  });
+});

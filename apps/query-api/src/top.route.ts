@@ -7,7 +7,10 @@ import { formatValue } from './params';
 import { topRouteSchema } from '@tally/contracts';
 import { VISITOR_ENTITY } from './segments.route';
 
-/** GET /v1/top: the highest entities by a metric over at most 92 days of the rankings kept (readTop), exact values. */
+/**
+ * GET /v1/top: the highest entities by a metric over at most 92 days of the rankings kept (readTop), exact values. A
+ * range whose rankings hold more than TOP_MAX_MEMBERS members in all is readTop's 400 naming from (narrow the range).
+ */
 export const topRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
   const { rules } = ctx.query;
 

@@ -1,7 +1,7 @@
 import type { RowDeltas } from '@tally/schema';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { BucketStore, type Entry } from './index';
+import { BucketStore, TOP_MAX_MEMBERS, TopTooLargeError, type Entry } from './index';
 import { testRules, useBucketStore } from './test-store';
 
 let redis: Redis;
@@ -376,6 +376,85 @@ describe('rankings', () => {
       { member: 'A', score: 2 ** 60 },
       { member: 'B', score: 2 ** 60 },
     ]);
+  });
+});
+
+describe('the bound on the members one top list unions', () => {
+  /** Every key of the database with its type, TTL and content, to compare before and after a refused TOP. */
+  const dump = async () => {
+    const out: Record<string, unknown> = {};
+    for (const key of (await redis.keys('*')).sort()) {
+      const type = await redis.type(key);
+      const ttl = await redis.pttl(key);
+      if (type === 'zset') out[key] = { ttl: ttl > 0, members: await redis.zrange(key, 0, -1, 'WITHSCORES') };
+      else if (type === 'hash') out[key] = { ttl: ttl > 0, fields: await redis.hgetall(key) };
+      else out[key] = { type, ttl: ttl > 0 };
+    }
+    return out;
+  };
+  /** ZUNIONSTORE calls the server has run so far, from scripts too. */
+  const unions = async () => Number(/^cmdstat_zunionstore:calls=(\d+)/m.exec(await redis.info('commandstats'))?.[1] ?? 0);
+
+  it('refuses days whose rankings hold more members in all than the bound, before any union and writing nothing', async () => {
+    // Day 123: P1..P4; day 124: P1, P5, P6. Summed ZCARDs: 7 (P1 counts on both days), the union 6.
+    await store.apply(
+      'S',
+      'a',
+      deltas({
+        'S#product#P1': { '2023-123|v': 5, '2023-124|v': 1 },
+        'S#product#P2': { '2023-123|v': 4 },
+        'S#product#P3': { '2023-123|v': 3 },
+        'S#product#P4': { '2023-123|v': 2 },
+        'S#product#P5': { '2023-124|v': 7 },
+        'S#product#P6': { '2023-124|v': 1 },
+      }),
+      { now: 1, dedupeTtlSeconds: 60 },
+    );
+    const days = ['2023-123', '2023-124'];
+    const all = [
+      { member: 'P5', score: 7 },
+      { member: 'P1', score: 6 },
+      { member: 'P2', score: 4 },
+      { member: 'P3', score: 3 },
+      { member: 'P4', score: 2 },
+      { member: 'P6', score: 1 },
+    ];
+    // At the bound: ranked as before.
+    expect(await store.top('S', 'product', 'v', days, 10, 7)).toEqual(all);
+    expect(await store.top('S', 'product', 'v', days, 2, 7)).toEqual(all.slice(0, 2));
+    const before = await dump();
+    const calls = await unions();
+    // One past it: refused, whatever the limit; the union is never run and nothing is written (no scratch key).
+    for (const limit of [1, 10]) {
+      const err = await store.top('S', 'product', 'v', days, limit, 6).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TopTooLargeError);
+      expect(err).toMatchObject({ code: 'TALLY_ERR_TOP_TOO_LARGE', store: 'S', members: 7, maxMembers: 6 });
+    }
+    expect(await unions()).toBe(calls);
+    expect(await dump()).toEqual(before);
+    expect(await redis.keys('t:{S}:tmp:*')).toEqual([]);
+    // A shorter range under the bound is ranked.
+    expect(await store.top('S', 'product', 'v', ['2023-124'], 10, 6)).toEqual([
+      { member: 'P5', score: 7 },
+      { member: 'P1', score: 1 },
+      { member: 'P6', score: 1 },
+    ]);
+    expect(await unions()).toBe(calls + 1);
+  });
+
+  it('bounds a call without one at TOP_MAX_MEMBERS', async () => {
+    // A ranking of TOP_MAX_MEMBERS ids on one day and one more on the next (ZADD, as a tenant sending random ids would).
+    for (let from = 0; from < TOP_MAX_MEMBERS; from += 10_000) {
+      const ids = Array.from({ length: Math.min(10_000, TOP_MAX_MEMBERS - from) }, (_, i) => [1, `R${from + i}`]).flat();
+      await redis.zadd('t:{S}:k:2023-123:v:product', ...ids);
+    }
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 1)).toEqual([{ member: 'R0', score: 1 }]);
+    await redis.zadd('t:{S}:k:2023-124:v:product', 1, 'X');
+    await expect(store.top('S', 'product', 'v', ['2023-123', '2023-124'], 1)).rejects.toMatchObject({
+      members: TOP_MAX_MEMBERS + 1,
+      maxMembers: TOP_MAX_MEMBERS,
+    });
+    expect(await redis.keys('t:{S}:tmp:*')).toEqual([]);
   });
 });
 

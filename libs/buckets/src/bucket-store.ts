@@ -2,7 +2,7 @@ import { parseOutboxField, REDIS_SUFFIX, redisKeys, storeShard, WORK_SUFFIX, typ
 import { flattenRows, type CompiledRules, type FlushPolicy, type RowDeltas } from '@tally/schema';
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
-import { BucketsError, SnapshotContendedError, type BucketsErrorCode } from './errors';
+import { BucketsError, SnapshotContendedError, TopTooLargeError, type BucketsErrorCode } from './errors';
 import { runScript, runScripts, type ScriptCall, type ScriptDef } from './script-table';
 import { ACK_OUTBOX, APPLY, FILL_CACHE, FINISH_FOLD, FOLD, READ_OUTBOX, SEAL, SNAPSHOT, TOP, TOUCH_CACHE } from './scripts';
 import { SketchStore } from './sketch-store';
@@ -79,6 +79,16 @@ const DAY_SECONDS = 86_400;
  * let expire, readTop in @tally/query).
  */
 export const RANK_TTL_DAYS = 100;
+
+/**
+ * Ranking members one top list may union unless told otherwise (BucketStore.top; the query API's TOP_MAX_MEMBERS):
+ * the ZCARDs of the days asked, summed. Redis serves no other client while the union runs. Measured on Redis 7.0
+ * (TOP over 92 days): about 1.3 µs of Redis CPU per member when every member is a distinct id, the worst case
+ * (30,000 members: 40 ms, 100,000: 220 ms), and about 0.15 µs when the days share their ids (a catalogue viewed day
+ * after day: 200,000 summed, 29 ms). The default, 300,000, lets a 30-day list rank 10,000 different ids a day (about
+ * 45 ms for a catalogue); random ids up to it would take about 0.4 s, for a store that sends them.
+ */
+export const TOP_MAX_MEMBERS = 300_000;
 
 /** How many times a script is retried with the store's current layout after a stale reply (a seal in between). */
 const STALE_RETRIES = 8;
@@ -1128,6 +1138,8 @@ export class BucketStore {
    * one included (APPLY ranks ranked rows as it counts them). Values are for ordering; read exact counts with a query.
    * At most `limit` members: highest score first, equal scores by member ascending, so a cut inside a tie keeps the
    * lowest members (the order top lists answer ties in) and a smaller limit gives a prefix of a larger one's list.
+   * The days' rankings holding more than `maxMembers` members in all (their ZCARDs summed; a member of several days
+   * counts on each) throws a TopTooLargeError before anything is unioned or written: the union would hold up Redis.
    */
   async top(
     store: string,
@@ -1135,9 +1147,18 @@ export class BucketStore {
     metric: string,
     dayKeys: readonly string[],
     limit: number,
+    maxMembers = TOP_MAX_MEMBERS,
   ): Promise<Array<{ member: string; score: number }>> {
     const rankings = dayKeys.map((d) => this.keys.rank(store, d, metric, entity));
-    const flat = await this.run(TOP, { tmp: `${this.keys.tag(store)}tmp:${randomUUID()}` }, { limit }, { keys: rankings });
+    const tmp = `${this.keys.tag(store)}tmp:${randomUUID()}`;
+    let flat: string[];
+    try {
+      flat = await this.run(TOP, { tmp }, { limit, maxMembers }, { keys: rankings });
+    } catch (err) {
+      const members = /^TALLY_ERR_TOP_TOO_LARGE (\d+)/.exec((err as Error).message ?? '')?.[1];
+      if (members !== undefined) throw new TopTooLargeError(store, Number(members), maxMembers, { cause: err });
+      throw err;
+    }
     const out: Array<{ member: string; score: number }> = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ member: flat[i]!, score: Number(flat[i + 1]) });
     return out.sort((a, b) => b.score - a.score || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0));

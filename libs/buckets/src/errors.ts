@@ -33,3 +33,19 @@ export class SnapshotContendedError extends TallyError {
     super(`store ${store}: its buckets moved during every try of one snapshot (${tries} tries)`, options);
   }
 }
+
+/**
+ * BucketStore.top refused to rank: the daily ranking zsets of the days asked hold more members in all (`members`,
+ * their ZCARDs summed) than one TOP call may union (`maxMembers`). Nothing was written; a shorter range fits.
+ */
+export class TopTooLargeError extends TallyError {
+  readonly code = 'TALLY_ERR_TOP_TOO_LARGE';
+  constructor(
+    readonly store: string,
+    readonly members: number,
+    readonly maxMembers: number,
+    options?: { cause?: unknown },
+  ) {
+    super(`store ${store}: the rankings asked hold ${members} members in all, over the ${maxMembers} one top list may union`, options);
+  }
+}

@@ -741,7 +741,10 @@ return 1
 
 /**
  * TOP members of a ranked entity over some days, from every bucket applied (APPLY ranks the open bucket's rows as
- * it counts them). KEYS: tmp (a scratch key of the store), then the daily ranking zsets. ARGV: limit. Returns
+ * it counts them). KEYS: tmp (a scratch key of the store), then the daily ranking zsets. ARGV: limit, maxMembers.
+ * The union (ZUNIONSTORE into tmp) costs time in the members of the zsets, and Redis serves no one else meanwhile:
+ * the script first sums their ZCARDs (constant time each) and, past maxMembers, refuses with the error reply
+ * `TALLY_ERR_TOP_TOO_LARGE <members>` before it writes anything (tmp is never made). Returns
  * member, score, ... : the first `limit` members by score, highest first, and by member (ascending) among equal
  * scores. ZRANGE … REV alone orders equal scores by member descending, so a cut inside a tie kept its highest ids
  * while top lists answer ties by id ascending: the members above the limit-th score (the cut) are all taken, then
@@ -752,10 +755,13 @@ export const TOP = defineScript<string[]>()({
   name: 'TOP',
   shebang: '#!lua',
   keys: ['tmp'],
-  args: ['limit'],
+  args: ['limit', 'maxMembers'],
   body: `
 local limit = tonumber(A.limit)
 if #KEYS < KR or limit < 1 then return {} end
+local members = 0
+for i = KR, #KEYS do members = members + redis.call('ZCARD', KEYS[i]) end
+if members > tonumber(A.maxMembers) then return redis.error_reply('TALLY_ERR_TOP_TOO_LARGE ' .. members) end
 redis.call('ZUNIONSTORE', K.tmp, #KEYS - KR + 1, unpack(KEYS, KR))
 local out
 local last = redis.call('ZRANGE', K.tmp, limit - 1, limit - 1, 'REV', 'WITHSCORES')

@@ -40,6 +40,8 @@ export interface QueryDeps {
    * (readTopHistory of @tally/buckets), read per top list. Unset: RANK_TTL_DAYS days since ever, the default.
    */
   topReach?: { days: number; history(): Promise<TopHistory> };
+  /** Ranking members one top list may union (TOP_MAX_MEMBERS; readTop). Default TOP_MAX_MEMBERS of @tally/buckets. */
+  topMaxMembers?: number;
 }
 
 export interface SeriesPoint {

@@ -1,4 +1,4 @@
-import { RANK_TTL_DAYS, type TopHistory } from '@tally/buckets';
+import { RANK_TTL_DAYS, TopTooLargeError, type TopHistory } from '@tally/buckets';
 import { MAX_TOP_DAYS } from '@tally/contracts';
 import { addDays, compareDates, formatDate, localDate, toEpochDay, type LocalDate } from '@tally/key-layout';
 import { readTotals, resolveMetrics, dayKeysOf, type QueryDeps } from './engine';
@@ -54,6 +54,8 @@ export interface TopResult {
  * moment ago, still in the open bucket, is in the list, and the list agrees with the totals at any moment.
  * The rankings are kept for a while only (TOP_HISTORY_DAYS): a range starting before the oldest day whose rankings
  * are whole (oldestTopDay), in the store's time zone (`timeZone`, at `now`), is refused (QueryError on `from`).
+ * So is a range whose rankings hold more than `topMaxMembers` members in all (BucketStore.top's TopTooLargeError,
+ * nothing written): unioning them would hold up the Redis every store shares, so the caller is told to narrow it.
  *
  * Candidates are the first `limit * CANDIDATES_PER_ITEM` members by ranking score, equal scores by id ascending
  * (BucketStore.top): a cut inside a tie takes its lowest ids, those the answer lists first, so the exact values
@@ -96,7 +98,16 @@ export async function readTop(
     );
   }
 
-  const candidates = await deps.buckets.top(req.store, entity, metric!.attr, dayKeys, req.limit * CANDIDATES_PER_ITEM);
+  let candidates: Array<{ member: string }>;
+  try {
+    candidates = await deps.buckets.top(req.store, entity, metric!.attr, dayKeys, req.limit * CANDIDATES_PER_ITEM, deps.topMaxMembers);
+  } catch (err) {
+    if (!(err instanceof TopTooLargeError)) throw err;
+    throw new QueryError(
+      'from',
+      `the daily rankings of ${formatDate(req.range.from)} to ${formatDate(req.range.to)} hold ${err.members} ${entity} ids (summed over the days), more than the ${err.maxMembers} one top list ranks at once (TOP_MAX_MEMBERS): narrow the range (a later from, or a shorter named range)`,
+    );
+  }
   const ids = candidates.map((c) => c.member);
   if (ids.length === 0) return { entity, range: req.range, items: [], dynamoRequests: 0 };
   const exact = await readTotals(deps, {
