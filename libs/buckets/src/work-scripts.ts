@@ -8,13 +8,29 @@ import { DUE_LIST, TOMBSTONES, type Stale } from './scripts';
  * declare every key in KEYS.
  */
 
-/** Lua helpers of the scripts that check a work-set shard's keys and numbers before their first write. */
+/** Lua helpers of the scripts that check a work-set shard's keys and numbers before their first write (PUBLISH_BACKLOG, LEAVE_SHARD). */
 const SHARD_CHECKS = `
 local function expectType(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
 end
 local function int(v) return type(v) == 'string' and string.match(v, '^-?%d+$') ~= nil and #v < 16 end
+-- The shard's keys (KEYS active, stats, totals, oldestDirty, oldestUnfolded, next) of the right types, and its totals
+-- {rows, entries}; nil when a total is not an integer.
+local function shardTotals()
+  expectType(K.active, 'zset')
+  expectType(K.stats, 'hash')
+  expectType(K.totals, 'hash')
+  expectType(K.oldestDirty, 'zset')
+  expectType(K.oldestUnfolded, 'zset')
+  expectType(K.next, 'zset')
+  local totals = redis.call('HMGET', K.totals, 'rows', 'entries')
+  for k = 1, 2 do
+    if totals[k] and not int(totals[k]) then return nil end
+    totals[k] = tonumber(totals[k]) or 0
+  end
+  return totals
+end
 `;
 
 /** VISIT's answer when not stale (see VISIT). */
@@ -112,17 +128,8 @@ export const PUBLISH_BACKLOG = defineScript<number[]>()({
   body: `${SHARD_CHECKS}local function optInt(v) return v == '' or int(v) end
 local function count(v) return int(v) and string.sub(v, 1, 1) ~= '-' end
 -- Read phase: every argument and every stored number checked, every key's type checked; nothing written yet.
-expectType(K.active, 'zset')
-expectType(K.stats, 'hash')
-expectType(K.totals, 'hash')
-expectType(K.oldestDirty, 'zset')
-expectType(K.oldestUnfolded, 'zset')
-expectType(K.next, 'zset')
-local totals = redis.call('HMGET', K.totals, 'rows', 'entries')
-for k = 1, 2 do
-  if totals[k] and not int(totals[k]) then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.totals .. ' holds a non-integer total') end
-  totals[k] = tonumber(totals[k]) or 0
-end
+local totals = shardTotals()
+if not totals then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.totals .. ' holds a non-integer total') end
 local seen = {} -- store -> {mark or false, rows, entries} as left by earlier stores of this call
 local writes = {}
 local out = {}
@@ -292,17 +299,8 @@ export const LEAVE_SHARD = defineScript<number[]>()({
   keys: ['active', 'stats', 'totals', 'oldestDirty', 'oldestUnfolded', 'next'],
   args: ['drop'],
   body: `${SHARD_CHECKS}-- Read phase: every key's type, the totals and the stats of the stores removed checked; nothing written yet.
-expectType(K.active, 'zset')
-expectType(K.stats, 'hash')
-expectType(K.totals, 'hash')
-expectType(K.oldestDirty, 'zset')
-expectType(K.oldestUnfolded, 'zset')
-expectType(K.next, 'zset')
-local totals = redis.call('HMGET', K.totals, 'rows', 'entries')
-for k = 1, 2 do
-  if totals[k] and not int(totals[k]) then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.totals .. ' holds a non-integer total') end
-  totals[k] = tonumber(totals[k]) or 0
-end
+local totals = shardTotals()
+if not totals then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.totals .. ' holds a non-integer total') end
 local out, gone, removed = {0}, {}, {}
 for i = AR, #ARGV, 2 do
   local store, mark = ARGV[i], tonumber(ARGV[i + 1])
