@@ -23,6 +23,8 @@ export interface CollectorDeps {
   budget?: IngestBudget;
   /** MAX_BODY_BYTES */
   maxBodyBytes: number;
+  /** METRICS_TOKEN: `/metrics` asks for it; unset = open. */
+  metricsToken?: string | undefined;
   /** True once shutdown began: /v1/events answers 503. */
   isClosing: () => boolean;
   /** /readyz: not closing, and Redis reachable as the events route sees it (backpressure.redisUp). */
@@ -38,6 +40,7 @@ export async function buildApp(deps: CollectorDeps): Promise<CollectorApp> {
     registry: deps.registry,
     bodyLimit: deps.maxBodyBytes,
     bodyLimitName: 'MAX_BODY_BYTES',
+    metricsToken: deps.metricsToken,
     appName: 'collector',
     notFoundHint: 'events go to POST /v1/events',
     mediaTypes: [`${JSON_TYPE} (a JSON array of events)`, `${NDJSON_TYPE} (one event per line)`],

@@ -115,6 +115,7 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
       minEventsPerRequest: config.INGEST_MIN_EVENTS_PER_REQUEST,
     }),
     maxBodyBytes: config.MAX_BODY_BYTES,
+    metricsToken: config.METRICS_TOKEN,
     isClosing: () => closing,
     // Ready only while /v1/events admits (backpressure.redisUp), so a load balancer's first 200 is never a 503.
     isReady: async () => !closing && backpressure.redisUp && (await redis.ping()) === 'PONG',

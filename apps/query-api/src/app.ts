@@ -26,6 +26,7 @@ export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
     log: deps.log,
     registry: deps.registry,
     appName: 'query API',
+    metricsToken: deps.metricsToken,
     notFoundHint: 'see /docs',
     mediaTypes: ['application/json'],
     logRequests: true,

@@ -22,6 +22,8 @@ export interface QueryApiDeps {
   };
   /** The built dashboard (apps/dashboard/dist or DASHBOARD_DIR), served at `/` when it holds an index.html. */
   dashboardDir: string;
+  /** METRICS_TOKEN: `/metrics` asks for it; unset = open. */
+  metricsToken?: string | undefined;
   /** Whether the backing services answer (Redis, …), for /readyz. */
   ready: () => Promise<boolean>;
   /** Clock of the queries (named ranges end today in the store's time zone). Default Date.now. */

@@ -113,6 +113,7 @@ const app = await buildApp({
   directory,
   limits: { maxEntitiesPerRequest: config.MAX_ENTITIES_PER_REQUEST, sessionIdleSeconds: config.SESSION_IDLE_SECONDS },
   dashboardDir,
+  metricsToken: config.METRICS_TOKEN,
   ready: async () => redis.status === 'ready' && (await redis.ping()) === 'PONG',
   isClosing: () => isShuttingDown(),
   admin,

@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
 
+const METRICS_TOKEN = 'e2e-metrics-token-0123456789';
 let redisServer: RedisHandle;
 let dynalite: DynaliteHandle;
 let proc: ProcessHandle;
@@ -88,6 +89,7 @@ beforeAll(async () => {
       HTTP_PORT: '0',
       LOG_LEVEL: 'info',
       DASHBOARD_DIR: '/nonexistent/tally-dashboard',
+      METRICS_TOKEN,
     },
   });
   const m = await proc.waitForLine(/"port":(\d+).*"msg":"query api listening"/, { timeoutMs: 30_000 });
@@ -154,7 +156,10 @@ describe('query-api as a process', () => {
   it('serves ops routes, metrics, docs and the not-built dashboard page', async () => {
     expect((await get('/healthz')).body).toEqual({ status: 'ok' });
     expect((await get('/readyz')).body).toEqual({ status: 'ready' });
-    const metrics = await get('/metrics');
+    // METRICS_TOKEN is set: a read key is no credential for /metrics.
+    const denied = await get('/metrics');
+    expect([denied.status, denied.body.code]).toEqual([401, 'TALLY_ERR_UNAUTHORIZED']);
+    const metrics = await get('/metrics', METRICS_TOKEN);
     expect(metrics.body).toContain('tally_http_request_duration_seconds_bucket{');
     expect(metrics.body).toContain('route="/v1/series"');
     expect(metrics.body).toMatch(/tally_dynamodb_requests_total\{operation="Query",outcome="ok",app="query-api"\} \d+/);
@@ -174,7 +179,8 @@ describe('query-api as a process', () => {
       const path = '/v1/series?entity=product:P1&metrics=ViewCount&range=last7d';
       expect((await get(path)).body.totals).toEqual({ ViewCount: 3 }); // the query API knows the store's layout
       await waitFor(async () => ((await redis.pubsub('NUMSUB', 't:epochs')) as [string, number])[1] === 1, { message: 'the subscription' });
-      const announcements = async () => metricValue((await get('/metrics')).body as string, 'tally_epoch_announcements_total');
+      const announcements = async () =>
+        metricValue((await get('/metrics', METRICS_TOKEN)).body as string, 'tally_epoch_announcements_total');
       const heard = await announcements();
       // A sealer's tick: visit (seals the open bucket), fold, publish (announces the new open bucket's seq).
       const now = Date.now() + 10;

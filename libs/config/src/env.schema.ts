@@ -110,6 +110,13 @@ const TOP_HISTORY_DAYS = int(31, 3_650)
   .describe(
     "Days the daily rankings of top lists are kept after a day's last count: Redis zsets, about 4 per store and day with the default rules and most of Redis's memory at scale (`npm run cost -- size --top-history-days N`); a top list reaches back this less 2 days. Set it alike on the bucket-aggregators (they keep the rankings) and the query API (it reaches back no further than its own value allows). A change applies to the days counted from then on, not to rankings already expired: each aggregator records in Redis since when it keeps its value (at start-up, then every 5 minutes), and a top list refuses (400 `from`) a day whose ranking a shorter retention may have let expire rather than list it short. So after a raise top lists reach further back only as the longer-kept days accumulate, and after a cut, or while any aggregator runs a lower value, only as far as the lowest allows. Aggregators of versions before this variable record nothing (they keep 100 days): upgrade them all before raising it. At least 31, so that `last30d` (the dashboard's range) is always answered.",
   );
+const METRICS_TOKEN = z
+  .string()
+  .regex(/^[\x21-\x7e]{16,512}$/, '16 to 512 printable characters without spaces, e.g. `openssl rand -hex 32`')
+  .optional()
+  .describe(
+    'A bearer token `/metrics` asks for (`Authorization: Bearer <token>`; in Prometheus `authorization: { credentials_file: … }`), 401 without it; `/healthz` and `/readyz` stay open. Set it where clients reach `HTTP_PORT` (the collector and query API serve their APIs there). Unset = `/metrics` open to whoever reaches the port.',
+  );
 const JOB_LOCK_MS = int(1_000, 600_000)
   .default(30_000)
   .describe('Job lock; a job of a crashed worker is retried within one to two times this (BullMQ lockDuration = stalledInterval).');
@@ -161,6 +168,7 @@ export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
     ),
   REDIS_WAIT_REPLICAS,
   REDIS_WAIT_TIMEOUT_MS,
+  METRICS_TOKEN,
 });
 
 export const aggregatorEnv = shared.extend({
@@ -173,6 +181,7 @@ export const aggregatorEnv = shared.extend({
   JOB_LOCK_MS,
   REDIS_WAIT_REPLICAS,
   REDIS_WAIT_TIMEOUT_MS,
+  METRICS_TOKEN,
 });
 
 export const writerEnv = shared.extend({
@@ -188,10 +197,12 @@ export const writerEnv = shared.extend({
   REDIS_WAIT_REPLICAS,
   REDIS_WAIT_TIMEOUT_MS,
   JOB_LOCK_MS,
+  METRICS_TOKEN,
 });
 
 export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   HTTP_PORT: httpPort(7402),
+  METRICS_TOKEN,
   KEY_CACHE_TTL_MS,
   SESSION_IDLE_SECONDS: int(1, 86_400).default(1_800).describe("Idle time after which a visitor's cached history expires (the session)."),
   MAX_ENTITIES_PER_REQUEST: int(1, 1_000).default(100).describe('Max entities in one totals request.'),

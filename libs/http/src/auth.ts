@@ -26,7 +26,7 @@ export const KEY_STORE_RETRY_AFTER_SECONDS = 5;
 /** Seconds a client should wait before retrying a key not looked up because too many unknown keys were (the directory's budget). */
 export const KEY_LOOKUPS_THROTTLED_RETRY_AFTER_SECONDS = 1;
 
-const unauthorized = (detail: string) =>
+export const unauthorized = (detail: string) =>
   new HttpProblem(401, 'TALLY_ERR_UNAUTHORIZED', detail, { field: 'authorization', headers: CHALLENGE });
 const forbidden = (detail: string) => new HttpProblem(403, 'TALLY_ERR_FORBIDDEN', detail, { field: 'authorization' });
 

@@ -7,6 +7,7 @@ import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
 import sjson from 'secure-json-parse';
+import { unauthorized } from './auth';
 import { createHttpDurationHistogram } from './http-metrics';
 import { HttpProblem, problemBody, PROBLEM_TYPE } from './problem';
 
@@ -51,6 +52,8 @@ export interface EdgeOptions {
    * 5xx), at debug for the rest, so a dashboard polling every few seconds does not fill the log. Default false.
    */
   logRequests?: boolean;
+  /** METRICS_TOKEN: `/metrics` answers only requests bearing it (401 problem otherwise); unset = open. */
+  metricsToken?: string | undefined;
 }
 
 /**
@@ -150,7 +153,12 @@ export const tallyEdge = fp(
       return sendProblem(reply, problem);
     });
 
-    registerOpsRoutes(app, { registry: opts.registry, ready: async () => !opts.isClosing() && (await opts.ready()) });
+    registerOpsRoutes(app, {
+      registry: opts.registry,
+      ready: async () => !opts.isClosing() && (await opts.ready()),
+      metricsToken: opts.metricsToken,
+      unauthorized,
+    });
   },
   { name: 'tally-edge', fastify: '5.x' },
 );

@@ -4,7 +4,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createHttpApp, HttpProblem, problemBody, unavailable, visitorRef } from './index';
 
-async function appWithLog(opts: { logRequests?: boolean; level?: 'info' | 'debug' } = {}) {
+async function appWithLog(opts: { logRequests?: boolean; level?: 'info' | 'debug'; metricsToken?: string } = {}) {
   const lines: Array<Record<string, any>> = [];
   const destination = new Writable({
     write(chunk, _enc, cb) {
@@ -17,6 +17,7 @@ async function appWithLog(opts: { logRequests?: boolean; level?: 'info' | 'debug
     log: createLogger({ name: 'edge-test', destination, ...(opts.level && { level: opts.level }) }),
     registry,
     logRequests: opts.logRequests,
+    metricsToken: opts.metricsToken,
     appName: 'test app',
     notFoundHint: 'see /docs',
     mediaTypes: ['application/json'],
@@ -117,6 +118,20 @@ describe('the edge', () => {
     const bad = await app.inject({ method: 'GET', url: '/v1/things/%E0%A4%A' });
     expect([bad.statusCode, bad.headers['content-type']]).toEqual([400, 'application/problem+json; charset=utf-8']);
     expect(bad.json()).toMatchObject({ status: 400, code: 'TALLY_ERR_BAD_REQUEST', field: 'url' });
+    await app.close();
+  });
+
+  it('answers /metrics without METRICS_TOKEN 401 in the problem format, and with it the Prometheus text', async () => {
+    const token = 'metrics-token-0123456789';
+    const { app } = await appWithLog({ metricsToken: token });
+    const denied = await app.inject({ method: 'GET', url: '/metrics' });
+    expect([denied.statusCode, denied.headers['content-type']]).toEqual([401, 'application/problem+json; charset=utf-8']);
+    expect(denied.headers['www-authenticate']).toMatch(/^Bearer/);
+    expect(denied.json()).toMatchObject({ status: 401, code: 'TALLY_ERR_UNAUTHORIZED', field: 'authorization' });
+    const ok = await app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } });
+    expect(ok.statusCode).toBe(200);
+    expect(ok.body).toContain('tally_http_request_duration_seconds');
+    expect((await app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
     await app.close();
   });
 

@@ -61,6 +61,26 @@ describe('registerOpsRoutes', () => {
     expect(res.body).toContain('# TYPE tally_things_total counter\ntally_things_total{app="test"} 2\n');
   });
 
+  it('GET /metrics asks for the bearer token when one is set; the probes stay open', async () => {
+    const app = fastify();
+    apps.push(app);
+    const token = 'a'.repeat(20) + 'Z';
+    registerOpsRoutes(app, { registry: registry(), ready: () => true, metricsToken: token });
+    for (const authorization of [undefined, 'Bearer wrong-token-of-some-length', `Basic ${token}`, `Bearer ${token}x`]) {
+      const res = await app.inject({ method: 'GET', url: '/metrics', headers: authorization ? { authorization } : {} });
+      expect(res.statusCode, authorization).toBe(401);
+      expect(res.headers['www-authenticate']).toBe('Bearer');
+      expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+      expect(res.json()).toMatchObject({ status: 401, detail: expect.stringContaining('METRICS_TOKEN') });
+      expect(res.body).not.toContain('tally_things_total');
+    }
+    const ok = await app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `bearer ${token}` } });
+    expect(ok.statusCode).toBe(200);
+    expect(ok.body).toContain('tally_things_total{app="test"} 2');
+    expect((await app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
+  });
+
   it('mounts beside an app’s own routes', async () => {
     const app = appWith(() => true);
     app.post('/v1/events', async () => ({ accepted: 1 }));

@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { fastify, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -12,11 +13,23 @@ export interface OpsRoutesOptions {
   ready: ReadyCheck;
   /** A ready check that takes longer than this counts as not ready. Default 2000 ms. */
   readyTimeoutMs?: number;
+  /** METRICS_TOKEN: when set, `/metrics` answers only `Authorization: Bearer <token>`, 401 to anything else. */
+  metricsToken?: string | undefined;
+  /** The 401's error (an app's own problem format); default an `application/problem+json` body of its own. */
+  unauthorized?: (detail: string) => Error;
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** True when the request bears `Authorization: Bearer <token>` (compared in constant time). */
+function bearsToken(authorization: string | undefined, token: string): boolean {
+  const given = /^Bearer +(\S+) *$/i.exec(authorization ?? '')?.[1];
+  return given !== undefined && timingSafeEqual(digest(given), digest(token));
 }
 
 /**
  * Mounts `GET /healthz` (200 `{status:'ok'}`: the process is alive), `GET /readyz` (200 `{status:'ready'}` or
- * 503 `{status:'not ready'}`) and `GET /metrics` (Prometheus text) on an app. Probes are logged at warn and up only.
+ * 503 `{status:'not ready'}`) and `GET /metrics` (Prometheus text; only with the bearer token when `metricsToken` is set) on an app. Probes are logged at warn and up only.
  */
 export function registerOpsRoutes(app: FastifyInstance<any, any, any, any, any>, opts: OpsRoutesOptions): void {
   const readyTimeoutMs = opts.readyTimeoutMs ?? 2_000;
@@ -37,7 +50,16 @@ export function registerOpsRoutes(app: FastifyInstance<any, any, any, any, any>,
       .send({ status: isReady ? 'ready' : 'not ready' });
   });
 
-  app.get('/metrics', probe, async (_req, reply) => {
+  app.get('/metrics', probe, async (req, reply) => {
+    if (opts.metricsToken !== undefined && !bearsToken(req.headers.authorization, opts.metricsToken)) {
+      const detail = '/metrics needs Authorization: Bearer <METRICS_TOKEN>';
+      if (opts.unauthorized) throw opts.unauthorized(detail);
+      return reply
+        .code(401)
+        .header('www-authenticate', 'Bearer')
+        .type('application/problem+json')
+        .send({ type: 'about:blank', title: 'Unauthorized', status: 401, detail });
+    }
     const body = await opts.registry.metrics();
     return reply.header('content-type', opts.registry.contentType).header('cache-control', 'no-store').send(body);
   });

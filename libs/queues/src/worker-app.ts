@@ -26,6 +26,7 @@ export interface WorkerAppConfig extends RedisTarget {
   HTTP_HOST: string;
   HTTP_PORT: number;
   JOB_LOCK_MS: number;
+  METRICS_TOKEN?: string | undefined;
 }
 
 /** How long a worker app's workers get to finish their active jobs on SIGTERM, before the queues and Redis close. */
@@ -100,6 +101,7 @@ export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: 
       port: config.HTTP_PORT,
       registry,
       log,
+      metricsToken: config.METRICS_TOKEN,
       ready: workerReadyCheck(connections[0]!, opts.ready),
     });
     log.info({ port: ops.port, ...opts.started }, `${name} started`);
