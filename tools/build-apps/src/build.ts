@@ -52,10 +52,9 @@ const CJS_SHIM = [
 const OPTIONAL_REQUIRES: readonly string[] = ['@valkey/valkey-glide', 'pg'];
 
 /**
- * Bundles each target (default: every one) into `<outDir>/<name>/main.mjs` (+ source map), replacing what was there.
- * Each is built beside it and put in place whole (replaceWhole).
- * Returns each bundle's directory, the bytes of main.mjs and its chunks, and the packages copied into its
- * node_modules (externals and their dependencies).
+ * Bundles each target (default: every one) into `<outDir>/<name>/main.mjs` (+ source map), put in place whole
+ * (replaceWhole). Returns each bundle's directory, the bytes of main.mjs and its chunks, and the packages copied
+ * into its node_modules (externals and their dependencies).
  */
 export async function buildBundles(opts: { repoRoot: string; outDir?: string; only?: readonly string[] }) {
   const repoRoot = resolve(opts.repoRoot);

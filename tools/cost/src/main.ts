@@ -58,8 +58,6 @@ function parse<T>(parseThem: () => T): T {
   }
 }
 
-// npm run cost -- size [--stores N] [--visitors N] [--avg N] [--peak N] [--wcu-per-million N] ...: the sizing of
-// docs/SCALING.md from a workload and measured figures (defaults: that document's workload and figures).
 if (process.argv[2] === 'size') {
   const options = Object.fromEntries(Object.keys(SIZE_FLAGS).map((flag) => [flag, { type: 'string' as const }]));
   const { values } = parse(() => parseArgs({ args: process.argv.slice(3), options }));
@@ -88,10 +86,8 @@ if (process.argv[2] === 'size') {
   process.exit(0);
 }
 
-// tools/cost: write and read units and dollars per million events of a running fleet, from the apps' /metrics.
-//   npm run cost -- --aggregator http://127.0.0.1:7403 --writer http://127.0.0.1:7404 [--price 0.625] [--read-price 0.125]
-// --aggregator and --writer may repeat (one per replica). --price and --read-price are USD per million write and
-// read request units (DynamoDB on-demand; check your region's prices).
+// --aggregator and --writer repeat, one per replica; --price and --read-price are DynamoDB on-demand's (check your
+// region's prices).
 const { values } = parse(() =>
   parseArgs({
     options: {

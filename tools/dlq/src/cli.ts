@@ -1,6 +1,6 @@
 import { leftoverShardQueues, QUEUE_NAMES, queueShards, type QueueName, type TallyQueues } from '@tally/queues';
 import type { Queue } from 'bullmq';
-import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
+import { alignColumns, oneLine, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import * as dlq from './dlq';
 import { USAGE } from './usage';
 
@@ -13,10 +13,7 @@ export interface Progress {
 }
 
 interface DlqCliDeps {
-  /**
-   * Tally's queues (createQueues): every shard of each queue is read and acted on, and the shards past QUEUE_SHARDS
-   * that hold jobs (a lowered QUEUE_SHARDS left them: leftoverShardQueues).
-   */
+  /** Tally's queues: every shard of each is read and acted on, and those past QUEUE_SHARDS that hold jobs. */
   queues: TallyQueues;
   /** The aggregator's batch-id dedupe window (DEDUPE_WINDOW_SECONDS), in ms. */
   dedupeWindowMs: number;
@@ -61,39 +58,29 @@ const TAKES: Record<string, readonly DlqOption[]> = {
  */
 export function runDlqCli(argv: readonly string[], deps: DlqCliDeps | (() => Promise<DlqCliDeps>), io: CliIo): Promise<number> {
   const open = typeof deps === 'function' ? deps : async () => deps;
-  return runCli('dlq', argv, io, USAGE, DLQ_OPTIONS, (command, args, values) => run(command, args, values, open, io));
+  return runCli('dlq', argv, io, USAGE, DLQ_OPTIONS, async (command, args, values) => {
+    const opened: Queue[] = []; // the queues of shards past QUEUE_SHARDS, closed after the command
+    const connect = async () => {
+      const d = await open();
+      /** Every shard of the queue: QUEUE_SHARDS' own, then those past it that hold jobs (shard numbers from their prefixes). */
+      const shardsOf = async (name: QueueName) => {
+        const past = await leftoverShardQueues(d.queues, name);
+        opened.push(...past);
+        return [...queueShards(d.queues, name), ...past];
+      };
+      return { ...d, now: (d.now ?? Date.now)(), shardsOf };
+    };
+    try {
+      return await runCommand(command, args, values, io, connect);
+    } finally {
+      await Promise.all(opened.map((q) => q.close()));
+    }
+  });
 }
 
-/** Runs one command; the queues it opened for shards past QUEUE_SHARDS are closed after it. */
-async function run(
-  command: string,
-  args: string[],
-  values: CliValues<typeof DLQ_OPTIONS>,
-  open: () => Promise<DlqCliDeps>,
-  io: CliIo,
-): Promise<number> {
-  const opened: Queue[] = [];
-  /** Every shard of the queue: QUEUE_SHARDS' own, then those past it that hold jobs (shard numbers from their prefixes). */
-  const shardsOf = async (queues: TallyQueues, name: QueueName) => {
-    const past = await leftoverShardQueues(queues, name);
-    opened.push(...past);
-    return [...queueShards(queues, name), ...past];
-  };
-  try {
-    return await runCommand(command, args, values, open, io, shardsOf);
-  } finally {
-    await Promise.all(opened.map((q) => q.close()));
-  }
-}
+type Connect = () => Promise<Omit<DlqCliDeps, 'now'> & { now: number; shardsOf: (name: QueueName) => Promise<Queue[]> }>;
 
-async function runCommand(
-  command: string,
-  args: string[],
-  values: CliValues<typeof DLQ_OPTIONS>,
-  open: () => Promise<DlqCliDeps>,
-  io: CliIo,
-  shardsOf: (queues: TallyQueues, name: QueueName) => Promise<readonly Queue[]>,
-): Promise<number> {
+async function runCommand(command: string, args: string[], values: CliValues<typeof DLQ_OPTIONS>, io: CliIo, connect: Connect) {
   const takes = Object.hasOwn(TAKES, command) ? TAKES[command] : undefined;
   if (!takes) throw new UsageError(`unknown command "${command}"`);
   for (const option of Object.keys(values) as DlqOption[]) {
@@ -108,12 +95,11 @@ async function runCommand(
     const limit = values.limit === undefined ? 50 : Number(values.limit);
     if (!Number.isInteger(limit) || limit < 0) throw new UsageError(`--limit must be a whole number; got "${values.limit}"`);
     const names = values.queue === undefined ? QUEUE_NAMES : [withUsage(dlq.assertQueueName, values.queue)];
-    const deps = await open();
-    const now = (deps.now ?? Date.now)();
+    const { now, shardsOf } = await connect();
     const rows: dlq.FailedJob[] = [];
     const summary: string[] = [];
     for (const name of names) {
-      const r = await dlq.listFailed(await shardsOf(deps.queues, name), filter, { limit, now });
+      const r = await dlq.listFailed(await shardsOf(name), filter, { limit, now });
       rows.push(...r.jobs);
       const failed = dlq.isEmptyFilter(filter) ? `${r.total} failed` : `${r.matched} of ${r.total} failed match`;
       summary.push(`${name}: ${failed}${r.jobs.length < r.matched ? `, ${r.jobs.length} shown` : ''}`);
@@ -129,9 +115,8 @@ async function runCommand(
   const queueName = withUsage(dlq.assertQueueName, args[0]);
 
   if (command === 'show') {
-    const deps = await open();
-    const now = (deps.now ?? Date.now)();
-    const job = await dlq.showJob(await shardsOf(deps.queues, queueName), args[1]!);
+    const { now, shardsOf } = await connect();
+    const job = await dlq.showJob(await shardsOf(queueName), args[1]!);
     if (values.json) {
       io.out(JSON.stringify(job, null, 2));
       return 0;
@@ -158,16 +143,16 @@ async function runCommand(
   // replay and purge: one job by id, or every failed job that matches --all or the filters.
   if (command === 'purge' && !dryRun && !values.yes)
     throw new UsageError('purge deletes failed jobs for good and never asks: add --yes (or --dry-run to see what it would delete)');
-  if (args.length === 2 && (values.all || !dlq.isEmptyFilter(filter)))
-    throw new UsageError(`${command} <queue> <id> takes no --all or filters`);
+  const filtered = !dlq.isEmptyFilter(filter);
+  if (args.length === 2 && (values.all || filtered)) throw new UsageError(`${command} <queue> <id> takes no --all or filters`);
   if (args.length !== 1 && args.length !== 2) throw new UsageError(`${command} takes <queue> <id>, or <queue> with --all or filters`);
-  if (args.length === 1 && values.all && !dlq.isEmptyFilter(filter)) throw new UsageError(`${command}: use --all or filters, not both`);
-  if (args.length === 1 && !values.all && dlq.isEmptyFilter(filter))
+  if (args.length === 1 && values.all && filtered) throw new UsageError(`${command}: use --all or filters, not both`);
+  if (args.length === 1 && !values.all && !filtered)
     throw new UsageError(`${command} <queue> needs an id, --all, or a filter (--reason, --older-than, --newer-than)`);
 
-  const deps = await open();
-  const now = (deps.now ?? Date.now)();
-  const queue = await shardsOf(deps.queues, queueName);
+  const deps = await connect();
+  const { now } = deps;
+  const queue = await deps.shardsOf(queueName);
   const replay = { dedupeWindowMs: deps.dedupeWindowMs, pastDedupeWindow: Boolean(values['past-dedupe-window']), now, dryRun };
   const would = dryRun ? `dry run: would ${command}` : { replay: 'replayed', purge: 'purged' }[command];
   if (args.length === 2) {
@@ -223,9 +208,4 @@ function withUsage<A, T>(fn: (arg: A) => T, arg: A): T {
 export function table(jobs: readonly dlq.FailedJob[], now: number): string[] {
   const rows = jobs.map((j) => [j.queue, j.id, dlq.formatAge(now - j.failedAt), String(j.attemptsMade), oneLine(j.reason, 100)]);
   return alignColumns([['QUEUE', 'ID', 'AGE', 'ATTEMPTS', 'REASON'], ...rows]);
-}
-
-function oneLine(text: string, max: number): string {
-  const flat = text.replace(/\s+/g, ' ').trim();
-  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
 }

@@ -68,18 +68,15 @@ interface BulkResult {
   /** Left alone, with why (no longer failed, past the dedupe window, …). */
   skipped: Array<{ id: string; why: string }>;
   /**
-   * Set when the run stopped early on an error that is not a refusal (Redis unreachable, a dropped connection, …):
-   * the job it stopped at, the error's own message, and how many matched jobs after it were not tried. `done` and
-   * `skipped` then say what happened before. Running the command again picks up the rest (a replayed or purged job
-   * is no longer failed).
+   * Set when the run stopped at a job on an error that is not a refusal (Redis unreachable, …): its own message, and
+   * how many matched jobs after it were not tried. Running the command again picks up the rest.
    */
   stopped?: { id: string; why: string; notTried: number };
 }
 
 /**
- * A queue, or every shard of one queue (`queueShards()`, QUEUE_SHARDS > 1, and those past QUEUE_SHARDS that hold jobs:
- * leftoverShardQueues): each function below reads and acts on all of them, so a failed job is found in whichever
- * shard its store's jobs went to.
+ * A queue, or every shard of one (QUEUE_SHARDS' own, and those past it that hold jobs): each function below reads and
+ * acts on all of them, so a failed job is found in whichever shard its store's jobs went to.
  */
 type QueueShards = Queue | readonly Queue[];
 
@@ -147,7 +144,7 @@ export function matches(job: FailedJob, filter: JobFilter, now: number): boolean
 }
 
 function toFailedJob(queue: QueueName, job: Job, shard?: number): FailedJob {
-  const info: FailedJob = {
+  return {
     queue,
     ...(shard === undefined ? {} : { shard }),
     id: String(job.id),
@@ -156,11 +153,8 @@ function toFailedJob(queue: QueueName, job: Job, shard?: number): FailedJob {
     failedAt: job.finishedOn ?? job.processedOn ?? job.timestamp,
     attemptsMade: job.attemptsMade,
     reason: job.failedReason ?? '',
+    ...(queue === QUEUE.events && { acceptedAt: batchAcceptedAt(job.timestamp, job.data) }),
   };
-  if (queue === QUEUE.events) {
-    info.acceptedAt = batchAcceptedAt(job.timestamp, job.data);
-  }
-  return info;
 }
 
 /**
@@ -264,12 +258,7 @@ export async function replayFailed(queue: QueueShards, filter: JobFilter, opts: 
 /** Deletes every failed job that matches, for good. */
 export async function purgeFailed(queue: QueueShards, filter: JobFilter, opts: BulkOptions): Promise<BulkResult> {
   return bulk(queue, filter, opts, async (job, info) => {
-    if (opts.dryRun) return undefined;
-    try {
-      await job.remove();
-    } catch (err) {
-      throw refusal(err, `job "${job.id}" in queue ${info.queue}`) ?? err;
-    }
+    if (!opts.dryRun) await refusing(job, info, () => job.remove());
     return undefined;
   });
 }
@@ -278,29 +267,32 @@ export async function purgeFailed(queue: QueueShards, filter: JobFilter, opts: B
 async function replayOne(job: Job, info: FailedJob, opts: ReplayOptions): Promise<string | undefined> {
   const hazard = replayHazard(info, opts.now ?? Date.now(), opts);
   if (hazard || opts.dryRun) return hazard;
-  try {
+  await refusing(job, info, async () => {
     // The aggregator refuses an events batch accepted longer ago than its dedupe window; the operator's
     // --past-dedupe-window goes with the batch (its `pastDedupeWindow`) so that it is applied.
     if (opts.pastDedupeWindow && info.queue === QUEUE.events) await job.updateData({ ...(job.data as object), pastDedupeWindow: true });
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-  } catch (err) {
-    throw refusal(err, `job "${job.id}" in queue ${info.queue}`) ?? err;
-  }
+  });
 }
 
 /**
- * BullMQ's refusal of a job that left the failed set meanwhile (replayed by someone else, removed by retention,
- * picked up by a worker) as a DlqError naming the job; undefined for any other error (Redis unreachable, a dropped
- * connection, OOM…), which the caller passes on as it is: that is no refusal, and "no longer failed" would hide it.
+ * Runs `act` on the job; BullMQ's refusal of a job that left the failed set meanwhile (replayed by someone else,
+ * removed by retention, picked up by a worker) is thrown as a DlqError naming the job. Any other error (Redis
+ * unreachable, a dropped connection, OOM…) is thrown as it is: that is no refusal, and "no longer failed" would hide it.
  */
-function refusal(err: unknown, job: string): DlqError | undefined {
-  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
-  if (code === ErrorCode.JobNotExist) return new DlqError(`${job} no longer exists: ${String(message)}`);
-  if (code === ErrorCode.JobNotInState) return new DlqError(`${job} is no longer failed: ${String(message)}`);
-  // Job.remove() of a job a worker holds (it was replayed meanwhile and is running).
-  if (err instanceof Error && /could not be removed because it is locked/.test(err.message))
-    return new DlqError(`${job} is no longer failed: ${err.message}`);
-  return undefined;
+async function refusing(job: Job, info: FailedJob, act: () => Promise<unknown>): Promise<void> {
+  try {
+    await act();
+  } catch (err) {
+    const what = `job "${job.id}" in queue ${info.queue}`;
+    const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+    if (code === ErrorCode.JobNotExist) throw new DlqError(`${what} no longer exists: ${String(message)}`);
+    if (code === ErrorCode.JobNotInState) throw new DlqError(`${what} is no longer failed: ${String(message)}`);
+    // Job.remove() of a job a worker holds (it was replayed meanwhile and is running).
+    if (err instanceof Error && /could not be removed because it is locked/.test(err.message))
+      throw new DlqError(`${what} is no longer failed: ${err.message}`);
+    throw err;
+  }
 }
 
 /**

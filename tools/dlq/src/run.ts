@@ -23,7 +23,7 @@ export async function runDlq(argv: readonly string[]): Promise<void> {
   const err = (line: string) => process.stderr.write(`${line}\n`);
   let close: (() => Promise<void>) | undefined;
   const connect = async () => {
-    const env = backendEnvOrExit(rawEnv(), { redis: true }, argv);
+    const env = backendEnvOrExit(rawEnv(), { redis: true });
     const config = loadConfigOrExit(toolEnvSchemas.dlq, env);
     const tool = await connectToolRedis(config);
     close = tool.close;

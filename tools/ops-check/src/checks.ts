@@ -87,9 +87,7 @@ function attempt<T>(fn: () => T): [T, undefined] | [undefined, string] {
 /** The port a healthcheck command probes: `process.env.HTTP_PORT||<n>` or `:<n>/healthz`. */
 const probedPort = (cmd: string) => /process\.env\.HTTP_PORT\s*\|\|\s*(\d+)/.exec(cmd)?.[1] ?? /:(\d+)\/healthz/.exec(cmd)?.[1];
 
-// ---------------------------------------------------------------------------------------------------------------
-// Dockerfile
-
+// ---- Dockerfile -----------------------------------------------------------------------------------------------
 export const checkDockerfile = listed(function* (files: OpsFiles) {
   const [stages, error] = attempt(() => parseDockerfile(files.dockerfile));
   if (error !== undefined) return yield `Dockerfile: ${error}`;
@@ -165,9 +163,7 @@ function* checkRuntimeBasics(s: ResolvedStage, where: string) {
   else if (!init && s.cmd?.[0] === '/bin/sh') yield `${where}: shell-form CMD: sh would be PID 1 and swallow SIGTERM; use the exec form`;
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// docker-compose.yml
-
+// ---- docker-compose.yml ---------------------------------------------------------------------------------------
 export const checkCompose = listed(function* (files: OpsFiles, vars: Record<string, string | undefined> = {}) {
   const [compose, error] = attempt(() => composeConfig(files.compose, vars));
   if (error !== undefined) return yield `docker-compose.yml: ${error}`;
@@ -273,9 +269,7 @@ function* checkRedisService(svc: ComposeService | undefined): Iterable<string> {
     yield 'docker-compose.yml service redis: no volume at /data (the AOF would die with the container)';
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// deploy/prometheus.yml
-
+// ---- deploy/prometheus.yml ------------------------------------------------------------------------------------
 interface PromConfig {
   rule_files?: string[];
   scrape_configs?: Array<{
@@ -332,9 +326,7 @@ export const checkPrometheus = listed(function* (files: OpsFiles, vars: Record<s
     yield `deploy/prometheus.yml: rule_files does not load ${alertsAt} (where compose mounts deploy/alerts.yml)`;
 });
 
-// ---------------------------------------------------------------------------------------------------------------
-// Metric names in alerts and dashboards
-
+// ---- Metric names in alerts and dashboards --------------------------------------------------------------------
 /** Problems with the metrics a PromQL expression reads: each must be defined in the code (`known`) or external. */
 function* checkExpr(where: string, expr: string, known: ReadonlySet<string>): Iterable<string> {
   const [names, error] = attempt(() => metricNamesIn(expr));

@@ -63,6 +63,12 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
   }
 }
 
+/** `text` on one line (each run of whitespace a space), cut to `max` characters with `…`. */
+export function oneLine(text: string, max = Infinity): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
+}
+
 /** Rows as aligned columns, two spaces apart; the last column is not padded. */
 export function alignColumns(rows: ReadonlyArray<readonly string[]>): string[] {
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => r[c]?.length ?? 0))) ?? [];

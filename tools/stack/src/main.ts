@@ -13,7 +13,7 @@ import { APPS, appProcessSpec, loadStackConfig } from './config';
 import { demoLines } from './demo';
 import { Lifecycle } from './lifecycle';
 import { formatBare, lineFormatter, PINO_LEVEL, type Level } from './log-lines';
-import { RunFile, shortPath } from './run-file';
+import { LAYOUT, RunFile, shortPath } from './run-file';
 import { choosePort, redisServerVersion, StackError } from './stores';
 import { keepRunning, supervise, type CrashReport } from './supervisor';
 
@@ -158,13 +158,7 @@ async function start(): Promise<void> {
   const urls = Object.fromEntries(APPS.map((a) => [a.name, `http://127.0.0.1:${ports[a.name]}`]));
   if (lifecycle.isStopping) return;
 
-  const layout = {
-    redisClusterNodes: env.REDIS_CLUSTER_NODES,
-    redisSentinels: env.REDIS_SENTINELS,
-    redisSentinelMaster: env.REDIS_SENTINEL_MASTER,
-    keyPrefix: env.KEY_PREFIX,
-    queueShards: env.QUEUE_SHARDS,
-  };
+  const layout = Object.fromEntries(Object.entries(LAYOUT).map(([member, name]) => [member, env[name]]));
   const backends = { redisUrl: redis.url, dynamoEndpoint: dynamo.endpoint, table, region, collectorUrl: urls['collector']! };
   runFile.update({ backends: { ...backends, ...layout } });
   const stackVars = {
@@ -190,25 +184,21 @@ async function start(): Promise<void> {
       if (outcome === 'killed') say(`${APPS[i]!.name} did not stop within ${env.STACK_STOP_TIMEOUT_MS} ms; killed`, 'warn');
   });
 
-  const healthy = await Promise.all(
-    APPS.map((a) =>
-      waitFor(async () => lifecycle.isStopping || (await isHealthy(`${urls[a.name]}/healthz`)), {
-        timeoutMs: env.STACK_START_TIMEOUT_MS,
-        intervalMs: 200,
-      }).catch(() => false),
-    ),
-  );
+  /** Whether each app answered `probe` within `timeoutMs` (true for an app `skip` names, and once stopping began). */
+  const answered = (probe: string, timeoutMs: number, skip = (_i: number) => false) =>
+    Promise.all(
+      APPS.map((a, i) =>
+        waitFor(async () => skip(i) || lifecycle.isStopping || (await isHealthy(`${urls[a.name]}${probe}`)), {
+          timeoutMs,
+          intervalMs: 200,
+        }).catch(() => false),
+      ),
+    );
+  const healthy = await answered('/healthz', env.STACK_START_TIMEOUT_MS);
   // Healthy is only alive: an app that cannot use Redis (down, a wrong password in REDIS_URL) answers /healthz but
   // not /readyz, and every call to it fails. Each gets STACK_READY_TIMEOUT_MS to be ready (with Redis there they are
   // at once); one that is not is named, and the stack runs on (Redis may come later: the apps wait for it).
-  const ready = await Promise.all(
-    APPS.map((a, i) =>
-      waitFor(async () => !healthy[i] || lifecycle.isStopping || (await isHealthy(`${urls[a.name]}/readyz`)), {
-        timeoutMs: env.STACK_READY_TIMEOUT_MS,
-        intervalMs: 200,
-      }).catch(() => false),
-    ),
-  );
+  const ready = await answered('/readyz', env.STACK_READY_TIMEOUT_MS, (i) => !healthy[i]);
   if (lifecycle.isStopping) return;
 
   const note = (i: number) =>

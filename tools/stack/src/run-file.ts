@@ -21,20 +21,25 @@ export interface RunState {
   backends?: StackBackends;
 }
 
+/**
+ * The installation's layout in a stack's backends: the variable behind each member, recorded as the stack gave it to
+ * its apps when it did (unset: the apps' defaults). The Sentinels' password is not recorded.
+ */
+export const LAYOUT = {
+  redisClusterNodes: 'REDIS_CLUSTER_NODES',
+  redisSentinels: 'REDIS_SENTINELS',
+  redisSentinelMaster: 'REDIS_SENTINEL_MASTER',
+  keyPrefix: 'KEY_PREFIX',
+  queueShards: 'QUEUE_SHARDS',
+} as const;
+
 /** A running stack's backends, as this version writes them to its run file (`collectorUrl` since loadgen reads it). */
-export interface StackBackends {
+export interface StackBackends extends Partial<Record<keyof typeof LAYOUT, string>> {
   redisUrl: string;
   dynamoEndpoint: string;
   table: string;
   region: string;
   collectorUrl: string;
-  /** The Redis Cluster's nodes, KEY_PREFIX and QUEUE_SHARDS the apps were given, when they were (unset: the apps' defaults). */
-  redisClusterNodes?: string;
-  /** REDIS_SENTINELS and REDIS_SENTINEL_MASTER the apps were given (the Sentinels' password is not recorded). */
-  redisSentinels?: string;
-  redisSentinelMaster?: string;
-  keyPrefix?: string;
-  queueShards?: string;
 }
 
 /** The command line of `pid` from /proc (Linux): '' when the process is gone, undefined without /proc. */
@@ -219,26 +224,18 @@ export function redisNote(r: Env): string {
 
 /** REDIS_CLUSTER_NODES or REDIS_SENTINELS (and its master), KEY_PREFIX and QUEUE_SHARDS as the running stack gave them to its apps (only those it set). */
 export function stackLayout(stack: ReturnType<typeof runningStack>): Env {
-  const b = stack.backends;
-  const layout = {
-    REDIS_CLUSTER_NODES: b?.redisClusterNodes,
-    REDIS_SENTINELS: b?.redisSentinels,
-    REDIS_SENTINEL_MASTER: b?.redisSentinelMaster,
-    KEY_PREFIX: b?.keyPrefix,
-    QUEUE_SHARDS: b?.queueShards,
-  };
-  return pickSet(layout, Object.keys(layout));
+  const given = Object.entries(LAYOUT).map(([member, name]) => [name, stack.backends?.[member as keyof typeof LAYOUT]]);
+  return pickSet(Object.fromEntries(given), Object.values(LAYOUT));
 }
 
 const pickSet = (from: Env, names: readonly string[]): Env =>
   Object.fromEntries(names.filter((n) => typeof from[n] === 'string' && from[n] !== '').map((n) => [n, from[n]]));
 
 /**
- * chooseBackends for an operator tool's main: says on stderr which backends it uses, or why there are none or the
- * running stack's run file does not say (and exits 1). A call for help (`--help`, `-h`, `help`, no arguments) needs no backend and gets `env` unchanged.
+ * chooseBackends for an operator tool's command (not a call for help, which needs no backend): says on stderr which
+ * backends it uses, or why there are none or the running stack's run file does not say (and exits 1).
  */
-export function backendEnvOrExit(env: Env, need: { redis?: boolean; dynamo?: boolean }, argv: readonly string[]): Env {
-  if (argv.length === 0 || argv[0] === 'help' || argv.includes('--help') || argv.includes('-h')) return env;
+export function backendEnvOrExit(env: Env, need: { redis?: boolean; dynamo?: boolean }): Env {
   try {
     const choice = chooseBackends(env, need);
     for (const note of choice.notes) process.stderr.write(`tally: using ${note}\n`);

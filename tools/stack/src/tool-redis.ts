@@ -1,9 +1,9 @@
 import { allQueues, closeQueues, createQueues, createRedisConnection, describeRedisTarget, type RedisTarget } from '@tally/queues';
+import { oneLine } from './cli';
 
 /**
- * How long an operator command waits for Redis to answer its first command, whatever the target, before it says it
- * cannot reach it and exits 1. The retry strategies below give up sooner on a refused connection; this bounds the
- * rest (an address that drops packets, Sentinels that never answer).
+ * How long an operator command waits for Redis to answer its first command before it says it cannot reach it: the
+ * retry strategies below give up sooner on a refused connection; this bounds the rest (packets dropped, …).
  */
 export const TOOL_REDIS_DEADLINE_MS = 10_000;
 
@@ -11,12 +11,10 @@ export const TOOL_REDIS_DEADLINE_MS = 10_000;
 const fewAttempts = (attempt: number) => (attempt > 3 ? null : 250 * attempt);
 
 /**
- * Redis for an operator command (dlq, tenants): it fails fast when Redis is away instead of waiting for it (a few
- * reconnect attempts, then the connection gives up), keeps the connection's and the queues' errors to itself, and
- * pings once first: when Redis cannot be reached it prints one line naming the target and exits 1, rather than a
- * stack trace per reconnect attempt. That holds for a Redis Cluster and for Sentinels too, whose own retries
- * (clusterRetryStrategy, sentinelRetryStrategy) would otherwise go on for ever, as they do for a master name the
- * Sentinels do not know; and the ping has a deadline, TOOL_REDIS_DEADLINE_MS.
+ * Redis for an operator command (dlq, tenants) that fails fast when Redis is away: a few reconnect attempts (a
+ * Cluster's and Sentinels' own retries would go on for ever, as for a master name the Sentinels do not know), its
+ * errors kept to itself, and a first ping with a deadline: unreachable, it prints one line naming the target and
+ * exits 1, rather than a stack trace per reconnect attempt.
  */
 export async function connectToolRedis(config: RedisTarget & { KEY_PREFIX: string; QUEUE_SHARDS: number }) {
   const redis = createRedisConnection(
@@ -74,5 +72,3 @@ function noSuchMaster(message: string, config: RedisTarget): string | undefined 
     )?.[1];
   if (sentinel) return `sentinel ${sentinel} knows no master named "${config.REDIS_SENTINEL_MASTER ?? 'mymaster'}" (REDIS_SENTINEL_MASTER)`;
 }
-
-const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();

@@ -16,10 +16,7 @@ export interface TenantsBackends {
   erasure?: () => Promise<ErasureContext>;
   /** restamp-retention's wait and clock (tests); absent: restampRetention's defaults (RETENTION_SETTLE_MS). */
   restamp?: Pick<tenants.RestampOptions, 'settleMs' | 'sleep' | 'now'>;
-  /**
-   * The maintenance queue on Redis, connected on demand, where `set` schedules the restamp of a store's visitor items
-   * when it changes their retention (the dynamo-writer runs it); absent: `set` says to run restamp-retention.
-   */
+  /** The maintenance queue, connected on demand, for `set`'s restamp (absent: `set` says to run restamp-retention). */
   maintenance?: () => Promise<Pick<TallyQueues, typeof QUEUE.maintenance>>;
 }
 
@@ -50,10 +47,10 @@ export function runTenantsCli(
     const cmd = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
     if (!cmd) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     for (const option of Object.keys(values) as TenantsOption[]) {
-      if (Object.hasOwn(TENANTS_OPTIONS, option) && values[option] !== undefined && !cmd.takes.includes(option))
+      if (Object.hasOwn(TENANTS_OPTIONS, option) && values[option] !== undefined && !cmd.takes?.includes(option))
         throw new UsageError(`${command} takes no --${option}`);
     }
-    if (args.length !== cmd.arity) throw new UsageError(`${command} takes ${cmd.what}`);
+    if (args.length !== (cmd.what.match(/</g)?.length ?? 0)) throw new UsageError(`${command} takes ${cmd.what}`);
     try {
       const run = cmd.prepare(args, values, io);
       await run(await open({ redis: typeof cmd.redis === 'function' ? cmd.redis(values) : cmd.redis === true }));
@@ -68,11 +65,10 @@ export function runTenantsCli(
 }
 
 interface Command {
-  /** Its number of positional arguments, and how the usage error names them (the synopsis follows it). */
-  arity: number;
+  /** Its positional arguments as the usage error names them, one `<…>` each (the synopsis follows it). */
   what: string;
-  /** The options it takes: any other is a usage error, never ignored. */
-  takes: readonly TenantsOption[];
+  /** The options it takes (absent: none): any other is a usage error, never ignored. */
+  takes?: readonly TenantsOption[];
   /** Whether it needs Redis besides DynamoDB (always, or with the options given). */
   redis?: boolean | ((values: Values) => boolean);
   /** Checks the values of the command line (throws UsageError or a TALLY_ERR_INVALID_ TenantError) and returns what runs. */
@@ -81,7 +77,6 @@ interface Command {
 
 const COMMANDS: Record<string, Command> = {
   create: {
-    arity: 1,
     what: '<store>',
     takes: ['time-zone', 'currency', 'history-months'],
     prepare: ([store], values, io) => {
@@ -98,7 +93,6 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'issue-key': {
-    arity: 1,
     what: '<store>',
     takes: ['scopes', 'label'],
     prepare: ([store], values, io) => {
@@ -114,9 +108,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'revoke-key': {
-    arity: 2,
     what: '<store> <key-id>',
-    takes: [],
     prepare:
       ([store, keyId], _values, io) =>
       async ({ db }) => {
@@ -125,9 +117,7 @@ const COMMANDS: Record<string, Command> = {
       },
   },
   'set-time-zone': {
-    arity: 2,
     what: '<store> <IANA time zone>',
-    takes: [],
     prepare: ([store, zone], _values, io) => {
       const timeZone = checkTimeZone(zone!);
       return async ({ db }) => {
@@ -137,9 +127,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'set-currency': {
-    arity: 2,
     what: '<store> <ISO 4217 currency code>',
-    takes: [],
     prepare: ([store, code], _values, io) => {
       const currency = currencyOf(code!);
       return async ({ db }) => {
@@ -149,9 +137,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'set-ingest-budget': {
-    arity: 2,
     what: '<store> <events per second | default>',
-    takes: [],
     prepare: ([store, budget], _values, io) => {
       const value = budget === 'default' ? undefined : /^\d+$/.test(budget!) ? Number(budget) : NaN;
       if (Number.isNaN(value))
@@ -164,7 +150,6 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'list-keys': {
-    arity: 1,
     what: '<store>',
     takes: ['json'],
     prepare:
@@ -180,9 +165,7 @@ const COMMANDS: Record<string, Command> = {
       },
   },
   show: {
-    arity: 1,
     what: '<store>',
-    takes: [],
     prepare:
       ([store], _values, io) =>
       async ({ db }) => {
@@ -200,7 +183,6 @@ const COMMANDS: Record<string, Command> = {
       },
   },
   list: {
-    arity: 0,
     what: 'no arguments',
     takes: ['json', 'reindex'],
     prepare:
@@ -216,7 +198,6 @@ const COMMANDS: Record<string, Command> = {
       },
   },
   set: {
-    arity: 1,
     what: '<store>',
     takes: ['time-zone', 'currency', 'history-months'],
     // A change of the visitor history schedules the restamp of the items already written, on Redis.
@@ -247,9 +228,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'restamp-retention': {
-    arity: 1,
     what: '<store>',
-    takes: [],
     prepare:
       ([store], _values, io) =>
       async ({ db, restamp }) => {
@@ -273,9 +252,7 @@ const COMMANDS: Record<string, Command> = {
       },
   },
   'delete-store': {
-    arity: 1,
     what: '<store>',
-    takes: [],
     redis: true,
     prepare:
       ([store], _values, io) =>
@@ -288,9 +265,7 @@ const COMMANDS: Record<string, Command> = {
       },
   },
   'erase-visitor': {
-    arity: 2,
     what: '<store> <visitor>',
-    takes: [],
     redis: true,
     prepare:
       ([store, visitor], _values, io) =>
@@ -331,6 +306,10 @@ function settingsOf(values: Values): { timeZone?: string; currency?: string; his
 // The CLI checks time zones and currencies by the same test as libs/tenants (which checks them again before it
 // writes), so that a bad one is refused before any backend is resolved, in the library's words.
 
+/** Bad input, TALLY_ERR_INVALID_<what>: exit 2, like a usage error. */
+const invalid = (what: 'TIME_ZONE' | 'CURRENCY' | 'SCOPES' | 'RETENTION', message: string) =>
+  new tenants.TenantError(`TALLY_ERR_INVALID_${what}`, message);
+
 /** A time zone the runtime knows (Intl), else TALLY_ERR_INVALID_TIME_ZONE. */
 function checkTimeZone(zone: string): string {
   try {
@@ -341,10 +320,7 @@ function checkTimeZone(zone: string): string {
   } catch {
     // not a zone: refused below
   }
-  throw new tenants.TenantError(
-    'TALLY_ERR_INVALID_TIME_ZONE',
-    `time zone ${JSON.stringify(zone)} is not an IANA time zone name such as Europe/Paris or UTC`,
-  );
+  throw invalid('TIME_ZONE', `time zone ${JSON.stringify(zone)} is not an IANA time zone name such as Europe/Paris or UTC`);
 }
 
 const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
@@ -352,11 +328,7 @@ const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
 /** An ISO 4217 code, in any case (`eur` is EUR), else TALLY_ERR_INVALID_CURRENCY. */
 function currencyOf(code: string): string {
   const upper = code.toUpperCase();
-  if (!CURRENCIES.has(upper))
-    throw new tenants.TenantError(
-      'TALLY_ERR_INVALID_CURRENCY',
-      `currency ${JSON.stringify(code)} is not an ISO 4217 code such as EUR, USD or JPY`,
-    );
+  if (!CURRENCIES.has(upper)) throw invalid('CURRENCY', `currency ${JSON.stringify(code)} is not an ISO 4217 code such as EUR, USD or JPY`);
   return upper;
 }
 
@@ -365,10 +337,7 @@ function scopesOf(value: string): string[] {
   const scopes = value.split(',').flatMap((s) => s.trim() || []);
   const bad = scopes.filter((s) => !(tenants.SCOPES as readonly string[]).includes(s));
   if (scopes.length === 0 || bad.length > 0)
-    throw new tenants.TenantError(
-      'TALLY_ERR_INVALID_SCOPES',
-      `--scopes takes one or more of ${tenants.SCOPES.join(', ')}, comma-separated; got ${JSON.stringify(value)}`,
-    );
+    throw invalid('SCOPES', `--scopes takes one or more of ${tenants.SCOPES.join(', ')}, comma-separated; got ${JSON.stringify(value)}`);
   return scopes;
 }
 
@@ -377,8 +346,8 @@ function historyMonths(value: string): number | null {
   if (value === 'forever') return null;
   const months = /^\d+$/.test(value) ? Number(value) : NaN;
   if (!(months >= 1 && months <= tenants.MAX_HISTORY_MONTHS))
-    throw new tenants.TenantError(
-      'TALLY_ERR_INVALID_RETENTION',
+    throw invalid(
+      'RETENTION',
       `--history-months takes a whole number of months from 1 to ${tenants.MAX_HISTORY_MONTHS}, or "forever"; got ${JSON.stringify(value)}`,
     );
   return months;

@@ -7,11 +7,9 @@ import { backendEnvOrExit, connectToolRedis } from '@tally/stack';
 import { runTenantsCli } from './cli';
 
 /**
- * One tenants command (not a call for help: main.ts answers those without loading this module), on DynamoDB;
- * delete-store, erase-visitor and set --history-months also on Redis (the same libs/tenants functions as the query
- * API's admin routes; the latter schedules the restamp of the store's visitor items on the maintenance queue).
- * The backends are resolved only once the command line has been checked (a bad one is exit 2, whatever is
- * configured), and Redis is connected only when the command uses it.
+ * One tenants command (not a call for help: main.ts answers those), on DynamoDB, and on Redis for delete-store,
+ * erase-visitor and set --history-months. The backends are resolved only once the command line has been checked (a
+ * bad one is exit 2, whatever is configured), and Redis is connected only when the command uses it.
  */
 export async function runTenants(argv: readonly string[]): Promise<void> {
   let dynamo: ReturnType<typeof createDynamoClient> | undefined;
@@ -21,7 +19,7 @@ export async function runTenants(argv: readonly string[]): Promise<void> {
       argv,
       { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) },
       ({ redis }) => {
-        const config = loadConfigOrExit(toolEnvSchemas.tenants, backendEnvOrExit(rawEnv(), { dynamo: true, redis }, argv));
+        const config = loadConfigOrExit(toolEnvSchemas.tenants, backendEnvOrExit(rawEnv(), { dynamo: true, redis }));
         dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
         const connect = () => (tool ??= connectToolRedis(config));
         return {
