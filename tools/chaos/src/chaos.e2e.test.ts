@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { chaosSettings } from './chaos-config';
-import { runChaosExpectingExact } from './expect-exact';
+import { runChaosExpectingExact } from './chaos';
 
 const settings = chaosSettings();
 // Load phase, then up to a few minutes of healing, draining and checking.

@@ -16,10 +16,9 @@ import {
   type FleetApp,
 } from '@tally/loadgen';
 import { isAlive, sleep } from '@tally/testing';
+import { expect } from 'vitest';
 import type { ChaosSettings } from './chaos-config';
 import { NO_FAULTS, startFaultProxy, type FaultProxy } from './fault-proxy';
-
-export type ChaosResult = Awaited<ReturnType<typeof runChaos>>;
 
 /** The fault kinds of the summary line, in its order. */
 const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '500', 'slow', 'drop'] as const;
@@ -31,7 +30,7 @@ const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '5
  * Redis restarts, DynamoDB outages and throttling/500/slow/dropped requests. Then: everything healed and drained,
  * every DynamoDB counter compared with the expected counts, and the query API too.
  */
-export async function runChaos(settings: ChaosSettings, log: (line: string) => void = () => {}) {
+async function runChaos(settings: ChaosSettings) {
   const rng = createRng(settings.seed).fork('faults');
   const faults: Record<string, number> = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0]));
   const kills: Record<string, number> = {};
@@ -45,6 +44,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
   const unexpectedExits: string[] = [];
   const t0 = Date.now();
   const at = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
+  const say = (line: string) => console.log(`chaos: ${at()} ${line}`);
 
   try {
     fleet = await startFleet({
@@ -58,7 +58,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     });
     const f = fleet;
     const p = proxy!;
-    log(
+    console.log(
       `chaos: fleet up in ${at()} (${f.apps.map((a) => a.name).join(', ')}; redis ${f.cluster ? `cluster ${f.cluster.nodesEnv}, ${f.queueShards} queue shards` : f.redis.url}; dynalite ${f.dynalite.endpoint} behind ${p.url})`,
     );
 
@@ -68,7 +68,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
       exitKnown.add(app.handle.process.pid);
       const r = await app.restart(env);
       startupFailures += r.startupFailures;
-      if (r.startupFailures > 0) log(`chaos: ${at()} ${app.name} died ${r.startupFailures}x during start-up before it came up`);
+      if (r.startupFailures > 0) say(`${app.name} died ${r.startupFailures}x during start-up before it came up`);
     };
 
     /** Apps running with a crash point: their SIGKILL is the point. */
@@ -82,18 +82,14 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
         unexpectedExits.push(
           `${app.name} (pid ${proc.pid}) exited on its own: ${JSON.stringify(proc.exit)}; last output:\n${proc.output().split('\n').slice(-15).join('\n')}`,
         );
-        log(`chaos: ${at()} ${app.name} exited on its own: ${JSON.stringify(proc.exit)}`);
+        say(`${app.name} exited on its own: ${JSON.stringify(proc.exit)}`);
       }
     };
     const monitor = setInterval(checkExits, 500);
 
     // The load.
     p.setRates(settings.rates);
-    const {
-      stats,
-      accepted,
-      done: load,
-    } = loadFleet(f, {
+    const { stats, accepted, done } = loadFleet(f, {
       load: {
         seed: settings.seed,
         products: 300,
@@ -112,9 +108,7 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     });
     const progress = setInterval(
       () =>
-        log(
-          `chaos: ${at()} sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, retries ${JSON.stringify(stats.retries)}`,
-        ),
+        say(`sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, retries ${JSON.stringify(stats.retries)}`),
       settings.mode === 'long' ? 30_000 : 10_000,
     );
 
@@ -141,8 +135,8 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
           const exit = await Promise.race([app.handle.process.exited, sleep(30_000).then(() => undefined)]);
           if (exit?.signal === 'SIGKILL') {
             killed(`${app.name} (${point.split('@')[0]})`);
-            log(`chaos: ${at()} ${app.name} crashed itself at ${point}`);
-          } else log(`chaos: ${at()} ${app.name} did not reach ${point} within 30 s`);
+            say(`${app.name} crashed itself at ${point}`);
+          } else say(`${app.name} did not reach ${point} within 30 s`);
           await restart(app, { TALLY_CRASH_POINT: undefined });
           armed.delete(app.name);
         },
@@ -187,14 +181,14 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const scheduleStart = Date.now();
     for (const [i, [name, run]] of actions.entries()) {
       await sleep(scheduleStart + (i + 1) * slot - Date.now());
-      log(`chaos: ${at()} fault ${i + 1}/${actions.length}: ${name}`);
+      say(`fault ${i + 1}/${actions.length}: ${name}`);
       await run();
     }
-    log(`chaos: ${at()} fault schedule done; waiting for the load to finish`);
-    await load;
+    say(`fault schedule done; waiting for the load to finish`);
+    await done;
     clearInterval(progress);
-    log(
-      `chaos: ${at()} load done: sent ${stats.eventsSent} events in ${stats.batches} batches (http ${stats.byVia.http}, client ${stats.byVia.client}), accepted ${stats.accepted}, rejected ${stats.rejected}, duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}`,
+    say(
+      `load done: sent ${stats.eventsSent} events in ${stats.batches} batches (http ${stats.byVia.http}, client ${stats.byVia.client}), accepted ${stats.accepted}, rejected ${stats.rejected}, duplicates ${stats.duplicatesSent}, retries ${JSON.stringify(stats.retries)}`,
     );
 
     // Heal: no more faults; restart anything that died on its own (the monitor said so).
@@ -213,15 +207,15 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     await waitForDrain(f, { timeoutMs: 360_000, folded: true });
     const b = await backlog(f);
     const backlogAtStart = `outboxes ${b.outboxes}, dirty rows ${b.dirtyRows}`;
-    log(`chaos: ${at()} every batch applied and folded (${backlogAtStart}); querying while slow flushes run`);
+    say(`every batch applied and folded (${backlogAtStart}); querying while slow flushes run`);
     const liveQuery = { ...(await checkQueryApi(f, f.app('query-api').url, expected)), backlogAtStart };
     p.setRates(NO_FAULTS);
     p.setOperations(undefined);
     Object.assign(faults, { throttle: p.counts.throttle, '500': p.counts.error500, slow: p.counts.slow, drop: p.counts.drop });
-    log(`chaos: ${at()} live query check done (${liveQuery.compared} values); draining`);
+    say(`live query check done (${liveQuery.compared} values); draining`);
 
     await waitForDrain(f, { timeoutMs: 300_000 });
-    log(`chaos: ${at()} drained: queues idle, no bucket, outbox or dirty row left`);
+    say(`drained: queues idle, no bucket, outbox or dirty row left`);
     const table = await checkTable(f, expected);
     const query = await checkQueryApi(f, f.app('query-api').url, expected);
     const uniqueVisitors = await checkUniqueVisitors(f, f.app('query-api').url, expectedDistinct(accepted, f.rules, f.zones));
@@ -237,8 +231,8 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     const summary =
       `chaos: events sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, ` +
       `faults injected {${FAULT_KINDS.map((k) => `${k}:${faults[k] ?? 0}`).join(', ')}}, mismatches ${mismatches}`;
-    log(
-      `chaos: ${at()} kills by target ${JSON.stringify(kills)}; table items ${table.scanned.items}, cells ${table.cells}; ` +
+    say(
+      `kills by target ${JSON.stringify(kills)}; table items ${table.scanned.items}, cells ${table.cells}; ` +
         `query API values compared ${liveQuery.compared} live + ${query.compared} after the drain, UniqueVisitors ${uniqueVisitors.compared} (sketch attributes ${table.scanned.sketches}); failed jobs ${failed.length}; startup failures ${startupFailures}`,
     );
     return {
@@ -268,4 +262,34 @@ export async function runChaos(settings: ChaosSettings, log: (line: string) => v
     await fleet?.stop().catch(() => undefined);
     await proxy?.close().catch(() => undefined);
   }
+}
+
+/**
+ * Runs chaos with `settings` (printing its progress and, afterwards, its summary and first problems) and asserts
+ * what every chaos test asserts: every accepted event counted exactly once, in each DynamoDB cell and query answer,
+ * UniqueVisitors as in a run without faults, with no failed job, unexpected exit or leaked process. Returns the
+ * result for the test's own checks.
+ */
+export async function runChaosExpectingExact(settings: ChaosSettings) {
+  const r = await runChaos(settings);
+  console.log(r.summary);
+  for (const s of r.table.samples) console.log(`  table: ${s}`);
+  for (const s of [...r.liveQuery.mismatches, ...r.query.mismatches, ...r.uniqueVisitors.mismatches].slice(0, 20))
+    console.log(`  query: ${s}`);
+  for (const s of [...r.failedJobs, ...r.unexpectedExits, ...r.keyLeaks, ...r.leakedPids, ...r.stats.edgeMismatches].slice(0, 30))
+    console.log(`  problem: ${s}`);
+
+  expect(r.stats.edgeMismatches).toEqual([]);
+  expect(r.stats.gaveUp).toBe(0);
+  expect(r.stats.accepted).toBeGreaterThan(settings.events * 0.9);
+  expect(r.table.samples).toEqual([]);
+  expect(r.liveQuery.mismatches).toEqual([]);
+  expect(r.query.mismatches).toEqual([]);
+  expect(r.uniqueVisitors.mismatches).toEqual([]);
+  expect(r.mismatches).toBe(0);
+  expect(r.table.cells).toBeGreaterThan(1_000);
+  expect(r.failedJobs).toEqual([]);
+  expect(r.unexpectedExits).toEqual([]);
+  expect(r.leakedPids).toEqual([]);
+  return r;
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { chaosSettings } from './chaos-config';
-import { runChaosExpectingExact } from './expect-exact';
+import { runChaosExpectingExact } from './chaos';
 
 // The chaos run on a local 3-master Redis Cluster with the queues in 3 shards: SIGKILLed apps, masters SIGKILLed
 // and restarted on their AOF, DynamoDB faults; every DynamoDB cell and query answer exact. Short in npm test; long

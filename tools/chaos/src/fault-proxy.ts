@@ -16,6 +16,7 @@ export interface FaultRates {
 }
 
 export const NO_FAULTS: FaultRates = { throttle: 0, error500: 0, slow: 0, drop: 0 };
+const FAULT_KINDS = Object.keys(NO_FAULTS) as Array<keyof FaultRates>;
 
 export type FaultProxy = Awaited<ReturnType<typeof startFaultProxy>>;
 
@@ -44,7 +45,7 @@ export async function startFaultProxy(opts: { target: string; seed: number; slow
   let rates = NO_FAULTS;
   const [slowMin, slowMax] = opts.slowMs ?? [500, 4_500];
   let ops: Set<string> | undefined;
-  const counts = { throttle: 0, error500: 0, slow: 0, drop: 0 };
+  const counts = { ...NO_FAULTS };
   let down = false;
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
@@ -75,30 +76,21 @@ export async function startFaultProxy(opts: { target: string; seed: number; slow
     if (down || !body) return req.socket.destroy();
     const target = String(req.headers['x-amz-target'] ?? '');
     if (ops && !ops.has(target.slice(target.indexOf('.') + 1))) return forward(req, body, res);
-    // One draw decides the fault, a second its variant: the schedule depends only on the request's rank.
+    // One draw decides the fault (each kind a slice of [0, 1) as wide as its rate), a second its variant: the
+    // schedule depends only on the request's rank.
     const u = rng.next();
     const variant = rng.next();
-    let edge = rates.throttle;
-    if (u < edge) {
-      counts.throttle++;
-      return reply(res, 400, THROTTLE_BODY);
-    }
-    if (u < (edge += rates.error500)) {
-      counts.error500++;
-      if (variant < 0.5) return reply(res, 500, INTERNAL_BODY);
-      return forward(req, body, res, () => reply(res, 500, INTERNAL_BODY));
-    }
-    if (u < (edge += rates.slow)) {
-      counts.slow++;
-      const delay = slowMin + Math.floor(variant * (slowMax - slowMin));
-      return forward(req, body, res, (...answer) => setTimeout(() => passThrough(...answer), delay));
-    }
-    if (u < (edge += rates.drop)) {
-      counts.drop++;
-      if (variant < 0.5) return req.socket.destroy();
-      return forward(req, body, res, () => req.socket.destroy());
-    }
-    forward(req, body, res);
+    let edge = 0;
+    const fault = FAULT_KINDS.find((kind) => u < (edge += rates[kind]));
+    if (fault) counts[fault]++;
+    const before = variant < 0.5;
+    if (fault === 'throttle') return reply(res, 400, THROTTLE_BODY);
+    if (fault === 'error500')
+      return before ? reply(res, 500, INTERNAL_BODY) : forward(req, body, res, () => reply(res, 500, INTERNAL_BODY));
+    if (fault === 'drop') return before ? req.socket.destroy() : forward(req, body, res, () => req.socket.destroy());
+    if (fault !== 'slow') return forward(req, body, res);
+    const delay = slowMin + Math.floor(variant * (slowMax - slowMin));
+    forward(req, body, res, (...answer) => setTimeout(() => passThrough(...answer), delay));
   });
   server.on('connection', (socket) => {
     if (down) return socket.destroy();

@@ -104,22 +104,11 @@ export function clientTarget(given: string | undefined, env: Record<string, stri
   const own = Object.fromEntries(ownNames.filter((n) => env[n]).map((n) => [n, env[n]]));
   const c = loadConfig(toolEnvSchemas.dlq, { ...fromStack, ...own, REDIS_URL: url });
   const where = redisNote({ ...fromStack, ...own, REDIS_URL: c.REDIS_URL });
-  return {
-    options: {
-      connection: {
-        REDIS_URL: c.REDIS_URL,
-        REDIS_CLUSTER_NODES: c.REDIS_CLUSTER_NODES,
-        ...(c.REDIS_SENTINELS && {
-          REDIS_SENTINELS: c.REDIS_SENTINELS,
-          REDIS_SENTINEL_MASTER: c.REDIS_SENTINEL_MASTER,
-          REDIS_SENTINEL_PASSWORD: c.REDIS_SENTINEL_PASSWORD,
-        }),
-      },
-      keyPrefix: c.KEY_PREFIX,
-      queueShards: c.QUEUE_SHARDS,
-    },
-    said: `${where} (${from}), KEY_PREFIX ${c.KEY_PREFIX}, QUEUE_SHARDS ${c.QUEUE_SHARDS}`,
-  };
+  const { REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD } = c;
+  const sentinels = REDIS_SENTINELS && { REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD };
+  const connection = { REDIS_URL: c.REDIS_URL, REDIS_CLUSTER_NODES: c.REDIS_CLUSTER_NODES, ...sentinels };
+  const said = `${where} (${from}), KEY_PREFIX ${c.KEY_PREFIX}, QUEUE_SHARDS ${c.QUEUE_SHARDS}`;
+  return { options: { connection, keyPrefix: c.KEY_PREFIX, queueShards: c.QUEUE_SHARDS }, said };
 }
 
 /**
@@ -167,17 +156,13 @@ export function parseStores(list: string): StoreSpec[] {
 
 /** The ingest keys of `--keys-file`: a JSON object of store -> key, each a non-empty string; else an Error in one line. */
 export function readKeysFile(file: string): Map<string, string> {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new Error(`cannot read --keys-file ${file}: ${(err as Error).message}`);
-  }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
-    throw new Error(`--keys-file ${file} is not JSON: ${(err as Error).message.split('\n')[0]}`);
+    const { message } = err as Error;
+    if (err instanceof SyntaxError) throw new Error(`--keys-file ${file} is not JSON: ${message.split('\n')[0]}`);
+    throw new Error(`cannot read --keys-file ${file}: ${message}`);
   }
   const shape = '{"STORE":"KEY",…}';
   if (typeof json !== 'object' || json === null || Array.isArray(json))
@@ -195,13 +180,8 @@ export function readKeysFile(file: string): Map<string, string> {
 
 /** `--url` checked: an absolute http:// or https:// URL (without its trailing `/`); else an Error saying so. */
 export function checkCollectorUrl(url: string): string {
-  let parsed: URL | undefined;
-  try {
-    parsed = new URL(url);
-  } catch {
-    parsed = undefined;
-  }
-  if (parsed?.protocol !== 'http:' && parsed?.protocol !== 'https:')
+  const protocol = URL.parse(url)?.protocol;
+  if (protocol !== 'http:' && protocol !== 'https:')
     throw new Error(`--url takes the collector's http:// or https:// URL, such as http://127.0.0.1:7401, got ${JSON.stringify(url)}`);
   return url.replace(/\/+$/, '');
 }

@@ -135,14 +135,12 @@ export function loadTo(
   };
 
   const worker = async () => {
-    for (;;) {
-      if (stopped()) return;
+    while (!stopped()) {
       const step = iterator.next();
       if (step.done) return;
       const batch = step.value;
       await take(batch.events.length);
-      const useClient = rng.chance(clientShare);
-      const sender = useClient ? client! : http!;
+      const sender = rng.chance(clientShare) ? client! : http!;
       const partial = sender.via === 'http' && batch.badIndexes.length > 0 && rng.chance(0.5);
       const duplicate = rng.chance(opts.duplicateShare ?? 0);
       const dupViaOther = rng.chance(0.5);

@@ -1,19 +1,14 @@
 import { paginateScan, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import {
-  baseSk,
-  cellsOfDay,
-  ERASED_ATTR,
-  EXPIRES_ATTR,
-  parseDayKey,
-  SKETCH_VERSION_ATTR,
-  SPILLED_ATTR,
-  WATERMARK_ATTR,
-  WATERMARK_PART_ATTR,
-} from '@tally/key-layout';
+import { baseSk, cellsOfDay, ERASED_ATTR, parseDayKey, RESERVED_ATTRS, WATERMARK_ATTR } from '@tally/key-layout';
 import { rollup, rollupDistinct, validateEvents, type CompiledRules, type EventInput, type NormalizedEvent } from '@tally/schema';
 
+type Table<V> = Map<string, Map<string, Map<string, V>>>;
 /** pk -> sk -> attribute -> exact integer value: what the counter rows of the table hold (or must hold). */
-export type CounterTable = Map<string, Map<string, Map<string, bigint>>>;
+export type CounterTable = Table<bigint>;
+/** pk -> sk -> attribute -> the members (8-byte sketch members) the cell must hold: what a run without faults writes. */
+export type DistinctTable = Table<Set<string>>;
+/** Store -> IANA time zone (default UTC). */
+type Zones = Readonly<Record<string, string>>;
 
 export interface StoreEvents {
   store: string;
@@ -21,85 +16,57 @@ export interface StoreEvents {
 }
 
 /** The item (pk, sk) of a table, created empty when missing. */
-function itemOf<V>(table: Map<string, Map<string, Map<string, V>>>, pk: string, sk: string): Map<string, V> {
+function itemOf<V>(table: Table<V>, pk: string, sk: string): Map<string, V> {
   const row = table.get(pk) ?? table.set(pk, new Map()).get(pk)!;
   return row.get(sk) ?? row.set(sk, new Map()).get(sk)!;
 }
 
-function addCount(table: CounterTable, pk: string, sk: string, attr: string, delta: bigint): void {
-  const item = itemOf(table, pk, sk);
+function addCount(item: Map<string, bigint>, attr: string, delta: bigint): void {
   item.set(attr, (item.get(attr) ?? 0n) + delta);
 }
 
 /**
- * Each batch rolled up by `roll` in its store's time zone (default UTC), each `<day>|<attr>` field of the result
- * spread over its four cells (key-layout cellsOfDay: D<doy> and M<mm> of the month row, total and Y<yyyy> of TOTAL).
+ * A table of each batch rolled up by `roll` in its store's time zone (default UTC), each `<day>|<attr>` field of the
+ * result spread over its four cells (key-layout cellsOfDay: D<doy> and M<mm> of the month row, total and Y<yyyy> of
+ * TOTAL) by `add`.
  */
-function eachCell<V>(
+function eachCell<V, C>(
   batches: Iterable<StoreEvents>,
   rules: CompiledRules,
-  zones: Readonly<Record<string, string>>,
-  roll: (store: string, zone: string, events: NormalizedEvent[], into: Map<string, Map<string, V>>) => void,
-  add: (pk: string, sk: string, attr: string, value: V) => void,
-): void {
-  const fields = new Map<string, Map<string, V>>();
+  zones: Zones,
+  roll: (rules: CompiledRules, store: string, zone: string, events: NormalizedEvent[]) => Map<string, Map<string, V>>,
+  add: (item: Map<string, C>, attr: string, value: V) => void,
+): Table<C> {
+  const table: Table<C> = new Map();
   for (const b of batches) {
-    fields.clear();
     // Normalized as the edge does (ts in epoch ms, value as its decimal text, page paths as keys); no limit on time.
     const { events } = validateEvents(rules, [...b.events], { now: 0, clockSkewMs: Infinity, latenessMs: Infinity });
-    roll(b.store, zones[b.store] ?? 'UTC', events, fields);
-    for (const [pk, row] of fields) {
+    for (const [pk, row] of roll(rules, b.store, zones[b.store] ?? 'UTC', events)) {
       for (const [field, value] of row) {
         const bar = field.indexOf('|');
-        for (const cell of cellsOfDay(parseDayKey(field.slice(0, bar)), field.slice(bar + 1))) add(pk, cell.sk, cell.attr, value);
+        for (const cell of cellsOfDay(parseDayKey(field.slice(0, bar)), field.slice(bar + 1)))
+          add(itemOf(table, pk, cell.sk), cell.attr, value);
       }
     }
   }
+  return table;
 }
 
 /**
  * The exact DynamoDB attributes that `events` (accepted ones only) must end up as once everything is written:
  * each event rolled up by the rules in its store's time zone (libs/schema rollup), each day count spread over its
- * four cells. `zones` maps store -> IANA zone (default UTC).
+ * four cells.
  */
-export function expectedCounts(
-  batches: Iterable<StoreEvents>,
-  rules: CompiledRules,
-  zones: Readonly<Record<string, string>>,
-): CounterTable {
-  const into: CounterTable = new Map();
-  eachCell<number | bigint>(
-    batches,
-    rules,
-    zones,
-    (store, zone, events, deltas) => rollup(rules, store, zone, events, deltas),
-    (pk, sk, attr, delta) => addCount(into, pk, sk, attr, BigInt(delta)),
-  );
-  return into;
+export function expectedCounts(batches: Iterable<StoreEvents>, rules: CompiledRules, zones: Zones): CounterTable {
+  return eachCell(batches, rules, zones, rollup, (item, attr, delta) => addCount(item, attr, BigInt(delta)));
 }
 
-/** pk -> sk -> attribute -> the members (8-byte sketch members) the cell must hold: what a run without faults writes. */
-export type DistinctTable = Map<string, Map<string, Map<string, Set<string>>>>;
-
 /** The members of every sketch cell (day, month, year, all time) of the accepted events, by the rules' `distinct`. */
-export function expectedDistinct(
-  batches: Iterable<StoreEvents>,
-  rules: CompiledRules,
-  zones: Readonly<Record<string, string>>,
-): DistinctTable {
-  const out: DistinctTable = new Map();
-  eachCell<Set<string>>(
-    batches,
-    rules,
-    zones,
-    (store, zone, events, adds) => rollupDistinct(rules, store, zone, events, adds),
-    (pk, sk, attr, members) => {
-      const item = itemOf(out, pk, sk);
-      const cell = item.get(attr) ?? item.set(attr, new Set()).get(attr)!;
-      for (const m of members) cell.add(m);
-    },
-  );
-  return out;
+export function expectedDistinct(batches: Iterable<StoreEvents>, rules: CompiledRules, zones: Zones): DistinctTable {
+  return eachCell(batches, rules, zones, rollupDistinct, (item, attr, members: Set<string>) => {
+    const cell = item.get(attr) ?? item.set(attr, new Set()).get(attr)!;
+    for (const m of members) cell.add(m);
+  });
 }
 
 export interface ScannedTable {
@@ -112,17 +79,6 @@ export interface ScannedTable {
   sketches: number;
   items: number;
 }
-
-const NOT_COUNTERS = new Set([
-  'pk',
-  'sk',
-  WATERMARK_ATTR,
-  WATERMARK_PART_ATTR,
-  SPILLED_ATTR,
-  EXPIRES_ATTR,
-  SKETCH_VERSION_ATTR,
-  ERASED_ATTR,
-]);
 
 /**
  * Every counter item of the table (a full Scan; tenant and key items, whose pk starts with `_`, are skipped),
@@ -138,10 +94,10 @@ export async function scanCounters(client: DynamoDBClient, table: string): Promi
       out.items++;
       if (item[WATERMARK_ATTR]?.N === undefined) out.withoutWatermark.push(`${pk} / ${sk}`);
       for (const [name, v] of Object.entries(item)) {
-        if (NOT_COUNTERS.has(name)) continue;
+        if (RESERVED_ATTRS.has(name) || name === ERASED_ATTR) continue;
         if (v.B !== undefined) out.sketches++;
         else if (v.N === undefined) out.foreign.push(`${pk} / ${sk} / ${name}`);
-        else addCount(out.counters, pk, baseSk(sk), name, BigInt(v.N));
+        else addCount(itemOf(out.counters, pk, baseSk(sk)), name, BigInt(v.N));
       }
     }
   }

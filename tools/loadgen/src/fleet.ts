@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { AppName } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { allQueues, closeQueues, createQueues, createRedisConnection, type RedisTarget } from '@tally/queues';
-import { compileRules, type RulesInput } from '@tally/schema';
+import { compileRules, defaultRules, type RulesInput } from '@tally/schema';
 import { createTenantAdmin } from '@tally/tenants';
 import {
   createTestTable,
@@ -18,6 +18,13 @@ import {
   type RedisHandle,
 } from '@tally/testing';
 import type { StoreSpec } from './generator';
+
+/** The default e-commerce rules with every row flushed after every bucket: the most writes, the hardest case. */
+export function everyBucketRules(): RulesInput {
+  const rules = structuredClone(defaultRules) as RulesInput;
+  for (const entity of Object.values(rules.entities)) entity.flush = { kind: 'bucket' };
+  return rules;
+}
 
 export interface FleetOptions {
   stores: readonly StoreSpec[];
@@ -101,13 +108,11 @@ export async function startFleet(opts: FleetOptions) {
   const appsEndpoint = opts.appsDynamoEndpoint ? await opts.appsDynamoEndpoint(dynalite.endpoint) : dynalite.endpoint;
   const env = {
     REDIS_URL: redis.url,
-    ...(cluster ? { REDIS_CLUSTER_NODES: cluster.nodesEnv } : {}),
-    ...(opts.sentinels
-      ? {
-          REDIS_SENTINELS: opts.sentinels.nodes.map((n) => `${n.host}:${n.port}`).join(','),
-          REDIS_SENTINEL_MASTER: opts.sentinels.master ?? 'mymaster',
-        }
-      : {}),
+    ...(cluster && { REDIS_CLUSTER_NODES: cluster.nodesEnv }),
+    ...(opts.sentinels && {
+      REDIS_SENTINELS: opts.sentinels.nodes.map((n) => `${n.host}:${n.port}`).join(','),
+      REDIS_SENTINEL_MASTER: opts.sentinels.master ?? 'mymaster',
+    }),
     QUEUE_SHARDS: String(opts.queueShards ?? 1),
     DYNAMODB_ENDPOINT: appsEndpoint,
     DYNAMODB_TABLE: table,

@@ -10,6 +10,13 @@ export interface StoreSpec {
   weight?: number;
 }
 
+/** Three stores in zones that bin days differently: +05:45, -07:00/-08:00 (with DST) and UTC. */
+export const DEMO_STORES: readonly StoreSpec[] = [
+  { id: 'KTM1', timeZone: 'Asia/Kathmandu', weight: 1 },
+  { id: 'LAX1', timeZone: 'America/Los_Angeles', weight: 2 },
+  { id: 'UTC1', timeZone: 'UTC', weight: 1 },
+];
+
 export interface LoadOptions {
   seed: number;
   stores: readonly StoreSpec[];
@@ -78,10 +85,9 @@ export function priceCents(product: string): number {
   return 100 + (hashSeed(product) % 9_900);
 }
 
-/** 1999 -> 19.99 (a JSON number whose shortest decimal form has at most 2 decimals). */
-const centsToNumber = (cents: number) => cents / 100;
-/** 1990 -> "19.90" (decimal strings keep trailing zeros, as some clients send them). */
-const centsToString = (cents: number) => `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, '0')}`;
+/** Mostly a JSON number (1999 -> 19.99), else a decimal string that keeps trailing zeros (1990 -> "19.90"), as some clients send. */
+const priceValue = (r: Rng, cents: number) =>
+  r.chance(0.8) ? cents / 100 : `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, '0')}`;
 
 /**
  * Deterministic shop traffic: for each store, visitors (Zipf) in sessions that view a few products (Zipf), some
@@ -141,10 +147,10 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
       for (const product of lines) {
         const cents = priceCents(product);
         total += cents;
-        const value = r.chance(0.8) ? centsToNumber(cents) : centsToString(cents);
+        const value = priceValue(r, cents);
         yield { type: 'order_item', ts: step(), dims: { product, visitor }, value: extreme() ?? value };
       }
-      const value = r.chance(0.8) ? centsToNumber(total) : centsToString(total);
+      const value = priceValue(r, total);
       yield { type: 'order', ts: step(), dims: { visitor }, value: extreme() ?? value };
     }
   }

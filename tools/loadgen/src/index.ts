@@ -5,5 +5,4 @@ export * from './senders';
 export * from './driver';
 export * from './fleet';
 export * from './verify';
-export * from './presets';
 export * from './cli';

@@ -1,15 +1,10 @@
-// Load generator: npm run loadgen -- --rate 5000 --duration 30 --via http|client|both --seed 1
-// Sends deterministic shop traffic to a collector (HTTP, ingest keys per store) or through libs/client (Redis),
-// or, with --fleet, starts a whole local fleet, sends to it and checks every DynamoDB count exactly afterwards, and
-// every UniqueVisitors answer of its query API (exact where the sketches are exact sets, else Redis's estimate).
-// Soak: npm run test:soak -- --minutes 10 [--rate 300] (loadgen --soak) — steady load through a fleet, sampling every
-// process's RSS, Redis used_memory and the flush lag (soak.ts); exits non-zero when memory keeps growing, the lag is
-// unbounded or a count is off.
+// npm run loadgen (and npm run test:soak, as --soak): deterministic shop traffic to a collector or through libs/client,
+// or to a local fleet it starts (--fleet, --soak) whose every count it checks afterwards. README.md says more.
 import { SingleBar } from 'cli-progress';
 import { checkCollectorUrl, clientTarget, loadTarget, parseCli, parseStores, readKeysFile, stackDemoStore } from './cli';
 import { loadFleet, loadTo, type LoadStats } from './driver';
-import { startFleet } from './fleet';
-import { DEMO_STORES, everyBucketRules } from './presets';
+import { everyBucketRules, startFleet } from './fleet';
+import { DEMO_STORES } from './generator';
 import { shortestSoakSeconds, soakRun, soakWarmup, SOAK_OPTIONS } from './soak';
 import { checkFleetCounts, waitForDrain } from './verify';
 
@@ -87,14 +82,13 @@ for (const kv of a.key ?? []) {
   keys.set(kv.slice(0, eq), kv.slice(eq + 1));
 }
 const useFleet = a.fleet || soak;
+const note = (line: string) => process.stderr.write(`${command}: ${line}\n`);
 // No stores or keys given: the running npm start stack's demo store, with the ingest key that stack saved.
 const demo = useFleet || a.stores !== undefined || keys.size > 0 ? undefined : stackDemoStore(process.env);
 if (demo) {
   stores.splice(0, stores.length, { id: demo.store, timeZone: 'UTC' });
   keys.set(demo.store, demo.ingestKey);
-  process.stderr.write(
-    `${command}: sending to the demo store ${demo.store} (its ingest key from ${demo.file}); --stores and --key for others\n`,
-  );
+  note(`sending to the demo store ${demo.store} (its ingest key from ${demo.file}); --stores and --key for others`);
 }
 if (!useFleet && via !== 'client')
   for (const s of stores) if (!keys.has(s.id)) fail(`no ingest key for store ${s.id}: give --key ${s.id}=<key> or --fleet`);
@@ -103,47 +97,19 @@ const say = (line: string) => process.stdout.write(`${command}: ${line}\n`);
 const seed = a.seed ?? (useFleet ? 1 : Date.now() % 1_000_000);
 // Without --fleet: the running npm start stack's collector and Redis unless given, said on stderr as npm run dlq does;
 // a stack whose run file does not say (an older npm start) is a usage error naming the option that does.
-const said = <T>(pick: () => { value: T; said: string }): T => {
-  const t = checked(pick);
-  process.stderr.write(`${command}: using ${t.said}\n`);
-  return t.value;
-};
-const url =
-  useFleet || via === 'client'
-    ? ''
-    : said(() => {
-        const [value, from] = loadTarget('collector', givenUrl, process.env);
-        return { value, said: `collector ${value} (${from})` };
-      });
-const queuesAt =
-  useFleet || via === 'http'
-    ? undefined
-    : said(() => {
-        const t = clientTarget(a['redis-url'], process.env);
-        return { value: t.options, said: t.said };
-      });
-if (a.seed === undefined && !useFleet) process.stderr.write(`${command}: seed ${seed} (--seed ${seed} sends these batches again)\n`);
+const collector = useFleet || via === 'client' ? undefined : checked(() => loadTarget('collector', givenUrl, process.env));
+if (collector) note(`using collector ${collector[0]} (${collector[1]})`);
+const queuesAt = useFleet || via === 'http' ? undefined : checked(() => clientTarget(a['redis-url'], process.env));
+if (queuesAt) note(`using ${queuesAt.said}`);
+if (a.seed === undefined && !useFleet) note(`seed ${seed} (--seed ${seed} sends these batches again)`);
 
 let started = 0;
-const bar =
-  a.quiet || soak
-    ? undefined
-    : new SingleBar({
-        format:
-          'loadgen {bar} {percentage}% | {value}/{total} events | {rate} ev/s | accepted {accepted} | rejected {rejected} | retries {retries}',
-        hideCursor: true,
-      });
+const format =
+  'loadgen {bar} {percentage}% | {value}/{total} events | {rate} ev/s | accepted {accepted} | rejected {rejected} | retries {retries}';
+const bar = a.quiet || soak ? undefined : new SingleBar({ format, hideCursor: true });
 const total = Math.round(a.rate * seconds);
 const options = {
-  load: {
-    seed,
-    products: a.products,
-    visitors: a.visitors,
-    batchSize,
-    maxEvents: total,
-    badShare: a.bad,
-    lateShare: a.late,
-  },
+  load: { seed, products: a.products, visitors: a.visitors, batchSize, maxEvents: total, badShare: a.bad, lateShare: a.late },
   via,
   rate: a.rate,
   durationMs: seconds * 1_000 * 3,
@@ -157,7 +123,7 @@ const options = {
       retries: Object.values(s.retries).reduce((x, y) => x + y, 0),
     }),
 };
-if (useFleet) process.stderr.write(`${command}: starting a local fleet (redis-server, dynalite, the four apps)…\n`);
+if (useFleet) note('starting a local fleet (redis-server, dynalite, the four apps)…');
 const fleet = useFleet
   ? await startFleet({
       stores,
@@ -179,8 +145,8 @@ try {
     : loadTo(
         {
           stores,
-          http: { url, keyOf: (s) => keys.get(s)! },
-          client: queuesAt ?? { connection: 'redis://127.0.0.1:6379' }, // the default rules (unused with --via http)
+          http: { url: collector?.[0] ?? '', keyOf: (s) => keys.get(s)! },
+          client: queuesAt?.options ?? { connection: 'redis://127.0.0.1:6379' }, // the default rules (unused with --via http)
         },
         { ...options, keepAccepted: false },
       );
@@ -201,7 +167,7 @@ try {
     say(`stopped early: ${stats.stoppedBy} (--batch ${a.batch} sends up to ${batchSize[1]} events a batch; give a smaller --batch)`);
   let ok = soakOk && stats.edgeMismatches.length === 0 && stats.gaveUp === 0 && !stats.stoppedBy;
   if (fleet) {
-    process.stderr.write(`${command}: waiting until every count is written…\n`);
+    note('waiting until every count is written…');
     await waitForDrain(fleet, { timeoutMs: 300_000 });
     const check = await checkFleetCounts(fleet, accepted);
     for (const line of check.lines) say(line);

@@ -40,7 +40,7 @@ export function hashSeed(text: string): number {
 
 export function createRng(seed: number): Rng {
   const next = mulberry32(seed);
-  const rng: Rng = {
+  return {
     next,
     int: (n) => Math.floor(next() * n),
     between: (min, max) => min + Math.floor(next() * (max - min + 1)),
@@ -51,7 +51,6 @@ export function createRng(seed: number): Rng {
     },
     fork: (label) => createRng(hashSeed(`${seed >>> 0}/${label}`)),
   };
-  return rng;
 }
 
 /**

@@ -35,10 +35,9 @@ export interface RetryPolicy {
   onRetry?: (reason: string) => void;
 }
 
-async function withRetries(
-  policy: RetryPolicy,
-  attempt: () => Promise<{ done: Answer } | { retry: string; retryAfterMs?: number }>,
-): Promise<SendOutcome> {
+/** An attempt's outcome: a definitive answer, or why to retry (and after how long the server asks). */
+type Attempt = { done: Answer } | { retry: string; retryAfterMs?: number };
+async function withRetries(policy: RetryPolicy, attempt: () => Promise<Attempt>): Promise<SendOutcome> {
   const deadline = Date.now() + (policy.deadlineMs ?? 120_000);
   const maxDelay = policy.maxDelayMs ?? 2_000;
   let delay = policy.initialDelayMs ?? 100;
@@ -87,9 +86,7 @@ export function httpSender(opts: HttpSenderOptions): Sender {
         const json: any = await res.json().catch(() => undefined);
         // A reply cut short: the outcome is unknown, and a retry with the same key is safe.
         if (json === undefined) return { retry: `${res.status} without a JSON body` };
-        if (res.status === 202) {
-          return { done: { kind: 'accepted', accepted: json.accepted, errors: json.errors } };
-        }
+        if (res.status === 202) return { done: { kind: 'accepted', accepted: json.accepted, errors: json.errors } };
         if (res.status === 429 || res.status >= 500) {
           const ra = Number(res.headers.get('retry-after'));
           return { retry: String(res.status), retryAfterMs: Number.isFinite(ra) ? ra * 1_000 : undefined };

@@ -32,6 +32,7 @@ export const SOAK_OPTIONS = {
   },
 };
 type SoakValues = Values<typeof SOAK_OPTIONS>;
+type Say = (line: string) => void;
 type Timing = Pick<SoakValues, 'warmup-seconds' | 'dedupe-window' | 'sample-seconds'>;
 
 /** Samples the judges need after the warm-up (judgeGrowth, judgeBound). */
@@ -46,16 +47,15 @@ export function soakWarmup(o: Timing, seconds: number): number {
 }
 
 /**
- * The shortest soak run (seconds of load, whole) whose warm-up leaves room for the samples the judges need after
- * it (3, --sample-seconds apart): shorter ones could only FAIL with too few samples. The warm-up grows with the run
- * by a fifth at most, so the run less its warm-up only grows: the shortest is where that first reaches 3 samples.
+ * The shortest soak run (whole seconds of load) whose warm-up leaves room for the 3 samples the judges need after it,
+ * --sample-seconds apart: shorter ones could only FAIL. The run less its warm-up only grows (the warm-up grows by a
+ * fifth of the run at most, up to 180 s), so it is the first second where that holds.
  */
 export function shortestSoakSeconds(o: Timing): number {
   const need = JUDGED_SAMPLES * o['sample-seconds'];
-  const enough = (s: number) => s - soakWarmup(o, s) >= need - 1e-9;
-  // Where each piece of the warm-up (constant, a fifth of the run, 180 s) leaves exactly `need`: the first that holds.
-  const candidates = [soakWarmup(o, 0) + need, (need * 5) / 4, 180 + need].sort((a, b) => a - b);
-  return Math.ceil(candidates.find(enough) ?? candidates.at(-1)!);
+  let seconds = Math.ceil(need + (o['warmup-seconds'] ?? 0));
+  while (seconds - soakWarmup(o, seconds) < need - 1e-9) seconds++;
+  return seconds;
 }
 
 type Limits = { maxRelative: number; maxAbsolute: number };
@@ -86,15 +86,8 @@ export function judgeGrowth(s: Series, warmupSeconds: number, limits: Limits) {
   // (Infinity * 0 is NaN: an unlimited relative bound stays unlimited.)
   const allowed = Math.max(limits.maxRelative === Infinity ? Infinity : limits.maxRelative * firstThird, limits.maxAbsolute);
   const relative = firstThird > 0 ? growth / firstThird : 0;
-  return {
-    n: values.length,
-    firstThird,
-    lastThird,
-    growth,
-    relative,
-    max: Math.max(0, ...values),
-    ok: values.length >= 3 && growth <= allowed,
-  };
+  const n = values.length;
+  return { n, firstThird, lastThird, growth, relative, max: Math.max(0, ...values), ok: n >= 3 && growth <= allowed };
 }
 
 /** A bounded gauge: every sample after the warm-up at most `limit`. */
@@ -120,14 +113,7 @@ function rssMb(pid: number): number | undefined {
  * removeOnComplete, which explain most of Redis's growth; both shown only) and the aggregator's flush lag. Then
  * judges the samples after the warm-up (bounded growth, bounded flush lag) and prints the figures; true when all hold.
  */
-export async function soakRun(
-  f: Fleet,
-  done: Promise<unknown>,
-  stats: LoadStats,
-  o: SoakValues,
-  seconds: number,
-  say: (line: string) => void,
-) {
+export async function soakRun(f: Fleet, done: Promise<unknown>, stats: LoadStats, o: SoakValues, seconds: number, say: Say) {
   const rss = { maxRelative: o['max-rss-growth'], maxAbsolute: o['max-rss-growth-mb'] };
   const series = new Map<string, Series>();
   const push = (name: string, unit: Series['unit'], t: number, v: number | undefined, limits?: Limits) => {

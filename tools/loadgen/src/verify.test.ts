@@ -6,9 +6,8 @@ import { addDays, dayOfYear, formatDate, localDate, monthSk, parseDate, TOTAL_SK
 import { compileRules } from '@tally/schema';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectedCounts, expectedDistinct, type CounterTable, type DistinctTable, type StoreEvents } from './expected';
-import type { Fleet } from './fleet';
+import { everyBucketRules, type Fleet } from './fleet';
 import { generateLoad } from './generator';
-import { everyBucketRules } from './presets';
 import { checkFleetCounts, checkQueryApi, checkUniqueVisitors } from './verify';
 
 // A query API of its own over the expected tables: exact by construction, unless a test rewrites its answers

@@ -90,12 +90,16 @@ export interface QueryCheck {
 }
 
 /**
- * A getter of query API answers with the store's read key, parsed with their contract; retried while the API answers
+ * Getters of query API answers with the store's read key, parsed with their contract; retried while the API answers
  * 429/5xx or nothing or cuts the body short; undefined (and a line in `out.mismatches`, with the error or the body)
- * when no answer came, it is not JSON, or it is outside the contract.
+ * when no answer came, it is not JSON, or it is outside the contract. `series` and `totals` also match the metrics and
+ * the points or ids an answer lists with those it must list (matchKeys), and return the entries found.
  */
 function queryApi(fleet: Fleet, url: string, out: QueryCheck) {
-  return async <T>(store: string, path: string, schema: z.ZodType<T>): Promise<T | undefined> => {
+  const get = async <T>(store: string, path: string, schema: z.ZodType<T>): Promise<T | undefined> => {
+    const refuse = (why: string): undefined => {
+      out.mismatches.push(`GET ${path} (${store}) ${why}`);
+    };
     for (let attempt = 0; ; attempt++) {
       let res: Response | undefined;
       let body = '';
@@ -116,30 +120,63 @@ function queryApi(fleet: Fleet, url: string, out: QueryCheck) {
         try {
           json = JSON.parse(body);
         } catch (err) {
-          out.mismatches.push(
-            `GET ${path} (${store}) answered ${res.status} with no JSON (${(err as Error).message}): ${body.slice(0, 200)}`,
-          );
-          return undefined;
+          return refuse(`answered ${res.status} with no JSON (${(err as Error).message}): ${body.slice(0, 200)}`);
         }
         const parsed = schema.safeParse(json);
         if (parsed.success) return parsed.data;
         const issue = parsed.error.issues[0]!;
-        out.mismatches.push(`GET ${path} (${store}) answered outside the contract: ${issue.path.join('.')}: ${issue.message}`);
-        return undefined;
+        return refuse(`answered outside the contract: ${issue.path.join('.')}: ${issue.message}`);
       }
-      if (attempt >= 30 || (res && !res.ok && res.status !== 503 && res.status !== 429 && res.status < 500)) {
-        out.mismatches.push(`GET ${path} (${store}) answered ${res ? res.status : 'nothing'} ${body}`);
-        return undefined;
-      }
+      if (attempt >= 30 || (res && !res.ok && res.status !== 503 && res.status !== 429 && res.status < 500))
+        return refuse(`answered ${res ? res.status : 'nothing'} ${body}`);
       await sleep(500);
     }
+  };
+  /**
+   * What an answer lists (its points by period, items by id, or metrics) against what it must list: a line in
+   * `out.mismatches` for each expected key it lacks, each key beyond them and each key it lists twice. Returns the
+   * entries of the expected keys it has, in the expected order.
+   */
+  const matchKeys = <T>(what: string, noun: string, expected: readonly string[], got: readonly T[], keyOf: (t: T) => string) => {
+    const byKey = new Map<string, T>();
+    for (const entry of got) {
+      const key = keyOf(entry);
+      if (byKey.has(key)) out.mismatches.push(`${what}: ${noun} ${key} answered twice`);
+      else if (!expected.includes(key)) out.mismatches.push(`${what}: ${noun} ${key} answered, not expected`);
+      else byKey.set(key, entry);
+    }
+    const found: Array<[string, T]> = [];
+    for (const key of expected) {
+      const entry = byKey.get(key);
+      if (entry === undefined) out.mismatches.push(`${what}: ${noun} ${key} missing from the answer`);
+      else found.push([key, entry]);
+    }
+    return found;
+  };
+  return {
+    /** A series answer (`what` in its mismatches), with the expected points it has (`found`). */
+    async series(store: string, what: string, query: string, metrics: readonly string[], periods: readonly string[]) {
+      const series = await get(store, `/v1/series?${query}`, seriesResponseSchema);
+      if (!series) return undefined;
+      matchKeys(what, 'metric', metrics, series.metrics, (m) => m);
+      return { ...series, found: matchKeys(what, 'point', periods, series.points, (p) => p.period) };
+    },
+    /** The expected items of an answer of the all-time totals of a store's products `ids` (`query`: more of its query). */
+    async totals(store: string, ids: readonly string[], metrics: readonly string[], query = '') {
+      if (ids.length === 0) return [];
+      const totals = await get(store, `/v1/totals?entity=product&ids=${ids.join(',')}${query}&range=allTime`, totalsResponseSchema);
+      if (!totals) return [];
+      matchKeys(`${store} product totals`, 'metric', metrics, totals.metrics, (m) => m);
+      return matchKeys(`${store} product totals`, 'id', ids, totals.items, (x) => x.id);
+    },
   };
 }
 
 type Table<V> = ReadonlyMap<string, ReadonlyMap<string, ReadonlyMap<string, V>>>;
+type Row<V> = ReadonlyMap<string, ReadonlyMap<string, V>>;
 
 /** A store's first counted day in a row of the expected table (its smallest month row's smallest day), and today. */
-function days(fleet: Fleet, store: string, row: ReadonlyMap<string, ReadonlyMap<string, unknown>> | undefined, now?: number) {
+function days(fleet: Fleet, store: string, row: Row<unknown> | undefined, now?: number) {
   const today = localDate(now ?? Date.now(), fleet.zones[store]!);
   for (const sk of [...(row?.keys() ?? [])].sort()) {
     const m = parseMonthSk(sk);
@@ -166,40 +203,14 @@ function plainMetrics(rules: CompiledRules, entity: string): string[] {
   return [...out];
 }
 
-/**
- * What an answer lists (its points by period, items by id, or metrics) against what it must list: a line in
- * `out.mismatches` for each expected key it lacks, each key beyond them and each key it lists twice. Returns the
- * entries of the expected keys it has, in the expected order.
- */
-function matchKeys<T>(
-  out: QueryCheck,
-  what: string,
-  noun: string,
-  expected: readonly string[],
-  got: readonly T[],
-  keyOf: (t: T) => string,
-) {
-  const byKey = new Map<string, T>();
-  for (const entry of got) {
-    const key = keyOf(entry);
-    if (byKey.has(key)) out.mismatches.push(`${what}: ${noun} ${key} answered twice`);
-    else if (!expected.includes(key)) out.mismatches.push(`${what}: ${noun} ${key} answered, not expected`);
-    else byKey.set(key, entry);
-  }
-  const found: Array<[string, T]> = [];
-  for (const key of expected) {
-    const entry = byKey.get(key);
-    if (entry === undefined) out.mismatches.push(`${what}: ${noun} ${key} missing from the answer`);
-    else found.push([key, entry]);
-  }
-  return found;
-}
+/** The entity of the store rows: the one without a key. */
+const storeEntity = (rules: CompiledRules) => Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store';
 
-/** The cell of a series point: `yyyy-mm-dd` is `D<doy>.<attr>` of its month row, `yyyy-mm` is `M<mm>.<attr>`. */
-function periodCell(period: string, attr: string): [sk: string, attr: string] {
+/** The cell of `row` a series point reads: `yyyy-mm-dd` is `D<doy>.<attr>` of its month row, `yyyy-mm` is `M<mm>.<attr>`. */
+function periodCell<V>(row: Row<V> | undefined, period: string, attr: string): V | undefined {
   const [y, mo, d] = period.split('-').map(Number) as [number, number, number | undefined];
   const day = d === undefined ? `M${String(mo).padStart(2, '0')}` : `D${String(dayOfYear(y, mo, d)).padStart(3, '0')}`;
-  return [monthSk(y, mo), `${day}.${attr}`];
+  return row?.get(monthSk(y, mo))?.get(`${day}.${attr}`);
 }
 
 /** The ids of a store's entities of `kind` in `expected`, the highest `score` of their all-time item first (ties by id). */
@@ -213,6 +224,12 @@ function top<V>(expected: Table<V>, store: string, kind: string, n: number, scor
     .map((x) => x.id);
 }
 
+type QueryOptions = { products?: number; visitors?: number; now?: number };
+/** An answer's values by metric (a series point, a series' totals, a totals item), and those it says are estimates. */
+type Answer = { values: Record<string, unknown>; estimated?: readonly string[] };
+/** The sketch cells (their members) an answer of UniqueVisitors reads. */
+type Cells = ReadonlyArray<Set<string> | undefined>;
+
 /**
  * Asks the query API what the table should hold and compares it with `expected` exactly: for every store its day
  * and month series from its first counted day to today and its all-time totals, the all-time totals of its most
@@ -220,39 +237,24 @@ function top<V>(expected: Table<V>, store: string, kind: string, n: number, scor
  * answers (DynamoDB plus Redis) must be exact at any time once every accepted batch is applied, flushes in progress
  * or not. `now`: for the store's "today" (default Date.now()).
  */
-export async function checkQueryApi(
-  fleet: Fleet,
-  url: string,
-  expected: CounterTable,
-  opts: { products?: number; visitors?: number; now?: number } = {},
-): Promise<QueryCheck> {
+export async function checkQueryApi(fleet: Fleet, url: string, expected: CounterTable, opts: QueryOptions = {}) {
   const rules = fleet.rules;
   const out: QueryCheck = { compared: 0, mismatches: [] };
-  const get = queryApi(fleet, url, out);
-  const attrOf = (metric: string) => {
-    const { base, sub } = parseMetricName(metric);
-    return rules.attrMetric(base, sub);
-  };
-  const storeEntity = Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store';
+  const api = queryApi(fleet, url, out);
   /** Every metric the entity's answers must have, each with its value in `values` (a value missing is a mismatch). */
-  const compareAll = (
-    what: string,
-    metrics: readonly string[],
-    values: Record<string, unknown>,
-    want: (attr: string) => bigint | undefined,
-  ) => {
+  const compareAll = (what: string, metrics: readonly string[], values: Answer['values'], want: (attr: string) => bigint | undefined) => {
     for (const metric of metrics) {
+      const { base, sub } = parseMetricName(metric);
+      const w = want(rules.attrMetric(base, sub)) ?? 0n;
       if (!Object.hasOwn(values, metric)) {
-        out.mismatches.push(`${what} ${metric}: no value in the answer, table ${want(attrOf(metric)) ?? 0n}`);
+        out.mismatches.push(`${what} ${metric}: no value in the answer, table ${w}`);
         continue;
       }
       out.compared++;
       const got = values[metric];
       // A sum, not one event's value: it may pass the maximum of one value.
-      const r =
-        got == null ? undefined : decimalToUnits(typeof got === 'number' ? got : String(got), rules.scaleOf(parseMetricName(metric).base));
+      const r = got == null ? undefined : decimalToUnits(typeof got === 'number' ? got : String(got), rules.scaleOf(base));
       const g = r === undefined ? 0n : r.ok ? BigInt(r.units) : undefined;
-      const w = want(attrOf(metric)) ?? 0n;
       if (g !== w) out.mismatches.push(`${what} ${metric}: query API ${JSON.stringify(got)}, table ${w}`);
     }
   };
@@ -264,47 +266,26 @@ export async function checkQueryApi(
     for (const granularity of ['day', 'month'] as const) {
       const what = `${store} ${entity} ${granularity}`;
       const q = `entity=${encodeURIComponent(entity)}&from=${from}&to=${to}&granularity=${granularity}`;
-      const series = await get(store, `/v1/series?${q}`, seriesResponseSchema);
-      if (!series) continue;
-      matchKeys(out, `${what} ${from}..${to}`, 'metric', metrics, series.metrics, (m) => m);
-      for (const [period, p] of matchKeys(
-        out,
-        `${what} ${from}..${to}`,
-        'point',
-        periodsOf(from, to, granularity),
-        series.points,
-        (x) => x.period,
-      ))
-        compareAll(`${what} ${period}`, metrics, p.values, (attr) => {
-          const [sk, cell] = periodCell(period, attr);
-          return row?.get(sk)?.get(cell);
-        });
+      const series = await api.series(store, `${what} ${from}..${to}`, q, metrics, periodsOf(from, to, granularity));
+      for (const [period, p] of series?.found ?? [])
+        compareAll(`${what} ${period}`, metrics, p.values, (attr) => periodCell(row, period, attr));
     }
-    const total = await get(store, `/v1/series?entity=${encodeURIComponent(entity)}&granularity=total&range=allTime`, seriesResponseSchema);
-    if (!total) return;
     const what = `${store} ${entity} all time`;
-    matchKeys(out, what, 'metric', metrics, total.metrics, (m) => m);
-    matchKeys(out, what, 'point', ['total'], total.points, (x) => x.period);
-    compareAll(what, metrics, total.totals, (attr) => row?.get(TOTAL_SK)?.get(attr));
+    const total = await api.series(store, what, `entity=${encodeURIComponent(entity)}&granularity=total&range=allTime`, metrics, ['total']);
+    if (total) compareAll(what, metrics, total.totals, (attr) => row?.get(TOTAL_SK)?.get(attr));
   };
 
   const views = rules.attrMetric('ViewCount');
+  const byViews = (item?: ReadonlyMap<string, bigint>) => item?.get(views) ?? 0n;
+  const productMetrics = plainMetrics(rules, 'product');
   for (const store of Object.keys(fleet.zones)) {
-    await seriesCheck(store, 'store', storeEntity, store);
+    await seriesCheck(store, 'store', storeEntity(rules), store);
     // The most counted products and a few busy visitors of the store.
-    const products = top(expected, store, 'product', opts.products ?? 10, (item) => item?.get(views) ?? 0n);
-    if (products.length > 0) {
-      const totals = await get(store, `/v1/totals?entity=product&ids=${products.join(',')}&range=allTime`, totalsResponseSchema);
-      if (totals) {
-        const metrics = plainMetrics(rules, 'product');
-        matchKeys(out, `${store} product totals`, 'metric', metrics, totals.metrics, (m) => m);
-        for (const [id, item] of matchKeys(out, `${store} product totals`, 'id', products, totals.items, (x) => x.id)) {
-          const want = expected.get(`${store}#product#${id}`)?.get(TOTAL_SK);
-          compareAll(`${store} product ${id} all time`, metrics, item.values, (attr) => want?.get(attr));
-        }
-      }
+    for (const [id, item] of await api.totals(store, top(expected, store, 'product', opts.products ?? 10, byViews), productMetrics)) {
+      const want = expected.get(`${store}#product#${id}`)?.get(TOTAL_SK);
+      compareAll(`${store} product ${id} all time`, productMetrics, item.values, (attr) => want?.get(attr));
     }
-    for (const v of top(expected, store, 'visitor', opts.visitors ?? 3, (item) => item?.get(views) ?? 0n))
+    for (const v of top(expected, store, 'visitor', opts.visitors ?? 3, byViews))
       await seriesCheck(store, `visitor:${v}`, 'visitor', `${store}#visitor#${v}`);
   }
   return out;
@@ -315,7 +296,7 @@ export async function checkQueryApi(
  * EXACT_THRESHOLD members (the cells are exact sets then), else the Redis HLL estimate of the union (PFADD of every
  * member into a scratch key: a HyperLogLog's registers, and so its count, depend on its members only).
  */
-async function noFaultAnswer(redis: RedisConnection, cells: ReadonlyArray<Set<string> | undefined>): Promise<number> {
+async function noFaultAnswer(redis: RedisConnection, cells: Cells): Promise<number> {
   const union = new Set<string>();
   for (const c of cells) for (const m of c ?? []) union.add(m);
   if (cells.every((c) => (c?.size ?? 0) <= EXACT_THRESHOLD)) return union.size;
@@ -333,25 +314,13 @@ async function noFaultAnswer(redis: RedisConnection, cells: ReadonlyArray<Set<st
  * EXACT_THRESHOLD members): every store's day series from its first day to today (a point for every day), the
  * series' union and all time, and the all-time count of its products with the most visitors (an item for each).
  */
-export async function checkUniqueVisitors(
-  fleet: Fleet,
-  url: string,
-  expected: DistinctTable,
-  opts: { products?: number; now?: number } = {},
-): Promise<QueryCheck> {
+export async function checkUniqueVisitors(fleet: Fleet, url: string, expected: DistinctTable, opts: { now?: number } = {}) {
   const out: QueryCheck = { compared: 0, mismatches: [], estimates: 0 };
-  const rules = fleet.rules;
-  const storeMetric = rules
-    .distinctOf(Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store')
-    .find((d) => d.metric === UNIQUE_VISITORS);
+  const storeMetric = fleet.rules.distinctOf(storeEntity(fleet.rules)).find((d) => d.metric === UNIQUE_VISITORS);
   if (!storeMetric) return out;
   const code = storeMetric.attrMetric;
-  const get = queryApi(fleet, url, out);
-  const compare = async (
-    what: string,
-    answer: { values: Record<string, unknown>; estimated?: readonly string[] },
-    cells: ReadonlyArray<Set<string> | undefined>,
-  ) => {
+  const api = queryApi(fleet, url, out);
+  const compare = async (what: string, answer: Answer, cells: Cells) => {
     const estimate = cells.some((c) => (c?.size ?? 0) > EXACT_THRESHOLD);
     if (!Object.hasOwn(answer.values, UNIQUE_VISITORS)) {
       out.mismatches.push(`${what} ${UNIQUE_VISITORS}: no value in the answer`);
@@ -368,51 +337,31 @@ export async function checkUniqueVisitors(
         `${what} ${UNIQUE_VISITORS}: the query API says ${said ? 'an estimate' : 'exact'}, a run without faults ${estimate ? `estimates (a sketch past ${EXACT_THRESHOLD})` : 'is exact'}`,
       );
   };
-  const metricsOf = (what: string, got: readonly string[]) => matchKeys(out, what, 'metric', [UNIQUE_VISITORS], got, (m) => m);
+  const uv = [UNIQUE_VISITORS];
   for (const store of Object.keys(fleet.zones)) {
     const row = expected.get(store);
     const { from, to } = days(fleet, store, row, opts.now);
-    const series = await get(store, `/v1/series?metrics=${UNIQUE_VISITORS}&from=${from}&to=${to}&granularity=day`, seriesResponseSchema);
+    const periods = periodsOf(from, to, 'day');
+    const q = `metrics=${UNIQUE_VISITORS}&from=${from}&to=${to}&granularity=day`;
+    const series = await api.series(store, `${store} day ${from}..${to}`, q, uv, periods);
     if (series) {
-      const periods = periodsOf(from, to, 'day');
+      for (const [period, p] of series.found) await compare(`${store} day ${period}`, p, [periodCell(row, period, code)]);
       // Every day's cell, those of days the answer lacks too: the union of the range is over all of them.
-      const cells = new Map(
-        periods.map((period) => {
-          const [sk, attr] = periodCell(period, code);
-          return [period, row?.get(sk)?.get(attr)];
-        }),
-      );
-      metricsOf(`${store} day ${from}..${to}`, series.metrics);
-      for (const [period, p] of matchKeys(out, `${store} day ${from}..${to}`, 'point', periods, series.points, (x) => x.period))
-        await compare(`${store} day ${period}`, p, [cells.get(period)]);
-      await compare(`${store} ${from}..${to}`, { values: series.totals, estimated: series.estimated }, [...cells.values()]);
+      const cells = periods.map((period) => periodCell(row, period, code));
+      await compare(`${store} ${from}..${to}`, { values: series.totals, estimated: series.estimated }, cells);
     }
-    const all = await get(store, `/v1/series?metrics=${UNIQUE_VISITORS}&range=allTime&granularity=total`, seriesResponseSchema);
-    if (all) {
-      metricsOf(`${store} all time`, all.metrics);
-      matchKeys(out, `${store} all time`, 'point', ['total'], all.points, (x) => x.period);
-      await compare(`${store} all time`, { values: all.totals, estimated: all.estimated }, [row?.get(TOTAL_SK)?.get(code)]);
-    }
-    const products = top(expected, store, 'product', opts.products ?? 10, (item) => item?.get(code)?.size ?? 0);
-    if (products.length === 0) continue;
-    const q = `entity=product&ids=${products.join(',')}&metrics=${UNIQUE_VISITORS}&range=allTime`;
-    const totals = await get(store, `/v1/totals?${q}`, totalsResponseSchema);
-    if (!totals) continue;
-    metricsOf(`${store} product totals`, totals.metrics);
-    for (const [id, item] of matchKeys(out, `${store} product totals`, 'id', products, totals.items, (x) => x.id)) {
-      const cell = expected.get(`${store}#product#${id}`)?.get(TOTAL_SK)?.get(code);
-      await compare(`${store} product ${id} all time`, item, [cell]);
-    }
+    const all = await api.series(store, `${store} all time`, `metrics=${UNIQUE_VISITORS}&range=allTime&granularity=total`, uv, ['total']);
+    if (all) await compare(`${store} all time`, { values: all.totals, estimated: all.estimated }, [row?.get(TOTAL_SK)?.get(code)]);
+    const products = top(expected, store, 'product', 10, (item) => item?.get(code)?.size ?? 0);
+    for (const [id, item] of await api.totals(store, products, uv, `&metrics=${UNIQUE_VISITORS}`))
+      await compare(`${store} product ${id} all time`, item, [expected.get(`${store}#product#${id}`)?.get(TOTAL_SK)?.get(code)]);
   }
   return out;
 }
 
 /**
- * What `loadgen --fleet` and `--soak` check once everything is written, against the `accepted` events: every counter
- * cell of the table, exactly (checkTable); and every UniqueVisitors answer of the query API (checkUniqueVisitors),
- * which is exact while every sketch it reads is an exact set (at most EXACT_THRESHOLD visitors), else a HyperLogLog
- * estimate, compared then with the estimate Redis gives of the expected visitors (what a run without faults answers;
- * no tolerance). The lines to print, and whether every value matched.
+ * What `loadgen --fleet` and `--soak` check once everything is written, against the `accepted` events (README.md):
+ * checkTable and checkUniqueVisitors. The lines to print, and whether every value matched.
  */
 export async function checkFleetCounts(fleet: Fleet, accepted: readonly StoreEvents[], maxSamples = 20) {
   const table = await checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones), maxSamples);
