@@ -71,7 +71,7 @@ describe('registerOpsRoutes', () => {
       expect(res.statusCode, authorization).toBe(401);
       expect(res.headers['www-authenticate']).toBe('Bearer');
       expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
-      expect(res.json()).toMatchObject({ status: 401, detail: expect.stringContaining('METRICS_TOKEN') });
+      expect(res.json()).toMatchObject({ status: 401, code: 'TALLY_ERR_UNAUTHORIZED', detail: expect.stringContaining('METRICS_TOKEN') });
       expect(res.body).not.toContain('tally_things_total');
     }
     const ok = await app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `bearer ${token}` } });

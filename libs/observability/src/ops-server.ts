@@ -58,7 +58,7 @@ export function registerOpsRoutes(app: FastifyInstance<any, any, any, any, any>,
         .code(401)
         .header('www-authenticate', 'Bearer')
         .type('application/problem+json')
-        .send({ type: 'about:blank', title: 'Unauthorized', status: 401, detail });
+        .send({ type: 'about:blank', title: 'Unauthorized', status: 401, code: 'TALLY_ERR_UNAUTHORIZED', detail });
     }
     const body = await opts.registry.metrics();
     return reply.header('content-type', opts.registry.contentType).header('cache-control', 'no-store').send(body);
