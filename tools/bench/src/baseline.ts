@@ -32,23 +32,15 @@ export function checkoutBaseline(ref: string): Baseline {
   const subject = git('log', '-1', '--format=%s', commit);
   const root = mkdtempSync(join(tmpdir(), 'tally-baseline-'));
   git('worktree', 'add', '--detach', root, commit);
+  const [modules, theirs] = [join(REPO_ROOT, 'node_modules'), join(root, 'node_modules')];
   if (readFileSync(join(root, 'package-lock.json'), 'utf8') !== readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')) {
     console.log(`baseline ${ref}: its package-lock.json differs from this checkout's; npm ci in ${root}`);
     execFileSync('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
-    // This checkout's measuring code runs in the worktree too: the packages only it uses are linked in.
-    linkMissing(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
   } else {
-    const modules = join(REPO_ROOT, 'node_modules');
-    mkdirSync(join(root, 'node_modules'));
-    for (const entry of readdirSync(modules)) {
-      if (entry === '@tally') continue;
-      symlinkSync(join(modules, entry), join(root, 'node_modules', entry));
-    }
     // Workspace links are relative (../../libs/x): the same links inside the worktree reach its own sources.
-    mkdirSync(join(root, 'node_modules', '@tally'));
-    for (const pkg of readdirSync(join(modules, '@tally'))) {
-      symlinkSync(readlinkSync(join(modules, '@tally', pkg)), join(root, 'node_modules', '@tally', pkg));
-    }
+    mkdirSync(join(theirs, '@tally'), { recursive: true });
+    for (const pkg of readdirSync(join(modules, '@tally')))
+      symlinkSync(readlinkSync(join(modules, '@tally', pkg)), join(theirs, '@tally', pkg));
     for (const group of ['apps', 'libs', 'tools']) {
       for (const pkg of readdirSync(join(REPO_ROOT, group))) {
         const own = join(REPO_ROOT, group, pkg, 'node_modules');
@@ -56,6 +48,8 @@ export function checkoutBaseline(ref: string): Baseline {
       }
     }
   }
+  // This checkout's packages that the worktree lacks, for its apps and for this checkout's measuring code run there.
+  linkMissing(modules, theirs);
   const remove = () => {
     try {
       git('worktree', 'remove', '--force', root);
@@ -69,7 +63,7 @@ export function checkoutBaseline(ref: string): Baseline {
 
 function linkMissing(from: string, to: string): void {
   for (const entry of readdirSync(from)) {
-    if (entry.startsWith('.') || entry === '@tally') continue;
+    if (entry === '@tally') continue;
     if (!existsSync(join(to, entry))) symlinkSync(join(from, entry), join(to, entry));
     else if (entry.startsWith('@')) linkMissing(join(from, entry), join(to, entry));
   }

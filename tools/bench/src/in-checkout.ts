@@ -10,27 +10,20 @@ import type { FigureContext } from './figure';
 const SRC = dirname(fileURLToPath(import.meta.url));
 
 /**
- * `--baseline` for figures that measure libraries in-process: runs `measure` of figures/<figure>.ts against the
- * baseline commit's sources. This checkout's tools/bench/src is copied into the baseline worktree, so its `@tally/*`
- * imports (and the apps it starts) resolve to that commit's code, and the figure's `measure` prints its result as
- * one JSON line (this file run as a script, below); the report of both is then written here.
+ * `measure` of figures/<figure>.ts in a child process that prints its result as one JSON line (this file run as a
+ * script, below), with this checkout's libraries or (`baseline`) those of the `--baseline` commit: this checkout's
+ * tools/bench/src is then copied into that commit's worktree, so that its `@tally/*` imports (and the apps it starts)
+ * resolve to that commit's code. `rulesFile`: a rules JSON file for `measure` to use instead of the default rules
+ * (both sides given the same work).
  */
-export async function measureInBaseline<T>(ctx: FigureContext, figure: string, rulesFile?: string): Promise<T> {
-  const b = ctx.baseline!;
-  ctx.log(`the same measurement with ${b.ref}'s libraries (${b.commit.slice(0, 10)})`);
-  const dir = join(b.root, 'tools', 'bench', 'src-now');
-  cpSync(SRC, dir, { recursive: true });
-  return measureIn<T>(ctx, figure, b.root, dir, 'baseline', rulesFile);
-}
-
-/** `measure` of figures/<figure>.ts with this checkout's libraries, in a child process like measureInBaseline's. */
-export function measureHere<T>(ctx: FigureContext, figure: string, rulesFile?: string): Promise<T> {
-  ctx.log(`the measurement with this checkout's libraries, in a child process`);
-  return measureIn<T>(ctx, figure, REPO_ROOT, SRC, 'this checkout', rulesFile);
-}
-
-/** `rulesFile`: a rules JSON file for `measure` to use instead of the default rules (both sides given the same work). */
-async function measureIn<T>(ctx: FigureContext, figure: string, cwd: string, src: string, side: string, rulesFile?: string): Promise<T> {
+export async function measureIn<T>(ctx: FigureContext, figure: string, side: 'baseline' | 'this checkout', rulesFile?: string): Promise<T> {
+  let [cwd, src] = [REPO_ROOT, SRC];
+  if (side === 'baseline') {
+    const b = ctx.baseline!;
+    ctx.log(`the same measurement with ${b.ref}'s libraries (${b.commit.slice(0, 10)})`);
+    [cwd, src] = [b.root, join(b.root, 'tools', 'bench', 'src-now')];
+    cpSync(SRC, src, { recursive: true });
+  } else ctx.log(`the measurement with this checkout's libraries, in a child process`);
   const flags = [...(ctx.quick ? ['--quick'] : []), ...(rulesFile ? ['--rules', rulesFile] : [])];
   const args = ['--import', 'tsx', join(src, 'in-checkout.ts'), figure, side, ...flags];
   const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'inherit'] });

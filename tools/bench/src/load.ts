@@ -9,13 +9,11 @@ import {
   type RunLoadOptions,
   type StoreSpec,
 } from '@tally/loadgen';
+import { QUEUE, queueShards } from '@tally/queues';
 import { defaultRules } from '@tally/schema';
 import { metricValue, sleep } from '@tally/testing';
 
-/**
- * Shared by the figures that drive a whole fleet (tools/loadgen's startFleet): background load through the
- * collector, and the counters read from the apps' /metrics.
- */
+// Shared by the figures that drive a whole fleet (tools/loadgen's startFleet).
 
 /** The stores every fleet figure uses: three time zones (Kathmandu +05:45, Los Angeles with DST, UTC). */
 export const STORES: readonly StoreSpec[] = DEMO_STORES;
@@ -27,6 +25,23 @@ export const STORES: readonly StoreSpec[] = DEMO_STORES;
  */
 export const benchFleet = (opts: Partial<FleetOptions> = {}) =>
   startFleet({ stores: STORES, rules: defaultRules, bucketSeconds: 900, appendfsync: 'everysec', from: 'sources', ...opts });
+
+/**
+ * Waiting events jobs beyond which the collector answers 429. Low enough that the queue stays bounded (the
+ * rate measured is one the pipeline sustains, not a backlog growing), high enough that it never runs dry while
+ * refused senders wait their retry (at most 250 ms).
+ */
+export const MAX_QUEUE_DEPTH = 100;
+
+/**
+ * The collector at peak intake of a few stores: the per-store ingest budget off (it is measured separately from the
+ * queue; INGEST_BUDGET_REQUESTS is its off switch in a baseline from before the token bucket).
+ */
+export const PEAK_COLLECTOR = {
+  MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH),
+  INGEST_BUDGET_EVENTS_PER_SECOND: '0',
+  INGEST_BUDGET_REQUESTS: '0',
+};
 
 /** `run` with a benchFleet of `opts`, stopped afterwards whatever happens. */
 export async function withFleet<T>(opts: Partial<FleetOptions>, run: (fleet: Fleet) => Promise<T>): Promise<T> {
@@ -60,9 +75,10 @@ export function startBackgroundLoad(
     },
 ) {
   let stopped = false;
+  const via = opts.via ?? 'http';
   const { stats, accepted, done } = loadFleet(fleet, {
     load: { seed: opts.seed, ...(opts.catalogue ?? CATALOGUE), batchSize: opts.batchSize },
-    via: opts.via ?? 'http',
+    via,
     retry: { initialDelayMs: 50, maxDelayMs: 250 },
     ...(opts.rate ? { rate: opts.rate } : {}),
     concurrency: opts.concurrency,
@@ -71,8 +87,9 @@ export function startBackgroundLoad(
   });
   done.catch(() => undefined);
   return {
-    stats,
     accepted,
+    /** Events accepted so far: the collector's count, or the client's in this process. */
+    eventsAccepted: async () => (via === 'http' ? appMetric(fleet, 'collector', 'tally_events_accepted_total') : stats.accepted),
     /** Stops taking new batches and resolves once every batch taken has its answer; throws if the collector answered wrongly. */
     async stop() {
       stopped = true;
@@ -84,13 +101,13 @@ export function startBackgroundLoad(
 }
 
 /** A counter of an app of the fleet, from its /metrics. */
-export async function appMetric(
-  fleet: Fleet,
-  app: Parameters<Fleet['app']>[0],
-  name: string,
-  labels: Record<string, string> = {},
-): Promise<number> {
-  return metricValue(await fleet.app(app).handle.metrics(), name, labels);
+export const appMetric = async (fleet: Fleet, app: Parameters<Fleet['app']>[0], name: string, labels: Record<string, string> = {}) =>
+  metricValue(await fleet.app(app).handle.metrics(), name, labels);
+
+/** Jobs waiting in the events queue, over its shards. */
+export async function queueDepth(fleet: Fleet): Promise<number> {
+  const waiting = await Promise.all(queueShards(fleet.queues, QUEUE.events).map((q) => q.getWaitingCount()));
+  return waiting.reduce((a, b) => a + b, 0);
 }
 
 /** Calls `sample` every `intervalMs` until stopped; returns what it collected. */
@@ -109,7 +126,6 @@ export function sampler<T>(intervalMs: number, sample: () => Promise<T>) {
     }
   })();
   return {
-    samples: out,
     async stop(): Promise<T[]> {
       running = false;
       await loop;

@@ -12,16 +12,12 @@ export type Writer = (deps: RowWriterDeps, pk: string, entries: readonly CountEn
 /** The article's first layout: three rows per entity — day row `D2023-123`, month row `M2023-05`, TOTAL. */
 export const threeRowWriter: Writer = async (deps, pk, entries) => {
   const rows = new Map<string, Map<string, bigint>>();
-  const add = (sk: string, attr: string, v: bigint) => {
-    let r = rows.get(sk);
-    if (!r) rows.set(sk, (r = new Map()));
-    r.set(attr, (r.get(attr) ?? 0n) + v);
-  };
   for (const e of entries) {
     const d = parseDayKey(e.dayKey);
-    add(`D${e.dayKey}`, e.metric, e.value);
-    add(monthSk(d.year, d.month), e.metric, e.value);
-    add(TOTAL_SK, e.metric, e.value);
+    for (const sk of [`D${e.dayKey}`, monthSk(d.year, d.month), TOTAL_SK]) {
+      const r = rows.get(sk) ?? rows.set(sk, new Map()).get(sk)!;
+      r.set(e.metric, (r.get(e.metric) ?? 0n) + e.value);
+    }
   }
   for (const [sk, attrs] of rows) await addItem(deps, pk, sk, attrs);
 };

@@ -1,15 +1,11 @@
-// The PostgreSQL peer's writer process (started by the postgres-peer figure; one JSON line of options as argv[2]):
-// makes its tables (`<table>_counters`, `<table>_batches`, with `distinct` also `<table>_members`), reads batches as
-// NDJSON lines on stdin ({ id, store, timeZone, events }), validates and rolls each up like Tally's collector
-// (libs/schema, the given rules), and applies it to a counters table keyed like Tally's rows with one statement per
-// batch: the batch id inserted into a dedupe table and a multi-row INSERT … ON CONFLICT DO UPDATE of its (pk, field)
-// deltas (with `distinct`, also an INSERT … ON CONFLICT DO NOTHING of its distinct members), in one transaction, over
-// a pool of connections. At the end it checks the tables against everything it applied and prints one JSON line of
-// figures.
+// The PostgreSQL peer's writer process, started by the postgres-peer figure (whose markdown has the method) with one
+// JSON line of Options as argv[2]: makes its tables, reads batches as NDJSON lines on stdin ({ id, store, timeZone,
+// events }), applies each in one statement and one transaction over a pool of connections, then checks its tables
+// against everything it applied and prints one JSON line (PeerRun).
 import { createInterface } from 'node:readline';
 import { compileRules, rollup, validateEvents, type DistinctAdds, type RowDeltas, type RulesInput } from '@tally/schema';
 import pg from 'pg';
-import { cpuSeconds as cpuOf } from './proc';
+import { cpuMeter } from './proc';
 
 interface Options {
   connectionString: string;
@@ -75,8 +71,7 @@ const latencies: number[] = [];
 let events = 0;
 let applied = 0;
 let duplicates = 0;
-let cpu0: NodeJS.CpuUsage | undefined;
-let server0 = 0;
+let meter: ReturnType<typeof cpuMeter<'writer' | 'server'>> | undefined;
 let t0 = 0;
 
 async function apply(line: string, receivedAt: number): Promise<void> {
@@ -88,19 +83,14 @@ async function apply(line: string, receivedAt: number): Promise<void> {
   const cells: Array<[string, string, string]> = [];
   for (const [pk, fields] of deltas) for (const [field, d] of fields) cells.push([pk, field, d.toString()]);
   cells.sort(byKey);
-  const values: unknown[] = [b.id, cells.map((c) => c[0]), cells.map((c) => c[1]), cells.map((c) => c[2])];
+  const values: unknown[] = [b.id, ...columns(cells)];
   const triples: Array<[string, string, string]> = [];
   if (adds) {
     // A member is the first 8 bytes of the value's SHA-256 (latin1), kept as an int8.
     for (const [pk, fields] of adds)
       for (const [field, set] of fields)
         for (const m of set) triples.push([pk, field, Buffer.from(m, 'latin1').readBigInt64BE().toString()]);
-    triples.sort(byKey);
-    values.push(
-      triples.map((t) => t[0]),
-      triples.map((t) => t[1]),
-      triples.map((t) => t[2]),
-    );
+    values.push(...columns(triples.sort(byKey)));
   }
   const r = await pool.query({ name: 'apply', text: adds ? APPLY_DISTINCT_SQL : APPLY_SQL, values });
   latencies.push(performance.now() - receivedAt);
@@ -111,13 +101,12 @@ async function apply(line: string, receivedAt: number): Promise<void> {
   }
   applied++;
   for (const [pk, field, d] of cells) expected.set(`${pk}\u0000${field}`, (expected.get(`${pk}\u0000${field}`) ?? 0n) + BigInt(d));
-  for (const [pk, field, m] of triples) {
-    const k = `${pk}\u0000${field}`;
-    let set = expectedMembers.get(k);
-    if (!set) expectedMembers.set(k, (set = new Set()));
-    set.add(m);
-  }
+  for (const [pk, field, m] of triples)
+    expectedMembers.set(`${pk}\u0000${field}`, (expectedMembers.get(`${pk}\u0000${field}`) ?? new Set()).add(m));
 }
+
+/** The 3 columns of rows of 3 (unnest's arrays). */
+const columns = (rows: ReadonlyArray<readonly string[]>) => [0, 1, 2].map((i) => rows.map((r) => r[i]));
 
 function byKey(x: readonly string[], y: readonly string[]): number {
   for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i]! < y[i]! ? -1 : 1;
@@ -128,9 +117,8 @@ const inFlight = new Set<Promise<void>>();
 const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
 for await (const line of lines) {
   if (line === '') continue;
-  if (cpu0 === undefined) {
-    cpu0 = process.cpuUsage();
-    server0 = serverPids.reduce((a, p) => a + cpuOf(p), 0);
+  if (meter === undefined) {
+    meter = cpuMeter({ writer: process.pid, server: serverPids });
     t0 = performance.now();
   }
   const p = apply(line, performance.now()).finally(() => inFlight.delete(p));
@@ -139,13 +127,15 @@ for await (const line of lines) {
 }
 await Promise.all(inFlight);
 const seconds = (performance.now() - t0) / 1000;
-const cpu = process.cpuUsage(cpu0);
-const serverSeconds = serverPids.reduce((a, p) => a + cpuOf(p), 0) - server0;
+const cpu = meter?.stop();
 
 // The table against the sums of every batch applied.
 const rows = await pool.query<{ pk: string; field: string; value: string }>(`SELECT pk, field, value::text AS value FROM ${counters}`);
 const inTable = new Map(rows.rows.map((r) => [`${r.pk}\u0000${r.field}`, BigInt(r.value)]));
-let mismatches = [...new Set([...inTable.keys(), ...expected.keys()])].filter((k) => inTable.get(k) !== expected.get(k)).length;
+/** Keys whose values differ between `a` and `b` (a key in only one of them too). */
+const differing = <V>(a: Map<string, V>, b: Map<string, V>) =>
+  [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k)).length;
+let mismatches = differing(inTable, expected);
 let memberRows = 0;
 if (opts.distinct) {
   // Each (pk, field)'s distinct count in the table against the members of every batch applied.
@@ -154,24 +144,23 @@ if (opts.distinct) {
   );
   const inMembers = new Map(counts.rows.map((r) => [`${r.pk}\u0000${r.field}`, Number(r.n)]));
   memberRows = counts.rows.reduce((n, r) => n + Number(r.n), 0);
-  mismatches += [...new Set([...inMembers.keys(), ...expectedMembers.keys()])].filter(
-    (k) => inMembers.get(k) !== expectedMembers.get(k)?.size,
-  ).length;
+  mismatches += differing(inMembers, new Map([...expectedMembers].map(([k, set]) => [k, set.size])));
 }
 await pool.end();
 latencies.sort((a, b) => a - b);
-process.stdout.write(
-  `${JSON.stringify({
-    events,
-    batches: applied,
-    duplicates,
-    seconds,
-    clientCpuSeconds: (cpu.user + cpu.system) / 1e6,
-    serverCpuSeconds: serverSeconds,
-    latencies,
-    cells: expected.size + expectedMembers.size,
-    tableRows: rows.rows.length,
-    memberRows,
-    mismatches,
-  })}\n`,
-);
+const result = {
+  events,
+  batches: applied,
+  duplicates,
+  seconds,
+  clientCpuSeconds: cpu?.writer.seconds ?? 0,
+  serverCpuSeconds: cpu?.server.seconds ?? 0,
+  latencies,
+  cells: expected.size + expectedMembers.size,
+  tableRows: rows.rows.length,
+  memberRows,
+  mismatches,
+};
+/** What the writer prints at the end: its counts, CPU seconds (writer, server) and each batch's latency (ms). */
+export type PeerRun = typeof result;
+process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -1,8 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 
-/** utime + stime of a process, in seconds (Linux /proc); NaN when it cannot be read. */
+/** utime + stime of a process, in seconds (Linux /proc; this process's own to the microsecond); NaN when it cannot be read. */
 export function cpuSeconds(pid: number): number {
+  if (pid === process.pid) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -12,27 +16,23 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
-/** CPU seconds of several processes between `start()` and `stop()`, per wall second (1.0 = one core busy). */
-export function cpuMeter(pids: Record<string, number>) {
-  const t0 = performance.now();
-  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, pid === process.pid ? ownCpu() : cpuSeconds(pid)]));
+type CpuUse = { cores: number; seconds: number };
+
+/**
+ * CPU of named processes (a pid, or several summed) from now until `stop()`: CPU seconds in total, and cores used
+ * on average (CPU seconds per wall second: 1.0 = one core busy).
+ */
+export function cpuMeter<K extends string>(pids: Record<K, number | readonly number[]>) {
+  const names = Object.keys(pids) as K[];
+  const read = () => names.map((k) => [pids[k]].flat().reduce((sum, pid) => sum + cpuSeconds(pid), 0));
+  const [t0, before] = [performance.now(), read()];
   return {
-    /** Per process: cores used on average, and CPU seconds in total. */
-    stop(): Record<string, { cores: number; seconds: number }> {
+    stop() {
       const wall = (performance.now() - t0) / 1000;
-      return Object.fromEntries(
-        Object.entries(pids).map(([k, pid]) => {
-          const s = (pid === process.pid ? ownCpu() : cpuSeconds(pid)) - before[k]!;
-          return [k, { cores: s / wall, seconds: s }];
-        }),
-      );
+      const used = read().map((s, i) => s - before[i]!);
+      return Object.fromEntries(names.map((k, i) => [k, { cores: used[i]! / wall, seconds: used[i]! }])) as Record<K, CpuUse>;
     },
   };
-}
-
-function ownCpu(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
 }
 
 /** `2 × AMD EPYC …, Node v20…; load average 3.1` — what the numbers were measured on. */

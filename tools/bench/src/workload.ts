@@ -73,22 +73,22 @@ export function simulatedDay(opts: {
 }
 
 /**
- * Seals and folds `store`'s buckets, then passes each row due by `dueAt` to `write` with its unwritten counts and
- * acks them, as the dynamo-writer does.
+ * Seals and folds `store`'s buckets, then passes each row due by `dueAt` to `write` (if given) with its unwritten counts
+ * and acks them, as the dynamo-writer does.
  */
 export async function flushStore(
   buckets: BucketStore,
   store: string,
   now: () => number,
   dueAt: number,
-  write: (pk: string, entries: OutboxRead['entries']) => Promise<unknown>,
+  write?: (pk: string, entries: OutboxRead['entries']) => Promise<unknown>,
 ): Promise<void> {
   await buckets.seal(store, { now: now(), minAgeMs: 0 });
   await buckets.foldSealed(store, { now: now() });
   for (const { pk } of await buckets.dueRows(store, dueAt)) {
     const { entries } = await buckets.readOutbox(store, pk);
     if (entries.length === 0) continue;
-    await write(pk, entries);
+    await write?.(pk, entries);
     const fields = entries.map((e) => e.field);
     await buckets.ackOutbox(store, pk, fields, now());
   }

@@ -1,6 +1,6 @@
 import { figure } from '../figure';
 import { QUEUE, MAX_EVENTS_PER_JOB } from '@tally/queues';
-import { compileRules, defaultRules, flattenDistinct, flattenRows, rollup, type DistinctAdds } from '@tally/schema';
+import { compileRules, defaultRules, flattenDistinct, flattenRows, rollup, type DistinctAdds, type RowDeltas } from '@tally/schema';
 import { BucketStore } from '@tally/buckets';
 import { metricValue, waitFor } from '@tally/testing';
 import type { Redis } from 'ioredis';
@@ -19,11 +19,8 @@ const WORKLOAD_ROWS = 1 + 20_000 + 200_000;
 const CONCURRENCY = 8;
 
 /**
- * Events/s applied from the events queue into Redis buckets by ONE aggregator process (queue pre-filled,
- * time from process start to drained, minus start-up): jobs of events, which the aggregator rolls up (a batch of
- * @tally/client before it knows the store's zone), and jobs the collector rolled up (`rows`, its usual shape). Redis
- * memory per 1,000 active rows and per dedupe record, and redis-benchmark's pipelined HINCRBY ceiling on the same
- * redis-server.
+ * Events/s applied from a pre-filled events queue by ONE aggregator process, Redis memory per active row and per dedupe
+ * record, and redis-benchmark's HINCRBY ceiling on the same redis-server (the method is in the markdown below).
  */
 export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
   const fleetOptions = {
@@ -53,16 +50,10 @@ export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
       await agg.kill(); // started again once the queue is full
       for (let b = 0; b < batches; b += 50) {
         await queues[QUEUE.events].addBulk(
-          Array.from({ length: Math.min(50, batches - b) }, (_, i) => ({
-            name: QUEUE.events,
-            data: {
-              batchId: `bench-${shape}-${size}-${b + i}`,
-              store: 'BENCH',
-              receivedAt: now,
-              source: 'client',
-              ...payload(shape, size),
-            },
-          })),
+          Array.from({ length: Math.min(50, batches - b) }, (_, i) => {
+            const data = { batchId: `bench-${shape}-${size}-${b + i}`, store: 'BENCH', receivedAt: now, source: 'client' };
+            return { name: QUEUE.events, data: { ...data, ...payload(shape, size) } };
+          }),
         );
       }
       await agg.restart();
@@ -76,7 +67,7 @@ export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
       const eventsPerSecond = (batches * size - start) / ((performance.now() - t0) / 1000);
       /** Cores busy on average, and CPU ms per 1,000 events applied. */
       const use = (p: 'aggregator' | 'redis') =>
-        `${cpu[p]!.cores.toFixed(2)} (${((cpu[p]!.seconds * 1e6) / (batches * size - start)).toFixed(1)} ms)`;
+        `${cpu[p].cores.toFixed(2)} (${((cpu[p].seconds * 1e6) / (batches * size - start)).toFixed(1)} ms)`;
       return { eventsPerSecond, row: `${fmt(eventsPerSecond)} | ${use('aggregator')} | ${use('redis')}` };
     };
     const eventsPerBatch = Math.min(1000, MAX_EVENTS_PER_JOB);
@@ -94,24 +85,17 @@ export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
     await queues[QUEUE.events].obliterate({ force: true });
     await redis.flushall();
     const buckets = new BucketStore({ redis, rules: compiled });
+    const apply = (batchId: string, deltas: RowDeltas) => buckets.apply('MEM', batchId, deltas, { now, dedupeTtlSeconds: 86_400 });
     const memBefore = await usedMemory(redis);
-    for (let b = 0; b < 50; b++) {
-      await buckets.apply('MEM', `m-${b}`, rollup(compiled, 'MEM', 'UTC', makeBatch(rnd, products, visitors, eventsPerBatch, now)), {
-        now,
-        dedupeTtlSeconds: 86_400,
-      });
-    }
+    for (let b = 0; b < 50; b++)
+      await apply(`m-${b}`, rollup(compiled, 'MEM', 'UTC', makeBatch(rnd, products, visitors, eventsPerBatch, now)));
     const epoch = await redis.get('t:{MEM}:epoch');
     const memRows = await redis.scard(`t:{MEM}:r:${epoch}`);
     const memAfter = await usedMemory(redis);
     const dedupeN = 20_000;
     const tiny = rollup(compiled, 'MEM', 'UTC', [{ type: 'page_view', ts: now, dims: {} }]);
     for (let i = 0; i < dedupeN; i += 500) {
-      await Promise.all(
-        Array.from({ length: 500 }, (_, j) =>
-          buckets.apply('MEM', `b-${crypto.randomUUID()}-${i + j}`, tiny, { now, dedupeTtlSeconds: 86_400 }),
-        ),
-      );
+      await Promise.all(Array.from({ length: 500 }, (_, j) => apply(`b-${crypto.randomUUID()}-${i + j}`, tiny)));
     }
     const bytesPerDedupeRecord = ((await usedMemory(redis)) - memAfter) / dedupeN;
     const bytesPer1000Rows = ((memAfter - memBefore - 50 * bytesPerDedupeRecord) / memRows) * 1000;

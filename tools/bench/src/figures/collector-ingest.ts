@@ -18,10 +18,8 @@ const LOADS = [
 ] as const;
 
 /**
- * Sustained events/s accepted by ONE collector process (a child process, like production) with 100- and
- * 1000-event batches, loaded with autocannon over 127.0.0.1 for a bounded time each; next to redis-benchmark's
- * HSET and HINCRBY figures against the same redis-server in the same run. Nothing consumes the events queue
- * meanwhile (it is emptied between runs), so this is intake alone: parse, validate, enqueue.
+ * Events/s accepted by ONE collector process under autocannon, next to redis-benchmark on the same redis-server (the
+ * method is in the markdown below). Nothing consumes the events queue meanwhile: intake alone (parse, validate, enqueue).
  */
 export const collectorIngest = figure('collector-ingest', async (ctx) => {
   const seconds = ctx.quick ? 2 : 10;
@@ -50,15 +48,15 @@ export const collectorIngest = figure('collector-ingest', async (ctx) => {
     for (const load of LOADS) {
       const body = JSON.stringify(batchOf(load.batch));
       const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
-      const url = `${collector.url}/v1/events`;
+      const post = { url: `${collector.url}/v1/events`, method: 'POST', headers, body, connections: load.connections } as const;
       ctx.log(`warm-up: ${load.batch}-event batches`);
-      await autocannon({ url, method: 'POST', headers, body, connections: load.connections, duration: ctx.quick ? 1 : 3 });
+      await autocannon({ ...post, duration: ctx.quick ? 1 : 3 });
       await queues.events.drain();
 
       ctx.log(`measuring ${seconds} s: ${load.batch}-event batches, ${load.connections} connections`);
       const acceptedBefore = metricValue(await collector.metrics(), 'tally_events_accepted_total');
       const [cpu, t0] = [cpuMeter({ collector: collector.process.pid, redis: redis.pid }), performance.now()];
-      const r = await autocannon({ url, method: 'POST', headers, body, connections: load.connections, duration: seconds, timeout: 30 });
+      const r = await autocannon({ ...post, duration: seconds, timeout: 30 });
       const used = cpu.stop();
       const accepted = metricValue(await collector.metrics(), 'tally_events_accepted_total') - acceptedBefore;
       runs.push({
@@ -71,9 +69,9 @@ export const collectorIngest = figure('collector-ingest', async (ctx) => {
         p99Ms: r.latency.p99,
         non2xx: r.non2xx,
         errors: r.errors + r.timeouts,
-        collectorCpu: used.collector!.cores,
-        cpuMsPer1000: (used.collector!.seconds * 1_000 * 1_000) / Math.max(1, accepted),
-        redisCpu: used.redis!.cores,
+        collectorCpu: used.collector.cores,
+        cpuMsPer1000: (used.collector.seconds * 1_000 * 1_000) / Math.max(1, accepted),
+        redisCpu: used.redis.cores,
       });
       const last = runs.at(-1)!;
       ctx.log(

@@ -1,8 +1,7 @@
 import { BucketStore } from '@tally/buckets';
 import { entriesByItem, MAX_ATTRS_PER_UPDATE } from '@tally/dynamo';
-import { backlog, checkTable, everyBucketRules, expectedCounts, waitForDrain, type Fleet } from '@tally/loadgen';
-import { QUEUE } from '@tally/queues';
-import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
+import { checkTable, everyBucketRules, expectedCounts, waitForDrain, type Fleet } from '@tally/loadgen';
+import { sleep, waitFor } from '@tally/testing';
 import type { TopLevelSpec } from 'vega-lite';
 import { lineChart, type Chart } from '../charts';
 import { figure } from '../figure';
@@ -90,14 +89,7 @@ export const drainFigure = figure('drain', async (ctx) => {
     await sleep(outageLoadMs);
     const stats = await load.stop();
     ctx.log('load stopped; waiting until the last bucket is sealed and folded');
-    await waitForQueuesIdle([fleet.queues[QUEUE.events]], { timeoutMs: 60_000, intervalMs: 100 });
-    await waitFor(
-      async () => {
-        const b = await backlog(fleet);
-        return b.openBuckets === 0 && b.sealed === 0;
-      },
-      { timeoutMs: 30_000, intervalMs: 100, message: 'every bucket sealed and folded' },
-    );
+    await waitForDrain(fleet, { folded: true, timeoutMs: 90_000 });
     const b = await backlogOf(fleet);
     const drain0 = { ok: await updates('ok'), cond: await updates('condition_failed') };
     const failedDuringOutage = (await updates('unavailable')) - failed0;

@@ -1,10 +1,10 @@
 import { Redis } from 'ioredis';
 import { sleep, startRedis, startRedisWithReplica } from '@tally/testing';
 import { figure, type FigureContext } from '../figure';
-import { benchFleet } from '../load';
+import { benchFleet, PEAK_COLLECTOR } from '../load';
 import { ascending, fmt, ms, quantile, ratio } from '../stats';
 import { probesUnderLoad } from './freshness';
-import { MAX_QUEUE_DEPTH, measureLoad, type E2eRun } from './ingest-e2e';
+import { measureLoad, type E2eRun } from './ingest-e2e';
 
 const POLICIES = ['everysec', 'always'] as const;
 type Policy = (typeof POLICIES)[number];
@@ -14,6 +14,7 @@ type Policy = (typeof POLICIES)[number];
  */
 const VARIANTS = [...POLICIES, 'replicated', 'waited'] as const;
 type Variant = (typeof VARIANTS)[number];
+type Probed = 'latencies' | 'sends';
 const VARIANT_NAME: Record<Variant, string> = {
   everysec: 'everysec',
   always: 'always',
@@ -56,25 +57,18 @@ async function killAfterAnswer(policy: Policy, round: number) {
   }
 }
 
-/**
- * Ingest end to end (as ingest-e2e: one collector, one aggregator) on four fleets, everysec, always, always with a
- * replica, and that with the collector waiting for the replica (REDIS_WAIT_REPLICAS=1), alternated; then freshness (as the freshness figure:
- * probes from 202 to visible in the query API under steady load, and each probe's POST to its 202) on each.
- */
+/** Ingest end to end (as ingest-e2e) on a fleet of each variant, alternated; then freshness (as the freshness figure) on each. */
 async function measureCost(ctx: FigureContext) {
-  const collector = { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0', INGEST_BUDGET_REQUESTS: '0' };
-  const options = { replicas: { 'dynamo-writer': 0 }, appEnv: { collector } } as const;
+  const options = { replicas: { 'dynamo-writer': 0 }, appEnv: { collector: PEAK_COLLECTOR } } as const;
   // Started side by side (start-up is not measured); every fleet is up before the first window.
-  const [replicated, waited] = await Promise.all([
-    startRedisWithReplica({ appendfsync: 'always' }),
-    startRedisWithReplica({ appendfsync: 'always' }),
-  ]);
+  const pair = () => startRedisWithReplica({ appendfsync: 'always' });
+  const [replicated, waited] = await Promise.all([pair(), pair()]);
   const pairs = { replicated, waited };
   const [everysecFleet, alwaysFleet, replicatedFleet, waitedFleet] = await Promise.all([
     benchFleet({ ...options, appendfsync: 'everysec' }),
     benchFleet({ ...options, appendfsync: 'always' }),
     benchFleet({ ...options, redis: replicated.master }),
-    benchFleet({ ...options, redis: waited.master, appEnv: { collector: { ...collector, REDIS_WAIT_REPLICAS: '1' } } }),
+    benchFleet({ ...options, redis: waited.master, appEnv: { collector: { ...PEAK_COLLECTOR, REDIS_WAIT_REPLICAS: '1' } } }),
   ]);
   const fleets = { everysec: everysecFleet, always: alwaysFleet, replicated: replicatedFleet, waited: waitedFleet };
   const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: ctx.quick ? 500 : 5_000, windowMs: ctx.quick ? 2_000 : 10_000 };
@@ -82,7 +76,9 @@ async function measureCost(ctx: FigureContext) {
   // weighs on all alike.
   const order: Variant[] = ctx.quick ? [...VARIANTS] : [...VARIANTS, ...[...VARIANTS].reverse()];
   const runs: Array<{ variant: Variant; run: E2eRun }> = [];
-  const freshness = { latencies: new Map<Variant, number[]>(), sends: new Map<Variant, number[]>() };
+  // Per variant, each probe's time from its 202 to visible, and from its POST to its 202.
+  const freshness = {} as Record<Variant, Record<Probed, number[]>>;
+  for (const v of VARIANTS) freshness[v] = { latencies: [], sends: [] };
   try {
     let seed = 700;
     for (const load of LOADS) {
@@ -96,8 +92,8 @@ async function measureCost(ctx: FigureContext) {
     for (const variant of order) {
       ctx.log(`freshness, ${VARIANT_NAME[variant]}:`);
       const f = await probesUnderLoad(ctx, fleets[variant], { ...probes, seed: seed++, tag: `DUR${variant}` });
-      freshness.latencies.set(variant, [...(freshness.latencies.get(variant) ?? []), ...f.latencies].sort(ascending));
-      freshness.sends.set(variant, [...(freshness.sends.get(variant) ?? []), ...f.sendLatencies].sort(ascending));
+      freshness[variant].latencies.push(...f.latencies);
+      freshness[variant].sends.push(...f.sendLatencies);
     }
   } finally {
     await Promise.all(Object.values(fleets).map((f) => f.stop()));
@@ -106,11 +102,7 @@ async function measureCost(ctx: FigureContext) {
   return { runs, freshness };
 }
 
-/**
- * What `appendfsync everysec` can lose and what `appendfsync always` costs: SIGKILLs of redis-server right after a
- * write it answered, under each policy, and ingest end to end on a fleet of each, alternated in the same run with
- * `always` with a replica, without and with the collector waiting for it (REDIS_WAIT_REPLICAS=1).
- */
+/** What `appendfsync everysec` can lose, and what `always` and a replica cost (the method is in the markdown below). */
 export const durabilityFigure = figure('durability', async (ctx) => {
   const rounds = ctx.quick ? 1 : 8;
   const kills: Record<Policy, Array<Awaited<ReturnType<typeof killAfterAnswer>>>> = { everysec: [], always: [] };
@@ -124,7 +116,7 @@ export const durabilityFigure = figure('durability', async (ctx) => {
     }
   const lost = (p: Policy) => kills[p].filter((k) => !k.kept).length;
   const { runs, freshness } = await measureCost(ctx);
-  const quantileOf = (xs: Map<Variant, number[]>, v: Variant, q: number) => ms(quantile(xs.get(v) ?? [], q));
+  const quantileOf = (kind: Probed, v: Variant, q: number) => ms(quantile(freshness[v][kind].toSorted(ascending), q));
   const mean = (batch: number, variant: Variant, pick: (r: E2eRun) => number) => {
     const xs = runs.filter((r) => r.run.batch === batch && r.variant === variant).map((r) => pick(r.run));
     return xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -176,12 +168,9 @@ export const durabilityFigure = figure('durability', async (ctx) => {
     '',
     '| Compared | events/s | CPU per event | redis-server CPU per event |',
     '| --- | ---: | ---: | ---: |',
-    ...cost.map((c) => `| always / everysec, batches of ${c.batch} | **×${ratio(c.rate)}** | ×${ratio(c.cpu)} | ×${ratio(c.redis)} |`),
-    ...replication.map(
-      (c) => `| a replica / always, batches of ${c.batch} | **×${ratio(c.rate)}** | ×${ratio(c.cpu)} | ×${ratio(c.redis)} |`,
-    ),
-    ...wait.map(
-      (c) => `| the replica waited for / not, batches of ${c.batch} | **×${ratio(c.rate)}** | ×${ratio(c.cpu)} | ×${ratio(c.redis)} |`,
+    ...Object.entries({ 'always / everysec': cost, 'a replica / always': replication, 'the replica waited for / not': wait }).flatMap(
+      ([name, rows]) =>
+        rows.map((c) => `| ${name}, batches of ${c.batch} | **×${ratio(c.rate)}** | ×${ratio(c.cpu)} | ×${ratio(c.redis)} |`),
     ),
     '',
     `**Freshness and the 202 on each.** The same four fleets, each twice (each variant and back): probes one after`,
@@ -192,8 +181,8 @@ export const durabilityFigure = figure('durability', async (ctx) => {
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...VARIANTS.map(
       (v) =>
-        `| ${VARIANT_NAME[v]} | ${freshness.latencies.get(v)?.length ?? 0} | ${quantileOf(freshness.sends, v, 0.5)} | ${quantileOf(freshness.sends, v, 0.99)} | ` +
-        `${quantileOf(freshness.latencies, v, 0.5)} | **${quantileOf(freshness.latencies, v, 0.99)}** | ${quantileOf(freshness.latencies, v, 1)} |`,
+        `| ${VARIANT_NAME[v]} | ${freshness[v].latencies.length} | ${quantileOf('sends', v, 0.5)} | ${quantileOf('sends', v, 0.99)} | ` +
+        `${quantileOf('latencies', v, 0.5)} | **${quantileOf('latencies', v, 0.99)}** | ${quantileOf('latencies', v, 1)} |`,
     ),
     '',
     'Redis under always fsyncs once per pass of its event loop that wrote anything, not once per command, so the cost',
@@ -208,8 +197,8 @@ export const durabilityFigure = figure('durability', async (ctx) => {
       `always / everysec events/s ×${ratio(cost[0]!.rate)} with 1000-event batches, ×${ratio(cost[1]!.rate)} with 100-event batches ` +
       `(CPU per event ×${ratio(cost[0]!.cpu)}, ×${ratio(cost[1]!.cpu)}); a replica on the same cores / always ×${ratio(replication[0]!.rate)}, ` +
       `×${ratio(replication[1]!.rate)}; the replica waited for (REDIS_WAIT_REPLICAS=1) / not ×${ratio(wait[0]!.rate)}, ×${ratio(wait[1]!.rate)}; ` +
-      `freshness p99 ${VARIANTS.map((v) => quantileOf(freshness.latencies, v, 0.99)).join(' / ')} ms, ` +
-      `202 p99 ${VARIANTS.map((v) => quantileOf(freshness.sends, v, 0.99)).join(' / ')} ms (everysec / always / a replica / waited for)`,
+      `freshness p99 ${VARIANTS.map((v) => quantileOf('latencies', v, 0.99)).join(' / ')} ms, ` +
+      `202 p99 ${VARIANTS.map((v) => quantileOf('sends', v, 0.99)).join(' / ')} ms (everysec / always / a replica / waited for)`,
     markdown,
   };
 });

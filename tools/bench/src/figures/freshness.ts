@@ -1,11 +1,10 @@
 import { formatDate, localDate } from '@tally/key-layout';
 import { clientSender, httpSender, type Fleet, type LoadBatch, type Sender } from '@tally/loadgen';
-import { QUEUE, queueShards } from '@tally/queues';
 import { sleep } from '@tally/testing';
 import { lineChart, targetRule, type Chart } from '../charts';
 import { BASELINE_RULES, idPages } from '../baseline';
 import { figure, type FigureContext } from '../figure';
-import { appMetric, sampler, startBackgroundLoad, STORES, withFleet } from '../load';
+import { appMetric, queueDepth, sampler, startBackgroundLoad, STORES, withFleet } from '../load';
 import { ascending, fmt, median, ms, quantile } from '../stats';
 
 /** The freshness the design promises: a count is visible in the query API within a second of its 202. */
@@ -16,8 +15,10 @@ const PROBE_TIMEOUT_MS = 30_000;
 const PROBE_STORE = 'KTM1';
 const PROBE_TIME_ZONE = STORES.find((s) => s.id === PROBE_STORE)!.timeZone;
 
-/** Freshness under load: from a probe's 202 to its count in the query API (the method is in the markdown below). */
-/** `work`: the rules and traffic of a before/after comparison (the baseline's rules, page paths as ids). */
+/**
+ * Freshness under load: from a probe's 202 to its count in the query API (the method is in the markdown below). `work`:
+ * the rules and traffic of a before/after comparison (the baseline's rules, page paths as ids).
+ */
 async function measureFreshness(ctx: FigureContext, root?: string, work?: 'baseline') {
   ctx.log('starting a fleet: redis-server, dynalite, collector, bucket-aggregator, dynamo-writer, query-api (BUCKET_SECONDS=900)');
   const opts = { seed: 31, rate: ctx.quick ? 2_000 : 10_000, probes: ctx.quick ? 15 : 500, warmMs: ctx.quick ? 1_000 : 3_000 };
@@ -38,23 +39,11 @@ export async function probesUnderLoad(
     via?: 'http' | 'client';
   },
 ) {
-  const via = opts.via ?? 'http';
-  ctx.log(`background load: ${fmt(opts.rate)} events/s ${via === 'http' ? 'through the collector' : 'through @tally/client'}`);
-  const load = startBackgroundLoad(fleet, {
-    seed: opts.seed,
-    rate: opts.rate,
-    concurrency: 16,
-    batchSize: [50, 150],
-    mapBatch: opts.mapBatch,
-    via,
-  });
-  const shards = queueShards(fleet.queues, QUEUE.events);
-  const depths = sampler(250, async () => (await Promise.all(shards.map((q) => q.getWaitingCount()))).reduce((a, b) => a + b, 0));
-  const counts = () =>
-    Promise.all([
-      appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total'),
-      via === 'http' ? appMetric(fleet, 'collector', 'tally_events_accepted_total') : load.stats.accepted,
-    ]);
+  const { seed, rate, mapBatch, via = 'http' } = opts;
+  ctx.log(`background load: ${fmt(rate)} events/s ${via === 'http' ? 'through the collector' : 'through @tally/client'}`);
+  const load = startBackgroundLoad(fleet, { seed, rate, mapBatch, via, concurrency: 16, batchSize: [50, 150] });
+  const depths = sampler(250, () => queueDepth(fleet));
+  const counts = () => Promise.all([appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total'), load.eventsAccepted()]);
   // The load generator's senders, retrying backpressure (a 429, QueueFullError) and an unreachable Redis.
   let retries = 0;
   const policy = { initialDelayMs: 50, maxDelayMs: 50, deadlineMs: PROBE_TIMEOUT_MS, onRetry: () => void retries++ };
@@ -69,12 +58,10 @@ export async function probesUnderLoad(
     ctx.log(`${opts.probes} probes, one after another`);
     const runTag = Date.now().toString(36);
     const [latencies, pollTimes, sendTimes] = [[] as number[], [] as number[], [] as number[]];
-    let polls = 0;
     for (let i = 0; i < opts.probes; i++) {
-      const r = await probe(fleet, send, `${opts.tag}${runTag}x${opts.seed}x${i}`);
+      const r = await probe(fleet, send, `${opts.tag}${runTag}x${seed}x${i}`);
       latencies.push(r.ms);
       sendTimes.push(r.sendMs);
-      polls += r.polls;
       pollTimes.push(...r.pollTimes);
       if ((i + 1) % 50 === 0) ctx.log(`  ${i + 1} probes, p50 so far ${ms(median(latencies))} ms`);
     }
@@ -85,12 +72,12 @@ export async function probesUnderLoad(
       latencies: latencies.sort(ascending),
       /** Each probe's POST, from sent to its 202. */
       sendLatencies: sendTimes.sort(ascending),
-      pollsPerProbe: polls / opts.probes,
+      pollsPerProbe: pollTimes.length / opts.probes,
       pollP50Ms: median(pollTimes),
       probeRetries: retries,
       acceptedPerSecond: (accepted1 - accepted0) / seconds,
       appliedPerSecond: (applied1 - applied0) / seconds,
-      targetRate: opts.rate,
+      targetRate: rate,
       maxQueueDepth: Math.max(0, ...(await depths.stop())),
       seconds,
     };
@@ -102,11 +89,7 @@ export async function probesUnderLoad(
 }
 
 /** One probe: send one view of `product` (one batch of its own), then poll its series until it shows 1. */
-async function probe(
-  fleet: Fleet,
-  sender: Sender,
-  product: string,
-): Promise<{ ms: number; sendMs: number; polls: number; pollTimes: number[] }> {
+async function probe(fleet: Fleet, sender: Sender, product: string): Promise<{ ms: number; sendMs: number; pollTimes: number[] }> {
   const query = fleet.app('query-api').url;
   const keys = fleet.keys[PROBE_STORE]!;
   const ts = Date.now();
@@ -129,7 +112,7 @@ async function probe(
     pollTimes.push(answered - t);
     if (res.status !== 200) throw new Error(`probe GET answered ${res.status}: ${JSON.stringify(body)}`);
     const views = Number(body.totals?.['ViewCount'] ?? 0);
-    if (views === 1) return { ms: answered - accepted, sendMs: accepted - sent, polls: pollTimes.length, pollTimes };
+    if (views === 1) return { ms: answered - accepted, sendMs: accepted - sent, pollTimes };
     if (views !== 0) throw new Error(`product ${product} shows ${views} views, expected 1`);
     if (answered - accepted > PROBE_TIMEOUT_MS)
       throw new Error(`product ${product} still not visible ${PROBE_TIMEOUT_MS} ms after it was taken`);
@@ -194,8 +177,7 @@ const baselineRow = (name: string, r: FreshnessFigure) =>
   `| ${name} | ${r.latencies.length} | ${[0.5, 0.9, 0.99, 1].map((q) => ms(quantile(r.latencies, q))).join(' | ')} | ${fmt(r.acceptedPerSecond)} |`;
 
 function charts(f: FreshnessFigure): Chart[] {
-  const n = f.latencies.length;
-  const cdf = f.latencies.map((v, i) => ({ ms: v, share: (i + 1) / n }));
+  const cdf = f.latencies.map((v, i) => ({ ms: v, share: (i + 1) / f.latencies.length }));
   return [
     {
       name: 'cdf',

@@ -32,10 +32,7 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
 
 type ClusterRun = Awaited<ReturnType<typeof measureSetup>>;
 
-/**
- * Ingest end to end on one Redis against a 3-master Redis Cluster, in the same run, with the CPU each costs per
- * 1000 events, all on the same 2 cores.
- */
+/** Ingest end to end on one Redis and on a 3-master Redis Cluster, with the CPU each costs per 1000 events. */
 export const ingestClusterFigure = figure('ingest-cluster', async (ctx) => {
   const one = await measureSetup(ctx, 'one Redis', undefined);
   const cluster = await measureSetup(ctx, '3-master cluster', 3);

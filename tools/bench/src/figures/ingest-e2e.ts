@@ -5,7 +5,17 @@ import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testi
 import { lineChart, logBars, type Chart } from '../charts';
 import { BASELINE_RULES, idPages } from '../baseline';
 import { figure, type FigureContext } from '../figure';
-import { appMetric, benchFleet, CATALOGUE, sampler, startBackgroundLoad, STORES } from '../load';
+import {
+  appMetric,
+  benchFleet,
+  CATALOGUE,
+  MAX_QUEUE_DEPTH,
+  PEAK_COLLECTOR,
+  queueDepth,
+  sampler,
+  startBackgroundLoad,
+  STORES,
+} from '../load';
 import { measureNaiveThroughput } from '../naive';
 import { cpuMeter } from '../proc';
 import { hincrbyCeiling, hincrbyCommand } from '../redis-benchmark';
@@ -17,45 +27,22 @@ const LOADS = [
   { batch: 1000, concurrency: 8 },
 ] as const;
 
-/**
- * Waiting events jobs beyond which the collector answers 429. Low enough that the queue stays bounded (the
- * rate measured is one the pipeline sustains, not a backlog growing), high enough that it never runs dry while
- * refused senders wait their retry (at most 250 ms).
- */
-export const MAX_QUEUE_DEPTH = 100;
-
 /** One load's window: events/s applied (tally_events_applied_total) and accepted, 429s, queue depth, CPU cores per process, per-second timeline. */
 export type E2eRun = Awaited<ReturnType<typeof measureLoad>>;
 type IngestE2eFigure = Awaited<ReturnType<typeof measureIngestE2e>>;
 type Round = { before: E2eRun; after: E2eRun };
 
-/**
- * Events/s sustained end to end — HTTP into one collector process, through the events queue, applied into the
- * Redis buckets by one aggregator process — counted from the aggregator's tally_events_applied_total, with 100-
- * and 1000-event batches of tools/loadgen traffic; next to redis-benchmark's pipelined HINCRBY ceiling on the same
- * redis-server and to the naive design (one DynamoDB UpdateItem per event per row, against the same dynalite),
- * all in the same run.
- */
+/** Ingest end to end, redis-benchmark's HINCRBY ceiling and the naive design, in one run (the method is in the markdown below). */
 async function measureIngestE2e(ctx: FigureContext) {
   const warmMs = ctx.quick ? 1_000 : 5_000;
   const windowMs = ctx.quick ? 2_000 : 20_000;
   ctx.log('starting a fleet: redis-server (AOF everysec), dynalite, one collector, one bucket-aggregator (BUCKET_SECONDS=900)');
+  // --profile: the collector and the aggregator run under node --cpu-prof (written when the fleet stops them).
   const cpuProf: Record<string, string> = ctx.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${ctx.profileDir}` } : {};
   const fleetOptions = {
     // Intake and apply only: nothing is flushed within a 900 s bucket, and nothing is queried.
     replicas: { 'query-api': 0, 'dynamo-writer': 0 },
-    // Peak intake of few stores: the per-store ingest budget is off (it is measured separately from the queue).
-    // INGEST_BUDGET_REQUESTS turns the budget off in a baseline from before the token bucket; each version ignores the other's.
-    // --profile: the collector and the aggregator run under node --cpu-prof (written when the fleet stops them).
-    appEnv: {
-      collector: {
-        MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH),
-        INGEST_BUDGET_EVENTS_PER_SECOND: '0',
-        INGEST_BUDGET_REQUESTS: '0',
-        ...cpuProf,
-      },
-      'bucket-aggregator': cpuProf,
-    },
+    appEnv: { collector: { ...PEAK_COLLECTOR, ...cpuProf }, 'bucket-aggregator': cpuProf },
   } as const;
   const fleet = await benchFleet(fleetOptions);
   let before: Fleet | undefined;
@@ -105,7 +92,7 @@ async function measureIngestE2e(ctx: FigureContext) {
       if (r === 0) rounds.push({ before: await run(before), after: await run(after) });
       else rounds.push({ after: await run(after), before: await run(before) });
     }
-    const beforeAfter = ctx.baseline && { ...ctx.baseline, rounds };
+    const beforeAfter = ctx.baseline && { ...ctx.baseline, rounds, ...beforeAfterRatios(rounds) };
     return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, beforeAfter };
   } finally {
     await Promise.all([fleet.stop(), before?.stop(), after?.stop()]);
@@ -114,13 +101,17 @@ async function measureIngestE2e(ctx: FigureContext) {
 
 /** Over the rounds: after's CPU ms per 1000 events (collector + aggregator + Redis) over before's, and events/s alike. */
 function beforeAfterRatios(rounds: readonly Round[]) {
-  const sum = (pick: (r: Round) => number) => rounds.reduce((a, r) => a + pick(r), 0);
-  const [beforeCpuMs, afterCpuMs] = [sum((r) => r.before.cpuMs.tally) / rounds.length, sum((r) => r.after.cpuMs.tally) / rounds.length];
-  const rate = sum((r) => r.after.appliedPerSecond) / sum((r) => r.before.appliedPerSecond);
-  const afterPerSecond = sum((r) => r.after.appliedPerSecond) / rounds.length;
+  const mean = (pick: (r: Round) => number) => rounds.reduce((a, r) => a + pick(r), 0) / rounds.length;
+  const [beforeCpuMs, afterCpuMs] = [mean((r) => r.before.cpuMs.tally), mean((r) => r.after.cpuMs.tally)];
+  const afterPerSecond = mean((r) => r.after.appliedPerSecond);
+  const rate = afterPerSecond / mean((r) => r.before.appliedPerSecond);
   return { cpu: afterCpuMs / beforeCpuMs, rate, beforeCpuMs, afterCpuMs, afterPerSecond };
 }
 
+/**
+ * Events/s applied end to end over a window of steady load of `batch`-event batches (after a warm-up), and the CPU
+ * of each process per 1000 events.
+ */
 export async function measureLoad(
   ctx: FigureContext,
   fleet: Fleet,
@@ -133,11 +124,8 @@ export async function measureLoad(
   },
 ) {
   const via = opts.via ?? 'http';
-  const aggregator = fleet.app('bucket-aggregator');
-  const collector = fleet.app('collector');
   const applied = () => appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total');
-  const shards = queueShards(fleet.queues, QUEUE.events);
-  const depth = async () => (await Promise.all(shards.map((q) => q.getWaitingCount()))).reduce((a, b) => a + b, 0);
+  const depth = () => queueDepth(fleet);
 
   ctx.log(`${opts.batch}-event batches, ${opts.concurrency} in flight (${via}): warm-up ${opts.warmMs / 1000} s`);
   const load = startBackgroundLoad(fleet, {
@@ -147,7 +135,6 @@ export async function measureLoad(
     mapBatch: opts.mapBatch,
     via,
   });
-  const accepted = async () => (via === 'http' ? appMetric(fleet, 'collector', 'tally_events_accepted_total') : load.stats.accepted);
   await sleep(opts.warmMs);
   // When the aggregator is the slower stage, the queue fills up to the backpressure limit: measure from there, so
   // accepted and applied rates are the same steady state. When the collector is slower it never fills.
@@ -160,14 +147,13 @@ export async function measureLoad(
   );
 
   ctx.log(`measuring ${opts.windowMs / 1000} s`);
-  const [applied0, accepted0, depth0] = await Promise.all([applied(), accepted(), depth()]);
+  const [applied0, accepted0, depth0] = await Promise.all([applied(), load.eventsAccepted(), depth()]);
   const t0 = performance.now();
-  const redisPids = [...(fleet.cluster?.nodes ?? [fleet.redis]).map((n) => n.pid), ...(opts.replicaPids ?? [])];
   const cpu = cpuMeter({
-    collector: collector.handle.process.pid,
-    aggregator: aggregator.handle.process.pid,
-    // Every master of a cluster, and the replicas, summed below.
-    ...Object.fromEntries(redisPids.map((pid, i) => [`redis${i}`, pid])),
+    collector: fleet.app('collector').handle.process.pid,
+    aggregator: fleet.app('bucket-aggregator').handle.process.pid,
+    // Every master of a cluster, and the replicas.
+    redis: [...(fleet.cluster?.nodes ?? [fleet.redis]).map((n) => n.pid), ...(opts.replicaPids ?? [])],
     bench: process.pid,
   });
   const perSecond = sampler(1_000, async () => ({ t: performance.now(), applied: await applied() }));
@@ -175,13 +161,13 @@ export async function measureLoad(
   // A window ends once something was applied in it too (for at most four windows more): one in which a stall (an
   // fsync of appendfsync always on a busy disk) applied nothing is no steady state, and would make a ratio of 0.
   await waitFor(async () => (await applied()) > applied0, { timeoutMs: 4 * opts.windowMs, intervalMs: 100 }).catch(() => undefined);
-  const [applied1, accepted1, depth1] = await Promise.all([applied(), accepted(), depth()]);
+  const [applied1, accepted1, depth1] = await Promise.all([applied(), load.eventsAccepted(), depth()]);
   const seconds = (performance.now() - t0) / 1000;
   const used = cpu.stop();
   const samples = await perSecond.stop();
   const stats = await load.stop();
   // Empty the queue before the next load, so each run applies only its own batches.
-  await waitForQueuesIdle(shards, { timeoutMs: 120_000, intervalMs: 100 });
+  await waitForQueuesIdle(queueShards(fleet.queues, QUEUE.events), { timeoutMs: 120_000, intervalMs: 100 });
 
   const timeline = samples.slice(1).map((s, k) => ({
     second: Math.round((s.t - t0) / 1000),
@@ -198,12 +184,7 @@ export async function measureLoad(
     depthStart: depth0,
     depthEnd: depth1,
     queueFilled: filled,
-    cpu: {
-      collector: used['collector']!.cores,
-      aggregator: used['aggregator']!.cores,
-      redis: redisPids.reduce((sum, _, i) => sum + used[`redis${i}`]!.cores, 0),
-      bench: used['bench']!.cores,
-    },
+    cpu: { collector: used.collector.cores, aggregator: used.aggregator.cores, redis: used.redis.cores, bench: used.bench.cores },
     timeline,
   };
   // CPU ms per 1000 events applied of each process, and of collector + aggregator + Redis (+ this process when it is the
@@ -250,7 +231,7 @@ export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
   const f = await measureIngestE2e(ctx);
   const small = f.runs.find((r) => r.batch === 100)!;
   const big = f.runs.find((r) => r.batch === 1000)!;
-  const ba = f.beforeAfter && { ...f.beforeAfter, ...beforeAfterRatios(f.beforeAfter.rounds) };
+  const ba = f.beforeAfter;
   const summary =
     `${fmt(big.appliedPerSecond)} events/s end to end with 1000-event batches, ${fmt(small.appliedPerSecond)} with 100-event batches ` +
     `(HTTP -> collector -> queue -> aggregator -> Redis buckets; collector + aggregator + Redis CPU ${big.cpuMs.tally.toFixed(1)} / ` +
@@ -299,7 +280,6 @@ export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
 });
 
 function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>, hincrby: number): string[] {
-  const r = beforeAfterRatios(b.rounds);
   const line = (name: string, x: E2eRun) => `| ${name} | ${fmt(x.appliedPerSecond)} | ${x.cpuMs.tally.toFixed(1)} | ${cpuParts(x)} |`;
   return [
     '',
@@ -312,8 +292,8 @@ function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>, hin
     '| --- | ---: | ---: | ---: |',
     ...b.rounds.flatMap((x, i) => [line(`${b.ref}, round ${i + 1}`, x.before), line(`this checkout, round ${i + 1}`, x.after)]),
     '',
-    `CPU per 1000 events: **${r.afterCpuMs.toFixed(1)} ms against ${r.beforeCpuMs.toFixed(1)} ms, x${r.cpu.toFixed(2)}**; events/s x${r.rate.toFixed(2)}.`,
-    `On these rules this checkout takes ${fmt(r.afterPerSecond)} events/s: ${pct(r.afterPerSecond / hincrby)} of the HINCRBY ceiling above.`,
+    `CPU per 1000 events: **${b.afterCpuMs.toFixed(1)} ms against ${b.beforeCpuMs.toFixed(1)} ms, x${b.cpu.toFixed(2)}**; events/s x${b.rate.toFixed(2)}.`,
+    `On these rules this checkout takes ${fmt(b.afterPerSecond)} events/s: ${pct(b.afterPerSecond / hincrby)} of the HINCRBY ceiling above.`,
   ];
 }
 

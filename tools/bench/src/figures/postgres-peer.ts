@@ -5,11 +5,12 @@ import { generateLoad, type LoadOptions } from '@tally/loadgen';
 import { defaultRules, type RulesInput } from '@tally/schema';
 import { REPO_ROOT, sleep } from '@tally/testing';
 import pg from 'pg';
+import type { PeerRun } from '../pg-writer';
 import { figure, type FigureContext } from '../figure';
-import { CATALOGUE, STORES, withFleet } from '../load';
+import { CATALOGUE, PEAK_COLLECTOR, STORES, withFleet } from '../load';
 import { fmt, ms, quantile } from '../stats';
 import { probesUnderLoad } from './freshness';
-import { MAX_QUEUE_DEPTH, measureLoad } from './ingest-e2e';
+import { measureLoad } from './ingest-e2e';
 
 /** The PostgreSQL server these machines run (trust authentication); the figure makes and drops its own database. */
 const PG_URL = `postgresql://${encodeURIComponent(userInfo().username)}@127.0.0.1:5432/test`;
@@ -62,27 +63,13 @@ const TALLY_SETUPS = [
   },
 ] as const;
 
-/** What pg-writer.ts prints at the end: its counts, CPU seconds (writer, server) and each batch's latency (ms). */
-type PeerRun = { latencies: number[] } & Record<
-  | 'events'
-  | 'batches'
-  | 'duplicates'
-  | 'seconds'
-  | 'clientCpuSeconds'
-  | 'serverCpuSeconds'
-  | 'cells'
-  | 'tableRows'
-  | 'memberRows'
-  | 'mismatches',
-  number
->;
-
 /** The same traffic into PostgreSQL, given its best shot, next to Tally at equal durability (the method is in the markdown below). */
 async function measurePostgresPeer(ctx: FigureContext) {
   const windowMs = ctx.quick ? 2_000 : 15_000;
   const pacedMs = ctx.quick ? 2_000 : 10_000;
   const pacedRate = ctx.quick ? 2_000 : 10_000;
   const probes = ctx.quick ? 5 : 100;
+  const windows = { warmMs: ctx.quick ? 1_000 : 3_000, fillWaitMs: ctx.quick ? 500 : 5_000, windowMs };
   const db = `tally_bench_${process.pid}_${Date.now().toString(36)}`;
   const admin = new pg.Client({ connectionString: PG_URL });
   await admin.connect();
@@ -93,62 +80,24 @@ async function measurePostgresPeer(ctx: FigureContext) {
   try {
     const rows = [];
     for (const [i, d] of DURABILITY.entries()) {
-      ctx.log(`PostgreSQL, synchronous_commit = ${d.synchronousCommit}: peak with 1000-event batches, ${windowMs / 1000} s`);
-      const pgPeak = await runPeer(ctx, url, `peak_${d.name}`, d.synchronousCommit, {
-        seed: 500 + i,
-        batchSize: 1000,
-        durationMs: windowMs,
-      });
-      ctx.log(
-        `  ${fmt(pgPeak.events / pgPeak.seconds)} events/s, ${peerCpuMs(pgPeak).toFixed(1)} ms CPU per 1000 events, ${pgPeak.mismatches} mismatches`,
-      );
-      ctx.log(
-        `PostgreSQL with a members table, synchronous_commit = ${d.synchronousCommit}: peak with 1000-event batches, ${windowMs / 1000} s`,
-      );
-      const pgDistinct = await runPeer(
-        ctx,
-        url,
-        `distinct_${d.name}`,
-        d.synchronousCommit,
-        { seed: 540 + i, batchSize: 1000, durationMs: windowMs },
-        { rules: defaultRules, distinct: true },
-      );
-      ctx.log(`  ${fmt(pgDistinct.events / pgDistinct.seconds)} events/s, ${peerCpuMs(pgDistinct).toFixed(1)} ms CPU per 1000 events`);
-      ctx.log(`PostgreSQL, synchronous_commit = ${d.synchronousCommit}: ${fmt(pacedRate)} events/s for ${pacedMs / 1000} s (freshness)`);
-      const pgPaced = await runPeer(ctx, url, `paced_${d.name}`, d.synchronousCommit, {
-        seed: 510 + i,
-        batchSize: [50, 150],
-        durationMs: pacedMs,
-        rate: pacedRate,
-      });
-      ctx.log(`  p99 ${ms(quantile(pgPaced.latencies, 0.99))} ms from a batch's arrival to its commit, ${pgPaced.mismatches} mismatches`);
+      const peak = { batchSize: 1000, durationMs: windowMs };
+      const pgPeak = await runPeer(ctx, url, `peak_${d.name}`, d.synchronousCommit, { ...peak, seed: 500 + i });
+      const pgDistinct = await runPeer(ctx, url, `distinct_${d.name}`, d.synchronousCommit, { ...peak, seed: 540 + i }, true);
+      const paced = { batchSize: [50, 150] as [number, number], durationMs: pacedMs, rate: pacedRate };
+      const pgPaced = await runPeer(ctx, url, `paced_${d.name}`, d.synchronousCommit, { ...paced, seed: 510 + i });
 
       const tally = [];
       for (const setup of TALLY_SETUPS) {
         ctx.log(`Tally, ${setup.name}, AOF appendfsync ${d.appendfsync}: a fleet (collector, bucket-aggregator, query-api)`);
-        const fleetOptions = {
-          ...setup.fleet,
-          appendfsync: d.appendfsync,
-          replicas: { 'dynamo-writer': 0 },
-          appEnv: { collector: { MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH), INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
-        };
-        tally.push(
-          await withFleet(fleetOptions, async (fleet) => {
-            const peak = await measureLoad(ctx, fleet, {
-              batch: 1000,
-              concurrency: CONCURRENCY,
-              seed: 520 + i,
-              warmMs: ctx.quick ? 1_000 : 3_000,
-              fillWaitMs: ctx.quick ? 500 : 5_000,
-              windowMs,
-              via: setup.via,
-            });
-            ctx.log(`  ${probes} freshness probes under ${fmt(pacedRate)} events/s`);
-            const probeOpts = { seed: 530 + i, rate: pacedRate, probes, warmMs: ctx.quick ? 500 : 2_000, tag: 'PEER', via: setup.via };
-            const freshness = (await probesUnderLoad(ctx, fleet, probeOpts)).latencies;
-            return { setup, peak, freshness };
-          }),
-        );
+        const fleetOptions = { ...setup.fleet, appendfsync: d.appendfsync, replicas: { 'dynamo-writer': 0 } };
+        const load = { ...windows, batch: 1000, concurrency: CONCURRENCY, seed: 520 + i, via: setup.via };
+        const probeOpts = { seed: 530 + i, rate: pacedRate, probes, warmMs: ctx.quick ? 500 : 2_000, tag: 'PEER', via: setup.via };
+        const run = withFleet({ ...fleetOptions, appEnv: { collector: PEAK_COLLECTOR } }, async (fleet) => {
+          const peak = await measureLoad(ctx, fleet, load);
+          ctx.log(`  ${probes} freshness probes under ${fmt(pacedRate)} events/s`);
+          return { setup, peak, freshness: (await probesUnderLoad(ctx, fleet, probeOpts)).latencies };
+        });
+        tally.push(await run);
       }
       rows.push({ durability: d, pgPeak, pgPaced, pgDistinct, tally });
     }
@@ -159,20 +108,25 @@ async function measurePostgresPeer(ctx: FigureContext) {
   }
 }
 
-/** Runs one writer process (which makes its tables) and feeds it batches for `durationMs` (as fast as it takes them, or at `rate`). */
+/**
+ * Runs one writer process (which makes its tables) and feeds it batches for `durationMs` (as fast as it takes them, or
+ * at `rate`): on PEER_RULES, or with `distinct` on the default rules with their distinct members too.
+ */
 async function runPeer(
   ctx: FigureContext,
   url: string,
   table: string,
   synchronousCommit: 'on' | 'off',
   load: { seed: number; batchSize: LoadOptions['batchSize']; durationMs: number; rate?: number },
-  counts: { rules: RulesInput; distinct: boolean } = { rules: PEER_RULES, distinct: false },
+  distinct = false,
 ): Promise<PeerRun> {
-  const options = JSON.stringify({ connectionString: url, table, synchronousCommit, concurrency: CONCURRENCY, ...counts });
-  const writer = spawn(process.execPath, ['--import', 'tsx', 'tools/bench/src/pg-writer.ts', options], {
-    cwd: REPO_ROOT,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const what = `${distinct ? 'PostgreSQL with a members table' : 'PostgreSQL'}, synchronous_commit = ${synchronousCommit}`;
+  ctx.log(
+    `${what}: ${load.rate ? `${fmt(load.rate)} events/s (freshness)` : `peak with ${load.batchSize}-event batches`}, ${load.durationMs / 1000} s`,
+  );
+  const rules = distinct ? defaultRules : PEER_RULES;
+  const options = JSON.stringify({ connectionString: url, table, synchronousCommit, concurrency: CONCURRENCY, rules, distinct });
+  const writer = spawn(process.execPath, ['--import', 'tsx', 'tools/bench/src/pg-writer.ts', options], { cwd: REPO_ROOT });
   let output = '';
   writer.stdout.on('data', (c: Buffer) => (output += c.toString()));
   writer.stderr.on('data', (c: Buffer) => (output += c.toString()));
@@ -202,12 +156,15 @@ async function runPeer(
   stdin.end();
   const [code, signal] = await exited;
   if (code !== 0) throw new Error(`the PostgreSQL writer failed (${code ?? signal}):\n${output.slice(-2000)}`);
-  const out = output.trim().split('\n').pop()!;
-  const run = JSON.parse(out) as PeerRun;
+  const run = JSON.parse(output.trim().split('\n').pop()!) as PeerRun;
   if (run.mismatches > 0)
     throw new Error(`PostgreSQL's table differs from the expected counts in ${run.mismatches} cells (of ${run.cells})`);
   if (run.duplicates > 0) throw new Error(`${run.duplicates} batches were refused as duplicates; every batch id of the run is new`);
-  const members = counts.distinct ? `, and ${fmt(run.memberRows)} members their distinct members,` : '';
+  ctx.log(
+    `  ${fmt(run.events / run.seconds)} events/s, ${peerCpuMs(run).toFixed(1)} ms CPU per 1000 events, ` +
+      `p99 ${ms(quantile(run.latencies, 0.99))} ms from a batch's arrival to its commit`,
+  );
+  const members = distinct ? `, and ${fmt(run.memberRows)} members their distinct members,` : '';
   ctx.log(`  checked: ${fmt(run.tableRows)} (pk, field) rows equal the sums${members} of ${fmt(run.batches)} batches`);
   return run;
 }
@@ -235,13 +192,9 @@ export const postgresPeerFigure = figure('postgres-peer', async (ctx) => {
     `; PostgreSQL ${fmt(pgRate(r))} events/s, ${peerCpuMs(r.pgPeak).toFixed(1)} ms, p99 ${ms(quantile(r.pgPaced.latencies, 0.99))} ms` +
     `; PostgreSQL with a members table ${fmt(r.pgDistinct.events / r.pgDistinct.seconds)} events/s, ${peerCpuMs(r.pgDistinct).toFixed(1)} ms`;
   const summary = `${f.rows.map(line).join('; ')}`;
-  const cpu = (t: Tally) => {
-    const c = t.peak.cpuMs;
-    const parts =
-      t.setup.via === 'http'
-        ? [`collector ${c.collector.toFixed(1)}`]
-        : [`producer ${c.producer.toFixed(1)}`, `collector ${c.collector.toFixed(1)}`];
-    return `${c.tally.toFixed(1)} (${[...parts, `aggregator ${c.aggregator.toFixed(1)}`, `redis ${c.redis.toFixed(1)}`].join(', ')})`;
+  const cpu = ({ setup, peak: { cpuMs: c } }: Tally) => {
+    const parts = (['producer', 'collector', 'aggregator', 'redis'] as const).filter((p) => p !== 'producer' || setup.via === 'client');
+    return `${c.tally.toFixed(1)} (${parts.map((p) => `${p} ${c[p].toFixed(1)}`).join(', ')})`;
   };
   const seen = (t: Tally) => (t.setup.via === 'http' ? '202' : 'enqueued');
   const pgCpu = (p: Row['pgPeak']) =>

@@ -22,7 +22,7 @@ import {
 import { Redis } from 'ioredis';
 import { figure, type FigureContext } from '../figure';
 import { BASELINE_RULES } from '../baseline';
-import { measureHere, measureInBaseline } from '../in-checkout';
+import { measureIn } from '../in-checkout';
 import { quantile, timeLoop } from '../stats';
 import { flushStore, prng, zipf } from '../workload';
 
@@ -117,18 +117,15 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
     let heavyViews = 0;
     for (let d = historyDays; d >= 0; d--) {
       const dayTs = today - d * DAY;
+      const at = () => dayTs - Math.floor(rnd() * DAY * 0.9);
       const events: NormalizedEvent[] = [];
       for (let i = 0; i < 150; i++) {
-        const ts = dayTs - Math.floor(rnd() * DAY * 0.9);
+        const ts = at();
         if (rnd() < 0.95) events.push({ type: 'view', ts, dims: { product: `P${product()}`, visitor: `V${visitor()}` } });
         else events.push({ type: 'order', ts, value: (Math.floor(rnd() * 20000) / 100).toFixed(2), dims: { visitor: `V${visitor()}` } });
       }
       for (let i = 0; i < 4; i++)
-        events.push({
-          type: 'view',
-          ts: dayTs - Math.floor(rnd() * DAY * 0.9),
-          dims: { product: `P${1 + Math.floor(rnd() * 40)}`, visitor: HEAVY },
-        });
+        events.push({ type: 'view', ts: at(), dims: { product: `P${1 + Math.floor(rnd() * 40)}`, visitor: HEAVY } });
       heavyViews += 4;
       if (d % 20 === 0) events.push({ type: 'order', ts: dayTs - 3_600_000, value: '42.50', dims: { visitor: HEAVY } });
       await apply(`q-${++batchNo}`, events);
@@ -257,22 +254,14 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
 const ms = (n: number) => n.toFixed(2);
 type QueryFigure = Awaited<ReturnType<typeof measure>>;
 
+const AVERAGED = ['p50', 'p99', 'mean', 'readUnitsPerCall', 'cpuMsPerCall', 'serverMeanMs', 'httpP50', 'httpP99'] as const;
+
 /** Two rounds of one side as one: each row's figures averaged (the most DynamoDB requests kept), the ingest summed. */
 function meanOf(a: QueryFigure, b: QueryFigure): QueryFigure {
   const rows = a.rows.map((x) => {
     const y = b.rows.find((r) => r.label === x.label)!;
-    const mean = (f: (r: typeof x) => number) => (f(x) + f(y)) / 2;
-    return {
-      ...x,
-      calls: x.calls + y.calls,
-      ...Object.fromEntries(
-        (['p50', 'p99', 'mean', 'readUnitsPerCall', 'cpuMsPerCall', 'serverMeanMs', 'httpP50', 'httpP99'] as const).map((k) => [
-          k,
-          mean((r) => r[k]),
-        ]),
-      ),
-      maxDynamoRequests: Math.max(x.maxDynamoRequests, y.maxDynamoRequests),
-    };
+    const means = Object.fromEntries(AVERAGED.map((k) => [k, (x[k] + y[k]) / 2]));
+    return { ...x, calls: x.calls + y.calls, ...means, maxDynamoRequests: Math.max(x.maxDynamoRequests, y.maxDynamoRequests) };
   });
   const [ingested, ingestSeconds] = [a.ingested + b.ingested, a.ingestSeconds + b.ingestSeconds];
   return { rows, historyDays: a.historyDays, ingested, ingestSeconds, loadAverage: (a.loadAverage + b.loadAverage) / 2 };
@@ -292,11 +281,10 @@ export const queryFigure = figure('query', async (ctx) => {
     const rulesFile = join(dir, 'rules.json');
     writeFileSync(rulesFile, JSON.stringify(BASELINE_RULES));
     try {
-      const here1 = await measureHere<QueryFigure>(ctx, 'query', rulesFile);
-      const then1 = await measureInBaseline<QueryFigure>(ctx, 'query', rulesFile);
-      const then2 = await measureInBaseline<QueryFigure>(ctx, 'query', rulesFile);
-      after = meanOf(here1, await measureHere<QueryFigure>(ctx, 'query', rulesFile));
-      before = meanOf(then1, then2);
+      const round = (side: 'baseline' | 'this checkout') => measureIn<QueryFigure>(ctx, 'query', side, rulesFile);
+      const here1 = await round('this checkout');
+      const [then1, then2] = [await round('baseline'), await round('baseline')];
+      [after, before] = [meanOf(here1, await round('this checkout')), meanOf(then1, then2)];
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -190,22 +190,15 @@ async function bytesOf(redis: Redis, keys: readonly string[]): Promise<number> {
 /** Every key matching `pattern` (SCAN). */
 async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
   const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    keys.push(...batch);
-    cursor = next;
-  } while (cursor !== '0');
+  for await (const batch of redis.scanStream({ match: pattern, count: 1000 })) keys.push(...(batch as string[]));
   return keys;
 }
 
 /**
- * Redis bytes of the daily rankings (top lists) and of the rows' cache versions, applied and acknowledged through
- * BucketStore on a fresh redis-server. Each of `stores` stores gets a day of `members` products viewed and ordered
- * and as many pages viewed: the default rules' 4 rankings of a store-day (product ViewCount, OrderCount, Revenue;
- * page PageViews) of `members` members each, with ids as the bench's (`P<n>`; pages `/p/<n>`). Each kind of key is
- * measured as the fall of used_memory when its keys are deleted. With `acks`, every row is then sealed, folded and
- * acknowledged as the dynamo-writer does, which leaves a cache version per row (expiring 2 days later).
+ * Redis bytes of the daily rankings (top lists) and of the rows' cache versions (the method is in the figure's markdown):
+ * `stores` stores with a day of `members` products viewed and ordered and as many pages viewed, the default rules' 4
+ * rankings of a store-day (product ViewCount, OrderCount, Revenue; page PageViews). With `acks`, every row is then
+ * sealed, folded and acknowledged as the dynamo-writer does, which leaves a cache version per row.
  */
 export async function measureRankingMemory(stores: number, members: number, acks: boolean) {
   const redisServer = await startRedis();
@@ -213,8 +206,8 @@ export async function measureRankingMemory(stores: number, members: number, acks
   const rules = compileRules(defaultRules);
   const buckets = new BucketStore({ redis, rules, prefix: 't' });
   try {
-    const now = Date.now();
-    await pool([...Array(stores).keys()], 16, async (i) => {
+    const [now, ids] = [Date.now(), [...Array(stores).keys()]];
+    await pool(ids, 16, async (i) => {
       const events = Array.from({ length: members }, (_, p): NormalizedEvent[] => [
         { type: 'view', ts: now, dims: { product: `P${p}` } },
         { type: 'order_item', ts: now, value: `${(p % 50) + 1}.99`, dims: { product: `P${p}` } },
@@ -232,15 +225,7 @@ export async function measureRankingMemory(stores: number, members: number, acks
     const rankingBytes = await bytesOf(redis, rankings);
     let cacheVersions: { keys: number; bytesPerKey: number } | undefined;
     if (acks) {
-      await pool([...Array(stores).keys()], 16, (i) =>
-        flushStore(
-          buckets,
-          `STORE${i}`,
-          () => now,
-          now + 2 * 86_400_000,
-          async () => {},
-        ),
-      );
+      await pool(ids, 16, (i) => flushStore(buckets, `STORE${i}`, () => now, now + 2 * 86_400_000));
       const keys = await scanKeys(redis, 't:{*}:v:*');
       if (keys.length !== stores * (1 + 2 * members)) throw new Error(`${keys.length} cache versions, not one per row`);
       cacheVersions = { keys: keys.length, bytesPerKey: (await bytesOf(redis, keys)) / keys.length };

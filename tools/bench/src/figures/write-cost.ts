@@ -9,7 +9,7 @@ import * as schema from '@tally/schema';
 import { cheapestRules, compileRules, defaultRules, rollup, type RulesInput } from '@tally/schema';
 import { createTestTable, startDynalite, startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
-import { measureInBaseline } from '../in-checkout';
+import { measureIn } from '../in-checkout';
 import { threeRowWriter, writeEventNaive, type Writer } from '../naive';
 import { fmt } from '../stats';
 import { eachEntity, flushStore, simulatedDay, type DayEvent } from '../workload';
@@ -99,17 +99,13 @@ async function runCrawler(env: Env, products: number) {
   await env.redis.flushall();
   const deps = await freshTable(env);
   const buckets = new BucketStore({ redis: env.redis, rules });
-  const events = Array.from({ length: products }, (_, p) => ({
-    type: 'view',
-    ts: DAY_START + MIN,
-    dims: { product: `P${p}`, visitor: 'BOT1' },
-  }));
+  const view = (p: number) => ({ type: 'view', ts: DAY_START + MIN, dims: { product: `P${p}`, visitor: 'BOT1' } });
+  const events = Array.from({ length: products }, (_, p) => view(p));
   await buckets.apply('S', 'crawl', rollup(rules, 'S', 'UTC', events), { now: DAY_START + MIN, dedupeTtlSeconds: 3600 });
   await buckets.seal('S', { now: DAY_START + 2 * MIN, minAgeMs: 0 });
   await buckets.foldSealed('S', { now: DAY_START + 2 * MIN });
   const pk = 'S#visitor#BOT1';
-  const out = await buckets.readOutbox('S', pk);
-  await writeRow(deps, pk, out.entries);
+  await writeRow(deps, pk, (await buckets.readOutbox('S', pk)).entries);
   const after = deps.meter.totals();
   deps.client.destroy();
   return { products, updates: after.requests['UpdateItem:ok'] ?? 0, writeUnits: after.writeUnits };
@@ -142,14 +138,8 @@ export async function measure(opts: { quick: boolean }) {
   const redis = new Redis(redisServer.url);
   const env = { redis, endpoint: dyn.endpoint };
   try {
-    const day = simulatedDay({
-      seed: 7,
-      sessions: opts.quick ? 800 : 2500,
-      stores: 5,
-      products: 2000,
-      visitors: 6000,
-      dayStart: DAY_START,
-    });
+    const sessions = opts.quick ? 800 : 2500;
+    const day = simulatedDay({ seed: 7, sessions, stores: 5, products: 2000, visitors: 6000, dayStart: DAY_START });
     const naive = await runNaive(env, day, opts.quick ? 20 : 10);
     const perBucket = eachEntity({ flush: { kind: 'bucket' } });
     const three = await runPipeline(env, "article's 3-row layout, flushed every 15 min", perBucket, day, threeRowWriter);
@@ -201,7 +191,7 @@ const CRAWLER_REFERENCE = [
 export const writeCostFigure = figure('write-cost', async (ctx) => {
   const f = await measure(ctx);
   // With --baseline: the same day through that commit's libraries (deterministic: write units are exact, not timed).
-  const before = ctx.baseline ? await measureInBaseline<CostFigure>(ctx, 'write-cost') : undefined;
+  const before = ctx.baseline ? await measureIn<CostFigure>(ctx, 'write-cost', 'baseline') : undefined;
   const [naive, three, packed, def, cheap] = f.runs as [CostRun, CostRun, CostRun, CostRun, CostRun];
   const compared = (before?.runs ?? []).map((b, i) => ({ design: b.design, before: b.wcuPerMillion, after: f.runs[i]!.wcuPerMillion }));
   const summary =
@@ -219,10 +209,7 @@ export const writeCostFigure = figure('write-cost', async (ctx) => {
     '',
     '| design | UpdateItems (store / product / visitor rows) | write units | WCU per million events |',
     '|---|---|---|---|',
-    ...f.runs.map(
-      (r) =>
-        `| ${r.design} | ${fmt(r.updates)}${r.byEntity ? ` (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity![e] ?? 0)).join(' / ')})` : ''} | ${fmt(r.writeUnits)} | ${fmt(r.wcuPerMillion)} |`,
-    ),
+    ...f.runs.map((r) => `| ${r.design} | ${updatesOf(r)} | ${fmt(r.writeUnits)} | ${fmt(r.wcuPerMillion)} |`),
     `| floor: one write per item touched per day | | | ${fmt(f.floorPerMillion)} |`,
     '',
     `Tally default / packed 15-min: ${((def.wcuPerMillion / packed.wcuPerMillion) * 100).toFixed(1)}% (target <= 50%). Cheapest / floor: ${(cheap.wcuPerMillion / f.floorPerMillion).toFixed(2)}x (target <= 1.2x).`,
@@ -256,12 +243,15 @@ export const writeCostFigure = figure('write-cost', async (ctx) => {
     '| run | UpdateItems (store / product / visitor rows) | write units | read units |',
     '|---|---|---|---|',
     ...[def, f.uniqueVisitors!.withSketches].map(
-      (r) =>
-        `| ${r.design} | ${fmt(r.updates)} (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity?.[e] ?? 0)).join(' / ')}) | ${fmt(r.writeUnits)} | ${fmt(r.readUnits ?? 0)} |`,
+      (r) => `| ${r.design} | ${updatesOf(r)} | ${fmt(r.writeUnits)} | ${fmt(r.readUnits ?? 0)} |`,
     ),
   ].join('\n');
   return { summary, markdown, charts: costCharts(f) };
 });
+
+/** UpdateItems, and (for pipeline runs) those of store / product / visitor rows. */
+const updatesOf = (r: CostRun) =>
+  `${fmt(r.updates)}${r.byEntity ? ` (${['store', 'product', 'visitor'].map((e) => fmt(r.byEntity![e] ?? 0)).join(' / ')})` : ''}`;
 
 /** What the sketches add to the default policy, per store-day, beside the counters' write cost. */
 function uniqueVisitorsLine(counters: CostRun, f: CostFigure): string {
