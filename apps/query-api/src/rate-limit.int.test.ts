@@ -135,6 +135,45 @@ describe("a store's request rate limit", () => {
     expect((await store(b, keys.read)).statusCode).toBe(200);
   });
 
+  it('takes a busy store’s requests from Redis in leases: one call per many requests far from the limit, never more than the limit', async () => {
+    // Its own connection, so that its commands can be counted.
+    const counted = f.redis.duplicate();
+    let calls = 0;
+    const send = counted.sendCommand.bind(counted);
+    counted.sendCommand = ((...args: Parameters<typeof send>) => (calls++, send(...args))) as typeof send;
+    try {
+      const prefix = nextPrefix();
+      // 100 per second over windows of 60 s: 6,000 per window, leases of at most 6,000 / 64 = 93.
+      const [a, b] = [
+        await limitedApp({ perSecond: 100, windowSeconds: 60, prefix, redis: counted }),
+        await limitedApp({ perSecond: 100, windowSeconds: 60, prefix, redis: counted }),
+      ];
+      for (let i = 0; i < 400; i++) expect((await store(i % 2 ? a : b, keys.read)).statusCode).toBe(200);
+      expect(calls).toBeLessThan(20); // 400 requests: about 5 leases on each instance (and the script's loading)
+      const counter = Number(await f.redis.get(counterKey(prefix, 'SHOP_R')));
+      expect(counter).toBeGreaterThanOrEqual(400);
+      expect(counter).toBeLessThanOrEqual(400 + 2 * 93);
+
+      // 5 per second over 60 s: 300 per window. Leases shrink as the count nears it: at most 300 pass, and each
+      // instance leaves at most one lease (at most 300 / 64 = 4) unused.
+      const exact = nextPrefix();
+      const [c, d] = [
+        await limitedApp({ perSecond: 5, windowSeconds: 60, prefix: exact, redis: counted }),
+        await limitedApp({ perSecond: 5, windowSeconds: 60, prefix: exact, redis: counted }),
+      ];
+      let passed = 0;
+      for (let i = 0; i < 340; i++) {
+        const r = await store(i % 2 ? c : d, keys.read);
+        if (r.statusCode === 200) passed++;
+        else expectRateLimited(r, 60);
+      }
+      expect(passed).toBeLessThanOrEqual(300);
+      expect(passed).toBeGreaterThanOrEqual(300 - 2 * 4);
+    } finally {
+      counted.disconnect();
+    }
+  });
+
   it('lets requests through while Redis does not answer the count', async () => {
     const down = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
     down.on('error', () => {});

@@ -218,7 +218,7 @@ export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   QUERY_RATE_LIMIT_PER_SECOND: int(0, 1_000_000)
     .default(5_000)
     .describe(
-      "Requests per second one store may make to the `/v1` read routes (series, totals, top, segments, store), over all its keys and every query-API replica (counted in Redis, in fixed windows of QUERY_RATE_WINDOW_SECONDS); over it that store alone gets 429 `TALLY_ERR_RATE_LIMITED` with Retry-After (the rest of the window), counted in `tally_http_rate_limited_total`. Every request counts one, whatever it reads (a totals request reads at most MAX_ITEMS_PER_QUERY items). The default is far above what a dashboard or one sequential client makes; set it to a store's fair share of the fleet. 0 = no limit.",
+      "Requests per second one store may make to the `/v1` read routes (series, totals, top, segments, store), over all its keys and every query-API replica (counted in Redis, in fixed windows of QUERY_RATE_WINDOW_SECONDS; each replica takes a busy store's requests from the count in leases of at most 1/64 of the limit, so a store spread over R replicas may be refused up to R/64 of it early); over it that store alone gets 429 `TALLY_ERR_RATE_LIMITED` with Retry-After (the rest of the window), counted in `tally_http_rate_limited_total`. Every request counts one, whatever it reads (a totals request reads at most MAX_ITEMS_PER_QUERY items). The default is far above what a dashboard or one sequential client makes; set it to a store's fair share of the fleet. 0 = no limit.",
     ),
   QUERY_RATE_WINDOW_SECONDS: int(1, 3_600)
     .default(1)

@@ -1,4 +1,4 @@
-import rateLimit from '@fastify/rate-limit';
+import rateLimit, { type FastifyRateLimitStore } from '@fastify/rate-limit';
 import type { FastifyInstance } from 'fastify';
 import type { Cluster, Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
@@ -30,7 +30,9 @@ export interface StoreRateLimitOptions {
  * multiply its budget by issuing keys, and a request without a valid key is refused before it counts). Built on
  * @fastify/rate-limit with its Redis store: fixed windows of `windowSeconds`, one Redis key per store and window (INCR
  * and PEXPIRE in one script), so a store makes at most `perSecond × windowSeconds` requests per window (twice that
- * across the end of one window and the start of the next). Every request counts one, whatever it reads. Over it the
+ * across the end of one window and the start of the next). Every request counts one, whatever it reads. Each replica
+ * takes a store's requests from Redis in leases (LeasedCounts), so a busy store costs one Redis call per many requests,
+ * not one per request. Over it the
  * request is 429 `TALLY_ERR_RATE_LIMITED` with Retry-After (the seconds left in the window), before its body is read,
  * and is counted in `tally_http_rate_limited_total{route}`. While Redis does not answer the count, requests pass: the
  * limit protects the backends, and a request that needs Redis answers its own 503.
@@ -40,8 +42,7 @@ export async function registerStoreRateLimit(app: FastifyInstance<any, any, any,
   const refused = createRateLimitedCounter(opts.registry);
   const max = Math.max(1, Math.round(opts.perSecond * opts.windowSeconds));
   await app.register(rateLimit, {
-    redis: opts.redis,
-    nameSpace: `${opts.keyPrefix}:query-rate:`,
+    store: LeasedCounts.for(opts.redis, `${opts.keyPrefix}:query-rate:`),
     keyGenerator: (req) => `{${principalOf(req).store}}`,
     max,
     timeWindow: opts.windowSeconds * 1_000,
@@ -64,4 +65,90 @@ export async function registerStoreRateLimit(app: FastifyInstance<any, any, any,
       );
     },
   });
+}
+
+/** A window's count as INCRBY left it, and the window's remaining ms (it starts at the window's first count). */
+const LEASE_LUA = `local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {n, redis.call('PTTL', KEYS[1])}`;
+
+/** Requests one replica may pass for a store in the current window: leased from the Redis count, `used` of them used. */
+interface Lease {
+  expiresAt: number;
+  granted: number;
+  used: number;
+  /** The window's count in Redis after this replica's last lease. */
+  total: number;
+  /** No more to lease in this window: the count reached the limit. */
+  spent: boolean;
+  pending?: Promise<void> | undefined;
+}
+
+/** The largest share of a window's limit one lease takes: a replica leaves at most this much of it unused. */
+const MAX_LEASE_SHARE = 1 / 64;
+
+/**
+ * @fastify/rate-limit's store for the per-store limit: the count of each store and window lives in Redis (one key, as
+ * the library's own Redis store keeps it: INCRBY, PEXPIRE at the window's first count), and each replica leases
+ * requests from it rather than counting each one: a lease is an eighth of what the replica last saw left in the
+ * window, at most MAX_LEASE_SHARE of the limit and at least 1, so near the limit (and for small limits) every request
+ * is counted in Redis as before, while a busy store far from it costs one Redis call per many requests. A lease is
+ * never more than what is left, so no more than the limit pass; a store spread over R replicas can be refused up to
+ * R leases early in a window (at most R × MAX_LEASE_SHARE of its limit).
+ */
+class LeasedCounts implements FastifyRateLimitStore {
+  private readonly leases = new Map<string, Lease>();
+
+  private constructor(
+    private readonly redis: Redis | Cluster,
+    private readonly prefix: string,
+  ) {
+    // EVALSHA of the script, loaded once per connection (as ioredis does for a defined command).
+    if (!('tallyRateLease' in redis)) redis.defineCommand('tallyRateLease', { numberOfKeys: 1, lua: LEASE_LUA });
+  }
+
+  /** The store class the plugin constructs (it passes only its options). */
+  static for(redis: Redis | Cluster, prefix: string) {
+    return class extends LeasedCounts {
+      constructor() {
+        super(redis, prefix);
+      }
+    };
+  }
+
+  incr(key: string, cb: (err: Error | null, res?: { current: number; ttl: number }) => void, timeWindow: number, max: number): void {
+    this.take(key, timeWindow, max).then((res) => cb(null, res), cb);
+  }
+
+  child(): FastifyRateLimitStore {
+    return this;
+  }
+
+  private async take(key: string, windowMs: number, max: number): Promise<{ current: number; ttl: number }> {
+    for (;;) {
+      const now = Date.now();
+      let lease = this.leases.get(key);
+      if (!lease || lease.expiresAt <= now) {
+        if (this.leases.size >= 10_000) for (const [k, l] of this.leases) if (l.expiresAt <= now) this.leases.delete(k);
+        lease = { expiresAt: now + windowMs, granted: 0, used: 0, total: 0, spent: false };
+        this.leases.set(key, lease);
+      }
+      if (lease.used < lease.granted) return { current: ++lease.used, ttl: lease.expiresAt - now };
+      if (lease.spent) return { current: max + 1, ttl: lease.expiresAt - now };
+      lease.pending ??= this.lease(key, lease, windowMs, max).finally(() => (lease.pending = undefined));
+      await lease.pending;
+    }
+  }
+
+  private async lease(key: string, lease: Lease, windowMs: number, max: number): Promise<void> {
+    const size = Math.max(1, Math.min(Math.floor((max - lease.total) / 8), Math.floor(max * MAX_LEASE_SHARE)));
+    const leaseCall = (this.redis as unknown as { tallyRateLease: (...args: Array<string | number>) => Promise<[number, number]> })
+      .tallyRateLease;
+    const [total, ttl] = await leaseCall.call(this.redis, this.prefix + key, size, windowMs);
+    const granted = Math.max(0, Math.min(size, max - (total - size)));
+    lease.granted += granted;
+    lease.total = total;
+    lease.spent = granted < size || total >= max;
+    if (ttl > 0) lease.expiresAt = Date.now() + ttl;
+  }
 }
