@@ -217,7 +217,8 @@ async function start(): Promise<void> {
   print(`Tally ${state}. Ctrl-C stops it.`);
   const extra: Record<string, string> = { collector: '   POST /v1/events', 'query-api': `   dashboard ${urls['query-api']}/` };
   APPS.forEach((a, i) => row(a.name, urls[a.name]! + (extra[a.name] ?? ''), i));
-  row('metrics', APPS.map((a) => `${urls[a.name]}/metrics`).join('  '));
+  const token = childBaseEnv['METRICS_TOKEN'] ? '   (with Authorization: Bearer $METRICS_TOKEN)' : '';
+  row('metrics', APPS.map((a) => `${urls[a.name]}/metrics`).join('  ') + token);
   row('health', '/healthz and /readyz on each app');
   row('redis', `${redisShown}   (${redis.note})`);
   row('dynamodb', `${dynamo.endpoint}   table ${table} (${dynamo.note})`);
