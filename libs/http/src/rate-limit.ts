@@ -81,6 +81,8 @@ interface Lease {
   total: number;
   /** No more to lease in this window: the count reached the limit. */
   spent: boolean;
+  /** Requests of this replica waiting for a lease: the next lease covers them all, so a burst waits one call, not one each. */
+  waiters: number;
   pending?: Promise<void> | undefined;
 }
 
@@ -91,13 +93,16 @@ const MAX_LEASE_SHARE = 1 / 64;
  * @fastify/rate-limit's store for the per-store limit: the count of each store and window lives in Redis (one key, as
  * the library's own Redis store keeps it: INCRBY, PEXPIRE at the window's first count), and each replica leases
  * requests from it rather than counting each one: a lease is an eighth of what the replica last saw left in the
- * window, at most MAX_LEASE_SHARE of the limit and at least 1, so near the limit (and for small limits) every request
- * is counted in Redis as before, while a busy store far from it costs one Redis call per many requests. A lease is
+ * window, at most MAX_LEASE_SHARE of the limit and at least 1 (or the requests waiting for it, if more), so near the
+ * limit (and for small limits) every request is counted in Redis as before, while a busy store far from it costs one
+ * Redis call per many requests; a burst of one store's requests waits at most two calls. A lease is
  * never more than what is left, so no more than the limit pass; a store spread over R replicas can be refused up to
  * R leases early in a window (at most R × MAX_LEASE_SHARE of its limit).
  */
 class LeasedCounts implements FastifyRateLimitStore {
+  /** Each store's lease of the current window; expired ones are swept once the map has doubled since the last sweep. */
   private readonly leases = new Map<string, Lease>();
+  private sweepAt = 10_000;
 
   private constructor(
     private readonly redis: Redis | Cluster,
@@ -126,22 +131,34 @@ class LeasedCounts implements FastifyRateLimitStore {
 
   private async take(key: string, windowMs: number, max: number): Promise<{ current: number; ttl: number }> {
     for (;;) {
-      const now = Date.now();
+      // A monotonic clock: the window's end is Redis's PTTL from the lease's answer, never the wall clock's.
+      const now = performance.now();
       let lease = this.leases.get(key);
       if (!lease || lease.expiresAt <= now) {
-        if (this.leases.size >= 10_000) for (const [k, l] of this.leases) if (l.expiresAt <= now) this.leases.delete(k);
-        lease = { expiresAt: now + windowMs, granted: 0, used: 0, total: 0, spent: false };
+        if (this.leases.size >= this.sweepAt) this.sweep(now);
+        lease = { expiresAt: now + windowMs, granted: 0, used: 0, total: 0, spent: false, waiters: 0 };
         this.leases.set(key, lease);
       }
       if (lease.used < lease.granted) return { current: ++lease.used, ttl: lease.expiresAt - now };
       if (lease.spent) return { current: max + 1, ttl: lease.expiresAt - now };
-      lease.pending ??= this.lease(key, lease, windowMs, max).finally(() => (lease.pending = undefined));
-      await lease.pending;
+      lease.waiters++;
+      try {
+        lease.pending ??= this.lease(key, lease, windowMs, max).finally(() => (lease.pending = undefined));
+        await lease.pending;
+      } finally {
+        lease.waiters--;
+      }
     }
   }
 
+  private sweep(now: number): void {
+    for (const [k, l] of this.leases) if (l.expiresAt <= now && !l.pending) this.leases.delete(k);
+    this.sweepAt = Math.max(10_000, 2 * this.leases.size);
+  }
+
   private async lease(key: string, lease: Lease, windowMs: number, max: number): Promise<void> {
-    const size = Math.max(1, Math.min(Math.floor((max - lease.total) / 8), Math.floor(max * MAX_LEASE_SHARE)));
+    const share = Math.min(Math.floor((max - lease.total) / 8), Math.floor(max * MAX_LEASE_SHARE));
+    const size = Math.max(1, share, lease.waiters);
     const leaseCall = (this.redis as unknown as { tallyRateLease: (...args: Array<string | number>) => Promise<[number, number]> })
       .tallyRateLease;
     const [total, ttl] = await leaseCall.call(this.redis, this.prefix + key, size, windowMs);
@@ -149,6 +166,6 @@ class LeasedCounts implements FastifyRateLimitStore {
     lease.granted += granted;
     lease.total = total;
     lease.spent = granted < size || total >= max;
-    if (ttl > 0) lease.expiresAt = Date.now() + ttl;
+    if (ttl > 0) lease.expiresAt = performance.now() + ttl;
   }
 }

@@ -75,7 +75,8 @@ export async function startApp(app: AppName, opts: StartAppOptions): Promise<App
       name: opts.name ?? app,
       echo: opts.echo,
       ...(opts.onLine ? { onLine: opts.onLine } : {}),
-      env: { LOG_LEVEL: 'warn', ...env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
+      // The harness reads /metrics without a token: one in the caller's environment is not passed on (a test sets its own).
+      env: { LOG_LEVEL: 'warn', METRICS_TOKEN: undefined, ...env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
     });
   const healthy = async (proc: ProcessHandle) => {
     const died = proc.exited.then((exit) => {

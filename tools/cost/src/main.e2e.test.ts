@@ -8,8 +8,10 @@ import { DEFAULT_MEASURED } from './sizing';
 
 const main = new URL('./main.ts', import.meta.url).pathname;
 
-async function run(...args: string[]) {
-  const p = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', main, ...args], { name: 'cost' });
+const run = (...args: string[]) => runWith({}, ...args);
+
+async function runWith(env: Record<string, string>, ...args: string[]) {
+  const p = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', main, ...args], { name: 'cost', env });
   const exit = await p.exited;
   return { code: exit.code, output: p.output() };
 }
@@ -65,6 +67,25 @@ describe('npm run cost', () => {
     } finally {
       writer.server.close();
       idle.server.close();
+    }
+  });
+
+  it('sends METRICS_TOKEN of its environment as the bearer token of each /metrics it reads', async () => {
+    const seen: Array<string | undefined> = [];
+    const server = createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.end('tally_events_applied_total{app="bucket-aggregator"} 0\n');
+    }).listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      await runWith({ METRICS_TOKEN: 'cost-test-token-0123456789' }, '--aggregator', url, '--writer', url);
+      expect(seen).toEqual(['Bearer cost-test-token-0123456789', 'Bearer cost-test-token-0123456789']);
+      seen.length = 0;
+      await runWith({ METRICS_TOKEN: '' }, '--aggregator', url, '--writer', url);
+      expect(seen).toEqual([undefined, undefined]);
+    } finally {
+      server.close();
     }
   });
 

@@ -28,7 +28,7 @@ const SIZE_FLAGS: Record<string, string> = {
 };
 
 const USAGE = `usage: npm run cost -- [--aggregator URL]... [--writer URL]... [--price USD per 1M write units] [--read-price USD per 1M read units] [--json]
-         write and read units and dollars per million events of a running fleet, from its apps' /metrics
+         write and read units and dollars per million events of a running fleet, from its apps' /metrics (bearer METRICS_TOKEN if set)
        npm run cost -- size [--${Object.keys(SIZE_FLAGS).join(' N] [--')} N]
          the sizing of docs/SCALING.md from a workload and measured figures (defaults: that document's)
 `;
@@ -103,7 +103,8 @@ const price = nonNegative('tally cost', 'price', values.price, ' of USD per mill
 const readPrice = nonNegative('tally cost', 'read-price', values['read-price'], ' of USD per million read units');
 const fetchText = async (base: string) => {
   try {
-    const res = await fetch(new URL('/metrics', base));
+    const token = process.env['METRICS_TOKEN'];
+    const res = await fetch(new URL('/metrics', base), token ? { headers: { authorization: `Bearer ${token}` } } : {});
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     return await res.text();
   } catch (err) {
