@@ -9,7 +9,7 @@
 // tests, the query API's contract in libs/contracts/src, the Vite config, package.json, and the versions of vite,
 // uplot and zod) is kept in dist/.build-inputs.sha256.
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,16 +22,9 @@ const require = createRequire(path.join(root, 'package.json'));
 /** Files the build reads, relative to apps/dashboard, sorted (the contract lib's sources are bundled too). */
 function inputFiles() {
   const files = ['index.html', 'vite.config.ts', 'package.json'];
-  /** @param {string} dir */
-  const walk = (dir) => {
-    for (const entry of readdirSync(path.join(root, dir), { withFileTypes: true })) {
-      const rel = path.posix.join(dir, entry.name);
-      if (entry.isDirectory()) walk(rel);
-      else if (!/\.test\.ts$/.test(entry.name)) files.push(rel);
-    }
-  };
-  walk('src');
-  walk('../../libs/contracts/src');
+  for (const dir of ['src', '../../libs/contracts/src'])
+    for (const rel of readdirSync(path.join(root, dir), { recursive: true, encoding: 'utf8' }))
+      if (!/\.test\.ts$/.test(rel) && statSync(path.join(root, dir, rel)).isFile()) files.push(path.posix.join(dir, rel));
   return files.sort();
 }
 

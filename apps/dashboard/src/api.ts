@@ -6,7 +6,7 @@ import {
   type Granularity,
   type NamedRange,
   type SeriesAnswer,
-  type StoreAnswer as ApiStoreAnswer,
+  type StoreAnswer as StoreInfo,
   type TopAnswer,
 } from '@tally/contracts';
 import type { z } from 'zod';
@@ -15,14 +15,13 @@ import type { Day } from './periods';
 
 // The answers' types and schemas are the query API's own (@tally/contracts): each answer is parsed with them.
 
-type StoreInfo = ApiStoreAnswer;
 export type MetricInfo = StoreInfo['metrics'][number];
 export type SeriesPoint = SeriesAnswer['points'][number];
 /** A series over dates: the dashboard never asks for allTime, so `from` and `to` are days. */
 export type Series = SeriesAnswer & { from: Day; to: Day };
 export type TopItem = TopAnswer['items'][number];
 
-interface SeriesQuery {
+export interface SeriesQuery {
   /** `store` or `product:P1`. */
   entity: string;
   metrics: readonly string[];
@@ -118,16 +117,14 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
     } catch {
       body = undefined;
     }
-    const detail = errorDetail(body);
-    if (res.status === 401 || res.status === 403) throw new KeyRejectedError(res.status, detail?.message ?? `HTTP ${res.status}`);
+    const { message = `HTTP ${res.status}`, field } = errorDetail(body);
+    if (res.status === 401 || res.status === 403) throw new KeyRejectedError(res.status, message);
     if (res.status >= 500 || res.status === 429) {
       // 503 (5 s; 1 s while the API shuts down) and 429 say when to come back: the poller waits that long at least.
-      throw new UnreachableError(detail?.message ?? `HTTP ${res.status}`, {
-        retryAfterMs: retryAfterMs(res.headers.get('retry-after'), now()),
-      });
+      throw new UnreachableError(message, { retryAfterMs: retryAfterMs(res.headers.get('retry-after'), now()) });
     }
-    if (res.status >= 400) throw new RequestError(res.status, detail?.message ?? `HTTP ${res.status}`, detail?.field);
-    if (body === undefined || typeof body !== 'object' || body === null) {
+    if (res.status >= 400) throw new RequestError(res.status, message, field);
+    if (typeof body !== 'object' || body === null) {
       throw new UnreachableError(`${path} did not answer with JSON (HTTP ${res.status})`);
     }
     const parsed = schema.safeParse(body);
@@ -169,10 +166,8 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
 }
 
 /** An RFC 9457 problem body (application/problem+json): `detail` says what was wrong, `field` where. */
-function errorDetail(body: unknown): { message?: string; field?: string } | undefined {
-  if (typeof body !== 'object' || body === null) return undefined;
-  const b = body as Record<string, unknown>;
-  const message = typeof b['detail'] === 'string' ? b['detail'] : typeof b['title'] === 'string' ? b['title'] : undefined;
-  const field = typeof b['field'] === 'string' ? b['field'] : undefined;
-  return { ...(message !== undefined ? { message } : {}), ...(field !== undefined ? { field } : {}) };
+function errorDetail(body: unknown): { message: string | undefined; field: string | undefined } {
+  const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
+  const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  return { message: text(b['detail']) ?? text(b['title']), field: text(b['field']) };
 }

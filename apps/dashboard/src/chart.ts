@@ -1,7 +1,7 @@
 // One uPlot chart: a period (solid line) against the period before it (dashed), point by point. uPlot draws;
 // this file only configures it — labels, value formatting, sizing.
 import uPlot from 'uplot';
-import { formatCompact, formatCompactMoney, formatDayWithWeekday, formatMetric, formatMonth, type Locale } from './format';
+import { formatCompact, formatDayWithWeekday, formatMetric, formatMonth, type Locale } from './format';
 import { chartData, ESTIMATE_MARK, isEstimate, niceCeil, pickTicks, type Compared } from './series';
 
 export interface ComparisonChartOptions {
@@ -9,7 +9,6 @@ export interface ComparisonChartOptions {
   currentLabel: string;
   previousLabel: string;
   locale: Locale;
-  height?: number;
 }
 
 /** Integer steps for count axes, so 4 orders never get a tick at 0.5. */
@@ -38,18 +37,11 @@ export class ComparisonChart {
    * axis steps differ), new data only redraws.
    */
   show(compared: Compared, metric: string, scale: number, currency?: string): void {
-    const same = this.compared && this.compared.periods[0] === compared.periods[0];
+    const p = this.plotted;
+    const same = this.compared?.periods[0] === compared.periods[0] && p?.metric === metric && p.scale === scale && p.currency === currency;
     this.compared = compared;
     const data = chartData(compared, metric);
-    const p = this.plotted;
-    if (
-      this.plot &&
-      same &&
-      p?.metric === metric &&
-      p.scale === scale &&
-      p.currency === currency &&
-      this.plot.data[0].length === data[0].length
-    ) {
+    if (this.plot && same && this.plot.data[0].length === data[0].length) {
       this.plot.setData(data);
       return;
     }
@@ -65,7 +57,7 @@ export class ComparisonChart {
   }
 
   private size(): { width: number; height: number } {
-    return { width: Math.max(240, this.container.clientWidth), height: this.opts.height ?? 240 };
+    return { width: Math.max(240, this.container.clientWidth), height: 240 };
   }
 
   private periodLabel(period: string | undefined): string {
@@ -113,7 +105,7 @@ export class ComparisonChart {
           grid: { stroke: '#eceef2' },
           ticks: { show: false },
           ...(scale === 0 ? { incrs: COUNT_INCRS } : {}),
-          values: (_u, splits) => splits.map((v) => (currency ? formatCompactMoney(v, currency, locale) : formatCompact(v, locale))),
+          values: (_u, splits) => splits.map((v) => formatCompact(v, locale, currency)),
         },
       ],
       series: [

@@ -1,5 +1,11 @@
 import type { ApiClient, StoreAnswer } from './api';
+import { RequestError } from './errors';
 import type { Locale } from './format';
+import { startPoller, type Poller } from './live';
+
+/** Failed requests are retried after 2.5 s, then 5 s, then every 10 s, whatever their usual interval. */
+export const RETRY_MS = 2_500;
+export const MAX_BACKOFF_MS = 10_000;
 
 /** What every view of a signed-in store gets from the shell. */
 export interface ViewContext {
@@ -29,4 +35,25 @@ export interface StatusReporter {
 /** A mounted view; `destroy` stops its polling and removes its charts. */
 export interface View {
   destroy(): void;
+}
+
+/** Polls `run` for a view, reporting as `source` to the shell; `refused` shows why the API refused a request. */
+export function pollView(
+  ctx: ViewContext,
+  source: string,
+  intervalMs: number,
+  refused: (err: RequestError) => void,
+  run: () => Promise<void | false>,
+): Poller {
+  return startPoller({
+    intervalMs,
+    retryMs: RETRY_MS,
+    maxBackoffMs: MAX_BACKOFF_MS,
+    run,
+    onSuccess: () => ctx.status.ok(source),
+    onError: (err) => {
+      if (err instanceof RequestError) refused(err);
+      return ctx.status.failed(source, err);
+    },
+  });
 }

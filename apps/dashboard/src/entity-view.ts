@@ -1,14 +1,14 @@
 // One entity's page — the whole store, or one product: today's numbers live (polled every 2.5 s), a picked range
 // of days (last 30 by default) against the period just before it, and the last 12 months against a year earlier
 // (refreshed every minute, today's point patched live). Each chart's data downloads as CSV.
-import type { Series, SeriesPoint } from './api';
+import type { SeriesQuery, Series, SeriesPoint } from './api';
 import { ComparisonChart, type ComparisonChartOptions } from './chart';
-import type { View, ViewContext } from './context';
+import { pollView, type View, type ViewContext } from './context';
 import { chartCsv, downloadCsv } from './csv';
 import { h, replaceChildren, setText } from './dom';
-import { RequestError } from './errors';
+import type { RequestError } from './errors';
 import { formatDayLong, formatDayShort, formatMetric, formatMonth, percentChange, toNumber, type MetricValue } from './format';
-import { allOrAbort, startPoller, throttle } from './live';
+import { allOrAbort, throttle } from './live';
 import type { ShownMetric } from './metrics';
 import {
   addMonths,
@@ -30,9 +30,6 @@ const LIVE_INTERVAL_MS = 2_500;
 const HISTORY_INTERVAL_MS = 60_000;
 /** When today's numbers move, the history (and the top lists) are asked again, at most this often. */
 const REFRESH_ON_CHANGE_MS = 10_000;
-/** Failed requests are retried after 2.5 s, then 5 s, then every 10 s, whatever their usual interval. */
-export const RETRY_MS = 2_500;
-export const MAX_BACKOFF_MS = 10_000;
 
 export interface EntityViewOptions {
   /** `store` or `product:P1`. */
@@ -53,7 +50,6 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   }
   // Only what the API counts is asked for (unique visitors say "—" until it counts them).
   const names = opts.metrics.filter((m) => m.counted).map((m) => m.name);
-  const source = (what: string) => `${opts.entity}:${what}`;
 
   let todayDate: Day = ctx.store.info.today;
   let preset: RangePreset = 'last30d';
@@ -302,24 +298,16 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     monthPanel.show(m, months, `No ${m.noun} in the last 24 months yet.`);
   }
 
-  /** Polls `run`, reporting as `source` to the shell; a refused request says why in `errorEl`. */
-  const poll = (what: string, errorEl: HTMLElement, intervalMs: number, retryMs: number | undefined, run: () => Promise<void | false>) =>
-    startPoller({
-      intervalMs,
-      ...(retryMs === undefined ? {} : { retryMs }),
-      maxBackoffMs: MAX_BACKOFF_MS,
-      run,
-      onSuccess: () => ctx.status.ok(source(what)),
-      onError: (err) => {
-        if (err instanceof RequestError) {
-          errorEl.hidden = false;
-          setText(errorEl, `Tally could not answer: ${err.message}`);
-        }
-        return ctx.status.failed(source(what), err);
-      },
-    });
+  /** A refused request says why in `errorEl`. */
+  const showRefused = (errorEl: HTMLElement) => (err: RequestError) => {
+    errorEl.hidden = false;
+    setText(errorEl, `Tally could not answer: ${err.message}`);
+  };
+  /** The entity's series of the metrics counted. */
+  const series = (q: Omit<SeriesQuery, 'entity' | 'metrics'>, signal?: AbortSignal) =>
+    api.series({ entity: opts.entity, metrics: names, ...q }, signal);
 
-  const historyPoller = poll('history', historyError, HISTORY_INTERVAL_MS, RETRY_MS, async () => {
+  const historyPoller = pollView(ctx, `${opts.entity}:history`, HISTORY_INTERVAL_MS, showRefused(historyError), async () => {
     // Skipped (not a success: it asked nothing): refreshed when the tab is shown again.
     if (document.hidden && history) return false;
     if (names.length === 0) return false;
@@ -327,14 +315,10 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     const asked = range;
     const c = comparisonWindow(asked);
     const [current, previous, months, yesterday] = await allOrAbort<[Series, Series, Series, Series]>([
-      (signal) => api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: asked.from, to: asked.to }, signal),
-      (signal) => api.series({ entity: opts.entity, metrics: names, granularity: 'day', from: c.from, to: c.to }, signal),
-      (signal) =>
-        api.series(
-          { entity: opts.entity, metrics: names, granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to },
-          signal,
-        ),
-      (signal) => api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'yesterday' }, signal),
+      (signal) => series({ granularity: 'day', from: asked.from, to: asked.to }, signal),
+      (signal) => series({ granularity: 'day', from: c.from, to: c.to }, signal),
+      (signal) => series({ granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to }, signal),
+      (signal) => series({ granularity: 'day', range: 'yesterday' }, signal),
     ]);
     // The range changed while these were asked: the poke that changed it asks again.
     if (asked !== range) return;
@@ -361,23 +345,23 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   }, REFRESH_ON_CHANGE_MS);
   const sameValues = (a: SeriesPoint['values'], b: SeriesPoint['values']) => names.every((n) => String(a[n]) === String(b[n]));
 
-  const livePoller = poll('live', todayError, LIVE_INTERVAL_MS, undefined, async () => {
+  const livePoller = pollView(ctx, `${opts.entity}:live`, LIVE_INTERVAL_MS, showRefused(todayError), async () => {
     // Nobody is looking: no requests until the tab is shown again (then at once, below). Not a success either.
     if (document.hidden || names.length === 0) return false;
-    const series = await api.series({ entity: opts.entity, metrics: names, granularity: 'day', range: 'today' });
-    const point = series.points.find((p) => p.period === series.to) ?? { period: series.to, values: series.totals };
-    if (series.to !== todayDate) {
+    const today = await series({ granularity: 'day', range: 'today' });
+    const point = today.points.find((p) => p.period === today.to) ?? { period: today.to, values: today.totals };
+    if (today.to !== todayDate) {
       // Midnight in the store's time zone: the windows (and a preset range) move, so the history is asked again.
-      todayDate = series.to;
+      todayDate = today.to;
       if (preset !== 'custom') range = presetWindow(preset, todayDate);
       renderRangeBar();
       historyPoller.poke();
     }
     const changed = live !== undefined && live.point.period === point.period && !sameValues(live.point.values, point.values);
-    live = { series, point };
+    live = { series: today, point };
     if (changed) refreshOnChange();
     todayError.hidden = true;
-    ctx.status.fresh(series.asOf);
+    ctx.status.fresh(today.asOf);
     renderToday();
     renderHistory();
   });

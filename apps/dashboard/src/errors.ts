@@ -1,14 +1,8 @@
 // What can go wrong talking to the query API, as the dashboard tells it to the store owner. Stable codes, like
 // the libs' TALLY_ERR_* errors, so views switch on `code` rather than on messages.
 
-type DashboardErrorCode = 'TALLY_ERR_KEY_REJECTED' | 'TALLY_ERR_UNREACHABLE' | 'TALLY_ERR_REQUEST';
-
-abstract class DashboardError extends Error {
-  abstract readonly code: DashboardErrorCode;
-}
-
 /** 401 or 403: the read key is unknown, revoked, or not a read key. The dashboard signs out. */
-export class KeyRejectedError extends DashboardError {
+export class KeyRejectedError extends Error {
   readonly code = 'TALLY_ERR_KEY_REJECTED';
   constructor(
     readonly status: number,
@@ -23,7 +17,7 @@ export class KeyRejectedError extends DashboardError {
  * No answer, a timeout, a 5xx or 429, or an answer that is not the API's JSON: try again later, and not before
  * `retryAfterMs` when the API said so (Retry-After; the poller waits it out, live.ts RetryHint).
  */
-export class UnreachableError extends DashboardError {
+export class UnreachableError extends Error {
   readonly code = 'TALLY_ERR_UNREACHABLE';
   readonly retryAfterMs?: number;
   constructor(detail: string, options?: { cause?: unknown; retryAfterMs?: number | undefined }) {
@@ -37,7 +31,7 @@ export class UnreachableError extends DashboardError {
  * The API refused the request itself (400, 404): retrying the same request soon will not help, so the poller waits
  * (live.ts RetryHint) until the request changes (a poke) or a full interval has passed.
  */
-export class RequestError extends DashboardError {
+export class RequestError extends Error {
   readonly code = 'TALLY_ERR_REQUEST';
   readonly refused = true;
   constructor(

@@ -8,7 +8,8 @@ export type MetricValue = number | string;
 /** `undefined` = the runtime's default locale (the browser's language). */
 export type Locale = string | undefined;
 
-const DECIMAL = /^(-)?(\d+)(?:\.(\d+))?$/;
+/** A plain decimal: sign, whole digits, fraction digits. */
+export const DECIMAL = /^(-)?(\d+)(?:\.(\d+))?$/;
 
 function numberParts(locale: Locale): { decimal: string; minus: string } {
   const parts = new Intl.NumberFormat(locale).formatToParts(-1.5);
@@ -52,11 +53,6 @@ export function formatMoney(value: MetricValue, scale: number, currency: string,
   return money.format(text as unknown as number);
 }
 
-/** Axis ticks of money: `€1.2K`. */
-export function formatCompactMoney(n: number, currency: string, locale?: Locale): string {
-  return new Intl.NumberFormat(locale, { style: 'currency', currency, notation: 'compact', maximumFractionDigits: 1 }).format(n);
-}
-
 /** A metric value for display: money in the store's currency when given, decimals at the metric's scale, counts grouped. */
 export function formatMetric(value: MetricValue, scale: number, locale?: Locale, currency?: string): string {
   if (currency !== undefined) return formatMoney(value, scale, currency, locale);
@@ -72,9 +68,10 @@ export function toNumber(value: MetricValue | undefined): number {
   return Number.isFinite(n) ? n : 0;
 }
 
-/** Axis ticks: `1.2K`, `3M`. */
-export function formatCompact(n: number, locale?: Locale): string {
-  return new Intl.NumberFormat(locale, { notation: 'compact', maximumFractionDigits: 1 }).format(n);
+/** Axis ticks: `1.2K`, `3M`; money in `currency` when given: `€1.2K`. */
+export function formatCompact(n: number, locale?: Locale, currency?: string): string {
+  const money: Intl.NumberFormatOptions = currency ? { style: 'currency', currency } : {};
+  return new Intl.NumberFormat(locale, { ...money, notation: 'compact', maximumFractionDigits: 1 }).format(n);
 }
 
 export interface Change {
@@ -88,7 +85,7 @@ export function percentChange(current: number, previous: number, locale?: Locale
   if (previous === 0) return current === 0 ? { text: '–', direction: 'none' } : { text: 'new', direction: 'new' };
   const pct = Math.round(((current - previous) / Math.abs(previous)) * 100);
   if (pct === 0) return { text: '±0%', direction: 'flat' };
-  const abs = new Intl.NumberFormat(locale, { maximumFractionDigits: 0 }).format(Math.abs(pct));
+  const abs = formatCount(Math.abs(pct), locale);
   return pct > 0 ? { text: `+${abs}%`, direction: 'up' } : { text: `\u2212${abs}%`, direction: 'down' };
 }
 
@@ -102,27 +99,19 @@ export function formatAge(ageMs: number): string {
 }
 
 // Calendar periods are already the store's days and months; format them at UTC so the browser's zone never shifts them.
-const utc = (locale: Locale, options: Intl.DateTimeFormatOptions) => new Intl.DateTimeFormat(locale, { ...options, timeZone: 'UTC' });
+const periodFormat =
+  (options: Intl.DateTimeFormatOptions) =>
+  (period: Day | Month, locale?: Locale): string =>
+    new Intl.DateTimeFormat(locale, { ...options, timeZone: 'UTC' }).format(periodStartMs(period));
 
 /** `May 3` (en-US) / `3 May` (en-GB). */
-export function formatDayShort(day: Day, locale?: Locale): string {
-  return utc(locale, { month: 'short', day: 'numeric' }).format(periodStartMs(day));
-}
-
+export const formatDayShort = periodFormat({ month: 'short', day: 'numeric' });
 /** `Wed, May 3` — for axes and lists, where the weekday matters to a shop. */
-export function formatDayWithWeekday(day: Day, locale?: Locale): string {
-  return utc(locale, { weekday: 'short', month: 'short', day: 'numeric' }).format(periodStartMs(day));
-}
-
+export const formatDayWithWeekday = periodFormat({ weekday: 'short', month: 'short', day: 'numeric' });
 /** `Wednesday, May 3, 2023`. */
-export function formatDayLong(day: Day, locale?: Locale): string {
-  return utc(locale, { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' }).format(periodStartMs(day));
-}
-
+export const formatDayLong = periodFormat({ weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
 /** `May 2023`. */
-export function formatMonth(month: Month, locale?: Locale): string {
-  return utc(locale, { month: 'short', year: 'numeric' }).format(periodStartMs(month));
-}
+export const formatMonth = periodFormat({ month: 'short', year: 'numeric' });
 
 /** A wall-clock time in the store's time zone: `14:03:05` / `2:03:05 PM`. */
 export function formatTimeInZone(ms: number, timeZone: string, locale?: Locale): string {

@@ -143,17 +143,17 @@ export interface Throttled {
 }
 
 /** At most one call per `minGapMs`, the last request never dropped (a trailing call). */
-export function throttle(fn: () => void, minGapMs: number, now: () => number = Date.now): Throttled {
+export function throttle(fn: () => void, minGapMs: number): Throttled {
   let last = -Infinity;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const fire = () => {
     timer = undefined;
-    last = now();
+    last = Date.now();
     fn();
   };
   const call = (() => {
     if (timer !== undefined) return;
-    const wait = last + minGapMs - now();
+    const wait = last + minGapMs - Date.now();
     if (wait <= 0) fire();
     else timer = setTimeout(fire, wait);
   }) as Throttled;

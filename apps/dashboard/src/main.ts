@@ -2,7 +2,7 @@
 import 'uplot/dist/uPlot.min.css';
 import './styles.css';
 import { createApiClient, type ApiClient, type StoreAnswer } from './api';
-import type { View } from './context';
+import { MAX_BACKOFF_MS, RETRY_MS, type View } from './context';
 import { h, replaceChildren } from './dom';
 import { KeyRejectedError, UnreachableError } from './errors';
 import { startPoller, type Poller } from './live';
@@ -11,8 +11,6 @@ import { mountSignIn, type SignInView } from './sign-in';
 
 /** Where the read key is kept between visits; "Sign out" removes it. */
 export const KEY_STORAGE = 'tally.readKey';
-const RETRY_MS = 2_500;
-const MAX_RETRY_MS = 10_000;
 
 const root = document.getElementById('app')!;
 const locale = navigator.language || undefined;
@@ -63,7 +61,7 @@ function connect(key: string, form?: SignInView): void {
   form?.busy(true);
   connecting = startPoller({
     intervalMs: RETRY_MS,
-    maxBackoffMs: MAX_RETRY_MS,
+    maxBackoffMs: MAX_BACKOFF_MS,
     run: async () => {
       const store = await api.store();
       connecting?.stop();

@@ -1,4 +1,5 @@
 // The metrics a store owner sees, in the order shown, with their names in plain words.
+import { UNIQUE_VISITORS } from '@tally/contracts';
 import type { MetricInfo } from './api';
 
 export interface ShownMetric {
@@ -18,8 +19,6 @@ export interface ShownMetric {
   /** The ISO 4217 code money metrics are shown in (the store's currency), when the store has one. */
   currency?: string;
 }
-
-const UNIQUE_VISITORS = 'UniqueVisitors';
 
 const KNOWN: Record<string, { label: string; noun: string; money?: boolean; additive?: boolean }> = {
   [UNIQUE_VISITORS]: { label: 'Unique visitors', noun: 'unique visitors', additive: false },

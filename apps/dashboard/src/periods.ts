@@ -11,11 +11,9 @@ const DAY = /^(\d{4})-(\d{2})-(\d{2})$/;
 const MONTH = /^(\d{4})-(\d{2})$/;
 const MS_PER_DAY = 86_400_000;
 
+/** A real day `YYYY-MM-DD` (not `2023-02-30`). */
 export function isDay(s: string): boolean {
-  const m = DAY.exec(s);
-  if (!m) return false;
-  const ms = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
-  return new Date(ms).toISOString().slice(0, 10) === s;
+  return DAY.test(s) && addDays(s, 0) === s;
 }
 
 /** Milliseconds of the UTC midnight that starts `day` (or the first day of a month `YYYY-MM`). */
@@ -86,19 +84,17 @@ export function dashboardWindows(today: Day): DashboardWindows {
   return { months, previousMonths, monthsRequest: { from: firstDayOf(previousMonths.from), to: today } };
 }
 
-/** Every day from `from` to `to`, inclusive. */
-export function listDays(from: Day, to: Day): Day[] {
-  const out: Day[] = [];
-  for (let d = from; d <= to; d = addDays(d, 1)) out.push(d);
+/** Every period from `from` to `to`, inclusive, `next` after another. */
+function listPeriods(from: string, to: string, next: (period: string) => string): string[] {
+  const out: string[] = [];
+  for (let p = from; p <= to; p = next(p)) out.push(p);
   return out;
 }
 
+/** Every day from `from` to `to`, inclusive. */
+export const listDays = (from: Day, to: Day): Day[] => listPeriods(from, to, (d) => addDays(d, 1));
 /** Every month from `from` to `to`, inclusive. */
-export function listMonths(from: Month, to: Month): Month[] {
-  const out: Month[] = [];
-  for (let m = from; m <= to; m = addMonths(m, 1)) out.push(m);
-  return out;
-}
+export const listMonths = (from: Month, to: Month): Month[] => listPeriods(from, to, (m) => addMonths(m, 1));
 
 /** The ranges the picker offers; `custom` is any from/to. */
 export const RANGE_PRESETS = [

@@ -1,7 +1,7 @@
 // Pure data shaping between the API's points and what the views show: a period and the one before it, aligned
 // point by point; exact sums of decimal strings; today's live point patched into the day series.
 import type { SeriesPoint } from './api';
-import { toNumber, type MetricValue } from './format';
+import { DECIMAL, toNumber, type MetricValue } from './format';
 import { periodStartMs } from './periods';
 
 export interface Compared {
@@ -71,8 +71,6 @@ export function chartData(compared: Compared, metric: string): [number[], number
 export function isEmpty(compared: Compared, metric: string): boolean {
   return [...compared.current, ...compared.previous].every((p) => toNumber(p.values[metric]) === 0);
 }
-
-const DECIMAL = /^(-)?(\d+)(?:\.(\d+))?$/;
 
 /**
  * Exact sum: numbers add as numbers while the sum stays within Number.MAX_SAFE_INTEGER; if any value is a decimal

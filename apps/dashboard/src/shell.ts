@@ -85,7 +85,6 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
       if (err instanceof UnreachableError) {
         unreachable.add(source);
         renderBanner();
-        return true;
       }
       // A refused request (the view shows why): polling goes on, so the next range asked for is answered; the poller
       // does not ask the refused one again soon (live.ts RetryHint).
@@ -100,6 +99,8 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
 
   const ctx: ViewContext = { api: opts.api, store: opts.store, locale: opts.locale, status };
   let view: View | undefined;
+  /** The routed page: its head (title, links), then `body`. */
+  const page = (body: HTMLElement, ...head: HTMLElement[]) => replaceChildren(main, h('div', { class: 'page-head' }, ...head), body);
 
   function mountRoute(route: Route): View {
     switch (route.name) {
@@ -113,7 +114,7 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
           tops.push(mountTopLists(ctx, { title: 'Top pages', testid: 'top-pages' }, pages));
         }
         const body = h('div', { class: 'entity' });
-        replaceChildren(main, h('div', { class: 'page-head' }, h('h1', {}, 'Store overview')), body);
+        page(body, h('h1', {}, 'Store overview'));
         const entity = mountEntityView(body, ctx, {
           entity: 'store',
           metrics: shownMetrics(info.metrics, STORE_METRICS, 'store', currency),
@@ -131,15 +132,10 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
       }
       case 'product': {
         const body = h('div', { class: 'entity' });
-        replaceChildren(
-          main,
-          h(
-            'div',
-            { class: 'page-head' },
-            h('a', { href: OVERVIEW_HREF, class: 'back' }, '← Store overview'),
-            h('h1', { 'data-testid': 'product-title' }, 'Product ', h('span', { class: 'product-id' }, route.id)),
-          ),
+        page(
           body,
+          h('a', { href: OVERVIEW_HREF, class: 'back' }, '← Store overview'),
+          h('h1', { 'data-testid': 'product-title' }, 'Product ', h('span', { class: 'product-id' }, route.id)),
         );
         return mountEntityView(body, ctx, {
           entity: `product:${route.id}`,
@@ -147,10 +143,9 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
         });
       }
       case 'not-found':
-        replaceChildren(
-          main,
-          h('div', { class: 'page-head' }, h('h1', {}, 'Nothing here')),
+        page(
           h('p', {}, 'This address does not name a page of the dashboard. ', h('a', { href: OVERVIEW_HREF }, 'Go to the store overview.')),
+          h('h1', {}, 'Nothing here'),
         );
         return { destroy() {} };
     }

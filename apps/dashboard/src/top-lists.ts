@@ -1,12 +1,10 @@
 // The store's top lists of the last 30 days: products by views and by orders (each linking to the product's own
 // page), and pages by views (their paths, as the API decodes them).
 import type { TopItem } from './api';
-import type { ViewContext } from './context';
+import { pollView, type ViewContext } from './context';
 import { h, replaceChildren } from './dom';
-import { RequestError } from './errors';
+import type { RequestError } from './errors';
 import { formatMetric } from './format';
-import { MAX_BACKOFF_MS, RETRY_MS } from './entity-view';
-import { startPoller } from './live';
 import type { ShownMetric } from './metrics';
 import { productHref } from './router';
 
@@ -79,25 +77,12 @@ export function mountTopLists(ctx: ViewContext, section: { title: string; testid
     );
   }
 
+  const refused = (body: HTMLElement) => (err: RequestError) =>
+    replaceChildren(body, h('p', { class: 'inline-error' }, `Tally could not list these: ${err.message}`));
   const pollers = lists.map((l) =>
-    startPoller({
-      intervalMs: TOP_INTERVAL_MS,
-      retryMs: RETRY_MS,
-      maxBackoffMs: MAX_BACKOFF_MS,
-      run: async () => {
-        if (document.hidden && l.body.querySelector('ol')) return false; // skipped: refreshed when the tab is shown again
-        render(
-          l.spec,
-          l.body,
-          await ctx.api.top({ entity: l.spec.entity, metric: l.spec.metric.name, range: 'last30d', limit: TOP_LIMIT }),
-        );
-      },
-      onSuccess: () => ctx.status.ok(testid(l.spec)),
-      onError: (err) => {
-        if (err instanceof RequestError)
-          replaceChildren(l.body, h('p', { class: 'inline-error' }, `Tally could not list these: ${err.message}`));
-        return ctx.status.failed(testid(l.spec), err);
-      },
+    pollView(ctx, testid(l.spec), TOP_INTERVAL_MS, refused(l.body), async () => {
+      if (document.hidden && l.body.querySelector('ol')) return false; // skipped: refreshed when the tab is shown again
+      render(l.spec, l.body, await ctx.api.top({ entity: l.spec.entity, metric: l.spec.metric.name, range: 'last30d', limit: TOP_LIMIT }));
     }),
   );
 

@@ -5,6 +5,14 @@ import { bodyErrorResponses, isoSchema, problemSchema as errorSchema } from './c
 // and the operator's (/v1/operator/…) with the operator credential of the configuration (ADMIN_OPERATOR_TOKEN).
 
 const SCOPE_NAMES = ['ingest', 'read', 'admin'] as const;
+/** The store the tenant examples show. */
+const TENANT_EXAMPLE = {
+  store: 'DEMO',
+  timeZone: 'Europe/Berlin',
+  createdAt: '2026-03-15T12:00:00.000Z',
+  currency: 'EUR',
+  historyMonths: 13,
+};
 const storeId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/)
@@ -35,9 +43,7 @@ export const tenantSchema = z
       .describe('Set while a deletion of the store is under way (or was interrupted: delete again to finish)'),
   })
   .describe('A store (tenant)')
-  .meta({
-    examples: [{ store: 'DEMO', timeZone: 'Europe/Berlin', createdAt: '2026-03-15T12:00:00.000Z', currency: 'EUR', historyMonths: 13 }],
-  });
+  .meta({ examples: [TENANT_EXAMPLE] });
 
 export const tenantSettingsSchema = z
   .object({
@@ -65,18 +71,7 @@ export const updatedTenantSchema = tenantSchema
       ),
   })
   .describe('The store (tenant) as changed')
-  .meta({
-    examples: [
-      {
-        store: 'DEMO',
-        timeZone: 'Europe/Berlin',
-        createdAt: '2026-03-15T12:00:00.000Z',
-        currency: 'EUR',
-        historyMonths: 13,
-        retentionRestampAt: '2026-03-16T09:31:30.000Z',
-      },
-    ],
-  });
+  .meta({ examples: [{ ...TENANT_EXAMPLE, retentionRestampAt: '2026-03-16T09:31:30.000Z' }] });
 
 const storeSettingsSchema = tenantSettingsSchema
   .extend({
@@ -89,7 +84,6 @@ const storeSettingsSchema = tenantSettingsSchema
         "Ingest budget in events per second, 1-10,000,000 (collectors apply it within KEY_CACHE_TTL_MS); null = the collectors' INGEST_BUDGET_EVENTS_PER_SECOND",
       ),
   })
-  .strict()
   .meta({ examples: [{ ingestEventsPerSecond: 5000 }] });
 
 /** The key every admin example shows. */

@@ -9,6 +9,7 @@ export * from './segments.schema';
 export * from './admin.schema';
 
 import type { z } from 'zod';
+import type { problemSchema } from './common.schema';
 import type { seriesResponseSchema } from './series.schema';
 import type { storeResponseSchema } from './store.schema';
 import type { topResponseSchema } from './top.schema';
@@ -17,3 +18,4 @@ import type { topResponseSchema } from './top.schema';
 export type StoreAnswer = z.infer<typeof storeResponseSchema>;
 export type SeriesAnswer = z.infer<typeof seriesResponseSchema>;
 export type TopAnswer = z.infer<typeof topResponseSchema>;
+export type ProblemAnswer = z.infer<typeof problemSchema>;

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { bodyErrorResponses, errorResponses, isoSchema, RANGE_NAMES, storeParam, valueSchema } from './common.schema';
+import { bodyErrorResponses, errorResponses, isoSchema, RANGE_NAMES, valueSchema } from './common.schema';
+import { storeQuerySchema } from './store.schema';
 
 export const segmentRuleSchema = z
   .object({
-    /** Metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews. */
     metric: z
       .string()
       .min(1)
@@ -11,7 +11,6 @@ export const segmentRuleSchema = z
       .describe(
         "A metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews; one visitors do not count (UniqueVisitors, PageViews in the default rules) is 400 listing what they count",
       ),
-    /** Sub-key for keyed metrics: ProductViews of product `key`. */
     key: z
       .string()
       .regex(/^[A-Za-z0-9_.:-]{1,128}$/)
@@ -37,8 +36,6 @@ export type SegmentRule = z.infer<typeof segmentRuleSchema>;
 export type Segment = z.infer<typeof segmentSchema>;
 
 export const MAX_SEGMENTS_PER_REQUEST = 20;
-
-export const segmentsQuerySchema = z.object({ store: storeParam }).strict();
 
 export const segmentsBodySchema = z
   .object({
@@ -106,7 +103,7 @@ export const segmentsRouteSchema = {
   operationId: 'evaluateSegments',
   summary: "Evaluates segment rules on one visitor's counts (history cached for the session, live data merged)",
   tags: ['segments'],
-  querystring: segmentsQuerySchema,
+  querystring: storeQuerySchema,
   body: segmentsBodySchema,
   response: { 200: segmentsResponseSchema, ...errorResponses, ...bodyErrorResponses },
 };

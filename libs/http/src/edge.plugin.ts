@@ -105,7 +105,11 @@ export const tallyEdge = fp(
       try {
         done(null, sjson.parse(body as string, null, { protoAction: 'error', constructorAction: 'error' }));
       } catch (err) {
-        done(new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', describeJsonError(err as Error), { field: 'body' }), undefined);
+        // secure-json-parse refuses `__proto__` and `constructor.prototype` keys: say so, not "not valid JSON".
+        const detail = /forbidden prototype property/.test((err as Error).message)
+          ? 'the body has a "__proto__" or "constructor.prototype" key, which is not accepted'
+          : `the body is not valid JSON: ${(err as Error).message}`;
+        done(new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', detail, { field: 'body' }), undefined);
       }
     });
 
@@ -219,7 +223,7 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
     }
     const field = path.join('.') || where;
     // A member left out is "is required", not zod's "Invalid input: expected string, received undefined".
-    const given = path.reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], req[where === 'query' ? 'query' : where]);
+    const given = path.reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], req[where]);
     const missing = issue.keyword === 'invalid_type' && path.length > 0 && given === undefined;
     // A value outside an enum names the value given and the ones known, as an unknown parameter does.
     const values = (issue.params as { values?: unknown[] }).values;
@@ -307,12 +311,4 @@ function plainIssue(keyword: string, params: IssueParams, given: unknown): strin
     default:
       return undefined;
   }
-}
-
-/** secure-json-parse refuses `__proto__` and `constructor.prototype` keys: say so, not "not valid JSON". */
-export function describeJsonError(err: Error): string {
-  if (/forbidden prototype property/.test(err.message)) {
-    return 'the body has a "__proto__" or "constructor.prototype" key, which is not accepted';
-  }
-  return `the body is not valid JSON: ${err.message}`;
 }

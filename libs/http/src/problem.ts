@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http';
-import { problemSchema } from '@tally/contracts';
+import type { ProblemAnswer } from '@tally/contracts';
 
 /** Stable codes of Tally's HTTP errors: the `code` member of every problem body. */
 export type ProblemCode =
@@ -61,19 +61,11 @@ export class HttpProblem extends Error {
   }
 }
 
-/** The RFC 9457 body Tally answers every 4xx and 5xx with. */
-export interface ProblemBody {
-  /** Always `about:blank`: `title` is the HTTP status phrase and `code` says which error it is. */
-  type: 'about:blank';
-  title: string;
-  status: number;
-  code: ProblemCode;
-  detail: string;
-  field?: string;
-  [extension: string]: unknown;
-}
-
-export function problemBody(p: HttpProblem): ProblemBody {
+/**
+ * The RFC 9457 body Tally answers every 4xx and 5xx with. Always `type: 'about:blank'`: `title` is the HTTP status
+ * phrase and `code` says which error it is.
+ */
+export function problemBody(p: HttpProblem): ProblemAnswer {
   return {
     ...p.extra,
     type: 'about:blank',
@@ -86,12 +78,11 @@ export function problemBody(p: HttpProblem): ProblemBody {
 }
 
 /** A 400 naming the request member at fault. */
-export const badRequest = (field: string, detail: string, extra?: Record<string, unknown>) =>
-  new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', detail, { field, ...(extra ? { extra } : {}) });
+export const badRequest = (field: string, detail: string) => new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', detail, { field });
 
 /** A 503 with Retry-After. */
 export const unavailable = (detail: string, retryAfterSeconds: number, cause?: unknown) =>
   new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', detail, { headers: { 'retry-after': String(retryAfterSeconds) }, cause });
 
 /** The problem body as a zod schema, for the routes' OpenAPI `response` entries (defined with the contracts, so the dashboard parses the same shape). */
-export const PROBLEM_SCHEMA = problemSchema;
+export { problemSchema as PROBLEM_SCHEMA } from '@tally/contracts';

@@ -54,18 +54,11 @@ export function createLogger(opts: CreateLoggerOptions): Logger {
   );
 }
 
-interface LoggedRequest {
-  method?: string;
-  url?: string;
-  ip?: string;
-  raw?: unknown;
-}
-
 /**
  * A request as a log line shows it. A Fastify request: method, url without the query string, client address.
  * A plain object logged as `req`: as it is, its `url` cut at the query string.
  */
-export function requestWithoutQuery(req: LoggedRequest): Record<string, unknown> {
+export function requestWithoutQuery(req: { method?: string; url?: string; ip?: string; raw?: unknown }): Record<string, unknown> {
   const url = typeof req.url === 'string' ? req.url : undefined;
   const path = url === undefined ? undefined : url.split('?')[0];
   if (req.raw === undefined) return url === undefined ? { ...req } : { ...req, url: path };

@@ -4,22 +4,18 @@ import { within } from './within';
 
 export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized'] as const satisfies readonly JobType[];
 
-export interface QueueDepthMetricsOptions {
-  /** How long a scrape waits for one queue's counts before keeping the previous values. Default 1000 ms. */
-  timeoutMs?: number;
-}
-
 type CountedQueue = Pick<Queue, 'name' | 'getJobCounts'>;
 
 /**
  * Registers `tally_queue_jobs{queue,state}`, read with `getJobCounts` on every scrape. When Redis is down or slow
  * the previous values stay and `tally_queue_metrics_errors_total{queue}` counts the miss; a scrape never throws
- * and never waits longer than `timeoutMs`. Shards of one queue (same name, other prefixes) are summed.
+ * and never waits longer than `timeoutMs` (default 1000 ms) for a queue's counts. Shards of one queue (same name,
+ * other prefixes) are summed.
  */
 export function queueDepthMetrics(
   registry: Registry,
   queues: readonly CountedQueue[],
-  opts: QueueDepthMetricsOptions = {},
+  opts: { timeoutMs?: number } = {},
 ): Gauge<'queue' | 'state'> {
   const timeoutMs = opts.timeoutMs ?? 1_000;
   // One read of Redis per scrape, shared by both metrics' collect(): the registry reads the metrics
