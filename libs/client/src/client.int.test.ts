@@ -539,6 +539,8 @@ describe('createTallyClient', () => {
     conn.on('error', () => {});
     const c = createTallyClient({ connection: conn, readyTimeoutMs: 200 });
     try {
+      // Connected first: on a loaded machine the first connection alone can take longer than readyTimeoutMs.
+      await waitFor(() => conn.status === 'ready', { timeoutMs: 10_000, message: 'the first connection' });
       expect((await c.enqueueEvents('STORE9', [view('P1')])).accepted).toBe(1);
       await redis.kill('SIGKILL');
       const started = Date.now();
