@@ -61,15 +61,14 @@ export function toStoredItem(item: Record<string, AttributeValue>): StoredItem {
     else if (v.N !== undefined) attrs.set(name, BigInt(v.N));
     else if (v.B !== undefined) (blobs ??= new Map()).set(name, v.B);
   }
-  const out: StoredItem = {
+  return {
     sk: item['sk']?.S ?? '',
     wm,
     ...(wp === undefined ? {} : { wp }),
     ...(spilled ? { spilled: true as const } : {}),
     attrs,
+    ...(blobs ? { blobs } : {}),
   };
-  if (blobs) out.blobs = blobs;
-  return out;
 }
 
 /**

@@ -202,17 +202,12 @@ async function writeItem(
       Object.assign(names, extra.names);
       Object.assign(values, extra.values);
     }
-    const adds: string[] = [];
-    let i = 0;
-    for (const [attr, v] of sums) {
+    const adds = [...sums].map(([attr, v], i) => {
       names[`#a${i}`] = attr;
       values[`:v${i}`] = { N: v.toString() };
-      adds.push(`#a${i} :v${i}`);
-      i++;
-    }
-    let written = false;
+      return `#a${i} :v${i}`;
+    });
     let spilledAt: ItemPosition | undefined;
-    let grown: ItemPosition | undefined;
     const out = await updateItem(deps, pk, sk, {
       UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')} ADD ${adds.join(', ')}`,
       ConditionExpression: condition,
@@ -221,7 +216,6 @@ async function writeItem(
     });
     if (out) {
       result.updates++;
-      written = true;
       if (rides) {
         result.extrasWritten?.push(sk);
         extra = undefined;
@@ -238,7 +232,8 @@ async function writeItem(
         at = { wm: pending[taken - 1]!.seq };
         pending = pending.slice(taken);
       }
-      if (writeUnits(out.ConsumedCapacity) >= SPILL_AT_KB) grown = at;
+      await deps.afterUpdate?.(pk, sk);
+      if (writeUnits(out.ConsumedCapacity) >= SPILL_AT_KB && (await markSpilled(deps, pk, sk, at, result))) spilledAt = at;
     } else {
       result.conditionFailures++;
       // The refusal may be the extra's condition: leave the extra to the caller, and retry the counts without it.
@@ -259,8 +254,6 @@ async function writeItem(
         }
       }
     }
-    if (written) await deps.afterUpdate?.(pk, sk);
-    if (grown && (await markSpilled(deps, pk, sk, grown, result))) spilledAt = grown;
     if (spilledAt) {
       deps.spilled?.add(pk, sk);
       // The item holds exactly the cells up to its spill position; the rest of this write goes to overflow items.

@@ -20,8 +20,6 @@ export const TABLE_KEYS = [
   { name: 'sk', type: 'S', role: 'RANGE' },
 ] as const;
 
-const NEEDED = formatKeys(TABLE_KEYS);
-
 export interface EnsureTableOptions {
   /** How long to wait for the table to become ACTIVE. Default 60 s. */
   timeoutMs?: number;
@@ -244,7 +242,7 @@ async function assertKeys(client: DynamoDBClient, tableName: string, table: Tabl
   if (ok) return;
   throw new TableError(
     'TALLY_ERR_TABLE_KEYS',
-    `DynamoDB table "${tableName}" at ${await describeEndpoint(client)} has keys ${formatKeys(has)} but Tally needs ${NEEDED}; ` +
+    `DynamoDB table "${tableName}" at ${await describeEndpoint(client)} has keys ${formatKeys(has)} but Tally needs ${formatKeys(TABLE_KEYS)}; ` +
       'set DYNAMODB_TABLE to another table or recreate this one',
     tableName,
   );

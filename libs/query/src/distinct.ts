@@ -14,12 +14,7 @@ import type { QueryRange } from './ranges';
  */
 
 /** The metrics of a request that are distinct counts of the row's entity; a distinct metric of another entity is a QueryError. */
-export function distinctMetricsOf(
-  rules: CompiledRules,
-  pk: string,
-  metrics: ReadonlyArray<{ name: string; attr: string }>,
-  field = 'metrics',
-): Set<string> {
+export function distinctMetricsOf(rules: CompiledRules, pk: string, metrics: ReadonlyArray<{ name: string; attr: string }>): Set<string> {
   const entity = rules.entityOfPk(pk);
   const own = new Set((entity ? rules.distinctOf(entity) : []).map((d) => d.attrMetric));
   const out = new Set<string>();
@@ -28,7 +23,7 @@ export function distinctMetricsOf(
     if (!isDistinct) continue;
     if (!own.has(m.attr))
       throw new QueryError(
-        field,
+        'metrics',
         `${m.name} is not counted for entity ${entity ?? '?'}; the rules give it to ${entitiesWith(rules, m.name)}`,
       );
     out.add(m.attr);
@@ -43,9 +38,6 @@ function entitiesWith(rules: CompiledRules, metric: string): string {
     .join(', ');
 }
 
-/** One union to count: blobs from DynamoDB cells and live sketches. */
-export type SketchGroup = Buffer[];
-
 /** A cell's blobs: in its item and, once that spilled, in the overflow items on the attribute's path (read with it). */
 const blobOf = (items: ReadonlyMap<string, StoredItem>, sk: string, attr: string): Buffer[] =>
   storedSketchesOf(items, sk, attr).map((b) => fromStoredSketch(b));
@@ -59,7 +51,7 @@ export function pointGroup(
   live: readonly LiveSketch[],
   metric: string,
   point: { cells: readonly Cell[]; from: string; to: string },
-): SketchGroup {
+): Buffer[] {
   return [...point.cells.flatMap((c) => blobOf(items, c.sk, c.attr(metric))), ...liveIn(live, metric, point.from, point.to)];
 }
 
@@ -70,7 +62,7 @@ export function rangeGroup(
   metric: string,
   range: QueryRange,
   cells: readonly Cell[],
-): SketchGroup {
+): Buffer[] {
   if (range === 'all')
     return [...blobOf(items, TOTAL_SK, totalAttr(metric)), ...live.filter((s) => s.metric === metric).map((s) => s.blob)];
   return [...cells.flatMap((c) => blobOf(items, c.sk, c.attr(metric))), ...liveIn(live, metric, dayKey(range.from), dayKey(range.to))];

@@ -203,7 +203,7 @@ export async function readSeries(
   deps: QueryDeps,
   req: { store: string; pk: string; metrics: MetricRef[]; range: QueryRange; granularity: Granularity; yearsFromMonths?: boolean },
 ): Promise<SeriesResult> {
-  const { range, granularity } = req;
+  const { store, pk, range, granularity } = req;
   const yearsFromMonths = req.yearsFromMonths === true && granularity === 'year';
   // Points read from the range's month items (one Query), not from the TOTAL item.
   const byMonths = range !== 'all' && (granularity === 'day' || granularity === 'month' || yearsFromMonths);
@@ -211,13 +211,7 @@ export async function readSeries(
     if (granularity === 'day' || granularity === 'month')
       throw new QueryError('granularity', `range allTime answers granularity year or total, not ${granularity}`);
   } else if (granularity === 'total') {
-    const r = await readTotals(deps, {
-      store: req.store,
-      pks: [req.pk],
-      metrics: req.metrics,
-      range,
-      yearsFromMonths: req.yearsFromMonths === true,
-    });
+    const r = await readTotals(deps, { store, pks: [pk], metrics: req.metrics, range, yearsFromMonths: req.yearsFromMonths === true });
     const { values, estimated } = r.rows[0]!;
     const point: SeriesPoint = estimated ? { period: 'total', values, estimated } : { period: 'total', values };
     return { points: [point], totals: values, estimated: r.estimated, dynamoRequests: r.dynamoRequests };
@@ -225,33 +219,27 @@ export async function readSeries(
     const months = monthsOf(range).length;
     checkCost(deps, months, 'range', `${months} month items`);
   }
-  const distinct = distinctMetricsOf(deps.rules, req.pk, req.metrics);
-  const [snap] = await deps.buckets.snapshot(req.store, [req.pk]);
+  const distinct = distinctMetricsOf(deps.rules, pk, req.metrics);
+  const [snap] = await deps.buckets.snapshot(store, [pk]);
   // Live sketches before DynamoDB, like the counts' snapshot (a sketch written in between is then in DynamoDB).
-  const live = distinct.size > 0 ? (await deps.buckets.sketches.read(req.store, [req.pk]))[0]! : [];
+  const live = distinct.size > 0 ? (await deps.buckets.sketches.read(store, [pk]))[0]! : [];
   // Day and month points read the range's month items (and their overflow items) with one Query; the rest the TOTAL item.
   const { items, requests: dynamoRequests } = await bounded('range', () =>
     byMonths
-      ? queryItems(deps.dynamo, req.pk, monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month), maxItems(deps))
-      : readTotalItem(deps, req.pk),
+      ? queryItems(deps.dynamo, pk, monthSk(range.from.year, range.from.month), monthSk(range.to.year, range.to.month), maxItems(deps))
+      : readTotalItem(deps, pk),
   );
   const merged = mergeItems(items, snap!.entries);
   // Over dates a point per period, each the sum of its cell; all time by year a point per year with counts; all
   // time one point, from the TOTAL item.
   const periods =
-    range === 'all'
-      ? granularity === 'year'
-        ? yearsOfRow(merged)
-        : undefined
-      : granularity === 'total'
-        ? undefined
-        : periodsOf(range, granularity, yearsFromMonths);
+    granularity === 'total' ? undefined : range === 'all' ? yearsOfRow(merged) : periodsOf(range, granularity, yearsFromMonths);
   const points = periods
     ? periods.map((p) => ({ period: p.period, values: sumCells(merged, req.metrics, p.cells) }))
     : [{ period: 'total', values: sumCells(merged, req.metrics, [{ sk: TOTAL_SK, attr: totalAttr }]) }];
   const totals = sumPoints(points, req.metrics);
   const metrics = req.metrics.filter((m) => distinct.has(m.attr));
-  const estimated = metrics.length > 0 ? await fillDistinctSeries(deps, req.store, metrics, items, live, periods, points, totals) : [];
+  const estimated = metrics.length > 0 ? await fillDistinctSeries(deps, store, metrics, items, live, periods, points, totals) : [];
   return { points, totals, estimated, dynamoRequests };
 }
 
@@ -378,9 +366,4 @@ export async function readTotals(
   });
   const estimated = await setDistinct(deps, req.store, groups, slots);
   return { rows, estimated, dynamoRequests: requests };
-}
-
-/** Day keys (`YYYY-DDD`) of a range, for rankings. */
-export function dayKeysOf(range: DateRange): string[] {
-  return daysOf(range).map((d) => dayKey(d));
 }

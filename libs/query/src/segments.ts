@@ -72,7 +72,7 @@ export async function evaluateSegments(
   const known = deps.historyMemo?.get(memoKey, clock);
   const [snap] = await deps.buckets.snapshot(req.store, [req.pk], true, [known?.version]);
   let items: StoredItem[];
-  let cache: 'hit' | 'miss';
+  let cache: 'hit' | 'miss' = 'hit';
   let dynamoRequests = 0;
   // Never at '0' (no version key): a row reads '0' again once its store is deleted (every key with it) and made again,
   // so a history memoised at '0' could be the deleted store's. A version set by an ack or an erasure is unique: one
@@ -80,18 +80,13 @@ export async function evaluateSegments(
   const remember = (its: StoredItem[]) => {
     if (snap!.cacheVersion !== '0') deps.historyMemo?.set(memoKey, snap!.cacheVersion, its, clock + req.cacheTtlSeconds * 1000);
   };
-  if (snap!.cache === '=' && known) {
-    cache = 'hit';
-    items = known.items;
-    void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
-  } else if (snap!.cache !== undefined && snap!.cache !== '=') {
-    cache = 'hit';
+  if (snap!.cache === '=' && known) items = known.items;
+  else if (snap!.cache !== undefined && snap!.cache !== '=') {
     items = (JSON.parse(snap!.cache) as CachedItem[]).map((c) => ({
       ...c,
       attrs: new Map(Object.entries(c.attrs).map(([k, v]) => [k, BigInt(v)])),
     }));
     remember(items);
-    void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
   } else {
     cache = 'miss';
     const q = await queryItems(deps.dynamo, req.pk, 'M', TOTAL_SK);
@@ -108,6 +103,7 @@ export async function evaluateSegments(
     );
     if (await deps.buckets.fillCache(req.store, req.pk, snap!.cacheVersion, json, req.cacheTtlSeconds)) remember(items);
   }
+  if (cache === 'hit') void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
   const merged = mergeItems(items, snap!.entries);
   const start = req.historyMonths === undefined ? undefined : retentionStart(req.historyMonths, req.timeZone, req.now);
   const startMonth = start && monthSk(start.year, start.month);

@@ -1,9 +1,9 @@
 import { RANK_TTL_DAYS, TopTooLargeError, type TopHistory } from '@tally/buckets';
 import { MAX_TOP_DAYS } from '@tally/contracts';
-import { addDays, compareDates, formatDate, localDate, toEpochDay, type LocalDate } from '@tally/key-layout';
-import { readTotals, resolveMetrics, dayKeysOf, type QueryDeps } from './engine';
+import { addDays, compareDates, dayKey, formatDate, localDate, toEpochDay, type LocalDate } from '@tally/key-layout';
+import { readTotals, resolveMetrics, type QueryDeps } from './engine';
 import { QueryError } from './errors';
-import type { DateRange, QueryRange } from './ranges';
+import { daysOf, type DateRange, type QueryRange } from './ranges';
 import { checkMetricName, entityOf, rankedEntitiesOf } from './rules-introspection';
 
 /** Candidates fetched from the rankings per item asked: rankings order by doubles, the answer by exact values. */
@@ -20,10 +20,9 @@ const DAY_MS = 86_400_000;
  * every aggregator kept the rankings at least d days since `since`, which covers the days starting a day after it
  * or later: their first apply, at most the clock skew of 23 h before the day's start, came more than an hour after it
  * (an aggregator keeping them less long says so again every 5 minutes). A day before those may have expired under a
- * shorter retention (and
- * been re-created by a late event, or be gone): its list would be silently short, so it is not read. The oldest day
- * read is the earliest any entry allows, and no earlier than the query API's own `days` allow. `limited`: the
- * history, not `days`, set it.
+ * shorter retention (and been re-created by a late event, or be gone): its list would be silently short, so it is
+ * not read. The oldest day read is the earliest any entry allows, and no earlier than the query API's own `days`
+ * allow. `limited`: the history, not `days`, set it.
  */
 export function oldestTopDay(history: TopHistory, days: number, now: number, tz: string): { oldest: LocalDate; limited: boolean } {
   const today = localDate(now, tz);
@@ -81,7 +80,7 @@ export async function readTop(
   const [metric] = resolveMetrics(rules, [req.metric], 'metric');
   if (req.range === 'all')
     throw new QueryError('range', `top lists cover at most ${MAX_TOP_DAYS} days, not allTime (all-time counts per id: /v1/totals)`);
-  const dayKeys = dayKeysOf(req.range);
+  const dayKeys = daysOf(req.range).map((d) => dayKey(d));
   if (dayKeys.length > MAX_TOP_DAYS)
     throw new QueryError('range', `the range covers ${dayKeys.length} days; top lists cover at most ${MAX_TOP_DAYS}`);
   const days = deps.topReach?.days ?? RANK_TTL_DAYS;

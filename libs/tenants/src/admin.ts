@@ -1,5 +1,4 @@
 import {
-  ConditionalCheckFailedException,
   GetItemCommand,
   PutItemCommand,
   QueryCommand,
@@ -11,12 +10,14 @@ import { canonicalTimeZone, ERASED_ATTR, sharesInternalHashTag, STORE_ID_PATTERN
 import { RetentionChangeLimitedError, TenantError, type TenantErrorCode } from './errors';
 import {
   bool,
+  conditional,
   getAll,
-  KEY_SK,
-  keyPk,
+  indexEntry,
   LISTING_SK_PREFIX,
   listingSk,
   readAll,
+  keyItemKey,
+  listingKey,
   S,
   scopesAttr,
   scopesOf,
@@ -24,6 +25,7 @@ import {
   TENANT_INDEX_BUILT_SK,
   TENANT_INDEX_PK,
   TENANT_SK,
+  tenantKey,
   tenantPk,
   writeAll,
   type Item,
@@ -112,9 +114,7 @@ export async function getTenant(db: TenantDb, store: string): Promise<TenantInfo
 
 /** The tenant item as stored (consistent read); undefined when the store has none. */
 async function tenantItem(db: TenantDb, store: string): Promise<Item | undefined> {
-  const out = await db.dynamo.send(
-    new GetItemCommand({ TableName: db.table, Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) }, ConsistentRead: true }),
-  );
+  const out = await db.dynamo.send(new GetItemCommand({ TableName: db.table, Key: tenantKey(store), ConsistentRead: true }));
   return out.Item;
 }
 
@@ -128,8 +128,8 @@ function tenantOf(store: string, item: Item): TenantInfo {
   };
   const currency = str(item, 'currency');
   if (currency) t.currency = currency;
-  const months = item['historyMonths'];
-  if (months && 'N' in months && months.N) t.historyMonths = Number(months.N);
+  const months = item['historyMonths']?.N;
+  if (months) t.historyMonths = Number(months);
   const deletingAt = str(item, 'deletingAt');
   if (deletingAt) t.deletingAt = deletingAt;
   return t;
@@ -187,40 +187,27 @@ export async function createTenant(
   // The index entry first, so that every tenant is listed (one whose put then fails is passed over by listTenants);
   // only over an entry that is no deletion's: neither marked `deletingAt` (running, or cut short) nor a marker of a
   // finished one whose id is not free yet.
-  try {
-    await db.dynamo.send(
-      new PutItemCommand({
-        TableName: db.table,
-        Item: indexEntry(store),
-        ConditionExpression: 'attribute_not_exists(deletingAt) AND (attribute_not_exists(#reusable) OR #reusable <= :now)',
-        ExpressionAttributeNames: { '#reusable': REUSABLE_AT_ATTR },
-        ExpressionAttributeValues: { ':now': { N: String(at) } },
-      }),
-    );
-  } catch (err) {
-    if (err instanceof ConditionalCheckFailedException) throw await idReserved(db, store);
-    throw err;
-  }
-  try {
-    await db.dynamo.send(
-      new PutItemCommand({
-        TableName: db.table,
-        Item: {
-          pk: S(tenantPk(store)),
-          sk: S(TENANT_SK),
-          store: S(store),
-          timeZone: S(timeZone),
-          createdAt: S(tenant.createdAt),
-          ...(currency === undefined ? {} : { currency: S(currency) }),
-          ...(historyMonths === undefined ? {} : { historyMonths: { N: String(historyMonths) } }),
-        },
-        ConditionExpression: 'attribute_not_exists(pk)',
-      }),
-    );
-  } catch (err) {
-    if (err instanceof ConditionalCheckFailedException) throw new TenantError('TALLY_ERR_TENANT_EXISTS', `tenant ${store} already exists`);
-    throw err;
-  }
+  const listed = new PutItemCommand({
+    TableName: db.table,
+    Item: indexEntry(store),
+    ConditionExpression: 'attribute_not_exists(deletingAt) AND (attribute_not_exists(#reusable) OR #reusable <= :now)',
+    ExpressionAttributeNames: { '#reusable': REUSABLE_AT_ATTR },
+    ExpressionAttributeValues: { ':now': { N: String(at) } },
+  });
+  if (!(await conditional(db.dynamo.send(listed)))) throw await idReserved(db, store);
+  const created = new PutItemCommand({
+    TableName: db.table,
+    Item: {
+      ...tenantKey(store),
+      store: S(store),
+      timeZone: S(timeZone),
+      createdAt: S(tenant.createdAt),
+      ...(currency === undefined ? {} : { currency: S(currency) }),
+      ...(historyMonths === undefined ? {} : { historyMonths: { N: String(historyMonths) } }),
+    },
+    ConditionExpression: 'attribute_not_exists(pk)',
+  });
+  if (!(await conditional(db.dynamo.send(created)))) throw new TenantError('TALLY_ERR_TENANT_EXISTS', `tenant ${store} already exists`);
   return tenant;
 }
 
@@ -421,22 +408,17 @@ export async function changeTenant(
         values[':lastChangeBefore'] = { N: String(at - every) };
       }
     }
-    let old: Item;
-    try {
-      const out = await db.dynamo.send(
-        new UpdateItemCommand({
-          TableName: db.table,
-          Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
-          UpdateExpression: update,
-          ConditionExpression: conditions.join(' AND '),
-          ExpressionAttributeNames: names,
-          ...(Object.keys(values).length ? { ExpressionAttributeValues: values } : {}),
-          ReturnValues: 'ALL_OLD',
-        }),
-      );
-      old = out.Attributes ?? {};
-    } catch (err) {
-      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+    const write = new UpdateItemCommand({
+      TableName: db.table,
+      Key: tenantKey(store),
+      UpdateExpression: update,
+      ConditionExpression: conditions.join(' AND '),
+      ExpressionAttributeNames: names,
+      ...(Object.keys(values).length ? { ExpressionAttributeValues: values } : {}),
+      ReturnValues: 'ALL_OLD',
+    });
+    const out = await conditional(db.dynamo.send(write));
+    if (!out) {
       // Without historyMonths only a missing (or deleting) store fails the condition; with it, read again.
       if (m === undefined) throw notFound(store);
       if (attempt < HISTORY_WRITE_ATTEMPTS) continue;
@@ -444,6 +426,7 @@ export async function changeTenant(
         `the tenant item of store ${store} kept changing while its historyMonths was written (${attempt} attempts); try again`,
       );
     }
+    const old = out.Attributes ?? {};
     // The tenant as the write left it: the item before it, with the settings given set or removed.
     const item: Item = { ...old };
     for (const [name, v] of given) {
@@ -466,7 +449,7 @@ export async function historyMonthsSetAt(db: TenantDb, store: string): Promise<n
   const out = await db.dynamo.send(
     new GetItemCommand({
       TableName: db.table,
-      Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
+      Key: tenantKey(store),
       ConsistentRead: true,
       ProjectionExpression: '#at',
       ExpressionAttributeNames: { '#at': HISTORY_SET_AT_ATTR },
@@ -475,8 +458,6 @@ export async function historyMonthsSetAt(db: TenantDb, store: string): Promise<n
   const at = out.Item?.[HISTORY_SET_AT_ATTR]?.N;
   return at === undefined ? undefined : Number(at);
 }
-
-export const indexEntry = (store: string): Item => ({ pk: S(TENANT_INDEX_PK), sk: S(store) });
 
 /** Tenants per page of listTenantsPage unless told. */
 const TENANTS_PAGE = 1_000;
@@ -493,18 +474,13 @@ export async function listTenantsPage(
   opts: { after?: string; limit?: number; reindex?: boolean } = {},
 ): Promise<{ tenants: TenantInfo[]; next?: string }> {
   const limit = opts.limit ?? TENANTS_PAGE;
-  check(
-    Number.isSafeInteger(limit) && limit >= 1,
-    'TALLY_ERR_INVALID_LIMIT',
-    () => `limit must be a whole number of at least 1, got ${limit}`,
-  );
+  check(Number.isSafeInteger(limit) && limit >= 1, 'TALLY_ERR_INVALID_LIMIT', () => {
+    return `limit must be a whole number of at least 1, got ${limit}`;
+  });
   if (opts.reindex || !(await indexBuilt(db))) await buildTenantIndex(db);
   // The marker sorts before every store id, so the first page starts after it.
   const { ids, more } = await indexPage(db, opts.after ?? TENANT_INDEX_BUILT_SK, limit);
-  const items = await getAll(
-    db,
-    ids.map((store) => ({ pk: S(tenantPk(store)), sk: S(TENANT_SK) })),
-  );
+  const items = await getAll(db, ids.map(tenantKey));
   // An index entry without its tenant (a deletion or a creation cut short) is passed over.
   const byStore = new Map(items.map((item) => [(str(item, 'pk') ?? '').slice(tenantPk('').length), item]));
   const tenants = ids.flatMap((store) => {
@@ -516,9 +492,8 @@ export async function listTenantsPage(
 
 /** Every tenant, in store id order: listTenantsPage page after page. */
 export async function listTenants(db: TenantDb, opts: { reindex?: boolean } = {}): Promise<TenantInfo[]> {
-  const all: TenantInfo[] = [];
   let page = await listTenantsPage(db, opts);
-  all.push(...page.tenants);
+  const all = [...page.tenants];
   while (page.next !== undefined) {
     page = await listTenantsPage(db, { after: page.next });
     all.push(...page.tenants);
@@ -528,7 +503,7 @@ export async function listTenants(db: TenantDb, opts: { reindex?: boolean } = {}
 
 async function indexBuilt(db: TenantDb): Promise<boolean> {
   const out = await db.dynamo.send(
-    new GetItemCommand({ TableName: db.table, Key: { pk: S(TENANT_INDEX_PK), sk: S(TENANT_INDEX_BUILT_SK) }, ConsistentRead: true }),
+    new GetItemCommand({ TableName: db.table, Key: indexEntry(TENANT_INDEX_BUILT_SK), ConsistentRead: true }),
   );
   return out.Item !== undefined;
 }
@@ -575,7 +550,7 @@ async function buildTenantIndex(db: TenantDb): Promise<void> {
       return { PutRequest: { Item: deletingAt === undefined ? entry : { ...entry, deletingAt: S(deletingAt) } } };
     }),
   );
-  await db.dynamo.send(new PutItemCommand({ TableName: db.table, Item: { pk: S(TENANT_INDEX_PK), sk: S(TENANT_INDEX_BUILT_SK) } }));
+  await db.dynamo.send(new PutItemCommand({ TableName: db.table, Item: indexEntry(TENANT_INDEX_BUILT_SK) }));
 }
 
 /** Sets the currency a store's revenue is shown in (an ISO 4217 code: EUR, USD, JPY…); counts are unchanged. */
@@ -600,25 +575,13 @@ export async function issueKey(db: TenantDb, store: string, scopes: readonly str
   const hash = hashKey(key);
   const createdAt = new Date().toISOString();
   const common = { store: S(store), scopes: scopesAttr(checked), label: S(label), revoked: { BOOL: false }, createdAt: S(createdAt) };
+  await db.dynamo.send(new PutItemCommand({ TableName: db.table, Item: { ...listingKey(store, hash), keyHash: S(hash), ...common } }));
   await db.dynamo.send(
-    new PutItemCommand({
-      TableName: db.table,
-      Item: { pk: S(tenantPk(store)), sk: S(listingSk(hash)), keyHash: S(hash), ...common },
-    }),
-  );
-  await db.dynamo.send(
-    new PutItemCommand({
-      TableName: db.table,
-      Item: { pk: S(keyPk(hash)), sk: S(KEY_SK), ...common },
-      ConditionExpression: 'attribute_not_exists(pk)',
-    }),
+    new PutItemCommand({ TableName: db.table, Item: { ...keyItemKey(hash), ...common }, ConditionExpression: 'attribute_not_exists(pk)' }),
   );
   const after = await getTenant(db, store);
   if (!after || after.deletingAt) {
-    await writeAll(db, [
-      { DeleteRequest: { Key: { pk: S(keyPk(hash)), sk: S(KEY_SK) } } },
-      { DeleteRequest: { Key: { pk: S(tenantPk(store)), sk: S(listingSk(hash)) } } },
-    ]);
+    await writeAll(db, [{ DeleteRequest: { Key: keyItemKey(hash) } }, { DeleteRequest: { Key: listingKey(store, hash) } }]);
     throw notFound(store);
   }
   return key;
@@ -675,13 +638,9 @@ export async function revokeKey(db: TenantDb, store: string, keyId: string): Pro
     ExpressionAttributeNames: { '#revoked': 'revoked', '#revokedAt': 'revokedAt', '#store': 'store' },
     ExpressionAttributeValues: { ':t': { BOOL: true }, ':at': S(revokedAt), ':store': S(store) },
   };
-  try {
-    await db.dynamo.send(new UpdateItemCommand({ TableName: db.table, Key: { pk: S(keyPk(hash)), sk: S(KEY_SK) }, ...update }));
-  } catch (err) {
-    // A listing whose key item was never written (issueKey died in between): nothing can authenticate with it.
-    if (!(err instanceof ConditionalCheckFailedException)) throw err;
-  }
-  await db.dynamo.send(new UpdateItemCommand({ TableName: db.table, Key: { pk: S(tenantPk(store)), sk: S(listingSk(hash)) }, ...update }));
+  // Refused for a listing whose key item was never written (issueKey died in between): nothing can authenticate with it.
+  await conditional(db.dynamo.send(new UpdateItemCommand({ TableName: db.table, Key: keyItemKey(hash), ...update })));
+  await db.dynamo.send(new UpdateItemCommand({ TableName: db.table, Key: listingKey(store, hash), ...update }));
   return { ...keyInfoOf(store, listing), revoked: true, revokedAt };
 }
 

@@ -2,7 +2,7 @@ import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { STORE_ID_PATTERN } from '@tally/key-layout';
 import { getTenant, type TenantInfo } from './admin';
 import { TenantsUnavailableError } from './errors';
-import { bool, KEY_SK, keyPk, S, scopesOf, str } from './items';
+import { bool, keyItemKey, scopesOf, str } from './items';
 import { hashKey, looksLikeKey, type Scope } from './keys';
 
 /** The subset of a pino logger the directory uses. */
@@ -112,9 +112,7 @@ export function createTenantDirectory(opts: TenantDirectoryOptions): TenantDirec
   const keys = cache<KeyRecord | undefined>(
     'key',
     async (hash) => {
-      const out = await opts.dynamo.send(
-        new GetItemCommand({ TableName: opts.table, Key: { pk: S(keyPk(hash)), sk: S(KEY_SK) }, ConsistentRead: true }),
-      );
+      const out = await opts.dynamo.send(new GetItemCommand({ TableName: opts.table, Key: keyItemKey(hash), ConsistentRead: true }));
       const item = out.Item;
       const store = item && str(item, 'store');
       if (!item || !store) return undefined;

@@ -1,12 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConditionalCheckFailedException, DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { BucketEraser } from '@tally/buckets';
 import { ERASED_ATTR, EXPIRES_ATTR, keptForWindow, monthSk, parseDayKey, SPILLED_ATTR, TOTAL_SK, WATERMARK_ATTR } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import type { Job, JobType, Queue } from 'bullmq';
-import { checkStore, deletionOf, getTenant, indexEntry, notFound, REUSABLE_AT_ATTR, type TenantDb } from './admin';
+import { checkStore, deletionOf, getTenant, notFound, REUSABLE_AT_ATTR, type TenantDb } from './admin';
 import { TenantError } from './errors';
-import { KEY_SK, keyPk, LISTING_SK_PREFIX, readAll, S, str, TENANT_SK, tenantPk, writeAll, type Item } from './items';
+import { conditional, indexEntry, keyItemKey, LISTING_SK_PREFIX, readAll, S, str, tenantKey, tenantPk, writeAll, type Item } from './items';
 
 /**
  * Deleting a store and erasing a visitor (docs/DESIGN.md "Privacy"). Both are idempotent and can be run again
@@ -102,9 +102,9 @@ const PAGE = 500;
  *    finds the fence in the tombstones, and nothing left in Redis to fence), then the tenant's items (its listings
  *    read again until none is left, with the key items they name: a key issueKey wrote meanwhile goes too);
  * 4. the tombstone is renewed, and the index entry becomes the id's marker, a tombstone item of it (StoreIdMarker:
- *    ERASED_ATTR the time, reusableAt the renewed tombstone's expiry, expiresAt MARKER_KEPT_DAYS after it): createTenant refuses the id until then,
- *    as it refuses it while the entry is marked `deletingAt`, since the tombstone would drop every batch of a new
- *    store of that id.
+ *    ERASED_ATTR the time, reusableAt the renewed tombstone's expiry, expiresAt MARKER_KEPT_DAYS after it):
+ *    createTenant refuses the id until then, as it refuses it while the entry is marked `deletingAt`, since the
+ *    tombstone would drop every batch of a new store of that id.
  * An interrupted deletion is resumed by calling it again: the tenant stays marked until it goes, and its entry in
  * the tenant index (a marker last) carries the same mark, so a deletion cut short after the tenant went is finished
  * too. Throws TALLY_ERR_INVALID_STORE for a malformed id, and TALLY_ERR_TENANT_NOT_FOUND for a store that does not
@@ -132,20 +132,13 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
     UpdateExpression: 'SET deletingAt = if_not_exists(deletingAt, :at)',
     ExpressionAttributeValues: { ':at': S(new Date(now()).toISOString()) },
   };
-  try {
-    // Only a tenant that is there: an update would otherwise create one that holds nothing but the mark.
-    await db.dynamo.send(
-      new UpdateItemCommand({
-        TableName: db.table,
-        Key: { pk: S(tenantPk(store)), sk: S(TENANT_SK) },
-        ConditionExpression: 'attribute_exists(pk)',
-        ...mark,
-      }),
-    );
-  } catch (err) {
-    // Gone already (a deletion cut short after it, or one running beside this one): the steps below are idempotent.
-    if (!(err instanceof ConditionalCheckFailedException)) throw err;
-  }
+  // Only a tenant that is there: an update would otherwise create one that holds nothing but the mark. Refused when it
+  // is gone already (a deletion cut short after it, or one running beside this one): the steps below are idempotent.
+  await conditional(
+    db.dynamo.send(
+      new UpdateItemCommand({ TableName: db.table, Key: tenantKey(store), ConditionExpression: 'attribute_exists(pk)', ...mark }),
+    ),
+  );
   // The index entry too (made if a tenant from before the index has none): it outlives the tenant, so a call after
   // a deletion cut short between the two can tell that store from one that never existed.
   await db.dynamo.send(new UpdateItemCommand({ TableName: db.table, Key: indexEntry(store), ...mark }));
@@ -156,9 +149,7 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
     for (const item of items) {
       const sk = str(item, 'sk') ?? '';
       if (!sk.startsWith(LISTING_SK_PREFIX) || keysGone.has(sk)) continue;
-      await db.dynamo.send(
-        new DeleteItemCommand({ TableName: db.table, Key: { pk: S(keyPk(sk.slice(LISTING_SK_PREFIX.length))), sk: S(KEY_SK) } }),
-      );
+      await db.dynamo.send(new DeleteItemCommand({ TableName: db.table, Key: keyItemKey(sk.slice(LISTING_SK_PREFIX.length)) }));
       keysGone.add(sk);
     }
   };
@@ -178,7 +169,10 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   // again until nothing is left: a listing issueKey wrote after the read above goes with its key item.
   for (let items = await queryAll(db, tenantPk(store)); items.length > 0; items = await queryAll(db, tenantPk(store))) {
     await deleteKeyItems(items);
-    await deleteItems(db, items);
+    await writeAll(
+      db,
+      items.map((k) => ({ DeleteRequest: { Key: { pk: k['pk']!, sk: k['sk']! } } })),
+    );
   }
   // Renewed at the end: late batches are dropped for a whole dedupe window after the data is gone.
   await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
@@ -200,24 +194,19 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
  * earlier).
  */
 async function leaveMarker(db: TenantDb, store: string, at: number, reusableAt: number): Promise<void> {
-  try {
-    await db.dynamo.send(
-      new UpdateItemCommand({
-        TableName: db.table,
-        Key: indexEntry(store),
-        UpdateExpression: 'SET #deletedAt = :at, #reusable = :reusable, #expires = :expires REMOVE deletingAt',
-        ConditionExpression: 'attribute_exists(deletingAt) OR #reusable < :reusable',
-        ExpressionAttributeNames: { '#deletedAt': ERASED_ATTR, '#reusable': REUSABLE_AT_ATTR, '#expires': EXPIRES_ATTR },
-        ExpressionAttributeValues: {
-          ':at': S(new Date(at).toISOString()),
-          ':reusable': { N: String(reusableAt) },
-          ':expires': { N: String(Math.ceil(reusableAt / 1000) + MARKER_KEPT_DAYS * DAY_S) },
-        },
-      }),
-    );
-  } catch (err) {
-    if (!(err instanceof ConditionalCheckFailedException)) throw err;
-  }
+  const update = new UpdateItemCommand({
+    TableName: db.table,
+    Key: indexEntry(store),
+    UpdateExpression: 'SET #deletedAt = :at, #reusable = :reusable, #expires = :expires REMOVE deletingAt',
+    ConditionExpression: 'attribute_exists(deletingAt) OR #reusable < :reusable',
+    ExpressionAttributeNames: { '#deletedAt': ERASED_ATTR, '#reusable': REUSABLE_AT_ATTR, '#expires': EXPIRES_ATTR },
+    ExpressionAttributeValues: {
+      ':at': S(new Date(at).toISOString()),
+      ':reusable': { N: String(reusableAt) },
+      ':expires': { N: String(Math.ceil(reusableAt / 1000) + MARKER_KEPT_DAYS * DAY_S) },
+    },
+  });
+  await conditional(db.dynamo.send(update));
 }
 
 /**
@@ -362,15 +351,6 @@ async function replaceByTombstones(
 
 /** The 16 overflow items of an item: libs/dynamo overflow.ts `childSks` (`M2024-05#0`…; `M2024-05#3a`… of `M2024-05#3`). */
 const overflowItems = (sk: string) => [...'0123456789abcdef'].map((h) => `${sk}${sk.includes('#') ? '' : '#'}${h}`);
-
-/** Deletes items by their key (pk, sk). Returns how many. */
-async function deleteItems(db: TenantDb, keys: Item[]): Promise<number> {
-  await writeAll(
-    db,
-    keys.map((k) => ({ DeleteRequest: { Key: { pk: k['pk']!, sk: k['sk']! } } })),
-  );
-  return keys.length;
-}
 
 type JobMatch = (data: Record<string, unknown>) => boolean;
 

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   BatchGetItemCommand,
   BatchWriteItemCommand,
+  ConditionalCheckFailedException,
   paginateQuery,
   paginateScan,
   type AttributeValue,
@@ -23,8 +24,8 @@ import { isScope, type Scope } from './keys';
  */
 export const tenantPk = (store: string) => `_tenant#${store}`;
 export const TENANT_SK = 'META';
-export const keyPk = (hash: string) => `_key#${hash}`;
-export const KEY_SK = 'KEY';
+const keyPk = (hash: string) => `_key#${hash}`;
+const KEY_SK = 'KEY';
 export const LISTING_SK_PREFIX = 'KEY#';
 export const listingSk = (hash: string) => `${LISTING_SK_PREFIX}${hash}`;
 export const TENANT_INDEX_PK = '_tenants';
@@ -58,21 +59,26 @@ export async function readAll(db: { dynamo: DynamoDBClient; table: string }, inp
 
 export const S = (s: string): AttributeValue => ({ S: s });
 
-export function str(item: Item, name: string): string | undefined {
-  const v = item[name];
-  return v && 'S' in v ? v.S : undefined;
-}
+export const tenantKey = (store: string): Item => ({ pk: S(tenantPk(store)), sk: S(TENANT_SK) });
+export const keyItemKey = (hash: string): Item => ({ pk: S(keyPk(hash)), sk: S(KEY_SK) });
+export const listingKey = (store: string, hash: string): Item => ({ pk: S(tenantPk(store)), sk: S(listingSk(hash)) });
+/** A store id's entry in the tenant index (TENANT_INDEX_BUILT_SK: the index's own mark). */
+export const indexEntry = (store: string): Item => ({ pk: S(TENANT_INDEX_PK), sk: S(store) });
 
-export function bool(item: Item, name: string): boolean {
-  const v = item[name];
-  return v !== undefined && 'BOOL' in v && v.BOOL === true;
-}
+/** The output of a conditional write, or undefined when its condition refused it. */
+export const conditional = <T>(write: Promise<T>): Promise<T | undefined> =>
+  write.catch((err: unknown) => {
+    if (err instanceof ConditionalCheckFailedException) return undefined;
+    throw err;
+  });
+
+export const str = (item: Item, name: string): string | undefined => item[name]?.S;
+
+export const bool = (item: Item, name: string): boolean => item[name]?.BOOL === true;
 
 /** Scopes are stored as a list of strings; unknown ones (from a newer version) are ignored. */
 export function scopesOf(item: Item): Scope[] {
-  const v = item['scopes'];
-  const list = v && 'L' in v ? (v.L ?? []) : [];
-  return list.map((x) => ('S' in x ? x.S : undefined)).filter((s): s is Scope => s !== undefined && isScope(s));
+  return (item['scopes']?.L ?? []).map((x) => x.S).filter((s): s is Scope => s !== undefined && isScope(s));
 }
 
 export const scopesAttr = (scopes: readonly Scope[]): AttributeValue => ({ L: scopes.map((s) => ({ S: s })) });

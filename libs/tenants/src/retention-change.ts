@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConditionalCheckFailedException, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { baseSk, ERASED_ATTR, EXPIRES_ATTR, parseMonthSk, parsePk, retentionExpiry, TOTAL_SK } from '@tally/key-layout';
 import { getTenant, notFound, type TenantDb } from './admin';
 import { scanStoreItems } from './erasure';
-import { S, str, type Item } from './items';
+import { conditional, S, str } from './items';
 
 /**
  * Restamping a store's visitor items after its `historyMonths` changed (docs/DESIGN.md "Privacy"). The writer
@@ -104,14 +104,10 @@ export async function restampRetention(db: TenantDb, store: string, opts: Restam
   /** In the past, and recent enough for DynamoDB's TTL to delete the item. */
   const due = (s: number | undefined) => s !== undefined && s <= nowS && s > nowS - HONOURED_PAST_S;
 
-  const rows = new Map<string, Item[]>();
-  for (const item of await scanStoreItems(db, store, [EXPIRES_ATTR, ERASED_ATTR])) {
-    const pk = str(item, 'pk') ?? '';
-    if (parsePk(pk).entity !== 'visitor' || item[ERASED_ATTR] !== undefined) continue;
-    const row = rows.get(pk);
-    if (row) row.push(item);
-    else rows.set(pk, [item]);
-  }
+  const visitorItems = (await scanStoreItems(db, store, [EXPIRES_ATTR, ERASED_ATTR])).filter(
+    (item) => parsePk(str(item, 'pk') ?? '').entity === 'visitor' && item[ERASED_ATTR] === undefined,
+  );
+  const rows = Map.groupBy(visitorItems, (item) => str(item, 'pk') ?? '');
 
   const result: RetentionRestamp = { store, historyMonths: months, scanned: 0, restamped: 0, changedMeanwhile: 0, totalsWithoutMonths: 0 };
   const writes: Array<{ pk: string; sk: string; old: AttributeValue | undefined; stamp: number | undefined }> = [];
@@ -146,23 +142,17 @@ export async function restampRetention(db: TenantDb, store: string, opts: Restam
     const values: Record<string, AttributeValue> = {};
     if (stamp !== undefined) values[':ex'] = { N: String(stamp) };
     if (old) values[':old'] = old;
-    try {
-      await db.dynamo.send(
-        new UpdateItemCommand({
-          TableName: db.table,
-          Key: { pk: S(pk), sk: S(sk) },
-          UpdateExpression: stamp === undefined ? 'REMOVE #ex' : 'SET #ex = :ex',
-          // Nor an item erased meanwhile (a tombstone keeps its own stamp).
-          ConditionExpression: `attribute_exists(pk) AND attribute_not_exists(#er) AND ${old ? '#ex = :old' : 'attribute_not_exists(#ex)'}`,
-          ExpressionAttributeNames: { '#ex': EXPIRES_ATTR, '#er': ERASED_ATTR },
-          ...(Object.keys(values).length > 0 && { ExpressionAttributeValues: values }),
-        }),
-      );
-      result.restamped++;
-    } catch (err) {
-      if (!(err instanceof ConditionalCheckFailedException)) throw err;
-      result.changedMeanwhile++;
-    }
+    const update = new UpdateItemCommand({
+      TableName: db.table,
+      Key: { pk: S(pk), sk: S(sk) },
+      UpdateExpression: stamp === undefined ? 'REMOVE #ex' : 'SET #ex = :ex',
+      // Nor an item erased meanwhile (a tombstone keeps its own stamp).
+      ConditionExpression: `attribute_exists(pk) AND attribute_not_exists(#er) AND ${old ? '#ex = :old' : 'attribute_not_exists(#ex)'}`,
+      ExpressionAttributeNames: { '#ex': EXPIRES_ATTR, '#er': ERASED_ATTR },
+      ...(Object.keys(values).length > 0 && { ExpressionAttributeValues: values }),
+    });
+    if (await conditional(db.dynamo.send(update))) result.restamped++;
+    else result.changedMeanwhile++;
   });
   return result;
 }
