@@ -37,8 +37,15 @@ function limitedApp(opts: { perSecond: number; windowSeconds: number; prefix: st
   return app.then((a) => Object.assign(a, { registry }));
 }
 
-/** A Redis script call (the rate limit's), as the counting connections below see their commands. */
-const scriptCall = (cmd: unknown) => ['evalsha', 'eval'].includes((cmd as { name: string }).name);
+/** A connection of its own whose script calls (the rate limit's EVALSHA or EVAL) are counted. */
+function countingConnection() {
+  const counted = f.redis.duplicate();
+  let calls = 0;
+  const send = counted.sendCommand.bind(counted);
+  const isScript = (cmd: unknown) => ['evalsha', 'eval'].includes((cmd as { name: string }).name);
+  counted.sendCommand = ((...args: Parameters<typeof send>) => (isScript(args[0]) && calls++, send(...args))) as typeof send;
+  return { counted, calls: () => calls };
+}
 const nextPrefix = () => `rl${++prefixes}`;
 const counterKey = (prefix: string, store: string) => `${prefix}:query-rate:{${store}}`;
 const store = (app: QueryApiApp, key: string) => app.inject({ method: 'GET', url: '/v1/store', headers: bearer(key) });
@@ -138,11 +145,7 @@ describe("a store's request rate limit", () => {
   });
 
   it('takes a busy store’s requests from Redis in leases: one call per many requests far from the limit, never more than the limit', async () => {
-    // Its own connection, so that its commands can be counted.
-    const counted = f.redis.duplicate();
-    let calls = 0;
-    const send = counted.sendCommand.bind(counted);
-    counted.sendCommand = ((...args: Parameters<typeof send>) => (scriptCall(args[0]) && calls++, send(...args))) as typeof send;
+    const { counted, calls } = countingConnection();
     try {
       const prefix = nextPrefix();
       // 100 per second over windows of 60 s: 6,000 per window, leases of at most 6,000 / 64 = 93.
@@ -151,7 +154,7 @@ describe("a store's request rate limit", () => {
         await limitedApp({ perSecond: 100, windowSeconds: 60, prefix, redis: counted }),
       ];
       for (let i = 0; i < 400; i++) expect((await store(i % 2 ? a : b, keys.read)).statusCode).toBe(200);
-      expect(calls).toBeLessThan(16); // 400 requests: about 5 leases on each instance (and the script's loading)
+      expect(calls()).toBeLessThan(16); // 400 requests: about 5 leases on each instance (and the script's loading)
       const counter = Number(await f.redis.get(counterKey(prefix, 'SHOP_R')));
       expect(counter).toBeGreaterThanOrEqual(400);
       expect(counter).toBeLessThanOrEqual(400 + 2 * 93);
@@ -177,17 +180,14 @@ describe("a store's request rate limit", () => {
   });
 
   it('serves a burst of one store’s concurrent requests with one or two Redis calls, not one each in turn', async () => {
-    const counted = f.redis.duplicate();
-    let calls = 0;
-    const send = counted.sendCommand.bind(counted);
-    counted.sendCommand = ((...args: Parameters<typeof send>) => (scriptCall(args[0]) && calls++, send(...args))) as typeof send;
+    const { counted, calls } = countingConnection();
     try {
       // 50 per window of 60 s: leases of 1 when one request comes at a time.
       const app = await limitedApp({ perSecond: 50 / 60, windowSeconds: 60, prefix: nextPrefix(), redis: counted });
       const burst = async (n: number) =>
         (await Promise.all(Array.from({ length: n }, () => store(app, keys.read)))).map((r) => r.statusCode);
       expect(await burst(20)).toEqual(Array(20).fill(200));
-      expect(calls).toBeLessThanOrEqual(3); // two leases, and the script's loading if it is the first (NOSCRIPT, then EVAL)
+      expect(calls()).toBeLessThanOrEqual(3); // two leases, and the script's loading if it is the first (NOSCRIPT, then EVAL)
       const statuses = await burst(40);
       expect(statuses.filter((s) => s === 200)).toHaveLength(30);
       expect(statuses.filter((s) => s === 429)).toHaveLength(10);
