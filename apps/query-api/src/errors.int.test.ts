@@ -119,6 +119,13 @@ describe('bad input: 400 naming the field', () => {
   it('names the value given and the known ones for a value outside a list, in a body too', async () => {
     const { body } = await evaluate({ visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, op: '=>' }] }] });
     expect(body).toMatchObject({ detail: 'segments.0.rules.0.op: unknown value "=>"; known: >=, >, =, <=, <, !=' });
+    const { op: _, ...noOp } = rule;
+    expect((await evaluate({ visitor: 'V1', segments: [{ name: 's', rules: [noOp] }] })).body).toMatchObject({
+      detail: 'segments.0.rules.0.op: is required, one of: >=, >, =, <=, <, !=',
+    });
+    expect((await evaluate({ visitor: 'V1', segments: [{ name: 's', rules: [{ ...rule, op: 3 }] }] })).body).toMatchObject({
+      detail: 'segments.0.rules.0.op: must be one of: >=, >, =, <=, <, !=; got 3',
+    });
   });
 
   it('says a missing member is required, not zod\'s "expected string, received undefined"', async () => {

@@ -228,8 +228,12 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
     // A value outside an enum names the value given and the ones known, as an unknown parameter does.
     const values = (issue.params as { values?: unknown[] }).values;
     const detail =
-      issue.keyword === 'invalid_value' && values?.length && typeof given === 'string'
-        ? `unknown value ${JSON.stringify(given)}; known: ${values.join(', ')}`
+      issue.keyword === 'invalid_value' && values?.length
+        ? given === undefined
+          ? `is required, one of: ${values.join(', ')}`
+          : typeof given === 'string'
+            ? `unknown value ${shown(given)}; known: ${values.join(', ')}`
+            : `must be one of: ${values.join(', ')}; got ${shown(given)}`
         : missing
           ? 'is required'
           : (plainIssue(issue.keyword, issue.params as IssueParams, given) ?? issue.message);
