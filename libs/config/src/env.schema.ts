@@ -240,7 +240,9 @@ export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
     .string()
     .regex(/^[A-Za-z0-9_.~+/=-]{32,256}$/, 'at least 32 characters of A-Z a-z 0-9 _ . ~ + / = -')
     .optional()
-    .describe('Operator credential of the `/v1/operator` routes (create, list, show, delete stores); unset = those routes are off (403).'),
+    .describe(
+      'Operator credential of the `/v1/operator` routes (create, list, show, change and delete stores; change takes the ingest budget too, which store admins cannot set); unset = those routes are off (403).',
+    ),
   ADMIN_JOBS_TIMEOUT_MS: int(1_000, 3_600_000)
     .default(60_000)
     .describe(
