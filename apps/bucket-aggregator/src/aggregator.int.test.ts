@@ -1,17 +1,17 @@
-import { BucketStore } from '@tally/buckets';
-import { createQueues, closeQueues, enqueue, QUEUE, type TallyQueues } from '@tally/queues';
+import type { BucketStore } from '@tally/buckets';
+import { enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, flattenDistinct, flattenRows, rollup, rollupDistinct } from '@tally/schema';
-import { startRedis, waitForQueuesIdle, type RedisHandle } from '@tally/testing';
+import { waitForQueuesIdle } from '@tally/testing';
 import { Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
-import { eventsProcessor, STORE_ZONE_TTL_MS, storeMarks, tenantTimeZones } from './events.processor';
+import { eventsProcessor, STORE_ZONE_TTL_MS, storeMarks, tenantTimeZones, type EventsProcessorDeps } from './events.processor';
 import { readBacklog, sealTick } from './seal.processor';
+import { useAggregatorRedis, writeRows } from './test-fixtures';
 
-let server: RedisHandle;
 let redis: Redis;
 let queues: TallyQueues;
 let buckets: BucketStore;
@@ -20,32 +20,33 @@ const rules = compileRules(defaultRules);
 const zones: Record<string, string> = { LA: 'America/Los_Angeles', KTM: 'Asia/Kathmandu' };
 let metrics: ReturnType<typeof createAggregatorMetrics>;
 
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  queues = createQueues(redis);
-  buckets = new BucketStore({ redis, rules });
-});
-afterAll(async () => {
-  await closeQueues(queues);
-  await redis.quit();
-  await server.stop();
-});
+useAggregatorRedis(rules, (r) => void ({ redis, queues, buckets } = r));
 beforeEach(async () => {
   await redis.flushall();
   metrics = createAggregatorMetrics(new Registry());
 });
 
-function worker(
-  now?: () => number,
-  tz: Pick<Parameters<typeof eventsProcessor>[0], 'timeZoneOf' | 'unknownStores'> = { timeZoneOf: async (s) => zones[s] ?? 'UTC' },
-) {
-  return new Worker(QUEUE.events, eventsProcessor({ buckets, rules, ...tz, dedupeTtlSeconds: 3600, metrics, log, now }), {
-    connection: redis.duplicate(),
-    prefix: queues[QUEUE.events].opts.prefix,
-    concurrency: 4,
+/** An events worker (4 jobs at once, stores in `zones` or UTC, a dedupe window of 1 h) with `o` in its processor's deps. */
+function worker(o: Partial<Pick<EventsProcessorDeps, 'now' | 'timeZoneOf' | 'unknownStores' | 'crash'>> & { concurrency?: number } = {}) {
+  const { concurrency = 4, ...deps } = o;
+  const processor = eventsProcessor({
+    buckets,
+    rules,
+    timeZoneOf: async (s) => zones[s] ?? 'UTC',
+    dedupeTtlSeconds: 3600,
+    metrics,
+    log,
+    ...deps,
   });
+  return new Worker(QUEUE.events, processor, { connection: redis.duplicate(), prefix: queues[QUEUE.events].opts.prefix, concurrency });
 }
+
+/** The reasons of the events jobs in the failed set, sorted. */
+const failedReasons = async () => (await queues[QUEUE.events].getFailed()).map((j) => j.failedReason).sort();
+
+/** S's Revenue of 2026-12-01 at 10^38 - 1, the most a bucket count holds (written directly: no real traffic gets near it). */
+const seedMaxRevenue = () =>
+  buckets.apply('S', 'seed', new Map([['S', new Map([['2026-335|r', 10n ** 38n - 1n]])]]), { now: Date.now(), dedupeTtlSeconds: 60 });
 
 /** Everything Redis holds for a row, summed per field over buckets and outbox. */
 async function redisTotals(store: string, pk: string) {
@@ -100,25 +101,15 @@ describe('events processor', () => {
     const events = [view('2023-06-01T05:00:00Z', 'P1', 'V1'), view('2023-06-01T08:00:00Z', 'P2', 'V1')];
     const rows = flattenRows(rollup(rules, 'LA', 'America/Los_Angeles', events));
     await enqueue(queues, QUEUE.events, { batchId: 'ev', store: 'LA', receivedAt: Date.now(), events });
-    await enqueue(queues, QUEUE.events, {
+    const rolledUp = {
       batchId: 'rw',
       store: 'LA2',
       receivedAt: Date.now(),
       rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)),
       count: 2,
-    });
-    await enqueue(
-      queues,
-      QUEUE.events,
-      {
-        batchId: 'rw',
-        store: 'LA2',
-        receivedAt: Date.now(),
-        rows: flattenRows(rollup(rules, 'LA2', 'America/Los_Angeles', events)),
-        count: 2,
-      },
-      { jobId: 'again' },
-    );
+    };
+    await enqueue(queues, QUEUE.events, rolledUp);
+    await enqueue(queues, QUEUE.events, rolledUp, { jobId: 'again' });
     await queues[QUEUE.events].add(QUEUE.events, { batchId: 'steal', store: 'LA2', receivedAt: Date.now(), rows, count: 2 });
     await queues[QUEUE.events].add(QUEUE.events, { batchId: 'both', store: 'LA', receivedAt: Date.now(), rows, count: 2, events });
     await waitForQueuesIdle([queues[QUEUE.events]]);
@@ -128,8 +119,7 @@ describe('events processor', () => {
     expect(await redisTotals('LA2', 'LA2')).toEqual({ '2023-151|v': '1', '2023-152|v': '1' });
     expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(1);
     expect((await metrics.eventsApplied.get()).values[0]!.value).toBe(4);
-    const failed = await queues[QUEUE.events].getFailed();
-    expect(failed.map((j) => j.failedReason).sort()).toEqual([
+    expect(await failedReasons()).toEqual([
       'invalid events payload: events: a batch has either events or rows (with count)',
       'invalid events payload: rows: rows.0: the row is not one of store LA2',
     ]);
@@ -165,8 +155,7 @@ describe('events processor', () => {
     expect(await uniques('LA2', 'LA2')).toEqual(await uniques('LA', 'LA'));
     for (const p of ['P0', 'P1']) expect(await uniques('LA2', `LA2#product#${p}`)).toEqual(await uniques('LA', `LA#product#${p}`));
     expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(1);
-    const failed = await queues[QUEUE.events].getFailed();
-    expect(failed.map((j) => j.failedReason).sort()).toEqual([
+    expect(await failedReasons()).toEqual([
       'invalid events payload: distinct: distinct.0: the row is not one of store LA2',
       'invalid events payload: distinct: distinct.3: not whole 8-byte member ids',
     ]);
@@ -191,15 +180,14 @@ describe('events processor', () => {
     await enqueue(queues, QUEUE.events, batch('ok', ['S', 1, '2024-366|v', 2], ['S', 1, '2024-366|uv', ids]));
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
-    const failed = await queues[QUEUE.events].getFailed();
-    expect(failed.map((j) => j.failedReason).sort()).toEqual([
+    expect(await failedReasons()).toEqual([
       'batch other: rows.4: metric "zz#P1" is not one of the rules\' metrics (rolled up by other rules); not applied (nothing written)',
       'batch uvcount: rows.2: metric "uv" (UniqueVisitors) is a distinct count, not a counter\'s metric (rolled up by other rules); not applied (nothing written)',
       'batch vsketch: distinct.2: metric "v" is not a distinct-count metric of the rules (rolled up by other rules); not applied (nothing written)',
       'invalid events payload: rows: rows.2: not a day: day of year 0 does not exist in 2023',
       'invalid events payload: rows: rows.2: not a day: day of year 366 does not exist in 2023',
     ]);
-    expect(failed.every((j) => j.attemptsMade === 1)).toBe(true);
+    expect((await queues[QUEUE.events].getFailed()).every((j) => j.attemptsMade === 1)).toBe(true);
     // Only the good batch landed: no count, no sketch and no dedupe record of the refused ones.
     expect(await redisTotals('S', 'S')).toEqual({ '2024-366|v': '2' });
     const [live] = await buckets.sketches.read('S', ['S']);
@@ -221,12 +209,8 @@ describe('events processor', () => {
     await enqueue(queues, QUEUE.events, { batchId: 'ok', store: 'S', receivedAt: Date.now(), events: [view('2023-05-03T10:00:00Z')] });
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
-    const failed = await queues[QUEUE.events].getFailed();
-    expect(failed.map((j) => j.failedReason).sort()).toEqual([
-      'batch x: unknown event type "teleport"',
-      expect.stringMatching(/^invalid events payload: /),
-    ]);
-    expect(failed.every((j) => j.attemptsMade === 1)).toBe(true);
+    expect(await failedReasons()).toEqual(['batch x: unknown event type "teleport"', expect.stringMatching(/^invalid events payload: /)]);
+    expect((await queues[QUEUE.events].getFailed()).every((j) => j.attemptsMade === 1)).toBe(true);
     expect(await redisTotals('S', 'S')).toEqual({ '2023-123|v': '1' });
   });
 
@@ -253,7 +237,7 @@ describe('events processor', () => {
   it('refuses whole a batch accepted longer ago than the dedupe window, unless the dlq tool marked it', async () => {
     const accepted = Date.now();
     let clock = accepted;
-    const w = worker(() => clock);
+    const w = worker({ now: () => clock });
     const data = { batchId: 'old', store: 'S', receivedAt: accepted, events: [view('2023-05-03T10:00:00Z')] };
     await enqueue(queues, QUEUE.events, data, { jobId: 'first' });
     await waitForQueuesIdle([queues[QUEUE.events]]);
@@ -284,11 +268,7 @@ describe('events processor', () => {
   it('sends a batch whose sum cannot be held (past 38 digits) whole to the failed set with its reason and a metric', async () => {
     const w = worker();
     const ts = Date.parse('2026-12-01T12:00:00Z');
-    // A bucket count already one below 10^38 (written directly: no real traffic gets near it).
-    await buckets.apply('S', 'seed', new Map([['S', new Map([['2026-335|r', 10n ** 38n - 1n]])]]), {
-      now: Date.now(),
-      dedupeTtlSeconds: 60,
-    });
+    await seedMaxRevenue();
     await enqueue(queues, QUEUE.events, {
       batchId: 'big',
       store: 'S',
@@ -315,10 +295,7 @@ describe('events processor', () => {
   it("adds a batch's distinct members after its apply: none for a refused batch, and on the retry of one that crashed in between", async () => {
     const ts = Date.parse('2026-12-01T12:00:00Z');
     // A rolled-up batch whose apply is refused (a sum past 38 digits) carries members: none is added.
-    await buckets.apply('S', 'seed', new Map([['S', new Map([['2026-335|r', 10n ** 38n - 1n]])]]), {
-      now: Date.now(),
-      dedupeTtlSeconds: 60,
-    });
+    await seedMaxRevenue();
     const orders = [{ type: 'order', ts, dims: { visitor: 'V1' }, value: '1' }];
     await enqueue(queues, QUEUE.events, {
       batchId: 'refused',
@@ -335,21 +312,12 @@ describe('events processor', () => {
     expect(await redis.keys('t:{S}:u*')).toEqual([]);
     // A crash right after the apply (before the members were added): the retry finds the batch applied and adds them.
     let crashes = 0;
-    const crashing = new Worker(
-      QUEUE.events,
-      eventsProcessor({
-        buckets,
-        rules,
-        timeZoneOf: async () => 'UTC',
-        dedupeTtlSeconds: 3600,
-        metrics,
-        log,
-        crash: (point) => {
-          if (point === 'aggregator:after-apply' && crashes++ === 0) throw new Error('crashed');
-        },
-      }),
-      { connection: redis.duplicate(), prefix: queues[QUEUE.events].opts.prefix, concurrency: 1 },
-    );
+    const crashing = worker({
+      concurrency: 1,
+      crash: (point) => {
+        if (point === 'aggregator:after-apply' && crashes++ === 0) throw new Error('crashed');
+      },
+    });
     const views = [view('2026-12-01T12:00:00Z', 'P1', 'V2')];
     await enqueue(queues, QUEUE.events, { batchId: 'crashed', store: 'S', receivedAt: Date.now(), events: views }, { jobId: 'crashed' });
     await waitForQueuesIdle([queues[QUEUE.events]], { includeDelayed: true }); // its retry after the backoff
@@ -397,7 +365,7 @@ describe('events processor', () => {
 describe('sealer tick', () => {
   it('seals across bucket boundaries, folds in order and schedules one flush per due row', async () => {
     let clock = 1_000_000;
-    const w = worker(() => clock);
+    const w = worker({ now: () => clock });
     const deps = { buckets, queues, bucketMs: 1000, metrics, log, now: () => clock };
     await enqueue(queues, QUEUE.events, {
       batchId: 'a',
@@ -458,16 +426,12 @@ describe('the sealer work set', () => {
   }
   /** The writer: every dirty row of the store written and acked, then the store's backlog published (and a visit asked for). */
   async function writeAll(store: string, at: number) {
-    for (const { pk } of await buckets.dueRows(store, Number.MAX_SAFE_INTEGER)) {
-      const out = await buckets.readOutbox(store, pk);
-      await buckets.ackOutbox(
-        store,
-        pk,
-        out.entries.map((e) => e.field),
-        at,
-      );
-    }
-    await buckets.publishBacklog(store, await buckets.storeBacklog(store), undefined, at);
+    await writeRows(
+      buckets,
+      store,
+      (await buckets.dueRows(store, Number.MAX_SAFE_INTEGER)).map((r) => r.pk),
+      at,
+    );
   }
 
   it('visits only stores with something due, and retires a store once it is all written', async () => {
@@ -572,7 +536,7 @@ describe('the sealer work set', () => {
       },
     };
     const marks = storeMarks(redis, 't', 60_000, () => 1_700_000_000_000);
-    const w = worker(undefined, { timeZoneOf: tenantTimeZones(directory, marks), unknownStores: marks });
+    const w = worker({ timeZoneOf: tenantTimeZones(directory, marks), unknownStores: marks });
     await enqueue(
       queues,
       QUEUE.events,

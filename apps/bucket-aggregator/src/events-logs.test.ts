@@ -5,7 +5,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
-import { eventsProcessor } from './events.processor';
+import { eventsProcessor, type EventsProcessorDeps } from './events.processor';
 
 describe('events jobs during an outage or a refused backlog', () => {
   it('log one line per kind and window, the next one carrying how many were not logged; every one is counted', async () => {
@@ -13,18 +13,21 @@ describe('events jobs during an outage or a refused backlog', () => {
     const lines: Array<Record<string, unknown>> = [];
     const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
     const metrics = createAggregatorMetrics(new Registry());
-    const run = eventsProcessor({
-      buckets: { storeDeleted: async () => false } as unknown as BucketStore,
-      rules: compileRules(defaultRules),
-      // The tenant directory is unreachable for store Z; every other store is unknown (no tenant).
-      timeZoneOf: async (store) => {
-        if (store === 'Z') throw new Error('DynamoDB unreachable');
-        return undefined;
-      },
-      dedupeTtlSeconds: 86_400,
-      metrics,
-      log,
-      now: () => t,
+    /** The processor, on the test's clock and log, with as much of a BucketStore as it uses. */
+    const processor = (buckets: object, timeZoneOf: EventsProcessorDeps['timeZoneOf']) =>
+      eventsProcessor({
+        buckets: buckets as BucketStore,
+        rules: compileRules(defaultRules),
+        timeZoneOf,
+        dedupeTtlSeconds: 86_400,
+        metrics,
+        log,
+        now: () => t,
+      });
+    // The tenant directory is unreachable for store Z; every other store is unknown (no tenant).
+    const run = processor({ storeDeleted: async () => false }, async (store) => {
+      if (store === 'Z') throw new Error('DynamoDB unreachable');
+      return undefined;
     });
     let delayed = 0;
     const job = (id: string, store: string, receivedAt = t) =>
@@ -54,20 +57,15 @@ describe('events jobs during an outage or a refused backlog', () => {
     expect(lines[3]).toMatchObject({ msg: 'time zone unknown for now; batch waits', jobId: 'z-next', suppressed: 299 });
 
     // Duplicates (every retry after a wait for replicas finds its batch applied) are throttled alike.
-    const dup = eventsProcessor({
-      buckets: {
+    const dup = processor(
+      {
         storeDeleted: async () => false,
         apply: async () => ({ applied: false, deleted: false, seq: 0 }),
         registerStore: async () => undefined,
         sketches: { add: async () => undefined },
-      } as unknown as BucketStore,
-      rules: compileRules(defaultRules),
-      timeZoneOf: async () => 'UTC',
-      dedupeTtlSeconds: 86_400,
-      metrics,
-      log,
-      now: () => t,
-    });
+      },
+      async () => 'UTC',
+    );
     const before = lines.length;
     for (let i = 0; i < 50; i++) await dup(job(`d${i}`, 'D'));
     expect(lines.slice(before).map((l) => [l['msg'], l['jobId']])).toEqual([['duplicate batch skipped', 'd0']]);

@@ -1,13 +1,13 @@
-import { BucketStore } from '@tally/buckets';
-import { closeQueues, createQueues, QUEUE, type TallyQueues } from '@tally/queues';
+import type { BucketStore } from '@tally/buckets';
+import { QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
-import { startRedis, type RedisHandle } from '@tally/testing';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { sealTick, type SealDeps } from './seal.processor';
+import { useAggregatorRedis, writeRows } from './test-fixtures';
 
 /**
  * Idle rows flush when their policy says, whatever the re-touches: a re-touched idle row's alarm in the `due` zset is
@@ -15,27 +15,16 @@ import { sealTick, type SealDeps } from './seal.processor';
  * sealer as the job scheduler would (a tick when a bucket can be sealed and at every visit time the work set asks
  * for), on an injected clock, and checks the tick at which each row's flush job is first enqueued.
  */
-let server: RedisHandle;
 let redis: Redis;
 let queues: TallyQueues;
 let buckets: BucketStore;
 const rules = compileRules(defaultRules); // visitor rows: idle 30 min, max age 24 h
 const metrics = createAggregatorMetrics(new Registry());
+const log = pino({ level: 'silent' });
 const BUCKET_MS = 60_000;
 const MIN = 60_000;
 const HOUR = 60 * MIN;
-
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  queues = createQueues(redis);
-  buckets = new BucketStore({ redis, rules, prefix: 't' });
-});
-afterAll(async () => {
-  await closeQueues(queues);
-  redis?.disconnect();
-  await server?.stop();
-});
+useAggregatorRedis(rules, (r) => void ({ redis, queues, buckets } = r));
 
 const row = (store: string, v: string) => `${store}#visitor#${v}`;
 const deltas = (store: string, visitors: readonly string[]): RowDeltas =>
@@ -69,14 +58,7 @@ describe('idle flush times with lazily re-armed alarms', () => {
         V3: [fold(120) + 30 * MIN, fold(180) + 30 * MIN],
       };
 
-      const deps = (now: number): SealDeps => ({
-        buckets,
-        queues,
-        bucketMs: BUCKET_MS,
-        metrics,
-        log: pino({ level: 'silent' }),
-        now: () => now,
-      });
+      const deps = (now: number): SealDeps => ({ buckets, queues, bucketMs: BUCKET_MS, metrics, log, now: () => now });
       const flushes = new Map<string, number[]>();
       const pending = [...applies.keys()].sort((a, b) => a - b);
       let visits = 0;
@@ -88,14 +70,7 @@ describe('idle flush times with lazily re-armed alarms', () => {
             const pk = (job.data as { pk: string }).pk;
             flushes.set(pk, [...(flushes.get(pk) ?? []), now]);
             // The writer: read, (write,) ack, publish; then the job is done.
-            const out = await buckets.readOutbox(store, pk);
-            await buckets.ackOutbox(
-              store,
-              pk,
-              out.entries.map((e) => e.field),
-              now,
-            );
-            await buckets.publishBacklog(store, await buckets.storeBacklog(store), undefined, now);
+            await writeRows(buckets, store, [pk], now);
             await job.remove();
           }
         }

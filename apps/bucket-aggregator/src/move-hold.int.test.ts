@@ -1,8 +1,8 @@
 import { BucketStore, type MoveHold } from '@tally/buckets';
 import { redisKeys, storeShard, WORK_SUFFIX } from '@tally/key-layout';
-import { createRedisConnection, createReplicaFence, ReplicasBehindError, storeFence, type ReplicaFence } from '@tally/queues';
+import { createReplicaFence, ReplicasBehindError, storeFence, type ReplicaFence } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
-import { replicaInSync, startRedisCluster, waitFor, type RedisHandle } from '@tally/testing';
+import { replicaInSync, waitFor, type RedisHandle } from '@tally/testing';
 import { useRedisWithReplica } from '@tally/testing/vitest';
 import type { Job } from 'bullmq';
 import type { Cluster, Redis } from 'ioredis';
@@ -12,6 +12,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { workFence } from './events.processor';
 import { sealProcessor } from './seal.processor';
+import { startReplicatedCluster } from './test-fixtures';
 
 // REDIS_WAIT_REPLICAS and the sealer's moves of stores between work-set shards (QUEUE_SHARDS changed): a store leaves
 // its old shard (LEAVE_SHARD) only once replicas hold its REGISTER in its own (on a Redis Cluster another master),
@@ -147,54 +148,36 @@ describe('a move of stores between work-set shards with a hold (REDIS_WAIT_REPLI
   });
 
   it('on a Redis Cluster, keeps a store in its old shard while the replica of its new shard’s master does not hold its REGISTER', async () => {
-    const cluster = await startRedisCluster({ masters: 3, replicas: 1 });
-    const target = { REDIS_URL: 'redis://127.0.0.1', REDIS_CLUSTER_NODES: cluster.seeds };
-    const data = createRedisConnection(target, { maxRetriesPerRequest: null });
-    const waitRedis = createRedisConnection(target, { maxRetriesPerRequest: null });
-    let stopped: RedisHandle | undefined;
+    const c = await startReplicatedCluster();
     try {
-      const old = new BucketStore({ redis: data, rules, prefix: 't', shards: 4 });
-      const neu = new BucketStore({ redis: data, rules, prefix: 't', shards: 2 });
+      const old = new BucketStore({ redis: c.data, rules, prefix: 't', shards: 4 });
+      const neu = new BucketStore({ redis: c.data, rules, prefix: 't', shards: 2 });
       // A store of the removed shard 3 whose own shard is on another master than shard 3.
       let store = '';
       let newMaster!: RedisHandle;
       for (const s of STORES.filter((x) => storeShard(x, 4) === 3)) {
-        const [from, to] = await Promise.all([cluster.masterOf(key(3)), cluster.masterOf(workFence(neu, s))]);
+        const [from, to] = await Promise.all([c.cluster.masterOf(key(3)), c.cluster.masterOf(workFence(neu, s))]);
         if (from !== to) [store, newMaster] = [s, to];
         if (store) break;
       }
       expect(store).not.toBe('');
       await old.registerStore(store, 0);
-      const heir = await waitFor(
-        async () => {
-          for (const n of cluster.nodes) {
-            const role = (await connect(n.url).role()) as unknown[];
-            if (role[0] === 'slave' && role[2] === newMaster.port && role[3] === 'connected') return n;
-          }
-          return undefined;
-        },
-        { message: "the new shard master's replica connected" },
-      );
-      const hold = holdOf(createReplicaFence(waitRedis, 1, 500, [data]));
+      const heir = await c.replicaOf(newMaster, "the new shard master's replica connected");
+      const hold = holdOf(createReplicaFence(c.waitRedis, 1, 500, [c.data]));
       // The new shard's replica acknowledges nothing (SIGSTOP): the store is registered there, and stays in shard 3.
-      process.kill(heir.pid, 'SIGSTOP');
-      stopped = heir;
+      c.pause(heir);
       const r = await neu.drainShard(3, 1_000, undefined, { hold });
       expect([r.moved, r.empty, r.errors.map((e) => e.name)]).toEqual([0, false, ['ReplicasBehindError']]);
-      expect(await shardsHolding(data, store)).toEqual([neu.shardOf(store), 3].sort());
-      process.kill(heir.pid, 'SIGCONT');
-      stopped = undefined;
+      expect(await shardsHolding(c.data, store)).toEqual([neu.shardOf(store), 3].sort());
+      c.resume(heir);
       // The replica follows again: the next drain moves it.
       await waitFor(async () => (await neu.drainShard(3, 1_000, undefined, { hold })).empty, {
         timeoutMs: 20_000,
         message: 'the drain completing once the replica acknowledges again',
       });
-      expect(await shardsHolding(data, store)).toEqual([neu.shardOf(store)]);
+      expect(await shardsHolding(c.data, store)).toEqual([neu.shardOf(store)]);
     } finally {
-      if (stopped) process.kill(stopped.pid, 'SIGCONT');
-      data.disconnect();
-      waitRedis.disconnect();
-      await cluster.stop();
+      await c.stop();
     }
   }, 120_000);
 });

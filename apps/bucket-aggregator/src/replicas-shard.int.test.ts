@@ -1,16 +1,13 @@
 import { BucketStore } from '@tally/buckets';
 import { redisKeys } from '@tally/key-layout';
-import { createRedisConnection, createReplicaFence, storeFence, type StoreFence } from '@tally/queues';
+import { createReplicaFence, storeFence, type StoreFence } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
-import { replicaInSync, startRedisCluster, waitFor, type RedisHandle } from '@tally/testing';
+import { replicaInSync, waitFor, type RedisHandle } from '@tally/testing';
 import { useRedisWithReplica } from '@tally/testing/vitest';
-import { DelayedError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import pino from 'pino';
-import { Registry } from 'prom-client';
 import { describe, expect, it, vi } from 'vitest';
-import { createAggregatorMetrics } from './aggregator-metrics';
-import { eventsProcessor, workFence } from './events.processor';
+import { workFence } from './events.processor';
+import { runEventsJob, startReplicatedCluster } from './test-fixtures';
 
 // REDIS_WAIT_REPLICAS on the aggregator covers the store's work-set registration too: on a Redis Cluster the work-set
 // shard's keys (REGISTER) live on another master than the store's, and a failover of that master must not lose the
@@ -25,37 +22,9 @@ const { connect } = useRedisWithReplica((pair) => void ({ master, replica } = pa
 /** How many WAITs the server has run since the last CONFIG RESETSTAT. */
 const waits = async (r: Redis) => Number(/^cmdstat_wait:calls=(\d+)/m.exec(await r.info('commandstats'))?.[1] ?? 0);
 
-/** Runs the events processor once on a job of one view for `store` (as much of a BullMQ job as it uses). */
-async function runJob(buckets: BucketStore, store: string, batchId: string, replicated: StoreFence) {
-  const run = eventsProcessor({
-    buckets,
-    rules,
-    timeZoneOf: async () => 'UTC',
-    dedupeTtlSeconds: 3600,
-    metrics: createAggregatorMetrics(new Registry()),
-    log: pino({ level: 'silent' }),
-    replicated,
-  });
-  const job = {
-    id: batchId,
-    timestamp: Date.now(),
-    attemptsStarted: 1,
-    data: {
-      batchId,
-      store,
-      receivedAt: Date.now(),
-      events: [{ type: 'view', ts: Date.parse('2023-05-03T10:00:00Z'), dims: { product: 'P1' } }],
-    },
-    moveToDelayed: vi.fn(async () => {}),
-  };
-  return run(job as unknown as Job, 'token').then(
-    (r) => ({ outcome: 'completed' as const, applied: r.applied }),
-    (err: unknown) => {
-      if (!(err instanceof DelayedError)) throw err;
-      return { outcome: 'delayed' as const };
-    },
-  );
-}
+/** Runs the events processor once on a job of one view for `store`, waiting for replicas with `replicated`. */
+const runJob = (buckets: BucketStore, store: string, batchId: string, replicated: StoreFence) =>
+  runEventsJob({ buckets, rules, store, batchId, replicated }).outcome;
 
 describe("the aggregator's wait for replicas on the store's work-set shard", () => {
   it('on one Redis, covers the apply and the registration with one WAIT', async () => {
@@ -73,52 +42,34 @@ describe("the aggregator's wait for replicas on the store's work-set shard", () 
   });
 
   it("on a Redis Cluster, completes a job only once the work-set shard's master's replica holds the registration", async () => {
-    const cluster = await startRedisCluster({ masters: 3, replicas: 1 });
-    const target = { REDIS_URL: 'redis://127.0.0.1', REDIS_CLUSTER_NODES: cluster.seeds };
-    const data = createRedisConnection(target, { maxRetriesPerRequest: null });
-    const waitRedis = createRedisConnection(target, { maxRetriesPerRequest: null });
-    let stopped: RedisHandle | undefined;
+    const c = await startReplicatedCluster();
     try {
-      const buckets = new BucketStore({ redis: data, rules, prefix: 'ws', shards: SHARDS });
+      const buckets = new BucketStore({ redis: c.data, rules, prefix: 'ws', shards: SHARDS });
       const keys = redisKeys('ws');
       // A store whose work-set shard is on another master than the store's own keys.
       let store = '';
       let shardMaster!: RedisHandle;
       for (let i = 0; !store; i++) {
         const s = `S${i}`;
-        const [own, shard] = await Promise.all([cluster.masterOf(keys.fence(s)), cluster.masterOf(workFence(buckets, s))]);
+        const [own, shard] = await Promise.all([c.cluster.masterOf(keys.fence(s)), c.cluster.masterOf(workFence(buckets, s))]);
         if (own !== shard) [store, shardMaster] = [s, shard];
       }
-      const heir = await waitFor(
-        async () => {
-          for (const n of cluster.nodes) {
-            const role = (await connect(n.url).role()) as unknown[];
-            if (role[0] === 'slave' && role[2] === shardMaster.port && role[3] === 'connected') return n;
-          }
-          return undefined;
-        },
-        { message: "the shard master's replica connected" },
-      );
-      const fence = storeFence(createReplicaFence(waitRedis, 1, 1_000, [data]), keys, 'the batch');
+      const heir = await c.replicaOf(shardMaster, "the shard master's replica connected");
+      const fence = storeFence(createReplicaFence(c.waitRedis, 1, 1_000, [c.data]), keys, 'the batch');
       await expect(runJob(buckets, store, 'b0', fence)).resolves.toEqual({ outcome: 'completed', applied: true });
 
       // The shard master's replica stops acknowledging (SIGSTOP): the store's master's replica holds the apply, yet
       // the job waits (delayed), since a failover of the shard's master could lose the store's registration.
-      process.kill(heir.pid, 'SIGSTOP');
-      stopped = heir;
+      c.pause(heir);
       expect(await runJob(buckets, store, 'b1', fence)).toEqual({ outcome: 'delayed' });
-      process.kill(heir.pid, 'SIGCONT');
-      stopped = undefined;
+      c.resume(heir);
       // It follows again: the retry finds the batch applied, registers the store again, and completes.
       await waitFor(async () => (await runJob(buckets, store, 'b1', fence)).outcome === 'completed', {
         timeoutMs: 20_000,
         message: 'the retry completing once the replica acknowledges again',
       });
     } finally {
-      if (stopped) process.kill(stopped.pid, 'SIGCONT');
-      data.disconnect();
-      waitRedis.disconnect();
-      await cluster.stop();
+      await c.stop();
     }
   }, 120_000);
 });

@@ -4,13 +4,10 @@ import { createRedisConnection, createReplicaFence, storeFence, type StoreFence 
 import { compileRules, defaultRules } from '@tally/schema';
 import { replicaInSync, waitFor, type RedisWithReplica } from '@tally/testing';
 import { useRedisWithReplica } from '@tally/testing/vitest';
-import { DelayedError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import pino from 'pino';
-import { Registry } from 'prom-client';
 import { describe, expect, it, vi } from 'vitest';
-import { createAggregatorMetrics } from './aggregator-metrics';
-import { eventsProcessor, workFence } from './events.processor';
+import { workFence } from './events.processor';
+import { runEventsJob } from './test-fixtures';
 
 // REDIS_WAIT_REPLICAS on the aggregator, against a real replica: an events job completes (and leaves its queue, which
 // on a Redis Cluster may live on another master than the store's keys) only once the replica holds its apply.
@@ -20,41 +17,16 @@ const STORE = 'S';
 let pair: RedisWithReplica;
 const { connect, disconnectAfter } = useRedisWithReplica((p) => void (pair = p));
 
-/** Runs the events processor once on a job of `views` views (as much of a BullMQ job as it uses). */
+/** Runs the events processor once on a job of `views` views for STORE; a delayed job was moved to the delayed set and counted. */
 async function process(buckets: BucketStore, batchId: string, views: number, replicated?: StoreFence) {
-  const delayed = vi.fn(async () => {});
-  const metrics = createAggregatorMetrics(new Registry());
-  const job = {
-    id: batchId,
-    timestamp: Date.now(),
-    attemptsStarted: 1,
-    data: {
-      batchId,
-      store: STORE,
-      receivedAt: Date.now(),
-      events: Array.from({ length: views }, () => ({ type: 'view', ts: Date.parse('2023-05-03T10:00:00Z'), dims: { product: 'P1' } })),
-    },
-    moveToDelayed: delayed,
-  };
-  const run = eventsProcessor({
-    buckets,
-    rules,
-    timeZoneOf: async () => 'UTC',
-    dedupeTtlSeconds: 3600,
-    metrics,
-    log: pino({ level: 'silent' }),
-    replicated,
-  });
-  return run(job as unknown as Job, 'token').then(
-    (r) => ({ outcome: 'completed' as const, applied: r.applied }),
-    async (err: unknown) => {
-      if (!(err instanceof DelayedError)) throw err;
-      expect(delayed).toHaveBeenCalledOnce();
-      // Counted for the TallyRedisReplicasBehind alert.
-      expect((await metrics.batchWaits.get()).values).toEqual([{ value: 1, labels: { reason: 'replicas' } }]);
-      return { outcome: 'delayed' as const };
-    },
-  );
+  const job = runEventsJob({ buckets, rules, store: STORE, batchId, views, replicated });
+  const r = await job.outcome;
+  if (r.outcome === 'delayed') {
+    expect(job.moveToDelayed).toHaveBeenCalledOnce();
+    // Counted for the TallyRedisReplicasBehind alert.
+    expect((await job.metrics.batchWaits.get()).values).toEqual([{ value: 1, labels: { reason: 'replicas' } }]);
+  }
+  return r;
 }
 
 const views = async (redis: Redis, prefix: string) =>

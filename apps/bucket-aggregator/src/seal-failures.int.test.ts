@@ -1,19 +1,19 @@
-import { BucketStore } from '@tally/buckets';
-import { closeQueues, createQueues, QUEUE, type TallyQueues } from '@tally/queues';
+import type { BucketStore } from '@tally/buckets';
+import { QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
-import { metricValue, startRedis, type RedisHandle } from '@tally/testing';
-import { Redis } from 'ioredis';
+import { metricValue } from '@tally/testing';
+import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics, type AggregatorMetrics } from './aggregator-metrics';
 import { sealTick, type SealDeps } from './seal.processor';
+import { useAggregatorRedis } from './test-fixtures';
 
 /**
  * One store's corrupt key stops that store only: the sealer sets it aside (logged, counted) and seals, folds, flushes
  * and publishes the rest of its batch in the same tick, and visits it again at the next tick.
  */
-let server: RedisHandle;
 let redis: Redis;
 let queues: TallyQueues;
 let buckets: BucketStore;
@@ -24,17 +24,7 @@ let lines: Array<Record<string, unknown>>;
 const rules = compileRules({ ...defaultRules, entities: { ...defaultRules.entities, store: { key: [], flush: { kind: 'bucket' } } } });
 const BUCKET_MS = 1000;
 
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  queues = createQueues(redis);
-  buckets = new BucketStore({ redis, rules, prefix: 't' });
-});
-afterAll(async () => {
-  await closeQueues(queues);
-  await redis.quit();
-  await server.stop();
-});
+useAggregatorRedis(rules, (r) => void ({ redis, queues, buckets } = r));
 beforeEach(async () => {
   await redis.flushall();
   registry = new Registry();

@@ -1,12 +1,33 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { RequestError, UnreachableError } from './errors';
-import { allOrAbort, answerAgeMs, backoffMs, startPoller, throttle } from './live';
+import { allOrAbort, answerAgeMs, backoffMs, startPoller, throttle, type PollerOptions } from './live';
 
-/** An onError that keeps polling and records the pause before each retry in `errors`. */
-const keepPolling = (errors: number[]) => (_err: unknown, retryInMs: number) => {
-  errors.push(retryInMs);
-  return true;
-};
+/**
+ * startPoller with a run that records when it starts (ms after the poller did) in `times` and throws the error `fails`
+ * returns, if any; its onError records the pause before each retry in `errors` and keeps polling unless told not to.
+ * The poller comes with its `times` and `errors`.
+ */
+function recordingPoller(
+  o: Pick<PollerOptions, 'intervalMs' | 'retryMs' | 'maxBackoffMs'> & { fails: () => Error | undefined; keepPolling?: boolean },
+) {
+  const { fails, keepPolling = true, ...opts } = o;
+  const times: number[] = [];
+  const errors: number[] = [];
+  const t0 = Date.now();
+  const poller = startPoller({
+    ...opts,
+    run: async () => {
+      times.push(Date.now() - t0);
+      const err = fails();
+      if (err) throw err;
+    },
+    onError: (_err, retryInMs) => {
+      errors.push(retryInMs);
+      return keepPolling;
+    },
+  });
+  return Object.assign(poller, { times, errors });
+}
 
 describe('startPoller', () => {
   beforeEach(() => vi.useFakeTimers());
@@ -51,58 +72,32 @@ describe('startPoller', () => {
   });
 
   it('backs off on failures, recovers on success, and stops when told to', async () => {
-    const times: number[] = [];
     let fail = true;
-    const errors: number[] = [];
-    const p = startPoller({
-      intervalMs: 2_500,
-      maxBackoffMs: 10_000,
-      run: async () => {
-        times.push(Date.now());
-        if (fail) throw new Error('down');
-      },
-      onError: keepPolling(errors),
-    });
-    const t0 = Date.now();
+    const p = recordingPoller({ intervalMs: 2_500, maxBackoffMs: 10_000, fails: () => (fail ? new Error('down') : undefined) });
     await vi.advanceTimersByTimeAsync(2_500 + 5_000 + 10_000 + 10_000);
-    expect(times.map((t) => t - t0)).toEqual([0, 2_500, 7_500, 17_500, 27_500]);
-    expect(errors).toEqual([2_500, 5_000, 10_000, 10_000, 10_000]);
+    expect(p.times).toEqual([0, 2_500, 7_500, 17_500, 27_500]);
+    expect(p.errors).toEqual([2_500, 5_000, 10_000, 10_000, 10_000]);
     fail = false;
     await vi.advanceTimersByTimeAsync(10_000 + 2_500);
-    expect(times.map((t) => t - t0).slice(5)).toEqual([37_500, 40_000]);
+    expect(p.times.slice(5)).toEqual([37_500, 40_000]);
     p.stop();
 
-    let tries = 0;
-    const q = startPoller({
-      intervalMs: 100,
-      maxBackoffMs: 100,
-      run: async () => {
-        tries++;
-        throw new Error('rejected');
-      },
-      onError: () => false,
-    });
+    const q = recordingPoller({ intervalMs: 100, maxBackoffMs: 100, fails: () => new Error('rejected'), keepPolling: false });
     await vi.advanceTimersByTimeAsync(1_000);
-    expect(tries).toBe(1);
+    expect(q.times).toHaveLength(1);
     expect(q.stopped).toBe(true);
   });
 
   it('retries a failed run sooner than its usual interval', async () => {
-    const times: number[] = [];
-    const t0 = Date.now();
     let n = 0;
-    const p = startPoller({
+    const p = recordingPoller({
       intervalMs: 60_000,
       retryMs: 2_500,
       maxBackoffMs: 10_000,
-      run: async () => {
-        times.push(Date.now() - t0);
-        if (n++ === 0) throw new Error('down');
-      },
-      onError: () => true,
+      fails: () => (n++ === 0 ? new Error('down') : undefined),
     });
     await vi.advanceTimersByTimeAsync(62_500);
-    expect(times).toEqual([0, 2_500, 62_500]);
+    expect(p.times).toEqual([0, 2_500, 62_500]);
     p.stop();
   });
 });
@@ -112,85 +107,62 @@ describe('startPoller: refused requests, Retry-After, skipped runs', () => {
   afterEach(() => vi.useRealTimers());
 
   it('keeps polling after a refused request: not soon again, but at once when poked (another range)', async () => {
-    const times: number[] = [];
-    const t0 = Date.now();
     let range = 'too long';
-    const errors: number[] = [];
-    const p = startPoller({
+    // As the shell answers a refused request: keep polling (only a rejected key stops).
+    const p = recordingPoller({
       intervalMs: 60_000,
       retryMs: 2_500,
       maxBackoffMs: 10_000,
-      run: async () => {
-        times.push(Date.now() - t0);
-        if (range === 'too long') throw new RequestError(400, 'the query reads 2100 items; at most 2000');
-      },
-      // As the shell answers a refused request: keep polling (only a rejected key stops).
-      onError: keepPolling(errors),
+      fails: () => (range === 'too long' ? new RequestError(400, 'the query reads 2100 items; at most 2000') : undefined),
     });
     await vi.advanceTimersByTimeAsync(30_000);
-    expect(times).toEqual([0]);
-    expect(errors).toEqual([60_000]);
+    expect(p.times).toEqual([0]);
+    expect(p.errors).toEqual([60_000]);
     expect(p.stopped).toBe(false);
     range = 'last30d';
     p.poke();
     await vi.advanceTimersByTimeAsync(0);
-    expect(times).toEqual([0, 30_000]);
+    expect(p.times).toEqual([0, 30_000]);
     await vi.advanceTimersByTimeAsync(60_000);
-    expect(times).toEqual([0, 30_000, 90_000]);
+    expect(p.times).toEqual([0, 30_000, 90_000]);
     p.stop();
 
     // A fast poller waits the backoff ceiling rather than its interval after a refusal.
-    let tries = 0;
-    const q = startPoller({
-      intervalMs: 2_500,
-      maxBackoffMs: 10_000,
-      run: async () => {
-        tries++;
-        throw new RequestError(400, 'refused');
-      },
-      onError: () => true,
-    });
+    const q = recordingPoller({ intervalMs: 2_500, maxBackoffMs: 10_000, fails: () => new RequestError(400, 'refused') });
     await vi.advanceTimersByTimeAsync(9_999);
-    expect(tries).toBe(1);
+    expect(q.times).toHaveLength(1);
     await vi.advanceTimersByTimeAsync(1);
-    expect(tries).toBe(2);
+    expect(q.times).toHaveLength(2);
     q.stop();
   });
 
   it('waits at least the Retry-After of a failure, and a poke does not cut it short', async () => {
-    const times: number[] = [];
-    const t0 = Date.now();
     let fail = true;
     let retryAfterMs = 5_000;
-    const errors: number[] = [];
-    const p = startPoller({
+    const p = recordingPoller({
       intervalMs: 2_500,
       maxBackoffMs: 10_000,
-      run: async () => {
-        times.push(Date.now() - t0);
-        if (fail) throw new UnreachableError('HTTP 503', { retryAfterMs });
-      },
-      onError: keepPolling(errors),
+      fails: () => (fail ? new UnreachableError('HTTP 503', { retryAfterMs }) : undefined),
     });
     await vi.advanceTimersByTimeAsync(1_000);
     p.poke();
     await vi.advanceTimersByTimeAsync(3_999);
-    expect(times).toEqual([0]);
+    expect(p.times).toEqual([0]);
     fail = false;
     await vi.advanceTimersByTimeAsync(1);
-    expect(times).toEqual([0, 5_000]);
-    expect(errors).toEqual([5_000]);
+    expect(p.times).toEqual([0, 5_000]);
+    expect(p.errors).toEqual([5_000]);
 
     // A poke during a backoff longer than the Retry-After runs when the Retry-After ends.
     fail = true;
     retryAfterMs = 1_000;
     await vi.advanceTimersByTimeAsync(2_500 + 2_500 + 5_000); // fails at 7.5 s, 10 s, 15 s: the backoff is now 10 s
-    expect(times).toEqual([0, 5_000, 7_500, 10_000, 15_000]);
+    expect(p.times).toEqual([0, 5_000, 7_500, 10_000, 15_000]);
     p.poke();
     await vi.advanceTimersByTimeAsync(999);
-    expect(times).toHaveLength(5);
+    expect(p.times).toHaveLength(5);
     await vi.advanceTimersByTimeAsync(1);
-    expect(times.at(-1)).toBe(16_000);
+    expect(p.times.at(-1)).toBe(16_000);
     p.stop();
   });
 

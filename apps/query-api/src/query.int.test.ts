@@ -1,54 +1,47 @@
 import { validateEvents } from '@tally/schema';
 import { setCurrency } from '@tally/tenants';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { bearer, order, orderItem, useFixture, times, view } from '../test/fixture';
-import type { QueryApiApp } from './app';
+import { useSeededStore } from './test-fixtures';
 
 // The query clock: Friday 2024-03-15 12:00 UTC (a leap year). last30d = 2024-02-15 … 2024-03-15.
 const NOW = Date.parse('2024-03-15T12:00:00Z');
 
 const f = useFixture();
-let app: QueryApiApp;
-let keyA: string;
 let keyB: string;
+const shopA = useSeededStore(f, 'SHOP_A', {
+  now: NOW,
+  seed: async () => {
+    keyB = (await f.tenant('SHOP_B', 'America/New_York')).read;
+    await setCurrency(f.db, 'SHOP_B', 'USD');
 
-beforeAll(async () => {
-  keyA = (await f.tenant('SHOP_A')).read;
-  keyB = (await f.tenant('SHOP_B', 'America/New_York')).read;
-  await setCurrency(f.db, 'SHOP_B', 'USD');
+    // Store A, written to DynamoDB.
+    await f.apply('SHOP_A', 'UTC', [
+      ...times(3, () => view('2024-03-15T10:00:00Z', 'P1', 'V1')),
+      ...times(2, () => view('2024-03-10T08:00:00Z', 'P1', 'V2')),
+      ...times(4, () => view('2024-02-20T23:59:59Z', 'P2', 'V1')),
+      view('2023-12-01T00:00:00Z', 'P3', 'V3'),
+      order('2024-03-15T09:00:00Z', '19.99', 'V1'),
+      order('2024-03-14T09:00:00Z', '5.01', 'V2'),
+      orderItem('2024-03-15T09:00:00Z', 'P1', '19.99', 'V1'),
+    ]);
+    await f.flush('SHOP_A');
+    // Store A, still only in Redis (the open bucket): merged into every answer.
+    await f.apply('SHOP_A', 'UTC', [
+      ...times(3, () => view('2024-03-15T11:00:00Z', 'P2', 'V1')),
+      order('2024-03-15T11:30:00Z', '0.02', 'V1'),
+    ]);
 
-  // Store A, written to DynamoDB.
-  await f.apply('SHOP_A', 'UTC', [
-    ...times(3, () => view('2024-03-15T10:00:00Z', 'P1', 'V1')),
-    ...times(2, () => view('2024-03-10T08:00:00Z', 'P1', 'V2')),
-    ...times(4, () => view('2024-02-20T23:59:59Z', 'P2', 'V1')),
-    view('2023-12-01T00:00:00Z', 'P3', 'V3'),
-    order('2024-03-15T09:00:00Z', '19.99', 'V1'),
-    order('2024-03-14T09:00:00Z', '5.01', 'V2'),
-    orderItem('2024-03-15T09:00:00Z', 'P1', '19.99', 'V1'),
-  ]);
-  await f.flush('SHOP_A');
-  // Store A, still only in Redis (the open bucket): merged into every answer.
-  await f.apply('SHOP_A', 'UTC', [
-    ...times(3, () => view('2024-03-15T11:00:00Z', 'P2', 'V1')),
-    order('2024-03-15T11:30:00Z', '0.02', 'V1'),
-  ]);
-
-  // Store B has the same product ids with other counts: store A must never see them.
-  await f.apply('SHOP_B', 'America/New_York', [
-    ...times(100, () => view('2024-03-15T15:00:00Z', 'P1', 'V1')),
-    order('2024-03-15T15:00:00Z', '1000', 'V1'),
-  ]);
-  await f.flush('SHOP_B');
-  await f.apply('SHOP_B', 'America/New_York', [view('2024-03-15T15:00:00Z', 'P2', 'V1')]);
-
-  app = await f.app({ now: () => NOW });
+    // Store B has the same product ids with other counts: store A must never see them.
+    await f.apply('SHOP_B', 'America/New_York', [
+      ...times(100, () => view('2024-03-15T15:00:00Z', 'P1', 'V1')),
+      order('2024-03-15T15:00:00Z', '1000', 'V1'),
+    ]);
+    await f.flush('SHOP_B');
+    await f.apply('SHOP_B', 'America/New_York', [view('2024-03-15T15:00:00Z', 'P2', 'V1')]);
+  },
 });
-
-const get = async (url: string, key = keyA) => {
-  const res = await app.inject({ method: 'GET', url, headers: bearer(key) });
-  return { status: res.statusCode, body: res.json(), headers: res.headers };
-};
+const { get } = shopA;
 
 describe('GET /v1/store', () => {
   it("describes the key's store, its time zone, today, the metrics and entities", async () => {
@@ -413,7 +406,7 @@ describe('top pages', () => {
 
 describe('tenant isolation', () => {
   it("never shows a read key another store's counts, though both use the same ids", async () => {
-    const a = await get('/v1/totals?entity=product&ids=P1,P2&metrics=ViewCount&range=allTime', keyA);
+    const a = await get('/v1/totals?entity=product&ids=P1,P2&metrics=ViewCount&range=allTime', shopA.key);
     const b = await get('/v1/totals?entity=product&ids=P1,P2&metrics=ViewCount&range=allTime', keyB);
     expect(a.body.items).toEqual([
       { id: 'P1', values: { ViewCount: 5 } },
@@ -441,7 +434,7 @@ describe('tenant isolation', () => {
       '/v1/top?entity=product&metric=ViewCount&store=SHOP_B',
       '/v1/store?store=SHOP_B',
     ]) {
-      const { status, body } = await get(url, keyA);
+      const { status, body } = await get(url, shopA.key);
       expect({ url, status, body }).toEqual({
         url,
         status: 404,
@@ -455,14 +448,14 @@ describe('tenant isolation', () => {
         },
       });
     }
-    const entity = await get('/v1/series?entity=store:SHOP_B', keyA);
+    const entity = await get('/v1/series?entity=store:SHOP_B', shopA.key);
     expect(entity).toMatchObject({ status: 404, body: { field: 'entity' } });
-    const ids = await get('/v1/totals?entity=store&ids=SHOP_B', keyA);
+    const ids = await get('/v1/totals?entity=store&ids=SHOP_B', shopA.key);
     expect(ids).toMatchObject({ status: 404, body: { field: 'ids' } });
-    const seg = await app.inject({
+    const seg = await shopA.app.inject({
       method: 'POST',
       url: '/v1/segments/evaluate?store=SHOP_B',
-      headers: bearer(keyA),
+      headers: bearer(shopA.key),
       payload: { visitor: 'V1', segments: [] },
     });
     expect(seg.statusCode).toBe(404);

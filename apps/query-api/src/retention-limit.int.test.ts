@@ -36,19 +36,18 @@ afterAll(async () => {
   await closeQueues(queues);
 });
 
+/** Creates a store keeping 6 months through the operator route; its admin key. */
+const createStore = async (store: string) => {
+  const payload = { store, historyMonths: 6, adminKey: true };
+  return (await app.inject({ method: 'POST', url: '/v1/operator/stores', headers: bearer(OPERATOR), payload })).json().adminKey as string;
+};
 const patch = (url: string, key: string, payload: object) => app.inject({ method: 'PATCH', url, headers: bearer(key), payload });
 const restampJobs = async (store: string) =>
   (await queues[QUEUE.maintenance].getJobs(['delayed', 'waiting', 'active', 'prioritized'])).filter((j) => j?.data?.store === store);
 
 describe("a store admin's changes of historyMonths", () => {
   it('are one per 24 h: a second is 429 with Retry-After and a problem naming the limit, nothing changed or scheduled', async () => {
-    const created = await app.inject({
-      method: 'POST',
-      url: '/v1/operator/stores',
-      headers: bearer(OPERATOR),
-      payload: { store: 'RL_A', historyMonths: 6, adminKey: true },
-    });
-    const admin = created.json().adminKey as string;
+    const admin = await createStore('RL_A');
     clock.now = T;
     expect((await patch('/v1/admin/store', admin, { historyMonths: 12 })).statusCode).toBe(200);
     const [job] = await restampJobs('RL_A');
@@ -87,13 +86,7 @@ describe("a store admin's changes of historyMonths", () => {
   });
 
   it("leave the operator unlimited; its change starts the store admin's 24 h", async () => {
-    const created = await app.inject({
-      method: 'POST',
-      url: '/v1/operator/stores',
-      headers: bearer(OPERATOR),
-      payload: { store: 'RL_B', historyMonths: 6, adminKey: true },
-    });
-    const admin = created.json().adminKey as string;
+    const admin = await createStore('RL_B');
     clock.now = T;
     for (const historyMonths of [12, 6, 24]) {
       clock.now += 1_000;

@@ -1,31 +1,29 @@
 import { Registry } from 'prom-client';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { bearer, order, orderItem, useFixture, times, view } from '../test/fixture';
-import type { QueryApiApp } from './app';
+import { useSeededStore } from './test-fixtures';
 
 const NOW = Date.parse('2024-03-15T12:00:00Z');
 
 const f = useFixture();
-let app: QueryApiApp;
-let registry: Registry;
-let key: string;
-
-beforeAll(async () => {
-  key = (await f.tenant('SHOP_S')).read;
-  await f.apply('SHOP_S', 'UTC', [
-    ...times(3, () => view('2024-03-15T10:00:00Z', 'P1', 'V1')),
-    ...times(4, () => view('2024-02-20T10:00:00Z', 'P2', 'V1')),
-    order('2024-03-15T09:00:00Z', '19.99', 'V1'),
-    orderItem('2024-03-15T09:00:00Z', 'P1', '19.99', 'V1'),
-    view('2024-03-15T10:00:00Z', 'P1', 'V2'),
-  ]);
-  await f.flush('SHOP_S');
-  await f.apply('SHOP_S', 'UTC', [
-    ...times(3, () => view('2024-03-15T11:00:00Z', 'P2', 'V1')),
-    order('2024-03-15T11:30:00Z', '0.02', 'V1'),
-  ]);
-  registry = new Registry();
-  app = await f.app({ now: () => NOW, registry });
+const registry = new Registry();
+const shop = useSeededStore(f, 'SHOP_S', {
+  now: NOW,
+  deps: { registry },
+  seed: async () => {
+    await f.apply('SHOP_S', 'UTC', [
+      ...times(3, () => view('2024-03-15T10:00:00Z', 'P1', 'V1')),
+      ...times(4, () => view('2024-02-20T10:00:00Z', 'P2', 'V1')),
+      order('2024-03-15T09:00:00Z', '19.99', 'V1'),
+      orderItem('2024-03-15T09:00:00Z', 'P1', '19.99', 'V1'),
+      view('2024-03-15T10:00:00Z', 'P1', 'V2'),
+    ]);
+    await f.flush('SHOP_S');
+    await f.apply('SHOP_S', 'UTC', [
+      ...times(3, () => view('2024-03-15T11:00:00Z', 'P2', 'V1')),
+      order('2024-03-15T11:30:00Z', '0.02', 'V1'),
+    ]);
+  },
 });
 
 const segments = [
@@ -56,10 +54,10 @@ const segments = [
 ];
 
 const evaluate = async (visitor: string, segs: unknown = segments) => {
-  const res = await app.inject({
+  const res = await shop.app.inject({
     method: 'POST',
     url: '/v1/segments/evaluate',
-    headers: bearer(key),
+    headers: bearer(shop.key),
     payload: { visitor, segments: segs },
   });
   expect(res.statusCode).toBe(200);
@@ -148,7 +146,7 @@ describe('POST /v1/segments/evaluate', () => {
 
   it("reads only the key's store: another store's visitor V1 is a different row", async () => {
     const otherKey = (await f.tenant('SHOP_T')).read;
-    const res = await app.inject({
+    const res = await shop.app.inject({
       method: 'POST',
       url: '/v1/segments/evaluate',
       headers: bearer(otherKey),
@@ -183,7 +181,7 @@ describe('rule thresholds compare exactly', () => {
       rule('>', -1),
     ];
     const matched = async () => {
-      const res = await app.inject({
+      const res = await shop.app.inject({
         method: 'POST',
         url: '/v1/segments/evaluate',
         headers: bearer(bigKey),

@@ -4,9 +4,10 @@ import { addDays, formatDate, localDate } from '@tally/key-layout';
 import { HistoryMemo } from '@tally/query';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { updateTenant } from '@tally/tenants';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { badRequest, bearer, times, useFixture, view } from '../test/fixture';
 import type { QueryApiApp } from './app';
+import { useSeededStore } from './test-fixtures';
 
 // The query clock: 2024-03-16 02:00 UTC, 22:00 on 2024-03-15 in New York (the store's zone).
 const NOW = Date.parse('2024-03-16T02:00:00Z');
@@ -20,27 +21,23 @@ const day = (daysAgo: number) => formatDate(addDays(today, -daysAgo));
 const ago = (days: number) => new Date(NOW - days * DAY_MS).toISOString();
 
 const f = useFixture();
-let app: QueryApiApp;
-let key: string;
-
-beforeAll(async () => {
-  key = (await f.tenant('SHOP_T', TZ)).read;
-  await f.apply('SHOP_T', TZ, [
-    ...times(2, () => view(ago(BACK), 'P1', 'V1')),
-    view(ago(BACK + 1), 'P2', 'V1'),
-    view(ago(130), 'P3', 'V1'),
-    // P01..P25 one view each, yesterday and today.
-    ...Array.from({ length: 25 }, (_, i) => view(ago(i % 2), `P${String(i + 1).padStart(2, '0')}`, 'V2')),
-  ]);
-  await f.flush('SHOP_T');
-  app = await f.app({ now: () => NOW });
+const shop = useSeededStore(f, 'SHOP_T', {
+  timeZone: TZ,
+  now: NOW,
+  seed: async () => {
+    await f.apply('SHOP_T', TZ, [
+      ...times(2, () => view(ago(BACK), 'P1', 'V1')),
+      view(ago(BACK + 1), 'P2', 'V1'),
+      view(ago(130), 'P3', 'V1'),
+      // P01..P25 one view each, yesterday and today.
+      ...Array.from({ length: 25 }, (_, i) => view(ago(i % 2), `P${String(i + 1).padStart(2, '0')}`, 'V2')),
+    ]);
+    await f.flush('SHOP_T');
+  },
 });
 
-const get = async (url: string) => {
-  const res = await app.inject({ method: 'GET', url, headers: bearer(key) });
-  return { status: res.statusCode, body: res.json() };
-};
-const top = (from: string, to: string, limit = 10) => get(`/v1/top?entity=product&metric=ViewCount&from=${from}&to=${to}&limit=${limit}`);
+const top = (from: string, to: string, limit = 10) =>
+  shop.get(`/v1/top?entity=product&metric=ViewCount&from=${from}&to=${to}&limit=${limit}`);
 
 describe('GET /v1/top over the rankings kept', () => {
   it('answers 400 naming from for a range older than the rankings kept, never a list ranked from the days left', async () => {
@@ -65,7 +62,7 @@ describe('GET /v1/top over the rankings kept', () => {
   });
 
   it('says so in the OpenAPI description of /v1/top', async () => {
-    const doc = (await app.inject({ method: 'GET', url: '/docs/json' })).json();
+    const doc = (await shop.app.inject({ method: 'GET', url: '/docs/json' })).json();
     const op = doc.paths['/v1/top'].get;
     expect(op.description).toContain(`more than ${BACK} days before today (in the store's time zone) is 400 naming from`);
     expect(op.parameters.find((p: { name: string }) => p.name === 'range').description).toContain(`at most ${BACK} days before today`);

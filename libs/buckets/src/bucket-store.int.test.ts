@@ -2,6 +2,7 @@ import type { RowDeltas } from '@tally/schema';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { BucketStore, TOP_MAX_MEMBERS, TopTooLargeError, type Entry } from './index';
+import { outboxFields } from './test-fixtures';
 import { testRules, useBucketStore } from './test-store';
 
 let redis: Redis;
@@ -167,14 +168,7 @@ describe('the outbox-entry gauge', () => {
     // An undercount, as an older version left for outboxes written before it kept the count: acking S deletes 2.
     await redis.hset('t:{S}:n', 'entries', '1');
     const out = await store.readOutbox('S', 'S');
-    expect(
-      await store.ackOutbox(
-        'S',
-        'S',
-        out.entries.map((e) => e.field),
-        4,
-      ),
-    ).toBe(0);
+    expect(await store.ackOutbox('S', 'S', outboxFields(out), 4)).toBe(0);
     expect(await redis.hget('t:{S}:n', 'entries')).toBe('0');
     expect((await store.storeBacklog('S')).entries).toBe(0);
     // Shard totals an older version left below 0 come back to 0 at the next publish; the gauges never read < 0.
@@ -505,14 +499,7 @@ describe('flush scheduling and ack', () => {
     await store.apply('S', 'b', deltas({ S: { '2023-124|v': 4 } }), { now: 10, dedupeTtlSeconds: 60 });
     await store.seal('S', { now: 11, minAgeMs: 0 });
     await store.foldSealed('S', { now: 12 });
-    expect(
-      await store.ackOutbox(
-        'S',
-        'S',
-        out.entries.map((e) => e.field),
-        20,
-      ),
-    ).toBe(1);
+    expect(await store.ackOutbox('S', 'S', outboxFields(out), 20)).toBe(1);
     expect(await redis.get('t:{S}:c:S')).toBeNull();
     expect(await store.fillCache('S', 'S', '0', '{"stale":true}', 60)).toBe(false); // the race of the design
     // Dirty since its oldest unwritten count was folded (3), not since the ack (20): the flush lag is not understated.
@@ -520,14 +507,7 @@ describe('flush scheduling and ack', () => {
     expect((await store.storeBacklog('S')).oldestDirty).toBe(3);
     const rest = await store.readOutbox('S', 'S');
     expect(rest.entries.map((e) => [e.field, e.value])).toEqual([['2|2023-124|v', 4n]]);
-    expect(
-      await store.ackOutbox(
-        'S',
-        'S',
-        rest.entries.map((e) => e.field),
-        30,
-      ),
-    ).toBe(0);
+    expect(await store.ackOutbox('S', 'S', outboxFields(rest), 30)).toBe(0);
     expect(await redis.zscore('t:{S}:dirty', 'S')).toBeNull();
     expect(await redis.zscore('t:{S}:due', 'S')).toBeNull();
     expect(await redis.exists('t:{S}:o:S')).toBe(0);
@@ -540,12 +520,7 @@ describe('flush scheduling and ack', () => {
       await store.seal('S', { now: at + 1, minAgeMs: 0 });
       await store.foldSealed('S', { now: at + 2 });
       const out = await store.readOutbox('S', 'S');
-      await store.ackOutbox(
-        'S',
-        'S',
-        out.entries.map((e) => e.field),
-        at + 3,
-      );
+      await store.ackOutbox('S', 'S', outboxFields(out), at + 3);
     };
     await flush(1_000);
     const first = await version();
