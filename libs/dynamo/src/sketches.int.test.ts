@@ -1,7 +1,7 @@
 import { QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { cellsOfDay, parseDayKey } from '@tally/key-layout';
 import { createTestTable } from '@tally/testing';
-import { dynamoBackends, useDynamoBackend } from '@tally/testing/vitest';
+import { dynamoBackends, useDynamoBackendClient } from '@tally/testing/vitest';
 import { describe, expect, it } from 'vitest';
 import {
   createDynamoClient,
@@ -18,7 +18,8 @@ import {
   type SketchUnion,
 } from './index';
 
-// Run on dynalite and on AWS's DynamoDB Local (both refuse an item past 400 KB; DynamoDB Local skipped without java).
+// Run on dynalite and on AWS's DynamoDB Local (both refuse an item past 400 KB; DynamoDB Local skipped without java):
+// `client` is the one of the backend whose tests run, set as it starts.
 let client: DynamoDBClient;
 const deps = (table: string) => ({ client, table, meter: createDynamoMeter() });
 
@@ -119,17 +120,12 @@ async function expectCells(table: string, pk: string, live: readonly SketchPart[
 
 describe.each(dynamoBackends())('dense sketches of several distinct metrics on one row, on $name', (backend) => {
   const { skip } = backend;
-  let endpoint: string;
-  useDynamoBackend(backend, (e) => {
-    endpoint = e;
-    client = createDynamoClient({ endpoint, region: 'us-east-1' });
-    return () => client.destroy();
-  });
+  const emulator = useDynamoBackendClient(backend, (endpoint) => (client = createDynamoClient({ endpoint, region: 'us-east-1' })));
 
   it.skipIf(skip)(
     'keep every item far below 400 KB: a month of daily flushes of 2 metrics of 60,000 visitors a day, and a month of 4 metrics of 5,000 in one flush',
     async () => {
-      const table = await createTestTable(endpoint);
+      const table = await createTestTable(emulator.endpoint);
       const bound = (SPILL_AT_KB + 40) * 1024 + SKETCH_BYTES_PER_UPDATE;
       // 2 metrics x 32 cells (31 days and the month) x about 7.5 KB: about 480 KB of sketches in the month item. The
       // writer flushes the row once a day, that day's counts and sketches (before the overflow layout took sketches,

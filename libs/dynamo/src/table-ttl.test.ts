@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { checkTable, createDynamoClient, type TableWarning } from './index';
+import { checkTable, createDynamoClient, TABLE_KEYS, type TableWarning } from './index';
 
 let server: Server | undefined;
 afterEach(() => new Promise<void>((r) => (server ? server.close(() => r()) : r())));
@@ -10,14 +10,8 @@ afterEach(() => new Promise<void>((r) => (server ? server.close(() => r()) : r()
 const TABLE = {
   TableName: 'tally',
   TableStatus: 'ACTIVE',
-  AttributeDefinitions: [
-    { AttributeName: 'pk', AttributeType: 'S' },
-    { AttributeName: 'sk', AttributeType: 'S' },
-  ],
-  KeySchema: [
-    { AttributeName: 'pk', KeyType: 'HASH' },
-    { AttributeName: 'sk', KeyType: 'RANGE' },
-  ],
+  AttributeDefinitions: TABLE_KEYS.map((k) => ({ AttributeName: k.name, AttributeType: k.type })),
+  KeySchema: TABLE_KEYS.map((k) => ({ AttributeName: k.name, KeyType: k.role })),
 };
 
 type TtlAnswer = { status: number; body: object };

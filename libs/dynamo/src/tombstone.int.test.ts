@@ -1,7 +1,7 @@
-import { GetItemCommand, PutItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, PutItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { ERASED_ATTR, EXPIRES_ATTR, WATERMARK_ATTR, WATERMARK_PART_ATTR } from '@tally/key-layout';
 import { createTestTable } from '@tally/testing';
-import { dynamoBackends, useDynamoBackend } from '@tally/testing/vitest';
+import { dynamoBackends, useDynamoBackendClient } from '@tally/testing/vitest';
 import { describe, expect, it } from 'vitest';
 import {
   createDynamoClient,
@@ -25,7 +25,6 @@ import {
  * later buckets passes and makes the item a counter item again, at the cost of a write to a fresh item.
  */
 
-let client: DynamoDBClient;
 const e = (seq: number, dayKey: string, metric: string, value: number): CountEntry => ({ seq, dayKey, metric, value: BigInt(value) });
 /** Exact sketches: `X` and 8-byte members; the union is the members of a group, each once. */
 const union: SketchUnion = async (groups) =>
@@ -41,21 +40,16 @@ const TOMBSTONE_TTL = 2_000_000_000;
 
 describe.each(dynamoBackends())('tombstone items, on $name', (backend) => {
   const { skip } = backend;
-  let endpoint: string;
-  useDynamoBackend(backend, (ep) => {
-    endpoint = ep;
-    client = createDynamoClient({ endpoint, region: 'us-east-1' });
-    return () => client.destroy();
-  });
+  const emulator = useDynamoBackendClient(backend, (endpoint) => createDynamoClient({ endpoint, region: 'us-east-1' }));
   const deps = (table: string, expiresAt?: RowWriterDeps['expiresAt']): RowWriterDeps => ({
-    client,
+    client: emulator.client,
     table,
     meter: createDynamoMeter(),
     ...(expiresAt ? { expiresAt } : {}),
   });
   /** A tombstone item as the erasure puts it. */
   const putTombstone = (table: string, pk: string, sk: string) =>
-    client.send(
+    emulator.client.send(
       new PutItemCommand({
         TableName: table,
         Item: {
@@ -68,10 +62,11 @@ describe.each(dynamoBackends())('tombstone items, on $name', (backend) => {
       }),
     );
   const raw = async (table: string, pk: string, sk: string): Promise<Record<string, AttributeValue> | undefined> =>
-    (await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: pk }, sk: { S: sk } }, ConsistentRead: true }))).Item;
+    (await emulator.client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: pk }, sk: { S: sk } }, ConsistentRead: true })))
+      .Item;
 
   it.skipIf(skip)('reads as an empty item at its fence: only later buckets of Redis count', async () => {
-    const table = await createTestTable(endpoint);
+    const table = await createTestTable(emulator.endpoint);
     await putTombstone(table, 'S#visitor#V1', 'M2023-05');
     const item = toStoredItem((await raw(table, 'S#visitor#V1', 'M2023-05'))!);
     expect(item).toEqual({ sk: 'M2023-05', wm: FENCE, attrs: new Map() });
@@ -82,7 +77,7 @@ describe.each(dynamoBackends())('tombstone items, on $name', (backend) => {
   it.skipIf(skip)(
     'refuses the buckets at or below its fence (taken for written); later ones are written and clear the mark and the stamp as the hook says',
     async () => {
-      const table = await createTestTable(endpoint);
+      const table = await createTestTable(emulator.endpoint);
       // The hook, and the stamp a written item ends with.
       const variants: Array<[string, RowWriterDeps['expiresAt'], (sk: string) => string | undefined]> = [
         ['S#visitor#NOHOOK', undefined, () => undefined], // no hook: as null
@@ -135,14 +130,14 @@ describe.each(dynamoBackends())('tombstone items, on $name', (backend) => {
   it.skipIf(skip)(
     'a first write after the erasure costs what one to a fresh item does: a bucket in parts, and sketches riding the counts',
     async () => {
-      const table = await createTestTable(endpoint);
+      const table = await createTestTable(emulator.endpoint);
       const pk = 'S#product#P1';
       for (const sk of ['M2023-05', 'TOTAL']) await putTombstone(table, pk, sk);
       const entries = [e(FENCE + 1, '2023-123', 'v', 1)];
       for (let p = 0; p <= MAX_ATTRS_PER_UPDATE; p++) entries.push(e(FENCE + 2, '2023-123', `pv#P${p}`, 1));
       const live = [{ dayKey: '2023-123', metric: 'uv', blob: member(1) }];
       const r = await writeRowWithSketches(deps(table), union, pk, entries, live);
-      const fresh = await writeRowWithSketches(deps(await createTestTable(endpoint)), union, pk, entries, live);
+      const fresh = await writeRowWithSketches(deps(await createTestTable(emulator.endpoint)), union, pk, entries, live);
       expect({ ...r, extrasWritten: r.extrasWritten?.sort() }).toEqual({ ...fresh, extrasWritten: fresh.extrasWritten?.sort() });
       expect(r).toMatchObject({ conditionFailures: 0, sketchUpdates: 0 });
       const month = (await raw(table, pk, 'M2023-05'))!;
@@ -155,7 +150,7 @@ describe.each(dynamoBackends())('tombstone items, on $name', (backend) => {
   it.skipIf(skip)(
     "a stale flush's sketches are not written to a tombstone; a later flush's sketch write of its own (an overflow item) is, and clears the mark",
     async () => {
-      const table = await createTestTable(endpoint);
+      const table = await createTestTable(emulator.endpoint);
       const pk = 'S';
       for (const sk of ['M2023-05', 'TOTAL', 'M2023-05#3']) await putTombstone(table, pk, sk);
       // A stale flush of counts and sketches: nothing written, not even the sketches.

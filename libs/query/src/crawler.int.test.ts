@@ -1,12 +1,13 @@
-import { ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, SPILL_AT_KB, SpilledItems, writeRow } from '@tally/dynamo';
 import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { createTestTable } from '@tally/testing';
-import { dynamoBackends, useDynamoBackend, useRedis } from '@tally/testing/vitest';
+import { dynamoBackends, useDynamoBackendClient, useRedis } from '@tally/testing/vitest';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { evaluateSegments, explicitRange, readSeries, readTotals, resolveMetrics, type QueryDeps } from './index';
+import { flushStore } from './test-fixtures';
 
 // A crawler: one visitor viewing 20,000 distinct products within one month. Its month and TOTAL items would pass
 // DynamoDB's 400 KB; they spill into overflow items instead (libs/dynamo overflow.ts), and every answer stays exact.
@@ -41,17 +42,12 @@ useRedis((r) => void (redis = r));
 
 describe.each(dynamoBackends())('a visitor with $name', (backend) => {
   const { name, skip } = backend;
-  let client: DynamoDBClient;
-  let endpoint: string;
-  useDynamoBackend(backend, (e) => {
-    endpoint = e;
-    client = createDynamoClient({ endpoint, region: 'us-east-1' });
-    return () => client.destroy();
-  });
+  const emulator = useDynamoBackendClient(backend, (endpoint) => createDynamoClient({ endpoint, region: 'us-east-1' }));
 
   it.skipIf(skip)(
     `viewing ${PRODUCTS.toLocaleString('en-US')} distinct products in one month is written exactly, no item near 400 KB`,
     async () => {
+      const { client, endpoint } = emulator;
       const table = await createTestTable(endpoint);
       const meter = createDynamoMeter();
       const prefix = `crawl${name.length}`;
@@ -71,35 +67,8 @@ describe.each(dynamoBackends())('a visitor with $name', (backend) => {
         for (const ev of events) expected.set(ev.dims.product, (expected.get(ev.dims.product) ?? 0n) + 1n);
         await deps.buckets.apply(store, `b${b}`, rollup(rules, store, 'UTC', events), { now: clock, dedupeTtlSeconds: 3600 });
         clock += 1000;
-        await deps.buckets.seal(store, { now: clock, minAgeMs: 0 });
-        await deps.buckets.foldSealed(store, { now: clock });
-        for (const { pk } of await deps.buckets.dueRows(store, clock)) {
-          const out = await deps.buckets.readOutbox(store, pk);
-          if (out.entries.length === 0) continue;
-          let n = 0;
-          const crash = (b === 4 || b === BUCKETS - 1) && pk === PK;
-          try {
-            await writeRow(
-              {
-                ...deps.dynamo,
-                spilled,
-                afterUpdate: () => {
-                  if (crash && ++n === 30) throw new Error('crash');
-                },
-              },
-              pk,
-              out.entries,
-            );
-            await deps.buckets.ackOutbox(
-              store,
-              pk,
-              out.entries.map((e) => e.field),
-              clock,
-            );
-          } catch (err) {
-            if ((err as Error).message !== 'crash') throw err;
-          }
-        }
+        const crash = b === 4 || b === BUCKETS - 1;
+        await flushStore(deps, store, clock, { spilled, crashAt: (pk) => (crash && pk === PK ? 30 : undefined) });
       }
       const views = BigInt(PRODUCTS + BUCKETS);
       const sample = ['P0', 'P1', `P${perProduct}`, `P${PRODUCTS / 2 + 7}`, `P${PRODUCTS - 1}`];

@@ -1,37 +1,19 @@
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { BucketStore } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
 import { addDays, dayKey, formatDate, parseDate } from '@tally/key-layout';
 import { compileRules, defaultRules, rollupDistinct, type NormalizedEvent } from '@tally/schema';
-import { createTestTable, type DynaliteHandle } from '@tally/testing';
-import { useDynalite, useRedis } from '@tally/testing/vitest';
-import type { Redis } from 'ioredis';
 import { describe, expect, it, vi } from 'vitest';
 import { UNION_CALL_LIMITS } from './distinct';
-import { explicitRange, readSeries, resolveMetrics, type QueryDeps } from './index';
+import { explicitRange, readSeries, resolveMetrics } from './index';
+import { useQueryFixture } from './test-fixtures';
 
-let dyn: DynaliteHandle;
-let redis: Redis;
-let client: DynamoDBClient;
 const rules = compileRules(defaultRules);
-
-useRedis((r) => void (redis = r));
-useDynalite((d) => {
-  dyn = d;
-  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' });
-  return () => client.destroy();
-});
+const fixture = useQueryFixture(rules);
 
 /** What one union call may carry: blobs, and their bytes unless it is one blob. */
 const { blobs: MAX_BLOBS, bytes: MAX_BYTES } = UNION_CALL_LIMITS;
 
 describe('a ten-year daily series of UniqueVisitors', () => {
   it('unions its 3,660 days and their total in bounded Redis calls, with the answer one call gave', async () => {
-    const deps: QueryDeps = {
-      buckets: new BucketStore({ redis, rules, prefix: 'u' }),
-      dynamo: { client, table: await createTestTable(dyn.endpoint), meter: createDynamoMeter() },
-      rules,
-    };
+    const deps = await fixture.deps('u');
     const to = parseDate('2026-03-10')!;
     const from = addDays(to, -3_659);
     const days = Array.from({ length: 3_660 }, (_, i) => addDays(from, i));
@@ -70,11 +52,7 @@ describe('a ten-year daily series of UniqueVisitors', () => {
   });
 
   it('keeps a daily series of a month in one call, as before', async () => {
-    const deps: QueryDeps = {
-      buckets: new BucketStore({ redis, rules, prefix: 'm' }),
-      dynamo: { client, table: await createTestTable(dyn.endpoint), meter: createDynamoMeter() },
-      rules,
-    };
+    const deps = await fixture.deps('m');
     const to = parseDate('2026-03-10')!;
     const from = addDays(to, -30);
     // Each of the 31 days has a store sketch of its own (a visitor a day), and the total unions them all.

@@ -1,10 +1,5 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { BucketStore } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter, writeRow } from '@tally/dynamo';
-import { compileRules, defaultRules, rollup } from '@tally/schema';
-import { createTestTable, type DynaliteHandle } from '@tally/testing';
-import { useDynalite, useRedis } from '@tally/testing/vitest';
-import type { Redis } from 'ioredis';
+import { rollup } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
 import {
   evaluateSegments,
@@ -17,69 +12,19 @@ import {
   resolveMetrics,
   type QueryDeps,
 } from './index';
+import { flushStore, rankedRules as rules, useQueryFixture } from './test-fixtures';
 
-let dyn: DynaliteHandle;
-let redis: Redis;
-let client: DynamoDBClient;
-const meter = createDynamoMeter();
-const rules = compileRules({
-  ...defaultRules,
-  entities: {
-    store: { key: [], flush: { kind: 'bucket' } },
-    product: { key: ['product'], flush: { kind: 'bucket' }, rank: true },
-    visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
-    page: { key: ['page'], flush: { kind: 'bucket' }, rank: true },
-  },
-});
-
-useRedis((r) => void (redis = r));
-useDynalite((d) => {
-  dyn = d;
-  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' });
-  return () => client.destroy();
-});
-
-async function setup(prefix: string): Promise<QueryDeps & { table: string }> {
-  const table = await createTestTable(dyn.endpoint);
-  return { table, buckets: new BucketStore({ redis, rules, prefix }), dynamo: { client, table, meter }, rules };
-}
+const fixture = useQueryFixture(rules);
 
 /** Seal, fold and flush every due row of the store once; `crashAfter` interrupts a row after its first UpdateItem. */
-async function cycle(deps: QueryDeps, store: string, now: number, crashAfter?: string) {
-  await deps.buckets.seal(store, { now, minAgeMs: 0 });
-  await deps.buckets.foldSealed(store, { now });
-  for (const { pk } of await deps.buckets.dueRows(store, now)) {
-    const out = await deps.buckets.readOutbox(store, pk);
-    if (out.entries.length === 0) continue;
-    let n = 0;
-    try {
-      await writeRow(
-        {
-          ...deps.dynamo,
-          afterUpdate: () => {
-            if (pk === crashAfter && ++n === 1) throw new Error('crash');
-          },
-        },
-        pk,
-        out.entries,
-      );
-      await deps.buckets.ackOutbox(
-        store,
-        pk,
-        out.entries.map((e) => e.field),
-        now,
-      );
-    } catch (err) {
-      if ((err as Error).message !== 'crash') throw err;
-    }
-  }
-}
+const cycle = (deps: QueryDeps, store: string, now: number, crashAfter?: string) =>
+  flushStore(deps, store, now, { crashAt: (pk) => (pk === crashAfter ? 1 : undefined) });
 
 const view = (ts: number, product: string, visitor: string) => ({ type: 'view', ts, dims: { product, visitor } });
 
 describe('exact live answers', () => {
   it('every answer lies between what was applied before the query and what was applied by its end, while flushes run', async () => {
-    const deps = await setup('ex');
+    const deps = await fixture.deps('ex');
     const now = Date.parse('2023-05-03T12:00:00Z');
     const range = explicitRange('2023-05-01', '2023-05-31');
     const metrics = resolveMetrics(rules, ['ViewCount']);
@@ -127,12 +72,12 @@ describe('exact live answers', () => {
     const final = await readSeries(deps, { store: 'S', pk: 'S', metrics, range, granularity: 'day' });
     expect(final.totals['ViewCount']).toBe(300n);
     expect(final.points.find((p) => p.period === '2023-05-03')!.values['ViewCount']).toBe(100n);
-    expect(await redis.keys('ex:{S}:o:*')).toEqual([]);
+    expect(await fixture.redis.keys('ex:{S}:o:*')).toEqual([]);
     expect(final.dynamoRequests).toBe(1);
   });
 
   it('visitor segments stay exact through cache fills racing with the writer (with the in-process history memo)', async () => {
-    const deps = { ...(await setup('seg')), historyMemo: new HistoryMemo() };
+    const deps = { ...(await fixture.deps('seg')), historyMemo: new HistoryMemo() };
     const now = Date.parse('2023-05-03T12:00:00Z');
     let applied = 0;
     let stop = false;
@@ -184,7 +129,7 @@ describe('exact live answers', () => {
 
 describe('ranges and totals', () => {
   it('answers "today" and "yesterday" around a -07:00 store midnight', async () => {
-    const deps = await setup('la');
+    const deps = await fixture.deps('la');
     const tz = 'America/Los_Angeles';
     const beforeMidnight = Date.parse('2023-05-04T06:59:00Z'); // 23:59 on May 3 in LA
     const afterMidnight = Date.parse('2023-05-04T07:01:00Z'); // 00:01 on May 4
@@ -204,7 +149,7 @@ describe('ranges and totals', () => {
   });
 
   it('reads totals of many entities with batched reads, live data merged', async () => {
-    const deps = await setup('tot');
+    const deps = await fixture.deps('tot');
     const ts = Date.parse('2023-05-03T12:00:00Z');
     const events = Array.from({ length: 30 }, (_, i) => view(ts, `P${i % 6}`, 'V'));
     await deps.buckets.apply('S', 'a', rollup(rules, 'S', 'UTC', events), { now: 1, dedupeTtlSeconds: 60 });
@@ -220,7 +165,7 @@ describe('ranges and totals', () => {
   });
 
   it('an all-time series reads as at 40027f0: one GetItem of the TOTAL item (no Query) and one SNAPSHOT, live counts merged', async () => {
-    const deps = await setup('at');
+    const deps = await fixture.deps('at');
     const ts = Date.parse('2023-05-03T12:00:00Z');
     // History in DynamoDB (two months and TOTAL), then live counts above its watermarks, sealed and open.
     await deps.buckets.apply('A', 'a', rollup(rules, 'A', 'UTC', [view(ts - 40 * 86_400_000, 'P1', 'V1'), view(ts, 'P2', 'V1')]), {
@@ -241,7 +186,7 @@ describe('ranges and totals', () => {
         granularity,
       });
     await read('total'); // the instance learns the store's bucket layout (a stale SNAPSHOT reply is not the query's work)
-    const scripts = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+    const scripts = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await fixture.redis.info('commandstats'))?.[1] ?? 0);
     // Every DynamoDB call and the items it returned, by operation.
     const calls: Record<string, { calls: number; items: number }> = {};
     const send = deps.dynamo.client.send.bind(deps.dynamo.client) as (cmd: object) => Promise<{ Item?: object; Items?: object[] }>;
@@ -274,7 +219,7 @@ describe('ranges and totals', () => {
   });
 
   it('ranks from every bucket: the top list agrees with the totals right after the first events, before any seal', async () => {
-    const deps = await setup('live');
+    const deps = await fixture.deps('live');
     const now = Date.now();
     const tz = 'UTC';
     const range = namedRange('last30d', tz, now);

@@ -1,35 +1,12 @@
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BucketStore, readTopHistory, recordTopHistory, type TopHistory } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
 import { compareDates, dayKey, formatDate, localDate, parseDate, redisKeys, type LocalDate } from '@tally/key-layout';
-import { compileRules, defaultRules, rollup } from '@tally/schema';
-import { createTestTable, type DynaliteHandle } from '@tally/testing';
-import { useDynalite, useRedis } from '@tally/testing/vitest';
-import type { Redis } from 'ioredis';
+import { rollup } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
-import { explicitRange, QueryError, readTop, type QueryDeps } from './index';
+import { explicitRange, readTop, type QueryDeps } from './index';
+import { queryRefusal, rankedRules as rules, useQueryFixture } from './test-fixtures';
 import { oldestTopDay } from './top';
 
-let dyn: DynaliteHandle;
-let redis: Redis;
-let client: DynamoDBClient;
-const meter = createDynamoMeter();
-const rules = compileRules({
-  ...defaultRules,
-  entities: {
-    store: { key: [], flush: { kind: 'bucket' } },
-    product: { key: ['product'], flush: { kind: 'bucket' }, rank: true },
-    visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
-    page: { key: ['page'], flush: { kind: 'bucket' }, rank: true },
-  },
-});
-
-useRedis((r) => void (redis = r));
-useDynalite((d) => {
-  dyn = d;
-  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' });
-  return () => client.destroy();
-});
+const fixture = useQueryFixture(rules);
 
 const DAY_MS = 86_400_000;
 const at = (iso: string) => Date.parse(iso);
@@ -37,28 +14,19 @@ const view = (ts: number, product: string) => ({ type: 'view', ts, dims: { produ
 
 /** A store's query deps whose top lists reach back `days` (the query API's TOP_HISTORY_DAYS) and `history` allows. */
 async function setup(prefix: string, days: number, history?: () => Promise<TopHistory>): Promise<QueryDeps> {
-  const table = await createTestTable(dyn.endpoint);
   const key = redisKeys(prefix).topHistory;
-  return {
-    buckets: new BucketStore({ redis, rules, prefix }),
-    dynamo: { client, table, meter },
-    rules,
-    topReach: { days, history: history ?? (() => readTopHistory(redis, key)) },
-  };
+  return { ...(await fixture.deps(prefix)), topReach: { days, history: history ?? (() => readTopHistory(fixture.redis, key)) } };
 }
 /** An aggregator's BucketStore keeping the rankings `days` days. */
-const aggregator = (prefix: string, days: number) => new BucketStore({ redis, rules, prefix, rankTtlSeconds: days * 86_400 });
+const aggregator = (prefix: string, days: number) =>
+  new BucketStore({ redis: fixture.redis, rules, prefix, rankTtlSeconds: days * 86_400 });
 const top = (deps: QueryDeps, from: string, to: string, now: number) =>
   readTop(deps, { store: 'S', entity: 'product', metric: 'ViewCount', range: explicitRange(from, to), limit: 10, timeZone: 'UTC', now });
-/** The error a promise rejects with (a test fails if it resolves). */
+/** The message of the refusal of `from` a promise rejects with (a test fails if it resolves). */
 const refusal = async (p: Promise<unknown>) => {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(QueryError);
-  expect((err as QueryError).field).toBe('from');
-  return (err as QueryError).message;
+  const err = await queryRefusal(p);
+  expect(err.field).toBe('from');
+  return err.message;
 };
 
 describe('top lists after TOP_HISTORY_DAYS changed', () => {
@@ -67,17 +35,17 @@ describe('top lists after TOP_HISTORY_DAYS changed', () => {
     const key = redisKeys('raise').topHistory;
     // Before the raise the aggregators kept the rankings 100 days: 2024-01-20 was counted, and its ranking expired
     // 100 days later (deleted here, as its TTL would).
-    await recordTopHistory(redis, key, 100, at('2024-01-01T00:00:00Z'));
+    await recordTopHistory(fixture.redis, key, 100, at('2024-01-01T00:00:00Z'));
     await aggregator('raise', 100).apply('S', 'a', rollup(rules, 'S', 'UTC', [view(at('2024-01-20T10:00:00Z'), 'P1')]), {
       now: at('2024-01-20T10:00:00Z'),
       dedupeTtlSeconds: 60,
     });
-    const [expired] = await redis.keys(`raise:{S}:k:${dayKey(parseDate('2024-01-20')!)}:*`);
-    expect(await redis.ttl(expired!)).toBeGreaterThan(100 * 86_400 - 60);
-    await redis.del(expired!);
+    const [expired] = await fixture.redis.keys(`raise:{S}:k:${dayKey(parseDate('2024-01-20')!)}:*`);
+    expect(await fixture.redis.ttl(expired!)).toBeGreaterThan(100 * 86_400 - 60);
+    await fixture.redis.del(expired!);
     // Raised to 200 days on 2024-04-25 (the aggregators record it as they start), then P2 counted on 2024-04-27.
     const raisedAt = at('2024-04-25T12:00:00Z');
-    await recordTopHistory(redis, key, 200, raisedAt);
+    await recordTopHistory(fixture.redis, key, 200, raisedAt);
     await aggregator('raise', 200).apply('S', 'b', rollup(rules, 'S', 'UTC', [view(at('2024-04-27T10:00:00Z'), 'P2')]), {
       now: at('2024-04-27T10:00:00Z'),
       dedupeTtlSeconds: 60,
@@ -110,9 +78,9 @@ describe('top lists after TOP_HISTORY_DAYS changed', () => {
   it('cut to 40 days on the aggregators but not on the query API: 38 days back, not 98', async () => {
     const deps = await setup('cut', 100);
     const key = redisKeys('cut').topHistory;
-    await recordTopHistory(redis, key, 100, at('2024-01-01T00:00:00Z'));
+    await recordTopHistory(fixture.redis, key, 100, at('2024-01-01T00:00:00Z'));
     const cutAt = at('2024-03-01T12:00:00Z');
-    await recordTopHistory(redis, key, 40, cutAt);
+    await recordTopHistory(fixture.redis, key, 40, cutAt);
     const now = cutAt + DAY_MS; // 2024-03-02
     expect(await refusal(top(deps, '2024-01-10', '2024-01-31', now))).toMatch(
       /^top lists reach back 38 days, to 2024-01-24 \(the aggregators kept .* less than 100 days: .*\), not to 2024-01-10$/,
@@ -156,32 +124,12 @@ describe('oldestTopDay', () => {
     // The query API's own 60 days cap it (not `limited`: its own value).
     expect(oldestTopDay(new Map([[100, 0]]), 60, now, 'UTC')).toEqual({ oldest: parseDate('2024-04-04'), limited: false });
     // 300 days since 2024-05-01 and 100 since ever: the 100 days reach further until the 300 days' days are older.
-    expect(
-      day(
-        oldestTopDay(
-          new Map([
-            [100, 0],
-            [300, at('2024-05-01T00:00:00Z')],
-          ]),
-          300,
-          now,
-          'UTC',
-        ).oldest,
-      ),
-    ).toBe('2024-02-24');
+    const raised = new Map([
+      [100, 0],
+      [300, at('2024-05-01T00:00:00Z')],
+    ]);
+    expect(day(oldestTopDay(raised, 300, now, 'UTC').oldest)).toBe('2024-02-24');
     const later = at('2024-09-01T12:00:00Z');
-    expect(
-      day(
-        oldestTopDay(
-          new Map([
-            [100, 0],
-            [300, at('2024-05-01T00:00:00Z')],
-          ]),
-          300,
-          later,
-          'UTC',
-        ).oldest,
-      ),
-    ).toBe('2024-05-03');
+    expect(day(oldestTopDay(raised, 300, later, 'UTC').oldest)).toBe('2024-05-03');
   });
 });

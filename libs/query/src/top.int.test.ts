@@ -1,55 +1,18 @@
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { BucketStore, RANK_TTL_DAYS } from '@tally/buckets';
-import { createDynamoClient, createDynamoMeter } from '@tally/dynamo';
+import { RANK_TTL_DAYS } from '@tally/buckets';
 import { addDays, compareDates, dayKey, formatDate, localDate, parseDate, type LocalDate } from '@tally/key-layout';
-import { compileRules, defaultRules, rollup } from '@tally/schema';
-import { createTestTable, type DynaliteHandle } from '@tally/testing';
-import { useDynalite, useRedis } from '@tally/testing/vitest';
-import type { Redis } from 'ioredis';
+import { rollup } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
-import { explicitRange, namedRange, QueryError, readTop, type QueryDeps } from './index';
+import { explicitRange, namedRange, readTop, type QueryDeps, type QueryError } from './index';
+import { queryRefusal, rankedRules as rules, useQueryFixture } from './test-fixtures';
 
-let dyn: DynaliteHandle;
-let redis: Redis;
-let client: DynamoDBClient;
-const meter = createDynamoMeter();
-const rules = compileRules({
-  ...defaultRules,
-  entities: {
-    store: { key: [], flush: { kind: 'bucket' } },
-    product: { key: ['product'], flush: { kind: 'bucket' }, rank: true },
-    visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
-    page: { key: ['page'], flush: { kind: 'bucket' }, rank: true },
-  },
-});
-
-useRedis((r) => void (redis = r));
-useDynalite((d) => {
-  dyn = d;
-  client = createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' });
-  return () => client.destroy();
-});
-
-async function setup(prefix: string): Promise<QueryDeps> {
-  const table = await createTestTable(dyn.endpoint);
-  return { buckets: new BucketStore({ redis, rules, prefix }), dynamo: { client, table, meter }, rules };
-}
+const fixture = useQueryFixture(rules);
 
 const DAY_MS = 86_400_000;
 const view = (ts: number, product: string, visitor: string) => ({ type: 'view', ts, dims: { product, visitor } });
-/** The error a promise rejects with (a test fails if it resolves). */
-const refusal = async (p: Promise<unknown>) => {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(QueryError);
-  return err as QueryError;
-};
 
 describe('top lists over the rankings kept', () => {
   it("refuses a range starting before the days whose rankings are kept whole, counted in the store's time zone", async () => {
-    const deps = await setup('age');
+    const deps = await fixture.deps('age');
     // The query clock: 2024-03-16 02:00 UTC, 22:00 on 2024-03-15 in New York; the counts were applied just now.
     const now = Date.parse('2024-03-16T02:00:00Z');
     const tz = 'America/New_York';
@@ -73,22 +36,22 @@ describe('top lists over the rankings kept', () => {
     const first = formatDate(oldest);
     expect((await top(first, formatDate(addDays(oldest, 30)))).items).toEqual([{ id: 'P1', units: 1n }]);
     // A day earlier is refused, on `from`, though its ranking is still there: it may expire while read.
-    const before = await refusal(top(formatDate(addDays(oldest, -1)), formatDate(addDays(oldest, 30))));
+    const before = await queryRefusal(top(formatDate(addDays(oldest, -1)), formatDate(addDays(oldest, 30))));
     expect(before.field).toBe('from');
     expect(before.message).toBe(
       `top lists reach back ${back} days, to ${first} (the daily rankings are kept ${RANK_TTL_DAYS} days), not to ${formatDate(addDays(oldest, -1))}`,
     );
     // 150 to 120 days ago: refused, not answered from rankings that expired (items: []).
-    const old = await refusal(top(formatDate(addDays(today, -150)), formatDate(addDays(today, -120))));
+    const old = await queryRefusal(top(formatDate(addDays(today, -150)), formatDate(addDays(today, -120))));
     expect(old.field).toBe('from');
     // Today is the store's: in UTC it is already 2024-03-16, and the oldest day kept a day later.
-    expect((await refusal(top(first, formatDate(addDays(oldest, 30)), 'UTC'))).message).toMatch(
+    expect((await queryRefusal(top(first, formatDate(addDays(oldest, 30)), 'UTC'))).message).toMatch(
       new RegExp(`to ${formatDate(addDays(oldest, 1))} .* not to ${first}$`),
     );
     // The length refusals come first, as before.
-    expect((await refusal(top('2023-01-01', '2023-06-30'))).field).toBe('range');
+    expect((await queryRefusal(top('2023-01-01', '2023-06-30'))).field).toBe('range');
     const allTime = readTop(deps, { store: 'S', entity: 'product', metric: 'ViewCount', range: 'all', limit: 10, timeZone: tz, now });
-    expect((await refusal(allTime)).field).toBe('range');
+    expect((await queryRefusal(allTime)).field).toBe('range');
     // Named ranges (at most 92 days) are never refused for their age.
     const last3m = namedRange('last3m', tz, now);
     const r = await readTop(deps, { store: 'S', entity: 'product', metric: 'ViewCount', range: last3m, limit: 10, timeZone: tz, now });
@@ -108,16 +71,16 @@ describe('late events and the rankings kept', () => {
     readTop(deps, { store, entity: 'product', metric: 'ViewCount', range: { from: day, to: day }, limit: 10, timeZone: tz, now });
 
   it("re-creates an expired day's ranking with the late event's delta only, on a day top lists no longer read", async () => {
-    const deps = await setup('late');
+    const deps = await fixture.deps('late');
     const tz = 'America/New_York';
     const day = parseDate('2024-03-01')!;
     const start = dayStart(day, tz);
     // The day's counts, applied as early as the clock skew lets them in: its rankings live RANK_TTL_DAYS days from then.
     const events = [view(start, 'P1', 'V1'), view(start, 'P1', 'V2'), view(start, 'P2', 'V1')];
     await deps.buckets.apply('L', 'a', rollup(rules, 'L', tz, events), { now: start - SKEW_MS, dedupeTtlSeconds: 60 });
-    const rankings = await redis.keys(`late:{L}:k:${dayKey(day)}:*`);
+    const rankings = await fixture.redis.keys(`late:{L}:k:${dayKey(day)}:*`);
     expect(rankings.length).toBeGreaterThan(0);
-    for (const k of rankings) expect(await redis.ttl(k)).toBeGreaterThan(RANK_TTL_DAYS * 86_400 - 60);
+    for (const k of rankings) expect(await fixture.redis.ttl(k)).toBeGreaterThan(RANK_TTL_DAYS * 86_400 - 60);
     expect((await topOf(deps, 'L', day, tz, start)).items).toEqual([
       { id: 'P1', units: 2n },
       { id: 'P2', units: 1n },
@@ -126,15 +89,16 @@ describe('late events and the rankings kept', () => {
     // RANK_TTL_DAYS days later the rankings may be gone (deleted here, as their TTL would), and a late event of the day
     // (LATENESS_HORIZON_DAYS above RANK_TTL_DAYS) re-creates them holding its own delta only.
     const gone = start - SKEW_MS + RANK_TTL_DAYS * DAY_MS;
-    await redis.del(...rankings);
+    await fixture.redis.del(...rankings);
     await deps.buckets.apply('L', 'b', rollup(rules, 'L', tz, [view(start + 60_000, 'P3', 'V3')]), { now: gone, dedupeTtlSeconds: 60 });
-    for (const k of await redis.keys(`late:{L}:k:${dayKey(day)}:*`)) expect(await redis.zrange(k, 0, -1)).toEqual(['P3']);
+    for (const k of await fixture.redis.keys(`late:{L}:k:${dayKey(day)}:*`)) expect(await fixture.redis.zrange(k, 0, -1)).toEqual(['P3']);
     // No top list reads that day any more: from then on a range with it is refused.
-    for (const now of [gone, gone + DAY_MS, gone + 30 * DAY_MS]) expect((await refusal(topOf(deps, 'L', day, tz, now))).field).toBe('from');
+    for (const now of [gone, gone + DAY_MS, gone + 30 * DAY_MS])
+      expect((await queryRefusal(topOf(deps, 'L', day, tz, now))).field).toBe('from');
   });
 
   it('no day is read by a top list once its ranking can be gone, in any time zone and across DST changes', async () => {
-    const deps = await setup('zones');
+    const deps = await fixture.deps('zones');
     const zones = [
       'UTC',
       'America/New_York',
@@ -164,7 +128,7 @@ describe('late events and the rankings kept', () => {
 
 describe('ties', () => {
   it('lists equal values by id from the first: P01..P25 one view each, limit 10 is P01..P10 and limit 5 its prefix', async () => {
-    const deps = await setup('ties');
+    const deps = await fixture.deps('ties');
     const now = Date.now();
     const tz = 'UTC';
     const pad = (i: number) => `P${String(i).padStart(2, '0')}`;

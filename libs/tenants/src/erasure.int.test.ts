@@ -1,4 +1,4 @@
-import { QueryCommand, UpdateItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { QueryCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { BucketEraser, BucketStore } from '@tally/buckets';
 import {
   createDynamoClient,
@@ -24,7 +24,7 @@ import {
 } from '@tally/key-layout';
 import { compileRules, defaultRules, distinctMember } from '@tally/schema';
 import { createTestTable } from '@tally/testing';
-import { dynamoBackends, useDynamoBackend, useRedis } from '@tally/testing/vitest';
+import { dynamoBackends, useDynamoBackendClient, useRedis } from '@tally/testing/vitest';
 import { describe, expect, it } from 'vitest';
 import { TOMBSTONE_ITEM_DAYS } from './erasure';
 import { createTenant, createTenantDirectory, deleteStore, eraseVisitor, visitorExpiry, type ErasureDeps, type TenantDb } from './index';
@@ -58,15 +58,8 @@ useRedis(
 
 describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', (backend) => {
   const { skip } = backend;
-  let dynamo: DynamoDBClient;
-  let endpoint: string;
-  useDynamoBackend(backend, (e) => {
-    endpoint = e;
-    dynamo = createDynamoClient({ endpoint, region: 'us-east-1' });
-    return () => dynamo.destroy();
-  });
-
-  const freshDb = async (): Promise<TenantDb> => ({ dynamo, table: await createTestTable(endpoint) });
+  const emulator = useDynamoBackendClient(backend, (endpoint) => createDynamoClient({ endpoint, region: 'us-east-1' }));
+  const freshDb = async (): Promise<TenantDb> => ({ dynamo: emulator.client, table: await createTestTable(emulator.endpoint) });
   const erasureDeps = (db: TenantDb, now: number): ErasureDeps & { rules: typeof rules } => ({
     db,
     eraser,

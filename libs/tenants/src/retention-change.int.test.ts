@@ -1,15 +1,8 @@
-import {
-  DeleteItemCommand,
-  GetItemCommand,
-  PutItemCommand,
-  ScanCommand,
-  UpdateItemCommand,
-  type DynamoDBClient,
-} from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, GetItemCommand, PutItemCommand, ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { createDynamoClient } from '@tally/dynamo';
 import { ERASED_ATTR, EXPIRES_ATTR } from '@tally/key-layout';
 import { createTestTable } from '@tally/testing';
-import { dynamoBackends, useDynamoBackend } from '@tally/testing/vitest';
+import { dynamoBackends, useDynamoBackendClient } from '@tally/testing/vitest';
 import { describe, expect, it, vi } from 'vitest';
 import {
   createTenant,
@@ -58,15 +51,8 @@ const expiry = (m: Month, months: number) => Date.UTC(m.year, m.month - 1 + mont
 
 describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
   const { skip } = backend;
-  let endpoint: string;
-  let dynamo: DynamoDBClient;
-  useDynamoBackend(backend, (e) => {
-    endpoint = e;
-    dynamo = createDynamoClient({ endpoint, region: 'us-east-1' });
-    return () => dynamo.destroy();
-  });
-
-  const freshDb = async (): Promise<TenantDb> => ({ dynamo, table: await createTestTable(endpoint) });
+  const emulator = useDynamoBackendClient(backend, (endpoint) => createDynamoClient({ endpoint, region: 'us-east-1' }));
+  const freshDb = async (): Promise<TenantDb> => ({ dynamo: emulator.client, table: await createTestTable(emulator.endpoint) });
   const put = (db: TenantDb, pk: string, s: string, stamp?: number) =>
     db.dynamo.send(
       new PutItemCommand({
@@ -122,6 +108,18 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
             [`RS10#visitor#V1 ${sk(cur)}`]: expiry(cur, 6),
           };
           expect(writer6('TOTAL')).toBe(expiry(cur, 6));
+          /** V1's and V2's stamps under `months` of history: each month's its own, each TOTAL its row's latest month's. */
+          const visitorStamps = (months: number) => ({
+            [`${v1} ${sk(cur)}`]: expiry(cur, months),
+            [`${v1} ${sk(cur)}#a`]: expiry(cur, months),
+            [`${v1} ${sk(m1)}`]: expiry(m1, months),
+            [`${v1} ${sk(m2)}`]: expiry(m2, months),
+            [`${v1} TOTAL`]: expiry(cur, months),
+            [`${v1} TOTAL#3`]: expiry(cur, months),
+            [`${v2} ${sk(m2)}`]: expiry(m2, months),
+            [`${v2} ${sk(m5)}`]: expiry(m5, months),
+            [`${v2} TOTAL`]: expiry(m2, months),
+          });
 
           // Raised to 24 months: every stamp moves to its 24-month date, the TOTALs' from their row's latest month.
           await updateTenant(db, 'RS1', { historyMonths: 24 });
@@ -133,19 +131,7 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
             changedMeanwhile: 0,
             totalsWithoutMonths: 1,
           });
-          const raised = {
-            ...untouched,
-            [`${v1} ${sk(cur)}`]: expiry(cur, 24),
-            [`${v1} ${sk(cur)}#a`]: expiry(cur, 24),
-            [`${v1} ${sk(m1)}`]: expiry(m1, 24),
-            [`${v1} ${sk(m2)}`]: expiry(m2, 24),
-            [`${v1} TOTAL`]: expiry(cur, 24),
-            [`${v1} TOTAL#3`]: expiry(cur, 24),
-            [`${v2} ${sk(m2)}`]: expiry(m2, 24),
-            [`${v2} ${sk(m5)}`]: expiry(m5, 24),
-            [`${v2} TOTAL`]: expiry(m2, 24),
-            'RS1#visitor#V3 TOTAL': v3Stamp,
-          };
+          const raised: Record<string, number | null> = { ...untouched, ...visitorStamps(24), 'RS1#visitor#V3 TOTAL': v3Stamp };
           expect(await stamps(db)).toEqual(raised);
           // What the writer stamps under the new setting is what the walk set.
           const writer24 = await visitorExpiry({ tenant: async () => ({ store: 'RS1', timeZone, historyMonths: 24 }) }, () => at)(
@@ -171,19 +157,7 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
           await updateTenant(db, 'RS1', { historyMonths: 3 });
           expect(await restampRetention(db, 'RS1', noWait(at))).toMatchObject({ historyMonths: 3, restamped: 9, totalsWithoutMonths: 1 });
           const lowered = await stamps(db);
-          expect(lowered).toEqual({
-            ...untouched,
-            [`${v1} ${sk(cur)}`]: expiry(cur, 3),
-            [`${v1} ${sk(cur)}#a`]: expiry(cur, 3),
-            [`${v1} ${sk(m1)}`]: expiry(m1, 3),
-            [`${v1} ${sk(m2)}`]: expiry(m2, 3),
-            [`${v1} TOTAL`]: expiry(cur, 3),
-            [`${v1} TOTAL#3`]: expiry(cur, 3),
-            [`${v2} ${sk(m2)}`]: expiry(m2, 3),
-            [`${v2} ${sk(m5)}`]: expiry(m5, 3),
-            [`${v2} TOTAL`]: expiry(m2, 3),
-            'RS1#visitor#V3 TOTAL': null,
-          });
+          expect(lowered).toEqual({ ...untouched, ...visitorStamps(3), 'RS1#visitor#V3 TOTAL': null });
           expect(lowered[`${v1} ${sk(cur)}`]).toBeGreaterThan(at / 1000);
           expect(lowered[`${v2} ${sk(m5)}`]).toBeLessThanOrEqual(at / 1000);
         },
@@ -203,7 +177,7 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
     await put(db, pk, 'TOTAL', expiry(cur, 6));
     await updateTenant(db, 'RS2', { historyMonths: 12 });
     // Just before the walk's UpdateItem: the current month item is deleted (erasure, TTL), TOTAL rewritten by a writer.
-    const client = createDynamoClient({ endpoint, region: 'us-east-1' });
+    const client = createDynamoClient({ endpoint: emulator.endpoint, region: 'us-east-1' });
     const send = client.send.bind(client);
     const writerStamp = expiry(plus(cur, 1), 12);
     vi.spyOn(client, 'send').mockImplementation((async (command: unknown) => {
@@ -238,7 +212,7 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
     const months = Array.from({ length: 6 }, (_, i) => plus(cur, -i));
     for (const v of ['V1', 'V2', 'V3']) for (const m of months) await put(db, `RS3#visitor#${v}`, sk(m), expiry(m, 6));
     await updateTenant(db, 'RS3', { historyMonths: 24 });
-    const client = createDynamoClient({ endpoint, region: 'us-east-1' });
+    const client = createDynamoClient({ endpoint: emulator.endpoint, region: 'us-east-1' });
     const send = client.send.bind(client);
     let updates = 0;
     vi.spyOn(client, 'send').mockImplementation(((command: unknown) => {
@@ -266,7 +240,7 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
     await createTenant(db, 'RS4', { historyMonths: 6 });
     await put(db, 'RS4#visitor#V1', sk(cur), expiry(cur, 6));
     await updateTenant(db, 'RS4', { historyMonths: 24 });
-    const client = createDynamoClient({ endpoint, region: 'us-east-1' });
+    const client = createDynamoClient({ endpoint: emulator.endpoint, region: 'us-east-1' });
     const sent = vi.spyOn(client, 'send');
     let wake!: () => void;
     const waits: number[] = [];

@@ -1,7 +1,7 @@
 import { GetItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { createDynamoClient } from '@tally/dynamo';
 import { createTestTable } from '@tally/testing';
-import { dynamoBackends, useDynamoBackend } from '@tally/testing/vitest';
+import { dynamoBackends, useDynamoBackendClient } from '@tally/testing/vitest';
 import { describe, expect, it } from 'vitest';
 import {
   changeTenant,
@@ -26,15 +26,8 @@ const DAY = RETENTION_CHANGE_INTERVAL_MS;
 
 describe.each(dynamoBackends())('the limit on changes of historyMonths on $name', (backend) => {
   const { skip } = backend;
-  let endpoint: string;
-  let dynamo: DynamoDBClient;
-  useDynamoBackend(backend, (e) => {
-    endpoint = e;
-    dynamo = createDynamoClient({ endpoint, region: 'us-east-1' });
-    return () => dynamo.destroy();
-  });
-
-  const freshDb = async (): Promise<TenantDb> => ({ dynamo, table: await createTestTable(endpoint) });
+  const emulator = useDynamoBackendClient(backend, (endpoint) => createDynamoClient({ endpoint, region: 'us-east-1' }));
+  const freshDb = async (): Promise<TenantDb> => ({ dynamo: emulator.client, table: await createTestTable(emulator.endpoint) });
   /** A store admin's change at `at`: limited, and what it scheduled as restamps. */
   const byAdmin = (db: TenantDb, store: string, historyMonths: number | null, at: number, restamps: number[] = []) =>
     changeTenant(db, store, { historyMonths }, { now: () => at, historyChangeEveryMs: DAY, restamp: async (t) => void restamps.push(t) });

@@ -1,3 +1,4 @@
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { Redis, type RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
 import type { AppName } from '@tally/config';
@@ -70,6 +71,39 @@ export function useDynamoBackend(backend: DynamoBackend, ready: (endpoint: strin
     await cleanup?.();
     await stop?.();
   });
+}
+
+/** A client of a backend that `useDynamoBackendClient` started: read its members in the tests, once it started. */
+export interface DynamoBackendClient {
+  /** The backend's endpoint. */
+  readonly endpoint: string;
+  /** The client `connect` made for the endpoint. */
+  readonly client: DynamoDBClient;
+}
+
+/**
+ * In a describe block: `backend` started before its tests (unless skipped, as `useDynamoBackend`) with a client of its
+ * endpoint made by `connect`; after the tests the client is destroyed and the backend stopped.
+ */
+export function useDynamoBackendClient(backend: DynamoBackend, connect: (endpoint: string) => DynamoDBClient): DynamoBackendClient {
+  let started: DynamoBackendClient | undefined;
+  useDynamoBackend(backend, (endpoint) => {
+    const client = connect(endpoint);
+    started = { endpoint, client };
+    return () => client.destroy();
+  });
+  const get = (): DynamoBackendClient => {
+    if (!started) throw new Error(`${backend.name} is not started: use its client in the tests of the describe block`);
+    return started;
+  };
+  return {
+    get endpoint() {
+      return get().endpoint;
+    },
+    get client() {
+      return get().client;
+    },
+  };
 }
 
 /**
