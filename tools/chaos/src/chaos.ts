@@ -1,13 +1,11 @@
 import {
   backlog,
+  checkFleetCounts,
   checkQueryApi,
-  checkTable,
-  checkUniqueVisitors,
   createRng,
   DEMO_STORES,
   everyBucketRules,
   expectedCounts,
-  expectedDistinct,
   failedJobs,
   loadFleet,
   startFleet,
@@ -28,9 +26,12 @@ const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '5
  * two aggregators and two writers, every row flushed after every bucket), seeded traffic through HTTP and
  * libs/client with duplicates and invalid events, and meanwhile a seeded schedule of SIGKILLs, crash points,
  * Redis restarts, DynamoDB outages and throttling/500/slow/dropped requests. Then: everything healed and drained,
- * every DynamoDB counter compared with the expected counts, and the query API too.
+ * every DynamoDB counter compared with the expected counts, and the query API too. Prints its progress, summary and
+ * first problems, and asserts what every chaos test asserts: every accepted event counted exactly once, in each
+ * DynamoDB cell and query answer, UniqueVisitors as in a run without faults, with no failed job, unexpected exit or
+ * leaked process. Returns what the tests check besides.
  */
-async function runChaos(settings: ChaosSettings) {
+export async function runChaosExpectingExact(settings: ChaosSettings) {
   const rng = createRng(settings.seed).fork('faults');
   const faults: Record<string, number> = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0]));
   const kills: Record<string, number> = {};
@@ -87,7 +88,6 @@ async function runChaos(settings: ChaosSettings) {
     };
     const monitor = setInterval(checkExits, 500);
 
-    // The load.
     p.setRates(settings.rates);
     const { stats, accepted, done } = loadFleet(f, {
       load: {
@@ -206,9 +206,8 @@ async function runChaos(settings: ChaosSettings) {
     p.setRates({ slow: 0.7, drop: 0.1 });
     await waitForDrain(f, { timeoutMs: 360_000, folded: true });
     const b = await backlog(f);
-    const backlogAtStart = `outboxes ${b.outboxes}, dirty rows ${b.dirtyRows}`;
-    say(`every batch applied and folded (${backlogAtStart}); querying while slow flushes run`);
-    const liveQuery = { ...(await checkQueryApi(f, f.app('query-api').url, expected)), backlogAtStart };
+    say(`every batch applied and folded (outboxes ${b.outboxes}, dirty rows ${b.dirtyRows}); querying while slow flushes run`);
+    const liveQuery = await checkQueryApi(f, f.app('query-api').url, expected);
     p.setRates(NO_FAULTS);
     p.setOperations(undefined);
     Object.assign(faults, { throttle: p.counts.throttle, '500': p.counts.error500, slow: p.counts.slow, drop: p.counts.drop });
@@ -216,9 +215,8 @@ async function runChaos(settings: ChaosSettings) {
 
     await waitForDrain(f, { timeoutMs: 300_000 });
     say(`drained: queues idle, no bucket, outbox or dirty row left`);
-    const table = await checkTable(f, expected);
+    const { table, uniqueVisitors } = await checkFleetCounts(f, accepted);
     const query = await checkQueryApi(f, f.app('query-api').url, expected);
-    const uniqueVisitors = await checkUniqueVisitors(f, f.app('query-api').url, expectedDistinct(accepted, f.rules, f.zones));
     const failed = await failedJobs(f);
     const keyLeaks = f.keyLeaks();
 
@@ -228,68 +226,36 @@ async function runChaos(settings: ChaosSettings) {
     const leakedPids = f.pids().flatMap((x) => (isAlive(x.pid) ? [`${x.what} (pid ${x.pid})`] : []));
 
     const mismatches = table.mismatches + query.mismatches.length + liveQuery.mismatches.length + uniqueVisitors.mismatches.length;
-    const summary =
-      `chaos: events sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, ` +
-      `faults injected {${FAULT_KINDS.map((k) => `${k}:${faults[k] ?? 0}`).join(', ')}}, mismatches ${mismatches}`;
     say(
       `kills by target ${JSON.stringify(kills)}; table items ${table.scanned.items}, cells ${table.cells}; ` +
         `query API values compared ${liveQuery.compared} live + ${query.compared} after the drain, UniqueVisitors ${uniqueVisitors.compared} (sketch attributes ${table.scanned.sketches}); failed jobs ${failed.length}; startup failures ${startupFailures}`,
     );
-    return {
-      stats,
-      /** sigkill, redis-restart, dynamo-outage, throttle, 500, slow, drop. */
-      faults,
-      /** After the drain: every counter cell of the table against the expected counts. */
-      table,
-      /** After the drain: the query API against the expected counts. */
-      query,
-      /** After the drain: UniqueVisitors of the query API against the answers of a run without faults. */
-      uniqueVisitors,
-      /** As soon as every batch was applied, flushes still running: the query API must already be exact. */
-      liveQuery,
-      /** Jobs in the failed sets, with their reasons. */
-      failedJobs: failed,
-      /** Apps that exited without being killed by the schedule (crashes). */
-      unexpectedExits,
-      /** Started pids still alive after teardown. */
-      leakedPids,
-      keyLeaks,
-      /** table + query API mismatches: must be 0. */
-      mismatches,
-      summary,
-    };
+    console.log(
+      `chaos: events sent ${stats.eventsSent}, accepted ${stats.accepted}, rejected ${stats.rejected}, ` +
+        `faults injected {${FAULT_KINDS.map((k) => `${k}:${faults[k] ?? 0}`).join(', ')}}, mismatches ${mismatches}`,
+    );
+    for (const s of table.samples) console.log(`  table: ${s}`);
+    for (const s of [...liveQuery.mismatches, ...query.mismatches, ...uniqueVisitors.mismatches].slice(0, 20)) console.log(`  query: ${s}`);
+    for (const s of [...failed, ...unexpectedExits, ...keyLeaks, ...leakedPids, ...stats.edgeMismatches].slice(0, 30))
+      console.log(`  problem: ${s}`);
+
+    expect(stats.edgeMismatches).toEqual([]);
+    expect(stats.gaveUp).toBe(0);
+    expect(stats.accepted).toBeGreaterThan(settings.events * 0.9);
+    expect(table.samples).toEqual([]);
+    // Invariant 2 above: as soon as every batch was applied, flushes still running, the query API is already exact.
+    expect(liveQuery.mismatches).toEqual([]);
+    expect(query.mismatches).toEqual([]);
+    expect(uniqueVisitors.mismatches).toEqual([]);
+    expect(mismatches).toBe(0);
+    expect(table.cells).toBeGreaterThan(1_000);
+    expect(failed).toEqual([]);
+    // Apps that exited without being killed by the schedule (crashes), and started pids alive after teardown.
+    expect(unexpectedExits).toEqual([]);
+    expect(leakedPids).toEqual([]);
+    return { stats, faults, uniqueVisitors, keyLeaks };
   } finally {
     await fleet?.stop().catch(() => undefined);
     await proxy?.close().catch(() => undefined);
   }
-}
-
-/**
- * Runs chaos with `settings` (printing its progress and, afterwards, its summary and first problems) and asserts
- * what every chaos test asserts: every accepted event counted exactly once, in each DynamoDB cell and query answer,
- * UniqueVisitors as in a run without faults, with no failed job, unexpected exit or leaked process. Returns the
- * result for the test's own checks.
- */
-export async function runChaosExpectingExact(settings: ChaosSettings) {
-  const r = await runChaos(settings);
-  console.log(r.summary);
-  for (const s of r.table.samples) console.log(`  table: ${s}`);
-  for (const s of [...r.liveQuery.mismatches, ...r.query.mismatches, ...r.uniqueVisitors.mismatches].slice(0, 20))
-    console.log(`  query: ${s}`);
-  for (const s of [...r.failedJobs, ...r.unexpectedExits, ...r.keyLeaks, ...r.leakedPids, ...r.stats.edgeMismatches].slice(0, 30))
-    console.log(`  problem: ${s}`);
-
-  expect(r.stats.edgeMismatches).toEqual([]);
-  expect(r.stats.gaveUp).toBe(0);
-  expect(r.stats.accepted).toBeGreaterThan(settings.events * 0.9);
-  expect(r.table.samples).toEqual([]);
-  expect(r.liveQuery.mismatches).toEqual([]);
-  expect(r.query.mismatches).toEqual([]);
-  expect(r.uniqueVisitors.mismatches).toEqual([]);
-  expect(r.mismatches).toBe(0);
-  expect(r.table.cells).toBeGreaterThan(1_000);
-  expect(r.failedJobs).toEqual([]);
-  expect(r.unexpectedExits).toEqual([]);
-  expect(r.leakedPids).toEqual([]);
-  return r;
 }

@@ -105,13 +105,9 @@ export async function startFaultProxy(opts: { target: string; seed: number; slow
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     /** Faults injected, by kind. */
     counts: counts as Readonly<typeof counts>,
-    setRates(r: Partial<FaultRates>) {
-      rates = { ...rates, ...r };
-    },
+    setRates: (r: Partial<FaultRates>) => void (rates = { ...rates, ...r }),
     /** Faults only for these operations (`UpdateItem`, `GetItem`, … from X-Amz-Target); undefined = every request. */
-    setOperations(list: readonly string[] | undefined) {
-      ops = list ? new Set(list) : undefined;
-    },
+    setOperations: (list: readonly string[] | undefined) => void (ops = list ? new Set(list) : undefined),
     /** Down: every connection is destroyed on arrival (an outage); up: forwarding again. */
     setDown(d: boolean) {
       down = d;

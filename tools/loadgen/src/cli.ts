@@ -29,8 +29,9 @@ export type Values<O> = {
 
 /**
  * parseArgs (strict) over `options`, with a usage made of their help lines: `--help` prints it and exits 0, a bad
- * command line (an unknown option, a number below its `min` or above its `max`, a fraction for an `integer`, or what
- * `fail` is called with) prints the problem and the usage and exits 2.
+ * command line (an unknown option, a number below its `min` or above its `max`, a fraction for an `integer`, what
+ * `fail` is called with or the message of an Error that a `checked` check throws) prints the problem and the usage and
+ * exits 2.
  */
 export function parseCli<const O extends Record<string, CliOption>>(command: string, synopsis: string, options: O) {
   const usage = [`usage: ${synopsis}`];
@@ -44,18 +45,18 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
     process.stderr.write(`${command}: ${message}\n${usage.join('\n')}\n`);
     process.exit(2);
   };
-  const config = Object.fromEntries(
-    Object.entries(options).map(([name, { min: _min, max: _max, integer: _integer, help: _help, arg: _arg, ...o }]) => [
-      name,
-      { type: 'string', ...o },
-    ]),
+  const checked = <T>(check: () => T): T => {
+    try {
+      return check();
+    } catch (err) {
+      return fail((err as Error).message);
+    }
+  };
+  // (parseArgs ignores the keys of an option it does not know: min, help, …)
+  const config = Object.fromEntries(Object.entries(options).map(([name, o]) => [name, { type: 'string', ...o }]));
+  const values: Record<string, unknown> = checked(
+    () => parseArgs({ options: { ...config, help: { type: 'boolean' } } as ParseArgsOptionsConfig, strict: true }).values,
   );
-  let values: Record<string, unknown>;
-  try {
-    values = parseArgs({ options: { ...config, help: { type: 'boolean' } } as ParseArgsOptionsConfig, strict: true }).values;
-  } catch (err) {
-    return fail((err as Error).message);
-  }
   if (values['help']) {
     process.stdout.write(`${usage.join('\n')}\n`);
     process.exit(0);
@@ -70,7 +71,7 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
       );
     values[name] = n;
   }
-  return { values: values as Values<O>, fail };
+  return { values: values as Values<O>, fail, checked };
 }
 
 /**

@@ -8,13 +8,11 @@ import { clientSender, httpSender, type ClientSenderOptions, type HttpSenderOpti
 
 /** A load run's figures, updated as it runs. */
 const newLoadStats = () => ({
-  /** Distinct batches sent (duplicates not counted). */
+  /** Distinct batches sent (duplicates not counted), and their events, valid and invalid. */
   batches: 0,
-  /** Events of the distinct batches sent, valid and invalid. */
   eventsSent: 0,
-  /** Events the edge accepted (each counted once, whatever the duplicates). */
+  /** Events the edge accepted (each counted once, whatever the duplicates) and refused (every event of a refused batch, the invalid ones of a partial batch). */
   accepted: 0,
-  /** Events the edge refused: every event of a refused batch, and the invalid ones of a partial batch. */
   rejected: 0,
   /** Batches sent a second time with the same idempotency key. */
   duplicatesSent: 0,
@@ -22,7 +20,6 @@ const newLoadStats = () => ({
   gaveUp: 0,
   /** Retries by reason (`503`, `ECONNREFUSED`, `QueueUnavailableError`, …). */
   retries: {} as Record<string, number>,
-  /** Batches per path. */
   byVia: { http: 0, client: 0 },
   /** Answers that contradict what the edge must do (a valid batch refused, an invalid event accepted, …). */
   edgeMismatches: [] as string[],
@@ -34,7 +31,6 @@ export type LoadStats = ReturnType<typeof newLoadStats>;
 export interface RunLoadOptions {
   /** The traffic: generateLoad over the target's stores, or `load.stores`. */
   load: Omit<LoadOptions, 'stores' | 'now'> & { stores?: readonly StoreSpec[] };
-  /** Rewrites each batch before it is sent. */
   map?: (batch: LoadBatch) => LoadBatch;
   /** The ways in: HTTP to the collector, libs/client on the queues, or both (the default). */
   via?: 'http' | 'client' | 'both';

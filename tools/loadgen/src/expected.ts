@@ -21,9 +21,7 @@ function itemOf<V>(table: Table<V>, pk: string, sk: string): Map<string, V> {
   return row.get(sk) ?? row.set(sk, new Map()).get(sk)!;
 }
 
-function addCount(item: Map<string, bigint>, attr: string, delta: bigint): void {
-  item.set(attr, (item.get(attr) ?? 0n) + delta);
-}
+const addCount = (item: Map<string, bigint>, attr: string, delta: bigint) => void item.set(attr, (item.get(attr) ?? 0n) + delta);
 
 /**
  * A table of each batch rolled up by `roll` in its store's time zone (default UTC), each `<day>|<attr>` field of the

@@ -6,17 +6,8 @@ import { createDynamoClient } from '@tally/dynamo';
 import { allQueues, closeQueues, createQueues, createRedisConnection, type RedisTarget } from '@tally/queues';
 import { compileRules, defaultRules, type RulesInput } from '@tally/schema';
 import { createTenantAdmin } from '@tally/tenants';
-import {
-  createTestTable,
-  sleep,
-  startApp,
-  startDynalite,
-  startRedis,
-  startRedisCluster,
-  startedProcesses,
-  type AppSource,
-  type RedisHandle,
-} from '@tally/testing';
+import { createTestTable, sleep, startApp, startDynalite, startRedis, startRedisCluster, startedProcesses } from '@tally/testing';
+import type { AppSource, RedisHandle } from '@tally/testing';
 import type { StoreSpec } from './generator';
 
 /** The default e-commerce rules with every row flushed after every bucket: the most writes, the hardest case. */
@@ -92,10 +83,9 @@ export async function startFleet(opts: FleetOptions) {
   const admin = createTenantAdmin({ dynamo, table });
   /** Keys issued for each store, one per scope, and `all` (ingest + read + admin). */
   const keys: Record<string, Record<'ingest' | 'read' | 'admin' | 'all', string>> = {};
-  const zones: Record<string, string> = {};
+  const zones: Record<string, string> = Object.fromEntries(opts.stores.map((s) => [s.id, s.timeZone]));
   for (const s of opts.stores) {
     await admin.createTenant(s.id, { timeZone: s.timeZone });
-    zones[s.id] = s.timeZone;
     const issue = (scopes: Array<'ingest' | 'read' | 'admin'>, label: string = scopes[0]!) =>
       admin.issueKey(s.id, scopes, `loadgen ${label}`);
     keys[s.id] = {

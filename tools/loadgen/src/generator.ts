@@ -76,9 +76,7 @@ export interface LoadBatch {
 /** Zipf exponent of product and visitor popularity; days back late sessions reach (under the collector's
  * LATENESS_HORIZON_DAYS); shares of sessions that end in an order, and of events without a visitor (anonymous views). */
 const [ZIPF_S, LATE_DAYS, ORDER_SHARE, ANONYMOUS_SHARE] = [1.1, 33, 0.3, 0.05];
-const MINUTE = 60_000;
-const HOUR = 60 * MINUTE;
-const DAY = 24 * HOUR;
+const [MINUTE, HOUR, DAY] = [60_000, 3_600_000, 86_400_000];
 
 /** The price of a product in cents, fixed per product id (deterministic, 1.00 to 99.99). */
 export function priceCents(product: string): number {

@@ -11,7 +11,7 @@ import { checkFleetCounts, waitForDrain } from './verify';
 // A soak run has defaults of its own, which its --help shows.
 const soak = process.argv.includes('--soak');
 const command = soak ? 'soak' : 'loadgen';
-const { values: a, fail } = parseCli(command, `npm run ${soak ? 'test:soak' : 'loadgen'} -- [options]`, {
+const { values: a, ...cli } = parseCli(command, `npm run ${soak ? 'test:soak' : 'loadgen'} -- [options]`, {
   rate: { default: soak ? '300' : '1000', min: 1, help: 'events per second' },
   duration: { default: soak ? '600' : '30', min: 1, arg: 'S', help: 'seconds of load' },
   minutes: { min: 0.5, help: 'minutes of load, instead of --duration' },
@@ -50,20 +50,14 @@ const { values: a, fail } = parseCli(command, `npm run ${soak ? 'test:soak' : 'l
   soak: { type: 'boolean', help: 'a soak run on a fleet (npm run test:soak): memory and flush lag sampled and bounded' },
   ...SOAK_OPTIONS,
 });
+const { fail, checked } = cli;
 const via = a.via as 'http' | 'client' | 'both';
 if (!['http', 'client', 'both'].includes(via)) fail(`--via must be http, client or both, got ${via}`);
 const [lo, hi] = a.batch.split('-').map(Number) as [number, number?];
 const batchSize = [hi === undefined ? Math.max(1, Math.floor(lo / 2)) : lo, hi ?? Math.ceil(lo * 1.5)] as const;
 if (!(Number.isSafeInteger(lo) && (hi === undefined || Number.isSafeInteger(hi)) && batchSize[0] >= 1 && batchSize[1] >= batchSize[0]))
   fail(`--batch takes N or MIN-MAX, whole numbers of at least 1, got ${a.batch}`);
-/** What `check` returns, or its Error's message as a usage error (exit 2): every option checked before anything starts. */
-const checked = <T>(check: () => T): T => {
-  try {
-    return check();
-  } catch (err) {
-    return fail((err as Error).message);
-  }
-};
+// Every option is checked before anything starts.
 const stores = a.stores === undefined ? [...DEMO_STORES] : checked(() => parseStores(a.stores!));
 const keys = a['keys-file'] === undefined ? new Map<string, string>() : checked(() => readKeysFile(a['keys-file']!));
 const givenUrl = a.url === undefined ? undefined : checked(() => checkCollectorUrl(a.url!));

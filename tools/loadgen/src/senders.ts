@@ -1,12 +1,6 @@
 import { sleep } from '@tally/testing';
-import {
-  createTallyClient,
-  QueueFullError,
-  QueueUnavailableError,
-  ReplicasBehindError,
-  ValidationError,
-  type TallyClientOptions,
-} from '@tally/client';
+import { createTallyClient, QueueFullError, QueueUnavailableError, ReplicasBehindError, ValidationError } from '@tally/client';
+import type { TallyClientOptions } from '@tally/client';
 import type { EventError } from '@tally/schema';
 import type { LoadBatch } from './generator';
 
@@ -41,12 +35,10 @@ async function withRetries(policy: RetryPolicy, attempt: () => Promise<Attempt>)
   const deadline = Date.now() + (policy.deadlineMs ?? 120_000);
   const maxDelay = policy.maxDelayMs ?? 2_000;
   let delay = policy.initialDelayMs ?? 100;
-  let lastError = '';
   for (let attempts = 1; ; attempts++) {
     const r = await attempt();
     if ('done' in r) return { ...r.done, attempts };
-    lastError = r.retry;
-    if (Date.now() >= deadline) return { kind: 'gave-up', attempts, lastError };
+    if (Date.now() >= deadline) return { kind: 'gave-up', attempts, lastError: r.retry };
     policy.onRetry?.(r.retry);
     await sleep(Math.min(maxDelay, Math.max(delay, r.retryAfterMs ?? 0), Math.max(0, deadline - Date.now())));
     delay = Math.min(maxDelay, delay * 2);

@@ -85,8 +85,7 @@ export function judgeGrowth(s: Series, warmupSeconds: number, limits: Limits) {
   const growth = lastThird - firstThird;
   // (Infinity * 0 is NaN: an unlimited relative bound stays unlimited.)
   const allowed = Math.max(limits.maxRelative === Infinity ? Infinity : limits.maxRelative * firstThird, limits.maxAbsolute);
-  const relative = firstThird > 0 ? growth / firstThird : 0;
-  const n = values.length;
+  const [relative, n] = [firstThird > 0 ? growth / firstThird : 0, values.length];
   return { n, firstThird, lastThird, growth, relative, max: Math.max(0, ...values), ok: n >= 3 && growth <= allowed };
 }
 

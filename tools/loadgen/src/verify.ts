@@ -7,17 +7,8 @@ import { decimalToUnits, parseMetricName, type CompiledRules } from '@tally/sche
 import { Cluster } from 'ioredis';
 import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import type { z } from 'zod';
-import {
-  diffCounts,
-  expectedCounts,
-  expectedDistinct,
-  scanCounters,
-  type CounterTable,
-  type CountsDiff,
-  type DistinctTable,
-  type ScannedTable,
-  type StoreEvents,
-} from './expected';
+import { diffCounts, expectedCounts, expectedDistinct, scanCounters } from './expected';
+import type { CounterTable, DistinctTable, StoreEvents } from './expected';
 import type { Fleet } from './fleet';
 
 /** KEYS matching `pattern`, on every master of a cluster. */
@@ -74,14 +65,13 @@ export async function failedJobs(fleet: Fleet, max = 50): Promise<string[]> {
 }
 
 /** Scans the table and compares every counter cell with `expected`, both ways; items without wm are mismatches too. */
-export async function checkTable(fleet: Fleet, expected: CounterTable, maxSamples = 20): Promise<CountsDiff & { scanned: ScannedTable }> {
+export async function checkTable(fleet: Fleet, expected: CounterTable, maxSamples = 20) {
   const scanned = await scanCounters(fleet.dynamo, fleet.table);
   const problems = [...scanned.withoutWatermark.map((w) => `no wm on ${w}`), ...scanned.foreign.map((f) => `non-numeric attribute ${f}`)];
   return { ...diffCounts(expected, scanned.counters, maxSamples, problems), scanned };
 }
 
 export interface QueryCheck {
-  /** Values compared. */
   compared: number;
   /** Every difference, one line each: a value, or a point, item or metric the answer lacks or has beyond those asked. */
   mismatches: string[];
@@ -97,9 +87,7 @@ export interface QueryCheck {
  */
 function queryApi(fleet: Fleet, url: string, out: QueryCheck) {
   const get = async <T>(store: string, path: string, schema: z.ZodType<T>): Promise<T | undefined> => {
-    const refuse = (why: string): undefined => {
-      out.mismatches.push(`GET ${path} (${store}) ${why}`);
-    };
+    const refuse = (why: string) => void out.mismatches.push(`GET ${path} (${store}) ${why}`);
     for (let attempt = 0; ; attempt++) {
       let res: Response | undefined;
       let body = '';
@@ -322,12 +310,10 @@ export async function checkUniqueVisitors(fleet: Fleet, url: string, expected: D
   const api = queryApi(fleet, url, out);
   const compare = async (what: string, answer: Answer, cells: Cells) => {
     const estimate = cells.some((c) => (c?.size ?? 0) > EXACT_THRESHOLD);
-    if (!Object.hasOwn(answer.values, UNIQUE_VISITORS)) {
-      out.mismatches.push(`${what} ${UNIQUE_VISITORS}: no value in the answer`);
-      return;
-    }
+    if (!Object.hasOwn(answer.values, UNIQUE_VISITORS))
+      return void out.mismatches.push(`${what} ${UNIQUE_VISITORS}: no value in the answer`);
     out.compared++;
-    if (estimate) out.estimates = (out.estimates ?? 0) + 1;
+    if (estimate) out.estimates!++;
     const got = answer.values[UNIQUE_VISITORS];
     const want = await noFaultAnswer(fleet.inspect, cells);
     if (got !== want) out.mismatches.push(`${what} ${UNIQUE_VISITORS}: query API ${JSON.stringify(got)}, a run without faults ${want}`);
@@ -361,7 +347,7 @@ export async function checkUniqueVisitors(fleet: Fleet, url: string, expected: D
 
 /**
  * What `loadgen --fleet` and `--soak` check once everything is written, against the `accepted` events (README.md):
- * checkTable and checkUniqueVisitors. The lines to print, and whether every value matched.
+ * checkTable and checkUniqueVisitors (the chaos run checks these too). The lines to print, and whether every value matched.
  */
 export async function checkFleetCounts(fleet: Fleet, accepted: readonly StoreEvents[], maxSamples = 20) {
   const table = await checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones), maxSamples);
