@@ -1,4 +1,4 @@
-import type { RowDeltas } from '@tally/schema';
+import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { BucketStore, TOP_MAX_MEMBERS, TopTooLargeError, type Entry } from './index';
@@ -485,6 +485,43 @@ describe('flush scheduling and ack', () => {
     expect((await store.dueRows('S', 10 * H + 50 * 60_000 - 1)).map((r) => r.pk)).not.toContain('S#visitor#V');
     expect((await store.dueRows('S', 10 * H + 50 * 60_000)).map((r) => r.pk)).toContain('S#visitor#V');
     expect((await store.storeBacklog('S')).oldestDirty).toBe(10 * H + 10);
+  });
+
+  it('spreads an every policy with spread over its interval by store: each store at one whole-minute phase of its own', async () => {
+    const H = 3_600_000;
+    const product = { ...defaultRules.entities['product']!, flush: { kind: 'every' as const, minutes: 60, spread: true } };
+    const spread = new BucketStore({
+      redis,
+      prefix: 't',
+      rules: compileRules({ ...defaultRules, entities: { ...defaultRules.entities, product } }),
+    });
+    const stores = Array.from({ length: 30 }, (_, i) => `S${i}`);
+    const pkOf = (s: string) => `${s}#product#P`;
+    const touch = async (s: string, batch: string, now: number) => {
+      await spread.apply(s, batch, deltas({ [pkOf(s)]: { '2023-123|v': 1 } }), { now, dedupeTtlSeconds: 60 });
+      await spread.seal(s, { now: now + 5, minAgeMs: 0 });
+      await spread.foldSealed(s, { now: now + 10 });
+    };
+    for (const s of stores) await touch(s, 'a', 10 * H);
+    const dues = await Promise.all(stores.map((s) => spread.flushTime(s, pkOf(s))));
+    for (const due of dues) {
+      expect(due! % 60_000).toBe(0);
+      expect(due).toBeGreaterThan(10 * H + 10);
+      expect(due).toBeLessThanOrEqual(10 * H + 10 + H);
+    }
+    // Without spread every store's row is due at 11:00 (the test above); with it, 30 stores fall on many minutes.
+    expect(new Set(dues).size).toBeGreaterThanOrEqual(15);
+
+    // The same phase in the next interval: after the flush (all acked) a new count is due an interval later, and an
+    // ack that leaves entries (folded while the writer wrote) reschedules them at the same phase too.
+    const [s0, first] = [stores[0]!, dues[0]!];
+    await spread.ackOutbox(s0, pkOf(s0), outboxFields(await spread.readOutbox(s0, pkOf(s0))), first);
+    await touch(s0, 'b', first + 60_000);
+    expect(await spread.flushTime(s0, pkOf(s0))).toBe(first + H);
+    const written = outboxFields(await spread.readOutbox(s0, pkOf(s0)));
+    await touch(s0, 'c', first + H - 60_000);
+    expect(await spread.ackOutbox(s0, pkOf(s0), written, first + H)).toBeGreaterThan(0);
+    expect(await spread.flushTime(s0, pkOf(s0))).toBe(first + 2 * H);
   });
 
   it('ack deletes applied entries, drops the cache, bumps its version, and forgets clean rows', async () => {

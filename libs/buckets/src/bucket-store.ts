@@ -231,15 +231,27 @@ function backlogArgsProblem({ backlog: b, visitAt }: PublishItem): string | unde
   return undefined;
 }
 
-function policyArgs(p: FlushPolicy): [string, number, number] {
+/** A policy as FOLD's and ACK_OUTBOX's arguments (DUE in scripts.ts) for a row of `store`. */
+function policyArgs(p: FlushPolicy, store: string): [string, number, number] {
   switch (p.kind) {
     case 'bucket':
       return ['bucket', 0, 0];
     case 'every':
-      return ['every', p.minutes * 60_000, 0];
+      return ['every', p.minutes * 60_000, p.spread ? flushPhaseMs(store, p.minutes) : 0];
     case 'idle':
       return ['idle', p.idleMinutes * 60_000, p.maxAgeMinutes * 60_000];
   }
+}
+
+/**
+ * A store's phase within an `every` policy's interval of `minutes` when the policy has `spread`: whole minutes, from
+ * an FNV-1a hash of the store id, so the rows of many stores fall due spread over the interval, each store's at one
+ * time of its own (one visit), instead of all at the UTC multiples of the interval.
+ */
+function flushPhaseMs(store: string, minutes: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < store.length; i++) h = Math.imul(h ^ store.charCodeAt(i), 0x01000193) >>> 0;
+  return (h % minutes) * 60_000;
 }
 
 /**
@@ -993,7 +1005,7 @@ export class BucketStore {
     const args: Array<string | number> = [];
     for (const pk of pks) {
       keys.push(this.keys.bucket(store, seq, pk), this.keys.outbox(store, pk));
-      args.push(pk, ...policyArgs(this.rules.policyOfPk(pk)));
+      args.push(pk, ...policyArgs(this.rules.policyOfPk(pk), store));
     }
     const openEpoch = this.epochs.get(store) ?? '';
     return {
@@ -1061,7 +1073,7 @@ export class BucketStore {
    */
   async ackOutbox(store: string, pk: string, fields: readonly string[], now: number): Promise<number> {
     const limbs = fields.flatMap((f) => LIMB_NAMES.map((l) => f + l));
-    const [policyKind, a, b] = policyArgs(this.rules.policyOfPk(pk));
+    const [policyKind, a, b] = policyArgs(this.rules.policyOfPk(pk), store);
     const keys = {
       outbox: this.keys.outbox(store, pk),
       cacheVersion: this.keys.cacheVersion(store, pk),

@@ -100,7 +100,8 @@ end
 
 /**
  * Flush-policy arithmetic shared by fold and ack. Policy arguments: kind ('bucket'|'every'|'idle'), a, b
- * (every: a = interval ms; idle: a = idle ms, b = max age ms). Keeps an existing earlier `every` due time.
+ * (every: a = interval ms, b = the store's phase in it, 0 <= b < a: due at the next instant after now that is b past
+ * a multiple of a; idle: a = idle ms, b = max age ms). Keeps an existing earlier `every` due time.
  */
 const DUE = `
 local function schedule(dirtyKey, dueKey, pk, now, kind, a, b)
@@ -109,7 +110,7 @@ local function schedule(dirtyKey, dueKey, pk, now, kind, a, b)
     due = now
   elseif kind == 'every' then
     if redis.call('ZSCORE', dueKey, pk) then return end
-    due = (math.floor(now / a) + 1) * a
+    due = (math.floor((now - b) / a) + 1) * a + b
   else
     local first = tonumber(redis.call('ZSCORE', dirtyKey, pk)) or now
     due = math.min(now + a, first + b)
@@ -506,7 +507,7 @@ for _, row in ipairs(rows) do
     if kind == 'bucket' then
       due = now
     elseif kind == 'every' then
-      if not dueAt[pk] then due = (math.floor(now / a) + 1) * a end
+      if not dueAt[pk] then due = (math.floor((now - b) / a) + 1) * a + b end
     else
       due = math.min(now + a, first + b)
     end

@@ -16,13 +16,15 @@ const name = z.string().regex(NAME_PATTERN, 'a name: a letter, then letters, dig
  * When a row's unwritten counts are written to DynamoDB. Freshness comes from the query merge, so this is a
  * cost knob only.
  *  - bucket: after every sealed bucket (the article's 15-minute flush)
- *  - every:  at most once per `minutes`, aligned to UTC multiples of it (1440 = once a day)
+ *  - every:  at most once per `minutes`, aligned to UTC multiples of it (1440 = once a day); with `spread`, at a
+ *            phase of each store's own within the interval (flushPhaseMs), so many stores' rows do not all fall
+ *            due at the same instant
  *  - idle:   once the entity has been idle `idleMinutes` (a visitor's session ended), or `maxAgeMinutes`
  *            after its oldest unwritten count, whichever comes first
  */
 export const flushPolicySchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('bucket') }).strict(),
-  z.object({ kind: z.literal('every'), minutes: z.number().int().min(1).max(10_080) }).strict(),
+  z.object({ kind: z.literal('every'), minutes: z.number().int().min(1).max(10_080), spread: z.boolean().optional() }).strict(),
   z
     .object({
       kind: z.literal('idle'),

@@ -347,6 +347,9 @@ describe('rules', () => {
     );
     expect(bad((r) => (r.events.view.counters[0].metric = 'Clicks'))).toThrowError(/events\.view\.counters\.0: unknown metric "Clicks"/);
     expect(bad((r) => (r.entities.product.flush = { kind: 'weekly' }))).toThrowError(/^rollup rules: entities\.product\.flush/);
+    expect(bad((r) => (r.entities.product.flush = { kind: 'bucket', spread: true }))).toThrowError(/entities\.product\.flush/);
+    expect(bad((r) => (r.entities.product.flush = { kind: 'every', minutes: 60, spread: 'yes' }))).toThrowError(/flush\.spread/);
+    expect(bad((r) => (r.entities.product.flush = { kind: 'every', minutes: 60, spread: true }))()).toBeDefined();
     expect(bad((r) => (r.metrics.OrderCount.code = 'v'))).toThrowError(/metrics\.OrderCount: attribute name "v" is also used by ViewCount/);
     expect(bad((r) => (r.events.view.counters[3].by = 'colour'))).toThrowError(/dimension "colour" is not declared/);
     expect(bad((r) => r.events.view.counters.push({ entity: 'store', metric: 'Revenue', op: 'sum' }))).toThrowError(/sum counter needs/);
