@@ -11,12 +11,10 @@ try {
   const started = Date.now();
   const only = values.only?.split(',').flatMap((s) => s.trim() || []);
   const built = await buildBundles({ repoRoot, outDir: values['out-dir'], only });
-  for (const b of built) {
-    const copied =
-      b.copiedPackages.length > 0 ? ` + node_modules (${b.copiedPackages.length} packages: ${b.copiedPackages.join(', ')})` : '';
-    process.stdout.write(
-      `${b.dir.startsWith(repoRoot) ? relative(repoRoot, b.dir) : b.dir}/main.mjs  ${(b.bytes / 1024 / 1024).toFixed(1)} MB${copied}\n`,
-    );
+  for (const { dir, bytes, copiedPackages: copied } of built) {
+    const modules = copied.length > 0 ? ` + node_modules (${copied.length} packages: ${copied.join(', ')})` : '';
+    const where = dir.startsWith(repoRoot) ? relative(repoRoot, dir) : dir;
+    process.stdout.write(`${where}/main.mjs  ${(bytes / 1024 / 1024).toFixed(1)} MB${modules}\n`);
   }
   process.stdout.write(`tally: built ${built.length} bundles in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
 } catch (err) {

@@ -36,16 +36,19 @@ if (process.argv.includes('--help') || process.argv.includes('-h')) {
   process.stdout.write(USAGE);
   process.exit(0);
 }
+/** `message` on stderr, and exit with `code`. */
+function fail(code: number, message: string): never {
+  process.stderr.write(message);
+  process.exit(code);
+}
 /**
  * A flag's value as a non-negative number (`what` it counts follows "number"), or a positive one if `positive` (a
  * divisor: 0 would size an infinite deployment), or exit 2 naming the flag.
  */
 function nonNegative(command: string, flag: string, value: string, what = '', positive = false): number {
   const x = Number(value);
-  if (!Number.isFinite(x) || x < 0 || (positive && x === 0)) {
-    process.stderr.write(`${command}: --${flag} must be a ${positive ? 'positive' : 'non-negative'} number${what}, got ${value}\n`);
-    process.exit(2);
-  }
+  if (!Number.isFinite(x) || x < 0 || (positive && x === 0))
+    fail(2, `${command}: --${flag} must be a ${positive ? 'positive' : 'non-negative'} number${what}, got ${value}\n`);
   return x;
 }
 /** parseArgs, with an unknown or malformed option a usage error (exit 2) rather than a stack trace. */
@@ -53,8 +56,7 @@ function parse<T>(parseThem: () => T): T {
   try {
     return parseThem();
   } catch (err) {
-    process.stderr.write(`tally cost: ${(err as Error).message}\n${USAGE}`);
-    process.exit(2);
+    return fail(2, `tally cost: ${(err as Error).message}\n${USAGE}`);
   }
 }
 
@@ -108,21 +110,15 @@ const fetchText = async (base: string) => {
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     return await res.text();
   } catch (err) {
-    process.stderr.write(`tally cost: cannot read ${base}/metrics: ${(err as Error).message}\n`);
-    process.exit(1);
+    return fail(1, `tally cost: cannot read ${base}/metrics: ${(err as Error).message}\n`);
   }
 };
 const aggregatorMetrics = await Promise.all(values.aggregator.map(fetchText));
 const report = costOf(aggregatorMetrics, await Promise.all(values.writer.map(fetchText)), price, readPrice);
 // No events applied: nothing to price per event (units / 0), so say why rather than print $0.
-const noEvents = noEventsApplied(
-  values.aggregator.map((base) => new URL('/metrics', base).href),
-  aggregatorMetrics,
-);
-if (noEvents) {
-  process.stderr.write(`tally cost: ${noEvents}\n`);
-  process.exit(1);
-}
+const aggregatorUrls = values.aggregator.map((base) => new URL('/metrics', base).href);
+const noEvents = noEventsApplied(aggregatorUrls, aggregatorMetrics);
+if (noEvents) fail(1, `tally cost: ${noEvents}\n`);
 if (values.json) console.log(JSON.stringify(report));
 else {
   const n = (x: number) => Math.round(x).toLocaleString('en-US');

@@ -7,10 +7,7 @@ import { USAGE } from './usage';
 export { USAGE };
 
 /** A progress display for bulk work (cli-progress in run.ts); absent in tests and when stderr is no terminal. */
-export interface Progress {
-  update(done: number): void;
-  stop(): void;
-}
+export type Progress = { update(done: number): void; stop(): void };
 
 interface DlqCliDeps {
   /** Tally's queues: every shard of each is read and acted on, and those past QUEUE_SHARDS that hold jobs. */
@@ -35,21 +32,13 @@ const DLQ_OPTIONS = {
   'past-dedupe-window': { type: 'boolean' },
 } as const;
 
-type DlqOption = keyof typeof DLQ_OPTIONS;
-const FILTERS: DlqOption[] = ['reason', 'older-than', 'newer-than'];
-
 /**
- * The options each command takes; any other is a usage error, never ignored. Above all for replay and purge: an
- * option they ignored would make them act on more than the operator asked for (`purge … --limit 10` deleting every
- * match). They take no --limit: list's is the newest N per queue, and "the N oldest" would be other jobs than the
- * list just showed; narrow a bulk command with the filters instead, or name one job.
+ * Each command takes only the options its synopsis in USAGE shows (`filters`: the three below); any other is a usage
+ * error, never ignored. Above all for replay and purge: an option they ignored would make them act on more than the
+ * operator asked for (`purge … --limit 10` deleting every match). They take no --limit: list's is the newest N per
+ * queue, and "the N oldest" would be other jobs than the list just showed.
  */
-const TAKES: Record<string, readonly DlqOption[]> = {
-  list: ['queue', ...FILTERS, 'limit', 'json'],
-  show: ['json'],
-  replay: [...FILTERS, 'all', 'dry-run', 'past-dedupe-window'],
-  purge: [...FILTERS, 'all', 'dry-run', 'yes'],
-};
+const GROUPS = { filters: ['reason', 'older-than', 'newer-than'] };
 
 /**
  * Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). Never prompts. `deps` may be a
@@ -58,7 +47,8 @@ const TAKES: Record<string, readonly DlqOption[]> = {
  */
 export function runDlqCli(argv: readonly string[], deps: DlqCliDeps | (() => Promise<DlqCliDeps>), io: CliIo): Promise<number> {
   const open = typeof deps === 'function' ? deps : async () => deps;
-  return runCli('dlq', argv, io, USAGE, DLQ_OPTIONS, async (command, args, values) => {
+  return runCli(argv, io, { tool: 'dlq', usage: USAGE, options: DLQ_OPTIONS, groups: GROUPS, notTaken }, async (command, args, values) => {
+    if (!['list', 'show', 'replay', 'purge'].includes(command)) throw new UsageError(`unknown command "${command}"`);
     const opened: Queue[] = []; // the queues of shards past QUEUE_SHARDS, closed after the command
     const connect = async () => {
       const d = await open();
@@ -81,12 +71,6 @@ export function runDlqCli(argv: readonly string[], deps: DlqCliDeps | (() => Pro
 type Connect = () => Promise<Omit<DlqCliDeps, 'now'> & { now: number; shardsOf: (name: QueueName) => Promise<Queue[]> }>;
 
 async function runCommand(command: string, args: string[], values: CliValues<typeof DLQ_OPTIONS>, io: CliIo, connect: Connect) {
-  const takes = Object.hasOwn(TAKES, command) ? TAKES[command] : undefined;
-  if (!takes) throw new UsageError(`unknown command "${command}"`);
-  for (const option of Object.keys(values) as DlqOption[]) {
-    if (option in DLQ_OPTIONS && values[option] !== undefined && !takes.includes(option))
-      throw new UsageError(`${command} takes no --${option}${NOT_TAKEN_HINT[option]?.(command) ?? ''}`);
-  }
   const filter = withUsage(dlq.parseFilter, { reason: values.reason, olderThan: values['older-than'], newerThan: values['newer-than'] });
   const dryRun = Boolean(values['dry-run']);
 
@@ -173,27 +157,21 @@ async function runCommand(command: string, args: string[], values: CliValues<typ
   const result = await bulk.finally(() => bar?.stop());
   if (dryRun && result.matched.length > 0) for (const line of table(result.matched, now)) io.out(line);
   for (const s of result.skipped) io.out(`skipped ${s.id}: ${s.why}`);
-  const { stopped } = result;
-  const notes = [
-    ...(result.skipped.length ? [`${result.skipped.length} skipped`] : []),
-    ...(stopped ? [`stopped at job ${stopped.id}, ${stopped.notTried} not tried`] : []),
-  ];
-  io.out(
-    `${would} ${result.done.length} of ${result.matched.length} matching failed jobs in ${result.queue}${notes.length ? ` (${notes.join(', ')})` : ''}`,
-  );
+  const { stopped, skipped } = result;
+  const notes = [skipped.length && `${skipped.length} skipped`, stopped && `stopped at job ${stopped.id}, ${stopped.notTried} not tried`];
+  const noted = notes.some(Boolean) ? ` (${notes.filter(Boolean).join(', ')})` : '';
+  io.out(`${would} ${result.done.length} of ${result.matched.length} matching failed jobs in ${result.queue}${noted}`);
   if (stopped) io.err(`tally: ${command} stopped at job ${stopped.id}: ${stopped.why} (the same command again goes on with the rest)`);
   return result.skipped.length > 0 || stopped ? 1 : 0;
 }
 
 /** What to use instead of an option a command does not take, after "<command> takes no --<option>". */
-const NOT_TAKEN_HINT: Partial<Record<DlqOption, (command: string) => string>> = {
-  limit: (command) =>
-    command === 'show'
-      ? ''
-      : `: ${command} acts on every failed job that matches; narrow the match with --reason, --older-than or --newer-than (see it first with --dry-run), or give one job id`,
-  queue: () => ': give the queue as the first argument',
-  json: () => ': only list and show print JSON',
-};
+function notTaken(command: string, option: string): string {
+  const instead: Record<string, string> = { queue: ': give the queue as the first argument', json: ': only list and show print JSON' };
+  if (option === 'limit' && command !== 'show')
+    return `: ${command} acts on every failed job that matches; narrow the match with --reason, --older-than or --newer-than (see it first with --dry-run), or give one job id`;
+  return instead[option] ?? '';
+}
 
 /** `fn(arg)`, its DlqError (bad input) as a UsageError. */
 function withUsage<A, T>(fn: (arg: A) => T, arg: A): T {

@@ -1,73 +1,21 @@
 import { closeQueues, createQueues, QUEUE, queueFor, queueShards, shardOfStore, type TallyQueues } from '@tally/queues';
-import { startRedis, waitFor, type RedisHandle } from '@tally/testing';
-import { Job, Worker, type JobsOptions, type Queue } from 'bullmq';
+import { Job } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runDlqCli } from './cli';
 import { DlqError, listFailed, parseFilter, purgeFailed, purgeJob, replayFailed, replayJob, showJob } from './dlq';
+import { batch, expectShardedDeadLetters, failJobs, io, useDlqRedis } from './test-fixtures';
 
-let redisServer: RedisHandle;
 let redis: Redis;
+let redisUrl: string;
 let queues: TallyQueues;
 const DAY = 86_400_000;
 
-beforeAll(async () => {
-  redisServer = await startRedis();
-  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+useDlqRedis((r, url) => {
+  [redis, redisUrl] = [r, url];
   queues = createQueues(redis);
+  return () => closeQueues(queues);
 });
-afterAll(async () => {
-  await closeQueues(queues);
-  await redis.quit();
-  await redisServer.stop();
-});
-beforeEach(async () => {
-  await redis.flushall();
-});
-
-const batch = (batchId: string, receivedAt = Date.now()) => ({
-  batchId,
-  store: 'S1',
-  receivedAt,
-  source: 'http',
-  events: [{ type: 'view', ts: receivedAt, dims: { product: 'P1' } }],
-});
-
-/**
- * Adds the jobs and lets a worker fail each once with `reason(data)` (attempts: 1), so they land in the failed
- * set exactly as a dead letter does. The worker is closed before returning: nothing processes them afterwards.
- */
-async function failJobs(
-  queue: Queue,
-  jobs: Array<{ data: Record<string, unknown>; opts?: JobsOptions }>,
-  reason: (data: any) => string,
-): Promise<string[]> {
-  const ids: string[] = [];
-  for (const j of jobs) ids.push((await queue.add(queue.name, j.data, { attempts: 1, ...j.opts })).id!);
-  const connection = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  const worker = new Worker(
-    queue.name,
-    async (job) => {
-      throw new Error(reason(job.data));
-    },
-    { connection, prefix: queue.opts.prefix },
-  );
-  try {
-    await waitFor(async () => (await Promise.all(ids.map((id) => queue.getJobState(id)))).every((s) => s === 'failed'), {
-      message: `jobs ${ids.join(', ')} failed in ${queue.name}`,
-    });
-  } finally {
-    await worker.close();
-    await connection.quit();
-  }
-  return ids;
-}
-
-const io = () => {
-  const out: string[] = [];
-  const err: string[] = [];
-  return { out, err, io: { out: (l: string) => out.push(l), err: (l: string) => err.push(l) } };
-};
 
 describe('dead-letter operations on a real Redis', () => {
   it('lists failed jobs newest first with reason and attempts, filtered and limited', async () => {
@@ -378,7 +326,7 @@ describe('a connection lost in the middle of a command', () => {
   let connection: Redis;
   let tool: TallyQueues;
   beforeEach(() => {
-    connection = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+    connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
     tool = createQueues(connection);
   });
   afterEach(async () => {
@@ -450,26 +398,12 @@ describe('sharded queues (QUEUE_SHARDS > 1)', () => {
         () => 'boom in shard 2',
       );
       const deps = { queues: sharded, dedupeWindowMs: DAY };
-
-      const l = io();
-      expect(await runDlqCli(['list', '--queue', 'events', '--json'], deps, l.io)).toBe(0);
-      const listed = JSON.parse(l.out.join('\n')) as Array<{ id: string; shard: number }>;
-      expect(listed.map((j) => [j.id, j.shard]).sort()).toEqual([
+      const shards: Array<[string, number]> = [
         ['x1', 1],
         ['x2', 2],
         ['x3', 2],
-      ]);
-      const t = io();
-      expect(await runDlqCli(['list'], deps, t.io)).toBe(0);
-      expect(t.out.at(-1)).toBe('events: 3 failed; seal: 0 failed; dynamo-writes: 0 failed; maintenance: 0 failed');
-
-      const show = io();
-      expect(await runDlqCli(['show', 'events', 'x1'], deps, show.io)).toBe(0);
-      expect(show.out).toContain('shard:     1');
-
-      const one = io();
-      expect(await runDlqCli(['replay', 'events', 'x2'], deps, one.io)).toBe(0);
-      expect(await q2.getJobState('x2')).toBe('waiting');
+      ];
+      await expectShardedDeadLetters(deps, shards, [q2, 'x2']);
 
       const all = io();
       expect(await runDlqCli(['replay', 'events', '--reason', 'shard 1'], deps, all.io)).toBe(0);

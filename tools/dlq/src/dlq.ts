@@ -12,39 +12,15 @@ export class DlqError extends Error {
   override name = 'DlqError';
 }
 
-export interface FailedJob {
-  queue: QueueName;
-  /** The queue shard holding the job, when the queue has several (QUEUE_SHARDS > 1). */
-  shard?: number;
-  id: string;
-  /** BullMQ job name. */
-  name: string;
-  /** When the job was added (epoch ms). */
-  enqueuedAt: number;
-  /** When it failed for the last time (epoch ms). */
-  failedAt: number;
-  attemptsMade: number;
-  reason: string;
-  /**
-   * events jobs: when the batch was first accepted, the earlier of the job's creation and the payload's
-   * `receivedAt`. The batch-id dedupe of the aggregator protects a replay only within the window from here.
-   */
-  acceptedAt?: number;
-}
+/** A failed job as the commands show it (toFailedJob). */
+export type FailedJob = ReturnType<typeof toFailedJob>;
 
-/** Which failed jobs a bulk command applies to. Ages count from the moment the job failed. */
-interface JobFilter {
-  reason?: RegExp;
-  /** Failed at least this long ago. */
-  olderThanMs?: number;
-  /** Failed at most this long ago. */
-  newerThanMs?: number;
-}
+/** Which failed jobs a bulk command applies to: its reason matches, it failed at least / at most this long ago. */
+type JobFilter = { reason?: RegExp; olderThanMs?: number; newerThanMs?: number };
 
 interface ReplayOptions {
   /** Epoch ms; default Date.now(). */
   now?: number;
-  /** Report what would happen, change nothing. */
   dryRun?: boolean;
   /** The aggregator's DEDUPE_WINDOW_SECONDS in ms: events batches accepted longer ago are not replayed. */
   dedupeWindowMs: number;
@@ -80,19 +56,16 @@ interface BulkResult {
  */
 type QueueShards = Queue | readonly Queue[];
 
-/** A queue shard's number, from its prefix (`{t:events:3}`: 3); undefined for an unsharded queue. */
-const shardNumber = (q: Queue): number | undefined => {
-  const m = /:(\d+)\}$/.exec(q.opts?.prefix ?? '');
-  return m ? Number(m[1]) : undefined;
-};
-
-/** The shards, their queue's name, and the shard number a job of shard `i` shows (none when there is one). */
+/**
+ * The shards, their queue's name, and the shard number a job of shard `i` shows: none when there is one, else the
+ * number in its prefix (`{t:events:3}`: 3).
+ */
 function shardsOf(queue: QueueShards) {
   const shards = queue instanceof Queue ? [queue] : queue;
   return {
     shards,
     name: assertQueueName(shards[0]!.name),
-    shardOf: (i: number) => (shards.length > 1 ? (shardNumber(shards[i]!) ?? i) : undefined),
+    shardOf: (i: number) => (shards.length > 1 ? Number(/:(\d+)\}$/.exec(shards[i]!.opts?.prefix ?? '')?.[1] ?? i) : undefined),
   };
 }
 
@@ -143,16 +116,20 @@ export function matches(job: FailedJob, filter: JobFilter, now: number): boolean
   return age >= (filter.olderThanMs ?? -Infinity) && age <= (filter.newerThanMs ?? Infinity) && (filter.reason?.test(job.reason) ?? true);
 }
 
-function toFailedJob(queue: QueueName, job: Job, shard?: number): FailedJob {
+function toFailedJob(queue: QueueName, job: Job, shard?: number) {
   return {
     queue,
+    // The queue shard holding the job, when the queue has several (QUEUE_SHARDS > 1).
     ...(shard === undefined ? {} : { shard }),
     id: String(job.id),
     name: job.name,
+    // Epoch ms: when the job was added, and when it failed for the last time.
     enqueuedAt: job.timestamp,
     failedAt: job.finishedOn ?? job.processedOn ?? job.timestamp,
     attemptsMade: job.attemptsMade,
     reason: job.failedReason ?? '',
+    // events jobs: when the batch was first accepted, the earlier of the job's creation and the payload's `receivedAt`.
+    // The batch-id dedupe of the aggregator protects a replay only within the window from here.
     ...(queue === QUEUE.events && { acceptedAt: batchAcceptedAt(job.timestamp, job.data) }),
   };
 }
@@ -180,11 +157,7 @@ async function scanMatching(queue: QueueShards, filter: JobFilter, now: number, 
 }
 
 /** The failed jobs that match, newest failure first, at most `limit`; `matched` counts all that match. */
-export async function listFailed(
-  queue: QueueShards,
-  filter: JobFilter,
-  opts: { limit: number; now?: number },
-): Promise<{ jobs: FailedJob[]; matched: number; total: number }> {
+export async function listFailed(queue: QueueShards, filter: JobFilter, opts: { limit: number; now?: number }) {
   const { shards, name, shardOf } = shardsOf(queue);
   const total = (await Promise.all(shards.map((q) => q.getFailedCount()))).reduce((a, b) => a + b, 0);
   let jobs: FailedJob[] = [];

@@ -1,5 +1,5 @@
 import { loadConfigOrExit, rawEnv, toolEnvSchemas } from '@tally/config';
-import { backendEnvOrExit, connectToolRedis } from '@tally/stack';
+import { backendEnvOrExit, connectToolRedis, STDIO } from '@tally/stack';
 import { Presets, SingleBar } from 'cli-progress';
 import { runDlqCli, type Progress } from './cli';
 import { replayGuardWindowSeconds } from './dedupe-window';
@@ -20,18 +20,17 @@ const progress = (label: string, total: number): Progress | undefined => {
  * line is checked whole before the backend is chosen and connected to (runDlqCli's lazy deps).
  */
 export async function runDlq(argv: readonly string[]): Promise<void> {
-  const err = (line: string) => process.stderr.write(`${line}\n`);
   let close: (() => Promise<void>) | undefined;
   const connect = async () => {
     const env = backendEnvOrExit(rawEnv(), { redis: true });
     const config = loadConfigOrExit(toolEnvSchemas.dlq, env);
     const tool = await connectToolRedis(config);
     close = tool.close;
-    const windowSeconds = await replayGuardWindowSeconds(tool.redis, config.KEY_PREFIX, config.DEDUPE_WINDOW_SECONDS, err);
+    const windowSeconds = await replayGuardWindowSeconds(tool.redis, config.KEY_PREFIX, config.DEDUPE_WINDOW_SECONDS, STDIO.err);
     return { queues: tool.queues, dedupeWindowMs: windowSeconds * 1000, progress };
   };
   try {
-    process.exitCode = await runDlqCli(argv, connect, { out: (line) => process.stdout.write(`${line}\n`), err });
+    process.exitCode = await runDlqCli(argv, connect, STDIO);
   } finally {
     await close?.();
   }

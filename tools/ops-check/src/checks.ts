@@ -236,15 +236,12 @@ export const checkCompose = listed(function* (files: OpsFiles, vars: Record<stri
   // One dedupe window for every program that reads it: the aggregator's batch ids, the collector's Idempotency-Key
   // fingerprints, the dlq replay guard, and the tombstones the query API and the tenants tool write (a batch never
   // applied later than the window cannot outlive them). Each sets it, so a changed window reaches them all.
-  for (const [name, value] of windows) {
+  for (const [name, value] of windows)
     if (value === undefined)
       yield `docker-compose.yml service ${name}: reads DEDUPE_WINDOW_SECONDS but does not set it, so it keeps the default when the others change`;
-  }
-  const values = new Set([...windows.values()].filter((v) => v !== undefined));
-  if (values.size > 1) {
-    const each = [...windows].filter(([, v]) => v !== undefined).map(([n, v]) => `${n} ${v}`);
-    yield `docker-compose.yml: the services disagree on DEDUPE_WINDOW_SECONDS (${each.join(', ')})`;
-  }
+  const setting = [...windows].filter(([, v]) => v !== undefined);
+  if (new Set(setting.map(([, v]) => v)).size > 1)
+    yield `docker-compose.yml: the services disagree on DEDUPE_WINDOW_SECONDS (${setting.map(([n, v]) => `${n} ${v}`).join(', ')})`;
 });
 
 /** A service's environment: read by its schema, and its Redis and DynamoDB URLs name services of this compose file. */
@@ -270,22 +267,14 @@ function* checkRedisService(svc: ComposeService | undefined): Iterable<string> {
 }
 
 // ---- deploy/prometheus.yml ------------------------------------------------------------------------------------
-interface PromConfig {
-  rule_files?: string[];
-  scrape_configs?: Array<{
-    job_name: string;
-    metrics_path?: string;
-    static_configs?: Array<{ targets: string[] }>;
-    dns_sd_configs?: Array<{ names: string[]; type?: string; port?: number }>;
-  }>;
-}
+type DnsSd = { names: string[]; type?: string; port?: number };
+type ScrapeJob = { job_name: string; metrics_path?: string; static_configs?: Array<{ targets: string[] }>; dns_sd_configs?: DnsSd[] };
 
 export const checkPrometheus = listed(function* (files: OpsFiles, vars: Record<string, string | undefined> = {}) {
-  const prom = parse(files.prometheus) as PromConfig;
+  const prom = parse(files.prometheus) as { rule_files?: string[]; scrape_configs?: ScrapeJob[] };
   const services = composeConfig(files.compose, vars).services ?? {};
   const jobs = prom.scrape_configs ?? [];
-  const statics = (job: (typeof jobs)[number]) =>
-    (job.static_configs ?? []).flatMap((c) => c.targets).map((t) => [t, ...t.split(':')] as const);
+  const statics = (job: ScrapeJob) => (job.static_configs ?? []).flatMap((c) => c.targets).map((t) => [t, ...t.split(':')] as const);
 
   for (const app of APPS) {
     const port = appPort(app, services[app] ? serviceEnv(services[app]) : {});
@@ -336,22 +325,11 @@ function* checkExpr(where: string, expr: string, known: ReadonlySet<string>): It
       yield `${where}: metric ${name} is not defined anywhere in the code`;
 }
 
-interface AlertRules {
-  groups?: Array<{
-    name: string;
-    rules?: Array<{
-      alert?: string;
-      record?: string;
-      expr?: string;
-      labels?: Record<string, string>;
-      annotations?: Record<string, string>;
-    }>;
-  }>;
-}
+type Rule = Partial<Record<'alert' | 'record' | 'expr', string> & Record<'labels' | 'annotations', Record<string, string>>>;
 
 /** `known`: metric names defined in the code (string literals) and prom-client's default metrics as the apps register them. */
 export const checkAlerts = listed(function* (files: OpsFiles, known: ReadonlySet<string>) {
-  const rules = parse(files.alerts) as AlertRules;
+  const rules = parse(files.alerts) as { groups?: Array<{ name: string; rules?: Rule[] }> } | null;
   if (!rules?.groups?.length) return yield 'deploy/alerts.yml: no rule groups';
   for (const g of rules.groups) {
     for (const r of g.rules ?? []) {
@@ -365,13 +343,8 @@ export const checkAlerts = listed(function* (files: OpsFiles, known: ReadonlySet
   }
 });
 
-interface Panel {
-  type: string;
-  title?: string;
-  datasource?: { uid?: string };
-  targets?: Array<{ expr?: string; datasource?: { uid?: string } }>;
-  panels?: Panel[];
-}
+type Query = { expr?: string; datasource?: { uid?: string } };
+type Panel = { type: string; title?: string; datasource?: { uid?: string }; targets?: Query[] };
 
 export const checkGrafana = listed(function* (files: OpsFiles, known: ReadonlySet<string>) {
   const services = composeConfig(files.compose).services ?? {};
@@ -403,7 +376,7 @@ export const checkGrafana = listed(function* (files: OpsFiles, known: ReadonlySe
 
   if (Object.keys(files.dashboards).length === 0) yield 'deploy/grafana/dashboards: no dashboard';
   for (const [file, text] of Object.entries(files.dashboards)) {
-    const [dash, error] = attempt(() => JSON.parse(text) as { uid?: string; panels?: Panel[] });
+    const [dash, error] = attempt(() => JSON.parse(text) as { uid?: string; panels?: Array<Panel & { panels?: Panel[] }> });
     if (error !== undefined) {
       yield `deploy/grafana/dashboards/${file}: not JSON: ${error}`;
       continue;

@@ -19,9 +19,7 @@ export interface ComposeService {
   stop_grace_period?: string;
 }
 
-interface ComposeFile {
-  services: Record<string, ComposeService>;
-}
+type ComposeFile = { services: Record<string, ComposeService> };
 
 const cache = new Map<string, ComposeFile>();
 

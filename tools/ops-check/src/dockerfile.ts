@@ -1,4 +1,4 @@
-/** What a Dockerfile stage ends up with, read with dockerfile-ast (the parser of the Docker language server). */
+// Dockerfile stages read with dockerfile-ast (the parser of the Docker language server).
 import { DockerfileParser } from 'dockerfile-ast';
 import type { Env, Healthcheck, Instruction, JSONInstruction, ModifiableInstruction } from 'dockerfile-ast';
 

@@ -29,16 +29,7 @@ describe('appProcessSpec', () => {
       command: '/usr/bin/node',
       args: ['--import', 'tsx', 'apps/bucket-aggregator/src/main.ts'],
       cwd: repoRoot,
-      env: {
-        HTTP_HOST: '127.0.0.1',
-        BUCKET_SECONDS: '1',
-        REDIS_URL: 'redis://127.0.0.1:5000',
-        DYNAMODB_ENDPOINT: 'http://127.0.0.1:5001',
-        DYNAMODB_TABLE: 'tally',
-        AWS_REGION: 'eu-west-1',
-        LOG_LEVEL: 'debug',
-        HTTP_PORT: '7403',
-      },
+      env: { HTTP_HOST: '127.0.0.1', BUCKET_SECONDS: '1', ...stackVars },
     });
   });
 

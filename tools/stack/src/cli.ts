@@ -1,10 +1,13 @@
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 
 /** Where an operator command writes: lines to stdout and stderr (arrays in tests). */
-export interface CliIo {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
+export type CliIo = { out: (line: string) => void; err: (line: string) => void };
+
+/** The process's stdout and stderr, a line at a time. */
+export const STDIO: CliIo = {
+  out: (line) => void process.stdout.write(`${line}\n`),
+  err: (line) => void process.stderr.write(`${line}\n`),
+};
 
 /** A bad command line: reported with the command's synopsis and where the help is, exit code 2. */
 export class UsageError extends Error {}
@@ -14,30 +17,33 @@ export type CliValues<O extends ParseArgsOptionsConfig> = ReturnType<
   typeof parseArgs<{ args: string[]; allowPositionals: true; options: O }>
 >['values'];
 
-/**
- * What follows a usage error's reason (not the whole usage, which would push the reason off screen): the synopsis
- * lines of `command` in `usage` (its lines `  <command> <synopsis>  <description>`), none for an unknown command or
- * none named, then where the help is (`npm run <tool> -- --help`).
- */
-function usageHint(tool: string, usage: string, command: string | undefined): string[] {
-  const synopses = usage
+interface CliSpec<O extends ParseArgsOptionsConfig> {
+  tool: string;
+  usage: string;
+  options: O;
+  groups?: Record<string, readonly string[]>;
+  notTaken?: (command: string, option: string) => string;
+}
+
+/** The synopses of `command` in `usage` (its lines `  <command> <synopsis>  <description>`); none for an unknown command. */
+function synopses(usage: string, command: string | undefined): string[] {
+  return usage
     .split('\n')
     .flatMap((line) => (command && /^[a-z]/.test(command) && line.startsWith(`  ${command} `) ? [line.trim().split(/ {2,}/, 1)[0]!] : []));
-  return [...synopses.map((s, i) => `${i === 0 ? 'usage:' : '      '} ${tool} ${s}`), `see: npm run ${tool} -- --help`];
 }
 
 /**
  * One run of an operator command line `<command> [arguments] [--options]` of `tool` (node:util parseArgs, with
- * `-h`/`--help` added): prints `usage` for --help, `help` or no command; otherwise runs `run`. Returns the exit
- * code: run's, 2 for a UsageError (the message, then usageHint, on stderr), 1 for any other error (its message).
- * Never prompts.
+ * `-h`/`--help` added): prints `usage` for --help, `help` or no command; otherwise runs `run`. A command takes only the
+ * options its synopses show (`groups`: words of a synopsis that stand for several, as dlq's `filters`); any other is
+ * a usage error, never ignored (`notTaken` says what to do instead). Returns the exit code: run's, 2 for a UsageError
+ * (the message, then the command's synopses and where the help is, `npm run <tool> -- --help`, on stderr: not the whole
+ * usage, which would push the reason off screen), 1 for any other error (its message). Never prompts.
  */
 export async function runCli<O extends ParseArgsOptionsConfig>(
-  tool: string,
   argv: readonly string[],
   io: CliIo,
-  usage: string,
-  options: O,
+  { tool, usage, options, groups = {}, notTaken }: CliSpec<O>,
   run: (command: string, args: string[], values: CliValues<O>) => Promise<number>,
 ): Promise<number> {
   try {
@@ -51,6 +57,12 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
       io.out(usage);
       return 0;
     }
+    const shown = synopses(usage, command);
+    const words = shown.flatMap((s) => s.split(/[^a-z-]+/));
+    const takes = words.flatMap((w) => (w.startsWith('--') ? [w.slice(2)] : Object.hasOwn(groups, w) ? groups[w]! : []));
+    for (const [option, value] of Object.entries(values))
+      if (shown.length > 0 && option in options && value !== undefined && !takes.includes(option))
+        throw new UsageError(`${command} takes no --${option}${notTaken?.(command, option) ?? ''}`);
     return await run(command, args, values as CliValues<O>);
   } catch (err) {
     io.err(`tally: ${err instanceof Error ? err.message : String(err)}`);
@@ -58,7 +70,9 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
     if (!(err instanceof UsageError) && !String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS_')) return 1;
     // Leniently: the command line may be the one parseArgs just refused (an unknown option, a missing value).
     const [command] = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true }).positionals;
-    for (const line of usageHint(tool, usage, command)) io.err(line);
+    const shown = synopses(usage, command);
+    for (const [i, s] of shown.entries()) io.err(`${i === 0 ? 'usage:' : '      '} ${tool} ${s}`);
+    io.err(`see: npm run ${tool} -- --help`);
     return 2;
   }
 }

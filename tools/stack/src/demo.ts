@@ -1,6 +1,7 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTenant, getTenant, issueKey, type TenantDb } from '@tally/tenants';
+import { readJson } from './run-file';
 
 const DEMO_STORE = 'DEMO';
 
@@ -11,12 +12,7 @@ const DEMO_STORE = 'DEMO';
  */
 export async function demoLines(urls: Record<'collector' | 'query-api', string>, db: TenantDb, dataDir: string): Promise<string[]> {
   const file = join(dataDir, 'demo-keys.json');
-  let keys: { store: string; ingestKey: string; readKey: string } | undefined;
-  try {
-    keys = JSON.parse(readFileSync(file, 'utf8')) as typeof keys; // none yet on a first run
-  } catch {
-    keys = undefined;
-  }
+  let keys = readJson<{ store: string; ingestKey: string; readKey: string }>(file); // none yet on a first run
   try {
     if (!keys || !(await getTenant(db, keys.store))) {
       if (!(await getTenant(db, DEMO_STORE))) await createTenant(db, DEMO_STORE, { timeZone: 'UTC' });

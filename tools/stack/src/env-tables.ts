@@ -19,10 +19,6 @@ const show = (value: unknown) =>
     ? '(unset)'
     : `\`${value instanceof Map ? [...value].map(([k, v]) => `${k}=${v}`).join(',') : String(value)}\``;
 const cell = (s: string) => s.replace(/\|/g, '\\|');
-const meaning = (schema: z.ZodType, name: string) => {
-  if (!schema.description) throw new Error(`${name} has no .describe() in its schema`);
-  return cell(schema.description);
-};
 
 /**
  * One row per variable of `schemas`: its name, which of them read it (a column only with several schemas), its
@@ -40,7 +36,9 @@ function envTable(schemas: Record<string, z.ZodObject>): string {
       ? show(values[0])
       : readers.map((i, k) => `${show(values[k])} ${owners[i]}`).join(', ');
     const where = readers.length === owners.length ? 'all' : readers.map((i) => owners[i]).join(', ');
-    return `| \`${name}\` |${owners.length > 1 ? ` ${where} |` : ''} ${cell(def)} | ${meaning(shapes[readers[0]!]![name]!, name)} |`;
+    const meaning = shapes[readers[0]!]![name]!.description;
+    if (!meaning) throw new Error(`${name} has no .describe() in its schema`);
+    return `| \`${name}\` |${owners.length > 1 ? ` ${where} |` : ''} ${cell(def)} | ${cell(meaning)} |`;
   });
   const head = ['Variable', ...(owners.length > 1 ? ['Apps'] : []), 'Default', 'Meaning'];
   return [`| ${head.join(' | ')} |`, `|${' --- |'.repeat(head.length)}`, ...rows].join('\n');

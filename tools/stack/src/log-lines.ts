@@ -17,11 +17,8 @@ function asPino(line: string): string | { level: number; time: number; msg: stri
   const m = REDIS_LINE.exec(line);
   if (!m) return line;
   const [, mark = '*', msg = ''] = m;
-  return {
-    level: PINO_LEVEL[mark === '#' ? (REDIS_TROUBLE.test(msg) ? 'warn' : 'info') : mark === '*' ? 'info' : 'debug'],
-    time: Date.now(),
-    msg,
-  };
+  const level = PINO_LEVEL[mark === '#' ? (REDIS_TROUBLE.test(msg) ? 'warn' : 'info') : mark === '*' ? 'info' : 'debug'];
+  return { level, time: Date.now(), msg };
 }
 
 const options = { ignore: 'pid,hostname,name', singleLine: true, errorLikeObjectKeys: ['err', 'error'] };

@@ -97,15 +97,9 @@ async function startRedisServer(version: string): Promise<{ url: string; port?: 
     },
   });
   // SIGTERM makes redis-server shut down like SHUTDOWN: the AOF is flushed and fsynced first.
-  lifecycle.add('redis-server', async () => {
-    await watch.stop();
-    await redis.stop();
-  });
-  return {
-    url: redis.url,
-    port: redis.port,
-    note: `redis-server ${version}, AOF (appendfsync ${env.REDIS_APPENDFSYNC}) in ${shortPath(dir)}`,
-  };
+  lifecycle.add('redis-server', () => watch.stop().then(() => redis.stop()));
+  const note = `redis-server ${version}, AOF (appendfsync ${env.REDIS_APPENDFSYNC}) in ${shortPath(dir)}`;
+  return { url: redis.url, port: redis.port, note };
 }
 
 async function startDynamo(): Promise<{ endpoint: string; port?: number; note: string }> {
@@ -187,12 +181,10 @@ async function start(): Promise<void> {
   /** Whether each app answered `probe` within `timeoutMs` (true for an app `skip` names, and once stopping began). */
   const answered = (probe: string, timeoutMs: number, skip = (_i: number) => false) =>
     Promise.all(
-      APPS.map((a, i) =>
-        waitFor(async () => skip(i) || lifecycle.isStopping || (await isHealthy(`${urls[a.name]}${probe}`)), {
-          timeoutMs,
-          intervalMs: 200,
-        }).catch(() => false),
-      ),
+      APPS.map((a, i) => {
+        const up = async () => skip(i) || lifecycle.isStopping || (await isHealthy(`${urls[a.name]}${probe}`));
+        return waitFor(up, { timeoutMs, intervalMs: 200 }).catch(() => false);
+      }),
     );
   const healthy = await answered('/healthz', env.STACK_START_TIMEOUT_MS);
   // Healthy is only alive: an app that cannot use Redis (down, a wrong password in REDIS_URL) answers /healthz but

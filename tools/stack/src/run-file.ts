@@ -34,13 +34,8 @@ export const LAYOUT = {
 } as const;
 
 /** A running stack's backends, as this version writes them to its run file (`collectorUrl` since loadgen reads it). */
-export interface StackBackends extends Partial<Record<keyof typeof LAYOUT, string>> {
-  redisUrl: string;
-  dynamoEndpoint: string;
-  table: string;
-  region: string;
-  collectorUrl: string;
-}
+type StackBackends = Record<'redisUrl' | 'dynamoEndpoint' | 'table' | 'region' | 'collectorUrl', string> &
+  Partial<Record<keyof typeof LAYOUT, string>>;
 
 /** The command line of `pid` from /proc (Linux): '' when the process is gone, undefined without /proc. */
 export function procCmdline(pid: number): string | undefined {
@@ -55,6 +50,15 @@ export function procCmdline(pid: number): string | undefined {
 function isStack(pid: number, readCmdline: ReadCmdline): boolean {
   const cmdline = isAlive(pid) ? readCmdline(pid) : '';
   return cmdline === undefined || cmdline.includes('stack/src/main');
+}
+
+/** A JSON file's content; undefined when it is missing or no JSON. */
+export function readJson<T>(file: string): T | undefined {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A path as the user would type it: relative below `cwd`, else absolute. */
@@ -72,13 +76,7 @@ export class RunFile {
     this.state = { stackPid, startedAt: new Date().toISOString(), children: {} };
   }
 
-  read(): RunState | undefined {
-    try {
-      return JSON.parse(readFileSync(this.file, 'utf8')) as RunState;
-    } catch {
-      return undefined;
-    }
-  }
+  read = () => readJson<RunState>(this.file);
 
   /**
    * Refuses to run beside a live stack on the same data directory, and stops the leftovers of a dead one

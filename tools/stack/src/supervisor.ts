@@ -5,11 +5,7 @@ import { killGroup, startProcess, type ProcessExit, type StartProcessOptions } f
 export type ProcessSpec = Required<Pick<StartProcessOptions, 'name' | 'cwd' | 'env'>> & { command: string; args: string[] };
 
 /** Restart delays: `initialMs`, doubling on every consecutive crash up to `maxMs`; a run of `resetAfterMs` starts over. */
-export interface BackoffPolicy {
-  initialMs: number;
-  maxMs: number;
-  resetAfterMs: number;
-}
+type BackoffPolicy = { initialMs: number; maxMs: number; resetAfterMs: number };
 
 /** Delay before restart number `attempt` (1-based). */
 export const backoffDelay = (attempt: number, p: BackoffPolicy): number => Math.min(p.maxMs, p.initialMs * 2 ** Math.max(0, attempt - 1));
@@ -38,6 +34,31 @@ export interface SupervisorOptions {
 }
 
 type StopOutcome = 'not-running' | 'exited' | 'killed';
+type Exit = Pick<CrashReport, 'pid' | 'code' | 'signal' | 'error' | 'lastLines'>;
+
+/**
+ * Runs `once` (one run of the child, until it exits or `stopped` settles) over and over: each exit is reported as a
+ * crash, then the backoff passes; `stop()` ends it with what `once` returns on stop ('not-running' between runs).
+ */
+function restarting(name: string, o: Partial<SupervisorOptions>, once: (stopped: Promise<'stop'>) => Promise<Exit | StopOutcome>) {
+  const stopping = new AbortController();
+  const stopped = new Promise<'stop'>((resolve) => stopping.signal.addEventListener('abort', () => resolve('stop')));
+  const backoff = o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
+  const running = (async (): Promise<StopOutcome> => {
+    for (let attempt = 1; ; attempt++) {
+      const startedAt = Date.now();
+      const exit = await once(stopped);
+      if (typeof exit === 'string') return exit;
+      if (stopping.signal.aborted) return 'not-running';
+      const uptimeMs = Date.now() - startedAt;
+      if (uptimeMs >= backoff.resetAfterMs) attempt = 1;
+      const restartInMs = backoffDelay(attempt, backoff);
+      o.onCrash?.({ name, ...exit, uptimeMs, attempt, restartInMs });
+      if (!(await delay(restartInMs, true, { signal: stopping.signal }).catch(() => false))) return 'not-running';
+    }
+  })();
+  return { stop: (): Promise<StopOutcome> => (stopping.abort(), running) };
+}
 
 /**
  * Keeps one child process running (in its own process group, started by the shared launcher in
@@ -47,48 +68,31 @@ type StopOutcome = 'not-running' | 'exited' | 'killed';
  * child (SIGTERM, then SIGKILL after the deadline, then its whole group) and cancels any pending restart.
  */
 export function supervise({ name, command, args, cwd, env }: ProcessSpec, o: SupervisorOptions) {
-  const { stopping, stopped, backoff, tailLines } = supervision(o);
-  const running = (async (): Promise<StopOutcome> => {
-    for (let attempt = 1; ; attempt++) {
-      const startedAt = Date.now();
-      const lastLines: string[] = [];
-      const onLine = (line: string) => {
-        if (lastLines.push(line) > tailLines) lastLines.shift();
-        o.onLine(name, line);
-      };
-      let exit: Pick<CrashReport, 'pid' | 'code' | 'signal' | 'error'>;
-      try {
-        const proc = await startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine });
-        o.onSpawn?.(name, proc.pid);
-        const e = await Promise.race([proc.exited, stopped]);
-        if (e === 'stop') {
-          const { signal } = await proc.kill('SIGTERM', { timeoutMs: o.stopTimeoutMs ?? 10_000 });
-          return signal === 'SIGKILL' ? 'killed' : 'exited';
-        }
-        killGroup(proc.pid, 'SIGKILL'); // sweep anything left in its process group
-        exit = { pid: proc.pid, ...e };
-      } catch (err) {
-        const cause = (err as Error).cause;
-        exit = { pid: undefined, code: null, signal: null, error: cause instanceof Error ? cause : (err as Error) };
+  return restarting(name, o, async (stopped) => {
+    const lastLines: string[] = [];
+    const onLine = (line: string) => {
+      if (lastLines.push(line) > (o.tailLines ?? 15)) lastLines.shift();
+      o.onLine(name, line);
+    };
+    try {
+      const proc = await startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine });
+      o.onSpawn?.(name, proc.pid);
+      const e = await Promise.race([proc.exited, stopped]);
+      if (e === 'stop') {
+        const { signal } = await proc.kill('SIGTERM', { timeoutMs: o.stopTimeoutMs ?? 10_000 });
+        return signal === 'SIGKILL' ? 'killed' : 'exited';
       }
-      if (stopping.signal.aborted) return 'not-running';
-      const uptimeMs = Date.now() - startedAt;
-      if (uptimeMs >= backoff.resetAfterMs) attempt = 1;
-      const restartInMs = backoffDelay(attempt, backoff);
-      o.onCrash?.({ name, ...exit, uptimeMs, lastLines, attempt, restartInMs });
-      if (!(await delay(restartInMs, true, { signal: stopping.signal }).catch(() => false))) return 'not-running';
+      killGroup(proc.pid, 'SIGKILL'); // sweep anything left in its process group
+      return { pid: proc.pid, ...e, lastLines };
+    } catch (err) {
+      const cause = (err as Error).cause;
+      return { pid: undefined, code: null, signal: null, error: cause instanceof Error ? cause : (err as Error), lastLines };
     }
-  })();
-  return { stop: (): Promise<StopOutcome> => (stopping.abort(), running) };
+  });
 }
 
 /** A service started by its own launcher (redis-server by startRedis): its current process, and a restart in place. */
-export interface Restartable {
-  readonly pid: number;
-  readonly exited: Promise<ProcessExit>;
-  output(): string;
-  restart(): Promise<void>;
-}
+export type Restartable = { readonly pid: number; readonly exited: Promise<ProcessExit>; output(): string; restart(): Promise<void> };
 
 /**
  * Like supervise, for a service whose owner started it and will stop it: when it exits on its own (a crash, an
@@ -97,32 +101,20 @@ export interface Restartable {
  * that fails counts as the next crash. `stop()` stops the watching only: call it before stopping the service.
  */
 export function keepRunning(name: string, service: Restartable, o: Omit<SupervisorOptions, 'onLine' | 'stopTimeoutMs'>) {
-  const { stopping, stopped, backoff, tailLines } = supervision(o);
-  const running = (async (): Promise<void> => {
-    let failedRestart: Error | undefined;
-    for (let attempt = 1, startedAt = Date.now(); ; attempt++) {
-      const exit = failedRestart ? { code: null, signal: null, error: failedRestart } : await Promise.race([service.exited, stopped]);
-      if (exit === 'stop' || stopping.signal.aborted) return;
-      const uptimeMs = Date.now() - startedAt;
-      if (uptimeMs >= backoff.resetAfterMs) attempt = 1;
-      const restartInMs = backoffDelay(attempt, backoff);
-      const lastLines = failedRestart ? [] : service.output().split('\n').filter(Boolean).slice(-tailLines);
-      o.onCrash?.({ name, pid: service.pid, ...exit, uptimeMs, lastLines, attempt, restartInMs });
-      if (!(await delay(restartInMs, true, { signal: stopping.signal }).catch(() => false))) return;
-      startedAt = Date.now();
-      failedRestart = await service.restart().then(
+  let crashed = false; // the first run watches the service as its owner started it
+  return restarting(name, o, async (stopped) => {
+    const error =
+      crashed &&
+      (await service.restart().then(
         () => void o.onSpawn?.(name, service.pid),
         (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
-      );
-    }
-  })();
-  return { stop: (): Promise<void> => (stopping.abort(), running) };
-}
-
-/** A supervisor's stop signal (`stopped` resolves when `stopping` aborts), its backoff policy and its crash report's length. */
-function supervision(o: Pick<SupervisorOptions, 'backoff' | 'tailLines'>) {
-  const stopping = new AbortController();
-  const stopped = new Promise<'stop'>((resolve) => stopping.signal.addEventListener('abort', () => resolve('stop')));
-  const backoff = o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
-  return { stopping, stopped, backoff, tailLines: o.tailLines ?? 15 };
+      ));
+    crashed = true;
+    if (error) return { pid: service.pid, code: null, signal: null, error, lastLines: [] };
+    const exit = await Promise.race([service.exited, stopped]);
+    const tail = o.tailLines ?? 15;
+    return exit === 'stop'
+      ? 'not-running'
+      : { pid: service.pid, ...exit, lastLines: service.output().split('\n').filter(Boolean).slice(-tail) };
+  });
 }

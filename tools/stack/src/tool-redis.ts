@@ -17,17 +17,10 @@ const fewAttempts = (attempt: number) => (attempt > 3 ? null : 250 * attempt);
  * exits 1, rather than a stack trace per reconnect attempt.
  */
 export async function connectToolRedis(config: RedisTarget & { KEY_PREFIX: string; QUEUE_SHARDS: number }) {
-  const redis = createRedisConnection(
-    config,
-    {
-      maxRetriesPerRequest: 2,
-      connectTimeout: 5_000,
-      retryStrategy: fewAttempts,
-      // Each (re)connect asks the Sentinels for the master, in rounds over all of them: give up after a few rounds.
-      sentinelRetryStrategy: (round) => (round > 2 ? null : 250 * round),
-    },
-    { clusterRetryStrategy: fewAttempts },
-  );
+  // Each (re)connect asks the Sentinels for the master, in rounds over all of them: give up after a few rounds.
+  const sentinelRetryStrategy = (round: number) => (round > 2 ? null : 250 * round);
+  const options = { maxRetriesPerRequest: 2, connectTimeout: 5_000, retryStrategy: fewAttempts, sentinelRetryStrategy };
+  const redis = createRedisConnection(config, options, { clusterRetryStrategy: fewAttempts });
   // The latest reason it failed, reported once, below. A cluster's and the Sentinels' 'error' only sums up ("Failed
   // to refresh slots cache.", "All sentinels are unreachable…"); a node's error and each Sentinel's answer say why.
   let lastError: string | undefined;
@@ -47,11 +40,10 @@ export async function connectToolRedis(config: RedisTarget & { KEY_PREFIX: strin
   try {
     if ((await Promise.race([redis.ping(), deadline])) === 'late') throw new Error(`no answer within ${TOOL_REDIS_DEADLINE_MS / 1000}s`);
   } catch (err) {
-    const late = (err as Error).message.startsWith('no answer within') ? ` (${(err as Error).message})` : '';
-    const cause = lastError ?? (err as Error).message;
-    process.stderr.write(
-      `tally: cannot reach Redis at ${describeRedisTarget(config)}: ${oneLine(cause)}${cause === (err as Error).message ? '' : late}\n`,
-    );
+    const { message } = err as Error;
+    const cause = lastError ?? message;
+    const late = message.startsWith('no answer within') && cause !== message ? ` (${message})` : '';
+    process.stderr.write(`tally: cannot reach Redis at ${describeRedisTarget(config)}: ${oneLine(cause)}${late}\n`);
     await close();
     process.exit(1);
   } finally {

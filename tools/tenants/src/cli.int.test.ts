@@ -2,35 +2,22 @@ import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createDynamoClient } from '@tally/dynamo';
 import { createTenantDirectory, SCOPES, type TenantDb } from '@tally/tenants';
-import { createTestTable, freePort, REPO_ROOT, startProcess, type DynaliteHandle } from '@tally/testing';
-import { useDynalite } from '@tally/testing/vitest';
+import { freePort, type DynaliteHandle } from '@tally/testing';
 import { describe, expect, it } from 'vitest';
 import { runTenantsCli, USAGE, type ErasureContext, type TenantsBackends } from './cli';
+import { runTenants, tenantsProcess, useTenantDb } from './test-fixtures';
 
 let dynalite: DynaliteHandle;
 let db: TenantDb;
-useDynalite(async (d) => {
-  dynalite = d;
-  db = { dynamo: createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' }), table: await createTestTable(d.endpoint) };
-  return () => db.dynamo.destroy();
-});
+useTenantDb((tdb, d) => ([db, dynalite] = [tdb, d]));
 
 /** How many times a command opened its backends (only ever after its command line was checked), and what it asked for. */
 const opened: Array<{ redis: boolean }> = [];
 
 /** One command on `backends` (default: the test table, no Redis). */
-async function cliOn(backends: Omit<TenantsBackends, 'db'>, argv: string[]) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await runTenantsCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, (need) => {
-    opened.push(need);
-    return { db, ...backends };
-  });
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
-
+const cliOn = (backends: Omit<TenantsBackends, 'db'>, argv: string[]) =>
+  runTenants(argv, (need) => (opened.push(need), { db, ...backends }));
 const cli = (...argv: string[]) => cliOn({}, argv);
 
 const SEE_HELP = 'see: npm run tenants -- --help';
@@ -361,18 +348,12 @@ describe('tenants CLI', () => {
   });
 
   it('runs as a command line', async () => {
-    const p = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', 'create', 'SHOP3'], {
-      cwd: REPO_ROOT,
-      env: { DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: db.table },
-    });
+    const p = await tenantsProcess(['create', 'SHOP3'], { DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: db.table });
     expect(await p.exited).toEqual({ code: 0, signal: null });
     expect(p.output()).toBe(
       `[stderr] tally: using DynamoDB ${dynalite.endpoint} (DYNAMODB_ENDPOINT)\ntally: created tenant SHOP3 (time zone UTC)`,
     );
-    const help = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', '--help'], {
-      cwd: REPO_ROOT,
-      env: {},
-    });
+    const help = await tenantsProcess(['--help'], {});
     expect(await help.exited).toEqual({ code: 0, signal: null });
     expect(help.output()).toBe(USAGE);
   });
@@ -389,10 +370,7 @@ describe('tenants CLI', () => {
       TALLY_DATA_DIR: none,
     };
     const tenants = async (...argv: string[]) => {
-      const p = await startProcess(process.execPath, ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', ...argv], {
-        cwd: REPO_ROOT,
-        env,
-      });
+      const p = await tenantsProcess(argv, env);
       return { exit: await p.exited, lines: p.output().split('\n') };
     };
     try {
@@ -428,11 +406,11 @@ describe('tenants CLI', () => {
 
   it('says in one line, exit 1, that it cannot reach Redis for a command that needs it (no stack trace per reconnect)', async () => {
     const url = `redis://127.0.0.1:${await freePort()}`;
-    const p = await startProcess(
-      process.execPath,
-      ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', 'delete-store', 'SHOP3'],
-      { cwd: REPO_ROOT, env: { DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: db.table, REDIS_URL: url } },
-    );
+    const p = await tenantsProcess(['delete-store', 'SHOP3'], {
+      DYNAMODB_ENDPOINT: dynalite.endpoint,
+      DYNAMODB_TABLE: db.table,
+      REDIS_URL: url,
+    });
     expect(await p.exited).toEqual({ code: 1, signal: null });
     expect(p.output().split('\n')).toEqual([
       `[stderr] tally: using Redis ${url} (REDIS_URL)`,

@@ -30,30 +30,25 @@ const TENANTS_OPTIONS = {
   reindex: { type: 'boolean' },
 } as const;
 
-type TenantsOption = keyof typeof TENANTS_OPTIONS;
 type Values = CliValues<typeof TENANTS_OPTIONS>;
 
 /**
  * Runs one command; returns the exit code (0 ok, 1 refused or failed, 2 usage or a bad value). The command, its
  * arguments, its options and every value the CLI can check are checked before `open` is called (`redis`: the command
- * needs Redis too), so a bad command line is exit 2 whatever is configured, and nothing is resolved or connected.
+ * needs Redis too; each command calls it at most once), so a bad command line is exit 2 whatever is configured, and
+ * nothing is resolved or connected.
  */
 export function runTenantsCli(
   argv: readonly string[],
   io: CliIo,
   open: (need: { redis: boolean }) => TenantsBackends | Promise<TenantsBackends>,
 ): Promise<number> {
-  return runCli('tenants', argv, io, USAGE, TENANTS_OPTIONS, async (command, args, values) => {
+  return runCli(argv, io, { tool: 'tenants', usage: USAGE, options: TENANTS_OPTIONS }, async (command, args, values) => {
     const cmd = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
     if (!cmd) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
-    for (const option of Object.keys(values) as TenantsOption[]) {
-      if (Object.hasOwn(TENANTS_OPTIONS, option) && values[option] !== undefined && !cmd.takes?.includes(option))
-        throw new UsageError(`${command} takes no --${option}`);
-    }
     if (args.length !== (cmd.what.match(/</g)?.length ?? 0)) throw new UsageError(`${command} takes ${cmd.what}`);
     try {
-      const run = cmd.prepare(args, values, io);
-      await run(await open({ redis: typeof cmd.redis === 'function' ? cmd.redis(values) : cmd.redis === true }));
+      await cmd.run(args, { values, io, open: async (need = { redis: false }) => open(need) });
     } catch (err) {
       // A bad value (time zone, currency, scopes, budget, …) is bad input: exit 2 like a usage error, in one line.
       if (!(err instanceof tenants.TenantError && err.code.startsWith('TALLY_ERR_INVALID_'))) throw err;
@@ -64,219 +59,187 @@ export function runTenantsCli(
   });
 }
 
+type Open = (need?: { redis: boolean }) => Promise<TenantsBackends>;
+
 interface Command {
   /** Its positional arguments as the usage error names them, one `<…>` each (the synopsis follows it). */
   what: string;
-  /** The options it takes (absent: none): any other is a usage error, never ignored. */
-  takes?: readonly TenantsOption[];
-  /** Whether it needs Redis besides DynamoDB (always, or with the options given). */
-  redis?: boolean | ((values: Values) => boolean);
-  /** Checks the values of the command line (throws UsageError or a TALLY_ERR_INVALID_ TenantError) and returns what runs. */
-  prepare: (args: string[], values: Values, io: CliIo) => (backends: TenantsBackends) => Promise<void>;
+  /** Checks the values of the command line (throws UsageError or a TALLY_ERR_INVALID_ TenantError), then opens and runs. */
+  run: (args: string[], c: { values: Values; io: CliIo; open: Open }) => Promise<void>;
 }
 
 const COMMANDS: Record<string, Command> = {
   create: {
     what: '<store>',
-    takes: ['time-zone', 'currency', 'history-months'],
-    prepare: ([store], values, io) => {
+    run: async ([store], { values, io, open }) => {
       const { historyMonths: months, ...settings } = settingsOf(values);
       // `forever` is what a new tenant has anyway: no retention.
       const opts = { ...settings, ...(typeof months === 'number' && { historyMonths: months }) };
-      return async ({ db }) => {
-        const t = await tenants.createTenant(db, store!, opts);
-        const shown = [`time zone ${t.timeZone}`];
-        if (t.currency !== undefined) shown.push(`currency ${t.currency}`);
-        if (t.historyMonths !== undefined) shown.push(`visitor history ${historyOf(t)}`);
-        io.out(`tally: created tenant ${t.store} (${shown.join(', ')})`);
-      };
+      const t = await tenants.createTenant((await open()).db, store!, opts);
+      const shown = [`time zone ${t.timeZone}`];
+      if (t.currency !== undefined) shown.push(`currency ${t.currency}`);
+      if (t.historyMonths !== undefined) shown.push(`visitor history ${historyOf(t)}`);
+      io.out(`tally: created tenant ${t.store} (${shown.join(', ')})`);
     },
   },
   'issue-key': {
     what: '<store>',
-    takes: ['scopes', 'label'],
-    prepare: ([store], values, io) => {
+    run: async ([store], { values, io, open }) => {
       if (!values.scopes) throw new UsageError(`issue-key needs --scopes (one or more of ${tenants.SCOPES.join(', ')})`);
       const scopes = scopesOf(values.scopes);
-      return async ({ db }) => {
-        const key = await tenants.issueKey(db, store!, scopes, values.label ?? '');
-        io.out(key);
-        io.err(
-          `tally: issued key ${tenants.keyIdOf(key)} (${scopes.join(', ')}) for store ${store}; it is shown only this once: store it now`,
-        );
-      };
+      const key = await tenants.issueKey((await open()).db, store!, scopes, values.label ?? '');
+      io.out(key);
+      io.err(
+        `tally: issued key ${tenants.keyIdOf(key)} (${scopes.join(', ')}) for store ${store}; it is shown only this once: store it now`,
+      );
     },
   },
   'revoke-key': {
     what: '<store> <key-id>',
-    prepare:
-      ([store, keyId], _values, io) =>
-      async ({ db }) => {
-        const k = await tenants.revokeKey(db, store!, keyId!);
-        io.out(`tally: revoked key ${k.keyId} of store ${k.store} (${k.label || 'no label'}); it stops working within KEY_CACHE_TTL_MS`);
-      },
+    run: async ([store, keyId], { io, open }) => {
+      const k = await tenants.revokeKey((await open()).db, store!, keyId!);
+      io.out(`tally: revoked key ${k.keyId} of store ${k.store} (${k.label || 'no label'}); it stops working within KEY_CACHE_TTL_MS`);
+    },
   },
   'set-time-zone': {
     what: '<store> <IANA time zone>',
-    prepare: ([store, zone], _values, io) => {
+    run: async ([store, zone], { io, open }) => {
       const timeZone = checkTimeZone(zone!);
-      return async ({ db }) => {
-        await tenants.setTimeZone(db, store!, timeZone);
-        io.out(`tally: store ${store} now bins days in ${timeZone} (counts already made keep their days)`);
-      };
+      await tenants.setTimeZone((await open()).db, store!, timeZone);
+      io.out(`tally: store ${store} now bins days in ${timeZone} (counts already made keep their days)`);
     },
   },
   'set-currency': {
     what: '<store> <ISO 4217 currency code>',
-    prepare: ([store, code], _values, io) => {
+    run: async ([store, code], { io, open }) => {
       const currency = currencyOf(code!);
-      return async ({ db }) => {
-        await tenants.setCurrency(db, store!, currency);
-        io.out(`tally: store ${store} now shows revenue in ${currency} (counts are unchanged)`);
-      };
+      await tenants.setCurrency((await open()).db, store!, currency);
+      io.out(`tally: store ${store} now shows revenue in ${currency} (counts are unchanged)`);
     },
   },
   'set-ingest-budget': {
     what: '<store> <events per second | default>',
-    prepare: ([store, budget], _values, io) => {
+    run: async ([store, budget], { io, open }) => {
       const value = budget === 'default' ? undefined : /^\d+$/.test(budget!) ? Number(budget) : NaN;
       if (Number.isNaN(value))
         throw new UsageError(`set-ingest-budget takes a whole number of events per second or "default", not ${JSON.stringify(budget)}`);
-      return async ({ db }) => {
-        await tenants.setIngestBudget(db, store!, value);
-        const perSecond = value === undefined ? 'the default INGEST_BUDGET_EVENTS_PER_SECOND' : value;
-        io.out(`tally: store ${store} may send ${perSecond} events per second (collectors apply it within KEY_CACHE_TTL_MS)`);
-      };
+      await tenants.setIngestBudget((await open()).db, store!, value);
+      const perSecond = value === undefined ? 'the default INGEST_BUDGET_EVENTS_PER_SECOND' : value;
+      io.out(`tally: store ${store} may send ${perSecond} events per second (collectors apply it within KEY_CACHE_TTL_MS)`);
     },
   },
   'list-keys': {
     what: '<store>',
-    takes: ['json'],
-    prepare:
-      ([store], values, io) =>
-      async ({ db }) => {
-        await tenantOrThrow(db, store!);
-        const keys = await tenants.listKeys(db, store!);
-        if (values.json) return json(io, keys);
-        const status = (k: (typeof keys)[number]) => (k.revoked ? `revoked ${k.revokedAt ?? ''}`.trim() : 'active');
-        const rows = keys.map((k) => [k.keyId, k.scopes.join(','), status(k), k.createdAt, k.label]);
-        for (const line of alignColumns([['KEY ID', 'SCOPES', 'STATUS', 'CREATED', 'LABEL'], ...rows])) io.out(line);
-        if (keys.length === 0) io.out(`(store ${store} has no keys; issue one with: tenants issue-key ${store} --scopes ingest)`);
-      },
+    run: async ([store], { values, io, open }) => {
+      const { db } = await open();
+      await tenantOrThrow(db, store!);
+      const keys = await tenants.listKeys(db, store!);
+      if (values.json) return json(io, keys);
+      const status = (k: (typeof keys)[number]) => (k.revoked ? `revoked ${k.revokedAt ?? ''}`.trim() : 'active');
+      const rows = keys.map((k) => [k.keyId, k.scopes.join(','), status(k), k.createdAt, k.label]);
+      for (const line of alignColumns([['KEY ID', 'SCOPES', 'STATUS', 'CREATED', 'LABEL'], ...rows])) io.out(line);
+      if (keys.length === 0) io.out(`(store ${store} has no keys; issue one with: tenants issue-key ${store} --scopes ingest)`);
+    },
   },
   show: {
     what: '<store>',
-    prepare:
-      ([store], _values, io) =>
-      async ({ db }) => {
-        const t = await tenantOrThrow(db, store!);
-        const lines = [
-          `store ${t.store}`,
-          `time zone ${t.timeZone}`,
-          `created ${t.createdAt}`,
-          `ingest budget ${t.ingestEventsPerSecond === undefined ? "the collectors' default (INGEST_BUDGET_EVENTS_PER_SECOND)" : `${t.ingestEventsPerSecond} events/s`}`,
-          `currency ${t.currency ?? 'unset (revenue shown as a plain number)'}`,
-          `visitor history ${historyOf(t)}`,
-        ];
-        if (t.deletingAt) lines.push(`deletion unfinished since ${t.deletingAt}: run delete-store again`);
-        io.out(lines.join('\n'));
-      },
+    run: async ([store], { io, open }) => {
+      const t = await tenantOrThrow((await open()).db, store!);
+      const lines = [
+        `store ${t.store}`,
+        `time zone ${t.timeZone}`,
+        `created ${t.createdAt}`,
+        `ingest budget ${t.ingestEventsPerSecond === undefined ? "the collectors' default (INGEST_BUDGET_EVENTS_PER_SECOND)" : `${t.ingestEventsPerSecond} events/s`}`,
+        `currency ${t.currency ?? 'unset (revenue shown as a plain number)'}`,
+        `visitor history ${historyOf(t)}`,
+      ];
+      if (t.deletingAt) lines.push(`deletion unfinished since ${t.deletingAt}: run delete-store again`);
+      io.out(lines.join('\n'));
+    },
   },
   list: {
     what: 'no arguments',
-    takes: ['json', 'reindex'],
-    prepare:
-      (_args, values, io) =>
-      async ({ db }) => {
-        const stores = await tenants.listTenants(db, { reindex: values.reindex === true });
-        if (values.json) return json(io, stores);
-        // Every row has every column, `-` for an unset one, so that a column always holds the same field.
-        const note = (t: tenants.TenantInfo) => (t.deletingAt ? `deletion unfinished since ${t.deletingAt}: run delete-store again` : '-');
-        const rows = stores.map((t) => [t.store, t.timeZone, t.currency ?? '-', note(t)]);
-        for (const line of alignColumns([['STORE', 'TIME ZONE', 'CURRENCY', 'NOTE'], ...rows])) io.out(line);
-        if (stores.length === 0) io.out('(no stores; create one with: tenants create <store>)');
-      },
+    run: async (_args, { values, io, open }) => {
+      const stores = await tenants.listTenants((await open()).db, { reindex: values.reindex === true });
+      if (values.json) return json(io, stores);
+      // Every row has every column, `-` for an unset one, so that a column always holds the same field.
+      const note = (t: tenants.TenantInfo) => (t.deletingAt ? `deletion unfinished since ${t.deletingAt}: run delete-store again` : '-');
+      const rows = stores.map((t) => [t.store, t.timeZone, t.currency ?? '-', note(t)]);
+      for (const line of alignColumns([['STORE', 'TIME ZONE', 'CURRENCY', 'NOTE'], ...rows])) io.out(line);
+      if (stores.length === 0) io.out('(no stores; create one with: tenants create <store>)');
+    },
   },
   set: {
     what: '<store>',
-    takes: ['time-zone', 'currency', 'history-months'],
-    // A change of the visitor history schedules the restamp of the items already written, on Redis.
-    redis: (values) => values['history-months'] !== undefined,
-    prepare: ([store], values, io) => {
+    run: async ([store], { values, io, open }) => {
       const settings = settingsOf(values);
-      return async ({ db, maintenance }) => {
-        // Connected before anything is written: Redis unreachable stops the command with nothing changed.
-        const queues = settings.historyMonths === undefined ? undefined : await maintenance?.();
-        const schedule = queues && {
-          restamp: (changedAt: number) => scheduleRetentionRestamp(queues, store!, changedAt, tenants.RETENTION_SETTLE_MS),
-        };
-        const { tenant: t, history } = await tenants.changeTenant(db, store!, settings, schedule);
-        io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${historyOf(t)}`);
-        if (!history) return;
-        const was = `visitor history was ${history.before === null ? 'kept for ever' : `${history.before} months`}`;
-        // The items already written keep the expiry of the old setting until restamped (libs/tenants retention-change.ts).
-        if (schedule) {
-          const at = new Date(history.changedAt + tenants.RETENTION_SETTLE_MS).toISOString();
-          io.err(
-            `tally: ${was}: the dynamo-writer restamps the visitor items already written with the new expiry from ${at} (restamp scheduled; by hand: tenants restamp-retention ${t.store})`,
-          );
-        } else
-          io.err(
-            `tally: ${was}: the visitor items already written keep that setting's expiry until restamped; run now: tenants restamp-retention ${t.store}`,
-          );
+      // A change of the visitor history schedules the restamp of the items already written, on Redis.
+      const { db, maintenance } = await open({ redis: settings.historyMonths !== undefined });
+      // Connected before anything is written: Redis unreachable stops the command with nothing changed.
+      const queues = settings.historyMonths === undefined ? undefined : await maintenance?.();
+      const schedule = queues && {
+        restamp: (changedAt: number) => scheduleRetentionRestamp(queues, store!, changedAt, tenants.RETENTION_SETTLE_MS),
       };
+      const { tenant: t, history } = await tenants.changeTenant(db, store!, settings, schedule);
+      io.out(`tally: store ${t.store}: time zone ${t.timeZone}, currency ${t.currency ?? 'unset'}, visitor history ${historyOf(t)}`);
+      if (!history) return;
+      const was = `visitor history was ${history.before === null ? 'kept for ever' : `${history.before} months`}`;
+      // The items already written keep the expiry of the old setting until restamped (libs/tenants retention-change.ts).
+      if (schedule) {
+        const at = new Date(history.changedAt + tenants.RETENTION_SETTLE_MS).toISOString();
+        io.err(
+          `tally: ${was}: the dynamo-writer restamps the visitor items already written with the new expiry from ${at} (restamp scheduled; by hand: tenants restamp-retention ${t.store})`,
+        );
+      } else
+        io.err(
+          `tally: ${was}: the visitor items already written keep that setting's expiry until restamped; run now: tenants restamp-retention ${t.store}`,
+        );
     },
   },
   'restamp-retention': {
     what: '<store>',
-    prepare:
-      ([store], _values, io) =>
-      async ({ db, restamp }) => {
-        // Before the wait: an unknown store (or one being deleted) is refused at once.
-        if ((await tenantOrThrow(db, store!)).deletingAt)
-          throw new tenants.TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} is being deleted (run delete-store again)`);
-        const settleMs = restamp?.settleMs ?? tenants.RETENTION_SETTLE_MS;
-        if (settleMs > 0)
-          io.err(
-            `tally: waiting ${Math.ceil(settleMs / 1000)} s for the writers' cached settings of store ${store} to expire, then restamping`,
-          );
-        const r = await tenants.restampRetention(db, store!, restamp);
-        const notes = [];
-        if (r.changedMeanwhile > 0)
-          notes.push(`${r.changedMeanwhile} changed meanwhile (deleted, or stamped by a writer) left as they are`);
-        if (r.totalsWithoutMonths > 0) notes.push(`${r.totalsWithoutMonths} row(s) with a TOTAL but no month item kept its expiry`);
-        const history = r.historyMonths === null ? 'kept for ever' : `${r.historyMonths} months`;
-        io.out(
-          `tally: store ${r.store} (visitor history ${history}): scanned ${r.scanned} visitor items, restamped ${r.restamped}${notes.map((n) => `; ${n}`).join('')}`,
+    run: async ([store], { io, open }) => {
+      const { db, restamp } = await open();
+      // Before the wait: an unknown store (or one being deleted) is refused at once.
+      if ((await tenantOrThrow(db, store!)).deletingAt)
+        throw new tenants.TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} is being deleted (run delete-store again)`);
+      const settleMs = restamp?.settleMs ?? tenants.RETENTION_SETTLE_MS;
+      if (settleMs > 0)
+        io.err(
+          `tally: waiting ${Math.ceil(settleMs / 1000)} s for the writers' cached settings of store ${store} to expire, then restamping`,
         );
-      },
+      const r = await tenants.restampRetention(db, store!, restamp);
+      const notes = [];
+      if (r.changedMeanwhile > 0) notes.push(`${r.changedMeanwhile} changed meanwhile (deleted, or stamped by a writer) left as they are`);
+      if (r.totalsWithoutMonths > 0) notes.push(`${r.totalsWithoutMonths} row(s) with a TOTAL but no month item kept its expiry`);
+      const history = r.historyMonths === null ? 'kept for ever' : `${r.historyMonths} months`;
+      io.out(
+        `tally: store ${r.store} (visitor history ${history}): scanned ${r.scanned} visitor items, restamped ${r.restamped}${notes.map((n) => `; ${n}`).join('')}`,
+      );
+    },
   },
   'delete-store': {
     what: '<store>',
-    redis: true,
-    prepare:
-      ([store], _values, io) =>
-      async (backends) => {
-        const r = await tenants.deleteStore(await withRedis(backends, 'delete-store'), store!);
-        json(io, r);
-        io.err(
-          `tally: deleted store ${r.store}; its late batches are dropped until ${r.tombstoneUntil}; its id can be used again from ${r.reusableAt}`,
-        );
-      },
+    run: async ([store], { io, open }) => {
+      const r = await tenants.deleteStore(await withRedis(open, 'delete-store'), store!);
+      json(io, r);
+      io.err(
+        `tally: deleted store ${r.store}; its late batches are dropped until ${r.tombstoneUntil}; its id can be used again from ${r.reusableAt}`,
+      );
+    },
   },
   'erase-visitor': {
     what: '<store> <visitor>',
-    redis: true,
-    prepare:
-      ([store, visitor], _values, io) =>
-      async (backends) =>
-        json(io, await tenants.eraseVisitor(await withRedis(backends, 'erase-visitor'), store!, visitor!)),
+    run: async ([store, visitor], { io, open }) =>
+      json(io, await tenants.eraseVisitor(await withRedis(open, 'erase-visitor'), store!, visitor!)),
   },
 };
 
 const json = (io: CliIo, x: unknown) => io.out(JSON.stringify(x, null, 2));
 
-async function withRedis({ db, erasure }: TenantsBackends, command: string) {
+/** DynamoDB, and Redis with the queues and rules, for delete-store and erase-visitor. */
+async function withRedis(open: Open, command: string) {
+  const { db, erasure } = await open({ redis: true });
   if (!erasure) throw new UsageError(`${command} needs Redis (REDIS_URL)`);
   return { ...(await erasure()), db };
 }
@@ -344,11 +307,11 @@ function scopesOf(value: string): string[] {
 /** --history-months: a whole number of months in range, or `forever` (null: the retention is removed). */
 function historyMonths(value: string): number | null {
   if (value === 'forever') return null;
-  const months = /^\d+$/.test(value) ? Number(value) : NaN;
-  if (!(months >= 1 && months <= tenants.MAX_HISTORY_MONTHS))
+  const [months, max] = [/^\d+$/.test(value) ? Number(value) : NaN, tenants.MAX_HISTORY_MONTHS];
+  if (!(months >= 1 && months <= max))
     throw invalid(
       'RETENTION',
-      `--history-months takes a whole number of months from 1 to ${tenants.MAX_HISTORY_MONTHS}, or "forever"; got ${JSON.stringify(value)}`,
+      `--history-months takes a whole number of months from 1 to ${max}, or "forever"; got ${JSON.stringify(value)}`,
     );
   return months;
 }

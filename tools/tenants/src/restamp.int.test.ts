@@ -1,29 +1,19 @@
 import { PutItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
-import { createDynamoClient } from '@tally/dynamo';
 import { closeQueues, createQueues, QUEUE, type TallyQueues } from '@tally/queues';
 import { getTenant, RETENTION_SETTLE_MS, type TenantDb } from '@tally/tenants';
-import { createTestTable, REPO_ROOT, startProcess, startRedis, type DynaliteHandle, type RedisHandle } from '@tally/testing';
-import { useDynalite } from '@tally/testing/vitest';
+import type { DynaliteHandle } from '@tally/testing';
+import { useRedis } from '@tally/testing/vitest';
 import type { Job } from 'bullmq';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runTenantsCli, USAGE, type TenantsBackends } from './cli';
+import { describe, expect, it } from 'vitest';
+import { USAGE, type TenantsBackends } from './cli';
+import { runTenants, tenantsProcess, useTenantDb } from './test-fixtures';
 
 let dynalite: DynaliteHandle;
 let db: TenantDb;
-useDynalite(async (d) => {
-  dynalite = d;
-  db = { dynamo: createDynamoClient({ endpoint: d.endpoint, region: 'us-east-1' }), table: await createTestTable(d.endpoint) };
-  return () => db.dynamo.destroy();
-});
+useTenantDb((tdb, d) => ([db, dynalite] = [tdb, d]));
 
 /** One command on the test table with restamp-retention's wait and clock as given. */
-async function cli(restamp: TenantsBackends['restamp'], ...argv: string[]) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await runTenantsCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, () => ({ db, ...(restamp && { restamp }) }));
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+const cli = (restamp: TenantsBackends['restamp'], ...argv: string[]) => runTenants(argv, () => ({ db, ...(restamp && { restamp }) }));
 
 // An injected clock: the month items are the UTC month of `now` and the one before (the store is in UTC).
 const now = Date.now();
@@ -119,30 +109,22 @@ describe('tenants restamp-retention', () => {
 });
 
 describe('tenants set --history-months', () => {
-  let server: RedisHandle;
-  let redis: Redis;
+  let redisUrl: string;
   let queues: TallyQueues;
-  beforeAll(async () => {
-    server = await startRedis();
-    redis = new Redis(server.url, { maxRetriesPerRequest: 1 });
-    queues = createQueues(redis, { keyPrefix: 't', shards: 1 });
-  });
-  afterAll(async () => {
-    await closeQueues(queues);
-    await redis?.quit();
-    await server?.stop();
-  });
+  useRedis(
+    (redis, server) => {
+      redisUrl = server.url;
+      queues = createQueues(redis, { keyPrefix: 't', shards: 1 });
+      return () => closeQueues(queues);
+    },
+    { connection: { maxRetriesPerRequest: 1 } },
+  );
 
   /** One command with the maintenance queue on the test's Redis; what it asked to open. */
   async function cliWithQueue(...argv: string[]) {
-    const out: string[] = [];
-    const err: string[] = [];
     const needs: Array<{ redis: boolean }> = [];
-    const code = await runTenantsCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, (need) => {
-      needs.push(need);
-      return { db, maintenance: async () => queues };
-    });
-    return { code, out: out.join('\n'), err: err.join('\n'), needs };
+    const r = await runTenants(argv, (need) => (needs.push(need), { db, maintenance: async () => queues }));
+    return { ...r, needs };
   }
   const pending = async (store: string): Promise<Job[]> =>
     (await queues[QUEUE.maintenance].getJobs(['delayed', 'waiting', 'active'])).filter((j) => j?.data?.store === store);
@@ -185,11 +167,8 @@ describe('tenants set --history-months', () => {
 
   it('as a command line: on the Redis of REDIS_URL, under KEY_PREFIX', async () => {
     expect((await cli(noWait, 'create', 'RT4', '--history-months', '6')).code).toBe(0);
-    const p = await startProcess(
-      process.execPath,
-      ['--no-warnings', '--import', 'tsx', 'tools/tenants/src/main.ts', 'set', 'RT4', '--history-months', '12'],
-      { cwd: REPO_ROOT, env: { DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: db.table, REDIS_URL: server.url, KEY_PREFIX: 't' } },
-    );
+    const env = { DYNAMODB_ENDPOINT: dynalite.endpoint, DYNAMODB_TABLE: db.table, REDIS_URL: redisUrl, KEY_PREFIX: 't' };
+    const p = await tenantsProcess(['set', 'RT4', '--history-months', '12'], env);
     expect(await p.exited).toEqual({ code: 0, signal: null });
     expect(p.output()).toMatch(
       /\ntally: store RT4: time zone UTC, currency unset, visitor history 12 months\n\[stderr\] tally: visitor history was 6 months: the dynamo-writer restamps /,

@@ -3,7 +3,7 @@ import { loadConfigOrExit, rawEnv, toolEnvSchemas } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
 import { QUEUE, queueShards } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
-import { backendEnvOrExit, connectToolRedis } from '@tally/stack';
+import { backendEnvOrExit, connectToolRedis, STDIO } from '@tally/stack';
 import { runTenantsCli } from './cli';
 
 /**
@@ -15,30 +15,26 @@ export async function runTenants(argv: readonly string[]): Promise<void> {
   let dynamo: ReturnType<typeof createDynamoClient> | undefined;
   let tool: ReturnType<typeof connectToolRedis> | undefined;
   try {
-    process.exitCode = await runTenantsCli(
-      argv,
-      { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) },
-      ({ redis }) => {
-        const config = loadConfigOrExit(toolEnvSchemas.tenants, backendEnvOrExit(rawEnv(), { dynamo: true, redis }));
-        dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
-        const connect = () => (tool ??= connectToolRedis(config));
-        return {
-          db: { dynamo, table: config.DYNAMODB_TABLE },
-          erasure: async () => {
-            const { redis: client, queues } = await connect();
-            const rules = loadRulesOrExit(config.RULES_FILE);
-            const buckets = new BucketStore({ redis: client, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
-            return {
-              rules,
-              eraser: new BucketEraser({ redis: client, buckets }),
-              queues: [QUEUE.events, QUEUE.dynamoWrites].flatMap((name) => queueShards(queues, name)),
-              tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
-            };
-          },
-          maintenance: async () => (await connect()).queues,
-        };
-      },
-    );
+    process.exitCode = await runTenantsCli(argv, STDIO, ({ redis }) => {
+      const config = loadConfigOrExit(toolEnvSchemas.tenants, backendEnvOrExit(rawEnv(), { dynamo: true, redis }));
+      dynamo = createDynamoClient({ endpoint: config.DYNAMODB_ENDPOINT, region: config.AWS_REGION });
+      const connect = () => (tool ??= connectToolRedis(config));
+      return {
+        db: { dynamo, table: config.DYNAMODB_TABLE },
+        erasure: async () => {
+          const { redis: client, queues } = await connect();
+          const rules = loadRulesOrExit(config.RULES_FILE);
+          const buckets = new BucketStore({ redis: client, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
+          return {
+            rules,
+            eraser: new BucketEraser({ redis: client, buckets }),
+            queues: [QUEUE.events, QUEUE.dynamoWrites].flatMap((name) => queueShards(queues, name)),
+            tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
+          };
+        },
+        maintenance: async () => (await connect()).queues,
+      };
+    });
   } finally {
     dynamo?.destroy();
     await (await tool?.catch(() => undefined))?.close();
