@@ -10,8 +10,9 @@ export interface ComposeService {
   entrypoint?: string[];
   environment?: Record<string, string | null>;
   /** `[host_ip:]published:target/proto` */
-  ports?: string[];
-  expose?: string[];
+  /** Short syntax (`"7401:7401"`, `"9000"`) or, as `docker-compose config` prints a port with no host side, long. */
+  ports?: Array<string | number | { target: number | string }>;
+  expose?: Array<string | number>;
   depends_on?: Record<string, { condition?: string }>;
   healthcheck?: { test?: string[]; disable?: boolean };
   /** `source:target[:mode]`; bind sources relative to the compose file's directory (`./…`). */
@@ -61,8 +62,10 @@ export function serviceEnv(service: ComposeService): Record<string, string> {
 
 /** Container ports of `ports:` and `expose:` entries. */
 export function containerPorts(service: ComposeService): number[] {
-  // The last `:` field, less the protocol.
-  return [...(service.ports ?? []), ...(service.expose ?? [])].map((p) => Number(/[^:]*$/.exec(p.replace(/\/(tcp|udp)$/, ''))![0]));
+  // The long syntax's target, else the last `:` field, less the protocol.
+  return [...(service.ports ?? []), ...(service.expose ?? [])].map((p) =>
+    typeof p === 'object' ? Number(p.target) : Number(/[^:]*$/.exec(String(p).replace(/\/(tcp|udp)$/, ''))![0]),
+  );
 }
 
 /** Where the service mounts `source` (`./…` for a bind mount, a volume's name), first mount first. */

@@ -148,6 +148,11 @@ describe('the checks catch drift', () => {
   it('a port that disagrees with HTTP_PORT, in compose, the Dockerfile or Prometheus', () => {
     const port = mutate('compose', '"127.0.0.1:${TALLY_QUERY_API_PORT:-7402}:7402"', '"127.0.0.1:${TALLY_QUERY_API_PORT:-7402}:7412"');
     expect(checkCompose(port)).toEqual(['docker-compose.yml service query-api: container port 7412 but the app listens on HTTP_PORT 7402']);
+    // A port with no host side, which `docker-compose config` prints in the long syntax (`- target: 7412`).
+    const unpublished = mutate('compose', '"127.0.0.1:${TALLY_QUERY_API_PORT:-7402}:7402"', '"7412"');
+    expect(checkCompose(unpublished)).toEqual([
+      'docker-compose.yml service query-api: container port 7412 but the app listens on HTTP_PORT 7402',
+    ]);
 
     const moved = mutate(
       'compose',
