@@ -3,20 +3,11 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LoadBatch } from '@tally/loadgen';
-import { defaultRules, type RulesInput } from '@tally/schema';
 import { REPO_ROOT } from '@tally/testing';
+import { editedRules } from './workload';
 
 /** Another commit's checkout, runnable next to this one: `--baseline <ref>`. */
-export interface Baseline {
-  ref: string;
-  /** Full commit id and its subject line. */
-  commit: string;
-  subject: string;
-  /** The worktree's root: pass it as `root` to startFleet. */
-  root: string;
-  /** Removes the worktree. */
-  remove(): void;
-}
+export type Baseline = ReturnType<typeof checkoutBaseline>;
 
 const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
 
@@ -25,9 +16,10 @@ const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO_ROOT, e
  * its node_modules links to this one's, except the workspace packages (@tally/*), which point into the worktree, so
  * the apps run the other commit's code end to end. A commit whose package-lock.json differs from this checkout's
  * gets its own packages instead (`npm ci --ignore-scripts` in the worktree), so it runs on the dependencies it
- * declared, plus links to the packages only this checkout has (for the bench's own code).
+ * declared, plus links to the packages only this checkout has (for the bench's own code). Returns the full commit id,
+ * its subject line and the worktree's `root` (pass it as `root` to startFleet).
  */
-export function checkoutBaseline(ref: string): Baseline {
+export function checkoutBaseline(ref: string) {
   const commit = git('rev-parse', '--verify', `${ref}^{commit}`);
   const subject = git('log', '-1', '--format=%s', commit);
   const root = mkdtempSync(join(tmpdir(), 'tally-baseline-'));
@@ -73,21 +65,14 @@ function linkMissing(from: string, to: string): void {
  * The rules as 40027f0 takes them (its rules schema refuses what came later): default rules without the unique
  * visitors' sketches (`distinct`), the page rows and the path format of `page`, which stays an id dimension.
  */
-export const BASELINE_RULES: RulesInput = (() => {
-  const r = structuredClone(defaultRules) as unknown as {
-    metrics: Record<string, unknown>;
-    entities: Record<string, { distinct?: unknown }>;
-    dimensions?: unknown;
-    events: Record<string, { counters: Array<{ entity: string }> }>;
-  };
+export const BASELINE_RULES = editedRules((r) => {
   delete r.metrics['PageViews'];
   delete r.metrics['UniqueVisitors'];
   delete r.entities['page'];
-  for (const e of Object.values(r.entities)) delete e.distinct;
+  for (const e of Object.values(r.entities)) delete e['distinct'];
   delete r.dimensions;
   for (const e of Object.values(r.events)) e.counters = e.counters.filter((c) => c.entity !== 'page');
-  return r as unknown as RulesInput;
-})();
+});
 
 /** A batch with page paths as ids (`/pages/3` -> `_pages_3`), for BASELINE_RULES. */
 export function idPages(b: LoadBatch): LoadBatch {

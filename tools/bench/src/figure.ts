@@ -23,28 +23,18 @@ export interface FigureResult {
   charts?: Chart[];
 }
 
-export interface Figure {
-  /** Kebab-case; the section heading in docs/BENCHMARKS.md and the name on the command line. */
-  name: string;
-  run(ctx: FigureContext): Promise<FigureResult>;
-}
-
 /**
- * A figure from its measurement and report: the result's markdown starts with the run line (date, machine, quick
- * run) and a quick run's summary ends with `[quick run]`.
+ * A figure from its measurement and report. `name`, in kebab-case, is its section heading in docs/BENCHMARKS.md and its
+ * name on the command line; the result's markdown starts with the run line (date, machine, quick run) and a quick run's
+ * summary ends with `[quick run]`.
  */
-export function figure(name: string, report: (ctx: FigureContext) => Promise<FigureResult>): Figure {
-  return {
-    name,
-    async run(ctx) {
-      const [at, machine] = [new Date().toISOString(), machineLine()];
-      const r = await report(ctx);
-      const quick = ctx.quick ? ' (quick run)' : '';
-      return {
-        ...r,
-        summary: `${r.summary}${ctx.quick ? ' [quick run]' : ''}`,
-        markdown: `Run ${at} on ${machine}${quick}.\n${r.markdown}`,
-      };
-    },
-  };
-}
+export const figure = (name: string, report: (ctx: FigureContext) => Promise<FigureResult>) => ({
+  name,
+  async run(ctx: FigureContext): Promise<FigureResult> {
+    const [at, machine] = [new Date().toISOString(), machineLine()];
+    const r = await report(ctx);
+    const summary = `${r.summary}${ctx.quick ? ' [quick run]' : ''}`;
+    return { ...r, summary, markdown: `Run ${at} on ${machine}${ctx.quick ? ' (quick run)' : ''}.\n${r.markdown}` };
+  },
+});
+export type Figure = ReturnType<typeof figure>;

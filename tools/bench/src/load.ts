@@ -1,22 +1,24 @@
 import {
-  DEMO_STORES,
   loadFleet,
   startFleet,
+  DEMO_STORES,
   type Fleet,
   type FleetOptions,
   type LoadBatch,
   type LoadOptions,
   type RunLoadOptions,
-  type StoreSpec,
 } from '@tally/loadgen';
 import { QUEUE, queueShards } from '@tally/queues';
 import { defaultRules } from '@tally/schema';
-import { metricValue, sleep } from '@tally/testing';
+import { metricValue, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
+import type { FigureContext } from './figure';
+import { cpuMeter } from './proc';
+import { fmt, mapValues, sum } from './stats';
 
 // Shared by the figures that drive a whole fleet (tools/loadgen's startFleet).
 
 /** The stores every fleet figure uses: three time zones (Kathmandu +05:45, Los Angeles with DST, UTC). */
-export const STORES: readonly StoreSpec[] = DEMO_STORES;
+export const STORES = DEMO_STORES;
 
 /**
  * A tools/loadgen fleet as the figures start it: STORES, the default rules, 900-second buckets, AOF everysec, and
@@ -43,7 +45,6 @@ export const PEAK_COLLECTOR = {
   INGEST_BUDGET_REQUESTS: '0',
 };
 
-/** `run` with a benchFleet of `opts`, stopped afterwards whatever happens. */
 export async function withFleet<T>(opts: Partial<FleetOptions>, run: (fleet: Fleet) => Promise<T>): Promise<T> {
   const fleet = await benchFleet(opts);
   try {
@@ -75,15 +76,15 @@ export function startBackgroundLoad(
     },
 ) {
   let stopped = false;
-  const via = opts.via ?? 'http';
+  const { via = 'http', rate, concurrency, mapBatch: map } = opts;
   const { stats, accepted, done } = loadFleet(fleet, {
     load: { seed: opts.seed, ...(opts.catalogue ?? CATALOGUE), batchSize: opts.batchSize },
     via,
+    rate,
+    concurrency,
+    map,
     retry: { initialDelayMs: 50, maxDelayMs: 250 },
-    ...(opts.rate ? { rate: opts.rate } : {}),
-    concurrency: opts.concurrency,
     shouldStop: () => stopped,
-    ...(opts.mapBatch ? { map: opts.mapBatch } : {}),
   });
   done.catch(() => undefined);
   return {
@@ -100,14 +101,12 @@ export function startBackgroundLoad(
   };
 }
 
-/** A counter of an app of the fleet, from its /metrics. */
 export const appMetric = async (fleet: Fleet, app: Parameters<Fleet['app']>[0], name: string, labels: Record<string, string> = {}) =>
   metricValue(await fleet.app(app).handle.metrics(), name, labels);
 
-/** Jobs waiting in the events queue, over its shards. */
 export async function queueDepth(fleet: Fleet): Promise<number> {
   const waiting = await Promise.all(queueShards(fleet.queues, QUEUE.events).map((q) => q.getWaitingCount()));
-  return waiting.reduce((a, b) => a + b, 0);
+  return sum(waiting);
 }
 
 /** Calls `sample` every `intervalMs` until stopped; returns what it collected. */
@@ -133,3 +132,95 @@ export function sampler<T>(intervalMs: number, sample: () => Promise<T>) {
     },
   };
 }
+
+/**
+ * Events/s applied end to end over a window of steady load of `batch`-event batches (after a warm-up), and the CPU
+ * of each process per 1000 events: the measure window of ingest-e2e, and of the figures that compare fleets with it.
+ */
+export async function measureLoad(
+  ctx: FigureContext,
+  fleet: Fleet,
+  opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number } & {
+    mapBatch?: (b: LoadBatch) => LoadBatch;
+    /** Through the collector (default), or `@tally/client` in this process: then this process is the producer. */
+    via?: 'http' | 'client';
+    /** Redis replicas' pids: their CPU counts as Redis's. */
+    replicaPids?: readonly number[];
+  },
+) {
+  const { batch, concurrency, seed, mapBatch, via = 'http' } = opts;
+  const applied = () => appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total');
+  ctx.log(`${batch}-event batches, ${concurrency} in flight (${via}): warm-up ${opts.warmMs / 1000} s`);
+  const load = startBackgroundLoad(fleet, { seed, concurrency, batchSize: batch, mapBatch, via });
+  await sleep(opts.warmMs);
+  // When the aggregator is the slower stage, the queue fills up to the backpressure limit: measure from there, so
+  // accepted and applied rates are the same steady state. When the collector is slower it never fills.
+  const full = () => queueDepth(fleet).then((d) => d >= MAX_QUEUE_DEPTH / 2);
+  const queueFilled = await waitFor(full, { timeoutMs: opts.fillWaitMs, intervalMs: 100 }).then(
+    () => true,
+    () => false,
+  );
+  ctx.log(
+    queueFilled
+      ? `  queue at the backpressure limit (${MAX_QUEUE_DEPTH} jobs)`
+      : '  queue did not fill: the collector side is the slower stage',
+  );
+
+  ctx.log(`measuring ${opts.windowMs / 1000} s`);
+  const counts = () => Promise.all([applied(), load.eventsAccepted(), queueDepth(fleet)]);
+  const [applied0, accepted0, depthStart] = await counts();
+  const t0 = performance.now();
+  const cpu = cpuMeter({
+    collector: fleet.app('collector').handle.process.pid,
+    aggregator: fleet.app('bucket-aggregator').handle.process.pid,
+    // Every master of a cluster, and the replicas.
+    redis: [...(fleet.cluster?.nodes ?? [fleet.redis]).map((n) => n.pid), ...(opts.replicaPids ?? [])],
+    bench: process.pid,
+  });
+  const perSecond = sampler(1_000, async () => ({ t: performance.now(), applied: await applied() }));
+  await sleep(opts.windowMs);
+  // A window ends once something was applied in it too (for at most four windows more): one in which a stall (an
+  // fsync of appendfsync always on a busy disk) applied nothing is no steady state, and would make a ratio of 0.
+  await waitFor(async () => (await applied()) > applied0, { timeoutMs: 4 * opts.windowMs, intervalMs: 100 }).catch(() => undefined);
+  const [applied1, accepted1, depthEnd] = await counts();
+  const seconds = (performance.now() - t0) / 1000;
+  const used = cpu.stop();
+  const samples = await perSecond.stop();
+  const stats = await load.stop();
+  // Empty the queue before the next load, so each run applies only its own batches.
+  await waitForQueuesIdle(queueShards(fleet.queues, QUEUE.events), { timeoutMs: 120_000, intervalMs: 100 });
+
+  const appliedPerSecond = (applied1 - applied0) / seconds;
+  // CPU ms per 1000 events applied of each process, and of collector + aggregator + Redis (+ this process when it is the
+  // producer, its load generation included): the cost, whatever the machine's load.
+  const cpuMs = mapValues(used, (u) => (u.cores * 1_000_000) / Math.max(1, appliedPerSecond));
+  const producer = via === 'client' ? cpuMs.bench : 0;
+  const run = {
+    batch,
+    concurrency,
+    via,
+    seconds,
+    appliedPerSecond,
+    acceptedPerSecond: (accepted1 - accepted0) / seconds,
+    refused: stats.retries[via === 'http' ? '429' : 'QueueFullError'] ?? 0,
+    requests: stats.batches + sum(Object.values(stats.retries)),
+    depthStart,
+    depthEnd,
+    queueFilled,
+    cpu: mapValues(used, (u) => u.cores),
+    cpuMs: { ...cpuMs, producer, tally: cpuMs.collector + cpuMs.aggregator + cpuMs.redis + producer },
+    timeline: samples.slice(1).map((s, k) => ({
+      second: Math.round((s.t - t0) / 1000),
+      eventsPerSecond: (s.applied - samples[k]!.applied) / ((s.t - samples[k]!.t) / 1000),
+    })),
+  };
+  ctx.log(
+    `  ${fmt(appliedPerSecond)} events/s applied, ${fmt(run.acceptedPerSecond)} accepted; queue ${depthStart} -> ${depthEnd} jobs; ` +
+      `${run.refused} of ${run.requests} ${via === 'http' ? 'requests answered 429' : 'calls refused (QueueFullError)'}; CPU collector ${run.cpu.collector.toFixed(2)}, aggregator ` +
+      `${run.cpu.aggregator.toFixed(2)}, redis ${run.cpu.redis.toFixed(2)}, bench ${run.cpu.bench.toFixed(2)} cores`,
+  );
+  return run;
+}
+
+/** One load's window: events/s applied (tally_events_applied_total) and accepted, 429s, queue depth, CPU cores per process, per-second timeline. */
+export type E2eRun = Awaited<ReturnType<typeof measureLoad>>;

@@ -51,9 +51,7 @@ if (baseline)
     `tally: baseline ${baseline.ref} = ${baseline.commit.slice(0, 10)} (${baseline.subject}) checked out in ${baseline.root}\n`,
   );
 
-const runStarted = performance.now();
-const startedAt = new Date();
-const machine = machineLine();
+const [runStarted, startedAt, machine] = [performance.now(), new Date(), machineLine()];
 const lines: Array<{ name: string; summary: string; seconds: number }> = [];
 let failed = false;
 for (const figure of chosen) {

@@ -72,35 +72,19 @@ export async function measureNaiveThroughput(opts: {
   concurrency: number;
 }) {
   const client = createDynamoClient({ endpoint: opts.endpoint, region: 'us-east-1' });
-  const meter = createDynamoMeter();
-  const deps: RowWriterDeps = { client, table: opts.table, meter };
-  let next = 0;
-  let done = 0;
+  const deps = { client, table: opts.table, meter: createDynamoMeter() };
+  let [next, events] = [0, 0];
   const started = performance.now();
-  const end = started + opts.durationMs;
-  try {
-    await Promise.all(
-      Array.from({ length: opts.concurrency }, async () => {
-        while (performance.now() < end) {
-          const e = opts.events[next++ % opts.events.length]!;
-          await writeEventNaive(deps, opts.rules, e.store, e.timeZone, e.event);
-          done++;
-        }
-      }),
-    );
-  } finally {
-    client.destroy();
-  }
-  const seconds = (performance.now() - started) / 1000;
-  const t = meter.totals();
-  const updateItems = t.requests['UpdateItem:ok'] ?? 0;
-  return {
-    events: done,
-    seconds,
-    eventsPerSecond: done / seconds,
-    updateItems,
-    updateItemsPerSecond: updateItems / seconds,
-    writeUnits: t.writeUnits,
-    concurrency: opts.concurrency,
+  const writer = async () => {
+    for (; performance.now() < started + opts.durationMs; events++) {
+      const e = opts.events[next++ % opts.events.length]!;
+      await writeEventNaive(deps, opts.rules, e.store, e.timeZone, e.event);
+    }
   };
+  await Promise.all(Array.from({ length: opts.concurrency }, writer)).finally(() => client.destroy());
+  const seconds = (performance.now() - started) / 1000;
+  const { requests, writeUnits } = deps.meter.totals();
+  const updateItems = requests['UpdateItem:ok'] ?? 0;
+  const [eventsPerSecond, updateItemsPerSecond] = [events / seconds, updateItems / seconds];
+  return { events, seconds, eventsPerSecond, updateItems, updateItemsPerSecond, writeUnits, concurrency: opts.concurrency };
 }

@@ -46,15 +46,12 @@ const pool = new pg.Pool({
 // Open every connection up front and learn its server process, plus the server's WAL writer, checkpointer and
 // background writer (shared with anything else the server runs); make the tables.
 const clients = await Promise.all(Array.from({ length: opts.concurrency }, () => pool.connect()));
-await clients[0]!.query(
-  `CREATE TABLE ${counters} (pk text NOT NULL, field text NOT NULL, value numeric(38, 0) NOT NULL, PRIMARY KEY (pk, field))`,
-);
-await clients[0]!.query(`CREATE TABLE ${batches} (id text PRIMARY KEY)`);
-if (opts.distinct) {
-  await clients[0]!.query(
-    `CREATE TABLE ${members} (pk text NOT NULL, field text NOT NULL, member int8 NOT NULL, PRIMARY KEY (pk, field, member))`,
-  );
-}
+const tables = [
+  `${counters} (pk text NOT NULL, field text NOT NULL, value numeric(38, 0) NOT NULL, PRIMARY KEY (pk, field))`,
+  `${batches} (id text PRIMARY KEY)`,
+  ...(opts.distinct ? [`${members} (pk text NOT NULL, field text NOT NULL, member int8 NOT NULL, PRIMARY KEY (pk, field, member))`] : []),
+];
+for (const t of tables) await clients[0]!.query(`CREATE TABLE ${t}`);
 const serverPids: number[] = [];
 for (const c of clients) serverPids.push((await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
 const aux = await clients[0]!.query<{ pid: number }>(
@@ -68,9 +65,7 @@ const expected = new Map<string, bigint>();
 /** With distinct counts: each (pk, field)'s members (as int8 text). */
 const expectedMembers = new Map<string, Set<string>>();
 const latencies: number[] = [];
-let events = 0;
-let applied = 0;
-let duplicates = 0;
+let [events, applied, duplicates] = [0, 0, 0];
 let meter: ReturnType<typeof cpuMeter<'writer' | 'server'>> | undefined;
 let t0 = 0;
 

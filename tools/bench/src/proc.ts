@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { mapValues, sum } from './stats';
 
 /** utime + stime of a process, in seconds (Linux /proc; this process's own to the microsecond); NaN when it cannot be read. */
 export function cpuSeconds(pid: number): number {
@@ -16,21 +17,17 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
-type CpuUse = { cores: number; seconds: number };
-
 /**
  * CPU of named processes (a pid, or several summed) from now until `stop()`: CPU seconds in total, and cores used
  * on average (CPU seconds per wall second: 1.0 = one core busy).
  */
 export function cpuMeter<K extends string>(pids: Record<K, number | readonly number[]>) {
-  const names = Object.keys(pids) as K[];
-  const read = () => names.map((k) => [pids[k]].flat().reduce((sum, pid) => sum + cpuSeconds(pid), 0));
+  const read = () => mapValues(pids, (p) => sum([p].flat().map((pid) => cpuSeconds(pid))));
   const [t0, before] = [performance.now(), read()];
   return {
     stop() {
       const wall = (performance.now() - t0) / 1000;
-      const used = read().map((s, i) => s - before[i]!);
-      return Object.fromEntries(names.map((k, i) => [k, { cores: used[i]! / wall, seconds: used[i]! }])) as Record<K, CpuUse>;
+      return mapValues(read(), (s, k) => ({ cores: (s - before[k]) / wall, seconds: s - before[k] }));
     },
   };
 }

@@ -8,7 +8,7 @@ export async function usedMemory(redis: { info(section: string): Promise<string>
   return Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
 }
 
-/** Runs redis-benchmark with `args` and returns its requests per second. */
+/** redis-benchmark's requests per second. */
 export async function redisBenchmark(args: string[]): Promise<number> {
   const { stdout } = await run('redis-benchmark', args, { timeout: 180_000 });
   const m = /([\d.]+) requests per second/.exec(stdout.replace(/\r/g, '\n'));

@@ -4,11 +4,14 @@ export function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-/** The median of numbers in any order. */
-export const median = (xs: readonly number[]) => quantile(xs.toSorted(ascending), 0.5);
-
-/** Sort order of numbers, smallest first. */
 export const ascending = (a: number, b: number) => a - b;
+export const median = (xs: readonly number[]) => quantile(xs.toSorted(ascending), 0.5);
+export const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
+export const mean = (xs: readonly number[]) => sum(xs) / xs.length;
+
+/** `o` with `f` applied to each value. */
+export const mapValues = <K extends string, V, W>(o: Record<K, V>, f: (v: V, k: K) => W) =>
+  Object.fromEntries(Object.entries(o).map(([k, v]) => [k, f(v as V, k as K)])) as Record<K, W>;
 
 /** 12,345 */
 export const fmt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : String(n));
@@ -24,6 +27,9 @@ export function ratio(n: number): string {
 
 /** Milliseconds with one decimal below 100. */
 export const ms = (n: number) => (n >= 100 ? fmt(n) : n.toFixed(1));
+
+/** 7.0%, 42% */
+export const pct = (x: number) => `${(x * 100).toFixed(x < 0.1 ? 1 : 0)}%`;
 
 /** Calls `fn` back to back for `ms` (at least 50 calls); returns the latencies in ms, sorted. */
 export async function timeLoop(ms: number, fn: () => Promise<unknown>): Promise<number[]> {

@@ -3,10 +3,21 @@ import { mulberry32, zipf as zipfRank, type Rng } from '@tally/loadgen';
 import { defaultRules, type NormalizedEvent, type RulesInput } from '@tally/schema';
 
 /** The default rules with `patch` (a flush policy, `rank: false`, …) on every entity. */
-export const eachEntity = (patch: Partial<RulesInput['entities'][string]>): RulesInput => ({
-  ...defaultRules,
-  entities: Object.fromEntries(Object.entries(defaultRules.entities).map(([k, v]) => [k, { ...v, ...patch }])),
-});
+export const eachEntity = (patch: Partial<RulesInput['entities'][string]>) =>
+  editedRules((r) => Object.values(r.entities).forEach((e) => Object.assign(e, patch)));
+
+/** A copy of the default rules as `edit` leaves it (on a looser shape, so that it can delete what RulesInput requires). */
+export function editedRules(edit: (r: LooseRules) => void): RulesInput {
+  const r = structuredClone(defaultRules) as unknown as LooseRules;
+  edit(r);
+  return r as unknown as RulesInput;
+}
+type LooseRules = {
+  metrics: Record<string, unknown>;
+  entities: Record<string, Record<string, unknown>>;
+  dimensions?: unknown;
+  events: Record<string, { counters: Array<{ entity: string }> }>;
+};
 
 /** Deterministic PRNG (mulberry32), the load generator's. */
 export const prng = mulberry32;

@@ -31,10 +31,8 @@ export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
   return withFleet(fleetOptions, async (fleet) => {
     const [{ handle: agg }, redis, queues] = [fleet.app('bucket-aggregator'), fleet.inspect as Redis, fleet.queues];
     const rnd = prng(42);
-    const products = zipf(20_000, 1.1, rnd);
-    const visitors = zipf(200_000, 0.9, rnd);
-    const now = Date.now();
-    const compiled = compileRules(defaultRules);
+    const [products, visitors] = [zipf(20_000, 1.1, rnd), zipf(200_000, 0.9, rnd)];
+    const [now, compiled] = [Date.now(), compileRules(defaultRules)];
     /** A job's payload of `size` events: the events, or rolled up as the collector sends them (`rows`). */
     const payload = (shape: 'events' | 'rows', size: number) => {
       const events = makeBatch(rnd, products, visitors, size, now);
@@ -70,8 +68,7 @@ export const aggregatorFigure = figure('aggregator-apply', async (ctx) => {
         `${cpu[p].cores.toFixed(2)} (${((cpu[p].seconds * 1e6) / (batches * size - start)).toFixed(1)} ms)`;
       return { eventsPerSecond, row: `${fmt(eventsPerSecond)} | ${use('aggregator')} | ${use('redis')}` };
     };
-    const eventsPerBatch = Math.min(1000, MAX_EVENTS_PER_JOB);
-    const batches = ctx.quick ? 60 : 400;
+    const [eventsPerBatch, batches] = [Math.min(1000, MAX_EVENTS_PER_JOB), ctx.quick ? 60 : 400];
     const big = await measure(eventsPerBatch, batches);
     const eventsPerSecond = big.eventsPerSecond;
     // The same number of events in 100-event batches, as the collector's jobs of 100-event requests.

@@ -59,25 +59,22 @@ export const collectorIngest = figure('collector-ingest', async (ctx) => {
       const r = await autocannon({ ...post, duration: seconds, timeout: 30 });
       const used = cpu.stop();
       const accepted = metricValue(await collector.metrics(), 'tally_events_accepted_total') - acceptedBefore;
+      const acceptedPerSecond = accepted / ((performance.now() - t0) / 1000);
+      const [eventsPerSecond, errors] = [(r['2xx'] * load.batch) / r.duration, r.errors + r.timeouts];
+      const cpuMsPer1000 = (used.collector.seconds * 1_000 * 1_000) / Math.max(1, accepted);
+      const cores = `${used.collector.cores.toFixed(2)} / ${used.redis.cores.toFixed(2)}`;
+      ctx.log(
+        `  ${fmt(eventsPerSecond)} events/s, collector ${used.collector.cores.toFixed(2)} cores, ` +
+          `${cpuMsPer1000.toFixed(2)} CPU ms per 1000 events, ${r.non2xx} non-2xx, ${r.errors} errors`,
+      );
       runs.push({
         ...load,
-        seconds: r.duration,
-        requestsPerSecond: r['2xx'] / r.duration,
-        eventsPerSecond: (r['2xx'] * load.batch) / r.duration,
-        acceptedPerSecond: accepted / ((performance.now() - t0) / 1000),
-        p50Ms: r.latency.p50,
+        eventsPerSecond,
         p99Ms: r.latency.p99,
-        non2xx: r.non2xx,
-        errors: r.errors + r.timeouts,
-        collectorCpu: used.collector.cores,
-        cpuMsPer1000: (used.collector.seconds * 1_000 * 1_000) / Math.max(1, accepted),
-        redisCpu: used.redis.cores,
+        row:
+          `| ${load.batch} | ${load.connections} | ${r.duration} | ${fmt(r['2xx'] / r.duration)} | **${fmt(eventsPerSecond)}** | ` +
+          `${fmt(acceptedPerSecond)} | ${r.latency.p50} / ${r.latency.p99} | ${r.non2xx} / ${errors} | ${cores} | ${cpuMsPer1000.toFixed(2)} |`,
       });
-      const last = runs.at(-1)!;
-      ctx.log(
-        `  ${fmt(last.eventsPerSecond)} events/s, collector ${last.collectorCpu.toFixed(2)} cores, ` +
-          `${last.cpuMsPer1000.toFixed(2)} CPU ms per 1000 events, ${r.non2xx} non-2xx, ${r.errors} errors`,
-      );
       await queues.events.drain();
     }
 
@@ -93,11 +90,6 @@ export const collectorIngest = figure('collector-ingest', async (ctx) => {
       `${fmt(big.eventsPerSecond)} events/s with 1000-event batches (p99 ${big.p99Ms} ms), ` +
       `${fmt(small.eventsPerSecond)} events/s with 100-event batches; redis-benchmark HSET ${fmt(hset)}/s, ` +
       `HINCRBY ${fmt(hincrby)}/s (-P 16); target ${fmt(TARGET_EVENTS_PER_SECOND)} events/s ${met ? 'met' : 'NOT met'}`;
-    const rows = runs.map(
-      (r) =>
-        `| ${r.batch} | ${r.connections} | ${r.seconds} | ${fmt(r.requestsPerSecond)} | **${fmt(r.eventsPerSecond)}** | ${fmt(r.acceptedPerSecond)} | ` +
-        `${r.p50Ms} / ${r.p99Ms} | ${r.non2xx} / ${r.errors} | ${r.collectorCpu.toFixed(2)} / ${r.redisCpu.toFixed(2)} | ${r.cpuMsPer1000.toFixed(2)} |`,
-    );
     const markdown = [
       `Load average before the run ${loadBefore.toFixed(1)} (shared machine: events/s varies with the load; the collector's CPU ms per 1000 events much less). One collector process,`,
       'autocannon on 127.0.0.1 in the bench process, view events with two dims, AOF on; nothing consumes the events queue (emptied',
@@ -105,7 +97,7 @@ export const collectorIngest = figure('collector-ingest', async (ctx) => {
       '',
       '| batch | connections | s | requests/s | events/s | accepted/s (metrics) | latency p50 / p99 ms | non-2xx / errors | CPU collector / redis (cores) | collector CPU ms / 1000 events |',
       '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-      ...rows,
+      ...runs.map((r) => r.row),
       '',
       `Same redis-server, same run: \`redis-benchmark -q -t hset -P 16 -n ${n}\` **${fmt(hset)}** ops/s; \`${hincrbyCommand(n)}\` **${fmt(hincrby)}** ops/s.`,
     ].join('\n');

@@ -6,7 +6,7 @@ import type { TopLevelSpec } from 'vega-lite';
 import { lineChart, type Chart } from '../charts';
 import { figure } from '../figure';
 import { appMetric, benchFleet, sampler, startBackgroundLoad, STORES } from '../load';
-import { fmt } from '../stats';
+import { fmt, sum } from '../stats';
 
 const BUCKET_SECONDS = 1;
 /** A small shop (tools/loadgen's default catalogue), so hot rows are touched in most buckets, as a store row is. */
@@ -61,15 +61,12 @@ function callsForItem(buckets: ReadonlyArray<readonly string[]>): number {
 export const drainFigure = figure('drain', async (ctx) => {
   // Every row is written after every 1-second bucket: the writes needed grow with the rows touched per second, and
   // dynalite on this shared 2-core machine takes about 200 UpdateItems/s. This rate keeps the writer up with them.
-  const rate = ctx.quick ? 100 : 150;
-  const warmMs = ctx.quick ? 2_000 : 6_000;
-  const outageLoadMs = ctx.quick ? 2_000 : 5_000;
+  const [rate, warmMs, outageLoadMs] = ctx.quick ? [100, 2_000, 2_000] : [150, 6_000, 5_000];
   ctx.log(`starting a fleet: BUCKET_SECONDS=${BUCKET_SECONDS}, every row flushed after every bucket, dynalite in a child process`);
   const fleet = await benchFleet({ rules: everyBucketRules(), bucketSeconds: BUCKET_SECONDS, replicas: { 'query-api': 0 } });
   const updates = (outcome: string) =>
     appMetric(fleet, 'dynamo-writer', 'tally_dynamodb_requests_total', { operation: 'UpdateItem', outcome });
-  const rowsWaiting = async () =>
-    (await Promise.all(STORES.map((s) => fleet.inspect.zcard(`${fleet.prefix}:{${s.id}}:dirty`)))).reduce((a, b) => a + b, 0);
+  const rowsWaiting = async () => sum(await Promise.all(STORES.map((s) => fleet.inspect.zcard(`${fleet.prefix}:{${s.id}}:dirty`))));
   const t0 = performance.now();
   const since0 = () => (performance.now() - t0) / 1000;
   const timeline = sampler(250, async () => ({ t: since0(), updateItems: await updates('ok'), rowsWaiting: await rowsWaiting() }));

@@ -1,10 +1,9 @@
 import { Redis } from 'ioredis';
 import { sleep, startRedis, startRedisWithReplica } from '@tally/testing';
 import { figure, type FigureContext } from '../figure';
-import { benchFleet, PEAK_COLLECTOR } from '../load';
-import { ascending, fmt, ms, quantile, ratio } from '../stats';
+import { benchFleet, measureLoad, PEAK_COLLECTOR, type E2eRun } from '../load';
+import { ascending, fmt, mean, ms, quantile, ratio } from '../stats';
 import { probesUnderLoad } from './freshness';
-import { measureLoad, type E2eRun } from './ingest-e2e';
 
 const POLICIES = ['everysec', 'always'] as const;
 type Policy = (typeof POLICIES)[number];
@@ -14,7 +13,7 @@ type Policy = (typeof POLICIES)[number];
  */
 const VARIANTS = [...POLICIES, 'replicated', 'waited'] as const;
 type Variant = (typeof VARIANTS)[number];
-type Probed = 'latencies' | 'sends';
+type Probes = { latencies: number[]; sends: number[] };
 const VARIANT_NAME: Record<Variant, string> = {
   everysec: 'everysec',
   always: 'always',
@@ -35,7 +34,7 @@ const persistence = async (c: Redis, field: string) => new RegExp(`^${field}:(\\
  * the answered write there? Under `always` Redis fsyncs in its own thread before answering, so there is no background
  * fsync to wait for: the same sequence without the wait.
  */
-async function killAfterAnswer(policy: Policy, round: number) {
+async function killAfterAnswer(ctx: FigureContext, policy: Policy, round: number) {
   const redis = await startRedis({ appendfsync: policy, startTimeoutMs: 60_000 });
   try {
     const before = new Redis(redis.url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
@@ -51,7 +50,9 @@ async function killAfterAnswer(policy: Policy, round: number) {
     const after = new Redis(redis.url);
     const [marker, big] = [await after.get('marker'), await after.strlen('big')];
     after.disconnect();
-    return { underway, kept: marker === String(round), bigKept: big > 0 };
+    const kept = marker === String(round);
+    ctx.log(`SIGKILL round ${round}, ${policy}: the answered write is ${kept ? 'kept' : 'lost'} (background fsync under way: ${underway})`);
+    return { underway, kept, bigKept: big > 0 };
   } finally {
     await redis.stop();
   }
@@ -77,8 +78,7 @@ async function measureCost(ctx: FigureContext) {
   const order: Variant[] = ctx.quick ? [...VARIANTS] : [...VARIANTS, ...[...VARIANTS].reverse()];
   const runs: Array<{ variant: Variant; run: E2eRun }> = [];
   // Per variant, each probe's time from its 202 to visible, and from its POST to its 202.
-  const freshness = {} as Record<Variant, Record<Probed, number[]>>;
-  for (const v of VARIANTS) freshness[v] = { latencies: [], sends: [] };
+  const freshness = Object.fromEntries(VARIANTS.map((v) => [v, { latencies: [], sends: [] } as Probes])) as Record<Variant, Probes>;
   try {
     let seed = 700;
     for (const load of LOADS) {
@@ -107,28 +107,18 @@ export const durabilityFigure = figure('durability', async (ctx) => {
   const rounds = ctx.quick ? 1 : 8;
   const kills: Record<Policy, Array<Awaited<ReturnType<typeof killAfterAnswer>>>> = { everysec: [], always: [] };
   for (let round = 1; round <= rounds; round++)
-    for (const policy of POLICIES) {
-      const r = await killAfterAnswer(policy, round);
-      ctx.log(
-        `SIGKILL round ${round}, ${policy}: the answered write is ${r.kept ? 'kept' : 'lost'} (background fsync under way: ${r.underway})`,
-      );
-      kills[policy].push(r);
-    }
+    for (const policy of POLICIES) kills[policy].push(await killAfterAnswer(ctx, policy, round));
   const lost = (p: Policy) => kills[p].filter((k) => !k.kept).length;
   const { runs, freshness } = await measureCost(ctx);
-  const quantileOf = (kind: Probed, v: Variant, q: number) => ms(quantile(freshness[v][kind].toSorted(ascending), q));
-  const mean = (batch: number, variant: Variant, pick: (r: E2eRun) => number) => {
-    const xs = runs.filter((r) => r.run.batch === batch && r.variant === variant).map((r) => pick(r.run));
-    return xs.reduce((a, b) => a + b, 0) / xs.length;
-  };
+  const quantileOf = (kind: keyof Probes, v: Variant, q: number) => ms(quantile(freshness[v][kind].toSorted(ascending), q));
   /** `a` over `b` per batch size: events/s, CPU per event, redis-server CPU per event. */
   const versus = (a: Variant, b: Variant) =>
-    LOADS.map(({ batch }) => ({
-      batch,
-      rate: mean(batch, a, (r) => r.appliedPerSecond) / mean(batch, b, (r) => r.appliedPerSecond),
-      cpu: mean(batch, a, (r) => r.cpuMs.tally) / mean(batch, b, (r) => r.cpuMs.tally),
-      redis: mean(batch, a, (r) => r.cpuMs.redis) / mean(batch, b, (r) => r.cpuMs.redis),
-    }));
+    LOADS.map(({ batch }) => {
+      const of = (v: Variant, pick: (r: E2eRun) => number) =>
+        mean(runs.filter((r) => r.run.batch === batch && r.variant === v).map((r) => pick(r.run)));
+      const over = (pick: (r: E2eRun) => number) => of(a, pick) / of(b, pick);
+      return { batch, rate: over((r) => r.appliedPerSecond), cpu: over((r) => r.cpuMs.tally), redis: over((r) => r.cpuMs.redis) };
+    });
   const cost = versus('always', 'everysec');
   const replication = versus('replicated', 'always');
   const wait = versus('waited', 'replicated');

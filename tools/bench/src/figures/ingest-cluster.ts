@@ -1,7 +1,6 @@
 import type { StoreSpec } from '@tally/loadgen';
 import { figure, type FigureContext } from '../figure';
-import { withFleet } from '../load';
-import { measureLoad } from './ingest-e2e';
+import { measureLoad, withFleet, type E2eRun } from '../load';
 import { fmt } from '../stats';
 
 /** Stores of the traffic: enough hash tags to spread over three masters and three queue shards. */
@@ -24,20 +23,15 @@ async function measureSetup(ctx: FigureContext, setup: string, clusterMasters: n
     appEnv: { collector: { INGEST_BUDGET_EVENTS_PER_SECOND: '0' } },
   };
   const windows = { warmMs: ctx.quick ? 1_000 : 5_000, fillWaitMs: 0, windowMs: ctx.quick ? 2_000 : 20_000 };
-  const run = await withFleet(fleetOptions, (fleet) =>
-    measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, ...windows }),
-  );
-  return { setup, ...run };
+  return withFleet(fleetOptions, (fleet) => measureLoad(ctx, fleet, { seed: 300, batch: BATCH, concurrency: IN_FLIGHT, ...windows }));
 }
-
-type ClusterRun = Awaited<ReturnType<typeof measureSetup>>;
 
 /** Ingest end to end on one Redis and on a 3-master Redis Cluster, with the CPU each costs per 1000 events. */
 export const ingestClusterFigure = figure('ingest-cluster', async (ctx) => {
   const one = await measureSetup(ctx, 'one Redis', undefined);
   const cluster = await measureSetup(ctx, '3-master cluster', 3);
-  const row = (r: ClusterRun) =>
-    `| ${r.setup} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${r.cpuMs.collector.toFixed(1)} | ${r.cpuMs.aggregator.toFixed(1)} | ` +
+  const row = (setup: string, r: E2eRun) =>
+    `| ${setup} | ${r.seconds.toFixed(1)} | **${fmt(r.appliedPerSecond)}** | ${r.cpuMs.collector.toFixed(1)} | ${r.cpuMs.aggregator.toFixed(1)} | ` +
     `${r.cpuMs.redis.toFixed(1)} | **${r.cpuMs.tally.toFixed(1)}** |`;
   const markdown = [
     `Two fleets from tools/loadgen, one after the other: one collector and one bucket-aggregator process, \`QUEUE_SHARDS=3\`,`,
@@ -48,8 +42,8 @@ export const ingestClusterFigure = figure('ingest-cluster', async (ctx) => {
     '',
     '| Redis | s | **events/s end to end** | CPU ms per 1000 events: collector | aggregator | redis-server(s) | **total** |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
-    row(one),
-    row(cluster),
+    row('one Redis', one),
+    row('3-master cluster', cluster),
     '',
     `The cluster cost ${(cluster.cpuMs.tally / one.cpuMs.tally).toFixed(2)}× the CPU per event of one Redis and ran at ${(cluster.appliedPerSecond / one.appliedPerSecond).toFixed(2)}×`,
     'its rate, every process on the same 2 cores: one redis-server uses one core at most and is the stage that limits ingest',

@@ -1,25 +1,13 @@
-import { generateLoad, type Fleet, type LoadBatch } from '@tally/loadgen';
-import { QUEUE, queueShards } from '@tally/queues';
+import { generateLoad, type Fleet } from '@tally/loadgen';
 import { rollup, validateEvents } from '@tally/schema';
-import { createTestTable, sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
+import { createTestTable } from '@tally/testing';
 import { lineChart, logBars, type Chart } from '../charts';
 import { BASELINE_RULES, idPages } from '../baseline';
 import { figure, type FigureContext } from '../figure';
-import {
-  appMetric,
-  benchFleet,
-  CATALOGUE,
-  MAX_QUEUE_DEPTH,
-  PEAK_COLLECTOR,
-  queueDepth,
-  sampler,
-  startBackgroundLoad,
-  STORES,
-} from '../load';
+import { benchFleet, CATALOGUE, MAX_QUEUE_DEPTH, measureLoad, PEAK_COLLECTOR, STORES, type E2eRun } from '../load';
 import { measureNaiveThroughput } from '../naive';
-import { cpuMeter } from '../proc';
 import { hincrbyCeiling, hincrbyCommand } from '../redis-benchmark';
-import { fmt, ratio } from '../stats';
+import { fmt, mean, pct, ratio } from '../stats';
 
 /** Batch sizes and batches in flight: enough to keep one collector and one aggregator busy. */
 const LOADS = [
@@ -27,15 +15,12 @@ const LOADS = [
   { batch: 1000, concurrency: 8 },
 ] as const;
 
-/** One load's window: events/s applied (tally_events_applied_total) and accepted, 429s, queue depth, CPU cores per process, per-second timeline. */
-export type E2eRun = Awaited<ReturnType<typeof measureLoad>>;
 type IngestE2eFigure = Awaited<ReturnType<typeof measureIngestE2e>>;
 type Round = { before: E2eRun; after: E2eRun };
 
 /** Ingest end to end, redis-benchmark's HINCRBY ceiling and the naive design, in one run (the method is in the markdown below). */
 async function measureIngestE2e(ctx: FigureContext) {
-  const warmMs = ctx.quick ? 1_000 : 5_000;
-  const windowMs = ctx.quick ? 2_000 : 20_000;
+  const [warmMs, windowMs] = ctx.quick ? [1_000, 2_000] : [5_000, 20_000];
   ctx.log('starting a fleet: redis-server (AOF everysec), dynalite, one collector, one bucket-aggregator (BUCKET_SECONDS=900)');
   // --profile: the collector and the aggregator run under node --cpu-prof (written when the fleet stops them).
   const cpuProf: Record<string, string> = ctx.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${ctx.profileDir}` } : {};
@@ -101,107 +86,11 @@ async function measureIngestE2e(ctx: FigureContext) {
 
 /** Over the rounds: after's CPU ms per 1000 events (collector + aggregator + Redis) over before's, and events/s alike. */
 function beforeAfterRatios(rounds: readonly Round[]) {
-  const mean = (pick: (r: Round) => number) => rounds.reduce((a, r) => a + pick(r), 0) / rounds.length;
-  const [beforeCpuMs, afterCpuMs] = [mean((r) => r.before.cpuMs.tally), mean((r) => r.after.cpuMs.tally)];
-  const afterPerSecond = mean((r) => r.after.appliedPerSecond);
-  const rate = afterPerSecond / mean((r) => r.before.appliedPerSecond);
+  const of = (pick: (r: Round) => number) => mean(rounds.map(pick));
+  const [beforeCpuMs, afterCpuMs] = [of((r) => r.before.cpuMs.tally), of((r) => r.after.cpuMs.tally)];
+  const afterPerSecond = of((r) => r.after.appliedPerSecond);
+  const rate = afterPerSecond / of((r) => r.before.appliedPerSecond);
   return { cpu: afterCpuMs / beforeCpuMs, rate, beforeCpuMs, afterCpuMs, afterPerSecond };
-}
-
-/**
- * Events/s applied end to end over a window of steady load of `batch`-event batches (after a warm-up), and the CPU
- * of each process per 1000 events.
- */
-export async function measureLoad(
-  ctx: FigureContext,
-  fleet: Fleet,
-  opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number } & {
-    mapBatch?: (b: LoadBatch) => LoadBatch;
-    /** Through the collector (default), or `@tally/client` in this process: then this process is the producer. */
-    via?: 'http' | 'client';
-    /** Redis replicas' pids: their CPU counts as Redis's. */
-    replicaPids?: readonly number[];
-  },
-) {
-  const via = opts.via ?? 'http';
-  const applied = () => appMetric(fleet, 'bucket-aggregator', 'tally_events_applied_total');
-  const depth = () => queueDepth(fleet);
-
-  ctx.log(`${opts.batch}-event batches, ${opts.concurrency} in flight (${via}): warm-up ${opts.warmMs / 1000} s`);
-  const load = startBackgroundLoad(fleet, {
-    seed: opts.seed,
-    concurrency: opts.concurrency,
-    batchSize: opts.batch,
-    mapBatch: opts.mapBatch,
-    via,
-  });
-  await sleep(opts.warmMs);
-  // When the aggregator is the slower stage, the queue fills up to the backpressure limit: measure from there, so
-  // accepted and applied rates are the same steady state. When the collector is slower it never fills.
-  const filled = await waitFor(async () => (await depth()) >= MAX_QUEUE_DEPTH / 2, { timeoutMs: opts.fillWaitMs, intervalMs: 100 }).then(
-    () => true,
-    () => false,
-  );
-  ctx.log(
-    filled ? `  queue at the backpressure limit (${MAX_QUEUE_DEPTH} jobs)` : '  queue did not fill: the collector side is the slower stage',
-  );
-
-  ctx.log(`measuring ${opts.windowMs / 1000} s`);
-  const [applied0, accepted0, depth0] = await Promise.all([applied(), load.eventsAccepted(), depth()]);
-  const t0 = performance.now();
-  const cpu = cpuMeter({
-    collector: fleet.app('collector').handle.process.pid,
-    aggregator: fleet.app('bucket-aggregator').handle.process.pid,
-    // Every master of a cluster, and the replicas.
-    redis: [...(fleet.cluster?.nodes ?? [fleet.redis]).map((n) => n.pid), ...(opts.replicaPids ?? [])],
-    bench: process.pid,
-  });
-  const perSecond = sampler(1_000, async () => ({ t: performance.now(), applied: await applied() }));
-  await sleep(opts.windowMs);
-  // A window ends once something was applied in it too (for at most four windows more): one in which a stall (an
-  // fsync of appendfsync always on a busy disk) applied nothing is no steady state, and would make a ratio of 0.
-  await waitFor(async () => (await applied()) > applied0, { timeoutMs: 4 * opts.windowMs, intervalMs: 100 }).catch(() => undefined);
-  const [applied1, accepted1, depth1] = await Promise.all([applied(), load.eventsAccepted(), depth()]);
-  const seconds = (performance.now() - t0) / 1000;
-  const used = cpu.stop();
-  const samples = await perSecond.stop();
-  const stats = await load.stop();
-  // Empty the queue before the next load, so each run applies only its own batches.
-  await waitForQueuesIdle(queueShards(fleet.queues, QUEUE.events), { timeoutMs: 120_000, intervalMs: 100 });
-
-  const timeline = samples.slice(1).map((s, k) => ({
-    second: Math.round((s.t - t0) / 1000),
-    eventsPerSecond: (s.applied - samples[k]!.applied) / ((s.t - samples[k]!.t) / 1000),
-  }));
-  const run = {
-    batch: opts.batch,
-    concurrency: opts.concurrency,
-    seconds,
-    appliedPerSecond: (applied1 - applied0) / seconds,
-    acceptedPerSecond: (accepted1 - accepted0) / seconds,
-    refused: stats.retries[via === 'http' ? '429' : 'QueueFullError'] ?? 0,
-    requests: stats.batches + Object.values(stats.retries).reduce((a, b) => a + b, 0),
-    depthStart: depth0,
-    depthEnd: depth1,
-    queueFilled: filled,
-    cpu: { collector: used.collector.cores, aggregator: used.aggregator.cores, redis: used.redis.cores, bench: used.bench.cores },
-    timeline,
-  };
-  // CPU ms per 1000 events applied of each process, and of collector + aggregator + Redis (+ this process when it is the
-  // producer, its load generation included): the cost, whatever the machine's load.
-  const per1000 = (cores: number) => (cores * 1_000_000) / Math.max(1, run.appliedPerSecond);
-  const cpuMs = {
-    collector: per1000(run.cpu.collector),
-    aggregator: per1000(run.cpu.aggregator),
-    redis: per1000(run.cpu.redis),
-    producer: via === 'client' ? per1000(run.cpu.bench) : 0,
-  };
-  ctx.log(
-    `  ${fmt(run.appliedPerSecond)} events/s applied, ${fmt(run.acceptedPerSecond)} accepted; queue ${depth0} -> ${depth1} jobs; ` +
-      `${run.refused} of ${run.requests} ${via === 'http' ? 'requests answered 429' : 'calls refused (QueueFullError)'}; CPU collector ${run.cpu.collector.toFixed(2)}, aggregator ` +
-      `${run.cpu.aggregator.toFixed(2)}, redis ${run.cpu.redis.toFixed(2)}, bench ${run.cpu.bench.toFixed(2)} cores`,
-  );
-  return { ...run, via, cpuMs: { ...cpuMs, tally: cpuMs.collector + cpuMs.aggregator + cpuMs.redis + cpuMs.producer } };
 }
 
 /** The traffic's batches of `batch` events, up to `maxEvents`, each with its events as the collector accepts them. */
@@ -229,8 +118,7 @@ function hincrbysPerEvent(fleet: Fleet, seed: number, batch: number, batches: nu
 
 export const ingestE2eFigure = figure('ingest-e2e', async (ctx) => {
   const f = await measureIngestE2e(ctx);
-  const small = f.runs.find((r) => r.batch === 100)!;
-  const big = f.runs.find((r) => r.batch === 1000)!;
+  const [small, big] = f.runs as [E2eRun, E2eRun];
   const ba = f.beforeAfter;
   const summary =
     `${fmt(big.appliedPerSecond)} events/s end to end with 1000-event batches, ${fmt(small.appliedPerSecond)} with 100-event batches ` +
@@ -299,7 +187,6 @@ function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>, hin
 
 /** CPU ms per 1000 events of the collector / aggregator / redis-server. */
 const cpuParts = (r: E2eRun) => [r.cpuMs.collector, r.cpuMs.aggregator, r.cpuMs.redis].map((c) => c.toFixed(1)).join(' / ');
-const pct = (x: number) => `${(x * 100).toFixed(x < 0.1 ? 1 : 0)}%`;
 
 function charts(f: IngestE2eFigure): Chart[] {
   return [

@@ -2,15 +2,15 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { userInfo } from 'node:os';
 import { generateLoad, type LoadOptions } from '@tally/loadgen';
-import { defaultRules, type RulesInput } from '@tally/schema';
+import { defaultRules } from '@tally/schema';
 import { REPO_ROOT, sleep } from '@tally/testing';
 import pg from 'pg';
 import type { PeerRun } from '../pg-writer';
 import { figure, type FigureContext } from '../figure';
-import { CATALOGUE, PEAK_COLLECTOR, STORES, withFleet } from '../load';
+import { CATALOGUE, measureLoad, PEAK_COLLECTOR, STORES, withFleet } from '../load';
 import { fmt, ms, quantile } from '../stats';
+import { editedRules } from '../workload';
 import { probesUnderLoad } from './freshness';
-import { measureLoad } from './ingest-e2e';
 
 /** The PostgreSQL server these machines run (trust authentication); the figure makes and drops its own database. */
 const PG_URL = `postgresql://${encodeURIComponent(userInfo().username)}@127.0.0.1:5432/test`;
@@ -32,18 +32,10 @@ const DURABILITY = [
  * The counters the peer keeps, and so the work both sides do: the default rules without what a counters table has no
  * equal for, the unique visitors' sketches (`distinct`) and the live rankings of top lists (`rank`).
  */
-export const PEER_RULES: RulesInput = (() => {
-  const r = structuredClone(defaultRules) as unknown as {
-    metrics: Record<string, unknown>;
-    entities: Record<string, { distinct?: unknown; rank?: boolean }>;
-  };
+export const PEER_RULES = editedRules((r) => {
   delete r.metrics['UniqueVisitors'];
-  for (const e of Object.values(r.entities)) {
-    delete e.distinct;
-    delete e.rank;
-  }
-  return r as unknown as RulesInput;
-})();
+  for (const e of Object.values(r.entities)) for (const k of ['distinct', 'rank']) delete e[k];
+});
 
 const CLUSTER = { clusterMasters: 3, queueShards: 3 } as const;
 /**
@@ -65,10 +57,7 @@ const TALLY_SETUPS = [
 
 /** The same traffic into PostgreSQL, given its best shot, next to Tally at equal durability (the method is in the markdown below). */
 async function measurePostgresPeer(ctx: FigureContext) {
-  const windowMs = ctx.quick ? 2_000 : 15_000;
-  const pacedMs = ctx.quick ? 2_000 : 10_000;
-  const pacedRate = ctx.quick ? 2_000 : 10_000;
-  const probes = ctx.quick ? 5 : 100;
+  const [windowMs, pacedMs, pacedRate, probes] = ctx.quick ? [2_000, 2_000, 2_000, 5] : [15_000, 10_000, 10_000, 100];
   const windows = { warmMs: ctx.quick ? 1_000 : 3_000, fillWaitMs: ctx.quick ? 500 : 5_000, windowMs };
   const db = `tally_bench_${process.pid}_${Date.now().toString(36)}`;
   const admin = new pg.Client({ connectionString: PG_URL });
@@ -128,8 +117,7 @@ async function runPeer(
   const options = JSON.stringify({ connectionString: url, table, synchronousCommit, concurrency: CONCURRENCY, rules, distinct });
   const writer = spawn(process.execPath, ['--import', 'tsx', 'tools/bench/src/pg-writer.ts', options], { cwd: REPO_ROOT });
   let output = '';
-  writer.stdout.on('data', (c: Buffer) => (output += c.toString()));
-  writer.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  for (const out of [writer.stdout, writer.stderr]) out.on('data', (c: Buffer) => (output += c.toString()));
   const exited = once(writer, 'exit') as Promise<[number | null, string | null]>;
   const stdin = writer.stdin;
   stdin.on('error', () => undefined); // a writer that died is reported from its exit

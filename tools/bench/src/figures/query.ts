@@ -8,22 +8,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  createTestTable,
-  metricValue,
-  REPO_ROOT,
-  startApp,
-  startDynalite,
-  startProcess,
-  startRedis,
-  type AppHandle,
-  type ProcessHandle,
-} from '@tally/testing';
+import { createTestTable, metricValue, REPO_ROOT, startApp, startDynalite, startProcess, startRedis } from '@tally/testing';
+import type { AppHandle, ProcessHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { figure, type FigureContext } from '../figure';
 import { BASELINE_RULES } from '../baseline';
 import { measureIn } from '../in-checkout';
-import { quantile, timeLoop } from '../stats';
+import { mean, quantile, timeLoop } from '../stats';
 import { flushStore, prng, zipf } from '../workload';
 
 const DAY = 86_400_000;
@@ -74,7 +65,6 @@ function storeOf(redisUrl: string, endpoint: string, table: string, rulesFile: s
     buckets,
     apply: (batchId: string, events: NormalizedEvent[]) =>
       buckets.apply(STORE, batchId, rollup(rules, STORE, 'UTC', events), { now: tick(), dedupeTtlSeconds: 3_600 }),
-    /** Writes every row of STORE with unwritten counts. */
     flush: () => flushStore(buckets, STORE, tick, Number.MAX_SAFE_INTEGER, (pk, entries) => writeRow(writeDeps, pk, entries)),
     close: async () => {
       await redis.quit();
@@ -89,8 +79,7 @@ function storeOf(redisUrl: string, endpoint: string, table: string, rulesFile: s
  * @public (in-checkout.ts runs it for --baseline)
  */
 export async function measure(ctx: FigureContext, rulesFile?: string) {
-  const runMs = ctx.quick ? 1_500 : 10_000;
-  const historyDays = ctx.quick ? 120 : 400;
+  const [runMs, historyDays] = ctx.quick ? [1_500, 120] : [10_000, 400];
   const redisServer = await startRedis();
   const dyn = await startDynalite({ mode: 'child' });
   const table = await createTestTable(dyn.endpoint);
@@ -137,17 +126,8 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
     // current events every 10 ms, every row flushed each second. The heavy visitor is not in them, so its session
     // cache stays warm, as between two page views of one session.
     load0 = loadavg()[0]!;
-    const ingestArgs = [
-      '--import',
-      'tsx',
-      fileURLToPath(import.meta.url),
-      INGEST_FLAG,
-      redisServer.url,
-      dyn.endpoint,
-      table,
-      rulesFile ?? '',
-    ];
-    ingestProc = await startProcess(process.execPath, ingestArgs, { cwd: REPO_ROOT, name: 'query-bench-ingest' });
+    const ingestArgs = [fileURLToPath(import.meta.url), INGEST_FLAG, redisServer.url, dyn.endpoint, table, rulesFile ?? ''];
+    ingestProc = await startProcess(process.execPath, ['--import', 'tsx', ...ingestArgs], { cwd: REPO_ROOT, name: 'query-bench-ingest' });
     await ingestProc.waitForLine(/^ingested \d+/, { timeoutMs: 120_000 });
     const ingestStart = performance.now();
 
@@ -228,7 +208,7 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
         calls,
         p50: quantile(lat, 0.5),
         p99: quantile(lat, 0.99),
-        mean: lat.reduce((a, b) => a + b, 0) / lat.length,
+        mean: mean(lat),
         maxDynamoRequests,
         readUnitsPerCall: (meter.totals().readUnits - units0) / calls,
         cpuMsPerCall: (cpu.user + cpu.system) / 1000 / calls,

@@ -1,13 +1,13 @@
-import { figure } from '../figure';
+import { loadavg } from 'node:os';
 import { BucketStore } from '@tally/buckets';
 import { compileRules, defaultRules, rollup, type NormalizedEvent, type RowDeltas } from '@tally/schema';
 import { createTestTable, metricValue, sleep, startApp, startDynalite, startRedis, waitFor, type AppHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
-import { loadavg } from 'node:os';
+import { figure } from '../figure';
+import { sampler } from '../load';
 import { cpuSeconds } from '../proc';
 import { usedMemory } from '../redis-benchmark';
-import { sampler } from '../load';
-import { fmt, median } from '../stats';
+import { fmt, median, sum } from '../stats';
 import { flushStore } from '../workload';
 
 const BUCKET_MS = 900_000;
@@ -22,7 +22,7 @@ const ROWS_PER_TICK = 5;
  */
 async function redisCounters(redis: Redis): Promise<{ commands: number; cpu: number; mainCpu: number }> {
   const info = await redis.info('cpu', 'commandstats');
-  const commands = [...info.matchAll(/calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+  const commands = sum([...info.matchAll(/calls=(\d+)/g)].map((m) => Number(m[1])));
   const seconds = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
   return {
     commands,
@@ -187,13 +187,6 @@ async function bytesOf(redis: Redis, keys: readonly string[]): Promise<number> {
   return before - (await usedMemory(redis));
 }
 
-/** Every key matching `pattern` (SCAN). */
-async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const batch of redis.scanStream({ match: pattern, count: 1000 })) keys.push(...(batch as string[]));
-  return keys;
-}
-
 /**
  * Redis bytes of the daily rankings (top lists) and of the rows' cache versions (the method is in the figure's markdown):
  * `stores` stores with a day of `members` products viewed and ordered and as many pages viewed, the default rules' 4
@@ -218,15 +211,15 @@ export async function measureRankingMemory(stores: number, members: number, acks
         await buckets.apply(`STORE${i}`, `r-${from}`, deltas, { now, dedupeTtlSeconds: 3_600 });
       }
     });
-    const rankings = await scanKeys(redis, 't:{*}:k:*');
-    const ranked = (await Promise.all(rankings.map((k) => redis.zcard(k)))).reduce((a, b) => a + b, 0);
+    const rankings = await redis.keys('t:{*}:k:*');
+    const ranked = sum(await Promise.all(rankings.map((k) => redis.zcard(k))));
     if (rankings.length !== 4 * stores || ranked !== 4 * stores * members)
       throw new Error(`${rankings.length} rankings of ${ranked} members, not ${4 * stores} of ${members} each`);
     const rankingBytes = await bytesOf(redis, rankings);
     let cacheVersions: { keys: number; bytesPerKey: number } | undefined;
     if (acks) {
       await pool(ids, 16, (i) => flushStore(buckets, `STORE${i}`, () => now, now + 2 * 86_400_000));
-      const keys = await scanKeys(redis, 't:{*}:v:*');
+      const keys = await redis.keys('t:{*}:v:*');
       if (keys.length !== stores * (1 + 2 * members)) throw new Error(`${keys.length} cache versions, not one per row`);
       cacheVersions = { keys: keys.length, bytesPerKey: (await bytesOf(redis, keys)) / keys.length };
     }

@@ -21,14 +21,12 @@ const DAY_START = Date.UTC(2023, 4, 3);
 type CostRun = ReturnType<typeof costRun> & { byEntity?: Record<string, number> };
 type Env = { redis: Redis; endpoint: string };
 
-/** A run's cost from its meter. */
 function costRun(design: string, events: number, meter: RowWriterDeps['meter']) {
   const t = meter.totals();
   const updates = t.requests['UpdateItem:ok'] ?? 0;
   return { design, events, writeUnits: t.writeUnits, readUnits: t.readUnits, updates, wcuPerMillion: (t.writeUnits / events) * 1e6 };
 }
 
-/** A new table at the environment's dynalite, and a metered client of it (the writers' deps). */
 async function freshTable(env: Env): Promise<RowWriterDeps> {
   const table = await createTestTable(env.endpoint);
   return { client: createDynamoClient({ endpoint: env.endpoint, region: 'us-east-1' }), table, meter: createDynamoMeter() };
@@ -121,11 +119,6 @@ async function runNaive(env: Env, day: DayEvent[], sampleEvery: number): Promise
   return costRun(`naive (one UpdateItem per event per row; sample of ${sample.length} events)`, sample.length, deps.meter);
 }
 
-/**
- * runs: naive, 3-row, packed, default, cheapest; crawler: one visitor viewing 5,000 distinct products within one
- * bucket, written through the pipeline; uniqueVisitors: the default policy again with the UniqueVisitors sketches of
- * store and product rows, over `storeDays` store-days (not before the sketches).
- */
 type CostFigure = Awaited<ReturnType<typeof measure>>;
 
 /**
