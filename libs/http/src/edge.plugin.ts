@@ -232,7 +232,7 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
         ? given === undefined
           ? `is required, one of: ${values.join(', ')}`
           : typeof given === 'string'
-            ? `unknown value ${shown(given)}; known: ${values.join(', ')}`
+            ? `unknown value ${JSON.stringify(given)}; known: ${values.join(', ')}`
             : `must be one of: ${values.join(', ')}; got ${shown(given)}`
         : missing
           ? 'is required'

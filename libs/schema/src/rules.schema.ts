@@ -24,7 +24,17 @@ const name = z.string().regex(NAME_PATTERN, 'a name: a letter, then letters, dig
  */
 export const flushPolicySchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('bucket') }).strict(),
-  z.object({ kind: z.literal('every'), minutes: z.number().int().min(1).max(10_080), spread: z.boolean().optional() }).strict(),
+  z
+    .object({
+      kind: z.literal('every'),
+      minutes: z.number().int().min(1).max(10_080),
+      // false is the same policy as absent, and leaves the rules fingerprint as absent does.
+      spread: z
+        .boolean()
+        .optional()
+        .transform((v) => v || undefined),
+    })
+    .strict(),
   z
     .object({
       kind: z.literal('idle'),

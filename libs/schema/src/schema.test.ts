@@ -349,7 +349,11 @@ describe('rules', () => {
     expect(bad((r) => (r.entities.product.flush = { kind: 'weekly' }))).toThrowError(/^rollup rules: entities\.product\.flush/);
     expect(bad((r) => (r.entities.product.flush = { kind: 'bucket', spread: true }))).toThrowError(/entities\.product\.flush/);
     expect(bad((r) => (r.entities.product.flush = { kind: 'every', minutes: 60, spread: 'yes' }))).toThrowError(/flush\.spread/);
-    expect(bad((r) => (r.entities.product.flush = { kind: 'every', minutes: 60, spread: true }))()).toBeDefined();
+    const spread = (value: boolean | undefined) => bad((r) => (r.entities.product.flush = { kind: 'every', minutes: 60, spread: value }))();
+    expect(spread(true).policyOfPk('S#product#P')).toEqual({ kind: 'every', minutes: 60, spread: true });
+    // false is the policy without it, fingerprint included (a collector and an aggregator may spell it either way).
+    expect(spread(false).fingerprint).toBe(spread(undefined).fingerprint);
+    expect(spread(true).fingerprint).not.toBe(spread(undefined).fingerprint);
     expect(bad((r) => (r.metrics.OrderCount.code = 'v'))).toThrowError(/metrics\.OrderCount: attribute name "v" is also used by ViewCount/);
     expect(bad((r) => (r.events.view.counters[3].by = 'colour'))).toThrowError(/dimension "colour" is not declared/);
     expect(bad((r) => r.events.view.counters.push({ entity: 'store', metric: 'Revenue', op: 'sum' }))).toThrowError(/sum counter needs/);
