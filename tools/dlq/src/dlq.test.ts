@@ -220,6 +220,13 @@ describe('the synopses', () => {
     'past-dedupe-window': ['--past-dedupe-window'],
   };
   const FILTERS = ['--reason', '--older-than', '--newer-than'];
+  /** What each command takes, written out here: the CLI derives it from its usage text, which this pins. */
+  const TAKES: Record<string, string[]> = {
+    list: ['--queue', ...FILTERS, '--limit', '--json'],
+    show: ['--json'],
+    replay: ['--all', ...FILTERS, '--dry-run', '--past-dedupe-window'],
+    purge: ['--all', ...FILTERS, '--dry-run', '--yes'],
+  };
 
   it('show each command with exactly the options it takes (--past-dedupe-window: replay, with an id or not)', async () => {
     const commands: Record<string, string[]> = {
@@ -238,6 +245,7 @@ describe('the synopses', () => {
         if (!r.err[0]?.startsWith(`tally: ${command} takes no --${option}`)) taken.push(`--${option}`);
       }
       expect([...new Set(shown)].sort(), command).toEqual(taken.sort());
+      expect(taken.sort(), command).toEqual([...TAKES[command]!].sort());
     }
     const replay = (await offline('replay', 'events')).err.slice(1, -1);
     expect(replay).toEqual([

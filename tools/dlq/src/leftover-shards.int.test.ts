@@ -46,6 +46,7 @@ describe('failed jobs of shards past a lowered QUEUE_SHARDS', () => {
     const purge = io();
     expect(await runDlqCli(['purge', 'events', '--reason', 'before the change', '--yes'], deps, purge.io)).toBe(0);
     expect(purge.out.at(-1)).toBe('purged 2 of 2 matching failed jobs in events');
+    expect(purge.err).toEqual([]);
     expect(await q3.getJob('p3')).toBeUndefined();
     expect(await q3.getJobState('r3')).toBe('waiting');
   });
@@ -54,5 +55,6 @@ describe('failed jobs of shards past a lowered QUEUE_SHARDS', () => {
     const c = io();
     expect(await runDlqCli(['list', '--queue', 'events', '--json'], { queues: old, dedupeWindowMs: DAY }, c.io)).toBe(0);
     expect(JSON.parse(c.out.join('\n'))).toEqual([]);
+    expect(c.err).toEqual([]);
   });
 });

@@ -75,14 +75,19 @@ export async function expectShardedDeadLetters(
   expect(await runDlqCli(['list', '--queue', 'events', '--json'], deps, listed.io)).toBe(0);
   const jobs = JSON.parse(listed.out.join('\n')) as Array<{ id: string; shard: number }>;
   expect(jobs.map((j) => [j.id, j.shard]).sort()).toEqual(shards);
+  expect(listed.err).toEqual([]);
   const summary = io();
   expect(await runDlqCli(['list'], deps, summary.io)).toBe(0);
   expect(summary.out.at(-1)).toBe(`events: ${shards.length} failed; seal: 0 failed; dynamo-writes: 0 failed; maintenance: 0 failed`);
+  expect(summary.err).toEqual([]);
   for (const [shown, shard] of shards) {
     const show = io();
     expect(await runDlqCli(['show', 'events', shown], deps, show.io)).toBe(0);
     expect(show.out).toContain(`shard:     ${shard}`);
+    expect(show.err).toEqual([]);
   }
-  expect(await runDlqCli(['replay', 'events', id], deps, io().io)).toBe(0);
+  const replay = io();
+  expect(await runDlqCli(['replay', 'events', id], deps, replay.io)).toBe(0);
+  expect(replay.err).toEqual([]);
   expect(await queue.getJobState(id)).toBe('waiting');
 }

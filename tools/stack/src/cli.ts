@@ -47,9 +47,10 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
   run: (command: string, args: string[], values: CliValues<O>) => Promise<number>,
 ): Promise<number> {
   try {
-    const { values, positionals } = parseArgs({
+    const { values, positionals, tokens } = parseArgs({
       args: [...argv],
       allowPositionals: true,
+      tokens: true,
       options: { ...options, help: { type: 'boolean', short: 'h' } },
     });
     const [command, ...args] = positionals;
@@ -60,9 +61,10 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
     const shown = synopses(usage, command);
     const words = shown.flatMap((s) => s.split(/[^a-z-]+/));
     const takes = words.flatMap((w) => (w.startsWith('--') ? [w.slice(2)] : Object.hasOwn(groups, w) ? groups[w]! : []));
-    for (const [option, value] of Object.entries(values))
-      if (shown.length > 0 && option in options && value !== undefined && !takes.includes(option))
-        throw new UsageError(`${command} takes no --${option}${notTaken?.(command, option) ?? ''}`);
+    // The options given on the command line (not defaults), in their order.
+    for (const token of tokens)
+      if (token.kind === 'option' && shown.length > 0 && token.name in options && !takes.includes(token.name))
+        throw new UsageError(`${command} takes no --${token.name}${notTaken?.(command, token.name) ?? ''}`);
     return await run(command, args, values as CliValues<O>);
   } catch (err) {
     io.err(`tally: ${err instanceof Error ? err.message : String(err)}`);

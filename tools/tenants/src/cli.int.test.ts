@@ -315,6 +315,22 @@ describe('tenants CLI', () => {
   });
 
   it('shows each command with exactly the options it takes, in 100 columns', async () => {
+    const settings = ['time-zone', 'currency', 'history-months'];
+    const TAKES: Record<string, string[]> = {
+      create: settings,
+      'issue-key': ['scopes', 'label'],
+      'revoke-key': [],
+      'set-time-zone': [],
+      'set-currency': [],
+      'set-ingest-budget': [],
+      'list-keys': ['json'],
+      show: [],
+      list: ['json', 'reindex'],
+      set: settings,
+      'restamp-retention': [],
+      'delete-store': [],
+      'erase-visitor': [],
+    };
     const values: Record<string, string[]> = {
       'time-zone': ['--time-zone', 'UTC'],
       scopes: ['--scopes', 'read'],
@@ -337,7 +353,10 @@ describe('tenants CLI', () => {
         if (err[0] !== `tally: ${command} takes no --${option}`) taken.push(option);
       }
       expect([...synopsis!.matchAll(/--([a-z-]+)/g)].map(([, o]) => o).sort(), command).toEqual(taken.sort());
+      // The CLI derives what a command takes from its usage text; this pins it.
+      expect(taken.sort(), command).toEqual([...(TAKES[command!] ?? [])].sort());
     }
+    expect(commands.map(([, command]) => command).sort()).toEqual(Object.keys(TAKES).sort());
     expect(USAGE.split('\n').filter((line) => line.length > 100)).toEqual([]);
   });
 
