@@ -1,3 +1,4 @@
+import { redisKeys } from '@tally/key-layout';
 import type { RedisConnection } from '@tally/queues';
 
 /**
@@ -79,6 +80,7 @@ type WithTake = { [COMMAND]: (key: string, now: number, rate: number, cap: numbe
 
 export function createIngestBudget(opts: IngestBudgetOptions): IngestBudget {
   const now = opts.now ?? Date.now;
+  const budgetKey = redisKeys(opts.keyPrefix).ingestBudget;
   if (!(COMMAND in opts.redis)) opts.redis.defineCommand(COMMAND, { numberOfKeys: 1, lua: TAKE });
   const limitOf = (ownRate?: number) => {
     const eventsPerSecond = ownRate ?? opts.eventsPerSecond;
@@ -94,8 +96,7 @@ export function createIngestBudget(opts: IngestBudgetOptions): IngestBudget {
       const { eventsPerSecond, burst } = limitOf(ownRate);
       if (eventsPerSecond <= 0) return 0;
       const cost = Math.max(events, opts.minEventsPerRequest);
-      const key = `${opts.keyPrefix}:ingest-budget:{${store}}`;
-      return Number(await (opts.redis as unknown as WithTake)[COMMAND](key, now(), eventsPerSecond, burst, cost));
+      return Number(await (opts.redis as unknown as WithTake)[COMMAND](budgetKey(store), now(), eventsPerSecond, burst, cost));
     },
   };
 }

@@ -1,4 +1,5 @@
 import rateLimit, { type FastifyRateLimitStore } from '@fastify/rate-limit';
+import { redisKeys } from '@tally/key-layout';
 import type { FastifyInstance } from 'fastify';
 import type { Cluster, Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
@@ -42,7 +43,7 @@ export async function registerStoreRateLimit(app: FastifyInstance<any, any, any,
   const refused = createRateLimitedCounter(opts.registry);
   const max = Math.max(1, Math.round(opts.perSecond * opts.windowSeconds));
   await app.register(rateLimit, {
-    store: LeasedCounts.for(opts.redis, `${opts.keyPrefix}:query-rate:`),
+    store: LeasedCounts.for(opts.redis, redisKeys(opts.keyPrefix).queryRatePrefix),
     keyGenerator: (req) => `{${principalOf(req).store}}`,
     max,
     timeWindow: opts.windowSeconds * 1_000,

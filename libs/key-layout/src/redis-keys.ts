@@ -35,6 +35,11 @@
  *                            WAIT for Redis replicas (REDIS_WAIT_REPLICAS; expires a minute after the store's last
  *                            flush or batch)
  *
+ * Keys of a store's limits, in the store's slot but outside its `<p>:{S}:` prefix (no script of BucketStore's touches them):
+ *   <p>:ingest-budget:{S}    the store's ingest budget: a token bucket hash shared by every collector (ingest-budget.ts)
+ *   <p>:query-rate:{S}       the store's query rate limit: the count of the current window, shared by every query-API
+ *                            replica (libs/http rate-limit.ts)
+ *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
  *   <p>:{<p>:wW}:active      zset store -> mark (a new one after every apply): stores with anything not yet written
  *   <p>:{<p>:wW}:marks       the shard's mark counter (INCR by each registration, never deleted: a mark never repeats)
@@ -143,6 +148,10 @@ export function redisKeys(prefix = 't') {
      * least that many days since then (TOP_HISTORY_DAYS; @tally/buckets top-history.ts), read by the query API's top lists.
      */
     topHistory: `${prefix}:top-history`,
+    /** The store's ingest budget, a token bucket shared by every collector. */
+    ingestBudget: (s: string) => `${prefix}:ingest-budget:{${s}}`,
+    /** What the query rate limit's counts are named by: `<p>:query-rate:` + `{S}` (the store's hash tag). */
+    queryRatePrefix: `${prefix}:query-rate:`,
     /** The fence of the writer and the aggregator: written before their WAIT for Redis replicas, so the WAIT covers the store's writes. */
     fence: (s: string) => tag(s) + S.fence,
     /** `<p>:{<p>:wW}:` — the prefix of work-set shard W's keys. */
