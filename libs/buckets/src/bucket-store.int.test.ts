@@ -1,4 +1,5 @@
 import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
+import { storeShard } from '@tally/key-layout';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { BucketStore, TOP_MAX_MEMBERS, TopTooLargeError, type Entry } from './index';
@@ -522,6 +523,28 @@ describe('flush scheduling and ack', () => {
     await touch(s0, 'c', first + H - 60_000);
     expect(await spread.ackOutbox(s0, pkOf(s0), written, first + H)).toBeGreaterThan(0);
     expect(await spread.flushTime(s0, pkOf(s0))).toBe(first + 2 * H);
+  });
+
+  it("spreads each queue shard's stores over the interval too, not only over the minutes congruent to the shard", async () => {
+    // With 60 shards and a 60-minute interval a phase of hash mod 60 would put each shard's stores on one minute:
+    // one burst per shard (per Cluster master) again.
+    const product = { ...defaultRules.entities['product']!, flush: { kind: 'every' as const, minutes: 60, spread: true } };
+    const spread = new BucketStore({
+      redis,
+      prefix: 't',
+      rules: compileRules({ ...defaultRules, entities: { ...defaultRules.entities, product } }),
+    });
+    const minutesByShard = new Map<number, Set<number>>();
+    for (let i = 0; i < 1_200; i++) {
+      const s = `STORE${i}`;
+      await spread.apply(s, 'a', deltas({ [`${s}#product#P`]: { '2023-123|v': 1 } }), { now: 10, dedupeTtlSeconds: 60 });
+      await spread.seal(s, { now: 15, minAgeMs: 0 });
+      await spread.foldSealed(s, { now: 20 });
+      const minutes = minutesByShard.get(storeShard(s, 60)) ?? new Set();
+      minutesByShard.set(storeShard(s, 60), minutes.add((await spread.flushTime(s, `${s}#product#P`))! / 60_000));
+    }
+    // About 20 stores a shard over 60 minutes: some 17 distinct minutes each.
+    expect(Math.min(...[...minutesByShard.values()].map((m) => m.size))).toBeGreaterThanOrEqual(5);
   });
 
   it('ack deletes applied entries, drops the cache, bumps its version, and forgets clean rows', async () => {

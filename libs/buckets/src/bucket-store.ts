@@ -1,4 +1,13 @@
-import { parseOutboxField, REDIS_SUFFIX, redisKeys, storeShard, WORK_SUFFIX, type RedisKeys, keptForWindow } from '@tally/key-layout';
+import {
+  parseOutboxField,
+  REDIS_SUFFIX,
+  redisKeys,
+  storeHash,
+  storeShard,
+  WORK_SUFFIX,
+  type RedisKeys,
+  keptForWindow,
+} from '@tally/key-layout';
 import { flattenRows, type CompiledRules, type FlushPolicy, type RowDeltas } from '@tally/schema';
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
@@ -245,13 +254,17 @@ function policyArgs(p: FlushPolicy, store: string): [string, number, number] {
 
 /**
  * A store's phase within an `every` policy's interval of `minutes` when the policy has `spread`: whole minutes, from
- * an FNV-1a hash of the store id, so the rows of many stores fall due spread over the interval, each store's at one
- * time of its own (one visit), instead of all at the UTC multiples of the interval.
+ * the store id's hash, so the rows of many stores fall due spread over the interval, each store's at one time of its
+ * own (one visit), instead of all at the UTC multiples of the interval. The hash is mixed again (MurmurHash3's
+ * finalizer) first: the store's queue shard is the raw hash modulo QUEUE_SHARDS, so a phase of the raw hash modulo
+ * `minutes` would give one shard's stores only the minutes congruent to it (with 60 shards and 60 minutes, one minute
+ * a shard, and one burst per Cluster master again).
  */
 function flushPhaseMs(store: string, minutes: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < store.length; i++) h = Math.imul(h ^ store.charCodeAt(i), 0x01000193) >>> 0;
-  return (h % minutes) * 60_000;
+  let h = storeHash(store);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (((h ^ (h >>> 16)) >>> 0) % minutes) * 60_000;
 }
 
 /**

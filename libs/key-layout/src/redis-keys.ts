@@ -99,14 +99,14 @@ export const WORK_SUFFIX = {
  * in every process: changing the shard count moves stores, so every app of an installation uses one value.
  */
 export function storeShard(store: string, shards: number): number {
-  if (shards <= 1) return 0;
-  // FNV-1a over the UTF-16 code units: cheap, stable, well spread for short ids.
+  return shards <= 1 ? 0 : storeHash(store) % shards;
+}
+
+/** FNV-1a (32 bits) over the UTF-16 code units of a store id: cheap, stable, well spread for short ids. */
+export function storeHash(store: string): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < store.length; i++) {
-    h ^= store.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h % shards;
+  for (let i = 0; i < store.length; i++) h = Math.imul(h ^ store.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
 }
 
 export type RedisKeys = ReturnType<typeof redisKeys>;
