@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { QUEUE_NAMES } from '@tally/queues';
-import { runDlqCli, table, USAGE } from './cli';
+import { DLQ_COMMANDS, runDlqCli, table, USAGE } from './cli';
 import { assertQueueName, DlqError, formatAge, matches, parseDuration, parseFilter, replayHazard, type FailedJob } from './dlq';
 
 const job = (over: Partial<FailedJob> = {}): FailedJob => ({
@@ -135,6 +135,10 @@ describe('USAGE', () => {
   it('fits in 100 columns', () => {
     expect(USAGE.split('\n').filter((line) => line.length > 100)).toEqual([]);
   });
+
+  it('has a synopsis for every command the CLI runs: runCli refuses any other as unknown', () => {
+    for (const command of DLQ_COMMANDS) expect(USAGE, command).toMatch(new RegExp(`^  ${command} `, 'm'));
+  });
 });
 
 /** One command line that must not connect (deps refuses): its exit code and lines. */
@@ -237,7 +241,7 @@ describe('the synopses', () => {
     };
     for (const [command, argv] of Object.entries(commands)) {
       const shown = [...USAGE.matchAll(new RegExp(`^  ${command} (.*?)(?: {2,}|$)`, 'gm'))].flatMap(([, synopsis]) =>
-        [...synopsis!.matchAll(/--[a-z-]+|\bfilters\b/g)].flatMap(([o]) => (o === 'filters' ? FILTERS : [o])),
+        [...synopsis!.matchAll(/--[a-z0-9][a-z0-9-]*|\bfilters\b/gi)].flatMap(([o]) => (o === 'filters' ? FILTERS : [o])),
       );
       const taken: string[] = [];
       for (const [option, args] of Object.entries(OPTIONS)) {

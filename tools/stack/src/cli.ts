@@ -34,11 +34,12 @@ function synopses(usage: string, command: string | undefined): string[] {
 
 /**
  * One run of an operator command line `<command> [arguments] [--options]` of `tool` (node:util parseArgs, with
- * `-h`/`--help` added): prints `usage` for --help, `help` or no command; otherwise runs `run`. A command takes only the
- * options its synopses show (`groups`: words of a synopsis that stand for several, as dlq's `filters`); any other is
- * a usage error, never ignored (`notTaken` says what to do instead). Returns the exit code: run's, 2 for a UsageError
- * (the message, then the command's synopses and where the help is, `npm run <tool> -- --help`, on stderr: not the whole
- * usage, which would push the reason off screen), 1 for any other error (its message). Never prompts.
+ * `-h`/`--help` added): prints `usage` for --help, `help` or no command; runs `run` for a command `usage` lists (any
+ * other is unknown). It takes only the options given (not defaults) that its synopses show (`groups`: words of a
+ * synopsis that stand for several, as dlq's `filters`); any other is a usage error, never ignored (`notTaken` says
+ * what to do instead). Returns the exit code: run's, 2 for a UsageError (the message, then the command's synopses and
+ * where the help is, `npm run <tool> -- --help`, on stderr: not the whole usage, which would push the reason off
+ * screen), 1 for any other error (its message). Never prompts.
  */
 export async function runCli<O extends ParseArgsOptionsConfig>(
   argv: readonly string[],
@@ -59,11 +60,11 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
       return 0;
     }
     const shown = synopses(usage, command);
-    const words = shown.flatMap((s) => s.split(/[^a-z-]+/));
+    if (shown.length === 0) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    const words = shown.flatMap((s) => s.split(/[^\w-]+/));
     const takes = words.flatMap((w) => (w.startsWith('--') ? [w.slice(2)] : Object.hasOwn(groups, w) ? groups[w]! : []));
-    // The options given on the command line (not defaults), in their order.
     for (const token of tokens)
-      if (token.kind === 'option' && shown.length > 0 && token.name in options && !takes.includes(token.name))
+      if (token.kind === 'option' && token.name in options && !takes.includes(token.name))
         throw new UsageError(`${command} takes no --${token.name}${notTaken?.(command, token.name) ?? ''}`);
     return await run(command, args, values as CliValues<O>);
   } catch (err) {

@@ -68,7 +68,7 @@ interface Command {
   run: (args: string[], c: { values: Values; io: CliIo; open: Open }) => Promise<void>;
 }
 
-const COMMANDS: Record<string, Command> = {
+export const COMMANDS: Record<string, Command> = {
   create: {
     what: '<store>',
     run: async ([store], { values, io, open }) => {
