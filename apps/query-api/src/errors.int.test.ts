@@ -54,6 +54,8 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/series?range=last7d&from=2024-03-01&to=2024-03-02', 'range', /either range or from and to/],
     ['/v1/series?granularity=hour', 'granularity', /^granularity: unknown value "hour"; known: day, month, year, total$/],
     ['/v1/series?range=last2d', 'range', /^range: unknown value "last2d"; known: today, yesterday, last7d, .*, allTime$/],
+    // Quoted whole, however long (not cut at 40 characters as other values shown are).
+    [`/v1/series?range=${'x'.repeat(60)}`, 'range', new RegExp(`^range: unknown value "${'x'.repeat(60)}"; known: `)],
     ['/v1/series?range=allTime&granularity=day', 'granularity', /^range allTime answers granularity year or total, not day$/],
     ['/v1/series?entity=shop', 'entity', /unknown entity "shop"; known: store, product, visitor/],
     ['/v1/series?entity=product', 'entity', /needs an id: entity=product:<id>/],
