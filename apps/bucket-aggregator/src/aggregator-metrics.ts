@@ -24,7 +24,10 @@ export function createAggregatorMetrics(registry: Registry) {
     bucketsSealed: counter('tally_buckets_sealed_total', 'Buckets sealed'),
     bucketsFolded: counter('tally_buckets_folded_total', 'Buckets folded completely into row outboxes'),
     rowsFolded: counter('tally_rows_folded_total', 'Row buckets folded into outboxes'),
-    sealLag: gauge('tally_seal_lag_seconds', 'How late the last seal was after its bucket was due to close'),
+    sealLag: gauge(
+      'tally_seal_lag_seconds',
+      'How late the last sealer tick that sealed a bucket ran after it was due (its job scheduler time): the sealer falling behind, not how long a store was idle',
+    ),
     foldSeconds: histogram(
       'tally_fold_duration_seconds',
       'Time to fold one store’s sealed buckets',

@@ -2,14 +2,14 @@ import type { BucketStore } from '@tally/buckets';
 import { enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, flattenDistinct, flattenRows, rollup, rollupDistinct } from '@tally/schema';
 import { waitForQueuesIdle } from '@tally/testing';
-import { Worker } from 'bullmq';
+import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { eventsProcessor, STORE_ZONE_TTL_MS, storeMarks, tenantTimeZones, type EventsProcessorDeps } from './events.processor';
-import { readBacklog, sealTick } from './seal.processor';
+import { readBacklog, sealProcessor, sealTick } from './seal.processor';
 import { useAggregatorRedis, writeRows } from './test-fixtures';
 
 let redis: Redis;
@@ -363,6 +363,32 @@ describe('events processor', () => {
 });
 
 describe('sealer tick', () => {
+  it('reports as seal lag how late the tick ran after it was due, not how long the store was idle', async () => {
+    let clock = 1_000_000;
+    const w = worker({ now: () => clock });
+    const seal = sealProcessor({ buckets, queues, bucketMs: 1000, metrics, log, now: () => clock });
+    const tick = (late: number) => seal({ data: { shard: 0 }, timestamp: clock - late - 3000, opts: { delay: 3000 } } as Job);
+    const batch = async (batchId: string) => {
+      await enqueue(queues, QUEUE.events, {
+        batchId,
+        store: 'S',
+        receivedAt: Date.now(),
+        events: [view('2023-05-03T10:00:00Z', 'P1', 'V1')],
+      });
+      await waitForQueuesIdle([queues[QUEUE.events]]);
+    };
+    await batch('a');
+    clock += 1000;
+    expect(await tick(250)).toMatchObject({ sealed: 1 });
+    expect((await metrics.sealLag.get()).values[0]!.value).toBe(0.25);
+    // Three hours idle: the next batch goes into the bucket the last seal opened, three hours ago.
+    clock += 3 * 3_600_000;
+    await batch('b');
+    expect(await tick(2000)).toMatchObject({ sealed: 1 });
+    expect((await metrics.sealLag.get()).values[0]!.value).toBe(2);
+    await w.close();
+  });
+
   it('seals across bucket boundaries, folds in order and schedules one flush per due row', async () => {
     let clock = 1_000_000;
     const w = worker({ now: () => clock });

@@ -147,13 +147,16 @@ function nextVisit(
  * A due store that is another shard's (QUEUE_SHARDS changed since it was registered here) is not visited but moved
  * into its own shard (BucketStore.moveStores), which visits it; with deps.leftovers the tick first drains the
  * shards past QUEUE_SHARDS (LeftoverShards), which no tick visits.
+ * `dueAt`: when the tick was due (its job's scheduled time); a tick that seals a bucket sets tally_seal_lag_seconds
+ * to how late it ran after that (not to the sealed bucket's age, which is the store's idle time when a store that was
+ * idle for hours gets a batch into the bucket opened by its last seal).
  * Safe with several aggregator replicas: sealing waits for half a bucket since the last seal, folds are
  * idempotent, and flush job ids are deterministic (row + time of its oldest unwritten count), so a row has
  * one pending flush job however many ticks see it due. A store whose visit, fold or publish fails (a corrupt key, a
  * Redis node refusing its writes) is set aside, logged and counted (reportFailures), and visited again at the next
  * tick; the rest of its batch goes on. A tick in which every store failed fails whole (retried as a job).
  */
-export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResult> {
+export async function sealTick(deps: SealDeps, shard = 0, dueAt?: number): Promise<SealTickResult> {
   const now = (deps.now ?? Date.now)();
   const result: SealTickResult = { stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0, failed: 0, moved: 0 };
   const minAgeMs = Math.floor(deps.bucketMs / 2);
@@ -221,7 +224,7 @@ export async function sealTick(deps: SealDeps, shard = 0): Promise<SealTickResul
         epochs[i] = v.epoch;
         result.sealed++;
         deps.metrics.bucketsSealed.inc();
-        deps.metrics.sealLag.set(Math.max(0, now - v.sealed - deps.bucketMs) / 1000);
+        if (dueAt !== undefined) deps.metrics.sealLag.set(Math.max(0, now - dueAt) / 1000);
       }
       if (v.sealedHead === undefined) return;
       if (v.sealedRows && v.sealed === v.sealedHead) {
@@ -366,7 +369,8 @@ export const sealProcessor = (sealer: SealDeps) => {
       throw new UnrecoverableError(`invalid seal job: ${JSON.stringify(job.data)} (QUEUE_SHARDS=${deps.buckets.shards})`);
     }
     const started = performance.now();
-    const r = await sealTick(deps, parsed.data.shard);
+    // The time the job scheduler planned this tick for (added at `timestamp`, `delay` before it was due).
+    const r = await sealTick(deps, parsed.data.shard, job.timestamp + (job.opts.delay ?? 0));
     deps.metrics.sealTickSeconds.observe((performance.now() - started) / 1000);
     return r;
   };
