@@ -38,7 +38,10 @@ export function createAggregatorMetrics(registry: Registry) {
       'Time of one sealer tick over one work-set shard (its active stores)',
       [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     ),
-    flushesScheduled: counter('tally_flushes_scheduled_total', 'Row flush jobs enqueued to dynamo-writes'),
+    flushesScheduled: counter(
+      'tally_flushes_scheduled_total',
+      'Row flush jobs enqueued to dynamo-writes; a job still waiting when a later tick finds its row due again is added again (a no-op under its job id) and counted again',
+    ),
     sealStoreFailures: counter(
       'tally_seal_store_failures_total',
       'Stores a sealer tick set aside because their visit, fold or backlog publish failed (stage; the rest of their batch went on): a corrupt key, a Redis node refusing writes',

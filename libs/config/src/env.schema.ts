@@ -55,7 +55,9 @@ export const sharedEnvShape = {
     ),
   DYNAMODB_ENDPOINT: httpUrl
     .optional()
-    .describe('A DynamoDB-compatible endpoint (dynalite, DynamoDB Local); unset = AWS DynamoDB in `AWS_REGION`.'),
+    .describe(
+      'A DynamoDB emulator’s endpoint (dynalite, DynamoDB Local), signed with dummy credentials: local emulators only; for AWS leave it unset (= AWS DynamoDB in `AWS_REGION`, with the AWS SDK’s default credentials).',
+    ),
   DYNAMODB_TABLE: z
     .string()
     .regex(/^[A-Za-z0-9_.-]{3,255}$/, 'a DynamoDB table name: 3-255 of A-Z a-z 0-9 _ . -')

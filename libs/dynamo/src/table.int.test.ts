@@ -34,6 +34,7 @@ describe('ensureTable', () => {
     const res = await ensureTable(client, name);
     expect(res.created).toBe(true);
     expect(res.table.TableStatus).toBe('ACTIVE');
+    expect(res.ttl).toEqual({}); // dynalite has no TTL: nothing to turn on, nothing to warn about
     const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
     expect(Table?.KeySchema).toEqual([
       { AttributeName: 'pk', KeyType: 'HASH' },

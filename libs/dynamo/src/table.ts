@@ -23,18 +23,27 @@ export const TABLE_KEYS = [
 export interface EnsureTableOptions {
   /** How long to wait for the table to become ACTIVE. Default 60 s. */
   timeoutMs?: number;
+  /** Called with the warning when TTL cannot be turned on (`ttl.on` false); default: `process.emitWarning`. */
+  warn?: (warning: TableWarning) => void;
 }
 
 export interface EnsureTableResult {
   /** False when the table already existed (with the right keys). */
   created: boolean;
   table: TableDescription;
+  /**
+   * The table's TTL on EXPIRES_ATTR afterwards: `on` true when it is on or turning on; false when DynamoDB refused to
+   * turn it on and it is not on (on another attribute, or changed within the last hour: `warning` says which);
+   * undefined when the endpoint has no TTL (dynalite).
+   */
+  ttl: { on?: boolean; warning?: TableWarning };
 }
 
 /**
- * Creates the table (pk S HASH, sk S RANGE, on-demand) unless it exists, then waits until it is ACTIVE.
- * Idempotent and safe to race with another caller. Throws TableError `TALLY_ERR_TABLE_KEYS` when the table
- * exists with other keys, DynamoUnreachableError when the endpoint does not answer.
+ * Creates the table (pk S HASH, sk S RANGE, on-demand) unless it exists, waits until it is ACTIVE, then turns TTL on
+ * for EXPIRES_ATTR (enableTimeToLive). Idempotent and safe to race with another caller. Throws TableError
+ * `TALLY_ERR_TABLE_KEYS` when the table exists with other keys, DynamoUnreachableError when the endpoint does not
+ * answer; TTL that cannot be turned on is reported (`ttl`, `opts.warn`), never thrown.
  */
 export async function ensureTable(client: DynamoDBClient, tableName: string, opts: EnsureTableOptions = {}): Promise<EnsureTableResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
@@ -63,23 +72,34 @@ export async function ensureTable(client: DynamoDBClient, tableName: string, opt
   }
   await assertKeys(client, tableName, existing);
   const table = await waitUntilActive(client, tableName, existing, deadline, timeoutMs);
-  await enableTimeToLive(client, tableName);
-  return { created, table };
+  const ttl = await enableTimeToLive(client, tableName);
+  if (ttl.warning) (opts.warn ?? emitWarning)(ttl.warning);
+  return { created, table, ttl };
 }
 
 /**
- * Turns on DynamoDB's TTL on EXPIRES_ATTR (visitor-history retention; docs/DESIGN.md "Privacy"). Best effort:
- * already on is fine, and dynalite does not know the call (DynamoDB Local takes it but never deletes anything);
- * queries never count expired months either way.
+ * Turns on DynamoDB's TTL on EXPIRES_ATTR (visitor-history retention; docs/DESIGN.md "Privacy"). dynalite does not
+ * know the call (DynamoDB Local takes it but never deletes anything): `on` undefined. DynamoDB refuses it with a
+ * ValidationException when TTL is already on (fine), on another attribute, or was changed within the last hour (one
+ * change an hour): DescribeTimeToLive then tells which, and anything but TTL on EXPIRES_ATTR is `on` false with a
+ * warning saying what to do. Queries never count expired months either way.
  */
-async function enableTimeToLive(client: DynamoDBClient, tableName: string): Promise<void> {
+async function enableTimeToLive(client: DynamoDBClient, tableName: string): Promise<EnsureTableResult['ttl']> {
   try {
     await client.send(
       new UpdateTimeToLiveCommand({ TableName: tableName, TimeToLiveSpecification: { Enabled: true, AttributeName: EXPIRES_ATTR } }),
     );
+    return { on: true };
   } catch (err) {
     const name = (err as { name?: string }).name ?? '';
-    if (!/ValidationException|UnknownOperation|NotImplemented|UnrecognizedClient/.test(name)) throw err;
+    if (/UnknownOperation|NotImplemented|UnrecognizedClient/.test(name)) return {};
+    if (!/ValidationException/.test(name)) throw err;
+    const now = await checkTimeToLive(client, tableName);
+    if (now.ok) return { on: true };
+    const refused =
+      `DynamoDB refused to turn TTL on for "${EXPIRES_ATTR}" (${name}: ${(err as Error).message}; it takes one TTL change ` +
+      'an hour, and TTL on another attribute must be turned off first)';
+    return { on: false, warning: { ...now.warning!, message: `${refused}: ${now.warning!.message}` } };
   }
 }
 

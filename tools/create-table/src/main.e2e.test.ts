@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { freePort, startDynalite, startProcess, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -69,6 +71,55 @@ describe('create-table', () => {
         `[stderr] tally: DynamoDB table "tally_ct_wrong" at ${dyn.endpoint} has keys (id S HASH) but Tally needs ` +
         '(pk S HASH, sk S RANGE); set DYNAMODB_TABLE to another table or recreate this one',
     });
+  });
+
+  it('exits 3 naming the attribute when DynamoDB refuses to turn TTL on, the table being ready', async () => {
+    // dynalite has no TTL: a fake endpoint answers like AWS for a table whose TTL is on another attribute.
+    const server = createServer((req, res) => {
+      const op = String(req.headers['x-amz-target'] ?? '').split('.')[1];
+      req.resume();
+      req.on('end', () => {
+        const keys = [
+          ['pk', 'HASH'],
+          ['sk', 'RANGE'],
+        ];
+        const table = {
+          TableName: 'tally_ct_ttl',
+          TableStatus: 'ACTIVE',
+          AttributeDefinitions: keys.map(([AttributeName]) => ({ AttributeName, AttributeType: 'S' })),
+          KeySchema: keys.map(([AttributeName, KeyType]) => ({ AttributeName, KeyType })),
+        };
+        const [status, body] =
+          op === 'DescribeTable'
+            ? [200, { Table: table }]
+            : op === 'DescribeTimeToLive'
+              ? [200, { TimeToLiveDescription: { TimeToLiveStatus: 'ENABLED', AttributeName: 'ttl' } }]
+              : [
+                  400,
+                  {
+                    __type: 'com.amazonaws.dynamodb.v20120810#ValidationException',
+                    message: 'TimeToLive is active on a different AttributeName',
+                  },
+                ];
+        res.writeHead(status, { 'content-type': 'application/x-amz-json-1.0' });
+        res.end(JSON.stringify(body));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const res = await run({ DYNAMODB_ENDPOINT: endpoint, DYNAMODB_TABLE: 'tally_ct_ttl' });
+      expect(res.code).toBe(3);
+      const [first, second, ...rest] = res.output.split('\n');
+      expect(first).toBe(`tally: table "tally_ct_ttl" already exists at ${endpoint} with the right keys`);
+      expect(second).toMatch(
+        /^\[stderr\] tally: DynamoDB refused to turn TTL on for "expiresAt" \(ValidationException: .*TTL on another attribute must be turned off first\): DynamoDB table "tally_ct_ttl" at .* has TTL on attribute "ttl"/,
+      );
+      expect(rest).toEqual([]);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
   });
 
   it('exits 1 with one line when DynamoDB is down', async () => {

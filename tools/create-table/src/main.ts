@@ -1,12 +1,15 @@
-// npm run create-table: creates the DynamoDB table Tally writes to (idempotent), configured like the apps
-// (DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION). Prints one line; exit 1 with one line on stderr on failure.
+// npm run create-table: creates the DynamoDB table Tally writes to (idempotent) and turns its TTL on, configured like
+// the apps (DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION). Prints one line; exit 1 with one line on stderr on failure;
+// exit 3 with one line on stderr when the table is ready but DynamoDB refused to turn TTL on for expiresAt.
 import { loadConfigOrExit, toolEnvSchemas } from '@tally/config';
-import { DynamoUnreachableError, TableError, createDynamoClient, describeEndpoint, ensureTable } from '@tally/dynamo';
+import { DynamoUnreachableError, TableError, createDynamoClient, describeEndpoint, ensureTable, type TableWarning } from '@tally/dynamo';
 
 const USAGE = `usage: npm run create-table   (in the tools image: create-table)
 Creates the DynamoDB table Tally writes to, DYNAMODB_TABLE (default tally: pk S HASH, sk S RANGE, on-demand), at
-DYNAMODB_ENDPOINT, or in AWS DynamoDB in AWS_REGION when DYNAMODB_ENDPOINT is unset. Idempotent: a table that exists
-with the right keys is left as it is; one with other keys is an error (exit 1). npm start creates its own table.
+DYNAMODB_ENDPOINT, or in AWS DynamoDB in AWS_REGION (default us-east-1; credentials from the AWS SDK's default
+chain) when DYNAMODB_ENDPOINT is unset, and turns its TTL on for expiresAt. Idempotent: a table that exists with the
+right keys is left as it is; one with other keys is an error (exit 1). When DynamoDB refuses to turn TTL on (it is
+on another attribute, or was changed within the last hour) it says so and exits 3. npm start creates its own table.
 `;
 const args = process.argv.slice(2);
 if (args.length > 0) {
@@ -21,12 +24,15 @@ const table = config.DYNAMODB_TABLE;
 
 try {
   const where = await describeEndpoint(client);
-  const { created } = await ensureTable(client, table);
+  const warnings: TableWarning[] = [];
+  const { created, ttl } = await ensureTable(client, table, { warn: (w) => warnings.push(w) });
   process.stdout.write(
     created
       ? `tally: created table "${table}" at ${where} (pk S HASH, sk S RANGE, on-demand)\n`
       : `tally: table "${table}" already exists at ${where} with the right keys\n`,
   );
+  for (const w of warnings) process.stderr.write(`tally: ${w.message}\n`);
+  if (ttl.on === false) process.exitCode = 3;
 } catch (err) {
   const known = err instanceof TableError || err instanceof DynamoUnreachableError;
   process.stderr.write(
