@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { canonicalTimeZone, isValidTimeZone, localTime } from './time-zone';
+import { canonicalTimeZone, isValidTimeZone, localDate, localDayKey, localTime, timeZoneProblem } from './time-zone';
 
 /** `n` spellings of `name` that differ only in the case of its letters. */
 function caseVariants(name: string, n: number): string[] {
@@ -30,6 +30,33 @@ afterEach(() => {
 });
 
 describe('time zone names', () => {
+  it('takes UTC offsets of whole quarter hours as store settings, refuses others saying why', () => {
+    for (const tz of ['+05:30', '+0545', '-03', '+00:00', 'Asia/Kathmandu']) expect([tz, timeZoneProblem(tz)]).toEqual([tz, undefined]);
+    for (const tz of ['+05:37', '-0317', '+00:01'])
+      expect([tz, timeZoneProblem(tz)]).toEqual([
+        tz,
+        expect.stringMatching(/^is a UTC offset that is not a whole number of quarter hours/),
+      ]);
+    expect(timeZoneProblem('Mars/Olympus')).toBe('is not an IANA time zone name such as Europe/Paris or UTC');
+    // The runtime knows them: a store made before they were refused still reads and writes.
+    expect(isValidTimeZone('+00:01')).toBe(true);
+  });
+
+  it('bins each instant in its own local day in an offset that cuts the 15-minute slots, whatever came first', () => {
+    // +00:01: 23:50Z is 23:51 on Dec 31, 23:59:30Z is 00:00:30 on Jan 1, in one 15-minute slot of UTC.
+    const before = Date.UTC(2025, 11, 31, 23, 50);
+    const after = Date.UTC(2025, 11, 31, 23, 59, 30);
+    for (const order of [
+      [after, before],
+      [before, after],
+    ]) {
+      const keys = new Map(order.map((t) => [t, localDayKey(t, '+00:01')]));
+      expect([keys.get(before), keys.get(after)]).toEqual(['2025-365', '2026-001']);
+      const days = new Map(order.map((t) => [t, localDate(t, '+00:01').year]));
+      expect([days.get(before), days.get(after)]).toEqual([2025, 2026]);
+    }
+  });
+
   it('gives the name to keep: a canonical name in its own spelling whatever its case, an alias as given', () => {
     expect(canonicalTimeZone('eUrOpE/pArIs')).toBe('Europe/Paris');
     expect(canonicalTimeZone('europe/paris')).toBe('Europe/Paris');

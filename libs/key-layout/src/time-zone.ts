@@ -45,7 +45,10 @@ export function canonicalTimeZone(tz: string): string | undefined {
   return spellings.get(tz.toLowerCase()) ?? tz;
 }
 
-/** True when `tz` is an IANA time zone name this runtime knows (in any case). Caches nothing of the name. */
+/**
+ * True when `tz` is an IANA time zone name this runtime knows (in any case), or a UTC offset it takes as a zone
+ * (`+05:30`, `-0300`, `+05`). Caches nothing of the name. A new store setting takes only what timeZoneProblem takes.
+ */
 export function isValidTimeZone(tz: string): boolean {
   if (typeof tz !== 'string' || tz.length === 0 || tz.length > 64) return false;
   if (formatters.has(tz)) return true;
@@ -55,6 +58,27 @@ export function isValidTimeZone(tz: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Why a time zone is refused as a store's setting, as the end of a sentence `time zone "…" <this>`, or undefined:
+ * a zone isValidTimeZone refuses, or a UTC offset that is not a whole number of quarter hours (`+05:37`), which no
+ * zone in use has since 1972 and whose local days the 15-minute slot caches (binsBySlot) would cut across.
+ */
+export function timeZoneProblem(tz: string): string | undefined {
+  if (!isValidTimeZone(tz)) return 'is not an IANA time zone name such as Europe/Paris or UTC';
+  if (!binsBySlot(tz))
+    return 'is a UTC offset that is not a whole number of quarter hours, as every zone in use is (+05:30, +05:45, -03:00)';
+  return undefined;
+}
+
+/**
+ * True when an instant's local date in `tz` is the same throughout its aligned 15-minute slot of UTC (since 1972):
+ * every IANA zone, and offsets of whole quarter hours. Not for an offset such as `+05:37` (a store made before such
+ * offsets were refused): its days are computed event by event, uncached.
+ */
+export function binsBySlot(tz: string): boolean {
+  return !/^[+-]/.test(tz) || /^[+-]\d{2}(?::?(?:00|15|30|45))?$/.test(tz);
 }
 
 export interface LocalTime extends LocalDate {
@@ -91,6 +115,7 @@ export function localDayKey(tsMs: number, tz: string): string {
   let k = dayKeyCache.get(key);
   if (k === undefined) {
     k = formatDayKey(localDate(tsMs, tz));
+    if (!binsBySlot(tz)) return k;
     if (dayKeyCache.size >= CACHE_LIMIT) dayKeyCache.clear();
     dayKeyCache.set(key, k);
   }
@@ -111,6 +136,7 @@ export function localDate(tsMs: number, tz: string): LocalDate {
   if (!d) {
     const t = localTime(tsMs, tz);
     d = dateOf(t.year, t.month, t.day);
+    if (!binsBySlot(tz)) return d;
     if (dateCache.size >= CACHE_LIMIT) dateCache.clear();
     dateCache.set(key, d);
   }

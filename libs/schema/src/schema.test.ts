@@ -244,6 +244,12 @@ describe('validateEvents', () => {
     expect(bad.events).toEqual([]);
     expect(bad.errors.map((e) => [e.index, e.field])).toEqual([0, 1, 2, 3, 4, 5].map((i) => [i, 'dims.page']));
     expect(bad.errors[0]!.reason).toMatch(/URL path/);
+    // Lone surrogates (legal JSON escapes) have no UTF-8: each would be keyed as U+FFFD, merging /a\ud800 into /a\ufffd.
+    const lone = validateEvents(rules, ['/a\ud800', '/a\udfff', '/\udc00\ud800'].map(ev), limits);
+    expect(lone.errors.map((e) => [e.index, e.field, e.reason])).toEqual(
+      [0, 1, 2].map((i) => [i, 'dims.page', expect.stringMatching(/^must be well-formed Unicode/)]),
+    );
+    expect(validateEvents(rules, ['/a\ufffd', '/\ud83d\ude00'].map(ev), limits).errors).toEqual([]);
     // Other dimensions stay ids.
     expect(validateEvents(rules, [{ type: 'page_view', ts: now, dims: { visitor: '/V1', page: '/' } }], limits).errors).toMatchObject([
       { field: 'dims.visitor' },
@@ -252,6 +258,18 @@ describe('validateEvents', () => {
 });
 
 describe('rollup', () => {
+  it('bins each event of a batch in its own local day in an offset that cuts the 15-minute slots', () => {
+    // +00:01 (a store made before such offsets were refused): 23:50Z is Dec 31, 23:59:30Z Jan 1, in one slot of UTC.
+    const day = (ts: string) => ({ type: 'view', ts, dims: { product: 'P1' } });
+    for (const order of [
+      ['2025-12-31T23:50:00Z', '2025-12-31T23:59:30Z'],
+      ['2025-12-31T23:59:30Z', '2025-12-31T23:50:00Z'],
+    ]) {
+      const { events } = validateEvents(rules, order.map(day), { ...limits, now: Date.parse('2026-01-01T12:00:00Z') });
+      expect(Object.fromEntries(rollup(rules, 'S1', '+00:01', events).get('S1')!)).toEqual({ '2025-365|v': 1, '2026-001|v': 1 });
+    }
+  });
+
   it('turns events into day-binned deltas per row, summed per batch', () => {
     const { events } = validateEvents(
       rules,

@@ -6,7 +6,7 @@ import {
   type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
-import { canonicalTimeZone, ERASED_ATTR, sharesInternalHashTag, STORE_ID_PATTERN } from '@tally/key-layout';
+import { canonicalTimeZone, ERASED_ATTR, sharesInternalHashTag, STORE_ID_PATTERN, timeZoneProblem } from '@tally/key-layout';
 import { RetentionChangeLimitedError, TenantError, type TenantErrorCode } from './errors';
 import {
   bool,
@@ -91,8 +91,8 @@ const checkNewStore = (store: string) => {
   });
 };
 const checkTimeZone = (timeZone: string) =>
-  check(canonicalTimeZone(timeZone) !== undefined, 'TALLY_ERR_INVALID_TIME_ZONE', () => {
-    return `time zone ${JSON.stringify(timeZone)} is not an IANA time zone name such as Europe/Paris or UTC`;
+  check(timeZoneProblem(timeZone) === undefined, 'TALLY_ERR_INVALID_TIME_ZONE', () => {
+    return `time zone ${JSON.stringify(timeZone)} ${timeZoneProblem(timeZone)}`;
   });
 /** The spelling a store keeps of a time zone checkTimeZone accepted (`europe/paris` → `Europe/Paris`: canonicalTimeZone). */
 const zoneToKeep = (timeZone: string) => canonicalTimeZone(timeZone) ?? timeZone;

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { loadConfig, toolEnvSchemas } from '@tally/config';
-import { isValidTimeZone, STORE_ID_PATTERN } from '@tally/key-layout';
+import { STORE_ID_PATTERN, timeZoneProblem } from '@tally/key-layout';
 import { redisNote, runningStack, stackBackend, stackLayout } from '@tally/stack';
 import type { StoreSpec } from './generator';
 
@@ -145,10 +145,8 @@ export function parseStores(list: string): StoreSpec[] {
       throw new Error(
         `--stores: store id ${JSON.stringify(id)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit`,
       );
-    if (!isValidTimeZone(timeZone))
-      throw new Error(
-        `--stores: time zone ${JSON.stringify(timeZone)} of store ${id} is not an IANA time zone name such as Europe/Paris or UTC`,
-      );
+    const problem = timeZoneProblem(timeZone);
+    if (problem) throw new Error(`--stores: time zone ${JSON.stringify(timeZone)} of store ${id} ${problem}`);
     if (seen.has(id)) throw new Error(`--stores names store ${id} twice`);
     seen.add(id);
     return { id, timeZone };

@@ -2,6 +2,7 @@ import { scheduleRetentionRestamp, type QUEUE, type TallyQueues } from '@tally/q
 import type { CompiledRules } from '@tally/schema';
 import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import * as tenants from '@tally/tenants';
+import { timeZoneProblem } from '@tally/key-layout';
 import { USAGE } from './usage';
 
 export { USAGE };
@@ -273,17 +274,11 @@ function settingsOf(values: Values): { timeZone?: string; currency?: string; his
 const invalid = (what: 'TIME_ZONE' | 'CURRENCY' | 'SCOPES' | 'RETENTION', message: string) =>
   new tenants.TenantError(`TALLY_ERR_INVALID_${what}`, message);
 
-/** A time zone the runtime knows (Intl), else TALLY_ERR_INVALID_TIME_ZONE. */
+/** A time zone a store may take (timeZoneProblem, as libs/tenants checks it), else TALLY_ERR_INVALID_TIME_ZONE. */
 function checkTimeZone(zone: string): string {
-  try {
-    if (zone !== '') {
-      new Intl.DateTimeFormat('en-US', { timeZone: zone });
-      return zone;
-    }
-  } catch {
-    // not a zone: refused below
-  }
-  throw invalid('TIME_ZONE', `time zone ${JSON.stringify(zone)} is not an IANA time zone name such as Europe/Paris or UTC`);
+  const problem = timeZoneProblem(zone);
+  if (problem) throw invalid('TIME_ZONE', `time zone ${JSON.stringify(zone)} ${problem}`);
+  return zone;
 }
 
 const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
