@@ -361,16 +361,22 @@ describe('rankings', () => {
     expect(await redis.keys('t:{S}:tmp:*')).toEqual([]);
   });
 
-  it('finds a tie at the cut by its exact double, past 2^53 too', async () => {
+  it('past 2^53, where scores are inexact, returns every member scored within 2^-14 below the cut, ties whole', async () => {
     const big = 2n ** 60n + 1n; // one double for all three (2^60)
     const rows: RowDeltas = new Map(['C', 'A', 'B'].map((id) => [`S#product#${id}`, new Map([['2023-123|v', big]])]));
     rows.set('S#product#D', new Map([['2023-123|v', 2n ** 61n]]));
+    // E within the margin below a cut at 2^60 (2^60 · 2^-14 = 2^46), F past it.
+    rows.set('S#product#E', new Map([['2023-123|v', 2n ** 60n - 2n ** 45n]]));
+    rows.set('S#product#F', new Map([['2023-123|v', 2n ** 60n - 2n ** 47n]]));
     await store.apply('S', 'a', rows, { now: 1, dedupeTtlSeconds: 60 });
     expect(await store.top('S', 'product', 'v', ['2023-123'], 3)).toEqual([
       { member: 'D', score: 2 ** 61 },
       { member: 'A', score: 2 ** 60 },
       { member: 'B', score: 2 ** 60 },
+      { member: 'C', score: 2 ** 60 },
+      { member: 'E', score: 2 ** 60 - 2 ** 45 },
     ]);
+    expect(await store.top('S', 'product', 'v', ['2023-123'], 1)).toEqual([{ member: 'D', score: 2 ** 61 }]);
   });
 });
 

@@ -1163,6 +1163,8 @@ export class BucketStore {
    * one included (APPLY ranks ranked rows as it counts them). Values are for ordering; read exact counts with a query.
    * At most `limit` members: highest score first, equal scores by member ascending, so a cut inside a tie keeps the
    * lowest members (the order top lists answer ties in) and a smaller limit gives a prefix of a larger one's list.
+   * Scores of 2^53 or more are inexact: at such a cut, every member scored within 2^-14 (relative) below it comes too,
+   * more than `limit` (scripts.ts INEXACT_MARGIN), so that exact values read for them can order them.
    * The days' rankings holding more than `maxMembers` members in all (their ZCARDs summed; a member of several days
    * counts on each) throws a TopTooLargeError before anything is unioned or written: the union would hold up Redis.
    */

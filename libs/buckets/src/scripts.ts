@@ -741,6 +741,19 @@ return 1
 });
 
 /**
+ * How far below a cut of 2^53 or more (relative) TOP still returns members: 2^-14, a bound on the rounding of a
+ * score. A member's score is its deltas summed in doubles (a batch's in applyRows, then APPLY's `cur + d` on each
+ * apply, then ZUNIONSTORE over the days), each sum and conversion off by at most u = 2^-53 of its result; the
+ * deltas are non-negative, so a score with at most h roundings on any delta's path is within (1+u)^h - 1 ≈ h·u of
+ * its total, relative. h is at most the applies to one day's ranking (Redis runs under 10^6 scripts a second, so
+ * under 2^37 a day) plus the 92 days' sums and a few conversions: under 2^37 + 2^7, so ε < 2^-15.99. Then the
+ * `limit` members scored at least the cut c hold totals of at least c/(1+ε), so does the true limit-th, and a member
+ * of the true top `limit` is scored at least c·(1-ε)/(1+ε) > c·(1 - 2^-14.9): c·(1 - 2^-14) is below that even after
+ * its own rounding. The margin costs nothing below 2^53 and, past it, reads the members within 0.006% of the cut.
+ */
+const INEXACT_MARGIN = '0.00006103515625'; // 2^-14, exact in decimal
+
+/**
  * TOP members of a ranked entity over some days, from every bucket applied (APPLY ranks the open bucket's rows as
  * it counts them). KEYS: tmp (a scratch key of the store), then the daily ranking zsets. ARGV: limit, maxMembers.
  * The union (ZUNIONSTORE into tmp) costs time in the members of the zsets, and Redis serves no one else meanwhile:
@@ -751,6 +764,10 @@ return 1
  * while top lists answer ties by id ascending: the members above the limit-th score (the cut) are all taken, then
  * the members at the cut in ascending order until `limit`. The members above come highest first, equal scores
  * among them in no set order; the members at the cut follow, ascending.
+ * A score is exact while under 2^53 (integer deltas, and a sum under 2^53 is exact; rounding is monotone, so a
+ * score under 2^53 is never a rounded larger total). A cut at 2^53 or more is not: distinct totals share a double
+ * and a nearly-equal pair can even swap, so every member scored within INEXACT_MARGIN below the cut is returned too
+ * (more than `limit` members, ties not cut) and the exact values read for them decide.
  */
 export const TOP = defineScript<string[]>()({
   name: 'TOP',
@@ -771,9 +788,15 @@ if #last == 0 then
 else
   -- The score as Redis replies it (17 significant digits) reads back as the same double.
   local cut = last[2]
-  out = redis.call('ZRANGE', K.tmp, '+inf', '(' .. cut, 'BYSCORE', 'REV', 'WITHSCORES')
-  local ties = redis.call('ZRANGE', K.tmp, cut, cut, 'BYSCORE', 'LIMIT', 0, limit - #out / 2, 'WITHSCORES')
-  for _, v in ipairs(ties) do out[#out + 1] = v end
+  local c = tonumber(cut)
+  if c >= 9007199254740992 then
+    -- '%.17g' reads back as the same double (tostring keeps 14 digits).
+    out = redis.call('ZRANGE', K.tmp, '+inf', string.format('%.17g', c - c * ${INEXACT_MARGIN}), 'BYSCORE', 'REV', 'WITHSCORES')
+  else
+    out = redis.call('ZRANGE', K.tmp, '+inf', '(' .. cut, 'BYSCORE', 'REV', 'WITHSCORES')
+    local ties = redis.call('ZRANGE', K.tmp, cut, cut, 'BYSCORE', 'LIMIT', 0, limit - #out / 2, 'WITHSCORES')
+    for _, v in ipairs(ties) do out[#out + 1] = v end
+  end
 end
 redis.call('DEL', K.tmp)
 return out

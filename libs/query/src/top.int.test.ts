@@ -1,6 +1,6 @@
 import { RANK_TTL_DAYS } from '@tally/buckets';
 import { addDays, compareDates, dayKey, formatDate, localDate, parseDate, type LocalDate } from '@tally/key-layout';
-import { rollup } from '@tally/schema';
+import { rollup, validateEvents } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
 import { explicitRange, namedRange, readTop, type QueryDeps, type QueryError } from './index';
 import { queryRefusal, rankedRules as rules, useQueryFixture } from './test-fixtures';
@@ -146,5 +146,44 @@ describe('ties', () => {
     expect(await top(10)).toEqual(all.slice(0, 10));
     expect(await top(5)).toEqual(all.slice(0, 5));
     for (const limit of [1, 2, 13, 26, 27, 100]) expect(await top(limit)).toEqual(all.slice(0, limit));
+  });
+});
+
+describe('values past 2^53 units', () => {
+  it('orders by exact values where the scores are equal doubles: P3 (2^53 + 1) before P1 and P2 (2^53) at every limit', async () => {
+    const deps = await fixture.deps('big');
+    const now = Date.now();
+    const tz = 'UTC';
+    const item = (product: string, value: string) => ({ type: 'order_item', ts: now - 1000, dims: { product }, value });
+    // 2^53 units = 90071992547409.92: 90 events of the maximum value (1e12) and one of 71992547409.92; P3 one cent more.
+    const base = (p: string) => [...Array.from({ length: 90 }, () => item(p, '1000000000000')), item(p, '71992547409.92')];
+    const apply = async (store: string, batch: string, events: ReturnType<typeof item>[]) => {
+      const valid = validateEvents(rules, events, { now, clockSkewMs: 300_000, latenessMs: DAY_MS });
+      expect(valid.errors).toEqual([]);
+      await deps.buckets.apply(store, batch, rollup(rules, store, tz, valid.events), { now, dedupeTtlSeconds: 60 });
+    };
+    const range = namedRange('last7d', tz, now);
+    const top = async (store: string, limit: number) =>
+      (await readTop(deps, { store, entity: 'product', metric: 'Revenue', range, limit, timeZone: tz, now })).items;
+    await apply('B', 'a', [...base('P1'), ...base('P2'), ...base('P3'), item('P3', '0.01')]);
+    const all = [
+      { id: 'P3', units: 2n ** 53n + 1n },
+      { id: 'P1', units: 2n ** 53n },
+      { id: 'P2', units: 2n ** 53n },
+    ];
+    // The three score 2^53 in the rankings; each limit is a prefix of the next.
+    for (const limit of [1, 2, 3, 10]) expect(await top('B', limit)).toEqual(all.slice(0, limit));
+
+    // Scores can even swap: A's five later cents each round away (2^53 + 1 is no double), so A scores 2^53 under B and
+    // C's 2^53 + 4 while its total is the highest. Limit 1 cuts at the second score, above A's.
+    const cents = (p: string, n: number) => Array.from({ length: n }, () => item(p, '0.01'));
+    await apply('C', 'a', [...base('A'), ...base('B'), ...cents('B', 4), ...base('C'), ...cents('C', 4)]);
+    for (let i = 0; i < 5; i++) await apply('C', `c${i}`, cents('A', 1));
+    const order = [
+      { id: 'A', units: 2n ** 53n + 5n },
+      { id: 'B', units: 2n ** 53n + 4n },
+      { id: 'C', units: 2n ** 53n + 4n },
+    ];
+    for (const limit of [1, 2, 3]) expect(await top('C', limit)).toEqual(order.slice(0, limit));
   });
 });

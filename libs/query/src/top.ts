@@ -59,7 +59,9 @@ export interface TopResult {
  * Candidates are the first `limit * CANDIDATES_PER_ITEM` members by ranking score, equal scores by id ascending
  * (BucketStore.top): a cut inside a tie takes its lowest ids, those the answer lists first, so the exact values
  * and the id order give the true top `limit` (a smaller limit is a prefix of a larger one's list), and the rows
- * read stay `limit * CANDIDATES_PER_ITEM` however many members tie.
+ * read stay `limit * CANDIDATES_PER_ITEM` however many members tie. Past 2^53 units scores are inexact: a cut there
+ * brings every member scored near it too (BucketStore.top), so the exact values still order the answer, and more
+ * rows are read (refused past the configured maximum, like any query, on `limit`).
  */
 export async function readTop(
   deps: QueryDeps,
