@@ -11,6 +11,6 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   // The lib's tsconfig.json is a project reference of the workspace (its libs are references): build mode.
-  dts: { eager: true, build: true },
+  dts: { tsc: { eager: true, build: true } },
   deps: { alwaysBundle: [/^@tally\//] },
 });

@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { redisKeys } from '@tally/key-layout';
 import {
   createQueues,
@@ -30,6 +31,7 @@ import {
   compileRules,
   defaultRules,
   type TallyClient,
+  type TallyClientOptions,
 } from './index';
 
 let redis: RedisHandle;
@@ -425,6 +427,96 @@ describe('createTallyClient', () => {
       })();
       expect(err, JSON.stringify(connection)).toBeInstanceOf(InvalidArgumentError);
       expect(err).toMatchObject({ field: 'connection', message: expect.stringMatching(/is not a redis:\/\/ or rediss:\/\/ URL/) });
+    }
+  });
+
+  it('refuses an option out of range with InvalidArgumentError naming it and its range, before it opens any connection', async () => {
+    // A TCP server in Redis' place: it sees every connection a client opens (a client left open would keep
+    // reconnecting, and the caller's process from exiting).
+    const opened: Socket[] = [];
+    const server = createServer((socket) => opened.push(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `redis://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const thrown = (o: TallyClientOptions) => {
+      try {
+        createTallyClient(o);
+      } catch (err) {
+        return err;
+      }
+    };
+    const bad: Array<[Partial<TallyClientOptions>, string, RegExp]> = [
+      [{ limits: { maxEvents: 0 } }, 'limits', /^limits\.maxEvents 0 is invalid: a whole number of events, at least 1$/],
+      [{ limits: { clockSkewSeconds: 90_000 } }, 'limits', /^limits\.clockSkewSeconds 90000 is invalid: seconds from 0 to 82800/],
+      [{ limits: { latenessHorizonDays: 0 } }, 'limits', /^limits\.latenessHorizonDays 0 is invalid/],
+      ...[0, -1, 1.5, 257, Number.NaN].map((queueShards): [Partial<TallyClientOptions>, string, RegExp] => [
+        { queueShards },
+        'queueShards',
+        new RegExp(`^queueShards ${queueShards} is invalid: a whole number from 1 to 256, the installation's QUEUE_SHARDS$`),
+      ]),
+      ...['', 'T', 'a:b', 'a'.repeat(17)].map((keyPrefix): [Partial<TallyClientOptions>, string, RegExp] => [
+        { keyPrefix },
+        'keyPrefix',
+        /^keyPrefix ".*" is invalid: 1-16 lower-case letters and digits starting with a letter, as KEY_PREFIX$/,
+      ]),
+      ...[-1, 1.5, 2 ** 31].map((readyTimeoutMs): [Partial<TallyClientOptions>, string, RegExp] => [
+        { readyTimeoutMs },
+        'readyTimeoutMs',
+        new RegExp(`^readyTimeoutMs ${readyTimeoutMs} is invalid: a whole number from 0 to 2147483647 ms$`),
+      ]),
+      ...[{ maxDepth: 0 }, { maxDepth: 1.5 }, { maxDepth: 10_000_001 }, { maxDepth: 10, checkEveryMs: -1 }].map(
+        (backpressure): [Partial<TallyClientOptions>, string, RegExp] => [
+          { backpressure },
+          'backpressure',
+          /^backpressure\.(maxDepth \S+ is invalid: a whole number from 1 to 10000000 \(as MAX_QUEUE_DEPTH\)|checkEveryMs -1 is invalid: a whole number from 0 to)/,
+        ],
+      ),
+      [{ idempotencyWindowSeconds: 59 }, 'idempotencyWindowSeconds', /^idempotencyWindowSeconds 59 is invalid: .* from 60 to 2592000/],
+      [
+        { waitReplicas: { replicas: 0 } },
+        'waitReplicas',
+        /^waitReplicas \{"replicas":0\} is invalid: replicas is a whole number from 1 to 16/,
+      ],
+    ];
+    // A connection the caller passes is the caller's; the client opens no duplicate of it for waitReplicas either.
+    const passed = createProducerConnection(url);
+    passed.on('error', () => {});
+    try {
+      await waitFor(() => opened.length === 1, { message: "the caller's connection" });
+      for (const [o, field, message] of bad) {
+        for (const connection of [url, { REDIS_URL: url }, passed]) {
+          const err = thrown({ connection, waitReplicas: { replicas: 1 }, ...o });
+          expect(err, JSON.stringify(o)).toBeInstanceOf(InvalidArgumentError);
+          expect(err, JSON.stringify(o)).toMatchObject({
+            code: 'TALLY_ERR_INVALID_ARGUMENT',
+            field,
+            message: expect.stringMatching(message),
+          });
+        }
+      }
+      expect(thrown({ connection: undefined as unknown as string })).toMatchObject({ field: 'connection' });
+      await sleep(500); // time for a connection to be opened
+      expect(opened).toHaveLength(1);
+      // The bounds themselves are taken, and the server sees the connection of each client made.
+      const edges: Array<Partial<TallyClientOptions>> = [
+        { queueShards: 256, keyPrefix: 'a'.repeat(16), readyTimeoutMs: 0, backpressure: { maxDepth: 1, checkEveryMs: 0 } },
+        {
+          queueShards: 1,
+          keyPrefix: 'z9',
+          readyTimeoutMs: 2 ** 31 - 1,
+          backpressure: { maxDepth: 10_000_000 },
+          limits: { clockSkewSeconds: 0 },
+        },
+      ];
+      const made = edges.map((o) => createTallyClient({ connection: url, ...o }));
+      try {
+        await waitFor(() => opened.length === 1 + made.length, { message: 'the connections of the clients made' });
+      } finally {
+        await Promise.all(made.map((c) => c.close()));
+      }
+    } finally {
+      passed.disconnect();
+      for (const socket of opened) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 

@@ -1,6 +1,8 @@
 import {
+  checkLimits,
   createIntake,
   createProducerConnection,
+  DEFAULT_INTAKE_LIMITS,
   InvalidArgumentError,
   QueueFullError,
   waitForReady,
@@ -14,6 +16,7 @@ import {
   closeQueues,
   createQueues,
   createReplicaFence,
+  MAX_QUEUE_SHARDS,
   QUEUE,
   queueShards,
   type RedisConnection,
@@ -31,9 +34,9 @@ export interface TallyClientOptions {
    * (the caller keeps it and quits it).
    */
   connection: string | RedisTarget | RedisConnection;
-  /** The installation's KEY_PREFIX (default `t`): its queues' prefixes derive from it. */
+  /** The installation's KEY_PREFIX (default `t`; 1-16 lower-case letters and digits): its queues' prefixes derive from it. */
   keyPrefix?: string;
-  /** The installation's QUEUE_SHARDS (default 1): a batch goes to its store's shard of the events queue. */
+  /** The installation's QUEUE_SHARDS (default 1; 1 to 256): a batch goes to its store's shard of the events queue. */
   queueShards?: number;
   /**
    * The installation's DEDUPE_WINDOW_SECONDS (seconds, 60 to 30 days; default 86,400), used only while no aggregator
@@ -46,13 +49,13 @@ export interface TallyClientOptions {
   rules?: CompiledRules;
   /** Default: the collector's defaults, except 100,000 events per call (split into jobs of MAX_EVENTS_PER_JOB). */
   limits?: Partial<IntakeLimits>;
-  /** How long a call waits for Redis while it (re)connects before throwing QueueUnavailableError. Default 5000. */
+  /** How long a call waits for Redis while it (re)connects before throwing QueueUnavailableError. Default 5000 (ms, from 0). */
   readyTimeoutMs?: number;
   /** Called for Redis connection errors (default: ignored; calls fail with QueueUnavailableError meanwhile). */
   onError?: (err: Error) => void;
   /**
    * Backpressure, as the collector's MAX_QUEUE_DEPTH: while the events queue holds more than `maxDepth` waiting
-   * jobs (all shards), calls throw QueueFullError and enqueue nothing. The depth is read at most every
+   * jobs (all shards; 1 to 10,000,000), calls throw QueueFullError and enqueue nothing. The depth is read at most every
    * `checkEveryMs` (default 250), by the call that finds it older. Default `{ maxDepth: 10_000 }`; `false` turns it off.
    */
   backpressure?: { maxDepth: number; checkEveryMs?: number } | false;
@@ -80,24 +83,21 @@ export interface TallyClient {
   close(): Promise<void>;
 }
 
-/** The queue path into Tally for trusted services (docs/DESIGN.md data flow), with the collector's validation. */
+/**
+ * The queue path into Tally for trusted services (docs/DESIGN.md data flow), with the collector's validation.
+ * An option out of range throws InvalidArgumentError (its `field` names the option) before any connection is opened.
+ */
 export function createTallyClient(opts: TallyClientOptions): TallyClient {
-  const wait = checkWaitReplicas(opts.waitReplicas);
-  const idempotencyWindowSeconds = opts.idempotencyWindowSeconds ?? 86_400;
-  if (!Number.isInteger(idempotencyWindowSeconds) || idempotencyWindowSeconds < 60 || idempotencyWindowSeconds > 30 * 86_400) {
-    throw new InvalidArgumentError(
-      'idempotencyWindowSeconds',
-      `idempotencyWindowSeconds ${opts.idempotencyWindowSeconds} is invalid: a whole number of seconds from 60 to 2592000 (30 days), as DEDUPE_WINDOW_SECONDS`,
-    );
-  }
+  // Every option is checked before a connection is opened: one left open by a throw would reconnect forever and keep
+  // the caller's process from exiting.
+  const { wait, idempotencyWindowSeconds, keyPrefix, shards, limits, readyTimeoutMs, backpressure } = checkOptions(opts);
   const c = opts.connection;
   const target = typeof c === 'string' ? { REDIS_URL: c } : 'REDIS_URL' in c ? c : undefined;
   const owned = target !== undefined;
   const redis = target !== undefined ? createProducerConnection(target) : (c as RedisConnection);
   const onError = opts.onError ?? (() => {});
   if (owned) redis.on('error', onError);
-  const keyPrefix = opts.keyPrefix ?? 't';
-  const queues: TallyQueues = createQueues(redis, { keyPrefix, shards: opts.queueShards ?? 1 });
+  const queues: TallyQueues = createQueues(redis, { keyPrefix, shards });
   for (const q of allQueues(queues)) q.on('error', onError);
   // The waits for replicas block their connection: one of their own, to `target` or a duplicate of the caller's.
   const waitRedis = !wait
@@ -111,7 +111,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     queues,
     redis,
     rules,
-    limits: { maxEvents: 100_000, ...opts.limits },
+    limits,
     source: 'client',
     // enqueueEvents waits for the connection itself, before its first Redis call; the intake then refuses at once.
     readyTimeoutMs: 0,
@@ -127,9 +127,8 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     dedupeWindowKey: redisKeys(keyPrefix).dedupeWindow,
     ...(wait && waitRedis && { replicaFence: createReplicaFence(waitRedis, wait.replicas, wait.timeoutMs, [redis]) }),
   });
-  const admit = depthGate(queueShards(queues, QUEUE.events), opts.backpressure ?? { maxDepth: 10_000 });
+  const admit = depthGate(queueShards(queues, QUEUE.events), backpressure);
   const zoneOf = storeZones(redis, keyPrefix);
-  const readyTimeoutMs = opts.readyTimeoutMs ?? 5_000;
   let closed = false;
   return {
     async enqueueEvents(store, events, eopts) {
@@ -158,6 +157,59 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
       if (waitRedis) await closeConnection(waitRedis);
       if (owned) await closeConnection(redis);
     },
+  };
+}
+
+/** KEY_PREFIX's format (libs/config env.schema.ts): an installation's apps run with no other. */
+const KEY_PREFIX = /^[a-z][a-z0-9]{0,15}$/;
+
+type CheckedField = 'idempotencyWindowSeconds' | 'queueShards' | 'readyTimeoutMs' | 'backpressure';
+
+/** `value` when a whole number from `min` to `max`, else InvalidArgumentError on `field` saying what it must be. */
+function whole(field: CheckedField, name: string, value: unknown, min: number, max: number, as: string): number {
+  if (Number.isInteger(value) && (value as number) >= min && (value as number) <= max) return value as number;
+  throw new InvalidArgumentError(field, `${name} ${String(value)} is invalid: a whole number from ${min} to ${max}${as}`);
+}
+
+/** The options with their defaults, or InvalidArgumentError naming the first one out of range (nothing opened yet). */
+function checkOptions(opts: TallyClientOptions) {
+  const c = opts.connection as unknown;
+  if (typeof c !== 'string' && (typeof c !== 'object' || c === null)) {
+    throw new InvalidArgumentError(
+      'connection',
+      `connection ${String(c)} is invalid: a redis:// URL, a Redis target ({ REDIS_URL, … }) or an ioredis instance made with createProducerConnection`,
+    );
+  }
+  const keyPrefix = opts.keyPrefix ?? 't';
+  if (typeof keyPrefix !== 'string' || !KEY_PREFIX.test(keyPrefix)) {
+    throw new InvalidArgumentError(
+      'keyPrefix',
+      `keyPrefix ${JSON.stringify(keyPrefix)} is invalid: 1-16 lower-case letters and digits starting with a letter, as KEY_PREFIX`,
+    );
+  }
+  const backpressure = opts.backpressure ?? { maxDepth: 10_000 };
+  if (backpressure !== false) {
+    const b = (typeof backpressure === 'object' ? backpressure : {}) as Partial<typeof backpressure>;
+    whole('backpressure', 'backpressure.maxDepth', b.maxDepth, 1, 10_000_000, ' (as MAX_QUEUE_DEPTH), or backpressure false');
+    whole('backpressure', 'backpressure.checkEveryMs', b.checkEveryMs ?? 250, 0, Number.MAX_SAFE_INTEGER, ' (ms; default 250)');
+  }
+  return {
+    wait: checkWaitReplicas(opts.waitReplicas),
+    idempotencyWindowSeconds: whole(
+      'idempotencyWindowSeconds',
+      'idempotencyWindowSeconds',
+      opts.idempotencyWindowSeconds ?? 86_400,
+      60,
+      30 * 86_400,
+      ' seconds (30 days), as DEDUPE_WINDOW_SECONDS',
+    ),
+    keyPrefix,
+    shards: whole('queueShards', 'queueShards', opts.queueShards ?? 1, 1, MAX_QUEUE_SHARDS, ", the installation's QUEUE_SHARDS"),
+    // setTimeout's longest delay: a longer one would be cut to 1 ms.
+    readyTimeoutMs: whole('readyTimeoutMs', 'readyTimeoutMs', opts.readyTimeoutMs ?? 5_000, 0, 2_147_483_647, ' ms'),
+    backpressure,
+    // The collector's defaults but 100,000 events a call, checked as createIntake does.
+    limits: checkLimits({ ...DEFAULT_INTAKE_LIMITS, maxEvents: 100_000, ...opts.limits }),
   };
 }
 

@@ -41,7 +41,11 @@ export class InvalidArgumentError extends TallyError {
       | 'connection'
       | 'waitReplicas'
       | 'idempotencyWindowSeconds'
-      | 'limits',
+      | 'limits'
+      | 'keyPrefix'
+      | 'queueShards'
+      | 'readyTimeoutMs'
+      | 'backpressure',
     message: string,
   ) {
     super(message);

@@ -54,7 +54,8 @@ export const DEFAULT_INTAKE_LIMITS: IntakeLimits = { maxEvents: 1_000, clockSkew
  */
 const MAX_CLOCK_SKEW_SECONDS = 82_800;
 
-function checkLimits(limits: IntakeLimits): IntakeLimits {
+/** `limits`, or InvalidArgumentError (field `limits`) naming the one out of range: createIntake's check, for a caller to make first. */
+export function checkLimits(limits: IntakeLimits): IntakeLimits {
   const { maxEvents, clockSkewSeconds, latenessHorizonDays } = limits;
   const bad = (what: string) => new InvalidArgumentError('limits', `limits.${what}`);
   if (!Number.isInteger(maxEvents) || maxEvents < 1) throw bad(`maxEvents ${maxEvents} is invalid: a whole number of events, at least 1`);
