@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { HttpProblem } from '@tally/http';
-import { parseJsonArray, parseNdjson } from './body';
+import { createHttpApp, HttpProblem } from '@tally/http';
+import { createLogger } from '@tally/observability';
+import { Registry } from 'prom-client';
+import { JSON_TYPE, NDJSON_TYPE, parseJsonArray, parseNdjson, registerEventParsers } from './body';
 import { rejectReason } from './metrics';
 
 const problemOf = (fn: () => unknown): HttpProblem => {
@@ -53,6 +55,70 @@ describe('parseNdjson', () => {
     const none = problemOf(() => parseNdjson('\n\n', 10));
     expect([none.statusCode, none.code, none.field]).toEqual([400, 'TALLY_ERR_MALFORMED_BODY', 'body']);
     expect(none.message).toBe('the body is empty: a batch must hold at least 1 event, one JSON object per line');
+  });
+});
+
+describe('registerEventParsers', () => {
+  async function parsersApp() {
+    const app = await createHttpApp({
+      log: createLogger({ name: 'body-test', level: 'silent' }),
+      registry: new Registry(),
+      appName: 'collector',
+      notFoundHint: 'events go to POST /v1/events',
+      mediaTypes: [JSON_TYPE, NDJSON_TYPE],
+      isClosing: () => false,
+      ready: () => true,
+    });
+    registerEventParsers(app, { maxEvents: 10, maxBodyBytes: 4096 });
+    app.post('/v1/events', async (req) => req.body);
+    return app;
+  }
+  type App = Awaited<ReturnType<typeof parsersApp>>;
+  const post = (app: App, body: Buffer, contentType = JSON_TYPE) =>
+    app.inject({ method: 'POST', url: '/v1/events', payload: body, headers: { 'content-type': contentType } });
+  const page = (...bytes: number[]) =>
+    Buffer.concat([Buffer.from('{"type":"page_view","dims":{"page":"/caf'), Buffer.from(bytes), Buffer.from('"}}')]);
+  const array = (...events: Buffer[]) => Buffer.concat([Buffer.from('['), ...events, Buffer.from(']')]);
+  const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+  it('refuses bytes that are not UTF-8 (400), which were read as U+FFFD and counted as one page', async () => {
+    const app = await parsersApp();
+    for (const bytes of [[0xe9], [0xe8], [0xff], [0xc3]]) {
+      for (const [body, type] of [
+        [array(page(...bytes)), JSON_TYPE],
+        [Buffer.concat([page(0x21), Buffer.from('\n'), page(...bytes)]), NDJSON_TYPE],
+      ] as const) {
+        const r = await post(app, body, type);
+        expect([r.statusCode, r.json().code, r.json().field]).toEqual([400, 'TALLY_ERR_MALFORMED_BODY', 'body']);
+        expect(r.json().detail).toMatch(/^the body is not valid UTF-8: byte 0x[0-9a-f]{2} at offset \d+/);
+      }
+    }
+    const ok = await post(app, array(page(0xc3, 0xa9)));
+    expect([ok.statusCode, ok.json().items[0].dims.page]).toEqual([200, '/café']);
+    await app.close();
+  });
+
+  it('answers a charset other than UTF-8 415, JSON and NDJSON', async () => {
+    const app = await parsersApp();
+    for (const type of [`${JSON_TYPE}; charset=iso-8859-1`, `${NDJSON_TYPE}; charset=ISO-8859-1`, `${JSON_TYPE}; charset=windows-1252`]) {
+      const r = await post(app, type.startsWith(JSON_TYPE) ? array(page(0xe9)) : page(0xe9), type);
+      expect([r.statusCode, r.json().code, r.json().field]).toEqual([415, 'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE', 'content-type']);
+      expect(r.json().detail).toMatch(/^charset "[^"]+" is not supported: send the body as UTF-8/);
+    }
+    for (const type of [`${JSON_TYPE}; charset=utf-8`, `${JSON_TYPE}; charset=UTF-8`])
+      expect((await post(app, array(page(0xc3, 0xa9)), type)).json().items[0].dims.page).toBe('/café');
+    await app.close();
+  });
+
+  it('drops one leading byte order mark, JSON and NDJSON', async () => {
+    const app = await parsersApp();
+    const json = await post(app, Buffer.concat([BOM, array(page(0x21))]));
+    expect([json.statusCode, json.json().items]).toEqual([200, [{ type: 'page_view', dims: { page: '/caf!' } }]]);
+    const nd = await post(app, Buffer.concat([BOM, page(0x21), Buffer.from('\n'), page(0x3f)]), NDJSON_TYPE);
+    expect([nd.statusCode, nd.json().lineErrors, nd.json().items.length]).toEqual([200, [], 2]);
+    // Only one: a second is not blank space in JSON.
+    expect((await post(app, Buffer.concat([BOM, BOM, array(page(0x21))]))).json().detail).toMatch(/^the body is not valid JSON/);
+    await app.close();
   });
 });
 

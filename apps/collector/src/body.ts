@@ -1,6 +1,6 @@
 import type { EventError } from '@tally/schema';
 import type { FastifyInstance } from 'fastify';
-import { HttpProblem } from '@tally/http';
+import { bodyText, HttpProblem } from '@tally/http';
 
 export const JSON_TYPE = 'application/json';
 export const NDJSON_TYPE = 'application/x-ndjson';
@@ -23,20 +23,22 @@ export interface BodyLimits {
 /**
  * Replaces Fastify's parsers with the two the collector takes: a JSON array of events, or NDJSON (one event per
  * line, blank lines ignored). Anything else is 415. Bodies over MAX_BODY_BYTES are 413 before they are read in
- * full; more events than MAX_EVENTS_PER_REQUEST is 413 (NDJSON: before any line is parsed); none is 400.
+ * full; more events than MAX_EVENTS_PER_REQUEST is 413 (NDJSON: before any line is parsed); none is 400. The body is
+ * read as bytes and decoded by bodyText: UTF-8 only (400 for bytes that are not, 415 for another declared charset),
+ * a leading byte order mark dropped.
  */
 export function registerEventParsers(app: FastifyInstance<any, any, any, any, any>, limits: BodyLimits): void {
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser(JSON_TYPE, { parseAs: 'string', bodyLimit: limits.maxBodyBytes }, (_req, body, done) => {
+  app.addContentTypeParser(JSON_TYPE, { parseAs: 'buffer', bodyLimit: limits.maxBodyBytes }, (req, body, done) => {
     try {
-      done(null, parseJsonArray(body as string, limits.maxEvents));
+      done(null, parseJsonArray(bodyText(body as Buffer, req.headers['content-type']), limits.maxEvents));
     } catch (err) {
       done(err as Error, undefined);
     }
   });
-  app.addContentTypeParser(NDJSON_TYPE, { parseAs: 'string', bodyLimit: limits.maxBodyBytes }, (_req, body, done) => {
+  app.addContentTypeParser(NDJSON_TYPE, { parseAs: 'buffer', bodyLimit: limits.maxBodyBytes }, (req, body, done) => {
     try {
-      done(null, parseNdjson(body as string, limits.maxEvents));
+      done(null, parseNdjson(bodyText(body as Buffer, req.headers['content-type']), limits.maxEvents));
     } catch (err) {
       done(err as Error, undefined);
     }

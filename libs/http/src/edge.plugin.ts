@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { Transform } from 'node:stream';
 import compress from '@fastify/compress';
 import helmet from '@fastify/helmet';
 import { registerOpsRoutes, throttleLog, type ReadyCheck } from '@tally/observability';
@@ -21,7 +23,10 @@ declare module 'fastify' {
 /** Routes that answer while the app is closing: probes must see it (readyz says not ready). */
 export const OPS_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz', '/metrics']);
 
-/** Request body encodings the edge decompresses; the body limit applies to the decompressed bytes. */
+/**
+ * Request body encodings the edge decompresses, named in any case (RFC 9110 §8.4.1). The body limit applies to the
+ * decompressed bytes, and to the compressed bytes as sent (wireLimited).
+ */
 export const REQUEST_ENCODINGS = ['gzip', 'br'] as const;
 
 /** At most this many entries of an `errors` list are sent; `errorCount` says how many there were. */
@@ -88,23 +93,43 @@ export const tallyEdge = fp(
         ),
       // The plugin copies this error's own members onto the zlib error it hands on; toProblem answers the carried problem.
       onInvalidRequestPayload: (encoding: string, _req: FastifyRequest, err: Error) => {
+        // wireLimited's 413, handed to the decompressor: it stays what it is (the plugin assigns it onto itself).
+        if ((err as { problem?: unknown }).problem instanceof HttpProblem) return err;
         const detail = `the body is not valid ${encoding} data (Content-Encoding: ${encoding}): ${err.message}`;
         const problem = new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', detail, { field: 'content-encoding' });
         return Object.assign(new Error(detail), { statusCode: 400, problem });
       },
     });
 
+    // Before @fastify/compress's own preParsing (a route's hooks run after the app's): it sees the coding in lower
+    // case, and reads a compressed body through a count of the bytes sent.
+    app.addHook('preParsing', (req, reply, payload, done) => {
+      const sent = req.headers['content-encoding'];
+      if (sent === undefined) return done(null, payload);
+      const encoding = sent.trim().toLowerCase();
+      req.raw.headers['content-encoding'] = encoding;
+      if (!(REQUEST_ENCODINGS as readonly string[]).includes(encoding)) return done(null, payload);
+      const limit = req.routeOptions.bodyLimit;
+      const tooLarge = () => compressedTooLarge(limit, opts.bodyLimitName);
+      if (Number(req.headers['content-length']) > limit) {
+        reply.header('connection', 'close'); // as Fastify does for a body it will not read
+        return done(tooLarge());
+      }
+      done(null, wireLimited(req.raw, limit, tooLarge));
+    });
+
     // JSON bodies only (an app with other types replaces the parsers): text/plain is 415, not a string that fails
     // validation, and a refused body says why (Fastify's own JSON parser drops the reason).
     app.removeAllContentTypeParsers();
-    app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, raw, done) => {
       // A route that takes no body (DELETE, GET) ignores an empty one, whatever Content-Type a client library sends.
-      if (body === '' && !req.routeOptions.schema?.body) return done(null, undefined);
-      if (body === '')
-        return done(new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON body', { field: 'body' }), undefined);
+      if ((raw as Buffer).length === 0 && !req.routeOptions.schema?.body) return done(null, undefined);
       try {
-        done(null, sjson.parse(body as string, null, { protoAction: 'error', constructorAction: 'error' }));
+        const body = bodyText(raw as Buffer, req.headers['content-type']);
+        if (body === '') throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON body', { field: 'body' });
+        done(null, sjson.parse(body, null, { protoAction: 'error', constructorAction: 'error' }));
       } catch (err) {
+        if (err instanceof HttpProblem) return done(err, undefined);
         // secure-json-parse refuses `__proto__` and `constructor.prototype` keys: say so, not "not valid JSON".
         const detail = /forbidden prototype property/.test((err as Error).message)
           ? 'the body has a "__proto__" or "constructor.prototype" key, which is not accepted'
@@ -166,6 +191,87 @@ export const tallyEdge = fp(
   },
   { name: 'tally-edge', fastify: '5.x' },
 );
+
+/**
+ * The 413 for a compressed body whose bytes as sent pass the body limit: one larger than the decompressed body may
+ * be is never needed, and counting them bounds the reading of a body that decompresses to (nearly) nothing (empty
+ * gzip members), which the count of decompressed bytes never stops.
+ */
+function compressedTooLarge(limit: number, limitName: string | undefined): HttpProblem {
+  const name = limitName ? `${limitName} (${limit} bytes)` : `${limit} bytes`;
+  return new HttpProblem(
+    413,
+    'TALLY_ERR_BODY_TOO_LARGE',
+    `the compressed request body is larger than ${name}, the limit of a compressed body too: split it into smaller requests`,
+    { field: 'body', extra: { limit } },
+  );
+}
+
+/**
+ * The request's bytes as sent, passed on as they come until more than `limit` have come: then the stream fails with
+ * `tooLarge()`'s problem, which the decompressor reading it hands to the body parser (a 413). `raw` is piped, not
+ * put in a pipeline, so that the failure leaves the connection open for the answer.
+ */
+function wireLimited(raw: IncomingMessage, limit: number, tooLarge: () => HttpProblem): Transform {
+  let received = 0;
+  const counted = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      received += chunk.length;
+      if (received <= limit) return callback(null, chunk);
+      const problem = tooLarge();
+      callback(Object.assign(new Error(problem.message), { statusCode: 413, problem }));
+    },
+  });
+  raw.on('error', (err) => counted.destroy(err)); // the client went away
+  return raw.pipe(counted);
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A request body's text: UTF-8, the only charset taken (RFC 8259 §8.1), with one leading byte order mark dropped
+ * (TextDecoder does). A body that is not UTF-8 is a 400 naming its first bad byte: read as U+FFFD, bytes that differ
+ * would count as one value. A Content-Type naming another charset is a 415.
+ */
+export function bodyText(body: Uint8Array, contentType: string | undefined): string {
+  const charset = contentType?.includes(';') ? CHARSET.exec(contentType)?.[2] : undefined;
+  if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+    throw new HttpProblem(
+      415,
+      'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE',
+      `charset ${JSON.stringify(charset)} is not supported: send the body as UTF-8 (charset=utf-8, or none)`,
+      { field: 'content-type' },
+    );
+  }
+  try {
+    return UTF8.decode(body);
+  } catch {
+    const at = invalidUtf8At(body);
+    const where = at < 0 ? '' : `: byte 0x${body[at]!.toString(16).padStart(2, '0')} at offset ${at}`;
+    throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', `the body is not valid UTF-8${where}; send text as UTF-8`, { field: 'body' });
+  }
+}
+
+/** A media type's charset parameter, quoted or not. */
+const CHARSET = /;\s*charset\s*=\s*("?)([^";\s]*)\1/i;
+
+/** The offset of the first byte that does not start a well-formed UTF-8 sequence, or -1. */
+function invalidUtf8At(b: Uint8Array): number {
+  for (let i = 0; i < b.length;) {
+    const c = b[i]!;
+    const tail = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
+    if (tail < 0) return i;
+    // The second byte's range rules out overlong forms, surrogates and code points past U+10FFFF.
+    const low = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80;
+    const high = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf;
+    for (let k = 1; k <= tail; k++) {
+      const d = b[i + k];
+      if (d === undefined || d < (k === 1 ? low : 0x80) || d > (k === 1 ? high : 0xbf)) return i;
+    }
+    i += tail + 1;
+  }
+  return -1;
+}
 
 /**
  * A list of errors as an answer carries it: `errors`, cut to its first MAX_LISTED_ERRORS entries, with `errorCount`

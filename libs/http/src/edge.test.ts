@@ -1,7 +1,9 @@
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { createLogger } from '@tally/observability';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { createHttpApp, HttpProblem, problemBody, unavailable, visitorRef } from './index';
 
 async function appWithLog(opts: { logRequests?: boolean; level?: 'info' | 'debug'; metricsToken?: string } = {}) {
@@ -142,6 +144,109 @@ describe('the edge', () => {
     const text = await registry.metrics();
     expect(text).toMatch(/tally_http_request_duration_seconds_count\{route="\/healthz",method="GET",status_code="200"\} 1/);
     expect(text).toMatch(/tally_http_request_duration_seconds_count\{route="unmatched",method="GET",status_code="404"\} 1/);
+    await app.close();
+  });
+});
+
+describe('request bodies', () => {
+  const LIMIT = 4096;
+  async function bodyApp() {
+    const app = await createHttpApp({
+      log: createLogger({ name: 'edge-test', level: 'silent' }),
+      registry: new Registry(),
+      bodyLimit: LIMIT,
+      bodyLimitName: 'MAX_BODY_BYTES',
+      appName: 'test app',
+      notFoundHint: 'see /docs',
+      mediaTypes: ['application/json'],
+      isClosing: () => false,
+      ready: () => true,
+    });
+    app.post('/things', { schema: { body: z.object({ page: z.string() }) } }, async (req) => req.body);
+    return app;
+  }
+  const post = (app: Awaited<ReturnType<typeof bodyApp>>, payload: Buffer | string | Readable, headers: Record<string, string> = {}) =>
+    app.inject({ method: 'POST', url: '/things', payload, headers: { 'content-type': 'application/json', ...headers } });
+  /** `{"page":"/caf` + bytes + `"}` */
+  const withBytes = (...bytes: number[]) => Buffer.concat([Buffer.from('{"page":"/caf'), Buffer.from(bytes), Buffer.from('"}')]);
+
+  it('refuses a body that is not valid UTF-8 (400), where its bytes were read as U+FFFD', async () => {
+    const app = await bodyApp();
+    for (const bytes of [[0xe9], [0xe8], [0xff], [0xc3], [0xed, 0xa0, 0x80]]) {
+      const r = await post(app, withBytes(...bytes));
+      expect([r.statusCode, r.json().code, r.json().field]).toEqual([400, 'TALLY_ERR_MALFORMED_BODY', 'body']);
+      expect(r.json().detail).toMatch(new RegExp(`^the body is not valid UTF-8: byte 0x${bytes[0]!.toString(16)} at offset 13`));
+    }
+    const ok = await post(app, withBytes(0xc3, 0xa9));
+    expect([ok.statusCode, ok.json()]).toEqual([200, { page: '/café' }]);
+    await app.close();
+  });
+
+  it('takes UTF-8 with or without a charset, and answers another charset 415', async () => {
+    const app = await bodyApp();
+    for (const type of [
+      'application/json; charset=utf-8',
+      'application/json;charset=UTF-8',
+      'application/json; charset="utf-8"',
+      'application/json; charset=utf8',
+    ])
+      expect((await post(app, withBytes(0xc3, 0xa9), { 'content-type': type })).json()).toEqual({ page: '/café' });
+    for (const charset of ['iso-8859-1', 'ISO-8859-1', 'utf-16', 'us-ascii']) {
+      const r = await post(app, withBytes(0xe9), { 'content-type': `application/json; charset=${charset}` });
+      expect([r.statusCode, r.json().code, r.json().field]).toEqual([415, 'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE', 'content-type']);
+      expect(r.json().detail).toBe(`charset ${JSON.stringify(charset)} is not supported: send the body as UTF-8 (charset=utf-8, or none)`);
+    }
+    await app.close();
+  });
+
+  it('takes a JSON body that starts with a byte order mark', async () => {
+    const app = await bodyApp();
+    const r = await post(app, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"page":"/a"}')]));
+    expect([r.statusCode, r.json()]).toEqual([200, { page: '/a' }]);
+    await app.close();
+  });
+
+  it('takes a Content-Encoding in any case', async () => {
+    const app = await bodyApp();
+    for (const encoding of ['gzip', 'GZIP', 'Gzip'])
+      expect((await post(app, gzipSync('{"page":"/a"}'), { 'content-encoding': encoding })).json()).toEqual({ page: '/a' });
+    expect((await post(app, brotliCompressSync('{"page":"/a"}'), { 'content-encoding': 'BR' })).json()).toEqual({ page: '/a' });
+    expect((await post(app, '{"page":"/a"}', { 'content-encoding': 'Deflate' })).json()).toMatchObject({
+      status: 415,
+      code: 'TALLY_ERR_UNSUPPORTED_ENCODING',
+    });
+    await app.close();
+  });
+
+  it('counts a compressed body as sent: one over the limit is 413 before it is read in full, however little it holds', async () => {
+    const app = await bodyApp();
+    const EMPTY_MEMBER = gzipSync(Buffer.alloc(0));
+    const expectCompressedTooLarge = (r: Awaited<ReturnType<typeof post>>) => {
+      expect([r.statusCode, r.json().code, r.json().field, r.json().limit]).toEqual([413, 'TALLY_ERR_BODY_TOO_LARGE', 'body', LIMIT]);
+      expect(r.json().detail).toBe(
+        `the compressed request body is larger than MAX_BODY_BYTES (${LIMIT} bytes), the limit of a compressed body too: split it into smaller requests`,
+      );
+    };
+    // With a Content-Length: refused before any byte is read.
+    const padded = Buffer.concat([...Array(1_000).fill(EMPTY_MEMBER), gzipSync('{"page":"/a"}')]);
+    expectCompressedTooLarge(await post(app, padded, { 'content-encoding': 'gzip' }));
+    // Chunked, empty gzip members without end: refused once the limit is passed, not read to the end.
+    let sent = 0;
+    const endless = new Readable({
+      read() {
+        if (sent > 64 * 1024 * 1024) return this.push(null);
+        sent += 64 * EMPTY_MEMBER.length;
+        this.push(Buffer.concat(Array(64).fill(EMPTY_MEMBER)));
+      },
+    });
+    expectCompressedTooLarge(await post(app, endless, { 'content-encoding': 'gzip' }));
+    expect(sent).toBeLessThan(LIMIT + 256 * 1024);
+    // A body within the limit as sent that passes it once decompressed is still refused, as such.
+    const bomb = await post(app, gzipSync(`{"page":"/${'a'.repeat(LIMIT)}"}`), { 'content-encoding': 'gzip' });
+    expect([bomb.statusCode, bomb.json().detail]).toEqual([
+      413,
+      `the request body is larger than MAX_BODY_BYTES (${LIMIT} bytes) once decompressed: split it into smaller requests`,
+    ]);
     await app.close();
   });
 });
