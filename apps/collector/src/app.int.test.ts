@@ -97,12 +97,13 @@ interface PostOptions {
   key?: string | null;
   contentType?: string;
   query?: string;
-  headers?: Record<string, string>;
+  /** A header given as a list is sent once per value. */
+  headers?: Record<string, string | string[]>;
 }
 
 function post(payload: unknown, opts: PostOptions = {}, target = app) {
   const key = opts.key === undefined ? keys.ingest : opts.key;
-  const headers: Record<string, string> = { 'content-type': opts.contentType ?? 'application/json', ...opts.headers };
+  const headers: Record<string, string | string[]> = { 'content-type': opts.contentType ?? 'application/json', ...opts.headers };
   if (key !== null) headers['authorization'] = `Bearer ${key}`;
   return target.inject({
     method: 'POST',
@@ -244,6 +245,17 @@ describe('POST /v1/events', () => {
     const bad = await post([view('P1')], { headers: { 'idempotency-key': 'with space' } });
     expect(bad.statusCode).toBe(400);
     expect(bad.json().detail).toMatch(/Idempotency-Key must be 1-255 visible ASCII characters/);
+    // Two headers are one value to Node ("x1, x2"): the answer says the header came twice, and nothing is counted.
+    const twice = await post([view('P1')], { headers: { 'idempotency-key': ['x1', 'x2'] } });
+    expect([twice.statusCode, twice.json()]).toEqual([
+      400,
+      expect.objectContaining({
+        code: 'TALLY_ERR_BAD_REQUEST',
+        field: 'idempotency-key',
+        detail: 'Idempotency-Key is sent twice; send one key per request',
+      }),
+    ]);
+    expect(await waiting()).toBe(before + 2);
   });
 
   it('refuses an Idempotency-Key reused for other events with 422 naming the key, accepting nothing', async () => {

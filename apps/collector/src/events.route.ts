@@ -4,7 +4,7 @@ import { bearerAuth, HttpProblem, listedErrors, MAX_LISTED_ERRORS, PROBLEM_SCHEM
 import { eventInputSchema, type EventError, type ValidationResult } from '@tally/schema';
 import { validatorCompiler } from 'fastify-type-provider-zod';
 import type { TenantDirectory } from '@tally/tenants';
-import type { FastifySchemaCompiler } from 'fastify';
+import type { FastifyRequest, FastifySchemaCompiler } from 'fastify';
 import { z } from 'zod';
 import { REDIS_DOWN_RETRY_AFTER_SECONDS, type Backpressure } from './backpressure';
 import { JSON_TYPE, NDJSON_TYPE, type EventsBody } from './body';
@@ -89,6 +89,22 @@ const batchSchema = z
   .min(1)
   .describe('A batch of events: at least 1, at most MAX_EVENTS_PER_REQUEST (default 1000)')
   .meta({ examples: [EXAMPLE_EVENTS] });
+
+/**
+ * Two Idempotency-Key headers name no one batch: 400 saying so. (Node joins them into one value, "x1, x2", which the
+ * header's schema refused for its space, as if one key were malformed.)
+ */
+function idempotencyKeyOnce(req: FastifyRequest): void {
+  const raw = req.raw.rawHeaders;
+  let sent = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'idempotency-key') sent++;
+  if (sent > 1) {
+    const times = sent === 2 ? 'twice' : `${sent} times`;
+    throw new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `Idempotency-Key is sent ${times}; send one key per request`, {
+      field: 'idempotency-key',
+    });
+  }
+}
 
 /**
  * The body is parsed by the JSON/NDJSON parsers (body.ts) and checked event by event by the intake, so that
@@ -198,9 +214,10 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
     {
       schema: eventsRouteSchema,
       validatorCompiler: validateAllButBody,
-      // Before the body is read: who is calling, and can the queue take more.
+      // Before the body is read: who is calling, one key per request, and can the queue take more.
       onRequest: async (req) => {
         await auth(req);
+        idempotencyKeyOnce(req);
         deps.backpressure.admit();
       },
     },

@@ -102,6 +102,12 @@ describe('the operator routes', () => {
     expect(second.stores.map((s: { store: string }) => s.store)).toEqual(['SHOP_NEW']);
     expect(expectProblem(await op('GET', '/v1/operator/stores?limit=0'), 400, 'limit').detail).toMatch(/at least 1/);
     expect(expectProblem(await op('GET', '/v1/operator/stores?limit=1001'), 400, 'limit').detail).toMatch(/at most 1000/);
+    expect(expectProblem(await op('GET', '/v1/operator/stores?limit=1e3'), 400, 'limit').detail).toBe(
+      'limit: must be a whole number from 1 to 1000, in decimal digits, got "1e3"',
+    );
+    expect(expectProblem(await op('GET', '/v1/operator/stores?limit=99999999999999999999'), 400, 'limit').detail).toBe(
+      'limit: must be at most 1000, got "99999999999999999999"',
+    );
     expect((await op('GET', '/v1/operator/stores/SHOP_A')).json()).toMatchObject({ store: 'SHOP_A', timeZone: 'Europe/Berlin' });
   });
 

@@ -1,4 +1,4 @@
-import { bearerAuth, createHttpApp, badRequest, registerStoreRateLimit, type TallyHttpApp } from '@tally/http';
+import { bearerAuth, createHttpApp, badRequest, HttpProblem, registerStoreRateLimit, type TallyHttpApp } from '@tally/http';
 import { QueryError } from '@tally/query';
 import type { FastifyError, FastifyRequest } from 'fastify';
 import { operatorRoutes, storeAdminRoutes, tenantProblem } from './admin.route';
@@ -32,8 +32,8 @@ export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
     logRequests: true,
     isClosing: deps.isClosing ?? (() => false),
     ready: deps.ready,
-    mapError: (err: FastifyError) =>
-      err instanceof QueryError ? badRequest(err.field, err.message) : (tenantProblem(err) ?? backendProblem(err)),
+    mapError: (err: FastifyError, req) =>
+      err instanceof QueryError ? badRequest(err.field, err.message) : (tenantProblem(err) ?? backendProblem(err) ?? noSuchFile(err, req)),
     notFound: (req, reply) => {
       const path = req.url.split('?')[0]!;
       const wantsPage = req.method === 'GET' && /text\/html/.test(req.headers.accept ?? '') && !/^\/(v1|docs)(\/|$)/.test(path);
@@ -74,10 +74,26 @@ export async function buildApp(deps: QueryApiDeps): Promise<QueryApiApp> {
 }
 
 /**
+ * A path the dashboard's static files refuse to look up (`..`, `.` or empty segments such as `//etc/passwd`, a NUL as in
+ * `/index.html%00.js`): @fastify/static and @fastify/send throw 403 "Forbidden" (or 400), which the edge would answer
+ * with the code of a 400 and a detail that says nothing. No file is served there: 404, as for a file that is not there.
+ */
+function noSuchFile(err: FastifyError, req: FastifyRequest): HttpProblem | undefined {
+  if (err instanceof HttpProblem) return undefined;
+  const refused =
+    err.code === 'FST_STATIC_FORBIDDEN_PATH' || (req.routeOptions.url === '/*' && (err.statusCode === 400 || err.statusCode === 403));
+  return refused ? new HttpProblem(404, 'TALLY_ERR_NOT_FOUND', `no such file: ${req.url.split('?')[0]}`) : undefined;
+}
+
+/**
  * The store of every answer comes from the key only. A `store` query parameter naming any other store answers
- * 404, the same whether or not that store exists: nothing about other tenants leaks.
+ * 404, the same whether or not that store exists: nothing about other tenants leaks. One given twice, or empty, names
+ * no store: 400 (this hook runs before the routes' schemas).
  */
 async function ownStoreOnly(req: FastifyRequest): Promise<void> {
   const asked = (req.query as Record<string, unknown> | undefined)?.['store'];
+  if (Array.isArray(asked))
+    throw badRequest('store', `store: is given ${asked.length === 2 ? 'twice' : `${asked.length} times`}; give it once`);
+  if (asked === '') throw badRequest('store', 'store: is empty; name the store of the API key, or leave store out');
   if (asked !== undefined && asked !== req.principal!.store) throw notOwnStore(asked, 'store');
 }

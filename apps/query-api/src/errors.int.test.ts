@@ -61,6 +61,11 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/series?entity=product', 'entity', /needs an id: entity=product:<id>/],
     ['/v1/series?entity=product:P%23x', 'entity', /id "P#x" of entity product/],
     ['/v1/series?entity=constructor:x', 'entity', /unknown entity "constructor"/],
+    // Naming no store is bad input, not another store's 404.
+    ['/v1/series?entity=store:', 'entity', /^entity=store: \(an empty id\) names no store; entity=store reads the store of the API key$/],
+    ['/v1/series?store=SHOP_A&store=SHOP_A', 'store', /^store: is given twice; give it once$/],
+    ['/v1/top?entity=product&metric=ViewCount&store=SHOP_A&store=SHOP_B&store=SHOP_A', 'store', /^store: is given 3 times; give it once$/],
+    ['/v1/series?store=', 'store', /^store: is empty; name the store of the API key, or leave store out$/],
     ['/v1/series?metric=ViewCount', 'metric', /unknown parameter "metric"; known: entity, metrics, range, from, to, store, granularity$/],
     ['/v1/series?entity=visitor&id=V1', 'id', /unknown parameter "id"; known: entity, .*; the id goes in entity: entity=visitor:V1$/],
     ['/v1/series?ids=P1', 'ids', /; the id goes in entity: entity=<entity>:P1$/],
@@ -141,8 +146,26 @@ describe('bad input: 400 naming the field', () => {
     const detail = async (url: string) => (await get(url)).body.detail;
     expect(await detail('/v1/top?entity=product&metric=ViewCount&limit=0')).toBe('limit: must be at least 1, got "0"');
     expect(await detail('/v1/top?entity=product&metric=ViewCount&limit=500')).toBe('limit: must be at most 100, got "500"');
-    expect(await detail('/v1/top?entity=product&metric=ViewCount&limit=1.5')).toBe('limit: must be a whole number, got "1.5"');
-    expect(await detail('/v1/top?entity=product&metric=ViewCount&limit=ten')).toBe('limit: must be a number, got "ten"');
+    // Decimal digits only, and the bound named is the parameter's, however many digits were sent.
+    const top = '/v1/top?entity=product&metric=ViewCount&limit=';
+    expect(await detail(`${top}9999999999999999999999`)).toBe('limit: must be at most 100, got "9999999999999999999999"');
+    expect(await detail(`${top}1${'0'.repeat(400)}`)).toBe(`limit: must be at most 100, got "1${'0'.repeat(35)}...`);
+    for (const [sent, shown] of [
+      ['1.5', '1.5'],
+      ['ten', 'ten'],
+      ['0x10', '0x10'],
+      ['1e1', '1e1'],
+      ['%205', ' 5'],
+      ['5%20', '5 '],
+      ['-5', '-5'],
+      ['', ''],
+    ])
+      expect(await detail(`${top}${sent}`), sent).toBe(`limit: must be a whole number from 1 to 100, in decimal digits, got "${shown}"`);
+    expect(await detail(`${top}1.${'5'.repeat(60)}`)).toBe(
+      `limit: must be a whole number from 1 to 100, in decimal digits, got "1.${'5'.repeat(34)}...`,
+    );
+    expect(await detail(`${top}5&limit=5`)).toBe('limit: is given twice; give it once');
+    expect((await get(`${top}007`)).body.items).toEqual([expect.objectContaining({ id: 'P1' })]);
     const body = async (payload: unknown) => (await evaluate(payload)).body.detail;
     expect(await body({ visitor: 'V1', segments: [] })).toBe('segments: must have at least 1 item, got 0');
     expect(await body({ visitor: 'V1', segments: [{ name: '', rules: [rule] }] })).toBe(

@@ -1,5 +1,6 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { segmentsBodySchema, seriesResponseSchema } from '@tally/contracts';
@@ -131,6 +132,32 @@ describe('dashboard at /', () => {
     // The API keeps working beside the static files.
     const store = await app.inject({ method: 'GET', url: '/v1/store', headers: bearer(key) });
     expect(store.json()).toMatchObject({ store: 'SHOP_H' });
+  });
+  it('answers a path the static files refuse to look up 404 "no such file", never a file outside the dashboard', async () => {
+    const app = await f.app({ dashboardDir: dist });
+    const notFound = (path: string) => ({
+      status: 404,
+      body: { type: 'about:blank', title: 'Not Found', status: 404, code: 'TALLY_ERR_NOT_FOUND', detail: `no such file: ${path}` },
+    });
+    for (const url of ['//etc/passwd', '/index.html%00.js', '/assets/%5c..%5capp.js', '/assets//app.js', '//assets/app.js']) {
+      const res = await app.inject({ method: 'GET', url });
+      expect({ status: res.statusCode, body: res.json() }, url).toEqual(notFound(url));
+    }
+    // inject resolves dot segments; a raw request keeps them.
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as AddressInfo;
+    const raw = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      const client = connect(port, '127.0.0.1', () =>
+        client.write('GET /assets/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+      );
+      client.on('data', (d: Buffer) => (out += d.toString('utf8')));
+      client.on('error', reject);
+      client.on('close', () => resolve(out));
+    });
+    const [head, body] = raw.split('\r\n\r\n');
+    expect(head!.split('\r\n')[0]).toBe('HTTP/1.1 404 Not Found');
+    expect(JSON.parse(body!)).toEqual(notFound('/assets/../../etc/passwd').body);
   });
 });
 

@@ -48,6 +48,7 @@ describe('entities and ids', () => {
     expect(parseEntity(rules, 'S1', 'store:S1')).toEqual({ entity: 'store', id: 'S1', pk: 'S1' });
     expect(parseEntity(rules, 'S1', 'product:P:1')).toEqual({ entity: 'product', id: 'P:1', pk: 'S1#product#P:1' });
     expect(fieldOf(() => parseEntity(rules, 'S1', 'store:S2'))).toBe('404 entity');
+    expect(fieldOf(() => parseEntity(rules, 'S1', 'store:'))).toBe('400 entity');
     expect(fieldOf(() => parseEntity(rules, 'S1', 'product:P#1'))).toBe('400 entity');
     expect(fieldOf(() => parseEntity(rules, 'S1', 'toString'))).toBe('400 entity');
     expect(parseEntityIds(rules, 'S1', 'product', ['P1,P2', 'P1', ' P3 '], 3).map((r) => r.pk)).toEqual([

@@ -47,6 +47,8 @@ export function parseEntity(rules: CompiledRules, store: string, raw: string): E
   const { name: entity, spec, isStore } = entityOf(rules, name, 'entity');
   const id = colon < 0 ? undefined : idOfRequest(rules, entity, raw.slice(colon + 1));
   if (isStore) {
+    // `store:` names no store, another tenant's or not: 400, as `product:` is.
+    if (id === '') throw badRequest('entity', 'entity=store: (an empty id) names no store; entity=store reads the store of the API key');
     if (id !== undefined && id !== store) throw notOwnStore(id, 'entity');
     return { entity, id: store, pk: store };
   }

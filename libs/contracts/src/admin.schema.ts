@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bodyErrorResponses, isoSchema, problemSchema as errorSchema } from './common.schema';
+import { bodyErrorResponses, intQueryParam, isoSchema, problemSchema as errorSchema } from './common.schema';
 
 // The admin API: a store's own administration with an `admin`-scope key (/v1/admin/…, DELETE /v1/visitors/{id}),
 // and the operator's (/v1/operator/…) with the operator credential of the configuration (ADMIN_OPERATOR_TOKEN).
@@ -226,13 +226,9 @@ const MAX_STORES_PAGE = 1_000;
 
 const storeListQuerySchema = z
   .object({
-    limit: z.coerce
-      .number()
-      .int()
-      .min(1)
-      .max(MAX_STORES_PAGE)
-      .default(MAX_STORES_PAGE)
-      .describe(`Stores per page, 1-${MAX_STORES_PAGE} (default ${MAX_STORES_PAGE})`),
+    limit: intQueryParam(1, MAX_STORES_PAGE, MAX_STORES_PAGE).describe(
+      `Stores per page, 1-${MAX_STORES_PAGE} (default ${MAX_STORES_PAGE})`,
+    ),
     after: z.string().min(1).max(128).optional().describe('The next of the page before: the stores after this store id'),
   })
   .strict();

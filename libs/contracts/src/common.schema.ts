@@ -109,6 +109,39 @@ export const metricsParam = z
     'Comma-separated metric names, at most 50 different ones; keyed metrics with their key, e.g. ViewCount,Revenue,ProductViews#P1,UniqueVisitors',
   );
 
+/**
+ * A whole-number query parameter from `min` to `max` (at most 2^53 - 1), in decimal digits only: `0x10`, `1e1`, ` 5`
+ * and `1.5` are refused (z.coerce.number took the first three), a value past `max` names `max` however many digits
+ * it has, and one given twice says so. Absent: `fallback`.
+ */
+export function intQueryParam(min: number, max: number, fallback: number) {
+  const range = `a whole number from ${min} to ${max}, in decimal digits`;
+  const int = z.number().int().min(min).max(max);
+  return z.preprocess((value, ctx) => {
+    if (Array.isArray(value)) {
+      ctx.addIssue({
+        code: 'custom',
+        input: value,
+        message: `is given ${value.length === 2 ? 'twice' : `${value.length} times`}; give it once`,
+      });
+    } else if (typeof value === 'string' && !/^[0-9]+$/.test(value)) {
+      // Cut as the edge of the apps (libs/http) shows a value: its first 37 characters, quoted, then "...".
+      const quoted = JSON.stringify(value);
+      ctx.addIssue({
+        code: 'custom',
+        input: value,
+        message: `must be ${range}, got ${quoted.length > 40 ? `${quoted.slice(0, 37)}...` : quoted}`,
+      });
+    } else if (typeof value === 'string') {
+      const n = Number(value);
+      // Past 2^53 the number's own bound (int()) would come first: "at most 9007199254740991".
+      if (n <= max) return n;
+      ctx.addIssue({ code: 'too_big', origin: 'number', maximum: max, inclusive: true, input: value, message: `must be at most ${max}` });
+    }
+    return value;
+  }, int.default(fallback));
+}
+
 /** A point in time, ISO-8601. */
 export const isoSchema = z.string().describe('ISO-8601 instant');
 

@@ -1,5 +1,14 @@
 import { z } from 'zod';
-import { errorResponses, isoSchema, problemSchema, RANGE_NAMES, rangeParam, rangeParams, valueSchema } from './common.schema';
+import {
+  errorResponses,
+  intQueryParam,
+  isoSchema,
+  problemSchema,
+  RANGE_NAMES,
+  rangeParam,
+  rangeParams,
+  valueSchema,
+} from './common.schema';
 
 /** Longest range a top list covers: the daily rankings are read day by day. */
 export const MAX_TOP_DAYS = 92;
@@ -24,7 +33,7 @@ export const topQuerySchema = z
       `A named range (default last30d), or from/to instead, covering at most ${MAX_TOP_DAYS} days and starting at most ${TOP_MAX_AGE_DAYS} days before today in the store's time zone (by default: TOP_HISTORY_DAYS - 2): allTime and last12m are always 400, thisYear once it passes ${MAX_TOP_DAYS} days, an older from is 400 naming from, and so is a range whose daily rankings hold more than TOP_MAX_MEMBERS ids in all (${TOP_MAX_MEMBERS_DEFAULT.toLocaleString('en-US')} by default)`,
     ),
     ...rangeParams,
-    limit: z.coerce.number().int().min(1).max(MAX_TOP_LIMIT).default(10).describe(`Items to return, 1-${MAX_TOP_LIMIT} (default 10)`),
+    limit: intQueryParam(1, MAX_TOP_LIMIT, 10).describe(`Items to return, 1-${MAX_TOP_LIMIT} (default 10)`),
   })
   .strict();
 

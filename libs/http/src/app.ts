@@ -1,9 +1,13 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { fastify, LogController, type FastifyInstance, type RawServerDefault } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import { sendProblem, tallyEdge, type EdgeOptions } from './edge.plugin';
-import { HttpProblem } from './problem';
+import { HttpProblem, problemBody, PROBLEM_TYPE } from './problem';
+
+/** A client that trickles a request (its headers and body) this long is cut off with a 408. */
+const REQUEST_TIMEOUT_MS = 30_000;
 
 export type TallyHttpApp = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger, ZodTypeProvider>;
 
@@ -22,17 +26,69 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<TallyHttpApp>
     loggerInstance: opts.log,
     logController: new LogController({ disableRequestLogging: true }),
     ...(opts.bodyLimit !== undefined ? { bodyLimit: opts.bodyLimit } : {}),
-    // A client that trickles a body this long is cut off.
-    requestTimeout: 30_000,
+    requestTimeout: REQUEST_TIMEOUT_MS,
     // Ids are up to 128 characters (a path value base64url-encoded, up to 171): Fastify's default of 100 refused a
     // long one with a 400 before its route could check it.
     routerOptions: { maxParamLength: 512 },
     return503OnClosing: true,
     // Errors of the router itself (a URL whose percent-encoding is broken), before any hook: a problem like the rest.
     frameworkErrors: (err, _req, reply) => sendProblem(reply, new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', err.message, { field: 'url' })),
+    // Errors of Node's HTTP parser, before there is a request: problems too, not Fastify's own JSON.
+    clientErrorHandler,
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   await app.register(tallyEdge, opts);
   return app;
+}
+
+/** Node's error for a request the HTTP parser refused (llhttp's `HPE_*` code and reason) or one not received in time. */
+type ClientError = Error & { code?: string; reason?: string };
+
+/**
+ * What Node's HTTP parser refused, as a problem: a request line and headers over `maxHeaderSize` (a long URL or
+ * Idempotency-Key) is 431, a request not received in full within REQUEST_TIMEOUT_MS 408, anything else (a raw space or
+ * non-ASCII character in the URL, a malformed header) 400 with the parser's reason.
+ */
+function clientErrorProblem(err: ClientError): HttpProblem {
+  switch (err.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return new HttpProblem(
+        431,
+        'TALLY_ERR_HEADERS_TOO_LARGE',
+        `the request line and headers are larger than ${maxHeaderSize} bytes in all: shorten the URL or the headers`,
+        { field: 'headers' },
+      );
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return new HttpProblem(408, 'TALLY_ERR_REQUEST_TIMEOUT', `the request did not arrive in full within ${REQUEST_TIMEOUT_MS / 1_000} s`);
+    case 'HPE_INVALID_URL':
+      return new HttpProblem(
+        400,
+        'TALLY_ERR_BAD_REQUEST',
+        `the URL is not valid (${err.reason ?? err.message}): percent-encode every character that is not visible ASCII, e.g. ２ as %EF%BC%92`,
+        { field: 'url' },
+      );
+    default:
+      return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `the request is not valid HTTP/1.1 (${err.reason ?? err.code ?? err.message})`);
+  }
+}
+
+/**
+ * Fastify's `clientErrorHandler`: answers what the HTTP parser refused (see {@link clientErrorProblem}) as a problem
+ * written on the raw socket, which is then closed. Only when no answer has begun on the connection (Node's own rule): a
+ * keep-alive connection's answer in flight is never cut into.
+ */
+function clientErrorHandler(this: FastifyInstance, err: ClientError, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const problem = clientErrorProblem(err);
+  this.log.debug({ code: problem.code, status: problem.statusCode, parserCode: err.code }, problem.message);
+  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (socket.writable && !inFlight?.headersSent) {
+    const body = JSON.stringify(problemBody(problem));
+    socket.write(
+      `HTTP/1.1 ${problem.statusCode} ${STATUS_CODES[problem.statusCode]}\r\n` +
+        `Content-Type: ${PROBLEM_TYPE}; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
 }
