@@ -66,6 +66,11 @@ describe('bad input: 400 naming the field', () => {
     ['/v1/series?store=SHOP_A&store=SHOP_A', 'store', /^store: is given twice; give it once$/],
     ['/v1/top?entity=product&metric=ViewCount&store=SHOP_A&store=SHOP_B&store=SHOP_A', 'store', /^store: is given 3 times; give it once$/],
     ['/v1/series?store=', 'store', /^store: is empty; name the store of the API key, or leave store out$/],
+    // Any parameter taking one value, given more than once: said so, not "must be a string, got an array".
+    ['/v1/series?entity=store&entity=store', 'entity', /^entity: is given twice; give it once$/],
+    ['/v1/series?range=today&range=today', 'range', /^range: is given twice; give it once$/],
+    ['/v1/series?granularity=day&granularity=day&granularity=month', 'granularity', /^granularity: is given 3 times; give it once$/],
+    ['/v1/totals?entity=product&ids=P1&from=2024-03-01&from=2024-03-01&to=2024-03-02', 'from', /^from: is given twice; give it once$/],
     ['/v1/series?metric=ViewCount', 'metric', /unknown parameter "metric"; known: entity, metrics, range, from, to, store, granularity$/],
     ['/v1/series?entity=visitor&id=V1', 'id', /unknown parameter "id"; known: entity, .*; the id goes in entity: entity=visitor:V1$/],
     ['/v1/series?ids=P1', 'ids', /; the id goes in entity: entity=<entity>:P1$/],

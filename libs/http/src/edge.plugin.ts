@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { Transform } from 'node:stream';
 import compress from '@fastify/compress';
 import helmet from '@fastify/helmet';
@@ -11,7 +11,7 @@ import type { Registry } from 'prom-client';
 import sjson from 'secure-json-parse';
 import { unauthorized } from './auth';
 import { createHttpDurationHistogram } from './http-metrics';
-import { HttpProblem, problemBody, PROBLEM_TYPE } from './problem';
+import { HttpProblem, problemBody, PROBLEM_TYPE, type ProblemCode } from './problem';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -331,10 +331,16 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
     // A member left out is "is required", not zod's "Invalid input: expected string, received undefined".
     const given = path.reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], req[where]);
     const missing = issue.keyword === 'invalid_type' && path.length > 0 && given === undefined;
+    // A query parameter given twice where one value is expected says so (as intQueryParam does), not "got an array".
+    const repeated =
+      where === 'query' &&
+      Array.isArray(given) &&
+      (issue.keyword === 'invalid_value' || (issue.keyword === 'invalid_type' && (issue.params as IssueParams).expected !== 'array'));
     // A value outside an enum names the value given and the ones known, as an unknown parameter does.
     const values = (issue.params as { values?: unknown[] }).values;
-    const detail =
-      issue.keyword === 'invalid_value' && values?.length
+    const detail = repeated
+      ? `is given ${given.length === 2 ? 'twice' : `${given.length} times`}; give it once`
+      : issue.keyword === 'invalid_value' && values?.length
         ? given === undefined
           ? `is required, one of: ${values.join(', ')}`
           : typeof given === 'string'
@@ -367,10 +373,27 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
     }
   }
   if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
-    return new HttpProblem(err.statusCode, 'TALLY_ERR_BAD_REQUEST', err.message);
+    // With its headers, as Fastify's own error handler sends them (a 416's Content-Range), and the code of its status.
+    const headers = (err as { headers?: Record<string, string> }).headers ?? {};
+    const code = CODE_OF_STATUS[err.statusCode] ?? 'TALLY_ERR_BAD_REQUEST';
+    return new HttpProblem(err.statusCode, code, err.message || STATUS_CODES[err.statusCode] || 'Error', { headers });
   }
   return new HttpProblem(500, 'TALLY_ERR_INTERNAL', `internal error; see the ${opts.appName} log`);
 }
+
+/** The code of a 4xx the edge does not map itself, where its status has one; any other is TALLY_ERR_BAD_REQUEST. */
+const CODE_OF_STATUS: Partial<Record<number, ProblemCode>> = {
+  401: 'TALLY_ERR_UNAUTHORIZED',
+  403: 'TALLY_ERR_FORBIDDEN',
+  404: 'TALLY_ERR_NOT_FOUND',
+  405: 'TALLY_ERR_METHOD_NOT_ALLOWED',
+  408: 'TALLY_ERR_REQUEST_TIMEOUT',
+  409: 'TALLY_ERR_CONFLICT',
+  413: 'TALLY_ERR_BODY_TOO_LARGE',
+  415: 'TALLY_ERR_UNSUPPORTED_MEDIA_TYPE',
+  429: 'TALLY_ERR_RATE_LIMITED',
+  431: 'TALLY_ERR_HEADERS_TOO_LARGE',
+};
 
 interface IssueParams {
   origin?: string;

@@ -1,5 +1,9 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
+import fastifyStatic from '@fastify/static';
 import { createLogger } from '@tally/observability';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
@@ -120,6 +124,50 @@ describe('the edge', () => {
     const bad = await app.inject({ method: 'GET', url: '/v1/things/%E0%A4%A' });
     expect([bad.statusCode, bad.headers['content-type']]).toEqual([400, 'application/problem+json; charset=utf-8']);
     expect(bad.json()).toMatchObject({ status: 400, code: 'TALLY_ERR_BAD_REQUEST', field: 'url' });
+    await app.close();
+  });
+
+  it('answers another 4xx with the code of its status, where there is one, and its headers (a 416 its Content-Range)', async () => {
+    const { app } = await appWithLog();
+    const dir = mkdtempSync(join(tmpdir(), 'tally-edge-'));
+    writeFileSync(join(dir, 'a.txt'), '0123456789');
+    await app.register(fastifyStatic, { root: dir, prefix: '/files/' });
+    app.get('/conflict', async () => {
+      throw Object.assign(new Error('the thing changed meanwhile'), { statusCode: 409 });
+    });
+    app.get('/teapot', async () => {
+      throw Object.assign(new Error("I'm a Teapot"), { statusCode: 418 });
+    });
+    const answer = async (url: string, headers: Record<string, string> = {}) => {
+      const r = await app.inject({ method: 'GET', url, headers });
+      return { ...r.json(), contentRange: r.headers['content-range'] };
+    };
+    expect(await answer('/files/a.txt', { range: 'bytes=999999-' })).toEqual({
+      type: 'about:blank',
+      title: 'Range Not Satisfiable',
+      status: 416,
+      code: 'TALLY_ERR_BAD_REQUEST',
+      detail: 'Range Not Satisfiable',
+      contentRange: 'bytes */10',
+    });
+    expect(await answer('/files/a.txt?v=1', { 'if-match': '"x"' })).toMatchObject({ status: 412, code: 'TALLY_ERR_BAD_REQUEST' });
+    expect(await answer('/conflict')).toMatchObject({ status: 409, code: 'TALLY_ERR_CONFLICT', detail: 'the thing changed meanwhile' });
+    // No code of its own: TALLY_ERR_BAD_REQUEST.
+    expect(await answer('/teapot')).toMatchObject({ status: 418, code: 'TALLY_ERR_BAD_REQUEST', detail: "I'm a Teapot" });
+    await app.close();
+    rmSync(dir, { recursive: true });
+  });
+
+  it('answers a query parameter given twice where one is expected "is given twice", a body array "must be a string"', async () => {
+    const { app } = await appWithLog();
+    const schema = { querystring: z.object({ q: z.string().optional(), kind: z.enum(['a', 'b']).optional() }) };
+    app.get('/search', { schema }, async () => ({}));
+    app.post('/things', { schema: { body: z.object({ q: z.string() }) } }, async () => ({}));
+    const detail = async (url: string) => (await app.inject({ method: 'GET', url })).json().detail;
+    expect(await detail('/search?q=x&q=x')).toBe('q: is given twice; give it once');
+    expect(await detail('/search?kind=a&kind=b&kind=a')).toBe('kind: is given 3 times; give it once');
+    const body = await app.inject({ method: 'POST', url: '/things', payload: { q: ['x', 'x'] } });
+    expect(body.json()).toMatchObject({ status: 400, field: 'q', detail: 'q: must be a string, got an array' });
     await app.close();
   });
 
