@@ -370,7 +370,8 @@ export const sealProcessor = (sealer: SealDeps) => {
     }
     const started = performance.now();
     // The time the job scheduler planned this tick for (added at `timestamp`, `delay` before it was due).
-    const r = await sealTick(deps, parsed.data.shard, job.timestamp + (job.opts.delay ?? 0));
+    const dueAt = typeof job.timestamp === 'number' ? job.timestamp + (job.opts?.delay ?? 0) : undefined;
+    const r = await sealTick(deps, parsed.data.shard, dueAt);
     deps.metrics.sealTickSeconds.observe((performance.now() - started) / 1000);
     return r;
   };
