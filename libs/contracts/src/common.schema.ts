@@ -112,19 +112,14 @@ export const metricsParam = z
 /**
  * A whole-number query parameter from `min` to `max` (at most 2^53 - 1), in decimal digits only: `0x10`, `1e1`, ` 5`
  * and `1.5` are refused (z.coerce.number took the first three), a value past `max` names `max` however many digits
- * it has, and one given twice says so. Absent: `fallback`.
+ * it has (one given twice: the edge says so). Absent: `fallback`.
  */
 export function intQueryParam(min: number, max: number, fallback: number) {
   const range = `a whole number from ${min} to ${max}, in decimal digits`;
   const int = z.number().int().min(min).max(max);
   return z.preprocess((value, ctx) => {
-    if (Array.isArray(value)) {
-      ctx.addIssue({
-        code: 'custom',
-        input: value,
-        message: `is given ${value.length === 2 ? 'twice' : `${value.length} times`}; give it once`,
-      });
-    } else if (typeof value === 'string' && !/^[0-9]+$/.test(value)) {
+    // Given twice (an array): left to the number check, which the edge answers "is given twice; give it once".
+    if (typeof value === 'string' && !/^[0-9]+$/.test(value)) {
       // Cut as the edge of the apps (libs/http) shows a value: its first 37 characters, quoted, then "...".
       const quoted = JSON.stringify(value);
       ctx.addIssue({

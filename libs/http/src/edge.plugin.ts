@@ -331,7 +331,7 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
     // A member left out is "is required", not zod's "Invalid input: expected string, received undefined".
     const given = path.reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], req[where]);
     const missing = issue.keyword === 'invalid_type' && path.length > 0 && given === undefined;
-    // A query parameter given twice where one value is expected says so (as intQueryParam does), not "got an array".
+    // A query parameter given twice where one value is expected says so (intQueryParam's too), not "got an array".
     const repeated =
       where === 'query' &&
       Array.isArray(given) &&
