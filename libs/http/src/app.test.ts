@@ -4,10 +4,10 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createHttpApp } from './index';
 
-const testApp = () =>
+const testApp = (registry = new Registry()) =>
   createHttpApp({
     log: createLogger({ name: 'app-test', level: 'silent' }),
-    registry: new Registry(),
+    registry,
     appName: 'test app',
     notFoundHint: 'see /docs',
     mediaTypes: ['application/json'],
@@ -17,7 +17,8 @@ const testApp = () =>
 
 describe('createHttpApp', () => {
   it("answers what the HTTP parser refuses as a problem on the socket, not Fastify's JSON: 431, 400, 408", async () => {
-    const app = await testApp();
+    const registry = new Registry();
+    const app = await testApp(registry);
     app.get('/ok', async () => ({ ok: true }));
     await app.listen({ port: 0, host: '127.0.0.1' });
     const { port } = app.server.address() as AddressInfo;
@@ -77,6 +78,9 @@ describe('createHttpApp', () => {
     );
     // A request that is well formed is answered as before on a new connection.
     expect((await fetch(`http://127.0.0.1:${port}/ok`)).status).toBe(200);
+    // Counted, as the duration histogram (which has no route for them) cannot.
+    const unparsed = (await registry.getSingleMetric('tally_http_unparsed_requests_total')!.get()).values;
+    expect(Object.fromEntries(unparsed.map((v) => [v.labels.status_code, v.value]))).toEqual({ 400: 2, 408: 1, 431: 2 });
     await app.close();
   });
 });

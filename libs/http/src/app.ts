@@ -3,7 +3,9 @@ import type { Socket } from 'node:net';
 import { fastify, LogController, type FastifyInstance, type RawServerDefault } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
+import type { Counter } from 'prom-client';
 import { sendProblem, tallyEdge, type EdgeOptions } from './edge.plugin';
+import { createUnparsedCounter } from './http-metrics';
 import { HttpProblem, problemBody, PROBLEM_TYPE } from './problem';
 
 /** A client that trickles a request (its headers and body) this long is cut off with a 408. */
@@ -34,7 +36,7 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<TallyHttpApp>
     // Errors of the router itself (a URL whose percent-encoding is broken), before any hook: a problem like the rest.
     frameworkErrors: (err, _req, reply) => sendProblem(reply, new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', err.message, { field: 'url' })),
     // Errors of Node's HTTP parser, before there is a request: problems too, not Fastify's own JSON.
-    clientErrorHandler,
+    clientErrorHandler: clientErrorHandler(createUnparsedCounter(opts.registry), opts.logRequests === true),
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -76,19 +78,23 @@ function clientErrorProblem(err: ClientError): HttpProblem {
 /**
  * Fastify's `clientErrorHandler`: answers what the HTTP parser refused (see {@link clientErrorProblem}) as a problem
  * written on the raw socket, which is then closed. Only when no answer has begun on the connection (Node's own rule): a
- * keep-alive connection's answer in flight is never cut into.
+ * keep-alive connection's answer in flight is never cut into. Counted in `unparsed`; logged as the edge logs an error
+ * answer (at info when the app logs requests).
  */
-function clientErrorHandler(this: FastifyInstance, err: ClientError, socket: Socket): void {
-  if (err.code === 'ECONNRESET' || socket.destroyed) return;
-  const problem = clientErrorProblem(err);
-  this.log.debug({ code: problem.code, status: problem.statusCode, parserCode: err.code }, problem.message);
-  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-  if (socket.writable && !inFlight?.headersSent) {
-    const body = JSON.stringify(problemBody(problem));
-    socket.write(
-      `HTTP/1.1 ${problem.statusCode} ${STATUS_CODES[problem.statusCode]}\r\n` +
-        `Content-Type: ${PROBLEM_TYPE}; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
-  }
-  socket.destroy(err);
+function clientErrorHandler(unparsed: Counter<'status_code'>, logRequests: boolean) {
+  return function (this: FastifyInstance, err: ClientError, socket: Socket): void {
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    const problem = clientErrorProblem(err);
+    unparsed.inc({ status_code: String(problem.statusCode) });
+    this.log[logRequests ? 'info' : 'debug']({ code: problem.code, statusCode: problem.statusCode, parserCode: err.code }, problem.message);
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (socket.writable && !inFlight?.headersSent) {
+      const body = JSON.stringify(problemBody(problem));
+      socket.write(
+        `HTTP/1.1 ${problem.statusCode} ${STATUS_CODES[problem.statusCode]}\r\n` +
+          `Content-Type: ${PROBLEM_TYPE}; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    }
+    socket.destroy(err);
+  };
 }
