@@ -406,6 +406,12 @@ describe('createIntake: receivedAt and timeZone are checked before anything is e
         expect(err, timeZone).toBeInstanceOf(InvalidArgumentError);
         expect(err).toMatchObject({ field: 'timeZone', message: expect.stringContaining('is not an IANA time zone name') });
       }
+      // As a store's setting: an offset that is not whole quarter hours is refused, saying so.
+      const err = await intake.enqueue('S1', oneView(), { timeZone: '+05:37' }).catch((e: unknown) => e);
+      expect(err).toMatchObject({
+        field: 'timeZone',
+        message: expect.stringContaining('is a UTC offset that is not a whole number of quarter hours'),
+      });
     }
     expect(q.calls).toEqual([]);
     await expect(agree.enqueue('S1', oneView(), { timeZone: 'Asia/Kathmandu' })).resolves.toMatchObject({ accepted: 1 });

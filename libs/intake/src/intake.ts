@@ -1,5 +1,5 @@
 import { hash, randomBytes } from 'node:crypto';
-import { isValidTimeZone, STORE_ID_PATTERN, keptForWindow } from '@tally/key-layout';
+import { keptForWindow, STORE_ID_PATTERN, timeZoneProblem } from '@tally/key-layout';
 import {
   jobIdFor,
   MAX_EVENTS_PER_JOB,
@@ -318,12 +318,10 @@ export function createIntake(opts: IntakeOptions): Intake {
     const idempotencyKey = given ?? `auto-${randomBytes(16).toString('base64url')}`;
     const batchId = batchIdFor(store, idempotencyKey);
     // An unknown zone would throw a RangeError in the rollup, or be dropped unseen when the rules differ.
-    if (eopts.timeZone !== undefined && (typeof eopts.timeZone !== 'string' || !isValidTimeZone(eopts.timeZone))) {
-      throw new InvalidArgumentError(
-        'timeZone',
-        `timeZone ${JSON.stringify(eopts.timeZone)} is not an IANA time zone name such as Europe/Paris or UTC; nothing was enqueued`,
-      );
-    }
+    // A zone a store may not take (timeZoneProblem) is refused here too, with the same words.
+    const zoneProblem = eopts.timeZone === undefined ? undefined : timeZoneProblem(eopts.timeZone);
+    if (zoneProblem)
+      throw new InvalidArgumentError('timeZone', `timeZone ${JSON.stringify(eopts.timeZone)} ${zoneProblem}; nothing was enqueued`);
     const receivedAt = eopts.receivedAt === undefined ? Date.now() : checkReceivedAt(eopts.receivedAt, Date.now(), await dedupe.get());
     const record = () => opts.queues.events.toKey(`idem:${batchId}`);
     /** Binds a key this call made up to its events, once an error hands the key out for a retry (best effort). */

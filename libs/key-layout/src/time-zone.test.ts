@@ -32,7 +32,8 @@ afterEach(() => {
 describe('time zone names', () => {
   it('takes UTC offsets of whole quarter hours as store settings, refuses others saying why', () => {
     for (const tz of ['+05:30', '+0545', '-03', '+00:00', 'Asia/Kathmandu']) expect([tz, timeZoneProblem(tz)]).toEqual([tz, undefined]);
-    for (const tz of ['+05:37', '-0317', '+00:01'])
+    // The runtime also reads `−` (U+2212) as a minus.
+    for (const tz of ['+05:37', '-0317', '+00:01', '\u221205:37', '\u22120001'])
       expect([tz, timeZoneProblem(tz)]).toEqual([
         tz,
         expect.stringMatching(/^is a UTC offset that is not a whole number of quarter hours/),
@@ -54,6 +55,10 @@ describe('time zone names', () => {
       expect([keys.get(before), keys.get(after)]).toEqual(['2025-365', '2026-001']);
       const days = new Map(order.map((t) => [t, localDate(t, '+00:01').year]));
       expect([days.get(before), days.get(after)]).toEqual([2025, 2026]);
+      // -00:01 spelt with U+2212: 00:00:30Z is 23:59:30 on Dec 31, 00:05Z is 00:04 on Jan 1.
+      const [late, early] = [Date.UTC(2026, 0, 1, 0, 0, 30), Date.UTC(2026, 0, 1, 0, 5)];
+      const minus = new Map((order[0] === after ? [early, late] : [late, early]).map((t) => [t, localDayKey(t, '\u221200:01')]));
+      expect([minus.get(late), minus.get(early)]).toEqual(['2025-365', '2026-001']);
     }
   });
 
@@ -64,6 +69,9 @@ describe('time zone names', () => {
     expect(canonicalTimeZone('utc')).toBe('UTC');
     // ICU's canonical id of Asia/Kolkata is Asia/Calcutta: an alias the runtime knows is kept as the operator wrote it.
     expect(canonicalTimeZone('Asia/Kolkata')).toBe('Asia/Kolkata');
+    // An offset as the runtime writes it, so the one offset is one setting however it was typed.
+    for (const tz of ['+0530', '+05:30']) expect(canonicalTimeZone(tz)).toBe('+05:30');
+    expect(canonicalTimeZone('\u221205')).toBe('-05:00');
     expect(canonicalTimeZone('Mars/Olympus')).toBeUndefined();
     expect(canonicalTimeZone('')).toBeUndefined();
   });

@@ -36,13 +36,21 @@ let spellings: Map<string, string> | undefined;
 /**
  * The name to keep for a time zone this runtime knows, or undefined when it knows none of that name (what
  * isValidTimeZone refuses): a canonical name in any case in its own spelling (`europe/paris` → `Europe/Paris`,
- * `utc` → `UTC`); any other name the runtime accepts (an alias such as `Asia/Kolkata`, which ICU would turn into
- * `Asia/Calcutta`, or an offset such as `+05:00`) as given. Caches nothing of the name.
+ * `utc` → `UTC`); a UTC offset as the runtime writes it (`+0530` and `+05` → `+05:30` and `+05:00`, `−05:00` with a
+ * Unicode minus → `-05:00`); any other name the runtime accepts (an alias such as `Asia/Kolkata`, which ICU would turn
+ * into `Asia/Calcutta`) as given. Caches nothing of the name.
  */
 export function canonicalTimeZone(tz: string): string | undefined {
   if (!isValidTimeZone(tz)) return undefined;
   spellings ??= new Map([...Intl.supportedValuesOf('timeZone'), 'UTC'].map((name) => [name.toLowerCase(), name]));
-  return spellings.get(tz.toLowerCase()) ?? tz;
+  const offset = resolvedOffset(newFormatter(tz));
+  return spellings.get(tz.toLowerCase()) ?? offset ?? tz;
+}
+
+/** The zone's UTC offset as the runtime writes it (`+05:30`, `-05:37`), or undefined for a named zone. */
+function resolvedOffset(f: Intl.DateTimeFormat): string | undefined {
+  const id = f.resolvedOptions().timeZone;
+  return /^[+-]\d{2}:\d{2}$/.test(id) ? id : undefined;
 }
 
 /**
@@ -78,7 +86,9 @@ export function timeZoneProblem(tz: string): string | undefined {
  * offsets were refused): its days are computed event by event, uncached.
  */
 export function binsBySlot(tz: string): boolean {
-  return !/^[+-]/.test(tz) || /^[+-]\d{2}(?::?(?:00|15|30|45))?$/.test(tz);
+  // The offset as the runtime reads it: it also takes `−05:37` (a Unicode minus), `-0537` and `+05`.
+  const minutes = resolvedOffset(formatters.get(tz) ?? newFormatter(tz))?.slice(-2);
+  return minutes === undefined || Number(minutes) % 15 === 0;
 }
 
 export interface LocalTime extends LocalDate {
