@@ -42,9 +42,11 @@ let dataDir: string;
 beforeAll(async () => {
   // On disk, so the data survives the outage test's stop and restart.
   dataDir = mkdtempSync(join(tmpdir(), 'tally-tenants-'));
+  // maxAttempts 1: the outage test sees DynamoDB down at once (refused connections); a timeout long enough for dynalite
+  // on disk under a loaded machine (50 creates at once).
   dynalite = await startDynalite({ path: dataDir });
   const table = await createTestTable(dynalite.endpoint);
-  db = { dynamo: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1', maxAttempts: 1, requestTimeoutMs: 1_000 }), table };
+  db = { dynamo: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1', maxAttempts: 1, requestTimeoutMs: 10_000 }), table };
 });
 
 afterAll(async () => {
