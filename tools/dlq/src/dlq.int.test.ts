@@ -1,5 +1,5 @@
 import { closeQueues, createQueues, QUEUE, queueFor, queueShards, shardOfStore, type TallyQueues } from '@tally/queues';
-import { Job } from 'bullmq';
+import { ErrorCode, Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runDlqCli } from './cli';
@@ -167,6 +167,103 @@ describe('a failed set that changes during a bulk scan', () => {
     expect(r.matched.map((j) => j.id).sort()).toEqual(expect.arrayContaining(['m2', 'm3', 'm4', 'm5']));
     expect(r.done.sort()).toEqual(['m2', 'm3', 'm4', 'm5']);
     expect(await queues[QUEUE.dynamoWrites].getFailedCount()).toBe(0);
+  });
+});
+
+describe('a purge or replay racing with another operator', () => {
+  afterEach(() => vi.restoreAllMocks());
+  const { getState, remove } = Job.prototype;
+  /** Runs `other` once, right after the purge has seen job `id` failed (its getState). */
+  function afterStateCheck(id: string, other: () => Promise<unknown>) {
+    let done = false;
+    vi.spyOn(Job.prototype, 'getState').mockImplementation(async function (this: Job) {
+      const state = await getState.call(this);
+      if (!done && this.id === id && state === 'failed') {
+        done = true;
+        await other();
+      }
+      return state;
+    });
+  }
+  const replay = (id: string) => replayJob(queues.events, id, { dedupeWindowMs: DAY });
+  const deadLetters = (ids: string[], reason: string) =>
+    failJobs(
+      queues.events,
+      ids.map((id) => ({ data: batch(`b-${id}`), opts: { jobId: id } })),
+      () => reason,
+    );
+
+  it('a purge never deletes a job another operator just replayed: one of the two is refused', async () => {
+    await deadLetters(['k1', 'k2', 'k3'], 'boom');
+    afterStateCheck('k1', () => replay('k1'));
+    await expect(purgeJob(queues.events, 'k1')).rejects.toThrowError(
+      /^job "k1" in queue events is no longer failed: it was replayed or removed meanwhile$/,
+    );
+    expect(await queues.events.getJobState('k1')).toBe('waiting');
+
+    afterStateCheck('k2', () => replay('k2'));
+    const bulk = await purgeFailed(queues.events, parseFilter({ reason: 'boom' }), {});
+    expect(bulk.done).toEqual(['k3']);
+    expect(bulk.skipped).toEqual([{ id: 'k2', why: 'job "k2" in queue events is no longer failed: it was replayed or removed meanwhile' }]);
+    expect(await queues.events.getJobState('k2')).toBe('waiting');
+
+    // The other way round: once the purge has taken the job, BullMQ's retry (the replay) refuses it.
+    await deadLetters(['k4'], 'boom');
+    let retried: unknown;
+    vi.spyOn(Job.prototype, 'remove').mockImplementationOnce(async function (this: Job, ...args) {
+      retried = await (await Job.fromId(queues.events, 'k4'))!.retry('failed').then(
+        () => 'replayed',
+        (err: { code?: unknown }) => err.code,
+      );
+      return remove.apply(this, args);
+    });
+    await purgeJob(queues.events, 'k4');
+    expect(retried).toBe(ErrorCode.JobNotInState);
+    expect(await queues.events.getJob('k4')).toBeUndefined();
+  });
+
+  it('a job whose removal is refused (locked) stays failed, and the refusal is one line', async () => {
+    await deadLetters(['l1', 'l2'], 'boom');
+    const scores = await redis.zrange(queues.events.toKey('failed'), 0, -1, 'WITHSCORES');
+    for (const id of ['l1', 'l2']) await redis.set(`${queues.events.toKey(id)}:lock`, 'a-worker-token');
+    await expect(purgeJob(queues.events, 'l1')).rejects.toThrowError(
+      /^job "l1" in queue events is no longer failed: Job l1 could not be removed because it is locked/,
+    );
+    const bulk = await purgeFailed(queues.events, {}, {});
+    expect(bulk.skipped.map((s) => s.id).sort()).toEqual(['l1', 'l2']);
+    expect(await redis.zrange(queues.events.toKey('failed'), 0, -1, 'WITHSCORES')).toEqual(scores);
+  });
+
+  it('a bulk purge or replay by reason leaves a job that failed again meanwhile with another reason', async () => {
+    // Replayed and failed again with a new reason: m1 and m3 before the bulk command fetches them for their turn
+    // (their second fetch, after the scan's), m2 just after.
+    await deadLetters(['m1', 'm2'], 'old reason');
+    const failsAgain = async (id: string) => {
+      await replay(id);
+      await deadLetters([id], 'new reason');
+    };
+    const fromId = Job.fromId.bind(Job);
+    const fetched = new Map<string, number>();
+    vi.spyOn(Job, 'fromId').mockImplementation(async (q, id) => {
+      fetched.set(id, (fetched.get(id) ?? 0) + 1);
+      if (fetched.get(id) !== 2) return fromId(q, id);
+      if (id !== 'm2') await failsAgain(id);
+      const job = await fromId(q, id);
+      if (id === 'm2') await failsAgain(id);
+      return job;
+    });
+    const purged = await purgeFailed(queues.events, parseFilter({ reason: '^old reason$' }), {});
+    expect(purged.done).toEqual([]);
+    expect(purged.skipped).toEqual([
+      { id: 'm1', why: 'no longer matches' },
+      { id: 'm2', why: 'job "m2" in queue events is no longer failed: it was replayed or removed meanwhile' },
+    ]);
+    for (const id of ['m1', 'm2']) expect((await queues.events.getJob(id))?.failedReason).toBe('new reason');
+
+    await deadLetters(['m3'], 'old reason');
+    const replayed = await replayFailed(queues.events, parseFilter({ reason: '^old reason$' }), { dedupeWindowMs: DAY });
+    expect(replayed).toMatchObject({ done: [], skipped: [{ id: 'm3', why: 'no longer matches' }] });
+    expect(await queues.events.getJobState('m3')).toBe('failed');
   });
 });
 

@@ -181,7 +181,7 @@ async function findJob(queue: QueueShards, id: string, verb?: 'replayed' | 'purg
     const state = await job.getState();
     if (verb && state !== 'failed')
       throw new DlqError(`job "${id}" in queue ${name} is ${state}, not failed; only failed jobs are ${verb}`);
-    return { job, state, info: toFailedJob(name, job, shardOf(i)) };
+    return { job, state, queue: q, info: toFailedJob(name, job, shardOf(i)) };
   }
   throw new DlqError(`no job "${id}" in queue ${name}`);
 }
@@ -217,8 +217,8 @@ export async function replayJob(queue: QueueShards, id: string, opts: ReplayOpti
 
 /** Deletes one failed job; throws DlqError when it is missing or not failed. */
 export async function purgeJob(queue: QueueShards, id: string, opts: { dryRun?: boolean } = {}): Promise<FailedJob> {
-  const { job, info } = await findJob(queue, id, 'purged');
-  if (!opts.dryRun) await job.remove();
+  const { job, queue: q, info } = await findJob(queue, id, 'purged');
+  if (!opts.dryRun) await purgeOne(q, job, info);
   return info;
 }
 
@@ -230,9 +230,39 @@ export async function replayFailed(queue: QueueShards, filter: JobFilter, opts: 
 
 /** Deletes every failed job that matches, for good. */
 export async function purgeFailed(queue: QueueShards, filter: JobFilter, opts: BulkOptions): Promise<BulkResult> {
-  return bulk(queue, filter, opts, async (job, info) => {
-    if (!opts.dryRun) await refusing(job, info, () => job.remove());
+  return bulk(queue, filter, opts, async (job, info, q) => {
+    if (!opts.dryRun) await purgeOne(q, job, info);
     return undefined;
+  });
+}
+
+/**
+ * Lua: dlqClaimFailed takes job ARGV[1] out of the failed set KEYS[1] if it is there with the failure of ARGV[2] (its
+ * finishedOn, its score there): 1, else 0. dlqUnclaimFailed puts it back if its hash KEYS[2] still exists.
+ */
+const SCRIPTS = {
+  dlqClaimFailed: `if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end return 0`,
+  dlqUnclaimFailed: `if redis.call('EXISTS', KEYS[2]) == 1 then return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) end return 0`,
+};
+
+/**
+ * Deletes a failed job once it has claimed it: taken out of the failed set if it still holds the failure `info` shows.
+ * A replay takes a job only from that set (BullMQ's reprocessJob), so of a purge and a replay of one job, one is
+ * refused. A job whose removal fails (locked) is put back.
+ */
+async function purgeOne(q: Queue, job: Job, info: FailedJob): Promise<void> {
+  const client = await q.getBackend().client;
+  for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { numberOfKeys: 2, lua });
+  const args = [q.toKey('failed'), q.toKey(info.id), info.id, info.failedAt];
+  if (!(await client.runCommand('dlqClaimFailed', args)))
+    throw new DlqError(`job "${info.id}" in queue ${info.queue} is no longer failed: it was replayed or removed meanwhile`);
+  await refusing(job, info, async () => {
+    try {
+      await job.remove();
+    } catch (err) {
+      await client.runCommand('dlqUnclaimFailed', args);
+      throw err;
+    }
   });
 }
 
@@ -261,34 +291,43 @@ async function refusing(job: Job, info: FailedJob, act: () => Promise<unknown>):
     const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
     if (code === ErrorCode.JobNotExist) throw new DlqError(`${what} no longer exists: ${String(message)}`);
     if (code === ErrorCode.JobNotInState) throw new DlqError(`${what} is no longer failed: ${String(message)}`);
-    // Job.remove() of a job a worker holds (it was replayed meanwhile and is running).
+    // Job.remove() of a job a worker holds the lock of.
     if (err instanceof Error && /could not be removed because it is locked/.test(err.message))
       throw new DlqError(`${what} is no longer failed: ${err.message}`);
     throw err;
   }
 }
 
+/** The job of a scanned `info` as it is now, or why it is no longer one to act on. */
+async function refetch(q: Queue, info: FailedJob, filter: JobFilter, now: number) {
+  const job = await Job.fromId(q, info.id);
+  if (!job) return 'no longer exists';
+  if ((await job.getState()) !== 'failed') return 'no longer failed';
+  // Replayed and failed again since the scan, it may fail for another reason now.
+  const current = toFailedJob(info.queue, job, info.shard);
+  return matches(current, filter, now) ? { job, info: current } : 'no longer matches';
+}
+
 /**
- * Scans first (so the work is a fixed list, not a moving set), then acts on each job. A job that is gone or no
- * longer failed when its turn comes is skipped, not an error: someone else handled it. Any other error (Redis gone,
- * a dropped connection) stops the run there: the result then says what was done before and where it stopped, with
- * the error's own message, rather than the error alone.
+ * Scans first (so the work is a fixed list, not a moving set), then acts on each job. A job that is gone, no longer
+ * failed or no longer matching when its turn comes is skipped, not an error: someone else handled it. Any other
+ * error (Redis gone, a dropped connection) stops the run there: the result then says what was done before and where
+ * it stopped, with the error's own message, rather than the error alone.
  */
 async function bulk(
   queue: QueueShards,
   filter: JobFilter,
   opts: BulkOptions,
-  act: (job: Job, info: FailedJob) => Promise<string | undefined>,
+  act: (job: Job, info: FailedJob, queue: Queue) => Promise<string | undefined>,
 ): Promise<BulkResult> {
-  const found = (await scanMatching(queue, filter, opts.now ?? Date.now(), opts.pageSize)).sort(
-    (a, b) => a.info.failedAt - b.info.failedAt,
-  );
+  const now = opts.now ?? Date.now();
+  const found = (await scanMatching(queue, filter, now, opts.pageSize)).sort((a, b) => a.info.failedAt - b.info.failedAt);
   const matched = found.map((f) => f.info);
   const result: BulkResult = { queue: shardsOf(queue).name, matched, done: [], skipped: [] };
   for (const [n, { info, queue: q }] of found.entries()) {
     try {
-      const job = await Job.fromId(q, info.id);
-      const why = !job ? 'no longer exists' : (await job.getState()) !== 'failed' ? 'no longer failed' : await act(job, info);
+      const current = await refetch(q, info, filter, now);
+      const why = typeof current === 'string' ? current : await act(current.job, current.info, q);
       if (why) result.skipped.push({ id: info.id, why });
       else result.done.push(info.id);
     } catch (err) {
