@@ -126,7 +126,7 @@ type PeriodCell = { period: string; cells: Cell[]; from: string; to: string };
 /** The month points of a range, oldest first: every calendar month it touches, each its month cell. */
 const monthPeriodsOf = (range: DateRange): PeriodCell[] =>
   monthsOf(range).map(({ year, month }) => ({
-    period: `${year}-${String(month).padStart(2, '0')}`,
+    period: `${yearLabel(year)}-${String(month).padStart(2, '0')}`,
     cells: [{ sk: monthSk(year, month), attr: (a) => monthAttr(month, a) }],
     from: dayKey({ year, doy: dayOfYear(year, month, 1) }),
     to: dayKey({ year, doy: dayOfYear(year, month, daysInMonth(year, month)) }),
@@ -154,13 +154,16 @@ function periodsOf(range: DateRange, granularity: Exclude<Granularity, 'total'>,
   }
 }
 
+/** A year as the API writes it: four digits (`0999`), as in its dates. */
+const yearLabel = (year: number) => String(year).padStart(4, '0');
+
 /** A point per year from `first` to `last`, each the TOTAL item's year cell. */
 const yearsFrom = (first: number, last: number): PeriodCell[] =>
   Array.from({ length: last - first + 1 }, (_, i) => first + i).map((year) => ({
-    period: String(year),
+    period: yearLabel(year),
     cells: [{ sk: TOTAL_SK, attr: (a) => yearAttr(year, a) }],
-    from: `${year}-001`,
-    to: `${year}-366`,
+    from: dayKey({ year, doy: 1 }),
+    to: dayKey({ year, doy: 366 }),
   }));
 
 /**

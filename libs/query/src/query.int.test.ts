@@ -148,6 +148,16 @@ describe('ranges and totals', () => {
     expect((await q('yesterday', afterMidnight)).points).toEqual([{ period: '2023-05-03', values: { ViewCount: 2n } }]);
   });
 
+  it('labels month and year points with four-digit years, as its dates are', async () => {
+    const deps = await fixture.deps('y0999');
+    const metrics = resolveMetrics(rules, ['ViewCount']);
+    const range = explicitRange('0999-12-31', '1000-01-01');
+    const periods = async (granularity: 'month' | 'year') =>
+      (await readSeries(deps, { store: 'S', pk: 'S', metrics, range, granularity })).points.map((p) => p.period);
+    expect(await periods('month')).toEqual(['0999-12', '1000-01']);
+    expect(await periods('year')).toEqual(['0999', '1000']);
+  });
+
   it('reads totals of many entities with batched reads, live data merged', async () => {
     const deps = await fixture.deps('tot');
     const ts = Date.parse('2023-05-03T12:00:00Z');
