@@ -16,8 +16,7 @@ import {
   createQueues,
   createRedisConnection,
   describeRedisTarget,
-  QUEUE,
-  queueShards,
+  storeWorkQueues,
 } from '@tally/queues';
 import { createTenantDirectory } from '@tally/tenants';
 import { buildApp } from './app';
@@ -77,7 +76,7 @@ const admin = {
       redis: adminRedis,
       buckets: new BucketStore({ redis: adminRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS }),
     }),
-    queues: [...queueShards(adminQueues, QUEUE.events), ...queueShards(adminQueues, QUEUE.dynamoWrites)],
+    ...storeWorkQueues(adminQueues),
     tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
     activeJobsTimeoutMs: config.ADMIN_JOBS_TIMEOUT_MS,
   },

@@ -22,6 +22,7 @@ export {
   LeftoverQueueShards,
   leftoverShardQueues,
   MAX_LEFTOVER_WORKERS,
+  storeWorkQueues,
   type LeftoverQueueShardsOptions,
 } from './leftover-shards';
 export { jobIdFor } from './job-id';

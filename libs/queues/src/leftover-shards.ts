@@ -1,7 +1,7 @@
 import { Queue, type JobType, type Processor, type Worker } from 'bullmq';
 import { MAX_QUEUE_SHARDS, queuePrefix, type QueueLayout } from './layout';
-import { SHARDED_QUEUES, type QueueName } from './names';
-import { QUEUE_LAYOUT, type TallyQueues } from './queues';
+import { QUEUE, SHARDED_QUEUES, type QueueName } from './names';
+import { QUEUE_LAYOUT, queueShards, type TallyQueues } from './queues';
 import { QUEUE_SETTINGS } from './settings';
 import { shardWorker, type ShardWorkerOptions } from './workers';
 
@@ -83,6 +83,18 @@ export async function leftoverShardQueues(queues: TallyQueues, queue: QueueName)
   if (!layout || !SHARDED_QUEUES.has(queue)) return [];
   const base = queues[queue];
   return (await findLeftoverShards(await clientOf(base), layout, queue)).map((shard) => leftoverQueue(base, layout, queue, shard));
+}
+
+/**
+ * Every shard of the queues that carry a store's work (`events`, `dynamo-writes`), and a finder of their leftover shards
+ * (leftoverShardQueues), for deleting a store's or a visitor's jobs wherever they are.
+ */
+export function storeWorkQueues(queues: TallyQueues): { queues: Queue[]; leftoverQueues: () => Promise<Queue[]> } {
+  const names = [QUEUE.events, QUEUE.dynamoWrites] as const;
+  return {
+    queues: names.flatMap((name) => queueShards(queues, name)),
+    leftoverQueues: async () => (await Promise.all(names.map((name) => leftoverShardQueues(queues, name)))).flat(),
+  };
 }
 
 /** What a process does with a queue's leftover shards (LeftoverQueueShards). */

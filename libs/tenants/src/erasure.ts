@@ -21,6 +21,11 @@ export interface ErasureDeps {
   eraser: BucketEraser;
   /** Every shard of the queues that carry a store's work: `events` and `dynamo-writes`. */
   queues: readonly Queue[];
+  /**
+   * Their shards past QUEUE_SHARDS that hold jobs (a lowered QUEUE_SHARDS left them: leftoverShardQueues), looked for
+   * at each call and handled as `queues`; the call closes them.
+   */
+  leftoverQueues?: () => Promise<readonly Queue[]>;
   /** How long the tombstones are kept: DEDUPE_WINDOW_SECONDS (a batch id is never applied later than that). */
   tombstoneSeconds: number;
   /** Longest wait for the store's (or visitor's) running jobs to finish before its DynamoDB items go. Default 60 s. */
@@ -155,8 +160,12 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
   };
   await deleteKeyItems(await queryAll(db, tenantPk(store)));
 
-  const jobs = await removeJobs(deps.queues, (data) => data['store'] === store);
-  await waitForRunningJobs(deps, (data) => data['store'] === store, `store ${store}`);
+  const ofStore: JobMatch = (data) => data['store'] === store;
+  const jobs = await withQueues(deps, async (queues) => {
+    const removed = await removeJobs(queues, ofStore);
+    await waitForRunningJobs(deps, queues, ofStore, `store ${store}`);
+    return removed;
+  });
 
   // What a flush that read an outbox before the tombstone may still write (the outboxes stay as they are under it).
   const unwritten = await deps.eraser.unwritten(store);
@@ -231,7 +240,8 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
   // overflow items the replacement did not see spilled).
   let incomplete: TenantError | undefined;
   try {
-    await waitForRunningJobs(deps, (data) => data['store'] === store && data['pk'] === pk, `visitor ${visitor}`);
+    const ofRow: JobMatch = (data) => data['store'] === store && data['pk'] === pk;
+    await withQueues(deps, (queues) => waitForRunningJobs(deps, queues, ofRow, `visitor ${visitor}`));
   } catch (err) {
     if (!(err instanceof TenantError && err.code === 'TALLY_ERR_DELETION_INCOMPLETE')) throw err;
     incomplete = err;
@@ -354,6 +364,16 @@ const overflowItems = (sk: string) => [...'0123456789abcdef'].map((h) => `${sk}$
 
 type JobMatch = (data: Record<string, unknown>) => boolean;
 
+/** Runs `use` on `deps.queues` and the leftover shards found now, closed after it. */
+async function withQueues<T>(deps: ErasureDeps, use: (queues: readonly Queue[]) => Promise<T>): Promise<T> {
+  const leftover = (await deps.leftoverQueues?.()) ?? [];
+  try {
+    return await use([...deps.queues, ...leftover]);
+  } finally {
+    await Promise.all(leftover.map((q) => q.close()));
+  }
+}
+
 /** The matching jobs of a queue in `states`, read a page at a time. */
 async function findJobs(queue: Queue, states: JobType[], match: JobMatch): Promise<Job[]> {
   const found: Job[] = [];
@@ -386,11 +406,11 @@ async function removeJobs(queues: readonly Queue[], match: JobMatch): Promise<{ 
 }
 
 /** Waits until no matching job is running; throws TALLY_ERR_DELETION_INCOMPLETE past the timeout (call again). */
-async function waitForRunningJobs(deps: ErasureDeps, match: JobMatch, what: string): Promise<void> {
+async function waitForRunningJobs(deps: ErasureDeps, queues: readonly Queue[], match: JobMatch, what: string): Promise<void> {
   const deadline = Date.now() + (deps.activeJobsTimeoutMs ?? 60_000);
   for (;;) {
     let running = 0;
-    for (const queue of deps.queues) running += (await findJobs(queue, ['active'], match)).length;
+    for (const queue of queues) running += (await findJobs(queue, ['active'], match)).length;
     if (running === 0) return;
     if (Date.now() > deadline) {
       throw new TenantError(

@@ -2,6 +2,7 @@ export { RetentionChangeLimitedError, TenantError, TenantsUnavailableError } fro
 export { SCOPES, hashKey, keyIdOf, type Scope } from './keys';
 export {
   changeTenant,
+  checkStore,
   createTenant,
   createTenantAdmin,
   getTenant,

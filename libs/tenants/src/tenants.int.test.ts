@@ -46,7 +46,10 @@ beforeAll(async () => {
   // on disk under a loaded machine (50 creates at once).
   dynalite = await startDynalite({ path: dataDir });
   const table = await createTestTable(dynalite.endpoint);
-  db = { dynamo: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1', maxAttempts: 1, requestTimeoutMs: 10_000 }), table };
+  db = {
+    dynamo: createDynamoClient({ endpoint: dynalite.endpoint, region: 'us-east-1', maxAttempts: 1, requestTimeoutMs: 10_000 }),
+    table,
+  };
 });
 
 afterAll(async () => {

@@ -106,8 +106,8 @@ export const COMMANDS: Record<string, Command> = {
     what: '<store> <IANA time zone>',
     run: async ([store, zone], { io, open }) => {
       const timeZone = checkTimeZone(zone!);
-      await tenants.setTimeZone((await open()).db, store!, timeZone);
-      io.out(`tally: store ${store} now bins days in ${timeZone} (counts already made keep their days)`);
+      const t = await tenants.updateTenant((await open()).db, store!, { timeZone });
+      io.out(`tally: store ${t.store} now bins days in ${t.timeZone} (counts already made keep their days)`);
     },
   },
   'set-currency': {
@@ -246,6 +246,7 @@ async function withRedis(open: Open, command: string) {
 }
 
 async function tenantOrThrow(db: tenants.TenantDb, store: string) {
+  tenants.checkStore(store);
   const t = await tenants.getTenant(db, store);
   if (!t) throw new tenants.TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} does not exist`);
   return t;

@@ -1,7 +1,7 @@
 import { BucketEraser, BucketStore } from '@tally/buckets';
 import { loadConfigOrExit, rawEnv, toolEnvSchemas } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
-import { QUEUE, queueShards } from '@tally/queues';
+import { storeWorkQueues } from '@tally/queues';
 import { loadRulesOrExit } from '@tally/schema';
 import { backendEnvOrExit, connectToolRedis, STDIO } from '@tally/stack';
 import { runTenantsCli } from './cli';
@@ -28,7 +28,7 @@ export async function runTenants(argv: readonly string[]): Promise<void> {
           return {
             rules,
             eraser: new BucketEraser({ redis: client, buckets }),
-            queues: [QUEUE.events, QUEUE.dynamoWrites].flatMap((name) => queueShards(queues, name)),
+            ...storeWorkQueues(queues),
             tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
           };
         },
