@@ -66,7 +66,10 @@ describe('createHttpApp', () => {
     expect(await raw('GET /ok HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n')).toEqual(
       problem(400, 'Bad Request', 'TALLY_ERR_BAD_REQUEST', 'the request is not valid HTTP/1.1 (Invalid character in Content-Length)'),
     );
-    // Node checks requestTimeout every 30 s: its error is handed to the server as Node hands it.
+    // Node checks requestTimeout every second (so the 408 comes within 31 s, not 60): its error is handed to the server
+    // as Node hands it.
+    const server = app.server as typeof app.server & { connectionsCheckingInterval: number };
+    expect([server.requestTimeout, server.connectionsCheckingInterval]).toEqual([30_000, 1_000]);
     const serverSide = new Promise<Socket>((resolve) => app.server.once('connection', resolve));
     const timedOut = raw('', () => {
       void serverSide.then((socket) =>

@@ -29,6 +29,8 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<TallyHttpApp>
     logController: new LogController({ disableRequestLogging: true }),
     ...(opts.bodyLimit !== undefined ? { bodyLimit: opts.bodyLimit } : {}),
     requestTimeout: REQUEST_TIMEOUT_MS,
+    // Node looks for requests past requestTimeout this often (its default 30 s would make the 408's 30 s up to 60).
+    http: { connectionsCheckingInterval: 1_000 },
     // Ids are up to 128 characters (a path value base64url-encoded, up to 171): Fastify's default of 100 refused a
     // long one with a 400 before its route could check it.
     routerOptions: { maxParamLength: 512 },
