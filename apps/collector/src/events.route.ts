@@ -1,6 +1,6 @@
 import { IdempotencyConflictError, QueueUnavailableError, type EnqueueResult, type Intake } from '@tally/intake';
 import { ReplicasBehindError } from '@tally/queues';
-import { bearerAuth, HttpProblem, listedErrors, MAX_LISTED_ERRORS, PROBLEM_SCHEMA, type TallyHttpApp } from '@tally/http';
+import { bearerAuth, HttpProblem, listedErrors, MAX_LISTED_ERRORS, PROBLEM_SCHEMA, timesGiven, type TallyHttpApp } from '@tally/http';
 import { eventInputSchema, type EventError, type ValidationResult } from '@tally/schema';
 import { validatorCompiler } from 'fastify-type-provider-zod';
 import type { TenantDirectory } from '@tally/tenants';
@@ -99,8 +99,7 @@ function idempotencyKeyOnce(req: FastifyRequest): void {
   let sent = 0;
   for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'idempotency-key') sent++;
   if (sent > 1) {
-    const times = sent === 2 ? 'twice' : `${sent} times`;
-    throw new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `Idempotency-Key is sent ${times}; send one key per request`, {
+    throw new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `Idempotency-Key is sent ${timesGiven(sent)}; send one key per request`, {
       field: 'idempotency-key',
     });
   }

@@ -1,4 +1,4 @@
-import { bearerAuth, createHttpApp, badRequest, HttpProblem, registerStoreRateLimit, type TallyHttpApp } from '@tally/http';
+import { bearerAuth, createHttpApp, badRequest, HttpProblem, registerStoreRateLimit, timesGiven, type TallyHttpApp } from '@tally/http';
 import { QueryError } from '@tally/query';
 import type { FastifyError, FastifyRequest } from 'fastify';
 import { operatorRoutes, storeAdminRoutes, tenantProblem } from './admin.route';
@@ -92,8 +92,7 @@ function noSuchFile(err: FastifyError, req: FastifyRequest): HttpProblem | undef
  */
 async function ownStoreOnly(req: FastifyRequest): Promise<void> {
   const asked = (req.query as Record<string, unknown> | undefined)?.['store'];
-  if (Array.isArray(asked))
-    throw badRequest('store', `store: is given ${asked.length === 2 ? 'twice' : `${asked.length} times`}; give it once`);
+  if (Array.isArray(asked)) throw badRequest('store', `store: is given ${timesGiven(asked.length)}; give it once`);
   if (asked === '') throw badRequest('store', 'store: is empty; name the store of the API key, or leave store out');
   if (asked !== undefined && asked !== req.principal!.store) throw notOwnStore(asked, 'store');
 }

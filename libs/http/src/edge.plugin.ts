@@ -11,7 +11,7 @@ import type { Registry } from 'prom-client';
 import sjson from 'secure-json-parse';
 import { unauthorized } from './auth';
 import { createHttpDurationHistogram } from './http-metrics';
-import { HttpProblem, problemBody, PROBLEM_TYPE, type ProblemCode } from './problem';
+import { HttpProblem, problemBody, PROBLEM_TYPE, timesGiven, type ProblemCode } from './problem';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -339,7 +339,7 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
     // A value outside an enum names the value given and the ones known, as an unknown parameter does.
     const values = (issue.params as { values?: unknown[] }).values;
     const detail = repeated
-      ? `is given ${given.length === 2 ? 'twice' : `${given.length} times`}; give it once`
+      ? `is given ${timesGiven(given.length)}; give it once`
       : issue.keyword === 'invalid_value' && values?.length
         ? given === undefined
           ? `is required, one of: ${values.join(', ')}`

@@ -80,6 +80,9 @@ export function problemBody(p: HttpProblem): ProblemAnswer {
 }
 
 /** A 400 naming the request member at fault. */
+/** How often a member given once at most was given, as a refusal says it: `twice`, `3 times`. */
+export const timesGiven = (n: number) => (n === 2 ? 'twice' : `${n} times`);
+
 export const badRequest = (field: string, detail: string) => new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', detail, { field });
 
 /** A 503 with Retry-After. */
