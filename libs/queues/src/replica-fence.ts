@@ -1,4 +1,4 @@
-import { TallyError, type RedisKeys } from '@tally/key-layout';
+import { keySlot, TallyError, type RedisKeys } from '@tally/key-layout';
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { closeCount, serverOf, type RedisConnection } from './connection';
 
@@ -21,7 +21,7 @@ export interface ReplicaFence {
   mark(): number;
   /**
    * Resolves once `replicas` Redis replicas hold every write Redis had made before the call (on a cluster, on the
-   * master of each key: one fence per key, sent at once; on one server, one fence covers every key), or throws
+   * master of each key: one fence per master, sent at once; on one server, one fence covers every key), or throws
    * ReplicasBehindError naming `what` when fewer acknowledged within the timeout on any of them, a wait itself failed
    * (Redis unreachable), or a connection closed since `mark` was read.
    */
@@ -34,7 +34,7 @@ const FENCE_TTL_MS = 60_000;
 const MAX_REDIRECTIONS = 2;
 
 interface Pending {
-  key: string;
+  keys: Set<string>;
   done: Promise<number>;
   settle: { resolve: (acked: number) => void; reject: (err: unknown) => void };
 }
@@ -45,12 +45,14 @@ interface Pending {
  * had made before, and WAIT returns once that many replicas have acknowledged the fence, and so everything before it.
  *
  * Group commit: a call made while a fence of its group is in flight waits for the next one, sent when that returns,
- * and every call waiting for it shares it, so one WAIT at a time covers any number of writers. The group is the fence
- * key on a Redis Cluster (its master), and the whole server otherwise (any key of it fences every write).
+ * and every call waiting for it shares it, so one WAIT at a time covers any number of writers, and a call waits at
+ * most two WAITs. The group is, on a Redis Cluster, the nodes that the slot map names for the key's slot (its master:
+ * WAITs block the one connection to it, so one at a time; the key itself while no slots are known), the next fence
+ * writing every key waiting for it; and the whole server otherwise (any key of it fences every write).
  *
  * A call given several keys (writes in several hash slots: on a cluster, possibly on several masters) joins the group
- * of each on a cluster, the fences sent at once, and passes only when every one does; on one server it joins the one
- * group with its first key: one WAIT covers them all, as it would one key.
+ * of each master on a cluster, the fences sent at once, and passes only when every one does; on one server it joins
+ * the one group with its first key: one WAIT covers them all, as it would one key.
  *
  * A wait covers what the caller did on `covers` (its connections for data) only while they and `redis` talk to the
  * server they talked to at its mark. When one of them closes, what it had in flight is sent again after it
@@ -73,29 +75,37 @@ export function createReplicaFence(
   const counts = [redis, ...covers].map(closeCount);
   const mark = () => counts.reduce((sum, count) => sum + count(), 0);
   const groups = new Map<string, { inFlight: boolean; next?: Pending }>();
+  /** The group of `key`: as ioredis groups a pipeline's keys (one node list), so one pipeline can fence them all. */
+  const groupOf = (key: string) => (redis.isCluster ? ((redis as Cluster).slots[keySlot(key)]?.join(';') ?? key) : '');
 
-  /** The replicas that acknowledged one fence of `key`. */
-  const fence = async (key: string): Promise<number> => {
-    for (let redirections = 0; ; redirections++) {
-      const [set, wait] = (await redis.pipeline().set(key, '1', 'PX', FENCE_TTL_MS).wait(replicas, timeoutMs).exec()) ?? [];
-      const err = set?.[0] ?? wait?.[0];
-      // A failover moved the key's slot to another master. ioredis follows no redirection for a pipeline in which a
-      // write succeeded (the WAIT, on the wrong node), nor learns the new owner: refresh its slots, then send again.
-      if (redis.isCluster && /^MOVED /.test(set?.[0]?.message ?? '') && redirections < MAX_REDIRECTIONS) {
-        await new Promise<void>((resolve) => (redis as Cluster).refreshSlotsCache(() => resolve()));
-        continue;
-      }
-      if (err) throw err;
-      if (!set || !wait) throw new Error('Redis answered no WAIT');
-      return Number(wait[1]);
-    }
+  /** The fewest replicas that acknowledged a fence of `keys`: one pipeline, and one WAIT, per group (as now known). */
+  const fence = async (keys: readonly string[], redirections = 0): Promise<number> => {
+    const acked = await Promise.all(
+      [...Map.groupBy(keys, groupOf).values()].map(async (group) => {
+        const pipeline = redis.pipeline();
+        for (const key of group) pipeline.set(key, '1', 'PX', FENCE_TTL_MS);
+        const replies = (await pipeline.wait(replicas, timeoutMs).exec()) ?? [];
+        // A failover moved a key's slot to another master. ioredis follows no redirection for a pipeline in which a
+        // write succeeded (the WAIT, on the wrong node), nor learns the new owner: refresh its slots, then send again.
+        if (redis.isCluster && replies.some(([e]) => /^MOVED /.test(e?.message ?? '')) && redirections < MAX_REDIRECTIONS) {
+          await new Promise<void>((resolve) => (redis as Cluster).refreshSlotsCache(() => resolve()));
+          return fence(group, redirections + 1);
+        }
+        const err = replies.find(([e]) => e)?.[0];
+        if (err) throw err;
+        const wait = replies[group.length];
+        if (!wait) throw new Error('Redis answered no WAIT');
+        return Number(wait[1]);
+      }),
+    );
+    return Math.min(...acked);
   };
 
   const send = (id: string, group: { inFlight: boolean; next?: Pending }) => {
     const p = group.next!;
     group.next = undefined;
     group.inFlight = true;
-    fence(p.key)
+    fence([...p.keys])
       .then((acked) => p.settle.resolve(acked))
       .catch((err: unknown) => p.settle.reject(err))
       .finally(() => {
@@ -109,32 +119,31 @@ export function createReplicaFence(
     new ReplicasBehindError(
       `a Redis connection closed between ${what} and the wait for replicas: a failover may have moved it to another server`,
     );
-  /** The replicas that acknowledged the next fence of `key`'s group: sent now, or once the one in flight returns. */
-  const join = (key: string): Promise<number> => {
-    const id = redis.isCluster ? key : '';
+  /** The replicas that acknowledged the next fence of group `id`, with `keys`: sent now, or once the one in flight returns. */
+  const join = (id: string, keys: readonly string[]): Promise<number> => {
     let group = groups.get(id);
     if (!group) groups.set(id, (group = { inFlight: false }));
     let pending = group.next;
     if (!pending) {
       let settle!: Pending['settle'];
       const done = new Promise<number>((resolve, reject) => (settle = { resolve, reject }));
-      group.next = pending = { key, done, settle };
+      group.next = pending = { keys: new Set(keys), done, settle };
       if (!group.inFlight) send(id, group);
-    }
+    } else if (redis.isCluster) for (const key of keys) pending.keys.add(key);
     return pending.done;
   };
 
   const wait = async (key: string | readonly string[], what: string, since: number) => {
     if (mark() !== since) throw closedSince(what);
-    // On a cluster one fence per key, on its master (two keys on one master: two fences); on one server any key
-    // fences every write, so the first covers them all.
+    // On a cluster one fence per master, of its keys; on one server any key fences every write, so the first covers
+    // them all.
     const keys = typeof key === 'string' ? [key] : [...new Set(key)];
     if (keys.length === 0) throw new Error(`no fence key given for ${what}`);
     const fenced = redis.isCluster ? keys : keys.slice(0, 1);
     // Which server each connection talks to, asked now (once per connection's life): ahead of this call's fences.
     for (const k of fenced) for (const c of [redis, ...covers]) void serverOf(c, k);
     // The next fences are sent after this call, so they cover what the caller wrote.
-    const answers = await Promise.all(fenced.map(join)).catch((err: unknown) => {
+    const answers = await Promise.all([...Map.groupBy(fenced, groupOf)].map(([id, ks]) => join(id, ks))).catch((err: unknown) => {
       throw new ReplicasBehindError(`the wait for Redis replicas to acknowledge ${what} failed: ${(err as Error).message}`, { cause: err });
     });
     const acked = Math.min(...answers);
