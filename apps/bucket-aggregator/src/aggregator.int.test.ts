@@ -2,7 +2,7 @@ import type { BucketStore } from '@tally/buckets';
 import { enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, flattenDistinct, flattenRows, rollup, rollupDistinct } from '@tally/schema';
 import { waitForQueuesIdle } from '@tally/testing';
-import { Worker, type Job } from 'bullmq';
+import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
@@ -10,7 +10,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { eventsProcessor, STORE_ZONE_TTL_MS, storeMarks, tenantTimeZones, type EventsProcessorDeps } from './events.processor';
 import { readBacklog, sealProcessor, sealTick } from './seal.processor';
-import { useAggregatorRedis, writeRows } from './test-fixtures';
+import { sealJob, useAggregatorRedis, writeRows } from './test-fixtures';
 
 let redis: Redis;
 let queues: TallyQueues;
@@ -367,7 +367,7 @@ describe('sealer tick', () => {
     let clock = 1_000_000;
     const w = worker({ now: () => clock });
     const seal = sealProcessor({ buckets, queues, bucketMs: 1000, metrics, log, now: () => clock });
-    const tick = (late: number) => seal({ data: { shard: 0 }, timestamp: clock - late - 3000, opts: { delay: 3000 } } as Job);
+    const tick = (late: number) => seal(sealJob(0, clock - late - 3000, { delay: 3000 }));
     const batch = async (batchId: string) => {
       await enqueue(queues, QUEUE.events, {
         batchId,

@@ -17,7 +17,7 @@ import {
 } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
 import { startRedis, waitFor, waitForQueuesIdle, type RedisHandle } from '@tally/testing';
-import { UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
+import { UnrecoverableError, Worker, type Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
@@ -25,6 +25,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { eventsProcessor } from './events.processor';
 import { sealProcessor } from './seal.processor';
+import { sealJob } from './test-fixtures';
 
 /**
  * QUEUE_SHARDS lowered under queued jobs: the batches queued on the events shards past it are applied, each once, by
@@ -202,7 +203,7 @@ describe('lowering QUEUE_SHARDS 4 → 2 with flush jobs queued on every shard', 
   /** One seal job per shard of `buckets.shards`, enqueueing flushes on `queues`, at `now`. */
   async function sealRound(buckets: BucketStore, queues: TallyQueues, now: number) {
     const seal = sealProcessor({ buckets, queues, bucketMs: 1000, metrics: createAggregatorMetrics(new Registry()), log, now: () => now });
-    for (let shard = 0; shard < buckets.shards; shard++) await seal({ data: { shard } } as Job);
+    for (let shard = 0; shard < buckets.shards; shard++) await seal(sealJob(shard, now));
   }
 
   it('a flush stranded on a removed shard is redundant: its row stays due and is enqueued again, same id, on its own shard; the stranded jobs are removed, failed ones kept', async () => {

@@ -4,7 +4,6 @@ import { createReplicaFence, ReplicasBehindError, storeFence, type ReplicaFence 
 import { compileRules, defaultRules } from '@tally/schema';
 import { replicaInSync, waitFor, type RedisHandle } from '@tally/testing';
 import { useRedisWithReplica } from '@tally/testing/vitest';
-import type { Job } from 'bullmq';
 import type { Cluster, Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
@@ -12,7 +11,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { workFence } from './events.processor';
 import { sealProcessor } from './seal.processor';
-import { startReplicatedCluster } from './test-fixtures';
+import { sealJob, startReplicatedCluster } from './test-fixtures';
 
 // REDIS_WAIT_REPLICAS and the sealer's moves of stores between work-set shards (QUEUE_SHARDS changed): a store leaves
 // its old shard (LEAVE_SHARD) only once replicas hold its REGISTER in its own (on a Redis Cluster another master),
@@ -136,7 +135,7 @@ describe('a move of stores between work-set shards with a hold (REDIS_WAIT_REPLI
     await m.config('RESETSTAT');
     // Shard 0's tick drains shard 3 (past QUEUE_SHARDS) and moves shard 0's strangers; shards 1 and 2 move theirs.
     let moved = 0;
-    for (let shard = 0; shard < 3; shard++) moved += (await seal({ data: { shard } } as Job)).moved;
+    for (let shard = 0; shard < 3; shard++) moved += (await seal(sealJob(shard, 5_000))).moved;
     const strangers = (shard: number) => STORES.filter((s) => storeShard(s, 4) === shard && storeShard(s, 3) !== shard);
     expect(moved).toBe(STORES.filter((s) => storeShard(s, 4) !== storeShard(s, 3)).length);
     // No store is left in a shard not its own (the stores visited had nothing to write: retired from their own).

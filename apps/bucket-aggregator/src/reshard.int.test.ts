@@ -4,13 +4,13 @@ import { storeShard, WORK_SUFFIX } from '@tally/key-layout';
 import { closeQueues, createQueues, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
 import { startRedis, type RedisHandle } from '@tally/testing';
-import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { LEFTOVER_CHECK_MS, sealProcessor, type SealTickResult } from './seal.processor';
+import { sealJob } from './test-fixtures';
 
 /**
  * QUEUE_SHARDS changed under a work set: every store registered under the old count is sealed, folded and published
@@ -71,7 +71,7 @@ function sealer(buckets: BucketStore, clock: { now: number }) {
   /** One seal job per shard, as the job schedulers make them. */
   return async (): Promise<SealTickResult[]> => {
     const out: SealTickResult[] = [];
-    for (let shard = 0; shard < buckets.shards; shard++) out.push(await seal({ data: { shard } } as Job));
+    for (let shard = 0; shard < buckets.shards; shard++) out.push(await seal(sealJob(shard, clock.now)));
     return out;
   };
 }

@@ -370,8 +370,7 @@ export const sealProcessor = (sealer: SealDeps) => {
     }
     const started = performance.now();
     // The time the job scheduler planned this tick for (added at `timestamp`, `delay` before it was due).
-    const dueAt = typeof job.timestamp === 'number' ? job.timestamp + (job.opts?.delay ?? 0) : undefined;
-    const r = await sealTick(deps, parsed.data.shard, dueAt);
+    const r = await sealTick(deps, parsed.data.shard, job.timestamp + (job.opts.delay ?? 0));
     deps.metrics.sealTickSeconds.observe((performance.now() - started) / 1000);
     return r;
   };

@@ -3,7 +3,7 @@ import { closeQueues, createQueues, createRedisConnection, type RedisConnection,
 import type { CompiledRules } from '@tally/schema';
 import { startRedisCluster, testRedis, waitFor, type RedisClusterHandle, type RedisHandle } from '@tally/testing';
 import { useRedis } from '@tally/testing/vitest';
-import { DelayedError, type Job } from 'bullmq';
+import { DelayedError, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
@@ -97,6 +97,9 @@ export async function startReplicatedCluster(): Promise<ReplicatedCluster> {
     },
   };
 }
+
+/** As much of a seal job for `shard` as the sealer reads: added at `timestamp`, due `opts.delay` later, as a job scheduler's. */
+export const sealJob = (shard: number, timestamp: number, opts: JobsOptions = {}) => ({ data: { shard }, timestamp, opts }) as Job;
 
 /** How an events job ended: completed (`applied` false for a duplicate), or delayed (to be retried). */
 type JobOutcome = { outcome: 'completed'; applied: boolean } | { outcome: 'delayed' };

@@ -40,9 +40,6 @@ const DLQ_OPTIONS = {
  */
 const GROUPS = { filters: ['reason', 'older-than', 'newer-than'] };
 
-/** The commands, each with its synopses in USAGE (a test checks: runCli refuses a command without any). */
-export const DLQ_COMMANDS = ['list', 'show', 'replay', 'purge'] as const;
-
 /**
  * Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). Never prompts. `deps` may be a
  * function that connects: it is called only once the command line has been checked whole, so a usage error is
@@ -51,7 +48,6 @@ export const DLQ_COMMANDS = ['list', 'show', 'replay', 'purge'] as const;
 export function runDlqCli(argv: readonly string[], deps: DlqCliDeps | (() => Promise<DlqCliDeps>), io: CliIo): Promise<number> {
   const open = typeof deps === 'function' ? deps : async () => deps;
   return runCli(argv, io, { tool: 'dlq', usage: USAGE, options: DLQ_OPTIONS, groups: GROUPS, notTaken }, async (command, args, values) => {
-    if (!(DLQ_COMMANDS as readonly string[]).includes(command)) throw new UsageError(`unknown command "${command}"`);
     const opened: Queue[] = []; // the queues of shards past QUEUE_SHARDS, closed after the command
     const connect = async () => {
       const d = await open();

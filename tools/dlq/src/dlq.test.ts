@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { QUEUE_NAMES } from '@tally/queues';
-import { DLQ_COMMANDS, runDlqCli, table, USAGE } from './cli';
+import { runDlqCli, table, USAGE } from './cli';
 import { assertQueueName, DlqError, formatAge, matches, parseDuration, parseFilter, replayHazard, type FailedJob } from './dlq';
 
 const job = (over: Partial<FailedJob> = {}): FailedJob => ({
@@ -135,10 +135,6 @@ describe('USAGE', () => {
   it('fits in 100 columns', () => {
     expect(USAGE.split('\n').filter((line) => line.length > 100)).toEqual([]);
   });
-
-  it('has a synopsis for every command the CLI runs: runCli refuses any other as unknown', () => {
-    for (const command of DLQ_COMMANDS) expect(USAGE, command).toMatch(new RegExp(`^  ${command} `, 'm'));
-  });
 });
 
 /** One command line that must not connect (deps refuses): its exit code and lines. */
@@ -231,6 +227,11 @@ describe('the synopses', () => {
     replay: ['--all', ...FILTERS, '--dry-run', '--past-dedupe-window'],
     purge: ['--all', ...FILTERS, '--dry-run', '--yes'],
   };
+
+  it('are those of the commands the CLI runs, and no other: runCli refuses a command without one as unknown', () => {
+    const listed = new Set([...USAGE.matchAll(/^ {2}([a-z][\w-]*) /gm)].map(([, command]) => command));
+    expect([...listed].sort()).toEqual(Object.keys(TAKES).sort());
+  });
 
   it('show each command with exactly the options it takes (--past-dedupe-window: replay, with an id or not)', async () => {
     const commands: Record<string, string[]> = {

@@ -31,7 +31,7 @@ const SEE = 'see: npm run t -- --help';
 
 describe('runCli', () => {
   it('refuses a command that its usage does not list, whatever run would do with it, and any option with it', async () => {
-    for (const argv of [['delete', 'x'], ['delete', 'x', '--force'], ['getx'], ['Get', 'x']])
+    for (const argv of [['delete', 'x'], ['delete', 'x', '--force'], ['getx'], ['Get', 'x'], ['get <id>', 'x']])
       expect(await cli(...argv), argv.join(' ')).toEqual({ code: 2, out: [], err: [`tally: unknown command "${argv[0]}"`, SEE], ran: [] });
   });
 

@@ -27,9 +27,8 @@ interface CliSpec<O extends ParseArgsOptionsConfig> {
 
 /** The synopses of `command` in `usage` (its lines `  <command> <synopsis>  <description>`); none for an unknown command. */
 function synopses(usage: string, command: string | undefined): string[] {
-  return usage
-    .split('\n')
-    .flatMap((line) => (command && /^[a-z]/.test(command) && line.startsWith(`  ${command} `) ? [line.trim().split(/ {2,}/, 1)[0]!] : []));
+  if (!command || !/^[a-z][\w-]*$/.test(command)) return [];
+  return usage.split('\n').flatMap((line) => (line.startsWith(`  ${command} `) ? [line.trim().split(/ {2,}/, 1)[0]!] : []));
 }
 
 /**
