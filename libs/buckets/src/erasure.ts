@@ -1,4 +1,4 @@
-import { WORK_SUFFIX, keptForWindow } from '@tally/key-layout';
+import { WORK_SUFFIX, keptForWindow, keySlot } from '@tally/key-layout';
 import type { Cluster, Redis } from 'ioredis';
 import type { BucketStore } from './bucket-store';
 import { defineScript, runScript } from './script-table';
@@ -171,8 +171,8 @@ interface StoreUnwritten {
 
 /**
  * The Redis side of deleting a store and of erasing a visitor (docs/DESIGN.md "Privacy"): tombstones that the
- * scripts honour, and the deletion of a store's keys on one Redis or on every master of a Redis Cluster (all of
- * a store's keys share its hash tag, so one node holds them).
+ * scripts honour, and the deletion of a store's keys on one Redis or, on a Redis Cluster, in the store's slot (all
+ * of a store's keys share its hash tag).
  */
 export class BucketEraser {
   private readonly redis: Redis | Cluster;
@@ -201,17 +201,15 @@ export class BucketEraser {
     // (`t:w0` under KEY_PREFIX `t`: refused for new stores, libs/key-layout sharesInternalHashTag, but one created
     // before that may exist). No key of a store has a work-set key's name.
     const keep = new Set([this.buckets.keys.tombstone(store), ...Object.values(WORK_SUFFIX).map((s) => tag + s)]);
-    const nodes: Redis[] =
-      'nodes' in this.redis && typeof this.redis.nodes === 'function' ? (this.redis as Cluster).nodes('master') : [this.redis as Redis];
+    const mine = (keys: string[]) => keys.filter((k) => k.startsWith(tag) && !keep.has(k));
     let deleted = 0;
-    for (const node of nodes) {
+    if (this.redis.isCluster) deleted = await this.deleteInSlot(this.redis as Cluster, keySlot(tag), mine);
+    else {
       let cursor = '0';
       do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', `${tag}*`, 'COUNT', 1000);
+        const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${tag}*`, 'COUNT', 1000);
         cursor = next;
-        const mine = keys.filter((k) => !keep.has(k));
-        // One slot (the store's hash tag), so a multi-key UNLINK is valid on a cluster too.
-        for (let i = 0; i < mine.length; i += 500) deleted += await this.redis.unlink(...mine.slice(i, i + 500));
+        deleted += await this.unlink(mine(keys));
       } while (cursor !== '0');
     }
     const active = this.buckets.keys.work(this.buckets.shardOf(store)) + WORK_SUFFIX.active;
@@ -220,6 +218,49 @@ export class BucketEraser {
       // Nothing is left: publishing an empty backlog with the current mark retires the store (and keeps the totals right).
       await this.buckets.publishBacklog(store, { rows: 0, entries: 0, oldestDirty: undefined, oldestUnfolded: undefined }, mark);
     }
+    return deleted;
+  }
+
+  /**
+   * Deletes the keys of one slot that `mine` picks, on a Redis Cluster: on the slot's master first, then on the others
+   * (a slot being migrated has keys on two), in passes until one deletes nothing and the slot's master is the same after
+   * it as before it, so a reshard during a pass leaves no key on a master already read. The UNLINKs go through the
+   * cluster client, which follows a migration's MOVED, ASK and TRYAGAIN replies.
+   */
+  private async deleteInSlot(cluster: Cluster, slot: number, mine: (keys: string[]) => string[]): Promise<number> {
+    const master = async () => {
+      await new Promise<void>((resolve, reject) => cluster.refreshSlotsCache((err) => (err ? reject(err) : resolve())));
+      return cluster.slots[slot]?.[0];
+    };
+    const name = (node: Redis) => `${node.options.host}:${node.options.port}`;
+    let deleted = 0;
+    for (let before = await master(); ;) {
+      let pass = 0;
+      const masters = cluster.nodes('master');
+      for (const node of [...masters.filter((n) => name(n) === before), ...masters.filter((n) => name(n) !== before)]) {
+        // GETKEYSINSLOT has no cursor: ask for as many keys as it returned that are not to delete, and 500 more.
+        for (let others = 0; ;) {
+          const keys = await node.cluster('GETKEYSINSLOT', slot, others + 500);
+          const ours = mine(keys);
+          const n = await this.unlink(ours);
+          pass += n;
+          // Done with the node when the slot holds none of ours, or when none of those it holds could be deleted
+          // (deleted meanwhile, or left on a master that no longer serves the slot).
+          if (n === 0 && (ours.length > 0 || keys.length < others + 500)) break;
+          others = keys.length - ours.length;
+        }
+      }
+      deleted += pass;
+      const after = await master();
+      if (pass === 0 && after === before) return deleted;
+      before = after;
+    }
+  }
+
+  /** UNLINKs keys of one slot (so a multi-key UNLINK is valid on a cluster too), 500 at a time. */
+  private async unlink(keys: string[]): Promise<number> {
+    let deleted = 0;
+    for (let i = 0; i < keys.length; i += 500) deleted += await this.redis.unlink(...keys.slice(i, i + 500));
     return deleted;
   }
 
