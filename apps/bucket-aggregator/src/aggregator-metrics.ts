@@ -15,6 +15,10 @@ export function createAggregatorMetrics(registry: Registry) {
       'Events jobs delayed after their apply because fewer Redis replicas than REDIS_WAIT_REPLICAS held it in time (reason replicas)',
       ['reason'],
     ),
+    fieldsDropped: counter(
+      'tally_rolled_up_fields_dropped_total',
+      "Fields of rolled-up batches left out because their metric is not one of these rules' (rolled up by other rules: a rolling deploy of RULES_FILE)",
+    ),
     batchesDropped: counter('tally_batches_dropped_total', 'Batches dropped whole because their store was deleted (its tombstone)'),
     applySeconds: histogram(
       'tally_apply_duration_seconds',

@@ -161,7 +161,7 @@ describe('events processor', () => {
     ]);
   });
 
-  it('refuses whole a rolled-up batch with a metric of other rules or a day that does not exist, and keeps going', async () => {
+  it('applies a rolled-up batch of other rules without the metrics these rules do not count, refuses whole a day that does not exist', async () => {
     const w = worker();
     const ids = Buffer.alloc(8, 7).toString('base64');
     const batch = (batchId: string, rows: Array<string | number>, distinct?: Array<string | number>) => ({
@@ -181,20 +181,19 @@ describe('events processor', () => {
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
     expect(await failedReasons()).toEqual([
-      'batch other: rows.4: metric "zz#P1" is not one of the rules\' metrics (rolled up by other rules); not applied (nothing written)',
-      'batch uvcount: rows.2: metric "uv" (UniqueVisitors) is a distinct count, not a counter\'s metric (rolled up by other rules); not applied (nothing written)',
-      'batch vsketch: distinct.2: metric "v" is not a distinct-count metric of the rules (rolled up by other rules); not applied (nothing written)',
       'invalid events payload: rows: rows.2: not a day: day of year 0 does not exist in 2023',
       'invalid events payload: rows: rows.2: not a day: day of year 366 does not exist in 2023',
     ]);
     expect((await queues[QUEUE.events].getFailed()).every((j) => j.attemptsMade === 1)).toBe(true);
-    // Only the good batch landed: no count, no sketch and no dedupe record of the refused ones.
-    expect(await redisTotals('S', 'S')).toEqual({ '2024-366|v': '2' });
+    // A metric these rules do not count (zz), a distinct count as a counter (uv in rows), a counter as a distinct count
+    // (v in distinct) are left out, as these rules would roll the events up; the rest counts, once (a dedupe record).
+    expect(await redisTotals('S', 'S')).toEqual({ '2023-152|v': '2', '2024-366|v': '2' });
     const [live] = await buckets.sketches.read('S', ['S']);
     expect(live!.map((x) => x.field)).toEqual(['2024-366|uv']);
-    for (const b of ['other', 'uvcount', 'vsketch']) expect(await redis.exists(buckets.keys.batch('S', b))).toBe(0);
+    for (const b of ['other', 'uvcount', 'vsketch']) expect(await redis.exists(buckets.keys.batch('S', b))).toBe(1);
     const rejected = Object.fromEntries((await metrics.batchesRejected.get()).values.map((v) => [v.labels.reason, v.value]));
-    expect(rejected).toEqual({ rules: 3, payload: 2 });
+    expect(rejected).toEqual({ payload: 2 });
+    expect((await metrics.fieldsDropped.get()).values[0]!.value).toBe(3);
   });
 
   it('moves an unprocessable batch to the failed set with its reason, and keeps going', async () => {

@@ -178,6 +178,7 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
   // A batch the collector rolled up (in the store's zone, by the same rules) goes to the script as it is; the
   // tenant check above still applies to it.
   let deltas;
+  let rolled: ReadonlyArray<string | number> = [];
   let distinct: DistinctAdds | ReadonlyArray<string | number> | undefined;
   if (!rows) {
     try {
@@ -191,20 +192,22 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
       throw err;
     }
   } else {
-    // Rows rolled up by other rules would be stored as they are: every metric must be one of these rules'.
-    const foreign = foreignMetric(deps.rules, 'rows', rows) ?? (data.distinct && foreignMetric(deps.rules, 'distinct', data.distinct));
-    if (foreign) {
-      deps.metrics.batchesRejected.inc({ reason: 'rules' });
+    // Rolled up by other rules (a rolling deploy of RULES_FILE: the senders read the aggregators' fingerprint once a
+    // minute): a metric these rules do not count is dropped and the rest applied, as these rules would roll the events.
+    const kept = countedOnly(deps.rules, 'rows', rows);
+    const keptDistinct = data.distinct && countedOnly(deps.rules, 'distinct', data.distinct);
+    const dropped = [...kept.dropped, ...(keptDistinct?.dropped ?? [])];
+    if (dropped.length > 0) {
+      deps.metrics.fieldsDropped.inc(dropped.length);
       warnings.log(
-        'error',
+        'warn',
         'events:rules',
-        { jobId: job.id, store, batchId, err: foreign },
-        'rolled-up batch of other rules refused whole; it goes to the failed set',
+        { jobId: job.id, store, batchId, dropped: dropped.slice(0, 3) },
+        'rolled-up batch of other rules: the fields of metrics these rules do not count dropped, the rest applied',
       );
-      throw new UnrecoverableError(`batch ${batchId}: ${foreign}; not applied (nothing written)`);
     }
-    // A rolled-up batch carries its distinct-count members (`distinct`, checked whole with the payload).
-    distinct = data.distinct;
+    rolled = kept.flat;
+    distinct = keptDistinct?.flat;
   }
 
   // Before the first write the wait for replicas covers: it fails when a Redis connection closed since (a failover).
@@ -214,7 +217,7 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
   try {
     r = deltas
       ? await deps.buckets.apply(store, batchId, deltas, applyOpts)
-      : await deps.buckets.applyRows(store, batchId, rows!, applyOpts);
+      : await deps.buckets.applyRows(store, batchId, rolled, applyOpts);
   } catch (err) {
     // The apply script refused the whole batch before writing anything (a sum past 38 digits, a corrupt count, a key
     // of another type): retrying cannot help, so the batch goes whole to the failed set with the reason.
@@ -271,34 +274,40 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
 const distinctMetrics = new WeakMap<CompiledRules, ReadonlySet<string>>();
 
 /**
- * The first field of a rolled-up batch's `rows` or `distinct` (checked whole with the payload) whose metric is not
- * one of the rules' own of its kind (a counter's metric in rows, a distinct-count metric without a key in distinct),
- * and why; undefined when every one is. A sender rolls up only while the rules fingerprint is the aggregators'
- * (docs/DESIGN.md "Rollup where the zone is known"), but any other metric would be stored and written as it is.
+ * A rolled-up batch's `rows` or `distinct` (checked whole with the payload) without the fields whose metric is not one
+ * of the rules' own of its kind (a counter's metric in rows, a distinct-count metric without a key in distinct), and
+ * those fields, each with why; a row left with none is left out.
  */
-function foreignMetric(rules: CompiledRules, name: 'rows' | 'distinct', flat: ReadonlyArray<string | number>): string | undefined {
+function countedOnly(rules: CompiledRules, name: 'rows' | 'distinct', flat: ReadonlyArray<string | number>) {
   let sketches = distinctMetrics.get(rules);
   if (!sketches) {
     sketches = new Set(Object.keys(rules.rules.entities).flatMap((e) => rules.distinctOf(e).map((d) => d.metric)));
     distinctMetrics.set(rules, sketches);
   }
-  let i = 0;
-  while (i < flat.length) {
+  const why = (attr: string) => {
+    const known = rules.parseAttrMetric(attr);
+    if (!known) return `metric "${attr}" is not one of the rules' metrics`;
+    const isDistinct = sketches.has(known.metric);
+    if (name === 'rows' && isDistinct) return `metric "${attr}" (${known.metric}) is a distinct count, not a counter's metric`;
+    if (name === 'distinct' && (!isDistinct || known.sub !== undefined))
+      return `metric "${attr}" is not a distinct-count metric of the rules`;
+    return undefined;
+  };
+  const dropped: string[] = [];
+  const kept: Array<string | number> = [];
+  for (let i = 0; i < flat.length;) {
     const end = i + 2 + 2 * Number(flat[i + 1]);
+    const fields: Array<string | number> = [];
     for (let j = i + 2; j < end; j += 2) {
       const field = String(flat[j]);
-      const attr = field.slice(field.indexOf('|') + 1);
-      const known = rules.parseAttrMetric(attr);
-      if (!known) return `${name}.${j}: metric "${attr}" is not one of the rules' metrics (rolled up by other rules)`;
-      const isDistinct = sketches.has(known.metric);
-      if (name === 'rows' && isDistinct)
-        return `${name}.${j}: metric "${attr}" (${known.metric}) is a distinct count, not a counter's metric (rolled up by other rules)`;
-      if (name === 'distinct' && (!isDistinct || known.sub !== undefined))
-        return `${name}.${j}: metric "${attr}" is not a distinct-count metric of the rules (rolled up by other rules)`;
+      const problem = why(field.slice(field.indexOf('|') + 1));
+      if (problem) dropped.push(`${name}.${j}: ${problem}`);
+      else fields.push(flat[j]!, flat[j + 1]!);
     }
+    if (fields.length > 0) kept.push(flat[i]!, fields.length / 2, ...fields);
     i = end;
   }
-  return undefined;
+  return { flat: dropped.length > 0 ? kept : flat, dropped };
 }
 
 /**
