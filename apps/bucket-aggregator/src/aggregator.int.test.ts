@@ -2,7 +2,7 @@ import type { BucketStore } from '@tally/buckets';
 import { enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, flattenDistinct, flattenRows, rollup, rollupDistinct } from '@tally/schema';
 import { waitForQueuesIdle } from '@tally/testing';
-import { Worker } from 'bullmq';
+import { UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
@@ -386,6 +386,12 @@ describe('sealer tick', () => {
     expect(await tick(2000)).toMatchObject({ sealed: 1 });
     expect((await metrics.sealLag.get()).values[0]!.value).toBe(2);
     await w.close();
+  });
+
+  it("skips a tick of a shard past its QUEUE_SHARDS (a newer process's scheduler), refuses a job that is not a seal job", async () => {
+    const seal = sealProcessor({ buckets, queues, bucketMs: 1000, metrics, log });
+    expect(await seal(sealJob(buckets.shards, 1_000))).toMatchObject({ skipped: true, sealed: 0 });
+    await expect(seal(sealJob(-1, 1_000))).rejects.toThrow(UnrecoverableError);
   });
 
   it('seals across bucket boundaries, folds in order and schedules one flush per due row', async () => {

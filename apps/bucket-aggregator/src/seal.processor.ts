@@ -51,7 +51,11 @@ export interface SealTickResult {
    * past QUEUE_SHARDS (deps.leftovers), and the due stores of this shard that are another's (not visited here).
    */
   moved: number;
+  /** The tick was of a shard past this process's QUEUE_SHARDS: nothing done (sealProcessor). */
+  skipped?: true;
 }
+
+const noTick = (): SealTickResult => ({ stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0, failed: 0, moved: 0 });
 
 /** How often a sealer process looks for work-set shards past QUEUE_SHARDS while it knows of none (ms). */
 export const LEFTOVER_CHECK_MS = 5 * 60_000;
@@ -158,7 +162,7 @@ function nextVisit(
  */
 export async function sealTick(deps: SealDeps, shard = 0, dueAt?: number): Promise<SealTickResult> {
   const now = (deps.now ?? Date.now)();
-  const result: SealTickResult = { stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0, failed: 0, moved: 0 };
+  const result = noTick();
   const minAgeMs = Math.floor(deps.bucketMs / 2);
   const warnings = deps.warnings ?? throttleLog(deps.log);
   // Shards past QUEUE_SHARDS (it was lowered) first: the stores they move into this shard are due now.
@@ -365,8 +369,17 @@ export const sealProcessor = (sealer: SealDeps) => {
   };
   return async (job: Job) => {
     const parsed = sealJobSchema.safeParse(job.data);
-    if (!parsed.success || parsed.data.shard >= deps.buckets.shards) {
-      throw new UnrecoverableError(`invalid seal job: ${JSON.stringify(job.data)} (QUEUE_SHARDS=${deps.buckets.shards})`);
+    if (!parsed.success) throw new UnrecoverableError(`invalid seal job: ${JSON.stringify(job.data)}`);
+    // A tick of a shard past this process's QUEUE_SHARDS: a newer process (QUEUE_SHARDS raised, a rolling deploy) made
+    // its scheduler. Skipped, not failed (a dead letter for 14 days): the next tick is most likely a newer process's.
+    if (parsed.data.shard >= deps.buckets.shards) {
+      deps.warnings.log(
+        'info',
+        'seal:shard',
+        { shard: parsed.data.shard, shards: deps.buckets.shards },
+        'seal tick of a shard past QUEUE_SHARDS skipped',
+      );
+      return { ...noTick(), skipped: true as const };
     }
     const started = performance.now();
     // The time the job scheduler planned this tick for (added at `timestamp`, `delay` before it was due).
