@@ -33,6 +33,9 @@ const FAULT_KINDS = ['sigkill', 'redis-restart', 'dynamo-outage', 'throttle', '5
  */
 export async function runChaosExpectingExact(settings: ChaosSettings) {
   const rng = createRng(settings.seed).fork('faults');
+  // The actions' own random waits, drawn as the schedule is made: actions overlap, so drawing them as they run would
+  // make them depend on timing.
+  const pauses = createRng(settings.seed).fork('fault-pauses');
   const faults: Record<string, number> = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0]));
   const kills: Record<string, number> = {};
   const killed = (what: string) => {
@@ -112,21 +115,23 @@ export async function runChaosExpectingExact(settings: ChaosSettings) {
       settings.mode === 'long' ? 30_000 : 10_000,
     );
 
-    // The fault schedule: every action once in a seeded order, spread over the load phase.
-    const actions: Array<[name: string, run: () => Promise<unknown>]> = [];
-    const repeat = (n: number, name: string, run: () => Promise<unknown>) => {
-      for (let i = 0; i < n; i++) actions.push([name, run]);
+    // The fault schedule: every action once in a seeded order, spread over the load phase. `target`: what it kills or
+    // takes down (an app slot, redis, dynalite, the proxy); actions on one target run one after the other.
+    const actions: Array<[name: string, target: string, run: () => Promise<unknown>]> = [];
+    const repeat = (n: number, name: string, make: () => () => Promise<unknown>) => {
+      for (let i = 0; i < n; i++) actions.push([name, name, make()]);
     };
     /** SIGKILL and restart an app; with a crash point, restart it armed: it SIGKILLs itself at the N-th time it reaches the point (mid-flush for the writer). */
-    const kill = (app: FleetApp, point?: string) =>
+    const kill = (app: FleetApp, point?: string, down = pauses.int(2_000)) =>
       actions.push([
         point ? `crash-point ${app.name} at ${point}` : `kill ${app.name}`,
+        app.name,
         async () => {
           exitKnown.add(app.handle.process.pid);
           await app.handle.kill('SIGKILL');
           killed(app.name);
           if (!point) {
-            await sleep(rng.int(2_000));
+            await sleep(down);
             return restart(app);
           }
           armed.add(app.name);
@@ -150,40 +155,53 @@ export async function runChaosExpectingExact(settings: ChaosSettings) {
     }
     // The collector twice as often as the rest: it is the edge that the retries have to survive.
     for (let i = 0; i < settings.killsPerApp; i++) kill(f.app('collector'));
-    repeat(settings.redisRestarts, 'redis', async () => {
+    repeat(settings.redisRestarts, 'redis', () => {
       // On a cluster: one master, restarted on its AOF and nodes.conf (it serves its slots again).
-      const node = f.cluster ? f.cluster.nodes[rng.int(f.cluster.nodes.length)]! : f.redis;
-      await node.kill('SIGKILL');
-      killed('redis-server');
-      faults['redis-restart']!++;
-      await sleep(500 + rng.int(2_500));
-      await node.restart();
-      await f.cluster?.waitHealthy(60_000);
+      const node = f.cluster ? f.cluster.nodes[pauses.int(f.cluster.nodes.length)]! : f.redis;
+      const down = 500 + pauses.int(2_500);
+      return async () => {
+        await node.kill('SIGKILL');
+        killed('redis-server');
+        faults['redis-restart']!++;
+        await sleep(down);
+        await node.restart();
+        await f.cluster?.waitHealthy(60_000);
+      };
     });
-    repeat(settings.dynamoOutages, 'outage', async () => {
+    repeat(settings.dynamoOutages, 'outage', () => async () => {
       p.setDown(true);
       faults['dynamo-outage']!++;
       await sleep(settings.outageSeconds * 1_000);
       p.setDown(false);
     });
-    repeat(settings.dynaliteKills, 'dynalite', async () => {
-      await f.dynalite.kill('SIGKILL');
-      killed('dynalite');
-      await sleep(500 + rng.int(1_500));
-      await f.dynalite.restart();
+    repeat(settings.dynaliteKills, 'dynalite', () => {
+      const down = 500 + pauses.int(1_500);
+      return async () => {
+        await f.dynalite.kill('SIGKILL');
+        killed('dynalite');
+        await sleep(down);
+        await f.dynalite.restart();
+      };
     });
     for (let i = actions.length - 1; i > 0; i--) {
       const j = rng.int(i + 1);
       [actions[i], actions[j]] = [actions[j]!, actions[i]!];
     }
-    // Actions take seconds each (restarts, outages): pack them into the first part of the load phase.
+    // Each action starts in its slot, while earlier ones may still run (restarts, outages and crash points take
+    // seconds each), once the previous action on its target is done: pack them into the first part of the load phase.
     const slot = (settings.loadSeconds * 1_000 * (settings.mode === 'long' ? 0.8 : 0.5)) / (actions.length + 1);
     const scheduleStart = Date.now();
-    for (const [i, [name, run]] of actions.entries()) {
-      await sleep(scheduleStart + (i + 1) * slot - Date.now());
-      say(`fault ${i + 1}/${actions.length}: ${name}`);
-      await run();
-    }
+    const last = new Map<string, Promise<unknown>>();
+    const runs = actions.map(([name, target, run], i) => {
+      const next = (last.get(target) ?? Promise.resolve()).then(async () => {
+        await sleep(Math.max(0, scheduleStart + (i + 1) * slot - Date.now()));
+        say(`fault ${i + 1}/${actions.length}: ${name}`);
+        await run();
+      });
+      last.set(target, next);
+      return next;
+    });
+    await Promise.all(runs);
     say(`fault schedule done; waiting for the load to finish`);
     await done;
     clearInterval(progress);

@@ -44,10 +44,11 @@ export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number; fol
   await waitForQueuesIdle(events, { timeoutMs: left(), includeDelayed: true, intervalMs: 200 });
   await waitFor(
     async () => {
-      const b = await backlog(fleet);
-      if (b.openBuckets + b.sealed + (opts.folded ? 0 : b.outboxes + b.dirtyRows) > 0) return false;
+      // The queue first: backlog's KEYS scan every key, and would take Redis time from the flushes all the drain long.
       const counts = opts.folded ? [] : await Promise.all(writes.map((q) => q.getJobCounts('waiting', 'active', 'delayed', 'prioritized')));
-      return counts.every((c) => Object.values(c).every((n) => n === 0));
+      if (!counts.every((c) => Object.values(c).every((n) => n === 0))) return false;
+      const b = await backlog(fleet);
+      return b.openBuckets + b.sealed + (opts.folded ? 0 : b.outboxes + b.dirtyRows) === 0;
     },
     { timeoutMs: left(), intervalMs: 250, message: opts.folded ? 'every bucket folded' : 'everything written' },
   );
