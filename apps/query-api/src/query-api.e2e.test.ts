@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { BucketStore } from '@tally/buckets';
 import { createDynamoClient, createDynamoMeter, writeRow } from '@tally/dynamo';
 import { loadRules, rollup, type NormalizedEvent } from '@tally/schema';
+import { closeQueues, createQueues, leftoverShardQueues, QUEUE, queueFor, shardOfStore, type QueueName } from '@tally/queues';
 import { createTenant, issueKey } from '@tally/tenants';
 import {
   appArgs,
@@ -15,18 +16,21 @@ import {
   type RedisHandle,
   waitFor,
 } from '@tally/testing';
+import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
 
 const METRICS_TOKEN = 'e2e-metrics-token-0123456789';
+const OPERATOR = 'op_'.padEnd(40, 'x');
 let redisServer: RedisHandle;
 let dynalite: DynaliteHandle;
 let proc: ProcessHandle;
 let base: string;
 let readKey: string;
 let ingestKey: string;
+let lowered = 'LQ0';
 
 beforeAll(async () => {
   redisServer = await startRedis();
@@ -75,6 +79,23 @@ beforeAll(async () => {
     now: now + 4,
     dedupeTtlSeconds: 60,
   });
+  // A store whose jobs failed on its shard under QUEUE_SHARDS=4 (not 0): the query API runs with 1, so that shard is
+  // one a lowered QUEUE_SHARDS left (the jobs there hold raw events).
+  for (let i = 1; shardOfStore(lowered, 4) === 0; i++) lowered = `LQ${i}`;
+  await createTenant({ dynamo: client, table }, lowered);
+  const failedJob = async (queue: QueueName, data: Record<string, unknown>) => {
+    const queues = createQueues(redis, { keyPrefix: 't', shards: 4 });
+    const q = queueFor(queues, queue, lowered);
+    const connection = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+    const worker = new Worker(queue, () => Promise.reject(new Error('boom')), { connection, prefix: q.opts.prefix });
+    const job = await q.add(queue, { store: lowered, ...data }, { attempts: 1 });
+    await waitFor(async () => (await job.getState()) === 'failed');
+    await worker.close();
+    await connection.quit();
+    await closeQueues(queues);
+  };
+  await failedJob(QUEUE.events, { events: [{ type: 'view', dims: { visitor: 'V-private' } }] });
+  await failedJob(QUEUE.dynamoWrites, { pk: `${lowered}#visitor#V-private` });
   await redis.quit();
   client.destroy();
 
@@ -90,6 +111,7 @@ beforeAll(async () => {
       LOG_LEVEL: 'info',
       DASHBOARD_DIR: '/nonexistent/tally-dashboard',
       METRICS_TOKEN,
+      ADMIN_OPERATOR_TOKEN: OPERATOR,
     },
   });
   const m = await proc.waitForLine(/"port":(\d+).*"msg":"query api listening"/, { timeoutMs: 30_000 });
@@ -109,6 +131,24 @@ const get = async (path: string, key = readKey) => {
 };
 
 describe('query-api as a process', () => {
+  it("deletes a store's failed jobs on the queue shards past QUEUE_SHARDS too", async () => {
+    const res = await fetch(`${base}/v1/operator/stores/${lowered}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${OPERATOR}` },
+    });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { removed: unknown }).removed).toMatchObject({ failedJobs: 2 });
+    const redis = new Redis(redisServer.url);
+    const queues = createQueues(redis, { keyPrefix: 't', shards: 1 });
+    for (const name of [QUEUE.events, QUEUE.dynamoWrites]) {
+      const left = await leftoverShardQueues(queues, name);
+      expect(await Promise.all(left.map((q) => q.getFailedCount()))).toEqual([]);
+      await Promise.all(left.map((q) => q.close()));
+    }
+    await closeQueues(queues);
+    await redis.quit();
+  });
+
   it('answers series, totals, top and segments with DynamoDB plus Redis merged', async () => {
     const store = await get('/v1/store');
     expect(store).toMatchObject({ status: 200, body: { store: 'E2E', timeZone: 'Europe/Paris' } });
