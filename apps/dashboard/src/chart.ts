@@ -1,8 +1,8 @@
 // One uPlot chart: a period (solid line) against the period before it (dashed), point by point. uPlot draws;
 // this file only configures it — labels, value formatting, sizing.
 import uPlot from 'uplot';
-import { formatCompact, formatDayWithWeekday, formatMetric, formatMonth, type Locale } from './format';
-import { chartData, ESTIMATE_MARK, isEstimate, niceCeil, pickTicks, type Compared } from './series';
+import { formatCompact, formatDayWithWeekday, formatMetric, formatMonth, type Locale, type MetricValue } from './format';
+import { chartData, ESTIMATE_MARK, isEstimate, niceCeil, pickTicks, pointValue, type Compared } from './series';
 
 export interface ComparisonChartOptions {
   kind: 'day' | 'month';
@@ -67,14 +67,14 @@ export class ComparisonChart {
 
   private options(scale: number, currency: string | undefined): uPlot.Options {
     const { kind, locale } = this.opts;
-    const fmt = (v: number | null) => (v === null || v === undefined ? '–' : formatMetric(v, scale, locale, currency));
+    const fmt = (v: MetricValue | null) => (v === null ? '–' : formatMetric(v, scale, locale, currency));
     // Away from the cursor the legend shows the newest period (today, this month) rather than blanks.
     const at = (u: uPlot, idx: number | null | undefined) => idx ?? u.data[0].length - 1;
     const periodAt = (i: number, which: 'periods' | 'previousPeriods') => this.compared?.[which][i];
-    const valueAt = (u: uPlot, si: number, i: number) => (u.data[si]?.[i] as number | null | undefined) ?? null;
-    // The legend's value, marked when the API says that point's value is an estimate.
-    const shown = (u: uPlot, si: number, i: number, which: 'current' | 'previous') => {
-      const v = valueAt(u, si, i);
+    const valueAt = (i: number, which: 'current' | 'previous') => pointValue(this.compared, which, i, this.plotted?.metric ?? '');
+    // The legend's value, exact (not the plotted float), marked when the API says that point's value is an estimate.
+    const shown = (i: number, which: 'current' | 'previous') => {
+      const v = valueAt(i, which);
       const estimate = v !== null && this.plotted !== undefined && isEstimate(this.compared?.[which][i], this.plotted.metric);
       return (estimate ? ESTIMATE_MARK : '') + fmt(v);
     };
@@ -116,7 +116,7 @@ export class ComparisonChart {
           fill: 'rgba(37, 99, 235, 0.07)',
           width: 2,
           points: { show: kind === 'month', size: 6 },
-          value: (u, _v, si, idx) => shown(u, si, at(u, idx), 'current'),
+          value: (u, _v, _si, idx) => shown(at(u, idx), 'current'),
         },
         {
           label: this.opts.previousLabel,
@@ -124,11 +124,11 @@ export class ComparisonChart {
           width: 1.5,
           dash: [6, 4],
           points: { show: kind === 'month', size: 5 },
-          value: (u, _v, si, idx) => {
+          value: (u, _v, _si, idx) => {
             const i = at(u, idx);
             const period = periodAt(i, 'previousPeriods');
-            const v = shown(u, si, i, 'previous');
-            return valueAt(u, si, i) !== null && period ? `${v} (${this.periodLabel(period)})` : v;
+            const v = shown(i, 'previous');
+            return valueAt(i, 'previous') !== null && period ? `${v} (${this.periodLabel(period)})` : v;
           },
         },
       ],

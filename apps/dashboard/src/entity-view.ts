@@ -7,9 +7,9 @@ import { pollView, type View, type ViewContext } from './context';
 import { chartCsv, downloadCsv } from './csv';
 import { h, replaceChildren, setText } from './dom';
 import type { RequestError } from './errors';
-import { formatDayLong, formatDayShort, formatMetric, formatMonth, percentChange, toNumber, type MetricValue } from './format';
+import { formatDayLong, formatDayRange, formatMetric, formatMonth, percentChange, toNumber, type MetricValue } from './format';
 import { allOrAbort, throttle } from './live';
-import type { ShownMetric } from './metrics';
+import { nounAfter, type ShownMetric } from './metrics';
 import {
   addMonths,
   checkPicked,
@@ -20,6 +20,7 @@ import {
   monthOf,
   presetWindow,
   RANGE_PRESETS,
+  sameWindow,
   type DateWindow,
   type Day,
   type RangePreset,
@@ -154,10 +155,7 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
 
   /** A value as shown: '—' when the API does not answer the metric (unique visitors before it counts them). */
   const fmt = (m: ShownMetric, v: MetricValue | undefined) => (v === undefined ? '\u2014' : formatMetric(v, m.scale, locale, m.currency));
-  const span = (w: DateWindow) =>
-    w.from === w.to
-      ? formatDayShort(w.from, locale)
-      : `${formatDayShort(w.from, locale)} – ${formatDayShort(w.to, locale)}, ${w.to.slice(0, 4)}`;
+  const span = (w: DateWindow) => formatDayRange(w.from, w.to, locale);
 
   function renderRangeBar(): void {
     presetSelect.value = preset;
@@ -173,16 +171,19 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
 
   function setRange(next: DateWindow): void {
     rangeError.hidden = true;
-    const changed = next.from !== range.from || next.to !== range.to;
+    // The same days (another preset, an input changed back): the answer on its way, or shown, is still theirs.
+    if (sameWindow(next, range)) {
+      renderRangeBar();
+      renderHistory();
+      return;
+    }
     range = next;
     renderRangeBar();
-    if (changed) {
-      // The old range's numbers must not stand under the new range's title while its answer is on its way.
-      history = undefined;
-      dayPanel.box.hidden = true;
-      replaceChildren(dayPanel.summary, 'Loading…');
-      historyPoller.poke();
-    }
+    // The old range's numbers must not stand under the new range's title while its answer is on its way.
+    history = undefined;
+    dayPanel.box.hidden = true;
+    replaceChildren(dayPanel.summary, 'Loading…');
+    historyPoller.poke();
   }
 
   function pickPreset(p: RangePreset): void {
@@ -272,7 +273,7 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     replaceChildren(
       dayPanel.summary,
       h('strong', { 'data-testid': 'days-total' }, approx(history.current) + fmt(m, cur)),
-      ` ${m.noun} ${span(history.range)}${history.range.to === todayDate ? ' (today so far)' : ''} · `,
+      ` ${nounAfter(m, cur)} ${span(history.range)}${history.range.to === todayDate ? ' (today so far)' : ''} · `,
       h('strong', { 'data-testid': 'days-previous-total' }, approx(history.previous) + fmt(m, prev)),
       ` in ${span(compared)} `,
       h('span', { class: `change change-${change.direction}`, 'data-testid': 'days-change' }, change.text),
@@ -288,11 +289,12 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
       const text = (estimate ? ESTIMATE_MARK : '') + fmt(m, point?.values[m.name] ?? 0);
       return h('strong', { 'data-testid': testId, title: estimate ? ESTIMATE_TITLE : undefined }, text);
     };
+    const monthPoint = idx >= 0 ? months.current[idx] : undefined;
     replaceChildren(
       monthPanel.summary,
       `${formatMonth(thisMonth, locale)} so far: `,
-      monthFigure(idx >= 0 ? months.current[idx] : undefined, 'month-total'),
-      ` ${m.noun} · ${formatMonth(addMonths(thisMonth, -12), locale)} (full month): `,
+      monthFigure(monthPoint, 'month-total'),
+      ` ${nounAfter(m, monthPoint?.values[m.name])} · ${formatMonth(addMonths(thisMonth, -12), locale)} (full month): `,
       monthFigure(idx >= 0 ? months.previous[idx] : undefined, 'month-previous-total'),
     );
     monthPanel.show(m, months, `No ${m.noun} in the last 24 months yet.`);
@@ -321,7 +323,7 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
       (signal) => series({ granularity: 'day', range: 'yesterday' }, signal),
     ]);
     // The range changed while these were asked: the poke that changed it asks again.
-    if (asked !== range) return;
+    if (!sameWindow(asked, range)) return;
     const asOf = [current, previous, months, yesterday].map((s) => s.asOf).sort()[0]!;
     history = {
       range: asked,

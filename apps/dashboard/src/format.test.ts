@@ -4,7 +4,7 @@ import {
   formatMoney,
   formatCount,
   formatDayLong,
-  formatDayShort,
+  formatDayRange,
   formatDayWithWeekday,
   formatDecimal,
   formatMetric,
@@ -64,8 +64,13 @@ describe('ages and periods', () => {
   });
 
   it('formats store days and months as calendar dates, whatever the runtime time zone', () => {
-    expect(formatDayShort('2023-05-03', 'en-US')).toBe('May 3');
-    expect(formatDayShort('2023-05-03', 'en-GB')).toBe('3 May');
+    // The locale's own range (thin spaces around the dash in en-US), with the year of each end when they differ.
+    expect(formatDayRange('2026-12-01', '2026-12-07', 'en-US')).toBe('Dec 1\u2009–\u20097, 2026');
+    expect(formatDayRange('2026-11-08', '2026-12-07', 'en-US')).toBe('Nov 8\u2009–\u2009Dec 7, 2026');
+    expect(formatDayRange('2019-03-01', '2026-12-07', 'en-US')).toBe('Mar 1, 2019\u2009–\u2009Dec 7, 2026');
+    expect(formatDayRange('2011-05-23', '2019-02-28', 'en-US')).toBe('May 23, 2011\u2009–\u2009Feb 28, 2019');
+    expect(formatDayRange('2026-11-08', '2026-12-07', 'de-DE')).toBe('8. Nov.\u2009–\u20097. Dez. 2026');
+    expect(formatDayRange('2026-12-07', '2026-12-07', 'en-GB')).toBe('7 Dec 2026');
     expect(formatDayWithWeekday('2023-05-03', 'en-US')).toBe('Wed, May 3');
     expect(formatDayLong('2023-12-31', 'en-US')).toBe('Sunday, December 31, 2023');
     expect(formatMonth('2023-05', 'en-US')).toBe('May 2023');

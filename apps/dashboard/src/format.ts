@@ -104,8 +104,12 @@ const periodFormat =
   (period: Day | Month, locale?: Locale): string =>
     new Intl.DateTimeFormat(locale, { ...options, timeZone: 'UTC' }).format(periodStartMs(period));
 
-/** `May 3` (en-US) / `3 May` (en-GB). */
-export const formatDayShort = periodFormat({ month: 'short', day: 'numeric' });
+/** `Dec 1 – 7, 2026`, `Mar 1, 2019 – Dec 7, 2026`: the locale's own range, with each year that differs. */
+export const formatDayRange = (from: Day, to: Day, locale?: Locale): string =>
+  new Intl.DateTimeFormat(locale, { year: 'numeric', month: 'short', day: 'numeric', timeZone: 'UTC' }).formatRange(
+    periodStartMs(from),
+    periodStartMs(to),
+  );
 /** `Wed, May 3` — for axes and lists, where the weekday matters to a shop. */
 export const formatDayWithWeekday = periodFormat({ weekday: 'short', month: 'short', day: 'numeric' });
 /** `Wednesday, May 3, 2023`. */

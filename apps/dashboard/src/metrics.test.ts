@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PRODUCT_METRICS, shownMetrics, STORE_METRICS } from './metrics';
+import { nounAfter, PRODUCT_METRICS, shownMetrics, STORE_METRICS } from './metrics';
 
 describe('shownMetrics', () => {
   const all = ['store', 'product', 'visitor'];
@@ -70,5 +70,21 @@ describe('shownMetrics', () => {
     ];
     expect(shownMetrics(storeOnly, ['PageViewCount', 'ViewCount'], 'product').map((m) => m.name)).toEqual(['ViewCount']);
     expect(shownMetrics(storeOnly, ['PageViewCount'], 'store').map((m) => m.name)).toEqual(['PageViewCount']);
+  });
+
+  it('says "1 order", not "1 orders"', () => {
+    const [uv, views, orders, revenue] = shownMetrics(available, STORE_METRICS, 'store');
+    expect([0, 1, 2, '9007199254740993'].map((n) => `${n} ${nounAfter(orders!, n)}`)).toEqual([
+      '0 orders',
+      '1 order',
+      '2 orders',
+      '9007199254740993 orders',
+    ]);
+    expect([nounAfter(uv!, 1), nounAfter(views!, 1), nounAfter(revenue!, '1.00'), nounAfter(views!, undefined)]).toEqual([
+      'unique visitor',
+      'product view',
+      'revenue',
+      'product views',
+    ]);
   });
 });

@@ -1,6 +1,7 @@
 // The metrics a store owner sees, in the order shown, with their names in plain words.
 import { UNIQUE_VISITORS } from '@tally/contracts';
 import type { MetricInfo } from './api';
+import { toNumber, type MetricValue } from './format';
 
 export interface ShownMetric {
   name: string;
@@ -20,14 +21,19 @@ export interface ShownMetric {
   currency?: string;
 }
 
-const KNOWN: Record<string, { label: string; noun: string; money?: boolean; additive?: boolean }> = {
-  [UNIQUE_VISITORS]: { label: 'Unique visitors', noun: 'unique visitors', additive: false },
-  ViewCount: { label: 'Product views', noun: 'product views' },
-  OrderCount: { label: 'Orders', noun: 'orders' },
+/** `one`: the noun after 1 ("1 order"), when it differs. */
+const KNOWN: Record<string, { label: string; noun: string; one?: string; money?: boolean; additive?: boolean }> = {
+  [UNIQUE_VISITORS]: { label: 'Unique visitors', noun: 'unique visitors', one: 'unique visitor', additive: false },
+  ViewCount: { label: 'Product views', noun: 'product views', one: 'product view' },
+  OrderCount: { label: 'Orders', noun: 'orders', one: 'order' },
   Revenue: { label: 'Revenue', noun: 'revenue', money: true },
-  PageViewCount: { label: 'Page views', noun: 'page views' },
-  PageViews: { label: 'Page views', noun: 'page views' },
+  PageViewCount: { label: 'Page views', noun: 'page views', one: 'page view' },
+  PageViews: { label: 'Page views', noun: 'page views', one: 'page view' },
 };
+
+/** `m`'s noun after `value` in a sentence: "1 order", "2 orders". */
+export const nounAfter = (m: ShownMetric, value: MetricValue | undefined): string =>
+  (toNumber(value) === 1 && KNOWN[m.name]?.one) || m.noun;
 
 /**
  * Whether `entity` (`store`, `product`, `page`) can be asked for `info` as the dashboard asks, without a key: the API

@@ -60,6 +60,8 @@ export interface DateWindow {
   to: Day;
 }
 
+export const sameWindow = (a: DateWindow, b: DateWindow): boolean => a.from === b.from && a.to === b.to;
+
 /**
  * The months chart's windows, given the store's `today` (the days chart shows a picked range: presetWindow and
  * comparisonWindow). Its data comes in one request covering the months and the ones before them, split in two by

@@ -1,7 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import type { SeriesPoint } from './api';
 import { formatMetric } from './format';
-import { chartData, compare, isEmpty, isEstimate, niceCeil, patchPoint, pickTicks, sumValues, totalOf, withToday } from './series';
+import {
+  chartData,
+  compare,
+  isEmpty,
+  isEstimate,
+  niceCeil,
+  patchPoint,
+  pickTicks,
+  pointValue,
+  sumValues,
+  totalOf,
+  withToday,
+} from './series';
 
 const pt = (period: string, v: number, r: string): SeriesPoint => ({ period, values: { ViewCount: v, Revenue: r } });
 
@@ -44,6 +56,19 @@ describe('compare', () => {
       { period: '2024-01-04', values: { ViewCount: 400, UniqueVisitors: 5 }, estimated: ['Other'] },
     ]);
     expect(patchPoint(marked, '2024-01-04', { UniqueVisitors: 5, Other: 1 })[0]).not.toHaveProperty('estimated');
+  });
+
+  it("gives a chart's legend the API's exact values, not the plotted floats", () => {
+    const big = compare(
+      [pt('2024-01-03', 7, '95000000000019.04'), { period: '2024-01-01', values: { ViewCount: '9007199254740993' } }],
+      ['2024-01-03'],
+      ['2024-01-01'],
+      ['ViewCount', 'Revenue'],
+    );
+    expect(formatMetric(pointValue(big, 'current', 0, 'Revenue')!, 2, 'en-US', 'USD')).toBe('$95,000,000,000,019.04');
+    expect(formatMetric(pointValue(big, 'previous', 0, 'ViewCount')!, 0, 'en-US')).toBe('9,007,199,254,740,993');
+    // A metric the point lacks is 0; past the ends there is no point.
+    expect([pointValue(big, 'previous', 0, 'Revenue'), pointValue(big, 'current', 1, 'ViewCount')]).toEqual([0, null]);
   });
 
   it('knows an empty chart', () => {

@@ -68,6 +68,12 @@ export function chartData(compared: Compared, metric: string): [number[], number
   ];
 }
 
+/** The API's exact value of `metric` at point `i` (the chart plots floats, wrong past 2^53); null past the ends. */
+export function pointValue(compared: Compared | undefined, which: 'current' | 'previous', i: number, metric: string): MetricValue | null {
+  const point = compared?.[which][i];
+  return point ? (point.values[metric] ?? 0) : null;
+}
+
 export function isEmpty(compared: Compared, metric: string): boolean {
   return [...compared.current, ...compared.previous].every((p) => toNumber(p.values[metric]) === 0);
 }

@@ -73,7 +73,7 @@ export function mountTopLists(ctx: ViewContext, section: { title: string; testid
       body,
       items.length === 0
         ? h('p', { class: 'empty' }, `No ${m.noun} of any ${spec.of} in the last 30 days.`)
-        : h('ol', {}, ...items.map((item) => h('li', {}, entry(spec, item), value(item)))),
+        : h('ol', {}, ...items.map((item) => h('li', {}, h('div', { class: 'top-row' }, entry(spec, item), value(item))))),
     );
   }
 
