@@ -1,11 +1,15 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { defineConfig } from 'tsdown';
 
-// The published package: ESM and CommonJS entry points with bundled type declarations. The workspace libs it is
-// made of (@tally/intake, queues, schema, key-layout) are bundled in, so the validation stays one implementation;
-// the npm packages they use stay external and are the package's dependencies.
+// The published package: one CommonJS build with bundled type declarations, and an ES module entry point that
+// re-exports it, so `import` and `require` get the same classes (no dual-package hazard: an error thrown by a
+// client made through one is `instanceof` the class taken through the other). The workspace libs it is made of
+// (@tally/intake, queues, schema, key-layout) are bundled in, so the validation stays one implementation; the npm
+// packages they use stay external and are the package's dependencies.
 export default defineConfig({
   entry: ['src/index.ts'],
-  format: ['esm', 'cjs'],
+  format: ['cjs'],
   platform: 'node',
   target: 'node22',
   sourcemap: true,
@@ -13,4 +17,9 @@ export default defineConfig({
   // The lib's tsconfig.json is a project reference of the workspace (its libs are references): build mode.
   dts: { tsc: { eager: true, build: true } },
   deps: { alwaysBundle: [/^@tally\//] },
+  hooks: {
+    'build:done': ({ options }) => {
+      for (const file of ['index.mjs', 'index.d.mts']) writeFileSync(join(options.outDir, file), "export * from './index.cjs';\n");
+    },
+  },
 });

@@ -16,8 +16,9 @@ import {
 import { freePort, sleep, startRedis, startRedisCluster, startRedisWithReplica, waitFor, type RedisHandle } from '@tally/testing';
 import { UnrecoverableError, Worker } from 'bullmq';
 import { Cluster, Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
+  ClientClosedError,
   createProducerConnection,
   createTallyClient,
   IdempotencyConflictError,
@@ -30,6 +31,7 @@ import {
   ValidationError,
   compileRules,
   defaultRules,
+  type CompiledRules,
   type TallyClient,
   type TallyClientOptions,
 } from './index';
@@ -476,6 +478,14 @@ describe('createTallyClient', () => {
         'waitReplicas',
         /^waitReplicas \{"replicas":0\} is invalid: replicas is a whole number from 1 to 16/,
       ],
+      // Plain-JS mistakes the types would have refused.
+      [{ waitReplicas: null as never }, 'waitReplicas', /^waitReplicas null is invalid/],
+      [
+        { rules: defaultRules as unknown as CompiledRules },
+        'rules',
+        /^rules is invalid: compiled rules, as loadRules\(path\) or compileRules/,
+      ],
+      [{ onError: 'x' as never }, 'onError', /^onError "x" is invalid: a function/],
     ];
     // A connection the caller passes is the caller's; the client opens no duplicate of it for waitReplicas either.
     const passed = createProducerConnection(url);
@@ -494,6 +504,16 @@ describe('createTallyClient', () => {
         }
       }
       expect(thrown({ connection: undefined as unknown as string })).toMatchObject({ field: 'connection' });
+      expect(thrown(undefined as never)).toMatchObject({
+        field: 'connection',
+        message: expect.stringMatching(/^createTallyClient takes its options/),
+      });
+      // BullMQ's connection options are not a connection: refused, not handed to BullMQ to connect with.
+      const port = (server.address() as AddressInfo).port;
+      expect(thrown({ connection: { host: '127.0.0.1', port } as never })).toMatchObject({
+        field: 'connection',
+        message: expect.stringMatching(/^connection \{ host, port \} is invalid: .* \(for \{ host, port \}: redis:\/\/host:port\)$/),
+      });
       await sleep(500); // time for a connection to be opened
       expect(opened).toHaveLength(1);
       // The bounds themselves are taken, and the server sees the connection of each client made.
@@ -623,6 +643,78 @@ describe('createTallyClient', () => {
     } finally {
       await c.close();
       await late?.stop();
+    }
+  });
+
+  it('close() refuses new calls with ClientClosedError, and resolves once the calls in flight settled, each enqueued', async () => {
+    const c = createTallyClient({ connection: redis.url });
+    await c.enqueueEvents('CLOSE1', [view('P1')]); // connected
+    const settled: string[] = [];
+    const calls = Array.from({ length: 20 }, (_, i) =>
+      c.enqueueEvents('CLOSE1', [view('P1')], { idempotencyKey: `close-${i}` }).then(
+        () => settled.push('enqueued'),
+        (e: { code?: string }) => settled.push(e.code ?? String(e)),
+      ),
+    );
+    const closed = c.close().then(() => settled.push('closed'));
+    const late = await c.enqueueEvents('CLOSE1', [view('P1')]).catch((e: unknown) => e);
+    expect(late).toBeInstanceOf(ClientClosedError);
+    expect(late).toMatchObject({ code: 'TALLY_ERR_CLIENT_CLOSED', message: expect.stringMatching(/^this Tally client is closed/) });
+    await closed;
+    await Promise.all(calls);
+    expect(settled).toEqual([...Array<string>(20).fill('enqueued'), 'closed']);
+    await c.close(); // again: resolves
+  });
+
+  it('while connecting, the calls waiting share one pair of listeners on the connection, however many', async () => {
+    const conn = createProducerConnection(`redis://127.0.0.1:${await freePort()}`); // nothing listens: never ready
+    conn.on('error', () => {});
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    const c = createTallyClient({ connection: conn, readyTimeoutMs: 200 });
+    try {
+      const before = [conn.listenerCount('ready'), conn.listenerCount('end')];
+      const calls = Array.from({ length: 30 }, () => c.enqueueEvents('STORE1', [view('P1')]).catch((e: unknown) => e));
+      expect([conn.listenerCount('ready'), conn.listenerCount('end')]).toEqual(before.map((n) => n + 1));
+      for (const err of await Promise.all(calls)) expect(err).toBeInstanceOf(QueueUnavailableError);
+      expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+      await c.close();
+      conn.disconnect();
+    }
+  });
+
+  it('on a Redis that does not answer, fails a call at its first read that times out, rather than wait again for its next', async () => {
+    const frozen = await startRedis();
+    const conn = createProducerConnection(frozen.url, { commandTimeoutMs: 300 });
+    conn.on('error', () => {});
+    const depth = createTallyClient({ connection: conn, backpressure: { maxDepth: 1_000, checkEveryMs: 0 } });
+    const noDepth = createTallyClient({ connection: conn, backpressure: false });
+    const sent = vi.spyOn(conn, 'sendCommand');
+    const gets = () => sent.mock.calls.filter(([command]) => command.name === 'get').length;
+    try {
+      for (const c of [depth, noDepth]) await c.enqueueEvents('FROZEN1', [view('P1')]);
+      await frozen.kill('SIGSTOP');
+      sent.mockClear();
+      // The depth read times out: nothing more is sent (the zone's and the unknown-store mark's GETs were, each
+      // waiting as long again).
+      const err = await depth.enqueueEvents('FROZEN1', [view('P1')], { idempotencyKey: 'frozen-1' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(QueueUnavailableError);
+      expect(err).toMatchObject({ message: 'Redis did not answer: Command timed out; nothing was enqueued', idempotencyKey: 'frozen-1' });
+      expect(gets()).toBe(0);
+      // Without backpressure, the zone's read (a store not read yet) is the one that times out: the only GET.
+      expect(await noDepth.enqueueEvents('FROZEN2', [view('P1')]).catch((e: unknown) => e)).toBeInstanceOf(QueueUnavailableError);
+      expect(gets()).toBe(1);
+      // A bad batch is still a ValidationError, which no retry would cure.
+      expect(await depth.enqueueEvents('FROZEN1', [view('P1', 'yesterday')]).catch((e: unknown) => e)).toBeInstanceOf(ValidationError);
+    } finally {
+      await frozen.kill('SIGCONT');
+      sent.mockRestore();
+      await Promise.all([depth.close(), noDepth.close()]);
+      conn.disconnect();
+      await frozen.stop();
     }
   });
 

@@ -5,6 +5,8 @@ import {
   DEFAULT_INTAKE_LIMITS,
   InvalidArgumentError,
   QueueFullError,
+  QueueUnavailableError,
+  ValidationError,
   waitForReady,
   type EnqueueOptions,
   type IntakeLimits,
@@ -16,6 +18,7 @@ import {
   closeQueues,
   createQueues,
   createReplicaFence,
+  isRedisUnavailable,
   MAX_QUEUE_SHARDS,
   QUEUE,
   queueShards,
@@ -25,6 +28,7 @@ import {
 } from '@tally/queues';
 import { compileRules, defaultRules, type CompiledRules, type EventInput } from '@tally/schema';
 import type { Queue } from 'bullmq';
+import { ClientClosedError } from './errors';
 
 export interface TallyClientOptions {
   /**
@@ -77,9 +81,13 @@ export interface TallyClient {
    * Redis holds the batch. With `idempotencyKey`, a retried call is counted once.
    * Throws TooManyEventsError, InvalidArgumentError (a bad store id, key, receivedAt or timeZone, or no events), ValidationError, IdempotencyConflictError, UnknownStoreError
    * (the aggregator refused a batch for this store lately: it has no tenant), QueueFullError (the queue is over
-   * its backpressure limit) or QueueUnavailableError.
+   * its backpressure limit), QueueUnavailableError or, once close() was called, ClientClosedError.
    */
   enqueueEvents(store: string, events: readonly EventInput[], opts?: EnqueueOptions): Promise<{ batchId: string; accepted: number }>;
+  /**
+   * Refuses new calls (ClientClosedError), waits for the calls in flight to settle, then closes the client's queues
+   * and the connections it opened. Calling it again returns the same promise.
+   */
   close(): Promise<void>;
 }
 
@@ -92,7 +100,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
   // the caller's process from exiting.
   const { wait, idempotencyWindowSeconds, keyPrefix, shards, limits, readyTimeoutMs, backpressure } = checkOptions(opts);
   const c = opts.connection;
-  const target = typeof c === 'string' ? { REDIS_URL: c } : 'REDIS_URL' in c ? c : undefined;
+  const target = typeof c === 'string' ? { REDIS_URL: c } : isConnection(c) ? undefined : c;
   const owned = target !== undefined;
   const redis = target !== undefined ? createProducerConnection(target) : (c as RedisConnection);
   const onError = opts.onError ?? (() => {});
@@ -129,35 +137,75 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
   });
   const admit = depthGate(queueShards(queues, QUEUE.events), backpressure);
   const zoneOf = storeZones(redis, keyPrefix);
-  let closed = false;
+  /**
+   * A call a read of which Redis did not answer (connected, but a command timed out) fails now rather than wait as
+   * long again for its batch: a bad batch with a ValidationError, as the intake refuses it while Redis is away.
+   */
+  const unanswered = (err: Error, events: readonly EventInput[], eopts?: EnqueueOptions): never => {
+    const now = Date.now();
+    const { errors } = intake.validate(events, now);
+    // A call with a key may be the retry of a batch accepted before some events grew too old (Intake.submit).
+    const retry = eopts?.idempotencyKey !== undefined && intake.validate(events, now, { lateness: false }).errors.length === 0;
+    if (errors.length > 0 && !retry) throw new ValidationError(errors);
+    const unavailable = new QueueUnavailableError(`Redis did not answer: ${err.message}; nothing was enqueued`, { cause: err });
+    unavailable.idempotencyKey = eopts?.idempotencyKey;
+    throw unavailable;
+  };
+  const enqueue = async (store: string, events: readonly EventInput[], eopts?: EnqueueOptions) => {
+    // A (re)connecting connection is waited for, at most readyTimeoutMs, before any call on it: BullMQ's own calls
+    // would wait unbounded for one that was never ready. If it is still not ready, the intake validates the events
+    // and then throws QueueUnavailableError.
+    const ready = await waitForReady(redis, readyTimeoutMs).then(
+      () => true,
+      () => false,
+    );
+    // With the store's zone (as the aggregator published it from the tenant) the batch goes rolled up, as the
+    // collector sends it, but only while the aggregators publish the fingerprint of this client's rules (the
+    // intake's `rulesKey`): rows rolled up by other rules would be counted as they are. Otherwise it goes as
+    // events the aggregator rolls up. The caller's zone goes to the intake even while Redis is not ready, which
+    // checks it (InvalidArgumentError) before it finds Redis away.
+    let timeZone = eopts?.timeZone;
+    if (ready) {
+      try {
+        await admit();
+        timeZone ??= await zoneOf(store);
+      } catch (err) {
+        if (!isRedisUnavailable(err)) throw err;
+        unanswered(err as Error, events, eopts);
+      }
+    }
+    const { batchId, accepted } = await intake.submit(store, events, { ...eopts, timeZone });
+    return { batchId, accepted };
+  };
+  const inFlight = new Set<Promise<unknown>>();
+  let closing: Promise<void> | undefined;
   return {
     async enqueueEvents(store, events, eopts) {
-      if (closed) throw new Error('this Tally client is closed');
-      // A (re)connecting connection is waited for, at most readyTimeoutMs, before any call on it: BullMQ's own calls
-      // would wait unbounded for one that was never ready. If it is still not ready, the intake validates the events
-      // and then throws QueueUnavailableError.
-      const ready = await waitForReady(redis, readyTimeoutMs).then(
-        () => true,
-        () => false,
-      );
-      if (ready) await admit();
-      // With the store's zone (as the aggregator published it from the tenant) the batch goes rolled up, as the
-      // collector sends it, but only while the aggregators publish the fingerprint of this client's rules (the
-      // intake's `rulesKey`): rows rolled up by other rules would be counted as they are. Otherwise it goes as
-      // events the aggregator rolls up. The caller's zone goes to the intake even while Redis is not ready, which
-      // checks it (InvalidArgumentError) before it finds Redis away.
-      const timeZone = eopts?.timeZone ?? (ready ? await zoneOf(store) : undefined);
-      const { batchId, accepted } = await intake.submit(store, events, { ...eopts, timeZone });
-      return { batchId, accepted };
+      if (closing) throw new ClientClosedError();
+      const call = enqueue(store, events, eopts);
+      inFlight.add(call);
+      try {
+        return await call;
+      } finally {
+        inFlight.delete(call);
+      }
     },
-    async close() {
-      if (closed) return;
-      closed = true;
-      await closeQueues(queues);
-      if (waitRedis) await closeConnection(waitRedis);
-      if (owned) await closeConnection(redis);
+    close() {
+      closing ??= (async () => {
+        await Promise.allSettled(inFlight);
+        await closeQueues(queues);
+        if (waitRedis) await closeConnection(waitRedis);
+        if (owned) await closeConnection(redis);
+      })();
+      return closing;
     },
   };
+}
+
+/** Whether `c` is a connection (an ioredis Redis or Cluster), rather than a Redis target or other options. */
+function isConnection(c: object): c is RedisConnection {
+  const o = c as Partial<Record<'status' | 'on' | 'once' | 'off', unknown>>;
+  return typeof o.status === 'string' && typeof o.on === 'function' && typeof o.once === 'function' && typeof o.off === 'function';
 }
 
 /** KEY_PREFIX's format (libs/config env.schema.ts): an installation's apps run with no other. */
@@ -173,11 +221,34 @@ function whole(field: CheckedField, name: string, value: unknown, min: number, m
 
 /** The options with their defaults, or InvalidArgumentError naming the first one out of range (nothing opened yet). */
 function checkOptions(opts: TallyClientOptions) {
-  const c = opts.connection as unknown;
-  if (typeof c !== 'string' && (typeof c !== 'object' || c === null)) {
+  const must = 'a redis:// URL, a Redis target ({ REDIS_URL, … }) or an ioredis instance made with createProducerConnection';
+  if (typeof opts !== 'object' || opts === null) {
     throw new InvalidArgumentError(
       'connection',
-      `connection ${String(c)} is invalid: a redis:// URL, a Redis target ({ REDIS_URL, … }) or an ioredis instance made with createProducerConnection`,
+      `createTallyClient takes its options, { connection, … } (got ${String(opts)}): connection is ${must}`,
+    );
+  }
+  const c = opts.connection as unknown;
+  if (typeof c !== 'string' && (typeof c !== 'object' || c === null))
+    throw new InvalidArgumentError('connection', `connection ${String(c)} is invalid: ${must}`);
+  // Only its keys: other options (BullMQ's { host, port, password }) may hold a password.
+  if (typeof c === 'object' && !('REDIS_URL' in c) && !isConnection(c)) {
+    throw new InvalidArgumentError(
+      'connection',
+      `connection { ${Object.keys(c).join(', ')} } is invalid: ${must} (for { host, port }: redis://host:port)`,
+    );
+  }
+  const r = opts.rules as Partial<CompiledRules> | null | undefined;
+  if (r !== undefined && (typeof r?.fingerprint !== 'string' || !(r.eventTypes instanceof Map))) {
+    throw new InvalidArgumentError(
+      'rules',
+      'rules is invalid: compiled rules, as loadRules(path) or compileRules(object) return (not the rules object itself)',
+    );
+  }
+  if (opts.onError !== undefined && typeof opts.onError !== 'function') {
+    throw new InvalidArgumentError(
+      'onError',
+      `onError ${JSON.stringify(opts.onError)} is invalid: a function, called with each Redis connection error`,
     );
   }
   const keyPrefix = opts.keyPrefix ?? 't';
@@ -214,10 +285,11 @@ function checkOptions(opts: TallyClientOptions) {
 }
 
 /** `waitReplicas` with its default timeout, or InvalidArgumentError. */
-function checkWaitReplicas(w: TallyClientOptions['waitReplicas']): { replicas: number; timeoutMs: number } | undefined {
+function checkWaitReplicas(w: TallyClientOptions['waitReplicas'] | null): { replicas: number; timeoutMs: number } | undefined {
   if (w === undefined) return undefined;
-  const timeoutMs = w.timeoutMs ?? 1_000;
+  const timeoutMs = w?.timeoutMs ?? 1_000;
   if (
+    w !== null &&
     Number.isInteger(w.replicas) &&
     w.replicas >= 1 &&
     w.replicas <= 16 &&
@@ -235,8 +307,8 @@ function checkWaitReplicas(w: TallyClientOptions['waitReplicas']): { replicas: n
 
 /**
  * Throws QueueFullError while the waiting jobs of `shards` are over `maxDepth`. The depth is read again when the
- * last read is older than `checkEveryMs` (one read at a time, shared by the calls waiting on it); a failed read
- * lets the call through, to the intake's own handling of an unreachable Redis.
+ * last read is older than `checkEveryMs` (one read at a time, shared by the calls waiting on it). A read Redis did not
+ * answer (isRedisUnavailable) throws its error to the calls waiting on it; another failed read lets them through.
  */
 function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure']): () => Promise<void> {
   if (!o) return async () => {};
@@ -247,8 +319,9 @@ function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure
     try {
       depth = (await Promise.all(shards.map((q) => q.getWaitingCount()))).reduce((a, b) => a + b, 0);
       readAt = performance.now();
-    } catch {
+    } catch (err) {
       depth = 0;
+      if (isRedisUnavailable(err)) throw err;
     } finally {
       reading = undefined;
     }
@@ -270,7 +343,7 @@ const NO_ZONE_CACHE_MS = 1_000;
 /**
  * The store's time zone as the aggregator publishes it (libs/key-layout `storeZone`), read at most once a minute
  * per store (once a second while none is); undefined while none is published (a store no aggregator has found a
- * tenant for yet) or Redis does not answer.
+ * tenant for yet) or the read fails but for Redis not answering (isRedisUnavailable), which it throws.
  */
 function storeZones(redis: Pick<RedisConnection, 'get'>, keyPrefix: string): (store: string) => Promise<string | undefined> {
   const key = redisKeys(keyPrefix).storeZone;
@@ -278,7 +351,11 @@ function storeZones(redis: Pick<RedisConnection, 'get'>, keyPrefix: string): (st
   return async (store) => {
     const hit = cache.get(store);
     if (hit && hit.until > performance.now()) return hit.zone;
-    const zone = (await redis.get(key(store)).catch(() => null)) ?? undefined;
+    const zone =
+      (await redis.get(key(store)).catch((err: unknown) => {
+        if (isRedisUnavailable(err)) throw err;
+        return null;
+      })) ?? undefined;
     if (cache.size >= 100_000) cache.clear();
     cache.set(store, { zone, until: performance.now() + (zone === undefined ? NO_ZONE_CACHE_MS : ZONE_CACHE_MS) });
     return zone;

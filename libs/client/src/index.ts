@@ -14,3 +14,4 @@ export {
 export { ReplicasBehindError, type RedisTarget } from '@tally/queues';
 export { compileRules, defaultRules, loadRules, RulesError, type CompiledRules, type EventInput } from '@tally/schema';
 export { createTallyClient, type TallyClient, type TallyClientOptions } from './client';
+export { ClientClosedError } from './errors';

@@ -46,11 +46,21 @@ beforeAll(async () => {
 
   writeFileSync(
     join(app, 'esm.mjs'),
-    `import { createTallyClient } from '@tally/client';
-const client = createTallyClient({ connection: process.argv[2] });
+    `import { createRequire } from 'node:module';
+import * as esm from '@tally/client';
+const client = esm.createTallyClient({ connection: process.argv[2] });
 const r = await client.enqueueEvents('${STORE}', [1, 2, 3].map((i) => ({ type: 'view', ts: Date.now() - i, dims: { product: 'P' + i } })), { idempotencyKey: 'esm-1' });
 await client.close();
-console.log(JSON.stringify(r));
+// One copy of the package whether imported or required: an error from either is an instance of the other's class.
+const cjs = createRequire(import.meta.url)('@tally/client');
+let cjsError;
+try {
+  cjs.createTallyClient({ connection: 'localhost:6379' });
+} catch (e) {
+  cjsError = e;
+}
+const sameClasses = ['ValidationError', 'InvalidArgumentError', 'QueueUnavailableError', 'ClientClosedError'].every((n) => esm[n] === cjs[n]);
+console.log(JSON.stringify({ ...r, sameClasses, cjsErrorIsEsmClass: cjsError instanceof esm.InvalidArgumentError }));
 `,
   );
   writeFileSync(
@@ -72,13 +82,14 @@ console.log(JSON.stringify(r));
   );
   writeFileSync(
     join(app, 'typed.mts'),
-    `import { createTallyClient, type TallyClient, QueueUnavailableError } from '@tally/client';
+    `import { ClientClosedError, createTallyClient, type TallyClient, QueueUnavailableError } from '@tally/client';
 const client: TallyClient = createTallyClient({ connection: process.argv[2]!, readyTimeoutMs: 5_000 });
 const r: { batchId: string; accepted: number } = await client.enqueueEvents('${STORE}', [{ type: 'view', ts: Date.now(), dims: { product: 'P1' } }], { idempotencyKey: 'ts-1' });
 // @ts-expect-error: the declarations are real types, not any: a store id is a string
 await client.enqueueEvents(42, []).catch(() => undefined);
 await client.close();
-console.log(JSON.stringify({ ...r, isError: new QueueUnavailableError('x') instanceof Error }));
+const code: 'TALLY_ERR_CLIENT_CLOSED' = new ClientClosedError().code;
+console.log(JSON.stringify({ ...r, isError: new QueueUnavailableError('x') instanceof Error, code }));
 `,
   );
   writeFileSync(
@@ -102,9 +113,9 @@ describe('the packed @tally/client in a project outside the workspace', () => {
     const esm = JSON.parse((await node('esm.mjs', stack.redisServer.url)).stdout);
     const cjs = JSON.parse((await node('cjs.cjs', stack.redisServer.url)).stdout);
     const ts = JSON.parse((await node('out/typed.mjs', stack.redisServer.url)).stdout);
-    expect(esm).toMatchObject({ accepted: 3 });
+    expect(esm).toMatchObject({ accepted: 3, sameClasses: true, cjsErrorIsEsmClass: true });
     expect(cjs).toMatchObject({ accepted: 2, refused: 'TALLY_ERR_VALIDATION' });
-    expect(ts).toMatchObject({ accepted: 1, isError: true });
+    expect(ts).toMatchObject({ accepted: 1, isError: true, code: 'TALLY_ERR_CLIENT_CLOSED' });
 
     const aggregator = await stack.startApp('bucket-aggregator', { env: { SEALER_ENABLED: 'false' } });
     await waitFor(async () => metricValue(await aggregator.metrics(), 'tally_events_applied_total') === 6, {

@@ -59,22 +59,55 @@ export interface ConnectionState {
   off(event: 'ready' | 'end', listener: () => void): unknown;
 }
 
+/** ioredis' connection states (Redis and Cluster) in words, for the errors of a call that finds one not ready. */
+const STATES: Record<string, string> = {
+  wait: 'not connected yet',
+  connecting: 'connecting',
+  connect: 'connected, not ready yet',
+  reconnecting: 'reconnecting',
+  close: 'disconnected',
+  disconnecting: 'closing',
+  end: 'closed',
+};
+const stateOf = (redis: ConnectionState) => STATES[redis.status] ?? redis.status;
+
+/** The next 'ready' of each connection, shared by the calls waiting for it: one pair of listeners, however many calls. */
+const nextReady = new WeakMap<ConnectionState, Promise<void>>();
+
+function readyOf(redis: ConnectionState): Promise<void> {
+  let ready = nextReady.get(redis);
+  if (!ready) {
+    ready = new Promise<void>((resolve, reject) => {
+      const onReady = () => {
+        redis.off('end', onEnd);
+        resolve();
+      };
+      const onEnd = () => {
+        redis.off('ready', onReady);
+        reject(new Error('the connection was closed'));
+      };
+      redis.once('ready', onReady);
+      redis.once('end', onEnd);
+    }).finally(() => nextReady.delete(redis));
+    ready.catch(() => {}); // a 'end' no call waits for any more
+    nextReady.set(redis, ready);
+  }
+  return ready;
+}
+
 /** Resolves once `redis` is ready, or rejects after `timeoutMs` (0: only when it already is). */
 export async function waitForReady(redis: ConnectionState, timeoutMs: number): Promise<void> {
   if (redis.status === 'ready') return;
-  if (timeoutMs <= 0 || redis.status === 'end') throw new Error(`redis connection is ${redis.status}`);
-  await new Promise<void>((resolve, reject) => {
-    const done = (err?: Error) => {
-      clearTimeout(timer);
-      redis.off('ready', onReady);
-      redis.off('end', onEnd);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onReady = () => done();
-    const onEnd = () => done(new Error('redis connection was closed'));
-    const timer = setTimeout(() => done(new Error(`redis connection is ${redis.status} after ${timeoutMs}ms`)), timeoutMs);
-    redis.once('ready', onReady);
-    redis.once('end', onEnd);
+  if (timeoutMs <= 0 || redis.status === 'end') throw new Error(`the connection is ${stateOf(redis)}`);
+  // The listeners first: a connection that cannot take them rejects the call at once, its timer cleared unfired.
+  const ready = readyOf(redis);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the connection is not ready after ${timeoutMs} ms (${stateOf(redis)})`)), timeoutMs);
   });
+  try {
+    await Promise.race([ready, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

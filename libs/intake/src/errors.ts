@@ -45,7 +45,9 @@ export class InvalidArgumentError extends TallyError {
       | 'keyPrefix'
       | 'queueShards'
       | 'readyTimeoutMs'
-      | 'backpressure',
+      | 'backpressure'
+      | 'rules'
+      | 'onError',
     message: string,
   ) {
     super(message);
