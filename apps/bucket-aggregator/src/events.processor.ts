@@ -293,21 +293,23 @@ function countedOnly(rules: CompiledRules, name: 'rows' | 'distinct', flat: Read
       return `metric "${attr}" is not a distinct-count metric of the rules`;
     return undefined;
   };
-  const dropped: string[] = [];
-  const kept: Array<string | number> = [];
-  for (let i = 0; i < flat.length;) {
-    const end = i + 2 + 2 * Number(flat[i + 1]);
-    const fields: Array<string | number> = [];
-    for (let j = i + 2; j < end; j += 2) {
+  // The hot path reads the fields once; only a batch with a field to drop is copied.
+  const dropped = new Map<number, string>();
+  for (let i = 0; i < flat.length; i += 2 + 2 * Number(flat[i + 1])) {
+    for (let j = i + 2; j < i + 2 + 2 * Number(flat[i + 1]); j += 2) {
       const field = String(flat[j]);
       const problem = why(field.slice(field.indexOf('|') + 1));
-      if (problem) dropped.push(`${name}.${j}: ${problem}`);
-      else fields.push(flat[j]!, flat[j + 1]!);
+      if (problem) dropped.set(j, `${name}.${j}: ${problem}`);
     }
-    if (fields.length > 0) kept.push(flat[i]!, fields.length / 2, ...fields);
-    i = end;
   }
-  return { flat: dropped.length > 0 ? kept : flat, dropped };
+  if (dropped.size === 0) return { flat, dropped: [] };
+  const kept: Array<string | number> = [];
+  for (let i = 0; i < flat.length; i += 2 + 2 * Number(flat[i + 1])) {
+    const fields: Array<string | number> = [];
+    for (let j = i + 2; j < i + 2 + 2 * Number(flat[i + 1]); j += 2) if (!dropped.has(j)) fields.push(flat[j]!, flat[j + 1]!);
+    if (fields.length > 0) kept.push(flat[i]!, fields.length / 2, ...fields);
+  }
+  return { flat: kept, dropped: [...dropped.values()] };
 }
 
 /**
