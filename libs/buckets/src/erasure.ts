@@ -202,16 +202,9 @@ export class BucketEraser {
     // before that may exist). No key of a store has a work-set key's name.
     const keep = new Set([this.buckets.keys.tombstone(store), ...Object.values(WORK_SUFFIX).map((s) => tag + s)]);
     const mine = (keys: string[]) => keys.filter((k) => k.startsWith(tag) && !keep.has(k));
-    let deleted = 0;
-    if (this.redis.isCluster) deleted = await this.deleteInSlot(this.redis as Cluster, keySlot(tag), mine);
-    else {
-      let cursor = '0';
-      do {
-        const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${tag}*`, 'COUNT', 1000);
-        cursor = next;
-        deleted += await this.unlink(mine(keys));
-      } while (cursor !== '0');
-    }
+    const deleted = this.redis.isCluster
+      ? await this.deleteInSlot(this.redis as Cluster, keySlot(tag), tag, mine)
+      : await this.scanDelete(this.redis as Redis, tag, mine);
     const active = this.buckets.keys.work(this.buckets.shardOf(store)) + WORK_SUFFIX.active;
     const mark = await this.redis.zscore(active, store);
     if (mark !== null) {
@@ -222,12 +215,13 @@ export class BucketEraser {
   }
 
   /**
-   * Deletes the keys of one slot that `mine` picks, on a Redis Cluster: on the slot's master first, then on the others
-   * (a slot being migrated has keys on two), in passes until one deletes nothing and the slot's master is the same after
-   * it as before it, so a reshard during a pass leaves no key on a master already read. The UNLINKs go through the
-   * cluster client, which follows a migration's MOVED, ASK and TRYAGAIN replies.
+   * Deletes the keys of `tag` (one slot) that `mine` picks, on a Redis Cluster: on the slot's master first, then on the
+   * others (a slot being migrated has keys on two), in passes until one deletes nothing and the slot's master is the
+   * same after it as before it, so a reshard during a pass leaves no key on a master already read. Each node is read
+   * with SCAN (linear; CLUSTER GETKEYSINSLOT, with no cursor, would read a slot shared with a busy store's keys over
+   * and over). The UNLINKs go through the cluster client, which follows a migration's MOVED, ASK and TRYAGAIN replies.
    */
-  private async deleteInSlot(cluster: Cluster, slot: number, mine: (keys: string[]) => string[]): Promise<number> {
+  private async deleteInSlot(cluster: Cluster, slot: number, tag: string, mine: (keys: string[]) => string[]): Promise<number> {
     const master = async () => {
       await new Promise<void>((resolve, reject) => cluster.refreshSlotsCache((err) => (err ? reject(err) : resolve())));
       return cluster.slots[slot]?.[0];
@@ -237,24 +231,25 @@ export class BucketEraser {
     for (let before = await master(); ;) {
       let pass = 0;
       const masters = cluster.nodes('master');
-      for (const node of [...masters.filter((n) => name(n) === before), ...masters.filter((n) => name(n) !== before)]) {
-        // GETKEYSINSLOT has no cursor: ask for as many keys as it returned that are not to delete, and 500 more.
-        for (let others = 0; ;) {
-          const keys = await node.cluster('GETKEYSINSLOT', slot, others + 500);
-          const ours = mine(keys);
-          const n = await this.unlink(ours);
-          pass += n;
-          // Done with the node when the slot holds none of ours, or when none of those it holds could be deleted
-          // (deleted meanwhile, or left on a master that no longer serves the slot).
-          if (n === 0 && (ours.length > 0 || keys.length < others + 500)) break;
-          others = keys.length - ours.length;
-        }
-      }
+      for (const node of [...masters.filter((n) => name(n) === before), ...masters.filter((n) => name(n) !== before)])
+        pass += await this.scanDelete(node, tag, mine);
       deleted += pass;
       const after = await master();
       if (pass === 0 && after === before) return deleted;
       before = after;
     }
+  }
+
+  /** SCANs `node` for the keys of `tag` and UNLINKs those `mine` picks (through this.redis); how many went. */
+  private async scanDelete(node: Redis, tag: string, mine: (keys: string[]) => string[]): Promise<number> {
+    let deleted = 0;
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${tag}*`, 'COUNT', 1000);
+      cursor = next;
+      deleted += await this.unlink(mine(keys));
+    } while (cursor !== '0');
+    return deleted;
   }
 
   /** UNLINKs keys of one slot (so a multi-key UNLINK is valid on a cluster too), 500 at a time. */
