@@ -709,6 +709,14 @@ describe('createTallyClient', () => {
       expect(gets()).toBe(1);
       // A bad batch is still a ValidationError, which no retry would cure.
       expect(await depth.enqueueEvents('FROZEN1', [view('P1', 'yesterday')]).catch((e: unknown) => e)).toBeInstanceOf(ValidationError);
+      // So is a bad argument an InvalidArgumentError naming it, as when Redis is down.
+      for (const [call, field] of [
+        [() => depth.enqueueEvents('bad id!', [view('P1')]), 'store'],
+        [() => depth.enqueueEvents('FROZEN1', []), 'events'],
+        [() => depth.enqueueEvents('FROZEN1', [view('P1')], { idempotencyKey: 'has space' }), 'idempotencyKey'],
+        [() => depth.enqueueEvents('FROZEN1', [view('P1')], { timeZone: 'Mars/Base' }), 'timeZone'],
+      ] as const)
+        expect(await call().catch((e: unknown) => e)).toMatchObject({ name: 'InvalidArgumentError', field });
     } finally {
       await frozen.kill('SIGCONT');
       sent.mockRestore();

@@ -141,12 +141,13 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
    * A call a read of which Redis did not answer (connected, but a command timed out) fails now rather than wait as
    * long again for its batch: a bad batch with a ValidationError, as the intake refuses it while Redis is away.
    */
-  const unanswered = (err: Error, events: readonly EventInput[], eopts?: EnqueueOptions): never => {
+  const unanswered = (err: Error, store: string, events: readonly EventInput[], eopts?: EnqueueOptions): never => {
     const now = Date.now();
     const { errors } = intake.validate(events, now);
     // A call with a key may be the retry of a batch accepted before some events grew too old (Intake.submit).
     const retry = eopts?.idempotencyKey !== undefined && intake.validate(events, now, { lateness: false }).errors.length === 0;
     if (errors.length > 0 && !retry) throw new ValidationError(errors);
+    intake.checkArgs(store, events.length, eopts ?? {});
     const unavailable = new QueueUnavailableError(`Redis did not answer: ${err.message}; nothing was enqueued`, { cause: err });
     unavailable.idempotencyKey = eopts?.idempotencyKey;
     throw unavailable;
@@ -171,7 +172,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
         timeZone ??= await zoneOf(store);
       } catch (err) {
         if (!isRedisUnavailable(err)) throw err;
-        unanswered(err as Error, events, eopts);
+        unanswered(err as Error, store, events, eopts);
       }
     }
     const { batchId, accepted } = await intake.submit(store, events, { ...eopts, timeZone });

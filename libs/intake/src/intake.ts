@@ -195,6 +195,11 @@ export interface Intake {
    * horizon (enqueueRetry).
    */
   submit(store: string, input: readonly unknown[], opts?: EnqueueOptions): Promise<EnqueueResult>;
+  /**
+   * The checks of a call's arguments that need no Redis (store id, no events, the idempotency key's form, timeZone):
+   * InvalidArgumentError on the first that cannot be used, as enqueue throws it.
+   */
+  checkArgs(store: string, count: number, opts: EnqueueOptions): void;
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -295,13 +300,7 @@ export function createIntake(opts: IntakeOptions): Intake {
     return receivedAt;
   };
 
-  /** enqueue (`bind`: the key's first batch sets its fingerprint) or enqueueRetry (`retry`: only under a matching one). */
-  const send = async (
-    store: string,
-    events: NormalizedEvent[],
-    eopts: EnqueueOptions,
-    mode: 'bind' | 'retry',
-  ): Promise<EnqueueResult | undefined> => {
+  const checkArgs = (store: string, count: number, eopts: EnqueueOptions) => {
     if (typeof store !== 'string' || !STORE_ID_PATTERN.test(store)) {
       throw new InvalidArgumentError(
         'store',
@@ -309,7 +308,23 @@ export function createIntake(opts: IntakeOptions): Intake {
       );
     }
     // Like the collector's 400 for `[]`: a call with no events is a mistake to report, not a batch id for nothing.
-    if (events.length === 0) throw new InvalidArgumentError('events', 'events must hold at least 1 event (got none); nothing was enqueued');
+    if (count === 0) throw new InvalidArgumentError('events', 'events must hold at least 1 event (got none); nothing was enqueued');
+    if (eopts.idempotencyKey !== undefined) batchIdFor(store, eopts.idempotencyKey);
+    // An unknown zone would throw a RangeError in the rollup, or be dropped unseen when the rules differ.
+    // A zone a store may not take (timeZoneProblem) is refused here too, with the same words.
+    const zoneProblem = eopts.timeZone === undefined ? undefined : timeZoneProblem(eopts.timeZone);
+    if (zoneProblem)
+      throw new InvalidArgumentError('timeZone', `timeZone ${JSON.stringify(eopts.timeZone)} ${zoneProblem}; nothing was enqueued`);
+  };
+
+  /** enqueue (`bind`: the key's first batch sets its fingerprint) or enqueueRetry (`retry`: only under a matching one). */
+  const send = async (
+    store: string,
+    events: NormalizedEvent[],
+    eopts: EnqueueOptions,
+    mode: 'bind' | 'retry',
+  ): Promise<EnqueueResult | undefined> => {
+    checkArgs(store, events.length, eopts);
     // A batch without an idempotency key is given one: a write that failed after Redis may have taken it (a
     // timeout, a dropped connection; ReplicasBehindError always comes after) can be retried under the key the
     // error names (err.idempotencyKey), and counts once. The key is bound to the events when an error names it
@@ -317,11 +332,6 @@ export function createIntake(opts: IntakeOptions): Intake {
     const given = eopts.idempotencyKey;
     const idempotencyKey = given ?? `auto-${randomBytes(16).toString('base64url')}`;
     const batchId = batchIdFor(store, idempotencyKey);
-    // An unknown zone would throw a RangeError in the rollup, or be dropped unseen when the rules differ.
-    // A zone a store may not take (timeZoneProblem) is refused here too, with the same words.
-    const zoneProblem = eopts.timeZone === undefined ? undefined : timeZoneProblem(eopts.timeZone);
-    if (zoneProblem)
-      throw new InvalidArgumentError('timeZone', `timeZone ${JSON.stringify(eopts.timeZone)} ${zoneProblem}; nothing was enqueued`);
     const receivedAt = eopts.receivedAt === undefined ? Date.now() : checkReceivedAt(eopts.receivedAt, Date.now(), await dedupe.get());
     const record = () => opts.queues.events.toKey(`idem:${batchId}`);
     /** Binds a key this call made up to its events, once an error hands the key out for a retry (best effort). */
@@ -444,6 +454,7 @@ export function createIntake(opts: IntakeOptions): Intake {
     limits,
     rules: opts.rules,
     checkCount,
+    checkArgs,
     validate(input, now = Date.now(), o) {
       checkCount(input.length);
       return validateEvents(opts.rules, input as unknown[], {
