@@ -1,4 +1,5 @@
 import {
+  GetItemCommand,
   UpdateItemCommand,
   type AttributeValue,
   type ConsumedCapacity,
@@ -98,8 +99,11 @@ export interface RowWriteOptions {
  * Every condition also requires the item not to have spilled. An UpdateItem whose consumed write units show the
  * item at SPILL_AT_KB or more is followed by one that marks it spilled at the position just written; from then on
  * the rest of the row's cells for that item go to its overflow items, each written by these same rules
- * (overflow.ts). With `deps.spilled`, a later flush of an item this process saw spilled reads its position first
- * and writes only the overflow items (no refused UpdateItem).
+ * (overflow.ts). A missed check (an applied UpdateItem whose answer was lost, a crash before the mark) is made up by
+ * the next read of the item's position (readWatermark), and an UpdateItem refused as too large (an item that grew
+ * unmarked, or before overflow items existed) marks the item spilled at its position instead of failing. With
+ * `deps.spilled`, a later flush of an item this process saw spilled reads its position first and writes only the
+ * overflow items (no refused UpdateItem).
  *
  * Every UpdateItem of counts also REMOVEs ERASED_ATTR and sets or removes the TTL (RowWriterDeps.expiresAt): a
  * tombstone item (an erased visitor's or a deleted store's, libs/tenants erasure.ts) has no counts and `wm` = the
@@ -108,7 +112,7 @@ export interface RowWriteOptions {
  * any other refused write's; a write of later buckets passes it and makes the tombstone a counter item again.
  *
  * Throws RetryableWriteError (throttling, 5xx, unreachable, and refusals of the credentials, permissions or table:
- * isTransientError) or PermanentWriteError (validation, item too large); items already written stay written, and a
+ * isTransientError) or PermanentWriteError (a validation error); items already written stay written, and a
  * retry skips them through the watermark.
  */
 export async function writeRow(
@@ -147,7 +151,7 @@ async function writeItem(
   }
   let pending = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
   if (deps.spilled?.has(pk, sk)) {
-    const at = await readWatermark(deps, pk, sk);
+    const at = await readWatermark(deps, pk, sk, result);
     if (at.spilled) {
       for (const [child, list] of routeToOverflow(sk, beyondPosition(all, at))) await writeItem(deps, pk, child, list, result);
       return;
@@ -208,11 +212,16 @@ async function writeItem(
       return `#a${i} :v${i}`;
     });
     let spilledAt: ItemPosition | undefined;
+    let tooLarge = false;
     const out = await updateItem(deps, pk, sk, {
       UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')} ADD ${adds.join(', ')}`,
       ConditionExpression: condition,
       ExpressionAttributeNames: names,
       ExpressionAttributeValues: values,
+    }).catch((err: unknown) => {
+      if (!isItemTooLarge(err)) throw err;
+      tooLarge = true;
+      return undefined;
     });
     if (out) {
       result.updates++;
@@ -235,17 +244,18 @@ async function writeItem(
       await deps.afterUpdate?.(pk, sk);
       if (writeUnits(out.ConsumedCapacity) >= SPILL_AT_KB && (await markSpilled(deps, pk, sk, at, result))) spilledAt = at;
     } else {
-      result.conditionFailures++;
+      if (!tooLarge) result.conditionFailures++;
       // The refusal may be the extra's condition: leave the extra to the caller, and retry the counts without it.
       if (rides) result.extrasRefused?.push(sk);
       extra = undefined;
-      const at = await readWatermark(deps, pk, sk);
+      // An item refused as too large grew past SPILL_AT_KB unmarked: it spills at its position.
+      const at = await readWatermark(deps, pk, sk, result, tooLarge);
       if (at.spilled) spilledAt = at;
       else {
         const before = `${pending.length}/${fromPart}`;
         pending = pending.filter((b) => b.seq > at.wm || (b.seq === at.wm && at.wp !== undefined));
         fromPart = pending[0]?.seq === at.wm && at.wp !== undefined ? at.wp + 1 : 0;
-        if (`${pending.length}/${fromPart}` === before && !rides) {
+        if (`${pending.length}/${fromPart}` === before && !rides && !tooLarge) {
           // The item is inside a bucket whose remaining parts this write does not hold: never with an outbox acked
           // only after every part; stop rather than loop.
           throw new PermanentWriteError(
@@ -323,10 +333,19 @@ async function markSpilled(deps: RowWriterDeps, pk: string, sk: string, at: Item
  * count write moved the position in between (that write measures the item and marks it in turn, or the next does).
  */
 export async function markSpilledAtPosition(deps: RowWriterDeps, pk: string, sk: string): Promise<boolean> {
-  const at = await readWatermark(deps, pk, sk);
-  const spilled = at.spilled || (await markSpilled(deps, pk, sk, at, { updates: 0, conditionFailures: 0 }));
+  const { spilled } = await readWatermark(deps, pk, sk, { updates: 0, conditionFailures: 0 }, true);
   if (spilled) deps.spilled?.add(pk, sk);
   return spilled;
+}
+
+/**
+ * DynamoDB's refusal of an UpdateItem that would take its item past 400 KB (as updateItem throws it): an item that
+ * grew past SPILL_AT_KB unmarked (a write whose units were not seen, a crash before markSpilled, or older than the
+ * overflow items).
+ */
+export function isItemTooLarge(err: unknown): boolean {
+  const cause = err instanceof PermanentWriteError ? (err.cause as Error | undefined) : undefined;
+  return cause?.name === 'ValidationException' && /Item size (to update )?has exceeded/.test(cause.message);
 }
 
 /** How many whole buckets from the head fit one UpdateItem (at least one; never one that needs parts). */
@@ -344,15 +363,38 @@ function takeWholeBuckets(sorted: Bucket[]): number {
   return n;
 }
 
-async function readWatermark(deps: RowWriterDeps, pk: string, sk: string): Promise<ItemPosition & { spilled: boolean }> {
-  const item = await readForWrite(deps, pk, sk, '#wm, #wp, #ov', POSITION_NAMES);
-  const wm = item?.[WATERMARK_ATTR]?.N;
-  const part = item?.[WATERMARK_PART_ATTR]?.N;
-  return {
-    wm: wm === undefined ? -1 : Number(wm),
-    wp: part === undefined ? undefined : Number(part),
-    spilled: item?.[SPILLED_ATTR] !== undefined,
-  };
+/**
+ * An item's position, read consistently. The read is charged for the whole item (4 KB per read unit): an item past
+ * SPILL_AT_KB not marked spilled (a missed check), or any item with `spill`, is marked spilled at the position read.
+ */
+async function readWatermark(
+  deps: RowWriterDeps,
+  pk: string,
+  sk: string,
+  result: RowWriteResult,
+  spill = false,
+): Promise<ItemPosition & { spilled: boolean }> {
+  const out = await metered(deps.meter, 'GetItem', () =>
+    deps.client.send(
+      new GetItemCommand({
+        TableName: deps.table,
+        Key: { pk: { S: pk }, sk: { S: sk } },
+        ConsistentRead: true,
+        ProjectionExpression: '#wm, #wp, #ov',
+        ExpressionAttributeNames: POSITION_NAMES,
+        ReturnConsumedCapacity: 'TOTAL',
+      }),
+    ),
+  ).catch((err: unknown) => {
+    throw wrapWriteError(err, pk, sk);
+  });
+  const wm = out.Item?.[WATERMARK_ATTR]?.N;
+  const part = out.Item?.[WATERMARK_PART_ATTR]?.N;
+  const at = { wm: wm === undefined ? -1 : Number(wm), wp: part === undefined ? undefined : Number(part) };
+  const units = out.ConsumedCapacity?.CapacityUnits ?? out.ConsumedCapacity?.ReadCapacityUnits ?? 0;
+  const spilled =
+    out.Item?.[SPILLED_ATTR] !== undefined || ((spill || units * 4 > SPILL_AT_KB) && (await markSpilled(deps, pk, sk, at, result)));
+  return { ...at, spilled };
 }
 
 /**

@@ -6,6 +6,7 @@ import { PermanentWriteError } from './errors';
 import { childSk, SPILL_AT_KB } from './overflow';
 import type { StoredItem } from './row-reader';
 import {
+  isItemTooLarge,
   markSpilledAtPosition,
   readForWrite,
   stampExpiry,
@@ -220,13 +221,23 @@ export async function writeSketchItem(
       values[':lo'] = { N: String(fence) };
       notErased = `(${notErased} OR #wm < :lo)`;
     }
+    let tooLarge = false;
     const out = await updateItem(deps, pk, sk, {
       UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
       ConditionExpression: `(${parts.condition}) AND attribute_not_exists(#ov) AND ${notErased}`,
       ExpressionAttributeNames: names,
       ExpressionAttributeValues: values,
+    }).catch((err: unknown) => {
+      if (!isItemTooLarge(err)) throw err;
+      tooLarge = true;
+      return undefined;
     });
     updates++;
+    // An item refused as too large grew past SPILL_AT_KB unmarked: spilled at its position, it takes no more sketches.
+    if (tooLarge && (await markSpilledAtPosition(deps, pk, sk))) {
+      write = { ...write, spilled: true };
+      continue;
+    }
     if (!out) {
       if (++refused >= 20)
         throw new PermanentWriteError(`item ${pk} / ${sk}: the sketch write's version condition failed ${refused} times`);
