@@ -201,7 +201,9 @@ export async function runChaosExpectingExact(settings: ChaosSettings) {
       last.set(target, next);
       return next;
     });
-    await Promise.all(runs);
+    // Every action ended (none still restarting a process the teardown stops) before a failed one's error is thrown.
+    const ended = await Promise.allSettled(runs);
+    for (const r of ended) if (r.status === 'rejected') throw r.reason;
     say(`fault schedule done; waiting for the load to finish`);
     await done;
     clearInterval(progress);

@@ -250,9 +250,13 @@ const SCRIPTS = {
  * A replay takes a job only from that set (BullMQ's reprocessJob), so of a purge and a replay of one job, one is
  * refused. A job whose removal fails (locked) is put back.
  */
+/** The clients the purge scripts are defined on. */
+const defined = new WeakSet<object>();
+
 async function purgeOne(q: Queue, job: Job, info: FailedJob): Promise<void> {
   const client = await q.getBackend().client;
-  for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { numberOfKeys: 2, lua });
+  if (!defined.has(client)) for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { numberOfKeys: 2, lua });
+  defined.add(client);
   const args = [q.toKey('failed'), q.toKey(info.id), info.id, info.failedAt];
   if (!(await client.runCommand('dlqClaimFailed', args)))
     throw new DlqError(`job "${info.id}" in queue ${info.queue} is no longer failed: it was replayed or removed meanwhile`);
@@ -260,7 +264,8 @@ async function purgeOne(q: Queue, job: Job, info: FailedJob): Promise<void> {
     try {
       await job.remove();
     } catch (err) {
-      await client.runCommand('dlqUnclaimFailed', args);
+      // The removal's own error is the one to tell (a put-back on a dropped connection fails too).
+      await client.runCommand('dlqUnclaimFailed', args).catch(() => undefined);
       throw err;
     }
   });
