@@ -126,7 +126,18 @@ export async function readItem(
   projection?: { expression: string; names: Record<string, string> },
   consistent = true,
 ): Promise<Record<string, AttributeValue> | undefined> {
-  const out = await metered(deps.meter, 'GetItem', () =>
+  return (await getItemOutput(deps, pk, sk, projection, consistent)).Item;
+}
+
+/** readItem's GetItem whole: the item and the capacity it consumed (charged for the whole item, whatever the projection). */
+export async function getItemOutput(
+  deps: RowReaderDeps,
+  pk: string,
+  sk: string,
+  projection?: { expression: string; names: Record<string, string> },
+  consistent = true,
+) {
+  return metered(deps.meter, 'GetItem', () =>
     deps.client.send(
       new GetItemCommand({
         TableName: deps.table,
@@ -137,7 +148,6 @@ export async function readItem(
       }),
     ),
   );
-  return out.Item;
 }
 
 /**

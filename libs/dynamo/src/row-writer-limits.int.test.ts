@@ -81,15 +81,15 @@ describe.each(dynamoBackends())('an item past SPILL_AT_KB not marked spilled, on
     expect(storedSketchesOf(byItem, 'M2026-03', 'D060.uv').map((b) => Buffer.from(b))).toEqual([blob]);
   });
 
-  it.skipIf(skip)('a refused write whose read of the position finds the item past SPILL_AT_KB spills it there', async () => {
+  it.skipIf(skip)('a refused write whose read of the position finds the item past MISSED_SPILL_KB spills it there', async () => {
     const table = await createTestTable(emulator.endpoint);
-    const before = await putUnmarked(table, 1100); // about 103 KB at wm 1: its write's units were never seen
+    const before = await putUnmarked(table, 2000); // about 188 KB at wm 1: its write's units were never seen
     // A replay of bucket 1 (already in the item, so refused) with bucket 2.
     const entries = [...keyed(1, 5), ...keyed(2, 10)];
     await writeRow(deps(table), 'S', entries);
     const { items } = await queryItems(deps(table), 'S', 'M', 'TOTAL');
     const month = items.find((it) => it.sk === 'M2026-03')!;
-    expect({ wm: month.wm, spilled: month.spilled, attrs: month.attrs.size }).toEqual({ wm: 1, spilled: true, attrs: 1100 });
+    expect({ wm: month.wm, spilled: month.spilled, attrs: month.attrs.size }).toEqual({ wm: 1, spilled: true, attrs: 2000 });
     expect(mergeItems(items, [])).toEqual(mergeItems(before, entries));
   });
 });
