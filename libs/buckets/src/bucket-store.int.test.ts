@@ -579,6 +579,40 @@ describe('flush scheduling and ack', () => {
     expect(await redis.exists('t:{S}:o:S')).toBe(0);
   });
 
+  it('a partial ack moves the dirty time up to the oldest entry left: under a steady backlog a row is not due at every tick', async () => {
+    const H = 3_600_000;
+    const M = 60_000;
+    const pk = 'S#visitor#V'; // idle 30 min, max age 24 h
+    let id = 0;
+    const touch = async (at: number) => {
+      await store.apply('S', `b${id++}`, deltas({ [pk]: { '2023-123|v': 1 } }), { now: at, dedupeTtlSeconds: 60 });
+      await store.seal('S', { now: at + 1, minAgeMs: 0 });
+      await store.foldSealed('S', { now: at + 2 });
+    };
+    // Touched every 10 minutes for 25 hours; a flush runs when the row is due, and a bucket folds during each write.
+    let flushes = 0;
+    let lastAck = 0;
+    for (let t = 10 * H; t < 35 * H; t += 10 * M) {
+      if ((await store.dueRows('S', t)).some((r) => r.pk === pk)) {
+        const out = await store.readOutbox('S', pk);
+        await touch(t);
+        expect(await store.ackOutbox('S', pk, outboxFields(out), t + 3)).toBe(1);
+        flushes++;
+        lastAck = t;
+        // Dirty since the left entry's bucket opened (its seq), not since the first fold 24 h ago.
+        const [left] = (await store.readOutbox('S', pk)).entries;
+        expect(await redis.zscore('t:{S}:dirty', pk)).toBe(String(left!.seq));
+        expect(left!.seq).toBeGreaterThan(t - 10 * M);
+      } else {
+        await touch(t);
+      }
+    }
+    // Due once, at its max age: kept at the first fold's time, it was due again at each of the next four visits.
+    expect(flushes).toBe(1);
+    expect(lastAck).toBe(34 * H + 10 * M);
+    expect((await store.storeBacklog('S')).oldestDirty).toBeGreaterThan(34 * H);
+  });
+
   it('a cache version that expired starts again above every value it had', async () => {
     const version = async () => (await store.snapshot('S', ['S'], true))[0]!.cacheVersion;
     const flush = async (at: number) => {

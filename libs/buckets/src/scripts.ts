@@ -603,10 +603,11 @@ return data
 /**
  * ACK outbox entries the writer has applied to DynamoDB, in one step with dropping the row's cache entry and
  * bumping its cache version (so no query can store a cache read before this write; a version key that expired
- * starts again at `now`, never at a value it had). When entries remain
- * (folded during the write) the row stays dirty, with its dirty time kept (the entries left were folded after it, so
- * the idle policy's max age and the flush-lag gauge are never understated), and is rescheduled by its policy (its
- * later flush time, if any, is dropped: see DUE_LIST). The store's running count of
+ * starts again at `now`, never at a value it had). When entries remain (folded during the write, or of a bucket not
+ * completely folded at the read) the row stays dirty, its dirty time moved up to the oldest entry's seq (the time its
+ * bucket opened: the entry was folded after it and after the dirty time, so the idle policy's max age and the
+ * flush-lag gauge are never understated), and is rescheduled by its policy (its later flush time, if any, is
+ * dropped: see DUE_LIST). The store's running count of
  * outbox entries drops by the counts deleted, not their limbs (never below 0, and restarts at 0 whenever the store
  * has no dirty row left).
  * KEYS: outbox, cacheVersion, cache, dirty, due, counts, tombstone, dueLater. ARGV: pk, now, cacheVersionTtlSeconds, policyKind, a, b,
@@ -649,8 +650,18 @@ if left == 0 then
   redis.call('ZREM', K.dirty, pk)
   redis.call('ZREM', K.due, pk)
 else
-  -- Still dirty since its oldest unwritten count was folded: the entries left were folded after that time.
-  redis.call('ZADD', K.dirty, 'NX', string.format('%d', now), pk)
+  -- Still dirty: since the fold of its oldest entry left, at or after that entry's bucket opened (its seq, a time
+  -- in ms) and at or after the row's dirty time, which moves up to that seq, never past now (another process's
+  -- clock opened the bucket). Kept as it was, under a steady backlog every ack left entries and the dirty time stayed
+  -- at the first fold: the flush lag climbed and an idle row past its max age was due at every tick.
+  local oldest = nil
+  for _, f in ipairs(redis.call('HKEYS', K.outbox)) do
+    local seq = tonumber(string.match(f, '^(%d+)|'))
+    if seq and (not oldest or seq < oldest) then oldest = seq end
+  end
+  local first = tonumber(redis.call('ZSCORE', K.dirty, pk))
+  if not first or (oldest and oldest > first) then first = math.min(oldest or now, now) end
+  redis.call('ZADD', K.dirty, string.format('%d', first), pk)
   redis.call('ZREM', K.due, pk)
   schedule(K.dirty, K.due, pk, now, A.policyKind, tonumber(A.a), tonumber(A.b))
 end
