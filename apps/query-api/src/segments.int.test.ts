@@ -144,6 +144,30 @@ describe('POST /v1/segments/evaluate', () => {
     });
   });
 
+  it("refuses a key written into metric: 400 naming the rule's metric, the key goes in key", async () => {
+    const refusal = async (metric: string) => {
+      const rules = [
+        { metric: 'ViewCount', range: 'today', op: '>=', value: 1 },
+        { metric, range: 'today', op: '>=', value: 1 },
+      ];
+      const res = await shop.app.inject({
+        method: 'POST',
+        url: '/v1/segments/evaluate',
+        headers: bearer(shop.key),
+        payload: { visitor: 'V1', segments: [{ name: 'fan', rules }] },
+      });
+      expect(res.statusCode).toBe(400);
+      return res.json();
+    };
+    const detail = `segments.0.rules.1.metric: takes the metric's name alone ("ProductViews"); a keyed metric's key goes in key`;
+    expect(await refusal('ProductViews#P1')).toMatchObject({ code: 'TALLY_ERR_BAD_REQUEST', field: 'segments.0.rules.1.metric', detail });
+    expect(await refusal('ProductViews#')).toMatchObject({ field: 'segments.0.rules.1.metric', detail });
+    expect(await refusal('View Count')).toMatchObject({
+      field: 'segments.0.rules.1.metric',
+      detail: 'segments.0.rules.1.metric: must be a metric name: a letter, then up to 63 of A-Z a-z 0-9 _',
+    });
+  });
+
   it("reads only the key's store: another store's visitor V1 is a different row", async () => {
     const otherKey = (await f.tenant('SHOP_T')).read;
     const res = await shop.app.inject({

@@ -2,14 +2,26 @@ import { z } from 'zod';
 import { bodyErrorResponses, errorResponses, isoSchema, RANGE_NAMES, valueSchema } from './common.schema';
 import { storeQuerySchema } from './store.schema';
 
+/** A metric's name as the rules give it (key-layout's NAME_PATTERN): no `#`, a keyed metric's key goes in `key`. */
+const METRIC_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+
 export const segmentRuleSchema = z
   .object({
     metric: z
       .string()
       .min(1)
       .max(64)
+      .regex(METRIC_NAME_PATTERN, {
+        // ProductViews#P1 would be a keyed metric named with its key: the key goes in `key`.
+        error: (iss) => {
+          const hash = typeof iss.input === 'string' ? iss.input.indexOf('#') : -1;
+          return hash < 0
+            ? 'must be a metric name: a letter, then up to 63 of A-Z a-z 0-9 _'
+            : `takes the metric's name alone (${JSON.stringify((iss.input as string).slice(0, hash))}); a keyed metric's key goes in key`;
+        },
+      })
       .describe(
-        "A metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews; one visitors do not count (UniqueVisitors, PageViews in the default rules) is 400 listing what they count",
+        "A metric of the visitor's row, e.g. ViewCount, OrderCount, Revenue, ProductViews (its key in key); one visitors do not count (UniqueVisitors, PageViews in the default rules) is 400 listing what they count",
       ),
     key: z
       .string()

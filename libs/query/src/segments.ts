@@ -1,10 +1,11 @@
 import type { Segment, SegmentRule } from '@tally/contracts';
 import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
 import { compareDates, dayAttr, monthAttr, monthSk, parseMonthSk, retentionStart, TOTAL_SK, totalAttr } from '@tally/key-layout';
-import { formatMetricName, fromUnits } from '@tally/schema';
+import { formatMetricName, fromUnits, parseMetricName } from '@tally/schema';
+import { distinctMetricsOf } from './distinct';
 import type { QueryDeps } from './engine';
-import { resolveMetrics } from './engine';
-import { daysOf, namedRange } from './ranges';
+import { readTotals, resolveMetrics } from './engine';
+import { clampToRetention, daysOf, namedRange } from './ranges';
 
 interface SegmentResult {
   name: string;
@@ -18,7 +19,7 @@ export interface SegmentEvaluation {
   dynamoRequests: number;
 }
 
-/** An item as the Redis cache of a visitor's history holds it (JSON): counters as decimal strings. */
+/** An item as the Redis cache of a visitor's history holds it (JSON): counters as decimal strings, no sketches. */
 type CachedItem = Omit<StoredItem, 'attrs' | 'blobs'> & { attrs: Record<string, string> };
 
 /** A JSON number as JS prints it: the shortest decimal that reads back as the same double (`1e+21`, `5e-7` too). */
@@ -52,7 +53,10 @@ const matches = (c: -1 | 0 | 1, op: SegmentRule['op']) =>
  * read once per session and cached in Redis with the watermarks it was read at; each call merges it with
  * exactly the Redis counts above those watermarks (one atomic snapshot that also returns the cache). The
  * writer drops the cache in the same step that deletes applied outbox entries, and a cache fill is refused
- * when the writer acked anything since the snapshot, so a stale cache can never hide a count.
+ * when the writer acked anything since the snapshot, so a stale cache can never hide a count. A rule on a distinct
+ * count of the row (UniqueProducts) is read as a series of the row reads it, not from the cached history: the writer
+ * forgets the sketches it wrote before the ack that bumps the cache version, so the cached items and the live
+ * sketches could together miss members in between.
  */
 export async function evaluateSegments(
   deps: QueryDeps,
@@ -67,6 +71,8 @@ export async function evaluateSegments(
     historyMonths?: number;
   },
 ): Promise<SegmentEvaluation> {
+  const refs = req.segments.map((seg) => seg.rules.map((r) => resolveMetrics(deps.rules, [formatMetricName(r.metric, r.key)])[0]!));
+  const distinct = distinctMetricsOf(deps.rules, req.pk, refs.flat());
   const memoKey = `${req.store}\u0000${req.pk}`;
   const clock = Date.now();
   const known = deps.historyMemo?.get(memoKey, clock);
@@ -78,7 +84,7 @@ export async function evaluateSegments(
   // so a history memoised at '0' could be the deleted store's. A version set by an ack or an erasure is unique: one
   // that had expired restarts at the clock, above every one it had.
   const remember = (its: StoredItem[]) => {
-    if (snap!.cacheVersion !== '0') deps.historyMemo?.set(memoKey, snap!.cacheVersion, its, clock + req.cacheTtlSeconds * 1000);
+    if (snap!.cacheVersion !== '0') deps.historyMemo?.set(memoKey, snap!.cacheVersion, its, clock + req.cacheTtlSeconds * 1000, clock);
   };
   if (snap!.cache === '=' && known) items = known.items;
   else if (snap!.cache !== undefined && snap!.cache !== '=') {
@@ -90,7 +96,7 @@ export async function evaluateSegments(
   } else {
     cache = 'miss';
     const q = await queryItems(deps.dynamo, req.pk, 'M', TOTAL_SK);
-    items = q.items;
+    items = q.items.map(({ blobs: _, ...it }) => it); // sketches are not read from the history (below)
     dynamoRequests = q.requests;
     const json = JSON.stringify(
       items.map((it) => ({
@@ -108,24 +114,52 @@ export async function evaluateSegments(
   const start = req.historyMonths === undefined ? undefined : retentionStart(req.historyMonths, req.timeZone, req.now);
   const startMonth = start && monthSk(start.year, start.month);
 
-  const segments = req.segments.map((seg) => {
-    const rules = seg.rules.map((rule) => {
-      const [metric] = resolveMetrics(deps.rules, [formatMetricName(rule.metric, rule.key)]);
+  // Distinct counts: per range, readTotals of the range's distinct metrics, as readSeries answers granularity total
+  // (a range clamped to the retention, years from months); a range wholly before it counts 0, as the days do.
+  const asked = Map.groupBy(
+    req.segments
+      .flatMap((s, i) => s.rules.map((r, j) => ({ range: r.range, metric: refs[i]![j]! })))
+      .filter((r) => distinct.has(r.metric.attr)),
+    (r) => r.range,
+  );
+  const distinctByRange = new Map<SegmentRule['range'], Record<string, bigint>>();
+  await Promise.all(
+    [...asked].map(async ([name, list]) => {
+      const range = name === 'allTime' ? 'all' : namedRange(name, req.timeZone, req.now);
+      if (start && range !== 'all' && compareDates(range.to, start) < 0) return;
+      const metrics = [...new Map(list.map((r) => [r.metric.attr, r.metric])).values()];
+      const r = await readTotals(deps, {
+        store: req.store,
+        pks: [req.pk],
+        metrics,
+        range: clampToRetention(range, req.historyMonths, req.timeZone, req.now),
+        costField: 'segments',
+        yearsFromMonths: start !== undefined,
+      });
+      dynamoRequests += r.dynamoRequests;
+      distinctByRange.set(name, r.rows[0]!.values);
+    }),
+  );
+
+  const segments = req.segments.map((seg, i) => {
+    const rules = seg.rules.map((rule, j) => {
+      const metric = refs[i]![j]!;
       let actual = 0n;
-      if (rule.range === 'allTime' && !startMonth) actual = merged.get(TOTAL_SK)?.get(totalAttr(metric!.attr)) ?? 0n;
+      if (distinct.has(metric.attr)) actual = distinctByRange.get(rule.range)?.[metric.name] ?? 0n;
+      else if (rule.range === 'allTime' && !startMonth) actual = merged.get(TOTAL_SK)?.get(totalAttr(metric.attr)) ?? 0n;
       else if (rule.range === 'allTime') {
         // Under a retention, all time is the months kept: never TOTAL, which still holds the expired ones.
         for (const [sk, attrs] of merged) {
           const m = parseMonthSk(sk);
-          if (m && sk >= startMonth!) actual += attrs.get(monthAttr(m.month, metric!.attr)) ?? 0n;
+          if (m && sk >= startMonth!) actual += attrs.get(monthAttr(m.month, metric.attr)) ?? 0n;
         }
       } else {
         for (const d of daysOf(namedRange(rule.range, req.timeZone, req.now))) {
           if (start && compareDates(d, start) < 0) continue; // an expired month (DynamoDB's TTL may not have run yet)
-          actual += merged.get(monthSk(d.year, d.month))?.get(dayAttr(d.doy, metric!.attr)) ?? 0n;
+          actual += merged.get(monthSk(d.year, d.month))?.get(dayAttr(d.doy, metric.attr)) ?? 0n;
         }
       }
-      const scale = deps.rules.scaleOf(rule.metric);
+      const scale = deps.rules.scaleOf(parseMetricName(metric.name).base);
       return { ...rule, actual: fromUnits(actual, scale), matched: matches(compareToThreshold(actual, scale, rule.value), rule.op) };
     });
     const matched = seg.match === 'all' ? rules.every((r) => r.matched) : rules.some((r) => r.matched);
