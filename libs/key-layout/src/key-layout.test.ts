@@ -22,6 +22,7 @@ import {
   redisKeys,
   RESERVED_ATTRS,
   reservedAttrOf,
+  OLDEST_STAMP_DAYS,
   retentionExpiry,
   sharesInternalHashTag,
   STORE_ID_PATTERN,
@@ -175,6 +176,20 @@ describe('calendar arithmetic', () => {
     // A month item goes with its own month, whatever the zone.
     expect(retentionExpiry('M2026-12', 1, now, 'Pacific/Kiritimati')).toBe(expiry(2027, 1));
     expect(retentionExpiry('D2026-335', 1, now, 'UTC')).toBeUndefined();
+  });
+
+  it('never stamps a month of long ago more than a year in the past (DynamoDB ignores stamps over five years old)', () => {
+    const expiry = (y: number, m: number) => (toEpochDay({ year: y, month: m, day: 1 }) + 1) * 86_400;
+    const now = at('2032-06-15T18:00:00Z');
+    const yearAgo = (toEpochDay({ year: 2032, month: 6, day: 15 }) - OLDEST_STAMP_DAYS) * 86_400;
+    expect(OLDEST_STAMP_DAYS).toBe(365);
+    // An event six years late: its month's stamp would be over five years past, and the item kept for ever.
+    expect(retentionExpiry('M2026-05', 1, now, 'UTC')).toBe(yearAgo);
+    expect(retentionExpiry('M2026-05', 12, now, 'Pacific/Kiritimati')).toBe(yearAgo);
+    // Stamps up to a year past, or in the future, are as the month says.
+    expect(retentionExpiry('M2031-06', 1, now, 'UTC')).toBe(expiry(2031, 7));
+    expect(retentionExpiry('M2031-05', 1, now, 'UTC')).toBe(yearAgo);
+    expect(retentionExpiry('M2026-05', 80, now, 'UTC')).toBe(expiry(2033, 1));
   });
 
   it('parses only real dates', () => {

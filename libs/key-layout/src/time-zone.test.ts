@@ -62,6 +62,29 @@ describe('time zone names', () => {
     }
   });
 
+  it('bins each instant in its own local day in a slot that a zone transition off the quarter hour cuts, whatever came first', () => {
+    // Two instants of one 15-minute slot of UTC each: [zone, instant, its local day] × 2.
+    const slots: Array<[string, string, string, string, string]> = [
+      // Clocks turned back at 00:01 local time: 02:30Z is 00:00 on Nov 7 (NDT), 02:40Z 23:10 on Nov 6 (NST).
+      ['America/St_Johns', '2010-11-07T02:30:00Z', '2010-311', '2010-11-07T02:40:00Z', '2010-310'],
+      ['America/Goose_Bay', '2010-11-07T03:00:00Z', '2010-311', '2010-11-07T03:10:00Z', '2010-310'],
+      // -10:40 until 10:40Z: 23:50 on Sep 30, then 00:44 on Oct 1 (-10:00).
+      ['Pacific/Kiritimati', '1979-10-01T10:30:00Z', '1979-273', '1979-10-01T10:44:00Z', '1979-274'],
+      // Transitions off the quarter hour that keep the date (the slot cache holds): 00:00 → 03:05 (00:01 → 03:01).
+      ['Antarctica/Casey', '2020-10-03T16:00:00Z', '2020-278', '2020-10-03T16:05:00Z', '2020-278'],
+      ['Antarctica/Casey', '2022-10-01T16:00:00Z', '2022-275', '2022-10-01T16:10:00Z', '2022-275'],
+      ['Asia/Gaza', '2011-03-31T22:00:00Z', '2011-091', '2011-03-31T22:05:00Z', '2011-091'],
+      ['America/St_Johns', '2011-03-13T03:30:00Z', '2011-072', '2011-03-13T03:35:00Z', '2011-072'],
+    ];
+    const key = (d: { year: number; doy: number }) => `${d.year}-${String(d.doy).padStart(3, '0')}`;
+    for (const [tz, a, dayA, b, dayB] of slots) {
+      const [ta, tb] = [Date.parse(a), Date.parse(b)];
+      // localDayKey and localDate cache apart: one sees a first, the other b.
+      expect([tz, localDayKey(ta, tz), localDayKey(tb, tz)]).toEqual([tz, dayA, dayB]);
+      expect([tz, key(localDate(tb, tz)), key(localDate(ta, tz))]).toEqual([tz, dayB, dayA]);
+    }
+  });
+
   it('gives the name to keep: a canonical name in its own spelling whatever its case, an alias as given', () => {
     expect(canonicalTimeZone('eUrOpE/pArIs')).toBe('Europe/Paris');
     expect(canonicalTimeZone('europe/paris')).toBe('Europe/Paris');

@@ -71,7 +71,7 @@ export function isValidTimeZone(tz: string): boolean {
 /**
  * Why a time zone is refused as a store's setting, as the end of a sentence `time zone "…" <this>`, or undefined:
  * a zone isValidTimeZone refuses, or a UTC offset that is not a whole number of quarter hours (`+05:37`), which no
- * zone in use has since 1972 and whose local days the 15-minute slot caches (binsBySlot) would cut across.
+ * zone has had since 1979 and whose local days the 15-minute slot caches (binsBySlot) would cut across.
  */
 export function timeZoneProblem(tz: string): string | undefined {
   if (!isValidTimeZone(tz)) return 'is not an IANA time zone name such as Europe/Paris or UTC';
@@ -81,9 +81,9 @@ export function timeZoneProblem(tz: string): string | undefined {
 }
 
 /**
- * True when an instant's local date in `tz` is the same throughout its aligned 15-minute slot of UTC (since 1972):
- * every IANA zone, and offsets of whole quarter hours. Not for an offset such as `+05:37` (a store made before such
- * offsets were refused): its days are computed event by event, uncached.
+ * True when an instant's local date in `tz` is the same throughout its aligned 15-minute slot of UTC from
+ * SLOT_CACHE_FROM_MS on: every IANA zone, and offsets of whole quarter hours. Not for an offset such as `+05:37` (a
+ * store made before such offsets were refused): its days are computed event by event, uncached.
  */
 export function binsBySlot(tz: string): boolean {
   // The offset as the runtime reads it: it also takes `−05:37` (a Unicode minus), `-0537` and `+05`.
@@ -108,19 +108,27 @@ export function localTime(tsMs: number, tz: string): LocalTime {
   return { ...dateOf(bc ? 1 - year : year, Number(p['month']), Number(p['day'])), hour: Number(p['hour']), minute: Number(p['minute']) };
 }
 
-// Every UTC offset in use since 1972 is a multiple of 15 minutes, and zone transitions happen on such
-// boundaries, so the local date is constant within an aligned 15-minute slot of UTC. Caching per slot makes
-// binning a map lookup on the apply path.
+// From SLOT_CACHE_FROM_MS on, every zone's UTC offset is a whole number of quarter hours, and every transition that
+// changes the local date falls on a quarter hour of UTC, so the local date is constant within an aligned 15-minute
+// slot of UTC. Caching per slot makes binning a map lookup on the apply path.
 const SLOT_MS = 15 * 60 * 1000;
 const CACHE_LIMIT = 200_000;
-/** Before 1972 some zones used offsets such as -00:44:30 (Liberia), so no slot cache there. */
-const CACHE_FROM_MS = Date.UTC(1972, 5, 1);
+/**
+ * From this instant on, the local date is cached per zone and 15-minute slot of UTC (here, and in the rollup of a
+ * batch). Before it, each instant is binned on its own: offsets such as -10:40 (Pacific/Kiritimati until 1979), and
+ * clocks turned back at 00:01 local time to 23:01 the day before, in the middle of a slot (America/St_Johns and
+ * Goose_Bay 1987 to 2010-11-07, Moncton 1993-2006). Every later transition off the quarter hour keeps the local date
+ * (clocks turned forward at 00:01: Asia/Gaza and Hebron 2011-04-01, St_Johns and Goose_Bay 2011-03-13;
+ * Antarctica/Casey from 00:01 to 03:01 in October 2020-22). Found by a scan of every zone's transitions to 2041 in the
+ * runtime's tz data (ICU, tz 2026e) and in the system's (zdump).
+ */
+export const SLOT_CACHE_FROM_MS = Date.UTC(2011, 0, 1);
 const dateCache = new Map<string, LocalDate>();
 const dayKeyCache = new Map<string, string>();
 
 /** `localDate` formatted as a day key (`YYYY-DDD`), cached per zone and 15-minute slot (the apply hot path). */
 export function localDayKey(tsMs: number, tz: string): string {
-  if (tsMs < CACHE_FROM_MS) return formatDayKey(localDate(tsMs, tz));
+  if (tsMs < SLOT_CACHE_FROM_MS) return formatDayKey(localDate(tsMs, tz));
   const key = `${tz}\u0000${Math.floor(tsMs / SLOT_MS)}`;
   let k = dayKeyCache.get(key);
   if (k === undefined) {
@@ -136,7 +144,7 @@ const formatDayKey = (d: LocalDate) => `${String(d.year).padStart(4, '0')}-${Str
 
 /** The store-local date (year, month, day, day-of-year) of an instant. */
 export function localDate(tsMs: number, tz: string): LocalDate {
-  if (tsMs < CACHE_FROM_MS) {
+  if (tsMs < SLOT_CACHE_FROM_MS) {
     const t = localTime(tsMs, tz);
     return dateOf(t.year, t.month, t.day);
   }

@@ -1,4 +1,4 @@
-import { binsBySlot, localDayKey } from '@tally/key-layout';
+import { binsBySlot, localDayKey, SLOT_CACHE_FROM_MS } from '@tally/key-layout';
 import { hash } from 'node:crypto';
 import type { CompiledCounter, CompiledRules } from './compile';
 import { toUnits } from './decimal';
@@ -79,7 +79,8 @@ export function rollup(
   // per day and metric instead of once per event (a fifth of the rollup's heap allocations were these strings).
   const fieldsByDay = new Map<string, Map<object, string>>();
   let fields = new Map<object, string>();
-  // Events of a batch mostly share a 15-minute slot (a day key holds for a whole slot in every zone: binsBySlot).
+  // Events of a batch mostly share a 15-minute slot (a day key holds for a whole slot in every zone from
+  // SLOT_CACHE_FROM_MS on: binsBySlot).
   const slotMs = binsBySlot(tz) ? SLOT_MS : 1;
   let lastSlot = Number.NaN;
   let day = '';
@@ -87,7 +88,7 @@ export function rollup(
     const spec = rules.eventTypes.get(e.type);
     if (!spec) throw new RulesError(`unknown event type ${JSON.stringify(e.type)}`);
     const slot = Math.floor(e.ts / slotMs);
-    if (slot !== lastSlot) {
+    if (slot !== lastSlot || e.ts < SLOT_CACHE_FROM_MS) {
       [lastSlot, day] = [slot, localDayKey(e.ts, tz)];
       let f = fieldsByDay.get(day);
       if (!f) fieldsByDay.set(day, (f = new Map()));

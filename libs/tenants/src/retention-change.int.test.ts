@@ -336,4 +336,17 @@ describe("the writer's expiry (visitorExpiry)", () => {
       new TenantsUnavailableError('the tenant of store RX cannot be looked up: DynamoDB down'),
     );
   });
+
+  it('stamps the month of an event years late as due a year ago, not past what DynamoDB honours', async () => {
+    // LATENESS_HORIZON_DAYS takes up to 3650 days: an event six years late is accepted, and its month item's stamp
+    // would be over five years past, which DynamoDB's TTL ignores (the item kept for ever).
+    const at = START;
+    const old = plus(localMonth(at, 'UTC'), -72);
+    const expiryOf = await visitorExpiry({ tenant: async () => ({ store: 'RX', timeZone: 'UTC', historyMonths: 1 }) }, () => at)(
+      'RX',
+      'RX#visitor#V1',
+    );
+    expect(expiry(old, 1)).toBeLessThan(at / 1000 - 5 * 365 * DAY_S);
+    expect(expiryOf(sk(old))).toBe((Math.floor(at / 1000 / DAY_S) - 365) * DAY_S);
+  });
 });

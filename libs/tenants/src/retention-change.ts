@@ -63,12 +63,10 @@ export interface RetentionRestamp {
 
 const DAY_S = 86_400;
 /**
- * DynamoDB's TTL ignores an item whose stamp is more than five years in the past (it is then kept for ever), so a
- * stamp that would be older than a year (months of long ago, under a limit set on a store that kept them for ever)
- * is written as a year ago (the day): due, and deleted. A stamp already in the past and less than four years old is
- * honoured as it is when the new one is in the past too.
+ * DynamoDB's TTL ignores an item whose stamp is more than five years in the past (it is then kept for ever):
+ * retentionExpiry gives no stamp older than a year (OLDEST_STAMP_DAYS), and a stamp already in the past and less than
+ * four years old is honoured as it is when the new one is in the past too.
  */
-const OLDEST_STAMP_DAYS = 365;
 const HONOURED_PAST_S = 4 * 365 * DAY_S;
 
 /**
@@ -82,7 +80,7 @@ const HONOURED_PAST_S = 4 * 365 * DAY_S;
  *   written with, which need not be the one before this change (counted in `totalsWithoutMonths`);
  * - with historyMonths unset (kept for ever): the stamp is removed from every month item and TOTAL.
  * An item whose new stamp and old one are both in the past keeps the old one: it is due either way (but see
- * OLDEST_STAMP_DAYS).
+ * OLDEST_STAMP_DAYS in libs/key-layout).
  * Tombstone items (ERASED_ATTR: an erased visitor's, erasure.ts) are passed over: they hold no history, their stamp
  * is their own lifetime (TOMBSTONE_ITEM_DAYS), and they count neither as the row's items nor as its latest month.
  *
@@ -100,7 +98,6 @@ export async function restampRetention(db: TenantDb, store: string, opts: Restam
   if (!tenant || tenant.deletingAt) throw notFound(store);
   const months = tenant.historyMonths ?? null;
   const nowS = Math.floor((opts.now ?? Date.now)() / 1000);
-  const oldest = (Math.floor(nowS / DAY_S) - OLDEST_STAMP_DAYS) * DAY_S;
   /** In the past, and recent enough for DynamoDB's TTL to delete the item. */
   const due = (s: number | undefined) => s !== undefined && s <= nowS && s > nowS - HONOURED_PAST_S;
 
@@ -128,7 +125,7 @@ export async function restampRetention(db: TenantDb, store: string, opts: Restam
           totalLeft = true;
           continue;
         }
-        stamp = Math.max(oldest, retentionExpiry(base === TOTAL_SK ? latest! : base, months, nowS * 1000, tenant.timeZone)!);
+        stamp = retentionExpiry(base === TOTAL_SK ? latest! : base, months, nowS * 1000, tenant.timeZone)!;
       }
       const old = item[EXPIRES_ATTR];
       const had = old?.N === undefined ? undefined : Number(old.N);

@@ -4,8 +4,9 @@ import { TenantsUnavailableError } from './errors';
 
 /**
  * The writer's expiryOf: per row, the TTL its items get with every update (libs/dynamo RowWriterDeps.expiresAt):
- * - a number (epoch seconds, retentionExpiry) for the items of a visitor row when its store keeps visitor history for
- *   a number of months (historyMonths);
+ * - a number (epoch seconds, retentionExpiry: never more than a year past, OLDEST_STAMP_DAYS, so that DynamoDB's TTL
+ *   still deletes the months of an event accepted years late) for the items of a visitor row when its store keeps
+ *   visitor history for a number of months (historyMonths);
  * - `null`, no stamp (the writer REMOVEs any the item has: a tombstone's, or an earlier retention's), for every other
  *   row, and for the visitor rows of a store keeping history for ever;
  * - `undefined`, not known (the item keeps the stamp it has; the next write sets it; queries cut at the retention
