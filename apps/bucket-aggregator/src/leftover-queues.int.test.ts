@@ -17,15 +17,15 @@ import {
 } from '@tally/queues';
 import { compileRules, defaultRules } from '@tally/schema';
 import { startRedis, waitFor, waitForQueuesIdle, type RedisHandle } from '@tally/testing';
-import { UnrecoverableError, Worker, type Queue } from 'bullmq';
+import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { eventsProcessor } from './events.processor';
-import { sealProcessor } from './seal.processor';
-import { sealJob } from './test-fixtures';
+import { FLUSH_LEASE_TICKS, sealProcessor } from './seal.processor';
+import { failNext, sealJob } from './test-fixtures';
 
 /**
  * QUEUE_SHARDS lowered under queued jobs: the batches queued on the events shards past it are applied, each once, by
@@ -206,7 +206,7 @@ describe('lowering QUEUE_SHARDS 4 → 2 with flush jobs queued on every shard', 
     for (let shard = 0; shard < buckets.shards; shard++) await seal(sealJob(shard, now));
   }
 
-  it('a flush stranded on a removed shard is redundant: its row stays due and is enqueued again, same id, on its own shard; the stranded jobs are removed, failed ones kept', async () => {
+  it('a flush stranded on a removed shard is redundant: its row comes due again and is enqueued again, same id, on its own shard; the stranded jobs are removed, failed ones kept', async () => {
     const t0 = Date.parse('2023-05-03T10:00:00Z');
     const old = queuesOf(4);
     const oldBuckets = new BucketStore({ redis, rules, prefix: 't', shards: 4 });
@@ -222,12 +222,13 @@ describe('lowering QUEUE_SHARDS 4 → 2 with flush jobs queued on every shard', 
     expect(stranded.size).toBe(STORES.filter((s) => storeShard(s, 4) >= 2).length);
     // A flush job of shard 3 failed for good (a dead letter), before the change.
     const shard3 = queueShards(old, QUEUE.dynamoWrites)[3]!;
-    const { id: deadId, store: deadStore } = await failNext(shard3);
+    const { id: deadId, store: deadStore } = await failNext(redis, shard3);
 
-    // Under QUEUE_SHARDS=2 the sealer finds each row still due and enqueues its flush, same job id, on its own shard.
+    // Under QUEUE_SHARDS=2 the sealer finds each row due again once its flush lease ends (FLUSH_LEASE_TICKS ticks of
+    // 1 s after the round that enqueued it), and enqueues its flush, same job id, on its own shard.
     const clock = { now: 1_000_000 };
     const agg = aggregator(2, clock, 60_000);
-    await sealRound(agg.buckets, agg.queues, t0 + 2000);
+    await sealRound(agg.buckets, agg.queues, t0 + 1000 + FLUSH_LEASE_TICKS * 1000);
     for (const [id, store] of stranded) expect(await queueFor(agg.queues, QUEUE.dynamoWrites, store).getJob(id)).toBeDefined();
     expect(storeShard(deadStore, 2)).toBeLessThan(2);
 
@@ -249,19 +250,3 @@ describe('lowering QUEUE_SHARDS 4 → 2 with flush jobs queued on every shard', 
     expect(await writes.getJobCounts('failed', 'waiting')).toEqual({ failed: 1, waiting: 0 });
   }, 30_000);
 });
-
-/** Fails the next waiting job of `queue` for good (an unrecoverable error), as a dead letter lands; returns it. */
-async function failNext(queue: Queue): Promise<{ id: string; store: string }> {
-  const connection = redis.duplicate();
-  const w = new Worker(queue.name, null, { connection, prefix: queue.opts.prefix, autorun: false });
-  w.on('error', () => undefined);
-  try {
-    const token = 'failer';
-    const job = (await w.getNextJob(token))!;
-    await job.moveToFailed(new UnrecoverableError('permanent: test'), token, false);
-    return { id: job.id!, store: (job.data as { store: string }).store };
-  } finally {
-    await w.close();
-    await connection.quit();
-  }
-}

@@ -74,8 +74,8 @@ const applyBatch = eventsProcessor({
 const eventsWorkers = createShardWorkers(QUEUE.events, applyBatch, layout, { ...worker, concurrency: config.AGGREGATOR_CONCURRENCY });
 // QUEUE_SHARDS was lowered (or a collector still runs with a higher one): the batches queued on events shards past it
 // are applied alike, by a worker of their shard's own while it has any (looked for at start-up, then every 5 minutes).
-// The flush jobs stranded on dynamo-writes shards past it are redundant (each row stays due until the writer acks it,
-// so the sealer enqueues its flush again on the row's own shard) and are removed.
+// The flush jobs stranded on dynamo-writes shards past it are redundant (until the writer acks it, each row comes due
+// again when its flush lease ends, and the sealer enqueues its flush again on the row's own shard) and are removed.
 leftovers.serve(QUEUE.events, applyBatch, { ...worker, concurrency: config.AGGREGATOR_CONCURRENCY }).discard(QUEUE.dynamoWrites);
 // Stages "seal", "fold" and "outbox": one seal job per work-set shard and tick; a replica takes a few shards at
 // once, the others take the rest. With REDIS_WAIT_REPLICAS a store moved into its own work-set shard leaves the old

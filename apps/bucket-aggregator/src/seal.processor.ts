@@ -17,6 +17,13 @@ export interface SealDeps {
   /** Batches worked on at once. Default 4. */
   concurrency?: number;
   /**
+   * How long a row handed out for a flush stays leased (VisitOptions.leaseMs): later ticks skip it while its job is
+   * pending (DynamoDB down, writers behind), so their cost follows new work, not the unwritten backlog; the writer's
+   * ack ends the lease, and a row whose job was lost (a crash before the enqueue, a failed job purged) is handed out
+   * again when it ends. Default FLUSH_LEASE_TICKS ticks (bucketMs each: a lease shorter than a tick would save none).
+   */
+  flushLeaseMs?: number;
+  /**
    * Where the stores a tick sets aside are logged (one line per stage and kind of error and window): shared by a
    * sealer's ticks (sealProcessor's, with a minute's window). Default: one of the tick's own.
    */
@@ -56,6 +63,9 @@ export interface SealTickResult {
 }
 
 const noTick = (): SealTickResult => ({ stores: 0, retired: 0, sealed: 0, folded: 0, rows: 0, flushes: 0, failed: 0, moved: 0 });
+
+/** Sealer ticks (BUCKET_SECONDS each) a row handed out for a flush stays leased by default: SealDeps.flushLeaseMs. */
+export const FLUSH_LEASE_TICKS = 4;
 
 /** How often a sealer process looks for work-set shards past QUEUE_SHARDS while it knows of none (ms). */
 export const LEFTOVER_CHECK_MS = 5 * 60_000;
@@ -124,8 +134,9 @@ class LeftoverShards {
 /**
  * The time a store next needs a sealer visit, from what its visit left: at once (the next tick) while a sealed
  * bucket is left unfolded; else the earlier of the time its open bucket can be sealed (when it has data) and its
- * earliest flush due time (a row whose flush job is pending stays due until the writer acks it, so the store is
- * visited each tick until then). Undefined when it has nothing of either (then it is retired, or left as it is).
+ * earliest flush due time (a row whose flush job is pending is leased: due when its lease ends, unless the writer's
+ * ack reschedules it and asks for a visit). Undefined when it has nothing of either (then it is retired, or left as
+ * it is).
  */
 function nextVisit(
   now: number,
@@ -156,14 +167,16 @@ function nextVisit(
  * idle for hours gets a batch into the bucket opened by its last seal).
  * Safe with several aggregator replicas: sealing waits for half a bucket since the last seal, folds are
  * idempotent, and flush job ids are deterministic (row + time of its oldest unwritten count), so a row has
- * one pending flush job however many ticks see it due. A store whose visit, fold or publish fails (a corrupt key, a
- * Redis node refusing its writes) is set aside, logged and counted (reportFailures), and visited again at the next
- * tick; the rest of its batch goes on. A tick in which every store failed fails whole (retried as a job).
+ * one pending flush job however many ticks see it due. A row handed out is leased (deps.flushLeaseMs): the ticks
+ * until its lease ends skip it, unless the writer's ack or a fold reschedules it. A store whose visit, fold or
+ * publish fails (a corrupt key, a Redis node refusing its writes) is set aside, logged and counted (reportFailures),
+ * and visited again at the next tick; the rest of its batch goes on. A tick in which every store failed fails whole (retried as a job).
  */
 export async function sealTick(deps: SealDeps, shard = 0, dueAt?: number): Promise<SealTickResult> {
   const now = (deps.now ?? Date.now)();
   const result = noTick();
   const minAgeMs = Math.floor(deps.bucketMs / 2);
+  const leaseMs = deps.flushLeaseMs ?? FLUSH_LEASE_TICKS * deps.bucketMs;
   const warnings = deps.warnings ?? throttleLog(deps.log);
   // Shards past QUEUE_SHARDS (it was lowered) first: the stores they move into this shard are due now.
   if (deps.leftovers) {
@@ -212,7 +225,7 @@ export async function sealTick(deps: SealDeps, shard = 0, dueAt?: number): Promi
     // and one more for the folds of the buckets they sealed (FOLD finishes each and reports the same).
     const visits = await deps.buckets.visitEach(
       batch.map((b) => b.store),
-      { now, minAgeMs },
+      { now, minAgeMs, leaseMs },
     );
     const left = new Array<{ backlog: StoreBacklog; due: DueRow[]; sealedHead: number | undefined; nextDue: number | undefined }>(
       batch.length,
@@ -238,7 +251,7 @@ export async function sealTick(deps: SealDeps, shard = 0, dueAt?: number): Promi
     });
     if (fresh.length > 0) {
       const started = performance.now();
-      const reports = await deps.buckets.foldVisitedEach(freshItems, now);
+      const reports = await deps.buckets.foldVisitedEach(freshItems, now, leaseMs);
       const seconds = (performance.now() - started) / 1000; // each store's fold took the batch's round trip
       reports.forEach((r, k) => {
         // A bucket sealed but not folded stays at the head of the store's sealed list: its next visit folds it.
@@ -251,19 +264,16 @@ export async function sealTick(deps: SealDeps, shard = 0, dueAt?: number): Promi
         }
       });
     }
-    // Older sealed buckets, or a big one: the general fold, then a fresh read of what is left (visited again next tick).
+    // Older sealed buckets, or a big one: the general fold, then a fresh read of what is left, as a visit that seals
+    // nothing (its due rows leased).
     await Promise.all(
       older.map(async (i) => {
         const store = batch[i]!.store;
         const started = performance.now();
         try {
           folded(await deps.buckets.foldSealed(store, { now }));
-          left[i] = {
-            backlog: await deps.buckets.storeBacklog(store),
-            due: await deps.buckets.dueRows(store, now),
-            sealedHead: now,
-            nextDue: undefined,
-          };
+          const v = await deps.buckets.visit(store, { now, minAgeMs: Number.MAX_SAFE_INTEGER, leaseMs });
+          left[i] = { backlog: v.backlog, due: v.dueRows, sealedHead: v.sealedHead, nextDue: v.nextDue };
         } catch (err) {
           fail(i, 'fold', err);
           return;

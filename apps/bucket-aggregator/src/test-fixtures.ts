@@ -3,7 +3,7 @@ import { closeQueues, createQueues, createRedisConnection, type RedisConnection,
 import type { CompiledRules } from '@tally/schema';
 import { startRedisCluster, testRedis, waitFor, type RedisClusterHandle, type RedisHandle } from '@tally/testing';
 import { useRedis } from '@tally/testing/vitest';
-import { DelayedError, type Job, type JobsOptions } from 'bullmq';
+import { DelayedError, UnrecoverableError, Worker, type Job, type JobsOptions, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
@@ -41,6 +41,22 @@ export async function writeRows(buckets: BucketStore, store: string, pks: readon
     await buckets.ackOutbox(store, pk, fields, at);
   }
   await buckets.publishBacklog(store, await buckets.storeBacklog(store), undefined, at);
+}
+
+/** Fails the next waiting job of `queue` for good (an unrecoverable error), as a dead letter lands; returns it. */
+export async function failNext(redis: Redis, queue: Queue): Promise<{ id: string; store: string }> {
+  const connection = redis.duplicate();
+  const w = new Worker(queue.name, null, { connection, prefix: queue.opts.prefix, autorun: false });
+  w.on('error', () => undefined);
+  try {
+    const token = 'failer';
+    const job = (await w.getNextJob(token))!;
+    await job.moveToFailed(new UnrecoverableError('permanent: test'), token, false);
+    return { id: job.id!, store: (job.data as { store: string }).store };
+  } finally {
+    await w.close();
+    await connection.quit();
+  }
 }
 
 /** A Redis Cluster of 3 masters with a replica each, and the aggregator's connections to it. */

@@ -154,6 +154,19 @@ export interface Visit {
   epoch: string | undefined;
 }
 
+/** A sealer's visit (visit, visitMany, visitEach). */
+export interface VisitOptions {
+  now: number;
+  /** The open bucket is sealed when it has data and is at least this old. */
+  minAgeMs: number;
+  /**
+   * The due rows handed back (their flush jobs to be enqueued) are leased for this long: not due again until then
+   * unless the writer's ack reschedules them, so a row whose job is pending is handed out once per lease, not at every
+   * visit; a row whose job was lost comes due when its lease ends (see DUE_LIST). Default 0: not leased.
+   */
+  leaseMs?: number;
+}
+
 /** What a store has left after foldVisitedMany finished its sealed bucket (as a visit reports it). */
 export interface FoldReport {
   /** Rows moved by these calls. */
@@ -801,7 +814,7 @@ export class BucketStore {
    * A sealer's visit of a store in one round trip: seals the open bucket when it is due (as seal()) and reports
    * what is left (see Visit). visitMany for one store.
    */
-  async visit(store: string, opts: { now: number; minAgeMs: number }): Promise<Visit> {
+  async visit(store: string, opts: VisitOptions): Promise<Visit> {
     return (await this.visitMany([store], opts))[0]!;
   }
 
@@ -810,7 +823,7 @@ export class BucketStore {
    * whose open bucket this instance did not know). Throws the first store's error, after the other stores' visits
    * (visitEach: each store's error in its place).
    */
-  async visitMany(stores: readonly string[], opts: { now: number; minAgeMs: number }): Promise<Visit[]> {
+  async visitMany(stores: readonly string[], opts: VisitOptions): Promise<Visit[]> {
     const out = await this.visitEach(stores, opts);
     const failed = out.find((v) => v instanceof Error);
     if (failed) throw failed;
@@ -822,10 +835,10 @@ export class BucketStore {
    * open bucket moving during every try) gets its error in its place, and the other stores' visits stand (the sealer
    * sets a failed store aside and works on the rest of its batch).
    */
-  async visitEach(stores: readonly string[], opts: { now: number; minAgeMs: number }): Promise<Array<Visit | Error>> {
+  async visitEach(stores: readonly string[], opts: VisitOptions): Promise<Array<Visit | Error>> {
     const out = new Array<Visit | Error>(stores.length);
     let pending = stores.map((_, i) => i);
-    const args = { now: opts.now, minAgeMs: opts.minAgeMs, dueLimit: DUE_LIMIT, pksLimit: ROWS_PER_FOLD * 8 };
+    const args = { now: opts.now, minAgeMs: opts.minAgeMs, dueLimit: DUE_LIMIT, pksLimit: ROWS_PER_FOLD * 8, leaseMs: opts.leaseMs ?? 0 };
     for (let attempt = 0; attempt <= STALE_RETRIES && pending.length > 0; attempt++) {
       const calls = pending.map((i) => {
         const store = stores[i]!;
@@ -951,7 +964,7 @@ export class BucketStore {
   /**
    * Folds, for each item, the rows `pks` of the store's sealed bucket `seq` — all its rows, as VISIT reported them on
    * sealing it — in as few FOLD calls as ROWS_PER_FOLD allows, the last of which finishes the bucket and reports what
-   * the store has left (as visit() does). Every item's calls go in one round trip per Redis node (each store's in
+   * the store has left (as visit() does, its due rows leased for `leaseMs`: VisitOptions). Every item's calls go in one round trip per Redis node (each store's in
    * order). Per item: undefined when the bucket was not finished by these calls (another folder is at it, or it is
    * not the oldest sealed one): fold it with foldSealed then. Throws the first error, after the other items' folds
    * (foldVisitedEach: each item's error in its place).
@@ -959,8 +972,9 @@ export class BucketStore {
   async foldVisitedMany(
     items: ReadonlyArray<{ store: string; seq: number; pks: readonly string[] }>,
     now: number,
+    leaseMs = 0,
   ): Promise<Array<FoldReport | undefined>> {
-    const out = await this.foldVisitedEach(items, now);
+    const out = await this.foldVisitedEach(items, now, leaseMs);
     const failed = out.find((r) => r instanceof Error);
     if (failed) throw failed;
     return out as Array<FoldReport | undefined>;
@@ -974,12 +988,13 @@ export class BucketStore {
   async foldVisitedEach(
     items: ReadonlyArray<{ store: string; seq: number; pks: readonly string[] }>,
     now: number,
+    leaseMs = 0,
   ): Promise<Array<FoldReport | undefined | Error>> {
     const calls: Array<ScriptCall<FoldKey, FoldArg>> = [];
     const lastCall: number[] = [];
     for (const { store, seq, pks } of items) {
       for (let i = 0; i < pks.length; i += ROWS_PER_FOLD) {
-        calls.push(this.foldCall(store, String(seq), pks.slice(i, i + ROWS_PER_FOLD), now, i + ROWS_PER_FOLD >= pks.length));
+        calls.push(this.foldCall(store, String(seq), pks.slice(i, i + ROWS_PER_FOLD), now, i + ROWS_PER_FOLD >= pks.length, leaseMs));
       }
       lastCall.push(calls.length - 1);
     }
@@ -1009,11 +1024,18 @@ export class BucketStore {
 
   /** One FOLD call for rows of sealed bucket `seq` (a row folded meanwhile by another folder is skipped by FOLD). */
   private async foldRows(store: string, seq: string, pks: readonly string[], now: number): Promise<FoldReply> {
-    const c = this.foldCall(store, seq, pks, now, false);
+    const c = this.foldCall(store, seq, pks, now, false, 0);
     return this.run(FOLD, c.keys, c.args, c.tail);
   }
 
-  private foldCall(store: string, seq: string, pks: readonly string[], now: number, report: boolean): ScriptCall<FoldKey, FoldArg> {
+  private foldCall(
+    store: string,
+    seq: string,
+    pks: readonly string[],
+    now: number,
+    report: boolean,
+    leaseMs: number,
+  ): ScriptCall<FoldKey, FoldArg> {
     const keys: string[] = [];
     const args: Array<string | number> = [];
     for (const pk of pks) {
@@ -1034,7 +1056,7 @@ export class BucketStore {
         tombstone: this.keys.tombstone(store),
         dueLater: this.keys.dueLater(store),
       },
-      args: { seq, now, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, rowCount: pks.length },
+      args: { seq, now, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, leaseMs, rowCount: pks.length },
       tail: { keys, args },
     };
   }

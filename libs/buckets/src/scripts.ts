@@ -126,6 +126,10 @@ end
  * alone (a listpack zset's ZADD rewrites it whole). A fired alarm whose row's time in laterKey is still ahead is not
  * due: it comes back in `rearm` (time, pk, ...) and `rearmPks`, for rearmDue after the caller's read phase. Reads
  * only: dueKey, dirtyKey and laterKey must have been type-checked.
+ * leaseDue, in the write phase, leases the rows a due list hands out (the sealer enqueues their flush jobs): their
+ * alarms move to `now + leaseMs`, so the visits until then skip them while their jobs are pending. The writer's
+ * ACK_OUTBOX ends a lease (it reschedules the row, or removes it when nothing is left); a row whose job was lost (a
+ * crash before the enqueue, a failed job purged) comes due again when its lease ends. leaseMs 0: no lease.
  */
 export const DUE_LIST = `
 local function dueList(dueKey, dirtyKey, laterKey, now, limit)
@@ -160,6 +164,16 @@ end
 local function rearmDue(dueKey, laterKey, rearm, rearmPks)
   for c = 1, #rearm, 1000 do redis.call('ZADD', dueKey, unpack(rearm, c, math.min(c + 999, #rearm))) end
   for c = 1, #rearmPks, 1000 do redis.call('HDEL', laterKey, unpack(rearmPks, c, math.min(c + 999, #rearmPks))) end
+end
+local function leaseDue(dueKey, out, now, leaseMs)
+  if not (leaseMs and leaseMs > 0) then return end
+  local until_ = string.format('%d', now + leaseMs)
+  local z = {}
+  for k = 1, #out, 2 do
+    z[#z + 1] = until_
+    z[#z + 1] = out[k]
+  end
+  for c = 1, #z, 2000 do redis.call('ZADD', dueKey, unpack(z, c, math.min(c + 1999, #z))) end
 end
 `;
 
@@ -390,9 +404,9 @@ return {1, epoch, nextEpoch}
 /**
  * FOLD rows of sealed bucket `seq` into their outboxes. Idempotent per row: a row whose bucket hash is gone
  * was folded already. KEYS: rows (the bucket's row set), dirty, due, counts, sealed, folded, epoch, openRows (the
- * row set of bucket `openEpoch`), tombstone, dueLater, then per row its bucket hash and its outbox. ARGV: seq, now, openEpoch, report
- * ('1' = report what is left), dueLimit, rowCount, then per row: pk, policyKind, a, b. (The rankings of top lists
- * were updated by APPLY.)
+ * row set of bucket `openEpoch`), tombstone, dueLater, then per row its bucket hash and its outbox. ARGV: seq, now,
+ * openEpoch, report ('1' = report what is left), dueLimit, leaseMs, rowCount, then per row: pk, policyKind, a, b.
+ * (The rankings of top lists were updated by APPLY.)
  * The outbox fields `<seq>|<bucket field>` are new (only this fold of this bucket writes them), so the copy is
  * an HSET of the bucket's values; an existing one means the layout was broken and the call is refused whole.
  * The store's running count of outbox entries (`entries` in the counts hash) grows by the counts copied (not their
@@ -402,14 +416,14 @@ return {1, epoch, nextEpoch}
  * re-touched idle row costs no zset rewrite.
  * Returns {rows moved, 1 when finished here else 0} and, with report, what is left as VISIT reports it: dirty
  * rows, oldest dirty time or '', outbox entries, oldest sealed seq or '', oldest unfolded seq or '' (the open
- * bucket counts as unfolded when it has data, or when the epoch is no longer `openEpoch`), the due list, the
- * earliest due time of any row or ''.
+ * bucket counts as unfolded when it has data, or when the epoch is no longer `openEpoch`), the due list (its rows
+ * leased for leaseMs: see DUE_LIST), the earliest due time of any row after that or ''.
  */
 export const FOLD = defineScript<[number, number] | [number, number, number, string, string, string, string, string[], string]>()({
   name: 'FOLD',
   shebang: '#!lua',
   keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows', 'tombstone', 'dueLater'],
-  args: ['seq', 'now', 'openEpoch', 'report', 'dueLimit', 'rowCount'],
+  args: ['seq', 'now', 'openEpoch', 'report', 'dueLimit', 'leaseMs', 'rowCount'],
   body: `${LIMBS}${DUE_LIST}${TOMBSTONES}
 if storeDeleted() then
   -- A deleted store: only deletes (its sealed buckets are dropped), and reports nothing left.
@@ -556,10 +570,9 @@ local dueRows = {}
 if nextDue ~= '' and tonumber(nextDue) <= now then
   local rearm, rearmPks
   dueRows, rearm, rearmPks = dueList(K.due, K.dirty, K.dueLater, A.now, tonumber(A.dueLimit))
-  if #rearmPks > 0 then
-    rearmDue(K.due, K.dueLater, rearm, rearmPks)
-    nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or ''
-  end
+  rearmDue(K.due, K.dueLater, rearm, rearmPks)
+  leaseDue(K.due, dueRows, now, tonumber(A.leaseMs))
+  if #rearmPks > 0 or #dueRows > 0 then nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or '' end
 end
 return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.format('%d', entries), head, unfolded, dueRows, nextDue}
 `,

@@ -39,22 +39,23 @@ export type VisitReply = [1, string, string, number, string, string, number, str
 /**
  * VISIT a store for a sealer tick, in one round trip: seal the open bucket when it has data and has been open at
  * least minAgeMs (as SEAL), then report what is left. KEYS: epoch, rows (the row set of bucket `epoch`), sealed,
- * dirty, counts, due, tombstone, dueLater. ARGV: now, minAgeMs, epoch (the seq the rows key is built for; '' when unknown), dueLimit,
- * pksLimit.
+ * dirty, counts, due, tombstone, dueLater. ARGV: now, minAgeMs, epoch (the seq the rows key is built for; '' when
+ * unknown), dueLimit, pksLimit, leaseMs (the rows of the due list are leased for it: see DUE_LIST; 0: not leased).
  * Returns {1, sealedSeq or '', oldest sealed seq or '', dirty rows, oldest dirty time or '', outbox entries,
- * rows due at now (whose alarm fired, less those re-armed: see DUE_LIST), oldest unfolded seq or '', the epoch after the visit or '', the due list (pk, oldest dirty
- * time, ... at most dueLimit rows), the rows of the bucket sealed now when it is the oldest sealed one and has at
- * most pksLimit rows (else 0), the earliest due time of any row or ''}, or a stale reply {0, epoch} (nothing
- * written) when the store's epoch is not `epoch`. When it returns the rows of the bucket sealed now (the caller folds
- * them at once, and FOLD reports what is left), the dirty rows, oldest dirty time, outbox entries and due list are
- * not read (0, '', '0', 0, {}): a visit's cost does not grow with the store's other rows. Fired alarms of idle rows
- * whose flush time moved later are re-armed to it (DUE_LIST), after the read phase.
+ * rows due at now (whose alarm fired, less those re-armed: see DUE_LIST), oldest unfolded seq or '', the epoch after
+ * the visit or '', the due list (pk, oldest dirty time, ... at most dueLimit rows), the rows of the bucket sealed now
+ * when it is the oldest sealed one and has at most pksLimit rows (else 0), the earliest due time of any row once the
+ * due list is leased, or ''}, or a stale reply {0, epoch} (nothing written) when the store's epoch is not `epoch`.
+ * When it returns the rows of the bucket sealed now (the caller folds them at once, and FOLD reports what is left),
+ * the dirty rows, oldest dirty time, outbox entries and due list are not read (0, '', '0', 0, {}): a visit's cost
+ * does not grow with the store's other rows. Fired alarms of idle rows whose flush time moved later are re-armed to
+ * it (DUE_LIST), after the read phase.
  */
 export const VISIT = defineScript<VisitReply | Stale>()({
   name: 'VISIT',
   shebang: '#!lua',
   keys: ['epoch', 'rows', 'sealed', 'dirty', 'counts', 'due', 'tombstone', 'dueLater'],
-  args: ['now', 'minAgeMs', 'epoch', 'dueLimit', 'pksLimit'],
+  args: ['now', 'minAgeMs', 'epoch', 'dueLimit', 'pksLimit', 'leaseMs'],
   body: `${DUE_LIST}${TOMBSTONES}
 if storeDeleted() then return {1, '', '', 0, '', '0', 0, '', '', {}, 0, ''} end
 local now = tonumber(A.now)
@@ -81,10 +82,9 @@ if not folding then
   end
 end
 -- Write phase (as SEAL): commands that cannot fail on the keys read above.
-if #rearmPks > 0 then
-  rearmDue(K.due, K.dueLater, rearm, rearmPks)
-  nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or ''
-end
+rearmDue(K.due, K.dueLater, rearm, rearmPks)
+leaseDue(K.due, dueRows, now, tonumber(A.leaseMs))
+if #rearmPks > 0 or #dueRows > 0 then nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or '' end
 local sealed = ''
 local pks = 0
 if seal then
