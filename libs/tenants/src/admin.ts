@@ -90,14 +90,14 @@ const checkNewStore = (store: string) => {
     );
   });
 };
-const checkTimeZone = (timeZone: string) =>
+export const checkTimeZone = (timeZone: string) =>
   check(timeZoneProblem(timeZone) === undefined, 'TALLY_ERR_INVALID_TIME_ZONE', () => {
     return `time zone ${JSON.stringify(timeZone)} ${timeZoneProblem(timeZone)}`;
   });
 /** The spelling a store keeps of a time zone checkTimeZone accepted (`europe/paris` → `Europe/Paris`: canonicalTimeZone). */
 const zoneToKeep = (timeZone: string) => canonicalTimeZone(timeZone) ?? timeZone;
 
-function checkScopes(scopes: readonly string[]): Scope[] {
+export function checkScopes(scopes: readonly string[]): Scope[] {
   const bad = scopes.filter((s) => !isScope(s));
   check(scopes.length > 0 && bad.length === 0, 'TALLY_ERR_INVALID_SCOPES', () => {
     const got = bad.length > 0 ? `; got ${bad.map((s) => JSON.stringify(s)).join(', ')}` : '';
@@ -152,7 +152,7 @@ export async function setIngestBudget(db: TenantDb, store: string, eventsPerSeco
 /** The ISO 4217 codes this runtime knows (Intl: the active currencies of the ICU data, e.g. EUR, USD, JPY). */
 const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
 
-const checkCurrency = (currency: string) =>
+export const checkCurrency = (currency: string) =>
   check(CURRENCIES.has(currency), 'TALLY_ERR_INVALID_CURRENCY', () => {
     return `currency ${JSON.stringify(currency)} is not an ISO 4217 code such as EUR, USD or JPY`;
   });

@@ -2,7 +2,10 @@ export { RetentionChangeLimitedError, TenantError, TenantsUnavailableError } fro
 export { SCOPES, hashKey, keyIdOf, type Scope } from './keys';
 export {
   changeTenant,
+  checkCurrency,
+  checkScopes,
   checkStore,
+  checkTimeZone,
   createTenant,
   createTenantAdmin,
   getTenant,

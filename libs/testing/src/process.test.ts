@@ -1,7 +1,9 @@
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ServiceStartError, WaitTimeoutError, isAlive, startProcess, waitFor } from './index';
+import { ServiceStartError, WaitTimeoutError, isAlive, procStat, readProc, startProcess, waitFor } from './index';
 
 const node = process.execPath;
 const fixture = new URL('../test/fixtures/leave-children.ts', import.meta.url).pathname;
@@ -153,5 +155,26 @@ describe('isAlive', () => {
     expect(() => process.kill(zombie, 0)).not.toThrow(); // the pid still exists…
     expect(isAlive(zombie)).toBe(false); // …but nothing runs
     expect(isAlive(parent.pid!)).toBe(true);
+  });
+});
+
+describe('procStat and readProc', () => {
+  it("read a process's /proc files: the stat fields after its name (whatever the name holds), its status", async () => {
+    // A command name (the file's: here a link's) with spaces and a `)`: the fields are those after the last `)`.
+    const dir = mkdtempSync(path.join(tmpdir(), 'proc-'));
+    symlinkSync(execFileSync('sh', ['-c', 'command -v sleep']).toString().trim(), path.join(dir, 'odd ) x'));
+    const child = spawn(path.join(dir, 'odd ) x'), ['30'], { stdio: 'ignore' });
+    children.push(child);
+    await waitFor(() => readProc(child.pid!, 'status')?.includes('\nVmRSS:'), { message: 'sleep to run' });
+    rmSync(dir, { recursive: true });
+    const fields = procStat(child.pid!)!;
+    expect(fields[0]).toMatch(/^[RSD]$/); // the state
+    expect([fields[1], fields[11], fields[12]].map((f) => Number.isInteger(Number(f)))).toEqual([true, true, true]); // ppid, utime, stime
+    expect(Number(fields[1])).toBe(process.pid);
+    expect(readProc(child.pid!, 'stat')).toMatch(/^\d+ \(odd \) x\) /);
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    expect([procStat(child.pid!), readProc(child.pid!, 'status')]).toEqual([undefined, undefined]);
   });
 });

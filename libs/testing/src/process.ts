@@ -215,13 +215,23 @@ export function isAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+  const state = procStat(pid)?.[0]; // undefined: no /proc here, or gone meanwhile
+  return state !== 'Z' && state !== 'X';
+}
+
+/** /proc/<pid>/<file> (Linux); undefined when it cannot be read (no /proc here, or the process is gone). */
+export function readProc(pid: number, file: 'stat' | 'status'): string | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
+    return readFileSync(`/proc/${pid}/${file}`, 'latin1');
   } catch {
-    return true; // no /proc here, or gone meanwhile
+    return undefined;
   }
+}
+
+/** The fields of /proc/<pid>/stat after the command name: [0] is the state, [11] utime and [12] stime (clock ticks). */
+export function procStat(pid: number): string[] | undefined {
+  const stat = readProc(pid, 'stat');
+  return stat?.slice(stat.lastIndexOf(')') + 2).split(' ');
 }
 
 /** Polls a process that is not our child until it is gone; false when `timeoutMs` passes first. */

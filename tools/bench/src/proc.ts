@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { procStat } from '@tally/testing';
 import { mapValues, sum } from './stats';
 
 /** utime + stime of a process, in seconds (Linux /proc; this process's own to the microsecond); NaN when it cannot be read. */
@@ -8,13 +8,8 @@ export function cpuSeconds(pid: number): number {
     const u = process.cpuUsage();
     return (u.user + u.system) / 1e6;
   }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return Number.NaN;
-  }
+  const fields = procStat(pid);
+  return fields ? (Number(fields[11]) + Number(fields[12])) / 100 : Number.NaN;
 }
 
 /**

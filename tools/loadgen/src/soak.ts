@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { QUEUE } from '@tally/queues';
-import { metricValue, sleep } from '@tally/testing';
+import { metricValue, readProc, sleep } from '@tally/testing';
 import type { Values } from './cli';
 import type { LoadStats } from './driver';
 import type { Fleet } from './fleet';
@@ -98,12 +97,8 @@ export function judgeBound(s: Series, warmupSeconds: number, limit: number) {
 
 /** VmRSS of a process in MB (Linux /proc), undefined when it is gone. */
 function rssMb(pid: number): number | undefined {
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
-    return m ? Number(m[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readProc(pid, 'status') ?? '');
+  return m ? Number(m[1]) / 1024 : undefined;
 }
 
 /**

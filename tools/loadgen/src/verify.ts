@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EXACT_THRESHOLD } from '@tally/buckets';
 import { seriesResponseSchema, totalsResponseSchema, UNIQUE_VISITORS } from '@tally/contracts';
 import { addDays, formatDate, localDate, monthSk, parseDate, parseMonthSk, TOTAL_SK, fromDayOfYear, dayOfYear } from '@tally/key-layout';
+import { plainMetricsOf } from '@tally/query';
 import { QUEUE, QUEUE_NAMES, queueShards, type RedisConnection } from '@tally/queues';
 import { decimalToUnits, parseMetricName, type CompiledRules } from '@tally/schema';
 import { Cluster } from 'ioredis';
@@ -185,13 +186,6 @@ function periodsOf(from: string, to: string, granularity: 'day' | 'month'): stri
   return out;
 }
 
-/** The metrics a series or totals answers by default for an entity: those counted on its rows without a sub-key. */
-function plainMetrics(rules: CompiledRules, entity: string): string[] {
-  const out = new Set<string>();
-  for (const t of rules.eventTypes.values()) for (const c of t.counters) if (c.entity === entity && !c.by) out.add(c.metric);
-  return [...out];
-}
-
 /** The entity of the store rows: the one without a key. */
 const storeEntity = (rules: CompiledRules) => Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store';
 
@@ -250,7 +244,7 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
 
   const seriesCheck = async (store: string, entity: string, entityName: string, pk: string) => {
     const row = expected.get(pk);
-    const metrics = plainMetrics(rules, entityName);
+    const metrics = plainMetricsOf(rules, entityName);
     const { from, to } = days(fleet, store, row, opts.now);
     for (const granularity of ['day', 'month'] as const) {
       const what = `${store} ${entity} ${granularity}`;
@@ -266,7 +260,7 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
 
   const views = rules.attrMetric('ViewCount');
   const byViews = (item?: ReadonlyMap<string, bigint>) => item?.get(views) ?? 0n;
-  const productMetrics = plainMetrics(rules, 'product');
+  const productMetrics = plainMetricsOf(rules, 'product');
   for (const store of Object.keys(fleet.zones)) {
     await seriesCheck(store, 'store', storeEntity(rules), store);
     // The most counted products and a few busy visitors of the store.

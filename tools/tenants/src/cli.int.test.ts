@@ -219,7 +219,7 @@ describe('tenants CLI', () => {
       expect((await cli(...argv)).code, argv.join(' ')).toBe(2);
     expect(opened.length).toBe(before);
     expect((await cli('issue-key', 'NEW1', '--scopes', 'read,write')).err).toBe(
-      'tally: --scopes takes one or more of ingest, read, admin, comma-separated; got "read,write"',
+      'tally: scopes must be one or more of ingest, read, admin; got "write"',
     );
     expect((await cli('show', 'NEW1')).out).toMatch(/\ncurrency USD\nvisitor history 12 months$/);
     expect(await cli('list-keys', 'NEW1', '--json')).toMatchObject({ code: 0, out: '[]' });

@@ -2,7 +2,6 @@ import { scheduleRetentionRestamp, type QUEUE, type TallyQueues } from '@tally/q
 import type { CompiledRules } from '@tally/schema';
 import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import * as tenants from '@tally/tenants';
-import { timeZoneProblem } from '@tally/key-layout';
 import { USAGE } from './usage';
 
 export { USAGE };
@@ -267,45 +266,28 @@ function settingsOf(values: Values): { timeZone?: string; currency?: string; his
   };
 }
 
-// The CLI checks time zones and currencies by the same test as libs/tenants (which checks them again before it
-// writes), so that a bad one is refused before any backend is resolved, in the library's words.
+// Time zones, currencies and scopes are checked by libs/tenants' own checks (it runs them again before it writes), so
+// that a bad one is refused before any backend is resolved, in the library's words: TALLY_ERR_INVALID_<what>, exit 2.
 
-/** Bad input, TALLY_ERR_INVALID_<what>: exit 2, like a usage error. */
-const invalid = (what: 'TIME_ZONE' | 'CURRENCY' | 'SCOPES' | 'RETENTION', message: string) =>
-  new tenants.TenantError(`TALLY_ERR_INVALID_${what}`, message);
+/** A time zone a store may take. */
+const checkTimeZone = (zone: string) => (tenants.checkTimeZone(zone), zone);
 
-/** A time zone a store may take (timeZoneProblem, as libs/tenants checks it), else TALLY_ERR_INVALID_TIME_ZONE. */
-function checkTimeZone(zone: string): string {
-  const problem = timeZoneProblem(zone);
-  if (problem) throw invalid('TIME_ZONE', `time zone ${JSON.stringify(zone)} ${problem}`);
-  return zone;
-}
-
-const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
-
-/** An ISO 4217 code, in any case (`eur` is EUR), else TALLY_ERR_INVALID_CURRENCY. */
-function currencyOf(code: string): string {
-  const upper = code.toUpperCase();
-  if (!CURRENCIES.has(upper)) throw invalid('CURRENCY', `currency ${JSON.stringify(code)} is not an ISO 4217 code such as EUR, USD or JPY`);
-  return upper;
-}
+/** An ISO 4217 code, in any case (`eur` is EUR). */
+const currencyOf = (code: string) => (tenants.checkCurrency(code.toUpperCase()), code.toUpperCase());
 
 /** --scopes: a comma-separated list of one or more of SCOPES. */
-function scopesOf(value: string): string[] {
-  const scopes = value.split(',').flatMap((s) => s.trim() || []);
-  const bad = scopes.filter((s) => !(tenants.SCOPES as readonly string[]).includes(s));
-  if (scopes.length === 0 || bad.length > 0)
-    throw invalid('SCOPES', `--scopes takes one or more of ${tenants.SCOPES.join(', ')}, comma-separated; got ${JSON.stringify(value)}`);
-  return scopes;
-}
+const scopesOf = (value: string) => tenants.checkScopes(value.split(',').flatMap((s) => s.trim() || []));
 
-/** --history-months: a whole number of months in range, or `forever` (null: the retention is removed). */
+/**
+ * --history-months: a whole number of months in range, or `forever` (null: the retention is removed); refused in the
+ * CLI's words, not the API's (`historyMonths`, `null`).
+ */
 function historyMonths(value: string): number | null {
   if (value === 'forever') return null;
   const [months, max] = [/^\d+$/.test(value) ? Number(value) : NaN, tenants.MAX_HISTORY_MONTHS];
   if (!(months >= 1 && months <= max))
-    throw invalid(
-      'RETENTION',
+    throw new tenants.TenantError(
+      'TALLY_ERR_INVALID_RETENTION',
       `--history-months takes a whole number of months from 1 to ${max}, or "forever"; got ${JSON.stringify(value)}`,
     );
   return months;
