@@ -1,3 +1,4 @@
+import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { BucketStore } from '@tally/buckets';
 import { collectorEnv, loadConfig, type CollectorConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
@@ -20,7 +21,7 @@ import {
 } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { Writable } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildApp, type CollectorApp } from './app';
 import { closeCollectorDeps, createCollectorDeps, type CollectorResources } from './deps';
 
@@ -114,6 +115,18 @@ function post(payload: unknown, opts: PostOptions = {}, target = app) {
 }
 
 const waiting = () => queues.events.getWaitingCount();
+
+/** Runs `fn` with the clock `ms` off (a retry later, or a collector whose clock is behind), once Redis reads as up then. */
+async function shifted<T>(ms: number, fn: () => Promise<T>): Promise<T> {
+  const real = Date.now.bind(Date);
+  const clock = vi.spyOn(Date, 'now').mockImplementation(() => real() + ms);
+  try {
+    await waitFor(() => res.backpressure.redisUp, { message: 'backpressure read the queue at the shifted clock' });
+    return await fn();
+  } finally {
+    clock.mockRestore();
+  }
+}
 
 describe('POST /v1/events', () => {
   it('rolls a batch up only while the aggregators publish its own rules fingerprint, else sends its events', async () => {
@@ -308,6 +321,83 @@ describe('POST /v1/events', () => {
     expect((await post(whole, { headers: { 'idempotency-key': 'late-retry-3' } })).statusCode).toBe(400);
     expect((await post([whole[0], view('P9')], { headers: { 'idempotency-key': 'late-retry-1' } })).statusCode).toBe(400);
     expect(await waiting()).toBe(before + 2);
+  });
+
+  it('answers a retry as its first attempt whatever the time since: events refused for their ts then stay refused, none is added', async () => {
+    const day = 86_400_000;
+    const t0 = Date.now();
+    const query = '?partial=true';
+    const body = [
+      view('PA', { ts: t0 - 35 * day + 600_000 }), // in time for 10 more minutes
+      view('PB', { ts: t0 - 36 * day }), // past LATENESS_HORIZON_DAYS already
+      view('PC', { ts: t0 + 330_000 }), // more than CLOCK_SKEW_SECONDS ahead (a sender's clock 5.5 minutes fast)
+      view('PD'),
+    ];
+    const first = await post(body, { query, headers: { 'idempotency-key': 'ts-retry-1' } });
+    expect(first.json()).toMatchObject({ accepted: 2, rejected: 2, acceptedIndexes: [0, 3] });
+    // Refused only for PC: no event refused now (the SET finds the key bound to other events), one a minute later.
+    const ahead = [view('PC', { ts: t0 + 330_000 }), view('PD')];
+    const second = await post(ahead, { query, headers: { 'idempotency-key': 'ts-retry-2' } });
+    expect(second.json()).toMatchObject({ accepted: 1, acceptedIndexes: [1] });
+    // All or nothing, on a collector whose clock is a minute behind: the event is more than the skew ahead there.
+    const whole = [view('PE', { ts: t0 + 270_000 }), view('PF')];
+    const third = await post(whole, { headers: { 'idempotency-key': 'ts-retry-3' } });
+    expect(third.statusCode).toBe(202);
+    const before = await waiting();
+    // The answers were lost; the retries come a minute later (PC is within the skew), an hour later (PA is past the
+    // horizon too), and to the collector a minute behind. An answer 422 "use a new key" would have them counted twice.
+    for (const [ms, retried, payload, opts] of [
+      [60_000, first, body, { query, headers: { 'idempotency-key': 'ts-retry-1' } }],
+      [3_600_000, first, body, { query, headers: { 'idempotency-key': 'ts-retry-1' } }],
+      [60_000, second, ahead, { query, headers: { 'idempotency-key': 'ts-retry-2' } }],
+      [-60_000, third, whole, { headers: { 'idempotency-key': 'ts-retry-3' } }],
+    ] as const) {
+      const r = await shifted(ms, () => post(payload, opts));
+      expect([ms, r.statusCode, r.json()]).toEqual([ms, 202, retried.json()]);
+    }
+    expect(await waiting()).toBe(before);
+    // Other events under a key are refused as before, whatever the time.
+    const other = await shifted(60_000, () =>
+      post([body[0], body[2], view('P9')], { query, headers: { 'idempotency-key': 'ts-retry-1' } }),
+    );
+    expect(other.statusCode).toBe(422);
+    expect(await waiting()).toBe(before);
+  });
+
+  it('binds a key to the values of its events, not their spelling: 0.1 and "0.10", 100 and "1e2" are one batch', async () => {
+    const ts = Date.now() - 60_000;
+    const order = (value: number | string) => [{ type: 'order', ts, value, dims: { visitor: 'V1' } }];
+    for (const [key, spellings] of [
+      ['spelt-1', [0.1, '0.10', '1e-1']],
+      ['spelt-2', [100, '1e2', '100.00']],
+    ] as const) {
+      const first = await post(order(spellings[0]), { headers: { 'idempotency-key': key } });
+      const before = await waiting();
+      for (const value of spellings.slice(1)) {
+        const r = await post(order(value), { headers: { 'idempotency-key': key } });
+        expect([value, r.statusCode, r.json()]).toEqual([value, 202, first.json()]);
+      }
+      expect(await waiting()).toBe(before);
+    }
+  });
+
+  it('takes the events of a store whose zone is an offset of no whole quarter hours (set before such offsets were refused)', async () => {
+    await admin.createTenant('LEGACY1', { timeZone: 'UTC' });
+    // As a tenant written by a version that did not refuse +05:37 yet (createTenant refuses it now).
+    await adminDynamo.send(
+      new UpdateItemCommand({
+        TableName: table,
+        Key: { pk: { S: '_tenant#LEGACY1' }, sk: { S: 'META' } },
+        UpdateExpression: 'SET #z = :z',
+        ExpressionAttributeNames: { '#z': 'timeZone' },
+        ExpressionAttributeValues: { ':z': { S: '+05:37' } },
+      }),
+    );
+    const legacy = await admin.issueKey('LEGACY1', ['ingest'], 'web');
+    const r = await post([view('P1')], { key: legacy });
+    expect([r.statusCode, r.json()]).toEqual([202, expect.objectContaining({ accepted: 1 })]);
+    const job = eventsJobSchema.parse((await queues.events.getJob(r.json().batchId))?.data);
+    expect([job.store, job.count, job.rows?.length]).toEqual(['LEGACY1', 1, expect.any(Number)]);
   });
 
   it('refuses a batch with no events (an empty array, or NDJSON with no lines) with a 400 problem naming the body, enqueuing nothing', async () => {

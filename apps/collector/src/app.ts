@@ -78,7 +78,7 @@ function mapCollectorError(err: FastifyError): HttpProblem | undefined {
     return new HttpProblem(
       429,
       err.code,
-      `the events queue holds ${err.depth} waiting batches, over MAX_QUEUE_DEPTH (${err.limit}); nothing was accepted, retry later`,
+      `the events queue shard of this store holds ${err.depth} waiting batches, over MAX_QUEUE_DEPTH (${err.limit}); nothing was accepted, retry later`,
       { extra: { depth: err.depth, limit: err.limit }, headers: { 'retry-after': String(err.retryAfterSeconds) } },
     );
   }

@@ -2,13 +2,14 @@ import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import { HttpProblem } from '@tally/http';
 import { QueueFullError } from '@tally/intake';
+import { shardOfStore } from '@tally/queues';
 
 export interface BackpressureOptions {
-  /** The events queue. */
-  queue: Pick<Queue, 'getWaitingCount'>;
+  /** The shards of the events queue, by index: a store's batches go to shard shardOfStore(store, shards.length). */
+  shards: readonly Pick<Queue, 'getWaitingCount'>[];
   /** The producer connection; while it is not ready every request is refused at once. */
   redis: { readonly status: string };
-  /** Waiting events jobs beyond which requests get 429 (MAX_QUEUE_DEPTH). */
+  /** Waiting jobs in a store's events shard beyond which its requests get 429 (MAX_QUEUE_DEPTH, per shard). */
   maxDepth: number;
   /** How often the depth is read; default 250 ms. */
   intervalMs?: number;
@@ -21,9 +22,12 @@ export interface BackpressureOptions {
 }
 
 export interface Backpressure {
-  /** Throws QueueFullError (429) or the 503 HttpProblem when the collector must not take events now. O(1): no Redis call. */
-  admit(): void;
-  /** The last waiting count read, undefined before the first read or after a failed one. */
+  /**
+   * Throws QueueFullError (429) while the events shard of `store` is over the limit, or the 503 HttpProblem when the
+   * collector must not take events now. O(1): no Redis call.
+   */
+  admit(store: string): void;
+  /** The waiting count of all events shards last read, undefined before the first read or after a failed one. */
   readonly depth: number | undefined;
   /** True when the connection is ready and Redis answered the last depth read, recently. */
   readonly redisUp: boolean;
@@ -36,14 +40,17 @@ export interface Backpressure {
 export const REDIS_DOWN_RETRY_AFTER_SECONDS = 5;
 
 /**
- * The events queue's waiting count, read at most every `intervalMs` by a timer (not per request), and the state
- * of the Redis connection: a request is refused with 429 while the queue is deeper than MAX_QUEUE_DEPTH, and with
- * 503 while Redis is unreachable. Both carry Retry-After.
+ * The waiting count of each events shard, read at most every `intervalMs` by a timer (one read per shard, not per
+ * request), and the state of the Redis connection: a request is refused with 429 while its store's shard is deeper
+ * than MAX_QUEUE_DEPTH (a backlog in one shard does not refuse the stores of the others), and with 503 while Redis
+ * is unreachable. Both carry Retry-After.
  */
 export function createBackpressure(opts: BackpressureOptions): Backpressure {
   const intervalMs = opts.intervalMs ?? 250;
   const staleAfterMs = opts.staleAfterMs ?? 2_000;
-  let depth: number | undefined;
+  /** Waiting jobs per shard, as last read. */
+  let depths: number[] | undefined;
+  const total = () => depths?.reduce((a, b) => a + b, 0);
   let lastReadOk = true;
   /** When the depth was last read; the start counts as a read, so a fresh collector is not refused. */
   let readAt = Date.now();
@@ -53,9 +60,9 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
   const sample = () => {
     inFlight ??= (async () => {
       try {
-        depth = await opts.queue.getWaitingCount();
+        depths = await Promise.all(opts.shards.map((q) => q.getWaitingCount()));
         readAt = Date.now();
-        if (!lastReadOk) opts.log?.info({ depth }, 'events queue readable again');
+        if (!lastReadOk) opts.log?.info({ depth: total() }, 'events queue readable again');
         lastReadOk = true;
       } catch (err) {
         // An expected outage: its message, no stack.
@@ -65,7 +72,7 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
             'cannot read the events queue depth; refusing events with 503',
           );
         lastReadOk = false;
-        depth = undefined;
+        depths = undefined;
       } finally {
         inFlight = undefined;
       }
@@ -77,18 +84,19 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
 
   return {
     get depth() {
-      return depth;
+      return total();
     },
     get redisUp() {
       return redisUp();
     },
-    admit() {
+    admit(store) {
       if (!redisUp()) {
         throw new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', 'the events queue (Redis) is unreachable; nothing was accepted, retry later', {
           headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
         });
       }
       // The client's error for the same limit; the app answers it with a 429.
+      const depth = depths?.[shardOfStore(store, depths.length)];
       if (depth !== undefined && depth > opts.maxDepth) throw new QueueFullError(depth, opts.maxDepth);
     },
     sample,

@@ -93,7 +93,8 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     },
   });
   const backpressure = createBackpressure({
-    queue: { getWaitingCount: async () => (await Promise.all(eventsShards.map((q) => q.getWaitingCount()))).reduce((a, b) => a + b, 0) },
+    // Each store against its own shard's depth (the shard its batches go to), read once per shard per poll.
+    shards: eventsShards,
     redis,
     maxDepth: config.MAX_QUEUE_DEPTH,
     log,

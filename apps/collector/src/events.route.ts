@@ -43,8 +43,9 @@ store and the key, so a retried request is counted once: BullMQ keeps the job id
 the aggregator ignores a batch id it applied within DEDUPE_WINDOW_SECONDS (default 24 h). The key is bound to its
 batch: reusing it within two such windows for other events is refused with 422 naming the key, and nothing is
 accepted; so is reusing a key whose batch is in the events queue's failed set (the aggregator refused it: replay it
-with the dlq tool, or use a new key). A retry of an accepted request is answered 202 with its batch id even when some
-of its events have passed LATENESS_HORIZON_DAYS since.
+with the dlq tool, or use a new key). A retry is validated at the time the key's request was: a retry of an accepted
+request is answered as it was (202, its batch id; partial: the same accepted events) even when some of its events have
+passed LATENESS_HORIZON_DAYS or come within CLOCK_SKEW_SECONDS since.
 
 413 over MAX_BODY_BYTES or MAX_EVENTS_PER_REQUEST; 415 for other content types or a Content-Encoding other than gzip
 or br; 401 without a valid key, 403 without the ingest scope; 429 while the store is over its ingest budget
@@ -217,7 +218,7 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
       onRequest: async (req) => {
         await auth(req);
         idempotencyKeyOnce(req);
-        deps.backpressure.admit();
+        deps.backpressure.admit(req.principal!.store);
       },
     },
     async (req, reply) => {
@@ -233,6 +234,7 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
         );
       }
       const store = req.principal!.store;
+      const timeZone = req.principal!.timeZone;
       const partial = req.query.partial === 'true' || req.query.partial === '1';
       const key = req.headers['idempotency-key'];
       const now = Date.now();
@@ -241,20 +243,25 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
       let result = intake.validate(body.items, now);
       let errors = mergeLineErrors(result.errors, body.lineErrors);
       let enqueued: EnqueueResult | undefined;
-      if (key !== undefined && errors.length > 0) {
-        // A retry of a request accepted while its events were in time (its answer lost), some of which have passed
-        // the lateness horizon since: the key's record says so (no round trip when no event is refused for its age
-        // alone), and the answer is the first one's, not a 400 (or, partial, a 422 for a smaller batch).
-        const relaxed = intake.validate(body.items, now, { lateness: false });
-        const relaxedErrors = mergeLineErrors(relaxed.errors, body.lineErrors);
-        if (relaxed.events.length > result.events.length && (partial || relaxedErrors.length === 0)) {
-          enqueued = await send(deps, key, relaxed, () =>
-            intake.enqueueRetry(store, relaxed.events, { idempotencyKey: key, timeZone: req.principal!.timeZone }),
-          );
-          if (enqueued) [result, errors] = [relaxed, relaxedErrors];
-        }
-      }
-      const rejected = body.items.length - result.events.length;
+      let retried = false;
+      /**
+       * A retry of a request accepted under the key at another time (its answer lost), when an event's ts may have
+       * been judged otherwise then (passed the lateness horizon since, come within the clock skew, another clock):
+       * validated again at the time the key's record keeps, the first attempt's events are answered as they were.
+       */
+      const retry = async (): Promise<boolean> => {
+        retried = true;
+        const r = await send(deps, key, result, () =>
+          intake.enqueueRetry(store, body.items, { idempotencyKey: key!, timeZone, now, partial }),
+        );
+        if (r) [enqueued, result, errors] = [r.enqueued, r.validation, mergeLineErrors(r.validation.errors, body.lineErrors)];
+        return r !== undefined;
+      };
+      // A round trip (a GET) only for a keyed request that another time could answer otherwise: one with an event
+      // refused for its ts (partial), or with no other error (all or nothing).
+      const ts = (e: EventError) => e.field === 'ts';
+      if (key !== undefined && (partial ? errors.some(ts) : errors.length > 0 && errors.every(ts))) await retry();
+      const rejected = () => body.items.length - result.events.length;
       if (errors.length > 0) {
         countRejected(metrics, errors);
         if (!partial || result.events.length === 0) {
@@ -263,10 +270,13 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
           throw new HttpProblem(
             400,
             'TALLY_ERR_VALIDATION',
-            `${rejected} of ${body.items.length} events are invalid; nothing was accepted` +
+            `${rejected()} of ${body.items.length} events are invalid; nothing was accepted` +
               (partial ? '' : ' (add ?partial=true to accept the valid ones)'),
             // `field` points at the first bad event's member (`[1].dims.product`); `errors` lists them all.
-            { field: `[${errors[0]!.index}]${errors[0]!.field === '(event)' ? '' : `.${errors[0]!.field}`}`, extra: { rejected, errors } },
+            {
+              field: `[${errors[0]!.index}]${errors[0]!.field === '(event)' ? '' : `.${errors[0]!.field}`}`,
+              extra: { rejected: rejected(), errors },
+            },
           );
         }
       }
@@ -277,9 +287,17 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
         // The key's tenant gives the store's time zone: the collector rolls the batch up, so the job carries the
         // counts to add (a fraction of the events' size) and the aggregator applies them as they are.
         const valid = result.events;
-        enqueued = await send(deps, key, result, () =>
-          intake.enqueue(store, valid, { idempotencyKey: key, timeZone: req.principal!.timeZone }),
-        );
+        enqueued = await send(deps, key, result, async () => {
+          try {
+            return await intake.enqueue(store, valid, { idempotencyKey: key, timeZone, validatedAt: now });
+          } catch (err) {
+            // Other events under the key: maybe those valid at the first attempt's time (an event in the clock skew
+            // since, or a partial request's event now too old), answered as then; else refused.
+            const other = err instanceof IdempotencyConflictError && err.failedJobId === undefined;
+            if (other && !retried && (await retry())) return enqueued!;
+            throw err;
+          }
+        });
       }
       metrics.accepted.inc(enqueued.accepted);
       reply.code(202);
@@ -287,7 +305,7 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
       return {
         accepted: enqueued.accepted,
         batchId: enqueued.batchId,
-        rejected,
+        rejected: rejected(),
         acceptedIndexes: result.acceptedIndexes,
         ...listedErrors(errors),
       };
@@ -296,12 +314,7 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
 }
 
 /** Runs an enqueue, answering its errors as problems: 422 for an idempotency conflict, 503 while Redis cannot take the batch. */
-async function send<R extends EnqueueResult | undefined>(
-  deps: EventsRouteDeps,
-  key: string | undefined,
-  result: ValidationResult,
-  enqueue: () => Promise<R>,
-): Promise<R> {
+async function send<R>(deps: EventsRouteDeps, key: string | undefined, result: ValidationResult, enqueue: () => Promise<R>): Promise<R> {
   const { metrics } = deps;
   try {
     return await enqueue();

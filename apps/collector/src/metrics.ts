@@ -42,8 +42,8 @@ export function createCollectorMetrics(registry: Registry): CollectorMetrics {
     rejected,
     backpressure: counter(
       'tally_collector_backpressure_total',
-      'POST /v1/events requests refused with 429 before their body was read, because the events queue held more ' +
-        'waiting batches than MAX_QUEUE_DEPTH (the aggregators are behind). A store over its own ingest budget is ' +
+      'POST /v1/events requests refused with 429 before their body was read, because the events queue shard of their ' +
+        'store held more waiting batches than MAX_QUEUE_DEPTH (the aggregators are behind). A store over its own ingest budget is ' +
         'counted in tally_events_rejected_total{reason="budget"} instead.',
     ),
   };

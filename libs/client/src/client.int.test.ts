@@ -82,7 +82,7 @@ describe('createTallyClient', () => {
     expect(job?.data.events).toEqual([
       { type: 'view', ts: now - 90_000, dims: { product: 'P1', visitor: 'V1' } },
       { type: 'order', ts: now - 1_000, dims: { visitor: 'V1' }, value: '19.99' },
-      { type: 'order', ts: now - 1_000, dims: {}, value: '0.10' },
+      { type: 'order', ts: now - 1_000, dims: {}, value: '0.1' }, // one spelling per value
     ]);
     expect(Math.abs(job!.data.receivedAt - Date.now())).toBeLessThan(5_000);
   });
@@ -415,6 +415,25 @@ describe('createTallyClient', () => {
     } finally {
       await bp.close();
       await closeQueues(bpQueues);
+    }
+  });
+
+  it("refuses a store only for its own events shard's backlog, as the collector: the stores of other shards are taken", async () => {
+    const opts = { connection: redis.url, keyPrefix: 'bps', queueShards: 2 };
+    const bp = createTallyClient({ ...opts, backpressure: { maxDepth: 2, checkEveryMs: 0 } });
+    const sharded = createQueues(inspect, { keyPrefix: 'bps', shards: 2 });
+    try {
+      const stores = ['S1', 'S2', 'S3', 'S4', 'S5', 'S6'];
+      const noisy = stores.find((s) => shardOfStore(s, 2) === 1)!;
+      const quiet = stores.find((s) => shardOfStore(s, 2) === 0)!;
+      for (let i = 0; i < 3; i++) await bp.enqueueEvents(noisy, [view(`P${i}`)]);
+      await expect(bp.enqueueEvents(noisy, [view('P9')])).rejects.toMatchObject({ code: 'TALLY_ERR_BACKPRESSURE', depth: 3, limit: 2 });
+      await expect(bp.enqueueEvents(quiet, [view('P9')])).resolves.toMatchObject({ accepted: 1 });
+      expect(await queueFor(sharded, QUEUE.events, noisy).getWaitingCount()).toBe(3);
+      expect(await queueFor(sharded, QUEUE.events, quiet).getWaitingCount()).toBe(1);
+    } finally {
+      await bp.close();
+      await closeQueues(sharded);
     }
   });
 

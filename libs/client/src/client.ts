@@ -22,6 +22,7 @@ import {
   MAX_QUEUE_SHARDS,
   QUEUE,
   queueShards,
+  shardOfStore,
   type RedisConnection,
   type RedisTarget,
   type TallyQueues,
@@ -58,9 +59,10 @@ export interface TallyClientOptions {
   /** Called for Redis connection errors (default: ignored; calls fail with QueueUnavailableError meanwhile). */
   onError?: (err: Error) => void;
   /**
-   * Backpressure, as the collector's MAX_QUEUE_DEPTH: while the events queue holds more than `maxDepth` waiting
-   * jobs (all shards; 1 to 10,000,000), calls throw QueueFullError and enqueue nothing. The depth is read at most every
-   * `checkEveryMs` (default 250), by the call that finds it older. Default `{ maxDepth: 10_000 }`; `false` turns it off.
+   * Backpressure, as the collector's MAX_QUEUE_DEPTH: while the store's events queue shard holds more than `maxDepth`
+   * waiting jobs (1 to 10,000,000), calls for the store throw QueueFullError and enqueue nothing. The depths are read at
+   * most every `checkEveryMs` (default 250), by the call that finds them older. Default `{ maxDepth: 10_000 }`; `false`
+   * turns it off.
    */
   backpressure?: { maxDepth: number; checkEveryMs?: number } | false;
   /**
@@ -168,7 +170,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     let timeZone = eopts?.timeZone;
     if (ready) {
       try {
-        await admit();
+        await admit(store);
         timeZone ??= await zoneOf(store);
       } catch (err) {
         if (!isRedisUnavailable(err)) throw err;
@@ -307,28 +309,31 @@ function checkWaitReplicas(w: TallyClientOptions['waitReplicas'] | null): { repl
 }
 
 /**
- * Throws QueueFullError while the waiting jobs of `shards` are over `maxDepth`. The depth is read again when the
- * last read is older than `checkEveryMs` (one read at a time, shared by the calls waiting on it). A read Redis did not
- * answer (isRedisUnavailable) throws its error to the calls waiting on it; another failed read lets them through.
+ * Throws QueueFullError while the waiting jobs of the store's events shard are over `maxDepth` (as the collector's
+ * MAX_QUEUE_DEPTH, per shard: a backlog in one shard does not refuse the stores of the others). The depths are read
+ * again when the last read is older than `checkEveryMs` (one read per shard, one at a time, shared by the calls
+ * waiting on it). A read Redis did not answer (isRedisUnavailable) throws its error to the calls waiting on it;
+ * another failed read lets them through.
  */
-function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure']): () => Promise<void> {
+function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure']): (store: string) => Promise<void> {
   if (!o) return async () => {};
-  let depth = 0;
+  let depths: number[] = [];
   let readAt = -Infinity;
   let reading: Promise<void> | undefined;
   const read = async () => {
     try {
-      depth = (await Promise.all(shards.map((q) => q.getWaitingCount()))).reduce((a, b) => a + b, 0);
+      depths = await Promise.all(shards.map((q) => q.getWaitingCount()));
       readAt = performance.now();
     } catch (err) {
-      depth = 0;
+      depths = [];
       if (isRedisUnavailable(err)) throw err;
     } finally {
       reading = undefined;
     }
   };
-  return async () => {
+  return async (store) => {
     if (performance.now() - readAt >= (o.checkEveryMs ?? 250)) await (reading ??= read());
+    const depth = depths[shardOfStore(store, shards.length)] ?? 0;
     if (depth > o.maxDepth) throw new QueueFullError(depth, o.maxDepth);
   };
 }

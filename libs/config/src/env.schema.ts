@@ -140,7 +140,11 @@ export const collectorEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
   MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024)
     .default(1024 * 1024)
     .describe('Request body bytes before 413.'),
-  MAX_QUEUE_DEPTH: int(1, 10_000_000).default(10_000).describe('Waiting events jobs beyond which requests get 429.'),
+  MAX_QUEUE_DEPTH: int(1, 10_000_000)
+    .default(10_000)
+    .describe(
+      "Waiting events jobs in a store's queue shard beyond which the store's requests get 429: a limit per shard (QUEUE_SHARDS), so one store's backlog does not refuse the stores of other shards.",
+    ),
   KEY_CACHE_TTL_MS,
   KEY_LOOKUP_TIMEOUT_MS,
   UNKNOWN_KEY_LOOKUPS_PER_SECOND,

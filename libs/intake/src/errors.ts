@@ -118,6 +118,6 @@ export class QueueFullError extends TallyError {
     readonly depth: number,
     readonly limit: number,
   ) {
-    super(`the events queue holds ${depth} waiting batches, over the limit of ${limit}; nothing was enqueued, retry later`);
+    super(`the store's events queue shard holds ${depth} waiting batches, over the limit of ${limit}; nothing was enqueued, retry later`);
   }
 }

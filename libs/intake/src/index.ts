@@ -5,10 +5,12 @@ export {
   checkLimits,
   createIntake,
   DEFAULT_INTAKE_LIMITS,
+  type BindOptions,
   type EnqueueOptions,
   type EnqueueResult,
   type Intake,
   type IntakeLimits,
   type IntakeOptions,
   type IntakeSource,
+  type RetryOptions,
 } from './intake';

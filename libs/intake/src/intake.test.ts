@@ -1,5 +1,5 @@
 import { eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE_SHARDS, ReplicasBehindError, shardOfStore } from '@tally/queues';
-import { compileRules, defaultRules, rollupDistinct, unflattenDistinct, type NormalizedEvent } from '@tally/schema';
+import { compileRules, defaultRules, flattenRows, rollup, rollupDistinct, unflattenDistinct, type NormalizedEvent } from '@tally/schema';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
 import { createHash } from 'node:crypto';
@@ -394,7 +394,7 @@ describe('createIntake: receivedAt and timeZone are checked before anything is e
     await expect(intake.enqueue('S1', oneView(), { receivedAt: Date.now() - 600_000 })).resolves.toMatchObject({ accepted: 1 });
   });
 
-  it('refuses a timeZone that is not an IANA zone, whether the rules agree (a RangeError in the rollup) or not (dropped unseen)', async () => {
+  it('refuses a timeZone that is not a zone, whether the rules agree (a RangeError in the rollup) or not (dropped unseen)', async () => {
     const q = jobQueue();
     const redis = memoryRedis();
     const agree = intakeOn(q, redis, { source: 'client' });
@@ -406,15 +406,21 @@ describe('createIntake: receivedAt and timeZone are checked before anything is e
         expect(err, timeZone).toBeInstanceOf(InvalidArgumentError);
         expect(err).toMatchObject({ field: 'timeZone', message: expect.stringContaining('is not an IANA time zone name') });
       }
-      // As a store's setting: an offset that is not whole quarter hours is refused, saying so.
-      const err = await intake.enqueue('S1', oneView(), { timeZone: '+05:37' }).catch((e: unknown) => e);
-      expect(err).toMatchObject({
-        field: 'timeZone',
-        message: expect.stringContaining('is a UTC offset that is not a whole number of quarter hours'),
-      });
     }
     expect(q.calls).toEqual([]);
     await expect(agree.enqueue('S1', oneView(), { timeZone: 'Asia/Kathmandu' })).resolves.toMatchObject({ accepted: 1 });
+  });
+
+  it('takes the zone of a store made before offsets of no whole quarter hours were refused (+05:37), rolled up event by event', async () => {
+    const q = jobQueue();
+    const intake = intakeOn(q, memoryRedis(), { source: 'http' });
+    // 18:22 and 18:23 UTC, one 15-minute slot: 23:59 on 9 March (day 068) and 00:00 on 10 March (069) at +05:37.
+    const day = Date.UTC(2026, 2, 9);
+    const events = [22, 23].map((m): NormalizedEvent => ({ type: 'view', ts: day + (18 * 60 + m) * 60_000, dims: { product: 'P1' } }));
+    const { batchId } = await intake.enqueue('S1', events, { timeZone: '+05:37' });
+    const rows = q.jobs.get(batchId)!.data.rows!;
+    expect(rows).toEqual(flattenRows(rollup(rules, 'S1', '+05:37', events)));
+    expect(rows).toEqual(expect.arrayContaining(['2026-068|v', '2026-069|v']));
   });
 });
 
@@ -543,21 +549,62 @@ describe('createIntake: idempotency keys', () => {
   });
 });
 
-describe('createIntake: a keyed retry after events passed the lateness horizon', () => {
+describe('createIntake: a keyed retry is validated at the time of the first attempt', () => {
   const horizonMs = 2_000;
   const limits = { latenessHorizonDays: horizonMs / 86_400_000 };
 
-  it('enqueueRetry enqueues the events only under a key whose fingerprint is theirs, with one round trip for the key', async () => {
+  it('keeps the time the events were validated at with the fingerprint, and validates a retry (enqueueRetry) at it', async () => {
     const q = jobQueue();
     const redis = memoryRedis();
     const intake = intakeOn(q, redis, { source: 'http' });
-    const events = oneView();
-    expect(await intake.enqueueRetry('S1', events, { idempotencyKey: 'fresh' })).toBeUndefined();
-    expect(redis.log).toEqual([`GET q0:idem:${intake.batchIdFor('S1', 'fresh')}`]);
-    const first = await intake.enqueue('S1', events, { idempotencyKey: 'k' });
-    expect(await intake.enqueueRetry('S1', oneView(1), { idempotencyKey: 'k' })).toBeUndefined();
-    expect(q.calls).toEqual(['add']);
-    await expect(intake.enqueueRetry('S1', events, { idempotencyKey: 'k' })).resolves.toEqual(first);
+    const t0 = Date.now();
+    const input = [
+      { type: 'view', ts: t0 + 330_000, dims: { product: 'PX' } }, // more than the clock skew ahead: refused at t0
+      { type: 'view', ts: t0 - 60_000, dims: { product: 'PY' } },
+    ];
+    const record = `q0:idem:${intake.batchIdFor('S1', 'k')}`;
+    expect(await intake.enqueueRetry('S1', input, { idempotencyKey: 'k', now: t0, partial: true })).toBeUndefined();
+    expect(redis.log).toEqual([`GET ${record}`]);
+    const valid = intake.validate(input, t0);
+    const first = await intake.enqueue('S1', valid.events, { idempotencyKey: 'k', validatedAt: t0 });
+    expect(redis.values.get(record)).toBe(`${batchFingerprint(valid.events)}:${t0}`);
+    // A minute later PX is within the skew: at that time the batch would be another one; at t0 it is the first.
+    const later = t0 + 60_000;
+    expect(intake.validate(input, later).errors).toEqual([]);
+    await expect(intake.enqueue('S1', intake.validate(input, later).events, { idempotencyKey: 'k' })).rejects.toBeInstanceOf(
+      IdempotencyConflictError,
+    );
+    const retried = await intake.enqueueRetry('S1', input, { idempotencyKey: 'k', now: later, partial: true });
+    expect(retried).toEqual({ enqueued: first, validation: valid });
+    // All or nothing: the first attempt took every event, which this one (PX refused at t0) does not.
+    expect(await intake.enqueueRetry('S1', input, { idempotencyKey: 'k', now: later })).toBeUndefined();
+    // Other events: nothing, whatever the time.
+    expect(await intake.enqueueRetry('S1', [input[1], input[1]], { idempotencyKey: 'k', now: later, partial: true })).toBeUndefined();
+    expect(q.jobs.size).toBe(1);
+  });
+
+  it('takes a record of an earlier version (the fingerprint alone): an enqueue of its events, a retry without the horizon', async () => {
+    const q = jobQueue();
+    const redis = memoryRedis();
+    const intake = intakeOn(q, redis, { source: 'client', limits });
+    const input = [{ type: 'view', ts: Date.now() - horizonMs - 1_000, dims: { product: 'P1' } }];
+    const relaxed = intake.validate(input, Date.now(), { lateness: false }).events;
+    redis.values.set(`q0:idem:${intake.batchIdFor('S1', 'old')}`, batchFingerprint(relaxed));
+    const retried = await intake.submit('S1', input, { idempotencyKey: 'old' });
+    expect(retried.batchId).toBe(intake.batchIdFor('S1', 'old'));
+    await expect(intake.enqueue('S1', relaxed, { idempotencyKey: 'old' })).resolves.toEqual(retried);
+    expect(q.jobs.size).toBe(1);
+  });
+
+  it('binds the same batch whatever the spelling of its values (0.1, "0.10", "1e-1")', async () => {
+    const q = jobQueue();
+    const intake = intakeOn(q, memoryRedis(), { source: 'client' });
+    const ts = Date.now() - 60_000;
+    const order = (value: number | string) => [{ type: 'order', ts, value, dims: { visitor: 'V1' } }];
+    const first = await intake.submit('S1', order(0.1), { idempotencyKey: 'spelt' });
+    for (const value of ['0.10', '1e-1', 0.1])
+      await expect(intake.submit('S1', order(value), { idempotencyKey: 'spelt' })).resolves.toEqual(first);
+    await expect(intake.submit('S1', order('0.11'), { idempotencyKey: 'spelt' })).rejects.toBeInstanceOf(IdempotencyConflictError);
     expect(q.jobs.size).toBe(1);
   });
 

@@ -1,5 +1,5 @@
 import { hash, randomBytes } from 'node:crypto';
-import { keptForWindow, STORE_ID_PATTERN, timeZoneProblem } from '@tally/key-layout';
+import { isValidTimeZone, keptForWindow, STORE_ID_PATTERN, timeZoneProblem } from '@tally/key-layout';
 import {
   jobIdFor,
   MAX_EVENTS_PER_JOB,
@@ -138,9 +138,28 @@ export interface EnqueueOptions {
    * The store's IANA time zone, when the caller knows it (the collector, from the tenant directory): the jobs then
    * carry the batch rolled up by the rules in that zone (`rows`, `count`) instead of its events, so the aggregator
    * neither parses the events again nor rolls them up (with `rulesKey`, only while the aggregators run the same
-   * rules). Without it, the jobs carry the events. An IANA name (InvalidArgumentError otherwise).
+   * rules). Without it, the jobs carry the events. An IANA name or a UTC offset (InvalidArgumentError otherwise; an
+   * offset such as `+05:37`, which a new store may not take, is rolled up event by event, as the aggregator does).
    */
   timeZone?: string;
+}
+
+/** enqueue's options: EnqueueOptions and the time the events were validated at. */
+export interface BindOptions extends EnqueueOptions {
+  /**
+   * Epoch ms the events were validated at (`validate`'s `now`); default now. Kept with an idempotency key's
+   * fingerprint: a retry (`enqueueRetry`) validates the same events at this time, so they give the same batch.
+   */
+  validatedAt?: number;
+}
+
+/** enqueueRetry's options: the call's key, when it is validated (`now`), and whether it takes the valid events only. */
+export interface RetryOptions extends EnqueueOptions {
+  idempotencyKey: string;
+  /** The call's time, for a key bound before the validation time was kept with it; default now. */
+  now?: number;
+  /** `?partial=true`: the events valid then are the batch, if any; otherwise every event must have been valid. */
+  partial?: boolean;
 }
 
 export interface EnqueueResult {
@@ -157,7 +176,7 @@ export interface Intake {
   checkCount(count: number): void;
   /**
    * Checks the count, then validates each event (libs/schema validateEvents) against the rules and limits; with
-   * `lateness: false`, events older than the lateness horizon pass (for enqueueRetry).
+   * `lateness: false`, events older than the lateness horizon pass.
    */
   validate(input: readonly unknown[], now?: number, o?: { lateness?: boolean }): ValidationResult;
   /** The batch id of a call: derived from store and idempotency key, or random. */
@@ -175,24 +194,24 @@ export interface Intake {
    * master has it, a failover could lose it, and a retry with the same idempotency key is counted once whichever
    * happens. A key given to a call without one, which an error names for the retry, is bound to the events then.
    */
-  enqueue(store: string, events: NormalizedEvent[], opts?: EnqueueOptions): Promise<EnqueueResult>;
+  enqueue(store: string, events: NormalizedEvent[], opts?: BindOptions): Promise<EnqueueResult>;
   /**
-   * A call with an idempotency key some of whose events validate only without the lateness horizon (`validate(…,
-   * { lateness: false })`) may retry a batch accepted while they were in time, whose answer was lost. When the
-   * key's fingerprint is that of `events`, enqueues them as enqueue does (the jobs already queued are the same ids)
-   * and resolves with the result, the original batch's; otherwise enqueues nothing and resolves undefined (the
-   * caller refuses the call as it would have). The key check is one Redis round trip, as enqueue's (a GET instead
-   * of its SET).
+   * A call with an idempotency key may retry a batch accepted at another time, whose answer was lost: some of its
+   * events may have passed the lateness horizon since, or come within the clock skew (or the clocks differ). Reads
+   * the key's record (one GET instead of enqueue's SET) and validates `input` again at the time kept there (a record
+   * from before that time was kept: at `now` without the lateness horizon). When the events valid then (`partial`: at
+   * least one; otherwise all) have the key's fingerprint, enqueues them as enqueue does (the jobs already queued are
+   * the same ids) and resolves with the result, the original batch's, and that validation; otherwise enqueues
+   * nothing and resolves undefined (the caller answers the call as it would have).
    */
   enqueueRetry(
     store: string,
-    events: NormalizedEvent[],
-    opts: EnqueueOptions & { idempotencyKey: string },
-  ): Promise<EnqueueResult | undefined>;
+    input: readonly unknown[],
+    opts: RetryOptions,
+  ): Promise<{ enqueued: EnqueueResult; validation: ValidationResult } | undefined>;
   /**
    * validate + enqueue, all or nothing: any invalid event rejects the whole call with a ValidationError, unless the
-   * call has an idempotency key and is a retry of a batch accepted before some of its events passed the lateness
-   * horizon (enqueueRetry).
+   * call has an idempotency key and is a retry of a batch accepted when every event was in time (enqueueRetry).
    */
   submit(store: string, input: readonly unknown[], opts?: EnqueueOptions): Promise<EnqueueResult>;
   /**
@@ -205,8 +224,9 @@ export interface Intake {
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
 /**
- * The fingerprint of a batch: SHA-256 of its validated events in a canonical form (dims sorted by name), so the
- * same events sent again, whatever the JSON key order or number spelling, match, and any other batch does not.
+ * The fingerprint of a batch: SHA-256 of its validated events in a canonical form (dims sorted by name; validateEvents
+ * gives each value one spelling), so the same events sent again, whatever the JSON key order or number spelling,
+ * match, and any other batch does not.
  */
 export function batchFingerprint(events: readonly NormalizedEvent[]): string {
   // One line per event, hashed in one update (the same digest as an update per line, at a fraction of the cost).
@@ -310,21 +330,26 @@ export function createIntake(opts: IntakeOptions): Intake {
     // Like the collector's 400 for `[]`: a call with no events is a mistake to report, not a batch id for nothing.
     if (count === 0) throw new InvalidArgumentError('events', 'events must hold at least 1 event (got none); nothing was enqueued');
     if (eopts.idempotencyKey !== undefined) batchIdFor(store, eopts.idempotencyKey);
-    // An unknown zone would throw a RangeError in the rollup, or be dropped unseen when the rules differ.
-    // A zone a store may not take (timeZoneProblem) is refused here too, with the same words.
-    const zoneProblem = eopts.timeZone === undefined ? undefined : timeZoneProblem(eopts.timeZone);
-    if (zoneProblem)
-      throw new InvalidArgumentError('timeZone', `timeZone ${JSON.stringify(eopts.timeZone)} ${zoneProblem}; nothing was enqueued`);
+    // An unknown zone would throw a RangeError in the rollup, or be dropped unseen when the rules differ. An offset
+    // a new store may not take (`+05:37`, timeZoneProblem) is still a store's zone if it was set before that was
+    // refused: the rollup bins it event by event (binsBySlot), as the aggregator does.
+    const tz = eopts.timeZone;
+    if (tz !== undefined && !isValidTimeZone(tz))
+      throw new InvalidArgumentError('timeZone', `timeZone ${JSON.stringify(tz)} ${timeZoneProblem(tz)}; nothing was enqueued`);
   };
 
-  /** enqueue (`bind`: the key's first batch sets its fingerprint) or enqueueRetry (`retry`: only under a matching one). */
+  /**
+   * enqueue (`batch` the events: the key's first batch sets its fingerprint) or enqueueRetry (`batch` gives the events
+   * valid at the time the key's record keeps, undefined for a record without one: only under a matching fingerprint).
+   */
   const send = async (
     store: string,
-    events: NormalizedEvent[],
-    eopts: EnqueueOptions,
-    mode: 'bind' | 'retry',
+    batch: NormalizedEvent[] | ((validatedAt: number | undefined) => NormalizedEvent[] | undefined),
+    eopts: BindOptions,
   ): Promise<EnqueueResult | undefined> => {
-    checkArgs(store, events.length, eopts);
+    const retry = typeof batch === 'function' ? batch : undefined;
+    let events = retry ? [] : (batch as NormalizedEvent[]);
+    if (!retry) checkArgs(store, events.length, eopts);
     // A batch without an idempotency key is given one: a write that failed after Redis may have taken it (a
     // timeout, a dropped connection; ReplicasBehindError always comes after) can be retried under the key the
     // error names (err.idempotencyKey), and counts once. The key is bound to the events when an error names it
@@ -334,12 +359,16 @@ export function createIntake(opts: IntakeOptions): Intake {
     const batchId = batchIdFor(store, idempotencyKey);
     const receivedAt = eopts.receivedAt === undefined ? Date.now() : checkReceivedAt(eopts.receivedAt, Date.now(), await dedupe.get());
     const record = () => opts.queues.events.toKey(`idem:${batchId}`);
+    // The record: the fingerprint and the time the events were validated at (`<fingerprint>:<ms>`; an earlier
+    // version kept the fingerprint alone), so a retry is validated as the first attempt was, whatever the time.
+    const validatedAt = eopts.validatedAt ?? Date.now();
+    const bound = (fingerprint: string) => `${fingerprint}:${validatedAt}`;
     /** Binds a key this call made up to its events, once an error hands the key out for a retry (best effort). */
     const bindGivenKey = () => {
       if (given !== undefined) return;
       try {
         // Sent before the error is thrown, so a retry on this connection comes after it; not waited for (Redis may be away).
-        opts.redis.set(record(), batchFingerprint(events), 'EX', fingerprintTtlSeconds(dedupe.last()), 'NX').catch(() => undefined);
+        opts.redis.set(record(), bound(batchFingerprint(events)), 'EX', fingerprintTtlSeconds(dedupe.last()), 'NX').catch(() => undefined);
       } catch {
         // not connected: nothing to bind, nothing was queued under the key either
       }
@@ -351,25 +380,29 @@ export function createIntake(opts: IntakeOptions): Intake {
       return err;
     };
     const timeZone = eopts.timeZone !== undefined && (await rulesAgree()) ? eopts.timeZone : undefined;
-    const parts = Math.ceil(events.length / MAX_EVENTS_PER_JOB);
-    const jobs: Array<{ data: PayloadOf<typeof QUEUE.events>; opts: { jobId: string } }> = [];
-    for (let i = 0; i < parts; i++) {
-      const partId = parts === 1 ? batchId : `${batchId}.${i}`;
-      const slice = parts === 1 ? events : events.slice(i * MAX_EVENTS_PER_JOB, (i + 1) * MAX_EVENTS_PER_JOB);
-      const r = timeZone === undefined ? undefined : rolledUp(opts.rules, store, timeZone, slice);
-      const data: PayloadOf<typeof QUEUE.events> = r
-        ? {
-            batchId: partId,
-            store,
-            rows: r.rows,
-            ...(r.distinct.length > 0 && { distinct: r.distinct }),
-            count: slice.length,
-            receivedAt,
-            source: opts.source,
-          }
-        : { batchId: partId, store, events: slice, receivedAt, source: opts.source };
-      jobs.push({ data, opts: { jobId: partId } });
-    }
+    const jobsOf = (events: NormalizedEvent[]) => {
+      const parts = Math.ceil(events.length / MAX_EVENTS_PER_JOB);
+      const jobs: Array<{ data: PayloadOf<typeof QUEUE.events>; opts: { jobId: string } }> = [];
+      for (let i = 0; i < parts; i++) {
+        const partId = parts === 1 ? batchId : `${batchId}.${i}`;
+        const slice = parts === 1 ? events : events.slice(i * MAX_EVENTS_PER_JOB, (i + 1) * MAX_EVENTS_PER_JOB);
+        const r = timeZone === undefined ? undefined : rolledUp(opts.rules, store, timeZone, slice);
+        const data: PayloadOf<typeof QUEUE.events> = r
+          ? {
+              batchId: partId,
+              store,
+              rows: r.rows,
+              ...(r.distinct.length > 0 && { distinct: r.distinct }),
+              count: slice.length,
+              receivedAt,
+              source: opts.source,
+            }
+          : { batchId: partId, store, events: slice, receivedAt, source: opts.source };
+        jobs.push({ data, opts: { jobId: partId } });
+      }
+      return jobs;
+    };
+    let jobs = jobsOf(events);
     const queue = queueFor(opts.queues, QUEUE.events, store);
     try {
       await waitForReady(opts.redis, readyTimeoutMs);
@@ -387,7 +420,19 @@ export function createIntake(opts: IntakeOptions): Intake {
       }
       if (refusedAt !== null) throw new UnknownStoreError(store, new Date(Number(refusedAt)));
     }
-    if (given !== undefined) {
+    if (retry) {
+      let earlier: string | null;
+      try {
+        earlier = await opts.redis.get(record());
+      } catch (err) {
+        throw unavailable(`Redis did not answer: ${(err as Error).message}`, err);
+      }
+      if (earlier === null) return undefined;
+      const [fingerprint, at] = earlier.split(':');
+      events = retry(Number.isSafeInteger(Number(at)) ? Number(at) : undefined) ?? [];
+      if (events.length === 0 || batchFingerprint(events) !== fingerprint) return undefined;
+      jobs = jobsOf(events);
+    } else if (given !== undefined) {
       // The key's first batch sets its fingerprint (the IETF Idempotency-Key draft, Stripe): a retry of the same
       // batch passes on to add/addBulk, whose job ids make it a no-op; another batch under the key is refused. Kept
       // as long as the aggregator may skip the key's batch id (fingerprintTtlSeconds). Sent with it, in the same
@@ -400,14 +445,13 @@ export function createIntake(opts: IntakeOptions): Intake {
       let failed: Array<string | null>;
       try {
         [earlier, failed] = await Promise.all([
-          mode === 'bind' ? opts.redis.set(record(), fingerprint, 'EX', ttl, 'NX', 'GET') : opts.redis.get(record()),
-          mode === 'bind' ? opts.redis.zmscore(queue.toKey('failed'), ...ids) : [],
+          opts.redis.set(record(), bound(fingerprint), 'EX', ttl, 'NX', 'GET'),
+          opts.redis.zmscore(queue.toKey('failed'), ...ids),
         ]);
       } catch (err) {
         throw unavailable(`Redis did not take the batch: ${(err as Error).message}`, err);
       }
-      if (mode === 'retry' && earlier !== fingerprint) return undefined;
-      if (earlier !== null && earlier !== fingerprint) throw new IdempotencyConflictError(given);
+      if (earlier !== null && earlier.split(':', 1)[0] !== fingerprint) throw new IdempotencyConflictError(given);
       const inFailed = earlier === null ? failed.findIndex((score) => score !== null) : -1;
       if (inFailed >= 0) {
         // A fresh record (an old one expired): this batch would be answered with the failed job. Not bound to it.
@@ -465,13 +509,27 @@ export function createIntake(opts: IntakeOptions): Intake {
     },
     batchIdFor,
     async enqueue(store, events, eopts = {}) {
-      return (await send(store, events, eopts, 'bind'))!;
+      return (await send(store, events, eopts))!;
     },
-    async enqueueRetry(store, events, eopts) {
+    async enqueueRetry(store, input, eopts) {
       if (eopts?.idempotencyKey === undefined) {
         throw new InvalidArgumentError('idempotencyKey', 'enqueueRetry retries a call with an idempotency key: give it');
       }
-      return send(store, events, eopts, 'retry');
+      checkArgs(store, input.length, eopts);
+      const now = eopts.now ?? Date.now();
+      let validation: ValidationResult | undefined;
+      const enqueued = await send(
+        store,
+        (at) => {
+          validation = intake.validate(input, at ?? now, at === undefined ? { lateness: false } : undefined);
+          if (eopts.partial ? validation.events.length === 0 : validation.errors.length > 0) return undefined;
+          // The caller's dims objects may change once this returns: the jobs take copies.
+          for (const e of validation.events) e.dims = { ...e.dims };
+          return validation.events;
+        },
+        eopts,
+      );
+      return enqueued && { enqueued, validation: validation! };
     },
     async submit(store, input, eopts) {
       const now = Date.now();
@@ -479,18 +537,14 @@ export function createIntake(opts: IntakeOptions): Intake {
       if (result.errors.length === 0) {
         // Valid events keep the caller's dims objects, which may change once this returns: the jobs take copies.
         for (const e of result.events) e.dims = { ...e.dims };
-        return intake.enqueue(store, result.events, eopts);
+        return intake.enqueue(store, result.events, { ...eopts, validatedAt: now });
       }
-      // All or nothing: any error refuses the call, unless its key says it was accepted while every event was in
-      // time (its answer lost) and it is retried now that some have passed the lateness horizon.
+      // All or nothing: any error refuses the call, unless its key says it was accepted at another time, every event
+      // valid then (its answer lost): only an error of an event's ts may be one that time did not have.
       const key = eopts?.idempotencyKey;
-      if (key !== undefined) {
-        const relaxed = intake.validate(input, now, { lateness: false });
-        if (relaxed.errors.length === 0) {
-          for (const e of relaxed.events) e.dims = { ...e.dims };
-          const retried = await intake.enqueueRetry(store, relaxed.events, { ...eopts, idempotencyKey: key });
-          if (retried) return retried;
-        }
+      if (key !== undefined && result.errors.every((e) => e.field === 'ts')) {
+        const retried = await intake.enqueueRetry(store, input, { ...eopts, idempotencyKey: key, now });
+        if (retried) return retried.enqueued;
       }
       throw new ValidationError(result.errors);
     },

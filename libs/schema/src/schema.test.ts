@@ -91,6 +91,20 @@ describe('validateEvents', () => {
     expect(r.events[1]!.value).toBe('19.99');
   });
 
+  it('gives each value one spelling, whatever the JSON number or decimal string sent (the Idempotency-Key fingerprint compares it)', () => {
+    const order = (value: number | string) => ({ type: 'order', ts: now - 1000, value, dims: { visitor: 'V9' } });
+    const spellings: Array<[Array<number | string>, string]> = [
+      [[0.1, '0.10', ' 0.1 ', '1e-1', '00.100', '10e-2'], '0.1'],
+      [[100, '1e2', '100.00', '1E+2', '0100'], '100'],
+      [[0, '0.00', '-0', '0e5'], '0'],
+      [[19.99, '19.990', '1999e-2'], '19.99'],
+    ];
+    for (const [values, canonical] of spellings) {
+      const r = validateEvents(rules, values.map(order), limits);
+      expect([r.errors, r.events.map((e) => e.value)]).toEqual([[], values.map(() => canonical)]);
+    }
+  });
+
   it('refuses a date that does not exist, naming ts', () => {
     const days = ['2026-11-31T12:00:00Z', '2026-02-29T00:00:00Z', '2026-13-01T00:00:00Z', '2026-04-00T00:00:00Z'];
     const r = validateEvents(

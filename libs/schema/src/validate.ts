@@ -1,6 +1,6 @@
 import { daysInMonth, ID_PATTERN } from '@tally/key-layout';
 import type { CompiledRules } from './compile';
-import { toUnits } from './decimal';
+import { fromUnits, toUnits } from './decimal';
 import { eventInputSchema, type NormalizedEvent } from './event.schema';
 import { fastEventShape } from './fast-shape';
 import { normalizeDimValue } from './dimension-value';
@@ -30,6 +30,9 @@ export interface ValidationResult {
 
 /** An event with more dims than this (or than the widest event type declares) is refused with one error. */
 const MAX_DIMS = 64;
+
+/** A decimal in its one spelling: digits with no sign, exponent, leading zero (but `0.…`) or trailing zero of a fraction. */
+const CANONICAL_DECIMAL = /^(?:0|[1-9]\d*)(?:\.\d*[1-9])?$/;
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
 
@@ -195,7 +198,13 @@ function validateOne(
     else {
       const r = toUnits(e.value, spec.valueScale);
       if (!r.ok) fail(errors, index, 'value', r.reason);
-      else value = typeof e.value === 'number' ? String(e.value) : e.value.trim();
+      else {
+        // One spelling per value (`0.10`, `1e-1` and 0.1 are `0.1`), as the Idempotency-Key fingerprint compares it:
+        // the text as given when it is that spelling already (a whole JSON number, tested first: the common case and
+        // the cheapest), else from the units.
+        const text = typeof e.value === 'number' ? String(e.value) : e.value.trim();
+        value = Number.isInteger(e.value) || CANONICAL_DECIMAL.test(text) ? text : fromUnits(r.units, spec.valueScale);
+      }
     }
   } else if (spec.value === 'required') fail(errors, index, 'value', 'is required');
 
