@@ -3,18 +3,51 @@ import { z } from 'zod';
 // `.describe()` gives each variable's meaning; tools/stack/src/env-tables.ts renders the README's tables from these.
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
-const redisUrl = z.string().regex(/^rediss?:\/\/[^\s]+$/, 'a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379');
+/**
+ * A URL as its client reads it (ioredis and the AWS SDK parse it with `new URL()` and decode its user name and
+ * password): of the scheme `kind` tests, without spaces, with a host and a path `path` takes.
+ */
+const url = (kind: RegExp, what: string, example: string, path = { test: /^/, what: '' }) =>
+  z.string().superRefine((value, ctx) => {
+    const problem = urlProblem(value, kind, path.test);
+    const message = {
+      kind: `${what}, e.g. ${example}`,
+      parse: `${what} that parses: a port from 1 to 65535, / ? # % in a user name or password percent-encoded (%2F %3F %23 %25)`,
+      host: `${what} with a host, e.g. ${example}`,
+      path: `${what} ${path.what}`,
+    };
+    if (problem) ctx.addIssue({ code: 'custom', message: message[problem] });
+  });
+function urlProblem(value: string, kind: RegExp, path: RegExp): 'kind' | 'parse' | 'host' | 'path' | undefined {
+  if (!kind.test(value) || /\s/.test(value)) return 'kind';
+  const u = URL.parse(value);
+  try {
+    if (!u || u.port === '0') return 'parse';
+    decodeURIComponent(u.username + u.password);
+  } catch {
+    return 'parse';
+  }
+  return !u.hostname ? 'host' : path.test(u.pathname) ? undefined : 'path';
+}
+const redisUrl = url(/^rediss?:\/\//, 'a redis:// or rediss:// URL', 'redis://127.0.0.1:6379', {
+  test: /^(\/\d{0,9})?$/,
+  what: 'whose path is empty or a database number, e.g. redis://127.0.0.1:6379/0',
+});
 /** `host:port,host:port,...` */
 const clusterNodes = z
   .string()
   .regex(/^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$/, 'a comma-separated list of host:port, e.g. 10.0.0.1:7000,10.0.0.2:7000')
+  .refine(
+    (s) => s.split(/[:,]/).every((x, i) => i % 2 === 0 || (Number(x) >= 1 && Number(x) <= 65_535)),
+    'host:port pairs with ports from 1 to 65535',
+  )
   .transform((s) =>
     s.split(',').map((node) => {
       const at = node.lastIndexOf(':');
       return { host: node.slice(0, at), port: Number(node.slice(at + 1)) };
     }),
   );
-const httpUrl = z.string().regex(/^https?:\/\/[^\s]+$/, 'an http(s):// URL, e.g. http://127.0.0.1:8000');
+const httpUrl = url(/^https?:\/\//, 'an http(s):// URL', 'http://127.0.0.1:8000');
 const httpPort = (port: number) =>
   int(0, 65_535).default(port).describe('Port of `/healthz`, `/readyz`, `/metrics` and (collector, query API) the app’s API.');
 const optionalPath = (meaning: string) => z.string().min(1).optional().describe(meaning);
@@ -24,7 +57,7 @@ export const sharedEnvShape = {
   REDIS_URL: redisUrl
     .default('redis://127.0.0.1:6379')
     .describe(
-      'Redis holding the queues, buckets and outbox (AOF on, `noeviction`); `rediss://` for TLS (a private CA: Node’s NODE_EXTRA_CA_CERTS).',
+      'Redis holding the queues, buckets and outbox (AOF on, `noeviction`); `rediss://` for TLS (a private CA: Node’s NODE_EXTRA_CA_CERTS); `/N` at the end picks database N; `/ ? # %` in the user name or password percent-encoded (`%2F %3F %23 %25`).',
     ),
   REDIS_CLUSTER_NODES: clusterNodes
     .optional()
@@ -117,7 +150,7 @@ const METRICS_TOKEN = z
   .regex(/^[\x21-\x7e]{16,512}$/, '16 to 512 printable characters without spaces, e.g. `openssl rand -hex 32`')
   .optional()
   .describe(
-    'A bearer token `/metrics` asks for (`Authorization: Bearer <token>`; in Prometheus `authorization: { credentials_file: … }`), 401 without it; `/healthz` and `/readyz` stay open. Set it where clients reach `HTTP_PORT` (the collector and query API serve their APIs there). Unset = `/metrics` open to whoever reaches the port.',
+    'A bearer token (16 to 512 printable characters without spaces) `/metrics` asks for (`Authorization: Bearer <token>`; in Prometheus `authorization: { credentials_file: … }`), 401 without it; `/healthz` and `/readyz` stay open. Set it where clients reach `HTTP_PORT` (the collector and query API serve their APIs there). Unset = `/metrics` open to whoever reaches the port.',
   );
 const JOB_LOCK_MS = int(1_000, 600_000)
   .default(30_000)
@@ -247,7 +280,7 @@ export const queryApiEnv = shared.omit({ TALLY_CRASH_POINT: true }).extend({
     .regex(/^[A-Za-z0-9_.~+/=-]{32,256}$/, 'at least 32 characters of A-Z a-z 0-9 _ . ~ + / = -')
     .optional()
     .describe(
-      'Operator credential of the `/v1/operator` routes (create, list, show, change and delete stores; change takes the ingest budget too, which store admins cannot set); unset = those routes are off (403).',
+      'Operator credential of the `/v1/operator` routes (create, list, show, change and delete stores; change takes the ingest budget too, which store admins cannot set): at least 32 (up to 256) characters of A-Z a-z 0-9 `_ . ~ + / = -`, e.g. `openssl rand -hex 32`; unset = those routes are off (403).',
     ),
   ADMIN_JOBS_TIMEOUT_MS: int(1_000, 3_600_000)
     .default(60_000)

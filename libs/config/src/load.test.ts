@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, aggregatorEnv, collectorEnv, loadConfig, sharedEnvShape, writerEnv } from './index';
+import { ConfigError, aggregatorEnv, collectorEnv, loadConfig, queryApiEnv, sharedEnvShape, writerEnv } from './index';
 import { z } from 'zod';
 
 describe('loadConfig', () => {
@@ -59,6 +59,55 @@ describe('loadConfig', () => {
     expect(() => loadConfig(aggregatorEnv, { REDIS_SENTINELS: '10.0.0.1' })).toThrow(
       /^REDIS_SENTINELS: expected a comma-separated list of host:port/,
     );
+  });
+
+  it('never shows a secret in the error line: a token by its length only, a URL without its user name and password', () => {
+    // The line goes to the log on every restart of a crash-looping app.
+    expect(() => loadConfig(queryApiEnv, { ADMIN_OPERATOR_TOKEN: 'S3cretOperatorTokenTooShort' })).toThrow(
+      /^ADMIN_OPERATOR_TOKEN: expected at least 32 characters of .*; got 27 characters \(not shown\)$/,
+    );
+    expect(() => loadConfig(collectorEnv, { METRICS_TOKEN: 'S3cretMetricsToken with-a-space' })).toThrow(
+      /^METRICS_TOKEN: expected 16 to 512 printable characters .*; got 31 characters \(not shown\)$/,
+    );
+    const url = (REDIS_URL: string) => () => loadConfig(collectorEnv, { REDIS_URL });
+    expect(url('http://default:Sup3rSecretPassw0rd@redis:6379')).toThrow(/; got "http:\/\/\*\*\*@redis:6379"$/);
+    // A password holding `@` or `/`, or a URL without its scheme: all before the last `@` is hidden.
+    expect(url('redis://default:p@ss/w0rd@redis:6379')).toThrow(/; got "redis:\/\/\*\*\*@redis:6379"$/);
+    expect(url('default:Sup3rSecretPassw0rd@redis:6379')).toThrow(/; got "\*\*\*@redis:6379"$/);
+    expect(() => loadConfig(writerEnv, { DYNAMODB_ENDPOINT: 'http://key:s3cret@dynamo:0' })).toThrow(
+      /^DYNAMODB_ENDPOINT: .*; got "http:\/\/\*\*\*@dynamo:0"$/,
+    );
+  });
+
+  it('refuses a REDIS_URL or DynamoDB endpoint its client cannot use, naming the variable', () => {
+    const refused = (REDIS_URL: string, why: RegExp) => {
+      expect(() => loadConfig(collectorEnv, { REDIS_URL }), REDIS_URL).toThrow(ConfigError);
+      expect(() => loadConfig(collectorEnv, { REDIS_URL }), REDIS_URL).toThrow(why);
+    };
+    // new URL() throws on an unencoded `/` in the password (the app died with "TypeError: Invalid URL", password shown).
+    refused('redis://:pa/ss@127.0.0.1:6379', /^REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL that parses: .*percent-encoded/);
+    refused('redis://:pa%zz@127.0.0.1:6379', /URL that parses/); // decodeURIComponent throws on it
+    refused('redis://127.0.0.1:0', /URL that parses: a port from 1 to 65535/);
+    refused('redis://127.0.0.1:65536', /URL that parses: a port from 1 to 65535/);
+    // ioredis sent SELECT NaN: the app died with "ReplyError: ERR value is not an integer or out of range".
+    refused('redis://127.0.0.1:6379/notadb', /^REDIS_URL: expected .* whose path is empty or a database number/);
+    refused('redis://127.0.0.1:6379/1/2', /whose path is empty or a database number/);
+    refused('redis:///0', /^REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL with a host/);
+    refused('redis://127.0.0.1 :6379', /^REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL, e\.g\./);
+    for (const ok of ['redis://127.0.0.1:6379/', 'redis://redis/15', 'rediss://u:p%2Fw%40rd@[::1]:6380/2?family=6'])
+      expect(loadConfig(collectorEnv, { REDIS_URL: ok }).REDIS_URL).toBe(ok);
+    // The AWS SDK's endpoint: an unparsable one was a TypeError at the first request; port 0 went to port 80.
+    expect(() => loadConfig(writerEnv, { DYNAMODB_ENDPOINT: 'http://:pa/ss@127.0.0.1:8000' })).toThrow(
+      /^DYNAMODB_ENDPOINT: expected an http\(s\):\/\/ URL that parses/,
+    );
+    expect(() => loadConfig(writerEnv, { DYNAMODB_ENDPOINT: 'http://127.0.0.1:0' })).toThrow(/^DYNAMODB_ENDPOINT: .* that parses/);
+    expect(loadConfig(writerEnv, { DYNAMODB_ENDPOINT: 'https://dynamo.local/x' }).DYNAMODB_ENDPOINT).toBe('https://dynamo.local/x');
+    // Cluster and Sentinel nodes: a port net.connect takes.
+    for (const REDIS_CLUSTER_NODES of ['10.0.0.1:0', '10.0.0.1:7000,10.0.0.2:65536'])
+      expect(() => loadConfig(collectorEnv, { REDIS_CLUSTER_NODES })).toThrow(
+        /^REDIS_CLUSTER_NODES: expected host:port pairs with ports from 1 to 65535/,
+      );
+    expect(() => loadConfig(collectorEnv, { REDIS_SENTINELS: 's1:99999' })).toThrow(/^REDIS_SENTINELS: .*ports from 1 to 65535/);
   });
 
   it('says when a required variable is not set', () => {

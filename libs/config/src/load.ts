@@ -17,9 +17,20 @@ export function loadConfig<S extends z.ZodObject>(schema: S, env: Env = process.
   }
   const issue = result.error.issues[0]!;
   const variable = String(issue.path[0] ?? '?');
-  const got = cleaned[variable];
-  const shown = got === undefined ? 'it is not set' : `got ${JSON.stringify(got)}`;
-  throw new ConfigError(`${variable}: expected ${describe(issue)}; ${shown}`, variable);
+  throw new ConfigError(`${variable}: expected ${describe(issue)}; ${shown(variable, cleaned[variable])}`, variable);
+}
+
+/** Variables whose value a configuration error never shows: every *_TOKEN, *_PASSWORD, *_SECRET and *_KEY. */
+const SECRET = /(^|_)(TOKEN|PASSWORD|SECRET|KEY)S?$/;
+
+/**
+ * The rejected value as the error line shows it: a secret's length only; any other with what comes before its last `@`
+ * (a URL's user name and password, scheme or not) as `***`.
+ */
+function shown(variable: string, value: string | undefined): string {
+  if (value === undefined) return 'it is not set';
+  if (SECRET.test(variable)) return `got ${value.length} characters (not shown)`;
+  return `got ${JSON.stringify(value.replace(/^([a-z][\w+.-]*:\/\/)?[\s\S]*@/i, '$1***@'))}`;
 }
 
 function describe(issue: z.core.$ZodIssue): string {

@@ -294,6 +294,19 @@ describe('npm run loadgen checks its command line before anything starts', () =>
     await expectUsageError([...args, numbers], `--keys-file ${numbers}: the key of store "S1" must be a non-empty string, got 5`);
   });
 
+  it('no store and no key given: says in which data directory it found no stack (npm start may use TALLY_DATA_DIR)', async () => {
+    const dir = path.join(root, 'no-stack');
+    await expectUsageError(
+      ['--url', 'http://127.0.0.1:9', '--duration', '1', '--quiet'],
+      `no store given and found no running npm start stack in ${dir} (one started with TALLY_DATA_DIR: run loadgen with ` +
+        'the same): give --stores STORE:ZONE and --key STORE=<key>, or --fleet',
+    );
+    await expectUsageError(
+      ['--stores', 'S1:UTC', '--url', 'http://127.0.0.1:9'],
+      'no ingest key for store S1: give --key S1=<key> or --fleet',
+    );
+  });
+
   it('--url: an http:// or https:// URL, else a usage error at once (not 120 s of retries)', async () => {
     expect(checkCollectorUrl('http://127.0.0.1:7401')).toBe('http://127.0.0.1:7401');
     expect(checkCollectorUrl('https://tally.example.com/')).toBe('https://tally.example.com');

@@ -1,6 +1,7 @@
 // npm run loadgen (and npm run test:soak, as --soak): deterministic shop traffic to a collector or through libs/client,
 // or to a local fleet it starts (--fleet, --soak) whose every count it checks afterwards. README.md says more.
 import { SingleBar } from 'cli-progress';
+import { runningStack } from '@tally/stack';
 import { checkCollectorUrl, clientTarget, loadTarget, parseCli, parseStores, readKeysFile, stackDemoStore } from './cli';
 import { loadFleet, loadTo, type LoadStats } from './driver';
 import { everyBucketRules, startFleet } from './fleet';
@@ -84,8 +85,17 @@ if (demo) {
   keys.set(demo.store, demo.ingestKey);
   note(`sending to the demo store ${demo.store} (its ingest key from ${demo.file}); --stores and --key for others`);
 }
-if (!useFleet && via !== 'client')
-  for (const s of stores) if (!keys.has(s.id)) fail(`no ingest key for store ${s.id}: give --key ${s.id}=<key> or --fleet`);
+if (!useFleet && via !== 'client') for (const s of stores) if (!keys.has(s.id)) fail(noKey(s.id));
+/** Why a store has no key: none given, or (no store given either) no stack's demo store where loadgen looked. */
+function noKey(store: string) {
+  if (a.stores !== undefined || keys.size > 0) return `no ingest key for store ${store}: give --key ${store}=<key> or --fleet`;
+  const { pid, dataDir } = runningStack(process.env);
+  const why =
+    pid === undefined
+      ? `found no running npm start stack in ${dataDir} (one started with TALLY_DATA_DIR: run loadgen with the same)`
+      : `the npm start stack in ${dataDir} has no demo store`;
+  return `no store given and ${why}: give --stores STORE:ZONE and --key STORE=<key>, or --fleet`;
+}
 const say = (line: string) => process.stdout.write(`${command}: ${line}\n`);
 // Against a running installation a seed sent again is refused (its Idempotency-Keys were used for other events).
 const seed = a.seed ?? (useFleet ? 1 : Date.now() % 1_000_000);

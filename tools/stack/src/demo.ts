@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTenant, getTenant, issueKey, type TenantDb } from '@tally/tenants';
+import { REPO_ROOT } from '@tally/testing';
 import { readJson } from './run-file';
 
 const DEMO_STORE = 'DEMO';
@@ -26,6 +27,20 @@ export async function demoLines(urls: Record<'collector' | 'query-api', string>,
   } catch (err) {
     return [`could not set up the demo store: ${(err as Error).message}`];
   }
+  return demoHints(urls, keys, dataDir);
+}
+
+/**
+ * The lines for the demo store's keys. The npm commands find the stack by its data directory: off the default `.data`
+ * they say TALLY_DATA_DIR, else they would find no stack.
+ */
+export function demoHints(
+  urls: Record<'collector' | 'query-api', string>,
+  keys: { store: string; ingestKey: string; readKey: string },
+  dataDir: string,
+): string[] {
+  const quoted = /^[\w@%+=:,./-]+$/.test(dataDir) ? dataDir : `'${dataDir.replaceAll("'", `'\\''`)}'`;
+  const npm = dataDir === join(REPO_ROOT, '.data') ? 'npm' : `TALLY_DATA_DIR=${quoted} npm`;
   return [
     `Demo store ${keys.store}: ingest key ${keys.ingestKey}`,
     `                 read key   ${keys.readKey}   (sign in to the dashboard with it: ${urls['query-api']}/)`,
@@ -35,7 +50,7 @@ export async function demoLines(urls: Record<'collector' | 'query-api', string>,
     'Read today back (live, before anything is written to DynamoDB):',
     `  curl -s '${urls['query-api']}/v1/series?entity=store&metrics=ViewCount&range=today&granularity=day' -H 'Authorization: Bearer ${keys.readKey}'`,
     'Send it a minute of shop traffic (views, page views, orders) and watch the dashboard:',
-    '  npm run loadgen -- --duration 60',
-    `(keys saved in the data directory, demo-keys.json; more stores and keys: npm run tenants -- --help)`,
+    `  ${npm} run loadgen -- --duration 60`,
+    `(keys saved in the data directory, demo-keys.json; more stores and keys: ${npm} run tenants -- --help)`,
   ];
 }
