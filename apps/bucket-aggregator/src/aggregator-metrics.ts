@@ -64,8 +64,9 @@ export interface Backlog {
 
 /**
  * Gauges read at scrape time from Redis (one bounded read per work-set shard of the totals the sealer and the
- * writer publish per store), so every replica reports the same value whoever ran the last seal, and a scrape
- * costs the same with ten stores or ten thousand. Values are as of each store's last seal tick or flush. A
+ * writer publish per store, and each apply's registration moves), so every replica reports the same value whoever
+ * ran the last seal, and a scrape costs the same with ten stores or ten thousand. Values are as of each store's last
+ * apply, seal tick or flush: a count applied to an open bucket counts from its apply on, before any tick. A
  * scrape while Redis is unreachable or slow answers within `timeoutMs` with the previous values, and
  * `tally_backlog_metrics_errors_total` counts it.
  */
@@ -111,8 +112,12 @@ export function registerBacklogGauges(registry: Registry, read: () => Promise<Ba
   gauge('tally_outbox_entries', 'Outbox entries (row, bucket, day, metric) folded but not yet written to DynamoDB', (b) => b.outboxEntries);
   gauge(
     'tally_oldest_unfolded_bucket_age_seconds',
-    'Age of the oldest bucket not yet folded (0 when none)',
+    'Age of the oldest bucket holding counts not yet folded, open buckets included: from its first apply until a sealer tick visits it, from its opening after (0 when none)',
     (b) => b.oldestUnfoldedAgeSeconds,
   );
-  gauge('tally_flush_lag_seconds', 'Age of the oldest count not yet written to DynamoDB (0 when none)', (b) => b.flushLagSeconds);
+  gauge(
+    'tally_flush_lag_seconds',
+    'Age of the oldest count not yet written to DynamoDB: as tally_oldest_unfolded_bucket_age_seconds while in a bucket, since its fold while in an outbox (0 when Redis holds none)',
+    (b) => b.flushLagSeconds,
+  );
 }

@@ -446,6 +446,42 @@ describe('sealer tick', () => {
     const jobs = await queues[QUEUE.dynamoWrites].getWaiting();
     expect(jobs.map((j) => j.data.pk).sort()).toEqual(['S', 'S#product#P1', 'S#visitor#V1']);
   });
+
+  it('counts a batch in the backlog gauges from its apply on, before any tick, and reads 0 only once it is all written', async () => {
+    let clock = 1_000_000;
+    const w = worker({ now: () => clock });
+    const deps = { buckets, queues, bucketMs: 1000, metrics, log, now: () => clock };
+    // Batch a applied by a job that crashed before its registration, then its retry: a duplicate, registered at 1_000_200.
+    const d = new Map([
+      ['S', new Map([['2023-123|v', 1n]])],
+      ['S#product#P1', new Map([['2023-123|v', 1n]])],
+    ]);
+    await buckets.apply('S', 'a', d, { now: clock, dedupeTtlSeconds: 3600 });
+    clock = 1_000_200;
+    await enqueue(queues, QUEUE.events, { batchId: 'a', store: 'S', receivedAt: Date.now(), events: [view('2023-05-03T10:00:00Z')] });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(1);
+    // Batch b applied at 1_000_400: the store's oldest unfolded time stays the earlier one.
+    clock = 1_000_400;
+    await enqueue(queues, QUEUE.events, { batchId: 'b', store: 'S', receivedAt: Date.now(), events: [view('2023-05-03T10:00:00Z')] });
+    await waitForQueuesIdle([queues[QUEUE.events]]);
+    await w.close();
+    // The counts are in the open bucket only, and no tick has run: the gauges say so.
+    clock = 1_000_600;
+    expect(await readBacklog(buckets, clock)).toEqual({
+      dirtyRows: 0,
+      outboxEntries: 0,
+      oldestUnfoldedAgeSeconds: 0.4,
+      flushLagSeconds: 0.4,
+    });
+    clock = 1_001_000;
+    expect(await sealTick(deps)).toMatchObject({ sealed: 1, folded: 1, rows: 2 });
+    expect(await readBacklog(buckets, clock)).toEqual({ dirtyRows: 2, outboxEntries: 2, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: 0 });
+    await writeRows(buckets, 'S', ['S', 'S#product#P1'], clock);
+    clock += 1000;
+    expect(await readBacklog(buckets, clock)).toEqual({ dirtyRows: 0, outboxEntries: 0, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: 0 });
+    expect(await sealTick(deps)).toMatchObject({ stores: 1, retired: 1 });
+  });
 });
 
 describe('the sealer work set', () => {
@@ -504,6 +540,24 @@ describe('the sealer work set', () => {
     // A late publish (a writer's, say) cannot bring a retired store back into the gauges.
     expect(await buckets.publishBacklog('R', { ...empty, rows: 5, entries: 9 }, undefined)).toBe('absent');
     expect(await readBacklog(buckets, 2_000)).toMatchObject({ dirtyRows: 0, outboxEntries: 0 });
+  });
+
+  it('keeps an apply’s unfolded time through a publish that read the store before the apply (a tick’s, a writer’s)', async () => {
+    let clock = 10_000;
+    const deps = { buckets, queues, bucketMs: 1000, metrics, log, now: () => clock };
+    await buckets.registerStore('U');
+    const [{ mark }] = (await buckets.activeStores(0)) as [{ store: string; mark: string }];
+    const before = await buckets.storeBacklog('U'); // nothing yet
+    const { seq } = await buckets.apply('U', 'a', new Map([['U', new Map([['2023-123|v', 1n]])]]), { now: clock, dedupeTtlSeconds: 60 });
+    await buckets.registerStore('U', seq, clock);
+    clock += 500;
+    expect(await buckets.publishBacklog('U', before, mark, undefined)).toBe('published');
+    expect(await buckets.publishBacklog('U', before)).toBe('published');
+    expect(await readBacklog(buckets, clock)).toMatchObject({ oldestUnfoldedAgeSeconds: 0.5, flushLagSeconds: 0.5 });
+    // The tick that reads the store after the apply seals and folds it, and publishes what is left exactly.
+    clock += 500;
+    expect(await sealTick(deps)).toMatchObject({ stores: 1, sealed: 1, folded: 1 });
+    expect(await readBacklog(buckets, clock)).toEqual({ dirtyRows: 1, outboxEntries: 1, oldestUnfoldedAgeSeconds: 0, flushLagSeconds: 0 });
   });
 
   it('visits a store when its next visit time comes, and never later than an apply after the tick read its mark asks', async () => {

@@ -236,8 +236,9 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
   if (r.deleted) return dropDeleted(deps, job, store, batchId, eventCount);
   // After the apply, duplicates too (a crash between the two is retried): the sealer's work set must see every
   // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired. The
-  // bucket's seq is the earliest the sealer need visit it (0 for a duplicate: at its next tick).
-  await deps.buckets.registerStore(store, r.seq);
+  // bucket's seq is the earliest the sealer need visit it (0 for a duplicate: at its next tick); the gauges count the
+  // store's open bucket from the apply's time on.
+  await deps.buckets.registerStore(store, r.seq, applyOpts.now);
   deps.crash?.('aggregator:after-apply');
   // Distinct counts after the apply, for a duplicate too (adding a member twice changes nothing): a batch the apply
   // refused adds none, and one whose job crashed between the two adds them on its retry, which finds it applied.

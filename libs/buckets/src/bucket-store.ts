@@ -486,12 +486,18 @@ export class BucketStore {
    * Puts the store in the sealer's work set, or bumps its mark if it is there, and makes the sealer visit it no
    * later than `visitAt` (ms; default 0: at its next tick): call after every apply, duplicates included, with the
    * seq of the bucket applied to (outside the apply script: another hash slot; an apply whose mark was lost to a
-   * crash is retried by its job, which marks again).
+   * crash is retried by its job, which marks again). With `appliedAt` (the apply's time; a duplicate's too: its
+   * counts may not be folded yet), the store's oldest unfolded time moves there when that is earlier, so the gauges
+   * count the open bucket from its apply on; the sealer's next visit publishes what the store really holds.
    */
-  async registerStore(store: string, visitAt = 0): Promise<void> {
+  async registerStore(store: string, visitAt = 0, appliedAt?: number): Promise<void> {
     const shard = this.shardOf(store);
-    const [active, , , , , next] = this.workKeys(shard);
-    await this.run(REGISTER, { active, next, marks: this.markCounter(shard) }, { store, visitAt: Math.floor(visitAt) });
+    const [active, , , , oldestUnfolded, next] = this.workKeys(shard);
+    await this.run(
+      REGISTER,
+      { active, next, marks: this.markCounter(shard), oldestUnfolded },
+      { store, visitAt: Math.floor(visitAt), unfoldedSince: appliedAt === undefined ? '' : Math.floor(appliedAt) },
+    );
   }
 
   /**
@@ -571,8 +577,11 @@ export class BucketStore {
       REGISTER,
       stores.map(({ store }) => {
         const shard = this.shardOf(store);
-        const [active, , , , , next] = this.workKeys(shard);
-        return { keys: { active, next, marks: this.markCounter(shard) }, args: { store, visitAt: Math.floor(now) } };
+        const [active, , , , oldestUnfolded, next] = this.workKeys(shard);
+        return {
+          keys: { active, next, marks: this.markCounter(shard), oldestUnfolded },
+          args: { store, visitAt: Math.floor(now), unfoldedSince: '' },
+        };
       }),
     );
     const errors: Error[] = [];

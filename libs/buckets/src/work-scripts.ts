@@ -116,7 +116,9 @@ return {1, sealed, head, rows, first[2] or '', entries, due, unfolded, epoch or 
  * given, the store has nothing left (no dirty row, nothing unfolded) and its mark is still `mark` (no apply since
  * the caller read it), the store is retired: removed from the set with its stats and next visit time. Otherwise
  * its next visit time becomes `visitAt` when its mark is still `mark`, and only moves earlier when it is not (an
- * apply since the caller read it may need an earlier visit than the caller saw). Returns per store 0 not
+ * apply since the caller read it may need an earlier visit than the caller saw). Likewise a store published with
+ * nothing unfolded loses its oldest unfolded time only when its mark is still `mark`: else (no `mark`, as the
+ * writer's, or an apply since) the time an apply's REGISTER set stays until a sealer visit. Returns per store 0 not
  * active, 1 published, 2 retired. All arguments and stored numbers are checked before the first write (the call is
  * refused whole with an error reply otherwise), and the totals are written once, at the end.
  */
@@ -189,7 +191,7 @@ for _, w in ipairs(writes) do
   else
     redis.call('HSET', K.stats, store .. '|r', string.format('%d', w[3]), store .. '|e', string.format('%d', w[4]))
     if w[5] == '' then redis.call('ZREM', K.oldestDirty, store) else redis.call('ZADD', K.oldestDirty, w[5], store) end
-    if w[6] == '' then redis.call('ZREM', K.oldestUnfolded, store) else redis.call('ZADD', K.oldestUnfolded, w[6], store) end
+    if w[6] ~= '' then redis.call('ZADD', K.oldestUnfolded, w[6], store) elseif w[8] then redis.call('ZREM', K.oldestUnfolded, store) end
     if w[7] ~= '' then
       if w[8] then redis.call('ZADD', K.next, w[7], store) else redis.call('ZADD', K.next, 'LT', w[7], store) end
     end
@@ -207,21 +209,25 @@ return out
 /**
  * REGISTER a store in its work-set shard after an apply: give it a new mark (which keeps a sealer tick that read the
  * old one from retiring it or postponing its visit) and move its next visit time to `visitAt` when that is earlier
- * (or when it has none). KEYS: active, next, marks. ARGV: store, visitAt. Both in one step: a sealer never sees the
- * new mark without the visit time, nor a store in the set without one. The mark is the shard's counter `marks`
- * (INCR; started at 2^32, above any mark the earlier `ZINCRBY` by 1 gave), so a store's mark never takes a value it
- * had before, even after it was retired and registered again: a caller holding a mark it read (a tick's retire, a
- * move's LEAVE_SHARD) never mistakes a later registration for the one it read.
+ * (or when it has none); with `unfoldedSince` (the apply's time; '' = none), move its oldest unfolded time there when
+ * that is earlier (or when it has none), so the gauges count the open bucket's counts from their apply on, not from
+ * the sealer's next visit. KEYS: active, next, marks, oldestUnfolded. ARGV: store, visitAt, unfoldedSince. All in
+ * one step: a sealer never sees the new mark without the visit time, nor a store in the set without one. The mark is
+ * the shard's counter `marks` (INCR; started at 2^32, above any mark the earlier `ZINCRBY` by 1 gave), so a store's
+ * mark never takes a value it had before, even after it was retired and registered again: a caller holding a mark it
+ * read (a tick's retire, a move's LEAVE_SHARD) never mistakes a later registration for the one it read.
  */
 export const REGISTER = defineScript<number>()({
   name: 'REGISTER',
   shebang: '#!lua',
-  keys: ['active', 'next', 'marks'],
-  args: ['store', 'visitAt'],
+  keys: ['active', 'next', 'marks', 'oldestUnfolded'],
+  args: ['store', 'visitAt', 'unfoldedSince'],
   body: `
--- Read phase: the argument, the keys' types and the counter; nothing written yet.
-if not (string.match(A.visitAt, '^-?%d+$') and #A.visitAt < 16) then return redis.error_reply('TALLY_ERR_ARGUMENT visitAt is not an integer') end
-for _, key in ipairs({K.active, K.next}) do
+-- Read phase: the arguments, the keys' types and the counter; nothing written yet.
+for _, v in ipairs({A.visitAt, A.unfoldedSince ~= '' and A.unfoldedSince or '0'}) do
+  if not (string.match(v, '^-?%d+$') and #v < 16) then return redis.error_reply('TALLY_ERR_ARGUMENT ' .. v .. ' is not an integer') end
+end
+for _, key in ipairs({K.active, K.next, K.oldestUnfolded}) do
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= 'zset' then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a zset') end
 end
@@ -233,6 +239,7 @@ end
 if not counter then redis.call('SET', K.marks, '4294967296') end
 redis.call('ZADD', K.active, redis.call('INCR', K.marks), A.store)
 redis.call('ZADD', K.next, 'LT', A.visitAt, A.store)
+if A.unfoldedSince ~= '' then redis.call('ZADD', K.oldestUnfolded, 'LT', A.unfoldedSince, A.store) end
 return 1
 `,
 });
