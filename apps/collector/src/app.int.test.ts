@@ -364,6 +364,27 @@ describe('POST /v1/events', () => {
     expect(await waiting()).toBe(before);
   });
 
+  it('takes a partial request for a retry only with the same events refused: another under the key is 422, whatever the time', async () => {
+    const t0 = Date.now();
+    const query = '?partial=true';
+    const headers = { 'idempotency-key': 'ts-other-1' };
+    const PX = view('PX', { ts: t0 + 330_000 }); // more than CLOCK_SKEW_SECONDS ahead
+    const PY = view('PY');
+    const first = await post([PX, PY], { query, headers });
+    expect(first.json()).toMatchObject({ accepted: 1, rejected: 1, acceptedIndexes: [1] });
+    const before = await waiting();
+    // PY and another event PZ: at once (PZ refused as PX was) and a minute later (PZ within the skew, not at t0).
+    const PZ = view('PZ', { ts: t0 + 331_000 });
+    for (const ms of [0, 60_000]) {
+      const r = await shifted(ms, () => post([PY, PZ], { query, headers }));
+      expect([ms, r.statusCode, r.json().code]).toEqual([ms, 422, 'TALLY_ERR_IDEMPOTENCY_CONFLICT']);
+    }
+    // The first request again a minute later (PX within the skew now): answered as it was.
+    const again = await shifted(60_000, () => post([PX, PY], { query, headers }));
+    expect([again.statusCode, again.json()]).toEqual([202, first.json()]);
+    expect(await waiting()).toBe(before);
+  });
+
   it('binds a key to the values of its events, not their spelling: 0.1 and "0.10", 100 and "1e2" are one batch', async () => {
     const ts = Date.now() - 60_000;
     const order = (value: number | string) => [{ type: 'order', ts, value, dims: { visitor: 'V1' } }];

@@ -41,8 +41,8 @@ there are more); if none is valid the answer is 400. Nothing accepted is lost; n
 202 is sent only once Redis holds the batch. With an \`Idempotency-Key\` header the batch id derives from the
 store and the key, so a retried request is counted once: BullMQ keeps the job id while the job is retained, and
 the aggregator ignores a batch id it applied within DEDUPE_WINDOW_SECONDS (default 24 h). The key is bound to its
-batch: reusing it within two such windows for other events is refused with 422 naming the key, and nothing is
-accepted; so is reusing a key whose batch is in the events queue's failed set (the aggregator refused it: replay it
+batch: reusing it within two such windows for other events (partial: the refused ones too) is refused with 422
+naming the key, and nothing is accepted; so is reusing a key whose batch is in the events queue's failed set (the aggregator refused it: replay it
 with the dlq tool, or use a new key). A retry is validated at the time the key's request was: a retry of an accepted
 request is answered as it was (202, its batch id; partial: the same accepted events) even when some of its events have
 passed LATENESS_HORIZON_DAYS or come within CLOCK_SKEW_SECONDS since.
@@ -287,9 +287,12 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
         // The key's tenant gives the store's time zone: the collector rolls the batch up, so the job carries the
         // counts to add (a fraction of the events' size) and the aggregator applies them as they are.
         const valid = result.events;
+        // With the request's input, the key's record also identifies the events refused (partial): only the same
+        // request is a retry.
+        const input = { items: body.items, acceptedIndexes: result.acceptedIndexes };
         enqueued = await send(deps, key, result, async () => {
           try {
-            return await intake.enqueue(store, valid, { idempotencyKey: key, timeZone, validatedAt: now });
+            return await intake.enqueue(store, valid, { idempotencyKey: key, timeZone, validatedAt: now, input });
           } catch (err) {
             // Other events under the key: maybe those valid at the first attempt's time (an event in the clock skew
             // since, or a partial request's event now too old), answered as then; else refused.

@@ -3,7 +3,7 @@ import { compileRules, defaultRules, flattenRows, rollup, rollupDistinct, unflat
 import { describe, expect, it } from 'vitest';
 import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
 import { createHash } from 'node:crypto';
-import { batchFingerprint, createIntake, type IntakeOptions } from './intake';
+import { batchFingerprint, createIntake, refusedFingerprint, type IntakeOptions } from './intake';
 
 // Only validation and ids here: nothing reaches the queue (enqueue is covered against a real Redis by the
 // collector's and the client's integration tests).
@@ -566,8 +566,14 @@ describe('createIntake: a keyed retry is validated at the time of the first atte
     expect(await intake.enqueueRetry('S1', input, { idempotencyKey: 'k', now: t0, partial: true })).toBeUndefined();
     expect(redis.log).toEqual([`GET ${record}`]);
     const valid = intake.validate(input, t0);
-    const first = await intake.enqueue('S1', valid.events, { idempotencyKey: 'k', validatedAt: t0 });
-    expect(redis.values.get(record)).toBe(`${batchFingerprint(valid.events)}:${t0}`);
+    const bind = { idempotencyKey: 'k', validatedAt: t0, input: { items: input, acceptedIndexes: valid.acceptedIndexes } };
+    const first = await intake.enqueue('S1', valid.events, bind);
+    // The record: the accepted events' fingerprint, the time, and what identifies the refused ones (PX at index 0).
+    const refused = refusedFingerprint(input, [1]);
+    expect(refused).toMatch(/^[\w-]{43}$/);
+    expect(redis.values.get(record)).toBe(`${batchFingerprint(valid.events)}:${t0}:${refused}`);
+    // The same input again at once (PX still too far ahead): the same batch.
+    await expect(intake.enqueue('S1', valid.events, bind)).resolves.toEqual(first);
     // A minute later PX is within the skew: at that time the batch would be another one; at t0 it is the first.
     const later = t0 + 60_000;
     expect(intake.validate(input, later).errors).toEqual([]);
@@ -580,6 +586,59 @@ describe('createIntake: a keyed retry is validated at the time of the first atte
     expect(await intake.enqueueRetry('S1', input, { idempotencyKey: 'k', now: later })).toBeUndefined();
     // Other events: nothing, whatever the time.
     expect(await intake.enqueueRetry('S1', [input[1], input[1]], { idempotencyKey: 'k', now: later, partial: true })).toBeUndefined();
+    expect(q.jobs.size).toBe(1);
+  });
+
+  it('takes for a retry only the same input: other events refused at the time of the record are other events', async () => {
+    const q = jobQueue();
+    const redis = memoryRedis();
+    const intake = intakeOn(q, redis, { source: 'http' });
+    const t0 = Date.now();
+    const PX = { type: 'view', ts: t0 + 330_000, dims: { product: 'PX' } }; // beyond the clock skew at t0
+    const PY = { type: 'view', ts: t0 - 60_000, dims: { product: 'PY' } };
+    const bindAt = (items: unknown[], at: number) => {
+      const v = intake.validate(items, at);
+      return [v.events, { idempotencyKey: 'k', validatedAt: at, input: { items, acceptedIndexes: v.acceptedIndexes } }] as const;
+    };
+    // The first request (partial): PY accepted, PX refused; the key is bound to [PY] and PX at index 0.
+    const first = await intake.enqueue('S1', ...bindAt([PX, PY], t0));
+    // At once, [PY, PZ] with PZ too far ahead as PX was: the same accepted events, another refused one.
+    const PZ = { type: 'view', ts: t0 + 331_000, dims: { product: 'PZ' } };
+    await expect(intake.enqueue('S1', ...bindAt([PY, PZ], t0 + 1))).rejects.toBeInstanceOf(IdempotencyConflictError);
+    expect(await intake.enqueueRetry('S1', [PY, PZ], { idempotencyKey: 'k', now: t0 + 1, partial: true })).toBeUndefined();
+    // PX at another index, or spelt otherwise (a member more): other input too.
+    for (const items of [
+      [PY, PX],
+      [{ ...PX, note: 1 }, PY],
+    ]) {
+      await expect(intake.enqueue('S1', ...bindAt(items, t0 + 1))).rejects.toBeInstanceOf(IdempotencyConflictError);
+      expect(await intake.enqueueRetry('S1', items, { idempotencyKey: 'k', now: t0 + 1, partial: true })).toBeUndefined();
+    }
+    // A minute later PZ is within the skew: [PY, PZ] is no retry either (at t0 it is [PY] and PZ refused, not PX).
+    const later = t0 + 60_000;
+    expect(intake.validate([PY, PZ], later).errors).toEqual([]);
+    await expect(intake.enqueue('S1', ...bindAt([PY, PZ], later))).rejects.toBeInstanceOf(IdempotencyConflictError);
+    expect(await intake.enqueueRetry('S1', [PY, PZ], { idempotencyKey: 'k', now: later, partial: true })).toBeUndefined();
+    // The first request again, its members in another order: a retry, answered as the first.
+    const again = [{ dims: { product: 'PX' }, ts: PX.ts, type: 'view' }, PY];
+    await expect(intake.enqueue('S1', ...bindAt(again, t0 + 1))).resolves.toEqual(first);
+    expect(await intake.enqueueRetry('S1', again, { idempotencyKey: 'k', now: later, partial: true })).toMatchObject({ enqueued: first });
+    expect(q.jobs.size).toBe(1);
+  });
+
+  it('takes a record of the version before (`<fingerprint>:<ms>`, nothing of the refused events) by its fingerprint', async () => {
+    const q = jobQueue();
+    const redis = memoryRedis();
+    const intake = intakeOn(q, redis, { source: 'http' });
+    const t0 = Date.now() - 60_000;
+    const input = [{ type: 'view', ts: t0 + 330_000, dims: { product: 'PX' } }, ...oneView(t0 - 1_000)];
+    const v = intake.validate(input, t0);
+    const batchId = intake.batchIdFor('S1', 'k');
+    redis.values.set(`q0:idem:${batchId}`, `${batchFingerprint(v.events)}:${t0}`);
+    const bind = { idempotencyKey: 'k', input: { items: input, acceptedIndexes: v.acceptedIndexes } };
+    await expect(intake.enqueue('S1', v.events, bind)).resolves.toMatchObject({ batchId, accepted: 1 });
+    const retried = await intake.enqueueRetry('S1', input, { idempotencyKey: 'k', partial: true });
+    expect(retried).toMatchObject({ enqueued: { batchId, accepted: 1 }, validation: { acceptedIndexes: [1] } });
     expect(q.jobs.size).toBe(1);
   });
 

@@ -151,6 +151,12 @@ export interface BindOptions extends EnqueueOptions {
    * fingerprint: a retry (`enqueueRetry`) validates the same events at this time, so they give the same batch.
    */
   validatedAt?: number;
+  /**
+   * The call's input and the indexes of `events` in it (validate's `acceptedIndexes`), when `events` are its valid
+   * events only (`?partial=true`): the key's record then identifies the refused events too (refusedFingerprint,
+   * hashed only when some were), so another input with the same valid events is not taken for a retry.
+   */
+  input?: { items: readonly unknown[]; acceptedIndexes: readonly number[] };
 }
 
 /** enqueueRetry's options: the call's key, when it is validated (`now`), and whether it takes the valid events only. */
@@ -200,9 +206,10 @@ export interface Intake {
    * events may have passed the lateness horizon since, or come within the clock skew (or the clocks differ). Reads
    * the key's record (one GET instead of enqueue's SET) and validates `input` again at the time kept there (a record
    * from before that time was kept: at `now` without the lateness horizon). When the events valid then (`partial`: at
-   * least one; otherwise all) have the key's fingerprint, enqueues them as enqueue does (the jobs already queued are
-   * the same ids) and resolves with the result, the original batch's, and that validation; otherwise enqueues
-   * nothing and resolves undefined (the caller answers the call as it would have).
+   * least one; otherwise all) have the key's fingerprint, and the others the record's refusedFingerprint (when it
+   * keeps one), enqueues them as enqueue does (the jobs already queued are the same ids) and resolves with the
+   * result, the original batch's, and that validation; otherwise enqueues nothing and resolves undefined (the caller
+   * answers the call as it would have).
    */
   enqueueRetry(
     store: string,
@@ -241,6 +248,36 @@ export function batchFingerprint(events: readonly NormalizedEvent[]): string {
     lines.push(JSON.stringify([e.type, e.ts, e.id ?? null, dims, e.value ?? null]));
   }
   lines.push('');
+  return hash('sha256', lines.join('\n'), 'base64url');
+}
+
+/** A refused event's JSON, each object's members sorted by name (a BigInt as `<n>n`; what JSON cannot hold, String). */
+function canonicalJson(value: unknown): string {
+  try {
+    return (
+      JSON.stringify(value, (_k, v: unknown) => {
+        if (typeof v === 'bigint') return `${v}n`;
+        if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+        return Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+      }) ?? String(value)
+    );
+  } catch {
+    return String(value);
+  }
+}
+
+/**
+ * What identifies the events of `input` that validation refused (`acceptedIndexes` are the others): '' when none was,
+ * else SHA-256 of each one's index and JSON (members sorted by name). Kept in an idempotency key's record with the
+ * fingerprint of the accepted events, so a partial request is a retry only with the same refused events too.
+ */
+export function refusedFingerprint(input: readonly unknown[], acceptedIndexes: readonly number[]): string {
+  if (acceptedIndexes.length === input.length) return '';
+  const lines: string[] = [];
+  for (let i = 0, a = 0; i < input.length; i++) {
+    if (acceptedIndexes[a] === i) a++;
+    else lines.push(`${i} ${canonicalJson(input[i])}`);
+  }
   return hash('sha256', lines.join('\n'), 'base64url');
 }
 
@@ -340,11 +377,12 @@ export function createIntake(opts: IntakeOptions): Intake {
 
   /**
    * enqueue (`batch` the events: the key's first batch sets its fingerprint) or enqueueRetry (`batch` gives the events
-   * valid at the time the key's record keeps, undefined for a record without one: only under a matching fingerprint).
+   * valid at the time the key's record keeps, undefined for a record without one, and the refusedFingerprint of the
+   * rest: only under a matching record).
    */
   const send = async (
     store: string,
-    batch: NormalizedEvent[] | ((validatedAt: number | undefined) => NormalizedEvent[] | undefined),
+    batch: NormalizedEvent[] | ((validatedAt: number | undefined) => { events: NormalizedEvent[]; refused: () => string } | undefined),
     eopts: BindOptions,
   ): Promise<EnqueueResult | undefined> => {
     const retry = typeof batch === 'function' ? batch : undefined;
@@ -359,16 +397,21 @@ export function createIntake(opts: IntakeOptions): Intake {
     const batchId = batchIdFor(store, idempotencyKey);
     const receivedAt = eopts.receivedAt === undefined ? Date.now() : checkReceivedAt(eopts.receivedAt, Date.now(), await dedupe.get());
     const record = () => opts.queues.events.toKey(`idem:${batchId}`);
-    // The record: the fingerprint and the time the events were validated at (`<fingerprint>:<ms>`; an earlier
-    // version kept the fingerprint alone), so a retry is validated as the first attempt was, whatever the time.
+    // The record: the fingerprint, the time the events were validated at, so a retry is validated as the first
+    // attempt was whatever the time, and the refusedFingerprint of the input's other events ('' when none was):
+    // `<fingerprint>:<ms>:<refused>`. Earlier versions kept `<fingerprint>` and then `<fingerprint>:<ms>`: such a
+    // record says nothing of refused events and is matched by its fingerprint alone (gone two dedupe windows on).
     const validatedAt = eopts.validatedAt ?? Date.now();
-    const bound = (fingerprint: string) => `${fingerprint}:${validatedAt}`;
+    const refused = () => (eopts.input ? refusedFingerprint(eopts.input.items, eopts.input.acceptedIndexes) : '');
+    const bound = (fingerprint: string, refusedOnes: string) => `${fingerprint}:${validatedAt}:${refusedOnes}`;
     /** Binds a key this call made up to its events, once an error hands the key out for a retry (best effort). */
     const bindGivenKey = () => {
       if (given !== undefined) return;
       try {
         // Sent before the error is thrown, so a retry on this connection comes after it; not waited for (Redis may be away).
-        opts.redis.set(record(), bound(batchFingerprint(events)), 'EX', fingerprintTtlSeconds(dedupe.last()), 'NX').catch(() => undefined);
+        opts.redis
+          .set(record(), bound(batchFingerprint(events), refused()), 'EX', fingerprintTtlSeconds(dedupe.last()), 'NX')
+          .catch(() => undefined);
       } catch {
         // not connected: nothing to bind, nothing was queued under the key either
       }
@@ -428,9 +471,11 @@ export function createIntake(opts: IntakeOptions): Intake {
         throw unavailable(`Redis did not answer: ${(err as Error).message}`, err);
       }
       if (earlier === null) return undefined;
-      const [fingerprint, at] = earlier.split(':');
-      events = retry(Number.isSafeInteger(Number(at)) ? Number(at) : undefined) ?? [];
-      if (events.length === 0 || batchFingerprint(events) !== fingerprint) return undefined;
+      const [fingerprint, at, refusedThen] = earlier.split(':');
+      const then = retry(Number.isSafeInteger(Number(at)) ? Number(at) : undefined);
+      if (then === undefined || then.events.length === 0 || batchFingerprint(then.events) !== fingerprint) return undefined;
+      if (refusedThen !== undefined && then.refused() !== refusedThen) return undefined;
+      events = then.events;
       jobs = jobsOf(events);
     } else if (given !== undefined) {
       // The key's first batch sets its fingerprint (the IETF Idempotency-Key draft, Stripe): a retry of the same
@@ -439,19 +484,25 @@ export function createIntake(opts: IntakeOptions): Intake {
       // round trip: whether the key's jobs are in the failed set, kept 14 days, whose ids BullMQ would answer with,
       // queueing nothing.
       const fingerprint = batchFingerprint(events);
+      const refusedNow = refused();
       const ids = jobs.map((j) => j.opts.jobId);
       const ttl = fingerprintTtlSeconds(await dedupe.get());
       let earlier: string | null;
       let failed: Array<string | null>;
       try {
         [earlier, failed] = await Promise.all([
-          opts.redis.set(record(), bound(fingerprint), 'EX', ttl, 'NX', 'GET'),
+          opts.redis.set(record(), bound(fingerprint, refusedNow), 'EX', ttl, 'NX', 'GET'),
           opts.redis.zmscore(queue.toKey('failed'), ...ids),
         ]);
       } catch (err) {
         throw unavailable(`Redis did not take the batch: ${(err as Error).message}`, err);
       }
-      if (earlier !== null && earlier.split(':', 1)[0] !== fingerprint) throw new IdempotencyConflictError(given);
+      if (earlier !== null) {
+        const [fingerprintThen, , refusedThen] = earlier.split(':');
+        if (fingerprintThen !== fingerprint || (refusedThen !== undefined && refusedThen !== refusedNow)) {
+          throw new IdempotencyConflictError(given);
+        }
+      }
       const inFailed = earlier === null ? failed.findIndex((score) => score !== null) : -1;
       if (inFailed >= 0) {
         // A fresh record (an old one expired): this batch would be answered with the failed job. Not bound to it.
@@ -521,11 +572,11 @@ export function createIntake(opts: IntakeOptions): Intake {
       const enqueued = await send(
         store,
         (at) => {
-          validation = intake.validate(input, at ?? now, at === undefined ? { lateness: false } : undefined);
-          if (eopts.partial ? validation.events.length === 0 : validation.errors.length > 0) return undefined;
+          const v = (validation = intake.validate(input, at ?? now, at === undefined ? { lateness: false } : undefined));
+          if (eopts.partial ? v.events.length === 0 : v.errors.length > 0) return undefined;
           // The caller's dims objects may change once this returns: the jobs take copies.
-          for (const e of validation.events) e.dims = { ...e.dims };
-          return validation.events;
+          for (const e of v.events) e.dims = { ...e.dims };
+          return { events: v.events, refused: () => refusedFingerprint(input, v.acceptedIndexes) };
         },
         eopts,
       );
