@@ -4,7 +4,7 @@ import { compileRules, defaultRules, type RowDeltas } from '@tally/schema';
 import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createAggregatorMetrics } from './aggregator-metrics';
 import { FLUSH_LEASE_TICKS, sealTick, type SealDeps } from './seal.processor';
 import { failNext, useAggregatorRedis, writeRows } from './test-fixtures';
@@ -25,8 +25,8 @@ const LEASE_MS = FLUSH_LEASE_TICKS * BUCKET_MS;
 useAggregatorRedis(rules, (r) => void ({ redis, queues } = r));
 
 const t0 = Math.floor((Date.now() - 24 * 60 * MIN) / MIN) * MIN;
-const visitorRows = (store: string, n: number): RowDeltas =>
-  new Map(Array.from({ length: n }, (_, v) => [`${store}#visitor#V${v}`, new Map([['2023-123|v', 1n]])]));
+const visitorRows = (store: string, n: number, tag = 'V'): RowDeltas =>
+  new Map(Array.from({ length: n }, (_, v) => [`${store}#visitor#${tag}${v}`, new Map([['2023-123|v', 1n]])]));
 const deps = (buckets: BucketStore, now: number): SealDeps => ({ buckets, queues, bucketMs: BUCKET_MS, metrics, log, now: () => now });
 /** Commands the server ran (those inside scripts included), less INFO and CONFIG. */
 const commands = async () =>
@@ -52,11 +52,15 @@ describe('ticks while flush jobs are pending', () => {
   it('cost the same whether 200 or 2,000 rows wait for their flush: each row is handed out once', { timeout: 120_000 }, async () => {
     const STORES = 20;
     const runs = [];
-    for (const [prefix, rows] of [
-      ['p', 10],
-      ['q', 100],
+    const unleased = [];
+    for (const [prefix, rows, flushLeaseMs] of [
+      ['p', 10, undefined],
+      ['q', 100, undefined],
+      ['u', 10, 0],
+      ['w', 100, 0],
     ] as const) {
       const { buckets, due } = await foldedStores(prefix, STORES, rows);
+      const tickDeps = (now: number): SealDeps => ({ ...deps(buckets, now), ...(flushLeaseMs === undefined ? {} : { flushLeaseMs }) });
       // A fresh row each: the first tick seals and folds it, and its fold hands out (and leases) the due rows.
       for (let i = 0; i < STORES; i++) {
         const s = `${prefix}S${i}`;
@@ -70,17 +74,28 @@ describe('ticks while flush jobs are pending', () => {
       const ticks = [];
       for (let k = 0; k < 3; k++) {
         const before = await commands();
-        const r = await sealTick(deps(buckets, due + k * BUCKET_MS));
+        const r = await sealTick(tickDeps(due + k * BUCKET_MS));
         const sent = (await commands()) - before;
         ticks.push({ stores: r.stores, sealed: r.sealed, flushes: r.flushes, commands: sent, jobs: (await flushJobs()) - jobs });
       }
       expect(ticks[0]).toMatchObject({ stores: STORES, sealed: STORES, flushes: STORES * rows, jobs: STORES * rows });
+      if (flushLeaseMs === 0) {
+        // Without the lease (the control): every tick visits the stores and sends every pending job again.
+        for (const t of ticks.slice(1)) expect(t).toMatchObject({ stores: STORES, flushes: STORES * rows, jobs: STORES * rows });
+        unleased.push(ticks);
+        continue;
+      }
       // Nothing new: the stores are not visited, no job is sent again.
       for (const t of ticks.slice(1)) expect(t).toMatchObject({ stores: 0, flushes: 0, jobs: STORES * rows });
       runs.push(ticks);
     }
     // The later ticks' commands (the work set's read) do not grow with the rows pending.
     expect(runs[1]!.slice(1).map((t) => t.commands)).toEqual(runs[0]!.slice(1).map((t) => t.commands));
+    // Without the lease they do, and are above the leased ticks' even with 200 rows.
+    for (const k of [1, 2]) {
+      expect(unleased[1]![k]!.commands).toBeGreaterThan(unleased[0]![k]!.commands);
+      expect(unleased[0]![k]!.commands).toBeGreaterThan(runs[0]![k]!.commands);
+    }
   });
 
   it('lease the rows a big bucket’s general fold makes due', { timeout: 60_000 }, async () => {
@@ -129,6 +144,79 @@ describe('ticks while flush jobs are pending', () => {
       expect(await buckets.flushTime(store, pk(0))).toBeUndefined();
       expect(await buckets.flushTime(store, pk(2))).toBeUndefined();
       expect(await buckets.flushTime(store, pk(1))).toBe(due + 2 * LEASE_MS);
+    },
+  );
+  it('hand out the due rows of a store whose buckets take the general fold (over 1,600 rows)', { timeout: 120_000 }, async () => {
+    // The first VISIT of such a store seals a bucket it does not fold: the due rows come from the VISIT after the
+    // general fold, and the first one must not lease them (they would get no job, at every lease end again).
+    const { buckets, due } = await foldedStores('g', 1, 1);
+    const store = 'gS0';
+    const old = `${store}#visitor#V0`;
+    const queue = queueFor(queues, QUEUE.dynamoWrites, store);
+    const flushes = [];
+    for (let k = 0; k <= FLUSH_LEASE_TICKS; k++) {
+      const now = due + k * BUCKET_MS;
+      const r = await buckets.apply(store, `b${k}`, visitorRows(store, 2_000, `N${k}_`), {
+        now: now - BUCKET_MS / 2,
+        dedupeTtlSeconds: 3600,
+      });
+      await buckets.registerStore(store, r.seq);
+      const tick = await sealTick(deps(buckets, now));
+      expect(tick).toMatchObject({ sealed: 1, rows: 2_000 }); // the general fold of a 2,000-row bucket
+      flushes.push(tick.flushes);
+    }
+    // V0 (idle since `due`) is handed out at `due` and again when its lease ends (no writer runs), under one job.
+    expect(flushes).toEqual([1, 0, 0, 0, 1]);
+    expect(await queue.getJob(jobIdFor('flush', store, old, t0 + BUCKET_MS))).toBeDefined();
+    expect(await buckets.flushTime(store, old)).toBe(due + 2 * LEASE_MS);
+  });
+
+  it('hand out the due rows of a store whose fresh bucket another folder finished first', { timeout: 60_000 }, async () => {
+    // The FOLD of the bucket VISIT sealed finds it finished (another replica's general fold): its report is not used,
+    // so it must not lease the due rows; the general fold's VISIT hands them out.
+    const { buckets, due } = await foldedStores('f', 1, 1);
+    const store = 'fS0';
+    const old = `${store}#visitor#V0`;
+    const r = await buckets.apply(store, 'b', visitorRows(store, 1, 'N'), { now: due - BUCKET_MS, dedupeTtlSeconds: 3600 });
+    await buckets.registerStore(store, r.seq);
+    const other = new BucketStore({ redis, rules, prefix: 'f' });
+    const fold = vi.spyOn(buckets, 'foldVisitedEach');
+    fold.mockImplementationOnce(async (items, now, leaseMs) => {
+      await other.foldSealed(store, { now });
+      return BucketStore.prototype.foldVisitedEach.call(buckets, items, now, leaseMs);
+    });
+    const tick = await sealTick(deps(buckets, due));
+    fold.mockRestore();
+    expect(tick).toMatchObject({ sealed: 1, flushes: 1 });
+    const queue = queueFor(queues, QUEUE.dynamoWrites, store);
+    expect(await queue.getJob(jobIdFor('flush', store, old, t0 + BUCKET_MS))).toBeDefined();
+    expect(await buckets.flushTime(store, old)).toBe(due + LEASE_MS);
+  });
+
+  it(
+    'let the writer’s request for a visit at the next tick stand when it writes the rows during the tick',
+    { timeout: 60_000 },
+    async () => {
+      // The writer acks the rows as soon as their jobs exist, and asks for a visit at the next tick (its publish); the
+      // tick's own publish must not put that visit off to the lease's end: the next tick retires the store.
+      const { buckets, due } = await foldedStores('c', 1, 3);
+      const store = 'cS0';
+      const queue = queueFor(queues, QUEUE.dynamoWrites, store);
+      const add = queue.addBulk.bind(queue);
+      const write = vi.spyOn(queue, 'addBulk').mockImplementationOnce(async (jobs) => {
+        const added = await add(jobs);
+        await writeRows(
+          buckets,
+          store,
+          jobs.map((j) => (j.data as { pk: string }).pk),
+          due,
+        );
+        return added;
+      });
+      expect(await sealTick(deps(buckets, due))).toMatchObject({ stores: 1, flushes: 3 });
+      write.mockRestore();
+      expect((await buckets.visitTimes(buckets.shardOf(store))).get(store)).toBeLessThanOrEqual(due);
+      expect(await sealTick(deps(buckets, due + BUCKET_MS))).toMatchObject({ stores: 1, flushes: 0, retired: 1 });
     },
   );
 });

@@ -154,11 +154,12 @@ function nextVisit(
  * whose next visit time has come, read in one call, in batches (a few at once) whose scripts are pipelined: one round
  * trip per Redis node visits a batch's stores, one more folds the buckets those visits sealed, and one publishes
  * what is left (announcing the seqs the seals set to the other instances: BucketStore.followEpochs). For each store:
- * seal the open bucket when it is due, fold sealed buckets into row outboxes strictly in bucket order, enqueue a
- * flush job for each row whose policy says it is due (read from the store's due-time zset: rows not due are never
- * read), then publish the store's backlog for the gauges and retire it from the work set when nothing is left and
- * no batch was applied meanwhile, else set its next visit time (nextVisit; only ever earlier when a batch was
- * applied meanwhile: the apply's own registration may need it sooner). A store with nothing due costs a tick nothing.
+ * seal the open bucket when it is due, fold sealed buckets into row outboxes strictly in bucket order, publish the
+ * store's backlog for the gauges and retire it from the work set when nothing is left and no batch was applied
+ * meanwhile, else set its next visit time (nextVisit; only ever earlier when a batch was applied meanwhile: the
+ * apply's own registration may need it sooner), then enqueue a flush job for each row whose policy says it is due
+ * (read from the store's due-time zset: rows not due are never read; a writer's ack of one asks for a visit at the
+ * next tick, after that publish). A store with nothing due costs a tick nothing.
  * A due store that is another shard's (QUEUE_SHARDS changed since it was registered here) is not visited but moved
  * into its own shard (BucketStore.moveStores), which visits it; with deps.leftovers the tick first drains the
  * shards past QUEUE_SHARDS (LeftoverShards), which no tick visits.
@@ -168,9 +169,11 @@ function nextVisit(
  * Safe with several aggregator replicas: sealing waits for half a bucket since the last seal, folds are
  * idempotent, and flush job ids are deterministic (row + time of its oldest unwritten count), so a row has
  * one pending flush job however many ticks see it due. A row handed out is leased (deps.flushLeaseMs): the ticks
- * until its lease ends skip it, unless the writer's ack or a fold reschedules it. A store whose visit, fold or
- * publish fails (a corrupt key, a Redis node refusing its writes) is set aside, logged and counted (reportFailures),
- * and visited again at the next tick; the rest of its batch goes on. A tick in which every store failed fails whole (retried as a job).
+ * until its lease ends skip it, unless the writer's ack or a fold reschedules it. Every row leased is enqueued by
+ * the tick that leased it, unless the enqueue fails or the sealer stops before it: such a row waits for its lease to
+ * end (then it is handed out again). A store whose visit, fold or publish fails (a corrupt key, a Redis node
+ * refusing its writes) is set aside, logged and counted (reportFailures), and visited again at the next tick; the
+ * rest of its batch goes on. A tick in which every store failed fails whole (retried as a job).
  */
 export async function sealTick(deps: SealDeps, shard = 0, dueAt?: number): Promise<SealTickResult> {
   const now = (deps.now ?? Date.now)();
@@ -281,29 +284,37 @@ export async function sealTick(deps: SealDeps, shard = 0, dueAt?: number): Promi
         deps.metrics.foldSeconds.observe((performance.now() - started) / 1000);
       }),
     );
+    // Every row a visit or fold leased is in `left` (their scripts lease only in the call whose report is kept).
     const flushes = batch.flatMap(({ store }, i) =>
       failed.has(i)
         ? []
         : left[i]!.due.map((r) => ({ data: { store, pk: r.pk }, opts: { jobId: jobIdFor('flush', store, r.pk, r.firstDirty) } })),
     );
-    if (flushes.length > 0) {
-      await enqueueBulk(deps.queues, QUEUE.dynamoWrites, flushes);
-      result.flushes += flushes.length;
-      deps.metrics.flushesScheduled.inc(flushes.length);
-    }
     // The batch's backlogs for the gauges, its retirements and the seqs its seals set (announced to the other
-    // instances: followEpochs), in one call (after the flush jobs exist: a store is retired only with nothing left
-    // to write). A store the publish refuses on its own account is set aside; a refusal of the whole shard throws.
+    // instances: followEpochs), in one call, before the flush jobs exist: a writer's publish after one of them is
+    // written (a visit at the next tick) then comes after this one and stands (the earlier visit time wins). A store
+    // is retired only with no dirty row left: nothing its flush jobs would write. A store the publish refuses on its
+    // own account is set aside (its flush jobs are still enqueued: its rows are leased); a refusal of the whole shard
+    // throws after the enqueue.
     const kept = batch.flatMap((_, i) => (failed.has(i) ? [] : [i]));
     const published = kept.map((i) => {
       const l = left[i]!;
       const visitAt = nextVisit(now, minAgeMs, { ...l, oldestUnfolded: l.backlog.oldestUnfolded });
       return { store: batch[i]!.store, backlog: l.backlog, mark: batch[i]!.mark, visitAt, epoch: epochs[i] };
     });
-    (await deps.buckets.publishBacklogsEach(shard, published)).forEach((r, k) => {
-      if (r instanceof Error) fail(kept[k]!, 'publish', r);
-      else if (r === 'retired') result.retired++;
-    });
+    try {
+      (await deps.buckets.publishBacklogsEach(shard, published)).forEach((r, k) => {
+        if (r instanceof Error) fail(kept[k]!, 'publish', r);
+        else if (r === 'retired') result.retired++;
+      });
+    } finally {
+      // A failed enqueue (or a crash before it) leaves its rows leased without a job: enqueued when the lease ends.
+      if (flushes.length > 0) {
+        await enqueueBulk(deps.queues, QUEUE.dynamoWrites, flushes);
+        result.flushes += flushes.length;
+        deps.metrics.flushesScheduled.inc(flushes.length);
+      }
+    }
   };
   const size = deps.batchStores ?? 500;
   const batches = Array.from({ length: Math.ceil(active.length / size) }, (_, i) => active.slice(i * size, (i + 1) * size));

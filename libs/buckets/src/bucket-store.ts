@@ -162,7 +162,9 @@ export interface VisitOptions {
   /**
    * The due rows handed back (their flush jobs to be enqueued) are leased for this long: not due again until then
    * unless the writer's ack reschedules them, so a row whose job is pending is handed out once per lease, not at every
-   * visit; a row whose job was lost comes due when its lease ends (see DUE_LIST). Default 0: not leased.
+   * visit; a row whose job was lost comes due when its lease ends (see DUE_LIST). Only a visit that leaves no sealed
+   * bucket leases: after one that does, the caller folds (foldSealed) and visits again, and the rows come from that
+   * visit. Default 0: not leased.
    */
   leaseMs?: number;
 }
@@ -973,8 +975,9 @@ export class BucketStore {
   /**
    * Folds, for each item, the rows `pks` of the store's sealed bucket `seq` — all its rows, as VISIT reported them on
    * sealing it — in as few FOLD calls as ROWS_PER_FOLD allows, the last of which finishes the bucket and reports what
-   * the store has left (as visit() does, its due rows leased for `leaseMs`: VisitOptions). Every item's calls go in one round trip per Redis node (each store's in
-   * order). Per item: undefined when the bucket was not finished by these calls (another folder is at it, or it is
+   * the store has left (as visit() does, its due rows leased for `leaseMs`: VisitOptions; an unfinished bucket's
+   * last call leases nothing, its report being dropped). Every item's calls go in one round trip per Redis node (each
+   * store's in order). Per item: undefined when the bucket was not finished by these calls (another folder is at it, or it is
    * not the oldest sealed one): fold it with foldSealed then. Throws the first error, after the other items' folds
    * (foldVisitedEach: each item's error in its place).
    */

@@ -417,7 +417,8 @@ return {1, epoch, nextEpoch}
  * Returns {rows moved, 1 when finished here else 0} and, with report, what is left as VISIT reports it: dirty
  * rows, oldest dirty time or '', outbox entries, oldest sealed seq or '', oldest unfolded seq or '' (the open
  * bucket counts as unfolded when it has data, or when the epoch is no longer `openEpoch`), the due list (its rows
- * leased for leaseMs: see DUE_LIST), the earliest due time of any row after that or ''.
+ * leased for leaseMs, see DUE_LIST, when this call finished the bucket), the earliest due time of any row after that
+ * or ''.
  */
 export const FOLD = defineScript<[number, number] | [number, number, number, string, string, string, string, string[], string]>()({
   name: 'FOLD',
@@ -571,7 +572,9 @@ if nextDue ~= '' and tonumber(nextDue) <= now then
   local rearm, rearmPks
   dueRows, rearm, rearmPks = dueList(K.due, K.dirty, K.dueLater, A.now, tonumber(A.dueLimit))
   rearmDue(K.due, K.dueLater, rearm, rearmPks)
-  leaseDue(K.due, dueRows, now, tonumber(A.leaseMs))
+  -- Leased only when this call finished the bucket: the caller drops an unfinished fold's report (and folds the
+  -- store's sealed buckets again, then takes the due rows from a VISIT, which leases them).
+  if finished == 1 then leaseDue(K.due, dueRows, now, tonumber(A.leaseMs)) end
   if #rearmPks > 0 or #dueRows > 0 then nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or '' end
 end
 return {moved, finished, redis.call('ZCARD', K.dirty), first[2] or '', string.format('%d', entries), head, unfolded, dueRows, nextDue}

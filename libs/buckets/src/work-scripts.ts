@@ -40,7 +40,9 @@ export type VisitReply = [1, string, string, number, string, string, number, str
  * VISIT a store for a sealer tick, in one round trip: seal the open bucket when it has data and has been open at
  * least minAgeMs (as SEAL), then report what is left. KEYS: epoch, rows (the row set of bucket `epoch`), sealed,
  * dirty, counts, due, tombstone, dueLater. ARGV: now, minAgeMs, epoch (the seq the rows key is built for; '' when
- * unknown), dueLimit, pksLimit, leaseMs (the rows of the due list are leased for it: see DUE_LIST; 0: not leased).
+ * unknown), dueLimit, pksLimit, leaseMs (the rows of the due list are leased for it, see DUE_LIST, when no sealed
+ * bucket is left after the visit: else the caller folds first and the call that reports after the fold leases them;
+ * 0: not leased).
  * Returns {1, sealedSeq or '', oldest sealed seq or '', dirty rows, oldest dirty time or '', outbox entries,
  * rows due at now (whose alarm fired, less those re-armed: see DUE_LIST), oldest unfolded seq or '', the epoch after
  * the visit or '', the due list (pk, oldest dirty time, ... at most dueLimit rows), the rows of the bucket sealed now
@@ -83,7 +85,9 @@ if not folding then
 end
 -- Write phase (as SEAL): commands that cannot fail on the keys read above.
 rearmDue(K.due, K.dueLater, rearm, rearmPks)
-leaseDue(K.due, dueRows, now, tonumber(A.leaseMs))
+-- Leased only when no sealed bucket is left: else the caller folds it first and takes the due rows from its next
+-- visit (or FOLD's report), which leases them; a lease here would keep them from that one.
+if head == '' and not seal then leaseDue(K.due, dueRows, now, tonumber(A.leaseMs)) end
 if #rearmPks > 0 or #dueRows > 0 then nextDue = redis.call('ZRANGE', K.due, 0, 0, 'WITHSCORES')[2] or '' end
 local sealed = ''
 local pks = 0
