@@ -553,30 +553,45 @@ describe('flush scheduling and ack', () => {
     expect(Math.min(...[...minutesByShard.values()].map((m) => m.size))).toBeGreaterThanOrEqual(5);
   });
 
-  it('ack deletes applied entries, drops the cache, bumps its version, and forgets clean rows', async () => {
-    await store.apply('S', 'a', deltas({ S: { '2023-123|v': 1 } }), { now: 1, dedupeTtlSeconds: 60 });
+  it('ack deletes applied entries, drops a visitor row’s cache, bumps its version, and forgets clean rows', async () => {
+    const V = 'S#visitor#V';
+    await store.apply('S', 'a', deltas({ [V]: { '2023-123|v': 1 } }), { now: 1, dedupeTtlSeconds: 60 });
     await store.seal('S', { now: 2, minAgeMs: 0 });
     await store.foldSealed('S', { now: 3 });
-    const snap = (await store.snapshot('S', ['S'], true))[0]!;
+    const snap = (await store.snapshot('S', [V], true))[0]!;
     expect(snap.cacheVersion).toBe('0');
-    expect(await store.fillCache('S', 'S', '0', '{"items":[]}', 60)).toBe(true);
-    const out = await store.readOutbox('S', 'S');
+    expect(await store.fillCache('S', V, '0', '{"items":[]}', 60)).toBe(true);
+    const out = await store.readOutbox('S', V);
     // Another apply folds while the writer works: the row stays dirty and is rescheduled.
-    await store.apply('S', 'b', deltas({ S: { '2023-124|v': 4 } }), { now: 10, dedupeTtlSeconds: 60 });
+    await store.apply('S', 'b', deltas({ [V]: { '2023-124|v': 4 } }), { now: 10, dedupeTtlSeconds: 60 });
     await store.seal('S', { now: 11, minAgeMs: 0 });
     await store.foldSealed('S', { now: 12 });
-    expect(await store.ackOutbox('S', 'S', outboxFields(out), 20)).toBe(1);
-    expect(await redis.get('t:{S}:c:S')).toBeNull();
-    expect(await store.fillCache('S', 'S', '0', '{"stale":true}', 60)).toBe(false); // the race of the design
+    expect(await store.ackOutbox('S', V, outboxFields(out), 20)).toBe(1);
+    expect(await redis.get(`t:{S}:c:${V}`)).toBeNull();
+    expect(await store.fillCache('S', V, '0', '{"stale":true}', 60)).toBe(false); // the race of the design
     // Dirty since its oldest unwritten count was folded (3), not since the ack (20): the flush lag is not understated.
-    expect(await redis.zscore('t:{S}:dirty', 'S')).toBe('3');
+    expect(await redis.zscore('t:{S}:dirty', V)).toBe('3');
     expect((await store.storeBacklog('S')).oldestDirty).toBe(3);
-    const rest = await store.readOutbox('S', 'S');
+    const rest = await store.readOutbox('S', V);
     expect(rest.entries.map((e) => [e.field, e.value])).toEqual([['2|2023-124|v', 4n]]);
-    expect(await store.ackOutbox('S', 'S', outboxFields(rest), 30)).toBe(0);
-    expect(await redis.zscore('t:{S}:dirty', 'S')).toBeNull();
-    expect(await redis.zscore('t:{S}:due', 'S')).toBeNull();
-    expect(await redis.exists('t:{S}:o:S')).toBe(0);
+    expect(await store.ackOutbox('S', V, outboxFields(rest), 30)).toBe(0);
+    expect(await redis.zscore('t:{S}:dirty', V)).toBeNull();
+    expect(await redis.zscore('t:{S}:due', V)).toBeNull();
+    expect(await redis.exists(`t:{S}:o:${V}`)).toBe(0);
+  });
+
+  it('ack keeps no cache version for rows whose history no query caches (store, product, page rows)', async () => {
+    const pks = ['S', 'S#product#P', 'S#page#home', 'S#visitor#V'];
+    await store.apply('S', 'a', deltas(Object.fromEntries(pks.map((pk) => [pk, { '2023-123|v': 1 }]))), { now: 1, dedupeTtlSeconds: 60 });
+    await store.seal('S', { now: 2, minAgeMs: 0 });
+    await store.foldSealed('S', { now: 3 });
+    // A version key of a product row left by an earlier release is neither read nor bumped (it expires).
+    await redis.set('t:{S}:v:S#product#P', '7');
+    for (const pk of pks) expect(await store.ackOutbox('S', pk, outboxFields(await store.readOutbox('S', pk)), 20)).toBe(0);
+    expect((await redis.keys('t:{S}:v:*')).sort()).toEqual(['t:{S}:v:S#product#P', 't:{S}:v:S#visitor#V']);
+    expect(await redis.get('t:{S}:v:S#product#P')).toBe('7');
+    expect(await redis.get('t:{S}:v:S#visitor#V')).toBe('20');
+    expect(await redis.zcard('t:{S}:dirty')).toBe(0);
   });
 
   it('a partial ack moves the dirty time up to the oldest entry left: under a steady backlog a row is not due at every tick', async () => {
@@ -614,19 +629,20 @@ describe('flush scheduling and ack', () => {
   });
 
   it('a cache version that expired starts again above every value it had', async () => {
-    const version = async () => (await store.snapshot('S', ['S'], true))[0]!.cacheVersion;
+    const V = 'S#visitor#V';
+    const version = async () => (await store.snapshot('S', [V], true))[0]!.cacheVersion;
     const flush = async (at: number) => {
-      await store.apply('S', `b${at}`, deltas({ S: { '2023-123|v': 1 } }), { now: at, dedupeTtlSeconds: 60 });
+      await store.apply('S', `b${at}`, deltas({ [V]: { '2023-123|v': 1 } }), { now: at, dedupeTtlSeconds: 60 });
       await store.seal('S', { now: at + 1, minAgeMs: 0 });
       await store.foldSealed('S', { now: at + 2 });
-      const out = await store.readOutbox('S', 'S');
-      await store.ackOutbox('S', 'S', outboxFields(out), at + 3);
+      const out = await store.readOutbox('S', V);
+      await store.ackOutbox('S', V, outboxFields(out), at + 3);
     };
     await flush(1_000);
     const first = await version();
     // Two days without an ack: the version key expires (as its TTL would), then the row is written again. A query
     // process still holding a history read at the first version must not take it for current.
-    await redis.del(store.keys.cacheVersion('S', 'S'));
+    await redis.del(store.keys.cacheVersion('S', V));
     expect(await version()).toBe('0');
     await flush(2_000);
     expect(await version()).not.toBe(first);

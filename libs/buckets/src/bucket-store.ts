@@ -1,5 +1,6 @@
 import {
   parseOutboxField,
+  parsePk,
   REDIS_SUFFIX,
   redisKeys,
   storeHash,
@@ -1115,12 +1116,15 @@ export class BucketStore {
   }
 
   /**
-   * Deletes applied outbox entries (with their limbs), drops the row's cache and reschedules what is left.
-   * Returns the outbox fields left.
+   * Deletes applied outbox entries (with their limbs), drops the row's cache and bumps its cache version when it is a
+   * visitor row (the only rows whose history queries cache: segment rules, libs/query segments.ts), and reschedules
+   * what is left. Returns the outbox fields left.
    */
   async ackOutbox(store: string, pk: string, fields: readonly string[], now: number): Promise<number> {
     const limbs = fields.flatMap((f) => LIMB_NAMES.map((l) => f + l));
     const [policyKind, a, b] = policyArgs(this.rules.policyOfPk(pk), store);
+    // By the pk, not the rules: a segment evaluation reads the row of pkOf(store, 'visitor', [id]) whatever rules run.
+    const historyCached = parsePk(pk).entity === 'visitor' ? '1' : '0';
     const keys = {
       outbox: this.keys.outbox(store, pk),
       cacheVersion: this.keys.cacheVersion(store, pk),
@@ -1132,7 +1136,12 @@ export class BucketStore {
       dueLater: this.keys.dueLater(store),
     };
     return Number(
-      await this.run(ACK_OUTBOX, keys, { pk, now, cacheVersionTtlSeconds: this.cacheVersionTtlSeconds, policyKind, a, b }, { args: limbs }),
+      await this.run(
+        ACK_OUTBOX,
+        keys,
+        { pk, now, cacheVersionTtlSeconds: this.cacheVersionTtlSeconds, policyKind, a, b, historyCached },
+        { args: limbs },
+      ),
     );
   }
 

@@ -167,7 +167,11 @@ describe('no script fails after its first write', () => {
   });
 
   it('refuses a key of the wrong type before writing (apply, fold, ack)', async () => {
-    await store.apply('S', 'a', rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 1 } }), { now: 1000, dedupeTtlSeconds: 60 });
+    const V = 'S#visitor#V';
+    await store.apply('S', 'a', rows({ S: { '2026-336|v': 1 }, 'S#product#P': { '2026-336|v': 1 }, [V]: { '2026-336|v': 1 } }), {
+      now: 1000,
+      dedupeTtlSeconds: 60,
+    });
     await redis.set('t:{S}:b:1000:S#product#P', 'not a hash');
     let before = await dump();
     expect(
@@ -188,10 +192,11 @@ describe('no script fails after its first write', () => {
 
     await redis.del('t:{S}:o:S');
     await store.foldSealed('S', { now: 3000 });
-    await redis.set('t:{S}:v:S', 'garbage');
+    // A visitor row's cache version (the only rows whose ack bumps one).
+    await redis.set(`t:{S}:v:${V}`, 'garbage');
     before = await dump();
-    const out = await store.readOutbox('S', 'S');
-    expect(((await store.ackOutbox('S', 'S', outboxFields(out), 4000).catch((e: unknown) => e)) as Error).message).toMatch(
+    const out = await store.readOutbox('S', V);
+    expect(((await store.ackOutbox('S', V, outboxFields(out), 4000).catch((e: unknown) => e)) as Error).message).toMatch(
       /TALLY_ERR_NOT_A_COUNT/,
     );
     expect(await dump()).toEqual(before);

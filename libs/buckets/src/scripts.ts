@@ -617,26 +617,27 @@ return data
 });
 
 /**
- * ACK outbox entries the writer has applied to DynamoDB, in one step with dropping the row's cache entry and
- * bumping its cache version (so no query can store a cache read before this write; a version key that expired
- * starts again at `now`, never at a value it had). When entries remain (folded during the write, or of a bucket not
- * completely folded at the read) the row stays dirty, its dirty time moved up to the oldest entry's seq (the time its
- * bucket opened: the entry was folded after it and after the dirty time, so the idle policy's max age and the
- * flush-lag gauge are never understated), and is rescheduled by its policy (its later flush time, if any, is
- * dropped: see DUE_LIST). The store's running count of
- * outbox entries drops by the counts deleted, not their limbs (never below 0, and restarts at 0 whenever the store
- * has no dirty row left).
+ * ACK outbox entries the writer has applied to DynamoDB, in one step, for a row whose history queries cache
+ * (`historyCached` '1': a visitor row, as segment rules read it), with dropping its cache entry and bumping its cache
+ * version (so no query can store a cache read before this write; a version key that expired starts again at `now`,
+ * never at a value it had); other rows' cache and version keys are neither read nor written. When entries remain
+ * (folded during the write, or of a bucket not completely folded at the read) the row stays dirty, its dirty time
+ * moved up to the oldest entry's seq (the time its bucket opened: the entry was folded after it and after the dirty
+ * time, so the idle policy's max age and the flush-lag gauge are never understated), and is rescheduled by its policy
+ * (its later flush time, if any, is dropped: see DUE_LIST). The store's running count of outbox entries drops by the
+ * counts deleted, not their limbs (never below 0, and restarts at 0 whenever the store has no dirty row left).
  * KEYS: outbox, cacheVersion, cache, dirty, due, counts, tombstone, dueLater. ARGV: pk, now, cacheVersionTtlSeconds, policyKind, a, b,
- * then the fields to delete. Returns the number of entries left.
+ * historyCached ('1'|'0'), then the fields to delete. Returns the number of entries left.
  */
 export const ACK_OUTBOX = defineScript<number>()({
   name: 'ACK_OUTBOX',
   shebang: '#!lua',
   keys: ['outbox', 'cacheVersion', 'cache', 'dirty', 'due', 'counts', 'tombstone', 'dueLater'],
-  args: ['pk', 'now', 'cacheVersionTtlSeconds', 'policyKind', 'a', 'b'],
+  args: ['pk', 'now', 'cacheVersionTtlSeconds', 'policyKind', 'a', 'b', 'historyCached'],
   body: `${LIMBS}${DUE}${TOMBSTONES}
 if storeDeleted() then return 0 end
 local pk = A.pk
+local cached = A.historyCached == '1'
 local now = tonumber(A.now)
 -- Read phase: the types of every key written below, and the cache version INCR will bump.
 redis.call('HLEN', K.outbox)
@@ -645,7 +646,7 @@ expectType(K.due, 'zset')
 expectType(K.dueLater, 'hash')
 local entries = readEntries(K.counts)
 if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer') end
-local version = redis.call('GET', K.cacheVersion)
+local version = cached and redis.call('GET', K.cacheVersion)
 if version and not (string.match(version, '^%d+$') and #version < 16) then
   return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.cacheVersion .. ' is not a cache version')
 end
@@ -655,11 +656,17 @@ for i = AR, #ARGV do table.insert(isEntry(ARGV[i], 2) and counts or limbs, ARGV[
 local deleted = 0
 for c = 1, #counts, 500 do deleted = deleted + redis.call('HDEL', K.outbox, unpack(counts, c, math.min(c + 499, #counts))) end
 for c = 1, #limbs, 500 do redis.call('HDEL', K.outbox, unpack(limbs, c, math.min(c + 499, #limbs))) end
-redis.call('DEL', K.cache)
--- A version that expired restarts at now (ms), above every one it had: restarted at 1, it could equal the version
--- a query's in-process history memo was read at, and that memo would pass for current.
-if version then redis.call('INCR', K.cacheVersion) else redis.call('SET', K.cacheVersion, string.format('%d', now)) end
-redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
+if cached then
+  redis.call('DEL', K.cache)
+  -- A version that expired restarts at now (ms), above every one it had: restarted at 1, it could equal the version
+  -- a query's in-process history memo was read at, and that memo would pass for current.
+  if version then
+    redis.call('INCR', K.cacheVersion)
+  else
+    redis.call('SET', K.cacheVersion, string.format('%d', now))
+  end
+  redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
+end
 local left = redis.call('HLEN', K.outbox)
 redis.call('HDEL', K.dueLater, pk)
 if left == 0 then

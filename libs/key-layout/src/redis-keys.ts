@@ -16,7 +16,7 @@
  *                            the alarm is re-armed to it when it fires, not on every fold
  *   <p>:{S}:d:<batchId>      dedupe record of an applied batch (expires after the dedupe window)
  *   <p>:{S}:c:<pk>           cached DynamoDB items of a row (visitor history), with their watermarks
- *   <p>:{S}:v:<pk>           cache version, bumped by the writer in the step that deletes outbox entries
+ *   <p>:{S}:v:<pk>           cache version of a visitor row, bumped by the writer's step that deletes outbox entries
  *   <p>:{S}:k:<day>:<metric>:<entity>  daily ranking zset of a ranked entity (member = key value), added to by each apply
  *   <p>:{S}:n                hash of the store's running counts: `entries` = outbox entries (kept by fold and ack)
  *   <p>:{S}:us:<pk>|<day>|<m>  distinct-count sketch of a row's day: exact set of members while it has at most 300

@@ -1,7 +1,7 @@
 import { Queue, type JobType, type Processor, type Worker } from 'bullmq';
 import { MAX_QUEUE_SHARDS, queuePrefix, type QueueLayout } from './layout';
 import { QUEUE, SHARDED_QUEUES, type QueueName } from './names';
-import { QUEUE_LAYOUT, queueShards, type TallyQueues } from './queues';
+import { allQueues, QUEUE_LAYOUT, queueShards, type TallyQueues } from './queues';
 import { QUEUE_SETTINGS } from './settings';
 import { shardWorker, type ShardWorkerOptions } from './workers';
 
@@ -19,6 +19,15 @@ export const MAX_LEFTOVER_WORKERS = 16;
 /** Jobs of one state a check removes at most from one leftover shard of a queue whose stranded jobs are redundant. */
 const DISCARD_PER_CHECK = 1000;
 
+/** Failed jobs past their queue's retention a look removes at most from one queue shard (oldest first). */
+export const FAILED_REMOVED_PER_LOOK = 1000;
+
+/** How long `queue` keeps its failed jobs (ms): its removeOnFail age (QUEUE_SETTINGS), undefined when it has none. */
+export function failedRetentionMs(queue: QueueName): number | undefined {
+  const keep = QUEUE_SETTINGS[queue].jobs.removeOnFail;
+  return typeof keep === 'object' && 'age' in keep ? keep.age * 1000 : undefined;
+}
+
 /** The BullMQ keys that hold a queue's jobs, one per state: a shard with none of them holds no job. */
 const JOB_KEYS = ['wait', 'delayed', 'prioritized', 'active', 'waiting-children', 'failed', 'completed'] as const;
 
@@ -34,11 +43,21 @@ interface ExistsClient {
   exists(...keys: string[]): Promise<number>;
 }
 
-/** The Redis connection of a queue: BullMQ's client, ioredis behind BullMQ's adapter (which passes EXISTS on as it is). */
-async function clientOf(queue: Queue): Promise<ExistsClient> {
-  const client = (await queue.getBackend().client) as unknown as Partial<ExistsClient>;
-  if (typeof client.exists !== 'function') throw new TypeError(`the Redis client of queue ${queue.name} has no EXISTS`);
-  return client as ExistsClient;
+/** A queue's Redis connection as the checks use it: the look for leftover shards, and for failed jobs to remove. */
+interface QueueClient extends ExistsClient {
+  zcount(key: string, min: string, max: number): Promise<number>;
+}
+
+/**
+ * The Redis connection of a queue: BullMQ's client, ioredis behind BullMQ's adapter (which passes EXISTS and ZCOUNT on
+ * as they are).
+ */
+async function clientOf(queue: Queue): Promise<QueueClient> {
+  const client = (await queue.getBackend().client) as unknown as Partial<QueueClient>;
+  if (typeof client.exists !== 'function' || typeof client.zcount !== 'function') {
+    throw new TypeError(`the Redis client of queue ${queue.name} has no EXISTS or ZCOUNT`);
+  }
+  return client as QueueClient;
 }
 
 /** The BullMQ prefix of any shard of a sharded queue, past QUEUE_SHARDS too (up to its maximum). */
@@ -142,6 +161,13 @@ export interface LeftoverQueueShardsOptions {
  * Failed jobs stay where they are, for the dlq tool (leftoverShardQueues), and a shard holding only those is looked at
  * again only every 5 minutes. Each look that finds shards logs a warning naming them, with their jobs; `counted()`
  * adds their jobs to the queue-depth gauge. A shard whose jobs are all gone is forgotten.
+ *
+ * Each look also removes the failed jobs past their queue's retention (failedRetentionMs: removeOnFail's age, 14 days)
+ * from every shard of every queue, the leftover shards known included: BullMQ trims a failed set by age only when
+ * another job of that shard fails, so a shard with no new failure kept its dead letters for ever. A ZCOUNT per shard
+ * (all sent at once), then Queue.clean (one script in the shard's slot) only where some are past it, at most
+ * FAILED_REMOVED_PER_LOOK a shard, oldest first. Every replica of every worker app does it; the removal is atomic
+ * and idempotent, so replicas at it together remove each job once.
  */
 export class LeftoverQueueShards {
   private readonly roles = new Map<QueueName, Role>();
@@ -249,6 +275,7 @@ export class LeftoverQueueShards {
       if (this.closed) return;
       await this.update(l);
     }
+    if (look) await this.removeExpiredFailed(now);
     if (look && this.known.size > 0) {
       this.opts.log.warn(
         {
@@ -263,6 +290,31 @@ export class LeftoverQueueShards {
         },
         'queue shards past QUEUE_SHARDS hold jobs (QUEUE_SHARDS was lowered, or a producer runs with a higher one)',
       );
+    }
+  }
+
+  /**
+   * Removes the failed jobs that finished more than their queue's retention before `now` (the checks' clock) from every
+   * queue shard and leftover shard known, up to FAILED_REMOVED_PER_LOOK a shard; the rest go at the next looks. Its
+   * errors are logged: the look's other work is done.
+   */
+  private async removeExpiredFailed(now: number): Promise<void> {
+    try {
+      const shards = [...allQueues(this.opts.queues), ...[...this.known.values()].map((l) => l.q)].flatMap((q) => {
+        const retentionMs = failedRetentionMs(q.name as QueueName);
+        return retentionMs === undefined ? [] : [{ q, retentionMs }];
+      });
+      const expired = await Promise.all(
+        shards.map(async ({ q, retentionMs }) => (await clientOf(q)).zcount(q.toKey('failed'), '-inf', now - retentionMs)),
+      );
+      for (const [i, { q, retentionMs }] of shards.entries()) {
+        if (expired[i] === 0 || this.closed) continue;
+        // Queue.clean ages jobs by Date.now(): the grace that is the retention by the checks' clock.
+        const removed = (await q.clean(retentionMs + Date.now() - now, FAILED_REMOVED_PER_LOOK, 'failed')).length;
+        if (removed > 0) this.opts.log.info({ queue: q.name, prefix: q.opts.prefix, removed }, 'failed jobs past their retention removed');
+      }
+    } catch (err) {
+      this.opts.log.warn({ err }, 'failed jobs past their retention not removed (tried again at the next look)');
     }
   }
 

@@ -18,7 +18,8 @@ const DAY = 86_400;
 /**
  * Settings of a Tally queue: a stalled job retried up to 20 times, `attempts` with exponential backoff from
  * `delayMs` (jitter 0.5), completed jobs removed as `removeOnComplete` says, failed jobs kept 14 days (at most
- * `failedKept`).
+ * `failedKept`). BullMQ applies removeOnFail only when a job of the same queue shard fails: the worker apps' look
+ * every 5 minutes removes the failed jobs older than its age too (LeftoverQueueShards, failedRetentionMs).
  */
 const queueSettings = (o: {
   attempts: number;
@@ -38,7 +39,8 @@ const queueSettings = (o: {
 /**
  * Per-queue settings, exhaustive over the queue names. Worker concurrency and the job lock come from each
  * app's config (AGGREGATOR_CONCURRENCY, WRITER_CONCURRENCY, JOB_LOCK_MS), since operators tune them per deployment. Failed jobs are the dead-letter queue: they are kept
- * for 14 days (count-capped) so an operator can inspect and replay them with tools/dlq.
+ * for 14 days (count-capped), then removed within about 5 minutes, so an operator can inspect and replay them with
+ * tools/dlq meanwhile.
  */
 export const QUEUE_SETTINGS: Record<QueueName, QueueSettings> = {
   // Completed batches carry their events (up to ~150 KB each): drop them at once. A retried request is still

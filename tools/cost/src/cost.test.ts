@@ -68,10 +68,10 @@ describe('sizing', () => {
     expect(s.redisBytes.dedupe).toBe(50 * (86_400 + 8_640) * 150); // a record outlives the day by its 10% slack
     // 10,000 stores' 4 rankings a day of 100 members (a listpack each: 10 B a member), kept 100 days.
     expect(s.redisBytes.rankings).toBe(10_000 * 4 * 100 * 10 * 100);
-    // A cache version per row written in the last 2 days: 666,667 visitors, 1,000,000 products and 10,000 stores a day.
-    expect(s.redisBytes.cacheVersions).toBeCloseTo((20_000_000 / 30 + 1_000_000 + 10_000) * 2 * 120, 0);
+    // A cache version per visitor row written in the last 2 days: 666,667 visitors a day (none for products, stores).
+    expect(s.redisBytes.cacheVersions).toBeCloseTo((20_000_000 / 30) * 2 * 120, 0);
     expect(s.redisBytes.total).toBeCloseTo(
-      1_023_889 * 200 + 10_000 * 1_000 + 50 * (86_400 + 8_640) * 150 + 4e9 + (20_000_000 / 30 + 1_010_000) * 240,
+      1_023_889 * 200 + 10_000 * 1_000 + 50 * (86_400 + 8_640) * 150 + 4e9 + (20_000_000 / 30) * 240,
       0,
     );
     expect(s.redisMasters).toBe(3);

@@ -81,13 +81,12 @@ export function sizeDeployment(w: Workload, m: Measured, p = US_EAST_1) {
   const rows = openRows * m.bytesPerOpenRow;
   const stores = w.stores * m.bytesPerStore;
   const dedupe = dedupeRecords * m.bytesPerDedupeRecord;
-  // The daily rankings of top lists: every store's of each day kept, and a cache version per row written in the last
-  // 2 days (each visitor a day, as many as a month's visitors make, and each product and store row, written daily).
+  // The daily rankings of top lists: every store's of each day kept, and a cache version per visitor row written in the
+  // last 2 days (each visitor a day, as many as a month's visitors make; no other row's history is cached).
   const members = w.productsPerStorePerDay;
   const perMember = members > LISTPACK_MEMBERS ? m.bytesPerLargeRankingMember : m.bytesPerRankingMember;
   const rankings = w.stores * w.rankingsPerStorePerDay * members * perMember * w.topHistoryDays;
-  const rowsWrittenPerDay = w.visitorsPerMonth / 30 + w.stores * w.productsPerStorePerDay + w.stores;
-  const cacheVersions = rowsWrittenPerDay * CACHE_VERSION_DAYS * m.bytesPerCacheVersion;
+  const cacheVersions = (w.visitorsPerMonth / 30) * CACHE_VERSION_DAYS * m.bytesPerCacheVersion;
   const total = rows + stores + dedupe + rankings + cacheVersions;
   // Redis Cluster masters: peak over half the measured per-Redis end-to-end rate, at least 3 (memory fits each).
   const redisMasters = Math.max(3, Math.ceil(w.eventsPerSecondPeak / (m.endToEndEventsPerSecondPerRedis / 2)));
