@@ -147,8 +147,11 @@ describe('isAlive', () => {
   });
 
   it('does not count a zombie (dead, never reaped by its parent) as alive', async () => {
-    // `sleep 0` exits at once; its parent execs `sleep 30`, which never reaps it.
-    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // The forked child exits at once; its parent never waits for it (perl, Debian's essential perl-base). A shell that
+    // execs `sleep 30` after `sleep 0 &` could reap its child first, on a loaded machine, before the exec.
+    const parent = spawn('perl', ['-e', '$| = 1; my $pid = fork; exit 0 unless $pid; print "$pid\n"; sleep 30'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     children.push(parent);
     const zombie = Number(await new Promise<string>((r) => parent.stdout!.once('data', (d: Buffer) => r(d.toString()))));
     await waitFor(() => !isAlive(zombie), { message: `pid ${zombie} to be a zombie` });
