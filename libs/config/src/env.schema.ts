@@ -7,9 +7,9 @@ const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v
  * A URL as its client reads it (ioredis and the AWS SDK parse it with `new URL()` and decode its user name and
  * password): of the scheme `kind` tests, without spaces, with a host and a path `path` takes.
  */
-const url = (kind: RegExp, what: string, example: string, path = { test: /^/, what: '' }) =>
+const url = (kind: RegExp, what: string, example: string, path = { test: /^/, what: '' }, needsHost = true) =>
   z.string().superRefine((value, ctx) => {
-    const problem = urlProblem(value, kind, path.test);
+    const problem = urlProblem(value, kind, path.test, needsHost);
     const message = {
       kind: `${what}, e.g. ${example}`,
       parse: `${what} that parses: a port from 1 to 65535, / ? # % in a user name or password percent-encoded (%2F %3F %23 %25)`,
@@ -18,7 +18,7 @@ const url = (kind: RegExp, what: string, example: string, path = { test: /^/, wh
     };
     if (problem) ctx.addIssue({ code: 'custom', message: message[problem] });
   });
-function urlProblem(value: string, kind: RegExp, path: RegExp): 'kind' | 'parse' | 'host' | 'path' | undefined {
+function urlProblem(value: string, kind: RegExp, path: RegExp, needsHost: boolean): 'kind' | 'parse' | 'host' | 'path' | undefined {
   if (!kind.test(value) || /\s/.test(value)) return 'kind';
   const u = URL.parse(value);
   try {
@@ -27,12 +27,16 @@ function urlProblem(value: string, kind: RegExp, path: RegExp): 'kind' | 'parse'
   } catch {
     return 'parse';
   }
-  return !u.hostname ? 'host' : path.test(u.pathname) ? undefined : 'path';
+  return needsHost && !u.hostname ? 'host' : path.test(u.pathname) ? undefined : 'path';
 }
-const redisUrl = url(/^rediss?:\/\//, 'a redis:// or rediss:// URL', 'redis://127.0.0.1:6379', {
-  test: /^(\/\d{0,9})?$/,
-  what: 'whose path is empty or a database number, e.g. redis://127.0.0.1:6379/0',
-});
+// Without a host ioredis connects to 127.0.0.1:6379 (`redis:///0`; `rediss:///` lends TLS to REDIS_CLUSTER_NODES).
+const redisUrl = url(
+  /^rediss?:\/\//,
+  'a redis:// or rediss:// URL',
+  'redis://127.0.0.1:6379',
+  { test: /^(\/\d{0,9})?$/, what: 'whose path is empty or a database number, e.g. redis://127.0.0.1:6379/0' },
+  false,
+);
 /** `host:port,host:port,...` */
 const clusterNodes = z
   .string()

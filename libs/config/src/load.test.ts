@@ -74,6 +74,8 @@ describe('loadConfig', () => {
     // A password holding `@` or `/`, or a URL without its scheme: all before the last `@` is hidden.
     expect(url('redis://default:p@ss/w0rd@redis:6379')).toThrow(/; got "redis:\/\/\*\*\*@redis:6379"$/);
     expect(url('default:Sup3rSecretPassw0rd@redis:6379')).toThrow(/; got "\*\*\*@redis:6379"$/);
+    // ioredis reads a password from the query too.
+    expect(url('redis://redis:0/?password=Sup3rSecret')).toThrow(/; got "redis:\/\/redis:0\/\?\*\*\*"$/);
     expect(() => loadConfig(writerEnv, { DYNAMODB_ENDPOINT: 'http://key:s3cret@dynamo:0' })).toThrow(
       /^DYNAMODB_ENDPOINT: .*; got "http:\/\/\*\*\*@dynamo:0"$/,
     );
@@ -92,9 +94,16 @@ describe('loadConfig', () => {
     // ioredis sent SELECT NaN: the app died with "ReplyError: ERR value is not an integer or out of range".
     refused('redis://127.0.0.1:6379/notadb', /^REDIS_URL: expected .* whose path is empty or a database number/);
     refused('redis://127.0.0.1:6379/1/2', /whose path is empty or a database number/);
-    refused('redis:///0', /^REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL with a host/);
     refused('redis://127.0.0.1 :6379', /^REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL, e\.g\./);
-    for (const ok of ['redis://127.0.0.1:6379/', 'redis://redis/15', 'rediss://u:p%2Fw%40rd@[::1]:6380/2?family=6'])
+    // Without a host ioredis connects to 127.0.0.1:6379, and beside REDIS_CLUSTER_NODES `rediss:///` lends TLS alone:
+    // accepted before these checks, still accepted.
+    for (const ok of [
+      'redis://127.0.0.1:6379/',
+      'redis://redis/15',
+      'rediss://u:p%2Fw%40rd@[::1]:6380/2?family=6',
+      'redis:///0',
+      'rediss:///',
+    ])
       expect(loadConfig(collectorEnv, { REDIS_URL: ok }).REDIS_URL).toBe(ok);
     // The AWS SDK's endpoint: an unparsable one was a TypeError at the first request; port 0 went to port 80.
     expect(() => loadConfig(writerEnv, { DYNAMODB_ENDPOINT: 'http://:pa/ss@127.0.0.1:8000' })).toThrow(

@@ -25,12 +25,12 @@ const SECRET = /(^|_)(TOKEN|PASSWORD|SECRET|KEY)S?$/;
 
 /**
  * The rejected value as the error line shows it: a secret's length only; any other with what comes before its last `@`
- * (a URL's user name and password, scheme or not) as `***`.
+ * (a URL's user name and password, scheme or not) and its query (ioredis reads `?password=`) as `***`.
  */
 function shown(variable: string, value: string | undefined): string {
   if (value === undefined) return 'it is not set';
   if (SECRET.test(variable)) return `got ${value.length} characters (not shown)`;
-  return `got ${JSON.stringify(value.replace(/^([a-z][\w+.-]*:\/\/)?[\s\S]*@/i, '$1***@'))}`;
+  return `got ${JSON.stringify(value.replace(/^([a-z][\w+.-]*:\/\/)?[\s\S]*@/i, '$1***@').replace(/\?[\s\S]*$/, '?***'))}`;
 }
 
 function describe(issue: z.core.$ZodIssue): string {

@@ -139,5 +139,6 @@ export function describeRedisTarget(target: RedisTarget): string {
   if (target.REDIS_CLUSTER_NODES?.length) return `cluster ${list(target.REDIS_CLUSTER_NODES)}`;
   if (target.REDIS_SENTINELS?.length)
     return `master ${target.REDIS_SENTINEL_MASTER ?? 'mymaster'} of sentinels ${list(target.REDIS_SENTINELS)}`;
-  return target.REDIS_URL.replace(/\/\/[^@]*@/, '//***@');
+  // Up to the last `@` (a password may hold one), and the query (ioredis reads `?password=`).
+  return target.REDIS_URL.replace(/\/\/.*@/, '//***@').replace(/\?.*$/, '?***');
 }

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   checkFlatDistinct,
   checkFlatRows,
+  describeRedisTarget,
   dynamoWriteJobSchema,
   enqueue,
   enqueueBulk,
@@ -191,5 +192,13 @@ describe('queue layout', () => {
     added.length = 0;
     await enqueue(queues, QUEUE.dynamoWrites, { store: 'B', pk: 'B' }, { jobId: 'j-B' });
     expect(added).toEqual([{ shard: shardOfStore('B', 3), ids: ['j-B'] }]);
+  });
+});
+
+describe('describeRedisTarget', () => {
+  it('logs a Redis URL without its password: all before the last @, and the query (ioredis reads ?password=)', () => {
+    expect(describeRedisTarget({ REDIS_URL: 'redis://:p@ss@redis:6379/0' })).toBe('redis://***@redis:6379/0');
+    expect(describeRedisTarget({ REDIS_URL: 'rediss://u:pw@redis:6380/?password=Sup3rSecret' })).toBe('rediss://***@redis:6380/?***');
+    expect(describeRedisTarget({ REDIS_URL: 'redis://127.0.0.1:6379' })).toBe('redis://127.0.0.1:6379');
   });
 });
