@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { REPO_ROOT, startProcess } from '@tally/testing';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MEASURED } from './sizing';
+import { DEFAULT_MEASURED, DEFAULT_WORKLOAD } from './sizing';
 
 const main = new URL('./main.ts', import.meta.url).pathname;
 
@@ -99,7 +99,20 @@ describe('npm run cost', () => {
       writeUnitsPerMillionEvents: input('Write units per million events (default rules)'),
       readUnitsPerMillionEvents: input("Writers' read units per million events (default rules)"),
       readUnitsPerQuery: input('Read units per query'),
-      bytesPerOpenRow: input('Redis bytes per open row'),
+      bytesPerProductRow: input('Redis bytes per product row (daily flush)'),
+      productRowEntries: input('Outbox entries per product row'),
+      productRowCounts: input('Counts per product row'),
+      bytesPerPageRow: input('Redis bytes per page row (daily flush)'),
+      pageRowEntries: input('Outbox entries per page row'),
+      pageRowCounts: input('Counts per page row'),
+      bytesPerVisitorRow: input('Redis bytes per visitor row (idle flush)'),
+      visitorRowEntries: input('Outbox entries per visitor row'),
+      visitorRowCounts: input('Counts per visitor row'),
+      bytesPerStoreRow: input('Redis bytes per store row (hourly flush)'),
+      storeRowEntries: input('Outbox entries per store row'),
+      storeRowCounts: input('Counts per store row'),
+      bytesPerOutboxEntry: input('Redis bytes per outbox entry'),
+      bytesPerIdempotencyRecord: input('Redis bytes per idempotency record'),
       bytesPerStore: input('Redis bytes per store'),
       bytesPerDedupeRecord: input('Redis bytes per dedupe record'),
       bytesPerRankingMember: input('Redis bytes per ranking member (rankings of up to 128 members)'),
@@ -109,6 +122,10 @@ describe('npm run cost', () => {
       collectorCpuMsPer1000Events: input('Collector CPU ms per 1,000 events (100-event batches)'),
       endToEndEventsPerSecondPerRedis: input('Events/s end to end on one Redis (all apps on 2 shared cores, 100-event batches)'),
     }).toEqual(DEFAULT_MEASURED);
+    expect([input('Bucket seconds'), input('Share of batches with an Idempotency-Key')]).toEqual([
+      DEFAULT_WORKLOAD.bucketSeconds,
+      DEFAULT_WORKLOAD.keyedBatchShare,
+    ]);
     const r = await run('size');
     expect(r.code).toBe(0);
     // The table of docs/SCALING.md, "Result", and nothing else.

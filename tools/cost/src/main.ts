@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { costOf, noEventsApplied } from './cost';
-import { DEFAULT_MEASURED, DEFAULT_WORKLOAD, DIVISORS, sizeDeployment } from './sizing';
+import { DEFAULT_MEASURED, DEFAULT_WORKLOAD, DIVISORS, ROW_KINDS, rowFigures, sizeDeployment } from './sizing';
 
 /** `npm run cost -- size` flags: the workload or measured figure each sets. */
 const SIZE_FLAGS: Record<string, string> = {
@@ -11,12 +11,20 @@ const SIZE_FLAGS: Record<string, string> = {
   'events-per-batch': 'eventsPerBatch',
   products: 'productsPerStorePerDay',
   queries: 'queriesPerSecond',
+  'bucket-seconds': 'bucketSeconds',
+  'keyed-batches': 'keyedBatchShare',
   'rankings-per-store-day': 'rankingsPerStorePerDay',
   'top-history-days': 'topHistoryDays',
   'wcu-per-million': 'writeUnitsPerMillionEvents',
   'rcu-per-million': 'readUnitsPerMillionEvents',
   'rcu-per-query': 'readUnitsPerQuery',
-  'bytes-per-row': 'bytesPerOpenRow',
+  ...Object.fromEntries(
+    ROW_KINDS.flatMap((kind) =>
+      [`bytes-per-${kind}-row`, `${kind}-row-entries`, `${kind}-row-counts`].map((flag, i) => [flag, rowFigures(kind)[i]]),
+    ),
+  ),
+  'bytes-per-outbox-entry': 'bytesPerOutboxEntry',
+  'bytes-per-idempotency-record': 'bytesPerIdempotencyRecord',
   'bytes-per-store': 'bytesPerStore',
   'bytes-per-dedupe': 'bytesPerDedupeRecord',
   'bytes-per-ranking-member': 'bytesPerRankingMember',
@@ -72,10 +80,12 @@ if (process.argv[2] === 'size') {
   const s = sizeDeployment(workload as typeof DEFAULT_WORKLOAD, measured as typeof DEFAULT_MEASURED);
   const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
   const gb = (bytes: number, d = 2) => f(bytes / 1e9, d);
-  console.log(`open rows                 ${f(s.openRows)}`);
-  const { rows, stores, dedupe, rankings, cacheVersions, total } = s.redisBytes;
+  const { rows, rowsByKind, stores, dedupe, idempotency, rankings, cacheVersions, total } = s.redisBytes;
+  console.log(`open rows                 ${f(s.openRows)} (${ROW_KINDS.map((k) => `${f(s.open[k])} ${k}`).join(', ')})`);
+  console.log(`open rows' memory         ${ROW_KINDS.map((k, i) => `${gb(rowsByKind[k])}${i === 0 ? ' GB' : ''} ${k}`).join(', ')}`);
   console.log(
-    `Redis memory              ${gb(total)} GB (rankings ${gb(rankings)}, dedupe records ${gb(dedupe)}, cache versions ${gb(cacheVersions)}, rows ${gb(rows)}, stores ${gb(stores, 3)})`,
+    `Redis memory              ${gb(total)} GB (rows ${gb(rows)}, rankings ${gb(rankings)}, idempotency records ${gb(idempotency)}, ` +
+      `dedupe records ${gb(dedupe)}, cache versions ${gb(cacheVersions)}, stores ${gb(stores, 3)})`,
   );
   console.log(`Redis Cluster masters     ${s.redisMasters}`);
   console.log(`aggregator replicas       ${s.aggregatorReplicas}`);
