@@ -2,6 +2,7 @@ import { WORK_SUFFIX, keptForWindow, keySlot } from '@tally/key-layout';
 import type { Cluster, Redis } from 'ioredis';
 import type { BucketStore } from './bucket-store';
 import { defineScript, runScript } from './script-table';
+import { LATE_MARK } from './sketch-scripts';
 
 /**
  * ERASE one row (a visitor) from Redis and keep it erased: its outbox, its counts in the open and sealed buckets
@@ -341,7 +342,7 @@ export class BucketEraser {
           outboxEntries: Number(outboxEntries),
           bucketEntries: Number(bucketEntries),
           cachedHistory: Number(cached) === 1,
-          sketches: Number(sketches),
+          sketches: Number(sketches) - (fields.includes(LATE_MARK) ? 1 : 0), // the note names no sketch
           epoch: epoch === '' ? undefined : Number(epoch),
           outboxDays,
         };
