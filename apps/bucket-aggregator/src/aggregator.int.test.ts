@@ -585,11 +585,10 @@ describe('the sealer work set', () => {
     await expect(apply(job('b', 'V2'))).rejects.toThrow('SIGKILL'); // applied, no members, not registered
     clock += 1000;
     expect(await sealTick(deps)).toMatchObject({ sealed: 1, folded: 1 });
-    // The writer flushes every row (counts and sketches, then the late note's check), and the next tick retires the store.
+    // The writer flushes every row (counts and sketches), and the next tick retires the store.
     const write = async (pks: string[]) => {
       for (const pk of pks) await buckets.sketches.ack('S', pk, (await buckets.sketches.read('S', [pk]))[0]!);
       await writeRows(buckets, 'S', pks, clock);
-      for (const pk of pks) await buckets.sketches.markUnwritten('S', [pk], clock, 'flushed');
     };
     await write((await buckets.dueRows('S', Number.MAX_SAFE_INTEGER)).map((r) => r.pk));
     clock += 1000;
@@ -612,32 +611,6 @@ describe('the sealer work set', () => {
     clock += 1000;
     expect(await sealTick(deps)).toMatchObject({ stores: 1, retired: 1 });
     expect(await redis.keys('t:{S}:u*')).toEqual([]);
-  });
-
-  it('registers the store of an applied batch even when adding its members fails', async () => {
-    const registered: unknown[][] = [];
-    const spy = Object.assign(Object.create(buckets) as BucketStore, {
-      sketches: Object.assign(Object.create(buckets.sketches) as BucketStore['sketches'], {
-        add: async () => {
-          throw new Error('members refused');
-        },
-      }),
-      registerStore: async (...a: Parameters<BucketStore['registerStore']>) => {
-        registered.push(a);
-        return buckets.registerStore(...a);
-      },
-    });
-    const apply = eventsProcessor({ buckets: spy, rules, timeZoneOf: async () => 'UTC', dedupeTtlSeconds: 3600, metrics, log });
-    const job = {
-      id: 'm',
-      timestamp: Date.now(),
-      attemptsStarted: 1,
-      data: { batchId: 'm', store: 'S', receivedAt: Date.now(), events: [view('2026-12-01T12:00:00Z', 'P1', 'V1')] },
-      moveToDelayed: async () => undefined,
-    } as unknown as Job;
-    await expect(apply(job)).rejects.toThrow('members refused');
-    // The counts were applied: the sealer's work set has the store, whatever became of the members.
-    expect(registered.map((a) => a[0])).toEqual(['S']);
   });
 
   it('keeps an apply’s unfolded time through a publish that read the store before the apply (a tick’s, a writer’s)', async () => {

@@ -239,15 +239,12 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
   // refused adds none, and one whose job crashed between the two adds them on its retry, which finds it applied. With
   // the bucket's seq: members that come after their rows' bucket was folded (a retry, or a race with the sealer and
   // writer) mark their clean rows dirty, so they are written too (SketchStore.add).
-  // After the apply and the members (and when adding them fails), duplicates too (a crash before it is retried): the
-  // sealer's work set must see every store whose open bucket has data or whose rows the members marked, and a mark
-  // bumped after them keeps the store from being retired. The bucket's seq is the earliest the sealer need visit it
-  // (0 for a duplicate: at its next tick); the gauges count the store's open bucket from the apply's time on.
-  try {
-    if (distinct) await deps.buckets.sketches.add(store, distinct, applyOpts.now, r.seq);
-  } finally {
-    await deps.buckets.registerStore(store, r.seq, applyOpts.now);
-  }
+  if (distinct) await deps.buckets.sketches.add(store, distinct, applyOpts.now, r.seq);
+  // After the apply and the members, duplicates too (a crash before it is retried): the sealer's work set must see
+  // every store whose open bucket has data or whose rows the members marked, and a mark bumped after them keeps the
+  // store from being retired. The bucket's seq is the earliest the sealer need visit it (0 for a duplicate: at its
+  // next tick); the gauges count the store's open bucket from the apply's time on.
+  await deps.buckets.registerStore(store, r.seq, applyOpts.now);
   if (r.applied) {
     deps.metrics.batchesApplied.inc();
     deps.metrics.eventsApplied.inc(eventCount);

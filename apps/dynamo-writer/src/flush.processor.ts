@@ -1,4 +1,4 @@
-import type { BucketStore, LiveSketch } from '@tally/buckets';
+import type { BucketStore } from '@tally/buckets';
 import {
   PermanentWriteError,
   RetryableWriteError,
@@ -95,26 +95,25 @@ async function flushRow(deps: FlushDeps, warnings: ThrottledLog, job: Job, token
     const outbox = await deps.buckets.readOutbox(store, pk);
     if (outbox.entries.length === 0) return await flushSketches(deps, store, pk, mark, log);
     // The row's unwritten distinct-count sketches ride the counts' UpdateItems (docs/DESIGN.md "Unique visitors").
-    const [live = []] = await deps.buckets.sketches.read(store, [pk]);
-    const dynamo = await writerDeps(deps, store, pk);
-    const union: SketchUnion = (groups, wantBlob) => deps.buckets.sketches.union(store, groups, wantBlob);
+    const [live] = await deps.buckets.sketches.read(store, [pk]);
+    const expiresAt = await deps.expiryOf?.(store, pk);
     // After the outbox and the live sketches are read, before any write to DynamoDB. (The sketch unions read during
     // the write add members to sets: a member added again after a failover changes nothing.)
     await deps.replicated?.wait(store, mark);
-    const r = await writeRowWithSketches(dynamo, union, pk, outbox.entries, live);
-    // The sketches that rode no item of these counts (days of another month: late members of a month whose counts
-    // were flushed, or of the open bucket at a month's start) on their own, fenced as the counts' own sketch writes.
-    const fence = Math.min(...outbox.entries.map((e) => e.seq));
-    const alone = await writeSketches(
-      dynamo,
-      union,
+    const r = await writeRowWithSketches(
+      {
+        ...deps.dynamo,
+        afterUpdate: deps.crash ? () => deps.crash!('writer:after-update') : deps.dynamo.afterUpdate,
+        ...(expiresAt ? { expiresAt } : {}),
+      },
+      (groups, wantBlob) => deps.buckets.sketches.union(store, groups, wantBlob),
       pk,
-      live.filter((p) => !r.sketchesWritten.includes(p)),
-      fence,
+      outbox.entries,
+      live ?? [],
     );
     deps.crash?.('writer:before-ack');
     // Sketches first: a crash between the two acks leaves the outbox, so the flush runs again (a union is idempotent).
-    await deps.buckets.sketches.ack(store, pk, [...r.sketchesWritten, ...alone.written]);
+    await deps.buckets.sketches.ack(store, pk, r.sketchesWritten);
     const left = await deps.buckets.ackOutbox(
       store,
       pk,
@@ -130,13 +129,7 @@ async function flushRow(deps: FlushDeps, warnings: ThrottledLog, job: Job, token
     deps.metrics.rowsFlushed.inc();
     deps.metrics.entriesWritten.inc(outbox.entries.length);
     log.debug(
-      {
-        updates: r.updates,
-        sketchUpdates: r.sketchUpdates + alone.updates,
-        conditionFailures: r.conditionFailures,
-        entries: outbox.entries.length,
-        left,
-      },
+      { updates: r.updates, sketchUpdates: r.sketchUpdates, conditionFailures: r.conditionFailures, entries: outbox.entries.length, left },
       'flushed row',
     );
     return { updates: r.updates, entries: outbox.entries.length };
@@ -165,31 +158,30 @@ async function flushRow(deps: FlushDeps, warnings: ThrottledLog, job: Job, token
 }
 
 /**
- * A flush with no count to write (an empty outbox): the sketches of a row whose members came late (after its flush;
- * SketchStore.readLate: none when its outbox holds entries of a bucket not folded yet, whose flush writes them, nor
- * for a deleted store) are written on their own, then acked, then the empty outbox. Any other such flush (a stale or
- * repeated job) makes no DynamoDB call. The writes are fenced at the store's epoch at the read - 1: a tombstone item
- * of an erasure that came after the read (it fences at the epoch it read - 1, no lower) is left as it is, one of an
- * erasure before it (whose members in Redis came after it) is written and loses its mark, as by a flush of counts.
+ * A flush with no count to write (an empty outbox): the row's live sketches, if any, are written on their own (each
+ * item's read, union and version-conditioned write: members added after the row's last flush, which marked it dirty,
+ * SketchStore.add), then acked, then the empty outbox. No fence: a tombstone item is left as it is (writeSketchItem).
  */
 async function flushSketches(deps: FlushDeps, store: string, pk: string, mark: number, log: Logger) {
   const now = deps.now ?? Date.now;
-  const { live, epoch } = await deps.buckets.sketches.readLate(store, pk);
+  const [live = []] = await deps.buckets.sketches.read(store, [pk]);
   let updates = 0;
-  let unwritten = 0;
   if (live.length > 0) {
-    const dynamo = await writerDeps(deps, store, pk);
+    const expiresAt = await deps.expiryOf?.(store, pk);
     await deps.replicated?.wait(store, mark);
+    const dynamo = {
+      ...deps.dynamo,
+      afterUpdate: deps.crash ? () => deps.crash!('writer:after-update') : deps.dynamo.afterUpdate,
+      ...(expiresAt ? { expiresAt } : {}),
+    };
     const union: SketchUnion = (groups, wantBlob) => deps.buckets.sketches.union(store, groups, wantBlob);
-    const w = await writeSketches(dynamo, union, pk, live, epoch === undefined ? undefined : epoch - 1);
-    updates = w.updates;
-    unwritten = live.length - w.written.length;
+    for (const [sk, attrs] of sketchCells(live))
+      updates += await writeSketchItem(dynamo, union, pk, sk, attrs, undefined, undefined, false);
     deps.crash?.('writer:before-ack');
-    await deps.buckets.sketches.ack(store, pk, w.written);
+    await deps.buckets.sketches.ack(store, pk, live);
   }
   const left = await deps.buckets.ackOutbox(store, pk, [], now());
-  // Sketches left under a tombstone wait for the flush of their counts (fenced by them), not for a mark of the row.
-  if (left === 0 && unwritten === 0) await keepUnwritten(deps, store, pk, now());
+  if (left === 0) await keepUnwritten(deps, store, pk, now());
   if (live.length === 0) {
     deps.metrics.emptyFlushes.inc();
     return { updates: 0, entries: 0 };
@@ -199,37 +191,8 @@ async function flushSketches(deps: FlushDeps, store: string, pk: string, mark: n
     .publishBacklog(store, await deps.buckets.storeBacklog(store), undefined, now())
     .catch((err: Error) => log.debug({ err: err.message }, 'backlog not published'));
   deps.metrics.rowsFlushed.inc();
-  log.debug({ sketchUpdates: updates, sketches: live.length, unwritten, left }, 'flushed row sketches');
+  log.debug({ sketchUpdates: updates, sketches: live.length, left }, 'flushed row sketches');
   return { updates, entries: 0 };
-}
-
-/** The DynamoDB side of a row's writes: the crash point after each UpdateItem (tests), and the row's item TTL. */
-async function writerDeps(deps: FlushDeps, store: string, pk: string): Promise<RowWriterDeps> {
-  const expiresAt = await deps.expiryOf?.(store, pk);
-  return {
-    ...deps.dynamo,
-    afterUpdate: deps.crash ? () => deps.crash!('writer:after-update') : deps.dynamo.afterUpdate,
-    ...(expiresAt ? { expiresAt } : {}),
-  };
-}
-
-/**
- * Writes live sketches on their own, item by item (writeSketchItem, fenced at `fence`). Returns the UpdateItems made
- * and the sketches written: not one with a cell in an item left alone as a tombstone (it stays in Redis, unacked).
- */
-async function writeSketches(
-  dynamo: RowWriterDeps,
-  union: SketchUnion,
-  pk: string,
-  live: readonly LiveSketch[],
-  fence: number | undefined,
-): Promise<{ updates: number; written: LiveSketch[] }> {
-  const erased = new Set<string>();
-  let updates = 0;
-  for (const [sk, attrs] of sketchCells(live))
-    updates += await writeSketchItem(dynamo, union, pk, sk, attrs, fence, undefined, false, () => erased.add(sk));
-  const written = live.filter((p) => [...sketchCells([p]).keys()].every((sk) => !erased.has(sk)));
-  return { updates, written };
 }
 
 /**

@@ -2,7 +2,6 @@ import { WORK_SUFFIX, keptForWindow, keySlot } from '@tally/key-layout';
 import type { Cluster, Redis } from 'ioredis';
 import type { BucketStore } from './bucket-store';
 import { defineScript, runScript } from './script-table';
-import { LATE_MARK } from './sketch-scripts';
 
 /**
  * ERASE one row (a visitor) from Redis and keep it erased: its outbox, its counts in the open and sealed buckets
@@ -342,7 +341,7 @@ export class BucketEraser {
           outboxEntries: Number(outboxEntries),
           bucketEntries: Number(bucketEntries),
           cachedHistory: Number(cached) === 1,
-          sketches: Number(sketches) - (fields.includes(LATE_MARK) ? 1 : 0), // the note names no sketch
+          sketches: Number(sketches),
           epoch: epoch === '' ? undefined : Number(epoch),
           outboxDays,
         };

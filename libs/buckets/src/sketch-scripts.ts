@@ -164,24 +164,21 @@ return {#plan / 3, late}
 });
 
 /**
- * The member of a row's `ur` that notes members added late (SKETCH_ADD's `late`): the row's next flush writes its
- * sketches even with no count to write (an empty outbox), and one that read the sketches before them and then left
- * the row clean marks it again (SKETCH_DIRTY `flushed`). With no such note an empty flush writes nothing: the row's
- * sketches are of buckets not folded yet, whose flush writes them. It names no sketch (a field has a `|`), and
- * SketchStore.read leaves it out.
+ * The member of a row's `ur` that notes members added late (SKETCH_ADD's `late`) while the row was dirty: a flush
+ * that read the row's sketches before them and then left it clean must mark it again (SKETCH_DIRTY `flushed`). It
+ * names no sketch (a field has a `|`), and SketchStore.read leaves it out.
  */
 export const LATE_MARK = '!late';
 
 /**
- * SKETCH_DIRTY: `mode` 'added': after a SKETCH_ADD that was late, notes LATE_MARK in each row with unwritten sketches
- * and marks those not dirty dirty at `now` and due by their policy (as a fold marks a row: DUE's schedule), so the
- * sealer hands them to the writer, which writes their sketches even with no count to write (an empty outbox).
- * 'flushed': by the writer after an ack that left the row clean, for a row with LATE_MARK only: with no unwritten
- * sketch left the mark goes; else (members that came late while it wrote) a clean row is marked again, the mark kept.
- * Members of the open bucket added during the write, whose fold makes the row dirty again, mark nothing. KEYS:
- * tombstone, dirty, due, then per row its `ur`. ARGV: now, mode, then per row: pk, policyKind, a, b. Returns the
- * earliest due time of the rows marked, or '' when none was. A deleted store: nothing. Reads first, then writes that
- * cannot fail.
+ * SKETCH_DIRTY: marks rows with unwritten sketches that are not dirty dirty at `now` and due by their policy (as a
+ * fold marks a row: DUE's schedule), so the sealer hands them to the writer, which writes their sketches even with no
+ * count to write (an empty outbox). `mode` 'added': after a SKETCH_ADD that was late; a row still dirty gets
+ * LATE_MARK instead (its next flush writes the members, unless it read the sketches before them). 'flushed': by the
+ * writer after an ack that left the row clean: only a row with LATE_MARK (which goes) is marked, so members of the
+ * open bucket added during the write, whose fold makes the row dirty again, mark nothing. KEYS: tombstone, dirty,
+ * due, then per row its `ur`. ARGV: now, mode, then per row: pk, policyKind, a, b. Returns the earliest due time of
+ * the rows marked, or '' when none was. A deleted store: nothing. Reads first, then writes that cannot fail.
  */
 export const SKETCH_DIRTY = defineScript<string>()({
   name: 'SKETCH_DIRTY',
@@ -195,7 +192,7 @@ expectType(K.due, 'zset')
 local now = tonumber(A.now)
 local flushed = A.mode == 'flushed'
 local LATE = '${LATE_MARK}'
--- Read phase: per row, {ur, i, note LATE, drop LATE, mark}.
+-- Read phase: per row, mark (1), note LATE (2), drop LATE (3), or both mark and drop it (4).
 local plan = {}
 for r = 0, #KEYS - KR do
   local ur, i = KEYS[KR + r], AR + 4 * r
@@ -203,18 +200,20 @@ for r = 0, #KEYS - KR do
   local fields = redis.call('SCARD', ur) - late
   local clean = fields > 0 and not redis.call('ZSCORE', K.dirty, ARGV[i])
   if flushed then
-    if late == 1 and (clean or fields == 0) then plan[#plan + 1] = {ur, i, false, fields == 0, clean} end
-  elseif fields > 0 then
-    plan[#plan + 1] = {ur, i, late == 0, false, clean}
+    if late == 1 then plan[#plan + 1] = {ur, i, clean and 4 or 3} end
+  elseif clean then
+    plan[#plan + 1] = {ur, i, 1}
+  elseif fields > 0 and late == 0 then
+    plan[#plan + 1] = {ur, i, 2}
   end
 end
 local first
 for _, p in ipairs(plan) do
-  local ur, i = p[1], p[2]
+  local ur, i, what = p[1], p[2], p[3]
   local pk = ARGV[i]
-  if p[3] then redis.call('SADD', ur, LATE) end
-  if p[4] then redis.call('SREM', ur, LATE) end
-  if p[5] then
+  if what == 2 then redis.call('SADD', ur, LATE) end
+  if what >= 3 then redis.call('SREM', ur, LATE) end
+  if what == 1 or what == 4 then
     redis.call('ZADD', K.dirty, A.now, pk)
     schedule(K.dirty, K.due, pk, now, ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]))
     local due = tonumber(redis.call('ZSCORE', K.due, pk))
@@ -222,24 +221,6 @@ for _, p in ipairs(plan) do
   end
 end
 return first and string.format('%d', first) or ''
-`,
-});
-
-/**
- * SKETCH_LATE_FIELDS: {the store's `epoch` ('' none), the row's unwritten fields}, the fields of a row whose members
- * came late (LATE_MARK in its `ur`) and whose outbox is empty (no entry, not even of a bucket not folded yet: its
- * flush writes the sketches); none for any other row, or a deleted store's (its `tombstone`).
- */
-export const SKETCH_LATE_FIELDS = defineScript<string[]>()({
-  name: 'SKETCH_LATE_FIELDS',
-  shebang: '#!lua flags=no-writes',
-  keys: ['tombstone', 'outbox', 'rows', 'epoch'],
-  args: [],
-  body: `${TOMBSTONES}
-if storeDeleted() or redis.call('EXISTS', K.outbox) == 1 or redis.call('SISMEMBER', K.rows, '${LATE_MARK}') == 0 then return {''} end
-local out = redis.call('SMEMBERS', K.rows)
-table.insert(out, 1, redis.call('GET', K.epoch) or '')
-return out
 `,
 });
 

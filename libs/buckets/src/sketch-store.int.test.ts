@@ -2,7 +2,7 @@ import { compileRules, defaultRules, distinctMember, type DistinctAdds } from '@
 import { startRedis, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BucketEraser, BucketStore, EXACT_THRESHOLD, SketchStore } from './index';
+import { BucketStore, EXACT_THRESHOLD, SketchStore } from './index';
 
 let server: RedisHandle;
 let redis: Redis;
@@ -308,8 +308,7 @@ describe('members that come after their row was flushed', () => {
     // It writes what it read and acks: V2 is left, the row clean; its mark after the ack makes it dirty and due.
     expect(await flush(buckets, 'S#product#P1', t + 3000, late)).toBe(11 * H);
     expect(await buckets.flushTime('S', 'S#product#P1')).toBe(11 * H);
-    // The note stays (the row's next flush, with no count, writes V2 on its own) until no sketch is left unwritten.
-    expect((await redis.smembers('t:{S}:ur:S#product#P1')).sort()).toEqual(['!late', '2026-100|uv']);
+    expect(await redis.smembers('t:{S}:ur:S#product#P1')).toEqual(['2026-100|uv']);
     // A flush that read the sketches after them (the store row's) writes them, and its mark only drops the note.
     expect(await flush(buckets, 'S', t + 3000)).toBeUndefined();
     expect(await redis.exists('t:{S}:ur:S')).toBe(0);
@@ -321,29 +320,5 @@ describe('members that come after their row was flushed', () => {
     await buckets.foldSealed('S', { now: t + 6000 });
     expect(await flush(buckets, 'S', t + 7000, () => batch(buckets, 'b3', 'V4', t + 7000).then(() => {}))).toBeUndefined();
     expect((await dirty()).filter((_, i) => i % 2 === 0)).toEqual(['S#product#P1']);
-  });
-
-  it('are read for a flush with no count only when they came late, the outbox is empty and the store not deleted', async () => {
-    const buckets = new BucketStore({ redis, rules, prefix: 't' });
-    const t = 10 * H;
-    await batch(buckets, 'b1', 'V1', t);
-    expect((await buckets.sketches.readLate('S', 'S')).live).toEqual([]); // the open bucket's: its flush writes them
-    await buckets.sketches.add('S', views('V1'), t + 1000, 0); // a duplicate: late, the clean rows noted and marked
-    expect(await redis.smembers('t:{S}:ur:S')).toEqual(expect.arrayContaining(['!late']));
-    expect(await buckets.sketches.readLate('S', 'S')).toMatchObject({ live: [{ field: '2026-100|uv' }], epoch: t });
-    await redis.hset('t:{S}:o:S', `${t + H}|2026-100|v`, '1'); // an entry of a bucket not completely folded
-    expect((await buckets.sketches.readLate('S', 'S')).live).toEqual([]);
-    await redis.del('t:{S}:o:S');
-    await redis.set('t:{S}:x', '1'); // the store's tombstone
-    expect((await buckets.sketches.readLate('S', 'S')).live).toEqual([]);
-  });
-
-  it("are not counted by a row's erasure for the late note in its set of unwritten fields", async () => {
-    const buckets = new BucketStore({ redis, rules, prefix: 't' });
-    const eraser = new BucketEraser({ redis, buckets });
-    await redis.sadd('t:{S}:ur:S#visitor#V1', '!late');
-    const r = await eraser.eraseRow('S', 'S#visitor#V1', { until: 10 * H, ttlSeconds: 60, now: 10 * H });
-    expect(r).toMatchObject({ outboxEntries: 0, bucketEntries: 0, sketches: 0 });
-    expect(await redis.exists('t:{S}:ur:S#visitor#V1')).toBe(0);
   });
 });

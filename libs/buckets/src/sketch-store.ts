@@ -3,16 +3,7 @@ import type { DistinctAdds } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { runScript } from './script-table';
-import {
-  LATE_MARK,
-  SKETCH_ACK,
-  SKETCH_ADD,
-  SKETCH_DIRTY,
-  SKETCH_FIELDS,
-  SKETCH_LATE_FIELDS,
-  SKETCH_READ,
-  SKETCH_UNION,
-} from './sketch-scripts';
+import { LATE_MARK, SKETCH_ACK, SKETCH_ADD, SKETCH_DIRTY, SKETCH_FIELDS, SKETCH_READ, SKETCH_UNION } from './sketch-scripts';
 
 /** Up to this many distinct members a sketch is an exact set; above it, a HyperLogLog (docs/DESIGN.md "Unique visitors"). */
 export const EXACT_THRESHOLD = 300;
@@ -167,32 +158,6 @@ export class SketchStore {
   async read(store: string, pks: readonly string[]): Promise<LiveSketch[][]> {
     if (pks.length === 0) return [];
     const fields = (await runScript(this.redis, SKETCH_FIELDS, {}, {}, { keys: pks.map((pk) => this.rowsKey(store, pk)) })) as string[][];
-    return this.readFields(store, pks, fields);
-  }
-
-  /**
-   * The unwritten sketches of a row with no count to flush (an empty outbox) whose members came late (SketchStore.add
-   * noted it: LATE_MARK), for the writer to write on their own; none for any other row (its sketches are of buckets
-   * not folded yet: their flush writes them) or a deleted store's. `epoch`: the store's open bucket's seq at the read
-   * (undefined: none), as libs/tenants' erasures fence their tombstone items (at the epoch they read - 1).
-   */
-  async readLate(store: string, pk: string): Promise<{ live: LiveSketch[]; epoch: number | undefined }> {
-    const [epoch = '', ...fields] = await runScript(
-      this.redis,
-      SKETCH_LATE_FIELDS,
-      {
-        tombstone: this.keys.tombstone(store),
-        outbox: this.keys.outbox(store, pk),
-        rows: this.rowsKey(store, pk),
-        epoch: this.keys.epoch(store),
-      },
-      {},
-    );
-    return { live: (await this.readFields(store, [pk], [fields]))[0]!, epoch: epoch === '' ? undefined : Number(epoch) };
-  }
-
-  /** The sketches of `fields` (per row of `pks`; LATE_MARK left out). */
-  private async readFields(store: string, pks: readonly string[], fields: readonly string[][]): Promise<LiveSketch[][]> {
     const wanted = pks.flatMap((pk, r) => fields[r]!.filter((f) => f !== LATE_MARK).map((field) => ({ r, field })));
     const out: LiveSketch[][] = pks.map(() => []);
     if (wanted.length === 0) return out;

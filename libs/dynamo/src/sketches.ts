@@ -188,7 +188,7 @@ export function sketchUpdateParts(w: SketchItemWrite): ItemExtra {
  * sketches were read (a flush that went on after its job's lock lapsed): the write's condition refuses it and the
  * item is left as it is, nothing written. One whose `wm` is below it (an overflow item the erasure put in place, met
  * by a flush of later counts) is written, and the write removes the mark as a count write does. Without a fence
- * every tombstone is left alone. `onErased` is called for each item (this one or an overflow item) so left alone.
+ * every tombstone is left alone.
  */
 export async function writeSketchItem(
   deps: RowWriterDeps,
@@ -199,7 +199,6 @@ export async function writeSketchItem(
   fence: number | undefined,
   prepared?: SketchItemWrite,
   consistent = true,
-  onErased?: () => void,
 ): Promise<number> {
   let updates = 0;
   let left = attrs;
@@ -208,11 +207,8 @@ export async function writeSketchItem(
     write ??= await prepareSketchItem(deps, union, pk, sk, left, consistent || refused > 0);
     // Erased after these sketches were read: they went with the item (whatever the read's consistency, a tombstone
     // at or above the fence was put after them).
-    if (write.erasedAt !== undefined && (fence === undefined || write.erasedAt >= fence)) {
-      onErased?.();
-      return updates;
-    }
-    if (write.spilled) return updates + (await writeToOverflow(deps, union, pk, sk, left, fence, onErased));
+    if (write.erasedAt !== undefined && (fence === undefined || write.erasedAt >= fence)) return updates;
+    if (write.spilled) return updates + (await writeToOverflow(deps, union, pk, sk, left, fence));
     const [now, rest] = splitSketchWrite(write);
     const parts = sketchUpdateParts(now);
     const set = [...parts.set, '#wm = if_not_exists(#wm, :nowm)'];
@@ -264,12 +260,11 @@ async function writeToOverflow(
   sk: string,
   attrs: ReadonlyMap<string, readonly Buffer[]>,
   fence: number | undefined,
-  onErased: (() => void) | undefined,
 ): Promise<number> {
   let updates = 0;
   for (const [child, names] of Map.groupBy(attrs.keys(), (a) => childSk(sk, a))) {
     const own = new Map(names.map((a) => [a, attrs.get(a)!]));
-    updates += await writeSketchItem(deps, union, pk, child, own, fence, undefined, false, onErased);
+    updates += await writeSketchItem(deps, union, pk, child, own, fence, undefined, false);
   }
   return updates;
 }
