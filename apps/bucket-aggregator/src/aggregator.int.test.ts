@@ -2,7 +2,7 @@ import type { BucketStore } from '@tally/buckets';
 import { enqueue, QUEUE, type TallyQueues } from '@tally/queues';
 import { compileRules, defaultRules, flattenDistinct, flattenRows, rollup, rollupDistinct } from '@tally/schema';
 import { waitForQueuesIdle } from '@tally/testing';
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { Registry } from 'prom-client';
@@ -540,77 +540,6 @@ describe('the sealer work set', () => {
     // A late publish (a writer's, say) cannot bring a retired store back into the gauges.
     expect(await buckets.publishBacklog('R', { ...empty, rows: 5, entries: 9 }, undefined)).toBe('absent');
     expect(await readBacklog(buckets, 2_000)).toMatchObject({ dirtyRows: 0, outboxEntries: 0 });
-  });
-
-  it('brings back a store whose batch, retried after its rows were flushed, added members: they are flushed too', async () => {
-    let clock = 5_000_000;
-    const deps = { buckets, queues, bucketMs: 1000, metrics, log, now: () => clock };
-    // The registration comes after the members: by then they have marked their rows (so no tick retires the store).
-    const dirtyAtRegistration: number[] = [];
-    const spy = Object.assign(Object.create(buckets) as BucketStore, {
-      registerStore: async (...a: Parameters<BucketStore['registerStore']>) => {
-        dirtyAtRegistration.push(await redis.zcard('t:{S}:dirty'));
-        return buckets.registerStore(...a);
-      },
-    });
-    let crash = true;
-    const apply = eventsProcessor({
-      buckets: spy,
-      rules,
-      timeZoneOf: async () => 'UTC',
-      dedupeTtlSeconds: 3600,
-      metrics,
-      log,
-      now: () => clock,
-      crash: (point) => {
-        if (point === 'aggregator:after-apply' && crash) throw new Error('SIGKILL');
-      },
-    });
-    const job = (id: string, visitor: string) =>
-      ({
-        id,
-        timestamp: 5_000_000,
-        attemptsStarted: 1,
-        data: {
-          batchId: id,
-          store: 'S',
-          receivedAt: 5_000_000,
-          events: [{ type: 'view', ts: 5_000_000, dims: { product: 'P1', visitor } }],
-        },
-        moveToDelayed: async () => undefined,
-      }) as unknown as Job;
-    crash = false;
-    await apply(job('a', 'V1'));
-    crash = true;
-    await expect(apply(job('b', 'V2'))).rejects.toThrow('SIGKILL'); // applied, no members, not registered
-    clock += 1000;
-    expect(await sealTick(deps)).toMatchObject({ sealed: 1, folded: 1 });
-    // The writer flushes every row (counts and sketches), and the next tick retires the store.
-    const write = async (pks: string[]) => {
-      for (const pk of pks) await buckets.sketches.ack('S', pk, (await buckets.sketches.read('S', [pk]))[0]!);
-      await writeRows(buckets, 'S', pks, clock);
-    };
-    await write((await buckets.dueRows('S', Number.MAX_SAFE_INTEGER)).map((r) => r.pk));
-    clock += 1000;
-    expect(await sealTick(deps)).toMatchObject({ stores: 1, retired: 1 });
-    // The job's retry: a duplicate whose members mark their rows (the store's and P1's) dirty, then registers it.
-    crash = false;
-    dirtyAtRegistration.length = 0;
-    expect(await apply(job('b', 'V2'))).toMatchObject({ applied: false });
-    expect(dirtyAtRegistration).toEqual([2]);
-    clock += 1000;
-    expect(await sealTick(deps)).toMatchObject({ stores: 1, retired: 0, flushes: 0 });
-    // Each row is handed to the writer at its policy's time: the store row at the hour, P1 at midnight.
-    clock = 2 * 3_600_000;
-    expect(await sealTick(deps)).toMatchObject({ stores: 1, flushes: 1 });
-    await write(['S']);
-    clock = 86_400_000;
-    expect(await sealTick(deps)).toMatchObject({ stores: 1, flushes: 1 });
-    expect((await queues[QUEUE.dynamoWrites].getJobs(['waiting'])).map((j) => j.data.pk).sort()).toEqual(['S', 'S#product#P1']);
-    await write(['S#product#P1']);
-    clock += 1000;
-    expect(await sealTick(deps)).toMatchObject({ stores: 1, retired: 1 });
-    expect(await redis.keys('t:{S}:u*')).toEqual([]);
   });
 
   it('keeps an apply’s unfolded time through a publish that read the store before the apply (a tick’s, a writer’s)', async () => {

@@ -234,17 +234,15 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
     throw err;
   }
   if (r.deleted) return dropDeleted(deps, job, store, batchId, eventCount);
+  // After the apply, duplicates too (a crash between the two is retried): the sealer's work set must see every
+  // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired. The
+  // bucket's seq is the earliest the sealer need visit it (0 for a duplicate: at its next tick); the gauges count the
+  // store's open bucket from the apply's time on.
+  await deps.buckets.registerStore(store, r.seq, applyOpts.now);
   deps.crash?.('aggregator:after-apply');
   // Distinct counts after the apply, for a duplicate too (adding a member twice changes nothing): a batch the apply
-  // refused adds none, and one whose job crashed between the two adds them on its retry, which finds it applied. With
-  // the bucket's seq: members that come after their rows' bucket was folded (a retry, or a race with the sealer and
-  // writer) mark their clean rows dirty, so they are written too (SketchStore.add).
-  if (distinct) await deps.buckets.sketches.add(store, distinct, applyOpts.now, r.seq);
-  // After the apply and the members, duplicates too (a crash before it is retried): the sealer's work set must see
-  // every store whose open bucket has data or whose rows the members marked, and a mark bumped after them keeps the
-  // store from being retired. The bucket's seq is the earliest the sealer need visit it (0 for a duplicate: at its
-  // next tick); the gauges count the store's open bucket from the apply's time on.
-  await deps.buckets.registerStore(store, r.seq, applyOpts.now);
+  // refused adds none, and one whose job crashed between the two adds them on its retry, which finds it applied.
+  if (distinct) await deps.buckets.sketches.add(store, distinct, applyOpts.now);
   if (r.applied) {
     deps.metrics.batchesApplied.inc();
     deps.metrics.eventsApplied.inc(eventCount);

@@ -1,13 +1,5 @@
 import type { BucketStore } from '@tally/buckets';
-import {
-  PermanentWriteError,
-  RetryableWriteError,
-  sketchCells,
-  writeRowWithSketches,
-  writeSketchItem,
-  type RowWriterDeps,
-  type SketchUnion,
-} from '@tally/dynamo';
+import { PermanentWriteError, RetryableWriteError, writeRowWithSketches, type RowWriterDeps } from '@tally/dynamo';
 import { metricsOn, throttleLog, type ThrottledLog } from '@tally/observability';
 import { dynamoWriteJobSchema, isRedisUnavailable, jobData, ReplicasBehindError, type StoreFence } from '@tally/queues';
 import { TenantsUnavailableError } from '@tally/tenants';
@@ -93,7 +85,11 @@ async function flushRow(deps: FlushDeps, warnings: ThrottledLog, job: Job, token
   const mark = deps.replicated?.mark() ?? 0;
   try {
     const outbox = await deps.buckets.readOutbox(store, pk);
-    if (outbox.entries.length === 0) return await flushSketches(deps, store, pk, mark, log);
+    if (outbox.entries.length === 0) {
+      await deps.buckets.ackOutbox(store, pk, [], now());
+      deps.metrics.emptyFlushes.inc();
+      return { updates: 0, entries: 0 };
+    }
     // The row's unwritten distinct-count sketches ride the counts' UpdateItems (docs/DESIGN.md "Unique visitors").
     const [live] = await deps.buckets.sketches.read(store, [pk]);
     const expiresAt = await deps.expiryOf?.(store, pk);
@@ -120,7 +116,6 @@ async function flushRow(deps: FlushDeps, warnings: ThrottledLog, job: Job, token
       outbox.entries.map((e) => e.field),
       now(),
     );
-    if (left === 0) await keepUnwritten(deps, store, pk, now());
     // The gauges' view of the store, right after the change, and a sealer visit at its next tick (which retires
     // the store when nothing is left, or sets its next visit time).
     await deps.buckets
@@ -155,55 +150,6 @@ async function flushRow(deps: FlushDeps, warnings: ThrottledLog, job: Job, token
     }
     throw err;
   }
-}
-
-/**
- * A flush with no count to write (an empty outbox): the row's live sketches, if any, are written on their own (each
- * item's read, union and version-conditioned write: members added after the row's last flush, which marked it dirty,
- * SketchStore.add), then acked, then the empty outbox. No fence: a tombstone item is left as it is (writeSketchItem).
- */
-async function flushSketches(deps: FlushDeps, store: string, pk: string, mark: number, log: Logger) {
-  const now = deps.now ?? Date.now;
-  const [live = []] = await deps.buckets.sketches.read(store, [pk]);
-  let updates = 0;
-  if (live.length > 0) {
-    const expiresAt = await deps.expiryOf?.(store, pk);
-    await deps.replicated?.wait(store, mark);
-    const dynamo = {
-      ...deps.dynamo,
-      afterUpdate: deps.crash ? () => deps.crash!('writer:after-update') : deps.dynamo.afterUpdate,
-      ...(expiresAt ? { expiresAt } : {}),
-    };
-    const union: SketchUnion = (groups, wantBlob) => deps.buckets.sketches.union(store, groups, wantBlob);
-    for (const [sk, attrs] of sketchCells(live))
-      updates += await writeSketchItem(dynamo, union, pk, sk, attrs, undefined, undefined, false);
-    deps.crash?.('writer:before-ack');
-    await deps.buckets.sketches.ack(store, pk, live);
-  }
-  const left = await deps.buckets.ackOutbox(store, pk, [], now());
-  if (left === 0) await keepUnwritten(deps, store, pk, now());
-  if (live.length === 0) {
-    deps.metrics.emptyFlushes.inc();
-    return { updates: 0, entries: 0 };
-  }
-  // The gauges and a sealer visit, as after a flush of counts.
-  await deps.buckets
-    .publishBacklog(store, await deps.buckets.storeBacklog(store), undefined, now())
-    .catch((err: Error) => log.debug({ err: err.message }, 'backlog not published'));
-  deps.metrics.rowsFlushed.inc();
-  log.debug({ sketchUpdates: updates, sketches: live.length, left }, 'flushed row sketches');
-  return { updates, entries: 0 };
-}
-
-/**
- * After an ack that left the row clean: members that came late (after the row's bucket was folded) while the flush
- * wrote, after its read of the sketches, are still unwritten, and the row is marked dirty again
- * (SketchStore.markUnwritten) with a sealer visit by its due time (the store may have been retired meanwhile). One
- * Redis call, for rows of a distinct metric only.
- */
-async function keepUnwritten(deps: FlushDeps, store: string, pk: string, at: number): Promise<void> {
-  const due = await deps.buckets.sketches.markUnwritten(store, [pk], at, 'flushed');
-  if (due !== undefined) await deps.buckets.registerStore(store, due);
 }
 
 /** Why a flush that threw `err` waits (its job delayed, no attempt spent), or undefined when it does not. */

@@ -318,13 +318,7 @@ export class BucketStore {
     this.keys = redisKeys(opts.prefix ?? 't');
     this.epochChannel = `${opts.prefix ?? 't'}:epochs`;
     this.shards = opts.shards ?? 1;
-    // A row of a distinct metric has its sketches marked dirty by its own flush policy (SketchStore.markUnwritten).
-    const rules = opts.rules;
-    const rowPolicy = (store: string, pk: string) => {
-      const entity = rules.entityOfPk(pk);
-      return entity && rules.distinctOf(entity).length > 0 ? policyArgs(rules.policyOfPk(pk), store) : undefined;
-    };
-    this.sketches = new SketchStore({ redis: opts.redis, prefix: opts.prefix, rowPolicy });
+    this.sketches = new SketchStore({ redis: opts.redis, prefix: opts.prefix });
     this.rankTtlSeconds = opts.rankTtlSeconds ?? RANK_TTL_DAYS * DAY_SECONDS;
     this.cacheVersionTtlSeconds = opts.cacheVersionTtlSeconds ?? 2 * DAY_SECONDS;
   }

@@ -103,7 +103,7 @@ end
  * (every: a = interval ms, b = the store's phase in it, 0 <= b < a: due at the next instant after now that is b past
  * a multiple of a; idle: a = idle ms, b = max age ms). Keeps an existing earlier `every` due time.
  */
-export const DUE = `
+const DUE = `
 local function schedule(dirtyKey, dueKey, pk, now, kind, a, b)
   local due
   if kind == 'bucket' then

@@ -1,5 +1,5 @@
 import { defineScript } from './script-table';
-import { DUE, TOMBSTONES } from './scripts';
+import { TOMBSTONES } from './scripts';
 
 /**
  * Lua scripts of the distinct-count sketches (unique visitors), kept apart from the counters' scripts. Each runs on one
@@ -41,24 +41,14 @@ end
  * SCARD for a row of no or several fields, and for a row of one field by its SADD, the first writes: when one is
  * refused, the fields those before it added are SREMed again (each SADD of one field tells whether it added it) before
  * the error reply. Members are split by `struct.unpack` (one C call per 1,000), not a `string.sub` each.
- * `seq`: the bucket the batch's counts went to ('' not given, '0' not known: a duplicate). Returns {sketches added,
- * late}: late 1 when the rows may have been flushed already (the bucket folded, by `folded`; or not known), so their
- * members may wait for no flush: the caller then marks the clean ones (SKETCH_DIRTY). One `GET` per call.
  */
-export const SKETCH_ADD = defineScript<number | [number, number]>()({
+export const SKETCH_ADD = defineScript<number>()({
   name: 'SKETCH_ADD',
   shebang: '#!lua',
-  keys: ['tombstone', 'erased', 'folded'],
-  args: ['threshold', 'now', 'rowsPrefix', 'seq'],
+  keys: ['tombstone', 'erased'],
+  args: ['threshold', 'now', 'rowsPrefix'],
   body: `${TOMBSTONES}
 if storeDeleted() then return -1 end
-local late = 0
-if A.seq == '0' then
-  late = 1
-elseif A.seq ~= '' then
-  local folded = tonumber(redis.call('GET', K.folded) or '')
-  if folded and folded >= tonumber(A.seq) then late = 1 end
-end
 local T = tonumber(A.threshold)
 local now = tonumber(A.now)
 local erasedRows = erasedType() ~= 'none'
@@ -159,68 +149,7 @@ for p = 1, #plan, 3 do
     end
   end
 end
-return {#plan / 3, late}
-`,
-});
-
-/**
- * The member of a row's `ur` that notes members added late (SKETCH_ADD's `late`) while the row was dirty: a flush
- * that read the row's sketches before them and then left it clean must mark it again (SKETCH_DIRTY `flushed`). It
- * names no sketch (a field has a `|`), and SketchStore.read leaves it out.
- */
-export const LATE_MARK = '!late';
-
-/**
- * SKETCH_DIRTY: marks rows with unwritten sketches that are not dirty dirty at `now` and due by their policy (as a
- * fold marks a row: DUE's schedule), so the sealer hands them to the writer, which writes their sketches even with no
- * count to write (an empty outbox). `mode` 'added': after a SKETCH_ADD that was late; a row still dirty gets
- * LATE_MARK instead (its next flush writes the members, unless it read the sketches before them). 'flushed': by the
- * writer after an ack that left the row clean: only a row with LATE_MARK (which goes) is marked, so members of the
- * open bucket added during the write, whose fold makes the row dirty again, mark nothing. KEYS: tombstone, dirty,
- * due, then per row its `ur`. ARGV: now, mode, then per row: pk, policyKind, a, b. Returns the earliest due time of
- * the rows marked, or '' when none was. A deleted store: nothing. Reads first, then writes that cannot fail.
- */
-export const SKETCH_DIRTY = defineScript<string>()({
-  name: 'SKETCH_DIRTY',
-  shebang: '#!lua',
-  keys: ['tombstone', 'dirty', 'due'],
-  args: ['now', 'mode'],
-  body: `${CHECKS}${DUE}${TOMBSTONES}
-if storeDeleted() then return '' end
-expectType(K.dirty, 'zset')
-expectType(K.due, 'zset')
-local now = tonumber(A.now)
-local flushed = A.mode == 'flushed'
-local LATE = '${LATE_MARK}'
--- Read phase: per row, mark (1), note LATE (2), drop LATE (3), or both mark and drop it (4).
-local plan = {}
-for r = 0, #KEYS - KR do
-  local ur, i = KEYS[KR + r], AR + 4 * r
-  local late = redis.call('SISMEMBER', ur, LATE)
-  local fields = redis.call('SCARD', ur) - late
-  local clean = fields > 0 and not redis.call('ZSCORE', K.dirty, ARGV[i])
-  if flushed then
-    if late == 1 then plan[#plan + 1] = {ur, i, clean and 4 or 3} end
-  elseif clean then
-    plan[#plan + 1] = {ur, i, 1}
-  elseif fields > 0 and late == 0 then
-    plan[#plan + 1] = {ur, i, 2}
-  end
-end
-local first
-for _, p in ipairs(plan) do
-  local ur, i, what = p[1], p[2], p[3]
-  local pk = ARGV[i]
-  if what == 2 then redis.call('SADD', ur, LATE) end
-  if what >= 3 then redis.call('SREM', ur, LATE) end
-  if what == 1 or what == 4 then
-    redis.call('ZADD', K.dirty, A.now, pk)
-    schedule(K.dirty, K.due, pk, now, ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]))
-    local due = tonumber(redis.call('ZSCORE', K.due, pk))
-    if due and (not first or due < first) then first = due end
-  end
-end
-return first and string.format('%d', first) or ''
+return #plan / 3
 `,
 });
 

@@ -1,8 +1,8 @@
-import { compileRules, defaultRules, distinctMember, type DistinctAdds } from '@tally/schema';
+import { distinctMember, type DistinctAdds } from '@tally/schema';
 import { startRedis, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BucketStore, EXACT_THRESHOLD, SketchStore } from './index';
+import { EXACT_THRESHOLD, SketchStore } from './index';
 
 let server: RedisHandle;
 let redis: Redis;
@@ -224,101 +224,4 @@ describe('sketches', () => {
     expect(unionError).toBeLessThanOrEqual(0.0243);
     expect(all!.blob.subarray(0, 5).toString()).toBe('HHYLL');
   }, 120_000);
-});
-
-describe('members that come after their row was flushed', () => {
-  const H = 3_600_000;
-  // The store row flushed after every bucket, the product rows hourly; both count unique visitors.
-  const rules = compileRules({
-    ...defaultRules,
-    entities: {
-      ...defaultRules.entities,
-      store: { key: [], flush: { kind: 'bucket' }, distinct: { UniqueVisitors: 'visitor' } },
-      product: { key: ['product'], flush: { kind: 'every', minutes: 60 }, distinct: { UniqueVisitors: 'visitor' } },
-    },
-  });
-  const views = (visitor: string): DistinctAdds =>
-    new Map([
-      ['S', new Map([['2026-100|uv', new Set([distinctMember(visitor)])]])],
-      ['S#product#P1', new Map([['2026-100|uv', new Set([distinctMember(visitor)])]])],
-    ]);
-  const counts = new Map([
-    ['S', new Map([['2026-100|v', 1n]])],
-    ['S#product#P1', new Map([['2026-100|v', 1n]])],
-  ]);
-  /** A batch as the aggregator applies it: counts, then members with the bucket they went to. Returns that bucket. */
-  async function batch(buckets: BucketStore, id: string, visitor: string, at: number): Promise<number> {
-    const r = await buckets.apply('S', id, counts, { now: at, dedupeTtlSeconds: 3600 });
-    await buckets.sketches.add('S', views(visitor), at, r.seq);
-    return r.seq;
-  }
-  /** The writer's part for a row: its sketches read before `during`, acked after it, with the outbox; then its mark. */
-  async function flush(buckets: BucketStore, pk: string, at: number, during = async () => {}) {
-    const fields = (await buckets.readOutbox('S', pk)).entries.map((e) => e.field);
-    const [live] = await buckets.sketches.read('S', [pk]);
-    await during();
-    await buckets.sketches.ack('S', pk, live!);
-    if ((await buckets.ackOutbox('S', pk, fields, at)) === 0) return buckets.sketches.markUnwritten('S', [pk], at, 'flushed');
-    return undefined;
-  }
-  /** The sealer and the writer: the open bucket sealed and folded, every dirty row flushed. */
-  async function flushAll(buckets: BucketStore, at: number) {
-    await buckets.seal('S', { now: at, minAgeMs: 0 });
-    await buckets.foldSealed('S', { now: at });
-    for (const { pk } of await buckets.dueRows('S', Number.MAX_SAFE_INTEGER)) await flush(buckets, pk, at);
-  }
-  const dirty = () => redis.zrange('t:{S}:dirty', 0, -1, 'WITHSCORES');
-
-  it('mark a clean row dirty and due by its policy once their bucket was folded (or is not known); before, its fold does', async () => {
-    const buckets = new BucketStore({ redis, rules, prefix: 't' });
-    const t = 10 * H;
-    const seq = await batch(buckets, 'b1', 'V1', t);
-    expect(await dirty()).toEqual([]); // the bucket is open: its fold marks the rows
-    await flushAll(buckets, t + 1000);
-    expect(await dirty()).toEqual([]);
-    expect(await buckets.sketches.read('S', ['S', 'S#product#P1'])).toEqual([[], []]);
-    // A batch of that bucket whose members come only now (a retry after a crash, a race with the sealer and writer).
-    await buckets.sketches.add('S', views('V2'), t + 5000, seq);
-    expect(await dirty()).toEqual(['S', String(t + 5000), 'S#product#P1', String(t + 5000)]);
-    expect(await buckets.flushTime('S', 'S')).toBe(t + 5000);
-    expect(await buckets.flushTime('S', 'S#product#P1')).toBe(11 * H);
-    // The rows' flushes find no count but the sketches: written and acked, the rows clean again.
-    await flushAll(buckets, t + 6000);
-    expect(await dirty()).toEqual([]);
-    // A duplicate (bucket not known, 0) marks alike; a batch given no bucket marks nothing.
-    await buckets.sketches.add('S', views('V3'), t + 7000);
-    expect(await dirty()).toEqual([]);
-    await buckets.sketches.add('S', views('V3'), t + 8000, 0);
-    expect((await buckets.dueRows('S', t + 8000)).map((r) => [r.pk, r.firstDirty])).toEqual([['S', t + 8000]]);
-    expect((await buckets.dueRows('S', 11 * H)).map((r) => r.pk)).toEqual(['S', 'S#product#P1']);
-  });
-
-  it('note a dirty row: the flush that read its sketches before them and left it clean marks it, one that did not marks nothing', async () => {
-    const buckets = new BucketStore({ redis, rules, prefix: 't' });
-    const t = 10 * H;
-    const seq = await batch(buckets, 'b1', 'V1', t);
-    await buckets.seal('S', { now: t + 1000, minAgeMs: 0 });
-    await buckets.foldSealed('S', { now: t + 1000 });
-    // The writer reads P1's sketches; then members of that folded bucket come (the row is dirty: noted, not marked).
-    const late = async () => {
-      await buckets.sketches.add('S', views('V2'), t + 2000, seq);
-      expect(await redis.smembers('t:{S}:ur:S#product#P1')).toEqual(expect.arrayContaining(['!late']));
-      expect((await buckets.sketches.read('S', ['S#product#P1']))[0]!.map((s) => s.field)).toEqual(['2026-100|uv']);
-    };
-    // It writes what it read and acks: V2 is left, the row clean; its mark after the ack makes it dirty and due.
-    expect(await flush(buckets, 'S#product#P1', t + 3000, late)).toBe(11 * H);
-    expect(await buckets.flushTime('S', 'S#product#P1')).toBe(11 * H);
-    expect(await redis.smembers('t:{S}:ur:S#product#P1')).toEqual(['2026-100|uv']);
-    // A flush that read the sketches after them (the store row's) writes them, and its mark only drops the note.
-    expect(await flush(buckets, 'S', t + 3000)).toBeUndefined();
-    expect(await redis.exists('t:{S}:ur:S')).toBe(0);
-    await flushAll(buckets, t + 4000);
-    expect(await dirty()).toEqual([]);
-    // Members of the open bucket added during a flush mark nothing after its ack: the bucket's fold will.
-    await batch(buckets, 'b2', 'V3', t + 5000);
-    await buckets.seal('S', { now: t + 6000, minAgeMs: 0 });
-    await buckets.foldSealed('S', { now: t + 6000 });
-    expect(await flush(buckets, 'S', t + 7000, () => batch(buckets, 'b3', 'V4', t + 7000).then(() => {}))).toBeUndefined();
-    expect((await dirty()).filter((_, i) => i % 2 === 0)).toEqual(['S#product#P1']);
-  });
 });

@@ -3,13 +3,10 @@ import type { DistinctAdds } from '@tally/schema';
 import type { Cluster, Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { runScript } from './script-table';
-import { LATE_MARK, SKETCH_ACK, SKETCH_ADD, SKETCH_DIRTY, SKETCH_FIELDS, SKETCH_READ, SKETCH_UNION } from './sketch-scripts';
+import { SKETCH_ACK, SKETCH_ADD, SKETCH_FIELDS, SKETCH_READ, SKETCH_UNION } from './sketch-scripts';
 
 /** Up to this many distinct members a sketch is an exact set; above it, a HyperLogLog (docs/DESIGN.md "Unique visitors"). */
 export const EXACT_THRESHOLD = 300;
-
-/** A row's flush policy as the DUE script's arguments (kind, a, b), or undefined for a row of no distinct metric. */
-type RowPolicy = (store: string, pk: string) => readonly [string, number, number] | undefined;
 
 /** A row's sketch of one day and metric not yet written to DynamoDB, as read from Redis. */
 export interface LiveSketch {
@@ -34,16 +31,10 @@ export interface LiveSketch {
 export class SketchStore {
   readonly keys: RedisKeys;
   private readonly redis: Redis | Cluster;
-  private readonly rowPolicy: RowPolicy;
 
-  /**
-   * `rowPolicy`: a row's flush policy as the DUE script arguments, undefined for a row of no distinct metric (its
-   * sketches are never marked dirty); BucketStore's from its rules. Without it no row is marked (markUnwritten).
-   */
-  constructor(opts: { redis: Redis | Cluster; prefix?: string | undefined; rowPolicy?: RowPolicy }) {
+  constructor(opts: { redis: Redis | Cluster; prefix?: string | undefined }) {
     this.redis = opts.redis;
     this.keys = redisKeys(opts.prefix ?? 't');
-    this.rowPolicy = opts.rowPolicy ?? (() => undefined);
   }
 
   /** A row's set of unwritten sketch fields (`ur`). */
@@ -58,20 +49,14 @@ export class SketchStore {
    * Adds a batch's members (rollupDistinct, or flat as a rolled-up job carries them: libs/schema flattenDistinct,
    * checked by libs/queues checkFlatDistinct) to the rows' sketches. Idempotent. Adds nothing to a deleted store
    * (its tombstone), nor to the rows of visitors erased at `now` (ms; the aggregator passes its apply's).
-   * `bucket`: the seq of the bucket the batch's counts were applied to (0: not known, a duplicate). When that bucket
-   * was folded already (or is not known), the rows may have been flushed before these members came (a retry after a
-   * crash, a batch that lost a race with the sealer and writer): the clean ones are marked dirty and due by their
-   * policy (markUnwritten), so their members are written, not left in Redis. Without `bucket` nothing is marked.
    */
-  async add(store: string, adds: DistinctAdds | ReadonlyArray<string | number>, now = Date.now(), bucket?: number): Promise<void> {
-    if (Array.isArray(adds)) return this.addFlat(store, adds, now, bucket);
+  async add(store: string, adds: DistinctAdds | ReadonlyArray<string | number>, now = Date.now()): Promise<void> {
+    if (Array.isArray(adds)) return this.addFlat(store, adds, now);
     const map = adds as DistinctAdds;
     if (map.size === 0) return;
     const keys: string[] = [];
     const args: Array<string | number | Buffer> = [];
-    const pks: string[] = [];
     for (const [pk, fields] of map) {
-      pks.push(pk);
       keys.push(this.rowsKey(store, pk));
       args.push(fields.size);
       for (const [field, members] of fields) {
@@ -79,64 +64,26 @@ export class SketchStore {
         args.push(field, Buffer.from([...members].join(''), 'latin1'));
       }
     }
-    await this.runAdd(store, now, bucket, pks, keys, args);
+    await this.runAdd(store, now, keys, args);
   }
 
-  private async runAdd(
-    store: string,
-    now: number,
-    bucket: number | undefined,
-    pks: readonly string[],
-    keys: string[],
-    args: Array<string | number | Buffer>,
-  ): Promise<void> {
-    const r = await runScript(
+  private async runAdd(store: string, now: number, keys: string[], args: Array<string | number | Buffer>): Promise<void> {
+    await runScript(
       this.redis,
       SKETCH_ADD,
-      { tombstone: this.keys.tombstone(store), erased: this.keys.erased(store), folded: this.keys.folded(store) },
-      { threshold: EXACT_THRESHOLD, now: Math.floor(now), rowsPrefix: this.rowsKey(store, ''), seq: bucket === undefined ? '' : bucket },
+      { tombstone: this.keys.tombstone(store), erased: this.keys.erased(store) },
+      { threshold: EXACT_THRESHOLD, now: Math.floor(now), rowsPrefix: this.rowsKey(store, '') },
       { keys, args },
     );
-    if (Array.isArray(r) && r[1] === 1) await this.markUnwritten(store, pks, now, 'added');
-  }
-
-  /**
-   * Marks the rows `pks` that have unwritten sketches and are not dirty dirty at `now` (ms) and due by their policy
-   * (SKETCH_DIRTY), so a flush writes their sketches though they have no count to write: 'added' after members came
-   * late (a row still dirty is noted for its flush instead), 'flushed' by the writer after an ack that left the row
-   * clean (only a row noted so: members that came late during its write). Returns the earliest due time of the rows
-   * marked (the sealer must visit the store by then), or undefined when none was. One call; none for rows of no
-   * distinct metric.
-   */
-  async markUnwritten(store: string, pks: readonly string[], now: number, mode: 'added' | 'flushed'): Promise<number | undefined> {
-    const args: Array<string | number> = [];
-    const keys: string[] = [];
-    for (const pk of pks) {
-      const policy = this.rowPolicy(store, pk);
-      if (!policy) continue;
-      keys.push(this.rowsKey(store, pk));
-      args.push(pk, ...policy);
-    }
-    if (keys.length === 0) return undefined;
-    const due = await runScript(
-      this.redis,
-      SKETCH_DIRTY,
-      { tombstone: this.keys.tombstone(store), dirty: this.keys.dirty(store), due: this.keys.due(store) },
-      { now: Math.floor(now), mode },
-      { keys, args },
-    );
-    return due === '' ? undefined : Number(due);
   }
 
   /** add() of flat members: each field's members go to the script as one string, its base64 decoded once. */
-  private async addFlat(store: string, flat: ReadonlyArray<string | number>, now: number, bucket: number | undefined): Promise<void> {
+  private async addFlat(store: string, flat: ReadonlyArray<string | number>, now: number): Promise<void> {
     if (flat.length === 0) return;
     const keys: string[] = [];
     const args: Array<string | number | Buffer> = [];
-    const pks: string[] = [];
     for (let i = 0; i < flat.length;) {
       const pk = String(flat[i]);
-      pks.push(pk);
       const n = Number(flat[i + 1]);
       keys.push(this.rowsKey(store, pk));
       args.push(n);
@@ -148,7 +95,7 @@ export class SketchStore {
       }
       i += 2 + 2 * n;
     }
-    await this.runAdd(store, now, bucket, pks, keys, args);
+    await this.runAdd(store, now, keys, args);
   }
 
   /**
@@ -158,7 +105,7 @@ export class SketchStore {
   async read(store: string, pks: readonly string[]): Promise<LiveSketch[][]> {
     if (pks.length === 0) return [];
     const fields = (await runScript(this.redis, SKETCH_FIELDS, {}, {}, { keys: pks.map((pk) => this.rowsKey(store, pk)) })) as string[][];
-    const wanted = pks.flatMap((pk, r) => fields[r]!.filter((f) => f !== LATE_MARK).map((field) => ({ r, field })));
+    const wanted = pks.flatMap((pk, r) => fields[r]!.map((field) => ({ r, field })));
     const out: LiveSketch[][] = pks.map(() => []);
     if (wanted.length === 0) return out;
     const raw = await runScript(
