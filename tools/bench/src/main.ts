@@ -14,21 +14,28 @@ import { FIGURES } from './figures';
 import { machineLine } from './proc';
 import { updateSection } from './report';
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    quick: { type: 'boolean' },
-    profile: { type: 'boolean' },
-    baseline: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  },
-});
-
 const names = FIGURES.map((f) => f.name).join(', ');
+const usage = `usage: npm run bench [-- <figure>...] [--quick] [--profile] [--baseline <ref, e.g. main or HEAD~>]\nfigures: ${names}\n`;
+const { values, positionals } = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        quick: { type: 'boolean' },
+        profile: { type: 'boolean' },
+        baseline: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    // An unknown option, or --baseline without its commit: one line and the usage, not a stack trace.
+    process.stderr.write(`tally: ${(err as Error).message}\n${usage}`);
+    process.exit(2);
+  }
+})();
+
 if (values.help) {
-  process.stdout.write(
-    `usage: npm run bench [-- <figure>...] [--quick] [--profile] [--baseline <ref, e.g. main or HEAD~>]\nfigures: ${names}\n`,
-  );
+  process.stdout.write(usage);
   process.exit(0);
 }
 const unknown = positionals.filter((p) => !FIGURES.some((f) => f.name === p));
