@@ -4,11 +4,11 @@ import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { loadConfig, toolEnvSchemas } from '@tally/config';
 import { STORE_ID_PATTERN, timeZoneProblem } from '@tally/key-layout';
 import { redisNote, runningStack, stackBackend, stackLayout } from '@tally/stack';
+import { z } from 'zod';
 import type { StoreSpec } from './generator';
 
-/** An option of a command line: a string (the default), a number of at least `min` (and at most `max`; a whole
- * number with `integer`), or a flag; `help` is its line in the usage (a `\n` in it continues under the first line),
- * `arg` names its value there. */
+/** A string option (the default), a number of at least `min` (at most `max`, whole with `integer`) or a flag; `help`:
+ * its usage line (a `\n` continues under the first line), `arg`: its value's name there. */
 type CliOption = {
   type?: 'string' | 'boolean';
   default?: string;
@@ -28,21 +28,18 @@ export type Values<O> = {
 };
 
 /**
- * parseArgs (strict) over `options`, with a usage made of their help lines: `--help` prints it and exits 0, a bad
- * command line (an unknown option, a number below its `min` or above its `max`, a fraction for an `integer`, what
- * `fail` is called with or the message of an Error that a `checked` check throws) prints the problem and the usage and
- * exits 2.
+ * parseArgs (strict) over `options` with a usage made of their help lines: `--help` prints it and exits 0; a bad
+ * command line (numbers checked, what `fail` is called with, an Error a `checked` check throws) prints why and it, exit 2.
  */
 export function parseCli<const O extends Record<string, CliOption>>(command: string, synopsis: string, options: O) {
-  const usage = [`usage: ${synopsis}`];
-  for (const [name, o] of Object.entries(options)) {
+  const lines = Object.entries(options).map(([name, o]) => {
     const flag = `--${name}${o.type === 'boolean' ? '' : ` ${o.arg ?? 'N'}`}`;
     const help = `${o.help}${o.default === undefined ? '' : ` (default ${o.default})`}`;
-    usage.push(`  ${flag.padEnd(24)} ${help.replaceAll('\n', `\n${' '.repeat(27)}`)}`);
-  }
-  usage.push('  --help                   this text');
+    return `  ${flag.padEnd(24)} ${help.replaceAll('\n', `\n${' '.repeat(27)}`)}\n`;
+  });
+  const usage = `usage: ${synopsis}\n${lines.join('')}  --help                   this text\n`;
   const fail = (message: string): never => {
-    process.stderr.write(`${command}: ${message}\n${usage.join('\n')}\n`);
+    process.stderr.write(`${command}: ${message}\n${usage}`);
     process.exit(2);
   };
   const checked = <T>(check: () => T): T => {
@@ -58,7 +55,7 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
     () => parseArgs({ options: { ...config, help: { type: 'boolean' } } as ParseArgsOptionsConfig, strict: true }).values,
   );
   if (values['help']) {
-    process.stdout.write(`${usage.join('\n')}\n`);
+    process.stdout.write(usage);
     process.exit(0);
   }
   for (const [name, { min, max, integer }] of Object.entries(options)) {
@@ -75,10 +72,8 @@ export function parseCli<const O extends Record<string, CliOption>>(command: str
 }
 
 /**
- * Where `npm run loadgen` sends without --fleet, and why: the collector of --url, else of the running `npm start`
- * stack (its run file, as `npm run dlq` and `tenants` find it), else 127.0.0.1:7401; the Redis of --redis-url, else
- * REDIS_URL, else the stack's, else 127.0.0.1:6379. A stack that runs but whose run file lacks the target (an older
- * npm start wrote it) is a StackError saying so and what to do, never the local default.
+ * Where `npm run loadgen` sends without --fleet, and why: --url (or --redis-url, REDIS_URL), else the running `npm
+ * start` stack's, else 127.0.0.1. A stack whose run file lacks it (an older npm start's) is a StackError saying so.
  */
 export function loadTarget(what: 'collector' | 'redis', given: string | undefined, env: Record<string, string | undefined>, cwd?: string) {
   const collector = what === 'collector';
@@ -92,10 +87,9 @@ export function loadTarget(what: 'collector' | 'redis', given: string | undefine
 }
 
 /**
- * How `--via client` reaches the installation's queues: REDIS_CLUSTER_NODES or REDIS_SENTINELS when set (without
- * --redis-url), else the Redis of loadTarget; with the KEY_PREFIX and QUEUE_SHARDS of the environment, else, on the
- * running stack's Redis, the cluster or Sentinels, prefix and queue shards it gave its apps; checked as the dlq tool
- * checks them. `said` is what to print.
+ * How `--via client` reaches the queues: REDIS_CLUSTER_NODES or REDIS_SENTINELS (without --redis-url), else loadTarget's
+ * Redis; the environment's KEY_PREFIX and QUEUE_SHARDS, else (on the stack's Redis) the layout it gave its apps;
+ * checked as the dlq tool checks them. `said` is what to print.
  */
 export function clientTarget(given: string | undefined, env: Record<string, string | undefined>, cwd?: string) {
   const topology = given ? undefined : (['REDIS_CLUSTER_NODES', 'REDIS_SENTINELS'] as const).find((n) => env[n]);
@@ -112,28 +106,23 @@ export function clientTarget(given: string | undefined, env: Record<string, stri
   return { options: { connection, keyPrefix: c.KEY_PREFIX, queueShards: c.QUEUE_SHARDS }, said };
 }
 
-/**
- * The demo store of the running `npm start` stack (`<dataDir>/demo-keys.json`, written on its first run) with its ingest
- * key and that file's path; undefined when no stack runs or it has no demo store.
- */
+/** The running `npm start` stack's demo store, ingest key and `demo-keys.json` (written on its first run), if any. */
 export function stackDemoStore(env: Record<string, string | undefined>, cwd?: string) {
   const stack = runningStack(env, cwd);
   if (stack.pid === undefined) return undefined;
-  let keys: { store?: unknown; ingestKey?: unknown } | undefined;
   try {
-    keys = JSON.parse(readFileSync(join(stack.dataDir, 'demo-keys.json'), 'utf8')) as typeof keys;
+    const keys = JSON.parse(readFileSync(join(stack.dataDir, 'demo-keys.json'), 'utf8')) as { store?: unknown; ingestKey?: unknown };
+    if (typeof keys?.store === 'string' && typeof keys.ingestKey === 'string')
+      return { store: keys.store, ingestKey: keys.ingestKey, file: join(dirname(stack.file), 'demo-keys.json') };
   } catch {
-    return undefined; // none (npm start had not set it up), or not readable: no default store
+    // none (npm start had not set it up), or not readable: no default store
   }
-  return typeof keys?.store === 'string' && typeof keys.ingestKey === 'string'
-    ? { store: keys.store, ingestKey: keys.ingestKey, file: join(dirname(stack.file), 'demo-keys.json') }
-    : undefined;
+  return undefined;
 }
 
 /**
  * The stores of `--stores STORE:ZONE,…`, each split at its last `:` (a store id may hold `:`, a zone never does),
- * checked as a tenant is: the id against STORE_ID_PATTERN, the zone an IANA name this runtime knows, no id twice.
- * Throws an Error saying what is wrong (a usage error), before anything starts.
+ * checked as a tenant is (id, IANA zone), no id twice; else an Error saying what is wrong.
  */
 export function parseStores(list: string): StoreSpec[] {
   const seen = new Set<string>();
@@ -163,18 +152,17 @@ export function readKeysFile(file: string): Map<string, string> {
     if (err instanceof SyntaxError) throw new Error(`--keys-file ${file} is not JSON: ${message.split('\n')[0]}`);
     throw new Error(`cannot read --keys-file ${file}: ${message}`);
   }
-  const shape = '{"STORE":"KEY",…}';
-  if (typeof json !== 'object' || json === null || Array.isArray(json))
-    throw new Error(`--keys-file ${file} must hold a JSON object ${shape}, got ${Array.isArray(json) ? 'an array' : JSON.stringify(json)}`);
-  const keys = new Map<string, string>();
-  for (const [store, key] of Object.entries(json)) {
-    if (typeof key !== 'string' || key === '')
-      throw new Error(
-        `--keys-file ${file}: the key of store ${JSON.stringify(store)} must be a non-empty string, got ${JSON.stringify(key)}`,
-      );
-    keys.set(store, key);
-  }
-  return keys;
+  const parsed = z.record(z.string(), z.string().min(1)).safeParse(json);
+  const store = parsed.error?.issues[0]?.path[0];
+  if (typeof store === 'string')
+    throw new Error(
+      `--keys-file ${file}: the key of store ${JSON.stringify(store)} must be a non-empty string, got ${JSON.stringify((json as Record<string, unknown>)[store])}`,
+    );
+  if (!parsed.success)
+    throw new Error(
+      `--keys-file ${file} must hold a JSON object {"STORE":"KEY",…}, got ${Array.isArray(json) ? 'an array' : JSON.stringify(json)}`,
+    );
+  return new Map(Object.entries(parsed.data));
 }
 
 /** `--url` checked: an absolute http:// or https:// URL (without its trailing `/`); else an Error saying so. */

@@ -8,13 +8,12 @@ import { clientSender, httpSender, type ClientSenderOptions, type HttpSenderOpti
 
 /** A load run's figures, updated as it runs. */
 const newLoadStats = () => ({
-  /** Distinct batches sent (duplicates not counted), and their events, valid and invalid. */
+  /** Distinct batches sent (not their duplicates), and their events, valid and invalid. */
   batches: 0,
   eventsSent: 0,
-  /** Events the edge accepted (each counted once, whatever the duplicates) and refused (every event of a refused batch, the invalid ones of a partial batch). */
+  /** Events accepted (once, whatever the duplicates) and refused (all of a refused batch, the invalid ones of a partial one). */
   accepted: 0,
   rejected: 0,
-  /** Batches sent a second time with the same idempotency key. */
   duplicatesSent: 0,
   /** Batches with no definitive answer before the retry deadline. */
   gaveUp: 0,
@@ -23,7 +22,7 @@ const newLoadStats = () => ({
   byVia: { http: 0, client: 0 },
   /** Answers that contradict what the edge must do (a valid batch refused, an invalid event accepted, …). */
   edgeMismatches: [] as string[],
-  /** Why the run stopped early: the collector refused a batch as too large (413), so every larger one would be too. */
+  /** Why the run stopped early: the collector refused a batch as too large (413), as it would every larger one. */
   stoppedBy: undefined as string | undefined,
 });
 export type LoadStats = ReturnType<typeof newLoadStats>;
@@ -39,9 +38,8 @@ export interface RunLoadOptions {
   clientShare?: number;
   /** Events per second (a token bucket over all workers); undefined = as fast as the fleet answers. */
   rate?: number;
-  /** Stop taking new batches after this long. */
+  /** Stop taking new batches after this long, or once this returns true. */
   durationMs?: number;
-  /** Or when this returns true. */
   shouldStop?: () => boolean;
   /** Batches in flight at once. Default 4. */
   concurrency?: number;
@@ -49,18 +47,14 @@ export interface RunLoadOptions {
   duplicateShare?: number;
   /** False: `accepted` stays empty (a long run against an installation that is not checked). */
   keepAccepted?: boolean;
-  /** After each batch (for progress bars). */
   onProgress?: (stats: LoadStats) => void;
 }
 
 /**
- * Sends `generateLoad(load)` to an installation at `rate` events/s with `concurrency` in flight, each batch through
- * HTTP or libs/client as `via` says (with one retry policy), some twice with the same idempotency key, and checks
- * every answer against what the edge must do: a clean batch is accepted whole; a batch with invalid events is
- * refused naming exactly those (or, with ?partial=true, which half of such HTTP batches get, accepted without them).
- * The driver's choices are seeded with the load's seed. Returns at once: `stats`, updated as the load runs;
- * `accepted`, the accepted events of each batch once (what the counts must include); `done`, settled with the stats
- * when every batch taken has its definitive answer and both senders are closed.
+ * Sends `generateLoad(load)` at `rate` events/s, some batches twice, and checks every answer against what the edge
+ * must do: a clean batch accepted whole, one with invalid events refused naming exactly those (or, with ?partial=true,
+ * as half of such HTTP batches are sent, accepted without them). Choices seeded by the load's seed. Returns at once
+ * `stats` (live), `accepted` (each accepted batch's events once: what the counts must include) and `done`.
  */
 export function loadTo(
   target: {
@@ -75,8 +69,8 @@ export function loadTo(
   const retry = { ...opts.retry, onRetry: (reason: string) => void (stats.retries[reason] = (stats.retries[reason] ?? 0) + 1) };
   const http = opts.via === 'client' ? undefined : httpSender({ ...target.http, ...retry });
   const client = opts.via === 'http' ? undefined : clientSender({ ...target.client, ...retry });
-  const batches = generateLoad({ now: () => Date.now(), stores: target.stores, ...opts.load });
-  const iterator = opts.map ? batches.map(opts.map) : batches;
+  const generated = generateLoad({ now: () => Date.now(), stores: target.stores, ...opts.load });
+  const batches = opts.map ? generated.map(opts.map) : generated;
   const rng = createRng(opts.load.seed);
   const clientShare = http && client ? (opts.clientShare ?? 0.3) : client ? 1 : 0;
   const started = Date.now();
@@ -98,7 +92,7 @@ export function loadTo(
     if (stats.edgeMismatches.length < 100) stats.edgeMismatches.push(`batch ${batch.seq} (${batch.store}, ${via}): ${what}`);
   };
 
-  /** Checks an answer; returns the accepted events (possibly none), noting what contradicts what the edge must do. */
+  /** The accepted events of an answer (possibly none), noting what contradicts what the edge must do. */
   const judge = (batch: LoadBatch, via: string, partial: boolean, out: SendOutcome): readonly EventInput[] | undefined => {
     const bad = batch.badIndexes;
     const problem = (what: string) => mismatch(batch, via, what);
@@ -132,7 +126,7 @@ export function loadTo(
 
   const worker = async () => {
     while (!stopped()) {
-      const step = iterator.next();
+      const step = batches.next();
       if (step.done) return;
       const batch = step.value;
       await take(batch.events.length);

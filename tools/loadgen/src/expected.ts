@@ -23,11 +23,7 @@ function itemOf<V>(table: Table<V>, pk: string, sk: string): Map<string, V> {
 
 const addCount = (item: Map<string, bigint>, attr: string, delta: bigint) => void item.set(attr, (item.get(attr) ?? 0n) + delta);
 
-/**
- * A table of each batch rolled up by `roll` in its store's time zone (default UTC), each `<day>|<attr>` field of the
- * result spread over its four cells (key-layout cellsOfDay: D<doy> and M<mm> of the month row, total and Y<yyyy> of
- * TOTAL) by `add`.
- */
+/** Each batch rolled up by `roll` in its store's zone (default UTC), each `<day>|<attr>` field added to its four cells (cellsOfDay). */
 function eachCell<V, C>(
   batches: Iterable<StoreEvents>,
   rules: CompiledRules,
@@ -50,11 +46,7 @@ function eachCell<V, C>(
   return table;
 }
 
-/**
- * The exact DynamoDB attributes that `events` (accepted ones only) must end up as once everything is written:
- * each event rolled up by the rules in its store's time zone (libs/schema rollup), each day count spread over its
- * four cells.
- */
+/** The exact DynamoDB attributes the accepted events must end up as once everything is written (libs/schema rollup). */
 export function expectedCounts(batches: Iterable<StoreEvents>, rules: CompiledRules, zones: Zones): CounterTable {
   return eachCell(batches, rules, zones, rollup, (item, attr, delta) => addCount(item, attr, BigInt(delta)));
 }
@@ -78,16 +70,12 @@ export interface ScannedTable {
   items: number;
 }
 
-/**
- * Every counter item of the table (a full Scan; tenant and key items, whose pk starts with `_`, are skipped),
- * with the attributes besides pk, sk and the watermark ones; an overflow item's attributes count on its base item.
- */
+/** Every counter item of the table (a full Scan, without the `_` tenant and key items); an overflow item counts on its base item. */
 export async function scanCounters(client: DynamoDBClient, table: string): Promise<ScannedTable> {
   const out: ScannedTable = { counters: new Map(), withoutWatermark: [], foreign: [], sketches: 0, items: 0 };
   for await (const page of paginateScan({ client }, { TableName: table, ConsistentRead: true })) {
     for (const item of page.Items ?? []) {
-      const pk = item['pk']?.S ?? '';
-      const sk = item['sk']?.S ?? '';
+      const [pk, sk] = [item['pk']?.S ?? '', item['sk']?.S ?? ''];
       if (pk.startsWith('_')) continue;
       out.items++;
       if (item[WATERMARK_ATTR]?.N === undefined) out.withoutWatermark.push(`${pk} / ${sk}`);

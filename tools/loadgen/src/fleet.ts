@@ -25,7 +25,6 @@ export interface FleetOptions {
   bucketSeconds?: number;
   /** Extra environment for every app (LOG_LEVEL, DEDUPE_WINDOW_SECONDS, …). */
   env?: Record<string, string>;
-  /** Extra environment per app. */
   appEnv?: Partial<Record<AppName, Record<string, string>>>;
   /** Redis AOF fsync policy. Default `always` (nothing acknowledged is lost on SIGKILL). */
   appendfsync?: 'always' | 'everysec' | 'no';
@@ -33,21 +32,19 @@ export interface FleetOptions {
   appsDynamoEndpoint?: (dynaliteEndpoint: string) => string | Promise<string>;
   /** Echo the apps' output to stderr. */
   echo?: boolean;
-  /** KEY_PREFIX of the apps. Default `lg`. */
+  /** KEY_PREFIX and QUEUE_SHARDS of the apps: default `lg` and 1. */
   prefix?: string;
-  /** QUEUE_SHARDS of the apps. Default 1. */
   queueShards?: number;
-  /** Run on a local Redis Cluster of this many masters (REDIS_CLUSTER_NODES) instead of one redis-server. */
+  /** Run on a local Redis Cluster of this many masters (REDIS_CLUSTER_NODES), each with `clusterReplicas` (default 0). */
   clusterMasters?: number;
-  /** With clusterMasters: replicas of each master (for failover runs). Default 0. */
   clusterReplicas?: number;
   /** Use this running Redis (another installation's, say) instead of starting one; the fleet never stops it. */
   redis?: RedisHandle;
   /** With `redis`: reach it as the master these Redis Sentinels name (REDIS_SENTINELS), apps and checks alike. */
   sentinels?: { nodes: ReadonlyArray<{ host: string; port: number }>; master?: string };
-  /** Run the apps from this checkout (another commit's worktree, for a before/after bench). Default: this one. */
+  /** Run the apps from this checkout (another commit's worktree, for a before/after bench), from its bundles or sources
+   * (startApp's `from`: default this checkout's bundles, another's sources). */
   root?: string;
-  /** What the apps run from (startApp's `from`): default this checkout's bundles, another checkout's sources. */
   from?: AppSource;
 }
 
@@ -59,10 +56,8 @@ export type FleetApp = Fleet['apps'][number];
 const KEY_SHAPE = /tly_[A-Za-z0-9_-]{43}/;
 
 /**
- * A whole Tally fleet on this machine for load, chaos and soak runs: redis-server (AOF), dynalite in a child
- * process on disk, a fresh table, one tenant per store with its time zone and keys, a RULES_FILE, and the four
- * apps as processes (with replicas). Every process it starts is tracked, and every app's output is watched for
- * API keys.
+ * A whole Tally fleet on this machine: redis-server (AOF), dynalite on disk, a fresh table, a tenant with keys per store,
+ * a RULES_FILE and the four apps (with replicas); every process tracked, every app's output watched for API keys.
  */
 export async function startFleet(opts: FleetOptions) {
   const work = mkdtempSync(join(tmpdir(), 'tally-fleet-'));
@@ -125,7 +120,7 @@ export async function startFleet(opts: FleetOptions) {
           echo: opts.echo,
           timeoutMs: 60_000,
           root: opts.root,
-          ...(opts.from ? { from: opts.from } : {}),
+          from: opts.from,
           onLine: (text) => void (KEY_SHAPE.test(text) && leaks.push(`${name}: ${text}`)),
         });
         return {
@@ -159,18 +154,16 @@ export async function startFleet(opts: FleetOptions) {
   const inspect = createRedisConnection(target, { maxRetriesPerRequest: null });
   inspect.on('error', () => {});
   const [prefix, queueShards] = [env.KEY_PREFIX, Number(env.QUEUE_SHARDS)];
-  // A client sender stops at the collector's queue limit, so both paths hold producers back at the same depth.
-  const maxDepth = opts.appEnv?.collector?.['MAX_QUEUE_DEPTH'] ?? opts.env?.['MAX_QUEUE_DEPTH'];
-  // A client sender waits for as many Redis replicas as the collector does before a batch counts as accepted.
-  const waitReplicas = Number(opts.appEnv?.collector?.['REDIS_WAIT_REPLICAS'] ?? opts.env?.['REDIS_WAIT_REPLICAS'] ?? 0);
+  // A client sender holds producers back at the collector's queue limit, and waits for as many Redis replicas.
+  const collectorEnv: Record<string, string | undefined> = { ...opts.env, ...opts.appEnv?.collector };
+  const [maxDepth, waitReplicas] = [Number(collectorEnv['MAX_QUEUE_DEPTH'] ?? 0), Number(collectorEnv['REDIS_WAIT_REPLICAS'] ?? 0)];
   const queues = createQueues(inspect, { keyPrefix: prefix, shards: queueShards });
   for (const q of allQueues(queues)) q.on('error', () => {});
 
   let stopped = false;
   return {
-    /** The Redis (with clusterMasters: the cluster's first master). */
+    /** The Redis (with clusterMasters: the first master of `cluster`). */
     redis,
-    /** The Redis Cluster, with clusterMasters. */
     cluster,
     dynalite,
     table,
@@ -179,7 +172,6 @@ export async function startFleet(opts: FleetOptions) {
     zones,
     keys,
     apps: started,
-    /** The first process of an app. */
     app(app: AppName) {
       const a = started.find((x) => x.app === app);
       if (!a) throw new Error(`the fleet runs no ${app}`);
@@ -191,9 +183,7 @@ export async function startFleet(opts: FleetOptions) {
     /** An inspection connection to Redis (reconnects forever; a Cluster client on a cluster) and the queues on it. */
     inspect,
     queues,
-    /** KEY_PREFIX of the apps. */
     prefix,
-    /** QUEUE_SHARDS of the apps. */
     queueShards,
     /** How a libs/client sender reaches this fleet's queues. */
     clientTarget: () => ({
@@ -201,7 +191,7 @@ export async function startFleet(opts: FleetOptions) {
       keyPrefix: prefix,
       queueShards,
       rules,
-      ...(maxDepth ? { backpressure: { maxDepth: Number(maxDepth) } } : {}),
+      ...(maxDepth ? { backpressure: { maxDepth } } : {}),
       ...(waitReplicas ? { waitReplicas: { replicas: waitReplicas } } : {}),
     }),
     /** Every process started in this process since the fleet began to start (restarts included), with what it is. */

@@ -36,10 +36,7 @@ export interface LoadOptions {
   previousMonthShare?: number;
   /** Share of batches that also carry invalid events the edge must refuse. Default 0. */
   badShare?: number;
-  /**
-   * Share of orders (and their lines) valued at an extreme the rules allow: the documented maximum
-   * (1000000000000, as a number or a string) or zero. Sums of these pass 64 bits. Default 0.
-   */
+  /** Share of orders (and their lines) valued at the documented maximum (number or string) or zero: sums pass 64 bits. Default 0. */
   extremeShare?: number;
 }
 
@@ -61,37 +58,31 @@ export type BadEventKind = keyof typeof BAD_EVENTS;
 export const BAD_EVENT_KINDS = Object.keys(BAD_EVENTS) as BadEventKind[];
 
 export interface LoadBatch {
-  /** 0, 1, 2, … in generation order. */
   seq: number;
   store: string;
   /** Deterministic per seed, store and seq: sending the batch again with it must count it once. */
   idempotencyKey: string;
   events: EventInput[];
-  /** Indexes (into `events`) of the invalid events; empty for a clean batch. */
+  /** Indexes (into `events`) of the invalid events, and what each is. */
   badIndexes: number[];
-  /** What each invalid event is, by index. */
   badKinds: BadEventKind[];
 }
 
-/** Zipf exponent of product and visitor popularity; days back late sessions reach (under the collector's
- * LATENESS_HORIZON_DAYS); shares of sessions that end in an order, and of events without a visitor (anonymous views). */
+/** Zipf exponent of popularity; days back late sessions reach (under the collector's LATENESS_HORIZON_DAYS); shares of
+ * sessions that end in an order, and of anonymous ones (without a visitor). */
 const [ZIPF_S, LATE_DAYS, ORDER_SHARE, ANONYMOUS_SHARE] = [1.1, 33, 0.3, 0.05];
 const [MINUTE, HOUR, DAY] = [60_000, 3_600_000, 86_400_000];
 
-/** The price of a product in cents, fixed per product id (deterministic, 1.00 to 99.99). */
-export function priceCents(product: string): number {
-  return 100 + (hashSeed(product) % 9_900);
-}
+/** The price of a product in cents, fixed per product id (1.00 to 99.99). */
+export const priceCents = (product: string) => 100 + (hashSeed(product) % 9_900);
 
 /** Mostly a JSON number (1999 -> 19.99), else a decimal string that keeps trailing zeros (1990 -> "19.90"), as some clients send. */
 const priceValue = (r: Rng, cents: number) =>
   r.chance(0.8) ? cents / 100 : `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, '0')}`;
 
 /**
- * Deterministic shop traffic: for each store, visitors (Zipf) in sessions that view a few products (Zipf), some
- * page views, and maybe an order with its order lines; some sessions are late (up to 33 days back, a share of
- * them in the previous month of the store's zone). Yields batches of one store each; with `badShare`, some
- * batches also carry invalid events (listed in `badIndexes`). Same options and seed, same batches.
+ * Deterministic shop traffic in batches of one store each: visitors (Zipf) in sessions that view products (Zipf), some
+ * pages, maybe an order with its lines; some late, some invalid (`badShare`). Same options and seed, same batches.
  */
 export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
   if (opts.stores.length === 0) throw new RangeError('generateLoad: give at least one store');
@@ -157,8 +148,7 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
     if (!r.chance(lateShare)) return now - r.between(30, 120) * 1_000;
     const late = () => now - HOUR - r.int(LATE_DAYS * DAY - 2 * HOUR);
     if (r.chance(previousMonthShare)) {
-      // Somewhere in the previous month of the store's zone, within the lateness window (always reachable:
-      // the previous month ends at most 31 days back).
+      // In the previous month of the store's zone: it ends at most 31 days back, within the lateness window.
       const thisMonth = localDate(now, store.timeZone).month;
       for (let i = 0; i < 64; i++) {
         const ts = late();
@@ -174,10 +164,8 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
     let storeIndex = 0;
     while (storeIndex < weights.length - 1 && u >= weights[storeIndex]!) u -= weights[storeIndex++]!;
     const store = opts.stores[storeIndex]!;
-    const size = batchRng.between(minBatch, maxBatch);
-    const events: EventInput[] = [];
     const stream = streams[storeIndex]!;
-    for (let i = 0; i < size; i++) events.push(stream.next().value as EventInput);
+    const events = Array.from({ length: batchRng.between(minBatch, maxBatch) }, () => stream.next().value as EventInput);
     good += events.length;
     const badKindOf = new Map<EventInput, BadEventKind>();
     if (badShare > 0 && badRng.chance(badShare)) {
@@ -196,8 +184,4 @@ export function* generateLoad(opts: LoadOptions): Generator<LoadBatch> {
 }
 
 /** The events of a batch the edge accepts: all but the invalid ones. */
-export function goodEvents(batch: LoadBatch): EventInput[] {
-  if (batch.badIndexes.length === 0) return batch.events;
-  const bad = new Set(batch.badIndexes);
-  return batch.events.filter((_, i) => !bad.has(i));
-}
+export const goodEvents = (batch: LoadBatch) => batch.events.filter((_, i) => !batch.badIndexes.includes(i));

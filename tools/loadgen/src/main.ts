@@ -78,6 +78,7 @@ for (const kv of a.key ?? []) {
 }
 const useFleet = a.fleet || soak;
 const note = (line: string) => process.stderr.write(`${command}: ${line}\n`);
+const say = (line: string) => process.stdout.write(`${command}: ${line}\n`);
 // No stores or keys given: the running npm start stack's demo store, with the ingest key that stack saved.
 const demo = useFleet || a.stores !== undefined || keys.size > 0 ? undefined : stackDemoStore(process.env);
 if (demo) {
@@ -96,11 +97,9 @@ function noKey(store: string) {
       : `the npm start stack in ${dataDir} has no demo store`;
   return `no store given and ${why}: give --stores STORE:ZONE and --key STORE=<key>, or --fleet`;
 }
-const say = (line: string) => process.stdout.write(`${command}: ${line}\n`);
 // Against a running installation a seed sent again is refused (its Idempotency-Keys were used for other events).
 const seed = a.seed ?? (useFleet ? 1 : Date.now() % 1_000_000);
-// Without --fleet: the running npm start stack's collector and Redis unless given, said on stderr as npm run dlq does;
-// a stack whose run file does not say (an older npm start) is a usage error naming the option that does.
+// Without --fleet: said on stderr as npm run dlq does; a stack whose run file does not say is a usage error.
 const collector = useFleet || via === 'client' ? undefined : checked(() => loadTarget('collector', givenUrl, process.env));
 if (collector) note(`using collector ${collector[0]} (${collector[1]})`);
 const queuesAt = useFleet || via === 'http' ? undefined : checked(() => clientTarget(a['redis-url'], process.env));

@@ -21,9 +21,8 @@ export interface Sender {
 export interface RetryPolicy {
   /** Give up on a batch after this long without a definitive answer. Default 120 s. */
   deadlineMs?: number;
-  /** First retry delay; doubles up to maxDelayMs. Default 100 ms. */
+  /** First retry delay (default 100 ms), doubled up to maxDelayMs (default 2 s, a longer Retry-After cut to it). */
   initialDelayMs?: number;
-  /** Longest wait between attempts (a Retry-After above it is cut to it). Default 2000 ms. */
   maxDelayMs?: number;
   /** Called before each retry with why (`503`, `429`, `ECONNREFUSED`, `QueueUnavailableError`, …). */
   onRetry?: (reason: string) => void;
@@ -46,9 +45,8 @@ async function withRetries(policy: RetryPolicy, attempt: () => Promise<Attempt>)
 }
 
 export interface HttpSenderOptions extends RetryPolicy {
-  /** The collector's base URL, e.g. http://127.0.0.1:7401 */
+  /** The collector's base URL, e.g. http://127.0.0.1:7401, and each store's ingest key. */
   url: string;
-  /** The ingest key of each store (the store comes from the key). */
   keyOf: (store: string) => string;
 }
 
@@ -107,11 +105,9 @@ export function clientSender(opts: ClientSenderOptions): Sender {
           const r = await client.enqueueEvents(batch.store, batch.events, { idempotencyKey: batch.idempotencyKey });
           return { done: { kind: 'accepted', accepted: r.accepted } };
         } catch (err) {
-          if (err instanceof QueueUnavailableError) return { retry: 'QueueUnavailableError' };
-          // Enqueued, but not yet on the replicas waited for: the collector's 503, retried with the same key.
-          if (err instanceof ReplicasBehindError) return { retry: 'ReplicasBehindError' };
-          // The client's backpressure, as the collector's 429.
-          if (err instanceof QueueFullError) return { retry: 'QueueFullError', retryAfterMs: err.retryAfterSeconds * 1_000 };
+          // Backpressure (the collector's 429), or enqueued but not yet on the replicas waited for (its 503): retried.
+          if (err instanceof QueueFullError) return { retry: err.name, retryAfterMs: err.retryAfterSeconds * 1_000 };
+          if (err instanceof QueueUnavailableError || err instanceof ReplicasBehindError) return { retry: err.name };
           const { code, message, name } = err as { code?: unknown; message: string; name: string };
           const errors = err instanceof ValidationError ? err.errors : [];
           // A ValidationError, or another refusal of libs/client (TALLY_ERR_*): definitive.

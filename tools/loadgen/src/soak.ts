@@ -37,18 +37,14 @@ type Timing = Pick<SoakValues, 'warmup-seconds' | 'dedupe-window' | 'sample-seco
 /** Samples the judges need after the warm-up (judgeGrowth, judgeBound). */
 const JUDGED_SAMPLES = 3;
 
-/**
- * The warm-up of a soak run of `seconds`: --warmup-seconds, else a fifth of the run, at least the dedupe window
- * + 15 s (until the dedupe window is full, batch ids pile up by design), at most 180 s.
- */
+/** --warmup-seconds, else a fifth of the run, at most 180 s, at least the dedupe window + 15 s (batch ids pile up until it is full). */
 export function soakWarmup(o: Timing, seconds: number): number {
   return o['warmup-seconds'] ?? Math.min(180, Math.max(o['dedupe-window'] + 15, seconds / 5));
 }
 
 /**
- * The shortest soak run (whole seconds of load) whose warm-up leaves room for the 3 samples the judges need after it,
- * --sample-seconds apart: shorter ones could only FAIL. The run less its warm-up only grows (the warm-up grows by a
- * fifth of the run at most, up to 180 s), so it is the first second where that holds.
+ * The shortest soak run (whole seconds) that leaves room after its warm-up for the samples the judges need: shorter ones
+ * could only FAIL. The run less its warm-up only grows (the warm-up by a fifth of it at most), so the first that does.
  */
 export function shortestSoakSeconds(o: Timing): number {
   const need = JUDGED_SAMPLES * o['sample-seconds'];
@@ -73,9 +69,8 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.le
 const after = (s: Series, warmupSeconds: number) => s.samples.filter(([t]) => t >= warmupSeconds).map(([, v]) => v);
 
 /**
- * Bounded growth: after `warmupSeconds`, the mean of the last third of the samples may exceed the mean of the
- * first third by at most max(maxRelative × first, maxAbsolute). A leak grows linearly and fails; a cache
- * that fills up and stays fails only if it is still filling in the last third. n: samples after the warm-up.
+ * Bounded growth: after the warm-up, the mean of the last third of the samples exceeds that of the first third by at
+ * most max(maxRelative × first, maxAbsolute). A leak fails; a cache that fills up fails only if still filling at the end.
  */
 export function judgeGrowth(s: Series, warmupSeconds: number, limits: Limits) {
   const values = after(s, warmupSeconds);
@@ -85,14 +80,14 @@ export function judgeGrowth(s: Series, warmupSeconds: number, limits: Limits) {
   // (Infinity * 0 is NaN: an unlimited relative bound stays unlimited.)
   const allowed = Math.max(limits.maxRelative === Infinity ? Infinity : limits.maxRelative * firstThird, limits.maxAbsolute);
   const [relative, n] = [firstThird > 0 ? growth / firstThird : 0, values.length];
-  return { n, firstThird, lastThird, growth, relative, max: Math.max(0, ...values), ok: n >= 3 && growth <= allowed };
+  return { n, firstThird, lastThird, growth, relative, max: Math.max(0, ...values), ok: n >= JUDGED_SAMPLES && growth <= allowed };
 }
 
 /** A bounded gauge: every sample after the warm-up at most `limit`. */
 export function judgeBound(s: Series, warmupSeconds: number, limit: number) {
   const values = after(s, warmupSeconds);
   const max = Math.max(0, ...values);
-  return { max, mean: mean(values), ok: values.length >= 3 && max <= limit, n: values.length };
+  return { max, mean: mean(values), ok: values.length >= JUDGED_SAMPLES && max <= limit, n: values.length };
 }
 
 /** VmRSS of a process in MB (Linux /proc), undefined when it is gone. */
@@ -102,10 +97,9 @@ function rssMb(pid: number): number | undefined {
 }
 
 /**
- * Samples the fleet every `sample-seconds` until `done` settles: every process's RSS and Redis used_memory (judged),
- * the apps' V8 heap used (saw-toothed by GC) and the completed events jobs BullMQ keeps (QUEUE_SETTINGS
- * removeOnComplete, which explain most of Redis's growth; both shown only) and the aggregator's flush lag. Then
- * judges the samples after the warm-up (bounded growth, bounded flush lag) and prints the figures; true when all hold.
+ * Samples the fleet until `done` settles: each process's RSS, Redis used_memory and the flush lag (judged), the apps'
+ * V8 heap (saw-toothed by GC) and the events jobs BullMQ keeps (most of Redis's growth; both shown only). Then judges
+ * and prints them; true when all hold.
  */
 export async function soakRun(f: Fleet, done: Promise<unknown>, stats: LoadStats, o: SoakValues, seconds: number, say: Say) {
   const rss = { maxRelative: o['max-rss-growth'], maxAbsolute: o['max-rss-growth-mb'] };

@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { EXACT_THRESHOLD } from '@tally/buckets';
 import { seriesResponseSchema, totalsResponseSchema, UNIQUE_VISITORS } from '@tally/contracts';
 import { addDays, formatDate, localDate, monthSk, parseDate, parseMonthSk, TOTAL_SK, fromDayOfYear, dayOfYear } from '@tally/key-layout';
-import { plainMetricsOf } from '@tally/query';
+import { plainMetricsOf, storeEntityOf } from '@tally/query';
 import { QUEUE, QUEUE_NAMES, queueShards, type RedisConnection } from '@tally/queues';
-import { decimalToUnits, parseMetricName, type CompiledRules } from '@tally/schema';
+import { decimalToUnits, parseMetricName } from '@tally/schema';
 import { Cluster } from 'ioredis';
 import { sleep, waitFor, waitForQueuesIdle } from '@tally/testing';
 import type { z } from 'zod';
@@ -33,9 +33,8 @@ export async function backlog(fleet: Fleet) {
 }
 
 /**
- * Waits until every accepted batch is applied and every count is written: the events and dynamo-writes queues
- * idle (delayed retries included), no open or sealed bucket, no outbox, no dirty row. With `folded`, only until
- * every batch is applied and every bucket folded (flushes may still run).
+ * Waits until every accepted batch is applied and every count written: the queues idle (delayed retries included), no
+ * open or sealed bucket, outbox or dirty row. With `folded`, only until every bucket is folded (flushes may still run).
  */
 export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number; folded?: boolean } = {}): Promise<void> {
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
@@ -81,31 +80,27 @@ export interface QueryCheck {
   estimates?: number;
 }
 
+type Row<V> = ReadonlyMap<string, ReadonlyMap<string, V>>;
+
 /**
- * Getters of query API answers with the store's read key, parsed with their contract; retried while the API answers
- * 429/5xx or nothing or cuts the body short; undefined (and a line in `out.mismatches`, with the error or the body)
- * when no answer came, it is not JSON, or it is outside the contract. `series` and `totals` also match the metrics and
- * the points or ids an answer lists with those it must list (matchKeys), and return the entries found.
+ * Query API answers (with the store's read key) parsed with their contract, retried on 429/5xx or no answer; else
+ * undefined and a line in `out.mismatches`. Metrics, points and ids are matched with those it must list (matchKeys).
  */
-function queryApi(fleet: Fleet, url: string, out: QueryCheck) {
+function queryApi(fleet: Fleet, url: string, out: QueryCheck, now?: number) {
   const get = async <T>(store: string, path: string, schema: z.ZodType<T>): Promise<T | undefined> => {
     const refuse = (why: string) => void out.mismatches.push(`GET ${path} (${store}) ${why}`);
+    const headers = { authorization: `Bearer ${fleet.keys[store]!.read}` };
     for (let attempt = 0; ; attempt++) {
       let res: Response | undefined;
-      let body = '';
-      let cut = false;
+      let body: string | undefined;
+      let error = '';
       try {
-        res = await fetch(`${url}${path}`, {
-          headers: { authorization: `Bearer ${fleet.keys[store]!.read}` },
-          signal: AbortSignal.timeout(15_000),
-        });
+        res = await fetch(`${url}${path}`, { headers, signal: AbortSignal.timeout(15_000) });
         body = await res.text();
       } catch (err) {
-        // not up, reset, timed out, the body cut short: retry
-        body = `(${(err as Error).message})`;
-        cut = true;
+        error = `(${(err as Error).message})`; // not up, reset, timed out, the body cut short: retried
       }
-      if (res?.ok && !cut) {
+      if (res?.ok && body !== undefined) {
         let json: unknown;
         try {
           json = JSON.parse(body);
@@ -113,20 +108,15 @@ function queryApi(fleet: Fleet, url: string, out: QueryCheck) {
           return refuse(`answered ${res.status} with no JSON (${(err as Error).message}): ${body.slice(0, 200)}`);
         }
         const parsed = schema.safeParse(json);
-        if (parsed.success) return parsed.data;
-        const issue = parsed.error.issues[0]!;
-        return refuse(`answered outside the contract: ${issue.path.join('.')}: ${issue.message}`);
+        const issue = parsed.error?.issues[0];
+        return issue ? refuse(`answered outside the contract: ${issue.path.join('.')}: ${issue.message}`) : parsed.data;
       }
       if (attempt >= 30 || (res && !res.ok && res.status !== 503 && res.status !== 429 && res.status < 500))
-        return refuse(`answered ${res ? res.status : 'nothing'} ${body}`);
+        return refuse(`answered ${res ? res.status : 'nothing'} ${body ?? error}`);
       await sleep(500);
     }
   };
-  /**
-   * What an answer lists (its points by period, items by id, or metrics) against what it must list: a line in
-   * `out.mismatches` for each expected key it lacks, each key beyond them and each key it lists twice. Returns the
-   * entries of the expected keys it has, in the expected order.
-   */
+  /** The entries of `got` with the `expected` keys, in their order; a line in `out.mismatches` for each key missing, extra or twice. */
   const matchKeys = <T>(what: string, noun: string, expected: readonly string[], got: readonly T[], keyOf: (t: T) => string) => {
     const byKey = new Map<string, T>();
     for (const entry of got) {
@@ -135,21 +125,24 @@ function queryApi(fleet: Fleet, url: string, out: QueryCheck) {
       else if (!expected.includes(key)) out.mismatches.push(`${what}: ${noun} ${key} answered, not expected`);
       else byKey.set(key, entry);
     }
-    const found: Array<[string, T]> = [];
-    for (const key of expected) {
+    return expected.flatMap((key): Array<[string, T]> => {
       const entry = byKey.get(key);
       if (entry === undefined) out.mismatches.push(`${what}: ${noun} ${key} missing from the answer`);
-      else found.push([key, entry]);
-    }
-    return found;
+      return entry === undefined ? [] : [[key, entry]];
+    });
   };
   return {
-    /** A series answer (`what` in its mismatches), with the expected points it has (`found`). */
-    async series(store: string, what: string, query: string, metrics: readonly string[], periods: readonly string[]) {
-      const series = await get(store, `/v1/series?${query}`, seriesResponseSchema);
+    /** The series of `query` by `granularity` from the first counted day of `row` to today, or all time; `found`: the points it must have. */
+    async series(store: string, what: string, query: string, metrics: readonly string[], granularity: Granularity, row?: Row<unknown>) {
+      const { from, to } = days(fleet, store, row, now);
+      const [label, range, periods] =
+        granularity === 'total'
+          ? [`${what} all time`, 'range=allTime', ['total']]
+          : [`${what} ${granularity} ${from}..${to}`, `from=${from}&to=${to}`, periodsOf(from, to, granularity)];
+      const series = await get(store, `/v1/series?${query}&${range}&granularity=${granularity}`, seriesResponseSchema);
       if (!series) return undefined;
-      matchKeys(what, 'metric', metrics, series.metrics, (m) => m);
-      return { ...series, found: matchKeys(what, 'point', periods, series.points, (p) => p.period) };
+      matchKeys(label, 'metric', metrics, series.metrics, (m) => m);
+      return { ...series, from, to, periods, found: matchKeys(label, 'point', periods, series.points, (p) => p.period) };
     },
     /** The expected items of an answer of the all-time totals of a store's products `ids` (`query`: more of its query). */
     async totals(store: string, ids: readonly string[], metrics: readonly string[], query = '') {
@@ -162,18 +155,18 @@ function queryApi(fleet: Fleet, url: string, out: QueryCheck) {
   };
 }
 
-type Table<V> = ReadonlyMap<string, ReadonlyMap<string, ReadonlyMap<string, V>>>;
-type Row<V> = ReadonlyMap<string, ReadonlyMap<string, V>>;
+type Granularity = 'day' | 'month' | 'total';
+type Table<V> = ReadonlyMap<string, Row<V>>;
 
 /** A store's first counted day in a row of the expected table (its smallest month row's smallest day), and today. */
 function days(fleet: Fleet, store: string, row: Row<unknown> | undefined, now?: number) {
-  const today = localDate(now ?? Date.now(), fleet.zones[store]!);
+  const to = formatDate(localDate(now ?? Date.now(), fleet.zones[store]!));
   for (const sk of [...(row?.keys() ?? [])].sort()) {
     const m = parseMonthSk(sk);
     const ds = [...(row!.get(sk)?.keys() ?? [])].filter((a) => a.startsWith('D')).map((a) => Number(a.slice(1, 4)));
-    if (m && ds.length > 0) return { from: formatDate(fromDayOfYear(m.year, Math.min(...ds))), to: formatDate(today) };
+    if (m && ds.length > 0) return { from: formatDate(fromDayOfYear(m.year, Math.min(...ds))), to };
   }
-  return { from: formatDate(today), to: formatDate(today) };
+  return { from: to, to };
 }
 
 /** Every period of a series from `from` to `to` (YYYY-MM-DD): each day, or each calendar month it touches (yyyy-mm). */
@@ -185,9 +178,6 @@ function periodsOf(from: string, to: string, granularity: 'day' | 'month'): stri
   }
   return out;
 }
-
-/** The entity of the store rows: the one without a key. */
-const storeEntity = (rules: CompiledRules) => Object.entries(rules.rules.entities).find(([, e]) => e.key.length === 0)?.[0] ?? 'store';
 
 /** The cell of `row` a series point reads: `yyyy-mm-dd` is `D<doy>.<attr>` of its month row, `yyyy-mm` is `M<mm>.<attr>`. */
 function periodCell<V>(row: Row<V> | undefined, period: string, attr: string): V | undefined {
@@ -214,16 +204,14 @@ type Answer = { values: Record<string, unknown>; estimated?: readonly string[] }
 type Cells = ReadonlyArray<Set<string> | undefined>;
 
 /**
- * Asks the query API what the table should hold and compares it with `expected` exactly: for every store its day
- * and month series from its first counted day to today and its all-time totals, the all-time totals of its most
- * counted products (`products`, default 10) and the day series of a few visitors (`visitors`, default 3). Live
- * answers (DynamoDB plus Redis) must be exact at any time once every accepted batch is applied, flushes in progress
- * or not. `now`: for the store's "today" (default Date.now()).
+ * Compares the query API's answers with `expected` exactly: each store's day, month and all-time series, the all-time
+ * totals of its most counted products (`products`, default 10) and the series of a few visitors (`visitors`, default 3).
+ * Live answers (DynamoDB plus Redis) are exact once every accepted batch is applied, flushes in progress or not.
  */
 export async function checkQueryApi(fleet: Fleet, url: string, expected: CounterTable, opts: QueryOptions = {}) {
   const rules = fleet.rules;
   const out: QueryCheck = { compared: 0, mismatches: [] };
-  const api = queryApi(fleet, url, out);
+  const api = queryApi(fleet, url, out, opts.now);
   /** Every metric the entity's answers must have, each with its value in `values` (a value missing is a mismatch). */
   const compareAll = (what: string, metrics: readonly string[], values: Answer['values'], want: (attr: string) => bigint | undefined) => {
     for (const metric of metrics) {
@@ -245,24 +233,19 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
   const seriesCheck = async (store: string, entity: string, entityName: string, pk: string) => {
     const row = expected.get(pk);
     const metrics = plainMetricsOf(rules, entityName);
-    const { from, to } = days(fleet, store, row, opts.now);
-    for (const granularity of ['day', 'month'] as const) {
-      const what = `${store} ${entity} ${granularity}`;
-      const q = `entity=${encodeURIComponent(entity)}&from=${from}&to=${to}&granularity=${granularity}`;
-      const series = await api.series(store, `${what} ${from}..${to}`, q, metrics, periodsOf(from, to, granularity));
-      for (const [period, p] of series?.found ?? [])
-        compareAll(`${what} ${period}`, metrics, p.values, (attr) => periodCell(row, period, attr));
-    }
-    const what = `${store} ${entity} all time`;
-    const total = await api.series(store, what, `entity=${encodeURIComponent(entity)}&granularity=total&range=allTime`, metrics, ['total']);
-    if (total) compareAll(what, metrics, total.totals, (attr) => row?.get(TOTAL_SK)?.get(attr));
+    const [what, query] = [`${store} ${entity}`, `entity=${encodeURIComponent(entity)}`];
+    for (const granularity of ['day', 'month'] as const)
+      for (const [period, p] of (await api.series(store, what, query, metrics, granularity, row))?.found ?? [])
+        compareAll(`${what} ${granularity} ${period}`, metrics, p.values, (attr) => periodCell(row, period, attr));
+    const total = await api.series(store, what, query, metrics, 'total', row);
+    if (total) compareAll(`${what} all time`, metrics, total.totals, (attr) => row?.get(TOTAL_SK)?.get(attr));
   };
 
   const views = rules.attrMetric('ViewCount');
   const byViews = (item?: ReadonlyMap<string, bigint>) => item?.get(views) ?? 0n;
   const productMetrics = plainMetricsOf(rules, 'product');
   for (const store of Object.keys(fleet.zones)) {
-    await seriesCheck(store, 'store', storeEntity(rules), store);
+    await seriesCheck(store, 'store', storeEntityOf(rules) ?? 'store', store);
     // The most counted products and a few busy visitors of the store.
     for (const [id, item] of await api.totals(store, top(expected, store, 'product', opts.products ?? 10, byViews), productMetrics)) {
       const want = expected.get(`${store}#product#${id}`)?.get(TOTAL_SK);
@@ -275,13 +258,11 @@ export async function checkQueryApi(fleet: Fleet, url: string, expected: Counter
 }
 
 /**
- * What a run without faults answers for the union of some cells: their exact count when every cell holds at most
- * EXACT_THRESHOLD members (the cells are exact sets then), else the Redis HLL estimate of the union (PFADD of every
- * member into a scratch key: a HyperLogLog's registers, and so its count, depend on its members only).
+ * What a run without faults answers for the union of some cells: its exact count while every cell holds at most
+ * EXACT_THRESHOLD members, else Redis's HyperLogLog estimate of it (whose registers depend on its members only).
  */
 async function noFaultAnswer(redis: RedisConnection, cells: Cells): Promise<number> {
-  const union = new Set<string>();
-  for (const c of cells) for (const m of c ?? []) union.add(m);
+  const union = new Set(cells.flatMap((c) => [...(c ?? [])]));
   if (cells.every((c) => (c?.size ?? 0) <= EXACT_THRESHOLD)) return union.size;
   const key = `chaos-check:{uv}:${randomUUID()}`;
   const members = [...union].map((m) => Buffer.from(m, 'latin1'));
@@ -292,17 +273,15 @@ async function noFaultAnswer(redis: RedisConnection, cells: Cells): Promise<numb
 }
 
 /**
- * Asks the query API for UniqueVisitors after the drain and compares each answer with what a run without faults
- * gives (noFaultAnswer), and whether it says it is an estimate with whether it must be one (a cell read past
- * EXACT_THRESHOLD members): every store's day series from its first day to today (a point for every day), the
- * series' union and all time, and the all-time count of its products with the most visitors (an item for each).
+ * Compares the query API's UniqueVisitors (after the drain) with noFaultAnswer, and whether each says it is an estimate:
+ * each store's day series, its union and all time, and the all-time count of its products with the most visitors.
  */
 export async function checkUniqueVisitors(fleet: Fleet, url: string, expected: DistinctTable, opts: { now?: number } = {}) {
   const out: QueryCheck = { compared: 0, mismatches: [], estimates: 0 };
-  const storeMetric = fleet.rules.distinctOf(storeEntity(fleet.rules)).find((d) => d.metric === UNIQUE_VISITORS);
+  const storeMetric = fleet.rules.distinctOf(storeEntityOf(fleet.rules) ?? 'store').find((d) => d.metric === UNIQUE_VISITORS);
   if (!storeMetric) return out;
   const code = storeMetric.attrMetric;
-  const api = queryApi(fleet, url, out);
+  const api = queryApi(fleet, url, out, opts.now);
   const compare = async (what: string, answer: Answer, cells: Cells) => {
     const estimate = cells.some((c) => (c?.size ?? 0) > EXACT_THRESHOLD);
     if (!Object.hasOwn(answer.values, UNIQUE_VISITORS))
@@ -318,20 +297,17 @@ export async function checkUniqueVisitors(fleet: Fleet, url: string, expected: D
         `${what} ${UNIQUE_VISITORS}: the query API says ${said ? 'an estimate' : 'exact'}, a run without faults ${estimate ? `estimates (a sketch past ${EXACT_THRESHOLD})` : 'is exact'}`,
       );
   };
-  const uv = [UNIQUE_VISITORS];
+  const [uv, query] = [[UNIQUE_VISITORS], `metrics=${UNIQUE_VISITORS}`];
   for (const store of Object.keys(fleet.zones)) {
     const row = expected.get(store);
-    const { from, to } = days(fleet, store, row, opts.now);
-    const periods = periodsOf(from, to, 'day');
-    const q = `metrics=${UNIQUE_VISITORS}&from=${from}&to=${to}&granularity=day`;
-    const series = await api.series(store, `${store} day ${from}..${to}`, q, uv, periods);
+    const series = await api.series(store, store, query, uv, 'day', row);
     if (series) {
       for (const [period, p] of series.found) await compare(`${store} day ${period}`, p, [periodCell(row, period, code)]);
       // Every day's cell, those of days the answer lacks too: the union of the range is over all of them.
-      const cells = periods.map((period) => periodCell(row, period, code));
-      await compare(`${store} ${from}..${to}`, { values: series.totals, estimated: series.estimated }, cells);
+      const cells = series.periods.map((period) => periodCell(row, period, code));
+      await compare(`${store} ${series.from}..${series.to}`, { values: series.totals, estimated: series.estimated }, cells);
     }
-    const all = await api.series(store, `${store} all time`, `metrics=${UNIQUE_VISITORS}&range=allTime&granularity=total`, uv, ['total']);
+    const all = await api.series(store, store, query, uv, 'total', row);
     if (all) await compare(`${store} all time`, { values: all.totals, estimated: all.estimated }, [row?.get(TOTAL_SK)?.get(code)]);
     const products = top(expected, store, 'product', 10, (item) => item?.get(code)?.size ?? 0);
     for (const [id, item] of await api.totals(store, products, uv, `&metrics=${UNIQUE_VISITORS}`))
@@ -340,14 +316,11 @@ export async function checkUniqueVisitors(fleet: Fleet, url: string, expected: D
   return out;
 }
 
-/**
- * What `loadgen --fleet` and `--soak` check once everything is written, against the `accepted` events (README.md):
- * checkTable and checkUniqueVisitors (the chaos run checks these too). The lines to print, and whether every value matched.
- */
+/** What `loadgen --fleet` and `--soak` (and the chaos run) check once everything is written: the lines to print, and whether all matched. */
 export async function checkFleetCounts(fleet: Fleet, accepted: readonly StoreEvents[], maxSamples = 20) {
   const table = await checkTable(fleet, expectedCounts(accepted, fleet.rules, fleet.zones), maxSamples);
   const uv = await checkUniqueVisitors(fleet, fleet.app('query-api').url, expectedDistinct(accepted, fleet.rules, fleet.zones));
-  const estimates = uv.estimates ?? 0;
+  const estimates = uv.estimates!;
   const lines = [
     `table has ${table.scanned.items} counter items, ${table.cells} cells compared, mismatches ${table.mismatches}`,
     ...table.samples.map((s) => `  ${s}`),
