@@ -1,8 +1,6 @@
 // node tools/build-apps/run-built.mjs <bundle> [arguments…]: runs an operator tool (or an app: the tests' fleets) from
-// its built JavaScript, dist/<bundle>/main.mjs (tools/build-apps), in this process, so a call starts in a fraction
-// of a second instead of compiling TypeScript each time. When a file the bundle was built from (its sources.json:
-// the workspace sources, their projects' package.json, tsconfig.base.json, package-lock.json) is newer than the
-// bundle, it is rebuilt first, with a line on stderr; stdout stays the tool's own.
+// dist/<bundle>/main.mjs in this process, so a call starts in a fraction of a second instead of compiling TypeScript.
+// When a file of its sources.json is newer than the bundle, it is rebuilt first, with a line on stderr.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { enableCompileCache } from 'node:module';
@@ -33,7 +31,7 @@ function staleness() {
   return sources.some((file) => (mtime(join(repoRoot, file)) ?? Infinity) > built) ? 'sources changed' : undefined;
 }
 
-/** Whether the process whose pid the lock directory holds is still running (false once the lock is gone). */
+/** Whether the process whose pid the lock holds is still running (false once the lock is gone). */
 function holderAlive(lock) {
   try {
     process.kill(Number(readFileSync(join(lock, 'pid'), 'utf8')), 0);
@@ -43,9 +41,9 @@ function holderAlive(lock) {
   }
 }
 
-// Built when stale, by one process at a time: processes started together (the apps of a test fleet) wait for the one
-// that builds, then find the bundle fresh. The lock is a directory holding the builder's pid, put in place whole by a
-// rename (which fails onto a lock that exists); a dead builder's lock is taken over.
+// Built by one process at a time: others started together (a test fleet's apps) wait, then find it fresh. The lock is
+// a directory holding the builder's pid, put in place whole by a rename (which fails onto a lock that exists); a dead
+// builder's lock is taken over.
 const lock = join(repoRoot, 'dist', `.${name}.lock`);
 for (let why = staleness(); why; why = staleness()) {
   const mine = `${lock}.${process.pid}`;
@@ -70,9 +68,8 @@ for (let why = staleness(); why; why = staleness()) {
   break;
 }
 
-// V8's code cache on disk (the OS temp dir): a multi-megabyte bundle is not compiled again on every call. Source
-// maps are not enabled here: reading a bundle's map costs about as much as running a command (the CLIs print
-// messages, not stack traces); NODE_OPTIONS=--enable-source-maps maps a trace when one is wanted.
+// V8's code cache on disk: a multi-megabyte bundle is not compiled again on every call. No source maps: reading one
+// costs about as much as running a command; NODE_OPTIONS=--enable-source-maps maps a trace when one is wanted.
 enableCompileCache();
 process.argv = [process.argv[0], main, ...args];
 await import(pathToFileURL(main).href);

@@ -3,20 +3,13 @@ import { cpSync, existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import { build, type Metafile } from 'esbuild';
 
-/** One bundle: `dist/<name>/main.mjs` from a composition root. */
+/** One bundle: `dist/<name>/main.mjs` from `entry` (relative to the repository root). */
 interface BundleTarget {
   name: string;
-  /** Entry file, relative to the repository root. */
   entry: string;
-  /**
-   * Packages left out of the bundle because they cannot be bundled (they read files next to their own sources at
-   * run time). Each is copied, with its production dependencies, into `dist/<name>/node_modules`.
-   */
+  /** Packages that read files next to their sources at run time: copied, with their dependencies, into its node_modules. */
   external?: readonly string[];
-  /**
-   * Split at dynamic imports (esbuild code splitting): `main.mjs` plus `chunks/*.mjs` loaded when first imported,
-   * so a command loads only the code it runs (`--help` of an operator tool loads no SDK). Default false: one file.
-   */
+  /** Split at dynamic imports into `chunks/`, so a command loads only the code it runs (`--help` loads no SDK). */
   split?: boolean;
 }
 
@@ -34,10 +27,7 @@ export const TARGETS: readonly BundleTarget[] = [
   { name: 'tenants', entry: 'tools/tenants/src/main.ts', split: true },
 ];
 
-/**
- * ESM bundles of CommonJS packages need `require`, `__filename` and `__dirname`; esbuild's ESM output has none.
- * Names are the CommonJS ones on purpose: bundled CJS code refers to them as free variables.
- */
+/** Bundled CommonJS code refers to `require`, `__filename` and `__dirname` as free variables; esbuild's ESM has none. */
 const CJS_SHIM = [
   "import { createRequire as __tallyCreateRequire } from 'node:module';",
   'const require = __tallyCreateRequire(import.meta.url);',
@@ -45,17 +35,10 @@ const CJS_SHIM = [
   'const __dirname = import.meta.dirname;',
 ].join(' ');
 
-/**
- * Packages required only inside a try/catch by a dependency when a feature Tally does not use is configured: BullMQ's
- * alternative backends (Tally uses ioredis). Any other import esbuild cannot resolve fails the build (below).
- */
+/** Required inside a try/catch only for features Tally does not use (BullMQ's other backends; Tally uses ioredis). */
 const OPTIONAL_REQUIRES: readonly string[] = ['@valkey/valkey-glide', 'pg'];
 
-/**
- * Bundles each target (default: every one) into `<outDir>/<name>/main.mjs` (+ source map), put in place whole
- * (replaceWhole). Returns each bundle's directory, the bytes of main.mjs and its chunks, and the packages copied
- * into its node_modules (externals and their dependencies).
- */
+/** Bundles each target (default: all) into `<outDir>/<name>/`; returns each one's directory, bytes and copied packages. */
 export async function buildBundles(opts: { repoRoot: string; outDir?: string; only?: readonly string[] }) {
   const repoRoot = resolve(opts.repoRoot);
   const outDir = resolve(opts.outDir ?? join(repoRoot, 'dist'));
@@ -79,12 +62,10 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
         // Linked source map for `node --enable-source-maps`; without sources it is a third of the size.
         sourcemap: 'linked',
         sourcesContent: false,
-        // Bundling renames clashing identifiers (Foo -> Foo2); keep `.name` of classes and functions, which error
-        // messages, pino's `err.type` and `err.name` checks rely on.
+        // Bundling renames clashing identifiers (Foo -> Foo2); keep the `.name` that errors and `err.name` checks show.
         keepNames: true,
         external: [...(target.external ?? []), ...OPTIONAL_REQUIRES],
-        // An import esbuild cannot resolve inside a try/catch is left to run time by default; here it fails the
-        // build, so a new dependency that esbuild cannot follow fails the build instead of the container.
+        // An import esbuild cannot resolve inside a try/catch fails the build, not the container at run time.
         logOverride: { 'ignored-dynamic-import': 'error' },
         banner: { js: CJS_SHIM },
         metafile: true,
@@ -101,9 +82,8 @@ export async function buildBundles(opts: { repoRoot: string; outDir?: string; on
 }
 
 /**
- * Fills a directory beside `dir` (`fill`), then puts it in place of `dir` whole by two renames: a process that starts
- * from the old bundle while it is rebuilt (run-built.mjs) reads the old files or the new ones, never a bundle half
- * written. A fill that throws leaves `dir` as it was.
+ * Fills a directory beside `dir`, then puts it in place of `dir` by two renames: a process that starts from the bundle
+ * while it is rebuilt (run-built.mjs) reads the old files or the new ones, never half a bundle. A failed fill changes nothing.
  */
 export async function replaceWhole<T>(dir: string, fill: (staged: string) => Promise<T>): Promise<T> {
   const [staged, old] = [`${dir}.building-${process.pid}`, `${dir}.old-${process.pid}`];
@@ -122,14 +102,12 @@ export async function replaceWhole<T>(dir: string, fill: (staged: string) => Pro
 }
 
 /**
- * Next to each bundle, sources.json: the repository files it was built from, which `run-built.mjs` compares with
- * the bundle's age. Its workspace sources (from esbuild's metafile), the package.json of each project they belong
- * to, tsconfig.base.json and package-lock.json (which pins everything under node_modules).
+ * sources.json, the files `run-built.mjs` compares with the bundle's age: its workspace sources, their projects'
+ * package.json, tsconfig.base.json and package-lock.json (which pins everything under node_modules).
  */
 function bundleSources(meta: Metafile): string[] {
   const files = new Set(['package-lock.json', 'tsconfig.base.json']);
   for (const rel of Object.keys(meta.inputs)) {
-    // Relative to absWorkingDir (the repository), with forward slashes.
     if (rel.startsWith('..') || rel.includes('node_modules/')) continue;
     files.add(rel);
     const project = /^((?:apps|libs|tools)\/[^/]+)\//.exec(rel);
@@ -138,10 +116,7 @@ function bundleSources(meta: Metafile): string[] {
   return [...files].sort();
 }
 
-/**
- * Copies each external package and its production dependencies, as npm installed them (`npm query`), into
- * `<bundleDir>/node_modules`, keeping the nesting so every package resolves the version it resolves in the repository.
- */
+/** Copies the externals and their production dependencies (`npm query`) into the bundle, nested as npm installed them. */
 function copyExternals(externals: readonly string[], repoRoot: string, bundleDir: string): string[] {
   if (externals.length === 0) return [];
   const selector = externals.map((e) => `#${e}, #${e} .prod`).join(', ');

@@ -4,19 +4,13 @@ import type { FaultRates } from './fault-proxy';
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
-/** The chaos run's knobs (environment, parsed by libs/config like the apps'). */
+/** The chaos run's knobs (tools/chaos/README.md); the defaults of the optional ones depend on short or long. */
 const chaosEnv = z.object({
-  /** short (inside npm test, ~2-3 min) or long (npm run test:chaos, tens of minutes). */
   TALLY_CHAOS: z.enum(['short', 'long']).default('short'),
-  /** Seconds of load with faults; default 75 short, 1200 long. */
   TALLY_CHAOS_SECONDS: int(10, 86_400).optional(),
-  /** Valid events to send; default 36,000 short, 400,000 long. */
   TALLY_CHAOS_EVENTS: int(100, 100_000_000).optional(),
-  /** Seed of the traffic and of the fault schedule. */
   TALLY_CHAOS_SEED: int(0, 2 ** 31).default(1),
-  /** Length of each DynamoDB outage; default 7 short, 30 long. */
   TALLY_CHAOS_OUTAGE_SECONDS: int(1, 3_600).optional(),
-  /** Echo the apps' output to stderr (debugging). */
   TALLY_CHAOS_ECHO: z.stringbool().default(false),
 });
 

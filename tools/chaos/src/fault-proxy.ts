@@ -3,15 +3,15 @@ import type { AddressInfo, Socket } from 'node:net';
 import { buffer } from 'node:stream/consumers';
 import { createRng } from '@tally/loadgen';
 
-/** Probability per request of each fault (the rest are forwarded untouched). */
+/**
+ * Probability per request of each fault (the rest are forwarded untouched): `throttle` answers 400
+ * ProvisionedThroughputExceededException; `error500` an InternalFailure and `drop` destroys the connection, half of
+ * them after forwarding (applied, the answer lost); `slow` holds the answer back `slowMs`.
+ */
 export interface FaultRates {
-  /** 400 ProvisionedThroughputExceededException, without forwarding. */
   throttle: number;
-  /** 500 InternalFailure: half before forwarding, half after (the request was applied, its answer is lost). */
   error500: number;
-  /** Forwarded, the answer held back `slowMs` (past the SDK's deadline it times out and is retried). */
   slow: number;
-  /** Connection destroyed: half before forwarding, half after (applied, answer lost). */
   drop: number;
 }
 
@@ -33,11 +33,8 @@ const INTERNAL_BODY = JSON.stringify({
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding']);
 
 /**
- * A DynamoDB fault injector: a node:http proxy on 127.0.0.1 that forwards to dynalite (`target`, e.g.
- * http://127.0.0.1:4567) and, on a schedule seeded by `seed` (the n-th request gets the same fault for the same
- * seed and rates), answers throttling (HTTP 400 ProvisionedThroughputExceededException), 500s, slow replies
- * (held back `slowMs`, default [500, 4500] ms), and dropped connections (socket.destroy) — some of the 500s and
- * drops after the request was applied, the case where a client cannot know whether its write happened.
+ * A DynamoDB fault injector: a node:http proxy on 127.0.0.1 that forwards to dynalite (`target`) and injects the
+ * FaultRates on a schedule seeded by `seed` (the n-th request gets the same fault for the same seed and rates).
  */
 export async function startFaultProxy(opts: { target: string; seed: number; slowMs?: readonly [number, number] }) {
   const target = new URL(opts.target);
@@ -48,18 +45,16 @@ export async function startFaultProxy(opts: { target: string; seed: number; slow
   const counts = { ...NO_FAULTS };
   let down = false;
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  const sockets = new Set<Socket>();
 
   const passThrough = (res: ServerResponse, status: number, headers: IncomingMessage['headers'], payload: Buffer) => {
     if (res.destroyed) return;
     const h = Object.fromEntries(Object.entries(headers).filter(([k, v]) => v !== undefined && !HOP_BY_HOP.has(k)));
     res.writeHead(status, { ...h, 'content-length': String(payload.length) }).end(payload);
   };
-  /** An error answer of the proxy's own, shaped like DynamoDB's. */
   const reply = (res: ServerResponse, status: number, body: string) =>
     passThrough(res, status, { 'content-type': 'application/x-amz-json-1.0', 'x-amzn-requestid': `FAULT${Date.now()}` }, Buffer.from(body));
 
-  /** Forwards the request; calls `answer` with dynalite's reply (default: pass it on), or drops the client's connection if dynalite is unreachable. */
+  /** Forwards the request and calls `answer` with dynalite's reply; drops the client's connection if dynalite is unreachable. */
   const forward = (req: IncomingMessage, body: Buffer, res: ServerResponse, answer = passThrough) => {
     const lost = () => res.socket?.destroy();
     const headers = { ...req.headers, host: target.host, 'content-length': String(body.length) };
@@ -92,10 +87,8 @@ export async function startFaultProxy(opts: { target: string; seed: number; slow
     const delay = slowMin + Math.floor(variant * (slowMax - slowMin));
     forward(req, body, res, (...answer) => setTimeout(() => passThrough(...answer), delay));
   });
-  server.on('connection', (socket) => {
-    if (down) return socket.destroy();
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
+  server.on('connection', (socket: Socket) => {
+    if (down) socket.destroy();
     socket.on('error', () => undefined);
   });
   server.on('clientError', (_err, socket) => socket.destroy());
@@ -111,10 +104,10 @@ export async function startFaultProxy(opts: { target: string; seed: number; slow
     /** Down: every connection is destroyed on arrival (an outage); up: forwarding again. */
     setDown(d: boolean) {
       down = d;
-      if (d) for (const s of sockets) s.destroy();
+      if (d) server.closeAllConnections();
     },
     async close() {
-      for (const s of sockets) s.destroy();
+      server.closeAllConnections();
       agent.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

@@ -1,6 +1,4 @@
-// npm run create-table: creates the DynamoDB table Tally writes to (idempotent) and turns its TTL on, configured like
-// the apps (DYNAMODB_ENDPOINT, DYNAMODB_TABLE, AWS_REGION). Prints one line; exit 1 with one line on stderr on failure;
-// exit 3 with one line on stderr when the table is ready but DynamoDB refused to turn TTL on for expiresAt.
+// npm run create-table (USAGE says what it does). Prints one line; on failure one line on stderr and exit 1 (3: no TTL).
 import { loadConfigOrExit, toolEnvSchemas } from '@tally/config';
 import { DynamoUnreachableError, TableError, createDynamoClient, describeEndpoint, ensureTable, type TableWarning } from '@tally/dynamo';
 

@@ -3,7 +3,6 @@ import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 /** Where an operator command writes: lines to stdout and stderr (arrays in tests). */
 export type CliIo = { out: (line: string) => void; err: (line: string) => void };
 
-/** The process's stdout and stderr, a line at a time. */
 export const STDIO: CliIo = {
   out: (line) => void process.stdout.write(`${line}\n`),
   err: (line) => void process.stderr.write(`${line}\n`),
@@ -12,7 +11,6 @@ export const STDIO: CliIo = {
 /** A bad command line: reported with the command's synopsis and where the help is, exit code 2. */
 export class UsageError extends Error {}
 
-/** The option values parseArgs gives for `options`. */
 export type CliValues<O extends ParseArgsOptionsConfig> = ReturnType<
   typeof parseArgs<{ args: string[]; allowPositionals: true; options: O }>
 >['values'];
@@ -32,13 +30,9 @@ function synopses(usage: string, command: string | undefined): string[] {
 }
 
 /**
- * One run of an operator command line `<command> [arguments] [--options]` of `tool` (node:util parseArgs, with
- * `-h`/`--help` added): prints `usage` for --help, `help` or no command; runs `run` for a command `usage` lists (any
- * other is unknown). It takes only the options given (not defaults) that its synopses show (`groups`: words of a
- * synopsis that stand for several, as dlq's `filters`); any other is a usage error, never ignored (`notTaken` says
- * what to do instead). Returns the exit code: run's, 2 for a UsageError (the message, then the command's synopses and
- * where the help is, `npm run <tool> -- --help`, on stderr: not the whole usage, which would push the reason off
- * screen), 1 for any other error (its message). Never prompts.
+ * One run of `<command> [arguments] [--options]` of `tool`: `usage` for --help, `help` or no command, else `run` for a
+ * command `usage` lists, which takes only the options its synopses show (`groups`: words standing for several). Exit 2
+ * on a usage error, with the command's synopses only (the whole usage would push the reason off screen); 1 on others.
  */
 export async function runCli<O extends ParseArgsOptionsConfig>(
   argv: readonly string[],

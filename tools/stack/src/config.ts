@@ -9,10 +9,7 @@ const port = z.coerce.number().int().min(1).max(65_535);
 const ms = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const text = z.string().min(1).optional();
 
-/**
- * Everything `npm start` reads from the environment. The only module of the stack that reads
- * process.env; anything else the apps need is passed through to them untouched (see `childBaseEnv`).
- */
+/** Everything `npm start` reads from the environment; the rest is passed through to the apps untouched. */
 export const stackEnv = z.object({
   REDIS_URL: sharedEnvShape.REDIS_URL.unwrap().optional().describe('Use this Redis instead of starting redis-server.'),
   REDIS_CLUSTER_NODES: text.describe('Use this Redis Cluster (`host:port,…`, passed to the apps) instead of starting redis-server.'),
@@ -69,11 +66,7 @@ export const stackEnv = z.object({
 export type StackEnv = z.infer<typeof stackEnv>;
 type Env = Record<string, string | undefined>;
 
-/**
- * Reads and validates the environment once; `load` throws ConfigError (one line naming the variable), or exits. The data directory
- * (redis AOF under `redis/`, dynalite under `dynamo/`) is absolute; `childBaseEnv` is what every child gets before
- * the stack's own variables.
- */
+/** The environment validated by `load` (ConfigError, or exits), the absolute data directory, and what every child gets. */
 export function loadStackConfig(env: Env = process.env, cwd = process.cwd(), load = loadConfig) {
   const parsed = load(stackEnv, env);
   const dataDir = parsed.TALLY_DATA_DIR ? path.resolve(cwd, parsed.TALLY_DATA_DIR) : path.join(REPO_ROOT, '.data');
@@ -88,11 +81,7 @@ export const APPS: ReadonlyArray<{ name: AppName; defaultPort: number; portVaria
   { name: 'dynamo-writer', defaultPort: 7404, portVariable: 'WRITER_PORT' },
 ];
 
-/**
- * How to run one app: `node --import tsx apps/<app>/src/main.ts` from the repo root, with the caller's environment
- * overridden by the stack's (backends, LOG_LEVEL, HTTP_PORT). A local stack listens on loopback only (containers
- * keep the apps' default 0.0.0.0) unless HTTP_HOST says otherwise.
- */
+/** How to run one app from its sources; a local stack listens on loopback only (unlike containers) unless HTTP_HOST says otherwise. */
 export function appProcessSpec(app: AppName, baseEnv: Env, stackVars: Record<string, string>, nodeBin = process.execPath): ProcessSpec {
   return { name: app, command: nodeBin, args: appArgs(app), cwd: REPO_ROOT, env: { HTTP_HOST: '127.0.0.1', ...baseEnv, ...stackVars } };
 }

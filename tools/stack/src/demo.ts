@@ -6,11 +6,7 @@ import { readJson } from './run-file';
 
 const DEMO_STORE = 'DEMO';
 
-/**
- * Runs once every app answered /healthz: on the first run with this data directory, creates the demo store with an
- * ingest and a read key (kept in <dataDir>/demo-keys.json, mode 600). Returns the lines printed for a new user:
- * the keys and ready-to-paste commands that send an event, read it back and open the dashboard.
- */
+/** The lines for a new user: the demo store's keys (made once per data directory, kept in demo-keys.json) and commands to try. */
 export async function demoLines(urls: Record<'collector' | 'query-api', string>, db: TenantDb, dataDir: string): Promise<string[]> {
   const file = join(dataDir, 'demo-keys.json');
   let keys = readJson<{ store: string; ingestKey: string; readKey: string }>(file); // none yet on a first run
@@ -30,10 +26,7 @@ export async function demoLines(urls: Record<'collector' | 'query-api', string>,
   return demoHints(urls, keys, dataDir);
 }
 
-/**
- * The lines for the demo store's keys. The npm commands find the stack by its data directory: off the default `.data`
- * they say TALLY_DATA_DIR, else they would find no stack.
- */
+/** The npm commands find the stack by its data directory: off the default `.data` they say TALLY_DATA_DIR. */
 export function demoHints(
   urls: Record<'collector' | 'query-api', string>,
   keys: { store: string; ingestKey: string; readKey: string },

@@ -1,9 +1,6 @@
-/**
- * The README's environment-variable tables, rendered from the zod schemas themselves: names, defaults and
- * meanings (`.describe()`) of the apps' schemas (libs/config) and of the stack's (config.ts). An app's schema
- * lists exactly what it reads, so the Apps column says which app reads a variable. `env-tables.test.ts` fails
- * when the README is out of date; `npx tsx tools/stack/src/env-tables.ts --write` regenerates it.
- */
+// The README's environment-variable tables, rendered from the apps' zod schemas (libs/config) and the stack's
+// (config.ts): names, defaults and `.describe()`. env-tables.test.ts fails when the README is out of date;
+// `npx tsx tools/stack/src/env-tables.ts --write` regenerates it.
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { z } from 'zod';
@@ -20,10 +17,7 @@ const show = (value: unknown) =>
     : `\`${value instanceof Map ? [...value].map(([k, v]) => `${k}=${v}`).join(',') : String(value)}\``;
 const cell = (s: string) => s.replace(/\|/g, '\\|');
 
-/**
- * One row per variable of `schemas`: its name, which of them read it (a column only with several schemas), its
- * default (per schema where they differ) and meaning.
- */
+/** One row per variable: its name, which schemas read it (with several), its default (per schema where they differ), meaning. */
 function envTable(schemas: Record<string, z.ZodObject>): string {
   const owners = Object.keys(schemas);
   const shapes = owners.map((o) => schemas[o]!.shape as Record<string, z.ZodType>);
@@ -44,13 +38,10 @@ function envTable(schemas: Record<string, z.ZodObject>): string {
   return [`| ${head.join(' | ')} |`, `|${' --- |'.repeat(head.length)}`, ...rows].join('\n');
 }
 
-/** The variables of the apps, with the apps that read each. */
 export const appEnvTable = () => envTable(Object.fromEntries(APPS.map((a) => [a.name, appEnvSchemas[a.name] as z.ZodObject])));
 
-/** The variables only `npm start` reads. */
 export const stackEnvTable = () => envTable({ 'npm start': stackEnv });
 
-/** `readme` with the text between the markers replaced by the generated tables. */
 export function withEnvSection(readme: string): string {
   const start = readme.indexOf(BEGIN);
   const end = readme.indexOf(END);

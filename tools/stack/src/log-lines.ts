@@ -1,7 +1,5 @@
-/**
- * Turns the output lines of the stack's children into one readable stream, each line prefixed with its source:
- * pino JSON lines (and redis-server's log lines, read as pino's) prettified by pino-pretty; any other line as it is.
- */
+// The output lines of the stack's children as one stream, each prefixed with its source: pino JSON lines (and
+// redis-server's, read as pino's) prettified by pino-pretty; any other line as it is.
 import { prettyFactory } from 'pino-pretty';
 
 export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';

@@ -1,8 +1,6 @@
-/**
- * `npm start`: the whole of Tally on one machine. Starts redis-server (unless REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS) and dynalite
- * (unless DYNAMODB_ENDPOINT), creates the table, runs the four apps under a supervisor, prints their URLs,
- * and on Ctrl-C / SIGTERM stops the apps, then the stores, leaving no process behind.
- */
+// `npm start`: the whole of Tally on one machine. Starts redis-server (unless REDIS_URL, REDIS_CLUSTER_NODES or
+// REDIS_SENTINELS) and dynalite (unless DYNAMODB_ENDPOINT), creates the table, runs the four apps under a supervisor,
+// prints their URLs, and on Ctrl-C / SIGTERM stops the apps, then the stores, leaving no process behind.
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfigOrExit } from '@tally/config';
@@ -19,7 +17,6 @@ import { keepRunning, supervise, type CrashReport } from './supervisor';
 
 const { env, dataDir, childBaseEnv } = loadStackConfig(process.env, process.cwd(), loadConfigOrExit);
 
-// ---- output -------------------------------------------------------------------------------------
 process.stdout.on('error', () => {}); // `npm start | head` closing the pipe must not crash the stack
 const nameWidth = Math.max('redis'.length, ...APPS.map((a) => a.name.length));
 const format = lineFormatter({ color: Boolean(process.stdout.isTTY) && env.NO_COLOR === undefined, nameWidth });
@@ -28,7 +25,6 @@ const say = (msg: string, level: Level = 'info') => {
   if (env.LOG_LEVEL !== 'silent' && PINO_LEVEL[level] >= PINO_LEVEL[env.LOG_LEVEL]) print(format.say('stack', level, msg));
 };
 
-// ---- shutdown -----------------------------------------------------------------------------------
 const lifecycle = new Lifecycle((name, err) => say(`stopping ${name} failed: ${(err as Error).message}`, 'warn'));
 const runFile = new RunFile(dataDir);
 let startup: Promise<void> = Promise.resolve();
@@ -73,7 +69,6 @@ function reportCrash(r: CrashReport): void {
   say(`restarting ${r.name} in ${(r.restartInMs / 1000).toFixed(1)} s (crash ${r.attempt} in a row)`, 'warn');
 }
 
-// ---- start-up -----------------------------------------------------------------------------------
 async function startRedisServer(version: string): Promise<{ url: string; port?: number; note: string }> {
   const dir = path.join(dataDir, 'redis');
   mkdirSync(dir, { recursive: true });
@@ -85,7 +80,7 @@ async function startRedisServer(version: string): Promise<{ url: string; port?: 
     stopTimeoutMs: env.STACK_STOP_TIMEOUT_MS,
     reap: false, // a stack that dies leaves it to the next start (run-file.ts), which stops it gently
     onLine: (line) => print(format.line('redis', line)),
-  }); // a ServiceStartError (TALLY_ERR_) says what went wrong in one line
+  });
   const record = (pid: number) => runFile.update({ children: { redis: { pid, match: 'redis-server' } } });
   record(redis.pid);
   // A redis-server that dies is started again on its port and directory: it replays its AOF, the apps reconnect.
@@ -117,17 +112,15 @@ async function start(): Promise<void> {
   const [cluster, sentinels] = [env.REDIS_CLUSTER_NODES, env.REDIS_SENTINELS];
   const version = env.REDIS_URL || cluster || sentinels ? undefined : await redisServerVersion();
   for (const note of await runFile.claim()) say(note, 'warn');
+  // With Sentinels, REDIS_URL lends only its password and TLS: the apps ask the Sentinels for the master.
+  const url = env.REDIS_URL ?? (cluster ? `redis://${cluster.split(',')[0]}` : 'redis://127.0.0.1');
   const redis = version
     ? await startRedisServer(version)
     : cluster
-      ? { url: env.REDIS_URL ?? `redis://${cluster.split(',')[0]}`, note: `Redis Cluster from REDIS_CLUSTER_NODES=${cluster}` }
+      ? { url, note: `Redis Cluster from REDIS_CLUSTER_NODES=${cluster}` }
       : sentinels
-        ? {
-            // REDIS_URL lends only its password and TLS: the apps ask the Sentinels for the master.
-            url: env.REDIS_URL ?? 'redis://127.0.0.1',
-            note: `the master ${env.REDIS_SENTINEL_MASTER ?? 'mymaster'} of Redis Sentinels REDIS_SENTINELS=${sentinels}`,
-          }
-        : { url: env.REDIS_URL!, note: 'from REDIS_URL' };
+        ? { url, note: `the master ${env.REDIS_SENTINEL_MASTER ?? 'mymaster'} of Redis Sentinels REDIS_SENTINELS=${sentinels}` }
+        : { url, note: 'from REDIS_URL' };
   if (lifecycle.isStopping) return;
   // Shown without the password REDIS_URL may hold (the run file keeps it whole, for the tools, readable by its owner only).
   const redisShown = describeRedisTarget({ REDIS_URL: redis.url });
@@ -187,9 +180,8 @@ async function start(): Promise<void> {
       }),
     );
   const healthy = await answered('/healthz', env.STACK_START_TIMEOUT_MS);
-  // Healthy is only alive: an app that cannot use Redis (down, a wrong password in REDIS_URL) answers /healthz but
-  // not /readyz, and every call to it fails. Each gets STACK_READY_TIMEOUT_MS to be ready (with Redis there they are
-  // at once); one that is not is named, and the stack runs on (Redis may come later: the apps wait for it).
+  // Healthy is only alive: an app that cannot use Redis (down, a wrong password) answers /healthz but not /readyz.
+  // One not ready in time is named, and the stack runs on (Redis may come later: the apps wait for it).
   const ready = await answered('/readyz', env.STACK_READY_TIMEOUT_MS, (i) => !healthy[i]);
   if (lifecycle.isStopping) return;
 

@@ -8,23 +8,18 @@ type Env = Record<string, string | undefined>;
 type ReadCmdline = (pid: number) => string | undefined;
 
 /**
- * `<dataDir>/stack.json`: which processes a running stack owns. It stops a second stack from sharing the
- * data directory (two redis-servers on one AOF), and lets the next start clean up after a stack that was
- * SIGKILLed and left its children behind.
+ * `<dataDir>/stack.json`: it stops a second stack from sharing the data directory (two redis-servers on one AOF), lets
+ * the next start clean up after a SIGKILLed stack, and tells `npm run dlq`, `tenants` and `loadgen` the backends.
  */
 export interface RunState {
   stackPid: number;
   startedAt: string;
   /** Child pid by name; `match` is a piece of its command line, checked before we signal it. */
   children: Record<string, { pid: number; match: string }>;
-  /** Where the stack's Redis, DynamoDB and collector are, once they run: what `npm run dlq`, `tenants` and `loadgen` use. */
   backends?: StackBackends;
 }
 
-/**
- * The installation's layout in a stack's backends: the variable behind each member, recorded as the stack gave it to
- * its apps when it did (unset: the apps' defaults). The Sentinels' password is not recorded.
- */
+/** The variable behind each layout member of the backends, recorded when the stack set it (not the Sentinels' password). */
 export const LAYOUT = {
   redisClusterNodes: 'REDIS_CLUSTER_NODES',
   redisSentinels: 'REDIS_SENTINELS',
@@ -33,7 +28,6 @@ export const LAYOUT = {
   queueShards: 'QUEUE_SHARDS',
 } as const;
 
-/** A running stack's backends, as this version writes them to its run file (`collectorUrl` since loadgen reads it). */
 type StackBackends = Record<'redisUrl' | 'dynamoEndpoint' | 'table' | 'region' | 'collectorUrl', string> &
   Partial<Record<keyof typeof LAYOUT, string>>;
 
@@ -46,7 +40,7 @@ export function procCmdline(pid: number): string | undefined {
   }
 }
 
-/** A live pid still running the stack. Unknown command line (no /proc): assume it is one rather than risk two stacks on one data directory. */
+/** A live pid still running the stack; without /proc, assume so rather than risk two stacks on one data directory. */
 function isStack(pid: number, readCmdline: ReadCmdline): boolean {
   const cmdline = isAlive(pid) ? readCmdline(pid) : '';
   return cmdline === undefined || cmdline.includes('stack/src/main');
@@ -78,10 +72,7 @@ export class RunFile {
 
   read = () => readJson<RunState>(this.file);
 
-  /**
-   * Refuses to run beside a live stack on the same data directory, and stops the leftovers of a dead one
-   * (only processes whose command line still matches what it started). Returns one message per leftover.
-   */
+  /** Refuses to run beside a live stack on the data directory, and stops the leftovers of a dead one: one note each. */
   async claim(readCmdline: ReadCmdline = procCmdline): Promise<string[]> {
     const previous = this.read();
     const notes: string[] = [];
@@ -106,7 +97,7 @@ export class RunFile {
     return notes;
   }
 
-  /** Records a child that started (added to the others) or the backends, and writes the file at once. */
+  /** Records a child that started (added to the others) or the backends, at once. */
   update(patch: Pick<Partial<RunState>, 'children' | 'backends'>): void {
     this.state = { ...this.state, ...patch, children: { ...this.state.children, ...patch.children } };
     mkdirSync(path.dirname(this.file), { recursive: true });
@@ -121,10 +112,7 @@ export class RunFile {
   }
 }
 
-/**
- * The `npm start` stack running on the data directory (TALLY_DATA_DIR, default `.data` under `cwd`, the repository
- * root under npm run), read from its run file: its pid and backends (undefined when none runs) and where they come from.
- */
+/** The `npm start` stack running on TALLY_DATA_DIR (default `<cwd>/.data`): its pid and backends, undefined when none runs. */
 export function runningStack(env: Env, cwd: string = process.cwd(), readCmdline: ReadCmdline = procCmdline) {
   const dataDir = env['TALLY_DATA_DIR'] ? path.resolve(cwd, env['TALLY_DATA_DIR']) : path.join(cwd, '.data');
   const runFile = new RunFile(dataDir);
@@ -134,8 +122,7 @@ export function runningStack(env: Env, cwd: string = process.cwd(), readCmdline:
   return {
     dataDir,
     pid: running ? state.stackPid : undefined,
-    // None yet while it starts; a file written by an older `npm start` (still running across an upgrade) lacks the
-    // members added since: read them with stackBackend.
+    // None while it starts; an older `npm start`'s lacks the members added since: read them with stackBackend.
     backends:
       running && typeof state.backends === 'object' && state.backends !== null ? (state.backends as Partial<StackBackends>) : undefined,
     /** Where they come from, for the tools' `using …` lines. */
@@ -144,11 +131,7 @@ export function runningStack(env: Env, cwd: string = process.cwd(), readCmdline:
   };
 }
 
-/**
- * The running stack's backend `name`; undefined when no stack runs. A stack that runs but whose run file does not
- * say (it is still starting, or an older `npm start` wrote the file before `name` was recorded) is a
- * StackError TALLY_ERR_STALE_RUN_FILE saying so, with what to do: restart `npm start`, or `instead`.
- */
+/** The running stack's backend `name`, undefined when no stack runs; a StackError when its run file does not say. */
 export function stackBackend(stack: ReturnType<typeof runningStack>, name: keyof StackBackends, instead: string): string | undefined {
   if (stack.pid === undefined) return undefined;
   const value = stack.backends?.[name];
@@ -162,12 +145,7 @@ export function stackBackend(stack: ReturnType<typeof runningStack>, name: keyof
   throw new StackError('TALLY_ERR_STALE_RUN_FILE', message);
 }
 
-/**
- * Which Redis and DynamoDB an operator tool uses: `env` with REDIS_URL / DYNAMODB_ENDPOINT, DYNAMODB_TABLE and
- * AWS_REGION filled in, and one line per backend saying what is used and why. A variable that is set wins.
- * Otherwise the running `npm start` stack's ({@link runningStack}) is used. With neither, it refuses to guess: a
- * Redis on 6379 or AWS credentials that happen to be around are not necessarily Tally's.
- */
+/** A tool's Redis and DynamoDB, with a note each: a variable set, else the running stack's; never a guess (6379, AWS credentials). */
 export function chooseBackends(
   env: Env,
   need: { redis?: boolean; dynamo?: boolean },
@@ -220,7 +198,7 @@ export function redisNote(r: Env): string {
   return `Redis ${describeRedisTarget({ REDIS_URL: r['REDIS_URL'] ?? '' })}`;
 }
 
-/** REDIS_CLUSTER_NODES or REDIS_SENTINELS (and its master), KEY_PREFIX and QUEUE_SHARDS as the running stack gave them to its apps (only those it set). */
+/** The LAYOUT variables the running stack set for its apps. */
 export function stackLayout(stack: ReturnType<typeof runningStack>): Env {
   const given = Object.entries(LAYOUT).map(([member, name]) => [name, stack.backends?.[member as keyof typeof LAYOUT]]);
   return pickSet(Object.fromEntries(given), Object.values(LAYOUT));
@@ -229,10 +207,7 @@ export function stackLayout(stack: ReturnType<typeof runningStack>): Env {
 const pickSet = (from: Env, names: readonly string[]): Env =>
   Object.fromEntries(names.filter((n) => typeof from[n] === 'string' && from[n] !== '').map((n) => [n, from[n]]));
 
-/**
- * chooseBackends for an operator tool's command (not a call for help, which needs no backend): says on stderr which
- * backends it uses, or why there are none or the running stack's run file does not say (and exits 1).
- */
+/** chooseBackends for an operator tool's command, said on stderr; exits 1 when there are none. */
 export function backendEnvOrExit(env: Env, need: { redis?: boolean; dynamo?: boolean }): Env {
   try {
     const choice = chooseBackends(env, need);

@@ -1,10 +1,9 @@
-/** What `npm start` checks before the apps: redis-server, the apps' ports. */
 import { execFile } from 'node:child_process';
 import net from 'node:net';
 import { promisify } from 'node:util';
 import { freePort } from '@tally/testing';
 
-/** Errors that stop `npm start` (or an operator tool) before anything runs. `message` is one line telling the user what to do. */
+/** An error that stops `npm start` (or an operator tool) before anything runs, with one line saying what to do. */
 export class StackError extends Error {
   constructor(
     readonly code: `TALLY_ERR_${string}`,
@@ -39,10 +38,7 @@ const canListen = (port: number, host?: string) =>
 /** True when nothing listens on `port`, on any address nor on the loopback. */
 export const isPortFree = async (port: number) => (await canListen(port)) && (await canListen(port, '127.0.0.1'));
 
-/**
- * The port an app listens on: the one set explicitly in its `portVariable` (which must be free), else the default,
- * else — when the default is taken — a free one, with a note saying so.
- */
+/** The port an app listens on: its `portVariable`'s (which must be free), else the default, else a free one, said in a note. */
 export async function choosePort(
   { name: what, defaultPort, portVariable: variable }: { name: string; defaultPort: number; portVariable: string },
   explicit: number | undefined,

@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { killGroup, startProcess, type ProcessExit, type StartProcessOptions } from '@tally/testing';
+import { killGroup, startProcess, type ProcessExit, type RedisHandle, type StartProcessOptions } from '@tally/testing';
 
 /** What to run: `command` with `args` in `cwd`, its output lines shown under `name`. */
 export type ProcessSpec = Required<Pick<StartProcessOptions, 'name' | 'cwd' | 'env'>> & { command: string; args: string[] };
@@ -22,7 +22,7 @@ export interface CrashReport extends ProcessExit {
   restartInMs: number;
 }
 
-export interface SupervisorOptions {
+interface SupervisorOptions {
   onLine(name: string, line: string): void;
   onSpawn?(name: string, pid: number): void;
   onCrash?(report: CrashReport): void;
@@ -34,26 +34,33 @@ export interface SupervisorOptions {
 }
 
 type StopOutcome = 'not-running' | 'exited' | 'killed';
-type Exit = Pick<CrashReport, 'pid' | 'code' | 'signal' | 'error' | 'lastLines'>;
+/** One run of a process: its exit, its output lines, and how to stop it (none when its owner stops it). */
+type Run = { pid: number; exited: Promise<ProcessExit>; lines(): string[]; stop?(): Promise<StopOutcome> };
 
 /**
- * Runs `once` (one run of the child, until it exits or `stopped` settles) over and over: each exit is reported as a
- * crash, then the backoff passes; `stop()` ends it with what `once` returns on stop ('not-running' between runs).
+ * Starts a run (`start(true)` for each restart) and, whenever it exits or cannot start, reports the crash and starts it
+ * again after the backoff. `stop()` cancels any pending restart and ends the current run with its own `stop`.
  */
-function restarting(name: string, o: Partial<SupervisorOptions>, once: (stopped: Promise<'stop'>) => Promise<Exit | StopOutcome>) {
+function restarting(name: string, o: Partial<SupervisorOptions>, start: (restart: boolean) => Promise<Run>) {
   const stopping = new AbortController();
   const stopped = new Promise<'stop'>((resolve) => stopping.signal.addEventListener('abort', () => resolve('stop')));
   const backoff = o.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 30_000 };
   const running = (async (): Promise<StopOutcome> => {
-    for (let attempt = 1; ; attempt++) {
+    for (let attempt = 1, runs = 0; ; attempt++, runs++) {
       const startedAt = Date.now();
-      const exit = await once(stopped);
-      if (typeof exit === 'string') return exit;
+      let exit: Pick<CrashReport, 'pid' | 'code' | 'signal' | 'error' | 'lastLines'>;
+      try {
+        const run = await start(runs > 0);
+        const e = await Promise.race([run.exited, stopped]);
+        if (e === 'stop') return (await run.stop?.()) ?? 'not-running';
+        exit = { pid: run.pid, ...e, lastLines: run.lines().slice(-(o.tailLines ?? 15)) };
+      } catch (err) {
+        exit = { pid: undefined, code: null, signal: null, error: err instanceof Error ? err : new Error(String(err)), lastLines: [] };
+      }
       if (stopping.signal.aborted) return 'not-running';
-      const uptimeMs = Date.now() - startedAt;
-      if (uptimeMs >= backoff.resetAfterMs) attempt = 1;
+      if (Date.now() - startedAt >= backoff.resetAfterMs) attempt = 1;
       const restartInMs = backoffDelay(attempt, backoff);
-      o.onCrash?.({ name, ...exit, uptimeMs, attempt, restartInMs });
+      o.onCrash?.({ name, ...exit, uptimeMs: Date.now() - startedAt, attempt, restartInMs });
       if (!(await delay(restartInMs, true, { signal: stopping.signal }).catch(() => false))) return 'not-running';
     }
   })();
@@ -61,60 +68,42 @@ function restarting(name: string, o: Partial<SupervisorOptions>, once: (stopped:
 }
 
 /**
- * Keeps one child process running (in its own process group, started by the shared launcher in
- * `@tally/testing`): forwards its output line by line, and when it exits on its own reports the crash with its
- * last lines and starts it again after an exponential backoff. Its children are not tied to this process's
- * life: a stack that dies leaves them to the next start (run-file.ts), which stops them gently. `stop()` stops the
- * child (SIGTERM, then SIGKILL after the deadline, then its whole group) and cancels any pending restart.
+ * Keeps one child process running in its own process group, forwarding its output line by line. Not reaped: a stack
+ * that dies leaves it to the next start (run-file.ts), which stops it gently. `stop()`: SIGTERM, SIGKILL after the deadline.
  */
 export function supervise({ name, command, args, cwd, env }: ProcessSpec, o: SupervisorOptions) {
-  return restarting(name, o, async (stopped) => {
-    const lastLines: string[] = [];
+  return restarting(name, o, async () => {
+    const lines: string[] = [];
     const onLine = (line: string) => {
-      if (lastLines.push(line) > (o.tailLines ?? 15)) lastLines.shift();
+      if (lines.push(line) > (o.tailLines ?? 15)) lines.shift();
       o.onLine(name, line);
     };
-    try {
-      const proc = await startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine });
-      o.onSpawn?.(name, proc.pid);
-      const e = await Promise.race([proc.exited, stopped]);
-      if (e === 'stop') {
-        const { signal } = await proc.kill('SIGTERM', { timeoutMs: o.stopTimeoutMs ?? 10_000 });
-        return signal === 'SIGKILL' ? 'killed' : 'exited';
-      }
-      killGroup(proc.pid, 'SIGKILL'); // sweep anything left in its process group
-      return { pid: proc.pid, ...e, lastLines };
-    } catch (err) {
-      const cause = (err as Error).cause;
-      return { pid: undefined, code: null, signal: null, error: cause instanceof Error ? cause : (err as Error), lastLines };
-    }
+    const proc = await startProcess(command, args, { name, cwd, env, reap: false, bufferLines: 1, onLine }).catch((err: Error) => {
+      throw err.cause instanceof Error ? err.cause : err;
+    });
+    o.onSpawn?.(name, proc.pid);
+    return {
+      pid: proc.pid,
+      // Sweep anything left in its process group.
+      exited: proc.exited.finally(() => killGroup(proc.pid, 'SIGKILL')),
+      lines: () => lines,
+      stop: async () => ((await proc.kill('SIGTERM', { timeoutMs: o.stopTimeoutMs ?? 10_000 })).signal === 'SIGKILL' ? 'killed' : 'exited'),
+    };
   });
 }
 
-/** A service started by its own launcher (redis-server by startRedis): its current process, and a restart in place. */
-export type Restartable = { readonly pid: number; readonly exited: Promise<ProcessExit>; output(): string; restart(): Promise<void> };
+type Restartable = Pick<RedisHandle, 'pid' | 'exited' | 'output' | 'restart'>;
 
 /**
- * Like supervise, for a service whose owner started it and will stop it: when it exits on its own (a crash, an
- * out-of-memory kill), reports the crash with its last lines and restarts it in place (redis-server: the same port
- * and directory, so its AOF is replayed and clients reconnect to the same URL), with the same backoff. A restart
- * that fails counts as the next crash. `stop()` stops the watching only: call it before stopping the service.
+ * Like supervise, for a service whose owner started it and stops it: restarts it in place (redis-server: same port and
+ * directory, its AOF replayed). `stop()` stops the watching only: call it before stopping the service.
  */
 export function keepRunning(name: string, service: Restartable, o: Omit<SupervisorOptions, 'onLine' | 'stopTimeoutMs'>) {
-  let crashed = false; // the first run watches the service as its owner started it
-  return restarting(name, o, async (stopped) => {
-    const error =
-      crashed &&
-      (await service.restart().then(
-        () => void o.onSpawn?.(name, service.pid),
-        (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
-      ));
-    crashed = true;
-    if (error) return { pid: service.pid, code: null, signal: null, error, lastLines: [] };
-    const exit = await Promise.race([service.exited, stopped]);
-    const tail = o.tailLines ?? 15;
-    return exit === 'stop'
-      ? 'not-running'
-      : { pid: service.pid, ...exit, lastLines: service.output().split('\n').filter(Boolean).slice(-tail) };
+  return restarting(name, o, async (restart) => {
+    if (restart) {
+      await service.restart();
+      o.onSpawn?.(name, service.pid);
+    }
+    return { pid: service.pid, exited: service.exited, lines: () => service.output().split('\n').filter(Boolean) };
   });
 }
