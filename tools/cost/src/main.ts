@@ -44,22 +44,18 @@ if (process.argv.includes('--help') || process.argv.includes('-h')) {
   process.stdout.write(USAGE);
   process.exit(0);
 }
-/** `message` on stderr, and exit with `code`. */
 function fail(code: number, message: string): never {
   process.stderr.write(message);
   process.exit(code);
 }
-/**
- * A flag's value as a non-negative number (`what` it counts follows "number"), or a positive one if `positive` (a
- * divisor: 0 would size an infinite deployment), or exit 2 naming the flag.
- */
+/** A flag's value as a non-negative number, or a positive one if `positive` (a divisor), or exit 2 naming the flag. */
 function nonNegative(command: string, flag: string, value: string, what = '', positive = false): number {
   const x = Number(value);
   if (!Number.isFinite(x) || x < 0 || (positive && x === 0))
     fail(2, `${command}: --${flag} must be a ${positive ? 'positive' : 'non-negative'} number${what}, got ${value}\n`);
   return x;
 }
-/** parseArgs, with an unknown or malformed option a usage error (exit 2) rather than a stack trace. */
+/** parseArgs, an unknown or malformed option a usage error (exit 2), not a stack trace. */
 function parse<T>(parseThem: () => T): T {
   try {
     return parseThem();
@@ -67,6 +63,8 @@ function parse<T>(parseThem: () => T): T {
     return fail(2, `tally cost: ${(err as Error).message}\n${USAGE}`);
   }
 }
+
+const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
 if (process.argv[2] === 'size') {
   const options = Object.fromEntries(Object.keys(SIZE_FLAGS).map((flag) => [flag, { type: 'string' as const }]));
@@ -78,7 +76,6 @@ if (process.argv[2] === 'size') {
     (name in workload ? workload : measured)[name] = nonNegative('tally cost size', flag, String(value), '', DIVISORS.includes(name));
   }
   const s = sizeDeployment(workload as typeof DEFAULT_WORKLOAD, measured as typeof DEFAULT_MEASURED);
-  const f = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
   const gb = (bytes: number, d = 2) => f(bytes / 1e9, d);
   const { rows, rowsByKind, stores, dedupe, idempotency, rankings, cacheVersions, total } = s.redisBytes;
   console.log(`open rows                 ${f(s.openRows)} (${ROW_KINDS.map((k) => `${f(s.open[k])} ${k}`).join(', ')})`);
@@ -98,8 +95,7 @@ if (process.argv[2] === 'size') {
   process.exit(0);
 }
 
-// --aggregator and --writer repeat, one per replica; --price and --read-price are DynamoDB on-demand's (check your
-// region's prices).
+// --aggregator and --writer repeat, one per replica; --price and --read-price: DynamoDB on-demand's (us-east-1).
 const { values } = parse(() =>
   parseArgs({
     options: {
@@ -131,13 +127,12 @@ const noEvents = noEventsApplied(aggregatorUrls, aggregatorMetrics);
 if (noEvents) fail(1, `tally cost: ${noEvents}\n`);
 if (values.json) console.log(JSON.stringify(report));
 else {
-  const n = (x: number) => Math.round(x).toLocaleString('en-US');
-  console.log(`events applied            ${n(report.events)}`);
-  console.log(`UpdateItem calls          ${n(report.updateItems)}`);
-  console.log(`write units consumed      ${n(report.writeUnits)}`);
-  console.log(`write units per 1M events ${n(report.writeUnitsPerMillionEvents)}`);
-  console.log(`read units consumed       ${n(report.readUnits)}`);
-  console.log(`read units per 1M events  ${n(report.readUnitsPerMillionEvents)}`);
+  console.log(`events applied            ${f(report.events)}`);
+  console.log(`UpdateItem calls          ${f(report.updateItems)}`);
+  console.log(`write units consumed      ${f(report.writeUnits)}`);
+  console.log(`write units per 1M events ${f(report.writeUnitsPerMillionEvents)}`);
+  console.log(`read units consumed       ${f(report.readUnits)}`);
+  console.log(`read units per 1M events  ${f(report.readUnitsPerMillionEvents)}`);
   console.log(
     `USD per 1M events         ${report.dollarsPerMillionEvents.toFixed(4)} (at $${price} per million write units, $${readPrice} per million read units)`,
   );

@@ -94,11 +94,7 @@ export const ROW_KINDS = ['product', 'page', 'visitor', 'store'] as const;
 type RowKind = (typeof ROW_KINDS)[number];
 /** The names of a kind of row's measured figures: bytes per row, outbox entries and counts. */
 export const rowFigures = (kind: RowKind) =>
-  [`bytesPer${kind[0]!.toUpperCase()}${kind.slice(1)}Row`, `${kind}RowEntries`, `${kind}RowCounts`] as [
-    `bytesPer${Capitalize<RowKind>}Row`,
-    `${RowKind}RowEntries`,
-    `${RowKind}RowCounts`,
-  ];
+  [`bytesPer${kind[0]!.toUpperCase()}${kind.slice(1)}Row`, `${kind}RowEntries`, `${kind}RowCounts`] as Array<keyof Measured>;
 /** The BUCKET_SECONDS the rows' figures were measured at. */
 const ROWS_MEASURED_AT_BUCKET_SECONDS = 900;
 

@@ -4,18 +4,14 @@ import { alignColumns, oneLine, runCli, UsageError, type CliIo, type CliValues }
 import * as dlq from './dlq';
 import { USAGE } from './usage';
 
-export { USAGE };
-
 /** A progress display for bulk work (cli-progress in run.ts); absent in tests and when stderr is no terminal. */
 export type Progress = { update(done: number): void; stop(): void };
 
 interface DlqCliDeps {
-  /** Tally's queues: every shard of each is read and acted on, and those past QUEUE_SHARDS that hold jobs. */
   queues: TallyQueues;
-  /** The aggregator's batch-id dedupe window (DEDUPE_WINDOW_SECONDS), in ms. */
+  /** The aggregators' DEDUPE_WINDOW_SECONDS, in ms. */
   dedupeWindowMs: number;
   now?: () => number;
-  /** A progress display for bulk work, or undefined for none. */
   progress?: (label: string, total: number) => Progress | undefined;
 }
 
@@ -32,18 +28,14 @@ const DLQ_OPTIONS = {
   'past-dedupe-window': { type: 'boolean' },
 } as const;
 
-/**
- * Each command takes only the options its synopsis in USAGE shows (`filters`: the three below); any other is a usage
- * error, never ignored. Above all for replay and purge: an option they ignored would make them act on more than the
- * operator asked for (`purge … --limit 10` deleting every match). They take no --limit: list's is the newest N per
- * queue, and "the N oldest" would be other jobs than the list just showed.
- */
+// Each command takes only the options its synopsis in USAGE shows (`filters`: the three below), any other is refused:
+// an option replay or purge ignored would make them act on more than asked (`purge … --limit 10` deleting every
+// match). They take no --limit: list's is the newest N per queue, "the N oldest" would be other jobs than it showed.
 const GROUPS = { filters: ['reason', 'older-than', 'newer-than'] };
 
 /**
- * Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). Never prompts. `deps` may be a
- * function that connects: it is called only once the command line has been checked whole, so a usage error is
- * answered as one (exit 2) without Redis, and nothing is done on a command line with a mistake in it.
+ * Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). `deps` may be a function that
+ * connects: it is called only once the command line has been checked whole (a usage error needs no Redis).
  */
 export function runDlqCli(argv: readonly string[], deps: DlqCliDeps | (() => Promise<DlqCliDeps>), io: CliIo): Promise<number> {
   const open = typeof deps === 'function' ? deps : async () => deps;
@@ -51,7 +43,7 @@ export function runDlqCli(argv: readonly string[], deps: DlqCliDeps | (() => Pro
     const opened: Queue[] = []; // the queues of shards past QUEUE_SHARDS, closed after the command
     const connect = async () => {
       const d = await open();
-      /** Every shard of the queue: QUEUE_SHARDS' own, then those past it that hold jobs (shard numbers from their prefixes). */
+      // Every shard of the queue: QUEUE_SHARDS' own, then those past it that hold jobs.
       const shardsOf = async (name: QueueName) => {
         const past = await leftoverShardQueues(d.queues, name);
         opened.push(...past);
@@ -181,7 +173,6 @@ function withUsage<A, T>(fn: (arg: A) => T, arg: A): T {
   }
 }
 
-/** Aligned columns: QUEUE ID AGE ATTEMPTS REASON (reason on one line, cut at 100 characters). */
 export function table(jobs: readonly dlq.FailedJob[], now: number): string[] {
   const rows = jobs.map((j) => [j.queue, j.id, dlq.formatAge(now - j.failedAt), String(j.attemptsMade), oneLine(j.reason, 100)]);
   return alignColumns([['QUEUE', 'ID', 'AGE', 'ATTEMPTS', 'REASON'], ...rows]);

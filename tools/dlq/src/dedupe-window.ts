@@ -1,9 +1,8 @@
 import { redisKeys } from '@tally/key-layout';
 
 /**
- * The window the replay guard uses: the aggregators' DEDUPE_WINDOW_SECONDS as they publish it in Redis (at start and
- * every 5 minutes; libs/key-layout `dedupeWindow`), since their dedupe records last that long; else, with none
- * published (no aggregator running), this tool's own. A published window other than the tool's is said once on `err`.
+ * The replay guard's window: the aggregators' DEDUPE_WINDOW_SECONDS as they publish it in Redis (libs/key-layout
+ * `dedupeWindow`), their dedupe records last that long; with none published, this tool's own (a difference is said).
  */
 export async function replayGuardWindowSeconds(
   redis: { get(key: string): Promise<string | null> },

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { QUEUE_NAMES } from '@tally/queues';
-import { runDlqCli, table, USAGE } from './cli';
+import { runDlqCli, table } from './cli';
+import { USAGE } from './usage';
 import { assertQueueName, DlqError, formatAge, matches, parseDuration, parseFilter, replayHazard, type FailedJob } from './dlq';
 
 const job = (over: Partial<FailedJob> = {}): FailedJob => ({

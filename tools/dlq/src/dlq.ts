@@ -1,65 +1,51 @@
 import { batchAcceptedAt, QUEUE, QUEUE_NAMES, type QueueName } from '@tally/queues';
 import { ErrorCode, Job, Queue } from 'bullmq';
 
-/**
- * Dead-letter operations on Tally's queues: the failed set of a queue is its dead-letter queue (docs/DESIGN.md
- * invariant 3). Replay is `job.retry('failed')`, one atomic step that keeps the job's id, payload and options and
- * refuses a job no longer failed; README "Dead letters" says why, and why replays are idempotent.
- */
+// Dead-letter operations: the failed set of a queue is its dead-letter queue (docs/DESIGN.md invariant 3). Replay is
+// `job.retry('failed')`, one atomic step that keeps the job's id, payload and options and refuses a job no longer
+// failed; README "Dead letters" says why, and why replays are idempotent.
 
-/** A refused dead-letter operation or bad input. `message` is one line saying what and why. */
+/** A refused dead-letter operation or bad input; `message` is one line saying what and why. */
 export class DlqError extends Error {
   override name = 'DlqError';
 }
 
-/** A failed job as the commands show it (toFailedJob). */
 export type FailedJob = ReturnType<typeof toFailedJob>;
 
-/** Which failed jobs a bulk command applies to: its reason matches, it failed at least / at most this long ago. */
+/** The failed jobs a bulk command applies to: its reason matches, it failed at least / at most this long ago. */
 type JobFilter = { reason?: RegExp; olderThanMs?: number; newerThanMs?: number };
 
 interface ReplayOptions {
-  /** Epoch ms; default Date.now(). */
   now?: number;
   dryRun?: boolean;
-  /** The aggregator's DEDUPE_WINDOW_SECONDS in ms: events batches accepted longer ago are not replayed. */
+  /** The aggregator's DEDUPE_WINDOW_SECONDS in ms: events batches accepted longer ago are not replayed… */
   dedupeWindowMs: number;
-  /** Replay events batches past the dedupe window anyway (the operator knows they were never applied). */
+  /** …unless this is set (the operator knows they were never applied). */
   pastDedupeWindow?: boolean;
 }
 
 interface BulkOptions extends Pick<ReplayOptions, 'now' | 'dryRun'> {
-  /** Called after each job (done counts skipped and failed ones too). */
+  /** Called after each job, skipped and failed ones too. */
   onProgress?: (done: number, total: number) => void;
-  /** Jobs read per round trip while scanning the failed set. Default 200. */
+  /** Jobs read per round trip while scanning the failed set. */
   pageSize?: number;
 }
 
 interface BulkResult {
   queue: QueueName;
-  /** Failed jobs that matched the filter when the scan ran, oldest failure first. */
+  /** Oldest failure first, as the scan found them. */
   matched: FailedJob[];
-  /** Replayed or purged (or, in a dry run, that would be). */
+  /** Replayed or purged (in a dry run: would be). */
   done: string[];
-  /** Left alone, with why (no longer failed, past the dedupe window, …). */
   skipped: Array<{ id: string; why: string }>;
-  /**
-   * Set when the run stopped at a job on an error that is not a refusal (Redis unreachable, …): its own message, and
-   * how many matched jobs after it were not tried. Running the command again picks up the rest.
-   */
+  /** The job where an error other than a refusal (Redis unreachable, …) stopped the run; running it again goes on. */
   stopped?: { id: string; why: string; notTried: number };
 }
 
-/**
- * A queue, or every shard of one (QUEUE_SHARDS' own, and those past it that hold jobs): each function below reads and
- * acts on all of them, so a failed job is found in whichever shard its store's jobs went to.
- */
+/** A queue, or every shard of one: each function below reads and acts on all of them. */
 type QueueShards = Queue | readonly Queue[];
 
-/**
- * The shards, their queue's name, and the shard number a job of shard `i` shows: none when there is one, else the
- * number in its prefix (`{t:events:3}`: 3).
- */
+/** The shards, their queue's name, and the shard number of shard `i` (none for a single one; `{t:events:3}`: 3). */
 function shardsOf(queue: QueueShards) {
   const shards = queue instanceof Queue ? [queue] : queue;
   return {
@@ -119,7 +105,6 @@ export function matches(job: FailedJob, filter: JobFilter, now: number): boolean
 function toFailedJob(queue: QueueName, job: Job, shard?: number) {
   return {
     queue,
-    // The queue shard holding the job, when the queue has several (QUEUE_SHARDS > 1).
     ...(shard === undefined ? {} : { shard }),
     id: String(job.id),
     name: job.name,
@@ -236,23 +221,21 @@ export async function purgeFailed(queue: QueueShards, filter: JobFilter, opts: B
   });
 }
 
-/**
- * Lua: dlqClaimFailed takes job ARGV[1] out of the failed set KEYS[1] if it is there with the failure of ARGV[2] (its
- * finishedOn, its score there): 1, else 0. dlqUnclaimFailed puts it back if its hash KEYS[2] still exists.
- */
+// dlqClaimFailed takes job ARGV[1] out of the failed set KEYS[1] if it is there with the failure of ARGV[2] (its
+// finishedOn, its score there); dlqUnclaimFailed puts it back if its hash KEYS[2] still exists.
 const SCRIPTS = {
   dlqClaimFailed: `if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end return 0`,
   dlqUnclaimFailed: `if redis.call('EXISTS', KEYS[2]) == 1 then return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) end return 0`,
 };
+
+/** The clients the purge scripts are defined on. */
+const defined = new WeakSet<object>();
 
 /**
  * Deletes a failed job once it has claimed it: taken out of the failed set if it still holds the failure `info` shows.
  * A replay takes a job only from that set (BullMQ's reprocessJob), so of a purge and a replay of one job, one is
  * refused. A job whose removal fails (locked) is put back.
  */
-/** The clients the purge scripts are defined on. */
-const defined = new WeakSet<object>();
-
 async function purgeOne(q: Queue, job: Job, info: FailedJob): Promise<void> {
   const client = await q.getBackend().client;
   if (!defined.has(client)) for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { numberOfKeys: 2, lua });
@@ -314,10 +297,9 @@ async function refetch(q: Queue, info: FailedJob, filter: JobFilter, now: number
 }
 
 /**
- * Scans first (so the work is a fixed list, not a moving set), then acts on each job. A job that is gone, no longer
- * failed or no longer matching when its turn comes is skipped, not an error: someone else handled it. Any other
- * error (Redis gone, a dropped connection) stops the run there: the result then says what was done before and where
- * it stopped, with the error's own message, rather than the error alone.
+ * Scans first (the work is a fixed list, not a moving set), then acts on each job. One gone, no longer failed or no
+ * longer matching by its turn is skipped, not an error: someone else handled it. Any other error (Redis gone, …)
+ * stops the run there, the result saying what was done before and where it stopped, with the error's message.
  */
 async function bulk(
   queue: QueueShards,

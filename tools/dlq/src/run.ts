@@ -15,10 +15,7 @@ const progress = (label: string, total: number): Progress | undefined => {
   return { update: (done) => bar.update(done), stop: () => bar.stop() };
 };
 
-/**
- * One dlq command (not a call for help: main.ts answers those without loading this module), on Redis. The command
- * line is checked whole before the backend is chosen and connected to (runDlqCli's lazy deps).
- */
+/** One dlq command (main.ts answers a call for help), on Redis, connected once the command line has been checked. */
 export async function runDlq(argv: readonly string[]): Promise<void> {
   let close: (() => Promise<void>) | undefined;
   const connect = async () => {

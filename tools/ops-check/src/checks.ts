@@ -8,12 +8,9 @@ import { composeConfig, containerPorts, gracePeriodSeconds, mountedAt, serviceEn
 import { parseDockerfile, resolveStage, type ResolvedStage } from './dockerfile';
 import { metricCandidates, metricNamesIn } from './metrics';
 
-/**
- * Drift checks between the deployment files and the code: the Dockerfile, docker-compose.yml, deploy/prometheus.yml,
- * deploy/alerts.yml and the Grafana provisioning against the apps' and tools' config schemas (libs/config), the
- * bundles tools/build-apps makes, and the metric names in the sources. Each check returns the problems it found, one
- * line each, naming the file and the thing; an empty list means the files agree.
- */
+// Drift checks of the deployment files against the apps' and tools' config schemas (libs/config), the bundles
+// tools/build-apps makes, and the metric names in the sources. Each check returns the problems it found, one line
+// each naming the file and the thing; an empty list means the files agree.
 
 export const APPS = Object.keys(appEnvSchemas) as AppName[];
 const TOOLS = Object.keys(toolEnvSchemas) as Array<keyof typeof toolEnvSchemas>;
@@ -60,7 +57,6 @@ export function defaultPort(app: AppName): number {
   return loadConfig(appEnvSchemas[app], {}).HTTP_PORT;
 }
 
-/** The port the app listens on with this environment. */
 const appPort = (app: AppName, env: Record<string, string>) => (env['HTTP_PORT'] ? Number(env['HTTP_PORT']) : defaultPort(app));
 
 /** Variables the schema does not read (`what` names the setting: ENV, environment), and whether the values parse. */
@@ -84,8 +80,15 @@ function attempt<T>(fn: () => T): [T, undefined] | [undefined, string] {
   }
 }
 
-/** The port a healthcheck command probes: `process.env.HTTP_PORT||<n>` or `:<n>/healthz`. */
-const probedPort = (cmd: string) => /process\.env\.HTTP_PORT\s*\|\|\s*(\d+)/.exec(cmd)?.[1] ?? /:(\d+)\/healthz/.exec(cmd)?.[1];
+/** A healthcheck command (`what`) probes /healthz on `port`; returns the port it names (`HTTP_PORT||<n>`, `:<n>/`), if any. */
+function* checkProbe(where: string, what: string, cmd: string, port: number) {
+  const probed = [/process\.env\.HTTP_PORT\s*\|\|\s*(\d+)/, /:(\d+)\/healthz/, /127\.0\.0\.1:(\d+)\//]
+    .map((re) => re.exec(cmd)?.[1])
+    .find(Boolean);
+  if (!cmd.includes('/healthz')) yield `${where}: ${what} does not probe /healthz`;
+  if (probed !== undefined && Number(probed) !== port) yield `${where}: ${what} probes port ${probed} but HTTP_PORT is ${port}`;
+  return probed;
+}
 
 // ---- Dockerfile -----------------------------------------------------------------------------------------------
 export const checkDockerfile = listed(function* (files: OpsFiles) {
@@ -114,12 +117,9 @@ export const checkDockerfile = listed(function* (files: OpsFiles) {
     if (!s.healthcheck || s.healthcheck === 'NONE') yield `${where}: no HEALTHCHECK`;
     else {
       const hc = s.healthcheck.cmd;
-      const envPort = appPort(app, s.env);
-      const portIn = probedPort(hc.join(' ')) ?? /127\.0\.0\.1:(\d+)\//.exec(hc.join(' '))?.[1];
       if (hc[0] !== 'node') yield `${where}: HEALTHCHECK should run node (fetch), not ${hc[0]} (the image has no curl)`;
-      if (!hc.join(' ').includes('/healthz')) yield `${where}: HEALTHCHECK does not probe /healthz`;
-      if (portIn === undefined) yield `${where}: HEALTHCHECK names no port`;
-      else if (Number(portIn) !== envPort) yield `${where}: HEALTHCHECK probes port ${portIn} but HTTP_PORT is ${envPort}`;
+      if ((yield* checkProbe(where, 'HEALTHCHECK', hc.join(' '), appPort(app, s.env))) === undefined)
+        yield `${where}: HEALTHCHECK names no port`;
     }
 
     // Every ENV of the image is a variable of the app's schema (and a value it accepts), or a known third-party one.
@@ -196,12 +196,8 @@ export const checkCompose = listed(function* (files: OpsFiles, vars: Record<stri
     for (const p of ports) if (p !== port) yield `${where}: container port ${p} but the app listens on HTTP_PORT ${port}`;
 
     if (svc.healthcheck?.disable) yield `${where}: healthcheck disabled; dependents and restarts rely on /healthz`;
-    else if (svc.healthcheck) {
-      const test = [svc.healthcheck.test ?? []].flat().join(' ');
-      const hcPort = probedPort(test);
-      if (!test.includes('/healthz')) yield `${where}: healthcheck does not probe /healthz`;
-      if (hcPort !== undefined && Number(hcPort) !== port) yield `${where}: healthcheck probes port ${hcPort} but HTTP_PORT is ${port}`;
-    } else if (env['HTTP_PORT'] && stages.some((s) => s.name === app)) {
+    else if (svc.healthcheck) yield* checkProbe(where, 'healthcheck', [svc.healthcheck.test ?? []].flat().join(' '), port);
+    else if (env['HTTP_PORT'] && stages.some((s) => s.name === app)) {
       // No compose healthcheck: the image's HEALTHCHECK applies; it must follow HTTP_PORT when compose sets it.
       const hc = resolveStage(stages, app).healthcheck;
       if (hc && hc !== 'NONE' && !hc.cmd.join(' ').includes('process.env.HTTP_PORT'))

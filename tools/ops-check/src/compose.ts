@@ -9,7 +9,6 @@ export interface ComposeService {
   command?: string[];
   entrypoint?: string[];
   environment?: Record<string, string | null>;
-  /** `[host_ip:]published:target/proto` */
   /** Short syntax (`"7401:7401"`, `"9000"`) or, as `docker-compose config` prints a port with no host side, long. */
   ports?: Array<string | number | { target: number | string }>;
   expose?: Array<string | number>;

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { createTenantDirectory, SCOPES, type TenantDb } from '@tally/tenants';
 import { freePort, type DynaliteHandle } from '@tally/testing';
 import { describe, expect, it } from 'vitest';
-import { COMMANDS, runTenantsCli, USAGE, type ErasureContext, type TenantsBackends } from './cli';
+import { COMMANDS, runTenantsCli, type ErasureContext, type TenantsBackends } from './cli';
+import { USAGE } from './usage';
 import { runTenants, tenantsProcess, useTenantDb } from './test-fixtures';
 
 let dynalite: DynaliteHandle;

@@ -5,7 +5,8 @@ import type { DynaliteHandle } from '@tally/testing';
 import { useRedis } from '@tally/testing/vitest';
 import type { Job } from 'bullmq';
 import { describe, expect, it } from 'vitest';
-import { USAGE, type TenantsBackends } from './cli';
+import type { TenantsBackends } from './cli';
+import { USAGE } from './usage';
 import { runTenants, tenantsProcess, useTenantDb } from './test-fixtures';
 
 let dynalite: DynaliteHandle;

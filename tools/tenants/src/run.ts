@@ -7,9 +7,8 @@ import { backendEnvOrExit, connectToolRedis, STDIO } from '@tally/stack';
 import { runTenantsCli } from './cli';
 
 /**
- * One tenants command (not a call for help: main.ts answers those), on DynamoDB, and on Redis for delete-store,
- * erase-visitor and set --history-months. The backends are resolved only once the command line has been checked (a
- * bad one is exit 2, whatever is configured), and Redis is connected only when the command uses it.
+ * One tenants command (main.ts answers a call for help), on DynamoDB, and on Redis for delete-store, erase-visitor
+ * and set --history-months: resolved once the command line has been checked, Redis connected only when used.
  */
 export async function runTenants(argv: readonly string[]): Promise<void> {
   let dynamo: ReturnType<typeof createDynamoClient> | undefined;
