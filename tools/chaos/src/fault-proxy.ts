@@ -6,7 +6,7 @@ import { createRng } from '@tally/loadgen';
 /**
  * Probability per request of each fault (the rest are forwarded untouched): `throttle` answers 400
  * ProvisionedThroughputExceededException; `error500` an InternalFailure and `drop` destroys the connection, half of
- * them after forwarding (applied, the answer lost); `slow` holds the answer back `slowMs`.
+ * them after forwarding (applied, the answer lost); `slow` holds the answer back `slowMs` (past the SDK's deadline the request times out and is retried).
  */
 export interface FaultRates {
   throttle: number;

@@ -68,7 +68,8 @@ function restarting(name: string, o: Partial<SupervisorOptions>, start: (restart
 }
 
 /**
- * Keeps one child process running in its own process group, forwarding its output line by line. Not reaped: a stack
+ * Keeps one child process running in its own process group, forwarding its output line by line; when it exits on its
+ * own, reports the crash with its last lines and starts it again after an exponential backoff. Not reaped: a stack
  * that dies leaves it to the next start (run-file.ts), which stops it gently. `stop()`: SIGTERM, SIGKILL after the deadline.
  */
 export function supervise({ name, command, args, cwd, env }: ProcessSpec, o: SupervisorOptions) {
@@ -96,7 +97,8 @@ type Restartable = Pick<RedisHandle, 'pid' | 'exited' | 'output' | 'restart'>;
 
 /**
  * Like supervise, for a service whose owner started it and stops it: restarts it in place (redis-server: same port and
- * directory, its AOF replayed). `stop()` stops the watching only: call it before stopping the service.
+ * directory, its AOF replayed), a restart that fails counting as the next crash. `stop()` stops the watching only:
+ * call it before stopping the service.
  */
 export function keepRunning(name: string, service: Restartable, o: Omit<SupervisorOptions, 'onLine' | 'stopTimeoutMs'>) {
   return restarting(name, o, async (restart) => {
