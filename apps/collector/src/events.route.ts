@@ -49,9 +49,9 @@ passed LATENESS_HORIZON_DAYS or come within CLOCK_SKEW_SECONDS since.
 
 413 over MAX_BODY_BYTES or MAX_EVENTS_PER_REQUEST; 415 for other content types or a Content-Encoding other than gzip
 or br; 401 without a valid key, 403 without the ingest scope; 429 while the store is over its ingest budget
-(\`TALLY_ERR_RATE_LIMITED\`; Retry-After: the seconds until the budget takes the batch) or the events queue is deeper
-than MAX_QUEUE_DEPTH (\`TALLY_ERR_BACKPRESSURE\`; Retry-After: 2); 503 while Redis or the key store cannot be reached
-(Retry-After: 5) or the collector is shutting down (Retry-After: 1); a 503 for a batch Redis may have taken (it did
+(\`TALLY_ERR_RATE_LIMITED\`; Retry-After: the seconds until the budget takes the batch) or the store's shard of the
+events queue is deeper than MAX_QUEUE_DEPTH (\`TALLY_ERR_BACKPRESSURE\`; Retry-After: 2); 503 while Redis or the key
+store cannot be reached (Retry-After: 5) or the collector is shutting down (Retry-After: 1); a 503 for a batch Redis may have taken (it did
 not answer in time) names in \`idempotencyKey\` the key a request without one was given, to retry with (and the
 same events: the key is bound to them). With
 REDIS_WAIT_REPLICAS, 202 waits until that
@@ -183,11 +183,11 @@ const eventsRouteSchema = {
           .describe(
             'TALLY_ERR_RATE_LIMITED: the events the budget holds after a quiet spell (a larger batch passes when it is full, and the store then waits until its budget has paid for it)',
           ),
-        depth: z.number().int().optional().describe('TALLY_ERR_BACKPRESSURE: the waiting batches of the events queue'),
+        depth: z.number().int().optional().describe("TALLY_ERR_BACKPRESSURE: the waiting batches of the store's shard of the events queue"),
         limit: z.number().int().optional().describe('TALLY_ERR_BACKPRESSURE: MAX_QUEUE_DEPTH'),
       })
       .describe(
-        'The store is over its ingest budget (TALLY_ERR_RATE_LIMITED; Retry-After: seconds until the budget takes the batch), or the events queue is deeper than MAX_QUEUE_DEPTH (TALLY_ERR_BACKPRESSURE; Retry-After: 2)',
+        "The store is over its ingest budget (TALLY_ERR_RATE_LIMITED; Retry-After: seconds until the budget takes the batch), or the store's shard of the events queue is deeper than MAX_QUEUE_DEPTH (TALLY_ERR_BACKPRESSURE; Retry-After: 2)",
       ),
     500: problem.describe('An unexpected error; the collector logs it'),
     503: problem
