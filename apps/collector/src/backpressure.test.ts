@@ -1,6 +1,7 @@
 import { QueueFullError } from '@tally/intake';
 import { shardOfStore } from '@tally/queues';
-import { describe, expect, it } from 'vitest';
+import { HttpProblem } from '@tally/http';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createBackpressure } from './backpressure';
 
 /** Fake events shards with fixed waiting counts; `reads` counts the reads of each. */
@@ -50,5 +51,63 @@ describe('createBackpressure', () => {
     const under = createBackpressure({ shards: shards([5]).queues, redis: ready, maxDepth: 5 });
     await under.sample();
     expect(() => under.admit('A')).not.toThrow();
+  });
+  /** The status of admit(store): 'ok', 429 or 503. */
+  const outcome = (bp: ReturnType<typeof createBackpressure>, store: string) => {
+    try {
+      bp.admit(store);
+      return 'ok';
+    } catch (err) {
+      if (err instanceof QueueFullError) return 429;
+      if (err instanceof HttpProblem) return err.statusCode;
+      throw err;
+    }
+  };
+
+  afterEach(() => vi.useRealTimers());
+
+  it("a shard whose read fails (a Cluster master down) refuses only its own stores with 503, not the other shards'", async () => {
+    let down = true;
+    const queues = [
+      { getWaitingCount: async () => 0 },
+      {
+        getWaitingCount: async () => {
+          if (down) throw new Error('connect ECONNREFUSED');
+          return 0;
+        },
+      },
+    ];
+    const bp = createBackpressure({ shards: queues, redis: ready, maxDepth: 5 });
+    await bp.sample();
+    const [up, off] = [storeOn(0, 2), storeOn(1, 2)];
+    expect(outcome(bp, up)).toBe('ok');
+    expect(outcome(bp, off)).toBe(503);
+    expect(bp.redisUp).toBe(true); // /readyz: the collector still takes the other shards' stores
+    expect(bp.depth).toBeUndefined();
+    down = false;
+    await bp.sample();
+    expect(outcome(bp, off)).toBe('ok');
+    expect(bp.depth).toBe(0);
+  });
+
+  it("a shard whose read hangs holds back no other shard's reads: only its stores are refused once its read is stale", async () => {
+    vi.useFakeTimers();
+    const queues = [{ getWaitingCount: async () => 0 }, { getWaitingCount: () => new Promise<number>(() => undefined) }];
+    const bp = createBackpressure({ shards: queues, redis: ready, maxDepth: 5, intervalMs: 100, staleAfterMs: 1_000 });
+    bp.start();
+    await vi.advanceTimersByTimeAsync(1_500);
+    const [up, hung] = [storeOn(0, 2), storeOn(1, 2)];
+    expect(outcome(bp, up)).toBe('ok');
+    expect(outcome(bp, hung)).toBe(503);
+    expect(bp.redisUp).toBe(true);
+    bp.stop();
+  });
+
+  it('refuses every store with 503 when every shard is unreadable, and /readyz says so', async () => {
+    const failing = { getWaitingCount: async () => Promise.reject(new Error('down')) };
+    const bp = createBackpressure({ shards: [failing, failing], redis: ready, maxDepth: 5 });
+    await bp.sample();
+    expect([outcome(bp, storeOn(0, 2)), outcome(bp, storeOn(1, 2))]).toEqual([503, 503]);
+    expect(bp.redisUp).toBe(false);
   });
 });

@@ -27,9 +27,12 @@ export interface Backpressure {
    * collector must not take events now. O(1): no Redis call.
    */
   admit(store: string): void;
-  /** The waiting count of all events shards last read, undefined before the first read or after a failed one. */
+  /** The waiting count of all events shards last read, undefined before the first read or while a shard's read fails. */
   readonly depth: number | undefined;
-  /** True when the connection is ready and Redis answered the last depth read, recently. */
+  /**
+   * True when the connection is ready and some shard answered its last depth read, recently (/readyz): on a Cluster
+   * with a master down the collector still takes the other masters' stores.
+   */
   readonly redisUp: boolean;
   /** Reads the depth once now. */
   sample(): Promise<void>;
@@ -43,44 +46,57 @@ export const REDIS_DOWN_RETRY_AFTER_SECONDS = 5;
  * The waiting count of each events shard, read at most every `intervalMs` by a timer (one read per shard, not per
  * request), and the state of the Redis connection: a request is refused with 429 while its store's shard is deeper
  * than MAX_QUEUE_DEPTH (a backlog in one shard does not refuse the stores of the others), and with 503 while Redis
- * is unreachable. Both carry Retry-After.
+ * is unreachable: the connection, or the store's shard (a Cluster master down or hanging refuses only the stores of
+ * the shards it serves). Both carry Retry-After.
  */
 export function createBackpressure(opts: BackpressureOptions): Backpressure {
   const intervalMs = opts.intervalMs ?? 250;
   const staleAfterMs = opts.staleAfterMs ?? 2_000;
-  /** Waiting jobs per shard, as last read. */
-  let depths: number[] | undefined;
-  const total = () => depths?.reduce((a, b) => a + b, 0);
-  let lastReadOk = true;
-  /** When the depth was last read; the start counts as a read, so a fresh collector is not refused. */
-  let readAt = Date.now();
+  const n = opts.shards.length;
+  /** Waiting jobs per shard as last read; undefined for a shard whose last read failed (or before the first). */
+  const depths: Array<number | undefined> = new Array<number | undefined>(n).fill(undefined);
+  const total = () => (depths.every((d) => d !== undefined) ? depths.reduce<number>((a, b) => a + b!, 0) : undefined);
+  /**
+   * When each shard was last read; the start counts as a read, so a fresh collector is not refused. Each shard on its
+   * own: on a Redis Cluster with one master down only the stores of the shards it serves are refused.
+   */
+  let readAt = new Array<number>(n).fill(Date.now());
+  const failed = new Array<boolean>(n).fill(false);
   let timer: NodeJS.Timeout | undefined;
-  let inFlight: Promise<void> | undefined;
+  /** Each shard's read in flight: a shard whose master hangs holds back no other shard's read. */
+  const inFlight = new Array<Promise<void> | undefined>(n).fill(undefined);
 
-  const sample = () => {
-    inFlight ??= (async () => {
+  const readShard = (shard: number) => {
+    const pending = inFlight[shard];
+    if (pending) return pending;
+    const read = (async () => {
       try {
-        depths = await Promise.all(opts.shards.map((q) => q.getWaitingCount()));
-        readAt = Date.now();
-        if (!lastReadOk) opts.log?.info({ depth: total() }, 'events queue readable again');
-        lastReadOk = true;
+        depths[shard] = await opts.shards[shard]!.getWaitingCount();
+        readAt[shard] = Date.now();
+        if (failed[shard]) opts.log?.info({ shard, depth: depths[shard] }, 'events queue shard readable again');
+        failed[shard] = false;
       } catch (err) {
         // An expected outage: its message, no stack.
-        if (lastReadOk)
+        if (!failed[shard])
           opts.log?.warn(
-            { err: { message: (err as Error)?.message ?? String(err) } },
-            'cannot read the events queue depth; refusing events with 503',
+            { shard, err: { message: (err as Error)?.message ?? String(err) } },
+            "cannot read the events queue shard's depth; refusing its stores' events with 503",
           );
-        lastReadOk = false;
-        depths = undefined;
-      } finally {
-        inFlight = undefined;
+        failed[shard] = true;
+        depths[shard] = undefined;
       }
     })();
-    return inFlight;
+    // Cleared once settled (also when the read threw before its first await).
+    inFlight[shard] = read.finally(() => (inFlight[shard] = undefined));
+    return inFlight[shard];
+  };
+  const sample = async () => {
+    await Promise.all(opts.shards.map((_, shard) => readShard(shard)));
   };
 
-  const redisUp = () => lastReadOk && opts.redis.status === 'ready' && (timer === undefined || Date.now() - readAt <= staleAfterMs);
+  /** The shard answered its last read, recently (a read older than staleAfterMs: Redis hangs). */
+  const shardUp = (shard: number) => !failed[shard] && (timer === undefined || Date.now() - readAt[shard]! <= staleAfterMs);
+  const redisUp = () => opts.redis.status === 'ready' && depths.some((_, shard) => shardUp(shard));
 
   return {
     get depth() {
@@ -90,19 +106,20 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
       return redisUp();
     },
     admit(store) {
-      if (!redisUp()) {
+      const shard = shardOfStore(store, n);
+      if (opts.redis.status !== 'ready' || !shardUp(shard)) {
         throw new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', 'the events queue (Redis) is unreachable; nothing was accepted, retry later', {
           headers: { 'retry-after': String(REDIS_DOWN_RETRY_AFTER_SECONDS) },
         });
       }
       // The client's error for the same limit; the app answers it with a 429.
-      const depth = depths?.[shardOfStore(store, depths.length)];
+      const depth = depths[shard];
       if (depth !== undefined && depth > opts.maxDepth) throw new QueueFullError(depth, opts.maxDepth);
     },
     sample,
     start() {
       if (timer) return;
-      readAt = Date.now();
+      readAt = readAt.map(() => Date.now());
       void sample();
       timer = setInterval(() => void sample(), intervalMs);
       timer.unref();
