@@ -310,30 +310,32 @@ function checkWaitReplicas(w: TallyClientOptions['waitReplicas'] | null): { repl
 
 /**
  * Throws QueueFullError while the waiting jobs of the store's events shard are over `maxDepth` (as the collector's
- * MAX_QUEUE_DEPTH, per shard: a backlog in one shard does not refuse the stores of the others). The depths are read
- * again when the last read is older than `checkEveryMs` (one read per shard, one at a time, shared by the calls
- * waiting on it). A read Redis did not answer (isRedisUnavailable) throws its error to the calls waiting on it;
- * another failed read lets them through.
+ * MAX_QUEUE_DEPTH, per shard: a backlog in one shard does not refuse the stores of the others). A call reads its
+ * store's shard again when that shard's last read is older than `checkEveryMs` (one read at a time per shard, shared
+ * by the calls waiting on it). A read Redis did not answer (isRedisUnavailable) throws its error to the calls waiting
+ * on it, for that shard only (on a Cluster with a master down the other masters' stores still pass); another failed
+ * read lets them through.
  */
-function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure']): (store: string) => Promise<void> {
+export function depthGate(shards: readonly Queue[], o: TallyClientOptions['backpressure']): (store: string) => Promise<void> {
   if (!o) return async () => {};
-  let depths: number[] = [];
-  let readAt = -Infinity;
-  let reading: Promise<void> | undefined;
-  const read = async () => {
+  const depths = new Array<number>(shards.length).fill(0);
+  const readAt = new Array<number>(shards.length).fill(-Infinity);
+  const reading = new Array<Promise<void> | undefined>(shards.length).fill(undefined);
+  const read = async (shard: number) => {
     try {
-      depths = await Promise.all(shards.map((q) => q.getWaitingCount()));
-      readAt = performance.now();
+      depths[shard] = await shards[shard]!.getWaitingCount();
+      readAt[shard] = performance.now();
     } catch (err) {
-      depths = [];
+      depths[shard] = 0;
       if (isRedisUnavailable(err)) throw err;
-    } finally {
-      reading = undefined;
     }
   };
   return async (store) => {
-    if (performance.now() - readAt >= (o.checkEveryMs ?? 250)) await (reading ??= read());
-    const depth = depths[shardOfStore(store, shards.length)] ?? 0;
+    const shard = shardOfStore(store, shards.length);
+    if (performance.now() - readAt[shard]! >= (o.checkEveryMs ?? 250)) {
+      await (reading[shard] ??= read(shard).finally(() => (reading[shard] = undefined)));
+    }
+    const depth = depths[shard]!;
     if (depth > o.maxDepth) throw new QueueFullError(depth, o.maxDepth);
   };
 }
