@@ -682,8 +682,14 @@ else
     local seq = tonumber(string.match(f, '^(%d+)|'))
     if seq and (not oldest or seq < oldest) then oldest = seq end
   end
-  local first = tonumber(redis.call('ZSCORE', K.dirty, pk))
+  local was = tonumber(redis.call('ZSCORE', K.dirty, pk))
+  local first = was
   if not first or (oldest and oldest > first) then first = math.min(oldest or now, now) end
+  -- At least 1 ms later than it was: the row's next flush job id (row + dirty time) must differ from the running
+  -- job's, which BullMQ would ignore until that job completes; a tick between this ack and the completion would
+  -- otherwise lease the row with no job for FLUSH_LEASE_TICKS. (An entry left was folded at or after was: at most
+  -- 1 ms of flush lag is left out.)
+  if was and first <= was then first = was + 1 end
   redis.call('ZADD', K.dirty, string.format('%d', first), pk)
   redis.call('ZREM', K.due, pk)
   schedule(K.dirty, K.due, pk, now, A.policyKind, tonumber(A.a), tonumber(A.b))
