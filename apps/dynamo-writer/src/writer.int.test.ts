@@ -249,6 +249,28 @@ describe('dynamo writer', () => {
     expect(await redis.keys('rdown:{S}:o:*')).toEqual([]);
   });
 
+  it("completes a written row's job when only the gauges' backlog read fails afterwards (no attempt spent, no failed job)", async () => {
+    const table = await createTestTable(dyn.endpoint);
+    let faults = 1;
+    const wrap = (b: BucketStore): BucketStore =>
+      Object.assign(Object.create(b) as BucketStore, {
+        storeBacklog: (...args: Parameters<BucketStore['storeBacklog']>) =>
+          faults-- > 0
+            ? Promise.reject(new ReplyError('TALLY_ERR_NOT_A_COUNT rbl:{S}:counts entries is not an integer'))
+            : b.storeBacklog(...args),
+      });
+    const { buckets, meter, worker } = setup(table, 'rbl', client, undefined, wrap);
+    const failedAttempts: string[] = [];
+    worker.on('failed', (job, err) => failedAttempts.push(`${job?.id}: ${err.message}`));
+    await oneView(buckets, Date.parse('2023-05-03T12:00:00Z'));
+    await waitForQueuesIdle([queues[QUEUE.dynamoWrites]], { includeDelayed: true, timeoutMs: 30_000 });
+    await worker.close();
+    expect(faults).toBeLessThan(1); // the fault was met
+    expect(failedAttempts).toEqual([]);
+    expect((await getItem({ client, table, meter }, 'S#product#P1', 'TOTAL'))!.attrs.get('v')).toBe(1n);
+    expect(await redis.keys('rbl:{S}:o:*')).toEqual([]);
+  });
+
   it('moves a row that cannot be written to the failed set with its reason; other rows keep flowing', async () => {
     const table = await createTestTable(dyn.endpoint);
     // A row DynamoDB refuses (every item grows far below 400 KB now, see the overflow items, so the refusal is
