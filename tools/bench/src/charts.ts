@@ -33,20 +33,12 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   }
 }
 
-/**
- * Renders a figure's charts into `dir` (docs/charts) and returns the markdown that shows them, with paths
- * relative to docs/.
- */
+/** Renders a figure's charts into `dir` (docs/charts); the markdown that shows them, with paths relative to docs/. */
 export async function writeCharts(figure: string, charts: readonly Chart[], dir: string): Promise<string> {
-  if (charts.length === 0) return '';
   mkdirSync(dir, { recursive: true });
-  const lines: string[] = [];
-  for (const c of charts) {
-    const file = `${figure}-${c.name}.svg`;
-    writeFileSync(join(dir, file), await renderSvg(c.spec));
-    lines.push(`![${c.title}](charts/${file})`);
-  }
-  return lines.join('\n\n');
+  const file = (c: Chart) => `${figure}-${c.name}.svg`;
+  for (const c of charts) writeFileSync(join(dir, file(c)), await renderSvg(c.spec));
+  return charts.map((c) => `![${c.title}](charts/${file(c)})`).join('\n\n');
 }
 
 /**

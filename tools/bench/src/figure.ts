@@ -24,9 +24,8 @@ export interface FigureResult {
 }
 
 /**
- * A figure from its measurement and report. `name`, in kebab-case, is its section heading in docs/BENCHMARKS.md and its
- * name on the command line; the result's markdown starts with the run line (date, machine, quick run) and a quick run's
- * summary ends with `[quick run]`.
+ * A figure named (in kebab-case) as its section of docs/BENCHMARKS.md and on the command line: its markdown starts with
+ * the run line (date, machine, quick run), a quick run's summary ends with `[quick run]`.
  */
 export const figure = (name: string, report: (ctx: FigureContext) => Promise<FigureResult>) => ({
   name,
@@ -38,3 +37,13 @@ export const figure = (name: string, report: (ctx: FigureContext) => Promise<Fig
   },
 });
 export type Figure = ReturnType<typeof figure>;
+
+/**
+ * `run` of each side `rounds` times, every other round in reverse order (A B, B A, …), so that a drift in the machine's
+ * load weighs on every side alike: each side's results, in the order they ran.
+ */
+export async function alternated<S extends string, T>(sides: readonly S[], rounds: number, run: (side: S, round: number) => Promise<T>) {
+  const out = Object.fromEntries(sides.map((s) => [s, [] as T[]])) as Record<S, T[]>;
+  for (let r = 0; r < rounds; r++) for (const side of r % 2 === 0 ? sides : sides.toReversed()) out[side].push(await run(side, r));
+  return out;
+}

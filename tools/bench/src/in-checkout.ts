@@ -10,11 +10,10 @@ import type { FigureContext } from './figure';
 const SRC = dirname(fileURLToPath(import.meta.url));
 
 /**
- * `measure` of figures/<figure>.ts in a child process that prints its result as one JSON line (this file run as a
- * script, below), with this checkout's libraries or (`baseline`) those of the `--baseline` commit: this checkout's
- * tools/bench/src is then copied into that commit's worktree, so that its `@tally/*` imports (and the apps it starts)
- * resolve to that commit's code. `rulesFile`: a rules JSON file for `measure` to use instead of the default rules
- * (both sides given the same work).
+ * `measure` of figures/<figure>.ts in a child process (this file run as a script, below), with this checkout's libraries
+ * or (`baseline`) those of the `--baseline` commit: this tools/bench/src is then copied into that commit's worktree, so
+ * that its `@tally/*` imports (and the apps it starts) resolve to that commit's code. `rulesFile`: rules for `measure`
+ * instead of the default rules (both sides given the same work).
  */
 export async function measureIn<T>(ctx: FigureContext, figure: string, side: 'baseline' | 'this checkout', rulesFile?: string): Promise<T> {
   let [cwd, src] = [REPO_ROOT, SRC];

@@ -21,24 +21,19 @@ import { fmt, mapValues, sum } from './stats';
 export const STORES = DEMO_STORES;
 
 /**
- * A tools/loadgen fleet as the figures start it: STORES, the default rules, 900-second buckets, AOF everysec, and
- * `opts`. Its apps run from their sources, as a `--baseline` commit's do and as every committed figure was measured
- * (and a CPU profile names their files).
+ * A fleet on STORES, the default rules, 900-second buckets, AOF everysec, and `opts`. Its apps run from their sources,
+ * as a `--baseline` commit's do and as every committed figure was measured (and a CPU profile names their files).
  */
 export const benchFleet = (opts: Partial<FleetOptions> = {}) =>
   startFleet({ stores: STORES, rules: defaultRules, bucketSeconds: 900, appendfsync: 'everysec', from: 'sources', ...opts });
 
 /**
- * Waiting events jobs beyond which the collector answers 429. Low enough that the queue stays bounded (the
- * rate measured is one the pipeline sustains, not a backlog growing), high enough that it never runs dry while
- * refused senders wait their retry (at most 250 ms).
+ * Waiting events jobs beyond which the collector answers 429: the queue stays bounded (the rate measured is one the
+ * pipeline sustains, not a backlog growing), yet never runs dry while refused senders wait their retry (at most 250 ms).
  */
 export const MAX_QUEUE_DEPTH = 100;
 
-/**
- * The collector at peak intake of a few stores: the per-store ingest budget off (it is measured separately from the
- * queue; INGEST_BUDGET_REQUESTS is its off switch in a baseline from before the token bucket).
- */
+/** The collector at peak intake: the per-store ingest budget off (INGEST_BUDGET_REQUESTS in a baseline before the token bucket). */
 export const PEAK_COLLECTOR = {
   MAX_QUEUE_DEPTH: String(MAX_QUEUE_DEPTH),
   INGEST_BUDGET_EVENTS_PER_SECOND: '0',
@@ -58,20 +53,16 @@ export async function withFleet<T>(opts: Partial<FleetOptions>, run: (fleet: Fle
 export const CATALOGUE = { products: 10_000, visitors: 100_000 } as const;
 
 /**
- * tools/loadgen traffic (seeded Zipf products and visitors in sessions, the fleet's stores, 10% late events) POSTed
- * to the fleet's collector with each store's ingest key (loadFleet), or enqueued with `@tally/client` (`via`), at
- * `rate` events/s or as fast as it answers, until stopped. 429 and 503 answers (QueueFullError and
- * QueueUnavailableError on the client) are retried after at most 250 ms (the collector's Retry-After is cut to it).
+ * tools/loadgen traffic to the fleet's collector (or through `@tally/client`: `via`) at `rate` events/s or as fast as
+ * it answers, until stopped. 429 and 503 answers (QueueFullError, QueueUnavailableError) are retried after at most 250 ms.
  */
 export function startBackgroundLoad(
   fleet: Fleet,
   opts: Pick<RunLoadOptions, 'rate' | 'concurrency'> &
     Pick<LoadOptions, 'seed' | 'batchSize'> & {
-      /** Products and visitors of the traffic; default CATALOGUE. */
       catalogue?: { products: number; visitors: number };
       /** Rewrites each batch before it is sent (e.g. the traffic an older commit's rules take). */
       mapBatch?: (batch: LoadBatch) => LoadBatch;
-      /** Through the collector (default) or `@tally/client` in this process, as a service would. */
       via?: 'http' | 'client';
     },
 ) {
@@ -91,7 +82,7 @@ export function startBackgroundLoad(
     accepted,
     /** Events accepted so far: the collector's count, or the client's in this process. */
     eventsAccepted: async () => (via === 'http' ? appMetric(fleet, 'collector', 'tally_events_accepted_total') : stats.accepted),
-    /** Stops taking new batches and resolves once every batch taken has its answer; throws if the collector answered wrongly. */
+    /** Resolves once every batch taken has its answer; throws if the collector answered wrongly. */
     async stop() {
       stopped = true;
       const s = await done;
@@ -104,23 +95,19 @@ export function startBackgroundLoad(
 export const appMetric = async (fleet: Fleet, app: Parameters<Fleet['app']>[0], name: string, labels: Record<string, string> = {}) =>
   metricValue(await fleet.app(app).handle.metrics(), name, labels);
 
-export async function queueDepth(fleet: Fleet): Promise<number> {
-  const waiting = await Promise.all(queueShards(fleet.queues, QUEUE.events).map((q) => q.getWaitingCount()));
-  return sum(waiting);
-}
+export const queueDepth = async (fleet: Fleet) =>
+  sum(await Promise.all(queueShards(fleet.queues, QUEUE.events).map((q) => q.getWaitingCount())));
 
-/** Calls `sample` every `intervalMs` until stopped; returns what it collected. */
+/** Calls `sample` every `intervalMs` until stopped; returns what it collected (a failed sample, an app restarting, left out). */
 export function sampler<T>(intervalMs: number, sample: () => Promise<T>) {
   const out: T[] = [];
   let running = true;
   const loop = (async () => {
     while (running) {
       const next = sleep(intervalMs);
-      try {
-        out.push(await sample());
-      } catch {
-        // a sample that failed (an app restarting) is left out
-      }
+      await sample()
+        .then((s) => out.push(s))
+        .catch(() => undefined);
       await next;
     }
   })();
@@ -142,7 +129,7 @@ export async function measureLoad(
   fleet: Fleet,
   opts: { batch: number; concurrency: number; seed: number; warmMs: number; fillWaitMs: number; windowMs: number } & {
     mapBatch?: (b: LoadBatch) => LoadBatch;
-    /** Through the collector (default), or `@tally/client` in this process: then this process is the producer. */
+    /** `client`: this process is the producer (its CPU counts). */
     via?: 'http' | 'client';
     /** Redis replicas' pids: their CPU counts as Redis's. */
     replicaPids?: readonly number[];
@@ -222,5 +209,5 @@ export async function measureLoad(
   return run;
 }
 
-/** One load's window: events/s applied (tally_events_applied_total) and accepted, 429s, queue depth, CPU cores per process, per-second timeline. */
+/** One load's window: events/s applied and accepted, 429s, queue depth, CPU cores per process, per-second timeline. */
 export type E2eRun = Awaited<ReturnType<typeof measureLoad>>;

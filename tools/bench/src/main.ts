@@ -46,7 +46,6 @@ if (unknown.length > 0) {
 const quick = values.quick === true;
 const chosen = positionals.length === 0 ? FIGURES : FIGURES.filter((f) => positionals.includes(f.name));
 const docPath = join(REPO_ROOT, 'docs', 'BENCHMARKS.md');
-/** docs/BENCHMARKS.md with the section `name` rewritten (see report.ts). */
 const writeSection = (name: string, markdown: string, opts?: { first?: boolean }) =>
   writeFileSync(docPath, updateSection(existsSync(docPath) ? readFileSync(docPath, 'utf8') : '', name, markdown, opts));
 const profileDir = values.profile ? join(REPO_ROOT, 'test-output', 'profiles') : undefined;
@@ -60,7 +59,6 @@ if (baseline)
 
 const [runStarted, startedAt, machine] = [performance.now(), new Date(), machineLine()];
 const lines: Array<{ name: string; summary: string; seconds: number }> = [];
-let failed = false;
 for (const figure of chosen) {
   const log = (line: string) => process.stderr.write(`[${figure.name}] ${line}\n`);
   const t0 = performance.now();
@@ -76,7 +74,6 @@ for (const figure of chosen) {
       writeSection(figure.name, charts ? `${result.markdown.trim()}\n\n${charts}` : result.markdown);
     }
   } catch (err) {
-    failed = true;
     summary = `FAILED: ${err instanceof Error ? err.message : String(err)}`;
     if (err instanceof Error && err.stack) log(err.stack);
   }
@@ -87,6 +84,7 @@ for (const figure of chosen) {
 }
 
 baseline?.remove();
+const failed = lines.some((l) => l.summary.startsWith('FAILED: '));
 const total = (performance.now() - runStarted) / 1000;
 if (chosen.length > 1) {
   process.stdout.write(`\nsummary: ${chosen.length} figures in ${duration(total)}${quick ? ' (quick run)' : ''}\n`);

@@ -3,10 +3,7 @@ import { createDynamoClient, createDynamoMeter, type CountEntry, type RowWriterD
 import { monthSk, parseDayKey, TOTAL_SK } from '@tally/key-layout';
 import { rollup, type CompiledRules, type NormalizedEvent } from '@tally/schema';
 
-/**
- * The naive designs Tally is compared with: DynamoDB written directly, without Redis in front. Shared by the
- * write-cost figure (write units) and the ingest-e2e figure (events/s).
- */
+/** The naive designs Tally is compared with (write-cost, ingest-e2e): DynamoDB written directly, without Redis in front. */
 export type Writer = (deps: RowWriterDeps, pk: string, entries: readonly CountEntry[]) => Promise<unknown>;
 
 /** The article's first layout: three rows per entity — day row `D2023-123`, month row `M2023-05`, TOTAL. */

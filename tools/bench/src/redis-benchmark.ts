@@ -1,11 +1,33 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { sleep } from '@tally/testing';
+import type { Redis } from 'ioredis';
 
 const run = promisify(execFile);
 
 /** Redis used_memory (INFO memory), bytes. */
 export async function usedMemory(redis: { info(section: string): Promise<string> }): Promise<number> {
   return Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+}
+
+/**
+ * The fall of used_memory when `drop` runs on a connection of its own, closed after it (so its buffers are freed with
+ * it, not counted against the drop); a second before and after, for the server's cron to finish rehashing and resizing
+ * its tables.
+ */
+export async function fallOf(redis: Redis, drop: (conn: Redis) => Promise<unknown>): Promise<number> {
+  await sleep(1_000);
+  const before = await usedMemory(redis);
+  const conn = redis.duplicate();
+  await drop(conn);
+  await conn.quit();
+  await sleep(1_000);
+  return before - (await usedMemory(redis));
+}
+
+/** Deletes `keys`, 100 a command. */
+export async function deleteKeys(conn: Redis, keys: readonly string[]): Promise<void> {
+  for (let i = 0; i < keys.length; i += 100) await conn.del(...keys.slice(i, i + 100));
 }
 
 /** redis-benchmark's requests per second. */

@@ -4,10 +4,7 @@
  */
 export const PREVIOUS_HEADING = '### Previous run';
 
-/**
- * `doc` with the section of `name` replaced by `markdown`, the old current text kept as "Previous run". A new
- * section goes last, or first with `first`.
- */
+/** `doc` with the section of `name` replaced by `markdown`; a new section goes last, or first with `first`. */
 export function updateSection(doc: string, name: string, markdown: string, opts: { first?: boolean } = {}): string {
   // The header (a new document's is `# Benchmarks`), then one part per `## ` heading.
   const [header, ...parts] = (doc.trim() === '' ? '# Benchmarks\n' : doc).split(/^(?=## \S)/m);

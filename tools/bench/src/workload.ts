@@ -41,10 +41,7 @@ export function makeBatch(rnd: () => number, products: () => number, visitors: (
   return out;
 }
 
-export interface DayEvent {
-  store: string;
-  event: NormalizedEvent;
-}
+export type DayEvent = { store: string; event: NormalizedEvent };
 
 /**
  * A simulated day of e-commerce traffic: Zipf-distributed stores, products and visitors; visitor sessions

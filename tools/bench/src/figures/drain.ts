@@ -12,12 +12,7 @@ const BUCKET_SECONDS = 1;
 /** A small shop (tools/loadgen's default catalogue), so hot rows are touched in most buckets, as a store row is. */
 const DRAIN_CATALOGUE = { products: 200, visitors: 1_000 };
 
-/**
- * What was waiting to be written when DynamoDB came back (everything folded, nothing open): rows (pk) with unwritten
- * counts, the DynamoDB items (pk, sk) they go to, the UpdateItems the writer needs for them (one per item, except an
- * item with more than MAX_ATTRS_PER_UPDATE attributes to add, split between buckets: `splitItems`), the (item,
- * bucket) pairs (writing each bucket separately), the distinct buckets and the outbox entries (row, bucket, day, metric).
- */
+/** What was waiting to be written when DynamoDB came back (everything folded, nothing open): the drain table's rows. */
 async function backlogOf(fleet: Fleet) {
   const buckets = new BucketStore({ redis: fleet.inspect, rules: fleet.rules, prefix: fleet.prefix });
   const out = { rows: 0, items: 0, callsNeeded: 0, splitItems: 0, itemBuckets: 0, buckets: 0, entries: 0 };
@@ -43,10 +38,7 @@ async function backlogOf(fleet: Fleet) {
   return out;
 }
 
-/**
- * UpdateItems libs/dynamo's writeRow sends for one item, given the attributes of its buckets oldest first: it takes
- * whole buckets while the distinct attributes stay within MAX_ATTRS_PER_UPDATE (a single bucket is never split).
- */
+/** UpdateItems writeRow sends for one item, given its buckets' attributes oldest first: whole buckets within MAX_ATTRS_PER_UPDATE. */
 function callsForItem(buckets: ReadonlyArray<readonly string[]>): number {
   let calls = 0;
   for (let i = 0; i < buckets.length; calls++) {

@@ -16,14 +16,14 @@ const PROBE_STORE = 'KTM1';
 const PROBE_TIME_ZONE = STORES.find((s) => s.id === PROBE_STORE)!.timeZone;
 
 /**
- * Freshness under load: from a probe's 202 to its count in the query API (the method is in the markdown below). `work`:
- * the rules and traffic of a before/after comparison (the baseline's rules, page paths as ids).
+ * Freshness under load: from a probe's 202 to its count in the query API (the method is in the markdown below). With
+ * `baseline`, on the rules and traffic of a before/after comparison (the baseline's rules, page paths as ids).
  */
-async function measureFreshness(ctx: FigureContext, root?: string, work?: 'baseline') {
+async function measureFreshness(ctx: FigureContext, baseline?: { root?: string }) {
   ctx.log('starting a fleet: redis-server, dynalite, collector, bucket-aggregator, dynamo-writer, query-api (BUCKET_SECONDS=900)');
   const opts = { seed: 31, rate: ctx.quick ? 2_000 : 10_000, probes: ctx.quick ? 15 : 500, warmMs: ctx.quick ? 1_000 : 3_000 };
-  return withFleet({ ...(root ? { root } : {}), ...(work ? { rules: BASELINE_RULES } : {}) }, (fleet) =>
-    probesUnderLoad(ctx, fleet, { ...opts, tag: 'FRESH', ...(work ? { mapBatch: idPages } : {}) }),
+  return withFleet(baseline ? { ...baseline, rules: BASELINE_RULES } : {}, (fleet) =>
+    probesUnderLoad(ctx, fleet, { ...opts, tag: 'FRESH', ...(baseline ? { mapBatch: idPages } : {}) }),
   );
 }
 
@@ -125,8 +125,8 @@ export const freshnessFigure = figure('freshness', async (ctx) => {
   // Both on the rules and traffic the baseline knows (BASELINE_RULES): the same work, before and after.
   if (ctx.baseline)
     ctx.log(`the same with ${ctx.baseline.ref}'s apps (${ctx.baseline.commit.slice(0, 10)}), then this checkout's, on the rules it knows`);
-  const before = ctx.baseline && (await measureFreshness(ctx, ctx.baseline.root, 'baseline'));
-  const after = ctx.baseline && (await measureFreshness(ctx, undefined, 'baseline'));
+  const before = ctx.baseline && (await measureFreshness(ctx, { root: ctx.baseline.root }));
+  const after = ctx.baseline && (await measureFreshness(ctx, {}));
   const p = (q: number) => quantile(f.latencies, q);
   const vs =
     before && after

@@ -3,7 +3,7 @@ import { rollup, validateEvents } from '@tally/schema';
 import { createTestTable } from '@tally/testing';
 import { lineChart, logBars, type Chart } from '../charts';
 import { BASELINE_RULES, idPages } from '../baseline';
-import { figure, type FigureContext } from '../figure';
+import { alternated, figure, type FigureContext } from '../figure';
 import { benchFleet, CATALOGUE, MAX_QUEUE_DEPTH, measureLoad, PEAK_COLLECTOR, STORES, type E2eRun } from '../load';
 import { measureNaiveThroughput } from '../naive';
 import { hincrbyCeiling, hincrbyCommand } from '../redis-benchmark';
@@ -16,7 +16,7 @@ const LOADS = [
 ] as const;
 
 type IngestE2eFigure = Awaited<ReturnType<typeof measureIngestE2e>>;
-type Round = { before: E2eRun; after: E2eRun };
+type Sides = Record<'before' | 'after', E2eRun[]>;
 
 /** Ingest end to end, redis-benchmark's HINCRBY ceiling and the naive design, in one run (the method is in the markdown below). */
 async function measureIngestE2e(ctx: FigureContext) {
@@ -30,16 +30,15 @@ async function measureIngestE2e(ctx: FigureContext) {
     appEnv: { collector: { ...PEAK_COLLECTOR, ...cpuProf }, 'bucket-aggregator': cpuProf },
   } as const;
   const fleet = await benchFleet(fleetOptions);
-  let before: Fleet | undefined;
-  let after: Fleet | undefined;
+  const fleets: Partial<Record<'before' | 'after', Fleet>> = {};
   try {
     if (ctx.baseline) {
       // Both on the rules and traffic the baseline knows (see BASELINE_RULES): the same work, before and after.
       ctx.log(
         `starting ${ctx.baseline.ref}'s fleet (${ctx.baseline.commit.slice(0, 10)}) from ${ctx.baseline.root}, and this checkout's, alike`,
       );
-      before = await benchFleet({ ...fleetOptions, rules: BASELINE_RULES, root: ctx.baseline.root });
-      after = await benchFleet({ ...fleetOptions, rules: BASELINE_RULES });
+      fleets.before = await benchFleet({ ...fleetOptions, rules: BASELINE_RULES, root: ctx.baseline.root });
+      fleets.after = await benchFleet({ ...fleetOptions, rules: BASELINE_RULES });
     }
     const runs: E2eRun[] = [];
     // HINCRBYs the apply script does per event of this traffic (distinct row fields per batch / events).
@@ -67,29 +66,24 @@ async function measureIngestE2e(ctx: FigureContext) {
     // With --baseline: 1000-event runs of that commit's fleet and this one's, alternated (before, after, after, before),
     // so a change in the machine's load weighs on both alike; the same traffic for both in a round, a seed neither
     // fleet has sent (its Idempotency-Keys are new).
-    const rounds: Round[] = [];
     const windows = { warmMs, fillWaitMs: ctx.quick ? 500 : 5_000, windowMs: ctx.quick ? 2_000 : 10_000 };
-    for (let r = 0; ctx.baseline && before && after && r < 2; r++) {
-      const run = async (f: Fleet) => {
-        ctx.log(`before/after round ${r + 1}: ${f === before ? ctx.baseline!.ref : 'this checkout'}`);
-        return measureLoad(ctx, f, { batch: 1000, concurrency: 8, ...windows, mapBatch: idPages, seed: 300 + r });
-      };
-      if (r === 0) rounds.push({ before: await run(before), after: await run(after) });
-      else rounds.push({ after: await run(after), before: await run(before) });
-    }
-    const beforeAfter = ctx.baseline && { ...ctx.baseline, rounds, ...beforeAfterRatios(rounds) };
+    const sides = await alternated(['before', 'after'] as const, ctx.baseline ? 2 : 0, (side, r) => {
+      ctx.log(`before/after round ${r + 1}: ${side === 'before' ? ctx.baseline!.ref : 'this checkout'}`);
+      return measureLoad(ctx, fleets[side]!, { batch: 1000, concurrency: 8, ...windows, mapBatch: idPages, seed: 300 + r });
+    });
+    const beforeAfter = ctx.baseline && { ...ctx.baseline, sides, ...beforeAfterRatios(sides) };
     return { runs, hincrbyPerEvent, hincrby, hincrbyN, naive, beforeAfter };
   } finally {
-    await Promise.all([fleet.stop(), before?.stop(), after?.stop()]);
+    await Promise.all([fleet.stop(), fleets.before?.stop(), fleets.after?.stop()]);
   }
 }
 
 /** Over the rounds: after's CPU ms per 1000 events (collector + aggregator + Redis) over before's, and events/s alike. */
-function beforeAfterRatios(rounds: readonly Round[]) {
-  const of = (pick: (r: Round) => number) => mean(rounds.map(pick));
-  const [beforeCpuMs, afterCpuMs] = [of((r) => r.before.cpuMs.tally), of((r) => r.after.cpuMs.tally)];
-  const afterPerSecond = of((r) => r.after.appliedPerSecond);
-  const rate = afterPerSecond / of((r) => r.before.appliedPerSecond);
+function beforeAfterRatios(sides: Sides) {
+  const of = (side: keyof Sides, pick: (r: E2eRun) => number) => mean(sides[side].map(pick));
+  const [beforeCpuMs, afterCpuMs] = [of('before', (r) => r.cpuMs.tally), of('after', (r) => r.cpuMs.tally)];
+  const afterPerSecond = of('after', (r) => r.appliedPerSecond);
+  const rate = afterPerSecond / of('before', (r) => r.appliedPerSecond);
   return { cpu: afterCpuMs / beforeCpuMs, rate, beforeCpuMs, afterCpuMs, afterPerSecond };
 }
 
@@ -178,7 +172,7 @@ function beforeAfterMarkdown(b: NonNullable<IngestE2eFigure['beforeAfter']>, hin
     '',
     '| run | events/s | CPU ms per 1000 events (collector + aggregator + redis) | collector / aggregator / redis |',
     '| --- | ---: | ---: | ---: |',
-    ...b.rounds.flatMap((x, i) => [line(`${b.ref}, round ${i + 1}`, x.before), line(`this checkout, round ${i + 1}`, x.after)]),
+    ...b.sides.before.flatMap((x, i) => [line(`${b.ref}, round ${i + 1}`, x), line(`this checkout, round ${i + 1}`, b.sides.after[i]!)]),
     '',
     `CPU per 1000 events: **${b.afterCpuMs.toFixed(1)} ms against ${b.beforeCpuMs.toFixed(1)} ms, x${b.cpu.toFixed(2)}**; events/s x${b.rate.toFixed(2)}.`,
     `On these rules this checkout takes ${fmt(b.afterPerSecond)} events/s: ${pct(b.afterPerSecond / hincrby)} of the HINCRBY ceiling above.`,

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { createTestTable, metricValue, REPO_ROOT, startApp, startDynalite, startProcess, startRedis } from '@tally/testing';
 import type { AppHandle, ProcessHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
-import { figure, type FigureContext } from '../figure';
+import { alternated, figure, type FigureContext } from '../figure';
 import { BASELINE_RULES } from '../baseline';
 import { measureIn } from '../in-checkout';
 import { mean, quantile, timeLoop } from '../stats';
@@ -46,15 +46,11 @@ const SEGMENTS: Segment[] = [
   },
 ];
 
-/** The rules of a rules file (`--rules` of a --baseline round), else the default rules. */
-const rulesOf = (rulesFile: string | undefined): RulesInput =>
-  rulesFile ? (JSON.parse(readFileSync(rulesFile, 'utf8')) as RulesInput) : defaultRules;
-
-/** STORE's Redis buckets and DynamoDB table as the apps use them, with a clock that never repeats. */
+/** STORE's Redis buckets and DynamoDB table as the apps use them (on the rules of `rulesFile`, else the default rules), with a clock that never repeats. */
 function storeOf(redisUrl: string, endpoint: string, table: string, rulesFile: string | undefined) {
   const redis = new Redis(redisUrl);
   const client = createDynamoClient({ endpoint, region: 'us-east-1' });
-  const rules = compileRules(rulesOf(rulesFile));
+  const rules = compileRules(rulesFile ? (JSON.parse(readFileSync(rulesFile, 'utf8')) as RulesInput) : defaultRules);
   const buckets = new BucketStore({ redis, rules });
   const writeDeps = { client, table, meter: createDynamoMeter() };
   let clock = Date.now();
@@ -86,11 +82,8 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
   const { client, rules, buckets, apply, flush, close } = storeOf(redisServer.url, dyn.endpoint, table, rulesFile);
   const meter = createDynamoMeter();
   const deps: QueryDeps = { buckets, dynamo: { client, table, meter }, rules, historyMemo: new HistoryMemo() }; // as the query API runs it
-  let batchNo = 0;
   let app: AppHandle | undefined;
   let ingestProc: ProcessHandle | undefined;
-  let load0 = 0;
-
   try {
     await createTenant({ dynamo: client, table }, STORE);
     const key = await issueKey({ dynamo: client, table }, STORE, ['read'], 'bench');
@@ -103,7 +96,6 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
     const product = zipf(PRODUCTS, 1.05, rnd);
     const visitor = zipf(VISITORS, 0.8, rnd);
     const today = Date.now();
-    let heavyViews = 0;
     for (let d = historyDays; d >= 0; d--) {
       const dayTs = today - d * DAY;
       const at = () => dayTs - Math.floor(rnd() * DAY * 0.9);
@@ -115,9 +107,8 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
       }
       for (let i = 0; i < 4; i++)
         events.push({ type: 'view', ts: at(), dims: { product: `P${1 + Math.floor(rnd() * 40)}`, visitor: HEAVY } });
-      heavyViews += 4;
       if (d % 20 === 0) events.push({ type: 'order', ts: dayTs - 3_600_000, value: '42.50', dims: { visitor: HEAVY } });
-      await apply(`q-${++batchNo}`, events);
+      await apply(`q-${historyDays + 1 - d}`, events);
       if (d % 30 === 0) await flush();
     }
     await flush();
@@ -125,7 +116,7 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
     // Concurrent ingest in its own process (so its work does not sit in the measured event loop): batches of 100
     // current events every 10 ms, every row flushed each second. The heavy visitor is not in them, so its session
     // cache stays warm, as between two page views of one session.
-    load0 = loadavg()[0]!;
+    const load0 = loadavg()[0]!;
     const ingestArgs = [fileURLToPath(import.meta.url), INGEST_FLAG, redisServer.url, dyn.endpoint, table, rulesFile ?? ''];
     ingestProc = await startProcess(process.execPath, ['--import', 'tsx', ...ingestArgs], { cwd: REPO_ROOT, name: 'query-bench-ingest' });
     await ingestProc.waitForLine(/^ingested \d+/, { timeoutMs: 120_000 });
@@ -144,13 +135,13 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
     // Each question: one in-process call (returns the DynamoDB requests it made), and the same over HTTP (query-api:
     // POST with a body, else GET).
     const metrics = resolveMetrics(rules, ['ViewCount', 'OrderCount', 'Revenue']);
-    const seriesQ = (name: string, label: string, range: 'last30d' | 'last3m' | 'all', granularity: 'day' | 'total', query: string) => ({
+    const seriesQ = (name: string, label: string, range: 'last30d' | 'last3m' | 'all') => ({
       name,
       label,
-      path: `/v1/series?metrics=ViewCount,OrderCount,Revenue${query}`,
+      path: `/v1/series?metrics=ViewCount,OrderCount,Revenue${range === 'all' ? '&granularity=total' : `&range=${range}&granularity=day`}`,
       body: undefined as unknown,
       call: async () => {
-        const r = range === 'all' ? 'all' : namedRange(range, 'UTC', Date.now());
+        const [r, granularity] = range === 'all' ? (['all', 'total'] as const) : [namedRange(range, 'UTC', Date.now()), 'day' as const];
         return (await readSeries(deps, { store: STORE, pk: STORE, metrics, range: r, granularity })).dynamoRequests;
       },
     });
@@ -165,11 +156,11 @@ export async function measure(ctx: FigureContext, rulesFile?: string) {
         return (await evaluateSegments(deps, at)).dynamoRequests;
       },
     });
-    const heavyName = `segment evaluation, warm cache, heavy visitor (${heavyViews} views of 40 products; 2 segments, 5 rules)`;
+    const heavyName = `segment evaluation, warm cache, heavy visitor (${4 * (historyDays + 1)} views of 40 products; 2 segments, 5 rules)`;
     const scenarios = [
-      seriesQ('series, last 30 days by day (store row)', 'last30d', 'last30d', 'day', '&range=last30d&granularity=day'),
-      seriesQ('series, last 3 months by day (store row)', 'last3m', 'last3m', 'day', '&range=last3m&granularity=day'),
-      seriesQ('series, all time (granularity total)', 'all-time', 'all', 'total', '&granularity=total'),
+      seriesQ('series, last 30 days by day (store row)', 'last30d', 'last30d'),
+      seriesQ('series, last 3 months by day (store row)', 'last3m', 'last3m'),
+      seriesQ('series, all time (granularity total)', 'all-time', 'all'),
       segmentsQ(`segment evaluation, warm cache, typical visitor ${TYPICAL} (2 segments, 5 rules)`, 'segments warm (typical)', TYPICAL),
       segmentsQ(heavyName, 'segments warm (heavy)', HEAVY),
     ];
@@ -237,14 +228,14 @@ type QueryFigure = Awaited<ReturnType<typeof measure>>;
 const AVERAGED = ['p50', 'p99', 'mean', 'readUnitsPerCall', 'cpuMsPerCall', 'serverMeanMs', 'httpP50', 'httpP99'] as const;
 
 /** Two rounds of one side as one: each row's figures averaged (the most DynamoDB requests kept), the ingest summed. */
-function meanOf(a: QueryFigure, b: QueryFigure): QueryFigure {
-  const rows = a.rows.map((x) => {
-    const y = b.rows.find((r) => r.label === x.label)!;
+function meanOf([a, b]: QueryFigure[]): QueryFigure {
+  const rows = a!.rows.map((x) => {
+    const y = b!.rows.find((r) => r.label === x.label)!;
     const means = Object.fromEntries(AVERAGED.map((k) => [k, (x[k] + y[k]) / 2]));
     return { ...x, calls: x.calls + y.calls, ...means, maxDynamoRequests: Math.max(x.maxDynamoRequests, y.maxDynamoRequests) };
   });
-  const [ingested, ingestSeconds] = [a.ingested + b.ingested, a.ingestSeconds + b.ingestSeconds];
-  return { rows, historyDays: a.historyDays, ingested, ingestSeconds, loadAverage: (a.loadAverage + b.loadAverage) / 2 };
+  const [ingested, ingestSeconds] = [a!.ingested + b!.ingested, a!.ingestSeconds + b!.ingestSeconds];
+  return { rows, historyDays: a!.historyDays, ingested, ingestSeconds, loadAverage: (a!.loadAverage + b!.loadAverage) / 2 };
 }
 
 export const queryFigure = figure('query', async (ctx) => {
@@ -261,10 +252,9 @@ export const queryFigure = figure('query', async (ctx) => {
     const rulesFile = join(dir, 'rules.json');
     writeFileSync(rulesFile, JSON.stringify(BASELINE_RULES));
     try {
-      const round = (side: 'baseline' | 'this checkout') => measureIn<QueryFigure>(ctx, 'query', side, rulesFile);
-      const here1 = await round('this checkout');
-      const [then1, then2] = [await round('baseline'), await round('baseline')];
-      [after, before] = [meanOf(here1, await round('this checkout')), meanOf(then1, then2)];
+      const sides = ['this checkout', 'baseline'] as const;
+      const runs = await alternated(sides, 2, (side) => measureIn<QueryFigure>(ctx, 'query', side, rulesFile));
+      [after, before] = [meanOf(runs['this checkout']), meanOf(runs.baseline)];
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -2,9 +2,9 @@ import { BucketStore } from '@tally/buckets';
 import { parsePk } from '@tally/key-layout';
 import { clientSender } from '@tally/loadgen';
 import { compileRules, defaultRules, rollup, type DistinctAdds, type NormalizedEvent } from '@tally/schema';
-import { sleep, startRedis } from '@tally/testing';
+import { startRedis } from '@tally/testing';
 import { Redis } from 'ioredis';
-import { usedMemory } from '../redis-benchmark';
+import { deleteKeys, fallOf } from '../redis-benchmark';
 import { sum } from '../stats';
 import { flushStore, prng } from '../workload';
 
@@ -14,8 +14,7 @@ const DAY_MS = 86_400_000;
  * A store's day of docs/SCALING.md's workload (tools/cost DEFAULT_WORKLOAD: 5,000 events/s, 20M visitors a month
  * and 100 products viewed a day over 10,000 stores; as many pages as products, as its rankings assume).
  */
-const SCALING_STORE_DAY = { events: 43_200, products: 100, pages: 100, visitors: 67, eventsPerBatch: 100 };
-export type StoreDay = typeof SCALING_STORE_DAY;
+const DAY = { events: 43_200, products: 100, pages: 100, visitors: 67, eventsPerBatch: 100 };
 
 export const ROW_KINDS = ['product', 'page', 'visitor', 'store'] as const;
 type RowKind = (typeof ROW_KINDS)[number];
@@ -37,20 +36,20 @@ interface KindMemory {
 }
 
 /** The time of event `k` of a store's day: at even intervals from `dayStart`. */
-const timeOf = (day: StoreDay, dayStart: number, k: number) => dayStart + Math.floor(((k + 0.5) * DAY_MS) / day.events);
+const timeOf = (dayStart: number, k: number) => dayStart + Math.floor(((k + 0.5) * DAY_MS) / DAY.events);
 
 /**
  * Event `k` of a store's day: 60% product views, 30% page views, 5% orders, 5% order lines, at even intervals over
  * the day, products and pages uniform; the day's visitors one after another (each a session of events/visitors
  * events), so a visitor's row is open through its session and its idle flush.
  */
-function eventOf(day: StoreDay, dayStart: number, k: number, rnd: () => number): NormalizedEvent {
-  const ts = timeOf(day, dayStart, k);
-  const visitor = `V${Math.floor((k * day.visitors) / day.events)}`;
+function eventOf(dayStart: number, k: number, rnd: () => number): NormalizedEvent {
+  const ts = timeOf(dayStart, k);
+  const visitor = `V${Math.floor((k * DAY.visitors) / DAY.events)}`;
   const r = rnd();
-  const product = `P${Math.floor(rnd() * day.products)}`;
+  const product = `P${Math.floor(rnd() * DAY.products)}`;
   if (r < 0.6) return { type: 'view', ts, dims: { product, visitor } };
-  if (r < 0.9) return { type: 'page_view', ts, dims: { page: `/p/${Math.floor(rnd() * day.pages)}`, visitor } };
+  if (r < 0.9) return { type: 'page_view', ts, dims: { page: `/p/${Math.floor(rnd() * DAY.pages)}`, visitor } };
   if (r < 0.95) return { type: 'order', ts, value: '19.99', dims: { visitor } };
   return { type: 'order_item', ts, value: '9.99', dims: { product, visitor } };
 }
@@ -62,30 +61,12 @@ function eventOf(day: StoreDay, dayStart: number, k: number, rnd: () => number):
 const UNTRACKED = { args: ['--latency-tracking', 'no'] };
 
 /**
- * The fall of used_memory when `drop` runs on a connection of its own, closed after it (so its buffers are freed
- * with it, not counted against the drop); a second before and after, for the server's cron to resize its tables.
- */
-async function fallOf(redis: Redis, drop: (conn: Redis) => Promise<unknown>): Promise<number> {
-  await sleep(1_000);
-  const before = await usedMemory(redis);
-  const conn = redis.duplicate();
-  await drop(conn);
-  await conn.quit();
-  await sleep(1_000);
-  return before - (await usedMemory(redis));
-}
-
-/**
  * Redis memory of each kind of open row at its fullest (the method is in docs/SCALING.md, "Inputs"): `stores` stores
- * each run through a day of `day` on the default rules, on an injected clock, as the aggregator and the writer do it
- * (rollup, apply, the sketches' add; at the end of every bucket of `bucketMs` a seal and fold, and each due row
- * flushed: its sketches and outbox acked, with no DynamoDB behind). Measured at midnight, after the fold of the day's
- * last bucket and before the flushes due then: product and page rows (daily flush) hold a day's outbox and sketches,
- * the store row (hourly) an hour's, visitor rows what their session left. Per kind, the outboxes, then the sketches,
- * then the zset members are deleted, each part's bytes the fall of used_memory over the rows.
+ * each run through a DAY on the default rules and an injected clock, as the aggregator and the writer do it (buckets of
+ * `bucketMs`; no DynamoDB behind the flushes), measured at midnight, after the fold of the day's last bucket and before
+ * the flushes due then. Per kind, the outboxes, then the sketches, then the zset members are deleted.
  */
-export async function measureRowMemory(opts: { stores: number; bucketMs: number; day?: StoreDay }) {
-  const day = opts.day ?? SCALING_STORE_DAY;
+export async function measureRowMemory(opts: { stores: number; bucketMs: number }) {
   const server = await startRedis(UNTRACKED);
   const redis = new Redis(server.url, { maxRetriesPerRequest: null });
   const rules = compileRules(defaultRules);
@@ -100,7 +81,7 @@ export async function measureRowMemory(opts: { stores: number; bucketMs: number;
     /** Each open row's counts since its last flush. */
     const counts = new Map<string, number>();
     const applyBatch = async (store: string, rnd: () => number, from: number, to: number) => {
-      const events = Array.from({ length: to - from }, (_, i) => eventOf(day, dayStart, from + i, rnd));
+      const events = Array.from({ length: to - from }, (_, i) => eventOf(dayStart, from + i, rnd));
       for (const e of events)
         for (const [pk, fields] of rollup(rules, store, 'UTC', [e])) counts.set(pk, (counts.get(pk) ?? 0) + fields.size);
       const distinct: DistinctAdds = new Map();
@@ -112,11 +93,11 @@ export async function measureRowMemory(opts: { stores: number; bucketMs: number;
     };
     for (let end = dayStart + opts.bucketMs; end <= dayEnd; end += opts.bucketMs) {
       const from = next;
-      while (next < day.events && timeOf(day, dayStart, next) < end) next++;
+      while (next < DAY.events && timeOf(dayStart, next) < end) next++;
       await Promise.all(
         stores.map(async (store, i) => {
-          for (let k = from; k < next; k += day.eventsPerBatch)
-            await applyBatch(store, rnds[i]!, k, Math.min(next, k + day.eventsPerBatch));
+          for (let k = from; k < next; k += DAY.eventsPerBatch)
+            await applyBatch(store, rnds[i]!, k, Math.min(next, k + DAY.eventsPerBatch));
           if (end === dayEnd) {
             await buckets.seal(store, { now: end, minAgeMs: 0 });
             await buckets.foldSealed(store, { now: end });
@@ -202,9 +183,7 @@ export async function measureIdempotencyRecords(n: number) {
     const keys = await redis.keys('*:idem:*');
     if (keys.length !== n) throw new Error(`${keys.length} idempotency records, not ${n}`);
     const ttlSeconds = await redis.ttl(keys[0]!);
-    const bytes = await fallOf(redis, async (conn) => {
-      for (let i = 0; i < keys.length; i += 100) await conn.del(...keys.slice(i, i + 100));
-    });
+    const bytes = await fallOf(redis, (conn) => deleteKeys(conn, keys));
     return { records: n, bytesPerRecord: bytes / n, ttlSeconds };
   } finally {
     await sender.close();

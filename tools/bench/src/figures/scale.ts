@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { figure } from '../figure';
 import { sampler } from '../load';
 import { cpuSeconds } from '../proc';
-import { usedMemory } from '../redis-benchmark';
+import { deleteKeys, fallOf, usedMemory } from '../redis-benchmark';
 import { fmt, median, sum } from '../stats';
 import { flushStore } from '../workload';
 
@@ -174,25 +174,15 @@ const PRODUCTS_PER_DAY = 100;
 const LARGE_RANKING = 1_000;
 
 /**
- * Deletes `keys` and returns the fall of used_memory: their values, their names and their entries in the keyspace and
- * expires tables, and the tables' own share when the keys were most of the keyspace (the server's cron then shrinks
- * them). A second before and after, for the cron to finish rehashing and resizing client buffers (used_memory counts
- * them too).
+ * Bytes of `keys`: the fall of used_memory when they are deleted (their values, names and entries in the keyspace and
+ * expires tables, and the tables' own share when the keys were most of the keyspace: the server's cron then shrinks them).
  */
-async function bytesOf(redis: Redis, keys: readonly string[]): Promise<number> {
-  await sleep(1_000);
-  const before = await usedMemory(redis);
-  for (let i = 0; i < keys.length; i += 100) await redis.del(...keys.slice(i, i + 100));
-  await sleep(1_000);
-  return before - (await usedMemory(redis));
-}
+const bytesOf = (redis: Redis, keys: readonly string[]) => fallOf(redis, (conn) => deleteKeys(conn, keys));
 
 /**
  * Redis bytes of the daily rankings (top lists) and of the rows' cache versions (the method is in the figure's markdown):
- * `stores` stores with a day of `members` products viewed and ordered and as many pages viewed, the default rules' 4
- * rankings of a store-day (product ViewCount, OrderCount, Revenue; page PageViews), each product viewed by a visitor
- * of its own. With `acks`, every row is then sealed, folded and acknowledged as the dynamo-writer does, which leaves a
- * cache version per visitor row (the only rows whose history queries cache).
+ * `stores` stores with a day of `members` products and pages. With `acks`, every row is then sealed, folded and
+ * acknowledged as the dynamo-writer does, which leaves a cache version per visitor row (the only rows queries cache).
  */
 export async function measureRankingMemory(stores: number, members: number, acks: boolean) {
   const redisServer = await startRedis();

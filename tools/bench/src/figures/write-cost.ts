@@ -104,9 +104,8 @@ async function runCrawler(env: Env, products: number) {
   await buckets.foldSealed('S', { now: DAY_START + 2 * MIN });
   const pk = 'S#visitor#BOT1';
   await writeRow(deps, pk, (await buckets.readOutbox('S', pk)).entries);
-  const after = deps.meter.totals();
   deps.client.destroy();
-  return { products, updates: after.requests['UpdateItem:ok'] ?? 0, writeUnits: after.writeUnits };
+  return { products, ...costRun('crawler', products, deps.meter) };
 }
 
 /** Naive: one UpdateItem per event per row (day, month and total rows), measured on a sample of the day. */
