@@ -737,7 +737,22 @@ describe('backpressure and outages', () => {
     expect(example).toHaveLength(2);
     // Every example is accepted by the schema the intake parses events with.
     for (const event of example) expect(eventInputSchema.safeParse(event).success).toBe(true);
-    expect(Object.keys(op.responses).sort()).toEqual(['202', '400', '401', '403', '404', '413', '415', '422', '429', '500', '503']);
+    expect(Object.keys(op.responses).sort()).toEqual([
+      '202',
+      '400',
+      '401',
+      '403',
+      '404',
+      '405',
+      '408',
+      '413',
+      '415',
+      '422',
+      '429',
+      '431',
+      '500',
+      '503',
+    ]);
     expect(op.responses['400'].content['application/json'].schema.properties.errors.items.required).toEqual(['index', 'field', 'reason']);
     expect(op.responses['202'].content['application/json'].example).toMatchObject({ accepted: 2 });
     expect(op.responses['401'].content['application/json'].example).toMatchObject({ code: 'TALLY_ERR_UNAUTHORIZED' });

@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { collectorEnv, loadConfig } from '@tally/config';
 import { createDynamoClient } from '@tally/dynamo';
@@ -102,8 +105,52 @@ function post(payload: string | Buffer, headers: Record<string, string | undefin
   return app.inject({ method: 'POST', url, headers: h, payload });
 }
 
+/** An answer as `expectProblem` reads it: from `inject`, or from a real connection (see {@link overHttp}). */
+type Answer = Pick<LightMyRequestResponse, 'statusCode' | 'headers' | 'json'>;
+
+/** The port the collector listens on for the tests that need real HTTP (Node's parser, not `inject`). */
+async function listening(): Promise<number> {
+  if (!app.server.listening) await app.listen({ port: 0, host: '127.0.0.1' });
+  return (app.server.address() as AddressInfo).port;
+}
+
+/** A request over a real connection, as Node's http client sends it (no body: no Content-Type, no Content-Length). */
+async function overHttp(opts: { method: string; path: string; headers: Record<string, string> }): Promise<Answer> {
+  const port = await listening();
+  return new Promise((resolve, reject) => {
+    const req = request({ port, host: '127.0.0.1', ...opts }, (response) => {
+      let text = '';
+      response.on('data', (d) => (text += d));
+      response.on('end', () => resolve({ statusCode: response.statusCode!, headers: response.headers, json: () => JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Raw bytes on a new connection, until the collector closes it; `sent` runs with the server's side of it. */
+async function overSocket(bytes: string, sent?: (serverSide: Socket) => void): Promise<Answer> {
+  const port = await listening();
+  const serverSide = new Promise<Socket>((resolve) => app.server.once('connection', resolve));
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const client = connect(port, '127.0.0.1', () => {
+      client.write(bytes);
+      if (sent) void serverSide.then(sent);
+    });
+    client.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    client.on('error', reject);
+    client.on('close', () => {
+      const [head, body] = out.split('\r\n\r\n');
+      const [statusLine, ...lines] = head!.split('\r\n');
+      const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+      resolve({ statusCode: Number(statusLine!.split(' ')[1]), headers, json: () => JSON.parse(body!) });
+    });
+  });
+}
+
 /** The answer is a problem: status, media type, the RFC 9457 members and the code. */
-function expectProblem(r: LightMyRequestResponse, status: number, code: string, field?: string) {
+function expectProblem(r: Answer, status: number, code: string, field?: string) {
   expect({ status: r.statusCode, type: r.headers['content-type'], body: r.statusCode === status ? undefined : r.json() }).toEqual({
     status,
     type: 'application/problem+json; charset=utf-8',
@@ -112,14 +159,13 @@ function expectProblem(r: LightMyRequestResponse, status: number, code: string, 
   const body = PROBLEM_SCHEMA.parse(r.json());
   expect(body).toMatchObject({ type: 'about:blank', status, code });
   if (field !== undefined) expect(body.field).toBe(field);
-  // The problem schema allows more members than it names; every member a client gets is named in the document (405
-  // is the edge's answer for a path asked with a method it does not take: no operation documents it).
-  const schema = openapi.paths['/v1/events']!.post.responses[String(status)]?.content['application/json']!.schema;
-  if (status !== 405) {
-    expect(Object.keys(r.json()).filter((k) => !(k in (schema?.properties ?? {})))).toEqual([]);
-    // And every member the document requires is there.
-    expect((schema?.required ?? []).filter((k) => !(k in r.json()))).toEqual([]);
-  }
+  // The status is one the document lists for the operation (405, 408 and 431 too, answered by the edge and Node's
+  // parser before the route), and every member a client gets is named in it: the problem schema allows more.
+  const schema = openapi.paths['/v1/events']!.post.responses[String(status)]?.content['application/json']?.schema;
+  expect(schema, `/openapi.json lists ${status} for POST /v1/events`).toBeDefined();
+  expect(Object.keys(r.json()).filter((k) => !(k in (schema?.properties ?? {})))).toEqual([]);
+  // And every member the document requires is there.
+  expect((schema?.required ?? []).filter((k) => !(k in r.json()))).toEqual([]);
   return r.json();
 }
 
@@ -133,6 +179,17 @@ describe('every error is one problem format', () => {
     expectProblem(await post(JSON.stringify([view()]), { 'idempotency-key': 'a b' }), 400, 'TALLY_ERR_BAD_REQUEST', 'idempotency-key');
   });
 
+  it('400 naming the empty body for a POST with no body and no Content-Type, as `curl -X POST` sends it', async () => {
+    const headers = { authorization: `Bearer ${keys.ingest}` };
+    const injected = await app.inject({ method: 'POST', url: '/v1/events', headers });
+    const sent = await overHttp({ method: 'POST', path: '/v1/events', headers });
+    for (const r of [injected, sent]) {
+      expect(expectProblem(r, 400, 'TALLY_ERR_MALFORMED_BODY', 'body').detail).toBe(
+        'the body is empty; send a JSON array of events (Content-Type: application/json)',
+      );
+    }
+  });
+
   it('401, 403, 404', async () => {
     const none = expectProblem(await post('[]', { authorization: undefined }), 401, 'TALLY_ERR_UNAUTHORIZED', 'authorization');
     expect(none.detail).toMatch(/Bearer/);
@@ -140,10 +197,29 @@ describe('every error is one problem format', () => {
     expectProblem(await app.inject({ method: 'GET', url: '/v2/nothing?access_token=x' }), 404, 'TALLY_ERR_NOT_FOUND');
   });
 
+  it("/openapi.json lists every status of the README's answers table for POST /v1/events", async () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const table = new Set([...readme.matchAll(/^ *\| (\d{3}) \|/gm)].map((m) => m[1]!));
+    expect(table.size).toBeGreaterThan(10);
+    const listed = Object.keys(openapi.paths['/v1/events']!.post.responses);
+    expect([...table].filter((s) => !listed.includes(s))).toEqual([]);
+  });
+
   it('405 with Allow for a known path asked with another method', async () => {
     const res = await app.inject({ method: 'GET', url: '/v1/events' });
     expect(expectProblem(res, 405, 'TALLY_ERR_METHOD_NOT_ALLOWED').detail).toBe('/v1/events takes POST, not GET');
     expect(res.headers['allow']).toBe('POST');
+  });
+
+  it('408 and 431 from the HTTP parser, before a route: problems the document lists', async () => {
+    const long = await overSocket(`POST /v1/events HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${'k'.repeat(20_000)}\r\n\r\n`);
+    expectProblem(long, 431, 'TALLY_ERR_HEADERS_TOO_LARGE', 'headers');
+    // Node checks requestTimeout every second and hands the server this error (libs/http tests the timing): here it is
+    // handed at once, on a connection whose request has not come (nothing sent: no byte left unread to reset it).
+    const slow = await overSocket('', (socket) =>
+      app.server.emit('clientError', Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), socket),
+    );
+    expectProblem(slow, 408, 'TALLY_ERR_REQUEST_TIMEOUT');
   });
 
   it('413 over MAX_BODY_BYTES and MAX_EVENTS_PER_REQUEST', async () => {

@@ -162,6 +162,8 @@ const eventsRouteSchema = {
     401: problem.describe('Missing, unknown or revoked API key'),
     403: problem.describe('The key lacks the ingest scope'),
     404: problem.describe('No such route'),
+    405: problem.describe('Another method than POST on /v1/events (TALLY_ERR_METHOD_NOT_ALLOWED), with an Allow header'),
+    408: problem.describe('The request did not arrive in full within 30 s (TALLY_ERR_REQUEST_TIMEOUT); the connection is closed'),
     413: problem
       .extend({
         limit: z.number().int().describe('the limit exceeded: MAX_BODY_BYTES (bytes) or MAX_EVENTS_PER_REQUEST (events)'),
@@ -189,6 +191,9 @@ const eventsRouteSchema = {
       .describe(
         "The store is over its ingest budget (TALLY_ERR_RATE_LIMITED; Retry-After: seconds until the budget takes the batch), or the store's shard of the events queue is deeper than MAX_QUEUE_DEPTH (TALLY_ERR_BACKPRESSURE; Retry-After: 2)",
       ),
+    431: problem.describe(
+      'The request line and headers are over 16 KiB, such as a long Idempotency-Key (TALLY_ERR_HEADERS_TOO_LARGE); the connection is closed',
+    ),
     500: problem.describe('An unexpected error; the collector logs it'),
     503: problem
       .extend({
@@ -222,8 +227,9 @@ export async function registerEventsRoute(app: TallyHttpApp, deps: EventsRouteDe
       },
     },
     async (req, reply) => {
-      const body = req.body as unknown as EventsBody | undefined;
-      if (body === undefined) {
+      // No body: undefined, or null from Fastify for a request with neither body nor Content-Type (`curl -X POST`).
+      const body = req.body as unknown as EventsBody | null | undefined;
+      if (body === undefined || body === null) {
         throw new HttpProblem(
           400,
           'TALLY_ERR_MALFORMED_BODY',
