@@ -24,22 +24,27 @@ export interface HttpAppOptions extends EdgeOptions {
  * request lines are off (they carry the full URL); the edge logs requests when asked to.
  */
 export async function createHttpApp(opts: HttpAppOptions): Promise<TallyHttpApp> {
+  const unparsed = createUnparsedCounter(opts.registry);
   const app = fastify({
     loggerInstance: opts.log,
     logController: new LogController({ disableRequestLogging: true }),
     ...(opts.bodyLimit !== undefined ? { bodyLimit: opts.bodyLimit } : {}),
     requestTimeout: REQUEST_TIMEOUT_MS,
     // Node looks for requests past requestTimeout this often (its default 30 s would make the 408's 30 s up to 60).
-    http: { connectionsCheckingInterval: 1_000 },
+    // A request without Host reaches the edge, which answers it a 400 problem (Node's own 400 has no body).
+    http: { connectionsCheckingInterval: 1_000, requireHostHeader: false },
     // Ids are up to 128 characters (a path value base64url-encoded, up to 171): Fastify's default of 100 refused a
     // long one with a 400 before its route could check it.
     routerOptions: { maxParamLength: 512 },
-    return503OnClosing: true,
+    // A request that reaches a closing app (on a kept-alive connection) gets the edge's problem 503 with Retry-After
+    // (its onRequest hook), not Fastify's bare `{"error":"Service Unavailable"}`; the probes still answer.
+    return503OnClosing: false,
     // Errors of the router itself (a URL whose percent-encoding is broken), before any hook: a problem like the rest.
     frameworkErrors: (err, _req, reply) => sendProblem(reply, new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', err.message, { field: 'url' })),
     // Errors of Node's HTTP parser, before there is a request: problems too, not Fastify's own JSON.
-    clientErrorHandler: clientErrorHandler(createUnparsedCounter(opts.registry), opts.logRequests === true),
+    clientErrorHandler: clientErrorHandler(unparsed, opts.logRequests === true),
   }).withTypeProvider<ZodTypeProvider>();
+  app.server.on('checkExpectation', expectationFailed(app.log, unparsed, opts.logRequests === true));
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   await app.register(tallyEdge, opts);
@@ -75,6 +80,26 @@ function clientErrorProblem(err: ClientError): HttpProblem {
     default:
       return new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', `the request is not valid HTTP/1.1 (${err.reason ?? err.code ?? err.message})`);
   }
+}
+
+/**
+ * The server's `checkExpectation` listener: an `Expect` other than 100-continue, which Node would answer a bare 417, is
+ * a 417 problem (the body unread, the connection closed). Counted in `unparsed`, logged as clientErrorHandler does.
+ */
+function expectationFailed(log: Logger, unparsed: Counter<'status_code'>, logRequests: boolean) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const detail = `Expect: ${JSON.stringify(req.headers.expect)} is not supported; send no Expect header, or Expect: 100-continue`;
+    const problem = new HttpProblem(417, 'TALLY_ERR_BAD_REQUEST', detail, { field: 'expect' });
+    unparsed.inc({ status_code: '417' });
+    log[logRequests ? 'info' : 'debug']({ code: problem.code, statusCode: 417 }, problem.message);
+    const body = JSON.stringify(problemBody(problem));
+    res.writeHead(417, {
+      'content-type': `${PROBLEM_TYPE}; charset=utf-8`,
+      'content-length': Buffer.byteLength(body),
+      connection: 'close',
+    });
+    res.end(body);
+  };
 }
 
 /**

@@ -4,14 +4,14 @@ import { Transform } from 'node:stream';
 import compress from '@fastify/compress';
 import helmet from '@fastify/helmet';
 import { registerOpsRoutes, throttleLog, type ReadyCheck } from '@tally/observability';
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods, RequestPayload } from 'fastify';
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
 import sjson from 'secure-json-parse';
 import { unauthorized } from './auth';
 import { createHttpDurationHistogram } from './http-metrics';
-import { HttpProblem, problemBody, PROBLEM_TYPE, timesGiven, type ProblemCode } from './problem';
+import { HttpProblem, problemBody, PROBLEM_TYPE, timesGiven, unavailable, type ProblemCode } from './problem';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -29,6 +29,9 @@ export const OPS_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz', '
  */
 export const REQUEST_ENCODINGS = ['gzip', 'br'] as const;
 
+/** The headers that describe a request body: a route that takes none sees them as absent (the edge's preParsing). */
+const BODY_HEADERS = ['content-type', 'content-length', 'content-encoding', 'transfer-encoding'] as const;
+
 /** At most this many entries of an `errors` list are sent; `errorCount` says how many there were. */
 export const MAX_LISTED_ERRORS = 100;
 
@@ -36,7 +39,10 @@ export interface EdgeOptions {
   registry: Registry;
   /** /readyz: the app can do its work (and is not closing; the edge checks that). */
   ready: ReadyCheck;
-  /** True once shutdown began: every route but the probes answers 503 and closes the connection. */
+  /**
+   * True once shutdown began: every route but the probes answers 503 TALLY_ERR_SHUTTING_DOWN with Retry-After and
+   * closes the connection (so does app.close(), from its start: Fastify's own bare 503 is off, see createHttpApp).
+   */
   isClosing: () => boolean;
   /** The app as messages name it: "this collector is shutting down". */
   appName: string;
@@ -65,7 +71,8 @@ export interface EdgeOptions {
  * Tally's HTTP edge, shared by the collector and the query API: one RFC 9457 problem format for every 4xx and
  * 5xx, the closing 503, the request-duration metric, request logs without query strings (a key in
  * `?access_token=` never reaches a log), security headers, gzip/br request bodies with the body limit applied
- * after decompression, and /healthz, /readyz and /metrics. Register it first, before the routes.
+ * after decompression (a route without a body schema ignores any body), and /healthz, /readyz and /metrics. Register
+ * it first, before the routes.
  */
 export const tallyEdge = fp(
   async (app: FastifyInstance, opts: EdgeOptions) => {
@@ -104,6 +111,14 @@ export const tallyEdge = fp(
     // Before @fastify/compress's own preParsing (a route's hooks run after the app's): it sees the coding in lower
     // case, and reads a compressed body through a count of the bytes sent.
     app.addHook('preParsing', (req, reply, payload, done) => {
+      // A route that takes no body (no body schema: the GETs and DELETEs) ignores one sent anyway, unread (Node discards
+      // it after the answer): neither its Content-Type, its Content-Encoding nor its size can refuse the request. Fastify
+      // and @fastify/compress see the body headers as absent; req.raw.headers keeps them.
+      if (!req.routeOptions.schema?.body) {
+        if (BODY_HEADERS.some((name) => req.headers[name] !== undefined))
+          req.headers = Object.fromEntries(BODY_HEADERS.map((name) => [name, undefined]));
+        return done(null, payload);
+      }
       const sent = req.headers['content-encoding'];
       if (sent === undefined) return done(null, payload);
       const encoding = sent.trim().toLowerCase();
@@ -115,15 +130,24 @@ export const tallyEdge = fp(
         reply.header('connection', 'close'); // as Fastify does for a body it will not read
         return done(tooLarge());
       }
-      done(null, wireLimited(req.raw, limit, tooLarge));
+      const counted = wireLimited(req.raw, limit, tooLarge);
+      keepBodyStream(req, counted);
+      done(null, counted);
+    });
+    // Last of every route's preParsing hooks (@fastify/compress puts its own first): keeps the stream the body parser
+    // reads, the decompressor of a compressed body, to be ended with the answer (discardBody).
+    app.addHook('onRoute', (route) => {
+      const keep = (req: FastifyRequest, _reply: FastifyReply, payload: RequestPayload, done: (err: null, p: RequestPayload) => void) => {
+        if (payload !== req.raw) keepBodyStream(req, payload);
+        done(null, payload);
+      };
+      route.preParsing = [...(route.preParsing === undefined ? [] : [route.preParsing].flat()), keep] as typeof route.preParsing;
     });
 
     // JSON bodies only (an app with other types replaces the parsers): text/plain is 415, not a string that fails
     // validation, and a refused body says why (Fastify's own JSON parser drops the reason).
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, raw, done) => {
-      // A route that takes no body (DELETE, GET) ignores an empty one, whatever Content-Type a client library sends.
-      if ((raw as Buffer).length === 0 && !req.routeOptions.schema?.body) return done(null, undefined);
       try {
         const body = bodyText(raw as Buffer, req.headers['content-type']);
         if (body === '') throw new HttpProblem(400, 'TALLY_ERR_MALFORMED_BODY', 'the body is empty; send a JSON body', { field: 'body' });
@@ -138,8 +162,19 @@ export const tallyEdge = fp(
       }
     });
 
+    // Closing also once app.close() began, the flag set or not: a request on a kept-alive connection still reaches the routes.
+    let appClosing = false;
+    app.addHook('preClose', async () => {
+      appClosing = true;
+    });
+    const isClosing = () => appClosing || opts.isClosing();
     app.addHook('onRequest', async (req, reply) => {
-      if (opts.isClosing() && !OPS_ROUTES.has(req.routeOptions.url ?? '')) {
+      // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 (createHttpApp leaves it to the edge, for the problem).
+      if (req.raw.headers.host === undefined && req.raw.httpVersionMajor === 1 && req.raw.httpVersionMinor === 1) {
+        reply.header('connection', 'close');
+        throw new HttpProblem(400, 'TALLY_ERR_BAD_REQUEST', 'an HTTP/1.1 request needs a Host header', { field: 'host' });
+      }
+      if (isClosing() && !OPS_ROUTES.has(req.routeOptions.url ?? '')) {
         reply.header('connection', 'close');
         throw new HttpProblem(503, 'TALLY_ERR_SHUTTING_DOWN', `this ${opts.appName} is shutting down; retry`, {
           headers: { 'retry-after': '1' },
@@ -147,6 +182,7 @@ export const tallyEdge = fp(
       }
     });
     app.addHook('onResponse', async (req, reply) => {
+      discardBody(req);
       const route = req.routeOptions.url ?? 'unmatched';
       httpDuration.observe({ route, method: req.method, status_code: String(reply.statusCode) }, reply.elapsedTime / 1_000);
       if (opts.logRequests) {
@@ -158,11 +194,13 @@ export const tallyEdge = fp(
     });
 
     app.setErrorHandler((err: FastifyError, req, reply) => {
+      discardBody(req); // a body refused (413, 400) is read no further
       const problem = opts.mapError?.(err, req) ?? toProblem(err, req, opts);
       opts.onProblem?.(problem, req);
       if (problem.code === 'TALLY_ERR_INTERNAL') {
         req.log.error({ err }, 'request failed'); // unexpected: the only errors logged with their stack
-      } else if (problem.statusCode >= 500) {
+      } else if (problem.statusCode >= 500 && !OPS_ROUTES.has(req.routeOptions.url ?? '')) {
+        // (/readyz's 503 is no failure of its own: its ready check logs why it is not ready.)
         const cause = problem.cause ?? (err === problem ? undefined : err);
         warnings.log('warn', problem.code, { code: problem.code, cause: (cause as Error | undefined)?.message }, problem.message);
       } else {
@@ -184,9 +222,10 @@ export const tallyEdge = fp(
 
     registerOpsRoutes(app, {
       registry: opts.registry,
-      ready: async () => !opts.isClosing() && (await opts.ready()),
+      ready: async () => !isClosing() && (await opts.ready()),
       metricsToken: opts.metricsToken,
       unauthorized,
+      unavailable: (detail) => unavailable(detail, 1),
     });
   },
   { name: 'tally-edge', fastify: '5.x' },
@@ -207,10 +246,30 @@ function compressedTooLarge(limit: number, limitName: string | undefined): HttpP
   );
 }
 
+/** The streams a request's body is read through (the count of bytes sent, the decompressor), until the answer. */
+const bodyStreams = new WeakMap<FastifyRequest, RequestPayload[]>();
+
+function keepBodyStream(req: FastifyRequest, stream: RequestPayload): void {
+  const kept = bodyStreams.get(req);
+  if (kept) kept.push(stream);
+  else bodyStreams.set(req, [stream]);
+}
+
+/**
+ * Destroys a request's body streams not read to their end: a body the parser left at the limit (a 413) or that no
+ * route read. Fastify's body reader only stops listening, and a decompressor left so would go on inflating what it
+ * holds, then stay open for good once the connection closes.
+ */
+function discardBody(req: FastifyRequest): void {
+  for (const stream of bodyStreams.get(req) ?? []) if (!stream.readableEnded && !stream.destroyed) stream.destroy();
+  bodyStreams.delete(req);
+}
+
 /**
  * The request's bytes as sent, passed on as they come until more than `limit` have come: then the stream fails with
  * `tooLarge()`'s problem, which the decompressor reading it hands to the body parser (a 413). `raw` is piped, not
- * put in a pipeline, so that the failure leaves the connection open for the answer.
+ * put in a pipeline, so that the failure leaves the connection open for the answer. A client gone before the end of
+ * its body (an error, or a close) ends it, and so the decompressor reading it.
  */
 function wireLimited(raw: IncomingMessage, limit: number, tooLarge: () => HttpProblem): Transform {
   let received = 0;
@@ -223,6 +282,9 @@ function wireLimited(raw: IncomingMessage, limit: number, tooLarge: () => HttpPr
     },
   });
   raw.on('error', (err) => counted.destroy(err)); // the client went away
+  raw.on('close', () => {
+    if (!raw.readableEnded) counted.destroy(); // closed before its end: `pipe` passes on only an end
+  });
   return raw.pipe(counted);
 }
 

@@ -1,4 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -185,6 +187,33 @@ describe('the edge', () => {
     await app.close();
   });
 
+  it('answers /readyz while not ready 503 in the problem format, with Retry-After', async () => {
+    const app = await createHttpApp({
+      log: createLogger({ name: 'edge-test', level: 'silent' }),
+      registry: new Registry(),
+      appName: 'test app',
+      notFoundHint: 'see /docs',
+      mediaTypes: ['application/json'],
+      isClosing: () => false,
+      ready: () => false,
+    });
+    const r = await app.inject({ method: 'GET', url: '/readyz' });
+    expect([r.statusCode, r.headers['content-type'], r.headers['retry-after'], r.headers['cache-control']]).toEqual([
+      503,
+      'application/problem+json; charset=utf-8',
+      '1',
+      'no-store',
+    ]);
+    expect(r.json()).toEqual({
+      type: 'about:blank',
+      title: 'Service Unavailable',
+      status: 503,
+      code: 'TALLY_ERR_UNAVAILABLE',
+      detail: 'not ready: the process cannot do its work now (see its log)',
+    });
+    await app.close();
+  });
+
   it('times every request by route template', async () => {
     const { app, registry } = await appWithLog();
     await app.inject({ method: 'GET', url: '/healthz' });
@@ -295,6 +324,115 @@ describe('request bodies', () => {
       413,
       `the request body is larger than MAX_BODY_BYTES (${LIMIT} bytes) once decompressed: split it into smaller requests`,
     ]);
+    await app.close();
+  });
+
+  it('ignores a body sent to a route that takes none, unread: its Content-Type, Content-Encoding and size refuse nothing', async () => {
+    const app = await bodyApp();
+    app.delete('/things/:id', async (req) => ({ deleted: (req.params as { id: string }).id, body: req.body ?? null }));
+    app.get('/things', async (req) => ({ body: req.body ?? null }));
+    const answer = async (method: 'DELETE' | 'GET', url: string, headers: Record<string, string>, payload?: Buffer | string) => {
+      const r = await app.inject({ method, url, headers, ...(payload !== undefined && { payload }) });
+      return [r.statusCode, r.json()];
+    };
+    const deleted = [200, { deleted: 'T1', body: null }];
+    expect(await answer('DELETE', '/things/T1', { 'content-type': 'application/x-www-form-urlencoded', 'content-length': '0' })).toEqual(
+      deleted,
+    );
+    expect(await answer('DELETE', '/things/T1', { 'content-type': 'text/plain' }, 'x')).toEqual(deleted);
+    expect(await answer('DELETE', '/things/T1', { 'content-type': 'application/json' }, '{"page":"/a"}')).toEqual(deleted);
+    expect(await answer('DELETE', '/things/T1', { 'content-type': 'application/json' }, ' '.repeat(4 * LIMIT))).toEqual(deleted);
+    expect(await answer('DELETE', '/things/T1', { 'content-encoding': 'gzip', 'content-type': 'application/json' }, 'not gzip')).toEqual(
+      deleted,
+    );
+    expect(await answer('GET', '/things', { 'content-encoding': 'zstd' })).toEqual([200, { body: null }]);
+    // A route that takes a body still refuses one it cannot read.
+    expect((await post(app, '{"page":"/a"}', { 'content-type': 'text/plain' })).statusCode).toBe(415);
+
+    // Over a connection kept alive, the ignored body is discarded: the next request on it is answered as such.
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as AddressInfo;
+    const out = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      const client = connect(port, '127.0.0.1', () =>
+        client.write(
+          'DELETE /things/T2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nGET /nope\r\n\r\n' +
+            'GET /things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+        ),
+      );
+      client.on('data', (d: Buffer) => (text += d.toString('utf8')));
+      client.on('error', reject);
+      client.on('close', () => resolve(text));
+    });
+    expect(out.match(/HTTP\/1\.1 \d+|\{"(deleted|body)"[^}]*\}/g)).toEqual([
+      'HTTP/1.1 200',
+      '{"deleted":"T2","body":null}',
+      'HTTP/1.1 200',
+      '{"body":null}',
+    ]);
+    await app.close();
+  });
+
+  it('stops decompressing a body refused once past the limit: its decompressor is destroyed with the 413, not left inflating', async () => {
+    const limit = 64 * 1024;
+    const app = await createHttpApp({
+      log: createLogger({ name: 'edge-test', level: 'silent' }),
+      registry: new Registry(),
+      bodyLimit: limit,
+      appName: 'test app',
+      notFoundHint: 'see /docs',
+      mediaTypes: ['application/json'],
+      isClosing: () => false,
+      ready: () => true,
+    });
+    /** The decompressors the body parser read (one per request), with the bytes each produced in all. */
+    const seen: Array<{ stream: Readable; inflated: number }> = [];
+    app.post(
+      '/things',
+      {
+        schema: { body: z.object({ page: z.string() }) },
+        // After @fastify/compress's preParsing: `payload` is its decompressor. Its 'data' events are counted without a
+        // listener of our own, which would change how it flows once the body parser leaves it.
+        preParsing: (_req, _reply, payload, done) => {
+          const entry = { stream: payload as Readable, inflated: 0 };
+          const emit = payload.emit.bind(payload);
+          payload.emit = (event: string | symbol, ...args: unknown[]) => {
+            if (event === 'data') entry.inflated += (args[0] as Buffer).length;
+            return emit(event, ...args);
+          };
+          seen.push(entry);
+          done(null, payload);
+        },
+      },
+      async () => ({ ok: true }),
+    );
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as AddressInfo;
+    // 32 gzip members of 1 MiB of zeros: ~32 KB as sent (within the limit), 32 MiB once decompressed.
+    const bomb = Buffer.concat(Array.from({ length: 32 }, () => gzipSync(Buffer.alloc(1024 * 1024))));
+    expect(bomb.length).toBeLessThan(limit);
+    /** POSTs the bomb over HTTP; resolves with the status once the connection is closed. */
+    const postBomb = () =>
+      new Promise<number>((resolve, reject) => {
+        let status = 0;
+        const headers = { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': bomb.length };
+        const req = request({ port, host: '127.0.0.1', method: 'POST', path: '/things', agent: false, headers }, (res) => {
+          status = res.statusCode!;
+          res.resume();
+        });
+        req.on('error', reject);
+        req.on('close', () => resolve(status));
+        req.end(bomb);
+      });
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) statuses.push(await postBomb());
+    // Each decompressor is done one way or the other (destroyed, or read to its end as before the fix).
+    for (let i = 0; i < 250 && seen.some((e) => !e.stream.destroyed && !e.stream.readableEnded); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(statuses).toEqual([413, 413, 413, 413, 413]);
+    expect(seen.map((e) => ({ destroyed: e.stream.destroyed, inflatedPastTwiceTheLimit: e.inflated > 2 * limit }))).toEqual(
+      Array(5).fill({ destroyed: true, inflatedPastTwiceTheLimit: false }),
+    );
     await app.close();
   });
 });

@@ -16,13 +16,14 @@ export const createHttpDurationHistogram = (registry: Registry) =>
   });
 
 /**
- * `tally_http_unparsed_requests_total{status_code}`: requests Node's HTTP parser refused before there was a route (400
- * malformed, 408 too slow, 431 headers too large), which the duration histogram never sees.
+ * `tally_http_unparsed_requests_total{status_code}`: requests Node's HTTP server refused before there was a route (400
+ * malformed, 408 too slow, 417 an Expect other than 100-continue, 431 headers too large), which the duration histogram
+ * never sees.
  */
 export const createUnparsedCounter = (registry: Registry) =>
   counter(registry, {
     name: 'tally_http_unparsed_requests_total',
-    help: 'Requests refused by the HTTP parser before routing (400 malformed, 408 too slow, 431 headers too large), by status code.',
+    help: 'Requests refused by the HTTP server before routing (400 malformed, 408 too slow, 417 unknown Expect, 431 headers too large), by status code.',
     labelNames: ['status_code'],
   });
 

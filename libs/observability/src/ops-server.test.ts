@@ -35,7 +35,15 @@ describe('registerOpsRoutes', () => {
     const app = appWith(async () => ready);
     let res = await app.inject({ method: 'GET', url: '/readyz' });
     expect(res.statusCode).toBe(503);
-    expect(res.json()).toEqual({ status: 'not ready' });
+    expect(res.headers['content-type']).toBe('application/problem+json; charset=utf-8');
+    expect(res.headers['cache-control']).toBe('no-store');
+    expect(res.json()).toEqual({
+      type: 'about:blank',
+      title: 'Service Unavailable',
+      status: 503,
+      code: 'TALLY_ERR_UNAVAILABLE',
+      detail: 'not ready: the process cannot do its work now (see its log)',
+    });
     ready = true;
     res = await app.inject({ method: 'GET', url: '/readyz' });
     expect(res.statusCode).toBe(200);
@@ -50,8 +58,25 @@ describe('registerOpsRoutes', () => {
     const started = Date.now();
     const hanging = await appWith(() => new Promise<boolean>(() => {}), 100).inject({ method: 'GET', url: '/readyz' });
     expect(hanging.statusCode).toBe(503);
-    expect(hanging.json()).toEqual({ status: 'not ready' });
+    expect(hanging.json()).toMatchObject({ status: 503, code: 'TALLY_ERR_UNAVAILABLE' });
     expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it("GET /readyz's 503 is the app's own error when it gives one", async () => {
+    const app = fastify();
+    apps.push(app);
+    registerOpsRoutes(app, {
+      registry: registry(),
+      ready: () => false,
+      unavailable: (detail) => Object.assign(new Error(detail), { statusCode: 503 }),
+    });
+    app.setErrorHandler((err: Error, _req, reply) => reply.code(503).send({ mine: err.message }));
+    const res = await app.inject({ method: 'GET', url: '/readyz' });
+    expect([res.statusCode, res.json(), res.headers['cache-control']]).toEqual([
+      503,
+      { mine: 'not ready: the process cannot do its work now (see its log)' },
+      'no-store',
+    ]);
   });
 
   it('GET /metrics is Prometheus text from the registry', async () => {

@@ -17,7 +17,12 @@ export interface OpsRoutesOptions {
   metricsToken?: string | undefined;
   /** The 401's error (an app's own problem format); default an `application/problem+json` body of its own. */
   unauthorized?: (detail: string) => Error;
+  /** /readyz's 503 when not ready (an app's own problem format); default an `application/problem+json` body of its own. */
+  unavailable?: (detail: string) => Error;
 }
+
+/** The detail of /readyz's 503. */
+const NOT_READY_DETAIL = 'not ready: the process cannot do its work now (see its log)';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -28,8 +33,9 @@ function bearsToken(authorization: string | undefined, token: string): boolean {
 }
 
 /**
- * Mounts `GET /healthz` (200 `{status:'ok'}`: the process is alive), `GET /readyz` (200 `{status:'ready'}` or
- * 503 `{status:'not ready'}`) and `GET /metrics` (Prometheus text; only with the bearer token when `metricsToken` is set) on an app. Probes are logged at warn and up only.
+ * Mounts `GET /healthz` (200 `{status:'ok'}`: the process is alive), `GET /readyz` (200 `{status:'ready'}` or, as
+ * every error answer, a 503 problem `TALLY_ERR_UNAVAILABLE`) and `GET /metrics` (Prometheus text; only with the bearer
+ * token when `metricsToken` is set) on an app. Probes are logged at warn and up only.
  */
 export function registerOpsRoutes(app: FastifyInstance<any, any, any, any, any>, opts: OpsRoutesOptions): void {
   const readyTimeoutMs = opts.readyTimeoutMs ?? 2_000;
@@ -44,10 +50,13 @@ export function registerOpsRoutes(app: FastifyInstance<any, any, any, any, any>,
     } catch (err) {
       req.log.warn({ err }, 'ready check failed');
     }
+    reply.header('cache-control', 'no-store');
+    if (isReady) return reply.send({ status: 'ready' });
+    if (opts.unavailable) throw opts.unavailable(NOT_READY_DETAIL);
     return reply
-      .code(isReady ? 200 : 503)
-      .header('cache-control', 'no-store')
-      .send({ status: isReady ? 'ready' : 'not ready' });
+      .code(503)
+      .type('application/problem+json; charset=utf-8')
+      .send({ type: 'about:blank', title: 'Service Unavailable', status: 503, code: 'TALLY_ERR_UNAVAILABLE', detail: NOT_READY_DETAIL });
   });
 
   app.get('/metrics', probe, async (req, reply) => {
