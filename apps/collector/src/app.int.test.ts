@@ -747,6 +747,7 @@ describe('backpressure and outages', () => {
       '408',
       '413',
       '415',
+      '417',
       '422',
       '429',
       '431',

@@ -118,7 +118,8 @@ export function createCollectorDeps(config: CollectorConfig, log: Logger, rules:
     maxBodyBytes: config.MAX_BODY_BYTES,
     metricsToken: config.METRICS_TOKEN,
     isClosing: () => closing,
-    // Ready only while /v1/events admits (backpressure.redisUp), so a load balancer's first 200 is never a 503.
+    // Ready only while /v1/events admits (backpressure.redisUp: some events shard read recently), so a load balancer's
+    // first 200 is never a 503 but for the stores of a shard still unreadable (a Cluster master down), refused alone.
     isReady: async () => !closing && backpressure.redisUp && (await redis.ping()) === 'PONG',
   };
   return {

@@ -191,6 +191,9 @@ const eventsRouteSchema = {
       .describe(
         "The store is over its ingest budget (TALLY_ERR_RATE_LIMITED; Retry-After: seconds until the budget takes the batch), or the store's shard of the events queue is deeper than MAX_QUEUE_DEPTH (TALLY_ERR_BACKPRESSURE; Retry-After: 2)",
       ),
+    417: problem.describe(
+      'An Expect header other than 100-continue (TALLY_ERR_BAD_REQUEST, field expect), answered before the body is read; the connection is closed',
+    ),
     431: problem.describe(
       'The request line and headers are over 16 KiB, such as a long Idempotency-Key (TALLY_ERR_HEADERS_TOO_LARGE); the connection is closed',
     ),
