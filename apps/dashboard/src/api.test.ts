@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createApiClient, retryAfterMs } from './api';
-import { KeyRejectedError, RequestError, UnreachableError } from './errors';
+import { KeyRejectedError, RateLimitedError, RequestError, UnreachableError } from './errors';
 
 type Call = { url: string; init: RequestInit | undefined };
 
@@ -149,12 +149,43 @@ describe('createApiClient', () => {
       }).top({ entity: 'product', metric: 'ViewCount', range: 'last30d', limit: 10 });
     await expect(refuse(503, '5')).rejects.toMatchObject({ code: 'TALLY_ERR_UNREACHABLE', retryAfterMs: 5_000 });
     await expect(refuse(503, '1')).rejects.toMatchObject({ retryAfterMs: 1_000 });
-    await expect(refuse(429, 'Wed, 03 May 2023 10:00:30 GMT')).rejects.toMatchObject({ retryAfterMs: 30_000 });
+    // A 429 is Tally answering (the store is over its rate limit), not Tally unreachable; its Retry-After comes along.
+    await expect(refuse(429, 'Wed, 03 May 2023 10:00:30 GMT')).rejects.toMatchObject({
+      code: 'TALLY_ERR_RATE_LIMITED',
+      retryAfterMs: 30_000,
+    });
     const without = await refuse(503).catch((e: unknown) => e);
     expect(without).toBeInstanceOf(UnreachableError);
     expect((without as UnreachableError).retryAfterMs).toBeUndefined();
     expect(retryAfterMs('soon', at)).toBeUndefined();
     expect(retryAfterMs('Wed, 03 May 2023 09:00:00 GMT', at)).toBe(0);
+  });
+
+  it("tells a store over its request rate limit (429) apart from an unreachable Tally, with the API's words", async () => {
+    const body = {
+      ...problem(
+        429,
+        'Too Many Requests',
+        'TALLY_ERR_RATE_LIMITED',
+        'store "NZ" is over its rate limit of 2 requests per second (2 per window of 1 s, QUERY_RATE_LIMIT_PER_SECOND), counted over every API key of the store; retry after 1 s',
+      ),
+      requestsPerSecond: 2,
+      windowSeconds: 1,
+    };
+    const api = createApiClient({
+      key: 'k',
+      baseUrl: 'http://t',
+      fetch: fakeFetch(
+        () =>
+          new Response(JSON.stringify(body), { status: 429, headers: { 'content-type': 'application/problem+json', 'retry-after': '1' } }),
+      ).fetch,
+    });
+    const err = await api.series({ entity: 'store', metrics: ['ViewCount'], granularity: 'day', range: 'today' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RateLimitedError);
+    expect(err).not.toBeInstanceOf(UnreachableError);
+    expect(err).toMatchObject({ code: 'TALLY_ERR_RATE_LIMITED', retryAfterMs: 1_000, requestsPerSecond: 2 });
+    expect((err as Error).message).not.toMatch(/not reachable/);
+    expect((err as Error).message).toBe(`Too many requests for this store (${body.detail})`);
   });
 
   it('gives up on an answer that does not come', async () => {

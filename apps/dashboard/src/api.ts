@@ -10,7 +10,7 @@ import {
   type TopAnswer,
 } from '@tally/contracts';
 import type { z } from 'zod';
-import { KeyRejectedError, RequestError, UnreachableError } from './errors';
+import { KeyRejectedError, RateLimitedError, RequestError, UnreachableError } from './errors';
 import type { Day } from './periods';
 
 // The answers' types and schemas are the query API's own (@tally/contracts): each answer is parsed with them.
@@ -117,12 +117,13 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
     } catch {
       body = undefined;
     }
-    const { message = `HTTP ${res.status}`, field } = errorDetail(body);
+    const { message = `HTTP ${res.status}`, field, requestsPerSecond } = errorDetail(body);
     if (res.status === 401 || res.status === 403) throw new KeyRejectedError(res.status, message);
-    if (res.status >= 500 || res.status === 429) {
-      // 503 (5 s; 1 s while the API shuts down) and 429 say when to come back: the poller waits that long at least.
-      throw new UnreachableError(message, { retryAfterMs: retryAfterMs(res.headers.get('retry-after'), now()) });
-    }
+    // 503 (5 s; 1 s while the API shuts down) and 429 say when to come back: the poller waits that long at least.
+    const retryAfter = () => retryAfterMs(res.headers.get('retry-after'), now());
+    // Tally answered: the store is over its request rate limit, which is not an outage.
+    if (res.status === 429) throw new RateLimitedError(message, { retryAfterMs: retryAfter(), requestsPerSecond });
+    if (res.status >= 500) throw new UnreachableError(message, { retryAfterMs: retryAfter() });
     if (res.status >= 400) throw new RequestError(res.status, message, field);
     if (typeof body !== 'object' || body === null) {
       throw new UnreachableError(`${path} did not answer with JSON (HTTP ${res.status})`);
@@ -165,9 +166,17 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
   };
 }
 
-/** An RFC 9457 problem body (application/problem+json): `detail` says what was wrong, `field` where. */
-function errorDetail(body: unknown): { message: string | undefined; field: string | undefined } {
+/**
+ * An RFC 9457 problem body (application/problem+json): `detail` says what was wrong, `field` where, and a 429's
+ * `requestsPerSecond` the store's rate limit.
+ */
+function errorDetail(body: unknown): { message: string | undefined; field: string | undefined; requestsPerSecond: number | undefined } {
   const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
   const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
-  return { message: text(b['detail']) ?? text(b['title']), field: text(b['field']) };
+  const rate = b['requestsPerSecond'];
+  return {
+    message: text(b['detail']) ?? text(b['title']),
+    field: text(b['field']),
+    requestsPerSecond: typeof rate === 'number' && Number.isFinite(rate) && rate > 0 ? rate : undefined,
+  };
 }

@@ -17,17 +17,19 @@ export interface ViewContext {
 
 /**
  * Where views report how their requests went. The shell turns it into the banner ("Tally is not reachable;
- * retrying"), the freshness mark ("updated 2 s ago") and signing out when the key stops working.
+ * retrying", or "Too many requests for this store right now; retrying in 1 s"), the freshness mark ("updated 2 s
+ * ago") and signing out when the key stops working.
  */
 export interface StatusReporter {
   /** A request of `source` succeeded. */
   ok(source: string): void;
   /**
-   * A request of `source` failed. Returns whether to keep polling: yes when Tally is unreachable (it will come
-   * back) or the request itself was refused (the next one, another range, may be answered), no when the key was
-   * rejected (the shell signs out).
+   * A request of `source` failed; it is tried again in `retryInMs`. Returns whether to keep polling: yes when Tally
+   * is unreachable (it will come back), the store is over its request rate limit (the next window answers), or the
+   * request itself was refused (the next one, another range, may be answered), no when the key was rejected (the
+   * shell signs out).
    */
-  failed(source: string, err: unknown): boolean;
+  failed(source: string, err: unknown, retryInMs: number): boolean;
   /** The live numbers shown are as of `asOf` (server time). */
   fresh(asOf: string): void;
 }
@@ -51,9 +53,9 @@ export function pollView(
     maxBackoffMs: MAX_BACKOFF_MS,
     run,
     onSuccess: () => ctx.status.ok(source),
-    onError: (err) => {
+    onError: (err, retryInMs) => {
       if (err instanceof RequestError) refused(err);
-      return ctx.status.failed(source, err);
+      return ctx.status.failed(source, err, retryInMs);
     },
   });
 }

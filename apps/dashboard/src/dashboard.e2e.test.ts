@@ -719,4 +719,33 @@ describe('dashboard in Chromium against the running stack', () => {
       await page.setViewportSize({ width: 1280, height: 900 });
     }
   });
+
+  it('says "Too many requests for this store" over its query rate limit, not that Tally is down, and still draws the charts', async () => {
+    // 2 requests a second: fewer than the page asks at once (today, the charts' 4 series, the top lists).
+    await queryApi.restart({ QUERY_RATE_LIMIT_PER_SECOND: '2', QUERY_RATE_WINDOW_SECONDS: '1' });
+    try {
+      // From the product page to the overview (no reload): its pollers start together, in one window.
+      await page.goto(`${queryApi.url}/#/`);
+      await page.waitForFunction(
+        () =>
+          document.querySelector('[data-testid="store-name"]') !== null &&
+          /^Too many requests for this store right now/.test(document.querySelector('[data-testid="banner"]')?.textContent ?? ''),
+        undefined,
+        { timeout: 20_000 },
+      );
+      const banner = (await page.textContent('[data-testid="banner"]'))!;
+      expect(banner).toMatch(
+        /^Too many requests for this store right now \(Tally allows it 2 a second, over all its keys and open pages\); retrying( in \d+ s)?\./,
+      );
+      expect(banner).not.toMatch(/not reachable/);
+      await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard-rate-limited.png') });
+      // Every request is answered in a later window: the cards, and the charts whose 4 requests go out together.
+      await page.waitForSelector('[data-testid="today-ViewCount"][data-value]', { timeout: 30_000 });
+      await page.waitForSelector('[data-testid="days-total"]', { timeout: 60_000 });
+      await page.waitForSelector('[data-testid="month-total"]', { timeout: 60_000 });
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await queryApi.restart({ QUERY_RATE_LIMIT_PER_SECOND: '0' });
+    }
+  });
 });

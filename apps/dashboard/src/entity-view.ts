@@ -8,7 +8,7 @@ import { chartCsv, downloadCsv } from './csv';
 import { h, replaceChildren, setText } from './dom';
 import type { RequestError } from './errors';
 import { formatDayLong, formatDayRange, formatMetric, formatMonth, percentChange, toNumber, type MetricValue } from './format';
-import { allOrAbort, throttle } from './live';
+import { allOrAbort, retryRateLimited, throttle } from './live';
 import { nounAfter, type ShownMetric } from './metrics';
 import {
   addMonths,
@@ -316,11 +316,12 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     const w = dashboardWindows(todayDate);
     const asked = range;
     const c = comparisonWindow(asked);
+    // Sent together; over the store's request rate limit, each refused one waits out its Retry-After by itself.
     const [current, previous, months, yesterday] = await allOrAbort<[Series, Series, Series, Series]>([
-      (signal) => series({ granularity: 'day', from: asked.from, to: asked.to }, signal),
-      (signal) => series({ granularity: 'day', from: c.from, to: c.to }, signal),
-      (signal) => series({ granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to }, signal),
-      (signal) => series({ granularity: 'day', range: 'yesterday' }, signal),
+      (signal) => retryRateLimited((s) => series({ granularity: 'day', from: asked.from, to: asked.to }, s), signal),
+      (signal) => retryRateLimited((s) => series({ granularity: 'day', from: c.from, to: c.to }, s), signal),
+      (signal) => retryRateLimited((s) => series({ granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to }, s), signal),
+      (signal) => retryRateLimited((s) => series({ granularity: 'day', range: 'yesterday' }, s), signal),
     ]);
     // The range changed while these were asked: the poke that changed it asks again.
     if (!sameWindow(asked, range)) return;

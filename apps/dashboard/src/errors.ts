@@ -14,7 +14,7 @@ export class KeyRejectedError extends Error {
 }
 
 /**
- * No answer, a timeout, a 5xx or 429, or an answer that is not the API's JSON: try again later, and not before
+ * No answer, a timeout, a 5xx, or an answer that is not the API's JSON: try again later, and not before
  * `retryAfterMs` when the API said so (Retry-After; the poller waits it out, live.ts RetryHint).
  */
 export class UnreachableError extends Error {
@@ -24,6 +24,25 @@ export class UnreachableError extends Error {
     super(`Tally is not reachable (${detail})`, options);
     this.name = 'UnreachableError';
     if (options?.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
+  }
+}
+
+/**
+ * 429 `TALLY_ERR_RATE_LIMITED`: Tally answered, but the store made more requests than its rate limit allows
+ * (QUERY_RATE_LIMIT_PER_SECOND, over all its keys and open pages). Not an outage: the same request is answered once
+ * `retryAfterMs` (Retry-After: the rest of the API's window) has passed, which the poller waits out (live.ts RetryHint).
+ */
+export class RateLimitedError extends Error {
+  readonly code = 'TALLY_ERR_RATE_LIMITED';
+  readonly rateLimited = true;
+  readonly retryAfterMs?: number;
+  /** The store's limit as the API names it (`requestsPerSecond` of the problem), when it does. */
+  readonly requestsPerSecond?: number;
+  constructor(detail: string, options?: { retryAfterMs?: number | undefined; requestsPerSecond?: number | undefined }) {
+    super(`Too many requests for this store (${detail})`);
+    this.name = 'RateLimitedError';
+    if (options?.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
+    if (options?.requestsPerSecond !== undefined) this.requestsPerSecond = options.requestsPerSecond;
   }
 }
 

@@ -2,9 +2,10 @@
 import 'uplot/dist/uPlot.min.css';
 import './styles.css';
 import { createApiClient, type ApiClient, type StoreAnswer } from './api';
+import { bannerText } from './banner';
 import { MAX_BACKOFF_MS, RETRY_MS, type View } from './context';
 import { h, replaceChildren } from './dom';
-import { KeyRejectedError, UnreachableError } from './errors';
+import { KeyRejectedError, RateLimitedError, UnreachableError } from './errors';
 import { startPoller, type Poller } from './live';
 import { mountShell } from './shell';
 import { mountSignIn, type SignInView } from './sign-in';
@@ -51,7 +52,8 @@ function dashboard(api: ApiClient, store: StoreAnswer): void {
 
 /**
  * Tries `key` against /v1/store until Tally answers. A rejected key goes back to the form with "This key was not
- * accepted"; an unreachable Tally is retried (backing off to 10 s) with "Tally is not reachable; retrying".
+ * accepted"; an unreachable Tally is retried (backing off to 10 s) with "Tally is not reachable; retrying", and a
+ * store over its request rate limit (429) after its Retry-After, with "Too many requests for this store right now".
  */
 function connect(key: string, form?: SignInView): void {
   connecting?.stop();
@@ -68,7 +70,7 @@ function connect(key: string, form?: SignInView): void {
       localStorage.setItem(KEY_STORAGE, key);
       dashboard(api, store);
     },
-    onError: (err) => {
+    onError: (err, retryInMs) => {
       if (err instanceof KeyRejectedError) {
         localStorage.removeItem(KEY_STORAGE);
         // 403: the key is the store's, but has no read scope (an ingest or admin key); 401: no such key.
@@ -80,11 +82,17 @@ function connect(key: string, form?: SignInView): void {
         form?.busy(false);
         return false;
       }
+      // Both come back by themselves: the poller tries again (after the Retry-After of a 429).
+      const retrying = err instanceof UnreachableError || err instanceof RateLimitedError;
       const text =
-        err instanceof UnreachableError ? 'Tally is not reachable; retrying.' : `Tally could not answer: ${(err as Error).message}`;
+        err instanceof UnreachableError
+          ? 'Tally is not reachable; retrying.'
+          : err instanceof RateLimitedError
+            ? bannerText({ unreachable: false, rateLimited: { retryInMs, requestsPerSecond: err.requestsPerSecond } }, locale)!
+            : `Tally could not answer: ${(err as Error).message}`;
       if (form) {
-        form.say(text, err instanceof UnreachableError ? 'info' : 'error');
-        if (!(err instanceof UnreachableError)) form.busy(false);
+        form.say(text, retrying ? 'info' : 'error');
+        if (!retrying) form.busy(false);
       } else {
         // A key from an earlier visit: no form to show it in, a plain page that says what is going on.
         waiting ??= h('p', { class: 'banner', role: 'status', 'data-testid': 'banner' });
@@ -96,7 +104,7 @@ function connect(key: string, form?: SignInView): void {
           replaceChildren(root, h('main', { class: 'sign-in-page' }, page));
         }
       }
-      return err instanceof UnreachableError;
+      return retrying;
     },
   });
 }

@@ -1,10 +1,11 @@
 // The signed-in page: a header (store, time zone, how fresh the numbers are, sign out), the banner that says when
-// Tally cannot be reached, and the routed view below.
+// Tally cannot be reached or refuses the store's request rate, and the routed view below.
 import type { ApiClient, StoreAnswer } from './api';
 import type { StatusReporter, View, ViewContext } from './context';
 import { h, replaceChildren, setText } from './dom';
 import { mountEntityView } from './entity-view';
-import { KeyRejectedError, UnreachableError } from './errors';
+import { bannerText } from './banner';
+import { KeyRejectedError, RateLimitedError, UnreachableError } from './errors';
 import { formatAge, formatTimeInZone, formatZone, type Locale } from './format';
 import { answerAgeMs } from './live';
 import { PRODUCT_METRICS, shownMetrics, STORE_METRICS, TOP_METRICS, TOP_PAGE_METRIC } from './metrics';
@@ -47,16 +48,31 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
 
   let lastAsOf: string | undefined;
   const unreachable = new Set<string>();
+  /** Sources refused by the store's request rate limit (429): when each is tried again (Date.now()), and why. */
+  const rateLimited = new Map<string, { retryAt: number; err: RateLimitedError }>();
   let rejected = false;
   // A request started before "Sign out" may settle after it: its report must not touch the next page.
   let destroyed = false;
 
   function renderBanner(): void {
-    banner.hidden = unreachable.size === 0;
-    if (!banner.hidden) {
-      const shown = lastAsOf ? ` The numbers below are from ${formatTimeInZone(Date.parse(lastAsOf), info.timeZone, opts.locale)}.` : '';
-      setText(banner, `Tally is not reachable; retrying.${shown}`);
-    }
+    const now = Date.now();
+    const limited = [...rateLimited.values()];
+    // The soonest next try that is still ahead (the countdown moves with the ticker), else one is being tried now.
+    const ahead = limited.filter((l) => l.retryAt > now).sort((a, b) => a.retryAt - b.retryAt)[0];
+    const text = bannerText(
+      {
+        unreachable: unreachable.size > 0,
+        rateLimited: limited.length
+          ? { retryInMs: ahead ? ahead.retryAt - now : 0, requestsPerSecond: limited[0]!.err.requestsPerSecond }
+          : undefined,
+        shownAt: lastAsOf ? formatTimeInZone(Date.parse(lastAsOf), info.timeZone, opts.locale) : undefined,
+      },
+      opts.locale,
+    );
+    banner.hidden = text === undefined;
+    if (text !== undefined) setText(banner, text);
+    // The API's own words (the limit, its window and setting) for whoever hovers.
+    banner.title = unreachable.size === 0 && limited.length ? limited[0]!.err.message : '';
   }
 
   function renderFreshness(): void {
@@ -66,13 +82,18 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
     freshness.title = `Numbers as of ${formatTimeInZone(Date.parse(lastAsOf), info.timeZone, opts.locale)} (${info.timeZone})`;
     freshness.classList.toggle('stale', age > STALE_AFTER_MS);
   }
-  const ticker = setInterval(renderFreshness, 1_000);
+  const ticker = setInterval(() => {
+    renderFreshness();
+    if (rateLimited.size > 0) renderBanner();
+  }, 1_000);
 
   const status: StatusReporter = {
     ok(source) {
-      if (!destroyed && unreachable.delete(source)) renderBanner();
+      if (destroyed) return;
+      const wasUnreachable = unreachable.delete(source);
+      if (rateLimited.delete(source) || wasUnreachable) renderBanner();
     },
-    failed(source, err) {
+    failed(source, err, retryInMs) {
       if (destroyed) return false;
       if (err instanceof KeyRejectedError) {
         if (!rejected) {
@@ -84,6 +105,13 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
       }
       if (err instanceof UnreachableError) {
         unreachable.add(source);
+        rateLimited.delete(source);
+        renderBanner();
+      }
+      if (err instanceof RateLimitedError) {
+        // Tally answered: the store made more requests than its limit, so this one waits (at least Retry-After).
+        rateLimited.set(source, { retryAt: Date.now() + retryInMs, err });
+        unreachable.delete(source);
         renderBanner();
       }
       // A refused request (the view shows why): polling goes on, so the next range asked for is answered; the poller
@@ -154,6 +182,7 @@ export function mountShell(root: HTMLElement, opts: ShellOptions): View {
   function route(): void {
     view?.destroy();
     unreachable.clear();
+    rateLimited.clear();
     renderBanner();
     view = mountRoute(parseRoute(location.hash));
     window.scrollTo(0, 0);
