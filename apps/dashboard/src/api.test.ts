@@ -1,6 +1,7 @@
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createApiClient, retryAfterMs } from './api';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createApiClient, retryAfterMs, type ApiClient } from './api';
 import { KeyRejectedError, RateLimitedError, RequestError, UnreachableError } from './errors';
+import { allOrAbort } from './live';
 
 type Call = { url: string; init: RequestInit | undefined };
 
@@ -180,7 +181,10 @@ describe('createApiClient', () => {
           new Response(JSON.stringify(body), { status: 429, headers: { 'content-type': 'application/problem+json', 'retry-after': '1' } }),
       ).fetch,
     });
-    const err = await api.series({ entity: 'store', metrics: ['ViewCount'], granularity: 'day', range: 'today' }).catch((e: unknown) => e);
+    // No patience: thrown at the first refusal (asking again is below).
+    const err = await api
+      .series({ entity: 'store', metrics: ['ViewCount'], granularity: 'day', range: 'today' }, { patienceMs: 0 })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RateLimitedError);
     expect(err).not.toBeInstanceOf(UnreachableError);
     expect(err).toMatchObject({ code: 'TALLY_ERR_RATE_LIMITED', retryAfterMs: 1_000, requestsPerSecond: 2 });
@@ -234,15 +238,198 @@ describe('createApiClient', () => {
       const aborted: string[] = [];
       const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch: slowFetch(60_000, SERIES, aborted) });
       const abort = new AbortController();
-      const answer = api.series({ entity: 'store', metrics: ['ViewCount'], granularity: 'day', range: 'today' }, abort.signal);
+      const answer = api.series({ entity: 'store', metrics: ['ViewCount'], granularity: 'day', range: 'today' }, { signal: abort.signal });
       abort.abort();
       await expect(answer).rejects.toMatchObject({ name: 'AbortError' });
       expect(aborted).toHaveLength(1);
-      // Aborted before it starts: not even sent on its way.
-      await expect(api.top({ entity: 'product', metric: 'ViewCount', range: 'last30d', limit: 10 }, abort.signal)).rejects.toMatchObject({
-        name: 'AbortError',
+      // Aborted before it starts: not even sent.
+      await expect(
+        api.top({ entity: 'product', metric: 'ViewCount', range: 'last30d', limit: 10 }, { signal: abort.signal }),
+      ).rejects.toMatchObject({ name: 'AbortError' });
+      expect(aborted).toHaveLength(1);
+    });
+  });
+
+  describe("under the store's request rate limit (429)", () => {
+    beforeEach(() => vi.useFakeTimers());
+    afterEach(() => vi.useRealTimers());
+
+    const TOP = { ...SERIES, metric: 'ViewCount', range: 'last30d', items: [{ id: 'P1', value: 4 }] };
+
+    /**
+     * A query API with the store's limit as @fastify/rate-limit keeps it: `perWindow` requests in a window that
+     * starts at the first one counted, the rest refused with Retry-After (the window's rest, in whole seconds) and
+     * the limit in the problem. Each request reaches it `up(i)` ms after it is sent and is answered `down(i)` ms later;
+     * `sent` has each one's name (its entity) in the order sent, `log` its name, when it was counted and its status.
+     */
+    function limitedApi(perWindow: number, up = (_i: number) => 5, down = (_i: number) => 5) {
+      const sent: string[] = [];
+      const log: Array<{ name: string; at: number; status: number }> = [];
+      let windowEnd = -Infinity;
+      let count = 0;
+      const fetch = ((input: RequestInfo | URL) =>
+        new Promise<Response>((resolve) => {
+          const i = sent.length;
+          const url = new URL(String(input));
+          sent.push(url.searchParams.get('entity')!);
+          setTimeout(() => {
+            const at = Date.now();
+            if (at >= windowEnd) [windowEnd, count] = [at + 1_000, 0];
+            const status = ++count <= perWindow ? 200 : 429;
+            log.push({ name: url.searchParams.get('entity')!, at, status });
+            const res =
+              status === 200
+                ? json(200, url.pathname === '/v1/top' ? TOP : SERIES)
+                : new Response(
+                    JSON.stringify({
+                      ...problem(429, 'Too Many Requests', 'TALLY_ERR_RATE_LIMITED', 'store "S1" is over its rate limit'),
+                      requestsPerSecond: perWindow,
+                      windowSeconds: 1,
+                    }),
+                    {
+                      status,
+                      headers: { 'content-type': 'application/problem+json', 'retry-after': String(Math.ceil((windowEnd - at) / 1_000)) },
+                    },
+                  );
+            setTimeout(() => resolve(res), down(i));
+          }, up(i));
+        })) as typeof globalThis.fetch;
+      return { sent, log, api: createApiClient({ key: 'k', baseUrl: 'http://t', fetch }) };
+    }
+
+    /** The dashboard's requests: today (first, patience 2.5 s), the charts' 4 (60 s) and the 3 top lists (15 s). */
+    const today = (api: ApiClient) =>
+      api.series({ entity: 'today', metrics: ['ViewCount'], granularity: 'day', range: 'today' }, { first: true, patienceMs: 2_500 });
+    const refresh = (api: ApiClient) => [
+      ...['days', 'compared', 'months', 'yesterday'].map((name) =>
+        api.series({ entity: name, metrics: ['ViewCount'], granularity: 'day', range: 'today' }, { patienceMs: 60_000 }),
+      ),
+      ...['top-views', 'top-orders', 'top-pages'].map((name) =>
+        api.top({ entity: name, metric: 'ViewCount', range: 'last30d', limit: 10 }, { patienceMs: 15_000 }),
+      ),
+    ];
+
+    it('paces the page under a limit of 2 a second: refused only before it knows the limit, never failing, today first', async () => {
+      const { api, sent, log } = limitedApi(
+        2,
+        (i) => 2 + ((i * 37) % 60),
+        (i) => 3 + ((i * 53) % 90),
+      );
+      // The page opens: everything at once, the limit not known yet. Each request is answered, none fails.
+      const opened = Promise.all([...refresh(api), today(api)]);
+      await vi.advanceTimersByTimeAsync(10_000);
+      await expect(opened).resolves.toHaveLength(8);
+      const refused = log.filter((l) => l.status === 429);
+      expect(refused.length).toBeGreaterThan(0);
+      // Only in the API's first window, then each refused one in its turn, today's numbers (refused too) first.
+      expect(refused.every((l) => l.at < log[0]!.at + 1_000)).toBe(true);
+      expect(refused.map((l) => l.name)).toContain('today');
+      expect(sent.slice(8, 9)).toEqual(['today']);
+
+      // Then two minutes of polling: today every 2.5 s, the charts and the lists again every 10 s (today moved).
+      const from = log.length;
+      const failures: unknown[] = [];
+      const asked: Promise<unknown>[] = [];
+      for (let t = 0; t < 120_000; t += 2_500) {
+        asked.push(today(api).catch((e: unknown) => failures.push(e)));
+        if (t % 10_000 === 0) asked.push(...refresh(api).map((p) => p.catch((e: unknown) => failures.push(e))));
+        await vi.advanceTimersByTimeAsync(2_500);
+      }
+      await vi.advanceTimersByTimeAsync(10_000);
+      await Promise.all(asked);
+      expect(failures).toEqual([]);
+      expect(log.slice(from).filter((l) => l.status === 429)).toEqual([]);
+      expect(log.length - from).toBe(48 + 12 * 7);
+    });
+
+    it('waits for nothing under a generous limit (the default): every request goes at once', async () => {
+      const { api, log } = limitedApi(5_000);
+      const all = Promise.all([today(api), ...refresh(api), today(api), ...refresh(api)]);
+      await vi.advanceTimersByTimeAsync(5);
+      expect(log).toHaveLength(16);
+      expect(new Set(log.map((l) => l.at)).size).toBe(1);
+      await vi.advanceTimersByTimeAsync(5);
+      await expect(all).resolves.toHaveLength(16);
+    });
+
+    it('a run of 4 requests sent together succeeds under a limit of 2 or 1 per window, each refused one asked again alone', async () => {
+      const two = limitedApi(2);
+      const names = ['days', 'compared', 'months', 'yesterday'];
+      const run = (api: ApiClient) =>
+        allOrAbort<Array<Awaited<ReturnType<ApiClient['series']>>>>(
+          names.map(
+            (name) => (signal: AbortSignal) =>
+              api.series({ entity: name, metrics: ['ViewCount'], granularity: 'day', range: 'today' }, { signal, patienceMs: 60_000 }),
+          ),
+        );
+      const ran = run(two.api);
+      await vi.advanceTimersByTimeAsync(1_100);
+      await expect(ran).resolves.toHaveLength(4);
+      // The answered ones are kept, not asked again.
+      expect(two.log.map((l) => `${l.name} ${l.status}`)).toEqual([
+        'days 200',
+        'compared 200',
+        'months 429',
+        'yesterday 429',
+        'months 200',
+        'yesterday 200',
+      ]);
+
+      // A limit of 1 per window: one request per window, in the order asked.
+      const one = limitedApi(1);
+      const slow = run(one.api);
+      await vi.advanceTimersByTimeAsync(5_000);
+      await expect(slow).resolves.toHaveLength(4);
+      expect(one.log.filter((l) => l.status === 200).map((l) => l.name)).toEqual(names);
+    });
+
+    it('asks a refused request again while its patience lasts, then throws the 429 (the banner)', async () => {
+      // Another client takes the store's whole budget: every request of this page is refused.
+      let calls = 0;
+      const api = createApiClient({
+        key: 'k',
+        baseUrl: 'http://t',
+        fetch: fakeFetch(() => {
+          calls++;
+          return new Response(
+            JSON.stringify({
+              ...problem(429, 'Too Many Requests', 'TALLY_ERR_RATE_LIMITED', 'over'),
+              requestsPerSecond: 2,
+              windowSeconds: 1,
+            }),
+            { status: 429, headers: { 'content-type': 'application/problem+json', 'retry-after': '1' } },
+          );
+        }).fetch,
       });
-      expect(aborted).toHaveLength(2);
+      // Today's numbers wait 2.5 s at most: refused at 0 s, 1 s and 2 s, then the error.
+      const live = today(api).catch((e: unknown) => e);
+      await vi.advanceTimersByTimeAsync(2_000);
+      expect(await live).toMatchObject({ code: 'TALLY_ERR_RATE_LIMITED', retryAfterMs: 1_000, requestsPerSecond: 2 });
+      expect(calls).toBe(3);
+      // A 503 is not asked again by the client (the poller does that).
+      const down = createApiClient({
+        key: 'k',
+        baseUrl: 'http://t',
+        fetch: fakeFetch(() => json(503, problem(503, 'x', 'TALLY_ERR_UNAVAILABLE', 'down'))).fetch,
+      });
+      await expect(today(down)).rejects.toBeInstanceOf(UnreachableError);
+    });
+
+    it('stops a request waiting for its turn when its signal aborts, without sending it', async () => {
+      const { api, log } = limitedApi(1);
+      const abort = new AbortController();
+      const first = api.series({ entity: 'a', metrics: ['ViewCount'], granularity: 'day', range: 'today' });
+      const second = api.series({ entity: 'b', metrics: ['ViewCount'], granularity: 'day', range: 'today' });
+      // Refused in the first window (the limit learned), now waiting for the next.
+      await vi.advanceTimersByTimeAsync(100);
+      const third = api
+        .series({ entity: 'c', metrics: ['ViewCount'], granularity: 'day', range: 'today' }, { signal: abort.signal })
+        .catch((e: unknown) => e);
+      abort.abort();
+      expect(await third).toMatchObject({ name: 'AbortError' });
+      await vi.advanceTimersByTimeAsync(5_000);
+      await expect(Promise.all([first, second])).resolves.toHaveLength(2);
+      expect(log.map((l) => l.name)).toEqual(['a', 'b', 'b']);
     });
   });
 });

@@ -11,6 +11,7 @@ import {
 } from '@tally/contracts';
 import type { z } from 'zod';
 import { KeyRejectedError, RateLimitedError, RequestError, UnreachableError } from './errors';
+import { createPacer, type RateLimit } from './pace';
 import type { Day } from './periods';
 
 // The answers' types and schemas are the query API's own (@tally/contracts): each answer is parsed with them.
@@ -44,11 +45,23 @@ export interface StoreAnswer {
   clockOffsetMs: number;
 }
 
-/** `signal` cancels a request whose answer is no longer wanted (a sibling request of the same run failed). */
+export interface RequestOptions {
+  /** Cancels a request whose answer is no longer wanted (a sibling request of the same run failed). */
+  signal?: AbortSignal | undefined;
+  /** Sent before the other requests waiting for their turn under the store's rate limit (today's live numbers). */
+  first?: boolean | undefined;
+  /**
+   * How long the store's rate limit may hold the request back (the Retry-Afters of its 429s, added up) before its
+   * RateLimitedError is thrown, which the banner shows: the caller's refresh interval. Default DEFAULT_PATIENCE_MS.
+   * Waiting for its turn (the page pacing itself) never counts.
+   */
+  patienceMs?: number | undefined;
+}
+
 export interface ApiClient {
   store(): Promise<StoreAnswer>;
-  series(query: SeriesQuery, signal?: AbortSignal): Promise<Series>;
-  top(query: TopQuery, signal?: AbortSignal): Promise<TopItem[]>;
+  series(query: SeriesQuery, opts?: RequestOptions): Promise<Series>;
+  top(query: TopQuery, opts?: RequestOptions): Promise<TopItem[]>;
 }
 
 export interface ApiClientOptions {
@@ -71,6 +84,9 @@ export interface ApiClientOptions {
  */
 const DEFAULT_TIMEOUT_MS = 30_000;
 
+/** How long a request may be refused by the store's rate limit before it fails, unless the caller says: 10 s. */
+const DEFAULT_PATIENCE_MS = 10_000;
+
 /** A Retry-After header (seconds, or an HTTP date) as milliseconds from `nowMs`; undefined when absent or unreadable. */
 export function retryAfterMs(header: string | null, nowMs: number): number | undefined {
   if (header === null) return undefined;
@@ -85,10 +101,45 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
   const doFetch = opts.fetch ?? ((input, init) => globalThis.fetch(input, init));
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const now = opts.now ?? Date.now;
+  // Every request of the signed-in page takes its turn here.
+  const pacer = createPacer();
 
-  async function get<T>(path: string, params: URLSearchParams, schema: z.ZodType<T>, signal?: AbortSignal): Promise<T> {
+  /**
+   * GETs `path` and parses the answer with `schema`. The request waits for its turn (the pacer); a 429 teaches the
+   * pacer the store's limit and holds every request for its Retry-After, and the refused request is asked again then,
+   * as long as its refusals held it back no longer than its patience.
+   */
+  async function get<T>(path: string, params: URLSearchParams, schema: z.ZodType<T>, req: RequestOptions = {}): Promise<T> {
     const qs = params.toString();
     const url = `${baseUrl}${path}${qs ? `?${qs}` : ''}`;
+    const { signal, first, patienceMs = DEFAULT_PATIENCE_MS } = req;
+    let heldMs = 0;
+    for (let again = false; ; again = true) {
+      const answered = await pacer.turn({ signal, first, again });
+      let res: Response;
+      let body: unknown;
+      let wait: number | undefined;
+      try {
+        ({ res, body } = await send(url, signal));
+        if (res.status === 429) {
+          wait = retryAfterMs(res.headers.get('retry-after'), now());
+          pacer.refused(wait, rateLimitOf(body));
+        }
+      } finally {
+        answered();
+      }
+      // Each refusal counts at least a second (the API's shortest window), so a Retry-After of 0 cannot loop.
+      const held = heldMs + Math.max(wait ?? Infinity, 1_000);
+      if (res.status === 429 && held <= patienceMs && !signal?.aborted) {
+        heldMs = held;
+        continue;
+      }
+      return parse(path, res, body, schema);
+    }
+  }
+
+  /** Sends one request and reads its answer's body (JSON, or undefined). */
+  async function send(url: string, signal: AbortSignal | undefined): Promise<{ res: Response; body: unknown }> {
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), timeoutMs);
     const cancel = () => abort.abort(signal?.reason);
@@ -111,12 +162,15 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
       clearTimeout(timer);
       signal?.removeEventListener('abort', cancel);
     }
-    let body: unknown;
     try {
-      body = text ? JSON.parse(text) : undefined;
+      return { res, body: text ? JSON.parse(text) : undefined };
     } catch {
-      body = undefined;
+      return { res, body: undefined };
     }
+  }
+
+  /** The answer, or the error that says what went wrong. */
+  function parse<T>(path: string, res: Response, body: unknown, schema: z.ZodType<T>): T {
     const { message = `HTTP ${res.status}`, field, requestsPerSecond } = errorDetail(body);
     if (res.status === 401 || res.status === 403) throw new KeyRejectedError(res.status, message);
     // 503 (5 s; 1 s while the API shuts down) and 429 say when to come back: the poller waits that long at least.
@@ -147,20 +201,20 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
       return { info, clockOffsetMs: Number.isFinite(serverNow) ? serverNow - (sent + received) / 2 : 0 };
     },
 
-    async series(q, signal) {
+    async series(q, req) {
       const params = new URLSearchParams({ entity: q.entity, metrics: q.metrics.join(','), granularity: q.granularity });
       if (q.range) params.set('range', q.range);
       if (q.from) params.set('from', q.from);
       if (q.to) params.set('to', q.to);
-      const series = await get('/v1/series', params, seriesResponseSchema, signal);
+      const series = await get('/v1/series', params, seriesResponseSchema, req);
       const { from, to } = series;
       if (from === null || to === null) throw new UnreachableError('/v1/series answered without from and to');
       return { ...series, from, to };
     },
 
-    async top(q, signal) {
+    async top(q, req) {
       const params = new URLSearchParams({ entity: q.entity, metric: q.metric, range: q.range, limit: String(q.limit) });
-      const top = await get('/v1/top', params, topResponseSchema, signal);
+      const top = await get('/v1/top', params, topResponseSchema, req);
       return top.items;
     },
   };
@@ -179,4 +233,14 @@ function errorDetail(body: unknown): { message: string | undefined; field: strin
     field: text(b['field']),
     requestsPerSecond: typeof rate === 'number' && Number.isFinite(rate) && rate > 0 ? rate : undefined,
   };
+}
+
+/** The limit a 429's problem names (`requestsPerSecond` per window of `windowSeconds`, 1 s when absent). */
+function rateLimitOf(body: unknown): RateLimit | undefined {
+  const { requestsPerSecond } = errorDetail(body);
+  if (requestsPerSecond === undefined) return undefined;
+  const w = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
+  const windowSeconds = typeof w['windowSeconds'] === 'number' && w['windowSeconds'] > 0 ? w['windowSeconds'] : 1;
+  // As the API counts it: at least 1 a window.
+  return { perWindow: Math.max(1, Math.round(requestsPerSecond * windowSeconds)), windowMs: windowSeconds * 1_000 };
 }

@@ -1,14 +1,14 @@
 // One entity's page — the whole store, or one product: today's numbers live (polled every 2.5 s), a picked range
 // of days (last 30 by default) against the period just before it, and the last 12 months against a year earlier
 // (refreshed every minute, today's point patched live). Each chart's data downloads as CSV.
-import type { SeriesQuery, Series, SeriesPoint } from './api';
+import type { RequestOptions, SeriesQuery, Series, SeriesPoint } from './api';
 import { ComparisonChart, type ComparisonChartOptions } from './chart';
 import { pollView, type View, type ViewContext } from './context';
 import { chartCsv, downloadCsv } from './csv';
 import { h, replaceChildren, setText } from './dom';
 import type { RequestError } from './errors';
 import { formatDayLong, formatDayRange, formatMetric, formatMonth, percentChange, toNumber, type MetricValue } from './format';
-import { allOrAbort, retryRateLimited, throttle } from './live';
+import { allOrAbort, throttle } from './live';
 import { nounAfter, type ShownMetric } from './metrics';
 import {
   addMonths,
@@ -306,8 +306,8 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     setText(errorEl, `Tally could not answer: ${err.message}`);
   };
   /** The entity's series of the metrics counted. */
-  const series = (q: Omit<SeriesQuery, 'entity' | 'metrics'>, signal?: AbortSignal) =>
-    api.series({ entity: opts.entity, metrics: names, ...q }, signal);
+  const series = (q: Omit<SeriesQuery, 'entity' | 'metrics'>, req: RequestOptions) =>
+    api.series({ entity: opts.entity, metrics: names, ...q }, req);
 
   const historyPoller = pollView(ctx, `${opts.entity}:history`, HISTORY_INTERVAL_MS, showRefused(historyError), async () => {
     // Skipped (not a success: it asked nothing): refreshed when the tab is shown again.
@@ -316,12 +316,14 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
     const w = dashboardWindows(todayDate);
     const asked = range;
     const c = comparisonWindow(asked);
-    // Sent together; over the store's request rate limit, each refused one waits out its Retry-After by itself.
+    // Sent together (each in its turn under the store's request rate limit, api.ts); a refused one is asked again
+    // by itself, so the answered ones are not asked again.
+    const req = (signal: AbortSignal) => ({ signal, patienceMs: HISTORY_INTERVAL_MS });
     const [current, previous, months, yesterday] = await allOrAbort<[Series, Series, Series, Series]>([
-      (signal) => retryRateLimited((s) => series({ granularity: 'day', from: asked.from, to: asked.to }, s), signal),
-      (signal) => retryRateLimited((s) => series({ granularity: 'day', from: c.from, to: c.to }, s), signal),
-      (signal) => retryRateLimited((s) => series({ granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to }, s), signal),
-      (signal) => retryRateLimited((s) => series({ granularity: 'day', range: 'yesterday' }, s), signal),
+      (signal) => series({ granularity: 'day', from: asked.from, to: asked.to }, req(signal)),
+      (signal) => series({ granularity: 'day', from: c.from, to: c.to }, req(signal)),
+      (signal) => series({ granularity: 'month', from: w.monthsRequest.from, to: w.monthsRequest.to }, req(signal)),
+      (signal) => series({ granularity: 'day', range: 'yesterday' }, req(signal)),
     ]);
     // The range changed while these were asked: the poke that changed it asks again.
     if (!sameWindow(asked, range)) return;
@@ -351,7 +353,8 @@ export function mountEntityView(root: HTMLElement, ctx: ViewContext, opts: Entit
   const livePoller = pollView(ctx, `${opts.entity}:live`, LIVE_INTERVAL_MS, showRefused(todayError), async () => {
     // Nobody is looking: no requests until the tab is shown again (then at once, below). Not a success either.
     if (document.hidden || names.length === 0) return false;
-    const today = await series({ granularity: 'day', range: 'today' });
+    // Before the other requests waiting their turn under the store's request rate limit.
+    const today = await series({ granularity: 'day', range: 'today' }, { first: true, patienceMs: LIVE_INTERVAL_MS });
     const point = today.points.find((p) => p.period === today.to) ?? { period: today.to, values: today.totals };
     if (today.to !== todayDate) {
       // Midnight in the store's time zone: the windows (and a preset range) move, so the history is asked again.

@@ -30,11 +30,11 @@ export class UnreachableError extends Error {
 /**
  * 429 `TALLY_ERR_RATE_LIMITED`: Tally answered, but the store made more requests than its rate limit allows
  * (QUERY_RATE_LIMIT_PER_SECOND, over all its keys and open pages). Not an outage: the same request is answered once
- * `retryAfterMs` (Retry-After: the rest of the API's window) has passed, which the poller waits out (live.ts RetryHint).
+ * `retryAfterMs` (Retry-After: the rest of the API's window) has passed. The API client asks again by itself while
+ * the request's patience lasts (api.ts); past it, this is thrown and the poller waits it out (live.ts RetryHint).
  */
 export class RateLimitedError extends Error {
   readonly code = 'TALLY_ERR_RATE_LIMITED';
-  readonly rateLimited = true;
   readonly retryAfterMs?: number;
   /** The store's limit as the API names it (`requestsPerSecond` of the problem), when it does. */
   readonly requestsPerSecond?: number;

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { RateLimitedError, RequestError, UnreachableError } from './errors';
-import { allOrAbort, answerAgeMs, backoffMs, retryRateLimited, startPoller, throttle, type PollerOptions } from './live';
+import { allOrAbort, answerAgeMs, backoffMs, startPoller, throttle, type PollerOptions } from './live';
 
 /**
  * startPoller with a run that records when it starts (ms after the poller did) in `times` and throws the error `fails`
@@ -220,28 +220,6 @@ describe("over a store's request rate limit (429)", () => {
   beforeEach(() => vi.useFakeTimers());
   afterEach(() => vi.useRealTimers());
 
-  /** A fake API that answers `perWindow` requests per 1 s window and refuses the rest with Retry-After (the window's rest). */
-  function limitedApi(perWindow: number) {
-    const asked: string[] = [];
-    const answered: string[] = [];
-    let window = -1;
-    let count = 0;
-    const request = async (name: string) => {
-      asked.push(name);
-      const now = Date.now();
-      if (Math.floor(now / 1_000) !== window) [window, count] = [Math.floor(now / 1_000), 0];
-      if (++count > perWindow) {
-        throw new RateLimitedError('store "S1" is over its rate limit', {
-          retryAfterMs: (window + 1) * 1_000 - now,
-          requestsPerSecond: perWindow,
-        });
-      }
-      answered.push(name);
-      return name;
-    };
-    return { asked, answered, request };
-  }
-
   it('the poller waits out the Retry-After of a rate-limited run, longer than its backoff', async () => {
     let fail = true;
     const p = recordingPoller({
@@ -256,63 +234,6 @@ describe("over a store's request rate limit (429)", () => {
     await vi.advanceTimersByTimeAsync(1);
     expect(p.times).toEqual([0, 30_000]);
     p.stop();
-  });
-
-  it('a run of 4 requests sent together succeeds under a limit of 2 per window: the refused ones wait for the next', async () => {
-    const api = limitedApi(2);
-    const run = allOrAbort<[string, string, string, string]>(
-      (['days', 'compared', 'months', 'yesterday'] as const).map(
-        (name) => (signal: AbortSignal) => retryRateLimited(() => api.request(name), signal),
-      ) as [
-        (signal: AbortSignal) => Promise<string>,
-        (signal: AbortSignal) => Promise<string>,
-        (signal: AbortSignal) => Promise<string>,
-        (signal: AbortSignal) => Promise<string>,
-      ],
-    );
-    await vi.advanceTimersByTimeAsync(1_000);
-    await expect(run).resolves.toEqual(['days', 'compared', 'months', 'yesterday']);
-    // Each asked once more at most: the answered ones are kept, not asked again.
-    expect(api.asked).toEqual(['days', 'compared', 'months', 'yesterday', 'months', 'yesterday']);
-
-    // A limit of 1 per window: one request per window, each waiting its turn.
-    const slow = limitedApi(1);
-    const one = allOrAbort<string[]>(
-      ['a', 'b', 'c', 'd'].map((name) => (signal: AbortSignal) => retryRateLimited(() => slow.request(name), signal)),
-    );
-    await vi.advanceTimersByTimeAsync(4_000);
-    await expect(one).resolves.toEqual(['a', 'b', 'c', 'd']);
-    expect(slow.answered).toEqual(['a', 'b', 'c', 'd']);
-  });
-
-  it('throws other failures at once, gives up after its tries or a long Retry-After, and stops waiting when aborted', async () => {
-    const abort = new AbortController();
-    const down = new UnreachableError('HTTP 503', { retryAfterMs: 1_000 });
-    let calls = 0;
-    await expect(retryRateLimited(async () => Promise.reject(down).finally(() => calls++), abort.signal)).rejects.toBe(down);
-    expect(calls).toBe(1);
-
-    const limited = new RateLimitedError('over the limit', { retryAfterMs: 1_000 });
-    calls = 0;
-    const tried = retryRateLimited(async () => Promise.reject(limited).finally(() => calls++), abort.signal, { tries: 3 }).catch(
-      (e: unknown) => e,
-    );
-    await vi.advanceTimersByTimeAsync(5_000);
-    expect(await tried).toBe(limited);
-    expect(calls).toBe(3);
-
-    calls = 0;
-    const long = new RateLimitedError('over the limit', { retryAfterMs: 60_000 });
-    await expect(retryRateLimited(async () => Promise.reject(long).finally(() => calls++), abort.signal)).rejects.toBe(long);
-    expect(calls).toBe(1);
-
-    calls = 0;
-    const waiting = retryRateLimited(async () => Promise.reject(limited).finally(() => calls++), abort.signal).catch((e: unknown) => e);
-    await vi.advanceTimersByTimeAsync(500);
-    abort.abort();
-    expect(await waiting).toBe(limited);
-    await vi.advanceTimersByTimeAsync(5_000);
-    expect(calls).toBe(1);
   });
 });
 

@@ -9,8 +9,6 @@ interface RetryHint {
   readonly refused?: boolean;
   /** The server asked to be left alone this long (Retry-After). */
   readonly retryAfterMs?: number;
-  /** Over a request rate limit (a 429): the same request is answered after `retryAfterMs` (retryRateLimited). */
-  readonly rateLimited?: boolean;
 }
 
 export interface PollerOptions {
@@ -120,40 +118,6 @@ export function allOrAbort<T extends readonly unknown[]>(tasks: { [K in keyof T]
     }),
   );
   return Promise.all(started) as Promise<unknown> as Promise<T>;
-}
-
-/**
- * Runs `task`, and again after each `rateLimited` failure's Retry-After (up to `tries` runs in all, and only when
- * the wait is at most `maxWaitMs`), unless `signal` aborts meanwhile. For the requests of one run sent together
- * (allOrAbort): over a store's rate limit some of them are answered and the rest refused until the next window, and
- * these then wait it out on their own instead of failing the run, which would ask the answered ones again too (so a
- * run of 4 requests would never succeed under a limit of 4 per window).
- */
-export async function retryRateLimited<T>(
-  task: (signal: AbortSignal) => Promise<T>,
-  signal: AbortSignal,
-  { tries = 4, maxWaitMs = 10_000 }: { tries?: number; maxWaitMs?: number } = {},
-): Promise<T> {
-  for (let run = 1; ; run++) {
-    try {
-      return await task(signal);
-    } catch (err) {
-      const hint = (typeof err === 'object' && err !== null ? err : {}) as RetryHint;
-      const wait = hint.retryAfterMs;
-      if (!hint.rateLimited || wait === undefined || wait > maxWaitMs || run >= tries || signal.aborted) throw err;
-      await new Promise<void>((resolve, reject) => {
-        const stop = () => {
-          clearTimeout(timer);
-          reject(err);
-        };
-        const timer = setTimeout(() => {
-          signal.removeEventListener('abort', stop);
-          resolve();
-        }, wait);
-        signal.addEventListener('abort', stop, { once: true });
-      });
-    }
-  }
 }
 
 /** The pause after `failures` failures in a row: `retryMs`, doubled per failure after the first, capped. */

@@ -82,7 +82,8 @@ export function mountTopLists(ctx: ViewContext, section: { title: string; testid
   const pollers = lists.map((l) =>
     pollView(ctx, testid(l.spec), TOP_INTERVAL_MS, refused(l.body), async () => {
       if (document.hidden && l.body.querySelector('ol')) return false; // skipped: refreshed when the tab is shown again
-      render(l.spec, l.body, await ctx.api.top({ entity: l.spec.entity, metric: l.spec.metric.name, range: 'last30d', limit: TOP_LIMIT }));
+      const query = { entity: l.spec.entity, metric: l.spec.metric.name, range: 'last30d', limit: TOP_LIMIT } as const;
+      render(l.spec, l.body, await ctx.api.top(query, { patienceMs: TOP_INTERVAL_MS }));
     }),
   );
 

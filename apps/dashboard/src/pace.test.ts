@@ -1,0 +1,89 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createPacer } from './pace';
+
+describe('createPacer', () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  it('lets every request go at once while no limit is known (a generous limit is never met)', async () => {
+    const pacer = createPacer();
+    const turns = await Promise.all(Array.from({ length: 20 }, () => pacer.turn()));
+    expect(turns).toHaveLength(20);
+    for (const answered of turns) answered();
+    // A Retry-After alone (a 429 without the limit) holds everything for its time, then lets all go again.
+    pacer.refused(1_000, undefined);
+    const held: number[] = [];
+    for (let i = 0; i < 5; i++) void pacer.turn().then(() => held.push(Date.now()));
+    await vi.advanceTimersByTimeAsync(999);
+    expect(held).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(held).toHaveLength(5);
+  });
+
+  it('keeps any window of the API to the limit, however long the answers take and wherever the windows start', async () => {
+    const pacer = createPacer();
+    const perWindow = 3;
+    const windowMs = 1_000;
+    pacer.refused(0, { perWindow, windowMs });
+    /** When the API counted each request: some time after it was sent, some time before it was answered. */
+    const counted: number[] = [];
+    const request = async (i: number) => {
+      const answered = await pacer.turn();
+      await new Promise((resolve) => setTimeout(resolve, (i * 37) % 250));
+      counted.push(Date.now());
+      await new Promise((resolve) => setTimeout(resolve, (i * 53) % 400));
+      answered();
+    };
+    // Bursts of 7 (the charts and the lists) and single requests (today), 60 in all.
+    const all: Promise<void>[] = [];
+    for (let i = 0; i < 60; i++) {
+      all.push(request(i));
+      if (i % 8 === 7) await vi.advanceTimersByTimeAsync(2_500);
+    }
+    await vi.advanceTimersByTimeAsync(60_000);
+    await Promise.all(all);
+    expect(counted).toHaveLength(60);
+    counted.sort((a, b) => a - b);
+    // No `perWindow + 1` of them within any `windowMs`: whichever window the API counts in, it counts at most 3.
+    const crowded = counted.slice(perWindow).filter((t, i) => t - counted[i]! < windowMs);
+    expect(crowded).toEqual([]);
+    // And it goes at the limit's pace, not slower: 60 requests in about 20 windows plus the answers' time.
+    expect(counted.at(-1)! - counted[0]!).toBeLessThan((60 / perWindow) * (windowMs + 650));
+  });
+
+  it("sends today's numbers first, and a refused request before the ones asked after it", async () => {
+    const pacer = createPacer();
+    pacer.refused(1_000, { perWindow: 1, windowMs: 1_000 });
+    const order: string[] = [];
+    const ask = (name: string, opts: Parameters<typeof pacer.turn>[0] = {}) =>
+      pacer.turn(opts).then((answered) => {
+        order.push(name);
+        answered();
+      });
+    const asked = [
+      ask('days'),
+      ask('top'),
+      ask('again', { again: true }),
+      ask('today', { first: true }),
+      ask('today again', { first: true, again: true }),
+    ];
+    await vi.advanceTimersByTimeAsync(10_000);
+    await Promise.all(asked);
+    expect(order).toEqual(['today again', 'today', 'again', 'days', 'top']);
+  });
+
+  it('stops waiting when its signal aborts, and gives the turn to the next', async () => {
+    const pacer = createPacer();
+    pacer.refused(1_000, { perWindow: 1, windowMs: 1_000 });
+    const abort = new AbortController();
+    const gone = pacer.turn({ signal: abort.signal }).catch((e: unknown) => e);
+    let next = false;
+    void pacer.turn().then(() => (next = true));
+    await vi.advanceTimersByTimeAsync(500);
+    abort.abort();
+    expect(await gone).toMatchObject({ name: 'AbortError' });
+    await vi.advanceTimersByTimeAsync(500);
+    expect(next).toBe(true);
+    await expect(pacer.turn({ signal: abort.signal })).rejects.toMatchObject({ name: 'AbortError' });
+  });
+});

@@ -1,0 +1,116 @@
+// The page's own pacing under its store's request rate limit (QUERY_RATE_LIMIT_PER_SECOND). The query API sends no
+// X-RateLimit-* headers, only a 429 with Retry-After and the limit in its body; the first 429 teaches the limit, and
+// from then on the page waits its turn instead of being refused: today's live numbers first, the rest in order.
+
+/** A store's request rate limit as a 429 names it: `perWindow` requests in each window of `windowMs`. */
+export interface RateLimit {
+  perWindow: number;
+  windowMs: number;
+}
+
+interface TurnOptions {
+  /** Stops waiting: the turn rejects with the signal's reason (nothing was sent). */
+  signal?: AbortSignal | undefined;
+  /** Before every waiting request that is not `first` (today's live numbers). */
+  first?: boolean | undefined;
+  /** A refused request asked again: before the requests of its kind that were not refused (asked after it). */
+  again?: boolean | undefined;
+}
+
+export interface Pacer {
+  /**
+   * Resolves when a request may be sent, with the function to call once it is answered (or failed). Until a limit is
+   * known, at once (after a Retry-After); then while fewer than `perWindow` requests are on their way or were answered
+   * less than `windowMs` ago. The API counts a request between its sending and its answer, so no window of the API's
+   * ever counts more than `perWindow` of them, wherever its windows start.
+   */
+  turn(opts?: TurnOptions): Promise<() => void>;
+  /** A 429: nothing is sent for `retryAfterMs`, and from then on the page keeps to `limit` (when the 429 named it). */
+  refused(retryAfterMs: number | undefined, limit: RateLimit | undefined): void;
+}
+
+interface Waiting {
+  /** The order of turns: today's numbers asked again, today's, the others asked again, the others; each in turn. */
+  rank: number;
+  go(): void;
+}
+
+export function createPacer(): Pacer {
+  let limit: RateLimit | undefined;
+  /** Date.now() before which nothing is sent (a Retry-After). */
+  let holdUntil = 0;
+  let sending = 0;
+  /** When the requests answered lately stop counting (answered + windowMs), soonest first. */
+  const counted: number[] = [];
+  const queue: Waiting[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** When the next request may be sent (≥ now); Infinity: when one on its way is answered. */
+  function nextTurn(now: number): number {
+    while (counted.length > 0 && counted[0]! <= now) counted.shift();
+    const at = Math.max(now, holdUntil);
+    if (!limit) return at;
+    const over = sending + counted.length - limit.perWindow;
+    return over < 0 ? at : Math.max(at, counted[over] ?? Infinity);
+  }
+
+  function pump(): void {
+    clearTimeout(timer);
+    timer = undefined;
+    while (queue.length > 0) {
+      const now = Date.now();
+      const at = nextTurn(now);
+      if (at > now) {
+        if (at !== Infinity) timer = setTimeout(pump, at - now);
+        return;
+      }
+      sending++;
+      queue.shift()!.go();
+    }
+  }
+
+  function answered(): void {
+    sending--;
+    if (limit) {
+      counted.push(Date.now() + limit.windowMs);
+      counted.sort((a, b) => a - b);
+    }
+    pump();
+  }
+
+  return {
+    turn({ signal, first = false, again = false } = {}) {
+      return new Promise((resolve, reject) => {
+        if (signal?.aborted) {
+          reject(signal.reason);
+          return;
+        }
+        const leave = () => {
+          queue.splice(queue.indexOf(waiting), 1);
+          reject(signal!.reason);
+        };
+        const waiting: Waiting = {
+          rank: (first ? 0 : 2) + (again ? 0 : 1),
+          go() {
+            signal?.removeEventListener('abort', leave);
+            let done = false;
+            resolve(() => {
+              if (done) return;
+              done = true;
+              answered();
+            });
+          },
+        };
+        signal?.addEventListener('abort', leave, { once: true });
+        const at = queue.findIndex((w) => w.rank > waiting.rank);
+        queue.splice(at < 0 ? queue.length : at, 0, waiting);
+        pump();
+      });
+    },
+
+    refused(retryAfterMs, learned) {
+      if (learned) limit = learned;
+      if (retryAfterMs !== undefined) holdUntil = Math.max(holdUntil, Date.now() + retryAfterMs);
+    },
+  };
+}
