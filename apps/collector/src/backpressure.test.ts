@@ -1,6 +1,7 @@
 import { QueueFullError } from '@tally/intake';
 import { shardOfStore } from '@tally/queues';
 import { HttpProblem } from '@tally/http';
+import type { Logger } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createBackpressure } from './backpressure';
 
@@ -101,6 +102,66 @@ describe('createBackpressure', () => {
     expect(outcome(bp, hung)).toBe(503);
     expect(bp.redisUp).toBe(true);
     bp.stop();
+  });
+
+  /** A logger that keeps the backpressure's lines as [level, shards, error message, message]. */
+  function capturedLog() {
+    const lines: unknown[][] = [];
+    const at = (level: string) => (obj: { shards?: number[]; err?: { message: string } }, msg: string) =>
+      lines.push([level, obj.shards, obj.err?.message, msg]);
+    return { log: { warn: at('warn'), info: at('info') } as unknown as Logger, lines };
+  }
+  const CANNOT_READ = "cannot read the events queue shards' depth; refusing their stores' events with 503";
+
+  it('logs an outage of a single Redis (every shard on its one connection) as one line naming the shards, its end as one', async () => {
+    let down = false;
+    const connection = {
+      getWaitingCount: async () => {
+        if (down) throw new Error("Stream isn't writeable and enableOfflineQueue options is false");
+        return 1;
+      },
+    };
+    const { log, lines } = capturedLog();
+    const bp = createBackpressure({ shards: [connection, connection, connection, connection], redis: ready, maxDepth: 5, log });
+    await bp.sample();
+    down = true;
+    await bp.sample();
+    await bp.sample();
+    down = false;
+    await bp.sample();
+    await bp.sample();
+    expect(lines).toEqual([
+      ['warn', [0, 1, 2, 3], "Stream isn't writeable and enableOfflineQueue options is false", CANNOT_READ],
+      ['info', [0, 1, 2, 3], undefined, 'events queue shards readable again'],
+    ]);
+  });
+
+  it('on a Redis Cluster, names the shards of a master down in one line per cause: a second cause in its own line', async () => {
+    // Six shards over three masters, as their hash tags fall on a 3-master cluster; A and C fail in the same poll.
+    const masterOf = ['A', 'B', 'C', 'A', 'A', 'B'];
+    const down = new Map<string, string>();
+    const queues = masterOf.map((master) => ({
+      getWaitingCount: async () => {
+        const error = down.get(master);
+        if (error) throw new Error(error);
+        return 0;
+      },
+    }));
+    const { log, lines } = capturedLog();
+    const bp = createBackpressure({ shards: queues, redis: ready, maxDepth: 5, log });
+    await bp.sample();
+    down.set('A', 'Too many Cluster redirections. Last error: Error: Connection is closed.');
+    down.set('C', 'Command timed out');
+    await bp.sample();
+    await bp.sample();
+    expect(bp.redisUp).toBe(true);
+    down.delete('A');
+    await bp.sample();
+    expect(lines).toEqual([
+      ['warn', [0, 3, 4], 'Too many Cluster redirections. Last error: Error: Connection is closed.', CANNOT_READ],
+      ['warn', [2], 'Command timed out', CANNOT_READ],
+      ['info', [0, 3, 4], undefined, 'events queue shards readable again'],
+    ]);
   });
 
   it('refuses every store with 503 when every shard is unreadable, and /readyz says so', async () => {

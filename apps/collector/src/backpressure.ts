@@ -65,6 +65,9 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
   let timer: NodeJS.Timeout | undefined;
   /** Each shard's read in flight: a shard whose master hangs holds back no other shard's read. */
   const inFlight = new Array<Promise<void> | undefined>(n).fill(undefined);
+  /** Shards whose read began to fail, with the error's message, and shards readable again, not yet logged. */
+  const newlyFailed = new Map<number, string>();
+  const readableAgain = new Set<number>();
 
   const readShard = (shard: number) => {
     const pending = inFlight[shard];
@@ -73,15 +76,10 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
       try {
         depths[shard] = await opts.shards[shard]!.getWaitingCount();
         readAt[shard] = Date.now();
-        if (failed[shard]) opts.log?.info({ shard, depth: depths[shard] }, 'events queue shard readable again');
+        if (failed[shard] && !newlyFailed.delete(shard)) readableAgain.add(shard);
         failed[shard] = false;
       } catch (err) {
-        // An expected outage: its message, no stack.
-        if (!failed[shard])
-          opts.log?.warn(
-            { shard, err: { message: (err as Error)?.message ?? String(err) } },
-            "cannot read the events queue shard's depth; refusing its stores' events with 503",
-          );
+        if (!failed[shard]) newlyFailed.set(shard, (err as Error)?.message ?? String(err));
         failed[shard] = true;
         depths[shard] = undefined;
       }
@@ -90,8 +88,28 @@ export function createBackpressure(opts: BackpressureOptions): Backpressure {
     inFlight[shard] = read.finally(() => (inFlight[shard] = undefined));
     return inFlight[shard];
   };
+  /**
+   * Logs the shards that began to fail, one line per distinct error with the shards it hit (every shard shares one
+   * connection to a single Redis, so its outage is one line; on a Cluster a master down names the shards it serves),
+   * and those readable again, in one line. An expected outage: its message, no stack.
+   */
+  const report = () => {
+    const byCause = new Map<string, number[]>();
+    for (const [shard, message] of [...newlyFailed].sort(([a], [b]) => a - b))
+      byCause.set(message, [...(byCause.get(message) ?? []), shard]);
+    for (const [message, shards] of byCause)
+      opts.log?.warn({ shards, err: { message } }, "cannot read the events queue shards' depth; refusing their stores' events with 503");
+    if (readableAgain.size > 0) {
+      const shards = [...readableAgain].sort((a, b) => a - b);
+      const depth = shards.reduce((sum, shard) => sum + (depths[shard] ?? 0), 0);
+      opts.log?.info({ shards, depth }, 'events queue shards readable again');
+    }
+    newlyFailed.clear();
+    readableAgain.clear();
+  };
   const sample = async () => {
     await Promise.all(opts.shards.map((_, shard) => readShard(shard)));
+    report();
   };
 
   /** The shard answered its last read, recently (a read older than staleAfterMs: Redis hangs). */

@@ -524,7 +524,7 @@ async function answer(method: 'DELETE' | 'GET', url: string, path: string, heade
   return { status: r.statusCode, code: r.statusCode >= 400 ? PROBLEM_SCHEMA.parse(r.json()).code : undefined, documented };
 }
 
-describe('a request to a route that takes no body (the DELETEs, the GETs: libs/http ignores one sent anyway)', () => {
+describe('a request to a route that takes no body (the DELETEs, the GETs: libs/http ignores one sent anyway, up to the body limit)', () => {
   beforeAll(async () => {
     noBodyAdmin = await issueKey(f.db, 'SHOP_A', ['admin'], 'no-body admin');
     openapi = (await app.inject({ method: 'GET', url: '/docs/json' })).json();
@@ -540,7 +540,7 @@ describe('a request to a route that takes no body (the DELETEs, the GETs: libs/h
     expect(r).toEqual({ status: 404, code: 'TALLY_ERR_NOT_FOUND', documented: true });
   });
 
-  it('is answered as without its body, whatever its Content-Type, size or Content-Encoding: a status its OpenAPI operation documents', async () => {
+  it('is answered as without its body, whatever its Content-Type or Content-Encoding, and 413 over the body limit: a status its OpenAPI operation documents', async () => {
     const answers = {
       deleteKeyTextBody: await answer(
         'DELETE',
@@ -554,13 +554,23 @@ describe('a request to a route that takes no body (the DELETEs, the GETs: libs/h
         '/v1/operator/stores/NOPE',
         '/v1/operator/stores/{store}',
         { ...bearer(OPERATOR), 'content-type': 'application/json' },
+        ' '.repeat(1_000_000),
+      ),
+      deleteStoreTooLargeBody: await answer(
+        'DELETE',
+        '/v1/operator/stores/NOPE',
+        '/v1/operator/stores/{store}',
+        { ...bearer(OPERATOR), 'content-type': 'application/json' },
         ' '.repeat(2_000_000),
       ),
+      getStoreTooLargeBody: await answer('GET', '/v1/store', '/v1/store', { ...bearer(keys.read) }, ' '.repeat(2_000_000)),
       getStoreEncoded: await answer('GET', '/v1/store', '/v1/store', { ...bearer(keys.read), 'content-encoding': 'zstd' }),
     };
     expect(answers).toEqual({
       deleteKeyTextBody: { status: 404, code: 'TALLY_ERR_NOT_FOUND', documented: true },
       deleteStoreBigBody: { status: 404, code: 'TALLY_ERR_NOT_FOUND', documented: true },
+      deleteStoreTooLargeBody: { status: 413, code: 'TALLY_ERR_BODY_TOO_LARGE', documented: true },
+      getStoreTooLargeBody: { status: 413, code: 'TALLY_ERR_BODY_TOO_LARGE', documented: true },
       getStoreEncoded: { status: 200, code: undefined, documented: true },
     });
   });

@@ -50,7 +50,7 @@ describe('OpenAPI docs', () => {
       'store',
       'to',
     ]);
-    expect(Object.keys(series.responses).sort()).toEqual(['200', '400', '401', '403', '404', '429', '500', '503']);
+    expect(Object.keys(series.responses).sort()).toEqual(['200', '400', '401', '403', '404', '413', '429', '500', '503']);
     const body = doc.paths['/v1/segments/evaluate'].post.requestBody.content['application/json'].schema;
     expect(body.properties.segments.items.properties.rules.items.properties.op.enum).toEqual(['>=', '>', '=', '<=', '<', '!=']);
     expect(doc.components.securitySchemes.bearer).toMatchObject({ type: 'http', scheme: 'bearer' });

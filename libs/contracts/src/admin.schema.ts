@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bodyErrorResponses, intQueryParam, isoSchema, problemSchema as errorSchema } from './common.schema';
+import { bodyErrorResponses, intQueryParam, isoSchema, problemSchema as errorSchema, unwantedBodyResponse } from './common.schema';
 
 // The admin API: a store's own administration with an `admin`-scope key (/v1/admin/…, DELETE /v1/visitors/{id}),
 // and the operator's (/v1/operator/…) with the operator credential of the configuration (ADMIN_OPERATOR_TOKEN).
@@ -247,6 +247,7 @@ const adminErrors = {
     'The credential may not call this route: a key without the admin scope; on operator routes any store key, or the routes are off (ADMIN_OPERATOR_TOKEN unset)',
   ),
   404: errorSchema.describe('Unknown store, key or visitor'),
+  413: unwantedBodyResponse,
   500: errorSchema.describe('An unexpected error; the query API logs it'),
   503: errorSchema.describe(
     'Redis, DynamoDB or the key store is unreachable, a store deletion or visitor erasure must wait for running jobs (call again), or the API is shutting down; retry after Retry-After seconds (5; 1 while shutting down)',

@@ -31,6 +31,14 @@ export const problemSchema = z
     ],
   });
 
+/** A 413's problem: the body limit it names. */
+const bodyTooLargeSchema = problemSchema.extend({ limit: z.number().int().describe('the body limit in bytes') });
+
+/** The 413 of a route that takes no body. */
+export const unwantedBodyResponse = bodyTooLargeSchema.describe(
+  'This route takes no body: one declared (Content-Length) or sent (chunked) larger than the body limit of 1 MiB is refused, unread, and the connection closed; a smaller one is ignored',
+);
+
 /** The error answers every /v1 route can give. */
 export const errorResponses = {
   400: problemSchema.describe(
@@ -41,6 +49,7 @@ export const errorResponses = {
   404: problemSchema.describe(
     "No such route, or another store's data: `store`, `entity=store:<id>` or `entity=store&ids=<id>` naming a store that is not the key's (`field` says which)",
   ),
+  413: unwantedBodyResponse,
   429: problemSchema
     .extend({
       requestsPerSecond: z.number().describe("the store's request rate limit (QUERY_RATE_LIMIT_PER_SECOND)"),
@@ -57,9 +66,7 @@ export const errorResponses = {
 
 /** The error answers of a route that takes a JSON body, beside errorResponses. */
 export const bodyErrorResponses = {
-  413: problemSchema
-    .extend({ limit: z.number().int().describe('the body limit in bytes') })
-    .describe('The body, once decompressed (gzip and br bodies are taken), is over the body limit of 1 MiB'),
+  413: bodyTooLargeSchema.describe('The body, once decompressed (gzip and br bodies are taken), is over the body limit of 1 MiB'),
   415: problemSchema.describe(
     'The body is not application/json (TALLY_ERR_UNSUPPORTED_MEDIA_TYPE), or its Content-Encoding is not gzip or br (TALLY_ERR_UNSUPPORTED_ENCODING)',
   ),

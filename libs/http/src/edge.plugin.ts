@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
-import { Transform } from 'node:stream';
+import { finished, Transform } from 'node:stream';
 import compress from '@fastify/compress';
 import helmet from '@fastify/helmet';
 import { registerOpsRoutes, throttleLog, type ReadyCheck } from '@tally/observability';
@@ -71,8 +71,8 @@ export interface EdgeOptions {
  * Tally's HTTP edge, shared by the collector and the query API: one RFC 9457 problem format for every 4xx and
  * 5xx, the closing 503, the request-duration metric, request logs without query strings (a key in
  * `?access_token=` never reaches a log), security headers, gzip/br request bodies with the body limit applied
- * after decompression (a route without a body schema ignores any body), and /healthz, /readyz and /metrics. Register
- * it first, before the routes.
+ * after decompression (a route without a body schema ignores a body within the limit), and /healthz, /readyz and
+ * /metrics. Register it first, before the routes.
  */
 export const tallyEdge = fp(
   async (app: FastifyInstance, opts: EdgeOptions) => {
@@ -111,13 +111,32 @@ export const tallyEdge = fp(
     // Before @fastify/compress's own preParsing (a route's hooks run after the app's): it sees the coding in lower
     // case, and reads a compressed body through a count of the bytes sent.
     app.addHook('preParsing', (req, reply, payload, done) => {
-      // A route that takes no body (no body schema: the GETs and DELETEs) ignores one sent anyway, unread (Node discards
-      // it after the answer): neither its Content-Type, its Content-Encoding nor its size can refuse the request. Fastify
-      // and @fastify/compress see the body headers as absent; req.raw.headers keeps them.
+      // A route that takes no body (no body schema: the GETs and DELETEs) ignores one sent anyway (Node discards it
+      // after the answer): neither its Content-Type nor its Content-Encoding can refuse the request. Fastify and
+      // @fastify/compress see the body headers as absent; req.raw.headers keeps them. Its size still counts, as on a
+      // route that takes a body: one declared over the body limit is a 413 at once, unread, the connection closed.
       if (!req.routeOptions.schema?.body) {
+        const limit = req.routeOptions.bodyLimit;
+        const tooLarge = () => unwantedBodyTooLarge(req, limit, opts.bodyLimitName);
+        const { 'content-length': declared, 'transfer-encoding': chunked } = req.headers;
         if (BODY_HEADERS.some((name) => req.headers[name] !== undefined))
           req.headers = Object.fromEntries(BODY_HEADERS.map((name) => [name, undefined]));
-        return done(null, payload);
+        if (Number(declared) > limit) {
+          reply.header('connection', 'close');
+          return done(tooLarge());
+        }
+        if (chunked === undefined) return done(null, payload);
+        // A chunked body has no size to check first, and Node would discard it after the answer however long it
+        // ran: it is read (and dropped) before the route runs, counted as it comes, and a 413 once past the limit.
+        const counted = wireLimited(req.raw, limit, tooLarge);
+        keepBodyStream(req, counted);
+        finished(counted.resume(), (err) => {
+          if (!err) return done(null, payload);
+          reply.header('connection', 'close');
+          // A client gone before the end of its body: a 400, as Fastify's body reader answers it (to no one).
+          done(Object.assign(err, { statusCode: (err as { statusCode?: number }).statusCode ?? 400 }));
+        });
+        return;
       }
       const sent = req.headers['content-encoding'];
       if (sent === undefined) return done(null, payload);
@@ -242,6 +261,20 @@ function compressedTooLarge(limit: number, limitName: string | undefined): HttpP
     413,
     'TALLY_ERR_BODY_TOO_LARGE',
     `the compressed request body is larger than ${name}, the limit of a compressed body too: split it into smaller requests`,
+    { field: 'body', extra: { limit } },
+  );
+}
+
+/**
+ * The 413 for a body sent to a route that takes none: one over the body limit is refused as on a route that takes a
+ * body, not read and discarded for as long as it runs.
+ */
+function unwantedBodyTooLarge(req: FastifyRequest, limit: number, limitName: string | undefined): HttpProblem {
+  const name = limitName ? `${limitName} (${limit} bytes)` : `${limit} bytes`;
+  return new HttpProblem(
+    413,
+    'TALLY_ERR_BODY_TOO_LARGE',
+    `${req.method} ${req.routeOptions.url ?? pathOf(req.url)} takes no body, and this one is larger than ${name}: send none`,
     { field: 'body', extra: { limit } },
   );
 }

@@ -327,7 +327,7 @@ describe('request bodies', () => {
     await app.close();
   });
 
-  it('ignores a body sent to a route that takes none, unread: its Content-Type, Content-Encoding and size refuse nothing', async () => {
+  it('ignores a body sent to a route that takes none, unread: its Content-Type and Content-Encoding refuse nothing', async () => {
     const app = await bodyApp();
     app.delete('/things/:id', async (req) => ({ deleted: (req.params as { id: string }).id, body: req.body ?? null }));
     app.get('/things', async (req) => ({ body: req.body ?? null }));
@@ -341,7 +341,7 @@ describe('request bodies', () => {
     );
     expect(await answer('DELETE', '/things/T1', { 'content-type': 'text/plain' }, 'x')).toEqual(deleted);
     expect(await answer('DELETE', '/things/T1', { 'content-type': 'application/json' }, '{"page":"/a"}')).toEqual(deleted);
-    expect(await answer('DELETE', '/things/T1', { 'content-type': 'application/json' }, ' '.repeat(4 * LIMIT))).toEqual(deleted);
+    expect(await answer('DELETE', '/things/T1', { 'content-type': 'application/json' }, ' '.repeat(LIMIT))).toEqual(deleted);
     expect(await answer('DELETE', '/things/T1', { 'content-encoding': 'gzip', 'content-type': 'application/json' }, 'not gzip')).toEqual(
       deleted,
     );
@@ -357,6 +357,7 @@ describe('request bodies', () => {
       const client = connect(port, '127.0.0.1', () =>
         client.write(
           'DELETE /things/T2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nGET /nope\r\n\r\n' +
+            'GET /things HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nd\r\nGET /nope\r\n\r\n\r\n0\r\n\r\n' +
             'GET /things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
         ),
       );
@@ -369,7 +370,70 @@ describe('request bodies', () => {
       '{"deleted":"T2","body":null}',
       'HTTP/1.1 200',
       '{"body":null}',
+      'HTTP/1.1 200',
+      '{"body":null}',
     ]);
+    await app.close();
+  });
+
+  it('refuses a body over the limit sent to a route that takes none 413 at once, and closes the connection unread', async () => {
+    const app = await bodyApp();
+    app.delete('/things/:id', async () => ({ deleted: true }));
+    app.get('/things', async () => ({ ok: true }));
+    const tooLarge = (method: string, route: string) => ({
+      type: 'about:blank',
+      title: 'Payload Too Large',
+      status: 413,
+      code: 'TALLY_ERR_BODY_TOO_LARGE',
+      detail: `${method} ${route} takes no body, and this one is larger than MAX_BODY_BYTES (${LIMIT} bytes): send none`,
+      field: 'body',
+      limit: LIMIT,
+    });
+    const r = await app.inject({ method: 'DELETE', url: '/things/T1', payload: ' '.repeat(LIMIT + 1) });
+    expect([r.statusCode, r.headers['content-type'], r.headers['connection'], r.json()]).toEqual([
+      413,
+      'application/problem+json; charset=utf-8',
+      'close',
+      tooLarge('DELETE', '/things/:id'),
+    ]);
+    // A chunked body, which declares no size: counted as it comes, refused once past the limit, not read to its end.
+    let sent = 0;
+    const endless = new Readable({
+      read() {
+        if (sent > 64 * 1024 * 1024) return this.push(null);
+        sent += 16 * 1024;
+        this.push(Buffer.alloc(16 * 1024, 0x20));
+      },
+    });
+    const chunked = await app.inject({ method: 'GET', url: '/things', payload: endless, headers: { 'transfer-encoding': 'chunked' } });
+    expect([chunked.statusCode, chunked.json()]).toEqual([413, tooLarge('GET', '/things')]);
+    expect(sent).toBeLessThan(LIMIT + 256 * 1024);
+
+    // Over a connection: answered with the first bytes of the body, the rest never sent, and the connection closed.
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as AddressInfo;
+    const raw = (head: string, body: string) =>
+      new Promise<{ status: string; connection?: string; body: unknown }>((resolve, reject) => {
+        let out = '';
+        const client = connect(port, '127.0.0.1', () => client.write(head + body));
+        client.on('data', (d: Buffer) => (out += d.toString('utf8')));
+        client.on('error', reject);
+        client.on('close', () => {
+          const [headLines = '', text = ''] = out.split('\r\n\r\n');
+          const lines = headLines.split('\r\n');
+          const connection = lines.find((l) => l.toLowerCase().startsWith('connection:'))?.replace(/^[^:]*:\s*/, '');
+          resolve({ status: lines[0]!, connection, body: JSON.parse(text) });
+        });
+      });
+    expect(
+      await raw('DELETE /things/T1 HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 100000000\r\n\r\n', ' '.repeat(1024)),
+    ).toEqual({ status: 'HTTP/1.1 413 Payload Too Large', connection: 'close', body: tooLarge('DELETE', '/things/:id') });
+    const chunk = `400\r\n${' '.repeat(1024)}\r\n`;
+    expect(await raw('GET /things HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n', chunk.repeat(8))).toEqual({
+      status: 'HTTP/1.1 413 Payload Too Large',
+      connection: 'close',
+      body: tooLarge('GET', '/things'),
+    });
     await app.close();
   });
 
