@@ -128,10 +128,20 @@ async function runCommand(command: string, args: string[], values: CliValues<typ
   const deps = await connect();
   const { now } = deps;
   const queue = await deps.shardsOf(queueName);
-  const replay = { dedupeWindowMs: deps.dedupeWindowMs, pastDedupeWindow: Boolean(values['past-dedupe-window']), now, dryRun };
+  const replay = {
+    dedupeWindowMs: deps.dedupeWindowMs,
+    pastDedupeWindow: Boolean(values['past-dedupe-window']),
+    queueShards: queueShards(deps.queues, queueName).length,
+    now,
+    dryRun,
+  };
   const would = dryRun ? `dry run: would ${command}` : { replay: 'replayed', purge: 'purged' }[command];
   if (args.length === 2) {
     const job = await (command === 'purge' ? dlq.purgeJob(queue, args[1]!, { dryRun }) : dlq.replayJob(queue, args[1]!, replay));
+    if ('discarded' in job && job.discarded) {
+      io.out(`${dryRun ? 'dry run: would discard' : 'discarded'} job ${job.id} in ${job.queue} (${job.discarded})`);
+      return 0;
+    }
     const failed = command === 'replay' ? ` (failed ${dlq.formatAge(now - job.failedAt)} ago: ${oneLine(job.reason, 100)})` : '';
     io.out(`${would} job ${job.id} in ${job.queue}${failed}`);
     return 0;
@@ -147,9 +157,14 @@ async function runCommand(command: string, args: string[], values: CliValues<typ
       : dlq.replayFailed(queue, filter, { ...replay, onProgress });
   const result = await bulk.finally(() => bar?.stop());
   if (dryRun && result.matched.length > 0) for (const line of table(result.matched, now)) io.out(line);
+  for (const d of result.discarded) io.out(`${dryRun ? 'would discard' : 'discarded'} ${d.id}: ${d.why}`);
   for (const s of result.skipped) io.out(`skipped ${s.id}: ${s.why}`);
-  const { stopped, skipped } = result;
-  const notes = [skipped.length && `${skipped.length} skipped`, stopped && `stopped at job ${stopped.id}, ${stopped.notTried} not tried`];
+  const { stopped, skipped, discarded } = result;
+  const notes = [
+    discarded.length && `${discarded.length} ${dryRun ? 'would be discarded' : 'discarded'}`,
+    skipped.length && `${skipped.length} skipped`,
+    stopped && `stopped at job ${stopped.id}, ${stopped.notTried} not tried`,
+  ];
   const noted = notes.some(Boolean) ? ` (${notes.filter(Boolean).join(', ')})` : '';
   io.out(`${would} ${result.done.length} of ${result.matched.length} matching failed jobs in ${result.queue}${noted}`);
   if (stopped) io.err(`tally: ${command} stopped at job ${stopped.id}: ${stopped.why} (the same command again goes on with the rest)`);

@@ -475,6 +475,73 @@ describe('a connection lost in the middle of a command', () => {
   });
 });
 
+describe('a purge or replay whose command ioredis sends again', () => {
+  let connection: Redis;
+  let tool: TallyQueues;
+  beforeEach(() => {
+    connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
+    tool = createQueues(connection);
+  });
+  afterEach(async () => {
+    await closeQueues(tool);
+    connection.disconnect();
+  });
+  /** Makes the tool's connection run each `name` command twice, the first one's answer lost. */
+  const sentTwice = (name: string) => {
+    const command = (connection as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>)[name]!.bind(connection);
+    Object.assign(connection, { [name]: async (...args: unknown[]) => (await command(...args), command(...args)) });
+  };
+
+  it('a purge deletes the job and says so; it never leaves the job out of the failed set undeleted', async () => {
+    // A connection lost after Redis ran the claim but before its answer came back: ioredis sends the command again once
+    // it has reconnected (autoResendUnfulfilledCommands), so the claim runs twice. Seen on an npm start stack, its
+    // redis-server SIGKILLed during `purge dynamo-writes --reason … --yes`: "skipped …: is no longer failed: it was
+    // replayed or removed meanwhile", and the job left in no state at all (show: "state: unknown"), which no command
+    // could purge or replay, and whose id BullMQ then ignores every add of (a flush of its row, a batch sent again).
+    await failJobs(
+      queues.events,
+      ['r1', 'r2', 'r3'].map((id) => ({ data: batch(`b-${id}`), opts: { jobId: id } })),
+      () => 'boom',
+    );
+    // The claim is defined on the tool's connection at the first purge.
+    const define = connection.defineCommand.bind(connection);
+    vi.spyOn(connection, 'defineCommand').mockImplementation((name, definition) => {
+      define(name, definition);
+      if (name === 'dlqClaimFailed') sentTwice(name);
+    });
+
+    const deps = { queues: tool, dedupeWindowMs: DAY };
+    const one = io();
+    expect(await runDlqCli(['purge', 'events', 'r1', '--yes'], deps, one.io)).toBe(0);
+    expect(one.out).toEqual(['purged job r1 in events']);
+    const bulk = io();
+    expect(await runDlqCli(['purge', 'events', '--all', '--yes'], deps, bulk.io)).toBe(0);
+    expect(bulk.out).toEqual(['purged 2 of 2 matching failed jobs in events']);
+    for (const id of ['r1', 'r2', 'r3']) expect(await redis.exists(queues.events.toKey(id)), id).toBe(0);
+  });
+
+  it('a replay says it replayed the job, not that someone else did (skipped, exit 1)', async () => {
+    await failJobs(
+      queues.events,
+      ['s1', 's2', 's3'].map((id) => ({ data: batch(`b-${id}`), opts: { jobId: id } })),
+      () => 'boom',
+    );
+    // BullMQ's own script of job.retry, defined on the connection once it is ready.
+    await tool.events.waitUntilReady();
+    const reprocess = Object.keys(connection).find((name) => name.startsWith('reprocessJob'));
+    sentTwice(reprocess!);
+
+    const deps = { queues: tool, dedupeWindowMs: DAY };
+    const one = io();
+    expect(await runDlqCli(['replay', 'events', 's1'], deps, one.io)).toBe(0);
+    expect(one.out).toEqual([expect.stringMatching(/^replayed job s1 in events \(failed \d+s ago: boom\)$/)]);
+    const bulk = io();
+    expect(await runDlqCli(['replay', 'events', '--all'], deps, bulk.io)).toBe(0);
+    expect(bulk.out).toEqual(['replayed 2 of 2 matching failed jobs in events']);
+    expect(await Promise.all(['s1', 's2', 's3'].map((id) => queues.events.getJobState(id)))).toEqual(['waiting', 'waiting', 'waiting']);
+  });
+});
+
 describe('sharded queues (QUEUE_SHARDS > 1)', () => {
   it('lists, shows, replays and purges failed jobs of every shard', async () => {
     const sharded = createQueues(redis, { keyPrefix: 't', shards: 3 });

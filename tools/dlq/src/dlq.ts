@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { batchAcceptedAt, QUEUE, QUEUE_NAMES, type QueueName } from '@tally/queues';
 import { ErrorCode, Job, Queue } from 'bullmq';
 
@@ -22,6 +23,8 @@ interface ReplayOptions {
   dedupeWindowMs: number;
   /** …unless this is set (the operator knows they were never applied). */
   pastDedupeWindow?: boolean;
+  /** The QUEUE_SHARDS the queues were made with: a dynamo-writes job of a shard past it is discarded (replayDiscard). */
+  queueShards?: number;
 }
 
 interface BulkOptions extends Pick<ReplayOptions, 'now' | 'dryRun'> {
@@ -37,6 +40,8 @@ interface BulkResult {
   matched: FailedJob[];
   /** Replayed or purged (in a dry run: would be). */
   done: string[];
+  /** Discarded instead of replayed (replayDiscard; in a dry run: would be), with why. */
+  discarded: Array<{ id: string; why: string }>;
   skipped: Array<{ id: string; why: string }>;
   /** The job where an error other than a refusal (Redis unreachable, …) stopped the run; running it again goes on. */
   stopped?: { id: string; why: string; notTried: number };
@@ -192,12 +197,25 @@ export function replayHazard(
   );
 }
 
-/** Moves one failed job back to waiting with its id. Throws DlqError when it is missing, not failed, or unsafe. */
-export async function replayJob(queue: QueueShards, id: string, opts: ReplayOptions): Promise<FailedJob> {
-  const { job, info } = await findJob(queue, id, 'replayed');
-  const hazard = await replayOne(job, info, opts);
-  if (hazard) throw new DlqError(`job "${id}": ${hazard}`);
-  return info;
+/**
+ * Why replaying this failed job would be a job no worker runs, so that it is discarded instead, or undefined: a flush
+ * (dynamo-writes) of a shard past QUEUE_SHARDS is run by no worker, and the aggregators remove such jobs as redundant
+ * (libs/queues LeftoverQueueShards): its row comes due again and is flushed from its own shard.
+ */
+export function replayDiscard(job: FailedJob, queueShards: number | undefined): string | undefined {
+  if (job.queue !== QUEUE.dynamoWrites || queueShards === undefined || job.shard === undefined || job.shard < queueShards) return undefined;
+  return `shard ${job.shard} is past QUEUE_SHARDS (${queueShards}): no worker runs it, its row is flushed from its own shard`;
+}
+
+/**
+ * Moves one failed job back to waiting with its id, or deletes it when replayDiscard says why (`discarded`). Throws
+ * DlqError when it is missing, not failed, or unsafe.
+ */
+export async function replayJob(queue: QueueShards, id: string, opts: ReplayOptions): Promise<FailedJob & { discarded?: string }> {
+  const { job, queue: q, info } = await findJob(queue, id, 'replayed');
+  const outcome = await replayOne(q, job, info, opts);
+  if (outcome?.skipped) throw new DlqError(`job "${id}": ${outcome.skipped}`);
+  return { ...info, ...(outcome?.discarded && { discarded: outcome.discarded }) };
 }
 
 /** Deletes one failed job; throws DlqError when it is missing or not failed. */
@@ -210,7 +228,7 @@ export async function purgeJob(queue: QueueShards, id: string, opts: { dryRun?: 
 /** Replays every failed job that matches, oldest failure first. */
 export async function replayFailed(queue: QueueShards, filter: JobFilter, opts: BulkOptions & ReplayOptions): Promise<BulkResult> {
   const now = opts.now ?? Date.now();
-  return bulk(queue, filter, { ...opts, now }, (job, info) => replayOne(job, info, { ...opts, now }));
+  return bulk(queue, filter, { ...opts, now }, (job, info, q) => replayOne(q, job, info, { ...opts, now }));
 }
 
 /** Deletes every failed job that matches, for good. */
@@ -221,15 +239,38 @@ export async function purgeFailed(queue: QueueShards, filter: JobFilter, opts: B
   });
 }
 
+/** What became of a job a replay or purge did not simply do: skipped (why), or discarded instead of replayed (why). */
+type Outcome = { skipped?: string; discarded?: string } | undefined;
+
 // dlqClaimFailed takes job ARGV[1] out of the failed set KEYS[1] if it is there with the failure of ARGV[2] (its
-// finishedOn, its score there); dlqUnclaimFailed puts it back if its hash KEYS[2] still exists.
+// finishedOn, its score there), and marks its hash KEYS[2] with the claim's token ARGV[3]: the same claim sent again
+// (ioredis resends a command whose answer a lost connection took) is answered 1 again, not taken for someone else's.
+// dlqUnclaimFailed puts it back if its hash still exists. dlqMarkReplay marks the hash with a replay's token ARGV[3]
+// if the job is in the failed set with that failure, for the same reason (replayOne).
 const SCRIPTS = {
-  dlqClaimFailed: `if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end return 0`,
-  dlqUnclaimFailed: `if redis.call('EXISTS', KEYS[2]) == 1 then return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) end return 0`,
+  dlqClaimFailed: `if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HSET', KEYS[2], 'dlqClaim', ARGV[3]) return 1 end
+if redis.call('HGET', KEYS[2], 'dlqClaim') == ARGV[3] then return 1 end return 0`,
+  dlqUnclaimFailed: `if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HDEL', KEYS[2], 'dlqClaim') return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) end return 0`,
+  dlqMarkReplay: `if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[2], 'dlqReplay', ARGV[3]) return 1 end return 0`,
 };
 
-/** The clients the purge scripts are defined on. */
+/** The clients the scripts are defined on. */
 const defined = new WeakSet<object>();
+
+/** The Redis client of `q` with the scripts defined, and their arguments for the job of `info` with a new token. */
+async function scriptsFor(q: Queue, info: FailedJob) {
+  const client = await q.getBackend().client;
+  if (!defined.has(client)) for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { numberOfKeys: 2, lua });
+  defined.add(client);
+  const token = randomUUID();
+  return { client, token, args: [q.toKey('failed'), q.toKey(info.id), info.id, info.failedAt, token] };
+}
+
+const goneMeanwhile = (info: FailedJob) =>
+  new DlqError(`job "${info.id}" in queue ${info.queue} is no longer failed: it was replayed or removed meanwhile`);
 
 /**
  * Deletes a failed job once it has claimed it: taken out of the failed set if it still holds the failure `info` shows.
@@ -237,12 +278,8 @@ const defined = new WeakSet<object>();
  * refused. A job whose removal fails (locked) is put back.
  */
 async function purgeOne(q: Queue, job: Job, info: FailedJob): Promise<void> {
-  const client = await q.getBackend().client;
-  if (!defined.has(client)) for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { numberOfKeys: 2, lua });
-  defined.add(client);
-  const args = [q.toKey('failed'), q.toKey(info.id), info.id, info.failedAt];
-  if (!(await client.runCommand('dlqClaimFailed', args)))
-    throw new DlqError(`job "${info.id}" in queue ${info.queue} is no longer failed: it was replayed or removed meanwhile`);
+  const { client, args } = await scriptsFor(q, info);
+  if (!(await client.runCommand('dlqClaimFailed', args))) throw goneMeanwhile(info);
   await refusing(job, info, async () => {
     try {
       await job.remove();
@@ -254,15 +291,31 @@ async function purgeOne(q: Queue, job: Job, info: FailedJob): Promise<void> {
   });
 }
 
-/** Moves a failed job back to waiting unless that is unsafe; returns why it is unsafe. */
-async function replayOne(job: Job, info: FailedJob, opts: ReplayOptions): Promise<string | undefined> {
+/** Moves a failed job back to waiting unless that is unsafe (skipped) or no worker would run it (discarded). */
+async function replayOne(q: Queue, job: Job, info: FailedJob, opts: ReplayOptions): Promise<Outcome> {
+  const discarded = replayDiscard(info, opts.queueShards);
+  if (discarded) {
+    if (!opts.dryRun) await purgeOne(q, job, info);
+    return { discarded };
+  }
   const hazard = replayHazard(info, opts.now ?? Date.now(), opts);
-  if (hazard || opts.dryRun) return hazard;
+  if (hazard) return { skipped: hazard };
+  if (opts.dryRun) return undefined;
+  // Marked with this replay's token while it is failed: a retry refused as no longer failed of a job that still holds
+  // the token was this one's, run twice (ioredis sends a command again when a lost connection took its answer).
+  const { client, token, args } = await scriptsFor(q, info);
+  if (!(await client.runCommand('dlqMarkReplay', args))) throw goneMeanwhile(info);
   await refusing(job, info, async () => {
     // The aggregator refuses an events batch accepted longer ago than its dedupe window; the operator's
     // --past-dedupe-window goes with the batch (its `pastDedupeWindow`) so that it is applied.
     if (opts.pastDedupeWindow && info.queue === QUEUE.events) await job.updateData({ ...(job.data as object), pastDedupeWindow: true });
-    await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    try {
+      await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    } catch (err) {
+      const ours =
+        (err as { code?: unknown }).code === ErrorCode.JobNotInState && (await client.hget(q.toKey(info.id), 'dlqReplay')) === token;
+      if (!ours) throw err;
+    }
   });
 }
 
@@ -305,17 +358,18 @@ async function bulk(
   queue: QueueShards,
   filter: JobFilter,
   opts: BulkOptions,
-  act: (job: Job, info: FailedJob, queue: Queue) => Promise<string | undefined>,
+  act: (job: Job, info: FailedJob, queue: Queue) => Promise<Outcome>,
 ): Promise<BulkResult> {
   const now = opts.now ?? Date.now();
   const found = (await scanMatching(queue, filter, now, opts.pageSize)).sort((a, b) => a.info.failedAt - b.info.failedAt);
   const matched = found.map((f) => f.info);
-  const result: BulkResult = { queue: shardsOf(queue).name, matched, done: [], skipped: [] };
+  const result: BulkResult = { queue: shardsOf(queue).name, matched, done: [], discarded: [], skipped: [] };
   for (const [n, { info, queue: q }] of found.entries()) {
     try {
       const current = await refetch(q, info, filter, now);
-      const why = typeof current === 'string' ? current : await act(current.job, current.info, q);
-      if (why) result.skipped.push({ id: info.id, why });
+      const outcome = typeof current === 'string' ? { skipped: current } : await act(current.job, current.info, q);
+      if (outcome?.skipped) result.skipped.push({ id: info.id, why: outcome.skipped });
+      else if (outcome?.discarded) result.discarded.push({ id: info.id, why: outcome.discarded });
       else result.done.push(info.id);
     } catch (err) {
       if (err instanceof DlqError) result.skipped.push({ id: info.id, why: err.message });

@@ -51,6 +51,49 @@ describe('failed jobs of shards past a lowered QUEUE_SHARDS', () => {
     expect(await q3.getJobState('r3')).toBe('waiting');
   });
 
+  it('a dynamo-writes job there is discarded, not replayed, and the output says so and why', async () => {
+    // No worker runs a flush of a shard past QUEUE_SHARDS: the aggregators remove such jobs as redundant (their row is
+    // flushed from its own shard). A replay that set one waiting told the operator "replayed" of a job dropped later.
+    const s3 = storeIn(3);
+    const q3 = queueFor(old, QUEUE.dynamoWrites, s3);
+    const flush = (id: string) => ({ data: { store: s3, pk: `${s3}#product#${id}` }, opts: { jobId: id } });
+    await failJobs(q3, [flush('f1'), flush('f2'), flush('f3')], () => 'throttled before the change');
+    const own = queueFor(neu, QUEUE.dynamoWrites, s3);
+    await failJobs(own, [flush('f4')], () => 'throttled after the change');
+    const deps = { queues: neu, dedupeWindowMs: DAY };
+    const why = 'shard 3 is past QUEUE_SHARDS (2): no worker runs it, its row is flushed from its own shard';
+
+    const dry = io();
+    expect(await runDlqCli(['replay', 'dynamo-writes', 'f1', '--dry-run'], deps, dry.io)).toBe(0);
+    expect(dry.out).toEqual([`dry run: would discard job f1 in dynamo-writes (${why})`]);
+    expect(await q3.getJobState('f1')).toBe('failed');
+
+    const one = io();
+    expect(await runDlqCli(['replay', 'dynamo-writes', 'f1'], deps, one.io)).toBe(0);
+    expect(one.out).toEqual([`discarded job f1 in dynamo-writes (${why})`]);
+    expect(one.err).toEqual([]);
+    expect(await q3.getJob('f1')).toBeUndefined();
+
+    const dryBulk = io();
+    expect(await runDlqCli(['replay', 'dynamo-writes', '--all', '--dry-run'], deps, dryBulk.io)).toBe(0);
+    expect(dryBulk.out.slice(-3)).toEqual([
+      `would discard f2: ${why}`,
+      `would discard f3: ${why}`,
+      'dry run: would replay 1 of 3 matching failed jobs in dynamo-writes (2 would be discarded)',
+    ]);
+
+    const bulk = io();
+    expect(await runDlqCli(['replay', 'dynamo-writes', '--all'], deps, bulk.io)).toBe(0);
+    expect(bulk.out).toEqual([
+      `discarded f2: ${why}`,
+      `discarded f3: ${why}`,
+      'replayed 1 of 3 matching failed jobs in dynamo-writes (2 discarded)',
+    ]);
+    expect(bulk.err).toEqual([]);
+    expect(await q3.getJobCounts()).toMatchObject({ waiting: 0, failed: 0 });
+    expect(await own.getJobState('f4')).toBe('waiting');
+  });
+
   it('with no shard past QUEUE_SHARDS holding jobs, only its own shards are read', async () => {
     const c = io();
     expect(await runDlqCli(['list', '--queue', 'events', '--json'], { queues: old, dedupeWindowMs: DAY }, c.io)).toBe(0);

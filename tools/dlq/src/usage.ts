@@ -34,5 +34,5 @@ Configured by REDIS_URL (unset: the running npm start stack's Redis, prefix and 
 REDIS_CLUSTER_NODES, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD;
 KEY_PREFIX, QUEUE_SHARDS (every shard of a queue is read and acted on, and the shards past it that
 hold jobs, left by a lowered QUEUE_SHARDS: an events job replayed there is run by an aggregator
-within 5 minutes; a dynamo-writes job there is redundant, its row is flushed from its own shard)
-and DEDUPE_WINDOW_SECONDS.`;
+within 5 minutes; a dynamo-writes job there is redundant, its row is flushed from its own shard, so
+replay discards it and says so) and DEDUPE_WINDOW_SECONDS.`;

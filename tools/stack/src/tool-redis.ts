@@ -2,7 +2,10 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { allQueues, closeQueues, createQueues, createRedisConnection, describeRedisTarget, type RedisTarget } from '@tally/queues';
 import { oneLine } from './cli';
 
-/** How long an operator command waits for Redis's first answer: bounds what the retry strategies do not (packets dropped, …). */
+/**
+ * How long an operator command waits for Redis's first answer, and for each answer after (a Redis frozen or a network
+ * dropping packets once connected): bounds what the retry strategies do not. The tools send no blocking command.
+ */
 export const TOOL_REDIS_DEADLINE_MS = 10_000;
 
 /** A few reconnect attempts, then give up (null): the connection ends and what waits on it fails. */
@@ -15,7 +18,13 @@ const fewAttempts = (attempt: number) => (attempt > 3 ? null : 250 * attempt);
 export async function connectToolRedis(config: RedisTarget & { KEY_PREFIX: string; QUEUE_SHARDS: number }) {
   // Each (re)connect asks the Sentinels for the master, in rounds over all of them: give up after a few rounds.
   const sentinelRetryStrategy = (round: number) => (round > 2 ? null : 250 * round);
-  const options = { maxRetriesPerRequest: 2, connectTimeout: 5_000, retryStrategy: fewAttempts, sentinelRetryStrategy };
+  const options = {
+    maxRetriesPerRequest: 2,
+    connectTimeout: 5_000,
+    commandTimeout: TOOL_REDIS_DEADLINE_MS,
+    retryStrategy: fewAttempts,
+    sentinelRetryStrategy,
+  };
   const redis = createRedisConnection(config, options, { clusterRetryStrategy: fewAttempts });
   // The latest reason it failed, reported once, below. A cluster's and the Sentinels' 'error' only sums up ("Failed
   // to refresh slots cache.", "All sentinels are unreachable…"); a node's error and each Sentinel's answer say why.

@@ -31,4 +31,40 @@ describe('tenants CLI', () => {
     ])
       expect(await cli(...argv), argv.join(' ')).toEqual(invalid);
   });
+
+  it('refuses a malformed store, visitor or key id, exit 2 in one line, before it looks for any backend', async () => {
+    // The admin API answers 400 for both; erase-visitor used to connect, set a tombstone for the malformed visitor id
+    // and say it had no data (exit 1), or call a malformed store unknown (exit 1).
+    const opened: Array<{ redis: boolean }> = [];
+    const run = (...argv: string[]) => runTenants(argv, (need) => (opened.push(need), { db }));
+    const store = 'tally: store id "bad id!" is invalid: 1-128 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit';
+    for (const argv of [
+      ['create', 'bad id!'],
+      ['issue-key', 'bad id!', '--scopes', 'read'],
+      ['revoke-key', 'bad id!', 'abcdef'],
+      ['set-time-zone', 'bad id!', 'UTC'],
+      ['set-currency', 'bad id!', 'EUR'],
+      ['set-ingest-budget', 'bad id!', '10'],
+      ['list-keys', 'bad id!'],
+      ['show', 'bad id!'],
+      ['set', 'bad id!', '--currency', 'EUR'],
+      ['restamp-retention', 'bad id!'],
+      ['delete-store', 'bad id!'],
+      ['erase-visitor', 'bad id!', 'V1'],
+    ])
+      expect(await run(...argv), argv.join(' ')).toEqual({ code: 2, out: '', err: store });
+    for (const visitor of ['bad visitor!', '', 'x'.repeat(129)])
+      expect(await run('erase-visitor', 'S1', visitor), visitor).toEqual({
+        code: 2,
+        out: '',
+        err: `tally: visitor id ${JSON.stringify(visitor)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : -`,
+      });
+    for (const keyId of ['zz', 'ABCDEF', 'abcde'])
+      expect(await run('revoke-key', 'S1', keyId), keyId).toEqual({
+        code: 2,
+        out: '',
+        err: `tally: key id ${JSON.stringify(keyId)} is not 6-64 lower-case hex digits (see: list-keys)`,
+      });
+    expect(opened).toEqual([]);
+  });
 });

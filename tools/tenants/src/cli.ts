@@ -1,5 +1,5 @@
 import { scheduleRetentionRestamp, type QUEUE, type TallyQueues } from '@tally/queues';
-import type { CompiledRules } from '@tally/schema';
+import { idSchema, type CompiledRules } from '@tally/schema';
 import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import * as tenants from '@tally/tenants';
 import { USAGE } from './usage';
@@ -43,12 +43,16 @@ export function runTenantsCli(
     // runCli runs only the commands USAGE lists, those of COMMANDS (a test checks); the `<…>` words that begin the
     // synopsis are the arguments it takes.
     const what = new RegExp(`^  ${command} ((?:<[^>]*> ?)*)`, 'm').exec(USAGE)![1]!.trim();
-    if (args.length !== (what.match(/</g)?.length ?? 0)) throw new UsageError(`${command} takes ${what || 'no arguments'}`);
+    const names = what.match(/<[^>]*>/g) ?? [];
+    if (args.length !== names.length) throw new UsageError(`${command} takes ${what || 'no arguments'}`);
     try {
+      // The ids, as the admin API checks them, before any backend is looked for.
+      for (const [i, name] of names.entries()) checkId[name]?.(args[i]!);
       await COMMANDS[command]!(args, { values, io, open: async (need = { redis: false }) => open(need) });
     } catch (err) {
-      // A bad value (time zone, currency, scopes, budget, …) is bad input: exit 2 like a usage error, in one line.
-      if (!(err instanceof tenants.TenantError && err.code.startsWith('TALLY_ERR_INVALID_'))) throw err;
+      // A bad value (store, visitor or key id, time zone, currency, scopes, budget, …) is bad input: exit 2 like a
+      // usage error, in one line.
+      if (!(err instanceof InvalidValue || (err instanceof tenants.TenantError && err.code.startsWith('TALLY_ERR_INVALID_')))) throw err;
       io.err(`tally: ${err.message}`);
       return 2;
     }
@@ -57,6 +61,23 @@ export function runTenantsCli(
 }
 
 type Open = (need?: { redis: boolean }) => Promise<TenantsBackends>;
+
+/** A bad value the CLI checks itself (a visitor or key id; libs/tenants checks the others): exit 2, one line. */
+class InvalidValue extends Error {}
+
+/** The checks of the positional arguments named so in USAGE. */
+const checkId: Record<string, (value: string) => void> = {
+  '<store>': (store) => tenants.checkStore(store),
+  '<visitor>': (visitor) => {
+    if (!idSchema.safeParse(visitor).success)
+      throw new InvalidValue(`visitor id ${JSON.stringify(visitor)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : -`);
+  },
+  // As list-keys shows it, or a longer prefix of the key's sha256 (libs/tenants revokeKey).
+  '<key-id>': (keyId) => {
+    if (!/^[0-9a-f]{6,64}$/.test(keyId))
+      throw new InvalidValue(`key id ${JSON.stringify(keyId)} is not 6-64 lower-case hex digits (see: list-keys)`);
+  },
+};
 
 /** Checks the command line's values (throws UsageError or a TALLY_ERR_INVALID_ TenantError), then opens and runs. */
 type Command = (args: string[], c: { values: Values; io: CliIo; open: Open }) => Promise<void>;
