@@ -202,7 +202,7 @@ export function replayHazard(
  * (dynamo-writes) of a shard past QUEUE_SHARDS is run by no worker, and the aggregators remove such jobs as redundant
  * (libs/queues LeftoverQueueShards): its row comes due again and is flushed from its own shard.
  */
-export function replayDiscard(job: FailedJob, queueShards: number | undefined): string | undefined {
+function replayDiscard(job: FailedJob, queueShards: number | undefined): string | undefined {
   if (job.queue !== QUEUE.dynamoWrites || queueShards === undefined || job.shard === undefined || job.shard < queueShards) return undefined;
   return `shard ${job.shard} is past QUEUE_SHARDS (${queueShards}): no worker runs it, its row is flushed from its own shard`;
 }
