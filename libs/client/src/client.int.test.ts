@@ -212,7 +212,7 @@ describe('createTallyClient', () => {
 
   it("binds an idempotency key for two dedupe windows and a slack: the aggregators' window, else idempotencyWindowSeconds (24 h by default)", async () => {
     const r = await client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: 'order-44' });
-    const ttl = (batchId: string) => inspect.ttl(queues.events.toKey(`idem:${batchId}`));
+    const ttl = (batchId: string) => inspect.ttl(redisKeys('t').idempotency('STORE1', batchId));
     // A batch is applied within a window of its acceptance and its dedupe record lasts a window and a slack from then.
     expect(await ttl(r.batchId)).toBeGreaterThan(2 * 86_400 + 8_640 - 60);
     const hourly = createTallyClient({ connection: redis.url, idempotencyWindowSeconds: 3_600 });
@@ -276,15 +276,17 @@ describe('createTallyClient', () => {
       await worker.close();
       // While the fingerprint lasts, the same call again is the batch it was (and was answered for).
       expect((await c.enqueueEvents('FAILED1', [view('P1')], { idempotencyKey: 'order-900' })).batchId).toBe(first.batchId);
-      // The fingerprint is gone (two dedupe windows), the failed job is not (14 days): the key is reused.
-      const record = fk.events.toKey(`idem:${first.batchId}`);
-      await inspect.del(record);
+      // The fingerprint is gone (two dedupe windows), the failed job is not (14 days): the key is reused. (Its copy where
+      // earlier versions look, bound in the upgrade window a new installation opens too, is gone as well.)
+      const records = [redisKeys('fk').idempotency('FAILED1', first.batchId), fk.events.toKey(`idem:${first.batchId}`)];
+      expect(await inspect.exists(...records)).toBe(2);
+      await inspect.del(...records);
       for (let i = 0; i < 2; i++) {
         const err = await c.enqueueEvents('FAILED1', [view('P2')], { idempotencyKey: 'order-900' }).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(IdempotencyConflictError);
         expect(err).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', idempotencyKey: 'order-900', failedJobId: first.batchId });
         expect((err as Error).message).toMatch(/is now in the events queue's failed set .*npm run dlq -- replay events batch-/);
-        expect(await inspect.exists(record)).toBe(0); // not bound to the refused batch
+        expect(await inspect.exists(...records)).toBe(0); // not bound to the refused batch
       }
       expect(await fk.events.getWaitingCount()).toBe(0);
       expect((await fk.events.getJob(first.batchId))?.data.events).toHaveLength(1);
@@ -605,7 +607,7 @@ describe('createTallyClient', () => {
     }
   });
 
-  it('with waitReplicas on a Redis Cluster, fences the master of the jobs and the master of the idempotency record', async () => {
+  it('with waitReplicas on a Redis Cluster, fences the master of the jobs and every master the idempotency record went to', async () => {
     const cluster = await startRedisCluster({ masters: 3 });
     const inspectCluster = new Cluster(cluster.seeds, { redisOptions: { maxRetriesPerRequest: 0 } });
     const sharded = createQueues(inspectCluster, { keyPrefix: 't', shards: 3 });
@@ -622,9 +624,14 @@ describe('createTallyClient', () => {
       expect((err as Error).message).toMatch(/^0 of 1 Redis replicas acknowledged batch \S+ within 100 ms$/);
       const [jobs, first] = [queueFor(sharded, QUEUE.events, store), sharded[QUEUE_SHARDS].events[0]!];
       expect(await jobs.getWaitingCount()).toBe(1);
-      // The fence keys: one under each shard's hash tag, so each went to the master holding that shard's keys.
-      for (const q of [jobs, first]) expect(await inspectCluster.pttl(q.toKey('fence'))).toBeGreaterThan(0);
-      expect(jobs.toKey('fence')).not.toBe(first.toKey('fence'));
+      // The record is in the store's slot and, in the upgrade window (which a new installation opens too), on the first
+      // events shard, where earlier versions look for it. The fence keys: the jobs' shard's, the store's and the first
+      // shard's, each under its hash tag, so each went to the master holding those keys.
+      const keys = redisKeys('t');
+      expect(await inspectCluster.exists(keys.idempotency(store, jobIdFor('batch', store, 'k-cluster')))).toBe(1);
+      const fences = [jobs.toKey('fence'), keys.fence(store), first.toKey('fence')];
+      for (const fence of fences) expect(await inspectCluster.pttl(fence), fence).toBeGreaterThan(0);
+      expect(new Set(fences).size).toBe(3);
     } finally {
       await onCluster.close();
       await closeQueues(sharded);

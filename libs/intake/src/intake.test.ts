@@ -1,6 +1,6 @@
 import { eventsJobSchema, MAX_EVENTS_PER_JOB, QUEUE_SHARDS, ReplicasBehindError, shardOfStore } from '@tally/queues';
 import { compileRules, defaultRules, flattenRows, rollup, rollupDistinct, unflattenDistinct, type NormalizedEvent } from '@tally/schema';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { IdempotencyConflictError, InvalidArgumentError, QueueUnavailableError, TooManyEventsError, ValidationError } from './errors';
 import { createHash } from 'node:crypto';
 import { batchFingerprint, createIntake, refusedFingerprint, type IntakeOptions } from './intake';
@@ -179,7 +179,7 @@ describe('createIntake when Redis may or may not have taken the batch', () => {
           toKey: (type: string) => `q0:${type}`,
         },
       } as never,
-      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null, zmscore: async () => [null] } as never,
+      redis: memoryRedis() as never,
       rules: compileRules(defaultRules),
       source: 'client',
     });
@@ -193,7 +193,7 @@ describe('createIntake when Redis may or may not have taken the batch', () => {
     expect(taken).toEqual([retried.batchId]);
     const keyed = (await createIntake({
       queues: { events: { add: async () => Promise.reject(new Error('Connection is closed.')), toKey: (t: string) => `q0:${t}` } } as never,
-      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null, zmscore: async () => [null] } as never,
+      redis: memoryRedis() as never,
       rules: compileRules(defaultRules),
       source: 'client',
     })
@@ -204,47 +204,51 @@ describe('createIntake when Redis may or may not have taken the batch', () => {
 });
 
 describe('createIntake with a replica fence (REDIS_WAIT_REPLICAS)', () => {
-  it("fences the jobs' shard once they are added, and the first shard too when it took the idempotency record", async () => {
+  it("fences the jobs' shard once they are added, the store's slot with a key's record, and the first shard when it took one too", async () => {
     const log: string[] = [];
     const shard = (i: number) =>
       Object.assign(capturingQueue([], log), { toKey: (type: string) => `q${i}:${type}` }) as unknown as { toKey(t: string): string };
     const [s0, s1] = [shard(0), shard(1)];
-    const fenced = createIntake({
-      queues: { events: s0, [QUEUE_SHARDS]: { events: [s0, s1] } } as never,
-      redis: {
-        status: 'ready',
-        once: () => undefined,
-        off: () => undefined,
-        set: async () => (log.push('idempotency record'), null),
-        zmscore: async () => [null],
-      } as never,
-      rules: compileRules(defaultRules),
-      source: 'client',
-      replicaFence: {
-        mark: () => (log.push('mark'), 7),
-        wait: async (key, what, mark) => void log.push(`fence ${key} (${what}) since ${mark}`),
-      },
-    });
+    const fencedOn = (redis: ReturnType<typeof memoryRedis>) =>
+      createIntake({
+        queues: { events: s0, [QUEUE_SHARDS]: { events: [s0, s1] } } as never,
+        redis: redis as never,
+        rules: compileRules(defaultRules),
+        source: 'client',
+        replicaFence: {
+          mark: () => (log.push('mark'), 7),
+          wait: async (key, what, mark) => void log.push(`fence ${key} (${what}) since ${mark}`),
+        },
+      });
+    // After the upgrade window: the record in the store's slot alone.
+    const redis = afterTheWindow();
+    const fenced = fencedOn(redis);
     const store = ['S1', 'S2', 'S3', 'S4'].find((s) => shardOfStore(s, 2) === 1)!;
     const events: NormalizedEvent[] = [{ type: 'view', ts: Date.now(), dims: { product: 'P1' } }];
     // A batch without a key is given one, without a record (only a caller's key binds its events): the jobs' shard alone.
     const keyless = await fenced.enqueue(store, events);
     expect(log.splice(0)).toEqual(['mark', 'add', `fence q1:fence (batch ${keyless.batchId}) since 7`]);
+    // The first keyed call binds on the first shard too (the marker read with it has not answered yet): fenced as well.
+    // One wait on every fence key: on one server one WAIT, on a cluster one per master.
     const { batchId } = await fenced.enqueue(store, events, { idempotencyKey: 'k' });
-    expect(log.splice(0)).toEqual([
-      'mark',
-      'idempotency record',
-      'add',
-      // One wait on both shards' fence keys: on one server one WAIT, on a cluster one per master.
-      `fence q1:fence,q0:fence (batch ${batchId}) since 7`,
-    ]);
+    expect(log.splice(0)).toEqual(['mark', 'add', `fence q1:fence,t:{${store}}:f,q0:fence (batch ${batchId}) since 7`]);
+    // Then the jobs' shard and the store's slot, which holds the record (on a cluster possibly another master).
+    await fenced.enqueue(store, events, { idempotencyKey: 'k' });
+    expect(log.splice(0)).toEqual(['mark', 'add', `fence q1:fence,t:{${store}}:f (batch ${batchId}) since 7`]);
+    expect(redis.values.has(recordOf(store, batchId))).toBe(true);
+    // During the upgrade window the record is bound on the first shard by every call: fenced as well.
+    const during = fencedOn(memoryRedis());
+    for (let i = 0; i < 2; i++) {
+      await during.enqueue(store, events, { idempotencyKey: 'k' });
+      expect(log.splice(0)).toEqual(['mark', 'add', `fence q1:fence,t:{${store}}:f,q0:fence (batch ${batchId}) since 7`]);
+    }
   });
 
   it('names the idempotency key to retry with in ReplicasBehindError, the one it gave a batch that came without one', async () => {
     const q = Object.assign(capturingQueue([]), { toKey: (type: string) => `q0:${type}` });
     const behind = createIntake({
       queues: { events: q, [QUEUE_SHARDS]: { events: [q] } } as never,
-      redis: { status: 'ready', once: () => undefined, off: () => undefined, set: async () => null, zmscore: async () => [null] } as never,
+      redis: memoryRedis() as never,
       rules: compileRules(defaultRules),
       source: 'client',
       replicaFence: {
@@ -289,28 +293,34 @@ describe('batchFingerprint', () => {
 
 /**
  * The intake's Redis commands in memory: SET (EX, NX, GET), GET, DEL and ZMSCORE, each call logged with its arguments.
- * `failed` is the content of the failed sets by key; `gate`, when set, holds SET answers until it is opened.
+ * `failed` is the content of the failed sets by key; `gate`, when set, holds SET answers until it is opened; a command
+ * on a key `unanswered` picks times out (once it has been sent).
  */
 function memoryRedis(failed: Record<string, string[]> = {}) {
   const values = new Map<string, string>();
   const ttls = new Map<string, number>();
   const log: string[] = [];
   let gate: Promise<void> | undefined;
-  return {
+  const timeout = async (key: string) => {
+    if (redis.unanswered(key)) throw new Error('Command timed out');
+  };
+  const redis = {
     status: 'ready',
     once: () => undefined,
     off: () => undefined,
     values,
     ttls,
     log,
+    unanswered: (_key: string) => false,
     hold(until: Promise<void>) {
       gate = until;
     },
     async set(key: string, value: string, ...args: Array<string | number>) {
       log.push(`SET ${key} ${args.join(' ')}`);
       if (gate) await gate;
+      await timeout(key);
       const earlier = values.get(key) ?? null;
-      if (!args.includes('NX') || earlier === null) {
+      if (args.includes('NX') ? earlier === null : !args.includes('XX') || earlier !== null) {
         values.set(key, value);
         const ex = args.indexOf('EX');
         if (ex >= 0) ttls.set(key, Number(args[ex + 1]));
@@ -319,19 +329,37 @@ function memoryRedis(failed: Record<string, string[]> = {}) {
     },
     async get(key: string) {
       log.push(`GET ${key}`);
+      await timeout(key);
       return values.get(key) ?? null;
     },
     async del(key: string) {
       log.push(`DEL ${key}`);
+      await timeout(key);
       ttls.delete(key);
       return values.delete(key) ? 1 : 0;
     },
     async zmscore(key: string, ...members: string[]) {
       log.push(`ZMSCORE ${key} ${members.join(' ')}`);
+      await timeout(key);
       return members.map((m) => (failed[key]?.includes(m) ? '1700000000000' : null));
     },
   };
+  return redis;
 }
+
+/** The record of `store`'s key that gives `batchId`, in the store's slot (KEY_PREFIX `t`: queues without a layout). */
+const recordOf = (store: string, batchId: string) => `t:idem:{${store}}:${batchId}`;
+/** Where earlier versions kept it, on the first events shard (`q0` in these tests), and the upgrade window's marker. */
+const legacyOf = (batchId: string) => `q0:idem:${batchId}`;
+const MARKER = 'q0:idem-legacy-until';
+/** A Redis where the upgrade window is over: the marker's time has passed. */
+const afterTheWindow = (failed: Record<string, string[]> = {}) => {
+  const redis = memoryRedis(failed);
+  redis.values.set(MARKER, String(Date.now() - 1));
+  return redis;
+};
+/** The record's lifetime under the default dedupe window, ms: two windows and the slack. */
+const lifetimeMs = (2 * 86_400 + 8_640) * 1_000;
 
 /** A queue shard that keeps the jobs added by id, as BullMQ does: an id it holds is answered, not added again. */
 function jobQueue(prefix = 'q0') {
@@ -427,7 +455,7 @@ describe('createIntake: receivedAt and timeZone are checked before anything is e
 describe('createIntake: idempotency keys', () => {
   it("keeps the fingerprint of a key two dedupe windows and the records' slack: the aggregators' window, else its own", async () => {
     const redis = memoryRedis();
-    const record = (batchId: string) => `q0:idem:${batchId}`;
+    const record = (batchId: string) => recordOf('S1', batchId);
     const own = intakeOn(jobQueue(), redis, { source: 'http', idempotencyWindowSeconds: 3_600 });
     const a = await own.enqueue('S1', oneView(), { idempotencyKey: 'k1' });
     expect(redis.ttls.get(record(a.batchId))).toBe(7_200 + 360); // slack: 10% of the window
@@ -461,7 +489,7 @@ describe('createIntake: idempotency keys', () => {
     expect(err).toBeInstanceOf(IdempotencyConflictError);
     expect(err).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', idempotencyKey: 'order-7', failedJobId: batchId });
     expect((err as Error).message).toContain(`npm run dlq -- replay events ${batchId}`);
-    expect(redis.values.has(`q0:idem:${batchId}`)).toBe(false);
+    expect([recordOf('S1', batchId), legacyOf(batchId)].some((key) => redis.values.has(key))).toBe(false);
     // Again: the same answer, not a record left by the first refusal.
     await expect(intake.enqueue('S1', oneView(), { idempotencyKey: 'order-7' })).rejects.toMatchObject({ failedJobId: batchId });
     // A split batch: any part in the failed set.
@@ -472,20 +500,33 @@ describe('createIntake: idempotency keys', () => {
     });
     expect(q.calls).toEqual([]);
     // A retry of a batch whose record is there is the same batch, as before (a 2xx for it was an answer already).
-    redis.values.set(`q0:idem:${batchId}`, batchFingerprint(oneView(1)));
+    redis.values.set(recordOf('S1', batchId), batchFingerprint(oneView(1)));
     await expect(intake.enqueue('S1', oneView(1), { idempotencyKey: 'order-7' })).resolves.toMatchObject({ batchId });
   });
 
   it('asks about the failed set in the same round trip as the fingerprint: sent before the SET is answered', async () => {
     const redis = memoryRedis();
+    redis.values.set(MARKER, String(Date.now() - 1)); // the upgrade window is over
     let open!: () => void;
     redis.hold(new Promise<void>((resolve) => (open = resolve)));
     const intake = intakeOn(jobQueue(), redis, { source: 'http' });
-    const sent = intake.enqueue('S1', oneView(), { idempotencyKey: 'k' });
+    const events = oneView();
+    const sent = intake.enqueue('S1', events, { idempotencyKey: 'k' });
     await new Promise((resolve) => setImmediate(resolve));
-    expect(redis.log.map((l) => l.split(' ')[0])).toEqual(['SET', 'ZMSCORE']);
+    // The first keyed call reads the marker with its own commands, and binds where earlier versions look too until it
+    // has answered: all sent at once.
+    const batchId = intake.batchIdFor('S1', 'k');
+    const sentBefore = () => redis.log.splice(0).map((l) => l.split(' ').slice(0, 2).join(' '));
+    expect(sentBefore()).toEqual([`SET ${MARKER}`, `SET ${recordOf('S1', batchId)}`, `SET ${legacyOf(batchId)}`, 'ZMSCORE q0:failed']);
     open();
     await sent;
+    // Once it has: the record's SET and the ZMSCORE alone.
+    redis.hold(new Promise<void>((resolve) => (open = resolve)));
+    const again = intake.enqueue('S1', events, { idempotencyKey: 'k' });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sentBefore()).toEqual([`SET ${recordOf('S1', batchId)}`, 'ZMSCORE q0:failed']);
+    open();
+    await again;
   });
 
   it('binds a key it made up to the events once an error hands it out: a retry under it with other events is refused', async () => {
@@ -549,6 +590,179 @@ describe('createIntake: idempotency keys', () => {
   });
 });
 
+describe("createIntake: a key's record in its store's slot, and where earlier versions kept it during the upgrade window", () => {
+  /** Events shards q0 … q<n-1>: jobQueue doubles. */
+  const shardsOf = (n: number) => Array.from({ length: n }, (_, i) => jobQueue(`q${i}`));
+  /** createIntake with `shards` as its events shards (QUEUE_SHARDS = their number) on `redis`. */
+  const onShards = (shards: Array<ReturnType<typeof jobQueue>>, redis: ReturnType<typeof memoryRedis>) =>
+    createIntake({
+      queues: { events: shards[0], [QUEUE_SHARDS]: { events: shards } } as never,
+      redis: redis as never,
+      rules,
+      source: 'client',
+    });
+  const STORES = Array.from({ length: 50 }, (_, i) => `S${i}`);
+  const storeOn = (shard: number, of: number) => STORES.find((s) => shardOfStore(s, of) === shard)!;
+  /** Each command of `redis.log` as its name and key, the log emptied. */
+  const sent = (redis: ReturnType<typeof memoryRedis>) => redis.log.splice(0).map((l) => l.split(' ').slice(0, 2).join(' '));
+
+  it("binds a key in its store's slot, its failed set asked on the store's events shard: after the window nothing else per call", async () => {
+    const redis = afterTheWindow();
+    const shards = shardsOf(2);
+    const intake = onShards(shards, redis);
+    const store = storeOn(1, 2);
+    const events = oneView();
+    const first = await intake.enqueue(store, events, { idempotencyKey: 'k' });
+    expect(redis.values.get(recordOf(store, first.batchId))).toMatch(/^[\w-]{43}:\d+:$/);
+    expect(redis.ttls.get(recordOf(store, first.batchId))).toBe(lifetimeMs / 1_000);
+    expect(shards.map((q) => [...q.jobs.keys()])).toEqual([[], [first.batchId]]);
+    // With the marker read (at the first keyed call, then at most once a minute), each keyed call is the record's SET
+    // and the failed set's ZMSCORE, sent at once: a retry, and other events.
+    redis.log.length = 0;
+    await expect(intake.enqueue(store, events, { idempotencyKey: 'k' })).resolves.toEqual(first);
+    await expect(intake.enqueue(store, oneView(1), { idempotencyKey: 'k' })).rejects.toBeInstanceOf(IdempotencyConflictError);
+    const record = `SET ${recordOf(store, first.batchId)}`;
+    expect(sent(redis)).toEqual([record, 'ZMSCORE q1:failed', record, 'ZMSCORE q1:failed']);
+    expect(shards[1]!.jobs.size).toBe(1);
+  });
+
+  it('finds a record whatever QUEUE_SHARDS the process that bound it runs with, however long either was idle', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'] });
+    try {
+      const redis = afterTheWindow();
+      const shards = shardsOf(3);
+      const store = STORES.find((s) => shardOfStore(s, 2) !== shardOfStore(s, 3))!;
+      const two = onShards(shards.slice(0, 2), redis);
+      await two.enqueue(store, oneView(), { idempotencyKey: 'warm-up' });
+      // No keyed call on this process for more than a record lifetime; QUEUE_SHARDS raised to 3 meanwhile.
+      vi.advanceTimersByTime(lifetimeMs + 3 * 60_000);
+      const three = onShards(shards, redis);
+      await three.enqueue(store, oneView(), { idempotencyKey: 'warm-up-3' });
+      // A key taken on either is refused for other events on the other.
+      const a = await two.enqueue(store, oneView(1), { idempotencyKey: 'order-9' });
+      await expect(three.enqueue(store, oneView(2), { idempotencyKey: 'order-9' })).rejects.toBeInstanceOf(IdempotencyConflictError);
+      const b = await three.enqueue(store, oneView(1), { idempotencyKey: 'order-10' });
+      await expect(two.enqueue(store, oneView(2), { idempotencyKey: 'order-10' })).rejects.toBeInstanceOf(IdempotencyConflictError);
+      // The same events are the same batch on either, queued on the store's shard of the process that takes them.
+      await expect(three.enqueue(store, oneView(1), { idempotencyKey: 'order-9' })).resolves.toEqual(a);
+      expect([a.batchId, b.batchId].map((id) => redis.values.has(recordOf(store, id)))).toEqual([true, true]);
+      expect(shards[shardOfStore(store, 2)]!.jobs.has(a.batchId)).toBe(true);
+      expect(shards[shardOfStore(store, 3)]!.jobs.has(b.batchId)).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('honours a record an earlier version kept on the first shard during the window, which the first process opens for two lifetimes', async () => {
+    // The first process of this version: no marker yet.
+    const redis = memoryRedis();
+    const shards = shardsOf(2);
+    const intake = onShards(shards, redis);
+    const store = storeOn(1, 2);
+    const batchId = intake.batchIdFor(store, 'order-1');
+    const t0 = Date.now() - 120_000;
+    const legacy = `${batchFingerprint(oneView(t0))}:${t0}:`;
+    redis.values.set(legacyOf(batchId), legacy);
+    const before = Date.now();
+    const err = await intake.enqueue(store, oneView(), { idempotencyKey: 'order-1' }).catch((e: unknown) => e);
+    const after = Date.now();
+    expect(err).toBeInstanceOf(IdempotencyConflictError);
+    expect(err).toMatchObject({ code: 'TALLY_ERR_IDEMPOTENCY_CONFLICT', idempotencyKey: 'order-1', failedJobId: undefined });
+    // Nothing queued, and the record the call made in the store's slot is gone: the key stays bound to the earlier events.
+    expect(shards.map((q) => q.jobs.size)).toEqual([0, 0]);
+    expect(redis.values.has(recordOf(store, batchId))).toBe(false);
+    expect(redis.values.get(legacyOf(batchId))).toBe(legacy);
+    // The window: two record lifetimes from the first call, one for the deploy to replace the earlier versions, one
+    // for their last record.
+    expect(Number(redis.values.get(MARKER))).toBeGreaterThanOrEqual(before + 2 * lifetimeMs);
+    expect(Number(redis.values.get(MARKER))).toBeLessThanOrEqual(after + 2 * lifetimeMs);
+    // The earlier events again: the batch the earlier version took (its retry), not a conflict; and a retry read finds it.
+    await expect(intake.enqueue(store, oneView(t0), { idempotencyKey: 'order-1' })).resolves.toMatchObject({ batchId });
+    redis.values.delete(recordOf(store, batchId));
+    const retried = await intake.enqueueRetry(store, [{ type: 'view', ts: t0, dims: { product: 'P1' } }], { idempotencyKey: 'order-1' });
+    expect(retried?.enqueued.batchId).toBe(batchId);
+    expect(shards.map((q) => q.jobs.size)).toEqual([0, 1]);
+    // Meanwhile a key is bound on the first shard too, where an earlier version still running (or rolled back to) looks.
+    const next = await intake.enqueue(store, oneView(), { idempotencyKey: 'order-2' });
+    expect([recordOf(store, next.batchId), legacyOf(next.batchId)].every((k) => redis.values.has(k))).toBe(true);
+    // A process started later in the window keeps it as it is.
+    const marker = redis.values.get(MARKER);
+    const later = await onShards(shards, redis).enqueue(store, oneView(), { idempotencyKey: 'order-3' });
+    expect(redis.values.get(MARKER)).toBe(marker);
+    expect(redis.values.has(legacyOf(later.batchId))).toBe(true);
+  });
+
+  it('never takes a marker Redis did not answer for a window over: a key reused for other events is refused, or 503 without the first shard', async () => {
+    const redis = memoryRedis();
+    const shards = shardsOf(2);
+    const store = storeOn(1, 2);
+    const intake = onShards(shards, redis);
+    const batchId = intake.batchIdFor(store, 'order-1');
+    const t0 = Date.now() - 120_000;
+    // An earlier version took order-1 with other events.
+    redis.values.set(legacyOf(batchId), `${batchFingerprint(oneView(t0))}:${t0}:`);
+    // The marker's first read times out; the call, and its retry at once, still look on the first shard.
+    let markerTimeouts = 1;
+    redis.unanswered = (key) => key === MARKER && markerTimeouts-- > 0;
+    for (let i = 0; i < 2; i++)
+      await expect(intake.enqueue(store, oneView(), { idempotencyKey: 'order-1' }), `call ${i}`).rejects.toBeInstanceOf(
+        IdempotencyConflictError,
+      );
+    // The first shard down (the marker and the legacy record unanswered): 503 each time, a retry read too; never taken.
+    const starting = onShards(shards, redis);
+    redis.unanswered = (key) => key.startsWith('q0:');
+    for (let i = 0; i < 2; i++) {
+      const err = await starting.enqueue(store, oneView(), { idempotencyKey: 'order-1' }).catch((e: unknown) => e);
+      expect(err, `call ${i}`).toBeInstanceOf(QueueUnavailableError);
+      expect(err).toMatchObject({
+        idempotencyKey: 'order-1',
+        message: expect.stringMatching(/^Redis did not take the batch: Command timed out/),
+      });
+    }
+    const input = [{ type: 'view', ts: Date.now() - 60_000, dims: { product: 'P1' } }];
+    await expect(starting.enqueueRetry(store, input, { idempotencyKey: 'order-1' })).rejects.toBeInstanceOf(QueueUnavailableError);
+    expect(shards.map((q) => q.jobs.size)).toEqual([0, 0]);
+    // Back: refused as a conflict.
+    redis.unanswered = () => false;
+    await expect(starting.enqueue(store, oneView(), { idempotencyKey: 'order-1' })).rejects.toBeInstanceOf(IdempotencyConflictError);
+    expect(shards.map((q) => q.jobs.size)).toEqual([0, 0]);
+  });
+
+  it('after the window needs nothing of the first shard; reads the marker once a minute, and a deleted one opens a new window', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'] });
+    try {
+      const redis = afterTheWindow();
+      const shards = shardsOf(2);
+      const intake = onShards(shards, redis);
+      const store = storeOn(1, 2);
+      await intake.enqueue(store, oneView(), { idempotencyKey: 'k1' });
+      // The first shard down: a keyed call of a store on another shard sends it nothing.
+      redis.unanswered = (key) => key.startsWith('q0:');
+      redis.log.length = 0;
+      const k2 = await intake.enqueue(store, oneView(), { idempotencyKey: 'k2' });
+      expect(sent(redis)).toEqual([`SET ${recordOf(store, k2.batchId)}`, 'ZMSCORE q1:failed']);
+      // A minute on the marker is read again, not waited for: unanswered, what it said last serves.
+      vi.advanceTimersByTime(60_000);
+      const k3 = await intake.enqueue(store, oneView(), { idempotencyKey: 'k3' });
+      expect(sent(redis)).toEqual([`SET ${MARKER}`, `SET ${recordOf(store, k3.batchId)}`, 'ZMSCORE q1:failed']);
+      // Rolled back, then upgraded again: the marker deleted. Read within a minute of the last read, the call after that
+      // opens a new window, and the calls then bind on the first shard too.
+      redis.unanswered = () => false;
+      redis.values.delete(MARKER);
+      await intake.enqueue(store, oneView(), { idempotencyKey: 'k4' });
+      expect(sent(redis).filter((c) => c.includes('q0:'))).toEqual([]);
+      vi.advanceTimersByTime(60_000);
+      const readAt = Date.now();
+      await intake.enqueue(store, oneView(), { idempotencyKey: 'k5' });
+      await vi.waitFor(() => expect(redis.values.get(MARKER)).toBe(String(readAt + 2 * lifetimeMs)));
+      const k6 = await intake.enqueue(store, oneView(), { idempotencyKey: 'k6' });
+      expect(redis.values.has(legacyOf(k6.batchId))).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
 describe('createIntake: a keyed retry is validated at the time of the first attempt', () => {
   const horizonMs = 2_000;
   const limits = { latenessHorizonDays: horizonMs / 86_400_000 };
@@ -562,9 +776,10 @@ describe('createIntake: a keyed retry is validated at the time of the first atte
       { type: 'view', ts: t0 + 330_000, dims: { product: 'PX' } }, // more than the clock skew ahead: refused at t0
       { type: 'view', ts: t0 - 60_000, dims: { product: 'PY' } },
     ];
-    const record = `q0:idem:${intake.batchIdFor('S1', 'k')}`;
+    const record = recordOf('S1', intake.batchIdFor('S1', 'k'));
     expect(await intake.enqueueRetry('S1', input, { idempotencyKey: 'k', now: t0, partial: true })).toBeUndefined();
-    expect(redis.log).toEqual([`GET ${record}`]);
+    // The record's GET, and before the marker has answered (read with it) the legacy record's.
+    expect(redis.log).toEqual([`SET ${MARKER} NX GET`, `GET ${record}`, `GET ${legacyOf(intake.batchIdFor('S1', 'k'))}`]);
     const valid = intake.validate(input, t0);
     const bind = { idempotencyKey: 'k', validatedAt: t0, input: { items: input, acceptedIndexes: valid.acceptedIndexes } };
     const first = await intake.enqueue('S1', valid.events, bind);

@@ -1,10 +1,11 @@
 import { hash, randomBytes } from 'node:crypto';
-import { isValidTimeZone, keptForWindow, STORE_ID_PATTERN, timeZoneProblem } from '@tally/key-layout';
+import { isValidTimeZone, keptForWindow, redisKeys, STORE_ID_PATTERN, timeZoneProblem } from '@tally/key-layout';
 import {
   jobIdFor,
   MAX_EVENTS_PER_JOB,
   QUEUE,
   queueFor,
+  QUEUE_LAYOUT,
   QUEUE_SHARDS,
   ReplicasBehindError,
   type PayloadOf,
@@ -33,6 +34,7 @@ import {
   UnknownStoreError,
   ValidationError,
 } from './errors';
+import { legacyRecords, type LegacyRecords } from './legacy-records';
 import { aggregatorRulesGate } from './rules-gate';
 
 export interface IntakeLimits {
@@ -71,12 +73,17 @@ export function checkLimits(limits: IntakeLimits): IntakeLimits {
 export type IntakeSource = PayloadOf<typeof QUEUE.events>['source'] & string;
 
 export interface IntakeOptions {
-  /** Producer queues (only `events` is used), on a connection made by createProducerConnection. */
-  queues: Pick<TallyQueues, 'events'> & Partial<Pick<TallyQueues, typeof QUEUE_SHARDS>>;
+  /**
+   * Producer queues (only `events` is used), on a connection made by createProducerConnection. Their KEY_PREFIX
+   * (createQueues' layout; libs/key-layout redisKeys' default for queues without one) names the idempotency records.
+   */
+  queues: Pick<TallyQueues, 'events'> & Partial<Pick<TallyQueues, typeof QUEUE_SHARDS | typeof QUEUE_LAYOUT>>;
   /**
    * That connection, to refuse at once (or after `readyTimeoutMs`) while it is down, to remember the fingerprint of
-   * each idempotency key's batch (on the first events shard's prefix, whatever QUEUE_SHARDS is), and to look for
-   * the key's jobs in the failed set (ZMSCORE, sent with the fingerprint's SET: no round trip of its own).
+   * each idempotency key's batch (in the store's slot: libs/key-layout `idempotency`), and to look for the key's jobs
+   * in the failed set of the store's events shard (ZMSCORE, sent with the fingerprint's SET: one round trip, on a
+   * cluster possibly two masters); during the upgrade window (legacy-records.ts, a marker on the first events shard)
+   * to bind and look for the record where earlier versions kept it too, in the same round trip.
    */
   redis: ConnectionState & Pick<Redis, 'set' | 'get' | 'del' | 'zmscore'>;
   /**
@@ -325,6 +332,10 @@ export function createIntake(opts: IntakeOptions): Intake {
   const rulesAgree = opts.rulesKey
     ? aggregatorRulesGate(opts.redis, opts.rulesKey, own, (theirs) => opts.onRulesDiffer?.(theirs, own))
     : async () => true;
+  const keys = redisKeys(opts.queues[QUEUE_LAYOUT]?.keyPrefix);
+  let marker: LegacyRecords | undefined;
+  /** Whether records may still be where earlier versions kept them, the first events shard (made at the first keyed call). */
+  const legacy = () => (marker ??= legacyRecords(opts.redis, opts.queues.events.toKey('idem-legacy-until')));
 
   const checkCount = (count: number) => {
     if (count > limits.maxEvents) throw new TooManyEventsError(count, limits.maxEvents);
@@ -396,7 +407,40 @@ export function createIntake(opts: IntakeOptions): Intake {
     const idempotencyKey = given ?? `auto-${randomBytes(16).toString('base64url')}`;
     const batchId = batchIdFor(store, idempotencyKey);
     const receivedAt = eopts.receivedAt === undefined ? Date.now() : checkReceivedAt(eopts.receivedAt, Date.now(), await dedupe.get());
-    const record = () => opts.queues.events.toKey(`idem:${batchId}`);
+    // The key's record, in the store's slot whatever QUEUE_SHARDS is; and where earlier versions kept it, the first
+    // events shard, bound and read too during the upgrade window (legacyRecords).
+    const record = keys.idempotency(store, batchId);
+    const legacyRecord = () => opts.queues.events.toKey(`idem:${batchId}`);
+    /** Whether this call's record commands reached the legacy record (its shard then needs a fence). */
+    let legacyTouched = false;
+    /**
+     * `command` on the record and, unless the upgrade window is known to be over, on the legacy record, sent at once
+     * with the marker's read (before its first answer) and `also` (one round trip): the record's answer, the legacy
+     * one's (undefined when not sent, or not answered once the marker says the window is over), and `also`'s. Throws
+     * when the record's or `also` was not answered, or the legacy one's while the window is open or not known.
+     */
+    const onRecords = async <T, A = undefined>(
+      command: (key: string) => Promise<T>,
+      lifetimeSeconds: number,
+      also?: () => Promise<A>,
+    ): Promise<[T, T | undefined, A | undefined]> => {
+      const window = legacy().open(lifetimeSeconds);
+      const [mine, old, open, other] = await Promise.all([
+        command(record),
+        window === false
+          ? undefined
+          : command(legacyRecord()).then(
+              (value) => ({ value }),
+              (error: unknown) => ({ error }),
+            ),
+        // A marker Redis did not answer: the window may be open.
+        Promise.resolve(window).catch(() => true),
+        also?.(),
+      ]);
+      if (old && 'error' in old && open) throw old.error;
+      legacyTouched ||= old !== undefined && 'value' in old;
+      return [mine, old && 'value' in old ? old.value : undefined, other];
+    };
     // The record: the fingerprint, the time the events were validated at, so a retry is validated as the first
     // attempt was whatever the time, and the refusedFingerprint of the input's other events ('' when none was):
     // `<fingerprint>:<ms>:<refused>`. Earlier versions kept `<fingerprint>` and then `<fingerprint>:<ms>`: such a
@@ -409,9 +453,9 @@ export function createIntake(opts: IntakeOptions): Intake {
       if (given !== undefined) return;
       try {
         // Sent before the error is thrown, so a retry on this connection comes after it; not waited for (Redis may be away).
-        opts.redis
-          .set(record(), bound(batchFingerprint(events), refused()), 'EX', fingerprintTtlSeconds(dedupe.last()), 'NX')
-          .catch(() => undefined);
+        const value = bound(batchFingerprint(events), refused());
+        for (const key of legacy().last() === false ? [record] : [record, legacyRecord()])
+          opts.redis.set(key, value, 'EX', fingerprintTtlSeconds(dedupe.last()), 'NX').catch(() => undefined);
       } catch {
         // not connected: nothing to bind, nothing was queued under the key either
       }
@@ -466,7 +510,8 @@ export function createIntake(opts: IntakeOptions): Intake {
     if (retry) {
       let earlier: string | null;
       try {
-        earlier = await opts.redis.get(record());
+        const [mine, old] = await onRecords((key) => opts.redis.get(key), fingerprintTtlSeconds(await dedupe.get()));
+        earlier = mine ?? old ?? null;
       } catch (err) {
         throw unavailable(`Redis did not answer: ${(err as Error).message}`, err);
       }
@@ -481,33 +526,45 @@ export function createIntake(opts: IntakeOptions): Intake {
       // The key's first batch sets its fingerprint (the IETF Idempotency-Key draft, Stripe): a retry of the same
       // batch passes on to add/addBulk, whose job ids make it a no-op; another batch under the key is refused. Kept
       // as long as the aggregator may skip the key's batch id (fingerprintTtlSeconds). Sent with it, in the same
-      // round trip: whether the key's jobs are in the failed set, kept 14 days, whose ids BullMQ would answer with,
-      // queueing nothing.
+      // round trip (the store's slot and its events shard: on a cluster possibly two masters, asked at once): whether
+      // the key's jobs are in the failed set, kept 14 days, whose ids BullMQ would answer with, queueing nothing. During
+      // the upgrade window the record is bound where earlier versions keep it too, in the same round trip: a record
+      // there for other events is a conflict as well (legacyRecords).
       const fingerprint = batchFingerprint(events);
       const refusedNow = refused();
       const ids = jobs.map((j) => j.opts.jobId);
       const ttl = fingerprintTtlSeconds(await dedupe.get());
-      let earlier: string | null;
+      let earlier: Array<[key: string, then: string | null]>;
       let failed: Array<string | null>;
       try {
-        [earlier, failed] = await Promise.all([
-          opts.redis.set(record(), bound(fingerprint, refusedNow), 'EX', ttl, 'NX', 'GET'),
-          opts.redis.zmscore(queue.toKey('failed'), ...ids),
-        ]);
+        const value = bound(fingerprint, refusedNow);
+        const [mine, old, inFailedSet] = await onRecords(
+          (key) => opts.redis.set(key, value, 'EX', ttl, 'NX', 'GET'),
+          ttl,
+          () => opts.redis.zmscore(queue.toKey('failed'), ...ids),
+        );
+        earlier = [[record, mine], ...(old === undefined ? [] : [[legacyRecord(), old] as [string, string | null]])];
+        failed = inFailedSet!;
       } catch (err) {
         throw unavailable(`Redis did not take the batch: ${(err as Error).message}`, err);
       }
-      if (earlier !== null) {
-        const [fingerprintThen, , refusedThen] = earlier.split(':');
-        if (fingerprintThen !== fingerprint || (refusedThen !== undefined && refusedThen !== refusedNow)) {
-          throw new IdempotencyConflictError(given);
-        }
+      const conflict = earlier.some(([, then]) => {
+        if (then === null) return false;
+        const [fingerprintThen, , refusedThen] = then.split(':');
+        return fingerprintThen !== fingerprint || (refusedThen !== undefined && refusedThen !== refusedNow);
+      });
+      const inFailed = conflict || earlier.some(([, then]) => then !== null) ? -1 : failed.findIndex((score) => score !== null);
+      if (conflict || inFailed >= 0) {
+        // Not bound to this batch: the records this call made go (a fresh key whose batch would be answered with the
+        // failed job; one place without the record while the other had it for other events).
+        await Promise.all(earlier.flatMap(([key, then]) => (then === null ? [opts.redis.del(key).catch(() => undefined)] : [])));
+        throw new IdempotencyConflictError(given, conflict ? undefined : ids[inFailed]);
       }
-      const inFailed = earlier === null ? failed.findIndex((score) => score !== null) : -1;
-      if (inFailed >= 0) {
-        // A fresh record (an old one expired): this batch would be answered with the failed job. Not bound to it.
-        await opts.redis.del(record()).catch(() => undefined);
-        throw new IdempotencyConflictError(given, ids[inFailed]);
+      // Bound in one place before (the upgrade window): the copy this call made takes that record's value, its time and
+      // refused events, as a retry is to be validated (not waited for: the same fingerprint either way).
+      const then = earlier.find(([, value]) => value !== null)?.[1];
+      for (const [key, value] of earlier) {
+        if (then && value === null) opts.redis.set(key, then, 'KEEPTTL', 'XX').catch(() => undefined);
       }
     }
     let jobIds: string[];
@@ -525,15 +582,16 @@ export function createIntake(opts: IntakeOptions): Intake {
       throw unavailable(`Redis did not take the batch: ${(err as Error).message}`, err);
     }
     if (opts.replicaFence) {
-      // A fence on the jobs' queue shard, and on the shard with the idempotency record when that is another: on a
-      // cluster, every master this call wrote to (on one server, one WAIT covers both).
-      const shards = given === undefined || queue === opts.queues.events ? [queue] : [queue, opts.queues.events];
+      // A fence on the jobs' queue shard; with a caller's key on the store's slot, which holds its record (the store's
+      // fence key); and on the first events shard when the call reached the legacy record there: on a cluster, every
+      // master this call wrote to or read its record from (on one server, one WAIT covers all).
+      const fences = [
+        queue.toKey('fence'),
+        ...(given === undefined ? [] : [keys.fence(store)]),
+        ...(legacyTouched ? [opts.queues.events.toKey('fence')] : []),
+      ];
       try {
-        await opts.replicaFence.wait(
-          shards.map((q) => q.toKey('fence')),
-          `batch ${batchId}`,
-          mark,
-        );
+        await opts.replicaFence.wait(fences, `batch ${batchId}`, mark);
       } catch (err) {
         if (err instanceof ReplicasBehindError) {
           err.idempotencyKey = idempotencyKey;

@@ -11,6 +11,7 @@ import {
   fromDayOfYear,
   fromEpochDay,
   isValidTimeZone,
+  keySlot,
   localDate,
   monthAttr,
   monthSk,
@@ -251,6 +252,7 @@ describe('Redis names', () => {
       k.sealed('S1'),
       k.folded('S1'),
       k.outbox('S1', 'S1'),
+      k.outboxIndex('S1', 'S1'),
       k.dirty('S1'),
       k.due('S1'),
       k.batch('S1', 'abc'),
@@ -262,6 +264,16 @@ describe('Redis names', () => {
     for (const key of keys) expect(key.startsWith('t:{S1}:')).toBe(true);
     expect(new Set(keys).size).toBe(keys.length);
     expect(k.work(3)).toBe('t:{t:w3}:');
+  });
+
+  it("keeps a store's limits and idempotency records in its slot, outside the prefix its deletion removes", () => {
+    const k = redisKeys('t');
+    const keys = [k.ingestBudget('S1'), k.idempotency('S1', 'batch-abc')];
+    expect(k.idempotency('S1', 'batch-abc')).toBe('t:idem:{S1}:batch-abc');
+    for (const key of keys) {
+      expect(keySlot(key)).toBe(keySlot(k.tag('S1')));
+      expect(key.startsWith(k.tag('S1'))).toBe(false);
+    }
   });
 
   it("tells the store ids that can be the hash tag of the installation's own keys, for any KEY_PREFIX", () => {

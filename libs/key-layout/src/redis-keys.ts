@@ -9,6 +9,8 @@
  *   <p>:{S}:sealed           list of sealed, not yet folded bucket seqs, oldest first
  *   <p>:{S}:folded           foldedThrough: the last bucket seq folded completely
  *   <p>:{S}:o:<pk>           row outbox: `<seq>|<dayKey>|<metric>` -> integer
+ *   <p>:{S}:om:<pk>          the outbox's merge index (OUTBOX_MERGE): `<dayKey>|<metric>` -> seq of the row's entry of
+ *                            that day and metric that no writer has read yet, which a fold adds into
  *   <p>:{S}:dirty            zset pk -> when the row's oldest unwritten count was folded (ms)
  *   <p>:{S}:due              zset pk -> when the row should be flushed (ms), by its flush policy; for an idle row an
  *                            alarm at or before that time (see dueLater)
@@ -33,12 +35,15 @@
  *                            on a change): @tally/client rolls the store's batches up in it, as the collector does
  *   <p>:{S}:f                the fence of the dynamo-writer and the bucket-aggregator, written right before their
  *                            WAIT for Redis replicas (REDIS_WAIT_REPLICAS; expires a minute after the store's last
- *                            flush or batch)
+ *                            flush or batch); the collector's and @tally/client's too, for an idempotency record
  *
- * Keys of a store's limits, in the store's slot but outside its `<p>:{S}:` prefix (no script of BucketStore's touches them):
+ * Keys of a store's limits and its callers' idempotency keys, in the store's slot but outside its `<p>:{S}:` prefix (no
+ * script of BucketStore's touches them, and deleting the store or erasing a visitor leaves them to expire):
  *   <p>:ingest-budget:{S}    the store's ingest budget: a token bucket hash shared by every collector (ingest-budget.ts)
  *   <p>:query-rate:{S}       the store's query rate limit: the count of the current window, shared by every query-API
  *                            replica (libs/http rate-limit.ts)
+ *   <p>:idem:{S}:<batchId>   an Idempotency-Key's record: its batch's fingerprint (libs/intake; expires two dedupe
+ *                            windows and the slack after it was bound)
  *
  * The sealer's work set, one per shard W (storeShard of the store; QUEUE_SHARDS shards), all in W's own slot:
  *   <p>:{<p>:wW}:active      zset store -> mark (a new one after every apply): stores with anything not yet written
@@ -62,6 +67,7 @@ export const REDIS_SUFFIX = {
   sealed: 'sealed',
   folded: 'folded',
   outbox: 'o:',
+  outboxIndex: 'om:',
   dirty: 'dirty',
   due: 'due',
   dueLater: 'dl',
@@ -123,6 +129,8 @@ export function redisKeys(prefix = 't') {
     sealed: (s: string) => tag(s) + S.sealed,
     folded: (s: string) => tag(s) + S.folded,
     outbox: (s: string, pk: string) => tag(s) + S.outbox + pk,
+    /** The row outbox's merge index (OUTBOX_MERGE): day and metric -> the seq of its entry no writer has read yet. */
+    outboxIndex: (s: string, pk: string) => tag(s) + S.outboxIndex + pk,
     dirty: (s: string) => tag(s) + S.dirty,
     due: (s: string) => tag(s) + S.due,
     dueLater: (s: string) => tag(s) + S.dueLater,
@@ -150,6 +158,8 @@ export function redisKeys(prefix = 't') {
     topHistory: `${prefix}:top-history`,
     /** The store's ingest budget, a token bucket shared by every collector. */
     ingestBudget: (s: string) => `${prefix}:ingest-budget:{${s}}`,
+    /** The record of the store's Idempotency-Key that gives batch `batchId` (libs/intake): its fingerprint. */
+    idempotency: (s: string, batchId: string) => `${prefix}:idem:{${s}}:${batchId}`,
     /** What the query rate limit's counts are named by: `<p>:query-rate:` + `{S}` (the store's hash tag). */
     queryRatePrefix: `${prefix}:query-rate:`,
     /** The fence of the writer and the aggregator: written before their WAIT for Redis replicas, so the WAIT covers the store's writes. */
