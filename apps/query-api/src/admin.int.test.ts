@@ -1,9 +1,11 @@
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { Writable } from 'node:stream';
-import { BucketEraser } from '@tally/buckets';
+import { BucketEraser, BucketStore } from '@tally/buckets';
 import { keyInfoSchema, storeDeletionSchema, tenantSchema, VISITOR_ID_PATTERN, visitorErasureSchema } from '@tally/contracts';
+import { createDynamoMeter } from '@tally/dynamo';
 import { PROBLEM_SCHEMA } from '@tally/http';
 import { createLogger } from '@tally/observability';
+import { HistoryMemo } from '@tally/query';
 import {
   closeQueues,
   createQueues,
@@ -17,10 +19,11 @@ import {
 } from '@tally/queues';
 import { ID_PATTERN, keptForWindow, redisKeys, sharesInternalHashTag, STORE_ID_PATTERN } from '@tally/key-layout';
 import { createTenant, deleteStore, getTenant, issueKey } from '@tally/tenants';
+import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { openApi31Errors } from '@tally/testing';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, order, useFixture, view } from '../test/fixture';
+import { bearer, order, times, useFixture, view } from '../test/fixture';
 import type { AdminDeps } from './admin.route';
 import type { QueryApiApp } from './app';
 
@@ -212,12 +215,14 @@ describe("a store's admin routes", () => {
       currency: 'USD',
       historyMonths: null,
     });
-    // From 13 months to for ever: the restamp of its visitor items is scheduled (restamp.int.test.ts).
+    // From 13 months to for ever: the restamp of its visitor items is scheduled (restamp.int.test.ts), and the first
+    // day those 13 months kept is the first of its visitors' history from now on (retention.int.test.ts).
     expect(patched.json()).toEqual({
       store: 'SHOP_NEW',
       timeZone: 'America/New_York',
       currency: 'USD',
       createdAt: expect.any(String),
+      historyTrimmedBefore: expect.stringMatching(/^\d{4}-\d{2}-01$/),
       retentionRestampAt: expect.any(String),
     });
     expect((await call(app, 'GET', '/v1/admin/store', admin)).json()).toMatchObject({ timeZone: 'America/New_York' });
@@ -291,6 +296,42 @@ describe('erasing a visitor', () => {
     expect((await storeViews()).points[0].values.ViewCount).toBe(before.points[0].values.ViewCount + 1);
     expect(expectProblem(await call(app, 'DELETE', '/v1/visitors/V1', adminA), 404).code).toBe('TALLY_ERR_NOT_FOUND');
     expect(expectProblem(await call(app, 'DELETE', '/v1/visitors/NEVER_SEEN', adminA), 404).code).toBe('TALLY_ERR_NOT_FOUND');
+  });
+});
+
+describe('erasing a visitor of a rules file that ranks visitors', () => {
+  it('takes them out of the top lists: no erased id is listed, nor keeps a visitor with counts out', async () => {
+    const rules = compileRules({
+      ...defaultRules,
+      entities: { ...defaultRules.entities, visitor: { ...defaultRules.entities.visitor, rank: true } },
+    });
+    const buckets = new BucketStore({ redis: f.redis, rules, prefix: 'qh' });
+    const store = 'SHOP_HT';
+    const storeKeys = await f.tenant(store);
+    const adminKey = await issueKey(f.db, store, ['admin'], 'admin');
+    const t = new Date(Date.now() - 60_000).toISOString();
+    // E1 and E2 viewed most; REAL viewed once.
+    const events = [...times(9, () => view(t, 'P1', 'E1')), ...times(8, () => view(t, 'P1', 'E2')), view(t, 'P1', 'REAL')];
+    await buckets.registerStore(store);
+    expect(
+      (await buckets.apply(store, 'h1', rollup(rules, store, 'UTC', events), { now: Date.now(), dedupeTtlSeconds: 3_600 })).applied,
+    ).toBe(true);
+    const deps = adminDeps(undefined);
+    const ranked = await f.app({
+      query: { buckets, dynamo: { client: f.client, table: f.table, meter: createDynamoMeter() }, rules, historyMemo: new HistoryMemo() },
+      admin: { ...deps, erasure: { ...deps.erasure, eraser: new BucketEraser({ redis: f.redis, buckets }) } },
+    });
+    const top = async (limit: number) =>
+      (await call(ranked, 'GET', `/v1/top?entity=visitor&metric=ViewCount&range=last30d&limit=${limit}`, storeKeys.read)).json();
+    expect((await top(3)).items.map((x: { id: string }) => x.id)).toEqual(['E1', 'E2', 'REAL']);
+
+    for (const v of ['E1', 'E2']) expect((await call(ranked, 'DELETE', `/v1/visitors/${v}`, adminKey)).statusCode).toBe(200);
+
+    // The erased ids are gone from the list, and the one visitor left with counts is the top one.
+    expect({ limit1: (await top(1)).items, limit3: (await top(3)).items }).toEqual({
+      limit1: [{ id: 'REAL', value: 1 }],
+      limit3: [{ id: 'REAL', value: 1 }],
+    });
   });
 });
 

@@ -77,7 +77,9 @@ const admin = {
       buckets: new BucketStore({ redis: adminRedis, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS }),
     }),
     ...storeWorkQueues(adminQueues),
+    // At least the aggregators' window, which they publish: it is read at each deletion and erasure.
     tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
+    onWindowDiffers: (line: string) => log.warn(line),
     activeJobsTimeoutMs: config.ADMIN_JOBS_TIMEOUT_MS,
   },
   maintenance: adminQueues,

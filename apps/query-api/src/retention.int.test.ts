@@ -2,9 +2,9 @@ import { DeleteItemCommand, GetItemCommand, QueryCommand } from '@aws-sdk/client
 import { createDynamoMeter, writeRow } from '@tally/dynamo';
 import { dateOf, EXPIRES_ATTR, toEpochDay } from '@tally/key-layout';
 import { clampToRetention, QueryError, readTotals, resolveMetrics } from '@tally/query';
-import { createTenantDirectory, updateTenant, visitorExpiry } from '@tally/tenants';
+import { changeTenant, createTenantDirectory, getTenant, restampRetention, updateTenant, visitorExpiry } from '@tally/tenants';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { bearer, useFixture, view } from '../test/fixture';
+import { bearer, times, useFixture, view } from '../test/fixture';
 import type { QueryApiApp } from './app';
 
 // Visitor-history retention: the writer sets a DynamoDB TTL on a visitor's items, and queries and segment rules
@@ -176,7 +176,7 @@ describe('a raised history limit', () => {
     expect(await of(false)).toBe(4n); // Y2024 of TOTAL: for entities whose months never expire, the same as their sum
     // The longest window (1,200 months) is 1,200 month items a row: one visitor fits the default maximum of 2,000
     // items per query, two are refused before anything is read, as is one under a lower configured maximum.
-    const longest = clampToRetention('all', 1200, 'UTC', now);
+    const longest = clampToRetention('all', { historyMonths: 1200 }, 'UTC', now);
     const one = await readTotals(deps, { store: 'SHOP_RH', pks: [PK], metrics, range: longest, yearsFromMonths: true });
     expect({ value: one.rows[0]!.values['ViewCount'], requests: one.dynamoRequests }).toEqual({ value: 2n, requests: 12 });
     const refused = async (d: typeof deps & { maxItemsPerQuery?: number }, pks: string[]) =>
@@ -204,5 +204,84 @@ describe('a raised history limit', () => {
   // GET /v1/totals reads through readTotals too (on the old code it answered TOTAL's 4).
   it('GET /v1/totals of a visitor agrees with its series and segments', async () => {
     expect((await get('/v1/totals?entity=visitor&ids=V2&range=allTime&metrics=ViewCount')).items[0].values.ViewCount).toBe(2);
+  });
+});
+
+describe('a history limit lifted (historyMonths -> for ever)', () => {
+  // SHOP_RF keeps one month of visitor history. V1 viewed 5 times in December 2024 (TTL has deleted that month), 3
+  // times in February 2025 (due when the limit is lifted, but TTL lags: DynamoDB still holds it) and twice in March.
+  // On 2025-03-20 the operator lifts the limit and the restamp removes every stamp. The visitor's TOTAL item still
+  // holds all 10 views: the first day the limit kept then, 2025-03-01, stays the first day of V1's history.
+  const LIFTED_AT = Date.parse('2025-03-20T12:00:00Z');
+  const now = Date.parse('2025-04-19T12:00:00Z');
+  const PK = 'SHOP_RF#visitor#V1';
+  let rf: QueryApiApp;
+  let rfKey: string;
+  const get = async (url: string) => (await rf.inject({ method: 'GET', url, headers: bearer(rfKey) })).json();
+  const allTime = async () => (await get('/v1/totals?entity=visitor&ids=V1&range=allTime&metrics=ViewCount')).items[0].values.ViewCount;
+  const points = async (query: string) =>
+    (await get(`/v1/series?entity=visitor:V1&metrics=ViewCount&${query}`)).points.map(
+      (p: { period: string; values: { ViewCount: number } }) => [p.period, p.values.ViewCount],
+    );
+  const segment = async () =>
+    (
+      await rf.inject({
+        method: 'POST',
+        url: '/v1/segments/evaluate',
+        headers: bearer(rfKey),
+        payload: { visitor: 'V1', segments: [{ name: 'loyal', rules: [{ metric: 'ViewCount', range: 'allTime', op: '>=', value: 5 }] }] },
+      })
+    ).json().segments[0];
+
+  beforeAll(async () => {
+    rfKey = (await f.tenant('SHOP_RF')).read;
+    await updateTenant(f.db, 'SHOP_RF', { historyMonths: 1 });
+    await f.apply('SHOP_RF', 'UTC', [
+      ...times(5, () => view('2024-12-05T10:00:00Z', 'P1', 'V1')),
+      ...times(3, () => view('2025-02-10T10:00:00Z', 'P1', 'V1')),
+      ...times(2, () => view('2025-03-10T10:00:00Z', 'P1', 'V1')),
+    ]);
+    await flushAsWriter('SHOP_RF', LIFTED_AT);
+    expect(await expireAsTtl(PK, Date.parse('2025-02-01T00:00:00Z'))).toEqual(['M2024-12']);
+    rf = await f.app({ now: () => LIFTED_AT });
+    expect({ allTime: await allTime(), segment: (await segment()).rules[0].actual }).toEqual({ allTime: 2, segment: 2 });
+
+    // The operator lifts the limit; the restamp runs (as the dynamo-writer would, after its settle time).
+    await changeTenant(f.db, 'SHOP_RF', { historyMonths: null }, { now: () => LIFTED_AT });
+    await restampRetention(f.db, 'SHOP_RF', { settleMs: 0, now: () => LIFTED_AT });
+    expect(await attr(PK, 'M2025-02')).toBeUndefined(); // kept for ever now, though it had expired
+    // A view after the lift counts as any other.
+    await f.apply('SHOP_RF', 'UTC', [view('2025-04-15T10:00:00Z', 'P1', 'V1')]);
+    await flushAsWriter('SHOP_RF', now);
+    rf = await f.app({ now: () => now });
+  });
+
+  it('records the first day the limit kept on the tenant', async () => {
+    expect(await getTenant(f.db, 'SHOP_RF')).toMatchObject({ historyTrimmedBefore: '2025-03-01' });
+  });
+
+  it("counts no month the limit had expired: all time and years are V1's months kept, not TOTAL's 11", async () => {
+    expect(await allTime()).toBe(3);
+    expect(await points('range=allTime&granularity=year')).toEqual([['2025', 3]]);
+    expect(await points('from=2024-10-01&to=2025-04-19&granularity=month')).toEqual([
+      ['2025-03', 2],
+      ['2025-04', 1],
+    ]);
+    expect((await get('/v1/series?entity=visitor:V1&range=allTime&granularity=total&metrics=ViewCount')).totals.ViewCount).toBe(3);
+    expect((await get('/v1/series?entity=visitor:V1&range=thisYear&granularity=total&metrics=ViewCount')).totals.ViewCount).toBe(3);
+    // A range wholly before the first day kept is refused, as under a limit.
+    const before = await rf.inject({
+      method: 'GET',
+      url: '/v1/series?entity=visitor:V1&from=2024-12-01&to=2025-02-28&metrics=ViewCount',
+      headers: bearer(rfKey),
+    });
+    expect({ status: before.statusCode, field: before.json().field }).toEqual({ status: 400, field: 'from' });
+    // Other entities never expired anything: all time is TOTAL's.
+    expect((await get('/v1/totals?entity=product&ids=P1&range=allTime&metrics=ViewCount')).items[0].values.ViewCount).toBe(11);
+  });
+
+  it('segment rules on all time do not match on the expired views', async () => {
+    const seg = await segment();
+    expect({ matched: seg.matched, actual: seg.rules[0].actual }).toEqual({ matched: false, actual: 3 });
   });
 });

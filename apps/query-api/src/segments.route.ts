@@ -18,7 +18,7 @@ export const segmentsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = asyn
   const { rules } = ctx.query;
 
   app.post('/segments/evaluate', { schema: segmentsRouteSchema }, async (req) => {
-    const { store, timeZone, historyMonths } = principalOf(req);
+    const { store, timeZone, historyMonths, historyTrimmedBefore } = principalOf(req);
     const { visitor, segments } = req.body;
     const spec = rules.rules.entities[VISITOR_ENTITY];
     if (!Object.hasOwn(rules.rules.entities, VISITOR_ENTITY) || spec?.key.length !== 1) {
@@ -39,7 +39,8 @@ export const segmentsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = asyn
       now,
       segments,
       cacheTtlSeconds: ctx.limits.sessionIdleSeconds,
-      ...(historyMonths !== undefined ? { historyMonths } : {}),
+      historyMonths,
+      historyTrimmedBefore,
     });
     ctx.metrics.segmentCache.inc({ result: r.cache });
     return {

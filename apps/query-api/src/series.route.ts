@@ -1,5 +1,5 @@
 import { formatDate } from '@tally/key-layout';
-import { clampToRetention, readSeries, resolveRange } from '@tally/query';
+import { readSeries, resolveRange, retainedVisitorRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
@@ -10,7 +10,8 @@ import { VISITOR_ENTITY } from './segments.route';
 /**
  * GET /v1/series: one entity over a range. Day and month granularity read the range's month items with one
  * Query; year and all-time totals read the TOTAL item; granularity total over dates reads the coarsest items. A
- * visitor under a history limit has its range clamped to it and its year points summed from the kept month items.
+ * visitor of a store that keeps (or kept) a history limit has its range clamped to the first day kept and its year
+ * points summed from the kept month items.
  */
 export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
   const { rules } = ctx.query;
@@ -22,7 +23,8 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
       : undefined;
 
   app.get('/series', { schema: seriesRouteSchema, config: { unknownHint } }, async (req) => {
-    const { store, timeZone, historyMonths } = principalOf(req);
+    const principal = principalOf(req);
+    const { store, timeZone } = principal;
     const q = req.query;
     const entityRaw = q.entity ?? 'store';
     const entity = parseEntity(rules, store, entityRaw);
@@ -34,15 +36,15 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const { range: asked, name } = resolveRange(q, timeZone, now, granularity === 'total' && noRange ? 'allTime' : 'last30d');
     // A visitor's history is counted only within the store's retention (never from TOTAL, which holds expired months:
     // years are summed from the months kept).
-    const limited = entity.entity === VISITOR_ENTITY && historyMonths !== undefined;
-    const range = limited ? clampToRetention(asked, historyMonths, timeZone, now) : asked;
+    const { range, yearsFromMonths } =
+      entity.entity === VISITOR_ENTITY ? retainedVisitorRange(asked, principal, timeZone, now) : { range: asked, yearsFromMonths: false };
     const { points, totals, estimated, dynamoRequests } = await readSeries(ctx.query, {
       store,
       pk: entity.pk,
       metrics,
       range,
       granularity,
-      yearsFromMonths: limited,
+      yearsFromMonths,
     });
     return {
       store,

@@ -15,17 +15,18 @@ export const topRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (ap
   const { rules } = ctx.query;
 
   app.get('/top', { schema: topRouteSchema }, async (req) => {
-    const { store, timeZone, historyMonths } = principalOf(req);
+    const principal = principalOf(req);
+    const { store, timeZone } = principal;
     const q = req.query;
     // A metric the entity does not count would rank nothing: 400. An entity without rankings is readTop's 400.
     const { name: entity, spec } = entityOf(rules, q.entity, 'entity');
     if (spec.rank) checkCountedMetric(rules, entity, q.metric, 'metric');
     const now = ctx.now();
     const { range: asked, name } = resolveRange(q, timeZone, now, 'last30d');
-    // A ranked visitor entity under a history limit: only the days kept are ranked and summed, as totals reads them
-    // (allTime stays readTop's 400). No yearsFromMonths: a top list's range, at most MAX_TOP_DAYS days, never covers a
-    // whole year, so it never reads a year cell of TOTAL.
-    const range = entity === VISITOR_ENTITY && asked !== 'all' ? clampToRetention(asked, historyMonths, timeZone, now) : asked;
+    // A ranked visitor entity under a history limit (or after one): only the days kept are ranked and summed, as totals
+    // reads them (allTime stays readTop's 400). No yearsFromMonths: a top list's range, at most MAX_TOP_DAYS days, never
+    // covers a whole year, so it never reads a year cell of TOTAL.
+    const range = entity === VISITOR_ENTITY && asked !== 'all' ? clampToRetention(asked, principal, timeZone, now) : asked;
     const top = await readTop(ctx.query, { store, entity: q.entity, metric: q.metric, range, limit: q.limit, timeZone, now });
     const scale = rules.scaleOf(q.metric);
     return {

@@ -1,5 +1,5 @@
 import { formatDate } from '@tally/key-layout';
-import { clampToRetention, readTotals, resolveRange } from '@tally/query';
+import { readTotals, resolveRange, retainedVisitorRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
@@ -12,17 +12,18 @@ export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
   const { rules } = ctx.query;
 
   app.get('/totals', { schema: totalsRouteSchema }, async (req) => {
-    const { store, timeZone, historyMonths } = principalOf(req);
+    const principal = principalOf(req);
+    const { store, timeZone } = principal;
     const q = req.query;
     const refs = parseEntityIds(rules, store, q.entity, q.ids, ctx.limits.maxEntitiesPerRequest);
     const entity = refs[0]!.entity;
     const metrics = parseMetrics(rules, entity, q.metrics);
     const now = ctx.now();
     const { range: asked, name } = resolveRange(q, timeZone, now, 'last30d');
-    const range = entity === VISITOR_ENTITY ? clampToRetention(asked, historyMonths, timeZone, now) : asked;
-    // A visitor under a history limit: whole years from the kept month items, never TOTAL's year cells, which still
-    // hold months the store no longer keeps (as series by year and segments read them).
-    const yearsFromMonths = entity === VISITOR_ENTITY && historyMonths !== undefined;
+    // A visitor's history is counted only from the first day the store keeps, whole years from the kept month items,
+    // never TOTAL's year cells, which still hold months the store no longer keeps (as series by year and segments).
+    const { range, yearsFromMonths } =
+      entity === VISITOR_ENTITY ? retainedVisitorRange(asked, principal, timeZone, now) : { range: asked, yearsFromMonths: false };
     const r = await readTotals(ctx.query, { store, pks: refs.map((x) => x.pk), metrics, range, yearsFromMonths });
     return {
       store,

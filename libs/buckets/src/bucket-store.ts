@@ -78,6 +78,13 @@ export interface BucketStoreOptions {
   rankTtlSeconds?: number;
   /** How long a row's cache version outlives its last ack (longer than any cached history). Default 2 days. */
   cacheVersionTtlSeconds?: number;
+  /**
+   * OUTBOX_MERGE of the config (the folds of this instance): the counts folded into a row since a writer last read it
+   * are added into the outbox entries of the first such fold, one per day and metric, instead of making entries per
+   * bucket and metric (FOLD in scripts.ts). Only with writers that fence their reads (READ_OUTBOX with the rows'
+   * merge seqs): a writer of an earlier version may be writing an entry a fold adds into. Default false.
+   */
+  mergeOutbox?: boolean;
 }
 
 const DAY_SECONDS = 86_400;
@@ -302,6 +309,7 @@ export class BucketStore {
   private readonly rules: CompiledRules;
   private readonly rankTtlSeconds: number;
   private readonly cacheVersionTtlSeconds: number;
+  private readonly mergeOutbox: boolean;
   /**
    * The open bucket's seq last seen per store: scripts that touch the open bucket's keys are called with the keys
    * of this seq and answer `stale` (nothing done) when the store moved on. A hint only: never trusted for counts.
@@ -321,6 +329,7 @@ export class BucketStore {
     this.sketches = new SketchStore({ redis: opts.redis, prefix: opts.prefix });
     this.rankTtlSeconds = opts.rankTtlSeconds ?? RANK_TTL_DAYS * DAY_SECONDS;
     this.cacheVersionTtlSeconds = opts.cacheVersionTtlSeconds ?? 2 * DAY_SECONDS;
+    this.mergeOutbox = opts.mergeOutbox ?? false;
   }
 
   private run<K extends string, A extends string, R>(
@@ -1068,8 +1077,18 @@ export class BucketStore {
         openRows: this.keys.bucketRows(store, openEpoch),
         tombstone: this.keys.tombstone(store),
         dueLater: this.keys.dueLater(store),
+        mergeSeqs: this.keys.mergeSeqs(store),
       },
-      args: { seq, now, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, leaseMs, rowCount: pks.length },
+      args: {
+        seq,
+        now,
+        openEpoch,
+        report: report ? '1' : '0',
+        dueLimit: DUE_LIMIT,
+        leaseMs,
+        merge: this.mergeOutbox ? '1' : '0',
+        rowCount: pks.length,
+      },
       tail: { keys, args },
     };
   }
@@ -1098,12 +1117,20 @@ export class BucketStore {
     return due.map((pk, i) => ({ pk, firstDirty: firsts[i] === null ? now : Number(firsts[i]) }));
   }
 
-  /** The writer's read: the row's outbox entries of completely folded buckets. */
+  /**
+   * The writer's read: the row's outbox entries of completely folded buckets, which from then on no fold adds into
+   * (the row's merge seq goes with them, see READ_OUTBOX): write them, then ack them.
+   */
   async readOutbox(store: string, pk: string): Promise<OutboxRead> {
     const flat = await this.run(
       READ_OUTBOX,
-      { folded: this.keys.folded(store), outbox: this.keys.outbox(store, pk), tombstone: this.keys.tombstone(store) },
-      {},
+      {
+        folded: this.keys.folded(store),
+        outbox: this.keys.outbox(store, pk),
+        tombstone: this.keys.tombstone(store),
+        mergeSeqs: this.keys.mergeSeqs(store),
+      },
+      { pk },
     );
     const folded = flat[0];
     const foldedThrough = folded === '' || folded === undefined ? -1 : Number(folded);
@@ -1134,6 +1161,7 @@ export class BucketStore {
       counts: this.keys.counts(store),
       tombstone: this.keys.tombstone(store),
       dueLater: this.keys.dueLater(store),
+      mergeSeqs: this.keys.mergeSeqs(store),
     };
     return Number(
       await this.run(
@@ -1232,6 +1260,20 @@ export class BucketStore {
     const out: Array<{ member: string; score: number }> = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ member: flat[i]!, score: Number(flat[i + 1]) });
     return out.sort((a, b) => b.score - a.score || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0));
+  }
+
+  /**
+   * The daily ranking zsets of `dayKeys` that row `pk` can be a member of, and its member in them: one per unkeyed
+   * metric its entity counts (applyRows ranks a row's fields without a sub-key); undefined for a row of an entity the
+   * rules do not rank.
+   */
+  rankingsOf(store: string, pk: string, dayKeys: readonly string[]): { member: string; keys: string[] } | undefined {
+    const rank = this.rules.rankOfPk(pk);
+    if (!rank) return undefined;
+    const metrics = new Set<string>();
+    for (const type of this.rules.eventTypes.values())
+      for (const c of type.counters) if (c.entity === rank.entity && c.by === undefined) metrics.add(c.attrMetric);
+    return { member: rank.member, keys: dayKeys.flatMap((d) => [...metrics].map((m) => this.keys.rank(store, d, m, rank.entity))) };
   }
 
   async touchCache(store: string, pk: string, ttlSeconds: number): Promise<void> {

@@ -1,9 +1,11 @@
 import { keySlot } from '@tally/key-layout';
+import { compileRules } from '@tally/schema';
 import { startRedisCluster, type RedisClusterHandle } from '@tally/testing';
 import { Cluster, Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BucketStore } from './bucket-store';
 import { BucketEraser } from './erasure';
+import { recordTopHistory } from './top-history';
 import { testRules } from './test-store';
 
 // deleteStoreKeys on a Redis Cluster while the store's slot is resharded (docs/DESIGN.md "Privacy").
@@ -128,5 +130,25 @@ describe('deleteStoreKeys on a Redis Cluster', () => {
     expect(await keysOnNodes('t:{S}:*')).toEqual(['t:{S}:x']);
     expect(await keysOnNodes(`t:{${OTHER}}:*`)).toEqual(otherKeys);
     expect(await c.exists(...otherKeys)).toBe(otherKeys.length);
+  }, 120_000);
+});
+
+describe('eraseRow on a Redis Cluster', () => {
+  it("takes a ranked visitor out of the store's rankings (in the store's slot; the aggregators' record in another)", async () => {
+    const rules = compileRules({
+      ...testRules.rules,
+      entities: { ...testRules.rules.entities, visitor: { ...testRules.rules.entities.visitor!, rank: true } },
+    });
+    const ranked = new BucketStore({ redis: c, rules, prefix: 't' });
+    const now = Date.UTC(2023, 4, 3, 12); // 2023-123
+    expect(keySlot(ranked.keys.topHistory)).not.toBe(SLOT);
+    await recordTopHistory(c, ranked.keys.topHistory, 100, now);
+    const rows = new Map([
+      ['S#visitor#V1', new Map([['2023-123|v', 3n]])],
+      ['S#visitor#V2', new Map([['2023-123|v', 1n]])],
+    ]);
+    await ranked.apply('S', 'a', rows, { now, dedupeTtlSeconds: 60 });
+    await new BucketEraser({ redis: c, buckets: ranked }).eraseRow('S', 'S#visitor#V1', { until: now + 10_000, ttlSeconds: 60, now });
+    expect(await ranked.top('S', 'visitor', 'v', ['2023-123'], 10)).toEqual([{ member: 'V2', score: 1 }]);
   }, 120_000);
 });

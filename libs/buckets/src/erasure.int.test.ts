@@ -1,8 +1,9 @@
+import { dayKey, fromEpochDay } from '@tally/key-layout';
 import { compileRules, defaultRules, distinctMember, flattenDistinct, rollup, rollupDistinct, type RowDeltas } from '@tally/schema';
 import { startRedis, type RedisHandle } from '@tally/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BucketEraser, BucketStore } from './index';
+import { BucketEraser, BucketStore, recordTopHistory } from './index';
 
 // Tombstones and erasure on the Redis side (docs/DESIGN.md "Privacy").
 let server: RedisHandle;
@@ -190,25 +191,57 @@ describe('an erased row', () => {
 });
 
 describe('an erased row of a ranked entity', () => {
-  it('is neither counted nor ranked, in a batch that ranks other members of the same rankings', async () => {
-    const ranked = compileRules({
-      ...defaultRules,
-      entities: { ...defaultRules.entities, visitor: { ...defaultRules.entities.visitor, rank: true } },
-    });
+  const ranked = compileRules({
+    ...defaultRules,
+    entities: { ...defaultRules.entities, visitor: { ...defaultRules.entities.visitor, rank: true } },
+  });
+  const now = Date.UTC(2023, 4, 3, 12); // 2023-123
+  /** The day `n` days from `now`'s (UTC). */
+  const day = (n: number) => dayKey(fromEpochDay(Math.floor(now / 86_400_000) + n));
+
+  it('leaves every ranking it was in, is neither counted nor ranked by a batch after, and the other members stay', async () => {
     const store = new BucketStore({ redis, rules: ranked, prefix: 't' });
-    const two = deltas({ 'S#visitor#V1': { '2023-123|v': 5, '2023-124|v': 1 }, 'S#visitor#V2': { '2023-123|v': 2 } });
-    await store.apply('S', 'a', two, { now: 1_000, dedupeTtlSeconds: 60 });
-    expect(await store.top('S', 'visitor', 'v', ['2023-123', '2023-124'], 10)).toEqual([
+    // Today, tomorrow (an event within the clock skew), 130 days ago (an event accepted late: its ranking lives
+    // TOP_HISTORY_DAYS from this apply), and another metric.
+    const two = deltas({
+      'S#visitor#V1': { [`${day(0)}|v`]: 5, [`${day(1)}|v`]: 1, [`${day(-130)}|v`]: 2, [`${day(0)}|o`]: 1 },
+      'S#visitor#V2': { [`${day(0)}|v`]: 2, [`${day(-130)}|v`]: 1 },
+    });
+    await store.apply('S', 'a', two, { now, dedupeTtlSeconds: 60 });
+    expect(await store.top('S', 'visitor', 'v', [day(0), day(1)], 10)).toEqual([
       { member: 'V1', score: 6 },
       { member: 'V2', score: 2 },
     ]);
-    await redis.del('t:{S}:k:2023-123:v:visitor', 't:{S}:k:2023-124:v:visitor');
-    await new BucketEraser({ redis, buckets: store }).eraseRow('S', 'S#visitor#V1', { until: 10_000, ttlSeconds: 60 });
-    await store.apply('S', 'b', two, { now: 2_000, dedupeTtlSeconds: 60 });
+    const rankedEraser = new BucketEraser({ redis, buckets: store });
+    await rankedEraser.eraseRow('S', 'S#visitor#V1', { until: now + 10_000, ttlSeconds: 60, now });
+    expect(await store.top('S', 'visitor', 'v', [day(0), day(1)], 10)).toEqual([{ member: 'V2', score: 2 }]);
+    expect(await store.top('S', 'visitor', 'v', [day(-130)], 10)).toEqual([{ member: 'V2', score: 1 }]);
+    // A ranking it alone was in is gone.
+    expect(await redis.exists(`t:{S}:k:${day(1)}:v:visitor`, `t:{S}:k:${day(0)}:o:visitor`)).toBe(0);
+    expect(await rankedEraser.unrankRow('S', 'S#visitor#V1', { windowSeconds: 60, now })).toBe(0);
+
+    await store.apply('S', 'b', two, { now: now + 1_000, dedupeTtlSeconds: 60 });
     expect((await store.snapshot('S', ['S#visitor#V1']))[0]!.entries).toEqual([]);
-    expect(await store.top('S', 'visitor', 'v', ['2023-123', '2023-124'], 10)).toEqual([{ member: 'V2', score: 2 }]);
+    expect(await store.top('S', 'visitor', 'v', [day(0), day(1)], 10)).toEqual([{ member: 'V2', score: 4 }]);
     // A ranking only the erased row adds to is not created (nor given a TTL).
-    expect(await redis.exists('t:{S}:k:2023-124:v:visitor')).toBe(0);
+    expect(await redis.exists(`t:{S}:k:${day(1)}:v:visitor`, `t:{S}:k:${day(0)}:o:visitor`)).toBe(0);
+  });
+
+  it('leaves the rankings of every day an aggregator keeping them longer (its TOP_HISTORY_DAYS recorded) may still hold', async () => {
+    const store = new BucketStore({ redis, rules: ranked, prefix: 't', rankTtlSeconds: 400 * 86_400 });
+    await recordTopHistory(redis, store.keys.topHistory, 400, now - 500 * 86_400_000);
+    // An event accepted 3,650 days late (LATENESS_HORIZON_DAYS' maximum) 380 days ago: its day's ranking lives until
+    // 20 days from now. Under the default 100 days it would have gone.
+    const old = deltas({ 'S#visitor#V1': { [`${day(-4_030)}|v`]: 1 }, 'S#visitor#V2': { [`${day(-4_030)}|v`]: 1 } });
+    await store.apply('S', 'a', old, { now: now - 380 * 86_400_000, dedupeTtlSeconds: 60 });
+    await new BucketEraser({ redis, buckets: store }).eraseRow('S', 'S#visitor#V1', { until: now + 10_000, ttlSeconds: 60, now });
+    expect(await redis.zrange(`t:{S}:k:${day(-4_030)}:v:visitor`, 0, -1)).toEqual(['V2']);
+  });
+
+  it('of an entity the rules do not rank touches no ranking', async () => {
+    await redis.zadd(`t:{S}:k:${day(0)}:v:visitor`, 1, 'V1');
+    expect(await eraser.unrankRow('S', 'S#visitor#V1', { windowSeconds: 60, now })).toBe(0);
+    expect(await redis.zrange(`t:{S}:k:${day(0)}:v:visitor`, 0, -1)).toEqual(['V1']);
   });
 });
 

@@ -1,20 +1,22 @@
-import { WORK_SUFFIX, keptForWindow, keySlot } from '@tally/key-layout';
+import { WORK_SUFFIX, dayKey, fromEpochDay, keptForWindow, keySlot, publishedWindowSeconds } from '@tally/key-layout';
 import type { Cluster, Redis } from 'ioredis';
-import type { BucketStore } from './bucket-store';
-import { defineScript, runScript } from './script-table';
+import { RANK_TTL_DAYS, type BucketStore } from './bucket-store';
+import { defineScript, runScript, runScripts } from './script-table';
+import { readTopHistory } from './top-history';
 
 /**
- * ERASE one row (a visitor) from Redis and keep it erased: its outbox, its counts in the open and sealed buckets
- * (and its place in their row sets), its distinct-count sketches (`ur` and each unwritten field's `us`, `uh`: a
- * visitor entity given a `distinct` metric has its own), its dirty and due marks, its cached history (the cache
- * version is bumped, so a query that read DynamoDB before cannot store what it read), and an entry in the erased
- * rows until `untilMs`, which makes APPLY drop the row's counts and SKETCH_ADD its members (TOMBSTONES in scripts.ts).
+ * ERASE one row (a visitor) from Redis and keep it erased: its outbox (and its merge seq), its counts in the open and
+ * sealed buckets (and its place in their row sets), its distinct-count sketches (`ur` and each unwritten field's
+ * `us`, `uh`: a visitor entity given a `distinct` metric has its own), its dirty and due marks, its cached history
+ * (the cache version is bumped, so a query that read DynamoDB before cannot store what it read), and an entry in the
+ * erased rows until `untilMs`, which makes APPLY drop the row's counts and SKETCH_ADD its members (TOMBSTONES in
+ * scripts.ts).
  * The erased rows are a zset pk -> until (ms): the entries whose time has passed at `now` are pruned here (a hash
  * of an earlier version is made a zset of its live entries), so a store that erases more often than the window does
  * not keep every erased pk for ever; an erasure never moves a row's time earlier. Idempotent.
- * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, dueLater, sketchRows (`ur`), then per
- * bucket seq (the sealed ones, then the open one) its hash of the row and its row set, then per sketch field (the
- * members of `ur` the caller read) its `us` and `uh`. ARGV: pk, untilMs, ttlSeconds (of the erased rows: at least
+ * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, dueLater, sketchRows (`ur`),
+ * mergeSeqs, then per bucket seq (the sealed ones, then the open one) its hash of the row and its row set, then per
+ * sketch field (the members of `ur` the caller read) its `us` and `uh`. ARGV: pk, untilMs, ttlSeconds (of the erased rows: at least
  * this from now), cacheVersionTtlSeconds, sealedCount, now (ms), sketchCount, then the seqs ('' for no open one),
  * then the sketch fields. Returns {1, outbox counts, bucket counts (counts, not their limbs), cached (0|1), sketch
  * fields, epoch or '', the days of the outbox's counts (`YYYY-DDD`, each once)...}, or {0, epoch or '', sealed
@@ -24,7 +26,7 @@ import { defineScript, runScript } from './script-table';
 export const ERASE_ROW = defineScript<[1, number, number, number, number, string, ...string[]] | [0, string, ...string[]]>()({
   name: 'ERASE_ROW',
   shebang: '#!lua',
-  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater', 'sketchRows'],
+  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater', 'sketchRows', 'mergeSeqs'],
   args: ['pk', 'untilMs', 'ttlSeconds', 'cacheVersionTtlSeconds', 'sealedCount', 'now', 'sketchCount'],
   body: `
 local function expectType(key, want)
@@ -79,6 +81,7 @@ local legacy = erasedAs == 'hash' and redis.call('HGETALL', K.erased) or {}
 expectType(K.dirty, 'zset')
 expectType(K.due, 'zset')
 expectType(K.dueLater, 'hash')
+expectType(K.mergeSeqs, 'hash')
 expectType(K.counts, 'hash')
 local outboxDays = {}
 local outboxCounts = countsOf(K.outbox, 2, outboxDays)
@@ -122,6 +125,7 @@ redis.call('DEL', K.sketchRows)
 redis.call('ZREM', K.dirty, A.pk)
 redis.call('ZREM', K.due, A.pk)
 redis.call('HDEL', K.dueLater, A.pk)
+redis.call('HDEL', K.mergeSeqs, A.pk)
 -- As ACK_OUTBOX: a version that expired restarts at now (ms), never at 1, which a query's history memo may hold.
 if version then redis.call('INCR', K.cacheVersion) else redis.call('SET', K.cacheVersion, A.now) end
 redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
@@ -136,8 +140,37 @@ return reply
 `,
 });
 
+/**
+ * UNRANK a member (an erased visitor) from daily ranking zsets (top lists) of one store: ZREM from each that holds it.
+ * KEYS: the ranking zsets. ARGV: member. Every key's type is checked (ZSCORE) before the first write. Returns how many
+ * held it. Idempotent.
+ */
+const UNRANK = defineScript<number>()({
+  name: 'UNRANK',
+  shebang: '#!lua',
+  keys: [],
+  args: ['member'],
+  body: `
+local held = {}
+for k = KR, #KEYS do
+  if redis.call('ZSCORE', KEYS[k], A.member) then held[#held + 1] = KEYS[k] end
+end
+for _, key in ipairs(held) do redis.call('ZREM', key, A.member) end
+return #held
+`,
+});
+
 /** How long a row's cache version outlives its last bump (as BucketStore's default). */
 const CACHE_VERSION_TTL_SECONDS = 2 * 86_400;
+
+/**
+ * The most days late an event is accepted: LATENESS_HORIZON_DAYS' maximum (libs/config). A late event ranks its own
+ * day, whose ranking then lives TOP_HISTORY_DAYS from that apply.
+ */
+const MAX_LATENESS_DAYS = 3_650;
+
+/** Ranking zsets one UNRANK call takes: an erasure holds Redis up for a thousand ZSCOREs at a time, not for all. */
+const UNRANK_KEYS_PER_CALL = 1_000;
 
 /** What erasing one row removed from Redis. */
 export interface RowErasure {
@@ -189,6 +222,11 @@ export class BucketEraser {
    */
   async markStoreDeleted(store: string, ttlSeconds: number): Promise<void> {
     await this.redis.set(this.buckets.keys.tombstone(store), String(Date.now()), 'EX', keptForWindow(ttlSeconds));
+  }
+
+  /** The aggregators' DEDUPE_WINDOW_SECONDS as they publish it in Redis (libs/key-layout `dedupeWindow`), if they do. */
+  async publishedDedupeWindow(): Promise<number | undefined> {
+    return publishedWindowSeconds(await this.redis.get(this.buckets.keys.dedupeWindow));
   }
 
   /**
@@ -287,11 +325,12 @@ export class BucketEraser {
   }
 
   /**
-   * Erases one row (see ERASE_ROW) and keeps new counts and sketch members of it out until `until` (ms) plus the
+   * Erases one row (see ERASE_ROW), then takes it out of the top lists' rankings (unrankRow), and keeps new counts,
+   * rankings and sketch members of it out until `until` (ms) plus the
    * dedupe window's slack, the erased rows kept `ttlSeconds` (the dedupe window) plus that slack (libs/key-layout dedupe-window.ts):
    * a batch accepted before the erasure and let through by the aggregator's window check finds the entry. `now` (ms,
-   * default the clock) prunes the erased rows whose time has passed. Call it again after the row's DynamoDB items are
-   * deleted: a query that read them in between may have cached them.
+   * default the clock) prunes the erased rows whose time has passed, and dates the rankings. Call it again after the
+   * row's DynamoDB items are deleted: a query that read them in between may have cached them.
    */
   async eraseRow(store: string, pk: string, opts: { until: number; ttlSeconds: number; now?: number }): Promise<RowErasure> {
     const k = this.buckets.keys;
@@ -308,6 +347,7 @@ export class BucketEraser {
       epoch: k.epoch(store),
       dueLater: k.dueLater(store),
       sketchRows: this.buckets.sketches.rowsKey(store, pk),
+      mergeSeqs: k.mergeSeqs(store),
     };
     let layout = { epoch: (await this.redis.get(keys.epoch)) ?? '', sealed: await this.redis.lrange(keys.sealed, 0, -1) };
     for (let attempt = 0; attempt < 10; attempt++) {
@@ -336,6 +376,8 @@ export class BucketEraser {
         },
       );
       if (r[0] === 1) {
+        // No apply ranks the row from now on (the erased rows' entry): take it out of the rankings applies made before.
+        await this.unrankRow(store, pk, { windowSeconds: opts.ttlSeconds, now: opts.now });
         const [, outboxEntries, bucketEntries, cached, sketches, epoch, ...outboxDays] = r;
         return {
           outboxEntries: Number(outboxEntries),
@@ -350,5 +392,36 @@ export class BucketEraser {
       layout = { epoch, sealed };
     }
     throw new Error(`store ${store}: the bucket layout or the row's sketches moved 10 times during one erasure`);
+  }
+
+  /**
+   * Takes row `pk`, when the rules rank its entity, out of every daily ranking (top lists) it can be in: APPLY ranks
+   * the row's counts as it counts them, and leaves an erased row out only from its erasure on. The rankings are
+   * computed, not searched for (no SCAN): each metric the entity ranks (BucketStore.rankingsOf) on each day a ranking
+   * may still be kept of at `now` (ms, default the clock): from 2 days ahead (events up to 23 h in the future, in any
+   * time zone) back to the day of an event MAX_LATENESS_DAYS late, accepted up to `windowSeconds` (the dedupe window,
+   * and its slack: a batch is applied that long after its acceptance at most) before an apply as long ago as the
+   * aggregators keep a ranking (the longest TOP_HISTORY_DAYS they recorded, `<p>:top-history`, at least
+   * RANK_TTL_DAYS), a day more for time zones. UNRANK_KEYS_PER_CALL keys a call, the calls sent at once. Returns the
+   * number of rankings the member was taken out of. Idempotent.
+   */
+  async unrankRow(store: string, pk: string, opts: { windowSeconds: number; now?: number }): Promise<number> {
+    if (!this.buckets.rankingsOf(store, pk, [])) return 0;
+    const history = await readTopHistory(this.redis, this.buckets.keys.topHistory);
+    const back = Math.max(RANK_TTL_DAYS, ...history.keys()) + Math.ceil(keptForWindow(opts.windowSeconds) / 86_400) + MAX_LATENESS_DAYS + 1;
+    const today = Math.floor((opts.now ?? Date.now()) / 86_400_000);
+    const days = Array.from({ length: back + 3 }, (_, i) => dayKey(fromEpochDay(today + 2 - i)));
+    const { member, keys } = this.buckets.rankingsOf(store, pk, days)!;
+    const calls = Array.from({ length: Math.ceil(keys.length / UNRANK_KEYS_PER_CALL) }, (_, c) => ({
+      keys: {},
+      args: { member },
+      tail: { keys: keys.slice(c * UNRANK_KEYS_PER_CALL, (c + 1) * UNRANK_KEYS_PER_CALL) },
+    }));
+    let unranked = 0;
+    for (const reply of await runScripts(this.redis, UNRANK, calls)) {
+      if (reply instanceof Error) throw reply;
+      unranked += Number(reply);
+    }
+    return unranked;
   }
 }

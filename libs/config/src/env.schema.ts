@@ -142,7 +142,7 @@ const KEY_LOOKUP_TIMEOUT_MS = int(50, 60_000)
 const DEDUPE_WINDOW_SECONDS = int(60, 30 * 86_400)
   .default(86_400)
   .describe(
-    "How long a batch id is remembered from its apply, and a deleted store's or erased visitor's tombstone from the deletion; the aggregator keeps both 10% longer (at least 300 s more), so a batch it lets through just inside the window still finds them. An Idempotency-Key stays bound to the fingerprint of its events for two windows and that slack (a batch is applied within a window of its acceptance). The aggregator refuses, to the failed set, an events batch accepted longer ago (a replay, a stalled or queued job): keep it well above the longest queue backlog to ride out. The aggregators publish theirs in Redis; the collectors, @tally/client and the dlq tool follow it. Lower it on every aggregator at once (stop those on the longer window before starting the new ones): one still on the longer window would apply again a batch retried after the new window, whose record a new one kept only that long.",
+    "How long a batch id is remembered from its apply, and a deleted store's or erased visitor's tombstone from the deletion; the aggregator keeps both 10% longer (at least 300 s more), so a batch it lets through just inside the window still finds them. An Idempotency-Key stays bound to the fingerprint of its events for two windows and that slack (a batch is applied within a window of its acceptance). The aggregator refuses, to the failed set, an events batch accepted longer ago (a replay, a stalled or queued job): keep it well above the longest queue backlog to ride out. The aggregators publish theirs in Redis; the collectors, @tally/client and the dlq tool follow it, and the query API and the tenants tool keep the tombstones for it when it is longer than their own (saying so). Lower it on every aggregator at once (stop those on the longer window before starting the new ones): one still on the longer window would apply again a batch retried after the new window, whose record a new one kept only that long.",
   );
 const TOP_HISTORY_DAYS = int(31, 3_650)
   .default(100)
@@ -220,6 +220,11 @@ export const aggregatorEnv = shared.extend({
   AGGREGATOR_CONCURRENCY: int(1, 256).default(8).describe('Parallel `events` jobs per queue shard: up to this × QUEUE_SHARDS per process.'),
   DEDUPE_WINDOW_SECONDS,
   SEALER_ENABLED: bool.default(true).describe('Run the sealer (seal, fold, schedule flushes) in this process.'),
+  OUTBOX_MERGE: bool
+    .default(false)
+    .describe(
+      "Add the counts folded into a row since a dynamo-writer last read its outbox into the outbox entries of the first such fold, one per day and metric, instead of keeping an entry per bucket and metric until the row's flush: a product row flushed daily holds 3 entries at midnight instead of 128 (5.5 KB of Redis instead of 9.3, docs/SCALING.md). Flushes are not delayed: the entries keep the seq of that first fold's bucket. Turn it on only once every dynamo-writer, query API and tenants tool runs this version or later: an earlier writer reads the outbox without the fence that keeps folds out of the entries it is writing, and an earlier erasure leaves the visitor's merge seq behind, so counts would be lost. So upgrade those first, then the bucket-aggregators, then set it on the aggregators; before rolling any of them back, set it off on every aggregator (README \"Scaling\" says how to set it on again after). Outboxes folded either way are written alike.",
+    ),
   TOP_HISTORY_DAYS,
   JOB_LOCK_MS,
   REDIS_WAIT_REPLICAS,

@@ -31,6 +31,12 @@ export const tenantSchema = z
       .int()
       .optional()
       .describe('Months of visitor history kept (this month and the N - 1 before); absent = for ever'),
+    historyTrimmedBefore: z
+      .string()
+      .optional()
+      .describe(
+        'YYYY-MM-DD: visitor history before this day had expired when a history limit was lifted, and is never counted again (absent: no limit was ever lifted)',
+      ),
     ingestEventsPerSecond: z
       .number()
       .int()

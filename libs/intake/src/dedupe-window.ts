@@ -1,3 +1,4 @@
+import { publishedWindowSeconds } from '@tally/key-layout';
 import type { Redis } from 'ioredis';
 
 /** How long a read of the published window is trusted before it is read again. */
@@ -24,8 +25,7 @@ export function dedupeWindow(redis: Pick<Redis, 'get'>, key: string | undefined,
   let reading: Promise<number> | undefined;
   const read = async () => {
     let answered = true;
-    const published = Number((await redis.get(key!).catch(() => ((answered = false), null))) ?? Number.NaN);
-    seconds = Number.isSafeInteger(published) && published > 0 ? published : fallback;
+    seconds = publishedWindowSeconds(await redis.get(key!).catch(() => ((answered = false), null))) ?? fallback;
     until = performance.now() + (answered ? WINDOW_CACHE_MS : FAILED_READ_CACHE_MS);
     reading = undefined;
     return seconds;

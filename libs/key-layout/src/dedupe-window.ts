@@ -19,3 +19,12 @@ const DEDUPE_SLACK_MIN_SECONDS = 300;
 export function keptForWindow(windowSeconds: number): number {
   return windowSeconds + Math.max(DEDUPE_SLACK_MIN_SECONDS, Math.ceil(windowSeconds * DEDUPE_SLACK_FRACTION));
 }
+
+/**
+ * The window the aggregators publish in Redis (their DEDUPE_WINDOW_SECONDS at redisKeys `dedupeWindow`), from the
+ * value read there: its seconds, or undefined when none is published (or it is no positive whole number).
+ */
+export function publishedWindowSeconds(value: string | null | undefined): number | undefined {
+  const seconds = Number(value ?? Number.NaN);
+  return Number.isSafeInteger(seconds) && seconds > 0 ? seconds : undefined;
+}

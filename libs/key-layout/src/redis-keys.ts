@@ -9,13 +9,14 @@
  *   <p>:{S}:sealed           list of sealed, not yet folded bucket seqs, oldest first
  *   <p>:{S}:folded           foldedThrough: the last bucket seq folded completely
  *   <p>:{S}:o:<pk>           row outbox: `<seq>|<dayKey>|<metric>` -> integer
- *   <p>:{S}:om:<pk>          the outbox's merge index (OUTBOX_MERGE): `<dayKey>|<metric>` -> seq of the row's entry of
- *                            that day and metric that no writer has read yet, which a fold adds into
  *   <p>:{S}:dirty            zset pk -> when the row's oldest unwritten count was folded (ms)
  *   <p>:{S}:due              zset pk -> when the row should be flushed (ms), by its flush policy; for an idle row an
  *                            alarm at or before that time (see dueLater)
  *   <p>:{S}:dl               hash pk -> an idle row's flush time (ms) when a fold moved it past its alarm in `due`:
  *                            the alarm is re-armed to it when it fires, not on every fold
+ *   <p>:{S}:om               hash pk -> the row's merge seq (OUTBOX_MERGE): the first bucket folded into it since a
+ *                            writer last read it; folds add the row's counts into its outbox entries of that seq,
+ *                            until a read hands them out (and removes it)
  *   <p>:{S}:d:<batchId>      dedupe record of an applied batch (expires after the dedupe window)
  *   <p>:{S}:c:<pk>           cached DynamoDB items of a row (visitor history), with their watermarks
  *   <p>:{S}:v:<pk>           cache version of a visitor row, bumped by the writer's step that deletes outbox entries
@@ -67,10 +68,10 @@ export const REDIS_SUFFIX = {
   sealed: 'sealed',
   folded: 'folded',
   outbox: 'o:',
-  outboxIndex: 'om:',
   dirty: 'dirty',
   due: 'due',
   dueLater: 'dl',
+  mergeSeqs: 'om',
   batch: 'd:',
   cache: 'c:',
   cacheVersion: 'v:',
@@ -129,11 +130,11 @@ export function redisKeys(prefix = 't') {
     sealed: (s: string) => tag(s) + S.sealed,
     folded: (s: string) => tag(s) + S.folded,
     outbox: (s: string, pk: string) => tag(s) + S.outbox + pk,
-    /** The row outbox's merge index (OUTBOX_MERGE): day and metric -> the seq of its entry no writer has read yet. */
-    outboxIndex: (s: string, pk: string) => tag(s) + S.outboxIndex + pk,
     dirty: (s: string) => tag(s) + S.dirty,
     due: (s: string) => tag(s) + S.due,
     dueLater: (s: string) => tag(s) + S.dueLater,
+    /** The rows' merge seqs (OUTBOX_MERGE): pk -> the seq whose outbox entries folds add into until a read. */
+    mergeSeqs: (s: string) => tag(s) + S.mergeSeqs,
     batch: (s: string, id: string) => tag(s) + S.batch + id,
     cache: (s: string, pk: string) => tag(s) + S.cache + pk,
     cacheVersion: (s: string, pk: string) => tag(s) + S.cacheVersion + pk,

@@ -12,8 +12,9 @@ export interface Cell {
  * item, every whole month of the other years from its month attribute on the month item, and the remaining days
  * from their day attributes. Every count is in all four of its cells (day, month, year, total), so the sum is the
  * sum of the days; a ten-year range reads at most 25 items per row (TOTAL and the 12 month items at each end)
- * instead of 121 month items. With `yearsFromMonths` (a visitor under a history limit, whose TOTAL item still holds
- * the months TTL deleted) a whole year is its 12 month cells instead: only month items, one per month of the range.
+ * instead of 121 month items. With `yearsFromMonths` (a visitor under a history limit or after one was lifted, whose
+ * TOTAL item still holds the months TTL deleted) a whole year is its 12 month cells instead: only month items, one
+ * per month of the range.
  */
 export function coverOf(range: DateRange, yearsFromMonths = false): Cell[] {
   const cells: Cell[] = [];

@@ -198,7 +198,7 @@ function sumCells(merged: Map<string, Map<string, bigint>>, metrics: MetricRef[]
  * month granularity read the month rows of the range with one Query; year granularity and range 'all' read the
  * TOTAL item with one GetItem (readTotalItem), range 'all' by year a point per year that has counts (yearsOfRow),
  * unless `yearsFromMonths`; granularity total over dates reads the coarsest items that cover them (see coverOf).
- * With `yearsFromMonths` (a visitor under a history limit, whose TOTAL item still holds the months no longer kept)
+ * With `yearsFromMonths` (a visitor under a history limit or after one, whose TOTAL item still holds months not kept)
  * a year over dates is not the TOTAL item's year cell but the sum of its months in the range, read like month
  * granularity, and granularity total reads no year cell either (readTotals `yearsFromMonths`).
  */
@@ -331,10 +331,10 @@ async function setDistinct(deps: QueryDeps, store: string, groups: Buffer[][], s
  * items than the configured maximum is refused before anything is read. The overflow items of spilled items
  * (rows past SPILL_AT_KB), known only once their item is read, count too: a query they would take past the
  * maximum is refused before that round is read. The QueryError names `costField` (default `ids` for many rows,
- * `range` for one). With `yearsFromMonths` (visitor rows under a history limit, their range clamped to it: TOTAL
- * still holds the months TTL deleted, in its year and all-time cells) whole years are summed from their month items
- * like series by year and segment rules: one item per month of the range and row, refused past the maximum
- * (a window of 1,200 months reads 1,200 items for one visitor).
+ * `range` for one). With `yearsFromMonths` (visitor rows under a history limit or after one, their range clamped to
+ * the first day kept: TOTAL still holds the months TTL deleted, in its year and all-time cells) whole years are
+ * summed from their month items like series by year and segment rules: one item per month of the range and row,
+ * refused past the maximum (a window of 1,200 months reads 1,200 items for one visitor).
  */
 export async function readTotals(
   deps: QueryDeps,

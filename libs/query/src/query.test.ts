@@ -1,5 +1,17 @@
 import { compileRules, defaultRules } from '@tally/schema';
-import { addDays, dateOf, dayAttr, fromEpochDay, monthAttr, monthSk, toEpochDay, TOTAL_SK, totalAttr, yearAttr } from '@tally/key-layout';
+import {
+  addDays,
+  dateOf,
+  dayAttr,
+  formatDate,
+  fromEpochDay,
+  monthAttr,
+  monthSk,
+  toEpochDay,
+  TOTAL_SK,
+  totalAttr,
+  yearAttr,
+} from '@tally/key-layout';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -12,6 +24,7 @@ import {
   rankedEntitiesOf,
   resolveMetrics,
   resolveRange,
+  retainedVisitorRange,
   storeEntityOf,
 } from './index';
 
@@ -72,6 +85,59 @@ describe('resolveRange', () => {
     expect(fieldOf(() => resolveRange({ range: 'today', to: '2024-01-01' }, 'UTC', NOW, 'last30d'))).toBe('range');
     expect(fieldOf(() => resolveRange({ to: '2024-01-01' }, 'UTC', NOW, 'last30d'))).toBe('from');
     expect(fieldOf(() => resolveRange({ from: '2024-01-01' }, 'UTC', NOW, 'last30d'))).toBe('to');
+  });
+});
+
+describe('retainedVisitorRange', () => {
+  const dates = (r: ReturnType<typeof retainedVisitorRange>) =>
+    r.range === 'all' ? r : { ...r, range: { from: formatDate(r.range.from), to: formatDate(r.range.to) } };
+  const range = (from: string, to: string) => explicitRange(from, to);
+
+  it("starts a visitor's history at the later of its limit's start and the day a lifted limit trimmed it before", () => {
+    // No limit, none lifted: all time from TOTAL.
+    expect(retainedVisitorRange('all', {}, 'UTC', NOW)).toEqual({ range: 'all', yearsFromMonths: false });
+    // A limit of 2 months at 2024-03-15: from February.
+    expect(dates(retainedVisitorRange('all', { historyMonths: 2 }, 'UTC', NOW))).toEqual({
+      range: { from: '2024-02-01', to: '2024-03-15' },
+      yearsFromMonths: true,
+    });
+    // A limit lifted, none now: from the day it had trimmed the history before, years from the months.
+    expect(dates(retainedVisitorRange('all', { historyTrimmedBefore: '2023-11-01' }, 'UTC', NOW))).toEqual({
+      range: { from: '2023-11-01', to: '2024-03-15' },
+      yearsFromMonths: true,
+    });
+    // A limit set again after one was lifted: whichever start is later.
+    expect(dates(retainedVisitorRange('all', { historyMonths: 12, historyTrimmedBefore: '2023-11-01' }, 'UTC', NOW)).range).toEqual({
+      from: '2023-11-01',
+      to: '2024-03-15',
+    });
+    expect(dates(retainedVisitorRange('all', { historyMonths: 2, historyTrimmedBefore: '2023-11-01' }, 'UTC', NOW)).range).toEqual({
+      from: '2024-02-01',
+      to: '2024-03-15',
+    });
+    // A range partly before the first day kept starts there; one wholly before it is refused, saying why.
+    expect(dates(retainedVisitorRange(range('2023-10-01', '2023-12-31'), { historyTrimmedBefore: '2023-11-01' }, 'UTC', NOW))).toEqual({
+      range: { from: '2023-11-01', to: '2023-12-31' },
+      yearsFromMonths: true,
+    });
+    const refusal = (historyMonths?: number) => {
+      try {
+        retainedVisitorRange(range('2023-01-01', '2023-10-31'), { historyMonths, historyTrimmedBefore: '2023-11-01' }, 'UTC', NOW);
+      } catch (err) {
+        return err instanceof QueryError ? [err.field, err.message] : err;
+      }
+      return 'no error';
+    };
+    expect(refusal()).toEqual([
+      'from',
+      'visitor history before 2023-11-01 is not kept (it had expired under an earlier limit of this store)',
+    ]);
+    expect(refusal(2)).toEqual(['from', 'visitor history before 2024-02-01 is not kept (this store keeps 2 months)']);
+    // A first day kept after today (a clock behind the one that lifted the limit): all time is that day alone.
+    expect(dates(retainedVisitorRange('all', { historyTrimmedBefore: '2024-04-01' }, 'UTC', NOW)).range).toEqual({
+      from: '2024-04-01',
+      to: '2024-04-01',
+    });
   });
 });
 

@@ -118,17 +118,60 @@ export function resolveRange(
   return { range: name === 'allTime' ? ALL_TIME : namedRange(name, timeZone, now), name };
 }
 
+/** A store's visitor-history retention, as its tenant says (libs/tenants TenantInfo; a request's principal). */
+export interface VisitorRetention {
+  /** Months kept: this month and the N - 1 before; undefined = no limit. */
+  historyMonths?: number | undefined;
+  /** `YYYY-MM-DD`: no visitor count before this day is kept (a limit lifted had expired them); undefined = none. */
+  historyTrimmedBefore?: string | undefined;
+}
+
 /**
- * A visitor query's range cut at the store's visitor-history retention (`historyMonths`; undefined = none): all
- * time becomes the kept months, a range reaching before them starts at the first kept day, and a range wholly
- * before them is refused (nothing of it is kept), even while DynamoDB's TTL has not yet deleted the items.
+ * The first day of a visitor's history that counts at `now`, in the store's zone: the limit's retentionStart, or the
+ * day a lifted limit trimmed the history before, whichever is later; undefined when every day counts. From it on a
+ * visitor's counts are read from month items only: the TOTAL item still holds the months TTL deleted before it.
  */
-export function clampToRetention(range: QueryRange, historyMonths: number | undefined, tz: string, now: number): QueryRange {
-  if (historyMonths === undefined) return range;
-  const start = retentionStart(historyMonths, tz, now);
-  if (range === ALL_TIME) return { from: start, to: localDate(now, tz) };
+export function visitorHistoryStart(retention: VisitorRetention, tz: string, now: number): LocalDate | undefined {
+  const { historyMonths, historyTrimmedBefore } = retention;
+  const limit = historyMonths === undefined ? undefined : retentionStart(historyMonths, tz, now);
+  const trimmed = historyTrimmedBefore === undefined ? undefined : parseDate(historyTrimmedBefore);
+  if (!limit || !trimmed) return limit ?? trimmed;
+  return compareDates(limit, trimmed) < 0 ? trimmed : limit;
+}
+
+/**
+ * A visitor query's range cut at the store's visitor-history retention (visitorHistoryStart): all time becomes the
+ * days kept up to today, a range reaching before them starts at the first kept day, and a range wholly before them
+ * is refused (nothing of it is kept), even while DynamoDB's TTL has not yet deleted the items.
+ */
+export function clampToRetention(range: QueryRange, retention: VisitorRetention, tz: string, now: number): QueryRange {
+  const start = visitorHistoryStart(retention, tz, now);
+  if (!start) return range;
+  if (range === ALL_TIME) {
+    const today = localDate(now, tz);
+    return { from: start, to: compareDates(today, start) < 0 ? start : today };
+  }
   if (compareDates(range.to, start) < 0) {
-    throw new QueryError('from', `visitor history before ${formatDate(start)} is not kept (this store keeps ${historyMonths} months)`);
+    const why =
+      retention.historyMonths !== undefined && formatDate(start) !== retention.historyTrimmedBefore
+        ? `this store keeps ${retention.historyMonths} months`
+        : 'it had expired under an earlier limit of this store';
+    throw new QueryError('from', `visitor history before ${formatDate(start)} is not kept (${why})`);
   }
   return compareDates(range.from, start) < 0 ? { from: start, to: range.to } : range;
+}
+
+/**
+ * A visitor row's range under its store's retention (clampToRetention), and whether its years and all time are sums
+ * of month items (readSeries and readTotals `yearsFromMonths`): whenever there is a first day kept, as TOTAL's year
+ * and all-time cells still hold the months before it.
+ */
+export function retainedVisitorRange(
+  range: QueryRange,
+  retention: VisitorRetention,
+  tz: string,
+  now: number,
+): { range: QueryRange; yearsFromMonths: boolean } {
+  const clamped = clampToRetention(range, retention, tz, now);
+  return { range: clamped, yearsFromMonths: visitorHistoryStart(retention, tz, now) !== undefined };
 }

@@ -78,7 +78,7 @@ async function seriesValue(deps: QueryDeps, range: Range, historyMonths?: number
     store: 'S',
     pk: PK,
     metrics: resolveMetrics(rules, ['UniqueProducts']),
-    range: clampToRetention(asked, historyMonths, 'UTC', NOW),
+    range: clampToRetention(asked, { historyMonths }, 'UTC', NOW),
     granularity: 'total',
     yearsFromMonths: historyMonths !== undefined,
   });

@@ -1,11 +1,11 @@
 import type { Segment, SegmentRule } from '@tally/contracts';
 import { queryItems, mergeItems, type StoredItem } from '@tally/dynamo';
-import { compareDates, dayAttr, monthAttr, monthSk, parseMonthSk, retentionStart, TOTAL_SK, totalAttr } from '@tally/key-layout';
+import { compareDates, dayAttr, monthAttr, monthSk, parseMonthSk, TOTAL_SK, totalAttr } from '@tally/key-layout';
 import { formatMetricName, fromUnits, parseMetricName } from '@tally/schema';
 import { distinctMetricsOf } from './distinct';
 import type { QueryDeps } from './engine';
 import { readTotals, resolveMetrics } from './engine';
-import { clampToRetention, daysOf, namedRange } from './ranges';
+import { clampToRetention, daysOf, namedRange, visitorHistoryStart } from './ranges';
 
 interface SegmentResult {
   name: string;
@@ -68,7 +68,9 @@ export async function evaluateSegments(
     segments: Segment[];
     cacheTtlSeconds: number;
     /** The store's visitor-history retention: months before it are never counted, whatever DynamoDB still holds. */
-    historyMonths?: number;
+    historyMonths?: number | undefined;
+    /** The day before which a lifted limit trimmed the store's visitor history: never counted either. */
+    historyTrimmedBefore?: string | undefined;
   },
 ): Promise<SegmentEvaluation> {
   const refs = req.segments.map((seg) => seg.rules.map((r) => resolveMetrics(deps.rules, [formatMetricName(r.metric, r.key)])[0]!));
@@ -111,7 +113,7 @@ export async function evaluateSegments(
   }
   if (cache === 'hit') void deps.buckets.touchCache(req.store, req.pk, req.cacheTtlSeconds).catch(() => undefined);
   const merged = mergeItems(items, snap!.entries);
-  const start = req.historyMonths === undefined ? undefined : retentionStart(req.historyMonths, req.timeZone, req.now);
+  const start = visitorHistoryStart(req, req.timeZone, req.now);
   const startMonth = start && monthSk(start.year, start.month);
 
   // Distinct counts: per range, readTotals of the range's distinct metrics, as readSeries answers granularity total
@@ -132,7 +134,7 @@ export async function evaluateSegments(
         store: req.store,
         pks: [req.pk],
         metrics,
-        range: clampToRetention(range, req.historyMonths, req.timeZone, req.now),
+        range: clampToRetention(range, req, req.timeZone, req.now),
         costField: 'segments',
         yearsFromMonths: start !== undefined,
       });
@@ -148,7 +150,8 @@ export async function evaluateSegments(
       if (distinct.has(metric.attr)) actual = distinctByRange.get(rule.range)?.[metric.name] ?? 0n;
       else if (rule.range === 'allTime' && !startMonth) actual = merged.get(TOTAL_SK)?.get(totalAttr(metric.attr)) ?? 0n;
       else if (rule.range === 'allTime') {
-        // Under a retention, all time is the months kept: never TOTAL, which still holds the expired ones.
+        // Under a retention (or after a lifted one), all time is the months kept: never TOTAL, which still holds the
+        // expired ones.
         for (const [sk, attrs] of merged) {
           const m = parseMonthSk(sk);
           if (m && sk >= startMonth!) actual += attrs.get(monthAttr(m.month, metric.attr)) ?? 0n;

@@ -6,7 +6,15 @@ import {
   type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
-import { canonicalTimeZone, ERASED_ATTR, sharesInternalHashTag, STORE_ID_PATTERN, timeZoneProblem } from '@tally/key-layout';
+import {
+  canonicalTimeZone,
+  ERASED_ATTR,
+  formatDate,
+  retentionStart,
+  sharesInternalHashTag,
+  STORE_ID_PATTERN,
+  timeZoneProblem,
+} from '@tally/key-layout';
 import { RetentionChangeLimitedError, TenantError, type TenantErrorCode } from './errors';
 import {
   bool,
@@ -48,6 +56,14 @@ export interface TenantInfo {
   currency?: string;
   /** Months of visitor history kept (the current month and the N - 1 before it); unset = kept for ever. */
   historyMonths?: number;
+  /**
+   * `YYYY-MM-DD`, the first day of a month: no visitor count before it is kept, whatever historyMonths says. Set when
+   * a limit is lifted (changeTenant): the first day that limit still kept then (or a later one set by an earlier
+   * lift). The months before it had expired, but a visitor's TOTAL item still holds their counts, so queries count a
+   * visitor's history from month items from this day on (libs/query visitorHistoryStart). Unset: no limit was ever
+   * lifted.
+   */
+  historyTrimmedBefore?: string;
   /** Set while the store is being deleted: the store is then unknown to every app. */
   deletingAt?: string;
 }
@@ -130,6 +146,8 @@ function tenantOf(store: string, item: Item): TenantInfo {
   if (currency) t.currency = currency;
   const months = item['historyMonths']?.N;
   if (months) t.historyMonths = Number(months);
+  const trimmed = str(item, HISTORY_TRIMMED_ATTR);
+  if (trimmed) t.historyTrimmedBefore = trimmed;
   const deletingAt = str(item, 'deletingAt');
   if (deletingAt) t.deletingAt = deletingAt;
   return t;
@@ -300,6 +318,9 @@ const HISTORY_SET_AT_ATTR = 'historyMonthsSetAt';
  */
 const HISTORY_CHANGED_AT_ATTR = 'historyMonthsChangedAt';
 
+/** The tenant item's TenantInfo.historyTrimmedBefore, written by changeTenant when it lifts a limit. */
+const HISTORY_TRIMMED_ATTR = 'historyTrimmedBefore';
+
 /** Writes of historyMonths tried before changeTenant gives up on a tenant item that other calls keep changing. */
 const HISTORY_WRITE_ATTEMPTS = 3;
 
@@ -337,7 +358,9 @@ interface TenantChangeOptions {
  * same write, so two changes at once are each seen by one caller). A write of historyMonths, changed or not, also
  * records when (HISTORY_SET_AT_ATTR), and a change of it when it changed (HISTORY_CHANGED_AT_ATTR). With `restamp`, a
  * change of historyMonths schedules the restamp of the visitor items already written; with `historyChangeEveryMs`,
- * changes of historyMonths are limited (see TenantChangeOptions).
+ * changes of historyMonths are limited (see TenantChangeOptions). Lifting a limit (historyMonths: null) also records
+ * the first day it kept then (retentionStart at the write, in the store's zone as read), or keeps a later one recorded
+ * before, as historyTrimmedBefore: the visitor counts before it had expired and are never counted again.
  *
  * A write of historyMonths first reads the tenant (consistently) to know whether it changes the value, and is
  * conditioned on what it read: on the value still being different (a change, which also records its time and, when
@@ -359,10 +382,13 @@ export async function changeTenant(
   const every = opts.historyChangeEveryMs;
   for (let attempt = 1; ; attempt++) {
     let changes = false;
+    /** The tenant as read before a write of historyMonths. */
+    let was: TenantInfo | undefined;
     if (m !== undefined) {
       const current = await tenantItem(db, store);
       if (!current || str(current, 'deletingAt')) throw notFound(store);
-      changes = (tenantOf(store, current).historyMonths ?? null) !== m;
+      was = tenantOf(store, current);
+      changes = (was.historyMonths ?? null) !== m;
       const last = Number(current[HISTORY_CHANGED_AT_ATTR]?.N ?? -Infinity);
       const readAt = now();
       if (changes && every !== undefined && readAt < last + every) {
@@ -371,6 +397,9 @@ export async function changeTenant(
       if (changes) await opts.restamp?.(readAt);
     }
     const at = now();
+    // A limit lifted: the months it had expired stay out of every answer (TenantInfo.historyTrimmedBefore).
+    const lifted = changes && m === null ? was : undefined;
+    const trimmed = lifted && laterDay(lifted.historyTrimmedBefore, formatDate(retentionStart(lifted.historyMonths!, lifted.timeZone, at)));
     // Every setting given is SET to its value, or REMOVEd (historyMonths or ingestEventsPerSecond: null).
     const given = Object.entries({
       timeZone,
@@ -379,6 +408,7 @@ export async function changeTenant(
       [INGEST_BUDGET_ATTR]: ingestEventsPerSecond,
       [HISTORY_SET_AT_ATTR]: m === undefined ? undefined : at,
       [HISTORY_CHANGED_AT_ATTR]: changes ? at : undefined,
+      [HISTORY_TRIMMED_ATTR]: trimmed,
     }).filter(([, v]) => v !== undefined);
     const set = given.filter(([, v]) => v !== null).map(([name]) => `#${name} = :${name}`);
     const remove = given.filter(([, v]) => v === null).map(([name]) => `#${name}`);
@@ -396,8 +426,9 @@ export async function changeTenant(
     }
     const conditions = ['attribute_exists(pk)', 'attribute_not_exists(deletingAt)'];
     if (m !== undefined) {
-      // historyMonths as read: still different (a change) or still the same (none).
-      if (m === null) conditions.push(changes ? 'attribute_exists(#historyMonths)' : 'attribute_not_exists(#historyMonths)');
+      // historyMonths as read: still different (a change; a limit lifted still the one `trimmed` comes from) or still
+      // the same (none).
+      if (m === null) conditions.push(changes ? '#historyMonths = :lifted' : 'attribute_not_exists(#historyMonths)');
       else
         conditions.push(
           changes ? '(attribute_not_exists(#historyMonths) OR #historyMonths <> :historyMonths)' : '#historyMonths = :historyMonths',
@@ -408,6 +439,7 @@ export async function changeTenant(
         values[':lastChangeBefore'] = { N: String(at - every) };
       }
     }
+    if (lifted) values[':lifted'] = { N: String(lifted.historyMonths) };
     const write = new UpdateItemCommand({
       TableName: db.table,
       Key: tenantKey(store),
@@ -440,6 +472,9 @@ export async function changeTenant(
     return { tenant, history: { before, changedAt: at } };
   }
 }
+
+/** The later of two `YYYY-MM-DD` days, `b` when `a` is undefined. */
+const laterDay = (a: string | undefined, b: string) => (a !== undefined && a > b ? a : b);
 
 /**
  * When the store's historyMonths was last written by changeTenant (epoch ms, a consistent read): undefined when it

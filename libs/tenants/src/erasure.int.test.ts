@@ -311,3 +311,72 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
     120_000,
   );
 });
+
+describe('the tombstones of an erasure and of a deletion', () => {
+  const emulator = useDynamoBackendClient(dynamoBackends()[0]!, (endpoint) => createDynamoClient({ endpoint, region: 'us-east-1' }));
+  const told: string[] = [];
+  const erasureDeps = (db: TenantDb, now: number): ErasureDeps & { rules: typeof rules } => ({
+    db,
+    eraser,
+    queues: [],
+    tombstoneSeconds: TOMBSTONE_S,
+    onWindowDiffers: (line) => told.push(line),
+    now: () => now,
+    rules,
+  });
+  /** Erases V1 of `store` (a count of it in the open bucket) at `now`, then applies a batch of it accepted before. */
+  async function eraseThenLateBatch(db: TenantDb, store: string, now: number, lateBy: number) {
+    await createTenant(db, store, { timeZone: 'UTC' });
+    const pk = `${store}#visitor#V1`;
+    const views = new Map([[pk, new Map([[`${localDayKey(now, 'UTC')}|v`, 1n]])]]);
+    await buckets.apply(store, 'a', views, { now, dedupeTtlSeconds: TOMBSTONE_S });
+    const erasure = await eraseVisitor(erasureDeps(db, now), store, 'V1');
+    await buckets.apply(store, 'late', views, { now: now + lateBy, dedupeTtlSeconds: TOMBSTONE_S });
+    return { erasure, counted: (await buckets.snapshot(store, [pk]))[0]!.entries.length > 0 };
+  }
+
+  it("last the aggregators' window they publish when it is longer than this program's own, and say so", async () => {
+    told.length = 0;
+    const db = { dynamo: emulator.client, table: await createTestTable(emulator.endpoint) };
+    await redis.set(buckets.keys.dedupeWindow, '3600');
+    const now = Date.now();
+    // A batch applied 400 s after the erasure: inside the aggregators' 3,600 s window, past this program's 60 s.
+    const { erasure, counted } = await eraseThenLateBatch(db, 'WIN1', now, 400_000);
+    expect({ tombstoneUntil: erasure.tombstoneUntil, counted }).toEqual({
+      tombstoneUntil: new Date(now + 3_600_000).toISOString(),
+      counted: false,
+    });
+    expect(await redis.ttl(buckets.keys.erased('WIN1'))).toBeGreaterThan(3_600);
+
+    await createTenant(db, 'WIN2');
+    const deletion = await deleteStore(erasureDeps(db, now), 'WIN2');
+    expect(await redis.ttl(buckets.keys.tombstone('WIN2'))).toBeGreaterThan(3_600);
+    expect(deletion).toMatchObject({
+      tombstoneUntil: new Date(now + 3_600_000).toISOString(),
+      reusableAt: new Date(now + keptForWindow(3_600) * 1000).toISOString(),
+    });
+    expect(told).toEqual(
+      Array(2).fill(
+        "the aggregators' DEDUPE_WINDOW_SECONDS is 3600 (published in Redis), this program's 60: tombstones are kept for 3600 s",
+      ),
+    );
+  });
+
+  it("keep this program's own window when the aggregators publish a shorter one, or none", async () => {
+    told.length = 0;
+    const db = { dynamo: emulator.client, table: await createTestTable(emulator.endpoint) };
+    const now = Date.now();
+    const none = await eraseThenLateBatch(db, 'WIN3', now, 10_000);
+    expect({ tombstoneUntil: none.erasure.tombstoneUntil, counted: none.counted }).toEqual({
+      tombstoneUntil: new Date(now + TOMBSTONE_S * 1000).toISOString(),
+      counted: false,
+    });
+    expect(told).toEqual([]);
+    await redis.set(buckets.keys.dedupeWindow, '30');
+    const shorter = await eraseThenLateBatch(db, 'WIN4', now, 10_000);
+    expect(shorter.erasure.tombstoneUntil).toBe(new Date(now + TOMBSTONE_S * 1000).toISOString());
+    expect(told).toEqual([
+      "the aggregators' DEDUPE_WINDOW_SECONDS is 30 (published in Redis), this program's 60: tombstones are kept for 60 s",
+    ]);
+  });
+});

@@ -10,7 +10,7 @@ import { conditional, indexEntry, keyItemKey, LISTING_SK_PREFIX, readAll, S, str
 
 /**
  * Deleting a store and erasing a visitor (docs/DESIGN.md "Privacy"). Both are idempotent and can be run again
- * after an interruption; both leave a tombstone in Redis for `tombstoneSeconds` (the dedupe window), which the
+ * after an interruption; both leave a tombstone in Redis for the dedupe window (tombstoneWindow), which the
  * apply, fold and write scripts honour, so a batch or a flush in flight re-creates nothing; and both replace the
  * DynamoDB counter items by tombstone items (replaceByTombstones), so that a flush that read its outbox before and
  * writes after (its job's lock lapsed: the writer paused, or cut off from Redis while DynamoDB answers) re-creates
@@ -26,8 +26,14 @@ export interface ErasureDeps {
    * at each call and handled as `queues`; the call closes them.
    */
   leftoverQueues?: () => Promise<readonly Queue[]>;
-  /** How long the tombstones are kept: DEDUPE_WINDOW_SECONDS (a batch id is never applied later than that). */
+  /**
+   * How long the tombstones are kept at least: this program's DEDUPE_WINDOW_SECONDS. A batch is never applied later
+   * than the aggregators' window after its acceptance, so the window they publish is used instead when it is longer
+   * (tombstoneWindow).
+   */
   tombstoneSeconds: number;
+  /** Told (a line) when the window the aggregators publish is not `tombstoneSeconds`, and which one is used. */
+  onWindowDiffers?: (line: string) => void;
   /** Longest wait for the store's (or visitor's) running jobs to finish before its DynamoDB items go. Default 60 s. */
   activeJobsTimeoutMs?: number;
   now?: () => number;
@@ -132,7 +138,8 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
       throw new TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} does not exist (it never did, or its deletion finished)`);
   }
   // The tombstone first: from the moment the tenant looks deleted, a batch of the store is dropped, not failed.
-  await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
+  const windowSeconds = await tombstoneWindow(deps);
+  await deps.eraser.markStoreDeleted(store, windowSeconds);
   const mark = {
     UpdateExpression: 'SET deletingAt = if_not_exists(deletingAt, :at)',
     ExpressionAttributeValues: { ':at': S(new Date(now()).toISOString()) },
@@ -184,14 +191,14 @@ export async function deleteStore(deps: ErasureDeps, store: string): Promise<Sto
     );
   }
   // Renewed at the end: late batches are dropped for a whole dedupe window after the data is gone.
-  await deps.eraser.markStoreDeleted(store, deps.tombstoneSeconds);
+  await deps.eraser.markStoreDeleted(store, windowSeconds);
   const done = now();
-  const reusableAt = done + keptForWindow(deps.tombstoneSeconds) * 1000;
+  const reusableAt = done + keptForWindow(windowSeconds) * 1000;
   await leaveMarker(db, store, done, reusableAt);
   return {
     store,
     removed: { dynamoItems, apiKeys: keysGone.size, redisKeys, queuedJobs: jobs.queued, failedJobs: jobs.failed },
-    tombstoneUntil: new Date(done + deps.tombstoneSeconds * 1000).toISOString(),
+    tombstoneUntil: new Date(done + windowSeconds * 1000).toISOString(),
     reusableAt: new Date(reusableAt).toISOString(),
   };
 }
@@ -221,8 +228,8 @@ async function leaveMarker(db: TenantDb, store: string, at: number, reusableAt: 
 /**
  * Erases one visitor of a store: their DynamoDB items (replaced by tombstone items, fenced at the epoch the Redis
  * erasure read − 1: replaceByTombstones), their counts still in Redis (outbox, open and sealed buckets) and their
- * cached history; store and product aggregates stay. Their events still in flight are dropped for
- * `tombstoneSeconds`. Throws TALLY_ERR_TENANT_NOT_FOUND for an unknown store and TALLY_ERR_VISITOR_NOT_FOUND when
+ * cached history; store and product aggregates stay. Their events still in flight are dropped for the dedupe window
+ * (tombstoneWindow). Throws TALLY_ERR_TENANT_NOT_FOUND for an unknown store and TALLY_ERR_VISITOR_NOT_FOUND when
  * nothing of the visitor was found (the tombstone is set all the same; tombstone items of an earlier erasure are no
  * data). When a flush of the row is still running after `activeJobsTimeoutMs`, the items are replaced all the same
  * (the days of the erased outbox are known only now) and TALLY_ERR_DELETION_INCOMPLETE is thrown after that.
@@ -232,8 +239,9 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
   const tenant = await getTenant(deps.db, store);
   if (!tenant || tenant.deletingAt) throw notFound(store);
   const pk = deps.rules.pkOf(store, 'visitor', [visitor]);
-  const until = now() + deps.tombstoneSeconds * 1000;
-  const tombstone = { until, ttlSeconds: deps.tombstoneSeconds };
+  const windowSeconds = await tombstoneWindow(deps);
+  const until = now() + windowSeconds * 1000;
+  const tombstone = { until, ttlSeconds: windowSeconds };
   const redis = await deps.eraser.eraseRow(store, pk, tombstone);
   // A flush of this row that read its outbox before the erasure may still be writing: wait for it (what it writes
   // after the items are replaced is refused by their fence, but one that spills an item meanwhile would write to
@@ -266,6 +274,22 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
     );
   }
   return { store, visitor, removed, tombstoneUntil: new Date(until).toISOString() };
+}
+
+/**
+ * The dedupe window the tombstones are kept for (then its slack, keptForWindow): the longer of `tombstoneSeconds` and
+ * the aggregators' DEDUPE_WINDOW_SECONDS as they publish it (read now), since they apply a batch up to their window
+ * after its acceptance; a difference is told (`onWindowDiffers`).
+ */
+async function tombstoneWindow(deps: ErasureDeps): Promise<number> {
+  const own = deps.tombstoneSeconds;
+  const published = await deps.eraser.publishedDedupeWindow();
+  const seconds = Math.max(own, published ?? own);
+  if (published !== undefined && published !== own)
+    deps.onWindowDiffers?.(
+      `the aggregators' DEDUPE_WINDOW_SECONDS is ${published} (published in Redis), this program's ${own}: tombstones are kept for ${seconds} s`,
+    );
+  return seconds;
 }
 
 /** Every item of a partition, with (when given) only pk, sk and the attributes `extra` names (when an item has them). */

@@ -15,6 +15,7 @@ import { ERASED_ATTR, keptForWindow } from '@tally/key-layout';
 import { createTestTable, createTestTenants, startDynalite, waitFor, type DynaliteHandle } from '@tally/testing';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
+  changeTenant,
   createTenant,
   createTenantAdmin,
   createTenantDirectory,
@@ -165,6 +166,49 @@ describe('tenant admin', () => {
     // Revoking twice is harmless and keeps the first revocation time.
     expect((await admin.revokeKey('ISO1', keyIdOf(key))).revokedAt).toBe(revoked.revokedAt);
   });
+
+  it('records, when a history limit is lifted, the first day it kept then (historyTrimmedBefore), never moving it earlier', async () => {
+    // 2025-03-31 12:00 UTC is already 2025-04-01 in Kiritimati (UTC+14): the store's months are its zone's.
+    const T = Date.parse('2025-03-31T12:00:00Z');
+    const DAY = 86_400_000;
+    const set = (store: string, historyMonths: number | null, at: number, on = db) =>
+      changeTenant(on, store, { historyMonths }, { now: () => at });
+    const trimmed = async (store: string) => (await getTenant(db, store))?.historyTrimmedBefore;
+    await createTenant(db, 'TRIM1', { timeZone: 'Pacific/Kiritimati', historyMonths: 3 });
+    await set('TRIM1', 12, T); // a raise trims nothing it kept
+    expect(await trimmed('TRIM1')).toBeUndefined();
+    expect((await set('TRIM1', null, T)).tenant).toMatchObject({ historyTrimmedBefore: '2024-05-01' }); // April 2025 and the 11 before
+    expect(await trimmed('TRIM1')).toBe('2024-05-01');
+    await set('TRIM1', null, T + DAY); // no change: kept as it is
+    expect(await trimmed('TRIM1')).toBe('2024-05-01');
+    // A shorter limit set later and lifted: its start, later; a longer one lifted after it: the later day stays.
+    await set('TRIM1', 1, T + DAY);
+    await set('TRIM1', null, T + 40 * DAY);
+    expect(await trimmed('TRIM1')).toBe('2025-05-01');
+    await set('TRIM1', 24, T + 41 * DAY);
+    expect(await getTenant(db, 'TRIM1')).toMatchObject({ historyMonths: 24, historyTrimmedBefore: '2025-05-01' });
+    await set('TRIM1', null, T + 42 * DAY);
+    expect(await trimmed('TRIM1')).toBe('2025-05-01');
+
+    // The limit changes between a lift's read (1 month) and its write (36 months then): the lift is written for the
+    // limit it replaces, read again, not for the one it read first (which would trim from 2025-04-01).
+    await createTenant(db, 'TRIM2', { timeZone: 'Pacific/Kiritimati', historyMonths: 1 });
+    let raised = false;
+    const racing: TenantDb = {
+      table: db.table,
+      dynamo: {
+        send: async (command: unknown) => {
+          if (!raised && command instanceof UpdateItemCommand) {
+            raised = true;
+            await set('TRIM2', 36, T);
+          }
+          return db.dynamo.send(command as UpdateItemCommand);
+        },
+      } as unknown as DynamoDBClient,
+    };
+    expect((await set('TRIM2', null, T, racing)).history).toEqual({ before: 36, changedAt: T });
+    expect(await trimmed('TRIM2')).toBe('2022-05-01');
+  });
 });
 
 describe('listing tenants', () => {
@@ -281,6 +325,7 @@ describe('deleting a store (its DynamoDB side)', () => {
       markStoreDeleted: async (store: string) => void tombstones.push(store),
       unwritten: async () => ({ epoch: undefined, outboxDays: new Map() }),
       deleteStoreKeys: async () => 0,
+      publishedDedupeWindow: async () => undefined,
     } as unknown as ErasureDeps['eraser'];
     const deps = (on: TenantDb = d, now?: number): ErasureDeps => ({
       db: on,

@@ -236,6 +236,7 @@ describe('tenants CLI', () => {
           markStoreDeleted: async (store: string) => void tombstones.push(store),
           deleteStoreKeys: async () => 0,
           unwritten: async () => ({ epoch: undefined, outboxDays: new Map() }),
+          publishedDedupeWindow: async () => undefined,
         },
         queues: [],
         tombstoneSeconds: 60,

@@ -28,7 +28,9 @@ export async function runTenants(argv: readonly string[]): Promise<void> {
             rules,
             eraser: new BucketEraser({ redis: client, buckets }),
             ...storeWorkQueues(queues),
+            // At least the aggregators' window, which they publish: it is read at each deletion and erasure.
             tombstoneSeconds: config.DEDUPE_WINDOW_SECONDS,
+            onWindowDiffers: (line: string) => STDIO.err(`tally: ${line}`),
           };
         },
         maintenance: async () => (await connect()).queues,
