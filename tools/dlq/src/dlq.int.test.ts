@@ -172,7 +172,7 @@ describe('a failed set that changes during a bulk scan', () => {
 
 describe('a purge or replay racing with another operator', () => {
   afterEach(() => vi.restoreAllMocks());
-  const { getState, remove } = Job.prototype;
+  const { getState, remove, retry } = Job.prototype;
   /** Runs `other` once, right after the purge has seen job `id` failed (its getState). */
   function afterStateCheck(id: string, other: () => Promise<unknown>) {
     let done = false;
@@ -220,6 +220,59 @@ describe('a purge or replay racing with another operator', () => {
     await purgeJob(queues.events, 'k4');
     expect(retried).toBe(ErrorCode.JobNotInState);
     expect(await queues.events.getJob('k4')).toBeUndefined();
+  });
+
+  /** What a replay or purge reported: done, refused (DlqError), or its other error. */
+  const outcome = (run: Promise<unknown>) =>
+    run.then(
+      () => 'done',
+      (err: unknown) => (err instanceof DlqError ? 'refused' : err),
+    );
+
+  it('a replay and a purge of one job at once: one of the two is refused, never both done and the job gone', async () => {
+    // The replay has marked the job; a purge claims it before the replay's retry, and deletes it once the replay is over.
+    await deadLetters(['n1'], 'boom');
+    const claimed = Promise.withResolvers<void>();
+    let [replayed, purged]: Array<Promise<unknown>> = [];
+    vi.spyOn(Job.prototype, 'remove').mockImplementationOnce(async function (this: Job, ...args) {
+      claimed.resolve();
+      await replayed;
+      return remove.apply(this, args);
+    });
+    vi.spyOn(Job.prototype, 'retry').mockImplementationOnce(async function (this: Job, ...args) {
+      purged = outcome(purgeJob(queues.events, 'n1'));
+      await claimed.promise;
+      return retry.apply(this, args);
+    });
+    replayed = outcome(replay('n1'));
+    expect([await replayed, await purged]).toEqual(['refused', 'done']);
+    expect(await queues.events.getJob('n1')).toBeUndefined();
+  });
+
+  it.each([
+    ['the first', ['done', 'refused']],
+    ['the second', ['refused', 'done']],
+  ])('two replays of one job at once, %s to mark it retrying first: the other is refused', async (_, expected) => {
+    // Both have marked the job before either retries.
+    await deadLetters(['o1'], 'boom');
+    const [secondAtRetry, secondMayRetry] = [Promise.withResolvers<void>(), Promise.withResolvers<void>()];
+    let second: Promise<unknown> | undefined;
+    vi.spyOn(Job.prototype, 'retry')
+      .mockImplementationOnce(async function (this: Job, ...args) {
+        second = outcome(replay('o1'));
+        await secondAtRetry.promise;
+        if (expected[0] === 'done') return retry.apply(this, args).finally(secondMayRetry.resolve);
+        secondMayRetry.resolve();
+        await second;
+        return retry.apply(this, args);
+      })
+      .mockImplementationOnce(async function (this: Job, ...args) {
+        secondAtRetry.resolve();
+        await secondMayRetry.promise;
+        return retry.apply(this, args);
+      });
+    expect([await outcome(replay('o1')), await second]).toEqual(expected);
+    expect(await queues.events.getJobState('o1')).toBe('waiting');
   });
 
   it('a job whose removal is refused (locked) stays failed, and the refusal is one line', async () => {

@@ -245,16 +245,23 @@ type Outcome = { skipped?: string; discarded?: string } | undefined;
 // dlqClaimFailed takes job ARGV[1] out of the failed set KEYS[1] if it is there with the failure of ARGV[2] (its
 // finishedOn, its score there), and marks its hash KEYS[2] with the claim's token ARGV[3]: the same claim sent again
 // (ioredis resends a command whose answer a lost connection took) is answered 1 again, not taken for someone else's.
-// dlqUnclaimFailed puts it back if its hash still exists. dlqMarkReplay marks the hash with a replay's token ARGV[3]
-// if the job is in the failed set with that failure, for the same reason (replayOne).
+// It deletes a replay's mark: that replay's retry, refused now, is not its own sent again. dlqUnclaimFailed puts the
+// job back if its hash still exists. dlqMarkReplay marks the hash with a replay's mark, `<ARGV[2]>:<ARGV[3]>`, if the
+// job is in the failed set with that failure, for the same reason (replayOne); a second replay of the failure turns
+// the mark into `<ARGV[2]>:`, no replay's: of two, the one whose retry BullMQ refuses is refused.
 const SCRIPTS = {
   dlqClaimFailed: `if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then
-  redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HSET', KEYS[2], 'dlqClaim', ARGV[3]) return 1 end
+  redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], 'dlqReplay') redis.call('HSET', KEYS[2], 'dlqClaim', ARGV[3])
+  return 1 end
 if redis.call('HGET', KEYS[2], 'dlqClaim') == ARGV[3] then return 1 end return 0`,
   dlqUnclaimFailed: `if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('HDEL', KEYS[2], 'dlqClaim') return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) end return 0`,
-  dlqMarkReplay: `if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[2], 'dlqReplay', ARGV[3]) return 1 end return 0`,
+  dlqMarkReplay: `if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) ~= tonumber(ARGV[2]) then return 0 end
+local failure, mark, was = ARGV[2] .. ':', ARGV[2] .. ':' .. ARGV[3], redis.call('HGET', KEYS[2], 'dlqReplay')
+if was ~= mark then
+  if was and string.sub(was, 1, #failure) == failure then mark = failure end
+  redis.call('HSET', KEYS[2], 'dlqReplay', mark)
+end return 1`,
 };
 
 /** The clients the scripts are defined on. */
@@ -274,8 +281,8 @@ const goneMeanwhile = (info: FailedJob) =>
 
 /**
  * Deletes a failed job once it has claimed it: taken out of the failed set if it still holds the failure `info` shows.
- * A replay takes a job only from that set (BullMQ's reprocessJob), so of a purge and a replay of one job, one is
- * refused. A job whose removal fails (locked) is put back.
+ * A replay takes a job only from that set (BullMQ's reprocessJob), and the claim deletes its mark, so of a purge and a
+ * replay of one job, one is refused. A job whose removal fails (locked) is put back.
  */
 async function purgeOne(q: Queue, job: Job, info: FailedJob): Promise<void> {
   const { client, args } = await scriptsFor(q, info);
@@ -302,7 +309,7 @@ async function replayOne(q: Queue, job: Job, info: FailedJob, opts: ReplayOption
   if (hazard) return { skipped: hazard };
   if (opts.dryRun) return undefined;
   // Marked with this replay's token while it is failed: a retry refused as no longer failed of a job that still holds
-  // the token was this one's, run twice (ioredis sends a command again when a lost connection took its answer).
+  // the mark was this one's, run twice (ioredis sends a command again when a lost connection took its answer).
   const { client, token, args } = await scriptsFor(q, info);
   if (!(await client.runCommand('dlqMarkReplay', args))) throw goneMeanwhile(info);
   await refusing(job, info, async () => {
@@ -313,7 +320,8 @@ async function replayOne(q: Queue, job: Job, info: FailedJob, opts: ReplayOption
       await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
     } catch (err) {
       const ours =
-        (err as { code?: unknown }).code === ErrorCode.JobNotInState && (await client.hget(q.toKey(info.id), 'dlqReplay')) === token;
+        (err as { code?: unknown }).code === ErrorCode.JobNotInState &&
+        (await client.hget(q.toKey(info.id), 'dlqReplay')) === `${info.failedAt}:${token}`;
       if (!ours) throw err;
     }
   });
