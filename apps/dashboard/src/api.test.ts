@@ -34,6 +34,17 @@ const SERIES = {
   dynamoRequests: 1,
 };
 
+/** A /v1/store answer. */
+const STORE = {
+  store: 'S1',
+  timeZone: 'UTC',
+  now: '1970-01-01T00:00:00.000Z',
+  today: '1970-01-01',
+  currency: null,
+  metrics: [],
+  entities: [],
+};
+
 describe('createApiClient', () => {
   it('sends the read key and the query, and returns the answer', async () => {
     const { calls, fetch } = fakeFetch(() => json(200, SERIES));
@@ -75,17 +86,7 @@ describe('createApiClient', () => {
   it('estimates the server clock offset from /v1/store', async () => {
     // Sent at 1_000_000, answered at 1_000_200 on the browser clock; the server said 60 s later than the midpoint.
     const clock = [1_000_000, 1_000_200];
-    const { fetch } = fakeFetch(() =>
-      json(200, {
-        store: 'S1',
-        timeZone: 'Asia/Tokyo',
-        now: new Date(1_000_100 + 60_000).toISOString(),
-        today: '1970-01-01',
-        currency: null,
-        metrics: [],
-        entities: [],
-      }),
-    );
+    const { fetch } = fakeFetch(() => json(200, { ...STORE, timeZone: 'Asia/Tokyo', now: new Date(1_000_100 + 60_000).toISOString() }));
     const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch, now: () => clock.shift()! });
     const { info, clockOffsetMs } = await api.store();
     expect(info.timeZone).toBe('Asia/Tokyo');
@@ -413,6 +414,34 @@ describe('createApiClient', () => {
         fetch: fakeFetch(() => json(503, problem(503, 'x', 'TALLY_ERR_UNAVAILABLE', 'down'))).fetch,
       });
       await expect(today(down)).rejects.toBeInstanceOf(UnreachableError);
+    });
+
+    it('measures the server clock offset on the answered request, not over its refusals or its wait for its turn', async () => {
+      // The server's clock is the browser's (offset 0) and answers at once. A limit of 1 request per 10 s: the first
+      // /v1/store is refused for 10 s, the next waits 10 s for its turn. Half of either wait taken for a server clock
+      // ahead of the browser's would make "updated … ago" 5 s older than it is.
+      let calls = 0;
+      const { fetch } = fakeFetch(() =>
+        ++calls === 1
+          ? new Response(
+              JSON.stringify({
+                ...problem(429, 'Too Many Requests', 'TALLY_ERR_RATE_LIMITED', 'over'),
+                requestsPerSecond: 0.1,
+                windowSeconds: 10,
+              }),
+              { status: 429, headers: { 'content-type': 'application/problem+json', 'retry-after': '10' } },
+            )
+          : json(200, { ...STORE, now: new Date(Date.now()).toISOString() }),
+      );
+      const api = createApiClient({ key: 'k', baseUrl: 'http://t', fetch });
+      const refused = api.store();
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect((await refused).clockOffsetMs).toBe(0);
+      expect(calls).toBe(2);
+      const paced = api.store();
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect((await paced).clockOffsetMs).toBe(0);
+      expect(calls).toBe(3);
     });
 
     it('stops a request waiting for its turn when its signal aborts, without sending it', async () => {

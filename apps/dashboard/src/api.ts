@@ -41,7 +41,10 @@ interface TopQuery {
 
 export interface StoreAnswer {
   info: StoreInfo;
-  /** Server clock minus browser clock (ms), estimated from `now`, to tell how old an `asOf` is. */
+  /**
+   * Server clock minus browser clock (ms), estimated from `now` and the times the answered request was sent and
+   * answered (not its wait for its turn or its refused tries), to tell how old an `asOf` is.
+   */
   clockOffsetMs: number;
 }
 
@@ -72,6 +75,13 @@ export interface ApiClientOptions {
   /** Default DEFAULT_TIMEOUT_MS; a slower answer counts as unreachable. */
   timeoutMs?: number;
   now?: () => number;
+}
+
+/** An answer, and when (`now()`) the request that got it was sent and its answer read. */
+interface Answered<T> {
+  answer: T;
+  sentMs: number;
+  receivedMs: number;
 }
 
 /**
@@ -107,9 +117,9 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
   /**
    * GETs `path` and parses the answer with `schema`. The request waits for its turn (the pacer); a 429 teaches the
    * pacer the store's limit and holds every request for its Retry-After, and the refused request is asked again then,
-   * as long as its refusals held it back no longer than its patience.
+   * as long as its refusals held it back no longer than its patience. Timed on the attempt answered.
    */
-  async function get<T>(path: string, params: URLSearchParams, schema: z.ZodType<T>, req: RequestOptions = {}): Promise<T> {
+  async function get<T>(path: string, params: URLSearchParams, schema: z.ZodType<T>, req: RequestOptions = {}): Promise<Answered<T>> {
     const qs = params.toString();
     const url = `${baseUrl}${path}${qs ? `?${qs}` : ''}`;
     const { signal, first, patienceMs = DEFAULT_PATIENCE_MS } = req;
@@ -118,9 +128,11 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
       const answered = await pacer.turn({ signal, first, again });
       let res: Response;
       let body: unknown;
+      let sentMs: number;
+      let receivedMs: number;
       let wait: number | undefined;
       try {
-        ({ res, body } = await send(url, signal));
+        ({ res, body, sentMs, receivedMs } = await send(url, signal));
         if (res.status === 429) {
           wait = retryAfterMs(res.headers.get('retry-after'), now());
           pacer.refused(wait, rateLimitOf(body));
@@ -134,12 +146,15 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
         heldMs = held;
         continue;
       }
-      return parse(path, res, body, schema);
+      return { answer: parse(path, res, body, schema), sentMs, receivedMs };
     }
   }
 
   /** Sends one request and reads its answer's body (JSON, or undefined). */
-  async function send(url: string, signal: AbortSignal | undefined): Promise<{ res: Response; body: unknown }> {
+  async function send(
+    url: string,
+    signal: AbortSignal | undefined,
+  ): Promise<{ res: Response; body: unknown; sentMs: number; receivedMs: number }> {
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), timeoutMs);
     const cancel = () => abort.abort(signal?.reason);
@@ -147,6 +162,7 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
     else signal?.addEventListener('abort', cancel, { once: true });
     let res: Response;
     let text: string;
+    const sentMs = now();
     try {
       res = await doFetch(url, {
         headers: { authorization: `Bearer ${opts.key}`, accept: 'application/json' },
@@ -162,10 +178,11 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
       clearTimeout(timer);
       signal?.removeEventListener('abort', cancel);
     }
+    const receivedMs = now();
     try {
-      return { res, body: text ? JSON.parse(text) : undefined };
+      return { res, body: text ? JSON.parse(text) : undefined, sentMs, receivedMs };
     } catch {
-      return { res, body: undefined };
+      return { res, body: undefined, sentMs, receivedMs };
     }
   }
 
@@ -194,11 +211,9 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
 
   return {
     async store() {
-      const sent = now();
-      const info = await get('/v1/store', new URLSearchParams(), storeResponseSchema);
-      const received = now();
+      const { answer: info, sentMs, receivedMs } = await get('/v1/store', new URLSearchParams(), storeResponseSchema);
       const serverNow = Date.parse(info.now);
-      return { info, clockOffsetMs: Number.isFinite(serverNow) ? serverNow - (sent + received) / 2 : 0 };
+      return { info, clockOffsetMs: Number.isFinite(serverNow) ? serverNow - (sentMs + receivedMs) / 2 : 0 };
     },
 
     async series(q, req) {
@@ -206,7 +221,7 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
       if (q.range) params.set('range', q.range);
       if (q.from) params.set('from', q.from);
       if (q.to) params.set('to', q.to);
-      const series = await get('/v1/series', params, seriesResponseSchema, req);
+      const { answer: series } = await get('/v1/series', params, seriesResponseSchema, req);
       const { from, to } = series;
       if (from === null || to === null) throw new UnreachableError('/v1/series answered without from and to');
       return { ...series, from, to };
@@ -214,7 +229,7 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
 
     async top(q, req) {
       const params = new URLSearchParams({ entity: q.entity, metric: q.metric, range: q.range, limit: String(q.limit) });
-      const top = await get('/v1/top', params, topResponseSchema, req);
+      const { answer: top } = await get('/v1/top', params, topResponseSchema, req);
       return top.items;
     },
   };
