@@ -113,22 +113,18 @@ export const tallyEdge = fp(
     app.addHook('preParsing', (req, reply, payload, done) => {
       // A route that takes no body (no body schema: the GETs and DELETEs) ignores one sent anyway (Node discards it
       // after the answer): neither its Content-Type nor its Content-Encoding can refuse the request. Fastify and
-      // @fastify/compress see the body headers as absent; req.raw.headers keeps them. Its size still counts, as on a
-      // route that takes a body: one declared over the body limit is a 413 at once, unread, the connection closed.
+      // @fastify/compress see the body headers as absent; req.raw.headers keeps them. (Its size counts: the edge's
+      // onRequest.)
       if (!req.routeOptions.schema?.body) {
-        const limit = req.routeOptions.bodyLimit;
-        const tooLarge = () => unwantedBodyTooLarge(req, limit, opts.bodyLimitName);
-        const { 'content-length': declared, 'transfer-encoding': chunked } = req.headers;
+        const chunked = req.headers['transfer-encoding'];
         if (BODY_HEADERS.some((name) => req.headers[name] !== undefined))
           req.headers = Object.fromEntries(BODY_HEADERS.map((name) => [name, undefined]));
-        if (Number(declared) > limit) {
-          reply.header('connection', 'close');
-          return done(tooLarge());
-        }
-        if (chunked === undefined) return done(null, payload);
+        // An unknown route's body is left unread: its 404 or 405 closes the connection (the edge's onSend).
+        if (chunked === undefined || req.is404) return done(null, payload);
         // A chunked body has no size to check first, and Node would discard it after the answer however long it
         // ran: it is read (and dropped) before the route runs, counted as it comes, and a 413 once past the limit.
-        const counted = wireLimited(req.raw, limit, tooLarge);
+        const limit = req.routeOptions.bodyLimit;
+        const counted = wireLimited(req.raw, limit, () => unwantedBodyTooLarge(req, opts.bodyLimitName));
         keepBodyStream(req, counted);
         finished(counted.resume(), (err) => {
           if (!err) return done(null, payload);
@@ -143,9 +139,17 @@ export const tallyEdge = fp(
       const encoding = sent.trim().toLowerCase();
       req.raw.headers['content-encoding'] = encoding;
       if (!(REQUEST_ENCODINGS as readonly string[]).includes(encoding)) return done(null, payload);
+      // Its bytes as sent count against the body limit too: never needed past it, and the count bounds the reading of a
+      // body that decompresses to (nearly) nothing (empty gzip members), which the count of decompressed bytes never stops.
       const limit = req.routeOptions.bodyLimit;
-      const tooLarge = () => compressedTooLarge(limit, opts.bodyLimitName);
-      if (Number(req.headers['content-length']) > limit) {
+      const tooLarge = () =>
+        bodyTooLarge(
+          limit,
+          opts.bodyLimitName,
+          (name) =>
+            `the compressed request body is larger than ${name}, the limit of a compressed body too: split it into smaller requests`,
+        );
+      if (declaredTooLarge(req)) {
         reply.header('connection', 'close'); // as Fastify does for a body it will not read
         return done(tooLarge());
       }
@@ -187,6 +191,7 @@ export const tallyEdge = fp(
       appClosing = true;
     });
     const isClosing = () => appClosing || opts.isClosing();
+    // The app's first onRequest hook (registered with the edge, before any other plugin, scope or route hook).
     app.addHook('onRequest', async (req, reply) => {
       // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 (createHttpApp leaves it to the edge, for the problem).
       if (req.raw.headers.host === undefined && req.raw.httpVersionMajor === 1 && req.raw.httpVersionMinor === 1) {
@@ -199,6 +204,20 @@ export const tallyEdge = fp(
           headers: { 'retry-after': '1' },
         });
       }
+      // A body sent to a route that takes none counts as on a route that takes one: declared over the body limit, it is
+      // a 413 at once, unread, the connection closed, before the hooks that could refuse the request otherwise (a key
+      // check, a rate limit). An unknown route's is left to its 404 or 405.
+      if (!req.routeOptions.schema?.body && !req.is404 && declaredTooLarge(req)) {
+        reply.header('connection', 'close');
+        throw unwantedBodyTooLarge(req, opts.bodyLimitName);
+      }
+    });
+    // An answer sent with a body still unread that Node would read and drop after it, past the body limit (declared
+    // over it) or for as long as it runs (chunked): the request refused before its body was read (a 401, a 429, a 404).
+    // The connection is closed instead, as for a 413.
+    app.addHook('onSend', async (req, reply) => {
+      if (!req.raw.complete && (req.raw.headers['transfer-encoding'] !== undefined || declaredTooLarge(req)))
+        reply.header('connection', 'close');
     });
     app.addHook('onResponse', async (req, reply) => {
       discardBody(req);
@@ -250,34 +269,27 @@ export const tallyEdge = fp(
   { name: 'tally-edge', fastify: '5.x' },
 );
 
-/**
- * The 413 for a compressed body whose bytes as sent pass the body limit: one larger than the decompressed body may
- * be is never needed, and counting them bounds the reading of a body that decompresses to (nearly) nothing (empty
- * gzip members), which the count of decompressed bytes never stops.
- */
-function compressedTooLarge(limit: number, limitName: string | undefined): HttpProblem {
+/** A 413 for a body over `limit`: `detail` says which, given the limit as named ("MAX_BODY_BYTES (1048576 bytes)"). */
+function bodyTooLarge(limit: number, limitName: string | undefined, detail: (limit: string) => string): HttpProblem {
   const name = limitName ? `${limitName} (${limit} bytes)` : `${limit} bytes`;
-  return new HttpProblem(
-    413,
-    'TALLY_ERR_BODY_TOO_LARGE',
-    `the compressed request body is larger than ${name}, the limit of a compressed body too: split it into smaller requests`,
-    { field: 'body', extra: { limit } },
-  );
+  return new HttpProblem(413, 'TALLY_ERR_BODY_TOO_LARGE', detail(name), { field: 'body', extra: { limit } });
 }
 
 /**
  * The 413 for a body sent to a route that takes none: one over the body limit is refused as on a route that takes a
  * body, not read and discarded for as long as it runs.
  */
-function unwantedBodyTooLarge(req: FastifyRequest, limit: number, limitName: string | undefined): HttpProblem {
-  const name = limitName ? `${limitName} (${limit} bytes)` : `${limit} bytes`;
-  return new HttpProblem(
-    413,
-    'TALLY_ERR_BODY_TOO_LARGE',
-    `${req.method} ${req.routeOptions.url ?? pathOf(req.url)} takes no body, and this one is larger than ${name}: send none`,
-    { field: 'body', extra: { limit } },
+function unwantedBodyTooLarge(req: FastifyRequest, limitName: string | undefined): HttpProblem {
+  const route = `${req.method} ${req.routeOptions.url ?? pathOf(req.url)}`;
+  return bodyTooLarge(
+    req.routeOptions.bodyLimit,
+    limitName,
+    (name) => `${route} takes no body, and this one is larger than ${name}: send none`,
   );
 }
+
+/** The request's Content-Length (as sent) is over its route's body limit. */
+const declaredTooLarge = (req: FastifyRequest) => Number(req.raw.headers['content-length']) > req.routeOptions.bodyLimit;
 
 /** The streams a request's body is read through (the count of bytes sent, the decompressor), until the answer. */
 const bodyStreams = new WeakMap<FastifyRequest, RequestPayload[]>();
@@ -448,13 +460,11 @@ function toProblem(err: FastifyError, req: FastifyRequest, opts: EdgeOptions): H
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE': {
-      const limit = req.routeOptions.bodyLimit;
-      const name = opts.bodyLimitName ? `${opts.bodyLimitName} (${limit} bytes)` : `${limit} bytes`;
-      return new HttpProblem(
-        413,
-        'TALLY_ERR_BODY_TOO_LARGE',
-        `the request body is larger than ${name}${req.headers['content-encoding'] ? ' once decompressed' : ''}: split it into smaller requests`,
-        { field: 'body', extra: { limit } },
+      const decompressed = req.headers['content-encoding'] ? ' once decompressed' : '';
+      return bodyTooLarge(
+        req.routeOptions.bodyLimit,
+        opts.bodyLimitName,
+        (name) => `the request body is larger than ${name}${decompressed}: split it into smaller requests`,
       );
     }
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': {

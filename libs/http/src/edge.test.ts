@@ -437,6 +437,85 @@ describe('request bodies', () => {
     await app.close();
   });
 
+  it('leaves no body unread on a kept-alive connection: one over the limit to a route that takes none is 413 before any hook', async () => {
+    // Before this, the 413 was the edge's preParsing, which a request refused by an onRequest hook (the query API's key
+    // check, its rate limit) never reached: Node read and dropped the whole body after the 401.
+    const app = await bodyApp();
+    const refuse = async () => {
+      throw new HttpProblem(401, 'TALLY_ERR_UNAUTHORIZED', 'no key');
+    };
+    app.get('/open', async () => ({ ok: true }));
+    await app.register(async (scope) => {
+      scope.addHook('onRequest', refuse);
+      scope.get('/secret', async () => ({ ok: true }));
+      scope.post('/secret', { schema: { body: z.object({ page: z.string() }) } }, async (req) => req.body);
+    });
+    app.get('/also-secret', { onRequest: refuse }, async () => ({ ok: true }));
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as AddressInfo;
+    const MAX = 200 * 1024 * 1024;
+    /** Sends `head`, then `piece` over and over up to MAX bytes: the answer's status and Connection, and the bytes sent. */
+    const send = (head: string, piece: string) =>
+      new Promise<{ status?: string; connection?: string; unread: boolean }>((resolve) => {
+        let out = '';
+        let written = 0;
+        const done = () => {
+          const lines = out.split('\r\n\r\n')[0]!.split('\r\n');
+          const connection = lines.find((l) => l.toLowerCase().startsWith('connection:'))?.replace(/^[^:]*:\s*/, '');
+          // The connection closed after the answer, before much of the body was sent (socket buffers take a few MB).
+          resolve({ status: lines[0]?.split(' ').slice(0, 2).join(' '), connection, unread: written < MAX / 4 });
+        };
+        const client = connect(port, '127.0.0.1', async () => {
+          client.write(head);
+          while (written < MAX && !client.destroyed) {
+            if (!client.write(piece)) await new Promise((r) => client.once('drain', r).once('close', r));
+            written += piece.length;
+          }
+          client.destroy();
+        });
+        client.on('data', (d: Buffer) => (out += d.toString('utf8')));
+        client.on('error', () => {});
+        client.on('close', done);
+      });
+    const spaces = ' '.repeat(64 * 1024);
+    const chunk = `${(64 * 1024).toString(16)}\r\n${spaces}\r\n`;
+    const declared = (method: string, path: string) =>
+      send(`${method} ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${MAX}\r\n\r\n`, spaces);
+    const chunked = (method: string, path: string) =>
+      send(`${method} ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`, chunk);
+    const closed = (status: string) => ({ status, connection: 'close', unread: true });
+
+    // Declared over the limit, to a route that takes none: 413 before the scope's or the route's own hook.
+    expect(await declared('GET', '/open')).toEqual(closed('HTTP/1.1 413'));
+    expect(await declared('GET', '/secret')).toEqual(closed('HTTP/1.1 413'));
+    expect(await declared('GET', '/also-secret')).toEqual(closed('HTTP/1.1 413'));
+    // Refused by a hook before its body is read: answered, and the connection closed rather than the body read on.
+    expect(await declared('POST', '/secret')).toEqual(closed('HTTP/1.1 401'));
+    expect(await chunked('POST', '/secret')).toEqual(closed('HTTP/1.1 401'));
+    expect(await chunked('GET', '/secret')).toEqual(closed('HTTP/1.1 401'));
+    // An unknown route, or one asked with another method: its 404 or 405, the body unread.
+    expect(await declared('GET', '/nope')).toEqual(closed('HTTP/1.1 404'));
+    expect(await chunked('GET', '/nope')).toEqual(closed('HTTP/1.1 404'));
+    expect(await declared('DELETE', '/open')).toEqual(closed('HTTP/1.1 405'));
+
+    // A body within the limit is read (or dropped) as before: the connection stays open for the next request.
+    const answers = await new Promise<string[]>((resolve, reject) => {
+      let out = '';
+      const client = connect(port, '127.0.0.1', () =>
+        client.write(
+          'GET /secret HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello' +
+            'GET /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello' +
+            'GET /open HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+        ),
+      );
+      client.on('data', (d: Buffer) => (out += d.toString('utf8')));
+      client.on('error', reject);
+      client.on('close', () => resolve(out.match(/HTTP\/1\.1 \d+/g) ?? []));
+    });
+    expect(answers).toEqual(['HTTP/1.1 401', 'HTTP/1.1 404', 'HTTP/1.1 200']);
+    await app.close();
+  }, 60_000);
+
   it('stops decompressing a body refused once past the limit: its decompressor is destroyed with the 413, not left inflating', async () => {
     const limit = 64 * 1024;
     const app = await createHttpApp({
