@@ -22,8 +22,6 @@ const buckets = new BucketStore({
   prefix: config.KEY_PREFIX,
   shards: config.QUEUE_SHARDS,
   rankTtlSeconds: config.TOP_HISTORY_DAYS * 86_400,
-  // A row's counts folded since a writer last read it go into one outbox entry per day and metric (writers fence reads).
-  mergeOutbox: config.OUTBOX_MERGE,
 });
 // The seqs other replicas' sealers set, so that applies to the stores they sealed need no stale retry (a hint:
 // while it is not subscribed, such an apply retries once). ioredis subscribes again after a reconnect.

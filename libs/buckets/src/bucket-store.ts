@@ -78,13 +78,6 @@ export interface BucketStoreOptions {
   rankTtlSeconds?: number;
   /** How long a row's cache version outlives its last ack (longer than any cached history). Default 2 days. */
   cacheVersionTtlSeconds?: number;
-  /**
-   * OUTBOX_MERGE of the config (the folds of this instance): the counts folded into a row since a writer last read it
-   * are added into the outbox entries of the first such fold, one per day and metric, instead of making entries per
-   * bucket and metric (FOLD in scripts.ts). Only with writers that fence their reads (READ_OUTBOX with the rows'
-   * merge seqs): a writer of an earlier version may be writing an entry a fold adds into. Default false.
-   */
-  mergeOutbox?: boolean;
 }
 
 const DAY_SECONDS = 86_400;
@@ -309,7 +302,6 @@ export class BucketStore {
   private readonly rules: CompiledRules;
   private readonly rankTtlSeconds: number;
   private readonly cacheVersionTtlSeconds: number;
-  private readonly mergeOutbox: boolean;
   /**
    * The open bucket's seq last seen per store: scripts that touch the open bucket's keys are called with the keys
    * of this seq and answer `stale` (nothing done) when the store moved on. A hint only: never trusted for counts.
@@ -329,7 +321,6 @@ export class BucketStore {
     this.sketches = new SketchStore({ redis: opts.redis, prefix: opts.prefix });
     this.rankTtlSeconds = opts.rankTtlSeconds ?? RANK_TTL_DAYS * DAY_SECONDS;
     this.cacheVersionTtlSeconds = opts.cacheVersionTtlSeconds ?? 2 * DAY_SECONDS;
-    this.mergeOutbox = opts.mergeOutbox ?? false;
   }
 
   private run<K extends string, A extends string, R>(
@@ -1077,18 +1068,8 @@ export class BucketStore {
         openRows: this.keys.bucketRows(store, openEpoch),
         tombstone: this.keys.tombstone(store),
         dueLater: this.keys.dueLater(store),
-        mergeSeqs: this.keys.mergeSeqs(store),
       },
-      args: {
-        seq,
-        now,
-        openEpoch,
-        report: report ? '1' : '0',
-        dueLimit: DUE_LIMIT,
-        leaseMs,
-        merge: this.mergeOutbox ? '1' : '0',
-        rowCount: pks.length,
-      },
+      args: { seq, now, openEpoch, report: report ? '1' : '0', dueLimit: DUE_LIMIT, leaseMs, rowCount: pks.length },
       tail: { keys, args },
     };
   }
@@ -1117,20 +1098,12 @@ export class BucketStore {
     return due.map((pk, i) => ({ pk, firstDirty: firsts[i] === null ? now : Number(firsts[i]) }));
   }
 
-  /**
-   * The writer's read: the row's outbox entries of completely folded buckets, which from then on no fold adds into
-   * (the row's merge seq goes with them, see READ_OUTBOX): write them, then ack them.
-   */
+  /** The writer's read: the row's outbox entries of completely folded buckets. */
   async readOutbox(store: string, pk: string): Promise<OutboxRead> {
     const flat = await this.run(
       READ_OUTBOX,
-      {
-        folded: this.keys.folded(store),
-        outbox: this.keys.outbox(store, pk),
-        tombstone: this.keys.tombstone(store),
-        mergeSeqs: this.keys.mergeSeqs(store),
-      },
-      { pk },
+      { folded: this.keys.folded(store), outbox: this.keys.outbox(store, pk), tombstone: this.keys.tombstone(store) },
+      {},
     );
     const folded = flat[0];
     const foldedThrough = folded === '' || folded === undefined ? -1 : Number(folded);
@@ -1161,7 +1134,6 @@ export class BucketStore {
       counts: this.keys.counts(store),
       tombstone: this.keys.tombstone(store),
       dueLater: this.keys.dueLater(store),
-      mergeSeqs: this.keys.mergeSeqs(store),
     };
     return Number(
       await this.run(

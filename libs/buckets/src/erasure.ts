@@ -5,18 +5,17 @@ import { defineScript, runScript, runScripts } from './script-table';
 import { readTopHistory } from './top-history';
 
 /**
- * ERASE one row (a visitor) from Redis and keep it erased: its outbox (and its merge seq), its counts in the open and
- * sealed buckets (and its place in their row sets), its distinct-count sketches (`ur` and each unwritten field's
- * `us`, `uh`: a visitor entity given a `distinct` metric has its own), its dirty and due marks, its cached history
- * (the cache version is bumped, so a query that read DynamoDB before cannot store what it read), and an entry in the
- * erased rows until `untilMs`, which makes APPLY drop the row's counts and SKETCH_ADD its members (TOMBSTONES in
- * scripts.ts).
+ * ERASE one row (a visitor) from Redis and keep it erased: its outbox, its counts in the open and sealed buckets
+ * (and its place in their row sets), its distinct-count sketches (`ur` and each unwritten field's `us`, `uh`: a
+ * visitor entity given a `distinct` metric has its own), its dirty and due marks, its cached history (the cache
+ * version is bumped, so a query that read DynamoDB before cannot store what it read), and an entry in the erased
+ * rows until `untilMs`, which makes APPLY drop the row's counts and SKETCH_ADD its members (TOMBSTONES in scripts.ts).
  * The erased rows are a zset pk -> until (ms): the entries whose time has passed at `now` are pruned here (a hash
  * of an earlier version is made a zset of its live entries), so a store that erases more often than the window does
  * not keep every erased pk for ever; an erasure never moves a row's time earlier. Idempotent.
- * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, dueLater, sketchRows (`ur`),
- * mergeSeqs, then per bucket seq (the sealed ones, then the open one) its hash of the row and its row set, then per
- * sketch field (the members of `ur` the caller read) its `us` and `uh`. ARGV: pk, untilMs, ttlSeconds (of the erased rows: at least
+ * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, dueLater, sketchRows (`ur`), then per
+ * bucket seq (the sealed ones, then the open one) its hash of the row and its row set, then per sketch field (the
+ * members of `ur` the caller read) its `us` and `uh`. ARGV: pk, untilMs, ttlSeconds (of the erased rows: at least
  * this from now), cacheVersionTtlSeconds, sealedCount, now (ms), sketchCount, then the seqs ('' for no open one),
  * then the sketch fields. Returns {1, outbox counts, bucket counts (counts, not their limbs), cached (0|1), sketch
  * fields, epoch or '', the days of the outbox's counts (`YYYY-DDD`, each once)...}, or {0, epoch or '', sealed
@@ -26,7 +25,7 @@ import { readTopHistory } from './top-history';
 export const ERASE_ROW = defineScript<[1, number, number, number, number, string, ...string[]] | [0, string, ...string[]]>()({
   name: 'ERASE_ROW',
   shebang: '#!lua',
-  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater', 'sketchRows', 'mergeSeqs'],
+  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater', 'sketchRows'],
   args: ['pk', 'untilMs', 'ttlSeconds', 'cacheVersionTtlSeconds', 'sealedCount', 'now', 'sketchCount'],
   body: `
 local function expectType(key, want)
@@ -81,7 +80,6 @@ local legacy = erasedAs == 'hash' and redis.call('HGETALL', K.erased) or {}
 expectType(K.dirty, 'zset')
 expectType(K.due, 'zset')
 expectType(K.dueLater, 'hash')
-expectType(K.mergeSeqs, 'hash')
 expectType(K.counts, 'hash')
 local outboxDays = {}
 local outboxCounts = countsOf(K.outbox, 2, outboxDays)
@@ -125,7 +123,6 @@ redis.call('DEL', K.sketchRows)
 redis.call('ZREM', K.dirty, A.pk)
 redis.call('ZREM', K.due, A.pk)
 redis.call('HDEL', K.dueLater, A.pk)
-redis.call('HDEL', K.mergeSeqs, A.pk)
 -- As ACK_OUTBOX: a version that expired restarts at now (ms), never at 1, which a query's history memo may hold.
 if version then redis.call('INCR', K.cacheVersion) else redis.call('SET', K.cacheVersion, A.now) end
 redis.call('EXPIRE', K.cacheVersion, A.cacheVersionTtlSeconds)
@@ -347,7 +344,6 @@ export class BucketEraser {
       epoch: k.epoch(store),
       dueLater: k.dueLater(store),
       sketchRows: this.buckets.sketches.rowsKey(store, pk),
-      mergeSeqs: k.mergeSeqs(store),
     };
     let layout = { epoch: (await this.redis.get(keys.epoch)) ?? '', sealed: await this.redis.lrange(keys.sealed, 0, -1) };
     for (let attempt = 0; attempt < 10; attempt++) {

@@ -403,27 +403,14 @@ return {1, epoch, nextEpoch}
 
 /**
  * FOLD rows of sealed bucket `seq` into their outboxes. Idempotent per row: a row whose bucket hash is gone
- * was folded already (a pk given twice in one call is folded once). KEYS: rows (the bucket's row set), dirty, due,
- * counts, sealed, folded, epoch, openRows (the row set of bucket `openEpoch`), tombstone, dueLater, mergeSeqs, then
- * per row its bucket hash and its outbox. ARGV: seq, now, openEpoch, report ('1' = report what is left), dueLimit,
- * leaseMs, merge ('1' = OUTBOX_MERGE), rowCount, then per row: pk, policyKind, a, b.
+ * was folded already. KEYS: rows (the bucket's row set), dirty, due, counts, sealed, folded, epoch, openRows (the
+ * row set of bucket `openEpoch`), tombstone, dueLater, then per row its bucket hash and its outbox. ARGV: seq, now,
+ * openEpoch, report ('1' = report what is left), dueLimit, leaseMs, rowCount, then per row: pk, policyKind, a, b.
  * (The rankings of top lists were updated by APPLY.)
- * Without merge, a count of the bucket (`<day>|<metric>` with its limbs) becomes a new outbox entry
- * `<seq>|<day>|<metric>`: new fields (only this fold of this bucket writes them), so the copy is an HSET of the
- * bucket's values; an existing one means the layout was broken and the call is refused whole.
- * With merge, a row has a merge seq U (`mergeSeqs`, pk -> U) from the first fold into it after a writer's last read
- * of it: that fold makes its entries `<seq>|…` as above and sets U = seq; every later fold adds each count into
- * `U|<day>|<metric>` (made when absent) instead of making an entry of its own. No writer has been handed an entry of
- * U: READ_OUTBOX takes U away in the same step as it hands out the entries of U (U at or below foldedThrough), and
- * the next fold starts a new U. An entry added into keeps seq U, so it is written as soon as U is folded through
- * (the flush does not wait for the bucket added last), and the items' watermarks are never at or above U before it
- * is written (a watermark moves only by writing entries a read handed out). The merge seqs are read with one HMGET
- * for the call's rows and the entries with one HMGET of the bucket's counts' limbs: nothing here grows with the
- * outbox. The sum is exact (limbs); one past 38 digits is not made: that count becomes an entry `<seq>|…` of its own.
- * The store's running count of outbox entries (`entries` in the counts hash) grows by the entries made (counts, not
- * their limbs: an entry whose low limb is 0 has no `<seq>|<day>|<metric>` field, is not counted, and ACK_OUTBOX
- * deletes no such field for it). When `seq` is the oldest sealed bucket and no row of it is left, the fold is
- * finished here (as FINISH_FOLD).
+ * The outbox fields `<seq>|<bucket field>` are new (only this fold of this bucket writes them), so the copy is
+ * an HSET of the bucket's values; an existing one means the layout was broken and the call is refused whole.
+ * The store's running count of outbox entries (`entries` in the counts hash) grows by the counts copied (not their
+ * limbs). When `seq` is the oldest sealed bucket and no row of it is left, the fold is finished here (as FINISH_FOLD).
  * Each folded row's flush time is set by its policy (as ACK_OUTBOX's schedule); an idle row whose alarm in `due` is
  * already set at or before its new time keeps that alarm and gets the new time in `dueLater` (see DUE_LIST): a
  * re-touched idle row costs no zset rewrite.
@@ -436,8 +423,8 @@ return {1, epoch, nextEpoch}
 export const FOLD = defineScript<[number, number] | [number, number, number, string, string, string, string, string[], string]>()({
   name: 'FOLD',
   shebang: '#!lua',
-  keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows', 'tombstone', 'dueLater', 'mergeSeqs'],
-  args: ['seq', 'now', 'openEpoch', 'report', 'dueLimit', 'leaseMs', 'merge', 'rowCount'],
+  keys: ['rows', 'dirty', 'due', 'counts', 'sealed', 'folded', 'epoch', 'openRows', 'tombstone', 'dueLater'],
+  args: ['seq', 'now', 'openEpoch', 'report', 'dueLimit', 'leaseMs', 'rowCount'],
   body: `${LIMBS}${DUE_LIST}${TOMBSTONES}
 if storeDeleted() then
   -- A deleted store: only deletes (its sealed buckets are dropped), and reports nothing left.
@@ -458,102 +445,32 @@ local head = redis.call('LINDEX', K.sealed, 0) or ''
 local epoch = redis.call('GET', K.epoch)
 local openHasData = epoch ~= false and (epoch ~= A.openEpoch or redis.call('EXISTS', K.openRows) == 1)
 -- Read phase: every row's bucket and its outbox checked; nothing written yet.
-local merge = A.merge == '1'
--- With merge, each row's merge seq (HMGET fails on a wrong type: the check before the HSET below).
-local mergeSeq = {}
-if merge then
-  for c = 0, n - 1, 1000 do
-    local pks = {}
-    for r = c, math.min(c + 999, n - 1) do pks[#pks + 1] = ARGV[AR + 4 * r] end
-    local u = redis.call('HMGET', K.mergeSeqs, unpack(pks))
-    for k = 1, #pks do
-      if u[k] and string.match(u[k], '^%d+$') and u[k] ~= seq then mergeSeq[pks[k]] = u[k] end
-    end
-  end
-end
 local rows = {}
 local movedPks = {}
-local seen = {}
 for r = 0, n - 1 do
   local i = AR + 4 * r
   local pk = ARGV[i]
   local key = KEYS[KR + 2 * r]
-  -- A pk given twice is folded once: its second bucket read would still see the counts the first one moves.
-  local data = seen[pk] and {} or redis.call('HGETALL', key)
-  seen[pk] = true
+  local data = redis.call('HGETALL', key)
   local row = {pk = pk, key = key, data = data, i = i}
   if #data > 0 then
     local outbox = KEYS[KR + 2 * r + 1]
-    -- The bucket's counts: per day and metric (its field \`base\`), the fields holding it and its limbs 1..3. A field
-    -- of no such shape (never written by APPLY) is a count of its own, copied and never added into anything.
-    local counts = {}
-    local byBase = {}
+    local names = {}
     for j = 1, #data, 2 do
       if not string.match(data[j + 1], '^%d+$') then
         return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. key .. ' ' .. data[j] .. ' is not a non-negative integer')
       end
-      local f = data[j]
-      local base, k = f, 1
-      if not isEntry(f, 1) then
-        local b, l = string.match(f, '^(.*)|([12])$')
-        if b and isEntry(b, 1) then base, k = b, tonumber(l) + 1 else k = 0 end
-      end
-      local c = k > 0 and byBase[base]
-      if not c then
-        c = {base = base, fields = {}, limbs = {}}
-        counts[#counts + 1] = c
-        if k > 0 then byBase[base] = c end
-      end
-      c.fields[#c.fields + 1] = j
-      if k > 0 then c.limbs[k] = data[j + 1] else c.odd = true end
+      table.insert(names, seq .. '|' .. data[j])
     end
-    local u = mergeSeq[pk]
-    if u then
-      -- The row's entries of U for the bucket's counts (absent ones are made), each count added into its entry.
-      local into = {}
-      for _, c in ipairs(counts) do if not c.odd then into[#into + 1] = c end end
-      for b = 1, #into, 300 do
-        local e = math.min(b + 299, #into)
-        local limbs = {}
-        for x = b, e do
-          local f = u .. '|' .. into[x].base
-          limbs[#limbs + 1] = f
-          limbs[#limbs + 1] = f .. '|1'
-          limbs[#limbs + 1] = f .. '|2'
-        end
-        local cur = redis.call('HMGET', outbox, unpack(limbs))
-        for x = b, e do
-          local c = into[x]
-          local o = 3 * (x - b)
-          c.cur = {cur[o + 1], cur[o + 2], cur[o + 3]}
-          local acc, fits = {0, 0, 0}, true
-          for k = 1, 3 do
-            if c.cur[k] and not addDecimal(acc, c.cur[k], k) then
-              return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. outbox .. ' ' .. u .. '|' .. c.base .. ' is not a non-negative integer')
-            end
-            if c.limbs[k] then fits = addDecimal(acc, c.limbs[k], k) and fits end
-          end
-          -- Past 38 digits: not added, the count is an entry of this bucket's own.
-          if fits and normalize(acc) then c.acc = acc end
-        end
-      end
-    end
-    -- The new entries' fields: checked absent (HMGET also fails on a wrong type: the outbox's check before the HSET).
-    local names = {}
-    for _, c in ipairs(counts) do
-      if not c.acc then
-        for _, j in ipairs(c.fields) do names[#names + 1] = seq .. '|' .. data[j] end
-      end
-    end
-    for b = 1, #names, 1000 do
-      local cur = redis.call('HMGET', outbox, unpack(names, b, math.min(b + 999, #names)))
+    for c = 1, #names, 1000 do
+      -- HMGET fails on a wrong type: the outbox's check before the HSET below.
+      local cur = redis.call('HMGET', outbox, unpack(names, c, math.min(c + 999, #names)))
       for k = 1, #cur do
-        if cur[k] then return redis.error_reply('TALLY_ERR_FOLD_CONFLICT ' .. outbox .. ' already has ' .. names[b + k - 1]) end
+        if cur[k] then return redis.error_reply('TALLY_ERR_FOLD_CONFLICT ' .. outbox .. ' already has ' .. names[c + k - 1]) end
       end
     end
     row.outbox = outbox
-    row.counts = counts
-    row.mergeSeq = u
+    row.names = names
     table.insert(movedPks, pk)
   end
   table.insert(rows, row)
@@ -576,7 +493,6 @@ local newDirty = {}
 local newDue = {}
 local newLater = {}
 local dropLater = {}
-local newMerge = {}
 local folded = {}
 local nowText = string.format('%d', now)
 for _, row in ipairs(rows) do
@@ -584,39 +500,16 @@ for _, row in ipairs(rows) do
   local i = row.i
   if #row.data > 0 then
     local data = row.data
-    -- New entries (their fields copied), and sums into the row's entries of its merge seq.
-    local pairs_, del = {}, {}
-    for _, c in ipairs(row.counts) do
-      if c.acc then
-        local f = row.mergeSeq .. '|' .. c.base
-        local limbs = {f, f .. '|1', f .. '|2'}
-        for k = 1, 3 do
-          if c.acc[k] ~= 0 then
-            table.insert(pairs_, limbs[k])
-            table.insert(pairs_, string.format('%d', c.acc[k]))
-          elseif c.cur[k] then
-            table.insert(del, limbs[k])
-          end
-        end
-        -- Counted by its low limb (see above): one made or gone moves the running count alike.
-        if c.acc[1] ~= 0 and not c.cur[1] then entries = entries + 1 end
-        if c.acc[1] == 0 and c.cur[1] then entries = entries - 1 end
-      else
-        for _, j in ipairs(c.fields) do
-          table.insert(pairs_, seq .. '|' .. data[j])
-          table.insert(pairs_, data[j + 1])
-          if isEntry(data[j], 1) then entries = entries + 1 end
-        end
-      end
+    local pairs_ = {}
+    for j = 1, #data, 2 do
+      table.insert(pairs_, row.names[(j + 1) / 2])
+      table.insert(pairs_, data[j + 1])
     end
     for c = 1, #pairs_, 1000 do redis.call('HSET', row.outbox, unpack(pairs_, c, math.min(c + 999, #pairs_))) end
-    for c = 1, #del, 1000 do redis.call('HDEL', row.outbox, unpack(del, c, math.min(c + 999, #del))) end
-    -- The first fold into the row since its last read starts its merge seq.
-    if merge and not row.mergeSeq then
-      table.insert(newMerge, pk)
-      table.insert(newMerge, seq)
-    end
     table.insert(folded, row.key)
+    for j = 1, #data, 2 do
+      if isEntry(data[j], 1) then entries = entries + 1 end
+    end
     -- As ZADD dirty NX now, then schedule() (see DUE), for all rows at once.
     local first = tonumber(firstDirty[pk])
     if not first then
@@ -657,11 +550,9 @@ for c = 1, #newDirty, 1000 do redis.call('ZADD', K.dirty, unpack(newDirty, c, ma
 for c = 1, #newDue, 1000 do redis.call('ZADD', K.due, unpack(newDue, c, math.min(c + 999, #newDue))) end
 for c = 1, #newLater, 1000 do redis.call('HSET', K.dueLater, unpack(newLater, c, math.min(c + 999, #newLater))) end
 for c = 1, #dropLater, 1000 do redis.call('HDEL', K.dueLater, unpack(dropLater, c, math.min(c + 999, #dropLater))) end
-for c = 1, #newMerge, 1000 do redis.call('HSET', K.mergeSeqs, unpack(newMerge, c, math.min(c + 999, #newMerge))) end
 local pkList = {}
 for r = 0, n - 1 do pkList[r + 1] = ARGV[AR + 4 * r] end
 for c = 1, #pkList, 1000 do redis.call('SREM', K.rows, unpack(pkList, c, math.min(c + 999, #pkList))) end
-entries = math.max(0, entries)
 if moved > 0 then redis.call('HSET', K.counts, 'entries', string.format('%d', entries)) end
 local finished = 0
 if head == seq and redis.call('SCARD', K.rows) == 0 then
@@ -710,29 +601,16 @@ return 1
 `,
 });
 
-/**
- * READ a row's outbox for the writer, and fence what it hands out: the entries of buckets folded completely (seq at
- * or below foldedThrough), which the writer takes and may be writing to DynamoDB from now on until its ack. When the
- * row's merge seq U (FOLD with merge) is among them, U is removed in the same step, so no fold adds into an entry a
- * writer holds (a count added into an entry written and then acked would be lost; into one written again by a
- * retry, refused by the watermark with it); the next fold starts a new U. A writing script (refused whole under OOM,
- * as the ack after it would be); it writes only to remove U. KEYS: folded, outbox, tombstone, mergeSeqs. ARGV: pk.
- * Returns {foldedThrough or '', field, value, ...}.
- */
+/** READ a row's outbox for the writer. KEYS: folded, outbox. Returns {foldedThrough or '', field, value, ...}. */
 export const READ_OUTBOX = defineScript<string[]>()({
   name: 'READ_OUTBOX',
-  shebang: '#!lua',
-  keys: ['folded', 'outbox', 'tombstone', 'mergeSeqs'],
-  args: ['pk'],
+  shebang: '#!lua flags=no-writes',
+  keys: ['folded', 'outbox', 'tombstone'],
+  args: [],
   body: `${TOMBSTONES}
 if storeDeleted() then return {''} end
 local folded = redis.call('GET', K.folded) or ''
 local data = redis.call('HGETALL', K.outbox)
-if folded ~= '' then
-  -- HGET fails on a wrong type before the HDEL.
-  local u = tonumber(redis.call('HGET', K.mergeSeqs, A.pk) or '')
-  if u ~= nil and u <= tonumber(folded) then redis.call('HDEL', K.mergeSeqs, A.pk) end
-end
 table.insert(data, 1, folded)
 return data
 `,
@@ -747,16 +625,14 @@ return data
  * moved up to the oldest entry's seq (the time its bucket opened: the entry was folded after it and after the dirty
  * time, so the idle policy's max age and the flush-lag gauge are never understated), and is rescheduled by its policy
  * (its later flush time, if any, is dropped: see DUE_LIST). The store's running count of outbox entries drops by the
- * counts deleted, not their limbs (never below 0, and restarts at 0 whenever the store has no dirty row left). A
- * row left with no entry loses its merge seq (see FOLD): its next fold starts one.
- * KEYS: outbox, cacheVersion, cache, dirty, due, counts, tombstone, dueLater, mergeSeqs. ARGV: pk, now,
- * cacheVersionTtlSeconds, policyKind, a, b, historyCached ('1'|'0'), then the fields to delete. Returns the number of
- * entries left.
+ * counts deleted, not their limbs (never below 0, and restarts at 0 whenever the store has no dirty row left).
+ * KEYS: outbox, cacheVersion, cache, dirty, due, counts, tombstone, dueLater. ARGV: pk, now, cacheVersionTtlSeconds, policyKind, a, b,
+ * historyCached ('1'|'0'), then the fields to delete. Returns the number of entries left.
  */
 export const ACK_OUTBOX = defineScript<number>()({
   name: 'ACK_OUTBOX',
   shebang: '#!lua',
-  keys: ['outbox', 'cacheVersion', 'cache', 'dirty', 'due', 'counts', 'tombstone', 'dueLater', 'mergeSeqs'],
+  keys: ['outbox', 'cacheVersion', 'cache', 'dirty', 'due', 'counts', 'tombstone', 'dueLater'],
   args: ['pk', 'now', 'cacheVersionTtlSeconds', 'policyKind', 'a', 'b', 'historyCached'],
   body: `${LIMBS}${DUE}${TOMBSTONES}
 if storeDeleted() then return 0 end
@@ -768,7 +644,6 @@ redis.call('HLEN', K.outbox)
 expectType(K.dirty, 'zset')
 expectType(K.due, 'zset')
 expectType(K.dueLater, 'hash')
-expectType(K.mergeSeqs, 'hash')
 local entries = readEntries(K.counts)
 if not entries then return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer') end
 local version = cached and redis.call('GET', K.cacheVersion)
@@ -795,7 +670,6 @@ end
 local left = redis.call('HLEN', K.outbox)
 redis.call('HDEL', K.dueLater, pk)
 if left == 0 then
-  redis.call('HDEL', K.mergeSeqs, pk)
   redis.call('ZREM', K.dirty, pk)
   redis.call('ZREM', K.due, pk)
 else

@@ -220,11 +220,6 @@ export const aggregatorEnv = shared.extend({
   AGGREGATOR_CONCURRENCY: int(1, 256).default(8).describe('Parallel `events` jobs per queue shard: up to this × QUEUE_SHARDS per process.'),
   DEDUPE_WINDOW_SECONDS,
   SEALER_ENABLED: bool.default(true).describe('Run the sealer (seal, fold, schedule flushes) in this process.'),
-  OUTBOX_MERGE: bool
-    .default(false)
-    .describe(
-      "Add the counts folded into a row since a dynamo-writer last read its outbox into the outbox entries of the first such fold, one per day and metric, instead of keeping an entry per bucket and metric until the row's flush: a product row flushed daily holds 3 entries at midnight instead of 128 (5.5 KB of Redis instead of 9.3, docs/SCALING.md). Flushes are not delayed: the entries keep the seq of that first fold's bucket. Turn it on only once every dynamo-writer, query API and tenants tool runs this version or later: an earlier writer reads the outbox without the fence that keeps folds out of the entries it is writing, and an earlier erasure leaves the visitor's merge seq behind, so counts would be lost. So upgrade those first, then the bucket-aggregators, then set it on the aggregators; before rolling any of them back, set it off on every aggregator (README \"Scaling\" says how to set it on again after). Outboxes folded either way are written alike.",
-    ),
   TOP_HISTORY_DAYS,
   JOB_LOCK_MS,
   REDIS_WAIT_REPLICAS,

@@ -252,7 +252,6 @@ describe('Redis names', () => {
       k.sealed('S1'),
       k.folded('S1'),
       k.outbox('S1', 'S1'),
-      k.mergeSeqs('S1'),
       k.dirty('S1'),
       k.due('S1'),
       k.batch('S1', 'abc'),

@@ -14,9 +14,6 @@
  *                            alarm at or before that time (see dueLater)
  *   <p>:{S}:dl               hash pk -> an idle row's flush time (ms) when a fold moved it past its alarm in `due`:
  *                            the alarm is re-armed to it when it fires, not on every fold
- *   <p>:{S}:om               hash pk -> the row's merge seq (OUTBOX_MERGE): the first bucket folded into it since a
- *                            writer last read it; folds add the row's counts into its outbox entries of that seq,
- *                            until a read hands them out (and removes it)
  *   <p>:{S}:d:<batchId>      dedupe record of an applied batch (expires after the dedupe window)
  *   <p>:{S}:c:<pk>           cached DynamoDB items of a row (visitor history), with their watermarks
  *   <p>:{S}:v:<pk>           cache version of a visitor row, bumped by the writer's step that deletes outbox entries
@@ -71,7 +68,6 @@ export const REDIS_SUFFIX = {
   dirty: 'dirty',
   due: 'due',
   dueLater: 'dl',
-  mergeSeqs: 'om',
   batch: 'd:',
   cache: 'c:',
   cacheVersion: 'v:',
@@ -133,8 +129,6 @@ export function redisKeys(prefix = 't') {
     dirty: (s: string) => tag(s) + S.dirty,
     due: (s: string) => tag(s) + S.due,
     dueLater: (s: string) => tag(s) + S.dueLater,
-    /** The rows' merge seqs (OUTBOX_MERGE): pk -> the seq whose outbox entries folds add into until a read. */
-    mergeSeqs: (s: string) => tag(s) + S.mergeSeqs,
     batch: (s: string, id: string) => tag(s) + S.batch + id,
     cache: (s: string, pk: string) => tag(s) + S.cache + pk,
     cacheVersion: (s: string, pk: string) => tag(s) + S.cacheVersion + pk,

@@ -18,28 +18,23 @@ export async function keysEverywhere(r: RedisConnection, pattern: string): Promi
   return (await Promise.all(r.nodes('master').map((node) => node.keys(pattern)))).flat();
 }
 
-/**
- * What is still unwritten in Redis, per kind, over all stores; and the rows' merge seqs (OUTBOX_MERGE), which the
- * writes of the rows' last entries remove.
- */
+/** What is still unwritten in Redis, per kind, over all stores. */
 export async function backlog(fleet: Fleet) {
   const r = fleet.inspect;
-  const out = { openBuckets: 0, sealed: 0, outboxes: 0, dirtyRows: 0, mergeSeqs: 0 };
+  const out = { openBuckets: 0, sealed: 0, outboxes: 0, dirtyRows: 0 };
   for (const store of Object.keys(fleet.zones)) {
     const tag = `${fleet.prefix}:{${store}}:`;
     out.openBuckets += (await keysEverywhere(r, `${tag}r:*`)).length;
     out.sealed += await r.llen(`${tag}sealed`);
     out.outboxes += (await keysEverywhere(r, `${tag}o:*`)).length;
     out.dirtyRows += await r.zcard(`${tag}dirty`);
-    out.mergeSeqs += await r.hlen(`${tag}om`);
   }
   return out;
 }
 
 /**
  * Waits until every accepted batch is applied and every count written: the queues idle (delayed retries included), no
- * open or sealed bucket, outbox, dirty row or merge seq. With `folded`, only until every bucket is folded (flushes may
- * still run).
+ * open or sealed bucket, outbox or dirty row. With `folded`, only until every bucket is folded (flushes may still run).
  */
 export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number; folded?: boolean } = {}): Promise<void> {
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
@@ -53,7 +48,7 @@ export async function waitForDrain(fleet: Fleet, opts: { timeoutMs?: number; fol
       const counts = opts.folded ? [] : await Promise.all(writes.map((q) => q.getJobCounts('waiting', 'active', 'delayed', 'prioritized')));
       if (!counts.every((c) => Object.values(c).every((n) => n === 0))) return false;
       const b = await backlog(fleet);
-      return b.openBuckets + b.sealed + (opts.folded ? 0 : b.outboxes + b.dirtyRows + b.mergeSeqs) === 0;
+      return b.openBuckets + b.sealed + (opts.folded ? 0 : b.outboxes + b.dirtyRows) === 0;
     },
     { timeoutMs: left(), intervalMs: 250, message: opts.folded ? 'every bucket folded' : 'everything written' },
   );

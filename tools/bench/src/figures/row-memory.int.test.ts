@@ -35,33 +35,6 @@ describe('Redis memory of open rows and idempotency records (docs/SCALING.md "In
     expect(product.total).toBeGreaterThan(20 * 231);
   });
 
-  it('measures each kind of open row with OUTBOX_MERGE: its outbox one entry per day and metric, and its merge seq', async () => {
-    const stores = 4;
-    const { kinds, bytesPerOutboxEntry } = await measureRowMemory({ stores, bucketMs: 900_000, mergeOutbox: true });
-    const f = (x: number) => Math.round(x).toLocaleString('en-US');
-    for (const kind of ROW_KINDS) {
-      const k = kinds[kind];
-      console.log(
-        `OUTBOX_MERGE ${kind} rows: ${k.rows}, ${f(k.total)} B each (outbox and merge seq ${f(k.outbox)}, sketches ${f(k.sketches)}, ` +
-          `zsets ${f(k.bookkeeping)}); ${k.entries.toFixed(1)} outbox entries, ${k.counts.toFixed(1)} counts`,
-      );
-    }
-    console.log(`OUTBOX_MERGE ${bytesPerOutboxEntry.toFixed(1)} B per outbox entry (with the merge seqs)`);
-    const { product, page, store } = kinds;
-    expect([product.rows, page.rows, store.rows]).toEqual([100 * stores, 100 * stores, stores]);
-    // A product row's day: ViewCount, and OrderCount and Revenue when ordered; a page row's PageViews; the store row's
-    // last hour (since its hourly flush read the hour before): its 4 metrics.
-    expect(product.entries).toBeGreaterThan(1);
-    expect(product.entries).toBeLessThanOrEqual(3);
-    expect(page.entries).toBe(1);
-    expect(store.entries).toBe(4);
-    for (const kind of ROW_KINDS) expect(kinds[kind].entries).toBeLessThanOrEqual(kinds[kind].counts);
-    // The outbox of the day's 128 entries (about 4,000 B) is gone; the sketch and the zset members stay.
-    expect(product.outbox).toBeLessThan(1_000);
-    expect(product.sketches).toBeGreaterThan(67 * 8);
-    expect(product.total).toBeLessThan(product.sketches + product.bookkeeping + 1_000);
-  });
-
   it('measures an idempotency record: kept two dedupe windows and the slack, a string key each', async () => {
     const { bytesPerRecord, ttlSeconds } = await measureIdempotencyRecords(2_000);
     console.log(`${bytesPerRecord.toFixed(1)} B per idempotency record, TTL ${ttlSeconds} s`);

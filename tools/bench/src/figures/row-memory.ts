@@ -26,7 +26,7 @@ interface KindMemory {
   entries: number;
   /** Counts per row since its last flush: its counters' updates (an event and a counter each), which bound its entries. */
   counts: number;
-  /** The outbox hash (`o:<pk>`) and, with OUTBOX_MERGE, its field in the store's merge seqs (`om`). */
+  /** The outbox hash (`o:<pk>`). */
   outbox: number;
   /** The unique-visitor sketches (`us:`, `uh:`) and the set of their unwritten days (`ur:`). */
   sketches: number;
@@ -64,14 +64,13 @@ const UNTRACKED = { args: ['--latency-tracking', 'no'] };
  * Redis memory of each kind of open row at its fullest (the method is in docs/SCALING.md, "Inputs"): `stores` stores
  * each run through a DAY on the default rules and an injected clock, as the aggregator and the writer do it (buckets of
  * `bucketMs`; no DynamoDB behind the flushes), measured at midnight, after the fold of the day's last bucket and before
- * the flushes due then. Per kind, the outboxes, then the sketches, then the zset members are deleted. With
- * `mergeOutbox`, folded as an aggregator with OUTBOX_MERGE does.
+ * the flushes due then. Per kind, the outboxes, then the sketches, then the zset members are deleted.
  */
-export async function measureRowMemory(opts: { stores: number; bucketMs: number; mergeOutbox?: boolean }) {
+export async function measureRowMemory(opts: { stores: number; bucketMs: number }) {
   const server = await startRedis(UNTRACKED);
   const redis = new Redis(server.url, { maxRetriesPerRequest: null });
   const rules = compileRules(defaultRules);
-  const buckets = new BucketStore({ redis, rules, prefix: 't', mergeOutbox: opts.mergeOutbox ?? false });
+  const buckets = new BucketStore({ redis, rules, prefix: 't' });
   try {
     const stores = Array.from({ length: opts.stores }, (_, i) => `STORE${i}`);
     const rnds = stores.map((_, i) => prng(1000 + i));
@@ -127,11 +126,7 @@ export async function measureRowMemory(opts: { stores: number; bucketMs: number;
         for (const pk of await redis.zrange(buckets.keys.dirty(store), 0, -1))
           if ((parsePk(pk).entity ?? 'store') === kind) rows.push({ store, pk });
       const entries = sum(await Promise.all(rows.map(({ store, pk }) => redis.hlen(buckets.keys.outbox(store, pk)))));
-      const outbox = await fallOf(redis, (conn) =>
-        Promise.all(
-          rows.map(({ store, pk }) => conn.multi().del(buckets.keys.outbox(store, pk)).hdel(buckets.keys.mergeSeqs(store), pk).exec()),
-        ),
-      );
+      const outbox = await fallOf(redis, (conn) => Promise.all(rows.map(({ store, pk }) => conn.del(buckets.keys.outbox(store, pk)))));
       const sketches = await fallOf(redis, (conn) =>
         Promise.all(
           rows.map(async ({ store, pk }) => {
