@@ -41,10 +41,12 @@ describe("an erasure on a query API whose DEDUPE_WINDOW_SECONDS is shorter than 
     const erased = await fetch(`${api.url}/v1/visitors/V1`, { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } });
     expect(erased.status).toBe(200);
 
-    // The backlog is worked through 400 s after the erasure: well inside the aggregators' 3,600 s window.
+    // The backlog is worked through 400 s after the erasure: well inside the aggregators' 3,600 s window. The shift
+    // is added to this process's own (`npm run test:at` shifts every clock; clockShiftEnv replaces a shift).
+    const ownShiftMs = Number(process.env['TALLY_TEST_CLOCK_OFFSET_MS'] ?? 0);
     const later = await stack.startApp('bucket-aggregator', {
       name: 'bucket-aggregator (400 s later)',
-      env: { SEALER_ENABLED: 'false', DEDUPE_WINDOW_SECONDS: String(WINDOW), ...clockShiftEnv(400_000) },
+      env: { SEALER_ENABLED: 'false', DEDUPE_WINDOW_SECONDS: String(WINDOW), ...clockShiftEnv(ownShiftMs + 400_000) },
     });
     await waitFor(
       async () => {
