@@ -121,7 +121,7 @@ describe('events processor', () => {
     expect((await metrics.eventsApplied.get()).values[0]!.value).toBe(4);
     expect(await failedReasons()).toEqual([
       'invalid events payload: events: a batch has either events or rows (with count)',
-      'invalid events payload: rows: rows.0: the row is not one of store LA2',
+      'invalid events payload: rows.0: the row is not one of store LA2',
     ]);
   });
 
@@ -156,8 +156,8 @@ describe('events processor', () => {
     for (const p of ['P0', 'P1']) expect(await uniques('LA2', `LA2#product#${p}`)).toEqual(await uniques('LA', `LA#product#${p}`));
     expect((await metrics.duplicateBatches.get()).values[0]!.value).toBe(1);
     expect(await failedReasons()).toEqual([
-      'invalid events payload: distinct: distinct.0: the row is not one of store LA2',
-      'invalid events payload: distinct: distinct.3: not whole 8-byte member ids',
+      'invalid events payload: distinct.0: the row is not one of store LA2',
+      'invalid events payload: distinct.3: not whole 8-byte member ids',
     ]);
   });
 
@@ -181,8 +181,8 @@ describe('events processor', () => {
     await waitForQueuesIdle([queues[QUEUE.events]]);
     await w.close();
     expect(await failedReasons()).toEqual([
-      'invalid events payload: rows: rows.2: not a day: day of year 0 does not exist in 2023',
-      'invalid events payload: rows: rows.2: not a day: day of year 366 does not exist in 2023',
+      'invalid events payload: rows.2: not a day: day of year 0 does not exist in 2023',
+      'invalid events payload: rows.2: not a day: day of year 366 does not exist in 2023',
     ]);
     expect((await queues[QUEUE.events].getFailed()).every((j) => j.attemptsMade === 1)).toBe(true);
     // A metric these rules do not count (zz), a distinct count as a counter (uv in rows), a counter as a distinct count

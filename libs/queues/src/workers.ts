@@ -36,12 +36,22 @@ export function shardWorker(queue: QueueName, processor: Processor, prefix: stri
 
 /**
  * A job's data read with its queue's schema. A payload that does not parse fails the job for good (retrying cannot
- * help: UnrecoverableError, to the failed set), naming `what` and the first issue; `onInvalid` runs first (a metric).
+ * help: UnrecoverableError, to the failed set), naming `what` and the first issue (`invalid flush payload: pk: …`);
+ * `onInvalid` runs first (a metric).
  */
 export function jobData<S extends z.ZodType>(schema: S, job: Pick<Job, 'data'>, what: string, onInvalid?: () => void): z.output<S> {
   const parsed = schema.safeParse(job.data);
   if (parsed.success) return parsed.data;
   onInvalid?.();
-  const issue = parsed.error.issues[0]!;
-  throw new UnrecoverableError(`invalid ${what}: ${issue.path.join('.')}: ${issue.message}`);
+  throw new UnrecoverableError(`invalid ${what}: ${issueText(parsed.error.issues[0]!)}`);
+}
+
+/**
+ * `<path>: <message>`; the message alone for an issue of the payload as a whole (an empty path: not an object, an
+ * unknown key) and for one whose message names its own place already (checkFlatRows' `rows.8: not a day: …`).
+ */
+function issueText(issue: z.core.$ZodIssue): string {
+  const path = issue.path.map(String).join('.');
+  if (path === '' || issue.message.startsWith(`${path}.`) || issue.message.startsWith(`${path}:`)) return issue.message;
+  return `${path}: ${issue.message}`;
 }

@@ -113,6 +113,9 @@ export const checkTimeZone = (timeZone: string) =>
 /** The spelling a store keeps of a time zone checkTimeZone accepted (`europe/paris` → `Europe/Paris`: canonicalTimeZone). */
 const zoneToKeep = (timeZone: string) => canonicalTimeZone(timeZone) ?? timeZone;
 
+export const checkLabel = (label: string) =>
+  check(LABEL.test(label), 'TALLY_ERR_INVALID_LABEL', () => 'a key label is 0-200 printable ASCII characters');
+
 export function checkScopes(scopes: readonly string[]): Scope[] {
   const bad = scopes.filter((s) => !isScope(s));
   check(scopes.length > 0 && bad.length === 0, 'TALLY_ERR_INVALID_SCOPES', () => {
@@ -290,7 +293,7 @@ export interface TenantSettings {
 export const MAX_HISTORY_MONTHS = 1200;
 
 /** Throws the TenantError of the first setting given that is not valid. */
-function checkSettings({ timeZone, currency, historyMonths: m, ingestEventsPerSecond: b }: TenantSettings): void {
+export function checkSettings({ timeZone, currency, historyMonths: m, ingestEventsPerSecond: b }: TenantSettings): void {
   if (timeZone !== undefined) checkTimeZone(timeZone);
   if (currency !== undefined) checkCurrency(currency);
   check(m === undefined || m === null || (Number.isInteger(m) && m >= 1 && m <= MAX_HISTORY_MONTHS), 'TALLY_ERR_INVALID_RETENTION', () => {
@@ -603,7 +606,7 @@ export async function setCurrency(db: TenantDb, store: string, currency: string)
 export async function issueKey(db: TenantDb, store: string, scopes: readonly string[], label: string): Promise<string> {
   checkStore(store);
   const checked = checkScopes(scopes);
-  check(LABEL.test(label), 'TALLY_ERR_INVALID_LABEL', () => 'a key label is 0-200 printable ASCII characters');
+  checkLabel(label);
   const tenant = await getTenant(db, store);
   if (!tenant || tenant.deletingAt) throw notFound(store);
   const key = generateKey();

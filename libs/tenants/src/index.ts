@@ -3,7 +3,9 @@ export { SCOPES, hashKey, keyIdOf, type Scope } from './keys';
 export {
   changeTenant,
   checkCurrency,
+  checkLabel,
   checkScopes,
+  checkSettings,
   checkStore,
   checkTimeZone,
   createTenant,

@@ -67,8 +67,9 @@ async function runCommand(command: string, args: string[], values: CliValues<typ
 
   if (command === 'list') {
     if (args.length > 0) throw new UsageError(`list takes no positional arguments; use --queue <q>`);
+    if (values.limit !== undefined && !/^\d+$/.test(values.limit))
+      throw new UsageError(`--limit must be a whole number; got ${JSON.stringify(values.limit)}`);
     const limit = values.limit === undefined ? 50 : Number(values.limit);
-    if (!Number.isInteger(limit) || limit < 0) throw new UsageError(`--limit must be a whole number; got "${values.limit}"`);
     const names = values.queue === undefined ? QUEUE_NAMES : [withUsage(dlq.assertQueueName, values.queue)];
     const { now, shardsOf } = await connect();
     const rows: dlq.FailedJob[] = [];
@@ -88,6 +89,7 @@ async function runCommand(command: string, args: string[], values: CliValues<typ
   if (command === 'show' && args.length !== 2) throw new UsageError('show takes <queue> <id>');
   if (args[0] === undefined) throw new UsageError(`${command} needs a queue (${QUEUE_NAMES.join(', ')})`);
   const queueName = withUsage(dlq.assertQueueName, args[0]);
+  if (args[1] === '') throw new UsageError(`${command}: the job id is empty`);
 
   if (command === 'show') {
     const { now, shardsOf } = await connect();
@@ -158,11 +160,11 @@ async function runCommand(command: string, args: string[], values: CliValues<typ
   const result = await bulk.finally(() => bar?.stop());
   if (dryRun && result.matched.length > 0) for (const line of table(result.matched, now)) io.out(line);
   for (const d of result.discarded) io.out(`${dryRun ? 'would discard' : 'discarded'} ${d.id}: ${d.why}`);
-  for (const s of result.skipped) io.out(`skipped ${s.id}: ${s.why}`);
+  for (const s of result.skipped) io.out(`${dryRun ? 'would skip' : 'skipped'} ${s.id}: ${s.why}`);
   const { stopped, skipped, discarded } = result;
   const notes = [
     discarded.length && `${discarded.length} ${dryRun ? 'would be discarded' : 'discarded'}`,
-    skipped.length && `${skipped.length} skipped`,
+    skipped.length && `${skipped.length} ${dryRun ? 'would be skipped' : 'skipped'}`,
     stopped && `stopped at job ${stopped.id}, ${stopped.notTried} not tried`,
   ];
   const noted = notes.some(Boolean) ? ` (${notes.filter(Boolean).join(', ')})` : '';

@@ -92,6 +92,15 @@ describe('dead-letter operations on a real Redis', () => {
     );
     expect(await queues.events.getJobState('old-1')).toBe('failed');
 
+    // A dry run says what the replay would do, the refusal included: "would skip", not "skipped" (exit 1, as the replay).
+    const dry = io();
+    expect(await runDlqCli(['replay', 'events', '--all', '--dry-run'], { queues, dedupeWindowMs: DAY }, dry.io)).toBe(1);
+    expect(dry.out.slice(-2)).toEqual([
+      expect.stringMatching(/^would skip old-1: batch accepted 30h ago, past the dedupe window/),
+      'dry run: would replay 1 of 2 matching failed jobs in events (1 would be skipped)',
+    ]);
+    expect(await queues.events.getFailedCount()).toBe(2);
+
     const bulk = await replayFailed(queues.events, {}, { dedupeWindowMs: DAY });
     expect(bulk.done).toEqual(['new-1']);
     expect(bulk.skipped).toEqual([{ id: 'old-1', why: expect.stringMatching(/past the dedupe window/) }]);

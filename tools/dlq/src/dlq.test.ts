@@ -181,6 +181,14 @@ describe('a usage error', () => {
     for (const argv of [
       ['list', '--reason', '('],
       ['list', '--limit', 'x'],
+      // Number('') is 0, ' 5' and '1e3' numbers too: a limit is digits only.
+      ['list', '--limit', ''],
+      ['list', '--limit', ' 5'],
+      ['list', '--limit', '1e3'],
+      // An empty job id names no job: refused before connecting, not "no job" after.
+      ['show', 'events', ''],
+      ['replay', 'events', ''],
+      ['purge', 'events', '', '--yes'],
       ['list', 'events'],
       ['list', '--queue'],
       ['--bogus'],

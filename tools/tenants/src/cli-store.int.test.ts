@@ -67,4 +67,27 @@ describe('tenants CLI', () => {
       });
     expect(opened).toEqual([]);
   });
+
+  it('refuses a bad --label or ingest budget, exit 2 in one line, before it looks for any backend', async () => {
+    // issue-key's label and set-ingest-budget's range used to be checked by libs/tenants only, once the backends were
+    // resolved: with no stack running the command said "no DynamoDB to use" (exit 1) instead.
+    const opened: Array<{ redis: boolean }> = [];
+    const run = (...argv: string[]) => runTenants(argv, (need) => (opened.push(need), { db }));
+    const label = 'tally: a key label is 0-200 printable ASCII characters';
+    for (const bad of ['tab\there', 'x'.repeat(201), 'caf\u00e9'])
+      expect(await run('issue-key', 'S1', '--scopes', 'read', '--label', bad), bad).toEqual({ code: 2, out: '', err: label });
+    for (const budget of ['0', '10000001'])
+      expect(await run('set-ingest-budget', 'S1', budget), budget).toEqual({
+        code: 2,
+        out: '',
+        err: `tally: ingest budget ${budget} is not a whole number of events per second from 1 to 10000000 (or none: the collectors' default)`,
+      });
+    expect(opened).toEqual([]);
+    // The bounds themselves are taken, as libs/tenants takes them.
+    expect((await run('create', 'LB1')).code).toBe(0);
+    expect((await run('issue-key', 'LB1', '--scopes', 'read', '--label', '~'.repeat(200))).code).toBe(0);
+    expect((await run('issue-key', 'LB1', '--scopes', 'read', '--label', '')).code).toBe(0);
+    expect((await run('set-ingest-budget', 'LB1', '10000000')).code).toBe(0);
+    expect((await run('set-ingest-budget', 'LB1', '1')).code).toBe(0);
+  });
 });

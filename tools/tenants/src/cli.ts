@@ -96,7 +96,9 @@ export const COMMANDS: Record<string, Command> = {
   'issue-key': async ([store], { values, io, open }) => {
     if (!values.scopes) throw new UsageError(`issue-key needs --scopes (one or more of ${tenants.SCOPES.join(', ')})`);
     const scopes = scopesOf(values.scopes);
-    const key = await tenants.issueKey((await open()).db, store!, scopes, values.label ?? '');
+    const label = values.label ?? '';
+    tenants.checkLabel(label);
+    const key = await tenants.issueKey((await open()).db, store!, scopes, label);
     io.out(key);
     io.err(`tally: issued key ${tenants.keyIdOf(key)} (${scopes.join(', ')}) for store ${store}; it is shown only this once: store it now`);
   },
@@ -118,6 +120,7 @@ export const COMMANDS: Record<string, Command> = {
     const value = budget === 'default' ? undefined : /^\d+$/.test(budget!) ? Number(budget) : NaN;
     if (Number.isNaN(value))
       throw new UsageError(`set-ingest-budget takes a whole number of events per second or "default", not ${JSON.stringify(budget)}`);
+    tenants.checkSettings({ ingestEventsPerSecond: value });
     await tenants.setIngestBudget((await open()).db, store!, value);
     const perSecond = value === undefined ? 'the default INGEST_BUDGET_EVENTS_PER_SECOND' : value;
     io.out(`tally: store ${store} may send ${perSecond} events per second (collectors apply it within KEY_CACHE_TTL_MS)`);
