@@ -61,7 +61,7 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
         throw new UsageError(`${command} takes no --${token.name}${notTaken?.(command, token.name) ?? ''}`);
     return await run(command, args, values as CliValues<O>);
   } catch (err) {
-    io.err(`tally: ${err instanceof Error ? err.message : String(err)}`);
+    io.err(`tally: ${reason(err)}`);
     // parseArgs' own errors (an unknown option, a missing value) are usage errors too.
     if (!(err instanceof UsageError) && !String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS_')) return 1;
     // Leniently: the command line may be the one parseArgs just refused (an unknown option, a missing value).
@@ -71,6 +71,17 @@ export async function runCli<O extends ParseArgsOptionsConfig>(
     io.err(`see: npm run ${tool} -- --help`);
     return 2;
   }
+}
+
+/**
+ * What a refused command line says. parseArgs' unknown-option message goes on with a hint for positionals that start
+ * with `-` (`… as in '-- "--bogus"`, its quote never closed): only its first sentence is kept.
+ */
+function reason(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  if ((err as { code?: unknown }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')
+    return err.message.replace(/\. To specify a positional[^]*$/, '');
+  return err.message;
 }
 
 /** `text` on one line (each run of whitespace a space), cut to `max` characters with `…`. */
