@@ -121,7 +121,15 @@ describe('an erased row', () => {
     const r = await eraser.eraseRow('S', pk, { until: 10_000, ttlSeconds: 60 });
     // With the epoch it read (the open bucket's seq: every bucket of the erased counts is below it) and the days of
     // the outbox counts erased (a flush that read them writes to those days' items).
-    expect(r).toEqual({ outboxEntries: 1, bucketEntries: 1, cachedHistory: true, sketches: 0, epoch: 1_001, outboxDays: ['2023-123'] });
+    expect(r).toEqual({
+      outboxEntries: 1,
+      bucketEntries: 1,
+      cachedHistory: true,
+      sketches: 0,
+      rankings: 0,
+      epoch: 1_001,
+      outboxDays: ['2023-123'],
+    });
     const [visitor, product] = await buckets.snapshot('S', [pk, 'S#product#P1'], true);
     expect(visitor!.entries).toEqual([]);
     expect(visitor!.cache).toBeUndefined();
@@ -138,6 +146,7 @@ describe('an erased row', () => {
       bucketEntries: 0,
       cachedHistory: false,
       sketches: 0,
+      rankings: 0,
       epoch: 1_001,
       outboxDays: [],
     });
@@ -175,6 +184,7 @@ describe('an erased row', () => {
       bucketEntries: 2,
       cachedHistory: false,
       sketches: 0,
+      rankings: 0,
       epoch: 1_001,
       outboxDays: ['2023-123'], // once, for two fields and a limb
     });
@@ -213,7 +223,8 @@ describe('an erased row of a ranked entity', () => {
       { member: 'V2', score: 2 },
     ]);
     const rankedEraser = new BucketEraser({ redis, buckets: store });
-    await rankedEraser.eraseRow('S', 'S#visitor#V1', { until: now + 10_000, ttlSeconds: 60, now });
+    // Four rankings: v of today, tomorrow and 130 days ago, o of today.
+    expect((await rankedEraser.eraseRow('S', 'S#visitor#V1', { until: now + 10_000, ttlSeconds: 60, now })).rankings).toBe(4);
     expect(await store.top('S', 'visitor', 'v', [day(0), day(1)], 10)).toEqual([{ member: 'V2', score: 2 }]);
     expect(await store.top('S', 'visitor', 'v', [day(-130)], 10)).toEqual([{ member: 'V2', score: 1 }]);
     // A ranking it alone was in is gone.
@@ -225,6 +236,26 @@ describe('an erased row of a ranked entity', () => {
     expect(await store.top('S', 'visitor', 'v', [day(0), day(1)], 10)).toEqual([{ member: 'V2', score: 4 }]);
     // A ranking only the erased row adds to is not created (nor given a TTL).
     expect(await redis.exists(`t:{S}:k:${day(1)}:v:visitor`, `t:{S}:k:${day(0)}:o:visitor`)).toBe(0);
+  });
+
+  it('cut short between ERASE_ROW and UNRANK, stays ranked until erased again, which takes it out and says so', async () => {
+    const store = new BucketStore({ redis, rules: ranked, prefix: 't' });
+    await store.apply('S', 'a', deltas({ 'S#visitor#V1': { [`${day(0)}|v`]: 5 }, 'S#visitor#V2': { [`${day(0)}|v`]: 2 } }), {
+      now,
+      dedupeTtlSeconds: 60,
+    });
+    const cut = new BucketEraser({ redis, buckets: store });
+    cut.unrankRow = () => Promise.reject(new Error('crashed before UNRANK'));
+    await expect(cut.eraseRow('S', 'S#visitor#V1', { until: now + 10_000, ttlSeconds: 60, now })).rejects.toThrow('crashed before UNRANK');
+    expect((await store.snapshot('S', ['S#visitor#V1']))[0]!.entries).toEqual([]);
+    expect((await store.top('S', 'visitor', 'v', [day(0)], 10)).map((m) => m.member)).toEqual(['V1', 'V2']);
+    const again = await new BucketEraser({ redis, buckets: store }).eraseRow('S', 'S#visitor#V1', {
+      until: now + 10_000,
+      ttlSeconds: 60,
+      now,
+    });
+    expect(again).toMatchObject({ outboxEntries: 0, bucketEntries: 0, sketches: 0, rankings: 1 });
+    expect(await store.top('S', 'visitor', 'v', [day(0)], 10)).toEqual([{ member: 'V2', score: 2 }]);
   });
 
   it('leaves the rankings of every day an aggregator keeping them longer (its TOP_HISTORY_DAYS recorded) may still hold', async () => {

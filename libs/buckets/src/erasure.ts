@@ -179,6 +179,8 @@ export interface RowErasure {
   cachedHistory: boolean;
   /** The row's own distinct-count sketches not yet in DynamoDB (one per day and metric), when its entity has any. */
   sketches: number;
+  /** The daily rankings (top lists) the row was taken out of (unrankRow), when the rules rank its entity. */
+  rankings: number;
   /**
    * The store's epoch (the open bucket's seq) the erasure read, undefined when it had none: every bucket a count of
    * the row could be in before the erasure has a lower seq, and every bucket after it this one or a higher.
@@ -327,7 +329,8 @@ export class BucketEraser {
    * dedupe window's slack, the erased rows kept `ttlSeconds` (the dedupe window) plus that slack (libs/key-layout dedupe-window.ts):
    * a batch accepted before the erasure and let through by the aggregator's window check finds the entry. `now` (ms,
    * default the clock) prunes the erased rows whose time has passed, and dates the rankings. Call it again after the
-   * row's DynamoDB items are deleted: a query that read them in between may have cached them.
+   * row's DynamoDB items are deleted: a query that read them in between may have cached them. A call cut short between
+   * ERASE_ROW and UNRANK leaves the row ranked: the next call takes it out, and counts those rankings (`rankings`).
    */
   async eraseRow(store: string, pk: string, opts: { until: number; ttlSeconds: number; now?: number }): Promise<RowErasure> {
     const k = this.buckets.keys;
@@ -373,13 +376,14 @@ export class BucketEraser {
       );
       if (r[0] === 1) {
         // No apply ranks the row from now on (the erased rows' entry): take it out of the rankings applies made before.
-        await this.unrankRow(store, pk, { windowSeconds: opts.ttlSeconds, now: opts.now });
+        const rankings = await this.unrankRow(store, pk, { windowSeconds: opts.ttlSeconds, now: opts.now });
         const [, outboxEntries, bucketEntries, cached, sketches, epoch, ...outboxDays] = r;
         return {
           outboxEntries: Number(outboxEntries),
           bucketEntries: Number(bucketEntries),
           cachedHistory: Number(cached) === 1,
           sketches: Number(sketches),
+          rankings,
           epoch: epoch === '' ? undefined : Number(epoch),
           outboxDays,
         };

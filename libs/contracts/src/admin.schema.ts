@@ -157,14 +157,18 @@ export const visitorErasureSchema = z
     store: z.string(),
     visitor: z.string(),
     removed: z.object({
-      dynamoItems: z.number().int().describe("The visitor's DynamoDB items (month items and TOTAL)"),
+      dynamoItems: z
+        .number()
+        .int()
+        .describe("The DynamoDB items (month items and TOTAL) of the visitor's rows: every entity keyed by the visitor id alone"),
       outboxEntries: z.number().int().describe('Counts folded but not yet written to DynamoDB'),
       bucketEntries: z.number().int().describe('Counts in the open and sealed Redis buckets'),
       cachedHistory: z.boolean().describe('Whether a cached history was dropped'),
       sketches: z
         .number()
         .int()
-        .describe("The visitor row's own distinct-count sketches not yet in DynamoDB (rules with a distinct metric on the visitor entity)"),
+        .describe("The visitor rows' own distinct-count sketches not yet in DynamoDB (rules with a distinct metric on such an entity)"),
+      rankings: z.number().int().describe('The daily rankings (top lists) the visitor was taken out of (rules that rank such an entity)'),
     }),
     tombstoneUntil: isoSchema.describe("Until when the visitor's events still in flight are dropped"),
   })
@@ -174,7 +178,7 @@ export const visitorErasureSchema = z
       {
         store: 'DEMO',
         visitor: 'V42',
-        removed: { dynamoItems: 3, outboxEntries: 4, bucketEntries: 2, cachedHistory: true, sketches: 0 },
+        removed: { dynamoItems: 3, outboxEntries: 4, bucketEntries: 2, cachedHistory: true, sketches: 0, rankings: 0 },
         tombstoneUntil: '2026-03-16T12:00:00.000Z',
       },
     ],
@@ -307,7 +311,7 @@ export const adminRouteSchemas = {
       200: visitorErasureSchema,
       ...adminErrors,
       404: errorSchema.describe(
-        'Nothing of the visitor was stored (no DynamoDB items or Redis counts); their in-flight events are dropped anyway, for DEDUPE_WINDOW_SECONDS (the detail says until when)',
+        'Nothing of the visitor was stored (no DynamoDB items, Redis counts or rankings); their in-flight events are dropped anyway, for DEDUPE_WINDOW_SECONDS (the detail says until when)',
       ),
     },
   },

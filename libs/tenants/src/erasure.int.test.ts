@@ -20,9 +20,10 @@ import {
   retentionExpiry,
   SPILLED_ATTR,
   TOTAL_SK,
+  totalAttr,
   WATERMARK_ATTR,
 } from '@tally/key-layout';
-import { compileRules, defaultRules, distinctMember } from '@tally/schema';
+import { compileRules, defaultRules, distinctMember, rollup, rollupDistinct } from '@tally/schema';
 import { createTestTable } from '@tally/testing';
 import { dynamoBackends, useDynamoBackendClient, useRedis } from '@tally/testing/vitest';
 import { describe, expect, it } from 'vitest';
@@ -39,6 +40,19 @@ import { createTenant, createTenantDirectory, deleteStore, eraseVisitor, visitor
  */
 
 const rules = compileRules(defaultRules);
+/** The default rules and a second entity keyed by the visitor id, ranked, with a distinct count of its own. */
+const shopperRules = compileRules({
+  ...defaultRules,
+  metrics: { ...defaultRules.metrics, ProductsSeen: { code: 'ps', description: 'distinct products a shopper viewed' } },
+  entities: {
+    ...defaultRules.entities,
+    shopper: { key: ['visitor'], flush: { kind: 'bucket' }, rank: true, distinct: { ProductsSeen: 'product' } },
+  },
+  events: {
+    ...defaultRules.events,
+    view: { ...defaultRules.events.view, counters: [...defaultRules.events.view.counters, { entity: 'shopper', metric: 'ViewCount' }] },
+  },
+});
 const DAY_MS = 86_400_000;
 const TOMBSTONE_S = 60;
 /** The Redis tombstone of an erased row outlives its `until` by the dedupe window's slack. */
@@ -82,15 +96,15 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
    * A flush as the dynamo-writer runs one (flush.processor.ts): the outbox and the live sketches read now, written to
    * DynamoDB (writeRowWithSketches) and acked when `write` is called, however much later.
    */
-  async function readFlush(db: TenantDb, store: string, pk: string, expiresAt?: RowWriterDeps['expiresAt']) {
-    const outbox = await buckets.readOutbox(store, pk);
-    const [live] = await buckets.sketches.read(store, [pk]);
+  async function readFlush(db: TenantDb, store: string, pk: string, expiresAt?: RowWriterDeps['expiresAt'], bs = buckets) {
+    const outbox = await bs.readOutbox(store, pk);
+    const [live] = await bs.sketches.read(store, [pk]);
     expect(outbox.entries.length).toBeGreaterThan(0);
     return async (ackAt: number) => {
       const deps = { client: db.dynamo, table: db.table, meter: createDynamoMeter(), ...(expiresAt ? { expiresAt } : {}) };
-      const r = await writeRowWithSketches(deps, (g, w) => buckets.sketches.union(store, g, w), pk, outbox.entries, live ?? []);
-      await buckets.sketches.ack(store, pk, r.sketchesWritten);
-      await buckets.ackOutbox(
+      const r = await writeRowWithSketches(deps, (g, w) => bs.sketches.union(store, g, w), pk, outbox.entries, live ?? []);
+      await bs.sketches.ack(store, pk, r.sketchesWritten);
+      await bs.ackOutbox(
         store,
         pk,
         outbox.entries.map((e) => e.field),
@@ -123,8 +137,8 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
       }),
     );
   /** A query's view of a row (DynamoDB merged with what Redis still holds, by watermark): sk -> attr -> value. */
-  async function merged(db: TenantDb, store: string, pk: string) {
-    const [snap] = await buckets.snapshot(store, [pk]);
+  async function merged(db: TenantDb, store: string, pk: string, bs = buckets) {
+    const [snap] = await bs.snapshot(store, [pk]);
     const { items } = await queryItems({ client: db.dynamo, table: db.table, meter: createDynamoMeter() }, pk, 'M', TOTAL_SK);
     const out: Record<string, Record<string, string>> = {};
     for (const [sk, attrs] of mergeItems(items, snap!.entries)) {
@@ -253,6 +267,83 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
   });
 
   it.skipIf(skip)(
+    'a visitor keyed by two entities: every row of theirs goes (items, counts, sketches, rankings), and no stale flush or late batch brings any back',
+    async () => {
+      const db = await freshDb();
+      const store = 'EVTWO';
+      const bs = new BucketStore({ redis, rules: shopperRules, prefix: 't' });
+      const deps = (now: number) => ({ ...erasureDeps(db, now), eraser: new BucketEraser({ redis, buckets: bs }), rules: shopperRules });
+      const v1 = ['visitor', 'shopper'].map((entity) => shopperRules.pkOf(store, entity, ['V1']));
+      const v2 = ['visitor', 'shopper'].map((entity) => shopperRules.pkOf(store, entity, ['V2']));
+      await createTenant(db, store, { timeZone: 'UTC' });
+      const t0 = Date.now() - 3_600_000;
+      const [tsA, tsB] = [t0 - 40 * DAY_MS, t0];
+      const [dayA, dayB] = [localDayKey(tsA, 'UTC'), localDayKey(tsB, 'UTC')];
+      const view = (visitor: string, product: string, ts: number) => ({ type: 'view', ts, dims: { visitor, product } });
+      /** Counts `events` (and their sketch members) as the aggregator does, at `now`. */
+      const count = async (id: string, events: ReturnType<typeof view>[], now: number) => {
+        const r = await bs.apply(store, id, rollup(shopperRules, store, 'UTC', events), { now, dedupeTtlSeconds: TOMBSTONE_S });
+        await bs.sketches.add(store, rollupDistinct(shopperRules, store, 'UTC', events), now);
+        return r;
+      };
+      const sealAndFold = async (now: number) => {
+        expect(await bs.seal(store, { now, minAgeMs: 0 })).toBeDefined();
+        await bs.foldSealed(store, { now: now + 1 });
+      };
+      // Day A in DynamoDB (both visitors, every row); day B folded into V1's outboxes (read by a flush of each row that
+      // then stalls) and in the open bucket.
+      await count('a', [view('V1', 'P1', tsA), view('V2', 'P1', tsA)], t0);
+      await sealAndFold(t0 + 1);
+      for (const pk of [...v1, ...v2]) await (await readFlush(db, store, pk, undefined, bs))(t0 + 3);
+      await count('b', [view('V1', 'P2', tsB)], t0 + 10);
+      await sealAndFold(t0 + 11);
+      const stale = await Promise.all(v1.map((pk) => readFlush(db, store, pk, undefined, bs)));
+      await count('c', [view('V1', 'P3', tsB), view('V2', 'P3', tsB)], t0 + 20);
+      const top = () => bs.top(store, 'shopper', 'v', [dayA, dayB], 10);
+      expect(await top()).toEqual([
+        { member: 'V1', score: 3 },
+        { member: 'V2', score: 2 },
+      ]);
+      const before = await Promise.all(v2.map((pk) => merged(db, store, pk, bs)));
+
+      const erasedAt = t0 + 30;
+      const epoch = Number(await redis.get(bs.keys.epoch(store)));
+      const erasure = await eraseVisitor(deps(erasedAt), store, 'V1');
+      // Both rows: month A and TOTAL each in DynamoDB; day B's ViewCount (and the visitor row's ProductViews#P2) in the
+      // outboxes, P3's in the open bucket; the shopper row's unwritten day-B sketch; its two days' rankings.
+      expect(erasure.removed).toEqual({
+        dynamoItems: 4,
+        outboxEntries: 3,
+        bucketEntries: 3,
+        cachedHistory: false,
+        sketches: 1,
+        rankings: 2,
+      });
+      for (const write of stale) {
+        const r = await write(erasedAt + 1);
+        expect({ updates: r.updates, sketchUpdates: r.sketchUpdates }).toEqual({ updates: 0, sketchUpdates: 0 });
+      }
+      // A batch accepted before the erasure, applied after it: the other visitor's counts only.
+      expect((await count('late', [view('V1', 'P4', tsB), view('V2', 'P4', tsB)], erasedAt + 2)).applied).toBe(true);
+      for (const pk of v1) {
+        expect(await merged(db, store, pk, bs), pk).toEqual({});
+        expect(await dataOf(db, pk), pk).toEqual({ [monthOf(dayA)]: [], [monthOf(dayB)]: [], [TOTAL_SK]: [] });
+        const items = await itemsOf(db, pk);
+        for (const sk of [monthOf(dayA), monthOf(dayB), TOTAL_SK]) expectTombstone(items.get(sk), epoch - 1, erasedAt);
+      }
+      expect(await bs.sketches.read(store, [v1[1]!])).toEqual([[]]);
+      expect(await top()).toEqual([{ member: 'V2', score: 3 }]);
+      // V2's rows hold what they held, and the late batch's views.
+      const after = await Promise.all(v2.map((pk) => merged(db, store, pk, bs)));
+      const all = totalAttr('v');
+      expect(after.map((m) => m[TOTAL_SK]?.[all])).toEqual(before.map((m) => String(Number(m[TOTAL_SK]?.[all]) + 1)));
+      // Erasing again finds nothing of either row.
+      await expect(eraseVisitor(deps(erasedAt + 3), store, 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
+    },
+    120_000,
+  );
+
+  it.skipIf(skip)(
     'a deleted store: stale flushes of its store row (with its unique-visitor sketch) and a product row re-create nothing; a store made again under its id counts from zero',
     async () => {
       const db = await freshDb();
@@ -378,5 +469,77 @@ describe('the tombstones of an erasure and of a deletion', () => {
     expect(told).toEqual([
       "the aggregators' DEDUPE_WINDOW_SECONDS is 30 (published in Redis), this program's 60: tombstones are kept for 60 s",
     ]);
+  });
+});
+
+describe('the rows a visitor erasure looks for, and one cut short between ERASE_ROW and UNRANK', () => {
+  const emulator = useDynamoBackendClient(dynamoBackends()[0]!, (endpoint) => createDynamoClient({ endpoint, region: 'us-east-1' }));
+  /** Rules that rank the visitor entity itself. */
+  const ranked = compileRules({
+    ...defaultRules,
+    entities: { ...defaultRules.entities, visitor: { ...defaultRules.entities.visitor, rank: true } },
+  });
+  /** An eraser whose process dies (the first `crashes` times) after ERASE_ROW, before the row leaves the rankings. */
+  class CrashingEraser extends BucketEraser {
+    constructor(
+      opts: ConstructorParameters<typeof BucketEraser>[0],
+      public crashes: number,
+    ) {
+      super(opts);
+    }
+    override async unrankRow(...args: Parameters<BucketEraser['unrankRow']>): Promise<number> {
+      if (this.crashes-- > 0) throw new Error('crashed before UNRANK');
+      return super.unrankRow(...args);
+    }
+  }
+
+  it('under rules that key no entity by the visitor id there is nothing to erase: not found, and no tombstone', async () => {
+    const db = { dynamo: emulator.client, table: await createTestTable(emulator.endpoint) };
+    await createTenant(db, 'EVNONE');
+    const { visitor: _, ...entities } = defaultRules.entities;
+    const events = Object.fromEntries(
+      Object.entries(defaultRules.events).map(([type, spec]) => [
+        type,
+        { ...spec, counters: spec.counters.filter((c) => c.entity !== 'visitor') },
+      ]),
+    );
+    const none = compileRules({ ...defaultRules, entities, events });
+    const deps = { db, eraser, queues: [], tombstoneSeconds: TOMBSTONE_S, rules: none };
+    await expect(eraseVisitor(deps, 'EVNONE', 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
+    expect(await redis.exists(buckets.keys.erased('EVNONE'))).toBe(0);
+  });
+
+  it('cut short between ERASE_ROW and UNRANK, is finished by running it again, which answers what it removed (the rankings), not "not found"', async () => {
+    const db = { dynamo: emulator.client, table: await createTestTable(emulator.endpoint) };
+    const store = 'EVCUT';
+    await createTenant(db, store, { timeZone: 'UTC' });
+    const bs = new BucketStore({ redis, rules: ranked, prefix: 't' });
+    const eraser = new CrashingEraser({ redis, buckets: bs }, 1);
+    const now = Date.now();
+    const day = localDayKey(now, 'UTC');
+    const deps = (at: number): ErasureDeps & { rules: typeof ranked } => ({
+      db,
+      eraser,
+      queues: [],
+      tombstoneSeconds: TOMBSTONE_S,
+      now: () => at,
+      rules: ranked,
+    });
+    // V1's counts are in the open bucket only (nothing in DynamoDB), and rank it.
+    const views = new Map(['V1', 'V2'].map((v) => [ranked.pkOf(store, 'visitor', [v]), new Map([[`${day}|v`, 1]])]));
+    await bs.apply(store, 'a', views, { now, dedupeTtlSeconds: TOMBSTONE_S });
+    const top = () => bs.top(store, 'visitor', 'v', [day], 10);
+    expect((await top()).map((m) => m.member)).toEqual(['V1', 'V2']);
+
+    await expect(eraseVisitor(deps(now + 1), store, 'V1')).rejects.toThrow('crashed before UNRANK');
+    // Its counts are gone, its ranking not.
+    expect((await bs.snapshot(store, [ranked.pkOf(store, 'visitor', ['V1'])]))[0]!.entries).toEqual([]);
+    expect((await top()).map((m) => m.member)).toEqual(['V1', 'V2']);
+
+    const again = await eraseVisitor(deps(now + 2), store, 'V1');
+    expect(again.removed).toEqual({ dynamoItems: 0, outboxEntries: 0, bucketEntries: 0, cachedHistory: false, sketches: 0, rankings: 1 });
+    expect(await top()).toEqual([{ member: 'V2', score: 1 }]);
+    // Now there is nothing left of it.
+    await expect(eraseVisitor(deps(now + 3), store, 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
   });
 });

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import type { BucketEraser } from '@tally/buckets';
+import type { BucketEraser, RowErasure } from '@tally/buckets';
 import { ERASED_ATTR, EXPIRES_ATTR, keptForWindow, monthSk, parseDayKey, SPILLED_ATTR, TOTAL_SK, WATERMARK_ATTR } from '@tally/key-layout';
 import type { CompiledRules } from '@tally/schema';
 import type { Job, JobType, Queue } from 'bullmq';
@@ -83,15 +83,20 @@ export interface VisitorErasure {
   store: string;
   visitor: string;
   removed: {
-    /** The visitor's DynamoDB items holding data (month items and TOTAL), each a tombstone item now (replaceByTombstones). */
+    /**
+     * The DynamoDB items holding data (month items and TOTAL) of the visitor's rows (visitorRows), each a tombstone item
+     * now (replaceByTombstones).
+     */
     dynamoItems: number;
     /** Counts not yet in DynamoDB: outbox fields and open or sealed bucket fields. */
     outboxEntries: number;
     bucketEntries: number;
     /** Whether a cached history was dropped. */
     cachedHistory: boolean;
-    /** The row's own distinct-count sketches not yet in DynamoDB (rules with a distinct metric on the visitor entity). */
+    /** The rows' own distinct-count sketches not yet in DynamoDB (rules with a distinct metric on such an entity). */
     sketches: number;
+    /** The daily rankings (top lists) the visitor was taken out of (rules that rank such an entity). */
+    rankings: number;
   };
   /** Until when the visitor's in-flight events are dropped (its tombstone). */
   tombstoneUntil: string;
@@ -226,54 +231,87 @@ async function leaveMarker(db: TenantDb, store: string, at: number, reusableAt: 
 }
 
 /**
- * Erases one visitor of a store: their DynamoDB items (replaced by tombstone items, fenced at the epoch the Redis
- * erasure read − 1: replaceByTombstones), their counts still in Redis (outbox, open and sealed buckets) and their
- * cached history; store and product aggregates stay. Their events still in flight are dropped for the dedupe window
- * (tombstoneWindow). Throws TALLY_ERR_TENANT_NOT_FOUND for an unknown store and TALLY_ERR_VISITOR_NOT_FOUND when
- * nothing of the visitor was found (the tombstone is set all the same; tombstone items of an earlier erasure are no
- * data). When a flush of the row is still running after `activeJobsTimeoutMs`, the items are replaced all the same
- * (the days of the erased outbox are known only now) and TALLY_ERR_DELETION_INCOMPLETE is thrown after that.
+ * Erases one visitor of a store: the rows keyed by their id (visitorRows: the `visitor` entity's, and those of every
+ * other entity keyed by the same dimension alone), each row's DynamoDB items (replaced by tombstone items, fenced at
+ * the epoch its Redis erasure read − 1: replaceByTombstones), its counts still in Redis (outbox, open and sealed
+ * buckets), its own sketches, its rankings and its cached history; store and product aggregates stay. Their events
+ * still in flight are dropped for the dedupe window (tombstoneWindow). Throws TALLY_ERR_TENANT_NOT_FOUND for an
+ * unknown store and TALLY_ERR_VISITOR_NOT_FOUND when nothing of the visitor was found (the tombstones are set all the
+ * same; tombstone items of an earlier erasure are no data). Every step is idempotent: a call cut short (anywhere, and
+ * between a row's ERASE_ROW and UNRANK too) is finished by calling it again, which counts what it still finds, a
+ * ranking left behind included. When a flush of a row is still running after `activeJobsTimeoutMs`, the items are
+ * replaced all the same (the days of the erased outbox are known only now) and TALLY_ERR_DELETION_INCOMPLETE is
+ * thrown after that.
  */
 export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules }, store: string, visitor: string): Promise<VisitorErasure> {
   const now = deps.now ?? Date.now;
   const tenant = await getTenant(deps.db, store);
   if (!tenant || tenant.deletingAt) throw notFound(store);
-  const pk = deps.rules.pkOf(store, 'visitor', [visitor]);
+  const pks = visitorRows(deps.rules, store, visitor);
+  if (pks.length === 0)
+    throw new TenantError(
+      'TALLY_ERR_VISITOR_NOT_FOUND',
+      `the rollup rules key no entity by a visitor id alone: no row of visitor ${visitor}`,
+    );
   const windowSeconds = await tombstoneWindow(deps);
   const until = now() + windowSeconds * 1000;
   const tombstone = { until, ttlSeconds: windowSeconds };
-  const redis = await deps.eraser.eraseRow(store, pk, tombstone);
-  // A flush of this row that read its outbox before the erasure may still be writing: wait for it (what it writes
+  const eraseRows = async () => {
+    const rows: RowErasure[] = [];
+    for (const pk of pks) rows.push(await deps.eraser.eraseRow(store, pk, { ...tombstone, now: now() }));
+    return rows;
+  };
+  const redis = await eraseRows();
+  // A flush of these rows that read its outbox before the erasure may still be writing: wait for it (what it writes
   // after the items are replaced is refused by their fence, but one that spills an item meanwhile would write to
   // overflow items the replacement did not see spilled).
   let incomplete: TenantError | undefined;
   try {
-    const ofRow: JobMatch = (data) => data['store'] === store && data['pk'] === pk;
-    await withQueues(deps, (queues) => waitForRunningJobs(deps, queues, ofRow, `visitor ${visitor}`));
+    const ofRows: JobMatch = (data) => data['store'] === store && pks.includes(data['pk'] as string);
+    await withQueues(deps, (queues) => waitForRunningJobs(deps, queues, ofRows, `visitor ${visitor}`));
   } catch (err) {
     if (!(err instanceof TenantError && err.code === 'TALLY_ERR_DELETION_INCOMPLETE')) throw err;
     incomplete = err;
   }
-  const items = await queryAll(deps.db, pk, ITEM_STATE);
-  const dynamoItems = await replaceByTombstones(deps.db, now(), items, redis.epoch, new Map([[pk, redis.outboxDays]]));
+  const erasedAt = now();
+  let dynamoItems = 0;
+  for (const [i, pk] of pks.entries()) {
+    const items = await queryAll(deps.db, pk, ITEM_STATE);
+    dynamoItems += await replaceByTombstones(deps.db, erasedAt, items, redis[i]!.epoch, new Map([[pk, redis[i]!.outboxDays]]));
+  }
   // Again: a query that read the items before they went may have cached them meanwhile.
-  const again = await deps.eraser.eraseRow(store, pk, tombstone);
+  const rows = [...redis, ...(await eraseRows())];
   if (incomplete) throw incomplete;
+  const sum = (of: (r: RowErasure) => number) => rows.reduce((n, r) => n + of(r), 0);
   const removed = {
     dynamoItems,
-    outboxEntries: redis.outboxEntries + again.outboxEntries,
-    bucketEntries: redis.bucketEntries + again.bucketEntries,
-    cachedHistory: redis.cachedHistory || again.cachedHistory,
-    sketches: redis.sketches + again.sketches,
+    outboxEntries: sum((r) => r.outboxEntries),
+    bucketEntries: sum((r) => r.bucketEntries),
+    cachedHistory: rows.some((r) => r.cachedHistory),
+    sketches: sum((r) => r.sketches),
+    rankings: sum((r) => r.rankings),
   };
   // A cached history alone is no data of the visitor: a query caches an empty history too (and it is dropped anyway).
-  if (removed.dynamoItems + removed.outboxEntries + removed.bucketEntries + removed.sketches === 0) {
+  if (removed.dynamoItems + removed.outboxEntries + removed.bucketEntries + removed.sketches + removed.rankings === 0) {
     throw new TenantError(
       'TALLY_ERR_VISITOR_NOT_FOUND',
       `store ${store} has no data of visitor ${visitor} (events of it still in flight are dropped until ${new Date(until).toISOString()})`,
     );
   }
   return { store, visitor, removed, tombstoneUntil: new Date(until).toISOString() };
+}
+
+/**
+ * The rows keyed by a visitor id: one per entity whose key is the visitor's dimension alone (the one key dimension of
+ * the `visitor` entity, `visitor` when the rules have no such entity), in the rules' order. A row keyed by
+ * the visitor and another dimension (an entity with a key of two or more) is not among them: its other key values
+ * are not known (see DESIGN.md "Erasing a visitor").
+ */
+function visitorRows(rules: CompiledRules, store: string, visitor: string): string[] {
+  const entities = Object.entries(rules.rules.entities);
+  const own = entities.find(([name]) => name === 'visitor')?.[1].key;
+  const dim = own?.length === 1 ? own[0]! : 'visitor';
+  return entities.filter(([, spec]) => spec.key.length === 1 && spec.key[0] === dim).map(([name]) => rules.pkOf(store, name, [visitor]));
 }
 
 /**
