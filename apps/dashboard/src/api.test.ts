@@ -258,12 +258,19 @@ describe('createApiClient', () => {
     const TOP = { ...SERIES, metric: 'ViewCount', range: 'last30d', items: [{ id: 'P1', value: 4 }] };
 
     /**
-     * A query API with the store's limit as @fastify/rate-limit keeps it: `perWindow` requests in a window that
-     * starts at the first one counted, the rest refused with Retry-After (the window's rest, in whole seconds) and
-     * the limit in the problem. Each request reaches it `up(i)` ms after it is sent and is answered `down(i)` ms later;
-     * `sent` has each one's name (its entity) in the order sent, `log` its name, when it was counted and its status.
+     * A query API with the store's limit as @fastify/rate-limit keeps it: `perWindow` requests in a window of
+     * `windowSeconds` (default 1) that starts at the first one counted, the rest refused with Retry-After (the window's
+     * rest, in whole seconds) and the limit in the problem; with `headers`, every answer tells the limit in
+     * X-RateLimit-Limit, -Remaining and -Reset, as the query API does. Each request reaches it `up(i)` ms after it is
+     * sent and is answered `down(i)` ms later; `sent` has each one's name (its entity, or "store") in the order sent,
+     * `log` its name, when it was counted and its status.
      */
-    function limitedApi(perWindow: number, up = (_i: number) => 5, down = (_i: number) => 5) {
+    function limitedApi(
+      perWindow: number,
+      up = (_i: number) => 5,
+      down = (_i: number) => 5,
+      { headers = false, windowSeconds = 1 }: { headers?: boolean; windowSeconds?: number } = {},
+    ) {
       const sent: string[] = [];
       const log: Array<{ name: string; at: number; status: number }> = [];
       let windowEnd = -Infinity;
@@ -272,24 +279,34 @@ describe('createApiClient', () => {
         new Promise<Response>((resolve) => {
           const i = sent.length;
           const url = new URL(String(input));
-          sent.push(url.searchParams.get('entity')!);
+          const name = url.searchParams.get('entity') ?? 'store';
+          sent.push(name);
           setTimeout(() => {
             const at = Date.now();
-            if (at >= windowEnd) [windowEnd, count] = [at + 1_000, 0];
+            if (at >= windowEnd) [windowEnd, count] = [at + windowSeconds * 1_000, 0];
             const status = ++count <= perWindow ? 200 : 429;
-            log.push({ name: url.searchParams.get('entity')!, at, status });
+            log.push({ name, at, status });
+            const reset = String(Math.ceil((windowEnd - at) / 1_000));
+            const told: Record<string, string> = headers
+              ? {
+                  'x-ratelimit-limit': String(perWindow),
+                  'x-ratelimit-remaining': String(Math.max(0, perWindow - count)),
+                  'x-ratelimit-reset': reset,
+                }
+              : {};
+            const answer = url.pathname === '/v1/top' ? TOP : url.pathname === '/v1/store' ? STORE : SERIES;
             const res =
               status === 200
-                ? json(200, url.pathname === '/v1/top' ? TOP : SERIES)
+                ? new Response(JSON.stringify(answer), { status, headers: { 'content-type': 'application/json', ...told } })
                 : new Response(
                     JSON.stringify({
                       ...problem(429, 'Too Many Requests', 'TALLY_ERR_RATE_LIMITED', 'store "S1" is over its rate limit'),
-                      requestsPerSecond: perWindow,
-                      windowSeconds: 1,
+                      requestsPerSecond: perWindow / windowSeconds,
+                      windowSeconds,
                     }),
                     {
                       status,
-                      headers: { 'content-type': 'application/problem+json', 'retry-after': String(Math.ceil((windowEnd - at) / 1_000)) },
+                      headers: { 'content-type': 'application/problem+json', 'retry-after': reset, ...told },
                     },
                   );
             setTimeout(() => resolve(res), down(i));
@@ -341,6 +358,60 @@ describe('createApiClient', () => {
       expect(failures).toEqual([]);
       expect(log.slice(from).filter((l) => l.status === 429)).toEqual([]);
       expect(log.length - from).toBe(48 + 12 * 7);
+    });
+
+    it("learns the limit from the first answer's X-RateLimit-* headers: a new page at 2 a second is never refused", async () => {
+      const { api, sent, log } = limitedApi(
+        2,
+        (i) => 2 + ((i * 37) % 60),
+        (i) => 3 + ((i * 53) % 90),
+        { headers: true },
+      );
+      // The page opens as main.ts opens it: /v1/store alone, then everything at once.
+      const opened = api.store().then(() => Promise.all([...refresh(api), today(api)]));
+      await vi.advanceTimersByTimeAsync(10_000);
+      await expect(opened).resolves.toHaveLength(8);
+      expect(log.filter((l) => l.status === 429)).toEqual([]);
+      // /v1/store alone, then 2 a window from its answer on: never 3 counted within a second, 9 requests in 4 s or more.
+      expect(sent[0]).toBe('store');
+      const at = log.map((l) => l.at);
+      expect(at.slice(2).filter((t, i) => t - at[i]! < 1_000)).toEqual([]);
+      expect(at.at(-1)! - at[0]!).toBeGreaterThanOrEqual(4_000);
+
+      // Then two minutes of polling: never refused.
+      const failures: unknown[] = [];
+      const asked: Promise<unknown>[] = [];
+      for (let t = 0; t < 120_000; t += 2_500) {
+        asked.push(today(api).catch((e: unknown) => failures.push(e)));
+        if (t % 10_000 === 0) asked.push(...refresh(api).map((p) => p.catch((e: unknown) => failures.push(e))));
+        await vi.advanceTimersByTimeAsync(2_500);
+      }
+      await vi.advanceTimersByTimeAsync(10_000);
+      await Promise.all(asked);
+      expect(failures).toEqual([]);
+      expect(log.filter((l) => l.status === 429)).toEqual([]);
+    });
+
+    it("keeps to a longer window told by its first answer's X-RateLimit-Reset, whichever answer comes first", async () => {
+      // 3 requests per window of 5 s.
+      const { api, log } = limitedApi(3, undefined, undefined, { headers: true, windowSeconds: 5 });
+      const opened = api.store().then(() => Promise.all([...refresh(api), today(api)]));
+      await vi.advanceTimersByTimeAsync(30_000);
+      await expect(opened).resolves.toHaveLength(8);
+      expect(log.filter((l) => l.status === 429)).toEqual([]);
+      expect(log).toHaveLength(9);
+      // A page opened in the middle of the store's window (another page asked first): its first answer tells only the
+      // rest of that window, so it may be refused once, and keeps to the limit the 429 names from then on.
+      const late = limitedApi(3, undefined, undefined, { headers: true, windowSeconds: 5 });
+      const other = late.api.store();
+      await vi.advanceTimersByTimeAsync(3_000);
+      await other;
+      const page = late.api.store().then(() => Promise.all([...refresh(late.api), today(late.api)]));
+      await vi.advanceTimersByTimeAsync(60_000);
+      await expect(page).resolves.toHaveLength(8);
+      const refusedAt = late.log.filter((l) => l.status === 429).map((l) => l.at);
+      expect(refusedAt.length).toBeLessThanOrEqual(2);
+      expect(late.log.filter((l) => l.status === 429 && l.at > refusedAt[0]! + 5_000)).toEqual([]);
     });
 
     it('waits for nothing under a generous limit (the default): every request goes at once', async () => {

@@ -115,9 +115,10 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
   const pacer = createPacer();
 
   /**
-   * GETs `path` and parses the answer with `schema`. The request waits for its turn (the pacer); a 429 teaches the
-   * pacer the store's limit and holds every request for its Retry-After, and the refused request is asked again then,
-   * as long as its refusals held it back no longer than its patience. Timed on the attempt answered.
+   * GETs `path` and parses the answer with `schema`. The request waits for its turn (the pacer); every answer's
+   * X-RateLimit-* headers teach the pacer the store's limit, a 429 (its body) too, and a 429 holds every request for its
+   * Retry-After, and the refused request is asked again then, as long as its refusals held it back no longer than its
+   * patience. Timed on the attempt answered.
    */
   async function get<T>(path: string, params: URLSearchParams, schema: z.ZodType<T>, req: RequestOptions = {}): Promise<Answered<T>> {
     const qs = params.toString();
@@ -133,6 +134,8 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
       let wait: number | undefined;
       try {
         ({ res, body, sentMs, receivedMs } = await send(url, signal));
+        const told = toldRateLimit(res.headers);
+        if (told) pacer.told(told);
         if (res.status === 429) {
           wait = retryAfterMs(res.headers.get('retry-after'), now());
           pacer.refused(wait, rateLimitOf(body));
@@ -248,6 +251,17 @@ function errorDetail(body: unknown): { message: string | undefined; field: strin
     field: text(b['field']),
     requestsPerSecond: typeof rate === 'number' && Number.isFinite(rate) && rate > 0 ? rate : undefined,
   };
+}
+
+/**
+ * The limit an answer's X-RateLimit-Limit names (requests per window), with X-RateLimit-Reset (the seconds left in the
+ * window, at least 1, the API's shortest window); undefined when the API sends none (no limit).
+ */
+function toldRateLimit(headers: Headers): RateLimit | undefined {
+  const limit = Number(headers.get('x-ratelimit-limit') ?? NaN);
+  if (!Number.isInteger(limit) || limit < 1) return undefined;
+  const reset = Number(headers.get('x-ratelimit-reset') ?? NaN);
+  return { perWindow: limit, windowMs: Math.max(1, Number.isFinite(reset) ? Math.ceil(reset) : 1) * 1_000 };
 }
 
 /** The limit a 429's problem names (`requestsPerSecond` per window of `windowSeconds`, 1 s when absent). */

@@ -51,6 +51,38 @@ describe('createPacer', () => {
     expect(counted.at(-1)! - counted[0]!).toBeLessThan((60 / perWindow) * (windowMs + 650));
   });
 
+  it('keeps to a limit an answer told (X-RateLimit-*) from that answer on, in the longest window told', async () => {
+    const pacer = createPacer();
+    const first = await pacer.turn();
+    // The answer of a window's first request: 2 a window, 10 s left (the window's length).
+    pacer.told({ perWindow: 2, windowMs: 10_000 });
+    first();
+    // A later answer tells only the rest of its window: the page keeps to windows of 10 s.
+    const second = await pacer.turn();
+    pacer.told({ perWindow: 2, windowMs: 3_000 });
+    second();
+    const sent: number[] = [];
+    for (let i = 0; i < 3; i++)
+      void pacer.turn().then((answered) => {
+        sent.push(Date.now());
+        answered();
+      });
+    const start = Date.now();
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(sent).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(sent).toEqual([start + 10_000, start + 10_000]);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(sent).toHaveLength(3);
+    // Another limit (the operator changed it): kept to from then on, in the window told with it.
+    pacer.told({ perWindow: 5, windowMs: 1_000 });
+    const now = Date.now();
+    const more: number[] = [];
+    for (let i = 0; i < 5; i++) void pacer.turn().then(() => more.push(Date.now()));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(more).toEqual(Array(4).fill(now)); // the third request of before still counts, until 10 s after its answer
+  });
+
   it("sends today's numbers first, and a refused request before the ones asked after it", async () => {
     const pacer = createPacer();
     pacer.refused(1_000, { perWindow: 1, windowMs: 1_000 });

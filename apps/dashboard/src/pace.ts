@@ -1,8 +1,10 @@
-// The page's own pacing under its store's request rate limit (QUERY_RATE_LIMIT_PER_SECOND). The query API sends no
-// X-RateLimit-* headers, only a 429 with Retry-After and the limit in its body; the first 429 teaches the limit, and
-// from then on the page waits its turn instead of being refused: today's live numbers first, the rest in order.
+// The page's own pacing under its store's request rate limit (QUERY_RATE_LIMIT_PER_SECOND). Every answer the limit
+// counts tells it in X-RateLimit-Limit (requests per window) and X-RateLimit-Reset (seconds left in the window: on the
+// window's first answer, its length), and a 429 names it in its body too. The page's first answer (/v1/store, asked
+// alone) teaches the limit, and from then on the page waits its turn instead of being refused: today's live numbers
+// first, the rest in order.
 
-/** A store's request rate limit as a 429 names it: `perWindow` requests in each window of `windowMs`. */
+/** A store's request rate limit: `perWindow` requests in each window of `windowMs`. */
 export interface RateLimit {
   perWindow: number;
   windowMs: number;
@@ -27,6 +29,12 @@ export interface Pacer {
   turn(opts?: TurnOptions): Promise<() => void>;
   /** A 429: nothing is sent for `retryAfterMs`, and from then on the page keeps to `limit` (when the 429 named it). */
   refused(retryAfterMs: number | undefined, limit: RateLimit | undefined): void;
+  /**
+   * An answer's X-RateLimit-* headers: `perWindow` requests a window, `windowMs` left in the window it was counted in.
+   * The page keeps to `perWindow` in the longest window told for it (the answer of a window's first request tells the
+   * whole window), or in the one a 429 named if longer.
+   */
+  told(limit: RateLimit): void;
 }
 
 interface Waiting {
@@ -111,6 +119,12 @@ export function createPacer(): Pacer {
     refused(retryAfterMs, learned) {
       if (learned) limit = learned;
       if (retryAfterMs !== undefined) holdUntil = Math.max(holdUntil, Date.now() + retryAfterMs);
+    },
+
+    told({ perWindow, windowMs }) {
+      // A window told of the same limit is never shorter than the longest one seen: only the rest of it was told.
+      const longest = limit?.perWindow === perWindow ? Math.max(limit.windowMs, windowMs) : windowMs;
+      limit = { perWindow, windowMs: longest };
     },
   };
 }

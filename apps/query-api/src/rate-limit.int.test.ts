@@ -2,7 +2,7 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { PROBLEM_SCHEMA } from '@tally/http';
 import type { RedisConnection } from '@tally/queues';
 import { createTenantDirectory } from '@tally/tenants';
-import { metricValue, sleep, startRedisCluster } from '@tally/testing';
+import { metricValue, openApi31Errors, sleep, startRedisCluster } from '@tally/testing';
 import type { LightMyRequestResponse } from 'fastify';
 import { Cluster, Redis } from 'ioredis';
 import { Registry } from 'prom-client';
@@ -49,6 +49,7 @@ function countingConnection() {
 const nextPrefix = () => `rl${++prefixes}`;
 const counterKey = (prefix: string, store: string) => `${prefix}:query-rate:{${store}}`;
 const store = (app: QueryApiApp, key: string) => app.inject({ method: 'GET', url: '/v1/store', headers: bearer(key) });
+const app401 = (app: QueryApiApp) => app.inject({ method: 'GET', url: '/v1/store' });
 
 function expectRateLimited(r: LightMyRequestResponse, windowSeconds: number) {
   expect({ status: r.statusCode, type: r.headers['content-type'] }).toEqual({
@@ -103,6 +104,56 @@ describe("a store's request rate limit", () => {
     ] as const) {
       const schema = doc.paths[path][method].responses['429'].content['application/json'].schema;
       expect(Object.keys(refused.json()).filter((k) => !(k in schema.properties))).toEqual([]);
+    }
+  });
+
+  it('tells every answer it counts the limit, over all replicas: X-RateLimit-Limit, -Remaining and -Reset, in the OpenAPI too', async () => {
+    const prefix = nextPrefix();
+    // 1/30 per second over windows of 60 s: 2 per window.
+    const [a, b] = [
+      await limitedApp({ perSecond: 1 / 30, windowSeconds: 60, prefix }),
+      await limitedApp({ perSecond: 1 / 30, windowSeconds: 60, prefix }),
+    ];
+    const told = (r: LightMyRequestResponse) => ({
+      status: r.statusCode,
+      limit: r.headers['x-ratelimit-limit'],
+      remaining: r.headers['x-ratelimit-remaining'],
+      reset: r.headers['x-ratelimit-reset'],
+    });
+    // The first answer of a window tells its whole length; the second one, from the other replica, the store's count.
+    const first = told(await store(a, keys.read));
+    expect(first).toEqual({ status: 200, limit: '2', remaining: '1', reset: '60' });
+    const second = told(await store(b, keys.both));
+    expect(second).toEqual({ status: 200, limit: '2', remaining: '0', reset: expect.stringMatching(/^(59|60)$/) });
+    const refused = await store(a, keys.read);
+    expectRateLimited(refused, 60);
+    // The 429 too: its reset is its Retry-After.
+    expect(told(refused)).toEqual({ status: 429, limit: '2', remaining: '0', reset: refused.headers['retry-after'] });
+    // Not on a request the limit does not count (no valid key), nor on routes it does not limit.
+    const unlimited = [await app401(a), await a.inject({ method: 'GET', url: '/healthz' })];
+    expect(unlimited.map((r) => Object.keys(r.headers).filter((h) => h.startsWith('x-ratelimit')))).toEqual([[], []]);
+
+    // The OpenAPI document names them on the answers of every limited route, and stays valid OpenAPI 3.1.
+    const doc = (await a.inject({ method: 'GET', url: '/docs/json' })).json();
+    expect(await openApi31Errors(doc)).toEqual([]);
+    for (const [path, method] of [
+      ['/v1/store', 'get'],
+      ['/v1/series', 'get'],
+      ['/v1/totals', 'get'],
+      ['/v1/top', 'get'],
+      ['/v1/segments/evaluate', 'post'],
+    ] as const) {
+      for (const status of ['200', '429']) {
+        const headers = doc.paths[path][method].responses[status].headers ?? {};
+        expect([
+          path,
+          status,
+          Object.keys(headers)
+            .filter((h) => h.startsWith('x-ratelimit'))
+            .sort(),
+        ]).toEqual([path, status, ['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset']]);
+        expect(headers['x-ratelimit-limit']).toMatchObject({ description: expect.any(String), schema: { type: 'integer' } });
+      }
     }
   });
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { finished, Transform } from 'node:stream';
 import compress from '@fastify/compress';
 import helmet from '@fastify/helmet';
@@ -71,8 +71,9 @@ export interface EdgeOptions {
  * Tally's HTTP edge, shared by the collector and the query API: one RFC 9457 problem format for every 4xx and
  * 5xx, the closing 503, the request-duration metric, request logs without query strings (a key in
  * `?access_token=` never reaches a log), security headers, gzip/br request bodies with the body limit applied
- * after decompression (a route without a body schema ignores a body within the limit), and /healthz, /readyz and
- * /metrics. Register it first, before the routes.
+ * after decompression (a route without a body schema ignores a body within the limit), `100 Continue` only for a body
+ * it is about to read (never for one declared over the limit), and /healthz, /readyz and /metrics. Register it first,
+ * before the routes.
  */
 export const tallyEdge = fp(
   async (app: FastifyInstance, opts: EdgeOptions) => {
@@ -108,9 +109,21 @@ export const tallyEdge = fp(
       },
     });
 
+    // Expect: 100-continue. Node answers 100 Continue at once unless the server has a `checkContinue` listener: with
+    // this one the request is routed as any other, and its 100 waits for the point where its body is read (below).
+    app.server.on('checkContinue', (raw: IncomingMessage, res: ServerResponse) => {
+      awaitingContinue.add(raw);
+      app.server.emit('request', raw, res);
+    });
+
     // Before @fastify/compress's own preParsing (a route's hooks run after the app's): it sees the coding in lower
     // case, and reads a compressed body through a count of the bytes sent.
     app.addHook('preParsing', (req, reply, payload, done) => {
+      // A request that awaits 100 Continue past the hooks that could refuse it (a key check, a rate limit) gets it
+      // here, unless its body is declared over the limit (the 413 below or Fastify's, without reading it) or its
+      // route is unknown (its 404 or 405): a body refused is never invited. An answer sent without the 100 closes the
+      // connection (Node's rule), so that a body the client sends anyway is never read as the next request.
+      if (awaitingContinue.delete(req.raw) && !req.is404 && !declaredTooLarge(req)) reply.raw.writeContinue();
       // A route that takes no body (no body schema: the GETs and DELETEs) ignores one sent anyway (Node discards it
       // after the answer): neither its Content-Type nor its Content-Encoding can refuse the request. Fastify and
       // @fastify/compress see the body headers as absent; req.raw.headers keeps them. (Its size counts: the edge's
@@ -287,6 +300,9 @@ function unwantedBodyTooLarge(req: FastifyRequest, limitName: string | undefined
     (name) => `${route} takes no body, and this one is larger than ${name}: send none`,
   );
 }
+
+/** Requests sent with Expect: 100-continue that were not answered 100 yet (the edge's checkContinue listener). */
+const awaitingContinue = new WeakSet<IncomingMessage>();
 
 /** The request's Content-Length (as sent) is over its route's body limit. */
 const declaredTooLarge = (req: FastifyRequest) => Number(req.raw.headers['content-length']) > req.routeOptions.bodyLimit;

@@ -516,6 +516,87 @@ describe('request bodies', () => {
     await app.close();
   }, 60_000);
 
+  it('answers Expect: 100-continue with 100 only for a body it will read: one declared over the limit is 413 without it', async () => {
+    // Node answered 100 Continue at once, before the edge could refuse a body declared over the limit: the client then
+    // sent it, to be refused 413 anyway.
+    const app = await bodyApp();
+    app.delete('/things/:id', async () => ({ deleted: true }));
+    await app.register(async (scope) => {
+      scope.addHook('onRequest', async () => {
+        throw new HttpProblem(401, 'TALLY_ERR_UNAUTHORIZED', 'no key');
+      });
+      scope.post('/secret', { schema: { body: z.object({ page: z.string() }) } }, async (req) => req.body);
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as AddressInfo;
+    /**
+     * Sends `head` with Expect: 100-continue, and `body` only once a 100 comes (as curl and Node's client do): every
+     * status line answered on the connection, and the last answer's Content-Type, Connection and body.
+     */
+    const expecting = (head: string, body: string) =>
+      new Promise<{ statuses: string[]; type?: string; connection?: string; body: unknown }>((resolve, reject) => {
+        let out = '';
+        let sent = false;
+        const client = connect(port, '127.0.0.1', () => client.write(`${head}Expect: 100-continue\r\n\r\n`));
+        client.on('data', (d: Buffer) => {
+          out += d.toString('utf8');
+          if (!sent && out.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
+            sent = true;
+            client.write(body);
+          }
+          // The final answer in full: a client that got its answer closes (the server may keep the connection open).
+          const final = out.slice(out.lastIndexOf('HTTP/1.1 '));
+          const [finalHead = '', text = ''] = final.split('\r\n\r\n');
+          const length = /\r\ncontent-length: (\d+)/i.exec(finalHead)?.[1];
+          if (!final.startsWith('HTTP/1.1 100') && length !== undefined && Buffer.byteLength(text) >= Number(length)) client.end();
+        });
+        client.on('error', reject);
+        client.on('close', () => {
+          const statuses = out.match(/HTTP\/1\.1 \d+ [^\r]*/g) ?? [];
+          const [finalHead = '', text = ''] = out.slice(out.lastIndexOf('HTTP/1.1 ')).split('\r\n\r\n');
+          const lines = finalHead.split('\r\n');
+          const header = (name: string) => lines.find((l) => l.toLowerCase().startsWith(`${name}:`))?.replace(/^[^:]*:\s*/, '');
+          resolve({ statuses, type: header('content-type'), connection: header('connection'), body: JSON.parse(text) });
+        });
+      });
+    const problem = {
+      type: 'application/problem+json; charset=utf-8',
+      connection: 'close',
+      body: expect.objectContaining({ status: 413, code: 'TALLY_ERR_BODY_TOO_LARGE', field: 'body', limit: LIMIT }),
+    };
+
+    // Declared over the limit, to a route that takes a body or to one that takes none: the 413 alone, no 100.
+    const over = ' '.repeat(LIMIT + 1);
+    const post = (path: string, length: number) =>
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n`;
+    expect(await expecting(post('/things', over.length), over)).toEqual({ statuses: ['HTTP/1.1 413 Payload Too Large'], ...problem });
+    expect(await expecting(`${post('/things', over.length)}Content-Encoding: gzip\r\n`, over)).toEqual({
+      statuses: ['HTTP/1.1 413 Payload Too Large'],
+      ...problem,
+    });
+    expect(await expecting(`DELETE /things/T1 HTTP/1.1\r\nHost: x\r\nContent-Length: ${over.length}\r\n`, over)).toEqual({
+      statuses: ['HTTP/1.1 413 Payload Too Large'],
+      ...problem,
+    });
+    // Refused before its body would be read (a key check, a rate limit, an unknown route): its answer alone, no 100.
+    const body = JSON.stringify({ page: '/home' });
+    // The connection is closed after it, so that a body sent anyway is not read as the next request.
+    const answered = async (head: string) => {
+      const { statuses, connection } = await expecting(head, body);
+      return { statuses, connection };
+    };
+    expect(await answered(post('/secret', body.length))).toEqual({ statuses: ['HTTP/1.1 401 Unauthorized'], connection: 'close' });
+    expect(await answered(post('/nope', body.length))).toEqual({ statuses: ['HTTP/1.1 404 Not Found'], connection: 'close' });
+    // Within the limit: 100, then the body is read and answered as without Expect.
+    expect(await expecting(post('/things', body.length), body)).toEqual({
+      statuses: ['HTTP/1.1 100 Continue', 'HTTP/1.1 200 OK'],
+      type: 'application/json; charset=utf-8',
+      connection: 'keep-alive',
+      body: { page: '/home' },
+    });
+    await app.close();
+  });
+
   it('stops decompressing a body refused once past the limit: its decompressor is destroyed with the 413, not left inflating', async () => {
     const limit = 64 * 1024;
     const app = await createHttpApp({

@@ -3,6 +3,7 @@ import { redisKeys } from '@tally/key-layout';
 import type { FastifyInstance } from 'fastify';
 import type { Cluster, Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
+import { z } from 'zod';
 import { principalOf } from './auth';
 import { createRateLimitedCounter } from './http-metrics';
 import { HttpProblem } from './problem';
@@ -35,22 +36,39 @@ export interface StoreRateLimitOptions {
  * takes a store's requests from Redis in leases (LeasedCounts), so a busy store costs one Redis call per many requests,
  * not one per request. Over it the
  * request is 429 `TALLY_ERR_RATE_LIMITED` with Retry-After (the seconds left in the window), before its body is read,
- * and is counted in `tally_http_rate_limited_total{route}`. While Redis does not answer the count, requests pass: the
- * limit protects the backends, and a request that needs Redis answers its own 503.
+ * and is counted in `tally_http_rate_limited_total{route}`. Every answer to a request it counted (the 429 too) tells
+ * the limit in X-RateLimit-Limit (requests per window), X-RateLimit-Remaining (left in this window, over every replica)
+ * and X-RateLimit-Reset (seconds to the window's end; a window's first answer: its length), so that a client can keep to
+ * it before its first 429 (the dashboard does); the OpenAPI document names them on the 2xx and 429 of each route. While
+ * Redis does not answer the count, requests pass: the limit protects the backends, and a request that needs Redis
+ * answers its own 503.
  */
 export async function registerStoreRateLimit(app: FastifyInstance<any, any, any, any, any>, opts: StoreRateLimitOptions): Promise<void> {
   if (opts.perSecond <= 0) return;
   const refused = createRateLimitedCounter(opts.registry);
   const max = Math.max(1, Math.round(opts.perSecond * opts.windowSeconds));
+  const headers = rateLimitHeaders(opts.settingName);
+  app.addHook('onRoute', (route) => {
+    const response = route.schema?.response as Record<string, unknown> | undefined;
+    if (!response) return;
+    // A copy: a route's schema may be a module's constant, shared with apps that have no limit.
+    const documented = Object.fromEntries(
+      Object.entries(response).map(([status, schema]) => [
+        status,
+        (/^2/.test(status) || status === '429') && schema instanceof z.ZodType ? schema.meta({ headers }) : schema,
+      ]),
+    );
+    route.schema = { ...route.schema, response: documented };
+  });
   await app.register(rateLimit, {
     store: LeasedCounts.for(opts.redis, redisKeys(opts.keyPrefix).queryRatePrefix),
     keyGenerator: (req) => `{${principalOf(req).store}}`,
     max,
     timeWindow: opts.windowSeconds * 1_000,
     skipOnError: true,
-    // The 429 carries Retry-After itself; no X-RateLimit-* headers on other answers.
-    addHeaders: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false, 'retry-after': false },
-    addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
+    // X-RateLimit-* on every answer (three headers set: no measurable cost); the 429 carries its own Retry-After.
+    addHeaders: { 'x-ratelimit-limit': true, 'x-ratelimit-remaining': true, 'x-ratelimit-reset': true, 'retry-after': false },
+    addHeadersOnExceeding: { 'x-ratelimit-limit': true, 'x-ratelimit-remaining': true, 'x-ratelimit-reset': true },
     onExceeded: (req) => refused.inc({ route: req.routeOptions.url ?? 'unmatched' }),
     errorResponseBuilder: (req, ctx) => {
       const retryAfter = Math.max(1, Math.ceil(ctx.ttl / 1_000));
@@ -66,6 +84,20 @@ export async function registerStoreRateLimit(app: FastifyInstance<any, any, any,
       );
     },
   });
+}
+
+/** The X-RateLimit-* headers as the OpenAPI document names them (a response's `headers`, which @fastify/swagger reads). */
+function rateLimitHeaders(settingName: string) {
+  const integer = (description: string) => ({ type: 'integer', minimum: 0, description });
+  return {
+    'x-ratelimit-limit': integer(
+      `The requests the store may make in each window of its rate limit (${settingName} × the window's length), over all its keys and every replica`,
+    ),
+    'x-ratelimit-remaining': integer('The requests the store may still make in the current window (0 on a 429)'),
+    'x-ratelimit-reset': integer(
+      "The seconds until the current window ends and the count starts afresh, rounded up; on the first answer of a window, the window's length",
+    ),
+  };
 }
 
 /** A window's count as INCRBY left it, and the window's remaining ms (it starts at the window's first count). */
@@ -140,7 +172,12 @@ class LeasedCounts implements FastifyRateLimitStore {
         lease = { expiresAt: now + windowMs, granted: 0, used: 0, total: 0, spent: false, waiters: 0 };
         this.leases.set(key, lease);
       }
-      if (lease.used < lease.granted) return { current: ++lease.used, ttl: lease.expiresAt - now };
+      if (lease.used < lease.granted) {
+        lease.used++;
+        // The store's count (X-RateLimit-Remaining is the limit less it): the window's in Redis, less what this replica
+        // leased and has not used yet (what other replicas leased counts as used).
+        return { current: Math.min(lease.total, max) - (lease.granted - lease.used), ttl: lease.expiresAt - now };
+      }
       if (lease.spent) return { current: max + 1, ttl: lease.expiresAt - now };
       lease.waiters++;
       try {
