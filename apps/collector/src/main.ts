@@ -11,7 +11,7 @@ import { closeRedis, createCollectorDeps } from './deps';
 const config = loadConfigOrExit(collectorEnv);
 const log = createLogger({ name: 'collector', level: config.LOG_LEVEL });
 
-const rules = loadRulesOrExit(config.RULES_FILE);
+const rules = loadRulesOrExit(config.RULES_FILE, log);
 
 const resources = createCollectorDeps(config, log, rules);
 const { queues, dynamo, backpressure } = resources;

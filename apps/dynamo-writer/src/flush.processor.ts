@@ -52,7 +52,10 @@ export interface FlushDeps {
    * and retries as it does while DynamoDB throttles.
    */
   replicated?: StoreFence;
-  /** The TTL of the row's items (visitor rows of a store with a history retention; libs/tenants visitorExpiry). */
+  /**
+   * The TTL of the row's items (visitor rows, of every entity keyed by the visitor alone, of a store with a history
+   * retention; libs/tenants visitorExpiry).
+   */
   expiryOf?: (store: string, pk: string) => Promise<RowWriterDeps['expiresAt']>;
   /**
    * Where the flushes' waits are logged: one line per reason (dynamodb, redis, replicas) and window, naming the first

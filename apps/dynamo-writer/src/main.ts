@@ -51,8 +51,9 @@ const workers = createShardWorkers(
     maxBackoffMs: config.WRITER_MAX_BACKOFF_MS,
     replicated,
     crash: config.TALLY_CRASH_POINT ? crash : undefined,
-    // Visitor rows of stores with a history retention carry a DynamoDB TTL (the tenant looked up, cached a minute).
-    expiryOf: visitorExpiry(createTenantDirectory({ dynamo: client, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log })),
+    // Visitor rows (every entity the rules key by the visitor alone) of stores with a history retention carry a
+    // DynamoDB TTL (the tenant looked up, cached a minute).
+    expiryOf: visitorExpiry(createTenantDirectory({ dynamo: client, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log }), rules),
   }),
   layout,
   { ...worker, concurrency: config.WRITER_CONCURRENCY },
@@ -64,7 +65,12 @@ const workers = createShardWorkers(
 const maintenanceClient = connectDynamo(config);
 const maintenance = createShardWorkers(
   QUEUE.maintenance,
-  restampProcessor({ db: { dynamo: maintenanceClient, table: config.DYNAMODB_TABLE }, metrics: createRestampMetrics(registry), log }),
+  restampProcessor({
+    db: { dynamo: maintenanceClient, table: config.DYNAMODB_TABLE },
+    rules,
+    metrics: createRestampMetrics(registry),
+    log,
+  }),
   layout,
   { ...worker, concurrency: 1 },
 );

@@ -2,6 +2,7 @@ import { DeleteItemCommand, PutItemCommand, ScanCommand, type DynamoDBClient } f
 import { createDynamoClient } from '@tally/dynamo';
 import { EXPIRES_ATTR } from '@tally/key-layout';
 import { closeQueues, createQueues, createShardWorkers, QUEUE, scheduleRetentionRestamp } from '@tally/queues';
+import { compileRules, defaultRules } from '@tally/schema';
 import { changeTenant, createTenant, RETENTION_SETTLE_MS, type TenantDb } from '@tally/tenants';
 import { createTestTable, metricValue, startDynalite, startRedis, waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { DelayedError, type Job, type Worker } from 'bullmq';
@@ -18,6 +19,7 @@ import { createRestampMetrics, restampProcessor } from './restamp.processor';
 
 const SETTLE_MS = 1_000;
 const log = pino({ level: 'silent' });
+const rules = compileRules(defaultRules);
 let server: RedisHandle;
 let dyn: DynaliteHandle;
 let redis: Redis;
@@ -105,7 +107,7 @@ async function writer(db: TenantDb, opts: { worker?: boolean; settleMs?: number 
   const failed: string[] = [];
   let workers: Worker[] = [];
   const start = () => {
-    workers = createShardWorkers(QUEUE.maintenance, restampProcessor({ db, metrics, log, settleMs }), layout, {
+    workers = createShardWorkers(QUEUE.maintenance, restampProcessor({ db, rules, metrics, log, settleMs }), layout, {
       connection: redis,
       concurrency: 1,
       lockMs: 30_000,
@@ -205,7 +207,7 @@ describe('coalescing the restamps of a store', () => {
         data: { kind: 'restamp-retention', store: 'RJ4', changedAt: t0 },
         moveToDelayed: vi.fn(async () => undefined),
       };
-      const processor = restampProcessor({ db, metrics, log, now: () => now });
+      const processor = restampProcessor({ db, rules, metrics, log, now: () => now });
       return { job, result: processor(job as unknown as Job, 'token') };
     };
     // Due for the first change (settle time after it), not yet for the second: it waits, until then, and writes nothing.

@@ -1,6 +1,6 @@
 import { metricsOn } from '@tally/observability';
 import { jobData, maintenanceJobSchema } from '@tally/queues';
-import { historyMonthsSetAt, restampRetention, RETENTION_SETTLE_MS, TenantError, type TenantDb } from '@tally/tenants';
+import { historyMonthsSetAt, restampRetention, RETENTION_SETTLE_MS, TenantError, type RestampOptions, type TenantDb } from '@tally/tenants';
 import { DelayedError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -25,6 +25,8 @@ export function createRestampMetrics(registry: Registry) {
 
 export interface RestampDeps {
   db: TenantDb;
+  /** The writer's rules: the entities whose rows are restamped (those keyed by the visitor alone, as it stamps them). */
+  rules: RestampOptions['rules'];
   metrics: RestampMetrics;
   log: Logger;
   /** How long after the last change of historyMonths a restamp may start. Default RETENTION_SETTLE_MS. */
@@ -58,7 +60,7 @@ export const restampProcessor = (deps: RestampDeps) => async (job: Job, token?: 
     throw new DelayedError();
   }
   try {
-    const r = await restampRetention(deps.db, store, { settleMs: 0, now });
+    const r = await restampRetention(deps.db, store, { settleMs: 0, now, rules: deps.rules });
     deps.metrics.runs.inc({ outcome: 'done' });
     deps.metrics.scanned.inc(r.scanned);
     deps.metrics.restamped.inc(r.restamped);

@@ -22,7 +22,8 @@ let redis: Redis;
 let client: DynamoDBClient;
 let queues: TallyQueues;
 const log = pino({ level: 'silent' });
-// Every row flushed after every bucket: the most writes, the hardest case for exactly-once.
+// Every row flushed after every bucket: the most writes, the hardest case for exactly-once. A second entity keyed by
+// the visitor alone (shopper), whose rows are the visitor's as much as the visitor entity's (erased, expired).
 const rules: CompiledRules = compileRules({
   ...defaultRules,
   entities: {
@@ -30,6 +31,11 @@ const rules: CompiledRules = compileRules({
     product: { key: ['product'], flush: { kind: 'bucket' } },
     visitor: { key: ['visitor'], flush: { kind: 'bucket' } },
     page: { key: ['page'], flush: { kind: 'bucket' }, rank: true },
+    shopper: { key: ['visitor'], flush: { kind: 'bucket' } },
+  },
+  events: {
+    ...defaultRules.events,
+    view: { ...defaultRules.events.view, counters: [...defaultRules.events.view.counters, { entity: 'shopper', metric: 'ViewCount' }] },
   },
 });
 
@@ -131,7 +137,7 @@ describe('dynamo writer', () => {
     expect(await redis.zcard('out:{S}:dirty')).toBe(0);
   });
 
-  it("waits while a visitor row's tenant cannot be looked up, then writes the row with its retention stamp", async () => {
+  it("waits while a visitor row's tenant cannot be looked up, then writes the row (and the shopper row) with its retention stamp", async () => {
     const table = await createTestTable(dyn.endpoint);
     // Written with the stamp it has, the first item after an erasure would keep the tombstone's 30-day stamp.
     let lookupFails = true;
@@ -144,7 +150,7 @@ describe('dynamo writer', () => {
       table,
       'ret',
       client,
-      visitorExpiry({ tenant }, () => now),
+      visitorExpiry({ tenant }, rules, () => now),
     );
     const view = { type: 'view', ts: Date.parse('2023-05-03T10:00:00Z'), dims: { product: 'P1', visitor: 'V1' } };
     await buckets.registerStore('S');
@@ -161,11 +167,19 @@ describe('dynamo writer', () => {
     lookupFails = false;
     await waitForQueuesIdle([queues[QUEUE.dynamoWrites]], { includeDelayed: true, timeoutMs: 30_000 });
     await worker.close();
-    const key = { pk: { S: 'S#visitor#V1' }, sk: { S: 'M2023-05' } };
-    const { Item } = await client.send(new GetItemCommand({ TableName: table, Key: key, ConsistentRead: true }));
+    const item = async (pk: string) =>
+      (await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: pk }, sk: { S: 'M2023-05' } }, ConsistentRead: true })))
+        .Item;
+    const Item = await item('S#visitor#V1');
     expect(Item?.['D123.v']).toEqual({ N: '1' });
     // Six months of history from May 2023: the stamp is set, and past the end of that time.
     expect(Number(Item?.[EXPIRES_ATTR]?.N)).toBeGreaterThan(Date.parse('2023-11-01T00:00:00Z') / 1000);
+    // The shopper row is keyed by the visitor alone too: the same stamp, not none (kept past the store's limit).
+    const shopper = await item('S#shopper#V1');
+    expect({ views: shopper?.['D123.v'], expiresAt: shopper?.[EXPIRES_ATTR] }).toEqual({
+      views: { N: '1' },
+      expiresAt: Item?.[EXPIRES_ATTR],
+    });
   });
 
   it('waits while DynamoDB refuses the credentials, permissions or table, then writes every row once', async () => {

@@ -335,6 +335,40 @@ describe('erasing a visitor of a rules file that ranks visitors', () => {
   });
 });
 
+describe('erasing a visitor under rules that key no entity by the visitor id alone', () => {
+  it('is a 409 saying nothing of a visitor is erasable (not a 404 "nothing stored"), with no tombstone; in the OpenAPI document', async () => {
+    const { visitor: _, ...entities } = defaultRules.entities;
+    const events = Object.fromEntries(
+      Object.entries(defaultRules.events).map(([type, spec]) => [
+        type,
+        { ...spec, counters: spec.counters.filter((c) => c.entity !== 'visitor') },
+      ]),
+    );
+    const rules = compileRules({ ...defaultRules, entities, events });
+    const unerasable = await f.app({
+      query: {
+        buckets: f.buckets,
+        dynamo: { client: f.client, table: f.table, meter: createDynamoMeter() },
+        rules,
+        historyMemo: new HistoryMemo(),
+      },
+      admin: adminDeps(undefined),
+    });
+    const store = 'SHOP_NOERASE';
+    await f.tenant(store);
+    const adminKey = await issueKey(f.db, store, ['admin'], 'admin');
+    const problem = expectProblem(await call(unerasable, 'DELETE', '/v1/visitors/V1', adminKey), 409);
+    expect(problem).toMatchObject({
+      code: 'TALLY_ERR_CONFLICT',
+      detail: expect.stringMatching(/^the rollup rules key no entity by the visitor id alone/),
+    });
+    expect(problem.field).toBeUndefined();
+    expect(await f.redis.exists(f.buckets.keys.erased(store))).toBe(0);
+    const doc = (await app.inject({ method: 'GET', url: '/docs/json' })).json();
+    expect(Object.keys(doc.paths['/v1/visitors/{visitor}'].delete.responses)).toContain('409');
+  });
+});
+
 describe('erasing a visitor: the id', () => {
   it('is checked as every id is: a malformed one is a 400 problem naming the visitor, and nothing is erased', async () => {
     const adminA = await issueAdmin('SHOP_A');

@@ -47,8 +47,9 @@ interface AdminOptions {
 
 /**
  * A TenantError as the one problem format: unknown store, key or visitor 404, bad settings 400, an existing store (or
- * the id of one deleted less than its tombstone's life ago) 409, a store admin's change of historyMonths too soon
- * after the last one 429 (Retry-After: the seconds until it may change again).
+ * the id of one deleted less than its tombstone's life ago) 409, a visitor erasure under rules that key no entity by
+ * the visitor alone (nothing of a visitor is erasable) 409, a store admin's change of historyMonths too soon after the
+ * last one 429 (Retry-After: the seconds until it may change again).
  */
 export function tenantProblem(err: unknown): HttpProblem | undefined {
   if (!(err instanceof TenantError)) return undefined;
@@ -67,6 +68,8 @@ export function tenantProblem(err: unknown): HttpProblem | undefined {
     case 'TALLY_ERR_TENANT_EXISTS':
     case 'TALLY_ERR_STORE_ID_RESERVED':
       return new HttpProblem(409, 'TALLY_ERR_CONFLICT', err.message, { field: 'store' });
+    case 'TALLY_ERR_NOT_ERASABLE':
+      return new HttpProblem(409, 'TALLY_ERR_CONFLICT', err.message);
     case 'TALLY_ERR_DELETION_INCOMPLETE':
       return new HttpProblem(503, 'TALLY_ERR_UNAVAILABLE', err.message, { headers: { 'retry-after': String(RETRY_AFTER_SECONDS) } });
     default: {

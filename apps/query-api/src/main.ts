@@ -26,7 +26,7 @@ import { dashboardBuilt } from './dashboard';
 // OpenAPI docs and the dashboard, on one port.
 const config = loadConfigOrExit(queryApiEnv);
 const log = createLogger({ name: 'query-api', level: config.LOG_LEVEL });
-const rules = loadRulesOrExit(config.RULES_FILE);
+const rules = loadRulesOrExit(config.RULES_FILE, log);
 const { registry } = createMetrics({ app: 'query-api' });
 const meter = createDynamoMeter(registry);
 

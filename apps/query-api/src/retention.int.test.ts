@@ -1,7 +1,9 @@
 import { DeleteItemCommand, GetItemCommand, QueryCommand } from '@aws-sdk/client-dynamodb';
+import { BucketStore } from '@tally/buckets';
 import { createDynamoMeter, writeRow } from '@tally/dynamo';
 import { dateOf, EXPIRES_ATTR, toEpochDay } from '@tally/key-layout';
-import { clampToRetention, QueryError, readTotals, resolveMetrics } from '@tally/query';
+import { clampToRetention, HistoryMemo, QueryError, readTotals, resolveMetrics } from '@tally/query';
+import { compileRules, defaultRules, rollup } from '@tally/schema';
 import { changeTenant, createTenantDirectory, getTenant, restampRetention, updateTenant, visitorExpiry } from '@tally/tenants';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { bearer, times, useFixture, view } from '../test/fixture';
@@ -31,7 +33,7 @@ beforeAll(async () => {
 
 /** Flushes every due row of the store as the writer does at `now`, with its expiry (the tenant's historyMonths then). */
 async function flushAsWriter(store: string, now: number): Promise<void> {
-  const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: f.client, table: f.table, cacheTtlMs: 0 }), () => now);
+  const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: f.client, table: f.table, cacheTtlMs: 0 }), f.rules, () => now);
   const later = Date.now() + 3_600_000; // past the fixture's bucket clock
   expect(await f.buckets.seal(store, { now: later, minAgeMs: 0 })).toBeDefined();
   await f.buckets.foldSealed(store, { now: later });
@@ -248,7 +250,7 @@ describe('a history limit lifted (historyMonths -> for ever)', () => {
 
     // The operator lifts the limit; the restamp runs (as the dynamo-writer would, after its settle time).
     await changeTenant(f.db, 'SHOP_RF', { historyMonths: null }, { now: () => LIFTED_AT });
-    await restampRetention(f.db, 'SHOP_RF', { settleMs: 0, now: () => LIFTED_AT });
+    await restampRetention(f.db, 'SHOP_RF', { settleMs: 0, now: () => LIFTED_AT, rules: f.rules });
     expect(await attr(PK, 'M2025-02')).toBeUndefined(); // kept for ever now, though it had expired
     // A view after the lift counts as any other.
     await f.apply('SHOP_RF', 'UTC', [view('2025-04-15T10:00:00Z', 'P1', 'V1')]);
@@ -283,5 +285,86 @@ describe('a history limit lifted (historyMonths -> for ever)', () => {
   it('segment rules on all time do not match on the expired views', async () => {
     const seg = await segment();
     expect({ matched: seg.matched, actual: seg.rules[0].actual }).toEqual({ matched: false, actual: 3 });
+  });
+});
+
+describe('a second entity keyed by the visitor alone (shopper)', () => {
+  // Rules that also count views on a ranked shopper row keyed by the visitor id: its items are the visitor's history as
+  // much as the visitor row's. SHOP_RS keeps two months, February and March 2024 (as SHOP_R); later its limit is lifted.
+  const shopperRules = compileRules({
+    ...defaultRules,
+    entities: { ...defaultRules.entities, shopper: { key: ['visitor'], flush: { kind: 'bucket' }, rank: true } },
+    events: {
+      ...defaultRules.events,
+      view: { ...defaultRules.events.view, counters: [...defaultRules.events.view.counters, { entity: 'shopper', metric: 'ViewCount' }] },
+    },
+  });
+  let rs: QueryApiApp;
+  let rsKey: string;
+  const get = async (url: string) => (await rs.inject({ method: 'GET', url, headers: bearer(rsKey) })).json();
+  const years = (r: { points: Array<{ period: string; values: { ViewCount: number } }> }) =>
+    r.points.map((p) => [p.period, p.values.ViewCount]);
+
+  beforeAll(async () => {
+    rsKey = (await f.tenant('SHOP_RS')).read;
+    await updateTenant(f.db, 'SHOP_RS', { historyMonths: 2 });
+    const buckets = new BucketStore({ redis: f.redis, rules: shopperRules, prefix: 'qs' });
+    await buckets.registerStore('SHOP_RS');
+    const events = ['2023-12-10', '2024-01-20', '2024-02-05', '2024-03-10'].map((d) => view(`${d}T10:00:00Z`, 'P1', 'V1'));
+    const at = Date.now();
+    const batch = rollup(shopperRules, 'SHOP_RS', 'UTC', events);
+    expect((await buckets.apply('SHOP_RS', 'rs', batch, { now: at, dedupeTtlSeconds: 3_600 })).applied).toBe(true);
+    // Every row in DynamoDB, every month item still there (dynalite runs no TTL).
+    expect(await buckets.seal('SHOP_RS', { now: at + 1_000, minAgeMs: 0 })).toBeDefined();
+    await buckets.foldSealed('SHOP_RS', { now: at + 2_000 });
+    const dynamo = { client: f.client, table: f.table, meter: createDynamoMeter() };
+    for (const { pk } of await buckets.dueRows('SHOP_RS', Number.MAX_SAFE_INTEGER)) {
+      const out = await buckets.readOutbox('SHOP_RS', pk);
+      await writeRow(dynamo, pk, out.entries);
+      await buckets.ackOutbox(
+        'SHOP_RS',
+        pk,
+        out.entries.map((e) => e.field),
+        at + 3_000,
+      );
+    }
+    rs = await f.app({ now: () => NOW, query: { buckets, dynamo, rules: shopperRules, historyMemo: new HistoryMemo() } });
+  });
+
+  it("cuts its series, totals and top lists at the retention start, as the visitor entity's", async () => {
+    for (const entity of ['visitor', 'shopper']) {
+      const all = await get(`/v1/series?entity=${entity}:V1&range=allTime&granularity=total&metrics=ViewCount`);
+      expect(all, entity).toMatchObject({ from: '2024-02-01', to: '2024-03-15', totals: { ViewCount: 2 } });
+      expect(years(await get(`/v1/series?entity=${entity}:V1&range=allTime&granularity=year&metrics=ViewCount`)), entity).toEqual([
+        ['2024', 2],
+      ]);
+      expect((await get(`/v1/totals?entity=${entity}&ids=V1&range=last3m&metrics=ViewCount`)).items[0].values.ViewCount, entity).toBe(2);
+      const before = await get(`/v1/series?entity=${entity}:V1&from=2023-12-01&to=2024-01-31&metrics=ViewCount`);
+      expect({ status: before.status, field: before.field }, entity).toEqual({ status: 400, field: 'from' });
+    }
+    // January's view is in the range asked for, not in the months kept.
+    expect(await get('/v1/top?entity=shopper&metric=ViewCount&from=2024-01-01&to=2024-03-15')).toMatchObject({
+      from: '2024-02-01',
+      items: [{ id: 'V1', value: 2 }],
+    });
+    expect((await get('/v1/series?entity=product:P1&range=allTime&granularity=total&metrics=ViewCount')).totals.ViewCount).toBe(4);
+  });
+
+  it("once the limit is lifted, counts from the first day it kept (historyTrimmedBefore), as the visitor entity's", async () => {
+    await changeTenant(f.db, 'SHOP_RS', { historyMonths: null }, { now: () => NOW });
+    expect(await getTenant(f.db, 'SHOP_RS')).toMatchObject({ historyTrimmedBefore: '2024-02-01' });
+    for (const entity of ['visitor', 'shopper']) {
+      // All time and years from the month items since that day, not TOTAL's 4.
+      expect((await get(`/v1/totals?entity=${entity}&ids=V1&range=allTime&metrics=ViewCount`)).items[0].values.ViewCount, entity).toBe(2);
+      expect(years(await get(`/v1/series?entity=${entity}:V1&range=allTime&granularity=year&metrics=ViewCount`)), entity).toEqual([
+        ['2024', 2],
+      ]);
+      const before = await get(`/v1/series?entity=${entity}:V1&from=2023-12-01&to=2024-01-31&metrics=ViewCount`);
+      expect({ status: before.status, field: before.field }, entity).toEqual({ status: 400, field: 'from' });
+    }
+    expect(await get('/v1/top?entity=shopper&metric=ViewCount&from=2024-01-01&to=2024-03-15')).toMatchObject({
+      from: '2024-02-01',
+      items: [{ id: 'V1', value: 2 }],
+    });
   });
 });

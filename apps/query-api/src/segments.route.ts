@@ -8,7 +8,7 @@ import { formatValue } from './params';
 import { segmentsRouteSchema } from '@tally/contracts';
 
 /** The entity whose rows segment rules read. */
-export const VISITOR_ENTITY = 'visitor';
+const VISITOR_ENTITY = 'visitor';
 
 /**
  * POST /v1/segments/evaluate: segment rules over one visitor's row. The visitor's DynamoDB history is read once

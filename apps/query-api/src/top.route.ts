@@ -1,11 +1,10 @@
 import { formatDate } from '@tally/key-layout';
-import { checkCountedMetric, clampToRetention, entityOf, pathOfId, readTop, resolveRange } from '@tally/query';
+import { checkCountedMetric, entityOf, pathOfId, readTop, resolveRange, retainedRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { formatValue } from './params';
 import { topRouteSchema } from '@tally/contracts';
-import { VISITOR_ENTITY } from './segments.route';
 
 /**
  * GET /v1/top: the highest entities by a metric over at most 92 days of the rankings kept (readTop), exact values. A
@@ -23,10 +22,10 @@ export const topRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (ap
     if (spec.rank) checkCountedMetric(rules, entity, q.metric, 'metric');
     const now = ctx.now();
     const { range: asked, name } = resolveRange(q, timeZone, now, 'last30d');
-    // A ranked visitor entity under a history limit (or after one): only the days kept are ranked and summed, as totals
-    // reads them (allTime stays readTop's 400). No yearsFromMonths: a top list's range, at most MAX_TOP_DAYS days, never
-    // covers a whole year, so it never reads a year cell of TOTAL.
-    const range = entity === VISITOR_ENTITY && asked !== 'all' ? clampToRetention(asked, principal, timeZone, now) : asked;
+    // A ranked visitor entity (keyed by the visitor alone) under a history limit (or after one): only the days kept are
+    // ranked and summed, as totals reads them (allTime stays readTop's 400). No yearsFromMonths: a top list's range, at
+    // most MAX_TOP_DAYS days, never covers a whole year, so it never reads a year cell of TOTAL.
+    const range = asked === 'all' ? asked : retainedRange(rules, entity, asked, principal, timeZone, now).range;
     const top = await readTop(ctx.query, { store, entity: q.entity, metric: q.metric, range, limit: q.limit, timeZone, now });
     const scale = rules.scaleOf(q.metric);
     return {

@@ -1,11 +1,10 @@
 import { formatDate } from '@tally/key-layout';
-import { readTotals, resolveRange, retainedVisitorRange } from '@tally/query';
+import { readTotals, resolveRange, retainedRange } from '@tally/query';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { principalOf } from '@tally/http';
 import type { RouteContext } from './deps';
 import { formatValues, parseEntityIds, parseMetrics } from './params';
 import { totalsRouteSchema } from '@tally/contracts';
-import { VISITOR_ENTITY } from './segments.route';
 
 /** GET /v1/totals: totals over a range (or all time) of many entities with one Redis snapshot and batched reads. */
 export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
@@ -20,10 +19,10 @@ export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const metrics = parseMetrics(rules, entity, q.metrics);
     const now = ctx.now();
     const { range: asked, name } = resolveRange(q, timeZone, now, 'last30d');
-    // A visitor's history is counted only from the first day the store keeps, whole years from the kept month items,
-    // never TOTAL's year cells, which still hold months the store no longer keeps (as series by year and segments).
-    const { range, yearsFromMonths } =
-      entity === VISITOR_ENTITY ? retainedVisitorRange(asked, principal, timeZone, now) : { range: asked, yearsFromMonths: false };
+    // A visitor's history (the rows of every entity keyed by the visitor alone) is counted only from the first day the
+    // store keeps, whole years from the kept month items, never TOTAL's year cells, which still hold months the store
+    // no longer keeps (as series by year and segments).
+    const { range, yearsFromMonths } = retainedRange(rules, entity, asked, principal, timeZone, now);
     const r = await readTotals(ctx.query, { store, pks: refs.map((x) => x.pk), metrics, range, yearsFromMonths });
     return {
       store,

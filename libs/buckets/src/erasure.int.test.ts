@@ -321,6 +321,66 @@ describe('the erased rows', () => {
   });
 });
 
+describe("the erased rows' days", () => {
+  const pk = 'S#visitor#V1';
+  const erase = (row: string, now: number, until = 10_000) => eraser.eraseRow('S', row, { until, ttlSeconds: 60, now });
+
+  it('come back from every erasure of the row while its entry lives (a call cut short loses none), and go with it', async () => {
+    await fill(); // V1's counts of 2023-123 in its outbox
+    // (The entry's time is `until` plus the window's slack: 310,000.)
+    expect((await erase(pk, 2_000)).outboxDays).toEqual(['2023-123']);
+    expect(await redis.hgetall('t:{S}:xd')).toEqual({ [pk]: '2023-123' });
+    expect(await redis.ttl('t:{S}:xd')).toBeGreaterThan(60 + 300 - 5);
+    // The outbox is gone: a re-run gets the days back all the same.
+    expect(await erase(pk, 3_000)).toMatchObject({ outboxEntries: 0, outboxDays: ['2023-123'] });
+    // Merged with the days of the outbox erased now, each once.
+    await redis.hset('t:{S}:xd', pk, '2023-100,2023-123');
+    await buckets.apply('S', 'other', deltas({ 'S#visitor#V2': { '2023-124|v': 1 } }), { now: 4_000, dedupeTtlSeconds: 60 });
+    await buckets.seal('S', { now: 4_001, minAgeMs: 0 });
+    await buckets.foldSealed('S', { now: 4_002 });
+    expect((await erase('S#visitor#V2', 5_000, 20_000)).outboxDays).toEqual(['2023-124']);
+    expect((await erase(pk, 6_000)).outboxDays).toEqual(['2023-100', '2023-123']);
+    // At 315,000 V1's entry (310,000) has passed: an erasure of another row drops its days with it, not V2's (320,000).
+    await erase('S#visitor#V3', 315_000, 315_000);
+    expect(await redis.hgetall('t:{S}:xd')).toEqual({ 'S#visitor#V2': '2023-124' });
+    // V2's entry has passed too at its own next erasure: the days of its old erasure go, and it has none now.
+    expect((await erase('S#visitor#V2', 321_000, 321_000)).outboxDays).toEqual([]);
+    expect(await redis.exists('t:{S}:xd')).toBe(0);
+  });
+
+  it('are dropped when the erased rows are gone, and are what a deleted store may still get from a flush', async () => {
+    await fill();
+    await erase(pk, 2_000);
+    await redis.hset('t:{S}:xd', 'S#visitor#GONE', '2023-001');
+    // No entry left (the zset expired before the days, or was deleted): no row's days are kept.
+    await redis.del('t:{S}:xr');
+    expect((await erase('S#visitor#V9', 3_000)).outboxDays).toEqual([]);
+    expect(await redis.exists('t:{S}:xd')).toBe(0);
+    await redis.hset('t:{S}:xd', pk, '2023-123,2023-100');
+    await redis.zadd('t:{S}:xr', 310_000, pk);
+    // A deletion cut short erasures: the erased rows' days are among the store's unwritten ones, with the outboxes'.
+    await eraser.markStoreDeleted('S', 60);
+    expect(await eraser.unwritten('S')).toEqual({
+      epoch: 1_001,
+      outboxDays: new Map([
+        ['S', ['2023-123']],
+        ['S#product#P1', ['2023-123']],
+        [pk, ['2023-123', '2023-100']],
+      ]),
+    });
+    await eraser.deleteStoreKeys('S');
+    expect(await redis.keys('t:{S}:*')).toEqual(['t:{S}:x']);
+  });
+
+  it('of another type make the erasure fail before it writes anything', async () => {
+    await fill();
+    await redis.set('t:{S}:xd', 'x');
+    await expect(erase(pk, 2_000)).rejects.toThrow(/WRONGTYPE t:\{S\}:xd holds a string, not a hash/);
+    expect(await redis.hlen(`t:{S}:o:${pk}`)).toBe(1);
+    expect(await redis.exists('t:{S}:xr')).toBe(0);
+  });
+});
+
 describe('an erased row with sketches of its own (a distinct-count metric on the visitor entity)', () => {
   const own = compileRules({
     ...defaultRules,

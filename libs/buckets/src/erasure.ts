@@ -12,25 +12,36 @@ import { readTopHistory } from './top-history';
  * rows until `untilMs`, which makes APPLY drop the row's counts and SKETCH_ADD its members (TOMBSTONES in scripts.ts).
  * The erased rows are a zset pk -> until (ms): the entries whose time has passed at `now` are pruned here (a hash
  * of an earlier version is made a zset of its live entries), so a store that erases more often than the window does
- * not keep every erased pk for ever; an erasure never moves a row's time earlier. Idempotent.
- * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, dueLater, sketchRows (`ur`), then per
- * bucket seq (the sealed ones, then the open one) its hash of the row and its row set, then per sketch field (the
- * members of `ur` the caller read) its `us` and `uh`. ARGV: pk, untilMs, ttlSeconds (of the erased rows: at least
- * this from now), cacheVersionTtlSeconds, sealedCount, now (ms), sketchCount, then the seqs ('' for no open one),
- * then the sketch fields. Returns {1, outbox counts, bucket counts (counts, not their limbs), cached (0|1), sketch
- * fields, epoch or '', the days of the outbox's counts (`YYYY-DDD`, each once)...}, or {0, epoch or '', sealed
- * seqs...} (nothing written) when the seqs or the sketch fields are not the store's (the caller reads `ur` again).
- * Every read and check before the first write.
+ * not keep every erased pk for ever; an erasure never moves a row's time earlier. The days of the outbox counts it
+ * deletes are added to the row's field of the erased rows' days (`erasedDays`, a hash pk -> `YYYY-DDD,…`), kept
+ * and pruned with the row's entry (same TTL): a call cut short after this script (before the caller put tombstone
+ * items on those days' DynamoDB items) loses nothing, as the next call gets them back. Idempotent.
+ * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, dueLater, sketchRows (`ur`),
+ * erasedDays, then per bucket seq (the sealed ones, then the open one) its hash of the row and its row set, then per
+ * sketch field (the members of `ur` the caller read) its `us` and `uh`. ARGV: pk, untilMs, ttlSeconds (of the erased
+ * rows: at least this from now), cacheVersionTtlSeconds, sealedCount, now (ms), sketchCount, then the seqs ('' for no
+ * open one), then the sketch fields. Returns {1, outbox counts, bucket counts (counts, not their limbs), cached
+ * (0|1), sketch fields, epoch or '', the days (`YYYY-DDD`, each once) of the outbox counts this call and the earlier
+ * erasures of the row (while its entry lives) deleted...}, or {0, epoch or '', sealed seqs...} (nothing written) when
+ * the seqs or the sketch fields are not the store's (the caller reads `ur` again). Every read and check before the
+ * first write.
  */
 export const ERASE_ROW = defineScript<[1, number, number, number, number, string, ...string[]] | [0, string, ...string[]]>()({
   name: 'ERASE_ROW',
   shebang: '#!lua',
-  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater', 'sketchRows'],
+  keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater', 'sketchRows', 'erasedDays'],
   args: ['pk', 'untilMs', 'ttlSeconds', 'cacheVersionTtlSeconds', 'sealedCount', 'now', 'sketchCount'],
   body: `
 local function expectType(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then error('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want) end
+end
+-- Adds \`day\` to the list \`days\` (also a set of them) unless it holds it.
+local function addDay(days, day)
+  if day and day ~= '' and not days[day] then
+    days[day] = true
+    table.insert(days, day)
+  end
 end
 -- The counts among a hash's fields: a count's field has that many bars, its high limbs one more (isEntry, scripts.ts).
 -- With \`days\`, the day of each count (an outbox field \`<seq>|<day>|<metric>\`) is added to it, once.
@@ -40,13 +51,7 @@ local function countsOf(key, bars, days)
     local _, b = string.gsub(f, '|', '')
     if b == bars then
       n = n + 1
-      if days then
-        local day = string.match(f, '^[^|]*|([^|]*)|')
-        if day and not days[day] then
-          days[day] = true
-          table.insert(days, day)
-        end
-      end
+      if days then addDay(days, string.match(f, '^[^|]*|([^|]*)|')) end
     end
   end
   return n
@@ -77,12 +82,37 @@ if erasedAs ~= 'none' and erasedAs ~= 'zset' and erasedAs ~= 'hash' then
   error('WRONGTYPE ' .. K.erased .. ' holds a ' .. erasedAs .. ', not a zset')
 end
 local legacy = erasedAs == 'hash' and redis.call('HGETALL', K.erased) or {}
+local now = tonumber(A.now)
+-- The erased rows' days: those of the rows whose entry the prune below drops go with it; this row's are kept while its
+-- entry lives (its time is after now), and the days of the outbox erased now are added to them.
+expectType(K.erasedDays, 'hash')
+local pruned = {}
+local days = {}
+local daysKept = redis.call('EXISTS', K.erasedDays) == 1
+-- With no erased row left (the zset expired) no row's days are kept.
+local daysOfNone = daysKept and erasedAs == 'none'
+if daysKept and erasedAs ~= 'none' then
+  local entry
+  if erasedAs == 'zset' then
+    pruned = redis.call('ZRANGEBYSCORE', K.erased, '-inf', A.now)
+    entry = redis.call('ZSCORE', K.erased, A.pk)
+  else
+    for j = 1, #legacy, 2 do
+      local u = tonumber(legacy[j + 1])
+      if not (u and u > now) then table.insert(pruned, legacy[j]) end
+      if legacy[j] == A.pk then entry = legacy[j + 1] end
+    end
+  end
+  entry = tonumber(entry or '')
+  if entry and entry > now then
+    for day in string.gmatch(redis.call('HGET', K.erasedDays, A.pk) or '', '[^,]+') do addDay(days, day) end
+  end
+end
 expectType(K.dirty, 'zset')
 expectType(K.due, 'zset')
 expectType(K.dueLater, 'hash')
 expectType(K.counts, 'hash')
-local outboxDays = {}
-local outboxCounts = countsOf(K.outbox, 2, outboxDays)
+local outboxCounts = countsOf(K.outbox, 2, days)
 local entries = redis.call('HGET', K.counts, 'entries')
 if entries and not (string.match(entries, '^-?%d+$') and #entries < 16) then
   return redis.error_reply('TALLY_ERR_NOT_A_COUNT ' .. K.counts .. ' entries is not an integer')
@@ -99,7 +129,6 @@ end
 local cached = redis.call('EXISTS', K.cache)
 local ttl = redis.call('TTL', K.erased)
 local keep = math.max(ttl, tonumber(A.ttlSeconds))
-local now = tonumber(A.now)
 -- Write phase: commands that cannot fail on the keys checked above.
 if erasedAs == 'hash' then
   redis.call('DEL', K.erased)
@@ -113,6 +142,15 @@ end
 redis.call('ZADD', K.erased, 'GT', A.untilMs, A.pk)
 -- Always: the prune may have emptied the zset, and the ZADD made it again with no TTL.
 redis.call('EXPIRE', K.erased, keep)
+if daysOfNone then redis.call('DEL', K.erasedDays) end
+for j = 1, #pruned, 500 do redis.call('HDEL', K.erasedDays, unpack(pruned, j, math.min(j + 499, #pruned))) end
+if #days > 0 then
+  redis.call('HSET', K.erasedDays, A.pk, table.concat(days, ','))
+else
+  redis.call('HDEL', K.erasedDays, A.pk)
+end
+-- The same lifetime as the erased rows (a no-op when no row has days).
+redis.call('EXPIRE', K.erasedDays, keep)
 redis.call('DEL', K.outbox, K.cache)
 for k = KR, bucketsEnd, 2 do
   redis.call('DEL', KEYS[k])
@@ -132,7 +170,7 @@ elseif entries then
   redis.call('HSET', K.counts, 'entries', string.format('%d', math.max(0, tonumber(entries) - outboxCounts)))
 end
 local reply = {1, outboxCounts, bucketCounts, cached, sketchCount, epoch}
-for _, day in ipairs(outboxDays) do table.insert(reply, day) end
+for _, day in ipairs(days) do table.insert(reply, day) end
 return reply
 `,
 });
@@ -187,8 +225,10 @@ export interface RowErasure {
    */
   epoch: number | undefined;
   /**
-   * The days (`YYYY-DDD`) of the outbox counts erased: a flush that read them before the erasure writes them to
-   * the items of those days (the month items and TOTAL), which need not exist in DynamoDB yet.
+   * The days (`YYYY-DDD`) of the outbox counts erased, by this call and by the earlier erasures of the row while its
+   * erased-rows entry lives (ERASE_ROW keeps them in `erasedDays`): a flush that read them before the erasure writes
+   * them to the items of those days (the month items and TOTAL), which need not exist in DynamoDB yet. So a call
+   * cut short before those items became tombstones is finished by the next one, which gets the days back.
    */
   outboxDays: string[];
 }
@@ -197,7 +237,10 @@ export interface RowErasure {
 interface StoreUnwritten {
   /** The store's epoch (the open bucket's seq), undefined when it has none. */
   epoch: number | undefined;
-  /** Per row with outbox entries, the days (`YYYY-DDD`) of those entries. */
+  /**
+   * Per row with outbox entries, the days (`YYYY-DDD`) of those entries; and per erased row, the days of the outbox
+   * counts its erasures deleted (ERASE_ROW's `erasedDays`: an erasure cut short may not have fenced them).
+   */
   outboxDays: Map<string, string[]>;
 }
 
@@ -297,7 +340,8 @@ export class BucketEraser {
   }
 
   /**
-   * The store's epoch and, per row with outbox entries (the store's dirty rows), the days of those entries: what a
+   * The store's epoch and, per row with outbox entries (the store's dirty rows), the days of those entries, with the
+   * days an erasure of a row deleted from its outbox (the erased rows' days, kept while their entries live): what a
    * flush that read an outbox may write to DynamoDB. For deleteStore, after the store's tombstone is set: no script
    * of the store seals, folds or acks then, so the epoch stays and the outboxes only lose what this does not see
    * (nothing), until deleteStoreKeys. Reads in steps (not one atomic read).
@@ -320,6 +364,10 @@ export class BucketEraser {
         if (days.size > 0) outboxDays.set(pk, [...days]);
       });
     }
+    for (const [pk, list] of Object.entries(await this.redis.hgetall(k.erasedDays(store)))) {
+      const days = new Set([...(outboxDays.get(pk) ?? []), ...list.split(',').filter((d) => d !== '')]);
+      if (days.size > 0) outboxDays.set(pk, [...days]);
+    }
     return { epoch: epoch === null || epoch === '' ? undefined : Number(epoch), outboxDays };
   }
 
@@ -330,7 +378,8 @@ export class BucketEraser {
    * a batch accepted before the erasure and let through by the aggregator's window check finds the entry. `now` (ms,
    * default the clock) prunes the erased rows whose time has passed, and dates the rankings. Call it again after the
    * row's DynamoDB items are deleted: a query that read them in between may have cached them. A call cut short between
-   * ERASE_ROW and UNRANK leaves the row ranked: the next call takes it out, and counts those rankings (`rankings`).
+   * ERASE_ROW and UNRANK leaves the row ranked: the next call takes it out, and counts those rankings (`rankings`);
+   * the days of the outbox it erased are returned by every call while the row's entry lives (`outboxDays`).
    */
   async eraseRow(store: string, pk: string, opts: { until: number; ttlSeconds: number; now?: number }): Promise<RowErasure> {
     const k = this.buckets.keys;
@@ -347,6 +396,7 @@ export class BucketEraser {
       epoch: k.epoch(store),
       dueLater: k.dueLater(store),
       sketchRows: this.buckets.sketches.rowsKey(store, pk),
+      erasedDays: k.erasedDays(store),
     };
     let layout = { epoch: (await this.redis.get(keys.epoch)) ?? '', sealed: await this.redis.lrange(keys.sealed, 0, -1) };
     for (let attempt = 0; attempt < 10; attempt++) {

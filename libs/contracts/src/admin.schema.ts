@@ -313,6 +313,9 @@ export const adminRouteSchemas = {
       404: errorSchema.describe(
         'Nothing of the visitor was stored (no DynamoDB items, Redis counts or rankings); their in-flight events are dropped anyway, for DEDUPE_WINDOW_SECONDS (the detail says until when)',
       ),
+      409: errorSchema.describe(
+        "TALLY_ERR_CONFLICT: the installation's rollup rules (RULES_FILE) key no entity by the visitor id alone, so no visitor can be erased: nothing was erased, and no tombstone drops their in-flight events",
+      ),
     },
   },
 };

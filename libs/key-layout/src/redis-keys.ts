@@ -27,6 +27,9 @@
  *   <p>:{S}:xr               erased rows: zset pk -> until (ms) (a hash in earlier versions, read alike); the apply
  *                            and the sketch add drop those rows' counts and members until then; each erasure prunes
  *                            the entries whose time has passed
+ *   <p>:{S}:xd               erased rows' days: hash pk -> the days (`YYYY-DDD`, comma-separated) of the outbox counts
+ *                            its erasures deleted, kept and pruned with the pk's entry in `xr` (same TTL): a re-run of
+ *                            an erasure cut short puts tombstone items on them (a stale flush writes there)
  *   <p>:{S}:unknown          set by the aggregator when it refused a batch because the store has no tenant (the
  *                            time, ms; expires): @tally/client refuses the store at once while it lasts
  *   <p>:{S}:tz               the store's IANA time zone, set by the aggregator from the tenant (expires; set again
@@ -79,6 +82,7 @@ export const REDIS_SUFFIX = {
   sketchScratch: 'ux:',
   tombstone: 'x',
   erased: 'xr',
+  erasedDays: 'xd',
   unknown: 'unknown',
   zone: 'tz',
   fence: 'f',
@@ -138,6 +142,8 @@ export function redisKeys(prefix = 't') {
     tombstone: (s: string) => tag(s) + S.tombstone,
     /** The store's erased rows (visitor erasure): a zset pk -> until (ms), pruned by each erasure. */
     erased: (s: string) => tag(s) + S.erased,
+    /** The days of the outbox counts each erased row's erasures deleted: a hash pk -> days, pruned with `erased`. */
+    erasedDays: (s: string) => tag(s) + S.erasedDays,
     /** The mark of a store refused as unknown (no tenant), read by @tally/client. */
     unknownStore: (s: string) => tag(s) + S.unknown,
     /** The store's time zone as the aggregator last found its tenant's, read by @tally/client to roll batches up. */

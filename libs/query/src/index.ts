@@ -1,6 +1,6 @@
 export { QueryError } from './errors';
 export { SnapshotContendedError } from '@tally/buckets';
-export { namedRange, explicitRange, resolveRange, clampToRetention, retainedVisitorRange } from './ranges';
+export { namedRange, explicitRange, resolveRange, clampToRetention, retainedVisitorRange, retainedRange } from './ranges';
 export { readSeries, readTotals, resolveMetrics, type Granularity, type QueryDeps, type SeriesPoint, type MetricRef } from './engine';
 export { coverOf } from './cover';
 export { readTop } from './top';

@@ -24,6 +24,7 @@ import {
   rankedEntitiesOf,
   resolveMetrics,
   resolveRange,
+  retainedRange,
   retainedVisitorRange,
   storeEntityOf,
 } from './index';
@@ -138,6 +139,27 @@ describe('retainedVisitorRange', () => {
       from: '2024-04-01',
       to: '2024-04-01',
     });
+  });
+});
+
+describe('retainedRange', () => {
+  it('cuts the rows of every entity keyed by the visitor alone, and no other', () => {
+    const shopperRules = compileRules({
+      ...defaultRules,
+      entities: {
+        ...defaultRules.entities,
+        shopper: { key: ['visitor'], flush: { kind: 'bucket' } },
+        basket: { key: ['visitor', 'product'], flush: { kind: 'bucket' } },
+      },
+    });
+    const trimmed = { historyTrimmedBefore: '2023-11-01' };
+    const cut = retainedVisitorRange('all', trimmed, 'UTC', NOW);
+    for (const entity of ['visitor', 'shopper'])
+      expect(retainedRange(shopperRules, entity, 'all', trimmed, 'UTC', NOW), entity).toEqual(cut);
+    for (const entity of ['store', 'product', 'basket'])
+      expect(retainedRange(shopperRules, entity, 'all', trimmed, 'UTC', NOW), entity).toEqual({ range: 'all', yearsFromMonths: false });
+    // Under rules without it, a shopper is no visitor entity.
+    expect(retainedRange(rules, 'shopper', 'all', trimmed, 'UTC', NOW)).toEqual({ range: 'all', yearsFromMonths: false });
   });
 });
 

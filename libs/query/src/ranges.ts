@@ -12,6 +12,7 @@ import {
   toEpochDay,
   type LocalDate,
 } from '@tally/key-layout';
+import type { CompiledRules } from '@tally/schema';
 import { QueryError } from './errors';
 
 export interface DateRange {
@@ -174,4 +175,20 @@ export function retainedVisitorRange(
 ): { range: QueryRange; yearsFromMonths: boolean } {
   const clamped = clampToRetention(range, retention, tz, now);
   return { range: clamped, yearsFromMonths: visitorHistoryStart(retention, tz, now) !== undefined };
+}
+
+/**
+ * The range a query reads of `entity`'s rows under its store's retention: for a visitor entity, one the rules key by
+ * the visitor alone (`rules.visitorEntities`: the rows whose items a store's historyMonths expires and an erasure
+ * erases), retainedVisitorRange; for any other entity the range asked, its years from TOTAL (nothing of it expires).
+ */
+export function retainedRange(
+  rules: Pick<CompiledRules, 'visitorEntities'>,
+  entity: string,
+  range: QueryRange,
+  retention: VisitorRetention,
+  tz: string,
+  now: number,
+): { range: QueryRange; yearsFromMonths: boolean } {
+  return rules.visitorEntities.has(entity) ? retainedVisitorRange(range, retention, tz, now) : { range, yearsFromMonths: false };
 }

@@ -54,7 +54,7 @@ export function workerReadyCheck(connection: { ping(): Promise<string> }, worker
  */
 export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: C) {
   const log = createLogger({ name, level: config.LOG_LEVEL });
-  const rules = loadRulesOrExit(config.RULES_FILE);
+  const rules = loadRulesOrExit(config.RULES_FILE, log);
   const { registry } = createMetrics({ app: name });
   const layout = { keyPrefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS };
   const connections: RedisConnection[] = [];

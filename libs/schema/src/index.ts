@@ -1,7 +1,7 @@
 export { RulesError } from './errors';
 export * from './rules.schema';
 export { defaultRules, cheapestRules } from './default-rules';
-export { compileRules, type CompiledRules, type CompiledCounter, type CompiledEventType } from './compile';
+export { compileRules, type CompiledRules, type CompiledCounter, type CompiledEventType, type VisitorDataOutOfReach } from './compile';
 export * from './event.schema';
 export { decimalToUnits, toUnits, fromUnits, MAX_VALUE, type ScaleResult } from './decimal';
 export { validateEvents, parseTimestamp, type EventError, type ValidationLimits, type ValidationResult } from './validate';

@@ -1,8 +1,8 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { compileRules, defaultRules, loadRules, RulesError } from './index';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { compileRules, defaultRules, loadRules, loadRulesOrExit, RulesError } from './index';
 
 const dir = mkdtempSync(join(tmpdir(), 'tally-rules-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -35,5 +35,59 @@ describe('loadRules', () => {
     const path = file('metrics: {}\nentities: {}\nevents: {}\n');
     expect(() => loadRules(path)).toThrowError(new RegExp(`^rollup rules: cannot read ${path}: `));
     expect(() => loadRules(join(dir, 'missing.json'))).toThrowError(RulesError);
+  });
+});
+
+describe('loadRulesOrExit', () => {
+  /** The default rules keeping a visitor's data where erasure and retention cannot reach it: by visitor, and on a row keyed by two. */
+  const unreachable = JSON.stringify({
+    ...defaultRules,
+    metrics: { ...defaultRules.metrics, Viewers: { code: 'vw', description: 'views of a product, keyed by visitor' } },
+    entities: { ...defaultRules.entities, basket: { key: ['visitor', 'product'], flush: { kind: 'bucket' } } },
+    events: {
+      ...defaultRules.events,
+      view: {
+        ...defaultRules.events.view,
+        counters: [
+          ...defaultRules.events.view.counters,
+          { entity: 'basket', metric: 'ViewCount' },
+          { entity: 'product', metric: 'Viewers', by: 'visitor' },
+        ],
+      },
+    },
+  });
+
+  it("warns once per rule that keeps a visitor's data out of reach of erasure and retention, naming it and why", () => {
+    const warn = vi.fn();
+    const rules = loadRulesOrExit(file(unreachable), { warn });
+    expect(rules.visitorDataOutOfReach).toHaveLength(2);
+    expect(warn.mock.calls).toEqual([
+      [
+        { rule: 'entities.basket', entity: 'basket' },
+        "rollup rules: entities.basket: keyed by visitor and product (key [visitor, product]): a visitor's rows of it are not erased with the visitor, nor expired by a store's historyMonths",
+      ],
+      [
+        { rule: 'events.view.counters.5', entity: 'product' },
+        "rollup rules: events.view.counters.5: counts Viewers by visitor on product rows: a visitor's counts there are not erased with the visitor, nor expired by a store's historyMonths",
+      ],
+    ]);
+    // The default rules keep a visitor's data on the visitor's row alone: nothing to say.
+    const quiet = vi.fn();
+    loadRulesOrExit(undefined, { warn: quiet });
+    loadRulesOrExit(file(json), { warn: quiet });
+    expect(quiet).not.toHaveBeenCalled();
+  });
+
+  it('without a logger, writes the warnings to stderr', () => {
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      loadRulesOrExit(file(unreachable));
+      expect(stderr.mock.calls.map(([line]) => line)).toEqual([
+        expect.stringMatching(/^tally: warning: rollup rules: entities\.basket: keyed by visitor and product .*\n$/),
+        expect.stringMatching(/^tally: warning: rollup rules: events\.view\.counters\.5: counts Viewers by visitor on product rows: .*\n$/),
+      ]);
+    } finally {
+      stderr.mockRestore();
+    }
   });
 });

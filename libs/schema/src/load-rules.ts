@@ -50,13 +50,25 @@ function repeatedKey(text: string): string | undefined {
   return find(doc.contents, []) ?? '(root)';
 }
 
-/** loadRules for a composition root: a bad rules file prints one line naming the rule and exits 1. */
-export function loadRulesOrExit(file?: string): CompiledRules {
+/**
+ * loadRules for a composition root (every app and the tenants tool): a bad rules file prints one line naming the rule
+ * and exits 1. Rules that keep a visitor's data where erasure and retention cannot reach it
+ * (CompiledRules.visitorDataOutOfReach: an entity keyed by the visitor and another dimension, a counter `by` the
+ * visitor on another entity) are said once, a warning each, on `log` (the app's logger), or on stderr without one.
+ */
+export function loadRulesOrExit(file?: string, log?: { warn(fields: object, message: string): void }): CompiledRules {
+  let rules: CompiledRules;
   try {
-    return loadRules(file);
+    rules = loadRules(file);
   } catch (err) {
     if (!(err instanceof RulesError)) throw err;
     process.stderr.write(`tally: ${err.message}\n`);
     process.exit(1);
   }
+  for (const { rule, entity, why } of rules.visitorDataOutOfReach) {
+    const message = `rollup rules: ${rule}: ${why}`;
+    if (log) log.warn({ rule, entity }, message);
+    else process.stderr.write(`tally: warning: ${message}\n`);
+  }
+  return rules;
 }

@@ -419,6 +419,68 @@ describe('rules', () => {
   });
 });
 
+describe('the rows keyed by the visitor (erasure and retention reach them) and the visitor data they cannot reach', () => {
+  /** The default rules with a second entity keyed by the visitor alone, one keyed by it and a product, and counts by visitor on product rows. */
+  const more = compileRules({
+    ...defaultRules,
+    metrics: { ...defaultRules.metrics, Viewers: { code: 'vw', description: 'views of a product, keyed by visitor' } },
+    entities: {
+      ...defaultRules.entities,
+      shopper: { key: ['visitor'], flush: { kind: 'bucket' } },
+      basket: { key: ['visitor', 'product'], flush: { kind: 'bucket' } },
+    },
+    events: {
+      ...defaultRules.events,
+      view: {
+        ...defaultRules.events.view,
+        counters: [
+          ...defaultRules.events.view.counters,
+          { entity: 'shopper', metric: 'ViewCount' },
+          { entity: 'basket', metric: 'ViewCount' },
+          { entity: 'product', metric: 'Viewers', by: 'visitor' },
+          // On a row keyed by the visitor: erased and expired with it.
+          { entity: 'shopper', metric: 'Viewers', by: 'visitor' },
+        ],
+      },
+    },
+  });
+
+  it("keys by the visitor every entity whose key is the visitor entity's dimension alone, in the rules' order", () => {
+    const flush = { kind: 'bucket' } as const;
+    expect([...rules.visitorEntities]).toEqual(['visitor']);
+    expect([...more.visitorEntities]).toEqual(['visitor', 'shopper']);
+    // The visitor entity's own dimension, whatever its name; without a visitor entity, `visitor`.
+    const byCustomer = compileRules({
+      metrics: { ViewCount: {} },
+      entities: { visitor: { key: ['customer'], flush }, buyer: { key: ['customer'], flush }, other: { key: ['visitor'], flush } },
+      events: { view: { dims: { customer: 'required', visitor: 'required' }, counters: [{ entity: 'visitor', metric: 'ViewCount' }] } },
+    });
+    expect([...byCustomer.visitorEntities]).toEqual(['visitor', 'buyer']);
+    const noVisitor = compileRules({
+      metrics: { ViewCount: {} },
+      entities: { shopper: { key: ['visitor'], flush }, store: { key: [], flush } },
+      events: { view: { dims: { visitor: 'required' }, counters: [{ entity: 'shopper', metric: 'ViewCount' }] } },
+    });
+    expect([...noVisitor.visitorEntities]).toEqual(['shopper']);
+  });
+
+  it("lists the visitor's data on other rows: entities keyed by the visitor and another dimension, counters by visitor", () => {
+    expect(rules.visitorDataOutOfReach).toEqual([]);
+    expect(more.visitorDataOutOfReach).toEqual([
+      {
+        rule: 'entities.basket',
+        entity: 'basket',
+        why: "keyed by visitor and product (key [visitor, product]): a visitor's rows of it are not erased with the visitor, nor expired by a store's historyMonths",
+      },
+      {
+        rule: 'events.view.counters.6',
+        entity: 'product',
+        why: "counts Viewers by visitor on product rows: a visitor's counts there are not erased with the visitor, nor expired by a store's historyMonths",
+      },
+    ]);
+  });
+});
+
 describe('rules that would count wrongly are refused, naming the rule', () => {
   const bad = (patch: (r: any) => void) => {
     const r = structuredClone(defaultRules) as any;

@@ -1,4 +1,4 @@
-import { QueryCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { BatchWriteItemCommand, QueryCommand, UpdateItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BucketEraser, BucketStore } from '@tally/buckets';
 import {
   createDynamoClient,
@@ -53,6 +53,11 @@ const shopperRules = compileRules({
     view: { ...defaultRules.events.view, counters: [...defaultRules.events.view.counters, { entity: 'shopper', metric: 'ViewCount' }] },
   },
 });
+/** Rules that rank the visitor entity itself. */
+const ranked = compileRules({
+  ...defaultRules,
+  entities: { ...defaultRules.entities, visitor: { ...defaultRules.entities.visitor, rank: true } },
+});
 const DAY_MS = 86_400_000;
 const TOMBSTONE_S = 60;
 /** The Redis tombstone of an erased row outlives its `until` by the dedupe window's slack. */
@@ -70,6 +75,20 @@ useRedis(
   { flushEachTest: true },
 );
 
+/** An eraser whose process dies (the first `crashes` times) after ERASE_ROW, before the row leaves the rankings. */
+class CrashingEraser extends BucketEraser {
+  constructor(
+    opts: ConstructorParameters<typeof BucketEraser>[0],
+    public crashes: number,
+  ) {
+    super(opts);
+  }
+  override async unrankRow(...args: Parameters<BucketEraser['unrankRow']>): Promise<number> {
+    if (this.crashes-- > 0) throw new Error('crashed before UNRANK');
+    return super.unrankRow(...args);
+  }
+}
+
 describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', (backend) => {
   const { skip } = backend;
   const emulator = useDynamoBackendClient(backend, (endpoint) => createDynamoClient({ endpoint, region: 'us-east-1' }));
@@ -84,12 +103,18 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
   });
 
   /** Applies one batch at `now`, then seals and folds its bucket: its counts are in the rows' outboxes. */
-  async function stage(store: string, rows: Record<string, Record<string, number>>, now: number, uv?: { day: string; visitor: string }) {
+  async function stage(
+    store: string,
+    rows: Record<string, Record<string, number>>,
+    now: number,
+    uv?: { day: string; visitor: string },
+    bs = buckets,
+  ) {
     const deltas = new Map(Object.entries(rows).map(([pk, f]) => [pk, new Map(Object.entries(f))]));
-    expect((await buckets.apply(store, `b${now}`, deltas, { now, dedupeTtlSeconds: TOMBSTONE_S })).applied).toBe(true);
-    if (uv) await buckets.sketches.add(store, new Map([[store, new Map([[`${uv.day}|uv`, new Set([distinctMember(uv.visitor)])]])]]), now);
-    expect(await buckets.seal(store, { now: now + 1, minAgeMs: 0 })).toBeDefined();
-    await buckets.foldSealed(store, { now: now + 2 });
+    expect((await bs.apply(store, `b${now}`, deltas, { now, dedupeTtlSeconds: TOMBSTONE_S })).applied).toBe(true);
+    if (uv) await bs.sketches.add(store, new Map([[store, new Map([[`${uv.day}|uv`, new Set([distinctMember(uv.visitor)])]])]]), now);
+    expect(await bs.seal(store, { now: now + 1, minAgeMs: 0 })).toBeDefined();
+    await bs.foldSealed(store, { now: now + 2 });
   }
 
   /**
@@ -169,7 +194,7 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
         const pk = `${store}#visitor#V1`;
         await createTenant(db, store, { timeZone: 'UTC', ...(historyMonths ? { historyMonths } : {}) });
         const t0 = Date.now() - 3_600_000;
-        const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 }), () => t0);
+        const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 }), rules, () => t0);
         const expiresAt = await expiryOf(store, pk);
         // Month A: in DynamoDB. Month B (another month): in the outbox, read by a flush that then stalls.
         const dayA = localDayKey(t0 - 40 * DAY_MS, 'UTC');
@@ -200,10 +225,11 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
         // writes counter items again: no mark, and the stamp of the retention (or none).
         const later = again + TOMBSTONE_S * 1000 + SLACK_MS + 1;
         await stage(store, { [pk]: { [`${dayB}|v`]: 5 } }, later);
-        const laterExpiry = await visitorExpiry(createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 }), () => later)(
-          store,
-          pk,
-        );
+        const laterExpiry = await visitorExpiry(
+          createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 }),
+          rules,
+          () => later,
+        )(store, pk);
         await flush(db, store, pk, later + 3, laterExpiry);
         expect(await merged(db, store, pk)).toEqual(viewOf(dayB, 'v', 5));
         const after = await itemsOf(db, pk);
@@ -344,6 +370,75 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
   );
 
   it.skipIf(skip)(
+    'an erasure cut short between ERASE_ROW and UNRANK, finished by a re-run: a stale flush of the outbox the first call erased re-creates nothing',
+    async () => {
+      const db = await freshDb();
+      const store = 'EVRERUN';
+      const pk = ranked.pkOf(store, 'visitor', ['V1']);
+      await createTenant(db, store, { timeZone: 'UTC' });
+      const bs = new BucketStore({ redis, rules: ranked, prefix: 't' });
+      const crashing = new CrashingEraser({ redis, buckets: bs }, 1);
+      const deps = (at: number) => ({ ...erasureDeps(db, at), eraser: crashing, rules: ranked });
+      const t0 = Date.now() - 3_600_000;
+      const day = localDayKey(t0, 'UTC');
+      // V1's first counts: in its outbox only (ranked by the apply), read by a flush that then stalls (its lock lapses).
+      await stage(store, { [pk]: { [`${day}|v`]: 3 } }, t0, undefined, bs);
+      const stale = await readFlush(db, store, pk, undefined, bs);
+      const epoch = Number(await redis.get(bs.keys.epoch(store)));
+
+      // The first call erases the outbox (its ERASE_ROW) and dies before anything reached DynamoDB.
+      await expect(eraseVisitor(deps(t0 + 10), store, 'V1')).rejects.toThrow('crashed before UNRANK');
+      const again = await eraseVisitor(deps(t0 + 20), store, 'V1');
+      expect(again.removed).toMatchObject({ dynamoItems: 0, outboxEntries: 0, rankings: 1 });
+      // The re-run put the tombstones on the items the first call's erased outbox would go to.
+      const items = await itemsOf(db, pk);
+      for (const sk of [monthOf(day), TOTAL_SK]) expectTombstone(items.get(sk), epoch - 1, t0 + 20);
+      const r = await stale(t0 + 21);
+      expect({ updates: r.updates, data: await merged(db, store, pk, bs) }).toEqual({ updates: 0, data: {} });
+      expect(await dataOf(db, pk)).toEqual({ [monthOf(day)]: [], [TOTAL_SK]: [] });
+    },
+  );
+
+  it.skipIf(skip)(
+    'an erasure cut short in the DynamoDB replacement, finished by a re-run: a stale flush of the outbox the first call erased re-creates nothing',
+    async () => {
+      const db = await freshDb();
+      // The same client, but its first BatchWriteItem fails (throttled past the SDK's retries, a network error, a crash).
+      let failures = 1;
+      const failing = Object.create(db.dynamo) as DynamoDBClient;
+      failing.send = ((cmd: unknown, ...rest: unknown[]) => {
+        if (cmd instanceof BatchWriteItemCommand && failures-- > 0) return Promise.reject(new Error('ProvisionedThroughputExceeded'));
+        return (db.dynamo.send as (...a: unknown[]) => unknown)(cmd, ...rest);
+      }) as DynamoDBClient['send'];
+      const store = 'EVREDDB';
+      const pk = `${store}#visitor#V1`;
+      await createTenant(db, store, { timeZone: 'UTC' });
+      const t0 = Date.now() - 3_600_000;
+      const dayA = localDayKey(t0 - 40 * DAY_MS, 'UTC');
+      const dayB = localDayKey(t0, 'UTC');
+      // Month A in DynamoDB; month B (another month) in the outbox, read by a flush that then stalls.
+      await stage(store, { [pk]: { [`${dayA}|v`]: 2 } }, t0);
+      await flush(db, store, pk, t0 + 3);
+      await stage(store, { [pk]: { [`${dayB}|v`]: 3 } }, t0 + 10);
+      const stale = await readFlush(db, store, pk);
+      const epoch = Number(await redis.get(buckets.keys.epoch(store)));
+
+      await expect(eraseVisitor(erasureDeps({ ...db, dynamo: failing }, t0 + 20), store, 'V1')).rejects.toThrow(
+        'ProvisionedThroughputExceeded',
+      );
+      const again = await eraseVisitor(erasureDeps(db, t0 + 30), store, 'V1');
+      expect(again.removed).toMatchObject({ dynamoItems: 2, outboxEntries: 0 }); // month A and TOTAL
+      const items = await itemsOf(db, pk);
+      for (const sk of [monthOf(dayA), monthOf(dayB), TOTAL_SK]) expectTombstone(items.get(sk), epoch - 1, t0 + 30);
+      const r = await stale(t0 + 31);
+      expect({ updates: r.updates, data: await merged(db, store, pk) }).toEqual({ updates: 0, data: {} });
+      // Erasing again finds nothing, and leaves the tombstones as they are.
+      await expect(eraseVisitor(erasureDeps(db, t0 + 40), store, 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
+      expect(await itemsOf(db, pk)).toEqual(items);
+    },
+  );
+
+  it.skipIf(skip)(
     'a deleted store: stale flushes of its store row (with its unique-visitor sketch) and a product row re-create nothing; a store made again under its id counts from zero',
     async () => {
       const db = await freshDb();
@@ -353,7 +448,7 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
       const t0 = Date.now() - 3_600_000;
       const dayA = localDayKey(t0 - 40 * DAY_MS, 'UTC');
       const dayB = localDayKey(t0, 'UTC');
-      const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 }), () => t0);
+      const expiryOf = visitorExpiry(createTenantDirectory({ dynamo: db.dynamo, table: db.table, cacheTtlMs: 0 }), rules, () => t0);
       await stage(store, { [store]: { [`${dayA}|v`]: 2 }, [product]: { [`${dayA}|v`]: 2 } }, t0, { day: dayA, visitor: 'V1' });
       for (const pk of [store, product]) await flush(db, store, pk, t0 + 3, await expiryOf(store, pk));
       expect(await dataOf(db, store)).toMatchObject({ [TOTAL_SK]: expect.arrayContaining(['uv', 'v']) });
@@ -474,26 +569,7 @@ describe('the tombstones of an erasure and of a deletion', () => {
 
 describe('the rows a visitor erasure looks for, and one cut short between ERASE_ROW and UNRANK', () => {
   const emulator = useDynamoBackendClient(dynamoBackends()[0]!, (endpoint) => createDynamoClient({ endpoint, region: 'us-east-1' }));
-  /** Rules that rank the visitor entity itself. */
-  const ranked = compileRules({
-    ...defaultRules,
-    entities: { ...defaultRules.entities, visitor: { ...defaultRules.entities.visitor, rank: true } },
-  });
-  /** An eraser whose process dies (the first `crashes` times) after ERASE_ROW, before the row leaves the rankings. */
-  class CrashingEraser extends BucketEraser {
-    constructor(
-      opts: ConstructorParameters<typeof BucketEraser>[0],
-      public crashes: number,
-    ) {
-      super(opts);
-    }
-    override async unrankRow(...args: Parameters<BucketEraser['unrankRow']>): Promise<number> {
-      if (this.crashes-- > 0) throw new Error('crashed before UNRANK');
-      return super.unrankRow(...args);
-    }
-  }
-
-  it('under rules that key no entity by the visitor id there is nothing to erase: not found, and no tombstone', async () => {
+  it('under rules that key no entity by the visitor id nothing is erasable: refused as such (not "not found"), and no tombstone', async () => {
     const db = { dynamo: emulator.client, table: await createTestTable(emulator.endpoint) };
     await createTenant(db, 'EVNONE');
     const { visitor: _, ...entities } = defaultRules.entities;
@@ -505,8 +581,11 @@ describe('the rows a visitor erasure looks for, and one cut short between ERASE_
     );
     const none = compileRules({ ...defaultRules, entities, events });
     const deps = { db, eraser, queues: [], tombstoneSeconds: TOMBSTONE_S, rules: none };
-    await expect(eraseVisitor(deps, 'EVNONE', 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
-    expect(await redis.exists(buckets.keys.erased('EVNONE'))).toBe(0);
+    await expect(eraseVisitor(deps, 'EVNONE', 'V1')).rejects.toMatchObject({
+      code: 'TALLY_ERR_NOT_ERASABLE',
+      message: expect.stringMatching(/^the rollup rules key no entity by the visitor id alone, so no visitor can be erased/),
+    });
+    expect(await redis.keys(`${buckets.keys.tag('EVNONE')}*`)).toEqual([]);
   });
 
   it('cut short between ERASE_ROW and UNRANK, is finished by running it again, which answers what it removed (the rankings), not "not found"', async () => {

@@ -236,12 +236,14 @@ async function leaveMarker(db: TenantDb, store: string, at: number, reusableAt: 
  * the epoch its Redis erasure read − 1: replaceByTombstones), its counts still in Redis (outbox, open and sealed
  * buckets), its own sketches, its rankings and its cached history; store and product aggregates stay. Their events
  * still in flight are dropped for the dedupe window (tombstoneWindow). Throws TALLY_ERR_TENANT_NOT_FOUND for an
- * unknown store and TALLY_ERR_VISITOR_NOT_FOUND when nothing of the visitor was found (the tombstones are set all the
- * same; tombstone items of an earlier erasure are no data). Every step is idempotent: a call cut short (anywhere, and
- * between a row's ERASE_ROW and UNRANK too) is finished by calling it again, which counts what it still finds, a
- * ranking left behind included. When a flush of a row is still running after `activeJobsTimeoutMs`, the items are
- * replaced all the same (the days of the erased outbox are known only now) and TALLY_ERR_DELETION_INCOMPLETE is
- * thrown after that.
+ * unknown store, TALLY_ERR_NOT_ERASABLE when the rules key no entity by the visitor alone (nothing is erasable:
+ * nothing is written, no tombstone set), and TALLY_ERR_VISITOR_NOT_FOUND when nothing of the visitor was found (the
+ * tombstones are set all the same; tombstone items of an earlier erasure are no data). Every step is idempotent: a
+ * call cut short (anywhere, and between a row's ERASE_ROW and UNRANK too) is finished by calling it again, which
+ * counts what it still finds, a ranking left behind included, and puts tombstone items on the days of the outboxes
+ * the calls before it erased (ERASE_ROW keeps them with the erased-rows entry: RowErasure.outboxDays). When a flush
+ * of a row is still running after `activeJobsTimeoutMs`, the items are replaced all the same (the days of the erased
+ * outbox are known only now) and TALLY_ERR_DELETION_INCOMPLETE is thrown after that.
  */
 export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules }, store: string, visitor: string): Promise<VisitorErasure> {
   const now = deps.now ?? Date.now;
@@ -250,8 +252,8 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
   const pks = visitorRows(deps.rules, store, visitor);
   if (pks.length === 0)
     throw new TenantError(
-      'TALLY_ERR_VISITOR_NOT_FOUND',
-      `the rollup rules key no entity by a visitor id alone: no row of visitor ${visitor}`,
+      'TALLY_ERR_NOT_ERASABLE',
+      `the rollup rules key no entity by the visitor id alone, so no visitor can be erased: nothing of visitor ${visitor} was erased, and their events still in flight are not dropped (see README "Privacy")`,
     );
   const windowSeconds = await tombstoneWindow(deps);
   const until = now() + windowSeconds * 1000;
@@ -302,16 +304,13 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
 }
 
 /**
- * The rows keyed by a visitor id: one per entity whose key is the visitor's dimension alone (the one key dimension of
- * the `visitor` entity, `visitor` when the rules have no such entity), in the rules' order. A row keyed by
- * the visitor and another dimension (an entity with a key of two or more) is not among them: its other key values
- * are not known (see DESIGN.md "Erasing a visitor").
+ * The rows keyed by a visitor id: one per entity the rules key by the visitor's dimension alone
+ * (CompiledRules.visitorEntities, the entities retention expires too), in the rules' order. A row keyed by the
+ * visitor and another dimension (an entity with a key of two or more) is not among them: its other key values are not
+ * known (see DESIGN.md "Erasing a visitor"; loadRulesOrExit warns of such rules).
  */
 function visitorRows(rules: CompiledRules, store: string, visitor: string): string[] {
-  const entities = Object.entries(rules.rules.entities);
-  const own = entities.find(([name]) => name === 'visitor')?.[1].key;
-  const dim = own?.length === 1 ? own[0]! : 'visitor';
-  return entities.filter(([, spec]) => spec.key.length === 1 && spec.key[0] === dim).map(([name]) => rules.pkOf(store, name, [visitor]));
+  return [...rules.visitorEntities].map((entity) => rules.pkOf(store, entity, [visitor]));
 }
 
 /**
@@ -375,8 +374,9 @@ export const scanStoreItems = (db: TenantDb, store: string, extra: readonly stri
  * (libs/dynamo row-writer). Readers take a tombstone for an empty item at `wm` (libs/dynamo toStoredItem).
  * The items put are:
  * - every item of `items` that holds data (not a tombstone already): the data goes;
- * - the month items and TOTAL of the days of each row's outbox entries (`outboxDays`), whatever they hold: the
- *   flush writes them there, to items that need not exist yet (a visitor's first flush, a new month);
+ * - the month items and TOTAL of the days of each row's outbox entries (`outboxDays`), whatever they hold, but a
+ *   tombstone of `items` already fenced at the fence or above (a run before this one put it): the flush writes them
+ *   there, to items that need not exist yet (a visitor's first flush, a new month);
  * - the 16 overflow items of every spilled item of `items` (overflow.ts in libs/dynamo): a flush that read it
  *   spilled writes beyond its position there, to overflow items that need not exist yet.
  * Tombstones of an earlier erasure not among these stay as they are. `items` must hold pk, sk and ITEM_STATE.
@@ -393,20 +393,28 @@ async function replaceByTombstones(
   for (const it of items) fence = Math.max(fence, Number(it[WATERMARK_ATTR]?.N ?? -1));
   const keys = new Map<string, { pk: string; sk: string }>();
   const add = (pk: string, sk: string) => keys.set(`${pk}\u0000${sk}`, { pk, sk });
+  // Tombstones that fence as high as these would: an outbox day's item already one is left as it is.
+  const fenced = new Set<string>();
   let data = 0;
   for (const it of items) {
-    if (it[ERASED_ATTR] !== undefined) continue;
+    if (it[ERASED_ATTR] !== undefined) {
+      if (Number(it[WATERMARK_ATTR]?.N ?? -1) >= fence) fenced.add(`${str(it, 'pk') ?? ''}\u0000${str(it, 'sk') ?? ''}`);
+      continue;
+    }
     const pk = str(it, 'pk') ?? '';
     const sk = str(it, 'sk') ?? '';
     data++;
     add(pk, sk);
     if (it[SPILLED_ATTR] !== undefined) for (const child of overflowItems(sk)) add(pk, child);
   }
+  const addUnfenced = (pk: string, sk: string) => {
+    if (!fenced.has(`${pk}\u0000${sk}`)) add(pk, sk);
+  };
   for (const [pk, days] of outboxDays) {
-    if (days.length > 0) add(pk, TOTAL_SK);
+    if (days.length > 0) addUnfenced(pk, TOTAL_SK);
     for (const day of days) {
       const d = parseDayKey(day);
-      add(pk, monthSk(d.year, d.month));
+      addUnfenced(pk, monthSk(d.year, d.month));
     }
   }
   const mark = {

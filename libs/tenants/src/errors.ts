@@ -16,6 +16,8 @@ export type TenantErrorCode =
   | 'TALLY_ERR_INVALID_RETENTION'
   | 'TALLY_ERR_INVALID_LIMIT'
   | 'TALLY_ERR_VISITOR_NOT_FOUND'
+  /** A visitor erasure under rollup rules that key no entity by the visitor alone: nothing of a visitor is erasable. */
+  | 'TALLY_ERR_NOT_ERASABLE'
   /** A change of historyMonths came sooner after the last one than its caller allows (RetentionChangeLimitedError). */
   | 'TALLY_ERR_RETENTION_CHANGE_LIMITED'
   | 'TALLY_ERR_DELETION_INCOMPLETE';

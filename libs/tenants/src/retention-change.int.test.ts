@@ -1,6 +1,7 @@
 import { DeleteItemCommand, GetItemCommand, PutItemCommand, ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { createDynamoClient } from '@tally/dynamo';
 import { ERASED_ATTR, EXPIRES_ATTR } from '@tally/key-layout';
+import { compileRules, defaultRules } from '@tally/schema';
 import { createTestTable } from '@tally/testing';
 import { dynamoBackends, useDynamoBackendClient } from '@tally/testing/vitest';
 import { describe, expect, it, vi } from 'vitest';
@@ -22,6 +23,30 @@ import {
  */
 
 const DAY_S = 86_400;
+const rules = compileRules(defaultRules);
+/**
+ * The default rules and a second entity keyed by the visitor alone (its rows are the visitor's: expired like the
+ * visitor entity's), and one keyed by the visitor and a product (not: the warning of loadRulesOrExit).
+ */
+const shopperRules = compileRules({
+  ...defaultRules,
+  entities: {
+    ...defaultRules.entities,
+    shopper: { key: ['visitor'], flush: { kind: 'bucket' } },
+    basket: { key: ['visitor', 'product'], flush: { kind: 'bucket' } },
+  },
+  events: {
+    ...defaultRules.events,
+    view: {
+      ...defaultRules.events.view,
+      counters: [
+        ...defaultRules.events.view.counters,
+        { entity: 'shopper', metric: 'ViewCount' },
+        { entity: 'basket', metric: 'ViewCount' },
+      ],
+    },
+  },
+});
 const START = Date.now();
 const NEXT_UTC_MONTH = Date.UTC(new Date(START).getUTCFullYear(), new Date(START).getUTCMonth() + 1, 1);
 const CLOCKS = [
@@ -69,7 +94,7 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
         .map((i) => [`${i['pk']!.S} ${i['sk']!.S}`, i[EXPIRES_ATTR] ? Number(i[EXPIRES_ATTR].N) : null]),
     );
   };
-  const noWait = (at: number) => ({ settleMs: 0, now: () => at });
+  const noWait = (at: number) => ({ settleMs: 0, now: () => at, rules });
 
   for (const clock of CLOCKS) {
     for (const timeZone of ZONES) {
@@ -82,10 +107,11 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
           const [m1, m2, m5] = [plus(cur, -1), plus(cur, -2), plus(cur, -5)];
           await createTenant(db, 'RS1', { timeZone, historyMonths: 6 });
           // As the writer stamped them under 6 months (its TOTAL from the month it wrote in: the current one).
-          const writer6 = await visitorExpiry({ tenant: async () => ({ store: 'RS1', timeZone, historyMonths: 6 }) }, () => at)(
-            'RS1',
-            'RS1#visitor#V1',
-          );
+          const writer6 = await visitorExpiry(
+            { tenant: async () => ({ store: 'RS1', timeZone, historyMonths: 6 }) },
+            rules,
+            () => at,
+          )('RS1', 'RS1#visitor#V1');
           const v1 = 'RS1#visitor#V1';
           for (const s of [sk(cur), sk(m1), sk(m2), 'TOTAL', `${sk(cur)}#a`, 'TOTAL#3'])
             await put(db, v1, s, writer6(s.split('#')[0]!) ?? undefined);
@@ -134,10 +160,11 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
           const raised: Record<string, number | null> = { ...untouched, ...visitorStamps(24), 'RS1#visitor#V3 TOTAL': v3Stamp };
           expect(await stamps(db)).toEqual(raised);
           // What the writer stamps under the new setting is what the walk set.
-          const writer24 = await visitorExpiry({ tenant: async () => ({ store: 'RS1', timeZone, historyMonths: 24 }) }, () => at)(
-            'RS1',
-            v1,
-          );
+          const writer24 = await visitorExpiry(
+            { tenant: async () => ({ store: 'RS1', timeZone, historyMonths: 24 }) },
+            rules,
+            () => at,
+          )('RS1', v1);
           for (const s of [sk(cur), sk(m1), sk(m2), 'TOTAL']) expect(raised[`${v1} ${s}`]).toBe(writer24(s));
           // Again: nothing to do.
           expect(await restampRetention(db, 'RS1', noWait(at))).toMatchObject({ scanned: 10, restamped: 0 });
@@ -249,7 +276,7 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
       return new Promise<void>((resolve) => (wake = resolve));
     };
     try {
-      const run = restampRetention({ dynamo: client, table: db.table }, 'RS4', { now: () => at, sleep });
+      const run = restampRetention({ dynamo: client, table: db.table }, 'RS4', { now: () => at, sleep, rules });
       await vi.waitFor(() => expect(waits).toEqual([RETENTION_SETTLE_MS]));
       expect(sent).not.toHaveBeenCalled();
       // Changed again while it waits: it applies the setting it reads after the wait.
@@ -316,6 +343,32 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
       });
     },
   );
+  it.skipIf(skip)(
+    'restamps the items of every entity keyed by the visitor alone (a second one), not those keyed by it and a product',
+    async () => {
+      const db = await freshDb();
+      const at = START;
+      const prev = plus(localMonth(at, 'UTC'), -1);
+      await createTenant(db, 'RS7', { historyMonths: 6 });
+      const [visitor, shopper] = ['visitor', 'shopper'].map((entity) => shopperRules.pkOf('RS7', entity, ['V1']));
+      for (const pk of [visitor!, shopper!]) {
+        await put(db, pk, sk(prev), expiry(prev, 6));
+        await put(db, pk, 'TOTAL', expiry(prev, 6));
+      }
+      // The visitor's row of an entity keyed by two dimensions: the writer never stamps it (a limit of the rules).
+      const basket = shopperRules.pkOf('RS7', 'basket', ['V1', 'P1']);
+      await put(db, basket, sk(prev));
+      await updateTenant(db, 'RS7', { historyMonths: 12 });
+      expect(await restampRetention(db, 'RS7', { ...noWait(at), rules: shopperRules })).toMatchObject({ scanned: 4, restamped: 4 });
+      expect(await stamps(db)).toEqual({
+        [`${visitor} ${sk(prev)}`]: expiry(prev, 12),
+        [`${visitor} TOTAL`]: expiry(prev, 12),
+        [`${shopper} ${sk(prev)}`]: expiry(prev, 12),
+        [`${shopper} TOTAL`]: expiry(prev, 12),
+        [`${basket} ${sk(prev)}`]: null,
+      });
+    },
+  );
 });
 
 describe("the writer's expiry (visitorExpiry)", () => {
@@ -323,16 +376,16 @@ describe("the writer's expiry (visitorExpiry)", () => {
     const at = START;
     const tenant = (historyMonths?: number) => async () => ({ store: 'RX', timeZone: 'UTC', ...(historyMonths ? { historyMonths } : {}) });
     const cur = localMonth(at, 'UTC');
-    expect((await visitorExpiry({ tenant: tenant(6) }, () => at)('RX', 'RX#visitor#V1'))(sk(cur))).toBe(expiry(cur, 6));
+    expect((await visitorExpiry({ tenant: tenant(6) }, rules, () => at)('RX', 'RX#visitor#V1'))(sk(cur))).toBe(expiry(cur, 6));
     // No stamp (null: the writer REMOVEs one a tombstone or an earlier retention left): other rows, history for ever.
-    expect((await visitorExpiry({ tenant: tenant(6) }, () => at)('RX', 'RX#product#P1'))(sk(cur))).toBeNull();
-    expect((await visitorExpiry({ tenant: tenant() }, () => at)('RX', 'RX#visitor#V1'))(sk(cur))).toBeNull();
+    expect((await visitorExpiry({ tenant: tenant(6) }, rules, () => at)('RX', 'RX#product#P1'))(sk(cur))).toBeNull();
+    expect((await visitorExpiry({ tenant: tenant() }, rules, () => at)('RX', 'RX#visitor#V1'))(sk(cur))).toBeNull();
     // Not known (undefined: the item keeps its stamp): the store has no tenant item.
-    expect((await visitorExpiry({ tenant: async () => undefined }, () => at)('RX', 'RX#visitor#V1'))(sk(cur))).toBeUndefined();
+    expect((await visitorExpiry({ tenant: async () => undefined }, rules, () => at)('RX', 'RX#visitor#V1'))(sk(cur))).toBeUndefined();
     // A failed lookup is not "not known": the flush waits (TenantsUnavailableError), or the first write after an
     // erasure would keep the tombstone's 30-day stamp on the visitor's new counts.
     const failing = async () => Promise.reject(new Error('DynamoDB down'));
-    await expect(visitorExpiry({ tenant: failing }, () => at)('RX', 'RX#visitor#V1')).rejects.toThrow(
+    await expect(visitorExpiry({ tenant: failing }, rules, () => at)('RX', 'RX#visitor#V1')).rejects.toThrow(
       new TenantsUnavailableError('the tenant of store RX cannot be looked up: DynamoDB down'),
     );
   });
@@ -342,11 +395,23 @@ describe("the writer's expiry (visitorExpiry)", () => {
     // would be over five years past, which DynamoDB's TTL ignores (the item kept for ever).
     const at = START;
     const old = plus(localMonth(at, 'UTC'), -72);
-    const expiryOf = await visitorExpiry({ tenant: async () => ({ store: 'RX', timeZone: 'UTC', historyMonths: 1 }) }, () => at)(
-      'RX',
-      'RX#visitor#V1',
-    );
+    const expiryOf = await visitorExpiry(
+      { tenant: async () => ({ store: 'RX', timeZone: 'UTC', historyMonths: 1 }) },
+      rules,
+      () => at,
+    )('RX', 'RX#visitor#V1');
     expect(expiry(old, 1)).toBeLessThan(at / 1000 - 5 * 365 * DAY_S);
     expect(expiryOf(sk(old))).toBe((Math.floor(at / 1000 / DAY_S) - 365) * DAY_S);
+  });
+
+  it('stamps the rows of every entity keyed by the visitor alone, as the rules say, and no row keyed by it and another dimension', async () => {
+    const at = START;
+    const cur = localMonth(at, 'UTC');
+    const tenant = async () => ({ store: 'RX', timeZone: 'UTC', historyMonths: 6 });
+    const of = async (pk: string) => (await visitorExpiry({ tenant }, shopperRules, () => at)('RX', pk))(sk(cur));
+    expect(await of('RX#shopper#V1')).toBe(expiry(cur, 6));
+    expect(await of('RX#visitor#V1')).toBe(expiry(cur, 6));
+    expect(await of(shopperRules.pkOf('RX', 'basket', ['V1', 'P1']))).toBeNull();
+    expect(await of('RX')).toBeNull();
   });
 });

@@ -1,9 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
-import { baseSk, ERASED_ATTR, EXPIRES_ATTR, parseMonthSk, parsePk, retentionExpiry, TOTAL_SK } from '@tally/key-layout';
+import { baseSk, ERASED_ATTR, EXPIRES_ATTR, parseMonthSk, retentionExpiry, TOTAL_SK } from '@tally/key-layout';
+import type { CompiledRules } from '@tally/schema';
 import { getTenant, notFound, type TenantDb } from './admin';
 import { scanStoreItems } from './erasure';
 import { conditional, S, str } from './items';
+import { isVisitorRow } from './retention';
 
 /**
  * Restamping a store's visitor items after its `historyMonths` changed (docs/DESIGN.md "Privacy"). The writer
@@ -35,6 +37,11 @@ export const RETENTION_SETTLE_MS = 90_000;
 export const RETENTION_CHANGE_INTERVAL_MS = 24 * 3_600_000;
 
 export interface RestampOptions {
+  /**
+   * The rules the store's rows are written with: their visitor rows, those of every entity keyed by the visitor alone
+   * (`visitorEntities`), are the items restamped, as the writer stamps them (visitorExpiry).
+   */
+  rules: Pick<CompiledRules, 'visitorEntities'>;
   /** The clock (ms since the epoch): what is already due, and the floor of a stamp (below). Default `Date.now`. */
   now?: () => number;
   /** How long to wait before the tenant is read and the walk starts. Default RETENTION_SETTLE_MS. */
@@ -70,7 +77,8 @@ const DAY_S = 86_400;
 const HONOURED_PAST_S = 4 * 365 * DAY_S;
 
 /**
- * Sets EXPIRES_ATTR of every visitor item of `store` to what its current `historyMonths` gives, as the writer would
+ * Sets EXPIRES_ATTR of every visitor item of `store` (every item of its rows of the entities `opts.rules` keys by the
+ * visitor alone, visitorEntities) to what its current `historyMonths` gives, as the writer would
  * (retentionExpiry of the item's base item, `baseSk`: overflow items, which also hold the sketches, follow it):
  * - a month item `M2024-05`: the first day of the month `historyMonths` later, plus a day;
  * - TOTAL: the writer stamps it from the current month when it writes, the visitor's last active month; here it
@@ -91,7 +99,7 @@ const HONOURED_PAST_S = 4 * 365 * DAY_S;
  * in memory as keys and stamps, and a write unit per item whose stamp changes. Throws TALLY_ERR_TENANT_NOT_FOUND for
  * an unknown store or one being deleted.
  */
-export async function restampRetention(db: TenantDb, store: string, opts: RestampOptions = {}): Promise<RetentionRestamp> {
+export async function restampRetention(db: TenantDb, store: string, opts: RestampOptions): Promise<RetentionRestamp> {
   const settleMs = opts.settleMs ?? RETENTION_SETTLE_MS;
   if (settleMs > 0) await (opts.sleep ?? sleep)(settleMs);
   const tenant = await getTenant(db, store);
@@ -102,7 +110,7 @@ export async function restampRetention(db: TenantDb, store: string, opts: Restam
   const due = (s: number | undefined) => s !== undefined && s <= nowS && s > nowS - HONOURED_PAST_S;
 
   const visitorItems = (await scanStoreItems(db, store, [EXPIRES_ATTR, ERASED_ATTR])).filter(
-    (item) => parsePk(str(item, 'pk') ?? '').entity === 'visitor' && item[ERASED_ATTR] === undefined,
+    (item) => isVisitorRow(opts.rules, str(item, 'pk') ?? '') && item[ERASED_ATTR] === undefined,
   );
   const rows = Map.groupBy(visitorItems, (item) => str(item, 'pk') ?? '');
 

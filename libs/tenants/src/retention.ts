@@ -1,12 +1,14 @@
 import { parsePk, retentionExpiry } from '@tally/key-layout';
+import type { CompiledRules } from '@tally/schema';
 import type { TenantDirectory } from './directory';
 import { TenantsUnavailableError } from './errors';
 
 /**
  * The writer's expiryOf: per row, the TTL its items get with every update (libs/dynamo RowWriterDeps.expiresAt):
  * - a number (epoch seconds, retentionExpiry: never more than a year past, OLDEST_STAMP_DAYS, so that DynamoDB's TTL
- *   still deletes the months of an event accepted years late) for the items of a visitor row when its store keeps
- *   visitor history for a number of months (historyMonths);
+ *   still deletes the months of an event accepted years late) for the items of a visitor row (a row of an entity the
+ *   rules key by the visitor alone, `rules.visitorEntities`: the rows an erasure erases) when its store keeps visitor
+ *   history for a number of months (historyMonths);
  * - `null`, no stamp (the writer REMOVEs any the item has: a tombstone's, or an earlier retention's), for every other
  *   row, and for the visitor rows of a store keeping history for ever;
  * - `undefined`, not known (the item keeps the stamp it has; the next write sets it; queries cut at the retention
@@ -20,10 +22,11 @@ import { TenantsUnavailableError } from './errors';
  */
 export function visitorExpiry(
   tenants: Pick<TenantDirectory, 'tenant'>,
+  rules: Pick<CompiledRules, 'visitorEntities'>,
   now: () => number = Date.now,
 ): (store: string, pk: string) => Promise<(sk: string) => number | null | undefined> {
   return async (store, pk) => {
-    if (parsePk(pk).entity !== 'visitor') return () => null;
+    if (!isVisitorRow(rules, pk)) return () => null;
     const tenant = await tenants.tenant(store).catch((err: unknown) => {
       throw err instanceof TenantsUnavailableError
         ? err
@@ -35,4 +38,10 @@ export function visitorExpiry(
     const at = now();
     return (sk) => retentionExpiry(sk, months, at, tenant.timeZone) ?? null;
   };
+}
+
+/** Whether `pk` is a visitor row: a row of an entity the rules key by the visitor alone (`rules.visitorEntities`). */
+export function isVisitorRow(rules: Pick<CompiledRules, 'visitorEntities'>, pk: string): boolean {
+  const { entity } = parsePk(pk);
+  return entity !== undefined && rules.visitorEntities.has(entity);
 }

@@ -1,3 +1,5 @@
+import type { BucketEraser } from '@tally/buckets';
+import { compileRules, defaultRules } from '@tally/schema';
 import type { TenantDb } from '@tally/tenants';
 import { describe, expect, it } from 'vitest';
 import { runTenants, useTenantDb } from './test-fixtures';
@@ -66,6 +68,25 @@ describe('tenants CLI', () => {
         err: `tally: key id ${JSON.stringify(keyId)} is not 6-64 lower-case hex digits (see: list-keys)`,
       });
     expect(opened).toEqual([]);
+  });
+
+  it('erase-visitor under rules that key no entity by the visitor id alone: refused, exit 1, saying nothing is erasable', async () => {
+    const { visitor: _, ...entities } = defaultRules.entities;
+    const events = Object.fromEntries(
+      Object.entries(defaultRules.events).map(([type, spec]) => [
+        type,
+        { ...spec, counters: spec.counters.filter((c) => c.entity !== 'visitor') },
+      ]),
+    );
+    const rules = compileRules({ ...defaultRules, entities, events });
+    // Nothing of Redis is reached: the eraser is never called.
+    const erasure = async () => ({ eraser: {} as BucketEraser, queues: [], tombstoneSeconds: 60, rules });
+    expect((await cli('create', 'NOERASE')).code).toBe(0);
+    expect(await runTenants(['erase-visitor', 'NOERASE', 'V1'], () => ({ db, erasure }))).toEqual({
+      code: 1,
+      out: '',
+      err: 'tally: the rollup rules key no entity by the visitor id alone, so no visitor can be erased: nothing of visitor V1 was erased, and their events still in flight are not dropped (see README "Privacy")',
+    });
   });
 
   it('refuses a bad --label or ingest budget, exit 2 in one line, before it looks for any backend', async () => {

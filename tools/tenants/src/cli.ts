@@ -1,5 +1,5 @@
 import { scheduleRetentionRestamp, type QUEUE, type TallyQueues } from '@tally/queues';
-import { idSchema, type CompiledRules } from '@tally/schema';
+import { idSchema, loadRules, type CompiledRules } from '@tally/schema';
 import { alignColumns, runCli, UsageError, type CliIo, type CliValues } from '@tally/stack';
 import * as tenants from '@tally/tenants';
 import { USAGE } from './usage';
@@ -13,6 +13,8 @@ export interface TenantsBackends {
   erasure?: () => Promise<ErasureContext>;
   /** restamp-retention's wait and clock (tests); absent: restampRetention's defaults (RETENTION_SETTLE_MS). */
   restamp?: Pick<tenants.RestampOptions, 'settleMs' | 'sleep' | 'now'>;
+  /** The rules (RULES_FILE) whose visitor rows restamp-retention restamps; absent: the built-in rules. */
+  rules?: () => CompiledRules;
   /** For `set`'s restamp (absent: `set` says to run restamp-retention). */
   maintenance?: () => Promise<Pick<TallyQueues, typeof QUEUE.maintenance>>;
 }
@@ -183,7 +185,10 @@ export const COMMANDS: Record<string, Command> = {
       );
   },
   'restamp-retention': async ([store], { io, open }) => {
-    const { db, restamp } = await open();
+    const backends = await open();
+    const { db, restamp } = backends;
+    // Which rows are a visitor's (every entity keyed by the visitor alone), read before the wait.
+    const rules = backends.rules?.() ?? loadRules();
     // Before the wait: an unknown store (or one being deleted) is refused at once.
     if ((await tenantOrThrow(db, store!)).deletingAt)
       throw new tenants.TenantError('TALLY_ERR_TENANT_NOT_FOUND', `tenant ${store} is being deleted (run delete-store again)`);
@@ -192,7 +197,7 @@ export const COMMANDS: Record<string, Command> = {
       io.err(
         `tally: waiting ${Math.ceil(settleMs / 1000)} s for the writers' cached settings of store ${store} to expire, then restamping`,
       );
-    const r = await tenants.restampRetention(db, store!, restamp);
+    const r = await tenants.restampRetention(db, store!, { ...restamp, rules });
     const notes = [];
     if (r.changedMeanwhile > 0) notes.push(`${r.changedMeanwhile} changed meanwhile (deleted, or stamped by a writer) left as they are`);
     if (r.totalsWithoutMonths > 0) notes.push(`${r.totalsWithoutMonths} row(s) with a TOTAL but no month item kept its expiry`);

@@ -20,6 +20,7 @@ export async function runTenants(argv: readonly string[]): Promise<void> {
       const connect = () => (tool ??= connectToolRedis(config));
       return {
         db: { dynamo, table: config.DYNAMODB_TABLE },
+        rules: () => loadRulesOrExit(config.RULES_FILE),
         erasure: async () => {
           const { redis: client, queues } = await connect();
           const rules = loadRulesOrExit(config.RULES_FILE);
