@@ -263,7 +263,8 @@ describe('createApiClient', () => {
      * rest, in whole seconds) and the limit in the problem; with `headers`, every answer tells the limit in
      * X-RateLimit-Limit, -Remaining and -Reset, as the query API does. Each request reaches it `up(i)` ms after it is
      * sent and is answered `down(i)` ms later; `sent` has each one's name (its entity, or "store") in the order sent,
-     * `log` its name, when it was counted and its status.
+     * `log` its name, when it was counted and its status (and `sentAt` when it was sent). `state.counting` false:
+     * requests are counted nowhere and answered without X-RateLimit-* (the limit turned off, or its Redis down).
      */
     function limitedApi(
       perWindow: number,
@@ -272,7 +273,9 @@ describe('createApiClient', () => {
       { headers = false, windowSeconds = 1 }: { headers?: boolean; windowSeconds?: number } = {},
     ) {
       const sent: string[] = [];
+      const sentAt: number[] = [];
       const log: Array<{ name: string; at: number; status: number }> = [];
+      const state = { counting: true };
       let windowEnd = -Infinity;
       let count = 0;
       const fetch = ((input: RequestInfo | URL) =>
@@ -281,8 +284,15 @@ describe('createApiClient', () => {
           const url = new URL(String(input));
           const name = url.searchParams.get('entity') ?? 'store';
           sent.push(name);
+          sentAt.push(Date.now());
           setTimeout(() => {
             const at = Date.now();
+            const answer = url.pathname === '/v1/top' ? TOP : url.pathname === '/v1/store' ? STORE : SERIES;
+            if (!state.counting) {
+              log.push({ name, at, status: 200 });
+              setTimeout(() => resolve(json(200, answer)), down(i));
+              return;
+            }
             if (at >= windowEnd) [windowEnd, count] = [at + windowSeconds * 1_000, 0];
             const status = ++count <= perWindow ? 200 : 429;
             log.push({ name, at, status });
@@ -294,7 +304,6 @@ describe('createApiClient', () => {
                   'x-ratelimit-reset': reset,
                 }
               : {};
-            const answer = url.pathname === '/v1/top' ? TOP : url.pathname === '/v1/store' ? STORE : SERIES;
             const res =
               status === 200
                 ? new Response(JSON.stringify(answer), { status, headers: { 'content-type': 'application/json', ...told } })
@@ -312,7 +321,7 @@ describe('createApiClient', () => {
             setTimeout(() => resolve(res), down(i));
           }, up(i));
         })) as typeof globalThis.fetch;
-      return { sent, log, api: createApiClient({ key: 'k', baseUrl: 'http://t', fetch }) };
+      return { sent, sentAt, log, state, fetch, api: createApiClient({ key: 'k', baseUrl: 'http://t', fetch }) };
     }
 
     /** The dashboard's requests: today (first, patience 2.5 s), the charts' 4 (60 s) and the 3 top lists (15 s). */
@@ -401,17 +410,47 @@ describe('createApiClient', () => {
       expect(log.filter((l) => l.status === 429)).toEqual([]);
       expect(log).toHaveLength(9);
       // A page opened in the middle of the store's window (another page asked first): its first answer tells only the
-      // rest of that window, so it may be refused once, and keeps to the limit the 429 names from then on.
+      // rest of that window and what is left of it (X-RateLimit-Remaining: 1), which the page keeps to: never refused.
       const late = limitedApi(3, undefined, undefined, { headers: true, windowSeconds: 5 });
-      const other = late.api.store();
+      const other = createApiClient({ key: 'k', baseUrl: 'http://t', fetch: late.fetch }).store();
       await vi.advanceTimersByTimeAsync(3_000);
       await other;
       const page = late.api.store().then(() => Promise.all([...refresh(late.api), today(late.api)]));
       await vi.advanceTimersByTimeAsync(60_000);
       await expect(page).resolves.toHaveLength(8);
-      const refusedAt = late.log.filter((l) => l.status === 429).map((l) => l.at);
-      expect(refusedAt.length).toBeLessThanOrEqual(2);
-      expect(late.log.filter((l) => l.status === 429 && l.at > refusedAt[0]! + 5_000)).toEqual([]);
+      expect(late.log.filter((l) => l.status === 429)).toEqual([]);
+      expect(late.log).toHaveLength(10);
+    });
+
+    it('stops pacing when answers stop telling the limit (turned off, or its Redis down), and keeps to it again once told', async () => {
+      const { api, log, state, sentAt } = limitedApi(2, undefined, undefined, { headers: true });
+      // The page opens under 2 a second and learns it from its first answer.
+      const opened = api.store();
+      await vi.advanceTimersByTimeAsync(100);
+      await opened;
+      // Answers come without X-RateLimit-* (QUERY_RATE_LIMIT_PER_SECOND=0, or the limit's Redis down: nothing counted).
+      await vi.advanceTimersByTimeAsync(5_000);
+      state.counting = false;
+      const one = api.series({ entity: 'one', metrics: ['ViewCount'], granularity: 'day', range: 'today' });
+      await vi.advanceTimersByTimeAsync(100);
+      await one;
+      // From that answer on, nothing waits: 8 requests asked at once go at once.
+      const from = sentAt.length;
+      const asked = Date.now();
+      const all = Promise.all(refresh(api).concat(today(api)));
+      await vi.advanceTimersByTimeAsync(10_000);
+      await all;
+      expect(sentAt.slice(from).map((t) => t - asked)).toEqual(Array(8).fill(0));
+      // The limit counts again: learned from the next answer, and kept to without a refusal.
+      state.counting = true;
+      const back = api.store();
+      await vi.advanceTimersByTimeAsync(100);
+      await back;
+      const counted = log.length;
+      const again = Promise.all([...refresh(api), today(api)]);
+      await vi.advanceTimersByTimeAsync(10_000);
+      await expect(again).resolves.toHaveLength(8);
+      expect(log.slice(counted).filter((l) => l.status === 429)).toEqual([]);
     });
 
     it('waits for nothing under a generous limit (the default): every request goes at once', async () => {

@@ -116,9 +116,11 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
 
   /**
    * GETs `path` and parses the answer with `schema`. The request waits for its turn (the pacer); every answer's
-   * X-RateLimit-* headers teach the pacer the store's limit, a 429 (its body) too, and a 429 holds every request for its
-   * Retry-After, and the refused request is asked again then, as long as its refusals held it back no longer than its
-   * patience. Timed on the attempt answered.
+   * X-RateLimit-* headers teach the pacer the store's limit and what is left of its window, a 429 (its body) too, and a
+   * 429 holds every request for its Retry-After, and the refused request is asked again then, as long as its refusals
+   * held it back no longer than its patience. Every path asked is a route the limit counts, so a 2xx answer without the
+   * headers tells the pacer there is no limit to keep to (it is off, or it counted nothing: its Redis is down). Timed on
+   * the attempt answered.
    */
   async function get<T>(path: string, params: URLSearchParams, schema: z.ZodType<T>, req: RequestOptions = {}): Promise<Answered<T>> {
     const qs = params.toString();
@@ -135,7 +137,8 @@ export function createApiClient(opts: ApiClientOptions): ApiClient {
       try {
         ({ res, body, sentMs, receivedMs } = await send(url, signal));
         const told = toldRateLimit(res.headers);
-        if (told) pacer.told(told);
+        if (told) pacer.told(told.limit, told.remaining);
+        else if (res.ok) pacer.untold();
         if (res.status === 429) {
           wait = retryAfterMs(res.headers.get('retry-after'), now());
           pacer.refused(wait, rateLimitOf(body));
@@ -255,13 +258,18 @@ function errorDetail(body: unknown): { message: string | undefined; field: strin
 
 /**
  * The limit an answer's X-RateLimit-Limit names (requests per window), with X-RateLimit-Reset (the seconds left in the
- * window, at least 1, the API's shortest window); undefined when the API sends none (no limit).
+ * window, at least 1, the API's shortest window) and X-RateLimit-Remaining (requests left in the window; undefined
+ * when absent or unreadable); undefined when the API sends none (no limit, or the request was not counted).
  */
-function toldRateLimit(headers: Headers): RateLimit | undefined {
+function toldRateLimit(headers: Headers): { limit: RateLimit; remaining: number | undefined } | undefined {
   const limit = Number(headers.get('x-ratelimit-limit') ?? NaN);
   if (!Number.isInteger(limit) || limit < 1) return undefined;
   const reset = Number(headers.get('x-ratelimit-reset') ?? NaN);
-  return { perWindow: limit, windowMs: Math.max(1, Number.isFinite(reset) ? Math.ceil(reset) : 1) * 1_000 };
+  const remaining = Number(headers.get('x-ratelimit-remaining') ?? NaN);
+  return {
+    limit: { perWindow: limit, windowMs: Math.max(1, Number.isFinite(reset) ? Math.ceil(reset) : 1) * 1_000 },
+    remaining: Number.isInteger(remaining) && remaining >= 0 ? remaining : undefined,
+  };
 }
 
 /** The limit a 429's problem names (`requestsPerSecond` per window of `windowSeconds`, 1 s when absent). */

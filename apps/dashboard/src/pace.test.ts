@@ -83,6 +83,61 @@ describe('createPacer', () => {
     expect(more).toEqual(Array(4).fill(now)); // the third request of before still counts, until 10 s after its answer
   });
 
+  it('keeps to what an answer told is left of its window (X-RateLimit-Remaining), less the requests on their way', async () => {
+    const pacer = createPacer();
+    const start = Date.now();
+    // Two requests on their way before any limit is known.
+    const [a, b] = [await pacer.turn(), await pacer.turn()];
+    // a's answer: 5 a window, 3 s left in it, 2 of them left; b may be counted after a, so 1 more may go before the end.
+    pacer.told({ perWindow: 5, windowMs: 3_000 }, 2);
+    a();
+    const sent: number[] = [];
+    for (let i = 0; i < 3; i++)
+      void pacer.turn().then((answered) => {
+        sent.push(Date.now());
+        answered();
+      });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toEqual([start]);
+    // b's answer comes last but was counted first: it tells more left (3); the least told of the window is kept.
+    pacer.told({ perWindow: 5, windowMs: 3_000 }, 3);
+    b();
+    await vi.advanceTimersByTimeAsync(2_999);
+    expect(sent).toEqual([start]);
+    // The window told has ended: the rest go, within the limit.
+    await vi.advanceTimersByTimeAsync(1);
+    expect(sent).toEqual([start, start + 3_000, start + 3_000]);
+  });
+
+  it('forgets a limit an answer told once one comes without it, but not one only a 429 named', async () => {
+    const sentAt = async (pacer: ReturnType<typeof createPacer>) => {
+      const sent: number[] = [];
+      const all = Array.from({ length: 3 }, () =>
+        pacer.turn().then((answered) => {
+          sent.push(Date.now());
+          answered();
+        }),
+      );
+      await vi.advanceTimersByTimeAsync(5_000);
+      await Promise.all(all);
+      return sent;
+    };
+    // An API that sends no X-RateLimit-*: the limit its 429 named is kept.
+    const refused = createPacer();
+    refused.refused(0, { perWindow: 1, windowMs: 1_000 });
+    refused.untold();
+    const start = Date.now();
+    expect(await sentAt(refused)).toEqual([start, start + 1_000, start + 2_000]);
+    // An API that tells it: an answer without it (the limit off, or nothing counted) leaves nothing to keep to.
+    const told = createPacer();
+    const first = await told.turn();
+    told.told({ perWindow: 1, windowMs: 1_000 }, 0);
+    first();
+    told.untold();
+    const now = Date.now();
+    expect(await sentAt(told)).toEqual([now, now, now]);
+  });
+
   it("sends today's numbers first, and a refused request before the ones asked after it", async () => {
     const pacer = createPacer();
     pacer.refused(1_000, { perWindow: 1, windowMs: 1_000 });

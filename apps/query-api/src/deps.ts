@@ -36,7 +36,14 @@ export interface QueryApiDeps {
    * Each store's request rate limit on the /v1 read routes, counted in the Redis every replica shares
    * (QUERY_RATE_LIMIT_PER_SECOND per fixed window of QUERY_RATE_WINDOW_SECONDS); absent or 0 per second = none.
    */
-  rateLimit?: { redis: RedisConnection; keyPrefix: string; perSecond: number; windowSeconds: number };
+  rateLimit?: {
+    redis: RedisConnection;
+    keyPrefix: string;
+    perSecond: number;
+    windowSeconds: number;
+    /** The limit's monotonic clock (ms; default performance.now): tests inject one. */
+    now?: () => number;
+  };
 }
 
 /** What route handlers use. */

@@ -25,14 +25,21 @@ beforeAll(async () => {
 
 /**
  * An app of its own registry whose read routes allow `perSecond × windowSeconds` requests per store and window,
- * counted in `redis` under `prefix`; keys stay cached, so that a request takes milliseconds.
+ * counted in `redis` under `prefix` (the limit's clock `now`, if given); keys stay cached, so that a request takes
+ * milliseconds.
  */
-function limitedApp(opts: { perSecond: number; windowSeconds: number; prefix: string; redis?: RedisConnection }) {
+function limitedApp(opts: { perSecond: number; windowSeconds: number; prefix: string; redis?: RedisConnection; now?: () => number }) {
   const registry = new Registry();
   const app = f.app({
     registry,
     directory: createTenantDirectory({ dynamo: f.client, table: f.table, cacheTtlMs: 60_000 }),
-    rateLimit: { redis: opts.redis ?? f.redis, keyPrefix: opts.prefix, perSecond: opts.perSecond, windowSeconds: opts.windowSeconds },
+    rateLimit: {
+      redis: opts.redis ?? f.redis,
+      keyPrefix: opts.prefix,
+      perSecond: opts.perSecond,
+      windowSeconds: opts.windowSeconds,
+      now: opts.now,
+    },
   });
   return app.then((a) => Object.assign(a, { registry }));
 }
@@ -50,6 +57,12 @@ const nextPrefix = () => `rl${++prefixes}`;
 const counterKey = (prefix: string, store: string) => `${prefix}:query-rate:{${store}}`;
 const store = (app: QueryApiApp, key: string) => app.inject({ method: 'GET', url: '/v1/store', headers: bearer(key) });
 const app401 = (app: QueryApiApp) => app.inject({ method: 'GET', url: '/v1/store' });
+const told = (r: LightMyRequestResponse) => ({
+  status: r.statusCode,
+  limit: r.headers['x-ratelimit-limit'],
+  remaining: r.headers['x-ratelimit-remaining'],
+  reset: r.headers['x-ratelimit-reset'],
+});
 
 function expectRateLimited(r: LightMyRequestResponse, windowSeconds: number) {
   expect({ status: r.statusCode, type: r.headers['content-type'] }).toEqual({
@@ -114,12 +127,6 @@ describe("a store's request rate limit", () => {
       await limitedApp({ perSecond: 1 / 30, windowSeconds: 60, prefix }),
       await limitedApp({ perSecond: 1 / 30, windowSeconds: 60, prefix }),
     ];
-    const told = (r: LightMyRequestResponse) => ({
-      status: r.statusCode,
-      limit: r.headers['x-ratelimit-limit'],
-      remaining: r.headers['x-ratelimit-remaining'],
-      reset: r.headers['x-ratelimit-reset'],
-    });
     // The first answer of a window tells its whole length; the second one, from the other replica, the store's count.
     const first = told(await store(a, keys.read));
     expect(first).toEqual({ status: 200, limit: '2', remaining: '1', reset: '60' });
@@ -153,8 +160,46 @@ describe("a store's request rate limit", () => {
             .sort(),
         ]).toEqual([path, status, ['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset']]);
         expect(headers['x-ratelimit-limit']).toMatchObject({ description: expect.any(String), schema: { type: 'integer' } });
+        // The 429 names its Retry-After too.
+        expect([path, status, headers['retry-after']?.schema]).toEqual([
+          path,
+          status,
+          status === '429' ? { type: 'integer', minimum: 1 } : undefined,
+        ]);
       }
     }
+  });
+
+  it('tells X-RateLimit-Remaining over every replica: a replica that passed none of the window lately catches up within an eighth of it', async () => {
+    const prefix = nextPrefix();
+    // Replica a's clock (monotonic ms): moved by the test, as the limit's staleness bound is a share of the window.
+    const clock = { now: 1_000 };
+    // 16 per second over windows of 40 s: 640 a window; a lease is at most 640 / 64 = 10.
+    const a = await limitedApp({ perSecond: 16, windowSeconds: 40, prefix, now: () => clock.now });
+    const b = await limitedApp({ perSecond: 16, windowSeconds: 40, prefix });
+    expect(told(await store(a, keys.read))).toMatchObject({ status: 200, limit: '640', remaining: '639' });
+    // The other replica takes the rest of the store's window (its 640 less a's lease of 10), until it refuses.
+    let passed = 0;
+    for (;;) {
+      const r = await store(b, keys.both);
+      if (r.statusCode !== 200) {
+        expect(told(r)).toMatchObject({ status: 429, limit: '640', remaining: '0' });
+        break;
+      }
+      passed++;
+    }
+    expect(passed).toBe(630);
+    // An eighth of the window later, a's next answer (from its lease, without waiting for Redis) has the count read
+    // again; once that read is back (the same connection answers in order), a's answers count b's requests: the store
+    // may still make only what a leased and has not used.
+    clock.now += 5_000;
+    expect((await store(a, keys.read)).statusCode).toBe(200);
+    await f.redis.ping();
+    expect(told(await store(a, keys.read))).toMatchObject({ status: 200, limit: '640', remaining: '7' });
+    expect(told(await store(a, keys.read))).toMatchObject({ status: 200, limit: '640', remaining: '6' });
+    // What passes is unchanged (the leases'): a's 6 left, then the 429.
+    for (let i = 0; i < 6; i++) expect((await store(a, keys.read)).statusCode).toBe(200);
+    expect(told(await store(a, keys.read))).toMatchObject({ status: 429, remaining: '0' });
   });
 
   it('counts no request without a valid key, and never limits /healthz, /readyz, /metrics or /docs', async () => {
@@ -252,7 +297,10 @@ describe("a store's request rate limit", () => {
     down.on('error', () => {});
     try {
       const app = await limitedApp({ perSecond: 1 / 60, windowSeconds: 60, prefix: nextPrefix(), redis: down });
-      for (let i = 0; i < 3; i++) expect((await store(app, keys.read)).statusCode).toBe(200);
+      // Counted nowhere, so their answers tell no limit (not a whole window left that ends now).
+      for (let i = 0; i < 3; i++) {
+        expect(told(await store(app, keys.read))).toEqual({ status: 200, limit: undefined, remaining: undefined, reset: undefined });
+      }
     } finally {
       down.disconnect();
     }
