@@ -13,7 +13,16 @@ import {
   shardOfStore,
   type TallyQueues,
 } from '@tally/queues';
-import { freePort, sleep, startRedis, startRedisCluster, startRedisWithReplica, waitFor, type RedisHandle } from '@tally/testing';
+import {
+  freePort,
+  sleep,
+  startRedis,
+  startRedisCluster,
+  startRedisWithReplica,
+  startSentinel,
+  waitFor,
+  type RedisHandle,
+} from '@tally/testing';
 import { UnrecoverableError, Worker } from 'bullmq';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -374,6 +383,52 @@ describe('createTallyClient', () => {
     }
   });
 
+  it('refuses events that are not an array with InvalidArgumentError on `events`, before it waits for Redis', async () => {
+    // Redis down and a call waiting for it as long as it may: a check made after the wait would never answer.
+    const down = createTallyClient({ connection: `redis://127.0.0.1:${await freePort()}`, readyTimeoutMs: 2 ** 31 - 1 });
+    try {
+      const before = await waiting();
+      for (const [events, got] of [
+        [null, 'null'],
+        [undefined, 'undefined'],
+        [5, 'number 5'],
+        [new Set([view('P1')]), 'a Set'],
+        [view('P1'), 'an object'],
+      ] as const) {
+        for (const c of [client, down]) {
+          const err = await c.enqueueEvents('STORE1', events as never).catch((e: unknown) => e);
+          expect(err, got).toBeInstanceOf(InvalidArgumentError);
+          expect(err).toMatchObject({ field: 'events', message: `events must be an array of events (got ${got}); nothing was enqueued` });
+        }
+      }
+      expect(await waiting()).toBe(before);
+    } finally {
+      await down.close();
+    }
+  });
+
+  it('refuses a third argument that is not its options, or an option it does not know, rather than drop the idempotency key', async () => {
+    const before = await waiting();
+    const thrown = (o: unknown) => client.enqueueEvents('STORE1', [view('P1')], o as never).catch((e: unknown) => e);
+    expect(await thrown('order-1')).toMatchObject({
+      name: 'InvalidArgumentError',
+      field: 'options',
+      message:
+        `enqueueEvents' third argument "order-1" is invalid: its options, { idempotencyKey?, receivedAt?, timeZone? } ` +
+        '(an idempotency key: { idempotencyKey: "order-1" }); nothing was enqueued',
+    });
+    for (const o of [null, 42, ['order-1']]) expect(await thrown(o), String(o)).toMatchObject({ field: 'options' });
+    expect(await thrown({ idempotencykey: 'order-1' })).toMatchObject({
+      field: 'options',
+      message: expect.stringMatching(
+        /^enqueueEvents option "idempotencykey" is unknown \(idempotencykey: idempotencyKey\?\): enqueueEvents options are idempotencyKey, receivedAt, timeZone/,
+      ),
+    });
+    expect(await waiting()).toBe(before);
+    // Known options left undefined are no options.
+    expect((await client.enqueueEvents('STORE1', [view('P1')], { idempotencyKey: undefined, timeZone: undefined })).accepted).toBe(1);
+  });
+
   it('refuses a store the aggregator refused as unknown (no tenant) while its mark lasts, enqueueing nothing', async () => {
     // The mark the aggregator sets when it sends a batch for a store with no tenant to the failed set.
     const refusedAt = Date.now() - 5_000;
@@ -507,6 +562,47 @@ describe('createTallyClient', () => {
         /^rules is invalid: compiled rules, as loadRules\(path\) or compileRules/,
       ],
       [{ onError: 'x' as never }, 'onError', /^onError "x" is invalid: a function/],
+      [
+        { limits: { latenessHorizonDays: 3_651 } },
+        'limits',
+        /^limits\.latenessHorizonDays 3651 is invalid: .* at most 3650 \(as LATENESS_HORIZON_DAYS\)$/,
+      ],
+      // Keys it does not know, which would be ignored unseen (a misspelt option, a limit, a Redis target's variable).
+      [
+        { keyprefix: 'a' } as never,
+        'options',
+        /^option "keyprefix" is unknown \(keyprefix: keyPrefix\?\): options are connection, keyPrefix, /,
+      ],
+      [{ limits: { maxevents: 5 } as never }, 'limits', /^limits key "maxevents" is unknown \(maxevents: maxEvents\?\): /],
+      [{ limits: 5 as never }, 'limits', /^limits 5 is invalid: \{ maxEvents\?, clockSkewSeconds\?, latenessHorizonDays\? \}$/],
+      [{ backpressure: { maxDepth: 5, everyMs: 1 } as never }, 'backpressure', /^backpressure key "everyMs" is unknown: /],
+      [{ waitReplicas: { replicas: 1, timeout: 5 } as never }, 'waitReplicas', /^waitReplicas key "timeout" is unknown: /],
+      [
+        { connection: { REDIS_URL: url, REDIS_CLUSTER_NODE: '127.0.0.1:7000' } as never },
+        'connection',
+        /^Redis target key "REDIS_CLUSTER_NODE" is unknown: Redis target keys are REDIS_URL, REDIS_CLUSTER_NODES, /,
+      ],
+      // A Redis target's nodes of neither form, `{ host, port }[]` or the apps' `host:port,host:port`.
+      ...[5, 'localhost', '127.0.0.1:0', ['127.0.0.1:7000'], [{ host: '127.0.0.1', port: 0 }], { host: '127.0.0.1', port: 7000 }].flatMap(
+        (nodes): Array<[Partial<TallyClientOptions>, string, RegExp]> =>
+          (['REDIS_CLUSTER_NODES', 'REDIS_SENTINELS'] as const).map((name) => [
+            { connection: { REDIS_URL: url, [name]: nodes as never } },
+            'connection',
+            new RegExp(
+              `^connection\\.${name} .*is invalid: (a comma-separated list of host:port|host:port pairs with ports from 1|an array of)`,
+            ),
+          ]),
+      ),
+      [
+        { connection: { REDIS_URL: url, REDIS_CLUSTER_NODES: '127.0.0.1:7000', REDIS_SENTINELS: [{ host: '127.0.0.1', port: 26379 }] } },
+        'connection',
+        /^connection has both REDIS_CLUSTER_NODES and REDIS_SENTINELS/,
+      ],
+      [
+        { connection: { REDIS_URL: url, REDIS_SENTINELS: '127.0.0.1:26379', REDIS_SENTINEL_MASTER: 5 as never } },
+        'connection',
+        /^connection\.REDIS_SENTINEL_MASTER is invalid: a string$/,
+      ],
     ];
     // A connection the caller passes is the caller's; the client opens no duplicate of it for waitReplicas either.
     const passed = createProducerConnection(url);
@@ -545,7 +641,7 @@ describe('createTallyClient', () => {
           keyPrefix: 'z9',
           readyTimeoutMs: 2 ** 31 - 1,
           backpressure: { maxDepth: 10_000_000 },
-          limits: { clockSkewSeconds: 0 },
+          limits: { clockSkewSeconds: 0, latenessHorizonDays: 3_650 },
         },
       ];
       const made = edges.map((o) => createTallyClient({ connection: url, ...o }));
@@ -632,6 +728,30 @@ describe('createTallyClient', () => {
       const fences = [jobs.toKey('fence'), keys.fence(store), first.toKey('fence')];
       for (const fence of fences) expect(await inspectCluster.pttl(fence), fence).toBeGreaterThan(0);
       expect(new Set(fences).size).toBe(3);
+    } finally {
+      await onCluster.close();
+      await closeQueues(sharded);
+      inspectCluster.disconnect();
+      await cluster.stop();
+    }
+  });
+
+  it("takes a Redis target's REDIS_CLUSTER_NODES as the apps' environment gives it, host:port,host:port", async () => {
+    const cluster = await startRedisCluster({ masters: 3 });
+    const inspectCluster = new Cluster(cluster.seeds, { redisOptions: { maxRetriesPerRequest: 0 } });
+    const sharded = createQueues(inspectCluster, { keyPrefix: 't', shards: 3 });
+    const REDIS_URL = `redis://${cluster.seeds[0]!.host}:${cluster.seeds[0]!.port}`;
+    const onCluster = createTallyClient({
+      connection: { REDIS_URL, REDIS_CLUSTER_NODES: cluster.nodesEnv },
+      queueShards: 3,
+      readyTimeoutMs: 10_000,
+    });
+    try {
+      expect(cluster.nodesEnv).toMatch(/^127\.0\.0\.1:\d+(,127\.0\.0\.1:\d+)+$/);
+      for (const store of ['S1', 'S2', 'S3']) {
+        const r = await onCluster.enqueueEvents(store, [view('P1')]);
+        expect(await queueFor(sharded, QUEUE.events, store).getJob(r.batchId), store).toBeDefined();
+      }
     } finally {
       await onCluster.close();
       await closeQueues(sharded);
@@ -777,5 +897,68 @@ describe('createTallyClient', () => {
       await c.close();
       conn.disconnect();
     }
+  });
+
+  it("takes a Redis target's REDIS_SENTINELS as the apps' environment gives it, host:port,host:port", async () => {
+    const sentinel = await startSentinel({ masterPort: redis.port });
+    const c = createTallyClient({
+      connection: { REDIS_URL: redis.url, REDIS_SENTINELS: `127.0.0.1:${sentinel.port}` },
+      readyTimeoutMs: 10_000,
+    });
+    try {
+      const r = await c.enqueueEvents('STORE9', [view('P1')]);
+      expect(r.accepted).toBe(1);
+      expect(await queues.events.getJob(r.batchId)).toBeDefined();
+    } finally {
+      await c.close();
+      await sentinel.stop();
+    }
+  });
+
+  it('tells onError each distinct Redis error once per outage, not once per reconnect and per queue shard', async () => {
+    const port = await freePort(); // nothing listens: every connection attempt fails alike
+    const url = `redis://127.0.0.1:${port}`;
+    // The caller's connection, whose own errors (one per attempt) count the attempts; the client's queues re-emit them.
+    const conn = createProducerConnection(url);
+    const attempts: Error[] = [];
+    conn.on('error', (e) => attempts.push(e));
+    const told: Error[] = [];
+    const owned: Error[] = [];
+    const c = createTallyClient({ connection: conn, queueShards: 16, onError: (e) => told.push(e) });
+    const own = createTallyClient({ connection: url, queueShards: 16, onError: (e) => owned.push(e) });
+    let up: RedisHandle | undefined;
+    try {
+      await waitFor(() => attempts.length >= 3 && owned.length > 0, { timeoutMs: 20_000, message: 'three failed connection attempts' });
+      expect(told.map((e) => e.message)).toEqual([attempts[0]!.message]);
+      expect(owned.map((e) => e.message)).toEqual([attempts[0]!.message]);
+      // Redis up, then down again: a new outage, told again, once.
+      up = await startRedis({ port });
+      await waitFor(() => conn.status === 'ready', { timeoutMs: 20_000, message: 'the connection back' });
+      await up.stop();
+      const seen = attempts.length;
+      await waitFor(() => attempts.length >= seen + 3, { timeoutMs: 20_000, message: 'three more failed attempts' });
+      const again = told.slice(1).map((e) => e.message);
+      expect(again).toContain(attempts[0]!.message);
+      expect(again).toEqual([...new Set(again)]);
+    } finally {
+      await Promise.all([c.close(), own.close()]);
+      conn.disconnect();
+      await up?.stop();
+    }
+  });
+
+  it('close() leaves no timer or socket behind while Redis is down: the process can exit at once', async () => {
+    const mine = () => {
+      const r = process.getActiveResourcesInfo();
+      return { timers: r.filter((x) => x === 'Timeout').length, sockets: r.filter((x) => x === 'TCPSocketWrap').length };
+    };
+    const before = mine();
+    const told: Error[] = [];
+    const c = createTallyClient({ connection: `redis://127.0.0.1:${await freePort()}`, onError: (e) => told.push(e) });
+    await waitFor(() => told.length > 0, { message: 'a failed connection attempt' });
+    await c.close();
+    // Its socket closes as it ends (an attempt may have been under way); ioredis armed a timer of 2 s on it.
+    await waitFor(() => mine().sockets === before.sockets, { message: 'the socket closed' });
+    expect(mine()).toEqual(before);
   });
 });

@@ -1,4 +1,6 @@
+import { clusterNodes } from '@tally/config/host-list';
 import {
+  checkEvents,
   checkLimits,
   createIntake,
   createProducerConnection,
@@ -13,32 +15,40 @@ import {
 } from '@tally/intake';
 import { redisKeys } from '@tally/key-layout';
 import {
-  allQueues,
   closeConnection,
-  closeQueues,
-  createQueues,
   createReplicaFence,
   isRedisUnavailable,
   MAX_QUEUE_SHARDS,
   QUEUE,
-  queueShards,
+  QUEUE_LAYOUT,
+  QUEUE_SETTINGS,
+  QUEUE_SHARDS,
+  queuePrefix,
   shardOfStore,
   type RedisConnection,
   type RedisTarget,
-  type TallyQueues,
 } from '@tally/queues';
 import { compileRules, defaultRules, type CompiledRules, type EventInput } from '@tally/schema';
-import type { Queue } from 'bullmq';
+import { Queue } from 'bullmq';
 import { ClientClosedError } from './errors';
+
+/** Redis nodes: `{ host, port }[]`, or `host:port,host:port` as the apps' environment gives them. */
+type RedisNodes = RedisTarget['REDIS_CLUSTER_NODES'] | string;
+
+/** A Redis target as the apps' environment has it: REDIS_CLUSTER_NODES and REDIS_SENTINELS may be `host:port,…`. */
+type RedisTargetOption = Omit<RedisTarget, 'REDIS_CLUSTER_NODES' | 'REDIS_SENTINELS'> & {
+  REDIS_CLUSTER_NODES?: RedisNodes;
+  REDIS_SENTINELS?: RedisNodes;
+};
 
 export interface TallyClientOptions {
   /**
    * `redis://…` or a Redis target (`{ REDIS_URL, REDIS_CLUSTER_NODES }` for a Redis Cluster, `REDIS_SENTINELS`,
-   * `REDIS_SENTINEL_MASTER` and `REDIS_SENTINEL_PASSWORD` for Redis Sentinel): the client opens
-   * and closes its own fail-fast producer connection. Or an ioredis instance made with createProducerConnection
-   * (the caller keeps it and quits it).
+   * `REDIS_SENTINEL_MASTER` and `REDIS_SENTINEL_PASSWORD` for Redis Sentinel; the nodes as `{ host, port }[]` or as the
+   * apps' `host:port,host:port`): the client opens and closes its own fail-fast producer connection. Or an ioredis
+   * instance made with createProducerConnection (the caller keeps it and quits it).
    */
-  connection: string | RedisTarget | RedisConnection;
+  connection: string | RedisTargetOption | RedisConnection;
   /** The installation's KEY_PREFIX (default `t`; 1-16 lower-case letters and digits): its queues' prefixes derive from it. */
   keyPrefix?: string;
   /** The installation's QUEUE_SHARDS (default 1; 1 to 256): a batch goes to its store's shard of the events queue. */
@@ -56,7 +66,10 @@ export interface TallyClientOptions {
   limits?: Partial<IntakeLimits>;
   /** How long a call waits for Redis while it (re)connects before throwing QueueUnavailableError. Default 5000 (ms, from 0). */
   readyTimeoutMs?: number;
-  /** Called for Redis connection errors (default: ignored; calls fail with QueueUnavailableError meanwhile). */
+  /**
+   * Called for Redis connection errors (default: ignored; calls fail with QueueUnavailableError meanwhile): each
+   * distinct error (code and message) once until a connection of the client is ready again, not at every reconnect.
+   */
   onError?: (err: Error) => void;
   /**
    * Backpressure, as the collector's MAX_QUEUE_DEPTH: while the store's events queue shard holds more than `maxDepth`
@@ -100,22 +113,40 @@ export interface TallyClient {
 export function createTallyClient(opts: TallyClientOptions): TallyClient {
   // Every option is checked before a connection is opened: one left open by a throw would reconnect forever and keep
   // the caller's process from exiting.
-  const { wait, idempotencyWindowSeconds, keyPrefix, shards, limits, readyTimeoutMs, backpressure } = checkOptions(opts);
-  const c = opts.connection;
-  const target = typeof c === 'string' ? { REDIS_URL: c } : isConnection(c) ? undefined : c;
+  const { target, wait, idempotencyWindowSeconds, keyPrefix, shards, limits, readyTimeoutMs, backpressure } = checkOptions(opts);
   const owned = target !== undefined;
-  const redis = target !== undefined ? createProducerConnection(target) : (c as RedisConnection);
+  const redis = target !== undefined ? createProducerConnection(target) : (opts.connection as RedisConnection);
   const onError = opts.onError ?? (() => {});
-  if (owned) redis.on('error', onError);
-  const queues: TallyQueues = createQueues(redis, { keyPrefix, shards });
-  for (const q of allQueues(queues)) q.on('error', onError);
+  const errors = oncePerOutage(onError);
+  if (owned) redis.on('error', errors.report);
+  // The shards of `events`, the one queue the client writes (the intake's `queues`, and the depths of backpressure);
+  // not createQueues' others (seal, dynamo-writes, maintenance), which it never uses: each BullMQ Queue would only
+  // re-emit the connection's errors.
+  const layout = { keyPrefix, shards };
+  const events = Array.from(
+    { length: shards },
+    (_, shard) =>
+      new Queue(QUEUE.events, {
+        connection: redis,
+        prefix: queuePrefix(layout, QUEUE.events, shard),
+        defaultJobOptions: QUEUE_SETTINGS.events.jobs,
+      }),
+  );
+  for (const q of events) q.on('error', errors.report);
+  const queues = {
+    events: events[0]!,
+    [QUEUE_SHARDS]: { [QUEUE.events]: events, [QUEUE.seal]: [], [QUEUE.dynamoWrites]: [], [QUEUE.maintenance]: [] },
+    [QUEUE_LAYOUT]: layout,
+  };
   // The waits for replicas block their connection: one of their own, to `target` or a duplicate of the caller's.
   const waitRedis = !wait
     ? undefined
     : target
       ? createProducerConnection(target, { connectionName: 'tally-replica-wait', commandTimeoutMs: wait.timeoutMs + 5_000 })
       : (redis as { duplicate(): RedisConnection }).duplicate();
-  waitRedis?.on('error', onError);
+  waitRedis?.on('error', errors.report);
+  // An outage ends when a connection is ready again: its errors are news again after that.
+  for (const conn of [redis, waitRedis]) conn?.on('ready', errors.outageOver);
   const rules = opts.rules ?? compileRules(defaultRules);
   const intake = createIntake({
     queues,
@@ -137,7 +168,7 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     dedupeWindowKey: redisKeys(keyPrefix).dedupeWindow,
     ...(wait && waitRedis && { replicaFence: createReplicaFence(waitRedis, wait.replicas, wait.timeoutMs, [redis]) }),
   });
-  const admit = depthGate(queueShards(queues, QUEUE.events), backpressure);
+  const admit = depthGate(events, backpressure);
   const zoneOf = storeZones(redis, keyPrefix);
   /**
    * A call a read of which Redis did not answer (connected, but a command timed out) fails now rather than wait as
@@ -183,9 +214,14 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
   const inFlight = new Set<Promise<unknown>>();
   let closing: Promise<void> | undefined;
   return {
-    async enqueueEvents(store, events, eopts) {
+    async enqueueEvents(store, input, eopts) {
       if (closing) throw new ClientClosedError();
-      const call = enqueue(store, events, eopts);
+      // What a caller without a type checker may get wrong, refused before the wait for Redis: no array of events; a
+      // third argument that is not the options (a key given as a string) or holds an option not known, which would
+      // drop it unseen (the idempotency of the call with it).
+      checkEvents(input);
+      checkEnqueueOptions(eopts);
+      const call = enqueue(store, input, eopts);
       inFlight.add(call);
       try {
         return await call;
@@ -196,9 +232,10 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
     close() {
       closing ??= (async () => {
         await Promise.allSettled(inFlight);
-        await closeQueues(queues);
+        await Promise.all(events.map((q) => q.close()));
         if (waitRedis) await closeConnection(waitRedis);
         if (owned) await closeConnection(redis);
+        else redis.off('ready', errors.outageOver);
       })();
       return closing;
     },
@@ -209,6 +246,131 @@ export function createTallyClient(opts: TallyClientOptions): TallyClient {
 function isConnection(c: object): c is RedisConnection {
   const o = c as Partial<Record<'status' | 'on' | 'once' | 'off', unknown>>;
   return typeof o.status === 'string' && typeof o.on === 'function' && typeof o.once === 'function' && typeof o.off === 'function';
+}
+
+/**
+ * `onError` told each distinct error (code and message) once per outage: while Redis is down every reconnect fails
+ * with the same error again, and each BullMQ queue on the connection re-emits it (one line per distinct error, as the
+ * collector logs them). `outageOver` (a connection of the client ready again) makes every error news again.
+ */
+function oncePerOutage(onError: (err: Error) => void): { report: (err: Error) => void; outageOver: () => void } {
+  const told = new Set<string>();
+  return {
+    report(err) {
+      const key = `${(err as { code?: unknown }).code ?? ''}:${err.message}`;
+      if (told.has(key)) return;
+      if (told.size >= 1_000) told.clear(); // a flood of distinct messages must not grow it for ever
+      told.add(key);
+      onError(err);
+    },
+    outageOver: () => told.clear(),
+  };
+}
+
+/**
+ * InvalidArgumentError on `field` for the keys of `o` that `known` does not have (`what` names them in the message):
+ * an option misspelt by a caller without a type checker (`keyprefix`) would be ignored unseen. Only the keys are
+ * shown: an object given in the wrong place may hold a password.
+ */
+function onlyKnownKeys(o: object, known: Record<string, true>, field: InvalidArgumentError['field'], what: string): void {
+  const unknown = Object.keys(o).filter((k) => !Object.hasOwn(known, k));
+  if (unknown.length === 0) return;
+  const names = Object.keys(known);
+  const meant = unknown.flatMap((k) => names.filter((n) => n.toLowerCase() === k.toLowerCase()).map((n) => `${k}: ${n}?`));
+  throw new InvalidArgumentError(
+    field,
+    `${what} ${unknown.map((k) => JSON.stringify(k)).join(', ')} ${unknown.length === 1 ? 'is' : 'are'} unknown` +
+      `${meant.length > 0 ? ` (${meant.join('; ')})` : ''}: ${what}s are ${names.join(', ')}; nothing was opened or enqueued`,
+  );
+}
+
+/** The options of createTallyClient (the type checks that this is all of them). */
+const OPTIONS: Record<keyof TallyClientOptions, true> = {
+  connection: true,
+  keyPrefix: true,
+  queueShards: true,
+  idempotencyWindowSeconds: true,
+  rules: true,
+  limits: true,
+  readyTimeoutMs: true,
+  onError: true,
+  backpressure: true,
+  waitReplicas: true,
+};
+const LIMITS: Record<keyof IntakeLimits, true> = { maxEvents: true, clockSkewSeconds: true, latenessHorizonDays: true };
+const BACKPRESSURE: Record<'maxDepth' | 'checkEveryMs', true> = { maxDepth: true, checkEveryMs: true };
+const WAIT_REPLICAS: Record<keyof NonNullable<TallyClientOptions['waitReplicas']>, true> = { replicas: true, timeoutMs: true };
+const TARGET: Record<keyof RedisTargetOption, true> = {
+  REDIS_URL: true,
+  REDIS_CLUSTER_NODES: true,
+  REDIS_SENTINELS: true,
+  REDIS_SENTINEL_MASTER: true,
+  REDIS_SENTINEL_PASSWORD: true,
+};
+const ENQUEUE_OPTIONS: Record<keyof EnqueueOptions, true> = { idempotencyKey: true, receivedAt: true, timeZone: true };
+
+/** enqueueEvents' third argument: undefined or an object of its options, else InvalidArgumentError on `options`. */
+function checkEnqueueOptions(eopts: unknown): asserts eopts is EnqueueOptions | undefined {
+  if (eopts === undefined) return;
+  if (typeof eopts !== 'object' || eopts === null || Array.isArray(eopts)) {
+    const given = typeof eopts === 'string' ? JSON.stringify(eopts) : Array.isArray(eopts) ? 'an array' : String(eopts);
+    throw new InvalidArgumentError(
+      'options',
+      `enqueueEvents' third argument ${given} is invalid: its options, { idempotencyKey?, receivedAt?, timeZone? }` +
+        `${typeof eopts === 'string' ? ` (an idempotency key: { idempotencyKey: ${given} })` : ''}; nothing was enqueued`,
+    );
+  }
+  onlyKnownKeys(eopts, ENQUEUE_OPTIONS, 'options', 'enqueueEvents option');
+}
+
+/** A Redis node `{ host, port }` as ioredis takes it (a host, a port from 1 to 65535). */
+const isNode = (n: unknown): n is { host: string; port: number } => {
+  const { host, port } = (n ?? {}) as { host?: unknown; port?: unknown };
+  return typeof host === 'string' && host.length > 0 && Number.isInteger(port) && (port as number) >= 1 && (port as number) <= 65_535;
+};
+
+/**
+ * A Redis target given as an object, with its nodes as `{ host, port }[]`: `host:port,…` read by libs/config's parser of
+ * the apps' REDIS_CLUSTER_NODES and REDIS_SENTINELS (empty is unset, as there); anything else InvalidArgumentError.
+ */
+function checkTarget(t: Record<string, unknown>): RedisTarget {
+  onlyKnownKeys(t, TARGET, 'connection', 'Redis target key');
+  const nodes = (name: 'REDIS_CLUSTER_NODES' | 'REDIS_SENTINELS') => {
+    const v = t[name];
+    if (v === undefined || v === '') return undefined;
+    if (typeof v === 'string') {
+      const parsed = clusterNodes.safeParse(v);
+      if (parsed.success) return parsed.data;
+      throw new InvalidArgumentError(
+        'connection',
+        `connection.${name} ${JSON.stringify(v)} is invalid: ${parsed.error.issues[0]!.message}`,
+      );
+    }
+    if (Array.isArray(v) && v.every(isNode)) return v.map(({ host, port }) => ({ host, port }));
+    throw new InvalidArgumentError(
+      'connection',
+      `connection.${name} is invalid: an array of { host, port } (ports from 1 to 65535), or host:port,host:port as the apps' ${name}`,
+    );
+  };
+  const [REDIS_CLUSTER_NODES, REDIS_SENTINELS] = [nodes('REDIS_CLUSTER_NODES'), nodes('REDIS_SENTINELS')];
+  if (REDIS_CLUSTER_NODES?.length && REDIS_SENTINELS?.length) {
+    throw new InvalidArgumentError(
+      'connection',
+      'connection has both REDIS_CLUSTER_NODES and REDIS_SENTINELS: a target is one or the other',
+    );
+  }
+  for (const name of ['REDIS_SENTINEL_MASTER', 'REDIS_SENTINEL_PASSWORD'] as const) {
+    if (t[name] !== undefined && typeof t[name] !== 'string')
+      throw new InvalidArgumentError('connection', `connection.${name} is invalid: a string`);
+  }
+  return {
+    REDIS_URL: t['REDIS_URL'] as string, // createProducerConnection checks it
+    REDIS_CLUSTER_NODES,
+    REDIS_SENTINELS,
+    // Empty is unset, as in the apps' environment.
+    REDIS_SENTINEL_MASTER: (t['REDIS_SENTINEL_MASTER'] as string | undefined) || undefined,
+    REDIS_SENTINEL_PASSWORD: (t['REDIS_SENTINEL_PASSWORD'] as string | undefined) || undefined,
+  };
 }
 
 /** KEY_PREFIX's format (libs/config env.schema.ts): an installation's apps run with no other. */
@@ -230,6 +392,20 @@ function checkOptions(opts: TallyClientOptions) {
       'connection',
       `createTallyClient takes its options, { connection, … } (got ${String(opts)}): connection is ${must}`,
     );
+  }
+  onlyKnownKeys(opts, OPTIONS, 'options', 'option');
+  for (const [field, value, known] of [
+    ['limits', opts.limits, LIMITS],
+    ['backpressure', opts.backpressure, BACKPRESSURE],
+    ['waitReplicas', opts.waitReplicas, WAIT_REPLICAS],
+  ] as const) {
+    if (field === 'limits' && value !== undefined && (typeof value !== 'object' || value === null)) {
+      throw new InvalidArgumentError(
+        'limits',
+        `limits ${String(value)} is invalid: { maxEvents?, clockSkewSeconds?, latenessHorizonDays? }`,
+      );
+    }
+    if (typeof value === 'object' && value !== null) onlyKnownKeys(value, known, field, `${field} key`);
   }
   const c = opts.connection as unknown;
   if (typeof c !== 'string' && (typeof c !== 'object' || c === null))
@@ -268,6 +444,7 @@ function checkOptions(opts: TallyClientOptions) {
     whole('backpressure', 'backpressure.checkEveryMs', b.checkEveryMs ?? 250, 0, Number.MAX_SAFE_INTEGER, ' (ms; default 250)');
   }
   return {
+    target: typeof c === 'string' ? { REDIS_URL: c } : isConnection(c as object) ? undefined : checkTarget(c as Record<string, unknown>),
     wait: checkWaitReplicas(opts.waitReplicas),
     idempotencyWindowSeconds: whole(
       'idempotencyWindowSeconds',

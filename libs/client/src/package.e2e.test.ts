@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { BucketStore } from '@tally/buckets';
 import { compileRules, defaultRules } from '@tally/schema';
@@ -127,4 +127,32 @@ describe('the packed @tally/client in a project outside the workspace', () => {
     const [row] = await new BucketStore({ redis: stack.redis, rules: compileRules(defaultRules) }).snapshot(STORE, [STORE]);
     expect(row!.entries.filter((e) => e.metric === 'v').reduce((s, e) => s + e.value, 0n)).toBe(6n);
   }, 300_000);
+
+  it('ships a source map naming no file the install lacks: its sources are URLs of their own, with their text', async () => {
+    const dist = join(scratch, 'node_modules/@tally/client/dist');
+    const maps = readdirSync(dist).filter((f) => f.endsWith('.map'));
+    expect(maps.length).toBeGreaterThan(0);
+    for (const m of maps) {
+      const map = JSON.parse(readFileSync(join(dist, m), 'utf8')) as { sources: string[]; sourceRoot?: string; sourcesContent?: string[] };
+      expect(map.sourcesContent, m).toHaveLength(map.sources.length);
+      for (const source of map.sources) {
+        // A path (relative, absolute or file:) would name a file of this repository (../../intake/src/intake.ts),
+        // which a user's node_modules/@tally/client does not hold, unless it is a file of the package.
+        const url = new URL(`${map.sourceRoot ?? ''}${source}`, `file://${dist}/`);
+        if (url.protocol === 'file:') {
+          const at = resolve(url.pathname);
+          expect(relative(join(scratch, 'node_modules/@tally/client'), at), source).not.toMatch(/^\.\./);
+          expect(existsSync(at), source).toBe(true);
+        } else expect(source).toMatch(/^tally-client:\/\/\/libs\/[a-z-]+\/src\/[\w.-]+\.ts$/);
+      }
+    }
+    // What node --enable-source-maps shows: the frame of the check that threw, named by that URL.
+    writeFileSync(join(scratch, 'trace.cjs'), "require('@tally/client').createTallyClient({ connection: 'localhost:6379' });\n");
+    const thrown = await run(process.execPath, ['--enable-source-maps', 'trace.cjs'], { cwd: scratch, env: userEnv() }).catch(
+      (e: { stderr: string }) => e.stderr,
+    );
+    expect(thrown).toMatch(/InvalidArgumentError: connection "localhost:6379" is not a redis:\/\/ or rediss:\/\/ URL/);
+    expect(thrown).toMatch(/tally-client:\/\/\/libs\/intake\/src\/connection\.ts:\d+:\d+/);
+    expect(thrown).not.toMatch(/node_modules\/@tally\/(intake|queues|schema|key-layout|config)\//);
+  });
 });

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { clusterNodes } from './host-list';
 
 // `.describe()` gives each variable's meaning; tools/stack/src/env-tables.ts renders the README's tables from these.
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -37,20 +38,6 @@ const redisUrl = url(
   { test: /^(\/\d{0,9})?$/, what: 'whose path is empty or a database number, e.g. redis://127.0.0.1:6379/0' },
   false,
 );
-/** `host:port,host:port,...` */
-const clusterNodes = z
-  .string()
-  .regex(/^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$/, 'a comma-separated list of host:port, e.g. 10.0.0.1:7000,10.0.0.2:7000')
-  .refine(
-    (s) => s.split(/[:,]/).every((x, i) => i % 2 === 0 || (Number(x) >= 1 && Number(x) <= 65_535)),
-    'host:port pairs with ports from 1 to 65535',
-  )
-  .transform((s) =>
-    s.split(',').map((node) => {
-      const at = node.lastIndexOf(':');
-      return { host: node.slice(0, at), port: Number(node.slice(at + 1)) };
-    }),
-  );
 const httpUrl = url(/^https?:\/\//, 'an http(s):// URL', 'http://127.0.0.1:8000');
 const httpPort = (port: number) =>
   int(0, 65_535).default(port).describe('Port of `/healthz`, `/readyz`, `/metrics` and (collector, query API) the app’s API.');

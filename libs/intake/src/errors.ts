@@ -27,7 +27,8 @@ export class TooManyEventsError extends TallyError {
 
 /**
  * A store id, an idempotency key, a `receivedAt` or a `timeZone` that cannot be used, no events at all, or a client
- * option out of range; `field` names it. Nothing was enqueued.
+ * option out of range; `field` names it (`options`: an option the client does not know, or options that are not an
+ * object). Nothing was enqueued.
  */
 export class InvalidArgumentError extends TallyError {
   readonly code = 'TALLY_ERR_INVALID_ARGUMENT';
@@ -47,7 +48,8 @@ export class InvalidArgumentError extends TallyError {
       | 'readyTimeoutMs'
       | 'backpressure'
       | 'rules'
-      | 'onError',
+      | 'onError'
+      | 'options',
     message: string,
   ) {
     super(message);

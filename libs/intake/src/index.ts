@@ -2,6 +2,7 @@ export * from './errors';
 export { createProducerConnection, PRODUCER_COMMAND_TIMEOUT_MS, waitForReady, type ProducerConnectionOptions } from './connection';
 export {
   batchFingerprint,
+  checkEvents,
   checkLimits,
   createIntake,
   DEFAULT_INTAKE_LIMITS,

@@ -60,6 +60,11 @@ describe('createIntake', () => {
     expect(make({ clockSkewSeconds: -1 })).toThrow(InvalidArgumentError);
     expect(make({ maxEvents: 0 })).toThrow(/^limits\.maxEvents 0 is invalid/);
     expect(make({ latenessHorizonDays: Number.NaN })).toThrow(/^limits\.latenessHorizonDays NaN is invalid/);
+    // LATENESS_HORIZON_DAYS' bound: erasure unranks a visitor from that many days of top lists, no more.
+    expect(make({ latenessHorizonDays: 3_650 })).not.toThrow();
+    expect(make({ latenessHorizonDays: 3_651 })).toThrow(
+      /^limits\.latenessHorizonDays 3651 is invalid: a number of days above 0, at most 3650 \(as LATENESS_HORIZON_DAYS\)$/,
+    );
   });
 
   it('refuses more events than the limit, before looking at any', () => {
@@ -80,6 +85,30 @@ describe('createIntake', () => {
     expect(intake.batchIdFor('STORE1', 'order-1')).not.toBe(intake.batchIdFor('STORE2', 'order-1'));
     expect(() => intake.batchIdFor('STORE1', 'has space')).toThrow(InvalidArgumentError);
     await expect(intake.enqueue('bad store!', [])).rejects.toThrow(InvalidArgumentError);
+  });
+
+  it('refuses events that are not an array with InvalidArgumentError on `events`, in every entry point, before reading them', async () => {
+    const view = { type: 'view', ts: Date.now(), dims: { product: 'P1' } };
+    for (const [events, got] of [
+      [null, 'null'],
+      [undefined, 'undefined'],
+      [5, 'number 5'],
+      [new Set([view]), 'a Set'],
+      [view, 'an object'],
+      ['[]', 'string "[]"'],
+    ] as const) {
+      const input = events as unknown as unknown[];
+      for (const call of [
+        () => intake.validate(input),
+        () => intake.submit('STORE1', input),
+        () => intake.enqueue('STORE1', input as never),
+        () => intake.enqueueRetry('STORE1', input, { idempotencyKey: 'k1' }),
+      ]) {
+        const err = await (async () => call())().catch((e: unknown) => e);
+        expect(err, got).toBeInstanceOf(InvalidArgumentError);
+        expect(err).toMatchObject({ field: 'events', message: `events must be an array of events (got ${got}); nothing was enqueued` });
+      }
+    }
   });
 
   it('refuses a batch with no events, as the collector does, before making a batch id or reaching Redis', async () => {

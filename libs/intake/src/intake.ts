@@ -56,6 +56,12 @@ export const DEFAULT_INTAKE_LIMITS: IntakeLimits = { maxEvents: 1_000, clockSkew
  */
 const MAX_CLOCK_SKEW_SECONDS = 82_800;
 
+/**
+ * The most days late an event is taken (as LATENESS_HORIZON_DAYS' bound, libs/config): libs/buckets erasure.ts unranks
+ * an erased visitor from that many days of top lists.
+ */
+const MAX_LATENESS_HORIZON_DAYS = 3_650;
+
 /** `limits`, or InvalidArgumentError (field `limits`) naming the one out of range: createIntake's check, for a caller to make first. */
 export function checkLimits(limits: IntakeLimits): IntakeLimits {
   const { maxEvents, clockSkewSeconds, latenessHorizonDays } = limits;
@@ -64,10 +70,33 @@ export function checkLimits(limits: IntakeLimits): IntakeLimits {
   if (!Number.isFinite(clockSkewSeconds) || clockSkewSeconds < 0 || clockSkewSeconds > MAX_CLOCK_SKEW_SECONDS) {
     throw bad(`clockSkewSeconds ${clockSkewSeconds} is invalid: seconds from 0 to ${MAX_CLOCK_SKEW_SECONDS} (23 h)`);
   }
-  if (!Number.isFinite(latenessHorizonDays) || latenessHorizonDays <= 0) {
-    throw bad(`latenessHorizonDays ${latenessHorizonDays} is invalid: a number of days above 0`);
+  if (!Number.isFinite(latenessHorizonDays) || latenessHorizonDays <= 0 || latenessHorizonDays > MAX_LATENESS_HORIZON_DAYS) {
+    throw bad(
+      `latenessHorizonDays ${latenessHorizonDays} is invalid: a number of days above 0, at most ${MAX_LATENESS_HORIZON_DAYS} (as LATENESS_HORIZON_DAYS)`,
+    );
   }
   return limits;
+}
+
+/** What a value is, for an error saying what was given instead (`null`, `a Set`, `number 5`). */
+function kindOf(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'object') {
+    const name = (value as { constructor?: { name?: unknown } }).constructor?.name;
+    return typeof name === 'string' && name !== 'Object' ? `a ${name}` : 'an object';
+  }
+  return `${typeof value} ${typeof value === 'string' ? JSON.stringify(value.slice(0, 40)) : String(value)}`;
+}
+
+/**
+ * InvalidArgumentError (field `events`) unless `input` is an array, checked before anything reads it: a caller
+ * without a type checker may pass null, one event or a Set, which would otherwise fail as a bare TypeError.
+ */
+export function checkEvents(input: unknown): asserts input is readonly unknown[] {
+  if (!Array.isArray(input)) {
+    throw new InvalidArgumentError('events', `events must be an array of events (got ${kindOf(input)}); nothing was enqueued`);
+  }
 }
 
 export type IntakeSource = PayloadOf<typeof QUEUE.events>['source'] & string;
@@ -188,7 +217,7 @@ export interface Intake {
   /** Throws TooManyEventsError when `count` is over the limit. */
   checkCount(count: number): void;
   /**
-   * Checks the count, then validates each event (libs/schema validateEvents) against the rules and limits; with
+   * Checks that `input` is an array (checkEvents) and the count, then validates each event (libs/schema validateEvents) against the rules and limits; with
    * `lateness: false`, events older than the lateness horizon pass.
    */
   validate(input: readonly unknown[], now?: number, o?: { lateness?: boolean }): ValidationResult;
@@ -398,7 +427,10 @@ export function createIntake(opts: IntakeOptions): Intake {
   ): Promise<EnqueueResult | undefined> => {
     const retry = typeof batch === 'function' ? batch : undefined;
     let events = retry ? [] : (batch as NormalizedEvent[]);
-    if (!retry) checkArgs(store, events.length, eopts);
+    if (!retry) {
+      checkEvents(events);
+      checkArgs(store, events.length, eopts);
+    }
     // A batch without an idempotency key is given one: a write that failed after Redis may have taken it (a
     // timeout, a dropped connection; ReplicasBehindError always comes after) can be retried under the key the
     // error names (err.idempotencyKey), and counts once. The key is bound to the events when an error names it
@@ -609,6 +641,7 @@ export function createIntake(opts: IntakeOptions): Intake {
     checkCount,
     checkArgs,
     validate(input, now = Date.now(), o) {
+      checkEvents(input);
       checkCount(input.length);
       return validateEvents(opts.rules, input as unknown[], {
         now,
@@ -624,6 +657,7 @@ export function createIntake(opts: IntakeOptions): Intake {
       if (eopts?.idempotencyKey === undefined) {
         throw new InvalidArgumentError('idempotencyKey', 'enqueueRetry retries a call with an idempotency key: give it');
       }
+      checkEvents(input);
       checkArgs(store, input.length, eopts);
       const now = eopts.now ?? Date.now();
       let validation: ValidationResult | undefined;

@@ -129,8 +129,16 @@ export async function serverOf(connection: RedisConnection, key: string): Promis
  * QUIT on a connection that is not would wait in its offline queue for a Redis that is not there, or be refused.
  */
 export async function closeConnection(connection: RedisConnection): Promise<void> {
-  if (connection.status === 'ready') await connection.quit().catch(() => connection.disconnect());
-  else connection.disconnect();
+  if (connection.status === 'ready') {
+    await connection.quit().catch(() => connection.disconnect());
+    return;
+  }
+  // ioredis' disconnect ends the last socket and arms a timer (disconnectTimeout, 2 s) to destroy it should it not
+  // close, which its 'close' clears. A socket closed already (Redis down: the connection waits to reconnect) does not
+  // close again, and that timer alone kept the process up 2 s after the close: its listener is told the socket closed.
+  const sockets = (connection.isCluster ? (connection as Cluster).nodes() : [connection as Redis]).map((node) => node.stream);
+  connection.disconnect();
+  for (const socket of sockets) if (socket?.closed) socket.emit('close', false);
 }
 
 /** A description of the target safe to log (no password). */

@@ -95,8 +95,9 @@ export type ClientSenderOptions = Omit<TallyClientOptions, 'readyTimeoutMs'> & R
 
 /** libs/client enqueueEvents with the batch's idempotency key; retries QueueUnavailableError, QueueFullError and ReplicasBehindError. */
 export function clientSender(opts: ClientSenderOptions): Sender {
-  // One call waits 1 s for a reconnecting Redis.
-  const client = createTallyClient({ ...opts, readyTimeoutMs: 1_000 });
+  // One call waits 1 s for a reconnecting Redis. The retry policy is the sender's, not a client option (refused).
+  const { deadlineMs: _deadline, initialDelayMs: _initial, maxDelayMs: _max, onRetry: _onRetry, ...clientOptions } = opts;
+  const client = createTallyClient({ ...clientOptions, readyTimeoutMs: 1_000 });
   return {
     via: 'client',
     send(batch) {
