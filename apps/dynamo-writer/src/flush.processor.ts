@@ -53,7 +53,7 @@ export interface FlushDeps {
    */
   replicated?: StoreFence;
   /**
-   * The TTL of the row's items (visitor rows, of every entity keyed by the visitor alone, of a store with a history
+   * The TTL of the row's items (visitor rows, of every entity whose key includes the visitor, of a store with a history
    * retention; libs/tenants visitorExpiry).
    */
   expiryOf?: (store: string, pk: string) => Promise<RowWriterDeps['expiresAt']>;

@@ -51,7 +51,7 @@ const workers = createShardWorkers(
     maxBackoffMs: config.WRITER_MAX_BACKOFF_MS,
     replicated,
     crash: config.TALLY_CRASH_POINT ? crash : undefined,
-    // Visitor rows (every entity the rules key by the visitor alone) of stores with a history retention carry a
+    // Visitor rows (every entity whose key includes the visitor) of stores with a history retention carry a
     // DynamoDB TTL (the tenant looked up, cached a minute).
     expiryOf: visitorExpiry(createTenantDirectory({ dynamo: client, table: config.DYNAMODB_TABLE, cacheTtlMs: 60_000, log }), rules),
   }),

@@ -25,7 +25,7 @@ export function createRestampMetrics(registry: Registry) {
 
 export interface RestampDeps {
   db: TenantDb;
-  /** The writer's rules: the entities whose rows are restamped (those keyed by the visitor alone, as it stamps them). */
+  /** The writer's rules: the entities whose rows are restamped (those whose key includes the visitor, as it stamps them). */
   rules: RestampOptions['rules'];
   metrics: RestampMetrics;
   log: Logger;

@@ -9,8 +9,8 @@ import { seriesRouteSchema } from '@tally/contracts';
 /**
  * GET /v1/series: one entity over a range. Day and month granularity read the range's month items with one
  * Query; year and all-time totals read the TOTAL item; granularity total over dates reads the coarsest items. A
- * visitor (a row of an entity keyed by the visitor alone) of a store that keeps (or kept) a history limit has its range
- * clamped to the first day kept and its year points summed from the kept month items.
+ * visitor (a row of an entity whose key includes the visitor: its items expire) of a store that keeps (or kept) a
+ * history limit has its range clamped to the first day kept and its year points summed from the kept month items.
  */
 export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (app, { ctx }) => {
   const { rules } = ctx.query;
@@ -33,8 +33,8 @@ export const seriesRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const now = ctx.now();
     const noRange = q.range === undefined && q.from === undefined && q.to === undefined;
     const { range: asked, name } = resolveRange(q, timeZone, now, granularity === 'total' && noRange ? 'allTime' : 'last30d');
-    // A visitor's history (the rows of every entity keyed by the visitor alone) is counted only within the store's
-    // retention (never from TOTAL, which holds expired months: years are summed from the months kept).
+    // A visitor's history (the rows of every entity keyed by the visitor, alone or with others) is counted only within
+    // the store's retention (never from TOTAL, which holds expired months: years are summed from the months kept).
     const { range, yearsFromMonths } = retainedRange(rules, entity.entity, asked, principal, timeZone, now);
     const { points, totals, estimated, dynamoRequests } = await readSeries(ctx.query, {
       store,

@@ -19,9 +19,9 @@ export const totalsRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async 
     const metrics = parseMetrics(rules, entity, q.metrics);
     const now = ctx.now();
     const { range: asked, name } = resolveRange(q, timeZone, now, 'last30d');
-    // A visitor's history (the rows of every entity keyed by the visitor alone) is counted only from the first day the
-    // store keeps, whole years from the kept month items, never TOTAL's year cells, which still hold months the store
-    // no longer keeps (as series by year and segments).
+    // A visitor's history (the rows of every entity keyed by the visitor, alone or with others) is counted only from
+    // the first day the store keeps, whole years from the kept month items, never TOTAL's year cells, which still hold
+    // months the store no longer keeps (as series by year and segments).
     const { range, yearsFromMonths } = retainedRange(rules, entity, asked, principal, timeZone, now);
     const r = await readTotals(ctx.query, { store, pks: refs.map((x) => x.pk), metrics, range, yearsFromMonths });
     return {

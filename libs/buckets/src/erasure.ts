@@ -226,9 +226,10 @@ export interface RowErasure {
   epoch: number | undefined;
   /**
    * The days (`YYYY-DDD`) of the outbox counts erased, by this call and by the earlier erasures of the row while its
-   * erased-rows entry lives (ERASE_ROW keeps them in `erasedDays`): a flush that read them before the erasure writes
-   * them to the items of those days (the month items and TOTAL), which need not exist in DynamoDB yet. So a call
-   * cut short before those items became tombstones is finished by the next one, which gets the days back.
+   * erased-rows entry lives (ERASE_ROW keeps them in `erasedDays`, until forgetErasedDays): a flush that read them
+   * before the erasure writes them to the items of those days (the month items and TOTAL), which need not exist in
+   * DynamoDB yet. So a call cut short before those items became tombstones is finished by the next one, which gets
+   * the days back.
    */
   outboxDays: string[];
 }
@@ -442,6 +443,15 @@ export class BucketEraser {
       layout = { epoch, sealed };
     }
     throw new Error(`store ${store}: the bucket layout or the row's sketches moved 10 times during one erasure`);
+  }
+
+  /**
+   * Forgets the erased days (`erasedDays`) of rows whose erasure finished (the items of those days are tombstones now):
+   * from then on ERASE_ROW returns only the days of the outbox it deletes itself, so days left in `erasedDays` are those
+   * of an erasure cut short (libs/tenants eraseVisitor takes such a row for found, and finishes it). Idempotent.
+   */
+  async forgetErasedDays(store: string, pks: readonly string[]): Promise<void> {
+    if (pks.length > 0) await this.redis.hdel(this.buckets.keys.erasedDays(store), ...pks);
   }
 
   /**

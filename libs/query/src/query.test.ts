@@ -143,7 +143,7 @@ describe('retainedVisitorRange', () => {
 });
 
 describe('retainedRange', () => {
-  it('cuts the rows of every entity keyed by the visitor alone, and no other', () => {
+  it('cuts the rows of every entity whose items retention expires: keyed by the visitor, alone or with others', () => {
     const shopperRules = compileRules({
       ...defaultRules,
       entities: {
@@ -154,12 +154,30 @@ describe('retainedRange', () => {
     });
     const trimmed = { historyTrimmedBefore: '2023-11-01' };
     const cut = retainedVisitorRange('all', trimmed, 'UTC', NOW);
-    for (const entity of ['visitor', 'shopper'])
+    // basket (key [visitor, product]) is not erasable, but its items expire: its queries are cut as the visitor's.
+    for (const entity of ['visitor', 'shopper', 'basket'])
       expect(retainedRange(shopperRules, entity, 'all', trimmed, 'UTC', NOW), entity).toEqual(cut);
-    for (const entity of ['store', 'product', 'basket'])
+    for (const entity of ['store', 'product'])
       expect(retainedRange(shopperRules, entity, 'all', trimmed, 'UTC', NOW), entity).toEqual({ range: 'all', yearsFromMonths: false });
     // Under rules without it, a shopper is no visitor entity.
     expect(retainedRange(rules, 'shopper', 'all', trimmed, 'UTC', NOW)).toEqual({ range: 'all', yearsFromMonths: false });
+    // The visitor entity keyed by the visitor and a site (nothing erasable): its items expire, its queries are cut.
+    const flush = { kind: 'bucket' } as const;
+    const bySite = compileRules({
+      metrics: { ViewCount: {} },
+      entities: { store: { key: [], flush }, visitor: { key: ['visitor', 'site'], flush } },
+      events: {
+        view: {
+          dims: { visitor: 'required', site: 'required' },
+          counters: [
+            { entity: 'store', metric: 'ViewCount' },
+            { entity: 'visitor', metric: 'ViewCount' },
+          ],
+        },
+      },
+    });
+    expect(retainedRange(bySite, 'visitor', 'all', trimmed, 'UTC', NOW)).toEqual(cut);
+    expect(retainedRange(bySite, 'store', 'all', trimmed, 'UTC', NOW)).toEqual({ range: 'all', yearsFromMonths: false });
   });
 });
 

@@ -178,17 +178,18 @@ export function retainedVisitorRange(
 }
 
 /**
- * The range a query reads of `entity`'s rows under its store's retention: for a visitor entity, one the rules key by
- * the visitor alone (`rules.visitorEntities`: the rows whose items a store's historyMonths expires and an erasure
- * erases), retainedVisitorRange; for any other entity the range asked, its years from TOTAL (nothing of it expires).
+ * The range a query reads of `entity`'s rows under its store's retention: for a visitor entity, one whose key includes
+ * the visitor's dimension (`rules.visitorKeyedEntities`: the rows whose items a store's historyMonths expires, those
+ * keyed by the visitor alone, which an erasure erases, and those keyed by it and another dimension),
+ * retainedVisitorRange; for any other entity the range asked, its years from TOTAL (nothing of it expires).
  */
 export function retainedRange(
-  rules: Pick<CompiledRules, 'visitorEntities'>,
+  rules: Pick<CompiledRules, 'visitorKeyedEntities'>,
   entity: string,
   range: QueryRange,
   retention: VisitorRetention,
   tz: string,
   now: number,
 ): { range: QueryRange; yearsFromMonths: boolean } {
-  return rules.visitorEntities.has(entity) ? retainedVisitorRange(range, retention, tz, now) : { range, yearsFromMonths: false };
+  return rules.visitorKeyedEntities.has(entity) ? retainedVisitorRange(range, retention, tz, now) : { range, yearsFromMonths: false };
 }

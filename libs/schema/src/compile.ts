@@ -56,21 +56,27 @@ export interface CompiledRules {
   /**
    * The entities whose rows are keyed by a visitor id: each entity whose key is the visitor's dimension alone (the one
    * key dimension of the `visitor` entity, `visitor` when the rules have no such entity), in the rules' order. Their
-   * rows are a visitor's personal data: erasing a visitor erases them (libs/tenants eraseVisitor), a store's
-   * historyMonths expires their items (visitorExpiry, restampRetention) and cuts their queries (libs/query
-   * retainedRange).
+   * rows are the ones erasing a visitor erases (libs/tenants eraseVisitor: their pk is known from the id alone).
    */
   readonly visitorEntities: ReadonlySet<string>;
   /**
-   * Where else the rules keep a visitor's data, out of reach of erasure and retention (loadRulesOrExit warns of each):
-   * an entity keyed by the visitor's dimension and another (its other key values are not known), and a counter `by`
-   * the visitor's dimension on the rows of an entity not keyed by it. `rule` names it (`entities.basket`,
-   * `events.view.counters.4`), `entity` is the entity whose rows hold the data, `why` says what is kept.
+   * The entities whose key includes the visitor's dimension (that of visitorEntities): visitorEntities, then those
+   * keyed by it and another dimension (`key: [visitor, product]`), in the rules' order. Their rows hold a visitor's
+   * history: a store's historyMonths expires their items (a per-item TTL needs none of the other key values:
+   * libs/tenants visitorExpiry, restampRetention) and cuts their queries (libs/query retainedRange).
+   */
+  readonly visitorKeyedEntities: ReadonlySet<string>;
+  /**
+   * Where else the rules keep a visitor's data, out of reach of erasure (loadRulesOrExit warns of each): an entity keyed
+   * by the visitor's dimension and another (its other key values are not known; its items expire under historyMonths
+   * all the same), and a counter `by` the visitor's dimension on the rows of an entity not keyed by it (neither erased
+   * nor expired). `rule` names it (`entities.basket`, `events.view.counters.4`), `entity` is the entity whose rows hold
+   * the data, `why` says what is kept.
    */
   readonly visitorDataOutOfReach: ReadonlyArray<VisitorDataOutOfReach>;
 }
 
-/** A rule that keeps a visitor's data where erasure and retention cannot reach it (CompiledRules.visitorDataOutOfReach). */
+/** A rule that keeps a visitor's data where erasure cannot reach it (CompiledRules.visitorDataOutOfReach). */
 export interface VisitorDataOutOfReach {
   rule: string;
   entity: string;
@@ -202,7 +208,7 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
     });
   }
 
-  const { visitorEntities, visitorDataOutOfReach } = visitorData(rules);
+  const { visitorEntities, visitorKeyedEntities, visitorDataOutOfReach } = visitorData(rules);
   const metricOf = (metric: string) => (Object.hasOwn(rules.metrics, metric) ? rules.metrics[metric] : undefined);
   const entitySpec = (entity: string) => (Object.hasOwn(rules.entities, entity) ? rules.entities[entity] : undefined);
   const attrMetric = (metric: string, sub?: string) => formatMetricName(metricOf(metric)?.code ?? metric, sub);
@@ -248,44 +254,41 @@ export function compileRules(input: RulesInput | unknown): CompiledRules {
       return distinctByEntity.get(entity) ?? [];
     },
     visitorEntities,
+    visitorKeyedEntities,
     visitorDataOutOfReach,
   };
 }
 
 /**
- * The entities keyed by the visitor alone (CompiledRules.visitorEntities) and the rules that keep a visitor's data
- * elsewhere (visitorDataOutOfReach). A counter `by` the visitor on an entity keyed by the visitor and another
- * dimension is not listed apart: the entity is.
+ * The entities keyed by the visitor alone (CompiledRules.visitorEntities), those keyed by it and maybe others
+ * (visitorKeyedEntities), and the rules that keep a visitor's data out of reach of erasure (visitorDataOutOfReach). A
+ * counter `by` the visitor on an entity keyed by the visitor and another dimension is not listed apart: the entity is.
  */
-function visitorData(rules: Rules): { visitorEntities: ReadonlySet<string>; visitorDataOutOfReach: VisitorDataOutOfReach[] } {
+function visitorData(rules: Rules): Pick<CompiledRules, 'visitorEntities' | 'visitorKeyedEntities' | 'visitorDataOutOfReach'> {
   const entities = Object.entries(rules.entities);
   const own = entities.find(([name]) => name === 'visitor')?.[1].key;
   const dim = own?.length === 1 ? own[0]! : 'visitor';
   const visitorEntities = new Set(entities.filter(([, spec]) => spec.key.length === 1 && spec.key[0] === dim).map(([name]) => name));
-  const notReached = `not erased with the visitor, nor expired by a store's historyMonths`;
-  const outOfReach: VisitorDataOutOfReach[] = [];
-  const keyedWithOthers = new Set<string>();
-  for (const [entity, spec] of entities) {
-    if (spec.key.length < 2 || !spec.key.includes(dim)) continue;
-    keyedWithOthers.add(entity);
-    const others = spec.key.filter((d) => d !== dim);
-    outOfReach.push({
-      rule: `entities.${entity}`,
-      entity,
-      why: `keyed by ${dim} and ${others.join(' and ')} (key [${spec.key.join(', ')}]): a visitor's rows of it are ${notReached}`,
-    });
-  }
+  const keyedWithOthers = entities.filter(([, spec]) => spec.key.length > 1 && spec.key.includes(dim));
+  const visitorKeyedEntities = new Set([...visitorEntities, ...keyedWithOthers.map(([name]) => name)]);
+  const outOfReach: VisitorDataOutOfReach[] = keyedWithOthers.map(([entity, spec]) => ({
+    rule: `entities.${entity}`,
+    entity,
+    why:
+      `keyed by ${dim} and ${spec.key.filter((d) => d !== dim).join(' and ')} (key [${spec.key.join(', ')}]): a visitor's rows ` +
+      `of it are not erased with the visitor (a store's historyMonths expires them)`,
+  }));
   for (const [type, spec] of Object.entries(rules.events)) {
     for (const [i, c] of spec.counters.entries()) {
-      if (c.by !== dim || visitorEntities.has(c.entity) || keyedWithOthers.has(c.entity)) continue;
+      if (c.by !== dim || visitorKeyedEntities.has(c.entity)) continue;
       outOfReach.push({
         rule: `events.${type}.counters.${i}`,
         entity: c.entity,
-        why: `counts ${c.metric} by ${dim} on ${c.entity} rows: a visitor's counts there are ${notReached}`,
+        why: `counts ${c.metric} by ${dim} on ${c.entity} rows: a visitor's counts there are neither erased with the visitor nor expired by a store's historyMonths`,
       });
     }
   }
-  return { visitorEntities, visitorDataOutOfReach: outOfReach };
+  return { visitorEntities, visitorKeyedEntities, visitorDataOutOfReach: outOfReach };
 }
 
 /**

@@ -39,7 +39,10 @@ describe('loadRules', () => {
 });
 
 describe('loadRulesOrExit', () => {
-  /** The default rules keeping a visitor's data where erasure and retention cannot reach it: by visitor, and on a row keyed by two. */
+  /**
+   * The default rules keeping a visitor's data where erasure cannot reach it: on a row keyed by two (expired all the
+   * same), and by visitor on product rows (neither erased nor expired).
+   */
   const unreachable = JSON.stringify({
     ...defaultRules,
     metrics: { ...defaultRules.metrics, Viewers: { code: 'vw', description: 'views of a product, keyed by visitor' } },
@@ -57,18 +60,18 @@ describe('loadRulesOrExit', () => {
     },
   });
 
-  it("warns once per rule that keeps a visitor's data out of reach of erasure and retention, naming it and why", () => {
+  it("warns once per rule that keeps a visitor's data out of reach of erasure, naming it and why (and whether it expires)", () => {
     const warn = vi.fn();
     const rules = loadRulesOrExit(file(unreachable), { warn });
     expect(rules.visitorDataOutOfReach).toHaveLength(2);
     expect(warn.mock.calls).toEqual([
       [
         { rule: 'entities.basket', entity: 'basket' },
-        "rollup rules: entities.basket: keyed by visitor and product (key [visitor, product]): a visitor's rows of it are not erased with the visitor, nor expired by a store's historyMonths",
+        "rollup rules: entities.basket: keyed by visitor and product (key [visitor, product]): a visitor's rows of it are not erased with the visitor (a store's historyMonths expires them)",
       ],
       [
         { rule: 'events.view.counters.5', entity: 'product' },
-        "rollup rules: events.view.counters.5: counts Viewers by visitor on product rows: a visitor's counts there are not erased with the visitor, nor expired by a store's historyMonths",
+        "rollup rules: events.view.counters.5: counts Viewers by visitor on product rows: a visitor's counts there are neither erased with the visitor nor expired by a store's historyMonths",
       ],
     ]);
     // The default rules keep a visitor's data on the visitor's row alone: nothing to say.

@@ -52,9 +52,10 @@ function repeatedKey(text: string): string | undefined {
 
 /**
  * loadRules for a composition root (every app and the tenants tool): a bad rules file prints one line naming the rule
- * and exits 1. Rules that keep a visitor's data where erasure and retention cannot reach it
- * (CompiledRules.visitorDataOutOfReach: an entity keyed by the visitor and another dimension, a counter `by` the
- * visitor on another entity) are said once, a warning each, on `log` (the app's logger), or on stderr without one.
+ * and exits 1. Rules that keep a visitor's data where erasure cannot reach it (CompiledRules.visitorDataOutOfReach:
+ * an entity keyed by the visitor and another dimension, not erased but expired by a store's historyMonths; a counter
+ * `by` the visitor on another entity, neither erased nor expired) are said once, a warning each, on `log` (the app's
+ * logger; one whose `warn` does nothing loads them quietly), or on stderr without one.
  */
 export function loadRulesOrExit(file?: string, log?: { warn(fields: object, message: string): void }): CompiledRules {
   let rules: CompiledRules;

@@ -419,7 +419,7 @@ describe('rules', () => {
   });
 });
 
-describe('the rows keyed by the visitor (erasure and retention reach them) and the visitor data they cannot reach', () => {
+describe('the rows keyed by the visitor (erasure and retention reach them) and the visitor data erasure cannot reach', () => {
   /** The default rules with a second entity keyed by the visitor alone, one keyed by it and a product, and counts by visitor on product rows. */
   const more = compileRules({
     ...defaultRules,
@@ -464,18 +464,51 @@ describe('the rows keyed by the visitor (erasure and retention reach them) and t
     expect([...noVisitor.visitorEntities]).toEqual(['shopper']);
   });
 
+  it("keys a visitor's history by every entity whose key includes the visitor's dimension (retention), alone or with others", () => {
+    const flush = { kind: 'bucket' } as const;
+    expect([...rules.visitorKeyedEntities]).toEqual(['visitor']);
+    // Those keyed by the visitor alone first, then those keyed by it and another dimension: basket's items expire too.
+    expect([...more.visitorKeyedEntities]).toEqual(['visitor', 'shopper', 'basket']);
+    // The visitor entity itself keyed by the visitor and a site: its rows are not erasable, but they still expire (as
+    // they did when the writer stamped the rows of the entity named `visitor`).
+    const bySite = compileRules({
+      metrics: { ViewCount: {} },
+      entities: { store: { key: [], flush }, visitor: { key: ['visitor', 'site'], flush }, site: { key: ['site'], flush } },
+      events: {
+        view: {
+          dims: { visitor: 'required', site: 'required' },
+          counters: [
+            { entity: 'store', metric: 'ViewCount' },
+            { entity: 'visitor', metric: 'ViewCount' },
+          ],
+        },
+      },
+    });
+    expect({ erased: [...bySite.visitorEntities], expired: [...bySite.visitorKeyedEntities] }).toEqual({
+      erased: [],
+      expired: ['visitor'],
+    });
+    expect(bySite.visitorDataOutOfReach).toEqual([
+      {
+        rule: 'entities.visitor',
+        entity: 'visitor',
+        why: "keyed by visitor and site (key [visitor, site]): a visitor's rows of it are not erased with the visitor (a store's historyMonths expires them)",
+      },
+    ]);
+  });
+
   it("lists the visitor's data on other rows: entities keyed by the visitor and another dimension, counters by visitor", () => {
     expect(rules.visitorDataOutOfReach).toEqual([]);
     expect(more.visitorDataOutOfReach).toEqual([
       {
         rule: 'entities.basket',
         entity: 'basket',
-        why: "keyed by visitor and product (key [visitor, product]): a visitor's rows of it are not erased with the visitor, nor expired by a store's historyMonths",
+        why: "keyed by visitor and product (key [visitor, product]): a visitor's rows of it are not erased with the visitor (a store's historyMonths expires them)",
       },
       {
         rule: 'events.view.counters.6',
         entity: 'product',
-        why: "counts Viewers by visitor on product rows: a visitor's counts there are not erased with the visitor, nor expired by a store's historyMonths",
+        why: "counts Viewers by visitor on product rows: a visitor's counts there are neither erased with the visitor nor expired by a store's historyMonths",
       },
     ]);
   });

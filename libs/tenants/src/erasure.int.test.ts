@@ -26,6 +26,7 @@ import {
 import { compileRules, defaultRules, distinctMember, rollup, rollupDistinct } from '@tally/schema';
 import { createTestTable } from '@tally/testing';
 import { dynamoBackends, useDynamoBackendClient, useRedis } from '@tally/testing/vitest';
+import type { Queue } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { TOMBSTONE_ITEM_DAYS } from './erasure';
 import { createTenant, createTenantDirectory, deleteStore, eraseVisitor, visitorExpiry, type ErasureDeps, type TenantDb } from './index';
@@ -434,6 +435,72 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
       expect({ updates: r.updates, data: await merged(db, store, pk) }).toEqual({ updates: 0, data: {} });
       // Erasing again finds nothing, and leaves the tombstones as they are.
       await expect(eraseVisitor(erasureDeps(db, t0 + 40), store, 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
+      expect(await itemsOf(db, pk)).toEqual(items);
+    },
+  );
+
+  it.skipIf(skip)(
+    'an erasure answered 503 (a flush still running) and run again as told: the re-run finishes it, 200, not "not found"',
+    async () => {
+      // Regression (d0e5949): the first call erased the visitor and threw TALLY_ERR_DELETION_INCOMPLETE before saying
+      // what it removed; the call run again found nothing left and answered TALLY_ERR_VISITOR_NOT_FOUND.
+      const db = await freshDb();
+      const store = 'EVBUSY';
+      const pk = rules.pkOf(store, 'visitor', ['V1']);
+      await createTenant(db, store, { timeZone: 'UTC' });
+      const t0 = Date.now() - 3_600_000;
+      const day = localDayKey(t0, 'UTC');
+      // V1's counts: folded into its outbox (not yet in DynamoDB).
+      await stage(store, { [pk]: { [`${day}|v`]: 3 } }, t0);
+      const epoch = Number(await redis.get(buckets.keys.epoch(store)));
+      /** A queue whose only job is a running flush of the row (a writer stuck on it past the erasure's wait). */
+      const runningFlush = {
+        getJobs: async (states: string[]) => (states.includes('active') ? [{ data: { store, pk } }] : []),
+      } as unknown as Queue;
+      const deps = (at: number, queues: Queue[]) => ({ ...erasureDeps(db, at), queues, activeJobsTimeoutMs: 0 });
+
+      // The 503 says what this call removed: the re-run counts only what is left.
+      await expect(eraseVisitor(deps(t0 + 10, [runningFlush]), store, 'V1')).rejects.toMatchObject({
+        code: 'TALLY_ERR_DELETION_INCOMPLETE',
+        message: expect.stringMatching(
+          /run the call again to finish \(this call removed dynamoItems=0, outboxEntries=1, bucketEntries=0, cachedHistory=false, sketches=0, rankings=0\)$/,
+        ),
+      });
+      expect(await buckets.readOutbox(store, pk)).toMatchObject({ entries: [] });
+      // Run again once the flush has ended: the erasure is finished (nothing more to remove), not "no data".
+      const again = await eraseVisitor(deps(t0 + 20, []), store, 'V1');
+      expect(again.removed).toEqual({ dynamoItems: 0, outboxEntries: 0, bucketEntries: 0, cachedHistory: false, sketches: 0, rankings: 0 });
+      const items = await itemsOf(db, pk);
+      for (const sk of [monthOf(day), TOTAL_SK]) expectTombstone(items.get(sk), epoch - 1, t0 + 10);
+      // Finished: erasing again finds nothing, and writes nothing.
+      await expect(eraseVisitor(deps(t0 + 30, []), store, 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
+      expect(await itemsOf(db, pk)).toEqual(items);
+    },
+  );
+
+  it.skipIf(skip)(
+    'an erasure cut short before its tombstone items, of a visitor whose counts were all in Redis: the re-run finishes it, 200, not "not found"',
+    async () => {
+      // No ranking to find (the default rules rank no visitor): the days the first call erased are all that is left.
+      const db = await freshDb();
+      const store = 'EVCRASH';
+      const pk = rules.pkOf(store, 'visitor', ['V1']);
+      await createTenant(db, store, { timeZone: 'UTC' });
+      const crashing = new CrashingEraser({ redis, buckets }, 1);
+      const deps = (at: number) => ({ ...erasureDeps(db, at), eraser: crashing });
+      const t0 = Date.now() - 3_600_000;
+      const day = localDayKey(t0, 'UTC');
+      await stage(store, { [pk]: { [`${day}|v`]: 3 } }, t0);
+      const stale = await readFlush(db, store, pk);
+      const epoch = Number(await redis.get(buckets.keys.epoch(store)));
+
+      await expect(eraseVisitor(deps(t0 + 10), store, 'V1')).rejects.toThrow('crashed before UNRANK');
+      const again = await eraseVisitor(deps(t0 + 20), store, 'V1');
+      expect(again.removed).toEqual({ dynamoItems: 0, outboxEntries: 0, bucketEntries: 0, cachedHistory: false, sketches: 0, rankings: 0 });
+      const items = await itemsOf(db, pk);
+      for (const sk of [monthOf(day), TOTAL_SK]) expectTombstone(items.get(sk), epoch - 1, t0 + 20);
+      expect((await stale(t0 + 21)).updates).toBe(0);
+      await expect(eraseVisitor(deps(t0 + 30), store, 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
       expect(await itemsOf(db, pk)).toEqual(items);
     },
   );

@@ -237,13 +237,17 @@ async function leaveMarker(db: TenantDb, store: string, at: number, reusableAt: 
  * buckets), its own sketches, its rankings and its cached history; store and product aggregates stay. Their events
  * still in flight are dropped for the dedupe window (tombstoneWindow). Throws TALLY_ERR_TENANT_NOT_FOUND for an
  * unknown store, TALLY_ERR_NOT_ERASABLE when the rules key no entity by the visitor alone (nothing is erasable:
- * nothing is written, no tombstone set), and TALLY_ERR_VISITOR_NOT_FOUND when nothing of the visitor was found (the
- * tombstones are set all the same; tombstone items of an earlier erasure are no data). Every step is idempotent: a
- * call cut short (anywhere, and between a row's ERASE_ROW and UNRANK too) is finished by calling it again, which
- * counts what it still finds, a ranking left behind included, and puts tombstone items on the days of the outboxes
- * the calls before it erased (ERASE_ROW keeps them with the erased-rows entry: RowErasure.outboxDays). When a flush
- * of a row is still running after `activeJobsTimeoutMs`, the items are replaced all the same (the days of the erased
- * outbox are known only now) and TALLY_ERR_DELETION_INCOMPLETE is thrown after that.
+ * nothing is written, no tombstone set), and TALLY_ERR_VISITOR_NOT_FOUND when nothing of the visitor was found and no
+ * earlier call was left unfinished (the tombstones are set all the same; tombstone items of an earlier erasure are no
+ * data). Every step is idempotent: a call cut short (anywhere, and between a row's ERASE_ROW and UNRANK too) is
+ * finished by calling it again, which counts what it still finds, a ranking left behind included, and puts tombstone
+ * items on the days of the outboxes the calls before it erased (ERASE_ROW keeps them with the erased-rows entry:
+ * RowErasure.outboxDays). A finished call forgets those days (BucketEraser.forgetErasedDays), so days still kept mean
+ * an earlier call was cut short after deleting counts: the call that finds them has found the visitor (it answers
+ * what it removed itself, zero counts when the first call had removed everything), and a call after a finished one
+ * finds nothing. When a flush of a row is still running after `activeJobsTimeoutMs`, the items are replaced all the
+ * same (the days of the erased outbox are known only now), the days are kept, and TALLY_ERR_DELETION_INCOMPLETE is
+ * thrown after that, its message saying what this call removed (`removed`, as the answer would have).
  */
 export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules }, store: string, visitor: string): Promise<VisitorErasure> {
   const now = deps.now ?? Date.now;
@@ -282,8 +286,8 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
     dynamoItems += await replaceByTombstones(deps.db, erasedAt, items, redis[i]!.epoch, new Map([[pk, redis[i]!.outboxDays]]));
   }
   // Again: a query that read the items before they went may have cached them meanwhile.
-  const rows = [...redis, ...(await eraseRows())];
-  if (incomplete) throw incomplete;
+  const again = await eraseRows();
+  const rows = [...redis, ...again];
   const sum = (of: (r: RowErasure) => number) => rows.reduce((n, r) => n + of(r), 0);
   const removed = {
     dynamoItems,
@@ -293,8 +297,25 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
     sketches: sum((r) => r.sketches),
     rankings: sum((r) => r.rankings),
   };
+  // The days stay in `xd` (the call run again finds them), and the answer the caller does not get is told here.
+  if (incomplete)
+    throw new TenantError(
+      'TALLY_ERR_DELETION_INCOMPLETE',
+      `${incomplete.message} (this call removed ${Object.entries(removed)
+        .map(([k, v]) => `${k}=${String(v)}`)
+        .join(', ')})`,
+    );
+  // Finished: the days of the erased outboxes are fenced now, so they are no longer kept (but a row whose second pass
+  // still found outbox counts, whose days were not fenced: a call run again fences them).
+  await deps.eraser.forgetErasedDays(
+    store,
+    pks.filter((_, i) => again[i]!.outboxEntries === 0),
+  );
   // A cached history alone is no data of the visitor: a query caches an empty history too (and it is dropped anyway).
-  if (removed.dynamoItems + removed.outboxEntries + removed.bucketEntries + removed.sketches + removed.rankings === 0) {
+  // Erased days left by an earlier call (`xd`, outboxDays while the row's erased-rows entry lives) are: that call was
+  // cut short (its 503, an error, a crash) after deleting the counts, and this one finished it (forgetErasedDays).
+  const unfinished = redis.some((r) => r.outboxDays.length > 0);
+  if (removed.dynamoItems + removed.outboxEntries + removed.bucketEntries + removed.sketches + removed.rankings === 0 && !unfinished) {
     throw new TenantError(
       'TALLY_ERR_VISITOR_NOT_FOUND',
       `store ${store} has no data of visitor ${visitor} (events of it still in flight are dropped until ${new Date(until).toISOString()})`,

@@ -26,7 +26,8 @@ const DAY_S = 86_400;
 const rules = compileRules(defaultRules);
 /**
  * The default rules and a second entity keyed by the visitor alone (its rows are the visitor's: expired like the
- * visitor entity's), and one keyed by the visitor and a product (not: the warning of loadRulesOrExit).
+ * visitor entity's), and one keyed by the visitor and a product (not erasable: the warning of loadRulesOrExit; but its
+ * items expire, a TTL per item needing none of its other key values).
  */
 const shopperRules = compileRules({
   ...defaultRules,
@@ -43,6 +44,26 @@ const shopperRules = compileRules({
         ...defaultRules.events.view.counters,
         { entity: 'shopper', metric: 'ViewCount' },
         { entity: 'basket', metric: 'ViewCount' },
+      ],
+    },
+  },
+});
+/**
+ * Rules whose `visitor` entity is keyed by the visitor and a site: no entity is keyed by the visitor alone (nothing is
+ * erasable), but the visitor entity's items expire, as they did when the writer stamped the entity named `visitor`.
+ */
+const bySiteRules = compileRules({
+  metrics: { ViewCount: { code: 'v' } },
+  entities: {
+    store: { key: [], flush: { kind: 'every', minutes: 60 } },
+    visitor: { key: ['visitor', 'site'], flush: { kind: 'idle', idleMinutes: 30, maxAgeMinutes: 1_440 } },
+  },
+  events: {
+    view: {
+      dims: { visitor: 'required', site: 'required' },
+      counters: [
+        { entity: 'store', metric: 'ViewCount' },
+        { entity: 'visitor', metric: 'ViewCount' },
       ],
     },
   },
@@ -344,7 +365,7 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
     },
   );
   it.skipIf(skip)(
-    'restamps the items of every entity keyed by the visitor alone (a second one), not those keyed by it and a product',
+    'restamps the items of every entity whose key includes the visitor: a second one keyed by it alone, and one keyed by it and a product',
     async () => {
       const db = await freshDb();
       const at = START;
@@ -355,20 +376,37 @@ describe.each(dynamoBackends())('restampRetention on $name', (backend) => {
         await put(db, pk, sk(prev), expiry(prev, 6));
         await put(db, pk, 'TOTAL', expiry(prev, 6));
       }
-      // The visitor's row of an entity keyed by two dimensions: the writer never stamps it (a limit of the rules).
+      // The visitor's row of an entity keyed by two dimensions, written before its items were stamped (no TTL): not
+      // erasable, but it expires as the visitor's other rows do.
       const basket = shopperRules.pkOf('RS7', 'basket', ['V1', 'P1']);
       await put(db, basket, sk(prev));
+      await put(db, 'RS7#product#P1', sk(prev));
       await updateTenant(db, 'RS7', { historyMonths: 12 });
-      expect(await restampRetention(db, 'RS7', { ...noWait(at), rules: shopperRules })).toMatchObject({ scanned: 4, restamped: 4 });
+      expect(await restampRetention(db, 'RS7', { ...noWait(at), rules: shopperRules })).toMatchObject({ scanned: 5, restamped: 5 });
       expect(await stamps(db)).toEqual({
         [`${visitor} ${sk(prev)}`]: expiry(prev, 12),
         [`${visitor} TOTAL`]: expiry(prev, 12),
         [`${shopper} ${sk(prev)}`]: expiry(prev, 12),
         [`${shopper} TOTAL`]: expiry(prev, 12),
-        [`${basket} ${sk(prev)}`]: null,
+        [`${basket} ${sk(prev)}`]: expiry(prev, 12),
+        [`RS7#product#P1 ${sk(prev)}`]: null,
       });
     },
   );
+
+  it.skipIf(skip)('restamps the visitor entity keyed by the visitor and a site (no entity keyed by the visitor alone)', async () => {
+    // Regression (d0e5949): the restamp took only the entities keyed by the visitor alone, and skipped these rows.
+    const db = await freshDb();
+    const at = START;
+    const prev = plus(localMonth(at, 'UTC'), -1);
+    await createTenant(db, 'RS8', { historyMonths: 6 });
+    const pk = bySiteRules.pkOf('RS8', 'visitor', ['V1', 'shop']);
+    await put(db, pk, sk(prev), expiry(prev, 6));
+    await put(db, pk, 'TOTAL', expiry(prev, 6));
+    await updateTenant(db, 'RS8', { historyMonths: 12 });
+    expect(await restampRetention(db, 'RS8', { ...noWait(at), rules: bySiteRules })).toMatchObject({ scanned: 2, restamped: 2 });
+    expect(await stamps(db)).toEqual({ [`${pk} ${sk(prev)}`]: expiry(prev, 12), [`${pk} TOTAL`]: expiry(prev, 12) });
+  });
 });
 
 describe("the writer's expiry (visitorExpiry)", () => {
@@ -404,14 +442,28 @@ describe("the writer's expiry (visitorExpiry)", () => {
     expect(expiryOf(sk(old))).toBe((Math.floor(at / 1000 / DAY_S) - 365) * DAY_S);
   });
 
-  it('stamps the rows of every entity keyed by the visitor alone, as the rules say, and no row keyed by it and another dimension', async () => {
+  it('stamps the rows of every entity whose key includes the visitor, as the rules say: alone or with another dimension', async () => {
     const at = START;
     const cur = localMonth(at, 'UTC');
     const tenant = async () => ({ store: 'RX', timeZone: 'UTC', historyMonths: 6 });
     const of = async (pk: string) => (await visitorExpiry({ tenant }, shopperRules, () => at)('RX', pk))(sk(cur));
     expect(await of('RX#shopper#V1')).toBe(expiry(cur, 6));
     expect(await of('RX#visitor#V1')).toBe(expiry(cur, 6));
-    expect(await of(shopperRules.pkOf('RX', 'basket', ['V1', 'P1']))).toBeNull();
+    // Not erasable (its product is not known from the visitor id), but a TTL per item needs no other key value.
+    expect(await of(shopperRules.pkOf('RX', 'basket', ['V1', 'P1']))).toBe(expiry(cur, 6));
+    expect(await of('RX#product#P1')).toBeNull();
     expect(await of('RX')).toBeNull();
+  });
+
+  it('stamps the visitor entity keyed by the visitor and a site, as before d0e5949 (not null, which REMOVEs the TTL)', async () => {
+    const at = START;
+    const cur = localMonth(at, 'UTC');
+    const tenant = async (store: string) => ({ store, timeZone: 'UTC', historyMonths: 6 });
+    const pk = bySiteRules.pkOf('S1', 'visitor', ['V1', 'shop']);
+    const stampOf = await visitorExpiry({ tenant }, bySiteRules, () => at)('S1', pk);
+    // Such rules are warned of at start (not erasable), yet their visitor rows expire.
+    expect(bySiteRules.visitorDataOutOfReach.map((x) => x.rule)).toEqual(['entities.visitor']);
+    expect({ month: stampOf(sk(cur)), total: stampOf('TOTAL') }).toEqual({ month: expiry(cur, 6), total: expiry(cur, 6) });
+    expect((await visitorExpiry({ tenant }, bySiteRules, () => at)('S1', 'S1'))(sk(cur))).toBeNull();
   });
 });

@@ -38,10 +38,10 @@ export const RETENTION_CHANGE_INTERVAL_MS = 24 * 3_600_000;
 
 export interface RestampOptions {
   /**
-   * The rules the store's rows are written with: their visitor rows, those of every entity keyed by the visitor alone
-   * (`visitorEntities`), are the items restamped, as the writer stamps them (visitorExpiry).
+   * The rules the store's rows are written with: their visitor rows, those of every entity whose key includes the
+   * visitor's dimension (`visitorKeyedEntities`), are the items restamped, as the writer stamps them (visitorExpiry).
    */
-  rules: Pick<CompiledRules, 'visitorEntities'>;
+  rules: Pick<CompiledRules, 'visitorKeyedEntities'>;
   /** The clock (ms since the epoch): what is already due, and the floor of a stamp (below). Default `Date.now`. */
   now?: () => number;
   /** How long to wait before the tenant is read and the walk starts. Default RETENTION_SETTLE_MS. */
@@ -77,8 +77,8 @@ const DAY_S = 86_400;
 const HONOURED_PAST_S = 4 * 365 * DAY_S;
 
 /**
- * Sets EXPIRES_ATTR of every visitor item of `store` (every item of its rows of the entities `opts.rules` keys by the
- * visitor alone, visitorEntities) to what its current `historyMonths` gives, as the writer would
+ * Sets EXPIRES_ATTR of every visitor item of `store` (every item of its rows of the entities whose key in `opts.rules`
+ * includes the visitor's dimension, visitorKeyedEntities) to what its current `historyMonths` gives, as the writer would
  * (retentionExpiry of the item's base item, `baseSk`: overflow items, which also hold the sketches, follow it):
  * - a month item `M2024-05`: the first day of the month `historyMonths` later, plus a day;
  * - TOTAL: the writer stamps it from the current month when it writes, the visitor's last active month; here it

@@ -6,9 +6,10 @@ import { TenantsUnavailableError } from './errors';
 /**
  * The writer's expiryOf: per row, the TTL its items get with every update (libs/dynamo RowWriterDeps.expiresAt):
  * - a number (epoch seconds, retentionExpiry: never more than a year past, OLDEST_STAMP_DAYS, so that DynamoDB's TTL
- *   still deletes the months of an event accepted years late) for the items of a visitor row (a row of an entity the
- *   rules key by the visitor alone, `rules.visitorEntities`: the rows an erasure erases) when its store keeps visitor
- *   history for a number of months (historyMonths);
+ *   still deletes the months of an event accepted years late) for the items of a visitor row (a row of an entity
+ *   whose key includes the visitor's dimension, `rules.visitorKeyedEntities`: the rows an erasure erases, those of an
+ *   entity keyed by the visitor alone, and those keyed by it and another dimension, which a TTL reaches as well) when
+ *   its store keeps visitor history for a number of months (historyMonths);
  * - `null`, no stamp (the writer REMOVEs any the item has: a tombstone's, or an earlier retention's), for every other
  *   row, and for the visitor rows of a store keeping history for ever;
  * - `undefined`, not known (the item keeps the stamp it has; the next write sets it; queries cut at the retention
@@ -22,7 +23,7 @@ import { TenantsUnavailableError } from './errors';
  */
 export function visitorExpiry(
   tenants: Pick<TenantDirectory, 'tenant'>,
-  rules: Pick<CompiledRules, 'visitorEntities'>,
+  rules: Pick<CompiledRules, 'visitorKeyedEntities'>,
   now: () => number = Date.now,
 ): (store: string, pk: string) => Promise<(sk: string) => number | null | undefined> {
   return async (store, pk) => {
@@ -40,8 +41,11 @@ export function visitorExpiry(
   };
 }
 
-/** Whether `pk` is a visitor row: a row of an entity the rules key by the visitor alone (`rules.visitorEntities`). */
-export function isVisitorRow(rules: Pick<CompiledRules, 'visitorEntities'>, pk: string): boolean {
+/**
+ * Whether `pk` is a visitor row, whose items a store's historyMonths expires: a row of an entity whose key includes
+ * the visitor's dimension (`rules.visitorKeyedEntities`), alone or with another.
+ */
+export function isVisitorRow(rules: Pick<CompiledRules, 'visitorKeyedEntities'>, pk: string): boolean {
   const { entity } = parsePk(pk);
-  return entity !== undefined && rules.visitorEntities.has(entity);
+  return entity !== undefined && rules.visitorKeyedEntities.has(entity);
 }

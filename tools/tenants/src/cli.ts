@@ -10,7 +10,11 @@ export type ErasureContext = Omit<tenants.ErasureDeps, 'db'> & { rules: Compiled
 /** What a command runs on, opened once its whole command line has been checked; the functions connect on demand. */
 export interface TenantsBackends {
   db: tenants.TenantDb;
-  erasure?: () => Promise<ErasureContext>;
+  /**
+   * `quiet`: the rules' warnings (loadRulesOrExit: visitor data erasure cannot reach) are not written, for delete-store,
+   * which deletes every row of the store whatever the rules.
+   */
+  erasure?: (opts?: { quiet?: boolean }) => Promise<ErasureContext>;
   /** restamp-retention's wait and clock (tests); absent: restampRetention's defaults (RETENTION_SETTLE_MS). */
   restamp?: Pick<tenants.RestampOptions, 'settleMs' | 'sleep' | 'now'>;
   /** The rules (RULES_FILE) whose visitor rows restamp-retention restamps; absent: the built-in rules. */
@@ -187,7 +191,7 @@ export const COMMANDS: Record<string, Command> = {
   'restamp-retention': async ([store], { io, open }) => {
     const backends = await open();
     const { db, restamp } = backends;
-    // Which rows are a visitor's (every entity keyed by the visitor alone), read before the wait.
+    // Which rows are a visitor's (every entity whose key includes the visitor), read before the wait.
     const rules = backends.rules?.() ?? loadRules();
     // Before the wait: an unknown store (or one being deleted) is refused at once.
     if ((await tenantOrThrow(db, store!)).deletingAt)
@@ -206,7 +210,7 @@ export const COMMANDS: Record<string, Command> = {
     );
   },
   'delete-store': async ([store], { io, open }) => {
-    const r = await tenants.deleteStore(await withRedis(open, 'delete-store'), store!);
+    const r = await tenants.deleteStore(await withRedis(open, 'delete-store', { quiet: true }), store!);
     json(io, r);
     io.err(
       `tally: deleted store ${r.store}; its late batches are dropped until ${r.tombstoneUntil}; its id can be used again from ${r.reusableAt}`,
@@ -219,10 +223,10 @@ export const COMMANDS: Record<string, Command> = {
 const json = (io: CliIo, x: unknown) => io.out(JSON.stringify(x, null, 2));
 
 /** DynamoDB, and Redis with the queues and rules, for delete-store and erase-visitor. */
-async function withRedis(open: Open, command: string) {
+async function withRedis(open: Open, command: string, opts?: { quiet?: boolean }) {
   const { db, erasure } = await open({ redis: true });
   if (!erasure) throw new UsageError(`${command} needs Redis (REDIS_URL)`);
-  return { ...(await erasure()), db };
+  return { ...(await erasure(opts)), db };
 }
 
 async function tenantOrThrow(db: tenants.TenantDb, store: string) {

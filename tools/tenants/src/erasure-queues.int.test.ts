@@ -1,4 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { closeQueues, createQueues, leftoverShardQueues, QUEUE, queueFor, shardOfStore, type QueueName } from '@tally/queues';
+import { defaultRules } from '@tally/schema';
 import { createTenant, type TenantDb } from '@tally/tenants';
 import { waitFor, type DynaliteHandle, type RedisHandle } from '@tally/testing';
 import { useRedis } from '@tally/testing/vitest';
@@ -52,5 +56,49 @@ describe('tenants delete-store', () => {
       await Promise.all(left.map((q) => q.close()));
     }
     await closeQueues(queues);
+  });
+
+  it("loads the rules quietly: their warnings (visitor data erasure cannot reach) are erase-visitor's, not delete-store's", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tally-tenants-rules-'));
+    try {
+      // The default rules and an entity keyed by the visitor and a product: not erasable, said at start.
+      const rulesFile = join(dir, 'rules.json');
+      const rules = {
+        ...defaultRules,
+        entities: { ...defaultRules.entities, basket: { key: ['visitor', 'product'], flush: { kind: 'bucket' } } },
+        events: {
+          ...defaultRules.events,
+          view: {
+            ...defaultRules.events.view,
+            counters: [...defaultRules.events.view.counters, { entity: 'basket', metric: 'ViewCount' }],
+          },
+        },
+      };
+      writeFileSync(rulesFile, JSON.stringify(rules));
+      await createTenant(db, 'QUIET1');
+      const env = {
+        DYNAMODB_ENDPOINT: dynalite.endpoint,
+        DYNAMODB_TABLE: db.table,
+        REDIS_URL: server.url,
+        KEY_PREFIX: 't',
+        RULES_FILE: rulesFile,
+      };
+      const warning =
+        /^\[stderr\] tally: warning: rollup rules: entities\.basket: keyed by visitor and product .* not erased with the visitor/;
+      const erase = await tenantsProcess(['erase-visitor', 'QUIET1', 'V1'], env);
+      expect(await erase.exited).toEqual({ code: 1, signal: null }); // nothing of V1 was stored
+      expect(
+        erase
+          .output()
+          .split('\n')
+          .filter((l) => warning.test(l)),
+      ).toHaveLength(1);
+      const del = await tenantsProcess(['delete-store', 'QUIET1'], env);
+      expect(await del.exited).toEqual({ code: 0, signal: null });
+      expect(del.output()).toMatch(/tally: deleted store QUIET1/);
+      expect(del.output()).not.toMatch(/warning/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -6,6 +6,9 @@ import { loadRulesOrExit } from '@tally/schema';
 import { backendEnvOrExit, connectToolRedis, STDIO } from '@tally/stack';
 import { runTenantsCli } from './cli';
 
+/** A logger for loadRulesOrExit that says nothing: the rules' warnings are of no use to delete-store. */
+const QUIET = { warn: () => undefined };
+
 /**
  * One tenants command (main.ts answers a call for help), on DynamoDB, and on Redis for delete-store, erase-visitor
  * and set --history-months: resolved once the command line has been checked, Redis connected only when used.
@@ -21,9 +24,9 @@ export async function runTenants(argv: readonly string[]): Promise<void> {
       return {
         db: { dynamo, table: config.DYNAMODB_TABLE },
         rules: () => loadRulesOrExit(config.RULES_FILE),
-        erasure: async () => {
+        erasure: async ({ quiet = false } = {}) => {
           const { redis: client, queues } = await connect();
-          const rules = loadRulesOrExit(config.RULES_FILE);
+          const rules = loadRulesOrExit(config.RULES_FILE, quiet ? QUIET : undefined);
           const buckets = new BucketStore({ redis: client, rules, prefix: config.KEY_PREFIX, shards: config.QUEUE_SHARDS });
           return {
             rules,
