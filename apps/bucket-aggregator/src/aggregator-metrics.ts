@@ -12,7 +12,7 @@ export function createAggregatorMetrics(registry: Registry) {
     batchesRejected: counter('tally_batches_rejected_total', 'Batches moved to the failed set as unprocessable', ['reason']),
     batchWaits: counter(
       'tally_batch_waits_total',
-      'Events jobs delayed after their apply because fewer Redis replicas than REDIS_WAIT_REPLICAS held it in time (reason replicas)',
+      "Events jobs delayed without spending an attempt: fewer Redis replicas than REDIS_WAIT_REPLICAS held the apply in time (reason replicas), or the store's Redis was unavailable (reason redis: down, loading, full, CLUSTERDOWN, the slot mid-migration)",
       ['reason'],
     ),
     fieldsDropped: counter(

@@ -75,3 +75,125 @@ describe('events jobs during an outage or a refused backlog', () => {
     expect(rejected).toMatchObject({ unknown_store: 200, dedupe_window: 100 });
   });
 });
+
+describe('events jobs while the store’s Redis is unavailable', () => {
+  const reply = (message: string) => Object.assign(new Error(message), { name: 'ReplyError' });
+  /** The errors a store's Redis answers while it cannot serve (its slot mid-migration, its master loading or full). */
+  const unavailable = [
+    new Error('Too many Cluster redirections. Last error: ReplyError: TRYAGAIN Multiple keys request during rehashing of slot'),
+    new Error('Too many Cluster redirections. Last error: ReplyError: ASK 1234 127.0.0.1:7001'),
+    reply('LOADING Redis is loading the dataset in memory'),
+    reply('CLUSTERDOWN The cluster is down'),
+    reply("OOM command not allowed when used memory > 'maxmemory'."),
+  ];
+
+  /** A processor on a fake BucketStore whose calls fail as `fail` says (by call name and how many before it), on the test's clock. */
+  function setup(fail: (call: string, n: number) => Error | undefined) {
+    const t = 5_000_000;
+    const lines: Array<Record<string, unknown>> = [];
+    const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+    const metrics = createAggregatorMetrics(new Registry());
+    const calls: string[] = [];
+    let applied = false;
+    const call = async <T>(name: string, result: () => T): Promise<T> => {
+      const err = fail(name, calls.filter((c) => c === name).length);
+      calls.push(name);
+      if (err) throw err;
+      return result();
+    };
+    const buckets = {
+      storeDeleted: () => call('storeDeleted', () => false),
+      // The store's batch is applied once: its retries are duplicates (the dedupe record).
+      apply: () =>
+        call('apply', () => {
+          const first = !applied;
+          applied = true;
+          return { applied: first, seq: first ? 7 : 0 };
+        }),
+      registerStore: () => call('registerStore', () => undefined),
+      sketches: { add: () => call('sketches.add', () => undefined) },
+    };
+    const run = eventsProcessor({
+      buckets: buckets as unknown as BucketStore,
+      rules: compileRules(defaultRules),
+      timeZoneOf: async () => 'UTC',
+      dedupeTtlSeconds: 86_400,
+      metrics,
+      log,
+      now: () => t,
+    });
+    /** When each wait of the job ends (the time it was delayed to). */
+    const delays: number[] = [];
+    /** The batch's try number `attempt` (its attemptsStarted), accepted `ageMs` before the clock. */
+    const job = (attempt: number, ageMs = 0) =>
+      ({
+        id: 'j1',
+        timestamp: t - ageMs,
+        attemptsStarted: attempt,
+        attemptsMade: 0,
+        data: {
+          batchId: 'b1',
+          store: 'S',
+          events: [{ type: 'view', ts: t, dims: { product: 'P1', visitor: 'v1' } }],
+          receivedAt: t - ageMs,
+          source: 'http',
+        },
+        moveToDelayed: async (at: number) => void delays.push(at),
+      }) as unknown as Job;
+    const waits = async () => (await metrics.batchWaits.get()).values.map((v) => [v.labels['reason'], v.value]);
+    return { run, job, calls, lines, metrics, delays, waits };
+  }
+
+  it.each(unavailable)('%s: the batch waits without spending an attempt, and its retry applies it once', async (err) => {
+    // The apply is refused twice (nothing written), then applied.
+    const s = setup((call, n) => (call === 'apply' && n < 2 ? err : undefined));
+    // The waits' backoff, as for the replicas: 250-500 ms after the first try, twice that after the second.
+    for (const [attempt, least] of [
+      [1, 250],
+      [2, 500],
+    ] as const) {
+      const before = Date.now();
+      await expect(s.run(s.job(attempt))).rejects.toBeInstanceOf(DelayedError);
+      expect(s.delays[attempt - 1]).toBeGreaterThanOrEqual(before + least);
+      expect(s.delays[attempt - 1]).toBeLessThanOrEqual(Date.now() + 2 * least);
+    }
+    expect(s.calls).toEqual(['apply', 'apply']);
+    expect(await s.waits()).toEqual([['redis', 2]]);
+    // One warning for the window, naming the error.
+    expect(s.lines.map((l) => [l['level'], l['msg'], l['err']])).toEqual([[40, 'Redis not available now; batch waits', err.message]]);
+
+    expect(await s.run(s.job(3))).toEqual({ applied: true, seq: 7, events: 1 });
+    expect(s.calls).toEqual(['apply', 'apply', 'apply', 'registerStore', 'sketches.add']);
+    expect((await s.metrics.batchesApplied.get()).values[0]!.value).toBe(1);
+  });
+
+  it.each([
+    ['registerStore', 'the apply done, its work-set registration not'],
+    ['sketches.add', 'the apply and the registration done, the distinct members not'],
+  ])('%s failing (%s): the batch waits, and its retry (a duplicate) registers and adds the members', async (failing) => {
+    const s = setup((call, n) => (call === failing && n === 0 ? unavailable[0] : undefined));
+    await expect(s.run(s.job(1))).rejects.toBeInstanceOf(DelayedError);
+    expect(await s.waits()).toEqual([['redis', 1]]);
+    expect(await s.run(s.job(2))).toEqual({ applied: false, seq: 0, events: 1 });
+    const [first, second] = [s.calls.slice(0, s.calls.indexOf(failing) + 1), s.calls.slice(s.calls.indexOf(failing) + 1)];
+    expect(first).toEqual(failing === 'registerStore' ? ['apply', 'registerStore'] : ['apply', 'registerStore', 'sketches.add']);
+    expect(second).toEqual(['apply', 'registerStore', 'sketches.add']);
+    // Counted once as applied (at its apply), its retry as a duplicate.
+    expect((await s.metrics.batchesApplied.get()).values[0]!.value).toBe(1);
+    expect((await s.metrics.duplicateBatches.get()).values[0]!.value).toBe(1);
+  });
+
+  it('spends an attempt on any other error', async () => {
+    const bug = new TypeError("Cannot read properties of undefined (reading 'length')");
+    const s = setup((call) => (call === 'registerStore' ? bug : undefined));
+    await expect(s.run(s.job(1))).rejects.toBe(bug);
+    expect(s.delays).toEqual([]);
+    expect(await s.waits()).toEqual([]);
+  });
+
+  it('waits no longer than the dedupe window: a retry past it is refused to the failed set', async () => {
+    const s = setup(() => undefined);
+    await expect(s.run(s.job(40, 86_400_000))).rejects.toThrow(/past the dedupe window .* it was started before/);
+    expect(s.calls).toEqual([]);
+  });
+});

@@ -1,6 +1,6 @@
 import { BucketsError, type BucketStore } from '@tally/buckets';
 import { REDIS_SUFFIX, redisKeys } from '@tally/key-layout';
-import { batchAcceptedAt, eventsJobSchema, jobData, ReplicasBehindError, type StoreFence } from '@tally/queues';
+import { batchAcceptedAt, eventsJobSchema, isRedisUnavailable, jobData, ReplicasBehindError, type StoreFence } from '@tally/queues';
 import { rollup, RulesError, type CompiledRules, type DistinctAdds } from '@tally/schema';
 import type { TenantDirectory } from '@tally/tenants';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
@@ -34,10 +34,11 @@ export interface EventsProcessorDeps {
    */
   replicated?: StoreFence;
   /**
-   * Where the batches' waits and refusals are logged: one line per kind (time zone unknown, replicas behind, each
-   * reason a batch goes to the failed set) and window, naming the first job, and on the kind's next line how many were
-   * not logged (`suppressed`): an outage or a refused backlog makes thousands a second. Every one is still counted
-   * (tally_batch_waits_total, tally_batches_rejected_total), and a refused batch is in the failed set with its reason.
+   * Where the batches' waits and refusals are logged: one line per kind (time zone unknown, Redis unavailable, replicas
+   * behind, each reason a batch goes to the failed set) and window, naming the first job, and on the kind's next line
+   * how many were not logged (`suppressed`): an outage or a refused backlog makes thousands a second. Every one is
+   * still counted (tally_batch_waits_total, tally_batches_rejected_total), and a refused batch is in the failed set
+   * with its reason.
    * Default: one of the processor's own (throttleLog's 10 s window, on `now`).
    */
   warnings?: ThrottledLog;
@@ -50,7 +51,10 @@ export interface EventsProcessorDeps {
 export const workFence = (buckets: Pick<BucketStore, 'keys' | 'shardOf'>, store: string): string =>
   buckets.keys.work(buckets.shardOf(store)) + REDIS_SUFFIX.fence;
 
-/** Longest wait between attempts while the time zone cannot be resolved (or the replicas are behind); the job never fails for it. */
+/**
+ * Longest wait between attempts while the time zone cannot be resolved, the store's Redis is unavailable or the
+ * replicas are behind; the job never fails for it (past the dedupe window it is refused: pastDedupeWindow).
+ */
 const MAX_WAIT_MS = 30_000;
 
 /** What @tally/client reads of the aggregator's tenant lookups. */
@@ -143,26 +147,41 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
     throw new UnrecoverableError(`batch ${batchId}: ${hazard}`);
   }
 
+  // The store's Redis unavailable (on a Cluster its master down, loading, full, or its slot mid-migration: TRYAGAIN,
+  // a loop of ASK redirections): the job waits as for the replicas, spending no attempt; its retry is a no-op for
+  // what this try wrote (the apply's dedupe record, the REGISTER and the sketch members are idempotent), and comes
+  // within the dedupe window or is refused (pastDedupeWindow). Any other error takes BullMQ's attempts.
+  const redisUnavailable = (err: unknown): Promise<never> => {
+    if (!isRedisUnavailable(err)) throw err;
+    deps.metrics.batchWaits.inc({ reason: 'redis' });
+    return delayJob(
+      job,
+      token,
+      warnings,
+      'events:redis',
+      { jobId: job.id, store, batchId, err: (err as Error).message },
+      'Redis not available now; batch waits',
+    );
+  };
   let tz: string | undefined;
   try {
     tz = await deps.timeZoneOf(store);
   } catch (err) {
-    const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
-    const delay = Math.min(MAX_WAIT_MS, 500 * 2 ** Math.min(waits, 10)) * (0.5 + Math.random() / 2);
-    warnings.log(
-      'warn',
+    return delayJob(
+      job,
+      token,
+      warnings,
       'events:time_zone',
-      { jobId: job.id, store, err: (err as Error).message, delayMs: Math.round(delay) },
+      { jobId: job.id, store, err: (err as Error).message },
       'time zone unknown for now; batch waits',
     );
-    await job.moveToDelayed(Date.now() + delay, token);
-    throw new DelayedError();
   }
-  if (tz === undefined && (await deps.buckets.storeDeleted(store))) return dropDeleted(deps, job, store, batchId, eventCount);
+  if (tz === undefined && (await deps.buckets.storeDeleted(store).catch(redisUnavailable)))
+    return dropDeleted(deps, job, store, batchId, eventCount);
   if (tz === undefined) {
     // Never counted under a phantom store: the batch goes whole to the failed set, to be replayed once the
     // tenant exists (npm run dlq), and the clients refuse the store at once for a while.
-    await deps.unknownStores?.mark(store);
+    await deps.unknownStores?.mark(store).catch(redisUnavailable);
     deps.metrics.batchesRejected.inc({ reason: 'unknown_store' });
     warnings.log(
       'error',
@@ -231,26 +250,28 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
       );
       throw new UnrecoverableError(err.message);
     }
-    throw err;
+    return redisUnavailable(err);
   }
   if (r.deleted) return dropDeleted(deps, job, store, batchId, eventCount);
-  // After the apply, duplicates too (a crash between the two is retried): the sealer's work set must see every
-  // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired. The
-  // bucket's seq is the earliest the sealer need visit it (0 for a duplicate: at its next tick); the gauges count the
-  // store's open bucket from the apply's time on.
-  await deps.buckets.registerStore(store, r.seq, applyOpts.now);
-  deps.crash?.('aggregator:after-apply');
-  // Distinct counts after the apply, for a duplicate too (adding a member twice changes nothing): a batch the apply
-  // refused adds none, and one whose job crashed between the two adds them on its retry, which finds it applied.
-  if (distinct) await deps.buckets.sketches.add(store, distinct, applyOpts.now);
+  // Counted at the apply: a retry after a wait below finds the batch applied, and counts a duplicate.
   if (r.applied) {
     deps.metrics.batchesApplied.inc();
     deps.metrics.eventsApplied.inc(eventCount);
   } else {
     deps.metrics.duplicateBatches.inc();
-    // Throttled too: every retry after a wait for replicas finds its batch applied.
+    // Throttled too: every retry after a wait for replicas (or Redis) finds its batch applied.
     warnings.log('info', 'events:duplicate', { jobId: job.id, store, batchId }, 'duplicate batch skipped');
   }
+  // After the apply, duplicates too (a crash between the two is retried): the sealer's work set must see every
+  // store whose open bucket has data, and a mark bumped after the apply keeps the store from being retired. The
+  // bucket's seq is the earliest the sealer need visit it (0 for a duplicate: at its next tick); the gauges count the
+  // store's open bucket from the apply's time on.
+  await deps.buckets.registerStore(store, r.seq, applyOpts.now).catch(redisUnavailable);
+  deps.crash?.('aggregator:after-apply');
+  // Distinct counts after the apply, for a duplicate too (adding a member twice changes nothing): a batch the apply
+  // refused adds none, and one whose job crashed or waited between the two adds them on its retry, which finds it
+  // applied.
+  if (distinct) await deps.buckets.sketches.add(store, distinct, applyOpts.now).catch(redisUnavailable);
   deps.metrics.applySeconds.observe((performance.now() - started) / 1000);
   try {
     await deps.replicated?.wait(store, mark, [workFence(deps.buckets, store)]);
@@ -258,18 +279,35 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
     if (!(err instanceof ReplicasBehindError)) throw err;
     deps.metrics.batchWaits.inc({ reason: 'replicas' });
     // Redis holds the batch, too few replicas do: the job stays (delayed), and its retry finds the batch applied.
-    const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
-    const delay = Math.min(MAX_WAIT_MS, 500 * 2 ** Math.min(waits, 10)) * (0.5 + Math.random() / 2);
-    warnings.log(
-      'warn',
+    return delayJob(
+      job,
+      token,
+      warnings,
       'events:replicas',
-      { jobId: job.id, store, batchId, err: err.message, delayMs: Math.round(delay) },
+      { jobId: job.id, store, batchId, err: err.message },
       'Redis replicas behind; batch waits',
     );
-    await job.moveToDelayed(Date.now() + delay, token);
-    throw new DelayedError();
   }
   return { applied: r.applied, seq: r.seq, events: eventCount };
+}
+
+/**
+ * Delays the job without spending an attempt (BullMQ's moveToDelayed, then a DelayedError): 250-500 ms after its
+ * first try, twice as long after each later one, at most MAX_WAIT_MS (jitter 0.5); logged throttled under `kind`.
+ */
+async function delayJob(
+  job: Job,
+  token: string | undefined,
+  warnings: ThrottledLog,
+  kind: string,
+  fields: Record<string, unknown>,
+  message: string,
+): Promise<never> {
+  const waits = Math.max(0, (job.attemptsStarted ?? 1) - 1);
+  const delay = Math.min(MAX_WAIT_MS, 500 * 2 ** Math.min(waits, 10)) * (0.5 + Math.random() / 2);
+  warnings.log('warn', kind, { ...fields, delayMs: Math.round(delay) }, message);
+  await job.moveToDelayed(Date.now() + delay, token);
+  throw new DelayedError();
 }
 
 const distinctMetrics = new WeakMap<CompiledRules, ReadonlySet<string>>();

@@ -18,6 +18,11 @@ describe('isRedisUnavailable', () => {
     new ReplyError("READONLY You can't write against a read only replica."),
     new ReplyError('MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to no'),
     new ReplyError('BUSY Redis is busy running a script.'),
+    new ReplyError("OOM command not allowed when used memory > 'maxmemory'."),
+    // A slot left mid-migration: ioredis follows TRYAGAIN (via a random node's MOVED) and ASK until it gives up.
+    new Error('Too many Cluster redirections. Last error: ReplyError: TRYAGAIN Multiple keys request during rehashing of slot'),
+    new Error('Too many Cluster redirections. Last error: ReplyError: MOVED 11711 127.0.0.1:36067'),
+    new Error('Too many Cluster redirections. Last error: ReplyError: ASK 11711 127.0.0.1:36067'),
     // A reply rethrown as a plain Error keeps its message.
     new Error('LOADING Redis is loading the dataset in memory'),
   ])('%s: Redis is not available now', (err) => {

@@ -6,7 +6,10 @@
  */
 const NOT_NOW_REPLY = /^(LOADING|BUSY|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF|OOM)\b/;
 
-/** ioredis' own errors for a command no server answered: connection closed or not writable, cluster not ready, timeouts. */
+/**
+ * ioredis' own errors for a command no server answered: connection closed or not writable, cluster not ready, timeouts,
+ * redirections given up (`Too many Cluster redirections`: a slot left mid-migration, its TRYAGAIN, ASK and MOVED).
+ */
 const NO_ANSWER =
   /^(Connection is closed|Stream isn't writeable|Cluster isn't ready|Cluster is disconnect|None of startup nodes is available|Failed to refresh slots cache|Too many Cluster redirections|Node is disconnected|Command timed out|Command aborted due to connection close|Socket timeout|Connection is aborted|Connection is discarded|Ready check failed|connect ETIMEDOUT)/;
 

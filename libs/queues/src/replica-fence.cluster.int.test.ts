@@ -1,3 +1,4 @@
+import { keySlot } from '@tally/key-layout';
 import { startRedisCluster, testRedis, type RedisClusterHandle, type RedisHandle } from '@tally/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createRedisConnection, type RedisConnection } from './connection';
@@ -71,5 +72,70 @@ it('fails every wait on keys of one master within twice REDIS_WAIT_TIMEOUT_MS wh
     expect(await waits()).toBe(2);
   } finally {
     await replica.kill('SIGCONT');
+  }
+});
+
+it('fences the importing master too while the slot migrates (a write answered ASK is made there), and fails once the fence key moved', async () => {
+  // The aggregator's and the collector's data connection, apart from the fence's.
+  const data = createRedisConnection(
+    { REDIS_URL: 'redis://127.0.0.1', REDIS_CLUSTER_NODES: cluster.seeds },
+    { maxRetriesPerRequest: null },
+  );
+  const fenceKey = 't:{M}:f';
+  const slot = keySlot(fenceKey);
+  const slotKeys = (n: RedisHandle) => on(n, (r) => r.cluster('GETKEYSINSLOT', slot, 100) as Promise<string[]>);
+  const fence = createReplicaFence(redis, 1, TIMEOUT_MS, [data]);
+  /** The wait's outcome: 'passed', or its error's message. */
+  const outcome = (what: string) =>
+    fence.wait(fenceKey, what, fence.mark()).then(
+      () => 'passed',
+      (err: Error) => err.message,
+    );
+  try {
+    // A busy store: its fence key written by an earlier wait, on the slot's master (again while the data
+    // connection's first node connections still settle: a close meanwhile fails a wait).
+    for (let i = 0; (await outcome('warm-up')) !== 'passed'; i++) expect(i).toBeLessThan(20);
+    const source = await cluster.masterOf(fenceKey);
+    const roles = await Promise.all(cluster.nodes.map(async (n) => ({ n, role: await on(n, (r) => r.role() as Promise<unknown[]>) })));
+    const target = roles.find(({ n, role }) => role[0] === 'master' && n !== source)!.n;
+    const targetReplica = roles.find(({ role }) => role[0] === 'slave' && role[2] === target.port)!.n;
+    const [sourceId, targetId] = await Promise.all([source, target].map((n) => on(n, (r) => r.cluster('MYID') as Promise<string>)));
+
+    // The slot in the middle of a reshard from source to target, its keys not yet moved (the fence key among them).
+    await on(target, (r) => r.cluster('SETSLOT', slot, 'IMPORTING', sourceId!));
+    await on(source, (r) => r.cluster('SETSLOT', slot, 'MIGRATING', targetId!));
+    const record = 't:idem:{M}:batch-1';
+    try {
+      // A new key of the store (an idempotency record, say): the migrating master lacks it and answers ASK, so the
+      // write is made on the importing master.
+      expect(await data.set(record, 'fingerprint', 'NX')).toBe('OK');
+      expect(await slotKeys(target)).toEqual([record]);
+      expect(await slotKeys(source)).toContain(fenceKey);
+      // Both masters' replicas follow: the wait passes, and leaves no key of its own on the importing master.
+      expect(await outcome('the idempotency record')).toBe('passed');
+      expect(await slotKeys(target)).toEqual([record]);
+
+      // The importing master's replica acknowledges nothing: no replica holds the record, so the wait fails (it
+      // passed on the migrating master's replica alone).
+      await targetReplica.kill('SIGSTOP');
+      try {
+        expect(await outcome('the idempotency record')).toMatch(/^0 of 1 Redis replicas acknowledged the idempotency record /);
+      } finally {
+        await targetReplica.kill('SIGCONT');
+      }
+
+      // The fence key itself moved: no write of the fence is made on the migrating master, whose WAIT then covers
+      // nothing of the writes still made there, so the wait fails until the migration ends.
+      await on(source, (r) => r.migrate('127.0.0.1', target.port, '', 0, 5_000, 'KEYS', fenceKey));
+      expect(await outcome('the batch')).toMatch(/^the wait for Redis replicas to acknowledge the batch failed: ASK /);
+    } finally {
+      // The reshard undone: the keys made on the importing master deleted there, the slot stable on the source.
+      await on(target, async (r) => {
+        for (const key of await slotKeys(target)) await r.pipeline().asking().del(key).exec();
+      });
+      for (const n of [source, target]) await on(n, (r) => r.cluster('SETSLOT', slot, 'STABLE'));
+    }
+  } finally {
+    data.disconnect();
   }
 });

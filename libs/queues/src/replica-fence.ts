@@ -32,6 +32,17 @@ export interface ReplicaFence {
 const FENCE_TTL_MS = 60_000;
 /** MOVED answers one fence follows (slots refreshed each time) before it fails. */
 const MAX_REDIRECTIONS = 2;
+/** The suffix of a fence key's probe (askProbe). */
+const PROBE_SUFFIX = ':ask';
+
+/**
+ * A key of `key`'s hash slot that is never kept (a fence writes it on an importing master for the WAIT, then deletes
+ * it): a read of it is answered ASK by a master whose slot is migrating away, naming the importing master. Undefined
+ * when no such name shares the slot (a key with a hash tag always has one).
+ */
+function askProbe(key: string): string | undefined {
+  return [key + PROBE_SUFFIX, `{${key}}${PROBE_SUFFIX}`].find((probe) => keySlot(probe) === keySlot(key));
+}
 
 interface Pending {
   keys: Set<string>;
@@ -53,6 +64,15 @@ interface Pending {
  * A call given several keys (writes in several hash slots: on a cluster, possibly on several masters) joins the group
  * of each master on a cluster, the fences sent at once, and passes only when every one does; on one server it joins
  * the one group with its first key: one WAIT covers them all, as it would one key.
+ *
+ * While a key's slot migrates between masters (a reshard), a write of a key the migrating master no longer holds, a
+ * new one, is answered ASK and made on the importing master, which the WAIT on the migrating master does not cover.
+ * So on a cluster each pipeline also reads a probe of each key's slot (askProbe, never kept: the migrating master
+ * answers ASK, naming the importing one), and for a slot that migrates the fence is made on the importing master too
+ * (ASKING and a write of the probe there, WAIT, the probe deleted): the call passes only when both WAITs do. A fence
+ * key that has moved already is answered ASK itself: no fence write is then made on the migrating master, whose WAIT
+ * would cover nothing of the writes still made there, so the fence fails (the caller waits, or answers 503) until the
+ * migration ends.
  *
  * A wait covers what the caller did on `covers` (its connections for data) only while they and `redis` talk to the
  * server they talked to at its mark. When one of them closes, what it had in flight is sent again after it
@@ -84,6 +104,10 @@ export function createReplicaFence(
       [...Map.groupBy(keys, groupOf).values()].map(async (group) => {
         const pipeline = redis.pipeline();
         for (const key of group) pipeline.set(key, '1', 'PX', FENCE_TTL_MS);
+        // On a cluster, a read of each key's probe: answered ASK while its slot migrates away (a reshard).
+        const probes = redis.isCluster ? group.map(askProbe) : [];
+        for (const probe of probes) if (probe) pipeline.exists(probe);
+        const probed = probes.filter((p) => p !== undefined);
         const replies = (await pipeline.wait(replicas, timeoutMs).exec()) ?? [];
         // A failover moved a key's slot to another master. ioredis follows no redirection for a pipeline in which a
         // write succeeded (the WAIT, on the wrong node), nor learns the new owner: refresh its slots, then send again.
@@ -91,14 +115,44 @@ export function createReplicaFence(
           await new Promise<void>((resolve) => (redis as Cluster).refreshSlotsCache(() => resolve()));
           return fence(group, redirections + 1);
         }
-        const err = replies.find(([e]) => e)?.[0];
+        // A slot migrating away: a write of a key its master no longer holds (a new one) was made on the importing
+        // master (ASK), which this WAIT does not cover. The probes the master answered ASK, by importing master.
+        const importing = new Map<string, string[]>();
+        probed.forEach((probe, i) => {
+          const to = /^ASK \d+ (\S+)/.exec(replies[group.length + i]?.[0]?.message ?? '')?.[1];
+          if (to) importing.set(to, [...(importing.get(to) ?? []), probe]);
+        });
+        // Any other error fails the fence: a fence key its master no longer holds (moved already) is answered ASK too,
+        // and with no write of this fence there, no WAIT here covers the writes still made on this master.
+        const err = replies.find(([e], i) => e && !(i >= group.length && i < group.length + probed.length && /^ASK /.test(e.message)))?.[0];
         if (err) throw err;
-        const wait = replies[group.length];
+        const wait = replies[group.length + probed.length];
         if (!wait) throw new Error('Redis answered no WAIT');
-        return Number(wait[1]);
+        const there = await Promise.all([...importing].map(([to, ps]) => fenceImporting(to, ps)));
+        return Math.min(Number(wait[1]), ...there);
       }),
     );
     return Math.min(...acked);
+  };
+
+  /**
+   * The replicas that acknowledged a fence on the master `to` (host:port) importing the slots of `probes`: ASKING and
+   * a write of each probe there (which it serves while it imports their slot), WAIT, then the probes deleted. Throws
+   * when this connection does not know that master, or it refuses (the migration ended meanwhile: MOVED).
+   */
+  const fenceImporting = async (to: string, probes: readonly string[]): Promise<number> => {
+    const node = (redis as Cluster).nodes('master').find((n) => `${n.options.host}:${n.options.port}` === to);
+    if (!node) throw new Error(`a slot migrates to ${to}, a master the fence's connection does not know`);
+    const pipeline = node.pipeline();
+    for (const probe of probes) pipeline.asking().set(probe, '1', 'PX', FENCE_TTL_MS);
+    pipeline.wait(replicas, timeoutMs);
+    for (const probe of probes) pipeline.asking().del(probe);
+    const replies = (await pipeline.exec()) ?? [];
+    const err = replies.find(([e]) => e)?.[0];
+    if (err) throw err;
+    const wait = replies[2 * probes.length];
+    if (!wait) throw new Error('Redis answered no WAIT');
+    return Number(wait[1]);
   };
 
   const send = (id: string, group: { inFlight: boolean; next?: Pending }) => {
