@@ -202,6 +202,33 @@ describe("a store's request rate limit", () => {
     expect(told(await store(a, keys.read))).toMatchObject({ status: 429, remaining: '0' });
   });
 
+  it('tells what is left of the window Redis counts once it ended there first, not the count of the window before it', async () => {
+    const prefix = nextPrefix();
+    const clock = { now: 1_000 };
+    // 1 per second over windows of 60 s: 60 a window, leases of 1 (60 / 64 < 1): every request is a lease call.
+    const a = await limitedApp({ perSecond: 1, windowSeconds: 60, prefix, now: () => clock.now });
+    for (let i = 0; i < 49; i++) expect((await store(a, keys.read)).statusCode).toBe(200);
+    expect(told(await store(a, keys.read))).toEqual({ status: 200, limit: '60', remaining: '10', reset: '60' });
+    expect(await f.redis.get(counterKey(prefix, 'SHOP_R'))).toBe('50');
+
+    // The window ends in Redis while the replica's clock is still before its lease's end (as when Redis loses the key,
+    // or its clock runs ahead of the replica's): the replica's clock does not move.
+    await f.redis.pexpire(counterKey(prefix, 'SHOP_R'), 1);
+    while ((await f.redis.exists(counterKey(prefix, 'SHOP_R'))) === 1) await sleep(5);
+
+    // The next request's lease call opens the next window in Redis (its count 1, its TTL the whole window): the
+    // answer tells what the store has left of it, 59, not 60 less the previous window's 50.
+    expect(told(await store(a, keys.read))).toEqual({ status: 200, limit: '60', remaining: '59', reset: '60' });
+    expect(await f.redis.get(counterKey(prefix, 'SHOP_R'))).toBe('1');
+
+    // And so for the rest of that window, a read of the count included.
+    clock.now += 30_000;
+    for (let i = 0; i < 4; i++) expect((await store(a, keys.read)).statusCode).toBe(200);
+    await f.redis.ping();
+    expect(told(await store(a, keys.read))).toMatchObject({ status: 200, remaining: '54' });
+    expect(await f.redis.get(counterKey(prefix, 'SHOP_R'))).toBe('6');
+  });
+
   it('counts no request without a valid key, and never limits /healthz, /readyz, /metrics or /docs', async () => {
     const prefix = nextPrefix();
     const app = await limitedApp({ perSecond: 1 / 30, windowSeconds: 60, prefix }); // 2 per window

@@ -154,6 +154,21 @@ interface Lease {
   pending?: Promise<void> | undefined;
 }
 
+/** A lease of nothing yet, of a window taken to end `windowMs` from `now` until its first lease call answers. */
+function newLease(now: number, windowMs: number): Lease {
+  return {
+    expiresAt: now + windowMs,
+    granted: 0,
+    used: 0,
+    total: 0,
+    seen: 0,
+    seenAt: now,
+    refreshing: false,
+    spent: false,
+    waiters: 0,
+  };
+}
+
 /** The largest share of a window's limit one lease takes: a replica leaves at most this much of it unused. */
 const MAX_LEASE_SHARE = 1 / 64;
 
@@ -173,7 +188,10 @@ const COUNT_REFRESH_SHARE = 1 / 8;
  * that finds that read older than COUNT_REFRESH_SHARE of the window sends a GET of the count without waiting for it
  * (one at a time per store), so the answers after it count the other replicas' requests as of at most that long ago
  * (plus the GET's round trip) while the replica answers the store steadily; the GET changes no lease, so what passes
- * is the leases' alone. A request the store could not count (Redis did not answer) is marked `uncounted`.
+ * is the leases' alone. A lease's window ends at the lease call's sending plus the PTTL it answered, so no later than
+ * in Redis; a lease call whose count shows the window it leased from gone in Redis (the count before it below what the
+ * last one left: the key expired or was lost) starts the lease afresh, so the old window's count is not told for the
+ * next one's. A request the store could not count (Redis did not answer) is marked `uncounted`.
  */
 class LeasedCounts implements FastifyRateLimitStore {
   /** Each store's lease of the current window; expired ones are swept once the map has doubled since the last sweep. */
@@ -221,17 +239,7 @@ class LeasedCounts implements FastifyRateLimitStore {
       let lease = this.leases.get(key);
       if (!lease || lease.expiresAt <= now) {
         if (this.leases.size >= this.sweepAt) this.sweep(now);
-        lease = {
-          expiresAt: now + windowMs,
-          granted: 0,
-          used: 0,
-          total: 0,
-          seen: 0,
-          seenAt: now,
-          refreshing: false,
-          spent: false,
-          waiters: 0,
-        };
+        lease = newLease(now, windowMs);
         this.leases.set(key, lease);
       }
       if (lease.used < lease.granted) {
@@ -264,13 +272,25 @@ class LeasedCounts implements FastifyRateLimitStore {
       .tallyRateLease;
     const sentAt = this.now();
     const [total, ttl] = await leaseCall.call(this.redis, this.prefix + key, size, windowMs);
+    if (total - size < lease.total) {
+      // The count before this lease is below what the last one left: the window the lease counted in ended in Redis
+      // (its key expired or was lost) and this call opened or joined the next one. Its lease starts afresh (its unused
+      // requests were used up, or it would not have asked), so neither the old window's count nor a GET of it still
+      // on its way (it answers to the old lease) is taken for the new window's.
+      const fresh = newLease(sentAt, windowMs);
+      if (this.leases.get(key) === lease) this.leases.set(key, fresh);
+      lease = fresh;
+    }
     const granted = Math.max(0, Math.min(size, max - (total - size)));
     lease.granted += granted;
     lease.total = total;
     lease.seen = Math.max(lease.seen, total);
     lease.seenAt = Math.max(lease.seenAt, sentAt);
     lease.spent = granted < size || total >= max;
-    if (ttl > 0) lease.expiresAt = this.now() + ttl;
+    // From when the call was sent, not when its answer was read: Redis's PTTL was taken in between, so the lease ends no
+    // later than the window does in Redis, and a request after that leases from the next window rather than passing
+    // on this one's (uncounted there, and told this window's count).
+    if (ttl > 0) lease.expiresAt = sentAt + ttl;
   }
 
   /**
