@@ -8,8 +8,8 @@ const REPO = resolve(import.meta.dirname, '../..');
 // The published package: one CommonJS build with bundled type declarations, and an ES module entry point that
 // re-exports it, so `import` and `require` get the same classes (no dual-package hazard: an error thrown by a
 // client made through one is `instanceof` the class taken through the other). The workspace libs it is made of
-// (@tally/intake, queues, schema, key-layout, config) are bundled in, so the validation stays one implementation; the
-// npm packages they use stay external and are the package's dependencies.
+// (@tally/intake, queues, schema, key-layout, config, observability's error-key) are bundled in, so the validation
+// stays one implementation; the npm packages they use stay external and are the package's dependencies.
 export default defineConfig({
   entry: ['src/index.ts'],
   format: ['cjs'],

@@ -567,6 +567,12 @@ describe('createTallyClient', () => {
         'limits',
         /^limits\.latenessHorizonDays 3651 is invalid: .* at most 3650 \(as LATENESS_HORIZON_DAYS\)$/,
       ],
+      // Whole days, as LATENESS_HORIZON_DAYS.
+      [
+        { limits: { latenessHorizonDays: 0.5 } },
+        'limits',
+        /^limits\.latenessHorizonDays 0\.5 is invalid: a whole number of days, at least 1, at most 3650 \(as LATENESS_HORIZON_DAYS\)$/,
+      ],
       // Keys it does not know, which would be ignored unseen (a misspelt option, a limit, a Redis target's variable).
       [
         { keyprefix: 'a' } as never,
@@ -642,6 +648,12 @@ describe('createTallyClient', () => {
           readyTimeoutMs: 2 ** 31 - 1,
           backpressure: { maxDepth: 10_000_000 },
           limits: { clockSkewSeconds: 0, latenessHorizonDays: 3_650 },
+        },
+        // A key given as undefined is absent, its default taken, in `limits` as elsewhere.
+        {
+          keyPrefix: undefined,
+          limits: { maxEvents: undefined, clockSkewSeconds: undefined, latenessHorizonDays: undefined },
+          backpressure: { maxDepth: 5, checkEveryMs: undefined },
         },
       ];
       const made = edges.map((o) => createTallyClient({ connection: url, ...o }));

@@ -14,6 +14,7 @@ import {
   type IntakeLimits,
 } from '@tally/intake';
 import { redisKeys } from '@tally/key-layout';
+import { errorKey } from '@tally/observability/error-key';
 import {
   closeConnection,
   createReplicaFence,
@@ -68,7 +69,8 @@ export interface TallyClientOptions {
   readyTimeoutMs?: number;
   /**
    * Called for Redis connection errors (default: ignored; calls fail with QueueUnavailableError meanwhile): each
-   * distinct error (code and message) once until a connection of the client is ready again, not at every reconnect.
+   * distinct error (code and message, less the delays and counts that change at each attempt) once until a connection
+   * of the client is ready again, not at every reconnect.
    */
   onError?: (err: Error) => void;
   /**
@@ -101,7 +103,7 @@ export interface TallyClient {
   enqueueEvents(store: string, events: readonly EventInput[], opts?: EnqueueOptions): Promise<{ batchId: string; accepted: number }>;
   /**
    * Refuses new calls (ClientClosedError), waits for the calls in flight to settle, then closes the client's queues
-   * and the connections it opened. Calling it again returns the same promise.
+   * and the connections it opened (QUIT, answered within 1 s, else dropped). Calling it again returns the same promise.
    */
   close(): Promise<void>;
 }
@@ -249,15 +251,17 @@ function isConnection(c: object): c is RedisConnection {
 }
 
 /**
- * `onError` told each distinct error (code and message) once per outage: while Redis is down every reconnect fails
- * with the same error again, and each BullMQ queue on the connection re-emits it (one line per distinct error, as the
- * collector logs them). `outageOver` (a connection of the client ready again) makes every error news again.
+ * `onError` told each distinct error once per outage: while Redis is down every reconnect fails with the same error
+ * again, and each BullMQ queue on the connection re-emits it (one line per distinct error, as the collector logs
+ * them: errorKey, the code and message less the delays and counts that change at each attempt, such as the delay
+ * ioredis names in each round of Sentinels it found down). `outageOver` (a connection of the client ready again) makes
+ * every error news again.
  */
 function oncePerOutage(onError: (err: Error) => void): { report: (err: Error) => void; outageOver: () => void } {
   const told = new Set<string>();
   return {
     report(err) {
-      const key = `${(err as { code?: unknown }).code ?? ''}:${err.message}`;
+      const key = errorKey(err);
       if (told.has(key)) return;
       if (told.size >= 1_000) told.clear(); // a flood of distinct messages must not grow it for ever
       told.add(key);
@@ -459,9 +463,25 @@ function checkOptions(opts: TallyClientOptions) {
     // setTimeout's longest delay: a longer one would be cut to 1 ms.
     readyTimeoutMs: whole('readyTimeoutMs', 'readyTimeoutMs', opts.readyTimeoutMs ?? 5_000, 0, 2_147_483_647, ' ms'),
     backpressure,
-    // The collector's defaults but 100,000 events a call, checked as createIntake does.
-    limits: checkLimits({ ...DEFAULT_INTAKE_LIMITS, maxEvents: 100_000, ...opts.limits }),
+    limits: checkClientLimits(opts.limits),
   };
+}
+
+/**
+ * The collector's defaults but 100,000 events a call, checked as createIntake does; a key given as undefined is
+ * absent, as any other option's. The lateness horizon in whole days, as the apps' LATENESS_HORIZON_DAYS (createIntake
+ * takes a fraction of a day, which its tests use).
+ */
+function checkClientLimits(given: Partial<IntakeLimits> | undefined): IntakeLimits {
+  const set = Object.fromEntries(Object.entries(given ?? {}).filter(([, v]) => v !== undefined)) as Partial<IntakeLimits>;
+  const days = set.latenessHorizonDays;
+  if (days !== undefined && !(Number.isInteger(days) && days >= 1 && days <= 3_650)) {
+    throw new InvalidArgumentError(
+      'limits',
+      `limits.latenessHorizonDays ${days} is invalid: a whole number of days, at least 1, at most 3650 (as LATENESS_HORIZON_DAYS)`,
+    );
+  }
+  return checkLimits({ ...DEFAULT_INTAKE_LIMITS, maxEvents: 100_000, ...set });
 }
 
 /** `waitReplicas` with its default timeout, or InvalidArgumentError. */

@@ -5,5 +5,6 @@ export * from './ops-server';
 export * from './queue-metrics';
 export * from './shutdown';
 export * from './http-close';
+export * from './error-key';
 export * from './log-throttle';
 export * from './within';

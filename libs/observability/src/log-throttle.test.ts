@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { EventEmitter } from 'node:events';
+import { errorKey } from './error-key';
 import { logEmitterErrors, throttleLog } from './log-throttle';
 
 function recorder() {
@@ -43,5 +44,33 @@ describe('logEmitterErrors', () => {
       { source: 'redis', err: { message: 'Connection is closed.', code: undefined } },
     ]);
     expect(lines.every((l) => l.level === 'warn' && !('stack' in l.obj))).toBe(true);
+  });
+
+  it('Sentinels down: one line for the rounds whose message names a growing delay', () => {
+    const { lines, log } = recorder();
+    const conn = new EventEmitter();
+    logEmitterErrors(log, 'redis', [conn], { now: () => 0 });
+    // ioredis' SentinelConnector: one error per round of the Sentinels, naming the delay before the next.
+    for (let delay = 10; delay <= 1_000; delay += 10)
+      conn.emit(
+        'error',
+        new Error(`All sentinels are unreachable. Retrying from scratch after ${delay}ms. Last error: Connection is closed.`),
+      );
+    expect(lines.map((l) => (l.obj['err'] as { message: string }).message)).toEqual([
+      'All sentinels are unreachable. Retrying from scratch after 10ms. Last error: Connection is closed.',
+    ]);
+  });
+});
+
+describe('errorKey', () => {
+  it('is the code and message less the delays and counts that change at each repeat, not the addresses', () => {
+    const refused = (port: number) => Object.assign(new Error(`connect ECONNREFUSED 127.0.0.1:${port}`), { code: 'ECONNREFUSED' });
+    expect(errorKey(refused(6379))).toBe('ECONNREFUSED:connect ECONNREFUSED 127.0.0.1:6379');
+    expect(errorKey(refused(6380))).not.toBe(errorKey(refused(6379)));
+    const retrying = (ms: number) => new Error(`All sentinels are unreachable. Retrying from scratch after ${ms}ms. Last error: x`);
+    expect(errorKey(retrying(20))).toBe(errorKey(retrying(1_000)));
+    expect(errorKey(retrying(20))).toBe(':All sentinels are unreachable. Retrying from scratch after #ms. Last error: x');
+    expect(errorKey(new Error('gave up after 3 attempts in 2.5 s'))).toBe(errorKey(new Error('gave up after 4 attempts in 3 s')));
+    expect(errorKey(new Error('Connection is closed.'))).not.toBe(errorKey(new Error('Command timed out')));
   });
 });

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { errorKey } from './error-key';
 
 export interface LogThrottleOptions {
   /** One line per key per window; repeats inside it are counted and reported with the next line. Default 10 s. */
@@ -53,8 +54,8 @@ export interface EmitterErrorLog extends ThrottledLog {
 
 /**
  * Logs the 'error' events of connections and workers without flooding: while Redis is down every reconnect
- * attempt of every connection emits one, so each distinct message is logged once per window (no stack: these
- * are expected outages, not bugs).
+ * attempt of every connection emits one, so each distinct error (errorKey: its code and message, less the delays
+ * and counts that change at each attempt) is logged once per window (no stack: these are expected outages, not bugs).
  */
 export function logEmitterErrors(
   log: Pick<Logger, 'warn' | 'error' | 'info'>,
@@ -69,7 +70,7 @@ export function logEmitterErrors(
         const code = (err as { code?: string }).code;
         throttled.log(
           opts.level ?? 'warn',
-          `${source}:${code ?? ''}:${err.message}`,
+          `${source}:${errorKey(err)}`,
           { source, err: { message: err.message, code } },
           `${source} error`,
         );

@@ -1,9 +1,18 @@
-import { freePort, redisTlsConfig, selfSignedTls, startRedis, startSentinel, type RedisHandle, type SentinelHandle } from '@tally/testing';
-import type { Socket } from 'node:net';
+import {
+  freePort,
+  redisTlsConfig,
+  selfSignedTls,
+  startRedis,
+  startSentinel,
+  waitFor,
+  type RedisHandle,
+  type SentinelHandle,
+} from '@tally/testing';
+import { createServer, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { closeConnection, createRedisConnection, serverOf } from './connection';
+import { closeConnection, createRedisConnection, QUIT_TIMEOUT_MS, serverOf } from './connection';
 
 // Redis Sentinel targets: the Sentinels' password, and TLS that a rediss:// REDIS_URL asks for.
 
@@ -70,6 +79,99 @@ describe('createRedisConnection with REDIS_SENTINELS', () => {
     const plain = createRedisConnection(target(), { lazyConnect: true }) as Redis;
     expect(plain.options.enableTLSForSentinelMode).toBe(false);
     expect(plain.options.sentinelTLS).toBeUndefined();
+  });
+});
+
+describe('createRedisConnection with REDIS_SENTINELS, every Sentinel down', () => {
+  it('asks no Sentinel once closed, though closed while it waited between two rounds of them', async () => {
+    // A "Sentinel" that takes each connection and drops it at once: down, and each attempt is counted.
+    let accepted = 0;
+    const server = createServer((s) => {
+      accepted++;
+      s.destroy();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    // One round a second: closed in the wait after a round (its error), as closeConnection most often finds it.
+    const conn = createRedisConnection(
+      { REDIS_URL: 'redis://127.0.0.1', REDIS_SENTINELS: [{ host: '127.0.0.1', port }] },
+      { sentinelRetryStrategy: () => 1_000 },
+    ) as Redis;
+    const errors: string[] = [];
+    conn.on('error', (e) => errors.push(e.message));
+    try {
+      await waitFor(() => errors.length >= 1, { timeoutMs: 20_000, message: 'a failed round of the Sentinels' });
+      await closeConnection(conn);
+      const [acceptedAtClose, errorsAtClose] = [accepted, errors.length];
+      // The wait ends, and with it the connector's loop: it ended in one more Sentinel connection.
+      await waitFor(() => conn.status === 'end', { timeoutMs: 10_000, message: 'the connection ended' });
+      expect({ connections: accepted - acceptedAtClose, errors: errors.slice(errorsAtClose) }).toEqual({ connections: 0, errors: [] });
+    } finally {
+      conn.disconnect();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  it('asks the Sentinels again when it reconnects (ioredis disconnect(true), as on READONLY)', async () => {
+    const conn = createRedisConnection({
+      REDIS_URL: 'redis://127.0.0.1',
+      REDIS_SENTINELS: [{ host: '127.0.0.1', port: sentinel.port }],
+      REDIS_SENTINEL_PASSWORD: 'sentinel-secret',
+    }) as Redis;
+    // ioredis' first round after a reconnect finds no Sentinel (its cursor is past the one that answered): an error.
+    conn.on('error', () => {});
+    try {
+      expect(await conn.ping()).toBe('PONG');
+      conn.disconnect(true);
+      await waitFor(() => conn.status === 'ready', { timeoutMs: 20_000, message: 'the connection back' });
+      expect(await conn.ping()).toBe('PONG');
+    } finally {
+      await closeConnection(conn);
+    }
+  });
+});
+
+describe('closeConnection', () => {
+  it('on a Redis that answers, QUITs: what was sent before is answered first', async () => {
+    const conn = createRedisConnection({ REDIS_URL: master.url }) as Redis;
+    const quit = vi.spyOn(conn, 'quit');
+    expect(await conn.ping()).toBe('PONG');
+    const sent = conn.set('closed-with-quit', 'v');
+    await closeConnection(conn);
+    expect(await sent).toBe('OK');
+    expect(quit).toHaveBeenCalledTimes(1);
+    const other = createRedisConnection({ REDIS_URL: master.url }) as Redis;
+    try {
+      expect(await other.get('closed-with-quit')).toBe('v');
+    } finally {
+      await closeConnection(other);
+    }
+  });
+
+  it(`on a frozen Redis (SIGSTOP), waits ${QUIT_TIMEOUT_MS} ms for QUIT, not the command timeout, and leaves no socket open`, async () => {
+    const frozen = await startRedis();
+    // A command timeout longer than the test's: QUIT waited for it.
+    const ready = createRedisConnection({ REDIS_URL: frozen.url }, { commandTimeout: 600_000 }) as Redis;
+    ready.on('error', () => {});
+    let connecting: Redis | undefined;
+    try {
+      expect(await ready.ping()).toBe('PONG');
+      await frozen.kill('SIGSTOP');
+      // The kernel takes a new connection: connected, its ready check never answered.
+      connecting = createRedisConnection({ REDIS_URL: frozen.url }, { commandTimeout: 600_000 }) as Redis;
+      connecting.on('error', () => {});
+      await waitFor(() => connecting!.status === 'connect', { timeoutMs: 10_000, message: 'connected, not ready' });
+      for (const conn of [ready, connecting]) {
+        const stream = conn.stream;
+        await closeConnection(conn);
+        // Its socket was ended (FIN) and left to ioredis' disconnectTimeout (2 s): a frozen Redis never closes its side.
+        expect({ status: conn.status, closed: stream.closed }).toEqual({ status: 'end', closed: true });
+      }
+    } finally {
+      connecting?.disconnect();
+      await frozen.kill('SIGCONT');
+      await frozen.stop();
+    }
   });
 });
 

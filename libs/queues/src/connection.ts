@@ -1,5 +1,13 @@
 import { keySlot } from '@tally/key-layout';
-import { Cluster, Redis, ReplyError, type ClusterOptions, type RedisOptions } from 'ioredis';
+import {
+  Cluster,
+  Redis,
+  ReplyError,
+  SentinelConnector,
+  type ClusterOptions,
+  type RedisOptions,
+  type SentinelConnectionOptions,
+} from 'ioredis';
 
 /**
  * The Redis an installation uses: one server (REDIS_URL), a Redis Cluster (REDIS_CLUSTER_NODES), or the master that
@@ -17,6 +25,38 @@ export interface RedisTarget {
 
 /** A connection to either: ioredis' Redis or Cluster client (both run the same commands, scripts and BullMQ). */
 export type RedisConnection = Redis | Cluster;
+
+/** ioredis' message for a connection closed (its CONNECTION_CLOSED_ERROR_MSG), which it does not emit while closing. */
+const CONNECTION_CLOSED = 'Connection is closed.';
+
+/**
+ * ioredis' Sentinel connector, but one that asks no Sentinel once its connection is closed. While every Sentinel is
+ * down it goes round them again and again, waiting sentinelRetryStrategy's delay between two rounds (10 ms more each
+ * round, up to 1 s, by default); a disconnect() during that wait (closeConnection's) ended the loop only after one
+ * more Sentinel connection, made after the close. Once disconnected (ioredis clears `connecting`; a reconnect sets it
+ * again), the round after the wait finds no Sentinel left to ask and ends, as ioredis ends one closed while it asks a
+ * Sentinel: with "Connection is closed.", which a connection being closed does not emit. The wait's own timer, and the
+ * 2 s timers ioredis arms as it disconnects its short connections to the Sentinels, cannot be reached: they go by
+ * themselves.
+ */
+class SentinelConnectorUntilClosed extends SentinelConnector {
+  constructor(opts: unknown) {
+    const options = opts as SentinelConnectionOptions; // ioredis passes the connection's options
+    super(options);
+    const iterator = this.sentinelIterator;
+    const next = iterator.next.bind(iterator);
+    iterator.next = () => (this.connecting ? next() : { done: true, value: {} });
+    const retry = options.sentinelRetryStrategy;
+    this.options = {
+      ...options,
+      // Called only at the end of a round, inside the connector's loop: a throw ends the loop as a closed one.
+      sentinelRetryStrategy: (times) => {
+        if (!this.connecting) throw new Error(CONNECTION_CLOSED);
+        return retry?.(times);
+      },
+    };
+  }
+}
 
 /**
  * Opens a connection to the target with `options` (per node, for a cluster). On a cluster the username,
@@ -52,6 +92,8 @@ export function createRedisConnection(
       // command was refused, not applied). ioredis' failoverDetector, which reconnects on the Sentinels' announcement,
       // left producer connections reconnecting forever in at least 2 of 5 failover runs here, so it is not used.
       reconnectOnError: (err) => (/^READONLY/.test(err.message) ? 2 : false),
+      // Its connection closed, it asks no Sentinel again.
+      Connector: SentinelConnectorUntilClosed,
     });
   return new Cluster([...nodes], {
     enableOfflineQueue: options.enableOfflineQueue ?? true,
@@ -125,20 +167,49 @@ export async function serverOf(connection: RedisConnection, key: string): Promis
 }
 
 /**
- * Closes a connection for good: QUIT when it is connected (what was sent is answered first), otherwise at once. A
- * QUIT on a connection that is not would wait in its offline queue for a Redis that is not there, or be refused.
+ * How long closeConnection waits for QUIT's answer. A Redis that answers at all answers it at once (after the commands
+ * sent before it, each answered as usual); one that is frozen or unreachable does not, and QUIT would wait for the
+ * connection's command timeout (5 s for a producer's; a connection without one, for ever).
+ */
+export const QUIT_TIMEOUT_MS = 1_000;
+
+/**
+ * Closes a connection for good: QUIT when it is connected (what was sent is answered first), waiting at most
+ * QUIT_TIMEOUT_MS for its answer, else (not connected, or no answer in time) at once. A QUIT on a connection that is
+ * not would wait in its offline queue for a Redis that is not there, or be refused. Resolves once the connection's
+ * sockets are closed: nothing of it keeps the process up but what ioredis holds out of its reach, gone within about
+ * 2 s (a Cluster's connections that ask for the slots; a Sentinel connection's wait between two rounds of the
+ * Sentinels, up to 1 s, and its short connections to them: one under way until its connect timeout, the disconnect
+ * timer of 2 s of each).
  */
 export async function closeConnection(connection: RedisConnection): Promise<void> {
   if (connection.status === 'ready') {
-    await connection.quit().catch(() => connection.disconnect());
-    return;
+    let timer: NodeJS.Timeout | undefined;
+    const quit = connection.quit().then(
+      () => true,
+      () => false,
+    );
+    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), QUIT_TIMEOUT_MS)));
+    const quitted = await Promise.race([quit, late]).finally(() => clearTimeout(timer));
+    if (quitted) return;
   }
   // ioredis' disconnect ends the last socket and arms a timer (disconnectTimeout, 2 s) to destroy it should it not
   // close, which its 'close' clears. A socket closed already (Redis down: the connection waits to reconnect) does not
   // close again, and that timer alone kept the process up 2 s after the close: its listener is told the socket closed.
+  // One still open is destroyed: a Redis that is frozen (or a host gone) never closes its side, which left the socket
+  // and the timer 2 s.
   const sockets = (connection.isCluster ? (connection as Cluster).nodes() : [connection as Redis]).map((node) => node.stream);
   connection.disconnect();
-  for (const socket of sockets) if (socket?.closed) socket.emit('close', false);
+  const closing: Promise<unknown>[] = [];
+  for (const socket of sockets) {
+    if (!socket) continue;
+    if (socket.closed) socket.emit('close', false);
+    else {
+      closing.push(new Promise((resolve) => socket.once('close', resolve)));
+      socket.destroy();
+    }
+  }
+  await Promise.all(closing);
 }
 
 /** A description of the target safe to log (no password). */
