@@ -22,9 +22,10 @@ export const topRoutes: FastifyPluginAsyncZod<{ ctx: RouteContext }> = async (ap
     if (spec.rank) checkCountedMetric(rules, entity, q.metric, 'metric');
     const now = ctx.now();
     const { range: asked, name } = resolveRange(q, timeZone, now, 'last30d');
-    // A ranked visitor entity (keyed by the visitor alone) under a history limit (or after one): only the days kept are
-    // ranked and summed, as totals reads them (allTime stays readTop's 400). No yearsFromMonths: a top list's range, at
-    // most MAX_TOP_DAYS days, never covers a whole year, so it never reads a year cell of TOTAL.
+    // A ranked entity keyed by the visitor (alone or with another dimension: visitorKeyedEntities) under a history
+    // limit (or after one): only the days kept are ranked and summed, as totals reads them (allTime stays readTop's
+    // 400). No yearsFromMonths: a top list's range, at most MAX_TOP_DAYS days, never covers a whole year, so it never
+    // reads a year cell of TOTAL.
     const range = asked === 'all' ? asked : retainedRange(rules, entity, asked, principal, timeZone, now).range;
     const top = await readTop(ctx.query, { store, entity: q.entity, metric: q.metric, range, limit: q.limit, timeZone, now });
     const scale = rules.scaleOf(q.metric);

@@ -129,6 +129,7 @@ describe('an erased row', () => {
       rankings: 0,
       epoch: 1_001,
       outboxDays: ['2023-123'],
+      unfinished: false,
     });
     const [visitor, product] = await buckets.snapshot('S', [pk, 'S#product#P1'], true);
     expect(visitor!.entries).toEqual([]);
@@ -149,6 +150,7 @@ describe('an erased row', () => {
       rankings: 0,
       epoch: 1_001,
       outboxDays: [],
+      unfinished: false, // the clock's now is past the first erasure's entry (10,000 + the slack)
     });
     expect(await redis.ttl('t:{S}:xr')).toBeGreaterThan(60 + 300 - 5);
     await buckets.apply('S', 'd2', batch, { now: 10_001, dedupeTtlSeconds: 60 });
@@ -187,6 +189,7 @@ describe('an erased row', () => {
       rankings: 0,
       epoch: 1_001,
       outboxDays: ['2023-123'], // once, for two fields and a limb
+      unfinished: false,
     });
     expect((await buckets.storeBacklog('S')).entries).toBe(1);
   });
@@ -341,21 +344,41 @@ describe("the erased rows' days", () => {
     expect((await erase('S#visitor#V2', 5_000, 20_000)).outboxDays).toEqual(['2023-124']);
     expect((await erase(pk, 6_000)).outboxDays).toEqual(['2023-100', '2023-123']);
     // At 315,000 V1's entry (310,000) has passed: an erasure of another row drops its days with it, not V2's (320,000).
+    // (V3's field, with no day, is the mark of its erasure, unfinished until forgetErasedDays.)
     await erase('S#visitor#V3', 315_000, 315_000);
-    expect(await redis.hgetall('t:{S}:xd')).toEqual({ 'S#visitor#V2': '2023-124' });
-    // V2's entry has passed too at its own next erasure: the days of its old erasure go, and it has none now.
-    expect((await erase('S#visitor#V2', 321_000, 321_000)).outboxDays).toEqual([]);
+    expect(await redis.hgetall('t:{S}:xd')).toEqual({ 'S#visitor#V2': '2023-124', 'S#visitor#V3': '' });
+    // V2's entry has passed too at its own next erasure: the days of its old erasure go (and its mark: that erasure
+    // is not taken for unfinished), and it has none now.
+    expect(await erase('S#visitor#V2', 321_000, 321_000)).toMatchObject({ outboxDays: [], unfinished: false });
+    expect(await redis.hgetall('t:{S}:xd')).toEqual({ 'S#visitor#V2': '', 'S#visitor#V3': '' });
+    // Finished erasures are forgotten, days and mark.
+    await eraser.forgetErasedDays('S', ['S#visitor#V2', 'S#visitor#V3']);
     expect(await redis.exists('t:{S}:xd')).toBe(0);
+  });
+
+  it("mark every erasure of the row unfinished (with days or none) until forgetErasedDays, for the row's entry's life", async () => {
+    // Nothing of V1 in Redis (its counts may all be in DynamoDB): the erasure marks the row all the same.
+    expect(await erase(pk, 2_000)).toMatchObject({ outboxEntries: 0, outboxDays: [], unfinished: false });
+    expect(await redis.hgetall('t:{S}:xd')).toEqual({ [pk]: '' });
+    expect(await redis.ttl('t:{S}:xd')).toBeGreaterThan(60 + 300 - 5);
+    // The next erasure finds it: the first was cut short (a 503, an error, a crash) before its caller forgot the row.
+    expect(await erase(pk, 3_000)).toMatchObject({ outboxDays: [], unfinished: true });
+    await eraser.forgetErasedDays('S', [pk]);
+    expect(await redis.exists('t:{S}:xd')).toBe(0);
+    expect(await erase(pk, 4_000)).toMatchObject({ unfinished: false });
+    // Once the row's entry (310,000) has passed, its mark goes with it.
+    expect(await erase(pk, 311_000, 311_000)).toMatchObject({ unfinished: false });
+    expect(await erase(pk, 312_000, 311_000)).toMatchObject({ unfinished: true });
   });
 
   it('are dropped when the erased rows are gone, and are what a deleted store may still get from a flush', async () => {
     await fill();
     await erase(pk, 2_000);
     await redis.hset('t:{S}:xd', 'S#visitor#GONE', '2023-001');
-    // No entry left (the zset expired before the days, or was deleted): no row's days are kept.
+    // No entry left (the zset expired before the days, or was deleted): no row's days are kept (only the new mark).
     await redis.del('t:{S}:xr');
-    expect((await erase('S#visitor#V9', 3_000)).outboxDays).toEqual([]);
-    expect(await redis.exists('t:{S}:xd')).toBe(0);
+    expect(await erase('S#visitor#V9', 3_000)).toMatchObject({ outboxDays: [], unfinished: false });
+    expect(await redis.hgetall('t:{S}:xd')).toEqual({ 'S#visitor#V9': '' });
     await redis.hset('t:{S}:xd', pk, '2023-123,2023-100');
     await redis.zadd('t:{S}:xr', 310_000, pk);
     // A deletion cut short erasures: the erased rows' days are among the store's unwritten ones, with the outboxes'.

@@ -15,18 +15,22 @@ import { readTopHistory } from './top-history';
  * not keep every erased pk for ever; an erasure never moves a row's time earlier. The days of the outbox counts it
  * deletes are added to the row's field of the erased rows' days (`erasedDays`, a hash pk -> `YYYY-DDD,…`), kept
  * and pruned with the row's entry (same TTL): a call cut short after this script (before the caller put tombstone
- * items on those days' DynamoDB items) loses nothing, as the next call gets them back. Idempotent.
+ * items on those days' DynamoDB items) loses nothing, as the next call gets them back. That field is set by every
+ * call, with no day at all (`''`) too: it is also the mark of an erasure of the row not finished, until the caller
+ * that finished one clears it (BucketEraser.forgetErasedDays), so a call that finds it (while the row's entry lives)
+ * is finishing an earlier one, whatever that one removed. Idempotent.
  * KEYS: erased, outbox, cache, cacheVersion, counts, dirty, due, sealed, epoch, dueLater, sketchRows (`ur`),
  * erasedDays, then per bucket seq (the sealed ones, then the open one) its hash of the row and its row set, then per
  * sketch field (the members of `ur` the caller read) its `us` and `uh`. ARGV: pk, untilMs, ttlSeconds (of the erased
  * rows: at least this from now), cacheVersionTtlSeconds, sealedCount, now (ms), sketchCount, then the seqs ('' for no
  * open one), then the sketch fields. Returns {1, outbox counts, bucket counts (counts, not their limbs), cached
- * (0|1), sketch fields, epoch or '', the days (`YYYY-DDD`, each once) of the outbox counts this call and the earlier
- * erasures of the row (while its entry lives) deleted...}, or {0, epoch or '', sealed seqs...} (nothing written) when
+ * (0|1), sketch fields, epoch or '', unfinished (0|1: the row's field was in `erasedDays`, its entry live), the days
+ * (`YYYY-DDD`, each once) of the outbox counts this call and the earlier erasures of the row (while its entry lives)
+ * deleted...}, or {0, epoch or '', sealed seqs...} (nothing written) when
  * the seqs or the sketch fields are not the store's (the caller reads `ur` again). Every read and check before the
  * first write.
  */
-export const ERASE_ROW = defineScript<[1, number, number, number, number, string, ...string[]] | [0, string, ...string[]]>()({
+export const ERASE_ROW = defineScript<[1, number, number, number, number, string, number, ...string[]] | [0, string, ...string[]]>()({
   name: 'ERASE_ROW',
   shebang: '#!lua',
   keys: ['erased', 'outbox', 'cache', 'cacheVersion', 'counts', 'dirty', 'due', 'sealed', 'epoch', 'dueLater', 'sketchRows', 'erasedDays'],
@@ -84,10 +88,12 @@ end
 local legacy = erasedAs == 'hash' and redis.call('HGETALL', K.erased) or {}
 local now = tonumber(A.now)
 -- The erased rows' days: those of the rows whose entry the prune below drops go with it; this row's are kept while its
--- entry lives (its time is after now), and the days of the outbox erased now are added to them.
+-- entry lives (its time is after now), and the days of the outbox erased now are added to them. The row's field there
+-- at all (days or none) is an erasure of it not finished (\`unfinished\`).
 expectType(K.erasedDays, 'hash')
 local pruned = {}
 local days = {}
+local unfinished = 0
 local daysKept = redis.call('EXISTS', K.erasedDays) == 1
 -- With no erased row left (the zset expired) no row's days are kept.
 local daysOfNone = daysKept and erasedAs == 'none'
@@ -104,8 +110,10 @@ if daysKept and erasedAs ~= 'none' then
     end
   end
   entry = tonumber(entry or '')
-  if entry and entry > now then
-    for day in string.gmatch(redis.call('HGET', K.erasedDays, A.pk) or '', '[^,]+') do addDay(days, day) end
+  local held = entry and entry > now and redis.call('HGET', K.erasedDays, A.pk)
+  if held then
+    unfinished = 1
+    for day in string.gmatch(held, '[^,]+') do addDay(days, day) end
   end
 end
 expectType(K.dirty, 'zset')
@@ -144,12 +152,9 @@ redis.call('ZADD', K.erased, 'GT', A.untilMs, A.pk)
 redis.call('EXPIRE', K.erased, keep)
 if daysOfNone then redis.call('DEL', K.erasedDays) end
 for j = 1, #pruned, 500 do redis.call('HDEL', K.erasedDays, unpack(pruned, j, math.min(j + 499, #pruned))) end
-if #days > 0 then
-  redis.call('HSET', K.erasedDays, A.pk, table.concat(days, ','))
-else
-  redis.call('HDEL', K.erasedDays, A.pk)
-end
--- The same lifetime as the erased rows (a no-op when no row has days).
+-- Days or none: the field marks the erasure unfinished until the caller clears it (forgetErasedDays).
+redis.call('HSET', K.erasedDays, A.pk, table.concat(days, ','))
+-- The same lifetime as the erased rows.
 redis.call('EXPIRE', K.erasedDays, keep)
 redis.call('DEL', K.outbox, K.cache)
 for k = KR, bucketsEnd, 2 do
@@ -169,7 +174,7 @@ if redis.call('ZCARD', K.dirty) == 0 then
 elseif entries then
   redis.call('HSET', K.counts, 'entries', string.format('%d', math.max(0, tonumber(entries) - outboxCounts)))
 end
-local reply = {1, outboxCounts, bucketCounts, cached, sketchCount, epoch}
+local reply = {1, outboxCounts, bucketCounts, cached, sketchCount, epoch, unfinished}
 for _, day in ipairs(days) do table.insert(reply, day) end
 return reply
 `,
@@ -232,6 +237,12 @@ export interface RowErasure {
    * the days back.
    */
   outboxDays: string[];
+  /**
+   * Whether an earlier erasure of the row had not finished: ERASE_ROW found the row's field in `erasedDays` (which
+   * every erasure of the row sets, with its days or none, and forgetErasedDays clears) while its erased-rows entry
+   * lives. An erasure cut short (a 503, an error, a crash) anywhere after its ERASE_ROW leaves it, whatever it removed.
+   */
+  unfinished: boolean;
 }
 
 /** What a flush of a deleted store may still hold (BucketEraser.unwritten). */
@@ -428,7 +439,7 @@ export class BucketEraser {
       if (r[0] === 1) {
         // No apply ranks the row from now on (the erased rows' entry): take it out of the rankings applies made before.
         const rankings = await this.unrankRow(store, pk, { windowSeconds: opts.ttlSeconds, now: opts.now });
-        const [, outboxEntries, bucketEntries, cached, sketches, epoch, ...outboxDays] = r;
+        const [, outboxEntries, bucketEntries, cached, sketches, epoch, unfinished, ...outboxDays] = r;
         return {
           outboxEntries: Number(outboxEntries),
           bucketEntries: Number(bucketEntries),
@@ -437,6 +448,7 @@ export class BucketEraser {
           rankings,
           epoch: epoch === '' ? undefined : Number(epoch),
           outboxDays,
+          unfinished: Number(unfinished) === 1,
         };
       }
       const [, epoch, ...sealed] = r;
@@ -446,9 +458,10 @@ export class BucketEraser {
   }
 
   /**
-   * Forgets the erased days (`erasedDays`) of rows whose erasure finished (the items of those days are tombstones now):
-   * from then on ERASE_ROW returns only the days of the outbox it deletes itself, so days left in `erasedDays` are those
-   * of an erasure cut short (libs/tenants eraseVisitor takes such a row for found, and finishes it). Idempotent.
+   * Forgets the erased days (`erasedDays`) of rows whose erasure finished (the items of those days are tombstones now),
+   * and with them the mark that the erasure is unfinished (the row's field itself): from then on ERASE_ROW returns only
+   * the days of the outbox it deletes itself, and `unfinished` false, so a field left in `erasedDays` is that of an
+   * erasure cut short (libs/tenants eraseVisitor takes such a row for found, and finishes it). Idempotent.
    */
   async forgetErasedDays(store: string, pks: readonly string[]): Promise<void> {
     if (pks.length > 0) await this.redis.hdel(this.buckets.keys.erasedDays(store), ...pks);

@@ -90,6 +90,15 @@ class CrashingEraser extends BucketEraser {
   }
 }
 
+/** An eraser whose process dies (the first time) at the end of an erasure: everything erased, before it forgets the rows. */
+class DyingEraser extends BucketEraser {
+  dies = 1;
+  override async forgetErasedDays(...args: Parameters<BucketEraser['forgetErasedDays']>): Promise<void> {
+    if (this.dies-- > 0) throw new Error('crashed at the end');
+    return super.forgetErasedDays(...args);
+  }
+}
+
 describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', (backend) => {
   const { skip } = backend;
   const emulator = useDynamoBackendClient(backend, (endpoint) => createDynamoClient({ endpoint, region: 'us-east-1' }));
@@ -475,6 +484,53 @@ describe.each(dynamoBackends())('a flush that outlived its job lock, on $name', 
       // Finished: erasing again finds nothing, and writes nothing.
       await expect(eraseVisitor(deps(t0 + 30, []), store, 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
       expect(await itemsOf(db, pk)).toEqual(items);
+    },
+  );
+
+  it.skipIf(skip)(
+    'an erasure of a visitor whose counts were all in DynamoDB, answered 503 or cut short at its end: the re-run finishes it, 200, not "not found"',
+    async () => {
+      // Regression (4b37ec6): the re-run took the visitor for found only by erased days left in `xd`, which a first call
+      // leaves only when it deleted outbox counts; this one removed DynamoDB items alone, and the re-run answered 404.
+      const db = await freshDb();
+      const t0 = Date.now() - 3_600_000;
+      const day = localDayKey(t0, 'UTC');
+      /** A store whose visitor V1 has counts in DynamoDB only (flushed and acked: its outbox is empty). */
+      const flushedVisitor = async (store: string) => {
+        const pk = rules.pkOf(store, 'visitor', ['V1']);
+        await createTenant(db, store, { timeZone: 'UTC' });
+        await stage(store, { [pk]: { [`${day}|v`]: 3 } }, t0);
+        await flush(db, store, pk, t0 + 3);
+        expect(await buckets.readOutbox(store, pk)).toMatchObject({ entries: [] });
+        return pk;
+      };
+      const zero = { dynamoItems: 0, outboxEntries: 0, bucketEntries: 0, cachedHistory: false, sketches: 0, rankings: 0 };
+
+      // Answered 503 (a flush of the row still running past the wait), having replaced the items.
+      const busy = await flushedVisitor('EVBUSYDB');
+      const runningFlush = {
+        getJobs: async (states: string[]) => (states.includes('active') ? [{ data: { store: 'EVBUSYDB', pk: busy } }] : []),
+      } as unknown as Queue;
+      const deps = (at: number, queues: Queue[]) => ({ ...erasureDeps(db, at), queues, activeJobsTimeoutMs: 0 });
+      await expect(eraseVisitor(deps(t0 + 10, [runningFlush]), 'EVBUSYDB', 'V1')).rejects.toMatchObject({
+        code: 'TALLY_ERR_DELETION_INCOMPLETE',
+        message: expect.stringMatching(
+          /\(this call removed dynamoItems=2, outboxEntries=0, bucketEntries=0, cachedHistory=false, sketches=0, rankings=0\)$/,
+        ),
+      });
+      expect((await eraseVisitor(deps(t0 + 20, []), 'EVBUSYDB', 'V1')).removed).toEqual(zero);
+      await expect(eraseVisitor(deps(t0 + 30, []), 'EVBUSYDB', 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
+
+      // Cut short at its very end (the process died after the second pass, before the call could forget the row).
+      const cut = await flushedVisitor('EVDIEDB');
+      const dying = new DyingEraser({ redis, buckets });
+      const dyingDeps = (at: number) => ({ ...erasureDeps(db, at), eraser: dying });
+      await expect(eraseVisitor(dyingDeps(t0 + 10), 'EVDIEDB', 'V1')).rejects.toThrow('crashed at the end');
+      const items = await itemsOf(db, cut);
+      expect(await dataOf(db, cut)).toEqual({ [monthOf(day)]: [], [TOTAL_SK]: [] });
+      expect((await eraseVisitor(dyingDeps(t0 + 20), 'EVDIEDB', 'V1')).removed).toEqual(zero);
+      await expect(eraseVisitor(dyingDeps(t0 + 30), 'EVDIEDB', 'V1')).rejects.toMatchObject({ code: 'TALLY_ERR_VISITOR_NOT_FOUND' });
+      expect(await itemsOf(db, cut)).toEqual(items);
     },
   );
 

@@ -242,12 +242,14 @@ async function leaveMarker(db: TenantDb, store: string, at: number, reusableAt: 
  * data). Every step is idempotent: a call cut short (anywhere, and between a row's ERASE_ROW and UNRANK too) is
  * finished by calling it again, which counts what it still finds, a ranking left behind included, and puts tombstone
  * items on the days of the outboxes the calls before it erased (ERASE_ROW keeps them with the erased-rows entry:
- * RowErasure.outboxDays). A finished call forgets those days (BucketEraser.forgetErasedDays), so days still kept mean
- * an earlier call was cut short after deleting counts: the call that finds them has found the visitor (it answers
- * what it removed itself, zero counts when the first call had removed everything), and a call after a finished one
- * finds nothing. When a flush of a row is still running after `activeJobsTimeoutMs`, the items are replaced all the
- * same (the days of the erased outbox are known only now), the days are kept, and TALLY_ERR_DELETION_INCOMPLETE is
- * thrown after that, its message saying what this call removed (`removed`, as the answer would have).
+ * RowErasure.outboxDays). Every ERASE_ROW also marks the row's erasure unfinished (its field in `erasedDays`, days or
+ * none), and only a finished call clears the mark with the days (BucketEraser.forgetErasedDays), so a mark still there
+ * means an earlier call was cut short after its ERASE_ROW (RowErasure.unfinished): the call that finds it has found
+ * the visitor, whatever the first call removed (it answers what it removed itself, zero counts when the first call had
+ * removed everything), and a call after a finished one finds nothing. When a flush of a row is still running after
+ * `activeJobsTimeoutMs`, the items are replaced all the same (the days of the erased outbox are known only now), the
+ * mark and the days are kept, and TALLY_ERR_DELETION_INCOMPLETE is thrown after that, its message saying what this
+ * call removed (`removed`, as the answer would have).
  */
 export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules }, store: string, visitor: string): Promise<VisitorErasure> {
   const now = deps.now ?? Date.now;
@@ -297,7 +299,8 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
     sketches: sum((r) => r.sketches),
     rankings: sum((r) => r.rankings),
   };
-  // The days stay in `xd` (the call run again finds them), and the answer the caller does not get is told here.
+  // The mark and the days stay in `xd` (the call run again finds them), and the answer the caller does not get is told
+  // here.
   if (incomplete)
     throw new TenantError(
       'TALLY_ERR_DELETION_INCOMPLETE',
@@ -305,16 +308,17 @@ export async function eraseVisitor(deps: ErasureDeps & { rules: CompiledRules },
         .map(([k, v]) => `${k}=${String(v)}`)
         .join(', ')})`,
     );
-  // Finished: the days of the erased outboxes are fenced now, so they are no longer kept (but a row whose second pass
-  // still found outbox counts, whose days were not fenced: a call run again fences them).
+  // Finished: the days of the erased outboxes are fenced now, so they and the mark are no longer kept (but a row whose
+  // second pass still found outbox counts, whose days were not fenced: a call run again fences them).
   await deps.eraser.forgetErasedDays(
     store,
     pks.filter((_, i) => again[i]!.outboxEntries === 0),
   );
   // A cached history alone is no data of the visitor: a query caches an empty history too (and it is dropped anyway).
-  // Erased days left by an earlier call (`xd`, outboxDays while the row's erased-rows entry lives) are: that call was
-  // cut short (its 503, an error, a crash) after deleting the counts, and this one finished it (forgetErasedDays).
-  const unfinished = redis.some((r) => r.outboxDays.length > 0);
+  // An earlier call's mark (`xd`, while the row's erased-rows entry lives) is: that call was cut short (its 503, an
+  // error, a crash) after its ERASE_ROW, whatever it removed, and this one finished it (forgetErasedDays). The first
+  // pass's: the second finds this call's own.
+  const unfinished = redis.some((r) => r.unfinished);
   if (removed.dynamoItems + removed.outboxEntries + removed.bucketEntries + removed.sketches + removed.rankings === 0 && !unfinished) {
     throw new TenantError(
       'TALLY_ERR_VISITOR_NOT_FOUND',

@@ -1,5 +1,5 @@
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTenantDirectory, SCOPES, type TenantDb } from '@tally/tenants';
@@ -365,6 +365,18 @@ describe('tenants CLI', () => {
   it('has a synopsis for every command the CLI runs, and none for another: runCli refuses a command without one as unknown', () => {
     const listed = new Set([...USAGE.matchAll(/^ {2}([a-z][\w-]*) /gm)].map(([, command]) => command));
     expect([...listed].sort()).toEqual(Object.keys(COMMANDS).sort());
+  });
+
+  it("says restamp-retention reads RULES_FILE, to be run with the dynamo-writers' (as README's upgrade note does)", () => {
+    // Regression (4b37ec6): the help named RULES_FILE only for the commands on Redis, and the upgrade note not at all;
+    // with the built-in rules restamp-retention skips the items of entities only a custom rules file has.
+    const configured = USAGE.slice(USAGE.indexOf('Configured by')).replace(/\s+/g, ' ');
+    expect(configured).toContain(
+      "(restamp-retention also RULES_FILE, which picks the visitor rows: run it with the dynamo-writers' one, else the items of entities only theirs has are skipped;",
+    );
+    const readme = readFileSync(join(__dirname, '../../../README.md'), 'utf8').replace(/\s+/g, ' ');
+    const note = readme.slice(readme.indexOf('After upgrading from an earlier version, run that once'));
+    expect(note.slice(0, note.indexOf(' - '))).toContain('once every dynamo-writer runs the new version, with their `RULES_FILE`');
   });
 
   it('names every scope in its usage text (usage.ts imports nothing, to keep --help light)', () => {

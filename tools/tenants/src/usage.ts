@@ -40,7 +40,8 @@ refused or failed, 2 a bad command line or value.
 
 scopes: ingest, read, admin.
 Configured by DYNAMODB_ENDPOINT (unset: the running npm start stack's DynamoDB, else AWS
-DynamoDB in AWS_REGION when set), DYNAMODB_TABLE, AWS_REGION (delete-store, erase-visitor and
-set --history-months also REDIS_URL, unset: the stack's Redis, or REDIS_CLUSTER_NODES, or
-REDIS_SENTINELS with REDIS_SENTINEL_MASTER, KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS,
-RULES_FILE).`;
+DynamoDB in AWS_REGION when set), DYNAMODB_TABLE, AWS_REGION (restamp-retention also RULES_FILE,
+which picks the visitor rows: run it with the dynamo-writers' one, else the items of entities
+only theirs has are skipped; delete-store, erase-visitor and set --history-months also REDIS_URL,
+unset: the stack's Redis, or REDIS_CLUSTER_NODES, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER,
+KEY_PREFIX, QUEUE_SHARDS, DEDUPE_WINDOW_SECONDS, RULES_FILE).`;
