@@ -2,7 +2,17 @@ import { BucketStore, recordTopHistory } from '@tally/buckets';
 import { aggregatorEnv, loadConfigOrExit } from '@tally/config';
 import { connectDynamo } from '@tally/dynamo';
 import { redisKeys } from '@tally/key-layout';
-import { createShardWorkers, QUEUE, QUEUE_SETTINGS, storeFenceOf } from '@tally/queues';
+import { metricsOn } from '@tally/observability';
+import {
+  createShardWorkers,
+  QUEUE,
+  QUEUE_SETTINGS,
+  shardWorker,
+  storeFenceOf,
+  STRANDED_AFTER_MS,
+  WorkerWatchdog,
+  type RedisConnection,
+} from '@tally/queues';
 import { startWorkerApp } from '@tally/queues/worker-app';
 import { createTenantDirectory } from '@tally/tenants';
 import { createAggregatorMetrics, registerBacklogGauges } from './aggregator-metrics';
@@ -85,19 +95,36 @@ const hold = replicated && {
   mark: replicated.fence.mark,
   wait: (keys: readonly string[], mark: number) => replicated.fence.wait(keys, 'the moved stores’ registrations', mark),
 };
-const [sealWorker] = config.SEALER_ENABLED
-  ? createShardWorkers(QUEUE.seal, sealProcessor({ buckets, queues, bucketMs, metrics, log, hold }), layout, {
-      ...worker,
-      connection: redis(),
-      concurrency: Math.min(config.QUEUE_SHARDS, 4),
-    })
-  : [];
+// The seal queue's jobs come from its schedulers alone, so a Worker stranded by a failover (running, taking no job)
+// would stop sealing with nothing to show for it: the watchdog closes and starts it again once a tick has waited past
+// its bound with the Worker idle (warn log, tally_worker_restarts_total{queue="seal"}; /readyz 503 meanwhile).
+const workerRestarts = metricsOn(registry).counter(
+  'tally_worker_restarts_total',
+  `Workers closed by force and started again because a due job of their queue went untaken for ${STRANDED_AFTER_MS / 1000} s while they ran idle (a stranded blocking connection)`,
+  ['queue'],
+);
+const watchedSealWorker = (connection: RedisConnection) => {
+  workerRestarts.inc({ queue: QUEUE.seal }, 0);
+  return new WorkerWatchdog({
+    queue: queues[QUEUE.seal],
+    processor: sealProcessor({ buckets, queues, bucketMs, metrics, log, hold }),
+    start: (processor) =>
+      shardWorker(QUEUE.seal, processor, queues[QUEUE.seal].opts.prefix!, {
+        ...worker,
+        connection,
+        concurrency: Math.min(config.QUEUE_SHARDS, 4),
+      }),
+    log,
+    onRestart: () => workerRestarts.inc({ queue: QUEUE.seal }),
+  });
+};
+const sealWorker = config.SEALER_ENABLED ? watchedSealWorker(redis()) : undefined;
 
 // Served first: /healthz and /metrics answer (and /readyz says 503) while Redis is not there yet; the schedulers
 // are set up once it is (their calls wait for it).
 await serve({
   workers: [...eventsWorkers, sealWorker],
-  ready: eventsWorkers,
+  ready: [...eventsWorkers, ...(sealWorker ? [sealWorker] : [])],
   started: {
     bucketSeconds: config.BUCKET_SECONDS,
     sealer: config.SEALER_ENABLED,
@@ -106,6 +133,7 @@ await serve({
   close: [{ name: 'dynamodb', run: async () => dynamo.destroy() }],
 });
 if (sealWorker) {
+  sealWorker.start();
   const schedulers = Array.from({ length: config.QUEUE_SHARDS }, (_, shard) => `sealer-${shard}`);
   for (const [shard, id] of schedulers.entries()) {
     await queues[QUEUE.seal].upsertJobScheduler(

@@ -15,6 +15,7 @@ export {
   type TallyQueues,
 } from './queues';
 export { createShardWorkers, jobData, shardWorker, type ShardWorkerOptions } from './workers';
+export { STRANDED_AFTER_MS, WorkerWatchdog, type WorkerWatchdogOptions } from './worker-watchdog';
 export {
   findLeftoverShards,
   LEFTOVER_LOOK_MS,

@@ -11,7 +11,7 @@ import {
   type ShutdownStep,
 } from '@tally/observability';
 import { loadRulesOrExit } from '@tally/schema';
-import type { Worker } from 'bullmq';
+import type { Job, Worker } from 'bullmq';
 import { closeConnection, createRedisConnection, type RedisConnection, type RedisTarget } from './connection';
 import { LeftoverQueueShards } from './leftover-shards';
 import { allQueues, closeQueues, createQueues } from './queues';
@@ -43,6 +43,15 @@ export function workerReadyCheck(connection: { ping(): Promise<string> }, worker
     ping ??= connection.ping().finally(() => (ping = undefined));
     return (await ping) === 'PONG' && workers.every((w) => w.isRunning());
   };
+}
+
+/** What `serve` needs of a worker: a BullMQ Worker, or a WorkerWatchdog, which stands for the Workers it runs in turn. */
+export interface ServedWorker {
+  readonly name: string;
+  on(event: 'failed', listener: (job: Job | undefined, err: Error, prev: string) => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  isRunning(): boolean;
+  close(force?: boolean): Promise<void>;
 }
 
 /**
@@ -81,9 +90,9 @@ export function startWorkerApp<C extends WorkerAppConfig>(name: string, config: 
    * QUEUE_SHARDS (`leftovers`, whose Workers are logged and counted alike), and on SIGTERM closes the workers (the
    * leftover shards' too), the queues, the ops server, Redis, then `close`.
    */
-  async function serve(opts: { workers: Array<Worker | undefined>; ready: Worker[]; started: object; close: ShutdownStep[] }) {
+  async function serve(opts: { workers: Array<ServedWorker | undefined>; ready: ServedWorker[]; started: object; close: ShutdownStep[] }) {
     const workers = opts.workers.filter((w) => w !== undefined);
-    const logFailed = (w: Worker) =>
+    const logFailed = (w: ServedWorker) =>
       w.on('failed', (job, err) => log.error({ queue: w.name, jobId: job?.id, err: err.message }, 'job failed'));
     for (const w of workers) logFailed(w);
     const failed = failedJobsCounter(registry, workers);

@@ -1,4 +1,5 @@
 import { UnrecoverableError, Worker, type ConnectionOptions, type Job, type Processor } from 'bullmq';
+import { Cluster } from 'ioredis';
 import type { z } from 'zod';
 import { queuePrefix, shardCount, type QueueLayout } from './layout';
 import type { QueueName } from './names';
@@ -25,13 +26,37 @@ export function createShardWorkers(queue: QueueName, processor: Processor, layou
 /** A BullMQ Worker of the queue shard under `prefix` (queuePrefix), with the queue's stall settings. */
 export function shardWorker(queue: QueueName, processor: Processor, prefix: string, opts: ShardWorkerOptions): Worker {
   return new Worker(queue, processor, {
-    connection: opts.connection,
+    connection: workerConnection(opts.connection),
     concurrency: opts.concurrency,
     lockDuration: opts.lockMs,
     stalledInterval: opts.lockMs,
     maxStalledCount: QUEUE_SETTINGS[queue].maxStalledCount,
     prefix,
   });
+}
+
+const withoutReadyCheck = new WeakMap<Cluster, Cluster>();
+
+/**
+ * The connection a Worker is given. A Worker never uses the one it is given: it opens two duplicates of it, one for its
+ * commands and one for its blocking wait for jobs (BZPOPMIN). On a Redis Cluster those duplicates are made without
+ * ioredis' cluster ready check (`enableReadyCheck: false`, from a template that never connects), because with it a
+ * failover could strand the Worker for good (`scheduler-failover.cluster.int.test.ts`): BullMQ's own watchdog ends the
+ * blocking connection when a BZPOPMIN outlives its timeout, and waits for `Cluster.connect()` to bring it back; a
+ * connect that loads the slots while the cluster reports `cluster_state:fail` (a master just SIGKILLed, its replica
+ * not yet promoted) fails the ready check, and ioredis reconnects on its own but never settles that connect's promise
+ * (redis/ioredis#709, bullmq#4138), so the Worker waits on it for ever: running, and taking no job. Without the check
+ * the connect settles once the slots are loaded; a command sent while the cluster is still down is answered
+ * CLUSTERDOWN and retried (retryDelayOnClusterDown, connection.ts), as it would be once ready.
+ */
+function workerConnection(connection: ConnectionOptions): ConnectionOptions {
+  if (!(connection instanceof Cluster) || connection.options.enableReadyCheck === false) return connection;
+  let template = withoutReadyCheck.get(connection);
+  if (!template) {
+    template = connection.duplicate([], { enableReadyCheck: false, lazyConnect: true });
+    withoutReadyCheck.set(connection, template);
+  }
+  return template;
 }
 
 /**
