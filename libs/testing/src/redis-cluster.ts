@@ -40,6 +40,32 @@ export interface RedisClusterHandle {
 }
 
 /**
+ * One redis-server ready to join a cluster (`--cluster-enabled yes`, AOF on, as startRedisCluster's nodes): for
+ * CLUSTER MEET / `redis-cli --cluster add-node` in a test that grows a cluster.
+ */
+export function startClusterNode(
+  opts: Pick<StartRedisClusterOptions, 'appendfsync' | 'binary' | 'startTimeoutMs' | 'nodeTimeoutMs' | 'args'> = {},
+): Promise<RedisHandle> {
+  return startRedis({
+    appendonly: true,
+    appendfsync: opts.appendfsync,
+    binary: opts.binary,
+    startTimeoutMs: opts.startTimeoutMs,
+    args: [
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      'nodes.conf',
+      '--cluster-node-timeout',
+      String(opts.nodeTimeoutMs ?? 2_000),
+      '--cluster-require-full-coverage',
+      'no',
+      ...(opts.args ?? []),
+    ],
+  });
+}
+
+/**
  * A local Redis Cluster for tests: `masters` redis-server processes with `--cluster-enabled yes` on random ports
  * (AOF on, each with its own dir, as startRedis), joined with `redis-cli --cluster create … --cluster-yes`, all
  * 16384 slots covered. `cluster-require-full-coverage no`: while one master is down the others keep serving
@@ -53,25 +79,7 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
   const stopAll = () => Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
   try {
     for (let i = 0; i < masters * (1 + replicas); i++) {
-      nodes.push(
-        await startRedis({
-          appendonly: true,
-          appendfsync: opts.appendfsync,
-          binary: opts.binary,
-          startTimeoutMs: opts.startTimeoutMs,
-          args: [
-            '--cluster-enabled',
-            'yes',
-            '--cluster-config-file',
-            'nodes.conf',
-            '--cluster-node-timeout',
-            String(nodeTimeout),
-            '--cluster-require-full-coverage',
-            'no',
-            ...(opts.args ?? []),
-          ],
-        }),
-      );
+      nodes.push(await startClusterNode({ ...opts, nodeTimeoutMs: nodeTimeout }));
     }
     const addresses = nodes.map((n) => `127.0.0.1:${n.port}`);
     try {

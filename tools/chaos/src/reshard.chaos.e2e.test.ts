@@ -12,7 +12,7 @@ import {
   waitForDrain,
   type Fleet,
 } from '@tally/loadgen';
-import { replicaInSync, sleep, startRedis, waitFor, withDeadline, type RedisClusterHandle, type RedisHandle } from '@tally/testing';
+import { replicaInSync, sleep, startClusterNode, waitFor, withDeadline, type RedisClusterHandle, type RedisHandle } from '@tally/testing';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
@@ -358,20 +358,7 @@ describe.runIf(LONG)('a Redis Cluster failed over by hand under load (REDIS_WAIT
             }
           // A new node, made a replica of the master of LAX1's slot while the load runs, then failed over to.
           const slot = slotsOf(f, 'LAX1').store;
-          const node = await startRedis({
-            appendonly: true,
-            appendfsync: 'always',
-            args: [
-              '--cluster-enabled',
-              'yes',
-              '--cluster-config-file',
-              'nodes.conf',
-              '--cluster-node-timeout',
-              '2000',
-              '--cluster-require-full-coverage',
-              'no',
-            ],
-          });
+          const node = await startClusterNode({ appendfsync: 'always' });
           added.push(node);
           const master = await ownerOf(cluster, slot);
           const masterId = (await withNode(master, (c) => c.cluster('MYID'))) as string;
@@ -435,20 +422,7 @@ describe.runIf(LONG)('a master added and removed under load (redis-cli --cluster
         const r = await runUnderLoad(
           fleet,
           async (f) => {
-            const node = await startRedis({
-              appendonly: true,
-              appendfsync: 'always',
-              args: [
-                '--cluster-enabled',
-                'yes',
-                '--cluster-config-file',
-                'nodes.conf',
-                '--cluster-node-timeout',
-                '2000',
-                '--cluster-require-full-coverage',
-                'no',
-              ],
-            });
+            const node = await startClusterNode({ appendfsync: 'always' });
             added.push(node);
             await redisCli(['add-node', `127.0.0.1:${node.port}`, seed]);
             const id = (await withNode(node.port, (c) => c.cluster('MYID'))) as string;
