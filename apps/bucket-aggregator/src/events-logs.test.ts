@@ -194,6 +194,33 @@ describe('events jobs while the store’s Redis is unavailable', () => {
   it('waits no longer than the dedupe window: a retry past it is refused to the failed set', async () => {
     const s = setup(() => undefined);
     await expect(s.run(s.job(40, 86_400_000))).rejects.toThrow(/past the dedupe window .* it was started before/);
-    expect(s.calls).toEqual([]);
+    // Nothing applied; only the store registered in the work set, for what an earlier try may have applied.
+    expect(s.calls).toEqual(['registerStore']);
+    // A first try past the window (queued that long) writes nothing.
+    const first = setup(() => undefined);
+    await expect(first.run(first.job(1, 86_400_000))).rejects.toThrow(/past the dedupe window .* not applied \(nothing written\)/);
+    expect(first.calls).toEqual([]);
+  });
+
+  it('a batch applied whose registration waited past the dedupe window: its store is registered before the refusal', async () => {
+    // The work-set shard's Redis unavailable from the first try's registration until the window has passed.
+    let outage = true;
+    const s = setup((call) => (call === 'registerStore' && outage ? unavailable[0] : undefined));
+    await expect(s.run(s.job(1))).rejects.toBeInstanceOf(DelayedError);
+    await expect(s.run(s.job(2, 86_399_000))).rejects.toBeInstanceOf(DelayedError);
+    expect(s.calls).toEqual(['apply', 'registerStore', 'apply', 'registerStore']);
+    // Still unavailable past the window: the job waits (no attempt spent) rather than leave the applied counts out of
+    // the work set; nothing is applied again.
+    await expect(s.run(s.job(3, 86_400_000))).rejects.toBeInstanceOf(DelayedError);
+    expect(s.calls.slice(4)).toEqual(['registerStore']);
+    // Back: the next try registers the store (the sealer then seals the counts in its open bucket), and refuses the batch.
+    outage = false;
+    const refused = await s.run(s.job(4, 86_430_000)).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(UnrecoverableError);
+    expect((refused as Error).message).toMatch(/past the dedupe window .* not applied again; the store registered in the work set/);
+    expect(s.calls.slice(5)).toEqual(['registerStore']);
+    expect((await s.metrics.batchesApplied.get()).values[0]!.value).toBe(1);
+    const rejected = (await s.metrics.batchesRejected.get()).values.map((v) => [v.labels['reason'], v.value]);
+    expect(rejected).toEqual([['dedupe_window', 1]]);
   });
 });

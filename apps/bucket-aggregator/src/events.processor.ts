@@ -135,17 +135,6 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
   const { store, batchId, events, rows, count } = data;
   const started = performance.now();
   const eventCount = rows ? count! : events!.length;
-  const hazard = pastDedupeWindow(job, data, deps);
-  if (hazard) {
-    deps.metrics.batchesRejected.inc({ reason: 'dedupe_window' });
-    warnings.log(
-      'error',
-      'events:dedupe_window',
-      { jobId: job.id, store, batchId },
-      'batch past the dedupe window refused; it goes to the failed set',
-    );
-    throw new UnrecoverableError(`batch ${batchId}: ${hazard}`);
-  }
 
   // The store's Redis unavailable (on a Cluster its master down, loading, full, or its slot mid-migration: TRYAGAIN,
   // a loop of ASK redirections): the job waits as for the replicas, spending no attempt; its retry is a no-op for
@@ -163,6 +152,35 @@ async function applyBatch(deps: EventsProcessorDeps, warnings: ThrottledLog, job
       'Redis not available now; batch waits',
     );
   };
+  const hazard = pastDedupeWindow(job, data, deps);
+  if (hazard) {
+    // An earlier try may have applied the batch and then waited out the window on its registration (the work-set
+    // shard's Redis unavailable): the store is registered first, idempotent (a store with nothing to seal is retired
+    // by the sealer), so that the sealer seals its open bucket. Redis unavailable: the job waits for it as above
+    // (nothing is applied either way); any other error is told in the refusal.
+    let written = 'not applied (nothing written)';
+    if (startedBefore(job)) {
+      const failed = await deps.buckets.registerStore(store).then(
+        () => undefined,
+        (err: unknown) => (isRedisUnavailable(err) ? redisUnavailable(err) : (err as Error)),
+      );
+      written = failed
+        ? `not applied again; registering the store in the work set, for what an earlier try may have applied, failed (${failed.message}): its next batch registers it`
+        : 'not applied again; the store registered in the work set, so that the sealer seals what an earlier try may have applied';
+    }
+    deps.metrics.batchesRejected.inc({ reason: 'dedupe_window' });
+    warnings.log(
+      'error',
+      'events:dedupe_window',
+      { jobId: job.id, store, batchId },
+      'batch past the dedupe window refused; it goes to the failed set',
+    );
+    throw new UnrecoverableError(
+      `batch ${batchId}: ${hazard}; ${written}. If it was never applied and nothing was erased since, replay it with ` +
+        '`npm run dlq -- replay events <id> --past-dedupe-window`',
+    );
+  }
+
   let tz: string | undefined;
   try {
     tz = await deps.timeZoneOf(store);
@@ -368,16 +386,17 @@ function pastDedupeWindow(
   if (data.pastDedupeWindow) return undefined;
   const age = (deps.now ?? Date.now)() - batchAcceptedAt(job.timestamp, job.data);
   if (age < deps.dedupeTtlSeconds * 1000) return undefined;
-  const started = (job.attemptsStarted ?? 1) > 1;
   return (
     `accepted ${Math.round(age / 1000)} s ago, past the dedupe window (DEDUPE_WINDOW_SECONDS=${deps.dedupeTtlSeconds}): ` +
-    (started
+    (startedBefore(job)
       ? 'it was started before, and if that start applied it, applying it again would count it twice'
-      : 'a store deletion or visitor erasure made since it was accepted may be forgotten, and it would count again') +
-    '; not applied (nothing written). If it was never applied and nothing was erased since, replay it with ' +
-    '`npm run dlq -- replay events <id> --past-dedupe-window`'
+      : 'a store deletion or visitor erasure made since it was accepted may be forgotten, and it would count again')
   );
 }
+
+/** Whether an earlier try of the job may have applied its batch: a try before this one, or failures before a replay. */
+const startedBefore = (job: Job): boolean =>
+  (job.attemptsStarted ?? 1) > 1 || (job.attemptsMade ?? 0) > 0 || (job.stacktrace?.length ?? 0) > 0;
 
 /**
  * A batch of a deleted store (its tombstone, kept for the dedupe window): dropped whole, not failed, so no copy of

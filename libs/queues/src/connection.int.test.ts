@@ -10,7 +10,7 @@ import {
 } from '@tally/testing';
 import { createServer, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import type { Redis } from 'ioredis';
+import { SentinelConnector, type Redis, type RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { closeConnection, createRedisConnection, QUIT_TIMEOUT_MS, serverOf } from './connection';
 
@@ -40,6 +40,13 @@ describe('createRedisConnection with REDIS_SENTINELS', () => {
     } finally {
       await closeConnection(conn);
     }
+  });
+
+  it('refuses a Connector of the caller’s: the Sentinel connection uses its own', () => {
+    class Mine extends SentinelConnector {}
+    expect(() =>
+      createRedisConnection(target(), { lazyConnect: true, Connector: Mine as unknown as RedisOptions['Connector'] }),
+    ).toThrowError(/^a Connector option cannot be given with REDIS_SENTINELS/);
   });
 
   it('without it, fails to connect with the Sentinel’s NOAUTH', async () => {

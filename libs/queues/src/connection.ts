@@ -61,7 +61,8 @@ class SentinelConnectorUntilClosed extends SentinelConnector {
 /**
  * Opens a connection to the target with `options` (per node, for a cluster). On a cluster the username,
  * password and TLS of REDIS_URL apply to every node, offline queueing follows `options.enableOfflineQueue`, and
- * no ioredis keyPrefix is ever set (BullMQ's cluster guidance: hash-tag prefixes instead).
+ * no ioredis keyPrefix is ever set (BullMQ's cluster guidance: hash-tag prefixes instead). With REDIS_SENTINELS a
+ * `Connector` option is refused (the connection uses its own: SentinelConnectorUntilClosed).
  */
 export function createRedisConnection(
   target: RedisTarget,
@@ -78,6 +79,9 @@ export function createRedisConnection(
     ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
     ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
   };
+  // The Sentinel connection's own connector (SentinelConnectorUntilClosed) would replace the caller's unseen.
+  if (sentinels.length && options.Connector)
+    throw new Error('a Connector option cannot be given with REDIS_SENTINELS: the Sentinel connection uses its own');
   if (sentinels.length)
     return new Redis({
       ...auth,

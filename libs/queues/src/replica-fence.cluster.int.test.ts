@@ -1,5 +1,5 @@
 import { keySlot } from '@tally/key-layout';
-import { startRedisCluster, testRedis, type RedisClusterHandle, type RedisHandle } from '@tally/testing';
+import { startClusterNode, startRedisCluster, testRedis, waitFor, type RedisClusterHandle, type RedisHandle } from '@tally/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createRedisConnection, type RedisConnection } from './connection';
 import { createReplicaFence } from './replica-fence';
@@ -139,3 +139,60 @@ it('fences the importing master too while the slot migrates (a write answered AS
     data.disconnect();
   }
 });
+
+it('fences a new, empty master that imports the slot (a scale-out), which the slot map does not name', async () => {
+  // A master with no slot yet, and its replica, joined to the cluster: CLUSTER SLOTS (the fence connection's slot
+  // map, refreshed or not) does not name it.
+  const added = [await startClusterNode(), await startClusterNode()];
+  const [target, targetReplica] = added as [RedisHandle, RedisHandle];
+  const data = createRedisConnection(
+    { REDIS_URL: 'redis://127.0.0.1', REDIS_CLUSTER_NODES: cluster.seeds },
+    { maxRetriesPerRequest: null },
+  );
+  const fenceKey = 't:{N}:f';
+  const slot = keySlot(fenceKey);
+  const slotKeys = (n: RedisHandle) => on(n, (r) => r.cluster('GETKEYSINSLOT', slot, 100) as Promise<string[]>);
+  const fence = createReplicaFence(redis, 1, TIMEOUT_MS, [data]);
+  const outcome = (what: string) =>
+    fence.wait(fenceKey, what, fence.mark()).then(
+      () => 'passed',
+      (err: Error) => err.message,
+    );
+  let source: RedisHandle | undefined;
+  try {
+    for (const n of added) await on(cluster.nodes[0]!, (r) => r.cluster('MEET', '127.0.0.1', n.port));
+    const targetId = await on(target, (r) => r.cluster('MYID') as Promise<string>);
+    await waitFor(async () => (await on(targetReplica, (r) => r.cluster('NODES') as Promise<string>)).includes(targetId), {
+      timeoutMs: 30_000,
+      message: 'the new nodes known to each other',
+    });
+    await on(targetReplica, (r) => r.cluster('REPLICATE', targetId));
+    await waitFor(async () => /^master_link_status:up/m.test(await on(targetReplica, (r) => r.info('replication'))), {
+      timeoutMs: 30_000,
+      message: "the new master's replica in sync",
+    });
+    for (let i = 0; (await outcome('warm-up')) !== 'passed'; i++) expect(i).toBeLessThan(20);
+    source = await cluster.masterOf(fenceKey);
+    const sourceId = await on(source, (r) => r.cluster('MYID') as Promise<string>);
+    await on(target, (r) => r.cluster('SETSLOT', slot, 'IMPORTING', sourceId));
+    await on(source, (r) => r.cluster('SETSLOT', slot, 'MIGRATING', targetId));
+    // A new key of the store is made on the new master (ASK); the wait covers it there too, and leaves no key of its own.
+    const record = 't:idem:{N}:batch-1';
+    expect(await data.set(record, 'fingerprint', 'NX')).toBe('OK');
+    expect(await slotKeys(target)).toEqual([record]);
+    expect(await outcome('the idempotency record')).toBe('passed');
+    expect(await slotKeys(target)).toEqual([record]);
+    // Its replica acknowledging nothing, the wait fails: the fence did reach the new master.
+    await targetReplica.kill('SIGSTOP');
+    try {
+      expect(await outcome('the idempotency record')).toMatch(/^0 of 1 Redis replicas acknowledged the idempotency record /);
+    } finally {
+      await targetReplica.kill('SIGCONT');
+    }
+  } finally {
+    data.disconnect();
+    // The reshard undone and the new nodes gone (stopped: the others' node tables keep them, failed, no slot of theirs).
+    if (source) await on(source, (r) => r.cluster('SETSLOT', slot, 'STABLE'));
+    for (const n of added) await n.stop();
+  }
+}, 60_000);

@@ -1,6 +1,6 @@
 import { keySlot, TallyError, type RedisKeys } from '@tally/key-layout';
-import { ReplyError, type Cluster, type Redis } from 'ioredis';
-import { closeCount, serverOf, type RedisConnection } from './connection';
+import { Redis, ReplyError, type Cluster } from 'ioredis';
+import { closeConnection, closeCount, serverOf, type RedisConnection } from './connection';
 
 /**
  * Fewer Redis replicas than REDIS_WAIT_REPLICAS acknowledged a write in time, or a connection closed meanwhile: Redis
@@ -69,7 +69,8 @@ interface Pending {
  * new one, is answered ASK and made on the importing master, which the WAIT on the migrating master does not cover.
  * So on a cluster each pipeline also reads a probe of each key's slot (askProbe, never kept: the migrating master
  * answers ASK, naming the importing one), and for a slot that migrates the fence is made on the importing master too
- * (ASKING and a write of the probe there, WAIT, the probe deleted): the call passes only when both WAITs do. A fence
+ * (ASKING and a write of the probe there, WAIT, the probe deleted; a new master with no slot yet, which the slot map
+ * does not name, on a short-lived connection of its own): the call passes only when both WAITs do. A fence
  * key that has moved already is answered ASK itself: no fence write is then made on the migrating master, whose WAIT
  * would cover nothing of the writes still made there, so the fence fails (the caller waits, or answers 503) until the
  * migration ends.
@@ -137,22 +138,44 @@ export function createReplicaFence(
 
   /**
    * The replicas that acknowledged a fence on the master `to` (host:port) importing the slots of `probes`: ASKING and
-   * a write of each probe there (which it serves while it imports their slot), WAIT, then the probes deleted. Throws
-   * when this connection does not know that master, or it refuses (the migration ended meanwhile: MOVED).
+   * a write of each probe there (which it serves while it imports their slot), WAIT, then the probes deleted. A master
+   * the connection does not know after one refresh of its slots (a new one with no slot yet, which CLUSTER SLOTS does
+   * not name: a scale-out's) is fenced on a connection of its own, with the cluster's node options (password, TLS),
+   * closed after. Throws when that master refuses (the migration ended meanwhile: MOVED) or cannot be reached.
    */
   const fenceImporting = async (to: string, probes: readonly string[]): Promise<number> => {
-    const node = (redis as Cluster).nodes('master').find((n) => `${n.options.host}:${n.options.port}` === to);
-    if (!node) throw new Error(`a slot migrates to ${to}, a master the fence's connection does not know`);
-    const pipeline = node.pipeline();
-    for (const probe of probes) pipeline.asking().set(probe, '1', 'PX', FENCE_TTL_MS);
-    pipeline.wait(replicas, timeoutMs);
-    for (const probe of probes) pipeline.asking().del(probe);
-    const replies = (await pipeline.exec()) ?? [];
-    const err = replies.find(([e]) => e)?.[0];
-    if (err) throw err;
-    const wait = replies[2 * probes.length];
-    if (!wait) throw new Error('Redis answered no WAIT');
-    return Number(wait[1]);
+    const cluster = redis as Cluster;
+    const known = () => cluster.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === to);
+    let node = known();
+    if (!node) {
+      await new Promise<void>((resolve) => cluster.refreshSlotsCache(() => resolve()));
+      node = known();
+    }
+    const at = to.lastIndexOf(':');
+    const own = node
+      ? undefined
+      : new Redis({
+          ...cluster.options.redisOptions,
+          host: to.slice(0, at),
+          port: Number(to.slice(at + 1)),
+          enableOfflineQueue: true,
+          retryStrategy: () => null,
+        });
+    own?.on('error', () => undefined); // told by the pipeline's replies
+    try {
+      const pipeline = (node ?? own!).pipeline();
+      for (const probe of probes) pipeline.asking().set(probe, '1', 'PX', FENCE_TTL_MS);
+      pipeline.wait(replicas, timeoutMs);
+      for (const probe of probes) pipeline.asking().del(probe);
+      const replies = (await pipeline.exec()) ?? [];
+      const err = replies.find(([e]) => e)?.[0];
+      if (err) throw err;
+      const wait = replies[2 * probes.length];
+      if (!wait) throw new Error('Redis answered no WAIT');
+      return Number(wait[1]);
+    } finally {
+      if (own) await closeConnection(own);
+    }
   };
 
   const send = (id: string, group: { inFlight: boolean; next?: Pending }) => {
