@@ -177,6 +177,34 @@ export async function serverOf(connection: RedisConnection, key: string): Promis
  */
 export const QUIT_TIMEOUT_MS = 1_000;
 
+const workerTemplates = new WeakMap<Cluster, Cluster>();
+
+/**
+ * The connection BullMQ Workers of a Redis Cluster `cluster` are given: a duplicate of it without ioredis' cluster
+ * ready check (`enableReadyCheck: false`), one per cluster, connecting at once as `cluster` does; its errors go to
+ * `cluster`'s listeners, and closeConnection(`cluster`) closes it first. A Worker takes it as its command connection
+ * and duplicates it for its blocking wait for jobs (BZPOPMIN). Without the check, because with it a failover could
+ * strand a Worker for good (`scheduler-failover.cluster.int.test.ts`): BullMQ's own watchdog ends the blocking
+ * connection when a BZPOPMIN outlives its timeout and waits for `Cluster.connect()` to bring it back; a connect that
+ * loads the slots while the cluster reports `cluster_state:fail` (a master just SIGKILLed, its replica not yet
+ * promoted) fails the ready check, and ioredis reconnects on its own but never settles that connect's promise
+ * (redis/ioredis#709, bullmq#4138), so the Worker waits on it for ever: running, and taking no job. Without the check
+ * the connect settles once the slots are loaded; a command sent while the cluster is still down is answered
+ * CLUSTERDOWN and retried (retryDelayOnClusterDown), as it would be once ready. Not lazy: BullMQ calls `connect()`
+ * itself on a connection that has not started, and a first connect to a cluster not reachable yet rejects, which
+ * BullMQ keeps as its client for good and retries at once, for ever, starving the process (its timers, HTTP server and
+ * SIGTERM handler: `workers.cluster.int.test.ts`).
+ */
+export function clusterWorkerConnection(cluster: Cluster): Cluster {
+  let template = workerTemplates.get(cluster);
+  if (!template) {
+    template = cluster.duplicate([], { enableReadyCheck: false, lazyConnect: false });
+    template.on('error', (err: Error) => cluster.emit('error', err));
+    workerTemplates.set(cluster, template);
+  }
+  return template;
+}
+
 /**
  * Closes a connection for good: QUIT when it is connected (what was sent is answered first), waiting at most
  * QUIT_TIMEOUT_MS for its answer, else (not connected, or no answer in time) at once. A QUIT on a connection that is
@@ -187,6 +215,11 @@ export const QUIT_TIMEOUT_MS = 1_000;
  * timer of 2 s of each).
  */
 export async function closeConnection(connection: RedisConnection): Promise<void> {
+  const template = connection.isCluster ? workerTemplates.get(connection as Cluster) : undefined;
+  if (template) {
+    workerTemplates.delete(connection as Cluster);
+    await closeConnection(template);
+  }
   if (connection.status === 'ready') {
     let timer: NodeJS.Timeout | undefined;
     const quit = connection.quit().then(

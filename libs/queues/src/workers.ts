@@ -1,6 +1,7 @@
 import { UnrecoverableError, Worker, type ConnectionOptions, type Job, type Processor } from 'bullmq';
 import { Cluster } from 'ioredis';
 import type { z } from 'zod';
+import { clusterWorkerConnection } from './connection';
 import { queuePrefix, shardCount, type QueueLayout } from './layout';
 import type { QueueName } from './names';
 import { QUEUE_SETTINGS } from './settings';
@@ -35,28 +36,10 @@ export function shardWorker(queue: QueueName, processor: Processor, prefix: stri
   });
 }
 
-const withoutReadyCheck = new WeakMap<Cluster, Cluster>();
-
-/**
- * The connection a Worker is given. A Worker never uses the one it is given: it opens two duplicates of it, one for its
- * commands and one for its blocking wait for jobs (BZPOPMIN). On a Redis Cluster those duplicates are made without
- * ioredis' cluster ready check (`enableReadyCheck: false`, from a template that never connects), because with it a
- * failover could strand the Worker for good (`scheduler-failover.cluster.int.test.ts`): BullMQ's own watchdog ends the
- * blocking connection when a BZPOPMIN outlives its timeout, and waits for `Cluster.connect()` to bring it back; a
- * connect that loads the slots while the cluster reports `cluster_state:fail` (a master just SIGKILLed, its replica
- * not yet promoted) fails the ready check, and ioredis reconnects on its own but never settles that connect's promise
- * (redis/ioredis#709, bullmq#4138), so the Worker waits on it for ever: running, and taking no job. Without the check
- * the connect settles once the slots are loaded; a command sent while the cluster is still down is answered
- * CLUSTERDOWN and retried (retryDelayOnClusterDown, connection.ts), as it would be once ready.
- */
+/** The connection a Worker is given: on a Redis Cluster, clusterWorkerConnection's (no cluster ready check). */
 function workerConnection(connection: ConnectionOptions): ConnectionOptions {
   if (!(connection instanceof Cluster) || connection.options.enableReadyCheck === false) return connection;
-  let template = withoutReadyCheck.get(connection);
-  if (!template) {
-    template = connection.duplicate([], { enableReadyCheck: false, lazyConnect: true });
-    withoutReadyCheck.set(connection, template);
-  }
-  return template;
+  return clusterWorkerConnection(connection);
 }
 
 /**
