@@ -970,7 +970,10 @@ describe('createTallyClient', () => {
     await waitFor(() => told.length > 0, { message: 'a failed connection attempt' });
     await c.close();
     // Its socket closes as it ends (an attempt may have been under way); ioredis armed a timer of 2 s on it.
-    await waitFor(() => mine().sockets === before.sockets, { message: 'the socket closed' });
-    expect(mine()).toEqual(before);
+    await waitFor(() => mine().sockets <= before.sockets, { message: 'the socket closed' });
+    // No more than before: the process's other timers (the test runner's) may have ended meanwhile.
+    const after = mine();
+    expect(after.timers).toBeLessThanOrEqual(before.timers);
+    expect(after.sockets).toBeLessThanOrEqual(before.sockets);
   });
 });
